@@ -1,0 +1,8 @@
+//! Orrery's N-API engine. Thin glue only: every rule lives in `orrery-core`.
+//!
+//! Every export catches panics (`catch_unwind`), so a bug in the core becomes a JS error with
+//! code `PANIC` and the Node process lives on.
+
+pub mod bus;
+pub mod error;
+pub mod layout;

@@ -1,0 +1,10 @@
+//! Orrery's WebAssembly engine. Thin glue only: every rule lives in `orrery-core`.
+//!
+//! wasm32 aborts on panic: the instance traps and cannot be trusted afterwards. The panic hook
+//! installed here reports the message to the host first, so the TS layer can mark the engine
+//! unusable and say why in every later error.
+
+pub mod bus;
+pub mod error;
+pub mod layout;
+pub mod panic;

@@ -1,0 +1,22 @@
+//! Orrery's core: the delivery semantics of the message bus as a state machine without I/O.
+//!
+//! The core never reads a clock, sleeps, spawns threads or touches sockets. The host passes
+//! `now` (milliseconds) into every call that needs time. One core therefore runs unchanged in
+//! Node (N-API), in a browser (WebAssembly) and under a simulated clock in tests.
+//!
+//! Messages cross the boundary as [`frame`]s: byte records whose fixed header the core reads
+//! (channel, priority, expiry) and whose variable part (ids, headers, payload) it stores and
+//! hands back untouched. Deliveries leave in batches through an [`bus::Outbox`], so a host
+//! pays one boundary crossing per batch instead of one per message.
+
+pub mod bus;
+pub mod error;
+pub mod frame;
+pub mod names;
+
+pub use bus::{Bus, BusConfig, StartAt, SubscriptionId};
+pub use error::{BusError, Coded};
+pub use names::ChannelId;
+
+/// Milliseconds on the host's clock. The core only compares and adds them.
+pub type Millis = f64;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds Orrery: the native engine (napi-rs), the wasm engine (cargo + wasm-bindgen CLI, twice:
+# `web` for browsers, `nodejs` for Node), and the TypeScript package. Each step is skipped when
+# its output is newer than its inputs, so a second run takes seconds.
+#   bash scripts/build.sh [native|wasm|ts]...   (default: all three)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+CORE_INPUTS=(Cargo.toml Cargo.lock crates)
+WASM_BINDGEN_VERSION=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
+
+build_native() {
+  local out=bindings/node/orrery.linux-x64-gnu.node
+  if up_to_date "$out" "${CORE_INPUTS[@]}" bindings/node/src bindings/node/Cargo.toml package.json; then
+    echo "native engine: up to date"; return
+  fi
+  napi build --platform --release --manifest-path bindings/node/Cargo.toml --package-json-path package.json \
+    --output-dir bindings/node --js binding.cjs --dts binding.d.cts
+  touch "$out"
+}
+
+build_wasm() {
+  local wasm=target/wasm/wasm32-unknown-unknown/wasm-release/orrery_wasm.wasm
+  local out=bindings/wasm/pkg/web/orrery_wasm_bg.wasm
+  if up_to_date "$out" "${CORE_INPUTS[@]}" bindings/wasm/src bindings/wasm/Cargo.toml; then
+    echo "wasm engine: up to date"; return
+  fi
+  # rustup cannot fetch the wasm32 target here; Debian's rustc builds std for wasm32 from source
+  # (rust-web-src) with -Zbuild-std. See ARCHITECTURE.md, "Building the wasm engine".
+  local cargo=cargo rustc=rustc
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    cargo=/usr/bin/cargo rustc=/usr/bin/rustc
+    export RUSTC_BOOTSTRAP=1 BUILD_STD=1
+  fi
+  RUSTC=$rustc CARGO_TARGET_DIR=target/wasm "$cargo" build -p orrery-wasm --profile wasm-release \
+    --target wasm32-unknown-unknown ${BUILD_STD:+-Zbuild-std=std,panic_abort}
+  # Debian's binaryen (108) cannot parse wasm-bindgen's output, so optimise the raw module first;
+  # wasm-bindgen keeps what it needs from it (about 78 KB -> 53 KB after bindgen).
+  local opt=target/wasm/orrery_wasm.opt.wasm
+  wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals "$wasm" -o "$opt"
+  wasm-bindgen --target web --out-dir bindings/wasm/pkg/web --out-name orrery_wasm "$opt"
+  wasm-bindgen --target nodejs --out-dir bindings/wasm/pkg/node --out-name orrery_wasm "$opt"
+  # The nodejs glue is CommonJS; the package root says "type": "module".
+  echo '{ "type": "commonjs" }' > bindings/wasm/pkg/node/package.json
+  printf 'wasm engine: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$out")" "$(gzip -9c "$out" | wc -c)"
+}
+
+build_ts() {
+  if up_to_date dist/node.js ts tsconfig.json bindings/node/binding.d.cts bindings/wasm/pkg/web/orrery_wasm.d.ts; then
+    echo "typescript: up to date"; return
+  fi
+  tsc -p tsconfig.json
+  touch dist/node.js
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(native wasm ts)
+for t in "${targets[@]}"; do
+  case "$t" in
+    native) build_native ;;
+    wasm) build_wasm ;;
+    ts) build_ts ;;
+    *) echo "unknown build target $t (native|wasm|ts)" >&2; exit 2 ;;
+  esac
+done

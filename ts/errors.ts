@@ -1,0 +1,64 @@
+/**
+ * Orrery's errors: real `Error` objects with a stable `code` to branch on, a `cause` where
+ * there is one, and `details` that locate the problem.
+ */
+
+/** Every code an Orrery error can carry. */
+export type ErrorCode =
+  | 'INVALID_NAME'
+  | 'UNKNOWN_CHANNEL'
+  | 'UNKNOWN_SUBSCRIPTION'
+  | 'MESSAGE_TOO_LARGE'
+  | 'MALFORMED_FRAME'
+  | 'INVALID_OPTION'
+  | 'INVALID_PAYLOAD'
+  | 'CLOSED'
+  | 'PANIC'
+  | 'ENGINE_POISONED'
+  | 'ENGINE_NOT_BUILT'
+  | 'ENGINE_UNAVAILABLE'
+  | 'LAYOUT_MISMATCH'
+  | 'INVALID_ARGUMENT'
+  | 'INTERNAL'
+
+const KNOWN = new Set<string>([
+  'INVALID_NAME', 'UNKNOWN_CHANNEL', 'UNKNOWN_SUBSCRIPTION', 'MESSAGE_TOO_LARGE', 'MALFORMED_FRAME',
+  'INVALID_OPTION', 'INVALID_PAYLOAD', 'CLOSED', 'PANIC', 'ENGINE_POISONED', 'ENGINE_NOT_BUILT',
+  'ENGINE_UNAVAILABLE', 'LAYOUT_MISMATCH', 'INVALID_ARGUMENT', 'INTERNAL',
+])
+
+/** The error every Orrery call throws or rejects with. */
+export class OrreryError extends Error {
+  override readonly name = 'OrreryError'
+  readonly code: ErrorCode
+  readonly details: Readonly<Record<string, unknown>>
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.details = Object.freeze({ ...options.details })
+  }
+}
+
+/** Whether `value` is an Orrery error, optionally with a given code. */
+export function isOrreryError(value: unknown, code?: ErrorCode): value is OrreryError {
+  return value instanceof OrreryError && (code === undefined || value.code === code)
+}
+
+/**
+ * Turns whatever an engine threw into an OrreryError. Core errors carry their code already.
+ * The N-API engine reports a caught Rust panic as napi's `GenericFailure` (the core's own
+ * errors never use it) and an argument of the wrong type with another napi status.
+ */
+export function fromEngine(raw: unknown): OrreryError {
+  if (raw instanceof OrreryError) return raw
+  const err = raw as { code?: unknown; message?: unknown }
+  const message = typeof err?.message === 'string' ? err.message : String(raw)
+  const code = typeof err?.code === 'string' ? err.code : undefined
+  if (code !== undefined && KNOWN.has(code)) return new OrreryError(code as ErrorCode, message, { cause: raw })
+  if (code === 'GenericFailure') return new OrreryError('PANIC', `the Orrery core panicked: ${message}`, { cause: raw })
+  if (code !== undefined || raw instanceof TypeError) {
+    return new OrreryError('INVALID_ARGUMENT', `an argument has the wrong type: ${message}`, { cause: raw })
+  }
+  return new OrreryError('INTERNAL', `unexpected engine error: ${message}`, { cause: raw })
+}
