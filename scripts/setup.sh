@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what Orrery's build and tests need and is missing, and nothing else:
+#   Debian packages  the wasm route (rustc-web, cargo-web, rust-web-src, lld-22), binaryen
+#                    (wasm-opt) and chromium (browser tests)
+#   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
+#   wasm-bindgen CLI exactly the version Cargo.toml pins
+#   npm packages     from package-lock.json
+# Each step checks first, so on a set-up machine the whole script takes about a second.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 binaryen chromium)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Only when rustup lacks the wasm32 target (it cannot be downloaded here) do we build std from
+# Debian's sources, which cargo expects at <sysroot>/lib/rustlib/src/rust.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  src=$(ls -d /usr/src/rustc-* | sort -V | tail -n 1)
+  link=/usr/lib/rustlib/src/rust
+  if [ "$(readlink "$link" 2>/dev/null)" != "$src" ]; then
+    as_root mkdir -p /usr/lib/rustlib/src
+    as_root ln -sfn "$src" "$link"
+  fi
+fi
+
+pinned=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
+  echo "installing wasm-bindgen-cli $pinned (a few minutes, once per machine)"
+  # --locked first; its lockfile has named a crate version the registry no longer lists, so
+  # fall back to a fresh resolution of the same CLI version.
+  cargo install wasm-bindgen-cli --version "=$pinned" --locked || cargo install wasm-bindgen-cli --version "=$pinned"
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every test Orrery has, each phase timed: set-up, builds, cargo test, clippy, the wasm32 build of
+# the core, the TypeScript type check, and the vitest suite once per engine (native, wasm in
+# Node) plus the browser smoke test in Debian's chromium.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap phase_report EXIT
+
+phase_start "set-up (install what is missing)"; bash scripts/setup.sh; phase_end
+phase_start "build native engine"; bash scripts/build.sh native; phase_end
+phase_start "build wasm engine (core for wasm32)"; bash scripts/build.sh wasm; phase_end
+phase_start "build TypeScript package"; bash scripts/build.sh ts; phase_end
+phase_start "cargo test"; cargo test --workspace --quiet; phase_end
+phase_start "cargo clippy -D warnings"; cargo clippy --workspace --all-targets --quiet -- -D warnings; phase_end
+phase_start "typecheck (package and tests)"; tsc -p tsconfig.test.json; phase_end
+phase_start "vitest (native, wasm, browser)"
+mkdir -p target
+status=0
+vitest run --reporter=default --reporter=json --outputFile.json=target/vitest.json || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync("target/vitest.json", "utf8"))
+  console.log(`vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`)
+' || true
+phase_end
+exit $status

@@ -1,0 +1,105 @@
+import { firstValueFrom, take, toArray } from 'rxjs'
+import { describe, expect, it } from 'vitest'
+
+import { Orrery, OrreryError } from '../ts/node.js'
+import { checkLayout, decodeFrame, FrameWriter, LAYOUT } from '../ts/frame.js'
+import { ENGINE } from './engine.js'
+
+describe(`bus (${ENGINE})`, () => {
+  it('delivers after the publish call returns, never during it', async () => {
+    const { bus } = await Orrery.create()
+    const order: string[] = []
+    bus.subscribe('c').subscribe(() => order.push('delivered'))
+    const done = bus.publish('c', 1)
+    order.push('publish returned')
+    await done
+    await Promise.resolve()
+    expect(order).toEqual(['publish returned', 'delivered'])
+  })
+
+  it('works with rxjs operators and tears the core subscription down on unsubscribe', async () => {
+    const { bus } = await Orrery.create()
+    const firstTwo = firstValueFrom(bus.subscribe<number>('numbers').pipe(take(2), toArray()))
+    expect(bus.stats('numbers').subscribers).toBe(1)
+    await bus.publishBatch([1, 2, 3].map((n) => ({ channel: 'numbers', payload: n })))
+    expect((await firstTwo).map((m) => m.payload)).toEqual([1, 2])
+    expect(bus.stats('numbers').subscribers).toBe(0)
+  })
+
+  it('replays from a time', async () => {
+    let now = 0
+    const { bus } = await Orrery.create({ clock: () => now })
+    for (const t of [10, 20, 30]) {
+      now = t
+      await bus.publish('timeline', t)
+    }
+    const got = await firstValueFrom(bus.subscribe<number>('timeline', { from: { time: 15 } }).pipe(take(2), toArray()))
+    expect(got.map((m) => m.payload)).toEqual([20, 30])
+  })
+
+  it('carries raw bytes and every envelope field', async () => {
+    const { bus } = await Orrery.create()
+    const next = firstValueFrom(bus.subscribe<Uint8Array>('bytes'))
+    await bus.publish('bytes', new Uint8Array([9, 8, 7]), {
+      id: 'm-1', kind: 'command', sender: 'a', recipient: 'b', correlationId: 'c', causationId: 'd',
+      schema: 'order@1.2', headers: { 'x-ü': 'ünïcode' },
+    })
+    const m = await next
+    expect([...m.payload]).toEqual([9, 8, 7])
+    expect(m).toMatchObject({
+      id: 'm-1', kind: 'command', sender: 'a', recipient: 'b', correlationId: 'c', causationId: 'd',
+      schema: 'order@1.2', headers: { 'x-ü': 'ünïcode' }, codec: 'raw',
+    })
+  })
+
+  it('delivers messages larger than the drain buffer', async () => {
+    const { bus } = await Orrery.create()
+    const next = firstValueFrom(bus.subscribe<string>('large'))
+    const big = 'z'.repeat(200_000)
+    await bus.publish('large', big)
+    expect((await next).payload).toBe(big)
+  })
+
+  it('keeps channel order for a subscriber that publishes while handling', async () => {
+    const { bus } = await Orrery.create()
+    const seen: number[] = []
+    bus.subscribe<number>('echo').subscribe((m) => {
+      seen.push(m.payload)
+      if (m.payload < 5) void bus.publish('echo', m.payload + 1)
+    })
+    await bus.publish('echo', 0)
+    for (let i = 0; i < 10; i++) await Promise.resolve()
+    expect(seen).toEqual([0, 1, 2, 3, 4, 5])
+  })
+
+  it('refuses ids and names over 255 bytes and leaves the batch empty', async () => {
+    const { bus } = await Orrery.create()
+    await expect(bus.publish('c', 1, { id: 'i'.repeat(256) })).rejects.toMatchObject({ code: 'INVALID_OPTION' })
+    await expect(bus.publish('n'.repeat(256), 1)).rejects.toMatchObject({ code: 'INVALID_NAME' })
+    expect(bus.stats('c').published).toBe(0)
+  })
+
+  it('reports an unknown subscription start channel lazily through the Observable', async () => {
+    const { bus } = await Orrery.create()
+    const err = await firstValueFrom(bus.subscribe('bad name')).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(OrreryError)
+    expect((err as OrreryError).code).toBe('INVALID_NAME')
+  })
+})
+
+describe('frame layout', () => {
+  it('matches the core it runs on, and a mismatch is refused', async () => {
+    const orrery = await Orrery.create()
+    expect(() => checkLayout(orrery.backend.frameLayout())).not.toThrow()
+    const tampered = orrery.backend.frameLayout().map((p) => (p.startsWith('headerLen=') ? 'headerLen=40' : p))
+    expect(() => checkLayout(tampered)).toThrow(expect.objectContaining({ code: 'LAYOUT_MISMATCH' }))
+  })
+
+  it('round-trips through FrameWriter and decodeFrame', () => {
+    const w = new FrameWriter()
+    w.push(7, { id: 'x', kind: 'query', priority: 'critical', codec: 'json', timestamp: 5, expiresAt: 9, headers: { a: 'b' } }, new Uint8Array([1]))
+    const f = decodeFrame(w.bytes())
+    expect(f).toMatchObject({ channel: 7, id: 'x', kind: 'query', priority: 'critical', timestamp: 5, expiresAt: 9, headers: { a: 'b' } })
+    expect(w.bytes().length).toBe(LAYOUT.headerLen + f.payload.byteOffset - LAYOUT.headerLen + 1)
+  })
+})
