@@ -45,5 +45,8 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  # `npm install`, not `npm ci`: npm 11's ci refuses our lockfile because it leaves out the
+  # optional platform packages of @napi-rs/lzma (a build-tool dependency that declares Node 22+).
+  # install follows the same lockfile and leaves it unchanged.
+  npm install --no-audit --no-fund
 fi
