@@ -19,7 +19,12 @@ impl NativeBus {
     #[napi(constructor, catch_unwind)]
     #[must_use]
     pub fn new(max_message_bytes: u32) -> Self {
-        Self { bus: Bus::new(BusConfig { max_message_bytes: max_message_bytes as usize, ..BusConfig::default() }) }
+        Self {
+            bus: Bus::new(BusConfig {
+                max_message_bytes: max_message_bytes as usize,
+                ..BusConfig::default()
+            }),
+        }
     }
 
     /// The id of a channel, created on first use.
@@ -38,16 +43,35 @@ impl NativeBus {
 
     /// Sets a channel's retention; 0 count or bytes means unlimited.
     #[napi(catch_unwind)]
-    pub fn set_retention(&mut self, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, now: f64) -> Result<()> {
-        let retention = Retention { max_count: max_count as usize, max_bytes: max_bytes as usize, max_age };
-        self.bus.set_retention(channel, retention, now).map_err(to_js)
+    pub fn set_retention(
+        &mut self,
+        channel: u32,
+        max_count: f64,
+        max_bytes: f64,
+        max_age: f64,
+        now: f64,
+    ) -> Result<()> {
+        let retention = Retention {
+            max_count: max_count as usize,
+            max_bytes: max_bytes as usize,
+            max_age,
+        };
+        self.bus
+            .set_retention(channel, retention, now)
+            .map_err(to_js)
     }
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
     #[napi(catch_unwind)]
-    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "napi hands over a JS-owned view"
+    )]
     pub fn publish(&mut self, batch: Uint8Array, now: f64) -> Result<u32> {
-        self.bus.publish(&batch, now).map(|n| n as u32).map_err(to_js)
+        self.bus
+            .publish(&batch, now)
+            .map(|n| n as u32)
+            .map_err(to_js)
     }
 
     /// Subscribes; `mode` 0 latest, 1 earliest, 2 from sequence `value`, 3 from time `value`.
@@ -71,8 +95,14 @@ impl NativeBus {
     /// Fills `out` with delivery records; returns bytes written, or minus the size needed when
     /// the next record alone does not fit.
     #[napi(catch_unwind)]
-    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
-    #[allow(unsafe_code, reason = "writing into a JS-owned buffer needs napi's unsafe as_mut")]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "napi hands over a JS-owned view"
+    )]
+    #[allow(
+        unsafe_code,
+        reason = "writing into a JS-owned buffer needs napi's unsafe as_mut"
+    )]
     pub fn drain(&mut self, mut out: Uint8Array) -> f64 {
         // SAFETY: this call is synchronous on the JS thread that owns `out`; no JS code runs,
         // and nothing else can read or resize the buffer, until it returns.
@@ -94,8 +124,16 @@ impl NativeBus {
     #[napi(catch_unwind)]
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>> {
         let s = self.bus.stats(channel).map_err(to_js)?;
-        Ok([s.published, s.delivered, s.retained, s.retained_bytes, s.first_seq, s.next_seq, s.subscribers]
-            .map(|v| v as f64)
-            .to_vec())
+        Ok([
+            s.published,
+            s.delivered,
+            s.retained,
+            s.retained_bytes,
+            s.first_seq,
+            s.next_seq,
+            s.subscribers,
+        ]
+        .map(|v| v as f64)
+        .to_vec())
     }
 }

@@ -20,8 +20,14 @@ impl WasmBus {
     #[wasm_bindgen(constructor)]
     #[must_use]
     pub fn new(max_message_bytes: u32) -> Self {
-        let config = BusConfig { max_message_bytes: max_message_bytes as usize, ..BusConfig::default() };
-        Self { bus: Bus::new(config), scratch: Vec::new() }
+        let config = BusConfig {
+            max_message_bytes: max_message_bytes as usize,
+            ..BusConfig::default()
+        };
+        Self {
+            bus: Bus::new(config),
+            scratch: Vec::new(),
+        }
     }
 
     /// The id of a channel, created on first use.
@@ -38,14 +44,30 @@ impl WasmBus {
 
     /// Sets a channel's retention; 0 count or bytes means unlimited.
     #[wasm_bindgen(js_name = setRetention)]
-    pub fn set_retention(&mut self, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, now: f64) -> Result<(), JsValue> {
-        let retention = Retention { max_count: max_count as usize, max_bytes: max_bytes as usize, max_age };
-        self.bus.set_retention(channel, retention, now).map_err(to_js)
+    pub fn set_retention(
+        &mut self,
+        channel: u32,
+        max_count: f64,
+        max_bytes: f64,
+        max_age: f64,
+        now: f64,
+    ) -> Result<(), JsValue> {
+        let retention = Retention {
+            max_count: max_count as usize,
+            max_bytes: max_bytes as usize,
+            max_age,
+        };
+        self.bus
+            .set_retention(channel, retention, now)
+            .map_err(to_js)
     }
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
     pub fn publish(&mut self, batch: &[u8], now: f64) -> Result<u32, JsValue> {
-        self.bus.publish(batch, now).map(|n| n as u32).map_err(to_js)
+        self.bus
+            .publish(batch, now)
+            .map(|n| n as u32)
+            .map_err(to_js)
     }
 
     /// Subscribes; `mode` 0 latest, 1 earliest, 2 from sequence `value`, 3 from time `value`.
@@ -92,8 +114,16 @@ impl WasmBus {
     /// Channel counters in the order of `ts/backend.ts`'s `STATS_FIELDS`.
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>, JsValue> {
         let s = self.bus.stats(channel).map_err(to_js)?;
-        Ok([s.published, s.delivered, s.retained, s.retained_bytes, s.first_seq, s.next_seq, s.subscribers]
-            .map(|v| v as f64)
-            .to_vec())
+        Ok([
+            s.published,
+            s.delivered,
+            s.retained,
+            s.retained_bytes,
+            s.first_seq,
+            s.next_seq,
+            s.subscribers,
+        ]
+        .map(|v| v as f64)
+        .to_vec())
     }
 }

@@ -8,6 +8,10 @@ use wasm_bindgen::JsValue;
 pub fn to_js<E: Coded + std::fmt::Display>(err: E) -> JsValue {
     let js = js_sys::Error::new(&err.to_string());
     // Setting a plain data property on a fresh Error cannot fail.
-    let _ = js_sys::Reflect::set(&js, &JsValue::from_str("code"), &JsValue::from_str(err.code()));
+    let _ = js_sys::Reflect::set(
+        &js,
+        &JsValue::from_str("code"),
+        &JsValue::from_str(err.code()),
+    );
     js.into()
 }

@@ -23,9 +23,43 @@ pub enum BusError {
     /// A channel id that was never interned by this bus.
     #[error("unknown channel id {0}")]
     UnknownChannel(u32),
-    /// A subscription id that does not exist (never created, or already removed).
+    /// A subscriber or group-member id that does not exist (never created, or already removed).
     #[error("unknown subscription id {0}")]
     UnknownSubscription(u32),
+    /// A consumer-group id that does not exist.
+    #[error("unknown consumer group id {0}")]
+    UnknownGroup(u32),
+    /// An endpoint id that does not exist (never opened, or closed).
+    #[error("unknown endpoint id {0}")]
+    UnknownEndpoint(u32),
+    /// An ack or nack for a delivery attempt that is no longer current: the lease expired, the
+    /// message went to another member, or it was already settled.
+    #[error("stale ack: seq {seq} attempt {attempt} is no longer the current delivery")]
+    StaleAck {
+        /// The message's sequence number.
+        seq: u64,
+        /// The attempt token given.
+        attempt: u32,
+    },
+    /// A consumer's buffer is full and its policy is `reject` (or `block`, which the host turns
+    /// into waiting). Nothing was published.
+    #[error("consumer {consumer} on channel {channel} is full ({capacity} buffered)")]
+    Backpressure {
+        /// The full consumer (subscriber or group).
+        consumer: u32,
+        /// The channel published to.
+        channel: u32,
+        /// Its buffer capacity.
+        capacity: usize,
+        /// Whether its policy asks the publisher to wait rather than fail.
+        block: bool,
+    },
+    /// A request to a channel that no subscriber or group member consumes.
+    #[error("no responder consumes channel {0}")]
+    NoResponder(u32),
+    /// A reply frame without a reply token.
+    #[error("the frame is not a reply to a request (reply token 0)")]
+    NotAReply,
     /// A frame's payload is larger than the configured limit.
     #[error("frame {index}: message of {size} bytes exceeds the limit of {limit} bytes")]
     MessageTooLarge {
@@ -62,6 +96,12 @@ impl Coded for BusError {
             Self::InvalidName { .. } => "INVALID_NAME",
             Self::UnknownChannel(_) => "UNKNOWN_CHANNEL",
             Self::UnknownSubscription(_) => "UNKNOWN_SUBSCRIPTION",
+            Self::UnknownGroup(_) => "UNKNOWN_GROUP",
+            Self::UnknownEndpoint(_) => "UNKNOWN_ENDPOINT",
+            Self::StaleAck { .. } => "STALE_ACK",
+            Self::Backpressure { .. } => "BACKPRESSURE",
+            Self::NoResponder(_) => "NO_RESPONDER",
+            Self::NotAReply => "NOT_A_REPLY",
             Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
             Self::MalformedFrame { .. } => "MALFORMED_FRAME",
             Self::InvalidOption { .. } => "INVALID_OPTION",

@@ -13,8 +13,12 @@ pub mod bus;
 pub mod error;
 pub mod frame;
 pub mod names;
+pub mod slab;
 
-pub use bus::{Bus, BusConfig, StartAt, SubscriptionId};
+pub use bus::{
+    Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions,
+    MAIN_ENDPOINT,
+};
 pub use error::{BusError, Coded};
 pub use names::ChannelId;
 

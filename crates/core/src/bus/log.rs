@@ -1,8 +1,16 @@
 //! A channel's retained log: a total order of frames, trimmed by count, bytes and age.
+//!
+//! Frames are shared (`Arc`) between the log and the consumers' buffers: fan-out to N
+//! consumers stores a message once, and a message still buffered or pending for a consumer
+//! outlives its trimming from the log.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::Millis;
+
+/// A stored frame, shared by the log and every consumer that holds it.
+pub type Frame = Arc<[u8]>;
 
 /// Retention limits of one channel. A limit of 0 means "no limit" for count and bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,19 +25,23 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_count: 10_000, max_bytes: 64 << 20, max_age: f64::INFINITY }
+        Self {
+            max_count: 10_000,
+            max_bytes: 64 << 20,
+            max_age: f64::INFINITY,
+        }
     }
 }
 
-/// One retained message.
+/// One retained message; its sequence number is implied by its place in the log.
 #[derive(Debug)]
 pub struct Entry {
-    /// Position in the channel's total order, from 0.
-    pub seq: u64,
     /// When it was published, on the host clock.
     pub at: Millis,
+    /// Its priority, 0 low … 3 critical.
+    pub priority: u8,
     /// The frame as published (timestamp stamped).
-    pub frame: Box<[u8]>,
+    pub frame: Frame,
 }
 
 /// The retained log of one channel.
@@ -44,13 +56,37 @@ pub struct Log {
 impl Log {
     /// Appends a frame and returns its sequence number. `now` is kept monotone so that a
     /// host clock that steps back cannot break time-based replay.
-    pub fn append(&mut self, frame: Box<[u8]>, now: Millis) -> u64 {
+    pub fn append(&mut self, frame: Frame, priority: u8, now: Millis) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.last_at = self.last_at.max(now);
         self.bytes += frame.len();
-        self.entries.push_back(Entry { seq, at: self.last_at, frame });
+        self.entries.push_back(Entry {
+            at: self.last_at,
+            priority,
+            frame,
+        });
         seq
+    }
+
+    /// The oldest sequence number left if `extra` more entries of `extra_bytes` were appended
+    /// and the log trimmed to `limits` (count and bytes only: age does not grow with appends).
+    #[must_use]
+    pub fn first_seq_after(&self, extra: usize, extra_bytes: usize, limits: &Retention) -> u64 {
+        let mut len = self.entries.len() + extra;
+        let mut bytes = self.bytes + extra_bytes;
+        let mut first = self.first_seq();
+        for e in &self.entries {
+            let over = (limits.max_count > 0 && len > limits.max_count)
+                || (limits.max_bytes > 0 && bytes > limits.max_bytes);
+            if !over {
+                break;
+            }
+            len -= 1;
+            bytes -= e.frame.len();
+            first += 1;
+        }
+        first
     }
 
     /// Drops the oldest entries beyond the limits; returns how many were dropped.
@@ -79,7 +115,7 @@ impl Log {
     /// The oldest retained sequence number (equal to `next_seq` when empty).
     #[must_use]
     pub fn first_seq(&self) -> u64 {
-        self.entries.front().map_or(self.next_seq, |e| e.seq)
+        self.next_seq - self.entries.len() as u64
     }
 
     /// The entry with sequence number `seq`, if still retained.
@@ -125,7 +161,7 @@ mod tests {
     fn log_of(n: u64) -> Log {
         let mut log = Log::default();
         for i in 0..n {
-            log.append(vec![0; 10].into(), i as f64 * 10.0);
+            log.append(vec![0; 10].into(), 1, i as f64 * 10.0);
         }
         log
     }
@@ -133,12 +169,24 @@ mod tests {
     #[test]
     fn trims_by_count_bytes_and_age() {
         let mut log = log_of(10);
-        let by_count = Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY };
+        let by_count = Retention {
+            max_count: 4,
+            max_bytes: 0,
+            max_age: f64::INFINITY,
+        };
         assert_eq!(log.trim(&by_count, 90.0), 6);
         assert_eq!((log.first_seq(), log.len(), log.bytes()), (6, 4, 40));
-        let by_bytes = Retention { max_count: 0, max_bytes: 25, max_age: f64::INFINITY };
+        let by_bytes = Retention {
+            max_count: 0,
+            max_bytes: 25,
+            max_age: f64::INFINITY,
+        };
         assert_eq!(log.trim(&by_bytes, 90.0), 2);
-        let by_age = Retention { max_count: 0, max_bytes: 0, max_age: 5.0 };
+        let by_age = Retention {
+            max_count: 0,
+            max_bytes: 0,
+            max_age: 5.0,
+        };
         assert_eq!(log.trim(&by_age, 100.0), 2);
         assert!(log.is_empty());
         assert_eq!(log.first_seq(), 10);
@@ -147,10 +195,28 @@ mod tests {
     #[test]
     fn finds_by_seq_and_time_and_keeps_time_monotone() {
         let mut log = log_of(5);
-        log.append(vec![1].into(), 0.0); // clock stepped back
+        log.append(vec![1].into(), 1, 0.0); // clock stepped back
         assert_eq!(log.get(5).unwrap().at, 40.0);
         assert_eq!(log.seq_at_time(15.0), 2);
         assert_eq!(log.seq_at_time(1e9), 6);
         assert!(log.get(6).is_none());
+    }
+
+    #[test]
+    fn predicts_the_first_seq_after_appends() {
+        let log = log_of(10);
+        let limits = Retention {
+            max_count: 10,
+            max_bytes: 0,
+            max_age: f64::INFINITY,
+        };
+        assert_eq!(log.first_seq_after(0, 0, &limits), 0);
+        assert_eq!(log.first_seq_after(3, 30, &limits), 3);
+        let by_bytes = Retention {
+            max_count: 0,
+            max_bytes: 95,
+            max_age: f64::INFINITY,
+        };
+        assert_eq!(log.first_seq_after(1, 10, &by_bytes), 2);
     }
 }

@@ -1,22 +1,48 @@
-//! The message bus: named channels with a retained log and broadcast subscribers.
+//! The message bus: named channels with a retained log, broadcast subscribers, consumer groups
+//! with acks, redelivery and dead-lettering, request/response, priorities, TTL, backpressure
+//! and deduplication.
 //!
-//! Every call is synchronous and returns before the host sees any delivery: publishing only
-//! marks subscribers ready, and the host pulls records out with [`Bus::drain`] after the call
-//! returns. User code therefore never runs while the bus is mid-mutation.
+//! Every call is synchronous and returns before the host sees any delivery: calls only queue
+//! work on *endpoints* (one per host thread), and the host pulls records out with
+//! [`Bus::drain`] after the call returns. User code therefore never runs mid-mutation.
+//!
+//! The bus is split by concern into `impl Bus` blocks: `publish` (here), `group` (groups,
+//! acks, claims), `deliver` (endpoints and drains), `request` (request/response) and `timer`
+//! (visibility timeouts, retry delays, request deadlines).
 
+mod buffer;
+mod consumer;
+mod dedup;
+mod deliver;
+mod group;
 mod log;
+mod options;
 mod outbox;
-mod subscriptions;
+mod request;
+mod timer;
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-pub use log::{Entry, Log, Retention};
+pub use buffer::{Item, PriorityBuffer};
+pub use consumer::{Consumer, ConsumerKind, Feed, Member, Subscriber};
+pub use deliver::{EventKind, EVENT_CONSUMER, REPLY_CONSUMER};
+pub use group::PendingInfo;
+pub use log::{Entry, Frame, Log, Retention};
+pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
 pub use outbox::Writer;
-pub use subscriptions::{Subscription, SubscriptionId, Subscriptions};
+
+use consumer::Offer;
+use dedup::Dedup;
+use deliver::Endpoint;
+use group::Group;
+use request::Request;
+use timer::Timers;
 
 use crate::error::BusError;
 use crate::frame;
 use crate::names::{ChannelId, Interner};
+use crate::slab::Slab;
 use crate::Millis;
 
 /// Bus-wide settings.
@@ -30,29 +56,19 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { max_message_bytes: 10 << 20, default_retention: Retention::default() }
+        Self {
+            max_message_bytes: 10 << 20,
+            default_retention: Retention::default(),
+        }
     }
-}
-
-/// Where a new subscription starts reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StartAt {
-    /// Only messages published after subscribing.
-    Latest,
-    /// The oldest retained message.
-    Earliest,
-    /// A given sequence number (or the oldest retained, if that one is gone).
-    Seq(u64),
-    /// The first retained message published at or after a time.
-    Time(Millis),
 }
 
 /// Counters of one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelStats {
-    /// Messages published.
+    /// Messages published (duplicates not counted).
     pub published: u64,
-    /// Broadcast deliveries made.
+    /// Deliveries made, to subscribers and group members (redeliveries included).
     pub delivered: u64,
     /// Messages currently retained.
     pub retained: u64,
@@ -64,25 +80,59 @@ pub struct ChannelStats {
     pub next_seq: u64,
     /// Live broadcast subscribers.
     pub subscribers: u64,
+    /// Consumer groups.
+    pub groups: u64,
+    /// Publishes dropped as duplicates of an id seen within the dedup window.
+    pub duplicates: u64,
+    /// Messages that expired before a consumer received them (counted per consumer).
+    pub expired: u64,
+    /// Messages moved from this channel to its dead-letter channel.
+    pub dead_lettered: u64,
+}
+
+/// Counters of one broadcast subscriber.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Messages waiting in its buffer.
+    pub buffered: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Messages dropped by `drop-oldest`.
+    pub dropped: u64,
+    /// Messages trimmed from the log before it read them.
+    pub missed: u64,
+    /// Messages that expired before delivery.
+    pub expired: u64,
+    /// Messages published and not yet delivered to it.
+    pub lag: u64,
 }
 
 #[derive(Debug)]
 struct Channel {
     log: Log,
-    retention: Retention,
-    subscribers: Vec<SubscriptionId>,
-    published: u64,
-    delivered: u64,
+    options: ChannelOptions,
+    subscribers: Vec<u32>,
+    groups: Vec<u32>,
+    dedup: Dedup,
+    dead_letter: Option<ChannelId>,
+    stats: ChannelStats,
 }
 
-/// The bus: channels, their logs and their subscribers.
+/// The bus: channels, consumers, groups, endpoints, requests and timers.
 #[derive(Debug)]
 pub struct Bus {
     config: BusConfig,
     names: Interner,
     channels: Vec<Channel>,
-    subs: Subscriptions,
-    ready: VecDeque<SubscriptionId>,
+    consumers: Slab<Consumer>,
+    groups: Slab<Group>,
+    group_names: HashMap<(ChannelId, Box<str>), u32>,
+    endpoints: Slab<Endpoint>,
+    requests: HashMap<u32, Request>,
+    next_token: u32,
+    next_attempt: u32,
+    late_replies: u64,
+    timers: Timers,
 }
 
 impl Default for Bus {
@@ -91,11 +141,30 @@ impl Default for Bus {
     }
 }
 
+/// The endpoint every bus opens at creation: the host thread that created it.
+pub const MAIN_ENDPOINT: u32 = 0;
+
 impl Bus {
-    /// A bus with the given settings.
+    /// A bus with the given settings and one endpoint, [`MAIN_ENDPOINT`].
     #[must_use]
     pub fn new(config: BusConfig) -> Self {
-        Self { config, names: Interner::default(), channels: Vec::new(), subs: Subscriptions::default(), ready: VecDeque::new() }
+        let mut endpoints = Slab::default();
+        let main = endpoints.insert(Endpoint::default());
+        debug_assert_eq!(main, Some(MAIN_ENDPOINT));
+        Self {
+            config,
+            names: Interner::default(),
+            channels: Vec::new(),
+            consumers: Slab::default(),
+            groups: Slab::default(),
+            group_names: HashMap::new(),
+            endpoints,
+            requests: HashMap::new(),
+            next_token: 1,
+            next_attempt: 1,
+            late_replies: 0,
+            timers: Timers::default(),
+        }
     }
 
     /// The bus-wide settings.
@@ -104,29 +173,38 @@ impl Bus {
         &self.config
     }
 
-    /// The id of channel `name`, creating the channel with default retention on first use.
+    /// The id of channel `name`, creating the channel with default options on first use.
     pub fn channel(&mut self, name: &str) -> Result<ChannelId, BusError> {
         let id = self.names.intern(name)?;
         if id as usize == self.channels.len() {
             self.channels.push(Channel {
                 log: Log::default(),
-                retention: self.config.default_retention,
+                options: ChannelOptions {
+                    retention: self.config.default_retention,
+                    ..ChannelOptions::default()
+                },
                 subscribers: Vec::new(),
-                published: 0,
-                delivered: 0,
+                groups: Vec::new(),
+                dedup: Dedup::default(),
+                dead_letter: None,
+                stats: ChannelStats::default(),
             });
         }
         Ok(id)
     }
 
-    /// Sets a channel's retention, trimming at once what falls outside it.
-    pub fn set_retention(&mut self, channel: ChannelId, retention: Retention, now: Millis) -> Result<(), BusError> {
-        if retention.max_age.is_nan() || retention.max_age < 0.0 {
-            return Err(BusError::InvalidOption { option: "maxAge", reason: "must be a number of ms >= 0" });
-        }
+    /// Sets a channel's options, trimming at once what falls outside the new retention.
+    pub fn configure(
+        &mut self,
+        channel: ChannelId,
+        options: ChannelOptions,
+        now: Millis,
+    ) -> Result<(), BusError> {
+        options::check_ms(options.retention.max_age, "maxAge", true)?;
+        options::check_ms(options.dedup_window, "dedupWindow", true)?;
         let ch = self.channel_mut(channel)?;
-        ch.retention = retention;
-        self.trim(channel, now);
+        ch.options = options;
+        ch.log.trim(&ch.options.retention, now);
         Ok(())
     }
 
@@ -137,142 +215,285 @@ impl Bus {
     }
 
     fn channel_mut(&mut self, channel: ChannelId) -> Result<&mut Channel, BusError> {
-        self.channels.get_mut(channel as usize).ok_or(BusError::UnknownChannel(channel))
+        self.channels
+            .get_mut(channel as usize)
+            .ok_or(BusError::UnknownChannel(channel))
     }
 
-    /// Publishes a batch of frames laid end to end, all or nothing: every frame is checked
-    /// before any is appended, so a refused batch publishes nothing. Returns the number of
-    /// frames published; their sequence numbers are consecutive per channel.
-    pub fn publish(&mut self, batch: &[u8], now: Millis) -> Result<usize, BusError> {
+    fn channel_ref(&self, channel: ChannelId) -> Result<&Channel, BusError> {
+        self.channels
+            .get(channel as usize)
+            .ok_or(BusError::UnknownChannel(channel))
+    }
+
+    /// Checks every frame of a batch; returns per-channel (frames, bytes) of the batch.
+    fn check_batch(&self, batch: &[u8]) -> Result<Vec<(ChannelId, usize, usize)>, BusError> {
         let mut offset = 0;
-        let mut count = 0;
+        let mut index = 0;
+        let mut per_channel: Vec<(ChannelId, usize, usize)> = Vec::new();
         while offset < batch.len() {
-            let header = frame::read_header(batch, offset, count, self.config.max_message_bytes)?;
-            if header.channel as usize >= self.channels.len() {
-                return Err(BusError::UnknownChannel(header.channel));
+            let header = frame::read_header(batch, offset, index, self.config.max_message_bytes)?;
+            self.channel_ref(header.channel)?;
+            match per_channel
+                .iter_mut()
+                .find(|(c, _, _)| *c == header.channel)
+            {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.2 += header.len;
+                }
+                None => per_channel.push((header.channel, 1, header.len)),
             }
             offset += header.len;
-            count += 1;
+            index += 1;
         }
-        offset = 0;
-        while offset < batch.len() {
-            let len = frame::read_header(batch, offset, 0, usize::MAX).map_or(0, |h| h.len);
-            let mut owned: Box<[u8]> = batch[offset..offset + len].into();
-            frame::stamp(&mut owned, now);
-            let channel = u32::from_le_bytes(owned[frame::OFF_CHANNEL..frame::OFF_CHANNEL + 4].try_into().unwrap_or_default());
-            self.append(channel, owned, now);
-            offset += len;
-        }
-        Ok(count)
+        Ok(per_channel)
     }
 
-    fn append(&mut self, channel: ChannelId, frame: Box<[u8]>, now: Millis) {
-        let ch = &mut self.channels[channel as usize];
-        ch.log.append(frame, now);
-        ch.published += 1;
-        for &id in &ch.subscribers {
-            if let Ok(sub) = self.subs.get_mut(id) {
-                if !sub.queued {
-                    sub.queued = true;
-                    self.ready.push_back(id);
+    /// Refuses the batch if a consumer whose policy refuses has no room for it.
+    fn check_room(&self, per_channel: &[(ChannelId, usize, usize)]) -> Result<(), BusError> {
+        for &(channel, n, _) in per_channel {
+            let ch = &self.channels[channel as usize];
+            let head = ch.log.next_seq();
+            for &id in &ch.subscribers {
+                if let Some(Consumer {
+                    kind: ConsumerKind::Subscriber(sub),
+                    ..
+                }) = self.consumers.get(id)
+                {
+                    if sub.feed.refuses(head, n, 0) {
+                        return Err(backpressure(id, channel, &sub.feed));
+                    }
+                }
+            }
+            for &gid in &ch.groups {
+                if let Some(group) = self.groups.get(gid) {
+                    if group
+                        .feed
+                        .refuses(head, n, group.member_room(&self.consumers))
+                    {
+                        return Err(backpressure(gid, channel, &group.feed));
+                    }
                 }
             }
         }
-        self.trim(channel, now);
-    }
-
-    fn trim(&mut self, channel: ChannelId, now: Millis) {
-        let ch = &mut self.channels[channel as usize];
-        if ch.log.trim(&ch.retention, now) == 0 {
-            return;
-        }
-        let first = ch.log.first_seq();
-        for &id in &ch.subscribers {
-            if let Ok(sub) = self.subs.get_mut(id) {
-                if sub.cursor < first {
-                    sub.missed += first - sub.cursor;
-                    sub.cursor = first;
-                }
-            }
-        }
-    }
-
-    /// Subscribes to every message of `channel` from `start` on.
-    pub fn subscribe(&mut self, channel: ChannelId, start: StartAt) -> Result<SubscriptionId, BusError> {
-        let ch = self.channels.get(channel as usize).ok_or(BusError::UnknownChannel(channel))?;
-        let first = ch.log.first_seq();
-        let cursor = match start {
-            StartAt::Latest => ch.log.next_seq(),
-            StartAt::Earliest => first,
-            StartAt::Seq(seq) => seq.clamp(first, ch.log.next_seq()),
-            StartAt::Time(time) => ch.log.seq_at_time(time),
-        };
-        let pending = cursor < ch.log.next_seq();
-        let id = self.subs.insert(Subscription { channel, cursor, missed: 0, delivered: 0, queued: pending })?;
-        self.channels[channel as usize].subscribers.push(id);
-        if pending {
-            self.ready.push_back(id);
-        }
-        Ok(id)
-    }
-
-    /// Ends a subscription; nothing more is delivered to it.
-    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), BusError> {
-        let sub = self.subs.remove(id)?;
-        self.channels[sub.channel as usize].subscribers.retain(|&s| s != id);
         Ok(())
     }
 
-    /// The state of a live subscription.
-    pub fn subscription(&self, id: SubscriptionId) -> Result<&Subscription, BusError> {
-        self.subs.get(id)
+    /// Publishes a batch of frames laid end to end, all or nothing: every frame is checked, and
+    /// every refusing consumer's room, before any is appended, so a refused batch publishes
+    /// nothing. Returns the number published (duplicates within the dedup window are skipped).
+    pub fn publish(&mut self, batch: &[u8], now: Millis) -> Result<usize, BusError> {
+        let per_channel = self.check_batch(batch)?;
+        self.check_room(&per_channel)?;
+        let mut published = 0;
+        let mut offset = 0;
+        while offset < batch.len() {
+            let len = u32::from_le_bytes([
+                batch[offset],
+                batch[offset + 1],
+                batch[offset + 2],
+                batch[offset + 3],
+            ]) as usize;
+            let bytes = &batch[offset..offset + len];
+            offset += len;
+            let channel = frame::channel(bytes);
+            let ch = &mut self.channels[channel as usize];
+            if ch
+                .dedup
+                .is_duplicate(frame::id(bytes), ch.options.dedup_window, now)
+            {
+                ch.stats.duplicates += 1;
+                continue;
+            }
+            let mut owned: Vec<u8> = bytes.to_vec();
+            frame::stamp(&mut owned, now);
+            frame::set_reply_token(&mut owned, 0);
+            self.append(channel, &owned.into(), now);
+            published += 1;
+        }
+        for &(channel, _, _) in &per_channel {
+            self.after_append(channel, now);
+        }
+        Ok(published)
     }
 
-    /// Writes pending deliveries into `out` as delivery records, each subscriber's in channel
-    /// order, and returns the bytes written. When the next record alone is larger than `out`,
-    /// nothing is written and `Err(needed)` gives the buffer size that record needs.
-    pub fn drain(&mut self, out: &mut [u8]) -> Result<usize, usize> {
-        let mut writer = Writer::new(out);
-        while let Some(&id) = self.ready.front() {
-            let Ok(sub) = self.subs.get_mut(id) else {
-                self.ready.pop_front();
+    /// Appends one checked frame to a channel and offers it to every consumer. Callers run
+    /// [`Bus::after_append`] once per touched channel afterwards.
+    fn append(&mut self, channel: ChannelId, frame: &Frame, now: Millis) -> u64 {
+        let priority = frame::priority(frame);
+        let ch = &mut self.channels[channel as usize];
+        let seq = ch.log.append(frame.clone(), priority, now);
+        ch.stats.published += 1;
+        for &id in &ch.subscribers {
+            let Some(consumer) = self.consumers.get_mut(id) else {
                 continue;
             };
-            let ch = &mut self.channels[sub.channel as usize];
-            while let Some(entry) = ch.log.get(sub.cursor) {
-                if !writer.fits(entry.frame.len()) {
-                    let needed = frame::DELIVERY_HEADER_LEN + entry.frame.len();
-                    return if writer.written() == 0 { Err(needed) } else { Ok(writer.written()) };
-                }
-                writer.push(id, 0, entry.seq, &entry.frame);
-                sub.cursor += 1;
-                sub.delivered += 1;
-                ch.delivered += 1;
+            let ConsumerKind::Subscriber(sub) = &mut consumer.kind else {
+                continue;
+            };
+            let offer = sub.feed.offer(
+                seq,
+                priority,
+                Item {
+                    seq,
+                    frame: frame.clone(),
+                },
+                &ch.log,
+            );
+            let (buffered, capacity, raised) =
+                (sub.feed.buffer.len(), sub.feed.capacity, sub.feed.slow);
+            let endpoint = consumer.endpoint;
+            if offer == Offer::Behind {
+                continue;
             }
-            sub.queued = false;
-            self.ready.pop_front();
+            if !raised && buffered * 4 >= capacity * 3 {
+                if let ConsumerKind::Subscriber(sub) = &mut consumer.kind {
+                    sub.feed.slow = true;
+                }
+                if let Some(ep) = self.endpoints.get_mut(endpoint) {
+                    ep.event(EventKind::SlowConsumer, id, buffered as f64);
+                }
+            }
+            if offer == Offer::DroppedOldest {
+                if let Some(ep) = self.endpoints.get_mut(endpoint) {
+                    ep.event(EventKind::Dropped, id, 1.0);
+                }
+            }
+            deliver::mark_ready(&mut self.consumers, &mut self.endpoints, id);
         }
-        Ok(writer.written())
+        for &gid in &ch.groups {
+            if let Some(group) = self.groups.get_mut(gid) {
+                group.feed.offer(
+                    seq,
+                    priority,
+                    Item {
+                        seq,
+                        frame: frame.clone(),
+                    },
+                    &ch.log,
+                );
+            }
+        }
+        seq
     }
 
-    /// Whether any delivery waits for [`Bus::drain`].
-    #[must_use]
-    pub fn has_pending(&self) -> bool {
-        !self.ready.is_empty()
+    /// Trims the channel's log and hands buffered group messages to members.
+    fn after_append(&mut self, channel: ChannelId, now: Millis) {
+        let ch = &mut self.channels[channel as usize];
+        ch.log.trim(&ch.options.retention, now);
+        let groups = ch.groups.clone();
+        for gid in groups {
+            self.dispatch(gid);
+        }
+    }
+
+    /// The dead-letter channel of `channel`: `<name>.dead-letter`, created on first use.
+    fn dead_letter_channel(&mut self, channel: ChannelId) -> Option<ChannelId> {
+        if let Some(id) = self.channels[channel as usize].dead_letter {
+            return Some(id);
+        }
+        let name = format!("{}.dead-letter", self.names.name(channel)?);
+        let id = self.channel(&name).ok()?;
+        self.channels[channel as usize].dead_letter = Some(id);
+        Some(id)
+    }
+
+    /// Moves a message to its channel's dead-letter channel, recording why and how often it
+    /// was delivered. Dead-letter channels are ordinary channels: readable and replayable.
+    fn dead_letter(
+        &mut self,
+        origin: ChannelId,
+        seq: u64,
+        frame: &[u8],
+        reason: &str,
+        deliveries: u32,
+        now: Millis,
+    ) {
+        let Some(dlq) = self.dead_letter_channel(origin) else {
+            return;
+        };
+        let origin_name = self.names.name(origin).unwrap_or_default().to_owned();
+        let moved = frame::with_headers(
+            frame,
+            dlq,
+            &[
+                ("x-orrery-dead-letter-reason", reason),
+                ("x-orrery-deliveries", &deliveries.to_string()),
+                ("x-orrery-origin-channel", &origin_name),
+                ("x-orrery-origin-seq", &seq.to_string()),
+            ],
+        );
+        self.channels[origin as usize].stats.dead_lettered += 1;
+        self.append(dlq, &Arc::from(moved), now);
+        self.after_append(dlq, now);
     }
 
     /// Counters of one channel.
     pub fn stats(&self, channel: ChannelId) -> Result<ChannelStats, BusError> {
-        let ch = self.channels.get(channel as usize).ok_or(BusError::UnknownChannel(channel))?;
+        let ch = self.channel_ref(channel)?;
         Ok(ChannelStats {
-            published: ch.published,
-            delivered: ch.delivered,
             retained: ch.log.len() as u64,
             retained_bytes: ch.log.bytes() as u64,
             first_seq: ch.log.first_seq(),
             next_seq: ch.log.next_seq(),
             subscribers: ch.subscribers.len() as u64,
+            groups: ch.groups.len() as u64,
+            ..ch.stats
         })
+    }
+
+    /// Counters of one subscriber.
+    pub fn subscriber_stats(&self, id: u32) -> Result<SubscriberStats, BusError> {
+        match self.consumers.get(id) {
+            Some(Consumer {
+                kind: ConsumerKind::Subscriber(sub),
+                ..
+            }) => {
+                let log = &self.channels[sub.channel as usize].log;
+                Ok(SubscriberStats {
+                    buffered: sub.feed.buffer.len() as u64,
+                    delivered: sub.delivered,
+                    dropped: sub.feed.dropped,
+                    missed: sub.feed.missed,
+                    expired: sub.expired,
+                    lag: sub.feed.lag(log),
+                })
+            }
+            _ => Err(BusError::UnknownSubscription(id)),
+        }
+    }
+
+    /// Replies that arrived after their request had timed out (dropped).
+    #[must_use]
+    pub fn late_replies(&self) -> u64 {
+        self.late_replies
+    }
+}
+
+/// Takes the next non-zero token from a counter (attempt tokens, reply tokens; 0 means none).
+fn next_token(counter: &mut u32) -> u32 {
+    let token = *counter;
+    *counter = counter.checked_add(1).unwrap_or(1);
+    token
+}
+
+fn backpressure(consumer: u32, channel: ChannelId, feed: &Feed) -> BusError {
+    BusError::Backpressure {
+        consumer,
+        channel,
+        capacity: feed.capacity,
+        block: feed.overflow == Overflow::Block,
+    }
+}
+
+/// Where a new feed's cursor starts in `log`.
+fn start_cursor(log: &Log, start: StartAt) -> u64 {
+    match start {
+        StartAt::Latest => log.next_seq(),
+        StartAt::Earliest => log.first_seq(),
+        StartAt::Seq(seq) => seq.clamp(log.first_seq(), log.next_seq()),
+        StartAt::Time(time) => log.seq_at_time(time),
     }
 }
 

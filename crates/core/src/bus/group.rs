@@ -1,0 +1,582 @@
+//! Consumer groups: each message goes to one member; members ack or nack; an unacknowledged
+//! message is redelivered after the visibility timeout; stale entries can be claimed by
+//! another member; after `max_deliveries` a message moves to the dead-letter channel.
+//!
+//! Every hand-over carries a fresh attempt token. An ack or nack must name the current
+//! attempt: once a lease expired and the message went elsewhere, the old token is `STALE_ACK`.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::consumer::{Consumer, ConsumerKind, Feed, Member};
+use super::deliver::full;
+use super::deliver::mark_ready;
+use super::log::Frame;
+use super::options::{check_capacity, check_ms, GroupOptions};
+use super::outbox::Writer;
+use super::timer::TimerKind;
+use super::{next_token, start_cursor, Bus};
+use crate::error::BusError;
+use crate::frame;
+use crate::names::{validate, ChannelId};
+use crate::slab::Slab;
+use crate::Millis;
+
+/// A message handed to the group and not yet acked.
+#[derive(Debug)]
+pub(super) struct Pending {
+    frame: Frame,
+    /// The member holding it, or `None` while it waits for redelivery.
+    member: Option<u32>,
+    /// The current attempt token.
+    attempt: u32,
+    /// Times it was handed over to a member's host.
+    deliveries: u32,
+    /// When the current attempt was handed over (None: assigned, not yet drained).
+    delivered_at: Option<Millis>,
+}
+
+/// One entry of a group's pending-entries list, for inspection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PendingInfo {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// The member holding it (`u32::MAX` while it waits for redelivery).
+    pub member: u32,
+    /// The current attempt token.
+    pub attempt: u32,
+    /// Times it was delivered.
+    pub deliveries: u32,
+    /// Ms since the current attempt was delivered (0 if not yet).
+    pub idle: Millis,
+}
+
+/// Counters of one consumer group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Live members.
+    pub members: u64,
+    /// Messages not yet given to any member (buffered, waiting for redelivery, or unread).
+    pub backlog: u64,
+    /// Messages handed to members and not yet acked.
+    pub pending: u64,
+    /// Deliveries made (redeliveries included).
+    pub delivered: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Nacks received.
+    pub nacked: u64,
+    /// Messages redelivered after a nack, a timeout or a member leaving.
+    pub redelivered: u64,
+    /// Messages moved to the dead-letter channel.
+    pub dead_lettered: u64,
+    /// Messages that expired before delivery.
+    pub expired: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Group {
+    channel: ChannelId,
+    pub(super) feed: Feed,
+    options: GroupOptions,
+    members: Vec<u32>,
+    next_member: usize,
+    pending: HashMap<u64, Pending>,
+    redeliver: VecDeque<u64>,
+    stats: GroupStats,
+}
+
+impl Group {
+    /// Whether any member belongs to the group.
+    pub(super) fn has_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// Free in-flight slots over all unpaused members: how much a publish can hand over at once.
+    pub(super) fn member_room(&self, consumers: &Slab<Consumer>) -> usize {
+        if !self.redeliver.is_empty() {
+            return 0;
+        }
+        self.members
+            .iter()
+            .filter_map(|&id| match consumers.get(id) {
+                Some(Consumer {
+                    paused: false,
+                    kind: ConsumerKind::Member(m),
+                    ..
+                }) => Some(m.max_in_flight.saturating_sub(m.in_flight)),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+fn member_mut(consumers: &mut Slab<Consumer>, id: u32) -> Option<&mut Member> {
+    match consumers.get_mut(id) {
+        Some(Consumer {
+            kind: ConsumerKind::Member(m),
+            ..
+        }) => Some(m),
+        _ => None,
+    }
+}
+
+impl Bus {
+    /// The consumer group `name` on `channel`, created with `options` if it does not exist
+    /// (an existing group keeps its options).
+    pub fn group(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        options: GroupOptions,
+    ) -> Result<u32, BusError> {
+        validate(name)?;
+        check_capacity(options.capacity)?;
+        check_ms(options.visibility, "visibilityTimeout", false)?;
+        if options.max_deliveries == 0 {
+            return Err(BusError::InvalidOption {
+                option: "maxDeliveries",
+                reason: "must be at least 1",
+            });
+        }
+        let log = &self.channel_ref(channel)?.log;
+        if let Some(&id) = self.group_names.get(&(channel, name.into())) {
+            return Ok(id);
+        }
+        let mut feed = Feed::new(
+            start_cursor(log, options.start),
+            options.capacity,
+            options.overflow,
+        );
+        feed.fill(log);
+        let group = Group {
+            channel,
+            feed,
+            options,
+            members: Vec::new(),
+            next_member: 0,
+            pending: HashMap::new(),
+            redeliver: VecDeque::new(),
+            stats: GroupStats::default(),
+        };
+        let id = self.groups.insert(group).ok_or(BusError::InvalidOption {
+            option: "groups",
+            reason: "more than 2^20 groups",
+        })?;
+        self.group_names.insert((channel, name.into()), id);
+        self.channels[channel as usize].groups.push(id);
+        Ok(id)
+    }
+
+    /// Adds a member on `endpoint` that holds at most `max_in_flight` unacknowledged messages.
+    pub fn join(
+        &mut self,
+        group: u32,
+        endpoint: u32,
+        max_in_flight: usize,
+    ) -> Result<u32, BusError> {
+        check_capacity(max_in_flight)?;
+        if self.groups.get(group).is_none() {
+            return Err(BusError::UnknownGroup(group));
+        }
+        if self.endpoints.get(endpoint).is_none() {
+            return Err(BusError::UnknownEndpoint(endpoint));
+        }
+        let member = Member {
+            group,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            max_in_flight,
+        };
+        let consumer = Consumer {
+            endpoint,
+            queued: false,
+            paused: false,
+            kind: ConsumerKind::Member(member),
+        };
+        let id = self
+            .consumers
+            .insert(consumer)
+            .ok_or(BusError::InvalidOption {
+                option: "subscriptions",
+                reason: "more than 2^20 live consumers",
+            })?;
+        if let Some(g) = self.groups.get_mut(group) {
+            g.members.push(id);
+        }
+        self.dispatch(group);
+        Ok(id)
+    }
+
+    /// A member left: what it held goes back for redelivery, in sequence order.
+    pub(super) fn release_member(&mut self, group: u32, member: u32) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.members.retain(|&m| m != member);
+        let mut held: Vec<u64> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| p.member == Some(member))
+            .map(|(&seq, _)| seq)
+            .collect();
+        held.sort_unstable();
+        for seq in held.into_iter().rev() {
+            if let Some(p) = g.pending.get_mut(&seq) {
+                p.member = None;
+                p.delivered_at = None;
+                g.redeliver.push_front(seq);
+                g.stats.redelivered += 1;
+            }
+        }
+        self.dispatch(group);
+    }
+
+    /// Hands waiting messages (redeliveries first, then new ones by priority) to members with
+    /// room, round-robin.
+    pub(super) fn dispatch(&mut self, group: u32) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        let log = &self.channels[g.channel as usize].log;
+        while !g.members.is_empty() {
+            let count = g.members.len();
+            let Some(member) = (0..count).map(|i| g.members[(g.next_member + i) % count]).find(|&id| {
+                matches!(self.consumers.get(id), Some(Consumer { paused: false, kind: ConsumerKind::Member(m), .. }) if m.in_flight < m.max_in_flight)
+            }) else {
+                break;
+            };
+            let seq = if let Some(seq) = g.redeliver.pop_front() {
+                seq
+            } else if let Some(item) = g.feed.next(log) {
+                g.pending.insert(
+                    item.seq,
+                    Pending {
+                        frame: item.frame,
+                        member: None,
+                        attempt: 0,
+                        deliveries: 0,
+                        delivered_at: None,
+                    },
+                );
+                item.seq
+            } else {
+                break;
+            };
+            let attempt = next_token(&mut self.next_attempt);
+            if let Some(p) = g.pending.get_mut(&seq) {
+                p.member = Some(member);
+                p.attempt = attempt;
+                p.delivered_at = None;
+            }
+            if let Some(m) = member_mut(&mut self.consumers, member) {
+                m.queue.push_back(seq);
+                m.in_flight += 1;
+            }
+            g.next_member = (g.members.iter().position(|&m| m == member).unwrap_or(0) + 1) % count;
+            mark_ready(&mut self.consumers, &mut self.endpoints, member);
+        }
+    }
+
+    /// Hands a member's assigned messages over; `Ok(true)` when none are left.
+    pub(super) fn drain_member(
+        &mut self,
+        id: u32,
+        w: &mut Writer<'_>,
+        now: Millis,
+    ) -> Result<bool, usize> {
+        let Some(m) = member_mut(&mut self.consumers, id) else {
+            return Ok(true);
+        };
+        let group = m.group;
+        let Some(g) = self.groups.get_mut(group) else {
+            return Ok(true);
+        };
+        let mut expired = Vec::new();
+        let mut delivered = 0;
+        let result = loop {
+            let Some(seq) = m.queue.pop_front() else {
+                break Ok(true);
+            };
+            let Some(p) = g.pending.get_mut(&seq) else {
+                continue;
+            };
+            if p.member != Some(id) || p.delivered_at.is_some() {
+                continue; // claimed by another member meanwhile
+            }
+            let ttl_end = frame::expires_at(&p.frame);
+            if ttl_end != 0.0 && ttl_end <= now {
+                if let Some(p) = g.pending.remove(&seq) {
+                    m.in_flight -= 1;
+                    g.stats.expired += 1;
+                    expired.push((seq, p.frame));
+                }
+                continue;
+            }
+            if !w.fits(p.frame.len()) {
+                let needed = p.frame.len();
+                m.queue.push_front(seq);
+                break full(w, needed).map(|_| false);
+            }
+            w.push(id, p.attempt, seq, &p.frame);
+            p.delivered_at = Some(now);
+            p.deliveries += 1;
+            delivered += 1;
+            self.timers.push(
+                now + g.options.visibility,
+                TimerKind::Visibility {
+                    group,
+                    seq,
+                    attempt: p.attempt,
+                },
+            );
+        };
+        g.stats.delivered += delivered;
+        let channel = g.channel;
+        let ch = &mut self.channels[channel as usize];
+        ch.stats.delivered += delivered;
+        ch.stats.expired += expired.len() as u64;
+        if !expired.is_empty() {
+            if ch.options.dead_letter_expired {
+                for (seq, frame) in &expired {
+                    self.dead_letter(channel, *seq, frame, "expired", 0, now);
+                }
+            }
+            self.dispatch(group);
+        }
+        result
+    }
+
+    /// Checks that `attempt` is the current delivery of `seq` to member `id`.
+    fn current(&self, id: u32, seq: u64, attempt: u32) -> Result<u32, BusError> {
+        let Some(Consumer {
+            kind: ConsumerKind::Member(m),
+            ..
+        }) = self.consumers.get(id)
+        else {
+            return Err(BusError::UnknownSubscription(id));
+        };
+        let g = self
+            .groups
+            .get(m.group)
+            .ok_or(BusError::UnknownGroup(m.group))?;
+        match g.pending.get(&seq) {
+            Some(p) if p.member == Some(id) && p.attempt == attempt && p.delivered_at.is_some() => {
+                Ok(m.group)
+            }
+            _ => Err(BusError::StaleAck { seq, attempt }),
+        }
+    }
+
+    /// Acknowledges a delivery: the message is done and will not be delivered again.
+    pub fn ack(&mut self, id: u32, seq: u64, attempt: u32) -> Result<(), BusError> {
+        let group = self.current(id, seq, attempt)?;
+        if let Some(g) = self.groups.get_mut(group) {
+            g.pending.remove(&seq);
+            g.stats.acked += 1;
+        }
+        if let Some(m) = member_mut(&mut self.consumers, id) {
+            m.in_flight -= 1;
+        }
+        self.dispatch(group);
+        Ok(())
+    }
+
+    /// Refuses a delivery. With `dead_letter_reason` the message goes straight to the
+    /// dead-letter channel (a permanent failure); otherwise it is redelivered, after `delay` ms
+    /// if given, or dead-lettered once it was delivered `max_deliveries` times.
+    pub fn nack(
+        &mut self,
+        id: u32,
+        seq: u64,
+        attempt: u32,
+        delay: Millis,
+        dead_letter_reason: Option<&str>,
+        now: Millis,
+    ) -> Result<(), BusError> {
+        check_ms(delay, "delay", true)?;
+        let group = self.current(id, seq, attempt)?;
+        if let Some(m) = member_mut(&mut self.consumers, id) {
+            m.in_flight -= 1;
+        }
+        let g = self
+            .groups
+            .get_mut(group)
+            .ok_or(BusError::UnknownGroup(group))?;
+        g.stats.nacked += 1;
+        let max_deliveries = g.options.max_deliveries;
+        let p = g
+            .pending
+            .get_mut(&seq)
+            .ok_or(BusError::StaleAck { seq, attempt })?;
+        p.member = None;
+        p.delivered_at = None;
+        if dead_letter_reason.is_some() || p.deliveries >= max_deliveries {
+            self.settle_dead(
+                group,
+                seq,
+                dead_letter_reason.unwrap_or("max-deliveries"),
+                now,
+            );
+        } else if delay > 0.0 {
+            let retry = next_token(&mut self.next_attempt);
+            p.attempt = retry;
+            self.timers.push(
+                now + delay,
+                TimerKind::Retry {
+                    group,
+                    seq,
+                    attempt: retry,
+                },
+            );
+        } else {
+            g.redeliver.push_back(seq);
+            g.stats.redelivered += 1;
+        }
+        self.dispatch(group);
+        Ok(())
+    }
+
+    /// Takes a pending message out of its group and into the dead-letter channel.
+    pub(super) fn settle_dead(&mut self, group: u32, seq: u64, reason: &str, now: Millis) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        let Some(p) = g.pending.remove(&seq) else {
+            return;
+        };
+        g.stats.dead_lettered += 1;
+        let channel = g.channel;
+        self.dead_letter(channel, seq, &p.frame, reason, p.deliveries, now);
+    }
+
+    /// A visibility timeout or retry delay fired for `seq` at `attempt`; stale timers do nothing.
+    pub(super) fn lease_expired(&mut self, group: u32, seq: u64, attempt: u32, now: Millis) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        let Some(p) = g.pending.get_mut(&seq) else {
+            return;
+        };
+        if p.attempt != attempt || (p.member.is_some() && p.delivered_at.is_none()) {
+            return; // superseded, or assigned and not yet delivered: no lease is running
+        }
+        if let Some(holder) = p.member.take() {
+            p.delivered_at = None;
+            if let Some(m) = member_mut(&mut self.consumers, holder) {
+                m.in_flight -= 1;
+            }
+        }
+        if p.deliveries >= g.options.max_deliveries {
+            self.settle_dead(group, seq, "max-deliveries", now);
+        } else {
+            g.redeliver.push_back(seq);
+            g.stats.redelivered += 1;
+        }
+        self.dispatch(group);
+    }
+
+    /// A nacked message's retry delay ended: it becomes deliverable again.
+    pub(super) fn retry_due(&mut self, group: u32, seq: u64, attempt: u32) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        if g.pending
+            .get(&seq)
+            .is_some_and(|p| p.attempt == attempt && p.member.is_none())
+        {
+            g.redeliver.push_back(seq);
+            g.stats.redelivered += 1;
+            self.dispatch(group);
+        }
+    }
+
+    /// Moves up to `max` delivered messages idle for at least `min_idle` ms from other members
+    /// to member `id` (for a member that stopped without leaving). Returns how many it took.
+    pub fn claim(
+        &mut self,
+        id: u32,
+        min_idle: Millis,
+        max: usize,
+        now: Millis,
+    ) -> Result<usize, BusError> {
+        let Some(Consumer {
+            kind: ConsumerKind::Member(m),
+            ..
+        }) = self.consumers.get(id)
+        else {
+            return Err(BusError::UnknownSubscription(id));
+        };
+        let group = m.group;
+        let g = self
+            .groups
+            .get_mut(group)
+            .ok_or(BusError::UnknownGroup(group))?;
+        let mut stale: Vec<u64> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.member != Some(id) && p.delivered_at.is_some_and(|t| now - t >= min_idle)
+            })
+            .map(|(&seq, _)| seq)
+            .collect();
+        stale.sort_unstable();
+        stale.truncate(max);
+        for &seq in &stale {
+            let Some(p) = g.pending.get_mut(&seq) else {
+                continue;
+            };
+            if let Some(holder) = p.member {
+                if let Some(old) = member_mut(&mut self.consumers, holder) {
+                    old.in_flight -= 1;
+                }
+            }
+            p.member = Some(id);
+            p.delivered_at = None;
+            p.attempt = next_token(&mut self.next_attempt);
+            g.stats.redelivered += 1;
+            if let Some(m) = member_mut(&mut self.consumers, id) {
+                m.queue.push_back(seq);
+                m.in_flight += 1;
+            }
+        }
+        mark_ready(&mut self.consumers, &mut self.endpoints, id);
+        Ok(stale.len())
+    }
+
+    /// The group's pending-entries list, in sequence order.
+    pub fn pending(&self, group: u32, now: Millis) -> Result<Vec<PendingInfo>, BusError> {
+        let g = self
+            .groups
+            .get(group)
+            .ok_or(BusError::UnknownGroup(group))?;
+        let mut list: Vec<PendingInfo> = g
+            .pending
+            .iter()
+            .map(|(&seq, p)| PendingInfo {
+                seq,
+                member: p.member.unwrap_or(u32::MAX),
+                attempt: p.attempt,
+                deliveries: p.deliveries,
+                idle: p.delivered_at.map_or(0.0, |t| now - t),
+            })
+            .collect();
+        list.sort_by_key(|p| p.seq);
+        Ok(list)
+    }
+
+    /// Counters of one group.
+    pub fn group_stats(&self, group: u32) -> Result<GroupStats, BusError> {
+        let g = self
+            .groups
+            .get(group)
+            .ok_or(BusError::UnknownGroup(group))?;
+        let log = &self.channels[g.channel as usize].log;
+        let waiting = g.pending.values().filter(|p| p.member.is_none()).count() as u64;
+        Ok(GroupStats {
+            members: g.members.len() as u64,
+            backlog: g.feed.lag(log) + waiting,
+            pending: g.pending.len() as u64 - waiting,
+            ..g.stats
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! Request/response: a request is published on a channel with a fresh reply token in its frame;
+//! the responder's reply carries the token back and goes straight to the requester's endpoint.
+//! No consumer on the channel: `NO_RESPONDER` at once. No reply in time: a `RequestTimeout`
+//! event at the deadline. A reply after that is dropped and counted.
+
+use super::group::Group;
+use super::options::check_ms;
+use super::timer::TimerKind;
+use super::{next_token, Bus};
+use crate::error::BusError;
+use crate::frame;
+use crate::Millis;
+
+/// A request waiting for its reply.
+#[derive(Debug)]
+pub(super) struct Request {
+    /// The endpoint the reply goes to.
+    pub(super) endpoint: u32,
+}
+
+impl Bus {
+    /// Publishes the single frame in `batch` as a request from `endpoint`, answered within
+    /// `timeout` ms; returns the reply token the reply will carry.
+    pub fn request(
+        &mut self,
+        endpoint: u32,
+        batch: &[u8],
+        timeout: Millis,
+        now: Millis,
+    ) -> Result<u32, BusError> {
+        check_ms(timeout, "timeout", false)?;
+        if self.endpoints.get(endpoint).is_none() {
+            return Err(BusError::UnknownEndpoint(endpoint));
+        }
+        let header = frame::read_header(batch, 0, 0, self.config.max_message_bytes)?;
+        if header.len != batch.len() {
+            return Err(BusError::MalformedFrame {
+                index: 1,
+                offset: header.len,
+                reason: "a request is exactly one frame",
+            });
+        }
+        let ch = self.channel_ref(header.channel)?;
+        let has_member = ch
+            .groups
+            .iter()
+            .any(|&g| self.groups.get(g).is_some_and(Group::has_members));
+        if ch.subscribers.is_empty() && !has_member {
+            return Err(BusError::NoResponder(header.channel));
+        }
+        let token = next_token(&mut self.next_token);
+        let mut owned = batch.to_vec();
+        frame::set_reply_token(&mut owned, token);
+        self.check_room(&[(header.channel, 1, header.len)])?;
+        frame::stamp(&mut owned, now);
+        self.append(header.channel, &owned.into(), now);
+        self.after_append(header.channel, now);
+        self.requests.insert(token, Request { endpoint });
+        self.timers
+            .push(now + timeout, TimerKind::Request { token });
+        Ok(token)
+    }
+
+    /// Delivers the single reply frame in `batch` to the requester. Returns `false` when the
+    /// request already timed out (the reply is dropped and counted in `late_replies`).
+    pub fn reply(&mut self, batch: &[u8]) -> Result<bool, BusError> {
+        let header = frame::read_header(batch, 0, 0, self.config.max_message_bytes)?;
+        if header.len != batch.len() {
+            return Err(BusError::MalformedFrame {
+                index: 1,
+                offset: header.len,
+                reason: "a reply is exactly one frame",
+            });
+        }
+        let token = frame::reply_token(batch);
+        if token == 0 {
+            return Err(BusError::NotAReply);
+        }
+        let Some(request) = self.requests.remove(&token) else {
+            self.late_replies += 1;
+            return Ok(false);
+        };
+        if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
+            ep.reply(token, batch.into());
+        }
+        Ok(true)
+    }
+
+    /// Requests still waiting for a reply.
+    #[must_use]
+    pub fn open_requests(&self) -> usize {
+        self.requests.len()
+    }
+}
