@@ -1,139 +1,226 @@
-//! The bus as a JS class. Hot-path calls take and fill JS-owned byte buffers.
+//! The bus as a JS class: one endpoint of a (possibly shared) core. Hot-path calls take and
+//! fill JS-owned byte buffers; conversions live in `orrery_core::host`.
 
-use napi::bindgen_prelude::Uint8Array;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Function, Uint8Array};
 use napi_derive::napi;
-use orrery_core::bus::Retention;
-use orrery_core::{Bus, BusConfig, StartAt};
+use orrery_core::{host, Bus, BusConfig, MAIN_ENDPOINT};
 
 use crate::error::{to_js, Result};
+use crate::shared::Shared;
 
-/// One in-process bus.
+/// One thread's endpoint of an in-process bus.
 #[napi]
 pub struct NativeBus {
-    bus: Bus,
+    shared: Arc<Shared>,
+    endpoint: u32,
+    handle: u32,
+}
+
+impl Drop for NativeBus {
+    fn drop(&mut self) {
+        // The JS object is gone (collected, or its worker exited): close its endpoint so its
+        // subscribers stop filling up and its unacked group messages are redelivered.
+        self.shared.detach(self.endpoint);
+    }
 }
 
 #[napi]
 impl NativeBus {
-    /// A bus refusing frames over `max_message_bytes`.
+    /// A new bus refusing frames over `max_message_bytes`; this thread is its main endpoint.
     #[napi(constructor, catch_unwind)]
     #[must_use]
     pub fn new(max_message_bytes: u32) -> Self {
-        Self {
-            bus: Bus::new(BusConfig {
-                max_message_bytes: max_message_bytes as usize,
-                ..BusConfig::default()
-            }),
-        }
+        let (shared, handle) = Shared::create(Bus::new(BusConfig { max_message_bytes: max_message_bytes as usize, ..BusConfig::default() }));
+        Self { shared, endpoint: MAIN_ENDPOINT, handle }
+    }
+
+    /// Opens an endpoint of the bus behind `handle` (from `share()` on another thread).
+    #[napi(factory, catch_unwind)]
+    pub fn attach(handle: u32) -> Result<Self> {
+        let shared = Shared::find(handle).ok_or_else(|| to_js(orrery_core::BusError::UnknownEndpoint(handle)))?;
+        let endpoint = shared.with(u32::MAX, Bus::open_endpoint).map_err(to_js)?;
+        Ok(Self { shared, endpoint, handle })
+    }
+
+    /// The handle another thread passes to `attach`.
+    #[napi(catch_unwind)]
+    #[must_use]
+    pub fn share(&self) -> u32 {
+        self.handle
+    }
+
+    /// This endpoint's id.
+    #[napi(getter, catch_unwind)]
+    #[must_use]
+    pub fn endpoint(&self) -> u32 {
+        self.endpoint
+    }
+
+    /// Sets the function called (on this thread) when another thread gives this endpoint work;
+    /// it keeps this thread alive until cleared with `null`.
+    #[napi(catch_unwind)]
+    pub fn set_waker(&self, wake: Option<Function<(), ()>>) -> Result<()> {
+        let waker = match wake {
+            None => None,
+            Some(f) => Some(f.build_threadsafe_function::<()>().callee_handled::<false>().build().map_err(|_| {
+                to_js(orrery_core::BusError::InvalidOption { option: "waker", reason: "cannot create a threadsafe function from it" })
+            })?),
+        };
+        self.shared.set_waker(self.endpoint, waker);
+        Ok(())
     }
 
     /// The id of a channel, created on first use.
     #[napi(catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
-    pub fn channel(&mut self, name: String) -> Result<u32> {
-        self.bus.channel(&name).map_err(to_js)
+    pub fn channel(&self, name: String) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| bus.channel(&name)).map_err(to_js)
     }
 
     /// The name behind a channel id.
     #[napi(catch_unwind)]
     #[must_use]
     pub fn channel_name(&self, channel: u32) -> Option<String> {
-        self.bus.channel_name(channel).map(str::to_owned)
+        self.shared.read(|bus| bus.channel_name(channel).map(str::to_owned))
     }
 
-    /// Sets a channel's retention; 0 count or bytes means unlimited.
+    /// Sets a channel's retention, dedup window and expired-message policy.
     #[napi(catch_unwind)]
-    pub fn set_retention(
-        &mut self,
-        channel: u32,
-        max_count: f64,
-        max_bytes: f64,
-        max_age: f64,
-        now: f64,
-    ) -> Result<()> {
-        let retention = Retention {
-            max_count: max_count as usize,
-            max_bytes: max_bytes as usize,
-            max_age,
-        };
-        self.bus
-            .set_retention(channel, retention, now)
-            .map_err(to_js)
+    #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
+    pub fn configure(&self, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, dedup_window: f64, dead_letter_expired: bool, now: f64) -> Result<()> {
+        self.shared.with(self.endpoint, |bus| host::configure(bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)).map_err(to_js)
     }
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
     #[napi(catch_unwind)]
-    #[allow(
-        clippy::needless_pass_by_value,
-        reason = "napi hands over a JS-owned view"
-    )]
-    pub fn publish(&mut self, batch: Uint8Array, now: f64) -> Result<u32> {
-        self.bus
-            .publish(&batch, now)
-            .map(|n| n as u32)
-            .map_err(to_js)
+    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+    pub fn publish(&self, batch: Uint8Array, now: f64) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| bus.publish(&batch, now)).map(|n| n as u32).map_err(to_js)
     }
 
-    /// Subscribes; `mode` 0 latest, 1 earliest, 2 from sequence `value`, 3 from time `value`.
+    /// Subscribes this endpoint to a channel.
     #[napi(catch_unwind)]
-    pub fn subscribe(&mut self, channel: u32, mode: u32, value: f64) -> Result<u32> {
-        let start = match mode {
-            1 => StartAt::Earliest,
-            2 => StartAt::Seq(value as u64),
-            3 => StartAt::Time(value),
-            _ => StartAt::Latest,
-        };
-        self.bus.subscribe(channel, start).map_err(to_js)
+    pub fn subscribe(&self, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| host::subscribe(bus, self.endpoint, channel, mode, value, buffer, overflow)).map_err(to_js)
     }
 
-    /// Ends a subscription.
+    /// Ends a subscription or group membership.
     #[napi(catch_unwind)]
-    pub fn unsubscribe(&mut self, id: u32) -> Result<()> {
-        self.bus.unsubscribe(id).map_err(to_js)
+    pub fn unsubscribe(&self, id: u32) -> Result<()> {
+        self.shared.with(self.endpoint, |bus| bus.unsubscribe(id)).map_err(to_js)
     }
 
-    /// Fills `out` with delivery records; returns bytes written, or minus the size needed when
-    /// the next record alone does not fit.
+    /// Pauses or resumes a consumer.
     #[napi(catch_unwind)]
-    #[allow(
-        clippy::needless_pass_by_value,
-        reason = "napi hands over a JS-owned view"
-    )]
-    #[allow(
-        unsafe_code,
-        reason = "writing into a JS-owned buffer needs napi's unsafe as_mut"
-    )]
-    pub fn drain(&mut self, mut out: Uint8Array) -> f64 {
+    pub fn set_paused(&self, id: u32, paused: bool) -> Result<()> {
+        self.shared.with(self.endpoint, |bus| bus.set_paused(id, paused)).map_err(to_js)
+    }
+
+    /// Finds or creates a consumer group.
+    #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
+    pub fn group(&self, channel: u32, name: String, mode: u32, value: f64, buffer: f64, overflow: u32, visibility: f64, max_deliveries: f64) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| host::group(bus, channel, &name, mode, value, buffer, overflow, visibility, max_deliveries)).map_err(to_js)
+    }
+
+    /// Joins a group from this endpoint.
+    #[napi(catch_unwind)]
+    pub fn join(&self, group: u32, max_in_flight: f64) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| host::join(bus, self.endpoint, group, max_in_flight)).map_err(to_js)
+    }
+
+    /// Acks a delivery.
+    #[napi(catch_unwind)]
+    pub fn ack(&self, member: u32, seq: f64, attempt: u32) -> Result<()> {
+        self.shared.with(self.endpoint, |bus| host::ack(bus, member, seq, attempt)).map_err(to_js)
+    }
+
+    /// Nacks a delivery; a non-empty reason dead-letters it at once.
+    #[napi(catch_unwind)]
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
+    pub fn nack(&self, member: u32, seq: f64, attempt: u32, delay: f64, reason: String, now: f64) -> Result<()> {
+        self.shared.with(self.endpoint, |bus| host::nack(bus, member, seq, attempt, delay, &reason, now)).map_err(to_js)
+    }
+
+    /// Claims idle deliveries for a member.
+    #[napi(catch_unwind)]
+    pub fn claim(&self, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| host::claim(bus, member, min_idle, max, now)).map_err(to_js)
+    }
+
+    /// A group's pending-entries list, flattened (see `orrery_core::host::PENDING_FIELDS`).
+    #[napi(catch_unwind)]
+    pub fn pending(&self, group: u32, now: f64) -> Result<Vec<f64>> {
+        self.shared.read(|bus| host::pending(bus, group, now)).map_err(to_js)
+    }
+
+    /// Publishes a request; returns its reply token.
+    #[napi(catch_unwind)]
+    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+    pub fn request(&self, batch: Uint8Array, timeout: f64, now: f64) -> Result<u32> {
+        self.shared.with(self.endpoint, |bus| bus.request(self.endpoint, &batch, timeout, now)).map_err(to_js)
+    }
+
+    /// Sends a reply; false when its request already timed out.
+    #[napi(catch_unwind)]
+    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+    pub fn reply(&self, batch: Uint8Array) -> Result<bool> {
+        self.shared.with(self.endpoint, |bus| bus.reply(&batch)).map_err(to_js)
+    }
+
+    /// Fires the deadlines due by `now`.
+    #[napi(catch_unwind)]
+    pub fn tick(&self, now: f64) -> u32 {
+        self.shared.with(self.endpoint, |bus| bus.tick(now)) as u32
+    }
+
+    /// The next deadline, or -1.
+    #[napi(catch_unwind)]
+    pub fn next_deadline(&self) -> f64 {
+        self.shared.read(host::next_deadline)
+    }
+
+    /// Fills `out` with this endpoint's records; bytes written, or minus the size needed.
+    #[napi(catch_unwind)]
+    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+    #[allow(unsafe_code, reason = "writing into a JS-owned buffer needs napi's unsafe as_mut")]
+    pub fn drain(&self, mut out: Uint8Array, now: f64) -> f64 {
         // SAFETY: this call is synchronous on the JS thread that owns `out`; no JS code runs,
         // and nothing else can read or resize the buffer, until it returns.
         let out = unsafe { out.as_mut() };
-        match self.bus.drain(out) {
-            Ok(written) => written as f64,
-            Err(needed) => -(needed as f64),
-        }
+        self.shared.with(self.endpoint, |bus| host::drain(bus, self.endpoint, out, now))
     }
 
-    /// Whether deliveries wait for `drain`.
+    /// Whether this endpoint has records to drain.
     #[napi(catch_unwind)]
-    #[must_use]
     pub fn has_pending(&self) -> bool {
-        self.bus.has_pending()
+        self.shared.read(|bus| bus.has_pending(self.endpoint))
     }
 
-    /// Channel counters in the order of `ts/backend.ts`'s `STATS_FIELDS`.
+    /// Channel counters (order: `ts/backend.ts` `CHANNEL_STATS`).
     #[napi(catch_unwind)]
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>> {
-        let s = self.bus.stats(channel).map_err(to_js)?;
-        Ok([
-            s.published,
-            s.delivered,
-            s.retained,
-            s.retained_bytes,
-            s.first_seq,
-            s.next_seq,
-            s.subscribers,
-        ]
-        .map(|v| v as f64)
-        .to_vec())
+        self.shared.read(|bus| host::channel_stats(bus, channel)).map_err(to_js)
+    }
+
+    /// Subscriber counters (order: `SUBSCRIBER_STATS`).
+    #[napi(catch_unwind)]
+    pub fn subscriber_stats(&self, id: u32) -> Result<Vec<f64>> {
+        self.shared.read(|bus| host::subscriber_stats(bus, id)).map_err(to_js)
+    }
+
+    /// Group counters (order: `GROUP_STATS`).
+    #[napi(catch_unwind)]
+    pub fn group_stats(&self, group: u32) -> Result<Vec<f64>> {
+        self.shared.read(|bus| host::group_stats(bus, group)).map_err(to_js)
+    }
+
+    /// Replies dropped because their request had timed out.
+    #[napi(catch_unwind)]
+    pub fn late_replies(&self) -> f64 {
+        self.shared.read(|bus| bus.late_replies() as f64)
     }
 }

@@ -3,6 +3,9 @@
 //! Every export catches panics (`catch_unwind`), so a bug in the core becomes a JS error with
 //! code `PANIC` and the Node process lives on.
 
+#![allow(clippy::must_use_candidate, reason = "exports are called from JS, where #[must_use] means nothing")]
+
 pub mod bus;
 pub mod error;
 pub mod layout;
+pub mod shared;

@@ -1,11 +1,13 @@
-//! The bus as a JS class. Deliveries are written into a scratch buffer inside the instance's
-//! memory, which JS reads through a view: no copy back out per drain.
+//! The bus as a JS class, on one endpoint (a wasm instance belongs to one thread). Deliveries
+//! are written into a scratch buffer inside the instance's memory, which JS reads through a
+//! view: no copy back out per drain. Conversions live in `orrery_core::host`.
 
-use orrery_core::bus::Retention;
-use orrery_core::{Bus, BusConfig, StartAt};
+use orrery_core::{host, Bus, BusConfig, MAIN_ENDPOINT};
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
+
+const EP: u32 = MAIN_ENDPOINT;
 
 /// One in-process bus.
 #[wasm_bindgen]
@@ -20,14 +22,8 @@ impl WasmBus {
     #[wasm_bindgen(constructor)]
     #[must_use]
     pub fn new(max_message_bytes: u32) -> Self {
-        let config = BusConfig {
-            max_message_bytes: max_message_bytes as usize,
-            ..BusConfig::default()
-        };
-        Self {
-            bus: Bus::new(config),
-            scratch: Vec::new(),
-        }
+        let config = BusConfig { max_message_bytes: max_message_bytes as usize, ..BusConfig::default() };
+        Self { bus: Bus::new(config), scratch: Vec::new() }
     }
 
     /// The id of a channel, created on first use.
@@ -42,59 +38,91 @@ impl WasmBus {
         self.bus.channel_name(channel).map(str::to_owned)
     }
 
-    /// Sets a channel's retention; 0 count or bytes means unlimited.
-    #[wasm_bindgen(js_name = setRetention)]
-    pub fn set_retention(
-        &mut self,
-        channel: u32,
-        max_count: f64,
-        max_bytes: f64,
-        max_age: f64,
-        now: f64,
-    ) -> Result<(), JsValue> {
-        let retention = Retention {
-            max_count: max_count as usize,
-            max_bytes: max_bytes as usize,
-            max_age,
-        };
-        self.bus
-            .set_retention(channel, retention, now)
-            .map_err(to_js)
+    /// Sets a channel's retention, dedup window and expired-message policy.
+    #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
+    pub fn configure(&mut self, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, dedup_window: f64, dead_letter_expired: bool, now: f64) -> Result<(), JsValue> {
+        host::configure(&mut self.bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now).map_err(to_js)
     }
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
     pub fn publish(&mut self, batch: &[u8], now: f64) -> Result<u32, JsValue> {
-        self.bus
-            .publish(batch, now)
-            .map(|n| n as u32)
-            .map_err(to_js)
+        self.bus.publish(batch, now).map(|n| n as u32).map_err(to_js)
     }
 
-    /// Subscribes; `mode` 0 latest, 1 earliest, 2 from sequence `value`, 3 from time `value`.
-    pub fn subscribe(&mut self, channel: u32, mode: u32, value: f64) -> Result<u32, JsValue> {
-        let start = match mode {
-            1 => StartAt::Earliest,
-            2 => StartAt::Seq(value as u64),
-            3 => StartAt::Time(value),
-            _ => StartAt::Latest,
-        };
-        self.bus.subscribe(channel, start).map_err(to_js)
+    /// Subscribes to a channel.
+    pub fn subscribe(&mut self, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32, JsValue> {
+        host::subscribe(&mut self.bus, EP, channel, mode, value, buffer, overflow).map_err(to_js)
     }
 
-    /// Ends a subscription.
+    /// Ends a subscription or group membership.
     pub fn unsubscribe(&mut self, id: u32) -> Result<(), JsValue> {
         self.bus.unsubscribe(id).map_err(to_js)
     }
 
-    /// Writes up to `capacity` bytes of delivery records into the scratch buffer; returns bytes
-    /// written, or minus the size needed when the next record alone does not fit. Read them at
-    /// [`WasmBus::scratch_ptr`] before the next call.
-    pub fn drain(&mut self, capacity: u32) -> f64 {
+    /// Pauses or resumes a consumer.
+    #[wasm_bindgen(js_name = setPaused)]
+    pub fn set_paused(&mut self, id: u32, paused: bool) -> Result<(), JsValue> {
+        self.bus.set_paused(id, paused).map_err(to_js)
+    }
+
+    /// Finds or creates a consumer group.
+    #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
+    pub fn group(&mut self, channel: u32, name: &str, mode: u32, value: f64, buffer: f64, overflow: u32, visibility: f64, max_deliveries: f64) -> Result<u32, JsValue> {
+        host::group(&mut self.bus, channel, name, mode, value, buffer, overflow, visibility, max_deliveries).map_err(to_js)
+    }
+
+    /// Joins a group.
+    pub fn join(&mut self, group: u32, max_in_flight: f64) -> Result<u32, JsValue> {
+        host::join(&mut self.bus, EP, group, max_in_flight).map_err(to_js)
+    }
+
+    /// Acks a delivery.
+    pub fn ack(&mut self, member: u32, seq: f64, attempt: u32) -> Result<(), JsValue> {
+        host::ack(&mut self.bus, member, seq, attempt).map_err(to_js)
+    }
+
+    /// Nacks a delivery; a non-empty reason dead-letters it at once.
+    pub fn nack(&mut self, member: u32, seq: f64, attempt: u32, delay: f64, reason: &str, now: f64) -> Result<(), JsValue> {
+        host::nack(&mut self.bus, member, seq, attempt, delay, reason, now).map_err(to_js)
+    }
+
+    /// Claims idle deliveries for a member.
+    pub fn claim(&mut self, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32, JsValue> {
+        host::claim(&mut self.bus, member, min_idle, max, now).map_err(to_js)
+    }
+
+    /// A group's pending-entries list, flattened.
+    pub fn pending(&self, group: u32, now: f64) -> Result<Vec<f64>, JsValue> {
+        host::pending(&self.bus, group, now).map_err(to_js)
+    }
+
+    /// Publishes a request; returns its reply token.
+    pub fn request(&mut self, batch: &[u8], timeout: f64, now: f64) -> Result<u32, JsValue> {
+        self.bus.request(EP, batch, timeout, now).map_err(to_js)
+    }
+
+    /// Sends a reply; false when its request already timed out.
+    pub fn reply(&mut self, batch: &[u8]) -> Result<bool, JsValue> {
+        self.bus.reply(batch).map_err(to_js)
+    }
+
+    /// Fires the deadlines due by `now`.
+    pub fn tick(&mut self, now: f64) -> u32 {
+        self.bus.tick(now) as u32
+    }
+
+    /// The next deadline, or -1.
+    #[wasm_bindgen(js_name = nextDeadline)]
+    #[must_use]
+    pub fn next_deadline(&self) -> f64 {
+        host::next_deadline(&self.bus)
+    }
+
+    /// Writes up to `capacity` bytes of records into the scratch buffer; bytes written, or
+    /// minus the size the next record needs. Read them at `scratchPtr()` before the next call.
+    pub fn drain(&mut self, capacity: u32, now: f64) -> f64 {
         self.scratch.resize(capacity as usize, 0);
-        match self.bus.drain(&mut self.scratch) {
-            Ok(written) => written as f64,
-            Err(needed) => -(needed as f64),
-        }
+        host::drain(&mut self.bus, EP, &mut self.scratch, now)
     }
 
     /// Where the scratch buffer starts in the instance's memory.
@@ -104,26 +132,34 @@ impl WasmBus {
         self.scratch.as_ptr() as u32
     }
 
-    /// Whether deliveries wait for `drain`.
+    /// Whether records wait to be drained.
     #[wasm_bindgen(js_name = hasPending)]
     #[must_use]
     pub fn has_pending(&self) -> bool {
-        self.bus.has_pending()
+        self.bus.has_pending(EP)
     }
 
-    /// Channel counters in the order of `ts/backend.ts`'s `STATS_FIELDS`.
+    /// Channel counters.
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>, JsValue> {
-        let s = self.bus.stats(channel).map_err(to_js)?;
-        Ok([
-            s.published,
-            s.delivered,
-            s.retained,
-            s.retained_bytes,
-            s.first_seq,
-            s.next_seq,
-            s.subscribers,
-        ]
-        .map(|v| v as f64)
-        .to_vec())
+        host::channel_stats(&self.bus, channel).map_err(to_js)
+    }
+
+    /// Subscriber counters.
+    #[wasm_bindgen(js_name = subscriberStats)]
+    pub fn subscriber_stats(&self, id: u32) -> Result<Vec<f64>, JsValue> {
+        host::subscriber_stats(&self.bus, id).map_err(to_js)
+    }
+
+    /// Group counters.
+    #[wasm_bindgen(js_name = groupStats)]
+    pub fn group_stats(&self, group: u32) -> Result<Vec<f64>, JsValue> {
+        host::group_stats(&self.bus, group).map_err(to_js)
+    }
+
+    /// Replies dropped because their request had timed out.
+    #[wasm_bindgen(js_name = lateReplies)]
+    #[must_use]
+    pub fn late_replies(&self) -> f64 {
+        self.bus.late_replies() as f64
     }
 }

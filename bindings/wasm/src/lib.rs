@@ -4,6 +4,8 @@
 //! installed here reports the message to the host first, so the TS layer can mark the engine
 //! unusable and say why in every later error.
 
+#![allow(clippy::must_use_candidate, reason = "exports are called from JS, where #[must_use] means nothing")]
+
 pub mod bus;
 pub mod error;
 pub mod layout;

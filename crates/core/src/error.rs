@@ -90,6 +90,18 @@ pub enum BusError {
     },
 }
 
+impl BusError {
+    /// The code as it crosses the boundary: like [`Coded::code`], except that a full consumer
+    /// whose policy is `block` says `BACKPRESSURE_WAIT`, which the host turns into waiting.
+    #[must_use]
+    pub fn boundary_code(&self) -> &'static str {
+        match self {
+            Self::Backpressure { block: true, .. } => "BACKPRESSURE_WAIT",
+            other => other.code(),
+        }
+    }
+}
+
 impl Coded for BusError {
     fn code(&self) -> &'static str {
         match self {

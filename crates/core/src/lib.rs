@@ -12,6 +12,7 @@
 pub mod bus;
 pub mod error;
 pub mod frame;
+pub mod host;
 pub mod names;
 pub mod slab;
 

@@ -32,6 +32,11 @@ pub use log::{Entry, Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
 pub use outbox::Writer;
 
+/// Checks a duration of ms >= 0 (for the host glue).
+pub fn options_check_ms(value: Millis, option: &'static str) -> Result<(), BusError> {
+    options::check_ms(value, option, true)
+}
+
 use consumer::Offer;
 use dedup::Dedup;
 use deliver::Endpoint;

@@ -1,0 +1,126 @@
+//! The bus as both engines expose it: flat arguments (ids, numbers, byte batches) and flat
+//! results (number arrays), so the N-API and wasm-bindgen glue are one line per call and the
+//! conversions live once, here. Field orders are mirrored by `ts/backend.ts`.
+
+use crate::bus::{ChannelOptions, GroupOptions, Overflow, Retention, StartAt, SubscribeOptions};
+use crate::error::BusError;
+use crate::{Bus, Millis};
+
+/// Sets a channel's options; 0 count or bytes means unlimited, an infinite age keeps forever.
+#[allow(clippy::too_many_arguments, reason = "flat arguments are the point: numbers cross the boundary cheaply")]
+pub fn configure(bus: &mut Bus, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, dedup_window: f64, dead_letter_expired: bool, now: Millis) -> Result<(), BusError> {
+    if !(max_count >= 0.0 && max_bytes >= 0.0) {
+        return Err(BusError::InvalidOption { option: "retention", reason: "maxCount and maxBytes must be numbers >= 0" });
+    }
+    let retention = Retention { max_count: max_count as usize, max_bytes: max_bytes as usize, max_age };
+    bus.configure(channel, ChannelOptions { retention, dedup_window, dead_letter_expired }, now)
+}
+
+fn capacity(value: f64) -> Result<usize, BusError> {
+    if value >= 1.0 && value.fract() == 0.0 {
+        Ok(value as usize)
+    } else {
+        Err(BusError::InvalidOption { option: "capacity", reason: "must be a whole number >= 1" })
+    }
+}
+
+/// Subscribes `endpoint`: `mode`/`value` as in [`StartAt::from_code`], `overflow` as in
+/// [`Overflow::from_code`].
+pub fn subscribe(bus: &mut Bus, endpoint: u32, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32, BusError> {
+    let options = SubscribeOptions { start: StartAt::from_code(mode, value)?, capacity: capacity(buffer)?, overflow: Overflow::from_code(overflow)? };
+    bus.subscribe(endpoint, channel, options)
+}
+
+/// Finds or creates a consumer group.
+#[allow(clippy::too_many_arguments, reason = "flat arguments are the point: numbers cross the boundary cheaply")]
+pub fn group(bus: &mut Bus, channel: u32, name: &str, mode: u32, value: f64, buffer: f64, overflow: u32, visibility: f64, max_deliveries: f64) -> Result<u32, BusError> {
+    if !(max_deliveries >= 1.0 && max_deliveries <= f64::from(u32::MAX)) {
+        return Err(BusError::InvalidOption { option: "maxDeliveries", reason: "must be a whole number >= 1" });
+    }
+    let options = GroupOptions {
+        start: StartAt::from_code(mode, value)?,
+        capacity: capacity(buffer)?,
+        overflow: Overflow::from_code(overflow)?,
+        visibility,
+        max_deliveries: max_deliveries as u32,
+    };
+    bus.group(channel, name, options)
+}
+
+/// Adds a group member on `endpoint`.
+pub fn join(bus: &mut Bus, endpoint: u32, group: u32, max_in_flight: f64) -> Result<u32, BusError> {
+    bus.join(group, endpoint, capacity(max_in_flight)?)
+}
+
+fn seq(value: f64) -> Result<u64, BusError> {
+    if value >= 0.0 && value.fract() == 0.0 {
+        Ok(value as u64)
+    } else {
+        Err(BusError::InvalidOption { option: "seq", reason: "must be a whole number >= 0" })
+    }
+}
+
+/// Acks a delivery.
+pub fn ack(bus: &mut Bus, member: u32, sequence: f64, attempt: u32) -> Result<(), BusError> {
+    bus.ack(member, seq(sequence)?, attempt)
+}
+
+/// Nacks a delivery; an empty `dead_letter_reason` means "retry".
+pub fn nack(bus: &mut Bus, member: u32, sequence: f64, attempt: u32, delay: f64, dead_letter_reason: &str, now: Millis) -> Result<(), BusError> {
+    let reason = (!dead_letter_reason.is_empty()).then_some(dead_letter_reason);
+    bus.nack(member, seq(sequence)?, attempt, delay, reason, now)
+}
+
+/// Claims idle deliveries for a member; returns how many.
+pub fn claim(bus: &mut Bus, member: u32, min_idle: f64, max: f64, now: Millis) -> Result<u32, BusError> {
+    crate::bus::options_check_ms(min_idle, "minIdle")?;
+    bus.claim(member, min_idle, capacity(max)?, now).map(|n| n as u32)
+}
+
+/// Fields per entry of [`pending`]: seq, member, attempt, deliveries, idle.
+pub const PENDING_FIELDS: usize = 5;
+
+/// A group's pending-entries list, flattened.
+pub fn pending(bus: &Bus, group: u32, now: Millis) -> Result<Vec<f64>, BusError> {
+    Ok(bus
+        .pending(group, now)?
+        .iter()
+        .flat_map(|p| [p.seq as f64, f64::from(p.member), f64::from(p.attempt), f64::from(p.deliveries), p.idle])
+        .collect())
+}
+
+/// Channel counters, in `ts/backend.ts`'s `CHANNEL_STATS` order.
+pub fn channel_stats(bus: &Bus, channel: u32) -> Result<Vec<f64>, BusError> {
+    let s = bus.stats(channel)?;
+    Ok([s.published, s.delivered, s.retained, s.retained_bytes, s.first_seq, s.next_seq, s.subscribers, s.groups, s.duplicates, s.expired, s.dead_lettered]
+        .map(|v| v as f64)
+        .to_vec())
+}
+
+/// Subscriber counters, in `ts/backend.ts`'s `SUBSCRIBER_STATS` order.
+pub fn subscriber_stats(bus: &Bus, id: u32) -> Result<Vec<f64>, BusError> {
+    let s = bus.subscriber_stats(id)?;
+    Ok([s.buffered, s.delivered, s.dropped, s.missed, s.expired, s.lag].map(|v| v as f64).to_vec())
+}
+
+/// Group counters, in `ts/backend.ts`'s `GROUP_STATS` order.
+pub fn group_stats(bus: &Bus, group: u32) -> Result<Vec<f64>, BusError> {
+    let s = bus.group_stats(group)?;
+    Ok([s.members, s.backlog, s.pending, s.delivered, s.acked, s.nacked, s.redelivered, s.dead_lettered, s.expired]
+        .map(|v| v as f64)
+        .to_vec())
+}
+
+/// The next deadline, or -1 when there is none.
+#[must_use]
+pub fn next_deadline(bus: &Bus) -> f64 {
+    bus.next_deadline().unwrap_or(-1.0)
+}
+
+/// Drains into `out`: bytes written, or minus the size the next record needs.
+pub fn drain(bus: &mut Bus, endpoint: u32, out: &mut [u8], now: Millis) -> f64 {
+    match bus.drain(endpoint, out, now) {
+        Ok(written) => written as f64,
+        Err(needed) => -(needed as f64),
+    }
+}
