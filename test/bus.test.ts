@@ -91,7 +91,7 @@ describe('frame layout', () => {
   it('matches the core it runs on, and a mismatch is refused', async () => {
     const orrery = await Orrery.create()
     expect(() => checkLayout(orrery.backend.frameLayout())).not.toThrow()
-    const tampered = orrery.backend.frameLayout().map((p) => (p.startsWith('headerLen=') ? 'headerLen=40' : p))
+    const tampered = orrery.backend.frameLayout().map((p) => (p.startsWith('headerLen=') ? 'headerLen=99' : p))
     expect(() => checkLayout(tampered)).toThrow(expect.objectContaining({ code: 'LAYOUT_MISMATCH' }))
   })
 

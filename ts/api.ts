@@ -8,11 +8,16 @@ import { OrreryError } from './errors.js'
 import { checkLayout } from './frame.js'
 
 export { Bus } from './bus.js'
-export type { Message, PublishOptions, RetentionOptions, StartFrom } from './bus.js'
-export type { ChannelStats, EngineName } from './backend.js'
+export type { BatchItem, BusEvent, ChannelOptions, PublishOptions, Reply, StartFrom, SubscribeOptions } from './bus.js'
+export { Group } from './group.js'
+export type { Delivery, GroupOptions } from './group.js'
+export type { Message } from './message.js'
+export { Stream } from './stream.js'
+export type { ChannelStats, EngineName, GroupStats, OverflowPolicy, PendingEntry, SubscriberStats } from './backend.js'
 export { OrreryError, isOrreryError } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export type { CodecName, Kind, Priority } from './frame.js'
+export type { InferOutput, StandardSchemaV1 } from './schema.js'
 
 /** Options of {@link Orrery.create}. */
 export interface OrreryOptions {
@@ -20,7 +25,7 @@ export interface OrreryOptions {
   engine?: EngineName
   /** Largest accepted message in bytes, frame included (default 10 MiB). */
   maxMessageBytes?: number
-  /** The host clock in ms (default `Date.now`); pass a fake one to control TTLs in tests. */
+  /** The host clock in ms (default `Date.now`); pass a fake one to control TTLs and timeouts in tests. */
   clock?: () => number
 }
 
@@ -33,28 +38,39 @@ export function useEngineLoader(load: EngineLoader): void {
   loader = load
 }
 
+async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
+  if (!loader) throw new OrreryError('ENGINE_UNAVAILABLE', "no engine loader: import Orrery from 'orrery' (its node or browser entry), not from an internal file")
+  const backend = await loader(engine)
+  if (!checked.has(backend)) {
+    checkLayout(backend.frameLayout())
+    checked.add(backend)
+  }
+  return backend
+}
+
 /** An in-process Orrery: one core, reached through one engine. */
 export class Orrery {
-  /** The message bus. */
-  readonly bus: Bus
+  private constructor(readonly backend: Backend, readonly bus: Bus) {}
 
-  private constructor(readonly backend: Backend, options: OrreryOptions) {
+  /** Loads the engine (once per process) and starts an Orrery on a new core. */
+  static async create(options: OrreryOptions = {}): Promise<Orrery> {
     const max = options.maxMessageBytes ?? 10 * 1024 * 1024
     if (!Number.isInteger(max) || max < 64 || max > 0xffffffff) {
       throw new OrreryError('INVALID_OPTION', 'maxMessageBytes must be an integer from 64 to 4294967295', { details: { option: 'maxMessageBytes', value: max } })
     }
-    this.bus = new Bus(backend.createBus({ maxMessageBytes: max }), options.clock ?? Date.now)
+    const backend = await loadBackend(options.engine)
+    return new Orrery(backend, new Bus(backend.createBus({ maxMessageBytes: max }), options.clock ?? Date.now))
   }
 
-  /** Loads the engine (once per process) and starts an Orrery on it. */
-  static async create(options: OrreryOptions = {}): Promise<Orrery> {
-    if (!loader) throw new OrreryError('ENGINE_UNAVAILABLE', "no engine loader: import Orrery from 'orrery' (its node or browser entry), not from an internal file")
-    const backend = await loader(options.engine)
-    if (!checked.has(backend)) {
-      checkLayout(backend.frameLayout())
-      checked.add(backend)
-    }
-    return new Orrery(backend, options)
+  /**
+   * Joins, from a worker thread, the core another thread shared with `orrery.share()` (native
+   * engine): same channels, groups and messages, no structured clone between threads.
+   */
+  static async attach(handle: number, options: { clock?: () => number } = {}): Promise<Orrery> {
+    const backend = await loadBackend('native')
+    const bus = new Bus(backend.attachBus(handle), options.clock ?? Date.now)
+    bus.enableWaker()
+    return new Orrery(backend, bus)
   }
 
   /** Which engine runs this Orrery's core. */
@@ -62,7 +78,12 @@ export class Orrery {
     return this.backend.name
   }
 
-  /** Stops deliveries and frees the core's memory; later calls fail with `CLOSED`. */
+  /** Shares this core with worker threads: pass the handle to `Orrery.attach` there. */
+  share(): number {
+    return this.bus.share()
+  }
+
+  /** Stops deliveries, fails waiting requests with `CLOSED`, and releases this endpoint. */
   close(): void {
     this.bus.close()
   }

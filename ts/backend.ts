@@ -1,32 +1,70 @@
 /**
  * The interface every engine implements with the same semantics. The facade (`Orrery`, `Bus`)
- * speaks only to this, so the N-API and WebAssembly engines are interchangeable.
+ * speaks only to this, so the N-API and WebAssembly engines are interchangeable. Field orders
+ * of the stats arrays mirror `crates/core/src/host.rs`.
  */
 
 /** Which engine runs the core. */
 export type EngineName = 'native' | 'wasm'
 
-/** Where a new subscription starts: codes shared with the bindings' `subscribe(mode)`. */
+/** Where a new consumer starts: codes shared with `StartAt::from_code`. */
 export const START_MODES = { latest: 0, earliest: 1, seq: 2, time: 3 } as const
+/** Overflow policies: codes shared with `Overflow::from_code`. */
+export const OVERFLOW = { block: 0, 'drop-oldest': 1, reject: 2 } as const
+export type OverflowPolicy = keyof typeof OVERFLOW
 
-/** Field order of the engines' `stats()` arrays. */
-export const STATS_FIELDS = ['published', 'delivered', 'retained', 'retainedBytes', 'firstSeq', 'nextSeq', 'subscribers'] as const
-export type ChannelStats = Record<(typeof STATS_FIELDS)[number], number>
+export const CHANNEL_STATS = ['published', 'delivered', 'retained', 'retainedBytes', 'firstSeq', 'nextSeq', 'subscribers', 'groups', 'duplicates', 'expired', 'deadLettered'] as const
+export const SUBSCRIBER_STATS = ['buffered', 'delivered', 'dropped', 'missed', 'expired', 'lag'] as const
+export const GROUP_STATS = ['members', 'backlog', 'pending', 'delivered', 'acked', 'nacked', 'redelivered', 'deadLettered', 'expired'] as const
+export const PENDING_FIELDS = ['seq', 'member', 'attempt', 'deliveries', 'idle'] as const
 
-/** One bus inside an engine. Every method throws an `OrreryError` on failure. */
-export interface BusCore {
+export type ChannelStats = Record<(typeof CHANNEL_STATS)[number], number>
+export type SubscriberStats = Record<(typeof SUBSCRIBER_STATS)[number], number>
+export type GroupStats = Record<(typeof GROUP_STATS)[number], number>
+export type PendingEntry = Record<(typeof PENDING_FIELDS)[number], number>
+
+/** Consumer id of a record carrying a reply (attempt = reply token); mirrors `REPLY_CONSUMER`. */
+export const REPLY_CONSUMER = 0xffffffff
+/** Consumer id of a record carrying an event (attempt = kind, seq = value); mirrors `EVENT_CONSUMER`. */
+export const EVENT_CONSUMER = 0xfffffffe
+/** Event kinds; mirrors `EventKind`. */
+export const EVENT_KINDS = { 1: 'slow-consumer', 2: 'dropped', 3: 'request-timeout' } as const
+
+/** The calls both bindings expose with the same names and arguments. */
+export interface RawBus {
   channel(name: string): number
-  channelName(id: number): string | undefined
-  setRetention(channel: number, maxCount: number, maxBytes: number, maxAge: number, now: number): void
-  /** Publishes a batch of frames all or nothing; returns how many were published. */
+  channelName(channel: number): string | null | undefined
+  configure(channel: number, maxCount: number, maxBytes: number, maxAge: number, dedupWindow: number, deadLetterExpired: boolean, now: number): void
   publish(batch: Uint8Array, now: number): number
-  subscribe(channel: number, mode: number, value: number): number
+  subscribe(channel: number, mode: number, value: number, buffer: number, overflow: number): number
   unsubscribe(id: number): void
-  /** The next batch of delivery records, or undefined when none wait. The view is valid until the next call. */
-  drain(): Uint8Array | undefined
+  setPaused(id: number, paused: boolean): void
+  group(channel: number, name: string, mode: number, value: number, buffer: number, overflow: number, visibility: number, maxDeliveries: number): number
+  join(group: number, maxInFlight: number): number
+  ack(member: number, seq: number, attempt: number): void
+  nack(member: number, seq: number, attempt: number, delay: number, reason: string, now: number): void
+  claim(member: number, minIdle: number, max: number, now: number): number
+  pending(group: number, now: number): ArrayLike<number>
+  request(batch: Uint8Array, timeout: number, now: number): number
+  reply(batch: Uint8Array): boolean
+  tick(now: number): number
+  nextDeadline(): number
   hasPending(): boolean
-  stats(channel: number): ChannelStats
-  /** Releases the engine's memory for this bus. */
+  stats(channel: number): ArrayLike<number>
+  subscriberStats(id: number): ArrayLike<number>
+  groupStats(group: number): ArrayLike<number>
+  lateReplies(): number
+}
+
+/** One bus inside an engine: the raw calls, error-translated, plus draining and sharing. */
+export interface BusCore extends RawBus {
+  /** The next batch of records, or undefined when none wait. The view is valid until the next call. */
+  drainRecords(now: number): Uint8Array | undefined
+  /** A handle other threads attach with (native engine only). */
+  share(): number
+  /** Sets the function called when another thread gives this endpoint work (null clears it). */
+  setWaker(wake: (() => void) | null): void
+  /** Releases this endpoint. */
   free(): void
 }
 
@@ -34,15 +72,18 @@ export interface BusCore {
 export interface Backend {
   readonly name: EngineName
   createBus(options: { maxMessageBytes: number }): BusCore
+  /** Opens an endpoint of a bus shared by another thread (native engine only). */
+  attachBus(handle: number): BusCore
   /** The core's frame layout constants as `name=value`. */
   frameLayout(): string[]
   /** Makes the core panic, for tests of panic handling. */
   panicForTests(message: string): void
 }
 
-export function statsFrom(values: ArrayLike<number>): ChannelStats {
-  const out = {} as ChannelStats
-  STATS_FIELDS.forEach((field, i) => { out[field] = values[i]! })
+/** Maps a stats array onto its field names. */
+export function fieldsOf<K extends string>(fields: readonly K[], values: ArrayLike<number>): Record<K, number> {
+  const out = {} as Record<K, number>
+  fields.forEach((field, i) => { out[field] = values[i]! })
   return out
 }
 

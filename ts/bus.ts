@@ -1,16 +1,25 @@
 /**
- * The bus facade: named channels, publish, subscribe as an rxjs Observable.
+ * The bus facade: channels, publish, subscribe, consumer groups, request/response, direct
+ * messages, events.
  *
- * Publishing only appends to the core; deliveries are drained in one batch per microtask and
- * fanned out here, after the core call has returned, so subscriber code never runs while the
- * core is mid-mutation and a burst of publishes costs one drain.
+ * Calls only change the core; deliveries are drained in one batch per microtask and fanned out
+ * here, after the core call has returned. Subscriber code therefore never runs while the core is
+ * mid-mutation, and a burst of publishes costs one drain. Deadlines (visibility timeouts, retry
+ * delays, request timeouts) live in the core; the bus arms one timer for the next of them.
  */
-import { Observable } from 'rxjs'
+import { Subject, type Observable } from 'rxjs'
 
-import { START_MODES, type BusCore, type ChannelStats } from './backend.js'
-import { decodePayload, encodePayload } from './codec.js'
+import {
+  CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, OVERFLOW, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
+  type BusCore, type ChannelStats, type OverflowPolicy, type SubscriberStats,
+} from './backend.js'
+import { encodePayload } from './codec.js'
 import { isOrreryError, OrreryError } from './errors.js'
-import { decodeFrame, forEachRecord, FrameWriter, KINDS, PRIORITIES, type CodecName, type Kind, type Priority } from './frame.js'
+import { forEachRecord, FrameWriter, KINDS, PRIORITIES, type CodecName, type Kind, type Priority } from './frame.js'
+import { Group, type GroupOptions } from './group.js'
+import { FrameMessage, type Message } from './message.js'
+import { validate, type InferOutput, type StandardSchemaV1 } from './schema.js'
+import { Stream } from './stream.js'
 
 /** Options of one published message. */
 export interface PublishOptions {
@@ -18,7 +27,7 @@ export interface PublishOptions {
   priority?: Priority
   /** Time to live in ms; the message is never delivered after it. */
   ttl?: number
-  /** A producer-assigned id; one is generated when absent. */
+  /** A producer-assigned id (used for deduplication); derived from the sequence number when absent. */
   id?: string
   sender?: string
   recipient?: string
@@ -27,47 +36,54 @@ export interface PublishOptions {
   /** Schema name with version, `name@major.minor`. */
   schema?: string
   headers?: Readonly<Record<string, string>>
-  /** Payload codec; JSON by default, `raw` for Uint8Array payloads. */
+  /** Payload codec: `json` (default), `msgpack`, or `raw` (the default for Uint8Array payloads). */
   codec?: CodecName
 }
 
-/** A delivered message. */
-export interface Message<T = unknown> {
-  readonly channel: string
-  /** Position in the channel's total order. */
-  readonly seq: number
-  readonly id: string
-  readonly kind: Kind
-  readonly priority: Priority
-  readonly timestamp: number
-  /** Expiry on the host clock, or undefined for never. */
-  readonly expiresAt: number | undefined
-  readonly sender: string | undefined
-  readonly recipient: string | undefined
-  readonly correlationId: string | undefined
-  readonly causationId: string | undefined
-  readonly schema: string | undefined
-  readonly headers: Readonly<Record<string, string>>
-  readonly codec: CodecName
-  readonly payload: T
+/** One item of a batch publish. */
+export interface BatchItem {
+  channel: string
+  payload: unknown
+  options?: PublishOptions
 }
 
-/** Where a subscription starts reading. */
+/** Where a consumer starts reading. */
 export type StartFrom = 'latest' | 'earliest' | { seq: number } | { time: number }
 
-/** Retention limits of a channel; absent limits keep their defaults (10,000 messages, 64 MiB, forever). */
-export interface RetentionOptions {
-  maxCount?: number
-  maxBytes?: number
-  maxAgeMs?: number
+/** Options of a channel. */
+export interface ChannelOptions {
+  retention?: { maxCount?: number; maxBytes?: number; maxAgeMs?: number }
+  /** Drop a publish whose id was seen on this channel within this many ms (effectively-once). */
+  dedupWindowMs?: number
+  /** Move messages that expire before delivery to `<channel>.dead-letter`. */
+  deadLetterExpired?: boolean
 }
+
+/** Options of a subscription. */
+export interface SubscribeOptions<S extends StandardSchemaV1 | undefined = undefined> {
+  from?: StartFrom
+  /** Messages buffered for this subscriber before `overflow` applies (default 10,000). */
+  buffer?: number
+  /** `block` (publishers wait, the default), `drop-oldest`, or `reject` (`BACKPRESSURE`). */
+  overflow?: OverflowPolicy
+  /** Validates each payload at receive; invalid messages are skipped and reported on `events`. */
+  schema?: S
+}
+
+/** Something the bus reports about itself. */
+export type BusEvent =
+  | { type: 'slow-consumer'; consumer: number; channel: string | undefined; buffered: number }
+  | { type: 'dropped'; consumer: number; channel: string | undefined; count: number }
+  | { type: 'schema-invalid'; channel: string; seq: number; error: OrreryError }
+  | { type: 'handler-error'; channel: string; seq: number; error: unknown }
+
+/** What a request handler may return: a payload, or a payload with reply options. */
+export type Reply<R> = R | Promise<R>
+
+type RecordHandler = (seq: number, attempt: number, frame: Uint8Array) => void
 
 let idCounter = 0
-const idPrefix = Math.floor(Math.random() * 0xffffffff).toString(36)
-
-function nextId(): string {
-  return `${idPrefix}-${(idCounter++).toString(36)}`
-}
+const instancePrefix = Math.floor(Math.random() * 0x7fffffff).toString(36)
 
 function checkOption<T>(value: T | undefined, allowed: readonly T[], name: string): void {
   if (value !== undefined && !allowed.includes(value)) {
@@ -75,114 +91,314 @@ function checkOption<T>(value: T | undefined, allowed: readonly T[], name: strin
   }
 }
 
-/** A message bus over one engine's core. */
+/** @internal Turns `from` into the core's (mode, value). */
+export function startOf(from: StartFrom | undefined): [number, number] {
+  if (from === undefined || from === 'latest') return [START_MODES.latest, 0]
+  if (from === 'earliest') return [START_MODES.earliest, 0]
+  if (typeof from === 'object' && 'seq' in from) return [START_MODES.seq, from.seq]
+  if (typeof from === 'object' && 'time' in from) return [START_MODES.time, from.time]
+  throw new OrreryError('INVALID_OPTION', "from must be 'latest', 'earliest', { seq } or { time }", { details: { option: 'from', value: from } })
+}
+
+/** @internal Turns an overflow policy into the core's code. */
+export function overflowOf(policy: OverflowPolicy | undefined): number {
+  if (policy === undefined) return OVERFLOW.block
+  const code = OVERFLOW[policy]
+  if (code === undefined) throw new OrreryError('INVALID_OPTION', 'overflow must be block, drop-oldest or reject', { details: { option: 'overflow', value: policy } })
+  return code
+}
+
+/** A message bus over one engine's core (one endpoint of it, when shared across threads). */
 export class Bus {
-  private readonly subscribers = new Map<number, (message: Message) => void>()
+  /** Events: slow consumers, dropped messages, invalid payloads, failing handlers. */
+  readonly events: Observable<BusEvent>
+  private readonly eventSubject = new Subject<BusEvent>()
+  private readonly handlers = new Map<number, RecordHandler>()
+  private readonly consumerChannels = new Map<number, string>()
+  private readonly requests = new Map<number, { resolve: (m: Message) => void; reject: (e: unknown) => void; channel: string }>()
   private readonly writer = new FrameWriter()
+  private readonly channelNames = new Map<number, string>()
+  private readonly idPrefix = `${instancePrefix}${(idCounter++).toString(36)}`
+  private nextId = 0
+  private spaceWaiters: Array<() => void> = []
   private flushQueued = false
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private timerAt = Infinity
   private closed = false
 
   /** @internal */
-  constructor(private readonly core: BusCore, private readonly now: () => number) {}
+  constructor(readonly core: BusCore, readonly now: () => number) {
+    this.events = this.eventSubject.asObservable()
+  }
 
-  /** The id of a channel, creating it on first use; optionally sets its retention. */
-  channel(name: string, options: { retention?: RetentionOptions } = {}): number {
+  /** The id of a channel, creating it on first use; with options, (re)configures it. */
+  channel(name: string, options?: ChannelOptions): number {
     this.assertOpen()
     const id = this.core.channel(name)
-    const r = options.retention
-    if (r) {
-      for (const [key, value] of Object.entries(r)) {
-        if (typeof value !== 'number' || !(value >= 0)) {
-          throw new OrreryError('INVALID_OPTION', `retention.${key} must be a number >= 0`, { details: { option: `retention.${key}`, value } })
+    if (options) {
+      const r = options.retention ?? {}
+      const numbers: Array<[string, number | undefined]> = [
+        ['retention.maxCount', r.maxCount], ['retention.maxBytes', r.maxBytes], ['retention.maxAgeMs', r.maxAgeMs], ['dedupWindowMs', options.dedupWindowMs],
+      ]
+      for (const [option, value] of numbers) {
+        if (value !== undefined && !(typeof value === 'number' && value >= 0)) {
+          throw new OrreryError('INVALID_OPTION', `${option} must be a number >= 0`, { details: { option, value } })
         }
       }
-      this.core.setRetention(id, r.maxCount ?? 10_000, r.maxBytes ?? 64 * 1024 * 1024, r.maxAgeMs ?? Infinity, this.now())
+      this.core.configure(id, r.maxCount ?? 10_000, r.maxBytes ?? 64 * 1024 * 1024, r.maxAgeMs ?? Infinity, options.dedupWindowMs ?? 0, options.deadLetterExpired ?? false, this.now())
     }
     return id
   }
 
-  /** Publishes one message. Resolves once the core has appended it; a refused publish publishes nothing. */
-  async publish<T>(channel: string, payload: T, options: PublishOptions = {}): Promise<{ id: string }> {
-    const [id] = this.publishNow([{ channel, payload, options }])
-    return { id: id! }
+  /** @internal The name of a channel id (cached). */
+  channelName(id: number): string {
+    let name = this.channelNames.get(id)
+    if (name === undefined) {
+      name = this.core.channelName(id) ?? String(id)
+      this.channelNames.set(id, name)
+    }
+    return name
+  }
+
+  /**
+   * Publishes one message. Resolves once the core has appended it (`published: false` when the
+   * dedup window dropped it as a duplicate). A full consumer with the `block` policy makes this
+   * wait; with `reject` it fails with `BACKPRESSURE`. A refused publish publishes nothing.
+   */
+  async publish(channel: string, payload: unknown, options: PublishOptions = {}): Promise<{ id: string; published: boolean }> {
+    const { ids, published } = await this.publishBatch([{ channel, payload, options }])
+    return { id: ids[0]!, published: published === 1 }
   }
 
   /** Publishes a batch all or nothing, in one crossing into the core. */
-  async publishBatch(items: ReadonlyArray<{ channel: string; payload: unknown; options?: PublishOptions }>): Promise<{ ids: string[] }> {
-    return { ids: this.publishNow(items) }
+  async publishBatch(items: ReadonlyArray<BatchItem>): Promise<{ ids: string[]; published: number }> {
+    for (;;) {
+      try {
+        return this.publishNow(items)
+      } catch (err) {
+        if (!(isOrreryError(err, 'BACKPRESSURE') && err.details['wait'])) throw err
+        await this.spaceFreed()
+      }
+    }
   }
 
-  private publishNow(items: ReadonlyArray<{ channel: string; payload: unknown; options?: PublishOptions | undefined }>): string[] {
+  /** @internal Encodes and appends a batch; throws BACKPRESSURE (wait) when a blocking consumer is full. */
+  publishNow(items: ReadonlyArray<BatchItem>, replyToken = 0): { ids: string[]; published: number } {
     this.assertOpen()
     const now = this.now()
     const w = this.writer
     w.reset()
     const ids: string[] = []
     for (const { channel, payload, options = {} } of items) {
-      checkOption(options.kind, KINDS, 'kind')
-      checkOption(options.priority, PRIORITIES, 'priority')
-      if (options.ttl !== undefined && !(options.ttl > 0)) {
-        throw new OrreryError('INVALID_OPTION', 'ttl must be a number of ms > 0', { details: { option: 'ttl', value: options.ttl } })
-      }
-      const codec = options.codec ?? (payload instanceof Uint8Array ? 'raw' : 'json')
-      const id = options.id ?? nextId()
-      w.push(this.core.channel(channel), {
-        id,
-        kind: options.kind ?? 'data',
-        priority: options.priority ?? 'normal',
-        codec,
-        timestamp: 0,
-        expiresAt: options.ttl === undefined ? 0 : now + options.ttl,
-        sender: options.sender,
-        recipient: options.recipient,
-        correlationId: options.correlationId,
-        causationId: options.causationId,
-        schema: options.schema,
-        headers: options.headers,
-      }, encodePayload(codec, payload))
-      ids.push(id)
+      const channelId = this.core.channel(channel)
+      ids.push(this.encode(w, channelId, channel, payload, options, now, replyToken))
     }
-    this.core.publish(w.bytes(), now)
+    const published = this.core.publish(w.bytes(), now)
     this.scheduleFlush()
-    return ids
+    return { ids, published }
+  }
+
+  private encode(w: FrameWriter, channelId: number, _channel: string, payload: unknown, options: PublishOptions, now: number, replyToken: number): string {
+    checkOption(options.kind, KINDS, 'kind')
+    checkOption(options.priority, PRIORITIES, 'priority')
+    if (options.ttl !== undefined && !(options.ttl > 0)) {
+      throw new OrreryError('INVALID_OPTION', 'ttl must be a number of ms > 0', { details: { option: 'ttl', value: options.ttl } })
+    }
+    const codec = options.codec ?? (payload instanceof Uint8Array ? 'raw' : 'json')
+    const id = options.id ?? `${this.idPrefix}-${(this.nextId++).toString(36)}`
+    w.push(channelId, {
+      id,
+      kind: options.kind ?? 'data',
+      priority: options.priority ?? 'normal',
+      codec,
+      timestamp: 0,
+      expiresAt: options.ttl === undefined ? 0 : now + options.ttl,
+      sender: options.sender,
+      recipient: options.recipient,
+      correlationId: options.correlationId,
+      causationId: options.causationId,
+      schema: options.schema,
+      headers: options.headers,
+    }, encodePayload(codec, payload), replyToken)
+    return id
+  }
+
+  /** Resolves after the next drain or ack frees room in some consumer. */
+  private spaceFreed(): Promise<void> {
+    this.scheduleFlush()
+    return new Promise((resolve) => this.spaceWaiters.push(resolve))
+  }
+
+  /** @internal Wakes publishers waiting for room. */
+  roomMade(): void {
+    if (this.spaceWaiters.length === 0) return
+    const waiters = this.spaceWaiters
+    this.spaceWaiters = []
+    for (const wake of waiters) wake()
   }
 
   /**
-   * Every message of `channel` from `from` on (default: only new ones), as an Observable.
-   * Unsubscribing removes the subscription from the core.
+   * Every message of `channel` from `from` on (default: only new ones): an rxjs Observable that
+   * is also an AsyncIterable. Unsubscribing removes the subscription from the core.
    */
-  subscribe<T = unknown>(channel: string, options: { from?: StartFrom } = {}): Observable<Message<T>> {
-    return new Observable<Message<T>>((subscriber) => {
-      this.assertOpen()
-      const from = options.from ?? 'latest'
-      const [mode, value] =
-        from === 'latest' ? [START_MODES.latest, 0]
-        : from === 'earliest' ? [START_MODES.earliest, 0]
-        : 'seq' in from ? [START_MODES.seq, from.seq]
-        : [START_MODES.time, from.time]
-      const id = this.core.subscribe(this.core.channel(channel), mode, value)
-      this.subscribers.set(id, (message) => subscriber.next(message as Message<T>))
-      if (this.core.hasPending()) this.scheduleFlush()
-      return () => {
-        if (!this.subscribers.delete(id) || this.closed) return
-        try {
-          this.core.unsubscribe(id)
-        } catch (err) {
-          // A poisoned engine has nothing left to unsubscribe from; anything else is a bug.
-          if (!isOrreryError(err, 'ENGINE_POISONED')) throw err
-        }
-      }
+  subscribe<S extends StandardSchemaV1 | undefined = undefined, T = S extends StandardSchemaV1 ? InferOutput<S> : unknown>(
+    channel: string,
+    options: SubscribeOptions<S> = {},
+  ): Stream<Message<T>> {
+    let id = -1
+    return new Stream<Message<T>>({
+      start: (sink) => {
+        this.assertOpen()
+        const [mode, value] = startOf(options.from)
+        id = this.core.subscribe(this.core.channel(channel), mode, value, options.buffer ?? 10_000, overflowOf(options.overflow))
+        const schema = options.schema
+        this.addConsumer(id, channel, (seq, _attempt, frame) => {
+          const message = new FrameMessage<T>(channel, seq, frame, this.idPrefix)
+          if (!schema) return sink.next(message)
+          this.validated(schema, message, (ok) => { if (ok) sink.next(message) })
+        })
+        return () => this.removeConsumer(id)
+      },
+      setPaused: (paused) => {
+        if (id >= 0 && this.handlers.has(id)) this.core.setPaused(id, paused)
+        if (!paused) this.scheduleFlush()
+      },
     })
+  }
+
+  /** @internal Validates a received payload; invalid ones are reported and `done(false)`. */
+  validated<T>(schema: StandardSchemaV1, message: FrameMessage<T>, done: (ok: boolean, error?: OrreryError) => void): void {
+    const fail = (error: unknown) => {
+      const e = isOrreryError(error) ? error : new OrreryError('SCHEMA_INVALID', String(error), { cause: error })
+      this.eventSubject.next({ type: 'schema-invalid', channel: message.channel, seq: message.seq, error: e })
+      done(false, e)
+    }
+    try {
+      const result = validate(schema, message.payload, `message ${message.seq} on ${message.channel}`, message.schema)
+      if (result instanceof Promise) {
+        result.then((value) => { message.setPayload(value as T); done(true) }, fail)
+      } else {
+        message.setPayload(result as T)
+        done(true)
+      }
+    } catch (error) {
+      fail(error)
+    }
+  }
+
+  /** @internal Routes a consumer's records to `handler`. */
+  addConsumer(id: number, channel: string, handler: RecordHandler): void {
+    this.handlers.set(id, handler)
+    this.consumerChannels.set(id, channel)
+    if (this.core.hasPending()) this.scheduleFlush()
+  }
+
+  /** @internal Stops routing a consumer's records and removes it from the core. */
+  removeConsumer(id: number): void {
+    if (!this.handlers.delete(id) || this.closed) return
+    this.consumerChannels.delete(id)
+    try {
+      this.core.unsubscribe(id)
+    } catch (err) {
+      // A poisoned engine has nothing left to unsubscribe from; anything else is a bug.
+      if (!isOrreryError(err, 'ENGINE_POISONED')) throw err
+    }
+    this.roomMade()
+  }
+
+  /** A consumer group on `channel` (created on first use with these options). */
+  group<S extends StandardSchemaV1 | undefined = undefined, T = S extends StandardSchemaV1 ? InferOutput<S> : unknown>(
+    channel: string,
+    name: string,
+    options: GroupOptions<S> = {},
+  ): Group<T> {
+    this.assertOpen()
+    return new Group<T>(this, channel, name, options)
+  }
+
+  /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */
+  async send(agent: string, payload: unknown, options: PublishOptions = {}): Promise<{ id: string; published: boolean }> {
+    return this.publish(`inbox.${agent}`, payload, { ...options, recipient: agent })
+  }
+
+  /** An agent's inbox: its direct messages. */
+  inbox<T = unknown>(agent: string, options: SubscribeOptions = {}): Stream<Message<T>> {
+    return this.subscribe<undefined, T>(`inbox.${agent}`, options)
+  }
+
+  /**
+   * Sends a request and resolves with the reply. No consumer on the channel: `NO_RESPONDER` at
+   * once; no reply within `timeout` ms (default 5,000): `TIMEOUT`; a handler that throws:
+   * `HANDLER_ERROR` with its message.
+   */
+  async request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
+    this.assertOpen()
+    const { timeout = 5_000, ...publish } = options
+    const now = this.now()
+    const w = this.writer
+    w.reset()
+    this.encode(w, this.core.channel(channel), channel, payload, { kind: 'query', ...publish }, now, 0)
+    const token = this.core.request(w.bytes(), timeout, now)
+    this.scheduleFlush()
+    return new Promise<Message<R>>((resolve, reject) => {
+      this.requests.set(token, { resolve: resolve as (m: Message) => void, reject, channel })
+    })
+  }
+
+  /**
+   * Answers requests on `channel` with `handler`'s result (as a broadcast subscriber, or as a
+   * member of group `group` so replicas share the load). Returns the unsubscribe function.
+   */
+  respond<T = unknown, R = unknown>(channel: string, handler: (request: Message<T>) => Reply<R>, options: { group?: string; codec?: CodecName } = {}): () => void {
+    const answer = (message: FrameMessage<T>): Promise<void> => {
+      const token = message.replyToken
+      return Promise.resolve()
+        .then(() => handler(message))
+        .then(
+          (result) => this.sendReply(channel, token, result, { kind: 'response', correlationId: message.id, ...(options.codec ? { codec: options.codec } : {}) }),
+          (error: unknown) => {
+            this.eventSubject.next({ type: 'handler-error', channel, seq: message.seq, error })
+            const e = error as { message?: string; code?: string }
+            this.sendReply(channel, token, { message: e?.message ?? String(error), code: e?.code ?? null }, { kind: 'error', correlationId: message.id })
+          },
+        )
+    }
+    if (options.group) {
+      const member = this.group<undefined, T>(channel, options.group).consume((d) => answer(d.message as FrameMessage<T>))
+      return () => member.stop()
+    }
+    const sub = this.subscribe<undefined, T>(channel).subscribe((m) => void answer(m as FrameMessage<T>))
+    return () => sub.unsubscribe()
+  }
+
+  private sendReply(channel: string, token: number, payload: unknown, options: PublishOptions): void {
+    if (token === 0 || this.closed) return
+    const w = this.writer
+    w.reset()
+    this.encode(w, this.core.channel(channel), channel, payload, options, this.now(), token)
+    this.core.reply(w.bytes())
+    this.scheduleFlush()
   }
 
   /** Counters of one channel. */
   stats(channel: string): ChannelStats {
     this.assertOpen()
-    return this.core.stats(this.core.channel(channel))
+    return fieldsOf(CHANNEL_STATS, this.core.stats(this.core.channel(channel)))
   }
 
-  private scheduleFlush(): void {
-    if (this.flushQueued) return
+  /** Counters of one subscription (by the id `subscriptionId` reports). */
+  subscriberStats(id: number): SubscriberStats {
+    return fieldsOf(SUBSCRIBER_STATS, this.core.subscriberStats(id))
+  }
+
+  /** Replies that arrived after their request timed out (dropped). */
+  lateReplies(): number {
+    return this.core.lateReplies()
+  }
+
+  /** @internal */
+  scheduleFlush(): void {
+    if (this.flushQueued || this.closed) return
     this.flushQueued = true
     queueMicrotask(() => {
       this.flushQueued = false
@@ -191,43 +407,93 @@ export class Bus {
   }
 
   /**
-   * Delivers every pending message now. Deliveries happen on their own after each publish;
-   * call this to deliver synchronously (tests, simulated time).
+   * Fires due deadlines and delivers every pending record now. Both happen on their own; call
+   * this to deliver synchronously (tests, a simulated clock).
    */
   flush(): void {
+    const now = this.now()
+    this.core.tick(now)
+    let delivered = false
     for (;;) {
-      const batch = this.core.drain()
-      if (!batch) return
-      // Decode the whole batch before running any subscriber: a subscriber may call into the
-      // core, which invalidates the drained view.
-      const ready: Array<[(m: Message) => void, Message]> = []
-      forEachRecord(batch, (sub, _attempt, seq, frame) => {
-        const deliver = this.subscribers.get(sub)
-        if (deliver) ready.push([deliver, this.toMessage(seq, frame.slice())])
-      })
-      for (const [deliver, message] of ready) deliver(message)
+      const batch = this.core.drainRecords(now)
+      if (!batch) break
+      delivered = true
+      // Copy the whole batch out before running any handler: a handler may call into the core,
+      // which invalidates the drained view (wasm memory can even move).
+      const owned = batch.slice()
+      const ready: Array<() => void> = []
+      forEachRecord(owned, (consumer, attempt, seq, frame) => ready.push(() => this.route(consumer, attempt, seq, frame)))
+      for (const run of ready) run()
+    }
+    if (delivered) this.roomMade()
+    this.armTimer()
+  }
+
+  private route(consumer: number, attempt: number, seq: number, frame: Uint8Array): void {
+    if (consumer === REPLY_CONSUMER) {
+      const waiting = this.requests.get(attempt)
+      if (!waiting) return
+      this.requests.delete(attempt)
+      const message = new FrameMessage(waiting.channel, seq, frame, this.idPrefix)
+      if (message.kind === 'error') {
+        const { message: text, code } = message.payload as { message: string; code: string | null }
+        waiting.reject(new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, { details: { remoteCode: code, channel: waiting.channel } }))
+      } else {
+        waiting.resolve(message)
+      }
+      return
+    }
+    if (consumer === EVENT_CONSUMER) {
+      const subject = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true)
+      this.onEvent(attempt, subject, seq)
+      return
+    }
+    this.handlers.get(consumer)?.(seq, attempt, frame)
+  }
+
+  private onEvent(kind: number, subject: number, value: number): void {
+    const type = EVENT_KINDS[kind as keyof typeof EVENT_KINDS]
+    if (type === 'request-timeout') {
+      const waiting = this.requests.get(subject)
+      if (!waiting) return
+      this.requests.delete(subject)
+      waiting.reject(new OrreryError('TIMEOUT', `no reply on ${waiting.channel} in time`, { details: { channel: waiting.channel } }))
+    } else if (type === 'slow-consumer') {
+      this.eventSubject.next({ type, consumer: subject, channel: this.consumerChannels.get(subject), buffered: value })
+    } else if (type === 'dropped') {
+      this.eventSubject.next({ type, consumer: subject, channel: this.consumerChannels.get(subject), count: value })
     }
   }
 
-  private toMessage(seq: number, frame: Uint8Array): Message {
-    const f = decodeFrame(frame)
-    return {
-      channel: this.core.channelName(f.channel) ?? String(f.channel),
-      seq,
-      id: f.id,
-      kind: f.kind,
-      priority: f.priority,
-      timestamp: f.timestamp,
-      expiresAt: f.expiresAt === 0 ? undefined : f.expiresAt,
-      sender: f.sender,
-      recipient: f.recipient,
-      correlationId: f.correlationId,
-      causationId: f.causationId,
-      schema: f.schema,
-      headers: f.headers ?? {},
-      codec: f.codec,
-      payload: decodePayload(f.codec, f.payload),
-    }
+  /** Arms one timer for the core's next deadline. It holds the process open only while a request waits. */
+  private armTimer(): void {
+    const at = this.core.nextDeadline()
+    if (at < 0 || this.closed) return
+    if (this.timer !== undefined && this.timerAt <= at) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.timerAt = Infinity
+      if (!this.closed) this.flush()
+    }, Math.max(0, at - this.now()))
+    if (this.requests.size === 0) (this.timer as { unref?: () => void }).unref?.()
+  }
+
+  /**
+   * Shares this bus with worker threads (native engine): pass the handle to `Orrery.attach` in
+   * a worker. A shared bus keeps its thread alive until `close()`.
+   */
+  share(): number {
+    this.assertOpen()
+    const handle = this.core.share()
+    this.core.setWaker(() => this.flush())
+    return handle
+  }
+
+  /** @internal Called when this bus is an attached endpoint. */
+  enableWaker(): void {
+    this.core.setWaker(() => this.flush())
   }
 
   private assertOpen(): void {
@@ -236,8 +502,13 @@ export class Bus {
 
   /** @internal */
   close(): void {
+    if (this.closed) return
     this.closed = true
-    this.subscribers.clear()
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    for (const [, waiting] of this.requests) waiting.reject(new OrreryError('CLOSED', 'this Orrery closed before the reply came'))
+    this.requests.clear()
+    this.handlers.clear()
+    this.eventSubject.complete()
     this.core.free()
   }
 }

@@ -20,11 +20,21 @@ export type ErrorCode =
   | 'LAYOUT_MISMATCH'
   | 'INVALID_ARGUMENT'
   | 'INTERNAL'
+  | 'UNKNOWN_GROUP'
+  | 'UNKNOWN_ENDPOINT'
+  | 'STALE_ACK'
+  | 'BACKPRESSURE'
+  | 'NO_RESPONDER'
+  | 'NOT_A_REPLY'
+  | 'TIMEOUT'
+  | 'SCHEMA_INVALID'
+  | 'HANDLER_ERROR'
 
 const KNOWN = new Set<string>([
   'INVALID_NAME', 'UNKNOWN_CHANNEL', 'UNKNOWN_SUBSCRIPTION', 'MESSAGE_TOO_LARGE', 'MALFORMED_FRAME',
   'INVALID_OPTION', 'INVALID_PAYLOAD', 'CLOSED', 'PANIC', 'ENGINE_POISONED', 'ENGINE_NOT_BUILT',
-  'ENGINE_UNAVAILABLE', 'LAYOUT_MISMATCH', 'INVALID_ARGUMENT', 'INTERNAL',
+  'ENGINE_UNAVAILABLE', 'LAYOUT_MISMATCH', 'INVALID_ARGUMENT', 'INTERNAL', 'UNKNOWN_GROUP', 'UNKNOWN_ENDPOINT',
+  'STALE_ACK', 'BACKPRESSURE', 'NO_RESPONDER', 'NOT_A_REPLY', 'TIMEOUT', 'SCHEMA_INVALID', 'HANDLER_ERROR',
 ])
 
 /** The error every Orrery call throws or rejects with. */
@@ -56,6 +66,8 @@ export function fromEngine(raw: unknown): OrreryError {
   const message = typeof err?.message === 'string' ? err.message : String(raw)
   const code = typeof err?.code === 'string' ? err.code : undefined
   if (code !== undefined && KNOWN.has(code)) return new OrreryError(code as ErrorCode, message, { cause: raw })
+  // A full consumer whose policy is `block`: the bus waits and retries instead of failing.
+  if (code === 'BACKPRESSURE_WAIT') return new OrreryError('BACKPRESSURE', message, { cause: raw, details: { wait: true } })
   if (code === 'GenericFailure') return new OrreryError('PANIC', `the Orrery core panicked: ${message}`, { cause: raw })
   if (code !== undefined || raw instanceof TypeError) {
     return new OrreryError('INVALID_ARGUMENT', `an argument has the wrong type: ${message}`, { cause: raw })

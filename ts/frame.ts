@@ -6,7 +6,7 @@ import { OrreryError } from './errors.js'
 
 export const LAYOUT = {
   version: 1,
-  headerLen: 36,
+  headerLen: 40,
   offVersion: 4,
   offKind: 5,
   offPriority: 6,
@@ -15,7 +15,8 @@ export const LAYOUT = {
   offFlags: 12,
   offTimestamp: 16,
   offExpires: 24,
-  offMetaLen: 32,
+  offReply: 32,
+  offMetaLen: 36,
   deliveryHeaderLen: 16,
   maxPriority: 3,
 } as const
@@ -100,7 +101,7 @@ export class FrameWriter {
   }
 
   /** Appends one frame. On a throw the batch is left as it was before the call. */
-  push(channel: number, meta: FrameMeta, payload: Uint8Array): void {
+  push(channel: number, meta: FrameMeta, payload: Uint8Array, replyToken = 0): void {
     const start = this.pos
     try {
       this.reserve(LAYOUT.headerLen)
@@ -113,6 +114,7 @@ export class FrameWriter {
       v.setUint32(start + LAYOUT.offChannel, channel, true)
       v.setFloat64(start + LAYOUT.offTimestamp, meta.timestamp, true)
       v.setFloat64(start + LAYOUT.offExpires, meta.expiresAt, true)
+      v.setUint32(start + LAYOUT.offReply, replyToken, true)
       this.pos = start + LAYOUT.headerLen
       const metaStart = this.pos
       this.str8(meta.id, 'id')

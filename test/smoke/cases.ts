@@ -90,7 +90,8 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       ['greetings', 2, 'data', 'normal', null, {}, 1005, null, 'third'],
     ],
   },
-  { replayed: [0, 1, 2], fromSeq: [1, 2] },
+  // The replay buffers all three at once, and seq 1 is `high`: higher priority goes first.
+  { replayed: [1, 0, 2], fromSeq: [1, 2] },
   {
     errors: {
       invalidName: 'OrreryError:INVALID_NAME',
@@ -105,11 +106,11 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
   { rejectedBatch: 'OrreryError:MESSAGE_TOO_LARGE' },
   {
     liveAfterRejections: 3,
-    stats: { published: 3, delivered: 8, retained: 3, retainedBytes: true, firstSeq: 0, nextSeq: 3, subscribers: 1 },
+    stats: { published: 3, delivered: 8, retained: 3, retainedBytes: true, firstSeq: 0, nextSeq: 3, subscribers: 1, groups: 0, duplicates: 0, expired: 0, deadLettered: 0 },
   },
   {
     retainedAfterTrim: [3, 4],
-    shortStats: { published: 5, delivered: 2, retained: 2, retainedBytes: true, firstSeq: 3, nextSeq: 5, subscribers: 1 },
+    shortStats: { published: 5, delivered: 2, retained: 2, retainedBytes: true, firstSeq: 3, nextSeq: 5, subscribers: 1, groups: 0, duplicates: 0, expired: 0, deadLettered: 0 },
   },
   { afterClose: 'OrreryError:CLOSED' },
 ]

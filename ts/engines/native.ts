@@ -1,83 +1,62 @@
 /**
- * The N-API engine adapter. Each call goes straight to the addon; a thrown core error or a
- * caught Rust panic becomes an `OrreryError` with its code.
+ * The N-API engine: each call goes straight to the addon; a thrown core error or a caught Rust
+ * panic becomes an `OrreryError`. Records are drained into a buffer JS owns and reuses.
  */
+import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine } from '../errors.js'
-import { DRAIN_BYTES, statsFrom, type Backend, type BusCore } from '../backend.js'
+import { adaptBus, type Guard } from './adapter.js'
 
-/** The surface of `bindings/node` (its generated `binding.d.cts` is checked against this). */
+/** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeBinding {
-  NativeBus: new (maxMessageBytes: number) => NativeBusHandle
+  NativeBus: {
+    new (maxMessageBytes: number): NativeBusHandle
+    attach(handle: number): NativeBusHandle
+  }
   frameLayout(): string[]
   panicForTests(message: string): void
 }
 
-export interface NativeBusHandle {
-  channel(name: string): number
-  channelName(channel: number): string | null | undefined
-  setRetention(channel: number, maxCount: number, maxBytes: number, maxAge: number, now: number): void
-  publish(batch: Uint8Array, now: number): number
-  subscribe(channel: number, mode: number, value: number): number
-  unsubscribe(id: number): void
-  drain(out: Uint8Array): number
-  hasPending(): boolean
-  stats(channel: number): number[]
+export interface NativeBusHandle extends RawBus {
+  drain(out: Uint8Array, now: number): number
+  share(): number
+  setWaker(wake: (() => void) | null): void
 }
 
-class NativeBus implements BusCore {
-  private out = new Uint8Array(DRAIN_BYTES)
+const guard: Guard = (call) => {
+  try {
+    return call()
+  } catch (e) {
+    throw fromEngine(e)
+  }
+}
 
-  constructor(private readonly handle: NativeBusHandle) {}
-
-  channel(name: string): number {
-    try { return this.handle.channel(name) } catch (e) { throw fromEngine(e) }
-  }
-  channelName(id: number): string | undefined {
-    try { return this.handle.channelName(id) ?? undefined } catch (e) { throw fromEngine(e) }
-  }
-  setRetention(channel: number, maxCount: number, maxBytes: number, maxAge: number, now: number): void {
-    try { this.handle.setRetention(channel, maxCount, maxBytes, maxAge, now) } catch (e) { throw fromEngine(e) }
-  }
-  publish(batch: Uint8Array, now: number): number {
-    try { return this.handle.publish(batch, now) } catch (e) { throw fromEngine(e) }
-  }
-  subscribe(channel: number, mode: number, value: number): number {
-    try { return this.handle.subscribe(channel, mode, value) } catch (e) { throw fromEngine(e) }
-  }
-  unsubscribe(id: number): void {
-    try { this.handle.unsubscribe(id) } catch (e) { throw fromEngine(e) }
-  }
-  drain(): Uint8Array | undefined {
-    try {
+function adapt(handle: NativeBusHandle) {
+  let out = new Uint8Array(DRAIN_BYTES)
+  const drainer = {
+    drain(now: number): Uint8Array | undefined {
       for (;;) {
-        const n = this.handle.drain(this.out)
-        if (n > 0) return this.out.subarray(0, n)
+        const n = handle.drain(out, now)
+        if (n > 0) return out.subarray(0, n)
         if (n === 0) return undefined
-        this.out = new Uint8Array(Math.max(-n, this.out.length * 2))
+        out = new Uint8Array(Math.max(-n, out.length * 2))
       }
-    } catch (e) { throw fromEngine(e) }
+    },
   }
-  hasPending(): boolean {
-    try { return this.handle.hasPending() } catch (e) { throw fromEngine(e) }
-  }
-  stats(channel: number) {
-    try { return statsFrom(this.handle.stats(channel)) } catch (e) { throw fromEngine(e) }
-  }
-  free(): void {
-    // The addon's finalizer frees the bus when the handle is collected.
-  }
+  return adaptBus(handle, guard, drainer, {
+    share: () => handle.share(),
+    setWaker: (wake) => handle.setWaker(wake),
+    // Clearing the waker lets this thread exit; the addon closes the endpoint when the handle is collected.
+    free: () => handle.setWaker(null),
+  })
 }
 
 /** Wraps a loaded `bindings/node` module as a Backend. */
 export function nativeBackend(binding: NativeBinding): Backend {
   return {
     name: 'native',
-    createBus: ({ maxMessageBytes }) => {
-      try { return new NativeBus(new binding.NativeBus(maxMessageBytes)) } catch (e) { throw fromEngine(e) }
-    },
+    createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.NativeBus(maxMessageBytes))),
+    attachBus: (handle) => adapt(guard(() => binding.NativeBus.attach(handle))),
     frameLayout: () => binding.frameLayout(),
-    panicForTests: (message) => {
-      try { binding.panicForTests(message) } catch (e) { throw fromEngine(e) }
-    },
+    panicForTests: (message) => guard(() => binding.panicForTests(message)),
   }
 }

@@ -1,0 +1,60 @@
+/**
+ * The one BusCore implementation over either engine's raw bus. The engines differ only in how
+ * records leave the core (`Drainer`) and in what a failure does (`guard`): the native engine
+ * translates errors, the wasm engine also poisons itself after a trap.
+ */
+import type { BusCore, RawBus } from '../backend.js'
+import { OrreryError } from '../errors.js'
+
+/** Runs a raw call, turning whatever it throws into an OrreryError. */
+export type Guard = <T>(call: () => T) => T
+
+/** How an engine hands drained records over. */
+export interface Drainer {
+  drain(now: number): Uint8Array | undefined
+}
+
+export interface EngineHooks {
+  share(): number
+  setWaker(wake: (() => void) | null): void
+  free(): void
+}
+
+/** Wraps every raw call in `guard`; one method per call, no per-call closures on the hot path beyond the guard's own. */
+export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: EngineHooks): BusCore {
+  return {
+    channel: (name) => guard(() => raw.channel(name)),
+    channelName: (channel) => guard(() => raw.channelName(channel) ?? undefined),
+    configure: (channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now) =>
+      guard(() => raw.configure(channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now)),
+    publish: (batch, now) => guard(() => raw.publish(batch, now)),
+    subscribe: (channel, mode, value, buffer, overflow) => guard(() => raw.subscribe(channel, mode, value, buffer, overflow)),
+    unsubscribe: (id) => guard(() => raw.unsubscribe(id)),
+    setPaused: (id, paused) => guard(() => raw.setPaused(id, paused)),
+    group: (channel, name, mode, value, buffer, overflow, visibility, maxDeliveries) =>
+      guard(() => raw.group(channel, name, mode, value, buffer, overflow, visibility, maxDeliveries)),
+    join: (group, maxInFlight) => guard(() => raw.join(group, maxInFlight)),
+    ack: (member, seq, attempt) => guard(() => raw.ack(member, seq, attempt)),
+    nack: (member, seq, attempt, delay, reason, now) => guard(() => raw.nack(member, seq, attempt, delay, reason, now)),
+    claim: (member, minIdle, max, now) => guard(() => raw.claim(member, minIdle, max, now)),
+    pending: (group, now) => guard(() => raw.pending(group, now)),
+    request: (batch, timeout, now) => guard(() => raw.request(batch, timeout, now)),
+    reply: (batch) => guard(() => raw.reply(batch)),
+    tick: (now) => guard(() => raw.tick(now)),
+    nextDeadline: () => guard(() => raw.nextDeadline()),
+    hasPending: () => guard(() => raw.hasPending()),
+    stats: (channel) => guard(() => raw.stats(channel)),
+    subscriberStats: (id) => guard(() => raw.subscriberStats(id)),
+    groupStats: (group) => guard(() => raw.groupStats(group)),
+    lateReplies: () => guard(() => raw.lateReplies()),
+    drainRecords: (now) => guard(() => drainer.drain(now)),
+    share: () => guard(() => hooks.share()),
+    setWaker: (wake) => guard(() => hooks.setWaker(wake)),
+    free: () => hooks.free(),
+  }
+}
+
+/** The error for engines that cannot share a bus across threads. */
+export function notShareable(engine: string): OrreryError {
+  return new OrreryError('ENGINE_UNAVAILABLE', `the ${engine} engine runs on one thread; share a bus across worker threads with the native engine`)
+}

@@ -1,0 +1,172 @@
+/**
+ * Consumer groups: each message goes to one member; members ack or nack; an unacked message is
+ * redelivered after the visibility timeout; after `maxDeliveries` it moves to the channel's
+ * dead-letter channel (`<channel>.dead-letter`, an ordinary channel) with the reason and the
+ * delivery count in its headers.
+ */
+import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from './backend.js'
+import { overflowOf, startOf, type Bus, type StartFrom } from './bus.js'
+import { OrreryError } from './errors.js'
+import { FrameMessage, type Message } from './message.js'
+import type { StandardSchemaV1 } from './schema.js'
+import { Stream } from './stream.js'
+
+/** Options of a consumer group, fixed when the group is first created. */
+export interface GroupOptions<S extends StandardSchemaV1 | undefined = undefined> {
+  from?: StartFrom
+  /** Messages buffered for the group (not yet given to a member) before `overflow` applies. */
+  buffer?: number
+  overflow?: OverflowPolicy
+  /** How long a member may hold a delivery before it is redelivered, in ms (default 30,000). */
+  visibilityTimeout?: number
+  /** Deliveries after which an unacked message is dead-lettered (default 5). */
+  maxDeliveries?: number
+  /** Validates each payload at receive; an invalid message is dead-lettered at once. */
+  schema?: S
+}
+
+/** One delivery to a group member: settle it with `ack` or `nack`. */
+export interface Delivery<T = unknown> {
+  readonly message: Message<T>
+  /** 1 for the first delivery, 2 for the first redelivery, … */
+  readonly attempt: number
+  /** Done: the message is never delivered again. `STALE_ACK` if the lease already expired. */
+  ack(): void
+  /**
+   * Not done. By default it is redelivered (after `delay` ms if given) until `maxDeliveries`;
+   * with `deadLetter` it goes to the dead-letter channel at once, with that reason.
+   */
+  nack(options?: { delay?: number; deadLetter?: string }): void
+}
+
+/** A consumer group handle. */
+export class Group<T = unknown> {
+  /** The group's id in the core. */
+  readonly id: number
+
+  /** @internal */
+  constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<StandardSchemaV1 | undefined>) {
+    const [mode, value] = startOf(options.from)
+    this.id = bus.core.group(bus.core.channel(channel), name, mode, value, options.buffer ?? 10_000, overflowOf(options.overflow), options.visibilityTimeout ?? 30_000, options.maxDeliveries ?? 5)
+  }
+
+  /**
+   * Joins as a member holding at most `maxInFlight` unacked deliveries (default 64): a stream of
+   * deliveries to settle one by one. Unsubscribing leaves the group; what the member still held
+   * is redelivered to the others.
+   */
+  join(options: { maxInFlight?: number } = {}): Stream<Delivery<T>> & { readonly memberId: () => number } {
+    let id = -1
+    const bus = this.bus
+    const schema = this.options.schema
+    const stream = new Stream<Delivery<T>>({
+      start: (sink) => {
+        id = bus.core.join(this.id, options.maxInFlight ?? 64)
+        bus.addConsumer(id, this.channel, (seq, attempt, frame) => {
+          const message = new FrameMessage<T>(this.channel, seq, frame, '')
+          const delivery = this.delivery(id, message, attempt)
+          if (!schema) return sink.next(delivery)
+          bus.validated(schema, message, (ok, error) => {
+            if (ok) sink.next(delivery)
+            else delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
+          })
+        })
+        return () => bus.removeConsumer(id)
+      },
+      setPaused: (paused) => {
+        if (id >= 0) bus.core.setPaused(id, paused)
+      },
+    })
+    return Object.assign(stream, { memberId: () => id })
+  }
+
+  private delivery(member: number, message: FrameMessage<T>, attempt: number): Delivery<T> {
+    const bus = this.bus
+    let settled = false
+    const settle = (what: string) => {
+      if (settled) throw new OrreryError('STALE_ACK', `this delivery was already settled (${what})`, { details: { seq: message.seq } })
+      settled = true
+    }
+    const group = this
+    return {
+      message,
+      get attempt() {
+        return group.attemptNumber(message.seq)
+      },
+      ack: () => {
+        settle('ack')
+        bus.core.ack(member, message.seq, attempt)
+        bus.roomMade()
+        bus.scheduleFlush()
+      },
+      nack: (options = {}) => {
+        settle('nack')
+        const delay = options.delay ?? 0
+        if (!(delay >= 0)) throw new OrreryError('INVALID_OPTION', 'delay must be a number of ms >= 0', { details: { option: 'delay', value: delay } })
+        bus.core.nack(member, message.seq, attempt, delay, options.deadLetter ?? '', bus.now())
+        bus.roomMade()
+        bus.scheduleFlush()
+      },
+    }
+  }
+
+  /** How many times the message at `seq` has been delivered (this delivery included); read on demand. */
+  private attemptNumber(seq: number): number {
+    const list = this.bus.core.pending(this.id, this.bus.now())
+    for (let i = 0; i < list.length; i += PENDING_FIELDS.length) {
+      if (list[i] === seq) return list[i + 3]!
+    }
+    return 1
+  }
+
+  /**
+   * Runs `handler` for each delivery with up to `maxInFlight` at once: resolved, the delivery is
+   * acked; thrown, it is nacked for redelivery (after `retryDelay` ms), or dead-lettered at once
+   * when `isPermanent(error)` says so. Returns a handle to stop consuming.
+   */
+  consume(
+    handler: (delivery: Delivery<T>) => unknown,
+    options: { maxInFlight?: number; retryDelay?: number; isPermanent?: (error: unknown) => boolean } = {},
+  ): { stop(): void; memberId(): number } {
+    const stream = this.join(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight })
+    const subscription = stream.subscribe((delivery) => {
+      Promise.resolve()
+        .then(() => handler(delivery))
+        .then(
+          () => delivery.ack(),
+          (error: unknown) => {
+            const permanent = options.isPermanent?.(error) ?? false
+            const reason = error instanceof Error ? error.message : String(error)
+            delivery.nack(permanent ? { deadLetter: reason || 'handler failed' } : { delay: options.retryDelay ?? 0 })
+          },
+        )
+        .catch(() => {
+          // Settling fails only when the lease expired while the handler ran (STALE_ACK: the
+          // message went to another member) or the bus closed. Either way nothing is lost.
+        })
+    })
+    return { stop: () => subscription.unsubscribe(), memberId: () => stream.memberId() }
+  }
+
+  /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */
+  claim(memberId: number, options: { minIdle: number; max?: number }): number {
+    const n = this.bus.core.claim(memberId, options.minIdle, options.max ?? 100, this.bus.now())
+    this.bus.scheduleFlush()
+    return n
+  }
+
+  /** The pending-entries list: what members hold and have not acked. */
+  pending(): PendingEntry[] {
+    const flat = this.bus.core.pending(this.id, this.bus.now())
+    const out: PendingEntry[] = []
+    for (let i = 0; i < flat.length; i += PENDING_FIELDS.length) {
+      out.push(fieldsOf(PENDING_FIELDS, Array.from({ length: PENDING_FIELDS.length }, (_, k) => flat[i + k]!)))
+    }
+    return out
+  }
+
+  /** Counters: members, backlog, pending, delivered, acked, nacked, redelivered, dead-lettered, expired. */
+  stats(): GroupStats {
+    return fieldsOf(GROUP_STATS, this.bus.core.groupStats(this.id))
+  }
+}
