@@ -20,6 +20,7 @@ import { Group, type GroupOptions } from './group.js'
 import { FrameMessage, type Message } from './message.js'
 import { validate, type InferOutput, type StandardSchemaV1 } from './schema.js'
 import { Stream } from './stream.js'
+import { Topic, type TopicOptions } from './topic.js'
 
 /** Options of one published message. */
 export interface PublishOptions {
@@ -303,6 +304,8 @@ export class Bus {
       // A poisoned engine has nothing left to unsubscribe from; anything else is a bug.
       if (!isOrreryError(err, 'ENGINE_POISONED')) throw err
     }
+    // A member that left hands its unacked work to the others: deliver it.
+    this.scheduleFlush()
     this.roomMade()
   }
 
@@ -314,6 +317,12 @@ export class Bus {
   ): Group<T> {
     this.assertOpen()
     return new Group<T>(this, channel, name, options)
+  }
+
+  /** A typed channel: `options.schema` validates payloads at publish and at receive, and types the handlers. */
+  topic<S extends StandardSchemaV1>(channel: string, options: TopicOptions<S>): Topic<S> {
+    this.assertOpen()
+    return new Topic(this, channel, options)
   }
 
   /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */

@@ -7,5 +7,5 @@
 
 pub mod bus;
 pub mod error;
-pub mod layout;
+pub mod diagnostics;
 pub mod shared;

@@ -193,6 +193,8 @@ pub fn with_headers(frame: &[u8], channel: u32, headers: &[(&str, &str)]) -> Vec
         .copy_from_slice(&((meta_len + extra.len()) as u32).to_le_bytes());
     out[OFF_CHANNEL..OFF_CHANNEL + 4].copy_from_slice(&channel.to_le_bytes());
     out[OFF_REPLY..OFF_REPLY + 4].copy_from_slice(&0u32.to_le_bytes());
+    // A dead letter must stay readable: it no longer expires.
+    out[OFF_EXPIRES..OFF_EXPIRES + 8].copy_from_slice(&0f64.to_le_bytes());
     out
 }
 
@@ -418,10 +420,10 @@ mod tests {
 
     #[test]
     fn appended_headers_keep_the_frame_valid() {
-        let f = encode(1, 2, 0.0, b"id-1", b"body");
+        let f = encode(1, 2, 77.0, b"id-1", b"body");
         let g = with_headers(&f, 9, &[("reason", "timeout"), ("deliveries", "3")]);
         let h = read_header(&g, 0, 0, 1 << 20).unwrap();
-        assert_eq!((h.channel, h.len), (9, g.len()));
+        assert_eq!((h.channel, h.len, h.expires_at), (9, g.len(), 0.0));
         assert_eq!(id(&g), b"id-1");
         assert!(g.ends_with(b"body"));
         let meta = &g[HEADER_LEN..g.len() - 4];

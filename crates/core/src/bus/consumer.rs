@@ -54,17 +54,21 @@ impl Feed {
     }
 
     /// Whether `n` more messages at the head of the log would overflow a policy that refuses.
+    /// A `block` feed with an empty buffer takes any batch: waiting could never make room for
+    /// a batch larger than the whole buffer.
     #[must_use]
     pub fn refuses(&self, head: u64, n: usize, room_elsewhere: usize) -> bool {
+        let waits_in_vain = self.overflow == Overflow::Block && self.buffer.is_empty();
         self.overflow != Overflow::DropOldest
+            && !waits_in_vain
             && self.cursor == head
             && self.buffer.len() + n > self.capacity + room_elsewhere
     }
 
     /// Offers the message just appended at `seq`. A feed still reading the log tops up from
-    /// it instead (so it lags only while its buffer is full). A full buffer of a caught-up
-    /// feed drops its oldest message (callers checked [`Feed::refuses`] for the refusing
-    /// policies first).
+    /// it instead (so it lags only while its buffer is full). A full `drop-oldest` buffer drops
+    /// its oldest message; the refusing policies were checked by [`Feed::refuses`] before the
+    /// append, so they buffer (a `block` feed may briefly exceed its capacity by one batch).
     pub fn offer(&mut self, seq: u64, priority: u8, item: Item, log: &Log) -> Offer {
         if self.cursor != seq {
             let before = self.buffer.len();
@@ -77,7 +81,10 @@ impl Feed {
         }
         self.cursor += 1;
         let mut offer = Offer::Buffered;
-        if self.buffer.len() >= self.capacity && self.buffer.pop_oldest().is_some() {
+        if self.overflow == Overflow::DropOldest
+            && self.buffer.len() >= self.capacity
+            && self.buffer.pop_oldest().is_some()
+        {
             self.dropped += 1;
             offer = Offer::DroppedOldest;
         }
@@ -189,6 +196,7 @@ mod tests {
         assert_eq!((feed.dropped, feed.buffer.len()), (1, 2));
         assert_eq!(feed.next(&log).unwrap().seq, 1);
         assert!(Feed::new(3, 2, Overflow::Reject).refuses(3, 3, 0));
+        assert!(!Feed::new(3, 2, Overflow::Block).refuses(3, 3, 0), "an empty blocking feed takes an oversized batch");
         assert!(!Feed::new(3, 2, Overflow::Reject).refuses(3, 3, 1));
         assert!(
             !Feed::new(1, 2, Overflow::Reject).refuses(3, 3, 0),

@@ -1,0 +1,48 @@
+/** Results of a suite: the machine they came from, the JSON file, and the printed table. */
+import { mkdir, rename, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+
+export function machine() {
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.availableParallelism(),
+    memory_gb: Math.round(os.totalmem() / 2 ** 30),
+    loadavg_at_start: os.loadavg().map((l) => Math.round(l * 100) / 100),
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+  }
+}
+
+/** Writes via a `.tmp` file (git-ignored) so an interrupted run never leaves half a JSON file. */
+export async function writeResults(file, scenarios, host) {
+  await mkdir(new URL('.', file), { recursive: true })
+  const tmp = new URL(`${file.href}.tmp`)
+  await writeFile(tmp, `${JSON.stringify({ scenarios, machine: host, date: new Date().toISOString() }, null, 2)}\n`)
+  await rename(tmp, file)
+}
+
+const number = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 })
+
+/** One row per contender; `reference ÷ this` compares the reference's msgs/s with the row's. */
+export function formatTable(scenarios, reference) {
+  const rows = [['scenario', 'contender', 'msgs/s', 'p99 µs', `${reference} ÷ this`, 'extra']]
+  for (const [scenario, contenders] of Object.entries(scenarios)) {
+    const base = contenders[reference]?.msgs_per_sec
+    for (const [contender, r] of Object.entries(contenders)) {
+      const { rounds_msgs_per_sec: _spread, ...extra } = r.extra
+      rows.push([
+        contender === Object.keys(contenders)[0] ? scenario : '',
+        contender,
+        number.format(r.msgs_per_sec),
+        r.p99_us === null ? '-' : number.format(r.p99_us),
+        base ? `${(base / r.msgs_per_sec).toFixed(2)}×` : '-',
+        Object.entries(extra).map(([k, v]) => `${k}=${typeof v === 'number' ? number.format(v) : v}`).join(' '),
+      ])
+    }
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)))
+  const numeric = [false, false, true, true, true, false]
+  return rows
+    .map((row) => row.map((cell, c) => (numeric[c] ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd())
+    .join('\n')
+}

@@ -1,0 +1,143 @@
+import { describe, expect, it } from 'vitest'
+
+import type { Delivery } from '../ts/node.js'
+import { ENGINE } from './engine.js'
+import { clocked, collect, errorOf, settle } from './helpers.js'
+
+describe(`consumer groups (${ENGINE})`, () => {
+  it('gives each message to exactly one member', async () => {
+    const { bus } = await clocked()
+    const group = bus.group<undefined, number>('jobs', 'workers')
+    const a = collect(group.join())
+    const b = collect(group.join())
+    await bus.publishBatch([0, 1, 2, 3, 4, 5].map((n) => ({ channel: 'jobs', payload: n })))
+    await settle()
+    expect(a.length + b.length).toBe(6)
+    expect(a.length).toBe(3)
+    expect([...a, ...b].map((d) => d.message.payload).sort()).toEqual([0, 1, 2, 3, 4, 5])
+    for (const d of [...a, ...b]) d.ack()
+    expect(group.stats()).toMatchObject({ members: 2, delivered: 6, acked: 6, pending: 0, backlog: 0 })
+  })
+
+  it('redelivers an unacked message after the visibility timeout; the late ack is STALE_ACK', async () => {
+    const { bus, advance } = await clocked()
+    const group = bus.group('jobs', 'workers', { visibilityTimeout: 100 })
+    const slow = collect(group.join({ maxInFlight: 1 }))
+    const fast = collect(group.join({ maxInFlight: 1 }))
+    await bus.publish('jobs', 'task')
+    await settle()
+    const first = slow[0] ?? fast[0]!
+    advance(99)
+    expect(slow.length + fast.length).toBe(1)
+    advance(1)
+    expect(slow.length + fast.length).toBe(2)
+    const second = [...slow, ...fast].find((d) => d !== first)!
+    expect(second.message.seq).toBe(first.message.seq)
+    expect(second.attempt).toBe(2)
+    expect((await errorOf(() => first.ack()))?.code).toBe('STALE_ACK')
+    second.ack()
+    expect(group.stats()).toMatchObject({ acked: 1, redelivered: 1, pending: 0 })
+  })
+
+  it('dead-letters after maxDeliveries with the reason and count in the headers', async () => {
+    const { bus } = await clocked()
+    const group = bus.group<undefined, string>('orders', 'billing', { maxDeliveries: 2 })
+    const seen = collect(group.join())
+    const dead = collect(bus.subscribe<undefined, string>('orders.dead-letter', { from: 'earliest' }))
+    await bus.publish('orders', 'poison', { id: 'order-1' })
+    await settle()
+    seen[0]!.nack()
+    await settle()
+    seen[1]!.nack()
+    await settle()
+    expect(seen.length).toBe(2)
+    expect(dead.length).toBe(1)
+    expect(dead[0]!.payload).toBe('poison')
+    expect(dead[0]!.id).toBe('order-1')
+    expect(dead[0]!.headers).toMatchObject({
+      'x-orrery-dead-letter-reason': 'max-deliveries',
+      'x-orrery-deliveries': '2',
+      'x-orrery-origin-channel': 'orders',
+    })
+    expect(bus.stats('orders').deadLettered).toBe(1)
+    // The dead-letter channel is ordinary: it can be replayed.
+    const replay = collect(bus.subscribe('orders.dead-letter', { from: 'earliest' }))
+    await settle()
+    expect(replay.length).toBe(1)
+  })
+
+  it('nack with a delay waits; nack with deadLetter goes straight to the dead-letter channel', async () => {
+    const { bus, advance } = await clocked()
+    const group = bus.group<undefined, string>('jobs', 'w')
+    const seen = collect(group.join())
+    await bus.publishBatch([{ channel: 'jobs', payload: 'flaky' }, { channel: 'jobs', payload: 'bad' }])
+    await settle()
+    seen[0]!.nack({ delay: 500 })
+    seen[1]!.nack({ deadLetter: 'validation failed' })
+    advance(499)
+    expect(seen.length).toBe(2)
+    advance(1)
+    expect(seen.map((d) => d.message.payload)).toEqual(['flaky', 'bad', 'flaky'])
+    const dead = collect(bus.subscribe<undefined, string>('jobs.dead-letter', { from: 'earliest' }))
+    await settle()
+    expect(dead.map((m) => [m.payload, m.headers['x-orrery-dead-letter-reason']])).toEqual([['bad', 'validation failed']])
+    expect(() => seen[2]!.nack({ delay: -1 })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }))
+  })
+
+  it('a member that leaves gives back what it held; claims move idle work', async () => {
+    const { bus, advance } = await clocked()
+    const group = bus.group('jobs', 'w', { visibilityTimeout: 60_000 })
+    const stuck: Delivery[] = []
+    const stuckSub = group.join({ maxInFlight: 10 }).subscribe((d) => stuck.push(d))
+    await bus.publishBatch([1, 2, 3].map((n) => ({ channel: 'jobs', payload: n })))
+    await settle()
+    expect(stuck.length).toBe(3)
+    const helperStream = group.join()
+    const helped = collect(helperStream)
+    advance(1_000)
+    expect(group.claim(helperStream.memberId(), { minIdle: 500, max: 1 })).toBe(1)
+    await settle()
+    expect(helped.map((d) => d.message.payload)).toEqual([1])
+    expect(group.pending().map((p) => [p.seq, p.member === helperStream.memberId()])).toEqual([[0, true], [1, false], [2, false]])
+    stuckSub.unsubscribe()
+    await settle()
+    expect(helped.map((d) => d.message.payload)).toEqual([1, 2, 3])
+  })
+
+  it('consume() acks what resolves, retries what throws, dead-letters what is permanent', async () => {
+    const { bus, advance } = await clocked()
+    const attempts = new Map<string, number>()
+    const group = bus.group<undefined, string>('work', 'w', { maxDeliveries: 3 })
+    group.consume(async (d) => {
+      const n = (attempts.get(d.message.payload) ?? 0) + 1
+      attempts.set(d.message.payload, n)
+      if (d.message.payload === 'flaky' && n < 2) throw new Error('try again')
+      if (d.message.payload === 'fatal') throw Object.assign(new Error('cannot parse'), { permanent: true })
+    }, { retryDelay: 10, isPermanent: (e) => (e as { permanent?: boolean }).permanent === true })
+    await bus.publishBatch(['ok', 'flaky', 'fatal'].map((payload) => ({ channel: 'work', payload })))
+    await settle(20)
+    advance(10)
+    await settle(20)
+    expect(Object.fromEntries(attempts)).toEqual({ ok: 1, flaky: 2, fatal: 1 })
+    expect(group.stats()).toMatchObject({ acked: 2, deadLettered: 1, pending: 0 })
+    const dead = collect(bus.subscribe('work.dead-letter', { from: 'earliest' }))
+    await settle()
+    expect(dead[0]!.headers['x-orrery-dead-letter-reason']).toBe('cannot parse')
+  })
+
+  it('refuses bad group input with typed errors', async () => {
+    const { bus } = await clocked()
+    expect((await errorOf(() => bus.group('jobs', 'bad name')))?.code).toBe('INVALID_NAME')
+    expect((await errorOf(() => bus.group('jobs', 'g', { maxDeliveries: 0 })))?.code).toBe('INVALID_OPTION')
+    expect((await errorOf(() => bus.group('jobs', 'g', { visibilityTimeout: -5 })))?.code).toBe('INVALID_OPTION')
+    expect((await errorOf(() => bus.group('jobs', 'g', { overflow: 'sometimes' as never })))?.code).toBe('INVALID_OPTION')
+    const group = bus.group('jobs', 'g')
+    const joinError = await new Promise<{ code?: string }>((resolve) => group.join({ maxInFlight: 0 }).subscribe({ error: resolve }))
+    expect(joinError.code).toBe('INVALID_OPTION')
+    await bus.publish('jobs', 1)
+    const got = collect(group.join())
+    await settle()
+    got[0]!.ack()
+    expect((await errorOf(() => got[0]!.ack()))?.code).toBe('STALE_ACK')
+  })
+})

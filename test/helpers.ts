@@ -1,0 +1,49 @@
+/** Shared test helpers: an Orrery on a fake clock, and collecting what a stream delivers. */
+import type { Observable } from 'rxjs'
+
+import { Orrery } from '../ts/node.js'
+
+export interface Clocked {
+  orrery: Orrery
+  bus: Orrery['bus']
+  /** Moves the fake clock forward and fires what is due (deliveries, timeouts). */
+  advance(ms: number): void
+  now(): number
+}
+
+/** An Orrery whose clock only moves when the test says so. */
+export async function clocked(options: { maxMessageBytes?: number } = {}): Promise<Clocked> {
+  let now = 1_000
+  const orrery = await Orrery.create({ ...options, clock: () => now })
+  return {
+    orrery,
+    bus: orrery.bus,
+    advance(ms: number) {
+      now += ms
+      orrery.bus.flush()
+    },
+    now: () => now,
+  }
+}
+
+/** Subscribes and pushes every item into the returned array. */
+export function collect<T>(source: Observable<T>): T[] {
+  const got: T[] = []
+  source.subscribe((item) => got.push(item))
+  return got
+}
+
+/** Lets queued microtasks (deliveries) run. */
+export async function settle(rounds = 5): Promise<void> {
+  for (let i = 0; i < rounds; i++) await Promise.resolve()
+}
+
+/** The error a promise or a call ends with (undefined when it succeeds). */
+export async function errorOf(fn: () => unknown): Promise<{ name?: string; code?: string; message?: string; details?: Record<string, unknown> } | undefined> {
+  try {
+    await fn()
+    return undefined
+  } catch (err) {
+    return err as { code?: string }
+  }
+}

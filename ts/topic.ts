@@ -1,0 +1,64 @@
+/**
+ * A typed channel: one schema validates every payload at publish and at receive, and its
+ * output type flows to every handler. The schema id (`name@major.minor`) travels in each
+ * message's envelope.
+ */
+import type { BatchItem, Bus, PublishOptions, SubscribeOptions } from './bus.js'
+import { OrreryError } from './errors.js'
+import type { Group, GroupOptions } from './group.js'
+import type { Message } from './message.js'
+import { validate, type InferOutput, type StandardSchemaV1 } from './schema.js'
+import type { Stream } from './stream.js'
+
+const SCHEMA_ID = /^[A-Za-z0-9._:/-]+@\d+\.\d+$/
+
+/** Options of {@link Bus.topic}. */
+export interface TopicOptions<S extends StandardSchemaV1> {
+  schema: S
+  /** The schema's name and version, `name@major.minor`, written into each envelope. */
+  schemaId?: string
+}
+
+export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
+  /** @internal */
+  constructor(private readonly bus: Bus, readonly channel: string, private readonly options: TopicOptions<S>) {
+    if (options.schemaId !== undefined && !SCHEMA_ID.test(options.schemaId)) {
+      throw new OrreryError('INVALID_OPTION', 'schemaId must look like name@major.minor', { details: { option: 'schemaId', value: options.schemaId } })
+    }
+  }
+
+  private async checked(payload: unknown): Promise<T> {
+    return (await validate(this.options.schema, payload, `publish to ${this.channel}`, this.options.schemaId)) as T
+  }
+
+  private envelope(options: PublishOptions): PublishOptions {
+    return this.options.schemaId ? { ...options, schema: this.options.schemaId } : options
+  }
+
+  /** Validates, then publishes; an invalid payload rejects with `SCHEMA_INVALID` naming the field and publishes nothing. */
+  async publish(payload: T, options: PublishOptions = {}): Promise<{ id: string; published: boolean }> {
+    return this.bus.publish(this.channel, await this.checked(payload), this.envelope(options))
+  }
+
+  /** Validates every payload first; one invalid payload refuses the whole batch. */
+  async publishBatch(items: ReadonlyArray<{ payload: T; options?: PublishOptions }>): Promise<{ ids: string[]; published: number }> {
+    const batch: BatchItem[] = []
+    for (const item of items) batch.push({ channel: this.channel, payload: await this.checked(item.payload), options: this.envelope(item.options ?? {}) })
+    return this.bus.publishBatch(batch)
+  }
+
+  /** Every valid message (invalid ones are skipped and reported on `bus.events`). */
+  subscribe(options: Omit<SubscribeOptions, 'schema'> = {}): Stream<Message<T>> {
+    return this.bus.subscribe<S, T>(this.channel, { ...options, schema: this.options.schema })
+  }
+
+  /** A consumer group whose invalid messages are dead-lettered at once. */
+  group(name: string, options: Omit<GroupOptions, 'schema'> = {}): Group<T> {
+    return this.bus.group<S, T>(this.channel, name, { ...options, schema: this.options.schema })
+  }
+
+  /** Sends a validated request. */
+  async request<R = unknown>(payload: T, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
+    return this.bus.request<R>(this.channel, await this.checked(payload), this.envelope(options))
+  }
+}
