@@ -7,7 +7,7 @@ import { clocked, collect, errorOf, settle } from './helpers.js'
 describe(`delivery semantics (${ENGINE})`, () => {
   it('delivers higher priorities first, FIFO within a priority', async () => {
     const { bus } = await clocked()
-    const got = collect(bus.subscribe<undefined, string>('p'))
+    const got = collect(bus.subscribe<string>('p'))
     await bus.publishBatch([
       { channel: 'p', payload: 'n1' },
       { channel: 'p', payload: 'c1', options: { priority: 'critical' } },
@@ -23,7 +23,7 @@ describe(`delivery semantics (${ENGINE})`, () => {
   it('never delivers an expired message, counts it, and can dead-letter it', async () => {
     const { bus, advance } = await clocked()
     bus.channel('ttl', { deadLetterExpired: true })
-    const sub = bus.subscribe<undefined, string>('ttl', { from: 'earliest' })
+    const sub = bus.subscribe<string>('ttl', { from: 'earliest' })
     await bus.publishBatch([
       { channel: 'ttl', payload: 'short', options: { ttl: 50 } },
       { channel: 'ttl', payload: 'long', options: { ttl: 5_000 } },
@@ -33,14 +33,14 @@ describe(`delivery semantics (${ENGINE})`, () => {
     await settle()
     expect(got.map((m) => m.payload)).toEqual(['long'])
     expect(bus.stats('ttl')).toMatchObject({ expired: 1, deadLettered: 1 })
-    const dead = collect(bus.subscribe<undefined, string>('ttl.dead-letter', { from: 'earliest' }))
+    const dead = collect(bus.subscribe<string>('ttl.dead-letter', { from: 'earliest' }))
     await settle()
     expect(dead.map((m) => [m.payload, m.headers['x-orrery-dead-letter-reason']])).toEqual([['short', 'expired']])
   })
 
   it('backpressure "reject": a full subscriber refuses the publish and nothing is published', async () => {
     const { bus } = await clocked()
-    const got = collect(bus.subscribe<undefined, number>('bp', { buffer: 2, overflow: 'reject' }))
+    const got = collect(bus.subscribe<number>('bp', { buffer: 2, overflow: 'reject' }))
     const err = await errorOf(() => bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'bp', payload }))))
     expect(err).toMatchObject({ name: 'OrreryError', code: 'BACKPRESSURE' })
     expect(bus.stats('bp').published).toBe(0)
@@ -55,7 +55,7 @@ describe(`delivery semantics (${ENGINE})`, () => {
 
   it('backpressure "block": publish waits until the subscriber drains, then goes through', async () => {
     const { bus } = await clocked()
-    const got = collect(bus.subscribe<undefined, number>('bp', { buffer: 2, overflow: 'block' }))
+    const got = collect(bus.subscribe<number>('bp', { buffer: 2, overflow: 'block' }))
     void bus.publishBatch([{ channel: 'bp', payload: 1 }, { channel: 'bp', payload: 2 }])
     let done = false
     const third = bus.publish('bp', 3).then(() => { done = true })
@@ -74,7 +74,7 @@ describe(`delivery semantics (${ENGINE})`, () => {
   it('backpressure "drop-oldest": keeps the newest, reports slow consumer and drops', async () => {
     const { bus } = await clocked()
     const events = collect(bus.events)
-    const stream = bus.subscribe<undefined, number>('lossy', { buffer: 4, overflow: 'drop-oldest' })
+    const stream = bus.subscribe<number>('lossy', { buffer: 4, overflow: 'drop-oldest' })
     const iterator = stream[Symbol.asyncIterator]()
     const first = iterator.next() // subscribes; nothing consumed yet
     await bus.publishBatch([0, 1, 2, 3, 4, 5].map((n) => ({ channel: 'lossy', payload: n })))
@@ -91,7 +91,7 @@ describe(`delivery semantics (${ENGINE})`, () => {
 
   it('iterating with for await pauses the consumer in the core instead of piling up in JS', async () => {
     const { bus } = await clocked()
-    const stream = bus.subscribe<undefined, number>('many', { buffer: 50, overflow: 'block' })
+    const stream = bus.subscribe<number>('many', { buffer: 50, overflow: 'block' })
     const seen: number[] = []
     const consumer = (async () => {
       for await (const m of stream) {

@@ -7,7 +7,7 @@ import { clocked, collect, errorOf, settle } from './helpers.js'
 describe(`consumer groups (${ENGINE})`, () => {
   it('gives each message to exactly one member', async () => {
     const { bus } = await clocked()
-    const group = bus.group<undefined, number>('jobs', 'workers')
+    const group = bus.group<number>('jobs', 'workers')
     const a = collect(group.join())
     const b = collect(group.join())
     await bus.publishBatch([0, 1, 2, 3, 4, 5].map((n) => ({ channel: 'jobs', payload: n })))
@@ -41,9 +41,9 @@ describe(`consumer groups (${ENGINE})`, () => {
 
   it('dead-letters after maxDeliveries with the reason and count in the headers', async () => {
     const { bus } = await clocked()
-    const group = bus.group<undefined, string>('orders', 'billing', { maxDeliveries: 2 })
+    const group = bus.group<string>('orders', 'billing', { maxDeliveries: 2 })
     const seen = collect(group.join())
-    const dead = collect(bus.subscribe<undefined, string>('orders.dead-letter', { from: 'earliest' }))
+    const dead = collect(bus.subscribe<string>('orders.dead-letter', { from: 'earliest' }))
     await bus.publish('orders', 'poison', { id: 'order-1' })
     await settle()
     seen[0]!.nack()
@@ -68,7 +68,7 @@ describe(`consumer groups (${ENGINE})`, () => {
 
   it('nack with a delay waits; nack with deadLetter goes straight to the dead-letter channel', async () => {
     const { bus, advance } = await clocked()
-    const group = bus.group<undefined, string>('jobs', 'w')
+    const group = bus.group<string>('jobs', 'w')
     const seen = collect(group.join())
     await bus.publishBatch([{ channel: 'jobs', payload: 'flaky' }, { channel: 'jobs', payload: 'bad' }])
     await settle()
@@ -78,7 +78,7 @@ describe(`consumer groups (${ENGINE})`, () => {
     expect(seen.length).toBe(2)
     advance(1)
     expect(seen.map((d) => d.message.payload)).toEqual(['flaky', 'bad', 'flaky'])
-    const dead = collect(bus.subscribe<undefined, string>('jobs.dead-letter', { from: 'earliest' }))
+    const dead = collect(bus.subscribe<string>('jobs.dead-letter', { from: 'earliest' }))
     await settle()
     expect(dead.map((m) => [m.payload, m.headers['x-orrery-dead-letter-reason']])).toEqual([['bad', 'validation failed']])
     expect(() => seen[2]!.nack({ delay: -1 })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }))
@@ -107,7 +107,7 @@ describe(`consumer groups (${ENGINE})`, () => {
   it('consume() acks what resolves, retries what throws, dead-letters what is permanent', async () => {
     const { bus, advance } = await clocked()
     const attempts = new Map<string, number>()
-    const group = bus.group<undefined, string>('work', 'w', { maxDeliveries: 3 })
+    const group = bus.group<string>('work', 'w', { maxDeliveries: 3 })
     group.consume(async (d) => {
       const n = (attempts.get(d.message.payload) ?? 0) + 1
       attempts.set(d.message.payload, n)

@@ -18,7 +18,7 @@ import { isOrreryError, OrreryError } from './errors.js'
 import { forEachRecord, FrameWriter, KINDS, PRIORITIES, type CodecName, type Kind, type Priority } from './frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { FrameMessage, type Message } from './message.js'
-import { validate, type InferOutput, type StandardSchemaV1 } from './schema.js'
+import { validate, type StandardSchemaV1 } from './schema.js'
 import { Stream } from './stream.js'
 import { Topic, type TopicOptions } from './topic.js'
 
@@ -61,14 +61,14 @@ export interface ChannelOptions {
 }
 
 /** Options of a subscription. */
-export interface SubscribeOptions<S extends StandardSchemaV1 | undefined = undefined> {
+export interface SubscribeOptions<T = unknown> {
   from?: StartFrom
   /** Messages buffered for this subscriber before `overflow` applies (default 10,000). */
   buffer?: number
   /** `block` (publishers wait, the default), `drop-oldest`, or `reject` (`BACKPRESSURE`). */
   overflow?: OverflowPolicy
-  /** Validates each payload at receive; invalid messages are skipped and reported on `events`. */
-  schema?: S
+  /** Validates each payload at receive (and types it); invalid messages are skipped and reported on `events`. */
+  schema?: StandardSchemaV1<unknown, T>
 }
 
 /** Something the bus reports about itself. */
@@ -242,10 +242,7 @@ export class Bus {
    * Every message of `channel` from `from` on (default: only new ones): an rxjs Observable that
    * is also an AsyncIterable. Unsubscribing removes the subscription from the core.
    */
-  subscribe<S extends StandardSchemaV1 | undefined = undefined, T = S extends StandardSchemaV1 ? InferOutput<S> : unknown>(
-    channel: string,
-    options: SubscribeOptions<S> = {},
-  ): Stream<Message<T>> {
+  subscribe<T = unknown>(channel: string, options: SubscribeOptions<T> = {}): Stream<Message<T>> {
     let id = -1
     return new Stream<Message<T>>({
       start: (sink) => {
@@ -310,11 +307,7 @@ export class Bus {
   }
 
   /** A consumer group on `channel` (created on first use with these options). */
-  group<S extends StandardSchemaV1 | undefined = undefined, T = S extends StandardSchemaV1 ? InferOutput<S> : unknown>(
-    channel: string,
-    name: string,
-    options: GroupOptions<S> = {},
-  ): Group<T> {
+  group<T = unknown>(channel: string, name: string, options: GroupOptions<T> = {}): Group<T> {
     this.assertOpen()
     return new Group<T>(this, channel, name, options)
   }
@@ -332,7 +325,7 @@ export class Bus {
 
   /** An agent's inbox: its direct messages. */
   inbox<T = unknown>(agent: string, options: SubscribeOptions = {}): Stream<Message<T>> {
-    return this.subscribe<undefined, T>(`inbox.${agent}`, options)
+    return this.subscribe<T>(`inbox.${agent}`, options as SubscribeOptions<T>)
   }
 
   /**
@@ -373,10 +366,10 @@ export class Bus {
         )
     }
     if (options.group) {
-      const member = this.group<undefined, T>(channel, options.group).consume((d) => answer(d.message as FrameMessage<T>))
+      const member = this.group<T>(channel, options.group).consume((d) => answer(d.message as FrameMessage<T>))
       return () => member.stop()
     }
-    const sub = this.subscribe<undefined, T>(channel).subscribe((m) => void answer(m as FrameMessage<T>))
+    const sub = this.subscribe<T>(channel).subscribe((m) => void answer(m as FrameMessage<T>))
     return () => sub.unsubscribe()
   }
 

@@ -12,7 +12,7 @@ import type { StandardSchemaV1 } from './schema.js'
 import { Stream } from './stream.js'
 
 /** Options of a consumer group, fixed when the group is first created. */
-export interface GroupOptions<S extends StandardSchemaV1 | undefined = undefined> {
+export interface GroupOptions<T = unknown> {
   from?: StartFrom
   /** Messages buffered for the group (not yet given to a member) before `overflow` applies. */
   buffer?: number
@@ -21,8 +21,8 @@ export interface GroupOptions<S extends StandardSchemaV1 | undefined = undefined
   visibilityTimeout?: number
   /** Deliveries after which an unacked message is dead-lettered (default 5). */
   maxDeliveries?: number
-  /** Validates each payload at receive; an invalid message is dead-lettered at once. */
-  schema?: S
+  /** Validates each payload at receive (and types it); an invalid message is dead-lettered at once. */
+  schema?: StandardSchemaV1<unknown, T>
 }
 
 /** One delivery to a group member: settle it with `ack` or `nack`. */
@@ -45,7 +45,7 @@ export class Group<T = unknown> {
   readonly id: number
 
   /** @internal */
-  constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<StandardSchemaV1 | undefined>) {
+  constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
     const [mode, value] = startOf(options.from)
     this.id = bus.core.group(bus.core.channel(channel), name, mode, value, options.buffer ?? 10_000, overflowOf(options.overflow), options.visibilityTimeout ?? 30_000, options.maxDeliveries ?? 5)
   }

@@ -27,6 +27,10 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
     }
   }
 
+  private get schema(): StandardSchemaV1<unknown, T> {
+    return this.options.schema as StandardSchemaV1<unknown, T>
+  }
+
   private async checked(payload: unknown): Promise<T> {
     return (await validate(this.options.schema, payload, `publish to ${this.channel}`, this.options.schemaId)) as T
   }
@@ -48,13 +52,13 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   }
 
   /** Every valid message (invalid ones are skipped and reported on `bus.events`). */
-  subscribe(options: Omit<SubscribeOptions, 'schema'> = {}): Stream<Message<T>> {
-    return this.bus.subscribe<S, T>(this.channel, { ...options, schema: this.options.schema })
+  subscribe(options: Omit<SubscribeOptions<T>, 'schema'> = {}): Stream<Message<T>> {
+    return this.bus.subscribe<T>(this.channel, { ...options, schema: this.schema })
   }
 
   /** A consumer group whose invalid messages are dead-lettered at once. */
-  group(name: string, options: Omit<GroupOptions, 'schema'> = {}): Group<T> {
-    return this.bus.group<S, T>(this.channel, name, { ...options, schema: this.options.schema })
+  group(name: string, options: Omit<GroupOptions<T>, 'schema'> = {}): Group<T> {
+    return this.bus.group<T>(this.channel, name, { ...options, schema: this.schema })
   }
 
   /** Sends a validated request. */

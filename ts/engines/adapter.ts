@@ -20,26 +20,41 @@ export interface EngineHooks {
   free(): void
 }
 
+/**
+ * wasm-bindgen's release glue does not check argument types: a number where a string belongs
+ * makes the instance read out of bounds and trap. So strings and byte batches are checked here,
+ * for both engines alike.
+ */
+function text(value: unknown, what: string): string {
+  if (typeof value !== 'string') throw new OrreryError('INVALID_ARGUMENT', `${what} must be a string`, { details: { argument: what } })
+  return value
+}
+
+function bytes(value: unknown, what: string): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw new OrreryError('INVALID_ARGUMENT', `${what} must be a Uint8Array`, { details: { argument: what } })
+  return value
+}
+
 /** Wraps every raw call in `guard`; one method per call, no per-call closures on the hot path beyond the guard's own. */
 export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: EngineHooks): BusCore {
   return {
-    channel: (name) => guard(() => raw.channel(name)),
+    channel: (name) => guard(() => raw.channel(text(name, 'a channel name'))),
     channelName: (channel) => guard(() => raw.channelName(channel) ?? undefined),
     configure: (channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now) =>
       guard(() => raw.configure(channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now)),
-    publish: (batch, now) => guard(() => raw.publish(batch, now)),
+    publish: (batch, now) => guard(() => raw.publish(bytes(batch, 'a batch'), now)),
     subscribe: (channel, mode, value, buffer, overflow) => guard(() => raw.subscribe(channel, mode, value, buffer, overflow)),
     unsubscribe: (id) => guard(() => raw.unsubscribe(id)),
     setPaused: (id, paused) => guard(() => raw.setPaused(id, paused)),
     group: (channel, name, mode, value, buffer, overflow, visibility, maxDeliveries) =>
-      guard(() => raw.group(channel, name, mode, value, buffer, overflow, visibility, maxDeliveries)),
+      guard(() => raw.group(channel, text(name, 'a group name'), mode, value, buffer, overflow, visibility, maxDeliveries)),
     join: (group, maxInFlight) => guard(() => raw.join(group, maxInFlight)),
     ack: (member, seq, attempt) => guard(() => raw.ack(member, seq, attempt)),
-    nack: (member, seq, attempt, delay, reason, now) => guard(() => raw.nack(member, seq, attempt, delay, reason, now)),
+    nack: (member, seq, attempt, delay, reason, now) => guard(() => raw.nack(member, seq, attempt, delay, text(reason, 'a dead-letter reason'), now)),
     claim: (member, minIdle, max, now) => guard(() => raw.claim(member, minIdle, max, now)),
     pending: (group, now) => guard(() => raw.pending(group, now)),
-    request: (batch, timeout, now) => guard(() => raw.request(batch, timeout, now)),
-    reply: (batch) => guard(() => raw.reply(batch)),
+    request: (batch, timeout, now) => guard(() => raw.request(bytes(batch, 'a request'), timeout, now)),
+    reply: (batch) => guard(() => raw.reply(bytes(batch, 'a reply'))),
     tick: (now) => guard(() => raw.tick(now)),
     nextDeadline: () => guard(() => raw.nextDeadline()),
     hasPending: () => guard(() => raw.hasPending()),

@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest'
+
+import { ENGINE } from './engine.js'
+import { clocked, collect, errorOf, settle } from './helpers.js'
+
+describe(`request/response and direct messages (${ENGINE})`, () => {
+  it('answers a request, correlating the reply', async () => {
+    const { bus } = await clocked()
+    bus.respond<{ a: number; b: number }, number>('math.add', (req) => req.payload.a + req.payload.b)
+    const reply = await bus.request<number>('math.add', { a: 2, b: 3 }, { sender: 'client' })
+    expect(reply.payload).toBe(5)
+    expect(reply.kind).toBe('response')
+    expect(reply.correlationId).toBeTruthy()
+  })
+
+  it('fails at once with NO_RESPONDER when nobody consumes the channel', async () => {
+    const { bus } = await clocked()
+    expect(await errorOf(() => bus.request('nobody.home', 1))).toMatchObject({ name: 'OrreryError', code: 'NO_RESPONDER' })
+  })
+
+  it('times out with TIMEOUT, and drops and counts a late reply', async () => {
+    const { bus, advance } = await clocked()
+    const held: Array<() => void> = []
+    bus.respond('slow', () => new Promise<string>((resolve) => held.push(() => resolve('late'))))
+    const pending = bus.request('slow', 'x', { timeout: 200 })
+    const outcome = pending.then(() => 'resolved', (e: { code: string }) => e.code)
+    await settle()
+    advance(199)
+    await settle()
+    advance(1)
+    expect(await outcome).toBe('TIMEOUT')
+    held[0]!()
+    await settle(10)
+    expect(bus.lateReplies()).toBe(1)
+  })
+
+  it('turns a throwing handler into HANDLER_ERROR with its message', async () => {
+    const { bus } = await clocked()
+    bus.respond('fragile', () => { throw Object.assign(new Error('disk full'), { code: 'ENOSPC' }) })
+    const err = await errorOf(() => bus.request('fragile', 1))
+    expect(err).toMatchObject({ code: 'HANDLER_ERROR', details: { remoteCode: 'ENOSPC' } })
+    expect(err?.message).toContain('disk full')
+  })
+
+  it('shares requests among the members of a responder group', async () => {
+    const { bus } = await clocked()
+    const served: string[] = []
+    bus.respond('svc', () => { served.push('a'); return 'a' }, { group: 'replicas' })
+    bus.respond('svc', () => { served.push('b'); return 'b' }, { group: 'replicas' })
+    const replies = await Promise.all([1, 2, 3, 4].map((n) => bus.request<string>('svc', n)))
+    expect(replies.map((r) => r.payload).sort()).toEqual(['a', 'a', 'b', 'b'])
+    expect(served.length).toBe(4)
+  })
+
+  it('delivers direct messages to an agent inbox', async () => {
+    const { bus } = await clocked()
+    const alice = collect(bus.inbox<string>('alice'))
+    const bob = collect(bus.inbox<string>('bob'))
+    await bus.send('alice', 'hi alice', { sender: 'bob' })
+    await settle()
+    expect(alice.map((m) => [m.payload, m.sender, m.recipient])).toEqual([['hi alice', 'bob', 'alice']])
+    expect(bob).toEqual([])
+  })
+
+  it('fails waiting requests with CLOSED when the Orrery closes', async () => {
+    const { orrery, bus } = await clocked()
+    bus.respond('never', () => new Promise(() => {}))
+    const pending = bus.request('never', 1)
+    orrery.close()
+    expect(await errorOf(() => pending)).toMatchObject({ code: 'CLOSED' })
+  })
+
+  it('refuses a bad timeout', async () => {
+    const { bus } = await clocked()
+    bus.respond('svc', () => 1)
+    expect((await errorOf(() => bus.request('svc', 1, { timeout: 0 })))?.code).toBe('INVALID_OPTION')
+  })
+})

@@ -1,0 +1,54 @@
+import { once } from 'node:events'
+import { Worker } from 'node:worker_threads'
+
+import { describe, expect, it } from 'vitest'
+
+import { Orrery, type Message } from '../ts/node.js'
+import { ENGINE } from './engine.js'
+import { collect } from './helpers.js'
+
+/** Waits (real time: worker threads run on their own) until `done()` holds. */
+async function until(done: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+describe(`worker threads (${ENGINE})`, () => {
+  it.runIf(ENGINE === 'native')('shares one core across threads; a dead thread loses its consumers and gives back its work', async () => {
+    const orrery = await Orrery.create()
+    const handle = orrery.share()
+    const { bus } = orrery
+    const pongs = collect(bus.subscribe<{ n: number; thread: string }>('pong'))
+    const worker = new Worker(new URL('./fixtures/echo-worker.mjs', import.meta.url), { workerData: { handle, name: 'w1' } })
+    const jobsAtWorker: unknown[] = []
+    worker.on('message', (m: { job?: unknown }) => { if (m.job !== undefined) jobsAtWorker.push(m.job) })
+    await once(worker, 'message')
+
+    await bus.publishBatch(Array.from({ length: 100 }, (_, n) => ({ channel: 'ping', payload: { n } })))
+    await until(() => pongs.length === 100, 'pongs from the worker')
+    expect(pongs.map((m) => m.payload.n)).toEqual(Array.from({ length: 100 }, (_, n) => n))
+    expect(new Set(pongs.map((m) => m.payload.thread))).toEqual(new Set(['w1']))
+    expect(bus.stats('ping').subscribers).toBe(1)
+
+    await bus.publishBatch(['a', 'b', 'c'].map((payload) => ({ channel: 'jobs', payload })))
+    await until(() => jobsAtWorker.length === 3, 'jobs at the worker')
+    expect(bus.group('jobs', 'workers').stats()).toMatchObject({ members: 1, pending: 3 })
+
+    await worker.terminate()
+    await until(() => bus.stats('ping').subscribers === 0, 'the dead worker to lose its subscriber')
+    const redelivered: Message[] = []
+    bus.group('jobs', 'workers').join().subscribe((d) => { redelivered.push(d.message); d.ack() })
+    await until(() => redelivered.length === 3, 'redelivery of the dead worker\'s jobs')
+    expect(redelivered.map((m) => m.payload)).toEqual(['a', 'b', 'c'])
+    orrery.close()
+  })
+
+  it.runIf(ENGINE === 'wasm')('refuses to share a wasm core across threads', async () => {
+    const orrery = await Orrery.create()
+    expect(() => orrery.share()).toThrow(expect.objectContaining({ code: 'ENGINE_UNAVAILABLE' }))
+    await expect(Orrery.attach(1)).rejects.toMatchObject({ code: 'UNKNOWN_ENDPOINT' })
+  })
+})
