@@ -7,7 +7,7 @@ import { Bus } from './bus.js'
 import { OrreryError } from './errors.js'
 import { checkLayout } from './frame.js'
 
-export { Bus } from './bus.js'
+export { Bus, Published } from './bus.js'
 export type { BatchItem, BusEvent, ChannelOptions, PublishOptions, Reply, StartFrom, SubscribeOptions } from './bus.js'
 export { Group } from './group.js'
 export type { Delivery, GroupOptions } from './group.js'

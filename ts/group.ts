@@ -47,7 +47,7 @@ export class Group<T = unknown> {
   /** @internal */
   constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
     const [mode, value] = startOf(options.from)
-    this.id = bus.core.group(bus.core.channel(channel), name, mode, value, options.buffer ?? 10_000, overflowOf(options.overflow), options.visibilityTimeout ?? 30_000, options.maxDeliveries ?? 5)
+    this.id = bus.core.group(bus.channelId(channel), name, mode, value, options.buffer ?? 10_000, overflowOf(options.overflow), options.visibilityTimeout ?? 30_000, options.maxDeliveries ?? 5)
   }
 
   /**

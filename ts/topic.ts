@@ -3,7 +3,7 @@
  * output type flows to every handler. The schema id (`name@major.minor`) travels in each
  * message's envelope.
  */
-import type { BatchItem, Bus, PublishOptions, SubscribeOptions } from './bus.js'
+import type { BatchItem, Bus, Published, PublishOptions, SubscribeOptions } from './bus.js'
 import { OrreryError } from './errors.js'
 import type { Group, GroupOptions } from './group.js'
 import type { Message } from './message.js'
@@ -40,12 +40,12 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   }
 
   /** Validates, then publishes; an invalid payload rejects with `SCHEMA_INVALID` naming the field and publishes nothing. */
-  async publish(payload: T, options: PublishOptions = {}): Promise<{ id: string; published: boolean }> {
+  async publish(payload: T, options: PublishOptions = {}): Promise<{ readonly id: string; readonly published: boolean }> {
     return this.bus.publish(this.channel, await this.checked(payload), this.envelope(options))
   }
 
   /** Validates every payload first; one invalid payload refuses the whole batch. */
-  async publishBatch(items: ReadonlyArray<{ payload: T; options?: PublishOptions }>): Promise<{ ids: string[]; published: number }> {
+  async publishBatch(items: ReadonlyArray<{ payload: T; options?: PublishOptions }>): Promise<Published> {
     const batch: BatchItem[] = []
     for (const item of items) batch.push({ channel: this.channel, payload: await this.checked(item.payload), options: this.envelope(item.options ?? {}) })
     return this.bus.publishBatch(batch)

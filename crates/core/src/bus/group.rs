@@ -5,7 +5,9 @@
 //! Every hand-over carries a fresh attempt token. An ack or nack must name the current
 //! attempt: once a lease expired and the message went elsewhere, the old token is `STALE_ACK`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use super::consumer::{Consumer, ConsumerKind, Feed, Member};
 use super::deliver::full;
@@ -80,12 +82,51 @@ pub(super) struct Group {
     options: GroupOptions,
     members: Vec<u32>,
     next_member: usize,
-    pending: HashMap<u64, Pending>,
+    pending: FxHashMap<u64, Pending>,
+    /// Running leases in delivery order, so deadlines only grow: (deadline, seq, attempt).
+    /// Settled ones are popped from the front as acks arrive, so this stays near the number
+    /// of messages in flight instead of holding every delivery until its deadline.
+    leases: VecDeque<(Millis, u64, u32)>,
     redeliver: VecDeque<u64>,
     stats: GroupStats,
 }
 
 impl Group {
+    /// Whether `(seq, attempt)` is a delivery whose lease is still running.
+    fn lease_running(&self, seq: u64, attempt: u32) -> bool {
+        self.pending.get(&seq).is_some_and(|p| p.attempt == attempt && p.delivered_at.is_some())
+    }
+
+    /// Pops settled leases off the front.
+    fn trim_leases(&mut self) {
+        while let Some(&(_, seq, attempt)) = self.leases.front() {
+            if self.lease_running(seq, attempt) {
+                break;
+            }
+            self.leases.pop_front();
+        }
+    }
+
+    /// The deadline of the oldest running lease.
+    pub(super) fn next_lease(&self) -> Option<Millis> {
+        self.leases.iter().find(|&&(_, seq, attempt)| self.lease_running(seq, attempt)).map(|&(at, _, _)| at)
+    }
+
+    /// Takes the leases due by `now` off the front: (seq, attempt) of each still running.
+    pub(super) fn due_leases(&mut self, now: Millis) -> Vec<(u64, u32)> {
+        let mut due = Vec::new();
+        while let Some(&(at, seq, attempt)) = self.leases.front() {
+            if at > now {
+                break;
+            }
+            self.leases.pop_front();
+            if self.lease_running(seq, attempt) {
+                due.push((seq, attempt));
+            }
+        }
+        due
+    }
+
     /// Whether any member belongs to the group.
     pub(super) fn has_members(&self) -> bool {
         !self.members.is_empty()
@@ -154,7 +195,8 @@ impl Bus {
             options,
             members: Vec::new(),
             next_member: 0,
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
+            leases: VecDeque::new(),
             redeliver: VecDeque::new(),
             stats: GroupStats::default(),
         };
@@ -238,6 +280,10 @@ impl Bus {
             return;
         };
         let log = &self.channels[g.channel as usize].log;
+        // Most calls come from acks of a caught-up group: nothing waits, so skip the member search.
+        if g.redeliver.is_empty() && g.feed.buffer.is_empty() && g.feed.cursor >= log.next_seq() {
+            return;
+        }
         while !g.members.is_empty() {
             let count = g.members.len();
             let Some(member) = (0..count).map(|i| g.members[(g.next_member + i) % count]).find(|&id| {
@@ -321,14 +367,7 @@ impl Bus {
             p.delivered_at = Some(now);
             p.deliveries += 1;
             delivered += 1;
-            self.timers.push(
-                now + g.options.visibility,
-                TimerKind::Visibility {
-                    group,
-                    seq,
-                    attempt: p.attempt,
-                },
-            );
+            g.leases.push_back((now + g.options.visibility, seq, p.attempt));
         };
         g.stats.delivered += delivered;
         let channel = g.channel;
@@ -373,6 +412,7 @@ impl Bus {
         if let Some(g) = self.groups.get_mut(group) {
             g.pending.remove(&seq);
             g.stats.acked += 1;
+            g.trim_leases();
         }
         if let Some(m) = member_mut(&mut self.consumers, id) {
             m.in_flight -= 1;

@@ -311,10 +311,7 @@ impl Bus {
                 ch.stats.duplicates += 1;
                 continue;
             }
-            let mut owned: Vec<u8> = bytes.to_vec();
-            frame::stamp(&mut owned, now);
-            frame::set_reply_token(&mut owned, 0);
-            self.append(channel, &owned.into(), now);
+            self.append(channel, &frame::store(bytes, now, 0), now);
             published += 1;
         }
         for &(channel, _, _) in &per_channel {

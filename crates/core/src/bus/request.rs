@@ -48,12 +48,9 @@ impl Bus {
         if ch.subscribers.is_empty() && !has_member {
             return Err(BusError::NoResponder(header.channel));
         }
-        let token = next_token(&mut self.next_token);
-        let mut owned = batch.to_vec();
-        frame::set_reply_token(&mut owned, token);
         self.check_room(&[(header.channel, 1, header.len)])?;
-        frame::stamp(&mut owned, now);
-        self.append(header.channel, &owned.into(), now);
+        let token = next_token(&mut self.next_token);
+        self.append(header.channel, &frame::store(batch, now, token), now);
         self.after_append(header.channel, now);
         self.requests.insert(token, Request { endpoint });
         self.timers

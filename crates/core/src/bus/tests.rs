@@ -913,3 +913,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn acked_leases_leave_no_deadline_behind() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = group_of(&mut bus, ch, 30_000.0, 5);
+    bus.join(g, EP, 1024).unwrap();
+    for round in 0..10 {
+        bus.publish(&(0..1000).flat_map(|_| msg(ch, b"x")).collect::<Vec<_>>(), f64::from(round)).unwrap();
+        for r in drain_all(&mut bus, EP, f64::from(round)) {
+            bus.ack(r.consumer, r.seq, r.attempt).unwrap();
+        }
+    }
+    assert_eq!(bus.group_stats(g).unwrap().acked, 10_000);
+    assert_eq!(bus.next_deadline(), None, "no lease is running, so nothing is due");
+}

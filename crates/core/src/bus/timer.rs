@@ -12,15 +12,6 @@ use crate::Millis;
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
-    /// A delivered message's lease ends.
-    Visibility {
-        /// Its group.
-        group: u32,
-        /// Its sequence number.
-        seq: u64,
-        /// The attempt the lease belongs to.
-        attempt: u32,
-    },
     /// A nacked message's retry delay ends.
     Retry {
         /// Its group.
@@ -83,7 +74,7 @@ impl Bus {
     /// The earliest deadline the host should call [`Bus::tick`] at, if any.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.next()
+        self.groups.iter().filter_map(|(_, g)| g.next_lease()).chain(self.timers.next()).min_by(f64::total_cmp)
     }
 
     /// Fires every deadline due by `now`: expired leases are redelivered (or dead-lettered),
@@ -91,14 +82,17 @@ impl Bus {
     /// endpoint. Returns how many deadlines fired.
     pub fn tick(&mut self, now: Millis) -> usize {
         let mut fired = 0;
+        let groups: Vec<u32> = self.groups.iter().map(|(id, _)| id).collect();
+        for group in groups {
+            let due = self.groups.get_mut(group).map(|g| g.due_leases(now)).unwrap_or_default();
+            for (seq, attempt) in due {
+                fired += 1;
+                self.lease_expired(group, seq, attempt, now);
+            }
+        }
         while let Some(kind) = self.timers.pop_due(now) {
             fired += 1;
             match kind {
-                TimerKind::Visibility {
-                    group,
-                    seq,
-                    attempt,
-                } => self.lease_expired(group, seq, attempt, now),
                 TimerKind::Retry {
                     group,
                     seq,
