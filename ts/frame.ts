@@ -130,13 +130,20 @@ export class FrameWriter {
     this.reserve(1 + prefix.length + 1 + 16)
     const buf = this.buf
     const start = this.pos + 1
-    buf.set(prefix, start)
-    let at = start + prefix.length
+    // A byte loop and integer digits: TypedArray.set and float division each cost more than
+    // the whole id for ~16 bytes.
+    let at = start
+    for (let i = 0; i < prefix.length; i++) buf[at++] = prefix[i]!
     buf[at++] = 0x2d // '-'
-    let digits = 1
-    for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) digits++
-    for (let i = digits - 1, rest = n; i >= 0; i--, rest = Math.floor(rest / 10)) buf[at + i] = 0x30 + (rest % 10)
-    at += digits
+    if (n < 0x7fffffff) {
+      let digits = 1
+      for (let rest = n; rest >= 10; rest = (rest / 10) | 0) digits++
+      for (let i = digits - 1, rest = n; i >= 0; i--, rest = (rest / 10) | 0) buf[at + i] = 0x30 + (rest % 10)
+      at += digits
+    } else {
+      const text = String(n)
+      for (let i = 0; i < text.length; i++) buf[at++] = text.charCodeAt(i)
+    }
     buf[this.pos] = at - start
     this.pos = at
   }
