@@ -204,18 +204,6 @@ fn f64_at(bytes: &[u8], at: usize) -> f64 {
     f64::from_le_bytes(b)
 }
 
-/// The stored copy of a checked frame: one allocation, stamped with the publish time (if the
-/// producer left it at 0) and carrying `reply_token`.
-#[must_use]
-pub fn store(frame: &[u8], now: Millis, reply_token: u32) -> std::sync::Arc<[u8]> {
-    let mut stored: std::sync::Arc<[u8]> = std::sync::Arc::from(frame);
-    if let Some(bytes) = std::sync::Arc::get_mut(&mut stored) {
-        stamp(bytes, now);
-        set_reply_token(bytes, reply_token);
-    }
-    stored
-}
-
 /// Writes the publish time into a frame whose producer left the timestamp at 0.
 pub fn stamp(frame: &mut [u8], now: Millis) {
     if f64_at(frame, OFF_TIMESTAMP) == 0.0 {

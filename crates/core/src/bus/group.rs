@@ -286,39 +286,33 @@ impl Bus {
         }
         while !g.members.is_empty() {
             let count = g.members.len();
-            let Some(member) = (0..count).map(|i| g.members[(g.next_member + i) % count]).find(|&id| {
-                matches!(self.consumers.get(id), Some(Consumer { paused: false, kind: ConsumerKind::Member(m), .. }) if m.in_flight < m.max_in_flight)
+            let Some(index) = (0..count).map(|i| (g.next_member + i) % count).find(|&i| {
+                matches!(self.consumers.get(g.members[i]), Some(Consumer { paused: false, kind: ConsumerKind::Member(m), .. }) if m.in_flight < m.max_in_flight)
             }) else {
                 break;
             };
+            let member = g.members[index];
             let seq = if let Some(seq) = g.redeliver.pop_front() {
+                let attempt = next_token(&mut self.next_attempt);
+                if let Some(p) = g.pending.get_mut(&seq) {
+                    p.member = Some(member);
+                    p.attempt = attempt;
+                    p.delivered_at = None;
+                }
                 seq
             } else if let Some(item) = g.feed.next(log) {
-                g.pending.insert(
-                    item.seq,
-                    Pending {
-                        frame: item.frame,
-                        member: None,
-                        attempt: 0,
-                        deliveries: 0,
-                        delivered_at: None,
-                    },
-                );
+                let attempt = next_token(&mut self.next_attempt);
+                let pending = Pending { frame: item.frame, member: Some(member), attempt, deliveries: 0, delivered_at: None };
+                g.pending.insert(item.seq, pending);
                 item.seq
             } else {
                 break;
             };
-            let attempt = next_token(&mut self.next_attempt);
-            if let Some(p) = g.pending.get_mut(&seq) {
-                p.member = Some(member);
-                p.attempt = attempt;
-                p.delivered_at = None;
-            }
             if let Some(m) = member_mut(&mut self.consumers, member) {
                 m.queue.push_back(seq);
                 m.in_flight += 1;
             }
-            g.next_member = (g.members.iter().position(|&m| m == member).unwrap_or(0) + 1) % count;
+            g.next_member = (index + 1) % count;
             mark_ready(&mut self.consumers, &mut self.endpoints, member);
         }
     }

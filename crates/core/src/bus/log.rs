@@ -5,12 +5,9 @@
 //! outlives its trimming from the log.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
+pub use super::arena::Frame;
 use crate::Millis;
-
-/// A stored frame, shared by the log and every consumer that holds it.
-pub type Frame = Arc<[u8]>;
 
 /// Retention limits of one channel. A limit of 0 means "no limit" for count and bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]

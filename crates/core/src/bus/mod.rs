@@ -10,6 +10,7 @@
 //! acks, claims), `deliver` (endpoints and drains), `request` (request/response) and `timer`
 //! (visibility timeouts, retry delays, request deadlines).
 
+mod arena;
 mod buffer;
 mod consumer;
 mod dedup;
@@ -22,7 +23,6 @@ mod request;
 mod timer;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 pub use buffer::{Item, PriorityBuffer};
 pub use consumer::{Consumer, ConsumerKind, Feed, Member, Subscriber};
@@ -37,6 +37,7 @@ pub fn options_check_ms(value: Millis, option: &'static str) -> Result<(), BusEr
     options::check_ms(value, option, true)
 }
 
+use arena::Arena;
 use consumer::Offer;
 use dedup::Dedup;
 use deliver::Endpoint;
@@ -115,6 +116,7 @@ pub struct SubscriberStats {
 #[derive(Debug)]
 struct Channel {
     log: Log,
+    arena: Arena,
     options: ChannelOptions,
     subscribers: Vec<u32>,
     groups: Vec<u32>,
@@ -184,6 +186,7 @@ impl Bus {
         if id as usize == self.channels.len() {
             self.channels.push(Channel {
                 log: Log::default(),
+                arena: Arena::default(),
                 options: ChannelOptions {
                     retention: self.config.default_retention,
                     ..ChannelOptions::default()
@@ -311,7 +314,8 @@ impl Bus {
                 ch.stats.duplicates += 1;
                 continue;
             }
-            self.append(channel, &frame::store(bytes, now, 0), now);
+            let stored = ch.arena.store(bytes, now, 0);
+            self.append(channel, &stored, now);
             published += 1;
         }
         for &(channel, _, _) in &per_channel {
@@ -427,7 +431,7 @@ impl Bus {
             ],
         );
         self.channels[origin as usize].stats.dead_lettered += 1;
-        self.append(dlq, &Arc::from(moved), now);
+        self.append(dlq, &Frame::from(moved), now);
         self.after_append(dlq, now);
     }
 

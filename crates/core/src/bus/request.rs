@@ -6,7 +6,7 @@
 use super::group::Group;
 use super::options::check_ms;
 use super::timer::TimerKind;
-use super::{next_token, Bus};
+use super::{next_token, Bus, Frame};
 use crate::error::BusError;
 use crate::frame;
 use crate::Millis;
@@ -50,7 +50,8 @@ impl Bus {
         }
         self.check_room(&[(header.channel, 1, header.len)])?;
         let token = next_token(&mut self.next_token);
-        self.append(header.channel, &frame::store(batch, now, token), now);
+        let stored = self.channels[header.channel as usize].arena.store(batch, now, token);
+        self.append(header.channel, &stored, now);
         self.after_append(header.channel, now);
         self.requests.insert(token, Request { endpoint });
         self.timers
@@ -78,7 +79,7 @@ impl Bus {
             return Ok(false);
         };
         if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
-            ep.reply(token, batch.into());
+            ep.reply(token, Frame::copy_from_slice(batch));
         }
         Ok(true)
     }
