@@ -1,13 +1,14 @@
 // Orrery's main example: a few agents exchange messages through one in-process core, on each
 // engine in turn, and print what happened.
 //
-//   librarian  sends each document to one of two counters (direct: recipient set)
-//   counter-1  counts the words of the documents addressed to it, publishes the counts
-//   counter-2  the same
-//   tally      merges the counts; when every document is in, publishes the summary
+//   librarian  publishes each document as a command on `docs`
+//   counters   a consumer group of two members: each document goes to one of them; the first
+//              attempt at `clocks.txt` fails on purpose, so the group redelivers it
+//   tally      merges the word counts published on `counts`, and answers `tally.status` requests
+//   main       waits for every document, asks the tally for the top words, prints the stats
 //
 // Run: npm start   (or: node examples/agents.mjs [native|wasm]...)
-import { filter, firstValueFrom } from 'rxjs'
+import { firstValueFrom, take, toArray } from 'rxjs'
 
 import { Orrery } from 'orrery'
 
@@ -19,26 +20,34 @@ const DOCUMENTS = {
 }
 
 function counter(bus, id, log) {
-  return bus.subscribe('docs').pipe(filter((m) => m.recipient === id)).subscribe(async (m) => {
+  let failedOnce = false
+  return bus.group('docs', 'counters', { visibilityTimeout: 5_000, maxDeliveries: 3 }).consume(async (d) => {
+    const { name, text } = d.message.payload
+    if (name === 'clocks.txt' && !failedOnce) {
+      failedOnce = true
+      log(`${id.padEnd(9)} <- docs#${d.message.seq} ${name}: fails on purpose (attempt ${d.attempt}), nacked for redelivery`)
+      throw new Error('simulated crash')
+    }
     const counts = {}
-    for (const word of m.payload.text.split(/\s+/)) counts[word] = (counts[word] ?? 0) + 1
-    log(`${id.padEnd(9)} <- docs#${m.seq} ${m.payload.name} (${m.payload.text.split(/\s+/).length} words)`)
-    await bus.publish('counts', { name: m.payload.name, counts }, { kind: 'event', sender: id, causationId: m.id, correlationId: m.correlationId })
-  })
+    for (const word of text.split(/\s+/)) counts[word] = (counts[word] ?? 0) + 1
+    log(`${id.padEnd(9)} <- docs#${d.message.seq} ${name} (attempt ${d.attempt}, ${text.split(/\s+/).length} words)`)
+    await bus.publish('counts', { name, counts }, { kind: 'event', sender: id, causationId: d.message.id, correlationId: d.message.correlationId })
+  }, { maxInFlight: 1, retryDelay: 10 })
 }
 
-function tally(bus, expected, log) {
+function tally(bus, log) {
   const total = {}
   const done = new Set()
-  return bus.subscribe('counts').subscribe(async (m) => {
+  const sub = bus.subscribe('counts').subscribe((m) => {
     done.add(m.payload.name)
     for (const [word, n] of Object.entries(m.payload.counts)) total[word] = (total[word] ?? 0) + n
-    log(`tally     <- counts#${m.seq} from ${m.sender} for ${m.payload.name} (${done.size}/${expected})`)
-    if (done.size === expected) {
-      const top = Object.entries(total).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 5)
-      await bus.publish('summary', { documents: expected, top }, { sender: 'tally', correlationId: m.correlationId })
-    }
+    log(`tally     <- counts#${m.seq} from ${m.sender} for ${m.payload.name} (${done.size} documents)`)
   })
+  const stop = bus.respond('tally.status', () => ({
+    documents: done.size,
+    top: Object.entries(total).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 5),
+  }))
+  return { unsubscribe: () => { sub.unsubscribe(); stop() } }
 }
 
 async function run(engine) {
@@ -46,29 +55,32 @@ async function run(engine) {
   const { bus } = orrery
   const lines = []
   const log = (line) => lines.push(`  ${line}`)
-  const agents = [counter(bus, 'counter-1', log), counter(bus, 'counter-2', log), tally(bus, Object.keys(DOCUMENTS).length, log)]
-  const summary = firstValueFrom(bus.subscribe('summary'))
+  const agents = [counter(bus, 'counter-1', log), counter(bus, 'counter-2', log), tally(bus, log)]
+  const expected = Object.keys(DOCUMENTS).length
+  const allCounted = firstValueFrom(bus.subscribe('counts').pipe(take(expected), toArray()))
 
-  const batch = Object.entries(DOCUMENTS).map(([name, text], i) => ({
+  log(`librarian -> docs: ${expected} documents in one batch`)
+  await bus.publishBatch(Object.entries(DOCUMENTS).map(([name, text]) => ({
     channel: 'docs',
     payload: { name, text },
-    options: { kind: 'command', sender: 'librarian', recipient: `counter-${(i % 2) + 1}`, correlationId: 'job-1' },
-  }))
-  log(`librarian -> docs: ${batch.length} documents in one batch`)
-  await bus.publishBatch(batch)
-  const result = await summary
+    options: { kind: 'command', sender: 'librarian', correlationId: 'job-1' },
+  })))
+  await allCounted
+  const status = await bus.request('tally.status', null, { sender: 'main', timeout: 1_000 })
 
   console.log(`\n== engine: ${orrery.engine}`)
   for (const line of lines) console.log(line)
-  console.log(`  summary   <- summary#${result.seq} from ${result.sender}, correlation ${result.correlationId}`)
-  console.log(`  top words: ${result.payload.top.map(([w, n]) => `${w}=${n}`).join(', ')}`)
-  for (const channel of ['docs', 'counts', 'summary']) {
+  console.log(`  main      <- reply to tally.status: ${status.payload.documents} documents`)
+  console.log(`  top words: ${status.payload.top.map(([w, n]) => `${w}=${n}`).join(', ')}`)
+  const g = bus.group('docs', 'counters').stats()
+  console.log(`  group counters: delivered=${g.delivered} acked=${g.acked} nacked=${g.nacked} redelivered=${g.redelivered} pending=${g.pending}`)
+  for (const channel of ['docs', 'counts']) {
     const s = bus.stats(channel)
     console.log(`  stats ${channel.padEnd(7)} published=${s.published} delivered=${s.delivered} retained=${s.retained} (${s.retainedBytes} B)`)
   }
-  for (const agent of agents) agent.unsubscribe()
+  for (const agent of agents) agent.unsubscribe?.() ?? agent.stop?.()
   orrery.close()
-  return result.payload
+  return status.payload
 }
 
 const engines = process.argv.slice(2).length ? process.argv.slice(2) : ['native', 'wasm']

@@ -499,7 +499,11 @@ export class Bus {
     }
   }
 
-  /** Arms one timer for the core's next deadline. It holds the process open only while a request waits. */
+  /**
+   * Arms one timer for the core's next deadline. A deadline is pending work (a retry, a
+   * redelivery, a request's timeout), so the timer keeps the process open; when everything is
+   * settled the core has no deadline and no timer is left.
+   */
   private armTimer(): void {
     const at = this.core.nextDeadline()
     if (at < 0 || this.closed) return
@@ -511,7 +515,6 @@ export class Bus {
       this.timerAt = Infinity
       if (!this.closed) this.flush()
     }, Math.max(0, at - this.now()))
-    if (this.requests.size === 0) (this.timer as { unref?: () => void }).unref?.()
   }
 
   /**
