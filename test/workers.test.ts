@@ -46,6 +46,20 @@ describe(`worker threads (${ENGINE})`, () => {
     orrery.close()
   })
 
+  it.runIf(ENGINE === 'native')('a publisher on another thread waits for a full subscriber and is woken when it drains', async () => {
+    const orrery = await Orrery.create()
+    const handle = orrery.share()
+    const got: number[] = []
+    orrery.bus.subscribe<number>('flood', { buffer: 150, overflow: 'block' }).subscribe((m) => got.push(m.payload))
+    const worker = new Worker(new URL('./fixtures/publisher-worker.mjs', import.meta.url), { workerData: { handle, count: 20_000 } })
+    const published = once(worker, 'message')
+    await until(() => got.length === 20_000, 'every message through a 150-message buffer')
+    expect(got.every((n, i) => n === i)).toBe(true)
+    await published
+    await worker.terminate()
+    orrery.close()
+  })
+
   it.runIf(ENGINE === 'wasm')('refuses to share a wasm core across threads', async () => {
     const orrery = await Orrery.create()
     expect(() => orrery.share()).toThrow(expect.objectContaining({ code: 'ENGINE_UNAVAILABLE' }))

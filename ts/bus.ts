@@ -447,17 +447,16 @@ export class Bus {
   flush(): void {
     const now = this.now()
     this.core.tick(now)
-    let delivered = false
     for (;;) {
       const batch = this.core.drainRecords(now)
       if (!batch) break
-      delivered = true
       // Copy the whole batch out before running any handler: a handler may call into the core,
       // which invalidates the drained view (wasm memory can even move). The copy is the only
       // one: each record's frame is a view into it.
       forEachRecord(batch.slice(), this.routeRecord)
     }
-    if (delivered) this.roomMade()
+    // Room may have been made by this drain, or (when another thread woke us) by that thread.
+    this.roomMade()
     this.armTimer()
   }
 

@@ -97,7 +97,7 @@ impl NativeBus {
     #[napi(catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
     pub fn publish(&self, batch: Uint8Array, now: f64) -> Result<u32> {
-        self.shared.with(self.endpoint, |bus| bus.publish(&batch, now)).map(|n| n as u32).map_err(to_js)
+        self.shared.with(self.endpoint, |bus| bus.publish_from(self.endpoint, &batch, now)).map(|n| n as u32).map_err(to_js)
     }
 
     /// Subscribes this endpoint to a channel.

@@ -46,7 +46,7 @@ impl WasmBus {
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
     pub fn publish(&mut self, batch: &[u8], now: f64) -> Result<u32, JsValue> {
-        self.bus.publish(batch, now).map(|n| n as u32).map_err(to_js)
+        self.bus.publish_from(EP, batch, now).map(|n| n as u32).map_err(to_js)
     }
 
     /// Subscribes to a channel.

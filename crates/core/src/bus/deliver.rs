@@ -42,6 +42,9 @@ pub struct Endpoint {
     events: VecDeque<(EventKind, u32, f64)>,
     /// Whether the host was told this endpoint has something (cleared by an empty drain).
     woken: bool,
+    /// The room epoch at which a publish from this endpoint was told to wait for room
+    /// (`BACKPRESSURE_WAIT`); it is woken once the epoch moves past it.
+    waiting_since: Option<u64>,
 }
 
 impl Endpoint {
@@ -152,6 +155,7 @@ impl Bus {
             .consumers
             .remove(id)
             .ok_or(BusError::UnknownSubscription(id))?;
+        self.room_epoch += 1;
         if let Some(ep) = self.endpoints.get_mut(consumer.endpoint) {
             ep.ready.retain(|&c| c != id);
         }
@@ -191,21 +195,40 @@ impl Bus {
         self.endpoints.get(endpoint).is_some_and(Endpoint::has_work)
     }
 
-    /// Endpoints that got work since they were last woken or drained empty; each is returned
-    /// once until it drains empty again. Hosts with several threads notify these.
+    /// Endpoints that got work since they were last woken or drained empty (each is returned
+    /// once until it drains empty again), and endpoints waiting for room once some was made.
+    /// Hosts with several threads notify these.
     pub fn take_wakeups(&mut self) -> Vec<u32> {
+        let epoch = self.room_epoch;
+        let room_for = |ep: &Endpoint| ep.waiting_since.is_some_and(|since| epoch > since);
         let due: Vec<u32> = self
             .endpoints
             .iter()
-            .filter(|(_, ep)| ep.has_work() && !ep.woken)
+            .filter(|(_, ep)| (ep.has_work() && !ep.woken) || room_for(ep))
             .map(|(id, _)| id)
             .collect();
         for &id in &due {
             if let Some(ep) = self.endpoints.get_mut(id) {
-                ep.woken = true;
+                ep.woken |= ep.has_work();
+                if room_for(ep) {
+                    ep.waiting_since = None;
+                }
             }
         }
         due
+    }
+
+    /// Publishes like [`Bus::publish`] on behalf of `endpoint`: when a blocking consumer is full,
+    /// the endpoint is remembered and woken (see [`Bus::take_wakeups`]) once room is made, on
+    /// whichever thread makes it.
+    pub fn publish_from(&mut self, endpoint: u32, batch: &[u8], now: Millis) -> Result<usize, BusError> {
+        let result = self.publish(batch, now);
+        if let Err(BusError::Backpressure { block: true, .. }) = result {
+            if let Some(ep) = self.endpoints.get_mut(endpoint) {
+                ep.waiting_since = Some(self.room_epoch);
+            }
+        }
+        result
     }
 
     /// Writes `endpoint`'s pending events, replies and deliveries into `out` as delivery
@@ -259,6 +282,9 @@ impl Bus {
             if !ep.has_work() {
                 ep.woken = false;
             }
+        }
+        if w.written() > 0 {
+            self.room_epoch += 1;
         }
         Ok(w.written())
     }

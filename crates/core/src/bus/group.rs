@@ -406,6 +406,7 @@ impl Bus {
         if let Some(g) = self.groups.get_mut(group) {
             g.pending.remove(&seq);
             g.stats.acked += 1;
+            self.room_epoch += 1;
             g.trim_leases();
         }
         if let Some(m) = member_mut(&mut self.consumers, id) {
@@ -437,6 +438,7 @@ impl Bus {
             .get_mut(group)
             .ok_or(BusError::UnknownGroup(group))?;
         g.stats.nacked += 1;
+        self.room_epoch += 1;
         let max_deliveries = g.options.max_deliveries;
         let p = g
             .pending

@@ -139,6 +139,8 @@ pub struct Bus {
     next_token: u32,
     next_attempt: u32,
     late_replies: u64,
+    /// Counts drains, acks and departures: each may have made room for a waiting publisher.
+    room_epoch: u64,
     timers: Timers,
 }
 
@@ -170,6 +172,7 @@ impl Bus {
             next_token: 1,
             next_attempt: 1,
             late_replies: 0,
+            room_epoch: 0,
             timers: Timers::default(),
         }
     }

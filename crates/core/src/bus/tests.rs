@@ -929,3 +929,18 @@ fn acked_leases_leave_no_deadline_behind() {
     assert_eq!(bus.group_stats(g).unwrap().acked, 10_000);
     assert_eq!(bus.next_deadline(), None, "no lease is running, so nothing is due");
 }
+
+#[test]
+fn a_publisher_told_to_wait_is_woken_when_another_endpoint_makes_room() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("x").unwrap();
+    let publisher = bus.open_endpoint().unwrap();
+    bus.subscribe(EP, ch, SubscribeOptions { capacity: 1, overflow: Overflow::Block, ..SubscribeOptions::default() }).unwrap();
+    bus.publish_from(publisher, &msg(ch, b"1"), 0.0).unwrap();
+    assert!(matches!(bus.publish_from(publisher, &msg(ch, b"2"), 0.0), Err(BusError::Backpressure { block: true, .. })));
+    assert_eq!(bus.take_wakeups(), vec![EP], "only the subscriber has work so far");
+    drain_all(&mut bus, EP, 0.0);
+    assert_eq!(bus.take_wakeups(), vec![publisher], "the drain made room: wake the waiting publisher");
+    assert!(bus.take_wakeups().is_empty());
+    bus.publish_from(publisher, &msg(ch, b"2"), 0.0).unwrap();
+}
