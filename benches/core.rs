@@ -10,9 +10,7 @@ const BATCH: usize = 1024;
 const EP: u32 = MAIN_ENDPOINT;
 
 fn batch_for(channel: u32) -> Vec<u8> {
-    (0..BATCH)
-        .flat_map(|_| encode(channel, 1, 0.0, b"", &[0u8; 64]))
-        .collect()
+    (0..BATCH).flat_map(|_| encode(channel, 1, 0.0, b"", &[0u8; 64])).collect()
 }
 
 /// Visits (consumer, attempt, seq) of every record in a drained buffer.
@@ -85,15 +83,8 @@ fn replay(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RETAINED as u64));
     group.sample_size(20);
     group.bench_function("subscribe-earliest+drain", |b| {
-        let retention = Retention {
-            max_count: RETAINED,
-            max_bytes: 0,
-            max_age: f64::INFINITY,
-        };
-        let mut bus = Bus::new(BusConfig {
-            default_retention: retention,
-            ..BusConfig::default()
-        });
+        let retention = Retention { max_count: RETAINED, max_bytes: 0, max_age: f64::INFINITY };
+        let mut bus = Bus::new(BusConfig { default_retention: retention, ..BusConfig::default() });
         let ch = bus.channel("history").unwrap();
         let batch = batch_for(ch);
         for _ in 0..=RETAINED / BATCH {
@@ -101,11 +92,7 @@ fn replay(c: &mut Criterion) {
         }
         let mut out = vec![0u8; 1 << 20];
         b.iter(|| {
-            let options = SubscribeOptions {
-                start: StartAt::Earliest,
-                capacity: 4096,
-                ..SubscribeOptions::default()
-            };
+            let options = SubscribeOptions { start: StartAt::Earliest, capacity: 4096, ..SubscribeOptions::default() };
             let sub = bus.subscribe(EP, ch, options).unwrap();
             while bus.drain(EP, &mut out, 0.0).unwrap() > 0 {}
             bus.unsubscribe(sub).unwrap();

@@ -11,7 +11,10 @@ phase_start "build native engine"; bash scripts/build.sh native; phase_end
 phase_start "build wasm engine (core for wasm32)"; bash scripts/build.sh wasm; phase_end
 phase_start "build TypeScript package"; bash scripts/build.sh ts; phase_end
 phase_start "cargo test"; cargo test --workspace --quiet; phase_end
-phase_start "cargo clippy -D warnings"; cargo clippy --workspace --all-targets --quiet -- -D warnings; phase_end
+phase_start "cargo fmt --check, clippy -D warnings"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+phase_end
 phase_start "typecheck (package and tests)"; tsc -p tsconfig.test.json; phase_end
 phase_start "vitest (native, wasm, browser)"
 mkdir -p target

@@ -32,7 +32,10 @@ impl NativeBus {
     #[napi(constructor, catch_unwind)]
     #[must_use]
     pub fn new(max_message_bytes: u32) -> Self {
-        let (shared, handle) = Shared::create(Bus::new(BusConfig { max_message_bytes: max_message_bytes as usize, ..BusConfig::default() }));
+        let (shared, handle) = Shared::create(Bus::new(BusConfig {
+            max_message_bytes: max_message_bytes as usize,
+            ..BusConfig::default()
+        }));
         Self { shared, endpoint: MAIN_ENDPOINT, handle }
     }
 
@@ -65,7 +68,10 @@ impl NativeBus {
         let waker = match wake {
             None => None,
             Some(f) => Some(f.build_threadsafe_function::<()>().callee_handled::<false>().build().map_err(|_| {
-                to_js(orrery_core::BusError::InvalidOption { option: "waker", reason: "cannot create a threadsafe function from it" })
+                to_js(orrery_core::BusError::InvalidOption {
+                    option: "waker",
+                    reason: "cannot create a threadsafe function from it",
+                })
             })?),
         };
         self.shared.set_waker(self.endpoint, waker);
@@ -89,21 +95,39 @@ impl NativeBus {
     /// Sets a channel's retention, dedup window and expired-message policy.
     #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
-    pub fn configure(&self, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, dedup_window: f64, dead_letter_expired: bool, now: f64) -> Result<()> {
-        self.shared.with(self.endpoint, |bus| host::configure(bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)).map_err(to_js)
+    pub fn configure(
+        &self,
+        channel: u32,
+        max_count: f64,
+        max_bytes: f64,
+        max_age: f64,
+        dedup_window: f64,
+        dead_letter_expired: bool,
+        now: f64,
+    ) -> Result<()> {
+        self.shared
+            .with(self.endpoint, |bus| {
+                host::configure(bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)
+            })
+            .map_err(to_js)
     }
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
     #[napi(catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
     pub fn publish(&self, batch: Uint8Array, now: f64) -> Result<u32> {
-        self.shared.with(self.endpoint, |bus| bus.publish_from(self.endpoint, &batch, now)).map(|n| n as u32).map_err(to_js)
+        self.shared
+            .with(self.endpoint, |bus| bus.publish_from(self.endpoint, &batch, now))
+            .map(|n| n as u32)
+            .map_err(to_js)
     }
 
     /// Subscribes this endpoint to a channel.
     #[napi(catch_unwind)]
     pub fn subscribe(&self, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32> {
-        self.shared.with(self.endpoint, |bus| host::subscribe(bus, self.endpoint, channel, mode, value, buffer, overflow)).map_err(to_js)
+        self.shared
+            .with(self.endpoint, |bus| host::subscribe(bus, self.endpoint, channel, mode, value, buffer, overflow))
+            .map_err(to_js)
     }
 
     /// Ends a subscription or group membership.
@@ -122,8 +146,22 @@ impl NativeBus {
     #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
-    pub fn group(&self, channel: u32, name: String, mode: u32, value: f64, buffer: f64, overflow: u32, visibility: f64, max_deliveries: f64) -> Result<u32> {
-        self.shared.with(self.endpoint, |bus| host::group(bus, channel, &name, mode, value, buffer, overflow, visibility, max_deliveries)).map_err(to_js)
+    pub fn group(
+        &self,
+        channel: u32,
+        name: String,
+        mode: u32,
+        value: f64,
+        buffer: f64,
+        overflow: u32,
+        visibility: f64,
+        max_deliveries: f64,
+    ) -> Result<u32> {
+        self.shared
+            .with(self.endpoint, |bus| {
+                host::group(bus, channel, &name, mode, value, buffer, overflow, visibility, max_deliveries)
+            })
+            .map_err(to_js)
     }
 
     /// Joins a group from this endpoint.

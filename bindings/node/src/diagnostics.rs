@@ -8,10 +8,7 @@ use napi_derive::napi;
 #[napi]
 #[must_use]
 pub fn frame_layout() -> Vec<String> {
-    orrery_core::frame::LAYOUT
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect()
+    orrery_core::frame::LAYOUT.iter().map(|(name, value)| format!("{name}={value}")).collect()
 }
 
 /// Panics on purpose. The test suite calls it to prove a core panic reaches JS as an error

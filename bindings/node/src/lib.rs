@@ -6,6 +6,6 @@
 #![allow(clippy::must_use_candidate, reason = "exports are called from JS, where #[must_use] means nothing")]
 
 pub mod bus;
-pub mod error;
 pub mod diagnostics;
+pub mod error;
 pub mod shared;

@@ -40,8 +40,18 @@ impl WasmBus {
 
     /// Sets a channel's retention, dedup window and expired-message policy.
     #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
-    pub fn configure(&mut self, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, dedup_window: f64, dead_letter_expired: bool, now: f64) -> Result<(), JsValue> {
-        host::configure(&mut self.bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now).map_err(to_js)
+    pub fn configure(
+        &mut self,
+        channel: u32,
+        max_count: f64,
+        max_bytes: f64,
+        max_age: f64,
+        dedup_window: f64,
+        dead_letter_expired: bool,
+        now: f64,
+    ) -> Result<(), JsValue> {
+        host::configure(&mut self.bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)
+            .map_err(to_js)
     }
 
     /// Publishes a batch of frames, all or nothing; returns how many were published.
@@ -50,7 +60,14 @@ impl WasmBus {
     }
 
     /// Subscribes to a channel.
-    pub fn subscribe(&mut self, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32, JsValue> {
+    pub fn subscribe(
+        &mut self,
+        channel: u32,
+        mode: u32,
+        value: f64,
+        buffer: f64,
+        overflow: u32,
+    ) -> Result<u32, JsValue> {
         host::subscribe(&mut self.bus, EP, channel, mode, value, buffer, overflow).map_err(to_js)
     }
 
@@ -67,8 +84,19 @@ impl WasmBus {
 
     /// Finds or creates a consumer group.
     #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
-    pub fn group(&mut self, channel: u32, name: &str, mode: u32, value: f64, buffer: f64, overflow: u32, visibility: f64, max_deliveries: f64) -> Result<u32, JsValue> {
-        host::group(&mut self.bus, channel, name, mode, value, buffer, overflow, visibility, max_deliveries).map_err(to_js)
+    pub fn group(
+        &mut self,
+        channel: u32,
+        name: &str,
+        mode: u32,
+        value: f64,
+        buffer: f64,
+        overflow: u32,
+        visibility: f64,
+        max_deliveries: f64,
+    ) -> Result<u32, JsValue> {
+        host::group(&mut self.bus, channel, name, mode, value, buffer, overflow, visibility, max_deliveries)
+            .map_err(to_js)
     }
 
     /// Joins a group.
@@ -82,7 +110,15 @@ impl WasmBus {
     }
 
     /// Nacks a delivery; a non-empty reason dead-letters it at once.
-    pub fn nack(&mut self, member: u32, seq: f64, attempt: u32, delay: f64, reason: &str, now: f64) -> Result<(), JsValue> {
+    pub fn nack(
+        &mut self,
+        member: u32,
+        seq: f64,
+        attempt: u32,
+        delay: f64,
+        reason: &str,
+        now: f64,
+    ) -> Result<(), JsValue> {
         host::nack(&mut self.bus, member, seq, attempt, delay, reason, now).map_err(to_js)
     }
 

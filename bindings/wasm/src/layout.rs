@@ -6,10 +6,7 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen(js_name = frameLayout)]
 #[must_use]
 pub fn frame_layout() -> Vec<String> {
-    orrery_core::frame::LAYOUT
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect()
+    orrery_core::frame::LAYOUT.iter().map(|(name, value)| format!("{name}={value}")).collect()
 }
 
 /// The instance's linear memory, through which `WasmBus::drain` hands records over.

@@ -169,9 +169,7 @@ pub fn with_headers(frame: &[u8], channel: u32, headers: &[(&str, &str)]) -> Vec
     let mut extra = Vec::new();
     let mut added = 0;
     for (k, v) in headers {
-        if count + added >= usize::from(u16::MAX)
-            || k.len() > usize::from(u16::MAX)
-            || v.len() > usize::from(u16::MAX)
+        if count + added >= usize::from(u16::MAX) || k.len() > usize::from(u16::MAX) || v.len() > usize::from(u16::MAX)
         {
             break;
         }
@@ -189,8 +187,7 @@ pub fn with_headers(frame: &[u8], channel: u32, headers: &[(&str, &str)]) -> Vec
     out[at..at + 2].copy_from_slice(&((count + added) as u16).to_le_bytes());
     let total = out.len() as u32;
     out[0..4].copy_from_slice(&total.to_le_bytes());
-    out[OFF_META_LEN..OFF_META_LEN + 4]
-        .copy_from_slice(&((meta_len + extra.len()) as u32).to_le_bytes());
+    out[OFF_META_LEN..OFF_META_LEN + 4].copy_from_slice(&((meta_len + extra.len()) as u32).to_le_bytes());
     out[OFF_CHANNEL..OFF_CHANNEL + 4].copy_from_slice(&channel.to_le_bytes());
     out[OFF_REPLY..OFF_REPLY + 4].copy_from_slice(&0u32.to_le_bytes());
     // A dead letter must stay readable: it no longer expires.
@@ -214,28 +211,15 @@ pub fn stamp(frame: &mut [u8], now: Millis) {
 /// Reads and checks the frame that starts at `offset` of `batch`.
 ///
 /// `index` is the frame's position in its batch, for the error. `max_len` is the size limit.
-pub fn read_header(
-    batch: &[u8],
-    offset: usize,
-    index: usize,
-    max_len: usize,
-) -> Result<Header, BusError> {
-    let malformed = |reason| BusError::MalformedFrame {
-        index,
-        offset,
-        reason,
-    };
+pub fn read_header(batch: &[u8], offset: usize, index: usize, max_len: usize) -> Result<Header, BusError> {
+    let malformed = |reason| BusError::MalformedFrame { index, offset, reason };
     let rest = &batch[offset..];
     if rest.len() < HEADER_LEN {
         return Err(malformed("shorter than the 40-byte header"));
     }
     let len = u32_at(rest, 0) as usize;
     if len > max_len {
-        return Err(BusError::MessageTooLarge {
-            index,
-            size: len,
-            limit: max_len,
-        });
+        return Err(BusError::MessageTooLarge { index, size: len, limit: max_len });
     }
     if len < HEADER_LEN {
         return Err(malformed("declared length is shorter than the header"));
@@ -265,28 +249,15 @@ pub fn read_header(
     }
     let expires_at = f64_at(rest, OFF_EXPIRES);
     if !expires_at.is_finite() || expires_at < 0.0 || !f64_at(rest, OFF_TIMESTAMP).is_finite() {
-        return Err(malformed(
-            "timestamp and expiry must be finite and not negative",
-        ));
+        return Err(malformed("timestamp and expiry must be finite and not negative"));
     }
-    Ok(Header {
-        channel: u32_at(rest, OFF_CHANNEL),
-        priority,
-        expires_at,
-        len,
-    })
+    Ok(Header { channel: u32_at(rest, OFF_CHANNEL), priority, expires_at, len })
 }
 
 /// Builds a frame with the given id and no other metadata; used by tests and benchmarks of the
 /// core (hosts build frames in TS).
 #[must_use]
-pub fn encode(
-    channel: u32,
-    priority: u8,
-    expires_at: Millis,
-    id: &[u8],
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn encode(channel: u32, priority: u8, expires_at: Millis, id: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut meta = vec![id.len() as u8];
     meta.extend_from_slice(id);
     meta.extend_from_slice(&[0u8; META_STRINGS - 1 + 2]);
@@ -314,15 +285,7 @@ mod tests {
         let f = encode(7, 2, 99.0, b"m", b"payload");
         assert_eq!(id(&f), b"m");
         let h = read_header(&f, 0, 0, 1 << 20).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                channel: 7,
-                priority: 2,
-                expires_at: 99.0,
-                len: f.len()
-            }
-        );
+        assert_eq!(h, Header { channel: 7, priority: 2, expires_at: 99.0, len: f.len() });
     }
 
     #[test]
@@ -408,14 +371,7 @@ mod tests {
             assert_eq!(crate::Coded::code(&err), code, "{err}");
         }
         let err = read_header(&good, 0, 3, 10).unwrap_err();
-        assert!(matches!(
-            err,
-            BusError::MessageTooLarge {
-                index: 3,
-                limit: 10,
-                ..
-            }
-        ));
+        assert!(matches!(err, BusError::MessageTooLarge { index: 3, limit: 10, .. }));
     }
 
     #[test]

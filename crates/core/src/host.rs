@@ -8,9 +8,21 @@ use crate::{Bus, Millis};
 
 /// Sets a channel's options; 0 count or bytes means unlimited, an infinite age keeps forever.
 #[allow(clippy::too_many_arguments, reason = "flat arguments are the point: numbers cross the boundary cheaply")]
-pub fn configure(bus: &mut Bus, channel: u32, max_count: f64, max_bytes: f64, max_age: f64, dedup_window: f64, dead_letter_expired: bool, now: Millis) -> Result<(), BusError> {
+pub fn configure(
+    bus: &mut Bus,
+    channel: u32,
+    max_count: f64,
+    max_bytes: f64,
+    max_age: f64,
+    dedup_window: f64,
+    dead_letter_expired: bool,
+    now: Millis,
+) -> Result<(), BusError> {
     if !(max_count >= 0.0 && max_bytes >= 0.0) {
-        return Err(BusError::InvalidOption { option: "retention", reason: "maxCount and maxBytes must be numbers >= 0" });
+        return Err(BusError::InvalidOption {
+            option: "retention",
+            reason: "maxCount and maxBytes must be numbers >= 0",
+        });
     }
     let retention = Retention { max_count: max_count as usize, max_bytes: max_bytes as usize, max_age };
     bus.configure(channel, ChannelOptions { retention, dedup_window, dead_letter_expired }, now)
@@ -26,14 +38,36 @@ fn capacity(value: f64) -> Result<usize, BusError> {
 
 /// Subscribes `endpoint`: `mode`/`value` as in [`StartAt::from_code`], `overflow` as in
 /// [`Overflow::from_code`].
-pub fn subscribe(bus: &mut Bus, endpoint: u32, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32, BusError> {
-    let options = SubscribeOptions { start: StartAt::from_code(mode, value)?, capacity: capacity(buffer)?, overflow: Overflow::from_code(overflow)? };
+pub fn subscribe(
+    bus: &mut Bus,
+    endpoint: u32,
+    channel: u32,
+    mode: u32,
+    value: f64,
+    buffer: f64,
+    overflow: u32,
+) -> Result<u32, BusError> {
+    let options = SubscribeOptions {
+        start: StartAt::from_code(mode, value)?,
+        capacity: capacity(buffer)?,
+        overflow: Overflow::from_code(overflow)?,
+    };
     bus.subscribe(endpoint, channel, options)
 }
 
 /// Finds or creates a consumer group.
 #[allow(clippy::too_many_arguments, reason = "flat arguments are the point: numbers cross the boundary cheaply")]
-pub fn group(bus: &mut Bus, channel: u32, name: &str, mode: u32, value: f64, buffer: f64, overflow: u32, visibility: f64, max_deliveries: f64) -> Result<u32, BusError> {
+pub fn group(
+    bus: &mut Bus,
+    channel: u32,
+    name: &str,
+    mode: u32,
+    value: f64,
+    buffer: f64,
+    overflow: u32,
+    visibility: f64,
+    max_deliveries: f64,
+) -> Result<u32, BusError> {
     if !(max_deliveries >= 1.0 && max_deliveries <= f64::from(u32::MAX)) {
         return Err(BusError::InvalidOption { option: "maxDeliveries", reason: "must be a whole number >= 1" });
     }
@@ -66,7 +100,15 @@ pub fn ack(bus: &mut Bus, member: u32, sequence: f64, attempt: u32) -> Result<()
 }
 
 /// Nacks a delivery; an empty `dead_letter_reason` means "retry".
-pub fn nack(bus: &mut Bus, member: u32, sequence: f64, attempt: u32, delay: f64, dead_letter_reason: &str, now: Millis) -> Result<(), BusError> {
+pub fn nack(
+    bus: &mut Bus,
+    member: u32,
+    sequence: f64,
+    attempt: u32,
+    delay: f64,
+    dead_letter_reason: &str,
+    now: Millis,
+) -> Result<(), BusError> {
     let reason = (!dead_letter_reason.is_empty()).then_some(dead_letter_reason);
     bus.nack(member, seq(sequence)?, attempt, delay, reason, now)
 }
@@ -92,9 +134,21 @@ pub fn pending(bus: &Bus, group: u32, now: Millis) -> Result<Vec<f64>, BusError>
 /// Channel counters, in `ts/backend.ts`'s `CHANNEL_STATS` order.
 pub fn channel_stats(bus: &Bus, channel: u32) -> Result<Vec<f64>, BusError> {
     let s = bus.stats(channel)?;
-    Ok([s.published, s.delivered, s.retained, s.retained_bytes, s.first_seq, s.next_seq, s.subscribers, s.groups, s.duplicates, s.expired, s.dead_lettered]
-        .map(|v| v as f64)
-        .to_vec())
+    Ok([
+        s.published,
+        s.delivered,
+        s.retained,
+        s.retained_bytes,
+        s.first_seq,
+        s.next_seq,
+        s.subscribers,
+        s.groups,
+        s.duplicates,
+        s.expired,
+        s.dead_lettered,
+    ]
+    .map(|v| v as f64)
+    .to_vec())
 }
 
 /// Subscriber counters, in `ts/backend.ts`'s `SUBSCRIBER_STATS` order.

@@ -16,10 +16,7 @@ pub mod host;
 pub mod names;
 pub mod slab;
 
-pub use bus::{
-    Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions,
-    MAIN_ENDPOINT,
-};
+pub use bus::{Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions, MAIN_ENDPOINT};
 pub use error::{BusError, Coded};
 pub use names::ChannelId;
 

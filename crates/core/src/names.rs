@@ -17,18 +17,12 @@ pub fn validate(name: &str) -> Result<(), BusError> {
         "is empty"
     } else if name.len() > MAX_NAME_LEN {
         "is longer than 255 bytes"
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-:/*>".contains(&b))
-    {
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:/*>".contains(&b)) {
         "may hold only ASCII letters, digits and . _ - : / * >"
     } else {
         return Ok(());
     };
-    Err(BusError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
+    Err(BusError::InvalidName { name: name.to_owned(), reason })
 }
 
 /// Maps names to dense ids and back.

@@ -24,11 +24,7 @@ pub struct Slab<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Self {
-            slots: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
+        Self { slots: Vec::new(), free: Vec::new(), len: 0 }
     }
 }
 
@@ -38,10 +34,7 @@ impl<T> Slab<T> {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None if self.slots.len() < MAX_ENTRIES => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    value: None,
-                });
+                self.slots.push(Slot { generation: 0, value: None });
                 (self.slots.len() - 1) as u32
             }
             None => return None,
@@ -53,9 +46,7 @@ impl<T> Slab<T> {
     }
 
     fn slot_of(&self, id: u32) -> Option<&Slot<T>> {
-        self.slots
-            .get((id & SLOT_MASK) as usize)
-            .filter(|s| (s.generation & GEN_MASK) == id >> SLOT_BITS)
+        self.slots.get((id & SLOT_MASK) as usize).filter(|s| (s.generation & GEN_MASK) == id >> SLOT_BITS)
     }
 
     /// The entry behind `id`, if live.
@@ -97,11 +88,10 @@ impl<T> Slab<T> {
 
     /// Every live entry with its id.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
-            s.value
-                .as_ref()
-                .map(|v| (((s.generation & GEN_MASK) << SLOT_BITS) | i as u32, v))
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.value.as_ref().map(|v| (((s.generation & GEN_MASK) << SLOT_BITS) | i as u32, v)))
     }
 }
 

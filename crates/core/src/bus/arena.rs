@@ -46,13 +46,15 @@ mod tests {
     #[test]
     fn frames_share_chunks_and_keep_their_bytes() {
         let mut arena = Arena::default();
-        let frames: Vec<Frame> = (0..200u8).map(|i| arena.store(&frame::encode(1, 1, 0.0, b"", &[i; 50]), 7.0, 0)).collect();
+        let frames: Vec<Frame> =
+            (0..200u8).map(|i| arena.store(&frame::encode(1, 1, 0.0, b"", &[i; 50]), 7.0, 0)).collect();
         for (i, f) in frames.iter().enumerate() {
             assert!(f.ends_with(&[i as u8; 50]));
             assert_eq!(frame::read_header(f, 0, 0, 1 << 20).unwrap().len, f.len());
         }
         // 200 frames of ~100 bytes fit in a few chunks: consecutive frames are adjacent in memory.
-        let adjacent = frames.windows(2).filter(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize).count();
+        let adjacent =
+            frames.windows(2).filter(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize).count();
         assert!(adjacent > 190, "{adjacent}");
     }
 }

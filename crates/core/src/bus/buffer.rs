@@ -42,11 +42,8 @@ impl PriorityBuffer {
 
     /// Removes the oldest item of any priority (the `drop-oldest` overflow policy).
     pub fn pop_oldest(&mut self) -> Option<Item> {
-        let lane = self
-            .lanes
-            .iter_mut()
-            .filter(|l| !l.is_empty())
-            .min_by_key(|l| l.front().map_or(u64::MAX, |i| i.seq))?;
+        let lane =
+            self.lanes.iter_mut().filter(|l| !l.is_empty()).min_by_key(|l| l.front().map_or(u64::MAX, |i| i.seq))?;
         let item = lane.pop_front()?;
         self.len -= 1;
         Some(item)
@@ -70,10 +67,7 @@ mod tests {
     use super::*;
 
     fn item(seq: u64) -> Item {
-        Item {
-            seq,
-            frame: vec![].into(),
-        }
+        Item { seq, frame: vec![].into() }
     }
 
     #[test]

@@ -42,15 +42,7 @@ impl Feed {
     /// A feed starting at `cursor`.
     #[must_use]
     pub fn new(cursor: u64, capacity: usize, overflow: Overflow) -> Self {
-        Self {
-            cursor,
-            buffer: PriorityBuffer::default(),
-            capacity,
-            overflow,
-            dropped: 0,
-            missed: 0,
-            slow: false,
-        }
+        Self { cursor, buffer: PriorityBuffer::default(), capacity, overflow, dropped: 0, missed: 0, slow: false }
     }
 
     /// Whether `n` more messages at the head of the log would overflow a policy that refuses.
@@ -73,11 +65,7 @@ impl Feed {
         if self.cursor != seq {
             let before = self.buffer.len();
             self.fill(log);
-            return if self.buffer.len() > before {
-                Offer::Buffered
-            } else {
-                Offer::Behind
-            };
+            return if self.buffer.len() > before { Offer::Buffered } else { Offer::Behind };
         }
         self.cursor += 1;
         let mut offer = Offer::Buffered;
@@ -102,13 +90,7 @@ impl Feed {
         }
         while self.buffer.len() < self.capacity && self.cursor < log.next_seq() {
             if let Some(entry) = log.get(self.cursor) {
-                self.buffer.push(
-                    entry.priority,
-                    Item {
-                        seq: self.cursor,
-                        frame: entry.frame.clone(),
-                    },
-                );
+                self.buffer.push(entry.priority, Item { seq: self.cursor, frame: entry.frame.clone() });
             }
             self.cursor += 1;
         }
@@ -125,10 +107,7 @@ impl Feed {
     /// Messages waiting for this feed: buffered plus not yet read from the log.
     #[must_use]
     pub fn lag(&self, log: &Log) -> u64 {
-        self.buffer.len() as u64
-            + log
-                .next_seq()
-                .saturating_sub(self.cursor.max(log.first_seq()))
+        self.buffer.len() as u64 + log.next_seq().saturating_sub(self.cursor.max(log.first_seq()))
     }
 }
 
@@ -198,9 +177,6 @@ mod tests {
         assert!(Feed::new(3, 2, Overflow::Reject).refuses(3, 3, 0));
         assert!(!Feed::new(3, 2, Overflow::Block).refuses(3, 3, 0), "an empty blocking feed takes an oversized batch");
         assert!(!Feed::new(3, 2, Overflow::Reject).refuses(3, 3, 1));
-        assert!(
-            !Feed::new(1, 2, Overflow::Reject).refuses(3, 3, 0),
-            "a feed catching up reads from the log"
-        );
+        assert!(!Feed::new(1, 2, Overflow::Reject).refuses(3, 3, 0), "a feed catching up reads from the log");
     }
 }

@@ -80,10 +80,7 @@ impl Bus {
     pub fn open_endpoint(&mut self) -> Result<u32, BusError> {
         self.endpoints
             .insert(Endpoint::default())
-            .ok_or(BusError::InvalidOption {
-                option: "endpoints",
-                reason: "too many endpoints",
-            })
+            .ok_or(BusError::InvalidOption { option: "endpoints", reason: "too many endpoints" })
     }
 
     /// Closes an endpoint (its thread is gone): its subscribers are removed, its group members
@@ -92,12 +89,7 @@ impl Bus {
         if endpoint == MAIN_ENDPOINT || self.endpoints.get(endpoint).is_none() {
             return Err(BusError::UnknownEndpoint(endpoint));
         }
-        let owned: Vec<u32> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| c.endpoint == endpoint)
-            .map(|(id, _)| id)
-            .collect();
+        let owned: Vec<u32> = self.consumers.iter().filter(|(_, c)| c.endpoint == endpoint).map(|(id, _)| id).collect();
         for id in owned {
             self.unsubscribe(id)?;
         }
@@ -107,12 +99,7 @@ impl Bus {
     }
 
     /// Subscribes endpoint `endpoint` to every message of `channel`.
-    pub fn subscribe(
-        &mut self,
-        endpoint: u32,
-        channel: ChannelId,
-        options: SubscribeOptions,
-    ) -> Result<u32, BusError> {
+    pub fn subscribe(&mut self, endpoint: u32, channel: ChannelId, options: SubscribeOptions) -> Result<u32, BusError> {
         check_capacity(options.capacity)?;
         if self.endpoints.get(endpoint).is_none() {
             return Err(BusError::UnknownEndpoint(endpoint));
@@ -122,25 +109,8 @@ impl Bus {
         let pending = cursor < ch.log.next_seq();
         let mut feed = Feed::new(cursor, options.capacity, options.overflow);
         feed.fill(&ch.log);
-        let sub = Subscriber {
-            channel,
-            feed,
-            delivered: 0,
-            expired: 0,
-        };
-        let consumer = Consumer {
-            endpoint,
-            queued: false,
-            paused: false,
-            kind: ConsumerKind::Subscriber(sub),
-        };
-        let id = self
-            .consumers
-            .insert(consumer)
-            .ok_or(BusError::InvalidOption {
-                option: "subscriptions",
-                reason: "more than 2^20 live consumers",
-            })?;
+        let sub = Subscriber { channel, feed, delivered: 0, expired: 0 };
+        let id = self.insert_consumer(endpoint, ConsumerKind::Subscriber(sub))?;
         self.channels[channel as usize].subscribers.push(id);
         if pending {
             mark_ready(&mut self.consumers, &mut self.endpoints, id);
@@ -148,21 +118,24 @@ impl Bus {
         Ok(id)
     }
 
+    /// Stores a new consumer owned by `endpoint`.
+    pub(super) fn insert_consumer(&mut self, endpoint: u32, kind: ConsumerKind) -> Result<u32, BusError> {
+        let consumer = Consumer { endpoint, queued: false, paused: false, kind };
+        self.consumers
+            .insert(consumer)
+            .ok_or(BusError::InvalidOption { option: "subscriptions", reason: "more than 2^20 live consumers" })
+    }
+
     /// Removes a subscriber, or makes a member leave its group (its unacknowledged messages go
     /// back to the group for redelivery).
     pub fn unsubscribe(&mut self, id: u32) -> Result<(), BusError> {
-        let consumer = self
-            .consumers
-            .remove(id)
-            .ok_or(BusError::UnknownSubscription(id))?;
+        let consumer = self.consumers.remove(id).ok_or(BusError::UnknownSubscription(id))?;
         self.room_epoch += 1;
         if let Some(ep) = self.endpoints.get_mut(consumer.endpoint) {
             ep.ready.retain(|&c| c != id);
         }
         match consumer.kind {
-            ConsumerKind::Subscriber(sub) => self.channels[sub.channel as usize]
-                .subscribers
-                .retain(|&s| s != id),
+            ConsumerKind::Subscriber(sub) => self.channels[sub.channel as usize].subscribers.retain(|&s| s != id),
             ConsumerKind::Member(member) => self.release_member(member.group, id),
         }
         Ok(())
@@ -171,10 +144,7 @@ impl Bus {
     /// Pauses (`true`) or resumes a consumer. A paused subscriber's buffer fills and its
     /// overflow policy applies; a paused member gets no new messages.
     pub fn set_paused(&mut self, id: u32, paused: bool) -> Result<(), BusError> {
-        let consumer = self
-            .consumers
-            .get_mut(id)
-            .ok_or(BusError::UnknownSubscription(id))?;
+        let consumer = self.consumers.get_mut(id).ok_or(BusError::UnknownSubscription(id))?;
         consumer.paused = paused;
         let group = match &consumer.kind {
             ConsumerKind::Member(m) => Some(m.group),
@@ -259,11 +229,7 @@ impl Bus {
             ep.replies.pop_front();
         }
         while let Some(&id) = self.endpoints.get(endpoint).and_then(|ep| ep.ready.front()) {
-            let done = match self
-                .consumers
-                .get(id)
-                .map(|c| (c.paused, matches!(c.kind, ConsumerKind::Member(_))))
-            {
+            let done = match self.consumers.get(id).map(|c| (c.paused, matches!(c.kind, ConsumerKind::Member(_)))) {
                 None | Some((true, _)) => true,
                 Some((false, false)) => self.drain_subscriber(id, &mut w, now)?,
                 Some((false, true)) => self.drain_member(id, &mut w, now)?,
@@ -290,17 +256,8 @@ impl Bus {
     }
 
     /// Hands a subscriber's buffered messages over; `Ok(true)` when it has none left.
-    fn drain_subscriber(
-        &mut self,
-        id: u32,
-        w: &mut Writer<'_>,
-        now: Millis,
-    ) -> Result<bool, usize> {
-        let Some(Consumer {
-            kind: ConsumerKind::Subscriber(sub),
-            ..
-        }) = self.consumers.get_mut(id)
-        else {
+    fn drain_subscriber(&mut self, id: u32, w: &mut Writer<'_>, now: Millis) -> Result<bool, usize> {
+        let Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. }) = self.consumers.get_mut(id) else {
             return Ok(true);
         };
         let ch = &mut self.channels[sub.channel as usize];

@@ -140,11 +140,9 @@ impl Group {
         self.members
             .iter()
             .filter_map(|&id| match consumers.get(id) {
-                Some(Consumer {
-                    paused: false,
-                    kind: ConsumerKind::Member(m),
-                    ..
-                }) => Some(m.max_in_flight.saturating_sub(m.in_flight)),
+                Some(Consumer { paused: false, kind: ConsumerKind::Member(m), .. }) => {
+                    Some(m.max_in_flight.saturating_sub(m.in_flight))
+                }
                 _ => None,
             })
             .sum()
@@ -153,10 +151,7 @@ impl Group {
 
 fn member_mut(consumers: &mut Slab<Consumer>, id: u32) -> Option<&mut Member> {
     match consumers.get_mut(id) {
-        Some(Consumer {
-            kind: ConsumerKind::Member(m),
-            ..
-        }) => Some(m),
+        Some(Consumer { kind: ConsumerKind::Member(m), .. }) => Some(m),
         _ => None,
     }
 }
@@ -164,30 +159,18 @@ fn member_mut(consumers: &mut Slab<Consumer>, id: u32) -> Option<&mut Member> {
 impl Bus {
     /// The consumer group `name` on `channel`, created with `options` if it does not exist
     /// (an existing group keeps its options).
-    pub fn group(
-        &mut self,
-        channel: ChannelId,
-        name: &str,
-        options: GroupOptions,
-    ) -> Result<u32, BusError> {
+    pub fn group(&mut self, channel: ChannelId, name: &str, options: GroupOptions) -> Result<u32, BusError> {
         validate(name)?;
         check_capacity(options.capacity)?;
         check_ms(options.visibility, "visibilityTimeout", false)?;
         if options.max_deliveries == 0 {
-            return Err(BusError::InvalidOption {
-                option: "maxDeliveries",
-                reason: "must be at least 1",
-            });
+            return Err(BusError::InvalidOption { option: "maxDeliveries", reason: "must be at least 1" });
         }
         let log = &self.channel_ref(channel)?.log;
         if let Some(&id) = self.group_names.get(&(channel, name.into())) {
             return Ok(id);
         }
-        let mut feed = Feed::new(
-            start_cursor(log, options.start),
-            options.capacity,
-            options.overflow,
-        );
+        let mut feed = Feed::new(start_cursor(log, options.start), options.capacity, options.overflow);
         feed.fill(log);
         let group = Group {
             channel,
@@ -200,22 +183,17 @@ impl Bus {
             redeliver: VecDeque::new(),
             stats: GroupStats::default(),
         };
-        let id = self.groups.insert(group).ok_or(BusError::InvalidOption {
-            option: "groups",
-            reason: "more than 2^20 groups",
-        })?;
+        let id = self
+            .groups
+            .insert(group)
+            .ok_or(BusError::InvalidOption { option: "groups", reason: "more than 2^20 groups" })?;
         self.group_names.insert((channel, name.into()), id);
         self.channels[channel as usize].groups.push(id);
         Ok(id)
     }
 
     /// Adds a member on `endpoint` that holds at most `max_in_flight` unacknowledged messages.
-    pub fn join(
-        &mut self,
-        group: u32,
-        endpoint: u32,
-        max_in_flight: usize,
-    ) -> Result<u32, BusError> {
+    pub fn join(&mut self, group: u32, endpoint: u32, max_in_flight: usize) -> Result<u32, BusError> {
         check_capacity(max_in_flight)?;
         if self.groups.get(group).is_none() {
             return Err(BusError::UnknownGroup(group));
@@ -223,25 +201,8 @@ impl Bus {
         if self.endpoints.get(endpoint).is_none() {
             return Err(BusError::UnknownEndpoint(endpoint));
         }
-        let member = Member {
-            group,
-            queue: VecDeque::new(),
-            in_flight: 0,
-            max_in_flight,
-        };
-        let consumer = Consumer {
-            endpoint,
-            queued: false,
-            paused: false,
-            kind: ConsumerKind::Member(member),
-        };
-        let id = self
-            .consumers
-            .insert(consumer)
-            .ok_or(BusError::InvalidOption {
-                option: "subscriptions",
-                reason: "more than 2^20 live consumers",
-            })?;
+        let member = Member { group, queue: VecDeque::new(), in_flight: 0, max_in_flight };
+        let id = self.insert_consumer(endpoint, ConsumerKind::Member(member))?;
         if let Some(g) = self.groups.get_mut(group) {
             g.members.push(id);
         }
@@ -255,12 +216,8 @@ impl Bus {
             return;
         };
         g.members.retain(|&m| m != member);
-        let mut held: Vec<u64> = g
-            .pending
-            .iter()
-            .filter(|(_, p)| p.member == Some(member))
-            .map(|(&seq, _)| seq)
-            .collect();
+        let mut held: Vec<u64> =
+            g.pending.iter().filter(|(_, p)| p.member == Some(member)).map(|(&seq, _)| seq).collect();
         held.sort_unstable();
         for seq in held.into_iter().rev() {
             if let Some(p) = g.pending.get_mut(&seq) {
@@ -302,7 +259,8 @@ impl Bus {
                 seq
             } else if let Some(item) = g.feed.next(log) {
                 let attempt = next_token(&mut self.next_attempt);
-                let pending = Pending { frame: item.frame, member: Some(member), attempt, deliveries: 0, delivered_at: None };
+                let pending =
+                    Pending { frame: item.frame, member: Some(member), attempt, deliveries: 0, delivered_at: None };
                 g.pending.insert(item.seq, pending);
                 item.seq
             } else {
@@ -318,12 +276,7 @@ impl Bus {
     }
 
     /// Hands a member's assigned messages over; `Ok(true)` when none are left.
-    pub(super) fn drain_member(
-        &mut self,
-        id: u32,
-        w: &mut Writer<'_>,
-        now: Millis,
-    ) -> Result<bool, usize> {
+    pub(super) fn drain_member(&mut self, id: u32, w: &mut Writer<'_>, now: Millis) -> Result<bool, usize> {
         let Some(m) = member_mut(&mut self.consumers, id) else {
             return Ok(true);
         };
@@ -381,21 +334,12 @@ impl Bus {
 
     /// Checks that `attempt` is the current delivery of `seq` to member `id`.
     fn current(&self, id: u32, seq: u64, attempt: u32) -> Result<u32, BusError> {
-        let Some(Consumer {
-            kind: ConsumerKind::Member(m),
-            ..
-        }) = self.consumers.get(id)
-        else {
+        let Some(Consumer { kind: ConsumerKind::Member(m), .. }) = self.consumers.get(id) else {
             return Err(BusError::UnknownSubscription(id));
         };
-        let g = self
-            .groups
-            .get(m.group)
-            .ok_or(BusError::UnknownGroup(m.group))?;
+        let g = self.groups.get(m.group).ok_or(BusError::UnknownGroup(m.group))?;
         match g.pending.get(&seq) {
-            Some(p) if p.member == Some(id) && p.attempt == attempt && p.delivered_at.is_some() => {
-                Ok(m.group)
-            }
+            Some(p) if p.member == Some(id) && p.attempt == attempt && p.delivered_at.is_some() => Ok(m.group),
             _ => Err(BusError::StaleAck { seq, attempt }),
         }
     }
@@ -433,37 +377,19 @@ impl Bus {
         if let Some(m) = member_mut(&mut self.consumers, id) {
             m.in_flight -= 1;
         }
-        let g = self
-            .groups
-            .get_mut(group)
-            .ok_or(BusError::UnknownGroup(group))?;
+        let g = self.groups.get_mut(group).ok_or(BusError::UnknownGroup(group))?;
         g.stats.nacked += 1;
         self.room_epoch += 1;
         let max_deliveries = g.options.max_deliveries;
-        let p = g
-            .pending
-            .get_mut(&seq)
-            .ok_or(BusError::StaleAck { seq, attempt })?;
+        let p = g.pending.get_mut(&seq).ok_or(BusError::StaleAck { seq, attempt })?;
         p.member = None;
         p.delivered_at = None;
         if dead_letter_reason.is_some() || p.deliveries >= max_deliveries {
-            self.settle_dead(
-                group,
-                seq,
-                dead_letter_reason.unwrap_or("max-deliveries"),
-                now,
-            );
+            self.settle_dead(group, seq, dead_letter_reason.unwrap_or("max-deliveries"), now);
         } else if delay > 0.0 {
             let retry = next_token(&mut self.next_attempt);
             p.attempt = retry;
-            self.timers.push(
-                now + delay,
-                TimerKind::Retry {
-                    group,
-                    seq,
-                    attempt: retry,
-                },
-            );
+            self.timers.push(now + delay, TimerKind::Retry { group, seq, attempt: retry });
         } else {
             g.redeliver.push_back(seq);
             g.stats.redelivered += 1;
@@ -516,10 +442,7 @@ impl Bus {
         let Some(g) = self.groups.get_mut(group) else {
             return;
         };
-        if g.pending
-            .get(&seq)
-            .is_some_and(|p| p.attempt == attempt && p.member.is_none())
-        {
+        if g.pending.get(&seq).is_some_and(|p| p.attempt == attempt && p.member.is_none()) {
             g.redeliver.push_back(seq);
             g.stats.redelivered += 1;
             self.dispatch(group);
@@ -528,31 +451,16 @@ impl Bus {
 
     /// Moves up to `max` delivered messages idle for at least `min_idle` ms from other members
     /// to member `id` (for a member that stopped without leaving). Returns how many it took.
-    pub fn claim(
-        &mut self,
-        id: u32,
-        min_idle: Millis,
-        max: usize,
-        now: Millis,
-    ) -> Result<usize, BusError> {
-        let Some(Consumer {
-            kind: ConsumerKind::Member(m),
-            ..
-        }) = self.consumers.get(id)
-        else {
+    pub fn claim(&mut self, id: u32, min_idle: Millis, max: usize, now: Millis) -> Result<usize, BusError> {
+        let Some(Consumer { kind: ConsumerKind::Member(m), .. }) = self.consumers.get(id) else {
             return Err(BusError::UnknownSubscription(id));
         };
         let group = m.group;
-        let g = self
-            .groups
-            .get_mut(group)
-            .ok_or(BusError::UnknownGroup(group))?;
+        let g = self.groups.get_mut(group).ok_or(BusError::UnknownGroup(group))?;
         let mut stale: Vec<u64> = g
             .pending
             .iter()
-            .filter(|(_, p)| {
-                p.member != Some(id) && p.delivered_at.is_some_and(|t| now - t >= min_idle)
-            })
+            .filter(|(_, p)| p.member != Some(id) && p.delivered_at.is_some_and(|t| now - t >= min_idle))
             .map(|(&seq, _)| seq)
             .collect();
         stale.sort_unstable();
@@ -581,10 +489,7 @@ impl Bus {
 
     /// The group's pending-entries list, in sequence order.
     pub fn pending(&self, group: u32, now: Millis) -> Result<Vec<PendingInfo>, BusError> {
-        let g = self
-            .groups
-            .get(group)
-            .ok_or(BusError::UnknownGroup(group))?;
+        let g = self.groups.get(group).ok_or(BusError::UnknownGroup(group))?;
         let mut list: Vec<PendingInfo> = g
             .pending
             .iter()
@@ -602,10 +507,7 @@ impl Bus {
 
     /// Counters of one group.
     pub fn group_stats(&self, group: u32) -> Result<GroupStats, BusError> {
-        let g = self
-            .groups
-            .get(group)
-            .ok_or(BusError::UnknownGroup(group))?;
+        let g = self.groups.get(group).ok_or(BusError::UnknownGroup(group))?;
         let log = &self.channels[g.channel as usize].log;
         let waiting = g.pending.values().filter(|p| p.member.is_none()).count() as u64;
         Ok(GroupStats {

@@ -22,11 +22,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self {
-            max_count: 10_000,
-            max_bytes: 64 << 20,
-            max_age: f64::INFINITY,
-        }
+        Self { max_count: 10_000, max_bytes: 64 << 20, max_age: f64::INFINITY }
     }
 }
 
@@ -58,11 +54,7 @@ impl Log {
         self.next_seq += 1;
         self.last_at = self.last_at.max(now);
         self.bytes += frame.len();
-        self.entries.push_back(Entry {
-            at: self.last_at,
-            priority,
-            frame,
-        });
+        self.entries.push_back(Entry { at: self.last_at, priority, frame });
         seq
     }
 
@@ -74,8 +66,8 @@ impl Log {
         let mut bytes = self.bytes + extra_bytes;
         let mut first = self.first_seq();
         for e in &self.entries {
-            let over = (limits.max_count > 0 && len > limits.max_count)
-                || (limits.max_bytes > 0 && bytes > limits.max_bytes);
+            let over =
+                (limits.max_count > 0 && len > limits.max_count) || (limits.max_bytes > 0 && bytes > limits.max_bytes);
             if !over {
                 break;
             }
@@ -166,24 +158,12 @@ mod tests {
     #[test]
     fn trims_by_count_bytes_and_age() {
         let mut log = log_of(10);
-        let by_count = Retention {
-            max_count: 4,
-            max_bytes: 0,
-            max_age: f64::INFINITY,
-        };
+        let by_count = Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY };
         assert_eq!(log.trim(&by_count, 90.0), 6);
         assert_eq!((log.first_seq(), log.len(), log.bytes()), (6, 4, 40));
-        let by_bytes = Retention {
-            max_count: 0,
-            max_bytes: 25,
-            max_age: f64::INFINITY,
-        };
+        let by_bytes = Retention { max_count: 0, max_bytes: 25, max_age: f64::INFINITY };
         assert_eq!(log.trim(&by_bytes, 90.0), 2);
-        let by_age = Retention {
-            max_count: 0,
-            max_bytes: 0,
-            max_age: 5.0,
-        };
+        let by_age = Retention { max_count: 0, max_bytes: 0, max_age: 5.0 };
         assert_eq!(log.trim(&by_age, 100.0), 2);
         assert!(log.is_empty());
         assert_eq!(log.first_seq(), 10);
@@ -202,18 +182,10 @@ mod tests {
     #[test]
     fn predicts_the_first_seq_after_appends() {
         let log = log_of(10);
-        let limits = Retention {
-            max_count: 10,
-            max_bytes: 0,
-            max_age: f64::INFINITY,
-        };
+        let limits = Retention { max_count: 10, max_bytes: 0, max_age: f64::INFINITY };
         assert_eq!(log.first_seq_after(0, 0, &limits), 0);
         assert_eq!(log.first_seq_after(3, 30, &limits), 3);
-        let by_bytes = Retention {
-            max_count: 0,
-            max_bytes: 95,
-            max_age: f64::INFINITY,
-        };
+        let by_bytes = Retention { max_count: 0, max_bytes: 95, max_age: f64::INFINITY };
         assert_eq!(log.first_seq_after(1, 10, &by_bytes), 2);
     }
 }

@@ -62,10 +62,7 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self {
-            max_message_bytes: 10 << 20,
-            default_retention: Retention::default(),
-        }
+        Self { max_message_bytes: 10 << 20, default_retention: Retention::default() }
     }
 }
 
@@ -190,10 +187,7 @@ impl Bus {
             self.channels.push(Channel {
                 log: Log::default(),
                 arena: Arena::default(),
-                options: ChannelOptions {
-                    retention: self.config.default_retention,
-                    ..ChannelOptions::default()
-                },
+                options: ChannelOptions { retention: self.config.default_retention, ..ChannelOptions::default() },
                 subscribers: Vec::new(),
                 groups: Vec::new(),
                 dedup: Dedup::default(),
@@ -205,12 +199,7 @@ impl Bus {
     }
 
     /// Sets a channel's options, trimming at once what falls outside the new retention.
-    pub fn configure(
-        &mut self,
-        channel: ChannelId,
-        options: ChannelOptions,
-        now: Millis,
-    ) -> Result<(), BusError> {
+    pub fn configure(&mut self, channel: ChannelId, options: ChannelOptions, now: Millis) -> Result<(), BusError> {
         options::check_ms(options.retention.max_age, "maxAge", true)?;
         options::check_ms(options.dedup_window, "dedupWindow", true)?;
         let ch = self.channel_mut(channel)?;
@@ -226,15 +215,11 @@ impl Bus {
     }
 
     fn channel_mut(&mut self, channel: ChannelId) -> Result<&mut Channel, BusError> {
-        self.channels
-            .get_mut(channel as usize)
-            .ok_or(BusError::UnknownChannel(channel))
+        self.channels.get_mut(channel as usize).ok_or(BusError::UnknownChannel(channel))
     }
 
     fn channel_ref(&self, channel: ChannelId) -> Result<&Channel, BusError> {
-        self.channels
-            .get(channel as usize)
-            .ok_or(BusError::UnknownChannel(channel))
+        self.channels.get(channel as usize).ok_or(BusError::UnknownChannel(channel))
     }
 
     /// Checks every frame of a batch; returns per-channel (frames, bytes) of the batch.
@@ -245,10 +230,7 @@ impl Bus {
         while offset < batch.len() {
             let header = frame::read_header(batch, offset, index, self.config.max_message_bytes)?;
             self.channel_ref(header.channel)?;
-            match per_channel
-                .iter_mut()
-                .find(|(c, _, _)| *c == header.channel)
-            {
+            match per_channel.iter_mut().find(|(c, _, _)| *c == header.channel) {
                 Some(entry) => {
                     entry.1 += 1;
                     entry.2 += header.len;
@@ -267,11 +249,7 @@ impl Bus {
             let ch = &self.channels[channel as usize];
             let head = ch.log.next_seq();
             for &id in &ch.subscribers {
-                if let Some(Consumer {
-                    kind: ConsumerKind::Subscriber(sub),
-                    ..
-                }) = self.consumers.get(id)
-                {
+                if let Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. }) = self.consumers.get(id) {
                     if sub.feed.refuses(head, n, 0) {
                         return Err(backpressure(id, channel, &sub.feed));
                     }
@@ -279,10 +257,7 @@ impl Bus {
             }
             for &gid in &ch.groups {
                 if let Some(group) = self.groups.get(gid) {
-                    if group
-                        .feed
-                        .refuses(head, n, group.member_room(&self.consumers))
-                    {
+                    if group.feed.refuses(head, n, group.member_room(&self.consumers)) {
                         return Err(backpressure(gid, channel, &group.feed));
                     }
                 }
@@ -300,20 +275,13 @@ impl Bus {
         let mut published = 0;
         let mut offset = 0;
         while offset < batch.len() {
-            let len = u32::from_le_bytes([
-                batch[offset],
-                batch[offset + 1],
-                batch[offset + 2],
-                batch[offset + 3],
-            ]) as usize;
+            let len =
+                u32::from_le_bytes([batch[offset], batch[offset + 1], batch[offset + 2], batch[offset + 3]]) as usize;
             let bytes = &batch[offset..offset + len];
             offset += len;
             let channel = frame::channel(bytes);
             let ch = &mut self.channels[channel as usize];
-            if ch
-                .dedup
-                .is_duplicate(frame::id(bytes), ch.options.dedup_window, now)
-            {
+            if ch.dedup.is_duplicate(frame::id(bytes), ch.options.dedup_window, now) {
                 ch.stats.duplicates += 1;
                 continue;
             }
@@ -338,28 +306,19 @@ impl Bus {
             let Some(consumer) = self.consumers.get_mut(id) else {
                 continue;
             };
+            let endpoint = consumer.endpoint;
             let ConsumerKind::Subscriber(sub) = &mut consumer.kind else {
                 continue;
             };
-            let offer = sub.feed.offer(
-                seq,
-                priority,
-                Item {
-                    seq,
-                    frame: frame.clone(),
-                },
-                &ch.log,
-            );
-            let (buffered, capacity, raised) =
-                (sub.feed.buffer.len(), sub.feed.capacity, sub.feed.slow);
-            let endpoint = consumer.endpoint;
+            let item = Item { seq, frame: frame.clone() };
+            let offer = sub.feed.offer(seq, priority, item, &ch.log);
             if offer == Offer::Behind {
                 continue;
             }
-            if !raised && buffered * 4 >= capacity * 3 {
-                if let ConsumerKind::Subscriber(sub) = &mut consumer.kind {
-                    sub.feed.slow = true;
-                }
+            let buffered = sub.feed.buffer.len();
+            // Raised once at three quarters full, re-armed by a drain below one quarter.
+            if !sub.feed.slow && buffered * 4 >= sub.feed.capacity * 3 {
+                sub.feed.slow = true;
                 if let Some(ep) = self.endpoints.get_mut(endpoint) {
                     ep.event(EventKind::SlowConsumer, id, buffered as f64);
                 }
@@ -373,15 +332,7 @@ impl Bus {
         }
         for &gid in &ch.groups {
             if let Some(group) = self.groups.get_mut(gid) {
-                group.feed.offer(
-                    seq,
-                    priority,
-                    Item {
-                        seq,
-                        frame: frame.clone(),
-                    },
-                    &ch.log,
-                );
+                group.feed.offer(seq, priority, Item { seq, frame: frame.clone() }, &ch.log);
             }
         }
         seq
@@ -410,15 +361,7 @@ impl Bus {
 
     /// Moves a message to its channel's dead-letter channel, recording why and how often it
     /// was delivered. Dead-letter channels are ordinary channels: readable and replayable.
-    fn dead_letter(
-        &mut self,
-        origin: ChannelId,
-        seq: u64,
-        frame: &[u8],
-        reason: &str,
-        deliveries: u32,
-        now: Millis,
-    ) {
+    fn dead_letter(&mut self, origin: ChannelId, seq: u64, frame: &[u8], reason: &str, deliveries: u32, now: Millis) {
         let Some(dlq) = self.dead_letter_channel(origin) else {
             return;
         };
@@ -455,10 +398,7 @@ impl Bus {
     /// Counters of one subscriber.
     pub fn subscriber_stats(&self, id: u32) -> Result<SubscriberStats, BusError> {
         match self.consumers.get(id) {
-            Some(Consumer {
-                kind: ConsumerKind::Subscriber(sub),
-                ..
-            }) => {
+            Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. }) => {
                 let log = &self.channels[sub.channel as usize].log;
                 Ok(SubscriberStats {
                     buffered: sub.feed.buffer.len() as u64,
@@ -488,12 +428,7 @@ fn next_token(counter: &mut u32) -> u32 {
 }
 
 fn backpressure(consumer: u32, channel: ChannelId, feed: &Feed) -> BusError {
-    BusError::Backpressure {
-        consumer,
-        channel,
-        capacity: feed.capacity,
-        block: feed.overflow == Overflow::Block,
-    }
+    BusError::Backpressure { consumer, channel, capacity: feed.capacity, block: feed.overflow == Overflow::Block }
 }
 
 /// Where a new feed's cursor starts in `log`.

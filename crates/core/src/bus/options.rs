@@ -22,10 +22,7 @@ impl Overflow {
             0 => Ok(Self::Block),
             1 => Ok(Self::DropOldest),
             2 => Ok(Self::Reject),
-            _ => Err(BusError::InvalidOption {
-                option: "overflow",
-                reason: "must be block, drop-oldest or reject",
-            }),
+            _ => Err(BusError::InvalidOption { option: "overflow", reason: "must be block, drop-oldest or reject" }),
         }
     }
 }
@@ -72,11 +69,7 @@ pub struct ChannelOptions {
 
 impl Default for ChannelOptions {
     fn default() -> Self {
-        Self {
-            retention: Retention::default(),
-            dedup_window: 0.0,
-            dead_letter_expired: false,
-        }
+        Self { retention: Retention::default(), dedup_window: 0.0, dead_letter_expired: false }
     }
 }
 
@@ -93,11 +86,7 @@ pub struct SubscribeOptions {
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        Self {
-            start: StartAt::Latest,
-            capacity: 10_000,
-            overflow: Overflow::Block,
-        }
+        Self { start: StartAt::Latest, capacity: 10_000, overflow: Overflow::Block }
     }
 }
 
@@ -134,25 +123,16 @@ pub fn check_ms(value: Millis, option: &'static str, zero_ok: bool) -> Result<()
     if ok {
         Ok(())
     } else if zero_ok {
-        Err(BusError::InvalidOption {
-            option,
-            reason: "must be a number of ms >= 0",
-        })
+        Err(BusError::InvalidOption { option, reason: "must be a number of ms >= 0" })
     } else {
-        Err(BusError::InvalidOption {
-            option,
-            reason: "must be a number of ms > 0",
-        })
+        Err(BusError::InvalidOption { option, reason: "must be a number of ms > 0" })
     }
 }
 
 /// Checks the numbers of consumer options.
 pub fn check_capacity(capacity: usize) -> Result<(), BusError> {
     if capacity == 0 {
-        return Err(BusError::InvalidOption {
-            option: "capacity",
-            reason: "must be at least 1",
-        });
+        return Err(BusError::InvalidOption { option: "capacity", reason: "must be at least 1" });
     }
     Ok(())
 }

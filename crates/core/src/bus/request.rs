@@ -21,13 +21,7 @@ pub(super) struct Request {
 impl Bus {
     /// Publishes the single frame in `batch` as a request from `endpoint`, answered within
     /// `timeout` ms; returns the reply token the reply will carry.
-    pub fn request(
-        &mut self,
-        endpoint: u32,
-        batch: &[u8],
-        timeout: Millis,
-        now: Millis,
-    ) -> Result<u32, BusError> {
+    pub fn request(&mut self, endpoint: u32, batch: &[u8], timeout: Millis, now: Millis) -> Result<u32, BusError> {
         check_ms(timeout, "timeout", false)?;
         if self.endpoints.get(endpoint).is_none() {
             return Err(BusError::UnknownEndpoint(endpoint));
@@ -41,10 +35,7 @@ impl Bus {
             });
         }
         let ch = self.channel_ref(header.channel)?;
-        let has_member = ch
-            .groups
-            .iter()
-            .any(|&g| self.groups.get(g).is_some_and(Group::has_members));
+        let has_member = ch.groups.iter().any(|&g| self.groups.get(g).is_some_and(Group::has_members));
         if ch.subscribers.is_empty() && !has_member {
             return Err(BusError::NoResponder(header.channel));
         }
@@ -54,8 +45,7 @@ impl Bus {
         self.append(header.channel, &stored, now);
         self.after_append(header.channel, now);
         self.requests.insert(token, Request { endpoint });
-        self.timers
-            .push(now + timeout, TimerKind::Request { token });
+        self.timers.push(now + timeout, TimerKind::Request { token });
         Ok(token)
     }
 

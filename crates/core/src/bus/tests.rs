@@ -30,20 +30,11 @@ fn records(buf: &[u8]) -> Vec<Rec> {
         let body = if consumer == EVENT_CONSUMER {
             rest[4..len].to_vec()
         } else {
-            let meta = u32::from_le_bytes(
-                frame[frame::OFF_META_LEN..frame::OFF_META_LEN + 4]
-                    .try_into()
-                    .unwrap(),
-            ) as usize;
+            let meta =
+                u32::from_le_bytes(frame[frame::OFF_META_LEN..frame::OFF_META_LEN + 4].try_into().unwrap()) as usize;
             frame[HEADER_LEN + meta..].to_vec()
         };
-        out.push(Rec {
-            consumer,
-            attempt,
-            seq,
-            body,
-            frame,
-        });
+        out.push(Rec { consumer, attempt, seq, body, frame });
         at += DELIVERY_HEADER_LEN + len;
     }
     out
@@ -70,25 +61,12 @@ fn sub(bus: &mut Bus, ch: u32) -> u32 {
 }
 
 fn group_of(bus: &mut Bus, ch: u32, visibility: f64, max_deliveries: u32) -> u32 {
-    bus.group(
-        ch,
-        "workers",
-        GroupOptions {
-            visibility,
-            max_deliveries,
-            ..GroupOptions::default()
-        },
-    )
-    .unwrap()
+    bus.group(ch, "workers", GroupOptions { visibility, max_deliveries, ..GroupOptions::default() }).unwrap()
 }
 
 /// The value of header `key` in a frame's metadata.
 fn header(frame: &[u8], key: &str) -> Option<String> {
-    let meta_len = u32::from_le_bytes(
-        frame[frame::OFF_META_LEN..frame::OFF_META_LEN + 4]
-            .try_into()
-            .unwrap(),
-    ) as usize;
+    let meta_len = u32::from_le_bytes(frame[frame::OFF_META_LEN..frame::OFF_META_LEN + 4].try_into().unwrap()) as usize;
     let meta = &frame[HEADER_LEN..HEADER_LEN + meta_len];
     let mut at = 0;
     for _ in 0..6 {
@@ -98,14 +76,10 @@ fn header(frame: &[u8], key: &str) -> Option<String> {
     at += 2;
     for _ in 0..count {
         let kl = u16::from_le_bytes([meta[at], meta[at + 1]]) as usize;
-        let k = std::str::from_utf8(&meta[at + 2..at + 2 + kl])
-            .unwrap()
-            .to_owned();
+        let k = std::str::from_utf8(&meta[at + 2..at + 2 + kl]).unwrap().to_owned();
         at += 2 + kl;
         let vl = u16::from_le_bytes([meta[at], meta[at + 1]]) as usize;
-        let v = std::str::from_utf8(&meta[at + 2..at + 2 + vl])
-            .unwrap()
-            .to_owned();
+        let v = std::str::from_utf8(&meta[at + 2..at + 2 + vl]).unwrap().to_owned();
         at += 2 + vl;
         if k == key {
             return Some(v);
@@ -123,27 +97,17 @@ fn broadcast_delivers_every_message_in_order_to_every_subscriber() {
     assert_eq!(bus.publish(&batch, 1.0).unwrap(), 3);
     let got = drain_all(&mut bus, EP, 1.0);
     for s in [a, b] {
-        let mine: Vec<(u64, u8)> = got
-            .iter()
-            .filter(|r| r.consumer == s)
-            .map(|r| (r.seq, r.body[0]))
-            .collect();
+        let mine: Vec<(u64, u8)> = got.iter().filter(|r| r.consumer == s).map(|r| (r.seq, r.body[0])).collect();
         assert_eq!(mine, vec![(0, 0), (1, 1), (2, 2)]);
     }
     let stats = bus.stats(ch).unwrap();
-    assert_eq!(
-        (stats.published, stats.delivered, stats.subscribers),
-        (3, 6, 2)
-    );
+    assert_eq!((stats.published, stats.delivered, stats.subscribers), (3, 6, 2));
     assert!(!bus.has_pending(EP));
 }
 
 #[test]
 fn a_refused_batch_publishes_nothing() {
-    let mut bus = Bus::new(BusConfig {
-        max_message_bytes: 80,
-        ..BusConfig::default()
-    });
+    let mut bus = Bus::new(BusConfig { max_message_bytes: 80, ..BusConfig::default() });
     let ch = bus.channel("c").unwrap();
     sub(&mut bus, ch);
     let mut batch = msg(ch, b"ok");
@@ -153,10 +117,7 @@ fn a_refused_batch_publishes_nothing() {
     assert!(matches!(err, BusError::MessageTooLarge { index: 1, .. }));
     let mut unknown = msg(ch, b"ok");
     unknown.extend(msg(99, b"ok"));
-    assert_eq!(
-        bus.publish(&unknown, 0.0).unwrap_err(),
-        BusError::UnknownChannel(99)
-    );
+    assert_eq!(bus.publish(&unknown, 0.0).unwrap_err(), BusError::UnknownChannel(99));
     assert_eq!(bus.stats(ch).unwrap().published, 0);
     assert!(drain_all(&mut bus, EP, 0.0).is_empty());
 }
@@ -168,30 +129,11 @@ fn replay_starts_at_earliest_seq_or_time() {
     for i in 0..5u8 {
         bus.publish(&msg(ch, &[i]), f64::from(i) * 100.0).unwrap();
     }
-    let mut at = |start| {
-        bus.subscribe(
-            EP,
-            ch,
-            SubscribeOptions {
-                start,
-                ..SubscribeOptions::default()
-            },
-        )
-        .unwrap()
-    };
-    let (earliest, from_seq, from_time, latest) = (
-        at(StartAt::Earliest),
-        at(StartAt::Seq(3)),
-        at(StartAt::Time(150.0)),
-        at(StartAt::Latest),
-    );
+    let mut at = |start| bus.subscribe(EP, ch, SubscribeOptions { start, ..SubscribeOptions::default() }).unwrap();
+    let (earliest, from_seq, from_time, latest) =
+        (at(StartAt::Earliest), at(StartAt::Seq(3)), at(StartAt::Time(150.0)), at(StartAt::Latest));
     let got = drain_all(&mut bus, EP, 0.0);
-    let seqs = |s| {
-        got.iter()
-            .filter(|r| r.consumer == s)
-            .map(|r| r.seq)
-            .collect::<Vec<_>>()
-    };
+    let seqs = |s| got.iter().filter(|r| r.consumer == s).map(|r| r.seq).collect::<Vec<_>>();
     assert_eq!(seqs(earliest), vec![0, 1, 2, 3, 4]);
     assert_eq!(seqs(from_seq), vec![3, 4]);
     assert_eq!(seqs(from_time), vec![2, 3, 4]);
@@ -206,10 +148,7 @@ fn a_record_larger_than_the_buffer_asks_for_room() {
     let f = msg(ch, &[7; 1000]);
     bus.publish(&f, 0.0).unwrap();
     let mut small = vec![0u8; 100];
-    assert_eq!(
-        bus.drain(EP, &mut small, 0.0),
-        Err(DELIVERY_HEADER_LEN + f.len())
-    );
+    assert_eq!(bus.drain(EP, &mut small, 0.0), Err(DELIVERY_HEADER_LEN + f.len()));
     assert_eq!(drain_all(&mut bus, EP, 0.0).len(), 1);
 }
 
@@ -218,15 +157,10 @@ fn higher_priority_first_fifo_within_a_level() {
     let mut bus = Bus::default();
     let ch = bus.channel("p").unwrap();
     sub(&mut bus, ch);
-    let batch: Vec<u8> = [(0u8, 1u8), (1, 3), (2, 0), (3, 3), (4, 2)]
-        .iter()
-        .flat_map(|&(i, p)| encode(ch, p, 0.0, b"", &[i]))
-        .collect();
+    let batch: Vec<u8> =
+        [(0u8, 1u8), (1, 3), (2, 0), (3, 3), (4, 2)].iter().flat_map(|&(i, p)| encode(ch, p, 0.0, b"", &[i])).collect();
     bus.publish(&batch, 0.0).unwrap();
-    let order: Vec<u8> = drain_all(&mut bus, EP, 0.0)
-        .iter()
-        .map(|r| r.body[0])
-        .collect();
+    let order: Vec<u8> = drain_all(&mut bus, EP, 0.0).iter().map(|r| r.body[0]).collect();
     assert_eq!(order, vec![1, 3, 4, 0, 2]);
 }
 
@@ -234,27 +168,12 @@ fn higher_priority_first_fifo_within_a_level() {
 fn expired_messages_are_never_delivered_and_optionally_dead_lettered() {
     let mut bus = Bus::default();
     let ch = bus.channel("ttl").unwrap();
-    bus.configure(
-        ch,
-        ChannelOptions {
-            dead_letter_expired: true,
-            ..ChannelOptions::default()
-        },
-        0.0,
-    )
-    .unwrap();
+    bus.configure(ch, ChannelOptions { dead_letter_expired: true, ..ChannelOptions::default() }, 0.0).unwrap();
     let s = sub(&mut bus, ch);
-    let batch: Vec<u8> = [
-        encode(ch, 1, 50.0, b"", b"a"),
-        encode(ch, 1, 500.0, b"", b"b"),
-    ]
-    .concat();
+    let batch: Vec<u8> = [encode(ch, 1, 50.0, b"", b"a"), encode(ch, 1, 500.0, b"", b"b")].concat();
     bus.publish(&batch, 0.0).unwrap();
     let got = drain_all(&mut bus, EP, 100.0);
-    assert_eq!(
-        got.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
-        vec![b"b".to_vec()]
-    );
+    assert_eq!(got.iter().map(|r| r.body.clone()).collect::<Vec<_>>(), vec![b"b".to_vec()]);
     assert_eq!(bus.subscriber_stats(s).unwrap().expired, 1);
     let stats = bus.stats(ch).unwrap();
     assert_eq!((stats.expired, stats.dead_lettered), (1, 1));
@@ -267,23 +186,13 @@ fn backpressure_reject_refuses_the_whole_batch_and_block_says_so() {
     let mut bus = Bus::default();
     let ch = bus.channel("bp").unwrap();
     let strict = bus
-        .subscribe(
-            EP,
-            ch,
-            SubscribeOptions {
-                capacity: 2,
-                overflow: Overflow::Reject,
-                ..SubscribeOptions::default()
-            },
-        )
+        .subscribe(EP, ch, SubscribeOptions { capacity: 2, overflow: Overflow::Reject, ..SubscribeOptions::default() })
         .unwrap();
     bus.publish(&msg(ch, b"1"), 0.0).unwrap();
     let two: Vec<u8> = [msg(ch, b"2"), msg(ch, b"3")].concat();
     let err = bus.publish(&two, 0.0).unwrap_err();
     assert_eq!(err.code(), "BACKPRESSURE");
-    assert!(
-        matches!(err, BusError::Backpressure { consumer, block: false, .. } if consumer == strict)
-    );
+    assert!(matches!(err, BusError::Backpressure { consumer, block: false, .. } if consumer == strict));
     assert_eq!(bus.stats(ch).unwrap().published, 1);
     drain_all(&mut bus, EP, 0.0);
     assert_eq!(bus.publish(&two, 0.0).unwrap(), 2);
@@ -292,18 +201,11 @@ fn backpressure_reject_refuses_the_whole_batch_and_block_says_so() {
     bus.subscribe(
         EP,
         other,
-        SubscribeOptions {
-            capacity: 1,
-            overflow: Overflow::Block,
-            ..SubscribeOptions::default()
-        },
+        SubscribeOptions { capacity: 1, overflow: Overflow::Block, ..SubscribeOptions::default() },
     )
     .unwrap();
     bus.publish(&msg(other, b"1"), 0.0).unwrap();
-    assert!(matches!(
-        bus.publish(&msg(other, b"2"), 0.0),
-        Err(BusError::Backpressure { block: true, .. })
-    ));
+    assert!(matches!(bus.publish(&msg(other, b"2"), 0.0), Err(BusError::Backpressure { block: true, .. })));
 }
 
 #[test]
@@ -314,35 +216,20 @@ fn drop_oldest_keeps_the_newest_and_reports_slow_consumers() {
         .subscribe(
             EP,
             ch,
-            SubscribeOptions {
-                capacity: 4,
-                overflow: Overflow::DropOldest,
-                ..SubscribeOptions::default()
-            },
+            SubscribeOptions { capacity: 4, overflow: Overflow::DropOldest, ..SubscribeOptions::default() },
         )
         .unwrap();
     for i in 0..6u8 {
         bus.publish(&msg(ch, &[i]), 0.0).unwrap();
     }
     let got = drain_all(&mut bus, EP, 0.0);
-    let events: Vec<(u32, u64)> = got
-        .iter()
-        .filter(|r| r.consumer == EVENT_CONSUMER)
-        .map(|r| (r.attempt, r.seq))
-        .collect();
+    let events: Vec<(u32, u64)> =
+        got.iter().filter(|r| r.consumer == EVENT_CONSUMER).map(|r| (r.attempt, r.seq)).collect();
     assert_eq!(
         events,
-        vec![
-            (EventKind::SlowConsumer as u32, 3),
-            (EventKind::Dropped as u32, 1),
-            (EventKind::Dropped as u32, 1)
-        ]
+        vec![(EventKind::SlowConsumer as u32, 3), (EventKind::Dropped as u32, 1), (EventKind::Dropped as u32, 1)]
     );
-    let payloads: Vec<u8> = got
-        .iter()
-        .filter(|r| r.consumer == s)
-        .map(|r| r.body[0])
-        .collect();
+    let payloads: Vec<u8> = got.iter().filter(|r| r.consumer == s).map(|r| r.body[0]).collect();
     assert_eq!(payloads, vec![2, 3, 4, 5]);
     assert_eq!(bus.subscriber_stats(s).unwrap().dropped, 2);
 }
@@ -352,25 +239,11 @@ fn a_paused_subscriber_fills_up_and_resumes() {
     let mut bus = Bus::default();
     let ch = bus.channel("pause").unwrap();
     let s = bus
-        .subscribe(
-            EP,
-            ch,
-            SubscribeOptions {
-                capacity: 2,
-                overflow: Overflow::Reject,
-                ..SubscribeOptions::default()
-            },
-        )
+        .subscribe(EP, ch, SubscribeOptions { capacity: 2, overflow: Overflow::Reject, ..SubscribeOptions::default() })
         .unwrap();
     bus.set_paused(s, true).unwrap();
-    bus.publish(&[msg(ch, b"a"), msg(ch, b"b")].concat(), 0.0)
-        .unwrap();
-    assert!(
-        drain_all(&mut bus, EP, 0.0)
-            .iter()
-            .all(|r| r.consumer == EVENT_CONSUMER),
-        "only the slow-consumer event"
-    );
+    bus.publish(&[msg(ch, b"a"), msg(ch, b"b")].concat(), 0.0).unwrap();
+    assert!(drain_all(&mut bus, EP, 0.0).iter().all(|r| r.consumer == EVENT_CONSUMER), "only the slow-consumer event");
     assert!(bus.publish(&msg(ch, b"c"), 0.0).is_err());
     bus.set_paused(s, false).unwrap();
     assert_eq!(drain_all(&mut bus, EP, 0.0).len(), 2);
@@ -380,22 +253,10 @@ fn a_paused_subscriber_fills_up_and_resumes() {
 fn dedup_drops_a_retried_id_within_the_window() {
     let mut bus = Bus::default();
     let ch = bus.channel("once").unwrap();
-    bus.configure(
-        ch,
-        ChannelOptions {
-            dedup_window: 1000.0,
-            ..ChannelOptions::default()
-        },
-        0.0,
-    )
-    .unwrap();
+    bus.configure(ch, ChannelOptions { dedup_window: 1000.0, ..ChannelOptions::default() }, 0.0).unwrap();
     sub(&mut bus, ch);
     let first = encode(ch, 1, 0.0, b"order-7", b"x");
-    assert_eq!(
-        bus.publish(&[first.clone(), first.clone()].concat(), 0.0)
-            .unwrap(),
-        1
-    );
+    assert_eq!(bus.publish(&[first.clone(), first.clone()].concat(), 0.0).unwrap(), 1);
     assert_eq!(bus.publish(&first, 500.0).unwrap(), 0);
     assert_eq!(bus.publish(&first, 1500.0).unwrap(), 1);
     let stats = bus.stats(ch).unwrap();
@@ -408,11 +269,7 @@ fn a_group_gives_each_message_to_one_member() {
     let ch = bus.channel("jobs").unwrap();
     let g = group_of(&mut bus, ch, 1000.0, 3);
     let (m1, m2) = (bus.join(g, EP, 10).unwrap(), bus.join(g, EP, 10).unwrap());
-    bus.publish(
-        &(0..6u8).flat_map(|i| msg(ch, &[i])).collect::<Vec<_>>(),
-        0.0,
-    )
-    .unwrap();
+    bus.publish(&(0..6u8).flat_map(|i| msg(ch, &[i])).collect::<Vec<_>>(), 0.0).unwrap();
     let got = drain_all(&mut bus, EP, 0.0);
     assert_eq!(got.len(), 6);
     let mut seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
@@ -424,16 +281,8 @@ fn a_group_gives_each_message_to_one_member() {
         bus.ack(r.consumer, r.seq, r.attempt).unwrap();
     }
     let stats = bus.group_stats(g).unwrap();
-    assert_eq!(
-        (stats.delivered, stats.acked, stats.pending, stats.backlog),
-        (6, 6, 0, 0)
-    );
-    assert_eq!(
-        bus.ack(got[0].consumer, got[0].seq, got[0].attempt)
-            .unwrap_err()
-            .code(),
-        "STALE_ACK"
-    );
+    assert_eq!((stats.delivered, stats.acked, stats.pending, stats.backlog), (6, 6, 0, 0));
+    assert_eq!(bus.ack(got[0].consumer, got[0].seq, got[0].attempt).unwrap_err().code(), "STALE_ACK");
 }
 
 #[test]
@@ -453,10 +302,7 @@ fn an_unacked_message_is_redelivered_after_the_visibility_timeout() {
     assert_eq!((second[0].consumer, second[0].seq), (m2, 0));
     assert_ne!(second[0].attempt, first[0].attempt);
     // The first member wakes up late: its ack is stale and changes nothing.
-    assert!(matches!(
-        bus.ack(m1, 0, first[0].attempt),
-        Err(BusError::StaleAck { seq: 0, .. })
-    ));
+    assert!(matches!(bus.ack(m1, 0, first[0].attempt), Err(BusError::StaleAck { seq: 0, .. })));
     bus.ack(m2, 0, second[0].attempt).unwrap();
     assert_eq!(bus.group_stats(g).unwrap().redelivered, 1);
 }
@@ -467,46 +313,25 @@ fn after_max_deliveries_a_message_is_dead_lettered_with_its_reason() {
     let ch = bus.channel("jobs").unwrap();
     let g = group_of(&mut bus, ch, 100.0, 2);
     let m = bus.join(g, EP, 1).unwrap();
-    bus.publish(&encode(ch, 1, 0.0, b"id-1", b"poison"), 0.0)
-        .unwrap();
+    bus.publish(&encode(ch, 1, 0.0, b"id-1", b"poison"), 0.0).unwrap();
     let r = drain_all(&mut bus, EP, 0.0).remove(0);
     bus.nack(m, r.seq, r.attempt, 0.0, None, 1.0).unwrap();
     let r = drain_all(&mut bus, EP, 2.0).remove(0);
     bus.nack(m, r.seq, r.attempt, 0.0, None, 3.0).unwrap();
     assert!(drain_all(&mut bus, EP, 4.0).is_empty());
     let dlq = bus.channel("jobs.dead-letter").unwrap();
-    let s = bus
-        .subscribe(
-            EP,
-            dlq,
-            SubscribeOptions {
-                start: StartAt::Earliest,
-                ..SubscribeOptions::default()
-            },
-        )
-        .unwrap();
+    let s =
+        bus.subscribe(EP, dlq, SubscribeOptions { start: StartAt::Earliest, ..SubscribeOptions::default() }).unwrap();
     let dead = drain_all(&mut bus, EP, 5.0);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].consumer, s);
     assert_eq!(dead[0].body, b"poison");
     assert_eq!(frame::id(&dead[0].frame), b"id-1");
-    assert_eq!(
-        header(&dead[0].frame, "x-orrery-dead-letter-reason").as_deref(),
-        Some("max-deliveries")
-    );
-    assert_eq!(
-        header(&dead[0].frame, "x-orrery-deliveries").as_deref(),
-        Some("2")
-    );
-    assert_eq!(
-        header(&dead[0].frame, "x-orrery-origin-channel").as_deref(),
-        Some("jobs")
-    );
+    assert_eq!(header(&dead[0].frame, "x-orrery-dead-letter-reason").as_deref(), Some("max-deliveries"));
+    assert_eq!(header(&dead[0].frame, "x-orrery-deliveries").as_deref(), Some("2"));
+    assert_eq!(header(&dead[0].frame, "x-orrery-origin-channel").as_deref(), Some("jobs"));
     let stats = bus.group_stats(g).unwrap();
-    assert_eq!(
-        (stats.nacked, stats.dead_lettered, stats.pending),
-        (2, 1, 0)
-    );
+    assert_eq!((stats.nacked, stats.dead_lettered, stats.pending), (2, 1, 0));
 }
 
 #[test]
@@ -515,27 +340,14 @@ fn a_permanent_nack_dead_letters_at_once_and_a_delayed_one_waits() {
     let ch = bus.channel("jobs").unwrap();
     let g = group_of(&mut bus, ch, 1000.0, 5);
     let m = bus.join(g, EP, 5).unwrap();
-    bus.publish(&[msg(ch, b"bad"), msg(ch, b"flaky")].concat(), 0.0)
-        .unwrap();
+    bus.publish(&[msg(ch, b"bad"), msg(ch, b"flaky")].concat(), 0.0).unwrap();
     let got = drain_all(&mut bus, EP, 0.0);
-    bus.nack(
-        m,
-        got[0].seq,
-        got[0].attempt,
-        0.0,
-        Some("validation failed"),
-        1.0,
-    )
-    .unwrap();
-    bus.nack(m, got[1].seq, got[1].attempt, 50.0, None, 1.0)
-        .unwrap();
+    bus.nack(m, got[0].seq, got[0].attempt, 0.0, Some("validation failed"), 1.0).unwrap();
+    bus.nack(m, got[1].seq, got[1].attempt, 50.0, None, 1.0).unwrap();
     assert!(drain_all(&mut bus, EP, 2.0).is_empty());
     bus.tick(51.0);
     let retried = drain_all(&mut bus, EP, 51.0);
-    assert_eq!(
-        retried.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
-        vec![b"flaky".to_vec()]
-    );
+    assert_eq!(retried.iter().map(|r| r.body.clone()).collect::<Vec<_>>(), vec![b"flaky".to_vec()]);
     assert_eq!(bus.stats(ch).unwrap().dead_lettered, 1);
 }
 
@@ -545,26 +357,15 @@ fn a_member_can_claim_stale_entries_and_a_leaving_member_releases_its_own() {
     let ch = bus.channel("jobs").unwrap();
     let g = group_of(&mut bus, ch, 10_000.0, 5);
     let stuck = bus.join(g, EP, 5).unwrap();
-    bus.publish(&[msg(ch, b"a"), msg(ch, b"b")].concat(), 0.0)
-        .unwrap();
+    bus.publish(&[msg(ch, b"a"), msg(ch, b"b")].concat(), 0.0).unwrap();
     drain_all(&mut bus, EP, 0.0);
     let helper = bus.join(g, EP, 5).unwrap();
-    assert_eq!(
-        bus.claim(helper, 500.0, 10, 100.0).unwrap(),
-        0,
-        "not idle long enough"
-    );
+    assert_eq!(bus.claim(helper, 500.0, 10, 100.0).unwrap(), 0, "not idle long enough");
     assert_eq!(bus.claim(helper, 500.0, 1, 600.0).unwrap(), 1);
     let claimed = drain_all(&mut bus, EP, 600.0);
     assert_eq!((claimed[0].consumer, claimed[0].seq), (helper, 0));
     let pending = bus.pending(g, 600.0).unwrap();
-    assert_eq!(
-        pending
-            .iter()
-            .map(|p| (p.seq, p.member))
-            .collect::<Vec<_>>(),
-        vec![(0, helper), (1, stuck)]
-    );
+    assert_eq!(pending.iter().map(|p| (p.seq, p.member)).collect::<Vec<_>>(), vec![(0, helper), (1, stuck)]);
     bus.unsubscribe(stuck).unwrap();
     let released = drain_all(&mut bus, EP, 700.0);
     assert_eq!((released[0].consumer, released[0].seq), (helper, 1));
@@ -575,23 +376,12 @@ fn a_group_with_no_room_pushes_back_on_publishers() {
     let mut bus = Bus::default();
     let ch = bus.channel("jobs").unwrap();
     let g = bus
-        .group(
-            ch,
-            "w",
-            GroupOptions {
-                capacity: 1,
-                overflow: Overflow::Reject,
-                ..GroupOptions::default()
-            },
-        )
+        .group(ch, "w", GroupOptions { capacity: 1, overflow: Overflow::Reject, ..GroupOptions::default() })
         .unwrap();
     bus.join(g, EP, 1).unwrap();
     bus.publish(&msg(ch, b"1"), 0.0).unwrap(); // handed to the member
     bus.publish(&msg(ch, b"2"), 0.0).unwrap(); // buffered
-    assert_eq!(
-        bus.publish(&msg(ch, b"3"), 0.0).unwrap_err().code(),
-        "BACKPRESSURE"
-    );
+    assert_eq!(bus.publish(&msg(ch, b"3"), 0.0).unwrap_err().code(), "BACKPRESSURE");
     assert_eq!(bus.group_stats(g).unwrap().backlog, 1);
 }
 
@@ -599,40 +389,23 @@ fn a_group_with_no_room_pushes_back_on_publishers() {
 fn request_reply_no_responder_timeout_and_late_reply() {
     let mut bus = Bus::default();
     let ch = bus.channel("svc").unwrap();
-    assert_eq!(
-        bus.request(EP, &msg(ch, b"q"), 100.0, 0.0)
-            .unwrap_err()
-            .code(),
-        "NO_RESPONDER"
-    );
+    assert_eq!(bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap_err().code(), "NO_RESPONDER");
     let responder = sub(&mut bus, ch);
     let token = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
     let req = drain_all(&mut bus, EP, 0.0).remove(0);
-    assert_eq!(
-        (req.consumer, frame::reply_token(&req.frame)),
-        (responder, token)
-    );
+    assert_eq!((req.consumer, frame::reply_token(&req.frame)), (responder, token));
     let mut answer = msg(ch, b"a");
     frame::set_reply_token(&mut answer, token);
     assert!(bus.reply(&answer).unwrap());
     let reply = drain_all(&mut bus, EP, 1.0).remove(0);
-    assert_eq!(
-        (reply.consumer, reply.attempt, reply.body.as_slice()),
-        (REPLY_CONSUMER, token, &b"a"[..])
-    );
+    assert_eq!((reply.consumer, reply.attempt, reply.body.as_slice()), (REPLY_CONSUMER, token, &b"a"[..]));
 
     let token = bus.request(EP, &msg(ch, b"slow"), 100.0, 0.0).unwrap();
     drain_all(&mut bus, EP, 0.0);
     bus.tick(100.0);
     let events = drain_all(&mut bus, EP, 100.0);
-    assert_eq!(
-        (events[0].consumer, events[0].attempt),
-        (EVENT_CONSUMER, EventKind::RequestTimeout as u32)
-    );
-    assert_eq!(
-        u32::from_le_bytes(events[0].body[..4].try_into().unwrap()),
-        token
-    );
+    assert_eq!((events[0].consumer, events[0].attempt), (EVENT_CONSUMER, EventKind::RequestTimeout as u32));
+    assert_eq!(u32::from_le_bytes(events[0].body[..4].try_into().unwrap()), token);
     frame::set_reply_token(&mut answer, token);
     assert!(!bus.reply(&answer).unwrap());
     assert_eq!(bus.late_replies(), 1);
@@ -650,94 +423,37 @@ fn endpoints_get_their_own_deliveries_and_wakeups_and_closing_one_releases_its_w
     bus.publish(&msg(ch, b"m"), 0.0).unwrap();
     assert_eq!(bus.take_wakeups(), vec![EP, worker]);
     assert!(bus.take_wakeups().is_empty(), "woken once until drained");
-    assert_eq!(
-        drain_all(&mut bus, EP, 0.0)
-            .iter()
-            .map(|r| r.consumer)
-            .collect::<Vec<_>>(),
-        vec![local_sub]
-    );
+    assert_eq!(drain_all(&mut bus, EP, 0.0).iter().map(|r| r.consumer).collect::<Vec<_>>(), vec![local_sub]);
     let at_worker = drain_all(&mut bus, worker, 0.0);
     assert_eq!(at_worker[0].consumer, remote);
     bus.close_endpoint(worker).unwrap();
     assert_eq!(bus.group_stats(g).unwrap().members, 0);
     let local = bus.join(g, EP, 5).unwrap();
     let again = drain_all(&mut bus, EP, 1.0);
-    assert_eq!(
-        (again[0].consumer, again[0].seq),
-        (local, 0),
-        "the closed endpoint's unacked message is redelivered"
-    );
-    assert_eq!(
-        bus.close_endpoint(worker).unwrap_err().code(),
-        "UNKNOWN_ENDPOINT"
-    );
+    assert_eq!((again[0].consumer, again[0].seq), (local, 0), "the closed endpoint's unacked message is redelivered");
+    assert_eq!(bus.close_endpoint(worker).unwrap_err().code(), "UNKNOWN_ENDPOINT");
 }
 
 #[test]
 fn bad_ids_and_options_get_typed_errors() {
     let mut bus = Bus::default();
     let ch = bus.channel("c").unwrap();
+    assert_eq!(bus.unsubscribe(12345).unwrap_err().code(), "UNKNOWN_SUBSCRIPTION");
+    assert_eq!(bus.subscribe(EP, 42, SubscribeOptions::default()).unwrap_err().code(), "UNKNOWN_CHANNEL");
+    assert_eq!(bus.subscribe(77, ch, SubscribeOptions::default()).unwrap_err().code(), "UNKNOWN_ENDPOINT");
     assert_eq!(
-        bus.unsubscribe(12345).unwrap_err().code(),
-        "UNKNOWN_SUBSCRIPTION"
-    );
-    assert_eq!(
-        bus.subscribe(EP, 42, SubscribeOptions::default())
-            .unwrap_err()
-            .code(),
-        "UNKNOWN_CHANNEL"
-    );
-    assert_eq!(
-        bus.subscribe(77, ch, SubscribeOptions::default())
-            .unwrap_err()
-            .code(),
-        "UNKNOWN_ENDPOINT"
-    );
-    assert_eq!(
-        bus.subscribe(
-            EP,
-            ch,
-            SubscribeOptions {
-                capacity: 0,
-                ..SubscribeOptions::default()
-            }
-        )
-        .unwrap_err()
-        .code(),
+        bus.subscribe(EP, ch, SubscribeOptions { capacity: 0, ..SubscribeOptions::default() }).unwrap_err().code(),
         "INVALID_OPTION"
     );
     assert_eq!(bus.join(999, EP, 1).unwrap_err().code(), "UNKNOWN_GROUP");
+    assert_eq!(bus.group(ch, "bad name", GroupOptions::default()).unwrap_err().code(), "INVALID_NAME");
     assert_eq!(
-        bus.group(ch, "bad name", GroupOptions::default())
-            .unwrap_err()
-            .code(),
-        "INVALID_NAME"
-    );
-    assert_eq!(
-        bus.group(
-            ch,
-            "g",
-            GroupOptions {
-                max_deliveries: 0,
-                ..GroupOptions::default()
-            }
-        )
-        .unwrap_err()
-        .code(),
+        bus.group(ch, "g", GroupOptions { max_deliveries: 0, ..GroupOptions::default() }).unwrap_err().code(),
         "INVALID_OPTION"
     );
-    assert_eq!(
-        bus.request(EP, &msg(ch, b""), -1.0, 0.0)
-            .unwrap_err()
-            .code(),
-        "INVALID_OPTION"
-    );
+    assert_eq!(bus.request(EP, &msg(ch, b""), -1.0, 0.0).unwrap_err().code(), "INVALID_OPTION");
     assert_eq!(Overflow::from_code(9).unwrap_err().code(), "INVALID_OPTION");
-    assert_eq!(
-        StartAt::from_code(2, -1.0).unwrap_err().code(),
-        "INVALID_OPTION"
-    );
+    assert_eq!(StartAt::from_code(2, -1.0).unwrap_err().code(), "INVALID_OPTION");
 }
 
 #[derive(Debug, Clone)]
@@ -830,15 +546,8 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum SubOp {
-    Publish {
-        channel: u8,
-        count: u8,
-        priority: u8,
-    },
-    Subscribe {
-        channel: u8,
-        earliest: bool,
-    },
+    Publish { channel: u8, count: u8, priority: u8 },
+    Subscribe { channel: u8, earliest: bool },
     Unsubscribe(u8),
     Drain(u16),
 }
@@ -935,9 +644,13 @@ fn a_publisher_told_to_wait_is_woken_when_another_endpoint_makes_room() {
     let mut bus = Bus::default();
     let ch = bus.channel("x").unwrap();
     let publisher = bus.open_endpoint().unwrap();
-    bus.subscribe(EP, ch, SubscribeOptions { capacity: 1, overflow: Overflow::Block, ..SubscribeOptions::default() }).unwrap();
+    bus.subscribe(EP, ch, SubscribeOptions { capacity: 1, overflow: Overflow::Block, ..SubscribeOptions::default() })
+        .unwrap();
     bus.publish_from(publisher, &msg(ch, b"1"), 0.0).unwrap();
-    assert!(matches!(bus.publish_from(publisher, &msg(ch, b"2"), 0.0), Err(BusError::Backpressure { block: true, .. })));
+    assert!(matches!(
+        bus.publish_from(publisher, &msg(ch, b"2"), 0.0),
+        Err(BusError::Backpressure { block: true, .. })
+    ));
     assert_eq!(bus.take_wakeups(), vec![EP], "only the subscriber has work so far");
     drain_all(&mut bus, EP, 0.0);
     assert_eq!(bus.take_wakeups(), vec![publisher], "the drain made room: wake the waiting publisher");

@@ -93,11 +93,7 @@ impl Bus {
         while let Some(kind) = self.timers.pop_due(now) {
             fired += 1;
             match kind {
-                TimerKind::Retry {
-                    group,
-                    seq,
-                    attempt,
-                } => self.retry_due(group, seq, attempt),
+                TimerKind::Retry { group, seq, attempt } => self.retry_due(group, seq, attempt),
                 TimerKind::Request { token } => {
                     if let Some(request) = self.requests.remove(&token) {
                         if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
