@@ -58,8 +58,13 @@ export interface RawBus {
 
 /** One bus inside an engine: the raw calls, error-translated, plus draining and sharing. */
 export interface BusCore extends RawBus {
-  /** The next batch of records, or undefined when none wait. The view is valid until the next call. */
+  /**
+   * Fires the deadlines due by `now`, then returns the next batch of records, or undefined when
+   * none wait. The view is valid until the next call.
+   */
   drainRecords(now: number): Uint8Array | undefined
+  /** Whether the last `drainRecords` left nothing behind (no need to call again). */
+  readonly drainedAll: boolean
   /** A handle other threads attach with (native engine only). */
   share(): number
   /** Sets the function called when another thread gives this endpoint work (null clears it). */

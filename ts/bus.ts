@@ -50,6 +50,9 @@ export interface BatchItem {
 
 const NO_OPTIONS: PublishOptions = Object.freeze({})
 
+/** Drain rounds one flush may run before it yields to the event loop. */
+const MAX_FLUSH_ROUNDS = 64
+
 /** What a publish did: how many messages were appended, and their ids (made on first read). */
 export class Published {
   private strings: string[] | undefined
@@ -146,6 +149,9 @@ export class Bus {
   private readonly generated = { prefix: new TextEncoder().encode(this.idPrefix), n: 0 }
   private spaceWaiters: Array<() => void> = []
   private flushQueued = false
+  private flushing = false
+  private dirty = false
+  private deadlineAdded = false
   private timer: ReturnType<typeof setTimeout> | undefined
   private timerAt = Infinity
   private closed = false
@@ -205,13 +211,23 @@ export class Bus {
   }
 
   /** Publishes a batch all or nothing, in one crossing into the core. */
-  async publishBatch(items: ReadonlyArray<BatchItem>): Promise<Published> {
+  publishBatch(items: ReadonlyArray<BatchItem>): Promise<Published> {
+    // The common case settles at once; only a full blocking consumer takes the waiting path.
+    try {
+      return Promise.resolve(this.publishNow(items))
+    } catch (err) {
+      if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return this.publishWhenRoom(items)
+      return Promise.reject(err)
+    }
+  }
+
+  private async publishWhenRoom(items: ReadonlyArray<BatchItem>): Promise<Published> {
     for (;;) {
+      await this.spaceFreed()
       try {
         return this.publishNow(items)
       } catch (err) {
         if (!(isOrreryError(err, 'BACKPRESSURE') && err.details['wait'])) throw err
-        await this.spaceFreed()
       }
     }
   }
@@ -283,7 +299,7 @@ export class Bus {
         id = this.core.subscribe(this.channelId(channel), mode, value, options.buffer ?? 10_000, overflowOf(options.overflow))
         const schema = options.schema
         this.addConsumer(id, channel, (seq, _attempt, frame) => {
-          const message = new FrameMessage<T>(channel, seq, frame, this.idPrefix)
+          const message = new FrameMessage<T>(channel, seq, frame)
           if (!schema) return sink.next(message)
           this.validated(schema, message, (ok) => { if (ok) sink.next(message) })
         })
@@ -365,14 +381,20 @@ export class Bus {
    * once; no reply within `timeout` ms (default 5,000): `TIMEOUT`; a handler that throws:
    * `HANDLER_ERROR` with its message.
    */
-  async request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
-    this.assertOpen()
-    const { timeout = 5_000, ...publish } = options
-    const now = this.now()
-    const w = this.writer
-    w.reset()
-    this.encode(w, this.channelId(channel), payload, { kind: 'query', ...publish }, now, 0)
-    const token = this.core.request(w.bytes(), timeout, now)
+  request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
+    // Not `async`: every async wrapper adds promise hops to a round trip measured in microseconds.
+    let token: number
+    try {
+      this.assertOpen()
+      const now = this.now()
+      const w = this.writer
+      w.reset()
+      this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0)
+      token = this.core.request(w.bytes(), options.timeout ?? 5_000, now)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    this.noteDeadline()
     this.scheduleFlush()
     return new Promise<Message<R>>((resolve, reject) => {
       this.requests.set(token, { resolve: resolve as (m: Message) => void, reject, channel })
@@ -384,18 +406,23 @@ export class Bus {
    * member of group `group` so replicas share the load). Returns the unsubscribe function.
    */
   respond<T = unknown, R = unknown>(channel: string, handler: (request: Message<T>) => Reply<R>, options: { group?: string; codec?: CodecName } = {}): () => void {
-    const answer = (message: FrameMessage<T>): Promise<void> => {
+    const answer = (message: FrameMessage<T>): Promise<void> | void => {
       const token = message.replyToken
-      return Promise.resolve()
-        .then(() => handler(message))
-        .then(
-          (result) => this.sendReply(channel, token, result, { kind: 'response', correlationId: message.id, ...(options.codec ? { codec: options.codec } : {}) }),
-          (error: unknown) => {
-            this.eventSubject.next({ type: 'handler-error', channel, seq: message.seq, error })
-            const e = error as { message?: string; code?: string }
-            this.sendReply(channel, token, { message: e?.message ?? String(error), code: e?.code ?? null }, { kind: 'error', correlationId: message.id })
-          },
-        )
+      const ok = (result: R) => this.sendReply(channel, token, result, { kind: 'response', correlationId: message.id, ...(options.codec ? { codec: options.codec } : {}) })
+      const fail = (error: unknown) => {
+        this.eventSubject.next({ type: 'handler-error', channel, seq: message.seq, error })
+        const e = error as { message?: string; code?: string }
+        this.sendReply(channel, token, { message: e?.message ?? String(error), code: e?.code ?? null }, { kind: 'error', correlationId: message.id })
+      }
+      // A handler that answers synchronously replies inside the same flush: no microtask hop.
+      let result: Reply<R>
+      try {
+        result = handler(message)
+      } catch (error) {
+        return fail(error)
+      }
+      if (result instanceof Promise) return result.then(ok, fail)
+      return ok(result)
     }
     if (options.group) {
       const member = this.group<T>(channel, options.group).consume((d) => answer(d.message as FrameMessage<T>))
@@ -432,6 +459,10 @@ export class Bus {
 
   /** @internal */
   scheduleFlush(): void {
+    if (this.flushing) {
+      this.dirty = true
+      return
+    }
     if (this.flushQueued || this.closed) return
     this.flushQueued = true
     queueMicrotask(() => {
@@ -446,18 +477,35 @@ export class Bus {
    */
   flush(): void {
     const now = this.now()
-    this.core.tick(now)
-    for (;;) {
-      const batch = this.core.drainRecords(now)
-      if (!batch) break
-      // Copy the whole batch out before running any handler: a handler may call into the core,
-      // which invalidates the drained view (wasm memory can even move). The copy is the only
-      // one: each record's frame is a view into it.
-      forEachRecord(batch.slice(), this.routeRecord)
+    this.flushing = true
+    try {
+      // Handlers that publish, reply or ack while being fed make more work for this endpoint;
+      // it is drained in the same flush (a request answered synchronously costs no extra
+      // microtask), up to a bound so that a handler feeding itself still lets the loop breathe.
+      for (let round = 0; round < MAX_FLUSH_ROUNDS; round++) {
+        this.dirty = false
+        // Fires due deadlines, then drains. Copy the batch out before running any handler: a
+        // handler may call into the core, which invalidates the view (wasm memory can move).
+        const batch = this.core.drainRecords(now)
+        if (batch) forEachRecord(batch.slice(), this.routeRecord)
+        if (this.core.drainedAll && !this.dirty) break
+        if (round === MAX_FLUSH_ROUNDS - 1) this.dirty = true
+      }
+    } finally {
+      this.flushing = false
     }
+    if (this.dirty) this.scheduleFlush()
     // Room may have been made by this drain, or (when another thread woke us) by that thread.
     this.roomMade()
-    this.armTimer()
+    if (this.deadlineAdded) {
+      this.deadlineAdded = false
+      this.armTimer()
+    }
+  }
+
+  /** @internal Something may have added a deadline earlier than the armed timer (a request, a delivery to a group member, a delayed nack). */
+  noteDeadline(): void {
+    this.deadlineAdded = true
   }
 
   private readonly routeRecord = (consumer: number, attempt: number, seq: number, frame: Uint8Array): void => this.route(consumer, attempt, seq, frame)
@@ -467,7 +515,7 @@ export class Bus {
       const waiting = this.requests.get(attempt)
       if (!waiting) return
       this.requests.delete(attempt)
-      const message = new FrameMessage(waiting.channel, seq, frame, this.idPrefix)
+      const message = new FrameMessage(waiting.channel, seq, frame)
       if (message.kind === 'error') {
         const { message: text, code } = message.payload as { message: string; code: string | null }
         waiting.reject(new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, { details: { remoteCode: code, channel: waiting.channel } }))
@@ -512,6 +560,7 @@ export class Bus {
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.timerAt = Infinity
+      this.deadlineAdded = true // re-arm for whatever comes next
       if (!this.closed) this.flush()
     }, Math.max(0, at - this.now()))
   }

@@ -256,44 +256,77 @@ export interface DecodedFrame extends FrameMeta {
   payload: Uint8Array
 }
 
-/** Decodes a frame (a copy the caller owns). */
-export function decodeFrame(frame: Uint8Array): DecodedFrame {
-  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength)
+/** Reads a little-endian u32. */
+function u32(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0
+}
+
+/** Decodes UTF-8; short ASCII (ids, names) without TextDecoder, which costs ~100 ns a call. */
+function utf8(bytes: Uint8Array, start: number, end: number): string {
+  if (end - start <= 32) {
+    let ascii = true
+    for (let i = start; i < end; i++) if (bytes[i]! > 0x7f) { ascii = false; break }
+    if (ascii) return String.fromCharCode.apply(null, bytes.subarray(start, end) as unknown as number[])
+  }
+  return decoder.decode(bytes.subarray(start, end))
+}
+
+/** The metadata strings by position: id, sender, recipient, correlation id, causation id, schema. */
+export const MetaString = { Id: 0, Sender: 1, Recipient: 2, CorrelationId: 3, CausationId: 4, Schema: 5 } as const
+export type MetaString = (typeof MetaString)[keyof typeof MetaString]
+
+/** One metadata string of a frame (undefined when empty). */
+export function frameString(frame: Uint8Array, which: MetaString): string | undefined {
   let at = LAYOUT.headerLen
-  const str8 = (): string | undefined => {
-    const len = frame[at]!
-    const s = len === 0 ? undefined : decoder.decode(frame.subarray(at + 1, at + 1 + len))
-    at += 1 + len
-    return s
-  }
-  const str16 = (): string => {
-    const len = v.getUint16(at, true)
-    const s = decoder.decode(frame.subarray(at + 2, at + 2 + len))
-    at += 2 + len
-    return s
-  }
-  const id = str8() ?? ''
-  const sender = str8()
-  const recipient = str8()
-  const correlationId = str8()
-  const causationId = str8()
-  const schema = str8()
-  const headerCount = v.getUint16(at, true)
+  for (let i = 0; i < which; i++) at += 1 + frame[at]!
+  const len = frame[at]!
+  return len === 0 ? undefined : utf8(frame, at + 1, at + 1 + len)
+}
+
+/** The headers of a frame. */
+export function frameHeaders(frame: Uint8Array): Record<string, string> {
+  let at = LAYOUT.headerLen
+  for (let i = 0; i < 6; i++) at += 1 + frame[at]!
+  const count = frame[at]! | (frame[at + 1]! << 8)
   at += 2
   const headers: Record<string, string> = {}
-  for (let i = 0; i < headerCount; i++) {
-    const k = str16()
-    headers[k] = str16()
+  for (let i = 0; i < count; i++) {
+    const kLen = frame[at]! | (frame[at + 1]! << 8)
+    const k = utf8(frame, at + 2, at + 2 + kLen)
+    at += 2 + kLen
+    const vLen = frame[at]! | (frame[at + 1]! << 8)
+    headers[k] = utf8(frame, at + 2, at + 2 + vLen)
+    at += 2 + vLen
   }
-  const metaEnd = LAYOUT.headerLen + v.getUint32(LAYOUT.offMetaLen, true)
+  return headers
+}
+
+/** The payload bytes of a frame (a view). */
+export function framePayload(frame: Uint8Array): Uint8Array {
+  return frame.subarray(LAYOUT.headerLen + u32(frame, LAYOUT.offMetaLen), u32(frame, 0))
+}
+
+/** A frame's f64 field at `offset` (timestamp, expiry). */
+export function frameF64(frame: Uint8Array, offset: number): number {
+  return new DataView(frame.buffer, frame.byteOffset + offset, 8).getFloat64(0, true)
+}
+
+/** Decodes every field of a frame at once (the delivery path decodes field by field instead). */
+export function decodeFrame(frame: Uint8Array): DecodedFrame {
   return {
-    channel: v.getUint32(LAYOUT.offChannel, true),
+    channel: u32(frame, LAYOUT.offChannel),
     kind: KINDS[frame[LAYOUT.offKind]!]!,
     priority: PRIORITIES[frame[LAYOUT.offPriority]!]!,
     codec: CODECS[frame[LAYOUT.offCodec]!] ?? 'raw',
-    timestamp: v.getFloat64(LAYOUT.offTimestamp, true),
-    expiresAt: v.getFloat64(LAYOUT.offExpires, true),
-    id, sender, recipient, correlationId, causationId, schema, headers,
-    payload: frame.subarray(metaEnd, v.getUint32(0, true)),
+    timestamp: frameF64(frame, LAYOUT.offTimestamp),
+    expiresAt: frameF64(frame, LAYOUT.offExpires),
+    id: frameString(frame, MetaString.Id) ?? '',
+    sender: frameString(frame, MetaString.Sender),
+    recipient: frameString(frame, MetaString.Recipient),
+    correlationId: frameString(frame, MetaString.CorrelationId),
+    causationId: frameString(frame, MetaString.CausationId),
+    schema: frameString(frame, MetaString.Schema),
+    headers: frameHeaders(frame),
+    payload: framePayload(frame),
   }
 }

@@ -63,7 +63,8 @@ export class Group<T = unknown> {
       start: (sink) => {
         id = bus.core.join(this.id, options.maxInFlight ?? 64)
         bus.addConsumer(id, this.channel, (seq, attempt, frame) => {
-          const message = new FrameMessage<T>(this.channel, seq, frame, '')
+          bus.noteDeadline() // the delivery started a lease
+          const message = new FrameMessage<T>(this.channel, seq, frame)
           const delivery = this.delivery(id, message, attempt)
           if (!schema) return sink.next(delivery)
           bus.validated(schema, message, (ok, error) => {
@@ -104,6 +105,7 @@ export class Group<T = unknown> {
         const delay = options.delay ?? 0
         if (!(delay >= 0)) throw new OrreryError('INVALID_OPTION', 'delay must be a number of ms >= 0', { details: { option: 'delay', value: delay } })
         bus.core.nack(member, message.seq, attempt, delay, options.deadLetter ?? '', bus.now())
+        if (delay > 0) bus.noteDeadline()
         bus.roomMade()
         bus.scheduleFlush()
       },
@@ -151,6 +153,7 @@ export class Group<T = unknown> {
   /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */
   claim(memberId: number, options: { minIdle: number; max?: number }): number {
     const n = this.bus.core.claim(memberId, options.minIdle, options.max ?? 100, this.bus.now())
+    this.bus.noteDeadline()
     this.bus.scheduleFlush()
     return n
   }

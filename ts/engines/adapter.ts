@@ -11,7 +11,10 @@ export type Guard = <T>(call: () => T) => T
 
 /** How an engine hands drained records over. */
 export interface Drainer {
+  /** Fires due deadlines, then drains; undefined when nothing was written. */
   drain(now: number): Uint8Array | undefined
+  /** Whether the last drain left the endpoint empty. */
+  readonly done: boolean
 }
 
 export interface EngineHooks {
@@ -63,6 +66,9 @@ export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: Eng
     groupStats: (group) => guard(() => raw.groupStats(group)),
     lateReplies: () => guard(() => raw.lateReplies()),
     drainRecords: (now) => guard(() => drainer.drain(now)),
+    get drainedAll() {
+      return drainer.done
+    },
     share: () => guard(() => hooks.share()),
     setWaker: (wake) => guard(() => hooks.setWaker(wake)),
     free: () => hooks.free(),

@@ -33,12 +33,17 @@ const guard: Guard = (call) => {
 function adapt(handle: NativeBusHandle) {
   let out = new Uint8Array(DRAIN_BYTES)
   const drainer = {
+    done: false,
     drain(now: number): Uint8Array | undefined {
       for (;;) {
-        const n = handle.drain(out, now)
-        if (n > 0) return out.subarray(0, n)
-        if (n === 0) return undefined
-        out = new Uint8Array(Math.max(-n, out.length * 2))
+        const result = handle.drain(out, now)
+        if (result < 0) {
+          out = new Uint8Array(Math.max(-result, out.length * 2))
+          continue
+        }
+        this.done = result % 2 === 1
+        const n = (result - (result % 2)) / 2
+        return n === 0 ? undefined : out.subarray(0, n)
       }
     },
   }

@@ -48,16 +48,18 @@ export function wasmBackend(binding: WasmBinding): Backend {
   const adapt = (handle: WasmBusHandle) => {
     let capacity = DRAIN_BYTES
     const drainer = {
+      done: false,
       drain(now: number): Uint8Array | undefined {
         for (;;) {
-          const n = handle.drain(capacity, now)
-          if (n === 0) return undefined
-          if (n < 0) {
-            capacity = Math.max(-n, capacity * 2)
+          const result = handle.drain(capacity, now)
+          if (result < 0) {
+            capacity = Math.max(-result, capacity * 2)
             continue
           }
+          this.done = result % 2 === 1
+          const n = (result - (result % 2)) / 2
           // A view straight into the instance's memory: valid until the next call into it.
-          return new Uint8Array(binding.wasmMemory().buffer, handle.scratchPtr(), n)
+          return n === 0 ? undefined : new Uint8Array(binding.wasmMemory().buffer, handle.scratchPtr(), n)
         }
       },
     }

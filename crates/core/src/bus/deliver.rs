@@ -93,7 +93,13 @@ impl Bus {
         for id in owned {
             self.unsubscribe(id)?;
         }
-        self.requests.retain(|_, r| r.endpoint != endpoint);
+        let timers = &mut self.timers;
+        self.requests.retain(|&token, r| {
+            if r.endpoint == endpoint {
+                timers.cancel_request(r.deadline, token);
+            }
+            r.endpoint != endpoint
+        });
         self.endpoints.remove(endpoint);
         Ok(())
     }

@@ -5,7 +5,6 @@
 
 use super::group::Group;
 use super::options::check_ms;
-use super::timer::TimerKind;
 use super::{next_token, Bus, Frame};
 use crate::error::BusError;
 use crate::frame;
@@ -16,6 +15,8 @@ use crate::Millis;
 pub(super) struct Request {
     /// The endpoint the reply goes to.
     pub(super) endpoint: u32,
+    /// When it times out.
+    pub(super) deadline: Millis,
 }
 
 impl Bus {
@@ -44,8 +45,8 @@ impl Bus {
         let stored = self.channels[header.channel as usize].arena.store(batch, now, token);
         self.append(header.channel, &stored, now);
         self.after_append(header.channel, now);
-        self.requests.insert(token, Request { endpoint });
-        self.timers.push(now + timeout, TimerKind::Request { token });
+        self.requests.insert(token, Request { endpoint, deadline: now + timeout });
+        self.timers.add_request(now + timeout, token);
         Ok(token)
     }
 
@@ -68,6 +69,7 @@ impl Bus {
             self.late_replies += 1;
             return Ok(false);
         };
+        self.timers.cancel_request(request.deadline, token);
         if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
             ep.reply(token, Frame::copy_from_slice(batch));
         }

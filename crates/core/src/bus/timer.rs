@@ -3,7 +3,7 @@
 //! after) [`Bus::next_deadline`]. Stale entries (an ack came first) are skipped when they fire.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 
 use super::deliver::EventKind;
 use super::Bus;
@@ -20,11 +20,6 @@ pub enum TimerKind {
         seq: u64,
         /// The attempt the delay belongs to.
         attempt: u32,
-    },
-    /// A request's timeout.
-    Request {
-        /// The request's token.
-        token: u32,
     },
 }
 
@@ -45,16 +40,38 @@ impl Ord for Deadline {
     }
 }
 
-/// A min-heap of deadlines.
+/// Deadlines: retry delays in a min-heap (they are rare, and a stale one costs a no-op when it
+/// fires), request timeouts in an ordered set (one per request, removed when the reply comes,
+/// so a busy request/response stream leaves no stale entries behind).
 #[derive(Debug, Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<(Deadline, TimerKind)>>,
+    requests: BTreeSet<(Deadline, u32)>,
 }
 
 impl Timers {
     /// Schedules `kind` at `at`.
     pub fn push(&mut self, at: Millis, kind: TimerKind) {
         self.heap.push(Reverse((Deadline(at), kind)));
+    }
+
+    /// Schedules the timeout of request `token` at `at`.
+    pub fn add_request(&mut self, at: Millis, token: u32) {
+        self.requests.insert((Deadline(at), token));
+    }
+
+    /// Cancels the timeout of request `token`, scheduled at `at`.
+    pub fn cancel_request(&mut self, at: Millis, token: u32) {
+        self.requests.remove(&(Deadline(at), token));
+    }
+
+    fn pop_due_request(&mut self, now: Millis) -> Option<u32> {
+        let &(Deadline(at), token) = self.requests.first()?;
+        if at > now {
+            return None;
+        }
+        self.requests.pop_first();
+        Some(token)
     }
 
     fn pop_due(&mut self, now: Millis) -> Option<TimerKind> {
@@ -66,7 +83,9 @@ impl Timers {
     }
 
     fn next(&self) -> Option<Millis> {
-        self.heap.peek().map(|Reverse((Deadline(at), _))| *at)
+        let retry = self.heap.peek().map(|Reverse((Deadline(at), _))| *at);
+        let request = self.requests.first().map(|(Deadline(at), _)| *at);
+        retry.into_iter().chain(request).min_by(f64::total_cmp)
     }
 }
 
@@ -94,12 +113,13 @@ impl Bus {
             fired += 1;
             match kind {
                 TimerKind::Retry { group, seq, attempt } => self.retry_due(group, seq, attempt),
-                TimerKind::Request { token } => {
-                    if let Some(request) = self.requests.remove(&token) {
-                        if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
-                            ep.event(EventKind::RequestTimeout, token, 0.0);
-                        }
-                    }
+            }
+        }
+        while let Some(token) = self.timers.pop_due_request(now) {
+            fired += 1;
+            if let Some(request) = self.requests.remove(&token) {
+                if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
+                    ep.event(EventKind::RequestTimeout, token, 0.0);
                 }
             }
         }
