@@ -23,8 +23,8 @@ const PAYLOAD_BYTES = 64
 const PAYLOAD = new Uint8Array(PAYLOAD_BYTES)
 // 1024 messages per crossing: the batch size the bus's own criterion benches use.
 const BATCH = 1024
-// What a 64-byte raw payload weighs as a bus frame: 40-byte header + id and meta + payload
-// (`m.bytes.length` of a delivered message).
+// What a 64-byte raw payload weighs as a bus frame: 40-byte header, generated id and meta, payload
+// (`m.bytes.length` of delivered messages is 121-124 as the id grows).
 const FRAME_BYTES = 124
 // 400 ms rounds x 5 keep the in-process scenarios near a minute in all, yet each round spans
 // hundreds of thousands of messages (and dozens of young-generation GCs).
@@ -33,11 +33,15 @@ const ROUNDS = 5
 // Each request-reply step times this many sequential round trips, so the loop's clock reads
 // cost 1/64 of a round trip rather than one each.
 const REQUESTS_PER_STEP = 64
-// A worker-threads round: 100 batches to warm up both threads, 512 measured (~0.7 s for Orrery).
+// A worker-threads round: 100 batches to warm up both threads, then 512 measured (about 0.2 s for
+// Orrery, 1 s for MessagePort one message at a time).
 const THREAD_WARM = 100 * BATCH
 const THREAD_MEASURED = 512 * BATCH
 const RETAINED = 10_000_000
 const RETENTION_BATCH = 4096
+// A retention round fills 10M messages in a fresh process (2-14 s); the first runs of one
+// contender differed 2x, so three each, alternating.
+const RETENTION_ROUNDS = 3
 const NODE_FLAGS = ['--expose-gc', '--max-old-space-size=12000']
 const ENGINES = ['native', 'wasm']
 
@@ -220,7 +224,7 @@ const moleculerRequests = roundTrips('moleculer', async () => {
 
 const THREADS_ENTRY = new URL('./lib/bus-threads.mjs', import.meta.url)
 
-/** A worker thread with `exited()`: resolves once it exits cleanly, rejects if it fails or lingers. */
+/** A worker thread, and `exited()`: resolves once it exits cleanly, rejects if it fails or lingers. */
 function spawnThread(role, contender, ends) {
   const worker = new Worker(THREADS_ENTRY, {
     workerData: { role, contender, ...ends, warm: THREAD_WARM, measured: THREAD_MEASURED, payloadBytes: PAYLOAD_BYTES, batch: BATCH },
@@ -231,22 +235,31 @@ function spawnThread(role, contender, ends) {
   worker.once('error', (error) => (failure = error))
   // Listening from the start: a publisher may be long gone by the time the subscriber reports.
   const exit = new Promise((resolve) => worker.once('exit', resolve))
-  worker.exited = async () => {
-    let timer
-    // A thread that is done but lingers means something kept its event loop alive: report it.
-    const linger = new Promise((resolve) => (timer = setTimeout(resolve, 10_000, 'lingering')))
-    const code = await Promise.race([exit, linger])
-    clearTimeout(timer)
-    if (code === 'lingering') throw new Error(`${what} thread still alive 10 s after the run`)
-    if (code !== 0) throw new Error(`${what} thread exited with ${code}`, { cause: failure })
-  }
-  return worker
+  const exited = () =>
+    new Promise((resolve, reject) => {
+      // A thread that is done but lingers means something kept its event loop alive: report it.
+      const timer = setTimeout(() => reject(new Error(`${what} thread still alive 10 s after the run`)), 10_000)
+      exit.then((code) => {
+        clearTimeout(timer)
+        if (code === 0) resolve()
+        else reject(new Error(`${what} thread exited with ${code}`, { cause: failure }))
+      })
+    })
+  return { worker, what, exited }
 }
 
-function nextMessage(worker) {
+/**
+ * The next message from `thread`, failing as soon as it or any of `others` fails. A round takes
+ * about a second, so no report in 60 s means a thread is stuck: fail rather than hang the suite.
+ */
+function nextMessage(thread, ...others) {
   return new Promise((resolve, reject) => {
-    worker.once('message', resolve)
-    worker.once('error', reject)
+    const timer = setTimeout(() => reject(new Error(`${thread.what}: no report in 60 s`)), 60_000)
+    thread.worker.once('message', (message) => {
+      clearTimeout(timer)
+      resolve(message)
+    })
+    for (const { worker } of [thread, ...others]) worker.once('error', reject)
   })
 }
 
@@ -260,7 +273,7 @@ function threadRounds(contender) {
       const subscriber = spawnThread('subscriber', contender, shared ? { handle } : { port: port2 })
       if ((await nextMessage(subscriber)) !== 'ready') throw new Error(`${contender}: subscriber not ready`)
       const publisher = spawnThread('publisher', contender, shared ? { handle } : { port: port1 })
-      const done = await nextMessage(subscriber)
+      const done = await nextMessage(subscriber, publisher)
       await Promise.all([publisher.exited(), subscriber.exited()])
       shared?.close()
       const total = THREAD_WARM + THREAD_MEASURED
@@ -341,8 +354,7 @@ const SCENARIOS = [
   },
   // Each round warms its own fresh threads, so no warm-up rounds.
   { id: 'worker-threads', warmups: 0, contenders: ['orrery-native', 'messageport', 'messageport-batched'].map((id) => [id, threadRounds(id)]) },
-  // A round fills 10M messages (~15 s with its process start), so two each, alternating.
-  { id: 'retention-10m', warmups: 0, rounds: 2, contenders: Object.keys(RETENTION_LOGS).map((id) => [id, inChild(id)]) },
+  { id: 'retention-10m', warmups: 0, rounds: RETENTION_ROUNDS, contenders: Object.keys(RETENTION_LOGS).map((id) => [id, inChild(id)]) },
 ]
 
 async function suite() {
@@ -357,7 +369,7 @@ async function suite() {
   }
   const file = new URL('./results/bus.json', import.meta.url)
   await writeResults(file, scenarios, host)
-  console.log(`\nbus suite: the fastest of ${ROUNDS} interleaved rounds per contender (retention-10m: of 2 fresh processes)`)
+  console.log(`\nbus suite: the fastest of ${ROUNDS} interleaved rounds per contender (retention-10m: of ${RETENTION_ROUNDS} fresh processes)`)
   console.log(formatTable(scenarios, 'orrery-native'))
   console.log(`\n${fileURLToPath(file)}`)
 }

@@ -82,38 +82,25 @@ export class Group<T = unknown> {
   }
 
   private delivery(member: number, message: FrameMessage<T>, attempt: number): Delivery<T> {
-    const bus = this.bus
-    let settled = false
-    const settle = (what: string) => {
-      if (settled) throw new OrreryError('STALE_ACK', `this delivery was already settled (${what})`, { details: { seq: message.seq } })
-      settled = true
-    }
-    const group = this
-    return {
-      message,
-      get attempt() {
-        return group.attemptNumber(message.seq)
-      },
-      ack: () => {
-        settle('ack')
-        bus.core.ack(member, message.seq, attempt)
-        bus.roomMade()
-        bus.scheduleFlush()
-      },
-      nack: (options = {}) => {
-        settle('nack')
-        const delay = options.delay ?? 0
-        if (!(delay >= 0)) throw new OrreryError('INVALID_OPTION', 'delay must be a number of ms >= 0', { details: { option: 'delay', value: delay } })
-        bus.core.nack(member, message.seq, attempt, delay, options.deadLetter ?? '', bus.now())
-        if (delay > 0) bus.noteDeadline()
-        bus.roomMade()
-        bus.scheduleFlush()
-      },
-    }
+    return new GroupDelivery(this, member, message, attempt)
   }
 
-  /** How many times the message at `seq` has been delivered (this delivery included); read on demand. */
-  private attemptNumber(seq: number): number {
+  /** @internal Settles a delivery in the core. */
+  settle(member: number, seq: number, token: number, nack: { delay?: number; deadLetter?: string } | undefined): void {
+    const bus = this.bus
+    if (nack === undefined) {
+      bus.core.ack(member, seq, token)
+    } else {
+      const delay = nack.delay ?? 0
+      bus.core.nack(member, seq, token, delay, nack.deadLetter ?? '', bus.now())
+      if (delay > 0) bus.noteDeadline()
+    }
+    bus.roomMade()
+    bus.scheduleFlush()
+  }
+
+  /** @internal How many times the message at `seq` has been delivered (this delivery included); read on demand. */
+  attemptNumber(seq: number): number {
     const list = this.bus.core.pending(this.id, this.bus.now())
     for (let i = 0; i < list.length; i += PENDING_FIELDS.length) {
       if (list[i] === seq) return list[i + 3]!
@@ -171,5 +158,38 @@ export class Group<T = unknown> {
   /** Counters: members, backlog, pending, delivered, acked, nacked, redelivered, dead-lettered, expired. */
   stats(): GroupStats {
     return fieldsOf(GROUP_STATS, this.bus.core.groupStats(this.id))
+  }
+}
+
+/** One delivery: a class, not closures, because a busy group makes millions of them. */
+class GroupDelivery<T> implements Delivery<T> {
+  private settled = false
+
+  constructor(
+    private readonly group: Group<T>,
+    private readonly member: number,
+    readonly message: FrameMessage<T>,
+    private readonly token: number,
+  ) {}
+
+  get attempt(): number {
+    return this.group.attemptNumber(this.message.seq)
+  }
+
+  ack(): void {
+    this.settleOnce('ack')
+    this.group.settle(this.member, this.message.seq, this.token, undefined)
+  }
+
+  nack(options: { delay?: number; deadLetter?: string } = {}): void {
+    const delay = options.delay ?? 0
+    if (!(delay >= 0)) throw new OrreryError('INVALID_OPTION', 'delay must be a number of ms >= 0', { details: { option: 'delay', value: delay } })
+    this.settleOnce('nack')
+    this.group.settle(this.member, this.message.seq, this.token, options)
+  }
+
+  private settleOnce(what: string): void {
+    if (this.settled) throw new OrreryError('STALE_ACK', `this delivery was already settled (${what})`, { details: { seq: this.message.seq } })
+    this.settled = true
   }
 }

@@ -37,6 +37,7 @@ const publishers = {
 const subscribers = {
   async 'orrery-native'(receive) {
     const orrery = await Orrery.attach(handle)
+    // The default buffer (10,000, block): the publisher waits for this thread, as a user's would.
     const sub = orrery.bus.subscribe(CHANNEL).subscribe((m) => receive(m.payload))
     return () => {
       sub.unsubscribe()

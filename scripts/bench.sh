@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the cross-engine benchmark suites (benches/<suite>.mjs, each writing
+# benches/results/<suite>.json) after building whatever is stale.
+#   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+suites=("$@")
+if [ ${#suites[@]} -eq 0 ]; then
+  for file in benches/*.mjs; do suites+=("$(basename "$file" .mjs)"); done
+fi
+for suite in "${suites[@]}"; do
+  [ -f "benches/$suite.mjs" ] || { echo "unknown suite $suite (have: $(cd benches && ls -- *.mjs | sed 's/\.mjs$//' | tr '\n' ' '))" >&2; exit 2; }
+done
+
+phase_start build
+bash scripts/build.sh
+phase_end
+for suite in "${suites[@]}"; do
+  phase_start "bench $suite"
+  # --expose-gc: suites force a GC between rounds and before memory readings; the heap limit
+  # leaves room for the 10M-message JS baseline (about 4 GB resident).
+  node --expose-gc --max-old-space-size=12000 "benches/$suite.mjs"
+  phase_end
+done
+phase_report
