@@ -103,3 +103,47 @@ describe('frame layout', () => {
     expect(w.bytes().length).toBe(LAYOUT.headerLen + f.payload.byteOffset - LAYOUT.headerLen + 1)
   })
 })
+
+describe(`shared live subscriptions (${ENGINE})`, () => {
+  it('plain subscribers of a channel share one core subscription and each gets every message', async () => {
+    const { bus } = await Orrery.create()
+    const a: number[] = []
+    const b: number[] = []
+    const subA = bus.subscribe<number>('news').subscribe((m) => a.push(m.payload))
+    const subB = bus.subscribe<number>('news').subscribe((m) => b.push(m.payload))
+    expect(bus.stats('news').subscribers).toBe(1)
+    await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'news', payload })))
+    await Promise.resolve()
+    expect(a).toEqual([1, 2, 3])
+    expect(b).toEqual([1, 2, 3])
+    subA.unsubscribe()
+    expect(bus.stats('news').subscribers).toBe(1)
+    subB.unsubscribe()
+    expect(bus.stats('news').subscribers).toBe(0)
+  })
+
+  it('a subscriber joining later gets only what is published after it joined, even if undelivered', async () => {
+    const { bus } = await Orrery.create()
+    const early: number[] = []
+    const late: number[] = []
+    bus.subscribe<number>('news').subscribe((m) => early.push(m.payload))
+    void bus.publish('news', 1) // appended, not yet delivered
+    bus.subscribe<number>('news').subscribe((m) => late.push(m.payload))
+    void bus.publish('news', 2)
+    await Promise.resolve()
+    await Promise.resolve()
+    expect(early).toEqual([1, 2])
+    expect(late).toEqual([2])
+  })
+
+  it('subscribers with their own start, schema or iterator keep a core subscription of their own', async () => {
+    const { bus } = await Orrery.create()
+    bus.subscribe('news').subscribe()
+    bus.subscribe('news', { from: 'earliest' }).subscribe()
+    bus.subscribe('news', { buffer: 5 }).subscribe()
+    const iterator = bus.subscribe('news')[Symbol.asyncIterator]()
+    expect(bus.stats('news').subscribers).toBe(4)
+    await iterator.return?.()
+    expect(bus.stats('news').subscribers).toBe(3)
+  })
+})

@@ -7,7 +7,7 @@
  * mid-mutation, and a burst of publishes costs one drain. Deadlines (visibility timeouts, retry
  * delays, request timeouts) live in the core; the bus arms one timer for the next of them.
  */
-import { Subject, type Observable } from 'rxjs'
+import { Subject, type Observable, type Subscriber } from 'rxjs'
 
 import {
   CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, OVERFLOW, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
@@ -49,6 +49,9 @@ export interface BatchItem {
 }
 
 const NO_OPTIONS: PublishOptions = Object.freeze({})
+
+/** Where `nextSeq` sits in a channel's stats array. */
+const NEXT_SEQ = CHANNEL_STATS.indexOf('nextSeq')
 
 /** Drain rounds one flush may run before it yields to the event loop. */
 const MAX_FLUSH_ROUNDS = 64
@@ -142,6 +145,7 @@ export class Bus {
   private readonly requests = new Map<number, { resolve: (m: Message) => void; reject: (e: unknown) => void; channel: string }>()
   private readonly writer = new FrameWriter()
   private readonly channelNames = new Map<number, string>()
+  private readonly sharedFeeds = new Map<string, { id: number; sinks: Map<Subscriber<Message>, number> }>()
   /** Interned channel ids: a name crosses the boundary once, not once per message. */
   private readonly channelIds = new Map<string, number>()
   private readonly idPrefix = `${instancePrefix}${(idCounter++).toString(36)}`
@@ -293,8 +297,11 @@ export class Bus {
   subscribe<T = unknown>(channel: string, options: SubscribeOptions<T> = {}): Stream<Message<T>> {
     let id = -1
     return new Stream<Message<T>>({
-      start: (sink) => {
+      start: (sink, exclusive) => {
         this.assertOpen()
+        if (!exclusive && !options.schema && (options.from === undefined || options.from === 'latest')) {
+          return this.joinShared(channel, options, sink as Subscriber<Message>)
+        }
         const [mode, value] = startOf(options.from)
         id = this.core.subscribe(this.channelId(channel), mode, value, options.buffer ?? 10_000, overflowOf(options.overflow))
         const schema = options.schema
@@ -310,6 +317,40 @@ export class Bus {
         if (!paused) this.scheduleFlush()
       },
     })
+  }
+
+  /**
+   * Plain live subscribers of one channel on this thread (same buffer and overflow policy) share
+   * one core subscription, and every message object is fanned out to them here: fan-out to N
+   * subscribers then costs one delivery across the boundary instead of N. A subscriber that joins
+   * later takes only messages published after it joined, even those still undelivered. Payload
+   * objects are shared between these subscribers, as with an EventEmitter: do not mutate them.
+   */
+  private joinShared(channel: string, options: SubscribeOptions<unknown>, sink: Subscriber<Message>): () => void {
+    const buffer = options.buffer ?? 10_000
+    const overflow = overflowOf(options.overflow)
+    const key = `${channel}\u0000${buffer}\u0000${overflow}`
+    let feed = this.sharedFeeds.get(key)
+    if (feed) {
+      feed.sinks.set(sink, this.core.stats(this.channelId(channel))[NEXT_SEQ]!)
+    } else {
+      const sinks = new Map<Subscriber<Message>, number>([[sink, 0]])
+      const id = this.core.subscribe(this.channelId(channel), START_MODES.latest, 0, buffer, overflow)
+      feed = { id, sinks }
+      this.sharedFeeds.set(key, feed)
+      this.addConsumer(id, channel, (seq, _attempt, frame) => {
+        const message = new FrameMessage(channel, seq, frame)
+        for (const [each, from] of sinks) if (seq >= from) each.next(message)
+      })
+    }
+    const joined = feed
+    return () => {
+      joined.sinks.delete(sink)
+      if (joined.sinks.size === 0 && this.sharedFeeds.get(key) === joined) {
+        this.sharedFeeds.delete(key)
+        this.removeConsumer(joined.id)
+      }
+    }
   }
 
   /** @internal Validates a received payload; invalid ones are reported and `done(false)`. */

@@ -7,8 +7,11 @@ import { Observable, type Subscriber } from 'rxjs'
 
 /** What a stream needs from the consumer behind it. */
 export interface StreamSource<T> {
-  /** Starts the consumer; `emit` receives each item. Returns the teardown. */
-  start(sink: Subscriber<T>): () => void
+  /**
+   * Starts the consumer; `sink` receives each item. Returns the teardown. `exclusive` asks for a
+   * consumer of its own (an iterator pauses and resumes it, which must not affect others).
+   */
+  start(sink: Subscriber<T>, exclusive: boolean): () => void
   /** Pauses or resumes the consumer in the core. */
   setPaused(paused: boolean): void
 }
@@ -20,7 +23,7 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
   private readonly consumer: StreamSource<T>
 
   constructor(consumer: StreamSource<T>) {
-    super((sink) => consumer.start(sink))
+    super((sink) => consumer.start(sink, false))
     this.consumer = consumer
   }
 
@@ -30,7 +33,7 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
     let failed: { error: unknown } | undefined
     let done = false
     let paused = false
-    const subscription = this.subscribe({
+    const subscription = new Observable<T>((sink) => this.consumer.start(sink, true)).subscribe({
       next: (item) => {
         if (waiting) {
           const { resolve } = waiting
