@@ -34,9 +34,12 @@ export interface Message<T = unknown> {
   readonly bytes: Uint8Array
 }
 
+/** Marks a payload not decoded yet (undefined is a valid payload). */
+const UNDECODED: unique symbol = Symbol('undecoded')
+
 /** @internal A message read lazily from its frame; `payload` may be replaced by a validated value. */
 export class FrameMessage<T = unknown> implements Message<T> {
-  private value: { v: T } | undefined
+  private value: T | typeof UNDECODED = UNDECODED
   private headerMap: Record<string, string> | undefined
 
   constructor(
@@ -64,12 +67,12 @@ export class FrameMessage<T = unknown> implements Message<T> {
     return this.headerMap
   }
   get payload(): T {
-    this.value ??= { v: decodePayload(this.codec, framePayload(this.bytes)) as T }
-    return this.value.v
+    if (this.value === UNDECODED) this.value = decodePayload(this.codec, framePayload(this.bytes)) as T
+    return this.value
   }
   /** Replaces the payload with its validated (possibly transformed) form. */
   setPayload(value: T): void {
-    this.value = { v: value }
+    this.value = value
   }
   /** The reply token a request carries (0 for other messages). */
   get replyToken(): number {
