@@ -47,7 +47,6 @@ export interface RawBus {
   pending(group: number, now: number): ArrayLike<number>
   request(batch: Uint8Array, timeout: number, now: number): number
   reply(batch: Uint8Array): boolean
-  tick(now: number): number
   nextDeadline(): number
   hasPending(): boolean
   stats(channel: number): ArrayLike<number>

@@ -58,7 +58,6 @@ export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: Eng
     pending: (group, now) => guard(() => raw.pending(group, now)),
     request: (batch, timeout, now) => guard(() => raw.request(bytes(batch, 'a request'), timeout, now)),
     reply: (batch) => guard(() => raw.reply(bytes(batch, 'a reply'))),
-    tick: (now) => guard(() => raw.tick(now)),
     nextDeadline: () => guard(() => raw.nextDeadline()),
     hasPending: () => guard(() => raw.hasPending()),
     stats: (channel) => guard(() => raw.stats(channel)),
