@@ -43,6 +43,7 @@ impl NativeBus {
     #[napi(factory, catch_unwind)]
     pub fn attach(handle: u32) -> Result<Self> {
         let shared = Shared::find(handle).ok_or_else(|| to_js(orrery_core::BusError::UnknownEndpoint(handle)))?;
+        shared.mark_across_threads();
         let endpoint = shared.with(u32::MAX, Bus::open_endpoint).map_err(to_js)?;
         Ok(Self { shared, endpoint, handle })
     }
@@ -51,6 +52,7 @@ impl NativeBus {
     #[napi(catch_unwind)]
     #[must_use]
     pub fn share(&self) -> u32 {
+        self.shared.mark_across_threads();
         self.handle
     }
 

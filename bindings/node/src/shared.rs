@@ -6,6 +6,7 @@
 //! clears it (on close), as an open subscription to a server would.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -19,6 +20,9 @@ pub type Waker = ThreadsafeFunction<(), (), (), Status, false, false, 0>;
 pub struct Shared {
     bus: Mutex<Bus>,
     wakers: Mutex<HashMap<u32, Waker>>,
+    /// Set once the bus is handed to another thread: only then are wakeups worth computing
+    /// (they walk every endpoint, on every call).
+    across_threads: AtomicBool,
 }
 
 /// Live shared buses by handle, and the next handle to give out.
@@ -38,7 +42,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// A new shared bus and the handle other threads attach with.
     pub fn create(bus: Bus) -> (Arc<Self>, u32) {
-        let shared = Arc::new(Self { bus: Mutex::new(bus), wakers: Mutex::new(HashMap::new()) });
+        let shared = Arc::new(Self {
+            bus: Mutex::new(bus),
+            wakers: Mutex::new(HashMap::new()),
+            across_threads: AtomicBool::new(false),
+        });
         let mut registry = lock(&REGISTRY);
         registry.buses.retain(|_, weak| weak.strong_count() > 0);
         let handle = registry.next;
@@ -54,6 +62,9 @@ impl Shared {
 
     /// Runs `f` on the bus, then wakes every other endpoint that got work from it.
     pub fn with<R>(&self, own: u32, f: impl FnOnce(&mut Bus) -> R) -> R {
+        if !self.across_threads.load(Ordering::Acquire) {
+            return f(&mut lock(&self.bus));
+        }
         let (result, woken) = {
             let mut bus = lock(&self.bus);
             let result = f(&mut bus);
@@ -68,6 +79,11 @@ impl Shared {
             }
         }
         result
+    }
+
+    /// Marks the bus as used by several threads (its handle was shared, or a thread attached).
+    pub fn mark_across_threads(&self) {
+        self.across_threads.store(true, Ordering::Release);
     }
 
     /// Reads the bus without waking anyone.
