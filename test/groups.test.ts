@@ -141,3 +141,45 @@ describe(`consumer groups (${ENGINE})`, () => {
     expect((await errorOf(() => got[0]!.ack()))?.code).toBe('STALE_ACK')
   })
 })
+
+describe(`consumer groups under load (${ENGINE})`, () => {
+  it('a publisher blocked by a slow group waits without starving timers, and gets through', async () => {
+    const orrery = await (await import('../ts/node.js')).Orrery.create()
+    const { bus } = orrery
+    const group = bus.group<number>('slow', 'w', { buffer: 2, overflow: 'block' })
+    const handled: number[] = []
+    group.consume(async (d) => {
+      await new Promise((resolve) => setTimeout(resolve, 1)) // real I/O-like wait
+      handled.push(d.message.payload)
+    }, { maxInFlight: 1 })
+    for (let i = 0; i < 20; i++) await bus.publish('slow', i)
+    await until(() => handled.length === 20)
+    expect(handled).toEqual(Array.from({ length: 20 }, (_, i) => i))
+    orrery.close()
+  })
+
+  it('two subscriptions to one join() stream are two members; leaving one keeps the other', async () => {
+    const { bus } = await clocked()
+    const group = bus.group<number>('jobs', 'w')
+    const stream = group.join()
+    const a: number[] = []
+    const b: number[] = []
+    const subA = stream.subscribe((d) => { a.push(d.message.payload); d.ack() })
+    stream.subscribe((d) => { b.push(d.message.payload); d.ack() })
+    expect(group.stats().members).toBe(2)
+    subA.unsubscribe()
+    expect(group.stats().members).toBe(1)
+    await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'jobs', payload })))
+    await settle()
+    expect(b).toEqual([1, 2, 3])
+    expect(a).toEqual([])
+  })
+})
+
+async function until(done: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error('timed out')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}

@@ -76,3 +76,13 @@ describe(`request/response and direct messages (${ENGINE})`, () => {
     expect((await errorOf(() => bus.request('svc', 1, { timeout: 0 })))?.code).toBe('INVALID_OPTION')
   })
 })
+
+describe(`responders that return what cannot be sent (${ENGINE})`, () => {
+  it('fail the request with HANDLER_ERROR instead of crashing or timing out', async () => {
+    const { bus } = await clocked()
+    bus.respond('void', () => undefined)
+    bus.respond('void-async', async () => undefined)
+    expect(await errorOf(() => bus.request('void', 1))).toMatchObject({ code: 'HANDLER_ERROR' })
+    expect(await errorOf(() => bus.request('void-async', 1))).toMatchObject({ code: 'HANDLER_ERROR' })
+  })
+})

@@ -60,6 +60,21 @@ describe(`worker threads (${ENGINE})`, () => {
     orrery.close()
   })
 
+  it.runIf(ENGINE === 'native')('closing an attached Orrery releases its group work at once', async () => {
+    const orrery = await Orrery.create()
+    const other = await Orrery.attach(orrery.share())
+    const held: Message[] = []
+    other.bus.group('jobs', 'w').join().subscribe((d) => held.push(d.message)) // never acks
+    await orrery.bus.publish('jobs', 'task')
+    await until(() => held.length === 1, 'the delivery to the attached Orrery')
+    other.close()
+    const again: Message[] = []
+    orrery.bus.group('jobs', 'w').join().subscribe((d) => { again.push(d.message); d.ack() })
+    await until(() => again.length === 1, 'redelivery after close')
+    expect(again[0]!.payload).toBe('task')
+    orrery.close()
+  })
+
   it.runIf(ENGINE === 'wasm')('refuses to share a wasm core across threads', async () => {
     const orrery = await Orrery.create()
     expect(() => orrery.share()).toThrow(expect.objectContaining({ code: 'ENGINE_UNAVAILABLE' }))

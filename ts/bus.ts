@@ -160,6 +160,9 @@ export class Bus {
   private spaceWaiters: Array<() => void> = []
   private flushQueued = false
   private flushing = false
+  private wokenByThread = false
+  /** Every open stream subscriber, completed on close. */
+  private readonly liveSinks = new Set<Subscriber<never>>()
   private dirty = false
   private deadlineAdded = false
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -226,7 +229,9 @@ export class Bus {
 
   /** Publishes a batch all or nothing, in one crossing into the core. */
   publishBatch(items: ReadonlyArray<BatchItem>): Promise<Published> {
-    // The common case settles at once; only a full blocking consumer takes the waiting path.
+    // The common case settles at once; only a full blocking consumer takes the waiting path,
+    // and while publishes wait, later ones queue behind them to keep their order.
+    if (this.spaceWaiters.length > 0) return this.publishWhenRoom(items)
     try {
       return Promise.resolve(this.publishNow(items))
     } catch (err) {
@@ -305,28 +310,51 @@ export class Bus {
    * is also an AsyncIterable. Unsubscribing removes the subscription from the core.
    */
   subscribe<T = unknown>(channel: string, options: SubscribeOptions<T> = {}): Stream<Message<T>> {
-    let id = -1
     return new Stream<Message<T>>({
       start: (sink, exclusive) => {
         this.assertOpen()
         if (!exclusive && !options.schema && (options.from === undefined || options.from === 'latest')) {
-          return this.joinShared(channel, options, sink as Subscriber<Message>)
+          const leave = this.joinShared(channel, options, sink as Subscriber<Message>)
+          const untrack = this.track(sink)
+          return {
+            stop: () => {
+              untrack()
+              leave()
+            },
+            setPaused: () => {},
+          }
         }
         const [mode, value] = startOf(options.from)
-        id = this.core.subscribe(this.channelId(channel), mode, value, options.buffer ?? 10_000, overflowOf(options.overflow))
+        const id = this.core.subscribe(this.channelId(channel), mode, value, options.buffer ?? 10_000, overflowOf(options.overflow))
+        const untrack = this.track(sink)
         const schema = options.schema
         this.addConsumer(id, channel, (seq, _attempt, frame) => {
           const message = new FrameMessage<T>(channel, seq, frame)
           if (!schema) return sink.next(message)
           this.validated(schema, message, (ok) => { if (ok) sink.next(message) })
         })
-        return () => this.removeConsumer(id)
-      },
-      setPaused: (paused) => {
-        if (id >= 0 && this.handlers.has(id)) this.core.setPaused(id, paused)
-        if (!paused) this.scheduleFlush()
+        return {
+          stop: () => {
+            untrack()
+            this.removeConsumer(id)
+          },
+          setPaused: (paused) => this.setConsumerPaused(id, paused),
+        }
       },
     })
+  }
+
+  /** @internal Remembers an open stream subscriber (completed on close); returns the forget function. */
+  track(sink: Subscriber<never>): () => void {
+    this.liveSinks.add(sink)
+    return () => this.liveSinks.delete(sink)
+  }
+
+  /** @internal Pauses or resumes one consumer (an iterator's backpressure). */
+  setConsumerPaused(id: number, paused: boolean): void {
+    if (!this.handlers.has(id)) return
+    this.core.setPaused(id, paused)
+    if (!paused) this.scheduleFlush()
   }
 
   /**
@@ -474,8 +502,16 @@ export class Bus {
       } catch (error) {
         return fail(error)
       }
-      if (result instanceof Promise) return result.then(ok, fail)
-      return ok(result)
+      // A result that cannot be encoded (undefined, a cycle, too large) fails the request too.
+      const reply = (value: R) => {
+        try {
+          ok(value)
+        } catch (error) {
+          fail(error)
+        }
+      }
+      if (result instanceof Promise) return result.then(reply, fail)
+      return reply(result)
     }
     if (options.group) {
       const member = this.group<T>(channel, options.group).consume((d) => answer(d.message as FrameMessage<T>))
@@ -529,8 +565,14 @@ export class Bus {
    * this to deliver synchronously (tests, a simulated clock).
    */
   flush(): void {
-    const now = this.now()
+    if (this.flushing) {
+      // Called from a handler: the running flush picks the new work up in its next round.
+      this.dirty = true
+      return
+    }
+    if (this.closed) return
     this.flushing = true
+    let delivered = false
     try {
       // Handlers that publish, reply or ack while being fed make more work for this endpoint;
       // it is drained in the same flush (a request answered synchronously costs no extra
@@ -539,8 +581,12 @@ export class Bus {
         this.dirty = false
         // Fires due deadlines, then drains. Copy the batch out before running any handler: a
         // handler may call into the core, which invalidates the view (wasm memory can move).
-        const batch = this.core.drainRecords(now)
-        if (batch) forEachRecord(batch.slice(), this.routeRecord)
+        const batch = this.core.drainRecords(this.now())
+        if (batch) {
+          delivered = true
+          forEachRecord(batch.slice(), this.routeRecord)
+        }
+        if (this.closed) return
         if (this.core.drainedAll && !this.dirty) break
         if (round === MAX_FLUSH_ROUNDS - 1) this.dirty = true
       }
@@ -548,8 +594,10 @@ export class Bus {
       this.flushing = false
     }
     if (this.dirty) this.scheduleFlush()
-    // Room may have been made by this drain, or (when another thread woke us) by that thread.
-    this.roomMade()
+    // Wake waiting publishers only when room may have been made: by this drain, or by another
+    // thread (which woke us). Waking them on every flush would spin them in microtasks.
+    if (delivered || this.wokenByThread) this.roomMade()
+    this.wokenByThread = false
     if (this.deadlineAdded) {
       this.deadlineAdded = false
       this.armTimer()
@@ -615,12 +663,13 @@ export class Bus {
     if (this.timer !== undefined && this.timerAt <= at) return
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timerAt = at
+    // setTimeout fires at once past 2^31 - 1 ms; the re-arm after an early wake covers the rest.
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.timerAt = Infinity
       this.deadlineAdded = true // re-arm for whatever comes next
       if (!this.closed) this.flush()
-    }, Math.max(0, at - this.now()))
+    }, Math.min(0x7fffffff, Math.max(0, at - this.now())))
   }
 
   /**
@@ -630,13 +679,16 @@ export class Bus {
   share(): number {
     this.assertOpen()
     const handle = this.core.share()
-    this.core.setWaker(() => this.flush())
+    this.enableWaker()
     return handle
   }
 
   /** @internal Called when this bus is an attached endpoint. */
   enableWaker(): void {
-    this.core.setWaker(() => this.flush())
+    this.core.setWaker(() => {
+      this.wokenByThread = true
+      this.flush()
+    })
   }
 
   private assertOpen(): void {
@@ -650,7 +702,21 @@ export class Bus {
     if (this.timer !== undefined) clearTimeout(this.timer)
     for (const [, waiting] of this.requests) waiting.reject(new OrreryError('CLOSED', 'this Orrery closed before the reply came'))
     this.requests.clear()
+    // Leave every group and drop every subscription in the core: a closed endpoint must not
+    // keep receiving work (a member's unacked messages go back to the others now).
+    for (const id of this.handlers.keys()) {
+      try {
+        this.core.unsubscribe(id)
+      } catch {
+        // Already gone, or the engine is poisoned: nothing left to release.
+      }
+    }
     this.handlers.clear()
+    this.lastConsumer = -1
+    for (const sink of this.liveSinks) sink.complete()
+    this.liveSinks.clear()
+    // Publishers waiting for room retry, find the bus closed and fail with CLOSED.
+    this.roomMade()
     this.lastConsumer = -1
     this.eventSubject.complete()
     this.core.free()

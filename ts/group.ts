@@ -56,12 +56,15 @@ export class Group<T = unknown> {
    * is redelivered to the others.
    */
   join(options: { maxInFlight?: number } = {}): Stream<Delivery<T>> & { readonly memberId: () => number } {
-    let id = -1
+    let latest = -1
     const bus = this.bus
     const schema = this.options.schema
     const stream = new Stream<Delivery<T>>({
       start: (sink) => {
-        id = bus.core.join(this.id, options.maxInFlight ?? 64)
+        // One member per subscription: its own id, teardown and pause.
+        const id = bus.core.join(this.id, options.maxInFlight ?? 64)
+        latest = id
+        const untrack = bus.track(sink)
         bus.addConsumer(id, this.channel, (seq, attempt, frame) => {
           bus.noteDeadline() // the delivery started a lease
           const message = new FrameMessage<T>(this.channel, seq, frame)
@@ -72,13 +75,17 @@ export class Group<T = unknown> {
             else delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
           })
         })
-        return () => bus.removeConsumer(id)
-      },
-      setPaused: (paused) => {
-        if (id >= 0) bus.core.setPaused(id, paused)
+        return {
+          stop: () => {
+            untrack()
+            bus.removeConsumer(id)
+          },
+          setPaused: (paused) => bus.setConsumerPaused(id, paused),
+        }
       },
     })
-    return Object.assign(stream, { memberId: () => id })
+    // The member of the most recent subscription (what `claim` needs).
+    return Object.assign(stream, { memberId: () => latest })
   }
 
   private delivery(member: number, message: FrameMessage<T>, attempt: number): Delivery<T> {

@@ -5,15 +5,19 @@
  */
 import { Observable, type Subscriber } from 'rxjs'
 
+/** One started consumer: its teardown, and how to pause it in the core. */
+export interface Started {
+  stop(): void
+  setPaused(paused: boolean): void
+}
+
 /** What a stream needs from the consumer behind it. */
 export interface StreamSource<T> {
   /**
-   * Starts the consumer; `sink` receives each item. Returns the teardown. `exclusive` asks for a
+   * Starts a consumer for one subscription; `sink` receives each item. `exclusive` asks for a
    * consumer of its own (an iterator pauses and resumes it, which must not affect others).
    */
-  start(sink: Subscriber<T>, exclusive: boolean): () => void
-  /** Pauses or resumes the consumer in the core. */
-  setPaused(paused: boolean): void
+  start(sink: Subscriber<T>, exclusive: boolean): Started
 }
 
 /** Items an iterator holds before it pauses its consumer. */
@@ -23,7 +27,10 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
   private readonly consumer: StreamSource<T>
 
   constructor(consumer: StreamSource<T>) {
-    super((sink) => consumer.start(sink, false))
+    super((sink) => {
+      const started = consumer.start(sink, false)
+      return () => started.stop()
+    })
     this.consumer = consumer
   }
 
@@ -33,7 +40,12 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
     let failed: { error: unknown } | undefined
     let done = false
     let paused = false
-    const subscription = new Observable<T>((sink) => this.consumer.start(sink, true)).subscribe({
+    let started: Started | undefined
+    const subscription = new Observable<T>((sink) => {
+      started = this.consumer.start(sink, true)
+      const own = started
+      return () => own.stop()
+    }).subscribe({
       next: (item) => {
         if (waiting) {
           const { resolve } = waiting
@@ -44,7 +56,7 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
         queue.push(item)
         if (!paused && queue.length >= ITERATOR_HIGH_WATER) {
           paused = true
-          this.consumer.setPaused(true)
+          started?.setPaused(true)
         }
       },
       error: (error: unknown) => {
@@ -64,7 +76,7 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
           const value = queue.shift()!
           if (paused && queue.length <= ITERATOR_HIGH_WATER / 4) {
             paused = false
-            this.consumer.setPaused(false)
+            started?.setPaused(false)
           }
           return Promise.resolve({ value, done: false })
         }

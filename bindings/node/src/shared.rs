@@ -104,7 +104,8 @@ impl Shared {
     pub fn detach(&self, endpoint: u32) {
         lock(&self.wakers).remove(&endpoint);
         if endpoint != orrery_core::MAIN_ENDPOINT {
-            let _ = lock(&self.bus).close_endpoint(endpoint);
+            // Through `with`, so the threads that inherit its work (or room) are woken.
+            let _ = self.with(endpoint, |bus| bus.close_endpoint(endpoint));
         }
     }
 }

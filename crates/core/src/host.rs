@@ -28,11 +28,15 @@ pub fn configure(
     bus.configure(channel, ChannelOptions { retention, dedup_window, dead_letter_expired }, now)
 }
 
+/// Largest buffer or in-flight limit: keeps capacity arithmetic (`capacity * 3`, `+ room`) far
+/// from overflow on wasm32, where usize is 32 bits.
+const MAX_CAPACITY: f64 = (1u32 << 28) as f64;
+
 fn capacity(value: f64) -> Result<usize, BusError> {
-    if value >= 1.0 && value.fract() == 0.0 {
+    if (1.0..=MAX_CAPACITY).contains(&value) && value.fract() == 0.0 {
         Ok(value as usize)
     } else {
-        Err(BusError::InvalidOption { option: "capacity", reason: "must be a whole number >= 1" })
+        Err(BusError::InvalidOption { option: "capacity", reason: "must be a whole number from 1 to 268435456" })
     }
 }
 

@@ -45,6 +45,18 @@ impl Interner {
         Ok(id)
     }
 
+    /// The id of a name the core derives from a valid one (such as `<channel>.dead-letter`),
+    /// which may run past the length limit of names users give.
+    pub fn intern_derived(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
     /// The id of `name` if it was interned.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<u32> {

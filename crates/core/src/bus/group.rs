@@ -105,6 +105,19 @@ impl Group {
             }
             self.leases.pop_front();
         }
+        // One message held for long keeps every later settled lease queued behind it; compact
+        // when settled ones are the large majority, so the queue follows what is in flight.
+        if self.leases.len() > 1024 && self.leases.len() > 4 * self.pending.len() {
+            let pending = &self.pending;
+            self.leases.retain(|&(_, seq, attempt)| {
+                pending.get(&seq).is_some_and(|p| p.attempt == attempt && p.delivered_at.is_some())
+            });
+        }
+    }
+
+    /// Whether the group has no member (then its backlog stays in the log instead of its buffer).
+    pub(super) fn is_memberless(&self) -> bool {
+        self.members.is_empty()
     }
 
     /// The deadline of the oldest running lease.
@@ -301,7 +314,7 @@ impl Bus {
                 if let Some(p) = g.pending.remove(&seq) {
                     m.in_flight -= 1;
                     g.stats.expired += 1;
-                    expired.push((seq, p.frame));
+                    expired.push((seq, p.frame, p.deliveries));
                 }
                 continue;
             }
@@ -323,8 +336,8 @@ impl Bus {
         ch.stats.expired += expired.len() as u64;
         if !expired.is_empty() {
             if ch.options.dead_letter_expired {
-                for (seq, frame) in &expired {
-                    self.dead_letter(channel, *seq, frame, "expired", 0, now);
+                for (seq, frame, deliveries) in &expired {
+                    self.dead_letter(channel, *seq, frame, "expired", *deliveries, now);
                 }
             }
             self.dispatch(group);

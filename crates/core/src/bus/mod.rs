@@ -183,6 +183,12 @@ impl Bus {
     /// The id of channel `name`, creating the channel with default options on first use.
     pub fn channel(&mut self, name: &str) -> Result<ChannelId, BusError> {
         let id = self.names.intern(name)?;
+        self.ensure_channel(id);
+        Ok(id)
+    }
+
+    /// Creates the channel behind a freshly interned id.
+    fn ensure_channel(&mut self, id: ChannelId) {
         if id as usize == self.channels.len() {
             self.channels.push(Channel {
                 log: Log::default(),
@@ -195,7 +201,6 @@ impl Bus {
                 stats: ChannelStats::default(),
             });
         }
-        Ok(id)
     }
 
     /// Sets a channel's options, trimming at once what falls outside the new retention.
@@ -257,7 +262,8 @@ impl Bus {
             }
             for &gid in &ch.groups {
                 if let Some(group) = self.groups.get(gid) {
-                    if group.feed.refuses(head, n, group.member_room(&self.consumers)) {
+                    // A group without members keeps its backlog in the log: it never blocks publishers.
+                    if !group.is_memberless() && group.feed.refuses(head, n, group.member_room(&self.consumers)) {
                         return Err(backpressure(gid, channel, &group.feed));
                     }
                 }
@@ -332,6 +338,10 @@ impl Bus {
         }
         for &gid in &ch.groups {
             if let Some(group) = self.groups.get_mut(gid) {
+                // Without members a full group buffer does not grow: the rest waits in the log.
+                if group.is_memberless() && group.feed.buffer.len() >= group.feed.capacity {
+                    continue;
+                }
                 group.feed.offer(seq, priority, Item { seq, frame: frame.clone() }, &ch.log);
             }
         }
@@ -354,7 +364,8 @@ impl Bus {
             return Some(id);
         }
         let name = format!("{}.dead-letter", self.names.name(channel)?);
-        let id = self.channel(&name).ok()?;
+        let id = self.names.intern_derived(&name);
+        self.ensure_channel(id);
         self.channels[channel as usize].dead_letter = Some(id);
         Some(id)
     }

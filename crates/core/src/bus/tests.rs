@@ -657,3 +657,31 @@ fn a_publisher_told_to_wait_is_woken_when_another_endpoint_makes_room() {
     assert!(bus.take_wakeups().is_empty());
     bus.publish_from(publisher, &msg(ch, b"2"), 0.0).unwrap();
 }
+
+#[test]
+fn a_group_without_members_never_blocks_publishers_and_keeps_its_backlog_in_the_log() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = bus
+        .group(ch, "later", GroupOptions { capacity: 2, overflow: Overflow::Block, ..GroupOptions::default() })
+        .unwrap();
+    for i in 0..5u8 {
+        bus.publish(&msg(ch, &[i]), 0.0).unwrap();
+    }
+    let m = bus.join(g, EP, 10).unwrap();
+    let got: Vec<u8> = drain_all(&mut bus, EP, 0.0).iter().filter(|r| r.consumer == m).map(|r| r.body[0]).collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn dead_letters_of_a_channel_with_a_maximal_name_are_kept() {
+    let mut bus = Bus::default();
+    let ch = bus.channel(&"c".repeat(255)).unwrap();
+    let g = group_of(&mut bus, ch, 100.0, 1);
+    let m = bus.join(g, EP, 1).unwrap();
+    bus.publish(&msg(ch, b"x"), 0.0).unwrap();
+    let r = drain_all(&mut bus, EP, 0.0).remove(0);
+    bus.nack(m, r.seq, r.attempt, 0.0, Some("bad"), 1.0).unwrap();
+    let dlq = bus.names.get(&format!("{}.dead-letter", "c".repeat(255))).unwrap();
+    assert_eq!(bus.stats(dlq).unwrap().published, 1);
+}
