@@ -57,6 +57,13 @@ impl Feed {
             && self.buffer.len() + n > self.capacity + room_elsewhere
     }
 
+    /// Whether trimming the log to `trim_to` would drop messages this feed has not read yet and
+    /// its policy refuses to lose (`drop-oldest` accepts the loss and counts it as missed).
+    #[must_use]
+    pub fn would_lose(&self, trim_to: u64) -> bool {
+        self.overflow != Overflow::DropOldest && self.cursor < trim_to
+    }
+
     /// Offers the message just appended at `seq`. A feed still reading the log tops up from
     /// it instead (so it lags only while its buffer is full). A full `drop-oldest` buffer drops
     /// its oldest message; the refusing policies were checked by [`Feed::refuses`] before the

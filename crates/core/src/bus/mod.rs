@@ -250,12 +250,15 @@ impl Bus {
 
     /// Refuses the batch if a consumer whose policy refuses has no room for it.
     fn check_room(&self, per_channel: &[(ChannelId, usize, usize)]) -> Result<(), BusError> {
-        for &(channel, n, _) in per_channel {
+        for &(channel, n, bytes) in per_channel {
             let ch = &self.channels[channel as usize];
             let head = ch.log.next_seq();
+            // Where retention would trim to after this batch: a refusing consumer still reading
+            // the log before that point would lose messages it has not read.
+            let trim_to = ch.log.first_seq_after(n, bytes, &ch.options.retention);
             for &id in &ch.subscribers {
                 if let Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. }) = self.consumers.get(id) {
-                    if sub.feed.refuses(head, n, 0) {
+                    if sub.feed.refuses(head, n, 0) || sub.feed.would_lose(trim_to) {
                         return Err(backpressure(id, channel, &sub.feed));
                     }
                 }
@@ -263,7 +266,8 @@ impl Bus {
             for &gid in &ch.groups {
                 if let Some(group) = self.groups.get(gid) {
                     // A group without members keeps its backlog in the log: it never blocks publishers.
-                    if !group.is_memberless() && group.feed.refuses(head, n, group.member_room(&self.consumers)) {
+                    let full = group.feed.refuses(head, n, group.member_room(&self.consumers));
+                    if !group.is_memberless() && (full || group.feed.would_lose(trim_to)) {
                         return Err(backpressure(gid, channel, &group.feed));
                     }
                 }

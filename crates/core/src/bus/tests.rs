@@ -685,3 +685,24 @@ fn dead_letters_of_a_channel_with_a_maximal_name_are_kept() {
     let dlq = bus.names.get(&format!("{}.dead-letter", "c".repeat(255))).unwrap();
     assert_eq!(bus.stats(dlq).unwrap().published, 1);
 }
+
+#[test]
+fn retention_does_not_trim_what_a_refusing_consumer_has_not_read() {
+    let retention = Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY };
+    let mut bus = Bus::new(BusConfig { default_retention: retention, ..BusConfig::default() });
+    let ch = bus.channel("log").unwrap();
+    for i in 0..4u8 {
+        bus.publish(&msg(ch, &[i]), 0.0).unwrap();
+    }
+    // Replays from the start with room for only two: the other two stay in the log, unread.
+    let options = SubscribeOptions { start: StartAt::Earliest, capacity: 2, overflow: Overflow::Reject };
+    let s = bus.subscribe(EP, ch, options).unwrap();
+    // Trimming 0 and 1 is fine (they sit in its buffer); trimming 2 would lose an unread message.
+    bus.publish(&msg(ch, &[4]), 0.0).unwrap();
+    bus.publish(&msg(ch, &[5]), 0.0).unwrap();
+    assert_eq!(bus.publish(&msg(ch, b"x"), 0.0).unwrap_err().code(), "BACKPRESSURE");
+    let got: Vec<u8> = drain_all(&mut bus, EP, 0.0).iter().filter(|r| r.consumer == s).map(|r| r.body[0]).collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4, 5], "nothing trimmed before it was read");
+    assert_eq!(bus.subscriber_stats(s).unwrap().missed, 0);
+    bus.publish(&msg(ch, &[6]), 0.0).unwrap();
+}
