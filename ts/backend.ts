@@ -59,7 +59,7 @@ export interface RawBus {
 export interface BusCore extends RawBus {
   /**
    * Fires the deadlines due by `now`, then returns the next batch of records, or undefined when
-   * none wait. The view is valid until the next call.
+   * none wait. The view stays valid (it is never written again).
    */
   drainRecords(now: number): Uint8Array | undefined
   /** Whether the last `drainRecords` left nothing behind (no need to call again). */

@@ -579,12 +579,12 @@ export class Bus {
       // microtask), up to a bound so that a handler feeding itself still lets the loop breathe.
       for (let round = 0; round < MAX_FLUSH_ROUNDS; round++) {
         this.dirty = false
-        // Fires due deadlines, then drains. Copy the batch out before running any handler: a
-        // handler may call into the core, which invalidates the view (wasm memory can move).
+        // Fires due deadlines, then drains into a slab region that stays valid while handlers
+        // run and call into the core again (see Slab).
         const batch = this.core.drainRecords(this.now())
         if (batch) {
           delivered = true
-          forEachRecord(batch.slice(), this.routeRecord)
+          forEachRecord(batch, this.routeRecord)
         }
         if (this.closed) return
         if (this.core.drainedAll && !this.dirty) break

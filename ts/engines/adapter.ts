@@ -6,12 +6,44 @@
 import type { BusCore, RawBus } from '../backend.js'
 import { OrreryError } from '../errors.js'
 
+/** Bytes of one slab for small batches of drained records. */
+const SLAB_BYTES = 256 * 1024
+/** Batches up to this size are kept in the slab; larger ones get an exact buffer of their own. */
+const SMALL_BATCH = 16 * 1024
+
+/**
+ * Keeps drained records somewhere that stays valid while handlers run and call into the core
+ * again (which reuses the drain buffer, and may move wasm memory). A small batch is copied into
+ * the free tail of a shared slab, never written twice: a new ArrayBuffer per small batch showed as
+ * a request/response p99 of 18 µs against 6 µs. A large batch gets one exact copy, whose cost is
+ * spread over its many records (filling fresh slabs instead cost page faults). A message a
+ * subscriber keeps pins its slab, as a pooled Buffer pins its pool.
+ */
+export class Slab {
+  private buf = new Uint8Array(SLAB_BYTES)
+  private used = 0
+
+  /** A stable copy of `records`. */
+  keep(records: Uint8Array): Uint8Array {
+    const n = records.length
+    if (n > SMALL_BATCH) return records.slice()
+    if (this.buf.length - this.used < n) {
+      this.buf = new Uint8Array(SLAB_BYTES)
+      this.used = 0
+    }
+    const view = this.buf.subarray(this.used, this.used + n)
+    view.set(records)
+    this.used += n
+    return view
+  }
+}
+
 /** Runs a raw call, turning whatever it throws into an OrreryError. */
 export type Guard = <T>(call: () => T) => T
 
 /** How an engine hands drained records over. */
 export interface Drainer {
-  /** Fires due deadlines, then drains; undefined when nothing was written. */
+  /** Fires due deadlines, then drains; undefined when nothing was written. The view stays valid. */
   drain(now: number): Uint8Array | undefined
   /** Whether the last drain left the endpoint empty. */
   readonly done: boolean

@@ -4,7 +4,7 @@
  */
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine } from '../errors.js'
-import { adaptBus, type Guard } from './adapter.js'
+import { adaptBus, Slab, type Guard } from './adapter.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeBinding {
@@ -31,6 +31,7 @@ const guard: Guard = (call) => {
 }
 
 function adapt(handle: NativeBusHandle) {
+  const slab = new Slab()
   let out = new Uint8Array(DRAIN_BYTES)
   const drainer = {
     done: false,
@@ -43,7 +44,7 @@ function adapt(handle: NativeBusHandle) {
         }
         this.done = result % 2 === 1
         const n = (result - (result % 2)) / 2
-        return n === 0 ? undefined : out.subarray(0, n)
+        return n === 0 ? undefined : slab.keep(out.subarray(0, n))
       }
     },
   }

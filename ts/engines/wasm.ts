@@ -7,7 +7,7 @@
  */
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
-import { adaptBus, notShareable, type Guard } from './adapter.js'
+import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
 
 /** The surface of the wasm-bindgen glue (both the `web` and the `nodejs` outputs). */
 export interface WasmBinding {
@@ -47,6 +47,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
 
   const adapt = (handle: WasmBusHandle) => {
     let capacity = DRAIN_BYTES
+    const slab = new Slab()
     const drainer = {
       done: false,
       drain(now: number): Uint8Array | undefined {
@@ -58,8 +59,9 @@ export function wasmBackend(binding: WasmBinding): Backend {
           }
           this.done = result % 2 === 1
           const n = (result - (result % 2)) / 2
-          // A view straight into the instance's memory: valid until the next call into it.
-          return n === 0 ? undefined : new Uint8Array(binding.wasmMemory().buffer, handle.scratchPtr(), n)
+          if (n === 0) return undefined
+          // One copy out of the instance's memory (which a later call may overwrite or move).
+          return slab.keep(new Uint8Array(binding.wasmMemory().buffer, handle.scratchPtr(), n))
         }
       },
     }
