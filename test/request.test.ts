@@ -86,3 +86,16 @@ describe(`responders that return what cannot be sent (${ENGINE})`, () => {
     expect(await errorOf(() => bus.request('void-async', 1))).toMatchObject({ code: 'HANDLER_ERROR' })
   })
 })
+
+describe(`requests and backpressure (${ENGINE})`, () => {
+  it('a request to a full blocking responder waits for room instead of failing', async () => {
+    const { bus } = await clocked()
+    const served: number[] = []
+    bus.subscribe<number>('busy', { buffer: 1, overflow: 'block' }).subscribe(() => {})
+    bus.respond<number, number>('busy', (req) => { served.push(req.payload); return req.payload * 2 })
+    void bus.publish('busy', 0) // fills the one-message buffer until the next drain
+    const reply = await bus.request<number>('busy', 21)
+    expect(reply.payload).toBe(42)
+    expect(served).toContain(21)
+  })
+})

@@ -466,13 +466,10 @@ export class Bus {
     // Not `async`: every async wrapper adds promise hops to a round trip measured in microseconds.
     let token: number
     try {
-      this.assertOpen()
-      const now = this.now()
-      const w = this.writer
-      w.reset()
-      this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0)
-      token = this.core.request(w.bytes(), options.timeout ?? 5_000, now)
+      token = this.sendRequest(channel, payload, options)
     } catch (err) {
+      // A full consumer whose policy is `block`: wait for room like a publish does.
+      if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return this.requestWhenRoom<R>(channel, payload, options)
       return Promise.reject(err)
     }
     this.noteDeadline()
@@ -480,6 +477,21 @@ export class Bus {
     return new Promise<Message<R>>((resolve, reject) => {
       this.requests.set(token, { resolve: resolve as (m: Message) => void, reject, channel })
     })
+  }
+
+  private sendRequest(channel: string, payload: unknown, options: PublishOptions & { timeout?: number }): number {
+    this.assertOpen()
+    const now = this.now()
+    const w = this.writer
+    w.reset()
+    this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0)
+    return this.core.request(w.bytes(), options.timeout ?? 5_000, now)
+  }
+
+  /** Waits for room, then tries again (waiting again if a consumer is still full). */
+  private async requestWhenRoom<R>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number }): Promise<Message<R>> {
+    await this.spaceFreed()
+    return this.request<R>(channel, payload, options)
   }
 
   /**

@@ -68,7 +68,7 @@ impl Shared {
         let (result, woken) = {
             let mut bus = lock(&self.bus);
             let result = f(&mut bus);
-            (result, bus.take_wakeups())
+            (result, bus.take_wakeups_except(own))
         };
         if woken.iter().any(|&ep| ep != own) {
             let wakers = lock(&self.wakers);

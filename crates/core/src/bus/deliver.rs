@@ -175,12 +175,18 @@ impl Bus {
     /// once until it drains empty again), and endpoints waiting for room once some was made.
     /// Hosts with several threads notify these.
     pub fn take_wakeups(&mut self) -> Vec<u32> {
+        self.take_wakeups_except(u32::MAX)
+    }
+
+    /// Like [`Bus::take_wakeups`], leaving out the calling thread's own endpoint (its host
+    /// drains after its own call anyway, and must not be marked woken without being woken).
+    pub fn take_wakeups_except(&mut self, own: u32) -> Vec<u32> {
         let epoch = self.room_epoch;
         let room_for = |ep: &Endpoint| ep.waiting_since.is_some_and(|since| epoch > since);
         let due: Vec<u32> = self
             .endpoints
             .iter()
-            .filter(|(_, ep)| (ep.has_work() && !ep.woken) || room_for(ep))
+            .filter(|&(id, ep)| id != own && ((ep.has_work() && !ep.woken) || room_for(ep)))
             .map(|(id, _)| id)
             .collect();
         for &id in &due {
@@ -199,12 +205,17 @@ impl Bus {
     /// whichever thread makes it.
     pub fn publish_from(&mut self, endpoint: u32, batch: &[u8], now: Millis) -> Result<usize, BusError> {
         let result = self.publish(batch, now);
+        self.note_waiting(endpoint, &result);
+        result
+    }
+
+    /// Remembers that `endpoint` was told to wait for room, so it is woken when room is made.
+    pub(super) fn note_waiting<T>(&mut self, endpoint: u32, result: &Result<T, BusError>) {
         if let Err(BusError::Backpressure { block: true, .. }) = result {
             if let Some(ep) = self.endpoints.get_mut(endpoint) {
                 ep.waiting_since = Some(self.room_epoch);
             }
         }
-        result
     }
 
     /// Writes `endpoint`'s pending events, replies and deliveries into `out` as delivery

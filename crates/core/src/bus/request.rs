@@ -40,7 +40,9 @@ impl Bus {
         if ch.subscribers.is_empty() && !has_member {
             return Err(BusError::NoResponder(header.channel));
         }
-        self.check_room(&[(header.channel, 1, header.len)])?;
+        let room = self.check_room(&[(header.channel, 1, header.len)]);
+        self.note_waiting(endpoint, &room);
+        room?;
         let token = next_token(&mut self.next_token);
         let stored = self.channels[header.channel as usize].arena.store(batch, now, token);
         self.append(header.channel, &stored, now);
