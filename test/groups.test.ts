@@ -183,3 +183,23 @@ async function until(done: () => boolean, ms = 10_000): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
 }
+
+describe(`deleting a group (${ENGINE})`, () => {
+  it('completes its members, discards its work, and a new group can replay the log', async () => {
+    const { bus } = await clocked()
+    const group = bus.group<number>('jobs', 'w')
+    let completed = false
+    const held: number[] = []
+    group.join().subscribe({ next: (d) => held.push(d.message.payload), complete: () => { completed = true } })
+    await bus.publish('jobs', 1)
+    await settle()
+    group.delete()
+    expect(completed).toBe(true)
+    expect(bus.stats('jobs').groups).toBe(0)
+    expect(() => group.delete()).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }))
+    const replay = collect(bus.group<number>('jobs', 'w', { from: 'earliest' }).join())
+    await settle()
+    expect(replay.map((d) => d.message.payload)).toEqual([1])
+    expect(held).toEqual([1])
+  })
+})

@@ -41,6 +41,7 @@ export interface RawBus {
   setPaused(id: number, paused: boolean): void
   group(channel: number, name: string, mode: number, value: number, buffer: number, overflow: number, visibility: number, maxDeliveries: number): number
   join(group: number, maxInFlight: number): number
+  deleteGroup(group: number): void
   ack(member: number, seq: number, attempt: number): void
   nack(member: number, seq: number, attempt: number, delay: number, reason: string, now: number): void
   claim(member: number, minIdle: number, max: number, now: number): number

@@ -419,6 +419,13 @@ export class Bus {
     if (this.core.hasPending()) this.scheduleFlush()
   }
 
+  /** @internal Stops routing a consumer's records (the core already removed it). */
+  forgetConsumer(id: number): void {
+    this.lastConsumer = -1
+    this.handlers.delete(id)
+    this.consumerChannels.delete(id)
+  }
+
   /** @internal Stops routing a consumer's records and removes it from the core. */
   removeConsumer(id: number): void {
     this.lastConsumer = -1

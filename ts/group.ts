@@ -9,6 +9,8 @@ import { overflowOf, startOf, type Bus, type StartFrom } from './bus.js'
 import { OrreryError } from './errors.js'
 import { FrameMessage, type Message } from './message.js'
 import type { StandardSchemaV1 } from './schema.js'
+import type { Subscriber } from 'rxjs'
+
 import { Stream } from './stream.js'
 
 /** Options of a consumer group, fixed when the group is first created. */
@@ -43,6 +45,8 @@ export interface Delivery<T = unknown> {
 export class Group<T = unknown> {
   /** The group's id in the core. */
   readonly id: number
+  /** This handle's members, by id: completed when the group is deleted. */
+  private readonly members = new Map<number, Subscriber<Delivery<T>>>()
 
   /** @internal */
   constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
@@ -65,6 +69,7 @@ export class Group<T = unknown> {
         const id = bus.core.join(this.id, options.maxInFlight ?? 64)
         latest = id
         const untrack = bus.track(sink)
+        this.members.set(id, sink)
         bus.addConsumer(id, this.channel, (seq, attempt, frame) => {
           bus.noteDeadline() // the delivery started a lease
           const message = new FrameMessage<T>(this.channel, seq, frame)
@@ -78,6 +83,7 @@ export class Group<T = unknown> {
         return {
           stop: () => {
             untrack()
+            this.members.delete(id)
             bus.removeConsumer(id)
           },
           setPaused: (paused) => bus.setConsumerPaused(id, paused),
@@ -142,6 +148,19 @@ export class Group<T = unknown> {
         })
     })
     return { stop: () => subscription.unsubscribe(), memberId: () => stream.memberId() }
+  }
+
+  /**
+   * Deletes the group: its members stop receiving (their streams complete), and its backlog and
+   * unacked messages are discarded; the channel's log keeps its messages.
+   */
+  delete(): void {
+    this.bus.core.deleteGroup(this.id)
+    for (const [member, sink] of this.members) {
+      this.bus.forgetConsumer(member)
+      sink.complete()
+    }
+    this.members.clear()
   }
 
   /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */

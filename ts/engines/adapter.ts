@@ -84,6 +84,7 @@ export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: Eng
     group: (channel, name, mode, value, buffer, overflow, visibility, maxDeliveries) =>
       guard(() => raw.group(channel, text(name, 'a group name'), mode, value, buffer, overflow, visibility, maxDeliveries)),
     join: (group, maxInFlight) => guard(() => raw.join(group, maxInFlight)),
+    deleteGroup: (group) => guard(() => raw.deleteGroup(group)),
     ack: (member, seq, attempt) => guard(() => raw.ack(member, seq, attempt)),
     nack: (member, seq, attempt, delay, reason, now) => guard(() => raw.nack(member, seq, attempt, delay, text(reason, 'a dead-letter reason'), now)),
     claim: (member, minIdle, max, now) => guard(() => raw.claim(member, minIdle, max, now)),

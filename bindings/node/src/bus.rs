@@ -166,6 +166,12 @@ impl NativeBus {
             .map_err(to_js)
     }
 
+    /// Deletes a group, its members and its unacknowledged messages.
+    #[napi(catch_unwind)]
+    pub fn delete_group(&self, group: u32) -> Result<()> {
+        self.shared.with(self.endpoint, |bus| bus.delete_group(group)).map_err(to_js)
+    }
+
     /// Joins a group from this endpoint.
     #[napi(catch_unwind)]
     pub fn join(&self, group: u32, max_in_flight: f64) -> Result<u32> {

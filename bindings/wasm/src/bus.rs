@@ -99,6 +99,12 @@ impl WasmBus {
             .map_err(to_js)
     }
 
+    /// Deletes a group, its members and its unacknowledged messages.
+    #[wasm_bindgen(js_name = deleteGroup)]
+    pub fn delete_group(&mut self, group: u32) -> Result<(), JsValue> {
+        self.bus.delete_group(group).map_err(to_js)
+    }
+
     /// Joins a group.
     pub fn join(&mut self, group: u32, max_in_flight: f64) -> Result<u32, JsValue> {
         host::join(&mut self.bus, EP, group, max_in_flight).map_err(to_js)

@@ -37,7 +37,7 @@ pub enum EventKind {
 /// One thread's mailbox.
 #[derive(Debug, Default)]
 pub struct Endpoint {
-    ready: VecDeque<u32>,
+    pub(super) ready: VecDeque<u32>,
     replies: VecDeque<(u32, Frame)>,
     events: VecDeque<(EventKind, u32, f64)>,
     /// Whether the host was told this endpoint has something (cleared by an empty drain).

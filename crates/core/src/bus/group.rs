@@ -205,6 +205,23 @@ impl Bus {
         Ok(id)
     }
 
+    /// Deletes a group: its members are removed and its backlog and unacknowledged messages are
+    /// discarded (the channel's log keeps its messages; a new group can replay them).
+    pub fn delete_group(&mut self, group: u32) -> Result<(), BusError> {
+        let g = self.groups.remove(group).ok_or(BusError::UnknownGroup(group))?;
+        for member in g.members {
+            if let Some(consumer) = self.consumers.remove(member) {
+                if let Some(ep) = self.endpoints.get_mut(consumer.endpoint) {
+                    ep.ready.retain(|&c| c != member);
+                }
+            }
+        }
+        self.channels[g.channel as usize].groups.retain(|&id| id != group);
+        self.group_names.retain(|_, id| *id != group);
+        self.room_epoch += 1;
+        Ok(())
+    }
+
     /// Adds a member on `endpoint` that holds at most `max_in_flight` unacknowledged messages.
     pub fn join(&mut self, group: u32, endpoint: u32, max_in_flight: usize) -> Result<u32, BusError> {
         check_capacity(max_in_flight)?;

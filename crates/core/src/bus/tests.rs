@@ -706,3 +706,21 @@ fn retention_does_not_trim_what_a_refusing_consumer_has_not_read() {
     assert_eq!(bus.subscriber_stats(s).unwrap().missed, 0);
     bus.publish(&msg(ch, &[6]), 0.0).unwrap();
 }
+
+#[test]
+fn a_deleted_group_is_gone_with_its_members_and_its_name_can_be_reused() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = group_of(&mut bus, ch, 1000.0, 5);
+    let m = bus.join(g, EP, 5).unwrap();
+    bus.publish(&msg(ch, b"a"), 0.0).unwrap();
+    bus.delete_group(g).unwrap();
+    assert!(drain_all(&mut bus, EP, 0.0).is_empty(), "its member is gone with it");
+    assert_eq!(bus.ack(m, 0, 1).unwrap_err().code(), "UNKNOWN_SUBSCRIPTION");
+    assert_eq!(bus.stats(ch).unwrap().groups, 0);
+    assert_eq!(bus.delete_group(g).unwrap_err().code(), "UNKNOWN_GROUP");
+    let again = bus.group(ch, "workers", GroupOptions { start: StartAt::Earliest, ..GroupOptions::default() }).unwrap();
+    assert_ne!(again, g);
+    bus.join(again, EP, 5).unwrap();
+    assert_eq!(drain_all(&mut bus, EP, 0.0).len(), 1, "a new group replays from the log");
+}
