@@ -67,6 +67,8 @@ async function run(engine) {
   })))
   await allCounted
   const status = await bus.request('tally.status', null, { sender: 'main', timeout: 1_000 })
+  // A counter acks after its handler's own publish resolves: let that last ack land before the stats.
+  await new Promise((resolve) => setImmediate(resolve))
 
   console.log(`\n== engine: ${orrery.engine}`)
   for (const line of lines) console.log(line)
