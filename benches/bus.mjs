@@ -46,6 +46,16 @@ const NODE_FLAGS = ['--expose-gc', '--max-old-space-size=12000']
 const ENGINES = ['native', 'wasm']
 
 /** Publishes batches to `subscribers` Orrery subscriptions, delivering each batch before the next. */
+/** A time-boxed round that publishes `items` as one batch and delivers it at once. */
+function publishRounds(bus, items) {
+  return timeBoxed(async () => {
+    const published = bus.publishBatch(items)
+    bus.flush()
+    await published
+    return items.length
+  }, ROUND_MS)
+}
+
 function orreryBroadcast(engine, subscribers) {
   return async () => {
     const orrery = await Orrery.create({ engine })
@@ -56,12 +66,7 @@ function orreryBroadcast(engine, subscribers) {
     )
     const items = Array.from({ length: BATCH }, () => ({ channel: 'bench', payload: PAYLOAD }))
     return {
-      round: timeBoxed(async () => {
-        const published = bus.publishBatch(items)
-        bus.flush()
-        await published
-        return BATCH
-      }, ROUND_MS),
+      round: publishRounds(bus, items),
       close(total) {
         for (const sub of subs) sub.unsubscribe()
         orrery.close()
@@ -160,12 +165,7 @@ function orreryGroup(engine) {
     )
     const items = Array.from({ length: BATCH }, () => ({ channel: 'jobs', payload: PAYLOAD }))
     return {
-      round: timeBoxed(async () => {
-        const published = bus.publishBatch(items)
-        bus.flush()
-        await published
-        return BATCH
-      }, ROUND_MS),
+      round: publishRounds(bus, items),
       close(total) {
         const { acked, pending } = group.stats()
         for (const member of members) member.unsubscribe()

@@ -33,7 +33,6 @@ export const EVENT_KINDS = { 1: 'slow-consumer', 2: 'dropped', 3: 'request-timeo
 /** The calls both bindings expose with the same names and arguments. */
 export interface RawBus {
   channel(name: string): number
-  channelName(channel: number): string | null | undefined
   configure(channel: number, maxCount: number, maxBytes: number, maxAge: number, dedupWindow: number, deadLetterExpired: boolean, now: number): void
   publish(batch: Uint8Array, now: number): number
   subscribe(channel: number, mode: number, value: number, buffer: number, overflow: number): number

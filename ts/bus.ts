@@ -146,7 +146,6 @@ export class Bus {
   private readonly consumerChannels = new Map<number, string>()
   private readonly requests = new Map<number, { resolve: (m: Message) => void; reject: (e: unknown) => void; channel: string }>()
   private readonly writer = new FrameWriter()
-  private readonly channelNames = new Map<number, string>()
   private readonly sharedFeeds = new Map<string, { id: number; sinks: Map<Subscriber<Message>, number> }>()
   /** Interned channel ids: a name crosses the boundary once, not once per message. */
   private readonly channelIds = new Map<string, number>()
@@ -205,16 +204,6 @@ export class Bus {
     this.lastChannel = name
     this.lastChannelId = id
     return id
-  }
-
-  /** @internal The name of a channel id (cached). */
-  channelName(id: number): string {
-    let name = this.channelNames.get(id)
-    if (name === undefined) {
-      name = this.core.channelName(id) ?? String(id)
-      this.channelNames.set(id, name)
-    }
-    return name
   }
 
   /**

@@ -86,7 +86,6 @@ export class FrameWriter {
   private buf = new Uint8Array(4096)
   private view = new DataView(this.buf.buffer)
   private pos = 0
-  count = 0
 
   private reserve(extra: number): void {
     if (this.pos + extra <= this.buf.length) return
@@ -217,7 +216,6 @@ export class FrameWriter {
       this.pos += payload.length
       // Lengths past 4 GiB cannot be represented; the core refuses anything over its limit anyway.
       this.view.setUint32(start, Math.min(this.pos - start, 0xffffffff), true)
-      this.count++
     } catch (err) {
       this.pos = start
       throw err
@@ -231,7 +229,6 @@ export class FrameWriter {
 
   reset(): void {
     this.pos = 0
-    this.count = 0
   }
 }
 

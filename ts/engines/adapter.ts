@@ -74,7 +74,6 @@ function bytes(value: unknown, what: string): Uint8Array {
 export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: EngineHooks): BusCore {
   return {
     channel: (name) => guard(() => raw.channel(text(name, 'a channel name'))),
-    channelName: (channel) => guard(() => raw.channelName(channel) ?? undefined),
     configure: (channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now) =>
       guard(() => raw.configure(channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now)),
     publish: (batch, now) => guard(() => raw.publish(bytes(batch, 'a batch'), now)),

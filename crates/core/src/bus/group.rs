@@ -125,6 +125,11 @@ impl Group {
         self.leases.iter().find(|&&(_, seq, attempt)| self.lease_running(seq, attempt)).map(|&(at, _, _)| at)
     }
 
+    /// Whether the oldest queued lease is due by `now` (it may turn out settled).
+    pub(super) fn has_due_lease(&self, now: Millis) -> bool {
+        self.leases.front().is_some_and(|&(at, _, _)| at <= now)
+    }
+
     /// Takes the leases due by `now` off the front: (seq, attempt) of each still running.
     pub(super) fn due_leases(&mut self, now: Millis) -> Vec<(u64, u32)> {
         let mut due = Vec::new();

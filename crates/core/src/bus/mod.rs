@@ -356,8 +356,10 @@ impl Bus {
     fn after_append(&mut self, channel: ChannelId, now: Millis) {
         let ch = &mut self.channels[channel as usize];
         ch.log.trim(&ch.options.retention, now);
-        let groups = ch.groups.clone();
-        for gid in groups {
+        // By index: dispatching never changes the channel's group list, and a clone per
+        // publish would allocate on the hot path.
+        for i in 0..self.channels[channel as usize].groups.len() {
+            let gid = self.channels[channel as usize].groups[i];
             self.dispatch(gid);
         }
     }

@@ -27,14 +27,7 @@ impl Bus {
         if self.endpoints.get(endpoint).is_none() {
             return Err(BusError::UnknownEndpoint(endpoint));
         }
-        let header = frame::read_header(batch, 0, 0, self.config.max_message_bytes)?;
-        if header.len != batch.len() {
-            return Err(BusError::MalformedFrame {
-                index: 1,
-                offset: header.len,
-                reason: "a request is exactly one frame",
-            });
-        }
+        let header = self.single_frame(batch, "a request is exactly one frame")?;
         let ch = self.channel_ref(header.channel)?;
         let has_member = ch.groups.iter().any(|&g| self.groups.get(g).is_some_and(Group::has_members));
         if ch.subscribers.is_empty() && !has_member {
@@ -55,14 +48,7 @@ impl Bus {
     /// Delivers the single reply frame in `batch` to the requester. Returns `false` when the
     /// request already timed out (the reply is dropped and counted in `late_replies`).
     pub fn reply(&mut self, batch: &[u8]) -> Result<bool, BusError> {
-        let header = frame::read_header(batch, 0, 0, self.config.max_message_bytes)?;
-        if header.len != batch.len() {
-            return Err(BusError::MalformedFrame {
-                index: 1,
-                offset: header.len,
-                reason: "a reply is exactly one frame",
-            });
-        }
+        self.single_frame(batch, "a reply is exactly one frame")?;
         let token = frame::reply_token(batch);
         if token == 0 {
             return Err(BusError::NotAReply);
@@ -76,6 +62,15 @@ impl Bus {
             ep.reply(token, Frame::copy_from_slice(batch));
         }
         Ok(true)
+    }
+
+    /// Checks that `batch` holds exactly one valid frame.
+    fn single_frame(&self, batch: &[u8], reason: &'static str) -> Result<frame::Header, BusError> {
+        let header = frame::read_header(batch, 0, 0, self.config.max_message_bytes)?;
+        if header.len != batch.len() {
+            return Err(BusError::MalformedFrame { index: 1, offset: header.len, reason });
+        }
+        Ok(header)
     }
 
     /// Requests still waiting for a reply.

@@ -101,8 +101,13 @@ impl Bus {
     /// endpoint. Returns how many deadlines fired.
     pub fn tick(&mut self, now: Millis) -> usize {
         let mut fired = 0;
-        let groups: Vec<u32> = self.groups.iter().map(|(id, _)| id).collect();
-        for group in groups {
+        // Every drain ticks: collect the groups only when some lease is due, not on every call.
+        let due_groups: Vec<u32> = if self.groups.iter().any(|(_, g)| g.has_due_lease(now)) {
+            self.groups.iter().filter(|(_, g)| g.has_due_lease(now)).map(|(id, _)| id).collect()
+        } else {
+            Vec::new()
+        };
+        for group in due_groups {
             let due = self.groups.get_mut(group).map(|g| g.due_leases(now)).unwrap_or_default();
             for (seq, attempt) in due {
                 fired += 1;
