@@ -7,6 +7,12 @@ use thiserror::Error;
 pub trait Coded {
     /// The stable code, `SCREAMING_SNAKE_CASE`, identical on every engine.
     fn code(&self) -> &'static str;
+
+    /// The code as it crosses the boundary; the same as [`Coded::code`] unless an error says
+    /// something only the host acts on.
+    fn boundary_code(&self) -> &'static str {
+        self.code()
+    }
 }
 
 /// Why a bus operation was refused. A refused operation changes nothing.
@@ -90,19 +96,16 @@ pub enum BusError {
     },
 }
 
-impl BusError {
-    /// The code as it crosses the boundary: like [`Coded::code`], except that a full consumer
-    /// whose policy is `block` says `BACKPRESSURE_WAIT`, which the host turns into waiting.
-    #[must_use]
-    pub fn boundary_code(&self) -> &'static str {
+impl Coded for BusError {
+    /// Like [`Coded::code`], except that a full consumer whose policy is `block` says
+    /// `BACKPRESSURE_WAIT`, which the host turns into waiting.
+    fn boundary_code(&self) -> &'static str {
         match self {
             Self::Backpressure { block: true, .. } => "BACKPRESSURE_WAIT",
             other => other.code(),
         }
     }
-}
 
-impl Coded for BusError {
     fn code(&self) -> &'static str {
         match self {
             Self::InvalidName { .. } => "INVALID_NAME",
@@ -117,6 +120,100 @@ impl Coded for BusError {
             Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
             Self::MalformedFrame { .. } => "MALFORMED_FRAME",
             Self::InvalidOption { .. } => "INVALID_OPTION",
+        }
+    }
+}
+
+/// Why a store operation was refused. A refused operation (or transaction) changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// A namespace or writer name is empty, too long, or holds a character outside the allowed set.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A key is empty, too long, or not UTF-8.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A value larger than the store's limit.
+    #[error("value of {size} bytes exceeds the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The value's size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A write's condition does not hold: the key's version is not the expected one.
+    #[error("version conflict at write {index}: expected {expected}, current {current}")]
+    VersionConflict {
+        /// Position of the failing write in its transaction.
+        index: usize,
+        /// The version the write expected (0 = absent).
+        expected: u64,
+        /// The key's current version (0 = absent).
+        current: u64,
+    },
+    /// A namespace id this store never issued.
+    #[error("unknown namespace id {0}")]
+    UnknownNamespace(u32),
+    /// A writer id this store never issued.
+    #[error("unknown writer id {0}")]
+    UnknownWriter(u32),
+    /// A watch id that does not exist (never created, or already ended).
+    #[error("unknown watch id {0}")]
+    UnknownWatch(u32),
+    /// An option outside its allowed range.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An encoded write or transaction that does not follow the layout.
+    #[error("malformed write {index}: {reason}")]
+    MalformedWrite {
+        /// Position of the write in its batch.
+        index: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Snapshot or record bytes that cannot be decoded.
+    #[error("invalid snapshot: {reason}")]
+    InvalidSnapshot {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Coded for StoreError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidName { .. } => "INVALID_NAME",
+            Self::InvalidKey { .. } => "INVALID_KEY",
+            Self::ValueTooLarge { .. } => "VALUE_TOO_LARGE",
+            Self::VersionConflict { .. } => "VERSION_CONFLICT",
+            Self::UnknownNamespace(_) => "UNKNOWN_NAMESPACE",
+            Self::UnknownWriter(_) => "UNKNOWN_WRITER",
+            Self::UnknownWatch(_) => "UNKNOWN_WATCH",
+            Self::InvalidOption { .. } => "INVALID_OPTION",
+            Self::MalformedWrite { .. } => "MALFORMED_WRITE",
+            Self::InvalidSnapshot { .. } => "INVALID_SNAPSHOT",
+        }
+    }
+}
+
+impl From<BusError> for StoreError {
+    fn from(err: BusError) -> Self {
+        match err {
+            BusError::InvalidName { name, reason } => Self::InvalidName { name, reason },
+            other => Self::InvalidSnapshot { reason: other.to_string() },
         }
     }
 }

@@ -15,9 +15,11 @@ pub mod frame;
 pub mod host;
 pub mod names;
 pub mod slab;
+pub mod store;
 
 pub use bus::{Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions, MAIN_ENDPOINT};
-pub use error::{BusError, Coded};
+pub use error::{BusError, Coded, StoreError};
+pub use store::{Store, StoreConfig};
 pub use names::ChannelId;
 
 /// Milliseconds on the host's clock. The core only compares and adds them.

@@ -22,6 +22,8 @@ mod outbox;
 mod request;
 mod timer;
 
+pub(crate) use timer::Deadline;
+
 use std::collections::HashMap;
 
 pub use buffer::{Item, PriorityBuffer};

@@ -23,8 +23,9 @@ pub enum TimerKind {
     },
 }
 
+/// A host time ordered totally, for heaps and ordered sets of deadlines.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Deadline(Millis);
+pub(crate) struct Deadline(pub(crate) Millis);
 
 impl Eq for Deadline {}
 

@@ -1,0 +1,250 @@
+//! Snapshots and per-key records as bytes (postcard): export/import of a whole store at one
+//! revision, and the records a durable host keeps on disk, one per key, plus the store's meta.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::entry::{Entry, Kind, Record, Stamp};
+use super::hlc::Hlc;
+use super::{check_key, Namespace, Store, Version};
+use crate::bus::Deadline;
+use crate::error::StoreError;
+
+/// Snapshot layout version, bumped on any incompatible change.
+const FORMAT: u32 = 1;
+
+/// One record as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordState {
+    version: Version,
+    kind: u8,
+    value: Bytes,
+    hlc: Hlc,
+    writer: u32,
+}
+
+/// One key as stored: its records oldest first (the last is current), floor and expiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryState {
+    floor: Version,
+    expires: Option<f64>,
+    records: Vec<RecordState>,
+}
+
+/// A namespace's settings and floor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceState {
+    name: String,
+    history: u64,
+    floor: Version,
+}
+
+/// Store-wide state: revision, clock, writer names (ids are their positions) and namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    revision: Version,
+    clock: Hlc,
+    writers: Vec<String>,
+    namespaces: Vec<NamespaceState>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    format: u32,
+    meta: Meta,
+    /// (namespace position in `meta.namespaces`, key, state)
+    entries: Vec<(u32, Bytes, EntryState)>,
+}
+
+fn invalid(reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidSnapshot { reason: reason.into() }
+}
+
+impl EntryState {
+    fn of(entry: &Entry) -> Self {
+        let record = |r: &Record| RecordState {
+            version: r.version,
+            kind: r.kind as u8,
+            value: r.value.clone(),
+            hlc: r.stamp.hlc,
+            writer: r.stamp.writer,
+        };
+        Self {
+            floor: entry.floor,
+            expires: entry.expires.is_finite().then_some(entry.expires),
+            records: entry.records().map(record).collect(),
+        }
+    }
+
+    /// Encodes for disk.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes from disk.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| invalid(format!("key record: {e}")))
+    }
+
+    /// The entry, with writer ids mapped through `writers`, checked for order and sense.
+    fn into_entry(self, writers: &[u32]) -> Result<Entry, StoreError> {
+        let mut records = Vec::with_capacity(self.records.len());
+        for r in self.records {
+            let kind = Kind::from_code(r.kind).ok_or_else(|| invalid("unknown record kind"))?;
+            let writer = *writers.get(r.writer as usize).ok_or_else(|| invalid("unknown writer"))?;
+            if records.last().is_some_and(|p: &Record| p.version >= r.version) {
+                return Err(invalid("record versions out of order"));
+            }
+            records.push(Record { version: r.version, kind, value: r.value, stamp: Stamp { hlc: r.hlc, writer } });
+        }
+        let current = records.pop().ok_or_else(|| invalid("a key without records"))?;
+        let expires = match self.expires {
+            Some(at) if current.kind.is_put() && !at.is_nan() => at,
+            _ => f64::INFINITY,
+        };
+        let mut entry = Entry::new(current, expires);
+        entry.history = records.into();
+        entry.floor = self.floor;
+        Ok(entry)
+    }
+}
+
+impl Meta {
+    /// Encodes for disk.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes from disk.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| invalid(format!("store meta: {e}")))
+    }
+}
+
+impl Store {
+    /// The state of a key to persist, or `None` if it no longer exists.
+    #[must_use]
+    pub fn entry_state(&self, ns: u32, key: &[u8]) -> Option<EntryState> {
+        self.namespaces.get(ns as usize)?.entries.get(key).map(EntryState::of)
+    }
+
+    /// Store-wide state to persist beside the keys.
+    #[must_use]
+    pub fn meta(&self) -> Meta {
+        let namespaces = (0..self.namespaces.len() as u32)
+            .map(|id| {
+                let space = &self.namespaces[id as usize];
+                NamespaceState {
+                    name: self.names.name(id).unwrap_or_default().to_owned(),
+                    history: space.history as u64,
+                    floor: space.floor,
+                }
+            })
+            .collect();
+        let writers = (0..self.writers.len() as u32).map(|id| self.writers.name(id).unwrap_or_default().to_owned());
+        Meta { revision: self.revision, clock: self.clock.last(), writers: writers.collect(), namespaces }
+    }
+
+    /// The whole store at this revision, as bytes.
+    #[must_use]
+    pub fn export(&self) -> Vec<u8> {
+        let entries = self
+            .namespaces
+            .iter()
+            .enumerate()
+            .flat_map(|(ns, space)| {
+                space.entries.iter().map(move |(key, entry)| (ns as u32, key.clone(), EntryState::of(entry)))
+            })
+            .collect();
+        postcard::to_allocvec(&Snapshot { format: FORMAT, meta: self.meta(), entries }).unwrap_or_default()
+    }
+
+    /// Replaces every key with a snapshot's. Namespace and writer ids stay valid; versions never
+    /// go backwards (the revision becomes the larger of the two), and every watch is told it
+    /// lagged. A snapshot that does not decode or check out changes nothing.
+    pub fn import(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let snapshot: Snapshot = postcard::from_bytes(bytes).map_err(|e| invalid(e.to_string()))?;
+        if snapshot.format != FORMAT {
+            return Err(invalid(format!("format {} is not {FORMAT}", snapshot.format)));
+        }
+        let names: Vec<String> = snapshot.meta.namespaces.iter().map(|n| n.name.clone()).collect();
+        let entries = snapshot.entries.into_iter().map(|(ns, key, state)| {
+            let name = names.get(ns as usize).ok_or_else(|| invalid("unknown namespace"))?;
+            Ok((name.clone(), key, state))
+        });
+        let entries = entries.collect::<Result<Vec<_>, StoreError>>()?;
+        self.load(snapshot.meta, entries)?;
+        self.watches.lag_all();
+        Ok(())
+    }
+
+    /// Replaces every key with `entries` (namespace name, key, state) under `meta`: an import,
+    /// or a durable host opening its files. Checked whole before anything changes.
+    pub fn load(&mut self, meta: Meta, entries: Vec<(String, Bytes, EntryState)>) -> Result<(), StoreError> {
+        let mut writers = Vec::with_capacity(meta.writers.len());
+        for name in &meta.writers {
+            crate::names::validate(name)?;
+        }
+        for space in &meta.namespaces {
+            crate::names::validate(&space.name)?;
+        }
+        let mut staged = Vec::with_capacity(entries.len());
+        let writer_ids: Vec<u32> = (0..meta.writers.len() as u32).collect();
+        let mut top = meta.revision;
+        let mut clock = meta.clock;
+        for (name, key, state) in entries {
+            crate::names::validate(&name)?;
+            check_key(&key)?;
+            let entry = state.into_entry(&writer_ids)?;
+            for record in entry.records() {
+                top = top.max(record.version);
+                clock = clock.max(record.stamp.hlc);
+            }
+            staged.push((name, key, entry));
+        }
+        // Checked: now apply. Writer ids map from the snapshot's positions to ours.
+        for name in &meta.writers {
+            writers.push(self.writers.intern(name)?);
+        }
+        let floor = self.revision;
+        for ns in 0..self.namespaces.len() {
+            let space = &mut self.namespaces[ns];
+            space.floor = space.floor.max(floor);
+            let old = std::mem::take(&mut space.entries);
+            if let Some(dirty) = &mut self.dirty {
+                dirty.extend(old.into_keys().map(|key| (ns as u32, key)));
+            }
+        }
+        for space in &meta.namespaces {
+            let known = self.names.get(&space.name).is_some();
+            let id = self.namespace(&space.name)?;
+            let local = &mut self.namespaces[id as usize];
+            local.floor = local.floor.max(space.floor);
+            if !known {
+                local.history = space.history as usize;
+            }
+        }
+        self.expiry.clear();
+        for (name, key, mut entry) in staged {
+            let ns = self.namespace(&name)?;
+            for record in entry.history.iter_mut().chain(std::iter::once(&mut entry.current)) {
+                record.stamp.writer = writers[record.stamp.writer as usize];
+            }
+            let space: &mut Namespace = &mut self.namespaces[ns as usize];
+            entry.trim(space.history);
+            if entry.expires.is_finite() {
+                let due = super::Due { at: Deadline(entry.expires), ns, key: key.clone(), version: entry.current.version };
+                self.expiry.push(std::cmp::Reverse(due));
+            }
+            space.entries.insert(key.clone(), entry);
+            if let Some(dirty) = &mut self.dirty {
+                dirty.push((ns, key));
+            }
+        }
+        self.revision = self.revision.max(top);
+        self.clock.witness(clock);
+        Ok(())
+    }
+}

@@ -1,0 +1,537 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::Coded;
+
+fn store(history: usize) -> (Store, u32) {
+    let mut s = Store::new(StoreConfig { history, ..StoreConfig::default() }).unwrap();
+    let ns = s.namespace("kv").unwrap();
+    (s, ns)
+}
+
+fn put<'a>(ns: u32, key: &'a str, value: &'a str) -> Write<'a> {
+    Write {
+        ns,
+        key: key.as_bytes(),
+        condition: Condition::Any,
+        action: Action::Put { value: value.as_bytes(), ttl: 0.0 },
+        writer: LOCAL_WRITER,
+    }
+}
+
+fn with(condition: Condition, write: Write<'_>) -> Write<'_> {
+    Write { condition, ..write }
+}
+
+fn del(ns: u32, key: &str) -> Write<'_> {
+    Write { ns, key: key.as_bytes(), condition: Condition::Any, action: Action::Delete, writer: LOCAL_WRITER }
+}
+
+fn value(s: &mut Store, ns: u32, key: &str, now: f64) -> Option<(Version, Vec<u8>)> {
+    s.get(ns, key.as_bytes(), now).unwrap().map(|r| (r.version, r.value.to_vec()))
+}
+
+fn changes(s: &mut Store) -> Vec<(u32, String, Version, Kind)> {
+    let mut out = Vec::new();
+    s.drain(|watch, d| {
+        match d {
+            Delivery::Change { key, record } => {
+                out.push((watch, String::from_utf8(key.to_vec()).unwrap(), record.version, record.kind));
+            }
+            Delivery::Lagged { after } => out.push((watch, "<lagged>".into(), *after, Kind::Delete)),
+        }
+        true
+    });
+    out
+}
+
+#[test]
+fn versions_grow_and_conditions_guard_writes() {
+    let (mut s, ns) = store(0);
+    let v1 = s.write(&[put(ns, "a", "1")], 0.0).unwrap();
+    let v2 = s.write(&[put(ns, "a", "2")], 0.0).unwrap();
+    assert!(v2 > v1);
+    assert_eq!(value(&mut s, ns, "a", 0.0), Some((v2, b"2".to_vec())));
+
+    let err = s.write(&[with(Condition::Absent, put(ns, "a", "x"))], 0.0).unwrap_err();
+    assert_eq!(err, StoreError::VersionConflict { index: 0, expected: 0, current: v2 });
+    assert_eq!(err.code(), "VERSION_CONFLICT");
+    let err = s.write(&[with(Condition::Version(v1), put(ns, "a", "x"))], 0.0).unwrap_err();
+    assert_eq!(err, StoreError::VersionConflict { index: 0, expected: v1, current: v2 });
+    assert_eq!(value(&mut s, ns, "a", 0.0), Some((v2, b"2".to_vec())), "a conflict changes nothing");
+    assert_eq!(s.revision(), v2);
+
+    let v3 = s.write(&[with(Condition::Version(v2), put(ns, "a", "3"))], 0.0).unwrap();
+    assert!(v3 > v2);
+    let err = s.write(&[with(Condition::Version(v2), del(ns, "a"))], 0.0).unwrap_err();
+    assert!(matches!(err, StoreError::VersionConflict { current, .. } if current == v3));
+    let v4 = s.write(&[with(Condition::Version(v3), del(ns, "a"))], 0.0).unwrap();
+    assert!(v4 > v3);
+    assert_eq!(value(&mut s, ns, "a", 0.0), None);
+    assert_eq!(s.write(&[del(ns, "a")], 0.0).unwrap(), 0, "deleting an absent key changes nothing");
+    assert!(s.write(&[with(Condition::Absent, put(ns, "a", "new"))], 0.0).unwrap() > v4);
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let (mut s, ns) = store(0);
+    let long = "k".repeat(MAX_KEY_LEN + 1);
+    assert_eq!(s.write(&[put(ns, &long, "v")], 0.0).unwrap_err().code(), "INVALID_KEY");
+    assert_eq!(s.write(&[put(ns, "", "v")], 0.0).unwrap_err().code(), "INVALID_KEY");
+    assert_eq!(s.write(&[put(ns, "a", "v"), put(ns, "a", "w")], 0.0).unwrap_err().code(), "MALFORMED_WRITE");
+    assert_eq!(s.write(&[put(9, "a", "v")], 0.0).unwrap_err().code(), "UNKNOWN_NAMESPACE");
+    assert_eq!(s.write(&[Write { writer: 7, ..put(ns, "a", "v") }], 0.0).unwrap_err().code(), "UNKNOWN_WRITER");
+    assert_eq!(s.namespace("bad name").unwrap_err().code(), "INVALID_NAME");
+    let mut small = Store::new(StoreConfig { max_value_bytes: 4, ..StoreConfig::default() }).unwrap();
+    let ns = small.namespace("kv").unwrap();
+    assert_eq!(
+        small.write(&[put(ns, "a", "12345")], 0.0).unwrap_err(),
+        StoreError::ValueTooLarge { size: 5, limit: 4 }
+    );
+    assert_eq!(small.revision(), 0);
+}
+
+#[test]
+fn history_keeps_the_last_n_versions() {
+    let (mut s, ns) = store(2);
+    let versions: Vec<Version> = (0..5).map(|i| s.write(&[put(ns, "a", &i.to_string())], 0.0).unwrap()).collect();
+    let entry = s.entry(ns, b"a", 0.0).unwrap().unwrap();
+    let kept: Vec<Version> = entry.records().map(|r| r.version).collect();
+    assert_eq!(kept, versions[2..]);
+    assert_eq!(entry.floor, versions[1]);
+    assert_eq!(s.get_at(ns, b"a", versions[3], 0.0).unwrap().unwrap().value.as_ref(), b"3");
+    assert!(s.get_at(ns, b"a", versions[1], 0.0).unwrap().is_none());
+    // A deletion is a record too; the key stays absent but its history stays readable.
+    let gone = s.write(&[del(ns, "a")], 0.0).unwrap();
+    assert_eq!(value(&mut s, ns, "a", 0.0), None);
+    assert_eq!(s.get_at(ns, b"a", gone, 0.0).unwrap().unwrap().kind, Kind::Delete);
+    assert_eq!(s.get_at(ns, b"a", versions[4], 0.0).unwrap().unwrap().value.as_ref(), b"4");
+    // Lowering the limit drops records at once.
+    s.set_history(ns, 0).unwrap();
+    assert_eq!(s.entry(ns, b"a", 0.0).unwrap().unwrap().records().count(), 1);
+}
+
+#[test]
+fn keys_expire_on_the_host_clock() {
+    let (mut s, ns) = store(1);
+    let w = Write { action: Action::Put { value: b"v", ttl: 100.0 }, ..put(ns, "a", "") };
+    let v = s.write(&[w], 1000.0).unwrap();
+    assert_eq!(s.next_deadline(), 1100.0);
+    assert!(value(&mut s, ns, "a", 1099.0).is_some());
+    assert_eq!(value(&mut s, ns, "a", 1100.0), None);
+    let expired = s.entry(ns, b"a", 1100.0).unwrap().unwrap();
+    assert_eq!(expired.current.kind, Kind::Expire);
+    assert!(expired.current.version > v);
+    // A rewrite without a TTL cancels the old deadline.
+    let w = Write { action: Action::Put { value: b"v", ttl: 10.0 }, ..put(ns, "b", "") };
+    s.write(&[w], 2000.0).unwrap();
+    s.write(&[put(ns, "b", "forever")], 2001.0).unwrap();
+    assert!(value(&mut s, ns, "b", 5000.0).is_some());
+    assert_eq!(s.next_deadline(), f64::INFINITY);
+}
+
+#[test]
+fn transactions_apply_all_or_nothing_across_namespaces() {
+    let (mut s, a) = store(0);
+    let b = s.namespace("other").unwrap();
+    let v = s.write(&[put(a, "x", "1"), put(b, "y", "1")], 0.0).unwrap();
+    assert_eq!(value(&mut s, a, "x", 0.0).unwrap().0, v);
+    assert_eq!(value(&mut s, b, "y", 0.0).unwrap().0, v, "one revision for the whole transaction");
+    let err = s
+        .write(&[put(a, "x", "2"), with(Condition::Version(v + 5), put(b, "y", "2")), put(a, "z", "2")], 0.0)
+        .unwrap_err();
+    assert_eq!(err, StoreError::VersionConflict { index: 1, expected: v + 5, current: v });
+    assert_eq!(value(&mut s, a, "x", 0.0).unwrap().1, b"1");
+    assert_eq!(value(&mut s, a, "z", 0.0), None);
+    // A check guards without writing.
+    let check = Write { action: Action::Check, condition: Condition::Version(v), ..put(b, "y", "") };
+    let v2 = s.write(&[check, put(a, "x", "3")], 0.0).unwrap();
+    assert_eq!(value(&mut s, b, "y", 0.0).unwrap().0, v);
+    assert_eq!(value(&mut s, a, "x", 0.0).unwrap().0, v2);
+}
+
+#[test]
+fn watches_see_keys_and_prefixes_and_replay_from_versions() {
+    let (mut s, ns) = store(4);
+    let v1 = s.write(&[put(ns, "job/1", "a")], 0.0).unwrap();
+    let key = s.watch(ns, b"job/1", false, Start::Now, 16).unwrap();
+    let pre = s.watch(ns, b"job/", true, Start::Now, 16).unwrap();
+    let v2 = s.write(&[put(ns, "job/1", "b")], 0.0).unwrap();
+    let v3 = s.write(&[put(ns, "job/2", "c"), put(ns, "other", "x")], 0.0).unwrap();
+    let v4 = s.write(&[del(ns, "job/1")], 0.0).unwrap();
+    let got = changes(&mut s);
+    assert_eq!(
+        got,
+        vec![
+            (key, "job/1".into(), v2, Kind::Put),
+            (key, "job/1".into(), v4, Kind::Delete),
+            (pre, "job/1".into(), v2, Kind::Put),
+            (pre, "job/2".into(), v3, Kind::Put),
+            (pre, "job/1".into(), v4, Kind::Delete),
+        ]
+    );
+    // From a version: exactly the changes after it, from history.
+    let replay = s.watch(ns, b"job/", true, Start::After(v1), 16).unwrap();
+    let got: Vec<_> = changes(&mut s).into_iter().map(|c| (c.1, c.2)).collect();
+    assert_eq!(got, vec![("job/1".into(), v2), ("job/2".into(), v3), ("job/1".into(), v4)]);
+    // From the current values: one per live key, then live.
+    let current = s.watch(ns, b"", true, Start::Current, 16).unwrap();
+    let got: Vec<_> = changes(&mut s).into_iter().map(|c| c.1).collect();
+    assert_eq!(got, vec!["job/2".to_string(), "other".into()]);
+    s.unwatch(replay).unwrap();
+    s.unwatch(current).unwrap();
+    assert_eq!(s.unwatch(current).unwrap_err().code(), "UNKNOWN_WATCH");
+}
+
+#[test]
+fn a_watcher_behind_its_buffer_catches_up_from_history_or_is_told_it_lagged() {
+    let (mut s, ns) = store(10);
+    let w = s.watch(ns, b"", true, Start::Now, 2).unwrap();
+    let versions: Vec<Version> = (0..6).map(|i| s.write(&[put(ns, "k", &i.to_string())], 0.0).unwrap()).collect();
+    let got: Vec<Version> = changes(&mut s).into_iter().map(|c| c.2).collect();
+    assert_eq!(got, versions, "caught up from history without a gap");
+    // Without history to replay from, the watcher is told and ends.
+    s.set_history(ns, 0).unwrap();
+    for i in 0..4 {
+        s.write(&[put(ns, "k", &i.to_string())], 0.0).unwrap();
+    }
+    let got = changes(&mut s);
+    assert_eq!(got.last().unwrap().1, "<lagged>");
+    assert_eq!(s.unwatch(w).unwrap_err().code(), "UNKNOWN_WATCH", "a lagged watch has ended");
+    // Replaying from below what history holds also lags at once.
+    let late = s.watch(ns, b"k", false, Start::After(1), 8).unwrap();
+    assert_eq!(changes(&mut s), vec![(late, "<lagged>".into(), 1, Kind::Delete)]);
+}
+
+#[test]
+fn snapshots_round_trip_and_bad_ones_change_nothing() {
+    let (mut s, ns) = store(2);
+    let other = s.namespace("other").unwrap();
+    let agent = s.writer("agent-7").unwrap();
+    s.write(&[put(ns, "a", "1")], 10.0).unwrap();
+    s.write(&[Write { writer: agent, ..put(ns, "a", "2") }], 11.0).unwrap();
+    let ttl = Write { action: Action::Put { value: b"t", ttl: 50.0 }, ..put(other, "b", "") };
+    s.write(&[ttl], 12.0).unwrap();
+    let bytes = s.export();
+
+    let mut copy = Store::new(StoreConfig { replica: "elsewhere".into(), ..StoreConfig::default() }).unwrap();
+    copy.import(&bytes).unwrap();
+    let ns2 = copy.namespace("kv").unwrap();
+    let other2 = copy.namespace("other").unwrap();
+    assert_eq!(copy.revision(), s.revision());
+    let rec = copy.get(ns2, b"a", 12.0).unwrap().unwrap().clone();
+    assert_eq!(rec.value.as_ref(), b"2");
+    assert_eq!(copy.writer_name(rec.stamp.writer), Some("agent-7"));
+    assert_eq!(copy.entry(ns2, b"a", 12.0).unwrap().unwrap().records().count(), 2);
+    assert_eq!(copy.next_deadline(), 62.0);
+    assert!(copy.get(other2, b"b", 62.0).unwrap().is_none(), "TTLs survive the trip");
+
+    let before = copy.export();
+    let err = copy.import(&bytes[..bytes.len() / 2]).unwrap_err();
+    assert_eq!(err.code(), "INVALID_SNAPSHOT");
+    assert_eq!(copy.export(), before);
+}
+
+#[test]
+fn import_tells_every_watcher_it_lagged() {
+    let (mut s, ns) = store(0);
+    let w = s.watch(ns, b"a", false, Start::Now, 4).unwrap();
+    let snapshot = s.export();
+    s.import(&snapshot).unwrap();
+    assert_eq!(changes(&mut s), vec![(w, "<lagged>".into(), 0, Kind::Delete)]);
+}
+
+#[test]
+fn merges_keep_the_last_writer_by_clock_then_name() {
+    let (mut s, ns) = store(0);
+    let remote = s.writer("replica-b").unwrap();
+    s.write(&[put(ns, "a", "local")], 1000.0).unwrap();
+    let change = |wall, value: &'static str| RemoteChange {
+        ns,
+        key: b"a",
+        kind: Kind::Put,
+        value: value.as_bytes(),
+        hlc: Hlc { wall, logical: 0 },
+        writer: remote,
+    };
+    assert_eq!(s.merge(&change(900, "old"), Condition::Any, true, 1001.0).unwrap(), 0);
+    assert_eq!(value(&mut s, ns, "a", 1001.0).unwrap().1, b"local");
+    let v = s.merge(&change(2000, "newer"), Condition::Any, true, 1002.0).unwrap();
+    assert!(v > 0);
+    assert_eq!(value(&mut s, ns, "a", 1002.0).unwrap().1, b"newer");
+    assert!(s.clock() > Hlc { wall: 2000, logical: 0 }, "the clock moved past the remote stamp");
+    let next = s.write(&[put(ns, "a", "after")], 1003.0).unwrap();
+    let stamp = s.get(ns, b"a", 1003.0).unwrap().unwrap().stamp;
+    assert!(next > v && stamp.hlc > Hlc { wall: 2000, logical: 0 });
+}
+
+#[test]
+fn the_wire_layout_round_trips_writes_and_records() {
+    let (mut s, ns) = store(0);
+    let mut buf = vec![0u8; 256];
+    let key = b"hello";
+    let value = b"world!";
+    buf[0] = 1;
+    buf[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+    buf[4..8].copy_from_slice(&ns.to_le_bytes());
+    buf[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    buf[32..37].copy_from_slice(key);
+    buf[37..43].copy_from_slice(value);
+    let v = wire::write(&mut s, &buf, 1, 0.0).unwrap();
+    assert_eq!(v, 1.0);
+    buf[1] = 1; // create-if-absent now fails: reported as data
+    assert_eq!(wire::write(&mut s, &buf, 1, 0.0).unwrap(), -1.0);
+    assert_eq!(wire::conflict(&mut s), vec![0.0, 0.0, 1.0]);
+
+    let mut out = vec![0u8; 128];
+    out[..5].copy_from_slice(key);
+    let len = wire::get(&mut s, ns, 5, 0.0, 0.0, &mut out).unwrap();
+    assert_eq!(len as usize, wire::record_len(0, value.len()));
+    assert_eq!(out[4], Kind::Put as u8);
+    assert_eq!(f64::from_le_bytes(out[16..24].try_into().unwrap()), 1.0);
+    assert_eq!(&out[wire::RECORD_HEADER..wire::RECORD_HEADER + 6], value);
+    out[..5].copy_from_slice(b"nope!");
+    assert_eq!(wire::get(&mut s, ns, 5, 0.0, 0.0, &mut out).unwrap(), -1.0);
+    let mut tiny = vec![0u8; 8];
+    tiny[..5].copy_from_slice(key);
+    assert_eq!(wire::get(&mut s, ns, 5, 0.0, 0.0, &mut tiny).unwrap() as usize, 56, "too small: asks for room");
+}
+
+// ---- the store against a plain model ----
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put { ns: u32, key: u8, value: u8, ttl: u8 },
+    Create { ns: u32, key: u8, value: u8 },
+    Cas { ns: u32, key: u8, value: u8, stale: bool },
+    Delete { ns: u32, key: u8 },
+    DeleteIf { ns: u32, key: u8, stale: bool },
+    Txn(Vec<(u32, u8, Option<u8>, bool)>),
+    Advance(u8),
+    Drain,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let ns = 0u32..2;
+    let key = 0u8..4;
+    prop_oneof![
+        4 => (ns.clone(), key.clone(), any::<u8>(), 0u8..4).prop_map(|(ns, key, value, ttl)| Op::Put { ns, key, value, ttl }),
+        1 => (ns.clone(), key.clone(), any::<u8>()).prop_map(|(ns, key, value)| Op::Create { ns, key, value }),
+        2 => (ns.clone(), key.clone(), any::<u8>(), any::<bool>()).prop_map(|(ns, key, value, stale)| Op::Cas { ns, key, value, stale }),
+        1 => (ns.clone(), key.clone()).prop_map(|(ns, key)| Op::Delete { ns, key }),
+        1 => (ns.clone(), key.clone(), any::<bool>()).prop_map(|(ns, key, stale)| Op::DeleteIf { ns, key, stale }),
+        1 => prop::collection::vec((ns.clone(), key.clone(), prop::option::of(any::<u8>()), any::<bool>()), 1..4).prop_map(Op::Txn),
+        1 => (1u8..40).prop_map(Op::Advance),
+        1 => Just(Op::Drain),
+    ]
+}
+
+/// (version, Some(value) for a put / None for a deletion or expiry)
+type ModelRecord = (Version, Option<u8>);
+
+#[derive(Debug, Default, Clone)]
+struct ModelEntry {
+    records: Vec<ModelRecord>,
+    expires: f64,
+}
+
+struct Model {
+    keep: usize,
+    revision: Version,
+    keys: BTreeMap<(u32, u8), ModelEntry>,
+    /// Every change to namespace 0, in order: (version, key, value).
+    log: Vec<(Version, u8, Option<u8>)>,
+}
+
+impl Model {
+    fn live(&self, ns: u32, key: u8) -> Version {
+        self.keys.get(&(ns, key)).and_then(|e| e.records.last()).filter(|r| r.1.is_some()).map_or(0, |r| r.0)
+    }
+
+    fn record(&mut self, ns: u32, key: u8, version: Version, value: Option<u8>, expires: f64) {
+        let keep = self.keep;
+        let entry = self.keys.entry((ns, key)).or_default();
+        entry.records.push((version, value));
+        entry.expires = expires;
+        if entry.records.len() > keep + 1 {
+            entry.records.remove(0);
+        }
+        if value.is_none() && keep == 0 {
+            self.keys.remove(&(ns, key));
+        }
+        if ns == 0 {
+            self.log.push((version, key, value));
+        }
+    }
+
+    fn expire(&mut self, now: f64) {
+        let mut due: Vec<(f64, u32, u8)> = self
+            .keys
+            .iter()
+            .filter(|(_, e)| e.records.last().is_some_and(|r| r.1.is_some()) && e.expires <= now)
+            .map(|(&(ns, key), e)| (e.expires, ns, key))
+            .collect();
+        due.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        for (_, ns, key) in due {
+            self.revision += 1;
+            self.record(ns, key, self.revision, None, f64::INFINITY);
+        }
+    }
+
+    /// Applies conditional writes (ns, key, Some(value) put / None delete, expected version or
+    /// None for any) as one transaction; `Err(())` on a failed condition.
+    fn write(&mut self, writes: &[(u32, u8, Option<u8>, Option<Version>)], now: f64, ttl: f64) -> Result<Version, ()> {
+        self.expire(now);
+        for &(ns, key, _, expected) in writes {
+            if expected.is_some_and(|v| v != self.live(ns, key)) {
+                return Err(());
+            }
+        }
+        let changes = writes.iter().any(|&(ns, key, value, _)| value.is_some() || self.live(ns, key) != 0);
+        if !changes {
+            return Ok(0);
+        }
+        self.revision += 1;
+        let version = self.revision;
+        for &(ns, key, value, _) in writes {
+            if value.is_none() && self.live(ns, key) == 0 {
+                continue;
+            }
+            let expires = if value.is_some() && ttl > 0.0 { now + ttl } else { f64::INFINITY };
+            self.record(ns, key, version, value, expires);
+        }
+        Ok(version)
+    }
+}
+
+fn key_name(key: u8) -> String {
+    format!("key-{key}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_store_matches_a_plain_model(keep in 0usize..3, ops in prop::collection::vec(op(), 1..60)) {
+        let mut s = Store::new(StoreConfig { history: keep, ..StoreConfig::default() }).unwrap();
+        let spaces = [s.namespace("a").unwrap(), s.namespace("b").unwrap()];
+        let mut model = Model { keep, revision: 0, keys: BTreeMap::new(), log: Vec::new() };
+        let watch = s.watch(spaces[0], b"", true, Start::Now, 3).unwrap();
+        let mut seen: Vec<(Version, u8, Option<u8>)> = Vec::new();
+        let mut lagged = None;
+        let mut now = 0.0;
+        let names: Vec<String> = (0..4).map(key_name).collect();
+        for op in ops {
+            let (writes, ttl): (Vec<(u32, u8, Option<u8>, Condition)>, f64) = match op {
+                Op::Put { ns, key, value, ttl } => (vec![(ns, key, Some(value), Condition::Any)], f64::from(ttl) * 10.0),
+                Op::Create { ns, key, value } => (vec![(ns, key, Some(value), Condition::Absent)], 0.0),
+                Op::Cas { ns, key, value, stale } => {
+                    s.expire(now);
+                    let v = model.live(ns, key) + u64::from(stale);
+                    (vec![(ns, key, Some(value), Condition::Version(v))], 0.0)
+                }
+                Op::Delete { ns, key } => (vec![(ns, key, None, Condition::Any)], 0.0),
+                Op::DeleteIf { ns, key, stale } => {
+                    let v = model.live(ns, key) + u64::from(stale);
+                    (vec![(ns, key, None, Condition::Version(v))], 0.0)
+                }
+                Op::Txn(items) => {
+                    let mut seen_keys = std::collections::BTreeSet::new();
+                    let items: Vec<_> = items.into_iter().filter(|i| seen_keys.insert((i.0, i.1))).collect();
+                    let writes = items.into_iter().map(|(ns, key, value, guard)| {
+                        let condition = if guard { Condition::Version(model.live(ns, key)) } else { Condition::Any };
+                        (ns, key, value, condition)
+                    });
+                    (writes.collect(), 0.0)
+                }
+                Op::Advance(ms) => {
+                    now += f64::from(ms);
+                    (Vec::new(), 0.0)
+                }
+                Op::Drain => {
+                    s.drain(|_, d| {
+                        match d {
+                            Delivery::Change { key, record } => {
+                                let k = names.iter().position(|n| n.as_bytes() == key.as_ref()).unwrap() as u8;
+                                seen.push((record.version, k, record.kind.is_put().then(|| record.value[0])));
+                            }
+                            Delivery::Lagged { after } => lagged = Some(*after),
+                        }
+                        true
+                    });
+                    (Vec::new(), 0.0)
+                }
+            };
+            if writes.is_empty() {
+                continue;
+            }
+            // The model's expected versions must be read after expiring what is due.
+            model.expire(now);
+            let values: Vec<[u8; 1]> = writes.iter().map(|w| [w.2.unwrap_or(0)]).collect();
+            let real: Vec<Write<'_>> = writes.iter().zip(&values).map(|(&(ns, key, value, condition), v)| Write {
+                ns: spaces[ns as usize],
+                key: names[key as usize].as_bytes(),
+                condition,
+                action: if value.is_some() { Action::Put { value: v, ttl } } else { Action::Delete },
+                writer: LOCAL_WRITER,
+            }).collect();
+            let expected: Vec<_> = writes.iter().map(|&(ns, key, value, c)| (ns, key, value, match c {
+                Condition::Any => None,
+                Condition::Absent => Some(0),
+                Condition::Version(v) => Some(v),
+            })).collect();
+            let got = s.write(&real, now);
+            let want = model.write(&expected, now, ttl);
+            match (got, want) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(StoreError::VersionConflict { .. }), Err(())) => {}
+                (a, b) => prop_assert!(false, "store {:?} vs model {:?}", a, b),
+            }
+        }
+        s.expire(now);
+        model.expire(now);
+        prop_assert_eq!(s.revision(), model.revision);
+        for ns in 0..2u32 {
+            for key in 0..4u8 {
+                let live = s.get(spaces[ns as usize], names[key as usize].as_bytes(), now).unwrap().map(|r| (r.version, r.value[0]));
+                let want = model.keys.get(&(ns, key)).and_then(|e| e.records.last()).and_then(|r| r.1.map(|v| (r.0, v)));
+                prop_assert_eq!(live, want);
+                let kept: Vec<ModelRecord> = s.entry(spaces[ns as usize], names[key as usize].as_bytes(), now).unwrap()
+                    .map(|e| e.records().map(|r| (r.version, r.kind.is_put().then(|| r.value[0]))).collect())
+                    .unwrap_or_default();
+                prop_assert_eq!(kept, model.keys.get(&(ns, key)).map(|e| e.records.clone()).unwrap_or_default());
+            }
+        }
+        // The watcher saw every change of namespace 0 in version order, or was told where it
+        // lagged, and only when history had dropped a change after that point.
+        s.drain(|_, d| {
+            match d {
+                Delivery::Change { key, record } => {
+                    let k = names.iter().position(|n| n.as_bytes() == key.as_ref()).unwrap() as u8;
+                    seen.push((record.version, k, record.kind.is_put().then(|| record.value[0])));
+                }
+                Delivery::Lagged { after } => lagged = Some(*after),
+            }
+            true
+        });
+        let mut log = model.log.clone();
+        log.sort_by_key(|c| (c.0, c.1));
+        let mut sorted = seen.clone();
+        sorted.sort_by_key(|c| (c.0, c.1));
+        prop_assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "in version order");
+        match lagged {
+            None => prop_assert_eq!(sorted, log),
+            Some(after) => {
+                prop_assert_eq!(&sorted[..], &log[..sorted.len()]);
+                prop_assert!(sorted.last().map_or(0, |c| c.0) <= after);
+                let kept: usize = model.keys.iter().filter(|((ns, _), _)| *ns == 0)
+                    .map(|(_, e)| e.records.iter().filter(|r| r.0 > after).count()).sum();
+                let missed = log.iter().filter(|c| c.0 > after).count();
+                prop_assert!(kept < missed, "lagged although history held every change after {}", after);
+                prop_assert_eq!(s.unwatch(watch).unwrap_err().code(), "UNKNOWN_WATCH");
+            }
+        }
+    }
+}
