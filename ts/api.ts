@@ -6,6 +6,7 @@ import type { Backend, EngineName } from './backend.js'
 import { Bus } from './bus.js'
 import { OrreryError } from './errors.js'
 import { checkLayout } from './frame.js'
+import { Store, type StoreOptions } from './store.js'
 
 export { Bus, Published } from './bus.js'
 export type { BatchItem, BusEvent, ChannelOptions, PublishOptions, Reply, StartFrom, SubscribeOptions } from './bus.js'
@@ -13,6 +14,11 @@ export { Group } from './group.js'
 export type { Delivery, GroupOptions } from './group.js'
 export type { Message } from './message.js'
 export { Stream } from './stream.js'
+export { Store, Transaction } from './store.js'
+export type { Ack, RemoteChange, StoreOptions, TxnWriteOptions } from './store.js'
+export { Namespace } from './namespace.js'
+export type { NamespaceOptions, WatchOptions, WriteOptions } from './namespace.js'
+export type { Change, Entry, Stamp } from './store-records.js'
 export { Topic } from './topic.js'
 export type { TopicOptions } from './topic.js'
 export type { ChannelStats, EngineName, GroupStats, OverflowPolicy, PendingEntry, SubscriberStats } from './backend.js'
@@ -50,9 +56,52 @@ async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
   return backend
 }
 
+/** Options of {@link Orrery.openStore}: the store's, plus the engine and clock. */
+export type OpenStoreOptions = StoreOptions & Pick<OrreryOptions, 'engine' | 'clock'>
+
+function openStoreOn(backend: Backend, options: StoreOptions, clock: () => number): Store<boolean> {
+  const maxValueBytes = options.maxValueBytes ?? 1024 * 1024
+  const history = options.history ?? 0
+  const durability = options.durability ?? 'batched'
+  const bad = (option: string, value: unknown, rule: string) => new OrreryError('INVALID_OPTION', `${option} ${rule}`, { details: { option, value } })
+  if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > 256 * 1024 * 1024) throw bad('maxValueBytes', maxValueBytes, 'must be an integer from 1 to 268435456')
+  if (!Number.isInteger(history) || history < 0 || history > 0xffffffff) throw bad('history', history, 'must be a whole number >= 0')
+  if (durability !== 'batched' && durability !== 'every') throw bad('durability', durability, "must be 'batched' or 'every'")
+  if (options.path !== undefined && (typeof options.path !== 'string' || options.path === '')) throw bad('path', options.path, 'must be a file path')
+  if (options.snapshot !== undefined && !(options.snapshot instanceof Uint8Array)) throw bad('snapshot', typeof options.snapshot, 'must be a Uint8Array from store.export()')
+  const core = { maxValueBytes, history, replica: options.replica ?? 'local' }
+  const store = new Store<boolean>(
+    options.path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path: options.path, batched: durability === 'batched' }),
+    clock,
+  )
+  if (options.snapshot !== undefined) {
+    const imported = store.import(options.snapshot)
+    // A durable store acknowledges the import from disk; opening does not wait for it.
+    if (imported instanceof Promise) imported.catch(() => {})
+  }
+  return store
+}
+
 /** An in-process Orrery: one core, reached through one engine. */
 export class Orrery {
-  private constructor(readonly backend: Backend, readonly bus: Bus) {}
+  private constructor(readonly backend: Backend, readonly bus: Bus, private readonly clock: () => number = Date.now) {}
+
+  /**
+   * Loads the engine and opens a store: in memory, or durable on disk with `path` (native
+   * engine), where every write is acknowledged (its Promise resolves) once it is on disk.
+   */
+  static async openStore(options: OpenStoreOptions & { path: string }): Promise<Store<true>>
+  static async openStore(options?: OpenStoreOptions & { path?: undefined }): Promise<Store<false>>
+  static async openStore(options: OpenStoreOptions = {}): Promise<Store<boolean>> {
+    return openStoreOn(await loadBackend(options.engine), options, options.clock ?? Date.now)
+  }
+
+  /** Opens a store on this Orrery's engine and clock (see {@link Orrery.openStore}). */
+  openStore(options: StoreOptions & { path: string }): Store<true>
+  openStore(options?: StoreOptions & { path?: undefined }): Store<false>
+  openStore(options: StoreOptions = {}): Store<boolean> {
+    return openStoreOn(this.backend, options, this.clock)
+  }
 
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
@@ -61,7 +110,8 @@ export class Orrery {
       throw new OrreryError('INVALID_OPTION', 'maxMessageBytes must be an integer from 64 to 4294967295', { details: { option: 'maxMessageBytes', value: max } })
     }
     const backend = await loadBackend(options.engine)
-    return new Orrery(backend, new Bus(backend.createBus({ maxMessageBytes: max }), options.clock ?? Date.now))
+    const clock = options.clock ?? Date.now
+    return new Orrery(backend, new Bus(backend.createBus({ maxMessageBytes: max }), clock), clock)
   }
 
   /**
@@ -70,9 +120,10 @@ export class Orrery {
    */
   static async attach(handle: number, options: { clock?: () => number } = {}): Promise<Orrery> {
     const backend = await loadBackend('native')
-    const bus = new Bus(backend.attachBus(handle), options.clock ?? Date.now)
+    const clock = options.clock ?? Date.now
+    const bus = new Bus(backend.attachBus(handle), clock)
     bus.enableWaker()
-    return new Orrery(backend, bus)
+    return new Orrery(backend, bus, clock)
   }
 
   /** Which engine runs this Orrery's core. */

@@ -72,9 +72,68 @@ export interface BusCore extends RawBus {
   free(): void
 }
 
+/** The store calls both bindings expose; requests and results travel through `io`. */
+export interface RawStore {
+  namespace(name: string): number
+  setHistory(ns: number, keep: number): void
+  writer(name: string): number
+  writerName(id: number): string | null | undefined
+  conflict(): ArrayLike<number>
+  unwatch(id: number): void
+  hasDeliveries(): boolean
+  tick(now: number): void
+  nextDeadline(): number
+  revision(): number
+  clock(): ArrayLike<number>
+  export(): Uint8Array
+  import(bytes: Uint8Array): void
+}
+
+/** Options of a new store core. */
+export interface StoreCoreOptions {
+  maxValueBytes: number
+  history: number
+  replica: string
+}
+
+/** One store inside an engine: the raw calls, error-translated, with `io` managed. */
+export interface StoreCore extends RawStore {
+  /** Whether writes go to disk (and acknowledge through tickets). */
+  readonly durable: boolean
+  /**
+   * The request/result buffer, at least `min` bytes, contents kept. Valid until the next call
+   * into the core (wasm memory may move); fetch it again after every call.
+   */
+  io(min?: number): Uint8Array
+  /** A DataView over the current `io`. */
+  view(): DataView
+  write(count: number, now: number): number
+  get(ns: number, keyLen: number, version: number, now: number): number
+  history(ns: number, keyLen: number, now: number): number
+  scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number
+  purge(ns: number, keyLen: number, now: number): number
+  watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number
+  merge(wall: number, logical: number, lww: boolean, now: number): number
+  /** The next batch of watch records (a copy that stays valid), or undefined when none wait. */
+  drain(): Uint8Array | undefined
+  /** The ticket of the last change queued for disk. */
+  submitted(): number
+  /** The ticket of the last change on disk. */
+  committed(): number
+  /** Why the disk failed, if it did. */
+  diskFailure(): string | null | undefined
+  /** Sets the function told each committed ticket (-1: a commit failed); null clears it. */
+  setListener(listener: ((ticket: number) => void) | null): void
+  /** Commits what is queued and releases the core. */
+  close(): void
+}
+
 /** One loaded engine. */
 export interface Backend {
   readonly name: EngineName
+  createStore(options: StoreCoreOptions): StoreCore
+  /** Opens a durable store on disk (native engine only). */
+  openStore(options: StoreCoreOptions & { path: string; batched: boolean }): StoreCore
   createBus(options: { maxMessageBytes: number }): BusCore
   /** Opens an endpoint of a bus shared by another thread (native engine only). */
   attachBus(handle: number): BusCore

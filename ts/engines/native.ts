@@ -5,6 +5,7 @@
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine } from '../errors.js'
 import { adaptBus, Slab, type Guard } from './adapter.js'
+import { createNativeStore, openNativeStore, type NativeStoreClass } from './native-store.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeBinding {
@@ -12,6 +13,7 @@ export interface NativeBinding {
     new (maxMessageBytes: number): NativeBusHandle
     attach(handle: number): NativeBusHandle
   }
+  NativeStore: NativeStoreClass
   frameLayout(): string[]
   panicForTests(message: string): void
 }
@@ -62,6 +64,8 @@ export function nativeBackend(binding: NativeBinding): Backend {
     name: 'native',
     createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.NativeBus(maxMessageBytes))),
     attachBus: (handle) => adapt(guard(() => binding.NativeBus.attach(handle))),
+    createStore: (options) => createNativeStore(binding.NativeStore, options),
+    openStore: (options) => openNativeStore(binding.NativeStore, options),
     frameLayout: () => binding.frameLayout(),
     panicForTests: (message) => guard(() => binding.panicForTests(message)),
   }

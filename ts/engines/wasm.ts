@@ -8,10 +8,12 @@
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
 import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
+import { createWasmStore, unsupportedDurable, type WasmFailures, type WasmStoreClass } from './wasm-store.js'
 
 /** The surface of the wasm-bindgen glue (both the `web` and the `nodejs` outputs). */
 export interface WasmBinding {
   WasmBus: new (maxMessageBytes: number) => WasmBusHandle
+  WasmStore: WasmStoreClass
   frameLayout(): string[]
   wasmMemory(): WebAssembly.Memory
   panicForTests(message: string): void
@@ -30,18 +32,27 @@ export function wasmBackend(binding: WasmBinding): Backend {
   let lastPanic = ''
   binding.setPanicReporter((message) => { lastPanic = message })
 
+  const failures: WasmFailures = {
+    usable() {
+      if (poison) {
+        throw new OrreryError('ENGINE_POISONED', `the wasm engine is unusable after an earlier panic (${poison.message}); create a new Orrery in a fresh context`, { cause: poison })
+      }
+    },
+    fail(e) {
+      if (e instanceof WebAssembly.RuntimeError) {
+        poison = new OrreryError('PANIC', `the Orrery core panicked: ${lastPanic || e.message}`, { cause: e })
+        return poison
+      }
+      return fromEngine(e)
+    },
+  }
+
   const guard: Guard = (call) => {
-    if (poison) {
-      throw new OrreryError('ENGINE_POISONED', `the wasm engine is unusable after an earlier panic (${poison.message}); create a new Orrery in a fresh context`, { cause: poison })
-    }
+    failures.usable()
     try {
       return call()
     } catch (e) {
-      if (e instanceof WebAssembly.RuntimeError) {
-        poison = new OrreryError('PANIC', `the Orrery core panicked: ${lastPanic || e.message}`, { cause: e })
-        throw poison
-      }
-      throw fromEngine(e)
+      throw failures.fail(e)
     }
   }
 
@@ -76,6 +87,8 @@ export function wasmBackend(binding: WasmBinding): Backend {
     name: 'wasm',
     createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.WasmBus(maxMessageBytes))),
     attachBus: () => { throw notShareable('wasm') },
+    createStore: (options) => createWasmStore(binding.WasmStore, binding.wasmMemory(), failures, options),
+    openStore: () => { throw unsupportedDurable() },
     frameLayout: () => guard(() => binding.frameLayout()),
     panicForTests: (message) => guard(() => binding.panicForTests(message)),
   }

@@ -7,5 +7,7 @@
 
 pub mod bus;
 pub mod diagnostics;
+pub mod disk;
 pub mod error;
 pub mod shared;
+pub mod store;

@@ -10,3 +10,4 @@ pub mod bus;
 pub mod error;
 pub mod layout;
 pub mod panic;
+pub mod store;

@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::ops::Bound;
 
-use bytes::Bytes;
+pub use bytes::Bytes;
 
 pub use entry::{Entry, Kind, Record, Stamp};
 pub use hlc::{Clock, Hlc};

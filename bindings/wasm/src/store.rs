@@ -1,0 +1,161 @@
+//! The store as a JS class, in memory (a browser host persists it with `export`/`import`).
+//! Requests and results travel through `io`, a buffer inside the instance's memory that JS
+//! writes and reads through a view, laid out as `orrery_core::store::wire` documents.
+
+use orrery_core::store::wire;
+use orrery_core::{Store, StoreConfig};
+use wasm_bindgen::prelude::*;
+
+use crate::error::to_js;
+
+/// One in-memory store.
+#[wasm_bindgen]
+pub struct WasmStore {
+    store: Store,
+    io: Vec<u8>,
+    out: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl WasmStore {
+    /// An empty store.
+    #[wasm_bindgen(constructor)]
+    pub fn new(max_value_bytes: u32, history: u32, replica: String) -> Result<WasmStore, JsValue> {
+        let config = StoreConfig { max_value_bytes: max_value_bytes as usize, history: history as usize, replica };
+        Ok(Self { store: Store::new(config).map_err(to_js)?, io: vec![0; 4096], out: Vec::new() })
+    }
+
+    /// Makes `io` at least `len` bytes; returns where it starts (it may move).
+    pub fn reserve(&mut self, len: u32) -> u32 {
+        if self.io.len() < len as usize {
+            self.io.resize(len as usize, 0);
+        }
+        self.io.as_ptr() as u32
+    }
+
+    /// Where `io` starts in the instance's memory.
+    #[wasm_bindgen(js_name = ioPtr)]
+    pub fn io_ptr(&self) -> u32 {
+        self.io.as_ptr() as u32
+    }
+
+    /// The id of a namespace, created on first use.
+    pub fn namespace(&mut self, name: &str) -> Result<u32, JsValue> {
+        self.store.namespace(name).map_err(to_js)
+    }
+
+    /// Sets how many older records each key of a namespace keeps.
+    #[wasm_bindgen(js_name = setHistory)]
+    pub fn set_history(&mut self, ns: u32, keep: u32) -> Result<(), JsValue> {
+        self.store.set_history(ns, keep as usize).map_err(to_js)
+    }
+
+    /// The id of a writer name, for stamping writes.
+    pub fn writer(&mut self, name: &str) -> Result<u32, JsValue> {
+        self.store.writer(name).map_err(to_js)
+    }
+
+    /// The name behind a writer id.
+    #[wasm_bindgen(js_name = writerName)]
+    pub fn writer_name(&self, id: u32) -> Option<String> {
+        self.store.writer_name(id).map(str::to_owned)
+    }
+
+    /// Applies `count` writes from `io` as one transaction: the version, 0, or -1 on a conflict.
+    pub fn write(&mut self, count: u32, now: f64) -> Result<f64, JsValue> {
+        wire::write(&mut self.store, &self.io, count, now).map_err(to_js)
+    }
+
+    /// The last conflict as `[index, expected, current]`.
+    pub fn conflict(&mut self) -> Vec<f64> {
+        wire::conflict(&mut self.store)
+    }
+
+    /// Reads a key (see `wire::get`).
+    pub fn get(&mut self, ns: u32, key_len: u32, version: f64, now: f64) -> Result<f64, JsValue> {
+        wire::get(&mut self.store, ns, key_len, version, now, &mut self.io).map_err(to_js)
+    }
+
+    /// A key's kept records (see `wire::history`).
+    pub fn history(&mut self, ns: u32, key_len: u32, now: f64) -> Result<f64, JsValue> {
+        wire::history(&mut self.store, ns, key_len, now, &mut self.io).map_err(to_js)
+    }
+
+    /// Live keys by prefix (see `wire::scan`).
+    pub fn scan(&mut self, ns: u32, prefix_len: u32, after_len: u32, values: bool, now: f64) -> Result<f64, JsValue> {
+        wire::scan(&mut self.store, ns, prefix_len, after_len, values, now, &mut self.io).map_err(to_js)
+    }
+
+    /// Deletes the key in `io[..key_len]` and forgets its history.
+    pub fn purge(&mut self, ns: u32, key_len: u32, now: f64) -> Result<f64, JsValue> {
+        let key = self.io.get(..key_len as usize).unwrap_or_default().to_vec();
+        self.store.purge(ns, &key, now).map(|v| v as f64).map_err(to_js)
+    }
+
+    /// Watches the key or prefix in `io[..target_len]` (see `wire::watch`).
+    #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
+    pub fn watch(&mut self, ns: u32, target_len: u32, prefix: bool, mode: u32, from: f64, capacity: f64) -> Result<u32, JsValue> {
+        wire::watch(&mut self.store, ns, target_len, prefix, mode, from, capacity, &self.io).map_err(to_js)
+    }
+
+    /// Ends a watch.
+    pub fn unwatch(&mut self, id: u32) -> Result<(), JsValue> {
+        self.store.unwatch(id).map_err(to_js)
+    }
+
+    /// Writes queued watch deliveries into a buffer of `capacity` bytes at `outPtr()` (see
+    /// `wire::drain`).
+    pub fn drain(&mut self, capacity: u32) -> f64 {
+        self.out.resize(capacity as usize, 0);
+        wire::drain(&mut self.store, &mut self.out)
+    }
+
+    /// Where the drain buffer starts in the instance's memory.
+    #[wasm_bindgen(js_name = outPtr)]
+    pub fn out_ptr(&self) -> u32 {
+        self.out.as_ptr() as u32
+    }
+
+    /// Whether watch deliveries wait.
+    #[wasm_bindgen(js_name = hasDeliveries)]
+    pub fn has_deliveries(&self) -> bool {
+        self.store.has_deliveries()
+    }
+
+    /// Applies a replica's change from `io` (see `wire::merge`).
+    pub fn merge(&mut self, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64, JsValue> {
+        wire::merge(&mut self.store, &self.io, wall, logical, lww, now).map_err(to_js)
+    }
+
+    /// Expires the keys due by `now`.
+    pub fn tick(&mut self, now: f64) {
+        self.store.expire(now);
+    }
+
+    /// When the next key expires, or infinity.
+    #[wasm_bindgen(js_name = nextDeadline)]
+    pub fn next_deadline(&self) -> f64 {
+        self.store.next_deadline()
+    }
+
+    /// The latest revision.
+    pub fn revision(&self) -> f64 {
+        self.store.revision() as f64
+    }
+
+    /// The clock's last stamp as `[wall, logical]`.
+    pub fn clock(&self) -> Vec<f64> {
+        let hlc = self.store.clock();
+        vec![hlc.wall as f64, f64::from(hlc.logical)]
+    }
+
+    /// The whole store as snapshot bytes.
+    pub fn export(&self) -> Vec<u8> {
+        self.store.export()
+    }
+
+    /// Replaces every key with a snapshot's.
+    pub fn import(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.store.import(bytes).map_err(to_js)
+    }
+}

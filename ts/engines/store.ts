@@ -1,0 +1,89 @@
+/**
+ * The part of a StoreCore both engines share: the calls without `io`, with their arguments
+ * checked (wasm-bindgen's release glue does not check types) and failures translated by the
+ * engine. Each engine adds where `io` lives and how watch records leave.
+ */
+import type { RawStore, StoreCore } from '../backend.js'
+import { OrreryError } from '../errors.js'
+
+export function text(value: unknown, what: string): string {
+  if (typeof value !== 'string') throw new OrreryError('INVALID_ARGUMENT', `${what} must be a string`, { details: { argument: what } })
+  return value
+}
+
+/** The drain buffer holds the largest record: header, longest key, largest value. */
+export const drainCapacity = (maxValueBytes: number): number => Math.max(64 * 1024, ((48 + 1024 + maxValueBytes) + 7) & ~7)
+
+export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' | 'view' | 'write' | 'get' | 'history' | 'scan' | 'purge' | 'watch' | 'merge' | 'drain' | 'submitted' | 'committed' | 'diskFailure' | 'setListener' | 'close'> {
+  protected abstract readonly raw: RawStore
+  /** Turns whatever a call threw into an OrreryError (and notes a wasm trap). */
+  protected abstract fail(error: unknown): OrreryError
+  /** Throws if the engine can no longer be called. */
+  protected abstract usable(): void
+
+  namespace(name: string): number {
+    this.usable()
+    try { return this.raw.namespace(text(name, 'a namespace name')) } catch (e) { throw this.fail(e) }
+  }
+
+  setHistory(ns: number, keep: number): void {
+    this.usable()
+    try { this.raw.setHistory(ns, keep) } catch (e) { throw this.fail(e) }
+  }
+
+  writer(name: string): number {
+    this.usable()
+    try { return this.raw.writer(text(name, 'a writer name')) } catch (e) { throw this.fail(e) }
+  }
+
+  writerName(id: number): string | null | undefined {
+    this.usable()
+    try { return this.raw.writerName(id) } catch (e) { throw this.fail(e) }
+  }
+
+  conflict(): ArrayLike<number> {
+    this.usable()
+    try { return this.raw.conflict() } catch (e) { throw this.fail(e) }
+  }
+
+  unwatch(id: number): void {
+    this.usable()
+    try { this.raw.unwatch(id) } catch (e) { throw this.fail(e) }
+  }
+
+  hasDeliveries(): boolean {
+    this.usable()
+    try { return this.raw.hasDeliveries() } catch (e) { throw this.fail(e) }
+  }
+
+  tick(now: number): void {
+    this.usable()
+    try { this.raw.tick(now) } catch (e) { throw this.fail(e) }
+  }
+
+  nextDeadline(): number {
+    this.usable()
+    try { return this.raw.nextDeadline() } catch (e) { throw this.fail(e) }
+  }
+
+  revision(): number {
+    this.usable()
+    try { return this.raw.revision() } catch (e) { throw this.fail(e) }
+  }
+
+  clock(): ArrayLike<number> {
+    this.usable()
+    try { return this.raw.clock() } catch (e) { throw this.fail(e) }
+  }
+
+  export(): Uint8Array {
+    this.usable()
+    try { return this.raw.export() } catch (e) { throw this.fail(e) }
+  }
+
+  import(bytes: Uint8Array): void {
+    this.usable()
+    if (!(bytes instanceof Uint8Array)) throw new OrreryError('INVALID_ARGUMENT', 'a snapshot must be a Uint8Array', { details: { argument: 'snapshot' } })
+    try { this.raw.import(bytes) } catch (e) { throw this.fail(e) }
+  }
+}

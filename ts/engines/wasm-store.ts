@@ -1,0 +1,154 @@
+/**
+ * The wasm store: `io` lives inside the instance's memory, which JS writes requests into and
+ * reads results from through a view (re-made whenever the memory grows and detaches it). The
+ * store is in memory only; a browser host persists it with export/import.
+ */
+import type { RawStore, StoreCore, StoreCoreOptions } from '../backend.js'
+import { OrreryError } from '../errors.js'
+import { drainCapacity, StoreAdapter } from './store.js'
+
+export interface WasmStoreHandle extends RawStore {
+  reserve(len: number): number
+  ioPtr(): number
+  write(count: number, now: number): number
+  get(ns: number, keyLen: number, version: number, now: number): number
+  history(ns: number, keyLen: number, now: number): number
+  scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number
+  purge(ns: number, keyLen: number, now: number): number
+  watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number
+  merge(wall: number, logical: number, lww: boolean, now: number): number
+  drain(capacity: number): number
+  outPtr(): number
+  free(): void
+}
+
+export type WasmStoreClass = new (maxValueBytes: number, history: number, replica: string) => WasmStoreHandle
+
+/** How the wasm engine checks and translates failures (it poisons itself after a trap). */
+export interface WasmFailures {
+  usable(): void
+  fail(error: unknown): OrreryError
+}
+
+class WasmStoreCore extends StoreAdapter implements StoreCore {
+  readonly durable = false
+  private len: number
+  private ptr: number
+  private buf: Uint8Array
+  private dv: DataView
+  private readonly capacity: number
+
+  constructor(protected readonly raw: WasmStoreHandle, private readonly memory: WebAssembly.Memory, private readonly failures: WasmFailures, maxValueBytes: number) {
+    super()
+    this.len = 64 * 1024
+    this.ptr = raw.reserve(this.len)
+    this.buf = new Uint8Array(memory.buffer, this.ptr, this.len)
+    this.dv = new DataView(memory.buffer, this.ptr, this.len)
+    this.capacity = drainCapacity(maxValueBytes)
+  }
+
+  protected fail(error: unknown): OrreryError {
+    return this.failures.fail(error)
+  }
+
+  protected usable(): void {
+    this.failures.usable()
+  }
+
+  io(min = 0): Uint8Array {
+    if (min > this.len) {
+      this.usable()
+      this.len = Math.max(min, this.len * 2)
+      try { this.ptr = this.raw.reserve(this.len) } catch (e) { throw this.fail(e) }
+      this.remap()
+    } else if (this.buf.byteLength === 0) {
+      this.remap()
+    }
+    return this.buf
+  }
+
+  private remap(): void {
+    this.buf = new Uint8Array(this.memory.buffer, this.ptr, this.len)
+    this.dv = new DataView(this.memory.buffer, this.ptr, this.len)
+  }
+
+  view(): DataView {
+    if (this.buf.byteLength === 0) this.remap()
+    return this.dv
+  }
+
+  write(count: number, now: number): number {
+    this.usable()
+    try { return this.raw.write(count, now) } catch (e) { throw this.fail(e) }
+  }
+
+  get(ns: number, keyLen: number, version: number, now: number): number {
+    this.usable()
+    try { return this.raw.get(ns, keyLen, version, now) } catch (e) { throw this.fail(e) }
+  }
+
+  history(ns: number, keyLen: number, now: number): number {
+    this.usable()
+    try { return this.raw.history(ns, keyLen, now) } catch (e) { throw this.fail(e) }
+  }
+
+  scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number {
+    this.usable()
+    try { return this.raw.scan(ns, prefixLen, afterLen, values, now) } catch (e) { throw this.fail(e) }
+  }
+
+  purge(ns: number, keyLen: number, now: number): number {
+    this.usable()
+    try { return this.raw.purge(ns, keyLen, now) } catch (e) { throw this.fail(e) }
+  }
+
+  watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number {
+    this.usable()
+    try { return this.raw.watch(ns, targetLen, prefix, mode, from, capacity) } catch (e) { throw this.fail(e) }
+  }
+
+  merge(wall: number, logical: number, lww: boolean, now: number): number {
+    this.usable()
+    try { return this.raw.merge(wall, logical, lww, now) } catch (e) { throw this.fail(e) }
+  }
+
+  drain(): Uint8Array | undefined {
+    this.usable()
+    let result: number
+    try { result = this.raw.drain(this.capacity) } catch (e) { throw this.fail(e) }
+    const n = (result - (result % 2)) / 2
+    // One copy out of the instance's memory, which later calls overwrite or move.
+    return n === 0 ? undefined : new Uint8Array(this.memory.buffer, this.raw.outPtr(), n).slice()
+  }
+
+  submitted(): number {
+    return 0
+  }
+
+  committed(): number {
+    return 0
+  }
+
+  diskFailure(): undefined {
+    return undefined
+  }
+
+  setListener(): void {}
+
+  close(): void {
+    try { this.raw.free() } catch { /* already poisoned: nothing left to release */ }
+  }
+}
+
+export function createWasmStore(cls: WasmStoreClass, memory: WebAssembly.Memory, failures: WasmFailures, o: StoreCoreOptions): StoreCore {
+  failures.usable()
+  try {
+    return new WasmStoreCore(new cls(o.maxValueBytes, o.history, o.replica), memory, failures, o.maxValueBytes)
+  } catch (e) {
+    throw failures.fail(e)
+  }
+}
+
+export function unsupportedDurable(): OrreryError {
+  return new OrreryError('UNSUPPORTED', 'the wasm engine keeps the store in memory: persist it with store.export() and Orrery.openStore({ snapshot }), or use the native engine for a durable store')
+}

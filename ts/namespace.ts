@@ -1,0 +1,271 @@
+/**
+ * A namespace of the store: versioned keys with reads by version, history, conditional writes,
+ * TTLs, listing by prefix, and watches as Streams. Values are encoded with the namespace's codec
+ * and, when it has one, validated by its schema before anything is written.
+ */
+import type { Ack, StoreContext, WatchSink } from './store.js'
+import { encodeValue } from './store.js'
+import { OrreryError } from './errors.js'
+import type { CodecName } from './frame.js'
+import type { StandardSchemaV1 } from './schema.js'
+import { nextRecord, readChange, readEntry, type Change, type Entry } from './store-records.js'
+import { ACTION, CONDITION, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './store-wire.js'
+import { Stream } from './stream.js'
+
+/** Options of {@link Store.namespace}. */
+export interface NamespaceOptions<S extends StandardSchemaV1 | undefined> {
+  /** How values become bytes (default `json`). */
+  codec?: CodecName
+  /** Validates every value written; its output type becomes the namespace's value type. */
+  schema?: S
+  /** How many older versions each key keeps (default: the store's). */
+  history?: number
+}
+
+/** Options of a write. */
+export interface WriteOptions {
+  /** Apply only if the key is at this version (compare-and-set; 0 means absent). */
+  ifVersion?: number
+  /** Time to live in ms: the key expires (a change of type `expire`) after it. */
+  ttl?: number
+  /** Who writes (default: the store's replica name). */
+  writer?: string
+}
+
+/** Where a watch starts. */
+export interface WatchOptions {
+  /**
+   * `now` (default): the next change on. `current`: each matching key's current value first.
+   * A version: exactly every change after it, replayed from history (if history no longer
+   * holds them all, the stream fails with `WATCH_LAGGED`).
+   */
+  from?: 'now' | 'current' | number
+  /** Changes buffered in the core before the watcher catches up from history (default 1024). */
+  buffer?: number
+}
+
+const keyError = (key: unknown): OrreryError =>
+  new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
+
+export class Namespace<T, D extends boolean> {
+  private readonly codec: CodecName
+  private readonly schema: StandardSchemaV1 | undefined
+
+  /** @internal */
+  constructor(private readonly ctx: StoreContext, readonly id: number, readonly name: string, options: NamespaceOptions<StandardSchemaV1 | undefined>) {
+    this.codec = options.codec ?? 'json'
+    this.schema = options.schema
+    if (this.codec !== 'json' && this.codec !== 'msgpack' && this.codec !== 'raw') {
+      throw new OrreryError('INVALID_OPTION', `unknown codec ${String(this.codec)}: use json, msgpack or raw`, { details: { option: 'codec', value: this.codec } })
+    }
+  }
+
+  /** @internal Validates and encodes a value (a Promise only with an async validator). */
+  encodeValue(value: unknown): Uint8Array | Promise<Uint8Array> {
+    return encodeValue(this.codec, this.schema, `write to ${this.name}`, value)
+  }
+
+  /** @internal Like encodeValue, for paths that cannot wait. */
+  encodeSync(value: unknown): Uint8Array {
+    const bytes = this.encodeValue(value)
+    if (bytes instanceof Promise) throw new OrreryError('INVALID_OPTION', 'this write needs a synchronous schema validator', { details: { option: 'schema' } })
+    return bytes
+  }
+
+  /** Puts the key into `io` at 0 and returns its length. */
+  private key(key: string): number {
+    if (typeof key !== 'string') throw keyError(key)
+    return putKey(this.ctx.core.io(3 * key.length), 0, key)
+  }
+
+  /** The key's live value, or undefined. */
+  get(key: string): Entry<T> | undefined {
+    return this.read(key, 0)
+  }
+
+  /**
+   * The value the key had at `version` (if history still holds it). A deletion or expiry at
+   * that version reads as undefined; see {@link history} for every kept change.
+   */
+  getVersion(key: string, version: number): Entry<T> | undefined {
+    if (!Number.isInteger(version) || version < 1) throw new OrreryError('INVALID_ARGUMENT', 'a version is a whole number >= 1', { details: { argument: 'version', value: version } })
+    return this.read(key, version)
+  }
+
+  private read(key: string, version: number): Entry<T> | undefined {
+    const { core } = this.ctx
+    this.ctx.checkOpen()
+    let size = core.get(this.id, this.key(key), version, this.ctx.now())
+    if (size < 0) return undefined
+    let io = core.io()
+    if (size > io.length) {
+      io = core.io(size)
+      size = core.get(this.id, this.key(key), version, this.ctx.now())
+      io = core.io()
+    }
+    if (io[4] !== 1) return undefined
+    return readEntry<T>(io, core.view(), 0, this.codec, this.ctx.writerName, key)
+  }
+
+  /** Every kept change of the key, oldest first (history plus the current one). */
+  history(key: string): Change<T>[] {
+    const { core } = this.ctx
+    this.ctx.checkOpen()
+    let size = core.history(this.id, this.key(key), this.ctx.now())
+    if (size < 0) return []
+    if (size > core.io().length) {
+      core.io(size)
+      size = core.history(this.id, this.key(key), this.ctx.now())
+    }
+    const io = core.io()
+    const view = core.view()
+    const out: Change<T>[] = []
+    for (let at = 0; at < size; at = nextRecord(view, at)) out.push(readChange<T>(io, view, at, this.codec, this.ctx.writerName, key))
+    return out
+  }
+
+  private write(action: number, condition: number, key: string, value: Uint8Array | undefined, options: WriteOptions): number | Promise<number> {
+    const { core } = this.ctx
+    const io = core.io(writeBound(key, value?.length ?? 0))
+    if (typeof key !== 'string') throw keyError(key)
+    const ttl = options.ttl ?? 0
+    const expected = options.ifVersion ?? 0
+    putWrite(io, core.view(), 0, action, condition, this.id, key, value, this.ctx.writerId(options.writer), expected, ttl)
+    return this.ctx.ack(core.write(1, this.ctx.now()), () => ({ namespace: this.name, key }))
+  }
+
+  private putWith(condition: number, key: string, value: T, options: WriteOptions): Ack<D> {
+    return this.ctx.guarded(() => {
+      const bytes = this.encodeValue(value)
+      if (bytes instanceof Promise) return bytes.then((b) => this.write(ACTION.put, condition, key, b, options))
+      return this.write(ACTION.put, condition, key, bytes, options)
+    }) as Ack<D>
+  }
+
+  /**
+   * Sets the key; with `ifVersion`, only if it is at that version (else `VERSION_CONFLICT`,
+   * carrying the current version, and nothing changes). Returns the new version.
+   */
+  put(key: string, value: T, options: WriteOptions = {}): Ack<D> {
+    return this.putWith(options.ifVersion === undefined ? CONDITION.any : CONDITION.version, key, value, options)
+  }
+
+  /** Sets the key only if it holds no value (else `VERSION_CONFLICT`). */
+  create(key: string, value: T, options: Omit<WriteOptions, 'ifVersion'> = {}): Ack<D> {
+    return this.putWith(CONDITION.absent, key, value, options)
+  }
+
+  /**
+   * Deletes the key; with `ifVersion`, only if it is at that version. Returns the deletion's
+   * version, or 0 if the key held no value.
+   */
+  delete(key: string, options: Pick<WriteOptions, 'ifVersion' | 'writer'> = {}): Ack<D> {
+    const condition = options.ifVersion === undefined ? CONDITION.any : CONDITION.version
+    return this.ctx.guarded(() => this.write(ACTION.delete, condition, key, undefined, options)) as Ack<D>
+  }
+
+  /**
+   * Reads the key, computes its next value with `update` and writes it if nothing wrote in
+   * between (compare-and-set); returns the new version. `update` gets undefined when absent.
+   */
+  update(key: string, update: (current: T | undefined) => T, options: Omit<WriteOptions, 'ifVersion'> = {}): Ack<D> {
+    return this.ctx.guarded(() => {
+      const current = this.get(key)
+      return this.put(key, update(current?.value), { ...options, ifVersion: current?.version ?? 0 })
+    }) as Ack<D>
+  }
+
+  /** Deletes the key and forgets its history. Returns the deletion's version, or 0. */
+  purge(key: string): Ack<D> {
+    return this.ctx.guarded(() => {
+      const version = this.ctx.core.purge(this.id, this.key(key), this.ctx.now())
+      return this.ctx.ack(version, () => ({ namespace: this.name, key }))
+    }) as Ack<D>
+  }
+
+  /** Live keys starting with `prefix`, in order. */
+  keys(prefix = ''): string[] {
+    return this.scan(prefix, false).map((e) => e.key)
+  }
+
+  /** Live entries whose keys start with `prefix`, in key order. */
+  entries(prefix = ''): Entry<T>[] {
+    return this.scan(prefix, true)
+  }
+
+  private scan(prefix: string, values: boolean): Entry<T>[] {
+    const { core } = this.ctx
+    this.ctx.checkOpen()
+    if (typeof prefix !== 'string') throw keyError(prefix)
+    const out: Entry<T>[] = []
+    let after = ''
+    for (;;) {
+      const io = core.io(3 * (prefix.length + after.length) + RECORD_HEADER + 2048)
+      const prefixLen = putKey(io, 0, prefix)
+      const afterLen = after ? putKey(io, prefixLen, after) : 0
+      const result = core.scan(this.id, prefixLen, afterLen, values, this.ctx.now())
+      const n = (result - (result % 2)) / 2
+      const view = core.view()
+      const buf = core.io()
+      for (let at = 0; at < n; at = nextRecord(view, at)) out.push(readEntry<T>(buf, view, at, values ? this.codec : 'raw', this.ctx.writerName))
+      if (result % 2 === 1) return out
+      if (n === 0) core.io(buf.length * 2)
+      else after = out[out.length - 1]!.key
+    }
+  }
+
+  /** Changes to one key, as a Stream (an rxjs Observable and an AsyncIterable). */
+  watch(key: string, options: WatchOptions = {}): Stream<Change<T>> {
+    if (typeof key !== 'string') throw keyError(key)
+    return this.watchOf(key, false, options)
+  }
+
+  /** Changes to every key starting with `prefix` ('' for the whole namespace). */
+  watchPrefix(prefix: string, options: WatchOptions = {}): Stream<Change<T>> {
+    if (typeof prefix !== 'string') throw keyError(prefix)
+    return this.watchOf(prefix, true, options)
+  }
+
+  private watchOf(target: string, prefix: boolean, options: WatchOptions): Stream<Change<T>> {
+    const from = options.from ?? 'now'
+    const capacity = options.buffer ?? 1024
+    if (from !== 'now' && from !== 'current' && !(Number.isInteger(from) && from >= 0)) {
+      throw new OrreryError('INVALID_OPTION', "from must be 'now', 'current' or a version", { details: { option: 'from', value: from } })
+    }
+    const { ctx } = this
+    return new Stream<Change<T>>({
+      start: (sink) => {
+        ctx.checkOpen()
+        // An iterator that pauses ends its core watch and resumes from the last version it
+        // was given: the core replays the gap from history (or says it cannot).
+        let watch: WatchSink = { codec: this.codec, sink: sink as WatchSink['sink'], last: 0 }
+        let id = -1
+        const open = (mode: number, version: number) => {
+          const len = putKey(ctx.core.io(3 * target.length), 0, target)
+          id = ctx.core.watch(this.id, len, prefix, mode, version, capacity)
+          ctx.watches.set(id, watch)
+          ctx.changed()
+        }
+        if (from === 'now') open(WATCH_MODES.now, 0)
+        else if (from === 'current') open(WATCH_MODES.current, 0)
+        else open(WATCH_MODES.after, from)
+        watch.last = from === 'now' ? ctx.core.revision() : typeof from === 'number' ? from : 0
+        const close = () => {
+          if (ctx.watches.get(id) === watch) {
+            ctx.watches.delete(id)
+            ctx.core.unwatch(id)
+          }
+        }
+        return {
+          stop: close,
+          setPaused: (paused) => {
+            if (paused) return close()
+            if (sink.closed) return
+            watch = { ...watch }
+            open(WATCH_MODES.after, watch.last)
+          },
+        }
+      },
+    })
+  }
+}

@@ -1,0 +1,105 @@
+/** What the store hands out: entries, changes and stamps, decoded from the core's records. */
+import { decodePayload } from './codec.js'
+import type { CodecName } from './frame.js'
+import { KINDS, readKey, RECORD_HEADER } from './store-wire.js'
+
+/** A write's hybrid logical clock stamp and its writer: how replicas order concurrent writes. */
+export interface Stamp {
+  /** Wall-clock milliseconds of the write (never behind an earlier stamp). */
+  readonly wall: number
+  /** Orders writes within one millisecond. */
+  readonly logical: number
+  /** Who wrote it (an agent, a replica; the store's replica name by default). */
+  readonly writer: string
+}
+
+/** A key's live value. */
+export interface Entry<T> {
+  readonly key: string
+  readonly value: T
+  /** The store revision that wrote it; grows with every write. */
+  readonly version: number
+  readonly stamp: Stamp
+  /** When the value expires (clock ms), if it has a TTL. */
+  readonly expiresAt: number | undefined
+}
+
+/** One change to a key: a put (with its value), a delete, or a TTL running out. */
+export type Change<T> =
+  | { readonly type: 'put'; readonly key: string; readonly version: number; readonly value: T; readonly stamp: Stamp }
+  | { readonly type: 'delete' | 'expire'; readonly key: string; readonly version: number; readonly stamp: Stamp }
+
+/** Resolves writer ids to names (cached: ids never change meaning). */
+export type WriterNames = (id: number) => string
+
+/** Decodes the record at `at` of `io` as a change of `key` (or of the key it carries). */
+export function readChange<T>(io: Uint8Array, view: DataView, at: number, codec: CodecName, writers: WriterNames, key?: string): Change<T> {
+  const kind = KINDS[io[at + 4] as 1 | 2 | 3]
+  const keyLen = view.getUint16(at + 6, true)
+  const valueLen = view.getUint32(at + 8, true)
+  const stamp: Stamp = { wall: view.getFloat64(at + 24, true), logical: view.getUint32(at + 32, true), writer: writers(view.getUint32(at + 12, true)) }
+  const version = view.getFloat64(at + 16, true)
+  const name = key ?? readKey(io, at + RECORD_HEADER, keyLen)
+  if (kind !== 'put') return { type: kind, key: name, version, stamp }
+  const start = at + RECORD_HEADER + keyLen
+  const value = decodePayload(codec, io.slice(start, start + valueLen)) as T
+  return { type: 'put', key: name, version, value, stamp }
+}
+
+/** A live entry, its stamp decoded when first read. */
+class StoreEntry<T> implements Entry<T> {
+  #stamp: Stamp | undefined
+  readonly #wall: number
+  readonly #logical: number
+  readonly #writer: number
+  readonly #writers: WriterNames
+
+  constructor(
+    readonly key: string,
+    readonly value: T,
+    readonly version: number,
+    readonly expiresAt: number | undefined,
+    wall: number,
+    logical: number,
+    writer: number,
+    writers: WriterNames,
+  ) {
+    this.#wall = wall
+    this.#logical = logical
+    this.#writer = writer
+    this.#writers = writers
+  }
+
+  get stamp(): Stamp {
+    this.#stamp ??= { wall: this.#wall, logical: this.#logical, writer: this.#writers(this.#writer) }
+    return this.#stamp
+  }
+
+  toJSON(): object {
+    return { key: this.key, value: this.value, version: this.version, stamp: this.stamp, expiresAt: this.expiresAt }
+  }
+}
+
+/** Decodes the record at `at` as the live entry of `key` (or the key it carries). */
+export function readEntry<T>(io: Uint8Array, view: DataView, at: number, codec: CodecName, writers: WriterNames, key?: string): Entry<T> {
+  const keyLen = view.getUint16(at + 6, true)
+  const valueLen = view.getUint32(at + 8, true)
+  const start = at + RECORD_HEADER + keyLen
+  const value = decodePayload(codec, io.slice(start, start + valueLen)) as T
+  const expires = view.getFloat64(at + 40, true)
+  return new StoreEntry(
+    key ?? readKey(io, at + RECORD_HEADER, keyLen),
+    value,
+    view.getFloat64(at + 16, true),
+    expires === 0 ? undefined : expires,
+    view.getFloat64(at + 24, true),
+    view.getUint32(at + 32, true),
+    view.getUint32(at + 12, true),
+    writers,
+  )
+}
+
+/** Where the record after the one at `at` starts. */
+export function nextRecord(view: DataView, at: number): number {
+  return at + ((RECORD_HEADER + view.getUint16(at + 6, true) + view.getUint32(at + 8, true) + 7) & ~7)
+}

@@ -1,0 +1,88 @@
+/**
+ * The store's byte layouts, mirrored from `crates/core/src/store/wire.rs`: writes go into the
+ * engine's `io` buffer as records of a 32-byte header plus key and value, and results come back
+ * as records of a 48-byte header plus key and value, each padded to 8 bytes.
+ */
+
+export const WRITE_HEADER = 32
+export const RECORD_HEADER = 48
+export const ACTION = { put: 1, delete: 2, check: 3 } as const
+export const CONDITION = { any: 0, absent: 1, version: 2 } as const
+/** Record kinds; 4 is a watcher's lag notice. */
+export const KINDS = { 1: 'put', 2: 'delete', 3: 'expire' } as const
+export const LAGGED = 4
+/** Watch start modes, as `wire::watch` reads them. */
+export const WATCH_MODES = { now: 0, after: 1, current: 2 } as const
+
+export const pad8 = (n: number): number => (n + 7) & ~7
+
+const utf8 = new TextEncoder()
+const text = new TextDecoder()
+
+/**
+ * Writes `key` as UTF-8 at `io[at..]` and returns its length in bytes; `io` must have room for
+ * `3 * key.length` bytes. ASCII keys (the common case) skip TextEncoder's call overhead.
+ */
+export function putKey(io: Uint8Array, at: number, key: string): number {
+  const n = key.length
+  if (n <= 64) {
+    let i = 0
+    for (; i < n; i++) {
+      const c = key.charCodeAt(i)
+      if (c >= 0x80) break
+      io[at + i] = c
+    }
+    if (i === n) return n
+  }
+  return utf8.encodeInto(key, io.subarray(at)).written
+}
+
+/** The bytes of a string key (for comparisons and prefixes). */
+export function keyBytes(key: string): Uint8Array {
+  return utf8.encode(key)
+}
+
+/** Decodes a key written by the core. */
+export function readKey(io: Uint8Array, at: number, len: number): string {
+  if (len <= 32) {
+    let s = ''
+    for (let i = 0; i < len; i++) {
+      const c = io[at + i]!
+      if (c >= 0x80) return text.decode(io.subarray(at, at + len))
+      s += String.fromCharCode(c)
+    }
+    return s
+  }
+  return text.decode(io.subarray(at, at + len))
+}
+
+/** Writes one write record at `at`; returns where the next starts. The key is at `at + 32`. */
+export function putWrite(
+  io: Uint8Array,
+  view: DataView,
+  at: number,
+  action: number,
+  condition: number,
+  ns: number,
+  key: string,
+  value: Uint8Array | undefined,
+  writer: number,
+  expected: number,
+  ttl: number,
+): number {
+  const keyLen = putKey(io, at + WRITE_HEADER, key)
+  const valueLen = value === undefined ? 0 : value.length
+  io[at] = action
+  io[at + 1] = condition
+  view.setUint16(at + 2, keyLen, true)
+  view.setUint32(at + 4, ns, true)
+  view.setUint32(at + 8, valueLen, true)
+  view.setUint32(at + 12, writer, true)
+  view.setFloat64(at + 16, expected, true)
+  view.setFloat64(at + 24, ttl, true)
+  if (value !== undefined) io.set(value, at + WRITE_HEADER + keyLen)
+  return at + pad8(WRITE_HEADER + keyLen + valueLen)
+}
+
+/** The most bytes a write of this key and value can take. */
+export const writeBound = (key: string, valueLen: number): number => pad8(WRITE_HEADER + 3 * key.length + valueLen)

@@ -1,0 +1,467 @@
+/**
+ * The state store facade: namespaces of versioned keys (see `namespace.ts`), transactions,
+ * snapshots, replica merges, and the plumbing every namespace shares: the clock, writer names,
+ * watch dispatch, the TTL timer and, for a durable store, acknowledging writes once on disk.
+ *
+ * In memory a write returns its version; on a durable store it returns a Promise of it that
+ * resolves only when the commit holding the write has been synced (`durability`).
+ */
+import type { Subscriber } from 'rxjs'
+
+import type { StoreCore } from './backend.js'
+import { encodePayload } from './codec.js'
+import { OrreryError } from './errors.js'
+import type { CodecName } from './frame.js'
+import { Namespace, type NamespaceOptions } from './namespace.js'
+import type { StandardSchemaV1 } from './schema.js'
+import { validate } from './schema.js'
+import { nextRecord, readChange, type Change } from './store-records.js'
+import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './store-wire.js'
+
+/** What a write returns: its version in memory, a Promise of it on a durable store. */
+export type Ack<D extends boolean> = D extends true ? Promise<number> : number
+
+/** A change from another replica, to apply with {@link Store.merge}. */
+export interface RemoteChange<T> {
+  readonly key: string
+  /** `put` with a value, or `delete`. */
+  readonly type: 'put' | 'delete'
+  readonly value?: T
+  /** The remote write's stamp: clock reading and writer. */
+  readonly stamp: { readonly wall: number; readonly logical: number; readonly writer: string }
+}
+
+/** @internal One live watch: where its changes go and how to resume it. */
+export interface WatchSink {
+  readonly codec: CodecName
+  readonly sink: Subscriber<Change<unknown>>
+  /** The version of the last change handed on. */
+  last: number
+}
+
+/** @internal What namespaces and transactions need of their store. */
+export interface StoreContext {
+  readonly core: StoreCore
+  readonly durable: boolean
+  now(): number
+  writerId(name: string | undefined): number
+  writerName(id: number): string
+  /** Turns a write's result (version, or -1 on a conflict) into its acknowledgement. */
+  ack(result: number, conflictAt: (index: number) => { namespace: string; key: string }): number | Promise<number>
+  /** Runs a write, failing with CLOSED after close; errors reject on a durable store. */
+  guarded(write: () => number | Promise<number>): number | Promise<number>
+  changed(): void
+  watches: Map<number, WatchSink>
+  checkOpen(): void
+}
+
+/** Options of {@link Store.transaction} writes. */
+export interface TxnWriteOptions {
+  /** Apply only if the key is at this version (0: absent). */
+  ifVersion?: number
+  /** Time to live of a put, in ms. */
+  ttl?: number
+}
+
+interface TxnWrite {
+  action: number
+  condition: number
+  ns: Namespace<unknown, boolean>
+  key: string
+  value: Uint8Array | undefined
+  expected: number
+  ttl: number
+}
+
+/**
+ * Conditional writes over any keys of any namespaces, applied all or nothing as one revision.
+ * A failed condition rejects the whole transaction with `VERSION_CONFLICT` naming the write.
+ */
+export class Transaction<D extends boolean> {
+  private readonly writes: TxnWrite[] = []
+  private pending: Promise<void>[] = []
+
+  /** @internal */
+  constructor(private readonly ctx: StoreContext, private readonly writer: string | undefined) {}
+
+  private add(action: number, ns: Namespace<unknown, boolean>, key: string, value: unknown, options: TxnWriteOptions, absent = false): this {
+    if (!(ns instanceof Namespace)) throw new OrreryError('INVALID_ARGUMENT', 'a transaction write takes a namespace from store.namespace()', { details: { argument: 'namespace' } })
+    if (typeof key !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key' } })
+    const condition = absent ? CONDITION.absent : options.ifVersion === undefined ? CONDITION.any : CONDITION.version
+    const write: TxnWrite = { action, condition, ns, key, value: undefined, expected: options.ifVersion ?? 0, ttl: options.ttl ?? 0 }
+    if (action === ACTION.put) {
+      const encoded = ns.encodeValue(value)
+      if (encoded instanceof Promise) this.pending.push(encoded.then((bytes) => { write.value = bytes }))
+      else write.value = encoded
+    }
+    this.writes.push(write)
+    return this
+  }
+
+  /** Sets a key (if at `ifVersion`, when given). */
+  put<T>(ns: Namespace<T, boolean>, key: string, value: T, options: TxnWriteOptions = {}): this {
+    return this.add(ACTION.put, ns as Namespace<unknown, boolean>, key, value, options)
+  }
+
+  /** Sets a key only if it holds no value. */
+  create<T>(ns: Namespace<T, boolean>, key: string, value: T, options: Omit<TxnWriteOptions, 'ifVersion'> = {}): this {
+    return this.add(ACTION.put, ns as Namespace<unknown, boolean>, key, value, options, true)
+  }
+
+  /** Deletes a key (if at `ifVersion`, when given). */
+  delete(ns: Namespace<unknown, boolean>, key: string, options: Pick<TxnWriteOptions, 'ifVersion'> = {}): this {
+    return this.add(ACTION.delete, ns, key, undefined, options)
+  }
+
+  /** Writes nothing, but the transaction applies only if the key is at `version` (0: absent). */
+  check(ns: Namespace<unknown, boolean>, key: string, version: number): this {
+    return this.add(ACTION.check, ns, key, undefined, { ifVersion: version })
+  }
+
+  /**
+   * Applies every write or none; returns the transaction's version (0 if nothing changed).
+   * Values with an async schema validator make it a Promise even in memory.
+   */
+  commit(): Ack<D> {
+    if (this.pending.length > 0) {
+      const waiting = this.pending
+      this.pending = []
+      return Promise.all(waiting).then(() => this.apply()) as Ack<D>
+    }
+    return this.apply() as Ack<D>
+  }
+
+  private apply(): number | Promise<number> {
+    const { ctx, writes } = this
+    return ctx.guarded(() => {
+      const writer = ctx.writerId(this.writer)
+      let size = 0
+      for (const w of writes) size += writeBound(w.key, w.value?.length ?? 0)
+      const io = ctx.core.io(size)
+      const view = ctx.core.view()
+      let at = 0
+      for (const w of writes) at = putWrite(io, view, at, w.action, w.condition, w.ns.id, w.key, w.value, writer, w.expected, w.ttl)
+      const result = ctx.core.write(writes.length, ctx.now())
+      return ctx.ack(result, (index) => ({ namespace: writes[index]!.ns.name, key: writes[index]!.key }))
+    })
+  }
+}
+
+/** Options of {@link Orrery.openStore}. */
+export interface StoreOptions {
+  /** A file to keep the store in (native engine): writes are acknowledged once on disk. */
+  path?: string
+  /**
+   * How writes reach the disk: `batched` (default) commits every write that arrived while the
+   * previous commit was syncing in the next one (group commit); `every` commits each write on
+   * its own. Either way a write's promise resolves only after its commit returned from fsync.
+   */
+  durability?: 'batched' | 'every'
+  /** How many older versions each key keeps (default 0); namespaces may set their own. */
+  history?: number
+  /** Largest value in bytes (default 1 MiB). */
+  maxValueBytes?: number
+  /** This replica's writer name (default `local`): stamps writes that name no other writer. */
+  replica?: string
+  /** A snapshot (from `store.export()`) to start from. */
+  snapshot?: Uint8Array
+}
+
+/** A store: namespaces of versioned keys. */
+export class Store<D extends boolean = false> {
+  private readonly writerIds = new Map<string, number>()
+  private readonly writerNames: string[] = []
+  private readonly namespaces = new Map<string, Namespace<unknown, D>>()
+  private readonly watches = new Map<number, WatchSink>()
+  private readonly waiters: { ticket: number; resolve: () => void; reject: (e: unknown) => void }[] = []
+  private listening = false
+  private scheduled = false
+  private closed = false
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private timerAt = Infinity
+  private readonly ctx: StoreContext
+
+  /** @internal */
+  constructor(private readonly core: StoreCore, private readonly clock: () => number) {
+    const self = this
+    this.ctx = {
+      core,
+      durable: core.durable,
+      now: clock,
+      watches: this.watches,
+      writerId: (name) => self.writerId(name),
+      writerName: (id) => self.writerName(id),
+      ack: (result, conflictAt) => self.ack(result, conflictAt),
+      guarded: (write) => self.guarded(write),
+      changed: () => self.changed(),
+      checkOpen: () => self.checkOpen(),
+    }
+  }
+
+  /** Whether writes are acknowledged from disk. */
+  get durable(): D {
+    return this.core.durable as D
+  }
+
+  /** The latest revision: the version of the last write. */
+  get revision(): number {
+    return this.core.revision()
+  }
+
+  /**
+   * A namespace of keys. `codec` (default `json`) encodes values; a `schema` validates every
+   * value written (SCHEMA_INVALID names the field, and nothing is written).
+   */
+  namespace<S extends StandardSchemaV1 | undefined = undefined, T = S extends StandardSchemaV1<unknown, infer O> ? O : unknown>(
+    name: string,
+    options: NamespaceOptions<S> = {},
+  ): Namespace<T, D> {
+    this.checkOpen()
+    const known = this.namespaces.get(name)
+    if (known && options.codec === undefined && options.schema === undefined && options.history === undefined) return known as Namespace<T, D>
+    const id = this.core.namespace(name)
+    if (options.history !== undefined) {
+      if (!Number.isInteger(options.history) || options.history < 0 || options.history > 0xffffffff) {
+        throw new OrreryError('INVALID_OPTION', 'history must be a whole number >= 0', { details: { option: 'history', value: options.history } })
+      }
+      this.core.setHistory(id, options.history)
+      this.changed()
+    }
+    const ns = new Namespace<T, D>(this.ctx, id, name, options)
+    this.namespaces.set(name, ns as Namespace<unknown, D>)
+    return ns
+  }
+
+  /** A transaction; `writer` names who writes it (default: the store's replica). */
+  transaction(options: { writer?: string } = {}): Transaction<D> {
+    this.checkOpen()
+    return new Transaction<D>(this.ctx, options.writer)
+  }
+
+  /** The whole store at this revision, as bytes (consistent at one point in time). */
+  export(): Uint8Array {
+    this.checkOpen()
+    return this.core.export()
+  }
+
+  /**
+   * Replaces every key with a snapshot's. Versions never go backwards, and every open watch
+   * ends with `WATCH_LAGGED`. A snapshot that does not decode changes nothing (`INVALID_SNAPSHOT`).
+   */
+  import(snapshot: Uint8Array): Ack<D> {
+    return this.guarded(() => {
+      this.core.import(snapshot)
+      this.changed()
+      return this.ack(this.core.revision(), () => ({ namespace: '', key: '' }))
+    }) as Ack<D>
+  }
+
+  /**
+   * Applies a change from another replica. By default the last writer wins (by stamp: clock,
+   * then writer name), and an older change is ignored (the result is 0). With `resolve`, the
+   * local and remote values are merged by it and written as a new local change. Either way the
+   * local clock moves past the remote stamp.
+   */
+  merge<T>(ns: Namespace<T, D>, change: RemoteChange<T>, resolve?: (local: T | undefined, remote: T | undefined) => T): Ack<D> {
+    return this.guarded(() => {
+      const { wall, logical, writer } = change.stamp ?? {}
+      if (typeof wall !== 'number' || typeof logical !== 'number' || typeof writer !== 'string' || (change.type !== 'put' && change.type !== 'delete')) {
+        throw new OrreryError('INVALID_ARGUMENT', 'a remote change has a type (put or delete), a key and a stamp { wall, logical, writer }', { details: { argument: 'change' } })
+      }
+      let type = change.type
+      let value = change.value
+      let condition: number = CONDITION.any
+      let expected = 0
+      if (resolve) {
+        const local = ns.get(change.key)
+        value = resolve(local?.value, change.type === 'put' ? change.value : undefined)
+        type = 'put'
+        condition = CONDITION.version
+        expected = local?.version ?? 0
+      }
+      const bytes = type === 'put' ? ns.encodeSync(value) : undefined
+      const io = this.core.io(writeBound(change.key, bytes?.length ?? 0))
+      putWrite(io, this.core.view(), 0, type === 'put' ? ACTION.put : ACTION.delete, condition, ns.id, change.key, bytes, this.writerId(writer), expected, 0)
+      const result = this.core.merge(wall, logical, resolve === undefined, this.clock())
+      return this.ack(result, () => ({ namespace: ns.name, key: change.key }))
+    }) as Ack<D>
+  }
+
+  /** Expires what is due now and delivers every waiting watch change. Call after moving a fake clock. */
+  flush(): void {
+    if (this.closed) return
+    this.core.tick(this.clock())
+    this.deliver()
+    this.arm()
+  }
+
+  /** Resolves when every write so far is on disk (at once in memory). */
+  flushed(): Promise<void> {
+    if (!this.core.durable) return Promise.resolve()
+    return this.waitFor(this.core.submitted())
+  }
+
+  /**
+   * Ends every watch, waits for queued writes to reach the disk, and releases the store. Later
+   * calls fail with `CLOSED`.
+   */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    for (const watch of this.watches.values()) watch.sink.complete()
+    this.watches.clear()
+    this.core.close()
+    this.settle(this.core.committed(), this.core.diskFailure())
+    this.core.setListener(null)
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new OrreryError('CLOSED', 'the store is closed')
+  }
+
+  private guarded(write: () => number | Promise<number>): number | Promise<number> {
+    if (!this.core.durable) {
+      this.checkOpen()
+      return write()
+    }
+    try {
+      this.checkOpen()
+      return write()
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  private writerId(name: string | undefined): number {
+    if (name === undefined) return 0
+    let id = this.writerIds.get(name)
+    if (id === undefined) {
+      id = this.core.writer(name)
+      this.writerIds.set(name, id)
+    }
+    return id
+  }
+
+  private writerName(id: number): string {
+    let name = this.writerNames[id]
+    if (name === undefined) {
+      name = this.core.writerName(id) ?? `writer-${id}`
+      this.writerNames[id] = name
+    }
+    return name
+  }
+
+  private ack(result: number, conflictAt: (index: number) => { namespace: string; key: string }): number | Promise<number> {
+    if (result < 0) {
+      const [index = 0, expected = 0, current = 0] = Array.from(this.core.conflict())
+      const where = conflictAt(index)
+      throw new OrreryError('VERSION_CONFLICT', `${where.namespace}/${where.key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`, {
+        details: { index, namespace: where.namespace, key: where.key, expected, current },
+      })
+    }
+    this.changed()
+    if (!this.core.durable) return result
+    return this.waitFor(this.core.submitted()).then(() => result)
+  }
+
+  /** Resolves once the disk has committed `ticket`. */
+  private waitFor(ticket: number): Promise<void> {
+    const failure = this.core.diskFailure()
+    if (failure) return Promise.reject(diskError(failure))
+    if (ticket <= this.core.committed()) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ ticket, resolve, reject })
+      if (!this.listening) {
+        this.listening = true
+        this.core.setListener((committed) => this.settle(committed < 0 ? this.core.committed() : committed, committed < 0 ? this.core.diskFailure() : undefined))
+      }
+      // A commit may have landed between the check above and the listener being set.
+      this.settle(this.core.committed(), this.core.diskFailure())
+    })
+  }
+
+  private settle(committed: number, failure: string | null | undefined): void {
+    let done = 0
+    while (done < this.waiters.length && this.waiters[done]!.ticket <= committed) this.waiters[done++]!.resolve()
+    this.waiters.splice(0, done)
+    if (failure) {
+      const error = diskError(failure)
+      for (const waiter of this.waiters.splice(0)) waiter.reject(error)
+    }
+    if (this.waiters.length === 0 && this.listening) {
+      this.listening = false
+      // Cleared so an idle durable store does not keep Node running.
+      this.core.setListener(null)
+    }
+  }
+
+  /** Something changed: deliver watch changes after this call, and re-arm the TTL timer. */
+  private changed(): void {
+    if (this.watches.size > 0 && !this.scheduled) {
+      this.scheduled = true
+      queueMicrotask(() => {
+        this.scheduled = false
+        if (!this.closed) this.deliver()
+      })
+    }
+    this.arm()
+  }
+
+  private deliver(): void {
+    const { core } = this
+    for (;;) {
+      const records = core.drain()
+      if (records === undefined) return
+      const view = new DataView(records.buffer, records.byteOffset, records.byteLength)
+      for (let at = 0; at < records.length; at = nextRecord(view, at)) {
+        const id = view.getUint32(at, true)
+        const watch = this.watches.get(id)
+        if (!watch) continue
+        if (records[at + 4] === LAGGED) {
+          this.watches.delete(id)
+          const after = view.getFloat64(at + 16, true)
+          watch.sink.error(new OrreryError('WATCH_LAGGED', `the watcher fell behind after version ${after} and history no longer holds what it missed; watch again (from 'current')`, { details: { after } }))
+          continue
+        }
+        let change: Change<unknown>
+        try {
+          change = readChange(records, view, at, watch.codec, (w) => this.writerName(w))
+        } catch (cause) {
+          this.watches.delete(id)
+          core.unwatch(id)
+          watch.sink.error(new OrreryError('INVALID_PAYLOAD', 'a watched value does not decode with the namespace codec', { cause }))
+          continue
+        }
+        watch.last = change.version
+        watch.sink.next(change)
+      }
+    }
+  }
+
+  /** Arms one timer for the next TTL; it does not keep Node running (expiry is not pending work). */
+  private arm(): void {
+    const at = this.core.nextDeadline()
+    if (at === Infinity || (this.timer !== undefined && this.timerAt <= at)) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.timerAt = Infinity
+      this.flush()
+    }, Math.min(Math.max(0, at - this.clock()), 0x7fffffff))
+    ;(this.timer as { unref?: () => void }).unref?.()
+  }
+}
+
+function diskError(failure: string): OrreryError {
+  return new OrreryError('STORE_IO', failure, { details: { disk: true } })
+}
+
+/** @internal Validates (if a schema is set) and encodes a value; a Promise only for async validators. */
+export function encodeValue(codec: CodecName, schema: StandardSchemaV1 | undefined, where: string, value: unknown): Uint8Array | Promise<Uint8Array> {
+  if (!schema) return encodePayload(codec, value)
+  const checked = validate(schema, value, where)
+  return checked instanceof Promise ? checked.then((v) => encodePayload(codec, v)) : encodePayload(codec, checked)
+}
