@@ -232,6 +232,9 @@ export class Namespace<T, D extends boolean> {
     if (from !== 'now' && from !== 'current' && !(Number.isInteger(from) && from >= 0)) {
       throw new OrreryError('INVALID_OPTION', "from must be 'now', 'current' or a version", { details: { option: 'from', value: from } })
     }
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 2 ** 28) {
+      throw new OrreryError('INVALID_OPTION', 'buffer must be a whole number from 1 to 268435456', { details: { option: 'buffer', value: capacity } })
+    }
     const { ctx } = this
     return new Stream<Change<T>>({
       start: (sink) => {

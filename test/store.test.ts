@@ -1,0 +1,296 @@
+/** The state store through the engine under test: versions, conditions, history, TTLs, transactions, watches, snapshots, merges. */
+import { firstValueFrom, take, toArray } from 'rxjs'
+import { describe, expect, it } from 'vitest'
+import { z } from 'zod'
+
+import { Orrery, type Change, type OpenStoreOptions } from '../ts/node.js'
+import { ENGINE } from './engine.js'
+import { collect, errorOf, settle } from './helpers.js'
+
+async function open(options: Omit<OpenStoreOptions, 'path'> = {}) {
+  let now = 1_000
+  const store = await Orrery.openStore({ engine: ENGINE, clock: () => now, ...options })
+  return {
+    store,
+    advance(ms: number) {
+      now += ms
+      store.flush()
+    },
+  }
+}
+
+const brief = (c: Change<unknown>) => `${c.type} ${c.key}@${c.version}${c.type === 'put' ? `=${JSON.stringify(c.value)}` : ''}`
+
+describe(`store (${ENGINE})`, () => {
+  it('gives every write a growing version and guards writes by version', async () => {
+    const { store } = await open()
+    const ns = store.namespace('jobs')
+    const v1 = ns.put('a', { step: 1 })
+    const v2 = ns.put('a', { step: 2 }, { ifVersion: v1 })
+    expect(v2).toBeGreaterThan(v1)
+    expect(ns.get('a')).toMatchObject({ key: 'a', value: { step: 2 }, version: v2, expiresAt: undefined })
+    expect(ns.get('a')!.stamp.writer).toBe('local')
+
+    const stale = await errorOf(() => ns.put('a', { step: 3 }, { ifVersion: v1 }))
+    expect(stale).toMatchObject({ code: 'VERSION_CONFLICT', details: { key: 'a', namespace: 'jobs', expected: v1, current: v2 } })
+    expect((await errorOf(() => ns.create('a', { step: 0 })))?.details).toMatchObject({ expected: 0, current: v2 })
+    expect(ns.get('a')!.value).toEqual({ step: 2 })
+    expect(store.revision).toBe(v2)
+
+    expect((await errorOf(() => ns.delete('a', { ifVersion: v1 })))?.code).toBe('VERSION_CONFLICT')
+    const gone = ns.delete('a', { ifVersion: v2 })
+    expect(gone).toBeGreaterThan(v2)
+    expect(ns.get('a')).toBeUndefined()
+    expect(ns.delete('a')).toBe(0)
+    expect(ns.create('a', { step: 9 })).toBeGreaterThan(gone)
+    expect(ns.update('a', (cur) => ({ step: (cur as { step: number }).step + 1 }))).toBe(store.revision)
+    expect(ns.get('a')!.value).toEqual({ step: 10 })
+    expect(ns.put('b', 1, { writer: 'agent-7' })).toBe(store.revision)
+    expect(ns.get('b')!.stamp.writer).toBe('agent-7')
+  })
+
+  it('keeps the last N versions of each key, readable by version', async () => {
+    const { store } = await open({ history: 1 })
+    const ns = store.namespace('cfg', { history: 2 })
+    const versions = [1, 2, 3, 4].map((i) => ns.put('k', i))
+    expect(ns.getVersion('k', versions[1]!)?.value).toBe(2)
+    expect(ns.getVersion('k', versions[0]!)).toBeUndefined()
+    ns.delete('k')
+    expect(ns.history('k').map((c) => c.type)).toEqual(['put', 'put', 'delete'])
+    expect(ns.history('k').map((c) => (c.type === 'put' ? c.value : null))).toEqual([3, 4, null])
+    const none = store.namespace('none', { history: 0 })
+    none.put('k', 1)
+    none.put('k', 2)
+    expect(none.history('k').map(brief)).toEqual([`put k@${store.revision}=2`])
+    expect(store.namespace('default').put('x', 1) && store.namespace('default').put('x', 2)).toBeGreaterThan(0)
+    expect(store.namespace('default').history('x')).toHaveLength(2)
+  })
+
+  it('expires keys on the host clock and tells watchers', async () => {
+    const { store, advance } = await open()
+    const ns = store.namespace('sessions')
+    const seen = collect(ns.watch('s1'))
+    ns.put('s1', 'token', { ttl: 100 })
+    expect(ns.get('s1')?.expiresAt).toBe(1_100)
+    advance(99)
+    expect(ns.get('s1')?.value).toBe('token')
+    advance(1)
+    expect(ns.get('s1')).toBeUndefined()
+    await settle()
+    expect(seen.map((c) => c.type)).toEqual(['put', 'expire'])
+    ns.put('s2', 'x', { ttl: 10 })
+    ns.put('s2', 'kept')
+    advance(50)
+    expect(ns.get('s2')?.value).toBe('kept')
+  })
+
+  it('applies transactions over several namespaces all or nothing', async () => {
+    const { store } = await open()
+    const a = store.namespace('a')
+    const b = store.namespace('b')
+    const v = store.transaction().put(a, 'x', 1).create(b, 'y', 1).commit()
+    expect(a.get('x')!.version).toBe(v)
+    expect(b.get('y')!.version).toBe(v)
+    const err = await errorOf(() => store.transaction().put(a, 'x', 2).put(b, 'y', 2, { ifVersion: v + 10 }).put(a, 'z', 2).commit())
+    expect(err).toMatchObject({ code: 'VERSION_CONFLICT', details: { index: 1, namespace: 'b', key: 'y', expected: v + 10, current: v } })
+    expect(a.get('x')!.value).toBe(1)
+    expect(a.get('z')).toBeUndefined()
+    const guarded = store.transaction({ writer: 'planner' }).check(b, 'y', v).delete(a, 'x').put(a, 'z', 3).commit()
+    expect(a.get('x')).toBeUndefined()
+    expect(a.get('z')).toMatchObject({ value: 3, version: guarded })
+    expect(a.get('z')!.stamp.writer).toBe('planner')
+    expect((await errorOf(() => store.transaction().put(a, 'k', 1).put(a, 'k', 2).commit()))?.code).toBe('MALFORMED_WRITE')
+    expect(store.transaction().check(a, 'nothing', 0).commit()).toBe(0)
+  })
+
+  it('watches a key or a prefix from now, from a version, or from the current values', async () => {
+    const { store } = await open({ history: 4 })
+    const ns = store.namespace('jobs')
+    const v1 = ns.put('job/1', 'queued')
+    const key = collect(ns.watch('job/1'))
+    const prefix = collect(ns.watchPrefix('job/'))
+    ns.put('job/1', 'running')
+    ns.put('job/2', 'queued')
+    ns.put('other', 'x')
+    ns.delete('job/1')
+    await settle()
+    expect(key.map(brief)).toEqual(['put job/1@2="running"', 'delete job/1@5'])
+    expect(prefix.map(brief)).toEqual(['put job/1@2="running"', 'put job/2@3="queued"', 'delete job/1@5'])
+
+    const replay = await firstValueFrom(ns.watchPrefix('job/', { from: v1 }).pipe(take(3), toArray()))
+    expect(replay.map(brief)).toEqual(prefix.map(brief))
+    const current = await firstValueFrom(ns.watchPrefix('', { from: 'current' }).pipe(take(2), toArray()))
+    expect(current.map(brief)).toEqual(['put job/2@3="queued"', 'put other@4="x"'])
+    expect(current[0]!.stamp).toMatchObject({ writer: 'local', logical: expect.any(Number) })
+  })
+
+  it('catches a watcher up from history when it falls behind its buffer', async () => {
+    const { store } = await open({ history: 100 })
+    const ns = store.namespace('n')
+    const seen = collect(ns.watchPrefix('', { buffer: 4 }))
+    for (let i = 0; i < 50; i++) ns.put(`k${i % 3}`, i)
+    await settle()
+    expect(seen.map((c) => (c.type === 'put' ? c.value : -1))).toEqual(Array.from({ length: 50 }, (_, i) => i))
+  })
+
+  it('tells a watcher it lagged when history no longer holds what it missed', async () => {
+    const { store } = await open({ history: 0 })
+    const ns = store.namespace('n')
+    let error: { code?: string; details?: Record<string, unknown> } | undefined
+    const seen: unknown[] = []
+    ns.watchPrefix('', { buffer: 2 }).subscribe({ next: (c) => seen.push(c.version), error: (e) => { error = e } })
+    for (let i = 0; i < 10; i++) ns.put('k', i)
+    await settle()
+    expect(error?.code).toBe('WATCH_LAGGED')
+    expect(seen).toEqual([1, 2])
+    expect(error?.details).toEqual({ after: 2 })
+    const late = await errorOf(() => firstValueFrom(ns.watch('k', { from: 3 })))
+    expect(late?.code).toBe('WATCH_LAGGED')
+  })
+
+  it('iterates a watch with backpressure, resuming from history after a pause', async () => {
+    const { store } = await open({ history: 1000 })
+    const ns = store.namespace('n')
+    const iterator = ns.watch('k')[Symbol.asyncIterator]()
+    for (let i = 0; i < 600; i++) ns.put('k', i)
+    const got: unknown[] = []
+    for (let i = 0; i < 600; i++) {
+      const next = await iterator.next()
+      got.push((next.value as { value: unknown }).value)
+      if (i === 300) for (let j = 600; j < 700; j++) ns.put('k', j)
+    }
+    expect(got).toEqual(Array.from({ length: 600 }, (_, i) => i))
+    expect(((await iterator.next()).value as { value: unknown }).value).toBe(600)
+    await iterator.return!()
+  })
+
+  it('exports a consistent snapshot and imports it, ending open watches', async () => {
+    const { store } = await open({ history: 2 })
+    const ns = store.namespace('kv')
+    ns.put('a', 1)
+    ns.put('a', 2, { writer: 'agent-1' })
+    ns.put('b', 'x', { ttl: 500 })
+    const snapshot = store.export()
+    const copy = (await open({ snapshot })).store
+    const cns = copy.namespace('kv')
+    expect(cns.entries().map((e) => [e.key, e.value, e.version, e.stamp.writer])).toEqual(ns.entries().map((e) => [e.key, e.value, e.version, e.stamp.writer]))
+    expect(cns.history('a')).toHaveLength(2)
+    expect(cns.get('b')?.expiresAt).toBe(1_500)
+    expect(copy.revision).toBe(store.revision)
+
+    const watched = ns.watch('a')
+    let ended: { code?: string } | undefined
+    watched.subscribe({ error: (e) => { ended = e } })
+    ns.put('a', 3)
+    store.import(snapshot)
+    await settle()
+    expect(ended?.code).toBe('WATCH_LAGGED')
+    expect(ns.get('a')?.value).toBe(2)
+    expect(store.revision).toBeGreaterThanOrEqual(4)
+    expect(ns.put('a', 4)).toBeGreaterThan(4)
+    expect((await errorOf(() => store.import(snapshot.subarray(0, 10))))?.code).toBe('INVALID_SNAPSHOT')
+    expect(ns.get('a')?.value).toBe(4)
+  })
+
+  it('merges replica changes: last writer wins by stamp, or a merge function decides', async () => {
+    const { store } = await open()
+    const ns = store.namespace<undefined, number[]>('sets')
+    ns.put('s', [1])
+    const local = ns.get('s')!.stamp
+    expect(store.merge(ns, { key: 's', type: 'put', value: [9], stamp: { wall: local.wall - 10, logical: 0, writer: 'b' } })).toBe(0)
+    expect(ns.get('s')!.value).toEqual([1])
+    const won = store.merge(ns, { key: 's', type: 'put', value: [2], stamp: { wall: local.wall + 5_000, logical: 3, writer: 'b' } })
+    expect(won).toBeGreaterThan(0)
+    expect(ns.get('s')).toMatchObject({ value: [2], stamp: { wall: local.wall + 5_000, logical: 3, writer: 'b' } })
+    const unioned = store.merge(ns, { key: 's', type: 'put', value: [3], stamp: { wall: 1, logical: 0, writer: 'c' } }, (mine, theirs) => [...new Set([...(mine ?? []), ...(theirs ?? [])])].sort())
+    expect(unioned).toBeGreaterThan(won)
+    expect(ns.get('s')!.value).toEqual([2, 3])
+    expect(ns.get('s')!.stamp.wall).toBeGreaterThanOrEqual(local.wall + 5_000)
+    expect(store.merge(ns, { key: 's', type: 'delete', stamp: { wall: local.wall + 9_000, logical: 0, writer: 'b' } })).toBeGreaterThan(unioned)
+    expect(ns.get('s')).toBeUndefined()
+    expect((await errorOf(() => store.merge(ns, { key: 's', type: 'nope' as never, stamp: { wall: 1, logical: 0, writer: 'b' } })))?.code).toBe('INVALID_ARGUMENT')
+  })
+
+  it('validates values with a schema and encodes with msgpack or raw', async () => {
+    const { store } = await open()
+    const agents = store.namespace('agents', { schema: z.object({ name: z.string(), load: z.number().min(0) }) })
+    agents.put('a1', { name: 'summarizer', load: 1 })
+    const err = await errorOf(() => agents.put('a1', { name: 'x', load: -1 }))
+    expect(err).toMatchObject({ code: 'SCHEMA_INVALID', details: { field: 'load' } })
+    expect(agents.get('a1')!.value).toEqual({ name: 'summarizer', load: 1 })
+    const packed = store.namespace('packed', { codec: 'msgpack' })
+    packed.put('m', { when: new Date(5), n: 1n << 40n })
+    expect(packed.get('m')!.value).toEqual({ when: new Date(5), n: 1n << 40n })
+    const raw = store.namespace('raw', { codec: 'raw' })
+    raw.put('r', new Uint8Array([1, 2, 3]))
+    expect(raw.get('r')!.value).toEqual(new Uint8Array([1, 2, 3]))
+    expect((await errorOf(() => raw.put('r', 'text' as never)))?.code).toBe('INVALID_PAYLOAD')
+  })
+
+  it('lists keys by prefix across many pages, and handles large values and unicode keys', async () => {
+    const { store } = await open({ maxValueBytes: 4 * 1024 * 1024 })
+    const ns = store.namespace('many')
+    for (let i = 0; i < 3_000; i++) ns.put(`item/${String(i).padStart(5, '0')}`, i)
+    ns.put('other', 0)
+    const keys = ns.keys('item/')
+    expect(keys).toHaveLength(3_000)
+    expect(keys[2_999]).toBe('item/02999')
+    expect(ns.entries('item/0299').map((e) => e.value)).toEqual([2990, 2991, 2992, 2993, 2994, 2995, 2996, 2997, 2998, 2999])
+    const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251)
+    const raw = store.namespace('big', { codec: 'raw' })
+    raw.put('blob', big)
+    // Compared as one Buffer: a deep equality over 3 million elements takes seconds.
+    expect(Buffer.from(raw.get('blob')!.value as Uint8Array).equals(big)).toBe(true)
+    const seen = collect(raw.watch('blob'))
+    raw.put('blob', big.subarray(1))
+    await settle()
+    expect((seen[0] as { value: Uint8Array }).value.length).toBe(big.length - 1)
+    ns.put('ключ/😀', 'ü')
+    expect(ns.get('ключ/😀')!.value).toBe('ü')
+    expect(ns.keys('ключ')).toEqual(['ключ/😀'])
+  })
+
+  it('refuses bad input with typed errors and changes nothing', async () => {
+    const { store } = await open({ maxValueBytes: 16 })
+    const ns = store.namespace('n')
+    const codes = {
+      name: await errorOf(() => store.namespace('has space')),
+      emptyKey: await errorOf(() => ns.put('', 1)),
+      longKey: await errorOf(() => ns.put('k'.repeat(1025), 1)),
+      notAString: await errorOf(() => ns.get(7 as never)),
+      tooLarge: await errorOf(() => ns.put('k', 'x'.repeat(20))),
+      badTtl: await errorOf(() => ns.put('k', 1, { ttl: -5 })),
+      badVersion: await errorOf(() => ns.getVersion('k', 1.5)),
+      badFrom: await errorOf(() => ns.watch('k', { from: 'later' as never })),
+      badBuffer: await errorOf(() => ns.watch('k', { buffer: 0 })),
+      badHistory: await errorOf(() => store.namespace('h', { history: -1 })),
+      badWriter: await errorOf(() => ns.put('k', 1, { writer: 'no spaces allowed' })),
+      badOptions: await errorOf(() => Orrery.openStore({ engine: ENGINE, maxValueBytes: 0 })),
+      badDurability: await errorOf(() => Orrery.openStore({ engine: ENGINE, durability: 'sometimes' as never })),
+    }
+    expect(Object.fromEntries(Object.entries(codes).map(([k, v]) => [k, v?.code]))).toEqual({
+      name: 'INVALID_NAME',
+      emptyKey: 'INVALID_KEY',
+      longKey: 'INVALID_KEY',
+      notAString: 'INVALID_ARGUMENT',
+      tooLarge: 'VALUE_TOO_LARGE',
+      badTtl: 'INVALID_OPTION',
+      badVersion: 'INVALID_ARGUMENT',
+      badFrom: 'INVALID_OPTION',
+      badBuffer: 'INVALID_OPTION',
+      badHistory: 'INVALID_OPTION',
+      badWriter: 'INVALID_NAME',
+      badOptions: 'INVALID_OPTION',
+      badDurability: 'INVALID_OPTION',
+    })
+    expect(store.revision).toBe(0)
+    expect(ns.keys()).toEqual([])
+    store.close()
+    expect((await errorOf(() => ns.put('k', 1)))?.code).toBe('CLOSED')
+    expect((await errorOf(() => ns.get('k')))?.code).toBe('CLOSED')
+  })
+
+  it.runIf(ENGINE === 'wasm')('keeps the store in memory on the wasm engine', async () => {
+    expect((await errorOf(() => Orrery.openStore({ engine: 'wasm', path: '/tmp/never' })))?.code).toBe('UNSUPPORTED')
+  })
+})
