@@ -75,6 +75,27 @@ export async function smokeTranscript(Orrery: OrreryCtor, options: OrreryOptions
   bus.flush()
   out.push({ retainedAfterTrim: kept, shortStats: sized(bus.stats('short')) })
 
+  const store = orrery.openStore({ history: 1 })
+  const cfg = store.namespace('cfg')
+  const changes: unknown[] = []
+  cfg.watchPrefix('').subscribe((c) => changes.push([c.type, c.key, c.version]))
+  const v1 = cfg.put('mode', 'fast')
+  cfg.put('mode', 'safe', { ifVersion: v1 })
+  cfg.put('lease', 'agent-1', { ttl: 10 })
+  now += 10
+  store.flush()
+  out.push({
+    store: {
+      mode: cfg.get('mode')?.value,
+      versions: cfg.history('mode').map((c) => c.version),
+      stale: await code(() => cfg.put('mode', 'x', { ifVersion: v1 })),
+      lease: cfg.get('lease') ?? null,
+      changes,
+      restored: orrery.openStore({ snapshot: store.export() }).namespace('cfg').keys(),
+    },
+  })
+  store.close()
+
   sub.unsubscribe()
   orrery.close()
   out.push({ afterClose: await code(() => bus.publish('greetings', 1)) })
@@ -111,6 +132,16 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
   {
     retainedAfterTrim: [3, 4],
     shortStats: { published: 5, delivered: 2, retained: 2, retainedBytes: true, firstSeq: 3, nextSeq: 5, subscribers: 1, groups: 0, duplicates: 0, expired: 0, deadLettered: 0 },
+  },
+  {
+    store: {
+      mode: 'safe',
+      versions: [1, 2],
+      stale: 'OrreryError:VERSION_CONFLICT',
+      lease: null,
+      changes: [['put', 'mode', 1], ['put', 'mode', 2], ['put', 'lease', 3], ['expire', 'lease', 4]],
+      restored: ['mode'],
+    },
   },
   { afterClose: 'OrreryError:CLOSED' },
 ]
