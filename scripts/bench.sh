@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the cross-engine benchmark suites (benches/<suite>.mjs, each writing
 # benches/results/<suite>.json) after building whatever is stale.
-#   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus)
+#   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus, npm run bench -- store)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

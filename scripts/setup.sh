@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Orrery's build and tests need and is missing, and nothing else:
 #   Debian packages  the wasm route (rustc-web, cargo-web, rust-web-src, lld-22), binaryen
-#                    (wasm-opt) and chromium (browser tests)
+#                    (wasm-opt), chromium (browser tests), and g++, make and python3 for
+#                    better-sqlite3 (a benchmark baseline built from source: its prebuilt
+#                    download is not reachable here)
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
 #   wasm-bindgen CLI exactly the version Cargo.toml pins
 #   npm packages     from package-lock.json
@@ -9,7 +11,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 binaryen chromium)
+APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 binaryen chromium g++ make python3)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -48,5 +50,8 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # `npm install`, not `npm ci`: npm 11's ci refuses our lockfile because it leaves out the
   # optional platform packages of @napi-rs/lzma (a build-tool dependency that declares Node 22+).
   # install follows the same lockfile and leaves it unchanged.
+  # node-gyp (better-sqlite3's source build) takes Node's headers from the nodejs package's
+  # /usr/include/node instead of downloading them.
+  if [ -f /usr/include/node/node_version.h ]; then export npm_config_nodedir=/usr; fi
   npm install --no-audit --no-fund
 fi

@@ -24,8 +24,8 @@ export async function writeResults(file, scenarios, host) {
 const number = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 })
 
 /** One row per contender; `reference ÷ this` compares the reference's msgs/s with the row's. */
-export function formatTable(scenarios, reference) {
-  const rows = [['scenario', 'contender', 'msgs/s', 'p99 µs', `${reference} ÷ this`, 'extra']]
+export function formatTable(scenarios, reference, unit = 'msgs/s') {
+  const rows = [['scenario', 'contender', unit, 'p99 µs', `${reference} ÷ this`, 'extra']]
   for (const [scenario, contenders] of Object.entries(scenarios)) {
     const base = contenders[reference]?.msgs_per_sec
     for (const [contender, r] of Object.entries(contenders)) {
