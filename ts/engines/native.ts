@@ -5,15 +5,14 @@
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine } from '../errors.js'
 import { adaptBus, Slab, type Guard } from './adapter.js'
-import { createNativeStore, openNativeStore, type NativeStoreClass } from './native-store.js'
+import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
-export interface NativeBinding {
+export interface NativeBinding extends NativeStoreBinding {
   NativeBus: {
     new (maxMessageBytes: number): NativeBusHandle
     attach(handle: number): NativeBusHandle
   }
-  NativeStore: NativeStoreClass
   frameLayout(): string[]
   panicForTests(message: string): void
 }
@@ -64,8 +63,8 @@ export function nativeBackend(binding: NativeBinding): Backend {
     name: 'native',
     createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.NativeBus(maxMessageBytes))),
     attachBus: (handle) => adapt(guard(() => binding.NativeBus.attach(handle))),
-    createStore: (options) => createNativeStore(binding.NativeStore, options),
-    openStore: (options) => openNativeStore(binding.NativeStore, options),
+    createStore: (options) => createNativeStore(binding, options),
+    openStore: (options) => openNativeStore(binding, options),
     frameLayout: () => binding.frameLayout(),
     panicForTests: (message) => guard(() => binding.panicForTests(message)),
   }

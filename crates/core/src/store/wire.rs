@@ -151,15 +151,21 @@ fn key_in(buf: &[u8], len: u32) -> Result<&[u8], StoreError> {
 pub fn get(store: &mut Store, ns: u32, key_len: u32, version: f64, now: Millis, buf: &mut [u8]) -> Result<f64, StoreError> {
     let version = version_of(version, 0)?;
     let key = key_in(buf, key_len)?;
-    let found = if version == 0 {
-        store.get(ns, key, now)?.cloned()
+    let Some(entry) = store.entry(ns, key, now)? else { return Ok(-1.0) };
+    let (record, expires) = if version == 0 {
+        if !entry.is_live() {
+            return Ok(-1.0);
+        }
+        (&entry.current, entry.expires)
     } else {
-        store.get_at(ns, key, version, now)?.cloned()
+        match entry.at(version) {
+            Some(record) => (record, f64::INFINITY),
+            None => return Ok(-1.0),
+        }
     };
-    let Some(record) = found else { return Ok(-1.0) };
-    let expires = if version == 0 { store.entry(ns, key_in(buf, key_len)?, now)?.map_or(f64::INFINITY, |e| e.expires) } else { f64::INFINITY };
     let len = record_len(0, record.value.len());
     if len <= buf.len() {
+        let record = record.clone();
         put_record(buf, 0, 0, ns, &[], &record, expires);
     }
     Ok(len as f64)
@@ -207,6 +213,11 @@ pub fn scan(
         at += put_record(buf, at, 0, ns, key, &record, entry.expires);
     }
     Ok((2 * at + usize::from(done)) as f64)
+}
+
+/// Deletes the key in `buf[..key_len]` and forgets its history; the deletion's version or 0.
+pub fn purge(store: &mut Store, ns: u32, key_len: u32, now: Millis, buf: &[u8]) -> Result<f64, StoreError> {
+    store.purge(ns, key_in(buf, key_len)?, now).map(|v| v as f64)
 }
 
 /// Watches the key (or prefix) in `buf[..target_len]`: `mode` 0 from now, 1 after version
