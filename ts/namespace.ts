@@ -4,7 +4,7 @@
  * and, when it has one, validated by its schema before anything is written.
  */
 import type { Ack, StoreContext, WatchSink } from './store.js'
-import { encodeValue } from './store.js'
+import { closedError, encodeValue } from './store.js'
 import { OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import type { StandardSchemaV1 } from './schema.js'
@@ -43,6 +43,14 @@ export interface WatchOptions {
   /** Changes buffered in the core before the watcher catches up from history (default 1024). */
   buffer?: number
 }
+
+/** For writes that cannot conflict (or did not): never called. */
+const NO_CONFLICT = (): never => {
+  throw new Error('unreachable: the write did not conflict')
+}
+
+/** Shared default options: no object allocated per call. */
+const NONE: WriteOptions = Object.freeze({})
 
 const keyError = (key: unknown): OrreryError =>
   new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
@@ -94,13 +102,14 @@ export class Namespace<T, D extends boolean> {
 
   private read(key: string, version: number): Entry<T> | undefined {
     const { core } = this.ctx
-    this.ctx.checkOpen()
-    let size = core.get(this.id, this.key(key), version, this.ctx.now())
+    if (this.ctx.closed) throw closedError()
+    const now = this.ctx.expiring ? this.ctx.now() : 0
+    const size = core.get(this.id, this.key(key), version, now)
     if (size < 0) return undefined
     let io = core.io()
     if (size > io.length) {
-      io = core.io(size)
-      size = core.get(this.id, this.key(key), version, this.ctx.now())
+      core.io(size)
+      core.get(this.id, this.key(key), version, now)
       io = core.io()
     }
     if (io[4] !== 1) return undefined
@@ -110,7 +119,7 @@ export class Namespace<T, D extends boolean> {
   /** Every kept change of the key, oldest first (history plus the current one). */
   history(key: string): Change<T>[] {
     const { core } = this.ctx
-    this.ctx.checkOpen()
+    if (this.ctx.closed) throw closedError()
     let size = core.history(this.id, this.key(key), this.ctx.now())
     if (size < 0) return []
     if (size > core.io().length) {
@@ -125,33 +134,39 @@ export class Namespace<T, D extends boolean> {
   }
 
   private write(action: number, condition: number, key: string, value: Uint8Array | undefined, options: WriteOptions): number | Promise<number> {
-    const { core } = this.ctx
-    const io = core.io(writeBound(key, value?.length ?? 0))
+    const { ctx } = this
+    const { core } = ctx
     if (typeof key !== 'string') throw keyError(key)
+    const io = core.io(writeBound(key, value === undefined ? 0 : value.length))
     const ttl = options.ttl ?? 0
-    const expected = options.ifVersion ?? 0
-    putWrite(io, core.view(), 0, action, condition, this.id, key, value, this.ctx.writerId(options.writer), expected, ttl)
-    return this.ctx.ack(core.write(1, this.ctx.now()), () => ({ namespace: this.name, key }))
+    putWrite(io, core.view(), 0, action, condition, this.id, key, value, options.writer === undefined ? 0 : ctx.writerId(options.writer), options.ifVersion ?? 0, ttl)
+    const result = core.write(1, ctx.now())
+    return ctx.ack(result, ttl > 0, result < 0 ? () => ({ namespace: this.name, key }) : NO_CONFLICT)
   }
 
   private putWith(condition: number, key: string, value: T, options: WriteOptions): Ack<D> {
-    return this.ctx.guarded(() => {
-      const bytes = this.encodeValue(value)
-      if (bytes instanceof Promise) return bytes.then((b) => this.write(ACTION.put, condition, key, b, options))
-      return this.write(ACTION.put, condition, key, bytes, options)
-    }) as Ack<D>
+    const { ctx } = this
+    if (ctx.durable) return ctx.guarded(() => this.putNow(condition, key, value, options)) as Ack<D>
+    if (ctx.closed) throw closedError()
+    return this.putNow(condition, key, value, options) as Ack<D>
+  }
+
+  private putNow(condition: number, key: string, value: T, options: WriteOptions): number | Promise<number> {
+    const bytes = this.encodeValue(value)
+    if (bytes instanceof Promise) return bytes.then((b) => this.write(ACTION.put, condition, key, b, options))
+    return this.write(ACTION.put, condition, key, bytes, options)
   }
 
   /**
    * Sets the key; with `ifVersion`, only if it is at that version (else `VERSION_CONFLICT`,
    * carrying the current version, and nothing changes). Returns the new version.
    */
-  put(key: string, value: T, options: WriteOptions = {}): Ack<D> {
+  put(key: string, value: T, options: WriteOptions = NONE): Ack<D> {
     return this.putWith(options.ifVersion === undefined ? CONDITION.any : CONDITION.version, key, value, options)
   }
 
   /** Sets the key only if it holds no value (else `VERSION_CONFLICT`). */
-  create(key: string, value: T, options: Omit<WriteOptions, 'ifVersion'> = {}): Ack<D> {
+  create(key: string, value: T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
     return this.putWith(CONDITION.absent, key, value, options)
   }
 
@@ -159,28 +174,33 @@ export class Namespace<T, D extends boolean> {
    * Deletes the key; with `ifVersion`, only if it is at that version. Returns the deletion's
    * version, or 0 if the key held no value.
    */
-  delete(key: string, options: Pick<WriteOptions, 'ifVersion' | 'writer'> = {}): Ack<D> {
+  delete(key: string, options: Pick<WriteOptions, 'ifVersion' | 'writer'> = NONE): Ack<D> {
+    const { ctx } = this
     const condition = options.ifVersion === undefined ? CONDITION.any : CONDITION.version
-    return this.ctx.guarded(() => this.write(ACTION.delete, condition, key, undefined, options)) as Ack<D>
+    if (ctx.durable) return ctx.guarded(() => this.write(ACTION.delete, condition, key, undefined, options)) as Ack<D>
+    if (ctx.closed) throw closedError()
+    return this.write(ACTION.delete, condition, key, undefined, options) as Ack<D>
   }
 
   /**
    * Reads the key, computes its next value with `update` and writes it if nothing wrote in
    * between (compare-and-set); returns the new version. `update` gets undefined when absent.
    */
-  update(key: string, update: (current: T | undefined) => T, options: Omit<WriteOptions, 'ifVersion'> = {}): Ack<D> {
-    return this.ctx.guarded(() => {
+  update(key: string, update: (current: T | undefined) => T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
+    const { ctx } = this
+    const run = () => {
+      if (ctx.closed) throw closedError()
       const current = this.get(key)
-      return this.put(key, update(current?.value), { ...options, ifVersion: current?.version ?? 0 })
-    }) as Ack<D>
+      return this.putNow(CONDITION.version, key, update(current?.value), { ...options, ifVersion: current?.version ?? 0 })
+    }
+    return ctx.guarded(run) as Ack<D>
   }
 
   /** Deletes the key and forgets its history. Returns the deletion's version, or 0. */
   purge(key: string): Ack<D> {
-    return this.ctx.guarded(() => {
-      const version = this.ctx.core.purge(this.id, this.key(key), this.ctx.now())
-      return this.ctx.ack(version, () => ({ namespace: this.name, key }))
-    }) as Ack<D>
+    const { ctx } = this
+    const run = () => ctx.ack(ctx.core.purge(this.id, this.key(key), ctx.now()), false, NO_CONFLICT)
+    return ctx.guarded(run) as Ack<D>
   }
 
   /** Live keys starting with `prefix`, in order. */
@@ -195,7 +215,7 @@ export class Namespace<T, D extends boolean> {
 
   private scan(prefix: string, values: boolean): Entry<T>[] {
     const { core } = this.ctx
-    this.ctx.checkOpen()
+    if (this.ctx.closed) throw closedError()
     if (typeof prefix !== 'string') throw keyError(prefix)
     const out: Entry<T>[] = []
     let after = ''
@@ -238,7 +258,7 @@ export class Namespace<T, D extends boolean> {
     const { ctx } = this
     return new Stream<Change<T>>({
       start: (sink) => {
-        ctx.checkOpen()
+        if (ctx.closed) throw closedError()
         // An iterator that pauses ends its core watch and resumes from the last version it
         // was given: the core replays the gap from history (or says it cannot).
         let watch: WatchSink = { codec: this.codec, sink: sink as WatchSink['sink'], last: 0 }
@@ -247,7 +267,7 @@ export class Namespace<T, D extends boolean> {
           const len = putKey(ctx.core.io(3 * target.length), 0, target)
           id = ctx.core.watch(this.id, len, prefix, mode, version, capacity)
           ctx.watches.set(id, watch)
-          ctx.changed()
+          ctx.changed(false)
         }
         if (from === 'now') open(WATCH_MODES.now, 0)
         else if (from === 'current') open(WATCH_MODES.current, 0)

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-use napi::bindgen_prelude::{Buffer, Function, Uint8ArraySlice};
+use napi::bindgen_prelude::{Buffer, Float64Array, Function, Uint8Array, Uint8ArraySlice};
 use napi_derive::napi;
 use orrery_core::slab::Slab;
 use orrery_core::store::wire;
@@ -18,15 +18,22 @@ use orrery_core::{Store, StoreConfig, StoreError};
 use crate::disk::{row_key, Disk, Listener};
 use crate::error::{to_js, Code, Result};
 
-/// One open store: the core, and its disk when durable.
+/// One open store: the core, its disk when durable, and the JS-owned `io` buffer its calls
+/// read requests from and write results into.
 struct Open {
     store: Store,
     disk: Option<Disk>,
+    io: Option<Uint8Array>,
 }
 
 thread_local! {
     /// This thread's stores; a store belongs to the thread that opened it.
     static STORES: RefCell<Slab<Open>> = RefCell::new(Slab::default());
+    /// The call block of the hottest calls (`store_get`, `store_write`): JS writes the store's
+    /// handle and the arguments into it, and reads the result from slot 0. Measured here, a
+    /// napi-rs function costs ~20 ns without arguments and ~90 ns with even one, so these
+    /// calls take none.
+    static CALL: RefCell<Option<Float64Array>> = const { RefCell::new(None) };
 }
 
 fn closed() -> napi::Error<Code> {
@@ -37,13 +44,51 @@ fn disk_error(reason: impl std::fmt::Display) -> napi::Error<Code> {
     napi::Error::new(Code("STORE_IO"), format!("the store's disk failed: {reason}"))
 }
 
-/// The bytes of a JS-owned view, to write results into.
-#[allow(unsafe_code, reason = "writing into a JS-owned buffer: napi hands the view over read-only")]
-fn writable<'a>(view: &'a Uint8ArraySlice<'_>) -> &'a mut [u8] {
-    // SAFETY: every call is synchronous on the JS thread that owns the buffer; no JS code runs,
-    // and nothing else reads, writes or resizes it, until the call returns. The slice does not
-    // outlive the call.
-    unsafe { std::slice::from_raw_parts_mut(view.as_ptr().cast_mut(), view.len()) }
+/// Runs `call` with the store and its `io` bytes (empty until JS hands a buffer over).
+#[allow(unsafe_code, reason = "reading and writing the JS-owned io buffer needs napi's unsafe as_mut")]
+fn with_io<T>(handle: u32, call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>) -> Result<T> {
+    with(handle, |open| {
+        if let Some(disk) = &open.disk {
+            disk.check().map_err(disk_error)?;
+        }
+        let io = match open.io.as_mut() {
+            // SAFETY: every call is synchronous on the JS thread that owns the buffer; no JS
+            // code runs, and nothing else reads, writes, detaches or resizes it, until the call
+            // returns. The reference `open.io` holds keeps it alive between calls, and the
+            // slice does not outlive this one.
+            Some(io) => unsafe { io.as_mut() },
+            None => &mut [],
+        };
+        let result = call(&mut open.store, io).map_err(to_js);
+        open.persist()?;
+        result
+    })
+}
+
+/// Runs a hot call: slot 0 of the call block holds the store's handle, slots 1.. its
+/// arguments; the result goes back into slot 0.
+#[allow(unsafe_code, reason = "writing the result into the JS-owned call block needs napi's unsafe as_mut")]
+fn with_call(
+    call: impl FnOnce(&mut Store, &mut [u8], &[f64]) -> std::result::Result<f64, StoreError>,
+) -> Result<()> {
+    CALL.with(|block| {
+        let mut block = block.borrow_mut();
+        let slots = block.as_mut().ok_or_else(closed)?;
+        // SAFETY: as for `io`: the call is synchronous on the thread that owns the block.
+        let slots = unsafe { slots.as_mut() };
+        let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
+        let args: [f64; 4] = std::array::from_fn(|i| slots.get(i + 1).copied().unwrap_or(f64::NAN));
+        let result = with_io(handle, |store, io| call(store, io, &args))?;
+        if let Some(slot) = slots.first_mut() {
+            *slot = result;
+        }
+        Ok(())
+    })
+}
+
+/// A slot's value as a u32, if it is one.
+fn whole(value: f64) -> Option<u32> {
+    (value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0).then_some(value as u32)
 }
 
 /// Runs `call` on the store behind `handle`.
@@ -128,7 +173,7 @@ impl NativeStore {
     #[napi(constructor, catch_unwind)]
     pub fn new(max_value_bytes: u32, history: u32, replica: String) -> Result<Self> {
         let store = Store::new(config(max_value_bytes, history, replica)).map_err(to_js)?;
-        register(Open { store, disk: None })
+        register(Open { store, disk: None, io: None })
     }
 
     /// Opens (or creates) a durable store at `path`; `batched` chooses group commit over a
@@ -143,7 +188,7 @@ impl NativeStore {
             return Err(disk_error("keys without the store's meta record"));
         }
         store.track_changes();
-        register(Open { store, disk: Some(disk) })
+        register(Open { store, disk: Some(disk), io: None })
     }
 
     /// The handle the `store*` functions take.
@@ -207,10 +252,31 @@ pub fn store_writer_name(handle: u32, id: u32) -> Result<Option<String>> {
     with(handle, |open| Ok(open.store.writer_name(id).map(str::to_owned)))
 }
 
-/// Applies `count` writes from `io` as one transaction: the version, 0, or -1 on a conflict.
+/// Hands the store the buffer its calls read requests from and write results into: kept (and
+/// kept alive) until the next call of this, so hot calls pass no buffer (a typed-array argument
+/// costs a conversion on every call).
 #[napi(catch_unwind)]
-pub fn store_write(handle: u32, io: Uint8ArraySlice<'_>, count: u32, now: f64) -> Result<f64> {
-    mutate(handle, |s| wire::write(s, &io, count, now))
+pub fn store_use_io(handle: u32, io: Uint8Array) -> Result<()> {
+    with(handle, |open| {
+        open.io = Some(io);
+        Ok(())
+    })
+}
+
+/// Hands this thread's call block to the hot calls (once per thread).
+#[napi(catch_unwind)]
+pub fn store_use_call_block(block: Float64Array) {
+    CALL.with(|slot| *slot.borrow_mut() = Some(block));
+}
+
+/// Applies writes from `io` as one transaction (call block: handle, count, now); the result is
+/// the version, 0, or -1 on a conflict.
+#[napi(catch_unwind)]
+pub fn store_write() -> Result<()> {
+    with_call(|s, io, args| {
+        let count = whole(args[0]).ok_or(StoreError::MalformedWrite { index: 0, reason: "the write count is not a whole number" })?;
+        wire::write(s, io, count, args[1])
+    })
 }
 
 /// The last conflict as `[index, expected, current]`.
@@ -219,35 +285,40 @@ pub fn store_conflict(handle: u32) -> Result<Vec<f64>> {
     with(handle, |open| Ok(wire::conflict(&mut open.store)))
 }
 
-/// Reads a key (see `wire::get`).
+/// Reads a key (call block: handle, namespace, key length, version, now; see `wire::get`).
 #[napi(catch_unwind)]
-pub fn store_get(handle: u32, ns: u32, key_len: u32, version: f64, now: f64, io: Uint8ArraySlice<'_>) -> Result<f64> {
-    mutate(handle, |s| wire::get(s, ns, key_len, version, now, writable(&io)))
+pub fn store_get() -> Result<()> {
+    with_call(|s, io, args| {
+        let (Some(ns), Some(key_len)) = (whole(args[0]), whole(args[1])) else {
+            return Err(StoreError::InvalidKey { reason: "its namespace or length is not a whole number" });
+        };
+        wire::get(s, ns, key_len, args[2], args[3], io)
+    })
 }
 
 /// A key's kept records (see `wire::history`).
 #[napi(catch_unwind)]
-pub fn store_history(handle: u32, ns: u32, key_len: u32, now: f64, io: Uint8ArraySlice<'_>) -> Result<f64> {
-    mutate(handle, |s| wire::history(s, ns, key_len, now, writable(&io)))
+pub fn store_history(handle: u32, ns: u32, key_len: u32, now: f64) -> Result<f64> {
+    with_io(handle, |s, io| wire::history(s, ns, key_len, now, io))
 }
 
 /// Live keys by prefix (see `wire::scan`).
 #[napi(catch_unwind)]
-pub fn store_scan(handle: u32, ns: u32, prefix_len: u32, after_len: u32, values: bool, now: f64, io: Uint8ArraySlice<'_>) -> Result<f64> {
-    mutate(handle, |s| wire::scan(s, ns, prefix_len, after_len, values, now, writable(&io)))
+pub fn store_scan(handle: u32, ns: u32, prefix_len: u32, after_len: u32, values: bool, now: f64) -> Result<f64> {
+    with_io(handle, |s, io| wire::scan(s, ns, prefix_len, after_len, values, now, io))
 }
 
 /// Deletes the key in `io[..key_len]` and forgets its history.
 #[napi(catch_unwind)]
-pub fn store_purge(handle: u32, ns: u32, key_len: u32, now: f64, io: Uint8ArraySlice<'_>) -> Result<f64> {
-    mutate(handle, |s| wire::purge(s, ns, key_len, now, &io))
+pub fn store_purge(handle: u32, ns: u32, key_len: u32, now: f64) -> Result<f64> {
+    with_io(handle, |s, io| wire::purge(s, ns, key_len, now, io))
 }
 
 /// Watches the key or prefix in `io[..target_len]` (see `wire::watch`).
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
-pub fn store_watch(handle: u32, ns: u32, target_len: u32, prefix: bool, mode: u32, from: f64, capacity: f64, io: Uint8ArraySlice<'_>) -> Result<u32> {
-    mutate(handle, |s| wire::watch(s, ns, target_len, prefix, mode, from, capacity, &io))
+pub fn store_watch(handle: u32, ns: u32, target_len: u32, prefix: bool, mode: u32, from: f64, capacity: f64) -> Result<u32> {
+    with_io(handle, |s, io| wire::watch(s, ns, target_len, prefix, mode, from, capacity, io))
 }
 
 /// Ends a watch.
@@ -258,8 +329,11 @@ pub fn store_unwatch(handle: u32, id: u32) -> Result<()> {
 
 /// Writes queued watch deliveries into `out` (see `wire::drain`).
 #[napi(catch_unwind)]
+#[allow(unsafe_code, reason = "writing into a JS-owned buffer: napi hands the view over read-only")]
 pub fn store_drain(handle: u32, out: Uint8ArraySlice<'_>) -> Result<f64> {
-    with(handle, |open| Ok(wire::drain(&mut open.store, writable(&out))))
+    // SAFETY: as for `io` in `with_io`: the call is synchronous on the thread owning `out`.
+    let out = unsafe { std::slice::from_raw_parts_mut(out.as_ptr().cast_mut(), out.len()) };
+    with(handle, |open| Ok(wire::drain(&mut open.store, out)))
 }
 
 /// Whether watch deliveries wait.
@@ -270,8 +344,8 @@ pub fn store_has_deliveries(handle: u32) -> Result<bool> {
 
 /// Applies a replica's change (see `wire::merge`).
 #[napi(catch_unwind)]
-pub fn store_merge(handle: u32, io: Uint8ArraySlice<'_>, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64> {
-    mutate(handle, |s| wire::merge(s, &io, wall, logical, lww, now))
+pub fn store_merge(handle: u32, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64> {
+    with_io(handle, |s, io| wire::merge(s, io, wall, logical, lww, now))
 }
 
 /// Expires the keys due by `now`.
@@ -329,3 +403,4 @@ pub fn store_tickets(handle: u32) -> Result<Vec<f64>> {
 pub fn store_disk_failure(handle: u32) -> Result<Option<String>> {
     with(handle, |open| Ok(open.disk.as_ref().and_then(|d| d.check().err())))
 }
+

@@ -9,6 +9,7 @@
 
 mod entry;
 mod hlc;
+mod keys;
 mod snapshot;
 mod watch;
 pub mod wire;
@@ -17,8 +18,7 @@ pub mod wire;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::ops::Bound;
+use std::collections::BinaryHeap;
 
 pub use bytes::Bytes;
 
@@ -26,6 +26,7 @@ pub use entry::{Entry, Kind, Record, Stamp};
 pub use hlc::{Clock, Hlc};
 pub use snapshot::{EntryState, Meta};
 pub use watch::{Delivery, Start};
+use keys::Keys;
 use watch::Watches;
 
 use crate::bus::Deadline;
@@ -123,7 +124,7 @@ pub struct RemoteChange<'a> {
 
 #[derive(Debug)]
 struct Namespace {
-    entries: BTreeMap<Bytes, Entry>,
+    entries: Keys,
     /// The highest version of a key removed entirely: replaying from below it is not exact.
     floor: Version,
     history: usize,
@@ -208,7 +209,7 @@ impl Store {
     pub fn namespace(&mut self, name: &str) -> Result<u32, StoreError> {
         let id = self.names.intern(name)?;
         if id as usize == self.namespaces.len() {
-            self.namespaces.push(Namespace { entries: BTreeMap::new(), floor: 0, history: self.config.history });
+            self.namespaces.push(Namespace { entries: Keys::default(), floor: 0, history: self.config.history });
         }
         Ok(id)
     }
@@ -223,7 +224,7 @@ impl Store {
     pub fn set_history(&mut self, ns: u32, keep: usize) -> Result<(), StoreError> {
         let space = self.namespaces.get_mut(ns as usize).ok_or(StoreError::UnknownNamespace(ns))?;
         space.history = keep;
-        for (key, entry) in &mut space.entries {
+        for (key, entry) in space.entries.iter_mut() {
             if entry.history.len() > keep {
                 entry.trim(keep);
                 if let Some(dirty) = &mut self.dirty {
@@ -284,16 +285,7 @@ impl Store {
         now: Millis,
     ) -> Result<impl Iterator<Item = (&'s Bytes, &'s Entry)> + 's, StoreError> {
         self.expire(now);
-        let space = self.space(ns)?;
-        let start = match after {
-            Some(key) if key >= prefix => Bound::Excluded(key),
-            _ => Bound::Included(prefix),
-        };
-        Ok(space
-            .entries
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .take_while(move |(key, _)| key.starts_with(prefix))
-            .filter(|(_, entry)| entry.is_live()))
+        Ok(self.space(ns)?.entries.prefixed(prefix, after).filter(|(_, entry)| entry.is_live()))
     }
 
     /// Applies `writes` all or nothing as one revision; returns it, or 0 when nothing changed
@@ -407,7 +399,7 @@ impl Store {
             }
         }
         if removed {
-            if let Some(entry) = space.entries.remove(&key) {
+            if let Some((_, entry)) = space.entries.remove(&key) {
                 space.floor = space.floor.max(entry.floor).max(version);
             }
         }
@@ -422,7 +414,7 @@ impl Store {
         let write = Write { ns, key, condition: Condition::Any, action: Action::Delete, writer: LOCAL_WRITER };
         let version = self.write(&[write], now)?;
         let space = &mut self.namespaces[ns as usize];
-        if let Some((key, entry)) = space.entries.remove_entry(key) {
+        if let Some((key, entry)) = space.entries.remove(key) {
             space.floor = space.floor.max(entry.floor).max(entry.current.version);
             if let Some(dirty) = &mut self.dirty {
                 dirty.push((ns, key));

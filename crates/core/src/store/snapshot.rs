@@ -155,7 +155,7 @@ impl Store {
             .iter()
             .enumerate()
             .flat_map(|(ns, space)| {
-                space.entries.iter().map(move |(key, entry)| (ns as u32, key.clone(), EntryState::of(entry)))
+                space.entries.ordered().map(move |(key, entry)| (ns as u32, key.clone(), EntryState::of(entry)))
             })
             .collect();
         postcard::to_allocvec(&Snapshot { format: FORMAT, meta: self.meta(), entries }).unwrap_or_default()
@@ -212,9 +212,10 @@ impl Store {
         for ns in 0..self.namespaces.len() {
             let space = &mut self.namespaces[ns];
             space.floor = space.floor.max(floor);
-            let old = std::mem::take(&mut space.entries);
-            if let Some(dirty) = &mut self.dirty {
-                dirty.extend(old.into_keys().map(|key| (ns as u32, key)));
+            let old = space.entries.take_keys();
+            match &mut self.dirty {
+                Some(dirty) => dirty.extend(old.map(|key| (ns as u32, key))),
+                None => old.for_each(drop),
             }
         }
         for space in &meta.namespaces {

@@ -92,15 +92,11 @@ impl Watch {
                 found.push((key, &entry.current));
             }
         };
-        let space_entries = &space.entries;
         if self.prefix {
-            for (key, entry) in space_entries.range::<[u8], _>((std::ops::Bound::Included(&self.target[..]), std::ops::Bound::Unbounded)) {
-                if !key.starts_with(&self.target) {
-                    break;
-                }
+            for (key, entry) in space.entries.prefixed(&self.target, None) {
                 visit(key, entry);
             }
-        } else if let Some((key, entry)) = space_entries.get_key_value(&self.target[..]) {
+        } else if let Some((key, entry)) = space.entries.get_key_value(&self.target[..]) {
             visit(key, entry);
         }
         if gap {
