@@ -4,6 +4,7 @@
  * commit synced before the write is acknowledged). One process run; writes
  * benches/results/store.json (same shape as bus.json: `msgs_per_sec` counts operations).
  *   node --expose-gc benches/store.mjs    (or: npm run bench -- store)
+ *   node --expose-gc benches/store.mjs get durable-put    (some scenarios; prints, writes no file)
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -307,9 +308,10 @@ const SCENARIOS = [
 ]
 
 if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc (scripts/bench.sh does)')
+const only = process.argv.slice(2)
 const host = machine()
 const scenarios = {}
-for (const { id, contenders, derive, rounds = ROUNDS } of SCENARIOS) {
+for (const { id, contenders, derive, rounds = ROUNDS } of SCENARIOS.filter((s) => only.length === 0 || only.includes(s.id))) {
   const t0 = performance.now()
   const results = await interleaved(contenders, { rounds, warmups: 1 })
   for (const r of Object.values(results)) Object.assign(r.extra, derive?.(r))
@@ -317,7 +319,7 @@ for (const { id, contenders, derive, rounds = ROUNDS } of SCENARIOS) {
   console.error(`${id}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)
 }
 const file = new URL('./results/store.json', import.meta.url)
-await writeResults(file, scenarios, host)
+if (only.length === 0) await writeResults(file, scenarios, host)
 console.log(`\nstore suite: the fastest of ${ROUNDS} interleaved rounds per contender (durable-put: of 3), operations per second`)
 console.log(formatTable(scenarios, 'orrery-native', 'ops/s'))
-console.log(`\n${fileURLToPath(file)}`)
+if (only.length === 0) console.log(`\n${fileURLToPath(file)}`)

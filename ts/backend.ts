@@ -116,7 +116,9 @@ export interface StoreCore extends RawStore {
   merge(wall: number, logical: number, lww: boolean, now: number): number
   /** The next batch of watch records (a copy that stays valid), or undefined when none wait. */
   drain(): Uint8Array | undefined
-  /** The ticket of the last change queued for disk. */
+  /** Hands the changes staged in this turn to the disk writer (a group commit's batch). */
+  submitDisk(): void
+  /** The ticket that acknowledges every change so far (staged or queued for disk). */
   submitted(): number
   /** The ticket of the last change on disk. */
   committed(): number

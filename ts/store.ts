@@ -188,8 +188,15 @@ export class Store<D extends boolean = false> {
   private readonly writerNames: string[] = []
   private readonly namespaces = new Map<string, Namespace<unknown, D>>()
   private readonly watches = new Map<number, WatchSink>()
-  private readonly waiters: { ticket: number; resolve: () => void; reject: (e: unknown) => void }[] = []
+  /** Durable writes waiting for their commit, in ticket order. */
+  private readonly waiters: { ticket: number; value: number; resolve: (value: number) => void; reject: (e: unknown) => void }[] = []
   private listening = false
+  /** Whether this turn's changes are already due to be handed to the disk. */
+  private submitting = false
+  /** The highest ticket known to be on disk (asking the engine costs a call). */
+  private committedKnown = 0
+  /** Why the disk failed; every later write fails with it. */
+  private failure: string | undefined
   private scheduled = false
   private closed = false
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -313,9 +320,10 @@ export class Store<D extends boolean = false> {
   }
 
   /** Resolves when every write so far is on disk (at once in memory). */
-  flushed(): Promise<void> {
-    if (!this.core.durable) return Promise.resolve()
-    return this.waitFor(this.core.submitted())
+  async flushed(): Promise<void> {
+    if (!this.core.durable || this.closed) return
+    this.core.submitDisk()
+    await this.waitFor(this.core.submitted(), 0)
   }
 
   /**
@@ -331,8 +339,7 @@ export class Store<D extends boolean = false> {
     for (const watch of this.watches.values()) watch.sink.complete()
     this.watches.clear()
     this.core.close()
-    this.settle(this.core.committed(), this.core.diskFailure())
-    this.core.setListener(null)
+    this.onCommit(this.core.diskFailure() ? -1 : this.core.committed())
   }
 
   private checkOpen(): void {
@@ -381,31 +388,54 @@ export class Store<D extends boolean = false> {
     }
     this.changed(ttl)
     if (!this.core.durable) return result
-    return this.waitFor(this.core.submitted()).then(() => result)
+    this.submitSoon()
+    return this.waitFor(this.core.submitted(), result)
   }
 
-  /** Resolves once the disk has committed `ticket`. */
-  private waitFor(ticket: number): Promise<void> {
-    const failure = this.core.diskFailure()
-    if (failure) return Promise.reject(diskError(failure))
-    if (ticket <= this.core.committed()) return Promise.resolve()
-    return new Promise((resolve, reject) => {
-      this.waiters.push({ ticket, resolve, reject })
-      if (!this.listening) {
-        this.listening = true
-        this.core.setListener((committed) => this.settle(committed < 0 ? this.core.committed() : committed, committed < 0 ? this.core.diskFailure() : undefined))
-      }
-      // A commit may have landed between the check above and the listener being set.
-      this.settle(this.core.committed(), this.core.diskFailure())
+  /**
+   * Group commit: the changes of one turn of the event loop go to the disk together when it
+   * ends, so a burst of writes costs one commit (one fsync), not one for its first write and
+   * another for the rest.
+   */
+  private submitSoon(): void {
+    if (this.submitting) return
+    this.submitting = true
+    queueMicrotask(() => {
+      this.submitting = false
+      if (!this.closed) this.core.submitDisk()
     })
   }
 
-  private settle(committed: number, failure: string | null | undefined): void {
+  /** Resolves with `value` once the disk has committed `ticket`. */
+  private waitFor(ticket: number, value: number): Promise<number> {
+    if (this.failure) return Promise.reject(diskError(this.failure))
+    if (ticket <= this.committedKnown) return Promise.resolve(value)
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ ticket, value, resolve, reject })
+      if (!this.listening) {
+        this.listening = true
+        this.core.setListener((committed) => this.onCommit(committed))
+        // A commit may have landed before the listener was set.
+        this.onCommit(this.core.committed())
+      }
+    })
+  }
+
+  /** The disk committed up to `committed` (-1: a commit failed). */
+  private onCommit(committed: number): void {
+    if (committed < 0) {
+      this.failure = this.core.diskFailure() ?? 'a commit failed'
+    } else if (committed > this.committedKnown) {
+      this.committedKnown = committed
+    }
     let done = 0
-    while (done < this.waiters.length && this.waiters[done]!.ticket <= committed) this.waiters[done++]!.resolve()
+    while (done < this.waiters.length && this.waiters[done]!.ticket <= this.committedKnown) {
+      const waiter = this.waiters[done++]!
+      waiter.resolve(waiter.value)
+    }
     this.waiters.splice(0, done)
-    if (failure) {
-      const error = diskError(failure)
+    if (this.failure) {
+      const error = diskError(this.failure)
       for (const waiter of this.waiters.splice(0)) waiter.reject(error)
     }
     if (this.waiters.length === 0 && this.listening) {

@@ -45,7 +45,8 @@ export interface NativeStoreBinding {
   storeClock(h: number): number[]
   storeExport(h: number): Uint8Array
   storeImport(h: number, bytes: Uint8Array): void
-  storeTickets(h: number): number[]
+  storeTickets(): void
+  storeSubmit(): void
   storeDiskFailure(h: number): string | null | undefined
 }
 
@@ -166,12 +167,22 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     return n === 0 ? undefined : this.out.slice(0, n)
   }
 
+  submitDisk(): void {
+    call[0] = this.h
+    try { this.b.storeSubmit() } catch (e) { throw fromEngine(e) }
+  }
+
   submitted(): number {
-    return this.b.storeTickets(this.h)[0]!
+    call[0] = this.h
+    try { this.b.storeTickets() } catch (e) { throw fromEngine(e) }
+    return call[0]!
   }
 
   committed(): number {
-    return this.closed ? this.closed.committed : this.b.storeTickets(this.h)[1]!
+    if (this.closed) return this.closed.committed
+    call[0] = this.h
+    try { this.b.storeTickets() } catch (e) { throw fromEngine(e) }
+    return call[1]!
   }
 
   diskFailure(): string | null | undefined {

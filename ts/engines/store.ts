@@ -14,7 +14,7 @@ export function text(value: unknown, what: string): string {
 /** The drain buffer holds the largest record: header, longest key, largest value. */
 export const drainCapacity = (maxValueBytes: number): number => Math.max(64 * 1024, ((48 + 1024 + maxValueBytes) + 7) & ~7)
 
-export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' | 'view' | 'write' | 'get' | 'history' | 'scan' | 'purge' | 'watch' | 'merge' | 'drain' | 'submitted' | 'committed' | 'diskFailure' | 'setListener' | 'close'> {
+export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' | 'view' | 'write' | 'get' | 'history' | 'scan' | 'purge' | 'watch' | 'merge' | 'drain' | 'submitDisk' | 'submitted' | 'committed' | 'diskFailure' | 'setListener' | 'close'> {
   protected abstract readonly raw: RawStore
   /** Turns whatever a call threw into an OrreryError (and notes a wasm trap). */
   protected abstract fail(error: unknown): OrreryError

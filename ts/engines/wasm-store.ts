@@ -121,6 +121,8 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
     return n === 0 ? undefined : new Uint8Array(this.memory.buffer, this.raw.outPtr(), n).slice()
   }
 
+  submitDisk(): void {}
+
   submitted(): number {
     return 0
   }

@@ -6,19 +6,22 @@
 //! `Durability::Immediate`), a stable file format, and a copy-on-write B-tree that reopens
 //! cleanly after a SIGKILL without a recovery log of ours.
 //!
-//! Durability settings: `every` commits each write on its own; `batched` (group commit) puts
-//! every write that arrived while the previous commit was syncing into the next one. Either way
-//! a write's promise resolves only after the commit holding it returned from fsync.
+//! Durability settings: `every` commits each write on its own. `batched` (group commit) commits
+//! the writes of one turn of the JS event loop together: rows stream to the writer thread in
+//! chunks as they are written (so its inserts overlap the JS work on the other core), and when
+//! the turn ends JS asks for the commit (`store_submit`, from a microtask). Commit requests
+//! that queue up while the previous commit syncs go into one commit. Either way a write's
+//! promise resolves only after the commit holding it returned from fsync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
-use orrery_core::store::{Bytes, EntryState, Meta};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use orrery_core::store::{Bytes, EntryState, Hlc, Meta};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 /// Keys: namespace name, a 0 byte, the key. Values: the key's records ([`EntryState`]).
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
@@ -28,14 +31,24 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Called on the JS thread with the highest committed ticket, or -1 after a failed commit.
 pub type Listener = ThreadsafeFunction<f64, (), f64, Status, false, false, 0>;
 
-/// One write's changes, in order.
-pub struct Batch {
-    /// Increases by one per batch.
-    pub ticket: u64,
-    /// (row key, new row or `None` to remove it)
-    pub rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// The store's meta after the write.
-    pub meta: Vec<u8>,
+/// A row: its key, and its new value or `None` to remove it.
+pub type Row = (Vec<u8>, Option<Vec<u8>>);
+
+/// Rows staged before they go to the writer: a chunk per wake-up of its thread, not a row.
+const CHUNK_ROWS: usize = 128;
+
+/// What the writer thread is told.
+enum Message {
+    /// Rows to write, in order, into the open transaction.
+    Rows(Vec<Row>),
+    /// Commit what was written; this acknowledges `ticket`.
+    Commit {
+        ticket: u64,
+        revision: u64,
+        clock: Hlc,
+        /// The store's meta, when more than its revision and clock changed.
+        meta: Option<Meta>,
+    },
 }
 
 #[derive(Default)]
@@ -47,10 +60,14 @@ struct Status_ {
 
 /// The open database and its writer thread.
 pub struct Disk {
-    sender: Option<Sender<Batch>>,
+    sender: Option<Sender<Message>>,
     thread: Option<JoinHandle<()>>,
     status: Arc<Status_>,
     submitted: u64,
+    batched: bool,
+    staged: Vec<Row>,
+    /// Rows staged or sent since the last commit request.
+    uncommitted: bool,
 }
 
 /// What a database held when it was opened.
@@ -100,25 +117,64 @@ impl Disk {
             entries.push((namespace, Bytes::copy_from_slice(&key[split + 1..]), state));
         }
         drop(read);
+        let meta_seed = meta.clone();
 
         let status = Arc::new(Status_::default());
         let (sender, receiver) = channel();
         let thread_status = Arc::clone(&status);
         let thread = std::thread::Builder::new()
             .name("orrery-store-disk".into())
-            .spawn(move || commit_loop(&db, &receiver, batched, &thread_status))
+            .spawn(move || commit_loop(&db, &receiver, batched, &thread_status, meta_seed))
             .map_err(io)?;
-        Ok((Self { sender: Some(sender), thread: Some(thread), status, submitted: 0 }, Loaded { meta, entries }))
+        let disk = Self {
+            sender: Some(sender),
+            thread: Some(thread),
+            status,
+            submitted: 0,
+            batched,
+            staged: Vec::new(),
+            uncommitted: false,
+        };
+        Ok((disk, Loaded { meta, entries }))
     }
 
-    /// Queues a batch; returns its ticket. Fails once a commit has failed.
-    pub fn submit(&mut self, rows: Vec<(Vec<u8>, Option<Vec<u8>>)>, meta: Vec<u8>) -> Result<u64, String> {
+    /// Adds rows to the next commit, handing them to the writer a chunk at a time; returns
+    /// whether to ask for the commit now (`every`) rather than when the JS turn ends.
+    pub fn stage(&mut self, rows: Vec<Row>) -> Result<bool, String> {
+        self.uncommitted = true;
+        self.staged.extend(rows);
+        if self.staged.len() >= CHUNK_ROWS {
+            let rows = std::mem::take(&mut self.staged);
+            self.send(Message::Rows(rows))?;
+        }
+        Ok(!self.batched)
+    }
+
+    /// Whether changes wait for a commit request.
+    #[must_use]
+    pub fn has_uncommitted(&self) -> bool {
+        self.uncommitted
+    }
+
+    /// Asks the writer to commit everything so far (a no-op when nothing changed). Fails once a
+    /// commit has failed.
+    pub fn submit(&mut self, revision: u64, clock: Hlc, meta: Option<Meta>) -> Result<(), String> {
         self.check()?;
+        if !self.uncommitted {
+            return Ok(());
+        }
+        if !self.staged.is_empty() {
+            let rows = std::mem::take(&mut self.staged);
+            self.send(Message::Rows(rows))?;
+        }
         self.submitted += 1;
-        let batch = Batch { ticket: self.submitted, rows, meta };
+        self.uncommitted = false;
+        self.send(Message::Commit { ticket: self.submitted, revision, clock, meta })
+    }
+
+    fn send(&self, message: Message) -> Result<(), String> {
         let sender = self.sender.as_ref().ok_or("the store is closed")?;
-        sender.send(batch).map_err(|_| "the disk writer has stopped".to_owned())?;
-        Ok(self.submitted)
+        sender.send(message).map_err(|_| "the disk writer has stopped".to_owned())
     }
 
     /// The failure that stopped the disk, if any.
@@ -130,10 +186,11 @@ impl Disk {
         }
     }
 
-    /// The ticket of the last batch queued.
+    /// The ticket that acknowledges every change so far: the last commit requested, or the
+    /// next one if changes came after it.
     #[must_use]
     pub fn submitted(&self) -> u64 {
-        self.submitted
+        self.submitted + u64::from(self.uncommitted)
     }
 
     /// The ticket of the last batch on disk.
@@ -165,54 +222,92 @@ impl Drop for Disk {
     }
 }
 
-fn commit_loop(db: &Database, receiver: &Receiver<Batch>, batched: bool, status: &Status_) {
-    while let Ok(first) = receiver.recv() {
-        let mut batches = vec![first];
-        if batched {
-            batches.extend(receiver.try_iter());
-        }
-        let ticket = batches.last().map_or(0, |b| b.ticket);
-        let outcome = commit(db, &batches);
-        match outcome {
-            Ok(()) => status.committed.store(ticket, Ordering::Release),
-            Err(reason) => {
-                if let Ok(mut failure) = status.failure.lock() {
-                    *failure = Some(reason);
+/// The writer thread: writes rows into an open transaction as they come, and commits when
+/// asked, after taking in whatever else is already queued (group commit).
+fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, status: &Status_, mut meta: Option<Meta>) {
+    let mut txn: Option<WriteTransaction> = None;
+    // The highest commit request not yet done, with the revision and clock it carries.
+    let mut requested: Option<(u64, u64, Hlc)> = None;
+    loop {
+        let message = match (requested.is_some(), batched) {
+            // A commit is due: with group commit, take in what already queued up first.
+            (true, true) => match receiver.try_recv() {
+                Ok(message) => Some(message),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            },
+            (true, false) => None,
+            (false, _) => receiver.recv().ok(),
+        };
+        let outcome = match message {
+            Some(Message::Rows(rows)) => write_rows(db, &mut txn, &rows),
+            Some(Message::Commit { ticket, revision, clock, meta: newer }) => {
+                if newer.is_some() {
+                    meta = newer;
                 }
+                requested = Some((ticket, revision, clock));
+                Ok(())
             }
-        }
-        if let Ok(listener) = status.listener.lock() {
-            if let Some(listener) = listener.as_ref() {
-                let told = if outcome_ok(status) { ticket as f64 } else { -1.0 };
-                listener.call(told, ThreadsafeFunctionCallMode::NonBlocking);
+            None => {
+                let Some((ticket, revision, clock)) = requested.take() else { return };
+                let encoded = meta.as_mut().map(|meta| {
+                    meta.restamp(revision, clock);
+                    meta.to_bytes()
+                });
+                let outcome = commit(txn.take(), encoded.as_deref());
+                report(status, outcome.as_ref().map(|()| ticket).map_err(Clone::clone));
+                outcome
             }
-        }
-        if !outcome_ok(status) {
+        };
+        if let Err(reason) = outcome {
+            report(status, Err(reason));
             return;
         }
     }
 }
 
-fn outcome_ok(status: &Status_) -> bool {
-    status.failure.lock().is_ok_and(|f| f.is_none())
+fn write_rows(db: &Database, txn: &mut Option<WriteTransaction>, rows: &[Row]) -> Result<(), String> {
+    if txn.is_none() {
+        *txn = Some(db.begin_write().map_err(io)?);
+    }
+    let Some(txn) = txn.as_ref() else { return Ok(()) };
+    let mut entries = txn.open_table(ENTRIES).map_err(io)?;
+    for (key, row) in rows {
+        match row {
+            Some(value) => entries.insert(key.as_slice(), value.as_slice()).map(|_| ()),
+            None => entries.remove(key.as_slice()).map(|_| ()),
+        }
+        .map_err(io)?;
+    }
+    Ok(())
 }
 
-fn commit(db: &Database, batches: &[Batch]) -> Result<(), String> {
-    let txn = db.begin_write().map_err(io)?;
-    {
-        let mut entries = txn.open_table(ENTRIES).map_err(io)?;
-        for batch in batches {
-            for (key, row) in &batch.rows {
-                match row {
-                    Some(value) => entries.insert(key.as_slice(), value.as_slice()).map(|_| ()),
-                    None => entries.remove(key.as_slice()).map(|_| ()),
-                }
-                .map_err(io)?;
-            }
-        }
-        if let Some(last) = batches.last() {
-            txn.open_table(META).map_err(io)?.insert("store", last.meta.as_slice()).map_err(io)?;
-        }
+/// Commits the open transaction with the meta (nothing to do if no rows came since the last
+/// commit: what was asked for is on disk already).
+fn commit(txn: Option<WriteTransaction>, meta: Option<&[u8]>) -> Result<(), String> {
+    let Some(txn) = txn else { return Ok(()) };
+    if let Some(meta) = meta {
+        txn.open_table(META).map_err(io)?.insert("store", meta).map_err(io)?;
     }
     txn.commit().map_err(io)
+}
+
+/// Records a commit (or a failure) and tells the listener, if one is set.
+fn report(status: &Status_, outcome: Result<u64, String>) {
+    let told = match outcome {
+        Ok(ticket) => {
+            status.committed.store(ticket, Ordering::Release);
+            ticket as f64
+        }
+        Err(reason) => {
+            if let Ok(mut failure) = status.failure.lock() {
+                failure.get_or_insert(reason);
+            }
+            -1.0
+        }
+    };
+    if let Ok(listener) = status.listener.lock() {
+        if let Some(listener) = listener.as_ref() {
+            listener.call(told, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
 }

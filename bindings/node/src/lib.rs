@@ -5,6 +5,9 @@
 
 #![allow(clippy::must_use_candidate, reason = "exports are called from JS, where #[must_use] means nothing")]
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod bus;
 pub mod diagnostics;
 pub mod disk;

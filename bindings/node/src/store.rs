@@ -24,6 +24,8 @@ struct Open {
     store: Store,
     disk: Option<Disk>,
     io: Option<Uint8Array>,
+    /// What the disk last got of the store's meta (see `Store::meta_changed`).
+    meta_seen: Vec<u64>,
 }
 
 thread_local! {
@@ -45,9 +47,13 @@ fn disk_error(reason: impl std::fmt::Display) -> napi::Error<Code> {
 }
 
 /// Runs `call` with the store and its `io` bytes (empty until JS hands a buffer over).
-#[allow(unsafe_code, reason = "reading and writing the JS-owned io buffer needs napi's unsafe as_mut")]
 fn with_io<T>(handle: u32, call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>) -> Result<T> {
-    with(handle, |open| {
+    with(handle, |open| run_io(open, call))
+}
+
+#[allow(unsafe_code, reason = "reading and writing the JS-owned io buffer needs napi's unsafe as_mut")]
+fn run_io<T>(open: &mut Open, call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>) -> Result<T> {
+    {
         if let Some(disk) = &open.disk {
             disk.check().map_err(disk_error)?;
         }
@@ -62,7 +68,7 @@ fn with_io<T>(handle: u32, call: impl FnOnce(&mut Store, &mut [u8]) -> std::resu
         let result = call(&mut open.store, io).map_err(to_js);
         open.persist()?;
         result
-    })
+    }
 }
 
 /// Runs a hot call: slot 0 of the call block holds the store's handle, slots 1.. its
@@ -78,9 +84,14 @@ fn with_call(
         let slots = unsafe { slots.as_mut() };
         let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
         let args: [f64; 4] = std::array::from_fn(|i| slots.get(i + 1).copied().unwrap_or(f64::NAN));
-        let result = with_io(handle, |store, io| call(store, io, &args))?;
-        if let Some(slot) = slots.first_mut() {
-            *slot = result;
+        let (result, ticket) = with(handle, |open| {
+            let result = run_io(open, |store, io| call(store, io, &args))?;
+            Ok((result, open.disk.as_ref().map_or(0, Disk::submitted)))
+        })?;
+        // Slot 1: the disk ticket that acknowledges the call (the last change queued).
+        if let [first, second, ..] = slots {
+            *first = result;
+            *second = ticket as f64;
         }
         Ok(())
     })
@@ -119,18 +130,38 @@ impl Open {
         if dirty.is_empty() {
             return Ok(());
         }
-        let mut seen = HashSet::with_capacity(dirty.len());
+        let mut seen = HashSet::new();
         let mut rows = Vec::with_capacity(dirty.len());
+        let single = dirty.len() == 1;
         for (ns, key) in dirty {
-            if !seen.insert((ns, key.clone())) {
+            if !single && !seen.insert((ns, key.clone())) {
                 continue;
             }
             let name = self.store.namespace_name(ns).unwrap_or_default();
             let row = self.store.entry_state(ns, &key).map(|state| state.to_bytes());
             rows.push((row_key(name, &key), row));
         }
-        disk.submit(rows, self.store.meta().to_bytes()).map_err(disk_error)?;
+        if disk.stage(rows).map_err(disk_error)? {
+            self.submit()?;
+        }
         Ok(())
+    }
+
+    /// Hands staged changes to the disk writer.
+    fn submit(&mut self) -> Result<()> {
+        let Some(disk) = &mut self.disk else { return Ok(()) };
+        if !disk.has_uncommitted() {
+            return Ok(());
+        }
+        let meta = self.store.meta_changed(&mut self.meta_seen).then(|| self.store.meta());
+        disk.submit(self.store.revision(), self.store.clock(), meta).map_err(disk_error)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        // Changes staged in the last JS turn still reach the disk before it closes.
+        let _ = self.submit();
     }
 }
 
@@ -173,7 +204,7 @@ impl NativeStore {
     #[napi(constructor, catch_unwind)]
     pub fn new(max_value_bytes: u32, history: u32, replica: String) -> Result<Self> {
         let store = Store::new(config(max_value_bytes, history, replica)).map_err(to_js)?;
-        register(Open { store, disk: None, io: None })
+        register(Open { store, disk: None, io: None, meta_seen: Vec::new() })
     }
 
     /// Opens (or creates) a durable store at `path`; `batched` chooses group commit over a
@@ -188,7 +219,7 @@ impl NativeStore {
             return Err(disk_error("keys without the store's meta record"));
         }
         store.track_changes();
-        register(Open { store, disk: Some(disk), io: None })
+        register(Open { store, disk: Some(disk), io: None, meta_seen: Vec::new() })
     }
 
     /// The handle the `store*` functions take.
@@ -220,8 +251,13 @@ impl NativeStore {
     #[napi(catch_unwind)]
     pub fn close(&mut self) -> Closed {
         let open = STORES.with(|stores| stores.borrow_mut().remove(self.handle));
-        let Some(Open { disk: Some(mut disk), .. }) = open else { return Closed { committed: 0.0, failure: None } };
+        let Some(mut open) = open else { return Closed { committed: 0.0, failure: None } };
+        let submitted = open.submit();
+        let Some(mut disk) = open.disk.take() else { return Closed { committed: 0.0, failure: None } };
         disk.close();
+        if let Err(e) = submitted {
+            return Closed { committed: disk.committed() as f64, failure: Some(e.reason.clone()) };
+        }
         Closed { committed: disk.committed() as f64, failure: disk.check().err() }
     }
 }
@@ -390,11 +426,39 @@ pub fn store_import(handle: u32, bytes: Uint8ArraySlice<'_>) -> Result<()> {
     mutate(handle, |s| s.import(&bytes))
 }
 
-/// The ticket of the last change queued for disk, and of the last one on disk (0, 0 in memory).
+/// Hands the changes of this JS turn to the disk writer (call block: handle). A batched
+/// durable store calls it once per turn, from a microtask.
 #[napi(catch_unwind)]
-pub fn store_tickets(handle: u32) -> Result<Vec<f64>> {
-    with(handle, |open| {
-        Ok(open.disk.as_ref().map_or_else(|| vec![0.0, 0.0], |d| vec![d.submitted() as f64, d.committed() as f64]))
+#[allow(unsafe_code, reason = "reading the JS-owned call block needs napi's unsafe as_mut")]
+pub fn store_submit() -> Result<()> {
+    CALL.with(|block| {
+        let mut block = block.borrow_mut();
+        let slots = block.as_mut().ok_or_else(closed)?;
+        // SAFETY: as in `with_call`.
+        let slots = unsafe { slots.as_mut() };
+        let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
+        with(handle, Open::submit)
+    })
+}
+
+/// The ticket of the last change queued for disk and of the last one on disk (0, 0 in
+/// memory), into slots 0 and 1 of the call block (whose slot 0 holds the handle).
+#[napi(catch_unwind)]
+#[allow(unsafe_code, reason = "writing into the JS-owned call block needs napi's unsafe as_mut")]
+pub fn store_tickets() -> Result<()> {
+    CALL.with(|block| {
+        let mut block = block.borrow_mut();
+        let slots = block.as_mut().ok_or_else(closed)?;
+        // SAFETY: as in `with_call`.
+        let slots = unsafe { slots.as_mut() };
+        let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
+        let (submitted, committed) =
+            with(handle, |open| Ok(open.disk.as_ref().map_or((0, 0), |d| (d.submitted(), d.committed()))))?;
+        if let [first, second, ..] = slots {
+            *first = submitted as f64;
+            *second = committed as f64;
+        }
+        Ok(())
     })
 }
 

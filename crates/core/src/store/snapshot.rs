@@ -111,6 +111,12 @@ impl EntryState {
 }
 
 impl Meta {
+    /// Sets the revision and clock (which move with every write, while the rest rarely does).
+    pub fn restamp(&mut self, revision: Version, clock: Hlc) {
+        self.revision = revision;
+        self.clock = clock;
+    }
+
     /// Encodes for disk.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -128,6 +134,36 @@ impl Store {
     #[must_use]
     pub fn entry_state(&self, ns: u32, key: &[u8]) -> Option<EntryState> {
         self.namespaces.get(ns as usize)?.entries.get(key).map(EntryState::of)
+    }
+
+    /// Whether the parts of [`Store::meta`] other than revision and clock (writers, namespaces,
+    /// their floors and history limits) changed since `seen` was last filled by this call.
+    /// Lets a durable host re-encode the meta only when it changed: building it per write
+    /// allocated every name.
+    pub fn meta_changed(&self, seen: &mut Vec<u64>) -> bool {
+        let mut at = 0;
+        let mut changed = false;
+        let mut note = |value: u64| {
+            match seen.get_mut(at) {
+                Some(old) if *old == value => {}
+                Some(old) => {
+                    *old = value;
+                    changed = true;
+                }
+                None => {
+                    seen.push(value);
+                    changed = true;
+                }
+            }
+            at += 1;
+        };
+        note(self.writers.len() as u64);
+        note(self.namespaces.len() as u64);
+        for space in &self.namespaces {
+            note(space.floor);
+            note(space.history as u64);
+        }
+        changed
     }
 
     /// Store-wide state to persist beside the keys.
