@@ -99,7 +99,8 @@ fn with_call(
 
 /// A slot's value as a u32, if it is one.
 fn whole(value: f64) -> Option<u32> {
-    (value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0).then_some(value as u32)
+    // Compared after a round trip rather than with `fract()`, which is a libm call per read.
+    (value >= 0.0 && value <= f64::from(u32::MAX) && f64::from(value as u32) == value).then_some(value as u32)
 }
 
 /// Runs `call` on the store behind `handle`.

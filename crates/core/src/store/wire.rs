@@ -165,8 +165,7 @@ pub fn get(store: &mut Store, ns: u32, key_len: u32, version: f64, now: Millis, 
     };
     let len = record_len(0, record.value.len());
     if len <= buf.len() {
-        let record = record.clone();
-        put_record(buf, 0, 0, ns, &[], &record, expires);
+        put_record(buf, 0, 0, ns, &[], record, expires);
     }
     Ok(len as f64)
 }
