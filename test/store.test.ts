@@ -124,6 +124,25 @@ describe(`store (${ENGINE})`, () => {
     expect(current[0]!.stamp).toMatchObject({ writer: 'local', logical: expect.any(Number) })
   })
 
+  it('shares one core watch among live watchers of a key, each from when it joined', async () => {
+    const { store } = await open()
+    const ns = store.namespace('cfg')
+    const first: Change<unknown>[] = []
+    const a = ns.watch('mode').subscribe((c) => first.push(c))
+    ns.put('mode', 'fast')
+    const second = collect(ns.watch('mode'))
+    ns.put('mode', 'safe')
+    await settle()
+    expect(first.map(brief)).toEqual(['put mode@1="fast"', 'put mode@2="safe"'])
+    expect(second.map(brief)).toEqual(['put mode@2="safe"'])
+    expect(second[0]).toBe(first[1])
+    a.unsubscribe()
+    ns.put('mode', 'off')
+    await settle()
+    expect(first).toHaveLength(2)
+    expect(second.map(brief)).toEqual(['put mode@2="safe"', 'put mode@3="off"'])
+  })
+
   it('catches a watcher up from history when it falls behind its buffer', async () => {
     const { store } = await open({ history: 100 })
     const ns = store.namespace('n')

@@ -3,7 +3,7 @@
  * TTLs, listing by prefix, and watches as Streams. Values are encoded with the namespace's codec
  * and, when it has one, validated by its schema before anything is written.
  */
-import type { Ack, StoreContext, WatchSink } from './store.js'
+import type { Ack, StoreContext, WatchSink, WatchSubscriber } from './store.js'
 import { closedError, encodeValue } from './store.js'
 import { OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
@@ -257,38 +257,49 @@ export class Namespace<T, D extends boolean> {
     }
     const { ctx } = this
     return new Stream<Change<T>>({
-      start: (sink) => {
+      start: (sink, exclusive) => {
         if (ctx.closed) throw closedError()
-        // An iterator that pauses ends its core watch and resumes from the last version it
-        // was given: the core replays the gap from history (or says it cannot).
-        let watch: WatchSink = { codec: this.codec, sink: sink as WatchSink['sink'], last: 0 }
+        const subscriber = { sink: sink as WatchSubscriber['sink'], after: from === 'now' ? ctx.core.revision() : -1 }
+        // Live watches from now share one core watch per key or prefix (an iterator, which
+        // pauses its own, never shares).
+        const sharedAs = from === 'now' && !exclusive ? `${this.id}\u0000${prefix ? 'p' : 'k'}\u0000${capacity}\u0000${this.codec}\u0000${target}` : undefined
+        const joined = sharedAs === undefined ? undefined : ctx.shared.get(sharedAs)
+        if (joined) {
+          joined.watch.subscribers.push(subscriber)
+          return { stop: () => leave(joined.id, joined.watch, subscriber), setPaused: () => {} }
+        }
         let id = -1
+        let watch: WatchSink
         const open = (mode: number, version: number) => {
+          watch = { codec: this.codec, subscribers: [subscriber], last: version, sharedAs }
           const len = putKey(ctx.core.io(3 * target.length), 0, target)
           id = ctx.core.watch(this.id, len, prefix, mode, version, capacity)
           ctx.watches.set(id, watch)
+          if (sharedAs !== undefined) ctx.shared.set(sharedAs, { id, watch })
           ctx.changed(false)
         }
-        if (from === 'now') open(WATCH_MODES.now, 0)
+        if (from === 'now') open(WATCH_MODES.now, ctx.core.revision())
         else if (from === 'current') open(WATCH_MODES.current, 0)
         else open(WATCH_MODES.after, from)
-        watch.last = from === 'now' ? ctx.core.revision() : typeof from === 'number' ? from : 0
-        const close = () => {
-          if (ctx.watches.get(id) === watch) {
-            ctx.watches.delete(id)
-            ctx.core.unwatch(id)
-          }
-        }
         return {
-          stop: close,
+          stop: () => leave(id, watch, subscriber),
+          // An iterator that pauses ends its core watch; it resumes from the last version it
+          // was given, and the core replays the gap from history (or says it cannot).
           setPaused: (paused) => {
-            if (paused) return close()
-            if (sink.closed) return
-            watch = { ...watch }
-            open(WATCH_MODES.after, watch.last)
+            if (paused) return leave(id, watch, subscriber)
+            if (!sink.closed) open(WATCH_MODES.after, watch.last)
           },
         }
       },
     })
+
+    function leave(id: number, watch: WatchSink, subscriber: WatchSubscriber): void {
+      const at = watch.subscribers.indexOf(subscriber)
+      if (at >= 0) watch.subscribers.splice(at, 1)
+      if (watch.subscribers.length > 0 || ctx.watches.get(id) !== watch) return
+      ctx.watches.delete(id)
+      if (watch.sharedAs !== undefined) ctx.shared.delete(watch.sharedAs)
+      ctx.core.unwatch(id)
+    }
   }
 }

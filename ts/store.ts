@@ -31,12 +31,24 @@ export interface RemoteChange<T> {
   readonly stamp: { readonly wall: number; readonly logical: number; readonly writer: string }
 }
 
-/** @internal One live watch: where its changes go and how to resume it. */
+/** @internal One subscriber of a core watch: it gets the changes after version `after`. */
+export interface WatchSubscriber {
+  readonly sink: Subscriber<Change<unknown>>
+  readonly after: number
+}
+
+/**
+ * @internal One core watch and its subscribers. Live watches of the same key or prefix from
+ * now (the common case: many agents watching one config key) share one: a change crosses the
+ * boundary and is decoded once, and one Change object goes to all of them.
+ */
 export interface WatchSink {
   readonly codec: CodecName
-  readonly sink: Subscriber<Change<unknown>>
+  readonly subscribers: WatchSubscriber[]
   /** The version of the last change handed on. */
   last: number
+  /** Its key in `StoreContext.shared`, when subscribers may join it. */
+  readonly sharedAs: string | undefined
 }
 
 /** Where a write that failed its condition was: namespace and key. */
@@ -65,6 +77,8 @@ export interface StoreContext {
   guarded(write: () => number | Promise<number>): number | Promise<number>
   changed(ttl: boolean): void
   watches: Map<number, WatchSink>
+  /** Shareable core watches by namespace, target and options. */
+  shared: Map<string, { id: number; watch: WatchSink }>
 }
 
 /** The error of any call after close. */
@@ -188,6 +202,7 @@ export class Store<D extends boolean = false> {
   private readonly writerNames: string[] = []
   private readonly namespaces = new Map<string, Namespace<unknown, D>>()
   private readonly watches = new Map<number, WatchSink>()
+  private readonly shared = new Map<string, { id: number; watch: WatchSink }>()
   /** Durable writes waiting for their commit, in ticket order. */
   private readonly waiters: { ticket: number; value: number; resolve: (value: number) => void; reject: (e: unknown) => void }[] = []
   private listening = false
@@ -213,6 +228,7 @@ export class Store<D extends boolean = false> {
       expiring: false,
       now: clock,
       watches: this.watches,
+      shared: this.shared,
       writerId: (name) => self.writerId(name),
       writerName: (id) => self.writerName(id),
       ack: (result, ttl, conflictAt) => self.ack(result, ttl, conflictAt),
@@ -336,8 +352,9 @@ export class Store<D extends boolean = false> {
     this.ctx.closed = true
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
-    for (const watch of this.watches.values()) watch.sink.complete()
+    for (const watch of this.watches.values()) for (const { sink } of watch.subscribers) sink.complete()
     this.watches.clear()
+    this.shared.clear()
     this.core.close()
     this.onCommit(this.core.diskFailure() ? -1 : this.core.committed())
   }
@@ -472,24 +489,36 @@ export class Store<D extends boolean = false> {
         const watch = this.watches.get(id)
         if (!watch) continue
         if (records[at + 4] === LAGGED) {
-          this.watches.delete(id)
+          this.endWatch(id, watch)
           const after = view.getFloat64(at + 16, true)
-          watch.sink.error(new OrreryError('WATCH_LAGGED', `the watcher fell behind after version ${after} and history no longer holds what it missed; watch again (from 'current')`, { details: { after } }))
+          const error = new OrreryError('WATCH_LAGGED', `the watcher fell behind after version ${after} and history no longer holds what it missed; watch again (from 'current')`, { details: { after } })
+          for (const { sink } of watch.subscribers) sink.error(error)
           continue
         }
         let change: Change<unknown>
         try {
-          change = readChange(records, view, at, watch.codec, (w) => this.writerName(w))
+          change = readChange(records, view, at, watch.codec, this.ctx.writerName)
         } catch (cause) {
-          this.watches.delete(id)
+          this.endWatch(id, watch)
           core.unwatch(id)
-          watch.sink.error(new OrreryError('INVALID_PAYLOAD', 'a watched value does not decode with the namespace codec', { cause }))
+          const error = new OrreryError('INVALID_PAYLOAD', 'a watched value does not decode with the namespace codec', { cause })
+          for (const { sink } of watch.subscribers) sink.error(error)
           continue
         }
         watch.last = change.version
-        watch.sink.next(change)
+        const { subscribers } = watch
+        // Indexed, not iterated: a subscriber may unsubscribe (splicing the array) mid-loop.
+        for (let i = 0; i < subscribers.length; i++) {
+          const subscriber = subscribers[i]!
+          if (change.version > subscriber.after) subscriber.sink.next(change)
+        }
       }
     }
+  }
+
+  private endWatch(id: number, watch: WatchSink): void {
+    this.watches.delete(id)
+    if (watch.sharedAs !== undefined) this.shared.delete(watch.sharedAs)
   }
 
   /** Arms one timer for the next TTL; it does not keep Node running (expiry is not pending work). */
