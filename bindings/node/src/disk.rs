@@ -14,7 +14,7 @@
 //! promise resolves only after the commit holding it returned from fsync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -231,10 +231,7 @@ fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, statu
     loop {
         let message = match (requested.is_some(), batched) {
             // A commit is due: with group commit, take in what already queued up first.
-            (true, true) => match receiver.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            },
+            (true, true) => receiver.try_recv().ok(),
             (true, false) => None,
             (false, _) => receiver.recv().ok(),
         };

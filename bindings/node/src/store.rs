@@ -1,10 +1,12 @@
-//! The store through N-API. A class method call costs about 220 ns here (napi-rs unwraps and
-//! checks the receiver on every call) against 20 ns for a plain function, and a `Uint8Array`
-//! argument creates and deletes a reference while a `&mut [u8]` only reads the view. So the
-//! class only owns the store's lifetime; every call is a plain function taking its handle (an
-//! index into this thread's stores) and the JS-owned `io` buffer, laid out as
-//! `orrery_core::store::wire` documents. A durable store hands every change to its [`Disk`]
-//! before the call returns, and JS awaits the commit ticket.
+//! The store through N-API. Measured on our machines, a napi-rs class method costs ~220 ns a
+//! call (it unwraps and checks the receiver every time), a plain function ~20 ns without
+//! arguments and ~90 ns with even one, and a `Uint8Array` argument creates and deletes a
+//! reference. So the class only owns the store's lifetime; calls are plain functions taking
+//! the store's handle (an index into this thread's stores); requests and results travel
+//! through the store's `io` buffer, which JS hands over once (`store_use_io`); and the two
+//! hottest calls (`store_get`, `store_write`) take no arguments at all: JS writes them into
+//! this thread's call block. Layouts are `orrery_core::store::wire`'s. A durable store hands
+//! every change to its [`Disk`] before the call returns, and JS awaits the commit ticket.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -47,36 +49,38 @@ fn disk_error(reason: impl std::fmt::Display) -> napi::Error<Code> {
 }
 
 /// Runs `call` with the store and its `io` bytes (empty until JS hands a buffer over).
-fn with_io<T>(handle: u32, call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>) -> Result<T> {
+fn with_io<T>(
+    handle: u32,
+    call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>,
+) -> Result<T> {
     with(handle, |open| run_io(open, call))
 }
 
 #[allow(unsafe_code, reason = "reading and writing the JS-owned io buffer needs napi's unsafe as_mut")]
-fn run_io<T>(open: &mut Open, call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>) -> Result<T> {
-    {
-        if let Some(disk) = &open.disk {
-            disk.check().map_err(disk_error)?;
-        }
-        let io = match open.io.as_mut() {
-            // SAFETY: every call is synchronous on the JS thread that owns the buffer; no JS
-            // code runs, and nothing else reads, writes, detaches or resizes it, until the call
-            // returns. The reference `open.io` holds keeps it alive between calls, and the
-            // slice does not outlive this one.
-            Some(io) => unsafe { io.as_mut() },
-            None => &mut [],
-        };
-        let result = call(&mut open.store, io).map_err(to_js);
-        open.persist()?;
-        result
+fn run_io<T>(
+    open: &mut Open,
+    call: impl FnOnce(&mut Store, &mut [u8]) -> std::result::Result<T, StoreError>,
+) -> Result<T> {
+    if let Some(disk) = &open.disk {
+        disk.check().map_err(disk_error)?;
     }
+    let io = match open.io.as_mut() {
+        // SAFETY: every call is synchronous on the JS thread that owns the buffer; no JS code
+        // runs, and nothing else reads, writes, detaches or resizes it, until the call returns.
+        // The reference `open.io` holds keeps it alive between calls, and the slice does not
+        // outlive this one.
+        Some(io) => unsafe { io.as_mut() },
+        None => &mut [],
+    };
+    let result = call(&mut open.store, io).map_err(to_js);
+    open.persist()?;
+    result
 }
 
 /// Runs a hot call: slot 0 of the call block holds the store's handle, slots 1.. its
 /// arguments; the result goes back into slot 0.
 #[allow(unsafe_code, reason = "writing the result into the JS-owned call block needs napi's unsafe as_mut")]
-fn with_call(
-    call: impl FnOnce(&mut Store, &mut [u8], &[f64]) -> std::result::Result<f64, StoreError>,
-) -> Result<()> {
+fn with_call(call: impl FnOnce(&mut Store, &mut [u8], &[f64]) -> std::result::Result<f64, StoreError>) -> Result<()> {
     CALL.with(|block| {
         let mut block = block.borrow_mut();
         let slots = block.as_mut().ok_or_else(closed)?;
@@ -114,14 +118,7 @@ fn with<T>(handle: u32, call: impl FnOnce(&mut Open) -> Result<T>) -> Result<T> 
 
 /// Runs a call that may change the store; a durable store then queues the changes for disk.
 fn mutate<T>(handle: u32, call: impl FnOnce(&mut Store) -> std::result::Result<T, StoreError>) -> Result<T> {
-    with(handle, |open| {
-        if let Some(disk) = &open.disk {
-            disk.check().map_err(disk_error)?;
-        }
-        let result = call(&mut open.store).map_err(to_js);
-        open.persist()?;
-        result
-    })
+    with_io(handle, |store, _| call(store))
 }
 
 impl Open {
@@ -172,7 +169,8 @@ fn config(max_value_bytes: u32, history: u32, replica: String) -> StoreConfig {
 
 fn register(open: Open) -> Result<NativeStore> {
     let handle = STORES.with(|stores| stores.borrow_mut().insert(open));
-    let handle = handle.ok_or_else(|| to_js(StoreError::InvalidOption { option: "store", reason: "too many open stores" }))?;
+    let handle =
+        handle.ok_or_else(|| to_js(StoreError::InvalidOption { option: "store", reason: "too many open stores" }))?;
     Ok(NativeStore { handle })
 }
 
@@ -211,11 +209,12 @@ impl NativeStore {
     /// Opens (or creates) a durable store at `path`; `batched` chooses group commit over a
     /// commit per write.
     #[napi(factory, catch_unwind)]
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
     pub fn open(path: String, batched: bool, max_value_bytes: u32, history: u32, replica: String) -> Result<Self> {
         let mut store = Store::new(config(max_value_bytes, history, replica)).map_err(to_js)?;
         let (disk, loaded) = Disk::open(&path, batched).map_err(disk_error)?;
         if let Some(meta) = loaded.meta {
-            store.load(meta, loaded.entries).map_err(to_js)?;
+            store.load(&meta, loaded.entries).map_err(to_js)?;
         } else if !loaded.entries.is_empty() {
             return Err(disk_error("keys without the store's meta record"));
         }
@@ -236,7 +235,10 @@ impl NativeStore {
         let listener: Option<Listener> = match listener {
             None => None,
             Some(f) => Some(f.build_threadsafe_function::<f64>().callee_handled::<false>().build().map_err(|_| {
-                to_js(StoreError::InvalidOption { option: "listener", reason: "cannot create a threadsafe function from it" })
+                to_js(StoreError::InvalidOption {
+                    option: "listener",
+                    reason: "cannot create a threadsafe function from it",
+                })
             })?),
         };
         with(self.handle, |open| {
@@ -311,7 +313,8 @@ pub fn store_use_call_block(block: Float64Array) {
 #[napi(catch_unwind)]
 pub fn store_write() -> Result<()> {
     with_call(|s, io, args| {
-        let count = whole(args[0]).ok_or(StoreError::MalformedWrite { index: 0, reason: "the write count is not a whole number" })?;
+        let count = whole(args[0])
+            .ok_or(StoreError::MalformedWrite { index: 0, reason: "the write count is not a whole number" })?;
         wire::write(s, io, count, args[1])
     })
 }
@@ -354,7 +357,15 @@ pub fn store_purge(handle: u32, ns: u32, key_len: u32, now: f64) -> Result<f64> 
 /// Watches the key or prefix in `io[..target_len]` (see `wire::watch`).
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
-pub fn store_watch(handle: u32, ns: u32, target_len: u32, prefix: bool, mode: u32, from: f64, capacity: f64) -> Result<u32> {
+pub fn store_watch(
+    handle: u32,
+    ns: u32,
+    target_len: u32,
+    prefix: bool,
+    mode: u32,
+    from: f64,
+    capacity: f64,
+) -> Result<u32> {
     with_io(handle, |s, io| wire::watch(s, ns, target_len, prefix, mode, from, capacity, io))
 }
 
@@ -468,4 +479,3 @@ pub fn store_tickets() -> Result<()> {
 pub fn store_disk_failure(handle: u32) -> Result<Option<String>> {
     with(handle, |open| Ok(open.disk.as_ref().and_then(|d| d.check().err())))
 }
-

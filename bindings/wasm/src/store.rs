@@ -94,7 +94,15 @@ impl WasmStore {
 
     /// Watches the key or prefix in `io[..target_len]` (see `wire::watch`).
     #[allow(clippy::too_many_arguments, reason = "flat numbers cross the boundary cheaply")]
-    pub fn watch(&mut self, ns: u32, target_len: u32, prefix: bool, mode: u32, from: f64, capacity: f64) -> Result<u32, JsValue> {
+    pub fn watch(
+        &mut self,
+        ns: u32,
+        target_len: u32,
+        prefix: bool,
+        mode: u32,
+        from: f64,
+        capacity: f64,
+    ) -> Result<u32, JsValue> {
         wire::watch(&mut self.store, ns, target_len, prefix, mode, from, capacity, &self.io).map_err(to_js)
     }
 

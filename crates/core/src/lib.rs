@@ -19,8 +19,8 @@ pub mod store;
 
 pub use bus::{Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions, MAIN_ENDPOINT};
 pub use error::{BusError, Coded, StoreError};
-pub use store::{Store, StoreConfig};
 pub use names::ChannelId;
+pub use store::{Store, StoreConfig};
 
 /// Milliseconds on the host's clock. The core only compares and adds them.
 pub type Millis = f64;

@@ -39,11 +39,7 @@ impl Clock {
     /// A stamp for a local event at host time `now`: later than every stamp issued or observed.
     pub fn tick(&mut self, now: Millis) -> Hlc {
         let wall = wall_of(now);
-        self.last = if wall > self.last.wall {
-            Hlc { wall, logical: 0 }
-        } else {
-            self.after(self.last)
-        };
+        self.last = if wall > self.last.wall { Hlc { wall, logical: 0 } } else { Self::after(self.last) };
         self.last
     }
 
@@ -52,7 +48,7 @@ impl Clock {
     pub fn observe(&mut self, remote: Hlc, now: Millis) -> Hlc {
         let wall = wall_of(now);
         let high = self.last.max(remote);
-        self.last = if wall > high.wall { Hlc { wall, logical: 0 } } else { self.after(high) };
+        self.last = if wall > high.wall { Hlc { wall, logical: 0 } } else { Self::after(high) };
         self.last
     }
 
@@ -61,7 +57,7 @@ impl Clock {
         self.last = self.last.max(seen);
     }
 
-    fn after(&self, at: Hlc) -> Hlc {
+    fn after(at: Hlc) -> Hlc {
         match at.logical.checked_add(1) {
             Some(logical) => Hlc { wall: at.wall, logical },
             None => Hlc { wall: at.wall + 1, logical: 0 },

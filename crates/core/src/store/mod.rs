@@ -24,10 +24,10 @@ pub use bytes::Bytes;
 
 pub use entry::{Entry, Kind, Record, Stamp};
 pub use hlc::{Clock, Hlc};
-pub use snapshot::{EntryState, Meta};
-pub use watch::{Delivery, Start};
 use keys::Keys;
+pub use snapshot::{EntryState, Meta};
 use watch::Watches;
+pub use watch::{Delivery, Start};
 
 use crate::bus::Deadline;
 use crate::error::StoreError;
@@ -275,7 +275,13 @@ impl Store {
     }
 
     /// The record a key got at `version` (a put, a deletion or an expiry), if still kept.
-    pub fn get_at(&mut self, ns: u32, key: &[u8], version: Version, now: Millis) -> Result<Option<&Record>, StoreError> {
+    pub fn get_at(
+        &mut self,
+        ns: u32,
+        key: &[u8],
+        version: Version,
+        now: Millis,
+    ) -> Result<Option<&Record>, StoreError> {
         self.expire(now);
         check_key_len(key)?;
         Ok(self.space(ns)?.entries.get(key).and_then(|e| e.at(version)))
@@ -337,10 +343,7 @@ impl Store {
 
     fn validate(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         if writes.len() > MAX_TXN_WRITES {
-            return Err(StoreError::InvalidOption {
-                option: "transaction",
-                reason: "holds more than 4096 writes",
-            });
+            return Err(StoreError::InvalidOption { option: "transaction", reason: "holds more than 4096 writes" });
         }
         for (index, w) in writes.iter().enumerate() {
             let space = self.space(w.ns)?;

@@ -211,14 +211,14 @@ impl Store {
             Ok((name.clone(), key, state))
         });
         let entries = entries.collect::<Result<Vec<_>, StoreError>>()?;
-        self.load(snapshot.meta, entries)?;
+        self.load(&snapshot.meta, entries)?;
         self.watches.lag_all();
         Ok(())
     }
 
     /// Replaces every key with `entries` (namespace name, key, state) under `meta`: an import,
     /// or a durable host opening its files. Checked whole before anything changes.
-    pub fn load(&mut self, meta: Meta, entries: Vec<(String, Bytes, EntryState)>) -> Result<(), StoreError> {
+    pub fn load(&mut self, meta: &Meta, entries: Vec<(String, Bytes, EntryState)>) -> Result<(), StoreError> {
         let mut writers = Vec::with_capacity(meta.writers.len());
         for name in &meta.writers {
             crate::names::validate(name)?;
@@ -272,7 +272,8 @@ impl Store {
             let space: &mut Namespace = &mut self.namespaces[ns as usize];
             entry.trim(space.history);
             if entry.expires.is_finite() {
-                let due = super::Due { at: Deadline(entry.expires), ns, key: key.clone(), version: entry.current.version };
+                let due =
+                    super::Due { at: Deadline(entry.expires), ns, key: key.clone(), version: entry.current.version };
                 self.expiry.push(std::cmp::Reverse(due));
             }
             space.entries.insert(key.clone(), entry);

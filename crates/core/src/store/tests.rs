@@ -328,6 +328,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// (namespace, key, Some(value) for a put / None for a delete, condition)
+type ModelWrite = (u32, u8, Option<u8>, Condition);
+
 /// (version, Some(value) for a put / None for a deletion or expiry)
 type ModelRecord = (Version, Option<u8>);
 
@@ -424,7 +427,7 @@ proptest! {
         let mut now = 0.0;
         let names: Vec<String> = (0..4).map(key_name).collect();
         for op in ops {
-            let (writes, ttl): (Vec<(u32, u8, Option<u8>, Condition)>, f64) = match op {
+            let (writes, ttl): (Vec<ModelWrite>, f64) = match op {
                 Op::Put { ns, key, value, ttl } => (vec![(ns, key, Some(value), Condition::Any)], f64::from(ttl) * 10.0),
                 Op::Create { ns, key, value } => (vec![(ns, key, Some(value), Condition::Absent)], 0.0),
                 Op::Cas { ns, key, value, stale } => {

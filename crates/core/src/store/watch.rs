@@ -43,7 +43,10 @@ pub enum Delivery {
 enum State {
     Live,
     /// Queue nothing; replay records after `from` from history when drained.
-    CatchUp { from: Version, exact: bool },
+    CatchUp {
+        from: Version,
+        exact: bool,
+    },
     /// The lag notice is queued; the watch ends once it is delivered.
     Lagged,
 }

@@ -148,7 +148,14 @@ fn key_in(buf: &[u8], len: u32) -> Result<&[u8], StoreError> {
 /// Reads the key in `buf[..key_len]` (at `version`, or its live value when 0) and writes its
 /// record (without the key) over `buf`. Returns -1 if there is none, else the record's size,
 /// written only if `buf` has room for it (otherwise the host grows `buf` and asks again).
-pub fn get(store: &mut Store, ns: u32, key_len: u32, version: f64, now: Millis, buf: &mut [u8]) -> Result<f64, StoreError> {
+pub fn get(
+    store: &mut Store,
+    ns: u32,
+    key_len: u32,
+    version: f64,
+    now: Millis,
+    buf: &mut [u8],
+) -> Result<f64, StoreError> {
     let version = version_of(version, 0)?;
     let key = key_in(buf, key_len)?;
     let Some(entry) = store.entry(ns, key, now)? else { return Ok(-1.0) };
@@ -208,7 +215,8 @@ pub fn scan(
             done = false;
             break;
         }
-        let record = if values { entry.current.clone() } else { Record { value: bytes::Bytes::new(), ..entry.current.clone() } };
+        let record =
+            if values { entry.current.clone() } else { Record { value: bytes::Bytes::new(), ..entry.current.clone() } };
         at += put_record(buf, at, 0, ns, key, &record, entry.expires);
     }
     Ok((2 * at + usize::from(done)) as f64)
@@ -239,7 +247,10 @@ pub fn watch(
         _ => return Err(StoreError::InvalidOption { option: "from", reason: "unknown start mode" }),
     };
     if !(1.0..=f64::from(1u32 << 28)).contains(&capacity) || capacity.fract() != 0.0 {
-        return Err(StoreError::InvalidOption { option: "buffer", reason: "must be a whole number from 1 to 268435456" });
+        return Err(StoreError::InvalidOption {
+            option: "buffer",
+            reason: "must be a whole number from 1 to 268435456",
+        });
     }
     store.watch(ns, key_in(buf, target_len)?, prefix, start, capacity as usize)
 }
@@ -276,7 +287,14 @@ pub fn drain(store: &mut Store, out: &mut [u8]) -> f64 {
 /// writer) stamped `wall`/`logical`. With `lww` the later stamp wins; otherwise the write's
 /// condition decides (a merge function's result). Returns the local version, or 0 if ignored,
 /// or -1 on a failed condition.
-pub fn merge(store: &mut Store, buf: &[u8], wall: f64, logical: u32, lww: bool, now: Millis) -> Result<f64, StoreError> {
+pub fn merge(
+    store: &mut Store,
+    buf: &[u8],
+    wall: f64,
+    logical: u32,
+    lww: bool,
+    now: Millis,
+) -> Result<f64, StoreError> {
     let (write, _) = parse_write(buf, 0, 0)?;
     let (kind, value) = match write.action {
         Action::Put { value, .. } => (Kind::Put, value),
@@ -286,8 +304,14 @@ pub fn merge(store: &mut Store, buf: &[u8], wall: f64, logical: u32, lww: bool, 
     if !(wall >= 0.0 && wall.is_finite()) {
         return Err(StoreError::InvalidOption { option: "stamp", reason: "wall time must be a finite number >= 0" });
     }
-    let change =
-        RemoteChange { ns: write.ns, key: write.key, kind, value, hlc: Hlc { wall: wall as u64, logical }, writer: write.writer };
+    let change = RemoteChange {
+        ns: write.ns,
+        key: write.key,
+        kind,
+        value,
+        hlc: Hlc { wall: wall as u64, logical },
+        writer: write.writer,
+    };
     match store.merge(&change, write.condition, lww, now) {
         Ok(version) => Ok(version as f64),
         Err(StoreError::VersionConflict { .. }) => Ok(-1.0),
