@@ -20,12 +20,16 @@ fn put(ns: u32, key: &str, condition: Condition) -> Write<'_> {
     Write { ns, key: key.as_bytes(), condition, action: Action::Put { value: &VALUE, ttl: 0.0 }, writer: LOCAL_WRITER }
 }
 
+fn ok(result: Result<u64, orrery_core::StoreError>) -> u64 {
+    result.unwrap_or_else(|e| panic!("a benchmarked write failed: {e}"))
+}
+
 fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(1));
-
-    let (mut store, ns, names, mut versions) = filled();
     let mut i = 0;
+
+    let (mut store, ns, names, _) = filled();
     group.bench_function("get", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
@@ -41,26 +45,28 @@ fn benches(c: &mut Criterion) {
         });
     });
     group.bench_function("put", |b| {
+        let (mut store, ns, names, _) = filled();
         b.iter(|| {
             i = (i + 1) % KEYS;
-            store.write(&[put(ns, &names[i], Condition::Any)], 0.0)
+            ok(store.write(&[put(ns, &names[i], Condition::Any)], 0.0))
         });
     });
     group.bench_function("cas", |b| {
+        let (mut store, ns, names, mut versions) = filled();
         b.iter(|| {
             i = (i + 1) % KEYS;
-            let v = store.write(&[put(ns, &names[i], Condition::Version(versions[i]))], 0.0).unwrap_or(0);
-            versions[i] = v;
+            versions[i] = ok(store.write(&[put(ns, &names[i], Condition::Version(versions[i]))], 0.0));
         });
     });
     group.bench_function("txn-4", |b| {
+        let (mut store, ns, names, mut versions) = filled();
         b.iter(|| {
             let keys: [usize; 4] = std::array::from_fn(|_| {
                 i = (i + 1) % KEYS;
                 i
             });
             let writes = keys.map(|k| put(ns, &names[k], Condition::Version(versions[k])));
-            let v = store.write(&writes, 0.0).unwrap_or(0);
+            let v = ok(store.write(&writes, 0.0));
             for k in keys {
                 versions[k] = v;
             }
@@ -73,7 +79,7 @@ fn benches(c: &mut Criterion) {
         }
         let mut out = vec![0u8; 1 << 16];
         b.iter(|| {
-            store.write(&[put(ns, "hot", Condition::Any)], 0.0).unwrap_or(0);
+            ok(store.write(&[put(ns, "hot", Condition::Any)], 0.0));
             wire::drain(&mut store, &mut out)
         });
     });

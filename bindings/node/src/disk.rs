@@ -31,16 +31,18 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Called on the JS thread with the highest committed ticket, or -1 after a failed commit.
 pub type Listener = ThreadsafeFunction<f64, (), f64, Status, false, false, 0>;
 
-/// A row: its key, and its new value or `None` to remove it.
-pub type Row = (Vec<u8>, Option<Vec<u8>>);
-
 /// Rows staged before they go to the writer: a chunk per wake-up of its thread, not a row.
 const CHUNK_ROWS: usize = 128;
 
+/// Marks a removed row where a value length would be.
+const REMOVED: u32 = u32::MAX;
+
 /// What the writer thread is told.
 enum Message {
-    /// Rows to write, in order, into the open transaction.
-    Rows(Vec<Row>),
+    /// Rows to write, in order, into the open transaction: framed back to back in one buffer
+    /// (key length u32, key, value length u32 or `REMOVED`, value), so a chunk is one
+    /// allocation made on the JS thread and freed on the writer's, not two per row.
+    Rows(Vec<u8>),
     /// Commit what was written; this acknowledges `ticket`.
     Commit {
         ticket: u64,
@@ -65,7 +67,8 @@ pub struct Disk {
     status: Arc<Status_>,
     submitted: u64,
     batched: bool,
-    staged: Vec<Row>,
+    staged: Vec<u8>,
+    staged_rows: usize,
     /// Rows staged or sent since the last commit request.
     uncommitted: bool,
 }
@@ -76,16 +79,6 @@ pub struct Loaded {
     pub meta: Option<Meta>,
     /// Every key: (namespace name, key, state).
     pub entries: Vec<(String, Bytes, EntryState)>,
-}
-
-/// The row key of a namespace's key.
-#[must_use]
-pub fn row_key(namespace: &str, key: &[u8]) -> Vec<u8> {
-    let mut row = Vec::with_capacity(namespace.len() + 1 + key.len());
-    row.extend_from_slice(namespace.as_bytes());
-    row.push(0);
-    row.extend_from_slice(key);
-    row
 }
 
 fn io(err: impl std::fmt::Display) -> String {
@@ -133,21 +126,50 @@ impl Disk {
             submitted: 0,
             batched,
             staged: Vec::new(),
+            staged_rows: 0,
             uncommitted: false,
         };
         Ok((disk, Loaded { meta, entries }))
     }
 
-    /// Adds rows to the next commit, handing them to the writer a chunk at a time; returns
-    /// whether to ask for the commit now (`every`) rather than when the JS turn ends.
-    pub fn stage(&mut self, rows: Vec<Row>) -> Result<bool, String> {
+    /// Adds the row of a namespace's key to the next commit: `encode` appends its value, or
+    /// returns `false` when the key is gone (the row is removed). Rows go to the writer a chunk
+    /// at a time.
+    pub fn stage(
+        &mut self,
+        namespace: &str,
+        key: &[u8],
+        encode: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> Result<(), String> {
         self.uncommitted = true;
-        self.staged.extend(rows);
-        if self.staged.len() >= CHUNK_ROWS {
-            let rows = std::mem::take(&mut self.staged);
-            self.send(Message::Rows(rows))?;
+        let row_key = namespace.len() + 1 + key.len();
+        self.staged.extend_from_slice(&(row_key as u32).to_le_bytes());
+        self.staged.extend_from_slice(namespace.as_bytes());
+        self.staged.push(0);
+        self.staged.extend_from_slice(key);
+        let length_at = self.staged.len();
+        self.staged.extend_from_slice(&REMOVED.to_le_bytes());
+        if encode(&mut self.staged) {
+            let value = (self.staged.len() - length_at - 4) as u32;
+            self.staged[length_at..length_at + 4].copy_from_slice(&value.to_le_bytes());
         }
-        Ok(!self.batched)
+        self.staged_rows += 1;
+        if self.staged_rows >= CHUNK_ROWS {
+            self.send_staged()?;
+        }
+        Ok(())
+    }
+
+    /// Whether each change commits on its own (`every`) rather than with its JS turn's.
+    #[must_use]
+    pub fn commits_each(&self) -> bool {
+        !self.batched
+    }
+
+    fn send_staged(&mut self) -> Result<(), String> {
+        self.staged_rows = 0;
+        let rows = std::mem::take(&mut self.staged);
+        self.send(Message::Rows(rows))
     }
 
     /// Whether changes wait for a commit request.
@@ -164,8 +186,7 @@ impl Disk {
             return Ok(());
         }
         if !self.staged.is_empty() {
-            let rows = std::mem::take(&mut self.staged);
-            self.send(Message::Rows(rows))?;
+            self.send_staged()?;
         }
         self.submitted += 1;
         self.uncommitted = false;
@@ -262,16 +283,38 @@ fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, statu
     }
 }
 
-fn write_rows(db: &Database, txn: &mut Option<WriteTransaction>, rows: &[Row]) -> Result<(), String> {
+/// Reads a chunk of framed rows.
+struct Frames<'a> {
+    rows: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Frames<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        let bytes = self.rows.get(self.at..self.at + len).ok_or("a truncated row chunk")?;
+        self.at += len;
+        Ok(bytes)
+    }
+
+    fn word(&mut self) -> Result<u32, String> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+}
+
+fn write_rows(db: &Database, txn: &mut Option<WriteTransaction>, rows: &[u8]) -> Result<(), String> {
     if txn.is_none() {
         *txn = Some(db.begin_write().map_err(io)?);
     }
     let Some(txn) = txn.as_ref() else { return Ok(()) };
     let mut entries = txn.open_table(ENTRIES).map_err(io)?;
-    for (key, row) in rows {
-        match row {
-            Some(value) => entries.insert(key.as_slice(), value.as_slice()).map(|_| ()),
-            None => entries.remove(key.as_slice()).map(|_| ()),
+    let mut frames = Frames { rows, at: 0 };
+    while frames.at < rows.len() {
+        let key_len = frames.word()? as usize;
+        let key = frames.take(key_len)?;
+        match frames.word()? {
+            REMOVED => entries.remove(key).map(|_| ()),
+            value_len => entries.insert(key, frames.take(value_len as usize)?).map(|_| ()),
         }
         .map_err(io)?;
     }

@@ -17,7 +17,7 @@ use orrery_core::slab::Slab;
 use orrery_core::store::wire;
 use orrery_core::{Store, StoreConfig, StoreError};
 
-use crate::disk::{row_key, Disk, Listener};
+use crate::disk::{Disk, Listener};
 use crate::error::{to_js, Code, Result};
 
 /// One open store: the core, its disk when durable, and the JS-owned `io` buffer its calls
@@ -128,18 +128,17 @@ impl Open {
         if dirty.is_empty() {
             return Ok(());
         }
+        let store = &self.store;
         let mut seen = HashSet::new();
-        let mut rows = Vec::with_capacity(dirty.len());
         let single = dirty.len() == 1;
         for (ns, key) in dirty {
             if !single && !seen.insert((ns, key.clone())) {
                 continue;
             }
-            let name = self.store.namespace_name(ns).unwrap_or_default();
-            let row = self.store.entry_state(ns, &key).map(|state| state.to_bytes());
-            rows.push((row_key(name, &key), row));
+            let name = store.namespace_name(ns).unwrap_or_default();
+            disk.stage(name, &key, |out| store.encode_entry(ns, &key, out)).map_err(disk_error)?;
         }
-        if disk.stage(rows).map_err(disk_error)? {
+        if disk.commits_each() {
             self.submit()?;
         }
         Ok(())

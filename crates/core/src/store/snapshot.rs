@@ -2,7 +2,8 @@
 //! revision, and the records a durable host keeps on disk, one per key, plus the store's meta.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::entry::{Entry, Kind, Record, Stamp};
 use super::hlc::Hlc;
@@ -110,6 +111,46 @@ impl EntryState {
     }
 }
 
+/// An entry serialized in place, byte for byte as its [`EntryState`] would be, without
+/// copying its records first (a durable write encodes one per changed key).
+struct EntryView<'a>(&'a Entry);
+struct RecordsView<'a>(&'a Entry);
+struct RecordView<'a>(&'a Record);
+
+impl Serialize for EntryView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entry = self.0;
+        let mut state = serializer.serialize_struct("EntryState", 3)?;
+        state.serialize_field("floor", &entry.floor)?;
+        state.serialize_field("expires", &entry.expires.is_finite().then_some(entry.expires))?;
+        state.serialize_field("records", &RecordsView(entry))?;
+        state.end()
+    }
+}
+
+impl Serialize for RecordsView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.history.len() + 1))?;
+        for record in self.0.records() {
+            seq.serialize_element(&RecordView(record))?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for RecordView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut state = serializer.serialize_struct("RecordState", 5)?;
+        state.serialize_field("version", &r.version)?;
+        state.serialize_field("kind", &(r.kind as u8))?;
+        state.serialize_field("value", &r.value)?;
+        state.serialize_field("hlc", &r.stamp.hlc)?;
+        state.serialize_field("writer", &r.stamp.writer)?;
+        state.end()
+    }
+}
+
 impl Meta {
     /// Sets the revision and clock (which move with every write, while the rest rarely does).
     pub fn restamp(&mut self, revision: Version, clock: Hlc) {
@@ -134,6 +175,22 @@ impl Store {
     #[must_use]
     pub fn entry_state(&self, ns: u32, key: &[u8]) -> Option<EntryState> {
         self.namespaces.get(ns as usize)?.entries.get(key).map(EntryState::of)
+    }
+
+    /// Appends the state of a key to persist to `out` (as [`EntryState::to_bytes`] would
+    /// encode it); returns `false`, appending nothing, if the key no longer exists.
+    pub fn encode_entry(&self, ns: u32, key: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(entry) = self.namespaces.get(ns as usize).and_then(|space| space.entries.get(key)) else {
+            return false;
+        };
+        match postcard::to_extend(&EntryView(entry), std::mem::take(out)) {
+            Ok(extended) => {
+                *out = extended;
+                true
+            }
+            // Writing into a Vec cannot fail; keep the caller's bytes if it ever did.
+            Err(_) => false,
+        }
     }
 
     /// Whether the parts of [`Store::meta`] other than revision and clock (writers, namespaces,

@@ -235,6 +235,22 @@ fn snapshots_round_trip_and_bad_ones_change_nothing() {
 }
 
 #[test]
+fn an_entry_encodes_in_place_exactly_as_its_state() {
+    let (mut s, ns) = store(3);
+    let agent = s.writer("agent-2").unwrap();
+    s.write(&[put(ns, "k", "1")], 5.0).unwrap();
+    s.write(&[Write { writer: agent, action: Action::Put { value: b"22", ttl: 9.0 }, ..put(ns, "k", "") }], 6.0)
+        .unwrap();
+    s.write(&[del(ns, "k")], 7.0).unwrap();
+    let mut out = b"prefix".to_vec();
+    assert!(s.encode_entry(ns, b"k", &mut out));
+    let state = s.entry_state(ns, b"k").unwrap();
+    assert_eq!(&out[6..], &state.to_bytes()[..]);
+    assert!(EntryState::from_bytes(&out[6..]).is_ok());
+    assert!(!s.encode_entry(ns, b"missing", &mut out));
+}
+
+#[test]
 fn import_tells_every_watcher_it_lagged() {
     let (mut s, ns) = store(0);
     let w = s.watch(ns, b"a", false, Start::Now, 4).unwrap();

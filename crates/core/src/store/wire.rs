@@ -49,7 +49,8 @@ fn f64_at(buf: &[u8], at: usize) -> f64 {
 
 /// A whole number from 0 to 2^53 taken as a version.
 fn version_of(value: f64, index: usize) -> Result<Version, StoreError> {
-    if (0.0..=9_007_199_254_740_992.0).contains(&value) && value.fract() == 0.0 {
+    // A round trip rather than `fract()`, which is a libm call on every read.
+    if (0.0..=9_007_199_254_740_992.0).contains(&value) && (value as Version) as f64 == value {
         Ok(value as Version)
     } else {
         Err(StoreError::MalformedWrite { index, reason: "a version must be a whole number >= 0" })
