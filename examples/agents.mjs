@@ -4,8 +4,11 @@
 //   librarian  publishes each document as a command on `docs`
 //   counters   a consumer group of two members: each document goes to one of them; the first
 //              attempt at `clocks.txt` fails on purpose, so the group redelivers it
-//   tally      merges the word counts published on `counts`, and answers `tally.status` requests
-//   main       waits for every document, asks the tally for the top words, prints the stats
+//   tally      merges the word counts published on `counts` into the state store, one
+//              transaction per document (each word compare-and-set, the document created once),
+//              and answers `tally.status` requests from the store
+//   main       watches the store's `docs` namespace, waits for every document, asks the tally for
+//              the top words, prints the stats
 //
 // Run: npm start   (or: node examples/agents.mjs [native|wasm]...)
 import { firstValueFrom, take, toArray } from 'rxjs'
@@ -35,17 +38,23 @@ function counter(bus, id, log) {
   }, { maxInFlight: 1, retryDelay: 10 })
 }
 
-function tally(bus, log) {
-  const total = {}
-  const done = new Set()
+function tally(bus, store, log) {
+  const words = store.namespace('words')
+  const docs = store.namespace('docs')
   const sub = bus.subscribe('counts').subscribe((m) => {
-    done.add(m.payload.name)
-    for (const [word, n] of Object.entries(m.payload.counts)) total[word] = (total[word] ?? 0) + n
-    log(`tally     <- counts#${m.seq} from ${m.sender} for ${m.payload.name} (${done.size} documents)`)
+    const txn = store.transaction({ writer: 'tally' })
+    for (const [word, n] of Object.entries(m.payload.counts)) {
+      const current = words.get(word)
+      txn.put(words, word, (current?.value ?? 0) + n, { ifVersion: current?.version ?? 0 })
+    }
+    // A document counted twice would fail the whole transaction with VERSION_CONFLICT.
+    txn.create(docs, m.payload.name, { counter: m.sender })
+    const version = txn.commit()
+    log(`tally     <- counts#${m.seq} from ${m.sender} for ${m.payload.name}: store version ${version}`)
   })
   const stop = bus.respond('tally.status', () => ({
-    documents: done.size,
-    top: Object.entries(total).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 5),
+    documents: docs.keys().length,
+    top: words.entries().map((e) => [e.key, e.value]).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 5),
   }))
   return { unsubscribe: () => { sub.unsubscribe(); stop() } }
 }
@@ -53,9 +62,11 @@ function tally(bus, log) {
 async function run(engine) {
   const orrery = await Orrery.create({ engine })
   const { bus } = orrery
+  const store = orrery.openStore()
   const lines = []
   const log = (line) => lines.push(`  ${line}`)
-  const agents = [counter(bus, 'counter-1', log), counter(bus, 'counter-2', log), tally(bus, log)]
+  const watch = store.namespace('docs').watchPrefix('').subscribe((c) => log(`main      <- store: ${c.key} counted by ${c.value.counter} (version ${c.version})`))
+  const agents = [counter(bus, 'counter-1', log), counter(bus, 'counter-2', log), tally(bus, store, log), watch]
   const expected = Object.keys(DOCUMENTS).length
   const allCounted = firstValueFrom(bus.subscribe('counts').pipe(take(expected), toArray()))
 
@@ -80,7 +91,9 @@ async function run(engine) {
     const s = bus.stats(channel)
     console.log(`  stats ${channel.padEnd(7)} published=${s.published} delivered=${s.delivered} retained=${s.retained} (${s.retainedBytes} B)`)
   }
+  console.log(`  store: revision ${store.revision}, ${store.namespace('words').keys().length} words`)
   for (const agent of agents) agent.unsubscribe?.() ?? agent.stop?.()
+  store.close()
   orrery.close()
   return status.payload
 }
