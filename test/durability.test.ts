@@ -73,6 +73,59 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
     first.close()
   })
 
+  it('reopens after a commit that took in rows of a writer named in the next turn', async () => {
+    const path = fresh()
+    const store = await Orrery.openStore({ path })
+    const ns = store.namespace('n')
+    const big = 'v'.repeat(64 * 1024)
+    const acks: Promise<number>[] = []
+    // A busy turn keeps the disk writer inserting while the next turn's rows arrive.
+    for (let i = 0; i < 500; i++) acks.push(ns.put(`big${i}`, big))
+    await new Promise((resolve) => setImmediate(resolve))
+    for (let i = 0; i < 128; i++) acks.push(ns.put(`w${i}`, i, { writer: 'agent-new' }))
+    const until = Date.now() + 100
+    while (Date.now() < until) { /* hold the turn open */ }
+    await Promise.all(acks)
+    store.close()
+    const again = await Orrery.openStore({ path })
+    expect(again.namespace('n').get('w0')).toMatchObject({ value: 0, stamp: { writer: 'agent-new' } })
+    again.close()
+  })
+
+  it('commits expiries, and keeps tombstones and their end across a reopen', async () => {
+    const path = fresh()
+    let now = 1_000
+    const store = await Orrery.openStore({ path, clock: () => now, tombstoneMs: 500 })
+    const ns = store.namespace('n')
+    await ns.put('session', 'token', { ttl: 100 })
+    now = 1_200
+    store.flush()
+    await store.flushed()
+    store.close()
+    const again = await Orrery.openStore({ path, clock: () => now, tombstoneMs: 500 })
+    const n2 = again.namespace('n')
+    expect(n2.get('session')).toBeUndefined()
+    expect(n2.history('session').map((c) => c.type)).toEqual(['expire'])
+    now = 1_800
+    again.flush()
+    expect(n2.history('session')).toEqual([])
+    again.close()
+  })
+
+  it('fails pending writes with STORE_IO when the disk refuses, without crashing', async () => {
+    const path = fresh()
+    const fixture = fileURLToPath(new URL('./fixtures/store-disk-full.mjs', import.meta.url))
+    // `ulimit -f` caps the file at 4 MiB: the writes pass it after a few hundred.
+    const child = spawn('bash', ['-c', `ulimit -f 4096; exec "${process.execPath}" "${fixture}" "${path}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+    expect(code).toBe(0)
+    const outcomes = JSON.parse(out.trim()) as Record<string, number>
+    expect(outcomes['STORE_IO']).toBeGreaterThan(0)
+    expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'STORE_IO')).toEqual([])
+  })
+
   it('loses no acknowledged write when the writer is killed at random moments', async () => {
     const path = fresh()
     const fixture = fileURLToPath(new URL('./fixtures/store-writer.mjs', import.meta.url))

@@ -286,6 +286,11 @@ describe(`store (${ENGINE})`, () => {
       badWriter: await errorOf(() => ns.put('k', 1, { writer: 'no spaces allowed' })),
       badOptions: await errorOf(() => Orrery.openStore({ engine: ENGINE, maxValueBytes: 0 })),
       badDurability: await errorOf(() => Orrery.openStore({ engine: ENGINE, durability: 'sometimes' as never })),
+      hugeKey: await errorOf(() => ns.put('k'.repeat(65_539), 1)),
+      badIfVersion: await errorOf(() => ns.put('k', 1, { ifVersion: -1 })),
+      fractionalIfVersion: await errorOf(() => store.transaction().put(ns, 'k', 1, { ifVersion: 1.5 })),
+      farFrom: await errorOf(() => ns.watch('k', { from: 2 ** 60 })),
+      badTombstones: await errorOf(() => Orrery.openStore({ engine: ENGINE, tombstoneMs: -1 })),
     }
     expect(Object.fromEntries(Object.entries(codes).map(([k, v]) => [k, v?.code]))).toEqual({
       name: 'INVALID_NAME',
@@ -301,12 +306,109 @@ describe(`store (${ENGINE})`, () => {
       badWriter: 'INVALID_NAME',
       badOptions: 'INVALID_OPTION',
       badDurability: 'INVALID_OPTION',
+      hugeKey: 'INVALID_KEY',
+      badIfVersion: 'INVALID_ARGUMENT',
+      fractionalIfVersion: 'INVALID_ARGUMENT',
+      farFrom: 'INVALID_OPTION',
+      badTombstones: 'INVALID_OPTION',
     })
     expect(store.revision).toBe(0)
     expect(ns.keys()).toEqual([])
     store.close()
     expect((await errorOf(() => ns.put('k', 1)))?.code).toBe('CLOSED')
     expect((await errorOf(() => ns.get('k')))?.code).toBe('CLOSED')
+  })
+
+  it('keeps every shared watcher whole when others leave or fail mid-delivery', async () => {
+    const { store } = await open({ history: 0 })
+    const ns = store.namespace('n')
+    const first = firstValueFrom(ns.watch('k'))
+    const rest = collect(ns.watch('k'))
+    ns.put('k', 1)
+    await settle()
+    expect((await first).version).toBe(1)
+    expect(rest.map((c) => c.version)).toEqual([1])
+
+    const ended: string[] = []
+    for (const name of ['a', 'b', 'c']) ns.watch('lagging', { buffer: 1 }).subscribe({ error: (e: { code: string }) => ended.push(`${name}:${e.code}`) })
+    for (let i = 0; i < 5; i++) ns.put('lagging', i)
+    await settle()
+    expect(ended.sort()).toEqual(['a:WATCH_LAGGED', 'b:WATCH_LAGGED', 'c:WATCH_LAGGED'])
+  })
+
+  it('pauses an iterating watcher without losing what it was already handed', async () => {
+    const { store } = await open({ history: 0 })
+    const ns = store.namespace('n')
+    const iterator = ns.watchPrefix('')[Symbol.asyncIterator]()
+    const txn = store.transaction()
+    for (let i = 0; i < 300; i++) txn.put(ns, `k${String(i).padStart(3, '0')}`, i)
+    txn.commit()
+    for (let i = 0; i < 300; i++) ns.put('solo', i)
+    const got: unknown[] = []
+    for (let i = 0; i < 600; i++) got.push(((await iterator.next()).value as { value: unknown }).value)
+    expect(got).toEqual([...Array.from({ length: 300 }, (_, i) => i), ...Array.from({ length: 300 }, (_, i) => i)])
+    await iterator.return!()
+  })
+
+  it('lets a watch handler close the store', async () => {
+    const { store } = await open()
+    const ns = store.namespace('n')
+    let seen = 0
+    ns.watch('k').subscribe(() => {
+      seen++
+      store.close()
+    })
+    ns.put('k', 1)
+    ns.put('k', 2)
+    await settle()
+    expect(seen).toBe(1)
+    expect((await errorOf(() => store.revision))?.code).toBe('CLOSED')
+  })
+
+  it('forgets a deleted key once its tombstone has run out, and merges respect it until then', async () => {
+    const { store, advance } = await open({ history: 0, tombstoneMs: 1_000 })
+    const ns = store.namespace('n')
+    ns.put('k', 'local')
+    const stamp = ns.get('k')!.stamp
+    const deleted = ns.delete('k')
+    expect(ns.history('k').map((c) => c.type)).toEqual(['delete'])
+    const older = { key: 'k', type: 'put' as const, value: 'old', stamp: { wall: stamp.wall + 1, logical: 0, writer: 'b' } }
+    // The deletion was stamped after the older remote put, whose stamp is now behind it.
+    expect(ns.get('k')).toBeUndefined()
+    expect(store.merge(ns, { ...older, stamp: { ...older.stamp, wall: stamp.wall - 1 } })).toBe(0)
+    expect(ns.get('k')).toBeUndefined()
+    advance(1_000)
+    expect(ns.history('k')).toEqual([])
+    expect(deleted).toBeGreaterThan(0)
+  })
+
+  it('shifts an import into a written store past its versions', async () => {
+    const { store } = await open()
+    const ns = store.namespace('n')
+    const other = (await open()).store
+    other.namespace('n').put('a', 'theirs')
+    const snapshot = other.export()
+    const mine = ns.put('a', 'mine')
+    ns.put('gone', 1)
+    store.import(snapshot)
+    expect(ns.get('a')).toMatchObject({ value: 'theirs' })
+    expect(ns.get('a')!.version).toBeGreaterThan(2)
+    expect((await errorOf(() => ns.put('a', 'cas', { ifVersion: mine })))?.code).toBe('VERSION_CONFLICT')
+    expect((await errorOf(() => firstValueFrom(ns.watchPrefix('', { from: 2 }))))?.code).toBe('WATCH_LAGGED')
+  })
+
+  it('delivers a value past its limit that came in with a snapshot', async () => {
+    const big = (await open({ maxValueBytes: 300_000 })).store
+    big.namespace('n').put('big', 'x'.repeat(200_000))
+    const { store } = await open({ maxValueBytes: 1_000 })
+    let ended: { code?: string } | undefined
+    store.namespace('n').watchPrefix('', { from: 'current' }).subscribe({ error: (e) => { ended = e } })
+    store.import(big.export())
+    await settle()
+    expect(ended?.code).toBe('WATCH_LAGGED')
+    // The import ended that watch; a fresh one from the current values gets the big value.
+    const again = await firstValueFrom(store.namespace('n').watch('big', { from: 'current' }))
+    expect(again.type === 'put' && (again.value as string).length).toBe(200_000)
   })
 
   it.runIf(ENGINE === 'wasm')('keeps the store in memory on the wasm engine', async () => {

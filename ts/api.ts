@@ -67,9 +67,11 @@ function openStoreOn(backend: Backend, options: StoreOptions, clock: () => numbe
   if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > 256 * 1024 * 1024) throw bad('maxValueBytes', maxValueBytes, 'must be an integer from 1 to 268435456')
   if (!Number.isInteger(history) || history < 0 || history > 0xffffffff) throw bad('history', history, 'must be a whole number >= 0')
   if (durability !== 'batched' && durability !== 'every') throw bad('durability', durability, "must be 'batched' or 'every'")
+  const tombstoneMs = options.tombstoneMs ?? 600_000
+  if (typeof tombstoneMs !== 'number' || !(tombstoneMs >= 0) || !Number.isFinite(tombstoneMs)) throw bad('tombstoneMs', tombstoneMs, 'must be a finite number >= 0')
   if (options.path !== undefined && (typeof options.path !== 'string' || options.path === '')) throw bad('path', options.path, 'must be a file path')
   if (options.snapshot !== undefined && !(options.snapshot instanceof Uint8Array)) throw bad('snapshot', typeof options.snapshot, 'must be a Uint8Array from store.export()')
-  const core = { maxValueBytes, history, replica: options.replica ?? 'local' }
+  const core = { maxValueBytes, history, replica: options.replica ?? 'local', tombstoneMs }
   const store = new Store<boolean>(
     options.path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path: options.path, batched: durability === 'batched' }),
     clock,

@@ -80,6 +80,7 @@ export interface RawStore {
   writerName(id: number): string | null | undefined
   conflict(): ArrayLike<number>
   unwatch(id: number): void
+  setWatchPaused(id: number, paused: boolean): void
   hasDeliveries(): boolean
   tick(now: number): void
   nextDeadline(): number
@@ -94,6 +95,7 @@ export interface StoreCoreOptions {
   maxValueBytes: number
   history: number
   replica: string
+  tombstoneMs: number
 }
 
 /** One store inside an engine: the raw calls, error-translated, with `io` managed. */

@@ -5,7 +5,7 @@
  */
 import type { Ack, StoreContext, WatchSink, WatchSubscriber } from './store.js'
 import { closedError, encodeValue } from './store.js'
-import { OrreryError } from './errors.js'
+import { isOrreryError, OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import type { StandardSchemaV1 } from './schema.js'
 import { nextRecord, readChange, readEntry, type Change, type Entry } from './store-records.js'
@@ -51,6 +51,9 @@ const NO_CONFLICT = (): never => {
 
 /** Shared default options: no object allocated per call. */
 const NONE: WriteOptions = Object.freeze({})
+
+const versionError = (version: unknown): OrreryError =>
+  new OrreryError('INVALID_ARGUMENT', 'ifVersion must be a whole number >= 0 (0: absent)', { details: { argument: 'ifVersion', value: version } })
 
 const keyError = (key: unknown): OrreryError =>
   new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
@@ -137,9 +140,13 @@ export class Namespace<T, D extends boolean> {
     const { ctx } = this
     const { core } = ctx
     if (typeof key !== 'string') throw keyError(key)
-    const io = core.io(writeBound(key, value === undefined ? 0 : value.length))
+    const expected = options.ifVersion ?? 0
+    if (!Number.isSafeInteger(expected) || expected < 0) throw versionError(expected)
     const ttl = options.ttl ?? 0
-    putWrite(io, core.view(), 0, action, condition, this.id, key, value, options.writer === undefined ? 0 : ctx.writerId(options.writer), options.ifVersion ?? 0, ttl)
+    // Interned before `io` is taken: interning may grow wasm memory and detach a view.
+    const writer = options.writer === undefined ? 0 : ctx.writerId(options.writer)
+    const io = core.io(writeBound(key, value === undefined ? 0 : value.length))
+    putWrite(io, core.view(), 0, action, condition, this.id, key, value, writer, expected, ttl)
     const result = core.write(1, ctx.now())
     return ctx.ack(result, ttl > 0, result < 0 ? () => ({ namespace: this.name, key }) : NO_CONFLICT)
   }
@@ -249,7 +256,7 @@ export class Namespace<T, D extends boolean> {
   private watchOf(target: string, prefix: boolean, options: WatchOptions): Stream<Change<T>> {
     const from = options.from ?? 'now'
     const capacity = options.buffer ?? 1024
-    if (from !== 'now' && from !== 'current' && !(Number.isInteger(from) && from >= 0)) {
+    if (from !== 'now' && from !== 'current' && !(Number.isSafeInteger(from) && from >= 0)) {
       throw new OrreryError('INVALID_OPTION', "from must be 'now', 'current' or a version", { details: { option: 'from', value: from } })
     }
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 2 ** 28) {
@@ -259,47 +266,51 @@ export class Namespace<T, D extends boolean> {
     return new Stream<Change<T>>({
       start: (sink, exclusive) => {
         if (ctx.closed) throw closedError()
-        const subscriber = { sink: sink as WatchSubscriber['sink'], after: from === 'now' ? ctx.core.revision() : -1 }
+        const subscriber: WatchSubscriber = { sink: sink as WatchSubscriber['sink'], after: from === 'now' ? ctx.core.revision() : -1, active: true }
         // Live watches from now share one core watch per key or prefix (an iterator, which
         // pauses its own, never shares).
         const sharedAs = from === 'now' && !exclusive ? `${this.id}\u0000${prefix ? 'p' : 'k'}\u0000${capacity}\u0000${this.codec}\u0000${target}` : undefined
         const joined = sharedAs === undefined ? undefined : ctx.shared.get(sharedAs)
         if (joined) {
-          joined.watch.subscribers.push(subscriber)
+          joined.watch.subscribers = [...joined.watch.subscribers, subscriber]
           return { stop: () => leave(joined.id, joined.watch, subscriber), setPaused: () => {} }
         }
-        let id = -1
-        let watch: WatchSink
-        const open = (mode: number, version: number) => {
-          watch = { codec: this.codec, subscribers: [subscriber], last: version, sharedAs }
-          const len = putKey(ctx.core.io(3 * target.length), 0, target)
-          id = ctx.core.watch(this.id, len, prefix, mode, version, capacity)
-          ctx.watches.set(id, watch)
-          if (sharedAs !== undefined) ctx.shared.set(sharedAs, { id, watch })
-          ctx.changed(false)
-        }
-        if (from === 'now') open(WATCH_MODES.now, ctx.core.revision())
-        else if (from === 'current') open(WATCH_MODES.current, 0)
-        else open(WATCH_MODES.after, from)
+        const mode = from === 'now' ? WATCH_MODES.now : from === 'current' ? WATCH_MODES.current : WATCH_MODES.after
+        const version = from === 'now' ? ctx.core.revision() : from === 'current' ? 0 : from
+        const len = putKey(ctx.core.io(3 * target.length), 0, target)
+        const id = ctx.core.watch(this.id, len, prefix, mode, version, capacity)
+        const watch: WatchSink = { codec: this.codec, subscribers: [subscriber], last: version, sharedAs }
+        ctx.watches.set(id, watch)
+        if (sharedAs !== undefined) ctx.shared.set(sharedAs, { id, watch })
+        ctx.changed(false)
         return {
           stop: () => leave(id, watch, subscriber),
-          // An iterator that pauses ends its core watch; it resumes from the last version it
-          // was given, and the core replays the gap from history (or says it cannot).
+          // An iterator pauses its core watch: drains pass it by while it keeps queueing (and
+          // catches up from history past its buffer); what was already drained still arrives.
           setPaused: (paused) => {
-            if (paused) return leave(id, watch, subscriber)
-            if (!sink.closed) open(WATCH_MODES.after, watch.last)
+            if (ctx.watches.get(id) !== watch || ctx.closed) return
+            ctx.core.setWatchPaused(id, paused)
+            // What queued up while paused is delivered in the next drain.
+            if (!paused) ctx.changed(false)
           },
         }
       },
     })
 
     function leave(id: number, watch: WatchSink, subscriber: WatchSubscriber): void {
-      const at = watch.subscribers.indexOf(subscriber)
-      if (at >= 0) watch.subscribers.splice(at, 1)
+      subscriber.active = false
+      watch.subscribers = watch.subscribers.filter((s) => s !== subscriber)
       if (watch.subscribers.length > 0 || ctx.watches.get(id) !== watch) return
       ctx.watches.delete(id)
       if (watch.sharedAs !== undefined) ctx.shared.delete(watch.sharedAs)
-      ctx.core.unwatch(id)
+      if (ctx.closed) return
+      try {
+        ctx.core.unwatch(id)
+      } catch (error) {
+        // The core ends a watch itself once its lag notice is drained.
+        if (!isOrreryError(error, 'UNKNOWN_WATCH')) throw error
+      }
     }
   }
+
 }

@@ -3,6 +3,7 @@
  * engine's `io` buffer as records of a 32-byte header plus key and value, and results come back
  * as records of a 48-byte header plus key and value, each padded to 8 bytes.
  */
+import { OrreryError } from './errors.js'
 
 export const WRITE_HEADER = 32
 export const RECORD_HEADER = 48
@@ -15,6 +16,9 @@ export const LAGGED = 4
 export const WATCH_MODES = { now: 0, after: 1, current: 2 } as const
 
 export const pad8 = (n: number): number => (n + 7) & ~7
+
+/** Longest key in UTF-8 bytes (the core's `MAX_KEY_LEN`). */
+export const MAX_KEY_BYTES = 1024
 
 const utf8 = new TextEncoder()
 const text = new TextDecoder()
@@ -71,6 +75,10 @@ export function putWrite(
   ttl: number,
 ): number {
   const keyLen = putKey(io, at + WRITE_HEADER, key)
+  // The header holds a u16: a longer key would wrap. The core refuses keys over 1024 bytes.
+  if (keyLen > MAX_KEY_BYTES || keyLen === 0) {
+    throw new OrreryError('INVALID_KEY', `invalid key: ${keyLen === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, { details: { key: key.slice(0, 64), bytes: keyLen } })
+  }
   const valueLen = value === undefined ? 0 : value.length
   io[at] = action
   io[at + 1] = condition

@@ -35,6 +35,8 @@ export interface RemoteChange<T> {
 export interface WatchSubscriber {
   readonly sink: Subscriber<Change<unknown>>
   readonly after: number
+  /** Cleared when it leaves: a delivery loop already under way skips it from then on. */
+  active: boolean
 }
 
 /**
@@ -44,7 +46,8 @@ export interface WatchSubscriber {
  */
 export interface WatchSink {
   readonly codec: CodecName
-  readonly subscribers: WatchSubscriber[]
+  /** Replaced, never changed in place, so a delivery loop walks a stable list. */
+  subscribers: readonly WatchSubscriber[]
   /** The version of the last change handed on. */
   last: number
   /** Its key in `StoreContext.shared`, when subscribers may join it. */
@@ -116,6 +119,9 @@ export class Transaction<D extends boolean> {
   private add(action: number, ns: Namespace<unknown, boolean>, key: string, value: unknown, options: TxnWriteOptions, absent = false): this {
     if (!(ns instanceof Namespace)) throw new OrreryError('INVALID_ARGUMENT', 'a transaction write takes a namespace from store.namespace()', { details: { argument: 'namespace' } })
     if (typeof key !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key' } })
+    if (options.ifVersion !== undefined && !(Number.isSafeInteger(options.ifVersion) && options.ifVersion >= 0)) {
+      throw new OrreryError('INVALID_ARGUMENT', 'ifVersion must be a whole number >= 0 (0: absent)', { details: { argument: 'ifVersion', value: options.ifVersion } })
+    }
     const condition = absent ? CONDITION.absent : options.ifVersion === undefined ? CONDITION.any : CONDITION.version
     const write: TxnWrite = { action, condition, ns, key, value: undefined, expected: options.ifVersion ?? 0, ttl: options.ttl ?? 0 }
     if (action === ACTION.put) {
@@ -192,6 +198,12 @@ export interface StoreOptions {
   maxValueBytes?: number
   /** This replica's writer name (default `local`): stamps writes that name no other writer. */
   replica?: string
+  /**
+   * How long a deleted key's tombstone is kept, in ms (default 600,000): its history stays
+   * readable, watchers replaying see the deletion, and an older write merged from another
+   * replica loses to it instead of bringing the key back. Then the key is forgotten.
+   */
+  tombstoneMs?: number
   /** A snapshot (from `store.export()`) to start from. */
   snapshot?: Uint8Array
 }
@@ -246,6 +258,7 @@ export class Store<D extends boolean = false> {
 
   /** The latest revision: the version of the last write. */
   get revision(): number {
+    this.checkOpen()
     return this.core.revision()
   }
 
@@ -320,8 +333,10 @@ export class Store<D extends boolean = false> {
         expected = local?.version ?? 0
       }
       const bytes = type === 'put' ? ns.encodeSync(value) : undefined
+      // Interned before `io` is taken: interning may grow wasm memory and detach a view.
+      const writerId = this.writerId(writer)
       const io = this.core.io(writeBound(change.key, bytes?.length ?? 0))
-      putWrite(io, this.core.view(), 0, type === 'put' ? ACTION.put : ACTION.delete, condition, ns.id, change.key, bytes, this.writerId(writer), expected, 0)
+      putWrite(io, this.core.view(), 0, type === 'put' ? ACTION.put : ACTION.delete, condition, ns.id, change.key, bytes, writerId, expected, 0)
       const result = this.core.merge(wall, logical, resolve === undefined, this.clock())
       return this.ack(result, false, () => ({ namespace: ns.name, key: change.key }))
     }) as Ack<D>
@@ -331,6 +346,8 @@ export class Store<D extends boolean = false> {
   flush(): void {
     if (this.closed) return
     this.core.tick(this.clock())
+    // Expiries are writes: on a durable store they go to disk with this turn's commit.
+    if (this.core.durable) this.submitSoon()
     this.deliver()
     this.arm()
   }
@@ -352,9 +369,10 @@ export class Store<D extends boolean = false> {
     this.ctx.closed = true
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
-    for (const watch of this.watches.values()) for (const { sink } of watch.subscribers) sink.complete()
+    const watches = [...this.watches.values()]
     this.watches.clear()
     this.shared.clear()
+    for (const watch of watches) for (const { sink } of watch.subscribers) sink.complete()
     this.core.close()
     this.onCommit(this.core.diskFailure() ? -1 : this.core.committed())
   }
@@ -419,7 +437,14 @@ export class Store<D extends boolean = false> {
     this.submitting = true
     queueMicrotask(() => {
       this.submitting = false
-      if (!this.closed) this.core.submitDisk()
+      if (this.closed) return
+      try {
+        this.core.submitDisk()
+      } catch (error) {
+        // The disk failed: every write waiting for it fails with the reason.
+        this.failure = (error as Error).message
+        this.onCommit(-1)
+      }
     })
   }
 
@@ -441,7 +466,7 @@ export class Store<D extends boolean = false> {
   /** The disk committed up to `committed` (-1: a commit failed). */
   private onCommit(committed: number): void {
     if (committed < 0) {
-      this.failure = this.core.diskFailure() ?? 'a commit failed'
+      this.failure ??= this.core.diskFailure() ?? 'a commit failed'
     } else if (committed > this.committedKnown) {
       this.committedKnown = committed
     }
@@ -480,11 +505,12 @@ export class Store<D extends boolean = false> {
 
   private deliver(): void {
     const { core } = this
-    for (;;) {
+    // A handler may close the store: stop there.
+    while (!this.closed) {
       const records = core.drain()
       if (records === undefined) return
       const view = new DataView(records.buffer, records.byteOffset, records.byteLength)
-      for (let at = 0; at < records.length; at = nextRecord(view, at)) {
+      for (let at = 0; at < records.length && !this.closed; at = nextRecord(view, at)) {
         const id = view.getUint32(at, true)
         const watch = this.watches.get(id)
         if (!watch) continue
@@ -506,11 +532,10 @@ export class Store<D extends boolean = false> {
           continue
         }
         watch.last = change.version
-        const { subscribers } = watch
-        // Indexed, not iterated: a subscriber may unsubscribe (splicing the array) mid-loop.
-        for (let i = 0; i < subscribers.length; i++) {
-          const subscriber = subscribers[i]!
-          if (change.version > subscriber.after) subscriber.sink.next(change)
+        // The list is replaced, never spliced, when someone leaves: this loop's stays whole,
+        // and `active` skips those who left during it.
+        for (const subscriber of watch.subscribers) {
+          if (subscriber.active && change.version > subscriber.after) subscriber.sink.next(change)
         }
       }
     }

@@ -19,8 +19,8 @@ export interface NativeStoreHandle {
 /** The store functions of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeStoreBinding {
   NativeStore: {
-    new (maxValueBytes: number, history: number, replica: string): NativeStoreHandle
-    open(path: string, batched: boolean, maxValueBytes: number, history: number, replica: string): NativeStoreHandle
+    new (maxValueBytes: number, history: number, replica: string, tombstoneMs: number): NativeStoreHandle
+    open(path: string, batched: boolean, maxValueBytes: number, history: number, replica: string, tombstoneMs: number): NativeStoreHandle
   }
   storeNamespace(h: number, name: string): number
   storeSetHistory(h: number, ns: number, keep: number): void
@@ -36,6 +36,7 @@ export interface NativeStoreBinding {
   storePurge(h: number, ns: number, keyLen: number, now: number): number
   storeWatch(h: number, ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number
   storeUnwatch(h: number, id: number): void
+  storeSetWatchPaused(h: number, id: number, paused: boolean): void
   storeDrain(h: number, out: Uint8Array): number
   storeHasDeliveries(h: number): boolean
   storeMerge(h: number, wall: number, logical: number, lww: boolean, now: number): number
@@ -53,15 +54,19 @@ export interface NativeStoreBinding {
 /**
  * The call block of the hottest calls (`storeGet`, `storeWrite`): the store's handle and the
  * arguments go in, the result comes back in slot 0. A napi-rs function measured ~20 ns without
- * arguments and ~90 ns with one, so these take none. One block per thread, like this module.
+ * arguments and ~90 ns with one, so these take none. One block per loaded addon (per thread),
+ * kept on the addon's module object so that two copies of this package's JS (two bundles)
+ * share it rather than each taking it over from the other.
  */
-const call = new Float64Array(8)
-const registered = new WeakSet<NativeStoreBinding>()
+const BLOCK = Symbol.for('orrery.store.callBlock')
 
-function callBlock(b: NativeStoreBinding): void {
-  if (registered.has(b)) return
-  b.storeUseCallBlock(call)
-  registered.add(b)
+function callBlock(b: NativeStoreBinding): Float64Array {
+  const held = (b as unknown as Record<symbol, Float64Array | undefined>)[BLOCK]
+  if (held) return held
+  const block = new Float64Array(8)
+  b.storeUseCallBlock(block)
+  Object.defineProperty(b, BLOCK, { value: block })
+  return block
 }
 
 /** The calls without `io`, bound to one handle. */
@@ -73,6 +78,7 @@ function raw(b: NativeStoreBinding, h: number): RawStore {
     writerName: (id) => b.storeWriterName(h, id),
     conflict: () => b.storeConflict(h),
     unwatch: (id) => b.storeUnwatch(h, id),
+    setWatchPaused: (id, paused) => b.storeSetWatchPaused(h, id, paused),
     hasDeliveries: () => b.storeHasDeliveries(h),
     tick: (now) => b.storeTick(h, now),
     nextDeadline: () => b.storeNextDeadline(h),
@@ -86,8 +92,9 @@ function raw(b: NativeStoreBinding, h: number): RawStore {
 class NativeStoreCore extends StoreAdapter implements StoreCore {
   private buf = new Uint8Array(64 * 1024)
   private dv = new DataView(this.buf.buffer)
-  private readonly out: Uint8Array
+  private out: Uint8Array
   private readonly h: number
+  private readonly call: Float64Array
   protected readonly raw: RawStore
   /** Set by close: how far the disk got. */
   private closed: { committed: number; failure?: string | null } | undefined
@@ -98,7 +105,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     this.raw = raw(b, this.h)
     this.out = new Uint8Array(drainCapacity(maxValueBytes))
     b.storeUseIo(this.h, this.buf)
-    callBlock(b)
+    this.call = callBlock(b)
   }
 
   protected fail(error: unknown): OrreryError {
@@ -123,6 +130,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
   }
 
   write(count: number, now: number): number {
+    const { call } = this
     call[0] = this.h
     call[1] = count
     call[2] = now
@@ -131,6 +139,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
   }
 
   get(ns: number, keyLen: number, version: number, now: number): number {
+    const { call } = this
     call[0] = this.h
     call[1] = ns
     call[2] = keyLen
@@ -161,18 +170,27 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
   }
 
   drain(): Uint8Array | undefined {
-    let result: number
-    try { result = this.b.storeDrain(this.h, this.out) } catch (e) { throw fromEngine(e) }
-    const n = (result - (result % 2)) / 2
-    return n === 0 ? undefined : this.out.slice(0, n)
+    for (;;) {
+      let result: number
+      try { result = this.b.storeDrain(this.h, this.out) } catch (e) { throw fromEngine(e) }
+      if (result < 0) {
+        // A record larger than the buffer (a value loaded from a snapshot past the limit).
+        this.out = new Uint8Array(Math.max(-result, this.out.length * 2))
+        continue
+      }
+      const n = (result - (result % 2)) / 2
+      return n === 0 ? undefined : this.out.slice(0, n)
+    }
   }
 
   submitDisk(): void {
+    const { call } = this
     call[0] = this.h
     try { this.b.storeSubmit() } catch (e) { throw fromEngine(e) }
   }
 
   submitted(): number {
+    const { call } = this
     call[0] = this.h
     try { this.b.storeTickets() } catch (e) { throw fromEngine(e) }
     return call[0]!
@@ -180,6 +198,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
 
   committed(): number {
     if (this.closed) return this.closed.committed
+    const { call } = this
     call[0] = this.h
     try { this.b.storeTickets() } catch (e) { throw fromEngine(e) }
     return call[1]!
@@ -202,7 +221,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
 
 export function createNativeStore(b: NativeStoreBinding, o: StoreCoreOptions): StoreCore {
   try {
-    return new NativeStoreCore(b, new b.NativeStore(o.maxValueBytes, o.history, o.replica), false, o.maxValueBytes)
+    return new NativeStoreCore(b, new b.NativeStore(o.maxValueBytes, o.history, o.replica, o.tombstoneMs), false, o.maxValueBytes)
   } catch (e) {
     throw fromEngine(e)
   }
@@ -210,7 +229,7 @@ export function createNativeStore(b: NativeStoreBinding, o: StoreCoreOptions): S
 
 export function openNativeStore(b: NativeStoreBinding, o: StoreCoreOptions & { path: string; batched: boolean }): StoreCore {
   try {
-    return new NativeStoreCore(b, b.NativeStore.open(o.path, o.batched, o.maxValueBytes, o.history, o.replica), true, o.maxValueBytes)
+    return new NativeStoreCore(b, b.NativeStore.open(o.path, o.batched, o.maxValueBytes, o.history, o.replica, o.tombstoneMs), true, o.maxValueBytes)
   } catch (e) {
     throw fromEngine(e)
   }

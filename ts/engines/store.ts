@@ -51,6 +51,11 @@ export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' |
     try { this.raw.unwatch(id) } catch (e) { throw this.fail(e) }
   }
 
+  setWatchPaused(id: number, paused: boolean): void {
+    this.usable()
+    try { this.raw.setWatchPaused(id, paused) } catch (e) { throw this.fail(e) }
+  }
+
   hasDeliveries(): boolean {
     this.usable()
     try { return this.raw.hasDeliveries() } catch (e) { throw this.fail(e) }

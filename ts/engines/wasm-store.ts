@@ -22,7 +22,7 @@ export interface WasmStoreHandle extends RawStore {
   free(): void
 }
 
-export type WasmStoreClass = new (maxValueBytes: number, history: number, replica: string) => WasmStoreHandle
+export type WasmStoreClass = new (maxValueBytes: number, history: number, replica: string, tombstoneMs: number) => WasmStoreHandle
 
 /** How the wasm engine checks and translates failures (it poisons itself after a trap). */
 export interface WasmFailures {
@@ -36,7 +36,8 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   private ptr: number
   private buf: Uint8Array
   private dv: DataView
-  private readonly capacity: number
+  private capacity: number
+  private closed = false
 
   constructor(protected readonly raw: WasmStoreHandle, private readonly memory: WebAssembly.Memory, private readonly failures: WasmFailures, maxValueBytes: number) {
     super()
@@ -53,6 +54,7 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
 
   protected usable(): void {
     this.failures.usable()
+    if (this.closed) throw new OrreryError('CLOSED', 'the store is closed')
   }
 
   io(min = 0): Uint8Array {
@@ -115,7 +117,12 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   drain(): Uint8Array | undefined {
     this.usable()
     let result: number
-    try { result = this.raw.drain(this.capacity) } catch (e) { throw this.fail(e) }
+    for (;;) {
+      try { result = this.raw.drain(this.capacity) } catch (e) { throw this.fail(e) }
+      if (result >= 0) break
+      // A record larger than the buffer (a value loaded from a snapshot past the limit).
+      this.capacity = Math.max(-result, this.capacity * 2)
+    }
     const n = (result - (result % 2)) / 2
     // One copy out of the instance's memory, which later calls overwrite or move.
     return n === 0 ? undefined : new Uint8Array(this.memory.buffer, this.raw.outPtr(), n).slice()
@@ -138,6 +145,8 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   setListener(): void {}
 
   close(): void {
+    if (this.closed) return
+    this.closed = true
     try { this.raw.free() } catch { /* already poisoned: nothing left to release */ }
   }
 }
@@ -145,7 +154,7 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
 export function createWasmStore(cls: WasmStoreClass, memory: WebAssembly.Memory, failures: WasmFailures, o: StoreCoreOptions): StoreCore {
   failures.usable()
   try {
-    return new WasmStoreCore(new cls(o.maxValueBytes, o.history, o.replica), memory, failures, o.maxValueBytes)
+    return new WasmStoreCore(new cls(o.maxValueBytes, o.history, o.replica, o.tombstoneMs), memory, failures, o.maxValueBytes)
   } catch (e) {
     throw failures.fail(e)
   }

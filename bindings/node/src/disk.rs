@@ -42,15 +42,17 @@ enum Message {
     /// Rows to write, in order, into the open transaction: framed back to back in one buffer
     /// (key length u32, key, value length u32 or `REMOVED`, value), so a chunk is one
     /// allocation made on the JS thread and freed on the writer's, not two per row.
-    Rows(Vec<u8>),
-    /// Commit what was written; this acknowledges `ticket`.
-    Commit {
-        ticket: u64,
+    Rows {
+        rows: Vec<u8>,
+        /// The store's revision and clock after the last of them.
         revision: u64,
         clock: Hlc,
-        /// The store's meta, when more than its revision and clock changed.
-        meta: Option<Meta>,
     },
+    /// The store's meta changed (writers, namespaces, their floors or history limits). Sent
+    /// before the rows that follow it, so no commit holds a row its meta does not explain.
+    Meta(Meta),
+    /// Commit what was written; this acknowledges `ticket`.
+    Commit { ticket: u64 },
 }
 
 #[derive(Default)]
@@ -69,6 +71,9 @@ pub struct Disk {
     batched: bool,
     staged: Vec<u8>,
     staged_rows: usize,
+    /// The store's revision and clock after the last staged change.
+    revision: u64,
+    clock: Hlc,
     /// Rows staged or sent since the last commit request.
     uncommitted: bool,
 }
@@ -117,7 +122,14 @@ impl Disk {
         let thread_status = Arc::clone(&status);
         let thread = std::thread::Builder::new()
             .name("orrery-store-disk".into())
-            .spawn(move || commit_loop(&db, &receiver, batched, &thread_status, meta_seed))
+            .spawn(move || {
+                // A panic in the writer must not leave writes waiting forever: it fails the disk.
+                let run =
+                    std::panic::AssertUnwindSafe(|| commit_loop(&db, &receiver, batched, &thread_status, meta_seed));
+                if std::panic::catch_unwind(run).is_err() {
+                    report(&thread_status, Err("the disk writer panicked".into()));
+                }
+            })
             .map_err(io)?;
         let disk = Self {
             sender: Some(sender),
@@ -127,6 +139,8 @@ impl Disk {
             batched,
             staged: Vec::new(),
             staged_rows: 0,
+            revision: 0,
+            clock: Hlc::default(),
             uncommitted: false,
         };
         Ok((disk, Loaded { meta, entries }))
@@ -141,6 +155,7 @@ impl Disk {
         key: &[u8],
         encode: impl FnOnce(&mut Vec<u8>) -> bool,
     ) -> Result<(), String> {
+        self.check()?;
         self.uncommitted = true;
         let row_key = namespace.len() + 1 + key.len();
         self.staged.extend_from_slice(&(row_key as u32).to_le_bytes());
@@ -166,10 +181,26 @@ impl Disk {
         !self.batched
     }
 
+    /// Notes the store's revision and clock after the changes just staged.
+    pub fn note(&mut self, revision: u64, clock: Hlc) {
+        self.revision = revision;
+        self.clock = clock;
+    }
+
+    /// Hands the writer the store's new meta, after the rows staged before the change.
+    pub fn send_meta(&mut self, meta: Meta) -> Result<(), String> {
+        self.check()?;
+        self.uncommitted = true;
+        if !self.staged.is_empty() {
+            self.send_staged()?;
+        }
+        self.send(Message::Meta(meta))
+    }
+
     fn send_staged(&mut self) -> Result<(), String> {
         self.staged_rows = 0;
         let rows = std::mem::take(&mut self.staged);
-        self.send(Message::Rows(rows))
+        self.send(Message::Rows { rows, revision: self.revision, clock: self.clock })
     }
 
     /// Whether changes wait for a commit request.
@@ -180,7 +211,7 @@ impl Disk {
 
     /// Asks the writer to commit everything so far (a no-op when nothing changed). Fails once a
     /// commit has failed.
-    pub fn submit(&mut self, revision: u64, clock: Hlc, meta: Option<Meta>) -> Result<(), String> {
+    pub fn submit(&mut self) -> Result<(), String> {
         self.check()?;
         if !self.uncommitted {
             return Ok(());
@@ -190,7 +221,7 @@ impl Disk {
         }
         self.submitted += 1;
         self.uncommitted = false;
-        self.send(Message::Commit { ticket: self.submitted, revision, clock, meta })
+        self.send(Message::Commit { ticket: self.submitted })
     }
 
     fn send(&self, message: Message) -> Result<(), String> {
@@ -243,12 +274,25 @@ impl Drop for Disk {
     }
 }
 
+/// What the writer thread keeps between messages.
+struct Writer<'a> {
+    db: &'a Database,
+    txn: Option<WriteTransaction>,
+    meta: Option<Meta>,
+    /// A meta change not committed yet.
+    meta_changed: bool,
+    /// The store's revision and clock after the last rows written.
+    revision: u64,
+    clock: Hlc,
+}
+
 /// The writer thread: writes rows into an open transaction as they come, and commits when
 /// asked, after taking in whatever else is already queued (group commit).
-fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, status: &Status_, mut meta: Option<Meta>) {
-    let mut txn: Option<WriteTransaction> = None;
-    // The highest commit request not yet done, with the revision and clock it carries.
-    let mut requested: Option<(u64, u64, Hlc)> = None;
+fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, status: &Status_, meta: Option<Meta>) {
+    let (revision, clock) = meta.as_ref().map_or((0, Hlc::default()), |m| (m.revision(), m.clock()));
+    let mut writer = Writer { db, txn: None, meta, meta_changed: false, revision, clock };
+    // The highest commit request not yet done.
+    let mut requested: Option<u64> = None;
     loop {
         let message = match (requested.is_some(), batched) {
             // A commit is due: with group commit, take in what already queued up first.
@@ -257,21 +301,23 @@ fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, statu
             (false, _) => receiver.recv().ok(),
         };
         let outcome = match message {
-            Some(Message::Rows(rows)) => write_rows(db, &mut txn, &rows),
-            Some(Message::Commit { ticket, revision, clock, meta: newer }) => {
-                if newer.is_some() {
-                    meta = newer;
-                }
-                requested = Some((ticket, revision, clock));
+            Some(Message::Rows { rows, revision, clock }) => {
+                writer.advance(revision, clock);
+                writer.write_rows(&rows)
+            }
+            Some(Message::Meta(meta)) => {
+                writer.advance(meta.revision(), meta.clock());
+                writer.meta = Some(meta);
+                writer.meta_changed = true;
+                Ok(())
+            }
+            Some(Message::Commit { ticket }) => {
+                requested = Some(ticket);
                 Ok(())
             }
             None => {
-                let Some((ticket, revision, clock)) = requested.take() else { return };
-                let encoded = meta.as_mut().map(|meta| {
-                    meta.restamp(revision, clock);
-                    meta.to_bytes()
-                });
-                let outcome = commit(txn.take(), encoded.as_deref());
+                let Some(ticket) = requested.take() else { return };
+                let outcome = writer.commit();
                 report(status, outcome.as_ref().map(|()| ticket).map_err(Clone::clone));
                 outcome
             }
@@ -280,6 +326,52 @@ fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, statu
             report(status, Err(reason));
             return;
         }
+    }
+}
+
+impl Writer<'_> {
+    /// Revisions and clocks only move forward, whatever order they are learnt in.
+    fn advance(&mut self, revision: u64, clock: Hlc) {
+        self.revision = self.revision.max(revision);
+        self.clock = self.clock.max(clock);
+    }
+
+    fn txn(&mut self) -> Result<&WriteTransaction, String> {
+        if self.txn.is_none() {
+            self.txn = Some(self.db.begin_write().map_err(io)?);
+        }
+        self.txn.as_ref().ok_or_else(|| "no write transaction".to_owned())
+    }
+
+    fn write_rows(&mut self, rows: &[u8]) -> Result<(), String> {
+        let mut entries = self.txn()?.open_table(ENTRIES).map_err(io)?;
+        let mut frames = Frames { rows, at: 0 };
+        while frames.at < rows.len() {
+            let key_len = frames.word()? as usize;
+            let key = frames.take(key_len)?;
+            match frames.word()? {
+                REMOVED => entries.remove(key).map(|_| ()),
+                value_len => entries.insert(key, frames.take(value_len as usize)?).map(|_| ()),
+            }
+            .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the rows written so far with the meta (revision and clock as of the last of
+    /// them). Nothing to do when no rows and no meta change came since the last commit: what
+    /// was asked for is on disk already.
+    fn commit(&mut self) -> Result<(), String> {
+        if self.meta_changed {
+            self.txn()?;
+        }
+        let Some(txn) = self.txn.take() else { return Ok(()) };
+        if let Some(meta) = self.meta.as_mut() {
+            meta.restamp(self.revision, self.clock);
+            txn.open_table(META).map_err(io)?.insert("store", meta.to_bytes().as_slice()).map_err(io)?;
+        }
+        self.meta_changed = false;
+        txn.commit().map_err(io)
     }
 }
 
@@ -300,35 +392,6 @@ impl<'a> Frames<'a> {
         let bytes = self.take(4)?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
-}
-
-fn write_rows(db: &Database, txn: &mut Option<WriteTransaction>, rows: &[u8]) -> Result<(), String> {
-    if txn.is_none() {
-        *txn = Some(db.begin_write().map_err(io)?);
-    }
-    let Some(txn) = txn.as_ref() else { return Ok(()) };
-    let mut entries = txn.open_table(ENTRIES).map_err(io)?;
-    let mut frames = Frames { rows, at: 0 };
-    while frames.at < rows.len() {
-        let key_len = frames.word()? as usize;
-        let key = frames.take(key_len)?;
-        match frames.word()? {
-            REMOVED => entries.remove(key).map(|_| ()),
-            value_len => entries.insert(key, frames.take(value_len as usize)?).map(|_| ()),
-        }
-        .map_err(io)?;
-    }
-    Ok(())
-}
-
-/// Commits the open transaction with the meta (nothing to do if no rows came since the last
-/// commit: what was asked for is on disk already).
-fn commit(txn: Option<WriteTransaction>, meta: Option<&[u8]>) -> Result<(), String> {
-    let Some(txn) = txn else { return Ok(()) };
-    if let Some(meta) = meta {
-        txn.open_table(META).map_err(io)?.insert("store", meta).map_err(io)?;
-    }
-    txn.commit().map_err(io)
 }
 
 /// Records a commit (or a failure) and tells the listener, if one is set.

@@ -124,11 +124,18 @@ fn mutate<T>(handle: u32, call: impl FnOnce(&mut Store) -> std::result::Result<T
 impl Open {
     fn persist(&mut self) -> Result<()> {
         let Some(disk) = &mut self.disk else { return Ok(()) };
+        let store = &self.store;
+        // Meta first: the writer must never commit a row (a new writer's, a new namespace's)
+        // without the meta that explains it.
+        if store.meta_changed(&mut self.meta_seen) {
+            disk.send_meta(store.meta()).map_err(disk_error)?;
+        }
         let dirty = self.store.take_dirty();
         if dirty.is_empty() {
             return Ok(());
         }
         let store = &self.store;
+        disk.note(store.revision(), store.clock());
         let mut seen = HashSet::new();
         let single = dirty.len() == 1;
         for (ns, key) in dirty {
@@ -139,19 +146,15 @@ impl Open {
             disk.stage(name, &key, |out| store.encode_entry(ns, &key, out)).map_err(disk_error)?;
         }
         if disk.commits_each() {
-            self.submit()?;
+            disk.submit().map_err(disk_error)?;
         }
         Ok(())
     }
 
-    /// Hands staged changes to the disk writer.
+    /// Asks the disk writer to commit what was staged.
     fn submit(&mut self) -> Result<()> {
         let Some(disk) = &mut self.disk else { return Ok(()) };
-        if !disk.has_uncommitted() {
-            return Ok(());
-        }
-        let meta = self.store.meta_changed(&mut self.meta_seen).then(|| self.store.meta());
-        disk.submit(self.store.revision(), self.store.clock(), meta).map_err(disk_error)
+        disk.submit().map_err(disk_error)
     }
 }
 
@@ -162,8 +165,8 @@ impl Drop for Open {
     }
 }
 
-fn config(max_value_bytes: u32, history: u32, replica: String) -> StoreConfig {
-    StoreConfig { max_value_bytes: max_value_bytes as usize, history: history as usize, replica }
+fn config(max_value_bytes: u32, history: u32, replica: String, tombstone_ms: f64) -> StoreConfig {
+    StoreConfig { max_value_bytes: max_value_bytes as usize, history: history as usize, replica, tombstone_ms }
 }
 
 fn register(open: Open) -> Result<NativeStore> {
@@ -200,8 +203,8 @@ impl Drop for NativeStore {
 impl NativeStore {
     /// An in-memory store.
     #[napi(constructor, catch_unwind)]
-    pub fn new(max_value_bytes: u32, history: u32, replica: String) -> Result<Self> {
-        let store = Store::new(config(max_value_bytes, history, replica)).map_err(to_js)?;
+    pub fn new(max_value_bytes: u32, history: u32, replica: String, tombstone_ms: f64) -> Result<Self> {
+        let store = Store::new(config(max_value_bytes, history, replica, tombstone_ms)).map_err(to_js)?;
         register(Open { store, disk: None, io: None, meta_seen: Vec::new() })
     }
 
@@ -209,8 +212,15 @@ impl NativeStore {
     /// commit per write.
     #[napi(factory, catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
-    pub fn open(path: String, batched: bool, max_value_bytes: u32, history: u32, replica: String) -> Result<Self> {
-        let mut store = Store::new(config(max_value_bytes, history, replica)).map_err(to_js)?;
+    pub fn open(
+        path: String,
+        batched: bool,
+        max_value_bytes: u32,
+        history: u32,
+        replica: String,
+        tombstone_ms: f64,
+    ) -> Result<Self> {
+        let mut store = Store::new(config(max_value_bytes, history, replica, tombstone_ms)).map_err(to_js)?;
         let (disk, loaded) = Disk::open(&path, batched).map_err(disk_error)?;
         if let Some(meta) = loaded.meta {
             store.load(&meta, loaded.entries).map_err(to_js)?;
@@ -253,6 +263,8 @@ impl NativeStore {
     #[napi(catch_unwind)]
     pub fn close(&mut self) -> Closed {
         let open = STORES.with(|stores| stores.borrow_mut().remove(self.handle));
+        // The slot may be reused by another store: the finalizer must not remove that one.
+        self.handle = u32::MAX;
         let Some(mut open) = open else { return Closed { committed: 0.0, failure: None } };
         let submitted = open.submit();
         let Some(mut disk) = open.disk.take() else { return Closed { committed: 0.0, failure: None } };
@@ -376,11 +388,18 @@ pub fn store_unwatch(handle: u32, id: u32) -> Result<()> {
 
 /// Writes queued watch deliveries into `out` (see `wire::drain`).
 #[napi(catch_unwind)]
-#[allow(unsafe_code, reason = "writing into a JS-owned buffer: napi hands the view over read-only")]
-pub fn store_drain(handle: u32, out: Uint8ArraySlice<'_>) -> Result<f64> {
+#[allow(unsafe_code, reason = "writing into a JS-owned buffer needs napi's unsafe as_mut")]
+#[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+pub fn store_drain(handle: u32, mut out: Uint8Array) -> Result<f64> {
     // SAFETY: as for `io` in `with_io`: the call is synchronous on the thread owning `out`.
-    let out = unsafe { std::slice::from_raw_parts_mut(out.as_ptr().cast_mut(), out.len()) };
+    let out = unsafe { out.as_mut() };
     with(handle, |open| Ok(wire::drain(&mut open.store, out)))
+}
+
+/// Pauses or resumes a watch's deliveries.
+#[napi(catch_unwind)]
+pub fn store_set_watch_paused(handle: u32, id: u32, paused: bool) -> Result<()> {
+    mutate(handle, |s| s.set_watch_paused(id, paused))
 }
 
 /// Whether watch deliveries wait.

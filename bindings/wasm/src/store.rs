@@ -20,8 +20,9 @@ pub struct WasmStore {
 impl WasmStore {
     /// An empty store.
     #[wasm_bindgen(constructor)]
-    pub fn new(max_value_bytes: u32, history: u32, replica: String) -> Result<WasmStore, JsValue> {
-        let config = StoreConfig { max_value_bytes: max_value_bytes as usize, history: history as usize, replica };
+    pub fn new(max_value_bytes: u32, history: u32, replica: String, tombstone_ms: f64) -> Result<WasmStore, JsValue> {
+        let config =
+            StoreConfig { max_value_bytes: max_value_bytes as usize, history: history as usize, replica, tombstone_ms };
         Ok(Self { store: Store::new(config).map_err(to_js)?, io: vec![0; 4096], out: Vec::new() })
     }
 
@@ -109,6 +110,12 @@ impl WasmStore {
     /// Ends a watch.
     pub fn unwatch(&mut self, id: u32) -> Result<(), JsValue> {
         self.store.unwatch(id).map_err(to_js)
+    }
+
+    /// Pauses or resumes a watch's deliveries.
+    #[wasm_bindgen(js_name = setWatchPaused)]
+    pub fn set_watch_paused(&mut self, id: u32, paused: bool) -> Result<(), JsValue> {
+        self.store.set_watch_paused(id, paused).map_err(to_js)
     }
 
     /// Writes queued watch deliveries into a buffer of `capacity` bytes at `outPtr()` (see

@@ -71,7 +71,8 @@ pub struct Entry {
     pub history: VecDeque<Record>,
     /// The highest version dropped from `history`: replaying from below it is not exact.
     pub floor: Version,
-    /// When the current value expires (host milliseconds), or infinity.
+    /// The current record's deadline (host milliseconds): when a value expires, or when a
+    /// deletion's tombstone is forgotten; infinity for none.
     pub expires: Millis,
 }
 

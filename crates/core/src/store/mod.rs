@@ -55,11 +55,18 @@ pub struct StoreConfig {
     pub history: usize,
     /// This replica's writer name: the writer of expiries and of writes that name no other.
     pub replica: String,
+    /// How long a deleted key's last record (its tombstone) is kept, in milliseconds: readers
+    /// of its history, watchers replaying and merges from other replicas see the deletion until
+    /// then (an older remote write arriving later loses to it instead of bringing the key back).
+    pub tombstone_ms: Millis,
 }
+
+/// The default [`StoreConfig::tombstone_ms`]: ten minutes.
+pub const TOMBSTONE_MS: Millis = 600_000.0;
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { max_value_bytes: 1 << 20, history: 0, replica: "local".into() }
+        Self { max_value_bytes: 1 << 20, history: 0, replica: "local".into(), tombstone_ms: TOMBSTONE_MS }
     }
 }
 
@@ -130,7 +137,8 @@ struct Namespace {
     history: usize,
 }
 
-/// A TTL deadline; stale ones (the key was written again) are skipped when they come due.
+/// A deadline of a key's current record: a value's TTL, or when a tombstone is forgotten. Stale
+/// ones (the key was written again) are skipped when they come due.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
     at: Deadline,
@@ -149,6 +157,9 @@ pub struct Store {
     revision: Version,
     clock: Clock,
     expiry: BinaryHeap<Reverse<Due>>,
+    /// Keys whose current record has a deadline: the heap is compacted when stale entries
+    /// (keys rewritten before their deadline) outnumber them.
+    timed: usize,
     watches: Watches,
     /// Keys changed since the host last took them, when it persists changes.
     dirty: Option<Vec<(u32, Bytes)>>,
@@ -183,6 +194,9 @@ fn check_key(key: &[u8]) -> Result<(), StoreError> {
 impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Result<Self, StoreError> {
+        if !(config.tombstone_ms >= 0.0 && config.tombstone_ms.is_finite()) {
+            return Err(StoreError::InvalidOption { option: "tombstoneMs", reason: "must be a finite number >= 0" });
+        }
         let mut writers = Interner::default();
         writers.intern(&config.replica)?;
         Ok(Self {
@@ -193,6 +207,7 @@ impl Store {
             revision: 0,
             clock: Clock::default(),
             expiry: BinaryHeap::new(),
+            timed: 0,
             watches: Watches::default(),
             dirty: None,
             conflict: None,
@@ -327,7 +342,7 @@ impl Store {
                 Action::Put { value, ttl } => {
                     (Kind::Put, Bytes::copy_from_slice(value), if ttl > 0.0 { now + ttl } else { f64::INFINITY })
                 }
-                _ => (Kind::Delete, Bytes::new(), f64::INFINITY),
+                _ => (Kind::Delete, Bytes::new(), now + self.config.tombstone_ms),
             };
             let stamp = Stamp { hlc, writer: w.writer };
             self.apply(w.ns, w.key, Record { version, kind, value, stamp }, expires);
@@ -390,8 +405,8 @@ impl Store {
         }
     }
 
-    /// Makes `record` current for a key, keeping history, registering its expiry, telling
-    /// watchers and marking the key for persistence.
+    /// Makes `record` current for a key, keeping history, registering its deadline (a TTL, or
+    /// a tombstone's end), telling watchers and marking the key for persistence.
     fn apply(&mut self, ns: u32, key: &[u8], record: Record, expires: Millis) {
         let space = &mut self.namespaces[ns as usize];
         let keep = space.history;
@@ -402,24 +417,45 @@ impl Store {
         if !self.watches.is_empty() {
             self.watches.notify(ns, &key, &record);
         }
-        if expires.is_finite() {
-            self.expiry.push(Reverse(Due { at: Deadline(expires), ns, key: key.clone(), version: record.version }));
-        }
         let version = record.version;
-        let removed = !record.kind.is_put() && keep == 0;
         match space.entries.get_mut(&key) {
-            Some(entry) => entry.push(record, expires, keep),
-            None => {
-                space.entries.insert(key.clone(), Entry::new(record, expires));
+            Some(entry) => {
+                self.timed -= usize::from(entry.expires.is_finite());
+                entry.push(record, expires, keep);
             }
+            None => space.entries.insert(key.clone(), Entry::new(record, expires)),
         }
-        if removed {
-            if let Some((_, entry)) = space.entries.remove(&key) {
-                space.floor = space.floor.max(entry.floor).max(version);
-            }
+        if expires.is_finite() {
+            self.timed += 1;
+            self.expiry.push(Reverse(Due { at: Deadline(expires), ns, key: key.clone(), version }));
+            self.compact_deadlines();
         }
         if let Some(dirty) = &mut self.dirty {
             dirty.push((ns, key));
+        }
+    }
+
+    /// Drops stale deadlines once they outnumber the live ones (a key rewritten with a TTL
+    /// many times would otherwise leave one per write until each came due).
+    fn compact_deadlines(&mut self) {
+        if self.expiry.len() <= 2 * self.timed + 1024 {
+            return;
+        }
+        let spaces = &self.namespaces;
+        self.expiry.retain(|Reverse(due)| {
+            spaces[due.ns as usize].entries.get(&due.key).is_some_and(|e| e.current.version == due.version)
+        });
+    }
+
+    /// Removes a key entirely (a purge, or a tombstone's end), raising its namespace's floor.
+    fn forget(&mut self, ns: u32, key: &[u8]) {
+        let space = &mut self.namespaces[ns as usize];
+        if let Some((key, entry)) = space.entries.remove(key) {
+            self.timed -= usize::from(entry.expires.is_finite());
+            space.floor = space.floor.max(entry.floor).max(entry.current.version);
+            if let Some(dirty) = &mut self.dirty {
+                dirty.push((ns, key));
+            }
         }
     }
 
@@ -428,13 +464,7 @@ impl Store {
     pub fn purge(&mut self, ns: u32, key: &[u8], now: Millis) -> Result<Version, StoreError> {
         let write = Write { ns, key, condition: Condition::Any, action: Action::Delete, writer: LOCAL_WRITER };
         let version = self.write(&[write], now)?;
-        let space = &mut self.namespaces[ns as usize];
-        if let Some((key, entry)) = space.entries.remove(key) {
-            space.floor = space.floor.max(entry.floor).max(entry.current.version);
-            if let Some(dirty) = &mut self.dirty {
-                dirty.push((ns, key));
-            }
-        }
+        self.forget(ns, key);
         Ok(version)
     }
 
@@ -469,7 +499,10 @@ impl Store {
         };
         let write = Write { ns: change.ns, key: change.key, condition, action, writer: change.writer };
         self.validate(std::slice::from_ref(&write))?;
-        if !self.changes(&write) {
+        // A remote deletion that wins is recorded even where the key holds no value here: its
+        // stamp (the tombstone) is what makes an older remote write lose when it arrives later.
+        let records_tombstone = lww && action == Action::Delete;
+        if !records_tombstone && !self.changes(&write) {
             return Ok(0);
         }
         self.revision += 1;
@@ -478,29 +511,38 @@ impl Store {
         // A merged record keeps the remote stamp when it won outright; a merge function's
         // result is a new local event, later than both.
         let stamp = Stamp { hlc: if lww { change.hlc } else { hlc }, writer: change.writer };
-        let kind = if change.kind.is_put() { Kind::Put } else { Kind::Delete };
-        self.apply(change.ns, change.key, Record { version, kind, value, stamp }, f64::INFINITY);
+        let (kind, expires) = if change.kind.is_put() {
+            (Kind::Put, f64::INFINITY)
+        } else {
+            (Kind::Delete, now + self.config.tombstone_ms)
+        };
+        self.apply(change.ns, change.key, Record { version, kind, value, stamp }, expires);
         Ok(version)
     }
 
-    /// Expires every key whose TTL is due at `now`: each expiry is a write of its own.
+    /// Runs every deadline due at `now`: a value whose TTL ran out expires (a write of its
+    /// own), and a tombstone past `tombstone_ms` is forgotten.
     pub fn expire(&mut self, now: Millis) {
         while let Some(Reverse(due)) = self.expiry.peek() {
             if due.at.0 > now {
                 break;
             }
             let Some(Reverse(due)) = self.expiry.pop() else { break };
-            let live = self.namespaces[due.ns as usize]
+            let current = self.namespaces[due.ns as usize]
                 .entries
                 .get(&due.key)
-                .is_some_and(|e| e.is_live() && e.current.version == due.version);
-            if !live {
-                continue;
+                .filter(|e| e.current.version == due.version)
+                .map(Entry::is_live);
+            match current {
+                Some(true) => {
+                    self.revision += 1;
+                    let stamp = Stamp { hlc: self.clock.tick(now), writer: LOCAL_WRITER };
+                    let record = Record { version: self.revision, kind: Kind::Expire, value: Bytes::new(), stamp };
+                    self.apply(due.ns, &due.key, record, now + self.config.tombstone_ms);
+                }
+                Some(false) => self.forget(due.ns, &due.key),
+                None => {}
             }
-            self.revision += 1;
-            let stamp = Stamp { hlc: self.clock.tick(now), writer: LOCAL_WRITER };
-            let record = Record { version: self.revision, kind: Kind::Expire, value: Bytes::new(), stamp };
-            self.apply(due.ns, &due.key, record, f64::INFINITY);
         }
     }
 
@@ -547,6 +589,12 @@ impl Store {
     /// Ends a watch.
     pub fn unwatch(&mut self, id: u32) -> Result<(), StoreError> {
         self.watches.remove(id).ok_or(StoreError::UnknownWatch(id))
+    }
+
+    /// Pauses a watch (drains pass it by while it keeps its queue, then catches up from
+    /// history) or resumes it.
+    pub fn set_watch_paused(&mut self, id: u32, paused: bool) -> Result<(), StoreError> {
+        self.watches.set_paused(id, paused).ok_or(StoreError::UnknownWatch(id))
     }
 
     /// Whether any watch has changes to deliver.

@@ -101,13 +101,22 @@ impl EntryState {
         }
         let current = records.pop().ok_or_else(|| invalid("a key without records"))?;
         let expires = match self.expires {
-            Some(at) if current.kind.is_put() && !at.is_nan() => at,
+            Some(at) if !at.is_nan() => at,
             _ => f64::INFINITY,
         };
         let mut entry = Entry::new(current, expires);
         entry.history = records.into();
         entry.floor = self.floor;
         Ok(entry)
+    }
+}
+
+/// Appends to a caller's buffer (postcard's `to_extend` takes its writer by value).
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
     }
 }
 
@@ -152,6 +161,18 @@ impl Serialize for RecordView<'_> {
 }
 
 impl Meta {
+    /// The revision it was taken at.
+    #[must_use]
+    pub fn revision(&self) -> Version {
+        self.revision
+    }
+
+    /// The clock's stamp when it was taken.
+    #[must_use]
+    pub fn clock(&self) -> Hlc {
+        self.clock
+    }
+
     /// Sets the revision and clock (which move with every write, while the rest rarely does).
     pub fn restamp(&mut self, revision: Version, clock: Hlc) {
         self.revision = revision;
@@ -183,13 +204,13 @@ impl Store {
         let Some(entry) = self.namespaces.get(ns as usize).and_then(|space| space.entries.get(key)) else {
             return false;
         };
-        match postcard::to_extend(&EntryView(entry), std::mem::take(out)) {
-            Ok(extended) => {
-                *out = extended;
-                true
-            }
-            // Writing into a Vec cannot fail; keep the caller's bytes if it ever did.
-            Err(_) => false,
+        let start = out.len();
+        if postcard::to_extend(&EntryView(entry), Appender(out)).is_ok() {
+            true
+        } else {
+            // Writing into a Vec cannot fail; if it ever did, the bytes before stay as they were.
+            out.truncate(start);
+            false
         }
     }
 
@@ -275,6 +296,11 @@ impl Store {
 
     /// Replaces every key with `entries` (namespace name, key, state) under `meta`: an import,
     /// or a durable host opening its files. Checked whole before anything changes.
+    ///
+    /// Into a store that was written to, the loaded versions are shifted past its revision, so
+    /// one version never names two different values (a compare-and-set prepared before the
+    /// import fails after it), and every namespace's floor rises past it, so a watcher resuming
+    /// from before the import is told it lagged rather than missing the keys that went away.
     pub fn load(&mut self, meta: &Meta, entries: Vec<(String, Bytes, EntryState)>) -> Result<(), StoreError> {
         let mut writers = Vec::with_capacity(meta.writers.len());
         for name in &meta.writers {
@@ -301,7 +327,9 @@ impl Store {
         for name in &meta.writers {
             writers.push(self.writers.intern(name)?);
         }
-        let floor = self.revision;
+        let offset = self.revision;
+        let shift = |version: Version| if version == 0 { 0 } else { version + offset };
+        let floor = if offset == 0 { 0 } else { offset + 1 };
         for ns in 0..self.namespaces.len() {
             let space = &mut self.namespaces[ns];
             space.floor = space.floor.max(floor);
@@ -315,20 +343,24 @@ impl Store {
             let known = self.names.get(&space.name).is_some();
             let id = self.namespace(&space.name)?;
             let local = &mut self.namespaces[id as usize];
-            local.floor = local.floor.max(space.floor);
+            local.floor = local.floor.max(shift(space.floor)).max(floor);
             if !known {
                 local.history = space.history as usize;
             }
         }
         self.expiry.clear();
+        self.timed = 0;
         for (name, key, mut entry) in staged {
             let ns = self.namespace(&name)?;
             for record in entry.history.iter_mut().chain(std::iter::once(&mut entry.current)) {
                 record.stamp.writer = writers[record.stamp.writer as usize];
+                record.version = shift(record.version);
             }
+            entry.floor = shift(entry.floor);
             let space: &mut Namespace = &mut self.namespaces[ns as usize];
             entry.trim(space.history);
             if entry.expires.is_finite() {
+                self.timed += 1;
                 let due =
                     super::Due { at: Deadline(entry.expires), ns, key: key.clone(), version: entry.current.version };
                 self.expiry.push(std::cmp::Reverse(due));
@@ -338,7 +370,7 @@ impl Store {
                 dirty.push((ns, key));
             }
         }
-        self.revision = self.revision.max(top);
+        self.revision = (offset + top).max(floor);
         self.clock.witness(clock);
         Ok(())
     }

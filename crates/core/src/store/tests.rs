@@ -124,12 +124,25 @@ fn keys_expire_on_the_host_clock() {
     let expired = s.entry(ns, b"a", 1100.0).unwrap().unwrap();
     assert_eq!(expired.current.kind, Kind::Expire);
     assert!(expired.current.version > v);
+    // The expiry's tombstone is kept for `tombstone_ms`, then the key is forgotten.
+    assert_eq!(s.next_deadline(), 1100.0 + TOMBSTONE_MS);
+    assert!(s.entry(ns, b"a", 1100.0 + TOMBSTONE_MS).unwrap().is_none());
     // A rewrite without a TTL cancels the old deadline.
     let w = Write { action: Action::Put { value: b"v", ttl: 10.0 }, ..put(ns, "b", "") };
-    s.write(&[w], 2000.0).unwrap();
-    s.write(&[put(ns, "b", "forever")], 2001.0).unwrap();
-    assert!(value(&mut s, ns, "b", 5000.0).is_some());
+    s.write(&[w], 2000.0 + TOMBSTONE_MS).unwrap();
+    s.write(&[put(ns, "b", "forever")], 2001.0 + TOMBSTONE_MS).unwrap();
+    assert!(value(&mut s, ns, "b", 5000.0 + TOMBSTONE_MS).is_some());
     assert_eq!(s.next_deadline(), f64::INFINITY);
+}
+
+#[test]
+fn deadlines_of_rewritten_keys_do_not_pile_up() {
+    let (mut s, ns) = store(0);
+    for i in 0..20_000 {
+        let w = Write { action: Action::Put { value: b"v", ttl: 1e9 }, ..put(ns, "k", "") };
+        s.write(&[w], f64::from(i)).unwrap();
+    }
+    assert!(s.expiry.len() <= 1024 + 2, "{} deadlines for one key", s.expiry.len());
 }
 
 #[test]
@@ -251,6 +264,106 @@ fn an_entry_encodes_in_place_exactly_as_its_state() {
 }
 
 #[test]
+fn a_paused_watch_keeps_its_changes_and_catches_up_when_resumed() {
+    let (mut s, ns) = store(100);
+    let w = s.watch(ns, b"", true, Start::Now, 4).unwrap();
+    s.set_watch_paused(w, true).unwrap();
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let txn: Vec<Write<'_>> = keys.iter().map(|k| put(ns, k, "v")).collect();
+    let v = s.write(&txn, 0.0).unwrap();
+    for i in 0..6 {
+        s.write(&[put(ns, "solo", &i.to_string())], 0.0).unwrap();
+    }
+    assert!(changes(&mut s).is_empty(), "a paused watch delivers nothing");
+    s.set_watch_paused(w, false).unwrap();
+    let got = changes(&mut s);
+    assert_eq!(got.len(), 16, "{got:?}");
+    assert!(got[..10].iter().all(|c| c.2 == v), "the transaction's changes stay together");
+    assert_eq!(s.set_watch_paused(999, true).unwrap_err().code(), "UNKNOWN_WATCH");
+}
+
+#[test]
+fn an_import_into_a_written_store_never_reuses_versions() {
+    let (mut s, ns) = store(0);
+    let snapshot = {
+        let (mut other, ons) = store(0);
+        other.write(&[put(ons, "a", "theirs")], 0.0).unwrap();
+        other.export()
+    };
+    let mine = s.write(&[put(ns, "a", "mine")], 0.0).unwrap();
+    s.write(&[put(ns, "gone", "x")], 0.0).unwrap();
+    assert_eq!(mine, 1);
+    s.import(&snapshot).unwrap();
+    // The imported "a" is version 1 in the snapshot: here it must not be 1 again.
+    let imported = s.get(ns, b"a", 0.0).unwrap().unwrap().version;
+    assert!(imported > 2, "imported at {imported}");
+    let stale = s.write(&[with(Condition::Version(mine), put(ns, "a", "cas"))], 0.0).unwrap_err();
+    assert_eq!(stale.code(), "VERSION_CONFLICT");
+    // A watcher resuming from before the import cannot see "gone" go: it is told it lagged.
+    let late = s.watch(ns, b"", true, Start::After(2), 8).unwrap();
+    assert_eq!(changes(&mut s), vec![(late, "<lagged>".into(), 2, Kind::Delete)]);
+}
+
+#[test]
+fn a_deletion_wins_over_older_remote_writes_while_its_tombstone_lasts() {
+    let (mut s, ns) = store(0);
+    let remote = s.writer("replica-b").unwrap();
+    let change =
+        |kind, wall| RemoteChange { ns, key: b"k", kind, value: b"v", hlc: Hlc { wall, logical: 0 }, writer: remote };
+    s.write(&[put(ns, "k", "local")], 1_000.0).unwrap();
+    s.write(&[del(ns, "k")], 2_000.0).unwrap();
+    assert_eq!(s.merge(&change(Kind::Put, 1_500), Condition::Any, true, 2_001.0).unwrap(), 0, "older put loses");
+    assert!(value(&mut s, ns, "k", 2_001.0).is_none());
+    // A remote deletion of a key unknown here is recorded, so its older writes lose too.
+    let unknown = |kind, wall| RemoteChange { key: b"fresh", ..change(kind, wall) };
+    assert!(s.merge(&unknown(Kind::Delete, 3_000), Condition::Any, true, 3_001.0).unwrap() > 0);
+    assert_eq!(s.merge(&unknown(Kind::Put, 2_500), Condition::Any, true, 3_002.0).unwrap(), 0);
+    assert!(value(&mut s, ns, "fresh", 3_002.0).is_none());
+}
+
+#[test]
+fn a_key_watch_does_not_lag_for_other_keys_going_away() {
+    let (mut s, ns) = store(4);
+    let v = s.write(&[put(ns, "watched", "1")], 0.0).unwrap();
+    s.write(&[put(ns, "other", "1")], 0.0).unwrap();
+    s.purge(ns, b"other", 0.0).unwrap();
+    s.write(&[put(ns, "watched", "2")], 0.0).unwrap();
+    let w = s.watch(ns, b"watched", false, Start::After(v), 8).unwrap();
+    let got: Vec<_> = changes(&mut s).into_iter().map(|c| (c.0, c.1)).collect();
+    assert_eq!(got, vec![(w, "watched".to_string())]);
+}
+
+#[test]
+fn a_watch_from_the_current_values_reports_a_removal_it_can_no_longer_deliver() {
+    let (mut s, ns) = store(0);
+    s.write(&[put(ns, "a", "1"), put(ns, "b", "1"), put(ns, "c", "1")], 0.0).unwrap();
+    let w = s.watch(ns, b"", true, Start::Current, 1).unwrap();
+    // Deliver the first current value only, then remove a key before the catch-up goes on.
+    s.drain(|_, _| false);
+    let mut first = Vec::new();
+    s.drain(|_, d| {
+        first.push(d.clone());
+        false
+    });
+    s.purge(ns, b"a", 0.0).unwrap();
+    let rest = changes(&mut s);
+    assert!(rest.iter().any(|c| c.0 == w && c.1 == "<lagged>"), "{first:?} {rest:?}");
+}
+
+#[test]
+fn drain_asks_for_room_for_a_record_larger_than_its_buffer() {
+    let (mut s, ns) = store(0);
+    s.watch(ns, b"big", false, Start::Now, 4).unwrap();
+    let big = "x".repeat(500);
+    s.write(&[put(ns, "big", &big)], 0.0).unwrap();
+    let mut small = vec![0u8; 64];
+    let needed = wire::drain(&mut s, &mut small);
+    assert_eq!(needed, -(wire::record_len(3, 500) as f64));
+    let mut room = vec![0u8; -needed as usize];
+    assert_eq!(wire::drain(&mut s, &mut room), (2 * wire::record_len(3, 500) + 1) as f64);
+}
+
+#[test]
 fn import_tells_every_watcher_it_lagged() {
     let (mut s, ns) = store(0);
     let w = s.watch(ns, b"a", false, Start::Now, 4).unwrap();
@@ -344,6 +457,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// How long the model's store keeps tombstones: shorter than a few `Advance` steps, so runs
+/// forget deleted keys as well as keep them.
+const MODEL_TOMBSTONE_MS: f64 = 30.0;
+
 /// (namespace, key, Some(value) for a put / None for a delete, condition)
 type ModelWrite = (u32, u8, Option<u8>, Condition);
 
@@ -377,15 +494,15 @@ impl Model {
         if entry.records.len() > keep + 1 {
             entry.records.remove(0);
         }
-        if value.is_none() && keep == 0 {
-            self.keys.remove(&(ns, key));
-        }
         if ns == 0 {
             self.log.push((version, key, value));
         }
     }
 
+    /// Tombstones past their time are forgotten (no revision); values past their TTL expire,
+    /// each a revision, in deadline order.
     fn expire(&mut self, now: f64) {
+        self.keys.retain(|_, e| e.records.last().is_some_and(|r| r.1.is_some()) || e.expires > now);
         let mut due: Vec<(f64, u32, u8)> = self
             .keys
             .iter()
@@ -395,7 +512,7 @@ impl Model {
         due.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
         for (_, ns, key) in due {
             self.revision += 1;
-            self.record(ns, key, self.revision, None, f64::INFINITY);
+            self.record(ns, key, self.revision, None, now + MODEL_TOMBSTONE_MS);
         }
     }
 
@@ -418,7 +535,11 @@ impl Model {
             if value.is_none() && self.live(ns, key) == 0 {
                 continue;
             }
-            let expires = if value.is_some() && ttl > 0.0 { now + ttl } else { f64::INFINITY };
+            let expires = match value {
+                Some(_) if ttl > 0.0 => now + ttl,
+                Some(_) => f64::INFINITY,
+                None => now + MODEL_TOMBSTONE_MS,
+            };
             self.record(ns, key, version, value, expires);
         }
         Ok(version)
@@ -434,7 +555,7 @@ proptest! {
 
     #[test]
     fn the_store_matches_a_plain_model(keep in 0usize..3, ops in prop::collection::vec(op(), 1..60)) {
-        let mut s = Store::new(StoreConfig { history: keep, ..StoreConfig::default() }).unwrap();
+        let mut s = Store::new(StoreConfig { history: keep, tombstone_ms: MODEL_TOMBSTONE_MS, ..StoreConfig::default() }).unwrap();
         let spaces = [s.namespace("a").unwrap(), s.namespace("b").unwrap()];
         let mut model = Model { keep, revision: 0, keys: BTreeMap::new(), log: Vec::new() };
         let watch = s.watch(spaces[0], b"", true, Start::Now, 3).unwrap();

@@ -62,6 +62,8 @@ struct Watch {
     /// The version of the last queued change.
     last: Version,
     ready: bool,
+    /// Drains pass it by (its host is not taking changes); it keeps queueing, then catches up.
+    paused: bool,
 }
 
 impl Watch {
@@ -86,7 +88,11 @@ impl Watch {
     /// Refills the queue from history after `from`; returns the new state.
     fn catch_up<'s>(&mut self, space: &'s Namespace, from: Version, exact: bool, revision: Version) {
         let mut found: Vec<(&Bytes, &Record)> = Vec::new();
-        let mut gap = exact && space.floor > from;
+        // A key removed after `from` (purged, or its tombstone forgotten) can no longer be
+        // reported: a replay, or a catch-up to current values already under way, has a gap.
+        let removed_since = (exact || from > 0) && space.floor > from;
+        let watches_removals = self.prefix || space.entries.get(&self.target[..]).is_none();
+        let mut gap = removed_since && watches_removals;
         let mut visit = |key: &'s Bytes, entry: &'s Entry| {
             if exact {
                 gap |= entry.floor > from;
@@ -95,6 +101,7 @@ impl Watch {
                 found.push((key, &entry.current));
             }
         };
+        // (Only the watched key's own removal matters to a key watch.)
         if self.prefix {
             for (key, entry) in space.entries.prefixed(&self.target, None) {
                 visit(key, entry);
@@ -163,7 +170,17 @@ impl Watches {
             Start::Current => (State::CatchUp { from: 0, exact: false }, 0),
         };
         let ready = state != State::Live;
-        let watch = Watch { ns, target: target.clone(), prefix, queue: VecDeque::new(), capacity, state, last, ready };
+        let watch = Watch {
+            ns,
+            target: target.clone(),
+            prefix,
+            queue: VecDeque::new(),
+            capacity,
+            state,
+            last,
+            ready,
+            paused: false,
+        };
         let id = self.all.insert(watch)?;
         if prefix {
             self.prefixed.push(id);
@@ -185,6 +202,17 @@ impl Watches {
             if ids.is_empty() {
                 self.by_key.remove(&(watch.ns, watch.target));
             }
+        }
+        Some(())
+    }
+
+    /// Pauses or resumes a watch's deliveries.
+    pub(super) fn set_paused(&mut self, id: u32, paused: bool) -> Option<()> {
+        let watch = self.all.get_mut(id)?;
+        watch.paused = paused;
+        if !paused && !watch.ready && (!watch.queue.is_empty() || watch.state != State::Live) {
+            watch.ready = true;
+            self.ready.push_back(id);
         }
         Some(())
     }
@@ -230,6 +258,12 @@ impl Watches {
                 self.ready.pop_front();
                 continue;
             };
+            if watch.paused {
+                // Resuming makes it ready again if it has anything.
+                watch.ready = false;
+                self.ready.pop_front();
+                continue;
+            }
             loop {
                 while let Some(delivery) = watch.queue.front() {
                     if !sink(id, delivery) {

@@ -257,12 +257,17 @@ pub fn watch(
 }
 
 /// Writes queued watch deliveries as records into `out`. Returns `2 * bytes written + (1 if
-/// nothing is left)`. `out` must hold the largest record (key and value at their limits).
+/// nothing is left)`, or minus the size of the next record when not even that one fits (a
+/// value loaded from a snapshot may exceed the store's limit): the host grows `out` and asks
+/// again.
 pub fn drain(store: &mut Store, out: &mut [u8]) -> f64 {
     let mut at = 0;
+    let mut needed = 0;
     let done = store.drain(|watch, delivery| match delivery {
         Delivery::Change { key, record } => {
-            if at + record_len(key.len(), record.value.len()) > out.len() {
+            let len = record_len(key.len(), record.value.len());
+            if at + len > out.len() {
+                needed = len;
                 return false;
             }
             // The namespace is the watch's; the host knows it, so 0 saves a lookup.
@@ -271,6 +276,7 @@ pub fn drain(store: &mut Store, out: &mut [u8]) -> f64 {
         }
         Delivery::Lagged { after } => {
             if at + RECORD_HEADER > out.len() {
+                needed = RECORD_HEADER;
                 return false;
             }
             let stamp = super::Stamp { hlc: Hlc::default(), writer: 0 };
@@ -281,6 +287,9 @@ pub fn drain(store: &mut Store, out: &mut [u8]) -> f64 {
             true
         }
     });
+    if at == 0 && !done {
+        return -(needed as f64);
+    }
     (2 * at + usize::from(done)) as f64
 }
 
