@@ -16,22 +16,79 @@ use super::entry::Entry;
 #[derive(Debug, Default)]
 pub(super) struct Keys {
     index: FxHashMap<Bytes, u32>,
-    slots: Vec<(Bytes, Entry)>,
+    slots: Slots,
     order: BTreeSet<Bytes>,
+}
+
+/// Slots per chunk of [`Slots`].
+const CHUNK: usize = 4096;
+
+/// A vector of slots in fixed-size chunks: growing never moves what is stored (one vector
+/// doubling at 300,000 keys copied ~50 MB, a 10 ms pause in the middle of a write).
+#[derive(Debug, Default)]
+struct Slots {
+    chunks: Vec<Vec<(Bytes, Entry)>>,
+    len: usize,
+}
+
+impl Slots {
+    fn get(&self, i: u32) -> &(Bytes, Entry) {
+        let i = i as usize;
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn get_mut(&mut self, i: u32) -> &mut (Bytes, Entry) {
+        let i = i as usize;
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn push(&mut self, slot: (Bytes, Entry)) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            last.push(slot);
+        }
+        self.len += 1;
+    }
+
+    /// Removes slot `i`, moving the last slot into its place (returned with its new index).
+    fn swap_remove(&mut self, i: u32) -> ((Bytes, Entry), Option<&Bytes>) {
+        let last = self.chunks.last_mut().and_then(Vec::pop);
+        self.len -= 1;
+        if self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        let Some(last) = last else { unreachable!("swap_remove on an empty slot vector") };
+        if i as usize == self.len {
+            return (last, None);
+        }
+        let removed = std::mem::replace(self.get_mut(i), last);
+        (removed, Some(&self.get(i).0))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut (Bytes, Entry)> {
+        self.chunks.iter_mut().flatten()
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
 }
 
 impl Keys {
     pub(super) fn get(&self, key: &[u8]) -> Option<&Entry> {
-        self.index.get(key).map(|&i| &self.slots[i as usize].1)
+        self.index.get(key).map(|&i| &self.slots.get(i).1)
     }
 
     pub(super) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        self.index.get(key).map(|&i| &mut self.slots[i as usize].1)
+        self.index.get(key).map(|&i| &mut self.slots.get_mut(i).1)
     }
 
     pub(super) fn get_key_value(&self, key: &[u8]) -> Option<(&Bytes, &Entry)> {
         self.index.get(key).map(|&i| {
-            let (key, entry) = &self.slots[i as usize];
+            let (key, entry) = self.slots.get(i);
             (key, entry)
         })
     }
@@ -39,21 +96,21 @@ impl Keys {
     /// Adds or replaces a key's entry.
     pub(super) fn insert(&mut self, key: Bytes, entry: Entry) {
         if let Some(&i) = self.index.get(&key) {
-            self.slots[i as usize].1 = entry;
+            self.slots.get_mut(i).1 = entry;
             return;
         }
-        self.index.insert(key.clone(), self.slots.len() as u32);
+        self.index.insert(key.clone(), self.slots.len as u32);
         self.order.insert(key.clone());
         self.slots.push((key, entry));
     }
 
     pub(super) fn remove(&mut self, key: &[u8]) -> Option<(Bytes, Entry)> {
-        let i = self.index.remove(key)? as usize;
+        let i = self.index.remove(key)?;
         self.order.remove(key);
-        let removed = self.slots.swap_remove(i);
-        if let Some((moved, _)) = self.slots.get(i) {
+        let (removed, moved) = self.slots.swap_remove(i);
+        if let Some(moved) = moved {
             if let Some(slot) = self.index.get_mut(moved) {
-                *slot = i as u32;
+                *slot = i;
             }
         }
         Some(removed)

@@ -136,6 +136,25 @@ fn keys_expire_on_the_host_clock() {
 }
 
 #[test]
+fn keys_stay_findable_across_chunks_as_others_are_removed() {
+    let (mut s, ns) = store(0);
+    let names: Vec<String> = (0..10_000).map(|i| format!("k{i:05}")).collect();
+    for name in &names {
+        s.write(&[put(ns, name, name)], 0.0).unwrap();
+    }
+    for name in names.iter().step_by(3) {
+        s.purge(ns, name.as_bytes(), 0.0).unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        let found = value(&mut s, ns, name, 0.0).map(|(_, v)| v);
+        assert_eq!(found, (i % 3 != 0).then(|| name.as_bytes().to_vec()), "{name}");
+    }
+    let listed: Vec<Bytes> = s.scan(ns, b"k", None, 0.0).unwrap().map(|(k, _)| k.clone()).collect();
+    assert_eq!(listed.len(), 10_000 - 3_334);
+    assert!(listed.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
 fn deadlines_of_rewritten_keys_do_not_pile_up() {
     let (mut s, ns) = store(0);
     for i in 0..20_000 {
