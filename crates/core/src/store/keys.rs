@@ -43,7 +43,7 @@ impl Slots {
     }
 
     fn push(&mut self, slot: (Bytes, Entry)) {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(last) = self.chunks.last_mut() {
