@@ -7,6 +7,7 @@ use napi::bindgen_prelude::{Function, Uint8Array};
 use napi_derive::napi;
 use orrery_core::{host, Bus, BusConfig, MAIN_ENDPOINT};
 
+use crate::bus_calls;
 use crate::error::{to_js, Result};
 use crate::shared::Shared;
 
@@ -16,12 +17,15 @@ pub struct NativeBus {
     shared: Arc<Shared>,
     endpoint: u32,
     handle: u32,
+    /// Its slot in this thread's registry of endpoints (the hot calls, `bus_calls.rs`).
+    slot: u32,
 }
 
 impl Drop for NativeBus {
     fn drop(&mut self) {
         // The JS object is gone (collected, or its worker exited): close its endpoint so its
         // subscribers stop filling up and its unacked group messages are redelivered.
+        bus_calls::unregister(self.slot);
         self.shared.detach(self.endpoint);
     }
 }
@@ -36,7 +40,8 @@ impl NativeBus {
             max_message_bytes: max_message_bytes as usize,
             ..BusConfig::default()
         }));
-        Self { shared, endpoint: MAIN_ENDPOINT, handle }
+        let slot = bus_calls::register(Arc::clone(&shared), MAIN_ENDPOINT);
+        Self { shared, endpoint: MAIN_ENDPOINT, handle, slot }
     }
 
     /// Opens an endpoint of the bus behind `handle` (from `share()` on another thread).
@@ -45,7 +50,8 @@ impl NativeBus {
         let shared = Shared::find(handle).ok_or_else(|| to_js(orrery_core::BusError::UnknownEndpoint(handle)))?;
         shared.mark_across_threads();
         let endpoint = shared.with(u32::MAX, Bus::open_endpoint).map_err(to_js)?;
-        Ok(Self { shared, endpoint, handle })
+        let slot = bus_calls::register(Arc::clone(&shared), endpoint);
+        Ok(Self { shared, endpoint, handle, slot })
     }
 
     /// The handle another thread passes to `attach`.
@@ -54,6 +60,13 @@ impl NativeBus {
     pub fn share(&self) -> u32 {
         self.shared.mark_across_threads();
         self.handle
+    }
+
+    /// This endpoint's slot for the hot calls (`busAck` and the rest), or 4294967295 if none.
+    #[napi(getter)]
+    #[must_use]
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// This endpoint's id.

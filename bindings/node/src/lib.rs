@@ -9,6 +9,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod bus;
+pub mod bus_calls;
 pub mod diagnostics;
 pub mod disk;
 pub mod error;

@@ -1,0 +1,150 @@
+//! The bus's hottest calls as plain functions. A napi-rs class method costs ~220 ns a call
+//! here and each argument ~10-60 ns more (see `store.rs`), which was most of an ack or a
+//! request round trip. So each endpoint also sits in this thread's registry under a *slot*, and
+//! these functions take their arguments from the thread's call block (slot 0: the endpoint's
+//! slot; slot 0 again for the result) plus, where a batch travels, one borrowed byte view.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Float64Array, Uint8Array, Uint8ArraySlice};
+use napi_derive::napi;
+use orrery_core::slab::Slab;
+use orrery_core::{host, BusError};
+
+use crate::error::{to_js, Result};
+use crate::shared::Shared;
+
+/// One endpoint as the hot calls reach it.
+pub struct Endpoint {
+    /// The core the endpoint belongs to.
+    pub shared: Arc<Shared>,
+    /// Its id in that core.
+    pub endpoint: u32,
+    /// The buffer its drains write into (JS hands it over, and again when it grows).
+    pub out: Option<Uint8Array>,
+}
+
+thread_local! {
+    /// This thread's endpoints, by slot.
+    static ENDPOINTS: RefCell<Slab<Endpoint>> = RefCell::new(Slab::default());
+    /// This thread's call block for the bus.
+    static CALL: RefCell<Option<Float64Array>> = const { RefCell::new(None) };
+}
+
+/// Registers an endpoint; its slot, or `u32::MAX` when the registry is full (the class's
+/// methods still work then; JS falls back to them).
+pub fn register(shared: Arc<Shared>, endpoint: u32) -> u32 {
+    ENDPOINTS.with(|all| all.borrow_mut().insert(Endpoint { shared, endpoint, out: None })).unwrap_or(u32::MAX)
+}
+
+/// Forgets a slot (its endpoint is closed).
+pub fn unregister(slot: u32) {
+    let _ = ENDPOINTS.try_with(|all| all.borrow_mut().remove(slot));
+}
+
+fn unknown(slot: f64) -> napi::Error<crate::error::Code> {
+    to_js(BusError::UnknownEndpoint(slot as u32))
+}
+
+fn whole(value: f64) -> Option<u32> {
+    (value >= 0.0 && value <= f64::from(u32::MAX) && f64::from(value as u32) == value).then_some(value as u32)
+}
+
+/// Runs `call` with the endpoint in slot 0 of the call block and arguments from slots 1..;
+/// its result goes into slot 0.
+#[allow(unsafe_code, reason = "reading and writing the JS-owned call block needs napi's unsafe as_mut")]
+fn with_call(call: impl FnOnce(&mut Endpoint, [f64; 4]) -> Result<f64>) -> Result<()> {
+    CALL.with(|block| {
+        let mut block = block.borrow_mut();
+        let Some(block) = block.as_mut() else { return Err(unknown(f64::NAN)) };
+        // SAFETY: the call is synchronous on the JS thread that owns the block; no JS code runs
+        // until it returns, and the slice does not outlive it.
+        let slots = unsafe { block.as_mut() };
+        let slot = slots.first().copied().unwrap_or(f64::NAN);
+        let args: [f64; 4] = std::array::from_fn(|i| slots.get(i + 1).copied().unwrap_or(f64::NAN));
+        let result = ENDPOINTS.with(|all| {
+            let mut all = all.borrow_mut();
+            let endpoint = whole(slot).and_then(|s| all.get_mut(s)).ok_or_else(|| unknown(slot))?;
+            call(endpoint, args)
+        })?;
+        if let Some(first) = slots.first_mut() {
+            *first = result;
+        }
+        Ok(())
+    })
+}
+
+/// Hands this thread's call block to the bus's hot calls (once per thread).
+#[napi(catch_unwind)]
+pub fn bus_use_call_block(block: Float64Array) {
+    CALL.with(|slot| *slot.borrow_mut() = Some(block));
+}
+
+/// Hands an endpoint the buffer its drains write into.
+#[napi(catch_unwind)]
+pub fn bus_use_out(slot: u32, out: Uint8Array) -> Result<()> {
+    ENDPOINTS.with(|all| {
+        let mut all = all.borrow_mut();
+        let endpoint = all.get_mut(slot).ok_or_else(|| unknown(f64::from(slot)))?;
+        endpoint.out = Some(out);
+        Ok(())
+    })
+}
+
+/// Acks a delivery (call block: slot, member, seq, attempt).
+#[napi(catch_unwind)]
+pub fn bus_ack() -> Result<()> {
+    with_call(|e, [member, seq, attempt, _]| {
+        let (member, attempt) = (whole(member).unwrap_or(u32::MAX), whole(attempt).unwrap_or(u32::MAX));
+        e.shared.with(e.endpoint, |bus| host::ack(bus, member, seq, attempt)).map_err(to_js)?;
+        Ok(0.0)
+    })
+}
+
+/// Publishes a batch of frames (call block: slot, now); the result is how many were published.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+pub fn bus_publish(batch: Uint8ArraySlice<'_>) -> Result<()> {
+    with_call(|e, [now, ..]| {
+        let ep = e.endpoint;
+        e.shared.with(ep, |bus| bus.publish_from(ep, &batch, now)).map(|n| n as f64).map_err(to_js)
+    })
+}
+
+/// Publishes a request (call block: slot, timeout, now); the result is its reply token.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+pub fn bus_request(batch: Uint8ArraySlice<'_>) -> Result<()> {
+    with_call(|e, [timeout, now, ..]| {
+        let ep = e.endpoint;
+        e.shared.with(ep, |bus| bus.request(ep, &batch, timeout, now)).map(f64::from).map_err(to_js)
+    })
+}
+
+/// Sends a reply (call block: slot); the result is 1, or 0 when its request already timed out.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+pub fn bus_reply(batch: Uint8ArraySlice<'_>) -> Result<()> {
+    with_call(|e, _| e.shared.with(e.endpoint, |bus| bus.reply(&batch)).map(|sent| f64::from(u8::from(sent))).map_err(to_js))
+}
+
+/// Fills the endpoint's drain buffer (call block: slot, now); the result is as `host::drain`'s.
+#[napi(catch_unwind)]
+#[allow(unsafe_code, reason = "writing into the JS-owned drain buffer needs napi's unsafe as_mut")]
+pub fn bus_drain() -> Result<()> {
+    with_call(|e, [now, ..]| {
+        let ep = e.endpoint;
+        let Some(out) = e.out.as_mut() else { return Err(unknown(f64::from(ep))) };
+        // SAFETY: as for the call block: synchronous on the thread that owns the buffer, which
+        // `e.out` keeps alive; the slice does not outlive the call.
+        let out = unsafe { out.as_mut() };
+        Ok(e.shared.with(ep, |bus| host::drain(bus, ep, out, now)))
+    })
+}
+
+/// Whether the endpoint has records to drain (call block: slot); the result is 1 or 0.
+#[napi(catch_unwind)]
+pub fn bus_has_pending() -> Result<()> {
+    with_call(|e, _| Ok(f64::from(u8::from(e.shared.read(|bus| bus.has_pending(e.endpoint))))))
+}
