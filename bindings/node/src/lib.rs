@@ -5,9 +5,6 @@
 
 #![allow(clippy::must_use_candidate, reason = "exports are called from JS, where #[must_use] means nothing")]
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod bus;
 pub mod bus_calls;
 pub mod diagnostics;
