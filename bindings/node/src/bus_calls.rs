@@ -126,7 +126,9 @@ pub fn bus_request(batch: Uint8ArraySlice<'_>) -> Result<()> {
 #[napi(catch_unwind)]
 #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
 pub fn bus_reply(batch: Uint8ArraySlice<'_>) -> Result<()> {
-    with_call(|e, _| e.shared.with(e.endpoint, |bus| bus.reply(&batch)).map(|sent| f64::from(u8::from(sent))).map_err(to_js))
+    with_call(|e, _| {
+        e.shared.with(e.endpoint, |bus| bus.reply(&batch)).map(|sent| f64::from(u8::from(sent))).map_err(to_js)
+    })
 }
 
 /// Fills the endpoint's drain buffer (call block: slot, now); the result is as `host::drain`'s.
