@@ -107,6 +107,8 @@ export class Namespace<T, D extends boolean> {
     const { core } = this.ctx
     if (this.ctx.closed) throw closedError()
     const now = this.ctx.expiring ? this.ctx.now() : 0
+    // A read can expire keys; on a durable store those expiries reach the disk this turn.
+    if (this.ctx.expiring && this.ctx.durable) this.ctx.submitSoon()
     const size = core.get(this.id, this.key(key), version, now)
     if (size < 0) return undefined
     let io = core.io()

@@ -79,6 +79,8 @@ export interface StoreContext {
   /** Runs a write on a durable store, turning a throw into a rejection. */
   guarded(write: () => number | Promise<number>): number | Promise<number>
   changed(ttl: boolean): void
+  /** Durable stores: hand this turn's changes (expiries a read ran, too) to the disk. */
+  submitSoon(): void
   watches: Map<number, WatchSink>
   /** Shareable core watches by namespace, target and options. */
   shared: Map<string, { id: number; watch: WatchSink }>
@@ -246,6 +248,7 @@ export class Store<D extends boolean = false> {
       ack: (result, ttl, conflictAt) => self.ack(result, ttl, conflictAt),
       guarded: (write) => self.guarded(write),
       changed: (ttl) => self.changed(ttl),
+      submitSoon: () => self.submitSoon(),
     }
     // A reopened durable store (or a snapshot) may hold TTLs already.
     this.arm()
