@@ -126,11 +126,29 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
     expect(Object.keys(outcomes).filter((k) => k !== 'ok' && k !== 'STORE_IO')).toEqual([])
   })
 
+  it('keeps every transaction whole on disk across a crash, wherever its rows were chunked', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/store-torn.mjs', import.meta.url))
+    for (let run = 0; run < 6; run++) {
+      const path = fresh()
+      const child = spawn(process.execPath, [fixture, path], { stdio: ['ignore', 'pipe', 'inherit'] })
+      await new Promise((resolve) => child.stdout.once('data', resolve))
+      await new Promise((resolve) => setTimeout(resolve, 300 + Math.random() * 500))
+      child.kill('SIGKILL')
+      await new Promise((resolve) => child.on('exit', resolve))
+      const store = await Orrery.openStore({ path })
+      const ns = store.namespace('n')
+      const values = ['a', 'b', 'c', 'd', 'e'].map((key) => ns.get(key)?.value)
+      expect(new Set(values).size, `run ${run}: ${values.join(',')}`).toBe(1)
+      store.close()
+    }
+  }, 60_000)
+
   it('loses no acknowledged write when the writer is killed at random moments', async () => {
     const path = fresh()
     const fixture = fileURLToPath(new URL('./fixtures/store-writer.mjs', import.meta.url))
     const acked = new Set<number>()
     let counter = 0
+    let txnRound = -1
     let next = 0
     for (let round = 0; round < 12; round++) {
       const child = spawn(process.execPath, [fixture, path, String(next), round % 3 === 2 ? 'every' : 'batched'], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -144,6 +162,7 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
           if (what === 'ready') setTimeout(() => child.kill('SIGKILL'), 20 + Math.random() * 150)
           else if (what === 'ack') acked.add(Number(n))
           else if (what === 'counter') counter = Math.max(counter, Number(n))
+          else if (what === 'txn') txnRound = Math.max(txnRound, Number(n))
         }
       })
       const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_, s) => resolve(s)))
@@ -154,6 +173,10 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
       const missing = [...acked].filter((n) => ns.get(`k${n}`)?.value !== n)
       expect(missing).toEqual([])
       expect((ns.get('counter')?.value as number | undefined) ?? 0).toBeGreaterThanOrEqual(counter)
+      // A transaction is all or nothing on disk too, even one larger than a chunk of rows.
+      const rounds = new Set(ns.entries('t/').map((e) => e.value))
+      expect(rounds.size).toBeLessThanOrEqual(1)
+      if (txnRound >= 0) expect(ns.get('t/0')?.value as number).toBeGreaterThanOrEqual(txnRound)
       next = Math.max(next, ...acked) + 1
       store.close()
     }

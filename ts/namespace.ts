@@ -103,12 +103,23 @@ export class Namespace<T, D extends boolean> {
     return this.read(key, version)
   }
 
+  /**
+   * The time a read passes: the clock only when a deadline (a TTL, a tombstone's end) may be
+   * due, since reading it costs a third of a get. A read that runs deadlines changes the
+   * store: its watchers hear of it, and a durable store commits it this turn.
+   */
+  private readTime(): number {
+    const { ctx } = this
+    if (!ctx.expiring) return 0
+    ctx.changed(false)
+    if (ctx.durable) ctx.submitSoon()
+    return ctx.now()
+  }
+
   private read(key: string, version: number): Entry<T> | undefined {
     const { core } = this.ctx
     if (this.ctx.closed) throw closedError()
-    const now = this.ctx.expiring ? this.ctx.now() : 0
-    // A read can expire keys; on a durable store those expiries reach the disk this turn.
-    if (this.ctx.expiring && this.ctx.durable) this.ctx.submitSoon()
+    const now = this.readTime()
     const size = core.get(this.id, this.key(key), version, now)
     if (size < 0) return undefined
     let io = core.io()
@@ -125,11 +136,12 @@ export class Namespace<T, D extends boolean> {
   history(key: string): Change<T>[] {
     const { core } = this.ctx
     if (this.ctx.closed) throw closedError()
-    let size = core.history(this.id, this.key(key), this.ctx.now())
+    const now = this.readTime()
+    let size = core.history(this.id, this.key(key), now)
     if (size < 0) return []
     if (size > core.io().length) {
       core.io(size)
-      size = core.history(this.id, this.key(key), this.ctx.now())
+      size = core.history(this.id, this.key(key), now)
     }
     const io = core.io()
     const view = core.view()
@@ -150,7 +162,8 @@ export class Namespace<T, D extends boolean> {
     const io = core.io(writeBound(key, value === undefined ? 0 : value.length))
     putWrite(io, core.view(), 0, action, condition, this.id, key, value, writer, expected, ttl)
     const result = core.write(1, ctx.now())
-    return ctx.ack(result, ttl > 0, result < 0 ? () => ({ namespace: this.name, key }) : NO_CONFLICT)
+    // A TTL or a deletion (its tombstone's end) sets a deadline the timer must know.
+    return ctx.ack(result, ttl > 0 || action === ACTION.delete, result < 0 ? () => ({ namespace: this.name, key }) : NO_CONFLICT)
   }
 
   private putWith(condition: number, key: string, value: T, options: WriteOptions): Ack<D> {
@@ -232,7 +245,7 @@ export class Namespace<T, D extends boolean> {
       const io = core.io(3 * (prefix.length + after.length) + RECORD_HEADER + 2048)
       const prefixLen = putKey(io, 0, prefix)
       const afterLen = after ? putKey(io, prefixLen, after) : 0
-      const result = core.scan(this.id, prefixLen, afterLen, values, this.ctx.now())
+      const result = core.scan(this.id, prefixLen, afterLen, values, this.readTime())
       const n = (result - (result % 2)) / 2
       const view = core.view()
       const buf = core.io()
@@ -291,7 +304,13 @@ export class Namespace<T, D extends boolean> {
           // catches up from history past its buffer); what was already drained still arrives.
           setPaused: (paused) => {
             if (ctx.watches.get(id) !== watch || ctx.closed) return
-            ctx.core.setWatchPaused(id, paused)
+            try {
+              ctx.core.setWatchPaused(id, paused)
+            } catch (error) {
+              // The core ends a watch itself once its lag notice is drained.
+              if (!isOrreryError(error, 'UNKNOWN_WATCH')) throw error
+              return
+            }
             // What queued up while paused is delivered in the next drain.
             if (!paused) ctx.changed(false)
           },

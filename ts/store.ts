@@ -179,7 +179,7 @@ export class Transaction<D extends boolean> {
       let at = 0
       for (const w of writes) at = putWrite(io, view, at, w.action, w.condition, w.ns.id, w.key, w.value, writer, w.expected, w.ttl)
       const result = ctx.core.write(writes.length, ctx.now())
-      return ctx.ack(result, writes.some((w) => w.ttl > 0), (index) => ({ namespace: writes[index]!.ns.name, key: writes[index]!.key }))
+      return ctx.ack(result, writes.some((w) => w.ttl > 0 || w.action === ACTION.delete), (index) => ({ namespace: writes[index]!.ns.name, key: writes[index]!.key }))
     })
   }
 }
@@ -341,7 +341,7 @@ export class Store<D extends boolean = false> {
       const io = this.core.io(writeBound(change.key, bytes?.length ?? 0))
       putWrite(io, this.core.view(), 0, type === 'put' ? ACTION.put : ACTION.delete, condition, ns.id, change.key, bytes, writerId, expected, 0)
       const result = this.core.merge(wall, logical, resolve === undefined, this.clock())
-      return this.ack(result, false, () => ({ namespace: ns.name, key: change.key }))
+      return this.ack(result, type === 'delete', () => ({ namespace: ns.name, key: change.key }))
     }) as Ack<D>
   }
 

@@ -34,6 +34,9 @@ pub type Listener = ThreadsafeFunction<f64, (), f64, Status, false, false, 0>;
 /// Rows staged before they go to the writer: a chunk per wake-up of its thread, not a row.
 const CHUNK_ROWS: usize = 128;
 
+/// At most this many messages are taken in once a commit is due (group commit).
+const GATHER_LIMIT: usize = 256;
+
 /// Marks a removed row where a value length would be.
 const REMOVED: u32 = u32::MAX;
 
@@ -169,6 +172,12 @@ impl Disk {
             self.staged[length_at..length_at + 4].copy_from_slice(&value.to_le_bytes());
         }
         self.staged_rows += 1;
+        Ok(())
+    }
+
+    /// Hands the staged rows to the writer once they fill a chunk. Called between calls only:
+    /// a call's rows (a whole transaction's) travel together, so no commit can hold part of one.
+    pub fn send_full_chunk(&mut self) -> Result<(), String> {
         if self.staged_rows >= CHUNK_ROWS {
             self.send_staged()?;
         }
@@ -293,13 +302,19 @@ fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, statu
     let mut writer = Writer { db, txn: None, meta, meta_changed: false, revision, clock };
     // The highest commit request not yet done.
     let mut requested: Option<u64> = None;
+    // Messages taken in since a commit became due: bounded, so a steady stream of writes
+    // cannot put the commit off forever.
+    let mut gathered = 0;
     loop {
         let message = match (requested.is_some(), batched) {
             // A commit is due: with group commit, take in what already queued up first.
-            (true, true) => receiver.try_recv().ok(),
-            (true, false) => None,
+            (true, true) if gathered < GATHER_LIMIT => receiver.try_recv().ok(),
+            (true, _) => None,
             (false, _) => receiver.recv().ok(),
         };
+        if requested.is_some() {
+            gathered += 1;
+        }
         let outcome = match message {
             Some(Message::Rows { rows, revision, clock }) => {
                 writer.advance(revision, clock);
@@ -317,9 +332,14 @@ fn commit_loop(db: &Database, receiver: &Receiver<Message>, batched: bool, statu
             }
             None => {
                 let Some(ticket) = requested.take() else { return };
-                let outcome = writer.commit();
-                report(status, outcome.as_ref().map(|()| ticket).map_err(Clone::clone));
-                outcome
+                gathered = 0;
+                match writer.commit() {
+                    Ok(()) => {
+                        report(status, Ok(ticket));
+                        Ok(())
+                    }
+                    Err(reason) => Err(reason),
+                }
             }
         };
         if let Err(reason) = outcome {

@@ -145,6 +145,7 @@ impl Open {
             let name = store.namespace_name(ns).unwrap_or_default();
             disk.stage(name, &key, |out| store.encode_entry(ns, &key, out)).map_err(disk_error)?;
         }
+        disk.send_full_chunk().map_err(disk_error)?;
         if disk.commits_each() {
             disk.submit().map_err(disk_error)?;
         }
@@ -383,7 +384,8 @@ pub fn store_watch(
 /// Ends a watch.
 #[napi(catch_unwind)]
 pub fn store_unwatch(handle: u32, id: u32) -> Result<()> {
-    mutate(handle, |s| s.unwatch(id))
+    // Not through `mutate`: ending a watch persists nothing, and must work after a disk failure.
+    with(handle, |open| open.store.unwatch(id).map_err(to_js))
 }
 
 /// Writes queued watch deliveries into `out` (see `wire::drain`).
@@ -399,7 +401,7 @@ pub fn store_drain(handle: u32, mut out: Uint8Array) -> Result<f64> {
 /// Pauses or resumes a watch's deliveries.
 #[napi(catch_unwind)]
 pub fn store_set_watch_paused(handle: u32, id: u32, paused: bool) -> Result<()> {
-    mutate(handle, |s| s.set_watch_paused(id, paused))
+    with(handle, |open| open.store.set_watch_paused(id, paused).map_err(to_js))
 }
 
 /// Whether watch deliveries wait.

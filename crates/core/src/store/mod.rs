@@ -499,6 +499,17 @@ impl Store {
         };
         let write = Write { ns: change.ns, key: change.key, condition, action, writer: change.writer };
         self.validate(std::slice::from_ref(&write))?;
+        if lww && action == Action::Delete {
+            // Already deleted here: the later stamp replaces the tombstone's, with no new change.
+            let space = &mut self.namespaces[change.ns as usize];
+            if let Some(entry) = space.entries.get_mut(change.key).filter(|e| !e.is_live()) {
+                entry.current.stamp = Stamp { hlc: change.hlc, writer: change.writer };
+                if let Some(dirty) = &mut self.dirty {
+                    dirty.push((change.ns, Bytes::copy_from_slice(change.key)));
+                }
+                return Ok(0);
+            }
+        }
         // A remote deletion that wins is recorded even where the key holds no value here: its
         // stamp (the tombstone) is what makes an older remote write lose when it arrives later.
         let records_tombstone = lww && action == Action::Delete;

@@ -14,6 +14,9 @@ use crate::error::StoreError;
 /// Snapshot layout version, bumped on any incompatible change.
 const FORMAT: u32 = 1;
 
+/// Versions stay exact in JavaScript numbers up to here.
+const MAX_VERSION: Version = 1 << 53;
+
 /// One record as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordState {
@@ -327,8 +330,22 @@ impl Store {
         for name in &meta.writers {
             writers.push(self.writers.intern(name)?);
         }
+        // Into a written store, the snapshot's versions are renumbered densely after ours, in
+        // order (a plain shift doubled the revision with every import of an export); a floor
+        // maps to the highest renumbered version at or below it. Into a fresh store (a durable
+        // reopen, a browser restoring its snapshot) versions stay exactly as they were.
         let offset = self.revision;
-        let shift = |version: Version| if version == 0 { 0 } else { version + offset };
+        let mut versions: Vec<Version> = staged.iter().flat_map(|(_, _, e)| e.records().map(|r| r.version)).collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let rank = |version: Version| versions.partition_point(|&v| v <= version) as Version;
+        let shift = |version: Version| match (offset, version) {
+            (0, _) | (_, 0) => version,
+            _ => offset + rank(version),
+        };
+        if offset > 0 && offset + versions.len() as Version + 1 > MAX_VERSION {
+            return Err(invalid("the store's versions would pass 2^53"));
+        }
         let floor = if offset == 0 { 0 } else { offset + 1 };
         for ns in 0..self.namespaces.len() {
             let space = &mut self.namespaces[ns];
@@ -370,7 +387,7 @@ impl Store {
                 dirty.push((ns, key));
             }
         }
-        self.revision = (offset + top).max(floor);
+        self.revision = if offset == 0 { top } else { (offset + versions.len() as Version).max(floor) };
         self.clock.witness(clock);
         Ok(())
     }

@@ -324,6 +324,31 @@ fn an_import_into_a_written_store_never_reuses_versions() {
 }
 
 #[test]
+fn importing_again_and_again_grows_versions_by_what_was_imported() {
+    let (mut s, ns) = store(0);
+    for i in 0..1000 {
+        s.write(&[put(ns, &format!("k{}", i % 10), "v")], 0.0).unwrap();
+    }
+    for _ in 0..100 {
+        let snapshot = s.export();
+        s.import(&snapshot).unwrap();
+    }
+    // Each import renumbers the ten kept versions after the store's own: linear, not doubling.
+    assert_eq!(s.revision(), 1000 + 100 * 10);
+}
+
+#[test]
+fn a_key_watch_lags_when_its_key_was_purged_and_written_again() {
+    let (mut s, ns) = store(4);
+    let v1 = s.write(&[put(ns, "k", "1")], 0.0).unwrap();
+    s.write(&[put(ns, "k", "2")], 0.0).unwrap();
+    s.purge(ns, b"k", 0.0).unwrap();
+    s.write(&[put(ns, "k", "4")], 0.0).unwrap();
+    let w = s.watch(ns, b"k", false, Start::After(v1), 8).unwrap();
+    assert_eq!(changes(&mut s), vec![(w, "<lagged>".into(), v1, Kind::Delete)]);
+}
+
+#[test]
 fn a_deletion_wins_over_older_remote_writes_while_its_tombstone_lasts() {
     let (mut s, ns) = store(0);
     let remote = s.writer("replica-b").unwrap();
@@ -338,6 +363,17 @@ fn a_deletion_wins_over_older_remote_writes_while_its_tombstone_lasts() {
     assert!(s.merge(&unknown(Kind::Delete, 3_000), Condition::Any, true, 3_001.0).unwrap() > 0);
     assert_eq!(s.merge(&unknown(Kind::Put, 2_500), Condition::Any, true, 3_002.0).unwrap(), 0);
     assert!(value(&mut s, ns, "fresh", 3_002.0).is_none());
+    // A later remote deletion of a deleted key moves the tombstone's stamp: no new change.
+    let w = s.watch(ns, b"fresh", false, Start::Now, 4).unwrap();
+    let before = s.revision();
+    assert_eq!(s.merge(&unknown(Kind::Delete, 4_000), Condition::Any, true, 4_001.0).unwrap(), 0);
+    assert_eq!(s.revision(), before);
+    assert!(changes(&mut s).iter().all(|c| c.0 != w));
+    assert_eq!(
+        s.merge(&unknown(Kind::Put, 3_500), Condition::Any, true, 4_002.0).unwrap(),
+        0,
+        "the newer tombstone wins"
+    );
 }
 
 #[test]

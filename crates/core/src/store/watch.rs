@@ -91,8 +91,14 @@ impl Watch {
         // A key removed after `from` (purged, or its tombstone forgotten) can no longer be
         // reported: a replay, or a catch-up to current values already under way, has a gap.
         let removed_since = (exact || from > 0) && space.floor > from;
-        let watches_removals = self.prefix || space.entries.get(&self.target[..]).is_none();
-        let mut gap = removed_since && watches_removals;
+        // A key watch can rule a removal out when its key's kept records reach back to `from`
+        // (the entry then lived throughout); otherwise the namespace floor decides.
+        let key_lived_throughout = !self.prefix
+            && space
+                .entries
+                .get(&self.target[..])
+                .is_some_and(|e| e.records().next().is_some_and(|r| r.version <= from));
+        let mut gap = removed_since && !key_lived_throughout;
         let mut visit = |key: &'s Bytes, entry: &'s Entry| {
             if exact {
                 gap |= entry.floor > from;
@@ -101,7 +107,6 @@ impl Watch {
                 found.push((key, &entry.current));
             }
         };
-        // (Only the watched key's own removal matters to a key watch.)
         if self.prefix {
             for (key, entry) in space.entries.prefixed(&self.target, None) {
                 visit(key, entry);
