@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod host;
 pub mod names;
+pub mod resilience;
 pub mod slab;
 pub mod store;
 
