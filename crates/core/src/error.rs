@@ -217,3 +217,52 @@ impl From<BusError> for StoreError {
         }
     }
 }
+
+/// Why a registry operation was refused. A refused operation changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegistryError {
+    /// An agent id, kind, capability or tag that is empty, too long, or holds a character
+    /// outside the allowed set.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A capability version or version range that does not parse.
+    #[error("invalid version {text:?}: {reason}")]
+    InvalidVersion {
+        /// The rejected text.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An agent id registered already.
+    #[error("agent {0:?} is registered already")]
+    DuplicateAgent(String),
+    /// An agent that is not registered (never, or no longer).
+    #[error("unknown agent {0}")]
+    UnknownAgent(u32),
+}
+
+impl Coded for RegistryError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidName { .. } => "INVALID_NAME",
+            Self::InvalidVersion { .. } => "INVALID_VERSION",
+            Self::DuplicateAgent(_) => "DUPLICATE_AGENT",
+            Self::UnknownAgent(_) => "UNKNOWN_AGENT",
+        }
+    }
+}
+
+impl From<BusError> for RegistryError {
+    fn from(err: BusError) -> Self {
+        match err {
+            BusError::InvalidName { name, reason } => Self::InvalidName { name, reason },
+            // Interning refuses names only; nothing else reaches here.
+            _ => Self::InvalidName { name: String::new(), reason: "is not a valid name" },
+        }
+    }
+}

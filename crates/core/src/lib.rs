@@ -14,12 +14,13 @@ pub mod error;
 pub mod frame;
 pub mod host;
 pub mod names;
+pub mod registry;
 pub mod resilience;
 pub mod slab;
 pub mod store;
 
 pub use bus::{Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions, MAIN_ENDPOINT};
-pub use error::{BusError, Coded, StoreError};
+pub use error::{BusError, Coded, RegistryError, StoreError};
 pub use names::ChannelId;
 pub use store::{Store, StoreConfig};
 

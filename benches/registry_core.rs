@@ -1,0 +1,46 @@
+//! Criterion bench of the registry core alone: a capability + semver-range query over 100,000
+//! registered agents (1,000 capabilities, 100 agents each), and selection by each strategy.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use orrery_core::registry::{parse_range, Health, Query, Registry, Strategy};
+
+fn filled() -> Registry {
+    let mut registry = Registry::new(42);
+    for i in 0..100_000u32 {
+        let capability = format!("cap-{}", i % 1_000);
+        let version = format!("1.{}.0", i % 10);
+        let agent = registry
+            .register(&format!("agent-{i}"), "worker", &[(&capability, &version, (i % 7) as i32)], &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let health = if i % 5 == 0 { Health::Degraded } else { Health::Healthy };
+        registry.set_health(agent, health).unwrap_or_else(|e| panic!("{e}"));
+    }
+    registry
+}
+
+fn benches(c: &mut Criterion) {
+    let mut registry = filled();
+    let range = parse_range("^1.2").unwrap_or_else(|e| panic!("{e}"));
+    let capability = registry.name("cap-500").unwrap_or_else(|e| panic!("{e}"));
+    let query = Query { capability, versions: &range, min_health: Health::Degraded, tags: &[] };
+    let mut out = Vec::new();
+    let mut group = c.benchmark_group("registry");
+    group.bench_function("discover-100k", |b| {
+        b.iter(|| {
+            registry.find(&query, &mut out);
+            out.len()
+        });
+    });
+    for (name, strategy) in [
+        ("select-priority", Strategy::Priority),
+        ("select-round-robin", Strategy::RoundRobin),
+        ("select-least-loaded", Strategy::LeastLoaded),
+        ("select-random", Strategy::Random),
+    ] {
+        group.bench_function(name, |b| b.iter(|| registry.select(&query, strategy, &mut out)));
+    }
+    group.finish();
+}
+
+criterion_group!(registry, benches);
+criterion_main!(registry);
