@@ -10,7 +10,12 @@ fn filled() -> Registry {
         let capability = format!("cap-{}", i % 1_000);
         let version = format!("1.{}.0", i % 10);
         let agent = registry
-            .register(&format!("agent-{i}"), "worker", &[(&capability, &version, (i % 7) as i32)], &[])
+            .register(
+                &format!("agent-{i}"),
+                "worker",
+                &[(&capability, &version, i32::try_from(i % 7).unwrap_or(0))],
+                &[],
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         let health = if i % 5 == 0 { Health::Degraded } else { Health::Healthy };
         registry.set_health(agent, health).unwrap_or_else(|e| panic!("{e}"));
