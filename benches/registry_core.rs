@@ -15,10 +15,11 @@ fn filled() -> Registry {
                 "worker",
                 &[(&capability, &version, i32::try_from(i % 7).unwrap_or(0))],
                 &[],
+                0.0,
             )
             .unwrap_or_else(|e| panic!("{e}"));
         let health = if i % 5 == 0 { Health::Degraded } else { Health::Healthy };
-        registry.set_health(agent, health).unwrap_or_else(|e| panic!("{e}"));
+        registry.set_health(agent, health, 0.0).unwrap_or_else(|e| panic!("{e}"));
     }
     registry
 }

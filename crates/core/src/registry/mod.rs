@@ -1,13 +1,17 @@
 //! The agent registry: agents with capabilities (a name, a semver version, a priority) and tags,
 //! found by capability name and version range (`summarize@^1.2`), by tags and by minimum health,
 //! in order of priority then health; and the selection strategies routing uses. Fuzzy names
-//! are scored only when asked for, never silently. Health moves by reports here; the heartbeat
-//! state machine (missed beats moving an agent down) is the next step.
+//! are scored only when asked for, never silently.
+//!
+//! Health moves two ways: an agent reports it with each heartbeat, and missed heartbeats move it
+//! down (degraded, unhealthy, offline) on the host's clock; an agent offline past a deadline is
+//! deregistered. Every transition is recorded for the host to report as an event.
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use rustc_hash::FxHashMap;
 pub use semver::{Version, VersionReq};
@@ -16,6 +20,60 @@ use crate::error::RegistryError;
 use crate::names::Interner;
 use crate::resilience::SplitMix64;
 use crate::slab::Slab;
+use crate::Millis;
+
+/// When missed heartbeats move an agent down.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Liveness {
+    /// How often agents beat (ms).
+    pub interval: Millis,
+    /// Missed beats after which a healthy agent counts as degraded.
+    pub degraded_after: u32,
+    /// Missed beats after which it counts as unhealthy.
+    pub unhealthy_after: u32,
+    /// Missed beats after which it counts as offline.
+    pub offline_after: u32,
+    /// How long an agent stays offline before it is deregistered (ms).
+    pub deregister_after: Millis,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { interval: 5_000.0, degraded_after: 2, unhealthy_after: 3, offline_after: 5, deregister_after: 60_000.0 }
+    }
+}
+
+/// A change of an agent's health; `to: None` means it was deregistered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The agent's handle (no longer valid once it is deregistered).
+    pub agent: u32,
+    /// Its id.
+    pub id: Box<str>,
+    /// Its health before.
+    pub from: Health,
+    /// Its health after, or `None` when it was deregistered.
+    pub to: Option<Health>,
+    /// When (host ms).
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Check(Millis);
+
+impl Eq for Check {}
+
+impl PartialOrd for Check {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Check {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
 
 /// How well an agent is, best first: queries accept an agent whose health ranks at or above
 /// their minimum.
@@ -61,6 +119,12 @@ pub struct Agent {
     pub health: Health,
     /// Calls it is handling now (least-loaded selection).
     pub in_flight: u32,
+    /// The health it last reported.
+    pub reported: Health,
+    /// When it last beat (or registered).
+    pub last_beat: Millis,
+    /// Counts beats: a scheduled check made before the latest beat is stale.
+    beats: u64,
 }
 
 /// One agent offering one capability, in that capability's index.
@@ -109,6 +173,10 @@ pub struct Registry {
     cursors: FxHashMap<u32, usize>,
     random: SplitMix64,
     registered: u64,
+    liveness: Liveness,
+    /// (when, agent, its beat count then): the next liveness check of each agent.
+    checks: BinaryHeap<Reverse<(Check, u32, u64)>>,
+    transitions: Vec<Transition>,
 }
 
 fn parse_version(text: &str) -> Result<Version, RegistryError> {
@@ -121,9 +189,15 @@ pub fn parse_range(text: &str) -> Result<VersionReq, RegistryError> {
 }
 
 impl Registry {
-    /// An empty registry whose random selection draws from `seed`.
+    /// An empty registry whose random selection draws from `seed`, with default liveness.
     #[must_use]
     pub fn new(seed: u64) -> Self {
+        Self::with_liveness(seed, Liveness::default())
+    }
+
+    /// An empty registry with its liveness settings.
+    #[must_use]
+    pub fn with_liveness(seed: u64, liveness: Liveness) -> Self {
         Self {
             names: Interner::default(),
             agents: Slab::default(),
@@ -132,6 +206,9 @@ impl Registry {
             cursors: FxHashMap::default(),
             random: SplitMix64::new(seed),
             registered: 0,
+            liveness,
+            checks: BinaryHeap::new(),
+            transitions: Vec::new(),
         }
     }
 
@@ -140,14 +217,16 @@ impl Registry {
         Ok(self.names.intern(name)?)
     }
 
-    /// Registers an agent with capabilities `(name, version, priority)` and tags; it starts
-    /// `Initializing`. Returns its handle. Checked whole before anything changes.
+    /// Registers an agent at `now` with capabilities `(name, version, priority)` and tags; it
+    /// starts `Initializing`, and its heartbeats are due from now on. Returns its handle.
+    /// Checked whole before anything changes.
     pub fn register(
         &mut self,
         id: &str,
         kind: &str,
         capabilities: &[(&str, &str, i32)],
         tags: &[&str],
+        now: Millis,
     ) -> Result<u32, RegistryError> {
         crate::names::validate(id)?;
         crate::names::validate(kind)?;
@@ -178,12 +257,16 @@ impl Registry {
             tags,
             health: Health::Initializing,
             in_flight: 0,
+            reported: Health::Initializing,
+            last_beat: now,
+            beats: 0,
         };
         let slot = self
             .agents
             .insert(agent)
             .ok_or(RegistryError::InvalidName { name: id.to_owned(), reason: "the registry is full" })?;
         self.ids.insert(id.into(), slot);
+        self.schedule(slot, now, 0);
         for cap in capabilities {
             let list = self.providers.entry(cap.name).or_default();
             let provider = Provider { agent: slot, version: cap.version, priority: cap.priority, order };
@@ -219,10 +302,107 @@ impl Registry {
         self.agents.get(agent)
     }
 
-    /// Sets an agent's health.
-    pub fn set_health(&mut self, agent: u32, health: Health) -> Result<(), RegistryError> {
-        self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?.health = health;
+    /// Sets an agent's health (as a heartbeat reporting it would, without being one).
+    pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RegistryError> {
+        let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+        entry.reported = health;
+        self.move_to(agent, health, now);
         Ok(())
+    }
+
+    /// An agent's heartbeat at `now`, reporting its health: it is back to what it reports,
+    /// and its next beats are due from now.
+    pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RegistryError> {
+        let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+        entry.reported = reported;
+        entry.last_beat = now;
+        entry.beats += 1;
+        let beats = entry.beats;
+        self.move_to(agent, reported, now);
+        self.schedule(agent, now, beats);
+        Ok(())
+    }
+
+    fn move_to(&mut self, agent: u32, to: Health, now: Millis) {
+        let Some(entry) = self.agents.get_mut(agent) else { return };
+        if entry.health != to {
+            let from = std::mem::replace(&mut entry.health, to);
+            self.transitions.push(Transition { agent, id: entry.id.clone(), from, to: Some(to), at: now });
+        }
+    }
+
+    /// Schedules the first liveness check after a beat (or registration) at `at`.
+    fn schedule(&mut self, agent: u32, at: Millis, beats: u64) {
+        let first = at + f64::from(self.liveness.degraded_after.max(1)) * self.liveness.interval;
+        self.checks.push(Reverse((Check(first), agent, beats)));
+    }
+
+    /// What missed beats make of an agent that reported `reported` and last beat at
+    /// `last_beat`, at `now`; `None` once it is due to be deregistered.
+    fn liveness_at(&self, reported: Health, last_beat: Millis, now: Millis) -> Option<Health> {
+        let l = &self.liveness;
+        let missed = ((now - last_beat) / l.interval).floor();
+        let at_least = |h: Health| reported.max(h);
+        if missed >= f64::from(l.offline_after) {
+            let offline_since = last_beat + f64::from(l.offline_after) * l.interval;
+            return (now - offline_since < l.deregister_after).then_some(Health::Offline);
+        }
+        Some(if missed >= f64::from(l.unhealthy_after) {
+            at_least(Health::Unhealthy)
+        } else if missed >= f64::from(l.degraded_after) {
+            at_least(Health::Degraded)
+        } else {
+            reported
+        })
+    }
+
+    /// The next liveness step's time, for the host's timer, or infinity.
+    #[must_use]
+    pub fn next_deadline(&self) -> Millis {
+        self.checks.peek().map_or(f64::INFINITY, |Reverse((at, ..))| at.0)
+    }
+
+    /// Moves agents that missed beats down, and deregisters those offline too long.
+    pub fn tick(&mut self, now: Millis) {
+        while let Some(Reverse((at, agent, beats))) = self.checks.peek().copied() {
+            if at.0 > now {
+                break;
+            }
+            self.checks.pop();
+            let Some(entry) = self.agents.get(agent) else { continue };
+            if entry.beats != beats {
+                continue; // it beat since this check was scheduled
+            }
+            let (reported, last_beat) = (entry.reported, entry.last_beat);
+            // Step through the thresholds passed by `at`, one transition each, in order.
+            if let Some(health) = self.liveness_at(reported, last_beat, at.0) {
+                self.move_to(agent, health, at.0);
+                if let Some(next) = self.next_step(last_beat, at.0) {
+                    self.checks.push(Reverse((Check(next), agent, beats)));
+                }
+            } else {
+                let from = entry.health;
+                let id = entry.id.clone();
+                if self.deregister(agent).is_ok() {
+                    self.transitions.push(Transition { agent, id, from, to: None, at: at.0 });
+                }
+            }
+        }
+    }
+
+    /// The next threshold after `after` for an agent that last beat at `last_beat`.
+    fn next_step(&self, last_beat: Millis, after: Millis) -> Option<Millis> {
+        let l = &self.liveness;
+        [l.degraded_after, l.unhealthy_after, l.offline_after]
+            .iter()
+            .map(|&beats| last_beat + f64::from(beats) * l.interval)
+            .chain(std::iter::once(last_beat + f64::from(l.offline_after) * l.interval + l.deregister_after))
+            .find(|&at| at > after)
+    }
+
+    /// The transitions since the last call, oldest first.
+    pub fn take_transitions(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.transitions)
     }
 
     /// Sets how many calls an agent is handling.

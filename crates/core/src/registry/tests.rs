@@ -11,15 +11,15 @@ fn query<'a>(r: &mut Registry, cap: &str, versions: &'a VersionReq, min_health: 
 #[test]
 fn finds_by_capability_version_range_tags_and_health_in_priority_order() {
     let mut reg = Registry::new(1);
-    let agent_a = reg.register("a", "summarizer", &[("summarize", "1.2.0", 5)], &["gpu"]).unwrap();
+    let agent_a = reg.register("a", "summarizer", &[("summarize", "1.2.0", 5)], &["gpu"], 0.0).unwrap();
     let agent_b =
-        reg.register("b", "summarizer", &[("summarize", "1.4.1", 9), ("translate", "2.0.0", 0)], &[]).unwrap();
-    let agent_c = reg.register("c", "summarizer", &[("summarize", "2.0.0", 9)], &["gpu"]).unwrap();
-    let agent_d = reg.register("d", "summarizer", &[("summarize", "1.3.0", 5)], &["gpu"]).unwrap();
+        reg.register("b", "summarizer", &[("summarize", "1.4.1", 9), ("translate", "2.0.0", 0)], &[], 0.0).unwrap();
+    let agent_c = reg.register("c", "summarizer", &[("summarize", "2.0.0", 9)], &["gpu"], 0.0).unwrap();
+    let agent_d = reg.register("d", "summarizer", &[("summarize", "1.3.0", 5)], &["gpu"], 0.0).unwrap();
     for agent in [agent_a, agent_b, agent_c, agent_d] {
-        reg.set_health(agent, Health::Healthy).unwrap();
+        reg.set_health(agent, Health::Healthy, 0.0).unwrap();
     }
-    reg.set_health(agent_d, Health::Degraded).unwrap();
+    reg.set_health(agent_d, Health::Degraded, 0.0).unwrap();
     let caret = parse_range("^1.2").unwrap();
     let mut out = Vec::new();
     let q = query(&mut reg, "summarize", &caret, Health::Degraded, &[]);
@@ -40,9 +40,9 @@ fn finds_by_capability_version_range_tags_and_health_in_priority_order() {
 fn selects_by_each_strategy() {
     let mut r = Registry::new(7);
     let agents: Vec<u32> =
-        (0..3).map(|i| r.register(&format!("w{i}"), "worker", &[("work", "1.0.0", 0)], &[]).unwrap()).collect();
+        (0..3).map(|i| r.register(&format!("w{i}"), "worker", &[("work", "1.0.0", 0)], &[], 0.0).unwrap()).collect();
     for &agent in &agents {
-        r.set_health(agent, Health::Healthy).unwrap();
+        r.set_health(agent, Health::Healthy, 0.0).unwrap();
     }
     let any = parse_range("*").unwrap();
     let q = query(&mut r, "work", &any, Health::Healthy, &[]);
@@ -58,8 +58,8 @@ fn selects_by_each_strategy() {
     assert!(agents.iter().all(|a| draws.iter().filter(|&&d| d == *a).count() > 60));
     let mut again = Registry::new(7);
     for i in 0..3 {
-        let agent = again.register(&format!("w{i}"), "worker", &[("work", "1.0.0", 0)], &[]).unwrap();
-        again.set_health(agent, Health::Healthy).unwrap();
+        let agent = again.register(&format!("w{i}"), "worker", &[("work", "1.0.0", 0)], &[], 0.0).unwrap();
+        again.set_health(agent, Health::Healthy, 0.0).unwrap();
     }
     let q2 = query(&mut again, "work", &any, Health::Healthy, &[]);
     let replay: Vec<u32> = (0..300).map(|_| again.select(&q2, Strategy::Random, &mut scratch).unwrap()).collect();
@@ -67,20 +67,75 @@ fn selects_by_each_strategy() {
 }
 
 #[test]
+fn missed_heartbeats_move_an_agent_down_then_deregister_it() {
+    let liveness = Liveness {
+        interval: 1_000.0,
+        degraded_after: 2,
+        unhealthy_after: 3,
+        offline_after: 5,
+        deregister_after: 10_000.0,
+    };
+    let mut reg = Registry::with_liveness(0, liveness);
+    let agent = reg.register("a", "k", &[("x", "1.0.0", 0)], &[], 0.0).unwrap();
+    reg.heartbeat(agent, Health::Healthy, 0.0).unwrap();
+    assert_eq!(reg.next_deadline(), 2_000.0);
+    reg.tick(1_999.0);
+    assert_eq!(reg.agent(agent).unwrap().health, Health::Healthy);
+    reg.tick(3_500.0);
+    assert_eq!(reg.agent(agent).unwrap().health, Health::Unhealthy, "two thresholds passed in one tick");
+    reg.heartbeat(agent, Health::Healthy, 4_000.0).unwrap();
+    assert_eq!(reg.agent(agent).unwrap().health, Health::Healthy, "a beat brings it back");
+    reg.tick(8_999.0);
+    assert_eq!(reg.agent(agent).unwrap().health, Health::Unhealthy);
+    reg.tick(9_000.0);
+    assert_eq!(reg.agent(agent).unwrap().health, Health::Offline);
+    reg.tick(18_999.0);
+    assert!(reg.agent(agent).is_some());
+    reg.tick(19_000.0);
+    assert!(reg.agent(agent).is_none() && reg.find_id("a").is_none(), "offline past its deadline: gone");
+    let moves: Vec<(Health, Option<Health>, f64)> =
+        reg.take_transitions().into_iter().map(|t| (t.from, t.to, t.at)).collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Health::Initializing, Some(Health::Healthy), 0.0),
+            (Health::Healthy, Some(Health::Degraded), 2_000.0),
+            (Health::Degraded, Some(Health::Unhealthy), 3_000.0),
+            (Health::Unhealthy, Some(Health::Healthy), 4_000.0),
+            (Health::Healthy, Some(Health::Degraded), 6_000.0),
+            (Health::Degraded, Some(Health::Unhealthy), 7_000.0),
+            (Health::Unhealthy, Some(Health::Offline), 9_000.0),
+            (Health::Offline, None, 19_000.0),
+        ]
+    );
+    assert_eq!(reg.next_deadline(), f64::INFINITY);
+}
+
+#[test]
+fn an_agent_reporting_worse_than_its_beats_show_keeps_what_it_reported() {
+    let liveness = Liveness { interval: 1_000.0, ..Liveness::default() };
+    let mut reg = Registry::with_liveness(0, liveness);
+    let agent = reg.register("a", "k", &[], &[], 0.0).unwrap();
+    reg.heartbeat(agent, Health::Unhealthy, 0.0).unwrap();
+    reg.tick(2_500.0);
+    assert_eq!(reg.agent(agent).unwrap().health, Health::Unhealthy, "missing beats never makes it look better");
+}
+
+#[test]
 fn refuses_bad_input_and_changes_nothing() {
     let mut r = Registry::new(0);
-    assert_eq!(r.register("a b", "k", &[], &[]).unwrap_err().code(), "INVALID_NAME");
-    assert_eq!(r.register("a", "k", &[("x", "one", 0)], &[]).unwrap_err().code(), "INVALID_VERSION");
+    assert_eq!(r.register("a b", "k", &[], &[], 0.0).unwrap_err().code(), "INVALID_NAME");
+    assert_eq!(r.register("a", "k", &[("x", "one", 0)], &[], 0.0).unwrap_err().code(), "INVALID_VERSION");
     assert_eq!(parse_range("^^1").unwrap_err().code(), "INVALID_VERSION");
-    r.register("a", "k", &[("x", "1.0.0", 0)], &[]).unwrap();
-    assert_eq!(r.register("a", "k", &[], &[]).unwrap_err().code(), "DUPLICATE_AGENT");
+    r.register("a", "k", &[("x", "1.0.0", 0)], &[], 0.0).unwrap();
+    assert_eq!(r.register("a", "k", &[], &[], 0.0).unwrap_err().code(), "DUPLICATE_AGENT");
     assert!(r.find_id("a").is_some());
 }
 
 #[test]
 fn suggests_similar_names_only_when_asked() {
     let mut r = Registry::new(0);
-    r.register("a", "k", &[("summarize", "1.0.0", 0), ("translate", "1.0.0", 0)], &[]).unwrap();
+    r.register("a", "k", &[("summarize", "1.0.0", 0), ("translate", "1.0.0", 0)], &[], 0.0).unwrap();
     let mut out = Vec::new();
     let any = parse_range("*").unwrap();
     let q = query(&mut r, "summarise", &any, Health::Offline, &[]);
@@ -105,8 +160,8 @@ proptest! {
         for (i, (c, ma, mi, priority, h, gpu)) in agents.into_iter().enumerate() {
             let version = format!("{ma}.{mi}.0");
             let tags: &[&str] = if gpu { &["gpu"] } else { &[] };
-            let slot = r.register(&format!("agent-{i}"), "k", &[(&format!("cap-{c}"), &version, priority)], tags).unwrap();
-            r.set_health(slot, healths[h as usize]).unwrap();
+            let slot = r.register(&format!("agent-{i}"), "k", &[(&format!("cap-{c}"), &version, priority)], tags, 0.0).unwrap();
+            r.set_health(slot, healths[h as usize], 0.0).unwrap();
             model.push((slot, c, Version::new(ma, mi, 0), priority, healths[h as usize], gpu));
         }
         for index in removed {
