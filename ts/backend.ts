@@ -81,11 +81,9 @@ export interface RawStore {
   conflict(): ArrayLike<number>
   unwatch(id: number): void
   setWatchPaused(id: number, paused: boolean): void
-  hasDeliveries(): boolean
   tick(now: number): void
   nextDeadline(): number
   revision(): number
-  clock(): ArrayLike<number>
   export(): Uint8Array
   import(bytes: Uint8Array): void
 }
@@ -98,8 +96,19 @@ export interface StoreCoreOptions {
   tombstoneMs: number
 }
 
+/** The store calls that read their key, prefix or writes from `io` (both engines, `io` aside). */
+export interface StoreIoCalls {
+  write(count: number, now: number): number
+  get(ns: number, keyLen: number, version: number, now: number): number
+  history(ns: number, keyLen: number, now: number): number
+  scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number
+  purge(ns: number, keyLen: number, now: number): number
+  watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number
+  merge(wall: number, logical: number, lww: boolean, now: number): number
+}
+
 /** One store inside an engine: the raw calls, error-translated, with `io` managed. */
-export interface StoreCore extends RawStore {
+export interface StoreCore extends RawStore, StoreIoCalls {
   /** Whether writes go to disk (and acknowledge through tickets). */
   readonly durable: boolean
   /**
@@ -109,13 +118,6 @@ export interface StoreCore extends RawStore {
   io(min?: number): Uint8Array
   /** A DataView over the current `io`. */
   view(): DataView
-  write(count: number, now: number): number
-  get(ns: number, keyLen: number, version: number, now: number): number
-  history(ns: number, keyLen: number, now: number): number
-  scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number
-  purge(ns: number, keyLen: number, now: number): number
-  watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number
-  merge(wall: number, logical: number, lww: boolean, now: number): number
   /** The next batch of watch records (a copy that stays valid), or undefined when none wait. */
   drain(): Uint8Array | undefined
   /** Hands the changes staged in this turn to the disk writer (a group commit's batch). */

@@ -41,11 +41,6 @@ export function putKey(io: Uint8Array, at: number, key: string): number {
   return utf8.encodeInto(key, io.subarray(at)).written
 }
 
-/** The bytes of a string key (for comparisons and prefixes). */
-export function keyBytes(key: string): Uint8Array {
-  return utf8.encode(key)
-}
-
 /** Decodes a key written by the core. */
 export function readKey(io: Uint8Array, at: number, len: number): string {
   if (len <= 32) {

@@ -60,7 +60,7 @@ export interface EngineHooks {
  * makes the instance read out of bounds and trap. So strings and byte batches are checked here,
  * for both engines alike.
  */
-function text(value: unknown, what: string): string {
+export function text(value: unknown, what: string): string {
   if (typeof value !== 'string') throw new OrreryError('INVALID_ARGUMENT', `${what} must be a string`, { details: { argument: what } })
   return value
 }

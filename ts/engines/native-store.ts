@@ -7,6 +7,7 @@
  */
 import type { RawStore, StoreCore, StoreCoreOptions } from '../backend.js'
 import { fromEngine, type OrreryError } from '../errors.js'
+import { callBlock } from './call-block.js'
 import { drainCapacity, StoreAdapter } from './store.js'
 
 /** The object that owns a store's lifetime. */
@@ -38,35 +39,15 @@ export interface NativeStoreBinding {
   storeUnwatch(h: number, id: number): void
   storeSetWatchPaused(h: number, id: number, paused: boolean): void
   storeDrain(h: number, out: Uint8Array): number
-  storeHasDeliveries(h: number): boolean
   storeMerge(h: number, wall: number, logical: number, lww: boolean, now: number): number
   storeTick(h: number, now: number): void
   storeNextDeadline(h: number): number
   storeRevision(h: number): number
-  storeClock(h: number): number[]
   storeExport(h: number): Uint8Array
   storeImport(h: number, bytes: Uint8Array): void
   storeTickets(): void
   storeSubmit(): void
   storeDiskFailure(h: number): string | null | undefined
-}
-
-/**
- * The call block of the hottest calls (`storeGet`, `storeWrite`): the store's handle and the
- * arguments go in, the result comes back in slot 0. A napi-rs function measured ~20 ns without
- * arguments and ~90 ns with one, so these take none. One block per loaded addon (per thread),
- * kept on the addon's module object so that two copies of this package's JS (two bundles)
- * share it rather than each taking it over from the other.
- */
-const BLOCK = Symbol.for('orrery.store.callBlock')
-
-function callBlock(b: NativeStoreBinding): Float64Array {
-  const held = (b as unknown as Record<symbol, Float64Array | undefined>)[BLOCK]
-  if (held) return held
-  const block = new Float64Array(8)
-  b.storeUseCallBlock(block)
-  Object.defineProperty(b, BLOCK, { value: block })
-  return block
 }
 
 /** The calls without `io`, bound to one handle. */
@@ -79,11 +60,9 @@ function raw(b: NativeStoreBinding, h: number): RawStore {
     conflict: () => b.storeConflict(h),
     unwatch: (id) => b.storeUnwatch(h, id),
     setWatchPaused: (id, paused) => b.storeSetWatchPaused(h, id, paused),
-    hasDeliveries: () => b.storeHasDeliveries(h),
     tick: (now) => b.storeTick(h, now),
     nextDeadline: () => b.storeNextDeadline(h),
     revision: () => b.storeRevision(h),
-    clock: () => b.storeClock(h),
     export: () => b.storeExport(h),
     import: (bytes) => b.storeImport(h, bytes),
   }
@@ -105,7 +84,8 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     this.raw = raw(b, this.h)
     this.out = new Uint8Array(drainCapacity(maxValueBytes))
     b.storeUseIo(this.h, this.buf)
-    this.call = callBlock(b)
+    // The hottest calls (`storeGet`, `storeWrite`) take their handle and arguments from it.
+    this.call = callBlock(b, 'store', (block) => b.storeUseCallBlock(block))
   }
 
   protected fail(error: unknown): OrreryError {

@@ -5,6 +5,7 @@
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine } from '../errors.js'
 import { adaptBus, Slab, type Guard } from './adapter.js'
+import { callBlock } from './call-block.js'
 import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
@@ -34,23 +35,6 @@ export interface NativeBusHandle extends RawBus {
 
 /** An endpoint without a slot for the hot calls (the addon's registry was full). */
 const NO_SLOT = 0xffffffff
-
-/**
- * The bus's call block: the endpoint's slot and the arguments of the hottest calls (acks,
- * publishes, requests, replies, drains) go in, the result comes back in slot 0. A napi-rs class
- * method measured ~220 ns a call and each argument more; these functions take at most a byte
- * view. Kept on the addon's module object, like the store's, so copies of this JS share it.
- */
-const BLOCK = Symbol.for('orrery.bus.callBlock')
-
-function callBlock(b: NativeBinding): Float64Array {
-  const held = (b as unknown as Record<symbol, Float64Array | undefined>)[BLOCK]
-  if (held) return held
-  const block = new Float64Array(8)
-  b.busUseCallBlock(block)
-  Object.defineProperty(b, BLOCK, { value: block })
-  return block
-}
 
 /** Every RawBus call: bound to the handle unless the call block takes it. */
 const RAW_BUS_CALLS = [
@@ -109,7 +93,8 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
   const slab = new Slab()
   let out = new Uint8Array(DRAIN_BYTES)
   const fast = handle.slot !== NO_SLOT
-  const call = callBlock(b)
+  // Acks, publishes, requests, replies and drains take their endpoint and arguments from it.
+  const call = callBlock(b, 'bus', (block) => b.busUseCallBlock(block))
   const { slot } = handle
   if (fast) b.busUseOut(slot, out)
   const drainOnce = fast

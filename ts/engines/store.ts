@@ -3,18 +3,15 @@
  * checked (wasm-bindgen's release glue does not check types) and failures translated by the
  * engine. Each engine adds where `io` lives and how watch records leave.
  */
-import type { RawStore, StoreCore } from '../backend.js'
+import type { RawStore } from '../backend.js'
 import { OrreryError } from '../errors.js'
-
-export function text(value: unknown, what: string): string {
-  if (typeof value !== 'string') throw new OrreryError('INVALID_ARGUMENT', `${what} must be a string`, { details: { argument: what } })
-  return value
-}
+import { MAX_KEY_BYTES, pad8, RECORD_HEADER } from '../store-wire.js'
+import { text } from './adapter.js'
 
 /** The drain buffer holds the largest record: header, longest key, largest value. */
-export const drainCapacity = (maxValueBytes: number): number => Math.max(64 * 1024, ((48 + 1024 + maxValueBytes) + 7) & ~7)
+export const drainCapacity = (maxValueBytes: number): number => Math.max(64 * 1024, pad8(RECORD_HEADER + MAX_KEY_BYTES + maxValueBytes))
 
-export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' | 'view' | 'write' | 'get' | 'history' | 'scan' | 'purge' | 'watch' | 'merge' | 'drain' | 'submitDisk' | 'submitted' | 'committed' | 'diskFailure' | 'setListener' | 'close'> {
+export abstract class StoreAdapter implements RawStore {
   protected abstract readonly raw: RawStore
   /** Turns whatever a call threw into an OrreryError (and notes a wasm trap). */
   protected abstract fail(error: unknown): OrreryError
@@ -56,11 +53,6 @@ export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' |
     try { this.raw.setWatchPaused(id, paused) } catch (e) { throw this.fail(e) }
   }
 
-  hasDeliveries(): boolean {
-    this.usable()
-    try { return this.raw.hasDeliveries() } catch (e) { throw this.fail(e) }
-  }
-
   tick(now: number): void {
     this.usable()
     try { this.raw.tick(now) } catch (e) { throw this.fail(e) }
@@ -74,11 +66,6 @@ export abstract class StoreAdapter implements Omit<StoreCore, 'durable' | 'io' |
   revision(): number {
     this.usable()
     try { return this.raw.revision() } catch (e) { throw this.fail(e) }
-  }
-
-  clock(): ArrayLike<number> {
-    this.usable()
-    try { return this.raw.clock() } catch (e) { throw this.fail(e) }
   }
 
   export(): Uint8Array {

@@ -3,20 +3,13 @@
  * reads results from through a view (re-made whenever the memory grows and detaches it). The
  * store is in memory only; a browser host persists it with export/import.
  */
-import type { RawStore, StoreCore, StoreCoreOptions } from '../backend.js'
+import type { RawStore, StoreCore, StoreCoreOptions, StoreIoCalls } from '../backend.js'
 import { OrreryError } from '../errors.js'
 import { drainCapacity, StoreAdapter } from './store.js'
 
-export interface WasmStoreHandle extends RawStore {
+export interface WasmStoreHandle extends RawStore, StoreIoCalls {
   reserve(len: number): number
   ioPtr(): number
-  write(count: number, now: number): number
-  get(ns: number, keyLen: number, version: number, now: number): number
-  history(ns: number, keyLen: number, now: number): number
-  scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number
-  purge(ns: number, keyLen: number, now: number): number
-  watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number
-  merge(wall: number, logical: number, lww: boolean, now: number): number
   drain(capacity: number): number
   outPtr(): number
   free(): void

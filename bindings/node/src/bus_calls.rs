@@ -12,6 +12,7 @@ use napi_derive::napi;
 use orrery_core::slab::Slab;
 use orrery_core::{host, BusError};
 
+use crate::call_block::{self, whole, Block};
 use crate::error::{to_js, Result};
 use crate::shared::Shared;
 
@@ -29,7 +30,7 @@ thread_local! {
     /// This thread's endpoints, by slot.
     static ENDPOINTS: RefCell<Slab<Endpoint>> = RefCell::new(Slab::default());
     /// This thread's call block for the bus.
-    static CALL: RefCell<Option<Float64Array>> = const { RefCell::new(None) };
+    static CALL: Block = const { RefCell::new(None) };
 }
 
 /// Registers an endpoint; its slot, or `u32::MAX` when the registry is full (the class's
@@ -47,32 +48,20 @@ fn unknown(slot: f64) -> napi::Error<crate::error::Code> {
     to_js(BusError::UnknownEndpoint(slot as u32))
 }
 
-fn whole(value: f64) -> Option<u32> {
-    (value >= 0.0 && value <= f64::from(u32::MAX) && f64::from(value as u32) == value).then_some(value as u32)
-}
-
 /// Runs `call` with the endpoint in slot 0 of the call block and arguments from slots 1..;
 /// its result goes into slot 0.
-#[allow(unsafe_code, reason = "reading and writing the JS-owned call block needs napi's unsafe as_mut")]
 fn with_call(call: impl FnOnce(&mut Endpoint, [f64; 4]) -> Result<f64>) -> Result<()> {
-    CALL.with(|block| {
-        let mut block = block.borrow_mut();
-        let Some(block) = block.as_mut() else { return Err(unknown(f64::NAN)) };
-        // SAFETY: the call is synchronous on the JS thread that owns the block; no JS code runs
-        // until it returns, and the slice does not outlive it.
-        let slots = unsafe { block.as_mut() };
-        let slot = slots.first().copied().unwrap_or(f64::NAN);
-        let args: [f64; 4] = std::array::from_fn(|i| slots.get(i + 1).copied().unwrap_or(f64::NAN));
-        let result = ENDPOINTS.with(|all| {
-            let mut all = all.borrow_mut();
-            let endpoint = whole(slot).and_then(|s| all.get_mut(s)).ok_or_else(|| unknown(slot))?;
-            call(endpoint, args)
-        })?;
-        if let Some(first) = slots.first_mut() {
-            *first = result;
-        }
-        Ok(())
-    })
+    call_block::run(
+        &CALL,
+        || unknown(f64::NAN),
+        |slot, args| {
+            ENDPOINTS.with(|all| {
+                let mut all = all.borrow_mut();
+                let endpoint = all.get_mut(slot).ok_or_else(|| unknown(f64::from(slot)))?;
+                call(endpoint, args).map(|result| [result])
+            })
+        },
+    )
 }
 
 /// Hands this thread's call block to the bus's hot calls (once per thread).

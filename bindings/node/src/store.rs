@@ -17,6 +17,7 @@ use orrery_core::slab::Slab;
 use orrery_core::store::wire;
 use orrery_core::{Store, StoreConfig, StoreError};
 
+use crate::call_block::{self, whole, Block};
 use crate::disk::{Disk, Listener};
 use crate::error::{to_js, Code, Result};
 
@@ -37,7 +38,7 @@ thread_local! {
     /// handle and the arguments into it, and reads the result from slot 0. Measured here, a
     /// napi-rs function costs ~20 ns without arguments and ~90 ns with even one, so these
     /// calls take none.
-    static CALL: RefCell<Option<Float64Array>> = const { RefCell::new(None) };
+    static CALL: Block = const { RefCell::new(None) };
 }
 
 fn closed() -> napi::Error<Code> {
@@ -77,34 +78,15 @@ fn run_io<T>(
     result
 }
 
-/// Runs a hot call: slot 0 of the call block holds the store's handle, slots 1.. its
-/// arguments; the result goes back into slot 0.
-#[allow(unsafe_code, reason = "writing the result into the JS-owned call block needs napi's unsafe as_mut")]
+/// Runs a hot call (call block: the store's handle, then its arguments): its result goes back
+/// into slot 0, and the disk ticket that acknowledges it (the last change queued) into slot 1.
 fn with_call(call: impl FnOnce(&mut Store, &mut [u8], &[f64]) -> std::result::Result<f64, StoreError>) -> Result<()> {
-    CALL.with(|block| {
-        let mut block = block.borrow_mut();
-        let slots = block.as_mut().ok_or_else(closed)?;
-        // SAFETY: as for `io`: the call is synchronous on the thread that owns the block.
-        let slots = unsafe { slots.as_mut() };
-        let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
-        let args: [f64; 4] = std::array::from_fn(|i| slots.get(i + 1).copied().unwrap_or(f64::NAN));
-        let (result, ticket) = with(handle, |open| {
+    call_block::run(&CALL, closed, |handle, args| {
+        with(handle, |open| {
             let result = run_io(open, |store, io| call(store, io, &args))?;
-            Ok((result, open.disk.as_ref().map_or(0, Disk::submitted)))
-        })?;
-        // Slot 1: the disk ticket that acknowledges the call (the last change queued).
-        if let [first, second, ..] = slots {
-            *first = result;
-            *second = ticket as f64;
-        }
-        Ok(())
+            Ok([result, open.disk.as_ref().map_or(0, Disk::submitted) as f64])
+        })
     })
-}
-
-/// A slot's value as a u32, if it is one.
-fn whole(value: f64) -> Option<u32> {
-    // Compared after a round trip rather than with `fract()`, which is a libm call per read.
-    (value >= 0.0 && value <= f64::from(u32::MAX) && f64::from(value as u32) == value).then_some(value as u32)
 }
 
 /// Runs `call` on the store behind `handle`.
@@ -404,12 +386,6 @@ pub fn store_set_watch_paused(handle: u32, id: u32, paused: bool) -> Result<()> 
     with(handle, |open| open.store.set_watch_paused(id, paused).map_err(to_js))
 }
 
-/// Whether watch deliveries wait.
-#[napi(catch_unwind)]
-pub fn store_has_deliveries(handle: u32) -> Result<bool> {
-    with(handle, |open| Ok(open.store.has_deliveries()))
-}
-
 /// Applies a replica's change (see `wire::merge`).
 #[napi(catch_unwind)]
 pub fn store_merge(handle: u32, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64> {
@@ -437,15 +413,6 @@ pub fn store_revision(handle: u32) -> Result<f64> {
     with(handle, |open| Ok(open.store.revision() as f64))
 }
 
-/// The clock's last stamp as `[wall, logical]`.
-#[napi(catch_unwind)]
-pub fn store_clock(handle: u32) -> Result<Vec<f64>> {
-    with(handle, |open| {
-        let hlc = open.store.clock();
-        Ok(vec![hlc.wall as f64, f64::from(hlc.logical)])
-    })
-}
-
 /// The whole store as snapshot bytes.
 #[napi(catch_unwind)]
 pub fn store_export(handle: u32) -> Result<Buffer> {
@@ -461,36 +428,19 @@ pub fn store_import(handle: u32, bytes: Uint8ArraySlice<'_>) -> Result<()> {
 /// Hands the changes of this JS turn to the disk writer (call block: handle). A batched
 /// durable store calls it once per turn, from a microtask.
 #[napi(catch_unwind)]
-#[allow(unsafe_code, reason = "reading the JS-owned call block needs napi's unsafe as_mut")]
 pub fn store_submit() -> Result<()> {
-    CALL.with(|block| {
-        let mut block = block.borrow_mut();
-        let slots = block.as_mut().ok_or_else(closed)?;
-        // SAFETY: as in `with_call`.
-        let slots = unsafe { slots.as_mut() };
-        let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
-        with(handle, Open::submit)
-    })
+    call_block::run(&CALL, closed, |handle, _| with(handle, Open::submit).map(|()| []))
 }
 
 /// The ticket of the last change queued for disk and of the last one on disk (0, 0 in
 /// memory), into slots 0 and 1 of the call block (whose slot 0 holds the handle).
 #[napi(catch_unwind)]
-#[allow(unsafe_code, reason = "writing into the JS-owned call block needs napi's unsafe as_mut")]
 pub fn store_tickets() -> Result<()> {
-    CALL.with(|block| {
-        let mut block = block.borrow_mut();
-        let slots = block.as_mut().ok_or_else(closed)?;
-        // SAFETY: as in `with_call`.
-        let slots = unsafe { slots.as_mut() };
-        let handle = whole(slots.first().copied().unwrap_or(f64::NAN)).ok_or_else(closed)?;
-        let (submitted, committed) =
-            with(handle, |open| Ok(open.disk.as_ref().map_or((0, 0), |d| (d.submitted(), d.committed()))))?;
-        if let [first, second, ..] = slots {
-            *first = submitted as f64;
-            *second = committed as f64;
-        }
-        Ok(())
+    call_block::run(&CALL, closed, |handle, _| {
+        with(handle, |open| {
+            let (submitted, committed) = open.disk.as_ref().map_or((0, 0), |d| (d.submitted(), d.committed()));
+            Ok([submitted as f64, committed as f64])
+        })
     })
 }
 

@@ -131,12 +131,6 @@ impl WasmStore {
         self.out.as_ptr() as u32
     }
 
-    /// Whether watch deliveries wait.
-    #[wasm_bindgen(js_name = hasDeliveries)]
-    pub fn has_deliveries(&self) -> bool {
-        self.store.has_deliveries()
-    }
-
     /// Applies a replica's change from `io` (see `wire::merge`).
     pub fn merge(&mut self, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64, JsValue> {
         wire::merge(&mut self.store, &self.io, wall, logical, lww, now).map_err(to_js)
@@ -156,12 +150,6 @@ impl WasmStore {
     /// The latest revision.
     pub fn revision(&self) -> f64 {
         self.store.revision() as f64
-    }
-
-    /// The clock's last stamp as `[wall, logical]`.
-    pub fn clock(&self) -> Vec<f64> {
-        let hlc = self.store.clock();
-        vec![hlc.wall as f64, f64::from(hlc.logical)]
     }
 
     /// The whole store as snapshot bytes.

@@ -93,12 +93,27 @@ impl Keys {
         })
     }
 
+    /// The slot of a key's entry: one hash lookup, for a caller that goes on to read or change it.
+    pub(super) fn find(&self, key: &[u8]) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    /// The key and entry in a slot `find` returned.
+    pub(super) fn slot_mut(&mut self, slot: u32) -> (&Bytes, &mut Entry) {
+        let (key, entry) = self.slots.get_mut(slot);
+        (key, entry)
+    }
+
     /// Adds or replaces a key's entry.
     pub(super) fn insert(&mut self, key: Bytes, entry: Entry) {
-        if let Some(&i) = self.index.get(&key) {
-            self.slots.get_mut(i).1 = entry;
-            return;
+        match self.find(&key) {
+            Some(slot) => *self.slot_mut(slot).1 = entry,
+            None => self.insert_new(key, entry),
         }
+    }
+
+    /// Adds the entry of a key `find` did not find.
+    pub(super) fn insert_new(&mut self, key: Bytes, entry: Entry) {
         self.index.insert(key.clone(), self.slots.len as u32);
         self.order.insert(key.clone());
         self.slots.push((key, entry));

@@ -262,11 +262,6 @@ impl Store {
         Ok(())
     }
 
-    /// A namespace's history limit.
-    pub fn history_limit(&self, ns: u32) -> Result<usize, StoreError> {
-        Ok(self.space(ns)?.history)
-    }
-
     /// The id of writer `name` (an agent, a replica), for stamping writes.
     pub fn writer(&mut self, name: &str) -> Result<u32, StoreError> {
         Ok(self.writers.intern(name)?)
@@ -410,20 +405,23 @@ impl Store {
     fn apply(&mut self, ns: u32, key: &[u8], record: Record, expires: Millis) {
         let space = &mut self.namespaces[ns as usize];
         let keep = space.history;
-        let key = match space.entries.get_key_value(key) {
-            Some((k, _)) => k.clone(),
+        // One lookup for the whole write: the slot serves both the key and the entry.
+        let found = space.entries.find(key);
+        let key = match found {
+            Some(slot) => space.entries.slot_mut(slot).0.clone(),
             None => Bytes::copy_from_slice(key),
         };
         if !self.watches.is_empty() {
             self.watches.notify(ns, &key, &record);
         }
         let version = record.version;
-        match space.entries.get_mut(&key) {
-            Some(entry) => {
+        match found {
+            Some(slot) => {
+                let entry = space.entries.slot_mut(slot).1;
                 self.timed -= usize::from(entry.expires.is_finite());
                 entry.push(record, expires, keep);
             }
-            None => space.entries.insert(key.clone(), Entry::new(record, expires)),
+            None => space.entries.insert_new(key.clone(), Entry::new(record, expires)),
         }
         if expires.is_finite() {
             self.timed += 1;
@@ -606,12 +604,6 @@ impl Store {
     /// history) or resumes it.
     pub fn set_watch_paused(&mut self, id: u32, paused: bool) -> Result<(), StoreError> {
         self.watches.set_paused(id, paused).ok_or(StoreError::UnknownWatch(id))
-    }
-
-    /// Whether any watch has changes to deliver.
-    #[must_use]
-    pub fn has_deliveries(&self) -> bool {
-        self.watches.has_ready()
     }
 
     /// Hands queued watch deliveries to `sink` until it returns `false` (no room); returns

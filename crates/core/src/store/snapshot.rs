@@ -80,7 +80,8 @@ impl EntryState {
         }
     }
 
-    /// Encodes for disk.
+    /// Encodes as a durable host would (the tests compare `Store::encode_entry` with it).
+    #[cfg(test)]
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
@@ -195,7 +196,9 @@ impl Meta {
 }
 
 impl Store {
-    /// The state of a key to persist, or `None` if it no longer exists.
+    /// The state of a key as it is persisted, or `None` if it no longer exists (the tests
+    /// check `encode_entry` against it).
+    #[cfg(test)]
     #[must_use]
     pub fn entry_state(&self, ns: u32, key: &[u8]) -> Option<EntryState> {
         self.namespaces.get(ns as usize)?.entries.get(key).map(EntryState::of)

@@ -601,6 +601,21 @@ impl Model {
     }
 }
 
+/// Takes the model run's watch deliveries: each change as (version, key index, value of a
+/// put), and the version after which the watcher lagged, if it did.
+fn watched(s: &mut Store, names: &[String], seen: &mut Vec<(Version, u8, Option<u8>)>, lagged: &mut Option<Version>) {
+    s.drain(|_, d| {
+        match d {
+            Delivery::Change { key, record } => {
+                let k = names.iter().position(|n| n.as_bytes() == key.as_ref()).unwrap() as u8;
+                seen.push((record.version, k, record.kind.is_put().then(|| record.value[0])));
+            }
+            Delivery::Lagged { after } => *lagged = Some(*after),
+        }
+        true
+    });
+}
+
 fn key_name(key: u8) -> String {
     format!("key-{key}")
 }
@@ -646,16 +661,7 @@ proptest! {
                     (Vec::new(), 0.0)
                 }
                 Op::Drain => {
-                    s.drain(|_, d| {
-                        match d {
-                            Delivery::Change { key, record } => {
-                                let k = names.iter().position(|n| n.as_bytes() == key.as_ref()).unwrap() as u8;
-                                seen.push((record.version, k, record.kind.is_put().then(|| record.value[0])));
-                            }
-                            Delivery::Lagged { after } => lagged = Some(*after),
-                        }
-                        true
-                    });
+                    watched(&mut s, &names, &mut seen, &mut lagged);
                     (Vec::new(), 0.0)
                 }
             };
@@ -701,16 +707,7 @@ proptest! {
         }
         // The watcher saw every change of namespace 0 in version order, or was told where it
         // lagged, and only when history had dropped a change after that point.
-        s.drain(|_, d| {
-            match d {
-                Delivery::Change { key, record } => {
-                    let k = names.iter().position(|n| n.as_bytes() == key.as_ref()).unwrap() as u8;
-                    seen.push((record.version, k, record.kind.is_put().then(|| record.value[0])));
-                }
-                Delivery::Lagged { after } => lagged = Some(*after),
-            }
-            true
-        });
+        watched(&mut s, &names, &mut seen, &mut lagged);
         let mut log = model.log.clone();
         log.sort_by_key(|c| (c.0, c.1));
         let mut sorted = seen.clone();

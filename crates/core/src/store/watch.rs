@@ -156,10 +156,6 @@ impl Watches {
         self.all.is_empty()
     }
 
-    pub(super) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
-    }
-
     pub(super) fn add(
         &mut self,
         ns: u32,
