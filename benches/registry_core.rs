@@ -28,7 +28,7 @@ fn benches(c: &mut Criterion) {
     let mut registry = filled();
     let range = parse_range("^1.2").unwrap_or_else(|e| panic!("{e}"));
     let capability = registry.name("cap-500").unwrap_or_else(|e| panic!("{e}"));
-    let query = Query { capability, versions: &range, min_health: Health::Degraded, tags: &[] };
+    let query = Query { capability, versions: &range, min_health: Health::Degraded, tags: &[], also: &[] };
     let mut out = Vec::new();
     let mut group = c.benchmark_group("registry");
     group.bench_function("discover-100k", |b| {

@@ -244,6 +244,15 @@ pub enum RegistryError {
     /// An agent that is not registered (never, or no longer).
     #[error("unknown agent {0}")]
     UnknownAgent(u32),
+    /// A query id that was never compiled.
+    #[error("unknown query {0}")]
+    UnknownQuery(u32),
+    /// A rate limiter that does not exist (never, or no longer).
+    #[error("unknown limiter {0}")]
+    UnknownLimiter(u32),
+    /// A rate limit that cannot work.
+    #[error("{0}")]
+    InvalidLimit(String),
 }
 
 impl Coded for RegistryError {
@@ -253,6 +262,8 @@ impl Coded for RegistryError {
             Self::InvalidVersion { .. } => "INVALID_VERSION",
             Self::DuplicateAgent(_) => "DUPLICATE_AGENT",
             Self::UnknownAgent(_) => "UNKNOWN_AGENT",
+            Self::UnknownQuery(_) | Self::UnknownLimiter(_) => "INVALID_ARGUMENT",
+            Self::InvalidLimit(_) => "INVALID_OPTION",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod bus;
 pub mod error;
 pub mod frame;
 pub mod host;
+pub mod mesh;
 pub mod names;
 pub mod registry;
 pub mod resilience;

@@ -147,6 +147,8 @@ pub struct Query<'a> {
     pub min_health: Health,
     /// Interned tags every result must carry.
     pub tags: &'a [u32],
+    /// Further capabilities (interned name, versions) every result must also offer.
+    pub also: &'a [(u32, VersionReq)],
 }
 
 /// How routing picks one agent among the matches.
@@ -405,6 +407,13 @@ impl Registry {
         std::mem::take(&mut self.transitions)
     }
 
+    /// Changes how many calls an agent is handling by `delta` (never below zero).
+    pub fn add_in_flight(&mut self, agent: u32, delta: i32) -> Result<u32, RegistryError> {
+        let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+        entry.in_flight = entry.in_flight.saturating_add_signed(delta);
+        Ok(entry.in_flight)
+    }
+
     /// Sets how many calls an agent is handling.
     pub fn set_in_flight(&mut self, agent: u32, in_flight: u32) -> Result<(), RegistryError> {
         self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?.in_flight = in_flight;
@@ -421,6 +430,9 @@ impl Registry {
             if agent.health > query.min_health
                 || !query.versions.matches(&p.version)
                 || !query.tags.iter().all(|t| agent.tags.binary_search(t).is_ok())
+                || !query.also.iter().all(|(name, versions)| {
+                    agent.capabilities.iter().any(|c| c.name == *name && versions.matches(&c.version))
+                })
             {
                 continue;
             }
@@ -432,27 +444,38 @@ impl Registry {
         out.extend(matches.into_iter().map(|m| m.3));
     }
 
-    /// One agent for `query` by `strategy`, or `None` when nothing matches.
-    pub fn select(&mut self, query: &Query<'_>, strategy: Strategy, scratch: &mut Vec<u32>) -> Option<u32> {
-        self.find(query, scratch);
-        if scratch.is_empty() {
-            return None;
+    /// The agents matching `query` in the order `strategy` tries them: best first for
+    /// priority; rotated one step per call (per capability) for round-robin; fewest in flight
+    /// first for least-loaded (stable, so ties keep the priority order); rotated to a seeded
+    /// random start for random. Routing walks this order and takes the first agent it may call.
+    pub fn order(&mut self, query: &Query<'_>, strategy: Strategy, out: &mut Vec<u32>) {
+        self.find(query, out);
+        if out.is_empty() {
+            return;
         }
-        let pick = match strategy {
-            Strategy::Priority => 0,
+        match strategy {
+            Strategy::Priority => {}
             Strategy::RoundRobin => {
                 let cursor = self.cursors.entry(query.capability).or_insert(0);
-                let pick = *cursor % scratch.len();
+                let start = *cursor % out.len();
                 *cursor = cursor.wrapping_add(1);
-                pick
+                out.rotate_left(start);
             }
             Strategy::LeastLoaded => {
-                let load = |&a: &u32| self.agents.get(a).map_or(u32::MAX, |agent| agent.in_flight);
-                (0..scratch.len()).min_by_key(|&i| load(&scratch[i])).unwrap_or(0)
+                let agents = &self.agents;
+                out.sort_by_key(|&a| agents.get(a).map_or(u32::MAX, |agent| agent.in_flight));
             }
-            Strategy::Random => self.random.below(scratch.len()),
-        };
-        Some(scratch[pick])
+            Strategy::Random => {
+                let start = self.random.below(out.len());
+                out.rotate_left(start);
+            }
+        }
+    }
+
+    /// One agent for `query` by `strategy`, or `None` when nothing matches.
+    pub fn select(&mut self, query: &Query<'_>, strategy: Strategy, scratch: &mut Vec<u32>) -> Option<u32> {
+        self.order(query, strategy, scratch);
+        scratch.first().copied()
     }
 
     /// Capability names close to `name` (Jaro-Winkler similarity at least `threshold`), best

@@ -5,7 +5,7 @@ use super::*;
 use crate::Coded;
 
 fn query<'a>(r: &mut Registry, cap: &str, versions: &'a VersionReq, min_health: Health, tags: &'a [u32]) -> Query<'a> {
-    Query { capability: r.name(cap).unwrap(), versions, min_health, tags }
+    Query { capability: r.name(cap).unwrap(), versions, min_health, tags, also: &[] }
 }
 
 #[test]
@@ -172,7 +172,7 @@ proptest! {
         let range = parse_range(&format!("^{major}")).unwrap();
         let gpu = [r.name("gpu").unwrap()];
         for tags in [&[][..], &gpu[..]] {
-            let q = Query { capability: r.name(&format!("cap-{cap}")).unwrap(), versions: &range, min_health: healths[health as usize], tags };
+            let q = Query { capability: r.name(&format!("cap-{cap}")).unwrap(), versions: &range, min_health: healths[health as usize], tags, also: &[] };
             let mut out = Vec::new();
             r.find(&q, &mut out);
             let mut want: Vec<&(u32, u8, Version, i32, Health, bool)> = model

@@ -132,6 +132,14 @@ impl Breaker {
         }
     }
 
+    /// A call let through ended with no verdict (its caller gave up): it no longer holds a
+    /// half-open breaker's probe.
+    pub fn release(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+    }
+
     /// A call let through failed.
     pub fn failure(&mut self, now: Millis) {
         match self.state {

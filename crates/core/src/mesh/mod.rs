@@ -1,0 +1,484 @@
+//! The routing state of an agent mesh: the [`Registry`] plus, per agent, a circuit breaker and a
+//! bulkhead (a cap on concurrent calls), the rate limiters agents take tokens from, and the
+//! seeded random source of retry backoff. The host asks for a target with [`Mesh::route`]
+//! (selection, breaker and bulkhead in one call) and reports the outcome with
+//! [`Mesh::finish`]; health and breaker transitions come back as [`Event`]s.
+//!
+//! Queries are compiled once ([`Mesh::query`]) so that the hot calls carry only numbers.
+
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::RegistryError;
+use crate::registry::{parse_range, Health, Liveness, Query, Registry, Strategy, Transition, VersionReq};
+use crate::resilience::{Backoff, Breaker, BreakerConfig, BreakerState, Jitter, SplitMix64, TokenBucket};
+use crate::slab::Slab;
+use crate::Millis;
+
+/// A mesh's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MeshConfig {
+    /// Seeds random selection and backoff jitter.
+    pub seed: u64,
+    /// When missed heartbeats move an agent down.
+    pub liveness: Liveness,
+    /// Every agent's breaker.
+    pub breaker: BreakerConfig,
+}
+
+/// Something that happened in the mesh, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An agent's health changed (`to: None`: it was deregistered).
+    Health(Transition),
+    /// An agent's breaker moved.
+    Breaker {
+        /// The agent's handle.
+        agent: u32,
+        /// Before.
+        from: BreakerState,
+        /// After.
+        to: BreakerState,
+        /// When (host ms).
+        at: Millis,
+    },
+}
+
+/// Why no agent could be called.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// No registered agent matches the query.
+    NoMatch,
+    /// Every match's breaker is open (or busy probing): try again at `retry_at`.
+    CircuitOpen {
+        /// The earliest time a breaker lets a call through.
+        retry_at: Millis,
+    },
+    /// Every match that would accept a call is at its bulkhead's limit.
+    BulkheadFull,
+}
+
+/// What the mesh keeps per agent besides the registry's entry.
+#[derive(Debug, Clone)]
+struct Target {
+    breaker: Breaker,
+    /// Concurrent calls allowed; 0 means no limit.
+    bulkhead: u32,
+}
+
+/// A compiled query.
+#[derive(Debug, Clone)]
+struct Compiled {
+    capability: u32,
+    versions: VersionReq,
+    min_health: Health,
+    tags: Vec<u32>,
+    also: Vec<(u32, VersionReq)>,
+}
+
+/// The mesh's routing state.
+#[derive(Debug)]
+pub struct Mesh {
+    registry: Registry,
+    breaker: BreakerConfig,
+    targets: FxHashMap<u32, Target>,
+    queries: Vec<Compiled>,
+    limiters: Slab<TokenBucket>,
+    random: SplitMix64,
+    /// (when an open breaker turns half-open, agent): checked by `tick`.
+    cool_downs: BinaryHeap<Reverse<(Deadline, u32)>>,
+    events: Vec<Event>,
+    scratch: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Deadline(Millis);
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A capability spec: `name version priority` triples, one per line (how hosts pass them).
+pub fn parse_capabilities(spec: &str) -> Result<Vec<(&str, &str, i32)>, RegistryError> {
+    spec.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(version), priority, None) = (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(RegistryError::InvalidName { name: line.to_owned(), reason: "is not `name version [priority]`" });
+            };
+            let priority = match priority {
+                None => 0,
+                Some(p) => p.parse().map_err(|_| RegistryError::InvalidName {
+                    name: line.to_owned(),
+                    reason: "has a priority that is not a 32-bit integer",
+                })?,
+            };
+            Ok((name, version, priority))
+        })
+        .collect()
+}
+
+impl Mesh {
+    /// An empty mesh.
+    #[must_use]
+    pub fn new(config: MeshConfig) -> Self {
+        Self {
+            registry: Registry::with_liveness(config.seed, config.liveness),
+            breaker: config.breaker,
+            targets: FxHashMap::default(),
+            queries: Vec::new(),
+            limiters: Slab::default(),
+            random: SplitMix64::new(config.seed ^ 0x9e37_79b9_7f4a_7c15),
+            cool_downs: BinaryHeap::new(),
+            events: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The registry, for reads.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The registry, for writes that need no mesh bookkeeping (health, heartbeats).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Registers an agent (see [`Registry::register`]) whose calls are capped at `bulkhead`
+    /// at once (0: no cap), with a closed breaker.
+    pub fn register(
+        &mut self,
+        id: &str,
+        kind: &str,
+        capabilities: &[(&str, &str, i32)],
+        tags: &[&str],
+        bulkhead: u32,
+        now: Millis,
+    ) -> Result<u32, RegistryError> {
+        let agent = self.registry.register(id, kind, capabilities, tags, now)?;
+        self.targets.insert(agent, Target { breaker: Breaker::new(self.breaker), bulkhead });
+        self.collect();
+        Ok(agent)
+    }
+
+    /// Removes an agent and its breaker.
+    pub fn deregister(&mut self, agent: u32) -> Result<(), RegistryError> {
+        self.registry.deregister(agent)?;
+        self.targets.remove(&agent);
+        Ok(())
+    }
+
+    /// An agent's heartbeat, reporting its health.
+    pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RegistryError> {
+        self.registry.heartbeat(agent, reported, now)?;
+        self.collect();
+        Ok(())
+    }
+
+    /// Sets an agent's health (pause, resume, a failed start).
+    pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RegistryError> {
+        self.registry.set_health(agent, health, now)?;
+        self.collect();
+        Ok(())
+    }
+
+    /// Compiles a query: capability `capability` at versions `range`, carrying every tag of
+    /// `tags`, at least `min_health`, and offering every `(name, range)` of `also` too.
+    /// Returns its id for [`Mesh::find`] and [`Mesh::route`].
+    pub fn query(
+        &mut self,
+        capability: &str,
+        range: &str,
+        min_health: Health,
+        tags: &[&str],
+        also: &[(&str, &str)],
+    ) -> Result<u32, RegistryError> {
+        crate::names::validate(capability)?;
+        let versions = parse_range(range)?;
+        let also = also
+            .iter()
+            .map(|&(name, range)| {
+                crate::names::validate(name)?;
+                Ok((name, parse_range(range)?))
+            })
+            .collect::<Result<Vec<_>, RegistryError>>()?;
+        for tag in tags {
+            crate::names::validate(tag)?;
+        }
+        let compiled = Compiled {
+            capability: self.registry.name(capability)?,
+            versions,
+            min_health,
+            tags: {
+                let mut ids = tags.iter().map(|t| self.registry.name(t)).collect::<Result<Vec<_>, _>>()?;
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            },
+            also: also
+                .into_iter()
+                .map(|(name, versions)| Ok((self.registry.name(name)?, versions)))
+                .collect::<Result<_, RegistryError>>()?,
+        };
+        let id = u32::try_from(self.queries.len())
+            .map_err(|_| RegistryError::InvalidName { name: capability.to_owned(), reason: "too many queries" })?;
+        self.queries.push(compiled);
+        Ok(id)
+    }
+
+    fn compiled(&self, query: u32) -> Result<&Compiled, RegistryError> {
+        self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))
+    }
+
+    /// The agents matching a compiled query, best first.
+    pub fn find(&self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
+        let c = self.compiled(query)?;
+        let q = Query { capability: c.capability, versions: &c.versions, min_health: c.min_health, tags: &c.tags, also: &c.also };
+        self.registry.find(&q, out);
+        Ok(())
+    }
+
+    /// Picks the agent to call for a compiled query: the first, in `strategy`'s order, that
+    /// is not in `exclude`, is under its bulkhead's limit, and whose breaker lets the call
+    /// through. The call counts as in flight until [`Mesh::finish`].
+    pub fn route(&mut self, query: u32, strategy: Strategy, exclude: &[u32], now: Millis) -> Result<Result<u32, Refusal>, RegistryError> {
+        let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
+        let q = Query { capability: c.capability, versions: &c.versions, min_health: c.min_health, tags: &c.tags, also: &c.also };
+        let mut order = std::mem::take(&mut self.scratch);
+        self.registry.order(&q, strategy, &mut order);
+        let mut refusal = Refusal::NoMatch;
+        let mut picked = None;
+        for &agent in &order {
+            if exclude.contains(&agent) {
+                continue;
+            }
+            let (Some(target), Some(entry)) = (self.targets.get_mut(&agent), self.registry.agent(agent)) else { continue };
+            if target.bulkhead != 0 && entry.in_flight >= target.bulkhead {
+                if refusal == Refusal::NoMatch {
+                    refusal = Refusal::BulkheadFull;
+                }
+                continue;
+            }
+            let allowed = target.breaker.allow(now);
+            // `allow` may have moved the breaker from open to half-open.
+            self.collect_breaker(agent);
+            match allowed {
+                Ok(()) => {
+                    picked = Some(agent);
+                    break;
+                }
+                Err(refused) => {
+                    let retry_at = match refusal {
+                        Refusal::CircuitOpen { retry_at } => retry_at.min(refused.retry_at),
+                        _ => refused.retry_at,
+                    };
+                    refusal = Refusal::CircuitOpen { retry_at };
+                }
+            }
+        }
+        self.scratch = order;
+        Ok(match picked {
+            Some(agent) => {
+                self.registry.add_in_flight(agent, 1)?;
+                Ok(agent)
+            }
+            None => Err(refusal),
+        })
+    }
+
+    /// Ends a routed call: it is no longer in flight, and its outcome (`Some(true)` success,
+    /// `Some(false)` failure, `None` neither, as when the caller gave up) goes to the breaker.
+    /// An agent deregistered meanwhile is ignored.
+    pub fn finish(&mut self, agent: u32, outcome: Option<bool>, now: Millis) {
+        if self.registry.add_in_flight(agent, -1).is_err() {
+            return;
+        }
+        let Some(target) = self.targets.get_mut(&agent) else { return };
+        match outcome {
+            Some(true) => target.breaker.success(now),
+            Some(false) => target.breaker.failure(now),
+            None => target.breaker.release(),
+        }
+        self.collect_breaker(agent);
+    }
+
+    /// An agent's breaker state at `now`.
+    pub fn breaker_state(&mut self, agent: u32, now: Millis) -> Result<BreakerState, RegistryError> {
+        let target = self.targets.get_mut(&agent).ok_or(RegistryError::UnknownAgent(agent))?;
+        let state = target.breaker.state(now);
+        self.collect_breaker(agent);
+        Ok(state)
+    }
+
+    /// Applies what is due at `now`: missed heartbeats, deregistrations, and breakers whose
+    /// cool-down ended (they turn half-open).
+    pub fn tick(&mut self, now: Millis) {
+        self.registry.tick(now);
+        while let Some(&Reverse((Deadline(at), agent))) = self.cool_downs.peek() {
+            if at > now {
+                break;
+            }
+            self.cool_downs.pop();
+            if let Some(target) = self.targets.get_mut(&agent) {
+                target.breaker.tick(now);
+                self.collect_breaker(agent);
+            }
+        }
+        self.collect();
+    }
+
+    /// When [`Mesh::tick`] next has work, or infinity.
+    #[must_use]
+    pub fn next_deadline(&self) -> Millis {
+        let cool = self.cool_downs.peek().map_or(f64::INFINITY, |Reverse((at, _))| at.0);
+        self.registry.next_deadline().min(cool)
+    }
+
+    /// The events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether events are waiting.
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn collect(&mut self) {
+        for t in self.registry.take_transitions() {
+            if t.to.is_none() {
+                self.targets.remove(&t.agent);
+            }
+            self.events.push(Event::Health(t));
+        }
+    }
+
+    fn collect_breaker(&mut self, agent: u32) {
+        let Some(target) = self.targets.get_mut(&agent) else { return };
+        for (from, to, at) in target.breaker.take_transitions() {
+            if to == BreakerState::Open {
+                self.cool_downs.push(Reverse((Deadline(target.breaker.next_deadline()), agent)));
+            }
+            self.events.push(Event::Breaker { agent, from, to, at });
+        }
+    }
+
+    /// A new token bucket holding `capacity` tokens, refilled at `per_second`.
+    pub fn limiter(&mut self, capacity: f64, per_second: f64, now: Millis) -> Result<u32, RegistryError> {
+        if !(capacity >= 1.0 && capacity.is_finite() && per_second > 0.0 && per_second.is_finite()) {
+            return Err(RegistryError::InvalidLimit(format!(
+                "a limit needs a capacity >= 1 and a rate > 0, both finite (got {capacity} and {per_second})"
+            )));
+        }
+        self.limiters
+            .insert(TokenBucket::new(capacity, per_second, now))
+            .ok_or_else(|| RegistryError::InvalidLimit("too many limiters".to_owned()))
+    }
+
+    /// Takes `n` tokens from a limiter: `Ok(Ok(()))`, or `Ok(Err(when))` with the time they
+    /// will be there.
+    pub fn take(&mut self, limiter: u32, n: f64, now: Millis) -> Result<Result<(), Millis>, RegistryError> {
+        let bucket = self.limiters.get_mut(limiter).ok_or(RegistryError::UnknownLimiter(limiter))?;
+        Ok(bucket.try_take(n, now))
+    }
+
+    /// Removes a limiter.
+    pub fn drop_limiter(&mut self, limiter: u32) {
+        self.limiters.remove(limiter);
+    }
+
+    /// The delay before retry `attempt` (1 for the first retry) of an exponential backoff,
+    /// drawn from the mesh's seeded random source.
+    pub fn backoff(&mut self, backoff: &Backoff, attempt: u32) -> Millis {
+        backoff.delay(attempt, &mut self.random)
+    }
+
+    /// Like [`Mesh::backoff`], with the jitter named by its code (0 none, 1 full, 2 equal).
+    pub fn backoff_coded(&mut self, base: Millis, factor: f64, max: Millis, jitter: u32, attempt: u32) -> Millis {
+        let jitter = match jitter {
+            1 => Jitter::Full,
+            2 => Jitter::Equal,
+            _ => Jitter::None,
+        };
+        self.backoff(&Backoff { base, factor, max, jitter }, attempt)
+    }
+}
+
+/// The number a health crosses the boundary as (its rank: 0 healthy … 5 offline).
+#[must_use]
+pub fn health_code(health: Health) -> u32 {
+    health as u32
+}
+
+/// The health behind a code, if any.
+#[must_use]
+pub fn health_of(code: u32) -> Option<Health> {
+    [Health::Healthy, Health::Degraded, Health::Initializing, Health::Unhealthy, Health::Paused, Health::Offline]
+        .get(code as usize)
+        .copied()
+}
+
+/// The number a breaker state crosses the boundary as.
+#[must_use]
+pub fn breaker_code(state: BreakerState) -> u32 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
+}
+
+/// The strategy behind a code (0 priority, 1 round-robin, 2 least-loaded, 3 random).
+#[must_use]
+pub fn strategy_of(code: u32) -> Option<Strategy> {
+    [Strategy::Priority, Strategy::RoundRobin, Strategy::LeastLoaded, Strategy::Random].get(code as usize).copied()
+}
+
+/// Fields per event in [`encode_events`]' output.
+pub const EVENT_FIELDS: usize = 5;
+
+/// Events as numbers, [`EVENT_FIELDS`] each: kind (0 health, 1 breaker), agent, from, to (-1:
+/// deregistered), at.
+#[must_use]
+pub fn encode_events(events: &[Event]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(events.len() * EVENT_FIELDS);
+    for event in events {
+        match event {
+            Event::Health(t) => out.extend([
+                0.0,
+                f64::from(t.agent),
+                f64::from(health_code(t.from)),
+                t.to.map_or(-1.0, |h| f64::from(health_code(h))),
+                t.at,
+            ]),
+            Event::Breaker { agent, from, to, at } => out.extend([
+                1.0,
+                f64::from(*agent),
+                f64::from(breaker_code(*from)),
+                f64::from(breaker_code(*to)),
+                *at,
+            ]),
+        }
+    }
+    out
+}
