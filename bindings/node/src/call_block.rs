@@ -44,3 +44,22 @@ pub fn run<const N: usize>(
         Ok(())
     })
 }
+
+/// Like [`run`], for calls whose arguments or results do not fit four slots: `call` gets the
+/// target named in slot 0 and every slot after it, to read and write.
+#[allow(unsafe_code, reason = "reading and writing the JS-owned call block needs napi's unsafe as_mut")]
+pub fn run_slots<T>(
+    block: &'static LocalKey<Block>,
+    missing: fn() -> napi::Error<Code>,
+    call: impl FnOnce(u32, &mut [f64]) -> Result<T>,
+) -> Result<T> {
+    block.with(|block| {
+        let mut block = block.borrow_mut();
+        let block = block.as_mut().ok_or_else(missing)?;
+        // SAFETY: as in `run`.
+        let slots = unsafe { block.as_mut() };
+        let (first, rest) = slots.split_first_mut().ok_or_else(missing)?;
+        let target = whole(*first).ok_or_else(missing)?;
+        call(target, rest)
+    })
+}

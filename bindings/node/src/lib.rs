@@ -11,5 +11,6 @@ pub mod call_block;
 pub mod diagnostics;
 pub mod disk;
 pub mod error;
+pub mod mesh;
 pub mod shared;
 pub mod store;

@@ -9,5 +9,6 @@
 pub mod bus;
 pub mod error;
 pub mod layout;
+pub mod mesh;
 pub mod panic;
 pub mod store;

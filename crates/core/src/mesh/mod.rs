@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -121,7 +122,10 @@ pub fn parse_capabilities(spec: &str) -> Result<Vec<(&str, &str, i32)>, Registry
             let mut parts = line.split_whitespace();
             let (Some(name), Some(version), priority, None) = (parts.next(), parts.next(), parts.next(), parts.next())
             else {
-                return Err(RegistryError::InvalidName { name: line.to_owned(), reason: "is not `name version [priority]`" });
+                return Err(RegistryError::InvalidName {
+                    name: line.to_owned(),
+                    reason: "is not `name version [priority]`",
+                });
             };
             let priority = match priority {
                 None => 0,
@@ -252,7 +256,13 @@ impl Mesh {
     /// The agents matching a compiled query, best first.
     pub fn find(&self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
         let c = self.compiled(query)?;
-        let q = Query { capability: c.capability, versions: &c.versions, min_health: c.min_health, tags: &c.tags, also: &c.also };
+        let q = Query {
+            capability: c.capability,
+            versions: &c.versions,
+            min_health: c.min_health,
+            tags: &c.tags,
+            also: &c.also,
+        };
         self.registry.find(&q, out);
         Ok(())
     }
@@ -260,9 +270,21 @@ impl Mesh {
     /// Picks the agent to call for a compiled query: the first, in `strategy`'s order, that
     /// is not in `exclude`, is under its bulkhead's limit, and whose breaker lets the call
     /// through. The call counts as in flight until [`Mesh::finish`].
-    pub fn route(&mut self, query: u32, strategy: Strategy, exclude: &[u32], now: Millis) -> Result<Result<u32, Refusal>, RegistryError> {
+    pub fn route(
+        &mut self,
+        query: u32,
+        strategy: Strategy,
+        exclude: &[u32],
+        now: Millis,
+    ) -> Result<Result<u32, Refusal>, RegistryError> {
         let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
-        let q = Query { capability: c.capability, versions: &c.versions, min_health: c.min_health, tags: &c.tags, also: &c.also };
+        let q = Query {
+            capability: c.capability,
+            versions: &c.versions,
+            min_health: c.min_health,
+            tags: &c.tags,
+            also: &c.also,
+        };
         let mut order = std::mem::take(&mut self.scratch);
         self.registry.order(&q, strategy, &mut order);
         let mut refusal = Refusal::NoMatch;
@@ -271,7 +293,9 @@ impl Mesh {
             if exclude.contains(&agent) {
                 continue;
             }
-            let (Some(target), Some(entry)) = (self.targets.get_mut(&agent), self.registry.agent(agent)) else { continue };
+            let (Some(target), Some(entry)) = (self.targets.get_mut(&agent), self.registry.agent(agent)) else {
+                continue;
+            };
             if target.bulkhead != 0 && entry.in_flight >= target.bulkhead {
                 if refusal == Refusal::NoMatch {
                     refusal = Refusal::BulkheadFull;
@@ -471,13 +495,9 @@ pub fn encode_events(events: &[Event]) -> Vec<f64> {
                 t.to.map_or(-1.0, |h| f64::from(health_code(h))),
                 t.at,
             ]),
-            Event::Breaker { agent, from, to, at } => out.extend([
-                1.0,
-                f64::from(*agent),
-                f64::from(breaker_code(*from)),
-                f64::from(breaker_code(*to)),
-                *at,
-            ]),
+            Event::Breaker { agent, from, to, at } => {
+                out.extend([1.0, f64::from(*agent), f64::from(breaker_code(*from)), f64::from(breaker_code(*to)), *at])
+            }
         }
     }
     out

@@ -120,15 +120,23 @@ fn queries_several_capabilities_at_once_and_checks_them() {
 
 #[test]
 fn missed_heartbeats_become_events_and_deregistration_drops_the_breaker() {
-    let liveness =
-        Liveness { interval: 100.0, degraded_after: 2, unhealthy_after: 3, offline_after: 5, deregister_after: 1_000.0 };
+    let liveness = Liveness {
+        interval: 100.0,
+        degraded_after: 2,
+        unhealthy_after: 3,
+        offline_after: 5,
+        deregister_after: 1_000.0,
+    };
     let mut mesh = Mesh::new(MeshConfig { seed: 1, liveness, breaker: breaker(1) });
     let a = mesh.register("a", "t", &[("x", "1.0.0", 0)], &[], 0, 0.0).unwrap();
     mesh.heartbeat(a, Health::Healthy, 0.0).unwrap();
     mesh.tick(10_000.0);
     let events = encode_events(&mesh.take_events());
     let steps: Vec<(f64, f64, f64)> = events.chunks(EVENT_FIELDS).map(|e| (e[2], e[3], e[4])).collect();
-    assert_eq!(steps, vec![(2.0, 0.0, 0.0), (0.0, 1.0, 200.0), (1.0, 3.0, 300.0), (3.0, 5.0, 500.0), (5.0, -1.0, 1_500.0)]);
+    assert_eq!(
+        steps,
+        vec![(2.0, 0.0, 0.0), (0.0, 1.0, 200.0), (1.0, 3.0, 300.0), (3.0, 5.0, 500.0), (5.0, -1.0, 1_500.0)]
+    );
     assert_eq!(mesh.breaker_state(a, 0.0).unwrap_err().code(), "UNKNOWN_AGENT");
     mesh.finish(a, Some(false), 0.0); // a late outcome for a gone agent is ignored
 }
@@ -160,7 +168,10 @@ fn backoff_is_seeded_and_capped() {
 
 #[test]
 fn parses_capability_specs() {
-    assert_eq!(parse_capabilities("a 1.0.0 3\nb 2.0.0-rc.1\n").unwrap(), vec![("a", "1.0.0", 3), ("b", "2.0.0-rc.1", 0)]);
+    assert_eq!(
+        parse_capabilities("a 1.0.0 3\nb 2.0.0-rc.1\n").unwrap(),
+        vec![("a", "1.0.0", 3), ("b", "2.0.0-rc.1", 0)]
+    );
     assert_eq!(parse_capabilities("a").unwrap_err().code(), "INVALID_NAME");
     assert_eq!(parse_capabilities("a 1.0.0 x").unwrap_err().code(), "INVALID_NAME");
 }

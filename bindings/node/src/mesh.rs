@@ -1,0 +1,288 @@
+//! The agent mesh's routing state (registry, breakers, bulkheads, rate limiters) through
+//! N-API, shaped like the store: the class owns the mesh's lifetime, calls are plain functions
+//! taking its handle, and the hot ones (`meshRoute`, `meshFinish`, `meshFind`, `meshTake`)
+//! take no arguments: JS writes them into this thread's mesh call block, and results come back
+//! in it. Encodings are `orrery_core::mesh::wire`'s.
+
+use std::cell::RefCell;
+
+use napi::bindgen_prelude::Float64Array;
+use napi_derive::napi;
+use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig};
+use orrery_core::registry::Liveness;
+use orrery_core::resilience::BreakerConfig;
+use orrery_core::slab::Slab;
+use orrery_core::RegistryError;
+
+use crate::call_block::{self, whole, Block};
+use crate::error::{to_js, Code, Result};
+
+thread_local! {
+    /// This thread's meshes; a mesh belongs to the thread that made it.
+    static MESHES: RefCell<Slab<Mesh>> = RefCell::new(Slab::default());
+    /// The mesh call block: slot 0 the mesh's handle, then the arguments; results from slot 0.
+    static CALL: Block = const { RefCell::new(None) };
+}
+
+fn closed() -> napi::Error<Code> {
+    napi::Error::new(Code("CLOSED"), "the mesh is closed".to_owned())
+}
+
+fn with<T>(handle: u32, call: impl FnOnce(&mut Mesh) -> std::result::Result<T, RegistryError>) -> Result<T> {
+    MESHES.with(|meshes| {
+        let mut meshes = meshes.borrow_mut();
+        let mesh = meshes.get_mut(handle).ok_or_else(closed)?;
+        call(mesh).map_err(to_js)
+    })
+}
+
+/// A hot call: the mesh's handle in slot 0, arguments and results in the slots after it.
+fn with_call(call: impl FnOnce(&mut Mesh, &mut [f64]) -> std::result::Result<(), RegistryError>) -> Result<()> {
+    call_block::run_slots(&CALL, closed, |handle, slots| with(handle, |mesh| call(mesh, slots)))
+}
+
+fn arg(slots: &[f64], i: usize) -> std::result::Result<u32, RegistryError> {
+    slots.get(i).copied().and_then(whole).ok_or(RegistryError::UnknownQuery(u32::MAX))
+}
+
+/// Owns one mesh: dropping or closing it releases the mesh.
+#[napi]
+pub struct NativeMesh {
+    handle: u32,
+}
+
+impl Drop for NativeMesh {
+    fn drop(&mut self) {
+        let _ = MESHES.try_with(|meshes| meshes.borrow_mut().remove(self.handle));
+    }
+}
+
+#[napi]
+impl NativeMesh {
+    /// A mesh: `seed` for random choices; liveness (beat interval, missed beats to degraded,
+    /// unhealthy and offline, ms offline before deregistration); every agent's breaker
+    /// (failures to open, cool-down ms, probes, successes to close).
+    #[napi(constructor, catch_unwind)]
+    #[allow(clippy::too_many_arguments, reason = "a flat constructor keeps the boundary numeric")]
+    pub fn new(
+        seed: f64,
+        interval: f64,
+        degraded_after: u32,
+        unhealthy_after: u32,
+        offline_after: u32,
+        deregister_after: f64,
+        failures_to_open: u32,
+        cool_down: f64,
+        probes: u32,
+        successes_to_close: u32,
+    ) -> Result<Self> {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "any seed will do")]
+        let config = MeshConfig {
+            seed: seed as u64,
+            liveness: Liveness { interval, degraded_after, unhealthy_after, offline_after, deregister_after },
+            breaker: BreakerConfig { failures_to_open, cool_down, probes, successes_to_close },
+        };
+        let handle = MESHES.with(|meshes| meshes.borrow_mut().insert(Mesh::new(config)));
+        let handle = handle.ok_or_else(|| to_js(RegistryError::InvalidLimit("too many meshes".to_owned())))?;
+        Ok(Self { handle })
+    }
+
+    /// The handle the `mesh*` functions take.
+    #[napi(getter)]
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    /// Releases the mesh; later calls fail with `CLOSED`.
+    #[napi(catch_unwind)]
+    pub fn close(&mut self) {
+        MESHES.with(|meshes| meshes.borrow_mut().remove(self.handle));
+        self.handle = u32::MAX;
+    }
+}
+
+/// Hands this thread's mesh call block over (once per thread).
+#[napi(catch_unwind)]
+pub fn mesh_use_call_block(block: Float64Array) {
+    CALL.with(|slot| *slot.borrow_mut() = Some(block));
+}
+
+/// Registers an agent; `capabilities` holds `name version [priority]` lines. Returns its handle.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
+pub fn mesh_register(
+    handle: u32,
+    id: String,
+    kind: String,
+    capabilities: String,
+    tags: Vec<String>,
+    bulkhead: u32,
+    now: f64,
+) -> Result<u32> {
+    with(handle, |mesh| {
+        let caps = parse_capabilities(&capabilities)?;
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        mesh.register(&id, &kind, &caps, &tags, bulkhead, now)
+    })
+}
+
+/// Removes an agent.
+#[napi(catch_unwind)]
+pub fn mesh_deregister(handle: u32, agent: u32) -> Result<()> {
+    with(handle, |mesh| mesh.deregister(agent))
+}
+
+/// An agent's heartbeat, reporting its health (by code).
+#[napi(catch_unwind)]
+pub fn mesh_heartbeat(handle: u32, agent: u32, health: u32, now: f64) -> Result<()> {
+    with(handle, |mesh| mesh.heartbeat(agent, wire::health(health)?, now))
+}
+
+/// Sets an agent's health (by code).
+#[napi(catch_unwind)]
+pub fn mesh_set_health(handle: u32, agent: u32, health: u32, now: f64) -> Result<()> {
+    with(handle, |mesh| mesh.set_health(agent, wire::health(health)?, now))
+}
+
+/// Compiles a query; `also` holds `capability range` lines. Returns its id.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
+pub fn mesh_query(
+    handle: u32,
+    capability: String,
+    range: String,
+    min_health: u32,
+    tags: Vec<String>,
+    also: String,
+) -> Result<u32> {
+    with(handle, |mesh| {
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let also = wire::parse_also(&also)?;
+        mesh.query(&capability, &range, wire::health(min_health)?, &tags, &also)
+    })
+}
+
+/// Finds (call block: handle, query): slot 0 the number of matches, and, when they fit, their
+/// handles from slot 1 (else read them with `meshFindAll`).
+#[napi(catch_unwind)]
+pub fn mesh_find() -> Result<()> {
+    let mut out = Vec::new();
+    with_call(|mesh, slots| {
+        mesh.find(arg(slots, 0)?, &mut out)?;
+        slots[0] = out.len() as f64;
+        if out.len() < slots.len() {
+            for (slot, &agent) in slots[1..].iter_mut().zip(&out) {
+                *slot = f64::from(agent);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Every match of a query, best first.
+#[napi(catch_unwind)]
+pub fn mesh_find_all(handle: u32, query: u32) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    with(handle, |mesh| mesh.find(query, &mut out))?;
+    Ok(out)
+}
+
+/// Routes (call block: handle, query, strategy, now, exclusions, then the excluded handles):
+/// slot 0 the status, slot 1 the agent or the time to try again (`wire::route`).
+#[napi(catch_unwind)]
+pub fn mesh_route() -> Result<()> {
+    with_call(|mesh, slots| {
+        let (query, strategy, now, count) = (arg(slots, 0)?, arg(slots, 1)?, slots[2], arg(slots, 3)? as usize);
+        let mut exclude = [0_u32; 64];
+        let count = count.min(exclude.len()).min(slots.len().saturating_sub(4));
+        for (ex, &slot) in exclude.iter_mut().zip(&slots[4..4 + count]) {
+            *ex = whole(slot).unwrap_or(u32::MAX);
+        }
+        let [status, value] = wire::route(mesh, query, strategy, now, &exclude[..count])?;
+        slots[0] = status;
+        slots[1] = value;
+        Ok(())
+    })
+}
+
+/// Ends a routed call (call block: handle, agent, outcome, now): slot 0 is 1 when events wait.
+#[napi(catch_unwind)]
+pub fn mesh_finish() -> Result<()> {
+    with_call(|mesh, slots| {
+        slots[0] = wire::finish(mesh, arg(slots, 0)?, slots[1], slots[2]);
+        Ok(())
+    })
+}
+
+/// Takes tokens (call block: handle, limiter, n, now): slot 0 is 1 when taken, else slot 1
+/// says when they will be there.
+#[napi(catch_unwind)]
+pub fn mesh_take() -> Result<()> {
+    with_call(|mesh, slots| {
+        let [taken, at] = wire::take(mesh, arg(slots, 0)?, slots[1], slots[2])?;
+        slots[0] = taken;
+        slots[1] = at;
+        Ok(())
+    })
+}
+
+/// A new rate limiter; returns its id.
+#[napi(catch_unwind)]
+pub fn mesh_limiter(handle: u32, capacity: f64, per_second: f64, now: f64) -> Result<u32> {
+    with(handle, |mesh| mesh.limiter(capacity, per_second, now))
+}
+
+/// Removes a rate limiter.
+#[napi(catch_unwind)]
+pub fn mesh_drop_limiter(handle: u32, limiter: u32) -> Result<()> {
+    with(handle, |mesh| {
+        mesh.drop_limiter(limiter);
+        Ok(())
+    })
+}
+
+/// The delay before retry `attempt` (jitter: 0 none, 1 full, 2 equal).
+#[napi(catch_unwind)]
+pub fn mesh_backoff(handle: u32, base: f64, factor: f64, max: f64, jitter: u32, attempt: u32) -> Result<f64> {
+    with(handle, |mesh| Ok(mesh.backoff_coded(base, factor, max, jitter, attempt)))
+}
+
+/// Applies what is due at `now`.
+#[napi(catch_unwind)]
+pub fn mesh_tick(handle: u32, now: f64) -> Result<()> {
+    with(handle, |mesh| {
+        mesh.tick(now);
+        Ok(())
+    })
+}
+
+/// When `meshTick` next has work (infinity: never).
+#[napi(catch_unwind)]
+pub fn mesh_next_deadline(handle: u32) -> Result<f64> {
+    with(handle, |mesh| Ok(mesh.next_deadline()))
+}
+
+/// The events since the last call (`orrery_core::mesh::encode_events`).
+#[napi(catch_unwind)]
+pub fn mesh_events(handle: u32) -> Result<Vec<f64>> {
+    with(handle, |mesh| Ok(encode_events(&mesh.take_events())))
+}
+
+/// An agent's breaker state code at `now` (0 closed, 1 open, 2 half-open).
+#[napi(catch_unwind)]
+pub fn mesh_breaker_state(handle: u32, agent: u32, now: f64) -> Result<u32> {
+    with(handle, |mesh| Ok(orrery_core::mesh::breaker_code(mesh.breaker_state(agent, now)?)))
+}
+
+/// An agent's health code, calls in flight and last beat.
+#[napi(catch_unwind)]
+pub fn mesh_agent_state(handle: u32, agent: u32) -> Result<Vec<f64>> {
+    with(handle, |mesh| Ok(wire::agent_state(mesh, agent)?.to_vec()))
+}
+
+/// Capability names close to `name`, as `name\tscore` lines, best first.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
+pub fn mesh_similar(handle: u32, name: String, threshold: f64) -> Result<String> {
+    with(handle, |mesh| Ok(wire::similar(mesh, &name, threshold)))
+}

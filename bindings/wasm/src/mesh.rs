@@ -1,0 +1,197 @@
+//! The agent mesh's routing state as a JS class. Hot calls take numbers only: a route's
+//! exclusions and a search's results travel through `io`, a `u32` buffer inside the instance's
+//! memory that JS views (and views again after memory grows). Encodings are
+//! `orrery_core::mesh::wire`'s.
+
+use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig};
+use orrery_core::registry::Liveness;
+use orrery_core::resilience::BreakerConfig;
+use wasm_bindgen::prelude::*;
+
+use crate::error::to_js;
+
+/// One mesh.
+#[wasm_bindgen]
+pub struct WasmMesh {
+    mesh: Mesh,
+    io: Vec<u32>,
+    out: Vec<u32>,
+    second: f64,
+}
+
+#[wasm_bindgen]
+impl WasmMesh {
+    /// A mesh (arguments as `NativeMesh`'s).
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::too_many_arguments, reason = "a flat constructor keeps the boundary numeric")]
+    pub fn new(
+        seed: f64,
+        interval: f64,
+        degraded_after: u32,
+        unhealthy_after: u32,
+        offline_after: u32,
+        deregister_after: f64,
+        failures_to_open: u32,
+        cool_down: f64,
+        probes: u32,
+        successes_to_close: u32,
+    ) -> WasmMesh {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "any seed will do")]
+        let config = MeshConfig {
+            seed: seed as u64,
+            liveness: Liveness { interval, degraded_after, unhealthy_after, offline_after, deregister_after },
+            breaker: BreakerConfig { failures_to_open, cool_down, probes, successes_to_close },
+        };
+        Self { mesh: Mesh::new(config), io: vec![0; 256], out: Vec::new(), second: 0.0 }
+    }
+
+    /// Makes `io` at least `len` entries; returns where it starts (it may move).
+    pub fn reserve(&mut self, len: u32) -> u32 {
+        if self.io.len() < len as usize {
+            self.io.resize(len as usize, 0);
+        }
+        self.io.as_ptr() as u32
+    }
+
+    /// Where `io` starts in the instance's memory.
+    #[wasm_bindgen(js_name = ioPtr)]
+    pub fn io_ptr(&self) -> u32 {
+        self.io.as_ptr() as u32
+    }
+
+    /// The second result of the last `route` or `take`.
+    #[wasm_bindgen(getter)]
+    pub fn second(&self) -> f64 {
+        self.second
+    }
+
+    /// Registers an agent; `capabilities` holds `name version [priority]` lines.
+    #[allow(clippy::needless_pass_by_value, reason = "wasm-bindgen passes owned vectors")]
+    pub fn register(
+        &mut self,
+        id: &str,
+        kind: &str,
+        capabilities: &str,
+        tags: Vec<String>,
+        bulkhead: u32,
+        now: f64,
+    ) -> Result<u32, JsValue> {
+        let caps = parse_capabilities(capabilities).map_err(to_js)?;
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        self.mesh.register(id, kind, &caps, &tags, bulkhead, now).map_err(to_js)
+    }
+
+    /// Removes an agent.
+    pub fn deregister(&mut self, agent: u32) -> Result<(), JsValue> {
+        self.mesh.deregister(agent).map_err(to_js)
+    }
+
+    /// An agent's heartbeat, reporting its health (by code).
+    pub fn heartbeat(&mut self, agent: u32, health: u32, now: f64) -> Result<(), JsValue> {
+        let health = wire::health(health).map_err(to_js)?;
+        self.mesh.heartbeat(agent, health, now).map_err(to_js)
+    }
+
+    /// Sets an agent's health (by code).
+    #[wasm_bindgen(js_name = setHealth)]
+    pub fn set_health(&mut self, agent: u32, health: u32, now: f64) -> Result<(), JsValue> {
+        let health = wire::health(health).map_err(to_js)?;
+        self.mesh.set_health(agent, health, now).map_err(to_js)
+    }
+
+    /// Compiles a query; `also` holds `capability range` lines.
+    #[allow(clippy::needless_pass_by_value, reason = "wasm-bindgen passes owned vectors")]
+    pub fn query(
+        &mut self,
+        capability: &str,
+        range: &str,
+        min_health: u32,
+        tags: Vec<String>,
+        also: &str,
+    ) -> Result<u32, JsValue> {
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let also = wire::parse_also(also).map_err(to_js)?;
+        let health = wire::health(min_health).map_err(to_js)?;
+        self.mesh.query(capability, range, health, &tags, &also).map_err(to_js)
+    }
+
+    /// Finds: the matches go into `io` (grown to fit), best first; returns how many.
+    pub fn find(&mut self, query: u32) -> Result<u32, JsValue> {
+        self.mesh.find(query, &mut self.out).map_err(to_js)?;
+        if self.io.len() < self.out.len() {
+            self.io.resize(self.out.len(), 0);
+        }
+        self.io[..self.out.len()].copy_from_slice(&self.out);
+        Ok(self.out.len() as u32)
+    }
+
+    /// Routes past the first `excluded` handles of `io`: returns the status, and `second`
+    /// holds the agent or the time to try again.
+    pub fn route(&mut self, query: u32, strategy: u32, now: f64, excluded: u32) -> Result<f64, JsValue> {
+        let count = (excluded as usize).min(self.io.len());
+        let [status, value] = wire::route(&mut self.mesh, query, strategy, now, &self.io[..count]).map_err(to_js)?;
+        self.second = value;
+        Ok(status)
+    }
+
+    /// Ends a routed call (outcome: 1 success, 0 failure, else none); returns 1 when events wait.
+    pub fn finish(&mut self, agent: u32, outcome: f64, now: f64) -> f64 {
+        wire::finish(&mut self.mesh, agent, outcome, now)
+    }
+
+    /// Takes tokens: returns 1 when taken; else `second` says when they will be there.
+    pub fn take(&mut self, limiter: u32, n: f64, now: f64) -> Result<f64, JsValue> {
+        let [taken, at] = wire::take(&mut self.mesh, limiter, n, now).map_err(to_js)?;
+        self.second = at;
+        Ok(taken)
+    }
+
+    /// A new rate limiter; returns its id.
+    pub fn limiter(&mut self, capacity: f64, per_second: f64, now: f64) -> Result<u32, JsValue> {
+        self.mesh.limiter(capacity, per_second, now).map_err(to_js)
+    }
+
+    /// Removes a rate limiter.
+    #[wasm_bindgen(js_name = dropLimiter)]
+    pub fn drop_limiter(&mut self, limiter: u32) {
+        self.mesh.drop_limiter(limiter);
+    }
+
+    /// The delay before retry `attempt` (jitter: 0 none, 1 full, 2 equal).
+    pub fn backoff(&mut self, base: f64, factor: f64, max: f64, jitter: u32, attempt: u32) -> f64 {
+        self.mesh.backoff_coded(base, factor, max, jitter, attempt)
+    }
+
+    /// Applies what is due at `now`.
+    pub fn tick(&mut self, now: f64) {
+        self.mesh.tick(now);
+    }
+
+    /// When `tick` next has work (infinity: never).
+    #[wasm_bindgen(js_name = nextDeadline)]
+    pub fn next_deadline(&self) -> f64 {
+        self.mesh.next_deadline()
+    }
+
+    /// The events since the last call (`orrery_core::mesh::encode_events`).
+    pub fn events(&mut self) -> Vec<f64> {
+        encode_events(&self.mesh.take_events())
+    }
+
+    /// An agent's breaker state code at `now`.
+    #[wasm_bindgen(js_name = breakerState)]
+    pub fn breaker_state(&mut self, agent: u32, now: f64) -> Result<u32, JsValue> {
+        self.mesh.breaker_state(agent, now).map(orrery_core::mesh::breaker_code).map_err(to_js)
+    }
+
+    /// An agent's health code, calls in flight and last beat.
+    #[wasm_bindgen(js_name = agentState)]
+    pub fn agent_state(&self, agent: u32) -> Result<Vec<f64>, JsValue> {
+        wire::agent_state(&self.mesh, agent).map(|s| s.to_vec()).map_err(to_js)
+    }
+
+    /// Capability names close to `name`, as `name\tscore` lines, best first.
+    pub fn similar(&self, name: &str, threshold: f64) -> String {
+        wire::similar(&self.mesh, name, threshold)
+    }
+}
