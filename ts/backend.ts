@@ -135,8 +135,68 @@ export interface StoreCore extends RawStore, StoreIoCalls {
 }
 
 /** One loaded engine. */
+/** A mesh's settings, as the core takes them. */
+export interface MeshCoreOptions {
+  seed: number
+  /** Heartbeat interval (ms), missed beats to degraded / unhealthy / offline, ms offline before deregistration. */
+  interval: number
+  degradedAfter: number
+  unhealthyAfter: number
+  offlineAfter: number
+  deregisterAfter: number
+  /** Every agent's breaker: consecutive failures to open, cool-down (ms), probes, successes to close. */
+  failuresToOpen: number
+  coolDown: number
+  probes: number
+  successesToClose: number
+}
+
+/** `route`'s status codes (`orrery_core::mesh::wire`). */
+export const ROUTE_STATUS = { routed: 0, noMatch: 1, circuitOpen: 2, bulkheadFull: 3 } as const
+
+/** Fields per event in `MeshCore.events` (`orrery_core::mesh::encode_events`). */
+export const MESH_EVENT_FIELDS = 5
+
+/**
+ * A mesh's routing state in the core: the registry, a breaker and a bulkhead per agent, rate
+ * limiters and seeded backoff. Healths, strategies and breaker states travel as codes.
+ */
+export interface MeshCore {
+  /** Registers an agent; `capabilities` holds `name version priority` lines. Returns its handle. */
+  register(id: string, kind: string, capabilities: string, tags: string[], bulkhead: number, now: number): number
+  deregister(agent: number): void
+  heartbeat(agent: number, health: number, now: number): void
+  setHealth(agent: number, health: number, now: number): void
+  /** Compiles a query; `also` holds `capability range` lines. Returns its id. */
+  query(capability: string, range: string, minHealth: number, tags: string[], also: string): number
+  /** The matches of a compiled query, best first. */
+  find(query: number): ArrayLike<number>
+  /** Picks a target past `exclude`: returns a `ROUTE_STATUS`; `second` holds the agent or the time to retry. */
+  route(query: number, strategy: number, now: number, exclude: readonly number[]): number
+  /** Ends a routed call (outcome 1 success, 0 failure, 2 no verdict); true when events wait. */
+  finish(agent: number, outcome: number, now: number): boolean
+  /** Takes tokens: true when taken, else `second` says when they will be there. */
+  take(limiter: number, n: number, now: number): boolean
+  /** The second result of the last `route` or `take`. */
+  readonly second: number
+  limiter(capacity: number, perSecond: number, now: number): number
+  dropLimiter(limiter: number): void
+  backoff(base: number, factor: number, max: number, jitter: number, attempt: number): number
+  tick(now: number): void
+  nextDeadline(): number
+  /** The events since the last call, `MESH_EVENT_FIELDS` numbers each. */
+  events(): ArrayLike<number>
+  breakerState(agent: number, now: number): number
+  /** Health code, calls in flight, last beat. */
+  agentState(agent: number): ArrayLike<number>
+  /** `name\tscore` lines, best first. */
+  similar(name: string, threshold: number): string
+  close(): void
+}
+
 export interface Backend {
   readonly name: EngineName
+  createMesh(options: MeshCoreOptions): MeshCore
   createStore(options: StoreCoreOptions): StoreCore
   /** Opens a durable store on disk (native engine only). */
   openStore(options: StoreCoreOptions & { path: string; batched: boolean }): StoreCore

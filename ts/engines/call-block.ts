@@ -7,11 +7,11 @@
  */
 
 /** The call block named `name` of `binding`, handed to the addon with `hand` on first use. */
-export function callBlock(binding: object, name: string, hand: (block: Float64Array) => void): Float64Array {
+export function callBlock(binding: object, name: string, hand: (block: Float64Array) => void, slots = 8): Float64Array {
   const key = Symbol.for(`orrery.${name}.callBlock`)
   const held = (binding as Record<symbol, Float64Array | undefined>)[key]
   if (held) return held
-  const block = new Float64Array(8)
+  const block = new Float64Array(slots)
   hand(block)
   Object.defineProperty(binding, key, { value: block })
   return block

@@ -6,10 +6,11 @@ import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine } from '../errors.js'
 import { adaptBus, Slab, type Guard } from './adapter.js'
 import { callBlock } from './call-block.js'
+import { createNativeMesh, type NativeMeshBinding } from './native-mesh.js'
 import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
-export interface NativeBinding extends NativeStoreBinding {
+export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
   NativeBus: {
     new (maxMessageBytes: number): NativeBusHandle
     attach(handle: number): NativeBusHandle
@@ -136,6 +137,7 @@ export function nativeBackend(binding: NativeBinding): Backend {
     createBus: ({ maxMessageBytes }) => adapt(binding, guard(() => new binding.NativeBus(maxMessageBytes))),
     attachBus: (handle) => adapt(binding, guard(() => binding.NativeBus.attach(handle))),
     createStore: (options) => createNativeStore(binding, options),
+    createMesh: (options) => createNativeMesh(binding, options),
     openStore: (options) => openNativeStore(binding, options),
     frameLayout: () => binding.frameLayout(),
     panicForTests: (message) => guard(() => binding.panicForTests(message)),

@@ -8,12 +8,14 @@
 import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
 import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
+import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'
 import { createWasmStore, unsupportedDurable, type WasmFailures, type WasmStoreClass } from './wasm-store.js'
 
 /** The surface of the wasm-bindgen glue (both the `web` and the `nodejs` outputs). */
 export interface WasmBinding {
   WasmBus: new (maxMessageBytes: number) => WasmBusHandle
   WasmStore: WasmStoreClass
+  WasmMesh: WasmMeshClass
   frameLayout(): string[]
   wasmMemory(): WebAssembly.Memory
   panicForTests(message: string): void
@@ -87,6 +89,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
     name: 'wasm',
     createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.WasmBus(maxMessageBytes))),
     attachBus: () => { throw notShareable('wasm') },
+    createMesh: (options) => createWasmMesh(binding.WasmMesh, binding.wasmMemory(), failures, options),
     createStore: (options) => createWasmStore(binding.WasmStore, binding.wasmMemory(), failures, options),
     openStore: () => { throw unsupportedDurable() },
     frameLayout: () => guard(() => binding.frameLayout()),
