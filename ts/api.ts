@@ -6,6 +6,7 @@ import type { Backend, EngineName } from './backend.js'
 import { Bus } from './bus.js'
 import { OrreryError } from './errors.js'
 import { checkLayout } from './frame.js'
+import { Mesh, type MeshOptions } from './mesh.js'
 import { Store, type StoreOptions } from './store.js'
 
 export { Bus, Published } from './bus.js'
@@ -22,6 +23,18 @@ export type { Change, Entry, Stamp } from './store-records.js'
 export { Topic } from './topic.js'
 export type { TopicOptions } from './topic.js'
 export type { ChannelStats, EngineName, GroupStats, OverflowPolicy, PendingEntry, SubscriberStats } from './backend.js'
+export { Agent, FatalError, PermanentError, silentLogger } from './agent.js'
+export type { AgentClass, AgentContext, Handler, HandlerContext, HealthReport, Logger } from './agent.js'
+export type { AgentState, BackoffOptions, RateLimit, RetryOptions } from './agent-runner.js'
+export type { ConfigSources } from './config.js'
+export { Mesh } from './mesh.js'
+export type { AgentFactory, AgentHandle, MeshEvent, MeshOptions, SpawnOptions } from './mesh.js'
+export type { PromRegistry } from './metrics.js'
+export { Registry } from './registry.js'
+export type { AgentInfo, AgentQuery, AgentRegistration, BreakerOptions, BreakerState, CapabilitySpec, Health, LivenessOptions, RegistryEvent, Strategy } from './registry.js'
+export type { RouteOptions } from './router.js'
+export { Supervisor } from './supervisor.js'
+export type { ChildSpec, RestartStrategy, SupervisorEvent, SupervisorSpec } from './supervisor.js'
 export { OrreryError, isOrreryError } from './errors.js'
 export type { ErrorCode } from './errors.js'
 export type { CodecName, Kind, Priority } from './frame.js'
@@ -103,6 +116,14 @@ export class Orrery {
   openStore(options?: StoreOptions & { path?: undefined }): Store<false>
   openStore(options: StoreOptions = {}): Store<boolean> {
     return openStoreOn(this.backend, options, this.clock)
+  }
+
+  /**
+   * Starts an agent mesh on this Orrery: its registry, routing, agents and supervisors. Agents
+   * are fed through this Orrery's bus.
+   */
+  mesh(options: MeshOptions = {}): Promise<Mesh> {
+    return Mesh.create(this.backend, this.bus, this.clock, options)
   }
 
   /** Loads the engine (once per process) and starts an Orrery on a new core. */

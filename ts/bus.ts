@@ -529,6 +529,13 @@ export class Bus {
     return () => sub.unsubscribe()
   }
 
+  /** @internal Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
+  answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void {
+    const token = (message as FrameMessage).replyToken
+    if (error) this.sendReply(message.channel, token, error, { kind: 'error', correlationId: message.id })
+    else this.sendReply(message.channel, token, result, { kind: 'response', correlationId: message.id })
+  }
+
   private sendReply(channel: string, token: number, payload: unknown, options: PublishOptions): void {
     if (token === 0 || this.closed) return
     const w = this.writer
@@ -626,8 +633,8 @@ export class Bus {
       this.requests.delete(attempt)
       const message = new FrameMessage(waiting.channel, seq, frame)
       if (message.kind === 'error') {
-        const { message: text, code } = message.payload as { message: string; code: string | null }
-        waiting.reject(new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, { details: { remoteCode: code, channel: waiting.channel } }))
+        const { message: text, code, permanent } = message.payload as { message: string; code: string | null; permanent?: boolean }
+        waiting.reject(new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, { details: { remoteCode: code, channel: waiting.channel, permanent: permanent === true } }))
       } else {
         waiting.resolve(message)
       }

@@ -6,7 +6,11 @@ import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
+import { readFile } from 'node:fs/promises'
+
 import { useEngineLoader } from './api.js'
+import { useFileReader } from './config.js'
+import { usePromClient, type PromClient } from './metrics.js'
 import type { Backend, EngineName } from './backend.js'
 import { nativeBackend, type NativeBinding } from './engines/native.js'
 import { wasmBackend, type WasmBinding } from './engines/wasm.js'
@@ -36,6 +40,10 @@ function load(name: EngineName): Backend {
   loaded.set(name, backend)
   return backend
 }
+
+useFileReader((path) => readFile(path, 'utf8'))
+// prom-client is an optional peer dependency: loaded only when a mesh is given a registry.
+usePromClient(async () => (await import('prom-client')) as unknown as PromClient)
 
 useEngineLoader(async (requested) => {
   const fromEnv = process.env['ORRERY_ENGINE'] || undefined

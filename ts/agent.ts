@@ -1,0 +1,155 @@
+/**
+ * The Agent base class users subclass: an identity, the capabilities it offers, lifecycle hooks,
+ * handlers (per capability, per message schema, per message kind) with typed payloads, a
+ * validated configuration that can change at run time, a logger, and an optional health check.
+ * Running it (feeding, retrying, limiting, beating, restarting) is the mesh's job.
+ */
+import type { Message } from './message.js'
+import type { CapabilitySpec, Health } from './registry.js'
+import type { InferOutput, StandardSchemaV1 } from './schema.js'
+
+/** The logging surface agents use: pino's (pass a pino instance); silent by default. */
+export interface Logger {
+  child(bindings: Record<string, unknown>): Logger
+  debug(obj: unknown, msg?: string): void
+  info(obj: unknown, msg?: string): void
+  warn(obj: unknown, msg?: string): void
+  error(obj: unknown, msg?: string): void
+}
+
+/** A logger that drops everything. */
+export const silentLogger: Logger = {
+  child: () => silentLogger,
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: () => {},
+}
+
+/** What a health check reports. */
+export interface HealthReport {
+  status: Extract<Health, 'healthy' | 'degraded' | 'unhealthy'>
+  reason?: string
+}
+
+/** What a handler gets besides its payload. */
+export interface HandlerContext {
+  readonly message: Message
+  /** 1 for the first delivery, 2 for the first retry, … */
+  readonly attempt: number
+  /** The agent's logger, with the message's trace id bound when it carries one. */
+  readonly log: Logger
+  /** Aborted when the handler's time is up or the agent is stopping. */
+  readonly signal: AbortSignal
+}
+
+/** A handler: takes the payload, returns the reply (for requests) or nothing. */
+export type Handler<T, R> = (payload: T, context: HandlerContext) => R | Promise<R>
+
+/** An error no retry can fix (bad input): the message goes to the dead-letter channel at once. */
+export class PermanentError extends Error {
+  override readonly name: string = 'PermanentError'
+}
+
+/** An error that means the agent itself is broken: it crashes, and its supervisor restarts it. */
+export class FatalError extends Error {
+  override readonly name: string = 'FatalError'
+}
+
+/** @internal One registered handler. */
+export interface HandlerEntry {
+  readonly schema: StandardSchemaV1 | undefined
+  readonly run: Handler<unknown, unknown>
+}
+
+/** What the mesh hands an agent's constructor. */
+export interface AgentContext<C> {
+  readonly id: string
+  readonly type: string
+  readonly config: C
+  readonly log: Logger
+  /** Capabilities given at spawn time, which replace the class's `capabilities`. */
+  readonly capabilities?: readonly CapabilitySpec[] | undefined
+}
+
+/** A class of agents, as the mesh builds them. */
+export interface AgentClass<C = unknown> {
+  new (context: AgentContext<C>): Agent<C>
+  /** The agent type (default: the class name). */
+  readonly type?: string
+  /** What agents of this class can do. */
+  readonly capabilities?: readonly CapabilitySpec[]
+  /** Validates (and types) the configuration. */
+  readonly config?: StandardSchemaV1<unknown, C>
+}
+
+/**
+ * An agent. Subclass it, declare `static capabilities`, register handlers in the constructor
+ * with `handle` and `on`, and override the hooks you need.
+ */
+export abstract class Agent<C = unknown> {
+  readonly id: string
+  readonly type: string
+  readonly capabilities: readonly CapabilitySpec[]
+  /** The logger, bound to this agent's id and type. */
+  readonly log: Logger
+  private current: C
+  /** @internal */
+  readonly handlers = new Map<string, HandlerEntry>()
+  /** @internal */
+  readonly messageHandlers = new Map<string, HandlerEntry>()
+
+  constructor(context: AgentContext<C>) {
+    this.id = context.id
+    this.type = context.type
+    this.current = context.config
+    this.log = context.log
+    this.capabilities = context.capabilities ?? (this.constructor as AgentClass<C>).capabilities ?? []
+  }
+
+  /** The configuration in force. */
+  get config(): C {
+    return this.current
+  }
+
+  /** @internal Replaces the configuration (already validated) and tells the agent. */
+  async applyConfig(next: C): Promise<void> {
+    const previous = this.current
+    this.current = next
+    await this.onConfig?.(next, previous)
+  }
+
+  /**
+   * Handles requests and messages for `capability`; with `schema`, payloads are validated (an
+   * invalid one is a permanent error) and typed.
+   */
+  protected handle<S extends StandardSchemaV1, R>(capability: string, options: { schema: S }, handler: Handler<InferOutput<S>, R>): void
+  protected handle<T, R>(capability: string, handler: Handler<T, R>): void
+  protected handle(capability: string, a: { schema: StandardSchemaV1 } | Handler<unknown, unknown>, b?: Handler<unknown, unknown>): void {
+    this.handlers.set(capability, typeof a === 'function' ? { schema: undefined, run: a } : { schema: a.schema, run: b! })
+  }
+
+  /**
+   * Handles direct messages without a capability: by the message's schema name
+   * (`name@major.minor`) when it has one and a handler for it exists, else by its kind
+   * (`data`, `command`, `event`, `query`…).
+   */
+  protected on<S extends StandardSchemaV1>(kindOrSchema: string, options: { schema: S }, handler: Handler<InferOutput<S>, unknown>): void
+  protected on<T>(kindOrSchema: string, handler: Handler<T, unknown>): void
+  protected on(kindOrSchema: string, a: { schema: StandardSchemaV1 } | Handler<unknown, unknown>, b?: Handler<unknown, unknown>): void {
+    this.messageHandlers.set(kindOrSchema, typeof a === 'function' ? { schema: undefined, run: a } : { schema: a.schema, run: b! })
+  }
+
+  /** Called once before the agent takes messages; throwing fails the start. */
+  onStart?(): void | Promise<void>
+  /** Called once after it stopped taking messages and its handlers finished (or timed out). */
+  onStop?(): void | Promise<void>
+  /** Called when the agent is paused (it takes no messages; its queue waits). */
+  onPause?(): void | Promise<void>
+  /** Called when it resumes. */
+  onResume?(): void | Promise<void>
+  /** Called after a new configuration was validated and applied. */
+  onConfig?(next: C, previous: C): void | Promise<void>
+  /** Reports health with each heartbeat; a check that does not answer in time misses the beat. */
+  healthCheck?(): HealthReport | Promise<HealthReport>
+}

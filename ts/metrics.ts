@@ -1,0 +1,67 @@
+/**
+ * Agent metrics in a prom-client registry the user injects: messages handled and failed,
+ * handler latency, and handlers in flight, labelled by agent, type and capability. The mesh
+ * loads prom-client only when metrics are asked for (the Node entry provides the loader).
+ */
+import { OrreryError } from './errors.js'
+
+/** The slice of prom-client the mesh uses. */
+export interface PromClient {
+  Counter: new (config: { name: string; help: string; labelNames: readonly string[]; registers: unknown[] }) => { inc(labels: Record<string, string>, value?: number): void }
+  Histogram: new (config: { name: string; help: string; labelNames: readonly string[]; registers: unknown[]; buckets?: number[] }) => { observe(labels: Record<string, string>, value: number): void }
+  Gauge: new (config: { name: string; help: string; labelNames: readonly string[]; registers: unknown[] }) => { set(labels: Record<string, string>, value: number): void }
+}
+
+/** A prom-client `Registry`, as the user passes it. */
+export interface PromRegistry {
+  getSingleMetric(name: string): unknown
+}
+
+type ClientLoader = () => Promise<PromClient>
+let loadClient: ClientLoader | undefined
+
+/** @internal Called by the Node entry. */
+export function usePromClient(loader: ClientLoader): void {
+  loadClient = loader
+}
+
+/** What agents record. */
+export interface AgentMetrics {
+  handled(agent: string, type: string, capability: string, seconds: number): void
+  failed(agent: string, type: string, capability: string, kind: 'transient' | 'permanent' | 'fatal' | 'rate-limited'): void
+  inFlight(agent: string, type: string, count: number): void
+}
+
+/** Records nothing. */
+export const noMetrics: AgentMetrics = { handled: () => {}, failed: () => {}, inFlight: () => {} }
+
+const NAMES = {
+  handled: 'orrery_agent_messages_handled_total',
+  failed: 'orrery_agent_messages_failed_total',
+  latency: 'orrery_agent_handler_duration_seconds',
+  inFlight: 'orrery_agent_in_flight',
+}
+
+/** Metrics in `registry` (reusing Orrery's metrics already there, so two meshes can share it). */
+export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics> {
+  if (!loadClient) throw new OrreryError('UNSUPPORTED', 'prom-client metrics are available in Node only')
+  const prom = await loadClient()
+  const registers = [registry]
+  const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined
+  const handled = existing<InstanceType<PromClient['Counter']>>(NAMES.handled)
+    ?? new prom.Counter({ name: NAMES.handled, help: 'Messages and requests an agent handled successfully', labelNames: ['agent', 'type', 'capability'], registers })
+  const failed = existing<InstanceType<PromClient['Counter']>>(NAMES.failed)
+    ?? new prom.Counter({ name: NAMES.failed, help: 'Handler failures by kind (transient, permanent, fatal, rate-limited)', labelNames: ['agent', 'type', 'capability', 'kind'], registers })
+  const latency = existing<InstanceType<PromClient['Histogram']>>(NAMES.latency)
+    ?? new prom.Histogram({ name: NAMES.latency, help: 'Handler duration in seconds', labelNames: ['agent', 'type', 'capability'], registers, buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] })
+  const inFlight = existing<InstanceType<PromClient['Gauge']>>(NAMES.inFlight)
+    ?? new prom.Gauge({ name: NAMES.inFlight, help: 'Handlers running now', labelNames: ['agent', 'type'], registers })
+  return {
+    handled(agent, type, capability, seconds) {
+      handled.inc({ agent, type, capability })
+      latency.observe({ agent, type, capability }, seconds)
+    },
+    failed: (agent, type, capability, kind) => failed.inc({ agent, type, capability, kind }),
+    inFlight: (agent, type, count) => inFlight.set({ agent, type }, count),
+  }
+}

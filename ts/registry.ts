@@ -1,0 +1,338 @@
+/**
+ * The agent registry: who offers which capability at which version, how healthy each agent is,
+ * and how routing picks one. The state lives in the core (`MeshCore`); this facade names
+ * agents, compiles queries once, turns the core's transitions into events, and keeps one timer
+ * for the core's next liveness deadline (missed heartbeats, deregistration, breaker cool-downs).
+ */
+import { Subject, type Observable } from 'rxjs'
+
+import { MESH_EVENT_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
+import { OrreryError } from './errors.js'
+
+/** How well an agent is, best first. */
+export type Health = 'healthy' | 'degraded' | 'initializing' | 'unhealthy' | 'paused' | 'offline'
+export const HEALTHS: readonly Health[] = ['healthy', 'degraded', 'initializing', 'unhealthy', 'paused', 'offline']
+/** Where an agent's circuit breaker stands. */
+export type BreakerState = 'closed' | 'open' | 'half-open'
+const BREAKER_STATES: readonly BreakerState[] = ['closed', 'open', 'half-open']
+/** How routing picks one agent among the matches. */
+export type Strategy = 'priority' | 'round-robin' | 'least-loaded' | 'random'
+const STRATEGIES: readonly Strategy[] = ['priority', 'round-robin', 'least-loaded', 'random']
+
+/** One capability an agent offers. */
+export interface CapabilitySpec {
+  name: string
+  /** Semver, `1.2.0`. */
+  version: string
+  /** Higher is preferred (default 0). */
+  priority?: number
+  /** Free-form description, kept with the registration. */
+  metadata?: Readonly<Record<string, unknown>>
+}
+
+/** What registering an agent takes. */
+export interface AgentRegistration {
+  id: string
+  type: string
+  capabilities: readonly CapabilitySpec[]
+  tags?: readonly string[]
+  /** Concurrent routed calls allowed (default 0: no cap). */
+  bulkhead?: number
+}
+
+/** A registered agent as the registry sees it now. */
+export interface AgentInfo {
+  readonly id: string
+  readonly type: string
+  readonly capabilities: readonly CapabilitySpec[]
+  readonly tags: readonly string[]
+  readonly health: Health
+  readonly inFlight: number
+  readonly lastBeat: number
+  readonly breaker: BreakerState
+}
+
+/**
+ * A search: `'summarize@^1.2'` (a capability and a semver range; no range means any), or an
+ * object adding tags every match must carry, a minimum health (default `degraded`), and more
+ * capabilities every match must also offer.
+ */
+export type AgentQuery =
+  | string
+  | { capability: string; tags?: readonly string[]; minHealth?: Health; also?: readonly string[] }
+
+/** Something that happened to an agent. */
+export type RegistryEvent =
+  | { type: 'registered'; agent: string; agentType: string; at: number }
+  | { type: 'health'; agent: string; from: Health; to: Health; at: number }
+  | { type: 'deregistered'; agent: string; from: Health; at: number; reason: 'requested' | 'missed-heartbeats' }
+  | { type: 'breaker'; agent: string; from: BreakerState; to: BreakerState; at: number }
+
+/** Liveness settings: how often agents beat, and what missed beats do. */
+export interface LivenessOptions {
+  /** Heartbeat interval in ms (default 5,000). */
+  interval?: number
+  /** Missed beats before degraded (2), unhealthy (3), offline (5). */
+  degradedAfter?: number
+  unhealthyAfter?: number
+  offlineAfter?: number
+  /** How long an offline agent stays registered, in ms (default 60,000). */
+  deregisterAfter?: number
+}
+
+/** Circuit breaker settings, one breaker per agent. */
+export interface BreakerOptions {
+  /** Consecutive failures that open it (default 5). */
+  failures?: number
+  /** How long it stays open, in ms (default 10,000). */
+  coolDown?: number
+  /** Calls let through at once while half-open (default 1). */
+  probes?: number
+  /** Probe successes that close it (default 1). */
+  successes?: number
+}
+
+interface Known {
+  readonly handle: number
+  readonly id: string
+  readonly type: string
+  readonly capabilities: readonly CapabilitySpec[]
+  readonly tags: readonly string[]
+  /** The agent's inbox channel (routing sends there). */
+  readonly inbox: string
+}
+
+function splitCapability(text: string): [string, string] {
+  const at = text.indexOf('@')
+  return at < 0 ? [text, '*'] : [text.slice(0, at), text.slice(at + 1) || '*']
+}
+
+function healthCode(health: Health, option: string): number {
+  const code = HEALTHS.indexOf(health)
+  if (code < 0) throw new OrreryError('INVALID_OPTION', `${option} must be one of ${HEALTHS.join(', ')}`, { details: { option, value: health } })
+  return code
+}
+
+/** @internal The code of a strategy name. */
+export function strategyCode(strategy: Strategy): number {
+  const code = STRATEGIES.indexOf(strategy)
+  if (code < 0) throw new OrreryError('INVALID_OPTION', `strategy must be one of ${STRATEGIES.join(', ')}`, { details: { option: 'strategy', value: strategy } })
+  return code
+}
+
+/** The agent registry of one mesh. */
+export class Registry {
+  private readonly byHandle = new Map<number, Known>()
+  private readonly byId = new Map<string, Known>()
+  private readonly queries = new Map<string, number>()
+  private readonly subject = new Subject<RegistryEvent>()
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private timerAt = Infinity
+  private closed = false
+  /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
+  readonly events: Observable<RegistryEvent> = this.subject.asObservable()
+
+  /** @internal */
+  constructor(readonly core: MeshCore, readonly now: () => number) {}
+
+  /** Registers an agent; it starts `initializing` until its first heartbeat. */
+  register(agent: AgentRegistration): AgentInfo {
+    this.assertOpen()
+    if (this.byId.has(agent.id)) throw new OrreryError('DUPLICATE_AGENT', `agent ${JSON.stringify(agent.id)} is registered already`, { details: { agent: agent.id } })
+    const bulkhead = agent.bulkhead ?? 0
+    if (!Number.isInteger(bulkhead) || bulkhead < 0) throw new OrreryError('INVALID_OPTION', 'bulkhead must be a whole number >= 0', { details: { option: 'bulkhead', value: bulkhead } })
+    const lines = agent.capabilities.map((c) => {
+      const priority = c.priority ?? 0
+      if (!Number.isInteger(priority)) throw new OrreryError('INVALID_OPTION', `the priority of ${c.name} must be an integer`, { details: { option: 'priority', value: priority } })
+      if (/\s/.test(c.name) || /\s/.test(c.version)) throw new OrreryError('INVALID_NAME', `capability ${JSON.stringify(c.name)}@${c.version} holds whitespace`, { details: { capability: c.name } })
+      return `${c.name} ${c.version} ${priority}`
+    })
+    const now = this.now()
+    const handle = this.core.register(agent.id, agent.type, lines.join('\n'), [...(agent.tags ?? [])], bulkhead, now)
+    const known: Known = {
+      handle,
+      id: agent.id,
+      type: agent.type,
+      capabilities: agent.capabilities.map((c) => Object.freeze({ ...c })),
+      tags: [...(agent.tags ?? [])],
+      inbox: `inbox.${agent.id}`,
+    }
+    this.byHandle.set(handle, known)
+    this.byId.set(agent.id, known)
+    this.subject.next({ type: 'registered', agent: agent.id, agentType: agent.type, at: now })
+    this.changed()
+    return this.info(known)
+  }
+
+  /** Removes an agent: routing stops choosing it at once. */
+  deregister(id: string): void {
+    const known = this.known(id)
+    const from = HEALTHS[this.core.agentState(known.handle)[0]!]!
+    this.core.deregister(known.handle)
+    this.forget(known)
+    this.subject.next({ type: 'deregistered', agent: id, from, at: this.now(), reason: 'requested' })
+  }
+
+  /** An agent's heartbeat, reporting its health (default `healthy`). */
+  heartbeat(id: string, health: Health = 'healthy'): void {
+    this.core.heartbeat(this.known(id).handle, healthCode(health, 'health'), this.now())
+    this.changed()
+  }
+
+  /** Sets an agent's health without counting as a heartbeat (pause, a failed start). */
+  setHealth(id: string, health: Health): void {
+    this.core.setHealth(this.known(id).handle, healthCode(health, 'health'), this.now())
+    this.changed()
+  }
+
+  /** An agent by id. */
+  get(id: string): AgentInfo | undefined {
+    const known = this.byId.get(id)
+    return known && this.info(known)
+  }
+
+  /** Every registered agent, in registration order. */
+  list(): AgentInfo[] {
+    return [...this.byId.values()].map((k) => this.info(k))
+  }
+
+  /** The agents matching `query`, best first: priority, then health, then registration. */
+  find(query: AgentQuery): AgentInfo[] {
+    const found = this.core.find(this.compile(query))
+    const out: AgentInfo[] = []
+    for (let i = 0; i < found.length; i++) {
+      const known = this.byHandle.get(found[i]!)
+      if (known) out.push(this.info(known))
+    }
+    return out
+  }
+
+  /**
+   * The agent routing would call now for `query` by `strategy` (skipping open breakers and
+   * full bulkheads), or undefined. Asking moves round-robin and random selection along.
+   */
+  select(query: AgentQuery, strategy: Strategy = 'priority'): AgentInfo | undefined {
+    const status = this.core.route(this.compile(query), strategyCode(strategy), this.now(), [])
+    if (status !== ROUTE_STATUS.routed) return undefined
+    const handle = this.core.second
+    this.core.finish(handle, 2, this.now())
+    this.drain()
+    const known = this.byHandle.get(handle)
+    return known && this.info(known)
+  }
+
+  /** Capability names like `name` (Jaro-Winkler score >= `threshold`, default 0.8), best first. */
+  similar(name: string, options: { threshold?: number } = {}): Array<{ name: string; score: number }> {
+    const threshold = options.threshold ?? 0.8
+    if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new OrreryError('INVALID_OPTION', 'threshold must be a number from 0 to 1', { details: { option: 'threshold', value: threshold } })
+    return this.core
+      .similar(name, threshold)
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [known, score] = line.split('\t')
+        return { name: known!, score: Number(score) }
+      })
+  }
+
+  /** Applies what is due now (missed heartbeats, cool-downs); the registry's timer does this on its own. */
+  tick(): void {
+    this.core.tick(this.now())
+    this.changed()
+  }
+
+  /** @internal The compiled id of a query (compiled once, then cached). */
+  compile(query: AgentQuery): number {
+    const key = typeof query === 'string' ? query : `${query.capability}|${(query.tags ?? []).join(',')}|${query.minHealth ?? ''}|${(query.also ?? []).join(',')}`
+    const cached = this.queries.get(key)
+    if (cached !== undefined) return cached
+    this.assertOpen()
+    const spec = typeof query === 'string' ? { capability: query } : query
+    const [capability, range] = splitCapability(spec.capability)
+    const also = (spec.also ?? []).map((c) => splitCapability(c).join(' ')).join('\n')
+    const id = this.core.query(capability, range, healthCode(spec.minHealth ?? 'degraded', 'minHealth'), [...(spec.tags ?? [])], also)
+    this.queries.set(key, id)
+    return id
+  }
+
+  /** @internal The agent behind a core handle. */
+  byCoreHandle(handle: number): Known | undefined {
+    return this.byHandle.get(handle)
+  }
+
+  /** @internal Emits the core's events, then re-arms the timer. */
+  changed(): void {
+    this.drain()
+    this.arm()
+  }
+
+  /** @internal Emits the core's events. */
+  drain(): void {
+    const flat = this.core.events()
+    for (let i = 0; i < flat.length; i += MESH_EVENT_FIELDS) {
+      const kind = flat[i]!
+      const known = this.byHandle.get(flat[i + 1]!)
+      if (!known) continue
+      const at = flat[i + 4]!
+      if (kind === 1) {
+        this.subject.next({ type: 'breaker', agent: known.id, from: BREAKER_STATES[flat[i + 2]!]!, to: BREAKER_STATES[flat[i + 3]!]!, at })
+      } else if (flat[i + 3]! < 0) {
+        this.forget(known)
+        this.subject.next({ type: 'deregistered', agent: known.id, from: HEALTHS[flat[i + 2]!]!, at, reason: 'missed-heartbeats' })
+      } else {
+        this.subject.next({ type: 'health', agent: known.id, from: HEALTHS[flat[i + 2]!]!, to: HEALTHS[flat[i + 3]!]!, at })
+      }
+    }
+  }
+
+  private arm(): void {
+    if (this.closed) return
+    const at = this.core.nextDeadline()
+    if (at === Infinity || at >= this.timerAt) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.timerAt = Infinity
+      if (!this.closed) this.tick()
+    }, Math.min(0x7fffffff, Math.max(0, at - this.now())))
+  }
+
+  private forget(known: Known): void {
+    this.byHandle.delete(known.handle)
+    this.byId.delete(known.id)
+  }
+
+  private known(id: string): Known {
+    const known = this.byId.get(id)
+    if (!known) throw new OrreryError('UNKNOWN_AGENT', `no agent ${JSON.stringify(id)} is registered`, { details: { agent: id } })
+    return known
+  }
+
+  private info(known: Known): AgentInfo {
+    const state = this.core.agentState(known.handle)
+    return {
+      id: known.id,
+      type: known.type,
+      capabilities: known.capabilities,
+      tags: known.tags,
+      health: HEALTHS[state[0]!]!,
+      inFlight: state[1]!,
+      lastBeat: state[2]!,
+      breaker: BREAKER_STATES[this.core.breakerState(known.handle, this.now())]!,
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new OrreryError('CLOSED', 'this registry is closed')
+  }
+
+  /** @internal Stops the timer and frees the core. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.subject.complete()
+    this.core.close()
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * Requests by capability. The core picks a target by strategy, skipping agents whose breaker is
+ * open and those at their bulkhead's limit; the call is bounded by a timeout; a failure counts
+ * against the target's breaker and falls back to the next candidate at once; once every
+ * candidate has failed, the retry policy waits (exponential backoff with jitter) and tries the
+ * set again, up to its limit. Permanent errors (the handler said the input is wrong) are
+ * returned at once, and do not count against the breaker.
+ */
+import { ROUTE_STATUS } from './backend.js'
+import type { Bus, PublishOptions } from './bus.js'
+import { isOrreryError, OrreryError } from './errors.js'
+import type { Message } from './message.js'
+import { strategyCode, type AgentQuery, type Registry, type Strategy } from './registry.js'
+import type { BackoffOptions } from './agent-runner.js'
+import { CAPABILITY_HEADER } from './agent-runner.js'
+
+/** Options of a routed request. */
+export interface RouteOptions extends Omit<PublishOptions, 'recipient'> {
+  /** Tags every candidate must carry. */
+  tags?: readonly string[]
+  /** How to pick among candidates (default `priority`). */
+  strategy?: Strategy
+  /** Each call's timeout in ms (default 5,000). */
+  timeout?: number
+  /** Tries after the first failure, across fallbacks and backoff rounds (default 2). */
+  retries?: number
+  backoff?: BackoffOptions
+  /** Fall back to the next candidate after a failure (default true); false retries the same selection. */
+  fallback?: boolean
+}
+
+const JITTER = { none: 0, full: 1, equal: 2 } as const
+const NO_EXCLUSIONS: readonly number[] = []
+
+/** Outcome codes `finish` takes. */
+const SUCCESS = 1
+const FAILURE = 0
+const NO_VERDICT = 2
+
+export class Router {
+  private readonly headers = new Map<string, Record<string, string>>()
+  private readonly strategies = new Map<Strategy | undefined, number>()
+
+  constructor(private readonly bus: Bus, private readonly registry: Registry) {}
+
+  private capabilityHeaders(capability: string, extra: Readonly<Record<string, string>> | undefined): Record<string, string> {
+    if (extra) return { ...extra, [CAPABILITY_HEADER]: capability }
+    let h = this.headers.get(capability)
+    if (!h) {
+      h = Object.freeze({ [CAPABILITY_HEADER]: capability }) as Record<string, string>
+      this.headers.set(capability, h)
+    }
+    return h
+  }
+
+  private strategy(strategy: Strategy | undefined): number {
+    let code = this.strategies.get(strategy)
+    if (code === undefined) {
+      code = strategyCode(strategy ?? 'priority')
+      this.strategies.set(strategy, code)
+    }
+    return code
+  }
+
+  /** Sends a request to one agent offering `capability` (`name@range`) and resolves with the reply. */
+  request<R>(capability: string, payload: unknown, options: RouteOptions = {}): Promise<Message<R>> {
+    const query: AgentQuery = options.tags ? { capability, tags: options.tags } : capability
+    const registry = this.registry
+    const queryId = registry.compile(query)
+    const strategy = this.strategy(options.strategy)
+    const name = capability.includes('@') ? capability.slice(0, capability.indexOf('@')) : capability
+    const publish: PublishOptions & { timeout?: number } = {
+      ...options,
+      headers: this.capabilityHeaders(name, options.headers),
+      timeout: options.timeout ?? 5_000,
+    }
+    return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined)
+  }
+
+  private attempt<R>(
+    queryId: number, strategy: number, capability: string, payload: unknown,
+    publish: PublishOptions & { timeout?: number }, options: RouteOptions,
+    tries: number, exclude: readonly number[], lastError: OrreryError | undefined,
+  ): Promise<Message<R>> {
+    const registry = this.registry
+    const core = registry.core
+    const status = core.route(queryId, strategy, registry.now(), exclude)
+    if (status !== ROUTE_STATUS.routed) {
+      if (exclude.length > 0) {
+        // Every candidate failed this round: back off, then try them all again.
+        return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!)
+      }
+      return Promise.reject(lastError ?? this.refusal(status, capability, core.second))
+    }
+    const agent = core.second
+    const target = registry.byCoreHandle(agent)!
+    let request: Promise<Message<R>>
+    try {
+      request = this.bus.request<R>(target.inbox, payload, publish)
+    } catch (error) {
+      this.finish(agent, NO_VERDICT)
+      return Promise.reject(error)
+    }
+    return request.then(
+      (reply) => {
+        this.finish(agent, SUCCESS)
+        return reply
+      },
+      (error: unknown) => {
+        const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
+        const permanent = isOrreryError(e, 'HANDLER_ERROR') && e.details['permanent'] === true
+        const limited = isOrreryError(e, 'HANDLER_ERROR') && e.details['remoteCode'] === 'RATE_LIMITED'
+        this.finish(agent, permanent || limited || isOrreryError(e, 'CLOSED') ? NO_VERDICT : FAILURE)
+        const retries = options.retries ?? 2
+        if (permanent || isOrreryError(e, 'CLOSED') || tries >= retries) {
+          return Promise.reject(tries === 0 ? e : new OrreryError(e.code, `${e.message} (after ${tries + 1} attempts)`, { cause: e, details: { ...e.details, attempts: tries + 1, agent: target.id } }))
+        }
+        const next = options.fallback === false ? NO_EXCLUSIONS : [...exclude, agent]
+        if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e)
+        return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, next, e)
+      },
+    )
+  }
+
+  private backOff<R>(
+    queryId: number, strategy: number, capability: string, payload: unknown,
+    publish: PublishOptions & { timeout?: number }, options: RouteOptions, tries: number, lastError: OrreryError,
+  ): Promise<Message<R>> {
+    const retries = options.retries ?? 2
+    if (tries > retries) return Promise.reject(lastError)
+    const b = options.backoff ?? {}
+    const delay = this.registry.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 30_000, JITTER[b.jitter ?? 'full'], tries)
+    return new Promise((resolve) => setTimeout(resolve, delay)).then(() =>
+      this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError))
+  }
+
+  private finish(agent: number, outcome: number): void {
+    const registry = this.registry
+    if (registry.core.finish(agent, outcome, registry.now())) registry.changed()
+  }
+
+  private refusal(status: number, capability: string, retryAt: number): OrreryError {
+    if (status === ROUTE_STATUS.circuitOpen) {
+      return new OrreryError('CIRCUIT_OPEN', `every agent offering ${capability} has an open circuit breaker`, { details: { capability, retryAt } })
+    }
+    if (status === ROUTE_STATUS.bulkheadFull) {
+      return new OrreryError('BULKHEAD_FULL', `every agent offering ${capability} is at its limit of concurrent calls`, { details: { capability } })
+    }
+    const similar = this.registry.similar(capability).map((s) => s.name)
+    const hint = similar.length > 0 ? ` (did you mean ${similar.join(', ')}?)` : ''
+    return new OrreryError('NO_RESPONDER', `no healthy agent offers ${capability}${hint}`, { details: { capability, similar } })
+  }
+}

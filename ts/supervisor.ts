@@ -1,0 +1,171 @@
+/**
+ * Supervision in the manner of Erlang/OTP. A supervisor starts its children in order and, when
+ * one crashes (a fatal handler error, a failed start, lost heartbeats), restarts by strategy:
+ * `one-for-one` the crashed child, `one-for-all` every child, `rest-for-one` the crashed child
+ * and those started after it. Restarts wait a backoff that grows with recent restarts. More than
+ * `restarts` restarts within `withinMs` and the supervisor gives up: it stops every child,
+ * marks them failed, and escalates (an event, and its `failed` promise).
+ */
+import { OrreryError } from './errors.js'
+import type { BackoffOptions } from './agent-runner.js'
+import type { AgentRunner } from './agent-runner.js'
+import type { SpawnOptions } from './mesh.js'
+
+/** A restart strategy. */
+export type RestartStrategy = 'one-for-one' | 'one-for-all' | 'rest-for-one'
+
+/** Children of one agent type. */
+export interface ChildSpec {
+  type: string
+  /** How many (default 1); ids are `<id or type>-<n>` when more than one. */
+  replicas?: number
+  id?: string
+  options?: Omit<SpawnOptions, 'id' | 'replicas'>
+}
+
+/** What a supervisor is made of. */
+export interface SupervisorSpec {
+  /** Its name, in events (default `supervisor-<n>`). */
+  name?: string
+  strategy?: RestartStrategy
+  /** At most `restarts` restarts in `withinMs` (default 3 in 5,000). */
+  intensity?: { restarts?: number; withinMs?: number }
+  /** The wait before a restart, growing with recent restarts (default 100 ms doubling, at most 5 s, no jitter). */
+  backoff?: BackoffOptions
+  children: readonly ChildSpec[]
+}
+
+/** What a supervisor needs from the mesh. */
+export interface SupervisorHost {
+  now(): number
+  /** Builds and starts an agent (with its id): the runner, or a start failure. */
+  startChild(id: string, type: string, options: Omit<SpawnOptions, 'id' | 'replicas'>, supervisor: Supervisor): Promise<AgentRunner>
+  backoff(options: BackoffOptions, attempt: number): number
+  report(event: SupervisorEvent): void
+}
+
+/** Something a supervisor did. */
+export type SupervisorEvent =
+  | { type: 'restart'; supervisor: string; agents: string[]; reason: string; attempt: number; delay: number; at: number }
+  | { type: 'gave-up'; supervisor: string; agents: string[]; reason: string; at: number }
+
+interface Child {
+  readonly id: string
+  readonly type: string
+  readonly options: Omit<SpawnOptions, 'id' | 'replicas'>
+  runner: AgentRunner | undefined
+}
+
+let supervisors = 0
+
+export class Supervisor {
+  readonly name: string
+  readonly strategy: RestartStrategy
+  private readonly children: Child[] = []
+  private restarts: number[] = []
+  private queue: Promise<void> = Promise.resolve()
+  private state: 'running' | 'failed' | 'stopped' = 'running'
+  private rejectFailed!: (error: OrreryError) => void
+  /** Rejects with `AGENT_FAILED` if the supervisor gives up. */
+  readonly failed: Promise<never>
+
+  constructor(private readonly host: SupervisorHost, private readonly spec: SupervisorSpec) {
+    this.name = spec.name ?? `supervisor-${++supervisors}`
+    this.strategy = spec.strategy ?? 'one-for-one'
+    if (!['one-for-one', 'one-for-all', 'rest-for-one'].includes(this.strategy)) {
+      throw new OrreryError('INVALID_OPTION', 'strategy must be one-for-one, one-for-all or rest-for-one', { details: { option: 'strategy', value: this.strategy } })
+    }
+    const restarts = spec.intensity?.restarts ?? 3
+    const within = spec.intensity?.withinMs ?? 5_000
+    if (!Number.isInteger(restarts) || restarts < 0 || !(within > 0)) {
+      throw new OrreryError('INVALID_OPTION', 'intensity needs restarts >= 0 (whole) and withinMs > 0', { details: { option: 'intensity', value: spec.intensity } })
+    }
+    for (const child of spec.children) {
+      const n = child.replicas ?? 1
+      const base = child.id ?? child.type
+      for (let i = 1; i <= n; i++) this.children.push({ id: n === 1 ? base : `${base}-${i}`, type: child.type, options: child.options ?? {}, runner: undefined })
+    }
+    this.failed = new Promise<never>((_, reject) => { this.rejectFailed = reject })
+    this.failed.catch(() => {}) // observed through events too; never an unhandled rejection
+  }
+
+  /** The ids of the children, in start order. */
+  get agents(): string[] {
+    return this.children.map((c) => c.id)
+  }
+
+  /** Whether it is running, gave up, or was stopped. */
+  get status(): 'running' | 'failed' | 'stopped' {
+    return this.state
+  }
+
+  /** Starts the children in order; a failed start is a crash like any other. */
+  async start(): Promise<void> {
+    for (const child of this.children) {
+      if (this.state !== 'running') return
+      await this.startOne(child)
+    }
+    await this.queue
+  }
+
+  private async startOne(child: Child): Promise<void> {
+    try {
+      child.runner = await this.host.startChild(child.id, child.type, child.options, this)
+    } catch (error) {
+      child.runner = undefined
+      this.crashed(child.id, `failed start: ${(error as Error).message}`)
+    }
+  }
+
+  /** @internal A child crashed; restarts are handled one at a time, in order. */
+  crashed(id: string, reason: string): void {
+    this.queue = this.queue.then(() => this.handle(id, reason))
+  }
+
+  /** @internal Whether this supervisor owns the runner. */
+  owns(runner: AgentRunner): boolean {
+    return this.children.some((c) => c.runner === runner)
+  }
+
+  private async handle(id: string, reason: string): Promise<void> {
+    if (this.state !== 'running') return
+    const index = this.children.findIndex((c) => c.id === id)
+    if (index < 0) return
+    const now = this.host.now()
+    const within = this.spec.intensity?.withinMs ?? 5_000
+    this.restarts = this.restarts.filter((t) => now - t < within)
+    this.restarts.push(now)
+    const limit = this.spec.intensity?.restarts ?? 3
+    if (this.restarts.length > limit) return this.giveUp(reason)
+    const affected = this.strategy === 'one-for-one' ? [this.children[index]!] : this.strategy === 'one-for-all' ? this.children : this.children.slice(index)
+    // Stop the others in reverse start order (the crashed one is dead already).
+    for (const child of [...affected].reverse()) {
+      child.runner?.kill()
+      child.runner = undefined
+    }
+    const attempt = this.restarts.length
+    const delay = this.host.backoff(this.spec.backoff ?? { base: 100, factor: 2, max: 5_000, jitter: 'none' }, attempt)
+    this.host.report({ type: 'restart', supervisor: this.name, agents: affected.map((c) => c.id), reason, attempt, delay, at: now })
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+    for (const child of affected) {
+      if (this.state !== 'running') return
+      await this.startOne(child)
+    }
+  }
+
+  private giveUp(reason: string): void {
+    this.state = 'failed'
+    for (const child of [...this.children].reverse()) {
+      child.runner?.kill()
+      child.runner = undefined
+    }
+    const agents = this.agents
+    this.host.report({ type: 'gave-up', supervisor: this.name, agents, reason, at: this.host.now() })
+    this.rejectFailed(new OrreryError('AGENT_FAILED', `supervisor ${this.name} gave up after more than ${this.spec.intensity?.restarts ?? 3} restarts in ${this.spec.intensity?.withinMs ?? 5_000} ms: ${reason}`, { details: { supervisor: this.name, agents, reason } }))
+  }
+
+  /** @internal Stops supervising (the mesh stops the agents). */
+  stop(): void {
+    if (this.state === 'running') this.state = 'stopped'
+  }
+}
