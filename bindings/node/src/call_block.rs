@@ -46,7 +46,7 @@ pub fn run<const N: usize>(
 }
 
 /// Like [`run`], for calls whose arguments or results do not fit four slots: `call` gets the
-/// target named in slot 0 and every slot after it, to read and write.
+/// target named in slot 0 and the whole block (arguments from slot 1), to read and write.
 #[allow(unsafe_code, reason = "reading and writing the JS-owned call block needs napi's unsafe as_mut")]
 pub fn run_slots<T>(
     block: &'static LocalKey<Block>,
@@ -58,8 +58,7 @@ pub fn run_slots<T>(
         let block = block.as_mut().ok_or_else(missing)?;
         // SAFETY: as in `run`.
         let slots = unsafe { block.as_mut() };
-        let (first, rest) = slots.split_first_mut().ok_or_else(missing)?;
-        let target = whole(*first).ok_or_else(missing)?;
-        call(target, rest)
+        let target = slots.first().copied().and_then(whole).ok_or_else(missing)?;
+        call(target, slots)
     })
 }

@@ -36,13 +36,14 @@ fn with<T>(handle: u32, call: impl FnOnce(&mut Mesh) -> std::result::Result<T, R
     })
 }
 
-/// A hot call: the mesh's handle in slot 0, arguments and results in the slots after it.
+/// A hot call: the mesh's handle in slot 0 and arguments from slot 1; results from slot 0.
 fn with_call(call: impl FnOnce(&mut Mesh, &mut [f64]) -> std::result::Result<(), RegistryError>) -> Result<()> {
     call_block::run_slots(&CALL, closed, |handle, slots| with(handle, |mesh| call(mesh, slots)))
 }
 
+/// Argument `i` (from 0, in slot `i + 1`) as a whole number.
 fn arg(slots: &[f64], i: usize) -> std::result::Result<u32, RegistryError> {
-    slots.get(i).copied().and_then(whole).ok_or(RegistryError::UnknownQuery(u32::MAX))
+    slots.get(i + 1).copied().and_then(whole).ok_or(RegistryError::UnknownQuery(u32::MAX))
 }
 
 /// Owns one mesh: dropping or closing it releases the mesh.
@@ -192,10 +193,10 @@ pub fn mesh_find_all(handle: u32, query: u32) -> Result<Vec<u32>> {
 #[napi(catch_unwind)]
 pub fn mesh_route() -> Result<()> {
     with_call(|mesh, slots| {
-        let (query, strategy, now, count) = (arg(slots, 0)?, arg(slots, 1)?, slots[2], arg(slots, 3)? as usize);
-        let mut exclude = [0_u32; 64];
-        let count = count.min(exclude.len()).min(slots.len().saturating_sub(4));
-        for (ex, &slot) in exclude.iter_mut().zip(&slots[4..4 + count]) {
+        let (query, strategy, now, count) = (arg(slots, 0)?, arg(slots, 1)?, slots[3], arg(slots, 3)? as usize);
+        let mut exclude = [0_u32; 256];
+        let count = count.min(exclude.len()).min(slots.len().saturating_sub(5));
+        for (ex, &slot) in exclude.iter_mut().zip(&slots[5..5 + count]) {
             *ex = whole(slot).unwrap_or(u32::MAX);
         }
         let [status, value] = wire::route(mesh, query, strategy, now, &exclude[..count])?;
@@ -209,7 +210,7 @@ pub fn mesh_route() -> Result<()> {
 #[napi(catch_unwind)]
 pub fn mesh_finish() -> Result<()> {
     with_call(|mesh, slots| {
-        slots[0] = wire::finish(mesh, arg(slots, 0)?, slots[1], slots[2]);
+        slots[0] = wire::finish(mesh, arg(slots, 0)?, slots[2], slots[3]);
         Ok(())
     })
 }
@@ -219,7 +220,7 @@ pub fn mesh_finish() -> Result<()> {
 #[napi(catch_unwind)]
 pub fn mesh_take() -> Result<()> {
     with_call(|mesh, slots| {
-        let [taken, at] = wire::take(mesh, arg(slots, 0)?, slots[1], slots[2])?;
+        let [taken, at] = wire::take(mesh, arg(slots, 0)?, slots[2], slots[3])?;
         slots[0] = taken;
         slots[1] = at;
         Ok(())
