@@ -192,7 +192,7 @@ export class Mesh {
     return started.map((r) => this.handleOf(r))
   }
 
-  /** Starts a supervisor over its children; resolves once each has been started (or restarted). */
+  /** Starts a supervisor over its children; resolves once each had its first start (failed starts are restarted in the background). */
   async supervise(spec: SupervisorSpec): Promise<Supervisor> {
     this.assertOpen()
     for (const child of spec.children) this.definition(child.type)

@@ -99,13 +99,15 @@ export class Supervisor {
     return this.state
   }
 
-  /** Starts the children in order; a failed start is a crash like any other. */
+  /**
+   * Starts the children in order; a failed start is a crash like any other, restarted in the
+   * background (watch `events` or `failed`).
+   */
   async start(): Promise<void> {
     for (const child of this.children) {
       if (this.state !== 'running') return
       await this.startOne(child)
     }
-    await this.queue
   }
 
   private async startOne(child: Child): Promise<void> {
