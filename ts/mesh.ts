@@ -67,7 +67,7 @@ export type MeshEvent =
   | { type: 'started' | 'stopped' | 'paused' | 'resumed'; agent: string; at: number }
   | { type: 'crashed'; agent: string; reason: string; error: string; at: number }
   | { type: 'config'; agent: string; at: number }
-  | { type: 'retry' | 'dead-letter' | 'rate-limited'; agent: string; capability: string; attempt: number; error?: string; delay?: number; at: number }
+  | { type: 'retry' | 'fallback' | 'dead-letter' | 'rate-limited'; agent: string; capability: string; attempt: number; error?: string; delay?: number; at: number }
 
 /** A running agent, by id. */
 export interface AgentHandle {
@@ -141,7 +141,7 @@ export class Mesh {
       successesToClose: positive(br.successes, 1, 'breaker.successes'),
     })
     this.registry = new Registry(core, now)
-    this.router = new Router(bus, this.registry)
+    this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     this.logger = options.logger ?? silentLogger
     const interval = hb.interval ?? 5_000
     this.host = {

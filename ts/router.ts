@@ -8,7 +8,7 @@
  */
 import { ROUTE_STATUS } from './backend.js'
 import type { Bus, PublishOptions } from './bus.js'
-import { isOrreryError, OrreryError } from './errors.js'
+import { OrreryError } from './errors.js'
 import type { Message } from './message.js'
 import { strategyCode, type AgentQuery, type Registry, type Strategy } from './registry.js'
 import type { BackoffOptions } from './agent-runner.js'
@@ -29,6 +29,19 @@ export interface RouteOptions extends Omit<PublishOptions, 'recipient'> {
   fallback?: boolean
 }
 
+/** What routing reports: a failed call it falls back from, or a backoff before the next round. */
+export interface RouteEvent {
+  type: 'fallback' | 'retry'
+  /** The agent whose call failed. */
+  agent: string
+  capability: string
+  /** The attempt that failed (1 for the first call). */
+  attempt: number
+  error: string
+  /** The backoff before the next round (retries only), in ms. */
+  delay?: number
+}
+
 const JITTER = { none: 0, full: 1, equal: 2 } as const
 const NO_EXCLUSIONS: readonly number[] = []
 
@@ -41,7 +54,11 @@ export class Router {
   private readonly headers = new Map<string, Record<string, string>>()
   private readonly strategies = new Map<Strategy | undefined, number>()
 
-  constructor(private readonly bus: Bus, private readonly registry: Registry) {}
+  constructor(
+    private readonly bus: Bus,
+    private readonly registry: Registry,
+    private readonly report: (event: RouteEvent) => void,
+  ) {}
 
   private capabilityHeaders(capability: string, extra: Readonly<Record<string, string>> | undefined): Record<string, string> {
     if (extra) return { ...extra, [CAPABILITY_HEADER]: capability }
@@ -80,7 +97,7 @@ export class Router {
   private attempt<R>(
     queryId: number, strategy: number, capability: string, payload: unknown,
     publish: PublishOptions & { timeout?: number }, options: RouteOptions,
-    tries: number, exclude: readonly number[], lastError: OrreryError | undefined,
+    tries: number, exclude: readonly number[], lastError: OrreryError | undefined, lastAgent = '',
   ): Promise<Message<R>> {
     const registry = this.registry
     const core = registry.core
@@ -88,7 +105,7 @@ export class Router {
     if (status !== ROUTE_STATUS.routed) {
       if (exclude.length > 0) {
         // Every candidate failed this round: back off, then try them all again.
-        return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!)
+        return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!, lastAgent)
       }
       return Promise.reject(lastError ?? this.refusal(status, capability, core.second))
     }
@@ -108,30 +125,32 @@ export class Router {
       },
       (error: unknown) => {
         const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
-        const permanent = isOrreryError(e, 'HANDLER_ERROR') && e.details['permanent'] === true
-        const limited = isOrreryError(e, 'HANDLER_ERROR') && e.details['remoteCode'] === 'RATE_LIMITED'
-        this.finish(agent, permanent || limited || isOrreryError(e, 'CLOSED') ? NO_VERDICT : FAILURE)
+        const permanent = e.code === 'HANDLER_ERROR' && e.details['permanent'] === true
+        const limited = e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'RATE_LIMITED'
+        const closed = e.code === 'CLOSED'
+        this.finish(agent, permanent || limited || closed ? NO_VERDICT : FAILURE)
         const retries = options.retries ?? 2
-        if (permanent || isOrreryError(e, 'CLOSED') || tries >= retries) {
+        if (permanent || closed || tries >= retries) {
           return Promise.reject(tries === 0 ? e : new OrreryError(e.code, `${e.message} (after ${tries + 1} attempts)`, { cause: e, details: { ...e.details, attempts: tries + 1, agent: target.id } }))
         }
-        const next = options.fallback === false ? NO_EXCLUSIONS : [...exclude, agent]
-        if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e)
-        return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, next, e)
+        if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e, target.id)
+        this.report({ type: 'fallback', agent: target.id, capability, attempt: tries + 1, error: e.message })
+        return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, [...exclude, agent], e, target.id)
       },
     )
   }
 
   private backOff<R>(
     queryId: number, strategy: number, capability: string, payload: unknown,
-    publish: PublishOptions & { timeout?: number }, options: RouteOptions, tries: number, lastError: OrreryError,
+    publish: PublishOptions & { timeout?: number }, options: RouteOptions, tries: number, lastError: OrreryError, agent: string,
   ): Promise<Message<R>> {
     const retries = options.retries ?? 2
     if (tries > retries) return Promise.reject(lastError)
     const b = options.backoff ?? {}
     const delay = this.registry.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 30_000, JITTER[b.jitter ?? 'full'], tries)
+    this.report({ type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay })
     return new Promise((resolve) => setTimeout(resolve, delay)).then(() =>
-      this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError))
+      this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))
   }
 
   private finish(agent: number, outcome: number): void {

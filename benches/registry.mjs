@@ -1,0 +1,352 @@
+/**
+ * The registry suite: discovery by capability and semver range over 100,000 agents on both
+ * engines (the public `registry.find`, and the core's query alone) against a plain JS array
+ * filtered and sorted the obvious way; and the cost of routing a request by capability over a
+ * plain bus request-reply to the same handler. One process run; writes
+ * benches/results/registry.json (same shape as bus.json: `msgs_per_sec` counts queries or
+ * requests; each scenario's target and whether it was met sit in its headline contender's `extra`).
+ *   node --expose-gc benches/registry.mjs    (or: npm run bench -- registry)
+ *   node --expose-gc benches/registry.mjs routed-request    (some scenarios; prints, writes no file)
+ */
+import { fileURLToPath } from 'node:url'
+import { Agent, Orrery } from 'orrery'
+import { formatTable, machine, writeResults } from './lib/report.mjs'
+import { interleaved, Latencies, timeBoxed } from './lib/rounds.mjs'
+
+// 1,000 capabilities x 100 agents each; of each capability's 100, 10 offer 1.0.0, 10 offer
+// 1.1.0 and 80 offer 1.2.x-1.9.x, so `^1.2` matches 80.
+const CAPABILITIES = 1_000
+const PER_CAPABILITY = 100
+const AGENTS = CAPABILITIES * PER_CAPABILITY
+const RANGE = '^1.2'
+const MATCHES = 80
+// Queries cycle over every capability, each query string built once.
+const QUERIES = Array.from({ length: CAPABILITIES }, (_, k) => `cap-${k}@${RANGE}`)
+// Each step times this many queries (or sequential round trips), one by one.
+const STEP = 64
+const ROUND_MS = 300
+const ROUNDS = 5
+const ENGINES = ['native', 'wasm']
+// An hour between heartbeats: no agent misses a beat (and changes health) during the run.
+const MESH_OPTIONS = { seed: 1, heartbeat: { interval: 3_600_000 } }
+const PAYLOAD = 1
+
+/** A small seeded generator (xorshift32), so every run registers the same priorities. */
+function generator(seed) {
+  let x = seed >>> 0 || 1
+  return () => {
+    x ^= x << 13
+    x >>>= 0
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    return x / 2 ** 32
+  }
+}
+
+/** The 100,000 registrations, in registration order (agent `i` offers `cap-<i % 1000>`). */
+const SPECS = (() => {
+  const random = generator(42)
+  return Array.from({ length: AGENTS }, (_, i) => {
+    const slot = Math.floor(i / CAPABILITIES)
+    const version = slot < 10 ? '1.0.0' : slot < 20 ? '1.1.0' : `1.${2 + (slot % 8)}.${slot % 3}`
+    return {
+      id: `agent-${i}`,
+      type: 'worker',
+      capabilities: [{ name: `cap-${i % CAPABILITIES}`, version, priority: Math.floor(random() * 1000) }],
+    }
+  })
+})()
+
+/**
+ * The JS baseline: what a registry written in JS would do. Agents in an array; a query splits
+ * `name@range`, parses the range, keeps the healthy-enough agents offering the capability at a
+ * version in range, and sorts them by priority, highest first (a stable sort: ties stay in
+ * registration order, as in Orrery).
+ */
+const HEALTHS = ['healthy', 'degraded', 'initializing', 'unhealthy', 'paused', 'offline']
+const MIN_HEALTH = HEALTHS.indexOf('degraded')
+
+function parseVersion(text) {
+  const [major = 0, minor = 0, patch = 0] = text.split('.').map(Number)
+  return [major, minor, patch]
+}
+
+function compareVersions(a, b) {
+  return a[0] - b[0] || a[1] - b[1] || a[2] - b[2]
+}
+
+/** `*`, an exact `1.2.3`, or a caret range `^1.2` (>=1.2.0 <2.0.0; `^0.2` is <0.3.0). */
+function parseRange(text) {
+  if (text === '*' || text === '') return { min: [0, 0, 0], below: [Infinity, 0, 0] }
+  if (!text.startsWith('^')) {
+    const exact = parseVersion(text)
+    return { min: exact, below: [exact[0], exact[1], exact[2] + 1] }
+  }
+  const min = parseVersion(text.slice(1))
+  const below = min[0] > 0 ? [min[0] + 1, 0, 0] : min[1] > 0 ? [0, min[1] + 1, 0] : [0, 0, min[2] + 1]
+  return { min, below }
+}
+
+function satisfies(version, range) {
+  const v = parseVersion(version)
+  return compareVersions(v, range.min) >= 0 && compareVersions(v, range.below) < 0
+}
+
+class JsRegistry {
+  agents = []
+  byId = new Map()
+
+  register({ id, type, capabilities }) {
+    const agent = { id, type, capabilities: capabilities.map((c) => ({ ...c })), tags: [], health: 'initializing', lastBeat: Date.now() }
+    this.agents.push(agent)
+    this.byId.set(id, agent)
+  }
+
+  heartbeat(id, health) {
+    const agent = this.byId.get(id)
+    agent.health = health
+    agent.lastBeat = Date.now()
+  }
+
+  find(query) {
+    const at = query.indexOf('@')
+    const name = at < 0 ? query : query.slice(0, at)
+    const range = parseRange(at < 0 ? '*' : query.slice(at + 1))
+    const matches = []
+    for (const agent of this.agents) {
+      if (HEALTHS.indexOf(agent.health) > MIN_HEALTH) continue
+      for (const capability of agent.capabilities) {
+        if (capability.name === name && satisfies(capability.version, range)) {
+          matches.push({ agent, priority: capability.priority })
+          break
+        }
+      }
+    }
+    matches.sort((a, b) => b.priority - a.priority)
+    return matches.map((m) => m.agent)
+  }
+}
+
+let jsBaseline
+/** The JS registry, filled once (the orrery contenders check their answers against it). */
+function jsRegistry() {
+  if (!jsBaseline) {
+    const t0 = performance.now()
+    const registry = new JsRegistry()
+    for (const spec of SPECS) registry.register(spec)
+    for (const spec of SPECS) registry.heartbeat(spec.id, 'healthy')
+    jsBaseline = { registry, registerMs: Math.round(performance.now() - t0) }
+  }
+  return jsBaseline
+}
+
+/**
+ * Something several contenders of a scenario share (an engine's filled mesh): built by the
+ * first that asks, closed when the last is done.
+ */
+function shared(build, close) {
+  let users = 0
+  let ready
+  return {
+    acquire() {
+      users++
+      ready ??= build()
+      return ready
+    },
+    async release() {
+      if (--users > 0) return
+      const value = await ready
+      ready = undefined
+      await close(value)
+    },
+  }
+}
+
+/** An engine's mesh with every agent registered and healthy, checked against the JS baseline. */
+const filledMeshes = Object.fromEntries(ENGINES.map((engine) => [engine, shared(
+  async () => {
+    const orrery = await Orrery.create({ engine })
+    const mesh = await orrery.mesh(MESH_OPTIONS)
+    const t0 = performance.now()
+    for (const spec of SPECS) mesh.registry.register(spec)
+    for (const spec of SPECS) mesh.registry.heartbeat(spec.id, 'healthy')
+    const registerMs = Math.round(performance.now() - t0)
+    const { registry: js } = jsRegistry()
+    for (let k = 0; k < CAPABILITIES; k += 10) {
+      const got = mesh.registry.find(QUERIES[k]).map((a) => a.id).join()
+      const want = js.find(QUERIES[k]).map((a) => a.id).join()
+      if (got !== want) throw new Error(`orrery-${engine}: ${QUERIES[k]} found ${got}, the JS baseline ${want}`)
+    }
+    return { orrery, mesh, registerMs }
+  },
+  async ({ orrery, mesh }) => {
+    await mesh.shutdown()
+    orrery.close()
+  },
+)]))
+
+/** A contender issuing queries from `start()`'s `find`, each timed; every query must find MATCHES. */
+function discovery(id, start) {
+  return async () => {
+    const { find, stop, extra } = await start()
+    const latencies = new Latencies()
+    let k = 0
+    let found = 0
+    return {
+      round: timeBoxed(() => {
+        for (let n = 0; n < STEP; n++) {
+          const query = QUERIES[k++ % CAPABILITIES]
+          const t0 = process.hrtime.bigint()
+          const matches = find(query)
+          latencies.record(Number(process.hrtime.bigint() - t0))
+          found += matches.length
+        }
+        return STEP
+      }, ROUND_MS, latencies),
+      async close(total) {
+        await stop()
+        if (found !== total * MATCHES) throw new Error(`${id}: ${found} matches in ${total} queries, expected ${MATCHES} each`)
+        return extra
+      },
+    }
+  }
+}
+
+/** `registry.find`: the core's matches as AgentInfo objects (what an application calls). */
+const orreryFind = (engine) =>
+  discovery(`orrery-${engine}`, async () => {
+    const meshes = filledMeshes[engine]
+    const { mesh, registerMs } = await meshes.acquire()
+    const registry = mesh.registry
+    return { find: (query) => registry.find(query), stop: () => meshes.release(), extra: { register_ms: registerMs } }
+  })
+
+/** The core alone: the compiled query (a cached lookup) and the matching handles, best first. */
+const orreryCoreFind = (engine) =>
+  discovery(`orrery-${engine}-core`, async () => {
+    const meshes = filledMeshes[engine]
+    const { mesh } = await meshes.acquire()
+    const registry = mesh.registry
+    const core = registry.core
+    return { find: (query) => core.find(registry.compile(query)), stop: () => meshes.release() }
+  })
+
+const jsFind = discovery('js-baseline', async () => {
+  const { registry, registerMs } = jsRegistry()
+  return { find: (query) => registry.find(query), stop() {}, extra: { register_ms: registerMs } }
+})
+
+class Echo extends Agent {
+  static capabilities = [{ name: 'echo', version: '1.0.0' }]
+
+  constructor(context) {
+    super(context)
+    this.handle('echo', (payload) => payload)
+  }
+}
+
+/** One Orrery per engine for both request contenders: a mesh running the echo agent, and a plain responder. */
+const requestHosts = Object.fromEntries(ENGINES.map((engine) => [engine, shared(
+  async () => {
+    const orrery = await Orrery.create({ engine })
+    const mesh = await orrery.mesh(MESH_OPTIONS)
+    mesh.define('echo', Echo)
+    await mesh.spawn('echo', { id: 'e' })
+    const unrespond = orrery.bus.respond('rr', (request) => request.payload)
+    return { orrery, mesh, unrespond }
+  },
+  async ({ orrery, mesh, unrespond }) => {
+    unrespond()
+    await mesh.shutdown()
+    orrery.close()
+  },
+)]))
+
+/** Sequential round trips through `call(engine host)`, each timed on its own. */
+function roundTrips(id, engine, call) {
+  return async () => {
+    const hosts = requestHosts[engine]
+    const host = await hosts.acquire()
+    const latencies = new Latencies()
+    let echoed = 0
+    return {
+      round: timeBoxed(async () => {
+        for (let i = 0; i < STEP; i++) {
+          const t0 = process.hrtime.bigint()
+          const reply = await call(host)
+          latencies.record(Number(process.hrtime.bigint() - t0))
+          if (reply.payload === PAYLOAD) echoed++
+        }
+        return STEP
+      }, ROUND_MS, latencies),
+      async close(total) {
+        await hosts.release()
+        if (echoed !== total) throw new Error(`${id}: ${echoed} echoed replies of ${total} requests`)
+      },
+    }
+  }
+}
+
+// Both with the router's default timeout, 5 s.
+const routedRequests = (engine) => roundTrips(`orrery-${engine}`, engine, ({ mesh }) => mesh.request('echo', PAYLOAD))
+const plainRequests = (engine) => roundTrips(`request-reply-${engine}`, engine, ({ orrery }) => orrery.bus.request('rr', PAYLOAD, { timeout: 5_000 }))
+
+const micros = (v) => Math.round(v * 100) / 100
+const meanMicros = (r) => micros(1e6 / r.msgs_per_sec)
+
+/**
+ * Scenario ids and contender ids are the keys of registry.json. `derive(result, contender, all)`
+ * adds extras; `target` is checked against the headline contender's `p99_us` or an extra.
+ */
+const SCENARIOS = [
+  {
+    id: 'discover-100k',
+    contenders: [
+      ...ENGINES.map((engine) => [`orrery-${engine}`, orreryFind(engine)]),
+      ...ENGINES.map((engine) => [`orrery-${engine}-core`, orreryCoreFind(engine)]),
+      ['js-baseline', jsFind],
+    ],
+    derive: (r) => ({ mean_us: meanMicros(r), matches: MATCHES }),
+    target: { contender: 'orrery-native', field: 'p99_us', max: 10, text: 'p99 ≤ 10 µs' },
+  },
+  {
+    id: 'routed-request',
+    contenders: ENGINES.flatMap((engine) => [
+      [`orrery-${engine}`, routedRequests(engine)],
+      [`request-reply-${engine}`, plainRequests(engine)],
+    ]),
+    // The routing overhead: the mean round trip routed by capability less the plain one.
+    derive: (r, id, all) => {
+      const plain = id.startsWith('orrery-') ? all[id.replace('orrery-', 'request-reply-')] : undefined
+      return { mean_us: meanMicros(r), ...(plain && { overhead_us: micros(1e6 / r.msgs_per_sec - 1e6 / plain.msgs_per_sec) }) }
+    },
+    target: { contender: 'orrery-native', field: 'overhead_us', max: 1, text: 'overhead ≤ 1 µs a request over request-reply' },
+  },
+]
+
+if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc (scripts/bench.sh does)')
+const only = process.argv.slice(2)
+const unknown = only.filter((id) => !SCENARIOS.some((s) => s.id === id))
+if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')} (have: ${SCENARIOS.map((s) => s.id).join(', ')})`)
+const host = machine()
+const scenarios = {}
+const verdicts = []
+for (const { id, contenders, derive, target, rounds = ROUNDS } of SCENARIOS.filter((s) => only.length === 0 || only.includes(s.id))) {
+  const t0 = performance.now()
+  const results = await interleaved(contenders, { rounds, warmups: 1 })
+  for (const [contender, r] of Object.entries(results)) Object.assign(r.extra, derive?.(r, contender, results))
+  const headline = results[target.contender]
+  const value = target.field === 'p99_us' ? headline.p99_us : headline.extra[target.field]
+  const met = value !== null && value <= target.max
+  Object.assign(headline.extra, { target: target.text, target_met: met })
+  verdicts.push(`${id}: ${target.contender} ${target.text}: ${value} µs, ${met ? 'met' : `missed (${(value / target.max).toFixed(1)}x)`}`)
+  scenarios[id] = results
+  console.error(`${id}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+}
+const file = new URL('./results/registry.json', import.meta.url)
+if (only.length === 0) await writeResults(file, scenarios, host)
+console.log(`\nregistry suite: the fastest of ${ROUNDS} interleaved rounds per contender; queries (discover) or requests (routed) per second`)
+console.log(formatTable(scenarios, 'orrery-native', 'ops/s'))
+console.log(`\ntargets:\n${verdicts.map((v) => `  ${v}`).join('\n')}`)
+if (only.length === 0) console.log(`\n${fileURLToPath(file)}`)
