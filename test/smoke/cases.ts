@@ -3,7 +3,16 @@
  * the same transcript everywhere. Only deterministic facts go into the transcript (no ids,
  * no wall-clock times).
  */
-import type { ChannelStats, Message, Orrery as OrreryClass, OrreryOptions } from '../../ts/api.js'
+import { Agent, type AgentContext, type ChannelStats, type Message, type Orrery as OrreryClass, type OrreryOptions } from '../../ts/api.js'
+
+/** The smoke test's agent: one capability, a typed handler. */
+class Upper extends Agent {
+  static readonly capabilities = [{ name: 'upper', version: '1.4.2', priority: 3 }]
+  constructor(context: AgentContext<unknown>) {
+    super(context)
+    this.handle<string, string>('upper', (text) => `${this.id}:${text.toUpperCase()}`)
+  }
+}
 
 type OrreryCtor = { create(options?: OrreryOptions): Promise<OrreryClass> }
 
@@ -96,6 +105,20 @@ export async function smokeTranscript(Orrery: OrreryCtor, options: OrreryOptions
   })
   store.close()
 
+  const mesh = await orrery.mesh({ seed: 1, heartbeat: { interval: 60_000 } })
+  mesh.define('upper', Upper)
+  await mesh.spawn('upper', { replicas: 2 })
+  out.push({
+    mesh: {
+      reply: (await mesh.request<string>('upper@^1.4', 'hi')).payload,
+      found: mesh.registry.find('upper@~1.4').map((a) => [a.id, a.health, a.breaker]),
+      missing: await code(() => mesh.request('uper', 'hi')),
+      similar: mesh.registry.similar('uper').map((s) => s.name),
+      badRange: await code(() => mesh.request('upper@not-a-range', 'hi')),
+    },
+  })
+  await mesh.shutdown()
+
   sub.unsubscribe()
   orrery.close()
   out.push({ afterClose: await code(() => bus.publish('greetings', 1)) })
@@ -141,6 +164,15 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       lease: null,
       changes: [['put', 'mode', 1], ['put', 'mode', 2], ['put', 'lease', 3], ['expire', 'lease', 4]],
       restored: ['mode'],
+    },
+  },
+  {
+    mesh: {
+      reply: 'upper-1:HI',
+      found: [['upper-1', 'healthy', 'closed'], ['upper-2', 'healthy', 'closed']],
+      missing: 'OrreryError:NO_RESPONDER',
+      similar: ['upper'],
+      badRange: 'OrreryError:INVALID_VERSION',
     },
   },
   { afterClose: 'OrreryError:CLOSED' },
