@@ -222,14 +222,15 @@ const orreryFind = (engine) =>
     return { find: (query) => registry.find(query), stop: () => meshes.release(), extra: { register_ms: registerMs } }
   })
 
-/** The core alone: the compiled query (a cached lookup) and the matching handles, best first. */
+/** The core alone: the compiled query (a cached lookup) and the matches with their state, best first. */
 const orreryCoreFind = (engine) =>
   discovery(`orrery-${engine}-core`, async () => {
     const meshes = filledMeshes[engine]
     const { mesh } = await meshes.acquire()
     const registry = mesh.registry
     const core = registry.core
-    return { find: (query) => core.find(registry.compile(query)), stop: () => meshes.release() }
+    // Five numbers per match (handle, health, in flight, last beat, breaker): count matches, not numbers.
+    return { find: (query) => ({ length: core.findStates(registry.compile(query), registry.now()).length / 5 }), stop: () => meshes.release() }
   })
 
 const jsFind = discovery('js-baseline', async () => {

@@ -88,10 +88,55 @@ function describe(error: unknown): string {
   return String(error)
 }
 
-/** One running handler. */
-interface Running {
-  readonly controller: AbortController
-  readonly done: Promise<void>
+/**
+ * One delivery being handled; also the handler's context. The abort signal is made only when a
+ * handler asks for it (an AbortController per message costs more than the rest of the dispatch).
+ */
+class Job implements HandlerContext {
+  finished = false
+  private controller: AbortController | undefined
+  private abortedWith: { reason: unknown } | undefined
+  private logger: Logger | undefined
+
+  constructor(
+    private readonly runner: AgentRunner,
+    readonly delivery: Delivery,
+    readonly key: string,
+    readonly isRequest: boolean,
+    readonly life: number,
+    readonly started: number,
+  ) {}
+
+  get message(): Message {
+    return this.delivery.message
+  }
+
+  get attempt(): number {
+    return this.isRequest ? 1 : this.delivery.attempt
+  }
+
+  get log(): Logger {
+    if (!this.logger) {
+      const headers = this.delivery.message.headers
+      const traceId = headers['trace-id'] ?? headers['traceparent']?.split('-')[1]
+      this.logger = traceId ? this.runner.agent.log.child({ traceId }) : this.runner.agent.log
+    }
+    return this.logger
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController()
+      if (this.abortedWith) this.controller.abort(this.abortedWith.reason)
+    }
+    return this.controller.signal
+  }
+
+  abort(reason: unknown): void {
+    if (this.abortedWith) return
+    this.abortedWith = { reason }
+    this.controller?.abort(reason)
+  }
 }
 
 export class AgentRunner {
@@ -100,7 +145,13 @@ export class AgentRunner {
   private member = -1
   private beatTimer: ReturnType<typeof setInterval> | undefined
   private checking = false
-  private readonly running = new Set<Running>()
+  private readonly running = new Set<Job>()
+  /** Running jobs in start order, which is deadline order (one timeout for all). */
+  private readonly deadlines: Job[] = []
+  private deadlineHead = 0
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined
+  /** Called when the last running job finishes (a graceful stop waits for it). */
+  private idle: (() => void) | undefined
   private readonly limiters: number[] = []
   private agentLimiter = -1
   private readonly capabilityLimiters = new Map<string, number>()
@@ -194,33 +245,51 @@ export class AgentRunner {
 
   private take(delivery: Delivery): void {
     if (this.state !== 'running' && this.state !== 'paused' && this.state !== 'stopping') return
-    const life = this.life
-    const controller = new AbortController()
-    const entry: Running = { controller, done: this.process(delivery, controller, life) }
-    this.running.add(entry)
-    this.host.metrics.inFlight(this.id, this.agent.type, this.running.size)
-    void entry.done.finally(() => {
-      this.running.delete(entry)
-      this.host.metrics.inFlight(this.id, this.agent.type, this.running.size)
-    })
+    const message = delivery.message
+    const key = this.keyOf(message)
+    const entry = this.handlerFor(message, key)
+    const job = new Job(this, delivery, key, (message as { replyToken?: number }).replyToken !== 0, this.life, this.host.now())
+    if (!entry) return this.permanent(job, new OrreryError('NO_HANDLER', ''), `NO_HANDLER: agent ${this.id} has no handler for ${key}`)
+    if (this.limiters.length > 0 && !this.admitNow(key)) {
+      if (this.options.rateLimit.policy === 'reject') return this.refuse(job)
+      void this.admitLater(key, job.life).then((ok) => {
+        if (job.life !== this.life) return
+        if (ok) this.run(job, entry)
+        else this.refuse(job)
+      })
+      return
+    }
+    this.run(job, entry)
   }
 
-  private handlerFor(message: Message): { key: string; entry: HandlerEntry | undefined } {
+  private keyOf(message: Message): string {
     const cap = message.headers[CAPABILITY_HEADER]
-    if (cap !== undefined) return { key: cap, entry: this.agent.handlers.get(cap) }
-    const bySchema = message.schema === undefined ? undefined : this.agent.messageHandlers.get(message.schema)
-    if (bySchema) return { key: message.schema!, entry: bySchema }
-    return { key: message.kind, entry: this.agent.messageHandlers.get(message.kind) ?? this.agent.handlers.get(message.kind) }
+    if (cap !== undefined) return cap
+    if (message.schema !== undefined && this.agent.messageHandlers.has(message.schema)) return message.schema
+    return message.kind
   }
 
-  /** Waits for the agent's and the capability's tokens, or refuses (by policy). */
-  private async admit(capability: string, life: number): Promise<boolean> {
+  private handlerFor(message: Message, key: string): HandlerEntry | undefined {
+    if (message.headers[CAPABILITY_HEADER] !== undefined) return this.agent.handlers.get(key)
+    return this.agent.messageHandlers.get(key) ?? this.agent.handlers.get(key)
+  }
+
+  /** Takes a token from each of the agent's and the capability's buckets, if all have one now. */
+  private admitNow(capability: string): boolean {
+    const now = this.host.now()
+    if (this.agentLimiter >= 0 && !this.host.core.take(this.agentLimiter, 1, now)) return false
+    const capLimiter = this.capabilityLimiters.get(capability)
+    // Refused here, the agent's token is spent anyway: a refused message counts against the agent.
+    return capLimiter === undefined || this.host.core.take(capLimiter, 1, now)
+  }
+
+  /** Waits until every bucket the message needs has a token (policy `wait`). */
+  private async admitLater(capability: string, life: number): Promise<boolean> {
     const limiters = [this.agentLimiter, this.capabilityLimiters.get(capability) ?? -1].filter((l) => l >= 0)
     for (const limiter of limiters) {
       for (;;) {
         const core = this.host.core
         if (core.take(limiter, 1, this.host.now())) break
-        if (this.options.rateLimit.policy === 'reject') return false
         const wait = Math.max(1, core.second - this.host.now())
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
@@ -235,112 +304,142 @@ export class AgentRunner {
     return true
   }
 
-  private async process(delivery: Delivery, controller: AbortController, life: number): Promise<void> {
-    const { message } = delivery
-    const { host, agent } = this
-    const isRequest = (message as { replyToken?: number }).replyToken !== 0
-    const { key, entry } = this.handlerFor(message)
-    const settle = (fn: () => void) => {
-      if (life !== this.life) return // a dead life's settlement would be stale
-      try {
-        fn()
-      } catch {
-        // The lease expired meanwhile (STALE_ACK) or the bus closed: it is redelivered.
-      }
-    }
-    const permanent = (error: unknown, reason: string) => {
-      host.metrics.failed(this.id, agent.type, key, 'permanent')
-      host.report({ type: 'dead-letter', agent: this.id, capability: key, attempt: 1, error: reason })
-      settle(() => {
-        if (isRequest) {
-          host.bus.answer(message, undefined, { message: reason, code: (error as { code?: string })?.code ?? null, permanent: true })
-          delivery.ack()
-        } else {
-          delivery.nack({ deadLetter: reason })
-        }
-      })
-    }
-    if (!entry) {
-      return permanent(new OrreryError('NO_HANDLER', ''), `NO_HANDLER: agent ${this.id} has no handler for ${key}`)
-    }
-    if (!(await this.admit(key, life))) {
-      if (life !== this.life) return
-      host.metrics.failed(this.id, agent.type, key, 'rate-limited')
-      host.report({ type: 'rate-limited', agent: this.id, capability: key, attempt: 1 })
-      const reason = `RATE_LIMITED: agent ${this.id} is over its rate limit for ${key}`
-      return settle(() => {
-        if (isRequest) {
-          host.bus.answer(message, undefined, { message: reason, code: 'RATE_LIMITED', permanent: false })
-          delivery.ack()
-        } else {
-          delivery.nack({ deadLetter: reason })
-        }
-      })
-    }
-    const started = host.now()
-    const attempt = () => (isRequest ? 1 : delivery.attempt)
-    let timer: ReturnType<typeof setTimeout> | undefined
+  /** Runs a handler: synchronously to the end when it returns a plain value. */
+  private run(job: Job, entry: HandlerEntry): void {
+    this.running.add(job)
+    this.host.metrics.inFlight(this.id, this.agent.type, this.running.size)
+    this.deadlines.push(job)
+    if (this.deadlineTimer === undefined) this.armDeadline()
+    let result: unknown
     try {
-      const payload = entry.schema ? await validate(entry.schema, message.payload, `agent ${this.id} (${key})`) : message.payload
-      const traceId = message.headers['trace-id'] ?? message.headers['traceparent']?.split('-')[1]
-      const context: HandlerContext = {
-        message,
-        get attempt() {
-          return attempt()
-        },
-        log: traceId ? agent.log.child({ traceId }) : agent.log,
-        signal: controller.signal,
-      }
-      const result = await new Promise<unknown>((resolve, reject) => {
-        timer = setTimeout(() => {
-          const error = new OrreryError('TIMEOUT', `handler for ${key} ran past ${this.options.handlerTimeout} ms`, { details: { agent: this.id, capability: key } })
-          controller.abort(error)
-          reject(error)
-        }, this.options.handlerTimeout)
-        controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true })
-        Promise.resolve()
-          .then(() => entry.run(payload, context))
-          .then(resolve, reject)
-      })
-      clearTimeout(timer)
-      if (life !== this.life) return
-      host.metrics.handled(this.id, agent.type, key, (host.now() - started) / 1000)
-      settle(() => {
-        if (isRequest) host.bus.answer(message, result)
-        delivery.ack()
-      })
+      const message = job.delivery.message
+      const payload = entry.schema ? validate(entry.schema, message.payload, `agent ${this.id} (${job.key})`) : message.payload
+      result = payload instanceof Promise ? payload.then((p) => entry.run(p, job)) : entry.run(payload, job)
     } catch (error) {
-      clearTimeout(timer)
-      if (life !== this.life) return
-      const retry = this.options.retry
-      if (error instanceof FatalError || retry.isFatal?.(error)) {
-        host.metrics.failed(this.id, agent.type, key, 'fatal')
-        // Not settled: the message waits in the inbox and is redelivered after the restart.
-        host.crashed(this, `fatal error in ${key}`, error)
-        return
-      }
-      if (error instanceof PermanentError || isOrreryError(error, 'SCHEMA_INVALID') || retry.isPermanent?.(error)) {
-        return permanent(error, describe(error))
-      }
-      host.metrics.failed(this.id, agent.type, key, 'transient')
-      if (isRequest) {
-        // The caller's routing owns retries of requests (another agent may answer sooner).
-        return settle(() => {
-          host.bus.answer(message, undefined, { message: describe(error), code: (error as { code?: string })?.code ?? null, permanent: false })
-          delivery.ack()
-        })
-      }
-      const n = attempt()
-      if (n > retry.attempts) {
-        const reason = `retries exhausted after ${n} attempts: ${describe(error)}`
-        host.report({ type: 'dead-letter', agent: this.id, capability: key, attempt: n, error: reason })
-        return settle(() => delivery.nack({ deadLetter: reason }))
-      }
-      const b = retry.backoff ?? {}
-      const delay = host.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 30_000, JITTER[b.jitter ?? 'full'], n)
-      host.report({ type: 'retry', agent: this.id, capability: key, attempt: n, error: describe(error), delay })
-      settle(() => delivery.nack({ delay }))
+      return this.failed(job, error)
     }
+    if (result instanceof Promise) result.then((value) => this.succeeded(job, value), (error: unknown) => this.failed(job, error))
+    else this.succeeded(job, result)
+  }
+
+  /** One timer for the oldest running handler's deadline (handlers start in deadline order). */
+  private armDeadline(): void {
+    while (this.deadlineHead < this.deadlines.length && this.deadlines[this.deadlineHead]!.finished) this.deadlineHead++
+    if (this.deadlineHead === this.deadlines.length) {
+      this.deadlines.length = 0
+      this.deadlineHead = 0
+      this.deadlineTimer = undefined
+      return
+    }
+    const first = this.deadlines[this.deadlineHead]!
+    this.deadlineTimer = setTimeout(() => {
+      this.deadlineTimer = undefined
+      const now = this.host.now()
+      while (this.deadlineHead < this.deadlines.length) {
+        const job = this.deadlines[this.deadlineHead]!
+        if (!job.finished && job.started + this.options.handlerTimeout > now) break
+        this.deadlineHead++
+        if (!job.finished) {
+          const error = new OrreryError('TIMEOUT', `handler for ${job.key} ran past ${this.options.handlerTimeout} ms`, { details: { agent: this.id, capability: job.key } })
+          job.abort(error)
+          this.failed(job, error)
+        }
+      }
+      this.armDeadline()
+    }, Math.max(0, first.started + this.options.handlerTimeout - this.host.now()))
+  }
+
+  /** Settles a message unless its life ended (then it is redelivered to the next one). */
+  private settle(job: Job, fn: () => void): void {
+    if (job.life !== this.life) return
+    try {
+      fn()
+    } catch {
+      // The lease expired meanwhile (STALE_ACK) or the bus closed: it is redelivered.
+    }
+  }
+
+  /** Marks a job done; false when it was done already (a timeout raced its handler). */
+  private finish(job: Job): boolean {
+    if (job.finished) return false
+    job.finished = true
+    this.running.delete(job)
+    this.host.metrics.inFlight(this.id, this.agent.type, this.running.size)
+    if (this.running.size === 0 && this.idle) this.idle()
+    return true
+  }
+
+  private succeeded(job: Job, result: unknown): void {
+    if (!this.finish(job) || job.life !== this.life) return
+    this.host.metrics.handled(this.id, this.agent.type, job.key, (this.host.now() - job.started) / 1000)
+    this.settle(job, () => {
+      if (job.isRequest) this.host.bus.answer(job.delivery.message, result)
+      job.delivery.ack()
+    })
+  }
+
+  private failed(job: Job, error: unknown): void {
+    if (!this.finish(job) || job.life !== this.life) return
+    const { host, agent } = this
+    const retry = this.options.retry
+    if (error instanceof FatalError || retry.isFatal?.(error)) {
+      host.metrics.failed(this.id, agent.type, job.key, 'fatal')
+      // Not settled: the message waits in the inbox and is redelivered after the restart.
+      host.crashed(this, `fatal error in ${job.key}`, error)
+      return
+    }
+    if (error instanceof PermanentError || isOrreryError(error, 'SCHEMA_INVALID') || retry.isPermanent?.(error)) {
+      return this.permanent(job, error, describe(error))
+    }
+    host.metrics.failed(this.id, agent.type, job.key, 'transient')
+    if (job.isRequest) {
+      // The caller's routing owns retries of requests (another agent may answer sooner).
+      return this.settle(job, () => {
+        host.bus.answer(job.delivery.message, undefined, { message: describe(error), code: (error as { code?: string })?.code ?? null, permanent: false })
+        job.delivery.ack()
+      })
+    }
+    const n = job.attempt
+    if (n > retry.attempts) {
+      const reason = `retries exhausted after ${n} attempts: ${describe(error)}`
+      host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: n, error: reason })
+      return this.settle(job, () => job.delivery.nack({ deadLetter: reason }))
+    }
+    const b = retry.backoff ?? {}
+    const delay = host.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 30_000, JITTER[b.jitter ?? 'full'], n)
+    host.report({ type: 'retry', agent: this.id, capability: job.key, attempt: n, error: describe(error), delay })
+    this.settle(job, () => job.delivery.nack({ delay }))
+  }
+
+  /** Dead-letters a message (a request gets the error back instead). */
+  private permanent(job: Job, error: unknown, reason: string): void {
+    const { host } = this
+    host.metrics.failed(this.id, this.agent.type, job.key, 'permanent')
+    host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: 1, error: reason })
+    this.settle(job, () => {
+      if (job.isRequest) {
+        host.bus.answer(job.delivery.message, undefined, { message: reason, code: (error as { code?: string })?.code ?? null, permanent: true })
+        job.delivery.ack()
+      } else {
+        job.delivery.nack({ deadLetter: reason })
+      }
+    })
+  }
+
+  /** Refuses a message over the rate limit: a request gets `RATE_LIMITED`, a message is dead-lettered. */
+  private refuse(job: Job): void {
+    const { host } = this
+    host.metrics.failed(this.id, this.agent.type, job.key, 'rate-limited')
+    host.report({ type: 'rate-limited', agent: this.id, capability: job.key, attempt: 1 })
+    const reason = `RATE_LIMITED: agent ${this.id} is over its rate limit for ${job.key}`
+    this.settle(job, () => {
+      if (job.isRequest) {
+        host.bus.answer(job.delivery.message, undefined, { message: reason, code: 'RATE_LIMITED', permanent: false })
+        job.delivery.ack()
+      } else {
+        job.delivery.nack({ deadLetter: reason })
+      }
+    })
   }
 
   /** Stops taking messages; its queue waits. */
@@ -378,15 +477,15 @@ export class AgentRunner {
     if (this.member >= 0) this.host.bus.setConsumerPaused(this.member, true)
     if (this.running.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined
-      await Promise.race([
-        Promise.allSettled([...this.running].map((r) => r.done)),
-        new Promise<void>((resolve) => { timer = setTimeout(resolve, timeout) }),
-      ])
+      await new Promise<void>((resolve) => {
+        this.idle = resolve
+        timer = setTimeout(resolve, timeout)
+      })
+      this.idle = undefined
       clearTimeout(timer)
     }
     // Whatever is still running is abandoned: its message is not acked and goes back.
-    this.life++
-    for (const r of this.running) r.controller.abort(new OrreryError('CLOSED', `agent ${this.id} is stopping`))
+    this.abandon(`agent ${this.id} is stopping`)
     this.release()
     this.state = 'stopped'
     try {
@@ -400,15 +499,30 @@ export class AgentRunner {
   kill(): void {
     if (this.state === 'stopped' || this.state === 'crashed') return
     this.state = 'crashed'
-    this.life++
     this.stopBeating()
-    for (const r of this.running) r.controller.abort(new OrreryError('CLOSED', `agent ${this.id} crashed`))
+    this.abandon(`agent ${this.id} crashed`)
     try {
       this.host.registry.deregister(this.id)
     } catch {
       // Gone already.
     }
     this.release()
+  }
+
+  /** Ends this life: running handlers are told (their signal aborts) and their results ignored. */
+  private abandon(why: string): void {
+    this.life++
+    const error = new OrreryError('CLOSED', why)
+    for (const job of this.running) {
+      job.finished = true
+      job.abort(error)
+    }
+    this.running.clear()
+    this.host.metrics.inFlight(this.id, this.agent.type, 0)
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
+    this.deadlineTimer = undefined
+    this.deadlines.length = 0
+    this.deadlineHead = 0
   }
 
   private stopBeating(): void {

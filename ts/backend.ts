@@ -154,6 +154,9 @@ export interface MeshCoreOptions {
 /** `route`'s status codes (`orrery_core::mesh::wire`). */
 export const ROUTE_STATUS = { routed: 0, noMatch: 1, circuitOpen: 2, bulkheadFull: 3 } as const
 
+/** Fields per match in `MeshCore.findStates` (`orrery_core::mesh::STATE_FIELDS`). */
+export const MESH_STATE_FIELDS = 5
+
 /** Fields per event in `MeshCore.events` (`orrery_core::mesh::encode_events`). */
 export const MESH_EVENT_FIELDS = 5
 
@@ -169,8 +172,8 @@ export interface MeshCore {
   setHealth(agent: number, health: number, now: number): void
   /** Compiles a query; `also` holds `capability range` lines. Returns its id. */
   query(capability: string, range: string, minHealth: number, tags: string[], also: string): number
-  /** The matches of a compiled query, best first. */
-  find(query: number): ArrayLike<number>
+  /** The matches of a compiled query, best first, with their state: `MESH_STATE_FIELDS` numbers each (handle, health, in flight, last beat, breaker). */
+  findStates(query: number, now: number): ArrayLike<number>
   /** Picks a target past `exclude`: returns a `ROUTE_STATUS`; `second` holds the agent or the time to retry. */
   route(query: number, strategy: number, now: number, exclude: readonly number[]): number
   /** Ends a routed call (outcome 1 success, 0 failure, 2 no verdict); true when events wait. */

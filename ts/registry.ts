@@ -6,7 +6,7 @@
  */
 import { Subject, type Observable } from 'rxjs'
 
-import { MESH_EVENT_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
+import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
 import { OrreryError } from './errors.js'
 
 /** How well an agent is, best first. */
@@ -198,11 +198,22 @@ export class Registry {
 
   /** The agents matching `query`, best first: priority, then health, then registration. */
   find(query: AgentQuery): AgentInfo[] {
-    const found = this.core.find(this.compile(query))
+    // One crossing returns every match with its state (a view valid until the next core call).
+    const found = this.core.findStates(this.compile(query), this.now())
     const out: AgentInfo[] = []
-    for (let i = 0; i < found.length; i++) {
+    for (let i = 0; i < found.length; i += MESH_STATE_FIELDS) {
       const known = this.byHandle.get(found[i]!)
-      if (known) out.push(this.info(known))
+      if (!known) continue
+      out.push({
+        id: known.id,
+        type: known.type,
+        capabilities: known.capabilities,
+        tags: known.tags,
+        health: HEALTHS[found[i + 1]!]!,
+        inFlight: found[i + 2]!,
+        lastBeat: found[i + 3]!,
+        breaker: BREAKER_STATES[found[i + 4]!]!,
+      })
     }
     return out
   }

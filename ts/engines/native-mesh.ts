@@ -2,12 +2,12 @@
  * The native mesh: plain functions taking the mesh's handle; the hot calls (route, finish,
  * find, take) take no arguments at all and use the mesh call block instead (see call-block.ts).
  */
-import type { MeshCore, MeshCoreOptions } from '../backend.js'
+import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from '../backend.js'
 import { fromEngine } from '../errors.js'
 import { callBlock } from './call-block.js'
 
-/** Slots of the mesh call block: the handle, arguments, and up to 250 exclusions or matches. */
-const BLOCK_SLOTS = 256
+/** Slots of the mesh call block: the handle, arguments, and up to 4,090 exclusions or 819 matches' states. */
+const BLOCK_SLOTS = 4096
 
 /** The mesh functions of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeMeshBinding {
@@ -22,7 +22,7 @@ export interface NativeMeshBinding {
   meshSetHealth(h: number, agent: number, health: number, now: number): void
   meshQuery(h: number, capability: string, range: string, minHealth: number, tags: string[], also: string): number
   meshFind(): void
-  meshFindAll(h: number, query: number): number[]
+  meshFindStates(h: number, query: number, now: number): number[]
   meshRoute(): void
   meshFinish(): void
   meshTake(): void
@@ -59,12 +59,13 @@ export function createNativeMesh(b: NativeMeshBinding, o: MeshCoreOptions): Mesh
     heartbeat: (agent, health, now) => guarded(() => b.meshHeartbeat(h, agent, health, now)),
     setHealth: (agent, health, now) => guarded(() => b.meshSetHealth(h, agent, health, now)),
     query: (capability, range, minHealth, tags, also) => guarded(() => b.meshQuery(h, capability, range, minHealth, tags, also)),
-    find(query) {
+    findStates(query, now) {
       call[0] = h
       call[1] = query
+      call[2] = now
       guarded(() => b.meshFind())
-      const n = call[0]!
-      return n < BLOCK_SLOTS ? call.slice(1, 1 + n) : guarded(() => b.meshFindAll(h, query))
+      const n = call[0]! * MESH_STATE_FIELDS
+      return n < BLOCK_SLOTS ? call.subarray(1, 1 + n) : guarded(() => b.meshFindStates(h, query, now))
     },
     route(query, strategy, now, exclude) {
       call[0] = h

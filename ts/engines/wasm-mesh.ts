@@ -1,9 +1,9 @@
 /**
  * The wasm mesh: a wasm-bindgen class whose hot calls take numbers only. A route's exclusions
- * and a search's matches travel through `io`, a `u32` buffer in the instance's memory, viewed
+ * and a search's matches travel through `io`, a `f64` buffer in the instance's memory, viewed
  * afresh after each call that may have grown the memory.
  */
-import type { MeshCore, MeshCoreOptions } from '../backend.js'
+import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from '../backend.js'
 import type { WasmFailures } from './wasm-store.js'
 
 export interface WasmMeshHandle {
@@ -15,7 +15,7 @@ export interface WasmMeshHandle {
   heartbeat(agent: number, health: number, now: number): void
   setHealth(agent: number, health: number, now: number): void
   query(capability: string, range: string, minHealth: number, tags: string[], also: string): number
-  find(query: number): number
+  find(query: number, now: number): number
   route(query: number, strategy: number, now: number, excluded: number): number
   finish(agent: number, outcome: number, now: number): number
   take(limiter: number, n: number, now: number): number
@@ -56,14 +56,14 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
     heartbeat: (agent, health, now) => guarded(() => m.heartbeat(agent, health, now)),
     setHealth: (agent, health, now) => guarded(() => m.setHealth(agent, health, now)),
     query: (capability, range, minHealth, tags, also) => guarded(() => m.query(capability, range, minHealth, tags, also)),
-    find(query) {
-      const n = guarded(() => m.find(query))
-      return new Uint32Array(memory.buffer, m.ioPtr(), n).slice()
+    findStates(query, now) {
+      const n = guarded(() => m.find(query, now)) * MESH_STATE_FIELDS
+      return new Float64Array(memory.buffer, m.ioPtr(), n)
     },
     route(query, strategy, now, exclude) {
       return guarded(() => {
         if (exclude.length > 0) {
-          const io = new Uint32Array(memory.buffer, m.reserve(exclude.length), exclude.length)
+          const io = new Float64Array(memory.buffer, m.reserve(exclude.length), exclude.length)
           for (let i = 0; i < exclude.length; i++) io[i] = exclude[i]!
         }
         return m.route(query, strategy, now, exclude.length)

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
-use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig};
+use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig, STATE_FIELDS};
 use orrery_core::registry::Liveness;
 use orrery_core::resilience::BreakerConfig;
 use orrery_core::slab::Slab;
@@ -163,28 +163,26 @@ pub fn mesh_query(
     })
 }
 
-/// Finds (call block: handle, query): slot 0 the number of matches, and, when they fit, their
-/// handles from slot 1 (else read them with `meshFindAll`).
+/// Finds (call block: handle, query, now): slot 0 the number of matches, and, when they fit,
+/// their states from slot 1 (`Mesh::find_states`; else read them with `meshFindStates`).
 #[napi(catch_unwind)]
 pub fn mesh_find() -> Result<()> {
     let mut out = Vec::new();
     with_call(|mesh, slots| {
-        mesh.find(arg(slots, 0)?, &mut out)?;
-        slots[0] = out.len() as f64;
+        mesh.find_states(arg(slots, 0)?, slots[2], &mut out)?;
+        slots[0] = (out.len() / STATE_FIELDS) as f64;
         if out.len() < slots.len() {
-            for (slot, &agent) in slots[1..].iter_mut().zip(&out) {
-                *slot = f64::from(agent);
-            }
+            slots[1..=out.len()].copy_from_slice(&out);
         }
         Ok(())
     })
 }
 
-/// Every match of a query, best first.
+/// Every match of a query with its state (`Mesh::find_states`), best first.
 #[napi(catch_unwind)]
-pub fn mesh_find_all(handle: u32, query: u32) -> Result<Vec<u32>> {
+pub fn mesh_find_states(handle: u32, query: u32, now: f64) -> Result<Vec<f64>> {
     let mut out = Vec::new();
-    with(handle, |mesh| mesh.find(query, &mut out))?;
+    with(handle, |mesh| mesh.find_states(query, now, &mut out))?;
     Ok(out)
 }
 

@@ -1,9 +1,9 @@
 //! The agent mesh's routing state as a JS class. Hot calls take numbers only: a route's
-//! exclusions and a search's results travel through `io`, a `u32` buffer inside the instance's
+//! exclusions and a search's results travel through `io`, an `f64` buffer inside the instance's
 //! memory that JS views (and views again after memory grows). Encodings are
 //! `orrery_core::mesh::wire`'s.
 
-use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig};
+use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig, STATE_FIELDS};
 use orrery_core::registry::Liveness;
 use orrery_core::resilience::BreakerConfig;
 use wasm_bindgen::prelude::*;
@@ -14,8 +14,8 @@ use crate::error::to_js;
 #[wasm_bindgen]
 pub struct WasmMesh {
     mesh: Mesh,
-    io: Vec<u32>,
-    out: Vec<u32>,
+    io: Vec<f64>,
+    exclude: Vec<u32>,
     second: f64,
 }
 
@@ -42,13 +42,13 @@ impl WasmMesh {
             liveness: Liveness { interval, degraded_after, unhealthy_after, offline_after, deregister_after },
             breaker: BreakerConfig { failures_to_open, cool_down, probes, successes_to_close },
         };
-        Self { mesh: Mesh::new(config), io: vec![0; 256], out: Vec::new(), second: 0.0 }
+        Self { mesh: Mesh::new(config), io: vec![0.0; 256], exclude: Vec::new(), second: 0.0 }
     }
 
     /// Makes `io` at least `len` entries; returns where it starts (it may move).
     pub fn reserve(&mut self, len: u32) -> u32 {
         if self.io.len() < len as usize {
-            self.io.resize(len as usize, 0);
+            self.io.resize(len as usize, 0.0);
         }
         self.io.as_ptr() as u32
     }
@@ -115,21 +115,26 @@ impl WasmMesh {
         self.mesh.query(capability, range, health, &tags, &also).map_err(to_js)
     }
 
-    /// Finds: the matches go into `io` (grown to fit), best first; returns how many.
-    pub fn find(&mut self, query: u32) -> Result<u32, JsValue> {
-        self.mesh.find(query, &mut self.out).map_err(to_js)?;
-        if self.io.len() < self.out.len() {
-            self.io.resize(self.out.len(), 0);
-        }
-        self.io[..self.out.len()].copy_from_slice(&self.out);
-        Ok(self.out.len() as u32)
+    /// Finds: the matches' states (`Mesh::find_states`) go into `io`, best first; returns how
+    /// many matches.
+    pub fn find(&mut self, query: u32, now: f64) -> Result<u32, JsValue> {
+        self.mesh.find_states(query, now, &mut self.io).map_err(to_js)?;
+        Ok((self.io.len() / STATE_FIELDS) as u32)
     }
 
     /// Routes past the first `excluded` handles of `io`: returns the status, and `second`
     /// holds the agent or the time to try again.
     pub fn route(&mut self, query: u32, strategy: u32, now: f64, excluded: u32) -> Result<f64, JsValue> {
         let count = (excluded as usize).min(self.io.len());
-        let [status, value] = wire::route(&mut self.mesh, query, strategy, now, &self.io[..count]).map_err(to_js)?;
+        self.exclude.clear();
+        self.exclude.extend(self.io[..count].iter().map(|&h| {
+            if h >= 0.0 && h <= f64::from(u32::MAX) {
+                h as u32
+            } else {
+                u32::MAX
+            }
+        }));
+        let [status, value] = wire::route(&mut self.mesh, query, strategy, now, &self.exclude).map_err(to_js)?;
         self.second = value;
         Ok(status)
     }

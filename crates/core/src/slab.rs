@@ -5,6 +5,12 @@ const SLOT_BITS: u32 = 20;
 const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 const GEN_MASK: u32 = (1 << (32 - SLOT_BITS)) - 1;
 
+/// The slot index of an id: dense, below [`MAX_ENTRIES`], shared by every generation of the slot.
+#[must_use]
+pub fn index(id: u32) -> usize {
+    (id & SLOT_MASK) as usize
+}
+
 /// Most live entries a slab holds.
 pub const MAX_ENTRIES: usize = 1 << SLOT_BITS;
 

@@ -249,13 +249,9 @@ impl Mesh {
         Ok(id)
     }
 
-    fn compiled(&self, query: u32) -> Result<&Compiled, RegistryError> {
-        self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))
-    }
-
     /// The agents matching a compiled query, best first.
-    pub fn find(&self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
-        let c = self.compiled(query)?;
+    pub fn find(&mut self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
+        let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
         let q = Query {
             capability: c.capability,
             versions: &c.versions,
@@ -265,6 +261,33 @@ impl Mesh {
         };
         self.registry.find(&q, out);
         Ok(())
+    }
+
+    /// The matches of a compiled query with their state at `now`, [`STATE_FIELDS`] numbers
+    /// each: handle, health code, calls in flight, last beat, breaker code.
+    pub fn find_states(&mut self, query: u32, now: Millis, out: &mut Vec<f64>) -> Result<(), RegistryError> {
+        let mut found = std::mem::take(&mut self.scratch);
+        let result = self.find(query, &mut found);
+        out.clear();
+        if result.is_ok() {
+            out.reserve(found.len() * STATE_FIELDS);
+            for &agent in &found {
+                let (Some(entry), Some(target)) = (self.registry.agent(agent), self.targets.get_mut(&agent)) else {
+                    continue;
+                };
+                let breaker = breaker_code(target.breaker.state(now));
+                out.extend([
+                    f64::from(agent),
+                    f64::from(health_code(entry.health)),
+                    f64::from(entry.in_flight),
+                    entry.last_beat,
+                    f64::from(breaker),
+                ]);
+                self.collect_breaker(agent);
+            }
+        }
+        self.scratch = found;
+        result
     }
 
     /// Picks the agent to call for a compiled query: the first, in `strategy`'s order, that
@@ -477,6 +500,9 @@ pub fn breaker_code(state: BreakerState) -> u32 {
 pub fn strategy_of(code: u32) -> Option<Strategy> {
     [Strategy::Priority, Strategy::RoundRobin, Strategy::LeastLoaded, Strategy::Random].get(code as usize).copied()
 }
+
+/// Fields per agent in [`Mesh::find_states`]' output.
+pub const STATE_FIELDS: usize = 5;
 
 /// Fields per event in [`encode_events`]' output.
 pub const EVENT_FIELDS: usize = 5;

@@ -179,6 +179,11 @@ pub struct Registry {
     /// (when, agent, its beat count then): the next liveness check of each agent.
     checks: BinaryHeap<Reverse<(Check, u32, u64)>>,
     transitions: Vec<Transition>,
+    /// Each live agent's health by slot index: discovery reads it for every provider, and a
+    /// dense array stays in cache where the agents themselves would not.
+    healths: Vec<Health>,
+    /// Scratch of `find`: (priority, health, order, agent) per match.
+    matches: Vec<(i32, Health, u64, u32)>,
 }
 
 fn parse_version(text: &str) -> Result<Version, RegistryError> {
@@ -211,6 +216,8 @@ impl Registry {
             liveness,
             checks: BinaryHeap::new(),
             transitions: Vec::new(),
+            healths: Vec::new(),
+            matches: Vec::new(),
         }
     }
 
@@ -268,6 +275,11 @@ impl Registry {
             .insert(agent)
             .ok_or(RegistryError::InvalidName { name: id.to_owned(), reason: "the registry is full" })?;
         self.ids.insert(id.into(), slot);
+        let index = crate::slab::index(slot);
+        if self.healths.len() <= index {
+            self.healths.resize(index + 1, Health::Offline);
+        }
+        self.healths[index] = Health::Initializing;
         self.schedule(slot, now, 0);
         for cap in capabilities {
             let list = self.providers.entry(cap.name).or_default();
@@ -328,6 +340,7 @@ impl Registry {
     fn move_to(&mut self, agent: u32, to: Health, now: Millis) {
         let Some(entry) = self.agents.get_mut(agent) else { return };
         if entry.health != to {
+            self.healths[crate::slab::index(agent)] = to;
             let from = std::mem::replace(&mut entry.health, to);
             self.transitions.push(Transition { agent, id: entry.id.clone(), from, to: Some(to), at: now });
         }
@@ -421,27 +434,35 @@ impl Registry {
     }
 
     /// The agents matching `query`, best first (priority, then health, then registration).
-    pub fn find(&self, query: &Query<'_>, out: &mut Vec<u32>) {
+    pub fn find(&mut self, query: &Query<'_>, out: &mut Vec<u32>) {
         out.clear();
         let Some(list) = self.providers.get(&query.capability) else { return };
-        let mut matches: Vec<(i32, Health, u64, u32)> = Vec::new();
+        let matches = &mut self.matches;
+        matches.clear();
         for p in list {
-            let Some(agent) = self.agents.get(p.agent) else { continue };
-            if agent.health > query.min_health
-                || !query.versions.matches(&p.version)
-                || !query.tags.iter().all(|t| agent.tags.binary_search(t).is_ok())
-                || !query.also.iter().all(|(name, versions)| {
-                    agent.capabilities.iter().any(|c| c.name == *name && versions.matches(&c.version))
-                })
-            {
+            let health = self.healths[crate::slab::index(p.agent)];
+            if health > query.min_health || !query.versions.matches(&p.version) {
                 continue;
             }
-            matches.push((p.priority, agent.health, p.order, p.agent));
+            if !query.tags.is_empty() || !query.also.is_empty() {
+                let Some(agent) = self.agents.get(p.agent) else { continue };
+                if !query.tags.iter().all(|t| agent.tags.binary_search(t).is_ok())
+                    || !query.also.iter().all(|(name, versions)| {
+                        agent.capabilities.iter().any(|c| c.name == *name && versions.matches(&c.version))
+                    })
+                {
+                    continue;
+                }
+            }
+            matches.push((p.priority, health, p.order, p.agent));
         }
-        // Providers come sorted by priority already; a stable sort by health within equal
-        // priorities keeps registration order last.
-        matches.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        out.extend(matches.into_iter().map(|m| m.3));
+        // Providers come sorted by priority, then registration: only unequal healths within a
+        // priority need a (stable) sort, and most searches have none.
+        let sorted = matches.windows(2).all(|w| w[0].0 != w[1].0 || w[0].1 <= w[1].1);
+        if !sorted {
+            matches.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        }
+        out.extend(matches.iter().map(|m| m.3));
     }
 
     /// The agents matching `query` in the order `strategy` tries them: best first for
