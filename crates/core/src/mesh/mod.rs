@@ -522,7 +522,7 @@ pub fn encode_events(events: &[Event]) -> Vec<f64> {
                 t.at,
             ]),
             Event::Breaker { agent, from, to, at } => {
-                out.extend([1.0, f64::from(*agent), f64::from(breaker_code(*from)), f64::from(breaker_code(*to)), *at])
+                out.extend([1.0, f64::from(*agent), f64::from(breaker_code(*from)), f64::from(breaker_code(*to)), *at]);
             }
         }
     }
