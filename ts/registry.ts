@@ -102,6 +102,9 @@ interface Known {
   readonly inbox: string
 }
 
+/** The slot-index bits of a core handle (`orrery_core::slab`: index in the low 20 bits, generation above). */
+const SLOT_MASK = (1 << 20) - 1
+
 function splitCapability(text: string): [string, string] {
   const at = text.indexOf('@')
   return at < 0 ? [text, '*'] : [text.slice(0, at), text.slice(at + 1) || '*']
@@ -122,7 +125,11 @@ export function strategyCode(strategy: Strategy): number {
 
 /** The agent registry of one mesh. */
 export class Registry {
-  private readonly byHandle = new Map<number, Known>()
+  /**
+   * Agents by the slot index of their core handle (its low 20 bits): a dense array, because
+   * discovery looks up every match and a Map over 100,000 agents misses the cache each time.
+   */
+  private readonly slots: Array<Known | undefined> = []
   private readonly byId = new Map<string, Known>()
   private readonly queries = new Map<string, number>()
   private readonly subject = new Subject<RegistryEvent>()
@@ -157,7 +164,7 @@ export class Registry {
       tags: [...(agent.tags ?? [])],
       inbox: `inbox.${agent.id}`,
     }
-    this.byHandle.set(handle, known)
+    this.slots[handle & SLOT_MASK] = known
     this.byId.set(agent.id, known)
     this.subject.next({ type: 'registered', agent: agent.id, agentType: agent.type, at: now })
     this.changed()
@@ -202,7 +209,7 @@ export class Registry {
     const found = this.core.findStates(this.compile(query), this.now())
     const out: AgentInfo[] = []
     for (let i = 0; i < found.length; i += MESH_STATE_FIELDS) {
-      const known = this.byHandle.get(found[i]!)
+      const known = this.byCoreHandle(found[i]!)
       if (!known) continue
       out.push({
         id: known.id,
@@ -228,7 +235,7 @@ export class Registry {
     const handle = this.core.second
     this.core.finish(handle, 2, this.now())
     this.drain()
-    const known = this.byHandle.get(handle)
+    const known = this.byCoreHandle(handle)
     return known && this.info(known)
   }
 
@@ -268,7 +275,8 @@ export class Registry {
 
   /** @internal The agent behind a core handle. */
   byCoreHandle(handle: number): Known | undefined {
-    return this.byHandle.get(handle)
+    const known = this.slots[handle & SLOT_MASK]
+    return known?.handle === handle ? known : undefined
   }
 
   /** @internal Emits the core's events, then re-arms the timer. */
@@ -282,7 +290,7 @@ export class Registry {
     const flat = this.core.events()
     for (let i = 0; i < flat.length; i += MESH_EVENT_FIELDS) {
       const kind = flat[i]!
-      const known = this.byHandle.get(flat[i + 1]!)
+      const known = this.byCoreHandle(flat[i + 1]!)
       if (!known) continue
       const at = flat[i + 4]!
       if (kind === 1) {
@@ -310,7 +318,7 @@ export class Registry {
   }
 
   private forget(known: Known): void {
-    this.byHandle.delete(known.handle)
+    if (this.slots[known.handle & SLOT_MASK] === known) this.slots[known.handle & SLOT_MASK] = undefined
     this.byId.delete(known.id)
   }
 
