@@ -36,7 +36,7 @@ describe('agents', () => {
     const reply = await mesh.request<string>('summarize@^1.2', { text: 'one two three' })
     expect(reply.payload).toBe('one two')
     const bad = await errorOf(() => mesh.request('summarize', { text: '' }))
-    expect(bad?.code).toBe('HANDLER_ERROR')
+    expect(bad?.code).toBe('SCHEMA_INVALID')
     expect(bad?.details?.['permanent']).toBe(true)
     expect(bad?.message).toMatch(/SCHEMA_INVALID|text/)
     await mesh.shutdown()
@@ -52,6 +52,61 @@ describe('agents', () => {
     const missing = await errorOf(() => mesh.request('sumarize', {}))
     expect(missing?.code).toBe('NO_RESPONDER')
     expect(missing?.details?.['similar']).toEqual(['summarize'])
+    await mesh.shutdown()
+  })
+
+  it('replies null for undefined, and an error for a result that cannot be sent, once each', async () => {
+    const { mesh, orrery } = await fakeMesh()
+    let calls = 0
+    class Odd extends Agent {
+      static readonly capabilities = [{ name: 'odd', version: '1.0.0' }]
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle<string, unknown>('odd', (what) => {
+          calls++
+          if (what === 'cycle') {
+            const a: Record<string, unknown> = {}
+            a['self'] = a
+            return a
+          }
+          return undefined
+        })
+      }
+    }
+    mesh.define('odd', Odd)
+    await mesh.spawn('odd', { id: 'o' })
+    expect((await mesh.request('odd', 'nothing')).payload).toBeNull()
+    const cycle = await errorOf(() => mesh.request('odd', 'cycle', { retries: 0 }))
+    expect(cycle?.details?.['permanent']).toBe(true)
+    expect(calls).toBe(2)
+    expect(orrery.bus.group('inbox.o', 'agent').stats().acked).toBe(2)
+    await mesh.shutdown()
+  })
+
+  it('refuses bad declarations with their own codes and leaves the id free', async () => {
+    const { mesh } = await fakeMesh()
+    class Unhandled extends Agent {
+      static readonly capabilities = [{ name: 'x', version: '1.0.0' }]
+    }
+    class Twice extends Agent {
+      static readonly capabilities = [{ name: 'x', version: '1.0.0' }, { name: 'x', version: '2.0.0' }]
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle('x', () => 1)
+      }
+    }
+    mesh.define('unhandled', Unhandled).define('twice', Twice).define('summarizer', Summarizer)
+    expect((await errorOf(() => mesh.spawn('unhandled', { id: 'same' })))?.code).toBe('NO_HANDLER')
+    expect((await errorOf(() => mesh.spawn('twice', { id: 'same' })))?.code).toBe('INVALID_NAME')
+    expect((await errorOf(() => mesh.spawn('summarizer', { id: 'same', capabilities: [{ name: 'summarize', version: 'one' }], config: { maxWords: 1 } })))?.code).toBe('INVALID_VERSION')
+    expect(mesh.registry.list()).toEqual([])
+    await mesh.spawn('summarizer', { id: 'same', config: { maxWords: 1 } })
+    // Two starts of one id at once: one of them is refused.
+    const both = await Promise.all([0, 1].map(() => errorOf(() => mesh.spawn('summarizer', { id: 'twin', config: { maxWords: 1 } }))))
+    expect(both.map((e) => e?.code ?? 'ok').sort()).toEqual(['DUPLICATE_AGENT', 'ok'])
+    // Bad request options reject (never throw).
+    const rejected = mesh.request('summarize@not-a-range', {})
+    expect((await errorOf(() => rejected))?.code).toBe('INVALID_VERSION')
     await mesh.shutdown()
   })
 

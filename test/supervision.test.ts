@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 
 import { Agent, FatalError, type AgentContext, type HealthReport } from '../ts/node.js'
-import { errorOf } from './helpers.js'
+import { collect, errorOf } from './helpers.js'
 import { fakeMesh, kinds } from './mesh-helpers.js'
 
 afterEach(() => {
@@ -174,6 +174,48 @@ describe('supervision', () => {
       await mesh.shutdown()
       vi.useRealTimers()
     }
+  })
+
+  it('does not bring back a child stopped on purpose, under one-for-all', async () => {
+    const { mesh, orrery, events, advance } = await supervised('one-for-all')
+    await mesh.stop('w-1')
+    Worker.crashOn.add('boom-2')
+    Worker.crashOn.add('boom-3')
+    // Two children crash in the same instant (a shared dependency failed).
+    await orrery.bus.send('w-2', { name: 'boom-2' }, { headers: { 'orrery-capability': 'job' } })
+    await orrery.bus.send('w-3', { name: 'boom-3' }, { headers: { 'orrery-capability': 'job' } })
+    await advance(1_000)
+    const crashes = kinds(events, 'crashed')
+    const restarts = events.filter((e) => e.type === 'restart').map((e) => e.type === 'restart' && e.agents)
+    // w-3's message reaches it before or after the first restart: either it crashes the old
+    // life (then one restart covers both) or the new one (a second incident, a second restart).
+    expect(restarts.length).toBeLessThanOrEqual(crashes.length)
+    expect(restarts.every((agents) => JSON.stringify(agents) === JSON.stringify(['w-2', 'w-3']))).toBe(true)
+    expect(Worker.lives).not.toContain('w-1')
+    expect(Worker.done.sort()).toEqual(['w-2:boom-2', 'w-3:boom-3'])
+    expect(mesh.agent('w-1')?.state).toBe('stopped')
+    await mesh.shutdown()
+  })
+
+  it('dead-letters a message that crashes every life (poison) instead of giving up', async () => {
+    const { mesh, orrery, events, advance } = await supervised('one-for-one')
+    class Poisoned extends Worker {
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle('job', () => { throw new FatalError('poison') })
+      }
+    }
+    mesh.define('poisoned', Poisoned)
+    await mesh.supervise({ name: 'p', children: [{ type: 'poisoned', id: 'victim' }] })
+    const dead = collect(orrery.bus.subscribe('inbox.victim.dead-letter', { from: 'earliest' }))
+    await orrery.bus.send('victim', { name: 'x' }, { headers: { 'orrery-capability': 'job' } })
+    await advance(1_000)
+    expect(kinds(events, 'crashed').filter((k) => k === 'crashed:victim')).toHaveLength(2)
+    expect(kinds(events, 'gave-up')).toEqual([])
+    expect(dead).toHaveLength(1)
+    expect(dead[0]!.headers['x-orrery-dead-letter-reason']).toMatch(/^poison: crashed the agent 2 times/)
+    expect(mesh.registry.get('victim')?.health).toBe('healthy')
+    await mesh.shutdown()
   })
 
   it('restarts an agent that stopped beating', async () => {

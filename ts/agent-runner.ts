@@ -13,7 +13,7 @@ import { isOrreryError, OrreryError } from './errors.js'
 import type { Delivery } from './group.js'
 import type { Message } from './message.js'
 import type { AgentMetrics } from './metrics.js'
-import type { Registry } from './registry.js'
+import type { Health, Registry } from './registry.js'
 import { validate } from './schema.js'
 import type { MeshCore } from './backend.js'
 
@@ -82,6 +82,9 @@ export interface RunnerHost {
 export const CAPABILITY_HEADER = 'orrery-capability'
 
 const JITTER = { none: 0, full: 1, equal: 2 } as const
+
+/** Deliveries of one message ending in a fatal error after which it is dead-lettered as poison. */
+const POISON_CRASHES = 2
 
 function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`
@@ -155,11 +158,19 @@ export class AgentRunner {
   private readonly limiters: number[] = []
   private agentLimiter = -1
   private readonly capabilityLimiters = new Map<string, number>()
-  private readonly waits = new Set<ReturnType<typeof setTimeout>>()
+  private readonly waits = new Map<ReturnType<typeof setTimeout>, () => void>()
   /** Bumped when the agent dies: late results of an earlier life are ignored. */
   private life = 0
+  /** Whether this runner registered its agent (and so may deregister it). */
+  private registered = false
+  /** Whether the start hook was called (what it throws is AGENT_FAILED). */
+  private hookStarted = false
 
-  constructor(readonly agent: Agent<unknown>, readonly host: RunnerHost, readonly options: RunOptions) {}
+  /**
+   * @param rawConfig the configuration values before validation: a hot reload merges over
+   * these, not over the validated output.
+   */
+  constructor(readonly agent: Agent<unknown>, readonly host: RunnerHost, readonly options: RunOptions, public rawConfig: Record<string, unknown> = {}) {}
 
   get id(): string {
     return this.agent.id
@@ -170,25 +181,33 @@ export class AgentRunner {
     return this.running.size
   }
 
-  /** Registers the agent, runs its start hook, joins its inbox and starts beating. */
+  /**
+   * Registers the agent, starts beating (`initializing` until the start hook returns, so a slow
+   * start is not taken for a dead agent), runs the start hook, and joins its inbox.
+   */
   async start(): Promise<void> {
     const { agent, host } = this
-    for (const cap of agent.capabilities) {
-      if (!agent.handlers.has(cap.name)) throw new OrreryError('NO_HANDLER', `agent ${agent.id} declares capability ${cap.name} but handles it nowhere`, { details: { agent: agent.id, capability: cap.name } })
-    }
-    host.registry.register({ id: agent.id, type: agent.type, capabilities: agent.capabilities, tags: this.options.tags, bulkhead: this.options.bulkhead })
     try {
+      for (const cap of agent.capabilities) {
+        if (!agent.handlers.has(cap.name)) throw new OrreryError('NO_HANDLER', `agent ${agent.id} declares capability ${cap.name} but handles it nowhere`, { details: { agent: agent.id, capability: cap.name } })
+      }
+      host.registry.register({ id: agent.id, type: agent.type, capabilities: agent.capabilities, tags: this.options.tags, bulkhead: this.options.bulkhead })
+      this.registered = true
+      this.beatTimer = setInterval(() => void this.beat(), host.interval)
       this.makeLimiters()
+      this.hookStarted = true
       await agent.onStart?.()
     } catch (error) {
+      this.stopBeating()
       this.release()
       this.state = 'crashed'
+      // Bad declarations keep their own code; anything the start hook threw is AGENT_FAILED.
+      if (error instanceof OrreryError && !this.hookStarted) throw error
       throw new OrreryError('AGENT_FAILED', `agent ${agent.id} failed to start: ${describe(error)}`, { cause: error, details: { agent: agent.id } })
     }
-    if (this.state !== 'starting') return // killed while starting
+    if (this.state !== 'starting') return // stopped or killed while starting
     this.join()
     this.state = 'running'
-    this.beatTimer = setInterval(() => this.beat(), host.interval)
     await this.beat()
   }
 
@@ -212,6 +231,7 @@ export class AgentRunner {
 
   /** Runs the health check (bounded by the beat interval) and reports the result. */
   private async beat(): Promise<void> {
+    if (this.state === 'starting' && this.registered) return this.report('initializing')
     if (this.checking || (this.state !== 'running' && this.state !== 'paused')) return
     const life = this.life
     let report: HealthReport = { status: 'healthy' }
@@ -236,10 +256,17 @@ export class AgentRunner {
     // The state may have moved while the check ran.
     const state = this.state as AgentState
     if (life !== this.life || (state !== 'running' && state !== 'paused')) return
+    const status = state === 'paused' ? 'paused' : report.status
+    // A check reporting something that is not a health counts as unhealthy.
+    this.report(['healthy', 'degraded', 'unhealthy', 'paused'].includes(status) ? status : 'unhealthy')
+  }
+
+  /** Sends a heartbeat; an agent the registry no longer knows has been lost: a crash. */
+  private report(health: Health): void {
     try {
-      this.host.registry.heartbeat(this.id, state === 'paused' ? 'paused' : report.status)
-    } catch {
-      // Deregistered (missed too many beats): the mesh has been told and decides.
+      this.host.registry.heartbeat(this.id, health)
+    } catch (error) {
+      if (isOrreryError(error, 'UNKNOWN_AGENT') && this.state !== 'stopping') this.host.crashed(this, 'deregistered by the registry', error)
     }
   }
 
@@ -296,9 +323,9 @@ export class AgentRunner {
             this.waits.delete(timer)
             resolve()
           }, wait)
-          this.waits.add(timer)
+          this.waits.set(timer, resolve)
         })
-        if (life !== this.life) return false
+        if (life !== this.life || this.state === 'stopping') return false
       }
     }
     return true
@@ -373,9 +400,26 @@ export class AgentRunner {
     if (!this.finish(job) || job.life !== this.life) return
     this.host.metrics.handled(this.id, this.agent.type, job.key, (this.host.now() - job.started) / 1000)
     this.settle(job, () => {
-      if (job.isRequest) this.host.bus.answer(job.delivery.message, result)
+      if (job.isRequest) this.answer(job, result)
       job.delivery.ack()
     })
+  }
+
+  /**
+   * Replies to a request: `undefined` goes as `null`; a result that cannot be sent (a cycle,
+   * too large) becomes an error reply, so the caller hears at once and the request is not rerun.
+   */
+  private answer(job: Job, result: unknown): void {
+    const bus = this.host.bus
+    try {
+      bus.answer(job.delivery.message, result === undefined ? null : result)
+    } catch (error) {
+      try {
+        bus.answer(job.delivery.message, undefined, { message: `the reply cannot be sent: ${describe(error)}`, code: (error as { code?: string })?.code ?? null, permanent: true })
+      } catch {
+        // The bus closed: the caller learns it from its own request.
+      }
+    }
   }
 
   private failed(job: Job, error: unknown): void {
@@ -384,7 +428,20 @@ export class AgentRunner {
     const retry = this.options.retry
     if (error instanceof FatalError || retry.isFatal?.(error)) {
       host.metrics.failed(this.id, agent.type, job.key, 'fatal')
-      // Not settled: the message waits in the inbox and is redelivered after the restart.
+      if (job.isRequest) {
+        // The caller hears at once (and may try another agent); the request is not rerun.
+        this.settle(job, () => {
+          host.bus.answer(job.delivery.message, undefined, { message: describe(error), code: (error as { code?: string })?.code ?? null, permanent: false })
+          job.delivery.ack()
+        })
+      } else if (job.attempt >= POISON_CRASHES) {
+        // It crashed an agent before: a poison message, not a broken agent. Dead-letter it so
+        // that restarts do not feed it to every new life until the supervisor gives up.
+        const reason = `poison: crashed the agent ${job.attempt} times: ${describe(error)}`
+        host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: job.attempt, error: reason })
+        this.settle(job, () => job.delivery.nack({ deadLetter: reason }))
+      }
+      // Otherwise not settled: the message waits in the inbox for the agent's next life.
       host.crashed(this, `fatal error in ${job.key}`, error)
       return
     }
@@ -415,7 +472,7 @@ export class AgentRunner {
   private permanent(job: Job, error: unknown, reason: string): void {
     const { host } = this
     host.metrics.failed(this.id, this.agent.type, job.key, 'permanent')
-    host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: 1, error: reason })
+    if (!job.isRequest) host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: 1, error: reason })
     this.settle(job, () => {
       if (job.isRequest) {
         host.bus.answer(job.delivery.message, undefined, { message: reason, code: (error as { code?: string })?.code ?? null, permanent: true })
@@ -469,11 +526,7 @@ export class AgentRunner {
     if (this.state === 'stopped' || this.state === 'crashed' || this.state === 'stopping') return
     this.state = 'stopping'
     this.stopBeating()
-    try {
-      this.host.registry.deregister(this.id)
-    } catch {
-      // Deregistered already (missed heartbeats).
-    }
+    this.deregister() // no new routed work from now on
     if (this.member >= 0) this.host.bus.setConsumerPaused(this.member, true)
     if (this.running.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined
@@ -501,11 +554,6 @@ export class AgentRunner {
     this.state = 'crashed'
     this.stopBeating()
     this.abandon(`agent ${this.id} crashed`)
-    try {
-      this.host.registry.deregister(this.id)
-    } catch {
-      // Gone already.
-    }
     this.release()
   }
 
@@ -534,16 +582,27 @@ export class AgentRunner {
   private release(): void {
     this.subscription?.unsubscribe()
     this.subscription = undefined
-    for (const timer of this.waits) clearTimeout(timer)
+    // Waits for tokens end now; their messages go back (their life is over).
+    for (const [timer, resolve] of this.waits) {
+      clearTimeout(timer)
+      resolve()
+    }
     this.waits.clear()
     for (const id of this.limiters) this.host.core.dropLimiter(id)
     this.limiters.length = 0
     this.capabilityLimiters.clear()
     this.agentLimiter = -1
+    this.deregister()
+  }
+
+  /** Leaves the registry, if this runner registered the agent. */
+  private deregister(): void {
+    if (!this.registered) return
+    this.registered = false
     try {
-      if (this.state === 'starting') this.host.registry.deregister(this.id)
+      this.host.registry.deregister(this.id)
     } catch {
-      // Not registered.
+      // Deregistered already (missed heartbeats).
     }
   }
 }

@@ -109,6 +109,8 @@ export class Mesh {
   private readonly types = new Map<string, Definition>()
   private readonly runners = new Map<string, AgentRunner>()
   private readonly owners = new Map<AgentRunner, Supervisor>()
+  /** Ids being started (reserved until their start ends). */
+  private readonly starting = new Set<string>()
   private readonly supervisors = new Set<Supervisor>()
   private readonly subject = new Subject<MeshEvent>()
   private readonly registryEvents: Subscription
@@ -224,6 +226,7 @@ export class Mesh {
   /** Pauses one agent, or all. */
   async pause(id?: string): Promise<void> {
     for (const runner of this.pick(id)) {
+      if (runner.state !== 'running') continue
       await runner.pause()
       this.subject.next({ type: 'paused', agent: runner.id, at: this.now() })
     }
@@ -232,6 +235,7 @@ export class Mesh {
   /** Resumes one agent, or all. */
   async resume(id?: string): Promise<void> {
     for (const runner of this.pick(id)) {
+      if (runner.state !== 'paused') continue
       await runner.resume()
       this.subject.next({ type: 'resumed', agent: runner.id, at: this.now() })
     }
@@ -294,9 +298,19 @@ export class Mesh {
   private async startAgent(id: string, type: string, options: SpawnOptions, supervisor: Supervisor | undefined): Promise<AgentRunner> {
     const def = this.definition(type)
     const existing = this.runners.get(id)
-    if (existing && existing.state !== 'crashed' && existing.state !== 'stopped') {
+    if (this.starting.has(id) || (existing && existing.state !== 'crashed' && existing.state !== 'stopped')) {
       throw new OrreryError('DUPLICATE_AGENT', `agent ${id} is running already`, { details: { agent: id } })
     }
+    // Reserved before the first await: two starts of one id cannot both get through.
+    this.starting.add(id)
+    try {
+      return await this.build(id, type, def, options, supervisor)
+    } finally {
+      this.starting.delete(id)
+    }
+  }
+
+  private async build(id: string, type: string, def: Definition, options: SpawnOptions, supervisor: Supervisor | undefined): Promise<AgentRunner> {
     const cls = isClass(def.factory) ? def.factory : undefined
     const values = await gatherConfig({ ...options.configFrom, values: options.config ?? {} })
     const config = await checkConfig(cls?.config, values, id)
@@ -317,17 +331,25 @@ export class Mesh {
       tags: options.tags ?? [],
     }
     if (run.rateLimit.policy !== 'wait' && run.rateLimit.policy !== 'reject') throw new OrreryError('INVALID_OPTION', "rateLimit.policy must be 'wait' or 'reject'", { details: { option: 'rateLimit.policy', value: run.rateLimit.policy } })
-    const runner = new AgentRunner(agent, this.host, run)
+    if (this.closing) throw new OrreryError('CLOSED', 'this mesh is shut down')
+    const runner = new AgentRunner(agent, this.host, run, values)
     this.runners.set(id, runner)
     if (supervisor) this.owners.set(runner, supervisor)
     try {
       await runner.start()
     } catch (error) {
       this.owners.delete(runner)
+      if (this.runners.get(id) === runner) this.runners.delete(id)
       this.subject.next({ type: 'crashed', agent: id, reason: 'failed start', error: (error as Error).message, at: this.now() })
       throw error
     }
+    if (runner.state !== 'running') throw new OrreryError('AGENT_FAILED', `agent ${id} stopped while starting`, { details: { agent: id } })
     this.subject.next({ type: 'started', agent: id, at: this.now() })
+    // A shutdown that began while this agent started does not leave it behind.
+    if (this.closing) {
+      await this.stopRunner(runner, 0)
+      throw new OrreryError('CLOSED', 'this mesh is shut down')
+    }
     return runner
   }
 
@@ -338,32 +360,49 @@ export class Mesh {
     this.subject.next({ type: 'crashed', agent: runner.id, reason, error: error instanceof Error ? error.message : String(error), at: this.now() })
     const supervisor = this.owners.get(runner)
     this.owners.delete(runner)
-    if (supervisor && !this.closing) supervisor.crashed(runner.id, reason)
+    if (supervisor && !this.closing) supervisor.crashed(runner, reason)
   }
 
   private async stopRunner(runner: AgentRunner, timeout: number | undefined): Promise<void> {
     const wasLive = runner.state !== 'stopped' && runner.state !== 'crashed'
+    // Stopped on purpose: its supervisor must not bring it back.
+    this.owners.get(runner)?.release(runner)
     this.owners.delete(runner)
     await runner.stop(timeout ?? this.options.shutdownTimeout ?? 10_000)
     if (wasLive) this.subject.next({ type: 'stopped', agent: runner.id, at: this.now() })
   }
 
-  private handleOf(runner: AgentRunner): AgentHandle {
-    const cls = runner.agent.constructor as AgentClass
+  private handleOf(first: AgentRunner): AgentHandle {
+    const id = first.id
+    // A handle follows its id across restarts: it always speaks to the current life.
+    const current = () => this.runners.get(id) ?? first
     return {
-      id: runner.id,
-      type: runner.agent.type,
+      id,
+      type: first.agent.type,
       get state() {
-        return runner.state
+        return current().state
       },
-      agent: runner.agent,
-      pause: () => this.pause(runner.id),
-      resume: () => this.resume(runner.id),
-      stop: (options) => this.stop(runner.id, options),
+      get agent() {
+        return current().agent
+      },
+      pause: () => this.pause(id),
+      resume: () => this.resume(id),
+      stop: (options) => this.stop(id, options),
       reconfigure: async (values) => {
-        const next = await checkConfig(cls.config, { ...(runner.agent.config as object), ...values }, runner.id)
-        await runner.agent.applyConfig(next)
-        this.subject.next({ type: 'config', agent: runner.id, at: this.now() })
+        const runner = current()
+        const cls = isClass(this.definition(runner.agent.type).factory) ? (runner.agent.constructor as AgentClass) : undefined
+        // Merged over the raw values (not the validated output, which a schema may have transformed).
+        const raw = { ...runner.rawConfig, ...values }
+        const next = await checkConfig(cls?.config, raw, id)
+        const previous = runner.agent.config
+        try {
+          await runner.agent.applyConfig(next)
+        } catch (error) {
+          await runner.agent.applyConfig(previous).catch(() => {})
+          throw new OrreryError('INVALID_CONFIG', `agent ${id} refused its new configuration: ${(error as Error).message}`, { cause: error, details: { agent: id } })
+        }
+        runner.rawConfig = raw
+        this.subject.next({ type: 'config', agent: id, at: this.now() })
       },
     }
   }

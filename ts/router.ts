@@ -8,7 +8,7 @@
  */
 import { ROUTE_STATUS } from './backend.js'
 import type { Bus, PublishOptions } from './bus.js'
-import { OrreryError } from './errors.js'
+import { OrreryError, type ErrorCode } from './errors.js'
 import type { Message } from './message.js'
 import { strategyCode, type AgentQuery, type Registry, type Strategy } from './registry.js'
 import type { BackoffOptions } from './agent-runner.js'
@@ -43,6 +43,9 @@ export interface RouteEvent {
 }
 
 const JITTER = { none: 0, full: 1, equal: 2 } as const
+
+/** Codes a handler's error keeps when it reaches the caller. */
+const REMOTE_CODES = new Set(['RATE_LIMITED', 'SCHEMA_INVALID', 'NO_HANDLER', 'TIMEOUT', 'INVALID_PAYLOAD', 'MESSAGE_TOO_LARGE'])
 const NO_EXCLUSIONS: readonly number[] = []
 
 /** Outcome codes `finish` takes. */
@@ -81,6 +84,18 @@ export class Router {
 
   /** Sends a request to one agent offering `capability` (`name@range`) and resolves with the reply. */
   request<R>(capability: string, payload: unknown, options: RouteOptions = {}): Promise<Message<R>> {
+    // Bad options (a range that does not parse, an unknown strategy) and a closed mesh reject,
+    // never throw: callers chain `.catch`.
+    try {
+      return this.start<R>(capability, payload, options)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  private start<R>(capability: string, payload: unknown, options: RouteOptions): Promise<Message<R>> {
+    const retries = options.retries ?? 2
+    if (!Number.isInteger(retries) || retries < 0) throw new OrreryError('INVALID_OPTION', 'retries must be a whole number >= 0', { details: { option: 'retries', value: retries } })
     const query: AgentQuery = options.tags ? { capability, tags: options.tags } : capability
     const registry = this.registry
     const queryId = registry.compile(query)
@@ -130,9 +145,7 @@ export class Router {
         const closed = e.code === 'CLOSED'
         this.finish(agent, permanent || limited || closed ? NO_VERDICT : FAILURE)
         const retries = options.retries ?? 2
-        if (permanent || closed || tries >= retries) {
-          return Promise.reject(tries === 0 ? e : new OrreryError(e.code, `${e.message} (after ${tries + 1} attempts)`, { cause: e, details: { ...e.details, attempts: tries + 1, agent: target.id } }))
-        }
+        if (permanent || closed || tries >= retries) return Promise.reject(this.final(e, tries + 1, target.id))
         if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e, target.id)
         this.report({ type: 'fallback', agent: target.id, capability, attempt: tries + 1, error: e.message })
         return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, [...exclude, agent], e, target.id)
@@ -151,6 +164,18 @@ export class Router {
     this.report({ type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay })
     return new Promise((resolve) => setTimeout(resolve, delay)).then(() =>
       this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))
+  }
+
+  /**
+   * The error a caller gets: a remote error that has an Orrery code of its own (RATE_LIMITED,
+   * SCHEMA_INVALID, NO_HANDLER, TIMEOUT…) carries that code, not HANDLER_ERROR.
+   */
+  private final(e: OrreryError, attempts: number, agent: string): OrreryError {
+    const remote = e.code === 'HANDLER_ERROR' ? e.details['remoteCode'] : undefined
+    const code = typeof remote === 'string' && REMOTE_CODES.has(remote) ? (remote as ErrorCode) : e.code
+    if (attempts === 1 && code === e.code) return e
+    const message = attempts === 1 ? e.message : `${e.message} (after ${attempts} attempts)`
+    return new OrreryError(code, message, { cause: e, details: { ...e.details, attempts, agent } })
   }
 
   private finish(agent: number, outcome: number): void {

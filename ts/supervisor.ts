@@ -54,6 +54,8 @@ interface Child {
   readonly type: string
   readonly options: Omit<SpawnOptions, 'id' | 'replicas'>
   runner: AgentRunner | undefined
+  /** Stopped on purpose (by the user): never restarted. */
+  stopped: boolean
 }
 
 let supervisors = 0
@@ -83,7 +85,7 @@ export class Supervisor {
     for (const child of spec.children) {
       const n = child.replicas ?? 1
       const base = child.id ?? child.type
-      for (let i = 1; i <= n; i++) this.children.push({ id: n === 1 ? base : `${base}-${i}`, type: child.type, options: child.options ?? {}, runner: undefined })
+      for (let i = 1; i <= n; i++) this.children.push({ id: n === 1 ? base : `${base}-${i}`, type: child.type, options: child.options ?? {}, runner: undefined, stopped: false })
     }
     this.failed = new Promise<never>((_, reject) => { this.rejectFailed = reject })
     this.failed.catch(() => {}) // observed through events too; never an unhandled rejection
@@ -115,13 +117,28 @@ export class Supervisor {
       child.runner = await this.host.startChild(child.id, child.type, child.options, this)
     } catch (error) {
       child.runner = undefined
-      this.crashed(child.id, `failed start: ${(error as Error).message}`)
+      this.queue = this.queue.then(() => this.handle(child, `failed start: ${(error as Error).message}`))
     }
   }
 
-  /** @internal A child crashed; restarts are handled one at a time, in order. */
-  crashed(id: string, reason: string): void {
-    this.queue = this.queue.then(() => this.handle(id, reason))
+  /**
+   * @internal A child's runner crashed; restarts are handled one at a time, in order. A crash
+   * of a runner that is no longer the child's current life (replaced by an earlier restart)
+   * is ignored, so one incident under one-for-all costs one restart.
+   */
+  crashed(runner: AgentRunner, reason: string): void {
+    const child = this.children.find((c) => c.runner === runner)
+    if (!child) return
+    child.runner = undefined
+    this.queue = this.queue.then(() => this.handle(child, reason))
+  }
+
+  /** @internal A child was stopped on purpose: it is not restarted, by any strategy. */
+  release(runner: AgentRunner): void {
+    const child = this.children.find((c) => c.runner === runner)
+    if (!child) return
+    child.runner = undefined
+    child.stopped = true
   }
 
   /** @internal Whether this supervisor owns the runner. */
@@ -129,17 +146,17 @@ export class Supervisor {
     return this.children.some((c) => c.runner === runner)
   }
 
-  private async handle(id: string, reason: string): Promise<void> {
-    if (this.state !== 'running') return
-    const index = this.children.findIndex((c) => c.id === id)
-    if (index < 0) return
+  private async handle(crashed: Child, reason: string): Promise<void> {
+    // Stopped since, or brought back already by an earlier restart (one-for-all, rest-for-one).
+    if (this.state !== 'running' || crashed.stopped || crashed.runner !== undefined) return
+    const index = this.children.indexOf(crashed)
     const now = this.host.now()
     const within = this.spec.intensity?.withinMs ?? 5_000
     this.restarts = this.restarts.filter((t) => now - t < within)
     this.restarts.push(now)
     const limit = this.spec.intensity?.restarts ?? 3
     if (this.restarts.length > limit) return this.giveUp(reason)
-    const affected = this.strategy === 'one-for-one' ? [this.children[index]!] : this.strategy === 'one-for-all' ? this.children : this.children.slice(index)
+    const affected = (this.strategy === 'one-for-one' ? [crashed] : this.strategy === 'one-for-all' ? this.children : this.children.slice(index)).filter((c) => !c.stopped)
     // Stop the others in reverse start order (the crashed one is dead already).
     for (const child of [...affected].reverse()) {
       child.runner?.kill()

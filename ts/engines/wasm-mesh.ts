@@ -4,6 +4,7 @@
  * afresh after each call that may have grown the memory.
  */
 import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from '../backend.js'
+import { OrreryError } from '../errors.js'
 import type { WasmFailures } from './wasm-store.js'
 
 export interface WasmMeshHandle {
@@ -37,8 +38,10 @@ export type WasmMeshClass = new (
 ) => WasmMeshHandle
 
 export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, failures: WasmFailures, o: MeshCoreOptions): MeshCore {
+  let closed = false
   const guarded = <T>(call: () => T): T => {
     failures.usable()
+    if (closed) throw new OrreryError('CLOSED', 'the mesh is closed')
     try {
       return call()
     } catch (e) {
@@ -46,7 +49,6 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
     }
   }
   const m = guarded(() => new cls(o.seed, o.interval, o.degradedAfter, o.unhealthyAfter, o.offlineAfter, o.deregisterAfter, o.failuresToOpen, o.coolDown, o.probes, o.successesToClose))
-  let closed = false
   return {
     get second() {
       return m.second
@@ -63,7 +65,9 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
     route(query, strategy, now, exclude) {
       return guarded(() => {
         if (exclude.length > 0) {
-          const io = new Float64Array(memory.buffer, m.reserve(exclude.length), exclude.length)
+          // Reserve first: it may grow the memory, which detaches an older view of it.
+          const at = m.reserve(exclude.length)
+          const io = new Float64Array(memory.buffer, at, exclude.length)
           for (let i = 0; i < exclude.length; i++) io[i] = exclude[i]!
         }
         return m.route(query, strategy, now, exclude.length)

@@ -43,7 +43,16 @@ fn with_call(call: impl FnOnce(&mut Mesh, &mut [f64]) -> std::result::Result<(),
 
 /// Argument `i` (from 0, in slot `i + 1`) as a whole number.
 fn arg(slots: &[f64], i: usize) -> std::result::Result<u32, RegistryError> {
-    slots.get(i + 1).copied().and_then(whole).ok_or(RegistryError::UnknownQuery(u32::MAX))
+    slots
+        .get(i + 1)
+        .copied()
+        .and_then(whole)
+        .ok_or_else(|| RegistryError::InvalidName { name: format!("argument {i}"), reason: "is not a whole number" })
+}
+
+/// Argument `i` (from 0, in slot `i + 1`) as a number (NaN when the block is too short).
+fn num(slots: &[f64], i: usize) -> f64 {
+    slots.get(i + 1).copied().unwrap_or(f64::NAN)
 }
 
 /// Owns one mesh: dropping or closing it releases the mesh.
@@ -169,7 +178,7 @@ pub fn mesh_query(
 pub fn mesh_find() -> Result<()> {
     let mut out = Vec::new();
     with_call(|mesh, slots| {
-        mesh.find_states(arg(slots, 0)?, slots[2], &mut out)?;
+        mesh.find_states(arg(slots, 0)?, num(slots, 1), &mut out)?;
         slots[0] = (out.len() / STATE_FIELDS) as f64;
         if out.len() < slots.len() {
             slots[1..=out.len()].copy_from_slice(&out);
@@ -191,13 +200,9 @@ pub fn mesh_find_states(handle: u32, query: u32, now: f64) -> Result<Vec<f64>> {
 #[napi(catch_unwind)]
 pub fn mesh_route() -> Result<()> {
     with_call(|mesh, slots| {
-        let (query, strategy, now, count) = (arg(slots, 0)?, arg(slots, 1)?, slots[3], arg(slots, 3)? as usize);
-        let mut exclude = [0_u32; 256];
-        let count = count.min(exclude.len()).min(slots.len().saturating_sub(5));
-        for (ex, &slot) in exclude.iter_mut().zip(&slots[5..5 + count]) {
-            *ex = whole(slot).unwrap_or(u32::MAX);
-        }
-        let [status, value] = wire::route(mesh, query, strategy, now, &exclude[..count])?;
+        let (query, strategy, now, count) = (arg(slots, 0)?, arg(slots, 1)?, num(slots, 2), arg(slots, 3)? as usize);
+        let exclude: Vec<u32> = slots.iter().skip(5).take(count).map(|&slot| whole(slot).unwrap_or(u32::MAX)).collect();
+        let [status, value] = wire::route(mesh, query, strategy, now, &exclude)?;
         slots[0] = status;
         slots[1] = value;
         Ok(())
@@ -208,7 +213,7 @@ pub fn mesh_route() -> Result<()> {
 #[napi(catch_unwind)]
 pub fn mesh_finish() -> Result<()> {
     with_call(|mesh, slots| {
-        slots[0] = wire::finish(mesh, arg(slots, 0)?, slots[2], slots[3]);
+        slots[0] = wire::finish(mesh, arg(slots, 0)?, num(slots, 1), num(slots, 2));
         Ok(())
     })
 }
@@ -218,7 +223,7 @@ pub fn mesh_finish() -> Result<()> {
 #[napi(catch_unwind)]
 pub fn mesh_take() -> Result<()> {
     with_call(|mesh, slots| {
-        let [taken, at] = wire::take(mesh, arg(slots, 0)?, slots[2], slots[3])?;
+        let [taken, at] = wire::take(mesh, arg(slots, 0)?, num(slots, 1), num(slots, 2))?;
         slots[0] = taken;
         slots[1] = at;
         Ok(())

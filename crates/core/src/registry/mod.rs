@@ -243,8 +243,11 @@ impl Registry {
             return Err(RegistryError::DuplicateAgent(id.to_owned()));
         }
         let mut parsed = Vec::with_capacity(capabilities.len());
-        for &(name, version, priority) in capabilities {
+        for (i, &(name, version, priority)) in capabilities.iter().enumerate() {
             crate::names::validate(name)?;
+            if capabilities[..i].iter().any(|c| c.0 == name) {
+                return Err(RegistryError::InvalidName { name: name.to_owned(), reason: "is listed twice" });
+            }
             parsed.push((name, parse_version(version)?, priority));
         }
         for tag in tags {
