@@ -9,8 +9,6 @@ use std::cell::RefCell;
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
 use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig, STATE_FIELDS};
-use orrery_core::registry::Liveness;
-use orrery_core::resilience::BreakerConfig;
 use orrery_core::slab::Slab;
 use orrery_core::RegistryError;
 
@@ -86,12 +84,18 @@ impl NativeMesh {
         probes: u32,
         successes_to_close: u32,
     ) -> Result<Self> {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "any seed will do")]
-        let config = MeshConfig {
-            seed: seed as u64,
-            liveness: Liveness { interval, degraded_after, unhealthy_after, offline_after, deregister_after },
-            breaker: BreakerConfig { failures_to_open, cool_down, probes, successes_to_close },
-        };
+        let config = MeshConfig::flat(
+            seed,
+            interval,
+            degraded_after,
+            unhealthy_after,
+            offline_after,
+            deregister_after,
+            failures_to_open,
+            cool_down,
+            probes,
+            successes_to_close,
+        );
         let handle = MESHES.with(|meshes| meshes.borrow_mut().insert(Mesh::new(config)));
         let handle = handle.ok_or_else(|| to_js(RegistryError::InvalidLimit("too many meshes".to_owned())))?;
         Ok(Self { handle })

@@ -4,8 +4,6 @@
 //! `orrery_core::mesh::wire`'s.
 
 use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig, STATE_FIELDS};
-use orrery_core::registry::Liveness;
-use orrery_core::resilience::BreakerConfig;
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
@@ -36,12 +34,18 @@ impl WasmMesh {
         probes: u32,
         successes_to_close: u32,
     ) -> WasmMesh {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "any seed will do")]
-        let config = MeshConfig {
-            seed: seed as u64,
-            liveness: Liveness { interval, degraded_after, unhealthy_after, offline_after, deregister_after },
-            breaker: BreakerConfig { failures_to_open, cool_down, probes, successes_to_close },
-        };
+        let config = MeshConfig::flat(
+            seed,
+            interval,
+            degraded_after,
+            unhealthy_after,
+            offline_after,
+            deregister_after,
+            failures_to_open,
+            cool_down,
+            probes,
+            successes_to_close,
+        );
         Self { mesh: Mesh::new(config), io: vec![0.0; 256], exclude: Vec::new(), second: 0.0 }
     }
 

@@ -27,3 +27,21 @@ pub use store::{Store, StoreConfig};
 
 /// Milliseconds on the host's clock. The core only compares and adds them.
 pub type Millis = f64;
+
+/// A host time with a total order, for deadline heaps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadline(pub Millis);
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}

@@ -19,7 +19,7 @@ use crate::error::RegistryError;
 use crate::registry::{parse_range, Health, Liveness, Query, Registry, Strategy, Transition, VersionReq};
 use crate::resilience::{Backoff, Breaker, BreakerConfig, BreakerState, Jitter, SplitMix64, TokenBucket};
 use crate::slab::Slab;
-use crate::Millis;
+use crate::{Deadline, Millis};
 
 /// A mesh's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -30,6 +30,33 @@ pub struct MeshConfig {
     pub liveness: Liveness,
     /// Every agent's breaker.
     pub breaker: BreakerConfig,
+}
+
+impl MeshConfig {
+    /// The settings as hosts pass them, flat: the seed; liveness (beat interval, missed beats to
+    /// degraded, unhealthy and offline, ms offline before deregistration); every agent's breaker
+    /// (failures to open, cool-down ms, probes, successes to close).
+    #[must_use]
+    #[allow(clippy::too_many_arguments, reason = "flat numbers are how the settings cross the boundary")]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "any seed will do")]
+    pub fn flat(
+        seed: f64,
+        interval: Millis,
+        degraded_after: u32,
+        unhealthy_after: u32,
+        offline_after: u32,
+        deregister_after: Millis,
+        failures_to_open: u32,
+        cool_down: Millis,
+        probes: u32,
+        successes_to_close: u32,
+    ) -> Self {
+        Self {
+            seed: seed as u64,
+            liveness: Liveness { interval, degraded_after, unhealthy_after, offline_after, deregister_after },
+            breaker: BreakerConfig { failures_to_open, cool_down, probes, successes_to_close },
+        }
+    }
 }
 
 /// Something that happened in the mesh, oldest first.
@@ -82,6 +109,18 @@ struct Compiled {
     also: Vec<(u32, VersionReq)>,
 }
 
+impl Compiled {
+    fn query(&self) -> Query<'_> {
+        Query {
+            capability: self.capability,
+            versions: &self.versions,
+            min_health: self.min_health,
+            tags: &self.tags,
+            also: &self.also,
+        }
+    }
+}
+
 /// The mesh's routing state.
 #[derive(Debug)]
 pub struct Mesh {
@@ -95,23 +134,6 @@ pub struct Mesh {
     cool_downs: BinaryHeap<Reverse<(Deadline, u32)>>,
     events: Vec<Event>,
     scratch: Vec<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Deadline(Millis);
-
-impl Eq for Deadline {}
-
-impl PartialOrd for Deadline {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Deadline {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 /// A capability spec: `name version priority` triples, one per line (how hosts pass them).
@@ -252,13 +274,7 @@ impl Mesh {
     /// The agents matching a compiled query, best first.
     pub fn find(&mut self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
         let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
-        let q = Query {
-            capability: c.capability,
-            versions: &c.versions,
-            min_health: c.min_health,
-            tags: &c.tags,
-            also: &c.also,
-        };
+        let q = c.query();
         self.registry.find(&q, out);
         Ok(())
     }
@@ -301,13 +317,7 @@ impl Mesh {
         now: Millis,
     ) -> Result<Result<u32, Refusal>, RegistryError> {
         let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
-        let q = Query {
-            capability: c.capability,
-            versions: &c.versions,
-            min_health: c.min_health,
-            tags: &c.tags,
-            also: &c.also,
-        };
+        let q = c.query();
         let mut order = std::mem::take(&mut self.scratch);
         self.registry.order(&q, strategy, &mut order);
         let mut refusal = Refusal::NoMatch;

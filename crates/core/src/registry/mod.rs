@@ -20,7 +20,7 @@ use crate::error::RegistryError;
 use crate::names::Interner;
 use crate::resilience::SplitMix64;
 use crate::slab::Slab;
-use crate::Millis;
+use crate::{Deadline, Millis};
 
 /// When missed heartbeats move an agent down.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,23 +56,6 @@ pub struct Transition {
     pub to: Option<Health>,
     /// When (host ms).
     pub at: Millis,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Check(Millis);
-
-impl Eq for Check {}
-
-impl PartialOrd for Check {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Check {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 /// How well an agent is, best first: queries accept an agent whose health ranks at or above
@@ -177,7 +160,7 @@ pub struct Registry {
     registered: u64,
     liveness: Liveness,
     /// (when, agent, its beat count then): the next liveness check of each agent.
-    checks: BinaryHeap<Reverse<(Check, u32, u64)>>,
+    checks: BinaryHeap<Reverse<(Deadline, u32, u64)>>,
     transitions: Vec<Transition>,
     /// Each live agent's health by slot index: discovery reads it for every provider, and a
     /// dense array stays in cache where the agents themselves would not.
@@ -352,7 +335,7 @@ impl Registry {
     /// Schedules the first liveness check after a beat (or registration) at `at`.
     fn schedule(&mut self, agent: u32, at: Millis, beats: u64) {
         let first = at + f64::from(self.liveness.degraded_after.max(1)) * self.liveness.interval;
-        self.checks.push(Reverse((Check(first), agent, beats)));
+        self.checks.push(Reverse((Deadline(first), agent, beats)));
     }
 
     /// What missed beats make of an agent that reported `reported` and last beat at
@@ -396,7 +379,7 @@ impl Registry {
             if let Some(health) = self.liveness_at(reported, last_beat, at.0) {
                 self.move_to(agent, health, at.0);
                 if let Some(next) = self.next_step(last_beat, at.0) {
-                    self.checks.push(Reverse((Check(next), agent, beats)));
+                    self.checks.push(Reverse((Deadline(next), agent, beats)));
                 }
             } else {
                 let from = entry.health;
