@@ -13,7 +13,7 @@ import { isOrreryError, OrreryError } from './errors.js'
 import type { Delivery } from './group.js'
 import type { Message } from './message.js'
 import type { AgentMetrics } from './metrics.js'
-import type { Health, Registry } from './registry.js'
+import { RETRY_BACKOFF, type BackoffOptions, type Health, type Registry } from './registry.js'
 import { validate } from './schema.js'
 import type { MeshCore } from './backend.js'
 
@@ -25,17 +25,6 @@ export interface RateLimit {
   burst?: number
 }
 
-/** An exponential backoff. */
-export interface BackoffOptions {
-  /** The first retry's delay in ms (default 100). */
-  base?: number
-  /** Growth per retry (default 2). */
-  factor?: number
-  /** The longest delay in ms (default 30,000). */
-  max?: number
-  /** `full` (default: 0 to the delay), `equal` (half to all of it) or `none`. */
-  jitter?: 'full' | 'equal' | 'none'
-}
 
 /** How an agent's handler failures are treated. */
 export interface RetryOptions {
@@ -81,10 +70,14 @@ export interface RunnerHost {
 /** The header naming the capability a routed message is for. */
 export const CAPABILITY_HEADER = 'orrery-capability'
 
-const JITTER = { none: 0, full: 1, equal: 2 } as const
 
 /** Deliveries of one message ending in a fatal error after which it is dead-lettered as poison. */
 const POISON_CRASHES = 2
+
+/** An error's Orrery code, if it has one. */
+function codeOf(error: unknown): string | null {
+  return (error as { code?: string } | null)?.code ?? null
+}
 
 function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`
@@ -415,7 +408,7 @@ export class AgentRunner {
       bus.answer(job.delivery.message, result === undefined ? null : result)
     } catch (error) {
       try {
-        bus.answer(job.delivery.message, undefined, { message: `the reply cannot be sent: ${describe(error)}`, code: (error as { code?: string })?.code ?? null, permanent: true })
+        bus.answer(job.delivery.message, undefined, { message: `the reply cannot be sent: ${describe(error)}`, code: codeOf(error), permanent: true })
       } catch {
         // The bus closed: the caller learns it from its own request.
       }
@@ -430,10 +423,7 @@ export class AgentRunner {
       host.metrics.failed(this.id, agent.type, job.key, 'fatal')
       if (job.isRequest) {
         // The caller hears at once (and may try another agent); the request is not rerun.
-        this.settle(job, () => {
-          host.bus.answer(job.delivery.message, undefined, { message: describe(error), code: (error as { code?: string })?.code ?? null, permanent: false })
-          job.delivery.ack()
-        })
+        this.answerError(job, describe(error), codeOf(error), false)
       } else if (job.attempt >= POISON_CRASHES) {
         // It crashed an agent before: a poison message, not a broken agent. Dead-letter it so
         // that restarts do not feed it to every new life until the supervisor gives up.
@@ -451,10 +441,7 @@ export class AgentRunner {
     host.metrics.failed(this.id, agent.type, job.key, 'transient')
     if (job.isRequest) {
       // The caller's routing owns retries of requests (another agent may answer sooner).
-      return this.settle(job, () => {
-        host.bus.answer(job.delivery.message, undefined, { message: describe(error), code: (error as { code?: string })?.code ?? null, permanent: false })
-        job.delivery.ack()
-      })
+      return this.answerError(job, describe(error), codeOf(error), false)
     }
     const n = job.attempt
     if (n > retry.attempts) {
@@ -462,8 +449,7 @@ export class AgentRunner {
       host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: n, error: reason })
       return this.settle(job, () => job.delivery.nack({ deadLetter: reason }))
     }
-    const b = retry.backoff ?? {}
-    const delay = host.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 30_000, JITTER[b.jitter ?? 'full'], n)
+    const delay = host.registry.backoff(retry.backoff, n, RETRY_BACKOFF)
     host.report({ type: 'retry', agent: this.id, capability: job.key, attempt: n, error: describe(error), delay })
     this.settle(job, () => job.delivery.nack({ delay }))
   }
@@ -472,14 +458,16 @@ export class AgentRunner {
   private permanent(job: Job, error: unknown, reason: string): void {
     const { host } = this
     host.metrics.failed(this.id, this.agent.type, job.key, 'permanent')
-    if (!job.isRequest) host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: 1, error: reason })
+    if (job.isRequest) return this.answerError(job, reason, codeOf(error), true)
+    host.report({ type: 'dead-letter', agent: this.id, capability: job.key, attempt: 1, error: reason })
+    this.settle(job, () => job.delivery.nack({ deadLetter: reason }))
+  }
+
+  /** Answers a request with an error and acks it: the caller hears at once, and it is not rerun. */
+  private answerError(job: Job, message: string, code: string | null, permanent: boolean): void {
     this.settle(job, () => {
-      if (job.isRequest) {
-        host.bus.answer(job.delivery.message, undefined, { message: reason, code: (error as { code?: string })?.code ?? null, permanent: true })
-        job.delivery.ack()
-      } else {
-        job.delivery.nack({ deadLetter: reason })
-      }
+      this.host.bus.answer(job.delivery.message, undefined, { message, code, permanent })
+      job.delivery.ack()
     })
   }
 
@@ -489,14 +477,8 @@ export class AgentRunner {
     host.metrics.failed(this.id, this.agent.type, job.key, 'rate-limited')
     host.report({ type: 'rate-limited', agent: this.id, capability: job.key, attempt: 1 })
     const reason = `RATE_LIMITED: agent ${this.id} is over its rate limit for ${job.key}`
-    this.settle(job, () => {
-      if (job.isRequest) {
-        host.bus.answer(job.delivery.message, undefined, { message: reason, code: 'RATE_LIMITED', permanent: false })
-        job.delivery.ack()
-      } else {
-        job.delivery.nack({ deadLetter: reason })
-      }
-    })
+    if (job.isRequest) return this.answerError(job, reason, 'RATE_LIMITED', false)
+    this.settle(job, () => job.delivery.nack({ deadLetter: reason }))
   }
 
   /** Stops taking messages; its queue waits. */

@@ -6,17 +6,16 @@
 import { Subject, type Observable, type Subscription } from 'rxjs'
 
 import { silentLogger, type Agent, type AgentClass, type AgentContext, type Logger } from './agent.js'
-import { AgentRunner, CAPABILITY_HEADER, type AgentState, type BackoffOptions, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './agent-runner.js'
+import { AgentRunner, type AgentState, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './agent-runner.js'
 import type { Backend, MeshCore } from './backend.js'
-import { ROUTE_STATUS } from './backend.js'
 import type { Bus, PublishOptions } from './bus.js'
 import { checkConfig, gatherConfig, type ConfigSources } from './config.js'
 import { OrreryError } from './errors.js'
 import type { Message } from './message.js'
 import { noMetrics, promMetrics, type AgentMetrics, type PromRegistry } from './metrics.js'
-import { Registry, strategyCode, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
+import { Registry, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
-import { Supervisor, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
+import { RESTART_BACKOFF, Supervisor, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
 /** Options of a mesh. */
 export interface MeshOptions {
@@ -202,7 +201,7 @@ export class Mesh {
       {
         now: this.now,
         startChild: (id, type, options, owner) => this.startAgent(id, type, { ...this.definition(type).defaults, ...options }, owner),
-        backoff: (b, attempt) => this.registry.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 5_000, { none: 0, full: 1, equal: 2 }[b.jitter ?? 'none'], attempt),
+        backoff: (b, attempt) => this.registry.backoff(b, attempt, RESTART_BACKOFF),
         report: (event) => this.subject.next(event),
       },
       spec,
@@ -261,20 +260,8 @@ export class Mesh {
    * Sends a message (no reply) to one agent offering `capability`: it is queued in that agent's
    * inbox, where its own retries and dead-lettering apply.
    */
-  async send(capability: string, payload: unknown, options: PublishOptions & { tags?: readonly string[]; strategy?: Strategy } = {}): Promise<{ readonly id: string; readonly agent: string }> {
-    const registry = this.registry
-    const query = registry.compile(options.tags ? { capability, tags: options.tags } : capability)
-    const status = registry.core.route(query, strategyCode(options.strategy ?? 'priority'), this.now(), [])
-    if (status !== ROUTE_STATUS.routed) {
-      throw new OrreryError(status === ROUTE_STATUS.circuitOpen ? 'CIRCUIT_OPEN' : status === ROUTE_STATUS.bulkheadFull ? 'BULKHEAD_FULL' : 'NO_RESPONDER', `no agent can take ${capability} now`, { details: { capability } })
-    }
-    const handle = registry.core.second
-    if (registry.core.finish(handle, 2, this.now())) registry.changed()
-    const target = registry.byCoreHandle(handle)!
-    const name = capability.includes('@') ? capability.slice(0, capability.indexOf('@')) : capability
-    const { tags: _tags, strategy: _strategy, ...publish } = options
-    const sent = await this.bus.publish(target.inbox, payload, { ...publish, recipient: target.id, headers: { ...publish.headers, [CAPABILITY_HEADER]: name } })
-    return { id: sent.id, agent: target.id }
+  send(capability: string, payload: unknown, options: PublishOptions & { tags?: readonly string[]; strategy?: Strategy } = {}): Promise<{ readonly id: string; readonly agent: string }> {
+    return this.router.send(capability, payload, options)
   }
 
   /**
@@ -439,5 +426,3 @@ export class Mesh {
     if (this.closing) throw new OrreryError('CLOSED', 'this mesh is shut down')
   }
 }
-
-export type { BackoffOptions, RateLimit, RetryOptions }

@@ -68,6 +68,23 @@ export type RegistryEvent =
   | { type: 'deregistered'; agent: string; from: Health; at: number; reason: 'requested' | 'missed-heartbeats' }
   | { type: 'breaker'; agent: string; from: BreakerState; to: BreakerState; at: number }
 
+/** An exponential backoff. */
+export interface BackoffOptions {
+  /** The first retry's delay in ms (default 100). */
+  base?: number
+  /** Growth per retry (default 2). */
+  factor?: number
+  /** The longest delay in ms. */
+  max?: number
+  /** `full` (0 to the delay), `equal` (half to all of it) or `none`. */
+  jitter?: 'full' | 'equal' | 'none'
+}
+
+const JITTER_CODES = { none: 0, full: 1, equal: 2 } as const
+
+/** @internal Retries of handlers and routed requests: 100 ms doubling, at most 30 s, full jitter. */
+export const RETRY_BACKOFF: Required<BackoffOptions> = { base: 100, factor: 2, max: 30_000, jitter: 'full' }
+
 /** Liveness settings: how often agents beat, and what missed beats do. */
 export interface LivenessOptions {
   /** Heartbeat interval in ms (default 5,000). */
@@ -105,7 +122,8 @@ interface Known {
 /** The slot-index bits of a core handle (`orrery_core::slab`: index in the low 20 bits, generation above). */
 const SLOT_MASK = (1 << 20) - 1
 
-function splitCapability(text: string): [string, string] {
+/** @internal `name@range` as [name, range]; no range means any. */
+export function splitCapability(text: string): [string, string] {
   const at = text.indexOf('@')
   return at < 0 ? [text, '*'] : [text.slice(0, at), text.slice(at + 1) || '*']
 }
@@ -271,6 +289,15 @@ export class Registry {
     const id = this.core.query(capability, range, healthCode(spec.minHealth ?? 'degraded', 'minHealth'), [...(spec.tags ?? [])], also)
     this.queries.set(key, id)
     return id
+  }
+
+  /**
+   * @internal The delay before retry `attempt` of an exponential backoff, drawn from the core's
+   * seeded random source; `defaults` fill what `options` leaves out.
+   */
+  backoff(options: BackoffOptions | undefined, attempt: number, defaults: Required<BackoffOptions>): number {
+    const b = options ?? {}
+    return this.core.backoff(b.base ?? defaults.base, b.factor ?? defaults.factor, b.max ?? defaults.max, JITTER_CODES[b.jitter ?? defaults.jitter], attempt)
   }
 
   /** @internal The agent behind a core handle. */

@@ -10,8 +10,7 @@ import { ROUTE_STATUS } from './backend.js'
 import type { Bus, PublishOptions } from './bus.js'
 import { OrreryError, type ErrorCode } from './errors.js'
 import type { Message } from './message.js'
-import { strategyCode, type AgentQuery, type Registry, type Strategy } from './registry.js'
-import type { BackoffOptions } from './agent-runner.js'
+import { RETRY_BACKOFF, splitCapability, strategyCode, type AgentQuery, type BackoffOptions, type Registry, type Strategy } from './registry.js'
 import { CAPABILITY_HEADER } from './agent-runner.js'
 
 /** Options of a routed request. */
@@ -42,7 +41,6 @@ export interface RouteEvent {
   delay?: number
 }
 
-const JITTER = { none: 0, full: 1, equal: 2 } as const
 
 /** Codes a handler's error keeps when it reaches the caller. */
 const REMOTE_CODES = new Set(['RATE_LIMITED', 'SCHEMA_INVALID', 'NO_HANDLER', 'TIMEOUT', 'INVALID_PAYLOAD', 'MESSAGE_TOO_LARGE'])
@@ -100,13 +98,29 @@ export class Router {
     const registry = this.registry
     const queryId = registry.compile(query)
     const strategy = this.strategy(options.strategy)
-    const name = capability.includes('@') ? capability.slice(0, capability.indexOf('@')) : capability
+    const [name] = splitCapability(capability)
     const publish: PublishOptions & { timeout?: number } = {
       ...options,
       headers: this.capabilityHeaders(name, options.headers),
       timeout: options.timeout ?? 5_000,
     }
     return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined)
+  }
+
+  /** Publishes to the inbox of one agent offering `capability`, picked as a request's would be. */
+  async send(capability: string, payload: unknown, options: PublishOptions & { tags?: readonly string[]; strategy?: Strategy }): Promise<{ readonly id: string; readonly agent: string }> {
+    const registry = this.registry
+    const core = registry.core
+    const [name] = splitCapability(capability)
+    const status = core.route(registry.compile(options.tags ? { capability, tags: options.tags } : capability), this.strategy(options.strategy), registry.now(), NO_EXCLUSIONS)
+    if (status !== ROUTE_STATUS.routed) throw this.refusal(status, name, core.second)
+    const agent = core.second
+    // Queued, not answered: the call holds no slot, and its outcome is the agent's own business.
+    this.finish(agent, NO_VERDICT)
+    const target = registry.byCoreHandle(agent)!
+    const { tags: _tags, strategy: _strategy, ...publish } = options
+    const sent = await this.bus.publish(target.inbox, payload, { ...publish, recipient: target.id, headers: this.capabilityHeaders(name, publish.headers) })
+    return { id: sent.id, agent: target.id }
   }
 
   private attempt<R>(
@@ -159,8 +173,7 @@ export class Router {
   ): Promise<Message<R>> {
     const retries = options.retries ?? 2
     if (tries > retries) return Promise.reject(lastError)
-    const b = options.backoff ?? {}
-    const delay = this.registry.core.backoff(b.base ?? 100, b.factor ?? 2, b.max ?? 30_000, JITTER[b.jitter ?? 'full'], tries)
+    const delay = this.registry.backoff(options.backoff, tries, RETRY_BACKOFF)
     this.report({ type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay })
     return new Promise((resolve) => setTimeout(resolve, delay)).then(() =>
       this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))

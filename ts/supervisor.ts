@@ -7,8 +7,8 @@
  * marks them failed, and escalates (an event, and its `failed` promise).
  */
 import { OrreryError } from './errors.js'
-import type { BackoffOptions } from './agent-runner.js'
 import type { AgentRunner } from './agent-runner.js'
+import type { BackoffOptions } from './registry.js'
 import type { SpawnOptions } from './mesh.js'
 
 /** A restart strategy. */
@@ -40,7 +40,7 @@ export interface SupervisorHost {
   now(): number
   /** Builds and starts an agent (with its id): the runner, or a start failure. */
   startChild(id: string, type: string, options: Omit<SpawnOptions, 'id' | 'replicas'>, supervisor: Supervisor): Promise<AgentRunner>
-  backoff(options: BackoffOptions, attempt: number): number
+  backoff(options: BackoffOptions | undefined, attempt: number): number
   report(event: SupervisorEvent): void
 }
 
@@ -57,6 +57,9 @@ interface Child {
   /** Stopped on purpose (by the user): never restarted. */
   stopped: boolean
 }
+
+/** The wait before a restart, by default: 100 ms doubling with recent restarts, at most 5 s, no jitter. */
+export const RESTART_BACKOFF: Required<BackoffOptions> = { base: 100, factor: 2, max: 5_000, jitter: 'none' }
 
 let supervisors = 0
 
@@ -163,7 +166,7 @@ export class Supervisor {
       child.runner = undefined
     }
     const attempt = this.restarts.length
-    const delay = this.host.backoff(this.spec.backoff ?? { base: 100, factor: 2, max: 5_000, jitter: 'none' }, attempt)
+    const delay = this.host.backoff(this.spec.backoff, attempt)
     this.host.report({ type: 'restart', supervisor: this.name, agents: affected.map((c) => c.id), reason, attempt, delay, at: now })
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
     for (const child of affected) {

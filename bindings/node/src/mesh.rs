@@ -20,6 +20,8 @@ thread_local! {
     static MESHES: RefCell<Slab<Mesh>> = RefCell::new(Slab::default());
     /// The mesh call block: slot 0 the mesh's handle, then the arguments; results from slot 0.
     static CALL: Block = const { RefCell::new(None) };
+    /// `mesh_find`'s results before they are copied into the call block, kept between calls.
+    static FOUND: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
 fn closed() -> napi::Error<Code> {
@@ -180,14 +182,16 @@ pub fn mesh_query(
 /// their states from slot 1 (`Mesh::find_states`; else read them with `meshFindStates`).
 #[napi(catch_unwind)]
 pub fn mesh_find() -> Result<()> {
-    let mut out = Vec::new();
-    with_call(|mesh, slots| {
-        mesh.find_states(arg(slots, 0)?, num(slots, 1), &mut out)?;
-        slots[0] = (out.len() / STATE_FIELDS) as f64;
-        if out.len() < slots.len() {
-            slots[1..=out.len()].copy_from_slice(&out);
-        }
-        Ok(())
+    FOUND.with(|found| {
+        let out = &mut *found.borrow_mut();
+        with_call(|mesh, slots| {
+            mesh.find_states(arg(slots, 0)?, num(slots, 1), out)?;
+            slots[0] = (out.len() / STATE_FIELDS) as f64;
+            if out.len() < slots.len() {
+                slots[1..=out.len()].copy_from_slice(out);
+            }
+            Ok(())
+        })
     })
 }
 
