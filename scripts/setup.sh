@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Orrery's build and tests need and is missing, and nothing else:
-#   Debian packages  the wasm route (rustc-web, cargo-web, rust-web-src, lld-22), binaryen
-#                    (wasm-opt), chromium (browser tests), and g++, make and python3 for
+#   Debian packages  the wasm route (rustc-web, cargo-web, rust-web-src, lld-22, and
+#                    rust-web-llvm for /usr/bin/rust-lld, which rustc-web only recommends),
+#                    binaryen (wasm-opt), chromium (browser tests), and g++, make and python3 for
 #                    better-sqlite3 (a benchmark baseline built from source: its prebuilt
 #                    download is not reachable here)
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
@@ -11,7 +12,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 binaryen chromium g++ make python3)
+APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 rust-web-llvm binaryen chromium g++ make python3)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -54,4 +55,31 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # /usr/include/node instead of downloading them.
   if [ -f /usr/include/node/node_version.h ]; then export npm_config_nodedir=/usr; fi
   npm install --no-audit --no-fund
+fi
+
+# Installing is not proof: check that each tool the build and tests call is really there, and
+# name the package that provides it when it is not (rust-lld was once missing on a fresh machine
+# because apt counted it a mere recommendation).
+problems=()
+need() { # need <command or path> <what provides it>
+  if [[ "$1" == /* ]]; then [ -x "$1" ] || problems+=("$1 (from $2)")
+  else command -v "$1" >/dev/null || problems+=("$1 (from $2)"); fi
+}
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  need /usr/bin/rustc "Debian package rustc-web"
+  need /usr/bin/cargo "Debian package cargo-web"
+  need /usr/bin/rust-lld "Debian package rust-web-llvm"
+  [ -d /usr/lib/rustlib/src/rust/library/std ] || problems+=("std sources at /usr/lib/rustlib/src/rust (from Debian package rust-web-src)")
+fi
+need wasm-opt "Debian package binaryen"
+need /usr/bin/chromium "Debian package chromium"
+need g++ "Debian package g++"
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
+  problems+=("wasm-bindgen $pinned (cargo install wasm-bindgen-cli --version =$pinned; found: $(wasm-bindgen --version 2>/dev/null || echo none))")
+fi
+[ -x node_modules/.bin/vitest ] || problems+=("node_modules/.bin/vitest (npm install)")
+if [ ${#problems[@]} -gt 0 ]; then
+  echo "set-up incomplete; missing after installing:" >&2
+  printf '  %s\n' "${problems[@]}" >&2
+  exit 1
 fi
