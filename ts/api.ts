@@ -9,7 +9,7 @@ import { checkLayout } from './frame.js'
 import { Mesh, type MeshOptions } from './mesh.js'
 import { Store, type StoreOptions } from './store.js'
 
-export { Bus, Published } from './bus.js'
+export { Bus, Published, PublishResult } from './bus.js'
 export type { BatchItem, BusEvent, ChannelOptions, PublishOptions, Reply, StartFrom, SubscribeOptions } from './bus.js'
 export { Group } from './group.js'
 export type { Delivery, GroupOptions } from './group.js'

@@ -17,6 +17,7 @@ import { encodePayload } from './codec.js'
 import { isOrreryError, OrreryError } from './errors.js'
 import { CODEC_CODES, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from './frame.js'
 import { Group, type GroupOptions } from './group.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { FrameMessage, type Message } from './message.js'
 import { validate, type StandardSchemaV1 } from './schema.js'
 import { Stream } from './stream.js'
@@ -68,6 +69,33 @@ export class Published {
     this.strings ??= this.raw.map((id) => (typeof id === 'string' ? id : `${this.prefix}-${id}`))
     return this.strings
   }
+
+  toJSON(): { ids: string[]; published: number } {
+    return { ids: this.ids, published: this.published }
+  }
+
+  [INSPECT](depth: number, options: InspectOptions, inspect?: InspectFn): string | object {
+    return inspectAs('Published', this.toJSON(), depth, options, inspect)
+  }
+}
+
+/** What `publish` resolves to; the id string is made only when read. */
+export class PublishResult {
+  /** @internal */
+  constructor(private readonly batch: Published) {}
+
+  /** The message's id: the producer's, or `<bus prefix>-<n>`. */
+  get id(): string { return this.batch.ids[0]! }
+  /** False when the channel's dedup window dropped it as a duplicate. */
+  get published(): boolean { return this.batch.published === 1 }
+
+  toJSON(): { id: string; published: boolean } {
+    return { id: this.id, published: this.published }
+  }
+
+  [INSPECT](depth: number, options: InspectOptions, inspect?: InspectFn): string | object {
+    return inspectAs('PublishResult', this.toJSON(), depth, options, inspect)
+  }
 }
 
 /** Where a consumer starts reading. */
@@ -104,6 +132,8 @@ export type BusEvent =
 export type Reply<R> = R | Promise<R>
 
 type RecordHandler = (seq: number, attempt: number, frame: Uint8Array) => void
+/** A publish or request waiting for room: `attempt` is true once it settled, false while a consumer is still full. */
+interface Waiter { readonly channels: readonly string[]; readonly attempt: () => boolean }
 
 let idCounter = 0
 const instancePrefix = Math.floor(Math.random() * 0x7fffffff).toString(36)
@@ -156,7 +186,14 @@ export class Bus {
   private readonly idPrefix = `${instancePrefix}${(idCounter++).toString(36)}`
   private nextId = 0
   private readonly generated = { prefix: new TextEncoder().encode(this.idPrefix), n: 0 }
-  private spaceWaiters: Array<() => void> = []
+  /**
+   * Publishes and requests waiting for room in a full `block` consumer, oldest first, and how
+   * many of them touch each channel. Only those channels' order needs the wait: a publish to any
+   * other channel goes through at once, one to a waiting channel queues behind the waiters.
+   */
+  private waiting: Waiter[] = []
+  private readonly waitingChannels = new Map<string, number>()
+  private retrying = false
   private flushQueued = false
   private flushing = false
   private wokenByThread = false
@@ -211,16 +248,16 @@ export class Bus {
    * dedup window dropped it as a duplicate). A full consumer with the `block` policy makes this
    * wait; with `reject` it fails with `BACKPRESSURE`. A refused publish publishes nothing.
    */
-  async publish(channel: string, payload: unknown, options: PublishOptions = {}): Promise<{ readonly id: string; readonly published: boolean }> {
-    const result = await this.publishBatch([{ channel, payload, options }])
-    return { get id() { return result.ids[0]! }, published: result.published === 1 }
+  async publish(channel: string, payload: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    return new PublishResult(await this.publishBatch([{ channel, payload, options }]))
   }
 
   /** Publishes a batch all or nothing, in one crossing into the core. */
   publishBatch(items: ReadonlyArray<BatchItem>): Promise<Published> {
-    // The common case settles at once; only a full blocking consumer takes the waiting path,
-    // and while publishes wait, later ones queue behind them to keep their order.
-    if (this.spaceWaiters.length > 0) return this.publishWhenRoom(items)
+    // The common case settles at once; only a full blocking consumer takes the waiting path, and
+    // while publishes to a channel wait, later ones to that channel queue behind them to keep
+    // its order (a batch queues if any of its channels waits).
+    if (this.waitingChannels.size > 0 && this.touchesWaiting(items)) return this.publishWhenRoom(items)
     try {
       return Promise.resolve(this.publishNow(items))
     } catch (err) {
@@ -229,15 +266,32 @@ export class Bus {
     }
   }
 
-  private async publishWhenRoom(items: ReadonlyArray<BatchItem>): Promise<Published> {
-    for (;;) {
-      await this.spaceFreed()
-      try {
-        return this.publishNow(items)
-      } catch (err) {
-        if (!(isOrreryError(err, 'BACKPRESSURE') && err.details['wait'])) throw err
-      }
-    }
+  private touchesWaiting(items: ReadonlyArray<BatchItem>): boolean {
+    for (let i = 0; i < items.length; i++) if (this.waitingChannels.has(items[i]!.channel)) return true
+    return false
+  }
+
+  private publishWhenRoom(items: ReadonlyArray<BatchItem>): Promise<Published> {
+    const channels = [...new Set(items.map((item) => item.channel))]
+    return new Promise((resolve, reject) => {
+      this.wait(channels, () => {
+        try {
+          resolve(this.publishNow(items))
+        } catch (err) {
+          if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return false
+          reject(err)
+        }
+        return true
+      })
+    })
+  }
+
+  /** Queues `attempt` (true once it settled, false while a consumer is still full) until room is made. */
+  private wait(channels: readonly string[], attempt: () => boolean): void {
+    this.waiting.push({ channels, attempt })
+    for (const channel of channels) this.waitingChannels.set(channel, (this.waitingChannels.get(channel) ?? 0) + 1)
+    // A drain is what makes room: make sure one comes.
+    this.scheduleFlush()
   }
 
   /** @internal Encodes and appends a batch; throws BACKPRESSURE (wait) when a blocking consumer is full. */
@@ -280,18 +334,34 @@ export class Bus {
 
 
 
-  /** Resolves after the next drain or ack frees room in some consumer. */
-  private spaceFreed(): Promise<void> {
-    this.scheduleFlush()
-    return new Promise((resolve) => this.spaceWaiters.push(resolve))
+  /**
+   * @internal Retries the waiting publishes and requests, oldest first, after a drain, an ack or
+   * a departure may have made room. One that still finds a consumer full keeps waiting, and so
+   * does every later one sharing a channel with it, so each channel keeps its order.
+   */
+  roomMade(): void {
+    if (this.waiting.length === 0 || this.retrying) return
+    this.retrying = true
+    try {
+      const queue = this.waiting
+      this.waiting = []
+      this.waitingChannels.clear()
+      const blocked = new Set<string>()
+      for (const waiter of queue) {
+        // Attempts settle their own errors, so none throws out of this loop.
+        if (waiter.channels.some((c) => blocked.has(c)) || !waiter.attempt()) {
+          for (const c of waiter.channels) blocked.add(c)
+          this.requeue(waiter)
+        }
+      }
+    } finally {
+      this.retrying = false
+    }
   }
 
-  /** @internal Wakes publishers waiting for room. */
-  roomMade(): void {
-    if (this.spaceWaiters.length === 0) return
-    const waiters = this.spaceWaiters
-    this.spaceWaiters = []
-    for (const wake of waiters) wake()
+  private requeue(waiter: Waiter): void {
+    this.waiting.push(waiter)
+    for (const channel of waiter.channels) this.waitingChannels.set(channel, (this.waitingChannels.get(channel) ?? 0) + 1)
   }
 
   /**
@@ -460,6 +530,8 @@ export class Bus {
    */
   request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
     // Not `async`: every async wrapper adds promise hops to a round trip measured in microseconds.
+    // Behind a publish or request still waiting on this channel: queue, to keep its order.
+    if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.requestWhenRoom<R>(channel, payload, options)
     let token: number
     try {
       token = this.sendRequest(channel, payload, options)
@@ -484,10 +556,24 @@ export class Bus {
     return this.core.request(w.bytes(), options.timeout ?? 5_000, now)
   }
 
-  /** Waits for room, then tries again (waiting again if a consumer is still full). */
-  private async requestWhenRoom<R>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number }): Promise<Message<R>> {
-    await this.spaceFreed()
-    return this.request<R>(channel, payload, options)
+  /** Waits for room, then sends (waiting again if a consumer is still full); the timeout starts when it is sent. */
+  private requestWhenRoom<R>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number }): Promise<Message<R>> {
+    return new Promise<Message<R>>((resolve, reject) => {
+      this.wait([channel], () => {
+        let token: number
+        try {
+          token = this.sendRequest(channel, payload, options)
+        } catch (err) {
+          if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return false
+          reject(err)
+          return true
+        }
+        this.noteDeadline()
+        this.scheduleFlush()
+        this.requests.set(token, { resolve: resolve as (m: Message) => void, reject, channel })
+        return true
+      })
+    })
   }
 
   /**

@@ -7,6 +7,7 @@
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from './backend.js'
 import { overflowOf, startOf, type Bus, type StartFrom } from './bus.js'
 import { OrreryError } from './errors.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { FrameMessage, type Message } from './message.js'
 import type { StandardSchemaV1 } from './schema.js'
 import type { Subscriber } from 'rxjs'
@@ -217,5 +218,13 @@ class GroupDelivery<T> implements Delivery<T> {
   private settleOnce(what: string): void {
     if (this.settled) throw new OrreryError('STALE_ACK', `this delivery was already settled (${what})`, { details: { seq: this.message.seq } })
     this.settled = true
+  }
+
+  toJSON(): { group: string; channel: string; attempt: number; settled: boolean; message: object } {
+    return { group: this.group.name, channel: this.group.channel, attempt: this.attempt, settled: this.settled, message: this.message.toJSON() }
+  }
+
+  [INSPECT](depth: number, options: InspectOptions, inspect?: InspectFn): string | object {
+    return inspectAs('Delivery', this.toJSON(), depth, options, inspect)
   }
 }

@@ -8,6 +8,7 @@ import {
   CODECS, frameF64, frameHeaders, framePayload, frameString, KINDS, LAYOUT, MetaString, PRIORITIES,
   type CodecName, type Kind, type Priority,
 } from './frame.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 
 /** A delivered message. */
 export interface Message<T = unknown> {
@@ -84,5 +85,10 @@ export class FrameMessage<T = unknown> implements Message<T> {
   toJSON(): Omit<Message<T>, 'bytes'> {
     const { channel, seq, id, kind, priority, timestamp, expiresAt, sender, recipient, correlationId, causationId, schema, headers, codec, payload } = this
     return { channel, seq, id, kind, priority, timestamp, expiresAt, sender, recipient, correlationId, causationId, schema, headers, codec, payload }
+  }
+
+  /** `console.log(message)` prints the message's fields (decoding them), not its frame. */
+  [INSPECT](depth: number, options: InspectOptions, inspect?: InspectFn): string | object {
+    return inspectAs('Message', this.toJSON(), depth, options, inspect)
   }
 }

@@ -1,6 +1,7 @@
 /** What the store hands out: entries, changes and stamps, decoded from the core's records. */
 import { decodePayload } from './codec.js'
 import type { CodecName } from './frame.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { KINDS, readKey, RECORD_HEADER } from './store-wire.js'
 
 /** A write's hybrid logical clock stamp and its writer: how replicas order concurrent writes. */
@@ -74,8 +75,8 @@ class StoreEntry<T> implements Entry<T> {
     return { key: this.key, value: this.value, version: this.version, stamp: this.stamp, expiresAt: this.expiresAt }
   }
 
-  [Symbol.for('nodejs.util.inspect.custom')](): object {
-    return this.toJSON()
+  [INSPECT](depth: number, options: InspectOptions, inspect?: InspectFn): string | object {
+    return inspectAs('Entry', this.toJSON(), depth, options, inspect)
   }
 }
 

@@ -3,7 +3,7 @@
  * output type flows to every handler. The schema id (`name@major.minor`) travels in each
  * message's envelope.
  */
-import type { BatchItem, Bus, Published, PublishOptions, SubscribeOptions } from './bus.js'
+import type { BatchItem, Bus, Published, PublishOptions, PublishResult, SubscribeOptions } from './bus.js'
 import { OrreryError } from './errors.js'
 import type { Group, GroupOptions } from './group.js'
 import type { Message } from './message.js'
@@ -40,7 +40,7 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   }
 
   /** Validates, then publishes; an invalid payload rejects with `SCHEMA_INVALID` naming the field and publishes nothing. */
-  async publish(payload: T, options: PublishOptions = {}): Promise<{ readonly id: string; readonly published: boolean }> {
+  async publish(payload: T, options: PublishOptions = {}): Promise<PublishResult> {
     return this.bus.publish(this.channel, await this.checked(payload), this.envelope(options))
   }
 
