@@ -213,7 +213,7 @@ describe(`store (${ENGINE})`, () => {
 
   it('merges replica changes: last writer wins by stamp, or a merge function decides', async () => {
     const { store } = await open()
-    const ns = store.namespace<undefined, number[]>('sets')
+    const ns = store.namespace<number[]>('sets')
     ns.put('s', [1])
     const local = ns.get('s')!.stamp
     expect(store.merge(ns, { key: 's', type: 'put', value: [9], stamp: { wall: local.wall - 10, logical: 0, writer: 'b' } })).toBe(0)

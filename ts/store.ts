@@ -13,7 +13,7 @@ import { encodePayload } from './codec.js'
 import { OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import { Namespace, type NamespaceOptions } from './namespace.js'
-import type { StandardSchemaV1 } from './schema.js'
+import type { InferOutput, StandardSchemaV1 } from './schema.js'
 import { validate } from './schema.js'
 import { nextRecord, readChange, type Change } from './store-records.js'
 import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './store-wire.js'
@@ -269,13 +269,13 @@ export class Store<D extends boolean = false> {
    * A namespace of keys. `codec` (default `json`) encodes values; a `schema` validates every
    * value written (SCHEMA_INVALID names the field, and nothing is written).
    */
-  namespace<S extends StandardSchemaV1 | undefined = undefined, T = S extends StandardSchemaV1<unknown, infer O> ? O : unknown>(
-    name: string,
-    options: NamespaceOptions<S> = {},
-  ): Namespace<T, D> {
+  namespace<S extends StandardSchemaV1>(name: string, options: NamespaceOptions<S> & { schema: S }): Namespace<InferOutput<S>, D>
+  /** A namespace without a schema: `T` is the type of its values (`store.namespace<number>('counters')`). */
+  namespace<T = unknown>(name: string, options?: NamespaceOptions<undefined>): Namespace<T, D>
+  namespace(name: string, options: NamespaceOptions<StandardSchemaV1 | undefined> = {}): Namespace<unknown, D> {
     this.checkOpen()
     const known = this.namespaces.get(name)
-    if (known && options.codec === undefined && options.schema === undefined && options.history === undefined) return known as Namespace<T, D>
+    if (known && options.codec === undefined && options.schema === undefined && options.history === undefined) return known
     const id = this.core.namespace(name)
     if (options.history !== undefined) {
       if (!Number.isInteger(options.history) || options.history < 0 || options.history > 0xffffffff) {
@@ -284,8 +284,8 @@ export class Store<D extends boolean = false> {
       this.core.setHistory(id, options.history)
       this.changed(false)
     }
-    const ns = new Namespace<T, D>(this.ctx, id, name, options)
-    this.namespaces.set(name, ns as Namespace<unknown, D>)
+    const ns = new Namespace<unknown, D>(this.ctx, id, name, options)
+    this.namespaces.set(name, ns)
     return ns
   }
 
