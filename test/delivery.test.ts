@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 
-import type { BusEvent, Message } from '../ts/node.js'
+import type { BusEvent, Delivery, Message } from '../ts/node.js'
 import { ENGINE } from './engine.js'
 import { clocked, collect, errorOf, settle } from './helpers.js'
 
@@ -69,6 +69,41 @@ describe(`delivery semantics (${ENGINE})`, () => {
     await bus.publishBatch([4, 5, 6, 7, 8].map((payload) => ({ channel: 'bp', payload })))
     await settle()
     expect(got.length).toBe(8)
+  })
+
+  it('backpressure "block" holds up only the waiting channel: other channels publish at once, the waiting one keeps its order', async () => {
+    const { bus } = await clocked()
+    // A consumer of A that holds one unacked delivery and buffers two more: a fourth publish waits.
+    const deliveries: Array<Delivery<number>> = []
+    bus.group<number>('A', 'slow', { buffer: 2, overflow: 'block' }).join({ maxInFlight: 1 }).subscribe((d) => deliveries.push(d))
+    const gotB = collect(bus.subscribe<string>('B'))
+    await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'A', payload })))
+    await settle()
+    let fourth = false
+    const waiting = bus.publish('A', 4).then(() => { fourth = true })
+    await settle()
+    expect(fourth).toBe(false)
+    // B has no full consumer: its publish goes through in the same call, not behind A's.
+    const b = bus.publish('B', 'b1')
+    expect(bus.stats('B').published).toBe(1)
+    await b
+    await settle()
+    expect(gotB.map((m) => m.payload)).toEqual(['b1'])
+    expect(fourth).toBe(false)
+    // A later publish to A queues behind the waiting one, and so does a batch touching A.
+    const fifth = bus.publish('A', 5)
+    const mixed = bus.publishBatch([{ channel: 'B', payload: 'b2' }, { channel: 'A', payload: 6 }])
+    expect(bus.stats('A').published).toBe(3)
+    expect(bus.stats('B').published).toBe(1)
+    // A's consumer drains, one ack at a time: the waiting publishes arrive in order.
+    for (let i = 0; i < 6; i++) {
+      await settle()
+      deliveries[i]!.ack()
+    }
+    await Promise.all([waiting, fifth, mixed])
+    expect(deliveries.map((d) => d.message.payload)).toEqual([1, 2, 3, 4, 5, 6])
+    await settle()
+    expect(gotB.map((m) => m.payload)).toEqual(['b1', 'b2'])
   })
 
   it('backpressure "drop-oldest": keeps the newest, reports slow consumer and drops', async () => {

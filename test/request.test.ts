@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 
+import type { Delivery } from '../ts/node.js'
 import { ENGINE } from './engine.js'
 import { clocked, collect, errorOf, settle } from './helpers.js'
 
@@ -97,5 +98,32 @@ describe(`requests and backpressure (${ENGINE})`, () => {
     const reply = await bus.request<number>('busy', 21)
     expect(reply.payload).toBe(42)
     expect(served).toContain(21)
+  })
+
+  it('a request waits only behind its own channel: another channel answers at once, the waiting one keeps its order', async () => {
+    const { bus } = await clocked()
+    const deliveries: Array<Delivery<number>> = []
+    // A's responders are a group whose member holds one delivery and buffers two more.
+    bus.group<number>('A', 'slow', { buffer: 2, overflow: 'block' }).join({ maxInFlight: 1 }).subscribe((d) => deliveries.push(d))
+    bus.respond<number, number>('B', (req) => req.payload + 1)
+    await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'A', payload })))
+    await settle()
+    const waiting = bus.publish('A', 4)
+    await settle()
+    expect(bus.stats('A').published).toBe(3)
+    // B is not held up by A's wait.
+    expect((await bus.request<number>('B', 41)).payload).toBe(42)
+    // A request to A queues behind the publish waiting there.
+    const toA = bus.request<number>('A', 5, { timeout: 60_000 })
+    await settle()
+    expect(bus.stats('A').published).toBe(3)
+    for (let i = 0; i < 5; i++) {
+      await settle()
+      deliveries[i]!.ack()
+    }
+    await waiting
+    expect(deliveries.map((d) => d.message.payload)).toEqual([1, 2, 3, 4, 5])
+    bus.answer(deliveries[4]!.message, 'done')
+    expect((await toA).payload).toBe('done')
   })
 })
