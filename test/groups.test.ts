@@ -104,6 +104,27 @@ describe(`consumer groups (${ENGINE})`, () => {
     expect(helped.map((d) => d.message.payload)).toEqual([1, 2, 3])
   })
 
+  it('an ack or nack from a member that has left is STALE_ACK, naming the group, and the message goes to the others', async () => {
+    const { bus } = await clocked()
+    const group = bus.group<number>('orders', 'billing')
+    const held: Array<Delivery<number>> = []
+    const leaving = group.join().subscribe((d) => held.push(d))
+    await bus.publishBatch([7, 8].map((payload) => ({ channel: 'orders', payload })))
+    await settle()
+    expect(held.length).toBe(2)
+    const other = collect(group.join())
+    leaving.unsubscribe()
+    await settle()
+    expect(other.map((d) => d.message.payload)).toEqual([7, 8])
+    const acked = await errorOf(() => held[0]!.ack())
+    expect(acked).toMatchObject({ name: 'OrreryError', code: 'STALE_ACK', details: { group: 'billing', channel: 'orders' } })
+    expect(acked?.message).toContain('consumer group billing on orders')
+    expect(acked?.message).toContain('no longer in its group')
+    expect(await errorOf(() => held[1]!.nack())).toMatchObject({ code: 'STALE_ACK', details: { group: 'billing', channel: 'orders' } })
+    for (const d of other) d.ack()
+    expect(group.stats()).toMatchObject({ acked: 2, nacked: 0, pending: 0, members: 1 })
+  })
+
   it('consume() acks what resolves, retries what throws, dead-letters what is permanent', async () => {
     const { bus, advance } = await clocked()
     const attempts = new Map<string, number>()
@@ -196,7 +217,19 @@ describe(`deleting a group (${ENGINE})`, () => {
     group.delete()
     expect(completed).toBe(true)
     expect(bus.stats('jobs').groups).toBe(0)
-    expect(() => group.delete()).toThrow(expect.objectContaining({ code: 'UNKNOWN_GROUP' }))
+    // Every later call on the handle names the group and channel, not the core's id.
+    for (const call of [() => group.delete(), () => group.stats(), () => group.pending(), () => group.claim(0, { minIdle: 0 })]) {
+      const err = await errorOf(call)
+      expect(err).toMatchObject({ name: 'OrreryError', details: { group: 'w', channel: 'jobs' } })
+      expect(err?.message).not.toMatch(/ id \d/)
+    }
+    for (const call of [() => group.delete(), () => group.stats(), () => group.pending()]) {
+      const err = await errorOf(call)
+      expect(err?.code).toBe('UNKNOWN_GROUP')
+      expect(err?.message).toContain('consumer group w on jobs was deleted')
+    }
+    const joinError = await new Promise<{ code?: string; message?: string }>((resolve) => group.join().subscribe({ error: resolve }))
+    expect(joinError).toMatchObject({ code: 'UNKNOWN_GROUP', message: expect.stringContaining('consumer group w on jobs was deleted') })
     const replay = collect(bus.group<number>('jobs', 'w', { from: 'earliest' }).join())
     await settle()
     expect(replay.map((d) => d.message.payload)).toEqual([1])

@@ -6,7 +6,7 @@
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from './backend.js'
 import { overflowOf, startOf, type Bus, type StartFrom } from './bus.js'
-import { OrreryError } from './errors.js'
+import { isOrreryError, OrreryError } from './errors.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { FrameMessage, type Message } from './message.js'
 import type { StandardSchemaV1 } from './schema.js'
@@ -67,7 +67,7 @@ export class Group<T = unknown> {
     const stream = new Stream<Delivery<T>>({
       start: (sink) => {
         // One member per subscription: its own id, teardown and pause.
-        const id = bus.core.join(this.id, options.maxInFlight ?? 64)
+        const id = this.named(() => bus.core.join(this.id, options.maxInFlight ?? 64))
         latest = id
         const untrack = bus.track(sink)
         this.members.set(id, sink)
@@ -102,12 +102,16 @@ export class Group<T = unknown> {
   /** @internal Settles a delivery in the core. */
   settle(member: number, seq: number, token: number, nack: { delay?: number; deadLetter?: string } | undefined): void {
     const bus = this.bus
-    if (nack === undefined) {
-      bus.core.ack(member, seq, token)
-    } else {
-      const delay = nack.delay ?? 0
-      bus.core.nack(member, seq, token, delay, nack.deadLetter ?? '', bus.now())
-      if (delay > 0) bus.noteDeadline()
+    try {
+      if (nack === undefined) {
+        bus.core.ack(member, seq, token)
+      } else {
+        const delay = nack.delay ?? 0
+        bus.core.nack(member, seq, token, delay, nack.deadLetter ?? '', bus.now())
+        if (delay > 0) bus.noteDeadline()
+      }
+    } catch (err) {
+      throw this.rename(err)
     }
     bus.roomMade()
     bus.scheduleFlush()
@@ -115,7 +119,7 @@ export class Group<T = unknown> {
 
   /** @internal How many times the message at `seq` has been delivered (this delivery included); read on demand. */
   attemptNumber(seq: number): number {
-    const list = this.bus.core.pending(this.id, this.bus.now())
+    const list = this.named(() => this.bus.core.pending(this.id, this.bus.now()))
     for (let i = 0; i < list.length; i += PENDING_FIELDS.length) {
       if (list[i] === seq) return list[i + 3]!
     }
@@ -156,7 +160,7 @@ export class Group<T = unknown> {
    * unacked messages are discarded; the channel's log keeps its messages.
    */
   delete(): void {
-    this.bus.core.deleteGroup(this.id)
+    this.named(() => this.bus.core.deleteGroup(this.id))
     for (const [member, sink] of this.members) {
       this.bus.forgetConsumer(member)
       sink.complete()
@@ -166,7 +170,7 @@ export class Group<T = unknown> {
 
   /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */
   claim(memberId: number, options: { minIdle: number; max?: number }): number {
-    const n = this.bus.core.claim(memberId, options.minIdle, options.max ?? 100, this.bus.now())
+    const n = this.named(() => this.bus.core.claim(memberId, options.minIdle, options.max ?? 100, this.bus.now()))
     this.bus.noteDeadline()
     this.bus.scheduleFlush()
     return n
@@ -174,7 +178,7 @@ export class Group<T = unknown> {
 
   /** The pending-entries list: what members hold and have not acked. */
   pending(): PendingEntry[] {
-    const flat = this.bus.core.pending(this.id, this.bus.now())
+    const flat = this.named(() => this.bus.core.pending(this.id, this.bus.now()))
     const out: PendingEntry[] = []
     for (let i = 0; i < flat.length; i += PENDING_FIELDS.length) {
       out.push(fieldsOf(PENDING_FIELDS, Array.from({ length: PENDING_FIELDS.length }, (_, k) => flat[i + k]!)))
@@ -184,7 +188,36 @@ export class Group<T = unknown> {
 
   /** Counters: members, backlog, pending, delivered, acked, nacked, redelivered, dead-lettered, expired. */
   stats(): GroupStats {
-    return fieldsOf(GROUP_STATS, this.bus.core.groupStats(this.id))
+    return fieldsOf(GROUP_STATS, this.named(() => this.bus.core.groupStats(this.id)))
+  }
+
+  /** Runs a core call, naming this group in what it refuses (the core only knows ids). */
+  private named<R>(call: () => R): R {
+    try {
+      return call()
+    } catch (err) {
+      throw this.rename(err)
+    }
+  }
+
+  /**
+   * The core's error with this group's name and channel in place of its ids. The core refuses
+   * this group's id only once the group was deleted (ids are never reused), through any handle.
+   */
+  private rename(err: unknown): unknown {
+    if (!isOrreryError(err)) return err
+    const where = `consumer group ${this.name} on ${this.channel}`
+    const details = { ...err.details, group: this.name, channel: this.channel }
+    switch (err.code) {
+      case 'UNKNOWN_GROUP':
+        return new OrreryError('UNKNOWN_GROUP', `${where} was deleted; bus.group('${this.channel}', '${this.name}') creates it anew`, { cause: err, details })
+      case 'UNKNOWN_SUBSCRIPTION':
+        return new OrreryError('UNKNOWN_SUBSCRIPTION', `${where} has no member with that id (it left, or never joined this group): use the memberId() of a current member`, { cause: err, details })
+      case 'STALE_ACK':
+        return new OrreryError('STALE_ACK', `${where}: ${err.message}`, { cause: err, details })
+      default:
+        return err
+    }
   }
 }
 

@@ -39,13 +39,15 @@ pub enum BusError {
     #[error("unknown endpoint id {0}")]
     UnknownEndpoint(u32),
     /// An ack or nack for a delivery attempt that is no longer current: the lease expired, the
-    /// message went to another member, or it was already settled.
-    #[error("stale ack: seq {seq} attempt {attempt} is no longer the current delivery")]
+    /// message went to another member, it was already settled, or the member left the group.
+    #[error("stale ack of message seq {seq}: {reason}")]
     StaleAck {
         /// The message's sequence number.
         seq: u64,
         /// The attempt token given.
         attempt: u32,
+        /// Why the delivery is no longer current.
+        reason: &'static str,
     },
     /// A consumer's buffer is full and its policy is `reject` (or `block`, which the host turns
     /// into waiting). Nothing was published.

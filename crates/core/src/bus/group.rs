@@ -91,6 +91,12 @@ pub(super) struct Group {
     stats: GroupStats,
 }
 
+/// Why an ack of a member that has left is stale (its group keeps what it held, unless deleted).
+const LEFT: &str = "the member is no longer in its group (it left, or the group was deleted)";
+/// Why an ack of a delivery that is no longer the member's is stale.
+const NOT_CURRENT: &str =
+    "it is no longer this member's delivery (its lease expired, it went to another member, or it was settled)";
+
 impl Group {
     /// Whether `(seq, attempt)` is a delivery whose lease is still running.
     fn lease_running(&self, seq: u64, attempt: u32) -> bool {
@@ -369,13 +375,18 @@ impl Bus {
 
     /// Checks that `attempt` is the current delivery of `seq` to member `id`.
     fn current(&self, id: u32, seq: u64, attempt: u32) -> Result<u32, BusError> {
-        let Some(Consumer { kind: ConsumerKind::Member(m), .. }) = self.consumers.get(id) else {
-            return Err(BusError::UnknownSubscription(id));
+        let m = match self.consumers.get(id) {
+            Some(Consumer { kind: ConsumerKind::Member(m), .. }) => m,
+            Some(_) => return Err(BusError::UnknownSubscription(id)),
+            // Member ids are generational, so a missing one was a member that has left (its
+            // deliveries went back to the group) or whose group was deleted: settling one is
+            // stale, as a delivery's documentation promises, not an unknown id.
+            None => return Err(BusError::StaleAck { seq, attempt, reason: LEFT }),
         };
         let g = self.groups.get(m.group).ok_or(BusError::UnknownGroup(m.group))?;
         match g.pending.get(&seq) {
             Some(p) if p.member == Some(id) && p.attempt == attempt && p.delivered_at.is_some() => Ok(m.group),
-            _ => Err(BusError::StaleAck { seq, attempt }),
+            _ => Err(BusError::StaleAck { seq, attempt, reason: NOT_CURRENT }),
         }
     }
 
@@ -416,7 +427,7 @@ impl Bus {
         g.stats.nacked += 1;
         self.room_epoch += 1;
         let max_deliveries = g.options.max_deliveries;
-        let p = g.pending.get_mut(&seq).ok_or(BusError::StaleAck { seq, attempt })?;
+        let p = g.pending.get_mut(&seq).ok_or(BusError::StaleAck { seq, attempt, reason: NOT_CURRENT })?;
         p.member = None;
         p.delivered_at = None;
         if dead_letter_reason.is_some() || p.deliveries >= max_deliveries {

@@ -308,6 +308,26 @@ fn an_unacked_message_is_redelivered_after_the_visibility_timeout() {
 }
 
 #[test]
+fn an_ack_from_a_member_that_left_is_stale_and_the_message_goes_to_the_others() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = group_of(&mut bus, ch, 100.0, 5);
+    let (m1, m2) = (bus.join(g, EP, 1).unwrap(), bus.join(g, EP, 1).unwrap());
+    bus.publish(&msg(ch, b"a"), 0.0).unwrap();
+    let first = drain_all(&mut bus, EP, 0.0);
+    assert_eq!(first[0].consumer, m1);
+    bus.unsubscribe(m1).unwrap();
+    let err = bus.ack(m1, 0, first[0].attempt).unwrap_err();
+    assert!(matches!(err, BusError::StaleAck { seq: 0, .. }), "{err:?}");
+    assert!(err.to_string().contains("no longer in its group"), "{err}");
+    let err = bus.nack(m1, 0, first[0].attempt, 0.0, None, 1.0).unwrap_err();
+    assert_eq!(err.code(), "STALE_ACK");
+    let second = drain_all(&mut bus, EP, 1.0);
+    assert_eq!((second[0].consumer, second[0].seq), (m2, 0));
+    bus.ack(m2, 0, second[0].attempt).unwrap();
+}
+
+#[test]
 fn after_max_deliveries_a_message_is_dead_lettered_with_its_reason() {
     let mut bus = Bus::default();
     let ch = bus.channel("jobs").unwrap();
@@ -716,7 +736,7 @@ fn a_deleted_group_is_gone_with_its_members_and_its_name_can_be_reused() {
     bus.publish(&msg(ch, b"a"), 0.0).unwrap();
     bus.delete_group(g).unwrap();
     assert!(drain_all(&mut bus, EP, 0.0).is_empty(), "its member is gone with it");
-    assert_eq!(bus.ack(m, 0, 1).unwrap_err().code(), "UNKNOWN_SUBSCRIPTION");
+    assert_eq!(bus.ack(m, 0, 1).unwrap_err().code(), "STALE_ACK", "its member's deliveries are stale");
     assert_eq!(bus.stats(ch).unwrap().groups, 0);
     assert_eq!(bus.delete_group(g).unwrap_err().code(), "UNKNOWN_GROUP");
     let again = bus.group(ch, "workers", GroupOptions { start: StartAt::Earliest, ..GroupOptions::default() }).unwrap();
