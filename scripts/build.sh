@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds Orrery: the native engine (napi-rs), the wasm engine (cargo + wasm-bindgen CLI, twice:
-# `web` for browsers, `nodejs` for Node), and the TypeScript package. Each step is skipped when
-# its output is newer than its inputs, so a second run takes seconds.
+# Builds Orrery: the native engine (napi-rs), the wasm engine (cargo + wasm-bindgen CLI, the `web`
+# target: browsers fetch the .wasm beside the glue, Node reads it from disk and passes the bytes),
+# and the TypeScript package. Each step is skipped when its output is newer than its inputs, so a
+# second run takes seconds.
 #   bash scripts/build.sh [native|wasm|ts]...   (default: all three)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -40,9 +41,9 @@ build_wasm() {
   wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals "$wasm" -o "$opt"
   wasm-bindgen --target web --out-dir bindings/wasm/pkg/web --out-name orrery_wasm "$opt"
-  wasm-bindgen --target nodejs --out-dir bindings/wasm/pkg/node --out-name orrery_wasm "$opt"
-  # The nodejs glue is CommonJS; the package root says "type": "module".
-  echo '{ "type": "commonjs" }' > bindings/wasm/pkg/node/package.json
+  # One glue for both hosts, so the package carries the module once: earlier builds also wrote a
+  # `nodejs` copy (a second 363 KB .wasm) here.
+  rm -rf bindings/wasm/pkg/node
   printf 'wasm engine: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$out")" "$(gzip -9c "$out" | wc -c)"
 }
 

@@ -11,7 +11,7 @@ import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
 import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'
 import { createWasmStore, unsupportedDurable, type WasmFailures, type WasmStoreClass } from './wasm-store.js'
 
-/** The surface of the wasm-bindgen glue (both the `web` and the `nodejs` outputs). */
+/** The surface of the wasm-bindgen `web` glue, which browsers and Node both load. */
 export interface WasmBinding {
   WasmBus: new (maxMessageBytes: number) => WasmBusHandle
   WasmStore: WasmStoreClass
