@@ -15,7 +15,7 @@ phase_start "cargo fmt --check, clippy -D warnings"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 phase_end
-phase_start "typecheck (package and tests)"; tsc -p tsconfig.test.json; phase_end
+phase_start "typecheck (package, tests, examples)"; tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json; phase_end
 phase_start "vitest (native, wasm, browser)"
 mkdir -p target
 status=0

@@ -26,7 +26,11 @@ export const silentLogger: Logger = {
   error: () => {},
 }
 
-/** What a health check reports. */
+/**
+ * What a health check reports. Annotate an override with it (`healthCheck(): HealthReport`):
+ * TypeScript does not type a method's returned object from the base class, so without the
+ * annotation `status: 'degraded'` widens to `string` and the override is rejected.
+ */
 export interface HealthReport {
   status: Extract<Health, 'healthy' | 'degraded' | 'unhealthy'>
   reason?: string
@@ -62,8 +66,12 @@ export interface HandlerEntry {
   readonly run: Handler<unknown, unknown>
 }
 
-/** What the mesh hands an agent's constructor. */
-export interface AgentContext<C> {
+/**
+ * What the mesh hands an agent's constructor: `constructor(context: AgentContext)`. `C` is the
+ * configuration's type; the base class takes any context, since the mesh validated the
+ * configuration against the class's `config` schema before building the agent.
+ */
+export interface AgentContext<C = unknown> {
   readonly id: string
   readonly type: string
   readonly config: C
@@ -99,10 +107,10 @@ export abstract class Agent<C = unknown> {
   /** @internal */
   readonly messageHandlers = new Map<string, HandlerEntry>()
 
-  constructor(context: AgentContext<C>) {
+  constructor(context: AgentContext) {
     this.id = context.id
     this.type = context.type
-    this.current = context.config
+    this.current = context.config as C
     this.log = context.log
     this.capabilities = context.capabilities ?? (this.constructor as AgentClass<C>).capabilities ?? []
   }
@@ -148,8 +156,16 @@ export abstract class Agent<C = unknown> {
   onPause?(): void | Promise<void>
   /** Called when it resumes. */
   onResume?(): void | Promise<void>
-  /** Called after a new configuration was validated and applied. */
+  /**
+   * Called after a new configuration was validated and applied. An override names the
+   * parameters' type (`onConfig(next: Config, previous: Config)`): TypeScript does not take a
+   * method's parameter types from the base class.
+   */
   onConfig?(next: C, previous: C): void | Promise<void>
-  /** Reports health with each heartbeat; a check that does not answer in time misses the beat. */
+  /**
+   * Reports health with each heartbeat; a check that does not answer in time misses the beat.
+   * Annotate an override's return type: `healthCheck(): HealthReport` (or
+   * `Promise<HealthReport>`), see {@link HealthReport}.
+   */
   healthCheck?(): HealthReport | Promise<HealthReport>
 }

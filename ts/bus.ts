@@ -524,8 +524,11 @@ export class Bus {
   }
 
   /**
-   * Sends a request and resolves with the reply. No consumer on the channel: `NO_RESPONDER` at
-   * once; no reply within `timeout` ms (default 5,000): `TIMEOUT`; a handler that throws:
+   * Sends a request and resolves with the reply message, whose `payload` is the responder's
+   * result typed as `R` (not checked at run time):
+   * `(await bus.request<number>('math.add', { a: 2, b: 3 })).payload`. The message also carries
+   * the reply's sender, headers and `correlationId`. No consumer on the channel: `NO_RESPONDER`
+   * at once; no reply within `timeout` ms (default 5,000): `TIMEOUT`; a handler that throws:
    * `HANDLER_ERROR` with its message.
    */
   request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
@@ -578,7 +581,9 @@ export class Bus {
 
   /**
    * Answers requests on `channel` with `handler`'s result (as a broadcast subscriber, or as a
-   * member of group `group` so replicas share the load). Returns the unsubscribe function.
+   * member of group `group` so replicas share the load). Returns the unsubscribe function. `T`
+   * types the request's payload and `R` the result (neither is checked at run time):
+   * `bus.respond<{ a: number; b: number }, number>('math.add', (req) => req.payload.a + req.payload.b)`.
    */
   respond<T = unknown, R = unknown>(channel: string, handler: (request: Message<T>) => Reply<R>, options: { group?: string; codec?: CodecName } = {}): () => void {
     const answer = (message: FrameMessage<T>): Promise<void> | void => {
