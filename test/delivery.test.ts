@@ -43,6 +43,7 @@ describe(`delivery semantics (${ENGINE})`, () => {
     const got = collect(bus.subscribe<number>('bp', { buffer: 2, overflow: 'reject' }))
     const err = await errorOf(() => bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'bp', payload }))))
     expect(err).toMatchObject({ name: 'OrreryError', code: 'BACKPRESSURE' })
+    expect(err?.message).toMatch(/^subscriber \d+ of channel "bp" is full \(2 messages buffered\)/)
     expect(bus.stats('bp').published).toBe(0)
     void bus.publishBatch([{ channel: 'bp', payload: 1 }, { channel: 'bp', payload: 2 }])
     // Still in the same tick: the subscriber has not drained, its buffer is full.
@@ -51,6 +52,15 @@ describe(`delivery semantics (${ENGINE})`, () => {
     await bus.publish('bp', 3)
     await settle()
     expect(got.map((m) => m.payload)).toEqual([1, 2, 3])
+  })
+
+  it('backpressure "reject" from a group names the group and the channel', async () => {
+    const { bus } = await clocked()
+    bus.group('orders', 'billing', { buffer: 1, overflow: 'reject' }).join({ maxInFlight: 1 }).subscribe(() => {})
+    await bus.publishBatch([1, 2].map((payload) => ({ channel: 'orders', payload }))) // one held, one buffered
+    const err = await errorOf(() => bus.publish('orders', 3))
+    expect(err).toMatchObject({ code: 'BACKPRESSURE' })
+    expect(err?.message).toMatch(/^consumer group "billing" of channel "orders" is full \(1 messages buffered\)/)
   })
 
   it('backpressure "block": publish waits until the subscriber drains, then goes through', async () => {

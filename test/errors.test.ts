@@ -59,7 +59,7 @@ describe(`bad input reaches a typed error, never a crash (${ENGINE})`, () => {
     expect(await codeOf(() => bus.subscriberStats(123_456))).toBe('UNKNOWN_SUBSCRIPTION')
     expect(await codeOf(() => core.join(987_654, 1))).toBe('UNKNOWN_GROUP')
     expect(await codeOf(() => core.stats(4242))).toBe('UNKNOWN_CHANNEL')
-    expect(await codeOf(() => core.ack(123_456, 0, 1))).toBe('UNKNOWN_SUBSCRIPTION')
+    expect(await codeOf(() => core.ack(123_456, 0, 1))).toBe('UNKNOWN_SUBSCRIPTION') // never issued
     const w = new FrameWriter()
     w.push(bus.channel('svc'), { id: '', kind: 'response', priority: 'normal', codec: 'json', timestamp: 0, expiresAt: 0 }, new Uint8Array([0x31]))
     expect(await codeOf(() => core.reply(w.bytes()))).toBe('NOT_A_REPLY')
@@ -70,6 +70,27 @@ describe(`bad input reaches a typed error, never a crash (${ENGINE})`, () => {
     expect(await codeOf(() => bus.publish('svc', 1, { kind: 'shout' as never }))).toBe('INVALID_OPTION')
     expect(await codeOf(() => bus.channel('svc', { retention: { maxAgeMs: -1 } }))).toBe('INVALID_OPTION')
     expect(await codeOf(() => bus.channel('svc', { dedupWindowMs: Number.NaN }))).toBe('INVALID_OPTION')
+  })
+})
+
+describe(`messages name the user's objects (${ENGINE})`, () => {
+  it('UNKNOWN_SUBSCRIPTION says what may have become of the subscription', async () => {
+    const { bus } = await clocked()
+    const err = await errorOf(() => bus.subscriberStats(123_456))
+    expect(err).toMatchObject({ code: 'UNKNOWN_SUBSCRIPTION' })
+    expect(err?.message).toContain('no subscription 123456: it was removed (unsubscribed')
+  })
+
+  it('MESSAGE_TOO_LARGE names the channel, the size and the maxMessageBytes that would allow it', async () => {
+    const { bus } = await clocked({ maxMessageBytes: 1_000 })
+    const err = await errorOf(() => bus.publishBatch([{ channel: 'small', payload: 1 }, { channel: 'uploads', payload: 'x'.repeat(2_000) }]))
+    expect(err).toMatchObject({ name: 'OrreryError', code: 'MESSAGE_TOO_LARGE' })
+    expect(err?.message).toMatch(/^a message of \d{4} bytes \(frame included\) to channel "uploads" is over maxMessageBytes = 1000 \(item 1 of its batch\)/)
+    expect(err?.message).toContain('pass a larger maxMessageBytes to Orrery.create')
+    expect(bus.stats('small').published).toBe(0)
+    bus.respond('uploads', () => 'ok')
+    const request = await errorOf(() => bus.request('uploads', 'x'.repeat(2_000)))
+    expect(request?.message).toContain('to channel "uploads" is over maxMessageBytes = 1000')
   })
 })
 

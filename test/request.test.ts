@@ -16,7 +16,10 @@ describe(`request/response and direct messages (${ENGINE})`, () => {
 
   it('fails at once with NO_RESPONDER when nobody consumes the channel', async () => {
     const { bus } = await clocked()
-    expect(await errorOf(() => bus.request('nobody.home', 1))).toMatchObject({ name: 'OrreryError', code: 'NO_RESPONDER' })
+    const err = await errorOf(() => bus.request('nobody.home', 1))
+    expect(err).toMatchObject({ name: 'OrreryError', code: 'NO_RESPONDER' })
+    expect(err?.message).toContain('no responder for channel "nobody.home"')
+    expect(err?.message).toContain('respond()')
   })
 
   it('times out with TIMEOUT, and drops and counts a late reply', async () => {

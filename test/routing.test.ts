@@ -195,4 +195,28 @@ describe('routing and resilience', () => {
     expect(mesh.registry.select('echo', 'least-loaded')?.id).toBe('e-1')
     await mesh.shutdown()
   })
+
+  it('NO_RESPONDER says which condition left no agent, and never suggests the name asked for', async () => {
+    const { mesh } = await fakeMesh()
+    const registry = mesh.registry
+    registry.register({ id: 'a', type: 't', capabilities: [{ name: 'summarize', version: '1.2.0' }], tags: ['cpu'] })
+    registry.register({ id: 'b', type: 't', capabilities: [{ name: 'summarize', version: '1.3.0' }], tags: ['cpu'] })
+    registry.heartbeat('a')
+    registry.heartbeat('b')
+    const untagged = await errorOf(() => mesh.request('summarize', 'x', { tags: ['gpu'] }))
+    expect(untagged).toMatchObject({ code: 'NO_RESPONDER', details: { capability: 'summarize', offered: 2, similar: [] } })
+    expect(untagged?.message).toBe('2 agents offer summarize, but none has tags [gpu]')
+    const ranged = await errorOf(() => mesh.request('summarize@^2.0.0', 'x'))
+    expect(ranged?.message).toBe('2 agents offer summarize, but none at a version in ^2.0.0 (offered: 1.2.0, 1.3.0)')
+    // Registered and not yet started: initializing, below the default minimum health.
+    registry.register({ id: 'c', type: 't', capabilities: [{ name: 'translate', version: '1.0.0' }] })
+    const starting = await errorOf(() => mesh.send('translate', 'x', {}))
+    expect(starting).toMatchObject({ code: 'NO_RESPONDER', details: { capability: 'translate', offered: 1 } })
+    expect(starting?.message).toBe('1 agent offers translate, but none is healthy or degraded (they are initializing; minHealth is degraded)')
+    for (const err of [untagged, ranged, starting]) expect(err?.message).not.toContain('did you mean')
+    const typo = await errorOf(() => mesh.request('sumarize', 'x'))
+    expect(typo).toMatchObject({ code: 'NO_RESPONDER', details: { capability: 'sumarize', offered: 0, similar: ['summarize'] } })
+    expect(typo?.message).toBe('no agent offers sumarize (did you mean summarize?)')
+    await mesh.shutdown()
+  })
 })

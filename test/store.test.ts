@@ -411,6 +411,13 @@ describe(`store (${ENGINE})`, () => {
     expect(again.type === 'put' && (again.value as string).length).toBe(200_000)
   })
 
+  it.runIf(ENGINE === 'native')('STORE_IO for a missing directory names the file and the directory to create', async () => {
+    const err = await errorOf(() => Orrery.openStore({ path: '/no/such/dir/state.redb' }))
+    expect(err).toMatchObject({ name: 'OrreryError', code: 'STORE_IO' })
+    expect(err?.message).toContain('"/no/such/dir/state.redb"')
+    expect(err?.message).toContain('/no/such/dir does not exist; create it first')
+  })
+
   it.runIf(ENGINE === 'wasm')('keeps the store in memory on the wasm engine', async () => {
     expect((await errorOf(() => Orrery.openStore({ engine: 'wasm', path: '/tmp/never' })))?.code).toBe('UNSUPPORTED')
   })

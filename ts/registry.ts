@@ -300,6 +300,46 @@ export class Registry {
     return this.core.backoff(b.base ?? defaults.base, b.factor ?? defaults.factor, b.max ?? defaults.max, JITTER_CODES[b.jitter ?? defaults.jitter], attempt)
   }
 
+  /**
+   * @internal Why `query` matches no agent, for a refusal people can act on: it relaxes the
+   * query one condition at a time (version range, tags, further capabilities, health) and names
+   * the first that left no agent. Runs only when a route found nothing, so its extra queries
+   * cost nothing on the routing path. `similar` never holds the name asked for.
+   */
+  whyNone(query: AgentQuery): { message: string; offered: number; similar: string[] } {
+    const spec = typeof query === 'string' ? { capability: query } : query
+    const [name, range] = splitCapability(spec.capability)
+    const tags = spec.tags ?? []
+    const also = spec.also ?? []
+    const minHealth = spec.minHealth ?? 'degraded'
+    // minHealth `offline` accepts every health: these count what the other conditions leave.
+    const count = (q: { capability: string; tags?: readonly string[]; also?: readonly string[] }) =>
+      this.core.findStates(this.compile({ ...q, minHealth: 'offline' }), this.now()).length / MESH_STATE_FIELDS
+    const offered = count({ capability: name })
+    if (offered === 0) {
+      const similar = this.similar(name).map((s) => s.name).filter((n) => n !== name)
+      const hint = similar.length > 0 ? ` (did you mean ${similar.join(', ')}?)` : ''
+      return { message: `no agent offers ${name}${hint}`, offered, similar }
+    }
+    const agents = (n: number) => (n === 1 ? '1 agent offers' : `${n} agents offer`)
+    const refuse = (n: number, what: string, reason: string) => ({ message: `${agents(n)} ${what}, but ${reason}`, offered, similar: [] })
+    const inRange = range === '' ? offered : count({ capability: spec.capability })
+    if (inRange === 0) {
+      const versions = new Set<string>()
+      for (const known of this.byId.values()) for (const c of known.capabilities) if (c.name === name) versions.add(c.version)
+      return refuse(offered, name, `none at a version in ${range} (offered: ${[...versions].sort().join(', ')})`)
+    }
+    const tagged = tags.length === 0 ? inRange : count({ capability: spec.capability, tags })
+    if (tagged === 0) return refuse(inRange, spec.capability, `none has tags [${tags.join(', ')}]`)
+    const withAlso = also.length === 0 ? tagged : count({ capability: spec.capability, tags, also })
+    const what = `${spec.capability}${tags.length > 0 ? ` with tags [${tags.join(', ')}]` : ''}`
+    if (withAlso === 0) return refuse(tagged, what, `none also offers ${also.join(', ')}`)
+    const healths = new Set(this.find({ capability: spec.capability, tags, also, minHealth: 'offline' }).map((a) => a.health))
+    const accepted = HEALTHS.slice(0, HEALTHS.indexOf(minHealth) + 1)
+    const healthy = accepted.length === 1 ? accepted[0]! : `${accepted.slice(0, -1).join(', ')} or ${accepted[accepted.length - 1]!}`
+    return refuse(withAlso, `${what}${also.length > 0 ? ` and ${also.join(', ')}` : ''}`, `none is ${healthy} (they are ${[...healths].join(', ')}; minHealth is ${minHealth})`)
+  }
+
   /** @internal The agent behind a core handle. */
   byCoreHandle(handle: number): Known | undefined {
     const known = this.slots[handle & SLOT_MASK]

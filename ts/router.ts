@@ -104,7 +104,7 @@ export class Router {
       headers: this.capabilityHeaders(name, options.headers),
       timeout: options.timeout ?? 5_000,
     }
-    return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined)
+    return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined, '', query)
   }
 
   /** Publishes to the inbox of one agent offering `capability`, picked as a request's would be. */
@@ -113,7 +113,7 @@ export class Router {
     const core = registry.core
     const [name] = splitCapability(capability)
     const status = core.route(registry.compile(options.tags ? { capability, tags: options.tags } : capability), this.strategy(options.strategy), registry.now(), NO_EXCLUSIONS)
-    if (status !== ROUTE_STATUS.routed) throw this.refusal(status, name, core.second)
+    if (status !== ROUTE_STATUS.routed) throw this.refusal(status, options.tags ? { capability, tags: options.tags } : capability, core.second)
     const agent = core.second
     // Queued, not answered: the call holds no slot, and its outcome is the agent's own business.
     this.finish(agent, NO_VERDICT)
@@ -126,7 +126,7 @@ export class Router {
   private attempt<R>(
     queryId: number, strategy: number, capability: string, payload: unknown,
     publish: PublishOptions & { timeout?: number }, options: RouteOptions,
-    tries: number, exclude: readonly number[], lastError: OrreryError | undefined, lastAgent = '',
+    tries: number, exclude: readonly number[], lastError: OrreryError | undefined, lastAgent = '', query: AgentQuery = capability,
   ): Promise<Message<R>> {
     const registry = this.registry
     const core = registry.core
@@ -136,7 +136,7 @@ export class Router {
         // Every candidate failed this round: back off, then try them all again.
         return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!, lastAgent)
       }
-      return Promise.reject(lastError ?? this.refusal(status, capability, core.second))
+      return Promise.reject(lastError ?? this.refusal(status, query, core.second))
     }
     const agent = core.second
     const target = registry.byCoreHandle(agent)!
@@ -196,15 +196,15 @@ export class Router {
     if (registry.core.finish(agent, outcome, registry.now())) registry.changed()
   }
 
-  private refusal(status: number, capability: string, retryAt: number): OrreryError {
+  private refusal(status: number, query: AgentQuery, retryAt: number): OrreryError {
+    const [capability] = splitCapability(typeof query === 'string' ? query : query.capability)
     if (status === ROUTE_STATUS.circuitOpen) {
       return new OrreryError('CIRCUIT_OPEN', `every agent offering ${capability} has an open circuit breaker`, { details: { capability, retryAt } })
     }
     if (status === ROUTE_STATUS.bulkheadFull) {
       return new OrreryError('BULKHEAD_FULL', `every agent offering ${capability} is at its limit of concurrent calls`, { details: { capability } })
     }
-    const similar = this.registry.similar(capability).map((s) => s.name)
-    const hint = similar.length > 0 ? ` (did you mean ${similar.join(', ')}?)` : ''
-    return new OrreryError('NO_RESPONDER', `no healthy agent offers ${capability}${hint}`, { details: { capability, similar } })
+    const { message, offered, similar } = this.registry.whyNone(query)
+    return new OrreryError('NO_RESPONDER', message, { details: { capability, offered, similar } })
   }
 }

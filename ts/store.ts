@@ -566,7 +566,9 @@ export class Store<D extends boolean = false> {
 }
 
 function diskError(failure: string): OrreryError {
-  return new OrreryError('STORE_IO', failure, { details: { disk: true } })
+  // A failure read back from the disk is `"<file>": <reason>`; one a call threw says so already.
+  const message = failure.startsWith("the store's disk failed") ? failure : `the store's disk failed: ${failure}`
+  return new OrreryError('STORE_IO', message, { details: { disk: true } })
 }
 
 /** @internal Validates (if a schema is set) and encodes a value; a Promise only for async validators. */

@@ -60,6 +60,8 @@ enum Message {
 
 #[derive(Default)]
 struct Status_ {
+    /// The file, named in every failure: a process may hold several stores.
+    path: String,
     committed: AtomicU64,
     failure: Mutex<Option<String>>,
     listener: Mutex<Option<Listener>>,
@@ -120,7 +122,7 @@ impl Disk {
         drop(read);
         let meta_seed = meta.clone();
 
-        let status = Arc::new(Status_::default());
+        let status = Arc::new(Status_ { path: path.to_owned(), ..Status_::default() });
         let (sender, receiver) = channel();
         let thread_status = Arc::clone(&status);
         let thread = std::thread::Builder::new()
@@ -423,7 +425,7 @@ fn report(status: &Status_, outcome: Result<u64, String>) {
         }
         Err(reason) => {
             if let Ok(mut failure) = status.failure.lock() {
-                failure.get_or_insert(reason);
+                failure.get_or_insert_with(|| format!("{:?}: {reason}", status.path));
             }
             -1.0
         }

@@ -49,6 +49,22 @@ fn disk_error(reason: impl std::fmt::Display) -> napi::Error<Code> {
     napi::Error::new(Code("STORE_IO"), format!("the store's disk failed: {reason}"))
 }
 
+/// Why the file at `path` could not be opened, naming it, and its directory when that is what
+/// is missing (redb reports only "No such file or directory", which does not say which).
+fn open_error(path: &str, reason: impl std::fmt::Display) -> napi::Error<Code> {
+    let dir = std::path::Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty());
+    let message = match dir {
+        Some(dir) if !dir.is_dir() => {
+            format!(
+                "cannot open the store file {path:?}: its directory {} does not exist; create it first ({reason})",
+                dir.display()
+            )
+        }
+        _ => format!("cannot open the store file {path:?}: {reason}"),
+    };
+    napi::Error::new(Code("STORE_IO"), message)
+}
+
 /// Runs `call` with the store and its `io` bytes (empty until JS hands a buffer over).
 fn with_io<T>(
     handle: u32,
@@ -204,11 +220,11 @@ impl NativeStore {
         tombstone_ms: f64,
     ) -> Result<Self> {
         let mut store = Store::new(config(max_value_bytes, history, replica, tombstone_ms)).map_err(to_js)?;
-        let (disk, loaded) = Disk::open(&path, batched).map_err(disk_error)?;
+        let (disk, loaded) = Disk::open(&path, batched).map_err(|reason| open_error(&path, reason))?;
         if let Some(meta) = loaded.meta {
             store.load(&meta, loaded.entries).map_err(to_js)?;
         } else if !loaded.entries.is_empty() {
-            return Err(disk_error("keys without the store's meta record"));
+            return Err(open_error(&path, "keys without the store's meta record"));
         }
         store.track_changes();
         register(Open { store, disk: Some(disk), io: None, meta_seen: Vec::new() })

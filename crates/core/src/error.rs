@@ -30,7 +30,9 @@ pub enum BusError {
     #[error("unknown channel id {0}")]
     UnknownChannel(u32),
     /// A subscriber or group-member id that does not exist (never created, or already removed).
-    #[error("unknown subscription id {0}")]
+    #[error(
+        "no subscription {0}: it was removed (unsubscribed, left its group, or its Orrery closed) or never existed"
+    )]
     UnknownSubscription(u32),
     /// A consumer-group id that does not exist.
     #[error("unknown consumer group id {0}")]
@@ -51,28 +53,41 @@ pub enum BusError {
     },
     /// A consumer's buffer is full and its policy is `reject` (or `block`, which the host turns
     /// into waiting). Nothing was published.
-    #[error("consumer {consumer} on channel {channel} is full ({capacity} buffered)")]
+    #[error(
+        "{holder} of channel {channel:?} is full ({capacity} messages buffered) and refuses more; nothing was published: retry once it has read, or give it a larger buffer"
+    )]
     Backpressure {
         /// The full consumer (subscriber or group).
         consumer: u32,
-        /// The channel published to.
-        channel: u32,
+        /// Who it is, for people: `subscriber <id>` or `consumer group "<name>"`.
+        holder: String,
+        /// The channel published to, by name.
+        channel: String,
         /// Its buffer capacity.
         capacity: usize,
         /// Whether its policy asks the publisher to wait rather than fail.
         block: bool,
     },
     /// A request to a channel that no subscriber or group member consumes.
-    #[error("no responder consumes channel {0}")]
-    NoResponder(u32),
+    #[error(
+        "no responder for channel {channel:?}: nothing subscribes to it and no consumer group on it has a member; call respond() on it first"
+    )]
+    NoResponder {
+        /// The channel requested, by name.
+        channel: String,
+    },
     /// A reply frame without a reply token.
     #[error("the frame is not a reply to a request (reply token 0)")]
     NotAReply,
     /// A frame's payload is larger than the configured limit.
-    #[error("frame {index}: message of {size} bytes exceeds the limit of {limit} bytes")]
+    #[error(
+        "a message of {size} bytes (frame included) to channel {channel:?} is over maxMessageBytes = {limit} (item {index} of its batch); pass a larger maxMessageBytes to Orrery.create to allow it"
+    )]
     MessageTooLarge {
         /// Position of the frame in its batch.
         index: usize,
+        /// The channel it was published to, by name (empty where only the frame is known).
+        channel: String,
         /// The message's size in bytes.
         size: usize,
         /// The configured limit.
@@ -117,7 +132,7 @@ impl Coded for BusError {
             Self::UnknownEndpoint(_) => "UNKNOWN_ENDPOINT",
             Self::StaleAck { .. } => "STALE_ACK",
             Self::Backpressure { .. } => "BACKPRESSURE",
-            Self::NoResponder(_) => "NO_RESPONDER",
+            Self::NoResponder { .. } => "NO_RESPONDER",
             Self::NotAReply => "NOT_A_REPLY",
             Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
             Self::MalformedFrame { .. } => "MALFORMED_FRAME",

@@ -219,7 +219,8 @@ pub fn read_header(batch: &[u8], offset: usize, index: usize, max_len: usize) ->
     }
     let len = u32_at(rest, 0) as usize;
     if len > max_len {
-        return Err(BusError::MessageTooLarge { index, size: len, limit: max_len });
+        // The frame layout knows channel ids only; the bus puts the name in.
+        return Err(BusError::MessageTooLarge { index, channel: String::new(), size: len, limit: max_len });
     }
     if len < HEADER_LEN {
         return Err(malformed("declared length is shorter than the header"));

@@ -80,6 +80,15 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Whether `id` was issued here and its entry has since been removed (rather than never
+    /// issued at all). Exact until a slot is reused 4,096 times (its generation wraps).
+    #[must_use]
+    pub fn was_removed(&self, id: u32) -> bool {
+        // Removing bumps the slot's generation; an id of the slot's current generation is live,
+        // or, on an empty slot, is the one the next insert will hand out.
+        self.slots.get((id & SLOT_MASK) as usize).is_some_and(|s| (s.generation & GEN_MASK) != id >> SLOT_BITS)
+    }
+
     /// Live entries.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -115,6 +124,9 @@ mod tests {
         assert_eq!(slab.get(a), None);
         assert_eq!(slab.remove(a), None);
         assert_eq!(slab.get(b), Some(&'b'));
+        assert!(slab.was_removed(a));
+        assert!(!slab.was_removed(b));
+        assert!(!slab.was_removed(b + 1), "never issued");
         assert_eq!(slab.iter().collect::<Vec<_>>(), vec![(b, &'b')]);
         assert_eq!(slab.len(), 1);
     }

@@ -78,6 +78,8 @@ pub struct GroupStats {
 #[derive(Debug)]
 pub(super) struct Group {
     channel: ChannelId,
+    /// Its name, for error messages.
+    name: Box<str>,
     pub(super) feed: Feed,
     options: GroupOptions,
     members: Vec<u32>,
@@ -98,6 +100,11 @@ const NOT_CURRENT: &str =
     "it is no longer this member's delivery (its lease expired, it went to another member, or it was settled)";
 
 impl Group {
+    /// The group's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Whether `(seq, attempt)` is a delivery whose lease is still running.
     fn lease_running(&self, seq: u64, attempt: u32) -> bool {
         self.pending.get(&seq).is_some_and(|p| p.attempt == attempt && p.delivered_at.is_some())
@@ -198,6 +205,7 @@ impl Bus {
         feed.fill(log);
         let group = Group {
             channel,
+            name: name.into(),
             feed,
             options,
             members: Vec::new(),
@@ -377,11 +385,11 @@ impl Bus {
     fn current(&self, id: u32, seq: u64, attempt: u32) -> Result<u32, BusError> {
         let m = match self.consumers.get(id) {
             Some(Consumer { kind: ConsumerKind::Member(m), .. }) => m,
-            Some(_) => return Err(BusError::UnknownSubscription(id)),
-            // Member ids are generational, so a missing one was a member that has left (its
-            // deliveries went back to the group) or whose group was deleted: settling one is
-            // stale, as a delivery's documentation promises, not an unknown id.
-            None => return Err(BusError::StaleAck { seq, attempt, reason: LEFT }),
+            // Ids are generational: a removed one was a member that has left (its deliveries
+            // went back to the group) or whose group was deleted. Settling one is stale, as a
+            // delivery's documentation promises; only an id never issued is unknown.
+            None if self.consumers.was_removed(id) => return Err(BusError::StaleAck { seq, attempt, reason: LEFT }),
+            _ => return Err(BusError::UnknownSubscription(id)),
         };
         let g = self.groups.get(m.group).ok_or(BusError::UnknownGroup(m.group))?;
         match g.pending.get(&seq) {

@@ -221,6 +221,25 @@ impl Bus {
         self.names.name(channel)
     }
 
+    /// A channel's name for an error message (ids mean nothing to the people reading them).
+    pub(super) fn name_of(&self, channel: ChannelId) -> String {
+        self.names.name(channel).map_or_else(|| format!("#{channel}"), str::to_owned)
+    }
+
+    /// Reads and checks one frame of `batch`, naming its channel when it is too large.
+    pub(super) fn read_header(&self, batch: &[u8], offset: usize, index: usize) -> Result<frame::Header, BusError> {
+        frame::read_header(batch, offset, index, self.config.max_message_bytes).map_err(|err| match err {
+            // read_header checked the whole header is there before it checked the length.
+            BusError::MessageTooLarge { index, size, limit, .. } => BusError::MessageTooLarge {
+                index,
+                channel: self.name_of(frame::channel(&batch[offset..])),
+                size,
+                limit,
+            },
+            other => other,
+        })
+    }
+
     fn channel_mut(&mut self, channel: ChannelId) -> Result<&mut Channel, BusError> {
         self.channels.get_mut(channel as usize).ok_or(BusError::UnknownChannel(channel))
     }
@@ -235,7 +254,7 @@ impl Bus {
         let mut index = 0;
         let mut per_channel: Vec<(ChannelId, usize, usize)> = Vec::new();
         while offset < batch.len() {
-            let header = frame::read_header(batch, offset, index, self.config.max_message_bytes)?;
+            let header = self.read_header(batch, offset, index)?;
             self.channel_ref(header.channel)?;
             match per_channel.iter_mut().find(|(c, _, _)| *c == header.channel) {
                 Some(entry) => {
@@ -261,7 +280,7 @@ impl Bus {
             for &id in &ch.subscribers {
                 if let Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. }) = self.consumers.get(id) {
                     if sub.feed.refuses(head, n, 0) || sub.feed.would_lose(trim_to) {
-                        return Err(backpressure(id, channel, &sub.feed));
+                        return Err(self.backpressure(id, format!("subscriber {id}"), channel, &sub.feed));
                     }
                 }
             }
@@ -270,7 +289,8 @@ impl Bus {
                     // A group without members keeps its backlog in the log: it never blocks publishers.
                     let full = group.feed.refuses(head, n, group.member_room(&self.consumers));
                     if !group.is_memberless() && (full || group.feed.would_lose(trim_to)) {
-                        return Err(backpressure(gid, channel, &group.feed));
+                        let holder = format!("consumer group {:?}", group.name());
+                        return Err(self.backpressure(gid, holder, channel, &group.feed));
                     }
                 }
             }
@@ -432,6 +452,13 @@ impl Bus {
         }
     }
 
+    /// The refusal of a full consumer. Built only when a publish is refused, so the names it
+    /// formats cost nothing on the path that publishes.
+    fn backpressure(&self, consumer: u32, holder: String, channel: ChannelId, feed: &Feed) -> BusError {
+        let block = feed.overflow == Overflow::Block;
+        BusError::Backpressure { consumer, holder, channel: self.name_of(channel), capacity: feed.capacity, block }
+    }
+
     /// Replies that arrived after their request had timed out (dropped).
     #[must_use]
     pub fn late_replies(&self) -> u64 {
@@ -444,10 +471,6 @@ fn next_token(counter: &mut u32) -> u32 {
     let token = *counter;
     *counter = counter.checked_add(1).unwrap_or(1);
     token
-}
-
-fn backpressure(consumer: u32, channel: ChannelId, feed: &Feed) -> BusError {
-    BusError::Backpressure { consumer, channel, capacity: feed.capacity, block: feed.overflow == Overflow::Block }
 }
 
 /// Where a new feed's cursor starts in `log`.

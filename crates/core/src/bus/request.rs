@@ -31,7 +31,7 @@ impl Bus {
         let ch = self.channel_ref(header.channel)?;
         let has_member = ch.groups.iter().any(|&g| self.groups.get(g).is_some_and(Group::has_members));
         if ch.subscribers.is_empty() && !has_member {
-            return Err(BusError::NoResponder(header.channel));
+            return Err(BusError::NoResponder { channel: self.name_of(header.channel) });
         }
         let room = self.check_room(&[(header.channel, 1, header.len)]);
         self.note_waiting(endpoint, &room);
@@ -66,7 +66,7 @@ impl Bus {
 
     /// Checks that `batch` holds exactly one valid frame.
     fn single_frame(&self, batch: &[u8], reason: &'static str) -> Result<frame::Header, BusError> {
-        let header = frame::read_header(batch, 0, 0, self.config.max_message_bytes)?;
+        let header = self.read_header(batch, 0, 0)?;
         if header.len != batch.len() {
             return Err(BusError::MalformedFrame { index: 1, offset: header.len, reason });
         }

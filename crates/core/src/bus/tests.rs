@@ -115,6 +115,11 @@ fn a_refused_batch_publishes_nothing() {
     let err = bus.publish(&batch, 0.0).unwrap_err();
     assert_eq!(err.code(), "MESSAGE_TOO_LARGE");
     assert!(matches!(err, BusError::MessageTooLarge { index: 1, .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("channel \"c\"") && text.contains("maxMessageBytes = 80") && text.contains("bytes"),
+        "{text}"
+    );
     let mut unknown = msg(ch, b"ok");
     unknown.extend(msg(99, b"ok"));
     assert_eq!(bus.publish(&unknown, 0.0).unwrap_err(), BusError::UnknownChannel(99));
@@ -193,6 +198,7 @@ fn backpressure_reject_refuses_the_whole_batch_and_block_says_so() {
     let err = bus.publish(&two, 0.0).unwrap_err();
     assert_eq!(err.code(), "BACKPRESSURE");
     assert!(matches!(err, BusError::Backpressure { consumer, block: false, .. } if consumer == strict));
+    assert!(err.to_string().starts_with(&format!("subscriber {strict} of channel \"bp\" is full")), "{err}");
     assert_eq!(bus.stats(ch).unwrap().published, 1);
     drain_all(&mut bus, EP, 0.0);
     assert_eq!(bus.publish(&two, 0.0).unwrap(), 2);
@@ -401,7 +407,9 @@ fn a_group_with_no_room_pushes_back_on_publishers() {
     bus.join(g, EP, 1).unwrap();
     bus.publish(&msg(ch, b"1"), 0.0).unwrap(); // handed to the member
     bus.publish(&msg(ch, b"2"), 0.0).unwrap(); // buffered
-    assert_eq!(bus.publish(&msg(ch, b"3"), 0.0).unwrap_err().code(), "BACKPRESSURE");
+    let err = bus.publish(&msg(ch, b"3"), 0.0).unwrap_err();
+    assert_eq!(err.code(), "BACKPRESSURE");
+    assert!(err.to_string().starts_with("consumer group \"w\" of channel \"jobs\" is full"), "{err}");
     assert_eq!(bus.group_stats(g).unwrap().backlog, 1);
 }
 
@@ -409,7 +417,9 @@ fn a_group_with_no_room_pushes_back_on_publishers() {
 fn request_reply_no_responder_timeout_and_late_reply() {
     let mut bus = Bus::default();
     let ch = bus.channel("svc").unwrap();
-    assert_eq!(bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap_err().code(), "NO_RESPONDER");
+    let err = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap_err();
+    assert_eq!(err, BusError::NoResponder { channel: "svc".into() });
+    assert!(err.to_string().contains("channel \"svc\""), "{err}");
     let responder = sub(&mut bus, ch);
     let token = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
     let req = drain_all(&mut bus, EP, 0.0).remove(0);
