@@ -2,7 +2,9 @@
  * Discovery against a model, through the whole stack on both engines: random agents (versions,
  * priorities, tags, health) and random queries (capability, semver range, tags, minimum health,
  * further capabilities); `registry.find` must return exactly what a plain filter with npm's
- * semver returns, in priority, health, registration order.
+ * semver returns, in priority, health, registration order. Versions include prereleases, and
+ * ranges every form of npm's grammar: bare (exact) versions, comparator sets, `||`, hyphen
+ * ranges, x-ranges and partial versions, `~` and `^`. A range npm refuses is INVALID_VERSION.
  */
 import fc from 'fast-check'
 import semver from 'semver'
@@ -13,10 +15,37 @@ import { ENGINE } from './engine.js'
 
 const CAPS = ['split', 'embed', 'rank']
 const TAGS = ['gpu', 'eu', 'fast']
-const RANGES = ['*', '^1', '^1.2', '>=2.0.0', '~1.1', '<1.5.0', '>=1.1.0, <2.1.0']
 const HEALTHS: Health[] = ['healthy', 'degraded', 'initializing', 'unhealthy', 'paused', 'offline']
 
-const version = fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 2 })).map((v) => v.join('.'))
+/** Prereleases with numeric and alphanumeric identifiers, so their ordering is exercised too. */
+const prerelease = fc.constantFrom('rc.0', 'rc.1', 'rc.10', 'alpha', 'beta.2', '0', '1')
+const triple = fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 2 })).map((v) => v.join('.'))
+/** Agents' versions: about one in four is a prerelease. */
+const version = fc.tuple(triple, fc.option(prerelease, { freq: 3 })).map(([v, pre]) => (pre === null ? v : `${v}-${pre}`))
+const wildcard = fc.constantFrom('x', 'X', '*')
+/** What a comparator compares with: a full version (perhaps a prerelease), or a partial one or an x-range. */
+const partial = fc.oneof(
+  version,
+  fc.integer({ min: 0, max: 2 }).map(String),
+  fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 3 })).map((v) => v.join('.')),
+  fc.tuple(fc.integer({ min: 0, max: 2 }), wildcard).map((v) => v.join('.')),
+  fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 3 }), wildcard).map((v) => v.join('.')),
+  wildcard,
+)
+const operator = fc.constantFrom('', '=', '<', '<=', '>', '>=', '~', '~>', '^')
+/** One comparator; sometimes written with a space after its operator, as npm allows. */
+const comparator = fc.oneof(
+  { arbitrary: version, weight: 2 }, // a bare version: exact
+  { arbitrary: fc.tuple(operator, fc.constantFrom('', ' '), partial).map(([op, gap, v]) => (op === '' ? v : `${op}${gap}${v}`)), weight: 5 },
+)
+/** A set of comparators that must all hold, or a hyphen range. */
+const comparatorSet = fc.oneof(
+  { arbitrary: fc.array(comparator, { minLength: 1, maxLength: 3 }).map((list) => list.join(' ')), weight: 4 },
+  { arbitrary: fc.tuple(partial, partial).map(([from, to]) => `${from} - ${to}`), weight: 1 },
+)
+/** Ranges in npm's grammar: alternatives joined by `||`. */
+const range = fc.array(comparatorSet, { minLength: 1, maxLength: 3 }).map((sets) => sets.join(' || '))
+
 const agent = fc.record({
   capabilities: fc.uniqueArray(fc.record({ name: fc.constantFrom(...CAPS), version, priority: fc.integer({ min: -2, max: 2 }) }), { minLength: 1, maxLength: 3, selector: (c) => c.name }),
   tags: fc.subarray(TAGS),
@@ -24,14 +53,11 @@ const agent = fc.record({
 })
 const query = fc.record({
   capability: fc.constantFrom(...CAPS),
-  range: fc.constantFrom(...RANGES),
+  range,
   tags: fc.subarray(TAGS, { maxLength: 2 }),
   minHealth: fc.constantFrom(...HEALTHS),
-  also: fc.subarray(CAPS.map((c) => `${c}@^1`), { maxLength: 1 }),
+  also: fc.array(fc.tuple(fc.constantFrom(...CAPS), range).map(([name, r]) => `${name}@${r}`), { maxLength: 1 }),
 })
-
-/** npm's semver reads a comma as nothing; Cargo's as "and". */
-const npmRange = (range: string) => range.replace(',', '')
 
 describe('registry model', () => {
   it('finds what a plain filter finds, in the same order', async () => {
@@ -48,12 +74,12 @@ describe('registry model', () => {
             .map((a, i) => ({ a, i, cap: a.capabilities.find((c) => c.name === q.capability) }))
             .filter(({ a, cap }) =>
               cap !== undefined
-              && semver.satisfies(cap.version, npmRange(q.range))
+              && semver.satisfies(cap.version, q.range)
               && HEALTHS.indexOf(a.health) <= HEALTHS.indexOf(q.minHealth)
               && q.tags.every((t) => a.tags.includes(t))
               && q.also.every((also) => {
-                const [name, range] = also.split('@')
-                return a.capabilities.some((c) => c.name === name && semver.satisfies(c.version, range!))
+                const at = also.indexOf('@')
+                return a.capabilities.some((c) => c.name === also.slice(0, at) && semver.satisfies(c.version, also.slice(at + 1)))
               }))
             .sort((x, y) => y.cap!.priority - x.cap!.priority || HEALTHS.indexOf(x.a.health) - HEALTHS.indexOf(y.a.health) || x.i - y.i)
             .map(({ i }) => `a${i}`)
@@ -64,6 +90,32 @@ describe('registry model', () => {
       }),
       { numRuns: 150 },
     )
+    orrery.close()
+  })
+  it('refuses exactly the ranges npm refuses, with INVALID_VERSION', async () => {
+    const orrery = await Orrery.create({ engine: ENGINE })
+    const mesh = await orrery.mesh({ seed: 3, heartbeat: { interval: 3_600_000 } })
+    mesh.registry.register({ id: 'a', type: 't', capabilities: [{ name: 'split', version: '1.2.0' }] })
+    const piece = fc.constantFrom('0', '1', '2', '.', 'x', '*', '-', ' ', ' - ', '^', '~', '>', '<', '=', '|', '||', 'v', 'rc', '+', ',', '1.2.3', '1.2')
+    fc.assert(
+      fc.property(fc.array(piece, { minLength: 1, maxLength: 8 }).map((p) => p.join('')), (text) => {
+        let code: string | undefined
+        try {
+          mesh.registry.find(`split@${text}`)
+        } catch (err) {
+          code = (err as { code?: string }).code
+        }
+        expect(code === undefined || code === 'INVALID_VERSION').toBe(true)
+        // Whatever npm refuses, Orrery refuses (an empty or blank range is any version to both).
+        if (semver.validRange(text) === null) expect(code).toBe('INVALID_VERSION')
+        // npm also accepts a `*` glued to a version only because it deletes the first `*` of a
+        // comparator wherever it stands (`*1.2.3` reads as `1.2.3`, `>=*1.2.3` too). Orrery
+        // refuses those; nothing else npm accepts.
+        else if (code !== undefined) expect(text).toMatch(/\*\S|\S\*/)
+      }),
+      { numRuns: 2_000 },
+    )
+    await mesh.shutdown()
     orrery.close()
   })
 })

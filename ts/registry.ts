@@ -53,7 +53,8 @@ export interface AgentInfo {
 }
 
 /**
- * A search: `'summarize@^1.2'` (a capability and a semver range; no range means any), or an
+ * A search: `'summarize@^1.2'` (a capability and a range in npm's semver grammar, as in
+ * `package.json`: `1.2.0` is exact, `>=1.2.0 <2 || 3.x`, `1.2 - 1.9`; no range means any), or an
  * object adding tags every match must carry, a minimum health (default `degraded`), and more
  * capabilities every match must also offer.
  */
@@ -279,7 +280,8 @@ export class Registry {
 
   /** @internal The compiled id of a query (compiled once, then cached). */
   compile(query: AgentQuery): number {
-    const key = typeof query === 'string' ? query : `${query.capability}|${(query.tags ?? []).join(',')}|${query.minHealth ?? ''}|${(query.also ?? []).join(',')}`
+    // NUL separates the parts: ranges may hold `|` (`1.x || 2.x`) and spaces, never NUL.
+    const key = typeof query === 'string' ? query : `${query.capability}\0${(query.tags ?? []).join('\0')}\0\0${query.minHealth ?? ''}\0${(query.also ?? []).join('\0')}`
     const cached = this.queries.get(key)
     if (cached !== undefined) return cached
     this.assertOpen()
@@ -323,7 +325,7 @@ export class Registry {
     }
     const agents = (n: number) => (n === 1 ? '1 agent offers' : `${n} agents offer`)
     const refuse = (n: number, what: string, reason: string) => ({ message: `${agents(n)} ${what}, but ${reason}`, offered, similar: [] })
-    const inRange = range === '' ? offered : count({ capability: spec.capability })
+    const inRange = range === '*' ? offered : count({ capability: spec.capability })
     if (inRange === 0) {
       const versions = new Set<string>()
       for (const known of this.byId.values()) for (const c of known.capabilities) if (c.name === name) versions.add(c.version)

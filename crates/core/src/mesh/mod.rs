@@ -16,7 +16,7 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 
 use crate::error::RegistryError;
-use crate::registry::{parse_range, Health, Liveness, Query, Registry, Strategy, Transition, VersionReq};
+use crate::registry::{parse_range, Health, Liveness, Query, Range, Registry, Strategy, Transition};
 use crate::resilience::{Backoff, Breaker, BreakerConfig, BreakerState, Jitter, SplitMix64, TokenBucket};
 use crate::slab::Slab;
 use crate::{Deadline, Millis};
@@ -103,10 +103,10 @@ struct Target {
 #[derive(Debug, Clone)]
 struct Compiled {
     capability: u32,
-    versions: VersionReq,
+    versions: Range,
     min_health: Health,
     tags: Vec<u32>,
-    also: Vec<(u32, VersionReq)>,
+    also: Vec<(u32, Range)>,
 }
 
 impl Compiled {

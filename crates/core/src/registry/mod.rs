@@ -7,14 +7,15 @@
 //! down (degraded, unhealthy, offline) on the host's clock; an agent offline past a deadline is
 //! deregistered. Every transition is recorded for the host to report as an event.
 
+mod npm_semver;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+pub use npm_semver::{Identifier, Range, Version};
 use rustc_hash::FxHashMap;
-pub use semver::{Version, VersionReq};
 
 use crate::error::RegistryError;
 use crate::names::Interner;
@@ -125,13 +126,13 @@ pub struct Query<'a> {
     /// The interned capability name.
     pub capability: u32,
     /// Versions accepted.
-    pub versions: &'a VersionReq,
+    pub versions: &'a Range,
     /// The worst health accepted.
     pub min_health: Health,
     /// Interned tags every result must carry.
     pub tags: &'a [u32],
     /// Further capabilities (interned name, versions) every result must also offer.
-    pub also: &'a [(u32, VersionReq)],
+    pub also: &'a [(u32, Range)],
 }
 
 /// How routing picks one agent among the matches.
@@ -170,12 +171,15 @@ pub struct Registry {
 }
 
 fn parse_version(text: &str) -> Result<Version, RegistryError> {
-    Version::parse(text).map_err(|e| RegistryError::InvalidVersion { text: text.to_owned(), reason: e.to_string() })
+    Version::parse(text).map_err(|reason| RegistryError::InvalidVersion { text: text.to_owned(), reason })
 }
 
-/// Parses a version range (`^1.2`, `>=1.0, <2`, `*`).
-pub fn parse_range(text: &str) -> Result<VersionReq, RegistryError> {
-    VersionReq::parse(text).map_err(|e| RegistryError::InvalidVersion { text: text.to_owned(), reason: e.to_string() })
+/// Parses a version range in npm's grammar (`1.2.0`, `^1.2`, `>=1.0.0 <2`, `1.2 - 1.9`, `1.x || 2.x`).
+///
+/// # Errors
+/// `INVALID_VERSION`, naming the part that does not parse.
+pub fn parse_range(text: &str) -> Result<Range, RegistryError> {
+    Range::parse(text).map_err(|reason| RegistryError::InvalidVersion { text: text.to_owned(), reason })
 }
 
 impl Registry {

@@ -4,7 +4,7 @@ use super::Strategy;
 use super::*;
 use crate::Coded;
 
-fn query<'a>(r: &mut Registry, cap: &str, versions: &'a VersionReq, min_health: Health, tags: &'a [u32]) -> Query<'a> {
+fn query<'a>(r: &mut Registry, cap: &str, versions: &'a Range, min_health: Health, tags: &'a [u32]) -> Query<'a> {
     Query { capability: r.name(cap).unwrap(), versions, min_health, tags, also: &[] }
 }
 
