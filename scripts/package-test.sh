@@ -41,6 +41,7 @@ const walk = (dir) => { for (const e of readdirSync(dir, { withFileTypes: true }
 walk(root)
 const problems = []
 const wasm = files.filter((f) => f.endsWith('.wasm'))
+for (const doc of ['README.md', 'CHANGELOG.md', 'LICENSE-MIT', 'LICENSE-APACHE']) if (!files.includes(doc)) problems.push(`missing ${doc}`)
 if (wasm.length !== 1) problems.push(`expected one .wasm, found ${wasm.length}: ${wasm.join(', ')}`)
 for (const f of files) {
   if (/\.tsbuildinfo$|(^|\/)(test|tests|scripts|target|benches|crates|src)\//.test(f)) problems.push(`dev artefact: ${f}`)

@@ -374,12 +374,16 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
             return Ok(set);
         }
     }
-    // An operator, `~` or `^` may stand apart from its version (`>= 1.2.0`).
+    // An operator, `~` or `^` may stand apart from its version (`>= 1.2.0`, `^= 1`): npm removes
+    // the space after one wherever it ends a token, except after a second `=`, which it reads as
+    // the start of the version (so `== 1` stays two tokens and is refused). A token ending so is
+    // no comparator on its own.
     let mut i = 0;
     while i < tokens.len() {
         let token = tokens[i];
         let joined;
-        let token = if matches!(token, "<" | "<=" | ">" | ">=" | "=" | "~" | "~>" | "^") && i + 1 < tokens.len() {
+        let apart = token.ends_with(['<', '>', '~', '^']) || (token.ends_with('=') && !token.ends_with("=="));
+        let token = if apart && i + 1 < tokens.len() {
             i += 1;
             joined = format!("{token}{}", tokens[i]);
             joined.as_str()
@@ -674,6 +678,7 @@ mod tests {
         no("~1.2.3-beta.2", &["1.2.3-beta.1", "1.2.4-beta.2"]);
         yes("~>1.2", &["1.2.5"]);
         yes("~ 1.2", &["1.2.5"]);
+        yes("^= 1", &["1.5.0"]);
     }
 
     #[test]
@@ -734,6 +739,8 @@ mod tests {
             "x.1",
             "1.x.2",
             ">=*.1",
+            "== 1",
+            ">== 1",
         ] {
             assert!(Range::parse(bad).is_err(), "{bad:?} is not a range");
         }
