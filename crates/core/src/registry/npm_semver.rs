@@ -187,7 +187,7 @@ impl Range {
         // Whitespace of any kind and length separates comparators.
         let normal = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let mut sets =
-            normal.split("||").map(|part| parse_set(strip_build(part).trim())).collect::<Result<Vec<_>, _>>()?;
+            normal.split("||").map(|part| parse_set(&strip_build(part.trim()))).collect::<Result<Vec<_>, _>>()?;
         // As npm does: an alternative matching every release makes the whole range `*`, which
         // matters for prereleases (`* || 1.0.0-rc.1` takes no prerelease at all).
         if sets.len() > 1 && sets.iter().any(Vec::is_empty) {
@@ -359,8 +359,11 @@ fn strip_build(text: &str) -> String {
 }
 
 /// One alternative of a range: space-separated comparators, or a hyphen range. Empty: `*`.
+///
+/// Spaces count one by one, as in npm: whitespace was collapsed before build metadata was
+/// stripped, so a space left doubled by the strip (`1 +b - 2`) separates what a single one joins.
 fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
-    let tokens: Vec<&str> = text.split(' ').filter(|t| !t.is_empty()).collect();
+    let tokens: Vec<&str> = text.split(' ').collect();
     let mut set = Vec::new();
     let mut push = |op: Op, version: Version| {
         // npm reads `>=0.0.0` as `*`, which the prerelease rule and `||` treat as no comparator.
@@ -368,22 +371,27 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
             set.push(Comparator { op, version });
         }
     };
-    if let [from, "-", to] = tokens[..] {
-        if let (Ok(from), Ok(to)) = (Plain::parse(from), Plain::parse(to)) {
-            hyphen(&from, &to, &mut push)?;
-            return Ok(set);
+    // `from - to`, with at most one space before and after.
+    let inner = text.strip_prefix(' ').unwrap_or(text);
+    if let Some((from, to)) = inner.strip_suffix(' ').unwrap_or(inner).split_once(" - ") {
+        if !from.contains(' ') && !to.contains(' ') {
+            if let (Ok(from), Ok(to)) = (Plain::parse(from), Plain::parse(to)) {
+                hyphen(&from, &to, &mut push)?;
+                return Ok(set);
+            }
         }
     }
-    // An operator, `~` or `^` may stand apart from its version (`>= 1.2.0`, `^= 1`): npm removes
-    // the space after one wherever it ends a token, except after a second `=`, which it reads as
-    // the start of the version (so `== 1` stays two tokens and is refused). A token ending so is
-    // no comparator on its own.
+    // An operator, `~` or `^` may stand apart from its version (`>= 1.2.0`, `^= 1`).
     let mut i = 0;
     while i < tokens.len() {
         let token = tokens[i];
+        if token.is_empty() {
+            // Between two spaces: npm reads nothing there as `*`, which changes nothing.
+            i += 1;
+            continue;
+        }
         let joined;
-        let apart = token.ends_with(['<', '>', '~', '^']) || (token.ends_with('=') && !token.ends_with("=="));
-        let token = if apart && i + 1 < tokens.len() {
+        let token = if operator_apart(token) && tokens.get(i + 1).is_some_and(|next| !next.is_empty()) {
             i += 1;
             joined = format!("{token}{}", tokens[i]);
             joined.as_str()
@@ -394,6 +402,28 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
         i += 1;
     }
     Ok(set)
+}
+
+/// Whether `token` ends with an operator that npm joins to the token after it. `~` and `^` always
+/// are; `<`, `>`, `<=`, `>=` and `=` are when they end the token's trailing run of `<>=v`
+/// characters, read from its first place where one fits: there npm's pattern takes the operator,
+/// then reads any further `=` and `v` as the version's own prefix, and a space inside that
+/// prefix stays (so `>= 1` joins, `== 1` and `v= 1` do not, and are refused). A token ending so
+/// is no comparator on its own.
+fn operator_apart(token: &str) -> bool {
+    if token.ends_with(['~', '^']) {
+        return true;
+    }
+    let bytes = token.as_bytes();
+    let run = &bytes[bytes.len() - bytes.iter().rev().take_while(|b| matches!(b, b'<' | b'>' | b'=' | b'v')).count()..];
+    for at in 0..run.len() {
+        let mut end = at + usize::from(matches!(run[at], b'<' | b'>'));
+        end += usize::from(run.get(end) == Some(&b'='));
+        if run[end..].iter().all(|b| matches!(b, b'=' | b'v')) {
+            return end == run.len();
+        }
+    }
+    false
 }
 
 fn hyphen(from: &Plain, to: &Plain, push: &mut impl FnMut(Op, Version)) -> Result<(), String> {
@@ -679,6 +709,8 @@ mod tests {
         yes("~>1.2", &["1.2.5"]);
         yes("~ 1.2", &["1.2.5"]);
         yes("^= 1", &["1.5.0"]);
+        // Build metadata is stripped after spaces were collapsed: a doubled space separates.
+        yes("+b 1 - 2", &["1.5.0"]);
     }
 
     #[test]
@@ -741,6 +773,10 @@ mod tests {
             ">=*.1",
             "== 1",
             ">== 1",
+            "0 +b - 0",
+            ">= +b 1",
+            "v= 0",
+            "=v 1",
         ] {
             assert!(Range::parse(bad).is_err(), "{bad:?} is not a range");
         }
