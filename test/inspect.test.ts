@@ -45,6 +45,10 @@ describe(`printing (${ENGINE})`, () => {
     expect(printed).toContain("id: 'job-7'")
     delivery.ack()
     expect(JSON.parse(JSON.stringify(delivery))).toMatchObject({ group: 'workers', channel: 'jobs', settled: true, message: { payload: 7 } })
+    // Printing never throws, even once the group is gone.
+    const second = deliveries[1]!
+    group.delete()
+    expect(inspect(second)).toMatch(/^Delivery \{/)
     member.unsubscribe()
     orrery.close()
   })

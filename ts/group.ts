@@ -232,8 +232,12 @@ class GroupDelivery<T> implements Delivery<T> {
     private readonly token: number,
   ) {}
 
+  /** Read from the core on first use (most handlers never ask), then kept: once settled, the core forgets it. */
+  private attempts: number | undefined = undefined
+
   get attempt(): number {
-    return this.group.attemptNumber(this.message.seq)
+    this.attempts ??= this.group.attemptNumber(this.message.seq)
+    return this.attempts
   }
 
   ack(): void {
@@ -253,8 +257,13 @@ class GroupDelivery<T> implements Delivery<T> {
     this.settled = true
   }
 
-  toJSON(): { group: string; channel: string; attempt: number; settled: boolean; message: object } {
-    return { group: this.group.name, channel: this.group.channel, attempt: this.attempt, settled: this.settled, message: this.message.toJSON() }
+  /** The delivery's fields; `attempt` only where it is still known (printing never throws, even after the group was deleted). */
+  toJSON(): { group: string; channel: string; attempt: number | undefined; settled: boolean; message: object } {
+    let attempt = this.attempts
+    if (attempt === undefined && !this.settled) {
+      try { attempt = this.attempt } catch { /* the group was deleted: its pending list is gone */ }
+    }
+    return { group: this.group.name, channel: this.group.channel, attempt, settled: this.settled, message: this.message.toJSON() }
   }
 
   [INSPECT](depth: number, options: InspectOptions, inspect?: InspectFn): string | object {
