@@ -16,7 +16,12 @@ phase_start "cargo fmt --check, clippy -D warnings"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 phase_end
-phase_start "typecheck (package, tests, examples)"; tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json; phase_end
+phase_start "typecheck (package, tests, examples), API reference"
+tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json
+# The API reference builds from the types with no warning (a broken doc link or an unexported
+# public type fails the run), into docs/api (git-ignored).
+typedoc --treatWarningsAsErrors --logLevel Warn
+phase_end
 phase_start "vitest (native, wasm, browser)"
 mkdir -p target
 status=0
