@@ -1,0 +1,165 @@
+/**
+ * Argument checks at the facade. Every public call checks what it is given here, once, before
+ * anything crosses into an engine, so both engines refuse the same inputs with the same code and
+ * message: the native binding refuses a wrong-typed argument, but wasm-bindgen coerces it (a
+ * numeric string becomes a number) or, for a handle, reads memory it should not and traps the
+ * whole instance. A check throws an `OrreryError`: `INVALID_OPTION` for a field of an options
+ * object, `INVALID_ARGUMENT` for a positional argument, and never touches the engine.
+ *
+ * Values are checked by type first (`typeof`, never coercion: `'10'` is not a number) and looked
+ * up only among own properties, so `'__proto__'` or `'toString'` is never a valid enum value.
+ */
+import { OrreryError } from './errors.js'
+
+/** The longest delay a JS timer can wait: `setTimeout` fires larger ones after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** Whether a bad value is a field of an options object (`INVALID_OPTION`) or a positional argument. */
+export type Where = 'option' | 'argument'
+
+/** A short, printable form of a value for an error message (never throws, never long). */
+export function shown(value: unknown): string {
+  if (value === null) return 'null'
+  switch (typeof value) {
+    case 'string': return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value)
+    case 'number': case 'boolean': case 'undefined': return String(value)
+    case 'bigint': return `${value}n`
+    case 'symbol': return 'a symbol'
+    case 'function': return 'a function'
+    default: return Array.isArray(value) ? 'an array' : value instanceof Uint8Array ? 'a Uint8Array' : 'an object'
+  }
+}
+
+/** Throws the typed error for `name`, whose rule `must` (e.g. "must be a whole number >= 1") the value broke. */
+export function refuse(where: Where, name: string, value: unknown, must: string): never {
+  const code = where === 'option' ? 'INVALID_OPTION' : 'INVALID_ARGUMENT'
+  throw new OrreryError(code, `${name} ${must}, not ${shown(value)}`, { details: { [where]: name, value: printable(value) } })
+}
+
+/** Details carry the value only when it is a plain primitive (never an object a caller may mutate). */
+function printable(value: unknown): unknown {
+  return value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol') ? value : shown(value)
+}
+
+/**
+ * An options object: `undefined` (then `{}`) or a plain object. `null`, arrays, strings and
+ * numbers are refused, so `create(null)` is a typed error rather than a TypeError on `null.x`.
+ */
+export function options<T extends object>(value: T | undefined | null, name = 'options', where: Where = 'argument'): T {
+  if (value === undefined) return {} as T
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) refuse(where, name, value, 'must be an object (or left out)')
+  return value
+}
+
+interface IntRange { min?: number; max?: number }
+
+/** A whole number in [min, max] (default 0 to 2^53 - 1). */
+export function int(value: unknown, name: string, range: IntRange = {}, where: Where = 'option'): number {
+  const min = range.min ?? 0
+  const max = range.max ?? Number.MAX_SAFE_INTEGER
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    refuse(where, name, value, max === Number.MAX_SAFE_INTEGER ? `must be a whole number >= ${min}` : `must be a whole number from ${min} to ${max}`)
+  }
+  return value
+}
+
+/** `int`, or `fallback` when the value is left out. */
+export function intOr(value: unknown, fallback: number, name: string, range: IntRange = {}, where: Where = 'option'): number {
+  return value === undefined ? fallback : int(value, name, range, where)
+}
+
+interface NumberRange { min?: number; max?: number; above?: number }
+
+/** A finite number in range: `min` and `max` inclusive, `above` exclusive. */
+export function finite(value: unknown, name: string, range: NumberRange = {}, where: Where = 'option'): number {
+  const { min = -Number.MAX_VALUE, max = Number.MAX_VALUE, above } = range
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (above !== undefined && !(value > above))) {
+    const rule = above !== undefined ? `> ${above}` : min !== -Number.MAX_VALUE ? `>= ${min}` : ''
+    refuse(where, name, value, `must be a finite number${rule ? ` ${rule}` : ''}${max !== Number.MAX_VALUE ? ` and <= ${max}` : ''}`)
+  }
+  return value
+}
+
+/**
+ * A duration in ms that a timer will wait: finite, >= `min` (default 0) and at most
+ * {@link MAX_TIMER_MS} (about 24.8 days), beyond which `setTimeout` would fire at once.
+ */
+export function ms(value: unknown, name: string, min = 0, where: Where = 'option'): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > MAX_TIMER_MS) {
+    refuse(where, name, value, `must be a number of ms from ${min} to ${MAX_TIMER_MS}`)
+  }
+  return value
+}
+
+/** `ms`, or `fallback` when left out. */
+export function msOr(value: unknown, fallback: number, name: string, min = 0, where: Where = 'option'): number {
+  return value === undefined ? fallback : ms(value, name, min, where)
+}
+
+/** One of `allowed`, compared by value (so `'__proto__'` or `'toString'` never passes). */
+export function oneOf<T extends string>(value: unknown, allowed: readonly T[], name: string, where: Where = 'option'): T {
+  if (typeof value !== 'string' || !allowed.includes(value as T)) refuse(where, name, value, `must be one of ${allowed.join(', ')}`)
+  return value as T
+}
+
+/** `oneOf`, or `fallback` when left out. */
+export function oneOfOr<T extends string>(value: unknown, allowed: readonly T[], fallback: T, name: string, where: Where = 'option'): T {
+  return value === undefined ? fallback : oneOf(value, allowed, name, where)
+}
+
+/** A lone surrogate: half of a UTF-16 pair without its other half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+/** Whether a string encodes to UTF-8 and decodes back unchanged (no lone surrogate). */
+export function wellFormed(value: string): boolean {
+  return !LONE_SURROGATE.test(value)
+}
+
+interface TextRule { nonEmpty?: boolean }
+
+/**
+ * A string that survives UTF-8 unchanged: a lone surrogate would be encoded as U+FFFD, so two
+ * different strings (`'a\uD800'`, `'a\uDFFF'`) would become one key or name.
+ */
+export function text(value: unknown, name: string, rule: TextRule = {}, where: Where = 'argument'): string {
+  if (typeof value !== 'string') refuse(where, name, value, 'must be a string')
+  if (rule.nonEmpty && value === '') refuse(where, name, value, 'must not be empty')
+  if (!wellFormed(value)) refuse(where, name, value, 'must be well-formed UTF-16 (it holds a lone surrogate, which UTF-8 cannot carry)')
+  return value
+}
+
+/** `text`, or undefined when left out. */
+export function textOr(value: unknown, name: string, rule: TextRule = {}, where: Where = 'option'): string | undefined {
+  return value === undefined ? undefined : text(value, name, rule, where)
+}
+
+/** true or false. */
+export function flag(value: unknown, name: string, where: Where = 'option'): boolean {
+  if (typeof value !== 'boolean') refuse(where, name, value, 'must be true or false')
+  return value
+}
+
+/** A function (a handler, a factory, a clock). */
+export function callable<F extends (...args: never[]) => unknown>(value: unknown, name: string, where: Where = 'argument'): F {
+  if (typeof value !== 'function') refuse(where, name, value, 'must be a function')
+  return value as F
+}
+
+/**
+ * A record of string values (headers, tags by name): a plain object whose own enumerable keys
+ * and values are all well-formed strings. Keys such as `__proto__` are kept as ordinary keys.
+ */
+export function stringRecord(value: unknown, name: string, where: Where = 'option'): Readonly<Record<string, string>> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) refuse(where, name, value, 'must be an object of strings')
+  for (const key of Object.keys(value)) {
+    if (!wellFormed(key)) refuse(where, `${name} key`, key, 'must be well-formed UTF-16')
+    text((value as Record<string, unknown>)[key], `${name}.${key}`, {}, where)
+  }
+  return value as Record<string, string>
+}
+
+/** A list: an array (each item then checked by the caller). */
+export function list<T>(value: unknown, name: string, where: Where = 'argument'): readonly T[] {
+  if (!Array.isArray(value)) refuse(where, name, value, 'must be an array')
+  return value as T[]
+}
