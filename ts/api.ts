@@ -99,7 +99,12 @@ function openStoreOn(backend: Backend, options: StoreOptions, clock: () => numbe
 
 /** An in-process Orrery: one core, reached through one engine. */
 export class Orrery {
-  private constructor(readonly backend: Backend, readonly bus: Bus, private readonly clock: () => number = Date.now) {}
+  private constructor(
+    /** @internal The engine behind this Orrery: for the facade's own modules and Orrery's tests, not for users. */
+    readonly backend: Backend,
+    readonly bus: Bus,
+    private readonly clock: () => number = Date.now,
+  ) {}
 
   /**
    * Loads the engine and opens a store: in memory, or durable on disk with `path` (native

@@ -208,8 +208,6 @@ export interface Backend {
   attachBus(handle: number): BusCore
   /** The core's frame layout constants as `name=value`. */
   frameLayout(): string[]
-  /** Makes the core panic, for tests of panic handling. */
-  panicForTests(message: string): void
 }
 
 /** Maps a stats array onto its field names. */

@@ -4,6 +4,7 @@
  * no wall-clock times).
  */
 import { Agent, type AgentContext, type ChannelStats, type Message, type Orrery as OrreryClass, type OrreryOptions } from '../../ts/api.js'
+import { panicForTests } from '../../ts/engines/test-hooks.js'
 
 /** The smoke test's agent: one capability, a typed handler. */
 class Upper extends Agent {
@@ -188,7 +189,7 @@ export async function panicTranscript(orrery: OrreryClass): Promise<[string, str
       return (err as { code: string }).code
     }
   }
-  const first = await codeOf(() => orrery.backend.panicForTests('deliberate panic'))
+  const first = await codeOf(() => panicForTests(orrery.backend, 'deliberate panic'))
   const later = await codeOf(() => orrery.bus.publish('after-panic', 1))
   return [first, later]
 }

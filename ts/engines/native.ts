@@ -8,6 +8,7 @@ import { adaptBus, Slab, type Guard } from './adapter.js'
 import { callBlock } from './call-block.js'
 import { createNativeMesh, type NativeMeshBinding } from './native-mesh.js'
 import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
+import { registerEngineHooks } from './test-hooks.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
@@ -132,7 +133,7 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
 
 /** Wraps a loaded `bindings/node` module as a Backend. */
 export function nativeBackend(binding: NativeBinding): Backend {
-  return {
+  const backend: Backend = {
     name: 'native',
     createBus: ({ maxMessageBytes }) => adapt(binding, guard(() => new binding.NativeBus(maxMessageBytes))),
     attachBus: (handle) => adapt(binding, guard(() => binding.NativeBus.attach(handle))),
@@ -140,6 +141,6 @@ export function nativeBackend(binding: NativeBinding): Backend {
     createMesh: (options) => createNativeMesh(binding, options),
     openStore: (options) => openNativeStore(binding, options),
     frameLayout: () => binding.frameLayout(),
-    panicForTests: (message) => guard(() => binding.panicForTests(message)),
   }
+  return registerEngineHooks(backend, { panic: (message) => guard(() => binding.panicForTests(message)) })
 }

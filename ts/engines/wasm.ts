@@ -10,6 +10,7 @@ import { fromEngine, OrreryError } from '../errors.js'
 import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
 import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'
 import { createWasmStore, unsupportedDurable, type WasmFailures, type WasmStoreClass } from './wasm-store.js'
+import { registerEngineHooks } from './test-hooks.js'
 
 /** The surface of the wasm-bindgen `web` glue, which browsers and Node both load. */
 export interface WasmBinding {
@@ -85,7 +86,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
     })
   }
 
-  return {
+  const backend: Backend = {
     name: 'wasm',
     createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.WasmBus(maxMessageBytes))),
     attachBus: () => { throw notShareable('wasm') },
@@ -93,6 +94,6 @@ export function wasmBackend(binding: WasmBinding): Backend {
     createStore: (options) => createWasmStore(binding.WasmStore, binding.wasmMemory(), failures, options),
     openStore: () => { throw unsupportedDurable() },
     frameLayout: () => guard(() => binding.frameLayout()),
-    panicForTests: (message) => guard(() => binding.panicForTests(message)),
   }
+  return registerEngineHooks(backend, { panic: (message) => guard(() => binding.panicForTests(message)) })
 }
