@@ -4,10 +4,11 @@
  */
 import type { Backend, EngineName } from './backend.js'
 import { Bus } from './bus.js'
+import { callable } from './check.js'
 import { OrreryError } from './errors.js'
 import { checkLayout } from './frame.js'
 import { Mesh, type MeshOptions } from './mesh.js'
-import { Store, type StoreOptions } from './store.js'
+import { checkStoreOptions, Store, type CheckedStoreOptions, type StoreOptions } from './store.js'
 
 export { Bus, Published, PublishResult } from './bus.js'
 export type { BatchItem, BusEvent, ChannelOptions, PublishOptions, Reply, StartFrom, SubscribeOptions } from './bus.js'
@@ -72,25 +73,12 @@ async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
 /** Options of {@link Orrery.openStore}: the store's, plus the engine and clock. */
 export type OpenStoreOptions = StoreOptions & Pick<OrreryOptions, 'engine' | 'clock'>
 
-function openStoreOn(backend: Backend, options: StoreOptions, clock: () => number): Store<boolean> {
-  const maxValueBytes = options.maxValueBytes ?? 1024 * 1024
-  const history = options.history ?? 0
-  const durability = options.durability ?? 'batched'
-  const bad = (option: string, value: unknown, rule: string) => new OrreryError('INVALID_OPTION', `${option} ${rule}`, { details: { option, value } })
-  if (!Number.isInteger(maxValueBytes) || maxValueBytes < 1 || maxValueBytes > 256 * 1024 * 1024) throw bad('maxValueBytes', maxValueBytes, 'must be an integer from 1 to 268435456')
-  if (!Number.isInteger(history) || history < 0 || history > 0xffffffff) throw bad('history', history, 'must be a whole number >= 0')
-  if (durability !== 'batched' && durability !== 'every') throw bad('durability', durability, "must be 'batched' or 'every'")
-  const tombstoneMs = options.tombstoneMs ?? 600_000
-  if (typeof tombstoneMs !== 'number' || !(tombstoneMs >= 0) || !Number.isFinite(tombstoneMs)) throw bad('tombstoneMs', tombstoneMs, 'must be a finite number >= 0')
-  if (options.path !== undefined && (typeof options.path !== 'string' || options.path === '')) throw bad('path', options.path, 'must be a file path')
-  if (options.snapshot !== undefined && !(options.snapshot instanceof Uint8Array)) throw bad('snapshot', typeof options.snapshot, 'must be a Uint8Array from store.export()')
-  const core = { maxValueBytes, history, replica: options.replica ?? 'local', tombstoneMs }
-  const store = new Store<boolean>(
-    options.path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path: options.path, batched: durability === 'batched' }),
-    clock,
-  )
-  if (options.snapshot !== undefined) {
-    const imported = store.import(options.snapshot)
+function openStoreOn(backend: Backend, options: CheckedStoreOptions, clock: () => number): Store<boolean> {
+  const { path, batched, maxValueBytes, history, replica, tombstoneMs, snapshot, maxClockDriftMs } = options
+  const core = { maxValueBytes, history, replica, tombstoneMs }
+  const store = new Store<boolean>(path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }), clock, maxClockDriftMs)
+  if (snapshot !== undefined) {
+    const imported = store.import(snapshot)
     // A durable store acknowledges the import from disk; opening does not wait for it.
     if (imported instanceof Promise) imported.catch(() => {})
   }
@@ -113,14 +101,17 @@ export class Orrery {
   static async openStore(options: OpenStoreOptions & { path: string }): Promise<Store<true>>
   static async openStore(options?: OpenStoreOptions & { path?: undefined }): Promise<Store<false>>
   static async openStore(options: OpenStoreOptions = {}): Promise<Store<boolean>> {
-    return openStoreOn(await loadBackend(options.engine), options, options.clock ?? Date.now)
+    // Checked before the engine loads: nothing wrong-typed may reach it.
+    const checked = checkStoreOptions(options)
+    const clock = options.clock === undefined ? Date.now : callable<() => number>(options.clock, 'clock', 'option')
+    return openStoreOn(await loadBackend(options.engine), checked, clock)
   }
 
   /** Opens a store on this Orrery's engine and clock (see {@link Orrery.openStore}). */
   openStore(options: StoreOptions & { path: string }): Store<true>
   openStore(options?: StoreOptions & { path?: undefined }): Store<false>
   openStore(options: StoreOptions = {}): Store<boolean> {
-    return openStoreOn(this.backend, options, this.clock)
+    return openStoreOn(this.backend, checkStoreOptions(options), this.clock)
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import type { Ack, StoreContext, WatchSink, WatchSubscriber } from './store.js'
 import { closedError, encodeValue } from './store.js'
+import { finite, int, intOr, oneOf, options as optionsOf, text } from './check.js'
 import { isOrreryError, OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import type { StandardSchemaV1 } from './schema.js'
@@ -52,11 +53,22 @@ const NO_CONFLICT = (): never => {
 /** Shared default options: no object allocated per call. */
 const NONE: WriteOptions = Object.freeze({})
 
-const versionError = (version: unknown): OrreryError =>
-  new OrreryError('INVALID_ARGUMENT', 'ifVersion must be a whole number >= 0 (0: absent)', { details: { argument: 'ifVersion', value: version } })
-
 const keyError = (key: unknown): OrreryError =>
   new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
+
+/**
+ * @internal A write's options, checked before anything crosses: `ifVersion` a whole number >= 0
+ * (a positional-style argument since 0.1: `INVALID_ARGUMENT`), `ttl` a finite number of ms >= 0
+ * (0: none; the core refuses a negative one), `writer` a well-formed string (the core checks
+ * its name). `'100'` or `true` is refused, never coerced.
+ */
+export function checkWrite(options: unknown): { expected: number; ttl: number; writer: string | undefined } {
+  const o = optionsOf(options as WriteOptions | undefined) as WriteOptions
+  const expected = o.ifVersion === undefined ? 0 : int(o.ifVersion, 'ifVersion', {}, 'argument')
+  const ttl = o.ttl === undefined ? 0 : finite(o.ttl, 'ttl', { min: 0 })
+  const writer = o.writer === undefined ? undefined : text(o.writer, 'writer', {}, 'option')
+  return { expected, ttl, writer }
+}
 
 export class Namespace<T, D extends boolean> {
   private readonly codec: CodecName
@@ -69,6 +81,15 @@ export class Namespace<T, D extends boolean> {
     if (this.codec !== 'json' && this.codec !== 'msgpack' && this.codec !== 'raw') {
       throw new OrreryError('INVALID_OPTION', `unknown codec ${String(this.codec)}: use json, msgpack or raw`, { details: { option: 'codec', value: this.codec } })
     }
+  }
+
+  /**
+   * @internal Whether this namespace is one of the store behind `ctx`: namespace ids are
+   * per store, so a namespace of another store would name whichever namespace of this one
+   * happens to share its id.
+   */
+  belongsTo(ctx: StoreContext): boolean {
+    return this.ctx === ctx
   }
 
   /** @internal Validates and encodes a value (a Promise only with an async validator). */
@@ -99,7 +120,7 @@ export class Namespace<T, D extends boolean> {
    * that version reads as undefined; see {@link history} for every kept change.
    */
   getVersion(key: string, version: number): Entry<T> | undefined {
-    if (!Number.isInteger(version) || version < 1) throw new OrreryError('INVALID_ARGUMENT', 'a version is a whole number >= 1', { details: { argument: 'version', value: version } })
+    int(version, 'version', { min: 1 }, 'argument')
     return this.read(key, version)
   }
 
@@ -154,11 +175,10 @@ export class Namespace<T, D extends boolean> {
     const { ctx } = this
     const { core } = ctx
     if (typeof key !== 'string') throw keyError(key)
-    const expected = options.ifVersion ?? 0
-    if (!Number.isSafeInteger(expected) || expected < 0) throw versionError(expected)
-    const ttl = options.ttl ?? 0
+    const checked = checkWrite(options)
+    const { expected, ttl } = checked
     // Interned before `io` is taken: interning may grow wasm memory and detach a view.
-    const writer = options.writer === undefined ? 0 : ctx.writerId(options.writer)
+    const writer = checked.writer === undefined ? 0 : ctx.writerId(checked.writer)
     const io = core.io(writeBound(key, value === undefined ? 0 : value.length))
     putWrite(io, core.view(), 0, action, condition, this.id, key, value, writer, expected, ttl)
     const result = core.write(1, ctx.now())
@@ -184,11 +204,13 @@ export class Namespace<T, D extends boolean> {
    * carrying the current version, and nothing changes). Returns the new version.
    */
   put(key: string, value: T, options: WriteOptions = NONE): Ack<D> {
+    if (options === null) optionsOf(options)
     return this.putWith(options.ifVersion === undefined ? CONDITION.any : CONDITION.version, key, value, options)
   }
 
   /** Sets the key only if it holds no value (else `VERSION_CONFLICT`). */
   create(key: string, value: T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
+    if (options === null) optionsOf(options)
     return this.putWith(CONDITION.absent, key, value, options)
   }
 
@@ -198,6 +220,7 @@ export class Namespace<T, D extends boolean> {
    */
   delete(key: string, options: Pick<WriteOptions, 'ifVersion' | 'writer'> = NONE): Ack<D> {
     const { ctx } = this
+    optionsOf(options)
     const condition = options.ifVersion === undefined ? CONDITION.any : CONDITION.version
     if (ctx.durable) return ctx.guarded(() => this.write(ACTION.delete, condition, key, undefined, options)) as Ack<D>
     if (ctx.closed) throw closedError()
@@ -210,6 +233,7 @@ export class Namespace<T, D extends boolean> {
    */
   update(key: string, update: (current: T | undefined) => T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
     const { ctx } = this
+    optionsOf(options)
     const run = () => {
       if (ctx.closed) throw closedError()
       const current = this.get(key)
@@ -259,24 +283,20 @@ export class Namespace<T, D extends boolean> {
   /** Changes to one key, as a Stream (an rxjs Observable and an AsyncIterable). */
   watch(key: string, options: WatchOptions = {}): Stream<Change<T>> {
     if (typeof key !== 'string') throw keyError(key)
-    return this.watchOf(key, false, options)
+    return this.watchOf(key, false, optionsOf(options))
   }
 
   /** Changes to every key starting with `prefix` ('' for the whole namespace). */
   watchPrefix(prefix: string, options: WatchOptions = {}): Stream<Change<T>> {
     if (typeof prefix !== 'string') throw keyError(prefix)
-    return this.watchOf(prefix, true, options)
+    return this.watchOf(prefix, true, optionsOf(options))
   }
 
   private watchOf(target: string, prefix: boolean, options: WatchOptions): Stream<Change<T>> {
-    const from = options.from ?? 'now'
-    const capacity = options.buffer ?? 1024
-    if (from !== 'now' && from !== 'current' && !(Number.isSafeInteger(from) && from >= 0)) {
-      throw new OrreryError('INVALID_OPTION', "from must be 'now', 'current' or a version", { details: { option: 'from', value: from } })
-    }
-    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 2 ** 28) {
-      throw new OrreryError('INVALID_OPTION', 'buffer must be a whole number from 1 to 268435456', { details: { option: 'buffer', value: capacity } })
-    }
+    const from = options.from === undefined ? 'now' : options.from
+    if (typeof from === 'number') int(from, 'from')
+    else oneOf(from, ['now', 'current'], 'from')
+    const capacity = intOr(options.buffer, 1024, 'buffer', { min: 1, max: 2 ** 28 })
     const { ctx } = this
     return new Stream<Change<T>>({
       start: (sink, exclusive) => {

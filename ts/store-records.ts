@@ -1,5 +1,6 @@
 /** What the store hands out: entries, changes and stamps, decoded from the core's records. */
 import { decodePayload } from './codec.js'
+import { isOrreryError, OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { KINDS, readKey, RECORD_HEADER } from './store-wire.js'
@@ -33,6 +34,20 @@ export type Change<T> =
 /** Resolves writer ids to names (cached: ids never change meaning). */
 export type WriterNames = (id: number) => string
 
+/**
+ * A stored value, decoded with the namespace's codec. Bytes that do not decode with it (written
+ * through a handle with another codec) fail as `INVALID_PAYLOAD`, as a watch does, never as a
+ * bare `SyntaxError`.
+ */
+function decodeValue(codec: CodecName, bytes: Uint8Array, key: string | undefined): unknown {
+  try {
+    return decodePayload(codec, bytes)
+  } catch (cause) {
+    if (isOrreryError(cause)) throw cause
+    throw new OrreryError('INVALID_PAYLOAD', `a stored value does not decode with the namespace codec (${codec})`, { cause, details: { codec, ...(key === undefined ? {} : { key }) } })
+  }
+}
+
 /** Decodes the record at `at` of `io` as a change of `key` (or of the key it carries). */
 export function readChange<T>(io: Uint8Array, view: DataView, at: number, codec: CodecName, writers: WriterNames, key?: string): Change<T> {
   const kind = KINDS[io[at + 4] as 1 | 2 | 3]
@@ -43,7 +58,7 @@ export function readChange<T>(io: Uint8Array, view: DataView, at: number, codec:
   const name = key ?? readKey(io, at + RECORD_HEADER, keyLen)
   if (kind !== 'put') return { type: kind, key: name, version, stamp }
   const start = at + RECORD_HEADER + keyLen
-  const value = decodePayload(codec, io.slice(start, start + valueLen)) as T
+  const value = decodeValue(codec, io.slice(start, start + valueLen), name) as T
   return { type: 'put', key: name, version, value, stamp }
 }
 
@@ -85,7 +100,7 @@ export function readEntry<T>(io: Uint8Array, view: DataView, at: number, codec: 
   const keyLen = view.getUint16(at + 6, true)
   const valueLen = view.getUint32(at + 8, true)
   const start = at + RECORD_HEADER + keyLen
-  const value = decodePayload(codec, io.slice(start, start + valueLen)) as T
+  const value = decodeValue(codec, io.slice(start, start + valueLen), key) as T
   const expires = view.getFloat64(at + 40, true)
   return new StoreEntry(
     key ?? readKey(io, at + RECORD_HEADER, keyLen),

@@ -3,6 +3,7 @@
  * engine's `io` buffer as records of a 32-byte header plus key and value, and results come back
  * as records of a 48-byte header plus key and value, each padded to 8 bytes.
  */
+import { wellFormed } from './check.js'
 import { OrreryError } from './errors.js'
 
 export const WRITE_HEADER = 32
@@ -37,6 +38,11 @@ export function putKey(io: Uint8Array, at: number, key: string): number {
       io[at + i] = c
     }
     if (i === n) return n
+  }
+  // UTF-8 cannot carry a lone surrogate: encoded as U+FFFD, 'a\uD800' and 'a\uDFFF' would be one
+  // key. Checked only here, past the ASCII path, so plain keys pay nothing.
+  if (!wellFormed(key)) {
+    throw new OrreryError('INVALID_KEY', 'invalid key: holds a lone surrogate (not well-formed UTF-16, which UTF-8 cannot carry)', { details: { key: key.slice(0, 64) } })
   }
   return utf8.encodeInto(key, io.subarray(at)).written
 }

@@ -10,9 +10,10 @@ import type { Subscriber } from 'rxjs'
 
 import type { StoreCore } from './backend.js'
 import { encodePayload } from './codec.js'
+import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from './check.js'
 import { OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
-import { Namespace, type NamespaceOptions } from './namespace.js'
+import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
 import type { InferOutput, StandardSchemaV1 } from './schema.js'
 import { validate } from './schema.js'
 import { nextRecord, readChange, type Change } from './store-records.js'
@@ -86,6 +87,17 @@ export interface StoreContext {
   shared: Map<string, { id: number; watch: WatchSink }>
 }
 
+/**
+ * Refuses anything but a namespace of the store behind `ctx` (`INVALID_ARGUMENT`): a namespace
+ * of another store carries an id that means another namespace here (or none).
+ */
+function ownNamespace(ctx: StoreContext, ns: unknown): void {
+  if (!(ns instanceof Namespace)) throw new OrreryError('INVALID_ARGUMENT', 'a transaction write takes a namespace from store.namespace()', { details: { argument: 'namespace' } })
+  if (!ns.belongsTo(ctx)) {
+    throw new OrreryError('INVALID_ARGUMENT', `namespace ${ns.name} belongs to another store: take it from this store's namespace()`, { details: { argument: 'namespace', namespace: ns.name } })
+  }
+}
+
 /** The error of any call after close. */
 export const closedError = (): OrreryError => new OrreryError('CLOSED', 'the store is closed')
 
@@ -119,13 +131,12 @@ export class Transaction<D extends boolean> {
   constructor(private readonly ctx: StoreContext, private readonly writer: string | undefined) {}
 
   private add(action: number, ns: Namespace<unknown, boolean>, key: string, value: unknown, options: TxnWriteOptions, absent = false): this {
-    if (!(ns instanceof Namespace)) throw new OrreryError('INVALID_ARGUMENT', 'a transaction write takes a namespace from store.namespace()', { details: { argument: 'namespace' } })
+    ownNamespace(this.ctx, ns)
     if (typeof key !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key' } })
-    if (options.ifVersion !== undefined && !(Number.isSafeInteger(options.ifVersion) && options.ifVersion >= 0)) {
-      throw new OrreryError('INVALID_ARGUMENT', 'ifVersion must be a whole number >= 0 (0: absent)', { details: { argument: 'ifVersion', value: options.ifVersion } })
-    }
-    const condition = absent ? CONDITION.absent : options.ifVersion === undefined ? CONDITION.any : CONDITION.version
-    const write: TxnWrite = { action, condition, ns, key, value: undefined, expected: options.ifVersion ?? 0, ttl: options.ttl ?? 0 }
+    const o = optionsOf(options)
+    const { expected, ttl } = checkWrite({ ifVersion: o.ifVersion, ttl: o.ttl })
+    const condition = absent ? CONDITION.absent : o.ifVersion === undefined ? CONDITION.any : CONDITION.version
+    const write: TxnWrite = { action, condition, ns, key, value: undefined, expected, ttl }
     if (action === ACTION.put) {
       const encoded = ns.encodeValue(value)
       if (encoded instanceof Promise) this.pending.push(encoded.then((bytes) => { write.value = bytes }))
@@ -152,6 +163,7 @@ export class Transaction<D extends boolean> {
 
   /** Writes nothing, but the transaction applies only if the key is at `version` (0: absent). */
   check(ns: Namespace<unknown, boolean>, key: string, version: number): this {
+    int(version, 'version', {}, 'argument')
     return this.add(ACTION.check, ns, key, undefined, { ifVersion: version })
   }
 
@@ -208,7 +220,21 @@ export interface StoreOptions {
   tombstoneMs?: number
   /** A snapshot (from `store.export()`) to start from. */
   snapshot?: Uint8Array
+  /**
+   * How far ahead of this replica's clock a merged change's stamp may be, in ms (default
+   * 60,000). A merge moves the local clock past the remote stamp, so one stamp from far in the
+   * future (a broken clock, or `wall: 1e300`) would otherwise pin every later local write to it:
+   * such a change is refused (`INVALID_ARGUMENT`) and nothing is merged.
+   */
+  maxClockDriftMs?: number
 }
+
+/** The default of {@link StoreOptions.maxClockDriftMs}: a minute. */
+const DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
+
+/** The largest stamp `wall` (ms) and `logical` a merge takes: what a stamp read back can hold exactly. */
+const MAX_WALL = Number.MAX_SAFE_INTEGER
+const MAX_LOGICAL = 0xffffffff
 
 /** A store: namespaces of versioned keys. */
 export class Store<D extends boolean = false> {
@@ -233,7 +259,7 @@ export class Store<D extends boolean = false> {
   private readonly ctx: StoreContext
 
   /** @internal */
-  constructor(private readonly core: StoreCore, private readonly clock: () => number) {
+  constructor(private readonly core: StoreCore, private readonly clock: () => number, private readonly maxClockDriftMs = DEFAULT_MAX_CLOCK_DRIFT_MS) {
     const self = this
     this.ctx = {
       core,
@@ -274,13 +300,17 @@ export class Store<D extends boolean = false> {
   namespace<T = unknown>(name: string, options?: NamespaceOptions<undefined>): Namespace<T, D>
   namespace(name: string, options: NamespaceOptions<StandardSchemaV1 | undefined> = {}): Namespace<unknown, D> {
     this.checkOpen()
+    text(name, 'namespace name')
+    optionsOf(options)
+    if (options.codec !== undefined) oneOf(options.codec, ['json', 'msgpack', 'raw'], 'codec')
+    if (options.history !== undefined) int(options.history, 'history', { max: 0xffffffff })
+    if (options.schema !== undefined && (options.schema === null || typeof options.schema !== 'object' || !('~standard' in options.schema))) {
+      throw new OrreryError('INVALID_OPTION', 'schema must be a Standard Schema (an object with ~standard)', { details: { option: 'schema' } })
+    }
     const known = this.namespaces.get(name)
     if (known && options.codec === undefined && options.schema === undefined && options.history === undefined) return known
     const id = this.core.namespace(name)
     if (options.history !== undefined) {
-      if (!Number.isInteger(options.history) || options.history < 0 || options.history > 0xffffffff) {
-        throw new OrreryError('INVALID_OPTION', 'history must be a whole number >= 0', { details: { option: 'history', value: options.history } })
-      }
       this.core.setHistory(id, options.history)
       this.changed(false)
     }
@@ -292,7 +322,7 @@ export class Store<D extends boolean = false> {
   /** A transaction; `writer` names who writes it (default: the store's replica). */
   transaction(options: { writer?: string } = {}): Transaction<D> {
     this.checkOpen()
-    return new Transaction<D>(this.ctx, options.writer)
+    return new Transaction<D>(this.ctx, textOr(optionsOf(options).writer, 'writer'))
   }
 
   /** The whole store at this revision, as bytes (consistent at one point in time). */
@@ -320,10 +350,9 @@ export class Store<D extends boolean = false> {
    */
   merge<T>(ns: Namespace<T, D>, change: RemoteChange<T>, resolve?: (local: T | undefined, remote: T | undefined) => T): Ack<D> {
     return this.guarded(() => {
-      const { wall, logical, writer } = change.stamp ?? {}
-      if (typeof wall !== 'number' || typeof logical !== 'number' || typeof writer !== 'string' || (change.type !== 'put' && change.type !== 'delete')) {
-        throw new OrreryError('INVALID_ARGUMENT', 'a remote change has a type (put or delete), a key and a stamp { wall, logical, writer }', { details: { argument: 'change' } })
-      }
+      ownNamespace(this.ctx, ns)
+      const { wall, logical, writer } = this.checkChange(change)
+      if (resolve !== undefined) callable(resolve, 'resolve')
       let type = change.type
       let value = change.value
       let condition: number = CONDITION.any
@@ -343,6 +372,28 @@ export class Store<D extends boolean = false> {
       const result = this.core.merge(wall, logical, resolve === undefined, this.clock())
       return this.ack(result, type === 'delete', () => ({ namespace: ns.name, key: change.key }))
     }) as Ack<D>
+  }
+
+  /**
+   * A remote change's shape and stamp, checked before anything is merged: a stamp the core would
+   * convert (`logical: 1.5`, `-1`, `2**32`) or that would wrap (`wall: 2**64`) is refused, and so
+   * is one more than `maxClockDriftMs` ahead of this replica's clock.
+   */
+  private checkChange(change: RemoteChange<unknown>): RemoteChange<unknown>['stamp'] {
+    optionsOf(change, 'change')
+    if (typeof change.key !== 'string') refuse('argument', 'change.key', change.key, 'must be a string')
+    oneOf(change.type, ['put', 'delete'], 'change.type', 'argument')
+    const stamp = optionsOf(change.stamp, 'change.stamp')
+    const wall = int(stamp.wall, 'stamp.wall', { max: MAX_WALL }, 'argument')
+    int(stamp.logical, 'stamp.logical', { max: MAX_LOGICAL }, 'argument')
+    text(stamp.writer, 'stamp.writer', { nonEmpty: true })
+    const now = this.clock()
+    if (wall > now + this.maxClockDriftMs) {
+      throw new OrreryError('INVALID_ARGUMENT', `stamp.wall ${wall} is ${wall - now} ms ahead of this replica's clock, more than maxClockDriftMs (${this.maxClockDriftMs})`, {
+        details: { argument: 'change.stamp', wall, now, maxClockDriftMs: this.maxClockDriftMs },
+      })
+    }
+    return stamp
   }
 
   /** Expires what is due now and delivers every waiting watch change. Call after moving a fake clock. */
@@ -576,4 +627,40 @@ export function encodeValue(codec: CodecName, schema: StandardSchemaV1 | undefin
   if (!schema) return encodePayload(codec, value)
   const checked = validate(schema, value, where)
   return checked instanceof Promise ? checked.then((v) => encodePayload(codec, v)) : encodePayload(codec, checked)
+}
+
+/** The largest `maxValueBytes`: 256 MiB. */
+const MAX_VALUE_BYTES_LIMIT = 256 * 1024 * 1024
+
+/** @internal {@link StoreOptions} with their defaults, checked before any engine call. */
+export interface CheckedStoreOptions {
+  readonly path: string | undefined
+  readonly batched: boolean
+  readonly maxValueBytes: number
+  readonly history: number
+  readonly replica: string
+  readonly tombstoneMs: number
+  readonly snapshot: Uint8Array | undefined
+  readonly maxClockDriftMs: number
+}
+
+/**
+ * @internal Checks every option of `openStore` in the facade, for both engines alike: a
+ * wrong-typed one must never reach wasm-bindgen's glue, which coerces it or (a number where a
+ * string is meant: `replica: 5`) reads out of bounds and traps the whole instance.
+ */
+export function checkStoreOptions(given: StoreOptions | undefined | null): CheckedStoreOptions {
+  const o = optionsOf(given)
+  const snapshot = o.snapshot
+  if (snapshot !== undefined && !(snapshot instanceof Uint8Array)) refuse('option', 'snapshot', snapshot, 'must be a Uint8Array from store.export()')
+  return {
+    path: textOr(o.path, 'path', { nonEmpty: true }),
+    batched: oneOfOr(o.durability, ['batched', 'every'], 'batched', 'durability') === 'batched',
+    maxValueBytes: intOr(o.maxValueBytes, 1024 * 1024, 'maxValueBytes', { min: 1, max: MAX_VALUE_BYTES_LIMIT }),
+    history: intOr(o.history, 0, 'history', { max: 0xffffffff }),
+    replica: textOr(o.replica, 'replica', { nonEmpty: true }) ?? 'local',
+    tombstoneMs: o.tombstoneMs === undefined ? 600_000 : finite(o.tombstoneMs, 'tombstoneMs', { min: 0 }),
+    snapshot,
+    maxClockDriftMs: o.maxClockDriftMs === undefined ? DEFAULT_MAX_CLOCK_DRIFT_MS : finite(o.maxClockDriftMs, 'maxClockDriftMs', { min: 0 }),
+  }
 }

@@ -6,7 +6,7 @@
 import type { RawStore } from '../backend.js'
 import { OrreryError } from '../errors.js'
 import { MAX_KEY_BYTES, pad8, RECORD_HEADER } from '../store-wire.js'
-import { text } from './adapter.js'
+import { text } from '../check.js'
 
 /** The drain buffer holds the largest record: header, longest key, largest value. */
 export const drainCapacity = (maxValueBytes: number): number => Math.max(64 * 1024, pad8(RECORD_HEADER + MAX_KEY_BYTES + maxValueBytes))
@@ -20,7 +20,7 @@ export abstract class StoreAdapter implements RawStore {
 
   namespace(name: string): number {
     this.usable()
-    try { return this.raw.namespace(text(name, 'a namespace name')) } catch (e) { throw this.fail(e) }
+    try { return this.raw.namespace(text(name, 'namespace name')) } catch (e) { throw this.fail(e) }
   }
 
   setHistory(ns: number, keep: number): void {
@@ -30,7 +30,7 @@ export abstract class StoreAdapter implements RawStore {
 
   writer(name: string): number {
     this.usable()
-    try { return this.raw.writer(text(name, 'a writer name')) } catch (e) { throw this.fail(e) }
+    try { return this.raw.writer(text(name, 'writer name')) } catch (e) { throw this.fail(e) }
   }
 
   writerName(id: number): string | null | undefined {
@@ -70,7 +70,11 @@ export abstract class StoreAdapter implements RawStore {
 
   export(): Uint8Array {
     this.usable()
-    try { return this.raw.export() } catch (e) { throw this.fail(e) }
+    let bytes: Uint8Array
+    try { bytes = this.raw.export() } catch (e) { throw this.fail(e) }
+    // The same type from both engines: native hands out a Node Buffer, whose `slice` is a view
+    // (and a small one may sit in Node's shared pool); a plain copy behaves as wasm's does.
+    return Object.getPrototypeOf(bytes) === Uint8Array.prototype ? bytes : new Uint8Array(bytes)
   }
 
   import(bytes: Uint8Array): void {
