@@ -6,7 +6,7 @@
  * addon calls from its disk thread.
  */
 import type { RawStore, StoreCore, StoreCoreOptions } from '../backend.js'
-import { fromEngine, type OrreryError } from '../errors.js'
+import { fromEngine, OrreryError } from '../errors.js'
 import { callBlock } from './call-block.js'
 import { drainCapacity, StoreAdapter } from './store.js'
 
@@ -211,6 +211,11 @@ export function openNativeStore(b: NativeStoreBinding, o: StoreCoreOptions & { p
   try {
     return new NativeStoreCore(b, b.NativeStore.open(o.path, o.batched, o.maxValueBytes, o.history, o.replica, o.tombstoneMs), true, o.maxValueBytes)
   } catch (e) {
-    throw fromEngine(e)
+    const error = fromEngine(e)
+    if (error.code !== 'STORE_IO') throw error
+    // Which file, and whether it is damaged (rather than missing a directory or space), as
+    // fields: a process may open several stores, and a damaged one needs a person.
+    const damaged = error.message.includes('the file is damaged')
+    throw new OrreryError('STORE_IO', error.message, { cause: e, details: { ...error.details, path: o.path, damaged } })
   }
 }

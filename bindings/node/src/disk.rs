@@ -95,31 +95,104 @@ fn io(err: impl std::fmt::Display) -> String {
     err.to_string()
 }
 
-impl Disk {
-    /// Opens (or creates) the database at `path` and reads everything in it.
-    pub fn open(path: &str, batched: bool) -> Result<(Self, Loaded), String> {
-        let db = Database::create(path).map_err(io)?;
-        // Create both tables, so a fresh file reads as empty rather than failing.
-        let txn = db.begin_write().map_err(io)?;
-        txn.open_table(ENTRIES).map_err(io)?;
-        txn.open_table(META).map_err(io)?;
-        txn.commit().map_err(io)?;
+/// The first bytes of every redb file (its magic number): a file without them was never one.
+const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-        let read = db.begin_read().map_err(io)?;
-        let meta = match read.open_table(META).map_err(io)?.get("store").map_err(io)? {
-            Some(bytes) => Some(Meta::from_bytes(bytes.value()).map_err(io)?),
+/// Starts every reason that a file is damaged, so JS and the reader can tell it from a full
+/// disk or a missing directory.
+const DAMAGED: &str = "the file is damaged";
+
+/// redb's errors, with corruption said in words: its `Corrupted` is a damaged file.
+fn db_error(err: impl Into<redb::Error>) -> String {
+    match err.into() {
+        redb::Error::Corrupted(reason) => {
+            format!("{DAMAGED} ({reason}); restore it from a backup or move it away to start empty")
+        }
+        redb::Error::DatabaseAlreadyOpen => "the file is open already (in this or another process)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Why an existing file is not a store file, if it is not: redb's `create` would initialise an
+/// empty file as a new database, and acknowledged writes would be gone without a word.
+fn check_header(path: &str) -> Result<bool, String> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(err.to_string()),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Err(format!("{DAMAGED}: it is empty (0 bytes; a store file never is), so what it held is lost; move it away to start empty"));
+    }
+    let mut head = [0u8; MAGIC.len()];
+    if file.read_exact(&mut head).is_err() || head != MAGIC {
+        return Err(format!(
+            "{DAMAGED}: it is not a store file (no store header in its {len} bytes); move it away to start empty"
+        ));
+    }
+    Ok(true)
+}
+
+/// Opens the file and reads it whole. redb may panic on pages damaged outside it (a plain open
+/// trusts a cleanly closed file), so the open checks every page's checksum, and both the open and
+/// the read-back run under `catch_unwind`: a panic there is a damaged file, reported as such.
+#[allow(clippy::type_complexity, reason = "one private call site")]
+fn open_checked(path: &str) -> Result<(Database, Option<Meta>, Vec<(String, Bytes, EntryState)>), String> {
+    let exists = check_header(path)?;
+    let read = std::panic::AssertUnwindSafe(|| -> Result<_, String> {
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        let db = if exists { builder.open(path) } else { builder.create(path) }.map_err(db_error)?;
+        // Create both tables, so a fresh file reads as empty rather than failing.
+        let txn = db.begin_write().map_err(db_error)?;
+        txn.open_table(ENTRIES).map_err(db_error)?;
+        txn.open_table(META).map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+
+        let read = db.begin_read().map_err(db_error)?;
+        let meta = match read.open_table(META).map_err(db_error)?.get("store").map_err(db_error)? {
+            Some(bytes) => {
+                Some(Meta::from_bytes(bytes.value()).map_err(|e| format!("{DAMAGED}: its store record {e}"))?)
+            }
             None => None,
         };
         let mut entries = Vec::new();
-        for row in read.open_table(ENTRIES).map_err(io)?.iter().map_err(io)? {
-            let (key, value) = row.map_err(io)?;
+        for row in read.open_table(ENTRIES).map_err(db_error)?.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
             let key = key.value();
-            let split = key.iter().position(|&b| b == 0).ok_or("a row key without a namespace")?;
-            let namespace = String::from_utf8(key[..split].to_vec()).map_err(io)?;
-            let state = EntryState::from_bytes(value.value()).map_err(io)?;
+            let split =
+                key.iter().position(|&b| b == 0).ok_or_else(|| format!("{DAMAGED}: a row key without a namespace"))?;
+            let namespace = String::from_utf8(key[..split].to_vec()).map_err(|e| format!("{DAMAGED}: {e}"))?;
+            let state = EntryState::from_bytes(value.value()).map_err(|e| format!("{DAMAGED}: a row {e}"))?;
             entries.push((namespace, Bytes::copy_from_slice(&key[split + 1..]), state));
         }
         drop(read);
+        Ok((db, meta, entries))
+    });
+    match std::panic::catch_unwind(read) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(format!(
+                "{DAMAGED} (reading it failed: {what}); restore it from a backup or move it away to start empty"
+            ))
+        }
+    }
+}
+
+impl Disk {
+    /// Opens (or creates) the database at `path` and reads everything in it. A file that exists
+    /// but is not an intact store (empty, truncated, overwritten, pages that fail their
+    /// checksums) is refused as damaged, never opened as an empty store: only a path where no
+    /// file exists creates a new one.
+    pub fn open(path: &str, batched: bool) -> Result<(Self, Loaded), String> {
+        let (db, meta, entries) = open_checked(path)?;
         let meta_seed = meta.clone();
 
         let status = Arc::new(Status_ { path: path.to_owned(), ..Status_::default() });
