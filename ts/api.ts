@@ -4,7 +4,7 @@
  */
 import type { Backend, EngineName } from './backend.js'
 import { Bus } from './bus.js'
-import { callable } from './check.js'
+import { callable, intOr, oneOf, options as checkOptions } from './check.js'
 import { OrreryError } from './errors.js'
 import { checkLayout } from './frame.js'
 import { Mesh, type MeshOptions } from './mesh.js'
@@ -50,6 +50,8 @@ export interface OrreryOptions {
   /** The host clock in ms (default `Date.now`); pass a fake one to control TTLs and timeouts in tests. */
   clock?: () => number
 }
+
+const ENGINES: readonly EngineName[] = ['native', 'wasm']
 
 type EngineLoader = (requested: EngineName | undefined) => Promise<Backend>
 let loader: EngineLoader | undefined
@@ -124,12 +126,11 @@ export class Orrery {
 
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
-    const max = options.maxMessageBytes ?? 10 * 1024 * 1024
-    if (!Number.isInteger(max) || max < 64 || max > 0xffffffff) {
-      throw new OrreryError('INVALID_OPTION', 'maxMessageBytes must be an integer from 64 to 4294967295', { details: { option: 'maxMessageBytes', value: max } })
-    }
-    const backend = await loadBackend(options.engine)
-    const clock = options.clock ?? Date.now
+    const o = checkOptions(options)
+    const max = intOr(o.maxMessageBytes, 10 * 1024 * 1024, 'maxMessageBytes', { min: 64, max: 0xffffffff })
+    const engine = o.engine === undefined ? undefined : oneOf(o.engine, ENGINES, 'engine')
+    const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')
+    const backend = await loadBackend(engine)
     return new Orrery(backend, new Bus(backend.createBus({ maxMessageBytes: max }), clock), clock)
   }
 

@@ -13,9 +13,10 @@ import {
   CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, OVERFLOW, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
   type BusCore, type ChannelStats, type OverflowPolicy, type SubscriberStats,
 } from './backend.js'
+import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, oneOf, refuse, stringRecord, text, textOr, type Where } from './check.js'
 import { encodePayload } from './codec.js'
 import { isOrreryError, OrreryError } from './errors.js'
-import { CODEC_CODES, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from './frame.js'
+import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from './frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { FrameMessage, type Message } from './message.js'
@@ -127,6 +128,11 @@ export type BusEvent =
   | { type: 'dropped'; consumer: number; channel: string | undefined; count: number }
   | { type: 'schema-invalid'; channel: string; seq: number; error: OrreryError }
   | { type: 'handler-error'; channel: string; seq: number; error: unknown }
+  /**
+   * A subscriber's callback threw (or its stream failed and it gave no error callback). Reported
+   * here instead of rethrown, which would end the process; delivery to it and to others goes on.
+   */
+  | { type: 'subscriber-error'; channel: string; group?: string; error: unknown }
 
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
@@ -143,28 +149,86 @@ const RAW_CODEC = CODEC_CODES.get('raw')!
 const JSON_CODEC = CODEC_CODES.get('json')!
 const NORMAL_PRIORITY = PRIORITY_CODES.get('normal')!
 
-/** The code of an option value, or INVALID_OPTION naming the allowed values. */
-function code(codes: Map<string, number>, value: string, allowed: readonly string[], name: string): number {
-  const found = codes.get(value)
-  if (found === undefined) throw new OrreryError('INVALID_OPTION', `${name} must be one of ${allowed.join(', ')}`, { details: { option: name, value } })
+/** The code of an option value (looked up in a Map, so `__proto__` finds nothing), or INVALID_OPTION naming the allowed values. */
+function code(codes: Map<string, number>, value: unknown, allowed: readonly string[], name: string): number {
+  const found = typeof value === 'string' ? codes.get(value) : undefined
+  if (found === undefined) refuse('option', name, value, `must be one of ${allowed.join(', ')}`)
   return found
 }
 
+/**
+ * Largest buffer, in-flight limit or claim count: the core's `MAX_CAPACITY` (crates/core/src/host.rs,
+ * 2^28), which keeps its capacity arithmetic far from overflow on wasm32.
+ */
+export const MAX_CAPACITY = 2 ** 28
+const OVERFLOW_POLICIES = Object.keys(OVERFLOW) as OverflowPolicy[]
+/** Envelope strings a publisher may set: well-formed, at most 255 bytes (the writer checks the length). */
+const ENVELOPE_STRINGS = ['sender', 'recipient', 'correlationId', 'causationId', 'schema'] as const
+
 /** @internal Turns `from` into the core's (mode, value). */
-export function startOf(from: StartFrom | undefined): [number, number] {
+export function startOf(from: unknown): [number, number] {
   if (from === undefined || from === 'latest') return [START_MODES.latest, 0]
   if (from === 'earliest') return [START_MODES.earliest, 0]
-  if (typeof from === 'object' && 'seq' in from) return [START_MODES.seq, from.seq]
-  if (typeof from === 'object' && 'time' in from) return [START_MODES.time, from.time]
-  throw new OrreryError('INVALID_OPTION', "from must be 'latest', 'earliest', { seq } or { time }", { details: { option: 'from', value: from } })
+  if (from !== null && typeof from === 'object' && !Array.isArray(from)) {
+    const at = from as { seq?: unknown; time?: unknown }
+    if (at.seq !== undefined) return [START_MODES.seq, int(at.seq, 'from.seq')]
+    if (at.time !== undefined) return [START_MODES.time, finite(at.time, 'from.time')]
+  }
+  refuse('option', 'from', from, "must be 'latest', 'earliest', { seq } or { time }")
 }
 
-/** @internal Turns an overflow policy into the core's code. */
-export function overflowOf(policy: OverflowPolicy | undefined): number {
-  if (policy === undefined) return OVERFLOW.block
-  const code = OVERFLOW[policy]
-  if (code === undefined) throw new OrreryError('INVALID_OPTION', 'overflow must be block, drop-oldest or reject', { details: { option: 'overflow', value: policy } })
-  return code
+/** @internal Turns an overflow policy into the core's code (by value: `toString` is no policy). */
+export function overflowOf(policy: unknown): number {
+  return policy === undefined ? OVERFLOW.block : OVERFLOW[oneOf(policy, OVERFLOW_POLICIES, 'overflow')]
+}
+
+/** @internal A Standard Schema (v1): an object whose `~standard.validate` is a function. */
+export function checkSchema<S>(value: S, name = 'schema', where: Where = 'option'): S {
+  const standard = (value !== null && (typeof value === 'object' || typeof value === 'function')) ? (value as { '~standard'?: { validate?: unknown } })['~standard'] : undefined
+  if (typeof standard?.validate !== 'function') refuse(where, name, value, 'must be a Standard Schema (an object with ~standard.validate)')
+  return value
+}
+
+/** @internal What every consumer's options share, checked: where it starts, its buffer and overflow policy, its schema. */
+export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?: unknown; schema?: unknown }): { mode: number; value: number; buffer: number; overflow: number } {
+  const [mode, value] = startOf(o.from)
+  const buffer = intOr(o.buffer, 10_000, 'buffer', { min: 1, max: MAX_CAPACITY })
+  const overflow = overflowOf(o.overflow)
+  if (o.schema !== undefined) checkSchema(o.schema)
+  return { mode, value, buffer, overflow }
+}
+
+/**
+ * Checks a message's options before anything is encoded: a wrong-typed field once made the frame
+ * writer reserve NaN bytes, doubling its buffer on every refused publish (768 MiB after 16).
+ */
+function checkEnvelope(value: unknown, name: string, where: Where): PublishOptions {
+  const o = checkOptions(value as PublishOptions, name, where)
+  if (o.id !== undefined) text(o.id, 'id', { nonEmpty: true }, 'option')
+  for (const field of ENVELOPE_STRINGS) if (o[field] !== undefined) text(o[field], field, {}, 'option')
+  if (o.headers !== undefined && Object.keys(stringRecord(o.headers, 'headers')).length > 0xffff) {
+    refuse('option', 'headers', o.headers, 'must hold at most 65535 headers')
+  }
+  if (o.ttl !== undefined) finite(o.ttl, 'ttl', { above: 0 })
+  return o
+}
+
+/** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms). */
+function requestTimeout(value: unknown): number {
+  if (value === undefined) return 5_000
+  if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) refuse('option', 'timeout', value, `must be a number of ms > 0 and <= ${MAX_TIMER_MS}`)
+  return value
+}
+
+/** A batch is an array of `{ channel, payload, options? }` objects; each item's options are checked when it is encoded. */
+function checkBatch(items: unknown): void {
+  const list = items as ReadonlyArray<unknown>
+  if (!Array.isArray(list)) refuse('argument', 'items', items, 'must be an array of { channel, payload, options? }')
+  for (let i = 0; i < list.length; i++) {
+    const item = list[i] as BatchItem | null
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) refuse('argument', `items[${i}]`, item, 'must be an object { channel, payload, options? }')
+    if (typeof item.channel !== 'string') refuse('argument', `items[${i}].channel`, item.channel, 'must be a string')
+  }
 }
 
 /** A message bus over one engine's core (one endpoint of it, when shared across threads). */
@@ -213,19 +277,18 @@ export class Bus {
   /** The id of a channel, creating it on first use; with options, (re)configures it. */
   channel(name: string, options?: ChannelOptions): number {
     this.assertOpen()
+    if (options === undefined) return this.channelId(name)
+    // Counts and sizes are whole numbers (the core truncates: maxCount 0.5 became 0, unlimited);
+    // an age may be Infinity (keep forever, the default).
+    const o = checkOptions(options)
+    const r = checkOptions(o.retention, 'retention', 'option')
+    const maxCount = intOr(r.maxCount, 10_000, 'retention.maxCount')
+    const maxBytes = intOr(r.maxBytes, 64 * 1024 * 1024, 'retention.maxBytes')
+    const maxAge = r.maxAgeMs === undefined || r.maxAgeMs === Infinity ? Infinity : finite(r.maxAgeMs, 'retention.maxAgeMs', { min: 0 })
+    const dedup = o.dedupWindowMs === undefined ? 0 : finite(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
+    const deadLetterExpired = o.deadLetterExpired === undefined ? false : flag(o.deadLetterExpired, 'deadLetterExpired')
     const id = this.channelId(name)
-    if (options) {
-      const r = options.retention ?? {}
-      const numbers: Array<[string, number | undefined]> = [
-        ['retention.maxCount', r.maxCount], ['retention.maxBytes', r.maxBytes], ['retention.maxAgeMs', r.maxAgeMs], ['dedupWindowMs', options.dedupWindowMs],
-      ]
-      for (const [option, value] of numbers) {
-        if (value !== undefined && !(typeof value === 'number' && value >= 0)) {
-          throw new OrreryError('INVALID_OPTION', `${option} must be a number >= 0`, { details: { option, value } })
-        }
-      }
-      this.core.configure(id, r.maxCount ?? 10_000, r.maxBytes ?? 64 * 1024 * 1024, r.maxAgeMs ?? Infinity, options.dedupWindowMs ?? 0, options.deadLetterExpired ?? false, this.now())
-    }
+    this.core.configure(id, maxCount, maxBytes, maxAge, dedup, deadLetterExpired, this.now())
     return id
   }
 
@@ -254,6 +317,11 @@ export class Bus {
 
   /** Publishes a batch all or nothing, in one crossing into the core. */
   publishBatch(items: ReadonlyArray<BatchItem>): Promise<Published> {
+    try {
+      checkBatch(items)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     // The common case settles at once; only a full blocking consumer takes the waiting path, and
     // while publishes to a channel wait, later ones to that channel queue behind them to keep
     // its order (a batch queues if any of its channels waits).
@@ -311,16 +379,14 @@ export class Bus {
   }
 
   private encode(w: FrameWriter, channelId: number, payload: unknown, options: PublishOptions, now: number, replyToken: number): string | number {
+    if (options !== NO_OPTIONS) checkEnvelope(options, 'options', 'argument')
     const kind = options.kind === undefined ? DATA_KIND : code(KIND_CODES, options.kind, KINDS, 'kind')
     const priority = options.priority === undefined ? NORMAL_PRIORITY : code(PRIORITY_CODES, options.priority, PRIORITIES, 'priority')
     const ttl = options.ttl
-    if (ttl !== undefined && !(ttl > 0)) {
-      throw new OrreryError('INVALID_OPTION', 'ttl must be a number of ms > 0', { details: { option: 'ttl', value: ttl } })
-    }
-    const codec = options.codec ?? (payload instanceof Uint8Array ? 'raw' : 'json')
+    const codecCode = options.codec === undefined ? (payload instanceof Uint8Array ? RAW_CODEC : JSON_CODEC) : code(CODEC_CODES, options.codec, CODECS, 'codec')
+    const codec = CODECS[codecCode]!
     const bytes = encodePayload(codec, payload)
     const expiresAt = ttl === undefined ? 0 : now + ttl
-    const codecCode = codec === 'raw' ? RAW_CODEC : codec === 'json' ? JSON_CODEC : CODEC_CODES.get(codec)!
     if (options.id !== undefined) {
       w.pushCoded(channelId, kind, priority, codecCode, 0, expiresAt, options.id, options, bytes, replyToken)
       return options.id
@@ -369,11 +435,18 @@ export class Bus {
    * is also an AsyncIterable. Unsubscribing removes the subscription from the core.
    */
   subscribe<T = unknown>(channel: string, options: SubscribeOptions<T> = {}): Stream<Message<T>> {
+    // Checked at the call: a refusal raised when the stream is subscribed goes to an error
+    // callback most subscribers do not give, and rxjs then rethrows it, ending the process.
+    this.assertOpen()
+    options = checkOptions(options)
+    const { mode, value, buffer, overflow } = consumerOptions(options)
+    this.channelId(channel)
     return new Stream<Message<T>>({
+      unhandled: (error) => this.subscriberFailed(channel, error),
       start: (sink, exclusive) => {
         this.assertOpen()
-        if (!exclusive && !options.schema && (options.from === undefined || options.from === 'latest')) {
-          const leave = this.joinShared(channel, options, sink as Subscriber<Message>)
+        if (!exclusive && !options.schema && mode === START_MODES.latest) {
+          const leave = this.joinShared(channel, buffer, overflow, sink as Subscriber<Message>)
           const untrack = this.track(sink)
           return {
             stop: () => {
@@ -383,8 +456,7 @@ export class Bus {
             setPaused: () => {},
           }
         }
-        const [mode, value] = startOf(options.from)
-        const id = this.core.subscribe(this.channelId(channel), mode, value, options.buffer ?? 10_000, overflowOf(options.overflow))
+        const id = this.core.subscribe(this.channelId(channel), mode, value, buffer, overflow)
         const untrack = this.track(sink)
         const schema = options.schema
         this.addConsumer(id, channel, (seq, _attempt, frame) => {
@@ -401,6 +473,11 @@ export class Bus {
         }
       },
     })
+  }
+
+  /** @internal A subscriber's callback threw: reported, never rethrown (rxjs would rethrow it from a timer, ending the process). */
+  subscriberFailed(channel: string, error: unknown, group?: string): void {
+    this.eventSubject.next(group === undefined ? { type: 'subscriber-error', channel, error } : { type: 'subscriber-error', channel, group, error })
   }
 
   /** @internal Remembers an open stream subscriber (completed on close); returns the forget function. */
@@ -423,9 +500,7 @@ export class Bus {
    * later takes only messages published after it joined, even those still undelivered. Payload
    * objects are shared between these subscribers, as with an EventEmitter: do not mutate them.
    */
-  private joinShared(channel: string, options: SubscribeOptions<unknown>, sink: Subscriber<Message>): () => void {
-    const buffer = options.buffer ?? 10_000
-    const overflow = overflowOf(options.overflow)
+  private joinShared(channel: string, buffer: number, overflow: number, sink: Subscriber<Message>): () => void {
     const key = `${channel}\u0000${buffer}\u0000${overflow}`
     let feed = this.sharedFeeds.get(key)
     if (feed) {
@@ -515,11 +590,14 @@ export class Bus {
 
   /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */
   async send(agent: string, payload: unknown, options: PublishOptions = {}): Promise<{ readonly id: string; readonly published: boolean }> {
-    return this.publish(`inbox.${agent}`, payload, { ...options, recipient: agent })
+    text(agent, 'agent', { nonEmpty: true })
+    return this.publish(`inbox.${agent}`, payload, { ...checkEnvelope(options, 'options', 'argument'), recipient: agent })
   }
 
   /** An agent's inbox: its direct messages. */
   inbox<T = unknown>(agent: string, options: SubscribeOptions = {}): Stream<Message<T>> {
+    this.assertOpen()
+    text(agent, 'agent', { nonEmpty: true })
     return this.subscribe<T>(`inbox.${agent}`, options as SubscribeOptions<T>)
   }
 
@@ -533,14 +611,21 @@ export class Bus {
    */
   request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
     // Not `async`: every async wrapper adds promise hops to a round trip measured in microseconds.
+    let timeout: number
+    try {
+      checkEnvelope(options, 'options', 'argument')
+      timeout = requestTimeout(options.timeout)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     // Behind a publish or request still waiting on this channel: queue, to keep its order.
-    if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.requestWhenRoom<R>(channel, payload, options)
+    if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.requestWhenRoom<R>(channel, payload, options, timeout)
     let token: number
     try {
-      token = this.sendRequest(channel, payload, options)
+      token = this.sendRequest(channel, payload, options, timeout)
     } catch (err) {
       // A full consumer whose policy is `block`: wait for room like a publish does.
-      if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return this.requestWhenRoom<R>(channel, payload, options)
+      if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return this.requestWhenRoom<R>(channel, payload, options, timeout)
       return Promise.reject(err)
     }
     this.noteDeadline()
@@ -550,22 +635,22 @@ export class Bus {
     })
   }
 
-  private sendRequest(channel: string, payload: unknown, options: PublishOptions & { timeout?: number }): number {
+  private sendRequest(channel: string, payload: unknown, options: PublishOptions, timeout: number): number {
     this.assertOpen()
     const now = this.now()
     const w = this.writer
     w.reset()
     this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0)
-    return this.core.request(w.bytes(), options.timeout ?? 5_000, now)
+    return this.core.request(w.bytes(), timeout, now)
   }
 
   /** Waits for room, then sends (waiting again if a consumer is still full); the timeout starts when it is sent. */
-  private requestWhenRoom<R>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number }): Promise<Message<R>> {
+  private requestWhenRoom<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
     return new Promise<Message<R>>((resolve, reject) => {
       this.wait([channel], () => {
         let token: number
         try {
-          token = this.sendRequest(channel, payload, options)
+          token = this.sendRequest(channel, payload, options, timeout)
         } catch (err) {
           if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return false
           reject(err)
@@ -586,6 +671,14 @@ export class Bus {
    * `bus.respond<{ a: number; b: number }, number>('math.add', (req) => req.payload.a + req.payload.b)`.
    */
   respond<T = unknown, R = unknown>(channel: string, handler: (request: Message<T>) => Reply<R>, options: { group?: string; codec?: CodecName } = {}): () => void {
+    // Everything is checked here, at the call: a refusal raised later, inside the subscription,
+    // had no error callback to go to and ended the process.
+    this.assertOpen()
+    callable(handler, 'handler')
+    const checked = checkOptions(options)
+    const groupName = textOr(checked.group, 'group', { nonEmpty: true })
+    if (checked.codec !== undefined) code(CODEC_CODES, checked.codec, CODECS, 'codec')
+    this.channelId(channel)
     const answer = (message: FrameMessage<T>): Promise<void> | void => {
       const token = message.replyToken
       const ok = (result: R) => this.sendReply(channel, token, result, { kind: 'response', correlationId: message.id, ...(options.codec ? { codec: options.codec } : {}) })
@@ -612,8 +705,8 @@ export class Bus {
       if (result instanceof Promise) return result.then(reply, fail)
       return reply(result)
     }
-    if (options.group) {
-      const member = this.group<T>(channel, options.group).consume((d) => answer(d.message as FrameMessage<T>))
+    if (groupName !== undefined) {
+      const member = this.group<T>(channel, groupName).consume((d) => answer(d.message as FrameMessage<T>))
       return () => member.stop()
     }
     const sub = this.subscribe<T>(channel).subscribe((m) => void answer(m as FrameMessage<T>))
@@ -644,11 +737,14 @@ export class Bus {
 
   /** Counters of one subscription (by the id `subscriptionId` reports). */
   subscriberStats(id: number): SubscriberStats {
+    this.assertOpen()
+    int(id, 'id', { max: 0xffffffff }, 'argument')
     return fieldsOf(SUBSCRIBER_STATS, this.core.subscriberStats(id))
   }
 
   /** Replies that arrived after their request timed out (dropped). */
   lateReplies(): number {
+    this.assertOpen()
     return this.core.lateReplies()
   }
 
@@ -797,7 +893,8 @@ export class Bus {
     })
   }
 
-  private assertOpen(): void {
+  /** @internal Throws CLOSED once this bus is closed: no call reaches a released endpoint. */
+  assertOpen(): void {
     if (this.closed) throw new OrreryError('CLOSED', 'this Orrery is closed')
   }
 

@@ -8,6 +8,15 @@ const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 // Plain maps and arrays, no records extension: the bytes stay readable by any msgpack decoder.
 const msgpack = new Packr({ useRecords: false, moreTypes: false })
+/**
+ * msgpackr renames a `__proto__` map key to `__proto_` (assigning it would set the prototype),
+ * and has no option to keep it. A payload whose bytes hold `__proto__` anywhere is decoded by
+ * this second reader, maps as Maps, and rebuilt into objects with that key defined as an
+ * ordinary own property, as `JSON.parse` does. Every other payload takes the fast path.
+ */
+const msgpackMaps = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: false })
+/** The UTF-8 bytes of `__proto__`. */
+const PROTO = [...'__proto__'].map((c) => c.charCodeAt(0))
 
 /** Encodes a payload with the named codec. */
 export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
@@ -39,6 +48,36 @@ export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
 /** Decodes a payload with the named codec. */
 export function decodePayload(codec: CodecName, bytes: Uint8Array): unknown {
   if (codec === 'json') return JSON.parse(decoder.decode(bytes))
-  if (codec === 'msgpack') return msgpack.unpack(bytes)
+  if (codec === 'msgpack') return holdsProto(bytes) ? objectsOf(msgpackMaps.unpack(bytes)) : msgpack.unpack(bytes)
   return bytes
+}
+
+/** Whether `bytes` contain `__proto__` (a native indexOf for the first byte, then a short compare). */
+function holdsProto(bytes: Uint8Array): boolean {
+  const last = bytes.length - PROTO.length
+  for (let i = bytes.indexOf(0x5f); i !== -1 && i <= last; i = bytes.indexOf(0x5f, i + 1)) {
+    let j = 1
+    while (j < PROTO.length && bytes[i + j] === PROTO[j]) j++
+    if (j === PROTO.length) return true
+  }
+  return false
+}
+
+/** Turns decoded Maps back into plain objects, as the fast reader makes them, keeping `__proto__` as an own key. */
+function objectsOf(value: unknown): unknown {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = objectsOf(value[i])
+    return value
+  }
+  if (!(value instanceof Map)) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of value) {
+    // Keys as the fast reader names them: primitives by their string form, nothing else.
+    if (k !== null && typeof k === 'object') throw new OrreryError('INVALID_PAYLOAD', 'a msgpack map key is not a string or a number', { details: { codec: 'msgpack' } })
+    const key = String(k)
+    const item = objectsOf(v)
+    if (key === '__proto__') Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true })
+    else out[key] = item
+  }
+  return out
 }

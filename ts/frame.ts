@@ -89,6 +89,9 @@ export class FrameWriter {
 
   private reserve(extra: number): void {
     if (this.pos + extra <= this.buf.length) return
+    // A size that is not a finite count (a wrong-typed field's NaN length) must never grow the
+    // buffer: `size < NaN` is false, so each such call doubled it (768 MiB after 16 publishes).
+    if (!(extra >= 0 && extra <= 0xffffffff)) throw new OrreryError('INVALID_ARGUMENT', `a frame cannot hold ${String(extra)} more bytes`)
     let size = this.buf.length * 2
     while (size < this.pos + extra) size *= 2
     const next = new Uint8Array(size)
@@ -98,6 +101,7 @@ export class FrameWriter {
   }
 
   private str8(value: string | undefined, field: string): void {
+    if (value !== undefined && typeof value !== 'string') throw new OrreryError('INVALID_OPTION', `${field} must be a string`, { details: { option: field } })
     const s = value ?? ''
     const len = s.length
     this.reserve(1 + len * 3)
@@ -148,6 +152,7 @@ export class FrameWriter {
   }
 
   private str16(value: string): void {
+    if (typeof value !== 'string') throw new OrreryError('INVALID_OPTION', 'a header name and value must be strings', { details: { option: 'headers' } })
     this.reserve(2 + value.length * 3)
     const { written } = encoder.encodeInto(value, this.buf.subarray(this.pos + 2))
     if (written > 0xffff) throw new OrreryError('INVALID_OPTION', 'a header is longer than 65535 bytes')
@@ -202,6 +207,7 @@ export class FrameWriter {
         this.str8(causationId, 'causationId')
         this.str8(schema, 'schema')
         const pairs = headers ? Object.entries(headers) : []
+        if (pairs.length > 0xffff) throw new OrreryError('INVALID_OPTION', 'a message carries at most 65535 headers', { details: { option: 'headers' } })
         this.reserve(2)
         this.view.setUint16(this.pos, pairs.length, true)
         this.pos += 2
@@ -292,7 +298,10 @@ export function frameHeaders(frame: Uint8Array): Record<string, string> {
     const k = utf8(frame, at + 2, at + 2 + kLen)
     at += 2 + kLen
     const vLen = frame[at]! | (frame[at + 1]! << 8)
-    headers[k] = utf8(frame, at + 2, at + 2 + vLen)
+    const value = utf8(frame, at + 2, at + 2 + vLen)
+    // Assigning `__proto__` would set the prototype (a string is ignored): the header was lost.
+    if (k === '__proto__') Object.defineProperty(headers, k, { value, enumerable: true, writable: true, configurable: true })
+    else headers[k] = value
     at += 2 + vLen
   }
   return headers

@@ -5,7 +5,8 @@
  * delivery count in its headers.
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from './backend.js'
-import { overflowOf, startOf, type Bus, type StartFrom } from './bus.js'
+import { consumerOptions, MAX_CAPACITY, type Bus, type StartFrom } from './bus.js'
+import { callable, finite, int, intOr, options as checkOptions, refuse, textOr } from './check.js'
 import { isOrreryError, OrreryError } from './errors.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { FrameMessage, type Message } from './message.js'
@@ -51,8 +52,15 @@ export class Group<T = unknown> {
 
   /** @internal */
   constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
-    const [mode, value] = startOf(options.from)
-    this.id = bus.core.group(bus.channelId(channel), name, mode, value, options.buffer ?? 10_000, overflowOf(options.overflow), options.visibilityTimeout ?? 30_000, options.maxDeliveries ?? 5)
+    bus.assertOpen()
+    options = this.options = checkOptions(options)
+    const { mode, value, buffer, overflow } = consumerOptions(options)
+    // Leases and delays are the core's deadlines, not timers of their own: the bus re-arms its one
+    // timer past 2^31 - 1 ms, so they need only be finite (the agent runner adds 5 s to its
+    // handler timeout, which may itself be that limit).
+    const visibility = options.visibilityTimeout === undefined ? 30_000 : finite(options.visibilityTimeout, 'visibilityTimeout', { above: 0 })
+    const maxDeliveries = intOr(options.maxDeliveries, 5, 'maxDeliveries', { min: 1, max: 0xffffffff })
+    this.id = bus.core.group(bus.channelId(channel), name, mode, value, buffer, overflow, visibility, maxDeliveries)
   }
 
   /**
@@ -61,13 +69,19 @@ export class Group<T = unknown> {
    * is redelivered to the others.
    */
   join(options: { maxInFlight?: number } = {}): Stream<Delivery<T>> & { readonly memberId: () => number } {
+    // Checked at the call: a refusal raised when the stream is subscribed had no error callback
+    // to go to, and rxjs rethrew it from a timer, ending the process.
+    this.bus.assertOpen()
+    const maxInFlight = intOr(checkOptions(options).maxInFlight, 64, 'maxInFlight', { min: 1, max: MAX_CAPACITY })
     let latest = -1
     const bus = this.bus
     const schema = this.options.schema
     const stream = new Stream<Delivery<T>>({
+      unhandled: (error) => bus.subscriberFailed(this.channel, error, this.name),
       start: (sink) => {
+        bus.assertOpen()
         // One member per subscription: its own id, teardown and pause.
-        const id = this.named(() => bus.core.join(this.id, options.maxInFlight ?? 64))
+        const id = this.named(() => bus.core.join(this.id, maxInFlight))
         latest = id
         const untrack = bus.track(sink)
         this.members.set(id, sink)
@@ -102,6 +116,7 @@ export class Group<T = unknown> {
   /** @internal Settles a delivery in the core. */
   settle(member: number, seq: number, token: number, nack: { delay?: number; deadLetter?: string } | undefined): void {
     const bus = this.bus
+    bus.assertOpen()
     try {
       if (nack === undefined) {
         bus.core.ack(member, seq, token)
@@ -119,6 +134,7 @@ export class Group<T = unknown> {
 
   /** @internal How many times the message at `seq` has been delivered (this delivery included); read on demand. */
   attemptNumber(seq: number): number {
+    this.bus.assertOpen()
     const list = this.named(() => this.bus.core.pending(this.id, this.bus.now()))
     for (let i = 0; i < list.length; i += PENDING_FIELDS.length) {
       if (list[i] === seq) return list[i + 3]!
@@ -135,6 +151,11 @@ export class Group<T = unknown> {
     handler: (delivery: Delivery<T>) => unknown,
     options: { maxInFlight?: number; retryDelay?: number; isPermanent?: (error: unknown) => boolean } = {},
   ): { stop(): void; memberId(): number } {
+    this.bus.assertOpen()
+    callable(handler, 'handler')
+    options = checkOptions(options)
+    const retryDelay = options.retryDelay === undefined ? 0 : finite(options.retryDelay, 'retryDelay', { min: 0 })
+    const isPermanent = options.isPermanent === undefined ? undefined : callable<(error: unknown) => boolean>(options.isPermanent, 'isPermanent', 'option')
     const stream = this.join(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight })
     const subscription = stream.subscribe((delivery) => {
       Promise.resolve()
@@ -142,9 +163,9 @@ export class Group<T = unknown> {
         .then(
           () => delivery.ack(),
           (error: unknown) => {
-            const permanent = options.isPermanent?.(error) ?? false
+            const permanent = isPermanent?.(error) ?? false
             const reason = error instanceof Error ? error.message : String(error)
-            delivery.nack(permanent ? { deadLetter: reason || 'handler failed' } : { delay: options.retryDelay ?? 0 })
+            delivery.nack(permanent ? { deadLetter: reason || 'handler failed' } : { delay: retryDelay })
           },
         )
         .catch(() => {
@@ -160,6 +181,7 @@ export class Group<T = unknown> {
    * unacked messages are discarded; the channel's log keeps its messages.
    */
   delete(): void {
+    this.bus.assertOpen()
     this.named(() => this.bus.core.deleteGroup(this.id))
     for (const [member, sink] of this.members) {
       this.bus.forgetConsumer(member)
@@ -170,7 +192,13 @@ export class Group<T = unknown> {
 
   /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */
   claim(memberId: number, options: { minIdle: number; max?: number }): number {
-    const n = this.named(() => this.bus.core.claim(memberId, options.minIdle, options.max ?? 100, this.bus.now()))
+    this.bus.assertOpen()
+    int(memberId, 'memberId', { max: 0xffffffff }, 'argument')
+    if (options === undefined) refuse('argument', 'options', options, 'must be an object { minIdle, max? }')
+    const o = checkOptions(options)
+    const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })
+    const max = intOr(o.max, 100, 'max', { min: 1, max: MAX_CAPACITY })
+    const n = this.named(() => this.bus.core.claim(memberId, minIdle, max, this.bus.now()))
     this.bus.noteDeadline()
     this.bus.scheduleFlush()
     return n
@@ -178,6 +206,7 @@ export class Group<T = unknown> {
 
   /** The pending-entries list: what members hold and have not acked. */
   pending(): PendingEntry[] {
+    this.bus.assertOpen()
     const flat = this.named(() => this.bus.core.pending(this.id, this.bus.now()))
     const out: PendingEntry[] = []
     for (let i = 0; i < flat.length; i += PENDING_FIELDS.length) {
@@ -188,6 +217,7 @@ export class Group<T = unknown> {
 
   /** Counters: members, backlog, pending, delivered, acked, nacked, redelivered, dead-lettered, expired. */
   stats(): GroupStats {
+    this.bus.assertOpen()
     return fieldsOf(GROUP_STATS, this.named(() => this.bus.core.groupStats(this.id)))
   }
 
@@ -241,15 +271,19 @@ class GroupDelivery<T> implements Delivery<T> {
   }
 
   ack(): void {
+    this.group.bus.assertOpen()
     this.settleOnce('ack')
     this.group.settle(this.member, this.message.seq, this.token, undefined)
   }
 
   nack(options: { delay?: number; deadLetter?: string } = {}): void {
-    const delay = options.delay ?? 0
-    if (!(delay >= 0)) throw new OrreryError('INVALID_OPTION', 'delay must be a number of ms >= 0', { details: { option: 'delay', value: delay } })
+    const o = checkOptions(options)
+    // A delay is a core deadline (finite, >= 0); a reason travels in a header.
+    const delay = o.delay === undefined ? 0 : finite(o.delay, 'delay', { min: 0 })
+    const deadLetter = textOr(o.deadLetter, 'deadLetter')
+    this.group.bus.assertOpen()
     this.settleOnce('nack')
-    this.group.settle(this.member, this.message.seq, this.token, options)
+    this.group.settle(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
   }
 
   private settleOnce(what: string): void {

@@ -3,7 +3,7 @@
  * AsyncIterable (pull). Iterating pauses the consumer in the core while the local queue is
  * full, so backpressure reaches the publisher instead of piling up in JS.
  */
-import { Observable, type Subscriber } from 'rxjs'
+import { Observable, type Observer, type Subscriber, type Subscription } from 'rxjs'
 
 /** One started consumer: its teardown, and how to pause it in the core. */
 export interface Started {
@@ -18,6 +18,18 @@ export interface StreamSource<T> {
    * consumer of its own (an iterator pauses and resumes it, which must not affect others).
    */
   start(sink: Subscriber<T>, exclusive: boolean): Started
+  /**
+   * Where an error a subscriber's own callback threw goes (or a stream error it gave no error
+   * callback for). Without it rxjs rethrows the error from a timer, which ends a Node process.
+   */
+  unhandled?(error: unknown): void
+}
+
+/** An rxjs Subscriber (an operator's, or `firstValueFrom`'s): it handles its own errors, so it is passed through. */
+function isSubscriber(value: unknown): value is Subscriber<unknown> {
+  if (value === null || typeof value !== 'object') return false
+  const v = value as Record<string, unknown>
+  return typeof v['next'] === 'function' && typeof v['error'] === 'function' && typeof v['complete'] === 'function' && typeof v['unsubscribe'] === 'function' && typeof v['closed'] === 'boolean'
 }
 
 /** Items an iterator holds before it pauses its consumer. */
@@ -32,6 +44,62 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
       return () => started.stop()
     })
     this.consumer = consumer
+  }
+
+  /**
+   * Subscribes like any Observable, except that a callback that throws is reported to the
+   * source (the bus's `subscriber-error` event) instead of being rethrown by rxjs from a timer,
+   * which would end the process; delivery to it and to the others goes on.
+   */
+  override subscribe(observerOrNext?: Partial<Observer<T>> | ((value: T) => void) | null): Subscription
+  /** @deprecated Use an observer object instead of several callbacks (as rxjs 8 will). */
+  override subscribe(next?: ((value: T) => void) | null, error?: ((error: unknown) => void) | null, complete?: (() => void) | null): Subscription
+  override subscribe(
+    observerOrNext?: Partial<Observer<T>> | ((value: T) => void) | null,
+    error?: ((error: unknown) => void) | null,
+    complete?: (() => void) | null,
+  ): Subscription {
+    const report = this.consumer.unhandled?.bind(this.consumer)
+    if (!report || isSubscriber(observerOrNext)) return super.subscribe(observerOrNext as Partial<Observer<T>>)
+    let next: ((value: T) => void) | undefined
+    let fail: ((error: unknown) => void) | undefined
+    let done: (() => void) | undefined
+    if (typeof observerOrNext === 'function') {
+      next = observerOrNext
+      fail = error ?? undefined
+      done = complete ?? undefined
+    } else if (observerOrNext) {
+      const observer = observerOrNext
+      next = observer.next && ((value: T) => observer.next!(value))
+      fail = observer.error && ((e: unknown) => observer.error!(e))
+      done = observer.complete && (() => observer.complete!())
+    }
+    return super.subscribe({
+      next: next
+        ? (value) => {
+          try {
+            next(value)
+          } catch (thrown) {
+            report(thrown)
+          }
+        }
+        : () => {},
+      error: (e) => {
+        if (!fail) return report(e)
+        try {
+          fail(e)
+        } catch (thrown) {
+          report(thrown)
+        }
+      },
+      complete: () => {
+        try {
+          done?.()
+        } catch (thrown) {
+          report(thrown)
+        }
+      },
+    })
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {

@@ -3,7 +3,8 @@
  * output type flows to every handler. The schema id (`name@major.minor`) travels in each
  * message's envelope.
  */
-import type { BatchItem, Bus, Published, PublishOptions, PublishResult, SubscribeOptions } from './bus.js'
+import { checkSchema, type BatchItem, type Bus, type Published, type PublishOptions, type PublishResult, type SubscribeOptions } from './bus.js'
+import { list, options as checkOptions, refuse } from './check.js'
 import { OrreryError } from './errors.js'
 import type { Group, GroupOptions } from './group.js'
 import type { Message } from './message.js'
@@ -22,7 +23,11 @@ export interface TopicOptions<S extends StandardSchemaV1> {
 export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   /** @internal */
   constructor(private readonly bus: Bus, readonly channel: string, private readonly options: TopicOptions<S>) {
-    if (options.schemaId !== undefined && !SCHEMA_ID.test(options.schemaId)) {
+    // A topic without a schema failed with a TypeError at its first publish: refuse it here.
+    if (options === undefined) refuse('argument', 'options', options, 'must be an object { schema, schemaId? }')
+    checkSchema(checkOptions(options).schema)
+    bus.channelId(channel)
+    if (options.schemaId !== undefined && (typeof options.schemaId !== 'string' || !SCHEMA_ID.test(options.schemaId))) {
       throw new OrreryError('INVALID_OPTION', 'schemaId must look like name@major.minor', { details: { option: 'schemaId', value: options.schemaId } })
     }
   }
@@ -36,6 +41,7 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   }
 
   private envelope(options: PublishOptions): PublishOptions {
+    checkOptions(options)
     return this.options.schemaId ? { ...options, schema: this.options.schemaId } : options
   }
 
@@ -47,18 +53,21 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   /** Validates every payload first; one invalid payload refuses the whole batch. */
   async publishBatch(items: ReadonlyArray<{ payload: T; options?: PublishOptions }>): Promise<Published> {
     const batch: BatchItem[] = []
+    for (const item of list<{ payload: T; options?: PublishOptions }>(items, 'items')) {
+      if (item === null || typeof item !== 'object') refuse('argument', 'items[]', item, 'must be an object { payload, options? }')
+    }
     for (const item of items) batch.push({ channel: this.channel, payload: await this.checked(item.payload), options: this.envelope(item.options ?? {}) })
     return this.bus.publishBatch(batch)
   }
 
   /** Every valid message (invalid ones are skipped and reported on `bus.events`). */
   subscribe(options: Omit<SubscribeOptions<T>, 'schema'> = {}): Stream<Message<T>> {
-    return this.bus.subscribe<T>(this.channel, { ...options, schema: this.schema })
+    return this.bus.subscribe<T>(this.channel, { ...checkOptions(options), schema: this.schema })
   }
 
   /** A consumer group whose invalid messages are dead-lettered at once. */
   group(name: string, options: Omit<GroupOptions<T>, 'schema'> = {}): Group<T> {
-    return this.bus.group<T>(this.channel, name, { ...options, schema: this.schema })
+    return this.bus.group<T>(this.channel, name, { ...checkOptions(options), schema: this.schema })
   }
 
   /** Sends a validated request. */

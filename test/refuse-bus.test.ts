@@ -1,0 +1,389 @@
+/**
+ * Bad input to the bus (issue 11): every refusal is a typed OrreryError, the same code on both
+ * engines, raised before anything is published; nothing kills the process (an uncaught error
+ * thrown later from a timer would), and the engine stays usable.
+ */
+import { afterAll, describe, expect, it } from 'vitest'
+
+import { Orrery, type BusEvent, type ErrorCode, type Message } from '../ts/node.js'
+import { expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE } from './bad-input.js'
+import { ENGINE } from './engine.js'
+
+/** Runs `scenario` and returns every error that escaped to the process (what would end it outside a test). */
+async function escaped(scenario: () => unknown): Promise<unknown[]> {
+  const caught: unknown[] = []
+  const watch = (error: unknown) => caught.push(error)
+  process.on('uncaughtException', watch)
+  process.on('unhandledRejection', watch)
+  try {
+    try {
+      await scenario()
+    } catch {
+      // A synchronous refusal is what we want; what matters here is what escapes afterwards.
+    }
+    // rxjs rethrows an unhandled error from a setTimeout(0): give it time to fire.
+    await new Promise((resolve) => setTimeout(resolve, 30))
+  } finally {
+    process.off('uncaughtException', watch)
+    process.off('unhandledRejection', watch)
+  }
+  return caught
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 0))
+
+/** A bus with one channel `c` that nothing was published to. */
+async function fresh() {
+  const orrery = await Orrery.create()
+  orrery.bus.channel('c')
+  return { orrery, bus: orrery.bus }
+}
+
+afterAll(async () => {
+  await expectEngineUsable()
+})
+
+describe(`the process survives ordinary mistakes (${ENGINE})`, () => {
+  it('refuses bad responders at the call, and nothing escapes to the process', async () => {
+    const { bus } = await fresh()
+    for (const channel of ['', 'a b', 'é', 'a\uD800', 'x'.repeat(256)]) {
+      expect(await escaped(async () => {
+        await expectRefused(() => bus.respond(channel, () => 1), 'INVALID_NAME')
+      })).toEqual([])
+    }
+    expect(await escaped(async () => {
+      await expectRefused(() => bus.respond(5 as never, () => 1), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.respond('c', 5 as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.respond('c', () => 1, null as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.respond('c', () => 1, { codec: 'yaml' as never }), 'INVALID_OPTION')
+      await expectRefused(() => bus.respond('c', () => 1, { codec: '__proto__' as never }), 'INVALID_OPTION')
+    })).toEqual([])
+    expect(bus.stats('c').subscribers).toBe(0)
+  })
+
+  it('refuses a responder in group "" rather than making it a broadcast responder', async () => {
+    const { bus } = await fresh()
+    await expectRefused(() => bus.respond('c', () => 1, { group: '' }), 'INVALID_OPTION')
+    await expectRefused(() => bus.respond('c', () => 1, { group: 5 as never }), 'INVALID_OPTION')
+    expect(bus.stats('c')).toMatchObject({ subscribers: 0, groups: 0 })
+  })
+
+  it('refuses bad subscriptions when subscribe is called, before anything is subscribed', async () => {
+    const { bus } = await fresh()
+    expect(await escaped(async () => {
+      await expectRefused(() => bus.subscribe('bad name'), 'INVALID_NAME')
+      await expectRefused(() => bus.subscribe(''), 'INVALID_NAME')
+      await expectRefused(() => bus.subscribe(7 as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.subscribe('c', null as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.subscribe('c', { overflow: 'sideways' as never }), 'INVALID_OPTION')
+    })).toEqual([])
+    // Before: the call returned a stream, and subscribing to it ended the process from a timer.
+    expect(await escaped(() => {
+      try {
+        bus.subscribe('bad name').subscribe(() => {})
+      } catch { /* refused at the call */ }
+      try {
+        bus.subscribe('c', { overflow: 'sideways' as never }).subscribe(() => {})
+      } catch { /* refused at the call */ }
+    })).toEqual([])
+    expect(bus.stats('c').subscribers).toBe(0)
+  })
+
+  it('refuses respond, subscribe and consume after close with CLOSED, and nothing escapes', async () => {
+    const { orrery, bus } = await fresh()
+    const group = bus.group('c', 'g')
+    orrery.close()
+    expect(await escaped(async () => {
+      await expectRefused(() => bus.respond('c', () => 1), 'CLOSED')
+      await expectRefused(() => bus.respond('c', () => 1, { group: 'g' }), 'CLOSED')
+      await expectRefused(() => bus.subscribe('c'), 'CLOSED')
+      await expectRefused(() => group.consume(() => {}), 'CLOSED')
+      await expectRefused(() => group.join(), 'CLOSED')
+    })).toEqual([])
+  })
+
+  it('reports a throwing subscriber on bus.events and keeps delivering to it and to the others', async () => {
+    const { bus } = await fresh()
+    const events: BusEvent[] = []
+    bus.events.subscribe((e) => events.push(e))
+    const others: number[] = []
+    const thrower: number[] = []
+    const iterated: number[] = []
+    const caught = await escaped(async () => {
+      bus.subscribe<number>('c').subscribe((m) => {
+        thrower.push(m.payload)
+        throw new Error(`boom ${m.payload}`)
+      })
+      bus.subscribe<number>('c').subscribe((m) => others.push(m.payload))
+      // A replaying subscriber has its own core subscription: the same holds for it.
+      bus.subscribe<number>('c', { from: 'earliest' }).subscribe({ next: (m) => { iterated.push(m.payload); throw new TypeError('bad') } })
+      await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'c', payload })))
+      await tick()
+    })
+    expect(caught).toEqual([])
+    expect(thrower).toEqual([1, 2, 3])
+    expect(others).toEqual([1, 2, 3])
+    expect(iterated).toEqual([1, 2, 3])
+    const reported = events.filter((e): e is Extract<BusEvent, { type: 'subscriber-error' }> => e.type === 'subscriber-error')
+    expect(reported).toHaveLength(6)
+    expect(reported[0]).toMatchObject({ channel: 'c' })
+    expect(reported.map((e) => (e.error as Error).message).sort()).toEqual(['bad', 'bad', 'bad', 'boom 1', 'boom 2', 'boom 3'])
+  })
+
+  it('reports a throwing error or complete callback too, and an unhandled stream error', async () => {
+    const { orrery, bus } = await fresh()
+    const events: BusEvent[] = []
+    bus.events.subscribe((e) => events.push(e))
+    const caught = await escaped(() => {
+      bus.subscribe('c').subscribe({ complete: () => { throw new Error('on complete') } })
+      orrery.close()
+    })
+    expect(caught).toEqual([])
+    expect(events).toEqual([expect.objectContaining({ type: 'subscriber-error', channel: 'c', error: expect.objectContaining({ message: 'on complete' }) })])
+  })
+})
+
+describe(`publish checks every envelope field before encoding (${ENGINE})`, () => {
+  it('refused publishes do not grow the frame writer (it doubled per call: 768 MiB after 16)', async () => {
+    const { bus } = await fresh()
+    const writer = (bus as unknown as { writer: { buf: Uint8Array } }).writer
+    for (let i = 0; i < 24; i++) await expectRefused(() => bus.publish('c', 1, { sender: 5 as never }), 'INVALID_OPTION')
+    expect(writer.buf.length).toBeLessThanOrEqual(4096)
+    expect(bus.stats('c').published).toBe(0)
+  })
+
+  const fields = ['id', 'sender', 'recipient', 'correlationId', 'causationId', 'schema'] as const
+  for (const field of fields) {
+    it(`refuses a ${field} that is not a well-formed string`, async () => {
+      const { bus } = await fresh()
+      for (const [label, value] of HOSTILE) {
+        if (typeof value === 'string' && value !== '' && !value.includes('\uD800') && value.length < 256) continue
+        if (value === '' && field !== 'id') continue // an empty envelope string is an absent one
+        const refused = await expectRefused(() => bus.publish('c', 1, { [field]: value } as never), 'INVALID_OPTION').catch((e: Error) => {
+          throw new Error(`${field} = ${label}: ${e.message}`)
+        })
+        expect(refused.message).toContain(field)
+      }
+      expect(bus.stats('c').published).toBe(0)
+    })
+  }
+
+  it('refuses headers that are not an object of well-formed strings', async () => {
+    const { bus } = await fresh()
+    const bad: unknown[] = [null, 'abc', 5, true, [['a', 'b']], { a: 5 }, { a: null }, { a: undefined }, { a: 'b\uDC00' }, { ['k\uD800']: 'v' }, { a: ['x'] }, { a: { b: 'c' } }]
+    for (const headers of bad) await expectRefused(() => bus.publish('c', 1, { headers: headers as never }), 'INVALID_OPTION')
+    const many = Object.fromEntries(Array.from({ length: 65_536 }, (_, i) => [`h${i}`, '']))
+    await expectRefused(() => bus.publish('c', 1, { headers: many }), 'INVALID_OPTION')
+    expect(bus.stats('c').published).toBe(0)
+  })
+
+  it('refuses kinds, priorities and codecs by value, and ttl that is not a finite number > 0', async () => {
+    const { bus } = await fresh()
+    for (const value of ['__proto__', 'toString', 'constructor', 'hasOwnProperty', 5, null, true, '']) {
+      await expectRefused(() => bus.publish('c', 1, { kind: value as never }), 'INVALID_OPTION')
+      await expectRefused(() => bus.publish('c', 1, { priority: value as never }), 'INVALID_OPTION')
+      await expectRefused(() => bus.publish('c', 1, { codec: value as never }), 'INVALID_OPTION')
+    }
+    for (const ttl of ['100', true, null, 0, -1, NaN, Infinity, 10n, {}, [5]]) {
+      await expectRefused(() => bus.publish('c', 1, { ttl: ttl as never }), 'INVALID_OPTION')
+    }
+    expect(bus.stats('c').published).toBe(0)
+  })
+
+  it('refuses options that are not an object', async () => {
+    const { bus } = await fresh()
+    for (const options of [null, 'x', 5, true, [1]]) {
+      await expectRefused(() => bus.publish('c', 1, options as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.request('c', 1, options as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => bus.send('agent', 1, options as never), 'INVALID_ARGUMENT')
+    }
+    expect(bus.stats('c').published).toBe(0)
+  })
+
+  it('refuses batches that are not arrays of items, all or nothing', async () => {
+    const { bus } = await fresh()
+    for (const items of [null, undefined, 5, 'abc', { length: 1, 0: { channel: 'c', payload: 1 } }]) {
+      await expectRefused(() => bus.publishBatch(items as never), 'INVALID_ARGUMENT')
+    }
+    for (const item of [null, 5, 'c', [], { payload: 1 }, { channel: 'c', payload: 1, options: null }]) {
+      const code: ErrorCode[] = ['INVALID_ARGUMENT', 'INVALID_OPTION']
+      await expectRefused(() => bus.publishBatch([{ channel: 'c', payload: 1 }, item as never]), code)
+    }
+    expect(bus.stats('c').published).toBe(0)
+  })
+
+  it('refuses send to an empty or non-string agent (it published to "inbox.")', async () => {
+    const { bus } = await fresh()
+    for (const agent of ['', 5, null, 'a\uD800']) {
+      await expectRefused(() => bus.send(agent as never, 1), ['INVALID_ARGUMENT', 'INVALID_NAME'])
+      await expectRefused(() => bus.inbox(agent as never), ['INVALID_ARGUMENT', 'INVALID_NAME'])
+    }
+    expect(bus.stats('inbox.').published).toBe(0)
+  })
+
+  it('refuses request timeouts a timer cannot wait (-1, NaN, 2^31, strings)', async () => {
+    const { bus } = await fresh()
+    bus.respond('c', () => 1)
+    for (const timeout of [-1, 0, NaN, Infinity, 2 ** 31, '100', true, null]) {
+      await expectRefused(() => bus.request('c', 1, { timeout: timeout as never }), 'INVALID_OPTION')
+    }
+    expect(bus.stats('c').published).toBe(0)
+    expect((await bus.request('c', 1, { timeout: 2 ** 31 - 1 })).payload).toBe(1)
+  })
+})
+
+describe(`channel and subscription options are checked in TS, the same on both engines (${ENGINE})`, () => {
+  it('refuses overflow names found on the prototype (wasm made them block)', async () => {
+    const { bus } = await fresh()
+    for (const overflow of ['__proto__', 'toString', 'constructor', 'valueOf', 5, null, '']) {
+      await expectRefused(() => bus.subscribe('c', { overflow: overflow as never }), 'INVALID_OPTION')
+      await expectRefused(() => bus.subscribe('c', { overflow: overflow as never, from: 'earliest' }), 'INVALID_OPTION')
+    }
+    expect(bus.stats('c').subscribers).toBe(0)
+  })
+
+  it('refuses numeric strings and fractions for buffer and from (wasm coerced them)', async () => {
+    const { bus } = await fresh()
+    for (const buffer of ['10', 0, -1, 1.5, NaN, Infinity, 2 ** 28 + 1, true, null]) {
+      await expectRefused(() => bus.subscribe('c', { buffer: buffer as never }), 'INVALID_OPTION')
+    }
+    for (const from of ['now', 5, null, { seq: '1' }, { seq: -1 }, { seq: 1.5 }, { time: NaN }, { time: '5' }, {}]) {
+      await expectRefused(() => bus.subscribe('c', { from: from as never }), 'INVALID_OPTION')
+    }
+    await expectRefused(() => bus.subscribe('c', { schema: {} as never }), 'INVALID_OPTION')
+    expect(bus.stats('c').subscribers).toBe(0)
+  })
+
+  it('refuses channel options that are not whole numbers or flags (maxCount 0.5 became unlimited)', async () => {
+    const { bus } = await fresh()
+    const bad: unknown[] = [
+      null, 5, { retention: null }, { retention: { maxCount: 0.5 } }, { retention: { maxCount: '10' } }, { retention: { maxCount: -1 } },
+      { retention: { maxBytes: 1.5 } }, { retention: { maxBytes: NaN } }, { retention: { maxAgeMs: -1 } }, { retention: { maxAgeMs: '5' } },
+      { dedupWindowMs: -1 }, { dedupWindowMs: NaN }, { dedupWindowMs: '100' }, { deadLetterExpired: 'yes' },
+    ]
+    for (const options of bad) await expectRefused(() => bus.channel('c', options as never), ['INVALID_OPTION', 'INVALID_ARGUMENT'])
+    // The retention still keeps everything (the default), so nothing was reconfigured.
+    await bus.publishBatch(Array.from({ length: 3 }, (_, i) => ({ channel: 'c', payload: i })))
+    expect(bus.stats('c').retained).toBe(3)
+  })
+
+  it('refuses bad options to Orrery.create', async () => {
+    for (const options of [null, 5, 'x', [1]]) await expectRefused(() => Orrery.create(options as never), 'INVALID_ARGUMENT')
+    for (const options of [{ clock: 'x' }, { clock: 5 }, { maxMessageBytes: '100' }, { maxMessageBytes: 63 }, { maxMessageBytes: 1.5 }, { engine: 'gpu' }, { engine: '__proto__' }]) {
+      await expectRefused(() => Orrery.create(options as never), 'INVALID_OPTION')
+    }
+  })
+
+  it('refuses a topic without a schema, and topic calls with bad arguments', async () => {
+    const { bus } = await fresh()
+    for (const options of [undefined, null, {}, { schema: null }, { schema: {} }, { schema: { '~standard': {} } }, 5]) {
+      await expectRefused(() => bus.topic('c', options as never), ['INVALID_OPTION', 'INVALID_ARGUMENT'])
+    }
+    await expectRefused(() => bus.topic('bad name', { schema: anything }), 'INVALID_NAME')
+    const topic = bus.topic('c', { schema: anything })
+    for (const items of [null, 5, [null]]) await expectRefused(() => topic.publishBatch(items as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => topic.publish(1, { ttl: '5' as never }), 'INVALID_OPTION')
+    expect(bus.stats('c').published).toBe(0)
+  })
+})
+
+/** A Standard Schema that accepts any value. */
+const anything = { '~standard': { version: 1 as const, vendor: 'test', validate: (value: unknown) => ({ value }) } }
+
+describe(`what goes in comes out (${ENGINE})`, () => {
+  it('keeps a header named __proto__ as an ordinary header', async () => {
+    const { bus } = await fresh()
+    const got: Message[] = []
+    bus.subscribe('c').subscribe((m) => got.push(m))
+    const headers = JSON.parse('{"__proto__": "p", "constructor": "k", "a": "b"}') as Record<string, string>
+    await bus.publish('c', 1, { headers })
+    await tick()
+    const received = got[0]!.headers
+    expect(Object.keys(received)).toEqual(['__proto__', 'constructor', 'a'])
+    expect(Object.getOwnPropertyDescriptor(received, '__proto__')?.value).toBe('p')
+    expect(Object.getPrototypeOf(received)).toBe(Object.prototype)
+    expectPrototypeUntouched()
+  })
+
+  it('keeps a __proto__ key of a msgpack or JSON payload as an own key, polluting nothing', async () => {
+    const { bus } = await fresh()
+    const got: Message[] = []
+    bus.subscribe('c').subscribe((m) => got.push(m))
+    const payload = JSON.parse('{"__proto__": {"polluted": 1}, "a": [{"__proto__": 2, "b": {"x": 1}}], "n": null}') as object
+    await bus.publish('c', payload, { codec: 'msgpack' })
+    await bus.publish('c', payload, { codec: 'json' })
+    await bus.publish('c', { plain: [1, 'two', { three: 3 }] }, { codec: 'msgpack' })
+    await tick()
+    for (const m of got.slice(0, 2)) {
+      const out = m.payload as Record<string, unknown>
+      expect(Object.keys(out)).toEqual(['__proto__', 'a', 'n'])
+      expect(Object.getPrototypeOf(out)).toBe(Object.prototype)
+      expect(Object.getOwnPropertyDescriptor(out, '__proto__')?.value).toEqual({ polluted: 1 })
+      expect((out as { polluted?: number }).polluted).toBeUndefined()
+      const inner = (out['a'] as Array<Record<string, unknown>>)[0]!
+      expect(Object.keys(inner)).toEqual(['__proto__', 'b'])
+      expect(Object.getOwnPropertyDescriptor(inner, '__proto__')?.value).toBe(2)
+      expect(inner['b']).toEqual({ x: 1 })
+      expect(JSON.stringify(out)).toBe(JSON.stringify(payload))
+    }
+    expect(got[2]!.payload).toEqual({ plain: [1, 'two', { three: 3 }] })
+    expectPrototypeUntouched()
+  })
+
+  it('refuses lone surrogates in ids, envelope strings and headers; keeps well-formed ones exactly', async () => {
+    const { bus } = await fresh()
+    for (const options of [{ id: 'a\uD800' }, { sender: '\uDFFF' }, { correlationId: 'x\uDBFFy' }, { headers: { k: 'a\uD800' } }, { headers: { ['a\uDC00']: 'v' } }]) {
+      await expectRefused(() => bus.publish('c', 1, options), 'INVALID_OPTION')
+    }
+    expect(bus.stats('c').published).toBe(0)
+    const got: Message[] = []
+    bus.subscribe('c').subscribe((m) => got.push(m))
+    const odd = 'a\u0000b\uD83D\uDE00é'
+    await bus.publish('c', odd, { id: odd, sender: odd, headers: { [odd]: odd } })
+    await tick()
+    expect(got[0]).toMatchObject({ id: odd, sender: odd, payload: odd, headers: { [odd]: odd } })
+  })
+})
+
+describe(`every call after close fails with CLOSED (${ENGINE})`, () => {
+  it('on the bus, its groups and its topics, the same on both engines', async () => {
+    const { orrery, bus } = await fresh()
+    const group = bus.group('c', 'g')
+    const topic = bus.topic('c', { schema: anything })
+    const stream = bus.subscribe('c')
+    orrery.close()
+    const calls: Array<[string, () => unknown]> = [
+      ['publish', () => bus.publish('c', 1)],
+      ['publishBatch', () => bus.publishBatch([{ channel: 'c', payload: 1 }])],
+      ['request', () => bus.request('c', 1)],
+      ['send', () => bus.send('a', 1)],
+      ['respond', () => bus.respond('c', () => 1)],
+      ['subscribe', () => bus.subscribe('c')],
+      ['inbox', () => bus.inbox('a')],
+      ['group', () => bus.group('c', 'g2')],
+      ['topic', () => bus.topic('c', { schema: anything })],
+      ['channel', () => bus.channel('c')],
+      ['stats', () => bus.stats('c')],
+      ['subscriberStats', () => bus.subscriberStats(0)],
+      ['lateReplies', () => bus.lateReplies()],
+      ['share', () => bus.share()],
+      ['group.join', () => group.join()],
+      ['group.consume', () => group.consume(() => {})],
+      ['group.stats', () => group.stats()],
+      ['group.pending', () => group.pending()],
+      ['group.claim', () => group.claim(0, { minIdle: 0 })],
+      ['group.delete', () => group.delete()],
+      ['topic.publish', () => topic.publish(1)],
+      ['topic.publishBatch', () => topic.publishBatch([{ payload: 1 }])],
+      ['topic.request', () => topic.request(1)],
+      ['topic.subscribe', () => topic.subscribe()],
+      ['topic.group', () => topic.group('g')],
+    ]
+    for (const [name, call] of calls) {
+      await expectRefused(call, 'CLOSED').catch((e: Error) => { throw new Error(`${name}: ${e.message}`) })
+    }
+    // A stream made before close and subscribed after fails with CLOSED (to its error callback).
+    const failed = await new Promise((resolve) => stream.subscribe({ error: resolve, complete: () => resolve('completed') }))
+    expect(failed).toMatchObject({ code: 'CLOSED' })
+  })
+})
