@@ -24,7 +24,7 @@ export async function fakeMesh(options: MeshOptions = {}): Promise<FakeMesh> {
 
 /** Events of some types, as `type:agent` strings (or with a field). */
 export function kinds(events: MeshEvent[], ...types: MeshEvent['type'][]): string[] {
-  return events.filter((e) => types.includes(e.type)).map((e) => `${e.type}:${'agent' in e ? e.agent : e.supervisor}`)
+  return events.filter((e) => types.includes(e.type)).map((e) => `${e.type}:${'agent' in e ? e.agent : 'supervisor' in e ? e.supervisor : ''}`)
 }
 
 /** A plain echo agent offering `echo@1.0.0`, for routing tests. */

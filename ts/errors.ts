@@ -80,6 +80,16 @@ export function isOrreryError(value: unknown, code?: ErrorCode): value is Orrery
 }
 
 /**
+ * @internal Whether `value` says the engine itself failed (a core panic, or a wasm instance
+ * poisoned by one) rather than a call being refused. Work no caller waits for (a timer, a
+ * microtask) catches these, reports them once and stops re-arming: thrown from a timer they would
+ * end the process.
+ */
+export function isEngineFailure(value: unknown): value is OrreryError {
+  return value instanceof OrreryError && (value.code === 'PANIC' || value.code === 'ENGINE_POISONED')
+}
+
+/**
  * Turns whatever an engine threw into an OrreryError. Core errors carry their code already.
  * The N-API engine reports a caught Rust panic as napi's `GenericFailure` (the core's own
  * errors never use it) and an argument of the wrong type with another napi status.

@@ -158,9 +158,9 @@ export class Mesh {
     this.registryEvents = this.registry.events.subscribe((event) => {
       this.subject.next(event)
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
-      const lost = (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats')
-      const runner = lost ? this.runners.get(event.agent) : undefined
-      if (runner && (runner.state === 'running' || runner.state === 'paused')) this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${event.agent} stopped beating`))
+      const lost = (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event.agent : undefined
+      const runner = lost === undefined ? undefined : this.runners.get(lost)
+      if (runner && (runner.state === 'running' || runner.state === 'paused')) this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost} stopped beating`))
     })
     if (options.signals) this.handleSignals()
   }

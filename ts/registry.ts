@@ -7,7 +7,7 @@
 import { Subject, type Observable } from 'rxjs'
 
 import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
-import { OrreryError } from './errors.js'
+import { isEngineFailure, OrreryError } from './errors.js'
 
 /** How well an agent is, best first. */
 export type Health = 'healthy' | 'degraded' | 'initializing' | 'unhealthy' | 'paused' | 'offline'
@@ -68,6 +68,8 @@ export type RegistryEvent =
   | { type: 'health'; agent: string; from: Health; to: Health; at: number }
   | { type: 'deregistered'; agent: string; from: Health; at: number; reason: 'requested' | 'missed-heartbeats' }
   | { type: 'breaker'; agent: string; from: BreakerState; to: BreakerState; at: number }
+  /** The engine failed under the registry's timer (a core panic, a poisoned wasm instance): reported once, no timer is armed again. */
+  | { type: 'engine-failed'; error: OrreryError; at: number }
 
 /** An exponential backoff. */
 export interface BackoffOptions {
@@ -155,6 +157,7 @@ export class Registry {
   private timer: ReturnType<typeof setTimeout> | undefined
   private timerAt = Infinity
   private closed = false
+  private engineFailed = false
   /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
   readonly events: Observable<RegistryEvent> = this.subject.asObservable()
 
@@ -374,7 +377,7 @@ export class Registry {
   }
 
   private arm(): void {
-    if (this.closed) return
+    if (this.closed || this.engineFailed) return
     const at = this.core.nextDeadline()
     if (at === Infinity || at >= this.timerAt) return
     if (this.timer !== undefined) clearTimeout(this.timer)
@@ -382,7 +385,15 @@ export class Registry {
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.timerAt = Infinity
-      if (!this.closed) this.tick()
+      if (this.closed) return
+      // Thrown from a timer, a failed engine would end the process: reported once instead.
+      try {
+        this.tick()
+      } catch (error) {
+        if (!isEngineFailure(error)) throw error
+        this.engineFailed = true
+        this.subject.next({ type: 'engine-failed', error, at: this.now() })
+      }
     }, Math.min(0x7fffffff, Math.max(0, at - this.now())))
   }
 

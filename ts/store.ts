@@ -11,7 +11,7 @@ import type { Subscriber } from 'rxjs'
 import type { StoreCore } from './backend.js'
 import { encodePayload } from './codec.js'
 import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from './check.js'
-import { OrreryError } from './errors.js'
+import { isEngineFailure, OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
 import type { InferOutput, StandardSchemaV1 } from './schema.js'
@@ -610,7 +610,13 @@ export class Store<D extends boolean = false> {
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.timerAt = Infinity
-      this.flush()
+      // Thrown from a timer, a failed engine (a panic, a poisoned wasm instance) would end the
+      // process; the store's own calls report it from now on, and no timer is armed again.
+      try {
+        this.flush()
+      } catch (error) {
+        if (!isEngineFailure(error)) throw error
+      }
     }, Math.min(Math.max(0, at - this.clock()), 0x7fffffff))
     ;(this.timer as { unref?: () => void }).unref?.()
   }

@@ -41,6 +41,13 @@ export class Slab {
 /** Runs a raw call, turning whatever it throws into an OrreryError. */
 export type Guard = <T>(call: () => T) => T
 
+/**
+ * Runs a call that only lets go of something (an unsubscribe, a pause on the way out). On a
+ * poisoned wasm engine it does nothing: the instance's memory is lost with everything it held, and
+ * failing here would stop `close()` and `mesh.shutdown()` half way, with their timers still armed.
+ */
+export type Release = (call: () => void) => void
+
 /** How an engine hands drained records over. */
 export interface Drainer {
   /** Fires due deadlines, then drains; undefined when nothing was written. The view stays valid. */
@@ -71,15 +78,16 @@ function bytes(value: unknown, what: string): Uint8Array {
 }
 
 /** Wraps every raw call in `guard`; one method per call, no per-call closures on the hot path beyond the guard's own. */
-export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: EngineHooks): BusCore {
+export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: EngineHooks, release: Release = guard): BusCore {
   return {
     channel: (name) => guard(() => raw.channel(text(name, 'a channel name'))),
     configure: (channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now) =>
       guard(() => raw.configure(channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now)),
     publish: (batch, now) => guard(() => raw.publish(bytes(batch, 'a batch'), now)),
     subscribe: (channel, mode, value, buffer, overflow) => guard(() => raw.subscribe(channel, mode, value, buffer, overflow)),
-    unsubscribe: (id) => guard(() => raw.unsubscribe(id)),
-    setPaused: (id, paused) => guard(() => raw.setPaused(id, paused)),
+    unsubscribe: (id) => release(() => raw.unsubscribe(id)),
+    // Pausing lets go of deliveries (a stopping agent pauses its inbox); resuming asks for them.
+    setPaused: (id, paused) => (paused ? release(() => raw.setPaused(id, true)) : guard(() => raw.setPaused(id, false))),
     group: (channel, name, mode, value, buffer, overflow, visibility, maxDeliveries) =>
       guard(() => raw.group(channel, text(name, 'a group name'), mode, value, buffer, overflow, visibility, maxDeliveries)),
     join: (group, maxInFlight) => guard(() => raw.join(group, maxInFlight)),

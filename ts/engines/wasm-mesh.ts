@@ -48,13 +48,22 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
       throw failures.fail(e)
     }
   }
+  // Calls that only let go (see Release in adapter.ts): nothing to do on a poisoned instance.
+  const released = (call: () => void): void => {
+    try {
+      failures.usable()
+    } catch {
+      return
+    }
+    guarded(call)
+  }
   const m = guarded(() => new cls(o.seed, o.interval, o.degradedAfter, o.unhealthyAfter, o.offlineAfter, o.deregisterAfter, o.failuresToOpen, o.coolDown, o.probes, o.successesToClose))
   return {
     get second() {
       return m.second
     },
     register: (id, kind, caps, tags, bulkhead, now) => guarded(() => m.register(id, kind, caps, tags, bulkhead, now)),
-    deregister: (agent) => guarded(() => m.deregister(agent)),
+    deregister: (agent) => released(() => m.deregister(agent)),
     heartbeat: (agent, health, now) => guarded(() => m.heartbeat(agent, health, now)),
     setHealth: (agent, health, now) => guarded(() => m.setHealth(agent, health, now)),
     query: (capability, range, minHealth, tags, also) => guarded(() => m.query(capability, range, minHealth, tags, also)),
@@ -76,7 +85,7 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
     finish: (agent, outcome, now) => guarded(() => m.finish(agent, outcome, now)) === 1,
     take: (limiter, n, now) => guarded(() => m.take(limiter, n, now)) === 1,
     limiter: (capacity, perSecond, now) => guarded(() => m.limiter(capacity, perSecond, now)),
-    dropLimiter: (limiter) => guarded(() => m.dropLimiter(limiter)),
+    dropLimiter: (limiter) => released(() => m.dropLimiter(limiter)),
     backoff: (base, factor, max, jitter, attempt) => guarded(() => m.backoff(base, factor, max, jitter, attempt)),
     tick: (now) => guarded(() => m.tick(now)),
     nextDeadline: () => guarded(() => m.nextDeadline()),

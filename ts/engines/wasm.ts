@@ -59,6 +59,10 @@ export function wasmBackend(binding: WasmBinding): Backend {
     }
   }
 
+  const release = (call: () => void): void => {
+    if (!poison) guard(call)
+  }
+
   const adapt = (handle: WasmBusHandle) => {
     let capacity = DRAIN_BYTES
     const slab = new Slab()
@@ -83,7 +87,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
       share: () => { throw notShareable('wasm') },
       setWaker: () => { throw notShareable('wasm') },
       free: () => { if (!poison) handle.free() },
-    })
+    }, release)
   }
 
   const backend: Backend = {
