@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { Orrery, type BusEvent, type ErrorCode, type Message } from '../ts/node.js'
-import { expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE } from './bad-input.js'
+import { expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE, NOT_A_COUNT } from './bad-input.js'
 import { ENGINE } from './engine.js'
 
 /** Runs `scenario` and returns every error that escaped to the process (what would end it outside a test). */
@@ -330,6 +330,21 @@ describe(`what goes in comes out (${ENGINE})`, () => {
     expectPrototypeUntouched()
   })
 
+  it('keeps lone surrogates of a JSON payload exactly, and refuses them in a msgpack payload (UTF-8 made them U+FFFD)', async () => {
+    const { bus } = await fresh()
+    const odd = ['a\uD800', 'x'.repeat(100) + '\uDC00', { ['k\uD800']: 1 }, [{ deep: new Map([['m', '\uDBFF']]) }], new Set(['\uDFFF'])]
+    for (const payload of odd) await expectRefused(() => bus.publish('c', payload, { codec: 'msgpack' }), 'INVALID_PAYLOAD')
+    expect(bus.stats('c').published).toBe(0)
+    const got: Message[] = []
+    bus.subscribe('c').subscribe((m) => got.push(m))
+    const payload = { ['k\uD800']: ['a\uD800', 'x'.repeat(100) + '\uDC00'] }
+    await bus.publish('c', payload)
+    await bus.publish('c', { fine: 'a\uD83D\uDE00' }, { codec: 'msgpack' })
+    await tick()
+    expect(got[0]!.payload).toEqual(payload)
+    expect(got[1]!.payload).toEqual({ fine: 'a\uD83D\uDE00' })
+  })
+
   it('refuses lone surrogates in ids, envelope strings and headers; keeps well-formed ones exactly', async () => {
     const { bus } = await fresh()
     for (const options of [{ id: 'a\uD800' }, { sender: '\uDFFF' }, { correlationId: 'x\uDBFFy' }, { headers: { k: 'a\uD800' } }, { headers: { ['a\uDC00']: 'v' } }]) {
@@ -385,5 +400,70 @@ describe(`every call after close fails with CLOSED (${ENGINE})`, () => {
     // A stream made before close and subscribed after fails with CLOSED (to its error callback).
     const failed = await new Promise((resolve) => stream.subscribe({ error: resolve, complete: () => resolve('completed') }))
     expect(failed).toMatchObject({ code: 'CLOSED' })
+  })
+})
+
+describe(`sweeps of hostile values (${ENGINE})`, () => {
+  it('every count option refuses every value that is not a whole number in range', async () => {
+    const { bus } = await fresh()
+    const counts: Array<[string, (value: unknown) => unknown]> = [
+      ['subscribe buffer', (buffer) => bus.subscribe('c', { buffer } as never)],
+      ['replaying subscribe buffer', (buffer) => bus.subscribe('c', { buffer, from: 'earliest' } as never)],
+      ['group buffer', (buffer) => bus.group('c', 'g', { buffer } as never)],
+      ['group maxDeliveries', (maxDeliveries) => bus.group('c', 'g', { maxDeliveries } as never)],
+      ['retention.maxCount', (maxCount) => bus.channel('c', { retention: { maxCount } } as never)],
+      ['retention.maxBytes', (maxBytes) => bus.channel('c', { retention: { maxBytes } } as never)],
+      ['from.seq', (seq) => bus.subscribe('c', { from: { seq } } as never)],
+    ]
+    for (const [name, call] of counts) {
+      for (const [label, value] of NOT_A_COUNT) {
+        if (value === null && name.startsWith('from')) continue // { seq: null } has no seq: refused as a bad `from` below
+        await expectRefused(() => call(value), 'INVALID_OPTION').catch((e: Error) => { throw new Error(`${name} = ${label}: ${e.message}`) })
+      }
+    }
+    expect(bus.stats('c')).toMatchObject({ subscribers: 0, groups: 0 })
+  })
+
+  it('every channel argument refuses what is not a string (INVALID_ARGUMENT) or not a name (INVALID_NAME)', async () => {
+    const { bus } = await fresh()
+    const entries: Array<[string, (channel: unknown) => unknown]> = [
+      ['publish', (channel) => bus.publish(channel as never, 1)],
+      ['publishBatch', (channel) => bus.publishBatch([{ channel: channel as never, payload: 1 }])],
+      ['request', (channel) => bus.request(channel as never, 1)],
+      ['respond', (channel) => bus.respond(channel as never, () => 1)],
+      ['subscribe', (channel) => bus.subscribe(channel as never)],
+      ['group', (channel) => bus.group(channel as never, 'g')],
+      ['topic', (channel) => bus.topic(channel as never, { schema: anything })],
+      ['channel', (channel) => bus.channel(channel as never)],
+      ['stats', (channel) => bus.stats(channel as never)],
+    ]
+    for (const [name, call] of entries) {
+      for (const [label, value] of HOSTILE) {
+        if (typeof value === 'string' && /^[A-Za-z0-9._\-:/*>]{1,255}$/.test(value)) continue // a valid name
+        const code: ErrorCode = typeof value === 'string' ? 'INVALID_NAME' : 'INVALID_ARGUMENT'
+        await expectRefused(() => call(value), code).catch((e: Error) => { throw new Error(`${name}(${label}): ${e.message}`) })
+      }
+    }
+    expect(bus.stats('c')).toMatchObject({ published: 0, subscribers: 0, groups: 0 })
+    expectPrototypeUntouched()
+  })
+
+  it('names found on Object.prototype are ordinary channel and group names', async () => {
+    const { bus } = await fresh()
+    for (const name of ['__proto__', 'toString', 'constructor', 'hasOwnProperty']) {
+      const got: unknown[] = []
+      bus.subscribe(name).subscribe((m) => got.push(m.payload))
+      const group = bus.group<number>(name, name)
+      const taken: number[] = []
+      group.consume((d) => { taken.push(d.message.payload) })
+      bus.respond(`${name}.rpc`, (req) => req.payload, { group: name })
+      await bus.publish(name, 1)
+      expect((await bus.request(`${name}.rpc`, name)).payload).toBe(name)
+      await tick()
+      expect(got).toEqual([1])
+      expect(taken).toEqual([1])
+      expect(bus.stats(name).published).toBe(1)
+    }
+    expectPrototypeUntouched()
   })
 })

@@ -1,6 +1,7 @@
 /** Payload codecs: how a value becomes the bytes a frame carries, and back. */
 import { Packr } from 'msgpackr'
 
+import { wellFormed } from './check.js'
 import { OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 
@@ -34,12 +35,19 @@ export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
       if (text === undefined) throw new OrreryError('INVALID_PAYLOAD', 'the payload has no JSON form (undefined, a function or a symbol)', { details: { codec } })
       return encoder.encode(text)
     }
-    case 'msgpack':
+    case 'msgpack': {
+      let bytes: Uint8Array
       try {
-        return msgpack.pack(value)
+        bytes = msgpack.pack(value)
       } catch (cause) {
         throw new OrreryError('INVALID_PAYLOAD', 'the payload cannot be encoded as msgpack', { cause, details: { codec } })
       }
+      // Checked after packing, which already refused cycles and too-deep values.
+      if (holdsLoneSurrogate(value)) {
+        throw new OrreryError('INVALID_PAYLOAD', 'the payload holds a string with a lone surrogate, which msgpack (UTF-8) cannot carry: it would arrive as U+FFFD; the json codec keeps it', { details: { codec } })
+      }
+      return bytes
+    }
     default:
       throw new OrreryError('INVALID_OPTION', `unknown codec ${String(codec)}: use json, msgpack or raw`, { details: { option: 'codec', value: codec } })
   }
@@ -50,6 +58,29 @@ export function decodePayload(codec: CodecName, bytes: Uint8Array): unknown {
   if (codec === 'json') return JSON.parse(decoder.decode(bytes))
   if (codec === 'msgpack') return holdsProto(bytes) ? objectsOf(msgpackMaps.unpack(bytes)) : msgpack.unpack(bytes)
   return bytes
+}
+
+/**
+ * Whether a string of `value` (a key or a value, at any depth of what msgpackr packs: arrays,
+ * objects, Maps, Sets, an Error's message) holds a lone surrogate. UTF-8 cannot carry one, so
+ * msgpackr writes replacement bytes and the string arrives changed.
+ */
+function holdsLoneSurrogate(value: unknown): boolean {
+  if (typeof value === 'string') return !wellFormed(value)
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof Date) return false
+  if (Array.isArray(value) || value instanceof Set) {
+    for (const item of value) if (holdsLoneSurrogate(item)) return true
+    return false
+  }
+  if (value instanceof Map) {
+    for (const [k, v] of value) if (holdsLoneSurrogate(k) || holdsLoneSurrogate(v)) return true
+    return false
+  }
+  if (value instanceof Error && (holdsLoneSurrogate(value.message) || holdsLoneSurrogate(value.name))) return true
+  for (const key of Object.keys(value)) {
+    if (!wellFormed(key) || holdsLoneSurrogate((value as Record<string, unknown>)[key])) return true
+  }
+  return false
 }
 
 /** Whether `bytes` contain `__proto__` (a native indexOf for the first byte, then a short compare). */
