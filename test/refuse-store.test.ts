@@ -180,6 +180,32 @@ describe(`refused store input (${ENGINE})`, () => {
     store.close()
   })
 
+  it('item 7: every bit flip of a snapshot is refused as INVALID_SNAPSHOT and imports nothing', async () => {
+    const source = await open()
+    const ns = source.namespace('cfg')
+    ns.put('a', { n: 1 }, { writer: 'agent-7' })
+    ns.put('b', 'x', { ttl: 60_000 })
+    source.namespace('other', { codec: 'raw' }).put('r', new Uint8Array([1, 2, 3]))
+    const bytes = source.export()
+    source.close()
+    const target = await open()
+    const kept = target.namespace('kept')
+    kept.put('k', 1)
+    const before = target.export()
+    for (let bit = 0; bit < bytes.length * 8; bit++) {
+      const flipped = bytes.slice()
+      flipped[bit >> 3] = flipped[bit >> 3]! ^ (1 << (bit & 7))
+      await expectRefused(() => target.import(flipped), 'INVALID_SNAPSHOT')
+      await expectRefused(() => open({ snapshot: flipped }), 'INVALID_SNAPSHOT')
+    }
+    for (const len of [0, 1, 4, 12, bytes.length - 1]) await expectRefused(() => target.import(bytes.subarray(0, len)), 'INVALID_SNAPSHOT')
+    expect(target.export()).toEqual(before)
+    expect(kept.get('k')!.value).toBe(1)
+    target.import(bytes)
+    expect(target.namespace('cfg').get('a')).toMatchObject({ value: { n: 1 }, stamp: { writer: 'agent-7' } })
+    target.close()
+  })
+
   it('a stored value that does not decode with the reading codec is a typed error, not a SyntaxError', async () => {
     const store = await open()
     store.namespace('v', { codec: 'raw' }).put('k', new Uint8Array([0xff, 0x00, 0x7b]))

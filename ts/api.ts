@@ -80,7 +80,14 @@ function openStoreOn(backend: Backend, options: CheckedStoreOptions, clock: () =
   const core = { maxValueBytes, history, replica, tombstoneMs }
   const store = new Store<boolean>(path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }), clock, maxClockDriftMs)
   if (snapshot !== undefined) {
-    const imported = store.import(snapshot)
+    let imported
+    try {
+      imported = store.import(snapshot)
+    } catch (error) {
+      // A snapshot that does not import leaves no store open behind the error.
+      store.close()
+      throw error
+    }
     // A durable store acknowledges the import from disk; opening does not wait for it.
     if (imported instanceof Promise) imported.catch(() => {})
   }

@@ -404,7 +404,7 @@ pub fn store_set_watch_paused(handle: u32, id: u32, paused: bool) -> Result<()> 
 
 /// Applies a replica's change (see `wire::merge`).
 #[napi(catch_unwind)]
-pub fn store_merge(handle: u32, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64> {
+pub fn store_merge(handle: u32, wall: f64, logical: f64, lww: bool, now: f64) -> Result<f64> {
     with_io(handle, |s, io| wire::merge(s, io, wall, logical, lww, now))
 }
 

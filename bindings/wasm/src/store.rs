@@ -132,7 +132,7 @@ impl WasmStore {
     }
 
     /// Applies a replica's change from `io` (see `wire::merge`).
-    pub fn merge(&mut self, wall: f64, logical: u32, lww: bool, now: f64) -> Result<f64, JsValue> {
+    pub fn merge(&mut self, wall: f64, logical: f64, lww: bool, now: f64) -> Result<f64, JsValue> {
         wire::merge(&mut self.store, &self.io, wall, logical, lww, now).map_err(to_js)
     }
 

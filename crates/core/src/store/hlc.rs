@@ -15,6 +15,21 @@ pub struct Hlc {
     pub logical: u32,
 }
 
+/// The largest wall a stamp may carry: what a JavaScript number holds exactly (2^53 - 1 ms,
+/// some 285,000 years), so a stamp read back is the stamp written.
+pub const MAX_WALL: u64 = (1 << 53) - 1;
+
+impl Hlc {
+    /// A stamp from host numbers, or `None` unless `wall` is a whole number in 0..=[`MAX_WALL`]
+    /// and `logical` a whole number in 0..=2^32 - 1 (never rounded, wrapped or clamped).
+    #[must_use]
+    pub fn from_parts(wall: f64, logical: f64) -> Option<Self> {
+        let whole = |n: f64, max: f64| n.is_finite() && n >= 0.0 && n <= max && n.fract() == 0.0;
+        (whole(wall, MAX_WALL as f64) && whole(logical, f64::from(u32::MAX)))
+            .then_some(Self { wall: wall as u64, logical: logical as u32 })
+    }
+}
+
 /// A store's clock: it never goes backwards, whatever the host's time does.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Clock {
@@ -60,7 +75,7 @@ impl Clock {
     fn after(at: Hlc) -> Hlc {
         match at.logical.checked_add(1) {
             Some(logical) => Hlc { wall: at.wall, logical },
-            None => Hlc { wall: at.wall + 1, logical: 0 },
+            None => Hlc { wall: at.wall.saturating_add(1), logical: 0 },
         }
     }
 }
@@ -82,5 +97,29 @@ mod tests {
         assert!(d > remote && d > c);
         assert!(clock.tick(120.0) > d);
         assert_eq!(clock.tick(1000.0), Hlc { wall: 1000, logical: 0 });
+    }
+
+    #[test]
+    fn stamps_from_host_numbers_are_checked_not_converted() {
+        assert_eq!(Hlc::from_parts(5.0, 7.0), Some(Hlc { wall: 5, logical: 7 }));
+        assert_eq!(
+            Hlc::from_parts(MAX_WALL as f64, f64::from(u32::MAX)),
+            Some(Hlc { wall: MAX_WALL, logical: u32::MAX })
+        );
+        for (wall, logical) in [
+            (2f64.powi(64), 0.0),
+            (1e300, 0.0),
+            (2f64.powi(53), 0.0),
+            (-1.0, 0.0),
+            (1.5, 0.0),
+            (f64::NAN, 0.0),
+            (f64::INFINITY, 0.0),
+            (0.0, -1.0),
+            (0.0, 1.5),
+            (0.0, 2f64.powi(32)),
+            (0.0, f64::NAN),
+        ] {
+            assert_eq!(Hlc::from_parts(wall, logical), None, "{wall} {logical}");
+        }
     }
 }

@@ -267,6 +267,33 @@ fn snapshots_round_trip_and_bad_ones_change_nothing() {
 }
 
 #[test]
+fn every_bit_flip_of_a_snapshot_is_refused_and_changes_nothing() {
+    let (mut s, ns) = store(1);
+    let agent = s.writer("agent-7").unwrap();
+    s.write(&[put(ns, "a", "{\"n\":1}")], 10.0).unwrap();
+    s.write(&[Write { writer: agent, ..put(ns, "a", "[2]") }, put(ns, "b", "\"x\"")], 11.0).unwrap();
+    let bytes = s.export();
+    let mut copy = Store::new(StoreConfig::default()).unwrap();
+    let before = copy.export();
+    for bit in 0..bytes.len() * 8 {
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        let err = copy.import(&flipped).unwrap_err();
+        assert_eq!(err.code(), "INVALID_SNAPSHOT", "bit {bit}: {err}");
+    }
+    // Cut short, or with bytes added, it is refused too.
+    for len in 0..bytes.len() {
+        assert_eq!(copy.import(&bytes[..len]).unwrap_err().code(), "INVALID_SNAPSHOT", "{len} bytes");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(copy.import(&longer).unwrap_err().code(), "INVALID_SNAPSHOT");
+    assert_eq!(copy.export(), before);
+    copy.import(&bytes).unwrap();
+    assert_eq!(copy.revision(), s.revision());
+}
+
+#[test]
 fn an_entry_encodes_in_place_exactly_as_its_state() {
     let (mut s, ns) = store(3);
     let agent = s.writer("agent-2").unwrap();

@@ -301,7 +301,7 @@ pub fn merge(
     store: &mut Store,
     buf: &[u8],
     wall: f64,
-    logical: u32,
+    logical: f64,
     lww: bool,
     now: Millis,
 ) -> Result<f64, StoreError> {
@@ -311,17 +311,16 @@ pub fn merge(
         Action::Delete => (Kind::Delete, &[][..]),
         Action::Check => return Err(StoreError::MalformedWrite { index: 0, reason: "a merge puts or deletes" }),
     };
-    if !(wall >= 0.0 && wall.is_finite()) {
-        return Err(StoreError::InvalidOption { option: "stamp", reason: "wall time must be a finite number >= 0" });
-    }
-    let change = RemoteChange {
-        ns: write.ns,
-        key: write.key,
-        kind,
-        value,
-        hlc: Hlc { wall: wall as u64, logical },
-        writer: write.writer,
+    // Checked here, not converted: `as` would turn 2^64 into u64::MAX-ish walls that pin the
+    // clock, and -1 or 1.5 into another logical counter.
+    let Some(hlc) = Hlc::from_parts(wall, logical) else {
+        return Err(StoreError::InvalidOption {
+            option: "stamp",
+            reason:
+                "wall must be a whole number of ms from 0 to 2^53 - 1 and logical a whole number from 0 to 2^32 - 1",
+        });
     };
+    let change = RemoteChange { ns: write.ns, key: write.key, kind, value, hlc, writer: write.writer };
     match store.merge(&change, write.condition, lww, now) {
         Ok(version) => Ok(version as f64),
         Err(StoreError::VersionConflict { .. }) => Ok(-1.0),
