@@ -548,6 +548,8 @@ export class AgentRunner {
       job.abort(error)
     }
     this.running.clear()
+    // A graceful stop waiting for these handlers stops waiting (and its timer is cleared).
+    this.idle?.()
     this.host.metrics.inFlight(this.id, this.agent.type, 0)
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
     this.deadlineTimer = undefined

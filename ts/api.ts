@@ -127,9 +127,20 @@ export class Orrery {
    * Starts an agent mesh on this Orrery: its registry, routing, agents and supervisors. Agents
    * are fed through this Orrery's bus.
    */
-  mesh(options: MeshOptions = {}): Promise<Mesh> {
-    return Mesh.create(this.backend, this.bus, this.clock, options)
+  async mesh(options?: MeshOptions): Promise<Mesh> {
+    if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
+    const mesh = await Mesh.create(this.backend, this.bus, this.clock, options, (m) => this.meshes?.delete(m))
+    // Closed while the mesh was made (its metrics load asynchronously): it stops at once.
+    if (this.meshes === undefined) {
+      mesh.close()
+      throw new OrreryError('CLOSED', 'this Orrery is closed')
+    }
+    this.meshes.add(mesh)
+    return mesh
   }
+
+  /** The meshes started on this Orrery and not shut down (undefined once closed). */
+  private meshes: Set<Mesh> | undefined = new Set()
 
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
@@ -163,8 +174,17 @@ export class Orrery {
     return this.bus.share()
   }
 
-  /** Stops deliveries, fails waiting requests with `CLOSED`, and releases this endpoint. */
+  /**
+   * Stops its meshes at once (agents stop as if they crashed: unacked messages stay in their
+   * inboxes; use `mesh.shutdown()` first for a graceful stop), stops deliveries, fails waiting
+   * requests with `CLOSED`, and releases this endpoint.
+   */
   close(): void {
+    // Its meshes stop first, at once (their agents' unacked work stays queued for redelivery):
+    // their heartbeat intervals and timers would otherwise keep the process alive.
+    const meshes = this.meshes
+    this.meshes = undefined
+    for (const mesh of meshes ?? []) mesh.close()
     this.bus.close()
   }
 }

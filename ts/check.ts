@@ -163,3 +163,21 @@ export function list<T>(value: unknown, name: string, where: Where = 'argument')
   if (!Array.isArray(value)) refuse(where, name, value, 'must be an array')
   return value as T[]
 }
+
+/** The core's name rule (`crates/core/src/names.rs`): ASCII letters, digits and `. _ - : / * >`. */
+const NAME_CHARS = /^[A-Za-z0-9._\-:/*>]*$/
+
+/**
+ * A channel, agent, capability or tag name as the core accepts it: a string (else
+ * `INVALID_OPTION`/`INVALID_ARGUMENT`) of 1 to `max` (default 255) bytes of the core's name
+ * characters (else `INVALID_NAME`, as the core itself would answer). Checked here so a bad name
+ * is refused when it is given (a type name at `define`), not when it is first used.
+ */
+export function name(value: unknown, what: string, where: Where = 'argument', max = 255): string {
+  if (typeof value !== 'string') refuse(where, what, value, 'must be a string')
+  const reason = value === '' ? 'is empty'
+    : value.length > max ? `is longer than ${max} bytes`
+      : !NAME_CHARS.test(value) ? 'may hold only ASCII letters, digits and . _ - : / * >' : undefined
+  if (reason !== undefined) throw new OrreryError('INVALID_NAME', `invalid name ${shown(value)}: ${reason}`, { details: { [where]: what, name: printable(value) } })
+  return value
+}

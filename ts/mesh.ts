@@ -7,15 +7,16 @@ import { Subject, type Observable, type Subscription } from 'rxjs'
 
 import { silentLogger, type Agent, type AgentClass, type AgentContext, type Logger } from './agent.js'
 import { AgentRunner, type AgentState, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './agent-runner.js'
-import type { Backend, MeshCore } from './backend.js'
+import type { Backend, MeshCore, MeshCoreOptions } from './backend.js'
 import type { Bus, PublishOptions } from './bus.js'
+import { callable, finite, flag, int, intOr, MAX_TIMER_MS, ms, msOr, name as checkName, list, oneOfOr, options as checkOptions, refuse, text, textOr, type Where } from './check.js'
 import { checkConfig, gatherConfig, type ConfigSources } from './config.js'
 import { OrreryError } from './errors.js'
 import type { Message } from './message.js'
 import { noMetrics, promMetrics, type AgentMetrics, type PromRegistry } from './metrics.js'
-import { Registry, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
+import { checkBackoff, checkCapabilities, checkTags, MAX_AGENT_ID, Registry, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
-import { RESTART_BACKOFF, Supervisor, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
+import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
 /** Options of a mesh. */
 export interface MeshOptions {
@@ -96,10 +97,107 @@ function isClass(factory: AgentFactory): factory is AgentClass {
   return typeof factory === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(factory))
 }
 
-function positive(value: number | undefined, fallback: number, option: string, min = 1): number {
-  const v = value ?? fallback
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new OrreryError('INVALID_OPTION', `${option} must be a number >= ${min}`, { details: { option, value: v } })
-  return v
+/** Agents one spawn may start: the registry's slots (a core handle's 20 index bits). */
+const MAX_REPLICAS = 2 ** 20
+/** Deliveries an agent handles at once, as a group member's `maxInFlight`. */
+const MAX_CONCURRENCY = 2 ** 32 - 1
+/** An agent's inbox lease outlives its handler timeout by this much, so a timed-out handler is failed (and retried) by its agent before the bus redelivers it. */
+const LEASE_MARGIN_MS = 5_000
+/** Counts the core keeps as 32-bit integers. */
+const U32 = { min: 1, max: 2 ** 32 - 1 }
+
+/** A token bucket: a rate > 0 and a burst >= 1 (the core's rule), plain numbers only. */
+function checkRateLimit(value: unknown, what: string): RateLimit {
+  const limit = checkOptions(value as RateLimit, what, 'option')
+  finite(limit.perSecond, `${what}.perSecond`, { above: 0 })
+  if (limit.burst !== undefined) finite(limit.burst, `${what}.burst`, { min: 1 })
+  return limit
+}
+
+/**
+ * Checks spawn options (a spawn's, a type's defaults, a supervised child's) when they are given,
+ * so a wrong value is refused at the call, never inside an agent's subscription or the engine.
+ */
+function checkSpawn(value: SpawnOptions | undefined, what: string, where: Where = 'argument'): SpawnOptions {
+  const o = checkOptions(value, what, where)
+  if (o.id !== undefined) checkName(o.id, 'id', 'option', MAX_AGENT_ID)
+  if (o.replicas !== undefined) int(o.replicas, 'replicas', { min: 1, max: MAX_REPLICAS })
+  if (o.config !== undefined) checkOptions(o.config, 'config', 'option')
+  if (o.configFrom !== undefined) {
+    const from = checkOptions(o.configFrom, 'configFrom', 'option')
+    textOr(from.file, 'configFrom.file', { nonEmpty: true })
+    textOr(from.env, 'configFrom.env', { nonEmpty: true })
+  }
+  if (o.capabilities !== undefined) checkCapabilities(o.capabilities, 'capabilities')
+  if (o.tags !== undefined) checkTags(o.tags, 'tags')
+  if (o.concurrency !== undefined) int(o.concurrency, 'concurrency', { min: 1, max: MAX_CONCURRENCY })
+  if (o.bulkhead !== undefined) int(o.bulkhead, 'bulkhead', { max: 2 ** 32 - 1 })
+  // The inbox lease is the handler timeout plus a margin, and must fit a timer too.
+  if (o.handlerTimeout !== undefined && ms(o.handlerTimeout, 'handlerTimeout', 1) > MAX_TIMER_MS - LEASE_MARGIN_MS) {
+    refuse('option', 'handlerTimeout', o.handlerTimeout, `must be at most ${MAX_TIMER_MS - LEASE_MARGIN_MS} ms (its inbox lease adds ${LEASE_MARGIN_MS} ms, and a timer waits at most ${MAX_TIMER_MS})`)
+  }
+  if (o.retry !== undefined) {
+    const retry = checkOptions(o.retry, 'retry', 'option')
+    // maxDeliveries of the inbox is attempts + 2, a 32-bit count in the core.
+    if (retry.attempts !== undefined) int(retry.attempts, 'retry.attempts', { max: 2 ** 32 - 3 })
+    checkBackoff(retry.backoff, 'retry.backoff')
+    if (retry.isPermanent !== undefined) callable(retry.isPermanent, 'retry.isPermanent', 'option')
+    if (retry.isFatal !== undefined) callable(retry.isFatal, 'retry.isFatal', 'option')
+  }
+  if (o.rateLimit !== undefined) {
+    const rate = checkOptions(o.rateLimit, 'rateLimit', 'option')
+    if (rate.agent !== undefined) checkRateLimit(rate.agent, 'rateLimit.agent')
+    if (rate.capabilities !== undefined) {
+      const caps = checkOptions(rate.capabilities, 'rateLimit.capabilities', 'option')
+      for (const cap of Object.keys(caps)) checkRateLimit(caps[cap], `rateLimit.capabilities.${cap}`)
+    }
+    oneOfOr(rate.policy, ['wait', 'reject'], 'wait', 'rateLimit.policy')
+  }
+  return o
+}
+
+/** Checks a supervisor's spec whole before any child starts. */
+function checkSupervisor(value: SupervisorSpec): SupervisorSpec {
+  const spec = checkOptions(value, 'spec')
+  textOr(spec.name, 'name', { nonEmpty: true })
+  oneOfOr(spec.strategy, RESTART_STRATEGIES, 'one-for-one', 'strategy')
+  if (spec.intensity !== undefined) {
+    const intensity = checkOptions(spec.intensity, 'intensity', 'option')
+    if (intensity.restarts !== undefined) int(intensity.restarts, 'intensity.restarts')
+    if (intensity.withinMs !== undefined) finite(intensity.withinMs, 'intensity.withinMs', { above: 0 })
+  }
+  checkBackoff(spec.backoff, 'backoff')
+  list<ChildSpec>(spec.children, 'children', 'option').forEach((c, i) => {
+    const child = checkOptions(c, `children[${i}]`, 'option')
+    text(child.type, `children[${i}].type`, { nonEmpty: true }, 'option')
+    if (child.replicas !== undefined) int(child.replicas, `children[${i}].replicas`, { min: 1, max: MAX_REPLICAS })
+    if (child.id !== undefined) checkName(child.id, `children[${i}].id`, 'option', MAX_AGENT_ID)
+    if (child.options !== undefined) checkSpawn(child.options, `children[${i}].options`, 'option')
+  })
+  return spec
+}
+
+/** Checks a mesh's options, and turns them into the core's settings. */
+function coreOptions(options: MeshOptions): MeshCoreOptions {
+  const hb = checkOptions(options.heartbeat, 'heartbeat', 'option')
+  const br = checkOptions(options.breaker, 'breaker', 'option')
+  if (options.logger !== undefined) callable(checkOptions(options.logger, 'logger', 'option').child, 'logger.child', 'option')
+  if (options.metrics !== undefined) callable(checkOptions(options.metrics, 'metrics', 'option').getSingleMetric, 'metrics.getSingleMetric', 'option')
+  msOr(options.shutdownTimeout, 10_000, 'shutdownTimeout')
+  if (options.signals !== undefined) flag(options.signals, 'signals')
+  return {
+    seed: options.seed === undefined ? Math.floor(Math.random() * 2 ** 52) : int(options.seed, 'seed'),
+    // The interval arms each agent's heartbeat timer.
+    interval: msOr(hb.interval, 5_000, 'heartbeat.interval', 1),
+    degradedAfter: intOr(hb.degradedAfter, 2, 'heartbeat.degradedAfter', U32),
+    unhealthyAfter: intOr(hb.unhealthyAfter, 3, 'heartbeat.unhealthyAfter', U32),
+    offlineAfter: intOr(hb.offlineAfter, 5, 'heartbeat.offlineAfter', U32),
+    deregisterAfter: msOr(hb.deregisterAfter, 60_000, 'heartbeat.deregisterAfter'),
+    failuresToOpen: intOr(br.failures, 5, 'breaker.failures', U32),
+    coolDown: msOr(br.coolDown, 10_000, 'breaker.coolDown'),
+    probes: intOr(br.probes, 1, 'breaker.probes', U32),
+    successesToClose: intOr(br.successes, 1, 'breaker.successes', U32),
+  }
 }
 
 export class Mesh {
@@ -117,34 +215,28 @@ export class Mesh {
   private readonly logger: Logger
   private readonly signalHandlers: Array<[string, () => void]> = []
   private closing: Promise<void> | undefined
+  /** Whether its timers, subscriptions and core are released (by `shutdown` or its Orrery's `close`). */
+  private released = false
   /** Everything that happens: registry, agent and supervisor events. */
   readonly events: Observable<MeshEvent> = this.subject.asObservable()
 
   /** @internal Use `orrery.mesh()`. */
-  static async create(backend: Backend, bus: Bus, clock: () => number, options: MeshOptions): Promise<Mesh> {
-    const metrics = options.metrics ? await promMetrics(options.metrics) : noMetrics
-    return new Mesh(backend, bus, clock, options, metrics)
+  static async create(backend: Backend, bus: Bus, clock: () => number, options: MeshOptions | undefined, onClose?: (mesh: Mesh) => void): Promise<Mesh> {
+    const checked = checkOptions(options)
+    const settings = coreOptions(checked)
+    const metrics = checked.metrics ? await promMetrics(checked.metrics) : noMetrics
+    return new Mesh(backend, bus, clock, checked, settings, metrics, onClose)
   }
 
-  private constructor(backend: Backend, readonly bus: Bus, readonly now: () => number, private readonly options: MeshOptions, metrics: AgentMetrics) {
-    const hb = options.heartbeat ?? {}
-    const br = options.breaker ?? {}
-    const core: MeshCore = backend.createMesh({
-      seed: options.seed ?? Math.floor(Math.random() * 2 ** 52),
-      interval: positive(hb.interval, 5_000, 'heartbeat.interval'),
-      degradedAfter: positive(hb.degradedAfter, 2, 'heartbeat.degradedAfter'),
-      unhealthyAfter: positive(hb.unhealthyAfter, 3, 'heartbeat.unhealthyAfter'),
-      offlineAfter: positive(hb.offlineAfter, 5, 'heartbeat.offlineAfter'),
-      deregisterAfter: positive(hb.deregisterAfter, 60_000, 'heartbeat.deregisterAfter', 0),
-      failuresToOpen: positive(br.failures, 5, 'breaker.failures'),
-      coolDown: positive(br.coolDown, 10_000, 'breaker.coolDown', 0),
-      probes: positive(br.probes, 1, 'breaker.probes'),
-      successesToClose: positive(br.successes, 1, 'breaker.successes'),
-    })
+  private constructor(
+    backend: Backend, readonly bus: Bus, readonly now: () => number, private readonly options: MeshOptions,
+    settings: MeshCoreOptions, metrics: AgentMetrics, private readonly onClose: ((mesh: Mesh) => void) | undefined,
+  ) {
+    const core: MeshCore = backend.createMesh(settings)
     this.registry = new Registry(core, now)
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     this.logger = options.logger ?? silentLogger
-    const interval = hb.interval ?? 5_000
+    const interval = settings.interval
     this.host = {
       bus,
       registry: this.registry,
@@ -166,23 +258,30 @@ export class Mesh {
   }
 
   /** Registers how to build agents of `type`, with default spawn options. */
-  define<C>(type: string, factory: AgentFactory<C>, defaults: SpawnOptions = {}): this {
+  define<C>(type: string, factory: AgentFactory<C>, defaults?: SpawnOptions): this {
+    checkName(type, 'type')
+    callable(factory, 'factory')
+    checkSpawn(defaults, 'defaults')
     if (this.types.has(type)) throw new OrreryError('INVALID_OPTION', `agent type ${type} is defined already`, { details: { option: 'type', value: type } })
-    if (typeof factory !== 'function') throw new OrreryError('INVALID_OPTION', 'a factory must be an Agent subclass or a function', { details: { option: 'factory', value: typeof factory } })
-    this.types.set(type, { factory: factory as AgentFactory, defaults, count: 0 })
+    this.types.set(type, { factory: factory as AgentFactory, defaults: defaults ?? {}, count: 0 })
     return this
   }
 
   /** Starts `replicas` agents of a defined type; rejects (starting none) if any fails to start. */
-  async spawn(type: string, options: SpawnOptions = {}): Promise<AgentHandle[]> {
+  async spawn(type: string, options?: SpawnOptions): Promise<AgentHandle[]> {
     this.assertOpen()
+    text(type, 'type')
+    checkSpawn(options, 'options')
     const def = this.definition(type)
     const merged = { ...def.defaults, ...options }
-    const replicas = positive(merged.replicas, 1, 'replicas')
+    const replicas = merged.replicas ?? 1
     const ids: string[] = []
     for (let i = 0; i < replicas; i++) {
-      ids.push(merged.id ? (replicas === 1 ? merged.id : `${merged.id}-${i + 1}`) : `${type}-${++def.count}`)
+      const id = merged.id !== undefined ? (replicas === 1 ? merged.id : `${merged.id}-${i + 1}`) : `${type}-${def.count + i + 1}`
+      // Every id is checked before any agent starts (a suffix may take one past the limit).
+      ids.push(checkName(id, 'id', 'option', MAX_AGENT_ID))
     }
+    if (merged.id === undefined) def.count += replicas
     const started: AgentRunner[] = []
     try {
       for (const id of ids) started.push(await this.startAgent(id, type, merged, undefined))
@@ -196,6 +295,7 @@ export class Mesh {
   /** Starts a supervisor over its children; resolves once each had its first start (failed starts are restarted in the background). */
   async supervise(spec: SupervisorSpec): Promise<Supervisor> {
     this.assertOpen()
+    checkSupervisor(spec)
     for (const child of spec.children) this.definition(child.type)
     const supervisor = new Supervisor(
       {
@@ -206,6 +306,7 @@ export class Mesh {
       },
       spec,
     )
+    for (const id of supervisor.agents) checkName(id, 'id', 'option', MAX_AGENT_ID)
     this.supervisors.add(supervisor)
     await supervisor.start()
     return supervisor
@@ -213,6 +314,7 @@ export class Mesh {
 
   /** A running agent. */
   agent(id: string): AgentHandle | undefined {
+    text(id, 'id')
     const runner = this.runners.get(id)
     return runner && this.handleOf(runner)
   }
@@ -241,9 +343,11 @@ export class Mesh {
   }
 
   /** Stops one agent gracefully (see `shutdown`); its supervisor does not restart it. */
-  async stop(id: string, options: { timeout?: number } = {}): Promise<void> {
+  async stop(id: string, options?: { timeout?: number }): Promise<void> {
+    text(id, 'id')
+    const timeout = msOr(checkOptions(options).timeout, this.options.shutdownTimeout ?? 10_000, 'timeout')
     const [runner] = this.pick(id)
-    await this.stopRunner(runner!, options.timeout)
+    await this.stopRunner(runner!, timeout)
   }
 
   /**
@@ -269,17 +373,45 @@ export class Mesh {
    * its running handlers get `timeout` ms to finish (what finishes is acked; the rest stays in
    * its inbox to be redelivered), and it deregisters. Nothing acknowledged is lost.
    */
-  shutdown(options: { timeout?: number } = {}): Promise<void> {
+  shutdown(options?: { timeout?: number }): Promise<void> {
+    let timeout: number
+    try {
+      timeout = msOr(checkOptions(options).timeout, this.options.shutdownTimeout ?? 10_000, 'timeout')
+    } catch (error) {
+      return Promise.reject(error)
+    }
     this.closing ??= (async () => {
       for (const s of this.supervisors) s.stop()
-      const timeout = options.timeout ?? this.options.shutdownTimeout ?? 10_000
       await Promise.all([...this.runners.values()].map((r) => this.stopRunner(r, timeout)))
-      this.registryEvents.unsubscribe()
-      for (const [signal, handler] of this.signalHandlers) process.off(signal, handler)
-      this.registry.close()
-      this.subject.complete()
+      this.release()
     })()
     return this.closing
+  }
+
+  /**
+   * @internal Stops everything at once (its Orrery is closing): supervisors stop, every agent
+   * dies as in a crash (running handlers are abandoned, so their unacked messages stay in the
+   * inboxes for redelivery), routed retries waiting on a backoff fail with `CLOSED`, and every
+   * timer and interval is cleared, so nothing keeps the process alive.
+   */
+  close(): void {
+    if (this.released) return
+    this.closing ??= Promise.resolve()
+    for (const s of this.supervisors) s.stop()
+    for (const runner of this.runners.values()) runner.kill()
+    this.release()
+  }
+
+  /** Releases what the mesh holds: its subscriptions, signal handlers, registry timer and core. */
+  private release(): void {
+    if (this.released) return
+    this.released = true
+    this.router.close()
+    this.registryEvents.unsubscribe()
+    for (const [signal, handler] of this.signalHandlers) process.off(signal, handler)
+    this.registry.close()
+    this.subject.complete()
+    this.onClose?.(this)
   }
 
   private async startAgent(id: string, type: string, options: SpawnOptions, supervisor: Supervisor | undefined): Promise<AgentRunner> {
@@ -309,15 +441,15 @@ export class Mesh {
       capabilities: options.capabilities,
     }
     const agent = cls ? new cls(context) : (def.factory as (c: AgentContext<unknown>) => Agent<unknown>)(context)
+    // Checked where they were given (spawn, define, supervise).
     const run: RunOptions = {
-      concurrency: positive(options.concurrency, 16, 'concurrency'),
-      bulkhead: positive(options.bulkhead, 0, 'bulkhead', 0),
-      handlerTimeout: positive(options.handlerTimeout, 30_000, 'handlerTimeout'),
-      retry: { ...options.retry, attempts: positive(options.retry?.attempts, 3, 'retry.attempts', 0) },
+      concurrency: options.concurrency ?? 16,
+      bulkhead: options.bulkhead ?? 0,
+      handlerTimeout: options.handlerTimeout ?? 30_000,
+      retry: { ...options.retry, attempts: options.retry?.attempts ?? 3 },
       rateLimit: { ...options.rateLimit, policy: options.rateLimit?.policy ?? 'wait' },
       tags: options.tags ?? [],
     }
-    if (run.rateLimit.policy !== 'wait' && run.rateLimit.policy !== 'reject') throw new OrreryError('INVALID_OPTION', "rateLimit.policy must be 'wait' or 'reject'", { details: { option: 'rateLimit.policy', value: run.rateLimit.policy } })
     if (this.closing) throw new OrreryError('CLOSED', 'this mesh is shut down')
     const runner = new AgentRunner(agent, this.host, run, values)
     this.runners.set(id, runner)
@@ -376,6 +508,7 @@ export class Mesh {
       resume: () => this.resume(id),
       stop: (options) => this.stop(id, options),
       reconfigure: async (values) => {
+        checkOptions(values, 'values')
         const runner = current()
         const cls = isClass(this.definition(runner.agent.type).factory) ? (runner.agent.constructor as AgentClass) : undefined
         // Merged over the raw values (not the validated output, which a schema may have transformed).
@@ -396,6 +529,7 @@ export class Mesh {
 
   private pick(id: string | undefined): AgentRunner[] {
     if (id === undefined) return [...this.runners.values()]
+    text(id, 'id')
     const runner = this.runners.get(id)
     if (!runner) throw new OrreryError('UNKNOWN_AGENT', `no agent ${JSON.stringify(id)} runs in this mesh`, { details: { agent: id } })
     return [runner]

@@ -7,6 +7,7 @@
 import { Subject, type Observable } from 'rxjs'
 
 import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
+import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from './check.js'
 import { isEngineFailure, OrreryError } from './errors.js'
 
 /** How well an agent is, best first. */
@@ -84,6 +85,56 @@ export interface BackoffOptions {
 }
 
 const JITTER_CODES = { none: 0, full: 1, equal: 2 } as const
+const JITTERS: ReadonlyArray<keyof typeof JITTER_CODES> = ['none', 'full', 'equal']
+
+/**
+ * @internal Checks backoff options where they are given (a spawn's retry, a supervisor, a
+ * request), so the core only ever gets numbers and a known jitter.
+ */
+export function checkBackoff(value: unknown, what: string): BackoffOptions | undefined {
+  if (value === undefined) return undefined
+  const b = checkOptions(value as BackoffOptions, what, 'option')
+  if (b.base !== undefined) ms(b.base, `${what}.base`)
+  // A factor below 1 would shrink the delays; 1 keeps them constant.
+  if (b.factor !== undefined) finite(b.factor, `${what}.factor`, { min: 1 })
+  if (b.max !== undefined) ms(b.max, `${what}.max`)
+  if (b.jitter !== undefined) oneOf(b.jitter, JITTERS, `${what}.jitter`)
+  return b
+}
+
+/** The longest agent id: its inbox, `inbox.<id>`, is a channel name of at most 255 bytes. */
+export const MAX_AGENT_ID = 255 - 'inbox.'.length
+
+/** @internal Checks one capability an agent declares (`what` names it in errors). */
+export function checkCapability(value: unknown, what: string): CapabilitySpec {
+  const c = checkOptions(value as CapabilitySpec, what, 'option')
+  checkName(c.name, `${what}.name`, 'option')
+  text(c.version, `${what}.version`, { nonEmpty: true }, 'option')
+  // The core keeps priorities as 32-bit integers.
+  if (c.priority !== undefined) int(c.priority, `${what}.priority`, { min: -(2 ** 31), max: 2 ** 31 - 1 })
+  if (c.metadata !== undefined) checkOptions(c.metadata, `${what}.metadata`, 'option')
+  return c
+}
+
+/** @internal Checks a list of capabilities. */
+export function checkCapabilities(value: unknown, what: string): readonly CapabilitySpec[] {
+  return list(value, what, 'option').map((c, i) => checkCapability(c, `${what}[${i}]`))
+}
+
+/** @internal Checks a list of tags: each a name. */
+export function checkTags(value: unknown, what: string, where: Where = 'option'): readonly string[] {
+  return list<string>(value, what, where).map((t, i) => checkName(t, `${what}[${i}]`, where))
+}
+
+/** A query object, checked and with its defaults: what its compiled id is cached by. */
+function checkQuery(query: Exclude<AgentQuery, string>): [capability: string, tags: readonly string[], minHealth: Health, also: readonly string[]] {
+  const q = checkOptions(query, 'query')
+  const capability = text(q.capability, 'capability', { nonEmpty: true }, 'option')
+  const tags = q.tags === undefined ? [] : checkTags(q.tags, 'tags')
+  const minHealth = oneOfOr(q.minHealth, HEALTHS, 'degraded', 'minHealth')
+  const also = q.also === undefined ? [] : list<string>(q.also, 'also', 'option').map((c, i) => text(c, `also[${i}]`, { nonEmpty: true }, 'option'))
+  return [capability, tags, minHealth, also]
+}
 
 /** @internal Retries of handlers and routed requests: 100 ms doubling, at most 30 s, full jitter. */
 export const RETRY_BACKOFF: Required<BackoffOptions> = { base: 100, factor: 2, max: 30_000, jitter: 'full' }
@@ -131,17 +182,13 @@ export function splitCapability(text: string): [string, string] {
   return at < 0 ? [text, '*'] : [text.slice(0, at), text.slice(at + 1) || '*']
 }
 
-function healthCode(health: Health, option: string): number {
-  const code = HEALTHS.indexOf(health)
-  if (code < 0) throw new OrreryError('INVALID_OPTION', `${option} must be one of ${HEALTHS.join(', ')}`, { details: { option, value: health } })
-  return code
+function healthCode(health: unknown, name: string, where: Where): number {
+  return HEALTHS.indexOf(oneOf(health, HEALTHS, name, where))
 }
 
 /** @internal The code of a strategy name. */
-export function strategyCode(strategy: Strategy): number {
-  const code = STRATEGIES.indexOf(strategy)
-  if (code < 0) throw new OrreryError('INVALID_OPTION', `strategy must be one of ${STRATEGIES.join(', ')}`, { details: { option: 'strategy', value: strategy } })
-  return code
+export function strategyCode(strategy: unknown, where: Where = 'option'): number {
+  return STRATEGIES.indexOf(oneOf(strategy, STRATEGIES, 'strategy', where))
 }
 
 /** The agent registry of one mesh. */
@@ -152,7 +199,9 @@ export class Registry {
    */
   private readonly slots: Array<Known | undefined> = []
   private readonly byId = new Map<string, Known>()
-  private readonly queries = new Map<string, number>()
+  /** Compiled queries: strings by themselves, objects by their checked parts (never shared). */
+  private readonly textQueries = new Map<string, number>()
+  private readonly objectQueries = new Map<string, number>()
   private readonly subject = new Subject<RegistryEvent>()
   private timer: ReturnType<typeof setTimeout> | undefined
   private timerAt = Infinity
@@ -167,23 +216,26 @@ export class Registry {
   /** Registers an agent; it starts `initializing` until its first heartbeat. */
   register(agent: AgentRegistration): AgentInfo {
     this.assertOpen()
+    // Every field is checked before the core sees it: wasm would coerce or misread a wrong type.
+    checkOptions(agent, 'agent')
+    checkName(agent.id, 'id', 'option', MAX_AGENT_ID)
+    checkName(agent.type, 'type', 'option')
+    const capabilities = checkCapabilities(agent.capabilities, 'capabilities')
+    const tags = agent.tags === undefined ? [] : checkTags(agent.tags, 'tags')
     if (this.byId.has(agent.id)) throw new OrreryError('DUPLICATE_AGENT', `agent ${JSON.stringify(agent.id)} is registered already`, { details: { agent: agent.id } })
-    const bulkhead = agent.bulkhead ?? 0
-    if (!Number.isInteger(bulkhead) || bulkhead < 0) throw new OrreryError('INVALID_OPTION', 'bulkhead must be a whole number >= 0', { details: { option: 'bulkhead', value: bulkhead } })
-    const lines = agent.capabilities.map((c) => {
-      const priority = c.priority ?? 0
-      if (!Number.isInteger(priority)) throw new OrreryError('INVALID_OPTION', `the priority of ${c.name} must be an integer`, { details: { option: 'priority', value: priority } })
-      if (/\s/.test(c.name) || /\s/.test(c.version)) throw new OrreryError('INVALID_NAME', `capability ${JSON.stringify(c.name)}@${c.version} holds whitespace`, { details: { capability: c.name } })
-      return `${c.name} ${c.version} ${priority}`
+    const bulkhead = intOr(agent.bulkhead, 0, 'bulkhead', { max: 0xffffffff })
+    const lines = capabilities.map((c) => {
+      if (/\s/.test(c.version)) throw new OrreryError('INVALID_NAME', `capability ${JSON.stringify(c.name)}@${c.version} holds whitespace`, { details: { capability: c.name } })
+      return `${c.name} ${c.version} ${c.priority ?? 0}`
     })
     const now = this.now()
-    const handle = this.core.register(agent.id, agent.type, lines.join('\n'), [...(agent.tags ?? [])], bulkhead, now)
+    const handle = this.core.register(agent.id, agent.type, lines.join('\n'), [...tags], bulkhead, now)
     const known: Known = {
       handle,
       id: agent.id,
       type: agent.type,
-      capabilities: agent.capabilities.map((c) => Object.freeze({ ...c })),
-      tags: [...(agent.tags ?? [])],
+      capabilities: capabilities.map((c) => Object.freeze({ ...c })),
+      tags: [...tags],
       inbox: `inbox.${agent.id}`,
     }
     this.slots[handle & SLOT_MASK] = known
@@ -204,18 +256,21 @@ export class Registry {
 
   /** An agent's heartbeat, reporting its health (default `healthy`). */
   heartbeat(id: string, health: Health = 'healthy'): void {
-    this.core.heartbeat(this.known(id).handle, healthCode(health, 'health'), this.now())
+    const code = healthCode(health, 'health', 'argument')
+    this.core.heartbeat(this.known(id).handle, code, this.now())
     this.changed()
   }
 
   /** Sets an agent's health without counting as a heartbeat (pause, a failed start). */
   setHealth(id: string, health: Health): void {
-    this.core.setHealth(this.known(id).handle, healthCode(health, 'health'), this.now())
+    const code = healthCode(health, 'health', 'argument')
+    this.core.setHealth(this.known(id).handle, code, this.now())
     this.changed()
   }
 
   /** An agent by id. */
   get(id: string): AgentInfo | undefined {
+    text(id, 'id')
     const known = this.byId.get(id)
     return known && this.info(known)
   }
@@ -252,7 +307,8 @@ export class Registry {
    * full bulkheads), or undefined. Asking moves round-robin and random selection along.
    */
   select(query: AgentQuery, strategy: Strategy = 'priority'): AgentInfo | undefined {
-    const status = this.core.route(this.compile(query), strategyCode(strategy), this.now(), [])
+    const code = strategyCode(strategy, 'argument')
+    const status = this.core.route(this.compile(query), code, this.now(), [])
     if (status !== ROUTE_STATUS.routed) return undefined
     const handle = this.core.second
     this.core.finish(handle, 2, this.now())
@@ -263,8 +319,10 @@ export class Registry {
 
   /** Capability names like `name` (Jaro-Winkler score >= `threshold`, default 0.8), best first. */
   similar(name: string, options: { threshold?: number } = {}): Array<{ name: string; score: number }> {
-    const threshold = options.threshold ?? 0.8
-    if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new OrreryError('INVALID_OPTION', 'threshold must be a number from 0 to 1', { details: { option: 'threshold', value: threshold } })
+    text(name, 'name')
+    const o = checkOptions(options)
+    const threshold = o.threshold === undefined ? 0.8 : finite(o.threshold, 'threshold', { min: 0, max: 1 })
+    this.assertOpen()
     return this.core
       .similar(name, threshold)
       .split('\n')
@@ -283,17 +341,31 @@ export class Registry {
 
   /** @internal The compiled id of a query (compiled once, then cached). */
   compile(query: AgentQuery): number {
-    // NUL separates the parts: ranges may hold `|` (`1.x || 2.x`) and spaces, never NUL.
-    const key = typeof query === 'string' ? query : `${query.capability}\0${(query.tags ?? []).join('\0')}\0\0${query.minHealth ?? ''}\0${(query.also ?? []).join('\0')}`
-    const cached = this.queries.get(key)
+    // A string is cached by itself and an object by its checked parts in a map of its own, so
+    // two different queries never share an entry (a string holding the object key's separators
+    // once answered from an object query's cache). Only queries the core compiled are cached.
+    if (typeof query === 'string') {
+      const cached = this.textQueries.get(query)
+      if (cached !== undefined) return cached
+      text(query, 'query', { nonEmpty: true })
+      const id = this.compileNew(query, [], 'degraded', [])
+      this.textQueries.set(query, id)
+      return id
+    }
+    const parts = checkQuery(query)
+    const key = JSON.stringify(parts)
+    const cached = this.objectQueries.get(key)
     if (cached !== undefined) return cached
-    this.assertOpen()
-    const spec = typeof query === 'string' ? { capability: query } : query
-    const [capability, range] = splitCapability(spec.capability)
-    const also = (spec.also ?? []).map((c) => splitCapability(c).join(' ')).join('\n')
-    const id = this.core.query(capability, range, healthCode(spec.minHealth ?? 'degraded', 'minHealth'), [...(spec.tags ?? [])], also)
-    this.queries.set(key, id)
+    const id = this.compileNew(...parts)
+    this.objectQueries.set(key, id)
     return id
+  }
+
+  private compileNew(spec: string, tags: readonly string[], minHealth: Health, also: readonly string[]): number {
+    this.assertOpen()
+    const [capability, range] = splitCapability(spec)
+    const lines = also.map((c) => splitCapability(c).join(' ')).join('\n')
+    return this.core.query(capability, range, HEALTHS.indexOf(minHealth), [...tags], lines)
   }
 
   /**
@@ -403,6 +475,7 @@ export class Registry {
   }
 
   private known(id: string): Known {
+    text(id, 'id')
     const known = this.byId.get(id)
     if (!known) throw new OrreryError('UNKNOWN_AGENT', `no agent ${JSON.stringify(id)} is registered`, { details: { agent: id } })
     return known

@@ -10,7 +10,8 @@ import { ROUTE_STATUS } from './backend.js'
 import type { Bus, PublishOptions } from './bus.js'
 import { OrreryError, type ErrorCode } from './errors.js'
 import type { Message } from './message.js'
-import { RETRY_BACKOFF, splitCapability, strategyCode, type AgentQuery, type BackoffOptions, type Registry, type Strategy } from './registry.js'
+import { finite, flag, int, MAX_TIMER_MS, options as checkOptions, text } from './check.js'
+import { checkBackoff, checkTags, RETRY_BACKOFF, splitCapability, strategyCode, type AgentQuery, type BackoffOptions, type Registry, type Strategy } from './registry.js'
 import { CAPABILITY_HEADER } from './agent-runner.js'
 
 /** Options of a routed request. */
@@ -42,6 +43,15 @@ export interface RouteEvent {
 }
 
 
+/**
+ * Failures that are the agent's: the call reached it (or should have) and it did not answer
+ * well. Only these count against its breaker and fall back to another agent. Anything else
+ * (a payload that cannot be encoded, a bad option, a message too large, a closed bus) is the
+ * caller's or this process's: the call is rejected at once, no retry, and the agent's record
+ * stays clean (two bad `timeout` values once opened a healthy agent's breaker).
+ */
+const AGENT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['HANDLER_ERROR', 'TIMEOUT', 'NO_RESPONDER', 'BACKPRESSURE'])
+
 /** Codes a handler's error keeps when it reaches the caller. */
 const REMOTE_CODES = new Set(['RATE_LIMITED', 'SCHEMA_INVALID', 'NO_HANDLER', 'TIMEOUT', 'INVALID_PAYLOAD', 'MESSAGE_TOO_LARGE'])
 const NO_EXCLUSIONS: readonly number[] = []
@@ -54,6 +64,9 @@ const NO_VERDICT = 2
 export class Router {
   private readonly headers = new Map<string, Record<string, string>>()
   private readonly strategies = new Map<Strategy | undefined, number>()
+  /** Retries waiting on a backoff: their timers, and how to fail them when the mesh closes. */
+  private readonly waits = new Map<ReturnType<typeof setTimeout>, (error: OrreryError) => void>()
+  private closed = false
 
   constructor(
     private readonly bus: Bus,
@@ -81,7 +94,7 @@ export class Router {
   }
 
   /** Sends a request to one agent offering `capability` (`name@range`) and resolves with the reply. */
-  request<R>(capability: string, payload: unknown, options: RouteOptions = {}): Promise<Message<R>> {
+  request<R>(capability: string, payload: unknown, options?: RouteOptions): Promise<Message<R>> {
     // Bad options (a range that does not parse, an unknown strategy) and a closed mesh reject,
     // never throw: callers chain `.catch`.
     try {
@@ -91,9 +104,25 @@ export class Router {
     }
   }
 
-  private start<R>(capability: string, payload: unknown, options: RouteOptions): Promise<Message<R>> {
-    const retries = options.retries ?? 2
-    if (!Number.isInteger(retries) || retries < 0) throw new OrreryError('INVALID_OPTION', 'retries must be a whole number >= 0', { details: { option: 'retries', value: retries } })
+  /**
+   * Checks what routing itself reads, before anything is routed; the publish options are the
+   * bus's to check (a refusal there is the caller's error, see AGENT_FAILURES).
+   */
+  private check(capability: string, options: RouteOptions | undefined): RouteOptions {
+    this.assertOpen()
+    text(capability, 'capability', { nonEmpty: true })
+    const o = checkOptions(options)
+    if (o.tags !== undefined) checkTags(o.tags, 'tags')
+    if (o.strategy !== undefined) this.strategy(o.strategy)
+    if (o.timeout !== undefined) finite(o.timeout, 'timeout', { above: 0, max: MAX_TIMER_MS })
+    if (o.retries !== undefined) int(o.retries, 'retries')
+    checkBackoff(o.backoff, 'backoff')
+    if (o.fallback !== undefined) flag(o.fallback, 'fallback')
+    return o
+  }
+
+  private start<R>(capability: string, payload: unknown, given?: RouteOptions): Promise<Message<R>> {
+    const options = this.check(capability, given)
     const query: AgentQuery = options.tags ? { capability, tags: options.tags } : capability
     const registry = this.registry
     const queryId = registry.compile(query)
@@ -108,7 +137,8 @@ export class Router {
   }
 
   /** Publishes to the inbox of one agent offering `capability`, picked as a request's would be. */
-  async send(capability: string, payload: unknown, options: PublishOptions & { tags?: readonly string[]; strategy?: Strategy }): Promise<{ readonly id: string; readonly agent: string }> {
+  async send(capability: string, payload: unknown, given: PublishOptions & { tags?: readonly string[]; strategy?: Strategy } | undefined): Promise<{ readonly id: string; readonly agent: string }> {
+    const options = this.check(capability, given)
     const registry = this.registry
     const core = registry.core
     const [name] = splitCapability(capability)
@@ -154,12 +184,16 @@ export class Router {
       },
       (error: unknown) => {
         const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
+        if (!AGENT_FAILURES.has(e.code)) {
+          // Not the agent's failure: no verdict, no fallback, no retry.
+          this.finish(agent, NO_VERDICT)
+          return Promise.reject(e)
+        }
         const permanent = e.code === 'HANDLER_ERROR' && e.details['permanent'] === true
         const limited = e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'RATE_LIMITED'
-        const closed = e.code === 'CLOSED'
-        this.finish(agent, permanent || limited || closed ? NO_VERDICT : FAILURE)
+        this.finish(agent, permanent || limited ? NO_VERDICT : FAILURE)
         const retries = options.retries ?? 2
-        if (permanent || closed || tries >= retries) return Promise.reject(this.final(e, tries + 1, target.id))
+        if (permanent || tries >= retries) return Promise.reject(this.final(e, tries + 1, target.id))
         if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e, target.id)
         this.report({ type: 'fallback', agent: target.id, capability, attempt: tries + 1, error: e.message })
         return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, [...exclude, agent], e, target.id)
@@ -175,7 +209,14 @@ export class Router {
     if (tries > retries) return Promise.reject(lastError)
     const delay = this.registry.backoff(options.backoff, tries, RETRY_BACKOFF)
     this.report({ type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay })
-    return new Promise((resolve) => setTimeout(resolve, delay)).then(() =>
+    return new Promise<void>((resolve, reject) => {
+      if (this.closed) return reject(new OrreryError('CLOSED', 'this mesh is shut down'))
+      const timer = setTimeout(() => {
+        this.waits.delete(timer)
+        resolve()
+      }, delay)
+      this.waits.set(timer, reject)
+    }).then(() =>
       this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))
   }
 
@@ -191,7 +232,23 @@ export class Router {
     return new OrreryError(code, message, { cause: e, details: { ...e.details, attempts, agent } })
   }
 
+  /** @internal Fails retries waiting on a backoff with `CLOSED` and clears their timers. */
+  close(): void {
+    this.closed = true
+    for (const [timer, reject] of this.waits) {
+      clearTimeout(timer)
+      reject(new OrreryError('CLOSED', 'this mesh is shut down'))
+    }
+    this.waits.clear()
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new OrreryError('CLOSED', 'this mesh is shut down')
+  }
+
   private finish(agent: number, outcome: number): void {
+    // Closed, the core is gone: nothing is left to count.
+    if (this.closed) return
     const registry = this.registry
     if (registry.core.finish(agent, outcome, registry.now())) registry.changed()
   }

@@ -13,6 +13,8 @@ import type { SpawnOptions } from './mesh.js'
 
 /** A restart strategy. */
 export type RestartStrategy = 'one-for-one' | 'one-for-all' | 'rest-for-one'
+/** @internal */
+export const RESTART_STRATEGIES: readonly RestartStrategy[] = ['one-for-one', 'one-for-all', 'rest-for-one']
 
 /** Children of one agent type. */
 export interface ChildSpec {
@@ -71,13 +73,15 @@ export class Supervisor {
   private queue: Promise<void> = Promise.resolve()
   private state: 'running' | 'failed' | 'stopped' = 'running'
   private rejectFailed!: (error: OrreryError) => void
+  /** The backoff before a restart, if one is waiting (cleared when the supervisor stops). */
+  private delay: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined
   /** Rejects with `AGENT_FAILED` if the supervisor gives up. */
   readonly failed: Promise<never>
 
   constructor(private readonly host: SupervisorHost, private readonly spec: SupervisorSpec) {
     this.name = spec.name ?? `supervisor-${++supervisors}`
     this.strategy = spec.strategy ?? 'one-for-one'
-    if (!['one-for-one', 'one-for-all', 'rest-for-one'].includes(this.strategy)) {
+    if (!RESTART_STRATEGIES.includes(this.strategy)) {
       throw new OrreryError('INVALID_OPTION', 'strategy must be one-for-one, one-for-all or rest-for-one', { details: { option: 'strategy', value: this.strategy } })
     }
     const restarts = spec.intensity?.restarts ?? 3
@@ -168,7 +172,12 @@ export class Supervisor {
     const attempt = this.restarts.length
     const delay = this.host.backoff(this.spec.backoff, attempt)
     this.host.report({ type: 'restart', supervisor: this.name, agents: affected.map((c) => c.id), reason, attempt, delay, at: now })
-    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+    if (delay > 0) {
+      await new Promise<void>((resolve) => {
+        this.delay = { timer: setTimeout(resolve, delay), resolve }
+      })
+      this.delay = undefined
+    }
     for (const child of affected) {
       if (this.state !== 'running') return
       await this.startOne(child)
@@ -189,5 +198,11 @@ export class Supervisor {
   /** @internal Stops supervising (the mesh stops the agents). */
   stop(): void {
     if (this.state === 'running') this.state = 'stopped'
+    // A restart waiting on its backoff ends now (it sees the state and starts nothing), so the
+    // timer does not keep the process alive.
+    if (this.delay) {
+      clearTimeout(this.delay.timer)
+      this.delay.resolve()
+    }
   }
 }

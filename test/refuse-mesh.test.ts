@@ -1,0 +1,315 @@
+/**
+ * Bad input to the agent mesh (issue 11): every call of the mesh, its registry, routing and
+ * supervision refuses a wrong value with a typed error on both engines, before anything reaches
+ * the engine (a wrong-typed id once poisoned the wasm instance for the whole process), starts or
+ * registers nothing, never opens a healthy agent's breaker, and `orrery.close()` lets the process
+ * exit. Each case is walked on both engines; the engine must still work at the end.
+ */
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+
+import { Agent, Orrery, type AgentContext, type ErrorCode, type Mesh } from '../ts/node.js'
+import { expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE } from './bad-input.js'
+import { ENGINE } from './engine.js'
+import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+afterAll(async () => {
+  await expectEngineUsable()
+})
+
+/** Counts the calls that reached it: a refused request must not. */
+class Counted extends Agent {
+  static readonly capabilities = [{ name: 'echo', version: '1.0.0' }]
+  static calls = 0
+  constructor(context: AgentContext<unknown>) {
+    super(context)
+    this.handle('echo', (text: unknown) => {
+      Counted.calls++
+      return `${this.id}:${String(text)}`
+    })
+  }
+}
+
+async function freshMesh(): Promise<{ orrery: Orrery; mesh: Mesh }> {
+  const orrery = await Orrery.create({ engine: ENGINE })
+  const mesh = await orrery.mesh({ seed: 1 })
+  return { orrery, mesh }
+}
+
+/** The hostile values a check must refuse: those `valid` does not accept. */
+function hostile(valid: (value: unknown) => boolean): ReadonlyArray<readonly [string, unknown]> {
+  return HOSTILE.filter(([, value]) => !valid(value))
+}
+
+const isName = (v: unknown) => typeof v === 'string' && /^[A-Za-z0-9._\-:/*>]{1,249}$/.test(v)
+const isCount = (min: number) => (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= min && v < 2 ** 32
+const isMs = (min: number) => (v: unknown) => typeof v === 'number' && v >= min && v <= 2 ** 31 - 1
+
+/** A bad name is INVALID_NAME when it is a string, else the type error of its place. */
+const nameCode = (value: unknown, where: ErrorCode): ErrorCode => (typeof value === 'string' ? 'INVALID_NAME' : where)
+
+describe('the mesh refuses bad input', () => {
+  it('checks every argument before the engine: a wrong type never reaches (or poisons) it (item 2)', async () => {
+    const { orrery, mesh } = await freshMesh()
+    // These three panicked the wasm instance ("memory access out of bounds"), which then failed
+    // every later call of the process with ENGINE_POISONED.
+    await expectRefused(() => mesh.define(5 as never, Echo), 'INVALID_ARGUMENT')
+    mesh.define('echo', Echo)
+    await expectRefused(() => mesh.spawn('echo', { id: 7 as never }), 'INVALID_OPTION')
+    await expectRefused(() => mesh.registry.similar(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.spawn(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.registry.register({ id: 5, type: 'x', capabilities: [] } as never), 'INVALID_OPTION')
+    await expectRefused(() => mesh.registry.register({ id: 'r', type: 5, capabilities: [] } as never), 'INVALID_OPTION')
+    await expectRefused(() => mesh.registry.register({ id: 'r', type: 'x', capabilities: [{ name: 5, version: '1.0.0' }] } as never), 'INVALID_OPTION')
+    await expectRefused(() => mesh.registry.register({ id: 'r', type: 'x', capabilities: [{ name: 'c', version: 1 }] } as never), 'INVALID_OPTION')
+    await expectRefused(() => mesh.registry.register({ id: 'r', type: 'x', capabilities: [], tags: [5] } as never), 'INVALID_OPTION')
+    await expectRefused(() => mesh.registry.heartbeat(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.registry.deregister({} as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.registry.get(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.registry.find(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.registry.select('echo', 5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.request(5 as never, 'x'), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.send(5 as never, 'x'), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.agent(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.stop(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.pause(5 as never), 'INVALID_ARGUMENT')
+    expect(mesh.registry.list()).toEqual([])
+    expect(mesh.agents()).toEqual([])
+    // The same mesh still runs agents and routes.
+    await mesh.spawn('echo', { id: 'e' })
+    expect((await mesh.request<string>('echo', 'x')).payload).toBe('e:x')
+    await mesh.shutdown()
+    orrery.close()
+    await expectEngineUsable()
+  })
+
+  it('refuses a bad spawn option at the call, starting nothing (items 1, 12, 13)', async () => {
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('echo', Echo)
+    const table: Array<readonly [option: string, valid: (v: unknown) => boolean, make: (v: unknown) => object]> = [
+      // A fractional concurrency was thrown inside the inbox's subscription and ended the process.
+      ['concurrency', isCount(1), (v) => ({ concurrency: v })],
+      // 1.5 replicas started two agents.
+      ['replicas', (v) => isCount(1)(v) && (v as number) <= 2 ** 20, (v) => ({ replicas: v })],
+      ['bulkhead', isCount(0), (v) => ({ bulkhead: v })],
+      // 2^31 ms overflowed setTimeout (it fires at once).
+      ['handlerTimeout', (v) => isMs(1)(v) && (v as number) <= 2 ** 31 - 1 - 5_000, (v) => ({ handlerTimeout: v })],
+      ['retry.attempts', isCount(0), (v) => ({ retry: { attempts: v } })],
+      ['retry.backoff.base', isMs(0), (v) => ({ retry: { backoff: { base: v } } })],
+      ['retry.backoff.jitter', () => false, (v) => ({ retry: { backoff: { jitter: v } } })],
+      ['retry.isFatal', (v) => typeof v === 'function', (v) => ({ retry: { isFatal: v } })],
+      // wasm took '5' as 5; native refused it with a conversion error.
+      ['rateLimit.agent.burst', (v) => typeof v === 'number' && v >= 1 && Number.isFinite(v), (v) => ({ rateLimit: { agent: { perSecond: 1, burst: v } } })],
+      ['rateLimit.agent.perSecond', (v) => typeof v === 'number' && v > 0 && Number.isFinite(v), (v) => ({ rateLimit: { agent: { perSecond: v } } })],
+      ['rateLimit.policy', () => false, (v) => ({ rateLimit: { policy: v } })],
+      ['tags', () => false, (v) => ({ tags: v })],
+      ['capabilities', () => false, (v) => ({ capabilities: v })],
+      ['config', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), (v) => ({ config: v })],
+      ['configFrom.env', (v) => typeof v === 'string' && v !== '' && !v.includes('\uD800'), (v) => ({ configFrom: { env: v } })],
+    ]
+    for (const [option, valid, make] of table) {
+      for (const [label, value] of hostile(valid)) {
+        const error = await expectRefused(() => mesh.spawn('echo', make(value)), 'INVALID_OPTION')
+        expect(error.message, `${option} = ${label}`).toContain(option.split('.')[0]!)
+      }
+    }
+    // An id is a name the inbox channel can carry; '' was silently ignored.
+    for (const [, value] of hostile(isName)) await expectRefused(() => mesh.spawn('echo', { id: value as never }), nameCode(value, 'INVALID_OPTION'))
+    await expectRefused(() => mesh.spawn('echo', { id: 'x'.repeat(250) }), 'INVALID_NAME')
+    await expectRefused(() => mesh.spawn('echo', { id: 'x'.repeat(249), replicas: 2 }), 'INVALID_NAME')
+    await expectRefused(() => mesh.spawn('echo', null as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.spawn('echo', 'fast' as never), 'INVALID_ARGUMENT')
+    // Nothing started, nothing registered; and no late error ends the process.
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(mesh.agents()).toEqual([])
+    expect(mesh.registry.list()).toEqual([])
+    const started = await mesh.spawn('echo', { id: 'ok', concurrency: 2, replicas: 1, handlerTimeout: 2 ** 31 - 1 - 5_000, rateLimit: { agent: { perSecond: 5, burst: 5 } } })
+    expect(started.map((h) => h.id)).toEqual(['ok'])
+    await mesh.shutdown()
+    orrery.close()
+    expectPrototypeUntouched()
+  })
+
+  it('refuses a bad type, factory or default at define, not at the first spawn (item 13)', async () => {
+    const { orrery, mesh } = await freshMesh()
+    for (const [, value] of hostile(isName)) await expectRefused(() => mesh.define(value as never, Echo), nameCode(value, 'INVALID_ARGUMENT'))
+    await expectRefused(() => mesh.define('', Echo), 'INVALID_NAME')
+    await expectRefused(() => mesh.define('a b', Echo), 'INVALID_NAME')
+    await expectRefused(() => mesh.define('echo', 5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.define('echo', Echo, { concurrency: 1.5 }), 'INVALID_OPTION')
+    await expectRefused(() => mesh.define('echo', Echo, null as never), 'INVALID_ARGUMENT')
+    // None of those defined anything: the type is still free.
+    mesh.define('echo', Echo)
+    await expectRefused(() => mesh.spawn('nope'), 'UNKNOWN_AGENT_TYPE')
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it('refuses bad mesh options, numeric strings included, on both engines alike (items 10, 12, 13)', async () => {
+    const orrery = await Orrery.create({ engine: ENGINE })
+    const table: Array<readonly [option: string, valid: (v: unknown) => boolean, make: (v: unknown) => object]> = [
+      // wasm took 'x' as a seed; NaN was accepted silently.
+      ['seed', (v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0, (v) => ({ seed: v })],
+      // -1 was accepted and made every graceful stop immediate.
+      ['shutdownTimeout', isMs(0), (v) => ({ shutdownTimeout: v })],
+      ['heartbeat.interval', isMs(1), (v) => ({ heartbeat: { interval: v } })],
+      ['heartbeat.offlineAfter', isCount(1), (v) => ({ heartbeat: { offlineAfter: v } })],
+      ['heartbeat.deregisterAfter', isMs(0), (v) => ({ heartbeat: { deregisterAfter: v } })],
+      ['breaker.failures', isCount(1), (v) => ({ breaker: { failures: v } })],
+      ['breaker.coolDown', isMs(0), (v) => ({ breaker: { coolDown: v } })],
+      ['signals', (v) => typeof v === 'boolean', (v) => ({ signals: v })],
+      ['logger', () => false, (v) => ({ logger: v })],
+      ['heartbeat', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), (v) => ({ heartbeat: v })],
+    ]
+    for (const [option, valid, make] of table) {
+      for (const [label, value] of hostile(valid)) {
+        const error = await expectRefused(() => orrery.mesh(make(value)), 'INVALID_OPTION')
+        expect(error.message, `${option} = ${label}`).toContain(option)
+      }
+    }
+    await expectRefused(() => orrery.mesh(null as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => orrery.mesh(5 as never), 'INVALID_ARGUMENT')
+    const mesh = await orrery.mesh({ seed: 0, shutdownTimeout: 0 })
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it('refuses bad queries, and never answers one query from the cache of another (items 12, 13)', async () => {
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('echo', Echo)
+    await mesh.spawn('echo', { id: 'e' })
+    const registry = mesh.registry
+    expect(registry.find({ capability: 'echo' }).map((a) => a.id)).toEqual(['e'])
+    // The object query above was cached under a NUL-joined key this string equals.
+    await expectRefused(() => registry.find('echo\0\0\0\0'), 'INVALID_NAME')
+    await expectRefused(() => registry.find('echo|||'), 'INVALID_NAME')
+    await expectRefused(() => registry.find({ capability: 5 } as never), 'INVALID_OPTION')
+    await expectRefused(() => registry.find({ capability: 'echo', tags: 'x' } as never), 'INVALID_OPTION')
+    await expectRefused(() => registry.find({ capability: 'echo', tags: [5] } as never), 'INVALID_OPTION')
+    await expectRefused(() => registry.find({ capability: 'echo', minHealth: 'toString' } as never), 'INVALID_OPTION')
+    await expectRefused(() => registry.find({ capability: 'echo', also: 'x' } as never), 'INVALID_OPTION')
+    await expectRefused(() => registry.find(null as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => registry.find('echo\uD800'), 'INVALID_ARGUMENT')
+    for (const [label, value] of hostile((v) => typeof v === 'number' && v >= 0 && v <= 1)) {
+      await expectRefused(() => registry.similar('echo', { threshold: value as never }), 'INVALID_OPTION').catch((e: unknown) => {
+        throw new Error(`threshold ${label}: ${String(e)}`)
+      })
+    }
+    for (const [, value] of hostile(() => false)) await expectRefused(() => registry.heartbeat('e', value as never), 'INVALID_ARGUMENT')
+    expect(registry.find('echo').map((a) => a.id)).toEqual(['e'])
+    expect(registry.find({ capability: 'echo', tags: [] }).map((a) => a.id)).toEqual(['e'])
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it('refuses bad supervisor specs before any child starts (items 12, 13)', async () => {
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('echo', Echo)
+    const specs: Array<readonly [string, unknown]> = [
+      ['null', null],
+      ['a string', 'echo'],
+      ['children not a list', { children: 'echo' }],
+      ['a null child', { children: [null] }],
+      ['a child type 5', { children: [{ type: 5 }] }],
+      ['a child id ""', { children: [{ type: 'echo', id: '' }] }],
+      ['replicas 1.5', { children: [{ type: 'echo', replicas: 1.5 }] }],
+      ['concurrency 1.5', { children: [{ type: 'echo', options: { concurrency: 1.5 } }] }],
+      ['strategy toString', { strategy: 'toString', children: [{ type: 'echo' }] }],
+      ['jitter bogus', { backoff: { jitter: 'bogus' }, children: [{ type: 'echo' }] }],
+      ['restarts -1', { intensity: { restarts: -1 }, children: [{ type: 'echo' }] }],
+      ['withinMs NaN', { intensity: { withinMs: NaN }, children: [{ type: 'echo' }] }],
+      ['name 5', { name: 5, children: [{ type: 'echo' }] }],
+    ]
+    for (const [label, spec] of specs) {
+      const error = await expectRefused(() => mesh.supervise(spec as never), ['INVALID_ARGUMENT', 'INVALID_OPTION', 'INVALID_NAME'])
+      expect(error.message, label).not.toBe('')
+    }
+    expect(mesh.agents()).toEqual([])
+    await expectRefused(() => mesh.shutdown({ timeout: -1 }), 'INVALID_OPTION')
+    await expectRefused(() => mesh.shutdown(null as never), 'INVALID_ARGUMENT')
+    await mesh.shutdown()
+    orrery.close()
+  })
+})
+
+describe('a caller\'s bad request never counts against an agent (item 3)', () => {
+  it('keeps the breaker closed and calls no agent for bad options and unencodable payloads', async () => {
+    Counted.calls = 0
+    const { orrery, mesh, events } = await fakeMesh({ breaker: { failures: 2 } })
+    mesh.define('counted', Counted)
+    await mesh.spawn('counted', { id: 'a' })
+    await mesh.spawn('counted', { id: 'b' })
+    // Two of these opened the agent's breaker: the next valid request got CIRCUIT_OPEN.
+    for (let i = 0; i < 3; i++) await expectRefused(() => mesh.request('echo', 1, { timeout: -1 }), 'INVALID_OPTION')
+    // A BigInt cannot be encoded: the caller's error, not retried on the other agent.
+    for (let i = 0; i < 3; i++) {
+      const error = await expectRefused(() => mesh.request('echo', 10n), 'INVALID_PAYLOAD')
+      expect((error as unknown as { details: Record<string, unknown> }).details['attempts']).toBeUndefined()
+    }
+    // Refused by the bus (after routing): still the caller's error.
+    for (let i = 0; i < 3; i++) await expectRefused(() => mesh.request('echo', 1, { ttl: -1 }), 'INVALID_OPTION')
+    const table: Array<readonly [string, object]> = [
+      ['timeout NaN', { timeout: NaN }], ['timeout 2^31', { timeout: 2 ** 31 }], ['timeout "10"', { timeout: '10' }],
+      ['retries 1.5', { retries: 1.5 }], ['retries -1', { retries: -1 }], ['strategy toString', { strategy: 'toString' }],
+      ['tags "x"', { tags: 'x' }], ['fallback "no"', { fallback: 'no' }], ['backoff jitter', { backoff: { jitter: 'bogus' } }],
+    ]
+    for (const [label, options] of table) {
+      const error = await expectRefused(() => mesh.request('echo', 1, options as never), 'INVALID_OPTION')
+      expect(error.message, label).not.toBe('')
+      await expectRefused(() => mesh.send('echo', 1, options as never), ['INVALID_OPTION'])
+    }
+    await expectRefused(() => mesh.request('echo', 1, null as never), 'INVALID_ARGUMENT')
+    expect(Counted.calls).toBe(0)
+    expect(kinds(events, 'breaker', 'fallback', 'retry')).toEqual([])
+    expect(mesh.registry.list().map((a) => [a.id, a.breaker, a.inFlight])).toEqual([['a', 'closed', 0], ['b', 'closed', 0]])
+    // The next valid request goes through.
+    expect((await mesh.request<string>('echo', 'x')).payload).toMatch(/^[ab]:x$/)
+    expect(Counted.calls).toBe(1)
+    await mesh.shutdown()
+    orrery.close()
+  })
+})
+
+describe('close', () => {
+  it('stops the meshes of a closing Orrery: nothing is left running (item 9)', async () => {
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('echo', Echo)
+    await mesh.spawn('echo', { id: 'e' })
+    await mesh.supervise({ children: [{ type: 'echo', id: 's' }] })
+    orrery.close()
+    expect(mesh.agent('e')?.state).toBe('crashed')
+    // Shutting down after the fact is a no-op, and the mesh refuses new work.
+    await mesh.shutdown()
+    await expectRefused(() => mesh.request('echo', 'x'), 'CLOSED')
+    await expectRefused(() => mesh.spawn('echo'), 'CLOSED')
+    await expectRefused(() => orrery.mesh(), 'CLOSED')
+  })
+
+  it('lets a process that did not shut its mesh down exit on its own (item 9)', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/mesh-close.mjs', import.meta.url))
+    const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_ENGINE: ENGINE } })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+    })
+    const code = await new Promise<number | string>((resolve) => {
+      // Heartbeats (1 s), a supervisor's restart backoff and a request's retry backoff each kept it alive.
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL')
+        resolve('still running after 5 s')
+      }, 5_000)
+      child.on('exit', (status) => {
+        clearTimeout(timer)
+        resolve(status ?? -1)
+      })
+    })
+    expect(out).toContain('closed CLOSED')
+    expect(code).toBe(0)
+  }, 15_000)
+})
