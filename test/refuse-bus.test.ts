@@ -467,3 +467,34 @@ describe(`sweeps of hostile values (${ENGINE})`, () => {
     expectPrototypeUntouched()
   })
 })
+
+describe(`refusals read the same on both engines (run from ${ENGINE})`, () => {
+  it('each bad call gets the same code and message from a native and a wasm Orrery', async () => {
+    const engines = await Promise.all([Orrery.create({ engine: 'native' }), Orrery.create({ engine: 'wasm' })])
+    const calls: Array<[string, (bus: Orrery['bus']) => unknown]> = [
+      ['respond("")', (bus) => bus.respond('', () => 1)],
+      ['respond("a\\uD800")', (bus) => bus.respond('a\uD800', () => 1)],
+      ['subscribe("bad name")', (bus) => bus.subscribe('bad name')],
+      ['subscribe overflow toString', (bus) => bus.subscribe('c', { overflow: 'toString' as never })],
+      ['subscribe buffer "10"', (bus) => bus.subscribe('c', { buffer: '10' as never })],
+      ['group visibilityTimeout "100"', (bus) => bus.group('c', 'g', { visibilityTimeout: '100' as never })],
+      ['group maxDeliveries 1.5', (bus) => bus.group('c', 'g', { maxDeliveries: 1.5 })],
+      ['group name 5', (bus) => bus.group('c', 5 as never)],
+      ['join maxInFlight "8"', (bus) => bus.group('c', 'g').join({ maxInFlight: '8' as never })],
+      ['publish sender 5', (bus) => bus.publish('c', 1, { sender: 5 as never })],
+      ['publish ttl "100"', (bus) => bus.publish('c', 1, { ttl: '100' as never })],
+      ['publish channel 5', (bus) => bus.publish(5 as never, 1)],
+      ['request timeout 2^31', (bus) => bus.request('c', 1, { timeout: 2 ** 31 })],
+      ['channel maxCount 0.5', (bus) => bus.channel('c', { retention: { maxCount: 0.5 } })],
+      ['publish too large', (bus) => bus.publish('c', 'x'.repeat(11 * 1024 * 1024))],
+    ]
+    for (const [name, call] of calls) {
+      const [native, wasm] = await Promise.all(engines.map(async (o) => {
+        const e = await expectRefused(() => call(o.bus), ['INVALID_ARGUMENT', 'INVALID_OPTION', 'INVALID_NAME', 'MESSAGE_TOO_LARGE'])
+        return { code: (e as { code?: string }).code, message: e.message }
+      }))
+      expect(wasm, name).toEqual(native)
+    }
+    for (const o of engines) o.close()
+  })
+})
