@@ -121,7 +121,7 @@ describe(`settling and claiming (${ENGINE})`, () => {
     await bus.publish('jobs', 1)
     await tick()
     const delivery = got[0]!
-    for (const options of [{ delay: '5' }, { delay: -1 }, { delay: NaN }, { delay: Infinity }, { deadLetter: 5 }, { deadLetter: 'a\uD800' }]) {
+    for (const options of [{ delay: '5' }, { delay: -1 }, { delay: NaN }, { delay: Infinity }, { deadLetter: 5 }, { deadLetter: null }]) {
       await expectRefused(() => delivery.nack(options as never), 'INVALID_OPTION')
     }
     await expectRefused(() => delivery.nack(null as never), 'INVALID_ARGUMENT')
@@ -153,5 +153,27 @@ describe(`a closed Orrery's groups (${ENGINE})`, () => {
     await expectRefused(() => group.delete(), 'CLOSED')
     await expectRefused(() => got[0]!.ack(), 'CLOSED')
     await expectRefused(() => got[0]!.nack(), ['CLOSED', 'STALE_ACK'])
+  })
+})
+
+describe(`dead-letter reasons (${ENGINE})`, () => {
+  it('a reason too long for a header, or with a lone surrogate, is made to fit: the dead letter keeps all its headers', async () => {
+    const { bus } = await Orrery.create()
+    const group = bus.group<number>('jobs', 'g')
+    const got: Delivery<number>[] = []
+    group.join().subscribe((d) => got.push(d))
+    const dead: Array<Record<string, string>> = []
+    bus.subscribe('jobs.dead-letter').subscribe((m) => dead.push({ ...m.headers }))
+    await bus.publishBatch([1, 2].map((payload) => ({ channel: 'jobs', payload })))
+    await tick()
+    // Before: a reason over 65,535 bytes was dropped by the core, with the delivery count after it.
+    got[0]!.nack({ deadLetter: 'r'.repeat(1_000_000) })
+    got[1]!.nack({ deadLetter: 'a\uD800b' })
+    await tick()
+    expect(dead).toHaveLength(2)
+    expect(dead[0]!['x-orrery-dead-letter-reason']).toBe(`${'r'.repeat(4095)}…`)
+    expect(dead[0]!['x-orrery-deliveries']).toBe('1')
+    expect(dead[1]!['x-orrery-dead-letter-reason']).toBe('a\uFFFDb')
+    expect(dead[1]!['x-orrery-origin-channel']).toBe('jobs')
   })
 })

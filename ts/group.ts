@@ -6,7 +6,7 @@
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from './backend.js'
 import { consumerOptions, MAX_CAPACITY, type Bus, type StartFrom } from './bus.js'
-import { callable, finite, int, intOr, options as checkOptions, refuse, textOr } from './check.js'
+import { callable, finite, int, intOr, options as checkOptions, refuse } from './check.js'
 import { isOrreryError, OrreryError } from './errors.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
 import { FrameMessage, type Message } from './message.js'
@@ -38,7 +38,8 @@ export interface Delivery<T = unknown> {
   ack(): void
   /**
    * Not done. By default it is redelivered (after `delay` ms if given) until `maxDeliveries`;
-   * with `deadLetter` it goes to the dead-letter channel at once, with that reason.
+   * with `deadLetter` it goes to the dead-letter channel at once, with that reason (a diagnostic
+   * in a header: cut to 4,096 characters, a lone surrogate as U+FFFD).
    */
   nack(options?: { delay?: number; deadLetter?: string }): void
 }
@@ -251,6 +252,23 @@ export class Group<T = unknown> {
   }
 }
 
+/** Longest dead-letter reason kept, in characters (at most 12 KiB of UTF-8, well inside a header's 65,535 bytes). */
+const MAX_REASON = 4096
+const LONE_SURROGATES = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+
+/**
+ * A dead-letter reason as its header carries it. A reason is a diagnostic, most often an error's
+ * message, given while a failure is being handled, so it is made to fit rather than refused
+ * (a refusal there would leave the delivery unsettled): cut to {@link MAX_REASON} characters
+ * (the core dropped a header over 65,535 bytes, and the delivery count after it), with any lone
+ * surrogate as U+FFFD, which is what UTF-8 makes of it anyway.
+ */
+function deadLetterReason(value: unknown): string {
+  if (typeof value !== 'string') refuse('option', 'deadLetter', value, 'must be a string (the reason)')
+  const cut = value.length > MAX_REASON ? `${value.slice(0, MAX_REASON - 1)}…` : value
+  return cut.replace(LONE_SURROGATES, '\uFFFD')
+}
+
 /** One delivery: a class, not closures, because a busy group makes millions of them. */
 class GroupDelivery<T> implements Delivery<T> {
   private settled = false
@@ -280,7 +298,7 @@ class GroupDelivery<T> implements Delivery<T> {
     const o = checkOptions(options)
     // A delay is a core deadline (finite, >= 0); a reason travels in a header.
     const delay = o.delay === undefined ? 0 : finite(o.delay, 'delay', { min: 0 })
-    const deadLetter = textOr(o.deadLetter, 'deadLetter')
+    const deadLetter = o.deadLetter === undefined ? undefined : deadLetterReason(o.deadLetter)
     this.group.bus.assertOpen()
     this.settleOnce('nack')
     this.group.settle(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
