@@ -208,7 +208,11 @@ export interface StoreOptions {
   durability?: 'batched' | 'every'
   /** How many older versions each key keeps (default 0); namespaces may set their own. */
   history?: number
-  /** Largest value in bytes (default 1 MiB). */
+  /**
+   * Largest value in bytes (default 1 MiB, at most 256 MiB). On the wasm engine every store of
+   * the process shares one instance's memory, at most 4 GiB: a write it can no longer hold fails
+   * with `VALUE_TOO_LARGE` (naming that limit) and writes nothing.
+   */
   maxValueBytes?: number
   /** This replica's writer name (default `local`): stamps writes that name no other writer. */
   replica?: string

@@ -53,8 +53,12 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   io(min = 0): Uint8Array {
     if (min > this.len) {
       this.usable()
-      this.len = Math.max(min, this.len * 2)
-      try { this.ptr = this.raw.reserve(this.len) } catch (e) { throw this.fail(e) }
+      // Doubling, but never past what a wasm32 length holds (a larger one would wrap); the
+      // length changes only once the engine has made the room (it refuses what memory cannot hold).
+      const len = Math.min(Math.max(min, this.len * 2), Math.max(min, 0xffffffff))
+      if (len > 0xffffffff) throw new OrreryError('VALUE_TOO_LARGE', `the wasm engine cannot hold ${len} bytes in one buffer (at most 4 GiB)`, { details: { bytes: len } })
+      try { this.ptr = this.raw.reserve(len) } catch (e) { throw this.fail(e) }
+      this.len = len
       this.remap()
     } else if (this.buf.byteLength === 0) {
       this.remap()

@@ -8,6 +8,45 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
 
+/// Writes carrying at least this many bytes of keys and values first check that the instance
+/// can still allocate them. A WebAssembly instance addresses at most 4 GiB, and an allocation
+/// past that aborts and traps the whole instance (every store and bus of the process): 14
+/// values of 256 MiB were enough. Smaller writes skip the probe (an allocation and a free).
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Room asked for beyond a write's bytes: the entry, its history slot, index growth.
+const PROBE_MARGIN: usize = 64 * 1024;
+
+/// Whether `bytes` can still be allocated: a trial allocation, freed at once (its memory stays
+/// in the allocator's pool for the real one). A typed error naming the limit, never a trap.
+fn room(bytes: usize) -> Result<(), JsValue> {
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(bytes.saturating_add(PROBE_MARGIN)).map_err(|_| out_of_memory(bytes))
+}
+
+/// The instance's memory in use, in bytes.
+fn memory_in_use() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
+fn out_of_memory(bytes: usize) -> JsValue {
+    let message = format!(
+        "the wasm engine's memory cannot hold another {bytes} bytes: {} MiB of the 4096 MiB a WebAssembly instance can address are in use; delete or purge keys, keep less history, lower maxValueBytes, or use the native engine",
+        memory_in_use() >> 20
+    );
+    let js = js_sys::Error::new(&message);
+    // Setting plain data properties on a fresh Error cannot fail.
+    let _ = js_sys::Reflect::set(&js, &JsValue::from_str("code"), &JsValue::from_str("VALUE_TOO_LARGE"));
+    js.into()
+}
+
 /// One in-memory store.
 #[wasm_bindgen]
 pub struct WasmStore {
@@ -27,11 +66,13 @@ impl WasmStore {
     }
 
     /// Makes `io` at least `len` bytes; returns where it starts (it may move).
-    pub fn reserve(&mut self, len: u32) -> u32 {
-        if self.io.len() < len as usize {
-            self.io.resize(len as usize, 0);
+    pub fn reserve(&mut self, len: u32) -> Result<u32, JsValue> {
+        let len = len as usize;
+        if self.io.len() < len {
+            self.io.try_reserve_exact(len - self.io.len()).map_err(|_| out_of_memory(len))?;
+            self.io.resize(len, 0);
         }
-        self.io.as_ptr() as u32
+        Ok(self.io.as_ptr() as u32)
     }
 
     /// Where `io` starts in the instance's memory.
@@ -64,6 +105,10 @@ impl WasmStore {
 
     /// Applies `count` writes from `io` as one transaction: the version, 0, or -1 on a conflict.
     pub fn write(&mut self, count: u32, now: f64) -> Result<f64, JsValue> {
+        let bytes = wire::write_bytes(&self.io, count);
+        if bytes >= PROBE_BYTES {
+            room(bytes)?;
+        }
         wire::write(&mut self.store, &self.io, count, now).map_err(to_js)
     }
 
@@ -120,9 +165,13 @@ impl WasmStore {
 
     /// Writes queued watch deliveries into a buffer of `capacity` bytes at `outPtr()` (see
     /// `wire::drain`).
-    pub fn drain(&mut self, capacity: u32) -> f64 {
-        self.out.resize(capacity as usize, 0);
-        wire::drain(&mut self.store, &mut self.out)
+    pub fn drain(&mut self, capacity: u32) -> Result<f64, JsValue> {
+        let capacity = capacity as usize;
+        if self.out.len() < capacity {
+            self.out.try_reserve_exact(capacity - self.out.len()).map_err(|_| out_of_memory(capacity))?;
+            self.out.resize(capacity, 0);
+        }
+        Ok(wire::drain(&mut self.store, &mut self.out))
     }
 
     /// Where the drain buffer starts in the instance's memory.
@@ -133,6 +182,10 @@ impl WasmStore {
 
     /// Applies a replica's change from `io` (see `wire::merge`).
     pub fn merge(&mut self, wall: f64, logical: f64, lww: bool, now: f64) -> Result<f64, JsValue> {
+        let bytes = wire::write_bytes(&self.io, 1);
+        if bytes >= PROBE_BYTES {
+            room(bytes)?;
+        }
         wire::merge(&mut self.store, &self.io, wall, logical, lww, now).map_err(to_js)
     }
 

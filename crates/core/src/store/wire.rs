@@ -88,6 +88,21 @@ fn parse_write(buf: &[u8], offset: usize, index: usize) -> Result<(Write<'_>, us
     Ok((write, offset + padded(end - offset)))
 }
 
+/// The bytes of keys and values the first `count` writes in `buf` carry: what the store will
+/// copy in if they apply (a host with bounded memory checks it has room first). Stops at the
+/// first malformed write, which the write itself then reports.
+#[must_use]
+pub fn write_bytes(buf: &[u8], count: u32) -> usize {
+    let mut total = 0;
+    let mut offset = 0;
+    for index in 0..count as usize {
+        let Ok((write, next)) = parse_write(buf, offset, index) else { break };
+        total += write.key.len() + if let Action::Put { value, .. } = write.action { value.len() } else { 0 };
+        offset = next;
+    }
+    total
+}
+
 /// Applies `count` writes from `buf` as one transaction. Returns the version written (0 if
 /// nothing changed), or -1 when a condition failed: [`conflict`] then tells which and why.
 pub fn write(store: &mut Store, buf: &[u8], count: u32, now: Millis) -> Result<f64, StoreError> {
