@@ -238,6 +238,101 @@ describe('the mesh refuses bad input', () => {
   })
 })
 
+describe('sweeps of hostile values', () => {
+  it('over every field of a registration: nothing is registered', async () => {
+    const { orrery, mesh } = await freshMesh()
+    const registry = mesh.registry
+    const base = { id: 'r', type: 't', capabilities: [{ name: 'c', version: '1.0.0' }] }
+    const table: Array<readonly [field: string, valid: (v: unknown) => boolean, make: (v: unknown) => object]> = [
+      ['id', isName, (v) => ({ ...base, id: v })],
+      ['type', isName, (v) => ({ ...base, type: v })],
+      ['capabilities', () => false, (v) => ({ ...base, capabilities: v })],
+      ['capabilities[0].name', isName, (v) => ({ ...base, capabilities: [{ name: v, version: '1.0.0' }] })],
+      ['capabilities[0].version', () => false, (v) => ({ ...base, capabilities: [{ name: 'c', version: v }] })],
+      ['capabilities[0].priority', (v) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) < 2 ** 31, (v) => ({ ...base, capabilities: [{ name: 'c', version: '1.0.0', priority: v }] })],
+      ['tags', () => false, (v) => ({ ...base, tags: v })],
+      ['tags[0]', isName, (v) => ({ ...base, tags: [v] })],
+      ['bulkhead', isCount(0), (v) => ({ ...base, bulkhead: v })],
+    ]
+    for (const [field, valid, make] of table) {
+      for (const [label, value] of hostile(valid)) {
+        const codes: ErrorCode[] = ['INVALID_OPTION', 'INVALID_NAME', 'INVALID_VERSION']
+        const error = await expectRefused(() => registry.register(make(value) as never), codes)
+        expect(error.message, `${field} = ${label}`).not.toBe('')
+      }
+    }
+    for (const [, value] of hostile(() => false)) {
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) continue
+      await expectRefused(() => registry.register(value as never), 'INVALID_ARGUMENT')
+    }
+    expect(registry.list()).toEqual([])
+    registry.register(base)
+    expect(registry.list().map((a) => a.id)).toEqual(['r'])
+    await mesh.shutdown()
+    orrery.close()
+    expectPrototypeUntouched()
+  })
+
+  it('over every option of a request and a send: nothing is routed or sent', async () => {
+    Counted.calls = 0
+    const { orrery, mesh, events } = await fakeMesh({ breaker: { failures: 1 } })
+    mesh.define('counted', Counted)
+    await mesh.spawn('counted', { id: 'a' })
+    const table: Array<readonly [option: string, valid: (v: unknown) => boolean, make: (v: unknown) => object]> = [
+      ['timeout', (v) => isMs(0)(v) && v !== 0, (v) => ({ timeout: v })],
+      ['retries', isCount(0), (v) => ({ retries: v })],
+      ['strategy', () => false, (v) => ({ strategy: v })],
+      ['tags', () => false, (v) => ({ tags: v })],
+      ['fallback', (v) => typeof v === 'boolean', (v) => ({ fallback: v })],
+      ['backoff', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), (v) => ({ backoff: v })],
+      ['backoff.factor', (v) => typeof v === 'number' && v >= 1 && Number.isFinite(v), (v) => ({ backoff: { factor: v } })],
+      ['headers', (v) => typeof v === 'object' && v !== null && !Array.isArray(v), (v) => ({ headers: v })],
+      ['ttl', (v) => typeof v === 'number' && v > 0 && Number.isFinite(v), (v) => ({ ttl: v })],
+    ]
+    for (const [option, valid, make] of table) {
+      for (const [label, value] of hostile(valid)) {
+        const error = await expectRefused(() => mesh.request('echo', 1, make(value) as never), 'INVALID_OPTION').catch((e: unknown) => {
+          throw new Error(`${option} = ${label}: ${String(e)}`)
+        })
+        expect(error.message, `${option} = ${label}`).toContain(option.split('.')[0]!)
+        if (option !== 'timeout' && option !== 'retries' && option !== 'fallback' && !option.startsWith('backoff')) {
+          await expectRefused(() => mesh.send('echo', 1, make(value) as never), 'INVALID_OPTION')
+        }
+      }
+    }
+    for (const [, value] of hostile((v) => typeof v === 'object' && v !== null && !Array.isArray(v))) {
+      await expectRefused(() => mesh.request('echo', 1, value as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => mesh.send('echo', 1, value as never), 'INVALID_ARGUMENT')
+    }
+    expect(Counted.calls).toBe(0)
+    expect(orrery.bus.stats('inbox.a').published).toBe(0)
+    expect(kinds(events, 'breaker', 'fallback', 'retry')).toEqual([])
+    expect(mesh.registry.get('a')?.breaker).toBe('closed')
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it('over ids of the agent calls, and the options of stop, shutdown and reconfigure', async () => {
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('echo', Echo)
+    const [handle] = await mesh.spawn('echo', { id: 'e' })
+    for (const [, value] of hostile((v) => typeof v === 'string' && !v.includes('\uD800'))) {
+      await expectRefused(() => mesh.agent(value as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => mesh.stop(value as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => mesh.pause(value as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => mesh.resume(value as never), 'INVALID_ARGUMENT')
+    }
+    for (const [, value] of hostile(isMs(0))) await expectRefused(() => mesh.stop('e', { timeout: value as never }), 'INVALID_OPTION')
+    for (const [, value] of hostile((v) => typeof v === 'object' && v !== null && !Array.isArray(v))) {
+      await expectRefused(() => handle!.reconfigure(value as never), 'INVALID_ARGUMENT')
+      await expectRefused(() => mesh.stop('e', value as never), 'INVALID_ARGUMENT')
+    }
+    expect(mesh.agent('e')?.state).toBe('running')
+    await mesh.shutdown()
+    orrery.close()
+  })
+})
+
 describe('a caller\'s bad request never counts against an agent (item 3)', () => {
   it('keeps the breaker closed and calls no agent for bad options and unencodable payloads', async () => {
     Counted.calls = 0

@@ -201,8 +201,9 @@ export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?
 /**
  * Checks a message's options before anything is encoded: a wrong-typed field once made the frame
  * writer reserve NaN bytes, doubling its buffer on every refused publish (768 MiB after 16).
+ * @internal Mesh routing checks with it too, before it picks a target.
  */
-function checkEnvelope(value: unknown, name: string, where: Where): PublishOptions {
+export function checkEnvelope(value: unknown, name: string, where: Where): PublishOptions {
   const o = checkOptions(value as PublishOptions, name, where)
   if (o.id !== undefined) text(o.id, 'id', { nonEmpty: true }, 'option')
   for (const field of ENVELOPE_STRINGS) if (o[field] !== undefined) text(o[field], field, {}, 'option')

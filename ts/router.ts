@@ -7,10 +7,10 @@
  * returned at once, and do not count against the breaker.
  */
 import { ROUTE_STATUS } from './backend.js'
-import type { Bus, PublishOptions } from './bus.js'
+import { checkEnvelope, type Bus, type PublishOptions } from './bus.js'
 import { OrreryError, type ErrorCode } from './errors.js'
 import type { Message } from './message.js'
-import { finite, flag, int, MAX_TIMER_MS, options as checkOptions, text } from './check.js'
+import { finite, flag, int, MAX_TIMER_MS, text } from './check.js'
 import { checkBackoff, checkTags, RETRY_BACKOFF, splitCapability, strategyCode, type AgentQuery, type BackoffOptions, type Registry, type Strategy } from './registry.js'
 import { CAPABILITY_HEADER } from './agent-runner.js'
 
@@ -87,7 +87,7 @@ export class Router {
   private strategy(strategy: Strategy | undefined): number {
     let code = this.strategies.get(strategy)
     if (code === undefined) {
-      code = strategyCode(strategy ?? 'priority')
+      code = strategyCode(strategy === undefined ? 'priority' : strategy)
       this.strategies.set(strategy, code)
     }
     return code
@@ -105,13 +105,13 @@ export class Router {
   }
 
   /**
-   * Checks what routing itself reads, before anything is routed; the publish options are the
-   * bus's to check (a refusal there is the caller's error, see AGENT_FAILURES).
+   * Checks the options whole (routing's and the message's) before anything is routed; what only
+   * encoding finds (a payload that cannot be encoded) is the caller's error too, see AGENT_FAILURES.
    */
   private check(capability: string, options: RouteOptions | undefined): RouteOptions {
     this.assertOpen()
     text(capability, 'capability', { nonEmpty: true })
-    const o = checkOptions(options)
+    const o = checkEnvelope(options, 'options', 'argument') as RouteOptions
     if (o.tags !== undefined) checkTags(o.tags, 'tags')
     if (o.strategy !== undefined) this.strategy(o.strategy)
     if (o.timeout !== undefined) finite(o.timeout, 'timeout', { above: 0, max: MAX_TIMER_MS })

@@ -124,7 +124,7 @@ export class Supervisor {
       child.runner = await this.host.startChild(child.id, child.type, child.options, this)
     } catch (error) {
       child.runner = undefined
-      this.queue = this.queue.then(() => this.handle(child, `failed start: ${(error as Error).message}`))
+      this.enqueue(child, `failed start: ${(error as Error).message}`)
     }
   }
 
@@ -137,7 +137,19 @@ export class Supervisor {
     const child = this.children.find((c) => c.runner === runner)
     if (!child) return
     child.runner = undefined
-    this.queue = this.queue.then(() => this.handle(child, reason))
+    this.enqueue(child, reason)
+  }
+
+  /**
+   * Queues a restart. One that throws (its engine failed) gives up rather than reject the queue:
+   * a rejection no one awaits would end the process.
+   */
+  private enqueue(child: Child, reason: string): void {
+    this.queue = this.queue
+      .then(() => this.handle(child, reason))
+      .catch((error: unknown) => {
+        if (this.state === 'running') this.giveUp(`${reason}; the restart failed: ${error instanceof Error ? error.message : String(error)}`)
+      })
   }
 
   /** @internal A child was stopped on purpose: it is not restarted, by any strategy. */
