@@ -206,6 +206,61 @@ describe(`refused store input (${ENGINE})`, () => {
     target.close()
   })
 
+  it('every key-taking call refuses a key that is not one, and writes nothing', async () => {
+    const store = await open()
+    const ns = store.namespace<unknown>('n')
+    const other = store.namespace<unknown>('other')
+    other.put('x', 1)
+    const stamp0 = stamp({ wall: 1 })
+    const calls: Record<string, (key: unknown) => unknown> = {
+      get: (k) => ns.get(k as never),
+      getVersion: (k) => ns.getVersion(k as never, 1),
+      history: (k) => ns.history(k as never),
+      put: (k) => ns.put(k as never, 1),
+      create: (k) => ns.create(k as never, 1),
+      delete: (k) => ns.delete(k as never),
+      update: (k) => ns.update(k as never, () => 1),
+      purge: (k) => ns.purge(k as never),
+      watch: (k) => ns.watch(k as never),
+      'transaction put': (k) => store.transaction().put(ns, k as never, 1).commit(),
+      'transaction delete': (k) => store.transaction().delete(ns, k as never).commit(),
+      'transaction check': (k) => store.transaction().check(ns, k as never, 0).commit(),
+      merge: (k) => store.merge(ns, { key: k as never, type: 'put', value: 1, stamp: stamp0 }),
+    }
+    const prefixCalls: Record<string, (prefix: unknown) => unknown> = {
+      keys: (p) => ns.keys(p as never),
+      entries: (p) => ns.entries(p as never),
+      watchPrefix: (p) => ns.watchPrefix(p as never),
+    }
+    const badKeys: [string, unknown, string][] = [
+      ...HOSTILE.filter(([, v]) => typeof v !== 'string').map(([label, v]) => [label, v, 'INVALID_ARGUMENT'] as [string, unknown, string]),
+      ['an empty string', '', 'INVALID_KEY'],
+      ['1025 bytes', 'k'.repeat(1025), 'INVALID_KEY'],
+      ['a huge string', 'x'.repeat(100_000), 'INVALID_KEY'],
+      ['a lone high surrogate', 'a\uD800', 'INVALID_KEY'],
+      ['a lone low surrogate', '\uDFFFa', 'INVALID_KEY'],
+    ]
+    for (const [name, call] of Object.entries(calls)) {
+      for (const [label, key, code] of badKeys) {
+        await expectRefused(() => call(key), code as never).catch((e: Error) => { throw new Error(`${name}(${label}): ${e.message}`) })
+      }
+    }
+    for (const [name, call] of Object.entries(prefixCalls)) {
+      // A listing's prefix may be empty (everything) or longer than any key (nothing).
+      const refused = name === 'watchPrefix' ? badKeys.filter(([, k]) => k !== '') : badKeys.filter(([, k]) => typeof k !== 'string' || /[\uD800-\uDFFF]/.test(k))
+      for (const [label, key, code] of refused) {
+        await expectRefused(() => call(key), code as never).catch((e: Error) => { throw new Error(`${name}(${label}): ${e.message}`) })
+      }
+    }
+    for (const fn of [null, 5, 'f', {}]) await expectRefused(() => ns.update('k', fn as never), 'INVALID_ARGUMENT')
+    for (const value of [10n, Symbol('s'), () => 1]) await expectRefused(() => ns.put('k', value), 'INVALID_PAYLOAD')
+    expect(store.revision).toBe(1)
+    expect(ns.keys()).toEqual([])
+    expect(other.keys()).toEqual(['x'])
+    store.close()
+    expectPrototypeUntouched()
+  })
+
   it('a stored value that does not decode with the reading codec is a typed error, not a SyntaxError', async () => {
     const store = await open()
     store.namespace('v', { codec: 'raw' }).put('k', new Uint8Array([0xff, 0x00, 0x7b]))

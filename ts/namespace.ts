@@ -5,12 +5,12 @@
  */
 import type { Ack, StoreContext, WatchSink, WatchSubscriber } from './store.js'
 import { closedError, encodeValue } from './store.js'
-import { finite, int, intOr, oneOf, options as optionsOf, text } from './check.js'
+import { callable, finite, int, intOr, oneOf, options as optionsOf, text } from './check.js'
 import { isOrreryError, OrreryError } from './errors.js'
 import type { CodecName } from './frame.js'
 import type { StandardSchemaV1 } from './schema.js'
 import { nextRecord, readChange, readEntry, type Change, type Entry } from './store-records.js'
-import { ACTION, CONDITION, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './store-wire.js'
+import { ACTION, CONDITION, MAX_KEY_BYTES, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './store-wire.js'
 import { Stream } from './stream.js'
 
 /** Options of {@link Store.namespace}. */
@@ -55,6 +55,21 @@ const NONE: WriteOptions = Object.freeze({})
 
 const keyError = (key: unknown): OrreryError =>
   new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
+
+const scratch = new Uint8Array(3 * MAX_KEY_BYTES)
+
+/**
+ * A watch's key or prefix, checked when `watch` is called rather than when its Stream is first
+ * subscribed: a string (`INVALID_ARGUMENT`), well-formed, at most 1024 bytes of UTF-8 and, for a
+ * key, not empty (`INVALID_KEY`, as a write of that key would be).
+ */
+function checkTarget(target: unknown, prefix: boolean): void {
+  if (typeof target !== 'string') throw keyError(target)
+  const bytes = target.length > MAX_KEY_BYTES ? target.length : putKey(scratch, 0, target)
+  if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0)) {
+    throw new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, { details: { key: target.slice(0, 64), bytes } })
+  }
+}
 
 /**
  * @internal A write's options, checked before anything crosses: `ifVersion` a whole number >= 0
@@ -233,6 +248,7 @@ export class Namespace<T, D extends boolean> {
    */
   update(key: string, update: (current: T | undefined) => T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
     const { ctx } = this
+    callable(update, 'update')
     optionsOf(options)
     const run = () => {
       if (ctx.closed) throw closedError()
@@ -282,13 +298,13 @@ export class Namespace<T, D extends boolean> {
 
   /** Changes to one key, as a Stream (an rxjs Observable and an AsyncIterable). */
   watch(key: string, options: WatchOptions = {}): Stream<Change<T>> {
-    if (typeof key !== 'string') throw keyError(key)
+    checkTarget(key, false)
     return this.watchOf(key, false, optionsOf(options))
   }
 
   /** Changes to every key starting with `prefix` ('' for the whole namespace). */
   watchPrefix(prefix: string, options: WatchOptions = {}): Stream<Change<T>> {
-    if (typeof prefix !== 'string') throw keyError(prefix)
+    checkTarget(prefix, true)
     return this.watchOf(prefix, true, optionsOf(options))
   }
 
