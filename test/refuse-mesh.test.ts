@@ -6,6 +6,9 @@
  * exit. Each case is walked on both engines; the engine must still work at the end.
  */
 import { spawn } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
@@ -125,6 +128,14 @@ describe('the mesh refuses bad input', () => {
     await expectRefused(() => mesh.spawn('echo', { id: 'x'.repeat(249), replicas: 2 }), 'INVALID_NAME')
     await expectRefused(() => mesh.spawn('echo', null as never), 'INVALID_ARGUMENT')
     await expectRefused(() => mesh.spawn('echo', 'fast' as never), 'INVALID_ARGUMENT')
+    // Past what the bus lets an inbox member hold: refused at spawn, not after registering.
+    await expectRefused(() => mesh.spawn('echo', { concurrency: 2 ** 28 + 1 }), 'INVALID_OPTION')
+    // A config file holding JSON that is not an object was read as {}.
+    const file = join(mkdtempSync(join(tmpdir(), 'orrery-config-')), 'config.json')
+    for (const text of ['5', 'null', '[1]', '"x"']) {
+      writeFileSync(file, text)
+      await expectRefused(() => mesh.spawn('echo', { configFrom: { file } }), 'INVALID_CONFIG')
+    }
     // Nothing started, nothing registered; and no late error ends the process.
     await new Promise((resolve) => setTimeout(resolve, 10))
     expect(mesh.agents()).toEqual([])

@@ -199,7 +199,15 @@ export class AgentRunner {
       throw new OrreryError('AGENT_FAILED', `agent ${agent.id} failed to start: ${describe(error)}`, { cause: error, details: { agent: agent.id } })
     }
     if (this.state !== 'starting') return // stopped or killed while starting
-    this.join()
+    try {
+      this.join()
+    } catch (error) {
+      // Refused by the bus (or its engine): nothing of this agent may stay registered or beating.
+      this.stopBeating()
+      this.release()
+      this.state = 'crashed'
+      throw error
+    }
     this.state = 'running'
     await this.beat()
   }

@@ -58,11 +58,17 @@ export async function gatherConfig(sources: ConfigSources): Promise<Record<strin
     } catch (cause) {
       throw new OrreryError('INVALID_CONFIG', `cannot read config file ${sources.file}: ${(cause as Error).message}`, { cause, details: { file: sources.file } })
     }
+    let parsed: unknown
     try {
-      fromFile = JSON.parse(text) as Record<string, unknown>
+      parsed = JSON.parse(text)
     } catch (cause) {
       throw new OrreryError('INVALID_CONFIG', `config file ${sources.file} is not JSON: ${(cause as Error).message}`, { cause, details: { file: sources.file } })
     }
+    // Spread, a number or an array would turn silently into `{}` or index keys.
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new OrreryError('INVALID_CONFIG', `config file ${sources.file} must hold a JSON object`, { details: { file: sources.file } })
+    }
+    fromFile = parsed as Record<string, unknown>
   }
   return { ...fromFile, ...sources.values, ...(sources.env === undefined ? {} : fromEnv(sources.env)) }
 }

@@ -8,7 +8,7 @@ import { Subject, type Observable, type Subscription } from 'rxjs'
 import { silentLogger, type Agent, type AgentClass, type AgentContext, type Logger } from './agent.js'
 import { AgentRunner, type AgentState, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './agent-runner.js'
 import type { Backend, MeshCore, MeshCoreOptions } from './backend.js'
-import type { Bus, PublishOptions } from './bus.js'
+import { MAX_CAPACITY, type Bus, type PublishOptions } from './bus.js'
 import { callable, finite, flag, int, intOr, MAX_TIMER_MS, ms, msOr, name as checkName, list, oneOfOr, options as checkOptions, refuse, text, textOr, type Where } from './check.js'
 import { checkConfig, gatherConfig, type ConfigSources } from './config.js'
 import { OrreryError } from './errors.js'
@@ -99,8 +99,8 @@ function isClass(factory: AgentFactory): factory is AgentClass {
 
 /** Agents one spawn may start: the registry's slots (a core handle's 20 index bits). */
 const MAX_REPLICAS = 2 ** 20
-/** Deliveries an agent handles at once, as a group member's `maxInFlight`. */
-const MAX_CONCURRENCY = 2 ** 32 - 1
+/** Deliveries an agent handles at once: its inbox member's `maxInFlight`, bounded as the bus bounds it. */
+const MAX_CONCURRENCY = MAX_CAPACITY
 /** An agent's inbox lease outlives its handler timeout by this much, so a timed-out handler is failed (and retried) by its agent before the bus redelivers it. */
 const LEASE_MARGIN_MS = 5_000
 /** Counts the core keeps as 32-bit integers. */
