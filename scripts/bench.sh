@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the cross-engine benchmark suites (benches/<suite>.mjs, each writing
 # benches/results/<suite>.json) after building whatever is stale.
-#   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus, npm run bench -- store)
+#   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus, npm run bench -- store,
+#   npm run bench -- leak: 5,000 create/close cycles and 5 M acked messages per engine)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -20,7 +20,8 @@ const SMALL_BATCH = 16 * 1024
  * subscriber keeps pins its slab, as a pooled Buffer pins its pool.
  */
 export class Slab {
-  private buf = new Uint8Array(SLAB_BYTES)
+  // Allocated on the first batch: a bus that never receives (or is closed at once) holds no 256 KiB.
+  private buf = new Uint8Array(0)
   private used = 0
 
   /** A stable copy of `records`. */

@@ -33,7 +33,11 @@ export interface NativeBusHandle extends RawBus {
   drain(out: Uint8Array, now: number): number
   share(): number
   setWaker(wake: (() => void) | null): void
+  /** Releases the endpoint now (its slot, drain buffer, waker and share of the core). */
+  close(): void
 }
+
+const EMPTY = new Uint8Array(0)
 
 /** An endpoint without a slot for the hot calls (the addon's registry was full). */
 const NO_SLOT = 0xffffffff
@@ -126,8 +130,13 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
   return adaptBus(fast ? hot(b, handle, call) : handle, guard, drainer, {
     share: () => handle.share(),
     setWaker: (wake) => handle.setWaker(wake),
-    // Clearing the waker lets this thread exit; the addon closes the endpoint when the handle is collected.
-    free: () => handle.setWaker(null),
+    // Releases at once what a finalizer would release only when the handle is collected: 5,000
+    // create/close cycles grew the process by 437 MiB waiting for that. Clearing the waker (part of
+    // close) lets this thread exit.
+    free: () => {
+      handle.close()
+      out = EMPTY
+    },
   })
 }
 

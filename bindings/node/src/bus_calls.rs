@@ -33,10 +33,13 @@ thread_local! {
     static CALL: Block = const { RefCell::new(None) };
 }
 
+/// The slot of an endpoint that has none (the registry was full, or the endpoint is closed).
+pub const NO_SLOT: u32 = u32::MAX;
+
 /// Registers an endpoint; its slot, or `u32::MAX` when the registry is full (the class's
 /// methods still work then; JS falls back to them).
 pub fn register(shared: Arc<Shared>, endpoint: u32) -> u32 {
-    ENDPOINTS.with(|all| all.borrow_mut().insert(Endpoint { shared, endpoint, out: None })).unwrap_or(u32::MAX)
+    ENDPOINTS.with(|all| all.borrow_mut().insert(Endpoint { shared, endpoint, out: None })).unwrap_or(NO_SLOT)
 }
 
 /// Forgets a slot (its endpoint is closed).
