@@ -344,6 +344,62 @@ describe('sweeps of hostile values', () => {
   })
 })
 
+describe('agents refuse bad declarations', () => {
+  it('refuses a bad handler registration when the agent is built, registering nothing', async () => {
+    const { orrery, mesh } = await freshMesh()
+    const bad: Array<readonly [string, (agent: { handle: (...args: unknown[]) => void; on: (...args: unknown[]) => void }) => void, ErrorCode]> = [
+      ['capability 5', (a) => a.handle(5, () => 1), 'INVALID_ARGUMENT'],
+      ['capability ""', (a) => a.handle('', () => 1), 'INVALID_ARGUMENT'],
+      ['no handler', (a) => a.handle('echo', { schema: { '~standard': { validate: (v: unknown) => ({ value: v }) } } }), 'INVALID_ARGUMENT'],
+      ['schema 5', (a) => a.handle('echo', { schema: 5 }, () => 1), 'INVALID_OPTION'],
+      ['options null', (a) => a.handle('echo', null, () => 1), 'INVALID_ARGUMENT'],
+      ['kind 5', (a) => a.on(5, () => 1), 'INVALID_ARGUMENT'],
+    ]
+    for (const [label, declare, code] of bad) {
+      class Bad extends Agent {
+        static readonly capabilities = [{ name: 'echo', version: '1.0.0' }]
+        constructor(context: AgentContext<unknown>) {
+          super(context)
+          declare(this as never)
+        }
+      }
+      const type = `bad-${bad.findIndex(([l]) => l === label)}`
+      mesh.define(type, Bad)
+      const error = await expectRefused(() => mesh.spawn(type, { id: type }), code)
+      expect(error.message, label).not.toBe('')
+    }
+    expect(mesh.registry.list()).toEqual([])
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it('treats a classifier that throws as saying no, without an unhandled rejection', async () => {
+    class Failing extends Agent {
+      static readonly capabilities = [{ name: 'work', version: '1.0.0' }]
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle('work', () => {
+          throw new Error('down')
+        })
+      }
+    }
+    const { orrery, mesh, events, advance } = await fakeMesh()
+    mesh.define('failing', Failing)
+    const classifier = () => {
+      throw new Error('classifier bug')
+    }
+    await mesh.spawn('failing', { id: 'f', retry: { attempts: 1, isPermanent: classifier, isFatal: classifier } })
+    await mesh.send('work', 'x')
+    await advance(10)
+    // Neither fatal nor permanent: a transient failure, retried.
+    expect(kinds(events, 'retry', 'crashed', 'dead-letter')).toEqual(['retry:f'])
+    expect((await expectRefused(() => mesh.request('work', 'y', { retries: 0 }), 'HANDLER_ERROR')).message).toContain('down')
+    expect(mesh.agent('f')?.state).toBe('running')
+    await mesh.shutdown({ timeout: 0 })
+    orrery.close()
+  })
+})
+
 describe('a caller\'s bad request never counts against an agent (item 3)', () => {
   it('keeps the breaker closed and calls no agent for bad options and unencodable payloads', async () => {
     Counted.calls = 0

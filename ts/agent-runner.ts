@@ -427,7 +427,7 @@ export class AgentRunner {
     if (!this.finish(job) || job.life !== this.life) return
     const { host, agent } = this
     const retry = this.options.retry
-    if (error instanceof FatalError || retry.isFatal?.(error)) {
+    if (error instanceof FatalError || this.says(retry.isFatal, error)) {
       host.metrics.failed(this.id, agent.type, job.key, 'fatal')
       if (job.isRequest) {
         // The caller hears at once (and may try another agent); the request is not rerun.
@@ -443,7 +443,7 @@ export class AgentRunner {
       host.crashed(this, `fatal error in ${job.key}`, error)
       return
     }
-    if (error instanceof PermanentError || isOrreryError(error, 'SCHEMA_INVALID') || retry.isPermanent?.(error)) {
+    if (error instanceof PermanentError || isOrreryError(error, 'SCHEMA_INVALID') || this.says(retry.isPermanent, error)) {
       return this.permanent(job, error, describe(error))
     }
     host.metrics.failed(this.id, agent.type, job.key, 'transient')
@@ -460,6 +460,20 @@ export class AgentRunner {
     const delay = host.registry.backoff(retry.backoff, n, RETRY_BACKOFF)
     host.report({ type: 'retry', agent: this.id, capability: job.key, attempt: n, error: describe(error), delay })
     this.settle(job, () => job.delivery.nack({ delay }))
+  }
+
+  /**
+   * Asks a user's classifier (`isFatal`, `isPermanent`); one that throws says no, and is logged:
+   * thrown here, inside a handler's settlement, it would be an unhandled rejection.
+   */
+  private says(classifier: ((error: unknown) => boolean) | undefined, error: unknown): boolean {
+    if (!classifier) return false
+    try {
+      return classifier(error) === true
+    } catch (thrown) {
+      this.agent.log.error({ err: thrown }, 'an error classifier threw')
+      return false
+    }
   }
 
   /** Dead-letters a message (a request gets the error back instead). */

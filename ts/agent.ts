@@ -4,6 +4,7 @@
  * validated configuration that can change at run time, a logger, and an optional health check.
  * Running it (feeding, retrying, limiting, beating, restarting) is the mesh's job.
  */
+import { callable, options, refuse, text } from './check.js'
 import type { Message } from './message.js'
 import type { CapabilitySpec, Health } from './registry.js'
 import type { InferOutput, StandardSchemaV1 } from './schema.js'
@@ -64,6 +65,14 @@ export class FatalError extends Error {
 export interface HandlerEntry {
   readonly schema: StandardSchemaV1 | undefined
   readonly run: Handler<unknown, unknown>
+}
+
+/** A handler entry from `handle`/`on` arguments, checked: a handler that is not a function would fail only when a message came. */
+function entry(a: { schema: StandardSchemaV1 } | Handler<unknown, unknown>, b: Handler<unknown, unknown> | undefined): HandlerEntry {
+  if (typeof a === 'function') return { schema: undefined, run: a }
+  const { schema } = options(a, 'options')
+  if (typeof schema?.['~standard']?.validate !== 'function') refuse('option', 'schema', schema, 'must be a Standard Schema')
+  return { schema, run: callable<Handler<unknown, unknown>>(b, 'handler') }
 }
 
 /**
@@ -134,7 +143,7 @@ export abstract class Agent<C = unknown> {
   protected handle<S extends StandardSchemaV1, R>(capability: string, options: { schema: S }, handler: Handler<InferOutput<S>, R>): void
   protected handle<T, R>(capability: string, handler: Handler<T, R>): void
   protected handle(capability: string, a: { schema: StandardSchemaV1 } | Handler<unknown, unknown>, b?: Handler<unknown, unknown>): void {
-    this.handlers.set(capability, typeof a === 'function' ? { schema: undefined, run: a } : { schema: a.schema, run: b! })
+    this.handlers.set(text(capability, 'capability', { nonEmpty: true }), entry(a, b))
   }
 
   /**
@@ -145,7 +154,7 @@ export abstract class Agent<C = unknown> {
   protected on<S extends StandardSchemaV1>(kindOrSchema: string, options: { schema: S }, handler: Handler<InferOutput<S>, unknown>): void
   protected on<T>(kindOrSchema: string, handler: Handler<T, unknown>): void
   protected on(kindOrSchema: string, a: { schema: StandardSchemaV1 } | Handler<unknown, unknown>, b?: Handler<unknown, unknown>): void {
-    this.messageHandlers.set(kindOrSchema, typeof a === 'function' ? { schema: undefined, run: a } : { schema: a.schema, run: b! })
+    this.messageHandlers.set(text(kindOrSchema, 'kindOrSchema', { nonEmpty: true }), entry(a, b))
   }
 
   /** Called once before the agent takes messages; throwing fails the start. */
