@@ -400,6 +400,33 @@ describe('agents refuse bad declarations', () => {
   })
 })
 
+describe('event subscribers', () => {
+  it('a mesh or registry events subscriber that throws is logged, and the process and the other subscribers go on (item 1)', async () => {
+    const logged: unknown[] = []
+    const logger = { child: () => logger, debug: () => {}, info: () => {}, warn: () => {}, error: (obj: unknown) => void logged.push(obj) }
+    const orrery = await Orrery.create({ engine: ENGINE })
+    const mesh = await orrery.mesh({ seed: 1, logger })
+    mesh.define('echo', Echo)
+    const seen: string[] = []
+    mesh.events.subscribe(() => {
+      throw new Error('mesh subscriber bug')
+    })
+    mesh.registry.events.subscribe({
+      next: () => {
+        throw new Error('registry subscriber bug')
+      },
+    })
+    mesh.events.subscribe((e) => seen.push(e.type))
+    await mesh.spawn('echo', { id: 'e' })
+    expect((await mesh.request<string>('echo', 'x')).payload).toBe('e:x')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(seen).toContain('started')
+    expect(logged.length).toBeGreaterThan(0)
+    await mesh.shutdown()
+    orrery.close()
+  })
+})
+
 describe('a caller\'s bad request never counts against an agent (item 3)', () => {
   it('keeps the breaker closed and calls no agent for bad options and unencodable payloads', async () => {
     Counted.calls = 0

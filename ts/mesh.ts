@@ -14,7 +14,7 @@ import { checkConfig, gatherConfig, type ConfigSources } from './config.js'
 import { OrreryError } from './errors.js'
 import type { Message } from './message.js'
 import { noMetrics, promMetrics, type AgentMetrics, type PromRegistry } from './metrics.js'
-import { checkBackoff, checkCapabilities, checkTags, MAX_AGENT_ID, Registry, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
+import { checkBackoff, checkCapabilities, checkTags, eventStream, MAX_AGENT_ID, Registry, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
 import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
@@ -218,7 +218,7 @@ export class Mesh {
   /** Whether its timers, subscriptions and core are released (by `shutdown` or its Orrery's `close`). */
   private released = false
   /** Everything that happens: registry, agent and supervisor events. */
-  readonly events: Observable<MeshEvent> = this.subject.asObservable()
+  readonly events: Observable<MeshEvent>
 
   /** @internal Use `orrery.mesh()`. */
   static async create(backend: Backend, bus: Bus, clock: () => number, options: MeshOptions | undefined, onClose?: (mesh: Mesh) => void): Promise<Mesh> {
@@ -233,9 +233,12 @@ export class Mesh {
     settings: MeshCoreOptions, metrics: AgentMetrics, private readonly onClose: ((mesh: Mesh) => void) | undefined,
   ) {
     const core: MeshCore = backend.createMesh(settings)
-    this.registry = new Registry(core, now)
-    this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     this.logger = options.logger ?? silentLogger
+    // A subscriber that throws is logged; rethrown by rxjs from a timer, it would end the process.
+    const unhandled = (error: unknown) => this.logger.error({ err: error }, 'an events subscriber threw')
+    this.events = eventStream(this.subject, unhandled)
+    this.registry = new Registry(core, now, unhandled)
+    this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     const interval = settings.interval
     this.host = {
       bus,

@@ -9,6 +9,7 @@ import { Subject, type Observable } from 'rxjs'
 import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
 import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from './check.js'
 import { isEngineFailure, OrreryError } from './errors.js'
+import { Stream } from './stream.js'
 
 /** How well an agent is, best first. */
 export type Health = 'healthy' | 'degraded' | 'initializing' | 'unhealthy' | 'paused' | 'offline'
@@ -173,6 +174,22 @@ interface Known {
   readonly inbox: string
 }
 
+/**
+ * @internal Events of `subject` as a Stream: a subscriber's callback that throws is handed to
+ * `unhandled` and delivery goes on. A plain Subject would let rxjs rethrow it from a timer, which
+ * ends a Node process (a throwing `mesh.events` subscriber once did, at the next registration).
+ */
+export function eventStream<T>(subject: Subject<T>, unhandled: (error: unknown) => void): Stream<T> {
+  return new Stream<T>({
+    start(sink) {
+      const subscription = subject.subscribe(sink)
+      // Events cannot wait: an iterator that pauses keeps them queued.
+      return { stop: () => subscription.unsubscribe(), setPaused: () => {} }
+    },
+    unhandled,
+  })
+}
+
 /** The slot-index bits of a core handle (`orrery_core::slab`: index in the low 20 bits, generation above). */
 const SLOT_MASK = (1 << 20) - 1
 
@@ -208,10 +225,13 @@ export class Registry {
   private closed = false
   private engineFailed = false
   /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
-  readonly events: Observable<RegistryEvent> = this.subject.asObservable()
+  readonly events: Observable<RegistryEvent>
 
   /** @internal */
-  constructor(readonly core: MeshCore, readonly now: () => number) {}
+  /** @param unhandled where an error an `events` subscriber's callback throws goes (the mesh logs it). */
+  constructor(readonly core: MeshCore, readonly now: () => number, unhandled: (error: unknown) => void = () => {}) {
+    this.events = eventStream(this.subject, unhandled)
+  }
 
   /** Registers an agent; it starts `initializing` until its first heartbeat. */
   register(agent: AgentRegistration): AgentInfo {
