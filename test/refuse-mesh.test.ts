@@ -400,6 +400,21 @@ describe('agents refuse bad declarations', () => {
   })
 })
 
+describe('prototype keys', () => {
+  it('keeps __proto__ keys of options, configs and rate limits as plain keys', async () => {
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('__proto__', Echo, JSON.parse('{"config":{"__proto__":{"polluted":1}}}') as object)
+    const options = JSON.parse('{"id":"__proto__","tags":["__proto__"],"rateLimit":{"capabilities":{"__proto__":{"perSecond":1}}},"config":{"__proto__":{"polluted":2}}}') as object
+    const [handle] = await mesh.spawn('__proto__', options)
+    expect(handle!.id).toBe('__proto__')
+    expect(mesh.registry.find({ capability: 'echo', tags: ['__proto__'] }).map((a) => a.id)).toEqual(['__proto__'])
+    expect((await mesh.request<string>('echo', 'x')).payload).toBe('__proto__:x')
+    expectPrototypeUntouched()
+    await mesh.shutdown()
+    orrery.close()
+  })
+})
+
 describe('event subscribers', () => {
   it('a mesh or registry events subscriber that throws is logged, and the process and the other subscribers go on (item 1)', async () => {
     const logged: unknown[] = []
