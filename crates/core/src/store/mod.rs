@@ -25,7 +25,7 @@ pub use bytes::Bytes;
 pub use entry::{Entry, Kind, Record, Stamp};
 pub use hlc::{Clock, Hlc};
 use keys::Keys;
-pub use snapshot::{EntryState, Meta};
+pub use snapshot::{seal_snapshot, EntryState, Meta};
 use watch::Watches;
 pub use watch::{Delivery, Start};
 

@@ -73,6 +73,18 @@ fn invalid(reason: impl Into<String>) -> StoreError {
     StoreError::InvalidSnapshot { reason: reason.into() }
 }
 
+/// A snapshot around `body` (its postcard part): header, format and the body's checksum. For
+/// fuzzing and tests that need damaged bodies to reach the decoder past the checksum.
+#[must_use]
+pub fn seal_snapshot(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENVELOPE + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
 /// A snapshot's body, once its magic, format and checksum check out.
 fn open_envelope(bytes: &[u8]) -> Result<&[u8], StoreError> {
     if bytes.len() < ENVELOPE || bytes[..MAGIC.len()] != MAGIC {
@@ -304,13 +316,9 @@ impl Store {
                 space.entries.ordered().map(move |(key, entry)| (ns as u32, key.clone(), EntryState::of(entry)))
             })
             .collect();
-        let body = postcard::to_allocvec(&Snapshot { format: FORMAT, meta: self.meta(), entries }).unwrap_or_default();
-        let mut out = Vec::with_capacity(ENVELOPE + body.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT.to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        seal_snapshot(
+            &postcard::to_allocvec(&Snapshot { format: FORMAT, meta: self.meta(), entries }).unwrap_or_default(),
+        )
     }
 
     /// Replaces every key with a snapshot's. Namespace and writer ids stay valid; versions never
