@@ -469,6 +469,8 @@ describe('a caller\'s bad request never counts against an agent (item 3)', () =>
       await expectRefused(() => mesh.send('echo', 1, options as never), ['INVALID_OPTION'])
     }
     await expectRefused(() => mesh.request('echo', 1, null as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => mesh.send('echo', 10n), 'INVALID_PAYLOAD')
+    expect(orrery.bus.stats('inbox.a').published + orrery.bus.stats('inbox.b').published).toBe(0)
     expect(Counted.calls).toBe(0)
     expect(kinds(events, 'breaker', 'fallback', 'retry')).toEqual([])
     expect(mesh.registry.list().map((a) => [a.id, a.breaker, a.inFlight])).toEqual([['a', 'closed', 0], ['b', 'closed', 0]])

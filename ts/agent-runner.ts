@@ -9,6 +9,7 @@ import type { Subscription } from 'rxjs'
 
 import { FatalError, PermanentError, type Agent, type HandlerContext, type HandlerEntry, type HealthReport, type Logger } from './agent.js'
 import type { Bus } from './bus.js'
+import { MAX_TIMER_MS } from './check.js'
 import { isOrreryError, OrreryError } from './errors.js'
 import type { Delivery } from './group.js'
 import type { Message } from './message.js'
@@ -318,7 +319,9 @@ export class AgentRunner {
       for (;;) {
         const core = this.host.core
         if (core.take(limiter, 1, this.host.now())) break
-        const wait = Math.max(1, core.second - this.host.now())
+        // A very slow bucket (perSecond 1e-9) refills in more than a timer can wait: it waits
+        // the longest a timer can and looks again, rather than firing after 1 ms in a loop.
+        const wait = Math.min(MAX_TIMER_MS, Math.max(1, core.second - this.host.now()))
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             this.waits.delete(timer)
