@@ -221,10 +221,12 @@ impl NativeStore {
     ) -> Result<Self> {
         let mut store = Store::new(config(max_value_bytes, history, replica, tombstone_ms)).map_err(to_js)?;
         let (disk, loaded) = Disk::open(&path, batched).map_err(|reason| open_error(&path, reason))?;
+        // Rows that decode but do not check out (a name, a key, versions out of order) are a
+        // damaged file too, named as such (STORE_IO), not a caller's bad argument.
         if let Some(meta) = loaded.meta {
-            store.load(&meta, loaded.entries).map_err(to_js)?;
+            store.load(&meta, loaded.entries).map_err(|e| open_error(&path, format!("the file is damaged: {e}")))?;
         } else if !loaded.entries.is_empty() {
-            return Err(open_error(&path, "keys without the store's meta record"));
+            return Err(open_error(&path, "the file is damaged: keys without the store's meta record"));
         }
         store.track_changes();
         register(Open { store, disk: Some(disk), io: None, meta_seen: Vec::new() })
