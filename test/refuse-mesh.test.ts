@@ -186,6 +186,15 @@ describe('the mesh refuses bad input', () => {
     }
     await expectRefused(() => orrery.mesh(null as never), 'INVALID_ARGUMENT')
     await expectRefused(() => orrery.mesh(5 as never), 'INVALID_ARGUMENT')
+    // The cases as reported: the same code and message on both engines.
+    const seed = await expectRefused(() => orrery.mesh({ seed: 'x' as never }), 'INVALID_OPTION')
+    expect(seed.message).toBe('seed must be a whole number >= 0, not "x"')
+    const probe = await orrery.mesh({ seed: 1 })
+    probe.define('echo', Echo)
+    const burst = await expectRefused(() => probe.spawn('echo', { rateLimit: { agent: { perSecond: 1, burst: '5' as never } } }), 'INVALID_OPTION')
+    expect(burst.message).toBe('rateLimit.agent.burst must be a finite number >= 1, not "5"')
+    expect(probe.agents()).toEqual([])
+    await probe.shutdown()
     const mesh = await orrery.mesh({ seed: 0, shutdownTimeout: 0 })
     await mesh.shutdown()
     orrery.close()
