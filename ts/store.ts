@@ -555,7 +555,14 @@ export class Store<D extends boolean = false> {
       this.scheduled = true
       queueMicrotask(() => {
         this.scheduled = false
-        if (!this.closed) this.deliver()
+        if (this.closed) return
+        try {
+          this.deliver()
+        } catch (error) {
+          // Thrown from a microtask it would end the process: the engine failed mid-drain (a
+          // panic, a poisoned wasm instance), so every watch ends with that error instead.
+          this.failWatches(error)
+        }
       })
     }
     if (ttl) this.arm()
@@ -597,6 +604,14 @@ export class Store<D extends boolean = false> {
         }
       }
     }
+  }
+
+  /** Ends every watch with `error` (its core watches are beyond reach: the engine failed). */
+  private failWatches(error: unknown): void {
+    const watches = [...this.watches.values()]
+    this.watches.clear()
+    this.shared.clear()
+    for (const watch of watches) for (const { sink } of watch.subscribers) sink.error(error)
   }
 
   private endWatch(id: number, watch: WatchSink): void {
