@@ -80,15 +80,8 @@ export class Supervisor {
 
   constructor(private readonly host: SupervisorHost, private readonly spec: SupervisorSpec) {
     this.name = spec.name ?? `supervisor-${++supervisors}`
+    // The spec was checked whole by the mesh (`supervise`), before this supervisor was made.
     this.strategy = spec.strategy ?? 'one-for-one'
-    if (!RESTART_STRATEGIES.includes(this.strategy)) {
-      throw new OrreryError('INVALID_OPTION', 'strategy must be one-for-one, one-for-all or rest-for-one', { details: { option: 'strategy', value: this.strategy } })
-    }
-    const restarts = spec.intensity?.restarts ?? 3
-    const within = spec.intensity?.withinMs ?? 5_000
-    if (!Number.isInteger(restarts) || restarts < 0 || !(within > 0)) {
-      throw new OrreryError('INVALID_OPTION', 'intensity needs restarts >= 0 (whole) and withinMs > 0', { details: { option: 'intensity', value: spec.intensity } })
-    }
     for (const child of spec.children) {
       const n = child.replicas ?? 1
       const base = child.id ?? child.type
