@@ -506,6 +506,40 @@ describe('close', () => {
     await expectRefused(() => orrery.mesh(), 'CLOSED')
   })
 
+  it.runIf(ENGINE === 'native')('leaves a closed mesh\'s unacked work in the inbox, redelivered to the next member (item 9)', async () => {
+    // Two endpoints of one core: the mesh runs on the second, which is closed under it.
+    const first = await Orrery.create({ engine: 'native' })
+    const second = await Orrery.attach(first.share())
+    const mesh = await second.mesh({ seed: 1 })
+    let started = 0
+    class Hanging extends Agent {
+      static readonly capabilities = [{ name: 'work', version: '1.0.0' }]
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle('work', () => {
+          started++
+          return new Promise(() => {})
+        })
+      }
+    }
+    mesh.define('hanging', Hanging)
+    await mesh.spawn('hanging', { id: 'h' })
+    await mesh.send('work', 'job-1')
+    for (let i = 0; i < 100 && started === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5))
+    expect(started).toBe(1)
+    second.close()
+    // The next member of the agent's inbox group gets the message it never acked.
+    const got: unknown[] = []
+    const sub = first.bus.group('inbox.h', 'agent').join().subscribe((d) => {
+      got.push(d.message.payload)
+      d.ack()
+    })
+    for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5))
+    expect(got).toEqual(['job-1'])
+    sub.unsubscribe()
+    first.close()
+  })
+
   it('lets a process that did not shut its mesh down exit on its own (item 9)', async () => {
     const fixture = fileURLToPath(new URL('./fixtures/mesh-close.mjs', import.meta.url))
     const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_ENGINE: ENGINE } })
