@@ -69,6 +69,14 @@ describe(`refused store input (${ENGINE})`, () => {
     store.close()
   })
 
+  it('item 5: a host clock gone wild cannot push stamps past what a number holds exactly', async () => {
+    const store = await Orrery.openStore({ engine: ENGINE, clock: () => 1e300 })
+    const ns = store.namespace('hlc')
+    ns.put('k', 1)
+    expect(ns.get('k')!.stamp.wall).toBe(Number.MAX_SAFE_INTEGER)
+    store.close()
+  })
+
   it('item 5: maxClockDriftMs is an option, checked like the rest', async () => {
     const strict = await open({ maxClockDriftMs: 0 })
     const ns = strict.namespace('hlc')

@@ -36,9 +36,11 @@ pub struct Clock {
     last: Hlc,
 }
 
+/// The host's time as a wall, held to [`MAX_WALL`]: a host clock gone wild (1e300) must not
+/// push stamps past what JavaScript reads back exactly.
 fn wall_of(now: Millis) -> u64 {
     if now.is_finite() && now > 0.0 {
-        now as u64
+        (now as u64).min(MAX_WALL)
     } else {
         0
     }
@@ -97,6 +99,13 @@ mod tests {
         assert!(d > remote && d > c);
         assert!(clock.tick(120.0) > d);
         assert_eq!(clock.tick(1000.0), Hlc { wall: 1000, logical: 0 });
+    }
+
+    #[test]
+    fn a_wild_host_clock_stays_within_what_js_reads_exactly() {
+        let mut clock = Clock::default();
+        assert_eq!(clock.tick(1e300).wall, MAX_WALL);
+        assert_eq!(clock.observe(Hlc { wall: MAX_WALL, logical: u32::MAX }, 1e300).wall, MAX_WALL + 1);
     }
 
     #[test]
