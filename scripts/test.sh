@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test Orrery has, each phase timed: set-up, builds, cargo test, clippy, the wasm32 build of
+# Every test Orrery has, each phase timed: set-up, builds, cargo test, fuzzing, clippy, the wasm32 build of
 # the core, the TypeScript type check, the vitest suite once per engine (native, wasm in Node)
 # plus the browser smoke test in Debian's chromium, the package as users install it
 # (scripts/package-test.sh), and the engine suites again under Node 24.
@@ -12,6 +12,8 @@ phase_start "build native engine"; bash scripts/build.sh native; phase_end
 phase_start "build wasm engine (core for wasm32)"; bash scripts/build.sh wasm; phase_end
 phase_start "build TypeScript package"; bash scripts/build.sh ts; phase_end
 phase_start "cargo test"; cargo test --workspace --quiet; phase_end
+# Every decoder of outside bytes under libFuzzer, 10 s a target (scripts/fuzz.sh 60 for longer).
+phase_start "fuzz (4 targets x 10 s)"; bash scripts/fuzz.sh 10; phase_end
 phase_start "cargo fmt --check, clippy -D warnings"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -110,7 +110,10 @@ pub fn write(store: &mut Store, buf: &[u8], count: u32, now: Millis) -> Result<f
         let (write, _) = parse_write(buf, 0, 0)?;
         store.write(std::slice::from_ref(&write), now)
     } else {
-        let mut writes = Vec::with_capacity(count as usize);
+        // The count is the host's word; the buffer holds at most one write per 32-byte header.
+        // Reserving for the count itself let a 4-byte buffer claiming 2^31 writes ask for 52 GB
+        // and abort the process (found by fuzz/fuzz_targets/store_wire.rs).
+        let mut writes = Vec::with_capacity((count as usize).min(buf.len() / WRITE_HEADER));
         let mut offset = 0;
         for index in 0..count as usize {
             let (write, next) = parse_write(buf, offset, index)?;

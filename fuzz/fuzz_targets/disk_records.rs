@@ -1,0 +1,114 @@
+//! On-disk records as the native engine's durable store reads them back (bindings/node/src/disk.rs):
+//! the meta row and each key's row decoded with `Meta::from_bytes` and `EntryState::from_bytes`,
+//! then loaded. A damaged file must give an error, never a panic. Half the inputs are raw rows;
+//! the other half overwrite bytes of the rows of a real store, to get past the first fields.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use orrery_core::store::{wire, Bytes, EntryState, Meta};
+use orrery_core::{Store, StoreConfig};
+
+/// A meta row, then (namespace, key, row) for each key: what the native engine reads back.
+type Rows = (Vec<u8>, Vec<(String, Vec<u8>, Vec<u8>)>);
+
+fn store() -> Store {
+    Store::new(StoreConfig::default()).expect("default options")
+}
+
+/// The rows a durable store with keys in two namespaces (history, a delete, a TTL) would hold:
+/// its meta row, then (namespace, key, row) for each key.
+fn populated() -> Rows {
+    let mut s = store();
+    let a = s.namespace("alpha").expect("a valid name");
+    let b = s.namespace("beta").expect("a valid name");
+    let writes = [
+        (1, a, "k1", "one", 0.0),
+        (1, a, "k1", "uno", 0.0),
+        (1, b, "k2", "two", 5_000.0),
+        (2, a, "k1", "", 0.0),
+        (1, a, "k3", "x", 0.0),
+    ];
+    for (i, (action, ns, key, value, ttl)) in writes.into_iter().enumerate() {
+        let mut w = vec![0u8; wire::WRITE_HEADER];
+        w[0] = action;
+        w[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        w[4..8].copy_from_slice(&u32::to_le_bytes(ns));
+        w[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        w[24..32].copy_from_slice(&f64::to_le_bytes(ttl));
+        w.extend_from_slice(key.as_bytes());
+        w.extend_from_slice(value.as_bytes());
+        w.resize((w.len() + 7) & !7, 0);
+        wire::write(&mut s, &w, 1, 1_000.0 + i as f64).expect("a valid write");
+    }
+    let mut rows = Vec::new();
+    for (ns, name, key) in [(a, "alpha", "k1"), (b, "beta", "k2"), (a, "alpha", "k3")] {
+        let mut row = Vec::new();
+        if s.encode_entry(ns, key.as_bytes(), &mut row) {
+            rows.push((name.to_owned(), key.as_bytes().to_vec(), row));
+        }
+    }
+    (s.meta().to_bytes(), rows)
+}
+
+/// A length-prefixed slice (`width` bytes of little-endian length), and what follows it.
+fn take(bytes: &[u8], width: usize) -> Option<(&[u8], &[u8])> {
+    if bytes.len() < width {
+        return None;
+    }
+    let (len, rest) = bytes.split_at(width);
+    let len = len.iter().rev().fold(0usize, |n, &b| n << 8 | usize::from(b));
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// Raw rows: u16 length of the meta row, the meta row, then (u8 namespace length, namespace,
+/// u8 key length, key, u16 row length, row) for each key.
+fn raw(data: &[u8]) -> Option<Rows> {
+    let (meta, mut rest) = take(data, 2)?;
+    let mut rows = Vec::new();
+    while let Some((name, after)) = take(rest, 1) {
+        let Some((key, after)) = take(after, 1) else { break };
+        let Some((row, after)) = take(after, 2) else { break };
+        rest = after;
+        rows.push((String::from_utf8_lossy(name).into_owned(), key.to_vec(), row.to_vec()));
+    }
+    Some((meta.to_vec(), rows))
+}
+
+/// A real store's rows overwritten by (u16 position, u8 value) triples over all their bytes.
+fn mutated(edits: &[u8]) -> Rows {
+    let (mut meta, mut rows) = populated();
+    let total = meta.len() + rows.iter().map(|(_, _, row)| row.len()).sum::<usize>();
+    for edit in edits.chunks_exact(3) {
+        let mut at = usize::from(u16::from_le_bytes([edit[0], edit[1]])) % total;
+        if at < meta.len() {
+            meta[at] = edit[2];
+            continue;
+        }
+        at -= meta.len();
+        for (_, _, row) in &mut rows {
+            if at < row.len() {
+                row[at] = edit[2];
+                break;
+            }
+            at -= row.len();
+        }
+    }
+    (meta, rows)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((meta, rows)) = (if mode & 1 == 0 { raw(rest) } else { Some(mutated(rest)) }) else { return };
+    let Ok(meta) = Meta::from_bytes(&meta) else { return };
+    let mut entries = Vec::new();
+    for (name, key, row) in rows {
+        let Ok(state) = EntryState::from_bytes(&row) else { return };
+        entries.push((name, Bytes::from(key), state));
+    }
+    let mut s = store();
+    if s.load(&meta, entries).is_ok() {
+        // A loaded store exports, and its export imports.
+        let exported = s.export();
+        store().import(&exported).expect("an exported snapshot imports");
+    }
+});

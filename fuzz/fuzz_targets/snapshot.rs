@@ -1,0 +1,76 @@
+//! Snapshots from outside (`store.import(bytes)`): refused whole with an error, or imported; an
+//! imported one exports and imports again to the same bytes. A checksum guards a snapshot's body,
+//! so random bytes rarely get past it: two of the three modes seal the body they test with a valid
+//! envelope, to reach the decoding and the checks behind it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use orrery_core::store::wire;
+use orrery_core::{Store, StoreConfig};
+
+/// Magic and format (8 bytes), then the body's CRC-32 (4 bytes), then the body.
+const ENVELOPE: usize = 12;
+
+fn store() -> Store {
+    Store::new(StoreConfig::default()).expect("default options")
+}
+
+/// A store with keys in two namespaces, history and a TTL: a realistic body to mutate.
+fn populated() -> Vec<u8> {
+    let mut s = store();
+    let a = s.namespace("alpha").expect("a valid name");
+    let b = s.namespace("beta").expect("a valid name");
+    for (i, (ns, key, value, ttl)) in
+        [(a, "k1", "one", 0.0), (a, "k1", "uno", 0.0), (b, "k2", "two", 5_000.0), (a, "k3", "", 0.0)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut w = vec![0u8; wire::WRITE_HEADER];
+        w[0] = 1; // put
+        w[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        w[4..8].copy_from_slice(&ns.to_le_bytes());
+        w[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        w[24..32].copy_from_slice(&f64::to_le_bytes(ttl));
+        w.extend_from_slice(key.as_bytes());
+        w.extend_from_slice(value.as_bytes());
+        w.resize((w.len() + 7) & !7, 0);
+        wire::write(&mut s, &w, 1, 1_000.0 + i as f64).expect("a valid write");
+    }
+    s.export()
+}
+
+fn seal(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = header[..8].to_vec();
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let bytes = match mode % 3 {
+        0 => rest.to_vec(),
+        1 => seal(&store().export(), rest),
+        _ => {
+            // Overwrites of a real body: (u16 position, u8 value) triples.
+            let valid = populated();
+            let mut body = valid[ENVELOPE..].to_vec();
+            for edit in rest.chunks_exact(3) {
+                let at = usize::from(u16::from_le_bytes([edit[0], edit[1]])) % body.len();
+                body[at] = edit[2];
+            }
+            // A trailing odd byte cuts the body short.
+            if rest.len() % 3 == 1 {
+                body.truncate(usize::from(rest[rest.len() - 1]) % body.len());
+            }
+            seal(&valid, &body)
+        }
+    };
+    let mut s = store();
+    if s.import(&bytes).is_ok() {
+        let exported = s.export();
+        let mut again = store();
+        again.import(&exported).expect("an exported snapshot imports");
+        assert_eq!(again.export(), exported, "a snapshot's round trip changes nothing");
+    }
+});
