@@ -15,9 +15,14 @@ const MAX = 256 * 1024 * 1024
 
 describe.runIf(ENGINE === 'wasm')('wasm store memory', () => {
   it('refuses a write the instance cannot hold with VALUE_TOO_LARGE, keeping what it stored', async () => {
+    const value = new Uint8Array(MAX)
+    // A snapshot of 256 MiB, made while there is room.
+    const source = await Orrery.openStore({ engine: ENGINE, maxValueBytes: MAX })
+    source.namespace('big', { codec: 'raw' }).put('snap', value)
+    const snapshot = source.export()
+    source.close()
     const store = await Orrery.openStore({ engine: ENGINE, maxValueBytes: MAX })
     const ns = store.namespace<Uint8Array>('big', { codec: 'raw' })
-    const value = new Uint8Array(MAX)
     let stored = 0
     let error: Error | undefined
     for (; stored < 20 && error === undefined; ) {
@@ -38,6 +43,10 @@ describe.runIf(ENGINE === 'wasm')('wasm store memory', () => {
     const last = ns.get(`v${stored - 1}`)!.value
     expect(last.length).toBe(MAX)
     expect(last[0]).toBe(stored - 1)
+    // A snapshot that cannot fit now is refused the same way, before it is copied in.
+    const refused = await expectRefused(() => store.import(snapshot), 'VALUE_TOO_LARGE')
+    expect(refused.message).toContain('4096 MiB')
+    expect(store.revision).toBe(stored)
     // Room comes back when keys go.
     for (let i = 0; i < stored; i++) ns.purge(`v${i}`)
     ns.put('again', value)

@@ -9,6 +9,7 @@ import { drainCapacity, StoreAdapter } from './store.js'
 
 export interface WasmStoreHandle extends RawStore, StoreIoCalls {
   reserve(len: number): number
+  room(bytes: number): void
   ioPtr(): number
   drain(capacity: number): number
   outPtr(): number
@@ -43,6 +44,19 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
 
   protected fail(error: unknown): OrreryError {
     return this.failures.fail(error)
+  }
+
+  /**
+   * A snapshot is copied into the instance, then decoded into the store (about as many bytes
+   * again): room for both is asked for first, so a snapshot too large for the 4 GiB instance is
+   * `VALUE_TOO_LARGE` rather than an allocation that aborts and poisons the engine.
+   */
+  override import(bytes: Uint8Array): void {
+    if (bytes instanceof Uint8Array && bytes.length >= 64 * 1024) {
+      this.usable()
+      try { this.raw.room(2 * bytes.length) } catch (e) { throw this.fail(e) }
+    }
+    super.import(bytes)
   }
 
   protected usable(): void {

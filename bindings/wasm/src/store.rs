@@ -210,6 +210,12 @@ impl WasmStore {
         self.store.export()
     }
 
+    /// Whether `bytes` more can still be allocated (a typed `VALUE_TOO_LARGE` if not): asked
+    /// before a snapshot is copied in, since wasm-bindgen's own copy would abort on failure.
+    pub fn room(&self, bytes: f64) -> Result<(), JsValue> {
+        room(if bytes.is_finite() && bytes > 0.0 { bytes as usize } else { 0 })
+    }
+
     /// Replaces every key with a snapshot's.
     pub fn import(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
         self.store.import(bytes).map_err(to_js)
