@@ -242,7 +242,9 @@ pub fn read_header(batch: &[u8], offset: usize, index: usize, max_len: usize) ->
         return Err(malformed("reserved flags must be 0"));
     }
     let meta_len = u32_at(rest, OFF_META_LEN) as usize;
-    if HEADER_LEN + meta_len > len {
+    // Compared without adding to it: on wasm32 (32-bit usize) `HEADER_LEN + meta_len` wraps for a
+    // declared length past 2^32 - 41, and the slice below would panic, poisoning the instance.
+    if meta_len > len - HEADER_LEN {
         return Err(malformed("metadata section runs past the frame"));
     }
     if check_meta(&rest[HEADER_LEN..HEADER_LEN + meta_len]).is_none() {

@@ -16,3 +16,35 @@ fn a_write_count_past_the_buffer_is_refused_without_reserving_for_it() {
         assert_eq!(wire::write_bytes(&[0xf6, 0xad, 0x3d, 0xa5], count), 0);
     }
 }
+
+/// A write whose value length is 2^32 - 1 with a few bytes behind it. On wasm32 (32-bit `usize`)
+/// the end of such a write once wrapped below its key and the slice panicked, poisoning the
+/// instance; everywhere it must be refused as truncated.
+#[test]
+fn a_value_length_near_2_pow_32_is_refused_as_truncated() {
+    let mut store = Store::new(StoreConfig::default()).unwrap();
+    let ns = store.namespace("a").unwrap();
+    let mut w = vec![0u8; wire::WRITE_HEADER];
+    w[0] = 1; // put
+    w[2..4].copy_from_slice(&1u16.to_le_bytes());
+    w[4..8].copy_from_slice(&ns.to_le_bytes());
+    w[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    w.extend_from_slice(b"k-and-a-few-bytes");
+    let err = wire::write(&mut store, &w, 1, 1_000.0).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+/// A frame declaring a metadata section of 2^32 - 40 bytes: on wasm32 `40 + meta_len` wrapped
+/// to 0, passed the bounds check and the slice panicked, poisoning the instance. Refused as
+/// malformed, with nothing published.
+#[test]
+fn a_metadata_length_near_2_pow_32_is_refused_as_malformed() {
+    use orrery_core::{frame, Bus, BusConfig, BusError, MAIN_ENDPOINT};
+    let mut bus = Bus::new(BusConfig::default());
+    let channel = bus.channel("a").unwrap();
+    let mut batch = frame::encode(channel, 1, 0.0, b"id", b"payload");
+    batch[36..40].copy_from_slice(&(u32::MAX - 39).to_le_bytes());
+    let err = bus.publish_from(MAIN_ENDPOINT, &batch, 1_000.0).unwrap_err();
+    assert!(matches!(err, BusError::MalformedFrame { .. }), "{err}");
+    assert_eq!(bus.stats(channel).unwrap().published, 0);
+}

@@ -66,7 +66,9 @@ fn parse_write(buf: &[u8], offset: usize, index: usize) -> Result<(Write<'_>, us
     let h = &buf[offset..];
     let key_len = u16_at(h, 2);
     let value_len = u32_at(h, 8) as usize;
-    let end = offset + WRITE_HEADER + key_len + value_len;
+    // Checked: on wasm32 a value length near 2^32 would wrap `end` below the key and the slicing
+    // below would panic, which poisons the instance.
+    let end = (offset + WRITE_HEADER + key_len).checked_add(value_len).ok_or_else(|| bad("truncated key or value"))?;
     if buf.len() < end {
         return Err(bad("truncated key or value"));
     }
