@@ -43,6 +43,8 @@ describe.runIf(ENGINE === 'wasm')('wasm store memory', () => {
     const last = ns.get(`v${stored - 1}`)!.value
     expect(last.length).toBe(MAX)
     expect(last[0]).toBe(stored - 1)
+    // An export that cannot fit now (a copy of everything held) is refused the same way.
+    expect((await expectRefused(() => store.export(), 'VALUE_TOO_LARGE')).message).toContain('4096 MiB')
     // A snapshot that cannot fit now is refused the same way, before it is copied in.
     const refused = await expectRefused(() => store.import(snapshot), 'VALUE_TOO_LARGE')
     expect(refused.message).toContain('4096 MiB')

@@ -206,8 +206,8 @@ impl WasmStore {
     }
 
     /// The whole store as snapshot bytes.
-    pub fn export(&self) -> Vec<u8> {
-        self.store.export()
+    pub fn export(&self) -> Result<Vec<u8>, JsValue> {
+        self.store.try_export().map_err(out_of_memory)
     }
 
     /// Whether `bytes` more can still be allocated (a typed `VALUE_TOO_LARGE` if not): asked

@@ -308,6 +308,13 @@ impl Store {
     /// The whole store at this revision, as bytes.
     #[must_use]
     pub fn export(&self) -> Vec<u8> {
+        self.try_export().unwrap_or_default()
+    }
+
+    /// [`Self::export`], with the snapshot's buffer allocated fallibly and exactly once (its
+    /// size is measured first): `Err(bytes)` when that many bytes cannot be had. A host with
+    /// bounded memory (a wasm instance: 4 GiB at most) refuses the export instead of aborting.
+    pub fn try_export(&self) -> Result<Vec<u8>, usize> {
         let entries = self
             .namespaces
             .iter()
@@ -316,9 +323,19 @@ impl Store {
                 space.entries.ordered().map(move |(key, entry)| (ns as u32, key.clone(), EntryState::of(entry)))
             })
             .collect();
-        seal_snapshot(
-            &postcard::to_allocvec(&Snapshot { format: FORMAT, meta: self.meta(), entries }).unwrap_or_default(),
-        )
+        let snapshot = Snapshot { format: FORMAT, meta: self.meta(), entries };
+        let size = ENVELOPE + postcard::experimental::serialized_size(&snapshot).unwrap_or(0);
+        let mut out = Vec::new();
+        out.try_reserve_exact(size).map_err(|_| size)?;
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let mut out = postcard::to_extend(&snapshot, out).unwrap_or_default();
+        let crc = crc32fast::hash(out.get(ENVELOPE..).unwrap_or_default());
+        if let Some(slot) = out.get_mut(MAGIC.len() + 4..ENVELOPE) {
+            slot.copy_from_slice(&crc.to_le_bytes());
+        }
+        Ok(out)
     }
 
     /// Replaces every key with a snapshot's. Namespace and writer ids stay valid; versions never

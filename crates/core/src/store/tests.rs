@@ -273,6 +273,7 @@ fn every_bit_flip_of_a_snapshot_is_refused_and_changes_nothing() {
     s.write(&[put(ns, "a", "{\"n\":1}")], 10.0).unwrap();
     s.write(&[Write { writer: agent, ..put(ns, "a", "[2]") }, put(ns, "b", "\"x\"")], 11.0).unwrap();
     let bytes = s.export();
+    assert_eq!(seal_snapshot(&bytes[12..]), bytes, "export seals its body as seal_snapshot does");
     let mut copy = Store::new(StoreConfig::default()).unwrap();
     let before = copy.export();
     for bit in 0..bytes.len() * 8 {
