@@ -18,16 +18,18 @@ targets=("$@")
 cd fuzz
 cargo fuzz build -s none -O
 for target in "${targets[@]}"; do
-  mkdir -p "corpus/$target"
+  mkdir -p "corpus/$target" target
+  log="target/$target.log"
   # -rss_limit_mb: a decoder asking for gigabytes on small input is a finding, not a slow run.
   # -max_len 4096: the targets' structured modes edit real batches and bodies of about 1 KiB.
+  status=0
   cargo fuzz run -s none -O "$target" "corpus/$target" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 2>&1 \
-    | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+== ERROR|SUMMARY|artifact_prefix|thread .* panicked)' \
-    | sed "s/^/$target: /" || true
-  # libFuzzer's exit code is lost in the pipe: a crash is an artifact.
-  if compgen -G "artifacts/$target/*" > /dev/null; then
-    echo "fuzz target $target found a crash: $(ls "artifacts/$target")" >&2
+    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 > "$log" 2>&1 || status=$?
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | sed "s/^/$target: /" || true
+  if [ "$status" -ne 0 ]; then
+    # A crash, a failed assertion, an abort or a run that could not start: show why.
+    grep -v '^#' "$log" | tail -40 >&2
+    echo "fuzz target $target failed (exit $status); its input, if it crashed: $(ls "artifacts/$target" 2>/dev/null | tr '\n' ' ')" >&2
     exit 1
   fi
 done
