@@ -4,7 +4,7 @@
 #   bash scripts/fuzz.sh [seconds per target] [target...]   (default 60 s, every target)
 # The test command runs 10 s each. Without a sanitizer (`-s none`), so the stable toolchain builds
 # it: what is caught is a panic, an abort (an allocation that fails), a failed assertion and, with
-# debug assertions on (`-O` keeps them), an arithmetic overflow. Corpora grow in fuzz/corpus
+# debug assertions and overflow checks on (`-a`, which `-O` alone turns off), an arithmetic overflow. Corpora grow in fuzz/corpus
 # (git-ignored) from run to run; a crash leaves its input in fuzz/artifacts/<target>/ and fails the
 # run: turn it into a test in crates/core/tests/fuzz_regressions.rs once fixed.
 set -euo pipefail
@@ -16,14 +16,14 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(frames snapshot disk_records store_wire)
 
 cd fuzz
-cargo fuzz build -s none -O
+cargo fuzz build -s none -O -a
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" target
   log="target/$target.log"
   # -rss_limit_mb: a decoder asking for gigabytes on small input is a finding, not a slow run.
   # -max_len 4096: the targets' structured modes edit real batches and bodies of about 1 KiB.
   status=0
-  cargo fuzz run -s none -O "$target" "corpus/$target" -- \
+  cargo fuzz run -s none -O -a "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 > "$log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | sed "s/^/$target: /" || true
   if [ "$status" -ne 0 ]; then

@@ -48,3 +48,18 @@ fn a_metadata_length_near_2_pow_32_is_refused_as_malformed() {
     assert!(matches!(err, BusError::MalformedFrame { .. }), "{err}");
     assert_eq!(bus.stats(channel).unwrap().published, 0);
 }
+
+/// `fuzz/fuzz_targets/store_wire.rs`: a scan whose `after` length is 2^32 - 1 behind a prefix of
+/// 255 bytes overflowed `prefix_len + after_len` in u32 (a panic under overflow checks, a range
+/// that wrapped without them). An `after` key past the buffer is no `after` key: the scan answers.
+#[test]
+fn a_scan_after_length_near_2_pow_32_does_not_wrap() {
+    let mut store = Store::new(StoreConfig::default()).unwrap();
+    let ns = store.namespace("a").unwrap();
+    let mut buf = vec![0u8; 4096];
+    for after_len in [u32::MAX, u32::MAX - 254, 1 << 31] {
+        let scanned = wire::scan(&mut store, ns, 255, after_len, true, 1_000.0, &mut buf).unwrap();
+        // 2 x bytes written + 1 when nothing is left: an empty namespace writes nothing.
+        assert_eq!(scanned, 1.0);
+    }
+}

@@ -226,7 +226,10 @@ pub fn scan(
     buf: &mut [u8],
 ) -> Result<f64, StoreError> {
     let prefix = key_in(buf, prefix_len)?.to_vec();
-    let after = buf.get(prefix_len as usize..(prefix_len + after_len) as usize).map(<[u8]>::to_vec);
+    // Added without wrapping: `prefix_len + after_len` in u32 overflowed for lengths near 2^32
+    // (a panic with overflow checks, a wrong range without; found by fuzz/fuzz_targets/store_wire.rs).
+    let start = prefix_len as usize;
+    let after = start.checked_add(after_len as usize).and_then(|end| buf.get(start..end)).map(<[u8]>::to_vec);
     let after = after.filter(|a| !a.is_empty());
     let mut at = 0;
     let mut done = true;
