@@ -15,7 +15,7 @@ import {
 } from './backend.js'
 import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, oneOf, refuse, stringRecord, text, textOr, type Where } from './check.js'
 import { encodePayload } from './codec.js'
-import { isOrreryError, OrreryError } from './errors.js'
+import { isEngineFailure, isOrreryError, OrreryError } from './errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from './frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
@@ -133,6 +133,12 @@ export type BusEvent =
    * here instead of rethrown, which would end the process; delivery to it and to others goes on.
    */
   | { type: 'subscriber-error'; channel: string; group?: string; error: unknown }
+  /**
+   * The engine failed while the bus worked on its own (a timer, a scheduled delivery): a core
+   * panic, or a wasm instance poisoned by one. Reported once; the bus then arms no more timers
+   * and delivers nothing more, and `close()` still releases it.
+   */
+  | { type: 'engine-failed'; error: OrreryError }
 
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
@@ -269,6 +275,8 @@ export class Bus {
   private timer: ReturnType<typeof setTimeout> | undefined
   private timerAt = Infinity
   private closed = false
+  /** Set once the engine failed under a timer or a scheduled flush (see `flushUnattended`). */
+  private engineFailed = false
 
   /** @internal */
   constructor(readonly core: BusCore, readonly now: () => number) {
@@ -759,7 +767,7 @@ export class Bus {
     this.flushQueued = true
     queueMicrotask(() => {
       this.flushQueued = false
-      if (!this.closed) this.flush()
+      if (!this.closed) this.flushUnattended()
     })
   }
 
@@ -856,11 +864,31 @@ export class Bus {
   }
 
   /**
+   * A flush no caller waits for (a timer, a microtask, another thread's wake). A failed engine
+   * (a panic; a poisoned wasm instance refuses every later call) thrown from here would be an
+   * uncaught exception that ends the process, and a re-armed timer would hit it again: it is
+   * reported once on `events` instead, and nothing is armed again.
+   */
+  private flushUnattended(): void {
+    if (this.engineFailed) return
+    try {
+      this.flush()
+    } catch (error) {
+      if (!isEngineFailure(error)) throw error
+      this.engineFailed = true
+      if (this.timer !== undefined) clearTimeout(this.timer)
+      this.timer = undefined
+      this.eventSubject.next({ type: 'engine-failed', error })
+    }
+  }
+
+  /**
    * Arms one timer for the core's next deadline. A deadline is pending work (a retry, a
    * redelivery, a request's timeout), so the timer keeps the process open; when everything is
    * settled the core has no deadline and no timer is left.
    */
   private armTimer(): void {
+    if (this.engineFailed) return
     const at = this.core.nextDeadline()
     if (at < 0 || this.closed) return
     if (this.timer !== undefined && this.timerAt <= at) return
@@ -871,7 +899,7 @@ export class Bus {
       this.timer = undefined
       this.timerAt = Infinity
       this.deadlineAdded = true // re-arm for whatever comes next
-      if (!this.closed) this.flush()
+      if (!this.closed) this.flushUnattended()
     }, Math.min(0x7fffffff, Math.max(0, at - this.now())))
   }
 
@@ -890,7 +918,7 @@ export class Bus {
   enableWaker(): void {
     this.core.setWaker(() => {
       this.wokenByThread = true
-      this.flush()
+      this.flushUnattended()
     })
   }
 
