@@ -99,14 +99,24 @@ fn mutated(edits: &[u8]) -> Rows {
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let Some((meta, rows)) = (if mode & 1 == 0 { raw(rest) } else { Some(mutated(rest)) }) else { return };
-    let Ok(meta) = Meta::from_bytes(&meta) else { return };
+    // The harness's own check: a real store's untouched rows decode and load.
+    let untouched = mode & 1 == 1 && rest.len() < 3;
+    let meta = match Meta::from_bytes(&meta) {
+        Ok(meta) => meta,
+        Err(e) => return assert!(!untouched, "an untouched meta row decodes: {e}"),
+    };
     let mut entries = Vec::new();
     for (name, key, row) in rows {
-        let Ok(state) = EntryState::from_bytes(&row) else { return };
+        let state = match EntryState::from_bytes(&row) {
+            Ok(state) => state,
+            Err(e) => return assert!(!untouched, "an untouched row decodes: {e}"),
+        };
         entries.push((name, Bytes::from(key), state));
     }
     let mut s = store();
-    if s.load(&meta, entries).is_ok() {
+    let loaded = s.load(&meta, entries);
+    assert!(!untouched || loaded.is_ok(), "untouched rows load: {loaded:?}");
+    if loaded.is_ok() {
         // A loaded store exports, and its export imports.
         let exported = s.export();
         store().import(&exported).expect("an exported snapshot imports");
