@@ -55,6 +55,30 @@ export async function expectRefused(call: () => unknown, code: ErrorCode | reado
   return error as Error
 }
 
+/**
+ * Runs `scenario` and returns every error that escaped to the process (what would end it outside
+ * a test). A synchronous refusal is expected and ignored: what matters is what escapes afterwards
+ * (rxjs rethrows an unhandled error from a setTimeout(0), so the watch waits 30 ms for it).
+ */
+export async function escaped(scenario: () => unknown): Promise<unknown[]> {
+  const caught: unknown[] = []
+  const watch = (error: unknown) => caught.push(error)
+  process.on('uncaughtException', watch)
+  process.on('unhandledRejection', watch)
+  try {
+    try {
+      await scenario()
+    } catch {
+      // refused at the call
+    }
+    await new Promise((resolve) => setTimeout(resolve, 30))
+  } finally {
+    process.off('uncaughtException', watch)
+    process.off('unhandledRejection', watch)
+  }
+  return caught
+}
+
 const PROTOTYPE_KEYS = Object.getOwnPropertyNames(Object.prototype).sort()
 
 /** `Object.prototype` has exactly its own properties: no input polluted it. */

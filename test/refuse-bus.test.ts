@@ -6,29 +6,8 @@
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { Orrery, type BusEvent, type ErrorCode, type Message } from '../ts/node.js'
-import { expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE, NOT_A_COUNT } from './bad-input.js'
+import { escaped, expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE, NOT_A_COUNT } from './bad-input.js'
 import { ENGINE } from './engine.js'
-
-/** Runs `scenario` and returns every error that escaped to the process (what would end it outside a test). */
-async function escaped(scenario: () => unknown): Promise<unknown[]> {
-  const caught: unknown[] = []
-  const watch = (error: unknown) => caught.push(error)
-  process.on('uncaughtException', watch)
-  process.on('unhandledRejection', watch)
-  try {
-    try {
-      await scenario()
-    } catch {
-      // A synchronous refusal is what we want; what matters here is what escapes afterwards.
-    }
-    // rxjs rethrows an unhandled error from a setTimeout(0): give it time to fire.
-    await new Promise((resolve) => setTimeout(resolve, 30))
-  } finally {
-    process.off('uncaughtException', watch)
-    process.off('unhandledRejection', watch)
-  }
-  return caught
-}
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 0))
 

@@ -6,28 +6,8 @@
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { Orrery, type BusEvent, type Delivery } from '../ts/node.js'
-import { expectEngineUsable, expectRefused, NOT_A_COUNT } from './bad-input.js'
+import { escaped, expectEngineUsable, expectRefused, NOT_A_COUNT } from './bad-input.js'
 import { ENGINE } from './engine.js'
-
-/** Runs `scenario` and returns every error that escaped to the process (what would end it outside a test). */
-async function escaped(scenario: () => unknown): Promise<unknown[]> {
-  const caught: unknown[] = []
-  const watch = (error: unknown) => caught.push(error)
-  process.on('uncaughtException', watch)
-  process.on('unhandledRejection', watch)
-  try {
-    try {
-      await scenario()
-    } catch {
-      // Refused at the call: what matters here is what escapes afterwards.
-    }
-    await new Promise((resolve) => setTimeout(resolve, 30))
-  } finally {
-    process.off('uncaughtException', watch)
-    process.off('unhandledRejection', watch)
-  }
-  return caught
-}
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 0))
 
