@@ -246,6 +246,25 @@ describe(`store (${ENGINE})`, () => {
     expect((await errorOf(() => raw.put('r', 'text' as never)))?.code).toBe('INVALID_PAYLOAD')
   })
 
+  it('takes a callable Standard Schema and refuses one without ~standard.validate', async () => {
+    const { store } = await open()
+    // Some schema libraries' types are functions carrying `~standard`.
+    const positive = Object.assign((value: unknown) => value, {
+      '~standard': {
+        version: 1 as const,
+        vendor: 'test',
+        validate: (value: unknown) => (typeof value === 'number' && value > 0 ? { value } : { issues: [{ message: 'must be positive' }] }),
+      },
+    })
+    const ns = store.namespace('callable', { schema: positive })
+    expect(ns.put('a', 2)).toBeGreaterThan(0)
+    expect((await errorOf(() => ns.put('a', -1)))?.code).toBe('SCHEMA_INVALID')
+    expect(ns.get('a')!.value).toBe(2)
+    for (const schema of [{ '~standard': {} }, { '~standard': { validate: 1 } }, () => {}]) {
+      expect(await errorOf(() => store.namespace('broken', { schema: schema as never }))).toMatchObject({ code: 'INVALID_OPTION', details: { option: 'schema' } })
+    }
+  })
+
   it('lists keys by prefix across many pages, and handles large values and unicode keys', async () => {
     const { store } = await open({ maxValueBytes: 4 * 1024 * 1024 })
     const ns = store.namespace('many')

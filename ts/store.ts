@@ -9,6 +9,7 @@
 import type { Subscriber } from 'rxjs'
 
 import type { StoreCore } from './backend.js'
+import { checkSchema } from './bus.js'
 import { encodePayload } from './codec.js'
 import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from './check.js'
 import { isEngineFailure, OrreryError } from './errors.js'
@@ -308,9 +309,8 @@ export class Store<D extends boolean = false> {
     optionsOf(options)
     if (options.codec !== undefined) oneOf(options.codec, ['json', 'msgpack', 'raw'], 'codec')
     if (options.history !== undefined) int(options.history, 'history', { max: 0xffffffff })
-    if (options.schema !== undefined && (options.schema === null || typeof options.schema !== 'object' || !('~standard' in options.schema))) {
-      throw new OrreryError('INVALID_OPTION', 'schema must be a Standard Schema (an object with ~standard)', { details: { option: 'schema' } })
-    }
+    // The bus's check: a schema may be a function carrying `~standard`, and it must validate.
+    if (options.schema !== undefined) checkSchema(options.schema)
     const known = this.namespaces.get(name)
     if (known && options.codec === undefined && options.schema === undefined && options.history === undefined) return known
     const id = this.core.namespace(name)
