@@ -73,6 +73,34 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
     first.close()
   })
 
+  it('refuses a damaged snapshot with INVALID_SNAPSHOT, imports nothing and leaves the file closed', async () => {
+    const source = await Orrery.openStore()
+    const ns = source.namespace('n')
+    for (let i = 0; i < 20; i++) ns.put(`k${i}`, { i })
+    const bytes = source.export()
+    source.close()
+    const damaged = bytes.slice()
+    damaged[damaged.length >> 1]! ^= 0x10
+    const path = fresh()
+    expect((await errorOf(() => Orrery.openStore({ path, snapshot: damaged })))?.code).toBe('INVALID_SNAPSHOT')
+    const orrery = await Orrery.create({ engine: 'native' })
+    expect((await errorOf(() => orrery.openStore({ path, snapshot: damaged })))?.code).toBe('INVALID_SNAPSHOT')
+    // Nothing was imported, and the refused opens left the file free to open again.
+    const empty = orrery.openStore({ path })
+    expect(empty.revision).toBe(0)
+    expect(empty.namespace('n').keys()).toEqual([])
+    empty.close()
+    // An undamaged snapshot imports, and is on disk across a reopen.
+    const imported = orrery.openStore({ path, snapshot: bytes })
+    await imported.flushed()
+    imported.close()
+    const again = await Orrery.openStore({ path })
+    expect(again.namespace('n').keys()).toHaveLength(20)
+    expect(again.namespace('n').get('k3')?.value).toEqual({ i: 3 })
+    again.close()
+    orrery.close()
+  })
+
   it('reopens after a commit that took in rows of a writer named in the next turn', async () => {
     const path = fresh()
     const store = await Orrery.openStore({ path })

@@ -80,16 +80,14 @@ function openStoreOn(backend: Backend, options: CheckedStoreOptions, clock: () =
   const core = { maxValueBytes, history, replica, tombstoneMs }
   const store = new Store<boolean>(path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }), clock, maxClockDriftMs)
   if (snapshot !== undefined) {
-    let imported
     try {
-      imported = store.import(snapshot)
+      // Throws for a snapshot that does not decode, durable or not (it imports nothing then).
+      store.importOnOpen(snapshot)
     } catch (error) {
       // A snapshot that does not import leaves no store open behind the error.
       store.close()
       throw error
     }
-    // A durable store acknowledges the import from disk; opening does not wait for it.
-    if (imported instanceof Promise) imported.catch(() => {})
   }
   return store
 }

@@ -223,7 +223,10 @@ export interface StoreOptions {
    * replica loses to it instead of bringing the key back. Then the key is forgotten.
    */
   tombstoneMs?: number
-  /** A snapshot (from `store.export()`) to start from. */
+  /**
+   * A snapshot (from `store.export()`) to start from. A damaged one fails the open with
+   * `INVALID_SNAPSHOT` (a durable store's too): nothing is imported and no store is left open.
+   */
   snapshot?: Uint8Array
   /**
    * How far ahead of this replica's clock a merged change's stamp may be, in ms (default
@@ -340,10 +343,24 @@ export class Store<D extends boolean = false> {
    * ends with `WATCH_LAGGED`. A snapshot that does not decode changes nothing (`INVALID_SNAPSHOT`).
    */
   import(snapshot: Uint8Array): Ack<D> {
-    return this.guarded(() => {
-      this.core.import(snapshot)
-      return this.ack(this.core.revision(), true, () => ({ namespace: '', key: '' }))
-    }) as Ack<D>
+    return this.guarded(() => this.importNow(snapshot)) as Ack<D>
+  }
+
+  /**
+   * @internal The snapshot `openStore` starts from: one that does not decode throws here
+   * (`INVALID_SNAPSHOT`, nothing imported) on a durable store too, where `import()` would turn
+   * it into a rejection. A durable store acknowledges the import from disk, which opening does
+   * not wait for (a disk failure fails every later write).
+   */
+  importOnOpen(snapshot: Uint8Array): void {
+    const ack = this.importNow(snapshot)
+    if (ack instanceof Promise) ack.catch(() => {})
+  }
+
+  private importNow(snapshot: Uint8Array): number | Promise<number> {
+    this.checkOpen()
+    this.core.import(snapshot)
+    return this.ack(this.core.revision(), true, () => ({ namespace: '', key: '' }))
   }
 
   /**
