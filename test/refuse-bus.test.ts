@@ -3,7 +3,7 @@
  * engines, raised before anything is published; nothing kills the process (an uncaught error
  * thrown later from a timer would), and the engine stays usable.
  */
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 
 import { Orrery, type BusEvent, type ErrorCode, type Message } from '../ts/node.js'
 import { escaped, expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE, NOT_A_COUNT } from './bad-input.js'
@@ -322,6 +322,50 @@ describe(`what goes in comes out (${ENGINE})`, () => {
     await tick()
     expect(got[0]!.payload).toEqual(payload)
     expect(got[1]!.payload).toEqual({ fine: 'a\uD83D\uDE00' })
+  })
+
+  it('keeps text whose UTF-8 holds the bytes a lone surrogate leaves (Hangul, U+FFFD) and a large __proto__ payload', async () => {
+    const { bus } = await fresh()
+    const got: Message[] = []
+    bus.subscribe('c').subscribe((m) => got.push(m))
+    // U+D000-U+D7FF encode as ED xx xx and U+FFFD as EF BF BD: the byte scan only decides whether
+    // to walk the value; the walk finds nothing to refuse.
+    const text = { korean: '한국어 텍스트', replacement: 'a\uFFFDb', long: '힣'.repeat(5_000) }
+    await bus.publish('c', text, { codec: 'msgpack' })
+    // Over 64 bytes, the __proto__ search takes the one-call path.
+    const big = JSON.parse(`{"rows": ${JSON.stringify(Array.from({ length: 50 }, (_, i) => ({ snake_case_key: i })))}, "__proto__": {"polluted": 1}}`) as object
+    await bus.publish('c', big, { codec: 'msgpack' })
+    await tick()
+    expect(got[0]!.payload).toEqual(text)
+    const out = got[1]!.payload as Record<string, unknown>
+    expect(Object.keys(out)).toEqual(['rows', '__proto__'])
+    expect(Object.getOwnPropertyDescriptor(out, '__proto__')?.value).toEqual({ polluted: 1 })
+    expect((out['rows'] as unknown[]).length).toBe(50)
+    expectPrototypeUntouched()
+  })
+
+  it('prints a throwing subscriber\'s error when nobody listens on bus.events, instead of losing it', async () => {
+    const { orrery, bus } = await fresh()
+    const printed: unknown[][] = []
+    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => { printed.push(args) })
+    try {
+      bus.subscribe('c').subscribe(() => { throw new Error('boom in a subscriber') })
+      await bus.publish('c', 1)
+      await tick()
+      expect(printed).toHaveLength(1)
+      expect(String(printed[0]![0])).toContain('channel c')
+      expect((printed[0]![1] as Error).message).toBe('boom in a subscriber')
+      // With a listener, it goes to the listener and nothing is printed.
+      const events: BusEvent[] = []
+      bus.events.subscribe((e) => events.push(e))
+      await bus.publish('c', 2)
+      await tick()
+      expect(printed).toHaveLength(1)
+      expect(events.map((e) => e.type)).toEqual(['subscriber-error'])
+    } finally {
+      spy.mockRestore()
+      orrery.close()
+    }
   })
 
   it('refuses lone surrogates in ids, envelope strings and headers; keeps well-formed ones exactly', async () => {

@@ -214,6 +214,12 @@ describe('the mesh refuses bad input', () => {
     await expectRefused(() => registry.find({ capability: 'echo', tags: [5] } as never), 'INVALID_OPTION')
     await expectRefused(() => registry.find({ capability: 'echo', minHealth: 'toString' } as never), 'INVALID_OPTION')
     await expectRefused(() => registry.find({ capability: 'echo', also: 'x' } as never), 'INVALID_OPTION')
+    // Object queries are cached by a key built from their fields before they are checked: a
+    // refused query must never reach the entry of a valid one whose strings spell its key.
+    expect(registry.find({ capability: 'echo', minHealth: 'degraded', tags: [] }).map((a) => a.id)).toEqual(['e'])
+    await expectRefused(() => registry.find({ capability: 'echo', minHealth: 'degraded|t' } as never), 'INVALID_OPTION')
+    await expectRefused(() => registry.find({ capability: 'echo', minHealth: 'degraded', tags: ['a\uD800'] }), 'INVALID_NAME')
+    expect(registry.find({ capability: 'echo', minHealth: 'degraded', tags: [] }).map((a) => a.id)).toEqual(['e'])
     await expectRefused(() => registry.find(null as never), 'INVALID_ARGUMENT')
     await expectRefused(() => registry.find('echo\uD800'), 'INVALID_ARGUMENT')
     for (const [label, value] of hostile((v) => typeof v === 'number' && v >= 0 && v <= 1)) {

@@ -320,7 +320,7 @@ export class Bus {
    * dedup window dropped it as a duplicate). A full consumer with the `block` policy makes this
    * wait; with `reject` it fails with `BACKPRESSURE`. A refused publish publishes nothing.
    */
-  async publish(channel: string, payload: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+  async publish(channel: string, payload: unknown, options: PublishOptions = NO_OPTIONS): Promise<PublishResult> {
     return new PublishResult(await this.publishBatch([{ channel, payload, options }]))
   }
 
@@ -387,8 +387,9 @@ export class Bus {
     return new Published(raw, published, this.idPrefix)
   }
 
-  private encode(w: FrameWriter, channelId: number, payload: unknown, options: PublishOptions, now: number, replyToken: number): string | number {
-    if (options !== NO_OPTIONS) checkEnvelope(options, 'options', 'argument')
+  /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */
+  private encode(w: FrameWriter, channelId: number, payload: unknown, options: PublishOptions, now: number, replyToken: number, checked = false): string | number {
+    if (options !== NO_OPTIONS && !checked) checkEnvelope(options, 'options', 'argument')
     const kind = options.kind === undefined ? DATA_KIND : code(KIND_CODES, options.kind, KINDS, 'kind')
     const priority = options.priority === undefined ? NORMAL_PRIORITY : code(PRIORITY_CODES, options.priority, PRIORITIES, 'priority')
     const ttl = options.ttl
@@ -486,6 +487,12 @@ export class Bus {
 
   /** @internal A subscriber's callback threw: reported, never rethrown (rxjs would rethrow it from a timer, ending the process). */
   subscriberFailed(channel: string, error: unknown, group?: string): void {
+    // With nobody listening on `events`, the error would vanish where it used to end the
+    // process: print it instead (once per error; delivery goes on either way).
+    if (!this.eventSubject.observed) {
+      console.error(`Orrery: a subscriber of ${group === undefined ? '' : `group ${group} on `}channel ${channel} threw (listen on bus.events for 'subscriber-error' to handle it):`, error)
+      return
+    }
     this.eventSubject.next(group === undefined ? { type: 'subscriber-error', channel, error } : { type: 'subscriber-error', channel, group, error })
   }
 
@@ -618,11 +625,11 @@ export class Bus {
    * at once; no reply within `timeout` ms (default 5,000): `TIMEOUT`; a handler that throws:
    * `HANDLER_ERROR` with its message.
    */
-  request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
+  request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = NO_OPTIONS): Promise<Message<R>> {
     // Not `async`: every async wrapper adds promise hops to a round trip measured in microseconds.
     let timeout: number
     try {
-      checkEnvelope(options, 'options', 'argument')
+      if (options !== NO_OPTIONS) checkEnvelope(options, 'options', 'argument')
       timeout = requestTimeout(options.timeout)
     } catch (err) {
       return Promise.reject(err)
@@ -649,7 +656,7 @@ export class Bus {
     const now = this.now()
     const w = this.writer
     w.reset()
-    this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0)
+    this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0, true)
     return this.core.request(w.bytes(), timeout, now)
   }
 

@@ -235,7 +235,10 @@ export class Mesh {
     const core: MeshCore = backend.createMesh(settings)
     this.logger = options.logger ?? silentLogger
     // A subscriber that throws is logged; rethrown by rxjs from a timer, it would end the process.
-    const unhandled = (error: unknown) => this.logger.error({ err: error }, 'an events subscriber threw')
+    // With no logger given, the silent default would lose it: print it instead.
+    const unhandled = options.logger
+      ? (error: unknown) => this.logger.error({ err: error }, 'an events subscriber threw')
+      : (error: unknown) => console.error('Orrery: a mesh.events or registry.events subscriber threw (give the mesh a logger to route this):', error)
     this.events = eventStream(this.subject, unhandled)
     this.registry = new Registry(core, now, unhandled)
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
