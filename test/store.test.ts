@@ -265,6 +265,25 @@ describe(`store (${ENGINE})`, () => {
     }
   })
 
+  it('reports a watcher that throws on store.events and goes on delivering', async () => {
+    const { store } = await open()
+    const ns = store.namespace<number>('w')
+    const events: string[] = []
+    store.events.subscribe((e) => events.push(`${e.type}:${e.type === 'watcher-error' ? `${e.namespace}:${(e.error as Error).message}` : ''}`))
+    const seen: number[] = []
+    ns.watch('k').subscribe((c) => {
+      seen.push(c.version)
+      if (seen.length === 1) throw new Error('boom')
+    })
+    ns.put('k', 1)
+    await settle()
+    ns.put('k', 2)
+    await settle()
+    expect(seen).toHaveLength(2)
+    expect(events).toEqual(['watcher-error:w:boom'])
+    store.close()
+  })
+
   it('lists keys by prefix across many pages, and handles large values and unicode keys', async () => {
     const { store } = await open({ maxValueBytes: 4 * 1024 * 1024 })
     const ns = store.namespace('many')

@@ -352,6 +352,9 @@ export class Namespace<T, D extends boolean> {
           },
         }
       },
+      // A watcher's callback that throws (or a watch error it has no callback for) would be
+      // rethrown by rxjs from a timer, ending the process: the store reports it instead.
+      unhandled: (error) => ctx.watcherFailed(this.name, error),
     })
 
     function leave(id: number, watch: WatchSink, subscriber: WatchSubscriber): void {

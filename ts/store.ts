@@ -6,7 +6,7 @@
  * In memory a write returns its version; on a durable store it returns a Promise of it that
  * resolves only when the commit holding the write has been synced (`durability`).
  */
-import type { Subscriber } from 'rxjs'
+import { Subject, type Subscriber } from 'rxjs'
 
 import type { StoreCore } from './backend.js'
 import { checkSchema } from './bus.js'
@@ -18,6 +18,7 @@ import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
 import type { InferOutput, StandardSchemaV1 } from './schema.js'
 import { validate } from './schema.js'
 import { nextRecord, readChange, type Change } from './store-records.js'
+import { Stream } from './stream.js'
 import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './store-wire.js'
 
 /** What a write returns: its version in memory, a Promise of it on a durable store. */
@@ -83,6 +84,8 @@ export interface StoreContext {
   changed(ttl: boolean): void
   /** Durable stores: hand this turn's changes (expiries a read ran, too) to the disk. */
   submitSoon(): void
+  /** A watcher of `namespace` threw (or failed without an error callback): reported, never rethrown. */
+  watcherFailed(namespace: string, error: unknown): void
   watches: Map<number, WatchSink>
   /** Shareable core watches by namespace, target and options. */
   shared: Map<string, { id: number; watch: WatchSink }>
@@ -244,8 +247,29 @@ const DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
 const MAX_WALL = Number.MAX_SAFE_INTEGER
 const MAX_LOGICAL = 0xffffffff
 
+/** Something the store reports about itself (on `store.events`). */
+export type StoreEvent =
+  /**
+   * A watcher's callback threw (or its watch failed and it gave no error callback). Reported
+   * here instead of rethrown, which would end the process; delivery to it and to others goes on.
+   */
+  | { type: 'watcher-error'; namespace: string; error: unknown }
+  /**
+   * The engine failed while the store worked on its own (a TTL timer, a scheduled watch
+   * delivery): a core panic, or a wasm instance poisoned by one. Every open watch has ended with
+   * its error; reported once, and `close()` still releases the store.
+   */
+  | { type: 'engine-failed'; error: OrreryError }
+
 /** A store: namespaces of versioned keys. */
 export class Store<D extends boolean = false> {
+  /** Events: watchers that threw, an engine that failed under a timer or a scheduled delivery. */
+  readonly events: Stream<StoreEvent>
+  private readonly eventSubject = new Subject<StoreEvent>()
+  /** Set once `engine-failed` was reported. */
+  private engineFailed = false
+  /** The last watcher error printed (with nobody on `events`): watchers ended by one failure print it once. */
+  private printed: unknown
   private readonly writerIds = new Map<string, number>()
   private readonly writerNames: string[] = []
   private readonly namespaces = new Map<string, Namespace<unknown, D>>()
@@ -283,7 +307,17 @@ export class Store<D extends boolean = false> {
       guarded: (write) => self.guarded(write),
       changed: (ttl) => self.changed(ttl),
       submitSoon: () => self.submitSoon(),
+      watcherFailed: (namespace, error) => self.watcherFailed(namespace, error),
     }
+    const events = this.eventSubject
+    this.events = new Stream<StoreEvent>({
+      start(sink) {
+        const subscription = events.subscribe(sink)
+        // Events cannot wait: an iterator that pauses keeps them queued.
+        return { stop: () => subscription.unsubscribe(), setPaused: () => {} }
+      },
+      unhandled: (error) => console.error('Orrery: a store.events subscriber threw:', error),
+    })
     // A reopened durable store (or a snapshot) may hold TTLs already.
     this.arm()
   }
@@ -448,6 +482,7 @@ export class Store<D extends boolean = false> {
     this.watches.clear()
     this.shared.clear()
     for (const watch of watches) for (const { sink } of watch.subscribers) sink.complete()
+    this.eventSubject.complete()
     this.core.close()
     this.onCommit(this.core.diskFailure() ? -1 : this.core.committed())
   }
@@ -625,10 +660,26 @@ export class Store<D extends boolean = false> {
 
   /** Ends every watch with `error` (its core watches are beyond reach: the engine failed). */
   private failWatches(error: unknown): void {
+    if (isEngineFailure(error) && !this.engineFailed) {
+      this.engineFailed = true
+      this.eventSubject.next({ type: 'engine-failed', error })
+    }
     const watches = [...this.watches.values()]
     this.watches.clear()
     this.shared.clear()
     for (const watch of watches) for (const { sink } of watch.subscribers) sink.error(error)
+  }
+
+  private watcherFailed(namespace: string, error: unknown): void {
+    if (this.eventSubject.observed) {
+      this.eventSubject.next({ type: 'watcher-error', namespace, error })
+      return
+    }
+    // With nobody listening on `events`, the error would vanish where it used to end the
+    // process: print it instead (once, however many watchers one failure ended).
+    if (error === this.printed) return
+    this.printed = error
+    console.error(`Orrery: a watcher of namespace ${namespace} threw or failed without an error callback (listen on store.events for 'watcher-error' to handle it):`, error)
   }
 
   private endWatch(id: number, watch: WatchSink): void {
@@ -647,11 +698,13 @@ export class Store<D extends boolean = false> {
       this.timer = undefined
       this.timerAt = Infinity
       // Thrown from a timer, a failed engine (a panic, a poisoned wasm instance) would end the
-      // process; the store's own calls report it from now on, and no timer is armed again.
+      // process; the store's own calls report it from now on, and no timer is armed again. Its
+      // watches can get nothing more: they end with the error (reported once on `events`).
       try {
         this.flush()
       } catch (error) {
         if (!isEngineFailure(error)) throw error
+        this.failWatches(error)
       }
     }, Math.min(Math.max(0, at - this.clock()), 0x7fffffff))
     ;(this.timer as { unref?: () => void }).unref?.()
