@@ -151,6 +151,7 @@ let idCounter = 0
 const instancePrefix = Math.floor(Math.random() * 0x7fffffff).toString(36)
 
 const DATA_KIND = KIND_CODES.get('data')!
+const QUERY_KIND = KIND_CODES.get('query')!
 const RAW_CODEC = CODEC_CODES.get('raw')!
 const JSON_CODEC = CODEC_CODES.get('json')!
 const NORMAL_PRIORITY = PRIORITY_CODES.get('normal')!
@@ -388,9 +389,9 @@ export class Bus {
   }
 
   /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */
-  private encode(w: FrameWriter, channelId: number, payload: unknown, options: PublishOptions, now: number, replyToken: number, checked = false): string | number {
+  private encode(w: FrameWriter, channelId: number, payload: unknown, options: PublishOptions, now: number, replyToken: number, checked = false, defaultKind = DATA_KIND): string | number {
     if (options !== NO_OPTIONS && !checked) checkEnvelope(options, 'options', 'argument')
-    const kind = options.kind === undefined ? DATA_KIND : code(KIND_CODES, options.kind, KINDS, 'kind')
+    const kind = options.kind === undefined ? defaultKind : code(KIND_CODES, options.kind, KINDS, 'kind')
     const priority = options.priority === undefined ? NORMAL_PRIORITY : code(PRIORITY_CODES, options.priority, PRIORITIES, 'priority')
     const ttl = options.ttl
     const codecCode = options.codec === undefined ? (payload instanceof Uint8Array ? RAW_CODEC : JSON_CODEC) : code(CODEC_CODES, options.codec, CODECS, 'codec')
@@ -656,7 +657,9 @@ export class Bus {
     const now = this.now()
     const w = this.writer
     w.reset()
-    this.encode(w, this.channelId(channel), payload, options.kind === undefined ? { ...options, kind: 'query' } : options, now, 0, true)
+    // The kind is passed, not spread into a copy of the options: the copy (a new shape per call
+    // site) made every later read of it megamorphic, about 4 µs a round trip in a loop.
+    this.encode(w, this.channelId(channel), payload, options, now, 0, true, QUERY_KIND)
     return this.core.request(w.bytes(), timeout, now)
   }
 
