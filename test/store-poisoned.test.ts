@@ -22,7 +22,7 @@ it.runIf(ENGINE === 'wasm')('a watch delivery on a poisoned engine ends the watc
 })
 
 describe.runIf(ENGINE === 'wasm')('watchers without an error callback on a failed engine', () => {
-  const fixture = fileURLToPath(new URL('./fixtures/store-poisoned-watch.mjs', import.meta.url))
+  const fixture = fileURLToPath(new URL('./fixtures/store-poisoned.mjs', import.meta.url))
   const run = (mode: string) => {
     const child = spawnSync(process.execPath, [fixture, mode], { env: { ...process.env, ORRERY_ENGINE: 'wasm' }, encoding: 'utf8', timeout: 15_000 })
     expect(child.status, child.stderr).toBe(0)

@@ -5,15 +5,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orrery_core::store::{wire, Bytes, EntryState, Meta};
-use orrery_core::{Store, StoreConfig};
+use orrery_core::store::{Bytes, EntryState, Meta};
 
 /// A meta row, then (namespace, key, row) for each key: what the native engine reads back.
 type Rows = (Vec<u8>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
-fn store() -> Store {
-    Store::new(StoreConfig::default()).expect("default options")
-}
+#[path = "common.rs"]
+mod common;
+use common::{store, write};
 
 /// The rows a durable store with keys in two namespaces (history, a delete, a TTL) would hold:
 /// its meta row, then (namespace, key, row) for each key.
@@ -29,16 +28,7 @@ fn populated() -> Rows {
         (1, a, "k3", "x", 0.0),
     ];
     for (i, (action, ns, key, value, ttl)) in writes.into_iter().enumerate() {
-        let mut w = vec![0u8; wire::WRITE_HEADER];
-        w[0] = action;
-        w[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
-        w[4..8].copy_from_slice(&u32::to_le_bytes(ns));
-        w[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        w[24..32].copy_from_slice(&f64::to_le_bytes(ttl));
-        w.extend_from_slice(key.as_bytes());
-        w.extend_from_slice(value.as_bytes());
-        w.resize((w.len() + 7) & !7, 0);
-        wire::write(&mut s, &w, 1, 1_000.0 + i as f64).expect("a valid write");
+        write(&mut s, action, ns, key, value, ttl, 1_000.0 + i as f64);
     }
     let mut rows = Vec::new();
     for (ns, name, key) in [(a, "alpha", "k1"), (b, "beta", "k2"), (a, "alpha", "k3")] {

@@ -5,15 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orrery_core::store::wire;
-use orrery_core::{Store, StoreConfig};
 
 /// Magic and format (8 bytes), then the body's CRC-32 (4 bytes), then the body.
 const ENVELOPE: usize = 12;
 
-fn store() -> Store {
-    Store::new(StoreConfig::default()).expect("default options")
-}
+#[path = "common.rs"]
+mod common;
+use common::{store, write};
 
 /// A store with keys in two namespaces, history and a TTL: a realistic body to mutate.
 fn populated() -> Vec<u8> {
@@ -25,16 +23,7 @@ fn populated() -> Vec<u8> {
             .into_iter()
             .enumerate()
     {
-        let mut w = vec![0u8; wire::WRITE_HEADER];
-        w[0] = 1; // put
-        w[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
-        w[4..8].copy_from_slice(&ns.to_le_bytes());
-        w[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        w[24..32].copy_from_slice(&f64::to_le_bytes(ttl));
-        w.extend_from_slice(key.as_bytes());
-        w.extend_from_slice(value.as_bytes());
-        w.resize((w.len() + 7) & !7, 0);
-        wire::write(&mut s, &w, 1, 1_000.0 + i as f64).expect("a valid write");
+        write(&mut s, 1, ns, key, value, ttl, 1_000.0 + i as f64);
     }
     s.export()
 }
