@@ -17,7 +17,7 @@ it('the panic hook is not part of the public surface: not on the engine object, 
   // @ts-expect-error the Backend type has no panic hook
   expect(orrery.backend.panicForTests).toBeUndefined()
   // What users compile against: the built declarations (scripts/test.sh builds them before vitest).
-  const declarations = ['api', 'node', 'browser', 'backend'].map((f) => readFileSync(new URL(`../dist/${f}.d.ts`, import.meta.url), 'utf8')).join('\n')
+  const declarations = ['api', 'node', 'browser', 'engines/backend'].map((f) => readFileSync(new URL(`../dist/${f}.d.ts`, import.meta.url), 'utf8')).join('\n')
   expect(declarations).not.toContain('panicForTests')
   // `backend` is @internal, stripped from the declarations: users see only `engine`.
   expect(readFileSync(new URL('../dist/api.d.ts', import.meta.url), 'utf8')).not.toMatch(/readonly backend\b/)

@@ -3,7 +3,7 @@
  * Vite follow the glue's `new URL('…_bg.wasm', import.meta.url)` and emit the file).
  */
 import { useEngineLoader } from './api.js'
-import type { Backend } from './backend.js'
+import type { Backend } from './engines/backend.js'
 import { wasmBackend, type WasmBinding } from './engines/wasm.js'
 import { OrreryError } from './errors.js'
 

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module'
 import { basename, dirname } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
-import type { Backend, EngineName } from './backend.js'
+import type { Backend, EngineName } from './engines/backend.js'
 import { nativeBackend, type NativeBinding } from './engines/native.js'
 import { wasmBackend, type WasmBinding } from './engines/wasm.js'
 import { OrreryError } from './errors.js'

@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 
 import { useEngineLoader } from './api.js'
-import { useFileReader } from './config.js'
-import { usePromClient, type PromClient } from './metrics.js'
+import { useFileReader } from './agents/config.js'
+import { usePromClient, type PromClient } from './agents/metrics.js'
 import { nodeEngineLoader } from './node-loader.js'
 
 export * from './api.js'

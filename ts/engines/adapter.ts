@@ -3,7 +3,7 @@
  * records leave the core (`Drainer`) and in what a failure does (`guard`): the native engine
  * translates errors, the wasm engine also poisons itself after a trap.
  */
-import type { BusCore, RawBus } from '../backend.js'
+import type { BusCore, RawBus } from './backend.js'
 import { OrreryError } from '../errors.js'
 
 /** Bytes of one slab for small batches of drained records. */

@@ -2,7 +2,7 @@
  * The native mesh: plain functions taking the mesh's handle; the hot calls (route, finish,
  * find, take) take no arguments at all and use the mesh call block instead (see call-block.ts).
  */
-import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from '../backend.js'
+import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from './backend.js'
 import { fromEngine } from '../errors.js'
 import { callBlock } from './call-block.js'
 

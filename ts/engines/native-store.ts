@@ -5,7 +5,7 @@
  * only numbers. A durable store's commits arrive through a listener the
  * addon calls from its disk thread.
  */
-import type { RawStore, StoreCore, StoreCoreOptions } from '../backend.js'
+import type { RawStore, StoreCore, StoreCoreOptions } from './backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
 import { callBlock } from './call-block.js'
 import { drainCapacity, StoreAdapter } from './store.js'

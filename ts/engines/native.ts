@@ -2,7 +2,7 @@
  * The N-API engine: each call goes straight to the addon; a thrown core error or a caught Rust
  * panic becomes an `OrreryError`. Records are drained into a buffer JS owns and reuses.
  */
-import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
+import { DRAIN_BYTES, type Backend, type RawBus } from './backend.js'
 import { fromEngine } from '../errors.js'
 import { adaptBus, Slab, type Guard } from './adapter.js'
 import { callBlock } from './call-block.js'

@@ -3,9 +3,9 @@
  * checked (wasm-bindgen's release glue does not check types) and failures translated by the
  * engine. Each engine adds where `io` lives and how watch records leave.
  */
-import type { RawStore } from '../backend.js'
+import type { RawStore } from './backend.js'
 import { OrreryError } from '../errors.js'
-import { MAX_KEY_BYTES, pad8, RECORD_HEADER } from '../store-wire.js'
+import { MAX_KEY_BYTES, pad8, RECORD_HEADER } from '../store/wire.js'
 import { text } from '../check.js'
 
 /** The drain buffer holds the largest record: header, longest key, largest value. */

@@ -4,7 +4,7 @@
  * reach it. An engine registers its hooks here when it is created; a test looks them up by the
  * engine object (`orrery.backend`, itself internal).
  */
-import type { Backend } from '../backend.js'
+import type { Backend } from './backend.js'
 import { OrreryError } from '../errors.js'
 
 interface EngineHooks {

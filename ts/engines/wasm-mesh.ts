@@ -3,7 +3,7 @@
  * and a search's matches travel through `io`, a `f64` buffer in the instance's memory, viewed
  * afresh after each call that may have grown the memory.
  */
-import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from '../backend.js'
+import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from './backend.js'
 import { OrreryError } from '../errors.js'
 import type { WasmFailures } from './wasm-store.js'
 

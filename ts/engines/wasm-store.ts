@@ -3,7 +3,7 @@
  * reads results from through a view (re-made whenever the memory grows and detaches it). The
  * store is in memory only; a browser host persists it with export/import.
  */
-import type { RawStore, StoreCore, StoreCoreOptions, StoreIoCalls } from '../backend.js'
+import type { RawStore, StoreCore, StoreCoreOptions, StoreIoCalls } from './backend.js'
 import { OrreryError } from '../errors.js'
 import { drainCapacity, StoreAdapter } from './store.js'
 

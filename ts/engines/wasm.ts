@@ -5,7 +5,7 @@
  * hook reported just before the trap). Records are read through a view of the instance's
  * memory, without a copy out.
  */
-import { DRAIN_BYTES, type Backend, type RawBus } from '../backend.js'
+import { DRAIN_BYTES, type Backend, type RawBus } from './backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
 import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
 import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'

@@ -6,10 +6,10 @@
  */
 import { Subject, type Observable } from 'rxjs'
 
-import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from './backend.js'
-import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from './check.js'
-import { isEngineFailure, OrreryError } from './errors.js'
-import { Stream } from './stream.js'
+import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from '../engines/backend.js'
+import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
+import { isEngineFailure, OrreryError } from '../errors.js'
+import { Stream } from '../stream.js'
 
 /** How well an agent is, best first. */
 export type Health = 'healthy' | 'degraded' | 'initializing' | 'unhealthy' | 'paused' | 'offline'

@@ -4,10 +4,10 @@
  * validated configuration that can change at run time, a logger, and an optional health check.
  * Running it (feeding, retrying, limiting, beating, restarting) is the mesh's job.
  */
-import { callable, options, refuse, text } from './check.js'
-import type { Message } from './message.js'
+import { callable, options, refuse, text } from '../check.js'
+import type { Message } from '../bus/message.js'
 import type { CapabilitySpec, Health } from './registry.js'
-import type { InferOutput, StandardSchemaV1 } from './schema.js'
+import type { InferOutput, StandardSchemaV1 } from '../schema.js'
 
 /** The logging surface agents use: pino's (pass a pino instance); silent by default. */
 export interface Logger {

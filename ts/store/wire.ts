@@ -3,8 +3,8 @@
  * engine's `io` buffer as records of a 32-byte header plus key and value, and results come back
  * as records of a 48-byte header plus key and value, each padded to 8 bytes.
  */
-import { wellFormed } from './check.js'
-import { OrreryError } from './errors.js'
+import { wellFormed } from '../check.js'
+import { OrreryError } from '../errors.js'
 
 export const WRITE_HEADER = 32
 export const RECORD_HEADER = 48

@@ -12,16 +12,16 @@ import { Subject, type Observable, type Subscriber } from 'rxjs'
 import {
   CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, OVERFLOW, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
   type BusCore, type ChannelStats, type OverflowPolicy, type SubscriberStats,
-} from './backend.js'
-import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, oneOf, refuse, stringRecord, text, textOr, type Where } from './check.js'
-import { encodePayload } from './codec.js'
-import { isEngineFailure, isOrreryError, OrreryError } from './errors.js'
-import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from './frame.js'
+} from '../engines/backend.js'
+import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, oneOf, refuse, stringRecord, text, textOr, type Where } from '../check.js'
+import { encodePayload } from '../codec.js'
+import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
+import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
-import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 import { FrameMessage, type Message } from './message.js'
-import { validate, type StandardSchemaV1 } from './schema.js'
-import { Stream } from './stream.js'
+import { validate, type StandardSchemaV1 } from '../schema.js'
+import { Stream } from '../stream.js'
 import { Topic, type TopicOptions } from './topic.js'
 
 /** Options of one published message. */

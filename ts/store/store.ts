@@ -8,18 +8,18 @@
  */
 import { Subject, type Subscriber } from 'rxjs'
 
-import type { StoreCore } from './backend.js'
-import { checkSchema } from './bus.js'
-import { encodePayload } from './codec.js'
-import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from './check.js'
-import { isEngineFailure, OrreryError } from './errors.js'
-import type { CodecName } from './frame.js'
+import type { StoreCore } from '../engines/backend.js'
+import { checkSchema } from '../bus/bus.js'
+import { encodePayload } from '../codec.js'
+import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
+import { isEngineFailure, OrreryError } from '../errors.js'
+import type { CodecName } from '../frame.js'
 import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
-import type { InferOutput, StandardSchemaV1 } from './schema.js'
-import { validate } from './schema.js'
-import { nextRecord, readChange, type Change } from './store-records.js'
-import { Stream } from './stream.js'
-import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './store-wire.js'
+import type { InferOutput, StandardSchemaV1 } from '../schema.js'
+import { validate } from '../schema.js'
+import { nextRecord, readChange, type Change } from './records.js'
+import { Stream } from '../stream.js'
+import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './wire.js'
 
 /** What a write returns: its version in memory, a Promise of it on a durable store. */
 export type Ack<D extends boolean> = D extends true ? Promise<number> : number

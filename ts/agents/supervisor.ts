@@ -6,8 +6,8 @@
  * `restarts` restarts within `withinMs` and the supervisor gives up: it stops every child,
  * marks them failed, and escalates (an event, and its `failed` promise).
  */
-import { OrreryError } from './errors.js'
-import type { AgentRunner } from './agent-runner.js'
+import { OrreryError } from '../errors.js'
+import type { AgentRunner } from './runner.js'
 import type { BackoffOptions } from './registry.js'
 import type { SpawnOptions } from './mesh.js'
 

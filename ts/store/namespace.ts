@@ -5,13 +5,13 @@
  */
 import type { Ack, StoreContext, WatchSink, WatchSubscriber } from './store.js'
 import { closedError, encodeValue } from './store.js'
-import { callable, finite, int, intOr, oneOf, options as optionsOf, text } from './check.js'
-import { isOrreryError, OrreryError } from './errors.js'
-import type { CodecName } from './frame.js'
-import type { StandardSchemaV1 } from './schema.js'
-import { nextRecord, readChange, readEntry, type Change, type Entry } from './store-records.js'
-import { ACTION, CONDITION, MAX_KEY_BYTES, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './store-wire.js'
-import { Stream } from './stream.js'
+import { callable, finite, int, intOr, oneOf, options as optionsOf, text } from '../check.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import type { CodecName } from '../frame.js'
+import type { StandardSchemaV1 } from '../schema.js'
+import { nextRecord, readChange, readEntry, type Change, type Entry } from './records.js'
+import { ACTION, CONDITION, MAX_KEY_BYTES, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './wire.js'
+import { Stream } from '../stream.js'
 
 /** Options of {@link Store.namespace}. */
 export interface NamespaceOptions<S extends StandardSchemaV1 | undefined> {

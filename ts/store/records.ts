@@ -1,9 +1,9 @@
 /** What the store hands out: entries, changes and stamps, decoded from the core's records. */
-import { decodePayload } from './codec.js'
-import { isOrreryError, OrreryError } from './errors.js'
-import type { CodecName } from './frame.js'
-import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
-import { KINDS, readKey, RECORD_HEADER } from './store-wire.js'
+import { decodePayload } from '../codec.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import type { CodecName } from '../frame.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
+import { KINDS, readKey, RECORD_HEADER } from './wire.js'
 
 /** A write's hybrid logical clock stamp and its writer: how replicas order concurrent writes. */
 export interface Stamp {

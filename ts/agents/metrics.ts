@@ -3,7 +3,7 @@
  * handler latency, and handlers in flight, labelled by agent, type and capability. The mesh
  * loads prom-client only when metrics are asked for (the Node entry provides the loader).
  */
-import { OrreryError } from './errors.js'
+import { OrreryError } from '../errors.js'
 
 /** The slice of prom-client the mesh uses. */
 export interface PromClient {

@@ -3,12 +3,12 @@
  * subscriber that reads only the payload decodes no string, and one that reads `seq` decodes
  * nothing at all (a TextDecoder call alone costs ~100 ns, more than the rest of a delivery).
  */
-import { decodePayload } from './codec.js'
+import { decodePayload } from '../codec.js'
 import {
   CODECS, frameF64, frameHeaders, framePayload, frameString, KINDS, LAYOUT, MetaString, PRIORITIES,
   type CodecName, type Kind, type Priority,
-} from './frame.js'
-import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
+} from '../frame.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 
 /** A delivered message. */
 export interface Message<T = unknown> {

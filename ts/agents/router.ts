@@ -6,13 +6,13 @@
  * set again, up to its limit. Permanent errors (the handler said the input is wrong) are
  * returned at once, and do not count against the breaker.
  */
-import { ROUTE_STATUS } from './backend.js'
-import { checkEnvelope, type Bus, type PublishOptions } from './bus.js'
-import { OrreryError, type ErrorCode } from './errors.js'
-import type { Message } from './message.js'
-import { finite, flag, int, MAX_TIMER_MS, text } from './check.js'
+import { ROUTE_STATUS } from '../engines/backend.js'
+import { checkEnvelope, type Bus, type PublishOptions } from '../bus/bus.js'
+import { OrreryError, type ErrorCode } from '../errors.js'
+import type { Message } from '../bus/message.js'
+import { finite, flag, int, MAX_TIMER_MS, text } from '../check.js'
 import { checkBackoff, checkTags, RETRY_BACKOFF, splitCapability, strategyCode, type AgentQuery, type BackoffOptions, type Registry, type Strategy } from './registry.js'
-import { CAPABILITY_HEADER } from './agent-runner.js'
+import { CAPABILITY_HEADER } from './runner.js'
 
 /** Options of a routed request. */
 export interface RouteOptions extends Omit<PublishOptions, 'recipient'> {

@@ -8,15 +8,15 @@
 import type { Subscription } from 'rxjs'
 
 import { FatalError, PermanentError, type Agent, type HandlerContext, type HandlerEntry, type HealthReport, type Logger } from './agent.js'
-import type { Bus } from './bus.js'
-import { MAX_TIMER_MS } from './check.js'
-import { isOrreryError, OrreryError } from './errors.js'
-import type { Delivery } from './group.js'
-import type { Message } from './message.js'
+import type { Bus } from '../bus/bus.js'
+import { MAX_TIMER_MS } from '../check.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import type { Delivery } from '../bus/group.js'
+import type { Message } from '../bus/message.js'
 import type { AgentMetrics } from './metrics.js'
 import { RETRY_BACKOFF, type BackoffOptions, type Health, type Registry } from './registry.js'
-import { validate } from './schema.js'
-import type { MeshCore } from './backend.js'
+import { validate } from '../schema.js'
+import type { MeshCore } from '../engines/backend.js'
 
 /** A token-bucket limit. */
 export interface RateLimit {

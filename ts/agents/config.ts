@@ -3,8 +3,8 @@
  * sources win, key by key), then validated with the agent's Standard Schema. An invalid
  * configuration is refused with every reason, and whatever was in force stays.
  */
-import { OrreryError } from './errors.js'
-import type { StandardSchemaV1 } from './schema.js'
+import { OrreryError } from '../errors.js'
+import type { StandardSchemaV1 } from '../schema.js'
 
 /** Where an agent's configuration comes from. */
 export interface ConfigSources {

@@ -4,16 +4,16 @@
  * dead-letter channel (`<channel>.dead-letter`, an ordinary channel) with the reason and the
  * delivery count in its headers.
  */
-import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from './backend.js'
+import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from '../engines/backend.js'
 import { consumerOptions, MAX_CAPACITY, type Bus, type StartFrom } from './bus.js'
-import { callable, finite, int, intOr, options as checkOptions, refuse } from './check.js'
-import { isOrreryError, OrreryError } from './errors.js'
-import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from './inspect.js'
+import { callable, finite, int, intOr, options as checkOptions, refuse } from '../check.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 import { FrameMessage, type Message } from './message.js'
-import type { StandardSchemaV1 } from './schema.js'
+import type { StandardSchemaV1 } from '../schema.js'
 import type { Subscriber } from 'rxjs'
 
-import { Stream } from './stream.js'
+import { Stream } from '../stream.js'
 
 /** Options of a consumer group, fixed when the group is first created. */
 export interface GroupOptions<T = unknown> {
