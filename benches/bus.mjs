@@ -1,22 +1,20 @@
 /**
  * The message-bus suite: Orrery on both engines against in-process baselines (node:events, an
  * rxjs Subject, moleculer, MessagePort, a plain JS array) and against the bare cost of handing the
- * same bytes to native code and back. One process run; writes benches/results/bus.json.
+ * same bytes to native code and back, each contender in a process of its own (benches/lib/runner.mjs);
+ * writes benches/results/bus.json.
  *   node --expose-gc --max-old-space-size=12000 benches/bus.mjs    (or: npm run bench -- bus)
- * `--retention <contender>` runs one contender of retention-10m alone and prints its round as JSON;
- * the suite forks itself that way so the contenders' memory never mixes.
+ *   node --expose-gc benches/bus.mjs request-reply    (some scenarios; prints, writes no file)
  */
-import { fork } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import moleculer from 'moleculer'
 import { Orrery } from 'orrery'
 import { Subject } from 'rxjs'
 import { rssAfterGc, watchGcPauses } from './lib/memory.mjs'
-import { formatTable, machine, writeResults } from './lib/report.mjs'
-import { interleaved, Latencies, timeBoxed } from './lib/rounds.mjs'
+import { Latencies, timeBoxed } from './lib/rounds.mjs'
+import { runSuite, scaled } from './lib/runner.mjs'
 import { Tally } from './lib/tally.mjs'
 
 const PAYLOAD_BYTES = 64
@@ -28,24 +26,22 @@ const BATCH = 1024
 const FRAME_BYTES = 124
 // 400 ms rounds x 5 keep the in-process scenarios near a minute in all, yet each round spans
 // hundreds of thousands of messages (and dozens of young-generation GCs).
-const ROUND_MS = 400
+const ROUND_MS = scaled(400, 100)
 const ROUNDS = 5
 // Each request-reply step times this many sequential round trips, so the loop's clock reads
 // cost 1/64 of a round trip rather than one each.
 const REQUESTS_PER_STEP = 64
 // A worker-threads round: 100 batches to warm up both threads, then 512 measured (about 0.2 s for
 // Orrery, 1 s for MessagePort one message at a time).
-const THREAD_WARM = 100 * BATCH
-const THREAD_MEASURED = 512 * BATCH
-const RETAINED = 10_000_000
+const THREAD_WARM = scaled(100, 20) * BATCH
+const THREAD_MEASURED = scaled(512, 64) * BATCH
+const RETAINED = scaled(10_000_000, 1_000_000)
 const RETENTION_BATCH = 4096
 // A retention round fills 10M messages in a fresh process (2-14 s); the first runs of one
 // contender differed 2x, so three each, alternating.
 const RETENTION_ROUNDS = 3
-const NODE_FLAGS = ['--expose-gc', '--max-old-space-size=12000']
 const ENGINES = ['native', 'wasm']
 
-/** Publishes batches to `subscribers` Orrery subscriptions, delivering each batch before the next. */
 /** A time-boxed round that publishes `items` as one batch and delivers it at once. */
 function publishRounds(bus, items) {
   return timeBoxed(async () => {
@@ -313,34 +309,30 @@ const RETENTION_LOGS = {
   },
 }
 
-/** The child side: fills one contender's log and prints the round as JSON. */
-async function retentionChild(contender) {
-  const log = await RETENTION_LOGS[contender]()
-  const before = rssAfterGc()
-  const stopWatching = watchGcPauses()
-  const start = performance.now()
-  for (let sent = 0; sent < RETAINED; sent += RETENTION_BATCH) await log.append(Math.min(RETENTION_BATCH, RETAINED - sent))
-  const ms = performance.now() - start
-  const pauses = await stopWatching()
-  const after = rssAfterGc()
-  if (log.retained() !== RETAINED) throw new Error(`${contender}: retained ${log.retained()} of ${RETAINED}`)
-  const extra = { bytes_per_msg: Math.round(((after - before) / RETAINED) * 10) / 10, ...pauses, rss_after_mb: Math.round(after / 2 ** 20) }
-  process.stdout.write(`${JSON.stringify({ msgs: RETAINED, ms, p99_us: null, extra })}\n`)
-}
-
-/** The parent side: each round of a retention contender is a fresh child process. */
-function inChild(contender) {
-  return async () => ({
-    round: () =>
-      new Promise((resolve, reject) => {
-        const child = fork(fileURLToPath(import.meta.url), ['--retention', contender], { execArgv: NODE_FLAGS, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] })
-        let out = ''
-        child.stdout.on('data', (chunk) => (out += chunk))
-        child.once('error', reject)
-        child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`retention child ${contender} exited with ${code}`))))
-      }),
-    close() {},
-  })
+/**
+ * A retention round, always in a fresh process: fills one contender's log with RETAINED messages
+ * and reads the resident size it grew by and the GC pauses it took.
+ */
+function retention(contender) {
+  return async () => {
+    const log = await RETENTION_LOGS[contender]()
+    return {
+      async round() {
+        const before = rssAfterGc()
+        const stopWatching = watchGcPauses()
+        const start = performance.now()
+        for (let sent = 0; sent < RETAINED; sent += RETENTION_BATCH) await log.append(Math.min(RETENTION_BATCH, RETAINED - sent))
+        const ms = performance.now() - start
+        const pauses = await stopWatching()
+        const after = rssAfterGc()
+        const extra = { bytes_per_msg: Math.round(((after - before) / RETAINED) * 10) / 10, ...pauses, rss_after_mb: Math.round(after / 2 ** 20) }
+        return { msgs: RETAINED, ms, p99_us: null, extra }
+      },
+      close(total) {
+        if (log.retained() !== total) throw new Error(`${contender}: retained ${log.retained()} of ${total}`)
+      },
+    }
+  }
 }
 
 /** Scenario ids and contender ids are the keys of bus.json; `derive` adds extras from the result. */
@@ -354,26 +346,7 @@ const SCENARIOS = [
   },
   // Each round warms its own fresh threads, so no warm-up rounds.
   { id: 'worker-threads', warmups: 0, contenders: ['orrery-native', 'messageport', 'messageport-batched'].map((id) => [id, threadRounds(id)]) },
-  { id: 'retention-10m', warmups: 0, rounds: RETENTION_ROUNDS, contenders: Object.keys(RETENTION_LOGS).map((id) => [id, inChild(id)]) },
+  { id: 'retention-10m', warmups: 0, rounds: RETENTION_ROUNDS, fresh: true, contenders: Object.keys(RETENTION_LOGS).map((id) => [id, retention(id)]) },
 ]
 
-async function suite() {
-  const host = machine()
-  const scenarios = {}
-  for (const { id, contenders, derive, rounds = ROUNDS, warmups = 1 } of SCENARIOS) {
-    const t0 = performance.now()
-    const results = await interleaved(contenders, { rounds, warmups })
-    for (const r of Object.values(results)) Object.assign(r.extra, derive?.(r))
-    scenarios[id] = results
-    console.error(`${id}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-  }
-  const file = new URL('./results/bus.json', import.meta.url)
-  await writeResults(file, scenarios, host)
-  console.log(`\nbus suite: the fastest of ${ROUNDS} interleaved rounds per contender (retention-10m: of ${RETENTION_ROUNDS} fresh processes)`)
-  console.log(formatTable(scenarios, 'orrery-native'))
-  console.log(`\n${fileURLToPath(file)}`)
-}
-
-if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc (scripts/bench.sh does)')
-if (process.argv[2] === '--retention') await retentionChild(process.argv[3])
-else await suite()
+await runSuite({ name: 'bus', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS })

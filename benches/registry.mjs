@@ -2,16 +2,15 @@
  * The registry suite: discovery by capability and semver range over 100,000 agents on both
  * engines (the public `registry.find`, and the core's query alone) against a plain JS array
  * filtered and sorted the obvious way; and the cost of routing a request by capability over a
- * plain bus request-reply to the same handler. One process run; writes
- * benches/results/registry.json (same shape as bus.json: `msgs_per_sec` counts queries or
+ * plain bus request-reply to the same handler. Each contender runs in a process of its own
+ * (benches/lib/runner.mjs); writes benches/results/registry.json (same shape as bus.json: `msgs_per_sec` counts queries or
  * requests; each scenario's target and whether it was met sit in its headline contender's `extra`).
  *   node --expose-gc benches/registry.mjs    (or: npm run bench -- registry)
  *   node --expose-gc benches/registry.mjs routed-request    (some scenarios; prints, writes no file)
  */
-import { fileURLToPath } from 'node:url'
 import { Agent, Orrery } from 'orrery'
-import { formatTable, machine, writeResults } from './lib/report.mjs'
-import { interleaved, Latencies, timeBoxed } from './lib/rounds.mjs'
+import { Latencies, timeBoxed } from './lib/rounds.mjs'
+import { runSuite, scaled } from './lib/runner.mjs'
 
 // 1,000 capabilities x 100 agents each; of each capability's 100, 10 offer 1.0.0, 10 offer
 // 1.1.0 and 80 offer 1.2.x-1.9.x, so `^1.2` matches 80.
@@ -24,7 +23,7 @@ const MATCHES = 80
 const QUERIES = Array.from({ length: CAPABILITIES }, (_, k) => `cap-${k}@${RANGE}`)
 // Each step times this many queries (or sequential round trips), one by one.
 const STEP = 64
-const ROUND_MS = 300
+const ROUND_MS = scaled(300, 100)
 const ROUNDS = 5
 const ENGINES = ['native', 'wasm']
 // An hour between heartbeats: no agent misses a beat (and changes health) during the run.
@@ -128,63 +127,38 @@ class JsRegistry {
   }
 }
 
-let jsBaseline
-/** The JS registry, filled once (the orrery contenders check their answers against it). */
-function jsRegistry() {
-  if (!jsBaseline) {
-    const t0 = performance.now()
-    const registry = new JsRegistry()
-    for (const spec of SPECS) registry.register(spec)
-    for (const spec of SPECS) registry.heartbeat(spec.id, 'healthy')
-    jsBaseline = { registry, registerMs: Math.round(performance.now() - t0) }
-  }
-  return jsBaseline
-}
-
 /**
- * Something several contenders of a scenario share (an engine's filled mesh): built by the
- * first that asks, closed when the last is done.
+ * The JS registry, filled. The orrery contenders build one to check their answers against and
+ * drop it, so it does not weigh on their heap while they are measured.
  */
-function shared(build, close) {
-  let users = 0
-  let ready
-  return {
-    acquire() {
-      users++
-      ready ??= build()
-      return ready
-    },
-    async release() {
-      if (--users > 0) return
-      const value = await ready
-      ready = undefined
-      await close(value)
-    },
-  }
+function jsRegistry() {
+  const t0 = performance.now()
+  const registry = new JsRegistry()
+  for (const spec of SPECS) registry.register(spec)
+  for (const spec of SPECS) registry.heartbeat(spec.id, 'healthy')
+  return { registry, registerMs: Math.round(performance.now() - t0) }
 }
 
 /** An engine's mesh with every agent registered and healthy, checked against the JS baseline. */
-const filledMeshes = Object.fromEntries(ENGINES.map((engine) => [engine, shared(
-  async () => {
-    const orrery = await Orrery.create({ engine })
-    const mesh = await orrery.mesh(MESH_OPTIONS)
-    const t0 = performance.now()
-    for (const spec of SPECS) mesh.registry.register(spec)
-    for (const spec of SPECS) mesh.registry.heartbeat(spec.id, 'healthy')
-    const registerMs = Math.round(performance.now() - t0)
-    const { registry: js } = jsRegistry()
-    for (let k = 0; k < CAPABILITIES; k += 10) {
-      const got = mesh.registry.find(QUERIES[k]).map((a) => a.id).join()
-      const want = js.find(QUERIES[k]).map((a) => a.id).join()
-      if (got !== want) throw new Error(`orrery-${engine}: ${QUERIES[k]} found ${got}, the JS baseline ${want}`)
-    }
-    return { orrery, mesh, registerMs }
-  },
-  async ({ orrery, mesh }) => {
+async function filledMesh(engine) {
+  const orrery = await Orrery.create({ engine })
+  const mesh = await orrery.mesh(MESH_OPTIONS)
+  const t0 = performance.now()
+  for (const spec of SPECS) mesh.registry.register(spec)
+  for (const spec of SPECS) mesh.registry.heartbeat(spec.id, 'healthy')
+  const registerMs = Math.round(performance.now() - t0)
+  const { registry: js } = jsRegistry()
+  for (let k = 0; k < CAPABILITIES; k += 10) {
+    const got = mesh.registry.find(QUERIES[k]).map((a) => a.id).join()
+    const want = js.find(QUERIES[k]).map((a) => a.id).join()
+    if (got !== want) throw new Error(`orrery-${engine}: ${QUERIES[k]} found ${got}, the JS baseline ${want}`)
+  }
+  const close = async () => {
     await mesh.shutdown()
     orrery.close()
-  },
-)]))
+  }
+  return { mesh, registerMs, close }
+}
 
 /** A contender issuing queries from `start()`'s `find`, each timed; every query must find MATCHES. */
 function discovery(id, start) {
@@ -216,21 +190,19 @@ function discovery(id, start) {
 /** `registry.find`: the core's matches as AgentInfo objects (what an application calls). */
 const orreryFind = (engine) =>
   discovery(`orrery-${engine}`, async () => {
-    const meshes = filledMeshes[engine]
-    const { mesh, registerMs } = await meshes.acquire()
+    const { mesh, registerMs, close } = await filledMesh(engine)
     const registry = mesh.registry
-    return { find: (query) => registry.find(query), stop: () => meshes.release(), extra: { register_ms: registerMs } }
+    return { find: (query) => registry.find(query), stop: close, extra: { register_ms: registerMs } }
   })
 
 /** The core alone: the compiled query (a cached lookup) and the matches with their state, best first. */
 const orreryCoreFind = (engine) =>
   discovery(`orrery-${engine}-core`, async () => {
-    const meshes = filledMeshes[engine]
-    const { mesh } = await meshes.acquire()
+    const { mesh, close } = await filledMesh(engine)
     const registry = mesh.registry
     const core = registry.core
     // Five numbers per match (handle, health, in flight, last beat, breaker): count matches, not numbers.
-    return { find: (query) => ({ length: core.findStates(registry.compile(query), registry.now()).length / 5 }), stop: () => meshes.release() }
+    return { find: (query) => ({ length: core.findStates(registry.compile(query), registry.now()).length / 5 }), stop: close }
   })
 
 const jsFind = discovery('js-baseline', async () => {
@@ -247,28 +219,25 @@ class Echo extends Agent {
   }
 }
 
-/** One Orrery per engine for both request contenders: a mesh running the echo agent, and a plain responder. */
-const requestHosts = Object.fromEntries(ENGINES.map((engine) => [engine, shared(
-  async () => {
-    const orrery = await Orrery.create({ engine })
-    const mesh = await orrery.mesh(MESH_OPTIONS)
-    mesh.define('echo', Echo)
-    await mesh.spawn('echo', { id: 'e' })
-    const unrespond = orrery.bus.respond('rr', (request) => request.payload)
-    return { orrery, mesh, unrespond }
-  },
-  async ({ orrery, mesh, unrespond }) => {
+/** The same host for both request contenders: a mesh running the echo agent, and a plain responder. */
+async function requestHost(engine) {
+  const orrery = await Orrery.create({ engine })
+  const mesh = await orrery.mesh(MESH_OPTIONS)
+  mesh.define('echo', Echo)
+  await mesh.spawn('echo', { id: 'e' })
+  const unrespond = orrery.bus.respond('rr', (request) => request.payload)
+  const close = async () => {
     unrespond()
     await mesh.shutdown()
     orrery.close()
-  },
-)]))
+  }
+  return { orrery, mesh, close }
+}
 
 /** Sequential round trips through `call(engine host)`, each timed on its own. */
 function roundTrips(id, engine, call) {
   return async () => {
-    const hosts = requestHosts[engine]
-    const host = await hosts.acquire()
+    const host = await requestHost(engine)
     const latencies = new Latencies()
     let echoed = 0
     return {
@@ -282,7 +251,7 @@ function roundTrips(id, engine, call) {
         return STEP
       }, ROUND_MS, latencies),
       async close(total) {
-        await hosts.release()
+        await host.close()
         if (echoed !== total) throw new Error(`${id}: ${echoed} echoed replies of ${total} requests`)
       },
     }
@@ -326,28 +295,24 @@ const SCENARIOS = [
   },
 ]
 
-if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc (scripts/bench.sh does)')
-const only = process.argv.slice(2)
-const unknown = only.filter((id) => !SCENARIOS.some((s) => s.id === id))
-if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')} (have: ${SCENARIOS.map((s) => s.id).join(', ')})`)
-const host = machine()
-const scenarios = {}
-const verdicts = []
-for (const { id, contenders, derive, target, rounds = ROUNDS } of SCENARIOS.filter((s) => only.length === 0 || only.includes(s.id))) {
-  const t0 = performance.now()
-  const results = await interleaved(contenders, { rounds, warmups: 1 })
-  for (const [contender, r] of Object.entries(results)) Object.assign(r.extra, derive?.(r, contender, results))
-  const headline = results[target.contender]
-  const value = target.field === 'p99_us' ? headline.p99_us : headline.extra[target.field]
-  const met = value !== null && value <= target.max
-  Object.assign(headline.extra, { target: target.text, target_met: met })
-  verdicts.push(`${id}: ${target.contender} ${target.text}: ${value} µs, ${met ? 'met' : `missed (${(value / target.max).toFixed(1)}x)`}`)
-  scenarios[id] = results
-  console.error(`${id}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+/** Each scenario's target, judged on the best rounds (the median beside it): lines for the report. */
+function verdicts(results) {
+  return SCENARIOS.filter(({ id }) => results[id]).map(({ id, target }) => {
+    const headline = results[id][target.contender]
+    const value = (view) => (target.field === 'p99_us' ? headline[view].p99_us : headline[view][target.field])
+    const best = value('best')
+    const met = best !== null && best <= target.max
+    Object.assign(headline.extra, { target: target.text, target_met: met })
+    const verdict = met ? 'met' : `missed (${(best / target.max).toFixed(1)}x)`
+    return `  ${id}: ${target.contender} ${target.text}: ${best} µs (median ${value('median')} µs), ${verdict}`
+  })
 }
-const file = new URL('./results/registry.json', import.meta.url)
-if (only.length === 0) await writeResults(file, scenarios, host)
-console.log(`\nregistry suite: the fastest of ${ROUNDS} interleaved rounds per contender; queries (discover) or requests (routed) per second`)
-console.log(formatTable(scenarios, 'orrery-native', 'ops/s'))
-console.log(`\ntargets:\n${verdicts.map((v) => `  ${v}`).join('\n')}`)
-if (only.length === 0) console.log(`\n${fileURLToPath(file)}`)
+
+await runSuite({
+  name: 'registry',
+  script: import.meta.url,
+  scenarios: SCENARIOS,
+  rounds: ROUNDS,
+  unit: 'ops/s',
+  after: (results) => ['\ntargets:', ...verdicts(results)],
+})

@@ -1,8 +1,9 @@
 /**
  * The state-store suite: Orrery's store on both engines against a versioned JS Map in memory,
  * and, for durable writes, against lmdb and better-sqlite3 with the same durability (every
- * commit synced before the write is acknowledged). One process run; writes
- * benches/results/store.json (same shape as bus.json: `msgs_per_sec` counts operations).
+ * commit synced before the write is acknowledged), each contender in a process of its own
+ * (benches/lib/runner.mjs); writes benches/results/store.json (same shape as bus.json:
+ * `msgs_per_sec` counts operations).
  *   node --expose-gc benches/store.mjs    (or: npm run bench -- store)
  *   node --expose-gc benches/store.mjs get durable-put    (some scenarios; prints, writes no file)
  */
@@ -10,23 +11,22 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { open as openLmdb } from 'lmdb'
 import { Orrery } from 'orrery'
-import { formatTable, machine, writeResults } from './lib/report.mjs'
-import { interleaved, Latencies, timeBoxed } from './lib/rounds.mjs'
+import { Latencies, timeBoxed } from './lib/rounds.mjs'
+import { runSuite, scaled } from './lib/runner.mjs'
 
 const Sqlite = createRequire(import.meta.url)('better-sqlite3')
 
 const KEYS = 10_000
 const VALUE = new Uint8Array(64).fill(7)
 const STEP = 1024
-const ROUND_MS = 300
+const ROUND_MS = scaled(300, 100)
 const ROUNDS = 5
 const WATCHERS = 100
 // Durable rounds: batches of this many puts, each batch awaited (one commit or a few).
 const DURABLE_BATCH = 1000
-const DURABLE_ROUND_MS = 1000
+const DURABLE_ROUND_MS = scaled(1000, 250)
 const ENGINES = ['native', 'wasm']
 const names = Array.from({ length: KEYS }, (_, i) => `agent/${String(i).padStart(6, '0')}`)
 const dir = mkdtempSync(join(tmpdir(), 'orrery-store-bench-'))
@@ -307,19 +307,4 @@ const SCENARIOS = [
   { id: 'durable-put', rounds: 3, contenders: durableContenders },
 ]
 
-if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc (scripts/bench.sh does)')
-const only = process.argv.slice(2)
-const host = machine()
-const scenarios = {}
-for (const { id, contenders, derive, rounds = ROUNDS } of SCENARIOS.filter((s) => only.length === 0 || only.includes(s.id))) {
-  const t0 = performance.now()
-  const results = await interleaved(contenders, { rounds, warmups: 1 })
-  for (const r of Object.values(results)) Object.assign(r.extra, derive?.(r))
-  scenarios[id] = results
-  console.error(`${id}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-}
-const file = new URL('./results/store.json', import.meta.url)
-if (only.length === 0) await writeResults(file, scenarios, host)
-console.log(`\nstore suite: the fastest of ${ROUNDS} interleaved rounds per contender (durable-put: of 3), operations per second`)
-console.log(formatTable(scenarios, 'orrery-native', 'ops/s'))
-if (only.length === 0) console.log(`\n${fileURLToPath(file)}`)
+await runSuite({ name: 'store', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, unit: 'ops/s' })

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the cross-engine benchmark suites (benches/<suite>.mjs, each writing
-# benches/results/<suite>.json) after building whatever is stale.
+# benches/results/<suite>.json) after building whatever is stale. Each contender of a scenario
+# runs in a child process of its own, rounds interleaved (benches/lib/runner.mjs).
 #   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus, npm run bench -- store,
 #   npm run bench -- leak: 5,000 create/close cycles and 5 M acked messages per engine)
+#   ORRERY_BENCH_QUICK=1 npm run bench -- bus   (bus, store, registry: two short rounds each, to
+#   check the harness; prints the table, writes no results)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -20,7 +23,7 @@ phase_end
 for suite in "${suites[@]}"; do
   phase_start "bench $suite"
   # --expose-gc: suites force a GC between rounds and before memory readings; the heap limit
-  # leaves room for the 10M-message JS baseline (about 4 GB resident).
+  # leaves room for the 10M-message JS baseline (about 4 GB resident). Children inherit both.
   node --expose-gc --max-old-space-size=12000 "benches/$suite.mjs"
   phase_end
 done

@@ -23,20 +23,32 @@ export async function writeResults(file, scenarios, host) {
 
 const number = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 })
 
-/** One row per contender; `reference ÷ this` compares the reference's msgs/s with the row's. */
+const pair = (best, median, format) => (best === null ? '-' : `${format(best)} / ${format(median)}`)
+
+/**
+ * One row per contender, each figure as best / median. `reference ÷ this` compares the
+ * reference's rate with the row's (the best with the best, the median with the median); derived
+ * figures in `extra` show the median beside the best where it differs.
+ */
 export function formatTable(scenarios, reference, unit = 'msgs/s') {
-  const rows = [['scenario', 'contender', unit, 'p99 µs', `${reference} ÷ this`, 'extra']]
+  const rows = [['scenario', 'contender', `${unit} best / median`, 'p99 µs', `${reference} ÷ this`, 'extra']]
   for (const [scenario, contenders] of Object.entries(scenarios)) {
-    const base = contenders[reference]?.msgs_per_sec
+    const base = contenders[reference]
     for (const [contender, r] of Object.entries(contenders)) {
       const { rounds_msgs_per_sec: _spread, ...extra } = r.extra
+      const ratio = (view) => base[view].msgs_per_sec / r[view].msgs_per_sec
+      const figure = (k, v) => {
+        const typical = r.median[k]
+        const shown = typeof v === 'number' ? number.format(v) : v
+        return typical !== undefined && typical !== v ? `${k}=${shown} (median ${number.format(typical)})` : `${k}=${shown}`
+      }
       rows.push([
         contender === Object.keys(contenders)[0] ? scenario : '',
         contender,
-        number.format(r.msgs_per_sec),
-        r.p99_us === null ? '-' : number.format(r.p99_us),
-        base ? `${(base / r.msgs_per_sec).toFixed(2)}×` : '-',
-        Object.entries(extra).map(([k, v]) => `${k}=${typeof v === 'number' ? number.format(v) : v}`).join(' '),
+        pair(r.best.msgs_per_sec, r.median.msgs_per_sec, (v) => number.format(v)),
+        pair(r.best.p99_us, r.median.p99_us, (v) => number.format(v)),
+        base ? pair(ratio('best'), ratio('median'), (v) => `${v.toFixed(2)}×`) : '-',
+        Object.entries(extra).map(([k, v]) => figure(k, v)).join(' '),
       ])
     }
   }
