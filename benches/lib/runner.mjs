@@ -13,6 +13,7 @@
  * `ORRERY_BENCH_QUICK=1`: two short rounds each, to check the harness; nothing is written.
  */
 import { fork } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { formatTable, machine, writeResults } from './report.mjs'
 
 export const QUICK = !['', '0', undefined].includes(process.env.ORRERY_BENCH_QUICK)
@@ -50,14 +51,12 @@ export async function runSuite({ name, script, scenarios, rounds, unit = 'msgs/s
   const file = new URL(`./results/${name}.json`, script)
   const write = args.length === 0 && !QUICK
   if (write) await writeResults(file, results, host)
-  const counts = scenarios.filter((s) => s.rounds && s.rounds !== rounds).map((s) => `${s.id}: ${s.rounds}${s.fresh ? ' fresh processes' : ''}`)
-  console.log(
-    `\n${name} suite${QUICK ? ' (QUICK: 2 short rounds, not written)' : ''}: each contender in its own process, ` +
-      `${QUICK ? 2 : rounds} interleaved rounds${counts.length && !QUICK ? ` (${counts.join(', ')})` : ''}; best and median round`,
-  )
+  const others = scenarios.filter((s) => s.rounds || s.fresh).map((s) => `${s.id}: ${s.rounds ?? rounds}${s.fresh ? ', a fresh process each' : ''}`)
+  const how = QUICK ? '2 short rounds (QUICK: nothing written)' : `${rounds} rounds${others.length ? ` (${others.join('; ')})` : ''}`
+  console.log(`\n${name} suite: each contender in a process of its own; best / median of ${how}, interleaved`)
   console.log(formatTable(results, reference, unit))
   for (const note of notes) console.log(note)
-  if (write) console.log(`\n${new URL(file).pathname}`)
+  if (write) console.log(`\n${fileURLToPath(file)}`)
 }
 
 /** The child side: sets one contender up, then runs a round or closes on the parent's word. */
@@ -85,7 +84,8 @@ async function serve(scenarios, scenarioId, contenderId) {
 /** A child running one contender; `ask(command)` resolves to its reply, rejects if it dies first. */
 async function start(script, scenario, contender) {
   const what = `${scenario}/${contender}`
-  const child = fork(new URL(script).pathname, [CHILD, scenario, contender], { stdio: 'inherit' })
+  // The children inherit the parent's Node flags (--expose-gc, the heap limit).
+  const child = fork(fileURLToPath(script), [CHILD, scenario, contender], { stdio: 'inherit' })
   let waiting
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
