@@ -2,7 +2,8 @@
 # Installs what Orrery's build and tests need and is missing, and nothing else:
 #   Debian packages  the wasm route (rustc-web, cargo-web, rust-web-src, lld-22, and
 #                    rust-web-llvm for /usr/bin/rust-lld, which rustc-web only recommends),
-#                    binaryen (wasm-opt), chromium (browser tests), and g++, make and python3 for
+#                    binaryen (wasm-opt), chromium (the browser test project; playwright is
+#                    pointed at it and never downloads a browser), and g++, make and python3 for
 #                    better-sqlite3 (a benchmark baseline built from source: its prebuilt
 #                    download is not reachable here)
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
@@ -64,6 +65,9 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # node-gyp (better-sqlite3's source build) takes Node's headers from the nodejs package's
   # /usr/include/node instead of downloading them.
   if [ -f /usr/include/node/node_version.h ]; then export npm_config_nodedir=/usr; fi
+  # The browser project drives Debian's chromium (vitest.config.ts gives playwright its path):
+  # playwright must never fetch a browser of its own, should a version start to on install.
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
   npm install --no-audit --no-fund
 fi
 
@@ -97,6 +101,7 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ" ]; then
   problems+=("cargo-fuzz $CARGO_FUZZ (cargo install cargo-fuzz --version =$CARGO_FUZZ --locked; found: $(cargo fuzz --version 2>/dev/null || echo none))")
 fi
 [ -x node_modules/.bin/vitest ] || problems+=("node_modules/.bin/vitest (npm install)")
+[ -d node_modules/@vitest/browser-playwright ] || problems+=("node_modules/@vitest/browser-playwright, vitest's browser provider (npm install)")
 "$NODE24" --version 2>/dev/null | grep -q '^v24\.' || problems+=("$NODE24, Node 24 (npm install --prefix scripts/node24)")
 if [ ${#problems[@]} -gt 0 ]; then
   echo "set-up incomplete; missing after installing:" >&2

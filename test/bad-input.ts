@@ -62,9 +62,7 @@ export async function expectRefused(call: () => unknown, code: ErrorCode | reado
  */
 export async function escaped(scenario: () => unknown): Promise<unknown[]> {
   const caught: unknown[] = []
-  const watch = (error: unknown) => caught.push(error)
-  process.on('uncaughtException', watch)
-  process.on('unhandledRejection', watch)
+  const stop = watchEscapes((error) => caught.push(error))
   try {
     try {
       await scenario()
@@ -73,10 +71,33 @@ export async function escaped(scenario: () => unknown): Promise<unknown[]> {
     }
     await new Promise((resolve) => setTimeout(resolve, 30))
   } finally {
-    process.off('uncaughtException', watch)
-    process.off('unhandledRejection', watch)
+    stop()
   }
   return caught
+}
+
+/**
+ * Watches for what would end a Node process; in a page (the browser project) the same errors
+ * surface as the window's `error` and `unhandledrejection` events. Returns the function that stops.
+ */
+function watchEscapes(watch: (error: unknown) => void): () => void {
+  const proc = (globalThis as { process?: NodeJS.Process }).process
+  if (proc) {
+    proc.on('uncaughtException', watch)
+    proc.on('unhandledRejection', watch)
+    return () => {
+      proc.off('uncaughtException', watch)
+      proc.off('unhandledRejection', watch)
+    }
+  }
+  const onError = (event: ErrorEvent) => watch(event.error)
+  const onRejection = (event: PromiseRejectionEvent) => watch(event.reason)
+  addEventListener('error', onError)
+  addEventListener('unhandledrejection', onRejection)
+  return () => {
+    removeEventListener('error', onError)
+    removeEventListener('unhandledrejection', onRejection)
+  }
 }
 
 const PROTOTYPE_KEYS = Object.getOwnPropertyNames(Object.prototype).sort()
