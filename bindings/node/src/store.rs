@@ -342,7 +342,7 @@ pub fn store_conflict(handle: u32) -> Result<Vec<f64>> {
 pub fn store_get() -> Result<()> {
     with_call(|s, io, args| {
         let (Some(ns), Some(key_len)) = (whole(args[0]), whole(args[1])) else {
-            return Err(StoreError::InvalidKey { reason: "its namespace or length is not a whole number" });
+            return Err(StoreError::InvalidKey { key: String::new(), reason: "its namespace or length is not a whole number" });
         };
         wire::get(s, ns, key_len, args[2], args[3], io)
     })

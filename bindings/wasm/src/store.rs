@@ -3,7 +3,7 @@
 //! writes and reads through a view, laid out as `orrery_core::store::wire` documents.
 
 use orrery_core::store::wire;
-use orrery_core::{Store, StoreConfig};
+use orrery_core::{Store, StoreConfig, StoreError};
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
@@ -37,14 +37,7 @@ fn memory_in_use() -> usize {
 }
 
 fn out_of_memory(bytes: usize) -> JsValue {
-    let message = format!(
-        "the wasm engine's memory cannot hold another {bytes} bytes: {} MiB of the 4096 MiB a WebAssembly instance can address are in use; delete or purge keys, keep less history, lower maxValueBytes, or use the native engine",
-        memory_in_use() >> 20
-    );
-    let js = js_sys::Error::new(&message);
-    // Setting plain data properties on a fresh Error cannot fail.
-    let _ = js_sys::Reflect::set(&js, &JsValue::from_str("code"), &JsValue::from_str("VALUE_TOO_LARGE"));
-    js.into()
+    to_js(StoreError::OutOfMemory { bytes, in_use_mib: memory_in_use() >> 20 })
 }
 
 /// One in-memory store.

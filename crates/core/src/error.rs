@@ -3,6 +3,18 @@
 
 use thiserror::Error;
 
+/// How a key or other user text appears in a message: lossy UTF-8, at most 64 characters, so a
+/// megabyte key does not become a megabyte message.
+#[must_use]
+pub fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text.chars().take(64).collect();
+    if out.len() < text.len() {
+        out.push_str("...");
+    }
+    format!("{out:?}")
+}
+
 /// An error with a stable, machine-readable code.
 pub trait Coded {
     /// The stable code, `SCREAMING_SNAKE_CASE`, identical on every engine.
@@ -12,6 +24,15 @@ pub trait Coded {
     /// something only the host acts on.
     fn boundary_code(&self) -> &'static str {
         self.code()
+    }
+}
+
+/// `text` after a space, or nothing when it is empty (a key the call could not read).
+fn spaced(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" {text}")
     }
 }
 
@@ -54,12 +75,12 @@ pub enum BusError {
     /// A consumer's buffer is full and its policy is `reject` (or `block`, which the host turns
     /// into waiting). Nothing was published.
     #[error(
-        "{holder} of channel {channel:?} is full ({capacity} messages buffered) and refuses more; nothing was published: retry once it has read, or give it a larger buffer"
+        "{holder} of channel {channel:?} is full ({capacity} messages buffered) and refuses more; nothing was published: retry once it has read, or give it a larger `buffer` option"
     )]
     Backpressure {
         /// The full consumer (subscriber or group).
         consumer: u32,
-        /// Who it is, for people: `subscriber <id>` or `consumer group "<name>"`.
+        /// Who it is, for people: `a subscriber` or `consumer group "<name>"`.
         holder: String,
         /// The channel published to, by name.
         channel: String,
@@ -111,6 +132,17 @@ pub enum BusError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A call on a bus endpoint after it was closed.
+    #[error("this bus endpoint is closed")]
+    Closed,
+    /// A fixed limit of the bus is reached (2^20 groups, subscriptions or endpoints at once).
+    #[error("{what}: at most {limit} at once; close or delete some first")]
+    Capacity {
+        /// What ran out, for people (`consumer groups`).
+        what: &'static str,
+        /// How many there may be.
+        limit: usize,
+    },
 }
 
 impl Coded for BusError {
@@ -137,6 +169,8 @@ impl Coded for BusError {
             Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
             Self::MalformedFrame { .. } => "MALFORMED_FRAME",
             Self::InvalidOption { .. } => "INVALID_OPTION",
+            Self::Closed => "CLOSED",
+            Self::Capacity { .. } => "CAPACITY_EXCEEDED",
         }
     }
 }
@@ -153,22 +187,40 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// A key is empty, too long, or not UTF-8.
-    #[error("invalid key: {reason}")]
+    #[error("invalid key{}: {reason}", spaced(key))]
     InvalidKey {
+        /// The key, as [`shown`] (quoted, at most 64 characters).
+        key: String,
         /// What is wrong with it.
         reason: &'static str,
     },
     /// A value larger than the store's limit.
-    #[error("value of {size} bytes exceeds the limit of {limit} bytes")]
+    #[error(
+        "the value for key {key} is {size} bytes, over maxValueBytes = {limit}; pass a larger maxValueBytes to openStore to allow it"
+    )]
     ValueTooLarge {
+        /// The key, as [`shown`].
+        key: String,
         /// The value's size in bytes.
         size: usize,
         /// The configured limit.
         limit: usize,
     },
+    /// The wasm instance cannot hold what a call needs (its memory tops out at 4 GiB).
+    #[error(
+        "the wasm engine's memory cannot hold another {bytes} bytes: {in_use_mib} MiB of the 4096 MiB a WebAssembly instance can address are in use; delete or purge keys, keep less history, lower maxValueBytes, or use the native engine"
+    )]
+    OutOfMemory {
+        /// What was asked for.
+        bytes: usize,
+        /// The instance's memory in use, in MiB.
+        in_use_mib: usize,
+    },
     /// A write's condition does not hold: the key's version is not the expected one.
-    #[error("version conflict at write {index}: expected {expected}, current {current}")]
+    #[error("version conflict on key {key} (write {index} of its transaction): expected version {expected}, current {current}")]
     VersionConflict {
+        /// The key, as [`shown`].
+        key: String,
         /// Position of the failing write in its transaction.
         index: usize,
         /// The version the write expected (0 = absent).
@@ -207,6 +259,23 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A call on a store after it was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// The store's file could not be read or written (a durable store).
+    #[error("the store's disk failed: {reason}")]
+    Io {
+        /// What failed, with the file's path where known.
+        reason: String,
+    },
+    /// A fixed limit of the store is reached (writes in one transaction, watches at once).
+    #[error("{what}: at most {limit}")]
+    Capacity {
+        /// What ran out, for people (`writes in one transaction`).
+        what: &'static str,
+        /// How many there may be.
+        limit: usize,
+    },
 }
 
 impl Coded for StoreError {
@@ -214,7 +283,8 @@ impl Coded for StoreError {
         match self {
             Self::InvalidName { .. } => "INVALID_NAME",
             Self::InvalidKey { .. } => "INVALID_KEY",
-            Self::ValueTooLarge { .. } => "VALUE_TOO_LARGE",
+            // OutOfMemory keeps the code users already branch on for "the engine cannot hold this".
+            Self::ValueTooLarge { .. } | Self::OutOfMemory { .. } => "VALUE_TOO_LARGE",
             Self::VersionConflict { .. } => "VERSION_CONFLICT",
             Self::UnknownNamespace(_) => "UNKNOWN_NAMESPACE",
             Self::UnknownWriter(_) => "UNKNOWN_WRITER",
@@ -222,6 +292,9 @@ impl Coded for StoreError {
             Self::InvalidOption { .. } => "INVALID_OPTION",
             Self::MalformedWrite { .. } => "MALFORMED_WRITE",
             Self::InvalidSnapshot { .. } => "INVALID_SNAPSHOT",
+            Self::Closed => "CLOSED",
+            Self::Io { .. } => "STORE_IO",
+            Self::Capacity { .. } => "CAPACITY_EXCEEDED",
         }
     }
 }
@@ -230,6 +303,7 @@ impl From<BusError> for StoreError {
     fn from(err: BusError) -> Self {
         match err {
             BusError::InvalidName { name, reason } => Self::InvalidName { name, reason },
+            BusError::Capacity { what, limit } => Self::Capacity { what, limit },
             other => Self::InvalidSnapshot { reason: other.to_string() },
         }
     }
@@ -259,7 +333,9 @@ pub enum RegistryError {
     #[error("agent {0:?} is registered already")]
     DuplicateAgent(String),
     /// An agent that is not registered (never, or no longer).
-    #[error("unknown agent {0}")]
+    #[error(
+        "no agent with handle {0}: it was deregistered (stopped, or offline past deregisterAfter) or never registered"
+    )]
     UnknownAgent(u32),
     /// A query id that was never compiled.
     #[error("unknown query {0}")]
@@ -270,6 +346,27 @@ pub enum RegistryError {
     /// A rate limit that cannot work.
     #[error("{0}")]
     InvalidLimit(String),
+    /// An argument that does not have the form the call takes (a capability spec line, a code).
+    #[error("{argument} {reason}")]
+    InvalidArgument {
+        /// The argument, for people (`capability line "a 1.0.0 x"`).
+        argument: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A call on a mesh after it was closed.
+    #[error("the mesh is closed")]
+    Closed,
+    /// A fixed limit is reached (agents registered at once, compiled queries).
+    #[error("{what}: at most {limit}; {remedy}")]
+    Capacity {
+        /// What ran out, for people (`agents registered at once`).
+        what: &'static str,
+        /// How many there may be.
+        limit: usize,
+        /// What to do.
+        remedy: &'static str,
+    },
 }
 
 impl Coded for RegistryError {
@@ -279,8 +376,10 @@ impl Coded for RegistryError {
             Self::InvalidVersion { .. } => "INVALID_VERSION",
             Self::DuplicateAgent(_) => "DUPLICATE_AGENT",
             Self::UnknownAgent(_) => "UNKNOWN_AGENT",
-            Self::UnknownQuery(_) | Self::UnknownLimiter(_) => "INVALID_ARGUMENT",
+            Self::UnknownQuery(_) | Self::UnknownLimiter(_) | Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Self::InvalidLimit(_) => "INVALID_OPTION",
+            Self::Closed => "CLOSED",
+            Self::Capacity { .. } => "CAPACITY_EXCEEDED",
         }
     }
 }
@@ -289,8 +388,11 @@ impl From<BusError> for RegistryError {
     fn from(err: BusError) -> Self {
         match err {
             BusError::InvalidName { name, reason } => Self::InvalidName { name, reason },
-            // Interning refuses names only; nothing else reaches here.
-            _ => Self::InvalidName { name: String::new(), reason: "is not a valid name" },
+            BusError::Capacity { what, limit } => {
+                Self::Capacity { what, limit, remedy: "deregister agents or drop queries first" }
+            }
+            // Interning refuses names, or runs out of ids; nothing else reaches here.
+            other => Self::InvalidArgument { argument: other.to_string(), reason: "(unexpected)" },
         }
     }
 }

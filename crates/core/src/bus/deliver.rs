@@ -80,7 +80,7 @@ impl Bus {
     pub fn open_endpoint(&mut self) -> Result<u32, BusError> {
         self.endpoints
             .insert(Endpoint::default())
-            .ok_or(BusError::InvalidOption { option: "endpoints", reason: "too many endpoints" })
+            .ok_or(BusError::Capacity { what: "bus endpoints (threads attached)", limit: crate::slab::MAX_ENTRIES })
     }
 
     /// Closes an endpoint (its thread is gone): its subscribers are removed, its group members
@@ -129,7 +129,7 @@ impl Bus {
         let consumer = Consumer { endpoint, queued: false, paused: false, kind };
         self.consumers
             .insert(consumer)
-            .ok_or(BusError::InvalidOption { option: "subscriptions", reason: "more than 2^20 live consumers" })
+            .ok_or(BusError::Capacity { what: "subscriptions and group members", limit: crate::slab::MAX_ENTRIES })
     }
 
     /// Removes a subscriber, or makes a member leave its group (its unacknowledged messages go

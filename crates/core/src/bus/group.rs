@@ -218,7 +218,7 @@ impl Bus {
         let id = self
             .groups
             .insert(group)
-            .ok_or(BusError::InvalidOption { option: "groups", reason: "more than 2^20 groups" })?;
+            .ok_or(BusError::Capacity { what: "consumer groups", limit: crate::slab::MAX_ENTRIES })?;
         self.group_names.insert((channel, name.into()), id);
         self.channels[channel as usize].groups.push(id);
         Ok(id)

@@ -30,7 +30,7 @@ use watch::Watches;
 pub use watch::{Delivery, Start};
 
 use crate::bus::Deadline;
-use crate::error::StoreError;
+use crate::error::{shown, StoreError};
 use crate::names::Interner;
 use crate::Millis;
 
@@ -170,9 +170,9 @@ pub struct Store {
 /// written, so reading it simply finds nothing (UTF-8 validation cost ~3 ns a read).
 fn check_key_len(key: &[u8]) -> Result<(), StoreError> {
     if key.is_empty() {
-        Err(StoreError::InvalidKey { reason: "is empty" })
+        Err(StoreError::InvalidKey { key: shown(key), reason: "is empty" })
     } else if key.len() > MAX_KEY_LEN {
-        Err(StoreError::InvalidKey { reason: "is longer than 1024 bytes" })
+        Err(StoreError::InvalidKey { key: shown(key), reason: "is longer than 1024 bytes" })
     } else {
         Ok(())
     }
@@ -188,7 +188,7 @@ fn check_key(key: &[u8]) -> Result<(), StoreError> {
     } else {
         return Ok(());
     };
-    Err(StoreError::InvalidKey { reason })
+    Err(StoreError::InvalidKey { key: shown(key), reason })
 }
 
 impl Store {
@@ -353,7 +353,7 @@ impl Store {
 
     fn validate(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         if writes.len() > MAX_TXN_WRITES {
-            return Err(StoreError::InvalidOption { option: "transaction", reason: "holds more than 4096 writes" });
+            return Err(StoreError::Capacity { what: "writes in one transaction", limit: MAX_TXN_WRITES });
         }
         for (index, w) in writes.iter().enumerate() {
             let space = self.space(w.ns)?;
@@ -363,7 +363,11 @@ impl Store {
             }
             if let Action::Put { value, ttl } = w.action {
                 if value.len() > self.config.max_value_bytes {
-                    return Err(StoreError::ValueTooLarge { size: value.len(), limit: self.config.max_value_bytes });
+                    return Err(StoreError::ValueTooLarge {
+                        key: shown(w.key),
+                        size: value.len(),
+                        limit: self.config.max_value_bytes,
+                    });
                 }
                 if !(ttl >= 0.0 && ttl.is_finite()) {
                     return Err(StoreError::InvalidOption { option: "ttl", reason: "must be a finite number >= 0" });
@@ -383,7 +387,7 @@ impl Store {
                     Condition::Version(v) => v,
                     _ => 0,
                 };
-                let err = StoreError::VersionConflict { index, expected, current };
+                let err = StoreError::VersionConflict { key: shown(w.key), index, expected, current };
                 self.conflict = Some(err.clone());
                 return Err(err);
             }
@@ -585,14 +589,14 @@ impl Store {
         if !prefix {
             check_key(target)?;
         } else if target.len() > MAX_KEY_LEN {
-            return Err(StoreError::InvalidKey { reason: "prefix is longer than 1024 bytes" });
+            return Err(StoreError::InvalidKey { key: shown(target), reason: "is a prefix longer than 1024 bytes" });
         }
         if capacity == 0 {
             return Err(StoreError::InvalidOption { option: "buffer", reason: "must be at least 1" });
         }
         self.watches
             .add(ns, Bytes::copy_from_slice(target), prefix, start, capacity, self.revision)
-            .ok_or(StoreError::InvalidOption { option: "watch", reason: "too many watches" })
+            .ok_or(StoreError::Capacity { what: "watches at once", limit: crate::slab::MAX_ENTRIES })
     }
 
     /// Ends a watch.

@@ -56,10 +56,11 @@ fn versions_grow_and_conditions_guard_writes() {
     assert_eq!(value(&mut s, ns, "a", 0.0), Some((v2, b"2".to_vec())));
 
     let err = s.write(&[with(Condition::Absent, put(ns, "a", "x"))], 0.0).unwrap_err();
-    assert_eq!(err, StoreError::VersionConflict { index: 0, expected: 0, current: v2 });
+    assert_eq!(err, StoreError::VersionConflict { key: "\"a\"".into(), index: 0, expected: 0, current: v2 });
     assert_eq!(err.code(), "VERSION_CONFLICT");
     let err = s.write(&[with(Condition::Version(v1), put(ns, "a", "x"))], 0.0).unwrap_err();
-    assert_eq!(err, StoreError::VersionConflict { index: 0, expected: v1, current: v2 });
+    assert_eq!(err, StoreError::VersionConflict { key: "\"a\"".into(), index: 0, expected: v1, current: v2 });
+    assert!(err.to_string().starts_with("version conflict on key \"a\""), "{err}");
     assert_eq!(value(&mut s, ns, "a", 0.0), Some((v2, b"2".to_vec())), "a conflict changes nothing");
     assert_eq!(s.revision(), v2);
 
@@ -78,7 +79,12 @@ fn versions_grow_and_conditions_guard_writes() {
 fn bad_input_gets_typed_errors() {
     let (mut s, ns) = store(0);
     let long = "k".repeat(MAX_KEY_LEN + 1);
-    assert_eq!(s.write(&[put(ns, &long, "v")], 0.0).unwrap_err().code(), "INVALID_KEY");
+    let err = s.write(&[put(ns, &long, "v")], 0.0).unwrap_err();
+    assert_eq!(err.code(), "INVALID_KEY");
+    // The key is named, cut to 64 characters so a huge key does not make a huge message.
+    assert_eq!(err.to_string(), format!("invalid key \"{}...\": is longer than 1024 bytes", "k".repeat(64)));
+    let txn: Vec<Write<'_>> = (0..=MAX_TXN_WRITES).map(|_| put(ns, "a", "v")).collect();
+    assert_eq!(s.write(&txn, 0.0).unwrap_err().code(), "CAPACITY_EXCEEDED");
     assert_eq!(s.write(&[put(ns, "", "v")], 0.0).unwrap_err().code(), "INVALID_KEY");
     assert_eq!(s.write(&[put(ns, "a", "v"), put(ns, "a", "w")], 0.0).unwrap_err().code(), "MALFORMED_WRITE");
     assert_eq!(s.write(&[put(9, "a", "v")], 0.0).unwrap_err().code(), "UNKNOWN_NAMESPACE");
@@ -86,10 +92,10 @@ fn bad_input_gets_typed_errors() {
     assert_eq!(s.namespace("bad name").unwrap_err().code(), "INVALID_NAME");
     let mut small = Store::new(StoreConfig { max_value_bytes: 4, ..StoreConfig::default() }).unwrap();
     let ns = small.namespace("kv").unwrap();
-    assert_eq!(
-        small.write(&[put(ns, "a", "12345")], 0.0).unwrap_err(),
-        StoreError::ValueTooLarge { size: 5, limit: 4 }
-    );
+    let err = small.write(&[put(ns, "a", "12345")], 0.0).unwrap_err();
+    assert_eq!(err, StoreError::ValueTooLarge { key: "\"a\"".into(), size: 5, limit: 4 });
+    assert!(err.to_string().contains("for key \"a\" is 5 bytes, over maxValueBytes = 4"), "{err}");
+    assert!(err.to_string().contains("pass a larger maxValueBytes to openStore"), "{err}");
     assert_eq!(small.revision(), 0);
 }
 
@@ -174,7 +180,7 @@ fn transactions_apply_all_or_nothing_across_namespaces() {
     let err = s
         .write(&[put(a, "x", "2"), with(Condition::Version(v + 5), put(b, "y", "2")), put(a, "z", "2")], 0.0)
         .unwrap_err();
-    assert_eq!(err, StoreError::VersionConflict { index: 1, expected: v + 5, current: v });
+    assert_eq!(err, StoreError::VersionConflict { key: "\"y\"".into(), index: 1, expected: v + 5, current: v });
     assert_eq!(value(&mut s, a, "x", 0.0).unwrap().1, b"1");
     assert_eq!(value(&mut s, a, "z", 0.0), None);
     // A check guards without writing.

@@ -134,7 +134,7 @@ pub fn write(store: &mut Store, buf: &[u8], count: u32, now: Millis) -> Result<f
 /// The last refused condition as `[index, expected, current]`, or empty.
 pub fn conflict(store: &mut Store) -> Vec<f64> {
     match store.take_conflict() {
-        Some(StoreError::VersionConflict { index, expected, current }) => {
+        Some(StoreError::VersionConflict { index, expected, current, .. }) => {
             vec![index as f64, expected as f64, current as f64]
         }
         _ => Vec::new(),
@@ -163,7 +163,8 @@ fn put_record(out: &mut [u8], at: usize, tag: u32, ns: u32, key: &[u8], record: 
 }
 
 fn key_in(buf: &[u8], len: u32) -> Result<&[u8], StoreError> {
-    buf.get(..len as usize).ok_or(StoreError::InvalidKey { reason: "longer than the buffer holding it" })
+    buf.get(..len as usize)
+        .ok_or(StoreError::InvalidKey { key: String::new(), reason: "is longer than the buffer holding it" })
 }
 
 /// Reads the key in `buf[..key_len]` (at `version`, or its live value when 0) and writes its
