@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orrery_core::{frame, host, Bus, BusConfig, MAIN_ENDPOINT};
+use orrery_core::bus::wire;
+use orrery_core::{frame, Bus, BusConfig, MAIN_ENDPOINT};
 
 /// Three valid frames on the subscribed channels, overwritten by (u16 position, u8 value) triples.
 fn mutated(channels: &[u32], edits: &[u8]) -> Vec<u8> {
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let mut channels = Vec::new();
     for name in ["a", "b", "c"] {
         let channel = bus.channel(name).expect("a valid name");
-        host::subscribe(&mut bus, MAIN_ENDPOINT, channel, 0, 0.0, 16.0, 1).expect("valid options");
+        wire::subscribe(&mut bus, MAIN_ENDPOINT, channel, 0, 0.0, 16.0, 1).expect("valid options");
         channels.push(channel);
     }
     let owned;
@@ -57,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = vec![0u8; 64 * 1024];
     // Past every deadline: request timeouts fire too.
     for _ in 0..4 {
-        let r = host::drain(&mut bus, MAIN_ENDPOINT, &mut out, 10_000.0);
+        let r = wire::drain(&mut bus, MAIN_ENDPOINT, &mut out, 10_000.0);
         if r < 0.0 {
             out.resize(-r as usize, 0);
         } else if r as u64 % 2 == 1 {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::{Function, Uint8Array};
 use napi_derive::napi;
-use orrery_core::{host, Bus, BusConfig, MAIN_ENDPOINT};
+use orrery_core::bus::wire;
+use orrery_core::{Bus, BusConfig, MAIN_ENDPOINT};
 
 use crate::bus_calls;
 use crate::error::{to_js, Code, Result};
@@ -146,7 +147,7 @@ impl NativeBus {
     ) -> Result<()> {
         self.core()?
             .with(self.endpoint, |bus| {
-                host::configure(bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)
+                wire::configure(bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)
             })
             .map_err(to_js)
     }
@@ -165,7 +166,7 @@ impl NativeBus {
     #[napi(catch_unwind)]
     pub fn subscribe(&self, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32> {
         self.core()?
-            .with(self.endpoint, |bus| host::subscribe(bus, self.endpoint, channel, mode, value, buffer, overflow))
+            .with(self.endpoint, |bus| wire::subscribe(bus, self.endpoint, channel, mode, value, buffer, overflow))
             .map_err(to_js)
     }
 
@@ -198,7 +199,7 @@ impl NativeBus {
     ) -> Result<u32> {
         self.core()?
             .with(self.endpoint, |bus| {
-                host::group(bus, channel, &name, mode, value, buffer, overflow, visibility, max_deliveries)
+                wire::group(bus, channel, &name, mode, value, buffer, overflow, visibility, max_deliveries)
             })
             .map_err(to_js)
     }
@@ -212,13 +213,13 @@ impl NativeBus {
     /// Joins a group from this endpoint.
     #[napi(catch_unwind)]
     pub fn join(&self, group: u32, max_in_flight: f64) -> Result<u32> {
-        self.core()?.with(self.endpoint, |bus| host::join(bus, self.endpoint, group, max_in_flight)).map_err(to_js)
+        self.core()?.with(self.endpoint, |bus| wire::join(bus, self.endpoint, group, max_in_flight)).map_err(to_js)
     }
 
     /// Acks a delivery.
     #[napi(catch_unwind)]
     pub fn ack(&self, member: u32, seq: f64, attempt: u32) -> Result<()> {
-        self.core()?.with(self.endpoint, |bus| host::ack(bus, member, seq, attempt)).map_err(to_js)
+        self.core()?.with(self.endpoint, |bus| wire::ack(bus, member, seq, attempt)).map_err(to_js)
     }
 
     /// Nacks a delivery; a non-empty reason dead-letters it at once.
@@ -226,20 +227,20 @@ impl NativeBus {
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
     pub fn nack(&self, member: u32, seq: f64, attempt: u32, delay: f64, reason: String, now: f64) -> Result<()> {
         self.core()?
-            .with(self.endpoint, |bus| host::nack(bus, member, seq, attempt, delay, &reason, now))
+            .with(self.endpoint, |bus| wire::nack(bus, member, seq, attempt, delay, &reason, now))
             .map_err(to_js)
     }
 
     /// Claims idle deliveries for a member.
     #[napi(catch_unwind)]
     pub fn claim(&self, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32> {
-        self.core()?.with(self.endpoint, |bus| host::claim(bus, member, min_idle, max, now)).map_err(to_js)
+        self.core()?.with(self.endpoint, |bus| wire::claim(bus, member, min_idle, max, now)).map_err(to_js)
     }
 
-    /// A group's pending-entries list, flattened (see `orrery_core::host::PENDING_FIELDS`).
+    /// A group's pending-entries list, flattened (see `orrery_core::bus::wire::PENDING_FIELDS`).
     #[napi(catch_unwind)]
     pub fn pending(&self, group: u32, now: f64) -> Result<Vec<f64>> {
-        self.core()?.read(|bus| host::pending(bus, group, now)).map_err(to_js)
+        self.core()?.read(|bus| wire::pending(bus, group, now)).map_err(to_js)
     }
 
     /// Publishes a request; returns its reply token.
@@ -265,7 +266,7 @@ impl NativeBus {
     /// The next deadline, or -1.
     #[napi(catch_unwind)]
     pub fn next_deadline(&self) -> Result<f64> {
-        Ok(self.core()?.read(host::next_deadline))
+        Ok(self.core()?.read(wire::next_deadline))
     }
 
     /// Fills `out` with this endpoint's records; bytes written, or minus the size needed.
@@ -277,7 +278,7 @@ impl NativeBus {
         // SAFETY: this call is synchronous on the JS thread that owns `out`; no JS code runs,
         // and nothing else can read or resize the buffer, until it returns.
         let out = unsafe { out.as_mut() };
-        Ok(shared.with(self.endpoint, |bus| host::drain(bus, self.endpoint, out, now)))
+        Ok(shared.with(self.endpoint, |bus| wire::drain(bus, self.endpoint, out, now)))
     }
 
     /// Whether this endpoint has records to drain.
@@ -289,19 +290,19 @@ impl NativeBus {
     /// Channel counters (order: `ts/backend.ts` `CHANNEL_STATS`).
     #[napi(catch_unwind)]
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>> {
-        self.core()?.read(|bus| host::channel_stats(bus, channel)).map_err(to_js)
+        self.core()?.read(|bus| wire::channel_stats(bus, channel)).map_err(to_js)
     }
 
     /// Subscriber counters (order: `SUBSCRIBER_STATS`).
     #[napi(catch_unwind)]
     pub fn subscriber_stats(&self, id: u32) -> Result<Vec<f64>> {
-        self.core()?.read(|bus| host::subscriber_stats(bus, id)).map_err(to_js)
+        self.core()?.read(|bus| wire::subscriber_stats(bus, id)).map_err(to_js)
     }
 
     /// Group counters (order: `GROUP_STATS`).
     #[napi(catch_unwind)]
     pub fn group_stats(&self, group: u32) -> Result<Vec<f64>> {
-        self.core()?.read(|bus| host::group_stats(bus, group)).map_err(to_js)
+        self.core()?.read(|bus| wire::group_stats(bus, group)).map_err(to_js)
     }
 
     /// Replies dropped because their request had timed out.

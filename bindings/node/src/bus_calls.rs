@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::{Float64Array, Uint8Array, Uint8ArraySlice};
 use napi_derive::napi;
+use orrery_core::bus::wire;
 use orrery_core::slab::Slab;
-use orrery_core::{host, BusError};
+use orrery_core::BusError;
 
 use crate::call_block::{self, whole, Block};
 use crate::error::{to_js, Result};
@@ -89,7 +90,7 @@ pub fn bus_use_out(slot: u32, out: Uint8Array) -> Result<()> {
 pub fn bus_ack() -> Result<()> {
     with_call(|e, [member, seq, attempt, _]| {
         let (member, attempt) = (whole(member).unwrap_or(u32::MAX), whole(attempt).unwrap_or(u32::MAX));
-        e.shared.with(e.endpoint, |bus| host::ack(bus, member, seq, attempt)).map_err(to_js)?;
+        e.shared.with(e.endpoint, |bus| wire::ack(bus, member, seq, attempt)).map_err(to_js)?;
         Ok(0.0)
     })
 }
@@ -123,7 +124,7 @@ pub fn bus_reply(batch: Uint8ArraySlice<'_>) -> Result<()> {
     })
 }
 
-/// Fills the endpoint's drain buffer (call block: slot, now); the result is as `host::drain`'s.
+/// Fills the endpoint's drain buffer (call block: slot, now); the result is as `wire::drain`'s.
 #[napi(catch_unwind)]
 #[allow(unsafe_code, reason = "writing into the JS-owned drain buffer needs napi's unsafe as_mut")]
 pub fn bus_drain() -> Result<()> {
@@ -133,7 +134,7 @@ pub fn bus_drain() -> Result<()> {
         // SAFETY: as for the call block: synchronous on the thread that owns the buffer, which
         // `e.out` keeps alive; the slice does not outlive the call.
         let out = unsafe { out.as_mut() };
-        Ok(e.shared.with(ep, |bus| host::drain(bus, ep, out, now)))
+        Ok(e.shared.with(ep, |bus| wire::drain(bus, ep, out, now)))
     })
 }
 

@@ -2,13 +2,13 @@
 //! N-API, shaped like the store: the class owns the mesh's lifetime, calls are plain functions
 //! taking its handle, and the hot ones (`meshRoute`, `meshFinish`, `meshFind`, `meshTake`)
 //! take no arguments: JS writes them into this thread's mesh call block, and results come back
-//! in it. Encodings are `orrery_core::mesh::wire`'s.
+//! in it. Encodings are `orrery_core::routing::wire`'s.
 
 use std::cell::RefCell;
 
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
-use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig, STATE_FIELDS};
+use orrery_core::routing::{encode_events, parse_capabilities, wire, RoutingConfig, RoutingState, STATE_FIELDS};
 use orrery_core::slab::Slab;
 use orrery_core::RegistryError;
 
@@ -17,7 +17,7 @@ use crate::error::{to_js, Code, Result};
 
 thread_local! {
     /// This thread's meshes; a mesh belongs to the thread that made it.
-    static MESHES: RefCell<Slab<Mesh>> = RefCell::new(Slab::default());
+    static MESHES: RefCell<Slab<RoutingState>> = RefCell::new(Slab::default());
     /// The mesh call block: slot 0 the mesh's handle, then the arguments; results from slot 0.
     static CALL: Block = const { RefCell::new(None) };
     /// `mesh_find`'s results before they are copied into the call block, kept between calls.
@@ -28,7 +28,7 @@ fn closed() -> napi::Error<Code> {
     napi::Error::new(Code("CLOSED"), "the mesh is closed".to_owned())
 }
 
-fn with<T>(handle: u32, call: impl FnOnce(&mut Mesh) -> std::result::Result<T, RegistryError>) -> Result<T> {
+fn with<T>(handle: u32, call: impl FnOnce(&mut RoutingState) -> std::result::Result<T, RegistryError>) -> Result<T> {
     MESHES.with(|meshes| {
         let mut meshes = meshes.borrow_mut();
         let mesh = meshes.get_mut(handle).ok_or_else(closed)?;
@@ -37,7 +37,7 @@ fn with<T>(handle: u32, call: impl FnOnce(&mut Mesh) -> std::result::Result<T, R
 }
 
 /// A hot call: the mesh's handle in slot 0 and arguments from slot 1; results from slot 0.
-fn with_call(call: impl FnOnce(&mut Mesh, &mut [f64]) -> std::result::Result<(), RegistryError>) -> Result<()> {
+fn with_call(call: impl FnOnce(&mut RoutingState, &mut [f64]) -> std::result::Result<(), RegistryError>) -> Result<()> {
     call_block::run_slots(&CALL, closed, |handle, slots| with(handle, |mesh| call(mesh, slots)))
 }
 
@@ -86,7 +86,7 @@ impl NativeMesh {
         probes: u32,
         successes_to_close: u32,
     ) -> Result<Self> {
-        let config = MeshConfig::flat(
+        let config = RoutingConfig::flat(
             seed,
             interval,
             degraded_after,
@@ -98,7 +98,7 @@ impl NativeMesh {
             probes,
             successes_to_close,
         );
-        let handle = MESHES.with(|meshes| meshes.borrow_mut().insert(Mesh::new(config)));
+        let handle = MESHES.with(|meshes| meshes.borrow_mut().insert(RoutingState::new(config)));
         let handle = handle.ok_or_else(|| to_js(RegistryError::InvalidLimit("too many meshes".to_owned())))?;
         Ok(Self { handle })
     }
@@ -179,7 +179,7 @@ pub fn mesh_query(
 }
 
 /// Finds (call block: handle, query, now): slot 0 the number of matches, and, when they fit,
-/// their states from slot 1 (`Mesh::find_states`; else read them with `meshFindStates`).
+/// their states from slot 1 (`RoutingState::find_states`; else read them with `meshFindStates`).
 #[napi(catch_unwind)]
 pub fn mesh_find() -> Result<()> {
     FOUND.with(|found| {
@@ -195,7 +195,7 @@ pub fn mesh_find() -> Result<()> {
     })
 }
 
-/// Every match of a query with its state (`Mesh::find_states`), best first.
+/// Every match of a query with its state (`RoutingState::find_states`), best first.
 #[napi(catch_unwind)]
 pub fn mesh_find_states(handle: u32, query: u32, now: f64) -> Result<Vec<f64>> {
     let mut out = Vec::new();
@@ -274,7 +274,7 @@ pub fn mesh_next_deadline(handle: u32) -> Result<f64> {
     with(handle, |mesh| Ok(mesh.next_deadline()))
 }
 
-/// The events since the last call (`orrery_core::mesh::encode_events`).
+/// The events since the last call (`orrery_core::routing::encode_events`).
 #[napi(catch_unwind)]
 pub fn mesh_events(handle: u32) -> Result<Vec<f64>> {
     with(handle, |mesh| Ok(encode_events(&mesh.take_events())))
@@ -283,7 +283,7 @@ pub fn mesh_events(handle: u32) -> Result<Vec<f64>> {
 /// An agent's breaker state code at `now` (0 closed, 1 open, 2 half-open).
 #[napi(catch_unwind)]
 pub fn mesh_breaker_state(handle: u32, agent: u32, now: f64) -> Result<u32> {
-    with(handle, |mesh| Ok(orrery_core::mesh::breaker_code(mesh.breaker_state(agent, now)?)))
+    with(handle, |mesh| Ok(orrery_core::routing::breaker_code(mesh.breaker_state(agent, now)?)))
 }
 
 /// An agent's health code, calls in flight and last beat.

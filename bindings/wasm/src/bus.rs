@@ -2,7 +2,8 @@
 //! are written into a scratch buffer inside the instance's memory, which JS reads through a
 //! view: no copy back out per drain. Conversions live in `orrery_core::host`.
 
-use orrery_core::{host, Bus, BusConfig, MAIN_ENDPOINT};
+use orrery_core::bus::wire;
+use orrery_core::{Bus, BusConfig, MAIN_ENDPOINT};
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
@@ -50,7 +51,7 @@ impl WasmBus {
         dead_letter_expired: bool,
         now: f64,
     ) -> Result<(), JsValue> {
-        host::configure(&mut self.bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)
+        wire::configure(&mut self.bus, channel, max_count, max_bytes, max_age, dedup_window, dead_letter_expired, now)
             .map_err(to_js)
     }
 
@@ -68,7 +69,7 @@ impl WasmBus {
         buffer: f64,
         overflow: u32,
     ) -> Result<u32, JsValue> {
-        host::subscribe(&mut self.bus, EP, channel, mode, value, buffer, overflow).map_err(to_js)
+        wire::subscribe(&mut self.bus, EP, channel, mode, value, buffer, overflow).map_err(to_js)
     }
 
     /// Ends a subscription or group membership.
@@ -95,7 +96,7 @@ impl WasmBus {
         visibility: f64,
         max_deliveries: f64,
     ) -> Result<u32, JsValue> {
-        host::group(&mut self.bus, channel, name, mode, value, buffer, overflow, visibility, max_deliveries)
+        wire::group(&mut self.bus, channel, name, mode, value, buffer, overflow, visibility, max_deliveries)
             .map_err(to_js)
     }
 
@@ -107,12 +108,12 @@ impl WasmBus {
 
     /// Joins a group.
     pub fn join(&mut self, group: u32, max_in_flight: f64) -> Result<u32, JsValue> {
-        host::join(&mut self.bus, EP, group, max_in_flight).map_err(to_js)
+        wire::join(&mut self.bus, EP, group, max_in_flight).map_err(to_js)
     }
 
     /// Acks a delivery.
     pub fn ack(&mut self, member: u32, seq: f64, attempt: u32) -> Result<(), JsValue> {
-        host::ack(&mut self.bus, member, seq, attempt).map_err(to_js)
+        wire::ack(&mut self.bus, member, seq, attempt).map_err(to_js)
     }
 
     /// Nacks a delivery; a non-empty reason dead-letters it at once.
@@ -125,17 +126,17 @@ impl WasmBus {
         reason: &str,
         now: f64,
     ) -> Result<(), JsValue> {
-        host::nack(&mut self.bus, member, seq, attempt, delay, reason, now).map_err(to_js)
+        wire::nack(&mut self.bus, member, seq, attempt, delay, reason, now).map_err(to_js)
     }
 
     /// Claims idle deliveries for a member.
     pub fn claim(&mut self, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32, JsValue> {
-        host::claim(&mut self.bus, member, min_idle, max, now).map_err(to_js)
+        wire::claim(&mut self.bus, member, min_idle, max, now).map_err(to_js)
     }
 
     /// A group's pending-entries list, flattened.
     pub fn pending(&self, group: u32, now: f64) -> Result<Vec<f64>, JsValue> {
-        host::pending(&self.bus, group, now).map_err(to_js)
+        wire::pending(&self.bus, group, now).map_err(to_js)
     }
 
     /// Publishes a request; returns its reply token.
@@ -157,14 +158,14 @@ impl WasmBus {
     #[wasm_bindgen(js_name = nextDeadline)]
     #[must_use]
     pub fn next_deadline(&self) -> f64 {
-        host::next_deadline(&self.bus)
+        wire::next_deadline(&self.bus)
     }
 
     /// Writes up to `capacity` bytes of records into the scratch buffer; bytes written, or
     /// minus the size the next record needs. Read them at `scratchPtr()` before the next call.
     pub fn drain(&mut self, capacity: u32, now: f64) -> f64 {
         self.scratch.resize(capacity as usize, 0);
-        host::drain(&mut self.bus, EP, &mut self.scratch, now)
+        wire::drain(&mut self.bus, EP, &mut self.scratch, now)
     }
 
     /// Where the scratch buffer starts in the instance's memory.
@@ -183,19 +184,19 @@ impl WasmBus {
 
     /// Channel counters.
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>, JsValue> {
-        host::channel_stats(&self.bus, channel).map_err(to_js)
+        wire::channel_stats(&self.bus, channel).map_err(to_js)
     }
 
     /// Subscriber counters.
     #[wasm_bindgen(js_name = subscriberStats)]
     pub fn subscriber_stats(&self, id: u32) -> Result<Vec<f64>, JsValue> {
-        host::subscriber_stats(&self.bus, id).map_err(to_js)
+        wire::subscriber_stats(&self.bus, id).map_err(to_js)
     }
 
     /// Group counters.
     #[wasm_bindgen(js_name = groupStats)]
     pub fn group_stats(&self, group: u32) -> Result<Vec<f64>, JsValue> {
-        host::group_stats(&self.bus, group).map_err(to_js)
+        wire::group_stats(&self.bus, group).map_err(to_js)
     }
 
     /// Replies dropped because their request had timed out.

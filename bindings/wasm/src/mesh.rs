@@ -1,9 +1,9 @@
 //! The agent mesh's routing state as a JS class. Hot calls take numbers only: a route's
 //! exclusions and a search's results travel through `io`, an `f64` buffer inside the instance's
 //! memory that JS views (and views again after memory grows). Encodings are
-//! `orrery_core::mesh::wire`'s.
+//! `orrery_core::routing::wire`'s.
 
-use orrery_core::mesh::{encode_events, parse_capabilities, wire, Mesh, MeshConfig, STATE_FIELDS};
+use orrery_core::routing::{encode_events, parse_capabilities, wire, RoutingConfig, RoutingState, STATE_FIELDS};
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
@@ -11,7 +11,7 @@ use crate::error::to_js;
 /// One mesh.
 #[wasm_bindgen]
 pub struct WasmMesh {
-    mesh: Mesh,
+    mesh: RoutingState,
     io: Vec<f64>,
     exclude: Vec<u32>,
     second: f64,
@@ -34,7 +34,7 @@ impl WasmMesh {
         probes: u32,
         successes_to_close: u32,
     ) -> WasmMesh {
-        let config = MeshConfig::flat(
+        let config = RoutingConfig::flat(
             seed,
             interval,
             degraded_after,
@@ -46,7 +46,7 @@ impl WasmMesh {
             probes,
             successes_to_close,
         );
-        Self { mesh: Mesh::new(config), io: vec![0.0; 256], exclude: Vec::new(), second: 0.0 }
+        Self { mesh: RoutingState::new(config), io: vec![0.0; 256], exclude: Vec::new(), second: 0.0 }
     }
 
     /// Makes `io` at least `len` entries; returns where it starts (it may move).
@@ -119,7 +119,7 @@ impl WasmMesh {
         self.mesh.query(capability, range, health, &tags, &also).map_err(to_js)
     }
 
-    /// Finds: the matches' states (`Mesh::find_states`) go into `io`, best first; returns how
+    /// Finds: the matches' states (`RoutingState::find_states`) go into `io`, best first; returns how
     /// many matches.
     pub fn find(&mut self, query: u32, now: f64) -> Result<u32, JsValue> {
         self.mesh.find_states(query, now, &mut self.io).map_err(to_js)?;
@@ -182,7 +182,7 @@ impl WasmMesh {
         self.mesh.next_deadline()
     }
 
-    /// The events since the last call (`orrery_core::mesh::encode_events`).
+    /// The events since the last call (`orrery_core::routing::encode_events`).
     pub fn events(&mut self) -> Vec<f64> {
         encode_events(&self.mesh.take_events())
     }
@@ -190,7 +190,7 @@ impl WasmMesh {
     /// An agent's breaker state code at `now`.
     #[wasm_bindgen(js_name = breakerState)]
     pub fn breaker_state(&mut self, agent: u32, now: f64) -> Result<u32, JsValue> {
-        self.mesh.breaker_state(agent, now).map(orrery_core::mesh::breaker_code).map_err(to_js)
+        self.mesh.breaker_state(agent, now).map(orrery_core::routing::breaker_code).map_err(to_js)
     }
 
     /// An agent's health code, calls in flight and last beat.

@@ -10,13 +10,12 @@
 //! pays one boundary crossing per batch instead of one per message.
 
 pub mod bus;
+pub mod directory;
 pub mod error;
 pub mod frame;
-pub mod host;
-pub mod mesh;
 pub mod names;
-pub mod registry;
 pub mod resilience;
+pub mod routing;
 pub mod slab;
 pub mod store;
 

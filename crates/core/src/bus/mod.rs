@@ -21,6 +21,7 @@ mod options;
 mod outbox;
 mod request;
 mod timer;
+pub mod wire;
 
 pub(crate) use timer::Deadline;
 

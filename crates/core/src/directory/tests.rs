@@ -4,13 +4,13 @@ use super::Strategy;
 use super::*;
 use crate::Coded;
 
-fn query<'a>(r: &mut Registry, cap: &str, versions: &'a Range, min_health: Health, tags: &'a [u32]) -> Query<'a> {
+fn query<'a>(r: &mut Directory, cap: &str, versions: &'a Range, min_health: Health, tags: &'a [u32]) -> Query<'a> {
     Query { capability: r.name(cap).unwrap(), versions, min_health, tags, also: &[] }
 }
 
 #[test]
 fn finds_by_capability_version_range_tags_and_health_in_priority_order() {
-    let mut reg = Registry::new(1);
+    let mut reg = Directory::new(1);
     let agent_a = reg.register("a", "summarizer", &[("summarize", "1.2.0", 5)], &["gpu"], 0.0).unwrap();
     let agent_b =
         reg.register("b", "summarizer", &[("summarize", "1.4.1", 9), ("translate", "2.0.0", 0)], &[], 0.0).unwrap();
@@ -38,7 +38,7 @@ fn finds_by_capability_version_range_tags_and_health_in_priority_order() {
 
 #[test]
 fn selects_by_each_strategy() {
-    let mut r = Registry::new(7);
+    let mut r = Directory::new(7);
     let agents: Vec<u32> =
         (0..3).map(|i| r.register(&format!("w{i}"), "worker", &[("work", "1.0.0", 0)], &[], 0.0).unwrap()).collect();
     for &agent in &agents {
@@ -56,7 +56,7 @@ fn selects_by_each_strategy() {
     assert_eq!(r.select(&q, Strategy::Priority, &mut scratch), Some(agents[0]));
     let draws: Vec<u32> = (0..300).map(|_| r.select(&q, Strategy::Random, &mut scratch).unwrap()).collect();
     assert!(agents.iter().all(|a| draws.iter().filter(|&&d| d == *a).count() > 60));
-    let mut again = Registry::new(7);
+    let mut again = Directory::new(7);
     for i in 0..3 {
         let agent = again.register(&format!("w{i}"), "worker", &[("work", "1.0.0", 0)], &[], 0.0).unwrap();
         again.set_health(agent, Health::Healthy, 0.0).unwrap();
@@ -75,7 +75,7 @@ fn missed_heartbeats_move_an_agent_down_then_deregister_it() {
         offline_after: 5,
         deregister_after: 10_000.0,
     };
-    let mut reg = Registry::with_liveness(0, liveness);
+    let mut reg = Directory::with_liveness(0, liveness);
     let agent = reg.register("a", "k", &[("x", "1.0.0", 0)], &[], 0.0).unwrap();
     reg.heartbeat(agent, Health::Healthy, 0.0).unwrap();
     assert_eq!(reg.next_deadline(), 2_000.0);
@@ -114,7 +114,7 @@ fn missed_heartbeats_move_an_agent_down_then_deregister_it() {
 #[test]
 fn an_agent_reporting_worse_than_its_beats_show_keeps_what_it_reported() {
     let liveness = Liveness { interval: 1_000.0, ..Liveness::default() };
-    let mut reg = Registry::with_liveness(0, liveness);
+    let mut reg = Directory::with_liveness(0, liveness);
     let agent = reg.register("a", "k", &[], &[], 0.0).unwrap();
     reg.heartbeat(agent, Health::Unhealthy, 0.0).unwrap();
     reg.tick(2_500.0);
@@ -123,7 +123,7 @@ fn an_agent_reporting_worse_than_its_beats_show_keeps_what_it_reported() {
 
 #[test]
 fn refuses_bad_input_and_changes_nothing() {
-    let mut r = Registry::new(0);
+    let mut r = Directory::new(0);
     assert_eq!(r.register("a b", "k", &[], &[], 0.0).unwrap_err().code(), "INVALID_NAME");
     assert_eq!(r.register("a", "k", &[("x", "one", 0)], &[], 0.0).unwrap_err().code(), "INVALID_VERSION");
     assert_eq!(parse_range("^^1").unwrap_err().code(), "INVALID_VERSION");
@@ -134,7 +134,7 @@ fn refuses_bad_input_and_changes_nothing() {
 
 #[test]
 fn suggests_similar_names_only_when_asked() {
-    let mut r = Registry::new(0);
+    let mut r = Directory::new(0);
     r.register("a", "k", &[("summarize", "1.0.0", 0), ("translate", "1.0.0", 0)], &[], 0.0).unwrap();
     let mut out = Vec::new();
     let any = parse_range("*").unwrap();
@@ -155,7 +155,7 @@ proptest! {
         cap in 0u8..4, major in 0u64..3, health in 0u8..4,
     ) {
         let healths = [Health::Healthy, Health::Degraded, Health::Initializing, Health::Unhealthy];
-        let mut r = Registry::new(3);
+        let mut r = Directory::new(3);
         let mut model: Vec<(u32, u8, Version, i32, Health, bool)> = Vec::new();
         for (i, (c, ma, mi, priority, h, gpu)) in agents.into_iter().enumerate() {
             let version = format!("{ma}.{mi}.0");

@@ -1,8 +1,8 @@
 //! The mesh's calls as both bindings make them: numbers in, numbers out.
 
-use super::{health_of, strategy_of, Mesh, Refusal};
+use super::{health_of, strategy_of, Refusal, RoutingState};
+use crate::directory::Health;
 use crate::error::RegistryError;
-use crate::registry::Health;
 use crate::Millis;
 
 /// [`route`]'s status: an agent was picked (the value is its handle).
@@ -25,7 +25,7 @@ pub fn health(code: u32) -> Result<Health, RegistryError> {
 
 /// Routes a compiled query by strategy code past the excluded agents: (status, value).
 pub fn route(
-    mesh: &mut Mesh,
+    mesh: &mut RoutingState,
     query: u32,
     strategy: u32,
     now: Millis,
@@ -42,7 +42,7 @@ pub fn route(
 
 /// Ends a routed call; `outcome` is 1 success, 0 failure, anything else no verdict. Returns
 /// 1 when events wait, else 0.
-pub fn finish(mesh: &mut Mesh, agent: u32, outcome: f64, now: Millis) -> f64 {
+pub fn finish(mesh: &mut RoutingState, agent: u32, outcome: f64, now: Millis) -> f64 {
     #[allow(clippy::float_cmp, reason = "outcome codes are small whole numbers")]
     let outcome = if outcome == 1.0 {
         Some(true)
@@ -56,7 +56,7 @@ pub fn finish(mesh: &mut Mesh, agent: u32, outcome: f64, now: Millis) -> f64 {
 }
 
 /// Takes `n` tokens: (1, 0) when taken, (0, when they will be there) when refused.
-pub fn take(mesh: &mut Mesh, limiter: u32, n: f64, now: Millis) -> Result<[f64; 2], RegistryError> {
+pub fn take(mesh: &mut RoutingState, limiter: u32, n: f64, now: Millis) -> Result<[f64; 2], RegistryError> {
     Ok(match mesh.take(limiter, n, now)? {
         Ok(()) => [1.0, 0.0],
         Err(at) => [0.0, at],
@@ -78,17 +78,17 @@ pub fn parse_also(spec: &str) -> Result<Vec<(&str, &str)>, RegistryError> {
 
 /// Capability names close to `name`, as `name\tscore` lines.
 #[must_use]
-pub fn similar(mesh: &Mesh, name: &str, threshold: f64) -> String {
+pub fn similar(mesh: &RoutingState, name: &str, threshold: f64) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    for (known, score) in mesh.registry().similar(name, threshold) {
+    for (known, score) in mesh.directory().similar(name, threshold) {
         let _ = writeln!(out, "{known}\t{score}");
     }
     out
 }
 
 /// An agent's state: health code, calls in flight, last beat.
-pub fn agent_state(mesh: &Mesh, agent: u32) -> Result<[f64; 3], RegistryError> {
-    let entry = mesh.registry().agent(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+pub fn agent_state(mesh: &RoutingState, agent: u32) -> Result<[f64; 3], RegistryError> {
+    let entry = mesh.directory().agent(agent).ok_or(RegistryError::UnknownAgent(agent))?;
     Ok([f64::from(super::health_code(entry.health)), f64::from(entry.in_flight), entry.last_beat])
 }

@@ -1,10 +1,10 @@
-//! The routing state of an agent mesh: the [`Registry`] plus, per agent, a circuit breaker and a
+//! The routing state of an agent mesh: the [`Directory`] plus, per agent, a circuit breaker and a
 //! bulkhead (a cap on concurrent calls), the rate limiters agents take tokens from, and the
-//! seeded random source of retry backoff. The host asks for a target with [`Mesh::route`]
+//! seeded random source of retry backoff. The host asks for a target with [`RoutingState::route`]
 //! (selection, breaker and bulkhead in one call) and reports the outcome with
-//! [`Mesh::finish`]; health and breaker transitions come back as [`Event`]s.
+//! [`RoutingState::finish`]; health and breaker transitions come back as [`Event`]s.
 //!
-//! Queries are compiled once ([`Mesh::query`]) so that the hot calls carry only numbers.
+//! Queries are compiled once ([`RoutingState::query`]) so that the hot calls carry only numbers.
 
 #[cfg(test)]
 mod tests;
@@ -15,15 +15,15 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+use crate::directory::{parse_range, Directory, Health, Liveness, Query, Range, Strategy, Transition};
 use crate::error::RegistryError;
-use crate::registry::{parse_range, Health, Liveness, Query, Range, Registry, Strategy, Transition};
 use crate::resilience::{Backoff, Breaker, BreakerConfig, BreakerState, Jitter, SplitMix64, TokenBucket};
 use crate::slab::Slab;
 use crate::{Deadline, Millis};
 
-/// A mesh's settings.
+/// The routing state's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct MeshConfig {
+pub struct RoutingConfig {
     /// Seeds random selection and backoff jitter.
     pub seed: u64,
     /// When missed heartbeats move an agent down.
@@ -32,7 +32,7 @@ pub struct MeshConfig {
     pub breaker: BreakerConfig,
 }
 
-impl MeshConfig {
+impl RoutingConfig {
     /// The settings as hosts pass them, flat: the seed; liveness (beat interval, missed beats to
     /// degraded, unhealthy and offline, ms offline before deregistration); every agent's breaker
     /// (failures to open, cool-down ms, probes, successes to close).
@@ -91,7 +91,7 @@ pub enum Refusal {
     BulkheadFull,
 }
 
-/// What the mesh keeps per agent besides the registry's entry.
+/// What the mesh keeps per agent besides its directory entry.
 #[derive(Debug, Clone)]
 struct Target {
     breaker: Breaker,
@@ -121,10 +121,10 @@ impl Compiled {
     }
 }
 
-/// The mesh's routing state.
+/// The routing state of one agent mesh: its directory, and per agent a breaker and a bulkhead.
 #[derive(Debug)]
-pub struct Mesh {
-    registry: Registry,
+pub struct RoutingState {
+    directory: Directory,
     breaker: BreakerConfig,
     targets: FxHashMap<u32, Target>,
     queries: Vec<Compiled>,
@@ -161,12 +161,12 @@ pub fn parse_capabilities(spec: &str) -> Result<Vec<(&str, &str, i32)>, Registry
         .collect()
 }
 
-impl Mesh {
-    /// An empty mesh.
+impl RoutingState {
+    /// An empty routing state.
     #[must_use]
-    pub fn new(config: MeshConfig) -> Self {
+    pub fn new(config: RoutingConfig) -> Self {
         Self {
-            registry: Registry::with_liveness(config.seed, config.liveness),
+            directory: Directory::with_liveness(config.seed, config.liveness),
             breaker: config.breaker,
             targets: FxHashMap::default(),
             queries: Vec::new(),
@@ -178,18 +178,18 @@ impl Mesh {
         }
     }
 
-    /// The registry, for reads.
+    /// The directory, for reads.
     #[must_use]
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
-    /// The registry, for writes that need no mesh bookkeeping (health, heartbeats).
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    /// The directory, for writes that need no routing bookkeeping (health, heartbeats).
+    pub fn directory_mut(&mut self) -> &mut Directory {
+        &mut self.directory
     }
 
-    /// Registers an agent (see [`Registry::register`]) whose calls are capped at `bulkhead`
+    /// Registers an agent (see [`Directory::register`]) whose calls are capped at `bulkhead`
     /// at once (0: no cap), with a closed breaker.
     pub fn register(
         &mut self,
@@ -200,7 +200,7 @@ impl Mesh {
         bulkhead: u32,
         now: Millis,
     ) -> Result<u32, RegistryError> {
-        let agent = self.registry.register(id, kind, capabilities, tags, now)?;
+        let agent = self.directory.register(id, kind, capabilities, tags, now)?;
         self.targets.insert(agent, Target { breaker: Breaker::new(self.breaker), bulkhead });
         self.collect();
         Ok(agent)
@@ -208,28 +208,28 @@ impl Mesh {
 
     /// Removes an agent and its breaker.
     pub fn deregister(&mut self, agent: u32) -> Result<(), RegistryError> {
-        self.registry.deregister(agent)?;
+        self.directory.deregister(agent)?;
         self.targets.remove(&agent);
         Ok(())
     }
 
     /// An agent's heartbeat, reporting its health.
     pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RegistryError> {
-        self.registry.heartbeat(agent, reported, now)?;
+        self.directory.heartbeat(agent, reported, now)?;
         self.collect();
         Ok(())
     }
 
     /// Sets an agent's health (pause, resume, a failed start).
     pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RegistryError> {
-        self.registry.set_health(agent, health, now)?;
+        self.directory.set_health(agent, health, now)?;
         self.collect();
         Ok(())
     }
 
     /// Compiles a query: capability `capability` at versions `range`, carrying every tag of
     /// `tags`, at least `min_health`, and offering every `(name, range)` of `also` too.
-    /// Returns its id for [`Mesh::find`] and [`Mesh::route`].
+    /// Returns its id for [`RoutingState::find`] and [`RoutingState::route`].
     pub fn query(
         &mut self,
         capability: &str,
@@ -251,18 +251,18 @@ impl Mesh {
             crate::names::validate(tag)?;
         }
         let compiled = Compiled {
-            capability: self.registry.name(capability)?,
+            capability: self.directory.name(capability)?,
             versions,
             min_health,
             tags: {
-                let mut ids = tags.iter().map(|t| self.registry.name(t)).collect::<Result<Vec<_>, _>>()?;
+                let mut ids = tags.iter().map(|t| self.directory.name(t)).collect::<Result<Vec<_>, _>>()?;
                 ids.sort_unstable();
                 ids.dedup();
                 ids
             },
             also: also
                 .into_iter()
-                .map(|(name, versions)| Ok((self.registry.name(name)?, versions)))
+                .map(|(name, versions)| Ok((self.directory.name(name)?, versions)))
                 .collect::<Result<_, RegistryError>>()?,
         };
         let id = u32::try_from(self.queries.len())
@@ -275,7 +275,7 @@ impl Mesh {
     pub fn find(&mut self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
         let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
         let q = c.query();
-        self.registry.find(&q, out);
+        self.directory.find(&q, out);
         Ok(())
     }
 
@@ -288,7 +288,7 @@ impl Mesh {
         if result.is_ok() {
             out.reserve(found.len() * STATE_FIELDS);
             for &agent in &found {
-                let (Some(entry), Some(target)) = (self.registry.agent(agent), self.targets.get_mut(&agent)) else {
+                let (Some(entry), Some(target)) = (self.directory.agent(agent), self.targets.get_mut(&agent)) else {
                     continue;
                 };
                 let breaker = breaker_code(target.breaker.state(now));
@@ -308,7 +308,7 @@ impl Mesh {
 
     /// Picks the agent to call for a compiled query: the first, in `strategy`'s order, that
     /// is not in `exclude`, is under its bulkhead's limit, and whose breaker lets the call
-    /// through. The call counts as in flight until [`Mesh::finish`].
+    /// through. The call counts as in flight until [`RoutingState::finish`].
     pub fn route(
         &mut self,
         query: u32,
@@ -319,14 +319,14 @@ impl Mesh {
         let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
         let q = c.query();
         let mut order = std::mem::take(&mut self.scratch);
-        self.registry.order(&q, strategy, &mut order);
+        self.directory.order(&q, strategy, &mut order);
         let mut refusal = Refusal::NoMatch;
         let mut picked = None;
         for &agent in &order {
             if exclude.contains(&agent) {
                 continue;
             }
-            let (Some(target), Some(entry)) = (self.targets.get_mut(&agent), self.registry.agent(agent)) else {
+            let (Some(target), Some(entry)) = (self.targets.get_mut(&agent), self.directory.agent(agent)) else {
                 continue;
             };
             if target.bulkhead != 0 && entry.in_flight >= target.bulkhead {
@@ -355,7 +355,7 @@ impl Mesh {
         self.scratch = order;
         Ok(match picked {
             Some(agent) => {
-                self.registry.add_in_flight(agent, 1)?;
+                self.directory.add_in_flight(agent, 1)?;
                 Ok(agent)
             }
             None => Err(refusal),
@@ -366,7 +366,7 @@ impl Mesh {
     /// `Some(false)` failure, `None` neither, as when the caller gave up) goes to the breaker.
     /// An agent deregistered meanwhile is ignored.
     pub fn finish(&mut self, agent: u32, outcome: Option<bool>, now: Millis) {
-        if self.registry.add_in_flight(agent, -1).is_err() {
+        if self.directory.add_in_flight(agent, -1).is_err() {
             return;
         }
         let Some(target) = self.targets.get_mut(&agent) else { return };
@@ -389,7 +389,7 @@ impl Mesh {
     /// Applies what is due at `now`: missed heartbeats, deregistrations, and breakers whose
     /// cool-down ended (they turn half-open).
     pub fn tick(&mut self, now: Millis) {
-        self.registry.tick(now);
+        self.directory.tick(now);
         while let Some(&Reverse((Deadline(at), agent))) = self.cool_downs.peek() {
             if at > now {
                 break;
@@ -403,11 +403,11 @@ impl Mesh {
         self.collect();
     }
 
-    /// When [`Mesh::tick`] next has work, or infinity.
+    /// When [`RoutingState::tick`] next has work, or infinity.
     #[must_use]
     pub fn next_deadline(&self) -> Millis {
         let cool = self.cool_downs.peek().map_or(f64::INFINITY, |Reverse((at, _))| at.0);
-        self.registry.next_deadline().min(cool)
+        self.directory.next_deadline().min(cool)
     }
 
     /// The events since the last call, oldest first.
@@ -422,7 +422,7 @@ impl Mesh {
     }
 
     fn collect(&mut self) {
-        for t in self.registry.take_transitions() {
+        for t in self.directory.take_transitions() {
             if t.to.is_none() {
                 self.targets.remove(&t.agent);
             }
@@ -470,7 +470,7 @@ impl Mesh {
         backoff.delay(attempt, &mut self.random)
     }
 
-    /// Like [`Mesh::backoff`], with the jitter named by its code (0 none, 1 full, 2 equal).
+    /// Like [`RoutingState::backoff`], with the jitter named by its code (0 none, 1 full, 2 equal).
     pub fn backoff_coded(&mut self, base: Millis, factor: f64, max: Millis, jitter: u32, attempt: u32) -> Millis {
         let jitter = match jitter {
             1 => Jitter::Full,
@@ -511,7 +511,7 @@ pub fn strategy_of(code: u32) -> Option<Strategy> {
     [Strategy::Priority, Strategy::RoundRobin, Strategy::LeastLoaded, Strategy::Random].get(code as usize).copied()
 }
 
-/// Fields per agent in [`Mesh::find_states`]' output.
+/// Fields per agent in [`RoutingState::find_states`]' output.
 pub const STATE_FIELDS: usize = 5;
 
 /// Fields per event in [`encode_events`]' output.

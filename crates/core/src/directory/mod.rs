@@ -1,4 +1,4 @@
-//! The agent registry: agents with capabilities (a name, a semver version, a priority) and tags,
+//! The agent directory: agents with capabilities (a name, a semver version, a priority) and tags,
 //! found by capability name and version range (`summarize@^1.2`), by tags and by minimum health,
 //! in order of priority then health; and the selection strategies routing uses. Fuzzy names
 //! are scored only when asked for, never silently.
@@ -144,13 +144,13 @@ pub enum Strategy {
     RoundRobin,
     /// The match with the fewest calls in flight (ties: the first).
     LeastLoaded,
-    /// A match drawn from the registry's seeded random source.
+    /// A match drawn from the directory's seeded random source.
     Random,
 }
 
-/// The registry.
+/// The directory of agents: who offers what, in which health, and how to pick among them.
 #[derive(Debug)]
-pub struct Registry {
+pub struct Directory {
     names: Interner,
     agents: Slab<Agent>,
     ids: HashMap<Box<str>, u32>,
@@ -182,14 +182,14 @@ pub fn parse_range(text: &str) -> Result<Range, RegistryError> {
     Range::parse(text).map_err(|reason| RegistryError::InvalidVersion { text: text.to_owned(), reason })
 }
 
-impl Registry {
-    /// An empty registry whose random selection draws from `seed`, with default liveness.
+impl Directory {
+    /// An empty directory whose random selection draws from `seed`, with default liveness.
     #[must_use]
     pub fn new(seed: u64) -> Self {
         Self::with_liveness(seed, Liveness::default())
     }
 
-    /// An empty registry with its liveness settings.
+    /// An empty directory with its liveness settings.
     #[must_use]
     pub fn with_liveness(seed: u64, liveness: Liveness) -> Self {
         Self {

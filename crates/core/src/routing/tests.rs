@@ -5,8 +5,8 @@ fn breaker(failures_to_open: u32) -> BreakerConfig {
     BreakerConfig { failures_to_open, cool_down: 1_000.0, probes: 1, successes_to_close: 1 }
 }
 
-fn mesh_of(n: usize, bulkhead: u32, config: BreakerConfig) -> (Mesh, Vec<u32>, u32) {
-    let mut mesh = Mesh::new(MeshConfig { seed: 3, liveness: Liveness::default(), breaker: config });
+fn mesh_of(n: usize, bulkhead: u32, config: BreakerConfig) -> (RoutingState, Vec<u32>, u32) {
+    let mut mesh = RoutingState::new(RoutingConfig { seed: 3, liveness: Liveness::default(), breaker: config });
     let agents: Vec<u32> = (0..n)
         .map(|i| {
             let prio = i32::try_from(n - i).unwrap();
@@ -25,9 +25,9 @@ fn routes_by_priority_and_falls_back_past_excluded_agents() {
     let (mut mesh, agents, q) = mesh_of(3, 0, breaker(5));
     assert_eq!(mesh.route(q, Strategy::Priority, &[], 0.0).unwrap(), Ok(agents[0]));
     assert_eq!(mesh.route(q, Strategy::Priority, &[agents[0]], 0.0).unwrap(), Ok(agents[1]));
-    assert_eq!(mesh.registry().agent(agents[0]).unwrap().in_flight, 1);
+    assert_eq!(mesh.directory().agent(agents[0]).unwrap().in_flight, 1);
     mesh.finish(agents[0], Some(true), 1.0);
-    assert_eq!(mesh.registry().agent(agents[0]).unwrap().in_flight, 0);
+    assert_eq!(mesh.directory().agent(agents[0]).unwrap().in_flight, 0);
     assert_eq!(mesh.route(q, Strategy::Priority, &agents, 0.0).unwrap(), Err(Refusal::NoMatch));
     let none = mesh.query("missing", "*", Health::Degraded, &[], &[]).unwrap();
     assert_eq!(mesh.route(none, Strategy::Priority, &[], 0.0).unwrap(), Err(Refusal::NoMatch));
@@ -103,7 +103,7 @@ fn round_robin_and_random_visit_every_agent() {
 
 #[test]
 fn queries_several_capabilities_at_once_and_checks_them() {
-    let mut mesh = Mesh::new(MeshConfig::default());
+    let mut mesh = RoutingState::new(RoutingConfig::default());
     let a = mesh.register("a", "t", &[("split", "1.0.0", 0), ("embed", "2.1.0", 0)], &["gpu"], 0, 0.0).unwrap();
     let b = mesh.register("b", "t", &[("split", "1.0.0", 0), ("embed", "1.0.0", 0)], &["gpu"], 0, 0.0).unwrap();
     mesh.register("c", "t", &[("split", "1.0.0", 0)], &[], 0, 0.0).unwrap();
@@ -127,7 +127,7 @@ fn missed_heartbeats_become_events_and_deregistration_drops_the_breaker() {
         offline_after: 5,
         deregister_after: 1_000.0,
     };
-    let mut mesh = Mesh::new(MeshConfig { seed: 1, liveness, breaker: breaker(1) });
+    let mut mesh = RoutingState::new(RoutingConfig { seed: 1, liveness, breaker: breaker(1) });
     let a = mesh.register("a", "t", &[("x", "1.0.0", 0)], &[], 0, 0.0).unwrap();
     mesh.heartbeat(a, Health::Healthy, 0.0).unwrap();
     mesh.tick(10_000.0);
@@ -143,7 +143,7 @@ fn missed_heartbeats_become_events_and_deregistration_drops_the_breaker() {
 
 #[test]
 fn limiters_refuse_until_refilled_and_check_their_settings() {
-    let mut mesh = Mesh::new(MeshConfig::default());
+    let mut mesh = RoutingState::new(RoutingConfig::default());
     let l = mesh.limiter(2.0, 10.0, 0.0).unwrap();
     assert_eq!(mesh.take(l, 1.0, 0.0).unwrap(), Ok(()));
     assert_eq!(mesh.take(l, 1.0, 0.0).unwrap(), Ok(()));
@@ -157,8 +157,8 @@ fn limiters_refuse_until_refilled_and_check_their_settings() {
 
 #[test]
 fn backoff_is_seeded_and_capped() {
-    let mut one = Mesh::new(MeshConfig { seed: 9, ..MeshConfig::default() });
-    let mut two = Mesh::new(MeshConfig { seed: 9, ..MeshConfig::default() });
+    let mut one = RoutingState::new(RoutingConfig { seed: 9, ..RoutingConfig::default() });
+    let mut two = RoutingState::new(RoutingConfig { seed: 9, ..RoutingConfig::default() });
     let a: Vec<f64> = (1..8).map(|n| one.backoff_coded(100.0, 2.0, 1_000.0, 1, n)).collect();
     let b: Vec<f64> = (1..8).map(|n| two.backoff_coded(100.0, 2.0, 1_000.0, 1, n)).collect();
     assert_eq!(a, b);
