@@ -22,6 +22,10 @@ export const QUICK = !['', '0', undefined].includes(process.env.ORRERY_BENCH_QUI
 export const scaled = (full, quick) => (QUICK ? quick : full)
 
 const CHILD = '--contender'
+// The slowest step (a retention round, a 100k-agent setup) takes well under a minute. A child
+// that is silent for longer is stuck (a promise that never settles), and its open IPC channel
+// would keep it alive, and the suite waiting, forever.
+const REPLY_MS = 180_000
 
 /**
  * Runs the suite `name` from its script `script` (a file URL). Each scenario is
@@ -87,24 +91,33 @@ async function start(script, scenario, contender) {
   // The children inherit the parent's Node flags (--expose-gc, the heap limit).
   const child = fork(fileURLToPath(script), [CHILD, scenario, contender], { stdio: 'inherit' })
   let waiting
+  const settle = (how, value) => {
+    const w = waiting
+    waiting = undefined
+    clearTimeout(w?.timer)
+    w?.[how](value)
+  }
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
-      waiting?.reject(new Error(`${what}: the child process ended (${signal ?? `exit ${code}`}) before replying`))
+      settle('reject', new Error(`${what}: the child process ended (${signal ?? `exit ${code}`}) before replying`))
       resolve()
     })
   })
-  child.on('message', (reply) => {
-    const w = waiting
-    waiting = undefined
-    w?.resolve(reply)
-  })
-  const reply = () => new Promise((resolve, reject) => (waiting = { resolve, reject }))
+  child.on('message', (reply) => settle('resolve', reply))
+  const reply = (command) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        settle('reject', new Error(`${what}: no reply to ${command} in ${REPLY_MS / 1000} s`))
+        child.kill()
+      }, REPLY_MS)
+      waiting = { resolve, reject, timer }
+    })
   const ask = (command) => {
-    const answer = reply()
+    const answer = reply(command)
     child.send(command)
     return answer
   }
-  await reply()
+  await reply('setup')
   return {
     ask,
     /** Closes the contender (its checks run there) and waits for the process to end. */
