@@ -3,6 +3,7 @@
  * adapter, ArkType…): the interface below is the published Standard Schema v1 contract, so no
  * validator library is a dependency of Orrery.
  */
+import { refuse, type Where } from './check.js'
 import { OrreryError } from './errors.js'
 
 /** The Standard Schema v1 interface (types only). */
@@ -48,4 +49,11 @@ export function validate<S extends StandardSchemaV1>(schema: S, value: unknown, 
     return r.value as InferOutput<S>
   }
   return result instanceof Promise ? result.then(settle) : settle(result)
+}
+
+/** @internal A Standard Schema (v1): an object whose `~standard.validate` is a function. */
+export function checkSchema<S>(value: S, name = 'schema', where: Where = 'option'): S {
+  const standard = (value !== null && (typeof value === 'object' || typeof value === 'function')) ? (value as { '~standard'?: { validate?: unknown } })['~standard'] : undefined
+  if (typeof standard?.validate !== 'function') refuse(where, name, value, 'must be a Standard Schema (an object with ~standard.validate)')
+  return value
 }

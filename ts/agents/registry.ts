@@ -10,6 +10,7 @@ import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } fro
 import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
+import { DeadlineTimer } from '../timer.js'
 
 /** How well an agent is, best first. */
 export type Health = 'healthy' | 'degraded' | 'initializing' | 'unhealthy' | 'paused' | 'offline'
@@ -241,8 +242,18 @@ export class Registry {
   private readonly textQueries = new Map<string, number>()
   private readonly objectQueries = new Map<string, number>()
   private readonly subject = new Subject<RegistryEvent>()
-  private timer: ReturnType<typeof setTimeout> | undefined
-  private timerAt = Infinity
+  /** One timer for the core's next liveness deadline (a missed heartbeat, a breaker's cool-down). */
+  private readonly deadlines = new DeadlineTimer(() => this.now(), () => {
+    if (this.closed) return
+    // Thrown from a timer, a failed engine would end the process: reported once instead.
+    try {
+      this.tick()
+    } catch (error) {
+      if (!isEngineFailure(error)) throw error
+      this.engineFailed = true
+      this.subject.next({ type: 'engine-failed', error, at: this.now() })
+    }
+  }, true)
   private closed = false
   private engineFailed = false
   /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
@@ -494,22 +505,7 @@ export class Registry {
   private arm(): void {
     if (this.closed || this.engineFailed) return
     const at = this.core.nextDeadline()
-    if (at === Infinity || at >= this.timerAt) return
-    if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timerAt = at
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      this.timerAt = Infinity
-      if (this.closed) return
-      // Thrown from a timer, a failed engine would end the process: reported once instead.
-      try {
-        this.tick()
-      } catch (error) {
-        if (!isEngineFailure(error)) throw error
-        this.engineFailed = true
-        this.subject.next({ type: 'engine-failed', error, at: this.now() })
-      }
-    }, Math.min(0x7fffffff, Math.max(0, at - this.now())))
+    this.deadlines.arm(at)
   }
 
   private forget(known: Known): void {
@@ -546,7 +542,7 @@ export class Registry {
   close(): void {
     if (this.closed) return
     this.closed = true
-    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.deadlines.cancel()
     this.subject.complete()
     this.core.close()
   }

@@ -7,7 +7,8 @@
  * returned at once, and do not count against the breaker.
  */
 import { ROUTE_STATUS } from '../engines/backend.js'
-import { checkEnvelope, type Bus, type PublishOptions } from '../bus/bus.js'
+import type { Bus } from '../bus/bus.js'
+import { checkEnvelope, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
 import { finite, flag, int, MAX_TIMER_MS, text } from '../check.js'

@@ -9,6 +9,7 @@ import type { Subscription } from 'rxjs'
 
 import { FatalError, PermanentError, type Agent, type HandlerContext, type HandlerEntry, type HealthReport, type Logger } from './agent.js'
 import type { Bus } from '../bus/bus.js'
+import type { RunnerLink } from '../bus/link.js'
 import { MAX_TIMER_MS } from '../check.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { Delivery } from '../bus/group.js'
@@ -56,7 +57,8 @@ export type AgentState = 'starting' | 'running' | 'paused' | 'stopping' | 'stopp
 
 /** What the runner needs from the mesh. */
 export interface RunnerHost {
-  readonly bus: Bus
+  /** Its inbox group, request answers and inbox pauses: what the runner needs of the bus. */
+  readonly bus: Pick<Bus, 'group'> & RunnerLink
   readonly registry: Registry
   readonly core: MeshCore
   readonly metrics: AgentMetrics

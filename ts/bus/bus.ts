@@ -10,38 +10,22 @@
 import { Subject, type Observable, type Subscriber } from 'rxjs'
 
 import {
-  CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, OVERFLOW, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
-  type BusCore, type ChannelStats, type OverflowPolicy, type SubscriberStats,
+  CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
+  type BusCore, type ChannelStats, type SubscriberStats,
 } from '../engines/backend.js'
-import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, oneOf, refuse, stringRecord, text, textOr, type Where } from '../check.js'
+import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { encodePayload } from '../codec.js'
 import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
-import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName, type Kind, type Priority } from '../frame.js'
+import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
+import type { BusLink, RecordHandler, RunnerLink } from './link.js'
 import { FrameMessage, type Message } from './message.js'
+import { checkEnvelope, consumerOptions, type ChannelOptions, type PublishOptions, type SubscribeOptions } from './options.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
 import { Stream } from '../stream.js'
+import { DeadlineTimer } from '../timer.js'
 import { Topic, type TopicOptions } from './topic.js'
-
-/** Options of one published message. */
-export interface PublishOptions {
-  kind?: Kind
-  priority?: Priority
-  /** Time to live in ms; the message is never delivered after it. */
-  ttl?: number
-  /** A producer-assigned id (used for deduplication); derived from the sequence number when absent. */
-  id?: string
-  sender?: string
-  recipient?: string
-  correlationId?: string
-  causationId?: string
-  /** Schema name with version, `name@major.minor`. */
-  schema?: string
-  headers?: Readonly<Record<string, string>>
-  /** Payload codec: `json` (default), `msgpack`, or `raw` (the default for Uint8Array payloads). */
-  codec?: CodecName
-}
 
 /** One item of a batch publish. */
 export interface BatchItem {
@@ -99,29 +83,6 @@ export class PublishResult {
   }
 }
 
-/** Where a consumer starts reading. */
-export type StartFrom = 'latest' | 'earliest' | { seq: number } | { time: number }
-
-/** Options of a channel. */
-export interface ChannelOptions {
-  retention?: { maxCount?: number; maxBytes?: number; maxAgeMs?: number }
-  /** Drop a publish whose id was seen on this channel within this many ms (effectively-once). */
-  dedupWindowMs?: number
-  /** Move messages that expire before delivery to `<channel>.dead-letter`. */
-  deadLetterExpired?: boolean
-}
-
-/** Options of a subscription. */
-export interface SubscribeOptions<T = unknown> {
-  from?: StartFrom
-  /** Messages buffered for this subscriber before `overflow` applies (default 10,000). */
-  buffer?: number
-  /** `block` (publishers wait, the default), `drop-oldest`, or `reject` (`BACKPRESSURE`). */
-  overflow?: OverflowPolicy
-  /** Validates each payload at receive (and types it); invalid messages are skipped and reported on `events`. */
-  schema?: StandardSchemaV1<unknown, T>
-}
-
 /** Something the bus reports about itself. */
 export type BusEvent =
   | { type: 'slow-consumer'; consumer: number; channel: string | undefined; buffered: number }
@@ -143,7 +104,6 @@ export type BusEvent =
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
 
-type RecordHandler = (seq: number, attempt: number, frame: Uint8Array) => void
 /** A publish or request waiting for room: `attempt` is true once it settled, false while a consumer is still full. */
 interface Waiter { readonly channels: readonly string[]; readonly attempt: () => boolean }
 
@@ -161,64 +121,6 @@ function code(codes: Map<string, number>, value: unknown, allowed: readonly stri
   const found = typeof value === 'string' ? codes.get(value) : undefined
   if (found === undefined) refuse('option', name, value, `must be one of ${allowed.join(', ')}`)
   return found
-}
-
-/**
- * Largest buffer, in-flight limit or claim count: the core's `MAX_CAPACITY` (crates/core/src/host.rs,
- * 2^28), which keeps its capacity arithmetic far from overflow on wasm32.
- */
-export const MAX_CAPACITY = 2 ** 28
-const OVERFLOW_POLICIES = Object.keys(OVERFLOW) as OverflowPolicy[]
-/** Envelope strings a publisher may set: well-formed, at most 255 bytes (the writer checks the length). */
-const ENVELOPE_STRINGS = ['sender', 'recipient', 'correlationId', 'causationId', 'schema'] as const
-
-/** @internal Turns `from` into the core's (mode, value). */
-export function startOf(from: unknown): [number, number] {
-  if (from === undefined || from === 'latest') return [START_MODES.latest, 0]
-  if (from === 'earliest') return [START_MODES.earliest, 0]
-  if (from !== null && typeof from === 'object' && !Array.isArray(from)) {
-    const at = from as { seq?: unknown; time?: unknown }
-    if (at.seq !== undefined) return [START_MODES.seq, int(at.seq, 'from.seq')]
-    if (at.time !== undefined) return [START_MODES.time, finite(at.time, 'from.time')]
-  }
-  refuse('option', 'from', from, "must be 'latest', 'earliest', { seq } or { time }")
-}
-
-/** @internal Turns an overflow policy into the core's code (by value: `toString` is no policy). */
-export function overflowOf(policy: unknown): number {
-  return policy === undefined ? OVERFLOW.block : OVERFLOW[oneOf(policy, OVERFLOW_POLICIES, 'overflow')]
-}
-
-/** @internal A Standard Schema (v1): an object whose `~standard.validate` is a function. */
-export function checkSchema<S>(value: S, name = 'schema', where: Where = 'option'): S {
-  const standard = (value !== null && (typeof value === 'object' || typeof value === 'function')) ? (value as { '~standard'?: { validate?: unknown } })['~standard'] : undefined
-  if (typeof standard?.validate !== 'function') refuse(where, name, value, 'must be a Standard Schema (an object with ~standard.validate)')
-  return value
-}
-
-/** @internal What every consumer's options share, checked: where it starts, its buffer and overflow policy, its schema. */
-export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?: unknown; schema?: unknown }): { mode: number; value: number; buffer: number; overflow: number } {
-  const [mode, value] = startOf(o.from)
-  const buffer = intOr(o.buffer, 10_000, 'buffer', { min: 1, max: MAX_CAPACITY })
-  const overflow = overflowOf(o.overflow)
-  if (o.schema !== undefined) checkSchema(o.schema)
-  return { mode, value, buffer, overflow }
-}
-
-/**
- * Checks a message's options before anything is encoded: a wrong-typed field once made the frame
- * writer reserve NaN bytes, doubling its buffer on every refused publish (768 MiB after 16).
- * @internal Mesh routing checks with it too, before it picks a target.
- */
-export function checkEnvelope(value: unknown, name: string, where: Where): PublishOptions {
-  const o = checkOptions(value as PublishOptions, name, where)
-  if (o.id !== undefined) text(o.id, 'id', { nonEmpty: true }, 'option')
-  for (const field of ENVELOPE_STRINGS) if (o[field] !== undefined) text(o[field], field, {}, 'option')
-  if (o.headers !== undefined && Object.keys(stringRecord(o.headers, 'headers')).length > 0xffff) {
-    refuse('option', 'headers', o.headers, 'must hold at most 65535 headers')
-  }
-  if (o.ttl !== undefined) finite(o.ttl, 'ttl', { above: 0 })
-  return o
 }
 
 /** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms). */
@@ -240,7 +142,7 @@ function checkBatch(items: unknown): void {
 }
 
 /** A message bus over one engine's core (one endpoint of it, when shared across threads). */
-export class Bus {
+export class Bus implements BusLink, RunnerLink {
   /** Events: slow consumers, dropped messages, invalid payloads, failing handlers. */
   readonly events: Observable<BusEvent>
   private readonly eventSubject = new Subject<BusEvent>()
@@ -273,8 +175,11 @@ export class Bus {
   private readonly liveSinks = new Set<Subscriber<never>>()
   private dirty = false
   private deadlineAdded = false
-  private timer: ReturnType<typeof setTimeout> | undefined
-  private timerAt = Infinity
+  /** One timer for the core's next deadline; a deadline is pending work, so it keeps Node running. */
+  private readonly deadlines = new DeadlineTimer(() => this.now(), () => {
+    this.deadlineAdded = true // re-arm for whatever comes next
+    if (!this.closed) this.flushUnattended()
+  }, true)
   private closed = false
   /** Set once the engine failed under a timer or a scheduled flush (see `flushUnattended`). */
   private engineFailed = false
@@ -886,8 +791,7 @@ export class Bus {
     } catch (error) {
       if (!isEngineFailure(error)) throw error
       this.engineFailed = true
-      if (this.timer !== undefined) clearTimeout(this.timer)
-      this.timer = undefined
+      this.deadlines.cancel()
       this.eventSubject.next({ type: 'engine-failed', error })
     }
   }
@@ -901,16 +805,7 @@ export class Bus {
     if (this.engineFailed) return
     const at = this.core.nextDeadline()
     if (at < 0 || this.closed) return
-    if (this.timer !== undefined && this.timerAt <= at) return
-    if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timerAt = at
-    // setTimeout fires at once past 2^31 - 1 ms; the re-arm after an early wake covers the rest.
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      this.timerAt = Infinity
-      this.deadlineAdded = true // re-arm for whatever comes next
-      if (!this.closed) this.flushUnattended()
-    }, Math.min(0x7fffffff, Math.max(0, at - this.now())))
+    this.deadlines.arm(at)
   }
 
   /**
@@ -941,7 +836,7 @@ export class Bus {
   close(): void {
     if (this.closed) return
     this.closed = true
-    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.deadlines.cancel()
     for (const [, waiting] of this.requests) waiting.reject(new OrreryError('CLOSED', 'this Orrery closed before the reply came'))
     this.requests.clear()
     // Leave every group and drop every subscription in the core: a closed endpoint must not

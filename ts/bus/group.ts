@@ -5,7 +5,9 @@
  * delivery count in its headers.
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from '../engines/backend.js'
-import { consumerOptions, MAX_CAPACITY, type Bus, type StartFrom } from './bus.js'
+import type { Bus } from './bus.js'
+import type { BusLink } from './link.js'
+import { consumerOptions, MAX_CAPACITY, type StartFrom } from './options.js'
 import { callable, finite, int, intOr, options as checkOptions, refuse } from '../check.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
@@ -51,9 +53,13 @@ export class Group<T = unknown> {
   /** This handle's members, by id: completed when the group is deleted. */
   private readonly members = new Map<number, Subscriber<Delivery<T>>>()
 
+  /** @internal What this group needs of its bus. */
+  readonly link: BusLink
+
   /** @internal */
   constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
-    bus.assertOpen()
+    const link: BusLink = (this.link = bus)
+    link.assertOpen()
     options = this.options = checkOptions(options)
     const { mode, value, buffer, overflow } = consumerOptions(options)
     // Leases and delays are the core's deadlines, not timers of their own: the bus re-arms its one
@@ -61,7 +67,7 @@ export class Group<T = unknown> {
     // handler timeout, which may itself be that limit).
     const visibility = options.visibilityTimeout === undefined ? 30_000 : finite(options.visibilityTimeout, 'visibilityTimeout', { above: 0 })
     const maxDeliveries = intOr(options.maxDeliveries, 5, 'maxDeliveries', { min: 1, max: 0xffffffff })
-    this.id = bus.core.group(bus.channelId(channel), name, mode, value, buffer, overflow, visibility, maxDeliveries)
+    this.id = link.core.group(link.channelId(channel), name, mode, value, buffer, overflow, visibility, maxDeliveries)
   }
 
   /**
@@ -72,26 +78,26 @@ export class Group<T = unknown> {
   join(options: { maxInFlight?: number } = {}): Stream<Delivery<T>> & { readonly memberId: () => number } {
     // Checked at the call: a refusal raised when the stream is subscribed had no error callback
     // to go to, and rxjs rethrew it from a timer, ending the process.
-    this.bus.assertOpen()
+    this.link.assertOpen()
     const maxInFlight = intOr(checkOptions(options).maxInFlight, 64, 'maxInFlight', { min: 1, max: MAX_CAPACITY })
     let latest = -1
-    const bus = this.bus
+    const link = this.link
     const schema = this.options.schema
     const stream = new Stream<Delivery<T>>({
-      unhandled: (error) => bus.subscriberFailed(this.channel, error, this.name),
+      unhandled: (error) => link.subscriberFailed(this.channel, error, this.name),
       start: (sink) => {
-        bus.assertOpen()
+        link.assertOpen()
         // One member per subscription: its own id, teardown and pause.
-        const id = this.named(() => bus.core.join(this.id, maxInFlight))
+        const id = this.named(() => link.core.join(this.id, maxInFlight))
         latest = id
-        const untrack = bus.track(sink)
+        const untrack = link.track(sink)
         this.members.set(id, sink)
-        bus.addConsumer(id, this.channel, (seq, attempt, frame) => {
-          bus.noteDeadline() // the delivery started a lease
+        link.addConsumer(id, this.channel, (seq, attempt, frame) => {
+          link.noteDeadline() // the delivery started a lease
           const message = new FrameMessage<T>(this.channel, seq, frame)
           const delivery = this.delivery(id, message, attempt)
           if (!schema) return sink.next(delivery)
-          bus.validated(schema, message, (ok, error) => {
+          link.validated(schema, message, (ok, error) => {
             if (ok) sink.next(delivery)
             else delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
           })
@@ -100,9 +106,9 @@ export class Group<T = unknown> {
           stop: () => {
             untrack()
             this.members.delete(id)
-            bus.removeConsumer(id)
+            link.removeConsumer(id)
           },
-          setPaused: (paused) => bus.setConsumerPaused(id, paused),
+          setPaused: (paused) => link.setConsumerPaused(id, paused),
         }
       },
     })
@@ -116,27 +122,27 @@ export class Group<T = unknown> {
 
   /** @internal Settles a delivery in the core. */
   settle(member: number, seq: number, token: number, nack: { delay?: number; deadLetter?: string } | undefined): void {
-    const bus = this.bus
-    bus.assertOpen()
+    const link = this.link
+    link.assertOpen()
     try {
       if (nack === undefined) {
-        bus.core.ack(member, seq, token)
+        link.core.ack(member, seq, token)
       } else {
         const delay = nack.delay ?? 0
-        bus.core.nack(member, seq, token, delay, nack.deadLetter ?? '', bus.now())
-        if (delay > 0) bus.noteDeadline()
+        link.core.nack(member, seq, token, delay, nack.deadLetter ?? '', link.now())
+        if (delay > 0) link.noteDeadline()
       }
     } catch (err) {
       throw this.rename(err)
     }
-    bus.roomMade()
-    bus.scheduleFlush()
+    link.roomMade()
+    link.scheduleFlush()
   }
 
   /** @internal How many times the message at `seq` has been delivered (this delivery included); read on demand. */
   attemptNumber(seq: number): number {
-    this.bus.assertOpen()
-    const list = this.named(() => this.bus.core.pending(this.id, this.bus.now()))
+    this.link.assertOpen()
+    const list = this.named(() => this.link.core.pending(this.id, this.link.now()))
     for (let i = 0; i < list.length; i += PENDING_FIELDS.length) {
       if (list[i] === seq) return list[i + 3]!
     }
@@ -152,7 +158,7 @@ export class Group<T = unknown> {
     handler: (delivery: Delivery<T>) => unknown,
     options: { maxInFlight?: number; retryDelay?: number; isPermanent?: (error: unknown) => boolean } = {},
   ): { stop(): void; memberId(): number } {
-    this.bus.assertOpen()
+    this.link.assertOpen()
     callable(handler, 'handler')
     options = checkOptions(options)
     const retryDelay = options.retryDelay === undefined ? 0 : finite(options.retryDelay, 'retryDelay', { min: 0 })
@@ -182,10 +188,10 @@ export class Group<T = unknown> {
    * unacked messages are discarded; the channel's log keeps its messages.
    */
   delete(): void {
-    this.bus.assertOpen()
-    this.named(() => this.bus.core.deleteGroup(this.id))
+    this.link.assertOpen()
+    this.named(() => this.link.core.deleteGroup(this.id))
     for (const [member, sink] of this.members) {
-      this.bus.forgetConsumer(member)
+      this.link.forgetConsumer(member)
       sink.complete()
     }
     this.members.clear()
@@ -193,22 +199,22 @@ export class Group<T = unknown> {
 
   /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */
   claim(memberId: number, options: { minIdle: number; max?: number }): number {
-    this.bus.assertOpen()
+    this.link.assertOpen()
     int(memberId, 'memberId', { max: 0xffffffff }, 'argument')
     if (options === undefined) refuse('argument', 'options', options, 'must be an object { minIdle, max? }')
     const o = checkOptions(options)
     const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })
     const max = intOr(o.max, 100, 'max', { min: 1, max: MAX_CAPACITY })
-    const n = this.named(() => this.bus.core.claim(memberId, minIdle, max, this.bus.now()))
-    this.bus.noteDeadline()
-    this.bus.scheduleFlush()
+    const n = this.named(() => this.link.core.claim(memberId, minIdle, max, this.link.now()))
+    this.link.noteDeadline()
+    this.link.scheduleFlush()
     return n
   }
 
   /** The pending-entries list: what members hold and have not acked. */
   pending(): PendingEntry[] {
-    this.bus.assertOpen()
-    const flat = this.named(() => this.bus.core.pending(this.id, this.bus.now()))
+    this.link.assertOpen()
+    const flat = this.named(() => this.link.core.pending(this.id, this.link.now()))
     const out: PendingEntry[] = []
     for (let i = 0; i < flat.length; i += PENDING_FIELDS.length) {
       out.push(fieldsOf(PENDING_FIELDS, Array.from({ length: PENDING_FIELDS.length }, (_, k) => flat[i + k]!)))
@@ -218,8 +224,8 @@ export class Group<T = unknown> {
 
   /** Counters: members, backlog, pending, delivered, acked, nacked, redelivered, dead-lettered, expired. */
   stats(): GroupStats {
-    this.bus.assertOpen()
-    return fieldsOf(GROUP_STATS, this.named(() => this.bus.core.groupStats(this.id)))
+    this.link.assertOpen()
+    return fieldsOf(GROUP_STATS, this.named(() => this.link.core.groupStats(this.id)))
   }
 
   /** Runs a core call, naming this group in what it refuses (the core only knows ids). */
@@ -289,7 +295,7 @@ class GroupDelivery<T> implements Delivery<T> {
   }
 
   ack(): void {
-    this.group.bus.assertOpen()
+    this.group.link.assertOpen()
     this.settleOnce('ack')
     this.group.settle(this.member, this.message.seq, this.token, undefined)
   }
@@ -299,7 +305,7 @@ class GroupDelivery<T> implements Delivery<T> {
     // A delay is a core deadline (finite, >= 0); a reason travels in a header.
     const delay = o.delay === undefined ? 0 : finite(o.delay, 'delay', { min: 0 })
     const deadLetter = o.deadLetter === undefined ? undefined : deadLetterReason(o.deadLetter)
-    this.group.bus.assertOpen()
+    this.group.link.assertOpen()
     this.settleOnce('nack')
     this.group.settle(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
   }

@@ -3,12 +3,13 @@
  * output type flows to every handler. The schema id (`name@major.minor`) travels in each
  * message's envelope.
  */
-import { checkSchema, type BatchItem, type Bus, type Published, type PublishOptions, type PublishResult, type SubscribeOptions } from './bus.js'
+import type { BatchItem, Bus, Published, PublishResult } from './bus.js'
+import type { PublishOptions, SubscribeOptions } from './options.js'
 import { list, options as checkOptions, refuse } from '../check.js'
 import { OrreryError } from '../errors.js'
 import type { Group, GroupOptions } from './group.js'
 import type { Message } from './message.js'
-import { validate, type InferOutput, type StandardSchemaV1 } from '../schema.js'
+import { checkSchema, validate, type InferOutput, type StandardSchemaV1 } from '../schema.js'
 import type { Stream } from '../stream.js'
 
 const SCHEMA_ID = /^[A-Za-z0-9._:/-]+@\d+\.\d+$/

@@ -3,8 +3,7 @@
  * TTLs, listing by prefix, and watches as Streams. Values are encoded with the namespace's codec
  * and, when it has one, validated by its schema before anything is written.
  */
-import type { Ack, StoreContext, WatchSink, WatchSubscriber } from './store.js'
-import { closedError, encodeValue } from './store.js'
+import { closedError, encodeValue, type Ack, type StoreContext, type WatchSink, type WatchSubscriber } from './context.js'
 import { callable, finite, int, intOr, oneOf, options as optionsOf, text } from '../check.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'

@@ -6,23 +6,19 @@
  * In memory a write returns its version; on a durable store it returns a Promise of it that
  * resolves only when the commit holding the write has been synced (`durability`).
  */
-import { Subject, type Subscriber } from 'rxjs'
+import { Subject } from 'rxjs'
 
 import type { StoreCore } from '../engines/backend.js'
-import { checkSchema } from '../bus/bus.js'
-import { encodePayload } from '../codec.js'
 import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
-import type { CodecName } from '../frame.js'
+import type { Ack, ConflictAt, StoreContext, WatchSink } from './context.js'
 import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
 import type { InferOutput, StandardSchemaV1 } from '../schema.js'
-import { validate } from '../schema.js'
+import { checkSchema } from '../schema.js'
 import { nextRecord, readChange, type Change } from './records.js'
 import { Stream } from '../stream.js'
+import { DeadlineTimer } from '../timer.js'
 import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './wire.js'
-
-/** What a write returns: its version in memory, a Promise of it on a durable store. */
-export type Ack<D extends boolean> = D extends true ? Promise<number> : number
 
 /** A change from another replica, to apply with {@link Store.merge}. */
 export interface RemoteChange<T> {
@@ -32,63 +28,6 @@ export interface RemoteChange<T> {
   readonly value?: T
   /** The remote write's stamp: clock reading and writer. */
   readonly stamp: { readonly wall: number; readonly logical: number; readonly writer: string }
-}
-
-/** @internal One subscriber of a core watch: it gets the changes after version `after`. */
-export interface WatchSubscriber {
-  readonly sink: Subscriber<Change<unknown>>
-  readonly after: number
-  /** Cleared when it leaves: a delivery loop already under way skips it from then on. */
-  active: boolean
-}
-
-/**
- * @internal One core watch and its subscribers. Live watches of the same key or prefix from
- * now (the common case: many agents watching one config key) share one: a change crosses the
- * boundary and is decoded once, and one Change object goes to all of them.
- */
-export interface WatchSink {
-  readonly codec: CodecName
-  /** Replaced, never changed in place, so a delivery loop walks a stable list. */
-  subscribers: readonly WatchSubscriber[]
-  /** The version of the last change handed on. */
-  last: number
-  /** Its key in `StoreContext.shared`, when subscribers may join it. */
-  readonly sharedAs: string | undefined
-}
-
-/** Where a write that failed its condition was: namespace and key. */
-export type ConflictAt = (index: number) => { namespace: string; key: string }
-
-/** @internal What namespaces and transactions need of their store. */
-export interface StoreContext {
-  readonly core: StoreCore
-  readonly durable: boolean
-  /** Set once the store is closed. */
-  closed: boolean
-  /**
-   * Whether a key may have a TTL. Reads pass the clock only then (reading it costs ~35 ns, a
-   * third of a read); without TTLs the core has nothing to expire.
-   */
-  expiring: boolean
-  now(): number
-  writerId(name: string | undefined): number
-  writerName(id: number): string
-  /**
-   * Acknowledges a write that returned `result` (a version, or -1 when a condition failed:
-   * then `conflictAt` names the write). `ttl` says it set a TTL (the timer may need re-arming).
-   */
-  ack(result: number, ttl: boolean, conflictAt: ConflictAt): number | Promise<number>
-  /** Runs a write on a durable store, turning a throw into a rejection. */
-  guarded(write: () => number | Promise<number>): number | Promise<number>
-  changed(ttl: boolean): void
-  /** Durable stores: hand this turn's changes (expiries a read ran, too) to the disk. */
-  submitSoon(): void
-  /** A watcher of `namespace` threw (or failed without an error callback): reported, never rethrown. */
-  watcherFailed(namespace: string, error: unknown): void
-  watches: Map<number, WatchSink>
-  /** Shareable core watches by namespace, target and options. */
-  shared: Map<string, { id: number; watch: WatchSink }>
 }
 
 /**
@@ -101,9 +40,6 @@ function ownNamespace(ctx: StoreContext, ns: unknown): void {
     throw new OrreryError('INVALID_ARGUMENT', `namespace ${ns.name} belongs to another store: take it from this store's namespace()`, { details: { argument: 'namespace', namespace: ns.name } })
   }
 }
-
-/** The error of any call after close. */
-export const closedError = (): OrreryError => new OrreryError('CLOSED', 'the store is closed')
 
 /** Options of {@link Store.transaction} writes. */
 export interface TxnWriteOptions {
@@ -286,8 +222,18 @@ export class Store<D extends boolean = false> {
   private failure: string | undefined
   private scheduled = false
   private closed = false
-  private timer: ReturnType<typeof setTimeout> | undefined
-  private timerAt = Infinity
+  /** One timer for the next TTL; it does not keep Node running (expiry is not pending work). */
+  private readonly expiries = new DeadlineTimer(() => this.clock(), () => {
+    // Thrown from a timer, a failed engine (a panic, a poisoned wasm instance) would end the
+    // process; the store's own calls report it from now on, and no timer is armed again. Its
+    // watches can get nothing more: they end with the error (reported once on `events`).
+    try {
+      this.flush()
+    } catch (error) {
+      if (!isEngineFailure(error)) throw error
+      this.failWatches(error)
+    }
+  }, false)
   private readonly ctx: StoreContext
 
   /** @internal */
@@ -476,8 +422,7 @@ export class Store<D extends boolean = false> {
     if (this.closed) return
     this.closed = true
     this.ctx.closed = true
-    if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timer = undefined
+    this.expiries.cancel()
     const watches = [...this.watches.values()]
     this.watches.clear()
     this.shared.clear()
@@ -687,27 +632,11 @@ export class Store<D extends boolean = false> {
     if (watch.sharedAs !== undefined) this.shared.delete(watch.sharedAs)
   }
 
-  /** Arms one timer for the next TTL; it does not keep Node running (expiry is not pending work). */
+  /** Arms the timer for the next TTL. */
   private arm(): void {
     const at = this.core.nextDeadline()
     this.ctx.expiring = at !== Infinity
-    if (at === Infinity || (this.timer !== undefined && this.timerAt <= at)) return
-    if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timerAt = at
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      this.timerAt = Infinity
-      // Thrown from a timer, a failed engine (a panic, a poisoned wasm instance) would end the
-      // process; the store's own calls report it from now on, and no timer is armed again. Its
-      // watches can get nothing more: they end with the error (reported once on `events`).
-      try {
-        this.flush()
-      } catch (error) {
-        if (!isEngineFailure(error)) throw error
-        this.failWatches(error)
-      }
-    }, Math.min(Math.max(0, at - this.clock()), 0x7fffffff))
-    ;(this.timer as { unref?: () => void }).unref?.()
+    this.expiries.arm(at)
   }
 }
 
@@ -715,13 +644,6 @@ function diskError(failure: string): OrreryError {
   // A failure read back from the disk is `"<file>": <reason>`; one a call threw says so already.
   const message = failure.startsWith("the store's disk failed") ? failure : `the store's disk failed: ${failure}`
   return new OrreryError('STORE_IO', message, { details: { disk: true } })
-}
-
-/** @internal Validates (if a schema is set) and encodes a value; a Promise only for async validators. */
-export function encodeValue(codec: CodecName, schema: StandardSchemaV1 | undefined, where: string, value: unknown): Uint8Array | Promise<Uint8Array> {
-  if (!schema) return encodePayload(codec, value)
-  const checked = validate(schema, value, where)
-  return checked instanceof Promise ? checked.then((v) => encodePayload(codec, v)) : encodePayload(codec, checked)
 }
 
 /** The largest `maxValueBytes`: 256 MiB. */

@@ -1,0 +1,50 @@
+/**
+ * What groups and the agent runner need of their bus, and nothing more: the Bus implements it,
+ * and they import it as a type only, so the bus module is the one that imports them (no import
+ * cycle) and the bus's internals stay out of their way.
+ */
+import type { BusCore } from '../engines/backend.js'
+import type { OrreryError } from '../errors.js'
+import type { StandardSchemaV1 } from '../schema.js'
+import type { Subscriber } from 'rxjs'
+import type { FrameMessage, Message } from './message.js'
+
+/** What a consumer's records are routed to: one call per delivered frame. */
+export type RecordHandler = (seq: number, attempt: number, frame: Uint8Array) => void
+
+/** The bus as a group sees it. */
+export interface BusLink {
+  readonly core: BusCore
+  readonly now: () => number
+  /** Throws CLOSED once the bus is closed. */
+  assertOpen(): void
+  /** The id of a channel, interned in the core on first use. */
+  channelId(name: string): number
+  /** Routes a consumer's records to `handler`. */
+  addConsumer(id: number, channel: string, handler: RecordHandler): void
+  /** Stops routing a consumer's records (the core already removed it). */
+  forgetConsumer(id: number): void
+  /** Stops routing a consumer's records and removes it from the core. */
+  removeConsumer(id: number): void
+  /** Pauses or resumes one consumer (an iterator's backpressure). */
+  setConsumerPaused(id: number, paused: boolean): void
+  /** Remembers an open stream subscriber (completed on close); returns the forget function. */
+  track(sink: Subscriber<never>): () => void
+  /** A subscriber's callback threw: reported, never rethrown. */
+  subscriberFailed(channel: string, error: unknown, group?: string): void
+  /** Validates a received payload; invalid ones are reported and `done(false)`. */
+  validated<T>(schema: StandardSchemaV1, message: FrameMessage<T>, done: (ok: boolean, error?: OrreryError) => void): void
+  /** A consumer made room: waiting publishes may go on. */
+  roomMade(): void
+  /** Delivers what is ready, soon. */
+  scheduleFlush(): void
+  /** A deadline earlier than the armed timer may exist now (a lease, a delayed nack). */
+  noteDeadline(): void
+}
+
+/** The bus as the agent runner sees it, besides its public calls. */
+export interface RunnerLink {
+  /** Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
+  answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void
+  setConsumerPaused(id: number, paused: boolean): void
+}
