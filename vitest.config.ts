@@ -1,9 +1,46 @@
+import { fileURLToPath } from 'node:url'
+
+import { playwright } from '@vitest/browser-playwright'
+import type { Plugin } from 'vite'
 import { defineConfig } from 'vitest/config'
 
 // One suite, every engine: the same files run once with the native engine and once with the
-// wasm engine in Node; the browser project drives Debian's chromium with the wasm build.
+// wasm engine in Node, and once more in Debian's chromium with the browser entry (wasm).
 const engineSuite = ['test/**/*.test.ts']
 const notEngineSuite = ['test/browser/**', '**/node_modules/**']
+
+// Files that cannot run in a browser page, each with what it needs from Node. Everything else in
+// the suite runs in chromium; a file that needs Node for a test or two skips just those
+// (`it.skipIf(IN_BROWSER)` with the reason, test/engine.ts).
+const NODE_ONLY: Record<string, string> = {
+  'test/docs.test.ts': 'reads README.md and docs/ from disk (node:fs)',
+  'test/durability.test.ts': 'durable stores live on disk; crash tests kill child processes',
+  'test/examples.test.ts': 'runs each example as a Node child process',
+  'test/inspect.test.ts': "how objects print through Node's util.inspect (node:util)",
+  'test/leak.test.ts': 'a child process with --expose-gc measures memory',
+  'test/node-loader.test.ts': "Node's engine loader: the N-API addon, files on disk, process.emitWarning",
+  'test/observability.test.ts': 'pino writing to a node:stream, and prom-client, which the Node entry alone loads',
+  'test/poisoned-engine.test.ts': 'a child process whose engine is poisoned must still exit',
+  'test/store-damage.test.ts': 'damages store files on disk',
+  'test/store-poisoned.test.ts': 'a panic inside a store call, watched from a child process',
+  'test/workers.test.ts': 'worker threads share one native core',
+}
+
+const CHROMIUM = process.env['ORRERY_CHROMIUM'] ?? '/usr/bin/chromium'
+
+// The tests import the Node entry (ts/node.ts); in the page the same imports reach the browser
+// entry, so one file serves every project.
+const nodeEntry = fileURLToPath(new URL('ts/node.ts', import.meta.url))
+const browserEntry = fileURLToPath(new URL('ts/browser.ts', import.meta.url))
+const browserEntryForTests: Plugin = {
+  name: 'orrery-browser-entry',
+  enforce: 'pre',
+  async resolveId(source, importer, options) {
+    if (!/(^|\/)node\.(js|ts)$/.test(source)) return null
+    const resolved = await this.resolve(source, importer, { ...options, skipSelf: true })
+    return resolved?.id === nodeEntry ? browserEntry : resolved
+  },
+}
 
 export default defineConfig({
   test: {
@@ -11,7 +48,29 @@ export default defineConfig({
     projects: [
       { extends: true, test: { name: 'native', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'native' } } },
       { extends: true, test: { name: 'wasm', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'wasm' } } },
-      { extends: true, test: { name: 'browser', include: ['test/browser/**/*.test.ts'], testTimeout: 60_000, hookTimeout: 60_000 } },
+      {
+        extends: true,
+        plugins: [browserEntryForTests],
+        test: {
+          name: 'browser',
+          include: engineSuite,
+          exclude: [...Object.keys(NODE_ONLY), '**/node_modules/**'],
+          env: { ORRERY_ENGINE: 'wasm', ORRERY_BROWSER: '1' },
+          browser: {
+            enabled: true,
+            headless: true,
+            // Debian's chromium, never a downloaded one (scripts/setup.sh installs it).
+            provider: playwright({
+              launchOptions: {
+                executablePath: CHROMIUM,
+                args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+              },
+            }),
+            instances: [{ browser: 'chromium' }],
+            screenshotFailures: false,
+          },
+        },
+      },
     ],
   },
 })

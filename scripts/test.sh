@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test Orrery has, each phase timed: set-up, builds, cargo test, fuzzing, clippy, the wasm32 build of
 # the core, the TypeScript type check, the vitest suite once per engine (native, wasm in Node)
-# plus the browser smoke test in Debian's chromium, the package as users install it
+# and once more in Debian's chromium (the browser entry; files that need Node are listed in
+# vitest.config.ts), the package as users install it
 # (scripts/package-test.sh), and the engine suites again under Node 24.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -24,7 +25,7 @@ tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json
 # public type fails the run), into docs/api (git-ignored).
 typedoc --treatWarningsAsErrors --logLevel Warn
 phase_end
-phase_start "vitest (native, wasm, browser)"
+phase_start "vitest (native, wasm, browser: chromium)"
 mkdir -p target
 status=0
 vitest run --reporter=default --reporter=json --outputFile.json=target/vitest.json || status=$?

@@ -7,12 +7,13 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { z } from 'zod'
 
 import { Agent, FatalError, PermanentError, type AgentContext, type Message } from '../ts/node.js'
+import { IN_BROWSER } from './engine.js'
 import { collect, errorOf } from './helpers.js'
 import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
 
 afterEach(() => {
   vi.useRealTimers()
-  delete process.env['SUMMARY_MAX_WORDS']
+  vi.unstubAllEnvs()
 })
 
 const Doc = z.object({ text: z.string().min(1) })
@@ -110,23 +111,32 @@ describe('agents', () => {
     await mesh.shutdown()
   })
 
-  it('loads config from values and the environment, validates it, and hot-reloads it', async () => {
+  it('loads config from values, validates it, and hot-reloads it', async () => {
     const { mesh, events } = await fakeMesh()
     mesh.define('summarizer', Summarizer)
-    process.env['SUMMARY_MAX_WORDS'] = '1'
-    const [h] = await mesh.spawn('summarizer', { config: { maxWords: 5 }, configFrom: { env: 'SUMMARY_' } })
-    expect(h!.agent.config).toEqual({ maxWords: 1 })
+    const [h] = await mesh.spawn('summarizer', { config: { maxWords: 5 } })
+    expect(h!.agent.config).toEqual({ maxWords: 5 })
     const invalid = await errorOf(() => mesh.spawn('summarizer', { config: { maxWords: 0 } }))
     expect(invalid?.code).toBe('INVALID_CONFIG')
     expect(invalid?.details?.['issues']).toEqual([expect.objectContaining({ path: 'maxWords' })])
     const changes: unknown[] = []
     ;(h!.agent as Summarizer).onConfig = (next, prev) => { changes.push([prev, next]) }
     await h!.reconfigure({ maxWords: 2 })
-    expect(changes).toEqual([[{ maxWords: 1 }, { maxWords: 2 }]])
+    expect(changes).toEqual([[{ maxWords: 5 }, { maxWords: 2 }]])
     const refused = await errorOf(() => h!.reconfigure({ maxWords: -1 }))
     expect(refused?.code).toBe('INVALID_CONFIG')
     expect(h!.agent.config).toEqual({ maxWords: 2 })
     expect(kinds(events, 'config')).toEqual([`config:${h!.id}`])
+    await mesh.shutdown()
+  })
+
+  // configFrom.env reads process.env, which a page does not have.
+  it.skipIf(IN_BROWSER)('takes config from the environment over the values given', async () => {
+    const { mesh } = await fakeMesh()
+    mesh.define('summarizer', Summarizer)
+    vi.stubEnv('SUMMARY_MAX_WORDS', '1')
+    const [h] = await mesh.spawn('summarizer', { config: { maxWords: 5 }, configFrom: { env: 'SUMMARY_' } })
+    expect(h!.agent.config).toEqual({ maxWords: 1 })
     await mesh.shutdown()
   })
 })

@@ -47,3 +47,10 @@ export async function errorOf(fn: () => unknown): Promise<{ name?: string; code?
     return err as { code?: string }
   }
 }
+
+/** Whether two byte arrays hold the same bytes: a deep equality over millions of elements takes seconds, and a page has no Buffer. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}

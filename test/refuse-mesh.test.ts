@@ -5,17 +5,11 @@
  * registers nothing, never opens a healthy agent's breaker, and `orrery.close()` lets the process
  * exit. Each case is walked on both engines; the engine must still work at the end.
  */
-import { spawn } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 
 import { Agent, Orrery, type AgentContext, type ErrorCode, type Mesh } from '../ts/node.js'
 import { expectEngineUsable, expectPrototypeUntouched, expectRefused, HOSTILE } from './bad-input.js'
-import { ENGINE } from './engine.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
 import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
 
 afterEach(() => {
@@ -130,12 +124,6 @@ describe('the mesh refuses bad input', () => {
     await expectRefused(() => mesh.spawn('echo', 'fast' as never), 'INVALID_ARGUMENT')
     // Past what the bus lets an inbox member hold: refused at spawn, not after registering.
     await expectRefused(() => mesh.spawn('echo', { concurrency: 2 ** 28 + 1 }), 'INVALID_OPTION')
-    // A config file holding JSON that is not an object was read as {}.
-    const file = join(mkdtempSync(join(tmpdir(), 'orrery-config-')), 'config.json')
-    for (const text of ['5', 'null', '[1]', '"x"']) {
-      writeFileSync(file, text)
-      await expectRefused(() => mesh.spawn('echo', { configFrom: { file } }), 'INVALID_CONFIG')
-    }
     // Nothing started, nothing registered; and no late error ends the process.
     await new Promise((resolve) => setTimeout(resolve, 10))
     expect(mesh.agents()).toEqual([])
@@ -145,6 +133,25 @@ describe('the mesh refuses bad input', () => {
     await mesh.shutdown()
     orrery.close()
     expectPrototypeUntouched()
+  })
+
+  // Config files are read from disk (node:fs): Node only.
+  it.skipIf(IN_BROWSER)('refuses a config file holding JSON that is not an object, starting nothing', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { orrery, mesh } = await freshMesh()
+    mesh.define('echo', Echo)
+    // It was read as {}.
+    const file = join(mkdtempSync(join(tmpdir(), 'orrery-config-')), 'config.json')
+    for (const text of ['5', 'null', '[1]', '"x"']) {
+      writeFileSync(file, text)
+      await expectRefused(() => mesh.spawn('echo', { configFrom: { file } }), 'INVALID_CONFIG')
+    }
+    expect(mesh.agents()).toEqual([])
+    expect(mesh.registry.list()).toEqual([])
+    await mesh.shutdown()
+    orrery.close()
   })
 
   it('refuses a bad type, factory or default at define, not at the first spawn (item 13)', async () => {
@@ -546,7 +553,10 @@ describe('close', () => {
     first.close()
   })
 
-  it('lets a process that did not shut its mesh down exit on its own (item 9)', async () => {
+  // A child process: Node only.
+  it.skipIf(IN_BROWSER)('lets a process that did not shut its mesh down exit on its own (item 9)', async () => {
+    const { spawn } = await import('node:child_process')
+    const { fileURLToPath } = await import('node:url')
     const fixture = fileURLToPath(new URL('./fixtures/mesh-close.mjs', import.meta.url))
     const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_ENGINE: ENGINE } })
     let out = ''

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
 import { Orrery } from '../ts/node.js'
-import { ENGINE } from './engine.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
 import { EXPECTED_TRANSCRIPT_TAIL, smokeTranscript } from './smoke/cases.js'
 
 describe(`smoke (${ENGINE})`, () => {
@@ -10,7 +10,8 @@ describe(`smoke (${ENGINE})`, () => {
     expect(transcript).toEqual([`engine:${ENGINE}`, ...EXPECTED_TRANSCRIPT_TAIL])
   })
 
-  it('picks the engine from ORRERY_ENGINE, and an explicit option wins', async () => {
+  // A page has one engine: test/browser/entry.test.ts checks that it refuses native.
+  it.skipIf(IN_BROWSER)('picks the engine from ORRERY_ENGINE, and an explicit option wins', async () => {
     expect((await Orrery.create()).engine).toBe(ENGINE)
     const other = ENGINE === 'native' ? 'wasm' : 'native'
     expect((await Orrery.create({ engine: other })).engine).toBe(other)
