@@ -80,7 +80,7 @@ export type OpenStoreOptions = StoreOptions & Pick<OrreryOptions, 'engine' | 'cl
 function openStoreOn(backend: Backend, options: CheckedStoreOptions, clock: () => number): Store<boolean> {
   const { path, batched, maxValueBytes, history, replica, tombstoneMs, snapshot, maxClockDriftMs } = options
   const core = { maxValueBytes, history, replica, tombstoneMs }
-  const store = new Store<boolean>(path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }), clock, maxClockDriftMs)
+  const store = Store.create<boolean>(path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }), clock, maxClockDriftMs)
   if (snapshot !== undefined) {
     try {
       // Throws for a snapshot that does not decode, durable or not (it imports nothing then).
@@ -149,7 +149,7 @@ export class Orrery {
     const engine = o.engine === undefined ? undefined : oneOf(o.engine, ENGINES, 'engine')
     const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')
     const backend = await loadBackend(engine)
-    return new Orrery(backend, new Bus(backend.createBus({ maxMessageBytes: max }), clock), clock)
+    return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock), clock)
   }
 
   /**
@@ -159,7 +159,7 @@ export class Orrery {
   static async attach(handle: number, options: { clock?: () => number } = {}): Promise<Orrery> {
     const backend = await loadBackend('native')
     const clock = options.clock ?? Date.now
-    const bus = new Bus(backend.attachBus(handle), clock)
+    const bus = Bus.create(backend.attachBus(handle), clock)
     bus.enableWaker()
     return new Orrery(backend, bus, clock)
   }

@@ -241,7 +241,7 @@ export class Mesh {
       ? (error: unknown) => this.logger.error({ err: error }, 'an events subscriber threw')
       : (error: unknown) => console.error('Orrery: a mesh.events or registry.events subscriber threw (give the mesh a logger to route this):', error)
     this.events = eventStream(this.subject, unhandled)
-    this.registry = new Registry(core, now, unhandled)
+    this.registry = Registry.create(core, now, unhandled)
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     const interval = settings.interval
     this.host = {

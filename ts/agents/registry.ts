@@ -259,9 +259,15 @@ export class Registry {
   /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
   readonly events: Observable<RegistryEvent>
 
-  /** @internal */
-  /** @param unhandled where an error an `events` subscriber's callback throws goes (the mesh logs it). */
-  constructor(readonly core: MeshCore, readonly now: () => number, unhandled: (error: unknown) => void = () => {}) {
+  /**
+   * @internal
+   * @param unhandled where an error an `events` subscriber's callback throws goes (the mesh logs it).
+   */
+  static create(core: MeshCore, now: () => number, unhandled?: (error: unknown) => void): Registry {
+    return new Registry(core, now, unhandled)
+  }
+
+  private constructor(readonly core: MeshCore, readonly now: () => number, unhandled: (error: unknown) => void = () => {}) {
     this.events = eventStream(this.subject, unhandled)
   }
 

@@ -19,7 +19,7 @@ import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
-import type { BusLink, RecordHandler, RunnerLink } from './link.js'
+import type { RecordHandler } from './link.js'
 import { FrameMessage, type Message } from './message.js'
 import { checkEnvelope, consumerOptions, type ChannelOptions, type PublishOptions, type SubscribeOptions } from './options.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
@@ -47,7 +47,12 @@ export class Published {
   private strings: string[] | undefined
 
   /** @internal */
-  constructor(private readonly raw: ReadonlyArray<string | number>, readonly published: number, private readonly prefix: string) {}
+  static create(raw: ReadonlyArray<string | number>, published: number, prefix: string): Published {
+    return new Published(raw, published, prefix)
+  }
+
+  // Private, with `create` (internal) to make one: the published types then offer no `new`.
+  private constructor(private readonly raw: ReadonlyArray<string | number>, readonly published: number, private readonly prefix: string) {}
 
   /** The messages' ids, in batch order: the producer's, or `<bus prefix>-<n>`. */
   get ids(): string[] {
@@ -67,7 +72,11 @@ export class Published {
 /** What `publish` resolves to; the id string is made only when read. */
 export class PublishResult {
   /** @internal */
-  constructor(private readonly batch: Published) {}
+  static create(batch: Published): PublishResult {
+    return new PublishResult(batch)
+  }
+
+  private constructor(private readonly batch: Published) {}
 
   /** The message's id: the producer's, or `<bus prefix>-<n>`. */
   get id(): string { return this.batch.ids[0]! }
@@ -142,7 +151,7 @@ function checkBatch(items: unknown): void {
 }
 
 /** A message bus over one engine's core (one endpoint of it, when shared across threads). */
-export class Bus implements BusLink, RunnerLink {
+export class Bus {
   /** Events: slow consumers, dropped messages, invalid payloads, failing handlers. */
   readonly events: Observable<BusEvent>
   private readonly eventSubject = new Subject<BusEvent>()
@@ -185,7 +194,11 @@ export class Bus implements BusLink, RunnerLink {
   private engineFailed = false
 
   /** @internal */
-  constructor(readonly core: BusCore, readonly now: () => number) {
+  static create(core: BusCore, now: () => number): Bus {
+    return new Bus(core, now)
+  }
+
+  private constructor(readonly core: BusCore, readonly now: () => number) {
     this.events = this.eventSubject.asObservable()
   }
 
@@ -227,7 +240,7 @@ export class Bus implements BusLink, RunnerLink {
    * wait; with `reject` it fails with `BACKPRESSURE`. A refused publish publishes nothing.
    */
   async publish(channel: string, payload: unknown, options: PublishOptions = NO_OPTIONS): Promise<PublishResult> {
-    return new PublishResult(await this.publishBatch([{ channel, payload, options }]))
+    return PublishResult.create(await this.publishBatch([{ channel, payload, options }]))
   }
 
   /** Publishes a batch all or nothing, in one crossing into the core. */
@@ -290,7 +303,7 @@ export class Bus implements BusLink, RunnerLink {
     }
     const published = this.core.publish(w.bytes(), now)
     this.scheduleFlush()
-    return new Published(raw, published, this.idPrefix)
+    return Published.create(raw, published, this.idPrefix)
   }
 
   /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */
@@ -501,13 +514,13 @@ export class Bus implements BusLink, RunnerLink {
   /** A consumer group on `channel` (created on first use with these options). */
   group<T = unknown>(channel: string, name: string, options: GroupOptions<T> = {}): Group<T> {
     this.assertOpen()
-    return new Group<T>(this, channel, name, options)
+    return Group.create<T>(this, channel, name, options)
   }
 
   /** A typed channel: `options.schema` validates payloads at publish and at receive, and types the handlers. */
   topic<S extends StandardSchemaV1>(channel: string, options: TopicOptions<S>): Topic<S> {
     this.assertOpen()
-    return new Topic(this, channel, options)
+    return Topic.create(this, channel, options)
   }
 
   /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */

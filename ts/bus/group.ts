@@ -57,7 +57,11 @@ export class Group<T = unknown> {
   readonly link: BusLink
 
   /** @internal */
-  constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
+  static create<T>(bus: Bus, channel: string, name: string, options: GroupOptions<T>): Group<T> {
+    return new Group<T>(bus, channel, name, options)
+  }
+
+  private constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
     const link: BusLink = (this.link = bus)
     link.assertOpen()
     options = this.options = checkOptions(options)

@@ -1,7 +1,7 @@
 /**
- * What groups and the agent runner need of their bus, and nothing more: the Bus implements it,
- * and they import it as a type only, so the bus module is the one that imports them (no import
- * cycle) and the bus's internals stay out of their way.
+ * What groups and the agent runner need of their bus, and nothing more. They import it as a
+ * type only, so the bus module is the one that imports them (no import cycle); the Bus has all
+ * of it, which the compiler checks where a group and the runner are handed their bus.
  */
 import type { BusCore } from '../engines/backend.js'
 import type { OrreryError } from '../errors.js'

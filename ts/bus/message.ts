@@ -38,7 +38,10 @@ export interface Message<T = unknown> {
 /** Marks a payload not decoded yet (undefined is a valid payload). */
 const UNDECODED: unique symbol = Symbol('undecoded')
 
-/** @internal A message read lazily from its frame; `payload` may be replaced by a validated value. */
+/**
+ * A message read lazily from its frame; `payload` may be replaced by a validated value. Not
+ * exported from the package: users see it as a {@link Message}.
+ */
 export class FrameMessage<T = unknown> implements Message<T> {
   private value: T | typeof UNDECODED = UNDECODED
   private headerMap: Record<string, string> | undefined

@@ -89,7 +89,11 @@ export class Namespace<T, D extends boolean> {
   private readonly schema: StandardSchemaV1 | undefined
 
   /** @internal */
-  constructor(private readonly ctx: StoreContext, readonly id: number, readonly name: string, options: NamespaceOptions<StandardSchemaV1 | undefined>) {
+  static create<T, D extends boolean>(ctx: StoreContext, id: number, name: string, options: NamespaceOptions<StandardSchemaV1 | undefined>): Namespace<T, D> {
+    return new Namespace<T, D>(ctx, id, name, options)
+  }
+
+  private constructor(private readonly ctx: StoreContext, readonly id: number, readonly name: string, options: NamespaceOptions<StandardSchemaV1 | undefined>) {
     this.codec = options.codec ?? 'json'
     this.schema = options.schema
     if (this.codec !== 'json' && this.codec !== 'msgpack' && this.codec !== 'raw') {

@@ -68,7 +68,11 @@ export class Transaction<D extends boolean> {
   private pending: Promise<void>[] = []
 
   /** @internal */
-  constructor(private readonly ctx: StoreContext, private readonly writer: string | undefined) {}
+  static create<D extends boolean>(ctx: StoreContext, writer: string | undefined): Transaction<D> {
+    return new Transaction<D>(ctx, writer)
+  }
+
+  private constructor(private readonly ctx: StoreContext, private readonly writer: string | undefined) {}
 
   private add(action: number, ns: Namespace<unknown, boolean>, key: string, value: unknown, options: TxnWriteOptions, absent = false): this {
     ownNamespace(this.ctx, ns)
@@ -237,7 +241,11 @@ export class Store<D extends boolean = false> {
   private readonly ctx: StoreContext
 
   /** @internal */
-  constructor(private readonly core: StoreCore, private readonly clock: () => number, private readonly maxClockDriftMs = DEFAULT_MAX_CLOCK_DRIFT_MS) {
+  static create<D extends boolean>(core: StoreCore, clock: () => number, maxClockDriftMs?: number): Store<D> {
+    return new Store<D>(core, clock, maxClockDriftMs)
+  }
+
+  private constructor(private readonly core: StoreCore, private readonly clock: () => number, private readonly maxClockDriftMs = DEFAULT_MAX_CLOCK_DRIFT_MS) {
     const self = this
     this.ctx = {
       core,
@@ -301,7 +309,7 @@ export class Store<D extends boolean = false> {
       this.core.setHistory(id, options.history)
       this.changed(false)
     }
-    const ns = new Namespace<unknown, D>(this.ctx, id, name, options)
+    const ns = Namespace.create<unknown, D>(this.ctx, id, name, options)
     this.namespaces.set(name, ns)
     return ns
   }
@@ -309,7 +317,7 @@ export class Store<D extends boolean = false> {
   /** A transaction; `writer` names who writes it (default: the store's replica). */
   transaction(options: { writer?: string } = {}): Transaction<D> {
     this.checkOpen()
-    return new Transaction<D>(this.ctx, textOr(optionsOf(options).writer, 'writer'))
+    return Transaction.create<D>(this.ctx, textOr(optionsOf(options).writer, 'writer'))
   }
 
   /** The whole store at this revision, as bytes (consistent at one point in time). */
