@@ -57,9 +57,7 @@ function orreryBroadcast(engine, subscribers) {
     const orrery = await Orrery.create({ engine })
     const { bus } = orrery
     const tally = new Tally()
-    const subs = Array.from({ length: subscribers }, () =>
-      bus.subscribe('bench').subscribe((m) => tally.receive(m.payload)),
-    )
+    const subs = Array.from({ length: subscribers }, () => bus.subscribe('bench').subscribe((m) => tally.receive(m.payload)))
     const items = Array.from({ length: BATCH }, () => ({ channel: 'bench', payload: PAYLOAD }))
     return {
       round: publishRounds(bus, items),
@@ -180,15 +178,19 @@ function roundTrips(id, start) {
     const latencies = new Latencies()
     const tally = new Tally()
     return {
-      round: timeBoxed(async () => {
-        for (let i = 0; i < REQUESTS_PER_STEP; i++) {
-          const t0 = process.hrtime.bigint()
-          const reply = await call(PAYLOAD)
-          latencies.record(Number(process.hrtime.bigint() - t0))
-          tally.receive(reply)
-        }
-        return REQUESTS_PER_STEP
-      }, ROUND_MS, latencies),
+      round: timeBoxed(
+        async () => {
+          for (let i = 0; i < REQUESTS_PER_STEP; i++) {
+            const t0 = process.hrtime.bigint()
+            const reply = await call(PAYLOAD)
+            latencies.record(Number(process.hrtime.bigint() - t0))
+            tally.receive(reply)
+          }
+          return REQUESTS_PER_STEP
+        },
+        ROUND_MS,
+        latencies,
+      ),
       async close(total) {
         await stop()
         tally.verify(id, total, PAYLOAD_BYTES)

@@ -213,7 +213,8 @@ if (args.child) {
         `${result.messages.messages} messages in ${result.messages.seconds} s, rss ${mib(result.messages.rss_growth_after_gc_bytes)} after GC, heap ${mib(result.messages.heap_growth_after_gc_bytes)}`,
     )
   }
-  if (!args.check) await writeResults(new URL('./results/leak.json', import.meta.url), { ...scenarios, bounds: { exact: EXACT, resident: RESIDENT } }, machine())
+  if (!args.check)
+    await writeResults(new URL('./results/leak.json', import.meta.url), { ...scenarios, bounds: { exact: EXACT, resident: RESIDENT } }, machine())
   if (problems.length > 0) {
     console.error(problems.join('\n'))
     process.exitCode = 1

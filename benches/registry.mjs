@@ -149,8 +149,14 @@ async function filledMesh(engine) {
   const registerMs = Math.round(performance.now() - t0)
   const { registry: js } = jsRegistry()
   for (let k = 0; k < CAPABILITIES; k += 10) {
-    const got = mesh.registry.find(QUERIES[k]).map((a) => a.id).join()
-    const want = js.find(QUERIES[k]).map((a) => a.id).join()
+    const got = mesh.registry
+      .find(QUERIES[k])
+      .map((a) => a.id)
+      .join()
+    const want = js
+      .find(QUERIES[k])
+      .map((a) => a.id)
+      .join()
     if (got !== want) throw new Error(`orrery-${engine}: ${QUERIES[k]} found ${got}, the JS baseline ${want}`)
   }
   const close = async () => {
@@ -168,16 +174,20 @@ function discovery(id, start) {
     let k = 0
     let found = 0
     return {
-      round: timeBoxed(() => {
-        for (let n = 0; n < STEP; n++) {
-          const query = QUERIES[k++ % CAPABILITIES]
-          const t0 = process.hrtime.bigint()
-          const matches = find(query)
-          latencies.record(Number(process.hrtime.bigint() - t0))
-          found += matches.length
-        }
-        return STEP
-      }, ROUND_MS, latencies),
+      round: timeBoxed(
+        () => {
+          for (let n = 0; n < STEP; n++) {
+            const query = QUERIES[k++ % CAPABILITIES]
+            const t0 = process.hrtime.bigint()
+            const matches = find(query)
+            latencies.record(Number(process.hrtime.bigint() - t0))
+            found += matches.length
+          }
+          return STEP
+        },
+        ROUND_MS,
+        latencies,
+      ),
       async close(total) {
         await stop()
         if (found !== total * MATCHES) throw new Error(`${id}: ${found} matches in ${total} queries, expected ${MATCHES} each`)
@@ -241,15 +251,19 @@ function roundTrips(id, engine, call) {
     const latencies = new Latencies()
     let echoed = 0
     return {
-      round: timeBoxed(async () => {
-        for (let i = 0; i < STEP; i++) {
-          const t0 = process.hrtime.bigint()
-          const reply = await call(host)
-          latencies.record(Number(process.hrtime.bigint() - t0))
-          if (reply.payload === PAYLOAD) echoed++
-        }
-        return STEP
-      }, ROUND_MS, latencies),
+      round: timeBoxed(
+        async () => {
+          for (let i = 0; i < STEP; i++) {
+            const t0 = process.hrtime.bigint()
+            const reply = await call(host)
+            latencies.record(Number(process.hrtime.bigint() - t0))
+            if (reply.payload === PAYLOAD) echoed++
+          }
+          return STEP
+        },
+        ROUND_MS,
+        latencies,
+      ),
       async close(total) {
         await host.close()
         if (echoed !== total) throw new Error(`${id}: ${echoed} echoed replies of ${total} requests`)

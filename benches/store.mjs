@@ -232,13 +232,17 @@ function durable(id, open) {
     const latencies = new Latencies()
     let next = 0
     return {
-      round: timeBoxed(async () => {
-        const t0 = performance.now()
-        await db.batch(next, DURABLE_BATCH)
-        latencies.record((performance.now() - t0) * 1e6)
-        next += DURABLE_BATCH
-        return DURABLE_BATCH
-      }, DURABLE_ROUND_MS, latencies),
+      round: timeBoxed(
+        async () => {
+          const t0 = performance.now()
+          await db.batch(next, DURABLE_BATCH)
+          latencies.record((performance.now() - t0) * 1e6)
+          next += DURABLE_BATCH
+          return DURABLE_BATCH
+        },
+        DURABLE_ROUND_MS,
+        latencies,
+      ),
       async close(total) {
         const count = await db.count()
         await db.close()
@@ -250,50 +254,59 @@ function durable(id, open) {
 }
 
 const durableContenders = [
-  ['orrery-native', durable('orrery-native', async (path) => {
-    const store = await Orrery.openStore({ engine: 'native', path, durability: 'batched' })
-    const ns = store.namespace('bench', { codec: 'raw' })
-    return {
-      batch: (from, n) => {
-        let last
-        for (let i = 0; i < n; i++) last = ns.put(`key-${from + i}`, VALUE)
-        return last
-      },
-      count: () => ns.keys().length,
-      close: () => store.close(),
-    }
-  })],
+  [
+    'orrery-native',
+    durable('orrery-native', async (path) => {
+      const store = await Orrery.openStore({ engine: 'native', path, durability: 'batched' })
+      const ns = store.namespace('bench', { codec: 'raw' })
+      return {
+        batch: (from, n) => {
+          let last
+          for (let i = 0; i < n; i++) last = ns.put(`key-${from + i}`, VALUE)
+          return last
+        },
+        count: () => ns.keys().length,
+        close: () => store.close(),
+      }
+    }),
+  ],
   // lmdb batches every put of one event turn into one transaction and resolves them after its
   // commit is synced (the defaults; noSync/noMetaSync would skip the sync).
-  ['lmdb', durable('lmdb', async (path) => {
-    const db = openLmdb({ path, compression: false })
-    return {
-      batch: (from, n) => {
-        let last
-        for (let i = 0; i < n; i++) last = db.put(`key-${from + i}`, VALUE)
-        return last
-      },
-      count: () => db.getKeysCount(),
-      close: () => db.close(),
-    }
-  })],
+  [
+    'lmdb',
+    durable('lmdb', async (path) => {
+      const db = openLmdb({ path, compression: false })
+      return {
+        batch: (from, n) => {
+          let last
+          for (let i = 0; i < n; i++) last = db.put(`key-${from + i}`, VALUE)
+          return last
+        },
+        count: () => db.getKeysCount(),
+        close: () => db.close(),
+      }
+    }),
+  ],
   // SQLite in WAL mode with synchronous=FULL syncs the WAL on every commit: one per batch.
-  ['better-sqlite3', durable('better-sqlite3', async (path) => {
-    const db = new Sqlite(path)
-    db.pragma('journal_mode = WAL')
-    db.pragma('synchronous = FULL')
-    db.exec('CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB, version INTEGER) WITHOUT ROWID')
-    const put = db.prepare('INSERT OR REPLACE INTO kv (key, value, version) VALUES (?, ?, ?)')
-    let version = 0
-    const batch = db.transaction((from, n) => {
-      for (let i = 0; i < n; i++) put.run(`key-${from + i}`, VALUE, ++version)
-    })
-    return {
-      batch: (from, n) => batch(from, n),
-      count: () => db.prepare('SELECT count(*) AS n FROM kv').get().n,
-      close: () => db.close(),
-    }
-  })],
+  [
+    'better-sqlite3',
+    durable('better-sqlite3', async (path) => {
+      const db = new Sqlite(path)
+      db.pragma('journal_mode = WAL')
+      db.pragma('synchronous = FULL')
+      db.exec('CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB, version INTEGER) WITHOUT ROWID')
+      const put = db.prepare('INSERT OR REPLACE INTO kv (key, value, version) VALUES (?, ?, ?)')
+      let version = 0
+      const batch = db.transaction((from, n) => {
+        for (let i = 0; i < n; i++) put.run(`key-${from + i}`, VALUE, ++version)
+      })
+      return {
+        batch: (from, n) => batch(from, n),
+        count: () => db.prepare('SELECT count(*) AS n FROM kv').get().n,
+        close: () => db.close(),
+      }
+    }),
+  ],
 ]
 
 const inMemory = (scenario) => [...ENGINES.map((engine) => [`orrery-${engine}`, scenario.orrery(engine)]), ['js-map', scenario.js()]]

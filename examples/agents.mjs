@@ -23,13 +23,20 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** This repository's prose: the Markdown files, and each core module's `//!` docs. */
 function documents() {
   const docs = {}
-  for (const file of readdirSync(ROOT).filter((f) => f.endsWith('.md')).sort()) docs[file] = readFileSync(join(ROOT, file), 'utf8')
+  for (const file of readdirSync(ROOT)
+    .filter((f) => f.endsWith('.md'))
+    .sort())
+    docs[file] = readFileSync(join(ROOT, file), 'utf8')
   const walk = (dir) => {
     for (const entry of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
       const path = join(dir, entry.name)
       if (entry.isDirectory()) walk(path)
       else if (entry.name.endsWith('.rs')) {
-        const text = readFileSync(path, 'utf8').split('\n').filter((l) => l.startsWith('//!')).map((l) => l.slice(3).trim()).join('\n')
+        const text = readFileSync(path, 'utf8')
+          .split('\n')
+          .filter((l) => l.startsWith('//!'))
+          .map((l) => l.slice(3).trim())
+          .join('\n')
         if (text) docs[path.slice(ROOT.length)] = text
       }
     }
@@ -42,7 +49,12 @@ class Splitter extends Agent {
   static capabilities = [{ name: 'split', version: '1.0.0' }]
   constructor(context) {
     super(context)
-    this.handle('split', ({ text }) => text.split(/\n\s*\n/).map((p) => p.trim()).filter((p) => p.length > 0))
+    this.handle('split', ({ text }) =>
+      text
+        .split(/\n\s*\n/)
+        .map((p) => p.trim())
+        .filter((p) => p.length > 0),
+    )
   }
 }
 
@@ -93,14 +105,22 @@ class Aggregator extends Agent {
 
 function describe(event) {
   switch (event.type) {
-    case 'breaker': return `breaker   ${event.agent}: ${event.from} -> ${event.to}`
-    case 'crashed': return `crashed   ${event.agent} (${event.reason}): ${event.error}`
-    case 'restart': return `restart   ${event.agents.join(', ')} by ${event.supervisor} (restart ${event.attempt}, after ${event.delay} ms)`
-    case 'gave-up': return `gave up   ${event.supervisor}: ${event.reason}`
-    case 'started': return `started   ${event.agent}`
-    case 'fallback': return `fallback  ${event.capability}: ${event.agent} failed (${event.error}), trying the next analyser`
-    case 'retry': return `retry     ${event.capability}: every candidate failed, again in ${event.delay.toFixed(0)} ms`
-    default: return undefined
+    case 'breaker':
+      return `breaker   ${event.agent}: ${event.from} -> ${event.to}`
+    case 'crashed':
+      return `crashed   ${event.agent} (${event.reason}): ${event.error}`
+    case 'restart':
+      return `restart   ${event.agents.join(', ')} by ${event.supervisor} (restart ${event.attempt}, after ${event.delay} ms)`
+    case 'gave-up':
+      return `gave up   ${event.supervisor}: ${event.reason}`
+    case 'started':
+      return `started   ${event.agent}`
+    case 'fallback':
+      return `fallback  ${event.capability}: ${event.agent} failed (${event.error}), trying the next analyser`
+    case 'retry':
+      return `retry     ${event.capability}: every candidate failed, again in ${event.delay.toFixed(0)} ms`
+    default:
+      return undefined
   }
 }
 
@@ -130,10 +150,12 @@ async function run(engine) {
   for (const [name, text] of Object.entries(docs)) {
     const parts = (await mesh.request('split', { text }, { strategy: 'round-robin' })).payload
     paragraphs += parts.length
-    const analysed = await Promise.all(parts.map(async (paragraph) => {
-      const reply = await mesh.request('analyse@^1.1', paragraph, { strategy: 'round-robin', timeout: 2_000, retries: 4, backoff: { base: 20 } })
-      return reply.payload
-    }))
+    const analysed = await Promise.all(
+      parts.map(async (paragraph) => {
+        const reply = await mesh.request('analyse@^1.1', paragraph, { strategy: 'round-robin', timeout: 2_000, retries: 4, backoff: { base: 20 } })
+        return reply.payload
+      }),
+    )
     const version = (await mesh.request('aggregate', { name, parts: analysed })).payload
     if (++ingested <= 4) lines.push(`  ingest    ${name}: ${parts.length} paragraphs analysed, store version ${version}`)
     // Let analyser-3's breaker cool down between documents, so its probe (and crash) shows.
@@ -141,15 +163,28 @@ async function run(engine) {
   }
   const ms = performance.now() - started
 
-  const words = store.namespace('words').entries().map((e) => [e.key, e.value])
+  const words = store
+    .namespace('words')
+    .entries()
+    .map((e) => [e.key, e.value])
   const top = words.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 8)
   console.log(`\n== engine: ${orrery.engine}`)
   for (const line of lines) console.log(line)
   console.log(`  ingest    … and ${ingested - 4} more documents`)
   console.log(`  ${ingested} documents, ${paragraphs} paragraphs in ${ms.toFixed(0)} ms`)
   console.log(`  top words: ${top.map(([w, n]) => `${w}=${n}`).join(', ')}`)
-  console.log(`  agents: ${mesh.registry.list().map((a) => `${a.id}=${a.health}/${a.breaker}`).join(' ')}`)
-  console.log(`  events: ${Object.entries(counts).sort().map(([t, n]) => `${t}=${n}`).join(' ')}`)
+  console.log(
+    `  agents: ${mesh.registry
+      .list()
+      .map((a) => `${a.id}=${a.health}/${a.breaker}`)
+      .join(' ')}`,
+  )
+  console.log(
+    `  events: ${Object.entries(counts)
+      .sort()
+      .map(([t, n]) => `${t}=${n}`)
+      .join(' ')}`,
+  )
   console.log(`  store: revision ${store.revision}, ${store.namespace('docs').keys().length} documents, ${words.length} words`)
   await mesh.shutdown()
   store.close()

@@ -101,6 +101,8 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ" ]; then
   problems+=("cargo-fuzz $CARGO_FUZZ (cargo install cargo-fuzz --version =$CARGO_FUZZ --locked; found: $(cargo fuzz --version 2>/dev/null || echo none))")
 fi
 [ -x node_modules/.bin/vitest ] || problems+=("node_modules/.bin/vitest (npm install)")
+# Biome runs from a platform package (an optional dependency): check that it starts, not only that the link is there.
+node_modules/.bin/biome --version >/dev/null 2>&1 || problems+=("node_modules/.bin/biome, Biome with its linux-x64 binary (npm install)")
 [ -d node_modules/@vitest/browser-playwright ] || problems+=("node_modules/@vitest/browser-playwright, vitest's browser provider (npm install)")
 "$NODE24" --version 2>/dev/null | grep -q '^v24\.' || problems+=("$NODE24, Node 24 (npm install --prefix scripts/node24)")
 if [ ${#problems[@]} -gt 0 ]; then

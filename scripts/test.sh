@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test Orrery has, each phase timed: set-up, builds, cargo test, fuzzing, clippy, the wasm32 build of
-# the core, the TypeScript type check, the vitest suite once per engine (native, wasm in Node)
+# the core, the TypeScript type check, Biome (format, lint, import cycles), the vitest suite once per engine (native, wasm in Node)
 # and once more in Debian's chromium (the browser entry; files that need Node are listed in
 # vitest.config.ts), the package as users install it
 # (scripts/package-test.sh), and the engine suites again under Node 24.
@@ -25,6 +25,9 @@ tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json
 # public type fails the run), into docs/api (git-ignored).
 typedoc --treatWarningsAsErrors --logLevel Warn
 phase_end
+# Biome (biome.json): formatting, lint and import cycles over ts/, test/, examples/, benches/*.mjs.
+# An unformatted file or an import cycle fails the run; `npx biome check --write` fixes most.
+phase_start "biome ci (format, lint, import cycles)"; biome ci; phase_end
 phase_start "vitest (native, wasm, browser: chromium)"
 mkdir -p target
 status=0

@@ -6,10 +6,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { z } from 'zod'
 
-import { Agent, FatalError, PermanentError, type AgentContext, type Message } from '../ts/node.js'
+import { Agent, type AgentContext } from '../ts/node.js'
 import { IN_BROWSER } from './engine.js'
-import { collect, errorOf } from './helpers.js'
-import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
+import { errorOf } from './helpers.js'
+import { fakeMesh, kinds } from './mesh-helpers.js'
 
 afterEach(() => {
   vi.useRealTimers()
@@ -25,7 +25,9 @@ class Summarizer extends Agent<{ maxWords: number }> {
   constructor(context: AgentContext<{ maxWords: number }>) {
     super(context)
     this.handle('summarize', { schema: Doc }, (doc) => doc.text.split(' ').slice(0, this.config.maxWords).join(' '))
-    this.on<string>('event', (text) => { this.seen.push(text) })
+    this.on<string>('event', (text) => {
+      this.seen.push(text)
+    })
   }
 }
 
@@ -90,7 +92,10 @@ describe('agents', () => {
       static readonly capabilities = [{ name: 'x', version: '1.0.0' }]
     }
     class Twice extends Agent {
-      static readonly capabilities = [{ name: 'x', version: '1.0.0' }, { name: 'x', version: '2.0.0' }]
+      static readonly capabilities = [
+        { name: 'x', version: '1.0.0' },
+        { name: 'x', version: '2.0.0' },
+      ]
       constructor(context: AgentContext<unknown>) {
         super(context)
         this.handle('x', () => 1)
@@ -99,7 +104,9 @@ describe('agents', () => {
     mesh.define('unhandled', Unhandled).define('twice', Twice).define('summarizer', Summarizer)
     expect((await errorOf(() => mesh.spawn('unhandled', { id: 'same' })))?.code).toBe('NO_HANDLER')
     expect((await errorOf(() => mesh.spawn('twice', { id: 'same' })))?.code).toBe('INVALID_NAME')
-    expect((await errorOf(() => mesh.spawn('summarizer', { id: 'same', capabilities: [{ name: 'summarize', version: 'one' }], config: { maxWords: 1 } })))?.code).toBe('INVALID_VERSION')
+    expect(
+      (await errorOf(() => mesh.spawn('summarizer', { id: 'same', capabilities: [{ name: 'summarize', version: 'one' }], config: { maxWords: 1 } })))?.code,
+    ).toBe('INVALID_VERSION')
     expect(mesh.registry.list()).toEqual([])
     await mesh.spawn('summarizer', { id: 'same', config: { maxWords: 1 } })
     // Two starts of one id at once: one of them is refused.
@@ -120,7 +127,9 @@ describe('agents', () => {
     expect(invalid?.code).toBe('INVALID_CONFIG')
     expect(invalid?.details?.['issues']).toEqual([expect.objectContaining({ path: 'maxWords' })])
     const changes: unknown[] = []
-    ;(h!.agent as Summarizer).onConfig = (next, prev) => { changes.push([prev, next]) }
+    ;(h!.agent as Summarizer).onConfig = (next, prev) => {
+      changes.push([prev, next])
+    }
     await h!.reconfigure({ maxWords: 2 })
     expect(changes).toEqual([[{ maxWords: 5 }, { maxWords: 2 }]])
     const refused = await errorOf(() => h!.reconfigure({ maxWords: -1 }))

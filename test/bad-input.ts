@@ -50,7 +50,9 @@ export async function expectRefused(call: () => unknown, code: ErrorCode | reado
   }
   expect(error, 'the call was accepted').toBeDefined()
   if (!codes.some((c) => isOrreryError(error, c))) {
-    throw new Error(`expected an OrreryError with code ${codes.join(' or ')}, got ${error instanceof Error ? `${error.name} ${(error as { code?: string }).code ?? ''}: ${error.message}` : String(error)}`)
+    throw new Error(
+      `expected an OrreryError with code ${codes.join(' or ')}, got ${error instanceof Error ? `${error.name} ${(error as { code?: string }).code ?? ''}: ${error.message}` : String(error)}`,
+    )
   }
   return error as Error
 }

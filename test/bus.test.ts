@@ -41,14 +41,27 @@ describe(`bus (${ENGINE})`, () => {
     const { bus } = await Orrery.create()
     const next = firstValueFrom(bus.subscribe<Uint8Array>('bytes'))
     await bus.publish('bytes', new Uint8Array([9, 8, 7]), {
-      id: 'm-1', kind: 'command', sender: 'a', recipient: 'b', correlationId: 'c', causationId: 'd',
-      schema: 'order@1.2', headers: { 'x-ü': 'ünïcode' },
+      id: 'm-1',
+      kind: 'command',
+      sender: 'a',
+      recipient: 'b',
+      correlationId: 'c',
+      causationId: 'd',
+      schema: 'order@1.2',
+      headers: { 'x-ü': 'ünïcode' },
     })
     const m = await next
     expect([...m.payload]).toEqual([9, 8, 7])
     expect(m).toMatchObject({
-      id: 'm-1', kind: 'command', sender: 'a', recipient: 'b', correlationId: 'c', causationId: 'd',
-      schema: 'order@1.2', headers: { 'x-ü': 'ünïcode' }, codec: 'raw',
+      id: 'm-1',
+      kind: 'command',
+      sender: 'a',
+      recipient: 'b',
+      correlationId: 'c',
+      causationId: 'd',
+      schema: 'order@1.2',
+      headers: { 'x-ü': 'ünïcode' },
+      codec: 'raw',
     })
   })
 

@@ -45,7 +45,10 @@ describe(`delivery semantics (${ENGINE})`, () => {
     expect(err).toMatchObject({ name: 'OrreryError', code: 'BACKPRESSURE' })
     expect(err?.message).toMatch(/^subscriber \d+ of channel "bp" is full \(2 messages buffered\)/)
     expect(bus.stats('bp').published).toBe(0)
-    void bus.publishBatch([{ channel: 'bp', payload: 1 }, { channel: 'bp', payload: 2 }])
+    void bus.publishBatch([
+      { channel: 'bp', payload: 1 },
+      { channel: 'bp', payload: 2 },
+    ])
     // Still in the same tick: the subscriber has not drained, its buffer is full.
     expect((await errorOf(() => bus.publish('bp', 3)))?.code).toBe('BACKPRESSURE')
     await settle()
@@ -56,7 +59,10 @@ describe(`delivery semantics (${ENGINE})`, () => {
 
   it('backpressure "reject" from a group names the group and the channel', async () => {
     const { bus } = await clocked()
-    bus.group('orders', 'billing', { buffer: 1, overflow: 'reject' }).join({ maxInFlight: 1 }).subscribe(() => {})
+    bus
+      .group('orders', 'billing', { buffer: 1, overflow: 'reject' })
+      .join({ maxInFlight: 1 })
+      .subscribe(() => {})
     await bus.publishBatch([1, 2].map((payload) => ({ channel: 'orders', payload }))) // one held, one buffered
     const err = await errorOf(() => bus.publish('orders', 3))
     expect(err).toMatchObject({ code: 'BACKPRESSURE' })
@@ -66,9 +72,14 @@ describe(`delivery semantics (${ENGINE})`, () => {
   it('backpressure "block": publish waits until the subscriber drains, then goes through', async () => {
     const { bus } = await clocked()
     const got = collect(bus.subscribe<number>('bp', { buffer: 2, overflow: 'block' }))
-    void bus.publishBatch([{ channel: 'bp', payload: 1 }, { channel: 'bp', payload: 2 }])
+    void bus.publishBatch([
+      { channel: 'bp', payload: 1 },
+      { channel: 'bp', payload: 2 },
+    ])
     let done = false
-    const third = bus.publish('bp', 3).then(() => { done = true })
+    const third = bus.publish('bp', 3).then(() => {
+      done = true
+    })
     expect(done).toBe(false)
     expect(bus.stats('bp').published).toBe(2)
     await third
@@ -85,12 +96,17 @@ describe(`delivery semantics (${ENGINE})`, () => {
     const { bus } = await clocked()
     // A consumer of A that holds one unacked delivery and buffers two more: a fourth publish waits.
     const deliveries: Array<Delivery<number>> = []
-    bus.group<number>('A', 'slow', { buffer: 2, overflow: 'block' }).join({ maxInFlight: 1 }).subscribe((d) => deliveries.push(d))
+    bus
+      .group<number>('A', 'slow', { buffer: 2, overflow: 'block' })
+      .join({ maxInFlight: 1 })
+      .subscribe((d) => deliveries.push(d))
     const gotB = collect(bus.subscribe<string>('B'))
     await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'A', payload })))
     await settle()
     let fourth = false
-    const waiting = bus.publish('A', 4).then(() => { fourth = true })
+    const waiting = bus.publish('A', 4).then(() => {
+      fourth = true
+    })
     await settle()
     expect(fourth).toBe(false)
     // B has no full consumer: its publish goes through in the same call, not behind A's.
@@ -102,7 +118,10 @@ describe(`delivery semantics (${ENGINE})`, () => {
     expect(fourth).toBe(false)
     // A later publish to A queues behind the waiting one, and so does a batch touching A.
     const fifth = bus.publish('A', 5)
-    const mixed = bus.publishBatch([{ channel: 'B', payload: 'b2' }, { channel: 'A', payload: 6 }])
+    const mixed = bus.publishBatch([
+      { channel: 'B', payload: 'b2' },
+      { channel: 'A', payload: 6 },
+    ])
     expect(bus.stats('A').published).toBe(3)
     expect(bus.stats('B').published).toBe(1)
     // A's consumer drains, one ack at a time: the waiting publishes arrive in order.
@@ -189,7 +208,11 @@ describe(`delivery semantics (${ENGINE})`, () => {
   it('generates unique ids unless the producer gives one', async () => {
     const { bus } = await clocked()
     const got = collect(bus.subscribe('ids'))
-    const { ids } = await bus.publishBatch([{ channel: 'ids', payload: 1 }, { channel: 'ids', payload: 2 }, { channel: 'ids', payload: 3, options: { id: 'mine' } }])
+    const { ids } = await bus.publishBatch([
+      { channel: 'ids', payload: 1 },
+      { channel: 'ids', payload: 2 },
+      { channel: 'ids', payload: 3, options: { id: 'mine' } },
+    ])
     await settle()
     expect(got.map((m) => m.id)).toEqual(ids)
     expect(new Set(ids).size).toBe(3)

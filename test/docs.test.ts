@@ -12,7 +12,13 @@ import { describe, expect, it } from 'vitest'
 const ROOT = join(import.meta.dirname, '..')
 const MARKER = /^\/\/ #(region|endregion)\b/
 
-const pages = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)]
+const pages = [
+  'README.md',
+  ...readdirSync(join(ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .sort()
+    .map((f) => `docs/${f}`),
+]
 
 interface Block {
   readonly page: string
@@ -79,7 +85,8 @@ describe('docs are code', () => {
 
   for (const block of all) {
     it(`${block.page}:${block.line} is ${block.source ?? '(no source)'}`, () => {
-      if (block.source === undefined) throw new Error(`${block.page}:${block.line}: a ts block needs <!-- example: examples/<file>.ts[#region] --> on the line before it`)
+      if (block.source === undefined)
+        throw new Error(`${block.page}:${block.line}: a ts block needs <!-- example: examples/<file>.ts[#region] --> on the line before it`)
       expect(block.code).toBe(sourceText(block.source))
     })
   }

@@ -29,7 +29,11 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
     const versions = await Promise.all([ns.put('a', 1), ns.put('a', 2, { writer: 'planner' }), ns.put('b', 'short', { ttl: 100 })])
     expect(versions).toEqual([1, 2, 3])
     await expect(ns.put('a', 3, { ifVersion: 1 })).rejects.toMatchObject({ code: 'VERSION_CONFLICT' })
-    await store.transaction().delete(ns, 'a').put(ns, 'c', { deep: [1] }).commit()
+    await store
+      .transaction()
+      .delete(ns, 'a')
+      .put(ns, 'c', { deep: [1] })
+      .commit()
     store.close()
 
     const again = await Orrery.openStore({ path, clock: () => now })
@@ -112,7 +116,9 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
     await new Promise((resolve) => setImmediate(resolve))
     for (let i = 0; i < 128; i++) acks.push(ns.put(`w${i}`, i, { writer: 'agent-new' }))
     const until = Date.now() + 100
-    while (Date.now() < until) { /* hold the turn open */ }
+    while (Date.now() < until) {
+      /* hold the turn open */
+    }
     await Promise.all(acks)
     store.close()
     const again = await Orrery.openStore({ path })
@@ -146,7 +152,9 @@ describe.runIf(ENGINE === 'native')('durable store', () => {
     // `ulimit -f` caps the file at 4 MiB: the writes pass it after a few hundred.
     const child = spawn('bash', ['-c', `ulimit -f 4096; exec "${process.execPath}" "${fixture}" "${path}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
-    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+    })
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
     expect(code).toBe(0)
     const outcomes = JSON.parse(out.trim()) as Record<string, number>

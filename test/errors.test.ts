@@ -66,7 +66,9 @@ describe(`bad input reaches a typed error, never a crash (${ENGINE})`, () => {
     expect(await codeOf(() => core.channel(42 as never))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(() => core.subscribe(bus.channel('svc'), 0, 0, 10, 7))).toBe('INVALID_OPTION')
     expect(await codeOf(() => core.subscribe(bus.channel('svc'), 9, 0, 10, 0))).toBe('INVALID_OPTION')
-    expect(await codeOf(() => bus.subscribe('svc', { from: { seq: -1 } }).subscribe({ error: () => {} }) && core.subscribe(bus.channel('svc'), 2, -1, 10, 0))).toBe('INVALID_OPTION')
+    expect(
+      await codeOf(() => bus.subscribe('svc', { from: { seq: -1 } }).subscribe({ error: () => {} }) && core.subscribe(bus.channel('svc'), 2, -1, 10, 0)),
+    ).toBe('INVALID_OPTION')
     expect(await codeOf(() => bus.publish('svc', 1, { kind: 'shout' as never }))).toBe('INVALID_OPTION')
     expect(await codeOf(() => bus.channel('svc', { retention: { maxAgeMs: -1 } }))).toBe('INVALID_OPTION')
     expect(await codeOf(() => bus.channel('svc', { dedupWindowMs: Number.NaN }))).toBe('INVALID_OPTION')
@@ -83,7 +85,12 @@ describe(`messages name the user's objects (${ENGINE})`, () => {
 
   it('MESSAGE_TOO_LARGE names the channel, the size and the maxMessageBytes that would allow it', async () => {
     const { bus } = await clocked({ maxMessageBytes: 1_000 })
-    const err = await errorOf(() => bus.publishBatch([{ channel: 'small', payload: 1 }, { channel: 'uploads', payload: 'x'.repeat(2_000) }]))
+    const err = await errorOf(() =>
+      bus.publishBatch([
+        { channel: 'small', payload: 1 },
+        { channel: 'uploads', payload: 'x'.repeat(2_000) },
+      ]),
+    )
     expect(err).toMatchObject({ name: 'OrreryError', code: 'MESSAGE_TOO_LARGE' })
     expect(err?.message).toMatch(/^a message of \d{4} bytes \(frame included\) to channel "uploads" is over maxMessageBytes = 1000 \(item 1 of its batch\)/)
     expect(err?.message).toContain('pass a larger maxMessageBytes to Orrery.create')

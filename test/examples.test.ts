@@ -15,7 +15,9 @@ const run = promisify(execFile)
 const ROOT = join(import.meta.dirname, '..')
 // One output directory per engine: the two projects may compile at the same time.
 const OUT = join('target', 'examples', ENGINE)
-const examples = readdirSync(join(ROOT, 'examples')).filter((f) => f.endsWith('.ts')).sort()
+const examples = readdirSync(join(ROOT, 'examples'))
+  .filter((f) => f.endsWith('.ts'))
+  .sort()
 
 async function node(args: string[]): Promise<{ code: number; output: string }> {
   try {

@@ -70,7 +70,10 @@ describe(`consumer groups (${ENGINE})`, () => {
     const { bus, advance } = await clocked()
     const group = bus.group<string>('jobs', 'w')
     const seen = collect(group.join())
-    await bus.publishBatch([{ channel: 'jobs', payload: 'flaky' }, { channel: 'jobs', payload: 'bad' }])
+    await bus.publishBatch([
+      { channel: 'jobs', payload: 'flaky' },
+      { channel: 'jobs', payload: 'bad' },
+    ])
     await settle()
     seen[0]!.nack({ delay: 500 })
     seen[1]!.nack({ deadLetter: 'validation failed' })
@@ -98,7 +101,11 @@ describe(`consumer groups (${ENGINE})`, () => {
     expect(group.claim(helperStream.memberId(), { minIdle: 500, max: 1 })).toBe(1)
     await settle()
     expect(helped.map((d) => d.message.payload)).toEqual([1])
-    expect(group.pending().map((p) => [p.seq, p.member === helperStream.memberId()])).toEqual([[0, true], [1, false], [2, false]])
+    expect(group.pending().map((p) => [p.seq, p.member === helperStream.memberId()])).toEqual([
+      [0, true],
+      [1, false],
+      [2, false],
+    ])
     stuckSub.unsubscribe()
     await settle()
     expect(helped.map((d) => d.message.payload)).toEqual([1, 2, 3])
@@ -129,12 +136,15 @@ describe(`consumer groups (${ENGINE})`, () => {
     const { bus, advance } = await clocked()
     const attempts = new Map<string, number>()
     const group = bus.group<string>('work', 'w', { maxDeliveries: 3 })
-    group.consume(async (d) => {
-      const n = (attempts.get(d.message.payload) ?? 0) + 1
-      attempts.set(d.message.payload, n)
-      if (d.message.payload === 'flaky' && n < 2) throw new Error('try again')
-      if (d.message.payload === 'fatal') throw Object.assign(new Error('cannot parse'), { permanent: true })
-    }, { retryDelay: 10, isPermanent: (e) => (e as { permanent?: boolean }).permanent === true })
+    group.consume(
+      async (d) => {
+        const n = (attempts.get(d.message.payload) ?? 0) + 1
+        attempts.set(d.message.payload, n)
+        if (d.message.payload === 'flaky' && n < 2) throw new Error('try again')
+        if (d.message.payload === 'fatal') throw Object.assign(new Error('cannot parse'), { permanent: true })
+      },
+      { retryDelay: 10, isPermanent: (e) => (e as { permanent?: boolean }).permanent === true },
+    )
     await bus.publishBatch(['ok', 'flaky', 'fatal'].map((payload) => ({ channel: 'work', payload })))
     await settle(20)
     advance(10)
@@ -169,10 +179,13 @@ describe(`consumer groups under load (${ENGINE})`, () => {
     const { bus } = orrery
     const group = bus.group<number>('slow', 'w', { buffer: 2, overflow: 'block' })
     const handled: number[] = []
-    group.consume(async (d) => {
-      await new Promise((resolve) => setTimeout(resolve, 1)) // real I/O-like wait
-      handled.push(d.message.payload)
-    }, { maxInFlight: 1 })
+    group.consume(
+      async (d) => {
+        await new Promise((resolve) => setTimeout(resolve, 1)) // real I/O-like wait
+        handled.push(d.message.payload)
+      },
+      { maxInFlight: 1 },
+    )
     for (let i = 0; i < 20; i++) await bus.publish('slow', i)
     await until(() => handled.length === 20)
     expect(handled).toEqual(Array.from({ length: 20 }, (_, i) => i))
@@ -185,8 +198,14 @@ describe(`consumer groups under load (${ENGINE})`, () => {
     const stream = group.join()
     const a: number[] = []
     const b: number[] = []
-    const subA = stream.subscribe((d) => { a.push(d.message.payload); d.ack() })
-    stream.subscribe((d) => { b.push(d.message.payload); d.ack() })
+    const subA = stream.subscribe((d) => {
+      a.push(d.message.payload)
+      d.ack()
+    })
+    stream.subscribe((d) => {
+      b.push(d.message.payload)
+      d.ack()
+    })
     expect(group.stats().members).toBe(2)
     subA.unsubscribe()
     expect(group.stats().members).toBe(1)
@@ -211,7 +230,12 @@ describe(`deleting a group (${ENGINE})`, () => {
     const group = bus.group<number>('jobs', 'w')
     let completed = false
     const held: number[] = []
-    group.join().subscribe({ next: (d) => held.push(d.message.payload), complete: () => { completed = true } })
+    group.join().subscribe({
+      next: (d) => held.push(d.message.payload),
+      complete: () => {
+        completed = true
+      },
+    })
     await bus.publish('jobs', 1)
     await settle()
     group.delete()

@@ -19,7 +19,15 @@ describe(`printing (${ENGINE})`, () => {
     expect(printed).toContain("sender: 'shop'")
     expect(printed).toContain("sku: 'A-1'")
     expect(printed).not.toMatch(/bytes|Uint8Array|undecoded/)
-    expect(JSON.parse(JSON.stringify(message))).toMatchObject({ channel: 'orders', seq: 0, id: 'order-1', sender: 'shop', headers: { region: 'eu' }, payload: { sku: 'A-1' }, codec: 'json' })
+    expect(JSON.parse(JSON.stringify(message))).toMatchObject({
+      channel: 'orders',
+      seq: 0,
+      id: 'order-1',
+      sender: 'shop',
+      headers: { region: 'eu' },
+      payload: { sku: 'A-1' },
+      codec: 'json',
+    })
     // Depth is honoured: nested inside a deep structure it collapses to its name.
     expect(inspect({ a: { b: { c: message } } }, { depth: 2 })).toContain('[Message]')
     orrery.close()

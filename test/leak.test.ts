@@ -10,11 +10,18 @@ import { expect, it } from 'vitest'
 
 import { ENGINE } from './engine.js'
 
-it.skipIf(ENGINE !== 'native')('create/close cycles and acked messages stay within their memory bounds on both engines', () => {
-  const script = fileURLToPath(new URL('../benches/leak.mjs', import.meta.url))
-  const run = spawnSync(process.execPath, ['--expose-gc', script, '--cycles', '1000', '--messages', '200000', '--check'], { encoding: 'utf8', timeout: 60_000 })
-  expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0)
-  // One line per engine with its figures.
-  expect(run.stdout).toMatch(/^native: 1000 cycles/m)
-  expect(run.stdout).toMatch(/^wasm: 1000 cycles/m)
-}, 90_000)
+it.skipIf(ENGINE !== 'native')(
+  'create/close cycles and acked messages stay within their memory bounds on both engines',
+  () => {
+    const script = fileURLToPath(new URL('../benches/leak.mjs', import.meta.url))
+    const run = spawnSync(process.execPath, ['--expose-gc', script, '--cycles', '1000', '--messages', '200000', '--check'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0)
+    // One line per engine with its figures.
+    expect(run.stdout).toMatch(/^native: 1000 cycles/m)
+    expect(run.stdout).toMatch(/^wasm: 1000 cycles/m)
+  },
+  90_000,
+)

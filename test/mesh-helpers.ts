@@ -19,7 +19,14 @@ export async function fakeMesh(options: MeshOptions = {}): Promise<FakeMesh> {
   const mesh = await orrery.mesh({ seed: 7, heartbeat: { interval: 1_000 }, ...options })
   const events: MeshEvent[] = []
   mesh.events.subscribe((e) => events.push(e))
-  return { orrery, mesh, events, advance: async (ms) => { await vi.advanceTimersByTimeAsync(ms) } }
+  return {
+    orrery,
+    mesh,
+    events,
+    advance: async (ms) => {
+      await vi.advanceTimersByTimeAsync(ms)
+    },
+  }
 }
 
 /** Events of some types, as `type:agent` strings (or with a field). */

@@ -88,8 +88,14 @@ describe('node engine loader', () => {
 
   it('fails with ENGINE_UNAVAILABLE, pointing to wasm, when native is asked for and cannot load', async () => {
     const { load, warnings } = loader(files(nativeDir('corrupt-explicit', { [builtAddon]: corrupt })))
-    for (const [requested, fromEnv] of [['native', undefined], [undefined, 'native']] as const) {
-      const err = await load(requested, fromEnv).then(() => undefined, (e: unknown) => e)
+    for (const [requested, fromEnv] of [
+      ['native', undefined],
+      [undefined, 'native'],
+    ] as const) {
+      const err = await load(requested, fromEnv).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
       expect(err).toMatchObject({ name: 'OrreryError', code: 'ENGINE_UNAVAILABLE', details: { engine: 'native', platform } })
       const { message, cause } = err as Error
       expect(message).toContain('ORRERY_ENGINE=wasm')
@@ -102,10 +108,13 @@ describe('node engine loader', () => {
     expect(warnings).toEqual([])
   })
 
-  it('names the platform when the package carries only other platforms\' addons', async () => {
+  it("names the platform when the package carries only other platforms' addons", async () => {
     const other = 'orrery.sunos-sparc.node'
     const { load, warnings } = loader(files(nativeDir('other-platform', { [other]: corrupt })))
-    const err = await load('native', undefined).then(() => undefined, (e: unknown) => e)
+    const err = await load('native', undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(err).toMatchObject({ code: 'ENGINE_UNAVAILABLE' })
     expect((err as Error).message).toContain(`this package has no native engine for ${platform} (looked for ${builtAddon}); it carries sunos-sparc`)
     expect((await load(undefined, undefined)).name).toBe('wasm')
@@ -114,12 +123,20 @@ describe('node engine loader', () => {
 
   it('tells a source checkout to build the missing addon, and an installed package to reinstall', async () => {
     const empty = nativeDir('nothing-built', {})
-    const checkout = await loader(files(empty, true)).load('native', undefined).then(() => undefined, (e: unknown) => e)
+    const checkout = await loader(files(empty, true))
+      .load('native', undefined)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
     expect(checkout).toMatchObject({ code: 'ENGINE_NOT_BUILT' })
     expect((checkout as Error).message).toContain('bash scripts/build.sh native')
 
     const installed = loader(files(empty, false))
-    const err = await installed.load('native', undefined).then(() => undefined, (e: unknown) => e)
+    const err = await installed.load('native', undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(err).toMatchObject({ code: 'ENGINE_NOT_BUILT' })
     expect((err as Error).message).toMatch(/package is incomplete.*Reinstall it/)
     expect((err as Error).message).not.toContain('scripts/')
@@ -130,15 +147,28 @@ describe('node engine loader', () => {
 
   it('reports a missing wasm engine the same two ways', async () => {
     const missing = { ...files(realLoader), wasmModule: join(scratch, 'absent.wasm') }
-    const checkout = await loader(missing).load('wasm', undefined).then(() => undefined, (e: unknown) => e)
+    const checkout = await loader(missing)
+      .load('wasm', undefined)
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
     expect(checkout).toMatchObject({ code: 'ENGINE_NOT_BUILT', details: { engine: 'wasm' } })
     expect((checkout as Error).message).toContain('bash scripts/build.sh wasm')
-    const installed = await loader({ ...missing, sourceCheckout: false }).load(undefined, 'wasm').then(() => undefined, (e: unknown) => e)
+    const installed = await loader({ ...missing, sourceCheckout: false })
+      .load(undefined, 'wasm')
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
     expect((installed as Error).message).toMatch(/package is incomplete.*absent\.wasm/)
     expect((installed as Error).message).not.toContain('scripts/')
   })
 
   it('refuses an unknown engine name from the environment', async () => {
-    await expect(loader(files(realLoader)).load(undefined, 'gpu')).rejects.toMatchObject({ code: 'INVALID_OPTION', message: expect.stringContaining('ORRERY_ENGINE') })
+    await expect(loader(files(realLoader)).load(undefined, 'gpu')).rejects.toMatchObject({
+      code: 'INVALID_OPTION',
+      message: expect.stringContaining('ORRERY_ENGINE'),
+    })
   })
 })

@@ -31,7 +31,12 @@ class Greeter extends Agent {
 describe('observability', () => {
   it('logs through a pino child per agent, with the trace id a message carries', async () => {
     const lines: Array<Record<string, unknown>> = []
-    const sink = new Writable({ write(chunk, _enc, done) { lines.push(JSON.parse(String(chunk))); done() } })
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(JSON.parse(String(chunk)))
+        done()
+      },
+    })
     const logger = pino({ level: 'info' }, sink)
     const { mesh } = await fakeMesh({ logger })
     mesh.define('greeter', Greeter)

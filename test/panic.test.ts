@@ -36,7 +36,10 @@ it(`a core panic becomes a PANIC error; then ${ENGINE === 'native' ? 'the proces
   expect(later).toBe(ENGINE === 'native' ? 'ok' : 'ENGINE_POISONED')
   if (ENGINE === 'wasm') {
     // Every Orrery on the poisoned instance fails the same way, with the panic as its cause.
-    const again = await Orrery.create().then(() => 'created', (e: { code: string }) => e.code)
+    const again = await Orrery.create().then(
+      () => 'created',
+      (e: { code: string }) => e.code,
+    )
     expect(again).toBe('ENGINE_POISONED')
   } else {
     const fresh = await Orrery.create()

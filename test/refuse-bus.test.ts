@@ -26,17 +26,21 @@ describe(`the process survives ordinary mistakes (${ENGINE})`, () => {
   it('refuses bad responders at the call, and nothing escapes to the process', async () => {
     const { bus } = await fresh()
     for (const channel of ['', 'a b', 'é', 'a\uD800', 'x'.repeat(256)]) {
-      expect(await escaped(async () => {
-        await expectRefused(() => bus.respond(channel, () => 1), 'INVALID_NAME')
-      })).toEqual([])
+      expect(
+        await escaped(async () => {
+          await expectRefused(() => bus.respond(channel, () => 1), 'INVALID_NAME')
+        }),
+      ).toEqual([])
     }
-    expect(await escaped(async () => {
-      await expectRefused(() => bus.respond(5 as never, () => 1), 'INVALID_ARGUMENT')
-      await expectRefused(() => bus.respond('c', 5 as never), 'INVALID_ARGUMENT')
-      await expectRefused(() => bus.respond('c', () => 1, null as never), 'INVALID_ARGUMENT')
-      await expectRefused(() => bus.respond('c', () => 1, { codec: 'yaml' as never }), 'INVALID_OPTION')
-      await expectRefused(() => bus.respond('c', () => 1, { codec: '__proto__' as never }), 'INVALID_OPTION')
-    })).toEqual([])
+    expect(
+      await escaped(async () => {
+        await expectRefused(() => bus.respond(5 as never, () => 1), 'INVALID_ARGUMENT')
+        await expectRefused(() => bus.respond('c', 5 as never), 'INVALID_ARGUMENT')
+        await expectRefused(() => bus.respond('c', () => 1, null as never), 'INVALID_ARGUMENT')
+        await expectRefused(() => bus.respond('c', () => 1, { codec: 'yaml' as never }), 'INVALID_OPTION')
+        await expectRefused(() => bus.respond('c', () => 1, { codec: '__proto__' as never }), 'INVALID_OPTION')
+      }),
+    ).toEqual([])
     expect(bus.stats('c').subscribers).toBe(0)
   })
 
@@ -49,22 +53,30 @@ describe(`the process survives ordinary mistakes (${ENGINE})`, () => {
 
   it('refuses bad subscriptions when subscribe is called, before anything is subscribed', async () => {
     const { bus } = await fresh()
-    expect(await escaped(async () => {
-      await expectRefused(() => bus.subscribe('bad name'), 'INVALID_NAME')
-      await expectRefused(() => bus.subscribe(''), 'INVALID_NAME')
-      await expectRefused(() => bus.subscribe(7 as never), 'INVALID_ARGUMENT')
-      await expectRefused(() => bus.subscribe('c', null as never), 'INVALID_ARGUMENT')
-      await expectRefused(() => bus.subscribe('c', { overflow: 'sideways' as never }), 'INVALID_OPTION')
-    })).toEqual([])
+    expect(
+      await escaped(async () => {
+        await expectRefused(() => bus.subscribe('bad name'), 'INVALID_NAME')
+        await expectRefused(() => bus.subscribe(''), 'INVALID_NAME')
+        await expectRefused(() => bus.subscribe(7 as never), 'INVALID_ARGUMENT')
+        await expectRefused(() => bus.subscribe('c', null as never), 'INVALID_ARGUMENT')
+        await expectRefused(() => bus.subscribe('c', { overflow: 'sideways' as never }), 'INVALID_OPTION')
+      }),
+    ).toEqual([])
     // Before: the call returned a stream, and subscribing to it ended the process from a timer.
-    expect(await escaped(() => {
-      try {
-        bus.subscribe('bad name').subscribe(() => {})
-      } catch { /* refused at the call */ }
-      try {
-        bus.subscribe('c', { overflow: 'sideways' as never }).subscribe(() => {})
-      } catch { /* refused at the call */ }
-    })).toEqual([])
+    expect(
+      await escaped(() => {
+        try {
+          bus.subscribe('bad name').subscribe(() => {})
+        } catch {
+          /* refused at the call */
+        }
+        try {
+          bus.subscribe('c', { overflow: 'sideways' as never }).subscribe(() => {})
+        } catch {
+          /* refused at the call */
+        }
+      }),
+    ).toEqual([])
     expect(bus.stats('c').subscribers).toBe(0)
   })
 
@@ -72,13 +84,15 @@ describe(`the process survives ordinary mistakes (${ENGINE})`, () => {
     const { orrery, bus } = await fresh()
     const group = bus.group('c', 'g')
     orrery.close()
-    expect(await escaped(async () => {
-      await expectRefused(() => bus.respond('c', () => 1), 'CLOSED')
-      await expectRefused(() => bus.respond('c', () => 1, { group: 'g' }), 'CLOSED')
-      await expectRefused(() => bus.subscribe('c'), 'CLOSED')
-      await expectRefused(() => group.consume(() => {}), 'CLOSED')
-      await expectRefused(() => group.join(), 'CLOSED')
-    })).toEqual([])
+    expect(
+      await escaped(async () => {
+        await expectRefused(() => bus.respond('c', () => 1), 'CLOSED')
+        await expectRefused(() => bus.respond('c', () => 1, { group: 'g' }), 'CLOSED')
+        await expectRefused(() => bus.subscribe('c'), 'CLOSED')
+        await expectRefused(() => group.consume(() => {}), 'CLOSED')
+        await expectRefused(() => group.join(), 'CLOSED')
+      }),
+    ).toEqual([])
   })
 
   it('reports a throwing subscriber on bus.events and keeps delivering to it and to the others', async () => {
@@ -95,7 +109,12 @@ describe(`the process survives ordinary mistakes (${ENGINE})`, () => {
       })
       bus.subscribe<number>('c').subscribe((m) => others.push(m.payload))
       // A replaying subscriber has its own core subscription: the same holds for it.
-      bus.subscribe<number>('c', { from: 'earliest' }).subscribe({ next: (m) => { iterated.push(m.payload); throw new TypeError('bad') } })
+      bus.subscribe<number>('c', { from: 'earliest' }).subscribe({
+        next: (m) => {
+          iterated.push(m.payload)
+          throw new TypeError('bad')
+        },
+      })
       await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'c', payload })))
       await tick()
     })
@@ -114,7 +133,11 @@ describe(`the process survives ordinary mistakes (${ENGINE})`, () => {
     const events: BusEvent[] = []
     bus.events.subscribe((e) => events.push(e))
     const caught = await escaped(() => {
-      bus.subscribe('c').subscribe({ complete: () => { throw new Error('on complete') } })
+      bus.subscribe('c').subscribe({
+        complete: () => {
+          throw new Error('on complete')
+        },
+      })
       orrery.close()
     })
     expect(caught).toEqual([])
@@ -149,7 +172,20 @@ describe(`publish checks every envelope field before encoding (${ENGINE})`, () =
 
   it('refuses headers that are not an object of well-formed strings', async () => {
     const { bus } = await fresh()
-    const bad: unknown[] = [null, 'abc', 5, true, [['a', 'b']], { a: 5 }, { a: null }, { a: undefined }, { a: 'b\uDC00' }, { ['k\uD800']: 'v' }, { a: ['x'] }, { a: { b: 'c' } }]
+    const bad: unknown[] = [
+      null,
+      'abc',
+      5,
+      true,
+      [['a', 'b']],
+      { a: 5 },
+      { a: null },
+      { a: undefined },
+      { a: 'b\uDC00' },
+      { ['k\uD800']: 'v' },
+      { a: ['x'] },
+      { a: { b: 'c' } },
+    ]
     for (const headers of bad) await expectRefused(() => bus.publish('c', 1, { headers: headers as never }), 'INVALID_OPTION')
     const many = Object.fromEntries(Array.from({ length: 65_536 }, (_, i) => [`h${i}`, '']))
     await expectRefused(() => bus.publish('c', 1, { headers: many }), 'INVALID_OPTION')
@@ -236,9 +272,20 @@ describe(`channel and subscription options are checked in TS, the same on both e
   it('refuses channel options that are not whole numbers or flags (maxCount 0.5 became unlimited)', async () => {
     const { bus } = await fresh()
     const bad: unknown[] = [
-      null, 5, { retention: null }, { retention: { maxCount: 0.5 } }, { retention: { maxCount: '10' } }, { retention: { maxCount: -1 } },
-      { retention: { maxBytes: 1.5 } }, { retention: { maxBytes: NaN } }, { retention: { maxAgeMs: -1 } }, { retention: { maxAgeMs: '5' } },
-      { dedupWindowMs: -1 }, { dedupWindowMs: NaN }, { dedupWindowMs: '100' }, { deadLetterExpired: 'yes' },
+      null,
+      5,
+      { retention: null },
+      { retention: { maxCount: 0.5 } },
+      { retention: { maxCount: '10' } },
+      { retention: { maxCount: -1 } },
+      { retention: { maxBytes: 1.5 } },
+      { retention: { maxBytes: NaN } },
+      { retention: { maxAgeMs: -1 } },
+      { retention: { maxAgeMs: '5' } },
+      { dedupWindowMs: -1 },
+      { dedupWindowMs: NaN },
+      { dedupWindowMs: '100' },
+      { deadLetterExpired: 'yes' },
     ]
     for (const options of bad) await expectRefused(() => bus.channel('c', options as never), ['INVALID_OPTION', 'INVALID_ARGUMENT'])
     // The retention still keeps everything (the default), so nothing was reconfigured.
@@ -248,7 +295,15 @@ describe(`channel and subscription options are checked in TS, the same on both e
 
   it('refuses bad options to Orrery.create', async () => {
     for (const options of [null, 5, 'x', [1]]) await expectRefused(() => Orrery.create(options as never), 'INVALID_ARGUMENT')
-    for (const options of [{ clock: 'x' }, { clock: 5 }, { maxMessageBytes: '100' }, { maxMessageBytes: 63 }, { maxMessageBytes: 1.5 }, { engine: 'gpu' }, { engine: '__proto__' }]) {
+    for (const options of [
+      { clock: 'x' },
+      { clock: 5 },
+      { maxMessageBytes: '100' },
+      { maxMessageBytes: 63 },
+      { maxMessageBytes: 1.5 },
+      { engine: 'gpu' },
+      { engine: '__proto__' },
+    ]) {
       await expectRefused(() => Orrery.create(options as never), 'INVALID_OPTION')
     }
   })
@@ -344,12 +399,16 @@ describe(`what goes in comes out (${ENGINE})`, () => {
     expectPrototypeUntouched()
   })
 
-  it('prints a throwing subscriber\'s error when nobody listens on bus.events, instead of losing it', async () => {
+  it("prints a throwing subscriber's error when nobody listens on bus.events, instead of losing it", async () => {
     const { orrery, bus } = await fresh()
     const printed: unknown[][] = []
-    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => { printed.push(args) })
+    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+      printed.push(args)
+    })
     try {
-      bus.subscribe('c').subscribe(() => { throw new Error('boom in a subscriber') })
+      bus.subscribe('c').subscribe(() => {
+        throw new Error('boom in a subscriber')
+      })
       await bus.publish('c', 1)
       await tick()
       expect(printed).toHaveLength(1)
@@ -370,7 +429,13 @@ describe(`what goes in comes out (${ENGINE})`, () => {
 
   it('refuses lone surrogates in ids, envelope strings and headers; keeps well-formed ones exactly', async () => {
     const { bus } = await fresh()
-    for (const options of [{ id: 'a\uD800' }, { sender: '\uDFFF' }, { correlationId: 'x\uDBFFy' }, { headers: { k: 'a\uD800' } }, { headers: { ['a\uDC00']: 'v' } }]) {
+    for (const options of [
+      { id: 'a\uD800' },
+      { sender: '\uDFFF' },
+      { correlationId: 'x\uDBFFy' },
+      { headers: { k: 'a\uD800' } },
+      { headers: { ['a\uDC00']: 'v' } },
+    ]) {
       await expectRefused(() => bus.publish('c', 1, options), 'INVALID_OPTION')
     }
     expect(bus.stats('c').published).toBe(0)
@@ -418,7 +483,9 @@ describe(`every call after close fails with CLOSED (${ENGINE})`, () => {
       ['topic.group', () => topic.group('g')],
     ]
     for (const [name, call] of calls) {
-      await expectRefused(call, 'CLOSED').catch((e: Error) => { throw new Error(`${name}: ${e.message}`) })
+      await expectRefused(call, 'CLOSED').catch((e: Error) => {
+        throw new Error(`${name}: ${e.message}`)
+      })
     }
     // A stream made before close and subscribed after fails with CLOSED (to its error callback).
     const failed = await new Promise((resolve) => stream.subscribe({ error: resolve, complete: () => resolve('completed') }))
@@ -441,7 +508,9 @@ describe(`sweeps of hostile values (${ENGINE})`, () => {
     for (const [name, call] of counts) {
       for (const [label, value] of NOT_A_COUNT) {
         if (value === null && name.startsWith('from')) continue // { seq: null } has no seq: refused as a bad `from` below
-        await expectRefused(() => call(value), 'INVALID_OPTION').catch((e: Error) => { throw new Error(`${name} = ${label}: ${e.message}`) })
+        await expectRefused(() => call(value), 'INVALID_OPTION').catch((e: Error) => {
+          throw new Error(`${name} = ${label}: ${e.message}`)
+        })
       }
     }
     expect(bus.stats('c')).toMatchObject({ subscribers: 0, groups: 0 })
@@ -464,7 +533,9 @@ describe(`sweeps of hostile values (${ENGINE})`, () => {
       for (const [label, value] of HOSTILE) {
         if (typeof value === 'string' && /^[A-Za-z0-9._\-:/*>]{1,255}$/.test(value)) continue // a valid name
         const code: ErrorCode = typeof value === 'string' ? 'INVALID_NAME' : 'INVALID_ARGUMENT'
-        await expectRefused(() => call(value), code).catch((e: Error) => { throw new Error(`${name}(${label}): ${e.message}`) })
+        await expectRefused(() => call(value), code).catch((e: Error) => {
+          throw new Error(`${name}(${label}): ${e.message}`)
+        })
       }
     }
     expect(bus.stats('c')).toMatchObject({ published: 0, subscribers: 0, groups: 0 })
@@ -478,7 +549,9 @@ describe(`sweeps of hostile values (${ENGINE})`, () => {
       bus.subscribe(name).subscribe((m) => got.push(m.payload))
       const group = bus.group<number>(name, name)
       const taken: number[] = []
-      group.consume((d) => { taken.push(d.message.payload) })
+      group.consume((d) => {
+        taken.push(d.message.payload)
+      })
       bus.respond(`${name}.rpc`, (req) => req.payload, { group: name })
       await bus.publish(name, 1)
       expect((await bus.request(`${name}.rpc`, name)).payload).toBe(name)
@@ -513,10 +586,12 @@ describe(`refusals read the same on both engines (run from ${ENGINE})`, () => {
       ['publish too large', (bus) => bus.publish('c', 'x'.repeat(11 * 1024 * 1024))],
     ]
     for (const [name, call] of calls) {
-      const [native, wasm] = await Promise.all(engines.map(async (o) => {
-        const e = await expectRefused(() => call(o.bus), ['INVALID_ARGUMENT', 'INVALID_OPTION', 'INVALID_NAME', 'MESSAGE_TOO_LARGE'])
-        return { code: (e as { code?: string }).code, message: e.message }
-      }))
+      const [native, wasm] = await Promise.all(
+        engines.map(async (o) => {
+          const e = await expectRefused(() => call(o.bus), ['INVALID_ARGUMENT', 'INVALID_OPTION', 'INVALID_NAME', 'MESSAGE_TOO_LARGE'])
+          return { code: (e as { code?: string }).code, message: e.message }
+        }),
+      )
       expect(wasm, name).toEqual(native)
     }
     for (const o of engines) o.close()

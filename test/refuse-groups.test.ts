@@ -20,12 +20,28 @@ describe(`group options (${ENGINE})`, () => {
     const { bus } = await Orrery.create()
     bus.channel('jobs')
     const bad: Array<Record<string, unknown>> = [
-      { buffer: '10' }, { buffer: 0 }, { buffer: 1.5 }, { buffer: 2 ** 28 + 1 },
-      { visibilityTimeout: '100' }, { visibilityTimeout: 0 }, { visibilityTimeout: -1 }, { visibilityTimeout: NaN }, { visibilityTimeout: Infinity },
-      { maxDeliveries: 1.5 }, { maxDeliveries: 0 }, { maxDeliveries: '5' }, { maxDeliveries: 2 ** 32 },
-      { overflow: '__proto__' }, { overflow: 'toString' }, { overflow: 'constructor' }, { overflow: 1 },
-      { from: 'now' }, { from: { seq: -1 } }, { from: null },
-      { schema: {} }, { schema: 5 },
+      { buffer: '10' },
+      { buffer: 0 },
+      { buffer: 1.5 },
+      { buffer: 2 ** 28 + 1 },
+      { visibilityTimeout: '100' },
+      { visibilityTimeout: 0 },
+      { visibilityTimeout: -1 },
+      { visibilityTimeout: NaN },
+      { visibilityTimeout: Infinity },
+      { maxDeliveries: 1.5 },
+      { maxDeliveries: 0 },
+      { maxDeliveries: '5' },
+      { maxDeliveries: 2 ** 32 },
+      { overflow: '__proto__' },
+      { overflow: 'toString' },
+      { overflow: 'constructor' },
+      { overflow: 1 },
+      { from: 'now' },
+      { from: { seq: -1 } },
+      { from: null },
+      { schema: {} },
+      { schema: 5 },
     ]
     for (const options of bad) {
       await expectRefused(() => bus.group('jobs', 'g', options as never), 'INVALID_OPTION').catch((e: Error) => {

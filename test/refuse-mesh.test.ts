@@ -128,7 +128,13 @@ describe('the mesh refuses bad input', () => {
     await new Promise((resolve) => setTimeout(resolve, 10))
     expect(mesh.agents()).toEqual([])
     expect(mesh.registry.list()).toEqual([])
-    const started = await mesh.spawn('echo', { id: 'ok', concurrency: 2, replicas: 1, handlerTimeout: 2 ** 31 - 1 - 5_000, rateLimit: { agent: { perSecond: 5, burst: 5 } } })
+    const started = await mesh.spawn('echo', {
+      id: 'ok',
+      concurrency: 2,
+      replicas: 1,
+      handlerTimeout: 2 ** 31 - 1 - 5_000,
+      rateLimit: { agent: { perSecond: 5, burst: 5 } },
+    })
     expect(started.map((h) => h.id)).toEqual(['ok'])
     await mesh.shutdown()
     orrery.close()
@@ -282,7 +288,11 @@ describe('sweeps of hostile values', () => {
       ['capabilities', () => false, (v) => ({ ...base, capabilities: v })],
       ['capabilities[0].name', isName, (v) => ({ ...base, capabilities: [{ name: v, version: '1.0.0' }] })],
       ['capabilities[0].version', () => false, (v) => ({ ...base, capabilities: [{ name: 'c', version: v }] })],
-      ['capabilities[0].priority', (v) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) < 2 ** 31, (v) => ({ ...base, capabilities: [{ name: 'c', version: '1.0.0', priority: v }] })],
+      [
+        'capabilities[0].priority',
+        (v) => typeof v === 'number' && Number.isInteger(v) && Math.abs(v) < 2 ** 31,
+        (v) => ({ ...base, capabilities: [{ name: 'c', version: '1.0.0', priority: v }] }),
+      ],
       ['tags', () => false, (v) => ({ ...base, tags: v })],
       ['tags[0]', isName, (v) => ({ ...base, tags: [v] })],
       ['bulkhead', isCount(0), (v) => ({ ...base, bulkhead: v })],
@@ -426,7 +436,9 @@ describe('prototype keys', () => {
   it('keeps __proto__ keys of options, configs and rate limits as plain keys', async () => {
     const { orrery, mesh } = await freshMesh()
     mesh.define('__proto__', Echo, JSON.parse('{"config":{"__proto__":{"polluted":1}}}') as object)
-    const options = JSON.parse('{"id":"__proto__","tags":["__proto__"],"rateLimit":{"capabilities":{"__proto__":{"perSecond":1}}},"config":{"__proto__":{"polluted":2}}}') as object
+    const options = JSON.parse(
+      '{"id":"__proto__","tags":["__proto__"],"rateLimit":{"capabilities":{"__proto__":{"perSecond":1}}},"config":{"__proto__":{"polluted":2}}}',
+    ) as object
     const [handle] = await mesh.spawn('__proto__', options)
     expect(handle!.id).toBe('__proto__')
     expect(mesh.registry.find({ capability: 'echo', tags: ['__proto__'] }).map((a) => a.id)).toEqual(['__proto__'])
@@ -464,7 +476,7 @@ describe('event subscribers', () => {
   })
 })
 
-describe('a caller\'s bad request never counts against an agent (item 3)', () => {
+describe("a caller's bad request never counts against an agent (item 3)", () => {
   it('keeps the breaker closed and calls no agent for bad options and unencodable payloads', async () => {
     Counted.calls = 0
     const { orrery, mesh, events } = await fakeMesh({ breaker: { failures: 2 } })
@@ -481,9 +493,15 @@ describe('a caller\'s bad request never counts against an agent (item 3)', () =>
     // Refused by the bus (after routing): still the caller's error.
     for (let i = 0; i < 3; i++) await expectRefused(() => mesh.request('echo', 1, { ttl: -1 }), 'INVALID_OPTION')
     const table: Array<readonly [string, object]> = [
-      ['timeout NaN', { timeout: NaN }], ['timeout 2^31', { timeout: 2 ** 31 }], ['timeout "10"', { timeout: '10' }],
-      ['retries 1.5', { retries: 1.5 }], ['retries -1', { retries: -1 }], ['strategy toString', { strategy: 'toString' }],
-      ['tags "x"', { tags: 'x' }], ['fallback "no"', { fallback: 'no' }], ['backoff jitter', { backoff: { jitter: 'bogus' } }],
+      ['timeout NaN', { timeout: NaN }],
+      ['timeout 2^31', { timeout: 2 ** 31 }],
+      ['timeout "10"', { timeout: '10' }],
+      ['retries 1.5', { retries: 1.5 }],
+      ['retries -1', { retries: -1 }],
+      ['strategy toString', { strategy: 'toString' }],
+      ['tags "x"', { tags: 'x' }],
+      ['fallback "no"', { fallback: 'no' }],
+      ['backoff jitter', { backoff: { jitter: 'bogus' } }],
     ]
     for (const [label, options] of table) {
       const error = await expectRefused(() => mesh.request('echo', 1, options as never), 'INVALID_OPTION')
@@ -495,7 +513,10 @@ describe('a caller\'s bad request never counts against an agent (item 3)', () =>
     expect(orrery.bus.stats('inbox.a').published + orrery.bus.stats('inbox.b').published).toBe(0)
     expect(Counted.calls).toBe(0)
     expect(kinds(events, 'breaker', 'fallback', 'retry')).toEqual([])
-    expect(mesh.registry.list().map((a) => [a.id, a.breaker, a.inFlight])).toEqual([['a', 'closed', 0], ['b', 'closed', 0]])
+    expect(mesh.registry.list().map((a) => [a.id, a.breaker, a.inFlight])).toEqual([
+      ['a', 'closed', 0],
+      ['b', 'closed', 0],
+    ])
     // The next valid request goes through.
     expect((await mesh.request<string>('echo', 'x')).payload).toMatch(/^[ab]:x$/)
     expect(Counted.calls).toBe(1)
@@ -519,7 +540,7 @@ describe('close', () => {
     await expectRefused(() => orrery.mesh(), 'CLOSED')
   })
 
-  it.runIf(ENGINE === 'native')('leaves a closed mesh\'s unacked work in the inbox, redelivered to the next member (item 9)', async () => {
+  it.runIf(ENGINE === 'native')("leaves a closed mesh's unacked work in the inbox, redelivered to the next member (item 9)", async () => {
     // Two endpoints of one core: the mesh runs on the second, which is closed under it.
     const first = await Orrery.create({ engine: 'native' })
     const second = await Orrery.attach(first.share())
@@ -543,10 +564,13 @@ describe('close', () => {
     second.close()
     // The next member of the agent's inbox group gets the message it never acked.
     const got: unknown[] = []
-    const sub = first.bus.group('inbox.h', 'agent').join().subscribe((d) => {
-      got.push(d.message.payload)
-      d.ack()
-    })
+    const sub = first.bus
+      .group('inbox.h', 'agent')
+      .join()
+      .subscribe((d) => {
+        got.push(d.message.payload)
+        d.ack()
+      })
     for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5))
     expect(got).toEqual(['job-1'])
     sub.unsubscribe()
@@ -554,27 +578,31 @@ describe('close', () => {
   })
 
   // A child process: Node only.
-  it.skipIf(IN_BROWSER)('lets a process that did not shut its mesh down exit on its own (item 9)', async () => {
-    const { spawn } = await import('node:child_process')
-    const { fileURLToPath } = await import('node:url')
-    const fixture = fileURLToPath(new URL('./fixtures/mesh-close.mjs', import.meta.url))
-    const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_ENGINE: ENGINE } })
-    let out = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString()
-    })
-    const code = await new Promise<number | string>((resolve) => {
-      // Heartbeats (1 s), a supervisor's restart backoff and a request's retry backoff each kept it alive.
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL')
-        resolve('still running after 5 s')
-      }, 5_000)
-      child.on('exit', (status) => {
-        clearTimeout(timer)
-        resolve(status ?? -1)
+  it.skipIf(IN_BROWSER)(
+    'lets a process that did not shut its mesh down exit on its own (item 9)',
+    async () => {
+      const { spawn } = await import('node:child_process')
+      const { fileURLToPath } = await import('node:url')
+      const fixture = fileURLToPath(new URL('./fixtures/mesh-close.mjs', import.meta.url))
+      const child = spawn(process.execPath, [fixture], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ORRERY_ENGINE: ENGINE } })
+      let out = ''
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString()
       })
-    })
-    expect(out).toContain('closed CLOSED')
-    expect(code).toBe(0)
-  }, 15_000)
+      const code = await new Promise<number | string>((resolve) => {
+        // Heartbeats (1 s), a supervisor's restart backoff and a request's retry backoff each kept it alive.
+        const timer = setTimeout(() => {
+          child.kill('SIGKILL')
+          resolve('still running after 5 s')
+        }, 5_000)
+        child.on('exit', (status) => {
+          clearTimeout(timer)
+          resolve(status ?? -1)
+        })
+      })
+      expect(out).toContain('closed CLOSED')
+      expect(code).toBe(0)
+    },
+    15_000,
+  )
 })

@@ -31,7 +31,9 @@ describe.runIf(ENGINE === 'wasm')('wasm store memory', () => {
         ns.put(`v${stored}`, value)
         stored++
       } catch (e) {
-        error = await expectRefused(() => { throw e }, 'VALUE_TOO_LARGE')
+        error = await expectRefused(() => {
+          throw e
+        }, 'VALUE_TOO_LARGE')
       }
     }
     expect(error, 'twenty values of 256 MiB cannot all fit in 4 GiB').toBeDefined()

@@ -52,9 +52,23 @@ describe(`refused store input (${ENGINE})`, () => {
     const store = await open()
     const ns = store.namespace('hlc')
     const bad: Record<string, unknown>[] = [
-      { wall: 2 ** 64 }, { wall: 1e300 }, { wall: -1 }, { wall: 1.5 }, { wall: NaN }, { wall: Infinity }, { wall: '5' }, { wall: null },
-      { logical: -1 }, { logical: 1.5 }, { logical: 2 ** 32 }, { logical: NaN }, { logical: '0' },
-      { writer: '' }, { writer: 5 }, { writer: 'a\uD800' }, { writer: null },
+      { wall: 2 ** 64 },
+      { wall: 1e300 },
+      { wall: -1 },
+      { wall: 1.5 },
+      { wall: NaN },
+      { wall: Infinity },
+      { wall: '5' },
+      { wall: null },
+      { logical: -1 },
+      { logical: 1.5 },
+      { logical: 2 ** 32 },
+      { logical: NaN },
+      { logical: '0' },
+      { writer: '' },
+      { writer: 5 },
+      { writer: 'a\uD800' },
+      { writer: null },
       // More than the default drift (60 s) ahead of the local clock.
       { wall: NOW + 60_001 },
     ]
@@ -230,9 +244,21 @@ describe(`refused store input (${ENGINE})`, () => {
       update: (k) => ns.update(k as never, () => 1),
       purge: (k) => ns.purge(k as never),
       watch: (k) => ns.watch(k as never),
-      'transaction put': (k) => store.transaction().put(ns, k as never, 1).commit(),
-      'transaction delete': (k) => store.transaction().delete(ns, k as never).commit(),
-      'transaction check': (k) => store.transaction().check(ns, k as never, 0).commit(),
+      'transaction put': (k) =>
+        store
+          .transaction()
+          .put(ns, k as never, 1)
+          .commit(),
+      'transaction delete': (k) =>
+        store
+          .transaction()
+          .delete(ns, k as never)
+          .commit(),
+      'transaction check': (k) =>
+        store
+          .transaction()
+          .check(ns, k as never, 0)
+          .commit(),
       merge: (k) => store.merge(ns, { key: k as never, type: 'put', value: 1, stamp: stamp0 }),
     }
     const prefixCalls: Record<string, (prefix: unknown) => unknown> = {
@@ -250,14 +276,19 @@ describe(`refused store input (${ENGINE})`, () => {
     ]
     for (const [name, call] of Object.entries(calls)) {
       for (const [label, key, code] of badKeys) {
-        await expectRefused(() => call(key), code as never).catch((e: Error) => { throw new Error(`${name}(${label}): ${e.message}`) })
+        await expectRefused(() => call(key), code as never).catch((e: Error) => {
+          throw new Error(`${name}(${label}): ${e.message}`)
+        })
       }
     }
     for (const [name, call] of Object.entries(prefixCalls)) {
       // A listing's prefix may be empty (everything) or longer than any key (nothing).
-      const refused = name === 'watchPrefix' ? badKeys.filter(([, k]) => k !== '') : badKeys.filter(([, k]) => typeof k !== 'string' || /[\uD800-\uDFFF]/.test(k))
+      const refused =
+        name === 'watchPrefix' ? badKeys.filter(([, k]) => k !== '') : badKeys.filter(([, k]) => typeof k !== 'string' || /[\uD800-\uDFFF]/.test(k))
       for (const [label, key, code] of refused) {
-        await expectRefused(() => call(key), code as never).catch((e: Error) => { throw new Error(`${name}(${label}): ${e.message}`) })
+        await expectRefused(() => call(key), code as never).catch((e: Error) => {
+          throw new Error(`${name}(${label}): ${e.message}`)
+        })
       }
     }
     for (const fn of [null, 5, 'f', {}]) await expectRefused(() => ns.update('k', fn as never), 'INVALID_ARGUMENT')

@@ -51,7 +51,11 @@ const comparatorSet = fc.oneof(
 const range = fc.array(comparatorSet, { minLength: 1, maxLength: 3 }).map((sets) => sets.join(' || '))
 
 const agent = fc.record({
-  capabilities: fc.uniqueArray(fc.record({ name: fc.constantFrom(...CAPS), version, priority: fc.integer({ min: -2, max: 2 }) }), { minLength: 1, maxLength: 3, selector: (c) => c.name }),
+  capabilities: fc.uniqueArray(fc.record({ name: fc.constantFrom(...CAPS), version, priority: fc.integer({ min: -2, max: 2 }) }), {
+    minLength: 1,
+    maxLength: 3,
+    selector: (c) => c.name,
+  }),
   tags: fc.subarray(TAGS),
   health: fc.constantFrom(...HEALTHS),
 })
@@ -61,7 +65,10 @@ const query = fc.record({
   // Tags, health and further capabilities filter too; kept loose so that ranges decide most results.
   tags: fc.oneof({ arbitrary: fc.constant<string[]>([]), weight: 3 }, { arbitrary: fc.subarray(TAGS, { maxLength: 2 }), weight: 1 }),
   minHealth: fc.oneof({ arbitrary: fc.constant<Health>('offline'), weight: 2 }, { arbitrary: fc.constantFrom(...HEALTHS), weight: 1 }),
-  also: fc.oneof({ arbitrary: fc.constant<string[]>([]), weight: 3 }, { arbitrary: fc.tuple(fc.constantFrom(...CAPS), range).map(([name, r]) => [`${name}@${r}`]), weight: 1 }),
+  also: fc.oneof(
+    { arbitrary: fc.constant<string[]>([]), weight: 3 },
+    { arbitrary: fc.tuple(fc.constantFrom(...CAPS), range).map(([name, r]) => [`${name}@${r}`]), weight: 1 },
+  ),
 })
 
 describe('registry model', () => {
@@ -81,21 +88,25 @@ describe('registry model', () => {
         for (const q of queries) {
           const expected = agents
             .map((a, i) => ({ a, i, cap: a.capabilities.find((c) => c.name === q.capability) }))
-            .filter(({ a, cap }) =>
-              cap !== undefined
-              && semver.satisfies(cap.version, q.range)
-              && HEALTHS.indexOf(a.health) <= HEALTHS.indexOf(q.minHealth)
-              && q.tags.every((t) => a.tags.includes(t))
-              && q.also.every((also) => {
-                const at = also.indexOf('@')
-                return a.capabilities.some((c) => c.name === also.slice(0, at) && semver.satisfies(c.version, also.slice(at + 1)))
-              }))
+            .filter(
+              ({ a, cap }) =>
+                cap !== undefined &&
+                semver.satisfies(cap.version, q.range) &&
+                HEALTHS.indexOf(a.health) <= HEALTHS.indexOf(q.minHealth) &&
+                q.tags.every((t) => a.tags.includes(t)) &&
+                q.also.every((also) => {
+                  const at = also.indexOf('@')
+                  return a.capabilities.some((c) => c.name === also.slice(0, at) && semver.satisfies(c.version, also.slice(at + 1)))
+                }),
+            )
             .sort((x, y) => y.cap!.priority - x.cap!.priority || HEALTHS.indexOf(x.a.health) - HEALTHS.indexOf(y.a.health) || x.i - y.i)
             .map(({ i }) => `a${i}`)
           const found = mesh.registry.find({ capability: `${q.capability}@${q.range}`, tags: q.tags, minHealth: q.minHealth, also: q.also }).map((a) => a.id)
           expect(found).toEqual(expected)
           if (expected.length > 0) matched++
-          prereleasesMatched += expected.filter((id) => agents[Number(id.slice(1))]!.capabilities.find((c) => c.name === q.capability)!.version.includes('-')).length
+          prereleasesMatched += expected.filter((id) =>
+            agents[Number(id.slice(1))]!.capabilities.find((c) => c.name === q.capability)!.version.includes('-'),
+          ).length
         }
         await mesh.shutdown()
       }),
@@ -112,24 +123,27 @@ describe('registry model', () => {
     mesh.registry.register({ id: 'a', type: 't', capabilities: [{ name: 'split', version: '1.2.0' }] })
     const piece = fc.constantFrom('0', '1', '2', '.', 'x', '*', '-', ' ', ' - ', '^', '~', '>', '<', '=', '|', '||', 'v', 'rc', '+', ',', '1.2.3', '1.2')
     fc.assert(
-      fc.property(fc.array(piece, { minLength: 1, maxLength: 8 }).map((p) => p.join('')), (text) => {
-        let code: string | undefined
-        try {
-          mesh.registry.find(`split@${text}`)
-        } catch (err) {
-          code = (err as { code?: string }).code
-        }
-        expect(code === undefined || code === 'INVALID_VERSION').toBe(true)
-        // Whatever npm refuses, Orrery refuses (an empty or blank range is any version to both).
-        if (semver.validRange(text) === null) expect(code).toBe('INVALID_VERSION')
-        // npm also accepts two kinds of spelling only through regular expressions that are not
-        // anchored: a `*` beside a version or an operator (it deletes the first `*` of a
-        // comparator, with the operator before it, wherever it stands: `*1.2.3` and `1.2.3> *`
-        // read as `1.2.3`), and a space inside the `v`/`=` prefix of a hyphen range's end
-        // (`1 - = 2`), both also once build metadata is stripped (`=+b 0 - 1`). Orrery refuses
-        // those; nothing else npm accepts.
-        else if (code !== undefined) expect(text.replace(/\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*/g, '')).toMatch(/\*|[v=]\s/)
-      }),
+      fc.property(
+        fc.array(piece, { minLength: 1, maxLength: 8 }).map((p) => p.join('')),
+        (text) => {
+          let code: string | undefined
+          try {
+            mesh.registry.find(`split@${text}`)
+          } catch (err) {
+            code = (err as { code?: string }).code
+          }
+          expect(code === undefined || code === 'INVALID_VERSION').toBe(true)
+          // Whatever npm refuses, Orrery refuses (an empty or blank range is any version to both).
+          if (semver.validRange(text) === null) expect(code).toBe('INVALID_VERSION')
+          // npm also accepts two kinds of spelling only through regular expressions that are not
+          // anchored: a `*` beside a version or an operator (it deletes the first `*` of a
+          // comparator, with the operator before it, wherever it stands: `*1.2.3` and `1.2.3> *`
+          // read as `1.2.3`), and a space inside the `v`/`=` prefix of a hyphen range's end
+          // (`1 - = 2`), both also once build metadata is stripped (`=+b 0 - 1`). Orrery refuses
+          // those; nothing else npm accepts.
+          else if (code !== undefined) expect(text.replace(/\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*/g, '')).toMatch(/\*|[v=]\s/)
+        },
+      ),
       { numRuns: 2_000 },
     )
     await mesh.shutdown()

@@ -27,7 +27,10 @@ describe(`request/response and direct messages (${ENGINE})`, () => {
     const held: Array<() => void> = []
     bus.respond('slow', () => new Promise<string>((resolve) => held.push(() => resolve('late'))))
     const pending = bus.request('slow', 'x', { timeout: 200 })
-    const outcome = pending.then(() => 'resolved', (e: { code: string }) => e.code)
+    const outcome = pending.then(
+      () => 'resolved',
+      (e: { code: string }) => e.code,
+    )
     await settle()
     advance(199)
     await settle()
@@ -40,7 +43,9 @@ describe(`request/response and direct messages (${ENGINE})`, () => {
 
   it('turns a throwing handler into HANDLER_ERROR with its message', async () => {
     const { bus } = await clocked()
-    bus.respond('fragile', () => { throw Object.assign(new Error('disk full'), { code: 'ENOSPC' }) })
+    bus.respond('fragile', () => {
+      throw Object.assign(new Error('disk full'), { code: 'ENOSPC' })
+    })
     const err = await errorOf(() => bus.request('fragile', 1))
     expect(err).toMatchObject({ code: 'HANDLER_ERROR', details: { remoteCode: 'ENOSPC' } })
     expect(err?.message).toContain('disk full')
@@ -49,8 +54,22 @@ describe(`request/response and direct messages (${ENGINE})`, () => {
   it('shares requests among the members of a responder group', async () => {
     const { bus } = await clocked()
     const served: string[] = []
-    bus.respond('svc', () => { served.push('a'); return 'a' }, { group: 'replicas' })
-    bus.respond('svc', () => { served.push('b'); return 'b' }, { group: 'replicas' })
+    bus.respond(
+      'svc',
+      () => {
+        served.push('a')
+        return 'a'
+      },
+      { group: 'replicas' },
+    )
+    bus.respond(
+      'svc',
+      () => {
+        served.push('b')
+        return 'b'
+      },
+      { group: 'replicas' },
+    )
     const replies = await Promise.all([1, 2, 3, 4].map((n) => bus.request<string>('svc', n)))
     expect(replies.map((r) => r.payload).sort()).toEqual(['a', 'a', 'b', 'b'])
     expect(served.length).toBe(4)
@@ -96,7 +115,10 @@ describe(`requests and backpressure (${ENGINE})`, () => {
     const { bus } = await clocked()
     const served: number[] = []
     bus.subscribe<number>('busy', { buffer: 1, overflow: 'block' }).subscribe(() => {})
-    bus.respond<number, number>('busy', (req) => { served.push(req.payload); return req.payload * 2 })
+    bus.respond<number, number>('busy', (req) => {
+      served.push(req.payload)
+      return req.payload * 2
+    })
     void bus.publish('busy', 0) // fills the one-message buffer until the next drain
     const reply = await bus.request<number>('busy', 21)
     expect(reply.payload).toBe(42)
@@ -107,7 +129,10 @@ describe(`requests and backpressure (${ENGINE})`, () => {
     const { bus } = await clocked()
     const deliveries: Array<Delivery<number>> = []
     // A's responders are a group whose member holds one delivery and buffers two more.
-    bus.group<number>('A', 'slow', { buffer: 2, overflow: 'block' }).join({ maxInFlight: 1 }).subscribe((d) => deliveries.push(d))
+    bus
+      .group<number>('A', 'slow', { buffer: 2, overflow: 'block' })
+      .join({ maxInFlight: 1 })
+      .subscribe((d) => deliveries.push(d))
     bus.respond<number, number>('B', (req) => req.payload + 1)
     await bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'A', payload })))
     await settle()

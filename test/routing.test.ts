@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
 
-import { Agent, PermanentError, type AgentContext, type Message } from '../ts/node.js'
+import { Agent, PermanentError, type AgentContext } from '../ts/node.js'
 import { collect, errorOf } from './helpers.js'
 import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { isOrreryError, Orrery } from '../ts/node.js'
+import { isOrreryError, Orrery, type Store } from '../ts/node.js'
 import { expectEngineUsable } from './bad-input.js'
 import { ENGINE } from './engine.js'
 
@@ -38,7 +38,7 @@ function overwrite(path: string, at: number, bytes: Uint8Array): void {
  * acknowledged write reads back exactly (the damage hit space no commit uses). Returns which.
  */
 async function reopen(path: string): Promise<'refused' | 'intact'> {
-  let store
+  let store: Store<true>
   try {
     store = await Orrery.openStore({ path })
   } catch (error) {

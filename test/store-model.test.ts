@@ -26,7 +26,13 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('create' as const), key, value }),
   fc.record({ op: fc.constant('cas' as const), key, value, stale: fc.boolean() }),
   fc.record({ op: fc.constant('delete' as const), key }),
-  fc.record({ op: fc.constant('txn' as const), writes: fc.uniqueArray(fc.record({ key, value: fc.option(value, { nil: null }), guard: fc.constantFrom('none' as const, 'fresh' as const, 'stale' as const) }), { selector: (w) => w.key, minLength: 1, maxLength: 4 }) }),
+  fc.record({
+    op: fc.constant('txn' as const),
+    writes: fc.uniqueArray(
+      fc.record({ key, value: fc.option(value, { nil: null }), guard: fc.constantFrom('none' as const, 'fresh' as const, 'stale' as const) }),
+      { selector: (w) => w.key, minLength: 1, maxLength: 4 },
+    ),
+  }),
 )
 
 describe(`store against a model (${ENGINE})`, () => {

@@ -26,17 +26,20 @@ describe.runIf(ENGINE === 'wasm')('watchers without an error callback on a faile
   const run = (mode: string) => {
     const child = spawnSync(process.execPath, [fixture, mode], { env: { ...process.env, ORRERY_ENGINE: 'wasm' }, encoding: 'utf8', timeout: 15_000 })
     expect(child.status, child.stderr).toBe(0)
-    return { out: JSON.parse(child.stdout.trim().split('\n').pop()!) as { panic: string; seen: string[]; events: string[]; closed: string }, stderr: child.stderr }
+    return {
+      out: JSON.parse(child.stdout.trim().split('\n').pop()!) as { panic: string; seen: string[]; events: string[]; closed: string },
+      stderr: child.stderr,
+    }
   }
 
   it('a watcher with only a next callback does not end the process; the error is printed once', () => {
     const { out, stderr } = run('next-only')
     expect(out).toEqual({ panic: 'PANIC', seen: [], events: [], closed: 'ok' })
-    expect(stderr).toContain("a watcher of namespace n threw or failed without an error callback")
+    expect(stderr).toContain('a watcher of namespace n threw or failed without an error callback')
     expect(stderr).toContain('ENGINE_POISONED')
   })
 
-  it("the TTL timer meeting a failed engine ends every watch and reports engine-failed once on store.events", () => {
+  it('the TTL timer meeting a failed engine ends every watch and reports engine-failed once on store.events', () => {
     const { out } = run('ttl')
     expect(out.panic).toBe('PANIC')
     expect(out.seen).toEqual(['error:ENGINE_POISONED'])

@@ -91,7 +91,14 @@ describe(`store (${ENGINE})`, () => {
     const v = store.transaction().put(a, 'x', 1).create(b, 'y', 1).commit()
     expect(a.get('x')!.version).toBe(v)
     expect(b.get('y')!.version).toBe(v)
-    const err = await errorOf(() => store.transaction().put(a, 'x', 2).put(b, 'y', 2, { ifVersion: v + 10 }).put(a, 'z', 2).commit())
+    const err = await errorOf(() =>
+      store
+        .transaction()
+        .put(a, 'x', 2)
+        .put(b, 'y', 2, { ifVersion: v + 10 })
+        .put(a, 'z', 2)
+        .commit(),
+    )
     expect(err).toMatchObject({ code: 'VERSION_CONFLICT', details: { index: 1, namespace: 'b', key: 'y', expected: v + 10, current: v } })
     expect(a.get('x')!.value).toBe(1)
     expect(a.get('z')).toBeUndefined()
@@ -157,7 +164,12 @@ describe(`store (${ENGINE})`, () => {
     const ns = store.namespace('n')
     let error: { code?: string; details?: Record<string, unknown> } | undefined
     const seen: unknown[] = []
-    ns.watchPrefix('', { buffer: 2 }).subscribe({ next: (c) => seen.push(c.version), error: (e) => { error = e } })
+    ns.watchPrefix('', { buffer: 2 }).subscribe({
+      next: (c) => seen.push(c.version),
+      error: (e) => {
+        error = e
+      },
+    })
     for (let i = 0; i < 10; i++) ns.put('k', i)
     await settle()
     expect(error?.code).toBe('WATCH_LAGGED')
@@ -199,7 +211,11 @@ describe(`store (${ENGINE})`, () => {
 
     const watched = ns.watch('a')
     let ended: { code?: string } | undefined
-    watched.subscribe({ error: (e) => { ended = e } })
+    watched.subscribe({
+      error: (e) => {
+        ended = e
+      },
+    })
     ns.put('a', 3)
     store.import(snapshot)
     await settle()
@@ -221,13 +237,17 @@ describe(`store (${ENGINE})`, () => {
     const won = store.merge(ns, { key: 's', type: 'put', value: [2], stamp: { wall: local.wall + 5_000, logical: 3, writer: 'b' } })
     expect(won).toBeGreaterThan(0)
     expect(ns.get('s')).toMatchObject({ value: [2], stamp: { wall: local.wall + 5_000, logical: 3, writer: 'b' } })
-    const unioned = store.merge(ns, { key: 's', type: 'put', value: [3], stamp: { wall: 1, logical: 0, writer: 'c' } }, (mine, theirs) => [...new Set([...(mine ?? []), ...(theirs ?? [])])].sort())
+    const unioned = store.merge(ns, { key: 's', type: 'put', value: [3], stamp: { wall: 1, logical: 0, writer: 'c' } }, (mine, theirs) =>
+      [...new Set([...(mine ?? []), ...(theirs ?? [])])].sort(),
+    )
     expect(unioned).toBeGreaterThan(won)
     expect(ns.get('s')!.value).toEqual([2, 3])
     expect(ns.get('s')!.stamp.wall).toBeGreaterThanOrEqual(local.wall + 5_000)
     expect(store.merge(ns, { key: 's', type: 'delete', stamp: { wall: local.wall + 9_000, logical: 0, writer: 'b' } })).toBeGreaterThan(unioned)
     expect(ns.get('s')).toBeUndefined()
-    expect((await errorOf(() => store.merge(ns, { key: 's', type: 'nope' as never, stamp: { wall: 1, logical: 0, writer: 'b' } })))?.code).toBe('INVALID_ARGUMENT')
+    expect((await errorOf(() => store.merge(ns, { key: 's', type: 'nope' as never, stamp: { wall: 1, logical: 0, writer: 'b' } })))?.code).toBe(
+      'INVALID_ARGUMENT',
+    )
   })
 
   it('validates values with a schema and encodes with msgpack or raw', async () => {
@@ -261,7 +281,10 @@ describe(`store (${ENGINE})`, () => {
     expect((await errorOf(() => ns.put('a', -1)))?.code).toBe('SCHEMA_INVALID')
     expect(ns.get('a')!.value).toBe(2)
     for (const schema of [{ '~standard': {} }, { '~standard': { validate: 1 } }, () => {}]) {
-      expect(await errorOf(() => store.namespace('broken', { schema: schema as never }))).toMatchObject({ code: 'INVALID_OPTION', details: { option: 'schema' } })
+      expect(await errorOf(() => store.namespace('broken', { schema: schema as never }))).toMatchObject({
+        code: 'INVALID_OPTION',
+        details: { option: 'schema' },
+      })
     }
   })
 
@@ -439,7 +462,14 @@ describe(`store (${ENGINE})`, () => {
     big.namespace('n').put('big', 'x'.repeat(200_000))
     const { store } = await open({ maxValueBytes: 1_000 })
     let ended: { code?: string } | undefined
-    store.namespace('n').watchPrefix('', { from: 'current' }).subscribe({ error: (e) => { ended = e } })
+    store
+      .namespace('n')
+      .watchPrefix('', { from: 'current' })
+      .subscribe({
+        error: (e) => {
+          ended = e
+        },
+      })
     store.import(big.export())
     await settle()
     expect(ended?.code).toBe('WATCH_LAGGED')

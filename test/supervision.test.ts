@@ -111,7 +111,12 @@ describe('lifecycle', () => {
     const { mesh, orrery, events, advance } = await fakeMesh()
     mesh.define('worker', Worker)
     await mesh.spawn('worker', { id: 'g', concurrency: 8 })
-    const jobs = [['a', 50], ['b', 80], ['c', 5_000], ['d', 9_000]] as const
+    const jobs = [
+      ['a', 50],
+      ['b', 80],
+      ['c', 5_000],
+      ['d', 9_000],
+    ] as const
     for (const [name, ms] of jobs) await orrery.bus.send('g', { name, ms }, { headers: { 'orrery-capability': 'job' } })
     await advance(10)
     const stopping = mesh.shutdown({ timeout: 100 })
@@ -164,7 +169,10 @@ describe('supervision', () => {
   })
 
   it('one-for-all restarts every child, rest-for-one those started after the crashed one', async () => {
-    for (const [strategy, restarted] of [['one-for-all', ['w-1', 'w-2', 'w-3']], ['rest-for-one', ['w-2', 'w-3']]] as const) {
+    for (const [strategy, restarted] of [
+      ['one-for-all', ['w-1', 'w-2', 'w-3']],
+      ['rest-for-one', ['w-2', 'w-3']],
+    ] as const) {
       const { mesh, orrery, advance } = await supervised(strategy)
       Worker.crashOn.add('boom')
       await orrery.bus.send('w-2', { name: 'boom' }, { headers: { 'orrery-capability': 'job' } })
@@ -202,7 +210,9 @@ describe('supervision', () => {
     class Poisoned extends Worker {
       constructor(context: AgentContext<unknown>) {
         super(context)
-        this.handle('job', () => { throw new FatalError('poison') })
+        this.handle('job', () => {
+          throw new FatalError('poison')
+        })
       }
     }
     mesh.define('poisoned', Poisoned)
@@ -235,7 +245,14 @@ describe('supervision', () => {
     const { mesh, events, advance } = await fakeMesh()
     mesh.define('worker', Worker)
     Worker.failStart.add('loop')
-    const supervisor = await mesh.supervise({ name: 'sup', intensity: { restarts: 3, withinMs: 5_000 }, children: [{ type: 'worker', id: 'ok' }, { type: 'worker', id: 'loop' }] })
+    const supervisor = await mesh.supervise({
+      name: 'sup',
+      intensity: { restarts: 3, withinMs: 5_000 },
+      children: [
+        { type: 'worker', id: 'ok' },
+        { type: 'worker', id: 'loop' },
+      ],
+    })
     await advance(2_000)
     expect(Worker.lives.filter((id) => id === 'loop')).toHaveLength(4)
     expect(events.filter((e) => e.type === 'restart').map((e) => e.type === 'restart' && e.delay)).toEqual([100, 200, 400])

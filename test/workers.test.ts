@@ -24,7 +24,9 @@ describe(`worker threads (${ENGINE})`, () => {
     const pongs = collect(bus.subscribe<{ n: number; thread: string }>('pong'))
     const worker = new Worker(new URL('./fixtures/echo-worker.mjs', import.meta.url), { workerData: { handle, name: 'w1' } })
     const jobsAtWorker: unknown[] = []
-    worker.on('message', (m: { job?: unknown }) => { if (m.job !== undefined) jobsAtWorker.push(m.job) })
+    worker.on('message', (m: { job?: unknown }) => {
+      if (m.job !== undefined) jobsAtWorker.push(m.job)
+    })
     await once(worker, 'message')
 
     await bus.publishBatch(Array.from({ length: 100 }, (_, n) => ({ channel: 'ping', payload: { n } })))
@@ -40,8 +42,14 @@ describe(`worker threads (${ENGINE})`, () => {
     await worker.terminate()
     await until(() => bus.stats('ping').subscribers === 0, 'the dead worker to lose its subscriber')
     const redelivered: Message[] = []
-    bus.group('jobs', 'workers').join().subscribe((d) => { redelivered.push(d.message); d.ack() })
-    await until(() => redelivered.length === 3, 'redelivery of the dead worker\'s jobs')
+    bus
+      .group('jobs', 'workers')
+      .join()
+      .subscribe((d) => {
+        redelivered.push(d.message)
+        d.ack()
+      })
+    await until(() => redelivered.length === 3, "redelivery of the dead worker's jobs")
     expect(redelivered.map((m) => m.payload)).toEqual(['a', 'b', 'c'])
     orrery.close()
   })
@@ -64,12 +72,21 @@ describe(`worker threads (${ENGINE})`, () => {
     const orrery = await Orrery.create()
     const other = await Orrery.attach(orrery.share())
     const held: Message[] = []
-    other.bus.group('jobs', 'w').join().subscribe((d) => held.push(d.message)) // never acks
+    other.bus
+      .group('jobs', 'w')
+      .join()
+      .subscribe((d) => held.push(d.message)) // never acks
     await orrery.bus.publish('jobs', 'task')
     await until(() => held.length === 1, 'the delivery to the attached Orrery')
     other.close()
     const again: Message[] = []
-    orrery.bus.group('jobs', 'w').join().subscribe((d) => { again.push(d.message); d.ack() })
+    orrery.bus
+      .group('jobs', 'w')
+      .join()
+      .subscribe((d) => {
+        again.push(d.message)
+        d.ack()
+      })
     await until(() => again.length === 1, 'redelivery after close')
     expect(again[0]!.payload).toBe('task')
     orrery.close()

@@ -34,7 +34,19 @@ export { Mesh } from './agents/mesh.js'
 export type { AgentFactory, AgentHandle, MeshEvent, MeshOptions, SpawnOptions } from './agents/mesh.js'
 export type { PromRegistry } from './agents/metrics.js'
 export { Registry } from './agents/registry.js'
-export type { AgentInfo, AgentQuery, AgentRegistration, BackoffOptions, BreakerOptions, BreakerState, CapabilitySpec, Health, LivenessOptions, RegistryEvent, Strategy } from './agents/registry.js'
+export type {
+  AgentInfo,
+  AgentQuery,
+  AgentRegistration,
+  BackoffOptions,
+  BreakerOptions,
+  BreakerState,
+  CapabilitySpec,
+  Health,
+  LivenessOptions,
+  RegistryEvent,
+  Strategy,
+} from './agents/registry.js'
 export type { RouteOptions } from './agents/router.js'
 export { Supervisor } from './agents/supervisor.js'
 export type { ChildSpec, RestartStrategy, SupervisorEvent, SupervisorSpec } from './agents/supervisor.js'
@@ -65,7 +77,8 @@ export function useEngineLoader(load: EngineLoader): void {
 }
 
 async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
-  if (!loader) throw new OrreryError('ENGINE_UNAVAILABLE', "no engine loader: import Orrery from 'orrery' (its node or browser entry), not from an internal file")
+  if (!loader)
+    throw new OrreryError('ENGINE_UNAVAILABLE', "no engine loader: import Orrery from 'orrery' (its node or browser entry), not from an internal file")
   const backend = await loader(engine)
   if (!checked.has(backend)) {
     checkLayout(backend.frameLayout())

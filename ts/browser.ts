@@ -19,13 +19,20 @@ async function loadWasm(): Promise<Backend> {
   try {
     glue = await import('../bindings/wasm/pkg/web/orrery_wasm.js')
   } catch (cause) {
-    throw new OrreryError('ENGINE_NOT_BUILT', `the wasm engine's glue (bindings/wasm/pkg/web/orrery_wasm.js) could not be imported: ${REMEDY}`, { cause, details: { engine: 'wasm' } })
+    throw new OrreryError('ENGINE_NOT_BUILT', `the wasm engine's glue (bindings/wasm/pkg/web/orrery_wasm.js) could not be imported: ${REMEDY}`, {
+      cause,
+      details: { engine: 'wasm' },
+    })
   }
   try {
     await glue.default()
   } catch (cause) {
     // The glue fetches orrery_wasm_bg.wasm beside itself: a 404 or a bundler that did not emit it.
-    throw new OrreryError('ENGINE_UNAVAILABLE', `the wasm engine's module (orrery_wasm_bg.wasm, beside its glue) could not be fetched or instantiated: ${cause instanceof Error ? cause.message : String(cause)}. Check that your bundler emits it; ${REMEDY}`, { cause, details: { engine: 'wasm' } })
+    throw new OrreryError(
+      'ENGINE_UNAVAILABLE',
+      `the wasm engine's module (orrery_wasm_bg.wasm, beside its glue) could not be fetched or instantiated: ${cause instanceof Error ? cause.message : String(cause)}. Check that your bundler emits it; ${REMEDY}`,
+      { cause, details: { engine: 'wasm' } },
+    )
   }
   return wasmBackend(glue as unknown as WasmBinding)
 }
@@ -35,6 +42,9 @@ useEngineLoader(async (requested) => {
     throw new OrreryError('ENGINE_UNAVAILABLE', 'the native engine runs only in Node; browsers use the wasm engine', { details: { engine: 'native' } })
   }
   // A failed load is not kept: the next create() tries again (the fetch may have been transient).
-  loading ??= loadWasm().catch((e: unknown) => { loading = undefined; throw e })
+  loading ??= loadWasm().catch((e: unknown) => {
+    loading = undefined
+    throw e
+  })
   return loading
 })

@@ -21,12 +21,20 @@ export type Where = 'option' | 'argument'
 export function shown(value: unknown): string {
   if (value === null) return 'null'
   switch (typeof value) {
-    case 'string': return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value)
-    case 'number': case 'boolean': case 'undefined': return String(value)
-    case 'bigint': return `${value}n`
-    case 'symbol': return 'a symbol'
-    case 'function': return 'a function'
-    default: return Array.isArray(value) ? 'an array' : value instanceof Uint8Array ? 'a Uint8Array' : 'an object'
+    case 'string':
+      return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value)
+    case 'number':
+    case 'boolean':
+    case 'undefined':
+      return String(value)
+    case 'bigint':
+      return `${value}n`
+    case 'symbol':
+      return 'a symbol'
+    case 'function':
+      return 'a function'
+    default:
+      return Array.isArray(value) ? 'an array' : value instanceof Uint8Array ? 'a Uint8Array' : 'an object'
   }
 }
 
@@ -51,7 +59,10 @@ export function options<T extends object>(value: T | undefined | null, name = 'o
   return value
 }
 
-interface IntRange { min?: number; max?: number }
+interface IntRange {
+  min?: number
+  max?: number
+}
 
 /** A whole number in [min, max] (default 0 to 2^53 - 1). */
 export function int(value: unknown, name: string, range: IntRange = {}, where: Where = 'option'): number {
@@ -68,7 +79,11 @@ export function intOr(value: unknown, fallback: number, name: string, range: Int
   return value === undefined ? fallback : int(value, name, range, where)
 }
 
-interface NumberRange { min?: number; max?: number; above?: number }
+interface NumberRange {
+  min?: number
+  max?: number
+  above?: number
+}
 
 /** A finite number in range: `min` and `max` inclusive, `above` exclusive. */
 export function finite(value: unknown, name: string, range: NumberRange = {}, where: Where = 'option'): number {
@@ -115,7 +130,9 @@ export function wellFormed(value: string): boolean {
   return !LONE_SURROGATE.test(value)
 }
 
-interface TextRule { nonEmpty?: boolean }
+interface TextRule {
+  nonEmpty?: boolean
+}
 
 /**
  * A string that survives UTF-8 unchanged: a lone surrogate would be encoded as U+FFFD, so two
@@ -175,9 +192,15 @@ const NAME_CHARS = /^[A-Za-z0-9._\-:/*>]*$/
  */
 export function name(value: unknown, what: string, where: Where = 'argument', max = 255): string {
   if (typeof value !== 'string') refuse(where, what, value, 'must be a string')
-  const reason = value === '' ? 'is empty'
-    : value.length > max ? `is longer than ${max} bytes`
-      : !NAME_CHARS.test(value) ? 'may hold only ASCII letters, digits and . _ - : / * >' : undefined
-  if (reason !== undefined) throw new OrreryError('INVALID_NAME', `invalid name ${shown(value)}: ${reason}`, { details: { [where]: what, name: printable(value) } })
+  const reason =
+    value === ''
+      ? 'is empty'
+      : value.length > max
+        ? `is longer than ${max} bytes`
+        : !NAME_CHARS.test(value)
+          ? 'may hold only ASCII letters, digits and . _ - : / * >'
+          : undefined
+  if (reason !== undefined)
+    throw new OrreryError('INVALID_NAME', `invalid name ${shown(value)}: ${reason}`, { details: { [where]: what, name: printable(value) } })
   return value
 }

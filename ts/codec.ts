@@ -32,7 +32,8 @@ export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
       } catch (cause) {
         throw new OrreryError('INVALID_PAYLOAD', 'the payload cannot be encoded as JSON', { cause, details: { codec } })
       }
-      if (text === undefined) throw new OrreryError('INVALID_PAYLOAD', 'the payload has no JSON form (undefined, a function or a symbol)', { details: { codec } })
+      if (text === undefined)
+        throw new OrreryError('INVALID_PAYLOAD', 'the payload has no JSON form (undefined, a function or a symbol)', { details: { codec } })
       return encoder.encode(text)
     }
     case 'msgpack': {
@@ -47,7 +48,11 @@ export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
       // (EF BF BD): only a payload whose bytes hold one of those is walked (the walk on every
       // payload cost +60% on a small object).
       if (mayHoldLoneSurrogate(bytes) && holdsLoneSurrogate(value)) {
-        throw new OrreryError('INVALID_PAYLOAD', 'the payload holds a string with a lone surrogate, which msgpack (UTF-8) cannot carry: it would arrive as U+FFFD; the json codec keeps it', { details: { codec } })
+        throw new OrreryError(
+          'INVALID_PAYLOAD',
+          'the payload holds a string with a lone surrogate, which msgpack (UTF-8) cannot carry: it would arrive as U+FFFD; the json codec keeps it',
+          { details: { codec } },
+        )
       }
       return bytes
     }
@@ -96,7 +101,8 @@ function mayHoldLoneSurrogate(bytes: Uint8Array): boolean {
 }
 
 /** Node's Buffer, where there is one: its indexOf finds a whole byte pattern in one native call. */
-const NodeBuffer = (globalThis as { Buffer?: { from(b: ArrayBufferLike, offset: number, length: number): Uint8Array & { indexOf(p: Uint8Array): number } } }).Buffer
+const NodeBuffer = (globalThis as { Buffer?: { from(b: ArrayBufferLike, offset: number, length: number): Uint8Array & { indexOf(p: Uint8Array): number } } })
+  .Buffer
 const PROTO_BYTES = new Uint8Array(PROTO)
 
 /**
@@ -110,7 +116,10 @@ function holdsProto(bytes: Uint8Array): boolean {
   }
   const last = bytes.length - PROTO.length
   for (let i = bytes.indexOf(0x5f); i !== -1 && i <= last; i = bytes.indexOf(0x5f, i + 1)) {
-    if (bytes[i + 1] !== 0x5f) { i++; continue }
+    if (bytes[i + 1] !== 0x5f) {
+      i++
+      continue
+    }
     let j = 2
     while (j < PROTO.length && bytes[i + j] === PROTO[j]) j++
     if (j === PROTO.length) return true
@@ -128,7 +137,8 @@ function objectsOf(value: unknown): unknown {
   const out: Record<string, unknown> = {}
   for (const [k, v] of value) {
     // Keys as the fast reader names them: primitives by their string form, nothing else.
-    if (k !== null && typeof k === 'object') throw new OrreryError('INVALID_PAYLOAD', 'a msgpack map key is not a string or a number', { details: { codec: 'msgpack' } })
+    if (k !== null && typeof k === 'object')
+      throw new OrreryError('INVALID_PAYLOAD', 'a msgpack map key is not a string or a number', { details: { codec: 'msgpack' } })
     const key = String(k)
     const item = objectsOf(v)
     if (key === '__proto__') Object.defineProperty(out, key, { value: item, enumerable: true, writable: true, configurable: true })

@@ -33,13 +33,17 @@ export type CodecName = (typeof CODECS)[number]
 
 /** Checks the core's exported `name=value` layout list against this file's copy. */
 export function checkLayout(exported: string[]): void {
-  const theirs = Object.fromEntries(exported.map((pair) => {
-    const [name, value] = pair.split('=')
-    return [name, Number(value)]
-  }))
+  const theirs = Object.fromEntries(
+    exported.map((pair) => {
+      const [name, value] = pair.split('=')
+      return [name, Number(value)]
+    }),
+  )
   for (const [name, value] of Object.entries(LAYOUT)) {
     if (theirs[name] !== value) {
-      throw new OrreryError('LAYOUT_MISMATCH', `frame layout field ${name} is ${theirs[name]} in the core but ${value} in ts/frame.ts; rebuild the engines`, { details: { field: name } })
+      throw new OrreryError('LAYOUT_MISMATCH', `frame layout field ${name} is ${theirs[name]} in the core but ${value} in ts/frame.ts; rebuild the engines`, {
+        details: { field: name },
+      })
     }
   }
 }
@@ -162,14 +166,36 @@ export class FrameWriter {
 
   /** Appends one frame (see {@link FrameMeta}). On a throw the batch is left as it was before the call. */
   push(channel: number, meta: FrameMeta, payload: Uint8Array, replyToken = 0): void {
-    this.pushCoded(channel, KIND_CODES.get(meta.kind)!, PRIORITY_CODES.get(meta.priority)!, CODEC_CODES.get(meta.codec)!, meta.timestamp, meta.expiresAt, meta.id, meta, payload, replyToken)
+    this.pushCoded(
+      channel,
+      KIND_CODES.get(meta.kind)!,
+      PRIORITY_CODES.get(meta.priority)!,
+      CODEC_CODES.get(meta.codec)!,
+      meta.timestamp,
+      meta.expiresAt,
+      meta.id,
+      meta,
+      payload,
+      replyToken,
+    )
   }
 
   /**
    * Appends one frame from already-coded fields: the publish hot path, which allocates nothing
    * per message. On a throw the batch is left as it was before the call.
    */
-  pushCoded(channel: number, kind: number, priority: number, codec: number, timestamp: number, expiresAt: number, id: string | GeneratedId, envelope: Envelope, payload: Uint8Array, replyToken: number): void {
+  pushCoded(
+    channel: number,
+    kind: number,
+    priority: number,
+    codec: number,
+    timestamp: number,
+    expiresAt: number,
+    id: string | GeneratedId,
+    envelope: Envelope,
+    payload: Uint8Array,
+    replyToken: number,
+  ): void {
     const start = this.pos
     try {
       this.reserve(LAYOUT.headerLen + 8)
@@ -186,7 +212,14 @@ export class FrameWriter {
       if (typeof id === 'string') this.str8(id, 'id')
       else this.generatedId(id.prefix, id.n)
       const { sender, recipient, correlationId, causationId, schema, headers } = envelope
-      if (sender === undefined && recipient === undefined && correlationId === undefined && causationId === undefined && schema === undefined && headers === undefined) {
+      if (
+        sender === undefined &&
+        recipient === undefined &&
+        correlationId === undefined &&
+        causationId === undefined &&
+        schema === undefined &&
+        headers === undefined
+      ) {
         // The common envelope: five empty strings and no headers, seven zero bytes (plain stores:
         // TypedArray.fill costs more than the writes for so few bytes).
         this.reserve(7)
@@ -268,7 +301,11 @@ function u32(bytes: Uint8Array, at: number): number {
 function utf8(bytes: Uint8Array, start: number, end: number): string {
   if (end - start <= 32) {
     let ascii = true
-    for (let i = start; i < end; i++) if (bytes[i]! > 0x7f) { ascii = false; break }
+    for (let i = start; i < end; i++)
+      if (bytes[i]! > 0x7f) {
+        ascii = false
+        break
+      }
     if (ascii) return String.fromCharCode.apply(null, bytes.subarray(start, end) as unknown as number[])
   }
   return decoder.decode(bytes.subarray(start, end))

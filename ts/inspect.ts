@@ -10,7 +10,9 @@ export const INSPECT: unique symbol = Symbol.for('nodejs.util.inspect.custom') a
 
 /** The `inspect` Node passes to a custom inspect hook. */
 export type InspectFn = (value: unknown, options: InspectOptions) => string
-export interface InspectOptions { depth?: number | null | undefined }
+export interface InspectOptions {
+  depth?: number | null | undefined
+}
 
 /** Prints `Name { …fields }` the way `util.inspect` prints a class instance, honouring depth. */
 export function inspectAs(name: string, fields: object, depth: number, options: InspectOptions, inspect: InspectFn | undefined): string | object {

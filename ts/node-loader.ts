@@ -51,15 +51,19 @@ const platform = `${process.platform}-${process.arch}`
  * request (`Orrery.create({ engine })`), else for `ORRERY_ENGINE`, else native with the wasm
  * fallback. Each engine loads once per loader.
  */
-export function nodeEngineLoader(files: NodeEngineFiles, warn: Warn = (message, code) => process.emitWarning(message, { code })): (requested: EngineName | undefined, fromEnv: string | undefined) => Promise<Backend> {
+export function nodeEngineLoader(
+  files: NodeEngineFiles,
+  warn: Warn = (message, code) => process.emitWarning(message, { code }),
+): (requested: EngineName | undefined, fromEnv: string | undefined) => Promise<Backend> {
   const require = createRequire(import.meta.url)
   let native: Backend | NativeFailure | undefined
   let wasm: Promise<Backend> | undefined
   let warned = false
 
-  const incomplete = (engine: EngineName, file: string, what: string) => files.sourceCheckout
-    ? `the ${engine} engine is not built: ${what}. Build it with \`bash scripts/build.sh ${engine}\` (or \`npm run build\` for both engines)`
-    : `the orrery package is incomplete: ${what}. Reinstall it (npm install orrery); ${basename(file)} ships in the package`
+  const incomplete = (engine: EngineName, file: string, what: string) =>
+    files.sourceCheckout
+      ? `the ${engine} engine is not built: ${what}. Build it with \`bash scripts/build.sh ${engine}\` (or \`npm run build\` for both engines)`
+      : `the orrery package is incomplete: ${what}. Reinstall it (npm install orrery); ${basename(file)} ships in the package`
 
   function loadNative(): Backend | NativeFailure {
     const dir = dirname(files.nativeLoader)
@@ -82,7 +86,11 @@ export function nodeEngineLoader(files: NodeEngineFiles, warn: Warn = (message, 
       const carried = addons.map((f) => f.slice('orrery.'.length, -'.node'.length))
       const looked = /Cannot find module '\.\/(orrery\.[^']+\.node)'/.exec(detail)?.[1]
       if (looked || !carried.some((t) => t.startsWith(`${platform}-`) || t === platform)) {
-        return { kind: 'platform', reason: `this package has no native engine for ${platform}${looked ? ` (looked for ${looked})` : ''}; it carries ${carried.join(', ')}`, cause }
+        return {
+          kind: 'platform',
+          reason: `this package has no native engine for ${platform}${looked ? ` (looked for ${looked})` : ''}; it carries ${carried.join(', ')}`,
+          cause,
+        }
       }
       return { kind: 'load', reason: `the native engine failed to load on ${platform}: ${detail}`, cause }
     }
@@ -100,14 +108,19 @@ export function nodeEngineLoader(files: NodeEngineFiles, warn: Warn = (message, 
   }
 
   const wasmEngine = () => {
-    wasm ??= loadWasm().catch((e: unknown) => { wasm = undefined; throw e })
+    wasm ??= loadWasm().catch((e: unknown) => {
+      wasm = undefined
+      throw e
+    })
     return wasm
   }
 
   return async (requested, fromEnv) => {
     const name = requested ?? (fromEnv || undefined)
     if (name !== undefined && name !== 'native' && name !== 'wasm') {
-      throw new OrreryError('INVALID_OPTION', `unknown engine ${JSON.stringify(name)}${requested ? '' : ' in ORRERY_ENGINE'}: use native or wasm`, { details: { option: 'engine', value: name } })
+      throw new OrreryError('INVALID_OPTION', `unknown engine ${JSON.stringify(name)}${requested ? '' : ' in ORRERY_ENGINE'}: use native or wasm`, {
+        details: { option: 'engine', value: name },
+      })
     }
     if (name === 'wasm') return wasmEngine()
     native ??= loadNative()
@@ -119,7 +132,10 @@ export function nodeEngineLoader(files: NodeEngineFiles, warn: Warn = (message, 
     }
     if (!warned) {
       warned = true
-      warn(`Orrery: ${failure.reason}. Running on the wasm engine instead (same API; no durable stores, no sharing across worker threads); ${SILENCE}.`, NATIVE_FALLBACK_WARNING)
+      warn(
+        `Orrery: ${failure.reason}. Running on the wasm engine instead (same API; no durable stores, no sharing across worker threads); ${SILENCE}.`,
+        NATIVE_FALLBACK_WARNING,
+      )
     }
     return wasmEngine()
   }

@@ -16,9 +16,7 @@ export interface StandardSchemaV1<Input = unknown, Output = Input> {
   }
 }
 
-export type StandardResult<Output> =
-  | { readonly value: Output; readonly issues?: undefined }
-  | { readonly issues: ReadonlyArray<StandardIssue> }
+export type StandardResult<Output> = { readonly value: Output; readonly issues?: undefined } | { readonly issues: ReadonlyArray<StandardIssue> }
 
 export interface StandardIssue {
   readonly message: string
@@ -53,7 +51,8 @@ export function validate<S extends StandardSchemaV1>(schema: S, value: unknown, 
 
 /** @internal A Standard Schema (v1): an object whose `~standard.validate` is a function. */
 export function checkSchema<S>(value: S, name = 'schema', where: Where = 'option'): S {
-  const standard = (value !== null && (typeof value === 'object' || typeof value === 'function')) ? (value as { '~standard'?: { validate?: unknown } })['~standard'] : undefined
+  const standard =
+    value !== null && (typeof value === 'object' || typeof value === 'function') ? (value as { '~standard'?: { validate?: unknown } })['~standard'] : undefined
   if (typeof standard?.validate !== 'function') refuse(where, name, value, 'must be a Standard Schema (an object with ~standard.validate)')
   return value
 }

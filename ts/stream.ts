@@ -29,7 +29,13 @@ export interface StreamSource<T> {
 function isSubscriber(value: unknown): value is Subscriber<unknown> {
   if (value === null || typeof value !== 'object') return false
   const v = value as Record<string, unknown>
-  return typeof v['next'] === 'function' && typeof v['error'] === 'function' && typeof v['complete'] === 'function' && typeof v['unsubscribe'] === 'function' && typeof v['closed'] === 'boolean'
+  return (
+    typeof v['next'] === 'function' &&
+    typeof v['error'] === 'function' &&
+    typeof v['complete'] === 'function' &&
+    typeof v['unsubscribe'] === 'function' &&
+    typeof v['closed'] === 'boolean'
+  )
 }
 
 /** Items an iterator holds before it pauses its consumer. */
@@ -77,12 +83,12 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
     return super.subscribe({
       next: next
         ? (value) => {
-          try {
-            next(value)
-          } catch (thrown) {
-            report(thrown)
+            try {
+              next(value)
+            } catch (thrown) {
+              report(thrown)
+            }
           }
-        }
         : () => {},
       error: (e) => {
         if (!fail) return report(e)
@@ -150,7 +156,9 @@ export class Stream<T> extends Observable<T> implements AsyncIterable<T> {
         }
         if (failed) return Promise.reject(failed.error)
         if (done) return Promise.resolve({ value: undefined, done: true })
-        return new Promise((resolve, reject) => { waiting = { resolve, reject } })
+        return new Promise((resolve, reject) => {
+          waiting = { resolve, reject }
+        })
       },
       return: () => {
         subscription.unsubscribe()

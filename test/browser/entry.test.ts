@@ -32,7 +32,9 @@ it('refuses the native engine with a typed ENGINE_UNAVAILABLE', async () => {
 // a listener was registered, as Node's process.on('uncaughtException') would be.
 it('sees what escapes in a page, so the suite\'s "nothing escapes" checks hold here too', async () => {
   const caught = await escaped(() => {
-    setTimeout(() => { throw new Error('from a timer') }, 0)
+    setTimeout(() => {
+      throw new Error('from a timer')
+    }, 0)
     void Promise.reject(new Error('unhandled'))
   })
   expect(caught.map((e) => (e as Error).message).sort()).toEqual(['from a timer', 'unhandled'])

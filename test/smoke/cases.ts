@@ -70,10 +70,12 @@ export async function smokeTranscript(Orrery: OrreryCtor, options: OrreryOptions
   })
   // A batch with one oversized message publishes nothing at all.
   out.push({
-    rejectedBatch: await code(() => bus.publishBatch([
-      { channel: 'greetings', payload: 'fine' },
-      { channel: 'greetings', payload: 'y'.repeat(600) },
-    ])),
+    rejectedBatch: await code(() =>
+      bus.publishBatch([
+        { channel: 'greetings', payload: 'fine' },
+        { channel: 'greetings', payload: 'y'.repeat(600) },
+      ]),
+    ),
   })
   bus.flush()
   out.push({ liveAfterRejections: live.length, stats: sized(bus.stats('greetings')) })
@@ -151,11 +153,35 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
   { rejectedBatch: 'OrreryError:MESSAGE_TOO_LARGE' },
   {
     liveAfterRejections: 3,
-    stats: { published: 3, delivered: 8, retained: 3, retainedBytes: true, firstSeq: 0, nextSeq: 3, subscribers: 1, groups: 0, duplicates: 0, expired: 0, deadLettered: 0 },
+    stats: {
+      published: 3,
+      delivered: 8,
+      retained: 3,
+      retainedBytes: true,
+      firstSeq: 0,
+      nextSeq: 3,
+      subscribers: 1,
+      groups: 0,
+      duplicates: 0,
+      expired: 0,
+      deadLettered: 0,
+    },
   },
   {
     retainedAfterTrim: [3, 4],
-    shortStats: { published: 5, delivered: 2, retained: 2, retainedBytes: true, firstSeq: 3, nextSeq: 5, subscribers: 1, groups: 0, duplicates: 0, expired: 0, deadLettered: 0 },
+    shortStats: {
+      published: 5,
+      delivered: 2,
+      retained: 2,
+      retainedBytes: true,
+      firstSeq: 3,
+      nextSeq: 5,
+      subscribers: 1,
+      groups: 0,
+      duplicates: 0,
+      expired: 0,
+      deadLettered: 0,
+    },
   },
   {
     store: {
@@ -163,14 +189,22 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       versions: [1, 2],
       stale: 'OrreryError:VERSION_CONFLICT',
       lease: null,
-      changes: [['put', 'mode', 1], ['put', 'mode', 2], ['put', 'lease', 3], ['expire', 'lease', 4]],
+      changes: [
+        ['put', 'mode', 1],
+        ['put', 'mode', 2],
+        ['put', 'lease', 3],
+        ['expire', 'lease', 4],
+      ],
       restored: ['mode'],
     },
   },
   {
     mesh: {
       reply: 'upper-1:HI',
-      found: [['upper-1', 'healthy', 'closed'], ['upper-2', 'healthy', 'closed']],
+      found: [
+        ['upper-1', 'healthy', 'closed'],
+        ['upper-2', 'healthy', 'closed'],
+      ],
       missing: 'OrreryError:NO_RESPONDER',
       similar: ['upper'],
       badRange: 'OrreryError:INVALID_VERSION',

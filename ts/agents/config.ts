@@ -56,13 +56,19 @@ export async function gatherConfig(sources: ConfigSources): Promise<Record<strin
     try {
       text = await readFile(sources.file)
     } catch (cause) {
-      throw new OrreryError('INVALID_CONFIG', `cannot read config file ${sources.file}: ${(cause as Error).message}`, { cause, details: { file: sources.file } })
+      throw new OrreryError('INVALID_CONFIG', `cannot read config file ${sources.file}: ${(cause as Error).message}`, {
+        cause,
+        details: { file: sources.file },
+      })
     }
     let parsed: unknown
     try {
       parsed = JSON.parse(text)
     } catch (cause) {
-      throw new OrreryError('INVALID_CONFIG', `config file ${sources.file} is not JSON: ${(cause as Error).message}`, { cause, details: { file: sources.file } })
+      throw new OrreryError('INVALID_CONFIG', `config file ${sources.file} is not JSON: ${(cause as Error).message}`, {
+        cause,
+        details: { file: sources.file },
+      })
     }
     // Spread, a number or an array would turn silently into `{}` or index keys.
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {

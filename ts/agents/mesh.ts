@@ -10,12 +10,41 @@ import { AgentRunner, type AgentState, type RateLimit, type RetryOptions, type R
 import type { Backend, MeshCore, MeshCoreOptions } from '../engines/backend.js'
 import type { Bus } from '../bus/bus.js'
 import { MAX_CAPACITY, type PublishOptions } from '../bus/options.js'
-import { callable, finite, flag, int, intOr, MAX_TIMER_MS, ms, msOr, name as checkName, list, oneOfOr, options as checkOptions, refuse, text, textOr, type Where } from '../check.js'
+import {
+  callable,
+  finite,
+  flag,
+  int,
+  intOr,
+  MAX_TIMER_MS,
+  ms,
+  msOr,
+  name as checkName,
+  list,
+  oneOfOr,
+  options as checkOptions,
+  refuse,
+  text,
+  textOr,
+  type Where,
+} from '../check.js'
 import { checkConfig, gatherConfig, type ConfigSources } from './config.js'
 import { OrreryError } from '../errors.js'
 import type { Message } from '../bus/message.js'
 import { noMetrics, promMetrics, type AgentMetrics, type PromRegistry } from './metrics.js'
-import { checkBackoff, checkCapabilities, checkTags, eventStream, MAX_AGENT_ID, Registry, type BreakerOptions, type CapabilitySpec, type LivenessOptions, type RegistryEvent, type Strategy } from './registry.js'
+import {
+  checkBackoff,
+  checkCapabilities,
+  checkTags,
+  eventStream,
+  MAX_AGENT_ID,
+  Registry,
+  type BreakerOptions,
+  type CapabilitySpec,
+  type LivenessOptions,
+  type RegistryEvent,
+  type Strategy,
+} from './registry.js'
 import { Router, type RouteOptions } from './router.js'
 import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
@@ -68,7 +97,15 @@ export type MeshEvent =
   | { type: 'started' | 'stopped' | 'paused' | 'resumed'; agent: string; at: number }
   | { type: 'crashed'; agent: string; reason: string; error: string; at: number }
   | { type: 'config'; agent: string; at: number }
-  | { type: 'retry' | 'fallback' | 'dead-letter' | 'rate-limited'; agent: string; capability: string; attempt: number; error?: string; delay?: number; at: number }
+  | {
+      type: 'retry' | 'fallback' | 'dead-letter' | 'rate-limited'
+      agent: string
+      capability: string
+      attempt: number
+      error?: string
+      delay?: number
+      at: number
+    }
 
 /** A running agent, by id. */
 export interface AgentHandle {
@@ -135,7 +172,12 @@ function checkSpawn(value: SpawnOptions | undefined, what: string, where: Where 
   if (o.bulkhead !== undefined) int(o.bulkhead, 'bulkhead', { max: 2 ** 32 - 1 })
   // The inbox lease is the handler timeout plus a margin, and must fit a timer too.
   if (o.handlerTimeout !== undefined && ms(o.handlerTimeout, 'handlerTimeout', 1) > MAX_TIMER_MS - LEASE_MARGIN_MS) {
-    refuse('option', 'handlerTimeout', o.handlerTimeout, `must be at most ${MAX_TIMER_MS - LEASE_MARGIN_MS} ms (its inbox lease adds ${LEASE_MARGIN_MS} ms, and a timer waits at most ${MAX_TIMER_MS})`)
+    refuse(
+      'option',
+      'handlerTimeout',
+      o.handlerTimeout,
+      `must be at most ${MAX_TIMER_MS - LEASE_MARGIN_MS} ms (its inbox lease adds ${LEASE_MARGIN_MS} ms, and a timer waits at most ${MAX_TIMER_MS})`,
+    )
   }
   if (o.retry !== undefined) {
     const retry = checkOptions(o.retry, 'retry', 'option')
@@ -230,8 +272,13 @@ export class Mesh {
   }
 
   private constructor(
-    backend: Backend, readonly bus: Bus, readonly now: () => number, private readonly options: MeshOptions,
-    settings: MeshCoreOptions, metrics: AgentMetrics, private readonly onClose: ((mesh: Mesh) => void) | undefined,
+    backend: Backend,
+    readonly bus: Bus,
+    readonly now: () => number,
+    private readonly options: MeshOptions,
+    settings: MeshCoreOptions,
+    metrics: AgentMetrics,
+    private readonly onClose: ((mesh: Mesh) => void) | undefined,
   ) {
     const core: MeshCore = backend.createMesh(settings)
     this.logger = options.logger ?? silentLogger
@@ -257,9 +304,11 @@ export class Mesh {
     this.registryEvents = this.registry.events.subscribe((event) => {
       this.subject.next(event)
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
-      const lost = (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event.agent : undefined
+      const lost =
+        (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event.agent : undefined
       const runner = lost === undefined ? undefined : this.runners.get(lost)
-      if (runner && (runner.state === 'running' || runner.state === 'paused')) this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost} stopped beating`))
+      if (runner && (runner.state === 'running' || runner.state === 'paused'))
+        this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost} stopped beating`))
     })
     if (options.signals) this.handleSignals()
   }
@@ -371,7 +420,11 @@ export class Mesh {
    * Sends a message (no reply) to one agent offering `capability`: it is queued in that agent's
    * inbox, where its own retries and dead-lettering apply.
    */
-  send(capability: string, payload: unknown, options: PublishOptions & { tags?: readonly string[]; strategy?: Strategy } = {}): Promise<{ readonly id: string; readonly agent: string }> {
+  send(
+    capability: string,
+    payload: unknown,
+    options: PublishOptions & { tags?: readonly string[]; strategy?: Strategy } = {},
+  ): Promise<{ readonly id: string; readonly agent: string }> {
     return this.router.send(capability, payload, options)
   }
 
@@ -526,7 +579,10 @@ export class Mesh {
           await runner.agent.applyConfig(next)
         } catch (error) {
           await runner.agent.applyConfig(previous).catch(() => {})
-          throw new OrreryError('INVALID_CONFIG', `agent ${id} refused its new configuration: ${(error as Error).message}`, { cause: error, details: { agent: id } })
+          throw new OrreryError('INVALID_CONFIG', `agent ${id} refused its new configuration: ${(error as Error).message}`, {
+            cause: error,
+            details: { agent: id },
+          })
         }
         runner.rawConfig = raw
         this.subject.next({ type: 'config', agent: id, at: this.now() })

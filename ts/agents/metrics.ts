@@ -7,9 +7,25 @@ import { OrreryError } from '../errors.js'
 
 /** The slice of prom-client the mesh uses. */
 export interface PromClient {
-  Counter: new (config: { name: string; help: string; labelNames: readonly string[]; registers: unknown[] }) => { inc(labels: Record<string, string>, value?: number): void }
-  Histogram: new (config: { name: string; help: string; labelNames: readonly string[]; registers: unknown[]; buckets?: number[] }) => { observe(labels: Record<string, string>, value: number): void }
-  Gauge: new (config: { name: string; help: string; labelNames: readonly string[]; registers: unknown[] }) => { set(labels: Record<string, string>, value: number): void }
+  Counter: new (config: {
+    name: string
+    help: string
+    labelNames: readonly string[]
+    registers: unknown[]
+  }) => { inc(labels: Record<string, string>, value?: number): void }
+  Histogram: new (config: {
+    name: string
+    help: string
+    labelNames: readonly string[]
+    registers: unknown[]
+    buckets?: number[]
+  }) => { observe(labels: Record<string, string>, value: number): void }
+  Gauge: new (config: {
+    name: string
+    help: string
+    labelNames: readonly string[]
+    registers: unknown[]
+  }) => { set(labels: Record<string, string>, value: number): void }
 }
 
 /** A prom-client `Registry`, as the user passes it. */
@@ -48,14 +64,34 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
   const prom = await loadClient()
   const registers = [registry]
   const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined
-  const handled = existing<InstanceType<PromClient['Counter']>>(NAMES.handled)
-    ?? new prom.Counter({ name: NAMES.handled, help: 'Messages and requests an agent handled successfully', labelNames: ['agent', 'type', 'capability'], registers })
-  const failed = existing<InstanceType<PromClient['Counter']>>(NAMES.failed)
-    ?? new prom.Counter({ name: NAMES.failed, help: 'Handler failures by kind (transient, permanent, fatal, rate-limited)', labelNames: ['agent', 'type', 'capability', 'kind'], registers })
-  const latency = existing<InstanceType<PromClient['Histogram']>>(NAMES.latency)
-    ?? new prom.Histogram({ name: NAMES.latency, help: 'Handler duration in seconds', labelNames: ['agent', 'type', 'capability'], registers, buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5] })
-  const inFlight = existing<InstanceType<PromClient['Gauge']>>(NAMES.inFlight)
-    ?? new prom.Gauge({ name: NAMES.inFlight, help: 'Handlers running now', labelNames: ['agent', 'type'], registers })
+  const handled =
+    existing<InstanceType<PromClient['Counter']>>(NAMES.handled) ??
+    new prom.Counter({
+      name: NAMES.handled,
+      help: 'Messages and requests an agent handled successfully',
+      labelNames: ['agent', 'type', 'capability'],
+      registers,
+    })
+  const failed =
+    existing<InstanceType<PromClient['Counter']>>(NAMES.failed) ??
+    new prom.Counter({
+      name: NAMES.failed,
+      help: 'Handler failures by kind (transient, permanent, fatal, rate-limited)',
+      labelNames: ['agent', 'type', 'capability', 'kind'],
+      registers,
+    })
+  const latency =
+    existing<InstanceType<PromClient['Histogram']>>(NAMES.latency) ??
+    new prom.Histogram({
+      name: NAMES.latency,
+      help: 'Handler duration in seconds',
+      labelNames: ['agent', 'type', 'capability'],
+      registers,
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    })
+  const inFlight =
+    existing<InstanceType<PromClient['Gauge']>>(NAMES.inFlight) ??
+    new prom.Gauge({ name: NAMES.inFlight, help: 'Handlers running now', labelNames: ['agent', 'type'], registers })
   return {
     handled(agent, type, capability, seconds) {
       handled.inc({ agent, type, capability })

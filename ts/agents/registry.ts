@@ -61,9 +61,7 @@ export interface AgentInfo {
  * object adding tags every match must carry, a minimum health (default `degraded`), and more
  * capabilities every match must also offer.
  */
-export type AgentQuery =
-  | string
-  | { capability: string; tags?: readonly string[]; minHealth?: Health; also?: readonly string[] }
+export type AgentQuery = string | { capability: string; tags?: readonly string[]; minHealth?: Health; also?: readonly string[] }
 
 /** Something that happened to an agent. */
 export type RegistryEvent =
@@ -147,7 +145,10 @@ function queryKey(query: Exclude<AgentQuery, string>): string | undefined {
   const { capability, tags, minHealth, also } = query
   if (typeof capability !== 'string' || (minHealth !== undefined && typeof minHealth !== 'string')) return undefined
   let key = `${capability.length}:${capability}|${minHealth === undefined ? '-' : `${minHealth.length}:${minHealth}`}|`
-  for (const [name, items] of [['t', tags], ['a', also]] as const) {
+  for (const [name, items] of [
+    ['t', tags],
+    ['a', also],
+  ] as const) {
     if (items === undefined) continue
     if (!Array.isArray(items)) return undefined
     key += name
@@ -243,17 +244,21 @@ export class Registry {
   private readonly objectQueries = new Map<string, number>()
   private readonly subject = new Subject<RegistryEvent>()
   /** One timer for the core's next liveness deadline (a missed heartbeat, a breaker's cool-down). */
-  private readonly deadlines = new DeadlineTimer(() => this.now(), () => {
-    if (this.closed) return
-    // Thrown from a timer, a failed engine would end the process: reported once instead.
-    try {
-      this.tick()
-    } catch (error) {
-      if (!isEngineFailure(error)) throw error
-      this.engineFailed = true
-      this.subject.next({ type: 'engine-failed', error, at: this.now() })
-    }
-  }, true)
+  private readonly deadlines = new DeadlineTimer(
+    () => this.now(),
+    () => {
+      if (this.closed) return
+      // Thrown from a timer, a failed engine would end the process: reported once instead.
+      try {
+        this.tick()
+      } catch (error) {
+        if (!isEngineFailure(error)) throw error
+        this.engineFailed = true
+        this.subject.next({ type: 'engine-failed', error, at: this.now() })
+      }
+    },
+    true,
+  )
   private closed = false
   private engineFailed = false
   /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
@@ -267,7 +272,11 @@ export class Registry {
     return new Registry(core, now, unhandled)
   }
 
-  private constructor(readonly core: MeshCore, readonly now: () => number, unhandled: (error: unknown) => void = () => {}) {
+  private constructor(
+    readonly core: MeshCore,
+    readonly now: () => number,
+    unhandled: (error: unknown) => void = () => {},
+  ) {
     this.events = eventStream(this.subject, unhandled)
   }
 
@@ -280,10 +289,12 @@ export class Registry {
     checkName(agent.type, 'type', 'option')
     const capabilities = checkCapabilities(agent.capabilities, 'capabilities')
     const tags = agent.tags === undefined ? [] : checkTags(agent.tags, 'tags')
-    if (this.byId.has(agent.id)) throw new OrreryError('DUPLICATE_AGENT', `agent ${JSON.stringify(agent.id)} is registered already`, { details: { agent: agent.id } })
+    if (this.byId.has(agent.id))
+      throw new OrreryError('DUPLICATE_AGENT', `agent ${JSON.stringify(agent.id)} is registered already`, { details: { agent: agent.id } })
     const bulkhead = intOr(agent.bulkhead, 0, 'bulkhead', { max: 0xffffffff })
     const lines = capabilities.map((c) => {
-      if (/\s/.test(c.version)) throw new OrreryError('INVALID_NAME', `capability ${JSON.stringify(c.name)}@${c.version} holds whitespace`, { details: { capability: c.name } })
+      if (/\s/.test(c.version))
+        throw new OrreryError('INVALID_NAME', `capability ${JSON.stringify(c.name)}@${c.version} holds whitespace`, { details: { capability: c.name } })
       return `${c.name} ${c.version} ${c.priority ?? 0}`
     })
     const now = this.now()
@@ -454,7 +465,9 @@ export class Registry {
       this.core.findStates(this.compile({ ...q, minHealth: 'offline' }), this.now()).length / MESH_STATE_FIELDS
     const offered = count({ capability: name })
     if (offered === 0) {
-      const similar = this.similar(name).map((s) => s.name).filter((n) => n !== name)
+      const similar = this.similar(name)
+        .map((s) => s.name)
+        .filter((n) => n !== name)
       const hint = similar.length > 0 ? ` (did you mean ${similar.join(', ')}?)` : ''
       return { message: `no agent offers ${name}${hint}`, offered, similar }
     }
@@ -474,7 +487,11 @@ export class Registry {
     const healths = new Set(this.find({ capability: spec.capability, tags, also, minHealth: 'offline' }).map((a) => a.health))
     const accepted = HEALTHS.slice(0, HEALTHS.indexOf(minHealth) + 1)
     const healthy = accepted.length === 1 ? accepted[0]! : `${accepted.slice(0, -1).join(', ')} or ${accepted[accepted.length - 1]!}`
-    return refuse(withAlso, `${what}${also.length > 0 ? ` and ${also.join(', ')}` : ''}`, `none is ${healthy} (they are ${[...healths].join(', ')}; minHealth is ${minHealth})`)
+    return refuse(
+      withAlso,
+      `${what}${also.length > 0 ? ` and ${also.join(', ')}` : ''}`,
+      `none is ${healthy} (they are ${[...healths].join(', ')}; minHealth is ${minHealth})`,
+    )
   }
 
   /** @internal The agent behind a core handle. */

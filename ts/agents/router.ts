@@ -12,7 +12,17 @@ import { checkEnvelope, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
 import { finite, flag, int, MAX_TIMER_MS, text } from '../check.js'
-import { checkBackoff, checkTags, RETRY_BACKOFF, splitCapability, strategyCode, type AgentQuery, type BackoffOptions, type Registry, type Strategy } from './registry.js'
+import {
+  checkBackoff,
+  checkTags,
+  RETRY_BACKOFF,
+  splitCapability,
+  strategyCode,
+  type AgentQuery,
+  type BackoffOptions,
+  type Registry,
+  type Strategy,
+} from './registry.js'
 import { CAPABILITY_HEADER } from './runner.js'
 
 /** Options of a routed request. */
@@ -42,7 +52,6 @@ export interface RouteEvent {
   /** The backoff before the next round (retries only), in ms. */
   delay?: number
 }
-
 
 /**
  * Failures that are the agent's: the call reached it (or should have) and it did not answer
@@ -138,12 +147,21 @@ export class Router {
   }
 
   /** Publishes to the inbox of one agent offering `capability`, picked as a request's would be. */
-  async send(capability: string, payload: unknown, given: PublishOptions & { tags?: readonly string[]; strategy?: Strategy } | undefined): Promise<{ readonly id: string; readonly agent: string }> {
+  async send(
+    capability: string,
+    payload: unknown,
+    given: (PublishOptions & { tags?: readonly string[]; strategy?: Strategy }) | undefined,
+  ): Promise<{ readonly id: string; readonly agent: string }> {
     const options = this.check(capability, given)
     const registry = this.registry
     const core = registry.core
     const [name] = splitCapability(capability)
-    const status = core.route(registry.compile(options.tags ? { capability, tags: options.tags } : capability), this.strategy(options.strategy), registry.now(), NO_EXCLUSIONS)
+    const status = core.route(
+      registry.compile(options.tags ? { capability, tags: options.tags } : capability),
+      this.strategy(options.strategy),
+      registry.now(),
+      NO_EXCLUSIONS,
+    )
     if (status !== ROUTE_STATUS.routed) throw this.refusal(status, options.tags ? { capability, tags: options.tags } : capability, core.second)
     const agent = core.second
     // Queued, not answered: the call holds no slot, and its outcome is the agent's own business.
@@ -155,9 +173,17 @@ export class Router {
   }
 
   private attempt<R>(
-    queryId: number, strategy: number, capability: string, payload: unknown,
-    publish: PublishOptions & { timeout?: number }, options: RouteOptions,
-    tries: number, exclude: readonly number[], lastError: OrreryError | undefined, lastAgent = '', query: AgentQuery = capability,
+    queryId: number,
+    strategy: number,
+    capability: string,
+    payload: unknown,
+    publish: PublishOptions & { timeout?: number },
+    options: RouteOptions,
+    tries: number,
+    exclude: readonly number[],
+    lastError: OrreryError | undefined,
+    lastAgent = '',
+    query: AgentQuery = capability,
   ): Promise<Message<R>> {
     const registry = this.registry
     const core = registry.core
@@ -203,8 +229,15 @@ export class Router {
   }
 
   private backOff<R>(
-    queryId: number, strategy: number, capability: string, payload: unknown,
-    publish: PublishOptions & { timeout?: number }, options: RouteOptions, tries: number, lastError: OrreryError, agent: string,
+    queryId: number,
+    strategy: number,
+    capability: string,
+    payload: unknown,
+    publish: PublishOptions & { timeout?: number },
+    options: RouteOptions,
+    tries: number,
+    lastError: OrreryError,
+    agent: string,
   ): Promise<Message<R>> {
     const retries = options.retries ?? 2
     if (tries > retries) return Promise.reject(lastError)
@@ -217,8 +250,7 @@ export class Router {
         resolve()
       }, delay)
       this.waits.set(timer, reject)
-    }).then(() =>
-      this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))
+    }).then(() => this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))
   }
 
   /**

@@ -27,7 +27,6 @@ export interface RateLimit {
   burst?: number
 }
 
-
 /** How an agent's handler failures are treated. */
 export interface RetryOptions {
   /** Retries of a transient failure before the message is dead-lettered (default 3). */
@@ -72,7 +71,6 @@ export interface RunnerHost {
 
 /** The header naming the capability a routed message is for. */
 export const CAPABILITY_HEADER = 'orrery-capability'
-
 
 /** Deliveries of one message ending in a fatal error after which it is dead-lettered as poison. */
 const POISON_CRASHES = 2
@@ -166,7 +164,12 @@ export class AgentRunner {
    * @param rawConfig the configuration values before validation: a hot reload merges over
    * these, not over the validated output.
    */
-  constructor(readonly agent: Agent<unknown>, readonly host: RunnerHost, readonly options: RunOptions, public rawConfig: Record<string, unknown> = {}) {}
+  constructor(
+    readonly agent: Agent<unknown>,
+    readonly host: RunnerHost,
+    readonly options: RunOptions,
+    public rawConfig: Record<string, unknown> = {},
+  ) {}
 
   get id(): string {
     return this.agent.id
@@ -185,7 +188,10 @@ export class AgentRunner {
     const { agent, host } = this
     try {
       for (const cap of agent.capabilities) {
-        if (!agent.handlers.has(cap.name)) throw new OrreryError('NO_HANDLER', `agent ${agent.id} declares capability ${cap.name} but handles it nowhere`, { details: { agent: agent.id, capability: cap.name } })
+        if (!agent.handlers.has(cap.name))
+          throw new OrreryError('NO_HANDLER', `agent ${agent.id} declares capability ${cap.name} but handles it nowhere`, {
+            details: { agent: agent.id, capability: cap.name },
+          })
       }
       host.registry.register({ id: agent.id, type: agent.type, capabilities: agent.capabilities, tags: this.options.tags, bulkhead: this.options.bulkhead })
       this.registered = true
@@ -227,7 +233,10 @@ export class AgentRunner {
   }
 
   private join(): void {
-    const group = this.host.bus.group(`inbox.${this.agent.id}`, 'agent', { visibilityTimeout: this.options.handlerTimeout + 5_000, maxDeliveries: this.options.retry.attempts + 2 })
+    const group = this.host.bus.group(`inbox.${this.agent.id}`, 'agent', {
+      visibilityTimeout: this.options.handlerTimeout + 5_000,
+      maxDeliveries: this.options.retry.attempts + 2,
+    })
     const stream = group.join({ maxInFlight: this.options.concurrency })
     this.subscription = stream.subscribe((delivery) => this.take(delivery))
     this.member = stream.memberId()
@@ -351,7 +360,11 @@ export class AgentRunner {
     } catch (error) {
       return this.failed(job, error)
     }
-    if (result instanceof Promise) result.then((value) => this.succeeded(job, value), (error: unknown) => this.failed(job, error))
+    if (result instanceof Promise)
+      result.then(
+        (value) => this.succeeded(job, value),
+        (error: unknown) => this.failed(job, error),
+      )
     else this.succeeded(job, result)
   }
 
@@ -365,21 +378,26 @@ export class AgentRunner {
       return
     }
     const first = this.deadlines[this.deadlineHead]!
-    this.deadlineTimer = setTimeout(() => {
-      this.deadlineTimer = undefined
-      const now = this.host.now()
-      while (this.deadlineHead < this.deadlines.length) {
-        const job = this.deadlines[this.deadlineHead]!
-        if (!job.finished && job.started + this.options.handlerTimeout > now) break
-        this.deadlineHead++
-        if (!job.finished) {
-          const error = new OrreryError('TIMEOUT', `handler for ${job.key} ran past ${this.options.handlerTimeout} ms`, { details: { agent: this.id, capability: job.key } })
-          job.abort(error)
-          this.failed(job, error)
+    this.deadlineTimer = setTimeout(
+      () => {
+        this.deadlineTimer = undefined
+        const now = this.host.now()
+        while (this.deadlineHead < this.deadlines.length) {
+          const job = this.deadlines[this.deadlineHead]!
+          if (!job.finished && job.started + this.options.handlerTimeout > now) break
+          this.deadlineHead++
+          if (!job.finished) {
+            const error = new OrreryError('TIMEOUT', `handler for ${job.key} ran past ${this.options.handlerTimeout} ms`, {
+              details: { agent: this.id, capability: job.key },
+            })
+            job.abort(error)
+            this.failed(job, error)
+          }
         }
-      }
-      this.armDeadline()
-    }, Math.max(0, first.started + this.options.handlerTimeout - this.host.now()))
+        this.armDeadline()
+      },
+      Math.max(0, first.started + this.options.handlerTimeout - this.host.now()),
+    )
   }
 
   /** Settles a message unless its life ended (then it is redelivered to the next one). */

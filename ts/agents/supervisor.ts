@@ -78,16 +78,22 @@ export class Supervisor {
   /** Rejects with `AGENT_FAILED` if the supervisor gives up. */
   readonly failed: Promise<never>
 
-  constructor(private readonly host: SupervisorHost, private readonly spec: SupervisorSpec) {
+  constructor(
+    private readonly host: SupervisorHost,
+    private readonly spec: SupervisorSpec,
+  ) {
     this.name = spec.name ?? `supervisor-${++supervisors}`
     // The spec was checked whole by the mesh (`supervise`), before this supervisor was made.
     this.strategy = spec.strategy ?? 'one-for-one'
     for (const child of spec.children) {
       const n = child.replicas ?? 1
       const base = child.id ?? child.type
-      for (let i = 1; i <= n; i++) this.children.push({ id: n === 1 ? base : `${base}-${i}`, type: child.type, options: child.options ?? {}, runner: undefined, stopped: false })
+      for (let i = 1; i <= n; i++)
+        this.children.push({ id: n === 1 ? base : `${base}-${i}`, type: child.type, options: child.options ?? {}, runner: undefined, stopped: false })
     }
-    this.failed = new Promise<never>((_, reject) => { this.rejectFailed = reject })
+    this.failed = new Promise<never>((_, reject) => {
+      this.rejectFailed = reject
+    })
     this.failed.catch(() => {}) // observed through events too; never an unhandled rejection
   }
 
@@ -168,7 +174,9 @@ export class Supervisor {
     this.restarts.push(now)
     const limit = this.spec.intensity?.restarts ?? 3
     if (this.restarts.length > limit) return this.giveUp(reason)
-    const affected = (this.strategy === 'one-for-one' ? [crashed] : this.strategy === 'one-for-all' ? this.children : this.children.slice(index)).filter((c) => !c.stopped)
+    const affected = (this.strategy === 'one-for-one' ? [crashed] : this.strategy === 'one-for-all' ? this.children : this.children.slice(index)).filter(
+      (c) => !c.stopped,
+    )
     // Stop the others in reverse start order (the crashed one is dead already).
     for (const child of [...affected].reverse()) {
       child.runner?.kill()
@@ -197,7 +205,13 @@ export class Supervisor {
     }
     const agents = this.agents
     this.host.report({ type: 'gave-up', supervisor: this.name, agents, reason, at: this.host.now() })
-    this.rejectFailed(new OrreryError('AGENT_FAILED', `supervisor ${this.name} gave up after more than ${this.spec.intensity?.restarts ?? 3} restarts in ${this.spec.intensity?.withinMs ?? 5_000} ms: ${reason}`, { details: { supervisor: this.name, agents, reason } }))
+    this.rejectFailed(
+      new OrreryError(
+        'AGENT_FAILED',
+        `supervisor ${this.name} gave up after more than ${this.spec.intensity?.restarts ?? 3} restarts in ${this.spec.intensity?.withinMs ?? 5_000} ms: ${reason}`,
+        { details: { supervisor: this.name, agents, reason } },
+      ),
+    )
   }
 
   /** @internal Stops supervising (the mesh stops the agents). */

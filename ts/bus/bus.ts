@@ -10,8 +10,16 @@
 import { Subject, type Observable, type Subscriber } from 'rxjs'
 
 import {
-  CHANNEL_STATS, EVENT_CONSUMER, EVENT_KINDS, fieldsOf, REPLY_CONSUMER, START_MODES, SUBSCRIBER_STATS,
-  type BusCore, type ChannelStats, type SubscriberStats,
+  CHANNEL_STATS,
+  EVENT_CONSUMER,
+  EVENT_KINDS,
+  fieldsOf,
+  REPLY_CONSUMER,
+  START_MODES,
+  SUBSCRIBER_STATS,
+  type BusCore,
+  type ChannelStats,
+  type SubscriberStats,
 } from '../engines/backend.js'
 import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { encodePayload } from '../codec.js'
@@ -52,7 +60,11 @@ export class Published {
   }
 
   // Private, with `create` (internal) to make one: the published types then offer no `new`.
-  private constructor(private readonly raw: ReadonlyArray<string | number>, readonly published: number, private readonly prefix: string) {}
+  private constructor(
+    private readonly raw: ReadonlyArray<string | number>,
+    readonly published: number,
+    private readonly prefix: string,
+  ) {}
 
   /** The messages' ids, in batch order: the producer's, or `<bus prefix>-<n>`. */
   get ids(): string[] {
@@ -79,9 +91,13 @@ export class PublishResult {
   private constructor(private readonly batch: Published) {}
 
   /** The message's id: the producer's, or `<bus prefix>-<n>`. */
-  get id(): string { return this.batch.ids[0]! }
+  get id(): string {
+    return this.batch.ids[0]!
+  }
   /** False when the channel's dedup window dropped it as a duplicate. */
-  get published(): boolean { return this.batch.published === 1 }
+  get published(): boolean {
+    return this.batch.published === 1
+  }
 
   toJSON(): { id: string; published: boolean } {
     return { id: this.id, published: this.published }
@@ -114,7 +130,10 @@ export type BusEvent =
 export type Reply<R> = R | Promise<R>
 
 /** A publish or request waiting for room: `attempt` is true once it settled, false while a consumer is still full. */
-interface Waiter { readonly channels: readonly string[]; readonly attempt: () => boolean }
+interface Waiter {
+  readonly channels: readonly string[]
+  readonly attempt: () => boolean
+}
 
 let idCounter = 0
 const instancePrefix = Math.floor(Math.random() * 0x7fffffff).toString(36)
@@ -145,7 +164,8 @@ function checkBatch(items: unknown): void {
   if (!Array.isArray(list)) refuse('argument', 'items', items, 'must be an array of { channel, payload, options? }')
   for (let i = 0; i < list.length; i++) {
     const item = list[i] as BatchItem | null
-    if (item === null || typeof item !== 'object' || Array.isArray(item)) refuse('argument', `items[${i}]`, item, 'must be an object { channel, payload, options? }')
+    if (item === null || typeof item !== 'object' || Array.isArray(item))
+      refuse('argument', `items[${i}]`, item, 'must be an object { channel, payload, options? }')
     if (typeof item.channel !== 'string') refuse('argument', `items[${i}].channel`, item.channel, 'must be a string')
   }
 }
@@ -185,10 +205,14 @@ export class Bus {
   private dirty = false
   private deadlineAdded = false
   /** One timer for the core's next deadline; a deadline is pending work, so it keeps Node running. */
-  private readonly deadlines = new DeadlineTimer(() => this.now(), () => {
-    this.deadlineAdded = true // re-arm for whatever comes next
-    if (!this.closed) this.flushUnattended()
-  }, true)
+  private readonly deadlines = new DeadlineTimer(
+    () => this.now(),
+    () => {
+      this.deadlineAdded = true // re-arm for whatever comes next
+      if (!this.closed) this.flushUnattended()
+    },
+    true,
+  )
   private closed = false
   /** Set once the engine failed under a timer or a scheduled flush (see `flushUnattended`). */
   private engineFailed = false
@@ -198,7 +222,10 @@ export class Bus {
     return new Bus(core, now)
   }
 
-  private constructor(readonly core: BusCore, readonly now: () => number) {
+  private constructor(
+    readonly core: BusCore,
+    readonly now: () => number,
+  ) {
     this.events = this.eventSubject.asObservable()
   }
 
@@ -307,7 +334,16 @@ export class Bus {
   }
 
   /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */
-  private encode(w: FrameWriter, channelId: number, payload: unknown, options: PublishOptions, now: number, replyToken: number, checked = false, defaultKind = DATA_KIND): string | number {
+  private encode(
+    w: FrameWriter,
+    channelId: number,
+    payload: unknown,
+    options: PublishOptions,
+    now: number,
+    replyToken: number,
+    checked = false,
+    defaultKind = DATA_KIND,
+  ): string | number {
     if (options !== NO_OPTIONS && !checked) checkEnvelope(options, 'options', 'argument')
     const kind = options.kind === undefined ? defaultKind : code(KIND_CODES, options.kind, KINDS, 'kind')
     const priority = options.priority === undefined ? NORMAL_PRIORITY : code(PRIORITY_CODES, options.priority, PRIORITIES, 'priority')
@@ -326,8 +362,6 @@ export class Bus {
     w.pushCoded(channelId, kind, priority, codecCode, 0, expiresAt, this.generated, options, bytes, replyToken)
     return this.generated.n
   }
-
-
 
   /**
    * @internal Retries the waiting publishes and requests, oldest first, after a drain, an ack or
@@ -391,7 +425,9 @@ export class Bus {
         this.addConsumer(id, channel, (seq, _attempt, frame) => {
           const message = new FrameMessage<T>(channel, seq, frame)
           if (!schema) return sink.next(message)
-          this.validated(schema, message, (ok) => { if (ok) sink.next(message) })
+          this.validated(schema, message, (ok) => {
+            if (ok) sink.next(message)
+          })
         })
         return {
           stop: () => {
@@ -409,7 +445,10 @@ export class Bus {
     // With nobody listening on `events`, the error would vanish where it used to end the
     // process: print it instead (once per error; delivery goes on either way).
     if (!this.eventSubject.observed) {
-      console.error(`Orrery: a subscriber of ${group === undefined ? '' : `group ${group} on `}channel ${channel} threw (listen on bus.events for 'subscriber-error' to handle it):`, error)
+      console.error(
+        `Orrery: a subscriber of ${group === undefined ? '' : `group ${group} on `}channel ${channel} threw (listen on bus.events for 'subscriber-error' to handle it):`,
+        error,
+      )
       return
     }
     this.eventSubject.next(group === undefined ? { type: 'subscriber-error', channel, error } : { type: 'subscriber-error', channel, group, error })
@@ -470,7 +509,10 @@ export class Bus {
     try {
       const result = validate(schema, message.payload, `message ${message.seq} on ${message.channel}`, message.schema)
       if (result instanceof Promise) {
-        result.then((value) => { message.setPayload(value as T); done(true) }, fail)
+        result.then((value) => {
+          message.setPayload(value as T)
+          done(true)
+        }, fail)
       } else {
         message.setPayload(result as T)
         done(true)
@@ -607,7 +649,11 @@ export class Bus {
    * types the request's payload and `R` the result (neither is checked at run time):
    * `bus.respond<{ a: number; b: number }, number>('math.add', (req) => req.payload.a + req.payload.b)`.
    */
-  respond<T = unknown, R = unknown>(channel: string, handler: (request: Message<T>) => Reply<R>, options: { group?: string; codec?: CodecName } = {}): () => void {
+  respond<T = unknown, R = unknown>(
+    channel: string,
+    handler: (request: Message<T>) => Reply<R>,
+    options: { group?: string; codec?: CodecName } = {},
+  ): () => void {
     // Everything is checked here, at the call: a refusal raised later, inside the subscription,
     // had no error callback to go to and ended the process.
     this.assertOpen()
@@ -618,7 +664,8 @@ export class Bus {
     this.channelId(channel)
     const answer = (message: FrameMessage<T>): Promise<void> | void => {
       const token = message.replyToken
-      const ok = (result: R) => this.sendReply(channel, token, result, { kind: 'response', correlationId: message.id, ...(options.codec ? { codec: options.codec } : {}) })
+      const ok = (result: R) =>
+        this.sendReply(channel, token, result, { kind: 'response', correlationId: message.id, ...(options.codec ? { codec: options.codec } : {}) })
       const fail = (error: unknown) => {
         this.eventSubject.next({ type: 'handler-error', channel, seq: message.seq, error })
         const e = error as { message?: string; code?: string }
@@ -758,7 +805,11 @@ export class Bus {
       const message = new FrameMessage(waiting.channel, seq, frame)
       if (message.kind === 'error') {
         const { message: text, code, permanent } = message.payload as { message: string; code: string | null; permanent?: boolean }
-        waiting.reject(new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, { details: { remoteCode: code, channel: waiting.channel, permanent: permanent === true } }))
+        waiting.reject(
+          new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, {
+            details: { remoteCode: code, channel: waiting.channel, permanent: permanent === true },
+          }),
+        )
       } else {
         waiting.resolve(message)
       }

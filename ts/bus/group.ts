@@ -61,8 +61,14 @@ export class Group<T = unknown> {
     return new Group<T>(bus, channel, name, options)
   }
 
-  private constructor(readonly bus: Bus, readonly channel: string, readonly name: string, private readonly options: GroupOptions<T>) {
-    const link: BusLink = (this.link = bus)
+  private constructor(
+    readonly bus: Bus,
+    readonly channel: string,
+    readonly name: string,
+    private readonly options: GroupOptions<T>,
+  ) {
+    const link: BusLink = bus
+    this.link = link
     link.assertOpen()
     options = this.options = checkOptions(options)
     const { mode, value, buffer, overflow } = consumerOptions(options)
@@ -221,7 +227,12 @@ export class Group<T = unknown> {
     const flat = this.named(() => this.link.core.pending(this.id, this.link.now()))
     const out: PendingEntry[] = []
     for (let i = 0; i < flat.length; i += PENDING_FIELDS.length) {
-      out.push(fieldsOf(PENDING_FIELDS, Array.from({ length: PENDING_FIELDS.length }, (_, k) => flat[i + k]!)))
+      out.push(
+        fieldsOf(
+          PENDING_FIELDS,
+          Array.from({ length: PENDING_FIELDS.length }, (_, k) => flat[i + k]!),
+        ),
+      )
     }
     return out
   }
@@ -229,7 +240,10 @@ export class Group<T = unknown> {
   /** Counters: members, backlog, pending, delivered, acked, nacked, redelivered, dead-lettered, expired. */
   stats(): GroupStats {
     this.link.assertOpen()
-    return fieldsOf(GROUP_STATS, this.named(() => this.link.core.groupStats(this.id)))
+    return fieldsOf(
+      GROUP_STATS,
+      this.named(() => this.link.core.groupStats(this.id)),
+    )
   }
 
   /** Runs a core call, naming this group in what it refuses (the core only knows ids). */
@@ -253,7 +267,11 @@ export class Group<T = unknown> {
       case 'UNKNOWN_GROUP':
         return new OrreryError('UNKNOWN_GROUP', `${where} was deleted; bus.group('${this.channel}', '${this.name}') creates it anew`, { cause: err, details })
       case 'UNKNOWN_SUBSCRIPTION':
-        return new OrreryError('UNKNOWN_SUBSCRIPTION', `${where} has no member with that id (it left, or never joined this group): use the memberId() of a current member`, { cause: err, details })
+        return new OrreryError(
+          'UNKNOWN_SUBSCRIPTION',
+          `${where} has no member with that id (it left, or never joined this group): use the memberId() of a current member`,
+          { cause: err, details },
+        )
       case 'STALE_ACK':
         return new OrreryError('STALE_ACK', `${where}: ${err.message}`, { cause: err, details })
       default:
@@ -323,7 +341,11 @@ class GroupDelivery<T> implements Delivery<T> {
   toJSON(): { group: string; channel: string; attempt: number | undefined; settled: boolean; message: object } {
     let attempt = this.attempts
     if (attempt === undefined && !this.settled) {
-      try { attempt = this.attempt } catch { /* the group was deleted: its pending list is gone */ }
+      try {
+        attempt = this.attempt
+      } catch {
+        /* the group was deleted: its pending list is gone */
+      }
     }
     return { group: this.group.name, channel: this.group.channel, attempt, settled: this.settled, message: this.message.toJSON() }
   }

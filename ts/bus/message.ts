@@ -5,8 +5,18 @@
  */
 import { decodePayload } from '../codec.js'
 import {
-  CODECS, frameF64, frameHeaders, framePayload, frameString, KINDS, LAYOUT, MetaString, PRIORITIES,
-  type CodecName, type Kind, type Priority,
+  CODECS,
+  frameF64,
+  frameHeaders,
+  framePayload,
+  frameString,
+  KINDS,
+  LAYOUT,
+  MetaString,
+  PRIORITIES,
+  type CodecName,
+  type Kind,
+  type Priority,
 } from '../frame.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 
@@ -52,20 +62,40 @@ export class FrameMessage<T = unknown> implements Message<T> {
     readonly bytes: Uint8Array,
   ) {}
 
-  get id(): string { return frameString(this.bytes, MetaString.Id) ?? '' }
-  get kind(): Kind { return KINDS[this.bytes[LAYOUT.offKind]!]! }
-  get priority(): Priority { return PRIORITIES[this.bytes[LAYOUT.offPriority]!]! }
-  get codec(): CodecName { return CODECS[this.bytes[LAYOUT.offCodec]!] ?? 'raw' }
-  get timestamp(): number { return frameF64(this.bytes, LAYOUT.offTimestamp) }
+  get id(): string {
+    return frameString(this.bytes, MetaString.Id) ?? ''
+  }
+  get kind(): Kind {
+    return KINDS[this.bytes[LAYOUT.offKind]!]!
+  }
+  get priority(): Priority {
+    return PRIORITIES[this.bytes[LAYOUT.offPriority]!]!
+  }
+  get codec(): CodecName {
+    return CODECS[this.bytes[LAYOUT.offCodec]!] ?? 'raw'
+  }
+  get timestamp(): number {
+    return frameF64(this.bytes, LAYOUT.offTimestamp)
+  }
   get expiresAt(): number | undefined {
     const at = frameF64(this.bytes, LAYOUT.offExpires)
     return at === 0 ? undefined : at
   }
-  get sender(): string | undefined { return frameString(this.bytes, MetaString.Sender) }
-  get recipient(): string | undefined { return frameString(this.bytes, MetaString.Recipient) }
-  get correlationId(): string | undefined { return frameString(this.bytes, MetaString.CorrelationId) }
-  get causationId(): string | undefined { return frameString(this.bytes, MetaString.CausationId) }
-  get schema(): string | undefined { return frameString(this.bytes, MetaString.Schema) }
+  get sender(): string | undefined {
+    return frameString(this.bytes, MetaString.Sender)
+  }
+  get recipient(): string | undefined {
+    return frameString(this.bytes, MetaString.Recipient)
+  }
+  get correlationId(): string | undefined {
+    return frameString(this.bytes, MetaString.CorrelationId)
+  }
+  get causationId(): string | undefined {
+    return frameString(this.bytes, MetaString.CausationId)
+  }
+  get schema(): string | undefined {
+    return frameString(this.bytes, MetaString.Schema)
+  }
   get headers(): Readonly<Record<string, string>> {
     this.headerMap ??= frameHeaders(this.bytes)
     return this.headerMap

@@ -77,7 +77,12 @@ export function overflowOf(policy: unknown): number {
 }
 
 /** @internal What every consumer's options share, checked: where it starts, its buffer and overflow policy, its schema. */
-export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?: unknown; schema?: unknown }): { mode: number; value: number; buffer: number; overflow: number } {
+export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?: unknown; schema?: unknown }): {
+  mode: number
+  value: number
+  buffer: number
+  overflow: number
+} {
   const [mode, value] = startOf(o.from)
   const buffer = intOr(o.buffer, 10_000, 'buffer', { min: 1, max: MAX_CAPACITY })
   const overflow = overflowOf(o.overflow)

@@ -27,7 +27,11 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
     return new Topic(bus, channel, options)
   }
 
-  private constructor(private readonly bus: Bus, readonly channel: string, private readonly options: TopicOptions<S>) {
+  private constructor(
+    private readonly bus: Bus,
+    readonly channel: string,
+    private readonly options: TopicOptions<S>,
+  ) {
     // A topic without a schema failed with a TypeError at its first publish: refuse it here.
     if (options === undefined) refuse('argument', 'options', options, 'must be an object { schema, schemaId? }')
     checkSchema(checkOptions(options).schema)

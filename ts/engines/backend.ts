@@ -13,7 +13,19 @@ export const START_MODES = { latest: 0, earliest: 1, seq: 2, time: 3 } as const
 export const OVERFLOW = { block: 0, 'drop-oldest': 1, reject: 2 } as const
 export type OverflowPolicy = keyof typeof OVERFLOW
 
-export const CHANNEL_STATS = ['published', 'delivered', 'retained', 'retainedBytes', 'firstSeq', 'nextSeq', 'subscribers', 'groups', 'duplicates', 'expired', 'deadLettered'] as const
+export const CHANNEL_STATS = [
+  'published',
+  'delivered',
+  'retained',
+  'retainedBytes',
+  'firstSeq',
+  'nextSeq',
+  'subscribers',
+  'groups',
+  'duplicates',
+  'expired',
+  'deadLettered',
+] as const
 export const SUBSCRIBER_STATS = ['buffered', 'delivered', 'dropped', 'missed', 'expired', 'lag'] as const
 export const GROUP_STATS = ['members', 'backlog', 'pending', 'delivered', 'acked', 'nacked', 'redelivered', 'deadLettered', 'expired'] as const
 export const PENDING_FIELDS = ['seq', 'member', 'attempt', 'deliveries', 'idle'] as const
@@ -213,7 +225,9 @@ export interface Backend {
 /** Maps a stats array onto its field names. */
 export function fieldsOf<K extends string>(fields: readonly K[], values: ArrayLike<number>): Record<K, number> {
   const out = {} as Record<K, number>
-  fields.forEach((field, i) => { out[field] = values[i]! })
+  fields.forEach((field, i) => {
+    out[field] = values[i]!
+  })
   return out
 }
 

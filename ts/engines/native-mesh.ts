@@ -12,8 +12,16 @@ const BLOCK_SLOTS = 4096
 /** The mesh functions of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeMeshBinding {
   NativeMesh: new (
-    seed: number, interval: number, degradedAfter: number, unhealthyAfter: number, offlineAfter: number, deregisterAfter: number,
-    failuresToOpen: number, coolDown: number, probes: number, successesToClose: number,
+    seed: number,
+    interval: number,
+    degradedAfter: number,
+    unhealthyAfter: number,
+    offlineAfter: number,
+    deregisterAfter: number,
+    failuresToOpen: number,
+    coolDown: number,
+    probes: number,
+    successesToClose: number,
   ) => { readonly handle: number; close(): void }
   meshUseCallBlock(block: Float64Array): void
   meshRegister(h: number, id: string, kind: string, capabilities: string, tags: string[], bulkhead: number, now: number): number
@@ -46,7 +54,21 @@ function guarded<T>(call: () => T): T {
 }
 
 export function createNativeMesh(b: NativeMeshBinding, o: MeshCoreOptions): MeshCore {
-  const owner = guarded(() => new b.NativeMesh(o.seed, o.interval, o.degradedAfter, o.unhealthyAfter, o.offlineAfter, o.deregisterAfter, o.failuresToOpen, o.coolDown, o.probes, o.successesToClose))
+  const owner = guarded(
+    () =>
+      new b.NativeMesh(
+        o.seed,
+        o.interval,
+        o.degradedAfter,
+        o.unhealthyAfter,
+        o.offlineAfter,
+        o.deregisterAfter,
+        o.failuresToOpen,
+        o.coolDown,
+        o.probes,
+        o.successesToClose,
+      ),
+  )
   const h = owner.handle
   const call = callBlock(b, 'mesh', (block) => b.meshUseCallBlock(block), BLOCK_SLOTS)
   const maxExcluded = BLOCK_SLOTS - 5

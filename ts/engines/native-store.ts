@@ -78,7 +78,12 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
   /** Set by close: how far the disk got. */
   private closed: { committed: number; failure?: string | null } | undefined
 
-  constructor(private readonly b: NativeStoreBinding, private readonly owner: NativeStoreHandle, readonly durable: boolean, maxValueBytes: number) {
+  constructor(
+    private readonly b: NativeStoreBinding,
+    private readonly owner: NativeStoreHandle,
+    readonly durable: boolean,
+    maxValueBytes: number,
+  ) {
     super()
     this.h = owner.handle
     this.raw = raw(b, this.h)
@@ -98,7 +103,11 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     if (min > this.buf.length) {
       const grown = new Uint8Array(Math.max(min, this.buf.length * 2))
       grown.set(this.buf)
-      try { this.b.storeUseIo(this.h, grown) } catch (e) { throw fromEngine(e) }
+      try {
+        this.b.storeUseIo(this.h, grown)
+      } catch (e) {
+        throw fromEngine(e)
+      }
       this.buf = grown
       this.dv = new DataView(grown.buffer)
     }
@@ -114,7 +123,11 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     call[0] = this.h
     call[1] = count
     call[2] = now
-    try { this.b.storeWrite() } catch (e) { throw fromEngine(e) }
+    try {
+      this.b.storeWrite()
+    } catch (e) {
+      throw fromEngine(e)
+    }
     return call[0]!
   }
 
@@ -125,34 +138,62 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     call[2] = keyLen
     call[3] = version
     call[4] = now
-    try { this.b.storeGet() } catch (e) { throw fromEngine(e) }
+    try {
+      this.b.storeGet()
+    } catch (e) {
+      throw fromEngine(e)
+    }
     return call[0]!
   }
 
   history(ns: number, keyLen: number, now: number): number {
-    try { return this.b.storeHistory(this.h, ns, keyLen, now) } catch (e) { throw fromEngine(e) }
+    try {
+      return this.b.storeHistory(this.h, ns, keyLen, now)
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number {
-    try { return this.b.storeScan(this.h, ns, prefixLen, afterLen, values, now) } catch (e) { throw fromEngine(e) }
+    try {
+      return this.b.storeScan(this.h, ns, prefixLen, afterLen, values, now)
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   purge(ns: number, keyLen: number, now: number): number {
-    try { return this.b.storePurge(this.h, ns, keyLen, now) } catch (e) { throw fromEngine(e) }
+    try {
+      return this.b.storePurge(this.h, ns, keyLen, now)
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number {
-    try { return this.b.storeWatch(this.h, ns, targetLen, prefix, mode, from, capacity) } catch (e) { throw fromEngine(e) }
+    try {
+      return this.b.storeWatch(this.h, ns, targetLen, prefix, mode, from, capacity)
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   merge(wall: number, logical: number, lww: boolean, now: number): number {
-    try { return this.b.storeMerge(this.h, wall, logical, lww, now) } catch (e) { throw fromEngine(e) }
+    try {
+      return this.b.storeMerge(this.h, wall, logical, lww, now)
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   drain(): Uint8Array | undefined {
     for (;;) {
       let result: number
-      try { result = this.b.storeDrain(this.h, this.out) } catch (e) { throw fromEngine(e) }
+      try {
+        result = this.b.storeDrain(this.h, this.out)
+      } catch (e) {
+        throw fromEngine(e)
+      }
       if (result < 0) {
         // A record larger than the buffer (a value loaded from a snapshot past the limit).
         this.out = new Uint8Array(Math.max(-result, this.out.length * 2))
@@ -166,13 +207,21 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
   submitDisk(): void {
     const { call } = this
     call[0] = this.h
-    try { this.b.storeSubmit() } catch (e) { throw fromEngine(e) }
+    try {
+      this.b.storeSubmit()
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   submitted(): number {
     const { call } = this
     call[0] = this.h
-    try { this.b.storeTickets() } catch (e) { throw fromEngine(e) }
+    try {
+      this.b.storeTickets()
+    } catch (e) {
+      throw fromEngine(e)
+    }
     return call[0]!
   }
 
@@ -180,7 +229,11 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     if (this.closed) return this.closed.committed
     const { call } = this
     call[0] = this.h
-    try { this.b.storeTickets() } catch (e) { throw fromEngine(e) }
+    try {
+      this.b.storeTickets()
+    } catch (e) {
+      throw fromEngine(e)
+    }
     return call[1]!
   }
 
@@ -190,12 +243,20 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
 
   setListener(listener: ((ticket: number) => void) | null): void {
     if (this.closed) return
-    try { this.owner.setListener(listener) } catch (e) { throw fromEngine(e) }
+    try {
+      this.owner.setListener(listener)
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 
   close(): void {
     if (this.closed) return
-    try { this.closed = this.owner.close() } catch (e) { throw fromEngine(e) }
+    try {
+      this.closed = this.owner.close()
+    } catch (e) {
+      throw fromEngine(e)
+    }
   }
 }
 

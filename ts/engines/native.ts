@@ -44,8 +44,27 @@ const NO_SLOT = 0xffffffff
 
 /** Every RawBus call: bound to the handle unless the call block takes it. */
 const RAW_BUS_CALLS = [
-  'channel', 'configure', 'publish', 'subscribe', 'unsubscribe', 'setPaused', 'group', 'join', 'deleteGroup', 'ack', 'nack',
-  'claim', 'pending', 'request', 'reply', 'nextDeadline', 'hasPending', 'stats', 'subscriberStats', 'groupStats', 'lateReplies',
+  'channel',
+  'configure',
+  'publish',
+  'subscribe',
+  'unsubscribe',
+  'setPaused',
+  'group',
+  'join',
+  'deleteGroup',
+  'ack',
+  'nack',
+  'claim',
+  'pending',
+  'request',
+  'reply',
+  'nextDeadline',
+  'hasPending',
+  'stats',
+  'subscriberStats',
+  'groupStats',
+  'lateReplies',
 ] as const satisfies readonly (keyof RawBus)[]
 
 /** The raw calls, the hot ones through the call block (napi methods need their own `this`). */
@@ -144,8 +163,16 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
 export function nativeBackend(binding: NativeBinding): Backend {
   const backend: Backend = {
     name: 'native',
-    createBus: ({ maxMessageBytes }) => adapt(binding, guard(() => new binding.NativeBus(maxMessageBytes))),
-    attachBus: (handle) => adapt(binding, guard(() => binding.NativeBus.attach(handle))),
+    createBus: ({ maxMessageBytes }) =>
+      adapt(
+        binding,
+        guard(() => new binding.NativeBus(maxMessageBytes)),
+      ),
+    attachBus: (handle) =>
+      adapt(
+        binding,
+        guard(() => binding.NativeBus.attach(handle)),
+      ),
     createStore: (options) => createNativeStore(binding, options),
     createMesh: (options) => createNativeMesh(binding, options),
     openStore: (options) => openNativeStore(binding, options),

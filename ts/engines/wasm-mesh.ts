@@ -33,8 +33,16 @@ export interface WasmMeshHandle {
 }
 
 export type WasmMeshClass = new (
-  seed: number, interval: number, degradedAfter: number, unhealthyAfter: number, offlineAfter: number, deregisterAfter: number,
-  failuresToOpen: number, coolDown: number, probes: number, successesToClose: number,
+  seed: number,
+  interval: number,
+  degradedAfter: number,
+  unhealthyAfter: number,
+  offlineAfter: number,
+  deregisterAfter: number,
+  failuresToOpen: number,
+  coolDown: number,
+  probes: number,
+  successesToClose: number,
 ) => WasmMeshHandle
 
 export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, failures: WasmFailures, o: MeshCoreOptions): MeshCore {
@@ -57,7 +65,21 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
     }
     guarded(call)
   }
-  const m = guarded(() => new cls(o.seed, o.interval, o.degradedAfter, o.unhealthyAfter, o.offlineAfter, o.deregisterAfter, o.failuresToOpen, o.coolDown, o.probes, o.successesToClose))
+  const m = guarded(
+    () =>
+      new cls(
+        o.seed,
+        o.interval,
+        o.degradedAfter,
+        o.unhealthyAfter,
+        o.offlineAfter,
+        o.deregisterAfter,
+        o.failuresToOpen,
+        o.coolDown,
+        o.probes,
+        o.successesToClose,
+      ),
+  )
   return {
     get second() {
       return m.second
@@ -96,7 +118,11 @@ export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, f
     close() {
       if (closed) return
       closed = true
-      try { m.free() } catch { /* poisoned: nothing left to release */ }
+      try {
+        m.free()
+      } catch {
+        /* poisoned: nothing left to release */
+      }
     },
   }
 }

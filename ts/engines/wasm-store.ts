@@ -33,7 +33,12 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   private capacity: number
   private closed = false
 
-  constructor(protected readonly raw: WasmStoreHandle, private readonly memory: WebAssembly.Memory, private readonly failures: WasmFailures, maxValueBytes: number) {
+  constructor(
+    protected readonly raw: WasmStoreHandle,
+    private readonly memory: WebAssembly.Memory,
+    private readonly failures: WasmFailures,
+    maxValueBytes: number,
+  ) {
     super()
     this.len = 64 * 1024
     this.ptr = raw.reserve(this.len)
@@ -54,7 +59,11 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   override import(bytes: Uint8Array): void {
     if (bytes instanceof Uint8Array && bytes.length >= 64 * 1024) {
       this.usable()
-      try { this.raw.room(2 * bytes.length) } catch (e) { throw this.fail(e) }
+      try {
+        this.raw.room(2 * bytes.length)
+      } catch (e) {
+        throw this.fail(e)
+      }
     }
     super.import(bytes)
   }
@@ -70,8 +79,13 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
       // Doubling, but never past what a wasm32 length holds (a larger one would wrap); the
       // length changes only once the engine has made the room (it refuses what memory cannot hold).
       const len = Math.min(Math.max(min, this.len * 2), Math.max(min, 0xffffffff))
-      if (len > 0xffffffff) throw new OrreryError('VALUE_TOO_LARGE', `the wasm engine cannot hold ${len} bytes in one buffer (at most 4 GiB)`, { details: { bytes: len } })
-      try { this.ptr = this.raw.reserve(len) } catch (e) { throw this.fail(e) }
+      if (len > 0xffffffff)
+        throw new OrreryError('VALUE_TOO_LARGE', `the wasm engine cannot hold ${len} bytes in one buffer (at most 4 GiB)`, { details: { bytes: len } })
+      try {
+        this.ptr = this.raw.reserve(len)
+      } catch (e) {
+        throw this.fail(e)
+      }
       this.len = len
       this.remap()
     } else if (this.buf.byteLength === 0) {
@@ -92,44 +106,76 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
 
   write(count: number, now: number): number {
     this.usable()
-    try { return this.raw.write(count, now) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.write(count, now)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   get(ns: number, keyLen: number, version: number, now: number): number {
     this.usable()
-    try { return this.raw.get(ns, keyLen, version, now) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.get(ns, keyLen, version, now)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   history(ns: number, keyLen: number, now: number): number {
     this.usable()
-    try { return this.raw.history(ns, keyLen, now) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.history(ns, keyLen, now)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   scan(ns: number, prefixLen: number, afterLen: number, values: boolean, now: number): number {
     this.usable()
-    try { return this.raw.scan(ns, prefixLen, afterLen, values, now) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.scan(ns, prefixLen, afterLen, values, now)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   purge(ns: number, keyLen: number, now: number): number {
     this.usable()
-    try { return this.raw.purge(ns, keyLen, now) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.purge(ns, keyLen, now)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   watch(ns: number, targetLen: number, prefix: boolean, mode: number, from: number, capacity: number): number {
     this.usable()
-    try { return this.raw.watch(ns, targetLen, prefix, mode, from, capacity) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.watch(ns, targetLen, prefix, mode, from, capacity)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   merge(wall: number, logical: number, lww: boolean, now: number): number {
     this.usable()
-    try { return this.raw.merge(wall, logical, lww, now) } catch (e) { throw this.fail(e) }
+    try {
+      return this.raw.merge(wall, logical, lww, now)
+    } catch (e) {
+      throw this.fail(e)
+    }
   }
 
   drain(): Uint8Array | undefined {
     this.usable()
     let result: number
     for (;;) {
-      try { result = this.raw.drain(this.capacity) } catch (e) { throw this.fail(e) }
+      try {
+        result = this.raw.drain(this.capacity)
+      } catch (e) {
+        throw this.fail(e)
+      }
       if (result >= 0) break
       // A record larger than the buffer (a value loaded from a snapshot past the limit).
       this.capacity = Math.max(-result, this.capacity * 2)
@@ -158,7 +204,11 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   close(): void {
     if (this.closed) return
     this.closed = true
-    try { this.raw.free() } catch { /* already poisoned: nothing left to release */ }
+    try {
+      this.raw.free()
+    } catch {
+      /* already poisoned: nothing left to release */
+    }
   }
 }
 
@@ -172,5 +222,8 @@ export function createWasmStore(cls: WasmStoreClass, memory: WebAssembly.Memory,
 }
 
 export function unsupportedDurable(): OrreryError {
-  return new OrreryError('UNSUPPORTED', 'the wasm engine keeps the store in memory: persist it with store.export() and Orrery.openStore({ snapshot }), or use the native engine for a durable store')
+  return new OrreryError(
+    'UNSUPPORTED',
+    'the wasm engine keeps the store in memory: persist it with store.export() and Orrery.openStore({ snapshot }), or use the native engine for a durable store',
+  )
 }

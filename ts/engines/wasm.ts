@@ -33,12 +33,18 @@ export interface WasmBusHandle extends RawBus {
 export function wasmBackend(binding: WasmBinding): Backend {
   let poison: OrreryError | undefined
   let lastPanic = ''
-  binding.setPanicReporter((message) => { lastPanic = message })
+  binding.setPanicReporter((message) => {
+    lastPanic = message
+  })
 
   const failures: WasmFailures = {
     usable() {
       if (poison) {
-        throw new OrreryError('ENGINE_POISONED', `the wasm engine is unusable after an earlier panic (${poison.message}); create a new Orrery in a fresh context`, { cause: poison })
+        throw new OrreryError(
+          'ENGINE_POISONED',
+          `the wasm engine is unusable after an earlier panic (${poison.message}); create a new Orrery in a fresh context`,
+          { cause: poison },
+        )
       }
     },
     fail(e) {
@@ -83,20 +89,36 @@ export function wasmBackend(binding: WasmBinding): Backend {
         }
       },
     }
-    return adaptBus(handle, guard, drainer, {
-      share: () => { throw notShareable('wasm') },
-      setWaker: () => { throw notShareable('wasm') },
-      free: () => { if (!poison) handle.free() },
-    }, release)
+    return adaptBus(
+      handle,
+      guard,
+      drainer,
+      {
+        share: () => {
+          throw notShareable('wasm')
+        },
+        setWaker: () => {
+          throw notShareable('wasm')
+        },
+        free: () => {
+          if (!poison) handle.free()
+        },
+      },
+      release,
+    )
   }
 
   const backend: Backend = {
     name: 'wasm',
     createBus: ({ maxMessageBytes }) => adapt(guard(() => new binding.WasmBus(maxMessageBytes))),
-    attachBus: () => { throw notShareable('wasm') },
+    attachBus: () => {
+      throw notShareable('wasm')
+    },
     createMesh: (options) => createWasmMesh(binding.WasmMesh, binding.wasmMemory(), failures, options),
     createStore: (options) => createWasmStore(binding.WasmStore, binding.wasmMemory(), failures, options),
-    openStore: () => { throw unsupportedDurable() },
+    openStore: () => {
+      throw unsupportedDurable()
+    },
     frameLayout: () => guard(() => binding.frameLayout()),
   }
   return registerEngineHooks(backend, { panic: (message) => guard(() => binding.panicForTests(message)) })

@@ -66,7 +66,9 @@ function checkTarget(target: unknown, prefix: boolean): void {
   if (typeof target !== 'string') throw keyError(target)
   const bytes = target.length > MAX_KEY_BYTES ? target.length : putKey(scratch, 0, target)
   if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0)) {
-    throw new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, { details: { key: target.slice(0, 64), bytes } })
+    throw new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, {
+      details: { key: target.slice(0, 64), bytes },
+    })
   }
 }
 
@@ -93,11 +95,18 @@ export class Namespace<T, D extends boolean> {
     return new Namespace<T, D>(ctx, id, name, options)
   }
 
-  private constructor(private readonly ctx: StoreContext, readonly id: number, readonly name: string, options: NamespaceOptions<StandardSchemaV1 | undefined>) {
+  private constructor(
+    private readonly ctx: StoreContext,
+    readonly id: number,
+    readonly name: string,
+    options: NamespaceOptions<StandardSchemaV1 | undefined>,
+  ) {
     this.codec = options.codec ?? 'json'
     this.schema = options.schema
     if (this.codec !== 'json' && this.codec !== 'msgpack' && this.codec !== 'raw') {
-      throw new OrreryError('INVALID_OPTION', `unknown codec ${String(this.codec)}: use json, msgpack or raw`, { details: { option: 'codec', value: this.codec } })
+      throw new OrreryError('INVALID_OPTION', `unknown codec ${String(this.codec)}: use json, msgpack or raw`, {
+        details: { option: 'codec', value: this.codec },
+      })
     }
   }
 
@@ -375,5 +384,4 @@ export class Namespace<T, D extends boolean> {
       }
     }
   }
-
 }

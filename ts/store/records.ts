@@ -44,7 +44,10 @@ function decodeValue(codec: CodecName, bytes: Uint8Array, key: string | undefine
     return decodePayload(codec, bytes)
   } catch (cause) {
     if (isOrreryError(cause)) throw cause
-    throw new OrreryError('INVALID_PAYLOAD', `a stored value does not decode with the namespace codec (${codec})`, { cause, details: { codec, ...(key === undefined ? {} : { key }) } })
+    throw new OrreryError('INVALID_PAYLOAD', `a stored value does not decode with the namespace codec (${codec})`, {
+      cause,
+      details: { codec, ...(key === undefined ? {} : { key }) },
+    })
   }
 }
 

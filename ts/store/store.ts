@@ -35,9 +35,12 @@ export interface RemoteChange<T> {
  * of another store carries an id that means another namespace here (or none).
  */
 function ownNamespace(ctx: StoreContext, ns: unknown): void {
-  if (!(ns instanceof Namespace)) throw new OrreryError('INVALID_ARGUMENT', 'a transaction write takes a namespace from store.namespace()', { details: { argument: 'namespace' } })
+  if (!(ns instanceof Namespace))
+    throw new OrreryError('INVALID_ARGUMENT', 'a transaction write takes a namespace from store.namespace()', { details: { argument: 'namespace' } })
   if (!ns.belongsTo(ctx)) {
-    throw new OrreryError('INVALID_ARGUMENT', `namespace ${ns.name} belongs to another store: take it from this store's namespace()`, { details: { argument: 'namespace', namespace: ns.name } })
+    throw new OrreryError('INVALID_ARGUMENT', `namespace ${ns.name} belongs to another store: take it from this store's namespace()`, {
+      details: { argument: 'namespace', namespace: ns.name },
+    })
   }
 }
 
@@ -72,7 +75,10 @@ export class Transaction<D extends boolean> {
     return new Transaction<D>(ctx, writer)
   }
 
-  private constructor(private readonly ctx: StoreContext, private readonly writer: string | undefined) {}
+  private constructor(
+    private readonly ctx: StoreContext,
+    private readonly writer: string | undefined,
+  ) {}
 
   private add(action: number, ns: Namespace<unknown, boolean>, key: string, value: unknown, options: TxnWriteOptions, absent = false): this {
     ownNamespace(this.ctx, ns)
@@ -83,7 +89,12 @@ export class Transaction<D extends boolean> {
     const write: TxnWrite = { action, condition, ns, key, value: undefined, expected, ttl }
     if (action === ACTION.put) {
       const encoded = ns.encodeValue(value)
-      if (encoded instanceof Promise) this.pending.push(encoded.then((bytes) => { write.value = bytes }))
+      if (encoded instanceof Promise)
+        this.pending.push(
+          encoded.then((bytes) => {
+            write.value = bytes
+          }),
+        )
       else write.value = encoded
     }
     this.writes.push(write)
@@ -135,7 +146,11 @@ export class Transaction<D extends boolean> {
       let at = 0
       for (const w of writes) at = putWrite(io, view, at, w.action, w.condition, w.ns.id, w.key, w.value, writer, w.expected, w.ttl)
       const result = ctx.core.write(writes.length, ctx.now())
-      return ctx.ack(result, writes.some((w) => w.ttl > 0 || w.action === ACTION.delete), (index) => ({ namespace: writes[index]!.ns.name, key: writes[index]!.key }))
+      return ctx.ack(
+        result,
+        writes.some((w) => w.ttl > 0 || w.action === ACTION.delete),
+        (index) => ({ namespace: writes[index]!.ns.name, key: writes[index]!.key }),
+      )
     })
   }
 }
@@ -227,17 +242,21 @@ export class Store<D extends boolean = false> {
   private scheduled = false
   private closed = false
   /** One timer for the next TTL; it does not keep Node running (expiry is not pending work). */
-  private readonly expiries = new DeadlineTimer(() => this.clock(), () => {
-    // Thrown from a timer, a failed engine (a panic, a poisoned wasm instance) would end the
-    // process; the store's own calls report it from now on, and no timer is armed again. Its
-    // watches can get nothing more: they end with the error (reported once on `events`).
-    try {
-      this.flush()
-    } catch (error) {
-      if (!isEngineFailure(error)) throw error
-      this.failWatches(error)
-    }
-  }, false)
+  private readonly expiries = new DeadlineTimer(
+    () => this.clock(),
+    () => {
+      // Thrown from a timer, a failed engine (a panic, a poisoned wasm instance) would end the
+      // process; the store's own calls report it from now on, and no timer is armed again. Its
+      // watches can get nothing more: they end with the error (reported once on `events`).
+      try {
+        this.flush()
+      } catch (error) {
+        if (!isEngineFailure(error)) throw error
+        this.failWatches(error)
+      }
+    },
+    false,
+  )
   private readonly ctx: StoreContext
 
   /** @internal */
@@ -245,8 +264,11 @@ export class Store<D extends boolean = false> {
     return new Store<D>(core, clock, maxClockDriftMs)
   }
 
-  private constructor(private readonly core: StoreCore, private readonly clock: () => number, private readonly maxClockDriftMs = DEFAULT_MAX_CLOCK_DRIFT_MS) {
-    const self = this
+  private constructor(
+    private readonly core: StoreCore,
+    private readonly clock: () => number,
+    private readonly maxClockDriftMs = DEFAULT_MAX_CLOCK_DRIFT_MS,
+  ) {
     this.ctx = {
       core,
       durable: core.durable,
@@ -255,13 +277,13 @@ export class Store<D extends boolean = false> {
       now: clock,
       watches: this.watches,
       shared: this.shared,
-      writerId: (name) => self.writerId(name),
-      writerName: (id) => self.writerName(id),
-      ack: (result, ttl, conflictAt) => self.ack(result, ttl, conflictAt),
-      guarded: (write) => self.guarded(write),
-      changed: (ttl) => self.changed(ttl),
-      submitSoon: () => self.submitSoon(),
-      watcherFailed: (namespace, error) => self.watcherFailed(namespace, error),
+      writerId: (name) => this.writerId(name),
+      writerName: (id) => this.writerName(id),
+      ack: (result, ttl, conflictAt) => this.ack(result, ttl, conflictAt),
+      guarded: (write) => this.guarded(write),
+      changed: (ttl) => this.changed(ttl),
+      submitSoon: () => this.submitSoon(),
+      watcherFailed: (namespace, error) => this.watcherFailed(namespace, error),
     }
     const events = this.eventSubject
     this.events = new Stream<StoreEvent>({
@@ -398,9 +420,13 @@ export class Store<D extends boolean = false> {
     text(stamp.writer, 'stamp.writer', { nonEmpty: true })
     const now = this.clock()
     if (wall > now + this.maxClockDriftMs) {
-      throw new OrreryError('INVALID_ARGUMENT', `stamp.wall ${wall} is ${wall - now} ms ahead of this replica's clock, more than maxClockDriftMs (${this.maxClockDriftMs})`, {
-        details: { argument: 'change.stamp', wall, now, maxClockDriftMs: this.maxClockDriftMs },
-      })
+      throw new OrreryError(
+        'INVALID_ARGUMENT',
+        `stamp.wall ${wall} is ${wall - now} ms ahead of this replica's clock, more than maxClockDriftMs (${this.maxClockDriftMs})`,
+        {
+          details: { argument: 'change.stamp', wall, now, maxClockDriftMs: this.maxClockDriftMs },
+        },
+      )
     }
     return stamp
   }
@@ -480,9 +506,13 @@ export class Store<D extends boolean = false> {
     if (result < 0) {
       const [index = 0, expected = 0, current = 0] = Array.from(this.core.conflict())
       const where = conflictAt(index)
-      throw new OrreryError('VERSION_CONFLICT', `${where.namespace}/${where.key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`, {
-        details: { index, namespace: where.namespace, key: where.key, expected, current },
-      })
+      throw new OrreryError(
+        'VERSION_CONFLICT',
+        `${where.namespace}/${where.key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`,
+        {
+          details: { index, namespace: where.namespace, key: where.key, expected, current },
+        },
+      )
     }
     this.changed(ttl)
     if (!this.core.durable) return result
@@ -587,7 +617,11 @@ export class Store<D extends boolean = false> {
         if (records[at + 4] === LAGGED) {
           this.endWatch(id, watch)
           const after = view.getFloat64(at + 16, true)
-          const error = new OrreryError('WATCH_LAGGED', `the watcher fell behind after version ${after} and history no longer holds what it missed; watch again (from 'current')`, { details: { after } })
+          const error = new OrreryError(
+            'WATCH_LAGGED',
+            `the watcher fell behind after version ${after} and history no longer holds what it missed; watch again (from 'current')`,
+            { details: { after } },
+          )
           for (const { sink } of watch.subscribers) sink.error(error)
           continue
         }
@@ -632,7 +666,10 @@ export class Store<D extends boolean = false> {
     // process: print it instead (once, however many watchers one failure ended).
     if (error === this.printed) return
     this.printed = error
-    console.error(`Orrery: a watcher of namespace ${namespace} threw or failed without an error callback (listen on store.events for 'watcher-error' to handle it):`, error)
+    console.error(
+      `Orrery: a watcher of namespace ${namespace} threw or failed without an error callback (listen on store.events for 'watcher-error' to handle it):`,
+      error,
+    )
   }
 
   private endWatch(id: number, watch: WatchSink): void {

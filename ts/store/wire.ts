@@ -42,7 +42,9 @@ export function putKey(io: Uint8Array, at: number, key: string): number {
   // UTF-8 cannot carry a lone surrogate: encoded as U+FFFD, 'a\uD800' and 'a\uDFFF' would be one
   // key. Checked only here, past the ASCII path, so plain keys pay nothing.
   if (!wellFormed(key)) {
-    throw new OrreryError('INVALID_KEY', 'invalid key: holds a lone surrogate (not well-formed UTF-16, which UTF-8 cannot carry)', { details: { key: key.slice(0, 64) } })
+    throw new OrreryError('INVALID_KEY', 'invalid key: holds a lone surrogate (not well-formed UTF-16, which UTF-8 cannot carry)', {
+      details: { key: key.slice(0, 64) },
+    })
   }
   return utf8.encodeInto(key, io.subarray(at)).written
 }
@@ -78,7 +80,9 @@ export function putWrite(
   const keyLen = putKey(io, at + WRITE_HEADER, key)
   // The header holds a u16: a longer key would wrap. The core refuses keys over 1024 bytes.
   if (keyLen > MAX_KEY_BYTES || keyLen === 0) {
-    throw new OrreryError('INVALID_KEY', `invalid key: ${keyLen === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, { details: { key: key.slice(0, 64), bytes: keyLen } })
+    throw new OrreryError('INVALID_KEY', `invalid key: ${keyLen === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, {
+      details: { key: key.slice(0, 64), bytes: keyLen },
+    })
   }
   const valueLen = value === undefined ? 0 : value.length
   io[at] = action
