@@ -54,10 +54,7 @@ await s1!.reconfigure({ maxWords: 1 })
 // A permanent error comes back at once, without retries.
 await assert.rejects(mesh.request('summarize', { text: '' }), (err) => isOrreryError(err, 'HANDLER_ERROR') && /nothing to summarize/.test(err.message))
 
-assert.deepEqual(
-  mesh.registry.find({ capability: 'summarize@^1.2', tags: ['gpu'] }).map((a) => a.id),
-  ['summarizer-1', 'summarizer-2'],
-)
+assert.deepEqual(mesh.registry.find({ capability: 'summarize@^1.2', tags: ['gpu'] }).map((a) => a.id), ['summarizer-1', 'summarizer-2'])
 assert.deepEqual(mesh.registry.find({ capability: 'summarize@^2' }), [])
 // #endregion
 
@@ -68,10 +65,7 @@ await new Promise<void>((resolve) => {
     if (e.type === 'health' && e.agent === 'summarizer-1' && e.to === 'degraded') resolve()
   })
 })
-assert.deepEqual(
-  mesh.registry.find({ capability: 'summarize', minHealth: 'healthy' }).map((a) => a.id),
-  ['summarizer-2'],
-)
+assert.deepEqual(mesh.registry.find({ capability: 'summarize', minHealth: 'healthy' }).map((a) => a.id), ['summarizer-2'])
 // #endregion
 
 // #region shutdown

@@ -39,14 +39,8 @@ for await (const m of bus.subscribe<{ sku: string }>('orders', { from: 'earliest
   if (seen.length === 4) break
 }
 // Replay follows the delivery rule: higher priorities first, FIFO within a priority.
-assert.deepEqual(
-  seen.map((m) => m.payload.sku),
-  ['C-3', 'A-1', 'B-2', 'D-4'],
-)
-assert.deepEqual(
-  seen.map((m) => m.seq),
-  [2, 0, 1, 3],
-)
+assert.deepEqual(seen.map((m) => m.payload.sku), ['C-3', 'A-1', 'B-2', 'D-4'])
+assert.deepEqual(seen.map((m) => m.seq), [2, 0, 1, 3])
 assert.equal(seen[1]?.sender, 'shop')
 // #endregion
 

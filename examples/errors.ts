@@ -30,9 +30,6 @@ assert.throws(
 // After close, every call fails with CLOSED.
 store.close()
 orrery.close()
-assert.throws(
-  () => counters.get('hits'),
-  (err) => isOrreryError(err, 'CLOSED'),
-)
+assert.throws(() => counters.get('hits'), (err) => isOrreryError(err, 'CLOSED'))
 await assert.rejects(orrery.bus.publish('orders', 1), (err) => isOrreryError(err, 'CLOSED'))
 // #endregion

@@ -30,13 +30,7 @@ await bus.publish('orders', { sku: 'FLAKY' })
 // Dead letters go to '<channel>.dead-letter', an ordinary channel, with headers saying why.
 const dead = []
 for await (const m of bus.subscribe<{ sku: string }>('orders.dead-letter', { from: 'earliest' })) {
-  dead.push({
-    sku: m.payload.sku,
-    reason: m.headers['x-orrery-dead-letter-reason'],
-    deliveries: m.headers['x-orrery-deliveries'],
-    origin: m.headers['x-orrery-origin-channel'],
-    seq: m.headers['x-orrery-origin-seq'],
-  })
+  dead.push({ sku: m.payload.sku, reason: m.headers['x-orrery-dead-letter-reason'], deliveries: m.headers['x-orrery-deliveries'], origin: m.headers['x-orrery-origin-channel'], seq: m.headers['x-orrery-origin-seq'] })
   if (dead.length === 2) break
 }
 assert.deepEqual(dead, [
@@ -59,8 +53,7 @@ const attempts: number[] = []
 const settled = new Promise<void>((resolve) => {
   member.subscribe((d) => {
     attempts.push(d.attempt)
-    if (d.attempt === 1)
-      d.nack({ delay: 10 }) // redelivered to a member after 10 ms
+    if (d.attempt === 1) d.nack({ delay: 10 }) // redelivered to a member after 10 ms
     else {
       d.ack()
       resolve()

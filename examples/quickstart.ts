@@ -6,9 +6,7 @@ const { bus } = orrery
 
 // A consumer group: each message on 'orders' goes to one member; resolving acks it.
 const billed: string[] = []
-const billing = bus.group<{ sku: string }>('orders', 'billing').consume((d) => {
-  billed.push(d.message.payload.sku)
-})
+const billing = bus.group<{ sku: string }>('orders', 'billing').consume((d) => { billed.push(d.message.payload.sku) })
 await bus.publish('orders', { sku: 'A-1' })
 await bus.publish('orders', { sku: 'B-2' })
 

@@ -15,10 +15,7 @@ const v2 = agents.put('a1', { load: 2 }, { ifVersion: v1 }) // compare-and-set
 assert.ok(v2 > v1)
 assert.deepEqual(agents.get('a1')?.value, { load: 2 })
 assert.deepEqual(agents.getVersion('a1', v1)?.value, { load: 1 }) // kept by history: 10
-assert.deepEqual(
-  agents.history('a1').map((c) => c.version),
-  [v1, v2],
-)
+assert.deepEqual(agents.history('a1').map((c) => c.version), [v1, v2])
 // #endregion
 
 // #region conflict
@@ -33,10 +30,7 @@ try {
 
 // create() writes only if the key is absent; update() reads, computes and compares-and-sets.
 agents.create('lock', { load: 0 }, { ttl: 30_000 }) // expires on the host clock
-assert.throws(
-  () => agents.create('lock', { load: 0 }),
-  (err) => isOrreryError(err, 'VERSION_CONFLICT'),
-)
+assert.throws(() => agents.create('lock', { load: 0 }), (err) => isOrreryError(err, 'VERSION_CONFLICT'))
 agents.update('a1', (cur) => ({ load: (cur?.load ?? 0) + 1 }))
 assert.equal(agents.get('a1')?.value.load, 3)
 // #endregion
@@ -69,10 +63,7 @@ for await (const c of agents.watch('a1', { from: v1 })) {
   changes.push(c) // every change after v1, replayed from history
   if (c.version === v) break
 }
-assert.deepEqual(
-  changes.map((c) => c.type),
-  ['put', 'put', 'put'],
-)
+assert.deepEqual(changes.map((c) => c.type), ['put', 'put', 'put'])
 assert.deepEqual(agents.keys(), ['a1', 'a2', 'lock'])
 // #endregion
 
