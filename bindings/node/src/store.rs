@@ -9,13 +9,13 @@
 //! every change to its [`Disk`] before the call returns, and JS awaits the commit ticket.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 
 use napi::bindgen_prelude::{Buffer, Float64Array, Function, Uint8Array, Uint8ArraySlice};
 use napi_derive::napi;
 use orrery_core::slab::Slab;
+use orrery_core::store::persist::PersistError;
 use orrery_core::store::wire;
-use orrery_core::{Store, StoreConfig, StoreError};
+use orrery_core::{Coded, Store, StoreConfig, StoreError};
 
 use crate::call_block::{self, whole, Block};
 use crate::disk::{Disk, Listener};
@@ -27,8 +27,6 @@ struct Open {
     store: Store,
     disk: Option<Disk>,
     io: Option<Uint8Array>,
-    /// What the disk last got of the store's meta (see `Store::meta_changed`).
-    meta_seen: Vec<u64>,
 }
 
 thread_local! {
@@ -45,13 +43,15 @@ fn closed() -> napi::Error<Code> {
     napi::Error::new(Code("CLOSED"), "the store is closed".to_owned())
 }
 
-fn disk_error(reason: impl std::fmt::Display) -> napi::Error<Code> {
-    napi::Error::new(Code("STORE_IO"), format!("the store's disk failed: {reason}"))
+#[allow(clippy::needless_pass_by_value, reason = "shaped for map_err")]
+fn disk_error(err: PersistError) -> napi::Error<Code> {
+    to_js(StoreError::from(err))
 }
 
 /// Why the file at `path` could not be opened, naming it, and its directory when that is what
 /// is missing (redb reports only "No such file or directory", which does not say which).
-fn open_error(path: &str, reason: impl std::fmt::Display) -> napi::Error<Code> {
+#[allow(clippy::needless_pass_by_value, reason = "shaped for map_err")]
+fn open_error(path: &str, reason: PersistError) -> napi::Error<Code> {
     let dir = std::path::Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty());
     let message = match dir {
         Some(dir) if !dir.is_dir() => {
@@ -62,7 +62,7 @@ fn open_error(path: &str, reason: impl std::fmt::Display) -> napi::Error<Code> {
         }
         _ => format!("cannot open the store file {path:?}: {reason}"),
     };
-    napi::Error::new(Code("STORE_IO"), message)
+    napi::Error::new(Code(reason.code()), message)
 }
 
 /// Runs `call` with the store and its `io` bytes (empty until JS hands a buffer over).
@@ -120,34 +120,10 @@ fn mutate<T>(handle: u32, call: impl FnOnce(&mut Store) -> std::result::Result<T
 }
 
 impl Open {
+    /// Hands the disk what the call just made changed (the order is the core's rule).
     fn persist(&mut self) -> Result<()> {
         let Some(disk) = &mut self.disk else { return Ok(()) };
-        let store = &self.store;
-        // Meta first: the writer must never commit a row (a new writer's, a new namespace's)
-        // without the meta that explains it.
-        if store.meta_changed(&mut self.meta_seen) {
-            disk.send_meta(store.meta()).map_err(disk_error)?;
-        }
-        let dirty = self.store.take_dirty();
-        if dirty.is_empty() {
-            return Ok(());
-        }
-        let store = &self.store;
-        disk.note(store.revision(), store.clock());
-        let mut seen = HashSet::new();
-        let single = dirty.len() == 1;
-        for (ns, key) in dirty {
-            if !single && !seen.insert((ns, key.clone())) {
-                continue;
-            }
-            let name = store.namespace_name(ns).unwrap_or_default();
-            disk.stage(name, &key, |out| store.encode_entry(ns, &key, out)).map_err(disk_error)?;
-        }
-        disk.send_full_chunk().map_err(disk_error)?;
-        if disk.commits_each() {
-            disk.submit().map_err(disk_error)?;
-        }
-        Ok(())
+        disk.record(&mut self.store).map_err(disk_error)
     }
 
     /// Asks the disk writer to commit what was staged.
@@ -204,7 +180,7 @@ impl NativeStore {
     #[napi(constructor, catch_unwind)]
     pub fn new(max_value_bytes: u32, history: u32, replica: String, tombstone_ms: f64) -> Result<Self> {
         let store = Store::new(config(max_value_bytes, history, replica, tombstone_ms)).map_err(to_js)?;
-        register(Open { store, disk: None, io: None, meta_seen: Vec::new() })
+        register(Open { store, disk: None, io: None })
     }
 
     /// Opens (or creates) a durable store at `path`; `batched` chooses group commit over a
@@ -220,16 +196,8 @@ impl NativeStore {
         tombstone_ms: f64,
     ) -> Result<Self> {
         let mut store = Store::new(config(max_value_bytes, history, replica, tombstone_ms)).map_err(to_js)?;
-        let (disk, loaded) = Disk::open(&path, batched).map_err(|reason| open_error(&path, reason))?;
-        // Rows that decode but do not check out (a name, a key, versions out of order) are a
-        // damaged file too, named as such (STORE_IO), not a caller's bad argument.
-        if let Some(meta) = loaded.meta {
-            store.load(&meta, loaded.entries).map_err(|e| open_error(&path, format!("the file is damaged: {e}")))?;
-        } else if !loaded.entries.is_empty() {
-            return Err(open_error(&path, "the file is damaged: keys without the store's meta record"));
-        }
-        store.track_changes();
-        register(Open { store, disk: Some(disk), io: None, meta_seen: Vec::new() })
+        let disk = Disk::open(&path, batched, &mut store).map_err(|reason| open_error(&path, reason))?;
+        register(Open { store, disk: Some(disk), io: None })
     }
 
     /// The handle the `store*` functions take.
@@ -273,7 +241,7 @@ impl NativeStore {
         if let Err(e) = submitted {
             return Closed { committed: disk.committed() as f64, failure: Some(e.reason.clone()) };
         }
-        Closed { committed: disk.committed() as f64, failure: disk.check().err() }
+        Closed { committed: disk.committed() as f64, failure: disk.check().err().map(|e| e.to_string()) }
     }
 }
 
@@ -342,7 +310,10 @@ pub fn store_conflict(handle: u32) -> Result<Vec<f64>> {
 pub fn store_get() -> Result<()> {
     with_call(|s, io, args| {
         let (Some(ns), Some(key_len)) = (whole(args[0]), whole(args[1])) else {
-            return Err(StoreError::InvalidKey { key: String::new(), reason: "its namespace or length is not a whole number" });
+            return Err(StoreError::InvalidKey {
+                key: String::new(),
+                reason: "its namespace or length is not a whole number",
+            });
         };
         wire::get(s, ns, key_len, args[2], args[3], io)
     })
@@ -465,5 +436,5 @@ pub fn store_tickets() -> Result<()> {
 /// Why the disk failed, if it did.
 #[napi(catch_unwind)]
 pub fn store_disk_failure(handle: u32) -> Result<Option<String>> {
-    with(handle, |open| Ok(open.disk.as_ref().and_then(|d| d.check().err())))
+    with(handle, |open| Ok(open.disk.as_ref().and_then(|d| d.check().err()).map(|e| e.to_string())))
 }

@@ -12,6 +12,7 @@ mod hlc;
 mod keys;
 mod snapshot;
 mod watch;
+pub mod persist;
 pub mod wire;
 
 #[cfg(test)]
