@@ -103,7 +103,8 @@ describe('agents', () => {
     }
     mesh.define('unhandled', Unhandled).define('twice', Twice).define('summarizer', Summarizer)
     expect((await errorOf(() => mesh.spawn('unhandled', { id: 'same' })))?.code).toBe('NO_HANDLER')
-    expect((await errorOf(() => mesh.spawn('twice', { id: 'same' })))?.code).toBe('INVALID_NAME')
+    expect((await errorOf(() => mesh.spawn('twice', { id: 'same' })))?.code).toBe('INVALID_ARGUMENT')
+    expect((await errorOf(() => mesh.spawn('twice', { id: 'same' })))?.message).toBe('capability "x" of agent "same" is listed twice')
     expect(
       (await errorOf(() => mesh.spawn('summarizer', { id: 'same', capabilities: [{ name: 'summarize', version: 'one' }], config: { maxWords: 1 } })))?.code,
     ).toBe('INVALID_VERSION')

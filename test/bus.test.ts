@@ -2,7 +2,9 @@ import { firstValueFrom, take, toArray } from 'rxjs'
 import { describe, expect, it } from 'vitest'
 
 import { Orrery, OrreryError } from '../ts/node.js'
-import { checkLayout, decodeFrame, FrameWriter, LAYOUT } from '../ts/frame.js'
+import { checkManifest } from '../ts/engines/check-manifest.js'
+import { MANIFEST_HASH } from '../ts/engines/manifest.js'
+import { decodeFrame, FrameWriter, LAYOUT } from '../ts/frame.js'
 import { ENGINE } from './engine.js'
 
 describe(`bus (${ENGINE})`, () => {
@@ -106,11 +108,16 @@ describe(`bus (${ENGINE})`, () => {
 })
 
 describe('frame layout', () => {
-  it('matches the core it runs on, and a mismatch is refused', async () => {
+  it('comes from the manifest the engine was built with, and an engine built from another is refused', async () => {
     const orrery = await Orrery.create()
-    expect(() => checkLayout(orrery.backend.frameLayout())).not.toThrow()
-    const tampered = orrery.backend.frameLayout().map((p) => (p.startsWith('headerLen=') ? 'headerLen=99' : p))
-    expect(() => checkLayout(tampered)).toThrow(expect.objectContaining({ code: 'LAYOUT_MISMATCH' }))
+    expect(orrery.backend.manifestHash()).toBe(MANIFEST_HASH)
+    expect(() => checkManifest(orrery.backend.name, orrery.backend.manifestHash())).not.toThrow()
+    const stale = expectThrown(() => checkManifest('native', '0123456789abcdef'))
+    expect(stale).toMatchObject({ code: 'ENGINE_MISMATCH', details: { engine: 'native', engineManifest: '0123456789abcdef', expected: MANIFEST_HASH } })
+    expect(stale.message).toContain('bash scripts/build.sh native')
+    // An engine from before the manifest has no hash to report at all.
+    expect(expectThrown(() => checkManifest('wasm', undefined)).message).toContain('built before engines reported a manifest')
+    await orrery.close()
   })
 
   it('round-trips through FrameWriter and decodeFrame', () => {
@@ -165,3 +172,12 @@ describe(`shared live subscriptions (${ENGINE})`, () => {
     expect(bus.stats('news').subscribers).toBe(3)
   })
 })
+
+function expectThrown(call: () => void): OrreryError {
+  try {
+    call()
+  } catch (e) {
+    return e as OrreryError
+  }
+  throw new Error('expected a throw')
+}

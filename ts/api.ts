@@ -6,7 +6,8 @@ import type { Backend, EngineName } from './engines/backend.js'
 import { Bus } from './bus/bus.js'
 import { callable, intOr, oneOf, options as checkOptions } from './check.js'
 import { OrreryError } from './errors.js'
-import { checkLayout } from './frame.js'
+import { checkManifest } from './engines/check-manifest.js'
+import { DEFAULTS, LIMITS } from './engines/manifest.js'
 import { Mesh, type MeshOptions } from './agents/mesh.js'
 import { checkStoreOptions, Store, type CheckedStoreOptions, type StoreOptions } from './store/store.js'
 
@@ -52,6 +53,7 @@ export { Supervisor } from './agents/supervisor.js'
 export type { ChildSpec, RestartStrategy, SupervisorEvent, SupervisorSpec } from './agents/supervisor.js'
 export { OrreryError, isOrreryError } from './errors.js'
 export type { ErrorCode } from './errors.js'
+export { ERROR_CODES } from './engines/manifest.js'
 export type { CodecName, Kind, Priority } from './frame.js'
 export type { InferOutput, StandardSchemaV1 } from './schema.js'
 
@@ -81,7 +83,7 @@ async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
     throw new OrreryError('ENGINE_UNAVAILABLE', "no engine loader: import Orrery from 'orrery' (its node or browser entry), not from an internal file")
   const backend = await loader(engine)
   if (!checked.has(backend)) {
-    checkLayout(backend.frameLayout())
+    checkManifest(backend.name, backend.manifestHash())
     checked.add(backend)
   }
   return backend
@@ -158,7 +160,7 @@ export class Orrery {
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
     const o = checkOptions(options)
-    const max = intOr(o.maxMessageBytes, 10 * 1024 * 1024, 'maxMessageBytes', { min: 64, max: 0xffffffff })
+    const max = intOr(o.maxMessageBytes, DEFAULTS.maxMessageBytes, 'maxMessageBytes', { min: LIMITS.minMessageBytes, max: LIMITS.maxMessageBytes })
     const engine = o.engine === undefined ? undefined : oneOf(o.engine, ENGINES, 'engine')
     const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')
     const backend = await loadBackend(engine)

@@ -10,9 +10,10 @@
  * up only among own properties, so `'__proto__'` or `'toString'` is never a valid enum value.
  */
 import { OrreryError } from './errors.js'
+import { LIMITS } from './engines/manifest.js'
 
 /** The longest delay a JS timer can wait: `setTimeout` fires larger ones after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1
+export const MAX_TIMER_MS = LIMITS.maxTimerMs
 
 /** Whether a bad value is a field of an options object (`INVALID_OPTION`) or a positional argument. */
 export type Where = 'option' | 'argument'

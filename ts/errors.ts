@@ -2,102 +2,15 @@
  * Orrery's errors: real `Error` objects with a stable `code` to branch on, a `cause` where
  * there is one, and `details` that locate the problem.
  */
+import { ERROR_CODES } from './engines/manifest.js'
 
-/** Every code an Orrery error can carry. */
-export type ErrorCode =
-  | 'INVALID_NAME'
-  | 'UNKNOWN_CHANNEL'
-  | 'UNKNOWN_SUBSCRIPTION'
-  | 'MESSAGE_TOO_LARGE'
-  | 'MALFORMED_FRAME'
-  | 'INVALID_OPTION'
-  | 'INVALID_PAYLOAD'
-  | 'CLOSED'
-  | 'PANIC'
-  | 'ENGINE_POISONED'
-  | 'ENGINE_NOT_BUILT'
-  | 'ENGINE_UNAVAILABLE'
-  | 'LAYOUT_MISMATCH'
-  | 'INVALID_ARGUMENT'
-  | 'INTERNAL'
-  | 'UNKNOWN_GROUP'
-  | 'UNKNOWN_ENDPOINT'
-  | 'STALE_ACK'
-  | 'BACKPRESSURE'
-  | 'NO_RESPONDER'
-  | 'NOT_A_REPLY'
-  | 'TIMEOUT'
-  | 'SCHEMA_INVALID'
-  | 'HANDLER_ERROR'
-  | 'INVALID_KEY'
-  | 'VALUE_TOO_LARGE'
-  | 'VERSION_CONFLICT'
-  | 'UNKNOWN_NAMESPACE'
-  | 'UNKNOWN_WRITER'
-  | 'UNKNOWN_WATCH'
-  | 'MALFORMED_WRITE'
-  | 'INVALID_SNAPSHOT'
-  | 'STORE_IO'
-  | 'WATCH_LAGGED'
-  | 'UNSUPPORTED'
-  | 'DUPLICATE_AGENT'
-  | 'UNKNOWN_AGENT'
-  | 'UNKNOWN_AGENT_TYPE'
-  | 'INVALID_VERSION'
-  | 'INVALID_CONFIG'
-  | 'NO_HANDLER'
-  | 'RATE_LIMITED'
-  | 'CIRCUIT_OPEN'
-  | 'BULKHEAD_FULL'
-  | 'AGENT_FAILED'
+/**
+ * Every code an Orrery error can carry: the keys of the core's manifest (`crates/core/src/manifest.rs`,
+ * generated into `ts/engines/manifest.ts`), where each has its meaning in one line.
+ */
+export type ErrorCode = keyof typeof ERROR_CODES
 
-const KNOWN = new Set<string>([
-  'INVALID_NAME',
-  'UNKNOWN_CHANNEL',
-  'UNKNOWN_SUBSCRIPTION',
-  'MESSAGE_TOO_LARGE',
-  'MALFORMED_FRAME',
-  'INVALID_OPTION',
-  'INVALID_PAYLOAD',
-  'CLOSED',
-  'PANIC',
-  'ENGINE_POISONED',
-  'ENGINE_NOT_BUILT',
-  'ENGINE_UNAVAILABLE',
-  'LAYOUT_MISMATCH',
-  'INVALID_ARGUMENT',
-  'INTERNAL',
-  'UNKNOWN_GROUP',
-  'UNKNOWN_ENDPOINT',
-  'STALE_ACK',
-  'BACKPRESSURE',
-  'NO_RESPONDER',
-  'NOT_A_REPLY',
-  'TIMEOUT',
-  'SCHEMA_INVALID',
-  'HANDLER_ERROR',
-  'INVALID_KEY',
-  'VALUE_TOO_LARGE',
-  'VERSION_CONFLICT',
-  'UNKNOWN_NAMESPACE',
-  'UNKNOWN_WRITER',
-  'UNKNOWN_WATCH',
-  'MALFORMED_WRITE',
-  'INVALID_SNAPSHOT',
-  'STORE_IO',
-  'WATCH_LAGGED',
-  'UNSUPPORTED',
-  'DUPLICATE_AGENT',
-  'UNKNOWN_AGENT',
-  'UNKNOWN_AGENT_TYPE',
-  'INVALID_VERSION',
-  'INVALID_CONFIG',
-  'NO_HANDLER',
-  'RATE_LIMITED',
-  'CIRCUIT_OPEN',
-  'BULKHEAD_FULL',
-  'AGENT_FAILED',
-])
+const KNOWN: ReadonlySet<string> = new Set(Object.keys(ERROR_CODES))
 
 /** The error every Orrery call throws or rejects with. */
 export class OrreryError extends Error {

@@ -1,25 +1,11 @@
 /**
- * The frame layout, mirrored from `crates/core/src/frame.rs`. The engines export the core's
- * constants; {@link checkLayout} refuses to run against a core whose layout differs.
+ * The frame layout of `crates/core/src/frame.rs`, as the core's manifest gives it
+ * (`engines/manifest.ts`, generated; the start-up check refuses an engine built from another).
  */
+import { FRAME } from './engines/manifest.js'
 import { OrreryError } from './errors.js'
 
-export const LAYOUT = {
-  version: 1,
-  headerLen: 40,
-  offVersion: 4,
-  offKind: 5,
-  offPriority: 6,
-  offCodec: 7,
-  offChannel: 8,
-  offFlags: 12,
-  offTimestamp: 16,
-  offExpires: 24,
-  offReply: 32,
-  offMetaLen: 36,
-  deliveryHeaderLen: 16,
-  maxPriority: 3,
-} as const
+export const LAYOUT = FRAME
 
 /** Message kinds, by their code in the frame. */
 export const KINDS = ['command', 'query', 'response', 'event', 'heartbeat', 'error', 'data', 'notification'] as const
@@ -30,23 +16,6 @@ export type Priority = (typeof PRIORITIES)[number]
 /** Payload codecs, by their code in the frame. */
 export const CODECS = ['raw', 'json', 'msgpack'] as const
 export type CodecName = (typeof CODECS)[number]
-
-/** Checks the core's exported `name=value` layout list against this file's copy. */
-export function checkLayout(exported: string[]): void {
-  const theirs = Object.fromEntries(
-    exported.map((pair) => {
-      const [name, value] = pair.split('=')
-      return [name, Number(value)]
-    }),
-  )
-  for (const [name, value] of Object.entries(LAYOUT)) {
-    if (theirs[name] !== value) {
-      throw new OrreryError('LAYOUT_MISMATCH', `frame layout field ${name} is ${theirs[name]} in the core but ${value} in ts/frame.ts; rebuild the engines`, {
-        details: { field: name },
-      })
-    }
-  }
-}
 
 /** An id the bus generates: `<prefix>-<n>`, written as bytes without making a string. */
 export interface GeneratedId {

@@ -28,6 +28,7 @@ import {
   textOr,
   type Where,
 } from '../check.js'
+import { DEFAULTS } from '../engines/manifest.js'
 import { checkConfig, gatherConfig, type ConfigSources } from './config.js'
 import { OrreryError } from '../errors.js'
 import type { Message } from '../bus/message.js'
@@ -231,15 +232,15 @@ function coreOptions(options: MeshOptions): MeshCoreOptions {
   return {
     seed: options.seed === undefined ? Math.floor(Math.random() * 2 ** 52) : int(options.seed, 'seed'),
     // The interval arms each agent's heartbeat timer.
-    interval: msOr(hb.interval, 5_000, 'heartbeat.interval', 1),
-    degradedAfter: intOr(hb.degradedAfter, 2, 'heartbeat.degradedAfter', U32),
-    unhealthyAfter: intOr(hb.unhealthyAfter, 3, 'heartbeat.unhealthyAfter', U32),
-    offlineAfter: intOr(hb.offlineAfter, 5, 'heartbeat.offlineAfter', U32),
-    deregisterAfter: msOr(hb.deregisterAfter, 60_000, 'heartbeat.deregisterAfter'),
-    failuresToOpen: intOr(br.failures, 5, 'breaker.failures', U32),
-    coolDown: msOr(br.coolDown, 10_000, 'breaker.coolDown'),
-    probes: intOr(br.probes, 1, 'breaker.probes', U32),
-    successesToClose: intOr(br.successes, 1, 'breaker.successes', U32),
+    interval: msOr(hb.interval, DEFAULTS.heartbeatIntervalMs, 'heartbeat.interval', 1),
+    degradedAfter: intOr(hb.degradedAfter, DEFAULTS.degradedAfter, 'heartbeat.degradedAfter', U32),
+    unhealthyAfter: intOr(hb.unhealthyAfter, DEFAULTS.unhealthyAfter, 'heartbeat.unhealthyAfter', U32),
+    offlineAfter: intOr(hb.offlineAfter, DEFAULTS.offlineAfter, 'heartbeat.offlineAfter', U32),
+    deregisterAfter: msOr(hb.deregisterAfter, DEFAULTS.deregisterAfterMs, 'heartbeat.deregisterAfter'),
+    failuresToOpen: intOr(br.failures, DEFAULTS.breakerFailures, 'breaker.failures', U32),
+    coolDown: msOr(br.coolDown, DEFAULTS.breakerCoolDownMs, 'breaker.coolDown'),
+    probes: intOr(br.probes, DEFAULTS.breakerProbes, 'breaker.probes', U32),
+    successesToClose: intOr(br.successes, DEFAULTS.breakerSuccesses, 'breaker.successes', U32),
   }
 }
 

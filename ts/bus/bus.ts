@@ -23,6 +23,7 @@ import {
 } from '../engines/backend.js'
 import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { encodePayload } from '../codec.js'
+import { DEFAULTS } from '../engines/manifest.js'
 import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
@@ -237,8 +238,8 @@ export class Bus {
     // an age may be Infinity (keep forever, the default).
     const o = checkOptions(options)
     const r = checkOptions(o.retention, 'retention', 'option')
-    const maxCount = intOr(r.maxCount, 10_000, 'retention.maxCount')
-    const maxBytes = intOr(r.maxBytes, 64 * 1024 * 1024, 'retention.maxBytes')
+    const maxCount = intOr(r.maxCount, DEFAULTS.retentionMaxCount, 'retention.maxCount')
+    const maxBytes = intOr(r.maxBytes, DEFAULTS.retentionMaxBytes, 'retention.maxBytes')
     const maxAge = r.maxAgeMs === undefined || r.maxAgeMs === Infinity ? Infinity : finite(r.maxAgeMs, 'retention.maxAgeMs', { min: 0 })
     const dedup = o.dedupWindowMs === undefined ? 0 : finite(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
     const deadLetterExpired = o.deadLetterExpired === undefined ? false : flag(o.deadLetterExpired, 'deadLetterExpired')

@@ -5,6 +5,7 @@
  * delivery count in its headers.
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from '../engines/backend.js'
+import { DEFAULTS } from '../engines/manifest.js'
 import type { Bus } from './bus.js'
 import type { BusLink } from './link.js'
 import { consumerOptions, MAX_CAPACITY, type StartFrom } from './options.js'
@@ -75,8 +76,9 @@ export class Group<T = unknown> {
     // Leases and delays are the core's deadlines, not timers of their own: the bus re-arms its one
     // timer past 2^31 - 1 ms, so they need only be finite (the agent runner adds 5 s to its
     // handler timeout, which may itself be that limit).
-    const visibility = options.visibilityTimeout === undefined ? 30_000 : finite(options.visibilityTimeout, 'visibilityTimeout', { above: 0 })
-    const maxDeliveries = intOr(options.maxDeliveries, 5, 'maxDeliveries', { min: 1, max: 0xffffffff })
+    const visibility =
+      options.visibilityTimeout === undefined ? DEFAULTS.visibilityTimeoutMs : finite(options.visibilityTimeout, 'visibilityTimeout', { above: 0 })
+    const maxDeliveries = intOr(options.maxDeliveries, DEFAULTS.maxDeliveries, 'maxDeliveries', { min: 1, max: 0xffffffff })
     this.id = link.core.group(link.channelId(channel), name, mode, value, buffer, overflow, visibility, maxDeliveries)
   }
 

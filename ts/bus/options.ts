@@ -4,6 +4,7 @@
  * `bus/options.rs`).
  */
 import { OVERFLOW, START_MODES, type OverflowPolicy } from '../engines/backend.js'
+import { DEFAULTS, LIMITS } from '../engines/manifest.js'
 import { finite, int, intOr, oneOf, options as checkOptions, refuse, stringRecord, text, type Where } from '../check.js'
 import type { CodecName, Kind, Priority } from '../frame.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
@@ -54,7 +55,7 @@ export interface SubscribeOptions<T = unknown> {
  * Largest buffer, in-flight limit or claim count: the core's `MAX_CAPACITY` (crates/core/src/bus/wire.rs,
  * 2^28), which keeps its capacity arithmetic far from overflow on wasm32.
  */
-export const MAX_CAPACITY = 2 ** 28
+export const MAX_CAPACITY = LIMITS.maxCapacity
 const OVERFLOW_POLICIES = Object.keys(OVERFLOW) as OverflowPolicy[]
 /** Envelope strings a publisher may set: well-formed, at most 255 bytes (the writer checks the length). */
 const ENVELOPE_STRINGS = ['sender', 'recipient', 'correlationId', 'causationId', 'schema'] as const
@@ -84,7 +85,7 @@ export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?
   overflow: number
 } {
   const [mode, value] = startOf(o.from)
-  const buffer = intOr(o.buffer, 10_000, 'buffer', { min: 1, max: MAX_CAPACITY })
+  const buffer = intOr(o.buffer, DEFAULTS.buffer, 'buffer', { min: 1, max: MAX_CAPACITY })
   const overflow = overflowOf(o.overflow)
   if (o.schema !== undefined) checkSchema(o.schema)
   return { mode, value, buffer, overflow }

@@ -3,6 +3,7 @@
  * speaks only to this, so the N-API and WebAssembly engines are interchangeable. Field orders
  * of the stats arrays mirror `crates/core/src/host.rs`.
  */
+import { FIELDS } from './manifest.js'
 
 /** Which engine runs the core. */
 export type EngineName = 'native' | 'wasm'
@@ -167,10 +168,10 @@ export interface MeshCoreOptions {
 export const ROUTE_STATUS = { routed: 0, noMatch: 1, circuitOpen: 2, bulkheadFull: 3 } as const
 
 /** Fields per match in `MeshCore.findStates` (`orrery_core::mesh::STATE_FIELDS`). */
-export const MESH_STATE_FIELDS = 5
+export const MESH_STATE_FIELDS = FIELDS.meshState
 
 /** Fields per event in `MeshCore.events` (`orrery_core::mesh::encode_events`). */
-export const MESH_EVENT_FIELDS = 5
+export const MESH_EVENT_FIELDS = FIELDS.meshEvent
 
 /**
  * A mesh's routing state in the core: the registry, a breaker and a bulkhead per agent, rate
@@ -218,8 +219,8 @@ export interface Backend {
   createBus(options: { maxMessageBytes: number }): BusCore
   /** Opens an endpoint of a bus shared by another thread (native engine only). */
   attachBus(handle: number): BusCore
-  /** The core's frame layout constants as `name=value`. */
-  frameLayout(): string[]
+  /** The hash of the manifest the engine was built with (`undefined` from an engine older than the manifest). */
+  manifestHash(): string | undefined
 }
 
 /** Maps a stats array onto its field names. */

@@ -5,9 +5,10 @@
  * loaded addon (per thread) and per use, kept on the addon's module object so that two copies
  * of this package's JS (two bundles) share it rather than each taking it over from the other.
  */
+import { CALL_BLOCK } from './manifest.js'
 
 /** The call block named `name` of `binding`, handed to the addon with `hand` on first use. */
-export function callBlock(binding: object, name: string, hand: (block: Float64Array) => void, slots = 8): Float64Array {
+export function callBlock(binding: object, name: string, hand: (block: Float64Array) => void, slots: number = CALL_BLOCK.slots): Float64Array {
   const key = Symbol.for(`orrery.${name}.callBlock`)
   const held = (binding as Record<symbol, Float64Array | undefined>)[key]
   if (held) return held

@@ -16,7 +16,8 @@ export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
     new (maxMessageBytes: number): NativeBusHandle
     attach(handle: number): NativeBusHandle
   }
-  frameLayout(): string[]
+  /** Absent from an addon built before the manifest existed. */
+  manifestHash?(): string
   panicForTests(message: string): void
   busUseCallBlock(block: Float64Array): void
   busUseOut(slot: number, out: Uint8Array): void
@@ -176,7 +177,7 @@ export function nativeBackend(binding: NativeBinding): Backend {
     createStore: (options) => createNativeStore(binding, options),
     createMesh: (options) => createNativeMesh(binding, options),
     openStore: (options) => openNativeStore(binding, options),
-    frameLayout: () => binding.frameLayout(),
+    manifestHash: () => binding.manifestHash?.(),
   }
   return registerEngineHooks(backend, { panic: (message) => guard(() => binding.panicForTests(message)) })
 }

@@ -17,7 +17,8 @@ export interface WasmBinding {
   WasmBus: new (maxMessageBytes: number) => WasmBusHandle
   WasmStore: WasmStoreClass
   WasmMesh: WasmMeshClass
-  frameLayout(): string[]
+  /** Absent from a module built before the manifest existed. */
+  manifestHash?(): string
   wasmMemory(): WebAssembly.Memory
   panicForTests(message: string): void
   setPanicReporter(reporter: (message: string) => void): void
@@ -119,7 +120,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
     openStore: () => {
       throw unsupportedDurable()
     },
-    frameLayout: () => guard(() => binding.frameLayout()),
+    manifestHash: () => guard(() => binding.manifestHash?.()),
   }
   return registerEngineHooks(backend, { panic: (message) => guard(() => binding.panicForTests(message)) })
 }

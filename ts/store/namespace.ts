@@ -5,6 +5,7 @@
  */
 import { closedError, encodeValue, type Ack, type StoreContext, type WatchSink, type WatchSubscriber } from './context.js'
 import { callable, finite, int, intOr, oneOf, options as optionsOf, text } from '../check.js'
+import { DEFAULTS, LIMITS } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'
 import type { StandardSchemaV1 } from '../schema.js'
@@ -324,7 +325,7 @@ export class Namespace<T, D extends boolean> {
     const from = options.from === undefined ? 'now' : options.from
     if (typeof from === 'number') int(from, 'from')
     else oneOf(from, ['now', 'current'], 'from')
-    const capacity = intOr(options.buffer, 1024, 'buffer', { min: 1, max: 2 ** 28 })
+    const capacity = intOr(options.buffer, DEFAULTS.watchBuffer, 'buffer', { min: 1, max: LIMITS.maxCapacity })
     const { ctx } = this
     return new Stream<Change<T>>({
       start: (sink, exclusive) => {

@@ -9,6 +9,7 @@
 import { Subject } from 'rxjs'
 
 import type { StoreCore } from '../engines/backend.js'
+import { DEFAULTS, LIMITS } from '../engines/manifest.js'
 import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import type { Ack, ConflictAt, StoreContext, WatchSink } from './context.js'
@@ -196,7 +197,7 @@ export interface StoreOptions {
 }
 
 /** The default of {@link StoreOptions.maxClockDriftMs}: a minute. */
-const DEFAULT_MAX_CLOCK_DRIFT_MS = 60_000
+const DEFAULT_MAX_CLOCK_DRIFT_MS: number = DEFAULTS.maxClockDriftMs
 
 /** The largest stamp `wall` (ms) and `logical` a merge takes: what a stamp read back can hold exactly. */
 const MAX_WALL = Number.MAX_SAFE_INTEGER
@@ -692,7 +693,7 @@ function diskError(failure: string): OrreryError {
 }
 
 /** The largest `maxValueBytes`: 256 MiB. */
-const MAX_VALUE_BYTES_LIMIT = 256 * 1024 * 1024
+const MAX_VALUE_BYTES_LIMIT = LIMITS.maxValueBytes
 
 /** @internal {@link StoreOptions} with their defaults, checked before any engine call. */
 export interface CheckedStoreOptions {
@@ -718,10 +719,10 @@ export function checkStoreOptions(given: StoreOptions | undefined | null): Check
   return {
     path: textOr(o.path, 'path', { nonEmpty: true }),
     batched: oneOfOr(o.durability, ['batched', 'every'], 'batched', 'durability') === 'batched',
-    maxValueBytes: intOr(o.maxValueBytes, 1024 * 1024, 'maxValueBytes', { min: 1, max: MAX_VALUE_BYTES_LIMIT }),
-    history: intOr(o.history, 0, 'history', { max: 0xffffffff }),
+    maxValueBytes: intOr(o.maxValueBytes, DEFAULTS.maxValueBytes, 'maxValueBytes', { min: 1, max: MAX_VALUE_BYTES_LIMIT }),
+    history: intOr(o.history, DEFAULTS.history, 'history', { max: 0xffffffff }),
     replica: textOr(o.replica, 'replica', { nonEmpty: true }) ?? 'local',
-    tombstoneMs: o.tombstoneMs === undefined ? 600_000 : finite(o.tombstoneMs, 'tombstoneMs', { min: 0 }),
+    tombstoneMs: o.tombstoneMs === undefined ? DEFAULTS.tombstoneMs : finite(o.tombstoneMs, 'tombstoneMs', { min: 0 }),
     snapshot,
     maxClockDriftMs: o.maxClockDriftMs === undefined ? DEFAULT_MAX_CLOCK_DRIFT_MS : finite(o.maxClockDriftMs, 'maxClockDriftMs', { min: 0 }),
   }

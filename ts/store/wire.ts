@@ -1,25 +1,26 @@
 /**
- * The store's byte layouts, mirrored from `crates/core/src/store/wire.rs`: writes go into the
+ * The store's byte layouts of `crates/core/src/store/wire.rs`, from the core's manifest: writes go into the
  * engine's `io` buffer as records of a 32-byte header plus key and value, and results come back
  * as records of a 48-byte header plus key and value, each padded to 8 bytes.
  */
 import { wellFormed } from '../check.js'
+import { LIMITS, STORE_WIRE } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
 
-export const WRITE_HEADER = 32
-export const RECORD_HEADER = 48
-export const ACTION = { put: 1, delete: 2, check: 3 } as const
-export const CONDITION = { any: 0, absent: 1, version: 2 } as const
+export const WRITE_HEADER = STORE_WIRE.writeHeader
+export const RECORD_HEADER = STORE_WIRE.recordHeader
+export const ACTION = { put: STORE_WIRE.actionPut, delete: STORE_WIRE.actionDelete, check: STORE_WIRE.actionCheck } as const
+export const CONDITION = { any: STORE_WIRE.conditionAny, absent: STORE_WIRE.conditionAbsent, version: STORE_WIRE.conditionVersion } as const
 /** Record kinds; 4 is a watcher's lag notice. */
 export const KINDS = { 1: 'put', 2: 'delete', 3: 'expire' } as const
-export const LAGGED = 4
+export const LAGGED = STORE_WIRE.lagged
 /** Watch start modes, as `wire::watch` reads them. */
-export const WATCH_MODES = { now: 0, after: 1, current: 2 } as const
+export const WATCH_MODES = { now: STORE_WIRE.watchNow, after: STORE_WIRE.watchAfter, current: STORE_WIRE.watchCurrent } as const
 
 export const pad8 = (n: number): number => (n + 7) & ~7
 
 /** Longest key in UTF-8 bytes (the core's `MAX_KEY_LEN`). */
-export const MAX_KEY_BYTES = 1024
+export const MAX_KEY_BYTES = LIMITS.maxKeyBytes
 
 const utf8 = new TextEncoder()
 const text = new TextDecoder()

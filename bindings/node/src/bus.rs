@@ -6,10 +6,10 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{Function, Uint8Array};
 use napi_derive::napi;
 use orrery_core::bus::wire;
-use orrery_core::{Bus, BusConfig, MAIN_ENDPOINT};
+use orrery_core::{Bus, BusConfig, BusError, MAIN_ENDPOINT};
 
 use crate::bus_calls;
-use crate::error::{to_js, Code, Result};
+use crate::error::{to_js, Result};
 use crate::shared::Shared;
 
 /// One thread's endpoint of an in-process bus.
@@ -35,7 +35,7 @@ impl Drop for NativeBus {
 impl NativeBus {
     /// The core, or `CLOSED` after `close()`.
     fn core(&self) -> Result<&Arc<Shared>> {
-        self.shared.as_ref().ok_or_else(|| napi::Error::new(Code("CLOSED"), "this bus endpoint is closed".to_owned()))
+        self.shared.as_ref().ok_or_else(|| to_js(BusError::Closed))
     }
 
     /// Lets go of the endpoint's slot (with the drain buffer it references), its waker, its

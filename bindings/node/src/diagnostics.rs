@@ -1,14 +1,14 @@
-//! Module-level exports: the frame layout constants, the panic probe and the boundary floor.
+//! Module-level exports: the manifest's hash, the panic probe and the boundary floor.
 
 use napi::bindgen_prelude::Uint8Array;
 use napi_derive::napi;
 
-/// The frame layout constants as `name=value` strings, so the TS layer can check that its
-/// own copy matches the core it loaded.
+/// The hash of the manifest this engine was built with (`orrery_core::manifest`), so the TS
+/// layer can refuse an engine built from another one than its generated `manifest.ts`.
 #[napi]
 #[must_use]
-pub fn frame_layout() -> Vec<String> {
-    orrery_core::frame::LAYOUT.iter().map(|(name, value)| format!("{name}={value}")).collect()
+pub fn manifest_hash() -> &'static str {
+    orrery_core::manifest::hash()
 }
 
 /// Panics on purpose. The test suite calls it to prove a core panic reaches JS as an error

@@ -25,7 +25,7 @@ thread_local! {
 }
 
 fn closed() -> napi::Error<Code> {
-    napi::Error::new(Code("CLOSED"), "the mesh is closed".to_owned())
+    to_js(RegistryError::Closed)
 }
 
 fn with<T>(handle: u32, call: impl FnOnce(&mut RoutingState) -> std::result::Result<T, RegistryError>) -> Result<T> {
@@ -43,11 +43,10 @@ fn with_call(call: impl FnOnce(&mut RoutingState, &mut [f64]) -> std::result::Re
 
 /// Argument `i` (from 0, in slot `i + 1`) as a whole number.
 fn arg(slots: &[f64], i: usize) -> std::result::Result<u32, RegistryError> {
-    slots
-        .get(i + 1)
-        .copied()
-        .and_then(whole)
-        .ok_or_else(|| RegistryError::InvalidName { name: format!("argument {i}"), reason: "is not a whole number" })
+    slots.get(i + 1).copied().and_then(whole).ok_or_else(|| RegistryError::InvalidArgument {
+        argument: format!("argument {i} of a mesh call"),
+        reason: "is not a whole number from 0 to 2^32 - 1",
+    })
 }
 
 /// Argument `i` (from 0, in slot `i + 1`) as a number (NaN when the block is too short).

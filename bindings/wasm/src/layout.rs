@@ -1,12 +1,13 @@
-//! The frame layout constants, for the TS layer to check against its own copy.
+//! What the TS layer checks at start-up (the manifest's hash) and the instance's memory.
 
 use wasm_bindgen::prelude::*;
 
-/// The frame layout constants as `name=value` strings.
-#[wasm_bindgen(js_name = frameLayout)]
+/// The hash of the manifest this engine was built with (`orrery_core::manifest`), so the TS
+/// layer can refuse an engine built from another one than its generated `manifest.ts`.
+#[wasm_bindgen(js_name = manifestHash)]
 #[must_use]
-pub fn frame_layout() -> Vec<String> {
-    orrery_core::frame::LAYOUT.iter().map(|(name, value)| format!("{name}={value}")).collect()
+pub fn manifest_hash() -> String {
+    orrery_core::manifest::hash().to_owned()
 }
 
 /// The instance's linear memory, through which `WasmBus::drain` hands records over.

@@ -13,6 +13,7 @@ pub mod bus;
 pub mod directory;
 pub mod error;
 pub mod frame;
+pub mod manifest;
 pub mod names;
 pub mod resilience;
 pub mod routing;

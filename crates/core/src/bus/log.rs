@@ -22,7 +22,12 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_count: 10_000, max_bytes: 64 << 20, max_age: f64::INFINITY }
+        use crate::manifest::defaults;
+        Self {
+            max_count: defaults::RETENTION_MAX_COUNT,
+            max_bytes: defaults::RETENTION_MAX_BYTES,
+            max_age: defaults::RETENTION_MAX_AGE_MS,
+        }
     }
 }
 

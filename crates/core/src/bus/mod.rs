@@ -65,7 +65,7 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { max_message_bytes: 10 << 20, default_retention: Retention::default() }
+        Self { max_message_bytes: crate::manifest::defaults::MAX_MESSAGE_BYTES, default_retention: Retention::default() }
     }
 }
 
@@ -281,7 +281,7 @@ impl Bus {
             for &id in &ch.subscribers {
                 if let Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. }) = self.consumers.get(id) {
                     if sub.feed.refuses(head, n, 0) || sub.feed.would_lose(trim_to) {
-                        return Err(self.backpressure(id, format!("subscriber {id}"), channel, &sub.feed));
+                        return Err(self.backpressure(id, "a subscriber".to_owned(), channel, &sub.feed));
                     }
                 }
             }

@@ -2,6 +2,7 @@
 
 use super::log::Retention;
 use crate::error::BusError;
+use crate::manifest::defaults;
 use crate::Millis;
 
 /// What happens when a message arrives for a consumer whose buffer is full.
@@ -86,7 +87,7 @@ pub struct SubscribeOptions {
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        Self { start: StartAt::Latest, capacity: 10_000, overflow: Overflow::Block }
+        Self { start: StartAt::Latest, capacity: defaults::BUFFER, overflow: Overflow::Block }
     }
 }
 
@@ -109,10 +110,10 @@ impl Default for GroupOptions {
     fn default() -> Self {
         Self {
             start: StartAt::Latest,
-            capacity: 10_000,
+            capacity: defaults::BUFFER,
             overflow: Overflow::Block,
-            visibility: 30_000.0,
-            max_deliveries: 5,
+            visibility: defaults::VISIBILITY_TIMEOUT_MS,
+            max_deliveries: defaults::MAX_DELIVERIES,
         }
     }
 }

@@ -198,7 +198,7 @@ fn backpressure_reject_refuses_the_whole_batch_and_block_says_so() {
     let err = bus.publish(&two, 0.0).unwrap_err();
     assert_eq!(err.code(), "BACKPRESSURE");
     assert!(matches!(err, BusError::Backpressure { consumer, block: false, .. } if consumer == strict));
-    assert!(err.to_string().starts_with(&format!("subscriber {strict} of channel \"bp\" is full")), "{err}");
+    assert!(err.to_string().starts_with("a subscriber of channel \"bp\" is full"), "{err}");
     assert_eq!(bus.stats(ch).unwrap().published, 1);
     drain_all(&mut bus, EP, 0.0);
     assert_eq!(bus.publish(&two, 0.0).unwrap(), 2);

@@ -30,7 +30,7 @@ pub fn configure(
 
 /// Largest buffer or in-flight limit: keeps capacity arithmetic (`capacity * 3`, `+ room`) far
 /// from overflow on wasm32, where usize is 32 bits.
-const MAX_CAPACITY: f64 = (1u32 << 28) as f64;
+const MAX_CAPACITY: f64 = crate::manifest::limits::MAX_CAPACITY as f64;
 
 fn capacity(value: f64) -> Result<usize, BusError> {
     if (1.0..=MAX_CAPACITY).contains(&value) && value.fract() == 0.0 {

@@ -40,7 +40,14 @@ pub struct Liveness {
 
 impl Default for Liveness {
     fn default() -> Self {
-        Self { interval: 5_000.0, degraded_after: 2, unhealthy_after: 3, offline_after: 5, deregister_after: 60_000.0 }
+        use crate::manifest::defaults as d;
+        Self {
+            interval: d::HEARTBEAT_INTERVAL_MS,
+            degraded_after: d::DEGRADED_AFTER,
+            unhealthy_after: d::UNHEALTHY_AFTER,
+            offline_after: d::OFFLINE_AFTER,
+            deregister_after: d::DEREGISTER_AFTER_MS,
+        }
     }
 }
 
@@ -233,7 +240,10 @@ impl Directory {
         for (i, &(name, version, priority)) in capabilities.iter().enumerate() {
             crate::names::validate(name)?;
             if capabilities[..i].iter().any(|c| c.0 == name) {
-                return Err(RegistryError::InvalidName { name: name.to_owned(), reason: "is listed twice" });
+                return Err(RegistryError::InvalidArgument {
+                    argument: format!("capability {name:?} of agent {id:?}"),
+                    reason: "is listed twice",
+                });
             }
             parsed.push((name, parse_version(version)?, priority));
         }
@@ -263,7 +273,11 @@ impl Directory {
         let slot = self
             .agents
             .insert(agent)
-            .ok_or(RegistryError::InvalidName { name: id.to_owned(), reason: "the registry is full" })?;
+            .ok_or(RegistryError::Capacity {
+                what: "agents registered at once",
+                limit: crate::slab::MAX_ENTRIES,
+                remedy: "stop agents first",
+            })?;
         self.ids.insert(id.into(), slot);
         let index = crate::slab::index(slot);
         if self.healths.len() <= index {

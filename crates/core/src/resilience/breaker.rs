@@ -19,7 +19,13 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self { failures_to_open: 5, cool_down: 10_000.0, probes: 1, successes_to_close: 1 }
+        use crate::manifest::defaults;
+        Self {
+            failures_to_open: defaults::BREAKER_FAILURES,
+            cool_down: defaults::BREAKER_COOL_DOWN_MS,
+            probes: defaults::BREAKER_PROBES,
+            successes_to_close: defaults::BREAKER_SUCCESSES,
+        }
     }
 }
 

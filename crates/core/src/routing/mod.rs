@@ -144,15 +144,15 @@ pub fn parse_capabilities(spec: &str) -> Result<Vec<(&str, &str, i32)>, Registry
             let mut parts = line.split_whitespace();
             let (Some(name), Some(version), priority, None) = (parts.next(), parts.next(), parts.next(), parts.next())
             else {
-                return Err(RegistryError::InvalidName {
-                    name: line.to_owned(),
+                return Err(RegistryError::InvalidArgument {
+                    argument: format!("capability line {line:?}"),
                     reason: "is not `name version [priority]`",
                 });
             };
             let priority = match priority {
                 None => 0,
-                Some(p) => p.parse().map_err(|_| RegistryError::InvalidName {
-                    name: line.to_owned(),
+                Some(p) => p.parse().map_err(|_| RegistryError::InvalidArgument {
+                    argument: format!("capability line {line:?}"),
                     reason: "has a priority that is not a 32-bit integer",
                 })?,
             };
@@ -266,7 +266,11 @@ impl RoutingState {
                 .collect::<Result<_, RegistryError>>()?,
         };
         let id = u32::try_from(self.queries.len())
-            .map_err(|_| RegistryError::InvalidName { name: capability.to_owned(), reason: "too many queries" })?;
+            .map_err(|_| RegistryError::Capacity {
+                what: "compiled queries",
+                limit: u32::MAX as usize,
+                remedy: "reuse queries instead of compiling one per call",
+            })?;
         self.queries.push(compiled);
         Ok(id)
     }

@@ -172,6 +172,6 @@ fn parses_capability_specs() {
         parse_capabilities("a 1.0.0 3\nb 2.0.0-rc.1\n").unwrap(),
         vec![("a", "1.0.0", 3), ("b", "2.0.0-rc.1", 0)]
     );
-    assert_eq!(parse_capabilities("a").unwrap_err().code(), "INVALID_NAME");
-    assert_eq!(parse_capabilities("a 1.0.0 x").unwrap_err().code(), "INVALID_NAME");
+    assert_eq!(parse_capabilities("a").unwrap_err().code(), "INVALID_ARGUMENT");
+    assert_eq!(parse_capabilities("a 1.0.0 x").unwrap_err().code(), "INVALID_ARGUMENT");
 }

@@ -14,13 +14,13 @@ pub const CIRCUIT_OPEN: f64 = 2.0;
 /// [`route`]'s status: every match that would accept a call is at its bulkhead's limit.
 pub const BULKHEAD_FULL: f64 = 3.0;
 
-fn bad(what: &'static str) -> RegistryError {
-    RegistryError::InvalidName { name: String::new(), reason: what }
+fn bad(argument: &'static str, reason: &'static str) -> RegistryError {
+    RegistryError::InvalidArgument { argument: argument.to_owned(), reason }
 }
 
 /// A health from its code.
 pub fn health(code: u32) -> Result<Health, RegistryError> {
-    health_of(code).ok_or_else(|| bad("is not a health code"))
+    health_of(code).ok_or_else(|| bad("health", "is not a health code (0 to 4)"))
 }
 
 /// Routes a compiled query by strategy code past the excluded agents: (status, value).
@@ -31,7 +31,7 @@ pub fn route(
     now: Millis,
     exclude: &[u32],
 ) -> Result<[f64; 2], RegistryError> {
-    let strategy = strategy_of(strategy).ok_or_else(|| bad("is not a strategy code"))?;
+    let strategy = strategy_of(strategy).ok_or_else(|| bad("strategy", "is not a strategy code"))?;
     Ok(match mesh.route(query, strategy, exclude, now)? {
         Ok(agent) => [ROUTED, f64::from(agent)],
         Err(Refusal::NoMatch) => [NO_MATCH, 0.0],
@@ -71,7 +71,10 @@ pub fn parse_also(spec: &str) -> Result<Vec<(&str, &str)>, RegistryError> {
             line.trim()
                 .split_once(char::is_whitespace)
                 .map(|(n, r)| (n, r.trim()))
-                .ok_or(RegistryError::InvalidName { name: line.to_owned(), reason: "is not `capability range`" })
+                .ok_or_else(|| RegistryError::InvalidArgument {
+                    argument: format!("also line {line:?}"),
+                    reason: "is not `capability range`",
+                })
         })
         .collect()
 }

@@ -63,11 +63,17 @@ pub struct StoreConfig {
 }
 
 /// The default [`StoreConfig::tombstone_ms`]: ten minutes.
-pub const TOMBSTONE_MS: Millis = 600_000.0;
+pub const TOMBSTONE_MS: Millis = crate::manifest::defaults::TOMBSTONE_MS;
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { max_value_bytes: 1 << 20, history: 0, replica: "local".into(), tombstone_ms: TOMBSTONE_MS }
+        use crate::manifest::defaults;
+        Self {
+            max_value_bytes: defaults::MAX_VALUE_BYTES,
+            history: defaults::HISTORY,
+            replica: "local".into(),
+            tombstone_ms: TOMBSTONE_MS,
+        }
     }
 }
 

@@ -16,6 +16,11 @@ use super::entry::{Kind, Record};
 use super::hlc::Hlc;
 use super::{Action, Condition, Delivery, RemoteChange, Start, Store, Version, Write};
 use crate::error::StoreError;
+use crate::manifest::limits::MAX_CAPACITY;
+use crate::manifest::store_wire::{
+    ACTION_CHECK, ACTION_DELETE, ACTION_PUT, CONDITION_ABSENT, CONDITION_ANY, CONDITION_VERSION, WATCH_AFTER,
+    WATCH_CURRENT, WATCH_NOW,
+};
 use crate::Millis;
 
 /// Bytes before a write's key.
@@ -75,15 +80,15 @@ fn parse_write(buf: &[u8], offset: usize, index: usize) -> Result<(Write<'_>, us
     let key = &buf[offset + WRITE_HEADER..offset + WRITE_HEADER + key_len];
     let value = &buf[offset + WRITE_HEADER + key_len..end];
     let condition = match h[1] {
-        0 => Condition::Any,
-        1 => Condition::Absent,
-        2 => Condition::Version(version_of(f64_at(h, 16), index)?),
+        CONDITION_ANY => Condition::Any,
+        CONDITION_ABSENT => Condition::Absent,
+        CONDITION_VERSION => Condition::Version(version_of(f64_at(h, 16), index)?),
         _ => return Err(bad("unknown condition")),
     };
     let action = match h[0] {
-        1 => Action::Put { value, ttl: f64_at(h, 24) },
-        2 => Action::Delete,
-        3 => Action::Check,
+        ACTION_PUT => Action::Put { value, ttl: f64_at(h, 24) },
+        ACTION_DELETE => Action::Delete,
+        ACTION_CHECK => Action::Check,
         _ => return Err(bad("unknown action")),
     };
     let write = Write { ns: u32_at(h, 4), key, condition, action, writer: u32_at(h, 12) };
@@ -266,12 +271,12 @@ pub fn watch(
     buf: &[u8],
 ) -> Result<u32, StoreError> {
     let start = match mode {
-        0 => Start::Now,
-        1 => Start::After(version_of(from, 0)?),
-        2 => Start::Current,
+        WATCH_NOW => Start::Now,
+        WATCH_AFTER => Start::After(version_of(from, 0)?),
+        WATCH_CURRENT => Start::Current,
         _ => return Err(StoreError::InvalidOption { option: "from", reason: "unknown start mode" }),
     };
-    if !(1.0..=f64::from(1u32 << 28)).contains(&capacity) || capacity.fract() != 0.0 {
+    if !(1.0..=MAX_CAPACITY as f64).contains(&capacity) || capacity.fract() != 0.0 {
         return Err(StoreError::InvalidOption {
             option: "buffer",
             reason: "must be a whole number from 1 to 268435456",
