@@ -155,3 +155,72 @@ describe(`requests and backpressure (${ENGINE})`, () => {
     expect((await toA).payload).toBe('done')
   })
 })
+
+describe(`replies to a request of the same Orrery (${ENGINE})`, () => {
+  // Such a reply is settled in the core without being queued and resolved from the frame the
+  // responder sent, without a drain: it must look exactly like one that was queued and drained.
+  it('carry the reply as sent: kind, correlation, codec, headers of none, seq 0', async () => {
+    const { bus } = await clocked()
+    bus.respond<number, { doubled: number }>('math.double', (req) => ({ doubled: req.payload * 2 }), { codec: 'msgpack' })
+    const seen = collect(bus.subscribe('math.double'))
+    const reply = await bus.request<{ doubled: number }>('math.double', 21, { id: 'req-1', timeout: 1_000 })
+    expect(reply).toMatchObject({ channel: 'math.double', seq: 0, kind: 'response', codec: 'msgpack', correlationId: 'req-1', headers: {} })
+    expect(reply.payload).toEqual({ doubled: 42 })
+    // The request itself went through the channel as any message does.
+    expect(seen.map((m) => [m.id, m.kind])).toEqual([['req-1', 'query']])
+    // (The responder and the subscriber share one core subscription: one delivery.)
+    expect(bus.stats('math.double')).toMatchObject({ published: 1, delivered: 1 })
+    expect(bus.lateReplies()).toBe(0)
+  })
+
+  it('take the first of several local responders; the others are late replies', async () => {
+    const { bus } = await clocked()
+    bus.respond('svc', () => 'first')
+    bus.respond('svc', () => 'second')
+    expect((await bus.request('svc', 1)).payload).toBe('first')
+    expect(bus.lateReplies()).toBe(1)
+  })
+
+  it('reject with HANDLER_ERROR when an async handler rejects, and settle nothing twice', async () => {
+    const { bus } = await clocked()
+    const errors: unknown[] = []
+    bus.events.subscribe((e) => {
+      if (e.type === 'handler-error') errors.push(e.error)
+    })
+    bus.respond('async.fragile', async () => {
+      await settle(2)
+      throw Object.assign(new Error('nope'), { code: 'E_NOPE' })
+    })
+    const err = await errorOf(() => bus.request('async.fragile', 1))
+    expect(err).toMatchObject({ code: 'HANDLER_ERROR', details: { remoteCode: 'E_NOPE', channel: 'async.fragile' } })
+    expect(errors).toHaveLength(1)
+    expect(bus.lateReplies()).toBe(0)
+  })
+
+  it('time out while the handler holds the request, and drop its answer as late', async () => {
+    const { bus, advance } = await clocked()
+    let answer: (value: string) => void = () => {}
+    bus.respond('held', () => new Promise<string>((resolve) => (answer = resolve)))
+    const outcome = bus.request('held', 1, { timeout: 50 }).then(
+      () => 'resolved',
+      (e: { code: string }) => e.code,
+    )
+    await settle()
+    advance(50)
+    expect(await outcome).toBe('TIMEOUT')
+    answer('too late')
+    await settle()
+    expect(bus.lateReplies()).toBe(1)
+    // The next request on the channel is answered as usual.
+    bus.respond('quick', () => 'ok')
+    expect((await bus.request('quick', 1)).payload).toBe('ok')
+  })
+
+  it('answer many requests in flight at once, each with its own reply', async () => {
+    const { bus } = await clocked()
+    bus.respond<number, number>('square', (req) => req.payload * req.payload)
+    const replies = await Promise.all(Array.from({ length: 200 }, (_, n) => bus.request<number>('square', n)))
+    expect(replies.map((r) => r.payload)).toEqual(Array.from({ length: 200 }, (_, n) => n * n))
+    expect(bus.lateReplies()).toBe(0)
+  })
+})

@@ -92,6 +92,31 @@ describe(`worker threads (${ENGINE})`, () => {
     orrery.close()
   })
 
+  it.runIf(ENGINE === 'native')('answers requests across threads both ways, next to same-thread replies', async () => {
+    const orrery = await Orrery.create()
+    const handle = orrery.share()
+    const { bus } = orrery
+    bus.respond<string, string>('svc.main', (request) => `main saw ${request.payload}`)
+    bus.respond<string, string>('svc.local', (request) => `local saw ${request.payload}`)
+    const worker = new Worker(new URL('./fixtures/responder-worker.mjs', import.meta.url), { workerData: { handle } })
+    const replies: unknown[] = []
+    worker.on('message', (m: unknown) => replies.push(m))
+    await until(() => replies.length === 1, 'the worker ready')
+    // Main thread asks the worker (its reply is queued for this thread), and itself, interleaved.
+    const [remote, local] = await Promise.all([bus.request('svc.worker', 7), bus.request('svc.local', 'x')])
+    expect(remote.payload).toEqual({ echoed: 7, by: 'worker' })
+    expect(remote.kind).toBe('response')
+    expect(local.payload).toBe('local saw x')
+    // The worker asks the main thread: the reply is queued for the worker's endpoint.
+    worker.postMessage('hello')
+    await until(() => replies.length === 2, 'the reply at the worker')
+    expect(replies[1]).toEqual({ reply: 'main saw hello', kind: 'response' })
+    expect(bus.lateReplies()).toBe(0)
+    worker.postMessage('close')
+    await once(worker, 'exit')
+    orrery.close()
+  })
+
   it.runIf(ENGINE === 'wasm')('refuses to share a wasm core across threads', async () => {
     const orrery = await Orrery.create()
     expect(() => orrery.share()).toThrow(expect.objectContaining({ code: 'ENGINE_UNAVAILABLE' }))

@@ -40,6 +40,11 @@ export type PendingEntry = Record<(typeof PENDING_FIELDS)[number], number>
 export const REPLY_CONSUMER = 0xffffffff
 /** Consumer id of a record carrying an event (attempt = kind, seq = value); mirrors `EVENT_CONSUMER`. */
 export const EVENT_CONSUMER = 0xfffffffe
+/**
+ * What `reply` returns; mirrors `Replied`. `own`: the request was this endpoint's, settled in
+ * the core and not queued, so the bus resolves it from the frame it sent (no drain).
+ */
+export const REPLIED = { late: 0, queued: 1, own: 2 } as const
 /** Event kinds; mirrors `EventKind`. */
 export const EVENT_KINDS = { 1: 'slow-consumer', 2: 'dropped', 3: 'request-timeout' } as const
 
@@ -59,7 +64,8 @@ export interface RawBus {
   claim(member: number, minIdle: number, max: number, now: number): number
   pending(group: number, now: number): ArrayLike<number>
   request(batch: Uint8Array, timeout: number, now: number): number
-  reply(batch: Uint8Array): boolean
+  /** What became of a reply: a `REPLIED` code. */
+  reply(batch: Uint8Array): number
   nextDeadline(): number
   hasPending(): boolean
   stats(channel: number): ArrayLike<number>

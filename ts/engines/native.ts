@@ -26,6 +26,7 @@ export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
   busRequest(batch: Uint8Array): void
   busReply(batch: Uint8Array): void
   busDrain(): void
+  busNextDeadline(): void
   busHasPending(): void
 }
 
@@ -94,15 +95,20 @@ function hot(b: NativeBinding, handle: NativeBusHandle, call: Float64Array): Raw
       b.busRequest(batch)
       return call[0]!
     },
-    reply(batch: Uint8Array): boolean {
+    reply(batch: Uint8Array): number {
       call[0] = slot
       b.busReply(batch)
-      return call[0] === 1
+      return call[0]!
     },
     hasPending(): boolean {
       call[0] = slot
       b.busHasPending()
       return call[0] === 1
+    },
+    nextDeadline(): number {
+      call[0] = slot
+      b.busNextDeadline()
+      return call[0]!
     },
   })
 }

@@ -144,9 +144,10 @@ impl WasmBus {
         self.bus.request(EP, batch, timeout, now).map_err(to_js)
     }
 
-    /// Sends a reply; false when its request already timed out.
-    pub fn reply(&mut self, batch: &[u8]) -> Result<bool, JsValue> {
-        self.bus.reply(batch).map_err(to_js)
+    /// Sends a reply: 0 when its request already timed out, 1 when it was queued for the
+    /// requester, 2 when the request was this bus's own (settled, not queued: JS resolves it).
+    pub fn reply(&mut self, batch: &[u8]) -> Result<u32, JsValue> {
+        self.bus.reply_from(EP, batch).map(|r| r as u32).map_err(to_js)
     }
 
     /// Fires the deadlines due by `now`.

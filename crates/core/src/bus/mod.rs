@@ -33,6 +33,7 @@ pub use deliver::{EventKind, EVENT_CONSUMER, REPLY_CONSUMER};
 pub use group::PendingInfo;
 pub use log::{Entry, Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
+pub use request::Replied;
 pub use outbox::Writer;
 
 /// Checks a duration of ms >= 0 (for the host glue).

@@ -10,6 +10,18 @@ use crate::error::BusError;
 use crate::frame;
 use crate::Millis;
 
+/// What became of a reply (its code is what the engines return to the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Replied {
+    /// Its request had timed out (or was answered already): dropped, counted as late.
+    Late = 0,
+    /// Queued for the requester's endpoint, which its drain hands it to.
+    Queued = 1,
+    /// The request was the replying endpoint's own: settled, not queued; the host resolves it.
+    Own = 2,
+}
+
 /// A request waiting for its reply.
 #[derive(Debug)]
 pub(super) struct Request {
@@ -48,6 +60,17 @@ impl Bus {
     /// Delivers the single reply frame in `batch` to the requester. Returns `false` when the
     /// request already timed out (the reply is dropped and counted in `late_replies`).
     pub fn reply(&mut self, batch: &[u8]) -> Result<bool, BusError> {
+        self.settle_reply(None, batch).map(|replied| replied != Replied::Late)
+    }
+
+    /// Like [`Bus::reply`], sent from `endpoint`. A reply to `endpoint`'s own request is not
+    /// queued: the request is settled here (its deadline cancelled) and [`Replied::Own`] tells
+    /// the host to resolve it from the frame it holds, which saves a copy and a drain.
+    pub fn reply_from(&mut self, endpoint: u32, batch: &[u8]) -> Result<Replied, BusError> {
+        self.settle_reply(Some(endpoint), batch)
+    }
+
+    fn settle_reply(&mut self, own: Option<u32>, batch: &[u8]) -> Result<Replied, BusError> {
         self.single_frame(batch, "a reply is exactly one frame")?;
         let token = frame::reply_token(batch);
         if token == 0 {
@@ -55,13 +78,16 @@ impl Bus {
         }
         let Some(request) = self.requests.remove(&token) else {
             self.late_replies += 1;
-            return Ok(false);
+            return Ok(Replied::Late);
         };
         self.timers.cancel_request(request.deadline, token);
+        if own == Some(request.endpoint) {
+            return Ok(Replied::Own);
+        }
         if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
             ep.reply(token, Frame::copy_from_slice(batch));
         }
-        Ok(true)
+        Ok(Replied::Queued)
     }
 
     /// Checks that `batch` holds exactly one valid frame.
@@ -77,5 +103,54 @@ impl Bus {
     #[must_use]
     pub fn open_requests(&self) -> usize {
         self.requests.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{Overflow, StartAt, SubscribeOptions};
+
+    fn frame_on(ch: u32, payload: &[u8], token: u32) -> Vec<u8> {
+        let mut f = frame::encode(ch, 1, 0.0, b"", payload);
+        frame::set_reply_token(&mut f, token);
+        f
+    }
+
+    fn responder(bus: &mut Bus, endpoint: u32, ch: u32) {
+        let options = SubscribeOptions { start: StartAt::Latest, capacity: 16, overflow: Overflow::Block };
+        bus.subscribe(endpoint, ch, options).unwrap();
+    }
+
+    #[test]
+    fn a_reply_to_the_senders_own_request_is_settled_not_queued() {
+        let mut bus = Bus::default();
+        let ch = bus.channel("svc").unwrap();
+        responder(&mut bus, 0, ch);
+        let token = bus.request(0, &frame_on(ch, b"q", 0), 100.0, 0.0).unwrap();
+        assert_eq!(bus.reply_from(0, &frame_on(ch, b"a", token)).unwrap(), Replied::Own);
+        assert_eq!((bus.open_requests(), bus.next_deadline()), (0, None));
+        // Nothing is queued for the requester: the host resolves the request itself.
+        let mut out = vec![0u8; 4096];
+        let _ = bus.drain(0, &mut out, 0.0);
+        assert!(!bus.has_pending(0));
+        // A second answer to it is late, as from any responder.
+        assert_eq!(bus.reply_from(0, &frame_on(ch, b"b", token)).unwrap(), Replied::Late);
+        assert_eq!(bus.late_replies(), 1);
+    }
+
+    #[test]
+    fn a_reply_to_another_endpoints_request_is_queued_for_it() {
+        let mut bus = Bus::default();
+        let other = bus.open_endpoint().unwrap();
+        let ch = bus.channel("svc").unwrap();
+        responder(&mut bus, other, ch);
+        let token = bus.request(0, &frame_on(ch, b"q", 0), 100.0, 0.0).unwrap();
+        assert_eq!(bus.reply_from(other, &frame_on(ch, b"a", token)).unwrap(), Replied::Queued);
+        assert!(bus.has_pending(0));
+        // A reply after the timeout is late wherever it comes from.
+        let token = bus.request(0, &frame_on(ch, b"q", 0), 100.0, 0.0).unwrap();
+        bus.tick(100.0);
+        assert_eq!(bus.reply_from(0, &frame_on(ch, b"a", token)).unwrap(), Replied::Late);
     }
 }
