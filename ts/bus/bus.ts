@@ -162,10 +162,7 @@ function code(codes: Map<string, number>, value: unknown, allowed: readonly stri
 /** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms), or `Infinity` for none. */
 function requestTimeout(value: unknown): number {
   if (value === undefined) return 5_000
-  if (value === Infinity) return NO_DEADLINE
-  if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) {
-    refuse('option', 'timeout', value, `must be a number of ms > 0 and <= ${MAX_TIMER_MS}, or Infinity for none`)
-  }
+  if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) refuse('option', 'timeout', value, `must be a number of ms > 0 and <= ${MAX_TIMER_MS}`)
   return value
 }
 
@@ -255,7 +252,7 @@ export class Bus {
     const maxCount = intOr(r.maxCount, DEFAULTS.retentionMaxCount, 'retention.maxCount')
     const maxBytes = intOr(r.maxBytes, DEFAULTS.retentionMaxBytes, 'retention.maxBytes')
     const maxAge = r.maxAgeMs === undefined || r.maxAgeMs === Infinity ? Infinity : finite(r.maxAgeMs, 'retention.maxAgeMs', { min: 0 })
-    const dedup = o.dedupWindowMs === undefined ? 0 : msOrNone(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
+    const dedup = o.dedupWindowMs === undefined ? 0 : finite(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
     const deadLetterExpired = o.deadLetterExpired === undefined ? false : flag(o.deadLetterExpired, 'deadLetterExpired')
     const id = this.channelId(name)
     this.core.configure(id, maxCount, maxBytes, maxAge, dedup, deadLetterExpired, this.now())
@@ -917,7 +914,7 @@ export class Bus {
   private armTimer(): void {
     if (this.engineFailed) return
     const at = this.core.nextDeadline()
-    if (at === NO_DEADLINE || this.closed) return
+    if (at < 0 || this.closed) return
     this.deadlines.arm(at)
   }
 
