@@ -159,7 +159,7 @@ function code(codes: Map<string, number>, value: unknown, allowed: readonly stri
   return found
 }
 
-/** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms), or `Infinity` for none. */
+/** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms). */
 function requestTimeout(value: unknown): number {
   if (value === undefined) return 5_000
   if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) refuse('option', 'timeout', value, `must be a number of ms > 0 and <= ${MAX_TIMER_MS}`)
