@@ -25,7 +25,8 @@ tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json
 # public type fails the run), into docs/api (git-ignored).
 typedoc --treatWarningsAsErrors --logLevel Warn
 phase_end
-# Biome (biome.jsonc): formatting, lint and import cycles over ts/, test/, examples/, benches/*.mjs.
+# Biome (biome.jsonc): formatting, lint and import cycles over ts/, test/, examples/ (lint only for
+# examples/*.ts: they are the docs' code blocks), benches/*.mjs.
 # An unformatted file or an import cycle fails the run; `npx biome check --write` fixes most.
 phase_start "biome ci (format, lint, import cycles)"; biome ci; phase_end
 phase_start "vitest (native, wasm, browser: chromium)"
