@@ -129,12 +129,6 @@ impl Journal {
         send(Batch::Rows { rows, revision: self.stamp.revision, clock: self.stamp.clock })
     }
 
-    /// Whether changes wait for a commit request.
-    #[must_use]
-    pub fn has_uncommitted(&self) -> bool {
-        self.uncommitted
-    }
-
     /// Asks for a commit of everything so far, under the next ticket (nothing when nothing
     /// changed).
     ///
