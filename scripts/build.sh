@@ -52,6 +52,13 @@ build_ts() {
     echo "typescript: up to date"; return
   fi
   tsc -p tsconfig.json
+  # tsc never deletes: output whose source was moved or removed would stay in dist and be packed.
+  local out
+  while IFS= read -r -d '' out; do
+    local base="${out#dist/}"; base="${base%.js}"
+    [ -f "ts/$base.ts" ] || rm -f "$out" "$out.map" "dist/$base.d.ts" "dist/$base.d.ts.map"
+  done < <(find dist -name '*.js' -print0)
+  find dist -mindepth 1 -type d -empty -delete
   touch dist/node.js
 }
 
