@@ -6,7 +6,7 @@
  */
 import { Subject, type Observable } from 'rxjs'
 
-import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, ROUTE_STATUS, type MeshCore } from '../engines/backend.js'
+import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, type MeshCore } from '../engines/backend.js'
 import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
@@ -377,9 +377,8 @@ export class Registry {
    */
   select(query: AgentQuery, strategy: Strategy = 'priority'): AgentInfo | undefined {
     const code = strategyCode(strategy, 'argument')
-    const status = this.core.route(this.compile(query), code, this.now(), [])
-    if (status !== ROUTE_STATUS.routed) return undefined
-    const handle = this.core.second
+    const handle = this.core.route(this.compile(query), code, this.now(), [])
+    if (handle < 0) return undefined
     this.core.finish(handle, 2, this.now())
     this.drain()
     const known = this.byCoreHandle(handle)

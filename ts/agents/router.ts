@@ -6,12 +6,12 @@
  * set again, up to its limit. Permanent errors (the handler said the input is wrong) are
  * returned at once, and do not count against the breaker.
  */
-import { ROUTE_STATUS } from '../engines/backend.js'
+import { ROUTE_REFUSED, type RouteRefusal } from '../engines/backend.js'
 import type { Bus } from '../bus/bus.js'
 import { checkEnvelope, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
-import { finite, flag, int, MAX_TIMER_MS, text } from '../check.js'
+import { finite, flag, int, MAX_TIMER_MS, msOrNone, text } from '../check.js'
 import {
   checkBackoff,
   checkTags,
@@ -31,7 +31,7 @@ export interface RouteOptions extends Omit<PublishOptions, 'recipient'> {
   tags?: readonly string[]
   /** How to pick among candidates (default `priority`). */
   strategy?: Strategy
-  /** Each call's timeout in ms (default 5,000). */
+  /** Each call's timeout in ms (default 5,000; `Infinity` for none). */
   timeout?: number
   /** Tries after the first failure, across fallbacks and backoff rounds (default 2). */
   retries?: number
@@ -77,6 +77,8 @@ export class Router {
   /** Retries waiting on a backoff: their timers, and how to fail them when the mesh closes. */
   private readonly waits = new Map<ReturnType<typeof setTimeout>, (error: OrreryError) => void>()
   private closed = false
+  /** Where a refused route leaves its retry time, read at once. */
+  private readonly refused: RouteRefusal = { retryAt: 0 }
 
   constructor(
     private readonly bus: Bus,
@@ -124,7 +126,7 @@ export class Router {
     const o = checkEnvelope(options, 'options', 'argument') as RouteOptions
     if (o.tags !== undefined) checkTags(o.tags, 'tags')
     if (o.strategy !== undefined) this.strategy(o.strategy)
-    if (o.timeout !== undefined) finite(o.timeout, 'timeout', { above: 0, max: MAX_TIMER_MS })
+    if (o.timeout !== undefined) msOrNone(o.timeout, 'timeout', { above: 0, max: MAX_TIMER_MS })
     if (o.retries !== undefined) int(o.retries, 'retries')
     checkBackoff(o.backoff, 'backoff')
     if (o.fallback !== undefined) flag(o.fallback, 'fallback')
@@ -156,14 +158,14 @@ export class Router {
     const registry = this.registry
     const core = registry.core
     const [name] = splitCapability(capability)
-    const status = core.route(
+    const agent = core.route(
       registry.compile(options.tags ? { capability, tags: options.tags } : capability),
       this.strategy(options.strategy),
       registry.now(),
       NO_EXCLUSIONS,
+      this.refused,
     )
-    if (status !== ROUTE_STATUS.routed) throw this.refusal(status, options.tags ? { capability, tags: options.tags } : capability, core.second)
-    const agent = core.second
+    if (agent < 0) throw this.refusal(agent, options.tags ? { capability, tags: options.tags } : capability)
     // Queued, not answered: the call holds no slot, and its outcome is the agent's own business.
     this.finish(agent, NO_VERDICT)
     const target = registry.byCoreHandle(agent)!
@@ -187,15 +189,14 @@ export class Router {
   ): Promise<Message<R>> {
     const registry = this.registry
     const core = registry.core
-    const status = core.route(queryId, strategy, registry.now(), exclude)
-    if (status !== ROUTE_STATUS.routed) {
+    const agent = core.route(queryId, strategy, registry.now(), exclude, this.refused)
+    if (agent < 0) {
       if (exclude.length > 0) {
         // Every candidate failed this round: back off, then try them all again.
         return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!, lastAgent)
       }
-      return Promise.reject(lastError ?? this.refusal(status, query, core.second))
+      return Promise.reject(lastError ?? this.refusal(agent, query))
     }
-    const agent = core.second
     const target = registry.byCoreHandle(agent)!
     let request: Promise<Message<R>>
     try {
@@ -286,12 +287,14 @@ export class Router {
     if (registry.core.finish(agent, outcome, registry.now())) registry.changed()
   }
 
-  private refusal(status: number, query: AgentQuery, retryAt: number): OrreryError {
+  private refusal(refused: number, query: AgentQuery): OrreryError {
     const [capability] = splitCapability(typeof query === 'string' ? query : query.capability)
-    if (status === ROUTE_STATUS.circuitOpen) {
-      return new OrreryError('CIRCUIT_OPEN', `every agent offering ${capability} has an open circuit breaker`, { details: { capability, retryAt } })
+    if (refused === ROUTE_REFUSED.circuitOpen) {
+      return new OrreryError('CIRCUIT_OPEN', `every agent offering ${capability} has an open circuit breaker`, {
+        details: { capability, retryAt: this.refused.retryAt },
+      })
     }
-    if (status === ROUTE_STATUS.bulkheadFull) {
+    if (refused === ROUTE_REFUSED.bulkheadFull) {
       return new OrreryError('BULKHEAD_FULL', `every agent offering ${capability} is at its limit of concurrent calls`, { details: { capability } })
     }
     const { message, offered, similar } = this.registry.whyNone(query)

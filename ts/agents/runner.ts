@@ -317,10 +317,10 @@ export class AgentRunner {
   /** Takes a token from each of the agent's and the capability's buckets, if all have one now. */
   private admitNow(capability: string): boolean {
     const now = this.host.now()
-    if (this.agentLimiter >= 0 && !this.host.core.take(this.agentLimiter, 1, now)) return false
+    if (this.agentLimiter >= 0 && this.host.core.take(this.agentLimiter, 1, now) !== 0) return false
     const capLimiter = this.capabilityLimiters.get(capability)
     // Refused here, the agent's token is spent anyway: a refused message counts against the agent.
-    return capLimiter === undefined || this.host.core.take(capLimiter, 1, now)
+    return capLimiter === undefined || this.host.core.take(capLimiter, 1, now) === 0
   }
 
   /** Waits until every bucket the message needs has a token (policy `wait`). */
@@ -328,11 +328,11 @@ export class AgentRunner {
     const limiters = [this.agentLimiter, this.capabilityLimiters.get(capability) ?? -1].filter((l) => l >= 0)
     for (const limiter of limiters) {
       for (;;) {
-        const core = this.host.core
-        if (core.take(limiter, 1, this.host.now())) break
+        const until = this.host.core.take(limiter, 1, this.host.now())
+        if (until === 0) break
         // A very slow bucket (perSecond 1e-9) refills in more than a timer can wait: it waits
         // the longest a timer can and looks again, rather than firing after 1 ms in a loop.
-        const wait = Math.min(MAX_TIMER_MS, Math.max(1, core.second - this.host.now()))
+        const wait = Math.min(MAX_TIMER_MS, Math.max(1, until))
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             this.waits.delete(timer)

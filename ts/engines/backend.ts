@@ -170,8 +170,16 @@ export interface MeshCoreOptions {
   successesToClose: number
 }
 
-/** `route`'s status codes (`orrery_core::mesh::wire`). */
-export const ROUTE_STATUS = { routed: 0, noMatch: 1, circuitOpen: 2, bulkheadFull: 3 } as const
+/**
+ * What `MeshCore.route` returns when it picks no agent (an agent's handle is >= 0): minus the
+ * status codes of `orrery_core::routing::wire`.
+ */
+export const ROUTE_REFUSED = { noMatch: -1, circuitOpen: -2, bulkheadFull: -3 } as const
+
+/** Where `MeshCore.route` puts the time to try again after a `circuitOpen` refusal; the caller owns (and reuses) it. */
+export interface RouteRefusal {
+  retryAt: number
+}
 
 /** Fields per match in `MeshCore.findStates` (`orrery_core::mesh::STATE_FIELDS`). */
 export const MESH_STATE_FIELDS = FIELDS.meshState
@@ -193,14 +201,16 @@ export interface MeshCore {
   query(capability: string, range: string, minHealth: number, tags: string[], also: string): number
   /** The matches of a compiled query, best first, with their state: `MESH_STATE_FIELDS` numbers each (handle, health, in flight, last beat, breaker). */
   findStates(query: number, now: number): ArrayLike<number>
-  /** Picks a target past `exclude`: returns a `ROUTE_STATUS`; `second` holds the agent or the time to retry. */
-  route(query: number, strategy: number, now: number, exclude: readonly number[]): number
+  /**
+   * Picks a target past `exclude` (any number of agents), counting the call in flight: returns
+   * the agent's handle, or a `ROUTE_REFUSED` code; after `circuitOpen`, `refusal.retryAt` says
+   * when a breaker lets a call through again.
+   */
+  route(query: number, strategy: number, now: number, exclude: readonly number[], refusal?: RouteRefusal): number
   /** Ends a routed call (outcome 1 success, 0 failure, 2 no verdict); true when events wait. */
   finish(agent: number, outcome: number, now: number): boolean
-  /** Takes tokens: true when taken, else `second` says when they will be there. */
-  take(limiter: number, n: number, now: number): boolean
-  /** The second result of the last `route` or `take`. */
-  readonly second: number
+  /** Takes `n` tokens: 0 when taken, else the ms until they will be there (never 0; Infinity: never). */
+  take(limiter: number, n: number, now: number): number
   limiter(capacity: number, perSecond: number, now: number): number
   dropLimiter(limiter: number): void
   backoff(base: number, factor: number, max: number, jitter: number, attempt: number): number

@@ -2,12 +2,14 @@
  * The native mesh: plain functions taking the mesh's handle; the hot calls (route, finish,
  * find, take) take no arguments at all and use the mesh call block instead (see call-block.ts).
  */
-import { MESH_STATE_FIELDS, type MeshCore, type MeshCoreOptions } from './backend.js'
-import { fromEngine } from '../errors.js'
+import { MESH_STATE_FIELDS, ROUTE_REFUSED, type MeshCore, type MeshCoreOptions } from './backend.js'
 import { callBlock } from './call-block.js'
+import { CALL_BLOCK } from './manifest.js'
+import { NATIVE_FAILURES } from './failures.js'
+import { adaptMesh, type RawMesh } from './mesh.js'
 
-/** Slots of the mesh call block: the handle, arguments, and up to 4,090 exclusions or 819 matches' states. */
-const BLOCK_SLOTS = 4096
+/** Slots of the mesh call block: the handle, arguments, and up to 819 matches' states. */
+const BLOCK_SLOTS = CALL_BLOCK.meshSlots
 
 /** The mesh functions of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeMeshBinding {
@@ -32,6 +34,7 @@ export interface NativeMeshBinding {
   meshFind(): void
   meshFindStates(h: number, query: number, now: number): number[]
   meshRoute(): void
+  meshRouteExcluding(h: number, query: number, strategy: number, now: number, exclude: Float64Array): number[]
   meshFinish(): void
   meshTake(): void
   meshLimiter(h: number, capacity: number, perSecond: number, now: number): number
@@ -45,76 +48,64 @@ export interface NativeMeshBinding {
   meshSimilar(h: number, name: string, threshold: number): string
 }
 
-function guarded<T>(call: () => T): T {
-  try {
-    return call()
-  } catch (e) {
-    throw fromEngine(e)
-  }
+export function createNativeMesh(b: NativeMeshBinding, o: MeshCoreOptions): MeshCore {
+  return adaptMesh(() => {
+    const owner = new b.NativeMesh(
+      o.seed,
+      o.interval,
+      o.degradedAfter,
+      o.unhealthyAfter,
+      o.offlineAfter,
+      o.deregisterAfter,
+      o.failuresToOpen,
+      o.coolDown,
+      o.probes,
+      o.successesToClose,
+    )
+    return rawMesh(b, owner)
+  }, NATIVE_FAILURES)
 }
 
-export function createNativeMesh(b: NativeMeshBinding, o: MeshCoreOptions): MeshCore {
-  const owner = guarded(
-    () =>
-      new b.NativeMesh(
-        o.seed,
-        o.interval,
-        o.degradedAfter,
-        o.unhealthyAfter,
-        o.offlineAfter,
-        o.deregisterAfter,
-        o.failuresToOpen,
-        o.coolDown,
-        o.probes,
-        o.successesToClose,
-      ),
-  )
+function rawMesh(b: NativeMeshBinding, owner: { readonly handle: number; close(): void }): RawMesh {
   const h = owner.handle
   const call = callBlock(b, 'mesh', (block) => b.meshUseCallBlock(block), BLOCK_SLOTS)
-  const maxExcluded = BLOCK_SLOTS - 5
   return {
-    get second() {
-      return call[1]!
-    },
-    register: (id, kind, caps, tags, bulkhead, now) => guarded(() => b.meshRegister(h, id, kind, caps, tags, bulkhead, now)),
-    deregister: (agent) => guarded(() => b.meshDeregister(h, agent)),
-    heartbeat: (agent, health, now) => guarded(() => b.meshHeartbeat(h, agent, health, now)),
-    setHealth: (agent, health, now) => guarded(() => b.meshSetHealth(h, agent, health, now)),
-    query: (capability, range, minHealth, tags, also) => guarded(() => b.meshQuery(h, capability, range, minHealth, tags, also)),
+    register: (id, kind, caps, tags, bulkhead, now) => b.meshRegister(h, id, kind, caps, tags, bulkhead, now),
+    deregister: (agent) => b.meshDeregister(h, agent),
+    heartbeat: (agent, health, now) => b.meshHeartbeat(h, agent, health, now),
+    setHealth: (agent, health, now) => b.meshSetHealth(h, agent, health, now),
+    query: (capability, range, minHealth, tags, also) => b.meshQuery(h, capability, range, minHealth, tags, also),
     findStates(query, now) {
       call[0] = h
       call[1] = query
       call[2] = now
-      guarded(() => b.meshFind())
+      b.meshFind()
       const n = call[0]! * MESH_STATE_FIELDS
-      return n < BLOCK_SLOTS ? call.subarray(1, 1 + n) : guarded(() => b.meshFindStates(h, query, now))
+      return n < BLOCK_SLOTS ? call.subarray(1, 1 + n) : b.meshFindStates(h, query, now)
     },
-    route(query, strategy, now, exclude) {
+    route(query, strategy, now, exclude, refusal) {
+      // Exclusions come only after a failed call: they travel as an argument, so there is no
+      // count of them a block could not hold.
+      if (exclude.length > 0) {
+        const [result, retryAt] = b.meshRouteExcluding(h, query, strategy, now, Float64Array.from(exclude))
+        if (result === ROUTE_REFUSED.circuitOpen && refusal) refusal.retryAt = retryAt!
+        return result!
+      }
       call[0] = h
       call[1] = query
       call[2] = strategy
       call[3] = now
-      // The most recent exclusions are the ones that matter when there are more than fit.
-      const from = Math.max(0, exclude.length - maxExcluded)
-      call[4] = exclude.length - from
-      for (let i = from; i < exclude.length; i++) call[5 + i - from] = exclude[i]!
-      try {
-        b.meshRoute()
-      } catch (e) {
-        throw fromEngine(e)
-      }
-      return call[0]!
+      b.meshRoute()
+      const result = call[0]!
+      if (result === ROUTE_REFUSED.circuitOpen && refusal) refusal.retryAt = call[1]!
+      return result
     },
     finish(agent, outcome, now) {
       call[0] = h
       call[1] = agent
       call[2] = outcome
       call[3] = now
-      try {
-        b.meshFinish()
-      } catch (e) {
-        throw fromEngine(e)
-      }
+      b.meshFinish()
       return call[0] === 1
     },
     take(limiter, n, now) {
@@ -122,18 +113,18 @@ export function createNativeMesh(b: NativeMeshBinding, o: MeshCoreOptions): Mesh
       call[1] = limiter
       call[2] = n
       call[3] = now
-      guarded(() => b.meshTake())
-      return call[0] === 1
+      b.meshTake()
+      return call[0]!
     },
-    limiter: (capacity, perSecond, now) => guarded(() => b.meshLimiter(h, capacity, perSecond, now)),
-    dropLimiter: (limiter) => guarded(() => b.meshDropLimiter(h, limiter)),
-    backoff: (base, factor, max, jitter, attempt) => guarded(() => b.meshBackoff(h, base, factor, max, jitter, attempt)),
-    tick: (now) => guarded(() => b.meshTick(h, now)),
-    nextDeadline: () => guarded(() => b.meshNextDeadline(h)),
-    events: () => guarded(() => b.meshEvents(h)),
-    breakerState: (agent, now) => guarded(() => b.meshBreakerState(h, agent, now)),
-    agentState: (agent) => guarded(() => b.meshAgentState(h, agent)),
-    similar: (name, threshold) => guarded(() => b.meshSimilar(h, name, threshold)),
+    limiter: (capacity, perSecond, now) => b.meshLimiter(h, capacity, perSecond, now),
+    dropLimiter: (limiter) => b.meshDropLimiter(h, limiter),
+    backoff: (base, factor, max, jitter, attempt) => b.meshBackoff(h, base, factor, max, jitter, attempt),
+    tick: (now) => b.meshTick(h, now),
+    nextDeadline: () => b.meshNextDeadline(h),
+    events: () => b.meshEvents(h),
+    breakerState: (agent, now) => b.meshBreakerState(h, agent, now),
+    agentState: (agent) => b.meshAgentState(h, agent),
+    similar: (name, threshold) => b.meshSimilar(h, name, threshold),
     close: () => owner.close(),
   }
 }

@@ -6,6 +6,7 @@
 import type { RawStore, StoreCore, StoreCoreOptions, StoreIoCalls } from './backend.js'
 import { OrreryError } from '../errors.js'
 import { drainCapacity, StoreAdapter } from './store.js'
+import type { EngineFailures } from './failures.js'
 
 export interface WasmStoreHandle extends RawStore, StoreIoCalls {
   reserve(len: number): number
@@ -19,10 +20,7 @@ export interface WasmStoreHandle extends RawStore, StoreIoCalls {
 export type WasmStoreClass = new (maxValueBytes: number, history: number, replica: string, tombstoneMs: number) => WasmStoreHandle
 
 /** How the wasm engine checks and translates failures (it poisons itself after a trap). */
-export interface WasmFailures {
-  usable(): void
-  fail(error: unknown): OrreryError
-}
+export type WasmFailures = EngineFailures
 
 class WasmStoreCore extends StoreAdapter implements StoreCore {
   readonly durable = false

@@ -55,6 +55,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
       }
       return fromEngine(e)
     },
+    poisoned: () => poison !== undefined,
   }
 
   const guard: Guard = (call) => {

@@ -202,18 +202,45 @@ pub fn mesh_find_states(handle: u32, query: u32, now: f64) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// Routes (call block: handle, query, strategy, now, exclusions, then the excluded handles):
-/// slot 0 the status, slot 1 the agent or the time to try again (`wire::route`).
+/// Routes without exclusions (call block: handle, query, strategy, now): slot 0 the routed
+/// agent's handle, or a refusal as [`routed`] encodes it; after `CIRCUIT_OPEN`, slot 1 the time
+/// to try again. A route past excluded agents (after a failed call: never the hot path) takes
+/// them as arguments instead, `meshRouteExcluding`, so no count of them is too many for a block.
 #[napi(catch_unwind)]
 pub fn mesh_route() -> Result<()> {
     with_call(|mesh, slots| {
-        let (query, strategy, now, count) = (arg(slots, 0)?, arg(slots, 1)?, num(slots, 2), arg(slots, 3)? as usize);
-        let exclude: Vec<u32> = slots.iter().skip(5).take(count).map(|&slot| whole(slot).unwrap_or(u32::MAX)).collect();
-        let [status, value] = wire::route(mesh, query, strategy, now, &exclude)?;
-        slots[0] = status;
-        slots[1] = value;
+        let [result, retry_at] = routed(wire::route(mesh, arg(slots, 0)?, arg(slots, 1)?, num(slots, 2), &[])?);
+        slots[0] = result;
+        slots[1] = retry_at;
         Ok(())
     })
+}
+
+/// Routes past `exclude` (agent handles; anything else excludes nothing): the routed agent's
+/// handle or a refusal as [`routed`] encodes it, then the time to try again after `CIRCUIT_OPEN`.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+pub fn mesh_route_excluding(
+    handle: u32,
+    query: u32,
+    strategy: u32,
+    now: f64,
+    exclude: Float64Array,
+) -> Result<Vec<f64>> {
+    let exclude: Vec<u32> = exclude.iter().map(|&h| whole(h).unwrap_or(u32::MAX)).collect();
+    with(handle, |mesh| Ok(routed(wire::route(mesh, query, strategy, now, &exclude)?).to_vec()))
+}
+
+/// One number for a route's outcome, as both engines give it: the agent's handle, or minus the
+/// refusal's status (`-wire::NO_MATCH`, `-wire::CIRCUIT_OPEN`, `-wire::BULKHEAD_FULL`); beside
+/// it, the time to try again (0 unless the circuit is open).
+#[allow(clippy::float_cmp, reason = "status codes are small whole numbers")]
+fn routed([status, value]: [f64; 2]) -> [f64; 2] {
+    if status == wire::ROUTED {
+        [value, 0.0]
+    } else {
+        [-status, value]
+    }
 }
 
 /// Ends a routed call (call block: handle, agent, outcome, now): slot 0 is 1 when events wait.
@@ -225,16 +252,26 @@ pub fn mesh_finish() -> Result<()> {
     })
 }
 
-/// Takes tokens (call block: handle, limiter, n, now): slot 0 is 1 when taken, else slot 1
-/// says when they will be there.
+/// Takes tokens (call block: handle, limiter, n, now): slot 0 is 0 when taken, else how long
+/// until they will be there ([`wait`]).
 #[napi(catch_unwind)]
 pub fn mesh_take() -> Result<()> {
     with_call(|mesh, slots| {
-        let [taken, at] = wire::take(mesh, arg(slots, 0)?, num(slots, 1), num(slots, 2))?;
-        slots[0] = taken;
-        slots[1] = at;
+        let now = num(slots, 2);
+        slots[0] = wait(wire::take(mesh, arg(slots, 0)?, num(slots, 1), now)?, now);
         Ok(())
     })
+}
+
+/// One number for a take, as both engines give it: 0 when the tokens were taken, else the ms
+/// until they will be there, never 0 (infinity: never).
+fn wait([taken, at]: [f64; 2], now: f64) -> f64 {
+    if taken > 0.0 {
+        0.0
+    } else {
+        // A wait shorter than `now`'s precision would round to 0 and read as taken.
+        (at - now).max(f64::MIN_POSITIVE)
+    }
 }
 
 /// A new rate limiter; returns its id.

@@ -4,6 +4,7 @@
 //! `orrery_core::routing::wire`'s.
 
 use orrery_core::routing::{encode_events, parse_capabilities, wire, RoutingConfig, RoutingState, STATE_FIELDS};
+use orrery_core::RegistryError;
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
@@ -14,7 +15,6 @@ pub struct WasmMesh {
     mesh: RoutingState,
     io: Vec<f64>,
     exclude: Vec<u32>,
-    second: f64,
 }
 
 #[wasm_bindgen]
@@ -46,7 +46,7 @@ impl WasmMesh {
             probes,
             successes_to_close,
         );
-        Self { mesh: RoutingState::new(config), io: vec![0.0; 256], exclude: Vec::new(), second: 0.0 }
+        Self { mesh: RoutingState::new(config), io: vec![0.0; 256], exclude: Vec::new() }
     }
 
     /// Makes `io` at least `len` entries; returns where it starts (it may move).
@@ -61,12 +61,6 @@ impl WasmMesh {
     #[wasm_bindgen(js_name = ioPtr)]
     pub fn io_ptr(&self) -> u32 {
         self.io.as_ptr() as u32
-    }
-
-    /// The second result of the last `route` or `take`.
-    #[wasm_bindgen(getter)]
-    pub fn second(&self) -> f64 {
-        self.second
     }
 
     /// Registers an agent; `capabilities` holds `name version [priority]` lines.
@@ -126,21 +120,34 @@ impl WasmMesh {
         Ok((self.io.len() / STATE_FIELDS) as u32)
     }
 
-    /// Routes past the first `excluded` handles of `io`: returns the status, and `second`
-    /// holds the agent or the time to try again.
+    /// Routes past the first `excluded` handles of `io`: returns the routed agent's handle, or
+    /// minus the refusal's status (as `meshRoute` in the native engine); after `CIRCUIT_OPEN`,
+    /// `io[0]` holds the time to try again.
+    #[allow(clippy::float_cmp, reason = "status codes are small whole numbers")]
     pub fn route(&mut self, query: u32, strategy: u32, now: f64, excluded: u32) -> Result<f64, JsValue> {
-        let count = (excluded as usize).min(self.io.len());
+        let Some(excluded) = self.io.get(..excluded as usize) else {
+            return Err(to_js(RegistryError::InvalidArgument {
+                argument: format!("{excluded} exclusions"),
+                reason: "is more than the mesh's io holds (reserve room first)",
+            }));
+        };
         self.exclude.clear();
-        self.exclude.extend(self.io[..count].iter().map(|&h| {
-            if h >= 0.0 && h <= f64::from(u32::MAX) {
+        self.exclude.extend(excluded.iter().map(|&h| {
+            if h >= 0.0 && h <= f64::from(u32::MAX) && h.fract() == 0.0 {
                 h as u32
             } else {
                 u32::MAX
             }
         }));
         let [status, value] = wire::route(&mut self.mesh, query, strategy, now, &self.exclude).map_err(to_js)?;
-        self.second = value;
-        Ok(status)
+        if status == wire::ROUTED {
+            return Ok(value);
+        }
+        if self.io.is_empty() {
+            self.io.push(0.0);
+        }
+        self.io[0] = value;
+        Ok(-status)
     }
 
     /// Ends a routed call (outcome: 1 success, 0 failure, else none); returns 1 when events wait.
@@ -148,11 +155,12 @@ impl WasmMesh {
         wire::finish(&mut self.mesh, agent, outcome, now)
     }
 
-    /// Takes tokens: returns 1 when taken; else `second` says when they will be there.
+    /// Takes tokens: returns 0 when taken, else the ms until they will be there, never 0
+    /// (infinity: never), as `meshTake` in the native engine.
     pub fn take(&mut self, limiter: u32, n: f64, now: f64) -> Result<f64, JsValue> {
         let [taken, at] = wire::take(&mut self.mesh, limiter, n, now).map_err(to_js)?;
-        self.second = at;
-        Ok(taken)
+        // A wait shorter than `now`'s precision would round to 0 and read as taken.
+        Ok(if taken > 0.0 { 0.0 } else { (at - now).max(f64::MIN_POSITIVE) })
     }
 
     /// A new rate limiter; returns its id.
