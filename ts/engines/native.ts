@@ -30,9 +30,12 @@ export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
   busHasPending(): void
 }
 
-export interface NativeBusHandle extends RawBus {
+/** The calls the addon makes only through the call block (`bus_calls.rs`), not as methods. */
+type HotCall = 'ack' | 'publish' | 'request' | 'reply' | 'hasPending' | 'nextDeadline'
+
+export interface NativeBusHandle extends Omit<RawBus, HotCall> {
+  /** The endpoint's slot in the addon's registry, which the hot calls name in the call block. */
   readonly slot: number
-  drain(out: Uint8Array, now: number): number
   share(): number
   setWaker(wake: (() => void) | null): void
   /** Releases the endpoint now (its slot, drain buffer, waker and share of the core). */
@@ -41,33 +44,24 @@ export interface NativeBusHandle extends RawBus {
 
 const EMPTY = new Uint8Array(0)
 
-/** An endpoint without a slot for the hot calls (the addon's registry was full). */
-const NO_SLOT = 0xffffffff
-
-/** Every RawBus call: bound to the handle unless the call block takes it. */
+/** Every RawBus call the call block does not take: bound to the handle. */
 const RAW_BUS_CALLS = [
   'channel',
   'configure',
-  'publish',
   'subscribe',
   'unsubscribe',
   'setPaused',
   'group',
   'join',
   'deleteGroup',
-  'ack',
   'nack',
   'claim',
   'pending',
-  'request',
-  'reply',
-  'nextDeadline',
-  'hasPending',
   'stats',
   'subscriberStats',
   'groupStats',
   'lateReplies',
-] as const satisfies readonly (keyof RawBus)[]
+] as const satisfies readonly Exclude<keyof RawBus, HotCall>[]
 
 /** The raw calls, the hot ones through the call block (napi methods need their own `this`). */
 function hot(b: NativeBinding, handle: NativeBusHandle, call: Float64Array): RawBus {
@@ -124,19 +118,16 @@ const guard: Guard = (call) => {
 function adapt(b: NativeBinding, handle: NativeBusHandle) {
   const slab = new Slab()
   let out = new Uint8Array(DRAIN_BYTES)
-  const fast = handle.slot !== NO_SLOT
   // Acks, publishes, requests, replies and drains take their endpoint and arguments from it.
   const call = callBlock(b, 'bus', (block) => b.busUseCallBlock(block))
   const { slot } = handle
-  if (fast) b.busUseOut(slot, out)
-  const drainOnce = fast
-    ? (now: number) => {
-        call[0] = slot
-        call[1] = now
-        b.busDrain()
-        return call[0]!
-      }
-    : (now: number) => handle.drain(out, now)
+  b.busUseOut(slot, out)
+  const drainOnce = (now: number) => {
+    call[0] = slot
+    call[1] = now
+    b.busDrain()
+    return call[0]!
+  }
   const drainer = {
     done: false,
     drain(now: number): Uint8Array | undefined {
@@ -144,7 +135,7 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
         const result = drainOnce(now)
         if (result < 0) {
           out = new Uint8Array(Math.max(-result, out.length * 2))
-          if (fast) b.busUseOut(slot, out)
+          b.busUseOut(slot, out)
           continue
         }
         this.done = result % 2 === 1
@@ -153,7 +144,7 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
       }
     },
   }
-  return adaptBus(fast ? hot(b, handle, call) : handle, guard, drainer, {
+  return adaptBus(hot(b, handle, call), guard, drainer, {
     share: () => handle.share(),
     setWaker: (wake) => handle.setWaker(wake),
     // Releases at once what a finalizer would release only when the handle is collected: 5,000

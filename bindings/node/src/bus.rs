@@ -1,9 +1,11 @@
-//! The bus as a JS class: one endpoint of a (possibly shared) core. Hot-path calls take and
-//! fill JS-owned byte buffers; conversions live in `orrery_core::host`.
+//! The bus as a JS class: one endpoint of a (possibly shared) core, owning its lifetime, with
+//! its colder calls as methods. The hot calls (publish, ack, request, reply, drain, deadlines)
+//! are argument-free functions on the endpoint's slot instead (`bus_calls.rs`), and only there.
+//! Conversions live in `orrery_core::bus::wire`.
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Function, Uint8Array};
+use napi::bindgen_prelude::Function;
 use napi_derive::napi;
 use orrery_core::bus::wire;
 use orrery_core::{Bus, BusConfig, BusError, MAIN_ENDPOINT};
@@ -53,14 +55,13 @@ impl NativeBus {
 impl NativeBus {
     /// A new bus refusing frames over `max_message_bytes`; this thread is its main endpoint.
     #[napi(constructor, catch_unwind)]
-    #[must_use]
-    pub fn new(max_message_bytes: u32) -> Self {
+    pub fn new(max_message_bytes: u32) -> Result<Self> {
         let (shared, handle) = Shared::create(Bus::new(BusConfig {
             max_message_bytes: max_message_bytes as usize,
             ..BusConfig::default()
         }));
-        let slot = bus_calls::register(Arc::clone(&shared), MAIN_ENDPOINT);
-        Self { shared: Some(shared), endpoint: MAIN_ENDPOINT, handle, slot }
+        let slot = bus_calls::register(Arc::clone(&shared), MAIN_ENDPOINT).map_err(to_js)?;
+        Ok(Self { shared: Some(shared), endpoint: MAIN_ENDPOINT, handle, slot })
     }
 
     /// Opens an endpoint of the bus behind `handle` (from `share()` on another thread).
@@ -69,7 +70,10 @@ impl NativeBus {
         let shared = Shared::find(handle).ok_or_else(|| to_js(orrery_core::BusError::UnknownEndpoint(handle)))?;
         shared.mark_across_threads();
         let endpoint = shared.with(u32::MAX, Bus::open_endpoint).map_err(to_js)?;
-        let slot = bus_calls::register(Arc::clone(&shared), endpoint);
+        let slot = bus_calls::register(Arc::clone(&shared), endpoint).map_err(|e| {
+            shared.detach(endpoint);
+            to_js(e)
+        })?;
         Ok(Self { shared: Some(shared), endpoint, handle, slot })
     }
 
@@ -88,7 +92,8 @@ impl NativeBus {
         self.release();
     }
 
-    /// This endpoint's slot for the hot calls (`busAck` and the rest), or 4294967295 if none.
+    /// This endpoint's slot for the hot calls (`busAck` and the rest; they are not methods too),
+    /// or 4294967295 once closed.
     #[napi(getter)]
     #[must_use]
     pub fn slot(&self) -> u32 {
@@ -152,16 +157,6 @@ impl NativeBus {
             .map_err(to_js)
     }
 
-    /// Publishes a batch of frames, all or nothing; returns how many were published.
-    #[napi(catch_unwind)]
-    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
-    pub fn publish(&self, batch: Uint8Array, now: f64) -> Result<u32> {
-        self.core()?
-            .with(self.endpoint, |bus| bus.publish_from(self.endpoint, &batch, now))
-            .map(|n| n as u32)
-            .map_err(to_js)
-    }
-
     /// Subscribes this endpoint to a channel.
     #[napi(catch_unwind)]
     pub fn subscribe(&self, channel: u32, mode: u32, value: f64, buffer: f64, overflow: u32) -> Result<u32> {
@@ -216,12 +211,6 @@ impl NativeBus {
         self.core()?.with(self.endpoint, |bus| wire::join(bus, self.endpoint, group, max_in_flight)).map_err(to_js)
     }
 
-    /// Acks a delivery.
-    #[napi(catch_unwind)]
-    pub fn ack(&self, member: u32, seq: f64, attempt: u32) -> Result<()> {
-        self.core()?.with(self.endpoint, |bus| wire::ack(bus, member, seq, attempt)).map_err(to_js)
-    }
-
     /// Nacks a delivery; a non-empty reason dead-letters it at once.
     #[napi(catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
@@ -243,48 +232,10 @@ impl NativeBus {
         self.core()?.read(|bus| wire::pending(bus, group, now)).map_err(to_js)
     }
 
-    /// Publishes a request; returns its reply token.
-    #[napi(catch_unwind)]
-    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
-    pub fn request(&self, batch: Uint8Array, timeout: f64, now: f64) -> Result<u32> {
-        self.core()?.with(self.endpoint, |bus| bus.request(self.endpoint, &batch, timeout, now)).map_err(to_js)
-    }
-
-    /// Sends a reply; false when its request already timed out.
-    #[napi(catch_unwind)]
-    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
-    pub fn reply(&self, batch: Uint8Array) -> Result<bool> {
-        self.core()?.with(self.endpoint, |bus| bus.reply(&batch)).map_err(to_js)
-    }
-
     /// Fires the deadlines due by `now`.
     #[napi(catch_unwind)]
     pub fn tick(&self, now: f64) -> Result<u32> {
         Ok(self.core()?.with(self.endpoint, |bus| bus.tick(now)) as u32)
-    }
-
-    /// The next deadline, or -1.
-    #[napi(catch_unwind)]
-    pub fn next_deadline(&self) -> Result<f64> {
-        Ok(self.core()?.read(wire::next_deadline))
-    }
-
-    /// Fills `out` with this endpoint's records; bytes written, or minus the size needed.
-    #[napi(catch_unwind)]
-    #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
-    #[allow(unsafe_code, reason = "writing into a JS-owned buffer needs napi's unsafe as_mut")]
-    pub fn drain(&self, mut out: Uint8Array, now: f64) -> Result<f64> {
-        let shared = self.core()?;
-        // SAFETY: this call is synchronous on the JS thread that owns `out`; no JS code runs,
-        // and nothing else can read or resize the buffer, until it returns.
-        let out = unsafe { out.as_mut() };
-        Ok(shared.with(self.endpoint, |bus| wire::drain(bus, self.endpoint, out, now)))
-    }
-
-    /// Whether this endpoint has records to drain.
-    #[napi(catch_unwind)]
-    pub fn has_pending(&self) -> Result<bool> {
-        Ok(self.core()?.read(|bus| bus.has_pending(self.endpoint)))
     }
 
     /// Channel counters (order: `ts/backend.ts` `CHANNEL_STATS`).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{Float64Array, Uint8Array, Uint8ArraySlice};
 use napi_derive::napi;
 use orrery_core::bus::wire;
-use orrery_core::slab::Slab;
+use orrery_core::slab::{self, Slab};
 use orrery_core::BusError;
 
 use crate::call_block::{self, whole, Block};
@@ -34,13 +34,15 @@ thread_local! {
     static CALL: Block = const { RefCell::new(None) };
 }
 
-/// The slot of an endpoint that has none (the registry was full, or the endpoint is closed).
+/// The slot of a closed endpoint.
 pub const NO_SLOT: u32 = u32::MAX;
 
-/// Registers an endpoint; its slot, or `u32::MAX` when the registry is full (the class's
-/// methods still work then; JS falls back to them).
-pub fn register(shared: Arc<Shared>, endpoint: u32) -> u32 {
-    ENDPOINTS.with(|all| all.borrow_mut().insert(Endpoint { shared, endpoint, out: None })).unwrap_or(NO_SLOT)
+/// Registers an endpoint; its slot, or `CAPACITY_EXCEEDED` when this thread holds as many
+/// endpoints as a slab can (the hot calls are the endpoint's only way to them).
+pub fn register(shared: Arc<Shared>, endpoint: u32) -> std::result::Result<u32, BusError> {
+    ENDPOINTS
+        .with(|all| all.borrow_mut().insert(Endpoint { shared, endpoint, out: None }))
+        .ok_or(BusError::Capacity { what: "bus endpoints open on one thread", limit: slab::MAX_ENTRIES })
 }
 
 /// Forgets a slot (its endpoint is closed).
@@ -92,6 +94,27 @@ pub fn bus_ack() -> Result<()> {
         let (member, attempt) = (whole(member).unwrap_or(u32::MAX), whole(attempt).unwrap_or(u32::MAX));
         e.shared.with(e.endpoint, |bus| wire::ack(bus, member, seq, attempt)).map_err(to_js)?;
         Ok(0.0)
+    })
+}
+
+/// Acks a run of deliveries in one crossing (call block: slot, count; `acks` holds count
+/// triples of member, seq, attempt). JS queues only acks that cannot be stale, so each is
+/// applied in order and a refused one is counted, not thrown: the result is how many failed.
+#[napi(catch_unwind)]
+#[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
+pub fn bus_ack_many(acks: Float64Array) -> Result<()> {
+    with_call(|e, [count, ..]| {
+        let n = whole(count).map_or(0, |n| n as usize).min(acks.len() / 3);
+        let failed = e.shared.with(e.endpoint, |bus| {
+            acks.chunks_exact(3)
+                .take(n)
+                .filter(|a| {
+                    let (member, attempt) = (whole(a[0]).unwrap_or(u32::MAX), whole(a[2]).unwrap_or(u32::MAX));
+                    wire::ack(bus, member, a[1], attempt).is_err()
+                })
+                .count()
+        });
+        Ok(failed as f64)
     })
 }
 
