@@ -43,7 +43,7 @@ describe(`delivery semantics (${ENGINE})`, () => {
     const got = collect(bus.subscribe<number>('bp', { buffer: 2, overflow: 'reject' }))
     const err = await errorOf(() => bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'bp', payload }))))
     expect(err).toMatchObject({ name: 'OrreryError', code: 'BACKPRESSURE' })
-    expect(err?.message).toMatch(/^subscriber \d+ of channel "bp" is full \(2 messages buffered\)/)
+    expect(err?.message).toMatch(/^a subscriber of channel "bp" is full \(2 messages buffered\).*larger `buffer` option$/)
     expect(bus.stats('bp').published).toBe(0)
     void bus.publishBatch([
       { channel: 'bp', payload: 1 },
@@ -183,6 +183,15 @@ describe(`delivery semantics (${ENGINE})`, () => {
     await settle()
     expect(got.length).toBe(2)
     expect(bus.stats('once')).toMatchObject({ published: 2, duplicates: 1 })
+  })
+
+  it('a dedup window of Infinity drops a repeated id however late it comes', async () => {
+    const { bus, advance } = await clocked()
+    bus.channel('forever', { dedupWindowMs: Infinity })
+    expect((await bus.publish('forever', 'a', { id: 'payment-8' })).published).toBe(true)
+    advance(2 ** 31)
+    expect((await bus.publish('forever', 'a', { id: 'payment-8' })).published).toBe(false)
+    expect(bus.stats('forever')).toMatchObject({ published: 1, duplicates: 1 })
   })
 
   it('encodes payloads as JSON, msgpack or raw bytes', async () => {

@@ -97,7 +97,11 @@ describe(`refused store input (${ENGINE})`, () => {
     await expectRefused(() => strict.merge(ns, { key: 'k', type: 'put', value: 1, stamp: stamp({ wall: NOW + 1 }) }), 'INVALID_ARGUMENT')
     expect(strict.merge(ns, { key: 'k', type: 'put', value: 1, stamp: stamp() })).toBe(1)
     strict.close()
-    for (const value of [-1, NaN, Infinity, '10', null]) await expectRefused(() => open({ maxClockDriftMs: value }), 'INVALID_OPTION')
+    for (const value of [-1, NaN, -Infinity, '10', null]) await expectRefused(() => open({ maxClockDriftMs: value }), 'INVALID_OPTION')
+    // Infinity turns the check off: a stamp from any future is merged.
+    const lax = await open({ maxClockDriftMs: Infinity })
+    expect(lax.merge(lax.namespace('hlc'), { key: 'k', type: 'put', value: 1, stamp: stamp({ wall: NOW + 10 ** 12 }) })).toBe(1)
+    lax.close()
   })
 
   it('item 11: keys, names and writers with lone surrogates are refused, never merged into one', async () => {

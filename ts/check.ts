@@ -10,7 +10,7 @@
  * up only among own properties, so `'__proto__'` or `'toString'` is never a valid enum value.
  */
 import { OrreryError } from './errors.js'
-import { LIMITS } from './engines/manifest.js'
+import { LIMITS, NO_DEADLINE } from './engines/manifest.js'
 
 /** The longest delay a JS timer can wait: `setTimeout` fires larger ones after 1 ms. */
 export const MAX_TIMER_MS = LIMITS.maxTimerMs
@@ -84,6 +84,15 @@ interface NumberRange {
   min?: number
   max?: number
   above?: number
+}
+
+/**
+ * A duration option that may say "none": `Infinity` (the one convention for no deadline, no
+ * window, no limit of time: what the engines receive as their `NO_DEADLINE`), or a finite number
+ * in range as {@link finite} checks it.
+ */
+export function msOrNone(value: unknown, name: string, range: NumberRange = {}, where: Where = 'option'): number {
+  return value === Infinity ? NO_DEADLINE : finite(value, name, range, where)
 }
 
 /** A finite number in range: `min` and `max` inclusive, `above` exclusive. */

@@ -22,9 +22,9 @@ import {
   type ChannelStats,
   type SubscriberStats,
 } from '../engines/backend.js'
-import { callable, finite, flag, int, intOr, MAX_TIMER_MS, options as checkOptions, refuse, text, textOr } from '../check.js'
+import { callable, finite, flag, int, intOr, MAX_TIMER_MS, msOrNone, options as checkOptions, refuse, text, textOr } from '../check.js'
+import { DEFAULTS, NO_DEADLINE } from '../engines/manifest.js'
 import { encodePayload } from '../codec.js'
-import { DEFAULTS } from '../engines/manifest.js'
 import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
@@ -159,10 +159,13 @@ function code(codes: Map<string, number>, value: unknown, allowed: readonly stri
   return found
 }
 
-/** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms). */
+/** A request's timeout: > 0 and at most what a timer can wait (2^31 - 1 ms), or `Infinity` for none. */
 function requestTimeout(value: unknown): number {
   if (value === undefined) return 5_000
-  if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) refuse('option', 'timeout', value, `must be a number of ms > 0 and <= ${MAX_TIMER_MS}`)
+  if (value === Infinity) return NO_DEADLINE
+  if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) {
+    refuse('option', 'timeout', value, `must be a number of ms > 0 and <= ${MAX_TIMER_MS}, or Infinity for none`)
+  }
   return value
 }
 
@@ -252,7 +255,7 @@ export class Bus {
     const maxCount = intOr(r.maxCount, DEFAULTS.retentionMaxCount, 'retention.maxCount')
     const maxBytes = intOr(r.maxBytes, DEFAULTS.retentionMaxBytes, 'retention.maxBytes')
     const maxAge = r.maxAgeMs === undefined || r.maxAgeMs === Infinity ? Infinity : finite(r.maxAgeMs, 'retention.maxAgeMs', { min: 0 })
-    const dedup = o.dedupWindowMs === undefined ? 0 : finite(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
+    const dedup = o.dedupWindowMs === undefined ? 0 : msOrNone(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
     const deadLetterExpired = o.deadLetterExpired === undefined ? false : flag(o.deadLetterExpired, 'deadLetterExpired')
     const id = this.channelId(name)
     this.core.configure(id, maxCount, maxBytes, maxAge, dedup, deadLetterExpired, this.now())
@@ -595,7 +598,7 @@ export class Bus {
    * result typed as `R` (not checked at run time):
    * `(await bus.request<number>('math.add', { a: 2, b: 3 })).payload`. The message also carries
    * the reply's sender, headers and `correlationId`. No consumer on the channel: `NO_RESPONDER`
-   * at once; no reply within `timeout` ms (default 5,000): `TIMEOUT`; a handler that throws:
+   * at once; no reply within `timeout` ms (default 5,000; `Infinity` waits for ever): `TIMEOUT`; a handler that throws:
    * `HANDLER_ERROR` with its message.
    */
   request<R = unknown>(channel: string, payload: unknown, options: PublishOptions & { timeout?: number } = NO_OPTIONS): Promise<Message<R>> {
@@ -914,7 +917,7 @@ export class Bus {
   private armTimer(): void {
     if (this.engineFailed) return
     const at = this.core.nextDeadline()
-    if (at < 0 || this.closed) return
+    if (at === NO_DEADLINE || this.closed) return
     this.deadlines.arm(at)
   }
 

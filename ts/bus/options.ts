@@ -34,7 +34,7 @@ export type StartFrom = 'latest' | 'earliest' | { seq: number } | { time: number
 /** Options of a channel. */
 export interface ChannelOptions {
   retention?: { maxCount?: number; maxBytes?: number; maxAgeMs?: number }
-  /** Drop a publish whose id was seen on this channel within this many ms (effectively-once). */
+  /** Drop a publish whose id was seen on this channel within this many ms (effectively-once; `Infinity`: ever, so every id is kept). */
   dedupWindowMs?: number
   /** Move messages that expire before delivery to `<channel>.dead-letter`. */
   deadLetterExpired?: boolean

@@ -10,7 +10,7 @@ import { Subject } from 'rxjs'
 
 import type { StoreCore } from '../engines/backend.js'
 import { DEFAULTS, LIMITS } from '../engines/manifest.js'
-import { callable, finite, int, intOr, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
+import { callable, finite, int, intOr, msOrNone, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import type { Ack, ConflictAt, StoreContext, WatchSink } from './context.js'
 import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
@@ -191,7 +191,8 @@ export interface StoreOptions {
    * How far ahead of this replica's clock a merged change's stamp may be, in ms (default
    * 60,000). A merge moves the local clock past the remote stamp, so one stamp from far in the
    * future (a broken clock, or `wall: 1e300`) would otherwise pin every later local write to it:
-   * such a change is refused (`INVALID_ARGUMENT`) and nothing is merged.
+   * such a change is refused (`INVALID_ARGUMENT`) and nothing is merged. `Infinity` turns
+   * the check off.
    */
   maxClockDriftMs?: number
 }
@@ -724,6 +725,6 @@ export function checkStoreOptions(given: StoreOptions | undefined | null): Check
     replica: textOr(o.replica, 'replica', { nonEmpty: true }) ?? 'local',
     tombstoneMs: o.tombstoneMs === undefined ? DEFAULTS.tombstoneMs : finite(o.tombstoneMs, 'tombstoneMs', { min: 0 }),
     snapshot,
-    maxClockDriftMs: o.maxClockDriftMs === undefined ? DEFAULT_MAX_CLOCK_DRIFT_MS : finite(o.maxClockDriftMs, 'maxClockDriftMs', { min: 0 }),
+    maxClockDriftMs: o.maxClockDriftMs === undefined ? DEFAULT_MAX_CLOCK_DRIFT_MS : msOrNone(o.maxClockDriftMs, 'maxClockDriftMs', { min: 0 }),
   }
 }

@@ -169,10 +169,10 @@ pub fn group_stats(bus: &Bus, group: u32) -> Result<Vec<f64>, BusError> {
         .to_vec())
 }
 
-/// The next deadline, or -1 when there is none.
+/// The next deadline, or [`NO_DEADLINE`](crate::manifest::NO_DEADLINE) when there is none.
 #[must_use]
 pub fn next_deadline(bus: &Bus) -> f64 {
-    bus.next_deadline().unwrap_or(-1.0)
+    bus.next_deadline().unwrap_or(crate::manifest::NO_DEADLINE)
 }
 
 /// Fires the deadlines due by `now`, then drains `endpoint` into `out`. Returns minus the size

@@ -118,6 +118,13 @@ pub struct Agent {
     beats: u64,
 }
 
+/// When an agent last beat and how many calls it is handling (copies of its `Agent` fields).
+#[derive(Debug, Clone, Copy, Default)]
+struct Activity {
+    last_beat: Millis,
+    in_flight: u32,
+}
+
 /// One agent offering one capability, in that capability's index.
 #[derive(Debug, Clone)]
 struct Provider {
@@ -173,6 +180,9 @@ pub struct Directory {
     /// Each live agent's health by slot index: discovery reads it for every provider, and a
     /// dense array stays in cache where the agents themselves would not.
     healths: Vec<Health>,
+    /// Each live agent's last beat and calls in flight by slot index, beside `healths`: what
+    /// discovery reports of every match, read without touching the agents.
+    activity: Vec<Activity>,
     /// Scratch of `find`: (priority, health, order, agent) per match.
     matches: Vec<(i32, Health, u64, u32)>,
 }
@@ -211,6 +221,7 @@ impl Directory {
             checks: BinaryHeap::new(),
             transitions: Vec::new(),
             healths: Vec::new(),
+            activity: Vec::new(),
             matches: Vec::new(),
         }
     }
@@ -270,20 +281,21 @@ impl Directory {
             last_beat: now,
             beats: 0,
         };
-        let slot = self
-            .agents
-            .insert(agent)
-            .ok_or(RegistryError::Capacity {
-                what: "agents registered at once",
-                limit: crate::slab::MAX_ENTRIES,
-                remedy: "stop agents first",
-            })?;
+        let slot = self.agents.insert(agent).ok_or(RegistryError::Capacity {
+            what: "agents registered at once",
+            limit: crate::slab::MAX_ENTRIES,
+            remedy: "stop agents first",
+        })?;
         self.ids.insert(id.into(), slot);
         let index = crate::slab::index(slot);
         if self.healths.len() <= index {
             self.healths.resize(index + 1, Health::Offline);
         }
         self.healths[index] = Health::Initializing;
+        if self.activity.len() <= index {
+            self.activity.resize(index + 1, Activity::default());
+        }
+        self.activity[index] = Activity { last_beat: now, in_flight: 0 };
         self.schedule(slot, now, 0);
         for cap in capabilities {
             let list = self.providers.entry(cap.name).or_default();
@@ -335,6 +347,7 @@ impl Directory {
         entry.reported = reported;
         entry.last_beat = now;
         entry.beats += 1;
+        self.activity[crate::slab::index(agent)].last_beat = now;
         let beats = entry.beats;
         self.move_to(agent, reported, now);
         self.schedule(agent, now, beats);
@@ -378,7 +391,7 @@ impl Directory {
     /// The next liveness step's time, for the host's timer, or infinity.
     #[must_use]
     pub fn next_deadline(&self) -> Millis {
-        self.checks.peek().map_or(f64::INFINITY, |Reverse((at, ..))| at.0)
+        self.checks.peek().map_or(crate::manifest::NO_DEADLINE, |Reverse((at, ..))| at.0)
     }
 
     /// Moves agents that missed beats down, and deregisters those offline too long.
@@ -428,12 +441,14 @@ impl Directory {
     pub fn add_in_flight(&mut self, agent: u32, delta: i32) -> Result<u32, RegistryError> {
         let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
         entry.in_flight = entry.in_flight.saturating_add_signed(delta);
+        self.activity[crate::slab::index(agent)].in_flight = entry.in_flight;
         Ok(entry.in_flight)
     }
 
     /// Sets how many calls an agent is handling.
     pub fn set_in_flight(&mut self, agent: u32, in_flight: u32) -> Result<(), RegistryError> {
         self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?.in_flight = in_flight;
+        self.activity[crate::slab::index(agent)].in_flight = in_flight;
         Ok(())
     }
 
@@ -469,6 +484,16 @@ impl Directory {
         out.extend(matches.iter().map(|m| m.3));
     }
 
+    /// The health, calls in flight and last beat of an agent [`Directory::find`] just returned,
+    /// read from dense arrays by slot index: a search reports these for every match, and
+    /// looking each agent up in the slab missed the cache once per match.
+    #[must_use]
+    pub fn live_state(&self, agent: u32) -> (Health, u32, Millis) {
+        let index = crate::slab::index(agent);
+        let activity = self.activity[index];
+        (self.healths[index], activity.in_flight, activity.last_beat)
+    }
+
     /// The agents matching `query` in the order `strategy` tries them: best first for
     /// priority; rotated one step per call (per capability) for round-robin; fewest in flight
     /// first for least-loaded (stable, so ties keep the priority order); rotated to a seeded
@@ -487,8 +512,8 @@ impl Directory {
                 out.rotate_left(start);
             }
             Strategy::LeastLoaded => {
-                let agents = &self.agents;
-                out.sort_by_key(|&a| agents.get(a).map_or(u32::MAX, |agent| agent.in_flight));
+                let activity = &self.activity;
+                out.sort_by_key(|&a| activity[crate::slab::index(a)].in_flight);
             }
             Strategy::Random => {
                 let start = self.random.below(out.len());

@@ -99,6 +99,26 @@ struct Target {
     bulkhead: u32,
 }
 
+/// What [`RoutingState`] knows of a slot's breaker without looking its target up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaking {
+    /// No agent holds the slot.
+    Vacant,
+    /// The breaker is closed: it stays closed whatever the time, until a call's outcome moves it.
+    Closed,
+    /// Open or half-open: its state at a given time needs the breaker itself.
+    Moving,
+}
+
+/// Records what a slot's breaker is (growing the dense array on a new slot).
+fn set_breaking(breaking: &mut Vec<Breaking>, agent: u32, to: Breaking) {
+    let index = crate::slab::index(agent);
+    if breaking.len() <= index {
+        breaking.resize(index + 1, Breaking::Vacant);
+    }
+    breaking[index] = to;
+}
+
 /// A compiled query.
 #[derive(Debug, Clone)]
 struct Compiled {
@@ -127,6 +147,10 @@ pub struct RoutingState {
     directory: Directory,
     breaker: BreakerConfig,
     targets: FxHashMap<u32, Target>,
+    /// Whether each slot index has a target and its breaker is closed (see [`Breaking`]), so
+    /// that discovery reports a closed breaker without looking the target up: once per match,
+    /// that lookup missed the cache.
+    breaking: Vec<Breaking>,
     queries: Vec<Compiled>,
     limiters: Slab<TokenBucket>,
     random: SplitMix64,
@@ -169,6 +193,7 @@ impl RoutingState {
             directory: Directory::with_liveness(config.seed, config.liveness),
             breaker: config.breaker,
             targets: FxHashMap::default(),
+            breaking: Vec::new(),
             queries: Vec::new(),
             limiters: Slab::default(),
             random: SplitMix64::new(config.seed ^ 0x9e37_79b9_7f4a_7c15),
@@ -202,6 +227,7 @@ impl RoutingState {
     ) -> Result<u32, RegistryError> {
         let agent = self.directory.register(id, kind, capabilities, tags, now)?;
         self.targets.insert(agent, Target { breaker: Breaker::new(self.breaker), bulkhead });
+        set_breaking(&mut self.breaking, agent, Breaking::Closed);
         self.collect();
         Ok(agent)
     }
@@ -210,6 +236,7 @@ impl RoutingState {
     pub fn deregister(&mut self, agent: u32) -> Result<(), RegistryError> {
         self.directory.deregister(agent)?;
         self.targets.remove(&agent);
+        set_breaking(&mut self.breaking, agent, Breaking::Vacant);
         Ok(())
     }
 
@@ -265,12 +292,11 @@ impl RoutingState {
                 .map(|(name, versions)| Ok((self.directory.name(name)?, versions)))
                 .collect::<Result<_, RegistryError>>()?,
         };
-        let id = u32::try_from(self.queries.len())
-            .map_err(|_| RegistryError::Capacity {
-                what: "compiled queries",
-                limit: u32::MAX as usize,
-                remedy: "reuse queries instead of compiling one per call",
-            })?;
+        let id = u32::try_from(self.queries.len()).map_err(|_| RegistryError::Capacity {
+            what: "compiled queries",
+            limit: u32::MAX as usize,
+            remedy: "reuse queries instead of compiling one per call",
+        })?;
         self.queries.push(compiled);
         Ok(id)
     }
@@ -292,18 +318,25 @@ impl RoutingState {
         if result.is_ok() {
             out.reserve(found.len() * STATE_FIELDS);
             for &agent in &found {
-                let (Some(entry), Some(target)) = (self.directory.agent(agent), self.targets.get_mut(&agent)) else {
-                    continue;
+                // Dense reads only, unless a breaker is open or half-open (rare).
+                let breaker = match self.breaking.get(crate::slab::index(agent)) {
+                    Some(Breaking::Closed) => BreakerState::Closed,
+                    Some(Breaking::Moving) => {
+                        let Some(target) = self.targets.get_mut(&agent) else { continue };
+                        let state = target.breaker.state(now);
+                        self.collect_breaker(agent);
+                        state
+                    }
+                    Some(Breaking::Vacant) | None => continue,
                 };
-                let breaker = breaker_code(target.breaker.state(now));
+                let (health, in_flight, last_beat) = self.directory.live_state(agent);
                 out.extend([
                     f64::from(agent),
-                    f64::from(health_code(entry.health)),
-                    f64::from(entry.in_flight),
-                    entry.last_beat,
-                    f64::from(breaker),
+                    f64::from(health_code(health)),
+                    f64::from(in_flight),
+                    last_beat,
+                    f64::from(breaker_code(breaker)),
                 ]);
-                self.collect_breaker(agent);
             }
         }
         self.scratch = found;
@@ -410,7 +443,7 @@ impl RoutingState {
     /// When [`RoutingState::tick`] next has work, or infinity.
     #[must_use]
     pub fn next_deadline(&self) -> Millis {
-        let cool = self.cool_downs.peek().map_or(f64::INFINITY, |Reverse((at, _))| at.0);
+        let cool = self.cool_downs.peek().map_or(crate::manifest::NO_DEADLINE, |Reverse((at, _))| at.0);
         self.directory.next_deadline().min(cool)
     }
 
@@ -429,6 +462,7 @@ impl RoutingState {
         for t in self.directory.take_transitions() {
             if t.to.is_none() {
                 self.targets.remove(&t.agent);
+                set_breaking(&mut self.breaking, t.agent, Breaking::Vacant);
             }
             self.events.push(Event::Health(t));
         }
@@ -437,6 +471,8 @@ impl RoutingState {
     fn collect_breaker(&mut self, agent: u32) {
         let Some(target) = self.targets.get_mut(&agent) else { return };
         for (from, to, at) in target.breaker.take_transitions() {
+            let breaking = if to == BreakerState::Closed { Breaking::Closed } else { Breaking::Moving };
+            set_breaking(&mut self.breaking, agent, breaking);
             if to == BreakerState::Open {
                 self.cool_downs.push(Reverse((Deadline(target.breaker.next_deadline()), agent)));
             }

@@ -68,13 +68,12 @@ pub fn parse_also(spec: &str) -> Result<Vec<(&str, &str)>, RegistryError> {
     spec.lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
-            line.trim()
-                .split_once(char::is_whitespace)
-                .map(|(n, r)| (n, r.trim()))
-                .ok_or_else(|| RegistryError::InvalidArgument {
+            line.trim().split_once(char::is_whitespace).map(|(n, r)| (n, r.trim())).ok_or_else(|| {
+                RegistryError::InvalidArgument {
                     argument: format!("also line {line:?}"),
                     reason: "is not `capability range`",
-                })
+                }
+            })
         })
         .collect()
 }

@@ -569,7 +569,7 @@ impl Store {
     /// When the next TTL comes due (host milliseconds), or infinity.
     #[must_use]
     pub fn next_deadline(&self) -> Millis {
-        self.expiry.peek().map_or(f64::INFINITY, |Reverse(due)| due.at.0)
+        self.expiry.peek().map_or(crate::manifest::NO_DEADLINE, |Reverse(due)| due.at.0)
     }
 
     /// Starts recording changed keys for [`Store::take_dirty`] (a durable host persists them).
