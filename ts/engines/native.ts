@@ -3,8 +3,8 @@
  * panic becomes an `OrreryError`. Records are drained into a buffer JS owns and reuses.
  */
 import { DRAIN_BYTES, type Backend, type RawBus } from './backend.js'
-import { fromEngine } from '../errors.js'
-import { adaptBus, Slab, type Guard } from './adapter.js'
+import { adaptBus, Slab } from './adapter.js'
+import { guardOf, NATIVE_FAILURES } from './failures.js'
 import { callBlock } from './call-block.js'
 import { createNativeMesh, type NativeMeshBinding } from './native-mesh.js'
 import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
@@ -107,13 +107,7 @@ function hot(b: NativeBinding, handle: NativeBusHandle, call: Float64Array): Raw
   })
 }
 
-const guard: Guard = (call) => {
-  try {
-    return call()
-  } catch (e) {
-    throw fromEngine(e)
-  }
-}
+const guard = guardOf(NATIVE_FAILURES)
 
 function adapt(b: NativeBinding, handle: NativeBusHandle) {
   const slab = new Slab()

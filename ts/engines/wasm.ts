@@ -7,7 +7,8 @@
  */
 import { DRAIN_BYTES, type Backend, type RawBus } from './backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
-import { adaptBus, notShareable, Slab, type Guard } from './adapter.js'
+import { adaptBus, notShareable, Slab } from './adapter.js'
+import { guardOf, releaseOf } from './failures.js'
 import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'
 import { createWasmStore, unsupportedDurable, type WasmFailures, type WasmStoreClass } from './wasm-store.js'
 import { registerEngineHooks } from './test-hooks.js'
@@ -58,18 +59,8 @@ export function wasmBackend(binding: WasmBinding): Backend {
     poisoned: () => poison !== undefined,
   }
 
-  const guard: Guard = (call) => {
-    failures.usable()
-    try {
-      return call()
-    } catch (e) {
-      throw failures.fail(e)
-    }
-  }
-
-  const release = (call: () => void): void => {
-    if (!poison) guard(call)
-  }
+  const guard = guardOf(failures)
+  const release = releaseOf(failures)
 
   const adapt = (handle: WasmBusHandle) => {
     let capacity = DRAIN_BYTES
