@@ -200,7 +200,7 @@ const NAME_CHARS = /^[A-Za-z0-9._\-:/*>]*$/
  * characters (else `INVALID_NAME`, as the core itself would answer). Checked here so a bad name
  * is refused when it is given (a type name at `define`), not when it is first used.
  */
-export function name(value: unknown, what: string, where: Where = 'argument', max = 255): string {
+export function name(value: unknown, what: string, where: Where = 'argument', max: number = LIMITS.maxNameBytes): string {
   if (typeof value !== 'string') refuse(where, what, value, 'must be a string')
   const reason =
     value === ''

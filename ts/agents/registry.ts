@@ -7,6 +7,7 @@
 import { Subject, type Observable } from 'rxjs'
 
 import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, type MeshCore } from '../engines/backend.js'
+import { LIMITS } from '../engines/manifest.js'
 import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
@@ -103,7 +104,7 @@ export function checkBackoff(value: unknown, what: string): BackoffOptions | und
 }
 
 /** The longest agent id: its inbox, `inbox.<id>`, is a channel name of at most 255 bytes. */
-export const MAX_AGENT_ID = 255 - 'inbox.'.length
+export const MAX_AGENT_ID = LIMITS.maxNameBytes - 'inbox.'.length
 
 /** @internal Checks one capability an agent declares (`what` names it in errors). */
 export function checkCapability(value: unknown, what: string): CapabilitySpec {

@@ -11,7 +11,7 @@ import type { Bus } from '../bus/bus.js'
 import { checkEnvelope, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
-import { finite, flag, int, MAX_TIMER_MS, msOrNone, text } from '../check.js'
+import { flag, int, MAX_TIMER_MS, msOrNone, text } from '../check.js'
 import {
   checkBackoff,
   checkTags,
