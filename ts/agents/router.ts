@@ -73,6 +73,7 @@ const NO_VERDICT = 2
 
 export class Router {
   private readonly headers = new Map<string, Record<string, string>>()
+  private readonly plain = new Map<string, PublishOptions & { timeout: number }>()
   private readonly strategies = new Map<Strategy | undefined, number>()
   /** Retries waiting on a backoff: their timers, and how to fail them when the mesh closes. */
   private readonly waits = new Map<ReturnType<typeof setTimeout>, (error: OrreryError) => void>()
@@ -94,6 +95,16 @@ export class Router {
       this.headers.set(capability, h)
     }
     return h
+  }
+
+  /** The message options of a request given none: one frozen object per capability, not a copy per call. */
+  private plainPublish(capability: string): PublishOptions & { timeout: number } {
+    let publish = this.plain.get(capability)
+    if (!publish) {
+      publish = Object.freeze({ headers: this.capabilityHeaders(capability, undefined), timeout: 5_000 })
+      this.plain.set(capability, publish)
+    }
+    return publish
   }
 
   private strategy(strategy: Strategy | undefined): number {
@@ -140,11 +151,8 @@ export class Router {
     const queryId = registry.compile(query)
     const strategy = this.strategy(options.strategy)
     const [name] = splitCapability(capability)
-    const publish: PublishOptions & { timeout?: number } = {
-      ...options,
-      headers: this.capabilityHeaders(name, options.headers),
-      timeout: options.timeout ?? 5_000,
-    }
+    const publish: PublishOptions & { timeout: number } =
+      given === undefined ? this.plainPublish(name) : { ...options, headers: this.capabilityHeaders(name, options.headers), timeout: options.timeout ?? 5_000 }
     return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined, '', query)
   }
 
@@ -179,7 +187,7 @@ export class Router {
     strategy: number,
     capability: string,
     payload: unknown,
-    publish: PublishOptions & { timeout?: number },
+    publish: PublishOptions & { timeout: number },
     options: RouteOptions,
     tries: number,
     exclude: readonly number[],
@@ -200,7 +208,8 @@ export class Router {
     const target = registry.byCoreHandle(agent)!
     let request: Promise<Message<R>>
     try {
-      request = this.bus.request<R>(target.inbox, payload, publish)
+      // The options were checked once, in `check`: not again for each attempt.
+      request = this.bus.requestChecked<R>(target.inbox, payload, publish, publish.timeout)
     } catch (error) {
       this.finish(agent, NO_VERDICT)
       return Promise.reject(error)
@@ -234,7 +243,7 @@ export class Router {
     strategy: number,
     capability: string,
     payload: unknown,
-    publish: PublishOptions & { timeout?: number },
+    publish: PublishOptions & { timeout: number },
     options: RouteOptions,
     tries: number,
     lastError: OrreryError,

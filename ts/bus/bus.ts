@@ -610,6 +610,14 @@ export class Bus {
     } catch (err) {
       return Promise.reject(err)
     }
+    return this.requestChecked<R>(channel, payload, options, timeout)
+  }
+
+  /**
+   * @internal A request whose options (the envelope and `timeout`) its caller checked already:
+   * routing checks a call's options once, not again for each attempt.
+   */
+  requestChecked<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
     // Behind a publish or request still waiting on this channel: queue, to keep its order.
     if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.requestWhenRoom<R>(channel, payload, options, timeout)
     let token: number
@@ -744,7 +752,8 @@ export class Bus {
     envelope.correlationId = correlationId
     envelope.codec = codec
     this.encode(w, this.channelId(channel), payload, envelope as PublishOptions, this.now(), token, true, kind)
-    if (this.core.reply(w.bytes()) === REPLIED.own) this.settle(token, 0, this.replySlab.keep(w.bytes()))
+    const frame = w.bytes()
+    if (this.core.reply(frame) === REPLIED.own) this.settle(token, 0, this.replySlab.keep(frame))
   }
 
   /** Counters of one channel. */
