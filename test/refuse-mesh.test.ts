@@ -322,7 +322,8 @@ describe('sweeps of hostile values', () => {
     mesh.define('counted', Counted)
     await mesh.spawn('counted', { id: 'a' })
     const table: Array<readonly [option: string, valid: (v: unknown) => boolean, make: (v: unknown) => object]> = [
-      ['timeout', (v) => isMs(0)(v) && v !== 0, (v) => ({ timeout: v })],
+      // Infinity is no timeout, the one spelling of none.
+      ['timeout', (v) => v === Infinity || (isMs(0)(v) && v !== 0), (v) => ({ timeout: v })],
       ['retries', isCount(0), (v) => ({ retries: v })],
       ['strategy', () => false, (v) => ({ strategy: v })],
       ['tags', () => false, (v) => ({ tags: v })],
