@@ -9,6 +9,7 @@ import type { RawStore, StoreCore, StoreCoreOptions } from './backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
 import { callBlock } from './call-block.js'
 import { drainCapacity, StoreAdapter } from './store.js'
+import { NATIVE_FAILURES } from './failures.js'
 
 /** The object that owns a store's lifetime. */
 export interface NativeStoreHandle {
@@ -84,7 +85,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     readonly durable: boolean,
     maxValueBytes: number,
   ) {
-    super()
+    super(NATIVE_FAILURES)
     this.h = owner.handle
     this.raw = raw(b, this.h)
     this.out = new Uint8Array(drainCapacity(maxValueBytes))
@@ -92,12 +93,6 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     // The hottest calls (`storeGet`, `storeWrite`) take their handle and arguments from it.
     this.call = callBlock(b, 'store', (block) => b.storeUseCallBlock(block))
   }
-
-  protected fail(error: unknown): OrreryError {
-    return fromEngine(error)
-  }
-
-  protected usable(): void {}
 
   io(min = 0): Uint8Array {
     if (min > this.buf.length) {

@@ -5,6 +5,7 @@
  */
 import type { RawStore } from './backend.js'
 import { OrreryError } from '../errors.js'
+import type { EngineFailures } from './failures.js'
 import { MAX_KEY_BYTES, pad8, RECORD_HEADER } from '../store/wire.js'
 import { text } from '../check.js'
 
@@ -13,10 +14,18 @@ export const drainCapacity = (maxValueBytes: number): number => Math.max(64 * 10
 
 export abstract class StoreAdapter implements RawStore {
   protected abstract readonly raw: RawStore
+
+  constructor(private readonly failures: EngineFailures) {}
+
   /** Turns whatever a call threw into an OrreryError (and notes a wasm trap). */
-  protected abstract fail(error: unknown): OrreryError
+  protected fail(error: unknown): OrreryError {
+    return this.failures.fail(error)
+  }
+
   /** Throws if the engine can no longer be called. */
-  protected abstract usable(): void
+  protected usable(): void {
+    this.failures.usable()
+  }
 
   namespace(name: string): number {
     this.usable()

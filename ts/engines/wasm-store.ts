@@ -19,9 +19,6 @@ export interface WasmStoreHandle extends RawStore, StoreIoCalls {
 
 export type WasmStoreClass = new (maxValueBytes: number, history: number, replica: string, tombstoneMs: number) => WasmStoreHandle
 
-/** How the wasm engine checks and translates failures (it poisons itself after a trap). */
-export type WasmFailures = EngineFailures
-
 class WasmStoreCore extends StoreAdapter implements StoreCore {
   readonly durable = false
   private len: number
@@ -34,19 +31,15 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   constructor(
     protected readonly raw: WasmStoreHandle,
     private readonly memory: WebAssembly.Memory,
-    private readonly failures: WasmFailures,
+    failures: EngineFailures,
     maxValueBytes: number,
   ) {
-    super()
+    super(failures)
     this.len = 64 * 1024
     this.ptr = raw.reserve(this.len)
     this.buf = new Uint8Array(memory.buffer, this.ptr, this.len)
     this.dv = new DataView(memory.buffer, this.ptr, this.len)
     this.capacity = drainCapacity(maxValueBytes)
-  }
-
-  protected fail(error: unknown): OrreryError {
-    return this.failures.fail(error)
   }
 
   /**
@@ -66,8 +59,8 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
     super.import(bytes)
   }
 
-  protected usable(): void {
-    this.failures.usable()
+  protected override usable(): void {
+    super.usable()
     if (this.closed) throw new OrreryError('CLOSED', 'the store is closed')
   }
 
@@ -210,7 +203,7 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
   }
 }
 
-export function createWasmStore(cls: WasmStoreClass, memory: WebAssembly.Memory, failures: WasmFailures, o: StoreCoreOptions): StoreCore {
+export function createWasmStore(cls: WasmStoreClass, memory: WebAssembly.Memory, failures: EngineFailures, o: StoreCoreOptions): StoreCore {
   failures.usable()
   try {
     return new WasmStoreCore(new cls(o.maxValueBytes, o.history, o.replica, o.tombstoneMs), memory, failures, o.maxValueBytes)

@@ -8,9 +8,9 @@
 import { DRAIN_BYTES, type Backend, type RawBus } from './backend.js'
 import { fromEngine, OrreryError } from '../errors.js'
 import { adaptBus, notShareable, Slab } from './adapter.js'
-import { guardOf, releaseOf } from './failures.js'
+import { guardOf, releaseOf, type EngineFailures } from './failures.js'
 import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'
-import { createWasmStore, unsupportedDurable, type WasmFailures, type WasmStoreClass } from './wasm-store.js'
+import { createWasmStore, unsupportedDurable, type WasmStoreClass } from './wasm-store.js'
 import { registerEngineHooks } from './test-hooks.js'
 
 /** The surface of the wasm-bindgen `web` glue, which browsers and Node both load. */
@@ -39,7 +39,8 @@ export function wasmBackend(binding: WasmBinding): Backend {
     lastPanic = message
   })
 
-  const failures: WasmFailures = {
+  // Poisoned after a trap: the instance's memory can no longer be trusted.
+  const failures: EngineFailures = {
     usable() {
       if (poison) {
         throw new OrreryError(
