@@ -1,7 +1,9 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 
+import { LIMITS } from '../ts/engines/manifest.js'
 import { FrameWriter } from '../ts/frame.js'
+import { ERROR_CODES, Orrery } from '../ts/node.js'
 import { ENGINE } from './engine.js'
 import { clocked, errorOf } from './helpers.js'
 
@@ -98,6 +100,31 @@ describe(`messages name the user's objects (${ENGINE})`, () => {
     bus.respond('uploads', () => 'ok')
     const request = await errorOf(() => bus.request('uploads', 'x'.repeat(2_000)))
     expect(request?.message).toContain('to channel "uploads" is over maxMessageBytes = 1000')
+  })
+
+  it('VALUE_TOO_LARGE names the key and the maxValueBytes that would allow it', async () => {
+    const store = await Orrery.openStore({ engine: ENGINE, maxValueBytes: 16 })
+    const err = await errorOf(() => store.namespace('blobs').put('avatar.png', 'x'.repeat(100)))
+    expect(err).toMatchObject({ code: 'VALUE_TOO_LARGE' })
+    expect(err?.message).toMatch(/^the value for key "avatar.png" is \d+ bytes, over maxValueBytes = 16; pass a larger maxValueBytes to openStore/)
+    store.close()
+  })
+
+  it('a fixed limit reached is CAPACITY_EXCEEDED, the same on both engines, and changes nothing', async () => {
+    const store = await Orrery.openStore({ engine: ENGINE })
+    const ns = store.namespace<number>('many')
+    let txn = store.transaction()
+    for (let i = 0; i <= LIMITS.maxTxnWrites; i++) txn = txn.put(ns, `k${i}`, i)
+    const err = await errorOf(() => txn.commit())
+    expect(err).toMatchObject({ code: 'CAPACITY_EXCEEDED', message: `writes in one transaction: at most ${LIMITS.maxTxnWrites}` })
+    expect(ns.get('k0')).toBeUndefined()
+    store.close()
+  })
+
+  it('every code has its meaning in ERROR_CODES, from the core', () => {
+    for (const [code, meaning] of Object.entries(ERROR_CODES)) expect(meaning, code).toMatch(/^[a-z]/)
+    expect(Object.keys(ERROR_CODES)).toContain('ENGINE_MISMATCH')
+    expect(Object.keys(ERROR_CODES)).not.toContain('LAYOUT_MISMATCH')
   })
 })
 
