@@ -107,7 +107,7 @@ export class Group<T = unknown> {
         link.addConsumer(id, this.channel, (seq, attempt, frame) => {
           link.noteDeadline() // the delivery started a lease
           const message = new FrameMessage<T>(this.channel, seq, frame)
-          const delivery = this.delivery(id, message, attempt)
+          const delivery = new GroupDelivery(this, id, message, attempt, link.core.epoch)
           if (!schema) return sink.next(delivery)
           link.validated(schema, message, (ok, error) => {
             if (ok) sink.next(delivery)
@@ -128,22 +128,26 @@ export class Group<T = unknown> {
     return Object.assign(stream, { memberId: () => latest })
   }
 
-  private delivery(member: number, message: FrameMessage<T>, attempt: number): Delivery<T> {
-    return new GroupDelivery(this, member, message, attempt)
+  /** @internal Acks a delivery drained in core epoch `drainedIn` (see `BusCore.ackSoon`). */
+  ack(member: number, seq: number, token: number, drainedIn: number): void {
+    const link = this.link
+    try {
+      link.core.ackSoon(member, seq, token, drainedIn)
+    } catch (err) {
+      throw this.rename(err)
+    }
+    link.roomMade()
+    link.scheduleFlush()
   }
 
-  /** @internal Settles a delivery in the core. */
-  settle(member: number, seq: number, token: number, nack: { delay?: number; deadLetter?: string } | undefined): void {
+  /** @internal Nacks a delivery in the core. */
+  nack(member: number, seq: number, token: number, nack: { delay?: number; deadLetter?: string }): void {
     const link = this.link
     link.assertOpen()
     try {
-      if (nack === undefined) {
-        link.core.ack(member, seq, token)
-      } else {
-        const delay = nack.delay ?? 0
-        link.core.nack(member, seq, token, delay, nack.deadLetter ?? '', link.now())
-        if (delay > 0) link.noteDeadline()
-      }
+      const delay = nack.delay ?? 0
+      link.core.nack(member, seq, token, delay, nack.deadLetter ?? '', link.now())
+      if (delay > 0) link.noteDeadline()
     } catch (err) {
       throw this.rename(err)
     }
@@ -308,6 +312,8 @@ class GroupDelivery<T> implements Delivery<T> {
     private readonly member: number,
     readonly message: FrameMessage<T>,
     private readonly token: number,
+    /** The core's epoch when it was drained: while it lasts, an ack cannot be stale. */
+    private readonly drainedIn: number,
   ) {}
 
   /** Read from the core on first use (most handlers never ask), then kept: once settled, the core forgets it. */
@@ -319,9 +325,10 @@ class GroupDelivery<T> implements Delivery<T> {
   }
 
   ack(): void {
-    this.group.link.assertOpen()
+    const group = this.group
+    group.link.assertOpen()
     this.settleOnce('ack')
-    this.group.settle(this.member, this.message.seq, this.token, undefined)
+    group.ack(this.member, this.message.seq, this.token, this.drainedIn)
   }
 
   nack(options: { delay?: number; deadLetter?: string } = {}): void {
@@ -331,7 +338,7 @@ class GroupDelivery<T> implements Delivery<T> {
     const deadLetter = o.deadLetter === undefined ? undefined : deadLetterReason(o.deadLetter)
     this.group.link.assertOpen()
     this.settleOnce('nack')
-    this.group.settle(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
+    this.group.nack(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
   }
 
   private settleOnce(what: string): void {

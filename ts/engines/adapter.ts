@@ -61,7 +61,14 @@ export interface EngineHooks {
   share(): number
   setWaker(wake: (() => void) | null): void
   free(): void
+  /** Acks the first `n` (member, seq, attempt) triples of `acks` in one crossing; how many were refused. */
+  ackMany?(acks: Float64Array, n: number): number
+  /** The endpoint joined a bus made on another thread. */
+  attached?: boolean
 }
+
+/** Acks queued at most before they are sent anyway (24 KiB of triples). */
+const ACK_QUEUE = 1024
 
 /**
  * wasm-bindgen's release glue does not check argument types: a number where a string belongs
@@ -78,40 +85,123 @@ function bytes(value: unknown, what: string): Uint8Array {
   return value
 }
 
-/** Wraps every raw call in `guard`; one method per call, no per-call closures on the hot path beyond the guard's own. */
-export function adaptBus(raw: RawBus, guard: Guard, drainer: Drainer, hooks: EngineHooks, release: Release = guard): BusCore {
+/** Wraps every raw call in the engine's guard (sending queued acks first); one method per call, no per-call closures on the hot path beyond the guard's own. */
+export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hooks: EngineHooks, release: Release = engineGuard): BusCore {
+  // Acks that cannot be stale (see `ackSoon`) wait here to share one crossing: a crossing per ack
+  // was a fifth of a busy group's time. They are sent before any other call, so the core sees
+  // every call in the order it was made, and every read sees them.
+  const acks = new Float64Array(3 * ACK_QUEUE)
+  let queued = 0
+  // Counts the calls that may change which deliveries are current (every call that changes the
+  // core but an ack, and any call that failed). Another thread may change them at any time.
+  let epoch = 0
+  let shared = hooks.attached === true
+  const sendAcks = (): void => {
+    const n = queued
+    if (n === 0) return
+    queued = 0
+    // None is refused (each was current when queued, and nothing but acks came since), so the
+    // count of refused ones the native engine returns is always 0.
+    if (hooks.ackMany) hooks.ackMany(acks, n)
+    else for (let i = 0; i < 3 * n; i += 3) raw.ack(acks[i]!, acks[i + 1]!, acks[i + 2]!)
+  }
+  /** Before a call that only reads (the queued acks are part of what it reads). */
+  const look = (): void => {
+    if (queued !== 0) engineGuard(sendAcks)
+  }
+  /** Before a call that changes the core. */
+  const change = (): void => {
+    if (queued !== 0) engineGuard(sendAcks)
+    epoch++
+  }
+  /**
+   * Runs a call that only reads, or that changes the core without touching a delivery already
+   * made (a publish, a request, a reply, an ack).
+   */
+  const read: Guard = (call) => {
+    try {
+      look()
+      return engineGuard(call)
+    } catch (error) {
+      epoch++
+      throw error
+    }
+  }
+  /** Runs a call that may change which deliveries are current. */
+  const write: Guard = (call) => {
+    try {
+      change()
+      return engineGuard(call)
+    } catch (error) {
+      epoch++
+      throw error
+    }
+  }
   return {
-    channel: (name) => guard(() => raw.channel(text(name, 'a channel name'))),
+    get epoch() {
+      return epoch
+    },
+    ackSoon: (member, seq, attempt, drainedIn) => {
+      if (drainedIn !== epoch || shared) return read(() => raw.ack(member, seq, attempt))
+      const i = 3 * queued
+      acks[i] = member
+      acks[i + 1] = seq
+      acks[i + 2] = attempt
+      if (++queued === ACK_QUEUE) read(sendAcks)
+    },
+    channel: (name) => write(() => raw.channel(text(name, 'a channel name'))),
     configure: (channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now) =>
-      guard(() => raw.configure(channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now)),
-    publish: (batch, now) => guard(() => raw.publish(bytes(batch, 'a batch'), now)),
-    subscribe: (channel, mode, value, buffer, overflow) => guard(() => raw.subscribe(channel, mode, value, buffer, overflow)),
-    unsubscribe: (id) => release(() => raw.unsubscribe(id)),
+      write(() => raw.configure(channel, maxCount, maxBytes, maxAge, dedupWindow, deadLetterExpired, now)),
+    publish: (batch, now) => read(() => raw.publish(bytes(batch, 'a batch'), now)),
+    subscribe: (channel, mode, value, buffer, overflow) => write(() => raw.subscribe(channel, mode, value, buffer, overflow)),
+    unsubscribe: (id) =>
+      release(() => {
+        change()
+        raw.unsubscribe(id)
+      }),
     // Pausing lets go of deliveries (a stopping agent pauses its inbox); resuming asks for them.
-    setPaused: (id, paused) => (paused ? release(() => raw.setPaused(id, true)) : guard(() => raw.setPaused(id, false))),
+    setPaused: (id, paused) =>
+      paused
+        ? release(() => {
+            change()
+            raw.setPaused(id, true)
+          })
+        : write(() => raw.setPaused(id, false)),
     group: (channel, name, mode, value, buffer, overflow, visibility, maxDeliveries) =>
-      guard(() => raw.group(channel, text(name, 'a group name'), mode, value, buffer, overflow, visibility, maxDeliveries)),
-    join: (group, maxInFlight) => guard(() => raw.join(group, maxInFlight)),
-    deleteGroup: (group) => guard(() => raw.deleteGroup(group)),
-    ack: (member, seq, attempt) => guard(() => raw.ack(member, seq, attempt)),
-    nack: (member, seq, attempt, delay, reason, now) => guard(() => raw.nack(member, seq, attempt, delay, text(reason, 'a dead-letter reason'), now)),
-    claim: (member, minIdle, max, now) => guard(() => raw.claim(member, minIdle, max, now)),
-    pending: (group, now) => guard(() => raw.pending(group, now)),
-    request: (batch, timeout, now) => guard(() => raw.request(bytes(batch, 'a request'), timeout, now)),
-    reply: (batch) => guard(() => raw.reply(bytes(batch, 'a reply'))),
-    nextDeadline: () => guard(() => raw.nextDeadline()),
-    hasPending: () => guard(() => raw.hasPending()),
-    stats: (channel) => guard(() => raw.stats(channel)),
-    subscriberStats: (id) => guard(() => raw.subscriberStats(id)),
-    groupStats: (group) => guard(() => raw.groupStats(group)),
-    lateReplies: () => guard(() => raw.lateReplies()),
-    drainRecords: (now) => guard(() => drainer.drain(now)),
+      write(() => raw.group(channel, text(name, 'a group name'), mode, value, buffer, overflow, visibility, maxDeliveries)),
+    join: (group, maxInFlight) => write(() => raw.join(group, maxInFlight)),
+    deleteGroup: (group) => write(() => raw.deleteGroup(group)),
+    ack: (member, seq, attempt) => read(() => raw.ack(member, seq, attempt)),
+    nack: (member, seq, attempt, delay, reason, now) => write(() => raw.nack(member, seq, attempt, delay, text(reason, 'a dead-letter reason'), now)),
+    claim: (member, minIdle, max, now) => write(() => raw.claim(member, minIdle, max, now)),
+    pending: (group, now) => read(() => raw.pending(group, now)),
+    request: (batch, timeout, now) => read(() => raw.request(bytes(batch, 'a request'), timeout, now)),
+    reply: (batch) => read(() => raw.reply(bytes(batch, 'a reply'))),
+    nextDeadline: () => read(() => raw.nextDeadline()),
+    hasPending: () => read(() => raw.hasPending()),
+    stats: (channel) => read(() => raw.stats(channel)),
+    subscriberStats: (id) => read(() => raw.subscriberStats(id)),
+    groupStats: (group) => read(() => raw.groupStats(group)),
+    lateReplies: () => read(() => raw.lateReplies()),
+    // A drain fires the deadlines due, leases among them.
+    drainRecords: (now) => write(() => drainer.drain(now)),
     get drainedAll() {
       return drainer.done
     },
-    share: () => guard(() => hooks.share()),
-    setWaker: (wake) => guard(() => hooks.setWaker(wake)),
-    free: () => hooks.free(),
+    share: () =>
+      read(() => {
+        shared = true
+        return hooks.share()
+      }),
+    setWaker: (wake) => read(() => hooks.setWaker(wake)),
+    free: () => {
+      try {
+        look()
+      } catch {
+        // The endpoint goes anyway; what its acks would have settled goes with it.
+      }
+      hooks.free()
+    },
   }
 }
 

@@ -83,6 +83,17 @@ export interface BusCore extends RawBus {
   drainRecords(now: number): Uint8Array | undefined
   /** Whether the last `drainRecords` left nothing behind (no need to call again). */
   readonly drainedAll: boolean
+  /**
+   * Counts the calls that may change which group deliveries are current (a drain fires leases);
+   * read when a delivery is drained, it tells `ackSoon` whether that delivery can be stale.
+   */
+  readonly epoch: number
+  /**
+   * Acks as `ack` does. When nothing that could change it reached the core since the delivery was
+   * drained (`drainedIn` is still the `epoch`), the ack cannot fail: it is queued to share one
+   * crossing with others, sent before any other call (so reads see it).
+   */
+  ackSoon(member: number, seq: number, attempt: number, drainedIn: number): void
   /** A handle other threads attach with (native engine only). */
   share(): number
   /** Sets the function called when another thread gives this endpoint work (null clears it). */

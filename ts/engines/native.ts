@@ -22,6 +22,7 @@ export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
   busUseCallBlock(block: Float64Array): void
   busUseOut(slot: number, out: Uint8Array): void
   busAck(): void
+  busAckMany(acks: Float64Array): void
   busPublish(batch: Uint8Array): void
   busRequest(batch: Uint8Array): void
   busReply(batch: Uint8Array): void
@@ -109,7 +110,7 @@ function hot(b: NativeBinding, handle: NativeBusHandle, call: Float64Array): Raw
 
 const guard = guardOf(NATIVE_FAILURES)
 
-function adapt(b: NativeBinding, handle: NativeBusHandle) {
+function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
   const slab = new Slab()
   let out = new Uint8Array(DRAIN_BYTES)
   // Acks, publishes, requests, replies and drains take their endpoint and arguments from it.
@@ -139,6 +140,13 @@ function adapt(b: NativeBinding, handle: NativeBusHandle) {
     },
   }
   return adaptBus(hot(b, handle, call), guard, drainer, {
+    attached,
+    ackMany(acks: Float64Array, n: number): number {
+      call[0] = slot
+      call[1] = n
+      b.busAckMany(acks)
+      return call[0]!
+    },
     share: () => handle.share(),
     setWaker: (wake) => handle.setWaker(wake),
     // Releases at once what a finalizer would release only when the handle is collected: 5,000
@@ -164,6 +172,7 @@ export function nativeBackend(binding: NativeBinding): Backend {
       adapt(
         binding,
         guard(() => binding.NativeBus.attach(handle)),
+        true,
       ),
     createStore: (options) => createNativeStore(binding, options),
     createMesh: (options) => createNativeMesh(binding, options),
