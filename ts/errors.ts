@@ -2,7 +2,7 @@
  * Orrery's errors: real `Error` objects with a stable `code` to branch on, a `cause` where
  * there is one, and `details` that locate the problem.
  */
-import { ERROR_CODES } from './engines/manifest.js'
+import { type BOUNDARY_CODES, ERROR_CODES } from './engines/manifest.js'
 
 /**
  * Every code an Orrery error can carry: the keys of the core's manifest (`crates/core/src/manifest.rs`,
@@ -11,6 +11,8 @@ import { ERROR_CODES } from './engines/manifest.js'
 export type ErrorCode = keyof typeof ERROR_CODES
 
 const KNOWN: ReadonlySet<string> = new Set(Object.keys(ERROR_CODES))
+/** The core's code for a full consumer whose policy is `block` (typed against the manifest's boundary codes). */
+const WAIT: keyof typeof BOUNDARY_CODES = 'BACKPRESSURE_WAIT'
 
 /** The error every Orrery call throws or rejects with. */
 export class OrreryError extends Error {
@@ -52,7 +54,7 @@ export function fromEngine(raw: unknown): OrreryError {
   const code = typeof err?.code === 'string' ? err.code : undefined
   if (code !== undefined && KNOWN.has(code)) return new OrreryError(code as ErrorCode, message, { cause: raw })
   // A full consumer whose policy is `block`: the bus waits and retries instead of failing.
-  if (code === 'BACKPRESSURE_WAIT') return new OrreryError('BACKPRESSURE', message, { cause: raw, details: { wait: true } })
+  if (code === WAIT) return new OrreryError('BACKPRESSURE', message, { cause: raw, details: { wait: true } })
   if (code === 'GenericFailure') return new OrreryError('PANIC', `the Orrery core panicked: ${message}`, { cause: raw })
   if (code !== undefined || raw instanceof TypeError) {
     return new OrreryError('INVALID_ARGUMENT', `an argument has the wrong type: ${message}`, { cause: raw })
