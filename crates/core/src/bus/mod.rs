@@ -27,14 +27,16 @@ pub(crate) use timer::Deadline;
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 pub use buffer::{Item, PriorityBuffer};
 pub use consumer::{Consumer, ConsumerKind, Feed, Member, Subscriber};
 pub use deliver::{EventKind, EVENT_CONSUMER, REPLY_CONSUMER};
 pub use group::PendingInfo;
 pub use log::{Entry, Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
-pub use request::Replied;
 pub use outbox::Writer;
+pub use request::Replied;
 
 /// Checks a duration of ms >= 0 (for the host glue).
 pub fn options_check_ms(value: Millis, option: &'static str) -> Result<(), BusError> {
@@ -136,7 +138,8 @@ pub struct Bus {
     groups: Slab<Group>,
     group_names: HashMap<(ChannelId, Box<str>), u32>,
     endpoints: Slab<Endpoint>,
-    requests: HashMap<u32, Request>,
+    /// Open requests by reply token (FxHash: hashed on every request and reply).
+    requests: FxHashMap<u32, Request>,
     next_token: u32,
     next_attempt: u32,
     late_replies: u64,
@@ -169,7 +172,7 @@ impl Bus {
             groups: Slab::default(),
             group_names: HashMap::new(),
             endpoints,
-            requests: HashMap::new(),
+            requests: FxHashMap::default(),
             next_token: 1,
             next_attempt: 1,
             late_replies: 0,
