@@ -26,6 +26,8 @@ export interface WasmBinding {
 }
 
 export interface WasmBusHandle extends RawBus {
+  /** Acks the (member, seq, attempt) triples of `acks`; how many were refused. */
+  ackMany(acks: Float64Array): number
   drain(capacity: number, now: number): number
   scratchPtr(): number
   free(): void
@@ -88,6 +90,8 @@ export function wasmBackend(binding: WasmBinding): Backend {
       guard,
       drainer,
       {
+        // One call for the whole queue; the glue copies only the triples in use.
+        ackMany: (acks, n) => handle.ackMany(acks.subarray(0, 3 * n)),
         share: () => {
           throw notShareable('wasm')
         },

@@ -116,6 +116,17 @@ impl WasmBus {
         wire::ack(&mut self.bus, member, seq, attempt).map_err(to_js)
     }
 
+    /// Acks a run of deliveries in one call: `acks` holds (member, seq, attempt) triples. JS
+    /// queues only acks that cannot be stale, so a refused one is counted, not thrown: the
+    /// result is how many were refused.
+    #[wasm_bindgen(js_name = ackMany)]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "ids and tokens JS took from the core")]
+    pub fn ack_many(&mut self, acks: &[f64]) -> u32 {
+        let refused =
+            acks.chunks_exact(3).filter(|a| wire::ack(&mut self.bus, a[0] as u32, a[1], a[2] as u32).is_err()).count();
+        u32::try_from(refused).unwrap_or(u32::MAX)
+    }
+
     /// Nacks a delivery; a non-empty reason dead-letters it at once.
     pub fn nack(
         &mut self,
