@@ -1,11 +1,11 @@
-//! On-disk records as the native engine's durable store reads them back (bindings/node/src/disk.rs):
-//! the meta row and each key's row decoded with `Meta::from_bytes` and `EntryState::from_bytes`,
-//! then loaded. A damaged file must give an error, never a panic. Half the inputs are raw rows;
+//! On-disk records as a durable store reads them back (`store::persist::recover`, which the native
+//! engine's redb file goes through): the meta row and each key's row, keyed by namespace, a 0 byte
+//! and the key, decoded, checked and loaded. A damaged file must be refused as damaged, never panic. Half the inputs are raw rows;
 //! the other half overwrite bytes of the rows of a real store, to get past the first fields.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orrery_core::store::{Bytes, EntryState, Meta};
+use orrery_core::store::persist::{recover, Durable, Memory, PersistError};
 
 /// A meta row, then (namespace, key, row) for each key: what the native engine reads back.
 type Rows = (Vec<u8>, Vec<(String, Vec<u8>, Vec<u8>)>);
@@ -91,21 +91,17 @@ fuzz_target!(|data: &[u8]| {
     let Some((meta, rows)) = (if mode & 1 == 0 { raw(rest) } else { Some(mutated(rest)) }) else { return };
     // The harness's own check: a real store's untouched rows decode and load.
     let untouched = mode & 1 == 1 && rest.len() < 3;
-    let meta = match Meta::from_bytes(&meta) {
-        Ok(meta) => meta,
-        Err(e) => return assert!(!untouched, "an untouched meta row decodes: {e}"),
-    };
-    let mut entries = Vec::new();
+    let mut durable = Durable { meta: Some(meta), ..Durable::default() };
     for (name, key, row) in rows {
-        let state = match EntryState::from_bytes(&row) {
-            Ok(state) => state,
-            Err(e) => return assert!(!untouched, "an untouched row decodes: {e}"),
-        };
-        entries.push((name, Bytes::from(key), state));
+        let mut row_key = name.into_bytes();
+        row_key.push(0);
+        row_key.extend_from_slice(&key);
+        durable.rows.insert(row_key, row);
     }
     let mut s = store();
-    let loaded = s.load(&meta, entries);
+    let loaded = recover(&mut Memory::reopen(durable), &mut s);
     assert!(!untouched || loaded.is_ok(), "untouched rows load: {loaded:?}");
+    assert!(matches!(loaded, Ok(_) | Err(PersistError::Damaged(_))), "only ever refused as damaged: {loaded:?}");
     if loaded.is_ok() {
         // A loaded store exports, and its export imports.
         let exported = s.export();

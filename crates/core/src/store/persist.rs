@@ -32,7 +32,7 @@ use std::sync::Mutex;
 
 pub use committer::Committer;
 pub use journal::Journal;
-pub use memory::{Faults, Memory};
+pub use memory::{Durable, Faults, Memory};
 
 use super::{Bytes, EntryState, Hlc, Meta, Store};
 use crate::error::{Coded, StoreError};
