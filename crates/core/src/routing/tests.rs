@@ -175,3 +175,42 @@ fn parses_capability_specs() {
     assert_eq!(parse_capabilities("a").unwrap_err().code(), "INVALID_ARGUMENT");
     assert_eq!(parse_capabilities("a 1.0.0 x").unwrap_err().code(), "INVALID_ARGUMENT");
 }
+
+/// `find_states` as (handle, health, in flight, last beat, breaker) per match.
+fn states(mesh: &mut RoutingState, q: u32, now: Millis) -> Vec<(u32, u32, u32, Millis, u32)> {
+    let mut out = Vec::new();
+    mesh.find_states(q, now, &mut out).unwrap();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    out.chunks(STATE_FIELDS).map(|s| (s[0] as u32, s[1] as u32, s[2] as u32, s[3], s[4] as u32)).collect()
+}
+
+#[test]
+fn find_states_follow_health_calls_beats_breakers_and_reused_slots() {
+    let (mut mesh, agents, q) = mesh_of(2, 0, breaker(1));
+    assert_eq!(states(&mut mesh, q, 0.0), vec![(agents[0], 0, 0, 0.0, 0), (agents[1], 0, 0, 0.0, 0)]);
+    mesh.heartbeat(agents[1], Health::Degraded, 5.0).unwrap();
+    assert_eq!(mesh.route(q, Strategy::Priority, &[], 6.0).unwrap(), Ok(agents[0]));
+    assert_eq!(states(&mut mesh, q, 6.0), vec![(agents[0], 0, 1, 0.0, 0), (agents[1], 1, 0, 5.0, 0)]);
+    // A failure opens the first agent's breaker; a search after its cool-down sees it half-open
+    // (and reports that move as an event), and a probe's success closes it again.
+    mesh.finish(agents[0], Some(false), 7.0);
+    assert_eq!(states(&mut mesh, q, 8.0)[0], (agents[0], 0, 0, 0.0, 1));
+    mesh.take_events();
+    assert_eq!(states(&mut mesh, q, 1_007.0)[0], (agents[0], 0, 0, 0.0, 2));
+    assert_eq!(
+        mesh.take_events(),
+        vec![Event::Breaker { agent: agents[0], from: BreakerState::Open, to: BreakerState::HalfOpen, at: 1_007.0 }]
+    );
+    assert_eq!(mesh.route(q, Strategy::Priority, &[], 1_008.0).unwrap(), Ok(agents[0]));
+    mesh.finish(agents[0], Some(true), 1_009.0);
+    assert_eq!(states(&mut mesh, q, 1_010.0)[0], (agents[0], 0, 0, 0.0, 0));
+    // A slot freed and taken again reports its new agent only, with a closed breaker.
+    mesh.finish(agents[0], Some(false), 1_011.0);
+    mesh.deregister(agents[0]).unwrap();
+    assert_eq!(states(&mut mesh, q, 1_012.0), vec![(agents[1], 1, 0, 5.0, 0)]);
+    let again = mesh.register("w9", "worker", &[("work", "1.3.0", 9)], &[], 0, 1_013.0).unwrap();
+    assert_eq!(crate::slab::index(again), crate::slab::index(agents[0]));
+    assert_eq!(states(&mut mesh, q, 1_014.0), vec![(agents[1], 1, 0, 5.0, 0)]);
+    mesh.heartbeat(again, Health::Healthy, 1_015.0).unwrap();
+    assert_eq!(states(&mut mesh, q, 1_016.0), vec![(again, 0, 0, 1_015.0, 0), (agents[1], 1, 0, 5.0, 0)]);
+}
