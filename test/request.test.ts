@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 
-import type { Delivery } from '../ts/node.js'
-import { ENGINE } from './engine.js'
+import { type Delivery, Orrery } from '../ts/node.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
 import { clocked, collect, errorOf, settle } from './helpers.js'
 
 describe(`request/response and direct messages (${ENGINE})`, () => {
@@ -222,5 +222,34 @@ describe(`replies to a request of the same Orrery (${ENGINE})`, () => {
     const replies = await Promise.all(Array.from({ length: 200 }, (_, n) => bus.request<number>('square', n)))
     expect(replies.map((r) => r.payload)).toEqual(Array.from({ length: 200 }, (_, n) => n * n))
     expect(bus.lateReplies()).toBe(0)
+  })
+})
+
+describe(`a settled request holds nothing open (${ENGINE})`, () => {
+  /** The timers that keep Node's event loop alive (unref'd ones are not listed). */
+  const heldTimers = () => process.getActiveResourcesInfo().filter((what) => what === 'Timeout').length
+
+  // A request arms the timer for its own timeout; once answered, that timer must not keep the
+  // process alive until the timeout (5 s by default, or days with a long timeout).
+  it.skipIf(IN_BROWSER)('lets the process exit once every request is answered, and holds it again for a new one', async () => {
+    const orrery = await Orrery.create()
+    try {
+      const { bus } = orrery
+      const before = heldTimers()
+      bus.respond<number, number>('svc', (request) => request.payload + 1)
+      expect((await bus.request<number>('svc', 1, { timeout: 2 ** 31 - 1 })).payload).toBe(2)
+      expect(heldTimers()).toBe(before)
+      // An answer that comes later: the request's timer holds the process while it waits.
+      let answer: (n: number) => void = () => {}
+      bus.respond<number, number>('slow', () => new Promise<number>((resolve) => (answer = resolve)))
+      const pending = bus.request<number>('slow', 1, { timeout: 60_000 })
+      await settle()
+      expect(heldTimers()).toBe(before + 1)
+      answer(7)
+      expect((await pending).payload).toBe(7)
+      expect(heldTimers()).toBe(before)
+    } finally {
+      orrery.close()
+    }
   })
 })

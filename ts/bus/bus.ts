@@ -873,6 +873,7 @@ export class Bus {
     const waiting = this.requests.get(token)
     if (!waiting) return
     this.requests.delete(token)
+    if (this.requests.size === 0) this.releaseTimer()
     const message = new FrameMessage(waiting.channel, seq, frame)
     if (message.kind === 'error') {
       const { message: text, code, permanent } = message.payload as { message: string; code: string | null; permanent?: boolean }
@@ -892,6 +893,7 @@ export class Bus {
       const waiting = this.requests.get(subject)
       if (!waiting) return
       this.requests.delete(subject)
+      if (this.requests.size === 0) this.releaseTimer()
       waiting.reject(new OrreryError('TIMEOUT', `no reply on ${waiting.channel} in time`, { details: { channel: waiting.channel } }))
     } else if (type === 'slow-consumer') {
       this.eventSubject.next({ type, consumer: subject, channel: this.consumerChannels.get(subject), buffered: value })
@@ -923,6 +925,15 @@ export class Bus {
    * redelivery, a request's timeout), so the timer keeps the process open; when everything is
    * settled the core has no deadline and no timer is left.
    */
+  /**
+   * The last open request settled: a request arms the timer for its own timeout without asking
+   * the core, so that timer would keep the process alive until then. If the core has no other
+   * deadline, the timer lets go of the process.
+   */
+  private releaseTimer(): void {
+    if (!this.engineFailed && !this.closed && this.core.nextDeadline() === NO_DEADLINE) this.deadlines.release()
+  }
+
   private armTimer(): void {
     if (this.engineFailed) return
     const at = this.core.nextDeadline()
