@@ -1,52 +1,34 @@
 /**
  * The interface every engine implements with the same semantics. The facade (`Orrery`, `Bus`)
- * speaks only to this, so the N-API and WebAssembly engines are interchangeable. Field orders
- * of the stats arrays mirror `crates/core/src/host.rs`.
+ * speaks only to this, so the N-API and WebAssembly engines are interchangeable. The codes and
+ * field orders below come from the generated `./manifest.ts` (`crates/core/src/manifest.rs`),
+ * which the core's `bus::wire` reads too; they are re-exported here for the facade.
  */
-import { FIELDS } from './manifest.js'
+import { type CHANNEL_STATS, FIELDS, type GROUP_STATS, type OVERFLOW, type PENDING_FIELDS, type SUBSCRIBER_STATS } from './manifest.js'
+
+export {
+  CHANNEL_STATS,
+  EVENT_CONSUMER,
+  EVENT_KINDS,
+  GROUP_STATS,
+  OVERFLOW,
+  PENDING_FIELDS,
+  REPLIED,
+  REPLY_CONSUMER,
+  ROUTE_REFUSED,
+  START_MODES,
+  SUBSCRIBER_STATS,
+} from './manifest.js'
 
 /** Which engine runs the core. */
 export type EngineName = 'native' | 'wasm'
 
-/** Where a new consumer starts: codes shared with `StartAt::from_code`. */
-export const START_MODES = { latest: 0, earliest: 1, seq: 2, time: 3 } as const
-/** Overflow policies: codes shared with `Overflow::from_code`. */
-export const OVERFLOW = { block: 0, 'drop-oldest': 1, reject: 2 } as const
 export type OverflowPolicy = keyof typeof OVERFLOW
-
-export const CHANNEL_STATS = [
-  'published',
-  'delivered',
-  'retained',
-  'retainedBytes',
-  'firstSeq',
-  'nextSeq',
-  'subscribers',
-  'groups',
-  'duplicates',
-  'expired',
-  'deadLettered',
-] as const
-export const SUBSCRIBER_STATS = ['buffered', 'delivered', 'dropped', 'missed', 'expired', 'lag'] as const
-export const GROUP_STATS = ['members', 'backlog', 'pending', 'delivered', 'acked', 'nacked', 'redelivered', 'deadLettered', 'expired'] as const
-export const PENDING_FIELDS = ['seq', 'member', 'attempt', 'deliveries', 'idle'] as const
 
 export type ChannelStats = Record<(typeof CHANNEL_STATS)[number], number>
 export type SubscriberStats = Record<(typeof SUBSCRIBER_STATS)[number], number>
 export type GroupStats = Record<(typeof GROUP_STATS)[number], number>
 export type PendingEntry = Record<(typeof PENDING_FIELDS)[number], number>
-
-/** Consumer id of a record carrying a reply (attempt = reply token); mirrors `REPLY_CONSUMER`. */
-export const REPLY_CONSUMER = 0xffffffff
-/** Consumer id of a record carrying an event (attempt = kind, seq = value); mirrors `EVENT_CONSUMER`. */
-export const EVENT_CONSUMER = 0xfffffffe
-/**
- * What `reply` returns; mirrors `Replied`. `own`: the request was this endpoint's, settled in
- * the core and not queued, so the bus resolves it from the frame it sent (no drain).
- */
-export const REPLIED = { late: 0, queued: 1, own: 2 } as const
-/** Event kinds; mirrors `EventKind`. */
-export const EVENT_KINDS = { 1: 'slow-consumer', 2: 'dropped', 3: 'request-timeout' } as const
 
 /** The calls both bindings expose with the same names and arguments. */
 export interface RawBus {
@@ -164,7 +146,6 @@ export interface StoreCore extends RawStore, StoreIoCalls {
   close(): void
 }
 
-/** One loaded engine. */
 /** A mesh's settings, as the core takes them. */
 export interface MeshCoreOptions {
   seed: number
@@ -181,21 +162,15 @@ export interface MeshCoreOptions {
   successesToClose: number
 }
 
-/**
- * What `MeshCore.route` returns when it picks no agent (an agent's handle is >= 0): minus the
- * status codes of `orrery_core::routing::wire`.
- */
-export const ROUTE_REFUSED = { noMatch: -1, circuitOpen: -2, bulkheadFull: -3 } as const
-
 /** Where `MeshCore.route` puts the time to try again after a `circuitOpen` refusal; the caller owns (and reuses) it. */
 export interface RouteRefusal {
   retryAt: number
 }
 
-/** Fields per match in `MeshCore.findStates` (`orrery_core::mesh::STATE_FIELDS`). */
+/** Fields per match in `MeshCore.findStates` (`orrery_core::routing::STATE_FIELDS`). */
 export const MESH_STATE_FIELDS = FIELDS.meshState
 
-/** Fields per event in `MeshCore.events` (`orrery_core::mesh::encode_events`). */
+/** Fields per event in `MeshCore.events` (`orrery_core::routing::EVENT_FIELDS`). */
 export const MESH_EVENT_FIELDS = FIELDS.meshEvent
 
 /**
@@ -214,7 +189,7 @@ export interface MeshCore {
   findStates(query: number, now: number): ArrayLike<number>
   /**
    * Picks a target past `exclude` (any number of agents), counting the call in flight: returns
-   * the agent's handle, or a `ROUTE_REFUSED` code; after `circuitOpen`, `refusal.retryAt` says
+   * the agent's handle, or a `ROUTE_REFUSED` code (minus the route's status); after `circuitOpen`, `refusal.retryAt` says
    * when a breaker lets a call through again.
    */
   route(query: number, strategy: number, now: number, exclude: readonly number[], refusal?: RouteRefusal): number
@@ -237,6 +212,7 @@ export interface MeshCore {
   close(): void
 }
 
+/** One loaded engine. */
 export interface Backend {
   readonly name: EngineName
   createMesh(options: MeshCoreOptions): MeshCore

@@ -124,7 +124,6 @@ export const CALL_BLOCK = {
   slots: 8,
   args: 4,
   meshSlots: 4096,
-  meshRouteHead: 5,
 } as const
 
 /** The store's byte layouts (crates/core/src/store/wire.rs). */
@@ -154,5 +153,71 @@ export const FIELDS = {
   bulkheadFull: 3,
 } as const
 
+/** Where a new consumer starts (`StartAt::from_code`). */
+export const START_MODES = {
+  latest: 0,
+  earliest: 1,
+  seq: 2,
+  time: 3,
+} as const
+
+/** Overflow policies (`Overflow::from_code`). */
+export const OVERFLOW = {
+  block: 0,
+  'drop-oldest': 1,
+  reject: 2,
+} as const
+
+/** What a reply call returns. `own`: the request was the replying endpoint's, settled in the core and not queued, so the host resolves it from the frame it sent. */
+export const REPLIED = {
+  late: 0,
+  queued: 1,
+  own: 2,
+} as const
+
+/** Event kinds, by the code an event record carries (`EventKind`). */
+export const EVENT_KINDS = {
+  1: 'slow-consumer',
+  2: 'dropped',
+  3: 'request-timeout',
+} as const
+
+/** Consumer id of a record carrying a reply (attempt: the reply token). */
+export const REPLY_CONSUMER = 4294967295
+
+/** Consumer id of a record carrying an event (attempt: its kind; seq: its value). */
+export const EVENT_CONSUMER = 4294967294
+
+/** A channel's counters, in the order the engines return them. */
+export const CHANNEL_STATS = [
+  'published',
+  'delivered',
+  'retained',
+  'retainedBytes',
+  'firstSeq',
+  'nextSeq',
+  'subscribers',
+  'groups',
+  'duplicates',
+  'expired',
+  'deadLettered',
+] as const
+
+/** A subscriber's counters, in the order the engines return them. */
+export const SUBSCRIBER_STATS = ['buffered', 'delivered', 'dropped', 'missed', 'expired', 'lag'] as const
+
+/** A group's counters, in the order the engines return them. */
+export const GROUP_STATS = ['members', 'backlog', 'pending', 'delivered', 'acked', 'nacked', 'redelivered', 'deadLettered', 'expired'] as const
+
+/** A pending entry's numbers, in the order the engines return them. */
+export const PENDING_FIELDS = ['seq', 'member', 'attempt', 'deliveries', 'idle'] as const
+
+/** What a route returns when it picks no agent (an agent's handle is >= 0): minus the route's status. */
+export const ROUTE_REFUSED = {
+  noMatch: -1,
+  circuitOpen: -2,
+  bulkheadFull: -3,
+} as const
+
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = '988e29832dfc001f'
+export const MANIFEST_HASH = 'a42d44faa98ea650'

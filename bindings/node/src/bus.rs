@@ -226,7 +226,7 @@ impl NativeBus {
         self.core()?.with(self.endpoint, |bus| wire::claim(bus, member, min_idle, max, now)).map_err(to_js)
     }
 
-    /// A group's pending-entries list, flattened (see `orrery_core::bus::wire::PENDING_FIELDS`).
+    /// A group's pending-entries list, flattened (order: the manifest's `PENDING_FIELDS`).
     #[napi(catch_unwind)]
     pub fn pending(&self, group: u32, now: f64) -> Result<Vec<f64>> {
         self.core()?.read(|bus| wire::pending(bus, group, now)).map_err(to_js)
@@ -238,19 +238,19 @@ impl NativeBus {
         Ok(self.core()?.with(self.endpoint, |bus| bus.tick(now)) as u32)
     }
 
-    /// Channel counters (order: `ts/backend.ts` `CHANNEL_STATS`).
+    /// Channel counters (order: the manifest's `CHANNEL_STATS`).
     #[napi(catch_unwind)]
     pub fn stats(&self, channel: u32) -> Result<Vec<f64>> {
         self.core()?.read(|bus| wire::channel_stats(bus, channel)).map_err(to_js)
     }
 
-    /// Subscriber counters (order: `SUBSCRIBER_STATS`).
+    /// Subscriber counters (order: the manifest's `SUBSCRIBER_STATS`).
     #[napi(catch_unwind)]
     pub fn subscriber_stats(&self, id: u32) -> Result<Vec<f64>> {
         self.core()?.read(|bus| wire::subscriber_stats(bus, id)).map_err(to_js)
     }
 
-    /// Group counters (order: `GROUP_STATS`).
+    /// Group counters (order: the manifest's `GROUP_STATS`).
     #[napi(catch_unwind)]
     pub fn group_stats(&self, group: u32) -> Result<Vec<f64>> {
         self.core()?.read(|bus| wire::group_stats(bus, group)).map_err(to_js)

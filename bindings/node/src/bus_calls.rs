@@ -56,7 +56,7 @@ fn unknown(slot: f64) -> napi::Error<crate::error::Code> {
 
 /// Runs `call` with the endpoint in slot 0 of the call block and arguments from slots 1..;
 /// its result goes into slot 0.
-fn with_call(call: impl FnOnce(&mut Endpoint, [f64; 4]) -> Result<f64>) -> Result<()> {
+fn with_call(call: impl FnOnce(&mut Endpoint, call_block::Args) -> Result<f64>) -> Result<()> {
     call_block::run(
         &CALL,
         || unknown(f64::NAN),
@@ -164,8 +164,9 @@ pub fn bus_drain() -> Result<()> {
     })
 }
 
-/// The bus's next deadline, or -1 (call block: slot). The class method cost ~280 ns a call, and
-/// the bus asks after every flush that may have added a deadline (a request, a group delivery).
+/// The bus's next deadline, or the manifest's `NO_DEADLINE` (Infinity) (call block: slot). The
+/// class method cost ~280 ns a call, and the bus asks after every flush that may have added a
+/// deadline (a request, a group delivery).
 #[napi(catch_unwind)]
 pub fn bus_next_deadline() -> Result<()> {
     with_call(|e, _| Ok(e.shared.read(wire::next_deadline)))

@@ -166,7 +166,7 @@ impl WasmBus {
         self.bus.tick(now) as u32
     }
 
-    /// The next deadline, or -1.
+    /// The next deadline, or the manifest's `NO_DEADLINE` (Infinity) when none is due.
     #[wasm_bindgen(js_name = nextDeadline)]
     #[must_use]
     pub fn next_deadline(&self) -> f64 {

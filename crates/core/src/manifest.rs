@@ -151,8 +151,79 @@ pub mod call_block {
     pub const ARGS: usize = 4;
     /// Slots of the mesh call block: the handle, the route arguments, then exclusions or matches.
     pub const MESH_SLOTS: usize = 4096;
-    /// Slots of a route call before its exclusions: handle, query, strategy, now, count.
-    pub const MESH_ROUTE_HEAD: usize = 5;
+}
+
+/// The bus's codes and the order of the numbers in its flat arrays (`bus::wire` builds them
+/// from these tables, so the order is written once).
+pub mod bus_wire {
+    use crate::bus::{ChannelStats, EventKind, GroupStats, PendingInfo, Replied, SubscriberStats};
+
+    /// One number of a flat result: its name on the TS side, and how the core reads it.
+    pub type Field<T, V = u64> = (&'static str, fn(&T) -> V);
+
+    /// Where a new consumer starts, as `StartAt::from_code` reads it (checked by a test).
+    pub const START_MODES: &[(&str, u32)] = &[("latest", 0), ("earliest", 1), ("seq", 2), ("time", 3)];
+    /// Overflow policies, as `Overflow::from_code` reads them (checked by a test).
+    pub const OVERFLOW: &[(&str, u32)] = &[("block", 0), ("drop-oldest", 1), ("reject", 2)];
+    /// What became of a reply: the codes a reply call returns. `own`: the request was the
+    /// replying endpoint's, settled in the core and not queued; the host resolves it itself.
+    pub const REPLIED: &[(&str, Replied)] =
+        &[("late", Replied::Late), ("queued", Replied::Queued), ("own", Replied::Own)];
+    /// Event kinds, by the code an event record carries.
+    pub const EVENT_KINDS: &[(EventKind, &str)] = &[
+        (EventKind::SlowConsumer, "slow-consumer"),
+        (EventKind::Dropped, "dropped"),
+        (EventKind::RequestTimeout, "request-timeout"),
+    ];
+    /// Consumer id of a record carrying a reply (attempt: the reply token).
+    pub const REPLY_CONSUMER: u32 = crate::bus::REPLY_CONSUMER;
+    /// Consumer id of a record carrying an event (attempt: its kind; seq: its value).
+    pub const EVENT_CONSUMER: u32 = crate::bus::EVENT_CONSUMER;
+
+    /// A channel's counters, in the order `bus::wire::channel_stats` returns them.
+    pub const CHANNEL_STATS: &[Field<ChannelStats>] = &[
+        ("published", |s| s.published),
+        ("delivered", |s| s.delivered),
+        ("retained", |s| s.retained),
+        ("retainedBytes", |s| s.retained_bytes),
+        ("firstSeq", |s| s.first_seq),
+        ("nextSeq", |s| s.next_seq),
+        ("subscribers", |s| s.subscribers),
+        ("groups", |s| s.groups),
+        ("duplicates", |s| s.duplicates),
+        ("expired", |s| s.expired),
+        ("deadLettered", |s| s.dead_lettered),
+    ];
+    /// A subscriber's counters, in the order `bus::wire::subscriber_stats` returns them.
+    pub const SUBSCRIBER_STATS: &[Field<SubscriberStats>] = &[
+        ("buffered", |s| s.buffered),
+        ("delivered", |s| s.delivered),
+        ("dropped", |s| s.dropped),
+        ("missed", |s| s.missed),
+        ("expired", |s| s.expired),
+        ("lag", |s| s.lag),
+    ];
+    /// A group's counters, in the order `bus::wire::group_stats` returns them.
+    pub const GROUP_STATS: &[Field<GroupStats>] = &[
+        ("members", |s| s.members),
+        ("backlog", |s| s.backlog),
+        ("pending", |s| s.pending),
+        ("delivered", |s| s.delivered),
+        ("acked", |s| s.acked),
+        ("nacked", |s| s.nacked),
+        ("redelivered", |s| s.redelivered),
+        ("deadLettered", |s| s.dead_lettered),
+        ("expired", |s| s.expired),
+    ];
+    /// A pending entry's numbers, in the order `bus::wire::pending` returns them.
+    #[allow(clippy::cast_precision_loss, reason = "sequence numbers stay below 2^53")]
+    pub const PENDING_FIELDS: &[Field<PendingInfo, f64>] = &[
+        ("seq", |p| p.seq as f64),
+        ("member", |p| f64::from(p.member)),
+        ("attempt", |p| f64::from(p.attempt)),
+        ("deliveries", |p| f64::from(p.deliveries)),
+        ("idle", |p| p.idle),
+    ];
 }
 
 /// The store's byte layouts (`store::wire`).
@@ -186,7 +257,7 @@ pub mod store_wire {
 /// The numbers the bus and the mesh hand back in flat arrays.
 pub mod fields {
     /// Numbers per pending entry of a group (seq, member, attempt, deliveries, idle).
-    pub const PENDING: usize = crate::bus::wire::PENDING_FIELDS;
+    pub const PENDING: usize = super::bus_wire::PENDING_FIELDS.len();
     /// Numbers per match of a mesh find (handle, health, in flight, last beat, breaker).
     pub const MESH_STATE: usize = crate::routing::STATE_FIELDS;
     /// Numbers per mesh event.
@@ -235,6 +306,43 @@ fn codes(out: &mut String, doc: &str, name: &str, codes: &[(&str, &str)]) {
     out.push_str("} as const\n\n");
 }
 
+/// A TS object key: bare when it is an identifier or a number, else quoted.
+fn key(name: &str) -> String {
+    let bare = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if bare {
+        name.into()
+    } else {
+        format!("'{name}'")
+    }
+}
+
+/// One `export const NAME = { key: value, ... } as const` object of numbers with any keys.
+fn keyed(out: &mut String, doc: &str, name: &str, fields: &[(&str, f64)]) {
+    let _ = writeln!(out, "/** {doc} */\nexport const {name} = {{");
+    for (field, value) in fields {
+        let _ = writeln!(out, "  {}: {},", key(field), number(*value));
+    }
+    out.push_str("} as const\n\n");
+}
+
+/// One `export const NAME = ['a', 'b'] as const` list of names, laid out as Biome does (on one
+/// line when it fits in 160 columns, else one name a line).
+fn names(out: &mut String, doc: &str, name: &str, names: &[&str]) {
+    let _ = writeln!(out, "/** {doc} */");
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    let line = format!("export const {name} = [{}] as const", quoted.join(", "));
+    if line.len() <= 160 {
+        out.push_str(&line);
+        out.push_str("\n\n");
+    } else {
+        let _ = writeln!(out, "export const {name} = [");
+        for q in &quoted {
+            let _ = writeln!(out, "  {q},");
+        }
+        out.push_str("] as const\n\n");
+    }
+}
+
 #[allow(clippy::cast_precision_loss, reason = "every value here is far below 2^53")]
 const fn n(value: usize) -> f64 {
     value as f64
@@ -247,7 +355,77 @@ fn body() -> String {
     codes(&mut out, "Codes that cross the boundary but never reach users.", "BOUNDARY_CODES", BOUNDARY_CODES);
     options(&mut out);
     layouts(&mut out);
+    bus_codes(&mut out);
     out
+}
+
+/// The names of a table of (name, value) pairs.
+fn first<T>(list: &[(&'static str, T)]) -> Vec<&'static str> {
+    list.iter().map(|(name, _)| *name).collect()
+}
+
+/// The bus's codes and flat-array orders, and the mesh's route refusals.
+fn bus_codes(out: &mut String) {
+    use bus_wire as b;
+    let codes = |list: &[(&'static str, u32)]| -> Vec<(&'static str, f64)> {
+        list.iter().map(|&(name, code)| (name, f64::from(code))).collect()
+    };
+    keyed(out, "Where a new consumer starts (`StartAt::from_code`).", "START_MODES", &codes(b::START_MODES));
+    keyed(out, "Overflow policies (`Overflow::from_code`).", "OVERFLOW", &codes(b::OVERFLOW));
+    let replied: Vec<(&str, f64)> = b::REPLIED.iter().map(|&(name, code)| (name, f64::from(code as u8))).collect();
+    keyed(
+        out,
+        "What a reply call returns. `own`: the request was the replying endpoint's, settled in the core and not queued, so the host resolves it from the frame it sent.",
+        "REPLIED",
+        &replied,
+    );
+    let _ = writeln!(
+        out,
+        "/** Event kinds, by the code an event record carries (`EventKind`). */\nexport const EVENT_KINDS = {{"
+    );
+    for &(kind, name) in b::EVENT_KINDS {
+        let _ = writeln!(out, "  {}: '{name}',", kind as u32);
+    }
+    out.push_str("} as const\n\n");
+    let _ = writeln!(
+        out,
+        "/** Consumer id of a record carrying a reply (attempt: the reply token). */\nexport const REPLY_CONSUMER = {}\n",
+        b::REPLY_CONSUMER
+    );
+    let _ = writeln!(
+        out,
+        "/** Consumer id of a record carrying an event (attempt: its kind; seq: its value). */\nexport const EVENT_CONSUMER = {}\n",
+        b::EVENT_CONSUMER
+    );
+    names(
+        out,
+        "A channel's counters, in the order the engines return them.",
+        "CHANNEL_STATS",
+        &first(b::CHANNEL_STATS),
+    );
+    names(
+        out,
+        "A subscriber's counters, in the order the engines return them.",
+        "SUBSCRIBER_STATS",
+        &first(b::SUBSCRIBER_STATS),
+    );
+    names(out, "A group's counters, in the order the engines return them.", "GROUP_STATS", &first(b::GROUP_STATS));
+    names(
+        out,
+        "A pending entry's numbers, in the order the engines return them.",
+        "PENDING_FIELDS",
+        &first(b::PENDING_FIELDS),
+    );
+    keyed(
+        out,
+        "What a route returns when it picks no agent (an agent's handle is >= 0): minus the route's status.",
+        "ROUTE_REFUSED",
+        &[
+            ("noMatch", -fields::NO_MATCH),
+            ("circuitOpen", -fields::CIRCUIT_OPEN),
+            ("bulkheadFull", -fields::BULKHEAD_FULL),
+        ],
+    );
 }
 
 /// Option defaults and limits.
@@ -313,12 +491,7 @@ fn layouts(out: &mut String) {
         out,
         "Call-block slot counts: slot 0 the target, then the arguments; results from slot 0.",
         "CALL_BLOCK",
-        &[
-            ("slots", n(call_block::SLOTS)),
-            ("args", n(call_block::ARGS)),
-            ("meshSlots", n(call_block::MESH_SLOTS)),
-            ("meshRouteHead", n(call_block::MESH_ROUTE_HEAD)),
-        ],
+        &[("slots", n(call_block::SLOTS)), ("args", n(call_block::ARGS)), ("meshSlots", n(call_block::MESH_SLOTS))],
     );
     object(
         out,
@@ -437,6 +610,55 @@ mod tests {
         assert_eq!(hash().len(), 16);
         assert!(render_ts().ends_with(&format!("export const MANIFEST_HASH = '{}'\n", hash())));
         assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
+    }
+
+    /// The start modes and overflow policies are the codes the core reads.
+    #[test]
+    fn manifest_bus_codes_are_the_cores() {
+        use crate::bus::{Overflow, StartAt};
+        for &(name, code) in bus_wire::START_MODES {
+            let want = match name {
+                "latest" => StartAt::Latest,
+                "earliest" => StartAt::Earliest,
+                "seq" => StartAt::Seq(7),
+                "time" => StartAt::Time(7.0),
+                _ => panic!("unknown start mode {name}"),
+            };
+            assert_eq!(StartAt::from_code(code, 7.0).ok(), Some(want), "{name}");
+        }
+        assert!(StartAt::from_code(4, 7.0).is_err());
+        for &(name, code) in bus_wire::OVERFLOW {
+            let want = match name {
+                "block" => Overflow::Block,
+                "drop-oldest" => Overflow::DropOldest,
+                "reject" => Overflow::Reject,
+                _ => panic!("unknown overflow policy {name}"),
+            };
+            assert_eq!(Overflow::from_code(code).ok(), Some(want), "{name}");
+        }
+        assert!(Overflow::from_code(3).is_err());
+    }
+
+    /// The stats tables name every counter of their struct, once.
+    #[test]
+    fn manifest_stats_tables_cover_their_structs() {
+        fn fields(debug: &str) -> usize {
+            debug.matches(": ").count()
+        }
+        let names = |list: Vec<&str>| list.iter().collect::<std::collections::HashSet<_>>().len();
+        assert_eq!(
+            names(first(bus_wire::CHANNEL_STATS)),
+            fields(&format!("{:?}", crate::bus::ChannelStats::default()))
+        );
+        assert_eq!(
+            names(first(bus_wire::SUBSCRIBER_STATS)),
+            fields(&format!("{:?}", crate::bus::SubscriberStats::default()))
+        );
+        assert_eq!(names(first(bus_wire::GROUP_STATS)), fields(&format!("{:?}", crate::bus::GroupStats::default())));
+        let entry = crate::bus::PendingInfo { seq: 1, member: 2, attempt: 3, deliveries: 4, idle: 5.0 };
+        assert_eq!(names(first(bus_wire::PENDING_FIELDS)), fields(&format!("{entry:?}")));
+        let values: Vec<f64> = bus_wire::PENDING_FIELDS.iter().map(|(_, get)| get(&entry)).collect();
+        assert_eq!(values, [1.0, 2.0, 3.0, 4.0, 5.0]);
     }
 
     /// Numbers render as TS reads them.

@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 pub use buffer::{Item, PriorityBuffer};
 pub use consumer::{Consumer, ConsumerKind, Feed, Member, Subscriber};
 pub use deliver::{EventKind, EVENT_CONSUMER, REPLY_CONSUMER};
-pub use group::PendingInfo;
+pub use group::{GroupStats, PendingInfo};
 pub use log::{Entry, Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
 pub use outbox::Writer;
@@ -138,7 +138,7 @@ pub struct Bus {
     groups: Slab<Group>,
     group_names: HashMap<(ChannelId, Box<str>), u32>,
     endpoints: Slab<Endpoint>,
-    /// Open requests by reply token (FxHash: hashed on every request and reply).
+    /// Open requests by reply token (`FxHash`: hashed on every request and reply).
     requests: FxHashMap<u32, Request>,
     next_token: u32,
     next_attempt: u32,

@@ -1,9 +1,11 @@
 //! The bus as both engines expose it: flat arguments (ids, numbers, byte batches) and flat
 //! results (number arrays), so the N-API and wasm-bindgen glue are one line per call and the
-//! conversions live once, here. Field orders are mirrored by `ts/backend.ts`.
+//! conversions live once, here. The orders of the numbers in flat results are the manifest's
+//! (`manifest::bus_wire`), which `ts/engines/manifest.ts` is generated from.
 
 use crate::bus::{ChannelOptions, GroupOptions, Overflow, Retention, StartAt, SubscribeOptions};
 use crate::error::BusError;
+use crate::manifest::bus_wire as manifest;
 use crate::{Bus, Millis};
 
 /// Sets a channel's options; 0 count or bytes means unlimited, an infinite age keeps forever.
@@ -123,50 +125,34 @@ pub fn claim(bus: &mut Bus, member: u32, min_idle: f64, max: f64, now: Millis) -
     bus.claim(member, min_idle, capacity(max)?, now).map(|n| n as u32)
 }
 
-/// Fields per entry of [`pending`]: seq, member, attempt, deliveries, idle.
-pub const PENDING_FIELDS: usize = 5;
+/// Fields per entry of [`pending`], in the manifest's `PENDING_FIELDS` order.
+pub const PENDING_FIELDS: usize = manifest::PENDING_FIELDS.len();
 
 /// A group's pending-entries list, flattened.
 pub fn pending(bus: &Bus, group: u32, now: Millis) -> Result<Vec<f64>, BusError> {
     Ok(bus
         .pending(group, now)?
         .iter()
-        .flat_map(|p| [p.seq as f64, f64::from(p.member), f64::from(p.attempt), f64::from(p.deliveries), p.idle])
+        .flat_map(|p| manifest::PENDING_FIELDS.iter().map(move |(_, get)| get(p)))
         .collect())
 }
 
-/// Channel counters, in `ts/backend.ts`'s `CHANNEL_STATS` order.
+/// Channel counters, in the manifest's `CHANNEL_STATS` order.
 pub fn channel_stats(bus: &Bus, channel: u32) -> Result<Vec<f64>, BusError> {
     let s = bus.stats(channel)?;
-    Ok([
-        s.published,
-        s.delivered,
-        s.retained,
-        s.retained_bytes,
-        s.first_seq,
-        s.next_seq,
-        s.subscribers,
-        s.groups,
-        s.duplicates,
-        s.expired,
-        s.dead_lettered,
-    ]
-    .map(|v| v as f64)
-    .to_vec())
+    Ok(manifest::CHANNEL_STATS.iter().map(|(_, get)| get(&s) as f64).collect())
 }
 
-/// Subscriber counters, in `ts/backend.ts`'s `SUBSCRIBER_STATS` order.
+/// Subscriber counters, in the manifest's `SUBSCRIBER_STATS` order.
 pub fn subscriber_stats(bus: &Bus, id: u32) -> Result<Vec<f64>, BusError> {
     let s = bus.subscriber_stats(id)?;
-    Ok([s.buffered, s.delivered, s.dropped, s.missed, s.expired, s.lag].map(|v| v as f64).to_vec())
+    Ok(manifest::SUBSCRIBER_STATS.iter().map(|(_, get)| get(&s) as f64).collect())
 }
 
-/// Group counters, in `ts/backend.ts`'s `GROUP_STATS` order.
+/// Group counters, in the manifest's `GROUP_STATS` order.
 pub fn group_stats(bus: &Bus, group: u32) -> Result<Vec<f64>, BusError> {
     let s = bus.group_stats(group)?;
-    Ok([s.members, s.backlog, s.pending, s.delivered, s.acked, s.nacked, s.redelivered, s.dead_lettered, s.expired]
-        .map(|v| v as f64)
-        .to_vec())
+    Ok(manifest::GROUP_STATS.iter().map(|(_, get)| get(&s) as f64).collect())
 }
 
 /// The next deadline, or [`NO_DEADLINE`](crate::manifest::NO_DEADLINE) when there is none.

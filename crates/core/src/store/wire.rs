@@ -1,6 +1,6 @@
 //! The store as both engines expose it: writes arrive as byte records in a JS-owned buffer and
 //! results leave as byte records in one, so a `get` or `put` is one boundary call with integer
-//! arguments (a string across N-API costs 50-110 ns). Mirrored by `ts/store-wire.ts`.
+//! arguments (a string across N-API costs 50-110 ns). Read and written on the TS side by `ts/store/wire.ts`.
 //!
 //! A write (32-byte header, then key and value, padded to 8 bytes):
 //! `0 action u8 (1 put, 2 delete, 3 check) | 1 condition u8 (0 any, 1 absent, 2 version) |
