@@ -198,8 +198,11 @@ interface Known {
   readonly inbox: string
 }
 
-/** Numbers per slot in `Registry.seen`: the handle, the packed state, the last beat, and one spare (32 bytes, so an entry never straddles two cache lines when the array starts on one). */
-const SEEN_STRIDE = 4
+/**
+ * Numbers per slot in `Registry.seen`: the snapshot's `stateKey` and last beat (16 bytes: the
+ * whole array stays small enough to be mostly in cache over 100,000 agents).
+ */
+const SEEN_STRIDE = 2
 
 /**
  * @internal Events of `subject` as a Stream: a subscriber's callback that throws is handed to
@@ -226,9 +229,13 @@ export function splitCapability(text: string): [string, string] {
   return at < 0 ? [text, '*'] : [text.slice(0, at), text.slice(at + 1) || '*']
 }
 
-/** A health, calls in flight and breaker codes as one exact number (3 + 2 + 32 bits, below 2 ** 53). */
-function packState(health: number, inFlight: number, breaker: number): number {
-  return health + breaker * 8 + inFlight * 32
+/**
+ * An agent's core handle, health, calls in flight and breaker as one exact number (32 + 3 + 16
+ * + 2 bits, below 2 ** 53), or -2 (matching no stored key, which is never below -1) for an agent
+ * with 65,536 calls or more in flight: its snapshot is made anew each time.
+ */
+function stateKey(handle: number, health: number, inFlight: number, breaker: number): number {
+  return inFlight < 0x10000 ? handle * 0x200000 + health + breaker * 8 + inFlight * 32 : -2
 }
 
 function healthCode(health: unknown, name: string, where: Where): number {
@@ -256,7 +263,7 @@ export class Registry {
    * nor the snapshot: over 100,000 agents each of those reads missed the cache.
    */
   private readonly snapshots: Array<AgentInfo | undefined> = []
-  /** Per slot index, SEEN_STRIDE numbers: the snapshot's core handle (-1: none), its state packed by `packState`, its last beat. */
+  /** Per slot index, SEEN_STRIDE numbers: the snapshot's `stateKey` (-1: none) and its last beat. */
   private seen = new Float64Array(0)
   /** Compiled queries: strings by themselves, objects by their checked parts (never shared). */
   private readonly textQueries = new Map<string, number>()
@@ -381,8 +388,7 @@ export class Registry {
     for (let i = 0; i < found.length; i += MESH_STATE_FIELDS) {
       const handle = found[i]!
       const at = (handle & SLOT_MASK) * SEEN_STRIDE
-      const state = packState(found[i + 1]!, found[i + 2]!, found[i + 4]!)
-      if (at < seen.length && seen[at] === handle && seen[at + 1] === state && seen[at + 2] === found[i + 3]!) {
+      if (at < seen.length && seen[at] === stateKey(handle, found[i + 1]!, found[i + 2]!, found[i + 4]!) && seen[at + 1] === found[i + 3]!) {
         out.push(this.snapshots[handle & SLOT_MASK]!)
         continue
       }
@@ -413,8 +419,7 @@ export class Registry {
       grown.set(this.seen)
       this.seen = grown
     }
-    this.seen[at++] = handle
-    this.seen[at++] = packState(health, inFlight, breaker)
+    this.seen[at++] = Math.max(stateKey(handle, health, inFlight, breaker), -1)
     this.seen[at] = lastBeat
     this.snapshots[slot] = info
     return info
@@ -581,7 +586,7 @@ export class Registry {
 
   private forget(known: Known): void {
     const slot = known.handle & SLOT_MASK
-    if (slot * SEEN_STRIDE < this.seen.length && this.seen[slot * SEEN_STRIDE] === known.handle) {
+    if (this.snapshots[slot]?.id === known.id) {
       this.seen[slot * SEEN_STRIDE] = -1
       this.snapshots[slot] = undefined
     }
