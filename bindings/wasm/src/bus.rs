@@ -1,6 +1,6 @@
 //! The bus as a JS class, on one endpoint (a wasm instance belongs to one thread). Deliveries
 //! are written into a scratch buffer inside the instance's memory, which JS reads through a
-//! view: no copy back out per drain. Conversions live in `orrery_core::host`.
+//! view: no copy back out per drain. Conversions live in `orrery_core::bus::wire`.
 
 use orrery_core::bus::wire;
 use orrery_core::{Bus, BusConfig, MAIN_ENDPOINT};
