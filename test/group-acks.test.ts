@@ -78,4 +78,34 @@ describe(`group acks sent together (${ENGINE})`, () => {
     expect((await errorOf(() => held[1]!.ack()))?.code).toBe('STALE_ACK')
     expect(group.stats()).toMatchObject({ acked: 1, members: 0 })
   })
+  it('a delivery claimed away by another member while its batch is handed out is STALE_ACK at its ack', async () => {
+    const { bus } = await clocked()
+    const group = bus.group<number>('jobs', 'workers')
+    const outcomes: string[] = []
+    let claimed = -1
+    group.join({ maxInFlight: 10 }).subscribe((d) => {
+      if (d.message.payload === 1) {
+        // Handling the first record of the batch, another member takes what is in flight,
+        // including the second record, already drained but not handed out yet.
+        const other = group.join({ maxInFlight: 10 })
+        other.subscribe(() => {})
+        claimed = group.claim(other.memberId(), { minIdle: 0 })
+        return
+      }
+      try {
+        d.ack()
+        outcomes.push('acked')
+      } catch (error) {
+        outcomes.push((error as { code: string }).code)
+      }
+    })
+    await bus.publishBatch([1, 2].map((n) => ({ channel: 'jobs', payload: n })))
+    await settle()
+    expect(claimed).toBe(2)
+    expect(outcomes).toEqual(['STALE_ACK'])
+    // Nothing was counted as acked, and later calls are not failed by a dropped queued ack.
+    await bus.publish('other', 1)
+    bus.flush()
+    expect(group.stats().acked).toBe(0)
+  })
 })

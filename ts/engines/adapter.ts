@@ -95,15 +95,21 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
   // Counts the calls that may change which deliveries are current (every call that changes the
   // core but an ack, and any call that failed). Another thread may change them at any time.
   let epoch = 0
+  // The epoch the last drain ran in: every record of its batch was current then. A handler fed an
+  // earlier record of the batch may change the core (a claim) before a later record is handed
+  // out, so a record is tagged with this, not with the epoch when it is handed out.
+  let drained = -1
   let shared = hooks.attached === true
   const sendAcks = (): void => {
     const n = queued
     if (n === 0) return
     queued = 0
-    // None is refused (each was current when queued, and nothing but acks came since), so the
-    // count of refused ones the native engine returns is always 0.
-    if (hooks.ackMany) hooks.ackMany(acks, n)
-    else for (let i = 0; i < 3 * n; i += 3) raw.ack(acks[i]!, acks[i + 1]!, acks[i + 2]!)
+    // None can be refused (each was current when queued, and nothing but acks came since): a
+    // refused one would be an ack the handler believes made and the core dropped, so say so loudly.
+    if (hooks.ackMany) {
+      const refused = hooks.ackMany(acks, n)
+      if (refused !== 0) throw new OrreryError('INTERNAL', `${refused} of ${n} queued acks were refused by the engine`)
+    } else for (let i = 0; i < 3 * n; i += 3) raw.ack(acks[i]!, acks[i + 1]!, acks[i + 2]!)
   }
   /** Before a call that only reads (the queued acks are part of what it reads). */
   const look = (): void => {
@@ -139,7 +145,7 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
   }
   return {
     get epoch() {
-      return epoch
+      return drained
     },
     ackSoon: (member, seq, attempt, drainedIn) => {
       if (drainedIn !== epoch || shared) return read(() => raw.ack(member, seq, attempt))
@@ -184,7 +190,11 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
     groupStats: (group) => read(() => raw.groupStats(group)),
     lateReplies: () => read(() => raw.lateReplies()),
     // A drain fires the deadlines due, leases among them.
-    drainRecords: (now) => write(() => drainer.drain(now)),
+    drainRecords: (now) =>
+      write(() => {
+        drained = epoch
+        return drainer.drain(now)
+      }),
     get drainedAll() {
       return drainer.done
     },

@@ -66,8 +66,10 @@ export interface BusCore extends RawBus {
   /** Whether the last `drainRecords` left nothing behind (no need to call again). */
   readonly drainedAll: boolean
   /**
-   * Counts the calls that may change which group deliveries are current (a drain fires leases);
-   * read when a delivery is drained, it tells `ackSoon` whether that delivery can be stale.
+   * The epoch of the last drain, where an epoch counts the calls that may change which group
+   * deliveries are current (a drain fires leases, a claim takes deliveries): every record of that
+   * drain's batch was current in it. Tagged on a delivery, it tells `ackSoon` whether the delivery
+   * can be stale by now.
    */
   readonly epoch: number
   /**
