@@ -1,4 +1,5 @@
-//! Frames from outside: a publish, request or reply batch is whatever bytes a host hands over.
+//! Frames from outside: a publish, request or reply batch (a reply from any endpoint, or from the
+//! requester's own) is whatever bytes a host hands over.
 //! Each must be refused with an error or accepted whole; accepted frames must then drain. Half the
 //! inputs are raw bytes; the other half overwrite bytes of a batch of three valid frames, to reach
 //! the checks past the first length and version fields.
@@ -45,14 +46,21 @@ fuzz_target!(|data: &[u8]| {
         owned = mutated(&channels, rest);
         &owned[..]
     };
-    let result = match call % 3 {
+    let result = match call % 4 {
         0 => bus.publish_from(MAIN_ENDPOINT, batch, 1_000.0).map(|_| ()),
         1 => bus.request(MAIN_ENDPOINT, batch, 50.0, 1_000.0).map(|_| ()),
-        _ => bus.reply(batch).map(|_| ()),
+        2 => bus.reply(batch).map(|_| ()),
+        _ => {
+            // A reply sent from the endpoint that made a request settles it in place: open one
+            // first, so a reply carrying its token (the core's tokens are small) reaches that path.
+            let request = frame::encode(channels[0], 0, 0.0, b"q", b"payload");
+            bus.request(MAIN_ENDPOINT, &request, 50.0, 1_000.0).expect("a valid request");
+            bus.reply_from(MAIN_ENDPOINT, batch).map(|_| ())
+        }
     };
     // The harness's own check: three untouched valid frames publish (else the mutated mode would
     // only ever test refusals).
-    if call & 0x80 != 0 && call % 3 == 0 && rest.len() < 3 {
+    if call & 0x80 != 0 && call % 4 == 0 && rest.len() < 3 {
         result.expect("a batch of valid frames publishes");
     }
     let mut out = vec![0u8; 64 * 1024];
