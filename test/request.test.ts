@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 
+import { runnerLink } from '../ts/bus/bus.js'
 import { type Delivery, Orrery } from '../ts/node.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
 import { clocked, collect, errorOf, settle } from './helpers.js'
@@ -151,7 +152,7 @@ describe(`requests and backpressure (${ENGINE})`, () => {
     }
     await waiting
     expect(deliveries.map((d) => d.message.payload)).toEqual([1, 2, 3, 4, 5])
-    bus.answer(deliveries[4]!.message, 'done')
+    runnerLink(bus).answer(deliveries[4]!.message, 'done')
     expect((await toA).payload).toBe('done')
   })
 })

@@ -8,7 +8,7 @@ import { Subject, type Observable, type Subscription } from 'rxjs'
 import { silentLogger, type Agent, type AgentClass, type AgentContext, type Logger } from './agent.js'
 import { AgentRunner, type AgentState, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './runner.js'
 import type { Backend, MeshCore, MeshCoreOptions } from '../engines/backend.js'
-import type { Bus } from '../bus/bus.js'
+import { runnerLink, type Bus } from '../bus/bus.js'
 import { MAX_CAPACITY, type PublishOptions } from '../bus/options.js'
 import {
   callable,
@@ -293,7 +293,7 @@ export class Mesh {
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     const interval = settings.interval
     this.host = {
-      bus,
+      bus: runnerLink(bus),
       registry: this.registry,
       core,
       metrics,

@@ -29,7 +29,7 @@ import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
-import type { RecordHandler } from './link.js'
+import type { BusLink, RecordHandler, RunnerLink } from './link.js'
 import { FrameMessage, type Message } from './message.js'
 import { checkEnvelope, consumerOptions, type ChannelOptions, type PublishOptions, type SubscribeOptions } from './options.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
@@ -181,6 +181,20 @@ function checkBatch(items: unknown): void {
   }
 }
 
+/** @internal The bus as the agent runner sees it: its inbox group, and the link calls it needs. */
+export type RunnerBus = Pick<Bus, 'group'> & RunnerLink
+
+/** Each bus's runner link, kept off the class so it is no part of the public surface. */
+const runnerLinks = new WeakMap<Bus, RunnerBus>()
+
+/**
+ * @internal What the agent runner needs of `bus` beyond its public calls. Not exported from the
+ * package entry points.
+ */
+export function runnerLink(bus: Bus): RunnerBus {
+  return runnerLinks.get(bus)!
+}
+
 /** A message bus over one engine's core (one endpoint of it, when shared across threads). */
 export class Bus {
   /** Events: slow consumers, dropped messages, invalid payloads, failing handlers. */
@@ -229,6 +243,8 @@ export class Bus {
     true,
   )
   private closed = false
+  /** What this bus's groups and topics may call besides its public methods (see link.ts). */
+  private readonly link: BusLink
   /** Set once the engine failed under a timer or a scheduled flush (see `flushUnattended`). */
   private engineFailed = false
 
@@ -242,6 +258,28 @@ export class Bus {
     readonly now: () => number,
   ) {
     this.events = this.eventSubject.asObservable()
+    // Built once per bus, not per call: the record and ack paths go through it.
+    this.link = {
+      core,
+      now,
+      assertOpen: () => this.assertOpen(),
+      channelId: (name) => this.channelId(name),
+      addConsumer: (id, channel, handler) => this.addConsumer(id, channel, handler),
+      forgetConsumer: (id) => this.forgetConsumer(id),
+      removeConsumer: (id) => this.removeConsumer(id),
+      setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
+      track: (sink) => this.track(sink),
+      subscriberFailed: (channel, error, group) => this.subscriberFailed(channel, error, group),
+      validated: (schema, message, done) => this.validated(schema, message, done),
+      roomMade: () => this.roomMade(),
+      scheduleFlush: () => this.scheduleFlush(),
+      noteDeadline: () => this.noteDeadline(),
+    }
+    runnerLinks.set(this, {
+      group: (channel, name, options) => this.group(channel, name, options),
+      answer: (message, result, error) => this.answer(message, result, error),
+      setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
+    })
   }
 
   /** The id of a channel, creating it on first use; with options, (re)configures it. */
@@ -262,8 +300,8 @@ export class Bus {
     return id
   }
 
-  /** @internal The id of a channel, interned in the core on first use and cached here. */
-  channelId(name: string): number {
+  /** The id of a channel, interned in the core on first use and cached here. */
+  private channelId(name: string): number {
     // Batches mostly repeat one channel: a one-entry cache saves a Map lookup per message.
     if (name === this.lastChannel) return this.lastChannelId
     let id = this.channelIds.get(name)
@@ -332,8 +370,8 @@ export class Bus {
     this.scheduleFlush()
   }
 
-  /** @internal Encodes and appends a batch; throws BACKPRESSURE (wait) when a blocking consumer is full. */
-  publishNow(items: ReadonlyArray<BatchItem>, replyToken = 0): Published {
+  /** Encodes and appends a batch; throws BACKPRESSURE (wait) when a blocking consumer is full. */
+  private publishNow(items: ReadonlyArray<BatchItem>, replyToken = 0): Published {
     this.assertOpen()
     const now = this.now()
     const w = this.writer
@@ -379,11 +417,11 @@ export class Bus {
   }
 
   /**
-   * @internal Retries the waiting publishes and requests, oldest first, after a drain, an ack or
+   * Retries the waiting publishes and requests, oldest first, after a drain, an ack or
    * a departure may have made room. One that still finds a consumer full keeps waiting, and so
    * does every later one sharing a channel with it, so each channel keeps its order.
    */
-  roomMade(): void {
+  private roomMade(): void {
     if (this.waiting.length === 0 || this.retrying) return
     this.retrying = true
     try {
@@ -455,8 +493,8 @@ export class Bus {
     })
   }
 
-  /** @internal A subscriber's callback threw: reported, never rethrown (rxjs would rethrow it from a timer, ending the process). */
-  subscriberFailed(channel: string, error: unknown, group?: string): void {
+  /** A subscriber's callback threw: reported, never rethrown (rxjs would rethrow it from a timer, ending the process). */
+  private subscriberFailed(channel: string, error: unknown, group?: string): void {
     // With nobody listening on `events`, the error would vanish where it used to end the
     // process: print it instead (once per error; delivery goes on either way).
     if (!this.eventSubject.observed) {
@@ -469,14 +507,14 @@ export class Bus {
     this.eventSubject.next(group === undefined ? { type: 'subscriber-error', channel, error } : { type: 'subscriber-error', channel, group, error })
   }
 
-  /** @internal Remembers an open stream subscriber (completed on close); returns the forget function. */
-  track(sink: Subscriber<never>): () => void {
+  /** Remembers an open stream subscriber (completed on close); returns the forget function. */
+  private track(sink: Subscriber<never>): () => void {
     this.liveSinks.add(sink)
     return () => this.liveSinks.delete(sink)
   }
 
-  /** @internal Pauses or resumes one consumer (an iterator's backpressure). */
-  setConsumerPaused(id: number, paused: boolean): void {
+  /** Pauses or resumes one consumer (an iterator's backpressure). */
+  private setConsumerPaused(id: number, paused: boolean): void {
     if (!this.handlers.has(id)) return
     this.core.setPaused(id, paused)
     if (!paused) this.scheduleFlush()
@@ -514,8 +552,8 @@ export class Bus {
     }
   }
 
-  /** @internal Validates a received payload; invalid ones are reported and `done(false)`. */
-  validated<T>(schema: StandardSchemaV1, message: FrameMessage<T>, done: (ok: boolean, error?: OrreryError) => void): void {
+  /** Validates a received payload; invalid ones are reported and `done(false)`. */
+  private validated<T>(schema: StandardSchemaV1, message: FrameMessage<T>, done: (ok: boolean, error?: OrreryError) => void): void {
     const fail = (error: unknown) => {
       const e = isOrreryError(error) ? error : new OrreryError('SCHEMA_INVALID', String(error), { cause: error })
       this.eventSubject.next({ type: 'schema-invalid', channel: message.channel, seq: message.seq, error: e })
@@ -537,23 +575,23 @@ export class Bus {
     }
   }
 
-  /** @internal Routes a consumer's records to `handler`. */
-  addConsumer(id: number, channel: string, handler: RecordHandler): void {
+  /** Routes a consumer's records to `handler`. */
+  private addConsumer(id: number, channel: string, handler: RecordHandler): void {
     this.lastConsumer = -1
     this.handlers.set(id, handler)
     this.consumerChannels.set(id, channel)
     if (this.core.hasPending()) this.scheduleFlush()
   }
 
-  /** @internal Stops routing a consumer's records (the core already removed it). */
-  forgetConsumer(id: number): void {
+  /** Stops routing a consumer's records (the core already removed it). */
+  private forgetConsumer(id: number): void {
     this.lastConsumer = -1
     this.handlers.delete(id)
     this.consumerChannels.delete(id)
   }
 
-  /** @internal Stops routing a consumer's records and removes it from the core. */
-  removeConsumer(id: number): void {
+  /** Stops routing a consumer's records and removes it from the core. */
+  private removeConsumer(id: number): void {
     this.lastConsumer = -1
     if (!this.handlers.delete(id) || this.closed) return
     this.consumerChannels.delete(id)
@@ -571,13 +609,13 @@ export class Bus {
   /** A consumer group on `channel` (created on first use with these options). */
   group<T = unknown>(channel: string, name: string, options: GroupOptions<T> = {}): Group<T> {
     this.assertOpen()
-    return Group.create<T>(this, channel, name, options)
+    return Group.create<T>(this, this.link, channel, name, options)
   }
 
   /** A typed channel: `options.schema` validates payloads at publish and at receive, and types the handlers. */
   topic<S extends StandardSchemaV1>(channel: string, options: TopicOptions<S>): Topic<S> {
     this.assertOpen()
-    return Topic.create(this, channel, options)
+    return Topic.create(this, this.link, channel, options)
   }
 
   /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */
@@ -729,8 +767,8 @@ export class Bus {
     this.sendReply(channel, message.replyToken, { message: e?.message ?? String(error), code: e?.code ?? null }, ERROR_KIND, message.id, undefined)
   }
 
-  /** @internal Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
-  answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void {
+  /** Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
+  private answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void {
     const token = (message as FrameMessage).replyToken
     if (error) this.sendReply(message.channel, token, error, ERROR_KIND, message.id, undefined)
     else this.sendReply(message.channel, token, result, RESPONSE_KIND, message.id, undefined)
@@ -775,8 +813,8 @@ export class Bus {
     return this.core.lateReplies()
   }
 
-  /** @internal */
-  scheduleFlush(): void {
+  /** Delivers what is ready, soon (in a microtask; at once again if asked while flushing). */
+  private scheduleFlush(): void {
     if (this.flushing) {
       this.dirty = true
       return
@@ -846,8 +884,8 @@ export class Bus {
     }
   }
 
-  /** @internal Something may have added a deadline earlier than the armed timer (a request, a delivery to a group member, a delayed nack). */
-  noteDeadline(): void {
+  /** Something may have added a deadline earlier than the armed timer (a request, a delivery to a group member, a delayed nack). */
+  private noteDeadline(): void {
     this.deadlineAdded = true
   }
 
@@ -960,8 +998,8 @@ export class Bus {
     })
   }
 
-  /** @internal Throws CLOSED once this bus is closed: no call reaches a released endpoint. */
-  assertOpen(): void {
+  /** Throws CLOSED once this bus is closed: no call reaches a released endpoint. */
+  private assertOpen(): void {
     if (this.closed) throw new OrreryError('CLOSED', 'this Orrery is closed')
   }
 

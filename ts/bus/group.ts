@@ -58,17 +58,17 @@ export class Group<T = unknown> {
   readonly link: BusLink
 
   /** @internal */
-  static create<T>(bus: Bus, channel: string, name: string, options: GroupOptions<T>): Group<T> {
-    return new Group<T>(bus, channel, name, options)
+  static create<T>(bus: Bus, link: BusLink, channel: string, name: string, options: GroupOptions<T>): Group<T> {
+    return new Group<T>(bus, link, channel, name, options)
   }
 
   private constructor(
     readonly bus: Bus,
+    link: BusLink,
     readonly channel: string,
     readonly name: string,
     private readonly options: GroupOptions<T>,
   ) {
-    const link: BusLink = bus
     this.link = link
     link.assertOpen()
     options = this.options = checkOptions(options)

@@ -1,7 +1,9 @@
 /**
- * What groups and the agent runner need of their bus, and nothing more. They import it as a
- * type only, so the bus module is the one that imports them (no import cycle); the Bus has all
- * of it, which the compiler checks where a group and the runner are handed their bus.
+ * What groups, topics and the agent runner need of their bus, and nothing more. They import it
+ * as a type only, so the bus module is the one that imports them (no import cycle). These calls
+ * are private on the Bus: each bus builds one link object delegating to them, hands it to the
+ * groups and topics it creates, and gives the runner its link through `runnerLink` (bus.ts),
+ * which the package entry points do not export.
  */
 import type { BusCore } from '../engines/backend.js'
 import type { OrreryError } from '../errors.js'

@@ -8,6 +8,7 @@ import type { PublishOptions, SubscribeOptions } from './options.js'
 import { list, options as checkOptions, refuse } from '../check.js'
 import { OrreryError } from '../errors.js'
 import type { Group, GroupOptions } from './group.js'
+import type { BusLink } from './link.js'
 import type { Message } from './message.js'
 import { checkSchema, validate, type InferOutput, type StandardSchemaV1 } from '../schema.js'
 import type { Stream } from '../stream.js'
@@ -23,19 +24,20 @@ export interface TopicOptions<S extends StandardSchemaV1> {
 
 export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   /** @internal */
-  static create<S extends StandardSchemaV1>(bus: Bus, channel: string, options: TopicOptions<S>): Topic<S> {
-    return new Topic(bus, channel, options)
+  static create<S extends StandardSchemaV1>(bus: Bus, link: BusLink, channel: string, options: TopicOptions<S>): Topic<S> {
+    return new Topic(bus, link, channel, options)
   }
 
   private constructor(
     private readonly bus: Bus,
+    link: BusLink,
     readonly channel: string,
     private readonly options: TopicOptions<S>,
   ) {
     // A topic without a schema failed with a TypeError at its first publish: refuse it here.
     if (options === undefined) refuse('argument', 'options', options, 'must be an object { schema, schemaId? }')
     checkSchema(checkOptions(options).schema)
-    bus.channelId(channel)
+    link.channelId(channel)
     if (options.schemaId !== undefined && (typeof options.schemaId !== 'string' || !SCHEMA_ID.test(options.schemaId))) {
       throw new OrreryError('INVALID_OPTION', 'schemaId must look like name@major.minor', { details: { option: 'schemaId', value: options.schemaId } })
     }
