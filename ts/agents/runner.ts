@@ -417,6 +417,20 @@ export class AgentRunner {
     if (job.finished) return false
     job.finished = true
     this.running.delete(job)
+    // Finished jobs at the front of the deadline queue leave it now: left for the timer, a busy
+    // agent held every message of the last handler timeout (30 s by default) in memory.
+    const deadlines = this.deadlines
+    let head = this.deadlineHead
+    while (head < deadlines.length && deadlines[head]!.finished) head++
+    if (head === deadlines.length) {
+      deadlines.length = 0
+      head = 0
+    } else if (head >= 1024 && head * 2 >= deadlines.length) {
+      deadlines.copyWithin(0, head)
+      deadlines.length -= head
+      head = 0
+    }
+    this.deadlineHead = head
     this.host.metrics.inFlight(this.id, this.agent.type, this.running.size)
     if (this.running.size === 0 && this.idle) this.idle()
     return true
