@@ -65,6 +65,7 @@ const AGENT_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['HANDLER_ERRO
 /** Codes a handler's error keeps when it reaches the caller. */
 const REMOTE_CODES = new Set(['RATE_LIMITED', 'SCHEMA_INVALID', 'NO_HANDLER', 'TIMEOUT', 'INVALID_PAYLOAD', 'MESSAGE_TOO_LARGE'])
 const NO_EXCLUSIONS: readonly number[] = []
+const NO_OPTIONS: RouteOptions = Object.freeze({})
 
 /** Outcome codes `finish` takes. */
 const SUCCESS = 1
@@ -134,6 +135,8 @@ export class Router {
   private check(capability: string, options: RouteOptions | undefined): RouteOptions {
     this.assertOpen()
     text(capability, 'capability', { nonEmpty: true })
+    // Most calls give no options: nothing to check, and no walk over every option's field.
+    if (options === undefined) return NO_OPTIONS
     const o = checkEnvelope(options, 'options', 'argument') as RouteOptions
     if (o.tags !== undefined) checkTags(o.tags, 'tags')
     if (o.strategy !== undefined) this.strategy(o.strategy)
