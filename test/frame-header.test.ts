@@ -30,4 +30,15 @@ describe('frame headers', () => {
     expect(frameHeader(frameWith(undefined), 'orrery-capability')).toBeUndefined()
     expect(frameHeader(frameWith({}), 'orrery-capability')).toBeUndefined()
   })
+
+  it('returns the likely value only when the bytes spell it', () => {
+    const frame = frameWith({ cap: 'echo', other: 'wért' })
+    expect(frameHeader(frame, 'cap', 'echo')).toBe('echo')
+    expect(frameHeader(frame, 'cap', 'ech')).toBe('echo')
+    expect(frameHeader(frame, 'cap', 'echO')).toBe('echo')
+    expect(frameHeader(frame, 'cap', 'echoes')).toBe('echo')
+    expect(frameHeader(frame, 'other', 'wért')).toBe('wért')
+    expect(frameHeader(frame, 'other', 'w\u00e9rt')).toBe('wért')
+    expect(frameHeader(frame, 'absent', 'echo')).toBeUndefined()
+  })
 })

@@ -336,8 +336,10 @@ export function frameHeaders(frame: Uint8Array): Record<string, string> {
  * One header of a frame, decoded alone (undefined when absent): the runner needs only the
  * capability header of each message, and decoding every header into an object cost ~4% of a
  * routed request. A frame naming it twice gives the last value, as {@link frameHeaders} does.
+ * `likely` is returned as it is when the value's bytes spell it (ASCII only): no string is made
+ * for the value a caller sees again and again (an agent's capability).
  */
-export function frameHeader(frame: Uint8Array, name: string): string | undefined {
+export function frameHeader(frame: Uint8Array, name: string, likely?: string): string | undefined {
   const n = name.length
   for (let i = 0; i < n; i++) {
     if (name.charCodeAt(i) > 0x7f) {
@@ -362,11 +364,21 @@ export function frameHeader(frame: Uint8Array, name: string): string | undefined
           same = false
           break
         }
-      if (same) found = utf8(frame, at + 2, at + 2 + vLen)
+      if (same) found = likely !== undefined && sameAscii(frame, at + 2, vLen, likely) ? likely : utf8(frame, at + 2, at + 2 + vLen)
     }
     at += 2 + vLen
   }
   return found
+}
+
+/** Whether `len` bytes at `at` are exactly the ASCII string `text`. */
+function sameAscii(frame: Uint8Array, at: number, len: number, text: string): boolean {
+  if (text.length !== len) return false
+  for (let i = 0; i < len; i++) {
+    const c = text.charCodeAt(i)
+    if (c > 0x7f || frame[at + i] !== c) return false
+  }
+  return true
 }
 
 /** The payload bytes of a frame (a view). */

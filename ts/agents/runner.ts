@@ -145,6 +145,8 @@ export class AgentRunner {
   private checking = false
   /** Jobs running now. */
   private running = 0
+  /** The capability of the last routed message: the next one most often names it again. */
+  private lastCapability: string | undefined
   /**
    * Jobs in start order, which is deadline order (one timeout for all): every running job is
    * here, from `deadlineHead` on, so this is also what a death aborts (no Set of running jobs:
@@ -294,7 +296,8 @@ export class AgentRunner {
     const message = delivery.message
     // Only the capability header is read, straight from the frame: the rest stay undecoded
     // unless the handler asks for them.
-    const capability = frameHeader(message.bytes, CAPABILITY_HEADER)
+    const capability = frameHeader(message.bytes, CAPABILITY_HEADER, this.lastCapability)
+    if (capability !== undefined) this.lastCapability = capability
     const key = capability ?? this.keyOf(message)
     const entry = capability !== undefined ? this.agent.handlers.get(key) : this.handlerFor(key)
     const job = new Job(this, delivery, key, (message as { replyToken?: number }).replyToken !== 0, this.life, this.host.now())
