@@ -68,7 +68,10 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        Self { max_message_bytes: crate::manifest::defaults::MAX_MESSAGE_BYTES, default_retention: Retention::default() }
+        Self {
+            max_message_bytes: crate::manifest::defaults::MAX_MESSAGE_BYTES,
+            default_retention: Retention::default(),
+        }
     }
 }
 

@@ -10,9 +10,9 @@
 mod entry;
 mod hlc;
 mod keys;
+pub mod persist;
 mod snapshot;
 mod watch;
-pub mod persist;
 pub mod wire;
 
 #[cfg(test)]
