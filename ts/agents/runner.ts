@@ -424,6 +424,9 @@ export class AgentRunner {
   private finish(job: Job): boolean {
     if (job.finished) return false
     job.finished = true
+    // A job of an ended life was counted out by `abandon` (an abort listener may end the life
+    // between the timer taking the job off the queue and failing it).
+    if (job.life !== this.life) return false
     this.running--
     // Finished jobs at the front of the deadline queue leave it now: left for the timer, a busy
     // agent held every message of the last handler timeout (30 s by default) in memory.
@@ -436,6 +439,16 @@ export class AgentRunner {
     } else if (head >= 1024 && head * 2 >= deadlines.length) {
       deadlines.copyWithin(0, head)
       deadlines.length -= head
+      head = 0
+    } else if (deadlines.length - head > 2 * this.running + 1024) {
+      // A slow job at the front holds every job finished behind it: keep the running ones, in
+      // order (the timer reads the front). Linear, but only after 1,024 finished jobs piled up.
+      let kept = 0
+      for (let i = head; i < deadlines.length; i++) {
+        const queued = deadlines[i]!
+        if (!queued.finished) deadlines[kept++] = queued
+      }
+      deadlines.length = kept
       head = 0
     }
     this.deadlineHead = head

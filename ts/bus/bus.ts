@@ -959,11 +959,6 @@ export class Bus {
   }
 
   /**
-   * Arms one timer for the core's next deadline. A deadline is pending work (a retry, a
-   * redelivery, a request's timeout), so the timer keeps the process open; when everything is
-   * settled the core has no deadline and no timer is left.
-   */
-  /**
    * The last open request settled: a request arms the timer for its own timeout without asking
    * the core, so that timer would keep the process alive until then. If the core has no other
    * deadline, the timer lets go of the process.
@@ -972,6 +967,11 @@ export class Bus {
     if (!this.engineFailed && !this.closed && this.core.nextDeadline() === NO_DEADLINE) this.deadlines.release()
   }
 
+  /**
+   * Arms one timer for the core's next deadline. A deadline is pending work (a retry, a
+   * redelivery, a request's timeout), so the timer keeps the process open; when everything is
+   * settled the core has no deadline and no timer is left.
+   */
   private armTimer(): void {
     if (this.engineFailed) return
     const at = this.core.nextDeadline()

@@ -54,12 +54,17 @@ export class Group<T = unknown> {
   /** This handle's members, by id: completed when the group is deleted. */
   private readonly members = new Map<number, Subscriber<Delivery<T>>>()
 
-  /** @internal What this group needs of its bus. */
-  readonly link: BusLink
+  /** What this group needs of its bus (private: it reaches the engine's raw calls). */
+  private readonly link: BusLink
 
   /** @internal */
   static create<T>(bus: Bus, link: BusLink, channel: string, name: string, options: GroupOptions<T>): Group<T> {
     return new Group<T>(bus, link, channel, name, options)
+  }
+
+  /** @internal Throws CLOSED once the bus is closed (a delivery's ack or nack). */
+  assertOpen(): void {
+    this.link.assertOpen()
   }
 
   private constructor(
@@ -326,7 +331,7 @@ class GroupDelivery<T> implements Delivery<T> {
 
   ack(): void {
     const group = this.group
-    group.link.assertOpen()
+    group.assertOpen()
     this.settleOnce('ack')
     group.ack(this.member, this.message.seq, this.token, this.drainedIn)
   }
@@ -336,7 +341,7 @@ class GroupDelivery<T> implements Delivery<T> {
     // A delay is a core deadline (finite, >= 0); a reason travels in a header.
     const delay = o.delay === undefined ? 0 : finite(o.delay, 'delay', { min: 0 })
     const deadLetter = o.deadLetter === undefined ? undefined : deadLetterReason(o.deadLetter)
-    this.group.link.assertOpen()
+    this.group.assertOpen()
     this.settleOnce('nack')
     this.group.nack(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
   }

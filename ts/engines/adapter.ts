@@ -104,11 +104,15 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
     const n = queued
     if (n === 0) return
     queued = 0
-    // None can be refused (each was current when queued, and nothing but acks came since): a
-    // refused one would be an ack the handler believes made and the core dropped, so say so loudly.
+    // None can be refused (each was current when queued, and nothing but acks came since). A
+    // refused one is an ack its handler believes made: its message is redelivered. Said loudly,
+    // but not thrown: the call that sent the queue is someone else's. Later acks cross one by one.
     if (hooks.ackMany) {
       const refused = hooks.ackMany(acks, n)
-      if (refused !== 0) throw new OrreryError('INTERNAL', `${refused} of ${n} queued acks were refused by the engine`)
+      if (refused !== 0) {
+        epoch++
+        console.error(new OrreryError('INTERNAL', `${refused} of ${n} queued group acks were refused by the engine; their messages will be redelivered`))
+      }
     } else for (let i = 0; i < 3 * n; i += 3) raw.ack(acks[i]!, acks[i + 1]!, acks[i + 2]!)
   }
   /** Before a call that only reads (the queued acks are part of what it reads). */
