@@ -70,4 +70,24 @@ describe('observability', () => {
     await second.mesh.shutdown()
     await mesh.shutdown()
   })
+
+  it('keeps in-flight at 0 when a timed-out handler closes everything from its abort listener', async () => {
+    const registry = new PromRegistry()
+    const { orrery, mesh, advance } = await fakeMesh({ metrics: registry })
+    // The timeout takes the job off the runner's queue, aborts it, then fails it; closing from the
+    // abort listener ends the agent's life in between, and must not count the job out twice.
+    class Closer extends Agent {
+      static readonly capabilities = [{ name: 'hang', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle('hang', (_payload, { signal }) => new Promise<never>(() => signal.addEventListener('abort', () => orrery.close())))
+      }
+    }
+    mesh.define('closer', Closer)
+    await mesh.spawn('closer', { id: 'c1', handlerTimeout: 1_000 })
+    const outcome = errorOf(() => mesh.request('hang', 1, { retries: 0, timeout: 10_000 }))
+    await advance(1_000)
+    expect((await outcome)?.code).toBe('CLOSED')
+    expect(await registry.metrics()).toContain('orrery_agent_in_flight{agent="c1",type="closer"} 0')
+  })
 })
