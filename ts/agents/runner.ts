@@ -420,7 +420,7 @@ export class AgentRunner {
     }
   }
 
-  /** Marks a job done; false when it was done already (a timeout raced its handler). */
+  /** Marks a job done; false when it was done already (a timeout raced its handler) or its life ended. */
   private finish(job: Job): boolean {
     if (job.finished) return false
     job.finished = true
@@ -436,13 +436,10 @@ export class AgentRunner {
     if (head === deadlines.length) {
       deadlines.length = 0
       head = 0
-    } else if (head >= 1024 && head * 2 >= deadlines.length) {
-      deadlines.copyWithin(0, head)
-      deadlines.length -= head
-      head = 0
-    } else if (deadlines.length - head > 2 * this.running + 1024) {
-      // A slow job at the front holds every job finished behind it: keep the running ones, in
-      // order (the timer reads the front). Linear, but only after 1,024 finished jobs piled up.
+    } else if (deadlines.length > 2 * this.running + 1024) {
+      // Finished jobs piled up, passed at the front or held behind a slow one: keep the running
+      // ones, in order (the timer reads the front). Linear, but only once 1,024 more finished
+      // jobs than running ones are queued.
       let kept = 0
       for (let i = head; i < deadlines.length; i++) {
         const queued = deadlines[i]!
@@ -458,7 +455,7 @@ export class AgentRunner {
   }
 
   private succeeded(job: Job, result: unknown): void {
-    if (!this.finish(job) || job.life !== this.life) return
+    if (!this.finish(job)) return
     this.host.metrics.handled(this.id, this.agent.type, job.key, (this.host.now() - job.started) / 1000)
     // Settled inline, not through `settle`: a closure per handled message showed in the profile.
     try {
@@ -487,7 +484,7 @@ export class AgentRunner {
   }
 
   private failed(job: Job, error: unknown): void {
-    if (!this.finish(job) || job.life !== this.life) return
+    if (!this.finish(job)) return
     const { host, agent } = this
     const retry = this.options.retry
     if (error instanceof FatalError || this.says(retry.isFatal, error)) {

@@ -5,12 +5,30 @@
  * `close()`, error translation, and releases that do nothing on a lost engine. The store has the
  * same shape (`StoreAdapter` in store.ts), and the bus (`adaptBus` in adapter.ts).
  */
-import type { MeshCore, RouteRefusal } from './backend.js'
+import type { MeshCore, MeshCoreOptions, RouteRefusal } from './backend.js'
 import { OrreryError } from '../errors.js'
 import type { EngineFailures } from './failures.js'
 
 /** An engine's mesh calls, untranslated. `close` releases the engine's mesh (called once). */
 export type RawMesh = MeshCore
+
+/** A new core mesh's settings as both engines' constructors take them, in order. */
+export type MeshArgs = [
+  seed: number,
+  interval: number,
+  degradedAfter: number,
+  unhealthyAfter: number,
+  offlineAfter: number,
+  deregisterAfter: number,
+  failuresToOpen: number,
+  coolDown: number,
+  probes: number,
+  successesToClose: number,
+]
+
+export function meshArgs(o: MeshCoreOptions): MeshArgs {
+  return [o.seed, o.interval, o.degradedAfter, o.unhealthyAfter, o.offlineAfter, o.deregisterAfter, o.failuresToOpen, o.coolDown, o.probes, o.successesToClose]
+}
 
 const closedError = () => new OrreryError('CLOSED', 'the mesh is closed')
 

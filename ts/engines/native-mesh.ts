@@ -6,25 +6,14 @@ import { MESH_STATE_FIELDS, ROUTE_REFUSED, type MeshCore, type MeshCoreOptions }
 import { callBlock } from './call-block.js'
 import { CALL_BLOCK } from './manifest.js'
 import { NATIVE_FAILURES } from './failures.js'
-import { adaptMesh, type RawMesh } from './mesh.js'
+import { adaptMesh, meshArgs, type MeshArgs, type RawMesh } from './mesh.js'
 
 /** Slots of the mesh call block: the handle, arguments, and up to 819 matches' states. */
 const BLOCK_SLOTS = CALL_BLOCK.meshSlots
 
 /** The mesh functions of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
 export interface NativeMeshBinding {
-  NativeMesh: new (
-    seed: number,
-    interval: number,
-    degradedAfter: number,
-    unhealthyAfter: number,
-    offlineAfter: number,
-    deregisterAfter: number,
-    failuresToOpen: number,
-    coolDown: number,
-    probes: number,
-    successesToClose: number,
-  ) => { readonly handle: number; close(): void }
+  NativeMesh: new (...args: MeshArgs) => { readonly handle: number; close(): void }
   meshUseCallBlock(block: Float64Array): void
   meshRegister(h: number, id: string, kind: string, capabilities: string, tags: string[], bulkhead: number, now: number): number
   meshDeregister(h: number, agent: number): void
@@ -50,18 +39,7 @@ export interface NativeMeshBinding {
 
 export function createNativeMesh(b: NativeMeshBinding, o: MeshCoreOptions): MeshCore {
   return adaptMesh(() => {
-    const owner = new b.NativeMesh(
-      o.seed,
-      o.interval,
-      o.degradedAfter,
-      o.unhealthyAfter,
-      o.offlineAfter,
-      o.deregisterAfter,
-      o.failuresToOpen,
-      o.coolDown,
-      o.probes,
-      o.successesToClose,
-    )
+    const owner = new b.NativeMesh(...meshArgs(o))
     return rawMesh(b, owner)
   }, NATIVE_FAILURES)
 }

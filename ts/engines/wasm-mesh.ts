@@ -5,7 +5,7 @@
  */
 import { MESH_STATE_FIELDS, ROUTE_REFUSED, type MeshCore, type MeshCoreOptions } from './backend.js'
 import type { EngineFailures } from './failures.js'
-import { adaptMesh, type RawMesh } from './mesh.js'
+import { adaptMesh, meshArgs, type MeshArgs, type RawMesh } from './mesh.js'
 
 export interface WasmMeshHandle {
   reserve(len: number): number
@@ -31,39 +31,10 @@ export interface WasmMeshHandle {
   free(): void
 }
 
-export type WasmMeshClass = new (
-  seed: number,
-  interval: number,
-  degradedAfter: number,
-  unhealthyAfter: number,
-  offlineAfter: number,
-  deregisterAfter: number,
-  failuresToOpen: number,
-  coolDown: number,
-  probes: number,
-  successesToClose: number,
-) => WasmMeshHandle
+export type WasmMeshClass = new (...args: MeshArgs) => WasmMeshHandle
 
 export function createWasmMesh(cls: WasmMeshClass, memory: WebAssembly.Memory, failures: EngineFailures, o: MeshCoreOptions): MeshCore {
-  return adaptMesh(
-    () =>
-      rawMesh(
-        new cls(
-          o.seed,
-          o.interval,
-          o.degradedAfter,
-          o.unhealthyAfter,
-          o.offlineAfter,
-          o.deregisterAfter,
-          o.failuresToOpen,
-          o.coolDown,
-          o.probes,
-          o.successesToClose,
-        ),
-        memory,
-      ),
-    failures,
-  )
+  return adaptMesh(() => rawMesh(new cls(...meshArgs(o)), memory), failures)
 }
 
 function rawMesh(m: WasmMeshHandle, memory: WebAssembly.Memory): RawMesh {
