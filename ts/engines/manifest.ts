@@ -53,6 +53,17 @@ export const ERROR_CODES = {
   CIRCUIT_OPEN: "every matching agent's circuit breaker is open",
   BULKHEAD_FULL: 'every matching agent is at its limit of calls in flight',
   AGENT_FAILED: 'a supervisor gave up on its agents',
+  DEFINITION_INVALID: 'a workflow definition or program that cannot run, naming the node and what is wrong',
+  UNKNOWN_WORKFLOW: 'a workflow definition id the core never issued',
+  UNKNOWN_RUN: 'a workflow run handle that was released or never issued',
+  LOOP_LIMIT: 'a workflow loop was decided to go on past its maxIterations',
+  WORKFLOW_NOT_FOUND: 'no workflow definition of that name (or version) is defined',
+  RUN_NOT_FOUND: 'no workflow run with that id',
+  RUN_EXISTS: 'a workflow run id that was started with another definition',
+  STEP_FAILED: "a workflow run failed: a step failed after its retries (the cause is the step's error)",
+  RUN_CANCELLED: 'a workflow run was cancelled',
+  STEP_NOT_REGISTERED: 'a workflow step names a function, mapping or condition nobody registered',
+  SIGNAL_UNKNOWN: "a signal name no waitFor of the run's definition waits for",
 } as const
 
 /** Codes that cross the boundary but never reach users. */
@@ -219,5 +230,78 @@ export const ROUTE_REFUSED = {
   bulkheadFull: -3,
 } as const
 
+/** Workflow programs and records (crates/core/src/workflow): words per node and per record. */
+export const WORKFLOW_LAYOUT = {
+  programFormat: 1,
+  nodeWords: 12,
+  recordWords: 8,
+} as const
+
+/** What a workflow program may hold: nodes, nesting depth, instances of one map, signal indices. */
+export const WORKFLOW_LIMITS = {
+  maxNodes: 65536,
+  maxDepth: 256,
+  maxInstances: 1048576,
+  maxSignals: 65536,
+} as const
+
+/** Workflow node kinds, as a program's node word 0 names them. */
+export const WORKFLOW_NODES = {
+  step: 0,
+  sequence: 1,
+  parallel: 2,
+  branch: 3,
+  loop: 4,
+  map: 5,
+  sleep: 6,
+  wait: 7,
+} as const
+
+/** Workflow record kinds, as a record's word 0 names them. */
+export const WORKFLOW_RECORDS = {
+  execute: 1,
+  compensate: 2,
+  decide: 3,
+  cancel: 4,
+  scope: 5,
+  'node-done': 6,
+  retry: 7,
+  timer: 8,
+  'run-done': 9,
+  compensated: 10,
+} as const
+
+/** Workflow run statuses (a run-done record's `a`). */
+export const RUN_STATUSES = {
+  running: 0,
+  completed: 1,
+  failed: 2,
+  cancelled: 3,
+  compensated: 4,
+  'compensation-failed': 5,
+} as const
+
+/** Step outcomes, as `complete` takes them. */
+export const STEP_OUTCOMES = {
+  ok: 0,
+  transient: 1,
+  permanent: 2,
+} as const
+
+/** Join policies of parallel and map nodes. */
+export const JOINS = {
+  all: 0,
+  any: 1,
+  quorum: 2,
+} as const
+
+/** How a node instance ended (a node-done record's `a`). skipped: succeeded without output (a branch that chose no arm, a wait that timed out with continue). */
+export const NODE_OUTCOMES = {
+  ok: 0,
+  failed: 1,
+  cancelled: 2,
+  skipped: 3,
+} as const
+
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = 'a42d44faa98ea650'
+export const MANIFEST_HASH = 'e6221facebf3f1c8'

@@ -396,3 +396,60 @@ impl From<BusError> for RegistryError {
         }
     }
 }
+
+/// Why a workflow call was refused. A refused call changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WorkflowError {
+    /// A program that does not follow the layout or cannot run, naming the node index.
+    #[error("invalid workflow program{}: {reason}", at_node(*node))]
+    DefinitionInvalid {
+        /// The program index of the bad node, when one is to blame.
+        node: Option<u32>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A definition id this core never issued.
+    #[error("unknown workflow definition {0}")]
+    UnknownWorkflow(u32),
+    /// A run handle that was released or never issued.
+    #[error("unknown workflow run {0}: it was released or never started")]
+    UnknownRun(u32),
+    /// An argument outside what the call takes (NaN, an outcome above 2, a signal index beyond
+    /// the program's signals, a decision no node can take).
+    #[error("{argument} {reason}")]
+    InvalidArgument {
+        /// The argument, for people.
+        argument: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A call after the host closed its workflow core.
+    #[error("the workflow core is closed")]
+    Closed,
+    /// A fixed limit is reached (runs alive at once).
+    #[error("{what}: at most {limit} at once; release finished runs first")]
+    Capacity {
+        /// What ran out, for people.
+        what: &'static str,
+        /// How many there may be.
+        limit: usize,
+    },
+}
+
+/// ` at node N` when a node is to blame.
+fn at_node(node: Option<u32>) -> String {
+    node.map(|n| format!(" at node {n}")).unwrap_or_default()
+}
+
+impl Coded for WorkflowError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::DefinitionInvalid { .. } => "DEFINITION_INVALID",
+            Self::UnknownWorkflow(_) => "UNKNOWN_WORKFLOW",
+            Self::UnknownRun(_) => "UNKNOWN_RUN",
+            Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::Closed => "CLOSED",
+            Self::Capacity { .. } => "CAPACITY_EXCEEDED",
+        }
+    }
+}

@@ -19,11 +19,13 @@ pub mod resilience;
 pub mod routing;
 pub mod slab;
 pub mod store;
+pub mod workflow;
 
 pub use bus::{Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions, MAIN_ENDPOINT};
-pub use error::{BusError, Coded, RegistryError, StoreError};
+pub use error::{BusError, Coded, RegistryError, StoreError, WorkflowError};
 pub use names::ChannelId;
 pub use store::{Store, StoreConfig};
+pub use workflow::Workflows;
 
 /// Milliseconds on the host's clock. The core only compares and adds them.
 pub type Millis = f64;

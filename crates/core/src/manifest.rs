@@ -62,6 +62,17 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ("CIRCUIT_OPEN", "every matching agent's circuit breaker is open"),
     ("BULKHEAD_FULL", "every matching agent is at its limit of calls in flight"),
     ("AGENT_FAILED", "a supervisor gave up on its agents"),
+    ("DEFINITION_INVALID", "a workflow definition or program that cannot run, naming the node and what is wrong"),
+    ("UNKNOWN_WORKFLOW", "a workflow definition id the core never issued"),
+    ("UNKNOWN_RUN", "a workflow run handle that was released or never issued"),
+    ("LOOP_LIMIT", "a workflow loop was decided to go on past its maxIterations"),
+    ("WORKFLOW_NOT_FOUND", "no workflow definition of that name (or version) is defined"),
+    ("RUN_NOT_FOUND", "no workflow run with that id"),
+    ("RUN_EXISTS", "a workflow run id that was started with another definition"),
+    ("STEP_FAILED", "a workflow run failed: a step failed after its retries (the cause is the step's error)"),
+    ("RUN_CANCELLED", "a workflow run was cancelled"),
+    ("STEP_NOT_REGISTERED", "a workflow step names a function, mapping or condition nobody registered"),
+    ("SIGNAL_UNKNOWN", "a signal name no waitFor of the run's definition waits for"),
 ];
 
 /// Codes that cross the boundary but never reach users: the host acts on them.
@@ -356,7 +367,56 @@ fn body() -> String {
     options(&mut out);
     layouts(&mut out);
     bus_codes(&mut out);
+    workflow_codes(&mut out);
     out
+}
+
+/// The workflow core's layouts and codes (crates/core/src/workflow).
+pub mod workflow {
+    pub use crate::workflow::codes::{
+        JOINS, MAX_DEPTH, MAX_INSTANCES, MAX_NODES, MAX_SIGNALS, NODES, NODE_OUTCOMES, NODE_WORDS, PROGRAM_FORMAT,
+        RECORDS, RECORD_WORDS, RUN_STATUSES, STEP_OUTCOMES,
+    };
+}
+
+/// The workflow core's program and record layouts, and its codes.
+fn workflow_codes(out: &mut String) {
+    use workflow as w;
+    let codes = |list: &[(&'static str, u8)]| -> Vec<(&'static str, f64)> {
+        list.iter().map(|&(name, code)| (name, f64::from(code))).collect()
+    };
+    object(
+        out,
+        "Workflow programs and records (crates/core/src/workflow): words per node and per record.",
+        "WORKFLOW_LAYOUT",
+        &[
+            ("programFormat", f64::from(w::PROGRAM_FORMAT)),
+            ("nodeWords", n(w::NODE_WORDS)),
+            ("recordWords", n(w::RECORD_WORDS)),
+        ],
+    );
+    object(
+        out,
+        "What a workflow program may hold: nodes, nesting depth, instances of one map, signal indices.",
+        "WORKFLOW_LIMITS",
+        &[
+            ("maxNodes", n(w::MAX_NODES)),
+            ("maxDepth", n(w::MAX_DEPTH)),
+            ("maxInstances", n(w::MAX_INSTANCES)),
+            ("maxSignals", n(w::MAX_SIGNALS)),
+        ],
+    );
+    keyed(out, "Workflow node kinds, as a program's node word 0 names them.", "WORKFLOW_NODES", &codes(w::NODES));
+    keyed(out, "Workflow record kinds, as a record's word 0 names them.", "WORKFLOW_RECORDS", &codes(w::RECORDS));
+    keyed(out, "Workflow run statuses (a run-done record's `a`).", "RUN_STATUSES", &codes(w::RUN_STATUSES));
+    keyed(out, "Step outcomes, as `complete` takes them.", "STEP_OUTCOMES", &codes(w::STEP_OUTCOMES));
+    keyed(out, "Join policies of parallel and map nodes.", "JOINS", &codes(w::JOINS));
+    keyed(
+        out,
+        "How a node instance ended (a node-done record's `a`). skipped: succeeded without output (a branch that chose no arm, a wait that timed out with continue).",
+        "NODE_OUTCOMES",
+        &codes(w::NODE_OUTCOMES),
+    );
 }
 
 /// The names of a table of (name, value) pairs.

@@ -1,0 +1,179 @@
+//! Workflow runs as a state machine: the core decides which node of a run goes next (retries,
+//! timers, joins, loops, sagas); the host executes steps, evaluates conditions and keeps data.
+//!
+//! The host hands in a *program* (a workflow definition compiled to numbers, [`program`]) and
+//! drives each run with inputs that carry its own `now`: step outcomes, decisions, signals,
+//! cancels and timer fires. The core answers with fixed-size *records* in an outbox (what to
+//! execute, decide, cancel, which timers to arm, what finished). It holds no clock and no
+//! randomness of its own (jitter comes from a per-run seed), so replaying a run's recorded
+//! inputs into a fresh [`Workflows`] yields the same records and the same state: that is how a
+//! run resumes after a crash.
+//!
+//! Modules: [`program`] decodes and validates a program; `run` holds one run's node instances
+//! and moves them; `saga` runs compensations when a run fails or is cancelled; `timers` is the
+//! deadline index shared by all runs; [`wire`] holds the calls both bindings make.
+
+pub mod program;
+mod run;
+mod saga;
+mod timers;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use crate::slab::Slab;
+use program::Program;
+use run::Run;
+use timers::Timers;
+
+/// The numbers the host and the core agree on (rendered into `ts/engines/manifest.ts`).
+pub mod codes {
+    /// The program format this core reads.
+    pub const PROGRAM_FORMAT: u32 = 1;
+    /// Words per node in a program.
+    pub const NODE_WORDS: usize = 12;
+    /// Words per record in the outbox.
+    pub const RECORD_WORDS: usize = 8;
+
+    /// Node kinds, as a program's word 0 of a node names them.
+    pub const NODES: &[(&str, u8)] = &[
+        ("step", STEP),
+        ("sequence", SEQUENCE),
+        ("parallel", PARALLEL),
+        ("branch", BRANCH),
+        ("loop", LOOP),
+        ("map", MAP),
+        ("sleep", SLEEP),
+        ("wait", WAIT),
+    ];
+    /// A leaf the host executes.
+    pub const STEP: u8 = 0;
+    /// Children one after another.
+    pub const SEQUENCE: u8 = 1;
+    /// Children at once, joined by a policy.
+    pub const PARALLEL: u8 = 2;
+    /// One arm, decided by the host.
+    pub const BRANCH: u8 = 3;
+    /// A body repeated while the host decides to go on.
+    pub const LOOP: u8 = 4;
+    /// A body run N times (N decided by the host), joined by a policy.
+    pub const MAP: u8 = 5;
+    /// A durable timer.
+    pub const SLEEP: u8 = 6;
+    /// A wait for a signal.
+    pub const WAIT: u8 = 7;
+
+    /// Record kinds, as word 0 of a record names them.
+    pub const RECORDS: &[(&str, u8)] = &[
+        ("execute", EXECUTE),
+        ("compensate", COMPENSATE),
+        ("decide", DECIDE),
+        ("cancel", CANCEL),
+        ("scope", SCOPE),
+        ("node-done", NODE_DONE),
+        ("retry", RETRY),
+        ("timer", TIMER),
+        ("run-done", RUN_DONE),
+        ("compensated", COMPENSATED),
+    ];
+    /// Execute a step attempt.
+    pub const EXECUTE: u8 = 1;
+    /// Execute a compensation attempt.
+    pub const COMPENSATE: u8 = 2;
+    /// Decide a branch arm, a loop's going on, or a map's count.
+    pub const DECIDE: u8 = 3;
+    /// Abort an attempt in flight: its result will be stale.
+    pub const CANCEL: u8 = 4;
+    /// A new loop iteration or map instance scope.
+    pub const SCOPE: u8 = 5;
+    /// A node instance finished.
+    pub const NODE_DONE: u8 = 6;
+    /// A failed attempt will be retried.
+    pub const RETRY: u8 = 7;
+    /// A timer was armed.
+    pub const TIMER: u8 = 8;
+    /// The run finished.
+    pub const RUN_DONE: u8 = 9;
+    /// A compensation finished.
+    pub const COMPENSATED: u8 = 10;
+
+    /// Run statuses, as a RUN_DONE record's `a` names them.
+    pub const RUN_STATUSES: &[(&str, u8)] = &[
+        ("running", RUNNING),
+        ("completed", COMPLETED),
+        ("failed", FAILED),
+        ("cancelled", CANCELLED),
+        ("compensated", COMPENSATED_RUN),
+        ("compensation-failed", COMPENSATION_FAILED),
+    ];
+    /// Not finished.
+    pub const RUNNING: u8 = 0;
+    /// The root succeeded.
+    pub const COMPLETED: u8 = 1;
+    /// The root failed and nothing was compensated.
+    pub const FAILED: u8 = 2;
+    /// Cancelled, and nothing was compensated.
+    pub const CANCELLED: u8 = 3;
+    /// Failed or cancelled, and every compensation succeeded.
+    pub const COMPENSATED_RUN: u8 = 4;
+    /// Failed or cancelled, and a compensation failed.
+    pub const COMPENSATION_FAILED: u8 = 5;
+
+    /// Step outcomes, as `complete` takes them.
+    pub const STEP_OUTCOMES: &[(&str, u8)] = &[("ok", OK), ("transient", TRANSIENT), ("permanent", PERMANENT)];
+    /// The attempt succeeded.
+    pub const OK: u8 = 0;
+    /// The attempt failed and may be retried.
+    pub const TRANSIENT: u8 = 1;
+    /// The attempt failed for good.
+    pub const PERMANENT: u8 = 2;
+
+    /// Join policies of PARALLEL and MAP.
+    pub const JOINS: &[(&str, u8)] = &[("all", JOIN_ALL), ("any", JOIN_ANY), ("quorum", JOIN_QUORUM)];
+    /// Every child must succeed.
+    pub const JOIN_ALL: u8 = 0;
+    /// One success is enough.
+    pub const JOIN_ANY: u8 = 1;
+    /// n successes are enough.
+    pub const JOIN_QUORUM: u8 = 2;
+
+    /// Node outcomes, as a NODE_DONE record's `a` names them.
+    pub const NODE_OUTCOMES: &[(&str, u8)] =
+        &[("ok", DONE_OK), ("failed", DONE_FAILED), ("cancelled", DONE_CANCELLED), ("skipped", DONE_SKIPPED)];
+    /// Succeeded.
+    pub const DONE_OK: u8 = 0;
+    /// Failed.
+    pub const DONE_FAILED: u8 = 1;
+    /// Cancelled (by a join, a timeout, or the run's cancel).
+    pub const DONE_CANCELLED: u8 = 2;
+    /// Succeeded without output: a branch that chose no arm, a wait that timed out with
+    /// `continue`.
+    pub const DONE_SKIPPED: u8 = 3;
+
+    /// Most nodes in a program.
+    pub const MAX_NODES: usize = 1 << 16;
+    /// Deepest nesting of containers (the core walks trees recursively).
+    pub const MAX_DEPTH: usize = 256;
+    /// Most instances a MAP may be decided to run.
+    pub const MAX_INSTANCES: usize = 1 << 20;
+    /// Most signal indices a program may use.
+    pub const MAX_SIGNALS: usize = 1 << 16;
+}
+
+/// Every workflow program and run of one host, their timers and the outbox of records.
+#[derive(Debug, Default)]
+pub struct Workflows {
+    programs: Vec<Program>,
+    runs: Slab<Run>,
+    timers: Timers,
+    outbox: Vec<f64>,
+}
+
+impl Workflows {
+    /// An empty core: no programs, no runs.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}

@@ -1,0 +1,161 @@
+//! The calls both bindings make, as methods on [`Workflows`]: numbers in, numbers out, every
+//! argument checked here once (a NaN, an outcome above 2, a signal the program does not
+//! have), so the bindings only convert types.
+//!
+//! Inputs that move a run (`start`, `complete`, `decide`, `signal`, `cancel`, `fire`) take the
+//! host's `now`; the host records each accepted one, in order, and replays them into a fresh
+//! core to rebuild a run. Records come out of [`Workflows::drain`], `RECORD_WORDS` each.
+
+use super::codes::{MAX_SIGNALS, PERMANENT};
+use super::program;
+use super::run::{Ctx, Run};
+use super::Workflows;
+use crate::error::WorkflowError;
+use crate::manifest::NO_DEADLINE;
+use crate::slab::MAX_ENTRIES;
+use crate::Millis;
+
+fn bad(argument: &'static str, reason: impl Into<String>) -> WorkflowError {
+    WorkflowError::InvalidArgument { argument, reason: reason.into() }
+}
+
+fn check_now(now: Millis) -> Result<(), WorkflowError> {
+    if now.is_finite() {
+        Ok(())
+    } else {
+        Err(bad("now", format!("must be a finite time in ms, got {now}")))
+    }
+}
+
+impl Workflows {
+    /// Decodes and checks a program; its definition id.
+    pub fn define(&mut self, program: &[f64]) -> Result<u32, WorkflowError> {
+        let program = program::decode(program)?;
+        let id = u32::try_from(self.programs.len())
+            .map_err(|_| WorkflowError::Capacity { what: "workflow definitions", limit: u32::MAX as usize })?;
+        self.programs.push(program);
+        Ok(id)
+    }
+
+    /// Starts a run of definition `def`; jitter comes from `seed` (its bits seed the run's
+    /// random source). The run's first records are in the outbox.
+    pub fn start(&mut self, def: u32, seed: f64, now: Millis) -> Result<u32, WorkflowError> {
+        check_now(now)?;
+        if seed.is_nan() {
+            return Err(bad("seed", "is NaN"));
+        }
+        let program = self.programs.get(def as usize).ok_or(WorkflowError::UnknownWorkflow(def))?;
+        let id = self
+            .runs
+            .insert(Run::new(def, seed.to_bits()))
+            .ok_or(WorkflowError::Capacity { what: "workflow runs", limit: MAX_ENTRIES })?;
+        let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
+        let mut ctx = Ctx { program, timers: &mut self.timers, out: &mut self.outbox, id, now };
+        run.begin(&mut ctx);
+        Ok(id)
+    }
+
+    /// The run, its program and a context for one input.
+    fn with_run<T>(
+        &mut self,
+        id: u32,
+        now: Millis,
+        body: impl FnOnce(&mut Run, &mut Ctx) -> Result<T, WorkflowError>,
+    ) -> Result<T, WorkflowError> {
+        check_now(now)?;
+        let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
+        let program = &self.programs[run.def as usize];
+        let mut ctx = Ctx { program, timers: &mut self.timers, out: &mut self.outbox, id, now };
+        body(run, &mut ctx)
+    }
+
+    /// A step attempt's outcome (0 ok, 1 transient failure, 2 permanent failure); `false` when
+    /// `token` names no attempt in flight (stale: ignored).
+    pub fn complete(&mut self, run: u32, token: u32, outcome: u8, now: Millis) -> Result<bool, WorkflowError> {
+        if outcome > PERMANENT {
+            return Err(bad("outcome", format!("must be 0 (ok), 1 (transient) or 2 (permanent), got {outcome}")));
+        }
+        self.with_run(run, now, |run, ctx| Ok(run.complete(ctx, token, outcome)))
+    }
+
+    /// A decision: a branch's arm (-1 none), a loop's 1 go on / 0 stop, a map's count; -2 says
+    /// the decision itself failed. `false` when `token` asks nothing now.
+    pub fn decide(&mut self, run: u32, token: u32, value: f64, now: Millis) -> Result<bool, WorkflowError> {
+        if value.is_nan() {
+            return Err(bad("decision", "is NaN"));
+        }
+        self.with_run(run, now, |run, ctx| run.decide(ctx, token, value))
+    }
+
+    /// A signal: taken by the earliest WAIT on `index`, or counted for the next one.
+    pub fn signal(&mut self, run: u32, index: u32, now: Millis) -> Result<(), WorkflowError> {
+        self.with_run(run, now, |run, ctx| {
+            if index >= ctx.program.signals {
+                let limit = ctx.program.signals.min(MAX_SIGNALS as u32);
+                return Err(bad("signal", format!("index {index} is beyond the program's {limit} signals")));
+            }
+            if run.live() {
+                run.signal(ctx, index);
+            }
+            Ok(())
+        })
+    }
+
+    /// Cancels a run: its tree is cancelled and its completed steps compensated. Nothing on a
+    /// finished or compensating run.
+    pub fn cancel(&mut self, run: u32, now: Millis) -> Result<(), WorkflowError> {
+        self.with_run(run, now, |run, ctx| {
+            if run.live() {
+                run.cancel(ctx);
+            }
+            Ok(())
+        })
+    }
+
+    /// Fires an armed timer; `false` when it is not armed (fired or dropped already).
+    pub fn fire(&mut self, run: u32, timer: u32, now: Millis) -> Result<bool, WorkflowError> {
+        self.with_run(run, now, |run, ctx| {
+            if !ctx.timers.disarm(ctx.id, timer) {
+                return Ok(false);
+            }
+            run.fire(ctx, timer);
+            Ok(true)
+        })
+    }
+
+    /// `[run, timer, run, timer, ...]` of every timer due at `now`, earliest first; they stay
+    /// armed until fired.
+    #[must_use]
+    pub fn due(&self, now: Millis) -> Vec<f64> {
+        self.timers.due(now)
+    }
+
+    /// The earliest armed deadline, or `NO_DEADLINE`.
+    #[must_use]
+    pub fn next_deadline(&self) -> f64 {
+        self.timers.next().unwrap_or(NO_DEADLINE)
+    }
+
+    /// Queues again the EXECUTE, COMPENSATE and DECIDE records of everything the run has with
+    /// the host (after a replay: what to execute again).
+    pub fn outstanding(&mut self, run: u32) -> Result<(), WorkflowError> {
+        self.with_run(run, 0.0, |run, ctx| {
+            run.outstanding(ctx);
+            Ok(())
+        })
+    }
+
+    /// The outbox, `RECORD_WORDS` numbers per record, in order; empties it.
+    pub fn drain(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Forgets a run (finished, or abandoned: its timers are dropped, nothing more is recorded).
+    pub fn release(&mut self, run: u32) -> Result<(), WorkflowError> {
+        let state = self.runs.remove(run).ok_or(WorkflowError::UnknownRun(run))?;
+        for timer in state.timers() {
+            self.timers.disarm(run, timer);
+        }
+        Ok(())
+    }
+}
