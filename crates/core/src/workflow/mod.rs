@@ -20,8 +20,11 @@ mod timers;
 pub mod wire;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
+pub use crate::error::WorkflowError;
 use crate::slab::Slab;
 use program::Program;
 use run::Run;
@@ -98,7 +101,7 @@ pub mod codes {
     /// A compensation finished.
     pub const COMPENSATED: u8 = 10;
 
-    /// Run statuses, as a RUN_DONE record's `a` names them.
+    /// Run statuses, as a `RUN_DONE` record's `a` names them.
     pub const RUN_STATUSES: &[(&str, u8)] = &[
         ("running", RUNNING),
         ("completed", COMPLETED),
@@ -138,7 +141,7 @@ pub mod codes {
     /// n successes are enough.
     pub const JOIN_QUORUM: u8 = 2;
 
-    /// Node outcomes, as a NODE_DONE record's `a` names them.
+    /// Node outcomes, as a `NODE_DONE` record's `a` names them.
     pub const NODE_OUTCOMES: &[(&str, u8)] =
         &[("ok", DONE_OK), ("failed", DONE_FAILED), ("cancelled", DONE_CANCELLED), ("skipped", DONE_SKIPPED)];
     /// Succeeded.

@@ -129,7 +129,7 @@ pub struct Run {
     free: u32,
     next_token: u32,
     pub random: SplitMix64,
-    /// [`RUNNING`] until RUN_DONE, then the final status.
+    /// [`RUNNING`] until `RUN_DONE`, then the final status.
     pub status: u8,
     /// Compensable completions, in completion order (the saga pops from the end).
     pub completed: Vec<Completed>,
@@ -389,16 +389,16 @@ impl Run {
             },
             PARALLEL => self.tally(ctx, p, outcome).map_or(Step::Running, Step::Done),
             BRANCH => Step::Done(if outcome == Outcome::Skipped { Outcome::Ok } else { outcome }),
-            LOOP => match outcome {
-                Outcome::Failed(_) => Step::Done(outcome),
-                _ => {
-                    let frame = &mut self.frames[p as usize];
-                    frame.a += 1;
-                    let word = Self::decide_word(ctx, frame);
-                    self.ask(ctx, p, word);
-                    Step::Running
+            LOOP => {
+                if let Outcome::Failed(_) = outcome {
+                    return Step::Done(outcome);
                 }
-            },
+                let frame = &mut self.frames[p as usize];
+                frame.a += 1;
+                let word = Self::decide_word(ctx, frame);
+                self.ask(ctx, p, word);
+                Step::Running
+            }
             MAP => match self.tally(ctx, p, outcome) {
                 Some(done) => Step::Done(done),
                 None => self.map_fill(ctx, p),
@@ -535,7 +535,7 @@ impl Run {
     }
 
     /// Cancels frame `f` and everything under it: attempts in flight get a CANCEL, timers are
-    /// dropped, each instance's NODE_DONE says cancelled.
+    /// dropped, each instance's `NODE_DONE` says cancelled.
     pub fn cancel_frame(&mut self, ctx: &mut Ctx, f: u32) {
         self.cancel_children(ctx, f);
         let frame = &self.frames[f as usize];
@@ -607,7 +607,7 @@ impl Run {
                     (frame.phase, frame.token) = (Phase::Running, 0);
                     match self.start(ctx, arm, f, value as u32, scope, scope_index) {
                         Step::Done(outcome) => self.child_done(ctx, f, value as u32, outcome),
-                        running => running,
+                        running @ Step::Running => running,
                     }
                 }
                 BRANCH => return bad(format!("{value} is no arm of a branch of {}, nor -1 or -2", node.child_count)),

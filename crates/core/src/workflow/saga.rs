@@ -61,7 +61,7 @@ impl Run {
         self.saga_next(ctx);
     }
 
-    /// RUN_DONE, once: `b` names the node where the failure began, `c` its token.
+    /// `RUN_DONE`, once: `b` names the node where the failure began, `c` its token.
     pub fn run_done(&mut self, ctx: &mut Ctx, status: u8, cause: Option<Cause>) {
         self.status = status;
         self.saga.active = false;

@@ -65,6 +65,9 @@ impl N {
 
 /// The program words of a tree: preorder indices, compensations after the tree.
 pub fn compile(root: &N) -> Vec<f64> {
+    fn size(n: &N) -> usize {
+        1 + n.kids.iter().map(size).sum::<usize>()
+    }
     fn number<'a>(node: &'a N, order: &mut Vec<&'a N>) {
         order.push(node);
         for kid in &node.kids {
@@ -79,9 +82,6 @@ pub fn compile(root: &N) -> Vec<f64> {
     let mut list = Vec::new();
     let mut next_comp = tree;
     // Preorder: a node's kids' indices follow from the subtree sizes.
-    fn size(n: &N) -> usize {
-        1 + n.kids.iter().map(size).sum::<usize>()
-    }
     let mut starts = vec![0usize; tree];
     for (i, node) in order.iter().enumerate() {
         let mut at = i + 1;
@@ -203,7 +203,7 @@ impl Host {
         assert!(dones.len() <= 1, "RUN_DONE twice: {dones:?}");
         dones.first().map(|r| (r.a as u8, r.b, r.c))
     }
-    /// (node, outcome) of every NODE_DONE, in order.
+    /// (node, outcome) of every `NODE_DONE`, in order.
     fn nodes_done(&self) -> Vec<(u32, u8)> {
         self.all(NODE_DONE).iter().map(|r| (r.node, r.a as u8)).collect()
     }
@@ -521,7 +521,7 @@ fn jitter_comes_from_the_seed() {
     };
     assert_eq!(delays(1.0), delays(1.0));
     assert_ne!(delays(1.0), delays(2.0));
-    assert!(delays(3.0).iter().all(|&d| d >= 0.0 && d <= 8000.0));
+    assert!(delays(3.0).iter().all(|d| (0.0..=8000.0).contains(d)));
 }
 
 #[test]
@@ -695,8 +695,8 @@ fn bad_programs_are_refused_naming_the_node() {
     cycle[word(2, 1)] = 0.0;
     cycle[word(2, 2)] = 1.0;
     cycle[word(1, 1)] = 1.0;
-    let list = cycle.len() - 2;
-    (cycle[list], cycle[list + 1]) = (2.0, 1.0);
+    let area = cycle.len() - 2;
+    (cycle[area], cycle[area + 1]) = (2.0, 1.0);
     cycle[word(1, 1)] = 0.0;
     cycle[word(2, 1)] = 1.0;
     assert!(refused(&mut w, &cycle).contains("not reachable"));
