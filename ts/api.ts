@@ -10,6 +10,7 @@ import { checkManifest } from './engines/check-manifest.js'
 import { DEFAULTS, LIMITS } from './engines/manifest.js'
 import { Mesh, type MeshOptions } from './agents/mesh.js'
 import { checkStoreOptions, Store, type CheckedStoreOptions, type StoreOptions } from './store/store.js'
+import { Workflows, type WorkflowsOptions } from './workflows/runtime.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
@@ -56,6 +57,29 @@ export type { ErrorCode } from './errors.js'
 export { ERROR_CODES } from './engines/manifest.js'
 export type { CodecName, Kind, Priority } from './frame.js'
 export type { InferOutput, StandardSchemaV1 } from './schema.js'
+export { branch, child, forEach, loop, parallel, quorum, scatterGather, sequence, sleep, step, waitFor, when, workflow } from './workflows/builder.js'
+export type { BranchArm, StepOptions, WorkflowOptions } from './workflows/builder.js'
+export type {
+  Compensation,
+  Condition,
+  ConditionOp,
+  InputSpec,
+  Join,
+  NodeDraft,
+  Ref,
+  RetryPolicy,
+  StepRun,
+  WorkflowDefinition,
+  WorkflowInput,
+  WorkflowNode,
+  WorkflowOutput,
+} from './workflows/definition.js'
+export { Workflows } from './workflows/runtime.js'
+export type { RunInfo, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
+export { WorkflowRun } from './workflows/run.js'
+export type { RunStatus, StoredError, WorkflowEvent } from './workflows/history.js'
+export { IDEMPOTENCY_HEADER } from './workflows/executor.js'
+export type { StepContext, StepFunction } from './workflows/executor.js'
 
 /** Options of {@link Orrery.create}. */
 export interface OrreryOptions {
@@ -157,6 +181,27 @@ export class Orrery {
   /** The meshes started on this Orrery and not shut down (undefined once closed). */
   private meshes: Set<Mesh> | undefined = new Set()
 
+  /**
+   * Opens workflows on this Orrery: durable runs of workflow definitions whose history lives in
+   * `store` (default: a new in-memory store), calling `mesh` for capability steps. On a store
+   * with unfinished runs they go on (unless `resume: false`).
+   */
+  async workflows(options?: WorkflowsOptions): Promise<Workflows> {
+    if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
+    const wf = Workflows.open(
+      this.backend,
+      this.clock,
+      options,
+      () => this.openStore(),
+      (w) => this.flows.delete(w),
+    )
+    this.flows.add(wf)
+    return wf
+  }
+
+  /** The workflows opened on this Orrery and not closed. */
+  private readonly flows = new Set<Workflows>()
+
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
     const o = checkOptions(options)
@@ -197,6 +242,7 @@ export class Orrery {
   close(): void {
     // Its meshes stop first, at once (their agents' unacked work stays queued for redelivery):
     // their heartbeat intervals and timers would otherwise keep the process alive.
+    for (const wf of [...this.flows]) wf.close()
     const meshes = this.meshes
     this.meshes = undefined
     for (const mesh of meshes ?? []) mesh.close()

@@ -1,0 +1,637 @@
+/**
+ * Workflows on both engines, on fake time: every pattern (sequence, parallel joins, branch,
+ * loops, forEach, scatterGather over a real mesh, nested children, sleep, signals), retries,
+ * timeouts, sagas, cancel, idempotent starts, errors, events and history, JSON round trips,
+ * and resuming runs from their store.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { z } from 'zod'
+
+import {
+  Agent,
+  branch,
+  child,
+  forEach,
+  loop,
+  Orrery,
+  parallel,
+  PermanentError,
+  scatterGather,
+  sequence,
+  sleep,
+  step,
+  waitFor,
+  when,
+  workflow,
+  type AgentContext,
+  type StepContext,
+  type WorkflowEvent,
+  type Workflows,
+} from '../ts/node.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
+import { errorOf } from './helpers.js'
+
+let open: Orrery[] = []
+
+afterEach(() => {
+  for (const o of open) o.close()
+  open = []
+  vi.useRealTimers()
+})
+
+/** Fake time from 1,000,000 ms, an Orrery on it and workflows on an in-memory store. */
+async function setup(options: { mesh?: boolean } = {}) {
+  vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+  const orrery = await Orrery.create({ engine: ENGINE })
+  open.push(orrery)
+  const mesh = options.mesh ? await orrery.mesh({ seed: 7, heartbeat: { interval: 1_000 } }) : undefined
+  const store = orrery.openStore()
+  const wf = await orrery.workflows({ store, ...(mesh ? { mesh } : {}) })
+  return { orrery, wf, store, mesh }
+}
+
+/** A step that never ends on its own: it rejects when its attempt is aborted. */
+function hang(_input: unknown, ctx: StepContext): Promise<never> {
+  return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
+}
+
+/** Lets promises settle and due timers fire, `ms` of fake time at most. */
+const advance = (ms = 0) => vi.advanceTimersByTimeAsync(ms)
+
+function types(events: readonly WorkflowEvent[]): string[] {
+  return events.map((e) => e.type)
+}
+
+describe('workflows: patterns', () => {
+  it('runs a sequence: data flows by reference, the last step is the output, events and history say what happened', async () => {
+    const { wf } = await setup()
+    wf.register('double', (n: number) => n * 2)
+    wf.register('add', (x: { a: number; b: number }) => x.a + x.b)
+    wf.define(
+      workflow(
+        'math',
+        sequence(
+          step('a', { fn: 'double' }, { input: '$input.n' }),
+          step('b', { fn: 'double' }, { input: '$steps.a' }),
+          step('c', { fn: 'add' }, { input: { a: '$steps.a', b: '$steps.b' } }),
+        ),
+      ),
+    )
+    const run = await wf.start('math', { n: 3 }, { id: 'r1' })
+    const seen: WorkflowEvent[] = []
+    run.events.subscribe((e) => seen.push(e))
+    expect(await run.result()).toBe(18)
+    expect(run.status()).toBe('completed')
+    const history = run.history()
+    expect(history.map((e) => e.seq)).toEqual(history.map((_, i) => i + 1))
+    expect(types(history).filter((t) => t === 'step-started' || t === 'step-completed' || t === 'started' || t === 'run-finished')).toEqual([
+      'started',
+      'step-started',
+      'step-completed',
+      'step-started',
+      'step-completed',
+      'step-started',
+      'step-completed',
+      'run-finished',
+    ])
+    const started = history.filter((e) => e.type === 'step-started')
+    expect(started.map((e) => (e.type === 'step-started' ? e.key : ''))).toEqual(['r1/a', 'r1/b', 'r1/c'])
+    const done = history.find((e) => e.type === 'step-completed' && e.step === 'b')
+    expect(done).toMatchObject({ outcome: 'ok', output: 12, attempt: 1 })
+    expect(history[history.length - 1]).toMatchObject({ type: 'run-finished', status: 'completed', output: 18 })
+    expect(history.some((e) => e.type === 'node-done')).toBe(true)
+    // The events stream saw the same events from its subscription on, and completed.
+    expect(seen.length).toBeGreaterThan(0)
+    expect(seen[seen.length - 1]!.type).toBe('run-finished')
+  })
+
+  it('parallel all gives every output in branch order; any gives the first success and aborts the rest', async () => {
+    const { wf } = await setup()
+    let aborted = 0
+    wf.register('slow', async (n: number, ctx) => {
+      await new Promise((resolve, reject) => {
+        setTimeout(resolve, n)
+        ctx.signal.addEventListener('abort', () => {
+          aborted++
+          reject(ctx.signal.reason)
+        })
+      })
+      return n
+    })
+    wf.define(
+      workflow('all', parallel([step('x', { fn: 'slow' }, { input: 30 }), step('y', { fn: 'slow' }, { input: 10 }), step('z', { fn: 'slow' }, { input: 20 })])),
+    )
+    wf.define(
+      workflow(
+        'any',
+        parallel([step('x', { fn: 'slow' }, { input: 30 }), step('y', { fn: 'slow' }, { input: 10 }), step('z', { fn: 'slow' }, { input: 20 })], {
+          join: 'any',
+        }),
+      ),
+    )
+    const all = await wf.start('all', null)
+    await advance(30)
+    expect(await all.result()).toEqual([30, 10, 20])
+    const any = await wf.start('any', null)
+    await advance(10)
+    expect(await any.result()).toEqual([undefined, 10, undefined])
+    expect(aborted).toBe(2)
+  })
+
+  it('parallel quorum succeeds at n successes; with a timeout it fails when n cannot be reached in time', async () => {
+    const { wf } = await setup()
+    wf.register('ok', (v: unknown) => v)
+    wf.register('hang', hang)
+    wf.register('fail', () => {
+      throw new PermanentError('no')
+    })
+    wf.define(
+      workflow(
+        'q2',
+        parallel([step('a', { fn: 'ok' }, { input: 1 }), step('b', { fn: 'hang' }), step('c', { fn: 'ok' }, { input: 3 })], { join: { quorum: 2 } }),
+      ),
+    )
+    const quorum = await wf.start('q2', null)
+    await advance()
+    expect(await quorum.result()).toEqual([1, undefined, 3])
+    wf.define(
+      workflow(
+        'q2-timeout',
+        parallel([step('a', { fn: 'ok' }, { input: 1 }), step('b', { fn: 'hang' }), step('c', { fn: 'fail' })], { join: { quorum: 2 }, timeoutMs: 500 }),
+      ),
+    )
+    const late = await wf.start('q2-timeout', null)
+    const settled = late.result().catch((e: unknown) => e)
+    await advance(499)
+    expect(late.status()).toBe('running')
+    await advance(1)
+    const error = (await settled) as { code?: string }
+    expect(error.code).toBe('STEP_FAILED')
+    expect(late.status()).toBe('failed')
+  })
+
+  it('branches on conditions, falls back to otherwise, and outputs nothing when no arm is taken', async () => {
+    const { wf } = await setup()
+    wf.register('label', (s: string) => s)
+    wf.registerCondition('isBig', (n) => (n as number) > 100)
+    const def = workflow(
+      'route',
+      branch(
+        [
+          when({ path: '$input.kind', op: 'eq', value: 'a' }, step('a', { fn: 'label' }, { input: 'A' })),
+          when({ fn: 'isBig', arg: '$input.size' }, step('big', { fn: 'label' }, { input: 'BIG' })),
+        ],
+        step('other', { fn: 'label' }, { input: 'OTHER' }),
+      ),
+    )
+    wf.define(def)
+    expect(await (await wf.start('route', { kind: 'a', size: 1 })).result()).toBe('A')
+    expect(await (await wf.start('route', { kind: 'b', size: 500 })).result()).toBe('BIG')
+    expect(await (await wf.start('route', { kind: 'b', size: 1 })).result()).toBe('OTHER')
+    wf.define(workflow('none', branch([when({ path: '$input', op: 'truthy' }, step('a', { fn: 'label' }, { input: 'A' }))])))
+    expect(await (await wf.start('none', 0)).result()).toBeUndefined()
+  })
+
+  it('loops while and until a condition holds, and fails past maxIterations', async () => {
+    const { wf } = await setup()
+    let count = 0
+    wf.register('inc', () => ++count)
+    wf.registerCondition('below3', () => count < 3)
+    wf.define(workflow('while', loop({ while: { fn: 'below3' }, maxIterations: 10 }, step('inc', { fn: 'inc' }))))
+    expect(await (await wf.start('while', null)).result()).toBe(3)
+    count = 0
+    wf.define(workflow('until', loop({ until: { path: '$steps.inc', op: 'gte', value: 4 }, maxIterations: 10 }, step('inc', { fn: 'inc' }))))
+    const until = await wf.start('until', null, { id: 'u' })
+    expect(await until.result()).toBe(4)
+    // Each iteration has its own idempotency key.
+    const keys = until.history().flatMap((e) => (e.type === 'step-started' ? [e.key] : []))
+    expect(keys).toEqual(['u/inc[0]', 'u/inc[1]', 'u/inc[2]', 'u/inc[3]'])
+    wf.define(workflow('bounded', loop({ until: { path: '$input', op: 'truthy' }, maxIterations: 2 }, step('inc', { fn: 'inc' }))))
+    const bounded = await wf.start('bounded', false)
+    expect((await errorOf(() => bounded.result()))?.code).toBe('STEP_FAILED')
+    expect(bounded.status()).toBe('failed')
+  })
+
+  it('forEach runs its body per item with a concurrency limit, $item and $index, outputs in index order', async () => {
+    const { wf } = await setup()
+    let running = 0
+    let most = 0
+    wf.register('work', async (x: { item: number; index: number }) => {
+      running++
+      most = Math.max(most, running)
+      await new Promise((resolve) => setTimeout(resolve, 10 * (5 - x.index)))
+      running--
+      return x.item * 10 + x.index
+    })
+    wf.define(workflow('each', forEach('$input.items', step('work', { fn: 'work' }, { input: { item: '$item', index: '$index' } }), { concurrency: 2 })))
+    const run = await wf.start('each', { items: [1, 2, 3, 4, 5] }, { id: 'e' })
+    await advance(200)
+    expect(await run.result()).toEqual([10, 21, 32, 43, 54])
+    expect(most).toBe(2)
+    const keys = run.history().flatMap((e) => (e.type === 'step-started' ? [e.key] : []))
+    expect(keys.sort()).toEqual(['e/work[0]', 'e/work[1]', 'e/work[2]', 'e/work[3]', 'e/work[4]'])
+    // An empty list succeeds at once; a value that is no list fails the run.
+    expect(await (await wf.start('each', { items: [] })).result()).toEqual([])
+    expect((await errorOf(async () => (await wf.start('each', { items: 7 })).result()))?.code).toBe('STEP_FAILED')
+  })
+
+  it('scatterGather calls every agent offering the capability and aggregates their answers', async () => {
+    const { wf, mesh } = await setup({ mesh: true })
+    class Scorer extends Agent {
+      static readonly capabilities = [{ name: 'score', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle<{ text: string }, { agent: string; score: number }>('score', (doc) => ({
+          agent: this.id,
+          score: doc.text.length + Number(this.id.slice(-1)),
+        }))
+      }
+    }
+    mesh!.define('scorer', Scorer)
+    await mesh!.spawn('scorer', { id: 's', replicas: 3 })
+    wf.registerMapping('best', (all) => Math.max(...(all as { score: number }[]).map((a) => a.score)))
+    wf.define(workflow('scores', scatterGather('ask', 'score@^1', { input: { text: '$input' } })))
+    wf.define(workflow('best', scatterGather('ask', 'score', { input: { text: '$input' }, aggregate: { fn: 'best' } })))
+    const run = await wf.start('scores', 'abcd')
+    await advance(10)
+    expect(await run.result()).toEqual([
+      { agent: 's-1', score: 5 },
+      { agent: 's-2', score: 6 },
+      { agent: 's-3', score: 7 },
+    ])
+    const best = await wf.start('best', 'ab')
+    await advance(10)
+    expect(await best.result()).toBe(5)
+    await mesh!.shutdown()
+  })
+
+  it('calls capabilities on the mesh with the idempotency key in a header', async () => {
+    const { wf, mesh } = await setup({ mesh: true })
+    const keys: string[] = []
+    class Upper extends Agent {
+      static readonly capabilities = [{ name: 'upper', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle<string, string>('upper', (text, ctx) => {
+          keys.push(ctx.message.headers['orrery-idempotency-key'] ?? '')
+          return text.toUpperCase()
+        })
+      }
+    }
+    mesh!.define('upper', Upper)
+    await mesh!.spawn('upper')
+    wf.define(workflow('shout', step('up', { capability: 'upper' }, { input: '$input' })))
+    const run = await wf.start('shout', 'hi', { id: 'cap' })
+    await advance(10)
+    expect(await run.result()).toBe('HI')
+    expect(keys).toEqual(['cap/up'])
+    await mesh!.shutdown()
+  })
+
+  it('runs children nested two deep, each with its idempotency key as its id', async () => {
+    const { wf } = await setup()
+    wf.register('leaf', (n: number) => n + 1)
+    wf.define(workflow('leaf', step('inc', { fn: 'leaf' }, { input: '$input' })))
+    wf.define(workflow('mid', sequence(child('down', 'leaf', { input: '$input' }), step('again', { fn: 'leaf' }, { input: '$steps.down' }))))
+    wf.define(workflow('top', child('mid', 'mid', { input: '$input.n' })))
+    const run = await wf.start('top', { n: 1 }, { id: 'p' })
+    expect(await run.result()).toBe(3)
+    expect(wf.get('p/mid')?.status()).toBe('completed')
+    expect(await wf.get('p/mid/down')?.result()).toBe(2)
+    expect(wf.list({ definition: 'leaf' }).map((r) => r.id)).toEqual(['p/mid/down'])
+  })
+
+  it('sleeps on a durable timer', async () => {
+    const { wf } = await setup()
+    wf.register('now', () => Date.now())
+    wf.define(workflow('nap', sequence(sleep('nap', 1_000), step('t', { fn: 'now' }))))
+    const run = await wf.start('nap', null)
+    await advance(999)
+    expect(run.status()).toBe('running')
+    await advance(1)
+    expect(await run.result()).toBe(1_001_000)
+  })
+
+  it('waits for signals sent before and after the wait; a timeout continues or fails as asked', async () => {
+    const { wf } = await setup()
+    wf.register('echo', (v: unknown) => v)
+    wf.register('slow', () => new Promise((resolve) => setTimeout(() => resolve('slow'), 100)))
+    wf.define(
+      workflow(
+        'approve',
+        sequence(
+          step('prep', { fn: 'slow' }),
+          waitFor('ok', 'approve'),
+          step('done', { fn: 'echo' }, { input: { ok: '$steps.ok', last: '$signals.approve' } }),
+        ),
+      ),
+    )
+    const early = await wf.start('approve', null)
+    early.signal('approve', { by: 'ann' })
+    await advance(100)
+    expect(await early.result()).toEqual({ ok: { by: 'ann' }, last: { by: 'ann' } })
+    const late = await wf.start('approve', null)
+    await advance(500)
+    expect(late.status()).toBe('running')
+    late.signal('approve', 'yes')
+    expect(await late.result()).toEqual({ ok: 'yes', last: 'yes' })
+    expect(() => late.signal('nope', 1)).not.toThrow()
+    const other = await wf.start('approve', null)
+    expect(() => other.signal('nope', 1)).toThrow(expect.objectContaining({ code: 'SIGNAL_UNKNOWN' }))
+    other.cancel()
+    wf.define(workflow('go-on', waitFor('w', 'go', { timeoutMs: 50, onTimeout: 'continue' })))
+    wf.define(workflow('give-up', waitFor('w', 'go', { timeoutMs: 50 })))
+    const goOn = await wf.start('go-on', null)
+    const giveUp = await wf.start('give-up', null)
+    const failed = errorOf(() => giveUp.result())
+    await advance(50)
+    expect(await goOn.result()).toBeUndefined()
+    expect((await failed)?.code).toBe('STEP_FAILED')
+  })
+})
+
+describe('workflows: failures', () => {
+  it('retries transient failures with backoff and gives up at once on a permanent one', async () => {
+    const { wf } = await setup()
+    const attempts: number[] = []
+    wf.register('flaky', (_: unknown, ctx) => {
+      attempts.push(ctx.attempt)
+      if (ctx.attempt < 3) throw new Error(`try ${ctx.attempt}`)
+      return 'ok'
+    })
+    wf.register('bad', () => {
+      throw new PermanentError('bad input')
+    })
+    wf.define(workflow('flaky', step('f', { fn: 'flaky' }, { retry: { attempts: 3, initialMs: 100, factor: 2, jitter: false } })))
+    const run = await wf.start('flaky', null)
+    await advance(99)
+    expect(attempts).toEqual([1])
+    await advance(1)
+    expect(attempts).toEqual([1, 2])
+    await advance(200)
+    expect(await run.result()).toBe('ok')
+    const retries = run.history().filter((e) => e.type === 'retry')
+    expect(retries.map((e) => (e.type === 'retry' ? [e.attempt, e.when] : []))).toEqual([
+      [2, 1_000_100],
+      [3, 1_000_300],
+    ])
+    wf.define(workflow('bad', step('b', { fn: 'bad' }, { retry: { attempts: 5 } })))
+    const bad = await wf.start('bad', null)
+    const error = (await errorOf(() => bad.result())) as { code?: string; message?: string; cause?: unknown; details?: Record<string, unknown> }
+    expect(error.code).toBe('STEP_FAILED')
+    expect(error.message).toContain('b')
+    expect(error.details?.['step']).toBe('b')
+    expect(error.cause).toBeInstanceOf(PermanentError)
+    expect(bad.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+  })
+
+  it('times out a step attempt (its signal aborts) and retries it', async () => {
+    const { wf } = await setup()
+    const signals: AbortSignal[] = []
+    wf.register('sometimes', (_: unknown, ctx) => {
+      signals.push(ctx.signal)
+      return ctx.attempt === 1 ? hang(_, ctx) : 'second'
+    })
+    wf.define(workflow('t', step('s', { fn: 'sometimes' }, { timeoutMs: 50, retry: { attempts: 2, initialMs: 10, jitter: false } })))
+    const run = await wf.start('t', null)
+    await advance(50)
+    expect(signals[0]!.aborted).toBe(true)
+    await advance(10)
+    expect(await run.result()).toBe('second')
+  })
+
+  it('validates step input and output with registered schemas: SCHEMA_INVALID fails for good', async () => {
+    const { wf } = await setup()
+    let calls = 0
+    wf.register('typed', { input: z.object({ n: z.number() }), output: z.number() }, (x) => {
+      calls++
+      return x.n
+    })
+    wf.define(workflow('typed', step('t', { fn: 'typed' }, { input: '$input', retry: { attempts: 3 } })))
+    expect(await (await wf.start('typed', { n: 4 })).result()).toBe(4)
+    const bad = (await errorOf(async () => (await wf.start('typed', { n: 'x' })).result())) as { code?: string; cause?: { code?: string } }
+    expect(bad.code).toBe('STEP_FAILED')
+    expect(bad.cause?.code).toBe('SCHEMA_INVALID')
+    expect(calls).toBe(1)
+  })
+
+  it('compensates completed steps in reverse order when a later step fails', async () => {
+    const { wf } = await setup()
+    const log: string[] = []
+    wf.register('do', (name: string) => {
+      log.push(`do ${name}`)
+      return name
+    })
+    wf.register('undo', (name: string) => {
+      log.push(`undo ${name}`)
+      if (name === 'b!') throw new PermanentError('cannot undo b')
+    })
+    wf.register('fail', () => {
+      throw new PermanentError('boom')
+    })
+    const saga = (name: string, undoB: string) =>
+      workflow(
+        name,
+        sequence(
+          step('a', { fn: 'do' }, { input: 'a', compensate: { run: { fn: 'undo' } } }),
+          step('b', { fn: 'do' }, { input: 'b', compensate: { run: { fn: 'undo' }, input: undoB } }),
+          step('c', { fn: 'fail' }),
+        ),
+      )
+    wf.define(saga('saga', 'b'))
+    const run = await wf.start('saga', null)
+    const error = (await errorOf(() => run.result())) as { code?: string; details?: Record<string, unknown>; cause?: Error }
+    expect(log).toEqual(['do a', 'do b', 'undo b', 'undo a'])
+    expect(run.status()).toBe('compensated')
+    expect(error.code).toBe('STEP_FAILED')
+    expect(error.details?.['step']).toBe('c')
+    expect(error.cause?.message).toBe('boom')
+    expect(run.history().flatMap((e) => (e.type === 'compensated' ? [`${e.step}:${e.ok}`] : []))).toEqual(['b:true', 'a:true'])
+
+    log.length = 0
+    wf.define(saga('saga-broken', 'b!'))
+    const broken = await wf.start('saga-broken', null)
+    const failed = (await errorOf(() => broken.result())) as { details?: Record<string, unknown> }
+    expect(log).toEqual(['do a', 'do b', 'undo b!', 'undo a'])
+    expect(broken.status()).toBe('compensation-failed')
+    expect(failed.details?.['compensations']).toEqual([{ step: 'b', error: expect.objectContaining({ message: 'cannot undo b' }) }])
+  })
+
+  it('cancels a run: attempts in flight abort, completed steps are compensated, result rejects RUN_CANCELLED', async () => {
+    const { wf } = await setup()
+    const log: string[] = []
+    let signal: AbortSignal | undefined
+    wf.register('do', () => log.push('do'))
+    wf.register('undo', () => log.push('undo'))
+    wf.register('hang', (input, ctx) => {
+      signal = ctx.signal
+      return hang(input, ctx)
+    })
+    wf.define(workflow('c', sequence(step('a', { fn: 'do' }, { compensate: { run: { fn: 'undo' } } }), step('h', { fn: 'hang' }))))
+    const run = await wf.start('c', null)
+    await advance()
+    run.cancel()
+    const error = await errorOf(() => run.result())
+    expect(error?.code).toBe('RUN_CANCELLED')
+    expect(signal?.aborted).toBe(true)
+    expect(log).toEqual(['do', 'undo'])
+    expect(run.status()).toBe('compensated')
+    wf.define(workflow('plain', step('h', { fn: 'hang' })))
+    const plain = await wf.start('plain', null)
+    plain.cancel()
+    expect((await errorOf(() => plain.result()))?.code).toBe('RUN_CANCELLED')
+    expect(plain.status()).toBe('cancelled')
+  })
+})
+
+describe('workflows: runs', () => {
+  it('starts idempotently: the same id is the same run; another workflow is RUN_EXISTS', async () => {
+    const { wf } = await setup()
+    let calls = 0
+    wf.register('once', () => ++calls)
+    wf.define(workflow('one', step('s', { fn: 'once' })))
+    wf.define(workflow('two', step('s', { fn: 'once' })))
+    const a = await wf.start('one', null, { id: 'same' })
+    const b = await wf.start('one', null, { id: 'same' })
+    expect(a.id).toBe(b.id)
+    expect(await a.result()).toBe(1)
+    expect(await (await wf.start('one', null, { id: 'same' })).result()).toBe(1)
+    expect(calls).toBe(1)
+    expect((await errorOf(() => wf.start('two', null, { id: 'same' })))?.code).toBe('RUN_EXISTS')
+  })
+
+  it('refuses unknown workflows, unregistered steps and invalid definitions with their codes', async () => {
+    const { wf } = await setup()
+    expect((await errorOf(() => wf.start('ghost', null)))?.code).toBe('WORKFLOW_NOT_FOUND')
+    wf.define(workflow('missing', step('s', { fn: 'nobody' })))
+    const missing = await errorOf(() => wf.start('missing', null))
+    expect(missing?.code).toBe('STEP_NOT_REGISTERED')
+    expect(missing?.message).toContain('nobody')
+    expect((await errorOf(() => wf.define(workflow('dup', sequence(step('s', { fn: 'x' }), step('s', { fn: 'x' }))))))?.code).toBe('DEFINITION_INVALID')
+  })
+
+  it('runs a definition copied through JSON the same, under the same version', async () => {
+    const { wf } = await setup()
+    wf.register('inc', (n: number) => n + 1)
+    wf.registerCondition('small', () => false)
+    const def = workflow(
+      'copy',
+      sequence(
+        step('a', { fn: 'inc' }, { input: '$input', retry: { attempts: 2 } }),
+        parallel([step('b', { fn: 'inc' }, { input: '$steps.a' }), step('c', { fn: 'inc' }, { input: 10 })], { join: 'all' }),
+        branch([when({ fn: 'small' }, step('d', { fn: 'inc' }, { input: 0 }))], step('e', { fn: 'inc' }, { input: '$steps.b' })),
+      ),
+    )
+    const copy = JSON.parse(JSON.stringify(def))
+    const defined = wf.define(def)
+    expect(wf.define(copy).version).toBe(defined.version)
+    const run = await wf.start('copy', 1)
+    expect(await run.result()).toBe(4)
+  })
+
+  it('lists and gets runs by status and definition', async () => {
+    const { wf } = await setup()
+    wf.register('ok', () => 'ok')
+    wf.register('hang', hang)
+    wf.define(workflow('fast', step('s', { fn: 'ok' })))
+    wf.define(workflow('stuck', step('s', { fn: 'hang' })))
+    await (await wf.start('fast', null, { id: 'f1' })).result()
+    await wf.start('stuck', null, { id: 's1' })
+    expect(wf.list().map((r) => `${r.id}:${r.status}`)).toEqual(['f1:completed', 's1:running'])
+    expect(wf.list({ status: 'running' }).map((r) => r.id)).toEqual(['s1'])
+    expect(wf.list({ definition: 'fast' }).map((r) => r.id)).toEqual(['f1'])
+    expect(await wf.get('f1')?.result()).toBe('ok')
+    expect(wf.get('s1')?.status()).toBe('running')
+    expect(wf.get('none')).toBeUndefined()
+  })
+})
+
+describe('workflows: resume', () => {
+  /** A workflow whose middle step waits until released; effects are counted per idempotency key. */
+  function define(wf: Workflows, effects: Map<string, number>, gate: { open: boolean }) {
+    const effect = (ctx: StepContext) => effects.set(ctx.idempotencyKey, (effects.get(ctx.idempotencyKey) ?? 0) + 1)
+    wf.register('first', (n: number, ctx) => {
+      effect(ctx)
+      return n + 1
+    })
+    wf.register('gate', (n: number, ctx) => {
+      effect(ctx)
+      return gate.open ? n * 10 : hang(n, ctx)
+    })
+    wf.register('last', (n: number, ctx) => {
+      effect(ctx)
+      return n + 5
+    })
+    wf.registerMapping('sum', (xs) => (xs as number[]).reduce((a, b) => a + b, 0))
+    wf.define(
+      workflow(
+        'resumable',
+        sequence(
+          step('first', { fn: 'first' }, { input: '$input.n' }),
+          forEach('$input.list', step('each', { fn: 'first' }, { input: '$item' }), { id: 'fan' }),
+          sleep('nap', 1_000),
+          step('gate', { fn: 'gate' }, { input: '$steps.first' }),
+          step('last', { fn: 'last' }, { input: '$steps.gate' }),
+        ),
+      ),
+    )
+  }
+
+  it('goes on with a run after its workflows closed, on the same store, each effect once per key', async () => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const store = orrery.openStore()
+    const effects = new Map<string, number>()
+    const first = await orrery.workflows({ store })
+    define(first, effects, { open: false })
+    const run = await first.start('resumable', { n: 1, list: [1, 2] }, { id: 'r' })
+    await advance(1_000)
+    expect(run.status()).toBe('running')
+    expect(effects.get('r/gate')).toBe(1)
+    first.close()
+    expect((await errorOf(() => run.result()))?.code).toBe('CLOSED')
+
+    const second = await orrery.workflows({ store })
+    define(second, effects, { open: true })
+    const again = second.get('r')!
+    expect(again.status()).toBe('running')
+    await advance()
+    expect(await again.result()).toBe(25)
+    expect(again.status()).toBe('completed')
+    // The gate ran twice (in flight at the close), with the same key; everything else once.
+    expect(Object.fromEntries(effects)).toEqual({ 'r/first': 1, 'r/each[0]': 1, 'r/each[1]': 1, 'r/gate': 2, 'r/last': 1 })
+    second.close()
+  })
+
+  it.skipIf(ENGINE !== 'native' || IN_BROWSER)('goes on with a run from a durable store reopened from disk', async () => {
+    const { mkdtempSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const path = join(mkdtempSync(join(tmpdir(), 'orrery-wf-')), 'runs.redb')
+    const effects = new Map<string, number>()
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    let store = orrery.openStore({ path })
+    const first = await orrery.workflows({ store })
+    define(first, effects, { open: false })
+    const run = await first.start('resumable', { n: 1, list: [3] }, { id: 'd' })
+    // Past the sleep (real time: 1 s), to the gate.
+    await new Promise((resolve) => setTimeout(resolve, 1_100))
+    expect(effects.get('d/gate')).toBe(1)
+    first.close()
+    await store.flushed()
+    store.close()
+    void run
+
+    store = orrery.openStore({ path })
+    const second = await orrery.workflows({ store })
+    define(second, effects, { open: true })
+    const again = second.get('d')!
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(await again.result()).toBe(25)
+    expect(Object.fromEntries(effects)).toEqual({ 'd/first': 1, 'd/each[0]': 1, 'd/gate': 2, 'd/last': 1 })
+    second.close()
+    store.close()
+  })
+})

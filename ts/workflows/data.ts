@@ -1,0 +1,203 @@
+/**
+ * A run's data: the outputs of its nodes per scope, the scope tree (a loop iteration or a
+ * forEach/scatterGather instance is a scope, from the core's SCOPE records), the decisions
+ * taken (a branch's arm, a forEach's items, a scatterGather's agents) and the signals received.
+ * Containers' outputs are computed when asked, from their children's.
+ */
+import { WORKFLOW_LAYOUT, WORKFLOW_NODES } from '../engines/manifest.js'
+import type { CompiledWorkflow } from './compile.js'
+import type { DataScope } from './refs.js'
+
+const NODE_WORDS = WORKFLOW_LAYOUT.nodeWords
+
+interface Scope {
+  readonly parent: number
+  /** The LOOP/MAP node (program index) that made it; -1 for the root scope. */
+  readonly node: number
+  readonly index: number
+}
+
+/** How a node ended in a scope (NODE_OUTCOMES). */
+const OK = 0
+
+export class RunData {
+  private readonly scopes = new Map<number, Scope>([[0, { parent: -1, node: -1, index: 0 }]])
+  /** Scopes by `<parent scope>/<node>`, in index order. */
+  private readonly children = new Map<string, number[]>()
+  private readonly outputs = new Map<string, unknown>()
+  private readonly outcomes = new Map<string, number>()
+  /** Decision values and items by `<scope>/<node>`. */
+  private readonly decisions = new Map<string, { value: number; items?: readonly unknown[] }>()
+  /** Payloads by signal name: every one received, and those not yet taken by a wait. */
+  private readonly lastSignal = new Map<string, unknown>()
+  private readonly unclaimed = new Map<string, unknown[]>()
+  /** Nearest enclosing LOOP/MAP (program index) per node; -1 for none. */
+  private readonly owner: Int32Array
+  private readonly kinds: Float64Array
+
+  constructor(
+    readonly compiled: CompiledWorkflow,
+    readonly input: unknown,
+  ) {
+    const { program, parent } = compiled
+    const count = program[1]!
+    this.kinds = new Float64Array(count)
+    for (let i = 0; i < count; i++) this.kinds[i] = program[2 + i * NODE_WORDS]!
+    this.owner = new Int32Array(count)
+    for (let i = 0; i < count; i++) {
+      let p = parent[i]!
+      while (p >= 0 && this.kinds[p] !== WORKFLOW_NODES.loop && this.kinds[p] !== WORKFLOW_NODES.map) p = parent[p]!
+      this.owner[i] = p
+    }
+  }
+
+  kind(node: number): number {
+    return this.kinds[node]!
+  }
+
+  /** A node's children (program indices), in order. */
+  childrenOf(node: number): number[] {
+    const { program } = this.compiled
+    const count = program[1]!
+    const base = 2 + node * NODE_WORDS
+    const start = program[base + 1]!
+    const n = program[base + 2]!
+    const area = 2 + count * NODE_WORDS + start
+    const out: number[] = []
+    for (let k = 0; k < n; k++) out.push(program[area + k]!)
+    return out
+  }
+
+  addScope(id: number, node: number, parent: number, index: number): void {
+    this.scopes.set(id, { parent, node, index })
+    const key = `${parent}/${node}`
+    const list = this.children.get(key)
+    if (list) list.push(id)
+    else this.children.set(key, [id])
+  }
+
+  /** The scope's iteration indices from the outside in: `[i]` per enclosing scope, for idempotency keys. */
+  indices(scope: number): number[] {
+    const out: number[] = []
+    for (let s = this.scopes.get(scope); s && s.node >= 0; s = this.scopes.get(s.parent)) out.push(s.index)
+    return out.reverse()
+  }
+
+  setOutput(node: number, scope: number, value: unknown): void {
+    this.outputs.set(`${scope}/${node}`, value)
+  }
+
+  setOutcome(node: number, scope: number, outcome: number): void {
+    this.outcomes.set(`${scope}/${node}`, outcome)
+  }
+
+  setDecision(node: number, scope: number, value: number, items?: readonly unknown[]): void {
+    this.decisions.set(`${scope}/${node}`, items === undefined ? { value } : { value, items })
+  }
+
+  decision(node: number, scope: number): { value: number; items?: readonly unknown[] } | undefined {
+    return this.decisions.get(`${scope}/${node}`)
+  }
+
+  /** A signal arrived: its payload is the last of its name, and waits to be taken by a wait. */
+  signalled(name: string, payload: unknown): void {
+    this.lastSignal.set(name, payload)
+    const queue = this.unclaimed.get(name)
+    if (queue) queue.push(payload)
+    else this.unclaimed.set(name, [payload])
+  }
+
+  /** A wait took the oldest payload of its signal not yet taken. */
+  takeSignal(name: string): unknown {
+    return this.unclaimed.get(name)?.shift()
+  }
+
+  /** The output of a node in a scope (undefined unless it succeeded). */
+  output(node: number, scope: number): unknown {
+    const key = `${scope}/${node}`
+    if (this.outcomes.get(key) !== OK) return undefined
+    if (this.outputs.has(key)) return this.outputs.get(key)
+    switch (this.kinds[node]) {
+      case WORKFLOW_NODES.sequence: {
+        const children = this.childrenOf(node)
+        return children.length === 0 ? undefined : this.output(children[children.length - 1]!, scope)
+      }
+      case WORKFLOW_NODES.parallel:
+        return this.childrenOf(node).map((child) => this.output(child, scope))
+      case WORKFLOW_NODES.branch: {
+        const arm = this.decision(node, scope)?.value ?? -1
+        return arm < 0 ? undefined : this.output(this.childrenOf(node)[arm]!, scope)
+      }
+      case WORKFLOW_NODES.loop: {
+        const iterations = this.children.get(`${scope}/${node}`)
+        const last = iterations?.[iterations.length - 1]
+        return last === undefined ? undefined : this.output(this.childrenOf(node)[0]!, last)
+      }
+      case WORKFLOW_NODES.map: {
+        const body = this.childrenOf(node)[0]!
+        const instances = this.children.get(`${scope}/${node}`) ?? []
+        const n = this.decision(node, scope)?.value ?? 0
+        const out: unknown[] = new Array(Math.max(0, n)).fill(undefined)
+        for (const id of instances) {
+          const index = this.scopes.get(id)!.index
+          if (index < out.length) out[index] = this.output(body, id)
+        }
+        return out
+      }
+      case WORKFLOW_NODES.sleep:
+        return null
+      default:
+        // A step or a wait: their values are set when they end.
+        return undefined
+    }
+  }
+
+  /**
+   * The scope that holds `node`'s instance as seen from `from`: the same iteration where `from`
+   * lies inside it, else (a loop or forEach already left behind) its last one.
+   */
+  scopeFor(node: number, from: number): number | undefined {
+    const owners: number[] = []
+    for (let o = this.owner[node]!; o >= 0; o = this.owner[o]!) owners.push(o)
+    owners.reverse()
+    const chain: number[] = []
+    for (let s: number | undefined = from; s !== undefined && s >= 0; s = this.scopes.get(s)?.parent) chain.push(s)
+    let current = 0
+    for (const owner of owners) {
+      const within = chain.find((s) => this.scopes.get(s)!.node === owner && this.scopes.get(s)!.parent === current)
+      if (within !== undefined) {
+        current = within
+        continue
+      }
+      const list = this.children.get(`${current}/${owner}`)
+      if (!list || list.length === 0) return undefined
+      current = list[list.length - 1]!
+    }
+    return current
+  }
+
+  /** The data a step or decision in `scope` reads its input from. */
+  dataScope(scope: number): DataScope {
+    let item: unknown
+    let index: number | undefined
+    for (let s = this.scopes.get(scope); s && s.node >= 0; s = this.scopes.get(s.parent)) {
+      if (this.kinds[s.node] === WORKFLOW_NODES.map) {
+        index = s.index
+        item = this.decision(s.node, s.parent)?.items?.[s.index]
+        break
+      }
+    }
+    const instance = index === undefined ? {} : { item, index }
+    return {
+      input: this.input,
+      ...instance,
+      output: (nodeId) => {
+        const node = this.compiled.index.get(nodeId)
+        if (node === undefined) return undefined
+        const at = this.scopeFor(node, scope)
+        return at === undefined ? undefined : this.output(node, at)
+      },
+      signal: (name) => this.lastSignal.get(name),
+    }
+  }
+}

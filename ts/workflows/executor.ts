@@ -1,0 +1,206 @@
+/**
+ * What the host does for the core: runs a step (a registered local function, a capability on
+ * the mesh, a child run, one call of a scatterGather), classifies its failure as transient or
+ * permanent the way the mesh does, and takes decisions (a branch's arm, whether a loop goes
+ * on, how many instances a forEach or scatterGather runs).
+ */
+import { PermanentError } from '../agents/agent.js'
+import type { Mesh } from '../agents/mesh.js'
+import { splitCapability } from '../agents/registry.js'
+import { CAPABILITY_HEADER } from '../agents/runner.js'
+import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
+import { validate, type StandardSchemaV1 } from '../schema.js'
+import type { WorkflowNode } from './definition.js'
+import { resolveRef, testCondition, type DataScope } from './refs.js'
+
+/** The header a capability step's request carries its idempotency key in. */
+export const IDEMPOTENCY_HEADER = 'orrery-idempotency-key'
+
+/** What a local step function gets besides its input. */
+export interface StepContext {
+  readonly runId: string
+  /** The step's node id. */
+  readonly step: string
+  /** 1 for the first attempt. */
+  readonly attempt: number
+  /** `<runId>/<nodeId>` plus `[i]` per enclosing iteration: the same across attempts and restarts. */
+  readonly idempotencyKey: string
+  /** Aborted when the attempt is cancelled (its timeout, a failed sibling, the run's cancel). */
+  readonly signal: AbortSignal
+}
+
+/** A registered local step function. */
+export type StepFunction<I = unknown, O = unknown> = (input: I, context: StepContext) => O | Promise<O>
+
+/** A local step as registered: its function and schemas. */
+export interface RegisteredStep {
+  readonly run: StepFunction
+  readonly input: StandardSchemaV1 | undefined
+  readonly output: StandardSchemaV1 | undefined
+}
+
+/** A child run as the executor sees it. */
+export interface ChildHandle {
+  result(): Promise<unknown>
+  cancel(): void
+}
+
+/** What the executor needs of the runtime. */
+export interface ExecutorHost {
+  readonly steps: ReadonlyMap<string, RegisteredStep>
+  readonly mappings: ReadonlyMap<string, (arg: unknown) => unknown>
+  readonly conditions: ReadonlyMap<string, (arg: unknown) => boolean>
+  readonly mesh: Mesh | undefined
+  /** Starts (or finds: the id is the idempotency key) a child run of the newest version of `workflow`. */
+  startChild(workflow: string, input: unknown, id: string): Promise<ChildHandle>
+}
+
+/** How an attempt ended. */
+export type Outcome = { readonly ok: true; readonly output: unknown } | { readonly ok: false; readonly permanent: boolean; readonly error: unknown }
+
+/** Codes that no retry can fix. */
+const PERMANENT_CODES: ReadonlySet<string> = new Set<ErrorCode>([
+  'SCHEMA_INVALID',
+  'STEP_NOT_REGISTERED',
+  'WORKFLOW_NOT_FOUND',
+  'DEFINITION_INVALID',
+  'NO_HANDLER',
+  'INVALID_PAYLOAD',
+  'INVALID_ARGUMENT',
+  'MESSAGE_TOO_LARGE',
+  'RUN_EXISTS',
+  'STEP_FAILED',
+  'RUN_CANCELLED',
+])
+
+/**
+ * Whether an error is permanent: a `PermanentError`, an invalid payload, a mesh reply that says
+ * so (`details.permanent`), or a code no retry changes. Anything else is worth another attempt.
+ */
+export function isPermanent(error: unknown): boolean {
+  if (error instanceof PermanentError) return true
+  if (isOrreryError(error)) {
+    if (error.details['permanent'] === true) return true
+    const remote = error.details['remoteCode']
+    return PERMANENT_CODES.has(error.code) || (typeof remote === 'string' && PERMANENT_CODES.has(remote))
+  }
+  return false
+}
+
+const failed = (error: unknown, permanent = isPermanent(error)): Outcome => ({ ok: false, permanent, error })
+
+/** The default wait of a mesh request whose step has no timeout of its own. */
+const REQUEST_TIMEOUT_MS = 30_000
+
+export class Executor {
+  constructor(private readonly host: ExecutorHost) {}
+
+  /**
+   * Runs one attempt of `node` (a step, a child, or the body of a scatterGather, `call` then
+   * naming its agent and node) with `input`; never rejects.
+   */
+  async run(node: WorkflowNode, input: unknown, context: StepContext, call?: { agent: string; node: WorkflowNode }): Promise<Outcome> {
+    try {
+      if (call !== undefined && call.node.kind === 'scatterGather')
+        return await this.callAgent(call.agent, call.node.capability, input, context, call.node.timeoutMs)
+      if (node.kind === 'child') return await this.child(node.workflow, input, context)
+      if (node.kind !== 'step') throw new OrreryError('DEFINITION_INVALID', `node ${node.id} is not a step`)
+      const run = node.run
+      if ('fn' in run) return await this.local(run.fn, input, context)
+      return await this.capability(run.capability, input, context, node.timeoutMs)
+    } catch (error) {
+      return failed(error)
+    }
+  }
+
+  private async local(name: string, input: unknown, context: StepContext): Promise<Outcome> {
+    const step = this.host.steps.get(name)
+    if (!step) {
+      return failed(
+        new OrreryError('STEP_NOT_REGISTERED', `step ${context.step}: no function ${JSON.stringify(name)} is registered (wf.register)`, {
+          details: { step: context.step, fn: name },
+        }),
+        true,
+      )
+    }
+    const given = step.input ? await validate(step.input, input, `input of step ${context.step}`) : input
+    const output = await step.run(given, context)
+    return { ok: true, output: step.output ? await validate(step.output, output, `output of step ${context.step}`) : output }
+  }
+
+  private mesh(step: string): Mesh {
+    const mesh = this.host.mesh
+    if (!mesh)
+      throw new OrreryError('INVALID_OPTION', `step ${step} calls a capability, but these workflows were opened without a mesh`, {
+        details: { option: 'mesh' },
+      })
+    return mesh
+  }
+
+  private async capability(capability: string, input: unknown, context: StepContext, timeoutMs: number | undefined): Promise<Outcome> {
+    const reply = await this.mesh(context.step).request(capability, input, {
+      headers: { [IDEMPOTENCY_HEADER]: context.idempotencyKey },
+      timeout: timeoutMs ?? REQUEST_TIMEOUT_MS,
+      // The workflow's retry policy decides about retries.
+      retries: 0,
+    })
+    return { ok: true, output: reply.payload }
+  }
+
+  /** One scatterGather call: a request to that agent's inbox, whoever else offers the capability. */
+  private async callAgent(agent: string, capability: string, input: unknown, context: StepContext, timeoutMs: number | undefined): Promise<Outcome> {
+    const mesh = this.mesh(context.step)
+    const [name] = splitCapability(capability)
+    const reply = await mesh.bus.request(`inbox.${agent}`, input, {
+      headers: { [CAPABILITY_HEADER]: name, [IDEMPOTENCY_HEADER]: context.idempotencyKey },
+      timeout: timeoutMs !== undefined && Number.isFinite(timeoutMs) ? timeoutMs : REQUEST_TIMEOUT_MS,
+    })
+    return { ok: true, output: reply.payload }
+  }
+
+  private async child(workflow: string, input: unknown, context: StepContext): Promise<Outcome> {
+    const handle = await this.host.startChild(workflow, input, context.idempotencyKey)
+    if (context.signal.aborted) handle.cancel()
+    else context.signal.addEventListener('abort', () => handle.cancel(), { once: true })
+    try {
+      return { ok: true, output: await handle.result() }
+    } catch (error) {
+      // The child had its own retries: its failure is final.
+      return failed(error, true)
+    }
+  }
+
+  /** A branch's arm (-1: none), whether a loop goes on (1) or stops (0); throws when a condition does. */
+  decide(node: WorkflowNode, data: DataScope): number {
+    const { conditions, mappings } = this.host
+    if (node.kind === 'branch') {
+      const arm = node.arms.findIndex((a) => testCondition(a.when, data, conditions, mappings))
+      if (arm >= 0) return arm
+      return node.otherwise === undefined ? -1 : node.arms.length
+    }
+    if (node.kind === 'loop') {
+      if (node.while !== undefined) return testCondition(node.while, data, conditions, mappings) ? 1 : 0
+      // `until` is asked after each iteration: stop once it holds.
+      return testCondition(node.until!, data, conditions, mappings) ? 0 : 1
+    }
+    throw new OrreryError('DEFINITION_INVALID', `node ${node.id} takes no decision`)
+  }
+
+  /** The items a forEach runs over, or the agents a scatterGather calls (sorted by id). */
+  instances(node: WorkflowNode, data: DataScope): readonly unknown[] {
+    if (node.kind === 'forEach') {
+      const items = resolveRef(node.items, data)
+      if (!Array.isArray(items)) throw new OrreryError('STEP_FAILED', `forEach ${node.id}: ${node.items} is not a list`, { details: { step: node.id } })
+      return items
+    }
+    if (node.kind === 'scatterGather') {
+      const registry = this.mesh(node.id).registry
+      return registry
+        .find(node.capability)
+        .filter((a) => a.health !== 'offline')
+        .map((a) => a.id)
+        .sort()
+    }
+    throw new OrreryError('DEFINITION_INVALID', `node ${node.id} has no instances`)
+  }
+}

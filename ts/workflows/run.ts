@@ -1,0 +1,518 @@
+/**
+ * One run: it feeds the core its inputs (each recorded first, with its `now`), acts on the
+ * records the core drains for it (steps to execute, decisions to take, attempts to abort,
+ * scopes, nodes done, the run's end), keeps its data, and settles its handle.
+ */
+import { Subject } from 'rxjs'
+
+import type { WorkflowCore } from '../engines/backend.js'
+import { NODE_OUTCOMES, RUN_STATUSES, STEP_OUTCOMES, WORKFLOW_NODES, WORKFLOW_RECORDS } from '../engines/manifest.js'
+import { OrreryError } from '../errors.js'
+import { Stream } from '../stream.js'
+import type { CompiledWorkflow } from './compile.js'
+import { RunData } from './data.js'
+import type { Executor, Outcome } from './executor.js'
+import { restoreError, storeError, type History, type NewEvent, type RunMeta, type RunStatus, type WorkflowEvent } from './history.js'
+import { buildInput } from './refs.js'
+
+/** What a run needs of its runtime. */
+export interface RunHost {
+  readonly core: WorkflowCore
+  readonly history: History
+  readonly executor: Executor
+  readonly mappings: ReadonlyMap<string, (arg: unknown) => unknown>
+  now(): number
+  /** Drains the core and hands each record to its run (re-entrant calls return at once). */
+  pump(): void
+  /** The run has its core handle: records for it come to it from now on. */
+  bind(run: Run): void
+  /** The run ended: its core run may be released. */
+  ended(run: Run): void
+}
+
+const STATUS_NAMES: Record<number, RunStatus> = Object.fromEntries(Object.entries(RUN_STATUSES).map(([name, code]) => [code, name as RunStatus]))
+const NODE_OUTCOME_NAMES = ['ok', 'failed', 'cancelled', 'skipped'] as const
+
+interface Attempt {
+  readonly node: number
+  readonly scope: number
+  readonly attempt: number
+  readonly compensation: boolean
+  readonly abort: AbortController
+}
+
+/** @internal A run in progress (see {@link WorkflowRun} for its public handle). */
+export class Run {
+  readonly data: RunData
+  /** The core's handle of this run (-1 until started). */
+  handle = -1
+  status: RunStatus = 'running'
+  private seq = 0
+  private replaying = false
+  private readonly attempts = new Map<number, Attempt>()
+  /** Errors of failed attempts and decisions, by token: the run's error names one. */
+  private readonly errors = new Map<number, unknown>()
+  private readonly failedCompensations: { step: string; error: unknown }[] = []
+  /** Decisions that threw, by `<scope>/<node>`, and the first node that failed with no step to blame. */
+  private readonly decisionErrors = new Map<string, unknown>()
+  private nodeFailure: { node: number; error: Error } | undefined
+  private cancelled = false
+  private readonly subject = new Subject<WorkflowEvent>()
+  private outcome: { ok: true; value: unknown } | { ok: false; error: Error } | undefined
+  private readonly waiters: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = []
+  /** The last write's acknowledgement (a Promise on a durable store). */
+  private lastAck: number | Promise<number> = 0
+  readonly events: Stream<WorkflowEvent>
+
+  constructor(
+    private readonly host: RunHost,
+    readonly meta: RunMeta,
+    readonly compiled: CompiledWorkflow,
+    private readonly def: number,
+  ) {
+    this.data = new RunData(compiled, meta.input)
+    const subject = this.subject
+    this.events = new Stream<WorkflowEvent>({
+      start(sink) {
+        const subscription = subject.subscribe(sink)
+        return { stop: () => subscription.unsubscribe(), setPaused: () => {} }
+      },
+      unhandled: (error) => console.error('Orrery: a run.events subscriber threw:', error),
+    })
+  }
+
+  get id(): string {
+    return this.meta.id
+  }
+
+  private record(event: NewEvent): void {
+    if (this.replaying) return
+    const full = { ...event, seq: ++this.seq } as WorkflowEvent
+    this.lastAck = this.host.history.append(this.id, full)
+    if (this.lastAck instanceof Promise) this.lastAck.catch(() => {})
+    this.subject.next(full)
+  }
+
+  /** Starts the run in the core (recorded as its first event). */
+  begin(): void {
+    const now = this.host.now()
+    this.record({ type: 'started', at: now, input: this.meta.input })
+    this.handle = this.host.core.start(this.def, this.meta.seed, now)
+    this.host.bind(this)
+    this.host.pump()
+  }
+
+  /** Rebuilds the run from its recorded events (then {@link resume} goes on with it). */
+  replay(events: readonly WorkflowEvent[]): void {
+    this.replaying = true
+    try {
+      for (const event of events) {
+        this.seq = event.seq
+        switch (event.type) {
+          case 'started':
+            this.handle = this.host.core.start(this.def, this.meta.seed, event.at)
+            this.host.bind(this)
+            break
+          case 'step-completed':
+            this.applyCompletion(event.token, event.outcome, event.output, event.error === undefined ? undefined : restoreError(event.error), event.at)
+            break
+          case 'decided':
+            this.applyDecision(event.token, event.value, event.items, event.at)
+            break
+          case 'signal':
+            this.applySignal(event.name, event.payload, event.at)
+            break
+          case 'cancel':
+            this.cancelled = true
+            this.host.core.cancel(this.handle, event.at)
+            break
+          case 'timer-fired':
+            this.applyFire(event.timer, event.at)
+            break
+          default:
+            continue
+        }
+        this.host.pump()
+      }
+    } finally {
+      this.replaying = false
+    }
+  }
+
+  /** After a replay: executes again whatever was in flight (same tokens, same idempotency keys). */
+  resume(): void {
+    if (this.status !== 'running' || this.handle < 0) return
+    this.host.core.outstanding(this.handle)
+    this.host.pump()
+  }
+
+  // Inputs: recorded, then given to the core. The same apply* functions replay them.
+
+  private complete(token: number, outcome: Outcome): void {
+    const attempt = this.attempts.get(token)
+    // Aborted (a timeout, a cancel) or finished: the core would call it stale.
+    if (!attempt || this.status !== 'running') return
+    const node = this.compiled.nodes[attempt.node]!
+    const now = this.host.now()
+    const name = outcome.ok ? 'ok' : outcome.permanent ? 'permanent' : 'transient'
+    this.record({
+      type: 'step-completed',
+      at: now,
+      token,
+      step: node.id,
+      attempt: attempt.attempt,
+      outcome: name,
+      ...(outcome.ok ? { output: outcome.output } : { error: storeError(outcome.error) }),
+    })
+    this.applyCompletion(token, name, outcome.ok ? outcome.output : undefined, outcome.ok ? undefined : outcome.error, now)
+    this.host.pump()
+  }
+
+  private applyCompletion(token: number, outcome: 'ok' | 'transient' | 'permanent', output: unknown, error: unknown, now: number): void {
+    const attempt = this.attempts.get(token)
+    this.attempts.delete(token)
+    if (outcome === 'ok') {
+      if (attempt && !attempt.compensation) this.data.setOutput(attempt.node, attempt.scope, output)
+    } else {
+      this.errors.set(token, error)
+    }
+    this.host.core.complete(this.handle, token, STEP_OUTCOMES[outcome], now)
+  }
+
+  private decide(token: number, value: number, items: readonly unknown[] | undefined, node: number): void {
+    const now = this.host.now()
+    this.record({ type: 'decided', at: now, token, node: this.compiled.nodes[node]!.id, value, ...(items === undefined ? {} : { items }) })
+    this.applyDecision(token, value, items, now)
+  }
+
+  /** Decisions by token, until the core answers them: their node and scope. */
+  private readonly deciding = new Map<number, { node: number; scope: number }>()
+
+  private applyDecision(token: number, value: number, items: readonly unknown[] | undefined, now: number): void {
+    const at = this.deciding.get(token)
+    this.deciding.delete(token)
+    if (at) this.data.setDecision(at.node, at.scope, value, items)
+    this.host.core.decide(this.handle, token, value, now)
+  }
+
+  /** Signal `name` with `payload` (`SIGNAL_UNKNOWN` for a name no wait of the definition has). */
+  signal(name: string, payload: unknown): void {
+    if (this.status !== 'running') return
+    if (!this.compiled.signals.includes(name)) {
+      throw new OrreryError('SIGNAL_UNKNOWN', `workflow ${this.meta.definition} waits for no signal ${JSON.stringify(name)}`, {
+        details: { signal: name, signals: [...this.compiled.signals] },
+      })
+    }
+    const now = this.host.now()
+    this.record({ type: 'signal', at: now, name, payload })
+    this.applySignal(name, payload, now)
+    this.host.pump()
+  }
+
+  private applySignal(name: string, payload: unknown, now: number): void {
+    this.data.signalled(name, payload)
+    this.host.core.signal(this.handle, this.compiled.signals.indexOf(name), now)
+  }
+
+  cancel(): void {
+    if (this.status !== 'running' || this.cancelled) return
+    this.cancelled = true
+    const now = this.host.now()
+    this.record({ type: 'cancel', at: now })
+    this.host.core.cancel(this.handle, now)
+    this.host.pump()
+  }
+
+  /** A timer of this run is due (the runtime's timer found it). */
+  fire(timer: number, now: number): void {
+    if (this.status !== 'running') return
+    this.record({ type: 'timer-fired', at: now, timer })
+    this.applyFire(timer, now)
+  }
+
+  private applyFire(timer: number, now: number): void {
+    this.host.core.fire(this.handle, timer, now)
+  }
+
+  /** One record the core drained for this run. */
+  handleRecord(r: Float64Array, at: number): void {
+    const kind = r[at]!
+    const token = r[at + 2]!
+    const node = r[at + 3]!
+    const scope = r[at + 4]!
+    const a = r[at + 5]!
+    const b = r[at + 6]!
+    const c = r[at + 7]!
+    switch (kind) {
+      case WORKFLOW_RECORDS.execute:
+        return this.execute(token, node, scope, a, false, -1)
+      case WORKFLOW_RECORDS.compensate:
+        return this.execute(token, node, scope, a, true, b)
+      case WORKFLOW_RECORDS.decide:
+        this.deciding.set(token, { node, scope })
+        if (!this.replaying) this.takeDecision(token, node, scope)
+        return
+      case WORKFLOW_RECORDS.cancel: {
+        const attempt = this.attempts.get(token)
+        this.attempts.delete(token)
+        attempt?.abort.abort(new OrreryError('RUN_CANCELLED', `attempt ${attempt.attempt} of step ${this.compiled.nodes[attempt.node]!.id} was cancelled`))
+        return
+      }
+      case WORKFLOW_RECORDS.scope:
+        this.data.addScope(token, node, scope, a)
+        return
+      case WORKFLOW_RECORDS['node-done']:
+        return this.nodeDone(node, scope, a, b)
+      case WORKFLOW_RECORDS.retry:
+        this.record({ type: 'retry', at: this.host.now(), step: this.compiled.nodes[node]!.id, attempt: a, when: b })
+        return
+      case WORKFLOW_RECORDS.compensated:
+        if (a !== 0) this.failedCompensations.push({ step: this.compiled.nodes[node]!.id, error: this.errors.get(token) })
+        this.record({ type: 'compensated', at: this.host.now(), step: this.compiled.nodes[node]!.id, ok: a === 0 })
+        return
+      case WORKFLOW_RECORDS['run-done']:
+        return this.finish(STATUS_NAMES[a] ?? 'failed', b, c)
+    }
+  }
+
+  /** The idempotency key of a step instance: `<runId>/<nodeId>` plus `[i]` per enclosing iteration. */
+  private key(nodeId: string, scope: number): string {
+    let key = `${this.id}/${nodeId}`
+    for (const i of this.data.indices(scope)) key += `[${i}]`
+    return key
+  }
+
+  private execute(token: number, node: number, scope: number, attempt: number, compensation: boolean, compensated: number): void {
+    const abort = new AbortController()
+    this.attempts.set(token, { node, scope, attempt, compensation, abort })
+    if (this.replaying) return
+    const def = this.compiled.nodes[node]!
+    const key = this.key(def.id, scope)
+    this.record({ type: 'step-started', at: this.host.now(), step: def.id, attempt, key, compensation })
+    const data = this.data.dataScope(scope)
+    let input: unknown
+    try {
+      const spec = 'input' in def ? def.input : undefined
+      // A compensation given no input gets the output of the step it undoes.
+      input = compensation && spec === undefined ? this.data.output(compensated, scope) : buildInput(spec, data, this.host.mappings)
+    } catch (error) {
+      this.complete(token, { ok: false, permanent: true, error })
+      return
+    }
+    const parent = this.compiled.parent[node]!
+    const owner = parent >= 0 ? this.compiled.nodes[parent] : undefined
+    const call = owner?.kind === 'scatterGather' ? { agent: String(data.item), node: owner } : undefined
+    const context = { runId: this.id, step: def.id, attempt, idempotencyKey: key, signal: abort.signal }
+    void this.host.executor.run(def, input, context, call).then((outcome) => this.complete(token, outcome))
+  }
+
+  private takeDecision(token: number, node: number, scope: number): void {
+    const def = this.compiled.nodes[node]!
+    const data = this.data.dataScope(scope)
+    let value: number
+    let items: readonly unknown[] | undefined
+    try {
+      if (this.data.kind(node) === WORKFLOW_NODES.map) {
+        items = this.host.executor.instances(def, data)
+        value = items.length
+      } else {
+        value = this.host.executor.decide(def, data)
+      }
+    } catch (error) {
+      this.decisionErrors.set(`${scope}/${node}`, error)
+      value = -2
+    }
+    this.decide(token, value, items, node)
+  }
+
+  private nodeDone(node: number, scope: number, outcome: number, leaf: number): void {
+    const def = this.compiled.nodes[node]!
+    if (outcome === NODE_OUTCOMES.failed && leaf === 0 && this.nodeFailure === undefined) this.nodeFailure = { node, error: this.whyFailed(node, scope) }
+    // A wait that ends ok took a signal (one that timed out and went on is `skipped`).
+    if (outcome === NODE_OUTCOMES.ok && def.kind === 'waitFor') this.data.setOutput(node, scope, this.data.takeSignal(def.signal))
+    this.data.setOutcome(node, scope, outcome)
+    if (outcome === NODE_OUTCOMES.ok && def.kind === 'scatterGather' && def.aggregate !== undefined) {
+      const all = this.data.output(node, scope)
+      const aggregate = this.host.mappings.get(def.aggregate.fn)
+      this.data.setOutput(node, scope, aggregate ? aggregate(all) : all)
+    }
+    this.record({ type: 'node-done', at: this.host.now(), node: def.id, outcome: NODE_OUTCOME_NAMES[outcome] ?? 'failed' })
+  }
+
+  /** Why a node failed that no step failure explains: its decision threw, a loop limit, a timeout. */
+  private whyFailed(node: number, scope: number): Error {
+    const id = this.compiled.nodes[node]!.id
+    const decision = this.decisionErrors.get(`${scope}/${node}`)
+    if (decision !== undefined) return decision instanceof Error ? decision : new Error(String(decision))
+    if (this.data.kind(node) === WORKFLOW_NODES.loop) {
+      return new OrreryError('LOOP_LIMIT', `loop ${id} would go on past its maxIterations`, { details: { step: id } })
+    }
+    return new OrreryError('TIMEOUT', `node ${id} timed out`, { details: { step: id } })
+  }
+
+  private finish(status: RunStatus, failedNode: number, failedToken: number): void {
+    this.status = status
+    for (const attempt of this.attempts.values()) attempt.abort.abort(new OrreryError('RUN_CANCELLED', `run ${this.id} ended`))
+    this.attempts.clear()
+    const now = this.host.now()
+    let output: unknown
+    let error: Error | undefined
+    if (status === 'completed') {
+      try {
+        const spec = this.compiled.definition.output
+        output = spec === undefined ? this.data.output(0, 0) : buildInput(spec, this.data.dataScope(0), this.host.mappings)
+      } catch (e) {
+        error = this.runError(status, -1, 0, e)
+      }
+    } else {
+      error = this.runError(status, failedNode, failedToken, undefined)
+    }
+    this.record({ type: 'run-finished', at: now, status, ...(error === undefined ? { output } : { error: storeError(error) }) })
+    const meta: RunMeta = { ...this.meta, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
+    const ack = this.host.history.putMeta(meta)
+    this.outcome = error === undefined ? { ok: true, value: output } : { ok: false, error }
+    this.subject.complete()
+    this.host.ended(this)
+    // The result is given once the end is on disk (at once in memory).
+    Promise.resolve(this.lastAck)
+      .then(() => ack)
+      .then(
+        () => this.settle(),
+        (writeError: unknown) => {
+          this.outcome = { ok: false, error: writeError as Error }
+          this.settle()
+        },
+      )
+  }
+
+  /** The error a run that did not complete rejects with. */
+  private runError(status: RunStatus, failedNode: number, failedToken: number, thrown: unknown): Error {
+    const details: Record<string, unknown> = { runId: this.id, status }
+    if (this.failedCompensations.length > 0) {
+      details['compensations'] = this.failedCompensations.map((f) => ({ step: f.step, error: storeError(f.error) }))
+    }
+    if (this.cancelled && failedNode < 0) return new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (${status})`, { details })
+    const origin = failedNode >= 0 ? failedNode : this.nodeFailure?.node
+    const stepId = origin === undefined ? undefined : this.compiled.nodes[origin]?.id
+    const cause = thrown ?? this.errors.get(failedToken) ?? this.nodeFailure?.error
+    if (stepId !== undefined) details['step'] = stepId
+    const reason = cause instanceof Error ? cause.message : cause === undefined ? 'a node failed' : String(cause)
+    return new OrreryError('STEP_FAILED', `run ${this.id}${stepId === undefined ? '' : `: step ${stepId}`} failed: ${reason} (${status})`, {
+      details,
+      ...(cause === undefined ? {} : { cause }),
+    })
+  }
+
+  private settle(): void {
+    const outcome = this.outcome!
+    for (const waiter of this.waiters.splice(0)) {
+      if (outcome.ok) waiter.resolve(outcome.value)
+      else waiter.reject(outcome.error)
+    }
+    this.settled = true
+  }
+
+  private settled = false
+  private abandoned: OrreryError | undefined
+
+  result(): Promise<unknown> {
+    if (this.abandoned) return Promise.reject(this.abandoned)
+    if (this.settled) {
+      const outcome = this.outcome!
+      return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error)
+    }
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }))
+  }
+
+  /** Abandons the run (its Workflows closes): attempts are aborted, waiters hear CLOSED. */
+  abandon(): void {
+    if (this.status !== 'running') return
+    for (const attempt of this.attempts.values()) attempt.abort.abort(new OrreryError('CLOSED', 'the workflows are closed'))
+    this.attempts.clear()
+    this.subject.complete()
+    const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
+    this.abandoned = error
+    for (const waiter of this.waiters.splice(0)) waiter.reject(error)
+  }
+}
+
+/** A run's public handle: follow it, signal it, cancel it, await its result. */
+export class WorkflowRun<O = unknown> {
+  /** @internal */
+  static live<O>(run: Run, history: History): WorkflowRun<O> {
+    return new WorkflowRun<O>(run, run.meta, history)
+  }
+
+  /** @internal A run known only from its meta record (finished, or not resumed here). */
+  static stored<O>(meta: RunMeta, history: History): WorkflowRun<O> {
+    return new WorkflowRun<O>(undefined, meta, history)
+  }
+
+  private constructor(
+    private readonly run: Run | undefined,
+    private readonly meta: RunMeta,
+    private readonly store: History,
+  ) {}
+
+  /** The run's id (given to `start`, or generated). */
+  get id(): string {
+    return this.meta.id
+  }
+
+  /** The workflow's name and the version this run is pinned to. */
+  get definition(): { readonly name: string; readonly version: string } {
+    return { name: this.meta.definition, version: this.meta.version }
+  }
+
+  /**
+   * Resolves with the run's output once its end is recorded (on disk with a durable store).
+   * Rejects `STEP_FAILED` (its `cause` the step's error, `details.step` its id) when a step failed,
+   * also after compensation (`details.status`), and `RUN_CANCELLED` when the run was cancelled.
+   */
+  result(): Promise<O> {
+    if (this.run) return this.run.result() as Promise<O>
+    const meta = this.store.meta(this.meta.id) ?? this.meta
+    if (meta.status === 'running') {
+      return Promise.reject(
+        new OrreryError('RUN_NOT_FOUND', `run ${meta.id} is not running here: open the workflows with resume on its store to go on with it`, {
+          details: { runId: meta.id },
+        }),
+      )
+    }
+    if (meta.error !== undefined) return Promise.reject(restoreError(meta.error))
+    return Promise.resolve(meta.output as O)
+  }
+
+  /** Where the run is: `running`, or how it ended. */
+  status(): RunStatus {
+    if (this.run) return this.run.status
+    return (this.store.meta(this.meta.id) ?? this.meta).status
+  }
+
+  /** Every event recorded for the run, oldest first. */
+  history(): WorkflowEvent[] {
+    return this.store.events(this.meta.id)
+  }
+
+  /** Sends signal `name` with `payload` (taken by the next wait on it); nothing once the run ended. */
+  signal(name: string, payload?: unknown): void {
+    if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
+    this.run?.signal(name, payload)
+  }
+
+  /** Cancels the run: attempts in flight are aborted, completed steps compensated. */
+  cancel(): void {
+    this.run?.cancel()
+  }
+
+  /** What happens in the run from now on; completes when it ends. */
+  get events(): Stream<WorkflowEvent> {
+    if (this.run) return this.run.events
+    return new Stream<WorkflowEvent>({
+      start(sink) {
+        sink.complete()
+        return { stop: () => {}, setPaused: () => {} }
+      },
+    })
+  }
+}

@@ -1,0 +1,410 @@
+/**
+ * Workflows on an Orrery: registered step functions, mappings and conditions, definitions by
+ * name and version, runs (started, found, listed), one workflow core whose records this module
+ * drains and hands to their runs, and one timer for the core's next deadline. On a store that
+ * holds unfinished runs it replays their histories and goes on with them.
+ */
+import { Mesh } from '../agents/mesh.js'
+import { callable, flag, msOrNone, options as checkOptions, refuse, text } from '../check.js'
+import type { Backend, WorkflowCore } from '../engines/backend.js'
+import { WORKFLOW_LAYOUT } from '../engines/manifest.js'
+import { OrreryError } from '../errors.js'
+import { checkSchema, type InferOutput, type StandardSchemaV1 } from '../schema.js'
+import { Store } from '../store/store.js'
+import { DeadlineTimer } from '../timer.js'
+import { compileWorkflow, type CompiledWorkflow } from './compile.js'
+import type { WorkflowDefinition } from './definition.js'
+import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
+import { FINAL_STATUSES, History, isEventKey, type RunMeta, type RunStatus } from './history.js'
+import { Run, WorkflowRun, type RunHost } from './run.js'
+
+/** Options of `orrery.workflows()`. */
+export interface WorkflowsOptions {
+  /** Where histories live (default: a new in-memory store). A durable store makes runs survive a crash. */
+  store?: Store<boolean>
+  /** The mesh capability steps and scatterGathers call. */
+  mesh?: Mesh
+  /** The store namespace (default `orrery.workflows`). */
+  namespace?: string
+  /**
+   * Go on with the store's unfinished runs (default true). Their state is rebuilt at once; their
+   * steps run again from the next turn of the event loop, so register the step functions right
+   * after `await orrery.workflows()`.
+   */
+  resume?: boolean
+}
+
+/** Options of {@link Workflows.start}. */
+export interface StartOptions {
+  /** The run's id (default: a random UUID). Starting an id again returns the same run. */
+  id?: string
+  /** A timeout for the whole run in ms, over the definition's. */
+  timeoutMs?: number
+}
+
+/** A run in {@link Workflows.list}. */
+export interface RunInfo {
+  readonly id: string
+  readonly definition: string
+  readonly version: string
+  readonly status: RunStatus
+  readonly startedAt: number
+  readonly finishedAt?: number
+}
+
+/** Schemas of a registered step. */
+export interface StepSchemas<I extends StandardSchemaV1 | undefined, O extends StandardSchemaV1 | undefined> {
+  input?: I
+  output?: O
+}
+
+interface Version {
+  readonly compiled: CompiledWorkflow
+  readonly def: number
+  /** Core definitions of this version with another run timeout, by timeout. */
+  readonly timed: Map<number, number>
+}
+
+const RECORD_WORDS = WORKFLOW_LAYOUT.recordWords
+/** Where the root node's timeout sits in a program: after the format and node count, word 6 of node 0. */
+const ROOT_TIMEOUT = 2 + 6
+
+export class Workflows {
+  private readonly steps = new Map<string, RegisteredStep>()
+  private readonly mappings = new Map<string, (arg: unknown) => unknown>()
+  private readonly conditions = new Map<string, (arg: unknown) => boolean>()
+  private readonly versions = new Map<string, Version>()
+  private readonly newest = new Map<string, string>()
+  private readonly runs = new Map<string, Run>()
+  private readonly byHandle = new Map<number, Run>()
+  private readonly executor: Executor
+  private readonly host: RunHost
+  private readonly timer: DeadlineTimer
+  private pumping = false
+  private closed = false
+  private resumeTimer: ReturnType<typeof setTimeout> | undefined
+
+  /** @internal Use `orrery.workflows()`. */
+  static open(
+    backend: Backend,
+    clock: () => number,
+    given: WorkflowsOptions | undefined,
+    openStore: () => Store<boolean>,
+    onClose?: (wf: Workflows) => void,
+  ): Workflows {
+    const options = checkOptions(given)
+    const namespace = options.namespace === undefined ? 'orrery.workflows' : text(options.namespace, 'namespace', { nonEmpty: true }, 'option')
+    if (options.store !== undefined && !(options.store instanceof Store)) refuse('option', 'store', options.store, 'must be a store from orrery.openStore()')
+    if (options.mesh !== undefined && !(options.mesh instanceof Mesh)) refuse('option', 'mesh', options.mesh, 'must be a mesh from orrery.mesh()')
+    if (options.resume !== undefined) flag(options.resume, 'resume')
+    const store = options.store ?? openStore()
+    const core = backend.createWorkflows()
+    const wf = new Workflows(core, new History(store.namespace(namespace)), clock, options.mesh, options.store === undefined ? store : undefined, onClose)
+    if (options.resume !== false) wf.restore()
+    return wf
+  }
+
+  private constructor(
+    private readonly core: WorkflowCore,
+    private readonly history: History,
+    private readonly clock: () => number,
+    private readonly mesh: Mesh | undefined,
+    private readonly ownStore: Store<boolean> | undefined,
+    private readonly onClose: ((wf: Workflows) => void) | undefined,
+  ) {
+    const executorHost: ExecutorHost = {
+      steps: this.steps,
+      mappings: this.mappings,
+      conditions: this.conditions,
+      mesh,
+      startChild: (workflow, input, id) => this.startChild(workflow, input, id),
+    }
+    this.executor = new Executor(executorHost)
+    this.host = {
+      core,
+      history: this.history,
+      executor: this.executor,
+      mappings: this.mappings,
+      now: clock,
+      pump: () => this.pump(),
+      bind: (run) => this.byHandle.set(run.handle, run),
+      ended: (run) => this.ended(run),
+    }
+    this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
+  }
+
+  /**
+   * Registers a local step function under `name` (what a definition's `{ fn: name }` calls),
+   * with Standard Schemas for its input and output (`SCHEMA_INVALID` fails the step for good).
+   */
+  register<I extends StandardSchemaV1 | undefined = undefined, O extends StandardSchemaV1 | undefined = undefined>(
+    name: string,
+    schemas: StepSchemas<I, O>,
+    fn: (input: I extends StandardSchemaV1 ? InferOutput<I> : unknown, context: StepContext) => unknown,
+  ): this
+  register<In = unknown>(name: string, fn: (input: In, context: StepContext) => unknown): this
+  register(name: string, a: unknown, b?: unknown): this {
+    this.assertOpen()
+    text(name, 'name', { nonEmpty: true })
+    const fn = callable<RegisteredStep['run']>(typeof a === 'function' ? a : b, 'fn')
+    const schemas = typeof a === 'function' ? {} : checkOptions(a as StepSchemas<undefined, undefined>, 'schemas')
+    if (schemas.input !== undefined) checkSchema(schemas.input, 'input')
+    if (schemas.output !== undefined) checkSchema(schemas.output, 'output')
+    this.unique(this.steps, name, 'step function')
+    this.steps.set(name, { run: fn, input: schemas.input, output: schemas.output })
+    return this
+  }
+
+  /** Registers a mapping function (`{ $fn: name, arg }` in an input, a scatterGather's `aggregate`). */
+  registerMapping(name: string, fn: (arg: unknown) => unknown): this {
+    this.assertOpen()
+    text(name, 'name', { nonEmpty: true })
+    this.unique(this.mappings, name, 'mapping')
+    this.mappings.set(name, callable(fn, 'fn'))
+    return this
+  }
+
+  /** Registers a condition (`{ fn: name, arg }` in a branch or loop). */
+  registerCondition(name: string, fn: (arg: unknown) => boolean): this {
+    this.assertOpen()
+    text(name, 'name', { nonEmpty: true })
+    this.unique(this.conditions, name, 'condition')
+    this.conditions.set(name, callable(fn, 'fn'))
+    return this
+  }
+
+  private unique(map: ReadonlyMap<string, unknown>, name: string, what: string): void {
+    if (map.has(name))
+      throw new OrreryError('INVALID_ARGUMENT', `a ${what} named ${JSON.stringify(name)} is registered already`, { details: { argument: 'name', name } })
+  }
+
+  /**
+   * Validates a definition (`DEFINITION_INVALID` naming the node) and keeps it: its version
+   * serves new runs of its name from now on; runs already started stay on theirs.
+   */
+  define<I, O>(definition: WorkflowDefinition<I, O>): WorkflowDefinition<I, O> {
+    this.assertOpen()
+    const version = this.load(compileWorkflow(definition))
+    const { name } = version.compiled.definition
+    this.newest.set(name, version.compiled.definition.version)
+    const ack = this.history.putDefinition(version.compiled.definition)
+    if (ack instanceof Promise) ack.catch(() => {})
+    return version.compiled.definition as WorkflowDefinition<I, O>
+  }
+
+  /** Keeps a compiled version in the core (once per version). */
+  private load(compiled: CompiledWorkflow): Version {
+    const key = versionKey(compiled.definition.name, compiled.definition.version)
+    let version = this.versions.get(key)
+    if (!version) {
+      version = { compiled, def: this.core.define(compiled.program), timed: new Map() }
+      this.versions.set(key, version)
+    }
+    return version
+  }
+
+  /** The core definition of a version with a run timeout given at start. */
+  private defWithTimeout(version: Version, timeoutMs: number | undefined): number {
+    if (timeoutMs === undefined) return version.def
+    let def = version.timed.get(timeoutMs)
+    if (def === undefined) {
+      const program = version.compiled.program.slice()
+      // The root node's timeout word (node 0's words start after the format and count).
+      program[ROOT_TIMEOUT] = Math.min(timeoutMs, program[ROOT_TIMEOUT]!)
+      def = this.core.define(program)
+      version.timed.set(timeoutMs, def)
+    }
+    return def
+  }
+
+  /** A version from the store (a run pinned to it resumes), `WORKFLOW_NOT_FOUND` when it is gone. */
+  private stored(name: string, versionName: string): Version {
+    const known = this.versions.get(versionKey(name, versionName))
+    if (known) return known
+    const definition = this.history.definition(name, versionName)
+    if (!definition)
+      throw new OrreryError('WORKFLOW_NOT_FOUND', `workflow ${name} version ${versionName} is not in the store`, {
+        details: { workflow: name, version: versionName },
+      })
+    return this.load(compileWorkflow(definition))
+  }
+
+  /**
+   * Starts a run of the newest version of `name`. An `id` that exists returns that run
+   * (idempotent start); one started with another workflow is refused (`RUN_EXISTS`). Resolves
+   * once the start is recorded (on disk with a durable store).
+   */
+  async start<I, O>(name: string | WorkflowDefinition<I, O>, input?: I, options?: StartOptions): Promise<WorkflowRun<O>> {
+    this.assertOpen()
+    const workflow = typeof name === 'string' ? name : text((name as { name?: unknown })?.name, 'name')
+    text(workflow, 'name', { nonEmpty: true })
+    const o = checkOptions(options)
+    const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { min: 0 })
+    const id = o.id === undefined ? randomId() : text(o.id, 'id', { nonEmpty: true }, 'option')
+    if (isEventKey(id)) throw new OrreryError('INVALID_OPTION', `run id ${id} ends like an event key (/e/<10 digits>)`, { details: { option: 'id' } })
+    const existing = this.find(id)
+    if (existing) {
+      if (existing.definition.name !== workflow) {
+        throw new OrreryError('RUN_EXISTS', `run ${id} exists already, started with workflow ${existing.definition.name}`, {
+          details: { runId: id, workflow: existing.definition.name },
+        })
+      }
+      return existing as WorkflowRun<O>
+    }
+    const versionName = this.newest.get(workflow)
+    if (versionName === undefined) {
+      throw new OrreryError('WORKFLOW_NOT_FOUND', `no workflow ${JSON.stringify(workflow)} is defined (wf.define first)`, { details: { workflow } })
+    }
+    const version = this.versions.get(versionKey(workflow, versionName))!
+    this.checkRegistered(version.compiled)
+    const meta: RunMeta = {
+      id,
+      definition: workflow,
+      version: versionName,
+      input,
+      seed: Math.floor(Math.random() * 2 ** 52),
+      status: 'running',
+      startedAt: this.clock(),
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    }
+    const run = new Run(this.host, meta, version.compiled, this.defWithTimeout(version, timeoutMs))
+    this.runs.set(id, run)
+    const ack = this.history.putMeta(meta)
+    run.begin()
+    await ack
+    return WorkflowRun.live<O>(run, this.history)
+  }
+
+  /** `STEP_NOT_REGISTERED` for a local step (or compensation) whose function is not registered. */
+  private checkRegistered(compiled: CompiledWorkflow): void {
+    for (const node of compiled.nodes) {
+      if (node.kind !== 'step' || !('fn' in node.run) || this.steps.has(node.run.fn)) continue
+      throw new OrreryError(
+        'STEP_NOT_REGISTERED',
+        `step ${node.id} of workflow ${compiled.definition.name} calls ${JSON.stringify(node.run.fn)}, which is not registered`,
+        {
+          details: { step: node.id, fn: node.run.fn },
+        },
+      )
+    }
+  }
+
+  private async startChild(workflow: string, input: unknown, id: string): Promise<ChildHandle> {
+    const child = await this.start(workflow, input, { id })
+    return { result: () => child.result(), cancel: () => child.cancel() }
+  }
+
+  private find(id: string): WorkflowRun | undefined {
+    const run = this.runs.get(id)
+    if (run) return WorkflowRun.live(run, this.history)
+    const meta = this.history.meta(id)
+    return meta && WorkflowRun.stored(meta, this.history)
+  }
+
+  /** A run by id: running here, or recorded in the store. */
+  get<O = unknown>(id: string): WorkflowRun<O> | undefined {
+    this.assertOpen()
+    text(id, 'id')
+    return this.find(id) as WorkflowRun<O> | undefined
+  }
+
+  /** The runs recorded in the store, by id; `status` and `definition` (a name) filter them. */
+  list(filter: { status?: RunStatus; definition?: string } = {}): RunInfo[] {
+    this.assertOpen()
+    const f = checkOptions(filter, 'filter')
+    return this.history
+      .metas()
+      .filter((m) => (f.status === undefined || m.status === f.status) && (f.definition === undefined || m.definition === f.definition))
+      .map(({ id, definition, version, status, startedAt, finishedAt }) => ({
+        id,
+        definition,
+        version,
+        status,
+        startedAt,
+        ...(finishedAt === undefined ? {} : { finishedAt }),
+      }))
+  }
+
+  /**
+   * Stops: running attempts are aborted and waiting callers hear `CLOSED`. Their runs stay
+   * recorded: workflows opened again on the same store go on with them.
+   */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.timer.cancel()
+    if (this.resumeTimer !== undefined) clearTimeout(this.resumeTimer)
+    for (const run of this.runs.values()) run.abandon()
+    this.runs.clear()
+    this.byHandle.clear()
+    this.core.close()
+    this.ownStore?.close()
+    this.onClose?.(this)
+  }
+
+  /** Replays every unfinished run of the store; their steps go on in the next macrotask. */
+  private restore(): void {
+    const restored: Run[] = []
+    for (const meta of this.history.metas()) {
+      if (FINAL_STATUSES.has(meta.status)) continue
+      const version = this.stored(meta.definition, meta.version)
+      const run = new Run(this.host, meta, version.compiled, this.defWithTimeout(version, meta.timeoutMs))
+      this.runs.set(meta.id, run)
+      run.replay(this.history.events(meta.id))
+      if (run.status === 'running') restored.push(run)
+    }
+    if (restored.length === 0) return
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined
+      if (this.closed) return
+      for (const run of restored) run.resume()
+    }, 0)
+  }
+
+  /** Hands every record the core has queued to its run; re-entrant calls leave it to the loop running. */
+  private pump(): void {
+    if (this.pumping || this.closed) return
+    this.pumping = true
+    try {
+      for (;;) {
+        // A copy: handling a record calls the core again, which may reuse what it drained into.
+        const records = this.core.drain().slice()
+        if (records.length === 0) break
+        for (let at = 0; at < records.length; at += RECORD_WORDS) this.byHandle.get(records[at + 1]!)?.handleRecord(records, at)
+      }
+    } finally {
+      this.pumping = false
+    }
+    this.timer.arm(this.core.nextDeadline())
+  }
+
+  private fireDue(): void {
+    if (this.closed) return
+    const now = this.clock()
+    const due = this.core.due(now).slice()
+    for (let i = 0; i < due.length; i += 2) {
+      const run = this.byHandle.get(due[i]!)
+      if (run) run.fire(due[i + 1]!, now)
+      else this.core.fire(due[i]!, due[i + 1]!, now)
+    }
+    this.pump()
+  }
+
+  private ended(run: Run): void {
+    this.runs.delete(run.id)
+    this.byHandle.delete(run.handle)
+    this.core.release(run.handle)
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new OrreryError('CLOSED', 'these workflows are closed')
+  }
+}
+
+function versionKey(name: string, version: string): string {
+  return `${name}\u0000${version}`
+}
+
+function randomId(): string {
+  return globalThis.crypto.randomUUID()
+}
