@@ -214,11 +214,49 @@ export interface MeshCore {
   close(): void
 }
 
+/**
+ * A workflow state machine in the core (`crates/core/src/workflow`): programs (`Float64Array`s,
+ * compiled by `ts/workflows/compile.ts`), runs by generational handle, timers on host time, and an
+ * outbox of records (`WORKFLOW_LAYOUT.recordWords` numbers each, kinds `WORKFLOW_RECORDS`). Numbers
+ * in, numbers out; the core checks every one (a bad handle, token or index is a typed error or
+ * `false`, never undefined behaviour), the same on both engines.
+ */
+export interface WorkflowCore {
+  /** Checks and keeps a program; returns its definition id (`DEFINITION_INVALID`). */
+  define(program: Float64Array): number
+  /** Starts a run of definition `def` with the seed of its jitter; returns its handle. */
+  start(def: number, seed: number, now: number): number
+  /** The outcome of a step attempt (a `STEP_OUTCOMES` code); false when the token is stale. */
+  complete(run: number, token: number, outcome: number, now: number): boolean
+  /** The answer to a DECIDE record (-2: the decision itself failed); false when the token is stale. */
+  decide(run: number, token: number, value: number, now: number): boolean
+  /** Signal `index` (the program's numbering of its signal names) reached the run. */
+  signal(run: number, index: number, now: number): void
+  /** Cancels a run (nothing on a finished run or one compensating). */
+  cancel(run: number, now: number): void
+  /** Fires one of the run's timers; false when it is no longer armed. */
+  fire(run: number, timer: number, now: number): boolean
+  /** The timers due at `now` as `[run, timer, run, timer, ...]` (still armed until fired). */
+  due(now: number): Float64Array
+  /** When the next timer is due (`NO_DEADLINE` when none). */
+  nextDeadline(): number
+  /** Queues again the EXECUTE, COMPENSATE and DECIDE records of everything in flight (after a replay). */
+  outstanding(run: number): void
+  /** The records queued since the last drain, in order (an empty array when none). */
+  drain(): Float64Array
+  /** Forgets a run (finished, or abandoned). */
+  release(run: number): void
+  /** Releases the core; later calls fail with `CLOSED`. */
+  close(): void
+}
+
 /** One loaded engine. */
 export interface Backend {
   readonly name: EngineName
   createMesh(options: MeshCoreOptions): MeshCore
   createStore(options: StoreCoreOptions): StoreCore
+  /** A new workflow core (in memory on both engines: a run's history lives in the store). */
+  createWorkflows(): WorkflowCore
   /** Opens a durable store on disk (native engine only). */
   openStore(options: StoreCoreOptions & { path: string; batched: boolean }): StoreCore
   createBus(options: { maxMessageBytes: number }): BusCore

@@ -8,10 +8,11 @@ import { guardOf, NATIVE_FAILURES } from './failures.js'
 import { callBlock } from './call-block.js'
 import { createNativeMesh, type NativeMeshBinding } from './native-mesh.js'
 import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
+import { createNativeWorkflows, type NativeWorkflowBinding } from './native-workflow.js'
 import { registerEngineHooks } from './test-hooks.js'
 
 /** The surface of `bindings/node` (its generated `binding.d.cts` must satisfy this). */
-export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding {
+export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding, NativeWorkflowBinding {
   NativeBus: {
     new (maxMessageBytes: number): NativeBusHandle
     attach(handle: number): NativeBusHandle
@@ -176,6 +177,7 @@ export function nativeBackend(binding: NativeBinding): Backend {
       ),
     createStore: (options) => createNativeStore(binding, options),
     createMesh: (options) => createNativeMesh(binding, options),
+    createWorkflows: () => createNativeWorkflows(binding),
     openStore: (options) => openNativeStore(binding, options),
     manifestHash: () => binding.manifestHash?.(),
   }

@@ -11,6 +11,7 @@ import { adaptBus, notShareable, Slab } from './adapter.js'
 import { guardOf, releaseOf, type EngineFailures } from './failures.js'
 import { createWasmMesh, type WasmMeshClass } from './wasm-mesh.js'
 import { createWasmStore, unsupportedDurable, type WasmStoreClass } from './wasm-store.js'
+import { createWasmWorkflows, type WasmWorkflowsClass } from './wasm-workflow.js'
 import { registerEngineHooks } from './test-hooks.js'
 
 /** The surface of the wasm-bindgen `web` glue, which browsers and Node both load. */
@@ -18,6 +19,7 @@ export interface WasmBinding {
   WasmBus: new (maxMessageBytes: number) => WasmBusHandle
   WasmStore: WasmStoreClass
   WasmMesh: WasmMeshClass
+  WasmWorkflows: WasmWorkflowsClass
   /** Absent from a module built before the manifest existed. */
   manifestHash?(): string
   wasmMemory(): WebAssembly.Memory
@@ -114,6 +116,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
     },
     createMesh: (options) => createWasmMesh(binding.WasmMesh, binding.wasmMemory(), failures, options),
     createStore: (options) => createWasmStore(binding.WasmStore, binding.wasmMemory(), failures, options),
+    createWorkflows: () => createWasmWorkflows(binding.WasmWorkflows, failures),
     openStore: () => {
       throw unsupportedDurable()
     },

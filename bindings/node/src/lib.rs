@@ -14,3 +14,4 @@ pub mod error;
 pub mod mesh;
 pub mod shared;
 pub mod store;
+pub mod workflow;

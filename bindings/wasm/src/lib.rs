@@ -12,3 +12,4 @@ pub mod layout;
 pub mod mesh;
 pub mod panic;
 pub mod store;
+pub mod workflow;

@@ -1,0 +1,172 @@
+/**
+ * The one WorkflowCore over either engine. Both engines expose the workflow core as a class whose
+ * methods are the WorkflowCore calls themselves (a napi class, a wasm_bindgen class): workflow
+ * calls come once per step, not per message, so plain methods are fast enough and no call block
+ * is needed. This adds what both share: `CLOSED` after `close()`, failures read through the
+ * engine's `EngineFailures` (so a code is the same on both), and, before it crosses, the
+ * refusal of a program that is not a `Float64Array` (wasm-bindgen's glue would copy a plain
+ * array where napi refuses it) or is longer than any valid program.
+ */
+import { OrreryError } from '../errors.js'
+import type { WorkflowCore } from './backend.js'
+import type { EngineFailures } from './failures.js'
+import { WORKFLOW_LAYOUT, WORKFLOW_LIMITS } from './manifest.js'
+
+/** An engine's workflow calls, untranslated. `close` releases the engine's core (called once). */
+export type RawWorkflows = WorkflowCore
+
+/**
+ * The longest a valid program can be: every node, and each listed once as a child. Longer is
+ * refused before it crosses, so a huge array is never copied into the wasm instance's memory
+ * (an allocation past 4 GiB would trap it).
+ */
+const MAX_PROGRAM_WORDS = 2 + WORKFLOW_LIMITS.maxNodes * (WORKFLOW_LAYOUT.nodeWords + 1)
+
+const closedError = () => new OrreryError('CLOSED', 'the workflow core is closed')
+
+class WorkflowAdapter implements WorkflowCore {
+  private closed = false
+
+  constructor(
+    private readonly raw: RawWorkflows,
+    private readonly failures: EngineFailures,
+  ) {}
+
+  private usable(): void {
+    this.failures.usable()
+    if (this.closed) throw closedError()
+  }
+
+  // Every call inline, without a closure: a step costs a handful of them.
+  define(program: Float64Array): number {
+    this.usable()
+    if (!(program instanceof Float64Array)) throw new OrreryError('INVALID_ARGUMENT', 'a workflow program must be a Float64Array')
+    if (program.length > MAX_PROGRAM_WORDS) {
+      throw new OrreryError('DEFINITION_INVALID', `invalid workflow program: ${program.length} words is more than any program holds (${MAX_PROGRAM_WORDS})`)
+    }
+    try {
+      return this.raw.define(program)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  start(def: number, seed: number, now: number): number {
+    this.usable()
+    try {
+      return this.raw.start(def, seed, now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  complete(run: number, token: number, outcome: number, now: number): boolean {
+    this.usable()
+    try {
+      return this.raw.complete(run, token, outcome, now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  decide(run: number, token: number, value: number, now: number): boolean {
+    this.usable()
+    try {
+      return this.raw.decide(run, token, value, now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  signal(run: number, index: number, now: number): void {
+    this.usable()
+    try {
+      this.raw.signal(run, index, now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  cancel(run: number, now: number): void {
+    this.usable()
+    try {
+      this.raw.cancel(run, now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  fire(run: number, timer: number, now: number): boolean {
+    this.usable()
+    try {
+      return this.raw.fire(run, timer, now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  due(now: number): Float64Array {
+    this.usable()
+    try {
+      return this.raw.due(now)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  nextDeadline(): number {
+    this.usable()
+    try {
+      return this.raw.nextDeadline()
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  outstanding(run: number): void {
+    this.usable()
+    try {
+      this.raw.outstanding(run)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  drain(): Float64Array {
+    this.usable()
+    try {
+      return this.raw.drain()
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  /** Lets go of a run: nothing is left to release on a lost engine. */
+  release(run: number): void {
+    if (this.failures.poisoned()) return
+    this.usable()
+    try {
+      this.raw.release(run)
+    } catch (e) {
+      throw this.failures.fail(e)
+    }
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.raw.close()
+  }
+}
+
+/** A WorkflowCore over the raw core `open` makes (its failure, too, is translated). */
+export function adaptWorkflows(open: () => RawWorkflows, failures: EngineFailures): WorkflowCore {
+  failures.usable()
+  let raw: RawWorkflows
+  try {
+    raw = open()
+  } catch (e) {
+    throw failures.fail(e)
+  }
+  return new WorkflowAdapter(raw, failures)
+}
