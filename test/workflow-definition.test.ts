@@ -1,0 +1,992 @@
+/**
+ * Workflow definitions as data: the builders, validation of any value (every rule, hostile
+ * values), the compiled program word by word, references and conditions, and the content
+ * version. No engine is involved: the same file runs in every project.
+ */
+import { describe, expect, it } from 'vitest'
+
+import { OrreryError } from '../ts/errors.js'
+import { branch, child, forEach, loop, parallel, quorum, scatterGather, sequence, sleep, step, waitFor, when, workflow } from '../ts/workflows/builder.js'
+import { compileWorkflow } from '../ts/workflows/compile.js'
+import type { Condition, InputSpec, WorkflowDefinition } from '../ts/workflows/definition.js'
+import { buildInput, type DataScope, parseRef, resolveRef, testCondition } from '../ts/workflows/refs.js'
+import { validateDefinition } from '../ts/workflows/validate.js'
+import { canonicalJson, contentVersion } from '../ts/workflows/version.js'
+
+/** The typed error `call` throws (fails the test when it returns, or throws anything else). */
+function refused(call: () => unknown, code = 'DEFINITION_INVALID'): OrreryError {
+  let error: unknown
+  try {
+    call()
+  } catch (e) {
+    error = e
+  }
+  if (!(error instanceof OrreryError))
+    throw new Error(`expected an OrreryError ${code}, got ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`)
+  expect(error.code).toBe(code)
+  return error
+}
+
+const json = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T
+const f = (name: string) => ({ fn: name })
+
+/** One node's 12 words with the defaults of a node that sets nothing. */
+function N(kind: number, w: { start?: number; count?: number; p1?: number; p2?: number; p3?: number; timeout?: number; comp?: number; retry?: number[] } = {}) {
+  return [kind, w.start ?? 0, w.count ?? 0, w.p1 ?? 0, w.p2 ?? 0, w.p3 ?? 0, w.timeout ?? Infinity, w.comp ?? -1, ...(w.retry ?? [1, 100, 10_000, 2])]
+}
+const STEP = 0
+const SEQ = 1
+const PAR = 2
+const BRANCH = 3
+const LOOP = 4
+const MAP = 5
+const SLEEP = 6
+const WAIT = 7
+
+function program(...parts: number[][]): number[] {
+  return parts.flat()
+}
+
+describe('workflow builders', () => {
+  it('build plain JSON: containers numbered by position, the version a content hash, the whole frozen', () => {
+    const def = workflow<{ url: string }, string>(
+      'doc',
+      sequence(
+        step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 3 } }),
+        parallel([step('a', f('a')), sequence(step('b', f('b')), sleep('pause', 10))], { join: 'any' }),
+        step('summarize', { capability: 'summarize@^1.2' }, { input: '$steps.fetch.text', timeoutMs: Infinity }),
+      ),
+    )
+    expect(def).toEqual({
+      format: 1,
+      name: 'doc',
+      version: expect.stringMatching(/^sha256:[0-9a-f]{16}$/),
+      root: {
+        kind: 'sequence',
+        id: 'seq-1',
+        steps: [
+          { kind: 'step', id: 'fetch', run: { fn: 'fetch' }, input: { url: '$input.url' }, retry: { attempts: 3 } },
+          {
+            kind: 'parallel',
+            id: 'par-2',
+            branches: [
+              { kind: 'step', id: 'a', run: { fn: 'a' } },
+              {
+                kind: 'sequence',
+                id: 'seq-3',
+                steps: [
+                  { kind: 'step', id: 'b', run: { fn: 'b' } },
+                  { kind: 'sleep', id: 'pause', ms: 10 },
+                ],
+              },
+            ],
+            join: 'any',
+          },
+          // An Infinity timeout is none: left out, so the JSON holds what the object holds.
+          { kind: 'step', id: 'summarize', run: { capability: 'summarize@^1.2' }, input: '$steps.fetch.text' },
+        ],
+      },
+    })
+    expect(Object.isFrozen(def)).toBe(true)
+    expect(Object.isFrozen(def.root)).toBe(true)
+    expect(json(def)).toEqual(def)
+    expect(JSON.stringify(def)).not.toContain('~types')
+  })
+
+  it('numbers unnamed containers in pre-order, skips ids taken, and keeps given ids', () => {
+    const def = workflow(
+      'ids',
+      sequence(
+        step('seq-1', f('x')),
+        loop({ until: { path: '$steps.seq-1', op: 'truthy' }, maxIterations: 3 }, branch([when({ path: '$input', op: 'exists' }, step('s', f('s')))])),
+        forEach('$input.list', sequence('mine', [step('e', f('e'))])),
+        parallel([step('p', f('p'))], { id: 'named' }),
+      ),
+    )
+    const root = def.root as { id: string; steps: { id: string; body?: { id: string } }[] }
+    expect(root.id).toBe('seq-2')
+    expect(root.steps.map((s) => s.id)).toEqual(['seq-1', 'loop-3', 'each-5', 'named'])
+    expect(root.steps[1]!.body!.id).toBe('branch-4')
+    expect(root.steps[2]!.body!.id).toBe('mine')
+  })
+
+  it('compiles a hand-written definition the same way: containers left unnamed are numbered as workflow() does', () => {
+    const built = workflow('w', sequence(step('a', f('a')), parallel([step('b', f('b'))])))
+    const hand = {
+      format: 1,
+      name: 'w',
+      root: {
+        kind: 'sequence',
+        steps: [
+          { kind: 'step', id: 'a', run: { fn: 'a' } },
+          { kind: 'parallel', branches: [{ kind: 'step', id: 'b', run: { fn: 'b' } }] },
+        ],
+      },
+    }
+    const compiled = compileWorkflow(hand)
+    expect(compiled.definition).toEqual(built)
+    expect(compiled.program).toEqual(compileWorkflow(built).program)
+  })
+
+  it('offer every node kind, with options', () => {
+    expect(child('c', 'sub', { input: '$input', retry: { attempts: 2 }, timeoutMs: 5, compensate: { run: f('undo') } })).toEqual({
+      kind: 'child',
+      id: 'c',
+      workflow: 'sub',
+      input: '$input',
+      retry: { attempts: 2 },
+      timeoutMs: 5,
+      compensate: { run: { fn: 'undo' } },
+    })
+    expect(scatterGather('sg', 'review@^1', { aggregate: 'merge', join: quorum(2) })).toEqual({
+      kind: 'scatterGather',
+      id: 'sg',
+      capability: 'review@^1',
+      join: { quorum: 2 },
+      aggregate: { fn: 'merge' },
+    })
+    expect(waitFor('w', 'approve', { timeoutMs: 1000, onTimeout: 'continue' })).toEqual({
+      kind: 'waitFor',
+      id: 'w',
+      signal: 'approve',
+      timeoutMs: 1000,
+      onTimeout: 'continue',
+    })
+    expect(sleep('z', 0)).toEqual({ kind: 'sleep', id: 'z', ms: 0 })
+    expect(sequence('s', [sleep('z', 1)])).toEqual({ kind: 'sequence', id: 's', steps: [{ kind: 'sleep', id: 'z', ms: 1 }] })
+    expect(branch([when({ fn: 'ok' }, sleep('z', 1))], undefined, { id: 'b' })).toEqual({
+      kind: 'branch',
+      id: 'b',
+      arms: [armJson({ fn: 'ok' }, { kind: 'sleep', id: 'z', ms: 1 })],
+    })
+  })
+
+  it('refuse a bad tree when workflow() is called, naming the node', () => {
+    const err = refused(() => workflow('w', sequence(step('a', f('a')), step('a', f('b')))))
+    expect(err.message).toBe('workflow "w": node "a" at root.steps[1]: id is the id of the node at root.steps[0] too: ids are unique in a definition')
+    expect(err.details).toMatchObject({ node: 'a', path: 'root.steps[1].id' })
+  })
+})
+
+describe('compiled programs', () => {
+  it('a step with retry, timeout and a compensation: the compensation is a STEP listed by no container', () => {
+    const c = compileWorkflow(
+      workflow(
+        'one',
+        step('a', f('f'), {
+          retry: { attempts: 3, initialMs: 50, maxMs: 500, factor: 3, jitter: false },
+          timeoutMs: 1000,
+          compensate: { run: f('undo'), input: '$steps.a', retry: { attempts: 2 }, timeoutMs: 30 },
+        }),
+      ),
+    )
+    expect([...c.program]).toEqual(
+      program([1, 2], N(STEP, { timeout: 1000, comp: 1, retry: [3, 50, 500, 3] }), N(STEP, { p3: 1, timeout: 30, retry: [2, 100, 10_000, 2] })),
+    )
+    expect(c.nodes[1]).toEqual({ kind: 'step', id: 'a.compensate', run: { fn: 'undo' }, input: '$steps.a', retry: { attempts: 2 }, timeoutMs: 30 })
+    expect([...c.parent]).toEqual([-1, -1])
+    expect([...c.index]).toEqual([
+      ['a', 0],
+      ['a.compensate', 1],
+    ])
+  })
+
+  it('sequence, child and sleep: children in the list area, in order', () => {
+    const c = compileWorkflow(workflow('s', sequence(step('a', f('a')), child('b', 'sub', { timeoutMs: 70 }), sleep('z', 250))))
+    expect([...c.program]).toEqual(
+      program([1, 4], N(SEQ, { start: 0, count: 3 }), N(STEP, { p3: 1 }), N(STEP, { p3: 1, timeout: 70 }), N(SLEEP, { p1: 250 }), [1, 2, 3]),
+    )
+    expect([...c.parent]).toEqual([-1, 0, 0, 0])
+  })
+
+  it('parallel with a quorum and a timeout; a nested container takes the next list range', () => {
+    const c = compileWorkflow(
+      workflow('p', parallel([step('a', f('a')), sequence(step('b', f('b')), step('c', f('c'))), step('d', f('d'))], { join: quorum(2), timeoutMs: 500 })),
+    )
+    expect([...c.program]).toEqual(
+      program(
+        [1, 6],
+        N(PAR, { start: 0, count: 3, p1: 2, p2: 2, timeout: 500 }),
+        N(STEP, { p3: 1 }),
+        N(SEQ, { start: 3, count: 2 }),
+        N(STEP, { p3: 1 }),
+        N(STEP, { p3: 1 }),
+        N(STEP, { p3: 1 }),
+        [1, 2, 5, 3, 4],
+      ),
+    )
+    expect([...c.parent]).toEqual([-1, 0, 0, 2, 2, 0])
+    expect(c.nodes.map((n) => n.id)).toEqual(['par-1', 'a', 'seq-2', 'b', 'c', 'd'])
+  })
+
+  it('join any and all', () => {
+    expect([...compileWorkflow(workflow('p', parallel([sleep('a', 1)], { join: 'any' }))).program].slice(2, 6)).toEqual([PAR, 0, 1, 1])
+    expect([...compileWorkflow(workflow('p', parallel([sleep('a', 1)], { join: 'all' }))).program].slice(2, 6)).toEqual([PAR, 0, 1, 0])
+  })
+
+  it('branch: the arms, then otherwise as the last arm', () => {
+    const cond: Condition = { path: '$input.x', op: 'eq', value: 1 }
+    const c = compileWorkflow(workflow('b', branch([when(cond, sleep('a', 1)), when(cond, sleep('b', 2))], sleep('c', 3))))
+    expect([...c.program]).toEqual(program([1, 4], N(BRANCH, { count: 3 }), N(SLEEP, { p1: 1 }), N(SLEEP, { p1: 2 }), N(SLEEP, { p1: 3 }), [1, 2, 3]))
+    const none = compileWorkflow(workflow('b', branch([when(cond, sleep('a', 1))])))
+    expect([...none.program]).toEqual(program([1, 2], N(BRANCH, { count: 1 }), N(SLEEP, { p1: 1 }), [1]))
+  })
+
+  it('loop: while is p1 0, until is p1 1; p2 is maxIterations', () => {
+    const cond: Condition = { path: '$steps.a', op: 'lt', value: 3 }
+    const w = compileWorkflow(workflow('l', loop({ while: cond, maxIterations: 7 }, step('a', f('a')))))
+    expect([...w.program]).toEqual(program([1, 2], N(LOOP, { count: 1, p1: 0, p2: 7 }), N(STEP, { p3: 1 }), [1]))
+    const u = compileWorkflow(workflow('l', loop({ until: cond, maxIterations: 1_000_000 }, step('a', f('a')))))
+    expect([...u.program].slice(2, 14)).toEqual(N(LOOP, { count: 1, p1: 1, p2: 1_000_000 }))
+  })
+
+  it('forEach: a MAP with concurrency, join and timeout', () => {
+    const c = compileWorkflow(
+      workflow('e', forEach('$input.items', step('e', f('each'), { input: '$item' }), { concurrency: 4, join: 'any', timeoutMs: 9000 })),
+    )
+    expect([...c.program]).toEqual(program([1, 2], N(MAP, { count: 1, p1: 4, p2: 1, p3: 0, timeout: 9000 }), N(STEP, { p3: 1 }), [1]))
+    const q = compileWorkflow(workflow('e', forEach('$input.items', sleep('s', 1), { join: quorum(5) })))
+    expect([...q.program].slice(2, 14)).toEqual(N(MAP, { count: 1, p1: 0, p2: 2, p3: 5 }))
+  })
+
+  it('scatterGather: a MAP whose one child is the synthetic call step', () => {
+    const c = compileWorkflow(
+      workflow('g', scatterGather('sg', 'review@^1', { input: { doc: '$input', n: '$index' }, join: quorum(3), timeoutMs: 2000, aggregate: 'merge' })),
+    )
+    expect([...c.program]).toEqual(program([1, 2], N(MAP, { count: 1, p1: 0, p2: 2, p3: 3, timeout: 2000 }), N(STEP, { p3: 1 }), [1]))
+    expect(c.nodes[1]).toEqual({ kind: 'step', id: 'sg.call', run: { capability: 'review@^1' }, input: { doc: '$input', n: '$index' } })
+    expect([...c.parent]).toEqual([-1, 0])
+  })
+
+  it('waitFor: signals numbered by first appearance, onTimeout and timeout', () => {
+    const c = compileWorkflow(
+      workflow(
+        'w',
+        sequence(
+          waitFor('w1', 'approve'),
+          waitFor('w2', 'reject', { timeoutMs: 100, onTimeout: 'continue' }),
+          waitFor('w3', 'approve', { timeoutMs: 5, onTimeout: 'fail' }),
+        ),
+      ),
+    )
+    expect(c.signals).toEqual(['approve', 'reject'])
+    expect([...c.program]).toEqual(
+      program(
+        [1, 4],
+        N(SEQ, { count: 3 }),
+        N(WAIT, { p1: 0, p2: 0 }),
+        N(WAIT, { p1: 1, p2: 1, timeout: 100 }),
+        N(WAIT, { p1: 0, p2: 0, timeout: 5 }),
+        [1, 2, 3],
+      ),
+    )
+  })
+
+  it('a run timeout is the root timeout word; a step or waitFor root is wrapped in a sequence that carries it', () => {
+    const seq = compileWorkflow(workflow('t', sequence(sleep('a', 1)), { timeoutMs: 5000 }))
+    expect([...seq.program].slice(2, 14)).toEqual(N(SEQ, { count: 1, timeout: 5000 }))
+    const par = compileWorkflow(workflow('t', parallel([sleep('a', 1)], { timeoutMs: 300 }), { timeoutMs: 5000 }))
+    expect(par.program[2 + 6]).toBe(300)
+    const wrapped = compileWorkflow(workflow('t', step('a', f('a'), { timeoutMs: 40 }), { timeoutMs: 5000 }))
+    expect([...wrapped.program]).toEqual(program([1, 2], N(SEQ, { count: 1, timeout: 5000 }), N(STEP, { p3: 1, timeout: 40 }), [1]))
+    expect(wrapped.nodes.map((n) => n.id)).toEqual(['$run', 'a'])
+    expect(wrapped.definition.root.id).toBe('a')
+    const none = compileWorkflow(workflow('t', step('a', f('a')), { timeoutMs: Infinity }))
+    expect([...none.program]).toEqual(program([1, 1], N(STEP, { p3: 1 })))
+    expect(none.definition).not.toHaveProperty('timeoutMs')
+  })
+
+  it('a JSON copy compiles to the identical program, version, nodes, indexes and signals', () => {
+    const def = workflow(
+      'all',
+      sequence(
+        step('a', f('a'), { compensate: { run: f('undo') }, retry: { attempts: 2, jitter: false } }),
+        parallel([child('c', 'sub'), scatterGather('sg', 'x@1', { aggregate: 'merge' })], { join: quorum(1), timeoutMs: 100 }),
+        branch([when({ all: [{ path: '$steps.a.ok', op: 'eq', value: true }, { not: { fn: 'bad', arg: '$input' } }] }, waitFor('w', 'go'))], sleep('s', 5)),
+        loop(
+          { while: { any: [{ path: '$signals.go.more', op: 'truthy' }] }, maxIterations: 4 },
+          forEach('$steps.a.items', step('e', f('e'), { input: { $fn: 'pick', arg: '$item' } })),
+        ),
+      ),
+      { output: { a: '$steps.a', lit: { $literal: '$x' } }, timeoutMs: 60_000 },
+    )
+    const copy = json(def)
+    const a = compileWorkflow(def)
+    const b = compileWorkflow(copy)
+    expect(b.program).toEqual(a.program)
+    expect(b.definition).toEqual(def)
+    expect(b.definition.version).toBe(def.version)
+    expect(b.nodes).toEqual(a.nodes)
+    expect([...b.index]).toEqual([...a.index])
+    expect(b.parent).toEqual(a.parent)
+    expect(b.signals).toEqual(['go'])
+    expect(a.nodes.length).toBe(a.program[1])
+    expect(a.program.length).toBe(2 + 12 * a.nodes.length + (a.nodes.length - 2)) // every node but the root and the compensation is listed once
+  })
+})
+
+/** A definition whose root is `root` (as JSON, for rules the builders' types would not let through). */
+const def = (root: unknown, extra: Record<string, unknown> = {}) => ({ format: 1, name: 'wf', root, ...extra })
+const stepJson = (id: string, more: Record<string, unknown> = {}) => ({ kind: 'step', id, run: { fn: 'f' }, ...more })
+/** A branch arm as JSON, `{ when, then }` (written through entries: a literal `then` key reads as a thenable to the linter). */
+const armJson = (w: unknown, t: unknown, more: Record<string, unknown> = {}) => ({ when: w, ...more, ...Object.fromEntries([['then', t]]) })
+const seqJson = (...steps: unknown[]) => ({ kind: 'sequence', id: 's', steps })
+
+describe('validation: every rule, refused with DEFINITION_INVALID naming the node', () => {
+  const cases: [label: string, value: unknown, message: string, node?: string | undefined][] = [
+    ['not an object', 'wf', 'a workflow definition must be an object, not "wf"'],
+    ['an array', [], 'a workflow definition must be an object, not an array'],
+    ['a bad name', def(stepJson('a'), { name: 'no spaces' }), 'name is not a valid name'],
+    ['a missing name', { format: 1, root: stepJson('a') }, 'name must be a name (a string), not undefined'],
+    ['format 2', def(stepJson('a'), { format: 2 }), 'workflow "wf": format must be 1, not 2'],
+    ['an unknown field', def(stepJson('a'), { timeout: 5 }), '"timeout" is not a field of a workflow definition'],
+    ['a bad version', def(stepJson('a'), { version: 'has space' }), 'version must be 1 to 64 of'],
+    ['a wrong content hash', def(stepJson('a'), { version: 'sha256:0000000000000000' }), "but the definition's content hashes to sha256:"],
+    ['no root', def(undefined), 'root must be a node (an object with kind and id), not undefined'],
+    ['an unknown kind', def({ kind: 'fork', id: 'x' }), 'root.kind must be one of step, child, sequence'],
+    ['a leaf without id', def({ kind: 'step', run: { fn: 'f' } }), 'the step node at root: id must be 1 to 64 of', undefined],
+    ['a bad id', def(stepJson('a b')), 'id must be 1 to 64 of A-Z a-z 0-9 _ . -, not "a b"'],
+    ['a long id', def(stepJson('x'.repeat(65))), 'id must be 1 to 64 of'],
+    ['a prototype id', def(stepJson('constructor')), 'id may not be "constructor"'],
+    ['an unknown node field', def(stepJson('a', { timeout: 5 })), 'node "a" at root: "timeout" is not a field of a step node', 'a'],
+    [
+      'both fn and capability',
+      def(stepJson('a', { run: { fn: 'f', capability: 'c' } })),
+      'node "a" at root: run must hold exactly one of fn or capability',
+      'a',
+    ],
+    ['neither fn nor capability', def(stepJson('a', { run: {} })), 'run must hold exactly one of fn or capability', 'a'],
+    ['a bad fn name', def(stepJson('a', { run: { fn: 'a b' } })), 'run.fn is not a valid name', 'a'],
+    ['a bad capability', def(stepJson('a', { run: { capability: 'a b@1' } })), 'run.capability is not a valid name', 'a'],
+    ['an empty range', def(stepJson('a', { run: { capability: 'x@' } })), 'run.capability has an empty or overlong version range', 'a'],
+    ['attempts 0', def(stepJson('a', { retry: { attempts: 0 } })), 'retry.attempts must be a whole number from 1 to 1000000, not 0', 'a'],
+    ['attempts 1.5', def(stepJson('a', { retry: { attempts: 1.5 } })), 'retry.attempts must be a whole number', 'a'],
+    ['negative initialMs', def(stepJson('a', { retry: { initialMs: -1 } })), 'retry.initialMs must be a number of ms from 0', 'a'],
+    ['factor below 1', def(stepJson('a', { retry: { factor: 0.5 } })), 'retry.factor must be a number from 1 to 1000, not 0.5', 'a'],
+    ['jitter not boolean', def(stepJson('a', { retry: { jitter: 'yes' } })), 'retry.jitter must be true or false', 'a'],
+    ['an unknown retry field', def(stepJson('a', { retry: { tries: 2 } })), '"tries" is not a field of a retry policy', 'a'],
+    ['timeout 0', def(stepJson('a', { timeoutMs: 0 })), 'timeoutMs must be a number of ms > 0 (or Infinity, or left out, for none), not 0', 'a'],
+    ['a negative timeout', def(stepJson('a', { timeoutMs: -5 })), 'timeoutMs must be a number of ms > 0', 'a'],
+    ['a string timeout', def(stepJson('a', { timeoutMs: '5s' })), 'timeoutMs must be a number of ms > 0', 'a'],
+    ['a run timeout of 0', def(stepJson('a'), { timeoutMs: 0 }), 'workflow "wf": timeoutMs must be a number of ms > 0'],
+    ['a bad compensate', def(stepJson('a', { compensate: { fn: 'undo' } })), '"fn" is not a field of a compensation', 'a'],
+    ['a compensate without run', def(stepJson('a', { compensate: {} })), 'compensate.run must be { fn: name } or { capability: name@range }', 'a'],
+    ['a child with a bad workflow', def({ kind: 'child', id: 'c', workflow: '' }), 'workflow is not a valid name', 'c'],
+    ['an empty sequence', def({ kind: 'sequence', id: 's', steps: [] }), 'node "s" at root: steps must be a non-empty list of nodes, not an array', 's'],
+    ['a bad child node', def(seqJson(stepJson('a'), 5)), 'root.steps[1] must be a node (an object with kind and id), not 5'],
+    [
+      'a duplicate id',
+      def(seqJson(stepJson('a'), { kind: 'sleep', id: 'a', ms: 1 })),
+      'node "a" at root.steps[1]: id is the id of the node at root.steps[0] too',
+      'a',
+    ],
+    ['a container id taken', def(seqJson(stepJson('s'))), 'node "s" at root.steps[0]: id is the id of the node at root too', 's'],
+    [
+      'a quorum above the branch count',
+      def({ kind: 'parallel', id: 'p', branches: [stepJson('a'), stepJson('b')], join: { quorum: 3 } }),
+      'node "p" at root: join.quorum is 3, above the 2 branches that could reach it',
+      'p',
+    ],
+    [
+      'a quorum of 0',
+      def({ kind: 'parallel', id: 'p', branches: [stepJson('a')], join: { quorum: 0 } }),
+      'join.quorum must be a whole number from 1 to 1, not 0',
+      'p',
+    ],
+    ['an unknown join', def({ kind: 'parallel', id: 'p', branches: [stepJson('a')], join: 'most' }), "join must be 'all', 'any' or { quorum: n }", 'p'],
+    ['no arms', def({ kind: 'branch', id: 'b', arms: [] }), 'arms must be a non-empty list of { when, then }', 'b'],
+    [
+      'an arm with extra fields',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ fn: 'x' }, stepJson('a'), { else: 1 })] }),
+      '"else" is not a field of an arm',
+      'b',
+    ],
+    [
+      'a comparison without op',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ path: '$input' }, stepJson('a'))] }),
+      'arms[0].when.op must be one of eq, ne',
+      'b',
+    ],
+    ['an unknown op', def({ kind: 'branch', id: 'b', arms: [armJson({ path: '$input', op: 'like', value: 1 }, stepJson('a'))] }), 'op must be one of', 'b'],
+    [
+      'eq without value',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ path: '$input', op: 'eq' }, stepJson('a'))] }),
+      'when.value is missing: eq compares with a value',
+      'b',
+    ],
+    [
+      'truthy with a value',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ path: '$input', op: 'truthy', value: 1 }, stepJson('a'))] }),
+      'is given, but truthy compares with no value',
+      'b',
+    ],
+    [
+      'in without a list',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ path: '$input', op: 'in', value: 1 }, stepJson('a'))] }),
+      'must be a list for in, not 1',
+      'b',
+    ],
+    [
+      'gt with an object',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ path: '$input', op: 'gt', value: {} }, stepJson('a'))] }),
+      'must be a number or a string for gt',
+      'b',
+    ],
+    [
+      'a path that is no ref',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ path: 'input', op: 'truthy' }, stepJson('a'))] }),
+      'when.path must be a reference',
+      'b',
+    ],
+    ['an empty all', def({ kind: 'branch', id: 'b', arms: [armJson({ all: [] }, stepJson('a'))] }), 'when.all must be a non-empty list of conditions', 'b'],
+    [
+      'a condition of nothing',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ maybe: 1 }, stepJson('a'))] }),
+      'when must hold path (with op), all, any, not or fn',
+      'b',
+    ],
+    [
+      'a not with extra fields',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ not: { fn: 'x' }, fn: 'y' }, stepJson('a'))] }),
+      '"fn" is not a field of a not condition',
+      'b',
+    ],
+    [
+      'a loop with both',
+      def({ kind: 'loop', id: 'l', while: { fn: 'x' }, until: { fn: 'x' }, maxIterations: 2, body: stepJson('a') }),
+      'while/until must be given exactly one of the two',
+      'l',
+    ],
+    [
+      'a loop with neither',
+      def({ kind: 'loop', id: 'l', maxIterations: 2, body: stepJson('a') }),
+      'node "l" at root: while/until must be given exactly one of the two',
+      'l',
+    ],
+    [
+      'maxIterations 0',
+      def({ kind: 'loop', id: 'l', while: { fn: 'x' }, maxIterations: 0, body: stepJson('a') }),
+      'maxIterations must be a whole number from 1 to 1000000, not 0',
+      'l',
+    ],
+    [
+      'maxIterations above 1e6',
+      def({ kind: 'loop', id: 'l', while: { fn: 'x' }, maxIterations: 1_000_001, body: stepJson('a') }),
+      'maxIterations must be a whole number from 1 to 1000000',
+      'l',
+    ],
+    ['a loop without body', def({ kind: 'loop', id: 'l', while: { fn: 'x' }, maxIterations: 2 }), 'root.body must be a node'],
+    ['items not a ref', def({ kind: 'forEach', id: 'e', items: 'list', body: stepJson('a') }), 'items must be a reference to a list', 'e'],
+    [
+      'concurrency 0',
+      def({ kind: 'forEach', id: 'e', items: '$input', concurrency: 0, body: stepJson('a') }),
+      'concurrency must be a whole number from 1 to',
+      'e',
+    ],
+    ['a bad aggregate', def({ kind: 'scatterGather', id: 'g', capability: 'x', aggregate: 'merge' }), 'aggregate must be { fn: name }, not "merge"', 'g'],
+    ['a scatterGather without capability', def({ kind: 'scatterGather', id: 'g' }), 'capability must be a capability (name@range), not undefined', 'g'],
+    ['a negative sleep', def({ kind: 'sleep', id: 'z', ms: -1 }), 'node "z" at root: ms must be a number of ms from 0', 'z'],
+    ['an endless sleep', def({ kind: 'sleep', id: 'z', ms: Infinity }), 'ms must be a number of ms from 0', 'z'],
+    ['a bad signal', def({ kind: 'waitFor', id: 'w', signal: 'a b' }), 'signal must be 1 to 64 of', 'w'],
+    ['onTimeout without timeout', def({ kind: 'waitFor', id: 'w', signal: 'go', onTimeout: 'continue' }), 'onTimeout is given without a timeoutMs', 'w'],
+    ['an unknown onTimeout', def({ kind: 'waitFor', id: 'w', signal: 'go', timeoutMs: 5, onTimeout: 'retry' }), "onTimeout must be 'fail' or 'continue'", 'w'],
+    ['an unknown ref root', def(stepJson('a', { input: '$env.HOME' })), 'input holds the reference "$env.HOME", which starts with the unknown root $env', 'a'],
+    ['a ref to no node', def(stepJson('a', { input: { x: ['$steps.nope.x'] } })), 'node "a" at root: input.x[0] reads $steps.nope, which names no node', 'a'],
+    [
+      'a ref to a dotted id without brackets',
+      def(seqJson(stepJson('fetch.v2'), stepJson('b', { input: '$steps.fetch.v2' }))),
+      'reads $steps.fetch, which names no node (an id holding a dot is written $steps["fetch.v2"])',
+      'b',
+    ],
+    ['$item outside a forEach', def(stepJson('a', { input: '$item.x' })), 'reads $item outside a forEach body', 'a'],
+    ['$index in the forEach items', def({ kind: 'forEach', id: 'e', items: '$index', body: stepJson('a') }), 'items reads $index outside a forEach body', 'e'],
+    [
+      'a field of $index',
+      def({ kind: 'forEach', id: 'e', items: '$input', body: stepJson('a', { input: '$index.x' }) }),
+      'reads a field of $index, a number',
+      'a',
+    ],
+    ['a signal nothing waits for', def(stepJson('a', { input: '$signals.approve' })), 'reads $signals.approve, a signal no waitFor waits for', 'a'],
+    ['$steps without a node', def(stepJson('a', { input: '$steps' })), 'must name a node: $steps.<name>', 'a'],
+    ['an empty field', def(stepJson('a', { input: '$input..a' })), 'has an empty field name', 'a'],
+    ['a bad index', def(stepJson('a', { input: '$input[x]' })), 'has [x]: an index is a whole number', 'a'],
+    ['an unclosed key', def(stepJson('a', { input: '$input["a"' })), 'has an unclosed [', 'a'],
+    ['a __proto__ ref', def(stepJson('a', { input: '$input.__proto__.x' })), 'reads "__proto__", which is never read', 'a'],
+    ['a constructor ref', def(stepJson('a', { input: '$input["constructor"]' })), 'reads "constructor", which is never read', 'a'],
+    ['$literal beside other fields', def(stepJson('a', { input: { $literal: 1, x: 2 } })), 'holds $literal beside other fields', 'a'],
+    ['an unknown $ field', def(stepJson('a', { input: { $ref: 'x' } })), 'input.$ref is an unknown $ field', 'a'],
+    ['a bad mapping name', def(stepJson('a', { input: { $fn: 5 } })), 'input.$fn must be a name (a string), not 5', 'a'],
+    ['a mapping with extra fields', def(stepJson('a', { input: { $fn: 'm', args: 1 } })), '"args" is not a field of a mapping', 'a'],
+    ['Infinity in a literal', def(stepJson('a', { input: { $literal: [Infinity] } })), 'input.$literal[0] holds Infinity, which JSON cannot carry', 'a'],
+    ['a bad output ref', def(stepJson('a'), { output: '$steps.b' }), 'workflow "wf": output reads $steps.b, which names no node'],
+    [
+      '$item in the output',
+      def({ kind: 'forEach', id: 'e', items: '$input', body: stepJson('a') }, { output: '$item' }),
+      'workflow "wf": output reads $item outside',
+    ],
+    [
+      'a node named like a compensation',
+      def(seqJson(stepJson('a', { compensate: { run: { fn: 'u' } } }), stepJson('a.compensate'))),
+      'id is the id compiling gives to a part of node "a"',
+      'a.compensate',
+    ],
+    [
+      'a node named like a scatter call',
+      def(seqJson({ kind: 'scatterGather', id: 'g', capability: 'x' }, stepJson('g.call'))),
+      'id is the id compiling gives to a part of node "g"',
+      'g.call',
+    ],
+  ]
+
+  it.each(cases)('%s', (_label, value, message, node) => {
+    const err = refused(() => compileWorkflow(value))
+    expect(err.message).toContain(message)
+    if (node !== undefined) {
+      expect(err.details['node']).toBe(node)
+      expect(err.message).toContain(`node ${JSON.stringify(node)}`)
+    }
+    expect(typeof err.details['path']).toBe('string')
+  })
+
+  it('returns a fresh, frozen copy: later changes to the given value do not reach it', () => {
+    const list = [1]
+    const checked = validateDefinition(def(stepJson('a', { input: { list } })))
+    list.push(2)
+    expect(checked.root).toEqual({ kind: 'step', id: 'a', run: { fn: 'f' }, input: { list: [1] } })
+    expect(Object.isFrozen((checked.root as unknown as { input: { list: number[] } }).input.list)).toBe(true)
+  })
+
+  it('nodes nested deeper than 250 levels are refused, 250 are not', () => {
+    const nest = (levels: number) => {
+      let n: unknown = stepJson('leaf')
+      for (let i = 0; i < levels; i++) n = { kind: 'sequence', steps: [n] }
+      return def(n)
+    }
+    expect(compileWorkflow(nest(250)).program[1]).toBe(251)
+    expect(refused(() => compileWorkflow(nest(251))).message).toContain('nests deeper than 250 levels of nodes')
+  })
+
+  it('more than 30 000 nodes are refused', () => {
+    const many = Array.from({ length: 30_000 }, (_, i) => ({ kind: 'sleep', id: `z${i}`, ms: 1 }))
+    expect(refused(() => compileWorkflow(def({ kind: 'sequence', steps: many }))).message).toContain('makes more than 30000 nodes')
+  })
+
+  it('accepts what the rules allow at their bounds', () => {
+    const ok = compileWorkflow(
+      def({
+        kind: 'sequence',
+        id: 's',
+        steps: [
+          stepJson('a.b_c-9', { retry: { attempts: 1_000_000, initialMs: 0, maxMs: 0, factor: 1, jitter: false }, timeoutMs: Infinity }),
+          { kind: 'sleep', id: 'z', ms: 0 },
+          { kind: 'waitFor', id: 'w', signal: 'sig.v1', timeoutMs: 1, onTimeout: 'fail' },
+          stepJson('d', {
+            input: { a: '$steps["a.b_c-9"].x', b: '$signals["sig.v1"]', c: { $literal: { $fn: 'not applied' } }, d: [null, true, 1.5, 'text'] },
+          }),
+        ],
+      }),
+    )
+    expect(ok.nodes.map((n) => n.id)).toEqual(['s', 'a.b_c-9', 'z', 'w', 'd'])
+  })
+})
+
+describe('validation: hostile values are refused, never crash', () => {
+  const before = Object.getOwnPropertyNames(Object.prototype).sort()
+
+  it('a cycle', () => {
+    const seq: { kind: string; id: string; steps: unknown[] } = { kind: 'sequence', id: 's', steps: [] }
+    seq.steps.push(seq)
+    expect(refused(() => compileWorkflow(def(seq))).message).toBe('definition.root.steps[0] is circular (it holds itself)')
+    const input: Record<string, unknown> = {}
+    input['self'] = input
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input })))).message).toContain('definition.root.input.self is circular')
+  })
+
+  it('the same object twice (no cycle) is fine', () => {
+    const shared = { x: 1 }
+    const ok = compileWorkflow(def(seqJson(stepJson('a', { input: { $literal: shared } }), stepJson('b', { input: { $literal: shared } }))))
+    expect(ok.nodes.length).toBe(3)
+  })
+
+  it('a getter that throws, and proxies whose traps throw', () => {
+    const node = stepJson('a')
+    Object.defineProperty(node, 'run', {
+      enumerable: true,
+      get: () => {
+        throw new Error('boom')
+      },
+    })
+    expect(refused(() => compileWorkflow(def(node))).message).toBe('definition.root.run could not be read: boom')
+    const keys = new Proxy(
+      {},
+      {
+        ownKeys: () => {
+          throw new Error('no keys')
+        },
+      },
+    )
+    expect(refused(() => compileWorkflow(def(keys))).message).toContain('could not be read: no keys')
+    const proto = new Proxy(
+      {},
+      {
+        getPrototypeOf: () => {
+          throw new Error('no proto')
+        },
+      },
+    )
+    expect(refused(() => compileWorkflow(def(proto))).message).toContain('could not be read: no proto')
+    const length = new Proxy([], {
+      get: (t, k) => {
+        if (k === 'length') throw new Error('no length')
+        return Reflect.get(t, k)
+      },
+    })
+    expect(refused(() => compileWorkflow(def(seqJson(), { root: { kind: 'sequence', id: 's', steps: length } }))).message).toContain('no length')
+  })
+
+  it('__proto__ keys, from JSON.parse or defineProperty, are refused and nothing is polluted', () => {
+    const parsed = JSON.parse('{"format":1,"name":"wf","root":{"kind":"step","id":"a","run":{"fn":"f"},"__proto__":{"polluted":true}}}') as unknown
+    expect(refused(() => compileWorkflow(parsed)).message).toBe('definition.root.__proto__ is a key that would set a prototype')
+    const input = JSON.parse('{"$literal":{"__proto__":{"polluted":true}}}') as unknown
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input })))).message).toContain('is a key that would set a prototype')
+    expect(({} as { polluted?: unknown }).polluted).toBeUndefined()
+  })
+
+  it('class instances, functions, symbols, bigints, NaN, undefined in a list, lone surrogates', () => {
+    const values: [unknown, string][] = [
+      [new Date(0), 'is a Date: a definition holds plain objects and arrays only'],
+      [new Map(), 'is a Map'],
+      [new (class Thing {})(), 'is a Thing'],
+      [() => 1, 'is a function: a definition holds JSON values only'],
+      [Symbol('s'), 'is a symbol'],
+      [10n, 'is 10n'],
+      [Number.NaN, 'is NaN'],
+      [[1, undefined], 'definition.root.input[1] is undefined'],
+      // biome-ignore lint/suspicious/noSparseArray: a hole is what is tested
+      [[1, , 3], 'definition.root.input[1] is undefined'],
+      ['a\uD800', 'holds a lone surrogate'],
+      [{ 'k\uDC00': 1 }, 'is a key holding a lone surrogate'],
+    ]
+    for (const [input, message] of values) expect(refused(() => compileWorkflow(def(stepJson('a', { input })))).message).toContain(message)
+    expect(refused(() => compileWorkflow(def(new (class Node {})()))).message).toContain('definition.root is a Node')
+    // A toJSON is a function: refused, not called.
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input: { toJSON: () => ({}) } })))).message).toContain('is a function')
+  })
+
+  it('huge depth: JSON nested past 1024 levels is refused without a stack overflow', () => {
+    let deep: unknown = 1
+    for (let i = 0; i < 100_000; i++) deep = [deep]
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input: { $literal: deep } })))).message).toContain('nests deeper than 1024 levels')
+    let obj: unknown = {}
+    for (let i = 0; i < 100_000; i++) obj = { a: obj }
+    expect(refused(() => compileWorkflow(obj)).message).toContain('nests deeper than 1024 levels')
+  })
+
+  it('huge size: a list longer than the whole budget is refused before it is read', () => {
+    const sparse = new Array(2 ** 32 - 1)
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input: sparse })))).message).toContain('larger than 1000000 values')
+    const wide = Array.from({ length: 1_000_001 }, () => 0)
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input: wide })))).message).toContain('larger than 1000000 values')
+  })
+
+  it('leaves Object.prototype as it was', () => {
+    expect(Object.getOwnPropertyNames(Object.prototype).sort()).toEqual(before)
+  })
+})
+
+/** A scope over plain data. */
+function scope(data: { input?: unknown; item?: unknown; index?: number; outputs?: Record<string, unknown>; signals?: Record<string, unknown> }): DataScope {
+  const s: DataScope = {
+    input: data.input,
+    output: (id) => data.outputs?.[id],
+    signal: (name) => data.signals?.[name],
+  }
+  if ('item' in data) s.item = data.item
+  if (data.index !== undefined) s.index = data.index
+  return s
+}
+
+describe('references', () => {
+  const data = {
+    input: { a: [{ b: { 'x.y': 1, list: [10, 20], nil: null } }], flag: false },
+    item: { name: 'n', tags: ['t'] },
+    index: 3,
+    outputs: { fetch: { body: { text: 'hello' } }, 'fetch.v2': { c: 7 } },
+    signals: { approve: { by: 'ana' } },
+  }
+  const s = scope(data)
+
+  it('resolve paths of fields, indexes and quoted keys through nested data', () => {
+    expect(resolveRef('$input', s)).toBe(data.input)
+    expect(resolveRef('$input.a[0].b["x.y"]', s)).toBe(1)
+    expect(resolveRef('$input.a[0].b.list[1]', s)).toBe(20)
+    expect(resolveRef('$input.a[0].b.list.length', s)).toBe(2)
+    expect(resolveRef('$input.a[0].b.nil', s)).toBeNull()
+    expect(resolveRef('$input.flag', s)).toBe(false)
+    expect(resolveRef('$steps.fetch.body.text', s)).toBe('hello')
+    expect(resolveRef('$steps["fetch.v2"].c', s)).toBe(7)
+    expect(resolveRef('$signals.approve.by', s)).toBe('ana')
+    expect(resolveRef('$item.tags[0]', s)).toBe('t')
+    expect(resolveRef('$index', s)).toBe(3)
+  })
+
+  it('a missing path is undefined, wherever it breaks off', () => {
+    for (const ref of [
+      '$input.nope',
+      '$input.a[5].b',
+      '$input.a[0].b.nil.x',
+      '$input.flag.x',
+      '$steps.none.x',
+      '$signals.reject',
+      '$input.a[0].b.list[2]',
+      '$steps.fetch.body.text.length',
+    ]) {
+      expect(resolveRef(ref, s), ref).toBeUndefined()
+    }
+  })
+
+  it('reads own properties only: nothing inherited, never a prototype', () => {
+    const input = Object.assign(Object.create({ inherited: 1 }) as object, { own: 2 })
+    const t = scope({ input })
+    expect(resolveRef('$input.own', t)).toBe(2)
+    expect(resolveRef('$input.inherited', t)).toBeUndefined()
+    expect(resolveRef('$input.toString', t)).toBeUndefined()
+    expect(resolveRef('$input.hasOwnProperty', t)).toBeUndefined()
+    for (const ref of ['$input.__proto__', '$input.constructor', '$input.prototype', '$input["__proto__"]', '$steps.__proto__']) {
+      expect(refused(() => resolveRef(ref, t)).message, ref).toContain('which is never read')
+    }
+  })
+
+  it('parse into root, name and path; malformed ones are DEFINITION_INVALID', () => {
+    expect(parseRef('$steps["a.b"].c[0]["d e"]')).toEqual({ root: 'steps', name: 'a.b', path: ['c', 0, 'd e'] })
+    expect(parseRef('$input')).toEqual({ root: 'input', name: undefined, path: [] })
+    expect(parseRef('$input["\\"q\\""]').path).toEqual(['"q"'])
+    for (const bad of [
+      'input',
+      '$',
+      '$inputs',
+      '$input.',
+      '$input[]',
+      '$input[01]',
+      '$input[-1]',
+      '$input]',
+      '$input["a"x]',
+      `$input${'.a'.repeat(65)}`,
+      `$input.${'a'.repeat(1100)}`,
+    ]) {
+      refused(() => parseRef(bad))
+    }
+  })
+})
+
+describe('buildInput', () => {
+  const s = scope({ input: { url: 'u', a: 2, b: 3 }, item: 'it', index: 1 })
+  const mappings = new Map<string, (arg: unknown) => unknown>([
+    ['add', (arg) => (arg as number[]).reduce((x, y) => x + y, 0)],
+    ['later', async () => 1],
+  ])
+
+  it('builds references, arrays and objects member by member, literals and mappings', () => {
+    const spec: InputSpec = {
+      url: '$input.url',
+      n: 3,
+      list: ['$index', '$item', null, true],
+      lit: { $literal: { $fn: '$notaref' } },
+      sum: { $fn: 'add', arg: ['$input.a', '$input.b', 10] },
+      missing: '$input.nope',
+      nested: { deep: [{ x: '$input.a' }] },
+    }
+    expect(buildInput(spec, s, mappings)).toEqual({
+      url: 'u',
+      n: 3,
+      list: [1, 'it', null, true],
+      lit: { $fn: '$notaref' },
+      sum: 15,
+      nested: { deep: [{ x: 2 }] },
+    })
+    expect(buildInput(undefined, s, mappings)).toBeUndefined()
+    expect(buildInput('$input.a', s, mappings)).toBe(2)
+    expect(buildInput('plain', s, mappings)).toBe('plain')
+    // A member that builds to undefined is left out of an object, kept in a list.
+    expect(Object.keys(buildInput({ m: '$input.nope' }, s, mappings) as object)).toEqual([])
+    expect(buildInput(['$input.nope'], s, mappings)).toEqual([undefined])
+  })
+
+  it('copies literals, so a step cannot change the definition', () => {
+    const compiled = compileWorkflow(workflow('w', step('a', f('a'), { input: { $literal: { list: [1] } } })))
+    const built = buildInput((compiled.definition.root as { input: InputSpec }).input, s, mappings) as { list: number[] }
+    built.list.push(2)
+    expect(buildInput((compiled.definition.root as { input: InputSpec }).input, s, mappings)).toEqual({ list: [1] })
+  })
+
+  it('a mapping not registered is STEP_NOT_REGISTERED; one that returns a promise is refused', () => {
+    expect(refused(() => buildInput({ $fn: 'nope' }, s, mappings), 'STEP_NOT_REGISTERED').message).toBe('no mapping named "nope" is registered')
+    expect(refused(() => buildInput({ $fn: 'toString' }, s, mappings), 'STEP_NOT_REGISTERED').message).toContain('"toString"')
+    expect(refused(() => buildInput({ $fn: 'later' }, s, mappings), 'INVALID_ARGUMENT').message).toContain('mappings are synchronous')
+  })
+
+  it('an error a mapping throws reaches the caller as it is', () => {
+    const boom = new Error('boom')
+    const throwing = new Map([
+      [
+        't',
+        () => {
+          throw boom
+        },
+      ],
+    ])
+    expect(() => buildInput({ $fn: 't' }, s, throwing)).toThrow(boom)
+  })
+})
+
+describe('testCondition', () => {
+  const s = scope({
+    input: { n: 5, s: 'b', obj: { k: [1, { z: null }] }, list: [1, 2], zero: 0, empty: '', nil: null },
+    outputs: { check: { ok: true, score: 0.7 } },
+  })
+  const conditions = new Map<string, (arg: unknown) => boolean>([
+    ['big', (arg) => (arg as number) > 3],
+    ['odd', () => 1 as unknown as boolean],
+  ])
+  const t = (c: Condition) => testCondition(c, s, conditions)
+
+  it('compares numbers and strings, never across types', () => {
+    expect(t({ path: '$input.n', op: 'gt', value: 4 })).toBe(true)
+    expect(t({ path: '$input.n', op: 'gte', value: 5 })).toBe(true)
+    expect(t({ path: '$input.n', op: 'lt', value: 5 })).toBe(false)
+    expect(t({ path: '$input.n', op: 'lte', value: 5 })).toBe(true)
+    expect(t({ path: '$input.s', op: 'gt', value: 'a' })).toBe(true)
+    expect(t({ path: '$input.s', op: 'lt', value: 5 })).toBe(false)
+    expect(t({ path: '$input.n', op: 'gt', value: '4' })).toBe(false)
+    expect(t({ path: '$input.nope', op: 'lt', value: 1 })).toBe(false)
+    expect(t({ path: '$steps.check.score', op: 'gte', value: 0.7 })).toBe(true)
+  })
+
+  it('eq, ne and in by JSON equality on nested data', () => {
+    expect(t({ path: '$input.obj', op: 'eq', value: { k: [1, { z: null }] } })).toBe(true)
+    expect(t({ path: '$input.obj', op: 'eq', value: { k: [1, { z: 0 }] } })).toBe(false)
+    expect(t({ path: '$input.obj.k', op: 'eq', value: [1] })).toBe(false)
+    expect(t({ path: '$input.obj', op: 'eq', value: { k: [1, { z: null }], extra: 1 } })).toBe(false)
+    expect(t({ path: '$input.list', op: 'eq', value: { 0: 1, 1: 2 } })).toBe(false)
+    expect(t({ path: '$input.obj.k[1].z', op: 'eq', value: null })).toBe(true)
+    expect(t({ path: '$input.nope', op: 'eq', value: null })).toBe(false)
+    expect(t({ path: '$input.n', op: 'ne', value: 6 })).toBe(true)
+    expect(t({ path: '$input.s', op: 'in', value: ['a', 'b'] })).toBe(true)
+    expect(t({ path: '$input.list', op: 'in', value: [[1, 2], 3] })).toBe(true)
+    expect(t({ path: '$input.n', op: 'in', value: [] })).toBe(false)
+  })
+
+  it('truthy, falsy and exists', () => {
+    expect(t({ path: '$steps.check.ok', op: 'truthy' })).toBe(true)
+    expect(t({ path: '$input.zero', op: 'falsy' })).toBe(true)
+    expect(t({ path: '$input.empty', op: 'truthy' })).toBe(false)
+    expect(t({ path: '$input.nil', op: 'exists' })).toBe(true)
+    expect(t({ path: '$input.nope', op: 'exists' })).toBe(false)
+  })
+
+  it('all, any, not and registered conditions with a built arg', () => {
+    expect(t({ all: [{ path: '$input.n', op: 'gt', value: 1 }, { not: { path: '$input.nil', op: 'truthy' } }] })).toBe(true)
+    expect(
+      t({
+        all: [
+          { path: '$input.n', op: 'gt', value: 1 },
+          { path: '$input.nil', op: 'truthy' },
+        ],
+      }),
+    ).toBe(false)
+    expect(
+      t({
+        any: [
+          { path: '$input.nil', op: 'truthy' },
+          { fn: 'big', arg: '$input.n' },
+        ],
+      }),
+    ).toBe(true)
+    expect(t({ fn: 'big', arg: '$input.list[0]' })).toBe(false)
+    const mappings = new Map([['double', (x: unknown) => (x as number) * 2]])
+    expect(testCondition({ fn: 'big', arg: { $fn: 'double', arg: '$input.list[1]' } }, s, conditions, mappings)).toBe(true)
+  })
+
+  it('a condition not registered is STEP_NOT_REGISTERED; one that returns no boolean is refused', () => {
+    expect(refused(() => t({ fn: 'nope' }), 'STEP_NOT_REGISTERED').message).toBe('no condition named "nope" is registered')
+    expect(refused(() => t({ fn: 'odd' }), 'INVALID_ARGUMENT').message).toBe('condition "odd" returned 1, not true or false')
+  })
+
+  it('data nested deeper than the literal does not make equality recurse', () => {
+    let deep: unknown = 1
+    for (let i = 0; i < 100_000; i++) deep = [deep]
+    expect(testCondition({ path: '$input', op: 'eq', value: [[1]] }, scope({ input: deep }), conditions)).toBe(false)
+  })
+})
+
+describe('content version', () => {
+  const build = () =>
+    workflow('doc', sequence(step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 3 } }), step('sum', { capability: 'sum@^1' })), {
+      timeoutMs: 1000,
+    })
+
+  it('is stable: the same definition built twice, and a hand-written copy with keys in another order', () => {
+    const a = build()
+    expect(build().version).toBe(a.version)
+    const shuffled = {
+      root: {
+        steps: [
+          { retry: { attempts: 3 }, input: { url: '$input.url' }, run: { fn: 'fetch' }, id: 'fetch', kind: 'step' },
+          { run: { capability: 'sum@^1' }, id: 'sum', kind: 'step' },
+        ],
+        kind: 'sequence',
+      },
+      timeoutMs: 1000,
+      name: 'doc',
+      format: 1,
+    }
+    expect(compileWorkflow(shuffled).definition.version).toBe(a.version)
+    // The exact value, so that a change of the canonical form (which would re-version every stored definition) is seen.
+    expect(canonicalJson({ name: 'doc', root: a.root, timeoutMs: 1000 })).toBe(
+      '{"name":"doc","root":{"id":"seq-1","kind":"sequence","steps":[{"id":"fetch","input":{"url":"$input.url"},"kind":"step","retry":{"attempts":3},"run":{"fn":"fetch"}},{"id":"sum","kind":"step","run":{"capability":"sum@^1"}}]},"timeoutMs":1000}',
+    )
+    expect(a.version).toBe(contentVersion({ name: 'doc', root: a.root, timeoutMs: 1000 }))
+    expect(a.version).toBe('sha256:146cc6f6a38a7e89')
+  })
+
+  it('changes with any change of name, root, output or timeout; Infinity is the same as no timeout', () => {
+    const base = build().version
+    const variants: WorkflowDefinition[] = [
+      workflow('doc2', sequence(step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 3 } }), step('sum', { capability: 'sum@^1' })), {
+        timeoutMs: 1000,
+      }),
+      workflow('doc', sequence(step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 4 } }), step('sum', { capability: 'sum@^1' })), {
+        timeoutMs: 1000,
+      }),
+      workflow('doc', sequence(step('fetch', f('fetch'), { input: { url: '$input.uri' }, retry: { attempts: 3 } }), step('sum', { capability: 'sum@^1' })), {
+        timeoutMs: 1000,
+      }),
+      workflow('doc', sequence(step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 3 } }), step('sum', { capability: 'sum@^1' })), {
+        timeoutMs: 1001,
+      }),
+      workflow('doc', sequence(step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 3 } }), step('sum', { capability: 'sum@^1' })), {
+        timeoutMs: 1000,
+        output: '$steps.fetch',
+      }),
+      workflow(
+        'doc',
+        sequence('main', [step('fetch', f('fetch'), { input: { url: '$input.url' }, retry: { attempts: 3 } }), step('sum', { capability: 'sum@^1' })]),
+        { timeoutMs: 1000 },
+      ),
+    ]
+    const versions = new Set(variants.map((v) => v.version))
+    expect(versions.size).toBe(variants.length)
+    expect(versions.has(base)).toBe(false)
+    expect(workflow('w', sleep('z', 1), { timeoutMs: Infinity }).version).toBe(workflow('w', sleep('z', 1)).version)
+  })
+
+  it('a given version is kept; a given sha256 version must be the content hash', () => {
+    const named = workflow('doc', sleep('z', 1), { version: '2.0.1' })
+    expect(named.version).toBe('2.0.1')
+    expect(compileWorkflow(json(named)).definition.version).toBe('2.0.1')
+    const hashed = workflow('doc', sleep('z', 1))
+    expect(compileWorkflow(json(hashed)).definition.version).toBe(hashed.version)
+    const edited = { ...json(hashed), root: { kind: 'sleep', id: 'z', ms: 2 } }
+    expect(refused(() => compileWorkflow(edited)).message).toContain(`is ${hashed.version}, but the definition's content hashes to sha256:`)
+  })
+})

@@ -1,0 +1,259 @@
+/**
+ * A workflow definition is plain JSON: no closures, so it serialises, diffs, draws and runs in
+ * any process that registered the same step, mapping and condition names. The builders
+ * (`builder.ts`) produce it; `validate.ts` checks any value against it; `compile.ts` turns it into
+ * the numbers the core runs.
+ */
+
+/**
+ * A reference into the run's data: `$input`, `$steps.<nodeId>`, `$item`, `$index` or
+ * `$signals.<name>`, followed by `.field`, `[n]` or `["any key"]` parts (a node id or signal name
+ * holding a `.` is written `$steps["fetch.v2"]`). A path that leads nowhere is `undefined`.
+ */
+export type Ref = `$${string}`
+
+/** `{ $literal: v }`: `v` as it is, never built (a string starting with `$` stays a string). */
+export interface LiteralSpec {
+  $literal: unknown
+}
+
+/** `{ $fn: 'name', arg? }`: the registered mapping `name` applied to the built `arg`. */
+export interface MappingSpec {
+  $fn: string
+  arg?: InputSpec
+}
+
+/**
+ * How a value is built: a {@link Ref} is looked up, an array or plain object is built member by
+ * member, `$literal` and `$fn` objects as they say, and any other JSON value is itself.
+ */
+export type InputSpec = string | number | boolean | null | LiteralSpec | MappingSpec | InputSpec[] | { [key: string]: InputSpec }
+
+/** The comparisons a {@link Condition} can make of the value at its path. */
+export type ConditionOp = 'eq' | 'ne' | 'gt' | 'gte' | 'lt' | 'lte' | 'truthy' | 'falsy' | 'exists' | 'in'
+
+/**
+ * A test of the run's data: the value at `path` compared with the literal `value` (`truthy`,
+ * `falsy` and `exists` take none, `in` takes a list), a combination, or a registered condition.
+ */
+export type Condition =
+  | { path: Ref; op: ConditionOp; value?: unknown }
+  | { all: Condition[] }
+  | { any: Condition[] }
+  | { not: Condition }
+  | { fn: string; arg?: InputSpec }
+
+/** How many children of a parallel, forEach or scatterGather must succeed: all (the default), any, or n. */
+export type Join = 'all' | 'any' | { quorum: number }
+
+/** Retries of a step after a transient failure: exponential backoff, full jitter by default. */
+export interface RetryPolicy {
+  /** Attempts in all (default 1: no retry). */
+  attempts?: number
+  /** The first retry's delay in ms (default 100). */
+  initialMs?: number
+  /** The longest delay in ms (default 10 000). */
+  maxMs?: number
+  /** Growth per retry (default 2). */
+  factor?: number
+  /** Full jitter on each delay (default true). */
+  jitter?: boolean
+}
+
+/** What a step runs: a function registered locally by name, or a capability on the mesh (`name@range`). */
+export type StepRun = { fn: string } | { capability: string }
+
+/** The step that undoes a completed step when the run fails or is cancelled (a saga). */
+export interface Compensation {
+  run: StepRun
+  input?: InputSpec
+  retry?: RetryPolicy
+  timeoutMs?: number
+}
+
+/** A leaf the host executes: its output is the function's or capability's result. */
+export interface StepNode {
+  kind: 'step'
+  id: string
+  run: StepRun
+  input?: InputSpec
+  retry?: RetryPolicy
+  /** Per attempt. */
+  timeoutMs?: number
+  compensate?: Compensation
+}
+
+/** A sub-workflow run: its output is the child run's result. */
+export interface ChildNode {
+  kind: 'child'
+  id: string
+  workflow: string
+  input?: InputSpec
+  retry?: RetryPolicy
+  /** Per attempt. */
+  timeoutMs?: number
+  compensate?: Compensation
+}
+
+/** Children one after another: the output is the last child's. */
+export interface SequenceFields<N> {
+  kind: 'sequence'
+  steps: N[]
+}
+
+/** Children at once, joined by `join`: the output is an array in branch order. */
+export interface ParallelFields<N> {
+  kind: 'parallel'
+  branches: N[]
+  join?: Join
+  timeoutMs?: number
+}
+
+/** The first arm whose condition holds, else `otherwise`: the output is the chosen arm's. */
+export interface BranchFields<N> {
+  kind: 'branch'
+  arms: { when: Condition; then: N }[]
+  otherwise?: N
+}
+
+/** The body again while (tested before) or until (tested after) a condition: exactly one of the two. */
+export interface LoopFields<N> {
+  kind: 'loop'
+  while?: Condition
+  until?: Condition
+  /** 1 to 1 000 000; a loop that would go on past it fails with LOOP_LIMIT. */
+  maxIterations: number
+  body: N
+}
+
+/** The body once per item of a list: the output is an array in item order. */
+export interface ForEachFields<N> {
+  kind: 'forEach'
+  items: Ref
+  /** Instances at once (default: no limit). */
+  concurrency?: number
+  join?: Join
+  timeoutMs?: number
+  body: N
+}
+
+/** A sequence node. */
+export interface SequenceNode extends SequenceFields<WorkflowNode> {
+  id: string
+}
+/** A parallel node. */
+export interface ParallelNode extends ParallelFields<WorkflowNode> {
+  id: string
+}
+/** A branch node. */
+export interface BranchNode extends BranchFields<WorkflowNode> {
+  id: string
+}
+/** A loop node. */
+export interface LoopNode extends LoopFields<WorkflowNode> {
+  id: string
+}
+/** A forEach node. */
+export interface ForEachNode extends ForEachFields<WorkflowNode> {
+  id: string
+}
+
+/** One call to every agent offering `capability`, gathered by `join`, optionally aggregated. */
+export interface ScatterGatherNode {
+  kind: 'scatterGather'
+  id: string
+  capability: string
+  input?: InputSpec
+  join?: Join
+  timeoutMs?: number
+  aggregate?: { fn: string }
+}
+
+/** A durable timer: the output is `null`. */
+export interface SleepNode {
+  kind: 'sleep'
+  id: string
+  ms: number
+}
+
+/** Waits for a signal: the output is its payload (`undefined` after a timeout with `continue`). */
+export interface WaitForNode {
+  kind: 'waitFor'
+  id: string
+  signal: string
+  timeoutMs?: number
+  onTimeout?: 'fail' | 'continue'
+}
+
+/** A node of a definition: every node has an id, unique in the definition. */
+export type WorkflowNode =
+  | StepNode
+  | ChildNode
+  | SequenceNode
+  | ParallelNode
+  | BranchNode
+  | LoopNode
+  | ForEachNode
+  | ScatterGatherNode
+  | SleepNode
+  | WaitForNode
+
+/** A container as the builders return it: its id may be left out. */
+export interface SequenceDraft extends SequenceFields<NodeDraft> {
+  id?: string
+}
+export interface ParallelDraft extends ParallelFields<NodeDraft> {
+  id?: string
+}
+export interface BranchDraft extends BranchFields<NodeDraft> {
+  id?: string
+}
+export interface LoopDraft extends LoopFields<NodeDraft> {
+  id?: string
+}
+export interface ForEachDraft extends ForEachFields<NodeDraft> {
+  id?: string
+}
+
+/**
+ * A node as the builders return it and `workflow()` takes it: a container may leave its id out,
+ * and `workflow()` (or `compileWorkflow`) numbers it by position (`seq-1`, `par-2`, ...).
+ */
+export type NodeDraft =
+  | StepNode
+  | ChildNode
+  | ScatterGatherNode
+  | SleepNode
+  | WaitForNode
+  | SequenceDraft
+  | ParallelDraft
+  | BranchDraft
+  | LoopDraft
+  | ForEachDraft
+
+/** The kinds of nodes. */
+export type NodeKind = WorkflowNode['kind']
+
+/**
+ * A workflow definition. `I` and `O` are the run's input and output types: they exist for the
+ * compiler only (`~types` is never present at run time, and never in the JSON).
+ */
+export interface WorkflowDefinition<I = unknown, O = unknown> {
+  format: 1
+  /** A workflow name, with the grammar of agent names. */
+  name: string
+  /** Given by the user, or `sha256:<16 hex>`: the content hash of `{ name, root, output, timeoutMs }`. */
+  version: string
+  root: WorkflowNode
+  /** The run's output (default: the root node's). */
+  output?: InputSpec
+  /** The whole run's limit in ms (none when left out). */
+  timeoutMs?: number
+  readonly '~types'?: { readonly input: I; readonly output: O }
+}
+
+/** The run input type of a definition. */
+export type WorkflowInput<D> = D extends WorkflowDefinition<infer I, unknown> ? I : unknown
+
+/** The run output type of a definition. */
+export type WorkflowOutput<D> = D extends WorkflowDefinition<unknown, infer O> ? O : unknown
