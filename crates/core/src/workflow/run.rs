@@ -216,6 +216,9 @@ impl Run {
 
     /// Starts the root.
     pub fn begin(&mut self, ctx: &mut Ctx) {
+        // Most runs hold a container and one leaf at a time: room for two, not the four a first
+        // push reserves, keeps a million idle runs 100 MB smaller.
+        self.frames.reserve_exact(2);
         if let Step::Done(outcome) = self.start(ctx, 0, NONE, 0, 0, 0) {
             self.root_done(ctx, outcome);
         }

@@ -717,3 +717,42 @@ fn runs_are_small() {
     assert!(size <= 128, "Run is {size} bytes");
     assert!(frame <= 56, "Frame is {frame} bytes");
 }
+
+#[test]
+fn map_timeout_fails_it_and_cancels_its_instances() {
+    let mut h = Host::start(&seq(vec![map(0, JOIN_ALL, 0, step()).timeout(20.0)]));
+    assert!(h.decide(1, 3.0, 1.0));
+    assert_eq!(h.last(TIMER, 1).a, 20.0, "armed when the map starts, its decision included");
+    let exec = h.all(EXECUTE);
+    assert!(h.w.complete(h.run, exec[1].token, OK, 2.0).unwrap());
+    h.pull();
+    h.fire_next();
+    assert_eq!(h.all(CANCEL).iter().map(|r| r.token).collect::<Vec<_>>(), [exec[0].token, exec[2].token]);
+    assert_eq!(
+        h.nodes_done(),
+        [(2, DONE_OK), (2, DONE_CANCELLED), (2, DONE_CANCELLED), (1, DONE_FAILED), (0, DONE_FAILED)]
+    );
+}
+
+#[test]
+fn each_completion_in_a_loop_is_compensated_once_in_its_scope() {
+    let mut h = Host::start(&seq(vec![looped(false, 5, step().comp(step())), step()]));
+    let mut completed = Vec::new();
+    for _ in 0..3 {
+        assert!(h.decide(1, 1.0, 1.0));
+        let exec = h.last(EXECUTE, 2);
+        completed.push((exec.scope, exec.token));
+        assert!(h.complete(2, OK, 1.0));
+    }
+    assert!(h.decide(1, 0.0, 1.0));
+    assert!(h.complete(3, PERMANENT, 1.0));
+    for _ in 0..3 {
+        let comp = *h.all(COMPENSATE).last().unwrap();
+        assert!(h.w.complete(h.run, comp.token, OK, 2.0).unwrap());
+        h.pull();
+    }
+    let order: Vec<(u32, u32)> = h.all(COMPENSATE).iter().map(|r| (r.scope, r.c as u32)).collect();
+    completed.reverse();
+    assert_eq!(order, completed);
+    assert_eq!(h.done().map(|d| d.0), Some(COMPENSATED_RUN));
+}
