@@ -24,6 +24,7 @@ const NODE_ONLY: Record<string, string> = {
   'test/store-damage.test.ts': 'damages store files on disk',
   'test/store-poisoned.test.ts': 'a panic inside a store call, watched from a child process',
   'test/workers.test.ts': 'worker threads share one native core',
+  'test/workflow-crash.test.ts': 'a durable store on disk; child processes running workflows are killed with SIGKILL',
 }
 
 const CHROMIUM = process.env['ORRERY_CHROMIUM'] ?? '/usr/bin/chromium'

@@ -1,0 +1,255 @@
+/**
+ * Crash and resume (native engine, durable store): a child process (test/fixtures/workflow-crash.mjs)
+ * runs a workflow with a sequence, a parallel, a child workflow and compensated steps, and is
+ * SIGKILLed at every step boundary, at three points each: before the step's start is recorded
+ * (a), after its side effect but before its completion is recorded (b), after its completion is
+ * recorded (c). A second process on the same store resumes the run. Then the run has ended as a
+ * run without a crash did, each step completed once, each effect happened once per idempotency
+ * key (twice, with the same result, only for a step whose effect happened and whose completion was
+ * not on disk: at least once is the contract), and compensations ran newest first, once each.
+ */
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { Orrery, type WorkflowEvent } from '../ts/node.js'
+import { ENGINE } from './engine.js'
+
+type Variant = 'ok' | 'fail'
+type Point = 'a' | 'b' | 'c'
+
+const fixture = fileURLToPath(new URL('./fixtures/workflow-crash.mjs', import.meta.url))
+const RUN = 'order-1'
+const key = (path: string) => `${RUN}/${path}`
+/** Every step boundary, by idempotency key: the child run `order-1/ship` holds pack and label. */
+const STEPS = ['reserve', 'charge', 'email', 'ship', 'ship/pack', 'ship/label', 'confirm'].map(key)
+/** The compensated steps, in the order they complete (charge and email run in parallel; only charge has one). */
+const COMPENSATED = ['reserve', 'charge', 'ship'].map(key)
+const COMPENSATIONS = [...COMPENSATED].reverse().map((k) => `${k}.compensate`)
+const BOUNDARIES: Record<Variant, string[]> = { ok: STEPS, fail: [...STEPS, ...COMPENSATIONS] }
+const POINTS: Point[] = ['a', 'b', 'c']
+
+const OUTCOMES: Record<Variant, unknown> = {
+  ok: { ok: true, output: { confirm: { confirmed: 'R-H-A1-30/T-B-A1' }, notify: [{ receipt: 'R-H-A1-30' }, 'mailed A1'] } },
+  fail: { ok: false, code: 'STEP_FAILED', status: 'compensated', step: 'confirm' },
+}
+
+const root = mkdtempSync(join(tmpdir(), 'orrery-wf-crash-'))
+afterAll(() => rmSync(root, { recursive: true, force: true }))
+let dirs = 0
+const fresh = () => mkdtempSync(join(root, `case-${dirs++}-`))
+
+// Two processes at a time on this 2-core machine: each spends most of its life on fsync.
+let free = 2
+const queue: (() => void)[] = []
+async function slot<T>(work: () => Promise<T>): Promise<T> {
+  if (free > 0) free--
+  else await new Promise<void>((resolve) => queue.push(resolve))
+  try {
+    return await work()
+  } finally {
+    const next = queue.shift()
+    if (next) next()
+    else free++
+  }
+}
+
+interface Exit {
+  code: number | null
+  signal: NodeJS.Signals | null
+  out: string
+  err: string
+}
+
+function runFixture(dir: string, variant: Variant, kill?: [string, Point]): Promise<Exit> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [fixture, dir, variant, ...(kill ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+    })
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString()
+    })
+    child.on('error', reject)
+    child.on('close', (code, signal) => resolve({ code, signal, out, err }))
+  })
+}
+
+/** What the process printed about the run's end, without the message (its wording is not under test). */
+function outcomeOf(exit: Exit): unknown {
+  expect(exit.code, exit.err).toBe(0)
+  const { message: _, ...outcome } = JSON.parse(exit.out.trim()) as Record<string, unknown>
+  return outcome
+}
+
+interface Effect {
+  key: string
+  result: unknown
+}
+
+/** The effects log, split at the kill note: what happened before the crash, and after. */
+function effectsOf(dir: string): { before: Effect[]; after: Effect[]; killed: boolean } {
+  const path = join(dir, 'effects.log')
+  const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').filter(Boolean) : []
+  const records = lines.map((line) => JSON.parse(line) as Effect & { kill?: string })
+  const at = records.findIndex((r) => r.kill !== undefined)
+  const effects = (list: typeof records) => list.map(({ key, result }) => ({ key, result }))
+  return at < 0
+    ? { before: effects(records), after: [], killed: false }
+    : { before: effects(records.slice(0, at)), after: effects(records.slice(at + 1)), killed: true }
+}
+
+interface Recorded {
+  /** Run metas by id. */
+  metas: Map<string, { status: string }>
+  /** Events by run id, in order. */
+  events: Map<string, WorkflowEvent[]>
+}
+
+/** The workflow history on disk (opened and closed again, as a restart would). */
+async function historyOf(dir: string): Promise<Recorded> {
+  const store = await Orrery.openStore({ path: join(dir, 'store.redb') })
+  try {
+    const metas = new Map<string, { status: string }>()
+    const events = new Map<string, WorkflowEvent[]>()
+    for (const entry of store.namespace('orrery.workflows').entries('run/')) {
+      const event = /^run\/(.+)\/e\/\d{10}$/.exec(entry.key)
+      if (event) {
+        const list = events.get(event[1]!) ?? []
+        list.push(entry.value as WorkflowEvent)
+        events.set(event[1]!, list)
+      } else {
+        metas.set(entry.key.slice('run/'.length), entry.value as { status: string })
+      }
+    }
+    return { metas, events }
+  } finally {
+    store.close()
+  }
+}
+
+/** Every event of every run with its run id. */
+function* allEvents(h: Recorded): Generator<[string, WorkflowEvent]> {
+  for (const [runId, events] of h.events) for (const event of events) yield [runId, event]
+}
+
+/** How many times each step's completion (its outcome) is recorded, by idempotency key. */
+function completions(h: Recorded): Map<string, string[]> {
+  const done = new Map<string, string[]>()
+  for (const [runId, e] of allEvents(h)) {
+    if (e.type !== 'step-completed') continue
+    const k = `${runId}/${e.step}`
+    done.set(k, [...(done.get(k) ?? []), e.outcome])
+  }
+  return done
+}
+
+function starts(h: Recorded): Set<string> {
+  const started = new Set<string>()
+  for (const [, e] of allEvents(h)) if (e.type === 'step-started') started.add(e.key)
+  return started
+}
+
+const count = (effects: Effect[], k: string) => effects.filter((e) => e.key === k).length
+
+interface Baseline {
+  outcome: unknown
+  results: Map<string, unknown>
+  completions: Map<string, string[]>
+}
+const baselines = new Map<Variant, Baseline>()
+
+describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
+  beforeAll(async () => {
+    await Promise.all(
+      (['ok', 'fail'] as const).map((variant) =>
+        slot(async () => {
+          const dir = fresh()
+          const outcome = outcomeOf(await runFixture(dir, variant))
+          const effects = effectsOf(dir).before
+          const h = await historyOf(dir)
+          baselines.set(variant, { outcome, results: new Map(effects.map((e) => [e.key, e.result])), completions: completions(h) })
+        }),
+      ),
+    )
+  }, 60_000)
+
+  it.for(['ok', 'fail'] as const)('without a crash, the %s run ends as expected, each step started, completed and in effect once', (variant) => {
+    const baseline = baselines.get(variant)!
+    expect(baseline.outcome).toEqual(OUTCOMES[variant])
+    const local = BOUNDARIES[variant].filter((k) => k !== key('ship'))
+    expect([...baseline.results.keys()].sort()).toEqual([...local].sort())
+    expect([...baseline.completions.keys()].sort()).toEqual([...BOUNDARIES[variant]].sort())
+    for (const [k, outcomes] of baseline.completions) expect(outcomes, k).toEqual([variant === 'fail' && k === key('confirm') ? 'permanent' : 'ok'])
+  })
+
+  const cases = (['ok', 'fail'] as const).flatMap((variant) =>
+    BOUNDARIES[variant].flatMap((boundary, n) => POINTS.map((point) => ({ variant, boundary, n: n + 1, point }))),
+  )
+
+  it.concurrent.for(cases)(
+    '$variant run killed at boundary $n ($boundary), point $point, resumes to the same end',
+    async ({ variant, boundary, point }) => {
+      const baseline = baselines.get(variant)!
+      const dir = fresh()
+      const crash = await slot(() => runFixture(dir, variant, [boundary, point]))
+      expect(crash.signal, crash.err).toBe('SIGKILL')
+      const atKill = effectsOf(dir)
+      expect(atKill.killed).toBe(true)
+
+      // The kill hit the boundary it was aimed at.
+      const killed = await historyOf(dir)
+      const completedAtKill = completions(killed)
+      if (point === 'a') {
+        expect(starts(killed).has(boundary)).toBe(false)
+        expect(count(atKill.before, boundary)).toBe(0)
+      } else if (point === 'b') {
+        expect(completedAtKill.has(boundary)).toBe(false)
+        if (boundary === key('ship')) expect(killed.metas.get(boundary)?.status).toBe('completed')
+        else expect(count(atKill.before, boundary)).toBe(1)
+      } else {
+        expect(completedAtKill.get(boundary)).toHaveLength(1)
+      }
+
+      const resumed = await slot(() => runFixture(dir, variant))
+      expect(outcomeOf(resumed)).toEqual(baseline.outcome)
+      const { before, after } = effectsOf(dir)
+      const h = await historyOf(dir)
+
+      // Every run ended, and each step's completion is recorded once, with the outcome it had without the crash.
+      for (const [id, meta] of h.metas) expect(meta.status, id).not.toBe('running')
+      expect(completions(h)).toEqual(baseline.completions)
+
+      // Each effect happened once per key, with the result it had without the crash; a second time
+      // only for a step whose effect happened and whose completion was not on disk, with the same result.
+      for (const k of baseline.results.keys()) {
+        const times = count(before, k) + count(after, k)
+        const again = count(before, k) === 1 && !completedAtKill.has(k)
+        expect(times, `effects of ${k}`).toBe(again ? 2 : 1)
+      }
+      for (const e of [...before, ...after]) expect(e.result, e.key).toEqual(baseline.results.get(e.key))
+
+      if (variant === 'fail') {
+        // Compensations newest first, each once: in the parent's history, and in effect (a repeat
+        // of the one in flight at the crash follows it directly).
+        const parent = h.events.get(RUN)!
+        const completedOrder = parent
+          .filter((e) => e.type === 'step-completed' && e.outcome === 'ok' && COMPENSATED.includes(key(e.step)))
+          .map((e) => (e as { step: string }).step)
+        expect(completedOrder.map(key)).toEqual(COMPENSATED)
+        const compensated = parent.filter((e) => e.type === 'compensated')
+        expect(compensated.map((e) => (e as { step: string; ok: boolean }).step)).toEqual([...completedOrder].reverse())
+        expect(compensated.every((e) => (e as { ok: boolean }).ok)).toBe(true)
+        const undone = [...before, ...after].map((e) => e.key).filter((k, i, all) => k.endsWith('.compensate') && all[i - 1] !== k)
+        expect(undone).toEqual(COMPENSATIONS)
+      }
+    },
+    60_000,
+  )
+})
