@@ -127,11 +127,13 @@ async function open(dir, { crash }) {
   return { orrery, mesh, store, site, wf }
 }
 
-/** A node's end, as a Promise. */
+/** A node's end, as a Promise: from the history if it is there, else from the run's events. */
 function reached(run, node) {
+  const done = (e) => e.type === 'node-done' && e.node === node
   return new Promise((resolve) => {
-    run.events.subscribe((e) => {
-      if (e.type === 'node-done' && e.node === node) resolve(e.outcome)
+    if (run.history().some(done)) return resolve()
+    const subscription = run.events.subscribe((e) => {
+      if (done(e)) resolve(subscription.unsubscribe())
     })
   })
 }
