@@ -756,3 +756,10 @@ fn each_completion_in_a_loop_is_compensated_once_in_its_scope() {
     assert_eq!(order, completed);
     assert_eq!(h.done().map(|d| d.0), Some(COMPENSATED_RUN));
 }
+
+#[test]
+fn nothing_is_due_at_a_nan_time() {
+    let h = Host::start(&sleep(10.0));
+    assert!(h.w.due(f64::NAN).is_empty());
+    assert_eq!(h.w.due(f64::INFINITY).len(), 2);
+}

@@ -33,6 +33,9 @@ impl Timers {
     /// `[run, timer, ...]` of every timer due at `now`, earliest first.
     pub fn due(&self, now: Millis) -> Vec<f64> {
         let mut out = Vec::new();
+        if now.is_nan() {
+            return out;
+        }
         for &(Deadline(at), run, timer) in &self.by_deadline {
             if at > now {
                 break;
