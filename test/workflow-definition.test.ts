@@ -566,9 +566,12 @@ describe('validation: every rule, refused with DEFINITION_INVALID naming the nod
     expect(refused(() => compileWorkflow(nest(251))).message).toContain('nests deeper than 250 levels of nodes')
   })
 
-  it('more than 30 000 nodes are refused', () => {
-    const many = Array.from({ length: 30_000 }, (_, i) => ({ kind: 'sleep', id: `z${i}`, ms: 1 }))
-    expect(refused(() => compileWorkflow(def({ kind: 'sequence', steps: many }))).message).toContain('makes more than 30000 nodes')
+  it('more than 32 767 nodes are refused (compiled, each may add one, within the core limit of 65 536)', () => {
+    const many = Array.from({ length: 32_766 }, (_, i) => ({ kind: 'scatterGather', id: `g${i}`, capability: 'c' }))
+    const most = compileWorkflow(def({ kind: 'sequence', steps: many }, { timeoutMs: 1 }))
+    expect(most.program[1]).toBe(65_533)
+    many.push({ kind: 'scatterGather', id: 'one-more', capability: 'c' })
+    expect(refused(() => compileWorkflow(def({ kind: 'sequence', steps: many }))).message).toContain('makes more than 32767 nodes')
   })
 
   it('accepts what the rules allow at their bounds', () => {

@@ -7,14 +7,9 @@
  * word; a root whose own timeout means something else (a step's is per attempt, a waitFor's may
  * continue) is wrapped in a sequence `$run` that carries it.
  */
+import { JOINS, WORKFLOW_LAYOUT, WORKFLOW_NODES } from '../engines/manifest.js'
 import type { Join, RetryPolicy, StepNode, WorkflowDefinition, WorkflowNode } from './definition.js'
 import { CALL_SUFFIX, COMPENSATE_SUFFIX, validateDefinition } from './validate.js'
-
-// TODO(workflows): import WORKFLOW_LAYOUT, WORKFLOW_NODES and JOINS from '../engines/manifest.js'
-// once the core's manifest renders them (spec section 6); these copies hold the same values.
-const WORKFLOW_LAYOUT = { programFormat: 1, nodeWords: 12, recordWords: 8 } as const
-const WORKFLOW_NODES = { step: 0, sequence: 1, parallel: 2, branch: 3, loop: 4, map: 5, sleep: 6, wait: 7 } as const
-const JOINS = { all: 0, any: 1, quorum: 2 } as const
 
 /** A definition compiled: what the runtime needs to drive the core and execute its records. */
 export interface CompiledWorkflow {

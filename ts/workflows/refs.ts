@@ -7,16 +7,12 @@
  * `__proto__`, `constructor` and `prototype` are refused in every reference.
  */
 import { shown } from '../check.js'
-import { type ErrorCode, OrreryError } from '../errors.js'
+import { OrreryError } from '../errors.js'
 import type { Condition, InputSpec } from './definition.js'
-
-// TODO(workflows): plain codes once the core's manifest lists them (spec section 3).
-const DEFINITION_INVALID = 'DEFINITION_INVALID' as string as ErrorCode
-const STEP_NOT_REGISTERED = 'STEP_NOT_REGISTERED' as string as ErrorCode
 
 /** @internal A definition that breaks a rule: `DEFINITION_INVALID`, with where it is. */
 export function definitionInvalid(message: string, details: Record<string, unknown> = {}): OrreryError {
-  return new OrreryError(DEFINITION_INVALID, message, { details })
+  return new OrreryError('DEFINITION_INVALID', message, { details })
 }
 
 /** What a reference reads: the run's data as the runtime sees it at one node instance. */
@@ -169,7 +165,7 @@ const NONE: ReadonlyMap<string, never> = new Map<string, never>()
 
 function registered<F>(table: ReadonlyMap<string, F>, name: unknown, what: string): F {
   const f = typeof name === 'string' ? table.get(name) : undefined
-  if (f === undefined) throw new OrreryError(STEP_NOT_REGISTERED, `no ${what} named ${shown(name)} is registered`, { details: { [what]: name } })
+  if (f === undefined) throw new OrreryError('STEP_NOT_REGISTERED', `no ${what} named ${shown(name)} is registered`, { details: { [what]: name } })
   return f
 }
 

@@ -9,6 +9,7 @@
  * the limits are refused there, so the checks after it walk trusted data.
  */
 import { name as checkName, shown, wellFormed } from '../check.js'
+import { WORKFLOW_LIMITS } from '../engines/manifest.js'
 import type {
   ChildNode,
   Compensation,
@@ -27,10 +28,10 @@ import { contentVersion } from './version.js'
 
 /** Limits of a definition (the core's own limits of a program, with room for the nodes compiling adds). */
 export const DEFINITION_LIMITS = {
-  /** Nodes in a definition (a program holds at most 65 536, compensations and scatter calls included). */
-  maxNodes: 30_000,
-  /** How deep nodes nest (the core walks at most 256 levels). */
-  maxNodeDepth: 250,
+  /** Nodes in a definition: compiled, each may add one (a compensation, a scatter call), and the root a wrapper. */
+  maxNodes: Math.floor((WORKFLOW_LIMITS.maxNodes - 1) / 2),
+  /** How deep nodes nest, with room for the levels compiling adds (a run wrapper, a scatter call). */
+  maxNodeDepth: WORKFLOW_LIMITS.maxDepth - 6,
   /** How deep the JSON nests. */
   maxJsonDepth: 1024,
   /** Values (objects, arrays, scalars) in the whole JSON. */
@@ -38,7 +39,7 @@ export const DEFINITION_LIMITS = {
   /** Iterations of a loop. */
   maxIterations: 1_000_000,
   /** Instances of a forEach at once, and a quorum of one (the core's most instances). */
-  maxInstances: 1 << 20,
+  maxInstances: WORKFLOW_LIMITS.maxInstances,
   /** Attempts of a step. */
   maxAttempts: 1_000_000,
 } as const
@@ -459,8 +460,6 @@ function node(k: Checking, value: Json | undefined, path: string, depth: number,
     throw definitionInvalid(`${where(k, undefined)}${path}.kind must be one of ${KINDS.join(', ')}, not ${shown(kind)}`, { path })
   }
   const at: At = { id: undefined, kind, path }
-  if (++k.nodes > DEFINITION_LIMITS.maxNodes) fail(k, at, 'kind', `makes more than ${DEFINITION_LIMITS.maxNodes} nodes`)
-  if (depth > DEFINITION_LIMITS.maxNodeDepth) fail(k, at, 'kind', `nests deeper than ${DEFINITION_LIMITS.maxNodeDepth} levels of nodes`)
   const k0 = kind as NodeKind
   const prefix = PREFIX[k0]
   if (value['id'] !== undefined || prefix === undefined) {
@@ -470,6 +469,8 @@ function node(k: Checking, value: Json | undefined, path: string, depth: number,
     if (earlier !== undefined) fail(k, at, 'id', `is the id of the node at ${earlier.path} too: ids are unique in a definition`)
     k.ids.set(id, at)
   }
+  if (++k.nodes > DEFINITION_LIMITS.maxNodes) fail(k, at, 'kind', `makes more than ${DEFINITION_LIMITS.maxNodes} nodes`)
+  if (depth > DEFINITION_LIMITS.maxNodeDepth) fail(k, at, 'kind', `nests deeper than ${DEFINITION_LIMITS.maxNodeDepth} levels of nodes`)
   onlyFields(k, at, value, FIELDS[k0], `a ${kind} node`)
   // Numbered in pre-order: the container's turn is taken before its children's.
   const unnamed = at.id === undefined ? { node: {} as Obj, at, prefix: prefix! } : undefined
