@@ -358,6 +358,8 @@ export class Workflows {
       this.resumeTimer = undefined
       if (this.closed) return
       for (const run of restored) run.resume()
+      // Arms the timer again for what came due while the resume waited (fireDue left it).
+      this.pump()
     }, 0)
   }
 
@@ -379,7 +381,9 @@ export class Workflows {
   }
 
   private fireDue(): void {
-    if (this.closed) return
+    // Restored runs go on first: `outstanding` executes again what is in flight, so an attempt a
+    // timer started before it (a due retry) would run twice.
+    if (this.closed || this.resumeTimer !== undefined) return
     const now = this.clock()
     const due = this.core.due(now).slice()
     for (let i = 0; i < due.length; i += 2) {
