@@ -25,13 +25,28 @@ type Point = 'a' | 'b' | 'c'
 const fixture = fileURLToPath(new URL('./fixtures/workflow-crash.mjs', import.meta.url))
 const RUN = 'order-1'
 const key = (path: string) => `${RUN}/${path}`
-/** Every step boundary, by idempotency key: the child run `order-1/ship` holds pack and label. */
-const STEPS = ['reserve', 'charge', 'email', 'ship', 'ship/pack', 'ship/label', 'confirm'].map(key)
+
+/** A step boundary: an attempt of a step, by idempotency key; `effect` whether the attempt makes one. */
+interface Boundary {
+  key: string
+  attempt: number
+  effect: boolean
+}
+const at = (path: string, attempt = 1, effect = true): Boundary => ({ key: key(path), attempt, effect })
+/**
+ * Every step boundary in start order: email's first attempt fails (transient, before any effect)
+ * and a retry timer starts its second; the child step ship runs the child run `order-1/ship`,
+ * whose steps are pack and label, and makes no effect of its own.
+ */
+const STEPS = [at('reserve'), at('charge'), at('email', 1, false), at('email', 2), at('ship', 1, false), at('ship/pack'), at('ship/label'), at('confirm')]
 /** The compensated steps, in the order they complete (charge and email run in parallel; only charge has one). */
 const COMPENSATED = ['reserve', 'charge', 'ship'].map(key)
 const COMPENSATIONS = [...COMPENSATED].reverse().map((k) => `${k}.compensate`)
-const BOUNDARIES: Record<Variant, string[]> = { ok: STEPS, fail: [...STEPS, ...COMPENSATIONS] }
+const BOUNDARIES: Record<Variant, Boundary[]> = { ok: STEPS, fail: [...STEPS, ...COMPENSATIONS.map((k) => ({ key: k, attempt: 1, effect: true }))] }
 const POINTS: Point[] = ['a', 'b', 'c']
+/** Each step's recorded outcomes without a crash. */
+const expectedOutcomes = (variant: Variant, k: string) =>
+  k === key('email') ? ['transient', 'ok'] : variant === 'fail' && k === key('confirm') ? ['permanent'] : ['ok']
 
 const OUTCOMES: Record<Variant, unknown> = {
   ok: { ok: true, output: { confirm: { confirmed: 'R-H-A1-30/T-B-A1' }, notify: [{ receipt: 'R-H-A1-30' }, 'mailed A1'] } },
@@ -65,9 +80,11 @@ interface Exit {
   err: string
 }
 
-function runFixture(dir: string, variant: Variant, kill?: [string, Point]): Promise<Exit> {
+function runFixture(dir: string, variant: Variant, kill?: [Boundary, Point]): Promise<Exit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [fixture, dir, variant, ...(kill ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [fixture, dir, variant, ...(kill ? [kill[0].key, String(kill[0].attempt), kill[1]] : [])], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let out = ''
     let err = ''
     child.stdout.on('data', (chunk: Buffer) => {
@@ -139,7 +156,7 @@ function* allEvents(h: Recorded): Generator<[string, WorkflowEvent]> {
   for (const [runId, events] of h.events) for (const event of events) yield [runId, event]
 }
 
-/** How many times each step's completion (its outcome) is recorded, by idempotency key. */
+/** Each step's recorded completions (their outcomes, in order), by idempotency key. */
 function completions(h: Recorded): Map<string, string[]> {
   const done = new Map<string, string[]>()
   for (const [runId, e] of allEvents(h)) {
@@ -150,11 +167,15 @@ function completions(h: Recorded): Map<string, string[]> {
   return done
 }
 
+/** The attempts whose start is recorded, as `<key>#<attempt>`. */
 function starts(h: Recorded): Set<string> {
   const started = new Set<string>()
-  for (const [, e] of allEvents(h)) if (e.type === 'step-started') started.add(e.key)
+  for (const [, e] of allEvents(h)) if (e.type === 'step-started') started.add(`${e.key}#${e.attempt}`)
   return started
 }
+
+/** Whether a step's last attempt is recorded as done (ok, or failed for good). */
+const finished = (done: Map<string, string[]>, k: string) => (done.get(k) ?? []).some((o) => o !== 'transient')
 
 const count = (effects: Effect[], k: string) => effects.filter((e) => e.key === k).length
 
@@ -183,10 +204,10 @@ describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
   it.for(['ok', 'fail'] as const)('without a crash, the %s run ends as expected, each step started, completed and in effect once', (variant) => {
     const baseline = baselines.get(variant)!
     expect(baseline.outcome).toEqual(OUTCOMES[variant])
-    const local = BOUNDARIES[variant].filter((k) => k !== key('ship'))
-    expect([...baseline.results.keys()].sort()).toEqual([...local].sort())
-    expect([...baseline.completions.keys()].sort()).toEqual([...BOUNDARIES[variant]].sort())
-    for (const [k, outcomes] of baseline.completions) expect(outcomes, k).toEqual([variant === 'fail' && k === key('confirm') ? 'permanent' : 'ok'])
+    const keys = [...new Set(BOUNDARIES[variant].map((b) => b.key))].sort()
+    expect([...baseline.results.keys()].sort()).toEqual(keys.filter((k) => k !== key('ship')))
+    expect([...baseline.completions.keys()].sort()).toEqual(keys)
+    for (const [k, outcomes] of baseline.completions) expect(outcomes, k).toEqual(expectedOutcomes(variant, k))
   })
 
   const cases = (['ok', 'fail'] as const).flatMap((variant) =>
@@ -194,7 +215,7 @@ describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
   )
 
   it.concurrent.for(cases)(
-    '$variant run killed at boundary $n ($boundary), point $point, resumes to the same end',
+    '$variant run killed at boundary $n ($boundary.key #$boundary.attempt), point $point, resumes to the same end',
     async ({ variant, boundary, point }) => {
       const baseline = baselines.get(variant)!
       const dir = fresh()
@@ -206,15 +227,18 @@ describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
       // The kill hit the boundary it was aimed at.
       const killed = await historyOf(dir)
       const completedAtKill = completions(killed)
+      const { key: k, attempt } = boundary
+      const recorded = completedAtKill.get(k) ?? []
       if (point === 'a') {
-        expect(starts(killed).has(boundary)).toBe(false)
-        expect(count(atKill.before, boundary)).toBe(0)
+        expect(starts(killed).has(`${k}#${attempt}`)).toBe(false)
+        expect(count(atKill.before, k)).toBe(0)
       } else if (point === 'b') {
-        expect(completedAtKill.has(boundary)).toBe(false)
-        if (boundary === key('ship')) expect(killed.metas.get(boundary)?.status).toBe('completed')
-        else expect(count(atKill.before, boundary)).toBe(1)
+        expect(recorded).toHaveLength(attempt - 1)
+        expect(count(atKill.before, k)).toBe(boundary.effect ? 1 : 0)
+        // The child step's effect is the child run: ended and on disk.
+        if (k === key('ship')) expect(killed.metas.get(k)?.status).toBe('completed')
       } else {
-        expect(completedAtKill.get(boundary)).toHaveLength(1)
+        expect(recorded).toHaveLength(attempt)
       }
 
       const resumed = await slot(() => runFixture(dir, variant))
@@ -230,7 +254,7 @@ describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
       // only for a step whose effect happened and whose completion was not on disk, with the same result.
       for (const k of baseline.results.keys()) {
         const times = count(before, k) + count(after, k)
-        const again = count(before, k) === 1 && !completedAtKill.has(k)
+        const again = count(before, k) === 1 && !finished(completedAtKill, k)
         expect(times, `effects of ${k}`).toBe(again ? 2 : 1)
       }
       for (const e of [...before, ...after]) expect(e.result, e.key).toEqual(baseline.results.get(e.key))
