@@ -3,9 +3,9 @@
  * methods are the WorkflowCore calls themselves (a napi class, a wasm_bindgen class): workflow
  * calls come once per step, not per message, so plain methods are fast enough and no call block
  * is needed. This adds what both share: `CLOSED` after `close()`, failures read through the
- * engine's `EngineFailures` (so a code is the same on both), and, before it crosses, the
- * refusal of a program that is not a `Float64Array` (wasm-bindgen's glue would copy a plain
- * array where napi refuses it) or is longer than any valid program.
+ * engine's `EngineFailures` (so a code is the same on both), and, before anything crosses, the
+ * refusal of an argument of the wrong type (wasm-bindgen's glue would coerce a string or copy a
+ * plain array where napi refuses it) or of a program longer than any valid one.
  */
 import { OrreryError } from '../errors.js'
 import type { WorkflowCore } from './backend.js'
@@ -23,6 +23,14 @@ export type RawWorkflows = WorkflowCore
 const MAX_PROGRAM_WORDS = 2 + WORKFLOW_LIMITS.maxNodes * (WORKFLOW_LAYOUT.nodeWords + 1)
 
 const closedError = () => new OrreryError('CLOSED', 'the workflow core is closed')
+
+/**
+ * Every argument is a number: napi refuses anything else where wasm-bindgen's glue would coerce
+ * it (`'1'` becomes run 1), so this keeps the engines alike. The core checks the values.
+ */
+function notNumbers(): OrreryError {
+  return new OrreryError('INVALID_ARGUMENT', 'workflow core calls take numbers only')
+}
 
 class WorkflowAdapter implements WorkflowCore {
   private closed = false
@@ -53,6 +61,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   start(def: number, seed: number, now: number): number {
     this.usable()
+    if (typeof def !== 'number' || typeof seed !== 'number' || typeof now !== 'number') throw notNumbers()
     try {
       return this.raw.start(def, seed, now)
     } catch (e) {
@@ -62,6 +71,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   complete(run: number, token: number, outcome: number, now: number): boolean {
     this.usable()
+    if (typeof run !== 'number' || typeof token !== 'number' || typeof outcome !== 'number' || typeof now !== 'number') throw notNumbers()
     try {
       return this.raw.complete(run, token, outcome, now)
     } catch (e) {
@@ -71,6 +81,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   decide(run: number, token: number, value: number, now: number): boolean {
     this.usable()
+    if (typeof run !== 'number' || typeof token !== 'number' || typeof value !== 'number' || typeof now !== 'number') throw notNumbers()
     try {
       return this.raw.decide(run, token, value, now)
     } catch (e) {
@@ -80,6 +91,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   signal(run: number, index: number, now: number): void {
     this.usable()
+    if (typeof run !== 'number' || typeof index !== 'number' || typeof now !== 'number') throw notNumbers()
     try {
       this.raw.signal(run, index, now)
     } catch (e) {
@@ -89,6 +101,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   cancel(run: number, now: number): void {
     this.usable()
+    if (typeof run !== 'number' || typeof now !== 'number') throw notNumbers()
     try {
       this.raw.cancel(run, now)
     } catch (e) {
@@ -98,6 +111,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   fire(run: number, timer: number, now: number): boolean {
     this.usable()
+    if (typeof run !== 'number' || typeof timer !== 'number' || typeof now !== 'number') throw notNumbers()
     try {
       return this.raw.fire(run, timer, now)
     } catch (e) {
@@ -107,6 +121,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   due(now: number): Float64Array {
     this.usable()
+    if (typeof now !== 'number') throw notNumbers()
     try {
       return this.raw.due(now)
     } catch (e) {
@@ -125,6 +140,7 @@ class WorkflowAdapter implements WorkflowCore {
 
   outstanding(run: number): void {
     this.usable()
+    if (typeof run !== 'number') throw notNumbers()
     try {
       this.raw.outstanding(run)
     } catch (e) {
@@ -145,6 +161,7 @@ class WorkflowAdapter implements WorkflowCore {
   release(run: number): void {
     if (this.failures.poisoned()) return
     this.usable()
+    if (typeof run !== 'number') throw notNumbers()
     try {
       this.raw.release(run)
     } catch (e) {
