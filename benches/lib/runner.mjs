@@ -29,7 +29,9 @@ const REPLY_MS = 180_000
 
 /**
  * Runs the suite `name` from its script `script` (a file URL). Each scenario is
- * `{ id, contenders: [id, setup][], rounds?, warmups = 1, fresh?, derive? }`:
+ * `{ id, contenders: [id, setup][], rounds?, warmups = 1, fresh?, derive?, replyMs? }`
+ * (`replyMs`: how long a child may take to reply, for scenarios whose rounds are known to be
+ * slower than the default's three minutes):
  * `setup()` resolves to `{ round, close }`, `round()` to `{ msgs, ms, p99_us, extra? }`, and
  * `close(total)` gets every message the contender sent (warm-ups included) to check that all
  * arrived, and returns extras for the results. `derive(figures, contender, all)` adds figures
@@ -86,7 +88,7 @@ async function serve(scenarios, scenarioId, contenderId) {
 }
 
 /** A child running one contender; `ask(command)` resolves to its reply, rejects if it dies first. */
-async function start(script, scenario, contender) {
+async function start(script, scenario, contender, replyMs = REPLY_MS) {
   const what = `${scenario}/${contender}`
   // The children inherit the parent's Node flags (--expose-gc, the heap limit).
   const child = fork(fileURLToPath(script), [CHILD, scenario, contender], { stdio: 'inherit' })
@@ -107,9 +109,9 @@ async function start(script, scenario, contender) {
   const reply = (command) =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        settle('reject', new Error(`${what}: no reply to ${command} in ${REPLY_MS / 1000} s`))
+        settle('reject', new Error(`${what}: no reply to ${command} in ${replyMs / 1000} s`))
         child.kill()
-      }, REPLY_MS)
+      }, replyMs)
       waiting = { resolve, reject, timer }
     })
   const ask = (command) => {
@@ -130,13 +132,13 @@ async function start(script, scenario, contender) {
 }
 
 /** Every round of each contender of `scenario`, then its close; resolves to the summaries. */
-async function measure(script, { id, contenders, warmups = 1, fresh = false }, rounds) {
+async function measure(script, { id, contenders, warmups = 1, fresh = false, replyMs }, rounds) {
   const runs = contenders.map(([contender]) => ({ contender, rounds: [], extra: {} }))
   if (fresh) {
     for (let r = 0; r < rounds; r++) {
       for (let i = 0; i < runs.length; i++) {
         const run = runs[(i + r) % runs.length]
-        const child = await start(script, id, run.contender)
+        const child = await start(script, id, run.contender, replyMs)
         for (let w = 0; w < warmups; w++) await child.ask('round')
         const result = await child.ask('round')
         run.rounds.push({ ...result, extra: { ...result.extra, ...(await child.close()) } })
@@ -144,7 +146,7 @@ async function measure(script, { id, contenders, warmups = 1, fresh = false }, r
     }
   } else {
     for (const run of runs) {
-      run.child = await start(script, id, run.contender)
+      run.child = await start(script, id, run.contender, replyMs)
       for (let w = 0; w < warmups; w++) await run.child.ask('round')
     }
     for (let r = 0; r < rounds; r++) {
