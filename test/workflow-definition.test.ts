@@ -647,6 +647,21 @@ describe('validation: hostile values are refused, never crash', () => {
     expect(refused(() => compileWorkflow(def(seqJson(), { root: { kind: 'sequence', id: 's', steps: length } }))).message).toContain('no length')
   })
 
+  it('a revoked proxy', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {})
+    revoke()
+    expect(refused(() => compileWorkflow(def(stepJson('a', { input: proxy })))).message).toContain('definition.root.input could not be read')
+  })
+
+  it('a literal nested as deep as the JSON allows is built, and compared, like any other', () => {
+    let deep: unknown = 1
+    for (let i = 0; i < 1000; i++) deep = [deep]
+    const c = compileWorkflow(def(stepJson('a', { input: { $literal: deep } })))
+    const built = buildInput((c.definition.root as { input: InputSpec }).input, scope({}), new Map())
+    expect(built).toEqual(deep)
+    expect(testCondition({ path: '$input', op: 'eq', value: deep }, scope({ input: built }), new Map())).toBe(true)
+  })
+
   it('__proto__ keys, from JSON.parse or defineProperty, are refused and nothing is polluted', () => {
     const parsed = JSON.parse('{"format":1,"name":"wf","root":{"kind":"step","id":"a","run":{"fn":"f"},"__proto__":{"polluted":true}}}') as unknown
     expect(refused(() => compileWorkflow(parsed)).message).toBe('definition.root.__proto__ is a key that would set a prototype')

@@ -46,6 +46,8 @@ export const MAX_REF_LENGTH = 1024
 const MAX_PARTS = 64
 /** @internal How deep an input spec or condition may nest. */
 export const MAX_SPEC_DEPTH = 256
+/** @internal How deep a definition's JSON may nest (a literal inside it too). */
+export const MAX_JSON_DEPTH = 1024
 
 /** Takes a reference apart, or says why it is not one. */
 function parse(ref: string): ParsedRef | string {
@@ -208,7 +210,7 @@ function build(spec: unknown, scope: DataScope, mappings: Mappings, depth: numbe
 /** A fresh copy of JSON data, so a step that changes its input cannot change the definition. */
 function copy(value: unknown, depth: number): unknown {
   if (value === null || typeof value !== 'object') return value
-  if (depth >= MAX_SPEC_DEPTH) throw definitionInvalid(`a $literal nests deeper than ${MAX_SPEC_DEPTH} levels`)
+  if (depth >= MAX_JSON_DEPTH) throw definitionInvalid(`a $literal nests deeper than ${MAX_JSON_DEPTH} levels`)
   if (Array.isArray(value)) return value.map((v) => copy(v, depth + 1))
   const out: Record<string, unknown> = {}
   for (const key of Object.keys(value)) {
@@ -281,7 +283,7 @@ function ordered(a: unknown, op: 'gt' | 'gte' | 'lt' | 'lte', b: unknown): boole
  */
 function equal(a: unknown, b: unknown, depth: number): boolean {
   if (b === null || typeof b !== 'object') return a === b
-  if (a === null || typeof a !== 'object' || depth >= MAX_SPEC_DEPTH) return false
+  if (a === null || typeof a !== 'object' || depth >= MAX_JSON_DEPTH) return false
   if (Array.isArray(b)) {
     if (!Array.isArray(a) || a.length !== b.length) return false
     for (let i = 0; i < b.length; i++) if (!equal(member(a, i), b[i], depth + 1)) return false

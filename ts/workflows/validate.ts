@@ -23,7 +23,7 @@ import type {
   WorkflowDefinition,
   WorkflowNode,
 } from './definition.js'
-import { definitionInvalid, MAX_REF_LENGTH, MAX_SPEC_DEPTH, PROTOTYPE_KEYS, readRef } from './refs.js'
+import { definitionInvalid, MAX_JSON_DEPTH, MAX_REF_LENGTH, MAX_SPEC_DEPTH, PROTOTYPE_KEYS, readRef } from './refs.js'
 import { contentVersion } from './version.js'
 
 /** Limits of a definition (the core's own limits of a program, with room for the nodes compiling adds). */
@@ -33,7 +33,7 @@ export const DEFINITION_LIMITS = {
   /** How deep nodes nest, with room for the levels compiling adds (a run wrapper, a scatter call). */
   maxNodeDepth: WORKFLOW_LIMITS.maxDepth - 6,
   /** How deep the JSON nests. */
-  maxJsonDepth: 1024,
+  maxJsonDepth: MAX_JSON_DEPTH,
   /** Values (objects, arrays, scalars) in the whole JSON. */
   maxValues: 1_000_000,
   /** Iterations of a loop. */
@@ -129,7 +129,8 @@ function copyJson(c: Copying, value: unknown, depth: number): Json | typeof ABSE
   if (c.ancestors.has(value)) copyFail(c, 'is circular (it holds itself)')
   c.ancestors.add(value)
   try {
-    return Array.isArray(value) ? copyArray(c, value, depth) : copyObject(c, value, depth)
+    // Array.isArray throws on a revoked proxy.
+    return guarded(c, () => Array.isArray(value)) ? copyArray(c, value as unknown[], depth) : copyObject(c, value, depth)
   } finally {
     c.ancestors.delete(value)
   }
