@@ -81,3 +81,13 @@ export type SelfCheckMatches = Expect<
     { f(a: number): number[]; w(x?: (() => void) | null): void; g(): void; C: new (a: number) => { m(): number; n(): void } }
   >
 >
+
+// The workflow classes are part of what is compared above: each side names them, so a method the
+// engines add or drop (or a wider argument) fails the check like any other member.
+type Has<K extends PropertyKey, T> = K extends keyof T ? true : false
+export type WorkflowMembersChecked = [
+  Found<Has<'NativeWorkflows', NativeBinding>>,
+  Found<Has<'NativeWorkflows', typeof NativeGenerated>>,
+  Found<Has<'WasmWorkflows', WasmBinding>>,
+  Found<Has<'WasmWorkflows', typeof WasmGenerated>>,
+]
