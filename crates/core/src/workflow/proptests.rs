@@ -240,6 +240,7 @@ fn check_run(d: &Driver) {
     let dones: Vec<usize> = (0..d.log.len()).filter(|&i| d.log[i].kind == RUN_DONE).collect();
     assert_eq!(dones, [d.log.len() - 1], "RUN_DONE exactly once, last");
     assert_eq!(d.w.next_deadline(), f64::INFINITY, "a finished run keeps no timer");
+    assert!(d.w.inflight.is_empty(), "a finished run has nothing with the host");
     let run = d.w.runs.get(d.run).expect("the run is live until released");
     assert!(run.frames.is_empty());
     let status = d.log[dones[0]].a as u8;

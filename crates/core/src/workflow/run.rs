@@ -20,6 +20,7 @@ use super::timers::Timers;
 use crate::error::WorkflowError;
 use crate::resilience::SplitMix64;
 use crate::Millis;
+use rustc_hash::FxHashMap;
 
 /// A frame's parent word for a compensation attempt (it answers to the saga, not a node).
 pub const COMPENSATION: u32 = u32::MAX - 1;
@@ -29,6 +30,8 @@ pub const COMPENSATION: u32 = u32::MAX - 1;
 pub struct Ctx<'a> {
     pub program: &'a Program,
     pub timers: &'a mut Timers,
+    /// (run, token) -> frame of every attempt and decision with the host.
+    pub inflight: &'a mut FxHashMap<(u32, u32), u32>,
     pub out: &'a mut Vec<f64>,
     pub id: u32,
     pub now: Millis,
@@ -182,8 +185,31 @@ impl Run {
         }
     }
 
-    /// Disarms a frame's timers and frees it.
+    /// Takes back what frame `f` has with the host: its token is stale from now on.
+    fn recall(&mut self, ctx: &mut Ctx, f: u32) {
+        let token = std::mem::take(&mut self.frames[f as usize].token);
+        if token != 0 {
+            ctx.inflight.remove(&(ctx.id, token));
+        }
+    }
+
+    /// Hands attempt or decision `token` of frame `f` to the host.
+    fn hand_out(&mut self, ctx: &mut Ctx, f: u32, token: u32, phase: Phase) {
+        let frame = &mut self.frames[f as usize];
+        (frame.token, frame.phase) = (token, phase);
+        ctx.inflight.insert((ctx.id, token), f);
+    }
+
+    /// The frame holding `token` in `phase`, if the host still has it.
+    fn holder(&self, ctx: &Ctx, token: u32, phase: Phase) -> Option<u32> {
+        let f = *ctx.inflight.get(&(ctx.id, token))?;
+        let frame = self.frames.get(f as usize)?;
+        (frame.token == token && frame.phase == phase).then_some(f)
+    }
+
+    /// Disarms a frame's timers, takes back its token and frees it.
     pub fn release(&mut self, ctx: &mut Ctx, f: u32) {
+        self.recall(ctx, f);
         let frame = &mut self.frames[f as usize];
         for timer in [std::mem::take(&mut frame.timer), std::mem::take(&mut frame.timeout)] {
             if timer != 0 {
@@ -191,7 +217,6 @@ impl Run {
             }
         }
         frame.phase = Phase::Free;
-        frame.token = 0;
         frame.parent = self.free;
         self.free = f;
     }
@@ -210,8 +235,9 @@ impl Run {
         self.frames.iter().filter(|f| f.phase != Phase::Free).flat_map(|f| [f.timer, f.timeout]).filter(|&t| t != 0)
     }
 
-    fn live_frame(&self, pred: impl Fn(&Frame) -> bool) -> Option<u32> {
-        self.frames.iter().position(|f| f.phase != Phase::Free && pred(f)).map(|i| i as u32)
+    /// Every attempt and decision token this run has with the host.
+    pub fn tokens(&self) -> impl Iterator<Item = u32> + '_ {
+        self.frames.iter().filter(|f| f.phase != Phase::Free && f.token != 0).map(|f| f.token)
     }
 
     /// Starts the root.
@@ -224,12 +250,12 @@ impl Run {
         }
     }
 
-    /// Arms a timer `ms` from now and records it.
-    fn arm(&mut self, ctx: &mut Ctx, node: u32, scope: u32, ms: Millis) -> u32 {
+    /// Arms a timer of frame `f` for `at` and records it.
+    fn arm(&mut self, ctx: &mut Ctx, f: u32, at: Millis) -> u32 {
         let timer = self.token();
-        let at = ctx.now + ms;
-        ctx.timers.arm(ctx.id, timer, at);
-        ctx.emit(TIMER, timer, node, scope, at, 0.0, 0.0);
+        ctx.timers.arm(ctx.id, timer, at, f);
+        let frame = &self.frames[f as usize];
+        ctx.emit(TIMER, timer, frame.node, frame.scope, at, 0.0, 0.0);
         timer
     }
 
@@ -270,7 +296,7 @@ impl Run {
             LOOP => self.iterate(ctx, f),
             SLEEP => {
                 let ms = spec.ms;
-                self.frames[f as usize].timer = self.arm(ctx, node, scope, ms);
+                self.frames[f as usize].timer = self.arm(ctx, f, ctx.now + ms);
                 Step::Running
             }
             _ => self.wait_start(ctx, f),
@@ -278,7 +304,7 @@ impl Run {
         match step {
             Step::Running => {
                 if kind != STEP && timeout.is_finite() {
-                    self.frames[f as usize].timeout = self.arm(ctx, node, scope, timeout);
+                    self.frames[f as usize].timeout = self.arm(ctx, f, ctx.now + timeout);
                 }
             }
             Step::Done(outcome) => {
@@ -292,13 +318,12 @@ impl Run {
     /// Sends attempt `n` of a STEP frame (a step or a compensation) to the host.
     pub fn attempt(&mut self, ctx: &mut Ctx, f: u32, n: u32) {
         let token = self.token();
-        let frame = &mut self.frames[f as usize];
-        (frame.token, frame.a, frame.phase) = (token, n, Phase::Attempt);
+        self.frames[f as usize].a = n;
+        self.hand_out(ctx, f, token, Phase::Attempt);
         self.send_attempt(ctx, f);
-        let frame = &self.frames[f as usize];
-        let (node, scope, timeout) = (frame.node, frame.scope, ctx.node(frame.node).timeout);
+        let timeout = ctx.node(self.frames[f as usize].node).timeout;
         if timeout.is_finite() {
-            self.frames[f as usize].timer = self.arm(ctx, node, scope, timeout);
+            self.frames[f as usize].timer = self.arm(ctx, f, ctx.now + timeout);
         }
     }
 
@@ -317,8 +342,8 @@ impl Run {
     /// Asks the host for a decision.
     fn ask(&mut self, ctx: &mut Ctx, f: u32, word: u32) {
         let token = self.token();
-        let frame = &mut self.frames[f as usize];
-        (frame.token, frame.phase) = (token, Phase::Deciding);
+        self.hand_out(ctx, f, token, Phase::Deciding);
+        let frame = &self.frames[f as usize];
         ctx.emit(DECIDE, token, frame.node, frame.scope, f64::from(word), 0.0, 0.0);
     }
 
@@ -475,9 +500,9 @@ impl Run {
     /// Runs the next LOOP iteration: a new scope, then the body.
     fn iterate(&mut self, ctx: &mut Ctx, f: u32) -> Step {
         let scope = self.token();
+        self.recall(ctx, f);
         let frame = &mut self.frames[f as usize];
         frame.phase = Phase::Running;
-        frame.token = 0;
         let Frame { node, scope: parent_scope, a: iteration, .. } = *frame;
         ctx.emit(SCOPE, scope, node, parent_scope, f64::from(iteration), 0.0, 0.0);
         let body = ctx.program.child(ctx.node(node), 0);
@@ -525,22 +550,35 @@ impl Run {
         Step::Running
     }
 
-    /// Cancels every running child of `f`, in child order.
+    /// Cancels every running child of `f` and what runs under them, in child order.
     pub fn cancel_children(&mut self, ctx: &mut Ctx, f: u32) {
-        let mut children: Vec<(u32, u32)> = (0..self.frames.len() as u32)
-            .filter(|&c| self.frames[c as usize].phase != Phase::Free && self.frames[c as usize].parent == f)
-            .map(|c| (self.frames[c as usize].index, c))
+        // One pass over the frames, sorted by (parent, position): every frame below finds its
+        // children by binary search, so cancelling a map of many instances stays O(n log n).
+        let mut below: Vec<(u32, u32, u32)> = (0..self.frames.len() as u32)
+            .filter(|&c| self.frames[c as usize].phase != Phase::Free)
+            .map(|c| (self.frames[c as usize].parent, self.frames[c as usize].index, c))
             .collect();
-        children.sort_unstable();
-        for (_, child) in children {
-            self.cancel_frame(ctx, child);
+        below.sort_unstable();
+        self.cancel_under(ctx, f, &below);
+    }
+
+    fn cancel_under(&mut self, ctx: &mut Ctx, f: u32, below: &[(u32, u32, u32)]) {
+        let first = below.partition_point(|&(parent, _, _)| parent < f);
+        for &(_, _, child) in below[first..].iter().take_while(|&&(parent, _, _)| parent == f) {
+            self.cancel_under(ctx, child, below);
+            self.cancel_one(ctx, child);
         }
     }
 
-    /// Cancels frame `f` and everything under it: attempts in flight get a CANCEL, timers are
-    /// dropped, each instance's `NODE_DONE` says cancelled.
+    /// Cancels frame `f` and everything under it.
     pub fn cancel_frame(&mut self, ctx: &mut Ctx, f: u32) {
         self.cancel_children(ctx, f);
+        self.cancel_one(ctx, f);
+    }
+
+    /// Cancels frame `f` alone: an attempt in flight gets a CANCEL, timers are dropped, its
+    /// `NODE_DONE` says cancelled.
+    fn cancel_one(&mut self, ctx: &mut Ctx, f: u32) {
         let frame = &self.frames[f as usize];
         if frame.phase == Phase::Attempt {
             ctx.emit(CANCEL, frame.token, frame.node, frame.scope, f64::from(frame.a), 0.0, 0.0);
@@ -551,7 +589,7 @@ impl Run {
 
     /// A step attempt's outcome from the host; `false` when `token` is no attempt in flight.
     pub fn complete(&mut self, ctx: &mut Ctx, token: u32, outcome: u8) -> bool {
-        let Some(f) = self.live_frame(|fr| fr.phase == Phase::Attempt && fr.token == token) else {
+        let Some(f) = self.holder(ctx, token, Phase::Attempt) else {
             return false;
         };
         let timer = std::mem::take(&mut self.frames[f as usize].timer);
@@ -582,16 +620,14 @@ impl Run {
         let delay = spec.backoff.delay(attempt, &mut self.random);
         let at = ctx.now + delay;
         ctx.emit(RETRY, token, node, scope, f64::from(attempt + 1), at, 0.0);
-        let timer = self.token();
-        ctx.timers.arm(ctx.id, timer, at);
-        ctx.emit(TIMER, timer, node, scope, at, 0.0, 0.0);
-        let frame = &mut self.frames[f as usize];
-        (frame.token, frame.timer, frame.phase) = (0, timer, Phase::Backoff);
+        self.recall(ctx, f);
+        self.frames[f as usize].phase = Phase::Backoff;
+        self.frames[f as usize].timer = self.arm(ctx, f, at);
     }
 
     /// A decision from the host; `Ok(false)` when `token` asks nothing now.
     pub fn decide(&mut self, ctx: &mut Ctx, token: u32, value: f64) -> Result<bool, WorkflowError> {
-        let Some(f) = self.live_frame(|fr| fr.phase == Phase::Deciding && fr.token == token) else {
+        let Some(f) = self.holder(ctx, token, Phase::Deciding) else {
             return Ok(false);
         };
         let node = ctx.node(self.frames[f as usize].node);
@@ -606,8 +642,8 @@ impl Run {
                 BRANCH if whole && value < f64::from(node.child_count) => {
                     let arm = ctx.program.child(node, value as u32);
                     let Frame { scope, scope_index, .. } = self.frames[f as usize];
-                    let frame = &mut self.frames[f as usize];
-                    (frame.phase, frame.token) = (Phase::Running, 0);
+                    self.recall(ctx, f);
+                    self.frames[f as usize].phase = Phase::Running;
                     match self.start(ctx, arm, f, value as u32, scope, scope_index) {
                         Step::Done(outcome) => self.child_done(ctx, f, value as u32, outcome),
                         running @ Step::Running => running,
@@ -619,6 +655,7 @@ impl Run {
                 LOOP if value == 1.0 => self.iterate(ctx, f),
                 LOOP => return bad(format!("{value} is not 1 (go on), 0 (stop) or -2 (failed)")),
                 _ if whole && value <= MAX_INSTANCES as f64 => {
+                    self.recall(ctx, f);
                     let frame = &mut self.frames[f as usize];
                     (frame.phase, frame.a) = (Phase::Running, value as u32);
                     if value == 0.0 {
@@ -655,9 +692,14 @@ impl Run {
         }
     }
 
-    /// Fires an armed timer of this run (the caller disarmed it).
-    pub fn fire(&mut self, ctx: &mut Ctx, timer: u32) {
-        if let Some(f) = self.live_frame(|fr| fr.timer == timer) {
+    /// Fires timer `timer` of frame `f` (the caller disarmed it).
+    pub fn fire(&mut self, ctx: &mut Ctx, timer: u32, f: u32) {
+        let Some(&Frame { timer: own, timeout, node, .. }) =
+            self.frames.get(f as usize).filter(|fr| fr.phase != Phase::Free)
+        else {
+            return;
+        };
+        if own == timer {
             self.frames[f as usize].timer = 0;
             let frame = &self.frames[f as usize];
             match (ctx.node(frame.node).kind, frame.phase) {
@@ -672,9 +714,8 @@ impl Run {
                 }
                 _ => self.finish(ctx, f, Outcome::Ok),
             }
-        } else if let Some(f) = self.live_frame(|fr| fr.timeout == timer) {
+        } else if timeout == timer {
             self.frames[f as usize].timeout = 0;
-            let node = self.frames[f as usize].node;
             let spec = ctx.node(node);
             let outcome = if spec.kind == WAIT && spec.flag == 1 {
                 Outcome::Skipped
@@ -688,8 +729,8 @@ impl Run {
 
     /// The run's cancel: the tree is cancelled, then compensated.
     pub fn cancel(&mut self, ctx: &mut Ctx) {
-        if let Some(root) = self.live_frame(|fr| fr.parent == NONE) {
-            self.cancel_frame(ctx, root);
+        if let Some(root) = self.frames.iter().position(|fr| fr.phase != Phase::Free && fr.parent == NONE) {
+            self.cancel_frame(ctx, root as u32);
         }
         self.saga_begin(ctx, super::codes::CANCELLED, None);
     }

@@ -763,3 +763,20 @@ fn nothing_is_due_at_a_nan_time() {
     assert!(h.w.due(f64::NAN).is_empty());
     assert_eq!(h.w.due(f64::INFINITY).len(), 2);
 }
+
+#[test]
+fn a_wide_map_answers_and_cancels_without_scanning_every_instance() {
+    // 20,000 instances at once: an O(n) lookup per answer would take billions of steps here.
+    let mut h = Host::start(&map(0, JOIN_ALL, 0, step()));
+    assert!(h.decide(0, 20_000.0, 0.0));
+    let execs = h.all(EXECUTE);
+    assert_eq!(execs.len(), 20_000);
+    for exec in &execs[..19_000] {
+        assert!(h.w.complete(h.run, exec.token, OK, 1.0).unwrap());
+    }
+    assert!(h.w.complete(h.run, execs[19_000].token, PERMANENT, 1.0).unwrap());
+    h.pull();
+    assert_eq!(h.all(CANCEL).len(), 999);
+    assert_eq!(h.done().map(|d| d.0), Some(FAILED));
+    assert!(h.w.inflight.is_empty());
+}

@@ -1,6 +1,6 @@
 //! Armed timers of every run, ordered by deadline, so the host arms one host timer for the
 //! earliest (`next_deadline`) and asks what is `due`. A timer stays until it is fired or
-//! disarmed: `due` only reports.
+//! disarmed: `due` only reports. Each timer knows its frame, so a fire finds it at once.
 
 use std::collections::BTreeSet;
 
@@ -8,26 +8,25 @@ use rustc_hash::FxHashMap;
 
 use crate::{Deadline, Millis};
 
-/// Deadlines by (run, timer token), and the same ordered by deadline.
+/// Deadlines and frames by (run, timer token), and the same ordered by deadline.
 #[derive(Debug, Default)]
 pub struct Timers {
     by_deadline: BTreeSet<(Deadline, u32, u32)>,
-    by_timer: FxHashMap<(u32, u32), Millis>,
+    by_timer: FxHashMap<(u32, u32), (Millis, u32)>,
 }
 
 impl Timers {
-    /// Arms `timer` of `run` for `at`.
-    pub fn arm(&mut self, run: u32, timer: u32, at: Millis) {
+    /// Arms `timer` of `run`'s `frame` for `at`.
+    pub fn arm(&mut self, run: u32, timer: u32, at: Millis, frame: u32) {
         self.by_deadline.insert((Deadline(at), run, timer));
-        self.by_timer.insert((run, timer), at);
+        self.by_timer.insert((run, timer), (at, frame));
     }
 
-    /// Disarms `timer` of `run`; whether it was armed.
-    pub fn disarm(&mut self, run: u32, timer: u32) -> bool {
-        match self.by_timer.remove(&(run, timer)) {
-            Some(at) => self.by_deadline.remove(&(Deadline(at), run, timer)),
-            None => false,
-        }
+    /// Disarms `timer` of `run`; its frame, if it was armed.
+    pub fn disarm(&mut self, run: u32, timer: u32) -> Option<u32> {
+        let (at, frame) = self.by_timer.remove(&(run, timer))?;
+        self.by_deadline.remove(&(Deadline(at), run, timer));
+        Some(frame)
     }
 
     /// `[run, timer, ...]` of every timer due at `now`, earliest first.

@@ -50,7 +50,8 @@ impl Workflows {
             .insert(Run::new(def, seed.to_bits()))
             .ok_or(WorkflowError::Capacity { what: "workflow runs", limit: MAX_ENTRIES })?;
         let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
-        let mut ctx = Ctx { program, timers: &mut self.timers, out: &mut self.outbox, id, now };
+        let mut ctx =
+            Ctx { program, timers: &mut self.timers, inflight: &mut self.inflight, out: &mut self.outbox, id, now };
         run.begin(&mut ctx);
         Ok(id)
     }
@@ -65,7 +66,8 @@ impl Workflows {
         check_now(now)?;
         let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
         let program = &self.programs[run.def as usize];
-        let mut ctx = Ctx { program, timers: &mut self.timers, out: &mut self.outbox, id, now };
+        let mut ctx =
+            Ctx { program, timers: &mut self.timers, inflight: &mut self.inflight, out: &mut self.outbox, id, now };
         body(run, &mut ctx)
     }
 
@@ -115,10 +117,10 @@ impl Workflows {
     /// Fires an armed timer; `false` when it is not armed (fired or dropped already).
     pub fn fire(&mut self, run: u32, timer: u32, now: Millis) -> Result<bool, WorkflowError> {
         self.with_run(run, now, |run, ctx| {
-            if !ctx.timers.disarm(ctx.id, timer) {
+            let Some(frame) = ctx.timers.disarm(ctx.id, timer) else {
                 return Ok(false);
-            }
-            run.fire(ctx, timer);
+            };
+            run.fire(ctx, timer, frame);
             Ok(true)
         })
     }
@@ -155,6 +157,9 @@ impl Workflows {
         let state = self.runs.remove(run).ok_or(WorkflowError::UnknownRun(run))?;
         for timer in state.timers() {
             self.timers.disarm(run, timer);
+        }
+        for token in state.tokens() {
+            self.inflight.remove(&(run, token));
         }
         Ok(())
     }
