@@ -148,7 +148,7 @@ function describe(e, t0) {
   const head = `    ${String(e.seq).padStart(2)} ${`+${Math.round(e.at - t0)}`.padStart(5)} ms  `
   switch (e.type) {
     case 'started':
-      return `${head}started        ${short(e.input)}`
+      return `${head}started${e.input === undefined ? '' : `        ${short(e.input)}`}`
     case 'step-started':
       return `${head}step-started   ${e.step} #${e.attempt}${e.compensation ? ' (compensation)' : ''}  key ${e.key}`
     case 'step-completed':
@@ -182,7 +182,7 @@ async function first(dir) {
   const { wf } = await open(dir, { crash: true })
   const a = await wf.start('doc-pipeline', { url: 'docs/store.md', channel: '#docs' }, { id: 'doc-a' })
   const b = await wf.start('doc-pipeline', { url: 'docs/bus.md', channel: '#nowhere' }, { id: 'doc-b' })
-  console.log(`  process ${process.pid}: started doc-a and doc-b (${pipeline.version})`)
+  console.log(`  process ${process.pid}: started doc-a (docs/store.md to #docs) and doc-b (docs/bus.md to #nowhere), ${pipeline.version}`)
   await Promise.all([reached(a, 'analyse'), reached(b, 'analyse')])
   a.signal('approve', { by: 'ana' })
   await new Promise((resolve) => setTimeout(resolve, 10_000))
