@@ -1,12 +1,14 @@
 /**
  * Crash and resume (native engine, durable store): a child process (test/fixtures/workflow-crash.mjs)
- * runs a workflow with a sequence, a parallel, a child workflow and compensated steps, and is
- * SIGKILLed at every step boundary, at three points each: before the step's start is recorded
- * (a), after its side effect but before its completion is recorded (b), after its completion is
- * recorded (c). A second process on the same store resumes the run. Then the run has ended as a
- * run without a crash did, each step completed once, each effect happened once per idempotency
- * key (twice, with the same result, only for a step whose effect happened and whose completion was
- * not on disk: at least once is the contract), and compensations ran newest first, once each.
+ * runs a workflow with a sequence, a parallel, a retried step, a child workflow and compensated
+ * steps, and is SIGKILLed at every step boundary (each attempt of each step, compensations too),
+ * at three points each: before the step's start is recorded (a), after its side effect but before
+ * its completion is recorded (b), after its completion is recorded (c); and twice in a row at (b).
+ * Another process on the same store resumes the run. Then the run has ended as a run without a
+ * crash did, each step's completions are recorded once, each effect happened once per idempotency
+ * key and process (in a later process again, with the same result, only for a step whose effect
+ * happened and whose completion was not on disk: at least once is the contract), and compensations
+ * ran newest first, once each.
  */
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -110,16 +112,17 @@ interface Effect {
   result: unknown
 }
 
-/** The effects log, split at the kill note: what happened before the crash, and after. */
-function effectsOf(dir: string): { before: Effect[]; after: Effect[]; killed: boolean } {
+/** The effects log, split at the kill notes: what each process did, in order. */
+function effectsOf(dir: string): Effect[][] {
   const path = join(dir, 'effects.log')
   const lines = existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').filter(Boolean) : []
-  const records = lines.map((line) => JSON.parse(line) as Effect & { kill?: string })
-  const at = records.findIndex((r) => r.kill !== undefined)
-  const effects = (list: typeof records) => list.map(({ key, result }) => ({ key, result }))
-  return at < 0
-    ? { before: effects(records), after: [], killed: false }
-    : { before: effects(records.slice(0, at)), after: effects(records.slice(at + 1)), killed: true }
+  const segments: Effect[][] = [[]]
+  for (const line of lines) {
+    const record = JSON.parse(line) as Effect & { kill?: string }
+    if (record.kill !== undefined) segments.push([])
+    else segments[segments.length - 1]!.push({ key: record.key, result: record.result })
+  }
+  return segments
 }
 
 interface Recorded {
@@ -193,7 +196,7 @@ describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
         slot(async () => {
           const dir = fresh()
           const outcome = outcomeOf(await runFixture(dir, variant))
-          const effects = effectsOf(dir).before
+          const [effects = []] = effectsOf(dir)
           const h = await historyOf(dir)
           baselines.set(variant, { outcome, results: new Map(effects.map((e) => [e.key, e.result])), completions: completions(h) })
         }),
@@ -210,70 +213,94 @@ describe.runIf(ENGINE === 'native')('workflow crash and resume', () => {
     for (const [k, outcomes] of baseline.completions) expect(outcomes, k).toEqual(expectedOutcomes(variant, k))
   })
 
+  type Kill = [Boundary, Point]
+  interface Case {
+    variant: Variant
+    /** The boundary's place in start order, from 1. */
+    n: number
+    kills: Kill[]
+  }
+  const crashes = (variant: Variant, n: number, ...kills: Kill[]): Case => ({ variant, n, kills })
   const cases = (['ok', 'fail'] as const).flatMap((variant) =>
-    BOUNDARIES[variant].flatMap((boundary, n) => POINTS.map((point) => ({ variant, boundary, n: n + 1, point }))),
+    BOUNDARIES[variant].flatMap((b, i) => [
+      // One crash at each point.
+      ...POINTS.map((point) => crashes(variant, i + 1, [b, point])),
+      // Twice: after the effect, then after the effect again once the step runs again (the child
+      // step runs no function of its own: its child run is over after the first kill).
+      ...(b.key === key('ship') ? [] : [crashes(variant, i + 1, [b, 'b'], [b, 'b'])]),
+    ]),
   )
+  const named = cases.map((c) => ({ ...c, at: c.kills.map(([b, p]) => `${b.key}#${b.attempt} ${p}`).join(', then ') }))
 
-  it.concurrent.for(cases)(
-    '$variant run killed at boundary $n ($boundary.key #$boundary.attempt), point $point, resumes to the same end',
-    async ({ variant, boundary, point }) => {
-      const baseline = baselines.get(variant)!
-      const dir = fresh()
+  it.concurrent.for(named)('$variant run killed at boundary $n ($at) resumes to the same end', { timeout: 60_000 }, async ({ variant, kills }) => {
+    const baseline = baselines.get(variant)!
+    const dir = fresh()
+    /** Each step's completions on disk after each kill. */
+    const atKills: Map<string, string[]>[] = []
+    for (const [i, [boundary, point]] of kills.entries()) {
       const crash = await slot(() => runFixture(dir, variant, [boundary, point]))
       expect(crash.signal, crash.err).toBe('SIGKILL')
-      const atKill = effectsOf(dir)
-      expect(atKill.killed).toBe(true)
+      const segment = effectsOf(dir)
+      expect(segment).toHaveLength(i + 2)
+      const effects = segment[i]!
 
       // The kill hit the boundary it was aimed at.
       const killed = await historyOf(dir)
       const completedAtKill = completions(killed)
+      atKills.push(completedAtKill)
       const { key: k, attempt } = boundary
       const recorded = completedAtKill.get(k) ?? []
       if (point === 'a') {
-        expect(starts(killed).has(`${k}#${attempt}`)).toBe(false)
-        expect(count(atKill.before, k)).toBe(0)
+        if (i === 0) expect(starts(killed).has(`${k}#${attempt}`)).toBe(false)
+        expect(count(effects, k)).toBe(0)
       } else if (point === 'b') {
         expect(recorded).toHaveLength(attempt - 1)
-        expect(count(atKill.before, k)).toBe(boundary.effect ? 1 : 0)
+        expect(count(effects, k)).toBe(boundary.effect ? 1 : 0)
         // The child step's effect is the child run: ended and on disk.
         if (k === key('ship')) expect(killed.metas.get(k)?.status).toBe('completed')
       } else {
         expect(recorded).toHaveLength(attempt)
       }
+    }
 
-      const resumed = await slot(() => runFixture(dir, variant))
-      expect(outcomeOf(resumed)).toEqual(baseline.outcome)
-      const { before, after } = effectsOf(dir)
-      const h = await historyOf(dir)
+    const resumed = await slot(() => runFixture(dir, variant))
+    expect(outcomeOf(resumed)).toEqual(baseline.outcome)
+    const segments = effectsOf(dir)
+    const all = segments.flat()
+    const h = await historyOf(dir)
 
-      // Every run ended, and each step's completion is recorded once, with the outcome it had without the crash.
-      for (const [id, meta] of h.metas) expect(meta.status, id).not.toBe('running')
-      expect(completions(h)).toEqual(baseline.completions)
+    // Every run ended, and each step's completion is recorded once, with the outcome it had without the crash.
+    for (const [id, meta] of h.metas) expect(meta.status, id).not.toBe('running')
+    expect(completions(h)).toEqual(baseline.completions)
 
-      // Each effect happened once per key, with the result it had without the crash; a second time
-      // only for a step whose effect happened and whose completion was not on disk, with the same result.
-      for (const k of baseline.results.keys()) {
-        const times = count(before, k) + count(after, k)
-        const again = count(before, k) === 1 && !finished(completedAtKill, k)
-        expect(times, `effects of ${k}`).toBe(again ? 2 : 1)
+    // Each effect happened once per key and process, with the result it had without the crash. It
+    // happened again in a later process only when it had happened and the step's completion was
+    // not on disk at the kill, and then it must have: at least once, never lost.
+    for (const k of baseline.results.keys()) {
+      const seen = segments.map((segment) => count(segment, k))
+      expect(Math.max(...seen), `effects of ${k} in one process: ${seen}`).toBe(1)
+      for (let s = 1; s < segments.length; s++) {
+        const earlier = seen.slice(0, s).some((n) => n > 0)
+        if (earlier && seen[s]! > 0) expect(finished(atKills[s - 1]!, k), `${k} again after kill ${s}`).toBe(false)
       }
-      for (const e of [...before, ...after]) expect(e.result, e.key).toEqual(baseline.results.get(e.key))
+      const last = segments.length - 1
+      if (seen.slice(0, last).some((n) => n > 0) && !finished(atKills[last - 1]!, k)) expect(seen[last], `${k} after the last kill`).toBe(1)
+    }
+    for (const e of all) expect(e.result, e.key).toEqual(baseline.results.get(e.key))
 
-      if (variant === 'fail') {
-        // Compensations newest first, each once: in the parent's history, and in effect (a repeat
-        // of the one in flight at the crash follows it directly).
-        const parent = h.events.get(RUN)!
-        const completedOrder = parent
-          .filter((e) => e.type === 'step-completed' && e.outcome === 'ok' && COMPENSATED.includes(key(e.step)))
-          .map((e) => (e as { step: string }).step)
-        expect(completedOrder.map(key)).toEqual(COMPENSATED)
-        const compensated = parent.filter((e) => e.type === 'compensated')
-        expect(compensated.map((e) => (e as { step: string; ok: boolean }).step)).toEqual([...completedOrder].reverse())
-        expect(compensated.every((e) => (e as { ok: boolean }).ok)).toBe(true)
-        const undone = [...before, ...after].map((e) => e.key).filter((k, i, all) => k.endsWith('.compensate') && all[i - 1] !== k)
-        expect(undone).toEqual(COMPENSATIONS)
-      }
-    },
-    60_000,
-  )
+    if (variant === 'fail') {
+      // Compensations newest first, each once: in the parent's history, and in effect (a repeat
+      // of the one in flight at the crash follows it directly).
+      const parent = h.events.get(RUN)!
+      const completedOrder = parent
+        .filter((e) => e.type === 'step-completed' && e.outcome === 'ok' && COMPENSATED.includes(key(e.step)))
+        .map((e) => (e as { step: string }).step)
+      expect(completedOrder.map(key)).toEqual(COMPENSATED)
+      const compensated = parent.filter((e) => e.type === 'compensated')
+      expect(compensated.map((e) => (e as { step: string; ok: boolean }).step)).toEqual([...completedOrder].reverse())
+      expect(compensated.every((e) => (e as { ok: boolean }).ok)).toBe(true)
+      const undone = all.map((e) => e.key).filter((k, i, all) => k.endsWith('.compensate') && all[i - 1] !== k)
+      expect(undone).toEqual(COMPENSATIONS)
+    }
+  })
 })
