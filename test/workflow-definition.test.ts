@@ -3,12 +3,12 @@
  * values), the compiled program word by word, references and conditions, and the content
  * version. No engine is involved: the same file runs in every project.
  */
-import { describe, expect, it } from 'vitest'
+import { describe, expect, expectTypeOf, it } from 'vitest'
 
 import { OrreryError } from '../ts/errors.js'
 import { branch, child, forEach, loop, parallel, quorum, scatterGather, sequence, sleep, step, waitFor, when, workflow } from '../ts/workflows/builder.js'
 import { compileWorkflow } from '../ts/workflows/compile.js'
-import type { Condition, InputSpec, WorkflowDefinition } from '../ts/workflows/definition.js'
+import type { Condition, InputSpec, WorkflowDefinition, WorkflowInput, WorkflowOutput } from '../ts/workflows/definition.js'
 import { buildInput, type DataScope, parseRef, resolveRef, testCondition } from '../ts/workflows/refs.js'
 import { validateDefinition } from '../ts/workflows/validate.js'
 import { canonicalJson, contentVersion } from '../ts/workflows/version.js'
@@ -91,6 +91,14 @@ describe('workflow builders', () => {
     expect(Object.isFrozen(def.root)).toBe(true)
     expect(json(def)).toEqual(def)
     expect(JSON.stringify(def)).not.toContain('~types')
+  })
+
+  it('carry the run input and output types, which the JSON never holds', () => {
+    const typed = workflow<{ url: string }, string>('t', sleep('z', 1))
+    expectTypeOf<WorkflowInput<typeof typed>>().toEqualTypeOf<{ url: string }>()
+    expectTypeOf<WorkflowOutput<typeof typed>>().toEqualTypeOf<string>()
+    expectTypeOf<WorkflowInput<WorkflowDefinition>>().toEqualTypeOf<unknown>()
+    expect(Object.keys(typed)).toEqual(['format', 'name', 'version', 'root'])
   })
 
   it('numbers unnamed containers in pre-order, skips ids taken, and keeps given ids', () => {
