@@ -263,18 +263,35 @@ fn check_run(d: &Driver) {
         other => panic!("status {other}"),
     }
     // (1) replaying the recorded inputs into a fresh core gives the same records and state.
+    let fresh = replay(d);
+    assert_eq!(format!("{:?}", fresh.runs.get(d.run)), format!("{:?}", d.w.runs.get(d.run)));
+}
+
+/// A fresh core fed the driver's recorded inputs: the same results and records, or a panic.
+fn replay(d: &Driver) -> Workflows {
     let mut fresh = Workflows::new();
     fresh.define(&d.program).unwrap();
     let run = fresh.start(0, SEED, 0.0).unwrap();
     assert_eq!(run, d.run);
-    let mut results = Vec::new();
-    for (input, _) in &d.inputs {
-        results.push(apply(&mut fresh, run, input));
+    for (input, result) in &d.inputs {
+        assert_eq!(&apply(&mut fresh, run, input), result, "{input:?}");
     }
-    let want: Vec<&String> = d.inputs.iter().map(|(_, r)| r).collect();
-    assert_eq!(results.iter().collect::<Vec<_>>(), want);
     assert_eq!(drain(&mut fresh), d.log);
-    assert_eq!(format!("{:?}", fresh.runs.get(run)), format!("{:?}", d.w.runs.get(d.run)));
+    fresh
+}
+
+/// Mid-run, a replayed core has the same work with the host as the live one: `outstanding`
+/// re-queues exactly the attempts and decisions in flight, in token order.
+fn check_outstanding(d: &mut Driver) {
+    let mut fresh = replay(d);
+    d.w.outstanding(d.run).unwrap();
+    let live = drain(&mut d.w);
+    fresh.outstanding(d.run).unwrap();
+    assert_eq!(drain(&mut fresh), live);
+    let mut inflight: Vec<u32> = d.w.inflight.keys().map(|&(_, token)| token).collect();
+    inflight.sort_unstable();
+    assert_eq!(live.iter().map(|r| r.token).collect::<Vec<_>>(), inflight);
+    assert!(live.iter().all(|r| matches!(r.kind, EXECUTE | COMPENSATE | DECIDE)));
 }
 
 const SEED: f64 = 12_345.678;
@@ -294,6 +311,7 @@ proptest! {
             }
             d.step(action, pick, extra);
         }
+        check_outstanding(&mut d);
         d.settle();
         check_run(&d);
         // Inputs on the finished run change nothing.
