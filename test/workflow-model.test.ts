@@ -20,10 +20,23 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import type { WorkflowCore } from '../ts/engines/backend.js'
 import { NO_DEADLINE, NODE_OUTCOMES, RUN_STATUSES, STEP_OUTCOMES, WORKFLOW_LAYOUT, WORKFLOW_NODES, WORKFLOW_RECORDS } from '../ts/engines/manifest.js'
-import { Orrery } from '../ts/node.js'
+import { Orrery, PermanentError, type StepContext, type Workflows } from '../ts/node.js'
 import { compileWorkflow, type CompiledWorkflow } from '../ts/workflows/compile.js'
 import { ENGINE } from './engine.js'
-import { Answers, buildDefinition, evaluate, indexPlaced, shapeArb, stepSucceeds, type Placed, type Shape } from './workflow-model.js'
+import {
+  Answers,
+  buildDefinition,
+  buildRuntimeDefinition,
+  evaluate,
+  evaluateRuntime,
+  indexPlaced,
+  rshapeArb,
+  runtimeOutcome,
+  shapeArb,
+  stepSucceeds,
+  type Placed,
+  type Shape,
+} from './workflow-model.js'
 
 const W = WORKFLOW_LAYOUT.recordWords
 const R = WORKFLOW_RECORDS
@@ -514,5 +527,123 @@ describe(`workflow core against a model (${ENGINE})`, () => {
     expect(seen.retries).toBeGreaterThan(80)
     expect(seen.scopes).toBeGreaterThan(60)
     expect(seen.joinCancels).toBeGreaterThan(30)
+  })
+})
+
+/** What the step functions of one runtime script saw, across a close and a resume. */
+interface Effects {
+  calls: number
+  /** Idempotency keys of attempts that returned, in order. */
+  returned: string[]
+  /** The outputs compensations were given (the compensated steps' keys), in order. */
+  undone: string[]
+}
+
+/**
+ * Registers `work` and `undo` on `wf`: `work` answers by its key and attempt; the `hangAt`th call
+ * (counted over `effects.calls`) never returns (until aborted) and resolves `reached`.
+ */
+function register(wf: Workflows, effects: Effects, seed: number, failRate: number, hangAt: number, reached: () => void) {
+  wf.register('work', (_input: unknown, ctx: StepContext) => {
+    if (++effects.calls === hangAt) {
+      reached()
+      return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
+    }
+    const outcome = runtimeOutcome(seed, failRate, ctx.idempotencyKey, ctx.attempt)
+    if (outcome === 'transient') throw new Error(`transient failure of ${ctx.idempotencyKey}`)
+    if (outcome === 'permanent') throw new PermanentError(`permanent failure of ${ctx.idempotencyKey}`)
+    effects.returned.push(ctx.idempotencyKey)
+    return ctx.idempotencyKey
+  })
+  wf.register('undo', (compensated: unknown) => {
+    effects.undone.push(String(compensated))
+  })
+}
+
+describe(`workflow runtime against a model (${ENGINE})`, () => {
+  it('ends with the status and output the model gives, also when closed mid-run and resumed from its history', async () => {
+    orrery ??= await Orrery.create({ engine: ENGINE })
+    const o = orrery
+    let resumed = 0
+    let failed = 0
+    await fc.assert(
+      fc.asyncProperty(
+        rshapeArb,
+        fc.record({ pick: fc.integer({ min: 0, max: 2 }), items: fc.array(fc.constant(0), { maxLength: 3 }) }),
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        fc.constantFrom(0.1, 0.3),
+        fc.integer({ min: 1, max: 12 }),
+        async (shape, input, seed, failRate, hangAt) => {
+          const definition = buildRuntimeDefinition('model', shape)
+          const verdict = evaluateRuntime(shape, 'r', input, seed, failRate)
+          const store = o.openStore()
+          const effects: Effects = { calls: 0, returned: [], undone: [] }
+          let reached!: () => void
+          const hung = new Promise<'hung'>((resolve) => {
+            reached = () => resolve('hung')
+          })
+          let wf = await o.workflows({ store })
+          try {
+            register(wf, effects, seed, failRate, hangAt, reached)
+            wf.define(definition)
+            let run = await wf.start('model', input, { id: 'r' })
+            const first = await Promise.race([
+              run.result().then(
+                () => 'settled' as const,
+                () => 'settled' as const,
+              ),
+              hung,
+            ])
+            if (first === 'hung') {
+              // Closed with an attempt in flight; opened again on the same store, the run is
+              // rebuilt from its history and goes on.
+              resumed++
+              await new Promise((resolve) => setTimeout(resolve, 0))
+              wf.close()
+              wf = await o.workflows({ store })
+              register(wf, effects, seed, failRate, 0, () => {})
+              wf.define(definition)
+              run = wf.get('r')!
+              expect(run, 'the run is found again after the reopen').toBeDefined()
+            }
+            let output: unknown
+            let error: unknown
+            try {
+              output = await run.result()
+            } catch (e) {
+              error = e
+            }
+            const status = run.status()
+            if (verdict.ok) {
+              expect(error, 'the run succeeds as the model says').toBeUndefined()
+              expect(status).toBe('completed')
+              expect(output).toEqual(verdict.output)
+              expect(effects.undone).toEqual([])
+            } else {
+              failed++
+              expect((error as { code?: string } | undefined)?.code, 'the run fails as the model says').toBe('STEP_FAILED')
+              const undone = new Set(effects.undone)
+              for (const key of verdict.must) expect(undone.has(key), `${key} must have been compensated`).toBe(true)
+              for (const key of undone) expect(verdict.may.has(key), `${key} cannot have been compensated`).toBe(true)
+              expect(status).toBe(undone.size > 0 ? 'compensated' : 'failed')
+              // Compensations: once each, newest completion first.
+              const completed = effects.returned.filter((k) => undone.has(k))
+              expect(effects.undone).toEqual(completed.reverse())
+            }
+            // Each step returned once per idempotency key, across the close and the resume.
+            expect(new Set(effects.returned).size, 'no step completed twice').toBe(effects.returned.length)
+            const history = run.history()
+            expect(history.map((e) => e.seq)).toEqual(history.map((_, i) => i + 1))
+            expect(history.at(-1)).toMatchObject({ type: 'run-finished', status })
+          } finally {
+            wf.close()
+            store.close()
+          }
+        },
+      ),
+      { numRuns: 150 },
+    )
+    expect(resumed).toBeGreaterThan(15)
+    expect(failed).toBeGreaterThan(15)
   })
 })

@@ -12,7 +12,7 @@
 import fc from 'fast-check'
 
 import { branch, forEach, loop, parallel, quorum, sequence, sleep, step, waitFor, when, workflow } from '../ts/workflows/builder.js'
-import type { Join, NodeDraft, WorkflowDefinition } from '../ts/workflows/definition.js'
+import type { Condition, Join, NodeDraft, WorkflowDefinition } from '../ts/workflows/definition.js'
 
 export type JoinShape = 'all' | 'any' | number
 
@@ -85,7 +85,7 @@ export interface Placed {
 }
 
 const RETRY = { initialMs: 10, maxMs: 40, factor: 2 }
-const cond = { path: '$input.flag', op: 'truthy' as const }
+const cond: Condition = { path: '$input.flag', op: 'truthy' }
 
 function joinOf(j: JoinShape): Join {
   return j === 'all' || j === 'any' ? j : quorum(j)
@@ -111,11 +111,16 @@ export function buildDefinition(shape: Shape, runTimeoutMs?: number): { definiti
           { fn: 'work' },
           {
             retry: { attempts: s.attempts, ...RETRY, jitter: true },
-            timeoutMs: s.timeout ? 30 : undefined,
-            compensate:
-              s.comp === null
-                ? undefined
-                : { run: { fn: 'undo' }, retry: { attempts: s.comp.attempts, ...RETRY, jitter: false }, timeoutMs: s.comp.timeout ? 30 : undefined },
+            ...(s.timeout ? { timeoutMs: 30 } : {}),
+            ...(s.comp === null
+              ? {}
+              : {
+                  compensate: {
+                    run: { fn: 'undo' },
+                    retry: { attempts: s.comp.attempts, ...RETRY, jitter: false },
+                    ...(s.comp.timeout ? { timeoutMs: 30 } : {}),
+                  },
+                }),
           },
         )
         break
@@ -123,7 +128,7 @@ export function buildDefinition(shape: Shape, runTimeoutMs?: number): { definiti
         draft = sequence(id, kids(s.kids))
         break
       case 'par':
-        draft = parallel(kids(s.kids), { id, join: joinOf(s.join), timeoutMs: s.timeout ? 200 : undefined })
+        draft = parallel(kids(s.kids), { id, join: joinOf(s.join), ...(s.timeout ? { timeoutMs: 200 } : {}) })
         break
       case 'branch': {
         const arms = kids(s.kids)
@@ -137,16 +142,16 @@ export function buildDefinition(shape: Shape, runTimeoutMs?: number): { definiti
       }
       case 'loop': {
         const [body] = kids([s.body])
-        draft = loop(s.until ? { until: cond, maxIterations: s.max, id } : { while: cond, maxIterations: s.max, id }, body!)
+        draft = loop({ ...(s.until ? { until: cond } : { while: cond }), maxIterations: s.max, id }, body!)
         break
       }
       case 'map': {
         const [body] = kids([s.body])
         draft = forEach('$input.items', body!, {
           id,
-          concurrency: s.concurrency === 0 ? undefined : s.concurrency,
           join: joinOf(s.join),
-          timeoutMs: s.timeout ? 200 : undefined,
+          ...(s.concurrency === 0 ? {} : { concurrency: s.concurrency }),
+          ...(s.timeout ? { timeoutMs: 200 } : {}),
         })
         break
       }
@@ -335,4 +340,128 @@ function gather(join: JoinShape, verdicts: Verdict[]): Verdict {
   // decide before the last one ends (a quorum out of reach), so only `all` and `any` say.
   const complete = (join === 'all' && ok) || (join === 'any' && !ok)
   return { ok, must: complete ? union(verdicts.map((v) => v.must)) : new Set(), may }
+}
+
+/** Runtime-level definitions: local steps in sequences, parallels, branches and forEach (joins: all). */
+export type RShape =
+  | { t: 'step'; attempts: number; comp: boolean }
+  | { t: 'seq'; kids: RShape[] }
+  | { t: 'par'; kids: RShape[] }
+  | { t: 'branch'; arms: RShape[]; otherwise: RShape }
+  | { t: 'each'; concurrency: number; body: RShape }
+
+export const rshapeArb: fc.Arbitrary<RShape> = fc.letrec<{ node: RShape }>((tie) => ({
+  node: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    { arbitrary: fc.record({ t: fc.constant('step' as const), attempts: fc.integer({ min: 1, max: 3 }), comp: fc.boolean() }), weight: 4 },
+    { arbitrary: fc.record({ t: fc.constant('seq' as const), kids: fc.array(tie('node'), { minLength: 2, maxLength: 3 }) }), weight: 3 },
+    { arbitrary: fc.record({ t: fc.constant('par' as const), kids: fc.array(tie('node'), { minLength: 1, maxLength: 3 }) }), weight: 2 },
+    {
+      arbitrary: fc.record({ t: fc.constant('branch' as const), arms: fc.array(tie('node'), { minLength: 1, maxLength: 2 }), otherwise: tie('node') }),
+      weight: 1,
+    },
+    { arbitrary: fc.record({ t: fc.constant('each' as const), concurrency: fc.integer({ min: 0, max: 2 }), body: tie('node') }), weight: 1 },
+  ),
+})).node
+
+/** `shape` as a definition named `name`: steps call `work` (compensations `undo`), branches test `$input.pick`, forEach walks `$input.items`. */
+export function buildRuntimeDefinition(name: string, shape: RShape): WorkflowDefinition {
+  let n = 0
+  const build = (s: RShape): NodeDraft => {
+    const id = `${s.t}${++n}`
+    switch (s.t) {
+      case 'step':
+        return step(
+          id,
+          { fn: 'work' },
+          { retry: { attempts: s.attempts, initialMs: 0, maxMs: 0, jitter: false }, ...(s.comp ? { compensate: { run: { fn: 'undo' } } } : {}) },
+        )
+      case 'seq':
+        return sequence(id, s.kids.map(build))
+      case 'par':
+        return parallel(s.kids.map(build), { id })
+      case 'branch': {
+        const arms = s.arms.map((a, i) => when({ path: '$input.pick', op: 'eq', value: i }, build(a)))
+        return branch(arms, build(s.otherwise), { id })
+      }
+      case 'each':
+        return forEach('$input.items', build(s.body), { id, ...(s.concurrency === 0 ? {} : { concurrency: s.concurrency }) })
+    }
+  }
+  return workflow(name, build(shape))
+}
+
+/** How a runtime step attempt goes: a pure function of the seed, its idempotency key and the attempt. */
+export function runtimeOutcome(seed: number, failRate: number, key: string, attempt: number): 'ok' | 'transient' | 'permanent' {
+  const u = uniform(seed, `${key}#${attempt}`)
+  if (u >= failRate) return 'ok'
+  return u < failRate * 0.6 ? 'transient' : 'permanent'
+}
+
+/** What a runtime run must end as: its output when ok, and the steps (idempotency keys, with a compensation) that must and may complete. */
+export interface RuntimeVerdict {
+  ok: boolean
+  output: unknown
+  must: Set<string>
+  may: Set<string>
+}
+
+/**
+ * The plain model of a runtime run: a step outputs its idempotency key (`<runId>/<id>[i]...`),
+ * a sequence its last child's output, a parallel or forEach the array of its children's, a
+ * branch its chosen arm's. Only steps that declared a compensation are tracked in must/may.
+ */
+export function evaluateRuntime(shape: RShape, runId: string, input: { pick: number; items: unknown[] }, seed: number, failRate: number): RuntimeVerdict {
+  let n = 0
+  const ev = (s: RShape, indices: string): RuntimeVerdict => {
+    const id = `${s.t}${++n}`
+    switch (s.t) {
+      case 'step': {
+        const key = `${runId}/${id}${indices}`
+        let ok = false
+        for (let a = 1; a <= s.attempts; a++) {
+          const o = runtimeOutcome(seed, failRate, key, a)
+          if (o === 'ok') ok = true
+          if (o !== 'transient') break
+        }
+        const done = ok && s.comp ? new Set([key]) : new Set<string>()
+        return { ok, output: ok ? key : undefined, must: done, may: new Set(done) }
+      }
+      case 'seq': {
+        const vs: RuntimeVerdict[] = []
+        let failed = false
+        // Every child is walked (numbering ids), but those after a failure add nothing.
+        for (const k of s.kids) {
+          const v = ev(k, indices)
+          if (!failed) vs.push(v)
+          failed ||= !v.ok
+        }
+        return { ok: !failed, output: vs.at(-1)!.output, must: union(vs.map((v) => v.must)), may: union(vs.map((v) => v.may)) }
+      }
+      case 'par':
+        return all(s.kids.map((k) => ev(k, indices)))
+      case 'branch': {
+        const vs = [...s.arms, s.otherwise].map((k) => ev(k, indices))
+        return vs[Math.min(input.pick, s.arms.length)]!
+      }
+      case 'each': {
+        const start = n
+        const vs = input.items.map((_, i) => {
+          n = start
+          return ev(s.body, `${indices}[${i}]`)
+        })
+        if (input.items.length === 0) {
+          // Number the body's ids anyway.
+          ev(s.body, indices)
+        }
+        return all(vs)
+      }
+    }
+  }
+  return ev(shape, '')
+}
+
+function all(vs: RuntimeVerdict[]): RuntimeVerdict {
+  const ok = vs.every((v) => v.ok)
+  return { ok, output: vs.map((v) => v.output), must: ok ? union(vs.map((v) => v.must)) : new Set(), may: union(vs.map((v) => v.may)) }
 }
