@@ -208,7 +208,10 @@ describe('workflows: patterns', () => {
     expect(keys).toEqual(['u/inc[0]', 'u/inc[1]', 'u/inc[2]', 'u/inc[3]'])
     wf.define(workflow('bounded', loop({ until: { path: '$input', op: 'truthy' }, maxIterations: 2 }, step('inc', { fn: 'inc' }))))
     const bounded = await wf.start('bounded', false)
-    expect((await errorOf(() => bounded.result()))?.code).toBe('STEP_FAILED')
+    const limit = (await errorOf(() => bounded.result())) as { code?: string; cause?: { code?: string }; details?: Record<string, unknown> }
+    expect(limit.code).toBe('STEP_FAILED')
+    expect(limit.cause?.code).toBe('LOOP_LIMIT')
+    expect(limit.details?.['step']).toBe('loop-1')
     expect(bounded.status()).toBe('failed')
   })
 
@@ -485,6 +488,28 @@ describe('workflows: failures', () => {
 })
 
 describe('workflows: runs', () => {
+  it('times a whole run out, from its definition or its start', async () => {
+    const { wf } = await setup()
+    wf.register('hang', hang)
+    wf.define(workflow('stuck', sequence(step('a', { fn: 'hang' }), step('b', { fn: 'hang' }))))
+    wf.define(workflow('limited', step('a', { fn: 'hang' }, { retry: { attempts: 3 } }), { timeoutMs: 300 }))
+    const given = await wf.start('stuck', null, { timeoutMs: 200 })
+    const defined = await wf.start('limited', null)
+    const free = await wf.start('stuck', null)
+    const givenError = errorOf(() => given.result())
+    const definedError = errorOf(() => defined.result())
+    await advance(199)
+    expect(given.status()).toBe('running')
+    await advance(1)
+    expect((await givenError) as unknown).toMatchObject({ code: 'STEP_FAILED', cause: expect.objectContaining({ code: 'TIMEOUT' }) })
+    await advance(100)
+    expect((await definedError)?.code).toBe('STEP_FAILED')
+    // One attempt, cut by the run's timeout: a run timeout is no step timeout to retry after.
+    expect(defined.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+    expect(free.status()).toBe('running')
+    expect(given.definition.version).toBe(free.definition.version)
+  })
+
   it('starts idempotently: the same id is the same run; another workflow is RUN_EXISTS', async () => {
     const { wf } = await setup()
     let calls = 0

@@ -49,8 +49,9 @@ interface EventBase {
 
 /** Something that happened in a run, as recorded in its history and seen on `run.events`. */
 export type WorkflowEvent = EventBase &
+  /** The run's input is in its meta record. */
   (
-    | { readonly type: 'started'; readonly input: unknown }
+    | { readonly type: 'started' }
     | { readonly type: 'step-started'; readonly step: string; readonly attempt: number; readonly key: string; readonly compensation: boolean }
     | {
         readonly type: 'step-completed'

@@ -11,7 +11,7 @@ import { OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
 import type { CompiledWorkflow } from './compile.js'
 import { RunData } from './data.js'
-import type { Executor, Outcome } from './executor.js'
+import { AttemptContext, type Executor, type Outcome } from './executor.js'
 import { restoreError, storeError, type History, type NewEvent, type RunMeta, type RunStatus, type WorkflowEvent } from './history.js'
 import { buildInput } from './refs.js'
 
@@ -38,7 +38,8 @@ interface Attempt {
   readonly scope: number
   readonly attempt: number
   readonly compensation: boolean
-  readonly abort: AbortController
+  /** Made when the attempt is executed (not while replaying). */
+  context: AttemptContext | undefined
 }
 
 /** @internal A run in progress (see {@link WorkflowRun} for its public handle). */
@@ -53,9 +54,6 @@ export class Run {
   /** Errors of failed attempts and decisions, by token: the run's error names one. */
   private readonly errors = new Map<number, unknown>()
   private readonly failedCompensations: { step: string; error: unknown }[] = []
-  /** Decisions that threw, by `<scope>/<node>`, and the first node that failed with no step to blame. */
-  private readonly decisionErrors = new Map<string, unknown>()
-  private nodeFailure: { node: number; error: Error } | undefined
   private cancelled = false
   private readonly subject = new Subject<WorkflowEvent>()
   private outcome: { ok: true; value: unknown } | { ok: false; error: Error } | undefined
@@ -96,7 +94,7 @@ export class Run {
   /** Starts the run in the core (recorded as its first event). */
   begin(): void {
     const now = this.host.now()
-    this.record({ type: 'started', at: now, input: this.meta.input })
+    this.record({ type: 'started', at: now })
     this.handle = this.host.core.start(this.def, this.meta.seed, now)
     this.host.bind(this)
     this.host.pump()
@@ -255,14 +253,14 @@ export class Run {
       case WORKFLOW_RECORDS.cancel: {
         const attempt = this.attempts.get(token)
         this.attempts.delete(token)
-        attempt?.abort.abort(new OrreryError('RUN_CANCELLED', `attempt ${attempt.attempt} of step ${this.compiled.nodes[attempt.node]!.id} was cancelled`))
+        attempt?.context?.abort(new OrreryError('RUN_CANCELLED', `attempt ${attempt.attempt} of step ${this.compiled.nodes[attempt.node]!.id} was cancelled`))
         return
       }
       case WORKFLOW_RECORDS.scope:
         this.data.addScope(token, node, scope, a)
         return
       case WORKFLOW_RECORDS['node-done']:
-        return this.nodeDone(node, scope, a, b)
+        return this.nodeDone(node, scope, a)
       case WORKFLOW_RECORDS.retry:
         this.record({ type: 'retry', at: this.host.now(), step: this.compiled.nodes[node]!.id, attempt: a, when: b })
         return
@@ -283,11 +281,13 @@ export class Run {
   }
 
   private execute(token: number, node: number, scope: number, attempt: number, compensation: boolean, compensated: number): void {
-    const abort = new AbortController()
-    this.attempts.set(token, { node, scope, attempt, compensation, abort })
+    const entry: Attempt = { node, scope, attempt, compensation, context: undefined }
+    this.attempts.set(token, entry)
     if (this.replaying) return
     const def = this.compiled.nodes[node]!
     const key = this.key(def.id, scope)
+    const context = new AttemptContext(this.id, def.id, attempt, key)
+    entry.context = context
     this.record({ type: 'step-started', at: this.host.now(), step: def.id, attempt, key, compensation })
     const data = this.data.dataScope(scope)
     let input: unknown
@@ -302,7 +302,6 @@ export class Run {
     const parent = this.compiled.parent[node]!
     const owner = parent >= 0 ? this.compiled.nodes[parent] : undefined
     const call = owner?.kind === 'scatterGather' ? { agent: String(data.item), node: owner } : undefined
-    const context = { runId: this.id, step: def.id, attempt, idempotencyKey: key, signal: abort.signal }
     void this.host.executor.run(def, input, context, call).then((outcome) => this.complete(token, outcome))
   }
 
@@ -319,15 +318,14 @@ export class Run {
         value = this.host.executor.decide(def, data)
       }
     } catch (error) {
-      this.decisionErrors.set(`${scope}/${node}`, error)
+      this.errors.set(token, error)
       value = -2
     }
     this.decide(token, value, items, node)
   }
 
-  private nodeDone(node: number, scope: number, outcome: number, leaf: number): void {
+  private nodeDone(node: number, scope: number, outcome: number): void {
     const def = this.compiled.nodes[node]!
-    if (outcome === NODE_OUTCOMES.failed && leaf === 0 && this.nodeFailure === undefined) this.nodeFailure = { node, error: this.whyFailed(node, scope) }
     // A wait that ends ok took a signal (one that timed out and went on is `skipped`).
     if (outcome === NODE_OUTCOMES.ok && def.kind === 'waitFor') this.data.setOutput(node, scope, this.data.takeSignal(def.signal))
     this.data.setOutcome(node, scope, outcome)
@@ -336,14 +334,17 @@ export class Run {
       const aggregate = this.host.mappings.get(def.aggregate.fn)
       this.data.setOutput(node, scope, aggregate ? aggregate(all) : all)
     }
+    // A step that ended ok said so in its step-completed event: one write less per step.
+    if (outcome === NODE_OUTCOMES.ok && this.data.kind(node) === WORKFLOW_NODES.step) return
     this.record({ type: 'node-done', at: this.host.now(), node: def.id, outcome: NODE_OUTCOME_NAMES[outcome] ?? 'failed' })
   }
 
-  /** Why a node failed that no step failure explains: its decision threw, a loop limit, a timeout. */
-  private whyFailed(node: number, scope: number): Error {
+  /**
+   * Why a node failed when no step error or decision error is recorded under the failing token:
+   * a loop decided past its limit, or the token is a timer (a timeout).
+   */
+  private whyFailed(node: number): Error {
     const id = this.compiled.nodes[node]!.id
-    const decision = this.decisionErrors.get(`${scope}/${node}`)
-    if (decision !== undefined) return decision instanceof Error ? decision : new Error(String(decision))
     if (this.data.kind(node) === WORKFLOW_NODES.loop) {
       return new OrreryError('LOOP_LIMIT', `loop ${id} would go on past its maxIterations`, { details: { step: id } })
     }
@@ -352,7 +353,7 @@ export class Run {
 
   private finish(status: RunStatus, failedNode: number, failedToken: number): void {
     this.status = status
-    for (const attempt of this.attempts.values()) attempt.abort.abort(new OrreryError('RUN_CANCELLED', `run ${this.id} ended`))
+    for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('RUN_CANCELLED', `run ${this.id} ended`))
     this.attempts.clear()
     const now = this.host.now()
     let output: unknown
@@ -392,9 +393,8 @@ export class Run {
       details['compensations'] = this.failedCompensations.map((f) => ({ step: f.step, error: storeError(f.error) }))
     }
     if (this.cancelled && failedNode < 0) return new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (${status})`, { details })
-    const origin = failedNode >= 0 ? failedNode : this.nodeFailure?.node
-    const stepId = origin === undefined ? undefined : this.compiled.nodes[origin]?.id
-    const cause = thrown ?? this.errors.get(failedToken) ?? this.nodeFailure?.error
+    const stepId = failedNode >= 0 ? this.compiled.nodes[failedNode]?.id : undefined
+    const cause = thrown ?? this.errors.get(failedToken) ?? (failedNode >= 0 ? this.whyFailed(failedNode) : undefined)
     if (stepId !== undefined) details['step'] = stepId
     const reason = cause instanceof Error ? cause.message : cause === undefined ? 'a node failed' : String(cause)
     return new OrreryError('STEP_FAILED', `run ${this.id}${stepId === undefined ? '' : `: step ${stepId}`} failed: ${reason} (${status})`, {
@@ -427,7 +427,7 @@ export class Run {
   /** Abandons the run (its Workflows closes): attempts are aborted, waiters hear CLOSED. */
   abandon(): void {
     if (this.status !== 'running') return
-    for (const attempt of this.attempts.values()) attempt.abort.abort(new OrreryError('CLOSED', 'the workflows are closed'))
+    for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('CLOSED', 'the workflows are closed'))
     this.attempts.clear()
     this.subject.complete()
     const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)

@@ -58,16 +58,19 @@ export interface StepSchemas<I extends StandardSchemaV1 | undefined, O extends S
   output?: O
 }
 
+interface Timed {
+  readonly compiled: CompiledWorkflow
+  readonly def: number
+}
+
 interface Version {
   readonly compiled: CompiledWorkflow
   readonly def: number
-  /** Core definitions of this version with another run timeout, by timeout. */
-  readonly timed: Map<number, number>
+  /** This version compiled with a run timeout given at start, by timeout. */
+  readonly timed: Map<number, Timed>
 }
 
 const RECORD_WORDS = WORKFLOW_LAYOUT.recordWords
-/** Where the root node's timeout sits in a program: after the format and node count, word 6 of node 0. */
-const ROOT_TIMEOUT = 2 + 6
 
 export class Workflows {
   private readonly steps = new Map<string, RegisteredStep>()
@@ -203,18 +206,20 @@ export class Workflows {
     return version
   }
 
-  /** The core definition of a version with a run timeout given at start. */
-  private defWithTimeout(version: Version, timeoutMs: number | undefined): number {
-    if (timeoutMs === undefined) return version.def
-    let def = version.timed.get(timeoutMs)
-    if (def === undefined) {
-      const program = version.compiled.program.slice()
-      // The root node's timeout word (node 0's words start after the format and count).
-      program[ROOT_TIMEOUT] = Math.min(timeoutMs, program[ROOT_TIMEOUT]!)
-      def = this.core.define(program)
-      version.timed.set(timeoutMs, def)
+  /**
+   * A version as a run with a timeout given at start runs it: compiled again with that run
+   * timeout (the run stays pinned to the version it was started on).
+   */
+  private withTimeout(version: Version, timeoutMs: number | undefined): Timed {
+    if (timeoutMs === undefined || timeoutMs === Infinity) return version
+    let timed = version.timed.get(timeoutMs)
+    if (timed === undefined) {
+      const { version: _version, ...definition } = version.compiled.definition
+      const compiled = compileWorkflow({ ...definition, timeoutMs: Math.min(timeoutMs, definition.timeoutMs ?? Infinity) })
+      timed = { compiled, def: this.core.define(compiled.program) }
+      version.timed.set(timeoutMs, timed)
     }
-    return def
+    return timed
   }
 
   /** A version from the store (a run pinned to it resumes), `WORKFLOW_NOT_FOUND` when it is gone. */
@@ -267,7 +272,8 @@ export class Workflows {
       startedAt: this.clock(),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
     }
-    const run = new Run(this.host, meta, version.compiled, this.defWithTimeout(version, timeoutMs))
+    const timed = this.withTimeout(version, timeoutMs)
+    const run = new Run(this.host, meta, timed.compiled, timed.def)
     this.runs.set(id, run)
     const ack = this.history.putMeta(meta)
     run.begin()
@@ -348,7 +354,8 @@ export class Workflows {
     for (const meta of this.history.metas()) {
       if (FINAL_STATUSES.has(meta.status)) continue
       const version = this.stored(meta.definition, meta.version)
-      const run = new Run(this.host, meta, version.compiled, this.defWithTimeout(version, meta.timeoutMs))
+      const timed = this.withTimeout(version, meta.timeoutMs)
+      const run = new Run(this.host, meta, timed.compiled, timed.def)
       this.runs.set(meta.id, run)
       run.replay(this.history.events(meta.id))
       if (run.status === 'running') restored.push(run)
