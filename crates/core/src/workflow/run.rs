@@ -4,11 +4,12 @@
 //! per instance). Starting a frame starts what it needs at once (recursively, so the depth is
 //! bounded by the program's nesting) and returns whether it already finished; a finish that
 //! comes later (a step's outcome, a decision, a timer) walks up through the parents in a loop.
-//! Either way no call recurses over siblings, so a sequence of a million empty steps cannot
-//! overflow the stack.
+//! Either way no call recurses over siblings, so a sequence of thousands of empty children
+//! cannot overflow the stack.
 //!
-//! Frames live in one `Vec` per run, reused through a free list, and find each other by index:
-//! an idle run waiting on a signal holds two or three small frames and nothing else.
+//! Frames live in one `Vec` per run, reused through a free list, and point at their parent by
+//! index; tokens and timers find their frame through the maps in `Ctx`. A run idle on a signal
+//! holds two 52-byte frames and nothing else.
 
 use super::codes::{
     BRANCH, CANCEL, COMPENSATE, DECIDE, DONE_CANCELLED, DONE_FAILED, DONE_OK, DONE_SKIPPED, EXECUTE, JOIN_ALL,
