@@ -334,8 +334,6 @@ export class Run {
       const aggregate = this.host.mappings.get(def.aggregate.fn)
       this.data.setOutput(node, scope, aggregate ? aggregate(all) : all)
     }
-    // A step that ended ok said so in its step-completed event: one write less per step.
-    if (outcome === NODE_OUTCOMES.ok && this.data.kind(node) === WORKFLOW_NODES.step) return
     this.record({ type: 'node-done', at: this.host.now(), node: def.id, outcome: NODE_OUTCOME_NAMES[outcome] ?? 'failed' })
   }
 
