@@ -404,11 +404,46 @@ const orrery = (scenario) => ENGINES.map((engine) => [`orrery-${engine}`, scenar
 
 const SCENARIOS = [
   { id: 'seq-3', contenders: orrery(seq3) },
-  { id: 'seq-3-durable', rounds: 3, contenders: [...orrery(seq3Durable), ['sqlite-checkpoint', sqliteCheckpoint()]] },
+  {
+    id: 'seq-3-durable',
+    rounds: 3,
+    contenders: [...orrery(seq3Durable), ['sqlite-checkpoint', sqliteCheckpoint()]],
+    derive: (r, id, all) =>
+      id === 'sqlite-checkpoint' ? {} : { vs_sqlite_checkpoint: Math.round((r.msgs_per_sec / all['sqlite-checkpoint'].msgs_per_sec) * 100) / 100 },
+  },
   { id: 'fanout-100', contenders: orrery(fanout) },
   { id: 'concurrent-10k', contenders: orrery(concurrent) },
   // One fresh process per engine: the reading is the memory of a million runs, not of rounds.
   { id: 'idle-1m', warmups: 0, rounds: 1, fresh: true, replyMs: IDLE_BUDGET_MS + 180_000, contenders: orrery(idle) },
 ]
 
-await runSuite({ name: 'workflow', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, unit: 'runs/s' })
+/** The issue's targets, each contender's best against them, printed under the table. */
+function targets(results) {
+  const lines = ['', 'targets (best rounds):']
+  const each = (scenario, what, figure, ok) => {
+    for (const [id, r] of Object.entries(results[scenario] ?? {})) {
+      if (id.startsWith('orrery-')) lines.push(`  ${scenario} ${id}: ${what} ${figure(r)} ${ok(r) ? 'met' : 'NOT met'}`)
+    }
+  }
+  each(
+    'seq-3',
+    'overhead p99 <= 50 µs:',
+    (r) => `${r.best.p99_us} µs`,
+    (r) => r.best.p99_us <= 50,
+  )
+  each(
+    'seq-3-durable',
+    '>= 2x sqlite-checkpoint:',
+    (r) => `${r.best.vs_sqlite_checkpoint}x`,
+    (r) => r.best.vs_sqlite_checkpoint >= 2,
+  )
+  each(
+    'idle-1m',
+    'RSS <= 2 GiB for 1M waiting runs:',
+    (r) => `${r.extra.rss_mb} MB for ${r.extra.runs} runs`,
+    (r) => r.extra.runs === 1_000_000 && r.extra.rss_mb <= 2048,
+  )
+  return lines
+}
+
+await runSuite({ name: 'workflow', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, unit: 'runs/s', after: targets })
