@@ -140,6 +140,7 @@ assert.equal(site.size, 1) // the draft's page was unpublished
 const ignored = await wf.start(pipeline, { url: 'old', channel: '#docs' })
 const timedOut = await ignored.result().catch((e: unknown) => e)
 assert.ok(isOrreryError(timedOut, 'STEP_FAILED') && timedOut.details['step'] === 'review')
+assert.ok(isOrreryError(timedOut.cause, 'TIMEOUT'))
 assert.equal(ignored.status(), 'failed')
 
 // A cancel: steps in flight are aborted (their ctx.signal), completed ones compensated.
@@ -264,11 +265,12 @@ await assert.rejects(wf.start(triage, { size: 1, urgent: true }, { id: 'doc-guid
 assert.throws(() => workflow('twice', sequence(sleep('nap', 1), sleep('nap', 1))), (e) => isOrreryError(e, 'DEFINITION_INVALID'))
 wf.define(workflow('unready', step('x', { fn: 'not-registered' })))
 await assert.rejects(wf.start('unready', null), (e) => isOrreryError(e, 'STEP_NOT_REGISTERED'))
-// A loop that would go past maxIterations fails (LOOP_LIMIT), and with it the run.
+// A loop that would go past maxIterations fails, and with it the run: the cause says LOOP_LIMIT.
 const endless = workflow('endless', loop({ while: { path: '$input', op: 'truthy' }, maxIterations: 3, id: 'forever' }, step('check', { fn: 'poll' })))
 wf.define(endless)
 const limit = await (await wf.start(endless, true)).result().catch((e: unknown) => e)
 assert.ok(isOrreryError(limit, 'STEP_FAILED') && limit.details['step'] === 'forever')
+assert.ok(isOrreryError(limit.cause, 'LOOP_LIMIT'))
 // #endregion
 
 assert.deepEqual(
