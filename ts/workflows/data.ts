@@ -20,6 +20,32 @@ interface Scope {
 /** How a node ended in a scope (NODE_OUTCOMES). */
 const OK = 0
 
+/** What every run of a compiled workflow shares: node kinds, and each node's nearest enclosing LOOP/MAP. */
+interface Shape {
+  readonly kinds: Float64Array
+  readonly owner: Int32Array
+}
+
+const shapes = new WeakMap<CompiledWorkflow, Shape>()
+
+function shapeOf(compiled: CompiledWorkflow): Shape {
+  let shape = shapes.get(compiled)
+  if (shape) return shape
+  const { program, parent } = compiled
+  const count = program[1]!
+  const kinds = new Float64Array(count)
+  for (let i = 0; i < count; i++) kinds[i] = program[2 + i * NODE_WORDS]!
+  const owner = new Int32Array(count)
+  for (let i = 0; i < count; i++) {
+    let p = parent[i]!
+    while (p >= 0 && kinds[p] !== WORKFLOW_NODES.loop && kinds[p] !== WORKFLOW_NODES.map) p = parent[p]!
+    owner[i] = p
+  }
+  shape = { kinds, owner }
+  shapes.set(compiled, shape)
+  return shape
+}
+
 export class RunData {
   private readonly scopes = new Map<number, Scope>([[0, { parent: -1, node: -1, index: 0 }]])
   /** Scopes by `<parent scope>/<node>`, in index order. */
@@ -39,16 +65,9 @@ export class RunData {
     readonly compiled: CompiledWorkflow,
     readonly input: unknown,
   ) {
-    const { program, parent } = compiled
-    const count = program[1]!
-    this.kinds = new Float64Array(count)
-    for (let i = 0; i < count; i++) this.kinds[i] = program[2 + i * NODE_WORDS]!
-    this.owner = new Int32Array(count)
-    for (let i = 0; i < count; i++) {
-      let p = parent[i]!
-      while (p >= 0 && this.kinds[p] !== WORKFLOW_NODES.loop && this.kinds[p] !== WORKFLOW_NODES.map) p = parent[p]!
-      this.owner[i] = p
-    }
+    const shape = shapeOf(compiled)
+    this.kinds = shape.kinds
+    this.owner = shape.owner
   }
 
   kind(node: number): number {

@@ -55,12 +55,13 @@ export class Run {
   private readonly errors = new Map<number, unknown>()
   private readonly failedCompensations: { step: string; error: unknown }[] = []
   private cancelled = false
-  private readonly subject = new Subject<WorkflowEvent>()
+  /** Made when someone follows the run's events. */
+  private subject: Subject<WorkflowEvent> | undefined
+  private stream: Stream<WorkflowEvent> | undefined
   private outcome: { ok: true; value: unknown } | { ok: false; error: Error } | undefined
   private readonly waiters: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = []
   /** The last write's acknowledgement (a Promise on a durable store). */
   private lastAck: number | Promise<number> = 0
-  readonly events: Stream<WorkflowEvent>
 
   constructor(
     private readonly host: RunHost,
@@ -69,14 +70,27 @@ export class Run {
     private readonly def: number,
   ) {
     this.data = new RunData(compiled, meta.input)
+  }
+
+  /** The run's events from now on; complete when it ends (at once for an ended run). */
+  get events(): Stream<WorkflowEvent> {
+    if (this.stream) return this.stream
+    const ended = this.status !== 'running' || this.abandoned !== undefined
+    if (!ended) this.subject ??= new Subject<WorkflowEvent>()
     const subject = this.subject
-    this.events = new Stream<WorkflowEvent>({
+    this.stream = new Stream<WorkflowEvent>({
       start(sink) {
+        // A Subject that completed completes a late subscriber at once.
+        if (!subject) {
+          sink.complete()
+          return { stop: () => {}, setPaused: () => {} }
+        }
         const subscription = subject.subscribe(sink)
         return { stop: () => subscription.unsubscribe(), setPaused: () => {} }
       },
       unhandled: (error) => console.error('Orrery: a run.events subscriber threw:', error),
     })
+    return this.stream
   }
 
   get id(): string {
@@ -88,7 +102,7 @@ export class Run {
     const full = { ...event, seq: ++this.seq } as WorkflowEvent
     this.lastAck = this.host.history.append(this.id, full)
     if (this.lastAck instanceof Promise) this.lastAck.catch(() => {})
-    this.subject.next(full)
+    this.subject?.next(full)
   }
 
   /** Starts the run in the core (recorded as its first event). */
@@ -370,7 +384,7 @@ export class Run {
     const meta: RunMeta = { ...this.meta, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
     const ack = this.host.history.putMeta(meta)
     this.outcome = error === undefined ? { ok: true, value: output } : { ok: false, error }
-    this.subject.complete()
+    this.subject?.complete()
     this.host.ended(this)
     // The result is given once the end is on disk (at once in memory).
     Promise.resolve(this.lastAck)
@@ -427,7 +441,7 @@ export class Run {
     if (this.status !== 'running') return
     for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('CLOSED', 'the workflows are closed'))
     this.attempts.clear()
-    this.subject.complete()
+    this.subject?.complete()
     const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
     for (const waiter of this.waiters.splice(0)) waiter.reject(error)
