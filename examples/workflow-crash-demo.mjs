@@ -160,18 +160,20 @@ function describe(e, t0) {
     case 'compensated':
       return `${head}compensated    ${e.step} ${e.ok ? 'ok' : 'FAILED'}`
     case 'run-finished':
-      return `${head}run-finished   ${e.status}${e.error ? `: ${e.error.code} ${e.error.message}` : ` -> ${short(e.output)}`}`
+      return `${head}run-finished   ${e.status}${e.error ? ` (${e.error.code} at step ${e.error.details?.step})` : ` -> ${short(e.output)}`}`
     default:
       return undefined
   }
 }
 
-function printHistory(run, resumedAfter) {
+/** A run's history; `brief` stands for the events process 1 recorded, in one line. */
+function printHistory(run, resumedAfter, brief) {
   const events = run.history()
   const t0 = events[0].at
   console.log(`\n  history of ${run.id} (${run.definition.name} ${run.definition.version}):`)
+  if (brief) console.log(`     1-${resumedAfter} in process 1: ${brief}`)
   for (const e of events) {
-    const line = describe(e, t0)
+    const line = e.seq > (brief ? resumedAfter : 0) && describe(e, t0)
     if (line) console.log(line)
     if (e.seq === resumedAfter) console.log('       --- process 1 killed; process 2 replays the events above and goes on ---')
   }
@@ -195,12 +197,8 @@ async function second(dir) {
   const a = wf.get('doc-a')
   const b = wf.get('doc-b')
   const before = { a: a.history().length, b: b.history().length }
-  console.log(
-    `  process ${process.pid}: runs to resume: ${wf
-      .list({ status: 'running' })
-      .map((r) => r.id)
-      .join(', ')}`,
-  )
+  const running = wf.list({ status: 'running' }).map((r) => `${r.id} (${r.id === 'doc-a' ? before.a : before.b} events on disk)`)
+  console.log(`  process ${process.pid}: opens the same store; runs to resume: ${running.join(', ')}`)
   const result = await a.result()
   b.signal('approve', { by: 'ana' })
   const failure = await b.result().then(
@@ -209,16 +207,15 @@ async function second(dir) {
   )
   await store.flushed()
 
-  printHistory(a, before.a)
+  printHistory(a, before.a, undefined)
   console.log(`  result: ${short(result)}`)
-  printHistory(b, before.b)
+  printHistory(b, before.b, 'fetched (after a 503 and a retry), summarized and tagged; waiting for review')
   console.log(`  result: ${failure.code} (${failure.details.status}); ${failure.cause?.message}`)
 
   const { pages, writes } = site.read()
   const publishes = a.history().filter((e) => e.type === 'step-started' && e.step === 'publish')
-  console.log(
-    `\n  doc-a's publish ran ${publishes.length} times with key ${publishes[0].key}; the site wrote ${writes} pages and keeps ${Object.keys(pages).join(', ')}`,
-  )
+  console.log(`\n  doc-a's publish ran ${publishes.length} times (once per process) with one key; the site wrote its page once.`)
+  console.log(`  doc-b's page was written, then unpublished by the saga. Pages left: ${Object.keys(pages).join(', ')}`)
 
   // What the demo shows, checked.
   assert.equal(result, 'posted docs/store.md to #docs')
