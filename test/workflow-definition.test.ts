@@ -6,7 +6,24 @@
 import { describe, expect, expectTypeOf, it } from 'vitest'
 
 import { OrreryError } from '../ts/errors.js'
-import { branch, child, forEach, loop, parallel, quorum, scatterGather, sequence, sleep, step, waitFor, when, workflow } from '../ts/workflows/builder.js'
+import {
+  branch,
+  child,
+  continueAsNew,
+  delegate,
+  forEach,
+  loop,
+  parallel,
+  pipeline,
+  quorum,
+  scatterGather,
+  sequence,
+  sleep,
+  step,
+  waitFor,
+  when,
+  workflow,
+} from '../ts/workflows/builder.js'
 import { compileWorkflow } from '../ts/workflows/compile.js'
 import type { Condition, InputSpec, WorkflowDefinition, WorkflowInput, WorkflowOutput } from '../ts/workflows/definition.js'
 import { buildInput, type DataScope, parseRef, resolveRef, testCondition } from '../ts/workflows/refs.js'
@@ -42,6 +59,7 @@ const LOOP = 4
 const MAP = 5
 const SLEEP = 6
 const WAIT = 7
+const PIPELINE = 8
 
 function program(...parts: number[][]): number[] {
   return parts.flat()
@@ -1014,5 +1032,272 @@ describe('content version', () => {
     expect(compileWorkflow(json(hashed)).definition.version).toBe(hashed.version)
     const edited = { ...json(hashed), root: { kind: 'sleep', id: 'z', ms: 2 } }
     expect(refused(() => compileWorkflow(edited)).message).toContain(`is ${hashed.version}, but the definition's content hashes to sha256:`)
+  })
+})
+
+describe('pipeline, continueAsNew and delegate (wave 3)', () => {
+  it('build plain JSON, undefined options left out', () => {
+    expect(pipeline('p', '$input.docs', [step('parse', f('parse'), { input: '$item' }), step('store', f('store'))], { buffer: 4, timeoutMs: 900 })).toEqual({
+      kind: 'pipeline',
+      id: 'p',
+      items: '$input.docs',
+      stages: [
+        { kind: 'step', id: 'parse', run: { fn: 'parse' }, input: '$item' },
+        { kind: 'step', id: 'store', run: { fn: 'store' } },
+      ],
+      buffer: 4,
+      timeoutMs: 900,
+    })
+    expect(pipeline('p', '$input', [sleep('z', 1)])).toEqual({ kind: 'pipeline', id: 'p', items: '$input', stages: [{ kind: 'sleep', id: 'z', ms: 1 }] })
+    expect(continueAsNew('again', { input: { n: '$steps.count' } })).toEqual({ kind: 'continueAsNew', id: 'again', input: { n: '$steps.count' } })
+    expect(continueAsNew('again')).toEqual({ kind: 'continueAsNew', id: 'again' })
+    expect(delegate('d', 'plan@^2', { input: '$input.goal', timeoutMs: 60_000, retry: { attempts: 2 } })).toEqual({
+      kind: 'delegate',
+      id: 'd',
+      capability: 'plan@^2',
+      input: '$input.goal',
+      timeoutMs: 60_000,
+      retry: { attempts: 2 },
+    })
+    expect(delegate('d', 'plan')).toEqual({ kind: 'delegate', id: 'd', capability: 'plan' })
+    // The builder copies the stage list it is given.
+    const stages = [sleep('z', 1)]
+    const built = pipeline('p', '$input', stages)
+    stages.push(sleep('y', 2))
+    expect(built.stages).toHaveLength(1)
+  })
+
+  it('workflow() takes them: unnamed containers inside stages are numbered in pre-order', () => {
+    const def = workflow(
+      'w',
+      sequence(
+        pipeline('p', '$input.items', [sequence(step('a', f('a'), { input: '$item' })), parallel([step('b', f('b'), { input: ['$item', '$index'] })])]),
+        delegate('d', 'plan@1', { input: '$steps.p' }),
+        continueAsNew('next', { input: { prev: '$steps.d' } }),
+      ),
+    )
+    const root = def.root as { id: string; steps: { id: string; stages?: { id: string }[] }[] }
+    expect(root.id).toBe('seq-1')
+    expect(root.steps[0]!.stages!.map((st) => st.id)).toEqual(['seq-2', 'par-3'])
+    expect(Object.isFrozen(root.steps[0]!.stages)).toBe(true)
+    expect(json(def)).toEqual(def)
+  })
+
+  it('pipeline: a PIPELINE node, children the stages, p1 the buffer (default 1), its timeout', () => {
+    const c = compileWorkflow(
+      workflow(
+        'p',
+        pipeline('p', '$input.items', [step('a', f('a'), { input: '$item' }), sequence(step('b', f('b')), step('c', f('c'))), step('d', f('d'))], {
+          buffer: 3,
+          timeoutMs: 750,
+        }),
+      ),
+    )
+    expect([...c.program]).toEqual(
+      program(
+        [1, 6],
+        N(PIPELINE, { start: 0, count: 3, p1: 3, timeout: 750 }),
+        N(STEP, { p3: 1 }),
+        N(SEQ, { start: 3, count: 2 }),
+        N(STEP, { p3: 1 }),
+        N(STEP, { p3: 1 }),
+        N(STEP, { p3: 1 }),
+        [1, 2, 5, 3, 4],
+      ),
+    )
+    expect([...c.parent]).toEqual([-1, 0, 0, 2, 2, 0])
+    expect(c.nodes.map((n) => n.id)).toEqual(['p', 'a', 'seq-1', 'b', 'c', 'd'])
+    const one = compileWorkflow(workflow('p', pipeline('p', '$input', [sleep('z', 5)])))
+    expect([...one.program]).toEqual(program([1, 2], N(PIPELINE, { count: 1, p1: 1 }), N(SLEEP, { p1: 5 }), [1]))
+    // A run timeout on a pipeline root is its timeout word (the whole node's), the smaller of the two.
+    const timed = compileWorkflow(workflow('p', pipeline('p', '$input', [sleep('z', 5)], { timeoutMs: 800 }), { timeoutMs: 500 }))
+    expect([...timed.program].slice(2, 14)).toEqual(N(PIPELINE, { count: 1, p1: 1, timeout: 500 }))
+    expect(timed.nodes[0]!.id).toBe('p')
+  })
+
+  it('continueAsNew: a STEP of one attempt, no jitter, no compensation; its entry in nodes keeps its kind', () => {
+    const c = compileWorkflow(workflow('loop', sequence(step('a', f('a')), continueAsNew('again', { input: { n: '$steps.a' } }))))
+    expect([...c.program]).toEqual(program([1, 3], N(SEQ, { count: 2 }), N(STEP, { p3: 1 }), N(STEP, { p3: 0 }), [1, 2]))
+    expect(c.nodes[2]).toEqual({ kind: 'continueAsNew', id: 'again', input: { n: '$steps.a' } })
+    expect(c.index.get('again')).toBe(2)
+    const alone = compileWorkflow(workflow('loop', continueAsNew('again')))
+    expect([...alone.program]).toEqual(program([1, 1], N(STEP)))
+    expect(alone.nodes[0]!.kind).toBe('continueAsNew')
+    // A run timeout on a continueAsNew root goes on a wrapper, never on the STEP's attempt.
+    const timed = compileWorkflow(workflow('loop', continueAsNew('again'), { timeoutMs: 300 }))
+    expect([...timed.program]).toEqual(program([1, 2], N(SEQ, { count: 1, timeout: 300 }), N(STEP), [1]))
+    expect(timed.nodes.map((n) => n.id)).toEqual(['$run', 'again'])
+  })
+
+  it('delegate: a STEP with the retry and timeout words of a step; its entry in nodes keeps its kind', () => {
+    const c = compileWorkflow(
+      workflow(
+        'd',
+        delegate('d', 'plan@^2', { input: '$input', timeoutMs: 5000, retry: { attempts: 4, initialMs: 20, maxMs: 400, factor: 1.5, jitter: false } }),
+      ),
+    )
+    expect([...c.program]).toEqual(program([1, 1], N(STEP, { p3: 0, timeout: 5000, retry: [4, 20, 400, 1.5] })))
+    expect(c.nodes[0]).toEqual({
+      kind: 'delegate',
+      id: 'd',
+      capability: 'plan@^2',
+      input: '$input',
+      timeoutMs: 5000,
+      retry: { attempts: 4, initialMs: 20, maxMs: 400, factor: 1.5, jitter: false },
+    })
+    const plain = compileWorkflow(workflow('d', sequence(delegate('d', 'plan'))))
+    expect([...plain.program]).toEqual(program([1, 2], N(SEQ, { count: 1 }), N(STEP, { p3: 1 }), [1]))
+    const timed = compileWorkflow(workflow('d', delegate('d', 'plan', { timeoutMs: 40 }), { timeoutMs: 5000 }))
+    expect([...timed.program]).toEqual(program([1, 2], N(SEQ, { count: 1, timeout: 5000 }), N(STEP, { p3: 1, timeout: 40 }), [1]))
+  })
+
+  const pipe = (stages: unknown[], more: Record<string, unknown> = {}) => ({ kind: 'pipeline', id: 'p', items: '$input', stages, ...more })
+  const can = (id: string, more: Record<string, unknown> = {}) => ({ kind: 'continueAsNew', id, ...more })
+  const cases: [label: string, value: unknown, message: string, node?: string | undefined][] = [
+    ['a pipeline without stages', def(pipe(undefined as never)), 'node "p" at root: stages must be a non-empty list of nodes, not undefined', 'p'],
+    ['a pipeline with no stages', def(pipe([])), 'stages must be a non-empty list of nodes, not an array', 'p'],
+    ['a bad stage', def(pipe([stepJson('a'), 'b'])), 'root.stages[1] must be a node (an object with kind and id), not "b"'],
+    ['pipeline items not a ref', def(pipe([stepJson('a')], { items: ['x'] })), 'node "p" at root: items must be a reference to a list', 'p'],
+    ['pipeline items reading $item', def(pipe([stepJson('a')], { items: '$item' })), 'items reads $item outside a forEach body, a pipeline stage', 'p'],
+    ['buffer 0', def(pipe([stepJson('a')], { buffer: 0 })), 'node "p" at root: buffer must be a whole number from 1 to 1048576, not 0', 'p'],
+    ['buffer 1.5', def(pipe([stepJson('a')], { buffer: 1.5 })), 'buffer must be a whole number from 1 to', 'p'],
+    ['buffer Infinity', def(pipe([stepJson('a')], { buffer: Infinity })), 'buffer must be a whole number from 1 to', 'p'],
+    ['a pipeline timeout of 0', def(pipe([stepJson('a')], { timeoutMs: 0 })), 'timeoutMs must be a number of ms > 0', 'p'],
+    ['a pipeline field of forEach', def(pipe([stepJson('a')], { concurrency: 2 })), '"concurrency" is not a field of a pipeline node', 'p'],
+    ['a pipeline without id', def({ kind: 'pipeline', items: '$input', stages: [stepJson('a')] }), 'the pipeline node at root: id must be 1 to 64 of'],
+    ['$item after the pipeline', def(seqJson(pipe([stepJson('a')]), stepJson('b', { input: '$item' }))), 'input reads $item outside', 'b'],
+    [
+      'a continueAsNew before the end of the root sequence',
+      def(seqJson(can('again'), stepJson('b'))),
+      'node "again" at root.steps[0]: kind is continueAsNew, which stands only as the root itself or as the last node of the root sequence',
+      'again',
+    ],
+    [
+      'a continueAsNew in a parallel',
+      def({ kind: 'parallel', id: 'par', branches: [can('again')] }),
+      'node "again" at root.branches[0]: kind is continueAsNew',
+      'again',
+    ],
+    [
+      'a continueAsNew last in a nested sequence',
+      def(seqJson(stepJson('a'), { kind: 'sequence', id: 'inner', steps: [can('again')] })),
+      'node "again" at root.steps[1].steps[0]: kind is continueAsNew',
+      'again',
+    ],
+    [
+      'a continueAsNew as a loop body',
+      def({ kind: 'loop', id: 'l', while: { fn: 'more' }, maxIterations: 3, body: can('again') }),
+      'node "again" at root.body: kind is continueAsNew',
+      'again',
+    ],
+    ['a continueAsNew as a pipeline stage', def(pipe([can('again')])), 'node "again" at root.stages[0]: kind is continueAsNew', 'again'],
+    ['a continueAsNew with retries', def(can('again', { retry: { attempts: 2 } })), '"retry" is not a field of a continueAsNew node', 'again'],
+    [
+      'a continueAsNew with a bad input',
+      def(can('again', { input: '$steps.nope' })),
+      'node "again" at root: input reads $steps.nope, which names no node',
+      'again',
+    ],
+    [
+      'an output read from a continueAsNew',
+      def(seqJson(stepJson('a'), can('again')), { output: '$steps.again' }),
+      'workflow "wf": output reads $steps.again, a continueAsNew node, which has no output',
+    ],
+    [
+      'a compensation reading a continueAsNew',
+      def(seqJson(stepJson('a', { compensate: { run: { fn: 'u' }, input: '$steps.again.x' } }), can('again'))),
+      'node "a" at root.steps[0]: compensate.input reads $steps.again, a continueAsNew node',
+      'a',
+    ],
+    ['a delegate without capability', def({ kind: 'delegate', id: 'd' }), 'node "d" at root: capability must be a capability (name@range), not undefined', 'd'],
+    ['a delegate with a bad capability', def({ kind: 'delegate', id: 'd', capability: 'a b@1' }), 'capability is not a valid name', 'd'],
+    ['a delegate with an empty range', def({ kind: 'delegate', id: 'd', capability: 'plan@' }), 'capability has an empty or overlong version range', 'd'],
+    [
+      'a delegate with attempts 0',
+      def({ kind: 'delegate', id: 'd', capability: 'plan', retry: { attempts: 0 } }),
+      'retry.attempts must be a whole number from 1',
+      'd',
+    ],
+    ['a delegate with timeout 0', def({ kind: 'delegate', id: 'd', capability: 'plan', timeoutMs: 0 }), 'timeoutMs must be a number of ms > 0', 'd'],
+    [
+      'a delegate with a compensation',
+      def({ kind: 'delegate', id: 'd', capability: 'plan', compensate: { run: { fn: 'u' } } }),
+      '"compensate" is not a field of a delegate node',
+      'd',
+    ],
+    ['a delegate with run', def({ kind: 'delegate', id: 'd', capability: 'plan', run: { fn: 'f' } }), '"run" is not a field of a delegate node', 'd'],
+    ['a delegate reading $index', def({ kind: 'delegate', id: 'd', capability: 'plan', input: '$index' }), 'input reads $index outside', 'd'],
+  ]
+
+  it.each(cases)('refuse %s, naming the node', (_label, value, message, node) => {
+    const err = refused(() => compileWorkflow(value))
+    expect(err.message).toContain(message)
+    if (node !== undefined) {
+      expect(err.details['node']).toBe(node)
+      expect(err.message).toContain(`node ${JSON.stringify(node)}`)
+    }
+    expect(typeof err.details['path']).toBe('string')
+  })
+
+  it('accept $item and $index in every stage, a buffer at its bound, continueAsNew as the root or last of the root sequence', () => {
+    const ok = compileWorkflow(
+      def(
+        seqJson(
+          pipe(
+            [
+              stepJson('a', { input: { item: '$item', i: '$index' } }),
+              { kind: 'forEach', id: 'e', items: '$item.parts', body: stepJson('b', { input: '$item' }) },
+              { kind: 'delegate', id: 'd', capability: 'plan@1', input: ['$item', '$index', '$steps.a'] },
+            ],
+            { buffer: 1_048_576, timeoutMs: Infinity },
+          ),
+          can('again', { input: '$steps.p' }),
+        ),
+        { output: '$steps.p' },
+      ),
+    )
+    expect(ok.nodes.map((n) => n.id)).toEqual(['s', 'p', 'a', 'e', 'b', 'd', 'again'])
+    expect(ok.definition.root).not.toHaveProperty('steps.0.timeoutMs')
+    expect(compileWorkflow(def(can('again'))).nodes[0]!.kind).toBe('continueAsNew')
+  })
+
+  it('round-trip through JSON to the identical program, nodes and version', () => {
+    const built = workflow(
+      'gen',
+      sequence(
+        waitFor('go', 'go'),
+        pipeline('p', '$signals.go.items', [step('a', f('a'), { input: '$item' }), delegate('d', 'plan@^1', { input: '$item', retry: { attempts: 3 } })], {
+          buffer: 2,
+        }),
+        continueAsNew('again', { input: { last: '$steps.p', n: { $fn: 'inc', arg: '$input.n' } } }),
+      ),
+      { timeoutMs: 10_000 },
+    )
+    const a = compileWorkflow(built)
+    const b = compileWorkflow(json(built))
+    expect(b.definition).toEqual(built)
+    expect(b.program).toEqual(a.program)
+    expect(b.nodes).toEqual(a.nodes)
+    expect([...b.index]).toEqual([...a.index])
+    expect(b.parent).toEqual(a.parent)
+    expect(b.signals).toEqual(['go'])
+  })
+
+  it('have a stable content version, which each of their fields changes', () => {
+    const build = (buffer = 2, capability = 'plan@^1', input: InputSpec = '$steps.p') =>
+      workflow('gen', sequence(pipeline('p', '$input.items', [delegate('d', capability, { input: '$item' })], { buffer }), continueAsNew('again', { input })))
+    const a = build()
+    expect(build().version).toBe(a.version)
+    expect(canonicalJson({ name: 'gen', root: a.root })).toBe(
+      '{"name":"gen","root":{"id":"seq-1","kind":"sequence","steps":[{"buffer":2,"id":"p","items":"$input.items","kind":"pipeline","stages":[{"capability":"plan@^1","id":"d","input":"$item","kind":"delegate"}]},{"id":"again","input":"$steps.p","kind":"continueAsNew"}]}}',
+    )
+    expect(a.version).toBe('sha256:8ce851a78b510ddf')
+    const versions = new Set([a.version, build(3).version, build(2, 'plan@^2').version, build(2, 'plan@^1', '$input').version])
+    expect(versions.size).toBe(4)
+    // The default buffer written out is another content: the version hashes what was written.
+    expect(build(1).version).not.toBe(
+      workflow('gen', sequence(pipeline('p', '$input.items', [delegate('d', 'plan@^1', { input: '$item' })]), continueAsNew('again', { input: '$steps.p' })))
+        .version,
+    )
   })
 })

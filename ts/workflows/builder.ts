@@ -15,12 +15,15 @@ import type {
   ChildNode,
   Compensation,
   Condition,
+  ContinueAsNewNode,
+  DelegateNode,
   ForEachDraft,
   InputSpec,
   Join,
   LoopDraft,
   NodeDraft,
   ParallelDraft,
+  PipelineDraft,
   Ref,
   RetryPolicy,
   ScatterGatherNode,
@@ -146,6 +149,34 @@ export function sleep(id: string, ms: number): SleepNode {
 export function waitFor(id: string, signal: string, options: { timeoutMs?: number; onTimeout?: 'fail' | 'continue' } = {}): WaitForNode {
   const o = options ?? {}
   return node({ kind: 'waitFor', id, signal, timeoutMs: o.timeoutMs, onTimeout: o.onTimeout })
+}
+
+/**
+ * The items of the list `items` names streamed through `stages` in order: stage s takes item i
+ * once stage s - 1 finished it, one item at a time, at most `buffer` items (default 1) ahead of
+ * stage s + 1. Inside a stage `$index` is the item's index and `$item` the item in stage 0, or
+ * the previous stage's output for it in later stages. The output is the last stage's outputs.
+ */
+export function pipeline(id: string, items: Ref, stages: readonly NodeDraft[], options: { buffer?: number; timeoutMs?: number } = {}): PipelineDraft {
+  const o = options ?? {}
+  return node({ kind: 'pipeline', id, items, stages: nodes(stages), buffer: o.buffer, timeoutMs: o.timeoutMs })
+}
+
+/**
+ * Ends this generation of the run and begins the next with `input` (same run id, same version,
+ * a fresh history): the root itself, or the last node of the root sequence.
+ */
+export function continueAsNew(id: string, options: { input?: InputSpec } = {}): ContinueAsNewNode {
+  return node({ kind: 'continueAsNew', id, input: options?.input })
+}
+
+/**
+ * Hands the goal `input` to a supervising agent offering `capability`; it starts the
+ * sub-workflows it chooses, and the output is the array of their results.
+ */
+export function delegate(id: string, capability: string, options: { input?: InputSpec; timeoutMs?: number; retry?: RetryPolicy } = {}): DelegateNode {
+  const o = options ?? {}
+  return node({ kind: 'delegate', id, capability, input: o.input, timeoutMs: o.timeoutMs, retry: o.retry })
 }
 
 /** The join that succeeds once `n` children succeeded. */

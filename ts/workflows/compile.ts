@@ -3,7 +3,9 @@
  * `[PROGRAM_FORMAT, nodeCount, nodeCount * NODE_WORDS node words, child lists]`, node 0 the root,
  * nodes numbered in pre-order, then one STEP node per compensation (listed by no container: only
  * the compensated step's `compensate` word points at it). A scatterGather is a MAP node whose one
- * child is a synthetic STEP `<id>.call` (one call per agent). A run timeout is the root's timeout
+ * child is a synthetic STEP `<id>.call` (one call per agent). A pipeline is a PIPELINE node whose
+ * children are its stages. A continueAsNew and a delegate are STEP nodes the runtime tells apart
+ * by their entry in `nodes` (which keeps their own kind). A run timeout is the root's timeout
  * word; a root whose own timeout means something else (a step's is per attempt, a waitFor's may
  * continue) is wrapped in a sequence `$run` that carries it.
  */
@@ -20,7 +22,8 @@ export interface CompiledWorkflow {
   /**
    * The node at each program index. A compensation is a synthetic step `<stepId>.compensate`; a
    * scatterGather's call a synthetic step `<id>.call` (its parent is the scatterGather); a run
-   * timeout on a step or waitFor root a synthetic sequence `$run` at index 0.
+   * timeout on a step-like or waitFor root a synthetic sequence `$run` at index 0. A
+   * continueAsNew or delegate keeps its own kind here though its program node is a STEP.
    */
   readonly nodes: readonly WorkflowNode[]
   /** Node id -> program index (synthetic nodes included). */
@@ -34,10 +37,19 @@ export interface CompiledWorkflow {
 /** The id of the sequence that carries a run timeout for a root that cannot (never a user id: `$` is not in the id grammar). */
 export const RUN_WRAPPER_ID = '$run'
 
+/**
+ * The PIPELINE node kind. TODO: WORKFLOW_NODES.pipeline once the core's manifest names it (the
+ * core numbers it 8, spec section 9).
+ */
+const PIPELINE = 8
+
 /** Word offsets in a node. */
 const W = { kind: 0, childStart: 1, childCount: 2, p1: 3, p2: 4, p3: 5, timeout: 6, compensate: 7, attempts: 8, initial: 9, max: 10, factor: 11 } as const
 
 const RETRY_DEFAULTS: Required<RetryPolicy> = { attempts: 1, initialMs: 100, maxMs: 10_000, factor: 2, jitter: true }
+
+/** The kinds whose own timeout word is not the whole node's (per attempt, or one that may continue). */
+const STEP_LIKE: ReadonlySet<WorkflowNode['kind']> = new Set(['step', 'child', 'delegate', 'continueAsNew', 'waitFor'])
 
 /** The children a container lists, in order (a branch's `otherwise` is its last arm). */
 function childrenOf(node: WorkflowNode): WorkflowNode[] {
@@ -51,6 +63,8 @@ function childrenOf(node: WorkflowNode): WorkflowNode[] {
     case 'loop':
     case 'forEach':
       return [node.body]
+    case 'pipeline':
+      return node.stages
     case 'scatterGather':
       return [
         clean<StepNode>({
@@ -88,7 +102,7 @@ export function compileWorkflow(definition: unknown): CompiledWorkflow {
   const nodes: WorkflowNode[] = []
   const parents: number[] = []
   const lists: number[][] = []
-  const wrap = def.timeoutMs !== undefined && (def.root.kind === 'step' || def.root.kind === 'child' || def.root.kind === 'waitFor')
+  const wrap = def.timeoutMs !== undefined && STEP_LIKE.has(def.root.kind)
   const root: WorkflowNode = wrap ? Object.freeze({ kind: 'sequence', id: RUN_WRAPPER_ID, steps: Object.freeze([def.root]) as WorkflowNode[] }) : def.root
 
   // Pre-order, so a container's index is below its children's; depth is bounded by validation.
@@ -143,7 +157,8 @@ export function compileWorkflow(definition: unknown): CompiledWorkflow {
     words(W.factor, RETRY_DEFAULTS.factor)
     switch (node.kind) {
       case 'step':
-      case 'child': {
+      case 'child':
+      case 'delegate': {
         const retry = { ...RETRY_DEFAULTS, ...node.retry }
         words(W.kind, WORKFLOW_NODES.step)
         words(W.p3, retry.jitter ? 1 : 0)
@@ -154,6 +169,10 @@ export function compileWorkflow(definition: unknown): CompiledWorkflow {
         words(W.factor, retry.factor)
         break
       }
+      case 'continueAsNew':
+        // One attempt, no jitter, no compensation: it ends the generation, there is nothing to retry or undo.
+        words(W.kind, WORKFLOW_NODES.step)
+        break
       case 'sequence':
         words(W.kind, WORKFLOW_NODES.sequence)
         break
@@ -183,6 +202,11 @@ export function compileWorkflow(definition: unknown): CompiledWorkflow {
         words(W.timeout, node.timeoutMs ?? Infinity)
         break
       }
+      case 'pipeline':
+        words(W.kind, PIPELINE)
+        words(W.p1, node.buffer ?? 1)
+        words(W.timeout, node.timeoutMs ?? Infinity)
+        break
       case 'sleep':
         words(W.kind, WORKFLOW_NODES.sleep)
         words(W.p1, node.ms)

@@ -6,9 +6,10 @@
  */
 
 /**
- * A reference into the run's data: `$input`, `$steps.<nodeId>`, `$item`, `$index` or
- * `$signals.<name>`, followed by `.field`, `[n]` or `["any key"]` parts (a node id or signal name
- * holding a `.` is written `$steps["fetch.v2"]`). A path that leads nowhere is `undefined`.
+ * A reference into the run's data: `$input`, `$steps.<nodeId>`, `$item`, `$index` (the innermost
+ * forEach, pipeline stage or scatterGather instance) or `$signals.<name>`, followed by `.field`,
+ * `[n]` or `["any key"]` parts (a node id or signal name holding a `.` is written
+ * `$steps["fetch.v2"]`). A path that leads nowhere is `undefined`.
  */
 export type Ref = `$${string}`
 
@@ -137,6 +138,25 @@ export interface ForEachFields<N> {
   body: N
 }
 
+/**
+ * Items streamed through stages, each item through stage 0, 1, ... in order, a stage handling one
+ * item at a time in index order and running at most `buffer` items ahead of the next stage
+ * (backpressure). The output is an array of the last stage's outputs, in item order.
+ *
+ * Inside a stage `$index` is the item's index. `$item` is `items[i]` in stage 0, and in stage
+ * s > 0 the output of stage s - 1 for that item: each stage transforms what the one before made.
+ */
+export interface PipelineFields<N> {
+  kind: 'pipeline'
+  /** A reference to the list of items. */
+  items: Ref
+  /** The stages, in order (at least one). */
+  stages: N[]
+  /** Items a stage may finish ahead of the next stage starting them (default 1). */
+  buffer?: number
+  timeoutMs?: number
+}
+
 /** A sequence node. */
 export interface SequenceNode extends SequenceFields<WorkflowNode> {
   id: string
@@ -155,6 +175,11 @@ export interface LoopNode extends LoopFields<WorkflowNode> {
 }
 /** A forEach node. */
 export interface ForEachNode extends ForEachFields<WorkflowNode> {
+  id: string
+}
+
+/** A pipeline node. */
+export interface PipelineNode extends PipelineFields<WorkflowNode> {
   id: string
 }
 
@@ -185,6 +210,33 @@ export interface WaitForNode {
   onTimeout?: 'fail' | 'continue'
 }
 
+/**
+ * Ends the run's current generation and begins the next one: the same run id and definition
+ * version, started again with the built `input` (default: no input), its history starting afresh,
+ * so a long-lived loop keeps a bounded history. It stands only as the root itself or as the last
+ * node of the root sequence. It never completes: there is no output (the generation ends).
+ */
+export interface ContinueAsNewNode {
+  kind: 'continueAsNew'
+  id: string
+  input?: InputSpec
+}
+
+/**
+ * Hands a goal (the built `input`) to a supervising agent offering `capability` (`name@range`),
+ * which starts the sub-workflows it chooses and replies with their run ids; the node then waits
+ * for those runs. The output is the array of their results, in the order the agent named them.
+ */
+export interface DelegateNode {
+  kind: 'delegate'
+  id: string
+  capability: string
+  input?: InputSpec
+  /** Per attempt. */
+  timeoutMs?: number
+  retry?: RetryPolicy
+}
+
 /** A node of a definition: every node has an id, unique in the definition. */
 export type WorkflowNode =
   | StepNode
@@ -197,6 +249,9 @@ export type WorkflowNode =
   | ScatterGatherNode
   | SleepNode
   | WaitForNode
+  | PipelineNode
+  | ContinueAsNewNode
+  | DelegateNode
 
 /** A container as the builders return it: its id may be left out. */
 export interface SequenceDraft extends SequenceFields<NodeDraft> {
@@ -214,6 +269,10 @@ export interface LoopDraft extends LoopFields<NodeDraft> {
 export interface ForEachDraft extends ForEachFields<NodeDraft> {
   id?: string
 }
+/** A pipeline as the builder returns it: its stages may be drafts, its id is always given. */
+export interface PipelineDraft extends PipelineFields<NodeDraft> {
+  id: string
+}
 
 /**
  * A node as the builders return it and `workflow()` takes it: a container may leave its id out,
@@ -230,6 +289,9 @@ export type NodeDraft =
   | BranchDraft
   | LoopDraft
   | ForEachDraft
+  | PipelineDraft
+  | ContinueAsNewNode
+  | DelegateNode
 
 /** The kinds of nodes. */
 export type NodeKind = WorkflowNode['kind']

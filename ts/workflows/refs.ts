@@ -19,7 +19,10 @@ export function definitionInvalid(message: string, details: Record<string, unkno
 export interface DataScope {
   /** The run input. */
   input: unknown
-  /** The innermost forEach/scatterGather instance's item and index. */
+  /**
+   * The innermost forEach, pipeline stage or scatterGather instance's item and index. In a
+   * pipeline's stage s > 0 the item is the output of stage s - 1 for that index.
+   */
   item?: unknown
   index?: number
   /** The output of the node with that id (the runtime resolves scopes: same iteration, else enclosing). */

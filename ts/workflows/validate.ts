@@ -38,7 +38,7 @@ export const DEFINITION_LIMITS = {
   maxValues: 1_000_000,
   /** Iterations of a loop. */
   maxIterations: 1_000_000,
-  /** Instances of a forEach at once, and a quorum of one (the core's most instances). */
+  /** Instances of a forEach at once, a quorum of one, and a pipeline's buffer (the core's most instances). */
   maxInstances: WORKFLOW_LIMITS.maxInstances,
   /** Attempts of a step. */
   maxAttempts: 1_000_000,
@@ -54,7 +54,21 @@ const HASH_PREFIX = 'sha256:'
 export const COMPENSATE_SUFFIX = '.compensate'
 export const CALL_SUFFIX = '.call'
 
-const KINDS: readonly NodeKind[] = ['step', 'child', 'sequence', 'parallel', 'branch', 'loop', 'forEach', 'scatterGather', 'sleep', 'waitFor']
+const KINDS: readonly NodeKind[] = [
+  'step',
+  'child',
+  'sequence',
+  'parallel',
+  'branch',
+  'loop',
+  'forEach',
+  'scatterGather',
+  'sleep',
+  'waitFor',
+  'pipeline',
+  'continueAsNew',
+  'delegate',
+]
 const FIELDS: Readonly<Record<NodeKind, readonly string[]>> = {
   step: ['kind', 'id', 'run', 'input', 'retry', 'timeoutMs', 'compensate'],
   child: ['kind', 'id', 'workflow', 'input', 'retry', 'timeoutMs', 'compensate'],
@@ -66,6 +80,9 @@ const FIELDS: Readonly<Record<NodeKind, readonly string[]>> = {
   scatterGather: ['kind', 'id', 'capability', 'input', 'join', 'timeoutMs', 'aggregate'],
   sleep: ['kind', 'id', 'ms'],
   waitFor: ['kind', 'id', 'signal', 'timeoutMs', 'onTimeout'],
+  pipeline: ['kind', 'id', 'items', 'stages', 'buffer', 'timeoutMs'],
+  continueAsNew: ['kind', 'id', 'input'],
+  delegate: ['kind', 'id', 'capability', 'input', 'timeoutMs', 'retry'],
 }
 /** What an unnamed container's generated id starts with. */
 const PREFIX: Partial<Record<NodeKind, string>> = { sequence: 'seq', parallel: 'par', branch: 'branch', loop: 'loop', forEach: 'each' }
@@ -215,6 +232,8 @@ interface Checking {
   readonly refs: PendingRef[]
   readonly signals: Set<string>
   readonly synthetic: { id: string; owner: At }[]
+  /** The continueAsNew nodes, whose place is checked once the root is known. */
+  readonly continues: At[]
   nodes: number
 }
 
@@ -560,6 +579,30 @@ function nodeFields(k: Checking, kind: NodeKind, at: At, v: Obj, depth: number, 
     }
     case 'sleep':
       return { ...head, ms: milliseconds(k, at, 'ms', v['ms']) }
+    case 'pipeline': {
+      const items = v['items']
+      if (typeof items !== 'string' || items[0] !== '$') fail(k, at, 'items', `must be a reference to a list ($input..., $steps...), not ${shown(items)}`)
+      refString(k, at, 'items', items, inInstance)
+      const buffer = v['buffer']
+      return clean({
+        ...head,
+        items,
+        stages: children(k, at, 'stages', v['stages'], depth, true),
+        buffer: buffer === undefined ? undefined : wholeNumber(k, at, 'buffer', buffer, 1, DEFINITION_LIMITS.maxInstances),
+        timeoutMs: timeout(k, at, 'timeoutMs', v['timeoutMs']),
+      })
+    }
+    case 'continueAsNew':
+      k.continues.push(at)
+      return clean({ ...head, input: inputOr(k, at, 'input', v['input'], inInstance) })
+    case 'delegate':
+      return clean({
+        ...head,
+        capability: checkedCapability(k, at, 'capability', v['capability']),
+        input: inputOr(k, at, 'input', v['input'], inInstance),
+        timeoutMs: timeout(k, at, 'timeoutMs', v['timeoutMs']),
+        retry: retry(k, at, 'retry', v['retry']),
+      })
     default: {
       const signal = checkedId(k, at, 'signal', v['signal'])
       k.signals.add(signal)
@@ -598,14 +641,30 @@ function checkRefs(k: Checking): void {
     const p = readRef(ref)
     if (typeof p === 'string') fail(k, at, field, `holds the reference ${shown(ref)}, which ${p}`)
     if ((p.root === 'item' || p.root === 'index') && !inInstance) {
-      fail(k, at, field, `reads $${p.root} outside a forEach body or a scatterGather's input, where it has no value`)
+      fail(k, at, field, `reads $${p.root} outside a forEach body, a pipeline stage or a scatterGather's input, where it has no value`)
     }
     if (p.root === 'steps' && !k.ids.has(p.name!)) {
       const dotted = [...k.ids.keys()].find((id) => id.startsWith(`${p.name}.`))
       const hint = dotted === undefined ? '' : ` (an id holding a dot is written $steps[${JSON.stringify(dotted)}])`
       fail(k, at, field, `reads $steps.${p.name}, which names no node${hint}`)
     }
+    if (p.root === 'steps' && k.ids.get(p.name!)!.kind === 'continueAsNew') {
+      fail(k, at, field, `reads $steps.${p.name}, a continueAsNew node, which has no output (its generation ends there)`)
+    }
     if (p.root === 'signals' && !k.signals.has(p.name!)) fail(k, at, field, `reads $signals.${p.name}, a signal no waitFor waits for`)
+  }
+}
+
+/**
+ * A continueAsNew ends the generation, so nothing of it may still be running or follow: it
+ * stands only as the root, or as the last node of a root sequence.
+ */
+function checkContinues(k: Checking, root: WorkflowNode): void {
+  const last = root.kind === 'sequence' ? `root.steps[${root.steps.length - 1}]` : undefined
+  for (const at of k.continues) {
+    if (at.path !== 'root' && at.path !== last) {
+      fail(k, at, 'kind', 'is continueAsNew, which stands only as the root itself or as the last node of the root sequence')
+    }
   }
 }
 
@@ -623,7 +682,7 @@ function freeze(value: unknown): void {
 export function validateDefinition(value: unknown): WorkflowDefinition {
   const copying: Copying = { budget: DEFINITION_LIMITS.maxValues, trail: [], ancestors: new Set() }
   const top = copyJson(copying, value, 0)
-  const k: Checking = { workflow: undefined, ids: new Map(), unnamed: [], refs: [], signals: new Set(), synthetic: [], nodes: 0 }
+  const k: Checking = { workflow: undefined, ids: new Map(), unnamed: [], refs: [], signals: new Set(), synthetic: [], continues: [], nodes: 0 }
   if (top === ABSENT || !isObj(top)) throw definitionInvalid(`a workflow definition must be an object, not ${shown(value)}`, { path: 'definition' })
   k.workflow = checkedName(k, undefined, 'name', top['name'])
   onlyFields(k, undefined, top, TOP_FIELDS, 'a workflow definition')
@@ -632,6 +691,7 @@ export function validateDefinition(value: unknown): WorkflowDefinition {
   const output = top['output'] === undefined ? undefined : input(k, undefined, 'output', top['output'], false, 0)
   const timeoutMs = timeout(k, undefined, 'timeoutMs', top['timeoutMs'])
   nameContainers(k)
+  checkContinues(k, root)
   checkSynthetic(k)
   checkRefs(k)
   const content = { name: k.workflow, root, output, timeoutMs }
