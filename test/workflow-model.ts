@@ -349,6 +349,8 @@ export type RShape =
   | { t: 'par'; kids: RShape[] }
   | { t: 'branch'; arms: RShape[]; otherwise: RShape }
   | { t: 'each'; concurrency: number; body: RShape }
+  | { t: 'sleep'; ms: number }
+  | { t: 'wait' }
 
 export const rshapeArb: fc.Arbitrary<RShape> = fc.letrec<{ node: RShape }>((tie) => ({
   node: fc.oneof(
@@ -361,6 +363,8 @@ export const rshapeArb: fc.Arbitrary<RShape> = fc.letrec<{ node: RShape }>((tie)
       weight: 1,
     },
     { arbitrary: fc.record({ t: fc.constant('each' as const), concurrency: fc.integer({ min: 0, max: 2 }), body: tie('node') }), weight: 1 },
+    { arbitrary: fc.record({ t: fc.constant('sleep' as const), ms: fc.integer({ min: 0, max: 3 }) }), weight: 1 },
+    { arbitrary: fc.constant({ t: 'wait' as const }), weight: 1 },
   ),
 })).node
 
@@ -374,7 +378,11 @@ export function buildRuntimeDefinition(name: string, shape: RShape): WorkflowDef
         return step(
           id,
           { fn: 'work' },
-          { retry: { attempts: s.attempts, initialMs: 0, maxMs: 0, jitter: false }, ...(s.comp ? { compensate: { run: { fn: 'undo' } } } : {}) },
+          {
+            input: { compensable: s.comp },
+            retry: { attempts: s.attempts, initialMs: 0, maxMs: 0, jitter: false },
+            ...(s.comp ? { compensate: { run: { fn: 'undo' } } } : {}),
+          },
         )
       case 'seq':
         return sequence(id, s.kids.map(build))
@@ -386,6 +394,10 @@ export function buildRuntimeDefinition(name: string, shape: RShape): WorkflowDef
       }
       case 'each':
         return forEach('$input.items', build(s.body), { id, ...(s.concurrency === 0 ? {} : { concurrency: s.concurrency }) })
+      case 'sleep':
+        return sleep(id, s.ms)
+      case 'wait':
+        return waitFor(id, 'go')
     }
   }
   return workflow(name, build(shape))
@@ -456,6 +468,10 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
         }
         return all(vs)
       }
+      case 'sleep':
+        return { ok: true, output: null, must: new Set(), may: new Set() }
+      case 'wait':
+        return { ok: true, output: SIGNAL_PAYLOAD, must: new Set(), may: new Set() }
     }
   }
   return ev(shape, '')
@@ -464,4 +480,24 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
 function all(vs: RuntimeVerdict[]): RuntimeVerdict {
   const ok = vs.every((v) => v.ok)
   return { ok, output: vs.map((v) => v.output), must: ok ? union(vs.map((v) => v.must)) : new Set(), may: union(vs.map((v) => v.may)) }
+}
+
+/** What every runtime signal carries (the output of each waitFor). */
+export const SIGNAL_PAYLOAD = 'go!'
+
+/** How many waitFor instances a successful run of `shape` on `input` passes (so many signals let every one through). */
+export function waitsIn(shape: RShape, input: { pick: number; items: unknown[] }): number {
+  switch (shape.t) {
+    case 'wait':
+      return 1
+    case 'seq':
+    case 'par':
+      return shape.kids.reduce((sum, k) => sum + waitsIn(k, input), 0)
+    case 'branch':
+      return waitsIn([...shape.arms, shape.otherwise][Math.min(input.pick, shape.arms.length)]!, input)
+    case 'each':
+      return input.items.length * waitsIn(shape.body, input)
+    default:
+      return 0
+  }
 }
