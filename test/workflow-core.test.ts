@@ -245,6 +245,24 @@ describe('WorkflowCore', () => {
     expect(drained(core)).toEqual([['execute', run, 2, 2, 0, 1, 0, 0]])
   })
 
+  it("drains a batch larger than the engine's first buffer, and a drained batch stays valid after later calls", async () => {
+    const core = await freshCore()
+    const n = 300
+    const def = core.define(
+      program([{ kind: 'parallel', children: Array.from({ length: n }, (_, i) => i + 1) }, ...Array.from({ length: n }, () => ({ kind: 'step' as const }))]),
+    )
+    const run = core.start(def, 1, 0)
+    const first = core.drain()
+    expect(first.length).toBe(n * W)
+    const copy = Array.from(first)
+    for (let token = 1; token <= n; token++) expect(core.complete(run, token, ok, 1)).toBe(true)
+    const rest = drained(core)
+    expect(rest).toHaveLength(n + 2)
+    expect(rest.at(-1)).toEqual(['run-done', run, 0, 0, 0, RUN_STATUSES.completed, -1, 0])
+    expect(Array.from(first)).toEqual(copy)
+    expect(copy.filter((_, i) => i % W === 0).every((kind) => kind === WORKFLOW_RECORDS.execute)).toBe(true)
+  })
+
   it('emits the same records on every engine for a mixed program driven by a seeded script', async () => {
     const core = await freshCore()
     const def = core.define(MIXED)

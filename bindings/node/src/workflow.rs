@@ -1,9 +1,10 @@
 //! Workflow state machines through N-API: a class whose methods are the calls of
 //! `orrery_core::workflow::wire` (methods on `Workflows`). Workflow calls come once per step,
-//! not per message, so plain methods (~0.2 µs each) are fast enough and no call block is
-//! needed. Handles, tokens, outcomes and indexes arrive as `f64` and are checked here, so a NaN,
-//! negative, fractional or huge one is `INVALID_ARGUMENT`, word for word as in the wasm engine
-//! (napi's `u32` would wrap or truncate it silently).
+//! not per message, so plain methods (~0.3 µs each) are fast enough and no call block is
+//! needed; records leave through a buffer JS owns (see `drain_into`). Handles, tokens,
+//! outcomes and indexes arrive as `f64` and are checked here, so a NaN, negative, fractional or
+//! huge one is `INVALID_ARGUMENT`, word for word as in the wasm engine (napi's `u32` would wrap
+//! or truncate it silently).
 
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
@@ -51,6 +52,10 @@ fn outcome(value: f64) -> Result<u8> {
 #[napi]
 pub struct NativeWorkflows {
     core: Option<Workflows>,
+    /// The JS-owned buffer `drain_into` writes records into.
+    out: Option<Float64Array>,
+    /// Records drained from the core that did not fit `out` yet.
+    pending: Vec<f64>,
 }
 
 impl NativeWorkflows {
@@ -65,7 +70,7 @@ impl NativeWorkflows {
     #[napi(constructor, catch_unwind)]
     #[allow(clippy::new_without_default, reason = "a JS constructor")]
     pub fn new() -> Self {
-        Self { core: Some(Workflows::default()) }
+        Self { core: Some(Workflows::default()), out: None, pending: Vec::new() }
     }
 
     /// Checks and keeps a program; returns its definition id.
@@ -137,10 +142,38 @@ impl NativeWorkflows {
         self.core()?.outstanding(run).map_err(to_js)
     }
 
-    /// The records queued since the last drain.
+    /// Hands over the buffer `drainInto` writes records into (again after growing it).
     #[napi(catch_unwind)]
-    pub fn drain(&mut self) -> Result<Float64Array> {
-        Ok(Float64Array::new(self.core()?.drain()))
+    pub fn use_out(&mut self, out: Float64Array) {
+        self.out = Some(out);
+    }
+
+    /// Writes the records queued since the last drain into the `useOut` buffer: returns how many
+    /// numbers, or minus the length the buffer needs (the records wait for the next call). A
+    /// `Float64Array` made per drain cost ~2 µs (an external buffer and its finalizer), most
+    /// of a whole run's time; JS copies what it keeps out of this one instead.
+    #[napi(catch_unwind)]
+    #[allow(unsafe_code, reason = "writing the JS-owned buffer needs napi's unsafe as_mut")]
+    pub fn drain_into(&mut self) -> Result<f64> {
+        let drained = self.core()?.drain();
+        if self.pending.is_empty() {
+            self.pending = drained;
+        } else {
+            self.pending.extend(drained);
+        }
+        let len = self.pending.len();
+        let Some(out) = self.out.as_mut() else {
+            return Ok(-(len as f64));
+        };
+        // SAFETY: the call is synchronous on the JS thread that owns the buffer; no JS code runs
+        // until it returns, and the slice does not outlive it.
+        let out = unsafe { out.as_mut() };
+        let Some(target) = out.get_mut(..len) else {
+            return Ok(-(len as f64));
+        };
+        target.copy_from_slice(&self.pending);
+        self.pending.clear();
+        Ok(len as f64)
     }
 
     /// Forgets a run.
@@ -154,5 +187,7 @@ impl NativeWorkflows {
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
         self.core = None;
+        self.out = None;
+        self.pending = Vec::new();
     }
 }
