@@ -237,7 +237,7 @@ export const WORKFLOW_LAYOUT = {
   recordWords: 8,
 } as const
 
-/** What a workflow program may hold: nodes, nesting depth, instances of one map, signal indices. */
+/** What a workflow program may hold: nodes, nesting depth, instances of one map (or items of one pipeline), signal indices. */
 export const WORKFLOW_LIMITS = {
   maxNodes: 65536,
   maxDepth: 256,
@@ -255,6 +255,7 @@ export const WORKFLOW_NODES = {
   map: 5,
   sleep: 6,
   wait: 7,
+  pipeline: 8,
 } as const
 
 /** Workflow record kinds, as a record's word 0 names them. */
@@ -304,4 +305,4 @@ export const NODE_OUTCOMES = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = 'e6221facebf3f1c8'
+export const MANIFEST_HASH = '0227d73b732301ff'

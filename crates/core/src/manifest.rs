@@ -397,7 +397,7 @@ fn workflow_codes(out: &mut String) {
     );
     object(
         out,
-        "What a workflow program may hold: nodes, nesting depth, instances of one map, signal indices.",
+        "What a workflow program may hold: nodes, nesting depth, instances of one map (or items of one pipeline), signal indices.",
         "WORKFLOW_LIMITS",
         &[
             ("maxNodes", n(w::MAX_NODES)),

@@ -10,19 +10,23 @@
 //! run resumes after a crash.
 //!
 //! Modules: [`program`] decodes and validates a program; `run` holds one run's node instances
-//! and moves them; `saga` runs compensations when a run fails or is cancelled; `timers` is the
-//! deadline index shared by all runs; [`wire`] holds the calls both bindings make.
+//! and moves them; `pipeline` moves items through a PIPELINE's stages; `saga` runs
+//! compensations when a run fails or is cancelled; `timers` is the deadline index shared by all
+//! runs; [`wire`] holds the calls both bindings make.
 //!
 //! Lookups by token (a step's outcome, a decision, a timer) go through maps shared by all runs,
 //! holding only what is with the host, so a map of 100,000 instances answers each in O(1) and a
 //! run idle on a signal costs nothing there.
 
+mod pipeline;
 pub mod program;
 mod run;
 mod saga;
 mod timers;
 pub mod wire;
 
+#[cfg(test)]
+mod pipeline_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -55,6 +59,7 @@ pub mod codes {
         ("map", MAP),
         ("sleep", SLEEP),
         ("wait", WAIT),
+        ("pipeline", PIPELINE),
     ];
     /// A leaf the host executes.
     pub const STEP: u8 = 0;
@@ -72,6 +77,9 @@ pub mod codes {
     pub const SLEEP: u8 = 6;
     /// A wait for a signal.
     pub const WAIT: u8 = 7;
+    /// Stages (the children) that N items (decided by the host) pass through in order, each
+    /// stage one item at a time, at most `buffer` items ahead of the next stage.
+    pub const PIPELINE: u8 = 8;
 
     /// Record kinds, as word 0 of a record names them.
     pub const RECORDS: &[(&str, u8)] = &[
@@ -94,7 +102,7 @@ pub mod codes {
     pub const DECIDE: u8 = 3;
     /// Abort an attempt in flight: its result will be stale.
     pub const CANCEL: u8 = 4;
-    /// A new loop iteration or map instance scope.
+    /// A new scope: a loop iteration, a map instance, or one item in one pipeline stage.
     pub const SCOPE: u8 = 5;
     /// A node instance finished.
     pub const NODE_DONE: u8 = 6;
@@ -164,7 +172,7 @@ pub mod codes {
     pub const MAX_NODES: usize = 1 << 16;
     /// Deepest nesting of containers (the core walks trees recursively).
     pub const MAX_DEPTH: usize = 256;
-    /// Most instances a MAP may be decided to run.
+    /// Most instances a MAP, or items a PIPELINE, may be decided to run.
     pub const MAX_INSTANCES: usize = 1 << 20;
     /// Most signal indices a program may use.
     pub const MAX_SIGNALS: usize = 1 << 16;
@@ -178,6 +186,8 @@ pub struct Workflows {
     timers: Timers,
     /// (run, token) -> frame of every attempt and decision with the host.
     inflight: FxHashMap<(u32, u32), u32>,
+    /// (run, frame) -> where each stage of a running PIPELINE stands.
+    pipes: FxHashMap<(u32, u32), pipeline::Pipe>,
     outbox: Vec<f64>,
 }
 

@@ -7,7 +7,7 @@
 //! `compensate` word points at).
 
 use super::codes::{
-    BRANCH, JOIN_QUORUM, LOOP, MAP, MAX_DEPTH, MAX_INSTANCES, MAX_NODES, MAX_SIGNALS, NODE_WORDS, PARALLEL,
+    BRANCH, JOIN_QUORUM, LOOP, MAP, MAX_DEPTH, MAX_INSTANCES, MAX_NODES, MAX_SIGNALS, NODE_WORDS, PARALLEL, PIPELINE,
     PROGRAM_FORMAT, SEQUENCE, SLEEP, STEP, WAIT,
 };
 use crate::error::WorkflowError;
@@ -30,7 +30,8 @@ pub struct Node {
     pub join: u8,
     /// PARALLEL/MAP: successes a quorum needs.
     pub quorum: u32,
-    /// LOOP: most iterations; MAP: most instances at once (0 = no limit).
+    /// LOOP: most iterations; MAP: most instances at once (0 = no limit); PIPELINE: the buffer
+    /// (most items a stage may finish ahead of the next stage's start, >= 1).
     pub limit: u32,
     /// LOOP: 1 = until (decide after each iteration); WAIT: 1 = continue on timeout; STEP:
     /// 1 = full jitter.
@@ -114,7 +115,7 @@ pub fn decode(words: &[f64]) -> Result<Program, WorkflowError> {
 /// Decodes one node's words, checking what it alone decides.
 fn node(i: u32, w: &[f64], list_len: usize) -> Result<Node, WorkflowError> {
     let bad = |reason: &str| invalid(Some(i), reason);
-    let kind = whole(w[0], 0..=u32::from(WAIT)).ok_or_else(|| bad("kind is not 0..=7"))? as u8;
+    let kind = whole(w[0], 0..=u32::from(PIPELINE)).ok_or_else(|| bad("kind is not 0..=8"))? as u8;
     let child_start = whole(w[1], 0..=u32::MAX).ok_or_else(|| bad("childStart is not a whole number"))?;
     let child_count = whole(w[2], 0..=u32::MAX).ok_or_else(|| bad("childCount is not a whole number"))?;
     if child_count > 0 && u64::from(child_start) + u64::from(child_count) > list_len as u64 {
@@ -189,6 +190,12 @@ fn node(i: u32, w: &[f64], list_len: usize) -> Result<Node, WorkflowError> {
                 out.quorum = whole(w[5], 1..=MAX_INSTANCES as u32).ok_or_else(|| bad("quorum must be >= 1"))?;
             }
         }
+        PIPELINE => {
+            if child_count == 0 {
+                return Err(bad("a pipeline needs at least one stage"));
+            }
+            out.limit = whole(w[3], 1..=u32::MAX).ok_or_else(|| bad("buffer (p1) must be a whole number >= 1"))?;
+        }
         SLEEP => {
             children(Some(0))?;
             if !(w[3] >= 0.0 && w[3].is_finite()) {
@@ -196,12 +203,13 @@ fn node(i: u32, w: &[f64], list_len: usize) -> Result<Node, WorkflowError> {
             }
             out.ms = w[3];
         }
-        _ => {
+        WAIT => {
             children(Some(0))?;
             out.signal =
                 whole(w[3], 0..=(MAX_SIGNALS - 1) as u32).ok_or_else(|| bad("signal index is not 0..65535"))?;
             out.flag = flag(w[4]).ok_or_else(|| bad("onTimeout (p2) is not 0 (fail) or 1 (continue)"))?;
         }
+        _ => return Err(bad("kind is not 0..=8")),
     }
     Ok(out)
 }

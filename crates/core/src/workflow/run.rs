@@ -13,8 +13,8 @@
 
 use super::codes::{
     BRANCH, CANCEL, COMPENSATE, DECIDE, DONE_CANCELLED, DONE_FAILED, DONE_OK, DONE_SKIPPED, EXECUTE, JOIN_ALL,
-    JOIN_ANY, LOOP, MAP, MAX_INSTANCES, NODE_DONE, OK, PARALLEL, RECORD_WORDS, RETRY, RUNNING, SCOPE, SEQUENCE, SLEEP,
-    STEP, TIMER, TRANSIENT, WAIT,
+    JOIN_ANY, LOOP, MAP, MAX_INSTANCES, NODE_DONE, OK, PARALLEL, PIPELINE, RECORD_WORDS, RETRY, RUNNING, SCOPE,
+    SEQUENCE, SLEEP, STEP, TIMER, TRANSIENT, WAIT,
 };
 use super::program::{Node, Program, NONE};
 use super::timers::Timers;
@@ -33,6 +33,8 @@ pub struct Ctx<'a> {
     pub timers: &'a mut Timers,
     /// (run, token) -> frame of every attempt and decision with the host.
     pub inflight: &'a mut FxHashMap<(u32, u32), u32>,
+    /// (run, frame) -> the stages of every running PIPELINE.
+    pub pipes: &'a mut FxHashMap<(u32, u32), super::pipeline::Pipe>,
     pub out: &'a mut Vec<f64>,
     pub id: u32,
     pub now: Millis,
@@ -95,10 +97,10 @@ pub struct Frame {
     pub node: u32,
     /// The parent frame, [`NONE`] for the root, [`COMPENSATION`]; a free frame's next free one.
     pub parent: u32,
-    /// Position under the parent: child position, iteration or instance.
+    /// Position under the parent: child position, iteration, instance or pipeline stage.
     pub index: u32,
     pub scope: u32,
-    /// The index of the innermost iteration or instance (EXECUTE's `b`).
+    /// The index of the innermost iteration, instance or pipeline item (EXECUTE's `b`).
     pub scope_index: u32,
     /// The attempt or decision with the host; 0 when none.
     pub token: u32,
@@ -107,7 +109,7 @@ pub struct Frame {
     /// A container's or WAIT's node timeout timer.
     pub timeout: u32,
     /// Per kind: STEP the attempt; SEQUENCE the running child; PARALLEL started; LOOP
-    /// iterations done; MAP N; WAIT its place in the queue of waiters.
+    /// iterations done; MAP and PIPELINE N; WAIT its place in the queue of waiters.
     pub a: u32,
     /// PARALLEL/MAP successes; MAP started instances; compensation: the compensated step.
     pub b: u32,
@@ -208,9 +210,12 @@ impl Run {
         (frame.token == token && frame.phase == phase).then_some(f)
     }
 
-    /// Disarms a frame's timers, takes back its token and frees it.
+    /// Disarms a frame's timers, takes back its token, drops its pipe and frees it.
     pub fn release(&mut self, ctx: &mut Ctx, f: u32) {
         self.recall(ctx, f);
+        if ctx.node(self.frames[f as usize].node).kind == PIPELINE {
+            ctx.pipes.remove(&(ctx.id, f));
+        }
         let frame = &mut self.frames[f as usize];
         for timer in [std::mem::take(&mut frame.timer), std::mem::take(&mut frame.timeout)] {
             if timer != 0 {
@@ -234,6 +239,14 @@ impl Run {
     /// Every timer this run has armed.
     pub fn timers(&self) -> impl Iterator<Item = u32> + '_ {
         self.frames.iter().filter(|f| f.phase != Phase::Free).flat_map(|f| [f.timer, f.timeout]).filter(|&t| t != 0)
+    }
+
+    /// Every live frame of a PIPELINE node of `program` (each may hold a pipe).
+    pub fn pipelines<'p>(&'p self, program: &'p Program) -> impl Iterator<Item = u32> + 'p {
+        (0..self.frames.len() as u32).filter(|&f| {
+            let frame = &self.frames[f as usize];
+            frame.phase != Phase::Free && program.nodes[frame.node as usize].kind == PIPELINE
+        })
     }
 
     /// Every attempt and decision token this run has with the host.
@@ -286,7 +299,7 @@ impl Run {
             }
             SEQUENCE => self.sequence_from(ctx, f, 0),
             PARALLEL => self.parallel_start(ctx, f),
-            BRANCH | MAP => {
+            BRANCH | MAP | PIPELINE => {
                 self.ask(ctx, f, 0);
                 Step::Running
             }
@@ -432,6 +445,7 @@ impl Run {
                 Some(done) => Step::Done(done),
                 None => self.map_fill(ctx, p),
             },
+            PIPELINE => self.pipeline_stage_done(ctx, p, index, outcome),
             _ => Step::Running,
         }
     }
@@ -655,6 +669,11 @@ impl Run {
                 LOOP if value == 1.0 && self.frames[f as usize].a >= node.limit => Step::Done(failed),
                 LOOP if value == 1.0 => self.iterate(ctx, f),
                 LOOP => return bad(format!("{value} is not 1 (go on), 0 (stop) or -2 (failed)")),
+                PIPELINE if whole && value <= MAX_INSTANCES as f64 => {
+                    self.recall(ctx, f);
+                    self.frames[f as usize].phase = Phase::Running;
+                    self.pipeline_begin(ctx, f, value as u32)
+                }
                 _ if whole && value <= MAX_INSTANCES as f64 => {
                     self.recall(ctx, f);
                     let frame = &mut self.frames[f as usize];

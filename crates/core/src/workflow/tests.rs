@@ -42,6 +42,9 @@ pub fn sleep(ms: f64) -> N {
 pub fn wait(signal: u32, continue_on_timeout: bool) -> N {
     n(WAIT, vec![], [f64::from(signal), f64::from(u8::from(continue_on_timeout)), 0.0])
 }
+pub fn pipe(buffer: u32, stages: Vec<N>) -> N {
+    n(PIPELINE, stages, [f64::from(buffer), 0.0, 0.0])
+}
 
 impl N {
     pub fn timeout(mut self, ms: f64) -> Self {
@@ -145,14 +148,14 @@ pub fn drain(w: &mut Workflows) -> Vec<Rec> {
 }
 
 /// A test host: one run, its records so far.
-struct Host {
-    w: Workflows,
-    run: u32,
-    log: Vec<Rec>,
+pub struct Host {
+    pub w: Workflows,
+    pub run: u32,
+    pub log: Vec<Rec>,
 }
 
 impl Host {
-    fn start(root: &N) -> Self {
+    pub fn start(root: &N) -> Self {
         let mut w = Workflows::new();
         let def = w.define(&compile(root)).unwrap_or_else(|e| panic!("{e}"));
         let run = w.start(def, 7.0, 0.0).unwrap();
@@ -160,17 +163,17 @@ impl Host {
         host.pull();
         host
     }
-    fn pull(&mut self) -> Vec<Rec> {
+    pub fn pull(&mut self) -> Vec<Rec> {
         let new = drain(&mut self.w);
         self.log.extend_from_slice(&new);
         new
     }
     /// Records of `kind` so far.
-    fn all(&self, kind: u8) -> Vec<Rec> {
+    pub fn all(&self, kind: u8) -> Vec<Rec> {
         self.log.iter().filter(|r| r.kind == kind).copied().collect()
     }
     /// The newest record of `kind` for `node`.
-    fn last(&self, kind: u8, node: u32) -> Rec {
+    pub fn last(&self, kind: u8, node: u32) -> Rec {
         *self
             .log
             .iter()
@@ -179,35 +182,35 @@ impl Host {
             .unwrap_or_else(|| panic!("no {kind} for {node}"))
     }
     /// Answers the newest attempt of step `node`.
-    fn complete(&mut self, node: u32, outcome: u8, now: f64) -> bool {
+    pub fn complete(&mut self, node: u32, outcome: u8, now: f64) -> bool {
         let token = self.last(EXECUTE, node).token;
         let done = self.w.complete(self.run, token, outcome, now).unwrap();
         self.pull();
         done
     }
-    fn decide(&mut self, node: u32, value: f64, now: f64) -> bool {
+    pub fn decide(&mut self, node: u32, value: f64, now: f64) -> bool {
         let token = self.last(DECIDE, node).token;
         let done = self.w.decide(self.run, token, value, now).unwrap();
         self.pull();
         done
     }
-    fn fire_next(&mut self) -> f64 {
+    pub fn fire_next(&mut self) -> f64 {
         let at = self.w.next_deadline();
         let due = self.w.due(at);
         assert!(self.w.fire(self.run, due[1] as u32, at).unwrap());
         self.pull();
         at
     }
-    fn done(&self) -> Option<(u8, f64, f64)> {
+    pub fn done(&self) -> Option<(u8, f64, f64)> {
         let dones = self.all(RUN_DONE);
         assert!(dones.len() <= 1, "RUN_DONE twice: {dones:?}");
         dones.first().map(|r| (r.a as u8, r.b, r.c))
     }
     /// (node, outcome) of every `NODE_DONE`, in order.
-    fn nodes_done(&self) -> Vec<(u32, u8)> {
+    pub fn nodes_done(&self) -> Vec<(u32, u8)> {
         self.all(NODE_DONE).iter().map(|r| (r.node, r.a as u8)).collect()
     }
-    fn executed(&self) -> Vec<u32> {
+    pub fn executed(&self) -> Vec<u32> {
         self.all(EXECUTE).iter().map(|r| r.node).collect()
     }
 }

@@ -50,8 +50,15 @@ impl Workflows {
             .insert(Run::new(def, seed.to_bits()))
             .ok_or(WorkflowError::Capacity { what: "workflow runs", limit: MAX_ENTRIES })?;
         let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
-        let mut ctx =
-            Ctx { program, timers: &mut self.timers, inflight: &mut self.inflight, out: &mut self.outbox, id, now };
+        let mut ctx = Ctx {
+            program,
+            timers: &mut self.timers,
+            inflight: &mut self.inflight,
+            pipes: &mut self.pipes,
+            out: &mut self.outbox,
+            id,
+            now,
+        };
         run.begin(&mut ctx);
         Ok(id)
     }
@@ -66,8 +73,15 @@ impl Workflows {
         check_now(now)?;
         let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
         let program = &self.programs[run.def as usize];
-        let mut ctx =
-            Ctx { program, timers: &mut self.timers, inflight: &mut self.inflight, out: &mut self.outbox, id, now };
+        let mut ctx = Ctx {
+            program,
+            timers: &mut self.timers,
+            inflight: &mut self.inflight,
+            pipes: &mut self.pipes,
+            out: &mut self.outbox,
+            id,
+            now,
+        };
         body(run, &mut ctx)
     }
 
@@ -80,7 +94,7 @@ impl Workflows {
         self.with_run(run, now, |run, ctx| Ok(run.complete(ctx, token, outcome)))
     }
 
-    /// A decision: a branch's arm (-1 none), a loop's 1 go on / 0 stop, a map's count; -2 says
+    /// A decision: a branch's arm (-1 none), a loop's 1 go on / 0 stop, a map's or a pipeline's count; -2 says
     /// the decision itself failed. `false` when `token` asks nothing now.
     pub fn decide(&mut self, run: u32, token: u32, value: f64, now: Millis) -> Result<bool, WorkflowError> {
         if value.is_nan() {
@@ -160,6 +174,9 @@ impl Workflows {
         }
         for token in state.tokens() {
             self.inflight.remove(&(run, token));
+        }
+        for frame in state.pipelines(&self.programs[state.def as usize]) {
+            self.pipes.remove(&(run, frame));
         }
         Ok(())
     }
