@@ -37,12 +37,6 @@ export interface CompiledWorkflow {
 /** The id of the sequence that carries a run timeout for a root that cannot (never a user id: `$` is not in the id grammar). */
 export const RUN_WRAPPER_ID = '$run'
 
-/**
- * The PIPELINE node kind. TODO: WORKFLOW_NODES.pipeline once the core's manifest names it (the
- * core numbers it 8, spec section 9).
- */
-const PIPELINE = 8
-
 /** Word offsets in a node. */
 const W = { kind: 0, childStart: 1, childCount: 2, p1: 3, p2: 4, p3: 5, timeout: 6, compensate: 7, attempts: 8, initial: 9, max: 10, factor: 11 } as const
 
@@ -203,7 +197,7 @@ export function compileWorkflow(definition: unknown): CompiledWorkflow {
         break
       }
       case 'pipeline':
-        words(W.kind, PIPELINE)
+        words(W.kind, WORKFLOW_NODES.pipeline)
         words(W.p1, node.buffer ?? 1)
         words(W.timeout, node.timeoutMs ?? Infinity)
         break
