@@ -10,7 +10,7 @@ import { NODE_OUTCOMES, RUN_STATUSES, STEP_OUTCOMES, WORKFLOW_NODES, WORKFLOW_RE
 import { OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
 import type { CompiledWorkflow } from './compile.js'
-import { RunData } from './data.js'
+import { NONE, put, RunData } from './data.js'
 import { AttemptContext, type Executor, type Outcome } from './executor.js'
 import { restoreError, storeError, type History, type NewEvent, type RunMeta, type RunStatus, type WorkflowEvent } from './history.js'
 import { buildInput } from './refs.js'
@@ -50,16 +50,16 @@ export class Run {
   status: RunStatus = 'running'
   private seq = 0
   private replaying = false
-  private readonly attempts = new Map<number, Attempt>()
+  private attempts: Map<number, Attempt> = NONE
   /** Errors of failed attempts and decisions, by token: the run's error names one. */
-  private readonly errors = new Map<number, unknown>()
-  private readonly failedCompensations: { step: string; error: unknown }[] = []
+  private errors: Map<number, unknown> = NONE
+  private failedCompensations: { step: string; error: unknown }[] | undefined
   private cancelled = false
   /** Made when someone follows the run's events. */
   private subject: Subject<WorkflowEvent> | undefined
   private stream: Stream<WorkflowEvent> | undefined
   private outcome: { ok: true; value: unknown } | { ok: false; error: Error } | undefined
-  private readonly waiters: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = []
+  private waiters: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] | undefined
   /** The last write's acknowledgement (a Promise on a durable store). */
   private lastAck: number | Promise<number> = 0
 
@@ -186,7 +186,7 @@ export class Run {
     if (outcome === 'ok') {
       if (attempt && !attempt.compensation) this.data.setOutput(attempt.node, attempt.scope, output)
     } else {
-      this.errors.set(token, error)
+      this.errors = put(this.errors, token, error)
     }
     this.host.core.complete(this.handle, token, STEP_OUTCOMES[outcome], now)
   }
@@ -198,7 +198,7 @@ export class Run {
   }
 
   /** Decisions by token, until the core answers them: their node and scope. */
-  private readonly deciding = new Map<number, { node: number; scope: number }>()
+  private deciding: Map<number, { node: number; scope: number }> = NONE
 
   private applyDecision(token: number, value: number, items: readonly unknown[] | undefined, now: number): void {
     const at = this.deciding.get(token)
@@ -261,7 +261,7 @@ export class Run {
       case WORKFLOW_RECORDS.compensate:
         return this.execute(token, node, scope, a, true, b)
       case WORKFLOW_RECORDS.decide:
-        this.deciding.set(token, { node, scope })
+        this.deciding = put(this.deciding, token, { node, scope })
         if (!this.replaying) this.takeDecision(token, node, scope)
         return
       case WORKFLOW_RECORDS.cancel: {
@@ -279,7 +279,10 @@ export class Run {
         this.record({ type: 'retry', at: this.host.now(), step: this.compiled.nodes[node]!.id, attempt: a, when: b })
         return
       case WORKFLOW_RECORDS.compensated:
-        if (a !== 0) this.failedCompensations.push({ step: this.compiled.nodes[node]!.id, error: this.errors.get(token) })
+        if (a !== 0) {
+          this.failedCompensations ??= []
+          this.failedCompensations.push({ step: this.compiled.nodes[node]!.id, error: this.errors.get(token) })
+        }
         this.record({ type: 'compensated', at: this.host.now(), step: this.compiled.nodes[node]!.id, ok: a === 0 })
         return
       case WORKFLOW_RECORDS['run-done']:
@@ -296,7 +299,7 @@ export class Run {
 
   private execute(token: number, node: number, scope: number, attempt: number, compensation: boolean, compensated: number): void {
     const entry: Attempt = { node, scope, attempt, compensation, context: undefined }
-    this.attempts.set(token, entry)
+    this.attempts = put(this.attempts, token, entry)
     if (this.replaying) return
     const def = this.compiled.nodes[node]!
     const key = this.key(def.id, scope)
@@ -332,7 +335,7 @@ export class Run {
         value = this.host.executor.decide(def, data)
       }
     } catch (error) {
-      this.errors.set(token, error)
+      this.errors = put(this.errors, token, error)
       value = -2
     }
     this.decide(token, value, items, node)
@@ -401,7 +404,7 @@ export class Run {
   /** The error a run that did not complete rejects with. */
   private runError(status: RunStatus, failedNode: number, failedToken: number, thrown: unknown): Error {
     const details: Record<string, unknown> = { runId: this.id, status }
-    if (this.failedCompensations.length > 0) {
+    if (this.failedCompensations !== undefined) {
       details['compensations'] = this.failedCompensations.map((f) => ({ step: f.step, error: storeError(f.error) }))
     }
     if (this.cancelled && failedNode < 0) return new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (${status})`, { details })
@@ -417,7 +420,7 @@ export class Run {
 
   private settle(): void {
     const outcome = this.outcome!
-    for (const waiter of this.waiters.splice(0)) {
+    for (const waiter of this.waiters?.splice(0) ?? []) {
       if (outcome.ok) waiter.resolve(outcome.value)
       else waiter.reject(outcome.error)
     }
@@ -433,7 +436,10 @@ export class Run {
       const outcome = this.outcome!
       return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error)
     }
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }))
+    return new Promise((resolve, reject) => {
+      this.waiters ??= []
+      this.waiters.push({ resolve, reject })
+    })
   }
 
   /** Abandons the run (its Workflows closes): attempts are aborted, waiters hear CLOSED. */
@@ -444,7 +450,7 @@ export class Run {
     this.subject?.complete()
     const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
-    for (const waiter of this.waiters.splice(0)) waiter.reject(error)
+    for (const waiter of this.waiters?.splice(0) ?? []) waiter.reject(error)
   }
 }
 
