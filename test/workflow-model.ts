@@ -346,9 +346,9 @@ function gather(join: JoinShape, verdicts: Verdict[]): Verdict {
 export type RShape =
   | { t: 'step'; attempts: number; comp: boolean }
   | { t: 'seq'; kids: RShape[] }
-  | { t: 'par'; kids: RShape[] }
+  | { t: 'par'; kids: RShape[]; join: JoinShape }
   | { t: 'branch'; arms: RShape[]; otherwise: RShape }
-  | { t: 'each'; concurrency: number; body: RShape }
+  | { t: 'each'; concurrency: number; join: JoinShape; body: RShape }
   | { t: 'sleep'; ms: number }
   | { t: 'wait' }
 
@@ -357,12 +357,17 @@ export const rshapeArb: fc.Arbitrary<RShape> = fc.letrec<{ node: RShape }>((tie)
     { depthSize: 'small', withCrossShrink: true },
     { arbitrary: fc.record({ t: fc.constant('step' as const), attempts: fc.integer({ min: 1, max: 3 }), comp: fc.boolean() }), weight: 4 },
     { arbitrary: fc.record({ t: fc.constant('seq' as const), kids: fc.array(tie('node'), { minLength: 2, maxLength: 3 }) }), weight: 3 },
-    { arbitrary: fc.record({ t: fc.constant('par' as const), kids: fc.array(tie('node'), { minLength: 1, maxLength: 3 }) }), weight: 2 },
+    {
+      arbitrary: fc
+        .array(tie('node'), { minLength: 1, maxLength: 3 })
+        .chain((kids) => fc.record({ t: fc.constant('par' as const), kids: fc.constant(kids), join: joinFor(kids.length) })),
+      weight: 2,
+    },
     {
       arbitrary: fc.record({ t: fc.constant('branch' as const), arms: fc.array(tie('node'), { minLength: 1, maxLength: 2 }), otherwise: tie('node') }),
       weight: 1,
     },
-    { arbitrary: fc.record({ t: fc.constant('each' as const), concurrency: fc.integer({ min: 0, max: 2 }), body: tie('node') }), weight: 1 },
+    { arbitrary: fc.record({ t: fc.constant('each' as const), concurrency: fc.integer({ min: 0, max: 2 }), join: joinFor(1), body: tie('node') }), weight: 1 },
     { arbitrary: fc.record({ t: fc.constant('sleep' as const), ms: fc.integer({ min: 0, max: 3 }) }), weight: 1 },
     { arbitrary: fc.constant({ t: 'wait' as const }), weight: 1 },
   ),
@@ -380,20 +385,20 @@ export function buildRuntimeDefinition(name: string, shape: RShape): WorkflowDef
           { fn: 'work' },
           {
             input: { compensable: s.comp },
-            retry: { attempts: s.attempts, initialMs: 0, maxMs: 0, jitter: false },
+            retry: { attempts: s.attempts, initialMs: 1, maxMs: 3, jitter: true },
             ...(s.comp ? { compensate: { run: { fn: 'undo' } } } : {}),
           },
         )
       case 'seq':
         return sequence(id, s.kids.map(build))
       case 'par':
-        return parallel(s.kids.map(build), { id })
+        return parallel(s.kids.map(build), { id, join: joinOf(s.join) })
       case 'branch': {
         const arms = s.arms.map((a, i) => when({ path: '$input.pick', op: 'eq', value: i }, build(a)))
         return branch(arms, build(s.otherwise), { id })
       }
       case 'each':
-        return forEach('$input.items', build(s.body), { id, ...(s.concurrency === 0 ? {} : { concurrency: s.concurrency }) })
+        return forEach('$input.items', build(s.body), { id, join: joinOf(s.join), ...(s.concurrency === 0 ? {} : { concurrency: s.concurrency }) })
       case 'sleep':
         return sleep(id, s.ms)
       case 'wait':
@@ -413,6 +418,8 @@ export function runtimeOutcome(seed: number, failRate: number, key: string, atte
 /** What a runtime run must end as: its output when ok, and the steps (idempotency keys, with a compensation) that must and may complete. */
 export interface RuntimeVerdict {
   ok: boolean
+  /** Whether `output` is what the run gives (an `any` or a quorum below the count succeeds with whichever children came first). */
+  exact: boolean
   output: unknown
   must: Set<string>
   may: Set<string>
@@ -437,7 +444,7 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
           if (o !== 'transient') break
         }
         const done = ok && s.comp ? new Set([key]) : new Set<string>()
-        return { ok, output: ok ? key : undefined, must: done, may: new Set(done) }
+        return { ok, exact: true, output: ok ? key : undefined, must: done, may: new Set(done) }
       }
       case 'seq': {
         const vs: RuntimeVerdict[] = []
@@ -448,10 +455,13 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
           if (!failed) vs.push(v)
           failed ||= !v.ok
         }
-        return { ok: !failed, output: vs.at(-1)!.output, must: union(vs.map((v) => v.must)), may: union(vs.map((v) => v.may)) }
+        return { ok: !failed, exact: vs.every((v) => v.exact), output: vs.at(-1)!.output, must: union(vs.map((v) => v.must)), may: union(vs.map((v) => v.may)) }
       }
       case 'par':
-        return all(s.kids.map((k) => ev(k, indices)))
+        return joined(
+          s.join,
+          s.kids.map((k) => ev(k, indices)),
+        )
       case 'branch': {
         const vs = [...s.arms, s.otherwise].map((k) => ev(k, indices))
         return vs[Math.min(input.pick, s.arms.length)]!
@@ -466,20 +476,33 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
           // Number the body's ids anyway.
           ev(s.body, indices)
         }
-        return all(vs)
+        // A quorum above the item count cannot be reached: the forEach fails before it starts.
+        if (typeof s.join === 'number' && s.join > vs.length && vs.length > 0)
+          return { ok: false, exact: true, output: undefined, must: new Set(), may: new Set() }
+        return joined(s.join, vs)
       }
       case 'sleep':
-        return { ok: true, output: null, must: new Set(), may: new Set() }
+        return { ok: true, exact: true, output: null, must: new Set(), may: new Set() }
       case 'wait':
-        return { ok: true, output: SIGNAL_PAYLOAD, must: new Set(), may: new Set() }
+        return { ok: true, exact: true, output: SIGNAL_PAYLOAD, must: new Set(), may: new Set() }
     }
   }
   return ev(shape, '')
 }
 
-function all(vs: RuntimeVerdict[]): RuntimeVerdict {
-  const ok = vs.every((v) => v.ok)
-  return { ok, output: vs.map((v) => v.output), must: ok ? union(vs.map((v) => v.must)) : new Set(), may: union(vs.map((v) => v.may)) }
+/** A parallel's or forEach's verdict: the model's join, output exact only when every child had to succeed. */
+function joined(join: JoinShape, vs: RuntimeVerdict[]): RuntimeVerdict {
+  const need = join === 'all' ? vs.length : join === 'any' ? 1 : join
+  // No children (a forEach over no items) succeeds at once, whatever the join.
+  const ok = vs.length === 0 || vs.filter((v) => v.ok).length >= need
+  const complete = (need === vs.length && ok) || (join === 'any' && !ok)
+  return {
+    ok,
+    exact: need >= vs.length && vs.every((v) => v.exact),
+    output: vs.map((v) => v.output),
+    must: complete ? union(vs.map((v) => v.must)) : new Set(),
+    may: union(vs.map((v) => v.may)),
+  }
 }
 
 /** What every runtime signal carries (the output of each waitFor). */
