@@ -629,6 +629,25 @@ describe('workflows: resume', () => {
     second.close()
   })
 
+  it('restores the runs it can: one whose version is gone from the store stays recorded as it was', async () => {
+    const { orrery, store } = await setup()
+    store
+      .namespace('orrery.workflows')
+      .put('run/ghost', { id: 'ghost', definition: 'gone', version: 'v1', input: null, seed: 1, status: 'running', startedAt: 0 })
+    const printed = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const wf = await orrery.workflows({ store })
+      expect(printed.mock.calls[0]?.[0]).toContain('run ghost could not be restored')
+      expect(wf.get('ghost')?.status()).toBe('running')
+      expect((await errorOf(() => wf.get('ghost')!.result()))?.code).toBe('RUN_NOT_FOUND')
+      wf.register('ok', () => 'ok')
+      wf.define(workflow('fine', step('s', { fn: 'ok' })))
+      expect(await (await wf.start('fine', null)).result()).toBe('ok')
+    } finally {
+      printed.mockRestore()
+    }
+  })
+
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('goes on with a run from a durable store reopened from disk', async () => {
     const { mkdtempSync } = await import('node:fs')
     const { tmpdir } = await import('node:os')

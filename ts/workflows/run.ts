@@ -26,6 +26,8 @@ export interface RunHost {
   pump(): void
   /** The run has its core handle: records for it come to it from now on. */
   bind(run: Run): void
+  /** Work no caller waits for failed (a step's outcome could not be recorded): reported. */
+  failed(what: string, error: unknown): void
   /** The run ended: its core run may be released. */
   ended(run: Run): void
 }
@@ -319,7 +321,10 @@ export class Run {
     const parent = this.compiled.parent[node]!
     const owner = parent >= 0 ? this.compiled.nodes[parent] : undefined
     const call = owner?.kind === 'scatterGather' ? { agent: String(data.item), node: owner } : undefined
-    void this.host.executor.run(def, input, context, call).then((outcome) => this.complete(token, outcome))
+    void this.host.executor
+      .run(def, input, context, call)
+      .then((outcome) => this.complete(token, outcome))
+      .catch((error: unknown) => this.host.failed(`run ${this.id}: the outcome of step ${def.id} could not be recorded`, error))
   }
 
   private takeDecision(token: number, node: number, scope: number): void {

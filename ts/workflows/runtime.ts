@@ -131,6 +131,7 @@ export class Workflows {
       now: clock,
       pump: () => this.pump(),
       bind: (run) => this.byHandle.set(run.handle, run),
+      failed: (what, error) => this.failed(what, error),
       ended: (run) => this.ended(run),
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
@@ -274,8 +275,9 @@ export class Workflows {
     }
     const timed = this.withTimeout(version, timeoutMs)
     const run = new Run(this.host, meta, timed.compiled, timed.def)
-    this.runs.set(id, run)
+    // Recorded first: a store that refuses the write (closed, failed) leaves no run behind.
     const ack = this.history.putMeta(meta)
+    this.runs.set(id, run)
     run.begin()
     await ack
     return WorkflowRun.live<O>(run, this.history)
@@ -353,20 +355,33 @@ export class Workflows {
     const restored: Run[] = []
     for (const meta of this.history.metas()) {
       if (FINAL_STATUSES.has(meta.status)) continue
-      const version = this.stored(meta.definition, meta.version)
-      const timed = this.withTimeout(version, meta.timeoutMs)
-      const run = new Run(this.host, meta, timed.compiled, timed.def)
-      this.runs.set(meta.id, run)
-      run.replay(this.history.events(meta.id))
-      if (run.status === 'running') restored.push(run)
+      let run: Run | undefined
+      try {
+        const version = this.stored(meta.definition, meta.version)
+        const timed = this.withTimeout(version, meta.timeoutMs)
+        run = new Run(this.host, meta, timed.compiled, timed.def)
+        this.runs.set(meta.id, run)
+        run.replay(this.history.events(meta.id))
+        if (run.status === 'running') restored.push(run)
+      } catch (error) {
+        // One run that cannot be restored (its version gone from the store) leaves the others
+        // be: it stays recorded as running, and `get` finds it there.
+        this.runs.delete(meta.id)
+        if (run !== undefined && run.handle >= 0) this.byHandle.delete(run.handle)
+        this.failed(`run ${meta.id} could not be restored`, error)
+      }
     }
     if (restored.length === 0) return
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = undefined
       if (this.closed) return
-      for (const run of restored) run.resume()
-      // Arms the timer again for what came due while the resume waited (fireDue left it).
-      this.pump()
+      try {
+        for (const run of restored) run.resume()
+        // Arms the timer again for what came due while the resume waited (fireDue left it).
+        this.pump()
+      } catch (error) {
+        this.failed('resuming runs failed', error)
+      }
     }, 0)
   }
 
@@ -391,14 +406,25 @@ export class Workflows {
     // Restored runs go on first: `outstanding` executes again what is in flight, so an attempt a
     // timer started before it (a due retry) would run twice.
     if (this.closed || this.resumeTimer !== undefined) return
-    const now = this.clock()
-    const due = this.core.due(now).slice()
-    for (let i = 0; i < due.length; i += 2) {
-      const run = this.byHandle.get(due[i]!)
-      if (run) run.fire(due[i + 1]!, now)
-      else this.core.fire(due[i]!, due[i + 1]!, now)
+    try {
+      const now = this.clock()
+      const due = this.core.due(now).slice()
+      for (let i = 0; i < due.length; i += 2) {
+        const run = this.byHandle.get(due[i]!)
+        if (run) run.fire(due[i + 1]!, now)
+        else this.core.fire(due[i]!, due[i + 1]!, now)
+      }
+      this.pump()
+    } catch (error) {
+      // Thrown from a timer it would end the process (a store closed under running workflows,
+      // an engine that failed): reported, and no timer is armed again.
+      this.failed('a workflow timer failed', error)
     }
-    this.pump()
+  }
+
+  /** Work no caller waits for failed: printed (thrown, it would end the process). */
+  private failed(what: string, error: unknown): void {
+    console.error(`Orrery: ${what}:`, error)
   }
 
   private ended(run: Run): void {
