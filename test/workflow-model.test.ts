@@ -127,6 +127,8 @@ interface Trace {
 function drive(core: WorkflowCore, script: Script): Trace {
   const { definition, placed } = buildDefinition(script.shape, script.runTimeoutMs)
   const compiled = compileWorkflow(definition)
+  // The JSON copy of a definition is the same program.
+  expect(compileWorkflow(JSON.parse(JSON.stringify(definition))).program).toEqual(compiled.program)
   const byIndex = indexPlaced(placed, compiled.index)
   const program = compiled.program
   const answers = new Answers(script.answerSeed, script.failRate)
@@ -412,6 +414,10 @@ function drive(core: WorkflowCore, script: Script): Trace {
   cancel()
   if (signals > 0) signal(0)
   expect(core.nextDeadline()).toBe(NO_DEADLINE)
+  // Released, the run is unknown.
+  core.release(run)
+  expect(() => core.complete(run, 1, STEP_OUTCOMES.ok, now)).toThrow(expect.objectContaining({ code: 'UNKNOWN_RUN' }))
+  expect(() => core.release(run)).toThrow(expect.objectContaining({ code: 'UNKNOWN_RUN' }))
 
   // The end the rules give, from what the host saw.
   const root = rootDone!
@@ -518,6 +524,10 @@ describe(`workflow core against a model (${ENGINE})`, () => {
           const run = replay(prefix, trace, count)
           prefix.outstanding(run)
           expect(records(prefix.drain()), `outstanding after ${count} inputs`).toEqual(trace.pendingAt[count - 1]!.map((r) => [r[0], run, ...r.slice(2)]))
+          // Abandoned there, the run leaves no timer behind.
+          prefix.release(run)
+          expect(prefix.nextDeadline()).toBe(NO_DEADLINE)
+          expect(prefix.due(Number.MAX_VALUE)).toHaveLength(0)
         } finally {
           live.close()
           again.close()
