@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::codes::*;
-use super::tests::{branch, compile, drain, looped, map, par, seq, sleep, step, wait, Rec, N};
+use super::tests::{branch, compile, drain, looped, map, par, pipe, seq, sleep, step, wait, Rec, N};
 use super::Workflows;
 use crate::Coded;
 
@@ -54,8 +54,18 @@ fn tree() -> impl Strategy<Value = N> {
             ),
             prop::collection::vec(inner.clone(), 1..4).prop_map(branch),
             (inner.clone(), any::<bool>(), 1u32..4).prop_map(|(body, until, max)| looped(until, max, body)),
-            (inner, 0u32..3, 0u8..3, 1u32..3, timeout).prop_map(|(body, conc, join, quorum, timeout)| {
-                let node = map(conc, join, quorum, body);
+            (inner.clone(), 0u32..3, 0u8..3, 1u32..3, timeout.clone()).prop_map(
+                |(body, conc, join, quorum, timeout)| {
+                    let node = map(conc, join, quorum, body);
+                    if let Some(ms) = timeout {
+                        node.timeout(ms.round())
+                    } else {
+                        node
+                    }
+                }
+            ),
+            (prop::collection::vec(inner, 1..4), 1u32..3, timeout).prop_map(|(stages, buffer, timeout)| {
+                let node = pipe(buffer, stages);
                 if let Some(ms) = timeout {
                     node.timeout(ms.round())
                 } else {
@@ -100,6 +110,8 @@ struct Driver {
     /// Steps that completed ok and declared a compensation: (node, token), in order.
     compensable: Vec<(u32, u32)>,
     signals: u32,
+    /// Whether random actions may cancel the run.
+    cancels: bool,
 }
 
 impl Driver {
@@ -118,6 +130,7 @@ impl Driver {
             inputs: Vec::new(),
             compensable: Vec::new(),
             signals,
+            cancels: true,
         };
         d.pull();
         Ok(d)
@@ -161,6 +174,9 @@ impl Driver {
             (BRANCH, false) => f64::from(pick % (node.child_count + 1)) - 1.0,
             (BRANCH | LOOP, true) => 0.0,
             (LOOP, false) => [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, -2.0][pick as usize % 8],
+            // Pipelines get more items, so that stages overlap and buffers fill.
+            (PIPELINE, false) => [0.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0, -2.0][pick as usize % 8],
+            (PIPELINE, true) => f64::from(pick % 3),
             (_, true) => f64::from(pick % 2),
             (_, false) => [0.0, 1.0, 2.0, 3.0, 2.0, 1.0, 3.0, -2.0][pick as usize % 8],
         }
@@ -205,7 +221,7 @@ impl Driver {
                 let index = pick % self.signals;
                 self.input(Input::Signal(index, self.now));
             }
-            7 if extra.is_multiple_of(4) => {
+            7 if self.cancels && extra.is_multiple_of(4) => {
                 self.input(Input::Cancel(self.now));
             }
             _ => {
@@ -241,6 +257,8 @@ fn check_run(d: &Driver) {
     assert_eq!(dones, [d.log.len() - 1], "RUN_DONE exactly once, last");
     assert_eq!(d.w.next_deadline(), f64::INFINITY, "a finished run keeps no timer");
     assert!(d.w.inflight.is_empty(), "a finished run has nothing with the host");
+    assert!(d.w.pipes.is_empty(), "a finished run has no pipeline running");
+    check_pipelines(d);
     let run = d.w.runs.get(d.run).expect("the run is live until released");
     assert!(run.frames.is_empty());
     let status = d.log[dones[0]].a as u8;
@@ -265,6 +283,74 @@ fn check_run(d: &Driver) {
     // (1) replaying the recorded inputs into a fresh core gives the same records and state.
     let fresh = replay(d);
     assert_eq!(format!("{:?}", fresh.runs.get(d.run)), format!("{:?}", d.w.runs.get(d.run)));
+    assert_eq!(fresh.pipes, d.w.pipes);
+}
+
+/// Every pipeline moved its items as the rule says, read from the records alone: stage s took
+/// items in index order, one at a time, item i only after stage s - 1 finished it, and never
+/// more than `buffer` ahead of stage s + 1; one that succeeded took every item through every
+/// stage. A pipeline instance is its node in its parent scope.
+fn check_pipelines(d: &Driver) {
+    use std::collections::{HashMap, HashSet};
+    type Instance = (u32, u32);
+    let program = &d.w.programs[0];
+    let decided: HashMap<u32, f64> = d
+        .inputs
+        .iter()
+        .filter_map(|(input, result)| match *input {
+            Input::Decide(token, value, _) if result == "true" => Some((token, value)),
+            _ => None,
+        })
+        .collect();
+    let mut asked: HashMap<Instance, u32> = HashMap::new();
+    let mut started: HashMap<Instance, Vec<u32>> = HashMap::new();
+    let mut scopes: HashMap<u32, (Instance, u32, u32)> = HashMap::new();
+    let mut finished: HashSet<(Instance, u32, u32)> = HashSet::new();
+    for rec in &d.log {
+        let node = program.nodes.get(rec.node as usize);
+        let pipeline = node.filter(|n| n.kind == PIPELINE);
+        match (rec.kind, pipeline) {
+            (DECIDE, Some(_)) => {
+                asked.insert((rec.node, rec.scope), rec.token);
+            }
+            (SCOPE, Some(spec)) => {
+                let instance = (rec.node, rec.scope);
+                let (item, stage) = (rec.a as u32, rec.b as u32);
+                let lanes = started.entry(instance).or_insert_with(|| vec![0; spec.child_count as usize]);
+                assert_eq!(lanes[stage as usize], item, "stage {stage} takes items in index order");
+                if item > 0 {
+                    assert!(finished.contains(&(instance, stage, item - 1)), "one item at a time: {rec:?}");
+                }
+                if stage > 0 {
+                    assert!(finished.contains(&(instance, stage - 1, item)), "after the stage before: {rec:?}");
+                }
+                if let Some(&next) = lanes.get(stage as usize + 1) {
+                    assert!(u64::from(item) < u64::from(next) + u64::from(spec.limit), "backpressure: {rec:?}");
+                }
+                lanes[stage as usize] += 1;
+                scopes.insert(rec.token, (instance, stage, item));
+            }
+            (SCOPE, None) => assert_eq!(rec.b, 0.0, "b = 0 in every other SCOPE"),
+            (NODE_DONE, _) if rec.a == f64::from(DONE_OK) || rec.a == f64::from(DONE_SKIPPED) => {
+                if let Some(&(instance, stage, item)) = scopes.get(&rec.scope) {
+                    let spec = &program.nodes[instance.0 as usize];
+                    if program.child(spec, stage) == rec.node {
+                        finished.insert((instance, stage, item));
+                    }
+                }
+                if pipeline.is_some() {
+                    let instance = (rec.node, rec.scope);
+                    let items = decided[&asked[&instance]] as u32;
+                    let lanes = started.remove(&instance).unwrap_or_default();
+                    assert!(lanes.iter().all(|&n| n == items), "every item through every stage: {lanes:?} of {items}");
+                }
+            }
+            (NODE_DONE, Some(_)) => {
+                started.remove(&(rec.node, rec.scope));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A fresh core fed the driver's recorded inputs: the same results and records, or a panic.
@@ -301,7 +387,10 @@ proptest! {
 
     #[test]
     fn random_runs_replay_end_once_and_compensate_in_reverse(
-        root in prop::collection::vec(tree(), 1..5).prop_map(seq),
+        root in prop_oneof![
+            3 => prop::collection::vec(tree(), 1..5).prop_map(seq),
+            1 => (prop::collection::vec(tree(), 1..4), 1u32..3).prop_map(|(stages, buffer)| pipe(buffer, stages)),
+        ],
         actions in prop::collection::vec((any::<u8>(), any::<u32>(), any::<u8>()), 0..120),
     ) {
         let mut d = Driver::new(compile(&root), SEED).unwrap_or_else(|e| panic!("{e}: {root:?}"));
@@ -323,6 +412,42 @@ proptest! {
             d.input(Input::Fire(token, d.now));
         }
         prop_assert_eq!(d.log.len(), before);
+    }
+
+    #[test]
+    fn random_pipelines_move_items_by_the_rule(
+        stages in prop::collection::vec(prop_oneof![
+            2 => any::<bool>().prop_map(|comp| {
+                let s = step().retry(3, 1.0, 5.0, 2.0);
+                if comp { s.comp(step()) } else { s }
+            }),
+            1 => tree(),
+        ], 1..5),
+        buffer in 1u32..4,
+        items in 0u32..8,
+        // Rare: the first timer fire that finds only this deadline ends the pipeline.
+        timeout in prop::option::weighted(0.15, 50.0f64..400.0),
+        actions in prop::collection::vec((any::<u8>(), any::<u32>(), any::<u8>()), 0..200),
+    ) {
+        // A pipeline at the root, no cancels: runs get far enough for stages to overlap, buffers
+        // to fill and stages to fail while others run.
+        let mut root = pipe(buffer, stages);
+        if let Some(ms) = timeout {
+            root = root.timeout(ms.round());
+        }
+        let mut d = Driver::new(compile(&root), SEED).unwrap_or_else(|e| panic!("{e}: {root:?}"));
+        d.cancels = false;
+        let decide = d.pending.remove(0);
+        d.input(Input::Decide(decide.token, f64::from(items), 0.0));
+        for (action, pick, extra) in actions {
+            if d.done() {
+                break;
+            }
+            d.step(action, pick, extra);
+        }
+        check_outstanding(&mut d);
+        d.settle();
+        check_run(&d);
     }
 
     #[test]
