@@ -568,6 +568,7 @@ describe('workflows: runs', () => {
     expect(await wf.get('f1')?.result()).toBe('ok')
     expect(wf.get('s1')?.status()).toBe('running')
     expect(wf.get('none')).toBeUndefined()
+    expect(() => wf.list({ status: 'done' as 'completed' })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }))
   })
 })
 

@@ -5,7 +5,7 @@
  * holds unfinished runs it replays their histories and goes on with them.
  */
 import { Mesh } from '../agents/mesh.js'
-import { callable, flag, msOrNone, options as checkOptions, refuse, text } from '../check.js'
+import { callable, flag, msOrNone, oneOf, options as checkOptions, refuse, text } from '../check.js'
 import type { Backend, WorkflowCore } from '../engines/backend.js'
 import { WORKFLOW_LAYOUT } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
@@ -17,6 +17,8 @@ import type { WorkflowDefinition } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
 import { FINAL_STATUSES, History, isEventKey, type RunMeta, type RunStatus } from './history.js'
 import { Run, WorkflowRun, type RunHost } from './run.js'
+
+const RUN_STATUS_NAMES: readonly RunStatus[] = ['running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
 
 /** Options of `orrery.workflows()`. */
 export interface WorkflowsOptions {
@@ -320,6 +322,8 @@ export class Workflows {
   list(filter: { status?: RunStatus; definition?: string } = {}): RunInfo[] {
     this.assertOpen()
     const f = checkOptions(filter, 'filter')
+    if (f.status !== undefined) oneOf(f.status, RUN_STATUS_NAMES, 'status')
+    if (f.definition !== undefined) text(f.definition, 'definition', {}, 'option')
     return this.history
       .metas()
       .filter((m) => (f.status === undefined || m.status === f.status) && (f.definition === undefined || m.definition === f.definition))
