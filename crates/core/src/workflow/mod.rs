@@ -16,7 +16,8 @@
 //!
 //! Lookups by token (a step's outcome, a decision, a timer) go through maps shared by all runs,
 //! holding only what is with the host, so a map of 100,000 instances answers each in O(1) and a
-//! run idle on a signal costs nothing there.
+//! run idle on a signal costs nothing there. A running pipeline's stage counters live in such a
+//! map too (by run and frame), so a frame stays small.
 
 mod pipeline;
 pub mod program;

@@ -1,7 +1,7 @@
 //! One run: its live node instances ("frames") and how they move.
 //!
 //! A frame is one instance of a node (a loop body runs as a new frame per iteration, a map body
-//! per instance). Starting a frame starts what it needs at once (recursively, so the depth is
+//! per instance, a pipeline stage per item). Starting a frame starts what it needs at once (recursively, so the depth is
 //! bounded by the program's nesting) and returns whether it already finished; a finish that
 //! comes later (a step's outcome, a decision, a timer) walks up through the parents in a loop.
 //! Either way no call recurses over siblings, so a sequence of thousands of empty children

@@ -94,8 +94,8 @@ impl Workflows {
         self.with_run(run, now, |run, ctx| Ok(run.complete(ctx, token, outcome)))
     }
 
-    /// A decision: a branch's arm (-1 none), a loop's 1 go on / 0 stop, a map's or a pipeline's count; -2 says
-    /// the decision itself failed. `false` when `token` asks nothing now.
+    /// A decision: a branch's arm (-1 none), a loop's 1 go on / 0 stop, a map's or a pipeline's
+    /// count; -2 says the decision itself failed. `false` when `token` asks nothing now.
     pub fn decide(&mut self, run: u32, token: u32, value: f64, now: Millis) -> Result<bool, WorkflowError> {
         if value.is_nan() {
             return Err(bad("decision", "is NaN"));
