@@ -535,6 +535,29 @@ describe('workflows: runs', () => {
     expect((await errorOf(() => wf.define(workflow('dup', sequence(step('s', { fn: 'x' }), step('s', { fn: 'x' }))))))?.code).toBe('DEFINITION_INVALID')
   })
 
+  it('refuses bad arguments with typed codes before anything runs', async () => {
+    const { orrery, wf } = await setup()
+    wf.register('ok', () => 'ok')
+    wf.define(workflow('fine', waitFor('w', 'go')))
+    const code = async (fn: () => unknown) => (await errorOf(fn))?.code
+    expect(await code(() => orrery.workflows({ store: {} as never }))).toBe('INVALID_OPTION')
+    expect(await code(() => orrery.workflows({ resume: 'yes' as never }))).toBe('INVALID_OPTION')
+    expect(await code(() => wf.register('f', 5 as never))).toBe('INVALID_ARGUMENT')
+    expect(await code(() => wf.register('ok', () => 1))).toBe('INVALID_ARGUMENT')
+    expect(await code(() => wf.registerCondition('', () => true))).toBe('INVALID_ARGUMENT')
+    expect(await code(() => wf.define({ name: 'x' } as never))).toBe('DEFINITION_INVALID')
+    expect(await code(() => wf.start('fine', null, { id: 5 as never }))).toBe('INVALID_OPTION')
+    expect(await code(() => wf.start('fine', null, { id: 'a/e/0000000001' }))).toBe('INVALID_OPTION')
+    expect(await code(() => wf.start('fine', null, { timeoutMs: -1 }))).toBe('INVALID_OPTION')
+    expect(await code(() => wf.start(7 as never, null))).toBe('INVALID_ARGUMENT')
+    const run = await wf.start('fine', null)
+    expect(await code(() => run.signal(5 as never))).toBe('INVALID_ARGUMENT')
+    expect(wf.list()).toHaveLength(1)
+    wf.close()
+    expect(await code(() => wf.start('fine', null))).toBe('CLOSED')
+    expect(await code(() => wf.list())).toBe('CLOSED')
+  })
+
   it('runs a definition copied through JSON the same, under the same version', async () => {
     const { wf } = await setup()
     wf.register('inc', (n: number) => n + 1)
