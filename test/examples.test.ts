@@ -52,4 +52,15 @@ describe(`examples (${ENGINE})`, () => {
     const result = await node(['examples/agents.mjs', ENGINE])
     expect(result.code, result.output).toBe(0)
   }, 60_000)
+
+  // The workflow half of `npm start`: a durable store on disk, so the native engine only.
+  it.skipIf(ENGINE !== 'native')(
+    "workflow-crash-demo.mjs (the main job's crash and resume) runs",
+    async () => {
+      const result = await node(['examples/workflow-crash-demo.mjs'])
+      expect(result.code, result.output).toBe(0)
+      expect(result.output).toContain('compensated')
+    },
+    60_000,
+  )
 })
