@@ -1,52 +1,16 @@
 //! Workflow state machines through N-API: a class whose methods are the calls of
-//! `orrery_core::workflow::wire` (methods on `Workflows`). Workflow calls come once per step,
-//! not per message, so plain methods (~0.3 µs each) are fast enough and no call block is
-//! needed; records leave through a buffer JS owns (see `drain_into`). Handles, tokens,
-//! outcomes and indexes arrive as `f64` and are checked here, so a NaN, negative, fractional or
-//! huge one is `INVALID_ARGUMENT`, word for word as in the wasm engine (napi's `u32` would wrap
-//! or truncate it silently).
+//! `orrery_core::workflow::wire`. Workflow calls come once per step, not per message, so plain
+//! methods (~0.3 µs each) are fast enough and no call block is needed; records leave through a
+//! buffer JS owns (see `drain_into`). Handles, tokens, outcomes, indexes and times pass as `f64`
+//! to the wire functions, which check them for both engines (napi's `u32` would wrap or truncate
+//! a bad one silently).
 
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
+use orrery_core::workflow::wire;
 use orrery_core::{WorkflowError, Workflows};
 
 use crate::error::{to_js, Result};
-
-/// A handle, token, timer or index as the core takes it: a whole number from 0 to 2^32 - 1.
-fn whole(value: f64, argument: &'static str) -> Result<u32> {
-    if value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0 {
-        Ok(value as u32)
-    } else {
-        Err(to_js(WorkflowError::InvalidArgument {
-            argument,
-            reason: format!("must be a whole number from 0 to 2^32 - 1, got {value}"),
-        }))
-    }
-}
-
-/// A host time for `due`, which the core takes unchecked: a NaN would compare as due with every
-/// timer. Refused as the core refuses it elsewhere.
-fn time(now: f64) -> Result<f64> {
-    if now.is_finite() {
-        Ok(now)
-    } else {
-        Err(to_js(WorkflowError::InvalidArgument {
-            argument: "now",
-            reason: format!("must be a finite time in ms, got {now}"),
-        }))
-    }
-}
-
-/// A step outcome: the core refuses any above 2, naming it; one that is no byte is refused here
-/// with the same words.
-fn outcome(value: f64) -> Result<u8> {
-    whole(value, "outcome").ok().and_then(|v| u8::try_from(v).ok()).ok_or_else(|| {
-        to_js(WorkflowError::InvalidArgument {
-            argument: "outcome",
-            reason: format!("must be 0 (ok), 1 (transient) or 2 (permanent), got {value}"),
-        })
-    })
-}
 
 /// Owns one workflow core; `close` releases it at once (later calls fail with `CLOSED`).
 #[napi]
@@ -83,50 +47,43 @@ impl NativeWorkflows {
     /// Starts a run of `def`; returns its handle.
     #[napi(catch_unwind)]
     pub fn start(&mut self, def: f64, seed: f64, now: f64) -> Result<u32> {
-        let def = whole(def, "definition")?;
-        self.core()?.start(def, seed, now).map_err(to_js)
+        wire::start(self.core()?, def, seed, now).map_err(to_js)
     }
 
     /// A step attempt's outcome; false when the token is stale.
     #[napi(catch_unwind)]
     pub fn complete(&mut self, run: f64, token: f64, outcome: f64, now: f64) -> Result<bool> {
-        let (run, token, outcome) = (whole(run, "run")?, whole(token, "token")?, self::outcome(outcome)?);
-        self.core()?.complete(run, token, outcome, now).map_err(to_js)
+        wire::complete(self.core()?, run, token, outcome, now).map_err(to_js)
     }
 
     /// A decision's value; false when the token is stale.
     #[napi(catch_unwind)]
     pub fn decide(&mut self, run: f64, token: f64, value: f64, now: f64) -> Result<bool> {
-        let (run, token) = (whole(run, "run")?, whole(token, "token")?);
-        self.core()?.decide(run, token, value, now).map_err(to_js)
+        wire::decide(self.core()?, run, token, value, now).map_err(to_js)
     }
 
     /// A signal (by index) reached the run.
     #[napi(catch_unwind)]
     pub fn signal(&mut self, run: f64, index: f64, now: f64) -> Result<()> {
-        let (run, index) = (whole(run, "run")?, whole(index, "signal")?);
-        self.core()?.signal(run, index, now).map_err(to_js)
+        wire::signal(self.core()?, run, index, now).map_err(to_js)
     }
 
     /// Cancels a run.
     #[napi(catch_unwind)]
     pub fn cancel(&mut self, run: f64, now: f64) -> Result<()> {
-        let run = whole(run, "run")?;
-        self.core()?.cancel(run, now).map_err(to_js)
+        wire::cancel(self.core()?, run, now).map_err(to_js)
     }
 
     /// Fires a timer; false when it is no longer armed.
     #[napi(catch_unwind)]
     pub fn fire(&mut self, run: f64, timer: f64, now: f64) -> Result<bool> {
-        let (run, timer) = (whole(run, "run")?, whole(timer, "timer")?);
-        self.core()?.fire(run, timer, now).map_err(to_js)
+        wire::fire(self.core()?, run, timer, now).map_err(to_js)
     }
 
     /// The timers due at `now`: `[run, timer, ...]`.
     #[napi(catch_unwind)]
     pub fn due(&mut self, now: f64) -> Result<Float64Array> {
-        let now = time(now)?;
-        Ok(Float64Array::new(self.core()?.due(now)))
+        wire::due(self.core()?, now).map(Float64Array::new).map_err(to_js)
     }
 
     /// When the next timer is due (`NO_DEADLINE` when none).
@@ -138,8 +95,7 @@ impl NativeWorkflows {
     /// Queues again the records of everything in flight in a run.
     #[napi(catch_unwind)]
     pub fn outstanding(&mut self, run: f64) -> Result<()> {
-        let run = whole(run, "run")?;
-        self.core()?.outstanding(run).map_err(to_js)
+        wire::outstanding(self.core()?, run).map_err(to_js)
     }
 
     /// Hands over the buffer `drainInto` writes records into (again after growing it).
@@ -179,8 +135,7 @@ impl NativeWorkflows {
     /// Forgets a run.
     #[napi(catch_unwind)]
     pub fn release(&mut self, run: f64) -> Result<()> {
-        let run = whole(run, "run")?;
-        self.core()?.release(run).map_err(to_js)
+        wire::release(self.core()?, run).map_err(to_js)
     }
 
     /// Releases the core now rather than at finalisation.

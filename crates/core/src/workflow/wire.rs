@@ -1,10 +1,15 @@
-//! The calls both bindings make, as methods on [`Workflows`]: numbers in, numbers out, every
-//! argument checked here once (a NaN, an outcome above 2, a signal the program does not
-//! have), so the bindings only convert types.
+//! The calls both bindings make: numbers in, numbers out, every argument checked here once (a
+//! NaN, a handle that is no whole number, an outcome above 2, a signal the program does not
+//! have), so both engines refuse the same values in the same words and the bindings only
+//! convert types. The free functions take every number as JS hands it over (`f64`) and check it
+//! before the typed method on [`Workflows`] of the same name; napi's and wasm-bindgen's `u32`
+//! would wrap or truncate a bad one silently.
 //!
 //! Inputs that move a run (`start`, `complete`, `decide`, `signal`, `cancel`, `fire`) take the
 //! host's `now`; the host records each accepted one, in order, and replays them into a fresh
 //! core to rebuild a run. Records come out of [`Workflows::drain`], `RECORD_WORDS` each.
+
+use std::fmt::Display;
 
 use super::codes::{MAX_SIGNALS, PERMANENT};
 use super::program;
@@ -19,12 +24,80 @@ fn bad(argument: &'static str, reason: impl Into<String>) -> WorkflowError {
     WorkflowError::InvalidArgument { argument, reason: reason.into() }
 }
 
-fn check_now(now: Millis) -> Result<(), WorkflowError> {
+/// A handle, token, timer, signal index or definition id: a whole number from 0 to 2^32 - 1.
+fn whole(value: f64, argument: &'static str) -> Result<u32, WorkflowError> {
+    if value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0 {
+        Ok(value as u32)
+    } else {
+        Err(bad(argument, format!("must be a whole number from 0 to 2^32 - 1, got {value}")))
+    }
+}
+
+/// A host time: finite, as a NaN would compare as due with no timer and an infinity with all.
+fn time(now: f64) -> Result<Millis, WorkflowError> {
     if now.is_finite() {
-        Ok(())
+        Ok(now)
     } else {
         Err(bad("now", format!("must be a finite time in ms, got {now}")))
     }
+}
+
+fn bad_outcome(value: impl Display) -> WorkflowError {
+    bad("outcome", format!("must be 0 (ok), 1 (transient) or 2 (permanent), got {value}"))
+}
+
+/// A step outcome: 0 (ok), 1 (transient) or 2 (permanent).
+fn outcome(value: f64) -> Result<u8, WorkflowError> {
+    whole(value, "outcome")
+        .ok()
+        .and_then(|v| u8::try_from(v).ok())
+        .filter(|&v| v <= PERMANENT)
+        .ok_or_else(|| bad_outcome(value))
+}
+
+/// [`Workflows::start`] with `def` as JS hands it over.
+pub fn start(w: &mut Workflows, def: f64, seed: f64, now: f64) -> Result<u32, WorkflowError> {
+    w.start(whole(def, "definition")?, seed, now)
+}
+
+/// [`Workflows::complete`] with its numbers as JS hands them over.
+pub fn complete(w: &mut Workflows, run: f64, token: f64, outcome: f64, now: f64) -> Result<bool, WorkflowError> {
+    w.complete(whole(run, "run")?, whole(token, "token")?, self::outcome(outcome)?, now)
+}
+
+/// [`Workflows::decide`] with its numbers as JS hands them over.
+pub fn decide(w: &mut Workflows, run: f64, token: f64, value: f64, now: f64) -> Result<bool, WorkflowError> {
+    w.decide(whole(run, "run")?, whole(token, "token")?, value, now)
+}
+
+/// [`Workflows::signal`] with its numbers as JS hands them over.
+pub fn signal(w: &mut Workflows, run: f64, index: f64, now: f64) -> Result<(), WorkflowError> {
+    w.signal(whole(run, "run")?, whole(index, "signal")?, now)
+}
+
+/// [`Workflows::cancel`] with its numbers as JS hands them over.
+pub fn cancel(w: &mut Workflows, run: f64, now: f64) -> Result<(), WorkflowError> {
+    w.cancel(whole(run, "run")?, now)
+}
+
+/// [`Workflows::fire`] with its numbers as JS hands them over.
+pub fn fire(w: &mut Workflows, run: f64, timer: f64, now: f64) -> Result<bool, WorkflowError> {
+    w.fire(whole(run, "run")?, whole(timer, "timer")?, now)
+}
+
+/// [`Workflows::due`], refusing a time that is not finite.
+pub fn due(w: &Workflows, now: f64) -> Result<Vec<f64>, WorkflowError> {
+    Ok(w.due(time(now)?))
+}
+
+/// [`Workflows::outstanding`] with `run` as JS hands it over.
+pub fn outstanding(w: &mut Workflows, run: f64) -> Result<(), WorkflowError> {
+    w.outstanding(whole(run, "run")?)
+}
+
+/// [`Workflows::release`] with `run` as JS hands it over.
+pub fn release(w: &mut Workflows, run: f64) -> Result<(), WorkflowError> {
+    w.release(whole(run, "run")?)
 }
 
 impl Workflows {
@@ -40,27 +113,21 @@ impl Workflows {
     /// Starts a run of definition `def`; jitter comes from `seed` (its bits seed the run's
     /// random source). The run's first records are in the outbox.
     pub fn start(&mut self, def: u32, seed: f64, now: Millis) -> Result<u32, WorkflowError> {
-        check_now(now)?;
+        time(now)?;
         if seed.is_nan() {
             return Err(bad("seed", "is NaN"));
         }
-        let program = self.programs.get(def as usize).ok_or(WorkflowError::UnknownWorkflow(def))?;
+        if def as usize >= self.programs.len() {
+            return Err(WorkflowError::UnknownWorkflow(def));
+        }
         let id = self
             .runs
             .insert(Run::new(def, seed.to_bits()))
             .ok_or(WorkflowError::Capacity { what: "workflow runs", limit: MAX_ENTRIES })?;
-        let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
-        let mut ctx = Ctx {
-            program,
-            timers: &mut self.timers,
-            inflight: &mut self.inflight,
-            pipes: &mut self.pipes,
-            out: &mut self.outbox,
-            id,
-            now,
-        };
-        run.begin(&mut ctx);
-        Ok(id)
+        self.with_run(id, now, |run, ctx| {
+            run.begin(ctx);
+            Ok(id)
+        })
     }
 
     /// The run, its program and a context for one input.
@@ -70,7 +137,7 @@ impl Workflows {
         now: Millis,
         body: impl FnOnce(&mut Run, &mut Ctx) -> Result<T, WorkflowError>,
     ) -> Result<T, WorkflowError> {
-        check_now(now)?;
+        time(now)?;
         let run = self.runs.get_mut(id).ok_or(WorkflowError::UnknownRun(id))?;
         let program = &self.programs[run.def as usize];
         let mut ctx = Ctx {
@@ -89,7 +156,7 @@ impl Workflows {
     /// `token` names no attempt in flight (stale: ignored).
     pub fn complete(&mut self, run: u32, token: u32, outcome: u8, now: Millis) -> Result<bool, WorkflowError> {
         if outcome > PERMANENT {
-            return Err(bad("outcome", format!("must be 0 (ok), 1 (transient) or 2 (permanent), got {outcome}")));
+            return Err(bad_outcome(outcome));
         }
         self.with_run(run, now, |run, ctx| Ok(run.complete(ctx, token, outcome)))
     }
@@ -139,8 +206,8 @@ impl Workflows {
         })
     }
 
-    /// `[run, timer, run, timer, ...]` of every timer due at `now`, earliest first; they stay
-    /// armed until fired.
+    /// `[run, timer, run, timer, ...]` of every timer due at `now`, earliest first (none at a
+    /// NaN `now`); they stay armed until fired.
     #[must_use]
     pub fn due(&self, now: Millis) -> Vec<f64> {
         self.timers.due(now)
@@ -179,5 +246,32 @@ impl Workflows {
             self.pipes.remove(&(run, frame));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod checks {
+    use super::{outcome, time, whole};
+
+    #[test]
+    fn numbers_from_js_are_refused_in_the_words_both_engines_show() {
+        assert_eq!(whole(7.0, "run").ok(), Some(7));
+        assert_eq!(whole(f64::from(u32::MAX), "run").ok(), Some(u32::MAX));
+        for bad in [f64::NAN, -1.0, 1.5, 4_294_967_296.0, f64::INFINITY, f64::NEG_INFINITY, -0.5] {
+            let message = whole(bad, "token").map_err(|e| e.to_string()).unwrap_err();
+            assert_eq!(message, format!("token must be a whole number from 0 to 2^32 - 1, got {bad}"));
+        }
+        assert_eq!(outcome(2.0).ok(), Some(2));
+        for bad in [3.0, 256.0, -1.0, 0.5, f64::NAN] {
+            let message = outcome(bad).map_err(|e| e.to_string()).unwrap_err();
+            assert_eq!(message, format!("outcome must be 0 (ok), 1 (transient) or 2 (permanent), got {bad}"));
+        }
+        assert_eq!(time(-5.0).ok(), Some(-5.0));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(
+                time(bad).map_err(|e| e.to_string()).unwrap_err(),
+                format!("now must be a finite time in ms, got {bad}")
+            );
+        }
     }
 }
