@@ -11,11 +11,14 @@ import {
   Agent,
   branch,
   child,
+  continueAsNew,
+  delegate,
   forEach,
   loop,
   Orrery,
   parallel,
   PermanentError,
+  pipeline,
   scatterGather,
   sequence,
   sleep,
@@ -26,6 +29,7 @@ import {
   type AgentContext,
   type StepContext,
   type WorkflowEvent,
+  type WorkflowRun,
   type Workflows,
 } from '../ts/node.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
@@ -701,5 +705,348 @@ describe('workflows: resume', () => {
     expect(Object.fromEntries(effects)).toEqual({ 'd/first': 1, 'd/each[0]': 1, 'd/gate': 2, 'd/last': 1 })
     second.close()
     store.close()
+  })
+})
+
+describe('workflows: pipeline', () => {
+  it("streams items through 3 stages in order: $item is the stage before's output, $index the item, output the last stage's", async () => {
+    const { wf } = await setup()
+    const log: string[] = []
+    const stage = (name: string, f: (x: never) => unknown) => async (x: { item: never; index: number }) => {
+      log.push(`${name}:${x.index}:start`)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      log.push(`${name}:${x.index}:end`)
+      return f(x.item)
+    }
+    wf.register(
+      'parse',
+      stage('a', (n: number) => n + 1),
+    )
+    wf.register(
+      'scale',
+      stage('b', (n: number) => n * 10),
+    )
+    wf.register(
+      'label',
+      stage('c', (n: number) => `#${n}`),
+    )
+    const input = { item: '$item', index: '$index' } as const
+    wf.define(
+      workflow(
+        'pipe',
+        pipeline('p', '$input', [step('a', { fn: 'parse' }, { input }), step('b', { fn: 'scale' }, { input }), step('c', { fn: 'label' }, { input })], {
+          buffer: 1,
+        }),
+      ),
+    )
+    const run = await wf.start('pipe', [1, 2, 3, 4], { id: 'pp' })
+    await advance(500)
+    expect(await run.result()).toEqual(['#20', '#30', '#40', '#50'])
+    const at = (entry: string) => log.indexOf(entry)
+    for (const s of ['a', 'b', 'c']) {
+      for (let i = 0; i < 4; i++) {
+        // One item at a time per stage, in index order.
+        if (i > 0) expect(at(`${s}:${i}:start`)).toBeGreaterThan(at(`${s}:${i - 1}:end`))
+      }
+    }
+    for (let i = 0; i < 4; i++) {
+      // An item passes stage a, then b, then c.
+      expect(at(`b:${i}:start`)).toBeGreaterThan(at(`a:${i}:end`))
+      expect(at(`c:${i}:start`)).toBeGreaterThan(at(`b:${i}:end`))
+    }
+    // Stages overlap: stage a works on item 1 while b works on item 0.
+    expect(at('a:1:start')).toBeLessThan(at('b:0:end'))
+    const keys = run.history().flatMap((e) => (e.type === 'step-started' ? [e.key] : []))
+    expect(keys).toContain('pp/b[3]')
+    expect(keys).toHaveLength(12)
+    // An empty list succeeds at once; a value that is no list fails.
+    expect(await (await wf.start('pipe', [])).result()).toEqual([])
+    expect((await errorOf(async () => (await wf.start('pipe', 5)).result()))?.code).toBe('STEP_FAILED')
+  })
+
+  it('a failing stage fails the pipeline: the rest is cancelled, completed stages compensated in reverse order', async () => {
+    const { wf } = await setup()
+    const undone: number[] = []
+    wf.register('reserve', (n: number) => n)
+    wf.register('release', (n: number) => {
+      undone.push(n)
+    })
+    wf.register('check', (n: number) => {
+      if (n === 3) throw new PermanentError(`item ${n} is bad`)
+      return n
+    })
+    wf.define(
+      workflow(
+        'guarded',
+        pipeline(
+          'p',
+          '$input',
+          [step('reserve', { fn: 'reserve' }, { input: '$item', compensate: { run: { fn: 'release' } } }), step('check', { fn: 'check' }, { input: '$item' })],
+          { buffer: 2 },
+        ),
+      ),
+    )
+    const run = await wf.start('guarded', [1, 2, 3, 4, 5])
+    await advance(10)
+    const error = await errorOf(() => run.result())
+    expect(error?.code).toBe('STEP_FAILED')
+    expect(error?.details?.['step']).toBe('check')
+    expect(run.status()).toBe('compensated')
+    // Stage 0 may have reserved up to `buffer` items past the bad one; each was released once, newest first.
+    expect(undone.slice(0, 3)).toEqual([...undone].sort((a, b) => b - a).slice(0, 3))
+    expect(new Set(undone).size).toBe(undone.length)
+    expect(undone).toEqual(expect.arrayContaining([1, 2, 3]))
+    expect(undone.every((n) => n <= 5)).toBe(true)
+  })
+})
+
+describe('workflows: continueAsNew', () => {
+  /** Counts up by one per generation; the step fails for good at `stop` (the way a chain ends). */
+  function defineCounter(wf: Workflows, stop: number, seen: Map<string, number>, gate?: { at: number; open: boolean }) {
+    wf.register('tick', (n: number, ctx) => {
+      seen.set(ctx.idempotencyKey, (seen.get(ctx.idempotencyKey) ?? 0) + 1)
+      if (n >= stop) throw new PermanentError(`stopped at ${n}`)
+      if (gate && n === gate.at && !gate.open) return hang(n, ctx)
+      return n + 1
+    })
+    wf.define(workflow('counter', sequence(step('tick', { fn: 'tick' }, { input: '$input' }), continueAsNew('again', { input: '$steps.tick' }))))
+  }
+
+  const eventKeys = (store: import('../ts/node.js').Store<boolean>, id: string) => store.namespace('orrery.workflows').keys(`run/${id}/e/`).length
+
+  it("counts to 2,000 generations on one run id, history never above one generation's events", async () => {
+    const { wf, store } = await setup()
+    const seen = new Map<string, number>()
+    let most = 0
+    wf.register('peek', (n: number) => {
+      most = Math.max(most, eventKeys(store, 'c'))
+      return n
+    })
+    wf.register('tick', (n: number) => {
+      if (n >= 2_000) throw new PermanentError(`stopped at ${n}`)
+      return n + 1
+    })
+    void seen
+    wf.define(
+      workflow(
+        'counter',
+        sequence(
+          step('peek', { fn: 'peek' }, { input: '$input' }),
+          step('tick', { fn: 'tick' }, { input: '$input' }),
+          continueAsNew('again', { input: '$steps.tick' }),
+        ),
+      ),
+    )
+    const run = await wf.start('counter', 1, { id: 'c' })
+    const events: string[] = []
+    run.events.subscribe((e) => events.push(e.type))
+    await advance()
+    const error = await errorOf(() => run.result())
+    expect(error?.message).toContain('stopped at 2000')
+    expect(run.generation).toBe(2_000)
+    expect(wf.get('c')!.generation).toBe(2_000)
+    // One generation: started, 3 step starts, 3 completions, node-dones, the end: never more, whatever the count.
+    const one = run.history()
+    expect(one[0]!.type).toBe('started')
+    expect(one[one.length - 1]).toMatchObject({ type: 'run-finished', status: 'failed' })
+    expect(most).toBeLessThanOrEqual(one.length)
+    expect(eventKeys(store, 'c')).toBe(one.length)
+    expect(events.filter((t) => t === 'started')).toHaveLength(1_999)
+    expect(wf.list({ definition: 'counter' })[0]).toMatchObject({ id: 'c', status: 'failed', generation: 2_000 })
+  }, 60_000)
+
+  it('resumes a chain after a close on the same store, also from the middle of a generation switch', async () => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const store = orrery.openStore()
+    const seen = new Map<string, number>()
+    const first = await orrery.workflows({ store })
+    defineCounter(first, 12, seen, { at: 5, open: false })
+    const run = await first.start('counter', 1, { id: 'k' })
+    await advance()
+    expect(run.generation).toBe(5)
+    expect(run.status()).toBe('running')
+    first.close()
+
+    const second = await orrery.workflows({ store })
+    defineCounter(second, 8, seen, { at: 7, open: false })
+    await advance()
+    expect(second.get('k')!.generation).toBe(7)
+    // Gen 5's tick ran twice (in flight at the close), with its key; each generation has a key of its own.
+    expect(seen.get('k#5/tick')).toBe(2)
+    second.close()
+
+    // A crash between the new generation's meta and its start: the meta says generation 8, the
+    // events are still generation 7's. The restore begins generation 8 and purges generation 7.
+    const ns = store.namespace('orrery.workflows')
+    const meta = ns.get('run/k')!.value as Record<string, unknown>
+    const last = ns.keys('run/k/e/').length
+    const firstSeq = Number(ns.keys('run/k/e/')[0]!.slice(-10))
+    ns.put('run/k', { ...meta, generation: 8, from: firstSeq + last, input: 8 })
+    const third = await orrery.workflows({ store })
+    defineCounter(third, 10, seen)
+    await advance()
+    const again = third.get('k')!
+    expect((await errorOf(() => again.result()))?.message).toContain('stopped at 10')
+    expect(again.generation).toBe(10)
+    expect(again.history()[0]!.type).toBe('started')
+    expect(ns.keys('run/k/e/').length).toBe(again.history().length)
+    // No generation lost or run twice: ticks 1..10, once each but gen 5's, in flight at a close
+    // (gen 7's was in flight too, but the switch to gen 8 had begun: it is not run again).
+    expect([...seen.keys()]).toEqual(['k/tick', ...Array.from({ length: 9 }, (_, i) => `k#${i + 2}/tick`)])
+    expect([...seen.values()]).toEqual([1, 1, 1, 1, 2, 1, 1, 1, 1, 1])
+    third.close()
+  })
+})
+
+describe('workflows: delegate', () => {
+  async function planner(wf: Workflows, mesh: import('../ts/node.js').Mesh, reply?: unknown, capability = 'plan') {
+    class Planner extends Agent {
+      static readonly capabilities = [{ name: capability, version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle<{ goal: number[]; parentRunId: string; key: string }, unknown>(capability, async ({ goal, key, parentRunId }) => {
+          parents.push(parentRunId)
+          if (reply !== undefined) return reply
+          const runs = await Promise.all(goal.map((n, i) => wf.start('job', n, { id: `${key}/job-${i}` })))
+          return { runs: runs.map((r) => r.id) }
+        })
+      }
+    }
+    mesh.define(capability, Planner)
+    await mesh.spawn(capability)
+  }
+  let parents: string[] = []
+
+  it('hands a goal to a supervising agent, which starts 3 runs; the output is their results', async () => {
+    const { wf, mesh } = await setup({ mesh: true })
+    parents = []
+    wf.register('square', async (n: number) => {
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      return n * n
+    })
+    wf.define(workflow('job', step('sq', { fn: 'square' }, { input: '$input' })))
+    wf.define(workflow('boss', delegate('d', 'plan@^1', { input: '$input.numbers' })))
+    await planner(wf, mesh!)
+    const run = await wf.start('boss', { numbers: [2, 3, 4] }, { id: 'b' })
+    await advance(100)
+    expect(await run.result()).toEqual([4, 9, 16])
+    expect(parents).toEqual(['b'])
+    expect(wf.list({ definition: 'job' }).map((r) => [r.id, r.status])).toEqual([
+      ['b/d/job-0', 'completed'],
+      ['b/d/job-1', 'completed'],
+      ['b/d/job-2', 'completed'],
+    ])
+    await mesh!.shutdown()
+  })
+
+  it('fails for good when a delegated run fails (cause attached) or the reply is not { runs: string[] }', async () => {
+    const { wf, mesh, orrery } = await setup({ mesh: true })
+    wf.register('square', (n: number) => {
+      if (n === 3) throw new PermanentError('three is not allowed')
+      return n * n
+    })
+    wf.define(workflow('job', step('sq', { fn: 'square' }, { input: '$input' })))
+    wf.define(workflow('boss', delegate('d', 'plan', { input: '$input', retry: { attempts: 3, initialMs: 1 } })))
+    await planner(wf, mesh!)
+    const run = await wf.start('boss', [2, 3, 4], { id: 'f' })
+    await advance(100)
+    const error = (await errorOf(() => run.result())) as { code?: string; message?: string; cause?: { message?: string; cause?: { message?: string } } }
+    expect(error.code).toBe('STEP_FAILED')
+    expect(error.cause?.message).toContain('run f/d/job-1 failed')
+    expect(error.cause?.cause?.message).toContain('three is not allowed')
+    // Permanent: the delegate ran once.
+    expect(run.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+
+    void orrery
+    wf.define(workflow('vague', delegate('d', 'badplan', { input: '$input', retry: { attempts: 3, initialMs: 1 } })))
+    await planner(wf, mesh!, { started: ['x'] }, 'badplan')
+    const bad = await wf.start('vague', [1])
+    await advance(100)
+    const refused = await errorOf(() => bad.result())
+    expect(refused?.message).toContain('must reply { runs: string[] }')
+    expect(bad.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+    await mesh!.shutdown()
+  })
+})
+
+describe('workflows: maxConcurrentRuns', () => {
+  function defineJobs(wf: Workflows, gates: Map<string, () => void>, log: { began: string[]; running: number; most: number }) {
+    wf.register('work', (n: number, ctx) => {
+      log.began.push(ctx.runId)
+      log.running++
+      log.most = Math.max(log.most, log.running)
+      return new Promise((resolve, reject) => {
+        gates.set(ctx.runId, () => {
+          log.running--
+          resolve(n)
+        })
+        ctx.signal.addEventListener('abort', () => {
+          log.running--
+          reject(ctx.signal.reason)
+        })
+      })
+    })
+    wf.define(workflow('job', step('work', { fn: 'work' }, { input: '$input' })), { maxConcurrentRuns: 2 })
+  }
+
+  it('runs at most 2 at once; the rest are queued and begin in start order; a queued run cancels without starting', async () => {
+    const { wf } = await setup()
+    const gates = new Map<string, () => void>()
+    const log = { began: [] as string[], running: 0, most: 0 }
+    defineJobs(wf, gates, log)
+    const runs: WorkflowRun[] = []
+    for (let i = 0; i < 6; i++) runs.push(await wf.start('job', i, { id: `j${i}` }))
+    await advance()
+    expect(runs.map((r) => r.status())).toEqual(['running', 'running', 'queued', 'queued', 'queued', 'queued'])
+    expect(wf.list({ status: 'queued' }).map((r) => r.id)).toEqual(['j2', 'j3', 'j4', 'j5'])
+    runs[4]!.cancel()
+    expect(runs[4]!.status()).toBe('cancelled')
+    expect((await errorOf(() => runs[4]!.result()))?.code).toBe('RUN_CANCELLED')
+    for (let round = 0; round < 6 && gates.size > 0; round++) {
+      for (const [id, open] of [...gates]) {
+        gates.delete(id)
+        open()
+      }
+      await advance()
+    }
+    expect(await Promise.all([0, 1, 2, 3, 5].map((i) => runs[i]!.result()))).toEqual([0, 1, 2, 3, 5])
+    expect(log.began).toEqual(['j0', 'j1', 'j2', 'j3', 'j5'])
+    expect(log.most).toBe(2)
+  })
+
+  it('restores the queue in order when the workflows reopen on the same store', async () => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const store = orrery.openStore()
+    const gates = new Map<string, () => void>()
+    const log = { began: [] as string[], running: 0, most: 0 }
+    const first = await orrery.workflows({ store })
+    defineJobs(first, gates, log)
+    for (const id of ['q0', 'q1', 'q2', 'q3', 'q4']) await first.start('job', id, { id })
+    await advance()
+    first.close()
+    gates.clear()
+    expect(log.began).toEqual(['q0', 'q1'])
+
+    log.began = []
+    log.running = 0
+    const second = await orrery.workflows({ store })
+    expect(second.get('q2')!.status()).toBe('queued')
+    defineJobs(second, gates, log)
+    await advance()
+    expect(log.began).toEqual(['q0', 'q1'])
+    for (let round = 0; round < 6 && gates.size > 0; round++) {
+      const [id, open] = [...gates][0]!
+      gates.delete(id)
+      open()
+      await advance()
+    }
+    expect(await Promise.all(['q0', 'q1', 'q2', 'q3', 'q4'].map((id) => second.get(id)!.result()))).toEqual(['q0', 'q1', 'q2', 'q3', 'q4'])
+    expect(log.began).toEqual(['q0', 'q1', 'q2', 'q3', 'q4'])
+    expect(log.most).toBe(2)
+    second.close()
   })
 })

@@ -57,15 +57,37 @@ export type { ErrorCode } from './errors.js'
 export { ERROR_CODES } from './engines/manifest.js'
 export type { CodecName, Kind, Priority } from './frame.js'
 export type { InferOutput, StandardSchemaV1 } from './schema.js'
-export { branch, child, forEach, loop, parallel, quorum, scatterGather, sequence, sleep, step, waitFor, when, workflow } from './workflows/builder.js'
+export {
+  branch,
+  child,
+  continueAsNew,
+  delegate,
+  forEach,
+  loop,
+  parallel,
+  pipeline,
+  quorum,
+  scatterGather,
+  sequence,
+  sleep,
+  step,
+  waitFor,
+  when,
+  workflow,
+} from './workflows/builder.js'
 export type { BranchArm, StepOptions, WorkflowOptions } from './workflows/builder.js'
 export type {
   Compensation,
   Condition,
   ConditionOp,
+  ContinueAsNewNode,
+  DelegateNode,
   InputSpec,
   Join,
   NodeDraft,
+  PipelineDraft,
+  PipelineFields,
+  PipelineNode,
   Ref,
   RetryPolicy,
   StepRun,
@@ -75,9 +97,10 @@ export type {
   WorkflowOutput,
 } from './workflows/definition.js'
 export { Workflows } from './workflows/runtime.js'
-export type { RunInfo, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
+export type { DefineOptions, RunInfo, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
 export { WorkflowRun } from './workflows/run.js'
-export type { RunStatus, StoredError, WorkflowEvent } from './workflows/history.js'
+export type { StoredError, WorkflowEvent } from './workflows/history.js'
+export type { RunStatus } from './workflows/records.js'
 export { IDEMPOTENCY_HEADER } from './workflows/executor.js'
 export type { StepContext, StepFunction } from './workflows/executor.js'
 

@@ -1,6 +1,6 @@
 /**
- * A run's data: the outputs of its nodes per scope, the scope tree (a loop iteration or a
- * forEach/scatterGather instance is a scope, from the core's SCOPE records), the decisions
+ * A run's data: the outputs of its nodes per scope, the scope tree (a loop iteration, a
+ * forEach/scatterGather instance or a pipeline stage's item is a scope, from the core's SCOPE records), the decisions
  * taken (a branch's arm, a forEach's items, a scatterGather's agents) and the signals received.
  * Containers' outputs are computed when asked, from their children's.
  */
@@ -12,19 +12,25 @@ const NODE_WORDS = WORKFLOW_LAYOUT.nodeWords
 
 interface Scope {
   readonly parent: number
-  /** The LOOP/MAP node (program index) that made it; -1 for the root scope. */
+  /** The LOOP/MAP/PIPELINE node (program index) that made it; -1 for the root scope. */
   readonly node: number
   readonly index: number
+  /** A pipeline scope's stage (0 in every other scope). */
+  readonly stage: number
 }
 
 /** How a node ended in a scope (NODE_OUTCOMES). */
 const OK = 0
 
-/** What every run of a compiled workflow shares: node kinds, and each node's nearest enclosing LOOP/MAP. */
+/** What every run of a compiled workflow shares: node kinds, and each node's nearest enclosing LOOP/MAP/PIPELINE. */
 interface Shape {
   readonly kinds: Float64Array
   readonly owner: Int32Array
+  /** For a node inside a pipeline (its nearest owner): the stage it lies in; -1 otherwise. */
+  readonly stage: Int32Array
 }
+
+const scoping = (kind: number | undefined) => kind === WORKFLOW_NODES.loop || kind === WORKFLOW_NODES.map || kind === WORKFLOW_NODES.pipeline
 
 const shapes = new WeakMap<CompiledWorkflow, Shape>()
 
@@ -36,12 +42,19 @@ function shapeOf(compiled: CompiledWorkflow): Shape {
   const kinds = new Float64Array(count)
   for (let i = 0; i < count; i++) kinds[i] = program[2 + i * NODE_WORDS]!
   const owner = new Int32Array(count)
+  const stage = new Int32Array(count).fill(-1)
   for (let i = 0; i < count; i++) {
+    let below = i
     let p = parent[i]!
-    while (p >= 0 && kinds[p] !== WORKFLOW_NODES.loop && kinds[p] !== WORKFLOW_NODES.map) p = parent[p]!
+    while (p >= 0 && !scoping(kinds[p])) {
+      below = p
+      p = parent[p]!
+    }
     owner[i] = p
+    // The stage is the pipeline's child on the way up: its place among the pipeline's children.
+    if (p >= 0 && kinds[p] === WORKFLOW_NODES.pipeline) stage[i] = childList(program, p).indexOf(below)
   }
-  shape = { kinds, owner }
+  shape = { kinds, owner, stage }
   shapes.set(compiled, shape)
   return shape
 }
@@ -60,7 +73,19 @@ export function put<K, V>(map: Map<K, V>, key: K, value: V): Map<K, V> {
   return own
 }
 
-const ROOT: Scope = Object.freeze({ parent: -1, node: -1, index: 0 })
+const ROOT: Scope = Object.freeze({ parent: -1, node: -1, index: 0, stage: 0 })
+
+/** A node's children (program indices), in order. */
+function childList(program: Float64Array, node: number): number[] {
+  const count = program[1]!
+  const base = 2 + node * NODE_WORDS
+  const start = program[base + 1]!
+  const n = program[base + 2]!
+  const area = 2 + count * NODE_WORDS + start
+  const out: number[] = []
+  for (let k = 0; k < n; k++) out.push(program[area + k]!)
+  return out
+}
 
 export class RunData {
   /** Scopes but the root (0). */
@@ -74,8 +99,11 @@ export class RunData {
   /** Payloads by signal name: every one received, and those not yet taken by a wait. */
   private lastSignal: Map<string, unknown> = NONE
   private unclaimed: Map<string, unknown[]> = NONE
-  /** Nearest enclosing LOOP/MAP (program index) per node; -1 for none. */
+  /** Pipeline scopes by `<parent scope>/<node>/<item>/<stage>`. */
+  private stages: Map<string, number> = NONE
+  /** Nearest enclosing LOOP/MAP/PIPELINE (program index) per node; -1 for none. */
   private readonly owner: Int32Array
+  private readonly stageOf: Int32Array
   private readonly kinds: Float64Array
 
   constructor(
@@ -85,6 +113,7 @@ export class RunData {
     const shape = shapeOf(compiled)
     this.kinds = shape.kinds
     this.owner = shape.owner
+    this.stageOf = shape.stage
   }
 
   private scope(id: number): Scope | undefined {
@@ -97,19 +126,16 @@ export class RunData {
 
   /** A node's children (program indices), in order. */
   childrenOf(node: number): number[] {
-    const { program } = this.compiled
-    const count = program[1]!
-    const base = 2 + node * NODE_WORDS
-    const start = program[base + 1]!
-    const n = program[base + 2]!
-    const area = 2 + count * NODE_WORDS + start
-    const out: number[] = []
-    for (let k = 0; k < n; k++) out.push(program[area + k]!)
-    return out
+    return childList(this.compiled.program, node)
   }
 
-  addScope(id: number, node: number, parent: number, index: number): void {
-    this.scopes = put(this.scopes, id, { parent, node, index })
+  addScope(id: number, node: number, parent: number, index: number, stage = 0): void {
+    this.scopes = put(this.scopes, id, { parent, node, index, stage })
+    if (this.kinds[node] === WORKFLOW_NODES.pipeline) {
+      this.stages = put(this.stages, `${parent}/${node}/${index}/${stage}`, id)
+      // Only the stages' scopes are listed per stage: `children` holds the last stage's, in item order.
+      if (stage !== this.childrenOf(node).length - 1) return
+    }
     const key = `${parent}/${node}`
     const list = this.children.get(key)
     if (list) list.push(id)
@@ -173,6 +199,17 @@ export class RunData {
         const last = iterations?.[iterations.length - 1]
         return last === undefined ? undefined : this.output(this.childrenOf(node)[0]!, last)
       }
+      case WORKFLOW_NODES.pipeline: {
+        const stages = this.childrenOf(node)
+        const last = stages[stages.length - 1]!
+        const n = this.decision(node, scope)?.value ?? 0
+        const out: unknown[] = new Array(Math.max(0, n)).fill(undefined)
+        for (let i = 0; i < out.length; i++) {
+          const at = this.stages.get(`${scope}/${node}/${i}/${stages.length - 1}`)
+          if (at !== undefined) out[i] = this.output(last, at)
+        }
+        return out
+      }
       case WORKFLOW_NODES.map: {
         const body = this.childrenOf(node)[0]!
         const instances = this.children.get(`${scope}/${node}`) ?? []
@@ -203,8 +240,18 @@ export class RunData {
     const chain: number[] = []
     for (let s: number | undefined = from; s !== undefined && s >= 0; s = this.scope(s)?.parent) chain.push(s)
     let current = 0
-    for (const owner of owners) {
+    for (let o = 0; o < owners.length; o++) {
+      const owner = owners[o]!
       const within = chain.find((s) => this.scope(s)!.node === owner && this.scope(s)!.parent === current)
+      if (this.kinds[owner] === WORKFLOW_NODES.pipeline) {
+        // The stage that holds the node (the next owner down, or the node itself), for the same item if inside it.
+        const stage = this.stageOf[o + 1 < owners.length ? owners[o + 1]! : node]!
+        const next =
+          within === undefined ? this.lastStarted(current, owner, stage) : this.stages.get(`${current}/${owner}/${this.scope(within)!.index}/${stage}`)
+        if (next === undefined) return undefined
+        current = next
+        continue
+      }
       if (within !== undefined) {
         current = within
         continue
@@ -216,6 +263,16 @@ export class RunData {
     return current
   }
 
+  /** The scope of the highest item a pipeline's stage started. */
+  private lastStarted(parent: number, pipeline: number, stage: number): number | undefined {
+    const n = this.decision(pipeline, parent)?.value ?? 0
+    for (let i = n - 1; i >= 0; i--) {
+      const at = this.stages.get(`${parent}/${pipeline}/${i}/${stage}`)
+      if (at !== undefined) return at
+    }
+    return undefined
+  }
+
   /** The data a step or decision in `scope` reads its input from. */
   dataScope(scope: number): DataScope {
     let item: unknown
@@ -224,6 +281,16 @@ export class RunData {
       if (this.kinds[s.node] === WORKFLOW_NODES.map) {
         index = s.index
         item = this.decision(s.node, s.parent)?.items?.[s.index]
+        break
+      }
+      if (this.kinds[s.node] === WORKFLOW_NODES.pipeline) {
+        index = s.index
+        if (s.stage === 0) {
+          item = this.decision(s.node, s.parent)?.items?.[s.index]
+        } else {
+          const before = this.stages.get(`${s.parent}/${s.node}/${s.index}/${s.stage - 1}`)
+          item = before === undefined ? undefined : this.output(this.childrenOf(s.node)[s.stage - 1]!, before)
+        }
         break
       }
     }

@@ -85,6 +85,8 @@ export interface ExecutorHost {
   readonly mesh: Mesh | undefined
   /** Starts (or finds: the id is the idempotency key) a child run of the newest version of `workflow`. */
   startChild(workflow: string, input: unknown, id: string): Promise<ChildHandle>
+  /** A run of these workflows by id (one a delegate's agent started), or undefined. */
+  findRun(id: string): ChildHandle | undefined
 }
 
 /** How an attempt ended. */
@@ -136,6 +138,7 @@ export class Executor {
       if (call !== undefined && call.node.kind === 'scatterGather')
         return await this.callAgent(call.agent, call.node.capability, input, context, call.node.timeoutMs)
       if (node.kind === 'child') return await this.child(node.workflow, input, context)
+      if (node.kind === 'delegate') return await this.delegate(node.capability, input, context, node.timeoutMs)
       if (node.kind !== 'step') throw new OrreryError('DEFINITION_INVALID', `node ${node.id} is not a step`)
       const run = node.run
       if ('fn' in run) return await this.local(run.fn, input, context)
@@ -202,6 +205,62 @@ export class Executor {
     }
   }
 
+  /**
+   * A delegate: the supervising agent gets `{ goal, parentRunId, key }` and replies with the ids
+   * of the runs it started here; the output is their results, in that order. The agent's own
+   * failure follows the step's retry policy; a reply of another shape, a run not found or a run
+   * that failed fails the step for good.
+   */
+  private async delegate(capability: string, goal: unknown, context: StepContext, timeoutMs: number | undefined): Promise<Outcome> {
+    const reply = await this.mesh(context.step).request(
+      capability,
+      { goal, parentRunId: context.runId, key: context.idempotencyKey },
+      { headers: { [IDEMPOTENCY_HEADER]: context.idempotencyKey }, timeout: timeoutMs ?? REQUEST_TIMEOUT_MS, retries: 0 },
+    )
+    const runs = (reply.payload as { runs?: unknown } | null | undefined)?.runs
+    if (!Array.isArray(runs) || !runs.every((id) => typeof id === 'string' && id.length > 0)) {
+      return failed(
+        new OrreryError('STEP_FAILED', `delegate ${context.step}: ${capability} must reply { runs: string[] } (the ids of the runs it started)`, {
+          details: { step: context.step, capability },
+        }),
+        true,
+      )
+    }
+    const handles: ChildHandle[] = []
+    for (const id of runs as string[]) {
+      const handle = this.host.findRun(id)
+      if (!handle) {
+        return failed(
+          new OrreryError('RUN_NOT_FOUND', `delegate ${context.step}: run ${id} named by ${capability} is not known here`, {
+            details: { step: context.step, runId: id },
+          }),
+          true,
+        )
+      }
+      handles.push(handle)
+    }
+    // The delegated runs are the step's work: cancelling the step cancels them.
+    const cancelAll = () => {
+      for (const handle of handles) handle.cancel()
+    }
+    if (context.signal.aborted) cancelAll()
+    else context.signal.addEventListener('abort', cancelAll, { once: true })
+    const results = await Promise.all(
+      handles.map((handle, i) =>
+        handle.result().catch((error: unknown) => {
+          throw new OrreryError('STEP_FAILED', `delegate ${context.step}: run ${runs[i]} failed: ${error instanceof Error ? error.message : String(error)}`, {
+            details: { step: context.step, runId: runs[i] },
+            cause: error,
+          })
+        }),
+      ),
+    ).then(
+      (outputs) => ({ ok: true as const, output: outputs }),
+      (error: unknown) => failed(error, true),
+    )
+    return results
+  }
+
   /** A branch's arm (-1: none), whether a loop goes on (1) or stops (0); throws when a condition does. */
   decide(node: WorkflowNode, data: DataScope): number {
     const { conditions, mappings } = this.host
@@ -218,11 +277,11 @@ export class Executor {
     throw new OrreryError('DEFINITION_INVALID', `node ${node.id} takes no decision`)
   }
 
-  /** The items a forEach runs over, or the agents a scatterGather calls (sorted by id). */
+  /** The items a forEach or pipeline runs over, or the agents a scatterGather calls (sorted by id). */
   instances(node: WorkflowNode, data: DataScope): readonly unknown[] {
-    if (node.kind === 'forEach') {
+    if (node.kind === 'forEach' || node.kind === 'pipeline') {
       const items = resolveRef(node.items, data)
-      if (!Array.isArray(items)) throw new OrreryError('STEP_FAILED', `forEach ${node.id}: ${node.items} is not a list`, { details: { step: node.id } })
+      if (!Array.isArray(items)) throw new OrreryError('STEP_FAILED', `${node.kind} ${node.id}: ${node.items} is not a list`, { details: { step: node.id } })
       return items
     }
     if (node.kind === 'scatterGather') {

@@ -12,7 +12,8 @@ import { Stream } from '../stream.js'
 import type { CompiledWorkflow } from './compile.js'
 import { NONE, put, RunData } from './data.js'
 import { AttemptContext, type Executor, type Outcome } from './executor.js'
-import { restoreError, storeError, type History, type NewEvent, type RunMeta, type RunStatus, type WorkflowEvent } from './history.js'
+import { FINAL_STATUSES, restoreError, storeError, type History, type NewEvent, type WorkflowEvent } from './history.js'
+import { currentEvents, generationKey, purgeEvents, putRecord, readRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
 /** What a run needs of its runtime. */
@@ -30,6 +31,8 @@ export interface RunHost {
   failed(what: string, error: unknown): void
   /** The run ended: its core run may be released. */
   ended(run: Run): void
+  /** The run left core run `handle` behind (it continued as new): forget it. */
+  release(handle: number): void
 }
 
 const STATUS_NAMES: Record<number, RunStatus> = Object.fromEntries(Object.entries(RUN_STATUSES).map(([name, code]) => [code, name as RunStatus]))
@@ -46,11 +49,15 @@ interface Attempt {
 
 /** @internal A run in progress (see {@link WorkflowRun} for its public handle). */
 export class Run {
-  readonly data: RunData
+  data: RunData
   /** The core's handle of this run (-1 until started). */
   handle = -1
-  status: RunStatus = 'running'
-  private seq = 0
+  status: RunStatus
+  /** Whether it began here (a queued run begins when a place frees). */
+  began = false
+  private seq: number
+  /** Signals sent while it was queued, given to it when it begins. */
+  private held: { name: string; payload: unknown }[] | undefined
   private replaying = false
   private attempts: Map<number, Attempt> = NONE
   /** Errors of failed attempts and decisions, by token: the run's error names one. */
@@ -67,17 +74,24 @@ export class Run {
 
   constructor(
     private readonly host: RunHost,
-    readonly meta: RunMeta,
+    public meta: RunRecord,
     readonly compiled: CompiledWorkflow,
     private readonly def: number,
   ) {
     this.data = new RunData(compiled, meta.input)
+    this.status = meta.status === 'queued' ? 'queued' : 'running'
+    this.seq = (meta.from ?? 1) - 1
+  }
+
+  /** 1 for the first generation; each continueAsNew adds one. */
+  get generation(): number {
+    return this.meta.generation ?? 1
   }
 
   /** The run's events from now on; complete when it ends (at once for an ended run). */
   get events(): Stream<WorkflowEvent> {
     if (this.stream) return this.stream
-    const ended = this.status !== 'running' || this.abandoned !== undefined
+    const ended = FINAL_STATUSES.has(this.status as never) || this.abandoned !== undefined
     if (!ended) this.subject ??= new Subject<WorkflowEvent>()
     const subject = this.subject
     this.stream = new Stream<WorkflowEvent>({
@@ -107,13 +121,51 @@ export class Run {
     this.subject?.next(full)
   }
 
-  /** Starts the run in the core (recorded as its first event). */
+  /** Starts the run (or its generation) in the core, recorded as its first event. */
   begin(): void {
     const now = this.host.now()
+    this.began = true
     this.record({ type: 'started', at: now })
     this.handle = this.host.core.start(this.def, this.meta.seed, now)
     this.host.bind(this)
     this.host.pump()
+  }
+
+  /** A queued run's place came: it is running from now on (its meta says so first). */
+  dequeue(): void {
+    if (this.status !== 'queued') return
+    const { queued: _queued, ...meta } = this.meta
+    this.meta = { ...meta, status: 'running' }
+    this.status = 'running'
+    const ack = putRecord(this.host.history, this.meta)
+    if (ack instanceof Promise) ack.catch(() => {})
+    this.begin()
+    for (const held of this.held?.splice(0) ?? []) this.signal(held.name, held.payload)
+  }
+
+  /**
+   * Ends this generation and begins the next with `input`: the meta (the new generation, and the
+   * seq its history starts at) is written first, then the new generation's start, then the old
+   * generation's events are purged. A crash before the meta write executes the continueAsNew
+   * again on resume; after it, the restore begins the new generation (if its start is missing)
+   * and purges what is left of the old one.
+   */
+  private continueAsNew(input: unknown): void {
+    const first = this.meta.from ?? 1
+    const from = this.seq + 1
+    this.meta = { ...this.meta, input, generation: this.generation + 1, from }
+    const ack = putRecord(this.host.history, this.meta)
+    if (ack instanceof Promise) ack.catch(() => {})
+    for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('RUN_CANCELLED', `run ${this.id} continued as new`))
+    this.attempts = NONE
+    this.errors = NONE
+    this.deciding = NONE
+    this.failedCompensations = undefined
+    this.host.release(this.handle)
+    this.handle = -1
+    this.data = new RunData(this.compiled, input)
+    this.begin()
+    purgeEvents(this.host.history, this.id, first, from)
   }
 
   /** Rebuilds the run from its recorded events (then {@link resume} goes on with it). */
@@ -124,6 +176,7 @@ export class Run {
         this.seq = event.seq
         switch (event.type) {
           case 'started':
+            this.began = true
             this.handle = this.host.core.start(this.def, this.meta.seed, event.at)
             this.host.bind(this)
             break
@@ -153,9 +206,13 @@ export class Run {
     }
   }
 
-  /** After a replay: executes again whatever was in flight (same tokens, same idempotency keys). */
+  /**
+   * After a replay: executes again whatever was in flight (same tokens, same idempotency keys);
+   * a generation whose start was not recorded (a crash in the middle of a continueAsNew) begins.
+   */
   resume(): void {
-    if (this.status !== 'running' || this.handle < 0) return
+    if (this.status !== 'running') return
+    if (this.handle < 0) return this.begin()
     this.host.core.outstanding(this.handle)
     this.host.pump()
   }
@@ -211,11 +268,16 @@ export class Run {
 
   /** Signal `name` with `payload` (`SIGNAL_UNKNOWN` for a name no wait of the definition has). */
   signal(name: string, payload: unknown): void {
-    if (this.status !== 'running') return
+    if (FINAL_STATUSES.has(this.status as never)) return
     if (!this.compiled.signals.includes(name)) {
       throw new OrreryError('SIGNAL_UNKNOWN', `workflow ${this.meta.definition} waits for no signal ${JSON.stringify(name)}`, {
         details: { signal: name, signals: [...this.compiled.signals] },
       })
+    }
+    if (this.status === 'queued') {
+      this.held ??= []
+      this.held.push({ name, payload })
+      return
     }
     const now = this.host.now()
     this.record({ type: 'signal', at: now, name, payload })
@@ -229,6 +291,7 @@ export class Run {
   }
 
   cancel(): void {
+    if (this.status === 'queued') return this.cancelQueued()
     if (this.status !== 'running' || this.cancelled) return
     this.cancelled = true
     const now = this.host.now()
@@ -273,7 +336,7 @@ export class Run {
         return
       }
       case WORKFLOW_RECORDS.scope:
-        this.data.addScope(token, node, scope, a)
+        this.data.addScope(token, node, scope, a, b)
         return
       case WORKFLOW_RECORDS['node-done']:
         return this.nodeDone(node, scope, a)
@@ -292,9 +355,12 @@ export class Run {
     }
   }
 
-  /** The idempotency key of a step instance: `<runId>/<nodeId>` plus `[i]` per enclosing iteration. */
+  /**
+   * The idempotency key of a step instance: `<runId>/<nodeId>` plus `[i]` per enclosing iteration;
+   * from the second generation on the run id is followed by `#<generation>`.
+   */
   private key(nodeId: string, scope: number): string {
-    let key = `${this.id}/${nodeId}`
+    let key = `${generationKey(this.id, this.generation)}/${nodeId}`
     for (const i of this.data.indices(scope)) key += `[${i}]`
     return key
   }
@@ -318,6 +384,7 @@ export class Run {
       this.complete(token, { ok: false, permanent: true, error })
       return
     }
+    if (def.kind === 'continueAsNew') return this.continueAsNew(input)
     const parent = this.compiled.parent[node]!
     const owner = parent >= 0 ? this.compiled.nodes[parent] : undefined
     const call = owner?.kind === 'scatterGather' ? { agent: String(data.item), node: owner } : undefined
@@ -333,7 +400,8 @@ export class Run {
     let value: number
     let items: readonly unknown[] | undefined
     try {
-      if (this.data.kind(node) === WORKFLOW_NODES.map) {
+      const kind = this.data.kind(node)
+      if (kind === WORKFLOW_NODES.map || kind === WORKFLOW_NODES.pipeline) {
         items = this.host.executor.instances(def, data)
         value = items.length
       } else {
@@ -388,9 +456,24 @@ export class Run {
     } else {
       error = this.runError(status, failedNode, failedToken, undefined)
     }
-    this.record({ type: 'run-finished', at: now, status, ...(error === undefined ? { output } : { error: storeError(error) }) })
-    const meta: RunMeta = { ...this.meta, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
-    const ack = this.host.history.putMeta(meta)
+    this.end(status, now, output, error)
+  }
+
+  /** A queued run cancelled: it ends `cancelled` without having begun. */
+  private cancelQueued(): void {
+    this.cancelled = true
+    this.status = 'cancelled'
+    const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled while queued`, { details: { runId: this.id, status: 'cancelled' } })
+    this.end('cancelled', this.host.now(), undefined, error)
+  }
+
+  /** Records the end (event, then meta), tells the runtime, and settles the result once written. */
+  private end(status: RunStatus, now: number, output: unknown, error: Error | undefined): void {
+    this.record({ type: 'run-finished', at: now, status: status as never, ...(error === undefined ? { output } : { error: storeError(error) }) })
+    const { queued: _queued, ...rest } = this.meta
+    const meta: RunRecord = { ...rest, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
+    this.meta = meta
+    const ack = putRecord(this.host.history, meta)
     this.outcome = error === undefined ? { ok: true, value: output } : { ok: false, error }
     this.subject?.complete()
     this.host.ended(this)
@@ -449,7 +532,7 @@ export class Run {
 
   /** Abandons the run (its Workflows closes): attempts are aborted, waiters hear CLOSED. */
   abandon(): void {
-    if (this.status !== 'running') return
+    if (FINAL_STATUSES.has(this.status as never)) return
     for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('CLOSED', 'the workflows are closed'))
     this.attempts.clear()
     this.subject?.complete()
@@ -467,13 +550,13 @@ export class WorkflowRun<O = unknown> {
   }
 
   /** @internal A run known only from its meta record (finished, or not resumed here). */
-  static stored<O>(meta: RunMeta, history: History): WorkflowRun<O> {
+  static stored<O>(meta: RunRecord, history: History): WorkflowRun<O> {
     return new WorkflowRun<O>(undefined, meta, history)
   }
 
   private constructor(
     private readonly run: Run | undefined,
-    private readonly meta: RunMeta,
+    private readonly meta: RunRecord,
     private readonly store: History,
   ) {}
 
@@ -494,8 +577,8 @@ export class WorkflowRun<O = unknown> {
    */
   result(): Promise<O> {
     if (this.run) return this.run.result() as Promise<O>
-    const meta = this.store.meta(this.meta.id) ?? this.meta
-    if (meta.status === 'running') {
+    const meta = readRecord(this.store, this.meta.id) ?? this.meta
+    if (!FINAL_STATUSES.has(meta.status as never)) {
       return Promise.reject(
         new OrreryError('RUN_NOT_FOUND', `run ${meta.id} is not running here: open the workflows with resume on its store to go on with it`, {
           details: { runId: meta.id },
@@ -506,15 +589,20 @@ export class WorkflowRun<O = unknown> {
     return Promise.resolve(meta.output as O)
   }
 
-  /** Where the run is: `running`, or how it ended. */
+  /** Where the run is: `queued` (waiting for a place under its definition's limit), `running`, or how it ended. */
   status(): RunStatus {
     if (this.run) return this.run.status
-    return (this.store.meta(this.meta.id) ?? this.meta).status
+    return (readRecord(this.store, this.meta.id) ?? this.meta).status
   }
 
-  /** Every event recorded for the run, oldest first. */
+  /** The run's generation: 1, and one more after each continueAsNew. */
+  get generation(): number {
+    return (this.run?.meta ?? readRecord(this.store, this.meta.id) ?? this.meta).generation ?? 1
+  }
+
+  /** The events recorded for the run's current generation, oldest first. */
   history(): WorkflowEvent[] {
-    return this.store.events(this.meta.id)
+    return currentEvents(this.store, this.meta.id, this.run?.meta.from)
   }
 
   /** Sends signal `name` with `payload` (taken by the next wait on it); nothing once the run ended. */

@@ -5,7 +5,7 @@
  * holds unfinished runs it replays their histories and goes on with them.
  */
 import { Mesh } from '../agents/mesh.js'
-import { callable, flag, msOrNone, oneOf, options as checkOptions, refuse, text } from '../check.js'
+import { callable, flag, int, msOrNone, oneOf, options as checkOptions, refuse, text } from '../check.js'
 import type { Backend, WorkflowCore } from '../engines/backend.js'
 import { WORKFLOW_LAYOUT } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
@@ -15,10 +15,21 @@ import { DeadlineTimer } from '../timer.js'
 import { compileWorkflow, type CompiledWorkflow } from './compile.js'
 import type { WorkflowDefinition } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
-import { FINAL_STATUSES, History, isEventKey, type RunMeta, type RunStatus } from './history.js'
+import { FINAL_STATUSES, History, isEventKey } from './history.js'
+import { currentEvents, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
 import { Run, WorkflowRun, type RunHost } from './run.js'
 
-const RUN_STATUS_NAMES: readonly RunStatus[] = ['running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
+const RUN_STATUS_NAMES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
+
+/** Options of {@link Workflows.define}. */
+export interface DefineOptions {
+  /**
+   * At most this many runs of the workflow (by name, any version) run at once here; the runs
+   * started beyond it are `queued` (recorded so) and begin in start order as others end.
+   * Default: no limit.
+   */
+  maxConcurrentRuns?: number
+}
 
 /** Options of `orrery.workflows()`. */
 export interface WorkflowsOptions {
@@ -50,6 +61,7 @@ export interface RunInfo {
   readonly definition: string
   readonly version: string
   readonly status: RunStatus
+  readonly generation: number
   readonly startedAt: number
   readonly finishedAt?: number
 }
@@ -82,6 +94,14 @@ export class Workflows {
   private readonly newest = new Map<string, string>()
   private readonly runs = new Map<string, Run>()
   private readonly byHandle = new Map<number, Run>()
+  /** `maxConcurrentRuns` by workflow name. */
+  private readonly limits = new Map<string, number>()
+  /** Runs that began here and have not ended, by workflow name. */
+  private readonly active = new Map<string, number>()
+  /** Queued runs by workflow name, in start order. */
+  private readonly queues = new Map<string, Run[]>()
+  /** The last place given in a queue (places only grow, across restarts). */
+  private queuePlace = 0
   private readonly executor: Executor
   private readonly host: RunHost
   private readonly timer: DeadlineTimer
@@ -123,6 +143,11 @@ export class Workflows {
       conditions: this.conditions,
       mesh,
       startChild: (workflow, input, id) => this.startChild(workflow, input, id),
+      findRun: (id) => {
+        if (this.closed) return undefined
+        const run = this.find(id)
+        return run && { result: () => run.result(), cancel: () => run.cancel() }
+      },
     }
     this.executor = new Executor(executorHost)
     this.host = {
@@ -135,6 +160,10 @@ export class Workflows {
       bind: (run) => this.byHandle.set(run.handle, run),
       failed: (what, error) => this.failed(what, error),
       ended: (run) => this.ended(run),
+      release: (handle) => {
+        this.byHandle.delete(handle)
+        this.core.release(handle)
+      },
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
   }
@@ -188,13 +217,22 @@ export class Workflows {
    * Validates a definition (`DEFINITION_INVALID` naming the node) and keeps it: its version
    * serves new runs of its name from now on; runs already started stay on theirs.
    */
-  define<I, O>(definition: WorkflowDefinition<I, O>): WorkflowDefinition<I, O> {
+  define<I, O>(definition: WorkflowDefinition<I, O>, options?: DefineOptions): WorkflowDefinition<I, O> {
     this.assertOpen()
+    const o = checkOptions(options)
+    const limit = o.maxConcurrentRuns === undefined ? undefined : int(o.maxConcurrentRuns, 'maxConcurrentRuns', { min: 1 }, 'option')
     const version = this.load(compileWorkflow(definition))
     const { name } = version.compiled.definition
     this.newest.set(name, version.compiled.definition.version)
     const ack = this.history.putDefinition(version.compiled.definition)
     if (ack instanceof Promise) ack.catch(() => {})
+    if (limit !== this.limits.get(name)) {
+      if (limit === undefined) this.limits.delete(name)
+      else this.limits.set(name, limit)
+      putLimit(this.history, name, limit)
+      // A higher limit (or none) makes room for queued runs at once.
+      if (this.resumeTimer === undefined) this.beginQueued(name)
+    }
     return version.compiled.definition as WorkflowDefinition<I, O>
   }
 
@@ -265,24 +303,61 @@ export class Workflows {
     }
     const version = this.versions.get(versionKey(workflow, versionName))!
     this.checkRegistered(version.compiled)
-    const meta: RunMeta = {
+    const queued = !this.hasPlace(workflow)
+    const meta: RunRecord = {
       id,
       definition: workflow,
       version: versionName,
       input,
       seed: Math.floor(Math.random() * 2 ** 52),
-      status: 'running',
+      status: queued ? 'queued' : 'running',
       startedAt: this.clock(),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(queued ? { queued: ++this.queuePlace } : {}),
     }
     const timed = this.withTimeout(version, timeoutMs)
     const run = new Run(this.host, meta, timed.compiled, timed.def)
     // Recorded first: a store that refuses the write (closed, failed) leaves no run behind.
-    const ack = this.history.putMeta(meta)
+    const ack = putRecord(this.history, meta)
     this.runs.set(id, run)
-    run.begin()
+    if (queued) this.enqueue(run)
+    else {
+      this.count(workflow, 1)
+      run.begin()
+    }
     await ack
     return WorkflowRun.live<O>(run, this.history)
+  }
+
+  /** Whether a new run of `workflow` may begin now: under its limit, and none queued before it. */
+  private hasPlace(workflow: string): boolean {
+    const limit = this.limits.get(workflow)
+    if (limit === undefined) return true
+    return (this.queues.get(workflow)?.length ?? 0) === 0 && (this.active.get(workflow) ?? 0) < limit
+  }
+
+  private count(workflow: string, by: number): void {
+    this.active.set(workflow, (this.active.get(workflow) ?? 0) + by)
+  }
+
+  private enqueue(run: Run): void {
+    const name = run.meta.definition
+    const queue = this.queues.get(name)
+    if (queue) queue.push(run)
+    else this.queues.set(name, [run])
+  }
+
+  /** Begins queued runs of `workflow`, in start order, while there is room under its limit. */
+  private beginQueued(workflow: string): void {
+    const queue = this.queues.get(workflow)
+    if (!queue) return
+    const limit = this.limits.get(workflow) ?? Infinity
+    while (queue.length > 0 && (this.active.get(workflow) ?? 0) < limit && !this.closed) {
+      const run = queue.shift()!
+      this.count(workflow, 1)
+      run.dequeue()
+    }
+    if (queue.length === 0) this.queues.delete(workflow)
   }
 
   /** `STEP_NOT_REGISTERED` for a local step (or compensation) whose function is not registered. */
@@ -324,14 +399,14 @@ export class Workflows {
     const f = checkOptions(filter, 'filter')
     if (f.status !== undefined) oneOf(f.status, RUN_STATUS_NAMES, 'status')
     if (f.definition !== undefined) text(f.definition, 'definition', {}, 'option')
-    return this.history
-      .metas()
+    return readRecords(this.history)
       .filter((m) => (f.status === undefined || m.status === f.status) && (f.definition === undefined || m.definition === f.definition))
-      .map(({ id, definition, version, status, startedAt, finishedAt }) => ({
+      .map(({ id, definition, version, status, generation, startedAt, finishedAt }) => ({
         id,
         definition,
         version,
         status,
+        generation: generation ?? 1,
         startedAt,
         ...(finishedAt === undefined ? {} : { finishedAt }),
       }))
@@ -348,6 +423,8 @@ export class Workflows {
     if (this.resumeTimer !== undefined) clearTimeout(this.resumeTimer)
     for (const run of this.runs.values()) run.abandon()
     this.runs.clear()
+    this.queues.clear()
+    this.active.clear()
     this.byHandle.clear()
     this.core.close()
     this.ownStore?.close()
@@ -357,30 +434,48 @@ export class Workflows {
   /** Replays every unfinished run of the store; their steps go on in the next macrotask. */
   private restore(): void {
     const restored: Run[] = []
-    for (const meta of this.history.metas()) {
-      if (FINAL_STATUSES.has(meta.status)) continue
+    const queued: Run[] = []
+    for (const [name, limit] of readLimits(this.history)) this.limits.set(name, limit)
+    for (const meta of readRecords(this.history)) {
+      if (FINAL_STATUSES.has(meta.status as never)) continue
       let run: Run | undefined
       try {
         const version = this.stored(meta.definition, meta.version)
         const timed = this.withTimeout(version, meta.timeoutMs)
         run = new Run(this.host, meta, timed.compiled, timed.def)
         this.runs.set(meta.id, run)
-        run.replay(this.history.events(meta.id))
+        if (meta.status === 'queued') {
+          queued.push(run)
+          this.queuePlace = Math.max(this.queuePlace, meta.queued ?? 0)
+          continue
+        }
+        const from = meta.from ?? 1
+        // Counted before the replay: a run whose end is in its history ends in it (and counts down).
+        this.count(meta.definition, 1)
+        run.began = true
+        run.replay(currentEvents(this.history, meta.id, from))
+        // A crash in the middle of a continueAsNew can leave the ended generation's events behind.
+        purgeEarlier(this.history, meta.id, from)
         if (run.status === 'running') restored.push(run)
       } catch (error) {
         // One run that cannot be restored (its version gone from the store) leaves the others
         // be: it stays recorded as running, and `get` finds it there.
         this.runs.delete(meta.id)
+        if (run?.began && run.status === 'running') this.count(meta.definition, -1)
         if (run !== undefined && run.handle >= 0) this.byHandle.delete(run.handle)
         this.failed(`run ${meta.id} could not be restored`, error)
       }
     }
-    if (restored.length === 0) return
+    queued.sort((a, b) => (a.meta.queued ?? 0) - (b.meta.queued ?? 0))
+    for (const run of queued) this.enqueue(run)
+    if (restored.length === 0 && queued.length === 0) return
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = undefined
       if (this.closed) return
       try {
         for (const run of restored) run.resume()
+        // Places that ended before the crash and were not yet given to queued runs.
+        for (const name of [...this.queues.keys()]) this.beginQueued(name)
         // Arms the timer again for what came due while the resume waited (fireDue left it).
         this.pump()
       } catch (error) {
@@ -433,8 +528,20 @@ export class Workflows {
 
   private ended(run: Run): void {
     this.runs.delete(run.id)
-    this.byHandle.delete(run.handle)
-    this.core.release(run.handle)
+    const name = run.meta.definition
+    if (run.handle >= 0) {
+      this.byHandle.delete(run.handle)
+      this.core.release(run.handle)
+    }
+    if (!run.began) {
+      // Cancelled while queued: it leaves its queue.
+      const queue = this.queues.get(name)
+      const at = queue?.indexOf(run) ?? -1
+      if (at >= 0) queue!.splice(at, 1)
+      return
+    }
+    this.count(name, -1)
+    if (this.resumeTimer === undefined) this.beginQueued(name)
   }
 
   private assertOpen(): void {

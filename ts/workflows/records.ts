@@ -1,0 +1,88 @@
+/**
+ * What the runtime keeps of a run beyond the fields of history.ts's `RunMeta`: the `queued`
+ * status (a run waiting for a free place under its definition's `maxConcurrentRuns`), its place
+ * in that queue, its generation (continueAsNew) and the seq its generation's history starts at,
+ * and the store operations generations need.
+ *
+ * A generation's events keep counting on from the last seq of the generation before, so the new
+ * generation's events never share a key with the old ones: the meta (written first) says from
+ * which seq the history is current, and a restore that still finds older events purges them.
+ */
+import type { History, RunMeta, RunStatus as EndStatus, WorkflowEvent } from './history.js'
+
+/** Where a run is: queued for a place, running, or how it ended. */
+export type RunStatus = EndStatus | 'queued'
+
+/** A run's meta record as the runtime writes it. */
+export type RunRecord = Omit<RunMeta, 'status'> & {
+  readonly status: RunStatus
+  /** 1 for the run's first generation; each continueAsNew adds one. */
+  readonly generation?: number
+  /** The seq of the current generation's first event (1 in the first generation). */
+  readonly from?: number
+  /** A queued run's place in its definition's queue (start order). */
+  readonly queued?: number
+}
+
+/** Writes a run's meta record. */
+export function putRecord(history: History, record: RunRecord): number | Promise<number> {
+  return history.putMeta(record as RunMeta)
+}
+
+/** A run's meta record, if any. */
+export function readRecord(history: History, id: string): RunRecord | undefined {
+  return history.meta(id) as RunRecord | undefined
+}
+
+/** Every run's meta record, in id order. */
+export function readRecords(history: History): RunRecord[] {
+  return history.metas() as RunRecord[]
+}
+
+/** The events of a run's current generation, in order. */
+export function currentEvents(history: History, id: string, from = readRecord(history, id)?.from ?? 1): WorkflowEvent[] {
+  const events = history.events(id)
+  return from <= 1 ? events : events.filter((e) => e.seq >= from)
+}
+
+const pad = (seq: number) => String(seq).padStart(10, '0')
+
+/**
+ * Forgets a run's events from seq `first` up to (not including) `end`: an ended generation's.
+ * Purged, so a run continued as new thousands of times keeps one generation's events in the store.
+ */
+export function purgeEvents(history: History, id: string, first: number, end: number): void {
+  for (let seq = first; seq < end; seq++) {
+    const ack = history.ns.purge(`run/${id}/e/${pad(seq)}`)
+    if (ack instanceof Promise) ack.catch(() => {})
+  }
+}
+
+/** The idempotency-key root of a run's generation: the run id, then `#<g>` from generation 2 on. */
+export function generationKey(id: string, generation: number): string {
+  return generation <= 1 ? id : `${id}#${generation}`
+}
+
+/** Where a definition's `maxConcurrentRuns` is kept (a restore needs it before `define` is called again). */
+const limitKey = (name: string) => `limit/${name}`
+
+/** Keeps (a number) or forgets (undefined) the concurrency limit of the workflow `name`. */
+export function putLimit(history: History, name: string, limit: number | undefined): void {
+  const ack = limit === undefined ? history.ns.delete(limitKey(name)) : history.ns.put(limitKey(name), limit)
+  if (ack instanceof Promise) ack.catch(() => {})
+}
+
+/** The concurrency limits kept in the store, by workflow name. */
+export function readLimits(history: History): Map<string, number> {
+  return new Map(history.ns.entries('limit/').map((e) => [e.key.slice('limit/'.length), e.value as number]))
+}
+
+/** Forgets what is left of a run's earlier generations: events below the current generation's first seq. */
+export function purgeEarlier(history: History, id: string, from: number): void {
+  if (from <= 1) return
+  for (const event of history.events(id)) {
+    if (event.seq >= from) break
+    const ack = history.ns.purge(`run/${id}/e/${pad(event.seq)}`)
+    if (ack instanceof Promise) ack.catch(() => {})
+  }
+}
