@@ -8,7 +8,17 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { Orrery } from '../ts/node.js'
 import type { WorkflowCore } from '../ts/engines/backend.js'
-import { JOINS, NO_DEADLINE, NODE_OUTCOMES, RUN_STATUSES, STEP_OUTCOMES, WORKFLOW_LAYOUT, WORKFLOW_NODES, WORKFLOW_RECORDS } from '../ts/engines/manifest.js'
+import {
+  FAILURE_REASONS,
+  JOINS,
+  NO_DEADLINE,
+  NODE_OUTCOMES,
+  RUN_STATUSES,
+  STEP_OUTCOMES,
+  WORKFLOW_LAYOUT,
+  WORKFLOW_NODES,
+  WORKFLOW_RECORDS,
+} from '../ts/engines/manifest.js'
 import { expectEngineUsable } from './bad-input.js'
 
 const { ok, transient, permanent } = STEP_OUTCOMES
@@ -166,11 +176,13 @@ describe('WorkflowCore', () => {
     ])
     expect(core.fire(run, 4, 320)).toBe(true)
     expect(drained(core)).toEqual([['execute', run, 5, 0, 0, 3, 0, 0]])
-    // The third attempt was the last: the step, and the run, fail with that attempt's token.
+    // The third attempt was the last: the step, and the run, fail with that attempt's token,
+    // saying why (node-done's c, run-done's scope word).
     expect(core.complete(run, 5, transient, 330)).toBe(true)
+    const failed = FAILURE_REASONS['step-failed']
     expect(drained(core)).toEqual([
-      ['node-done', run, 0, 0, 0, NODE_OUTCOMES.failed, 5, 0],
-      ['run-done', run, 0, 0, 0, RUN_STATUSES.failed, 0, 5],
+      ['node-done', run, 0, 0, 0, NODE_OUTCOMES.failed, 5, failed],
+      ['run-done', run, 0, 0, failed, RUN_STATUSES.failed, 0, 5],
     ])
     expect(core.nextDeadline()).toBe(NO_DEADLINE)
 
@@ -207,8 +219,8 @@ describe('WorkflowCore', () => {
     core.cancel(run, 6)
     expect(drained(core)).toEqual([
       ['cancel', run, 2, 2, 0, 1, 0, 0],
-      ['node-done', run, 0, 2, 0, NODE_OUTCOMES.cancelled, 0, 0],
-      ['node-done', run, 0, 0, 0, NODE_OUTCOMES.cancelled, 0, 0],
+      ['node-done', run, 0, 2, 0, NODE_OUTCOMES.cancelled, 0, FAILURE_REASONS.cancelled],
+      ['node-done', run, 0, 0, 0, NODE_OUTCOMES.cancelled, 0, FAILURE_REASONS.cancelled],
       // Compensation C (node 3) of step A (node 1, completed by token 1).
       ['compensate', run, 3, 3, 0, 1, 1, 1],
     ])
@@ -227,7 +239,7 @@ describe('WorkflowCore', () => {
     expect(core.complete(run, 5, ok, 60)).toBe(true)
     expect(drained(core)).toEqual([
       ['compensated', run, 5, 1, 0, 0, 0, 0],
-      ['run-done', run, 0, 0, 0, RUN_STATUSES.compensated, -1, 0],
+      ['run-done', run, 0, 0, FAILURE_REASONS.cancelled, RUN_STATUSES.compensated, -1, 0],
     ])
   })
 
@@ -311,7 +323,7 @@ const MIXED = program([
 const MIXED_EXPECTED = {
   kinds: { cancel: 7, compensate: 8, compensated: 7, decide: 19, execute: 67, 'node-done': 120, retry: 13, 'run-done': 12, scope: 29, timer: 46 },
   statuses: [2, 4, 4, 1, 4, 2, 3, 4, 4, 4, 1, 4],
-  digest: 1335796304,
+  digest: 3110789629,
 }
 
 /** mulberry32: a small seeded generator, the same numbers in every JS engine. */

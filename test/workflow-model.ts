@@ -320,7 +320,8 @@ export function evaluate(p: Placed, path: string, answers: Answers): Verdict {
     case 'map': {
       const count = answers.count(p.index, path)
       if (count === -2) return { ok: false, must: new Set(), may: new Set() }
-      if (count === 0) return { ok: true, must: new Set(), may: new Set() }
+      // N = 0: the join decides (all: ok; any, quorum: out of reach, as Promise.any([]) rejects).
+      if (count === 0) return { ok: s.join === 'all', must: new Set(), may: new Set() }
       // A quorum above the count cannot be reached: the map fails before it starts an instance.
       if (typeof s.join === 'number' && s.join > count) return { ok: false, must: new Set(), may: new Set() }
       const verdicts = Array.from({ length: count }, (_, i) => evaluate(p.kids[0]!, `${path}/${p.index}:${i}`, answers))
@@ -477,8 +478,7 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
           ev(s.body, indices)
         }
         // A quorum above the item count cannot be reached: the forEach fails before it starts.
-        if (typeof s.join === 'number' && s.join > vs.length && vs.length > 0)
-          return { ok: false, exact: true, output: undefined, must: new Set(), may: new Set() }
+        if (typeof s.join === 'number' && s.join > vs.length) return { ok: false, exact: true, output: undefined, must: new Set(), may: new Set() }
         return joined(s.join, vs)
       }
       case 'sleep':
@@ -493,8 +493,8 @@ export function evaluateRuntime(shape: RShape, runId: string, input: { pick: num
 /** A parallel's or forEach's verdict: the model's join, output exact only when every child had to succeed. */
 function joined(join: JoinShape, vs: RuntimeVerdict[]): RuntimeVerdict {
   const need = join === 'all' ? vs.length : join === 'any' ? 1 : join
-  // No children (a forEach over no items) succeeds at once, whatever the join.
-  const ok = vs.length === 0 || vs.filter((v) => v.ok).length >= need
+  // No children (a forEach over no items): all succeeds, any and quorum cannot be reached.
+  const ok = vs.filter((v) => v.ok).length >= need
   const complete = (need === vs.length && ok) || (join === 'any' && !ok)
   return {
     ok,

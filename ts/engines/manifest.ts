@@ -304,5 +304,19 @@ export const NODE_OUTCOMES = {
   skipped: 3,
 } as const
 
+/** Why a workflow node failed or a run ended: a node-done record's `c` (failed: where the failure began; cancelled: cancelled; else none) and a run-done record's scope word (word 4; none when completed, cancelled for a cancel). A node failing because a child failed carries the child's reason, but an any or quorum join says join-unreachable. The token that b / c name is a step attempt's (step-failed, attempt-timeout), a timer's (node-, wait-, run-timeout), a decision's (loop-limit, decision-failed), or the last failure's (join-unreachable; 0 for a parallel of no branches). */
+export const FAILURE_REASONS = {
+  none: 0,
+  'step-failed': 1,
+  'attempt-timeout': 2,
+  'node-timeout': 3,
+  'wait-timeout': 4,
+  'run-timeout': 5,
+  'loop-limit': 6,
+  'decision-failed': 7,
+  'join-unreachable': 8,
+  cancelled: 9,
+} as const
+
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = '0227d73b732301ff'
+export const MANIFEST_HASH = '531ee8d86924f088'

@@ -374,8 +374,8 @@ fn body() -> String {
 /// The workflow core's layouts and codes (crates/core/src/workflow).
 pub mod workflow {
     pub use crate::workflow::codes::{
-        JOINS, MAX_DEPTH, MAX_INSTANCES, MAX_NODES, MAX_SIGNALS, NODES, NODE_OUTCOMES, NODE_WORDS, PROGRAM_FORMAT,
-        RECORDS, RECORD_WORDS, RUN_STATUSES, STEP_OUTCOMES,
+        FAILURE_REASONS, JOINS, MAX_DEPTH, MAX_INSTANCES, MAX_NODES, MAX_SIGNALS, NODES, NODE_OUTCOMES, NODE_WORDS,
+        PROGRAM_FORMAT, RECORDS, RECORD_WORDS, RUN_STATUSES, STEP_OUTCOMES,
     };
 }
 
@@ -416,6 +416,12 @@ fn workflow_codes(out: &mut String) {
         "How a node instance ended (a node-done record's `a`). skipped: succeeded without output (a branch that chose no arm, a wait that timed out with continue).",
         "NODE_OUTCOMES",
         &codes(w::NODE_OUTCOMES),
+    );
+    keyed(
+        out,
+        "Why a workflow node failed or a run ended: a node-done record's `c` (failed: where the failure began; cancelled: cancelled; else none) and a run-done record's scope word (word 4; none when completed, cancelled for a cancel). A node failing because a child failed carries the child's reason, but an any or quorum join says join-unreachable. The token that b / c name is a step attempt's (step-failed, attempt-timeout), a timer's (node-, wait-, run-timeout), a decision's (loop-limit, decision-failed), or the last failure's (join-unreachable; 0 for a parallel of no branches).",
+        "FAILURE_REASONS",
+        &codes(w::FAILURE_REASONS),
     );
 }
 

@@ -105,13 +105,15 @@ pub mod codes {
     pub const CANCEL: u8 = 4;
     /// A new scope: a loop iteration, a map instance, or one item in one pipeline stage.
     pub const SCOPE: u8 = 5;
-    /// A node instance finished.
+    /// A node instance finished: `a` its outcome, `b` the token where a failure began, `c` why
+    /// (`FAILURE_REASONS`).
     pub const NODE_DONE: u8 = 6;
     /// A failed attempt will be retried.
     pub const RETRY: u8 = 7;
     /// A timer was armed.
     pub const TIMER: u8 = 8;
-    /// The run finished.
+    /// The run finished: `a` its status, `b` the node and `c` the token where a failure began,
+    /// the scope word why (`FAILURE_REASONS`).
     pub const RUN_DONE: u8 = 9;
     /// A compensation finished.
     pub const COMPENSATED: u8 = 10;
@@ -168,6 +170,44 @@ pub mod codes {
     /// Succeeded without output: a branch that chose no arm, a wait that timed out with
     /// `continue`.
     pub const DONE_SKIPPED: u8 = 3;
+
+    /// Why a node failed or a run ended: a `NODE_DONE`'s `c` (failed or cancelled; 0 when it
+    /// succeeded or was skipped) and a `RUN_DONE`'s scope word (0 when the run completed). A
+    /// node that fails because a child failed carries the child's reason (and its node and
+    /// token), except that an `any` or `quorum` join says `join-unreachable`.
+    pub const FAILURE_REASONS: &[(&str, u8)] = &[
+        ("none", WHY_NONE),
+        ("step-failed", WHY_STEP_FAILED),
+        ("attempt-timeout", WHY_ATTEMPT_TIMEOUT),
+        ("node-timeout", WHY_NODE_TIMEOUT),
+        ("wait-timeout", WHY_WAIT_TIMEOUT),
+        ("run-timeout", WHY_RUN_TIMEOUT),
+        ("loop-limit", WHY_LOOP_LIMIT),
+        ("decision-failed", WHY_DECISION_FAILED),
+        ("join-unreachable", WHY_JOIN_UNREACHABLE),
+        ("cancelled", WHY_CANCELLED),
+    ];
+    /// Nothing failed.
+    pub const WHY_NONE: u8 = 0;
+    /// A step's attempt failed permanently, or its last attempt failed (the token names it).
+    pub const WHY_STEP_FAILED: u8 = 1;
+    /// A step's last attempt timed out (a child run is a step: its timeout is this one).
+    pub const WHY_ATTEMPT_TIMEOUT: u8 = 2;
+    /// A container's own timeout fell due (the token is its timer).
+    pub const WHY_NODE_TIMEOUT: u8 = 3;
+    /// A WAIT's timeout fell due and it fails on timeout (the token is its timer).
+    pub const WHY_WAIT_TIMEOUT: u8 = 4;
+    /// The run's deadline (given at start) or the root's timeout fell due.
+    pub const WHY_RUN_TIMEOUT: u8 = 5;
+    /// A loop was decided to go on past its maxIterations (the token is the decision).
+    pub const WHY_LOOP_LIMIT: u8 = 6;
+    /// The host said a decision failed, -2 (the token is the decision).
+    pub const WHY_DECISION_FAILED: u8 = 7;
+    /// An `any` or `quorum` join can no longer be reached (the token is the last failure's, or
+    /// the decision of a MAP decided fewer instances than it needs).
+    pub const WHY_JOIN_UNREACHABLE: u8 = 8;
+    /// Cancelled: by the run's cancel, a join that was decided, or a timeout above it.
+    pub const WHY_CANCELLED: u8 = 9;
 
     /// Most nodes in a program.
     pub const MAX_NODES: usize = 1 << 16;

@@ -259,6 +259,7 @@ fn check_run(d: &Driver) {
     assert!(d.w.inflight.is_empty(), "a finished run has nothing with the host");
     assert!(d.w.pipes.is_empty(), "a finished run has no pipeline running");
     check_pipelines(d);
+    check_reasons(d);
     let run = d.w.runs.get(d.run).expect("the run is live until released");
     assert!(run.frames.is_empty());
     let status = d.log[dones[0]].a as u8;
@@ -284,6 +285,54 @@ fn check_run(d: &Driver) {
     let fresh = replay(d);
     assert_eq!(format!("{:?}", fresh.runs.get(d.run)), format!("{:?}", d.w.runs.get(d.run)));
     assert_eq!(fresh.pipes, d.w.pipes);
+}
+
+/// Every failure says why, and the token it names is of the kind the reason says: a step's
+/// attempt, a decision or a timer. Ok and skipped nodes say nothing, cancelled ones `cancelled`;
+/// the run ends for its root's reason, or `cancelled` when it has no cause.
+fn check_reasons(d: &Driver) {
+    let kind_of = |token: f64| d.log.iter().find(|r| f64::from(r.token) == token && r.kind != CANCEL).map(|r| r.kind);
+    let failed = |why: f64, token: f64, rec: &Rec| {
+        let kind = kind_of(token);
+        let expected: &[u8] = match why as u8 {
+            WHY_STEP_FAILED | WHY_ATTEMPT_TIMEOUT => &[EXECUTE],
+            WHY_NODE_TIMEOUT | WHY_WAIT_TIMEOUT | WHY_RUN_TIMEOUT => &[TIMER],
+            WHY_LOOP_LIMIT | WHY_DECISION_FAILED => &[DECIDE],
+            WHY_JOIN_UNREACHABLE => &[EXECUTE, TIMER, DECIDE],
+            other => panic!("a failure with reason {other}: {rec:?}"),
+        };
+        assert!(
+            kind.is_some_and(|k| expected.contains(&k)) || (why as u8 == WHY_JOIN_UNREACHABLE && token == 0.0),
+            "reason {why} names token {token} of kind {kind:?}: {rec:?}"
+        );
+    };
+    let mut root = None;
+    for rec in &d.log {
+        match rec.kind {
+            NODE_DONE => match rec.a as u8 {
+                DONE_OK | DONE_SKIPPED => assert_eq!(rec.c, 0.0, "{rec:?}"),
+                DONE_CANCELLED => assert_eq!(rec.c, f64::from(WHY_CANCELLED), "{rec:?}"),
+                _ => {
+                    failed(rec.c, rec.b, rec);
+                    if rec.node == 0 {
+                        root = Some(rec.c);
+                    }
+                }
+            },
+            RUN_DONE => {
+                let why = f64::from(rec.scope);
+                match rec.a as u8 {
+                    COMPLETED => assert_eq!(why, 0.0),
+                    _ if rec.b < 0.0 => assert_eq!(why, f64::from(WHY_CANCELLED), "{rec:?}"),
+                    _ => {
+                        failed(why, rec.c, rec);
+                        assert_eq!(Some(why), root, "the run ends for its root's reason");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Every pipeline moved its items as the rule says, read from the records alone: stage s took

@@ -7,6 +7,15 @@
 //! Either way no call recurses over siblings, so a sequence of thousands of empty children
 //! cannot overflow the stack.
 //!
+//! Joins are judged as children end, and first when the count is known: a PARALLEL of no
+//! branches or a MAP decided N = 0 succeeds for `all` and fails for `any` and `quorum(n)`
+//! (Promise.all and Promise.any agree), and a MAP decided fewer instances than its quorum fails
+//! at once. A PIPELINE has no join of its own: every item must pass every stage, as `all`, so a
+//! pipeline decided N = 0 succeeds with no items (an empty output).
+//!
+//! A failure carries a reason (`FAILURE_REASONS`) from where it began up to `RUN_DONE`, so the
+//! host never guesses it from the node's kind.
+//!
 //! Frames live in one `Vec` per run, reused through a free list, and point at their parent by
 //! index; tokens and timers find their frame through the maps in `Ctx`. A run idle on a signal
 //! holds two 52-byte frames and nothing else.
@@ -14,7 +23,8 @@
 use super::codes::{
     BRANCH, CANCEL, COMPENSATE, DECIDE, DONE_CANCELLED, DONE_FAILED, DONE_OK, DONE_SKIPPED, EXECUTE, JOIN_ALL,
     JOIN_ANY, LOOP, MAP, MAX_INSTANCES, NODE_DONE, OK, PARALLEL, PIPELINE, RECORD_WORDS, RETRY, RUNNING, SCOPE,
-    SEQUENCE, SLEEP, STEP, TIMER, TRANSIENT, WAIT,
+    SEQUENCE, SLEEP, STEP, TIMER, TRANSIENT, WAIT, WHY_ATTEMPT_TIMEOUT, WHY_CANCELLED, WHY_DECISION_FAILED,
+    WHY_JOIN_UNREACHABLE, WHY_LOOP_LIMIT, WHY_NODE_TIMEOUT, WHY_RUN_TIMEOUT, WHY_STEP_FAILED, WHY_WAIT_TIMEOUT,
 };
 use super::program::{Node, Program, NONE};
 use super::timers::Timers;
@@ -25,6 +35,9 @@ use rustc_hash::FxHashMap;
 
 /// A frame's parent word for a compensation attempt (it answers to the saga, not a node).
 pub const COMPENSATION: u32 = u32::MAX - 1;
+
+/// The frame word of the run's deadline timer (it belongs to the run, not to a frame).
+pub const DEADLINE: u32 = u32::MAX - 2;
 
 /// What a call needs besides the run: its program, the shared timers, the outbox, the run's
 /// handle and the host's time.
@@ -54,11 +67,13 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Where a failure began: the step attempt, decision or timer that caused it.
+/// Where a failure began: the step attempt, decision or timer that caused it, and why
+/// (`FAILURE_REASONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cause {
     pub node: u32,
     pub token: u32,
+    pub reason: u8,
 }
 
 /// How a node instance ended.
@@ -142,6 +157,8 @@ pub struct Run {
     /// Signals that came while nothing waited: (index, count).
     signals: Vec<(u32, u32)>,
     wait_serial: u32,
+    /// The run deadline's timer, 0 when none is armed.
+    deadline: u32,
     pub saga: super::saga::Saga,
 }
 
@@ -159,6 +176,7 @@ impl Run {
             completed: Vec::new(),
             signals: Vec::new(),
             wait_serial: 0,
+            deadline: 0,
             saga: super::saga::Saga::default(),
         }
     }
@@ -238,7 +256,8 @@ impl Run {
 
     /// Every timer this run has armed.
     pub fn timers(&self) -> impl Iterator<Item = u32> + '_ {
-        self.frames.iter().filter(|f| f.phase != Phase::Free).flat_map(|f| [f.timer, f.timeout]).filter(|&t| t != 0)
+        let frames = self.frames.iter().filter(|f| f.phase != Phase::Free).flat_map(|f| [f.timer, f.timeout]);
+        frames.chain([self.deadline]).filter(|&t| t != 0)
     }
 
     /// Every live frame of a PIPELINE node of `program` (each may hold a pipe).
@@ -254,13 +273,35 @@ impl Run {
         self.frames.iter().filter(|f| f.phase != Phase::Free && f.token != 0).map(|f| f.token)
     }
 
-    /// Starts the root.
+    /// Starts the root, and arms the run's `deadline` (host time; infinite for none) while it
+    /// runs. The deadline is a timer of the run's own beside the root's timeout word, so the
+    /// earlier of the two ends the run, and one program serves runs of any deadline.
     pub fn begin(&mut self, ctx: &mut Ctx) {
+        self.begin_until(ctx, f64::INFINITY);
+    }
+
+    /// [`Run::begin`] with a run deadline.
+    pub fn begin_until(&mut self, ctx: &mut Ctx, deadline: Millis) {
         // Most runs hold a container and one leaf at a time: room for two, not the four a first
         // push reserves, keeps a million idle runs 100 MB smaller.
         self.frames.reserve_exact(2);
-        if let Step::Done(outcome) = self.start(ctx, 0, NONE, 0, 0, 0) {
-            self.root_done(ctx, outcome);
+        match self.start(ctx, 0, NONE, 0, 0, 0) {
+            Step::Done(outcome) => self.root_done(ctx, outcome),
+            Step::Running if deadline.is_finite() => {
+                let timer = self.token();
+                ctx.timers.arm(ctx.id, timer, deadline, DEADLINE);
+                ctx.emit(TIMER, timer, 0, 0, deadline, 0.0, 0.0);
+                self.deadline = timer;
+            }
+            Step::Running => {}
+        }
+    }
+
+    /// Disarms the run's deadline: the root ended or the run was cancelled.
+    fn drop_deadline(&mut self, ctx: &mut Ctx) {
+        let timer = std::mem::take(&mut self.deadline);
+        if timer != 0 {
+            ctx.timers.disarm(ctx.id, timer);
         }
     }
 
@@ -390,12 +431,12 @@ impl Run {
 
     fn node_done(&self, ctx: &mut Ctx, f: u32, outcome: Outcome) {
         let frame = &self.frames[f as usize];
-        let (code, token) = match outcome {
-            Outcome::Ok => (DONE_OK, 0),
-            Outcome::Skipped => (DONE_SKIPPED, 0),
-            Outcome::Failed(cause) => (DONE_FAILED, cause.token),
+        let (code, token, reason) = match outcome {
+            Outcome::Ok => (DONE_OK, 0, 0),
+            Outcome::Skipped => (DONE_SKIPPED, 0, 0),
+            Outcome::Failed(cause) => (DONE_FAILED, cause.token, cause.reason),
         };
-        ctx.emit(NODE_DONE, 0, frame.node, frame.scope, f64::from(code), f64::from(token), 0.0);
+        ctx.emit(NODE_DONE, 0, frame.node, frame.scope, f64::from(code), f64::from(token), f64::from(reason));
     }
 
     /// Ends frame `f` and walks up: each parent reacts, until one keeps running or the root ends.
@@ -473,9 +514,15 @@ impl Run {
 
     fn parallel_start(&mut self, ctx: &mut Ctx, f: u32) -> Step {
         let Frame { node, scope, scope_index, .. } = self.frames[f as usize];
-        let count = ctx.node(node).child_count;
+        let spec = ctx.node(node);
+        let count = spec.child_count;
         if count == 0 {
-            return Step::Done(Outcome::Ok);
+            // No branches: the join decides, as for a MAP decided N = 0 (`any` fails).
+            return Step::Done(empty_join(
+                spec.join,
+                spec.quorum,
+                Cause { node, token: 0, reason: WHY_JOIN_UNREACHABLE },
+            ));
         }
         for i in 0..count {
             let child = ctx.program.child(ctx.node(node), i);
@@ -509,7 +556,14 @@ impl Run {
         };
         let verdict = joined(node.join, node.quorum, total, ok, failed)?;
         self.cancel_children(ctx, f);
-        Some(if verdict { Outcome::Ok } else { outcome })
+        Some(match outcome {
+            _ if verdict => Outcome::Ok,
+            // `all` fails for its child's reason; `any` and `quorum` because too few are left.
+            Outcome::Failed(cause) if node.join != JOIN_ALL => {
+                Outcome::Failed(Cause { reason: WHY_JOIN_UNREACHABLE, ..cause })
+            }
+            other => other,
+        })
     }
 
     /// Runs the next LOOP iteration: a new scope, then the body.
@@ -598,7 +652,8 @@ impl Run {
         if frame.phase == Phase::Attempt {
             ctx.emit(CANCEL, frame.token, frame.node, frame.scope, f64::from(frame.a), 0.0, 0.0);
         }
-        ctx.emit(NODE_DONE, 0, frame.node, frame.scope, f64::from(DONE_CANCELLED), 0.0, 0.0);
+        let why = f64::from(WHY_CANCELLED);
+        ctx.emit(NODE_DONE, 0, frame.node, frame.scope, f64::from(DONE_CANCELLED), 0.0, why);
         self.release(ctx, f);
     }
 
@@ -618,18 +673,18 @@ impl Run {
             }
             self.finish(ctx, f, Outcome::Ok);
         } else {
-            self.attempt_failed(ctx, f, outcome == TRANSIENT);
+            self.attempt_failed(ctx, f, outcome == TRANSIENT, WHY_STEP_FAILED);
         }
         true
     }
 
-    /// A failed attempt: a retry timer while attempts are left and the failure is transient,
-    /// else the step fails.
-    fn attempt_failed(&mut self, ctx: &mut Ctx, f: u32, transient: bool) {
+    /// A failed attempt (`why`: it failed, or timed out): a retry timer while attempts are
+    /// left and the failure is transient, else the step fails.
+    fn attempt_failed(&mut self, ctx: &mut Ctx, f: u32, transient: bool, why: u8) {
         let Frame { node, scope, token, a: attempt, .. } = self.frames[f as usize];
         let spec = ctx.node(node);
         if !transient || attempt >= spec.attempts {
-            self.finish(ctx, f, Outcome::Failed(Cause { node, token }));
+            self.finish(ctx, f, Outcome::Failed(Cause { node, token, reason: why }));
             return;
         }
         let delay = spec.backoff.delay(attempt, &mut self.random);
@@ -646,11 +701,12 @@ impl Run {
             return Ok(false);
         };
         let node = ctx.node(self.frames[f as usize].node);
-        let failed = Outcome::Failed(Cause { node: self.frames[f as usize].node, token });
+        let cause = Cause { node: self.frames[f as usize].node, token, reason: WHY_DECISION_FAILED };
+        let failed = |reason| Outcome::Failed(Cause { reason, ..cause });
         let bad = |reason: String| Err(WorkflowError::InvalidArgument { argument: "decision", reason });
         let whole = value.fract() == 0.0 && value >= 0.0;
         let step = if value == -2.0 {
-            Step::Done(failed)
+            Step::Done(failed(WHY_DECISION_FAILED))
         } else {
             match node.kind {
                 BRANCH if value == -1.0 => Step::Done(Outcome::Skipped),
@@ -666,7 +722,7 @@ impl Run {
                 }
                 BRANCH => return bad(format!("{value} is no arm of a branch of {}, nor -1 or -2", node.child_count)),
                 LOOP if value == 0.0 => Step::Done(Outcome::Ok),
-                LOOP if value == 1.0 && self.frames[f as usize].a >= node.limit => Step::Done(failed),
+                LOOP if value == 1.0 && self.frames[f as usize].a >= node.limit => Step::Done(failed(WHY_LOOP_LIMIT)),
                 LOOP if value == 1.0 => self.iterate(ctx, f),
                 LOOP => return bad(format!("{value} is not 1 (go on), 0 (stop) or -2 (failed)")),
                 PIPELINE if whole && value <= MAX_INSTANCES as f64 => {
@@ -678,12 +734,12 @@ impl Run {
                     self.recall(ctx, f);
                     let frame = &mut self.frames[f as usize];
                     (frame.phase, frame.a) = (Phase::Running, value as u32);
-                    if value == 0.0 {
-                        Step::Done(Outcome::Ok)
-                    } else if joined(node.join, node.quorum, value as u32, 0, 0) == Some(false) {
-                        Step::Done(failed)
-                    } else {
-                        self.map_fill(ctx, f)
+                    // The join is judged before any instance runs: N = 0 is `all` ok, `any`
+                    // failed; fewer instances than a quorum fail at once.
+                    match joined(node.join, node.quorum, value as u32, 0, 0) {
+                        Some(true) => Step::Done(Outcome::Ok),
+                        Some(false) => Step::Done(failed(WHY_JOIN_UNREACHABLE)),
+                        None => self.map_fill(ctx, f),
                     }
                 }
                 _ => return bad(format!("{value} is not a count in 0..={MAX_INSTANCES}, nor -2")),
@@ -714,6 +770,14 @@ impl Run {
 
     /// Fires timer `timer` of frame `f` (the caller disarmed it).
     pub fn fire(&mut self, ctx: &mut Ctx, timer: u32, f: u32) {
+        if f == DEADLINE {
+            self.deadline = 0;
+            let root = self.frames.iter().position(|fr| fr.phase != Phase::Free && fr.parent == NONE);
+            if let Some(root) = root {
+                self.time_out(ctx, root as u32, Cause { node: 0, token: timer, reason: WHY_RUN_TIMEOUT });
+            }
+            return;
+        }
         let Some(&Frame { timer: own, timeout, node, .. }) =
             self.frames.get(f as usize).filter(|fr| fr.phase != Phase::Free)
         else {
@@ -726,7 +790,7 @@ impl Run {
                 (STEP, Phase::Attempt) => {
                     // A step timeout: the host aborts the attempt, which counts as a transient failure.
                     ctx.emit(CANCEL, frame.token, frame.node, frame.scope, f64::from(frame.a), 0.0, 0.0);
-                    self.attempt_failed(ctx, f, true);
+                    self.attempt_failed(ctx, f, true, WHY_ATTEMPT_TIMEOUT);
                 }
                 (STEP, _) => {
                     let next = frame.a + 1;
@@ -737,18 +801,34 @@ impl Run {
         } else if timeout == timer {
             self.frames[f as usize].timeout = 0;
             let spec = ctx.node(node);
-            let outcome = if spec.kind == WAIT && spec.flag == 1 {
-                Outcome::Skipped
-            } else {
-                Outcome::Failed(Cause { node, token: timer })
+            let reason = match spec.kind {
+                WAIT if spec.flag == 1 => {
+                    self.finish(ctx, f, Outcome::Skipped);
+                    return;
+                }
+                WAIT => WHY_WAIT_TIMEOUT,
+                // The root's timeout word is the run's timeout.
+                _ if self.frames[f as usize].parent == NONE => WHY_RUN_TIMEOUT,
+                _ => WHY_NODE_TIMEOUT,
             };
-            self.cancel_children(ctx, f);
-            self.finish(ctx, f, outcome);
+            self.time_out(ctx, f, Cause { node, token: timer, reason });
         }
+    }
+
+    /// Fails frame `f` for a timeout: what runs under it is cancelled (an attempt of its own
+    /// too: a root STEP under the run's deadline).
+    fn time_out(&mut self, ctx: &mut Ctx, f: u32, cause: Cause) {
+        let frame = &self.frames[f as usize];
+        if frame.phase == Phase::Attempt {
+            ctx.emit(CANCEL, frame.token, frame.node, frame.scope, f64::from(frame.a), 0.0, 0.0);
+        }
+        self.cancel_children(ctx, f);
+        self.finish(ctx, f, Outcome::Failed(cause));
     }
 
     /// The run's cancel: the tree is cancelled, then compensated.
     pub fn cancel(&mut self, ctx: &mut Ctx) {
+        self.drop_deadline(ctx);
         if let Some(root) = self.frames.iter().position(|fr| fr.phase != Phase::Free && fr.parent == NONE) {
             self.cancel_frame(ctx, root as u32);
         }
@@ -756,10 +836,21 @@ impl Run {
     }
 
     fn root_done(&mut self, ctx: &mut Ctx, outcome: Outcome) {
+        self.drop_deadline(ctx);
         match outcome {
             Outcome::Failed(cause) => self.saga_begin(ctx, super::codes::FAILED, Some(cause)),
             _ => self.run_done(ctx, super::codes::COMPLETED, None),
         }
+    }
+}
+
+/// How a PARALLEL of no branches, or a MAP decided N = 0, ends: as its join says with nothing
+/// to wait for (`all` succeeds; `any` and `quorum(n)`, n >= 1, fail with `unreachable`).
+fn empty_join(join: u8, quorum: u32, unreachable: Cause) -> Outcome {
+    if joined(join, quorum, 0, 0, 0) == Some(false) {
+        Outcome::Failed(unreachable)
+    } else {
+        Outcome::Ok
     }
 }
 

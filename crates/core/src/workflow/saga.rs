@@ -3,7 +3,7 @@
 //! STEP frame answering to the saga instead of a parent, so it retries and times out like any
 //! step; one that finally fails is recorded and the rest still run.
 
-use super::codes::{COMPENSATED, COMPENSATED_RUN, COMPENSATION_FAILED, RUN_DONE};
+use super::codes::{COMPENSATED, COMPENSATED_RUN, COMPENSATION_FAILED, COMPLETED, RUN_DONE, WHY_CANCELLED, WHY_NONE};
 use super::program::NONE;
 use super::run::{Cause, Ctx, Frame, Phase, Run, COMPENSATION};
 
@@ -61,13 +61,19 @@ impl Run {
         self.saga_next(ctx);
     }
 
-    /// `RUN_DONE`, once: `b` names the node where the failure began, `c` its token.
+    /// `RUN_DONE`, once: `b` names the node where the failure began, `c` its token, the scope
+    /// word why (a run that did not complete and has no cause was cancelled).
     pub fn run_done(&mut self, ctx: &mut Ctx, status: u8, cause: Option<Cause>) {
         self.status = status;
         self.saga.active = false;
         let (node, token) = cause.map_or((-1.0, 0.0), |c| (f64::from(c.node), f64::from(c.token)));
+        let why = match cause {
+            Some(cause) => cause.reason,
+            None if status == COMPLETED => WHY_NONE,
+            None => WHY_CANCELLED,
+        };
         debug_assert!(cause.is_none_or(|c| c.node != NONE));
-        ctx.emit(RUN_DONE, 0, 0, 0, f64::from(status), node, token);
+        ctx.emit(RUN_DONE, 0, 0, u32::from(why), f64::from(status), node, token);
         // A finished run keeps only its status until released.
         self.forget();
     }

@@ -206,6 +206,16 @@ impl Host {
         assert!(dones.len() <= 1, "RUN_DONE twice: {dones:?}");
         dones.first().map(|r| (r.a as u8, r.b, r.c))
     }
+    /// Why the run ended: `RUN_DONE`'s scope word.
+    pub fn why(&self) -> u8 {
+        let done = self.all(RUN_DONE);
+        assert_eq!(done.len(), 1, "the run has not ended: {:?}", self.log);
+        u8::try_from(done[0].scope).unwrap()
+    }
+    /// Why node `node` last ended: its `NODE_DONE`'s `c`.
+    pub fn node_why(&self, node: u32) -> u8 {
+        self.last(NODE_DONE, node).c as u8
+    }
     /// (node, outcome) of every `NODE_DONE`, in order.
     pub fn nodes_done(&self) -> Vec<(u32, u8)> {
         self.all(NODE_DONE).iter().map(|r| (r.node, r.a as u8)).collect()
@@ -782,4 +792,107 @@ fn a_wide_map_answers_and_cancels_without_scanning_every_instance() {
     assert_eq!(h.all(CANCEL).len(), 999);
     assert_eq!(h.done().map(|d| d.0), Some(FAILED));
     assert!(h.w.inflight.is_empty());
+}
+
+#[test]
+fn a_join_with_nothing_to_join_applies_its_policy() {
+    // A MAP decided N = 0: `all` succeeds; `any` and `quorum` cannot be reached, as
+    // Promise.any([]) rejects.
+    let mut h = Host::start(&map(0, JOIN_ALL, 0, step()));
+    assert!(h.decide(0, 0.0, 0.0));
+    assert_eq!((h.done(), h.why()), (Some((COMPLETED, -1.0, 0.0)), WHY_NONE));
+    for (join, quorum) in [(JOIN_ANY, 0), (JOIN_QUORUM, 1), (JOIN_QUORUM, 3)] {
+        let mut h = Host::start(&map(0, join, quorum, step()));
+        let token = h.last(DECIDE, 0).token;
+        assert!(h.decide(0, 0.0, 0.0));
+        assert_eq!(h.done(), Some((FAILED, 0.0, f64::from(token))), "join {join} quorum {quorum} over nothing");
+        assert_eq!((h.why(), h.node_why(0)), (WHY_JOIN_UNREACHABLE, WHY_JOIN_UNREACHABLE));
+    }
+    // Fewer instances than the quorum fail at once, before any runs.
+    let mut h = Host::start(&map(0, JOIN_QUORUM, 3, step()));
+    assert!(h.decide(0, 2.0, 0.0));
+    assert!(h.executed().is_empty());
+    assert_eq!((h.done().map(|d| d.0), h.why()), (Some(FAILED), WHY_JOIN_UNREACHABLE));
+    // A parallel of no branches joins the same way.
+    let h = Host::start(&seq(vec![par(JOIN_ANY, 0, vec![])]));
+    assert_eq!((h.done().map(|d| d.0), h.why()), (Some(FAILED), WHY_JOIN_UNREACHABLE));
+    // A pipeline has no join: every item must pass every stage, so no items is a success.
+    let mut h = Host::start(&pipe(1, vec![step(), step()]));
+    assert!(h.decide(0, 0.0, 0.0));
+    assert_eq!((h.done(), h.why()), (Some((COMPLETED, -1.0, 0.0)), WHY_NONE));
+}
+
+#[test]
+fn failures_say_why_from_the_node_up_to_the_run() {
+    // A step's permanent failure, and a transient one with no attempts left.
+    let mut h = Host::start(&seq(vec![step()]));
+    assert!(h.complete(1, PERMANENT, 1.0));
+    assert_eq!((h.node_why(1), h.node_why(0), h.why()), (WHY_STEP_FAILED, WHY_STEP_FAILED, WHY_STEP_FAILED));
+    let mut h = Host::start(&step().retry(2, 1.0, 1.0, 1.0));
+    assert!(h.complete(0, TRANSIENT, 1.0));
+    h.fire_next();
+    assert!(h.complete(0, TRANSIENT, 3.0));
+    assert_eq!(h.why(), WHY_STEP_FAILED);
+    // The last attempt timed out.
+    let mut h = Host::start(&seq(vec![step().timeout(30.0)]));
+    h.fire_next();
+    assert_eq!((h.node_why(1), h.why()), (WHY_ATTEMPT_TIMEOUT, WHY_ATTEMPT_TIMEOUT));
+    // A container's own timeout, inside the root; the root's timeout is the run's.
+    let mut h = Host::start(&seq(vec![par(JOIN_ALL, 0, vec![step()]).timeout(50.0)]));
+    h.fire_next();
+    assert_eq!((h.node_why(2), h.node_why(1), h.why()), (WHY_CANCELLED, WHY_NODE_TIMEOUT, WHY_NODE_TIMEOUT));
+    let mut h = Host::start(&looped(false, 5, sleep(60.0)).timeout(100.0));
+    assert!(h.decide(0, 1.0, 0.0));
+    assert_eq!(h.fire_next(), 60.0);
+    assert!(h.decide(0, 1.0, 60.0));
+    assert_eq!(h.fire_next(), 100.0);
+    assert_eq!(h.done().map(|d| d.0), Some(FAILED));
+    assert_eq!(h.why(), WHY_RUN_TIMEOUT, "a loop under the run's timeout timed out, not past its limit");
+    // A wait that fails on timeout.
+    let mut h = Host::start(&seq(vec![wait(0, false).timeout(10.0)]));
+    h.fire_next();
+    assert_eq!((h.node_why(1), h.why()), (WHY_WAIT_TIMEOUT, WHY_WAIT_TIMEOUT));
+    // A loop past its limit, a decision that failed.
+    let mut h = Host::start(&looped(true, 1, step()));
+    assert!(h.complete(1, OK, 1.0));
+    assert!(h.decide(0, 1.0, 2.0));
+    assert_eq!(h.why(), WHY_LOOP_LIMIT);
+    let mut h = Host::start(&seq(vec![branch(vec![step()])]));
+    assert!(h.decide(1, -2.0, 1.0));
+    assert_eq!((h.node_why(1), h.why()), (WHY_DECISION_FAILED, WHY_DECISION_FAILED));
+    // `all` fails for its child's reason; `any` and `quorum` because too few are left, naming
+    // the last failure.
+    let mut h = Host::start(&par(JOIN_ALL, 0, vec![step(), step()]));
+    assert!(h.complete(1, PERMANENT, 1.0));
+    assert_eq!(h.why(), WHY_STEP_FAILED);
+    let mut h = Host::start(&par(JOIN_QUORUM, 2, vec![step(), step(), step().timeout(5.0)]));
+    assert!(h.complete(1, PERMANENT, 1.0));
+    let timed_out = h.last(EXECUTE, 3).token;
+    h.fire_next();
+    assert_eq!(h.node_why(3), WHY_ATTEMPT_TIMEOUT);
+    assert_eq!(h.done(), Some((FAILED, 3.0, f64::from(timed_out))));
+    assert_eq!(h.why(), WHY_JOIN_UNREACHABLE);
+    // A cancel: every cancelled node and the run say so, also after compensating.
+    let mut h = Host::start(&seq(vec![step().comp(step()), par(JOIN_ALL, 0, vec![step(), sleep(9.0)])]));
+    assert!(h.complete(1, OK, 1.0));
+    h.w.cancel(h.run, 2.0).unwrap();
+    h.pull();
+    assert!(h
+        .all(NODE_DONE)
+        .iter()
+        .filter(|r| r.a == f64::from(DONE_CANCELLED))
+        .all(|r| r.c == f64::from(WHY_CANCELLED)));
+    assert_eq!(h.all(NODE_DONE).len(), 5);
+    let comp = h.last(COMPENSATE, 5).token;
+    assert!(h.w.complete(h.run, comp, OK, 3.0).unwrap());
+    h.pull();
+    assert_eq!((h.done().map(|d| d.0), h.why()), (Some(COMPENSATED_RUN), WHY_CANCELLED));
+    // A failure that was compensated keeps its reason.
+    let mut h = Host::start(&seq(vec![step().comp(step()), step().timeout(7.0)]));
+    assert!(h.complete(1, OK, 1.0));
+    h.fire_next();
+    let comp = h.last(COMPENSATE, 3).token;
+    assert!(h.w.complete(h.run, comp, PERMANENT, 9.0).unwrap());
+    h.pull();
+    assert_eq!((h.done().map(|d| d.0), h.why()), (Some(COMPENSATION_FAILED), WHY_ATTEMPT_TIMEOUT));
 }
