@@ -8,7 +8,7 @@
  * generation's events never share a key with the old ones: the meta (written first) says from
  * which seq the history is current, and a restore that still finds older events purges them.
  */
-import type { History, RunMeta, RunStatus as EndStatus, WorkflowEvent } from './history.js'
+import { isEventKey, type History, type RunMeta, type RunStatus as EndStatus, type WorkflowEvent } from './history.js'
 
 /** Where a run is: queued for a place, running, or how it ended. */
 export type RunStatus = EndStatus | 'queued'
@@ -45,19 +45,6 @@ export function currentEvents(history: History, id: string, from = readRecord(hi
   return from <= 1 ? events : events.filter((e) => e.seq >= from)
 }
 
-const pad = (seq: number) => String(seq).padStart(10, '0')
-
-/**
- * Forgets a run's events from seq `first` up to (not including) `end`: an ended generation's.
- * Purged, so a run continued as new thousands of times keeps one generation's events in the store.
- */
-export function purgeEvents(history: History, id: string, first: number, end: number): void {
-  for (let seq = first; seq < end; seq++) {
-    const ack = history.ns.purge(`run/${id}/e/${pad(seq)}`)
-    if (ack instanceof Promise) ack.catch(() => {})
-  }
-}
-
 /** The idempotency-key root of a run's generation: the run id, then `#<g>` from generation 2 on. */
 export function generationKey(id: string, generation: number): string {
   return generation <= 1 ? id : `${id}#${generation}`
@@ -77,12 +64,20 @@ export function readLimits(history: History): Map<string, number> {
   return new Map(history.ns.entries('limit/').map((e) => [e.key.slice('limit/'.length), e.value as number]))
 }
 
-/** Forgets what is left of a run's earlier generations: events below the current generation's first seq. */
+/**
+ * Forgets a run's earlier generations: the event records whose key (the seq of the first event
+ * they hold) is below `from`, the current generation's first seq. Purged, not deleted, so a run
+ * continued as new thousands of times keeps one generation's events in the store. (A record
+ * never holds events of two generations: the meta write that starts a generation writes the
+ * events before it first.)
+ */
 export function purgeEarlier(history: History, id: string, from: number): void {
   if (from <= 1) return
-  for (const event of history.events(id)) {
-    if (event.seq >= from) break
-    const ack = history.ns.purge(`run/${id}/e/${pad(event.seq)}`)
+  const prefix = `run/${id}/e/`
+  for (const key of history.ns.keys(prefix)) {
+    if (!isEventKey(key) || key.length !== prefix.length + 10) continue
+    if (Number(key.slice(-10)) >= from) break
+    const ack = history.ns.purge(key)
     if (ack instanceof Promise) ack.catch(() => {})
   }
 }

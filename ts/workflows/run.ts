@@ -13,7 +13,7 @@ import type { CompiledWorkflow } from './compile.js'
 import { NONE, put, RunData } from './data.js'
 import { AttemptContext, type Executor, type Outcome } from './executor.js'
 import { FINAL_STATUSES, restoreError, storeError, type History, type NewEvent, type WorkflowEvent } from './history.js'
-import { currentEvents, generationKey, purgeEvents, putRecord, readRecord, type RunRecord, type RunStatus } from './records.js'
+import { currentEvents, generationKey, purgeEarlier, putRecord, readRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
 /** What a run needs of its runtime. */
@@ -151,7 +151,6 @@ export class Run {
    * and purges what is left of the old one.
    */
   private continueAsNew(input: unknown): void {
-    const first = this.meta.from ?? 1
     const from = this.seq + 1
     this.meta = { ...this.meta, input, generation: this.generation + 1, from }
     const ack = putRecord(this.host.history, this.meta)
@@ -165,7 +164,7 @@ export class Run {
     this.handle = -1
     this.data = new RunData(this.compiled, input)
     this.begin()
-    purgeEvents(this.host.history, this.id, first, from)
+    purgeEarlier(this.host.history, this.id, from)
   }
 
   /** Rebuilds the run from its recorded events (then {@link resume} goes on with it). */
