@@ -1068,6 +1068,21 @@ describe('workflows: maxConcurrentRuns', () => {
     expect(await Promise.all([0, 1, 2, 3, 5].map((i) => runs[i]!.result()))).toEqual([0, 1, 2, 3, 5])
     expect(log.began).toEqual(['j0', 'j1', 'j2', 'j3', 'j5'])
     expect(log.most).toBe(2)
+    const job = workflow('other', step('work', { fn: 'work' }))
+    for (const bad of [0, 1.5, -1, '2', Number.NaN]) {
+      expect((await errorOf(() => wf.define(job, { maxConcurrentRuns: bad as number })))?.code).toBe('INVALID_OPTION')
+    }
+    expect((await errorOf(() => wf.define(job, 3 as never)))?.code).toBe('INVALID_ARGUMENT')
+    // Lifting the limit begins the queued runs at once.
+    gates.clear()
+    log.began = []
+    wf.define(workflow('one', step('work', { fn: 'work' }, { input: '$input' })), { maxConcurrentRuns: 1 })
+    const one = [await wf.start('one', 1), await wf.start('one', 2), await wf.start('one', 3)]
+    await advance()
+    expect(one.map((r) => r.status())).toEqual(['running', 'queued', 'queued'])
+    wf.define(workflow('one', step('work', { fn: 'work' }, { input: '$input' })))
+    await advance()
+    expect(one.map((r) => r.status())).toEqual(['running', 'running', 'running'])
   })
 
   it('restores the queue in order when the workflows reopen on the same store', async () => {
