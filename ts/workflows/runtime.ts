@@ -124,7 +124,9 @@ export class Workflows {
     if (options.resume !== undefined) flag(options.resume, 'resume')
     const store = options.store ?? openStore()
     const core = backend.createWorkflows()
-    const wf = new Workflows(core, new History(store.namespace(namespace)), clock, options.mesh, options.store === undefined ? store : undefined, onClose)
+    // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
+    const history = new History(store.namespace(namespace, { codec: 'msgpack' }))
+    const wf = new Workflows(core, history, clock, options.mesh, options.store === undefined ? store : undefined, onClose)
     if (options.resume !== false) wf.restore()
     return wf
   }
@@ -419,6 +421,8 @@ export class Workflows {
   close(): void {
     if (this.closed) return
     this.closed = true
+    // This turn's events go to the store before it may close.
+    this.history.flush()
     this.timer.cancel()
     if (this.resumeTimer !== undefined) clearTimeout(this.resumeTimer)
     for (const run of this.runs.values()) run.abandon()
