@@ -138,11 +138,12 @@ async function historyOf(dir: string): Promise<Recorded> {
   try {
     const metas = new Map<string, { status: string }>()
     const events = new Map<string, WorkflowEvent[]>()
-    for (const entry of store.namespace('orrery.workflows').entries('run/')) {
+    for (const entry of store.namespace('orrery.workflows', { codec: 'msgpack' }).entries('run/')) {
       const event = /^run\/(.+)\/e\/\d{10}$/.exec(entry.key)
       if (event) {
+        // One key per run per turn: the events of that turn, in order.
         const list = events.get(event[1]!) ?? []
-        list.push(entry.value as WorkflowEvent)
+        list.push(...(entry.value as WorkflowEvent[]))
         events.set(event[1]!, list)
       } else {
         metas.set(entry.key.slice('run/'.length), entry.value as { status: string })

@@ -1,8 +1,14 @@
 /**
- * Where workflows live in the store (one namespace, `orrery.workflows` by default):
- * `def/<name>/<version>` the definition JSON, `run/<id>` the run's meta, and
- * `run/<id>/e/<seq, 10 digits>` one event each. Events of the types in {@link INPUT_EVENTS} are
- * the core's inputs, replayed in order on resume; the others are there for people to read.
+ * Where workflows live in the store (one namespace, `orrery.workflows` by default, msgpack values):
+ * `def/<name>/<version>` the definition, `run/<id>` the run's meta, and `run/<id>/e/<seq, 10
+ * digits>` the run's events of one turn of the event loop, in an array, under the seq of the
+ * first. Events of the types in {@link INPUT_EVENTS} are the core's inputs, replayed in order on
+ * resume; the others are there for people to read.
+ *
+ * One write per run per turn, not one per event: a seq-3 run wrote 12 event keys, now 4. A turn's
+ * events are written in a microtask at its end (before the store hands the turn to the disk, and
+ * before any timer or I/O), and at once when the run's meta is written or the workflows close;
+ * `events()` includes those not yet written, so readers see every event recorded.
  */
 import type { Namespace } from '../store/namespace.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
@@ -86,8 +92,26 @@ export function isEventKey(key: string): boolean {
   return EVENT_KEY.test(key)
 }
 
+/** A run's events of this turn, not yet written. */
+interface Batch {
+  readonly runId: string
+  readonly events: WorkflowEvent[]
+  /** What `append` handed out: settles with the batch's write. */
+  readonly ack: Promise<number>
+  resolve(version: number | Promise<number>): void
+  reject(error: unknown): void
+}
+
 /** What the runtime reads and writes in its namespace. */
 export class History {
+  /** Runs with events not yet written, in the order their first event came. */
+  private pending = new Map<string, Batch>()
+  private scheduled = false
+  /** Runs whose history write failed: nothing more is written for them, and their acks fail. */
+  private failed: Map<string, unknown> | undefined
+  private readonly flushAll = () => this.flush()
+
+  /** `ns` should use the msgpack codec: it keeps `undefined` (JSON turns it into null or drops it). */
   constructor(readonly ns: Namespace<unknown, boolean>) {}
 
   putDefinition(definition: WorkflowDefinition): number | Promise<number> {
@@ -98,7 +122,13 @@ export class History {
     return this.ns.get(`def/${name}/${version}`)?.value as WorkflowDefinition | undefined
   }
 
+  /** Writes a run's meta, after the run's events still waiting (a meta never runs ahead of them). */
   putMeta(meta: RunMeta): number | Promise<number> {
+    const batch = this.pending.get(meta.id)
+    if (batch) {
+      this.pending.delete(meta.id)
+      this.write(batch)
+    }
     return this.ns.put(`run/${meta.id}`, meta)
   }
 
@@ -114,17 +144,78 @@ export class History {
       .map((e) => e.value as RunMeta)
   }
 
-  append(runId: string, event: WorkflowEvent): number | Promise<number> {
-    return this.ns.put(`run/${runId}/e/${pad(event.seq)}`, event)
+  /**
+   * Records an event: written with the run's other events of this turn. Returns a Promise of
+   * that write (acknowledged from disk on a durable store); it rejects if the write fails.
+   */
+  append(runId: string, event: WorkflowEvent): Promise<number> {
+    const failure = this.failed?.get(runId)
+    if (failure !== undefined) return Promise.reject(failure)
+    let batch = this.pending.get(runId)
+    if (batch === undefined) {
+      let resolve!: Batch['resolve']
+      let reject!: Batch['reject']
+      const ack = new Promise<number>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      batch = { runId, events: [], ack, resolve, reject }
+      this.pending.set(runId, batch)
+      if (!this.scheduled) {
+        this.scheduled = true
+        queueMicrotask(this.flushAll)
+      }
+    }
+    batch.events.push(event)
+    return batch.ack
   }
 
-  /** A run's events, in order. */
+  /** Writes every event not yet written (the workflows close: the store may close next). */
+  flush(): void {
+    this.scheduled = false
+    if (this.pending.size === 0) return
+    const batches = this.pending
+    this.pending = new Map()
+    for (const batch of batches.values()) this.write(batch)
+  }
+
+  private write(batch: Batch): void {
+    const failure = this.failed?.get(batch.runId)
+    if (failure !== undefined) return batch.reject(failure)
+    try {
+      const ack = this.ns.put(`run/${batch.runId}/e/${pad(batch.events[0]!.seq)}`, batch.events)
+      batch.resolve(
+        ack instanceof Promise
+          ? ack.catch((error: unknown) => {
+              throw this.fail(batch.runId, error)
+            })
+          : ack,
+      )
+    } catch (error) {
+      batch.reject(this.fail(batch.runId, error))
+    }
+  }
+
+  /** A run's history write failed: later ones would leave a gap a resume would replay past. */
+  private fail(runId: string, error: unknown): unknown {
+    this.failed ??= new Map()
+    if (!this.failed.has(runId)) this.failed.set(runId, error)
+    return error
+  }
+
+  /** A run's events, in order (those of this turn too). */
   events(runId: string): WorkflowEvent[] {
     const prefix = `run/${runId}/e/`
-    return this.ns
-      .entries(prefix)
-      .filter((e) => e.key.length === prefix.length + 10 && isEventKey(e.key))
-      .map((e) => e.value as WorkflowEvent)
+    const out: WorkflowEvent[] = []
+    for (const entry of this.ns.entries(prefix)) {
+      if (entry.key.length !== prefix.length + 10 || !isEventKey(entry.key)) continue
+      const value = entry.value as WorkflowEvent[] | WorkflowEvent
+      if (Array.isArray(value)) for (const event of value) out.push(event)
+      else out.push(value)
+    }
+    const batch = this.pending.get(runId)
+    if (batch) for (const event of batch.events) out.push(event)
+    return out
   }
 }
 
