@@ -987,7 +987,22 @@ describe('workflows: delegate', () => {
     await advance(100)
     expect(await run.result()).toEqual([4, 9, 16])
     expect(parents).toEqual(['b'])
-    expect(wf.list({ definition: 'job' }).map((r) => [r.id, r.status])).toEqual([
+    // Cancelling the parent cancels the runs its delegate waits for.
+    wf.register('stall', hang)
+    wf.define(workflow('job', step('sq', { fn: 'stall' }, { input: '$input' })))
+    const stuck = await wf.start('boss', { numbers: [1, 2] }, { id: 'stuck' })
+    await advance(20)
+    expect(wf.get('stuck/d/job-1')?.status()).toBe('running')
+    stuck.cancel()
+    await advance()
+    expect((await errorOf(() => stuck.result()))?.code).toBe('RUN_CANCELLED')
+    expect([wf.get('stuck/d/job-0')?.status(), wf.get('stuck/d/job-1')?.status()]).toEqual(['cancelled', 'cancelled'])
+    expect(
+      wf
+        .list({ definition: 'job' })
+        .filter((r) => r.id.startsWith('b/'))
+        .map((r) => [r.id, r.status]),
+    ).toEqual([
       ['b/d/job-0', 'completed'],
       ['b/d/job-1', 'completed'],
       ['b/d/job-2', 'completed'],
