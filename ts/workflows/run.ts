@@ -164,6 +164,8 @@ export class Run {
     this.handle = -1
     this.data = new RunData(this.compiled, input)
     this.begin()
+    // The new generation's start goes to the store now, ahead of the purges (not with the turn's batch).
+    this.host.history.flush()
     purgeEarlier(this.host.history, this.id, from)
   }
 
