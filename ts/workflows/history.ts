@@ -92,22 +92,20 @@ export function isEventKey(key: string): boolean {
   return EVENT_KEY.test(key)
 }
 
-/** A run's events of this turn, not yet written. */
-interface Batch {
-  readonly runId: string
-  readonly events: WorkflowEvent[]
-  /** What `append` handed out: settles with the batch's write. */
+/** The acknowledgement `append` hands out for a turn's events: one for every run of the turn. */
+interface Turn {
   readonly ack: Promise<number>
   resolve(version: number | Promise<number>): void
-  reject(error: unknown): void
 }
 
 /** What the runtime reads and writes in its namespace. */
 export class History {
-  /** Runs with events not yet written, in the order their first event came. */
-  private pending = new Map<string, Batch>()
-  private scheduled = false
-  /** Runs whose history write failed: nothing more is written for them, and their acks fail. */
+  /** Runs with events not yet written (this turn's), in the order their first event came. */
+  private pending = new Map<string, WorkflowEvent[]>()
+  private turn: Turn | undefined
+  /** The last event write of this turn (a durable store's commits are in order: it covers the others). */
+  private lastWrite: number | Promise<number> = 0
+  /** Runs whose history write failed: nothing more is written for them, and what they write fails. */
   private failed: Map<string, unknown> | undefined
   private readonly flushAll = () => this.flush()
 
@@ -122,14 +120,25 @@ export class History {
     return this.ns.get(`def/${name}/${version}`)?.value as WorkflowDefinition | undefined
   }
 
-  /** Writes a run's meta, after the run's events still waiting (a meta never runs ahead of them). */
+  /**
+   * Writes a run's meta after the run's events still waiting (a meta never runs ahead of them);
+   * for a run whose history could not be written it fails with that error and writes nothing.
+   */
   putMeta(meta: RunMeta): number | Promise<number> {
-    const batch = this.pending.get(meta.id)
-    if (batch) {
+    const events = this.pending.get(meta.id)
+    let first: number | Promise<number> = 0
+    if (events) {
       this.pending.delete(meta.id)
-      this.write(batch)
+      first = this.write(meta.id, events)
     }
-    return this.ns.put(`run/${meta.id}`, meta)
+    const failure = this.failed?.get(meta.id)
+    if (failure !== undefined) return failedAck(failure)
+    const ack = this.ns.put(`run/${meta.id}`, meta)
+    // On a durable store the events' write fails apart from the meta's (an output it cannot encode).
+    if (!(first instanceof Promise)) return ack
+    const both = Promise.all([first, ack]).then(([, version]) => version)
+    both.catch(() => {})
+    return both
   }
 
   meta(id: string): RunMeta | undefined {
@@ -146,53 +155,57 @@ export class History {
 
   /**
    * Records an event: written with the run's other events of this turn. Returns a Promise of
-   * that write (acknowledged from disk on a durable store); it rejects if the write fails.
+   * that write (acknowledged from disk on a durable store), one for all the runs of the turn: a
+   * run's own failure shows in its later writes and its meta.
    */
   append(runId: string, event: WorkflowEvent): Promise<number> {
     const failure = this.failed?.get(runId)
-    if (failure !== undefined) return Promise.reject(failure)
-    let batch = this.pending.get(runId)
-    if (batch === undefined) {
-      let resolve!: Batch['resolve']
-      let reject!: Batch['reject']
-      const ack = new Promise<number>((res, rej) => {
+    if (failure !== undefined) return failedAck(failure)
+    const events = this.pending.get(runId)
+    if (events) events.push(event)
+    else this.pending.set(runId, [event])
+    if (this.turn === undefined) {
+      let resolve!: Turn['resolve']
+      const ack = new Promise<number>((res) => {
         resolve = res
-        reject = rej
       })
-      batch = { runId, events: [], ack, resolve, reject }
-      this.pending.set(runId, batch)
-      if (!this.scheduled) {
-        this.scheduled = true
-        queueMicrotask(this.flushAll)
-      }
+      this.turn = { ack, resolve }
+      queueMicrotask(this.flushAll)
     }
-    batch.events.push(event)
-    return batch.ack
+    return this.turn.ack
   }
 
-  /** Writes every event not yet written (the workflows close: the store may close next). */
+  /** Writes every event not yet written (at the end of a turn; when the workflows close, before the store may). */
   flush(): void {
-    this.scheduled = false
-    if (this.pending.size === 0) return
+    const { turn } = this
+    if (turn === undefined) return
+    this.turn = undefined
     const batches = this.pending
     this.pending = new Map()
-    for (const batch of batches.values()) this.write(batch)
+    for (const [runId, events] of batches) {
+      const ack = this.write(runId, events)
+      // A failure is the run's: its later writes and its meta report it.
+      if (ack instanceof Promise) ack.catch(() => {})
+    }
+    const last = this.lastWrite
+    this.lastWrite = 0
+    turn.resolve(last instanceof Promise ? last.catch(() => 0) : last)
   }
 
-  private write(batch: Batch): void {
-    const failure = this.failed?.get(batch.runId)
-    if (failure !== undefined) return batch.reject(failure)
+  /** Writes one run's events of this turn, under the first one's seq. */
+  private write(runId: string, events: WorkflowEvent[]): number | Promise<number> {
+    if (this.failed?.has(runId)) return 0
     try {
-      const ack = this.ns.put(`run/${batch.runId}/e/${pad(batch.events[0]!.seq)}`, batch.events)
-      batch.resolve(
-        ack instanceof Promise
-          ? ack.catch((error: unknown) => {
-              throw this.fail(batch.runId, error)
-            })
-          : ack,
-      )
+      const ack = this.ns.put(`run/${runId}/e/${pad(events[0]!.seq)}`, events)
+      this.lastWrite = ack
+      if (ack instanceof Promise)
+        return ack.catch((error: unknown) => {
+          throw this.fail(runId, error)
+        })
+      return ack
     } catch (error) {
-      batch.reject(this.fail(batch.runId, error))
+      this.fail(runId, error)
+      return 0
     }
   }
 
@@ -213,10 +226,21 @@ export class History {
       if (Array.isArray(value)) for (const event of value) out.push(event)
       else out.push(value)
     }
-    const batch = this.pending.get(runId)
-    if (batch) for (const event of batch.events) out.push(event)
+    const events = this.pending.get(runId)
+    if (events) for (const event of events) out.push(event)
     return out
   }
+}
+
+/**
+ * The acknowledgement of a write refused for a run whose history failed: it rejects for whoever
+ * awaits it, and is no unhandled rejection when nobody does (a run that ends after its history
+ * failed waits on its last event's ack, never reaching its meta's).
+ */
+function failedAck(error: unknown): Promise<number> {
+  const ack = Promise.reject(error)
+  ack.catch(() => {})
+  return ack
 }
 
 /** An error as the history keeps it (JSON: name, message, code, details). */
