@@ -16,7 +16,7 @@ import { FINAL_STATUSES, restoreError, storeError, type History, type NewEvent, 
 import { currentEvents, generationKey, purgeEarlier, putRecord, readRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
-/** What a run needs of its runtime. */
+/** @internal What a run needs of its runtime (the Workflows class). */
 export interface RunHost {
   readonly core: WorkflowCore
   readonly history: History
