@@ -1169,28 +1169,84 @@ describe('pipeline, continueAsNew and delegate (wave 3)', () => {
     [
       'a continueAsNew before the end of the root sequence',
       def(seqJson(can('again'), stepJson('b'))),
-      'node "again" at root.steps[0]: kind is continueAsNew, which stands only as the root itself or as the last node of the root sequence',
+      'node "again" at root.steps[0]: kind is continueAsNew followed by node "b" in sequence "s": it ends the generation, so it stands only in tail position: the root itself, the last node of a sequence in tail position, or an arm (or otherwise) of a branch in tail position',
       'again',
     ],
     [
       'a continueAsNew in a parallel',
       def({ kind: 'parallel', id: 'par', branches: [can('again')] }),
-      'node "again" at root.branches[0]: kind is continueAsNew',
+      'node "again" at root.branches[0]: kind is continueAsNew inside parallel "par": it ends the generation, so it stands only in tail position',
       'again',
     ],
     [
-      'a continueAsNew last in a nested sequence',
-      def(seqJson(stepJson('a'), { kind: 'sequence', id: 'inner', steps: [can('again')] })),
-      'node "again" at root.steps[1].steps[0]: kind is continueAsNew',
+      'a continueAsNew last in a nested sequence that others follow',
+      def(seqJson({ kind: 'sequence', id: 'inner', steps: [stepJson('a'), can('again')] }, stepJson('b'))),
+      'node "again" at root.steps[0].steps[1]: kind is continueAsNew followed by node "b" in sequence "s"',
       'again',
     ],
     [
       'a continueAsNew as a loop body',
       def({ kind: 'loop', id: 'l', while: { fn: 'more' }, maxIterations: 3, body: can('again') }),
-      'node "again" at root.body: kind is continueAsNew',
+      'node "again" at root.body: kind is continueAsNew inside loop "l"',
       'again',
     ],
-    ['a continueAsNew as a pipeline stage', def(pipe([can('again')])), 'node "again" at root.stages[0]: kind is continueAsNew', 'again'],
+    [
+      'a continueAsNew last in a loop body sequence',
+      def({ kind: 'loop', id: 'l', until: { fn: 'done' }, maxIterations: 3, body: seqJson(stepJson('a'), can('again')) }),
+      'node "again" at root.body.steps[1]: kind is continueAsNew inside loop "l"',
+      'again',
+    ],
+    [
+      'a continueAsNew as a forEach body',
+      def({ kind: 'forEach', id: 'e', items: '$input', body: can('again') }),
+      'node "again" at root.body: kind is continueAsNew inside forEach "e"',
+      'again',
+    ],
+    ['a continueAsNew as a pipeline stage', def(pipe([can('again')])), 'node "again" at root.stages[0]: kind is continueAsNew inside pipeline "p"', 'again'],
+    [
+      'a continueAsNew in the arm of a branch others follow',
+      def(seqJson({ kind: 'branch', id: 'b', arms: [armJson({ fn: 'more' }, can('again'))] }, stepJson('after'))),
+      'node "again" at root.steps[0].arms[0].then: kind is continueAsNew followed by node "after" in sequence "s"',
+      'again',
+    ],
+    [
+      'a continueAsNew as the otherwise of a branch in a parallel',
+      def({ kind: 'parallel', id: 'par', branches: [{ kind: 'branch', id: 'b', arms: [armJson({ fn: 'c' }, stepJson('x'))], otherwise: can('again') }] }),
+      'node "again" at root.branches[0].otherwise: kind is continueAsNew inside parallel "par"',
+      'again',
+    ],
+    [
+      'a continueAsNew before the end of a sequence in a tail arm',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ fn: 'c' }, { kind: 'sequence', id: 'inner', steps: [can('again'), stepJson('x')] })] }),
+      'node "again" at root.arms[0].then.steps[0]: kind is continueAsNew followed by node "x" in sequence "inner"',
+      'again',
+    ],
+    [
+      'a continueAsNew in a parallel in a tail arm, the parallel unnamed',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ fn: 'c' }, { kind: 'parallel', branches: [stepJson('x'), can('again')] })] }),
+      'node "again" at root.arms[0].then.branches[1]: kind is continueAsNew inside parallel "par-1"',
+      'again',
+    ],
+    [
+      'a continueAsNew in a tail branch inside a loop',
+      def(
+        seqJson(stepJson('a'), {
+          kind: 'loop',
+          id: 'l',
+          while: { fn: 'c' },
+          maxIterations: 9,
+          body: { kind: 'branch', id: 'b', arms: [armJson({ fn: 'c' }, can('again'))] },
+        }),
+      ),
+      'node "again" at root.steps[1].body.arms[0].then: kind is continueAsNew inside loop "l"',
+      'again',
+    ],
+    [
+      'the second of two continueAsNew in a sequence',
+      def(seqJson(can('first'), can('again'))),
+      'node "first" at root.steps[0]: kind is continueAsNew followed by node "again" in sequence "s"',
+      'first',
+    ],
     ['a continueAsNew with retries', def(can('again', { retry: { attempts: 2 } })), '"retry" is not a field of a continueAsNew node', 'again'],
     [
       'a continueAsNew with a bad input',
@@ -1202,6 +1258,19 @@ describe('pipeline, continueAsNew and delegate (wave 3)', () => {
       'an output read from a continueAsNew',
       def(seqJson(stepJson('a'), can('again')), { output: '$steps.again' }),
       'workflow "wf": output reads $steps.again, a continueAsNew node, which has no output',
+    ],
+    [
+      'an output read from a continueAsNew in a tail arm',
+      def(seqJson(stepJson('a'), { kind: 'branch', id: 'b', arms: [armJson({ fn: 'c' }, can('again'))], otherwise: stepJson('done') }), {
+        output: '$steps.again',
+      }),
+      'workflow "wf": output reads $steps.again, a continueAsNew node, which has no output',
+    ],
+    [
+      'a continueAsNew in an arm read by the otherwise',
+      def({ kind: 'branch', id: 'b', arms: [armJson({ fn: 'c' }, can('again'))], otherwise: stepJson('done', { input: '$steps.again' }) }),
+      'node "done" at root.otherwise: input reads $steps.again, a continueAsNew node',
+      'done',
     ],
     [
       'a compensation reading a continueAsNew',
@@ -1259,6 +1328,109 @@ describe('pipeline, continueAsNew and delegate (wave 3)', () => {
     expect(ok.nodes.map((n) => n.id)).toEqual(['s', 'p', 'a', 'e', 'b', 'd', 'again'])
     expect(ok.definition.root).not.toHaveProperty('steps.0.timeoutMs')
     expect(compileWorkflow(def(can('again'))).nodes[0]!.kind).toBe('continueAsNew')
+  })
+
+  it('accept continueAsNew in every tail position: nested sequences, branch arms and otherwise, any mix of them', () => {
+    const c = (id: string) => can(id, { input: '$input' })
+    const branchJson = (id: string, arms: unknown[], otherwise?: unknown) => ({
+      kind: 'branch',
+      id,
+      arms: arms.map((then, i) => armJson({ path: '$input.n', op: 'eq', value: i }, then)),
+      ...(otherwise === undefined ? {} : { otherwise }),
+    })
+    const accepted: [label: string, root: unknown, continues: string[]][] = [
+      [
+        'last of a sequence last in the root sequence',
+        seqJson(stepJson('a'), { kind: 'sequence', id: 'inner', steps: [stepJson('b'), c('again')] }),
+        ['again'],
+      ],
+      ['three sequences deep', seqJson({ kind: 'sequence', id: 's2', steps: [{ kind: 'sequence', id: 's3', steps: [stepJson('a'), c('again')] }] }), ['again']],
+      ['an arm of a root branch', branchJson('b', [c('again'), stepJson('done')]), ['again']],
+      ['every arm and the otherwise of a root branch', branchJson('b', [c('one'), c('two')], c('three')), ['one', 'two', 'three']],
+      ['the otherwise of a branch last in the root sequence', seqJson(stepJson('a'), branchJson('b', [stepJson('done')], c('again'))), ['again']],
+      [
+        'last of a sequence in an arm of a branch last in a sequence',
+        seqJson(stepJson('a'), branchJson('b', [{ kind: 'sequence', id: 'inner', steps: [stepJson('x'), c('again')] }], stepJson('done'))),
+        ['again'],
+      ],
+      [
+        'a branch in an arm of a branch, with a loop and a parallel before it',
+        seqJson(
+          { kind: 'loop', id: 'l', while: { fn: 'more' }, maxIterations: 5, body: stepJson('work') },
+          { kind: 'parallel', id: 'par', branches: [stepJson('p1'), stepJson('p2')] },
+          branchJson('outer', [branchJson('inner', [c('again')], { kind: 'sequence', id: 'tail', steps: [stepJson('log'), c('other')] })]),
+        ),
+        ['again', 'other'],
+      ],
+    ]
+    for (const [label, root, continues] of accepted) {
+      const compiled = compileWorkflow(def(root))
+      expect(
+        continues.map((id) => compiled.nodes[compiled.index.get(id)!]!.kind),
+        label,
+      ).toEqual(continues.map(() => 'continueAsNew'))
+      // The builders take what the JSON takes.
+      expect(compileWorkflow(json(compiled.definition)).program, label).toEqual(compiled.program)
+    }
+    // An unnamed branch and sequence in tail position, built: ids numbered as ever.
+    const built = workflow('w', branch([when({ fn: 'more' }, sequence(step('a', f('a')), continueAsNew('again')))], sleep('z', 1)))
+    expect((built.root as { id: string }).id).toBe('branch-1')
+  })
+
+  it('a branch whose arm continues: BRANCH words listing the continueAsNew STEP (one attempt, no jitter), otherwise the last arm', () => {
+    const more: Condition = { path: '$steps.batch.left', op: 'gt', value: 0 }
+    const c = compileWorkflow(
+      workflow(
+        'drain',
+        sequence(
+          step('batch', f('takeBatch'), { input: '$input' }),
+          branch([when(more, continueAsNew('again', { input: '$steps.batch.cursor' }))], step('done', f('summary'), { input: '$steps.batch' })),
+        ),
+      ),
+    )
+    expect([...c.program]).toEqual(
+      program(
+        [1, 5],
+        N(SEQ, { start: 0, count: 2 }),
+        N(STEP, { p3: 1 }),
+        N(BRANCH, { start: 2, count: 2 }),
+        N(STEP, { p3: 0 }),
+        N(STEP, { p3: 1 }),
+        [1, 2, 3, 4],
+      ),
+    )
+    expect(c.nodes.map((n) => `${n.kind}:${n.id}`)).toEqual(['sequence:seq-1', 'step:batch', 'branch:branch-2', 'continueAsNew:again', 'step:done'])
+    expect([...c.parent]).toEqual([-1, 0, 0, 2, 2])
+    expect(c.nodes[3]).toEqual({ kind: 'continueAsNew', id: 'again', input: '$steps.batch.cursor' })
+    // As the root branch, with a run timeout: the branch's own timeout word carries it (no wrapper).
+    const rooted = compileWorkflow(workflow('drain', branch([when({ path: '$input.left', op: 'gt', value: 0 }, continueAsNew('again'))]), { timeoutMs: 900 }))
+    expect([...rooted.program]).toEqual(program([1, 2], N(BRANCH, { count: 1, timeout: 900 }), N(STEP), [1]))
+    expect(rooted.nodes.map((n) => n.id)).toEqual(['branch-1', 'again'])
+  })
+
+  it('a tail branch with a continueAsNew arm round-trips through JSON to the same program and version', () => {
+    const build = (cursor: InputSpec = '$steps.batch.cursor') =>
+      workflow(
+        'drain',
+        sequence(
+          step('batch', f('takeBatch'), { input: '$input' }),
+          branch([when({ path: '$steps.batch.left', op: 'gt', value: 0 }, continueAsNew('again', { input: cursor }))], step('done', f('summary'))),
+        ),
+        { output: '$steps.batch' },
+      )
+    const built = build()
+    const copy = json(built)
+    expect(copy).toEqual(built)
+    expect(validateDefinition(copy).version).toBe(built.version)
+    expect(built.version).toBe(contentVersion({ name: 'drain', root: built.root, output: '$steps.batch' }))
+    expect(build().version).toBe(built.version)
+    expect(build('$input').version).not.toBe(built.version)
+    const a = compileWorkflow(built)
+    const b = compileWorkflow(copy)
+    expect(b.program).toEqual(a.program)
+    expect(b.nodes).toEqual(a.nodes)
+    expect([...b.index]).toEqual([...a.index])
+    expect(b.parent).toEqual(a.parent)
   })
 
   it('round-trip through JSON to the identical program, nodes and version', () => {

@@ -164,7 +164,17 @@ export function pipeline(id: string, items: Ref, stages: readonly NodeDraft[], o
 
 /**
  * Ends this generation of the run and begins the next with `input` (same run id, same version,
- * a fresh history): the root itself, or the last node of the root sequence.
+ * a fresh history). It stands only in tail position: the root itself, the last node of a
+ * sequence in tail position, or an arm (or `otherwise`) of a branch in tail position. To go on
+ * only while work remains, put it in a branch arm; the run completes when another arm is taken:
+ *
+ * ```ts
+ * workflow('drain', sequence(
+ *   step('batch', { fn: 'takeBatch' }, { input: '$input' }),
+ *   branch([when({ path: '$steps.batch.left', op: 'gt', value: 0 }, continueAsNew('again', { input: '$steps.batch.cursor' }))],
+ *     step('done', { fn: 'summary' })),
+ * ))
+ * ```
  */
 export function continueAsNew(id: string, options: { input?: InputSpec } = {}): ContinueAsNewNode {
   return node({ kind: 'continueAsNew', id, input: options?.input })

@@ -213,8 +213,12 @@ export interface WaitForNode {
 /**
  * Ends the run's current generation and begins the next one: the same run id and definition
  * version, started again with the built `input` (default: no input), its history starting afresh,
- * so a long-lived loop keeps a bounded history. It stands only as the root itself or as the last
- * node of the root sequence. It never completes: there is no output (the generation ends).
+ * so a long-lived loop keeps a bounded history. It stands only in tail position, where nothing of
+ * the generation runs beside or after it: the root itself, the last node of a sequence in tail
+ * position, or an arm (or `otherwise`) of a branch in tail position. So "go on while work
+ * remains" is a branch whose one arm continues: when another arm is chosen (or none), the run
+ * completes with that arm's output. It never completes itself, so it has no output and
+ * `$steps.<its id>` is refused.
  */
 export interface ContinueAsNewNode {
   kind: 'continueAsNew'

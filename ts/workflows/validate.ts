@@ -655,16 +655,57 @@ function checkRefs(k: Checking): void {
   }
 }
 
+/** Where a continueAsNew may stand, for the message that refuses one anywhere else. */
+const TAIL_RULE =
+  'it ends the generation, so it stands only in tail position: the root itself, the last node of a sequence in tail position, ' +
+  'or an arm (or otherwise) of a branch in tail position'
+
 /**
- * A continueAsNew ends the generation, so nothing of it may still be running or follow: it
- * stands only as the root, or as the last node of a root sequence.
+ * Why each continueAsNew under `node` is not in tail position (undefined: it is). `outside` is
+ * why `node` itself is not (undefined: it is in tail position). A sequence passes its own place
+ * to its last node and a branch to every arm, since nothing of theirs runs after those; every
+ * other container runs its children beside others, again, or with more to follow.
  */
+function misplaced(node: WorkflowNode, outside: string | undefined, found: Map<string, string | undefined>): void {
+  const inside = `inside ${node.kind} ${JSON.stringify(node.id)}`
+  switch (node.kind) {
+    case 'continueAsNew':
+      found.set(node.id, outside)
+      return
+    case 'sequence':
+      node.steps.forEach((child, i) => {
+        const next = node.steps[i + 1]
+        misplaced(child, next === undefined ? outside : `followed by node ${JSON.stringify(next.id)} in sequence ${JSON.stringify(node.id)}`, found)
+      })
+      return
+    case 'branch':
+      for (const arm of node.arms) misplaced(arm.then, outside, found)
+      if (node.otherwise !== undefined) misplaced(node.otherwise, outside, found)
+      return
+    case 'parallel':
+      for (const child of node.branches) misplaced(child, inside, found)
+      return
+    case 'pipeline':
+      for (const child of node.stages) misplaced(child, inside, found)
+      return
+    case 'loop':
+    case 'forEach':
+      misplaced(node.body, inside, found)
+      return
+    default:
+      // Leaves: no node inside them (a compensation and a scatterGather's call are no nodes of the definition).
+      return
+  }
+}
+
+/** A continueAsNew ends the generation, so nothing of it may still be running or follow it. */
 function checkContinues(k: Checking, root: WorkflowNode): void {
-  const last = root.kind === 'sequence' ? `root.steps[${root.steps.length - 1}]` : undefined
+  if (k.continues.length === 0) return
+  const found = new Map<string, string | undefined>()
+  misplaced(root, undefined, found)
   for (const at of k.continues) {
-    if (at.path !== 'root' && at.path !== last) {
-      fail(k, at, 'kind', 'is continueAsNew, which stands only as the root itself or as the last node of the root sequence')
-    }
+    const why = found.get(at.id!)
+    if (why !== undefined) fail(k, at, 'kind', `is continueAsNew ${why}: ${TAIL_RULE}`)
   }
 }
 
