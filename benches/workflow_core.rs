@@ -86,7 +86,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("seq-3", |b| {
         b.iter(|| {
             now += 1.0;
-            let run = ok(w.start(def, now, now));
+            let run = ok(w.start(def, now, now, f64::INFINITY));
             let mut records = w.drain();
             for _ in 0..3 {
                 // The newest EXECUTE's token (word 2 of the last record).
@@ -103,7 +103,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("pipeline-3x100", |b| {
         b.iter(|| {
             now += 1.0;
-            let run = ok(w.start(def, now, now));
+            let run = ok(w.start(def, now, now, f64::INFINITY));
             let mut queue: std::collections::VecDeque<(f64, u32)> = asks(&w.drain()).collect();
             let mut answers = 0;
             // The host answers in the order it was asked: the decision (100 items), then each
@@ -130,7 +130,7 @@ fn idle_memory() {
     let mut w = Workflows::new();
     let def = ok(w.define(&waits()));
     for i in 0..1_000_000 {
-        ok(w.start(def, f64::from(i), 0.0));
+        ok(w.start(def, f64::from(i), 0.0, f64::INFINITY));
     }
     drop(w.drain());
     let bytes = LIVE.load(Ordering::Relaxed) - before;

@@ -148,6 +148,8 @@ describe('the workflow core refuses bad input', () => {
     }
     refusals.push(
       ['a NaN seed', () => core.start(def, NaN, 0), 'INVALID_ARGUMENT', /^seed is NaN/],
+      ['a NaN deadline', () => core.start(def, 1, 0, NaN), 'INVALID_ARGUMENT', /^deadline must be a finite time in ms or NO_DEADLINE/],
+      ['a deadline of -Infinity', () => core.start(def, 1, 0, -Infinity), 'INVALID_ARGUMENT', /^deadline must be a finite time in ms or NO_DEADLINE/],
       ['a definition never issued', () => core.start(99, 1, 0), 'UNKNOWN_WORKFLOW'],
       ['a run never issued', () => core.complete(4242, 1, ok, 1), 'UNKNOWN_RUN'],
       ['cancel of a run never issued', () => core.cancel(4242, 1), 'UNKNOWN_RUN'],
@@ -161,6 +163,8 @@ describe('the workflow core refuses bad input', () => {
       ['a signal of a program with none', () => core.signal(run, 0, 1), 'INVALID_ARGUMENT'],
     )
     for (const [label, value] of NOT_NUMBERS) {
+      // An absent deadline is none (NO_DEADLINE).
+      if (value !== undefined) refusals.push([`start deadline ${label}`, () => core.start(def, 1, 0, value as never), 'INVALID_ARGUMENT'])
       refusals.push(
         [`start def ${label}`, () => core.start(value as never, 1, 0), 'INVALID_ARGUMENT'],
         [`complete run ${label}`, () => core.complete(value as never, 1, ok, 1), 'INVALID_ARGUMENT'],

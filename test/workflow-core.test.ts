@@ -243,6 +243,43 @@ describe('WorkflowCore', () => {
     ])
   })
 
+  it('fails a run at the deadline given at start (the earlier of it and the root timeout), one program serving any deadline', async () => {
+    const core = await freshCore()
+    // seq(A) with a root timeout of 1000 ms, started with a deadline at 300.
+    const def = core.define(program([{ kind: 'sequence', children: [1], timeoutMs: 1000 }, { kind: 'step' }]))
+    const run = core.start(def, 1, 0, 300)
+    expect(drained(core)).toEqual([
+      ['execute', run, 1, 1, 0, 1, 0, 0],
+      ['timer', run, 2, 0, 0, 1000, 0, 0],
+      // The deadline: a timer of the run's own.
+      ['timer', run, 3, 0, 0, 300, 0, 0],
+    ])
+    expect(core.nextDeadline()).toBe(300)
+    expect(core.fire(run, 3, 300)).toBe(true)
+    const why = FAILURE_REASONS['run-timeout']
+    expect(drained(core)).toEqual([
+      ['cancel', run, 1, 1, 0, 1, 0, 0],
+      ['node-done', run, 0, 1, 0, NODE_OUTCOMES.cancelled, 0, FAILURE_REASONS.cancelled],
+      ['node-done', run, 0, 0, 0, NODE_OUTCOMES.failed, 3, why],
+      ['run-done', run, 0, 0, why, RUN_STATUSES.failed, 0, 3],
+    ])
+    expect(core.nextDeadline()).toBe(NO_DEADLINE)
+    // The same program without a deadline: only the root's timeout; a later one loses to it.
+    const none = core.start(def, 1, 0, NO_DEADLINE)
+    expect(drained(core).filter((r) => r[0] === 'timer')).toEqual([['timer', none, 2, 0, 0, 1000, 0, 0]])
+    const later = core.start(def, 1, 0, 5000)
+    expect(drained(core).filter((r) => r[0] === 'timer')).toEqual([
+      ['timer', later, 2, 0, 0, 1000, 0, 0],
+      ['timer', later, 3, 0, 0, 5000, 0, 0],
+    ])
+    for (const r of [none, later]) expect(core.fire(r, 2, 1000)).toBe(true)
+    expect(drained(core).filter((r) => r[0] === 'run-done')).toEqual([
+      ['run-done', none, 0, 0, why, RUN_STATUSES.failed, 0, 2],
+      ['run-done', later, 0, 0, why, RUN_STATUSES.failed, 0, 2],
+    ])
+    expect(core.nextDeadline()).toBe(NO_DEADLINE)
+  })
+
   it('queues again what is in flight when asked (after a replay)', async () => {
     const core = await freshCore()
     const def = core.define(program([{ kind: 'parallel', children: [1, 2], p1: JOINS.all }, { kind: 'step' }, { kind: 'step' }]))
@@ -273,6 +310,16 @@ describe('WorkflowCore', () => {
     expect(rest.at(-1)).toEqual(['run-done', run, 0, 0, 0, RUN_STATUSES.completed, -1, 0])
     expect(Array.from(first)).toEqual(copy)
     expect(copy.filter((_, i) => i % W === 0).every((kind) => kind === WORKFLOW_RECORDS.execute)).toBe(true)
+    // Small drains after the burst (the native buffer shrinks back), then a burst again (it grows).
+    const one = core.define(program([{ kind: 'step' }]))
+    const small = core.start(one, 1, 2)
+    expect(drained(core)).toEqual([['execute', small, 1, 0, 0, 1, 0, 0]])
+    expect(core.complete(small, 1, ok, 3)).toBe(true)
+    expect(drained(core).map((r) => r[0])).toEqual(['node-done', 'run-done'])
+    const again = core.start(def, 1, 4)
+    expect(drained(core)).toHaveLength(n)
+    core.cancel(again, 5)
+    expect(drained(core)).toHaveLength(2 * n + 2)
   })
 
   it('emits the same records on every engine for a mixed program driven by a seeded script', async () => {
@@ -323,7 +370,7 @@ const MIXED = program([
 const MIXED_EXPECTED = {
   kinds: { cancel: 7, compensate: 8, compensated: 7, decide: 19, execute: 67, 'node-done': 120, retry: 13, 'run-done': 12, scope: 29, timer: 46 },
   statuses: [2, 4, 4, 1, 4, 2, 3, 4, 4, 4, 1, 4],
-  digest: 3110789629,
+  digest: 83061577,
 }
 
 /** mulberry32: a small seeded generator, the same numbers in every JS engine. */

@@ -224,8 +224,13 @@ export interface MeshCore {
 export interface WorkflowCore {
   /** Checks and keeps a program; returns its definition id (`DEFINITION_INVALID`). */
   define(program: Float64Array): number
-  /** Starts a run of definition `def` with the seed of its jitter; returns its handle. */
-  start(def: number, seed: number, now: number): number
+  /**
+   * Starts a run of definition `def` with the seed of its jitter; returns its handle. The run
+   * fails (`run-timeout`) at `deadline` (host time; `NO_DEADLINE`, the default, for none) or at
+   * its root's timeout, whichever comes first: one program serves runs of any deadline. Record
+   * the deadline with the start: a replay passes it again.
+   */
+  start(def: number, seed: number, now: number, deadline?: number): number
   /** The outcome of a step attempt (a `STEP_OUTCOMES` code); false when the token is stale. */
   complete(run: number, token: number, outcome: number, now: number): boolean
   /** The answer to a DECIDE record (-2: the decision itself failed); false when the token is stale. */

@@ -57,6 +57,8 @@ export const ERROR_CODES = {
   UNKNOWN_WORKFLOW: 'a workflow definition id the core never issued',
   UNKNOWN_RUN: 'a workflow run handle that was released or never issued',
   LOOP_LIMIT: 'a workflow loop was decided to go on past its maxIterations',
+  JOIN_UNREACHABLE:
+    'a workflow parallel, forEach or scatterGather joined by any or quorum can no longer get the successes it needs (its cause: the last failure, when one was recorded)',
   WORKFLOW_NOT_FOUND: 'no workflow definition of that name (or version) is defined',
   RUN_NOT_FOUND: 'no workflow run with that id',
   RUN_EXISTS: 'a workflow run id that was started with another definition',
@@ -304,7 +306,7 @@ export const NODE_OUTCOMES = {
   skipped: 3,
 } as const
 
-/** Why a workflow node failed or a run ended: a node-done record's `c` (failed: where the failure began; cancelled: cancelled; else none) and a run-done record's scope word (word 4; none when completed, cancelled for a cancel). A node failing because a child failed carries the child's reason, but an any or quorum join says join-unreachable. The token that b / c name is a step attempt's (step-failed, attempt-timeout), a timer's (node-, wait-, run-timeout), a decision's (loop-limit, decision-failed), or the last failure's (join-unreachable; 0 for a parallel of no branches). */
+/** Why a workflow node failed or a run ended: a node-done record's `c` (failed: where the failure began; cancelled: cancelled; else none) and a run-done record's scope word (word 4; none when completed, cancelled for a cancel). A node failing because a child failed carries the child's reason and names where it began, but an any or quorum join says join-unreachable and names itself. The token named is a step attempt's (step-failed, attempt-timeout), a timer's (node-, wait-, run-timeout), a decision's (loop-limit, decision-failed), or the last failure's (join-unreachable; 0 for a parallel of no branches). */
 export const FAILURE_REASONS = {
   none: 0,
   'step-failed': 1,
@@ -319,4 +321,4 @@ export const FAILURE_REASONS = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = '531ee8d86924f088'
+export const MANIFEST_HASH = '005a789e160c43ef'

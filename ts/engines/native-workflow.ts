@@ -9,7 +9,7 @@ import type { WorkflowCore } from './backend.js'
 import { NATIVE_FAILURES } from './failures.js'
 import { adaptWorkflows, type RawWorkflows } from './workflow.js'
 
-export interface NativeWorkflowsHandle extends Omit<WorkflowCore, 'drain'> {
+export interface NativeWorkflowsHandle extends Omit<RawWorkflows, 'drain'> {
   useOut(out: Float64Array): void
   /** How many numbers it wrote into the `useOut` buffer, or minus the length it needs. */
   drainInto(): number
@@ -20,7 +20,7 @@ export interface NativeWorkflowBinding {
   NativeWorkflows: new () => NativeWorkflowsHandle
 }
 
-/** Room for 128 records to start with; it grows to the largest drain seen. */
+/** Room for 128 records to start with; it grows for a larger drain and shrinks after it. */
 const OUT_WORDS = 1024
 
 const EMPTY = new Float64Array(0)
@@ -34,7 +34,7 @@ function rawWorkflows(w: NativeWorkflowsHandle): RawWorkflows {
   w.useOut(out)
   return {
     define: (program) => w.define(program),
-    start: (def, seed, now) => w.start(def, seed, now),
+    start: (def, seed, now, deadline) => w.start(def, seed, now, deadline),
     complete: (run, token, outcome, now) => w.complete(run, token, outcome, now),
     decide: (run, token, value, now) => w.decide(run, token, value, now),
     signal: (run, index, now) => w.signal(run, index, now),
@@ -46,7 +46,17 @@ function rawWorkflows(w: NativeWorkflowsHandle): RawWorkflows {
     drain() {
       for (;;) {
         const n = w.drainInto()
-        if (n >= 0) return n === 0 ? EMPTY : out.slice(0, n)
+        if (n === 0) return EMPTY
+        if (n > 0) {
+          const records = out.slice(0, n)
+          // A buffer grown for a burst (a forEach of a million items) is given back once drains
+          // are small again: it would otherwise hold the largest drain ever seen.
+          if (out.length > OUT_WORDS && n * 8 <= out.length) {
+            out = new Float64Array(Math.max(OUT_WORDS, n * 2))
+            w.useOut(out)
+          }
+          return records
+        }
         out = new Float64Array(Math.max(-n, out.length * 2))
         w.useOut(out)
       }

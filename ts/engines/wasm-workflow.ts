@@ -7,7 +7,7 @@ import type { WorkflowCore } from './backend.js'
 import type { EngineFailures } from './failures.js'
 import { adaptWorkflows, type RawWorkflows } from './workflow.js'
 
-export interface WasmWorkflowsHandle extends Omit<WorkflowCore, 'close'> {
+export interface WasmWorkflowsHandle extends Omit<RawWorkflows, 'close'> {
   free(): void
 }
 
@@ -20,7 +20,7 @@ export function createWasmWorkflows(cls: WasmWorkflowsClass, failures: EngineFai
 function rawWorkflows(w: WasmWorkflowsHandle): RawWorkflows {
   return {
     define: (program) => w.define(program),
-    start: (def, seed, now) => w.start(def, seed, now),
+    start: (def, seed, now, deadline) => w.start(def, seed, now, deadline),
     complete: (run, token, outcome, now) => w.complete(run, token, outcome, now),
     decide: (run, token, value, now) => w.decide(run, token, value, now),
     signal: (run, index, now) => w.signal(run, index, now),

@@ -10,10 +10,13 @@
 import { OrreryError } from '../errors.js'
 import type { WorkflowCore } from './backend.js'
 import type { EngineFailures } from './failures.js'
-import { WORKFLOW_LAYOUT, WORKFLOW_LIMITS } from './manifest.js'
+import { NO_DEADLINE, WORKFLOW_LAYOUT, WORKFLOW_LIMITS } from './manifest.js'
 
-/** An engine's workflow calls, untranslated. `close` releases the engine's core (called once). */
-export type RawWorkflows = WorkflowCore
+/**
+ * An engine's workflow calls, untranslated (`start` takes its deadline always). `close` releases
+ * the engine's core (called once).
+ */
+export type RawWorkflows = Omit<WorkflowCore, 'start'> & { start(def: number, seed: number, now: number, deadline: number): number }
 
 /**
  * The longest a valid program can be: every node, and each listed once as a child. Longer is
@@ -59,11 +62,11 @@ class WorkflowAdapter implements WorkflowCore {
     }
   }
 
-  start(def: number, seed: number, now: number): number {
+  start(def: number, seed: number, now: number, deadline: number = NO_DEADLINE): number {
     this.usable()
-    if (typeof def !== 'number' || typeof seed !== 'number' || typeof now !== 'number') throw notNumbers()
+    if (typeof def !== 'number' || typeof seed !== 'number' || typeof now !== 'number' || typeof deadline !== 'number') throw notNumbers()
     try {
-      return this.raw.start(def, seed, now)
+      return this.raw.start(def, seed, now, deadline)
     } catch (e) {
       throw this.failures.fail(e)
     }

@@ -44,10 +44,10 @@ impl NativeWorkflows {
         self.core()?.define(&program).map_err(to_js)
     }
 
-    /// Starts a run of `def`; returns its handle.
+    /// Starts a run of `def`, failing at `deadline` (`NO_DEADLINE`: none); returns its handle.
     #[napi(catch_unwind)]
-    pub fn start(&mut self, def: f64, seed: f64, now: f64) -> Result<u32> {
-        wire::start(self.core()?, def, seed, now).map_err(to_js)
+    pub fn start(&mut self, def: f64, seed: f64, now: f64, deadline: f64) -> Result<u32> {
+        wire::start(self.core()?, def, seed, now, deadline).map_err(to_js)
     }
 
     /// A step attempt's outcome; false when the token is stale.

@@ -66,6 +66,7 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ("UNKNOWN_WORKFLOW", "a workflow definition id the core never issued"),
     ("UNKNOWN_RUN", "a workflow run handle that was released or never issued"),
     ("LOOP_LIMIT", "a workflow loop was decided to go on past its maxIterations"),
+    ("JOIN_UNREACHABLE", "a workflow parallel, forEach or scatterGather joined by any or quorum can no longer get the successes it needs (its cause: the last failure, when one was recorded)"),
     ("WORKFLOW_NOT_FOUND", "no workflow definition of that name (or version) is defined"),
     ("RUN_NOT_FOUND", "no workflow run with that id"),
     ("RUN_EXISTS", "a workflow run id that was started with another definition"),
@@ -419,7 +420,7 @@ fn workflow_codes(out: &mut String) {
     );
     keyed(
         out,
-        "Why a workflow node failed or a run ended: a node-done record's `c` (failed: where the failure began; cancelled: cancelled; else none) and a run-done record's scope word (word 4; none when completed, cancelled for a cancel). A node failing because a child failed carries the child's reason, but an any or quorum join says join-unreachable. The token that b / c name is a step attempt's (step-failed, attempt-timeout), a timer's (node-, wait-, run-timeout), a decision's (loop-limit, decision-failed), or the last failure's (join-unreachable; 0 for a parallel of no branches).",
+        "Why a workflow node failed or a run ended: a node-done record's `c` (failed: where the failure began; cancelled: cancelled; else none) and a run-done record's scope word (word 4; none when completed, cancelled for a cancel). A node failing because a child failed carries the child's reason and names where it began, but an any or quorum join says join-unreachable and names itself. The token named is a step attempt's (step-failed, attempt-timeout), a timer's (node-, wait-, run-timeout), a decision's (loop-limit, decision-failed), or the last failure's (join-unreachable; 0 for a parallel of no branches).",
         "FAILURE_REASONS",
         &codes(w::FAILURE_REASONS),
     );

@@ -174,7 +174,7 @@ pub mod codes {
     /// Why a node failed or a run ended: a `NODE_DONE`'s `c` (failed or cancelled; 0 when it
     /// succeeded or was skipped) and a `RUN_DONE`'s scope word (0 when the run completed). A
     /// node that fails because a child failed carries the child's reason (and its node and
-    /// token), except that an `any` or `quorum` join says `join-unreachable`.
+    /// token), except that an `any` or `quorum` join says `join-unreachable` and names itself.
     pub const FAILURE_REASONS: &[(&str, u8)] = &[
         ("none", WHY_NONE),
         ("step-failed", WHY_STEP_FAILED),
@@ -203,8 +203,9 @@ pub mod codes {
     pub const WHY_LOOP_LIMIT: u8 = 6;
     /// The host said a decision failed, -2 (the token is the decision).
     pub const WHY_DECISION_FAILED: u8 = 7;
-    /// An `any` or `quorum` join can no longer be reached (the token is the last failure's, or
-    /// the decision of a MAP decided fewer instances than it needs).
+    /// An `any` or `quorum` join can no longer be reached: the node is the join's, the token
+    /// the last failure's (or the decision of a MAP decided fewer instances than it needs; 0 for
+    /// a PARALLEL of no branches).
     pub const WHY_JOIN_UNREACHABLE: u8 = 8;
     /// Cancelled: by the run's cancel, a join that was decided, or a timeout above it.
     pub const WHY_CANCELLED: u8 = 9;

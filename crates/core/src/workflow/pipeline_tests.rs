@@ -3,6 +3,7 @@
 use super::codes::*;
 use super::tests::{compile, drain, pipe, seq, step, wait, Host, Rec};
 use super::Workflows;
+use crate::manifest::NO_DEADLINE;
 use crate::Coded;
 
 /// (stage, item) of an EXECUTE in a pipeline at the root whose stages are steps (nodes 1..=k).
@@ -262,7 +263,7 @@ fn a_long_pipeline_answers_without_scanning_its_items() {
     // 200,000 items through two stages, every attempt answered one at a time.
     let mut w = Workflows::new();
     let def = w.define(&compile(&pipe(4, vec![step(), step()]))).unwrap();
-    let run = w.start(def, 1.0, 0.0).unwrap();
+    let run = w.start(def, 1.0, 0.0, NO_DEADLINE).unwrap();
     let decide = drain(&mut w)[0];
     assert!(w.decide(run, decide.token, 200_000.0, 0.0).unwrap());
     let mut pending: std::collections::VecDeque<u32> =

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::codes::*;
 use super::tests::{branch, compile, drain, looped, map, par, pipe, seq, sleep, step, wait, Rec, N};
 use super::Workflows;
+use crate::manifest::NO_DEADLINE;
 use crate::Coded;
 
 fn leaf() -> impl Strategy<Value = N> {
@@ -101,6 +102,8 @@ fn apply(w: &mut Workflows, run: u32, input: &Input) -> String {
 struct Driver {
     w: Workflows,
     program: Vec<f64>,
+    /// The run deadline given at start.
+    deadline: f64,
     run: u32,
     now: f64,
     log: Vec<Rec>,
@@ -115,14 +118,15 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(program: Vec<f64>, seed: f64) -> Result<Self, super::WorkflowError> {
+    fn new(program: Vec<f64>, seed: f64, deadline: f64) -> Result<Self, super::WorkflowError> {
         let mut w = Workflows::new();
         let def = w.define(&program)?;
         let signals = w.programs[def as usize].signals;
-        let run = w.start(def, seed, 0.0)?;
+        let run = w.start(def, seed, 0.0, deadline)?;
         let mut d = Self {
             w,
             program,
+            deadline,
             run,
             now: 0.0,
             log: Vec::new(),
@@ -406,7 +410,7 @@ fn check_pipelines(d: &Driver) {
 fn replay(d: &Driver) -> Workflows {
     let mut fresh = Workflows::new();
     fresh.define(&d.program).unwrap();
-    let run = fresh.start(0, SEED, 0.0).unwrap();
+    let run = fresh.start(0, SEED, 0.0, d.deadline).unwrap();
     assert_eq!(run, d.run);
     for (input, result) in &d.inputs {
         assert_eq!(&apply(&mut fresh, run, input), result, "{input:?}");
@@ -441,8 +445,10 @@ proptest! {
             1 => (prop::collection::vec(tree(), 1..4), 1u32..3).prop_map(|(stages, buffer)| pipe(buffer, stages)),
         ],
         actions in prop::collection::vec((any::<u8>(), any::<u32>(), any::<u8>()), 0..120),
+        deadline in prop::option::weighted(0.2, 10.0f64..400.0),
     ) {
-        let mut d = Driver::new(compile(&root), SEED).unwrap_or_else(|e| panic!("{e}: {root:?}"));
+        let deadline = deadline.map_or(NO_DEADLINE, f64::round);
+        let mut d = Driver::new(compile(&root), SEED, deadline).unwrap_or_else(|e| panic!("{e}: {root:?}"));
         for (action, pick, extra) in actions {
             if d.done() {
                 break;
@@ -484,7 +490,7 @@ proptest! {
         if let Some(ms) = timeout {
             root = root.timeout(ms.round());
         }
-        let mut d = Driver::new(compile(&root), SEED).unwrap_or_else(|e| panic!("{e}: {root:?}"));
+        let mut d = Driver::new(compile(&root), SEED, NO_DEADLINE).unwrap_or_else(|e| panic!("{e}: {root:?}"));
         d.cancels = false;
         let decide = d.pending.remove(0);
         d.input(Input::Decide(decide.token, f64::from(items), 0.0));
@@ -524,7 +530,7 @@ proptest! {
             let i = at.index(words.len());
             words[i] = value;
         }
-        match Driver::new(words, SEED) {
+        match Driver::new(words, SEED, NO_DEADLINE) {
             Err(e) => prop_assert_eq!(e.code(), "DEFINITION_INVALID"),
             Ok(mut d) => {
                 for (action, pick, extra) in actions {

@@ -276,12 +276,7 @@ impl Run {
     /// Starts the root, and arms the run's `deadline` (host time; infinite for none) while it
     /// runs. The deadline is a timer of the run's own beside the root's timeout word, so the
     /// earlier of the two ends the run, and one program serves runs of any deadline.
-    pub fn begin(&mut self, ctx: &mut Ctx) {
-        self.begin_until(ctx, f64::INFINITY);
-    }
-
-    /// [`Run::begin`] with a run deadline.
-    pub fn begin_until(&mut self, ctx: &mut Ctx, deadline: Millis) {
+    pub fn begin(&mut self, ctx: &mut Ctx, deadline: Millis) {
         // Most runs hold a container and one leaf at a time: room for two, not the four a first
         // push reserves, keeps a million idle runs 100 MB smaller.
         self.frames.reserve_exact(2);
@@ -555,12 +550,14 @@ impl Run {
             (node.child_count, frame.b, frame.c)
         };
         let verdict = joined(node.join, node.quorum, total, ok, failed)?;
+        let join = frame.node;
         self.cancel_children(ctx, f);
         Some(match outcome {
             _ if verdict => Outcome::Ok,
-            // `all` fails for its child's reason; `any` and `quorum` because too few are left.
+            // `all` fails where its child failed; `any` and `quorum` because too few are left:
+            // the join node itself, with the last failure's token.
             Outcome::Failed(cause) if node.join != JOIN_ALL => {
-                Outcome::Failed(Cause { reason: WHY_JOIN_UNREACHABLE, ..cause })
+                Outcome::Failed(Cause { node: join, token: cause.token, reason: WHY_JOIN_UNREACHABLE })
             }
             other => other,
         })

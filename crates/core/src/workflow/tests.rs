@@ -2,6 +2,7 @@
 
 use super::codes::*;
 use super::Workflows;
+use crate::manifest::NO_DEADLINE;
 use crate::Coded;
 
 /// A node of a test program, compiled by [`compile`] the way the host compiles definitions.
@@ -158,7 +159,7 @@ impl Host {
     pub fn start(root: &N) -> Self {
         let mut w = Workflows::new();
         let def = w.define(&compile(root)).unwrap_or_else(|e| panic!("{e}"));
-        let run = w.start(def, 7.0, 0.0).unwrap();
+        let run = w.start(def, 7.0, 0.0, NO_DEADLINE).unwrap();
         let mut host = Self { w, run, log: Vec::new() };
         host.pull();
         host
@@ -299,7 +300,7 @@ fn parallel_any_succeeds_at_the_first_success_and_fails_when_all_fail() {
     assert_eq!(h.done(), None);
     let last = h.last(EXECUTE, 2).token;
     assert!(h.complete(2, PERMANENT, 1.0));
-    assert_eq!(h.done(), Some((FAILED, 2.0, f64::from(last))));
+    assert_eq!(h.done(), Some((FAILED, 0.0, f64::from(last))));
 }
 
 #[test]
@@ -520,7 +521,7 @@ fn jitter_comes_from_the_seed() {
     let delays = |seed: f64| {
         let mut w = Workflows::new();
         let def = w.define(&compile(&step().retry(5, 1000.0, 1e9, 2.0).jitter())).unwrap();
-        let run = w.start(def, seed, 0.0).unwrap();
+        let run = w.start(def, seed, 0.0, NO_DEADLINE).unwrap();
         let mut out = Vec::new();
         for _ in 0..4 {
             let exec = *drain(&mut w).iter().rev().find(|r| r.kind == EXECUTE).unwrap();
@@ -643,10 +644,10 @@ fn outstanding_requeues_work_in_flight() {
 #[test]
 fn bad_handles_and_arguments_are_refused() {
     let mut w = Workflows::new();
-    assert_eq!(w.start(0, 1.0, 0.0).unwrap_err().code(), "UNKNOWN_WORKFLOW");
+    assert_eq!(w.start(0, 1.0, 0.0, NO_DEADLINE).unwrap_err().code(), "UNKNOWN_WORKFLOW");
     let def = w.define(&compile(&step())).unwrap();
-    let run = w.start(def, 1.0, 0.0).unwrap();
-    assert_eq!(w.start(def, f64::NAN, 0.0).unwrap_err().code(), "INVALID_ARGUMENT");
+    let run = w.start(def, 1.0, 0.0, NO_DEADLINE).unwrap();
+    assert_eq!(w.start(def, f64::NAN, 0.0, NO_DEADLINE).unwrap_err().code(), "INVALID_ARGUMENT");
     assert_eq!(w.complete(run, 1, 3, 0.0).unwrap_err().code(), "INVALID_ARGUMENT");
     assert_eq!(w.complete(run, 1, 0, f64::NAN).unwrap_err().code(), "INVALID_ARGUMENT");
     assert_eq!(w.decide(run, 1, f64::NAN, 0.0).unwrap_err().code(), "INVALID_ARGUMENT");
@@ -670,7 +671,7 @@ fn bad_handles_and_arguments_are_refused() {
 fn release_drops_a_running_runs_timers() {
     let mut w = Workflows::new();
     let def = w.define(&compile(&sleep(10.0))).unwrap();
-    let run = w.start(def, 1.0, 0.0).unwrap();
+    let run = w.start(def, 1.0, 0.0, NO_DEADLINE).unwrap();
     assert_eq!(w.next_deadline(), 10.0);
     w.release(run).unwrap();
     assert_eq!(w.next_deadline(), f64::INFINITY);
@@ -870,7 +871,7 @@ fn failures_say_why_from_the_node_up_to_the_run() {
     let timed_out = h.last(EXECUTE, 3).token;
     h.fire_next();
     assert_eq!(h.node_why(3), WHY_ATTEMPT_TIMEOUT);
-    assert_eq!(h.done(), Some((FAILED, 3.0, f64::from(timed_out))));
+    assert_eq!(h.done(), Some((FAILED, 0.0, f64::from(timed_out))), "the join node, the last failure's token");
     assert_eq!(h.why(), WHY_JOIN_UNREACHABLE);
     // A cancel: every cancelled node and the run say so, also after compensating.
     let mut h = Host::start(&seq(vec![step().comp(step()), par(JOIN_ALL, 0, vec![step(), sleep(9.0)])]));
@@ -895,4 +896,83 @@ fn failures_say_why_from_the_node_up_to_the_run() {
     assert!(h.w.complete(h.run, comp, PERMANENT, 9.0).unwrap());
     h.pull();
     assert_eq!((h.done().map(|d| d.0), h.why()), (Some(COMPENSATION_FAILED), WHY_ATTEMPT_TIMEOUT));
+}
+
+/// A host whose run was started with `deadline`.
+fn start_until(root: &N, deadline: f64) -> Host {
+    let mut w = Workflows::new();
+    let def = w.define(&compile(root)).unwrap();
+    let run = w.start(def, 7.0, 0.0, deadline).unwrap();
+    let mut host = Host { w, run, log: Vec::new() };
+    host.pull();
+    host
+}
+
+#[test]
+fn a_deadline_given_at_start_times_the_run_out() {
+    let mut h = start_until(&seq(vec![step().comp(step()), step()]), 500.0);
+    let timer = h.last(TIMER, 0);
+    assert_eq!((timer.scope, timer.a), (0, 500.0), "the deadline is a timer of the run's own");
+    assert!(h.complete(1, OK, 10.0));
+    let second = h.last(EXECUTE, 2).token;
+    assert_eq!(h.fire_next(), 500.0);
+    assert_eq!(h.all(CANCEL).iter().map(|r| r.token).collect::<Vec<_>>(), [second]);
+    assert_eq!(h.nodes_done(), [(1, DONE_OK), (2, DONE_CANCELLED), (0, DONE_FAILED)]);
+    assert_eq!(h.node_why(0), WHY_RUN_TIMEOUT);
+    assert!(!h.w.complete(h.run, second, OK, 501.0).unwrap(), "the aborted attempt is stale");
+    // Timed out, then compensated; the reason stays.
+    let comp = h.last(COMPENSATE, 3).token;
+    assert!(h.w.complete(h.run, comp, OK, 502.0).unwrap());
+    h.pull();
+    assert_eq!(h.done(), Some((COMPENSATED_RUN, 0.0, f64::from(timer.token))));
+    assert_eq!(h.why(), WHY_RUN_TIMEOUT);
+    assert_eq!(h.w.next_deadline(), f64::INFINITY);
+}
+
+#[test]
+fn the_earlier_of_the_deadline_and_the_roots_timeout_wins() {
+    // The root's timeout first: the deadline is dropped with the run.
+    let mut h = start_until(&seq(vec![step()]).timeout(100.0), 500.0);
+    assert_eq!(h.fire_next(), 100.0);
+    assert_eq!((h.done().map(|d| d.0), h.why()), (Some(FAILED), WHY_RUN_TIMEOUT));
+    assert_eq!(h.w.next_deadline(), f64::INFINITY);
+    // The deadline first.
+    let mut h = start_until(&seq(vec![step()]).timeout(1000.0), 200.0);
+    assert_eq!(h.fire_next(), 200.0);
+    assert_eq!((h.done().map(|d| d.0), h.why()), (Some(FAILED), WHY_RUN_TIMEOUT));
+    assert_eq!(h.w.next_deadline(), f64::INFINITY);
+    // A root step: its attempt is aborted, retries or not.
+    let mut h = start_until(&step().retry(5, 1.0, 1.0, 1.0), 50.0);
+    let token = h.last(EXECUTE, 0).token;
+    assert_eq!(h.fire_next(), 50.0);
+    assert_eq!(h.all(CANCEL).iter().map(|r| r.token).collect::<Vec<_>>(), [token]);
+    assert_eq!((h.done(), h.why()), (Some((FAILED, 0.0, f64::from(h.last(TIMER, 0).token))), WHY_RUN_TIMEOUT));
+    // A run that ends first, or is cancelled, leaves no deadline armed.
+    let mut h = start_until(&step(), 50.0);
+    assert!(h.complete(0, OK, 10.0));
+    assert_eq!((h.done().map(|d| d.0), h.w.next_deadline()), (Some(COMPLETED), f64::INFINITY));
+    let mut h = start_until(&step(), 50.0);
+    h.w.cancel(h.run, 10.0).unwrap();
+    h.pull();
+    assert_eq!((h.done().map(|d| d.0), h.w.next_deadline()), (Some(CANCELLED), f64::INFINITY));
+    // A deadline already past ends the run at the first fire; a root done at once arms none.
+    let mut h = start_until(&seq(vec![sleep(10.0)]), -5.0);
+    assert_eq!(h.fire_next(), -5.0);
+    assert_eq!(h.why(), WHY_RUN_TIMEOUT);
+    let h = start_until(&seq(vec![]), 50.0);
+    assert_eq!((h.done().map(|d| d.0), h.w.next_deadline()), (Some(COMPLETED), f64::INFINITY));
+}
+
+#[test]
+fn one_program_serves_runs_of_any_deadline_and_bad_deadlines_are_refused() {
+    let mut w = Workflows::new();
+    let def = w.define(&compile(&sleep(1000.0))).unwrap();
+    let runs: Vec<u32> = [100.0, 200.0, NO_DEADLINE].iter().map(|&d| w.start(def, 1.0, 0.0, d).unwrap()).collect();
+    assert_eq!(w.programs.len(), 1);
+    assert_eq!(w.due(200.0).chunks(2).map(|p| p[0] as u32).collect::<Vec<_>>(), runs[..2]);
+    for bad in [f64::NAN, f64::NEG_INFINITY] {
+        let err = w.start(def, 1.0, 0.0, bad).unwrap_err();
+        assert_eq!(err.code(), "INVALID_ARGUMENT");
+        assert!(err.to_string().starts_with("deadline must be a finite time in ms or NO_DEADLINE"), "{err}");
+    }
 }

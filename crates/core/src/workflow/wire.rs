@@ -56,8 +56,8 @@ fn outcome(value: f64) -> Result<u8, WorkflowError> {
 }
 
 /// [`Workflows::start`] with `def` as JS hands it over.
-pub fn start(w: &mut Workflows, def: f64, seed: f64, now: f64) -> Result<u32, WorkflowError> {
-    w.start(whole(def, "definition")?, seed, now)
+pub fn start(w: &mut Workflows, def: f64, seed: f64, now: f64, deadline: f64) -> Result<u32, WorkflowError> {
+    w.start(whole(def, "definition")?, seed, now, deadline)
 }
 
 /// [`Workflows::complete`] with its numbers as JS hands them over.
@@ -111,11 +111,16 @@ impl Workflows {
     }
 
     /// Starts a run of definition `def`; jitter comes from `seed` (its bits seed the run's
-    /// random source). The run's first records are in the outbox.
-    pub fn start(&mut self, def: u32, seed: f64, now: Millis) -> Result<u32, WorkflowError> {
+    /// random source). The run fails with `run-timeout` at `deadline` (host time;
+    /// `NO_DEADLINE` for none), or at its root's timeout if that comes first: the host records
+    /// the deadline with the start and replays it. The run's first records are in the outbox.
+    pub fn start(&mut self, def: u32, seed: f64, now: Millis, deadline: Millis) -> Result<u32, WorkflowError> {
         time(now)?;
         if seed.is_nan() {
             return Err(bad("seed", "is NaN"));
+        }
+        if !(deadline.is_finite() || deadline == NO_DEADLINE) {
+            return Err(bad("deadline", format!("must be a finite time in ms or NO_DEADLINE, got {deadline}")));
         }
         if def as usize >= self.programs.len() {
             return Err(WorkflowError::UnknownWorkflow(def));
@@ -125,7 +130,7 @@ impl Workflows {
             .insert(Run::new(def, seed.to_bits()))
             .ok_or(WorkflowError::Capacity { what: "workflow runs", limit: MAX_ENTRIES })?;
         self.with_run(id, now, |run, ctx| {
-            run.begin(ctx);
+            run.begin(ctx, deadline);
             Ok(id)
         })
     }
