@@ -16,6 +16,7 @@ import {
   forEach,
   loop,
   Orrery,
+  OrreryError,
   parallel,
   PermanentError,
   pipeline,
@@ -32,6 +33,7 @@ import {
   type WorkflowRun,
   type Workflows,
 } from '../ts/node.js'
+import { MAX_UNCLAIMED_SIGNALS } from '../ts/workflows/run.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
 import { errorOf } from './helpers.js'
 
@@ -1132,5 +1134,240 @@ describe('workflows: maxConcurrentRuns', () => {
     expect(log.began).toEqual(['q0', 'q1', 'q2', 'q3', 'q4'])
     expect(log.most).toBe(2)
     second.close()
+  })
+})
+
+describe('workflows: data as stored, causes, recovery', () => {
+  it('hands steps outputs as the store keeps them, the same live and after a resume; an unstorable one fails for good', async () => {
+    const { orrery, wf, store } = await setup()
+    const seen: string[] = []
+    const register = (w: Workflows) => {
+      w.register('make', () => ({ when: new Date(0), tags: new Set(['x']), n: undefined, f: () => 1 }))
+      w.register('look', (x: { when: unknown; tags: unknown; f: unknown }, ctx) => {
+        seen.push(`${(x.when as object).constructor.name}/${Array.isArray(x.tags)}/${'n' in x}/${typeof x.f}`)
+        return hang(x, ctx)
+      })
+    }
+    register(wf)
+    wf.define(workflow('data', sequence(step('make', { fn: 'make' }), step('look', { fn: 'look' }, { input: '$steps.make' }))))
+    await wf.start('data', null, { id: 'd' })
+    await advance()
+    wf.close()
+    const again = await orrery.workflows({ store })
+    register(again)
+    await advance()
+    expect(seen).toEqual(['Date/true/true/undefined', 'Date/true/true/undefined'])
+
+    // A cycle, a symbol: no store can keep them, so the step fails at once (no retry), and the run ends.
+    again.register('cycle', () => {
+      const x: Record<string, unknown> = {}
+      x['self'] = x
+      return x
+    })
+    again.define(workflow('cyclic', step('c', { fn: 'cycle' }, { retry: { attempts: 3 } })))
+    const cyclic = await again.start('cyclic', null)
+    const failed = await errorOf(() => cyclic.result())
+    expect(failed).toMatchObject({ code: 'STEP_FAILED', cause: expect.objectContaining({ code: 'INVALID_PAYLOAD' }) })
+    expect(cyclic.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+    // A start input or a signal payload the store cannot keep is refused to its caller, leaving nothing behind.
+    expect((await errorOf(() => again.start('cyclic', Symbol('x'), { id: 'bad' })))?.code).toBe('INVALID_PAYLOAD')
+    expect(again.get('bad')).toBeUndefined()
+    again.register('wait', hang)
+    again.define(workflow('waits', sequence(waitFor('w', 'go'), step('s', { fn: 'wait' }))))
+    const waiting = await again.start('waits', null)
+    expect(() => waiting.signal('go', 2n ** 70n)).toThrow(expect.objectContaining({ code: 'INVALID_PAYLOAD' }))
+    expect(waiting.history().some((e) => e.type === 'signal')).toBe(false)
+  })
+
+  it('leaves no run behind when the core refuses its start, and starts afresh a run whose start event was lost', async () => {
+    const { orrery, wf, store } = await setup()
+    wf.register('one', () => 1)
+    wf.define(workflow('w', step('a', { fn: 'one' })))
+    // The core at its limit of live runs (CAPACITY_EXCEEDED): made to refuse once, as 2^20 runs would.
+    const core = (wf as unknown as { core: { start: (...args: number[]) => number } }).core
+    const real = core.start.bind(core)
+    core.start = () => {
+      throw new OrreryError('CAPACITY_EXCEEDED', 'workflow runs: at most 1048576 at once')
+    }
+    expect((await errorOf(() => wf.start('w', null, { id: 'x' })))?.code).toBe('CAPACITY_EXCEEDED')
+    core.start = real
+    expect(wf.get('x')).toBeUndefined()
+    expect(wf.list()).toEqual([])
+    expect(await (await wf.start('w', null, { id: 'x' })).result()).toBe(1)
+
+    // The meta reached the store, the batch with the start event did not.
+    wf.register('hang', hang)
+    wf.define(workflow('h', step('a', { fn: 'hang' })))
+    await wf.start('h', null, { id: 'lost' })
+    wf.close()
+    const ns = store.namespace('orrery.workflows', { codec: 'msgpack' })
+    for (const key of ns.keys('run/lost/e/')) ns.delete(key)
+    const again = await orrery.workflows({ store })
+    again.register('hang', () => 'done')
+    await advance()
+    expect(await again.get('lost')!.result()).toBe('done')
+  })
+
+  it('says why a run failed from what the core says, not from the failing node kind', async () => {
+    const { orrery, wf, store } = await setup()
+    wf.register('hang', hang)
+    wf.register('nothing', () => {
+      throw null
+    })
+    wf.registerCondition('again', () => true)
+    // A loop cut by the run's timeout timed out; it did not pass its limit.
+    wf.define(workflow('spin', loop({ while: { fn: 'again' }, maxIterations: 5 }, sleep('nap', 60))))
+    const spin = await wf.start('spin', null, { timeoutMs: 100 })
+    const spun = errorOf(() => spin.result())
+    await advance(100)
+    expect(await spun).toMatchObject({ code: 'STEP_FAILED', cause: expect.objectContaining({ code: 'TIMEOUT' }) })
+    // A quorum over fewer items than it needs cannot be reached: at once, no timeout.
+    wf.define(workflow('few', forEach('$input', step('s', { fn: 'hang' }), { join: { quorum: 3 }, id: 'fan' })))
+    const few = await wf.start('few', [1, 2])
+    expect(await errorOf(() => few.result())).toMatchObject({ code: 'STEP_FAILED', cause: expect.objectContaining({ code: 'JOIN_UNREACHABLE' }) })
+    // `throw null` is the step's error, however falsy.
+    wf.define(workflow('null', step('n', { fn: 'nothing' })))
+    const thrown = (await errorOf(() => wf.start('null', null).then((r) => r.result()))) as { cause?: unknown; message?: string }
+    expect(thrown.cause).toBeNull()
+    expect(thrown.message).not.toContain('timed out')
+    // A condition's error is kept with the decision: a run resumed after it says the same.
+    wf.registerCondition('boom', () => {
+      throw new Error('condition exploded')
+    })
+    wf.define(workflow('pick', branch([when({ fn: 'boom' }, step('a', { fn: 'hang' }))], undefined, { id: 'pick' })))
+    const pick = await wf.start('pick', null, { id: 'p' })
+    expect((await errorOf(() => pick.result())) as unknown).toMatchObject({ cause: expect.objectContaining({ message: 'condition exploded' }) })
+    wf.close()
+    // The end did not reach the store; the decision did.
+    const ns = store.namespace('orrery.workflows', { codec: 'msgpack' })
+    for (const key of ns.keys('run/p/e/')) {
+      const kept = (ns.get(key)!.value as WorkflowEvent[]).filter((e) => e.type === 'started' || e.type === 'decided')
+      ns.put(key, kept)
+    }
+    const meta = ns.get('run/p')!.value as Record<string, unknown>
+    ns.put('run/p', { ...meta, status: 'running', error: undefined, finishedAt: undefined })
+    const again = await orrery.workflows({ store })
+    again.registerCondition('again', () => true)
+    await advance()
+    // It ended in the replay: its stored error says what the live one said.
+    expect(await errorOf(() => again.get('p')!.result())).toMatchObject({ code: 'STEP_FAILED', message: expect.stringContaining('condition exploded') })
+  })
+
+  it('times runs out from a deadline given to the core: no program per timeout, kept across a resume', async () => {
+    const { orrery, wf, store } = await setup()
+    wf.register('hang', hang)
+    wf.define(workflow('slow', step('a', { fn: 'hang' })))
+    const core = (wf as unknown as { core: { define: (program: Float64Array) => number } }).core
+    const define = vi.spyOn(core, 'define')
+    const runs = await Promise.all(Array.from({ length: 20 }, (_, i) => wf.start('slow', null, { timeoutMs: 100 + i })))
+    expect(define).not.toHaveBeenCalled()
+    const ends = runs.map((r) => errorOf(() => r.result()))
+    await advance(119)
+    for (const end of await Promise.all(ends)) expect(end).toMatchObject({ cause: expect.objectContaining({ code: 'TIMEOUT' }) })
+    // Closed at 100 ms of a 500 ms run: the resumed run times out at 500 ms after its start.
+    await wf.start('slow', null, { id: 't', timeoutMs: 500 })
+    await advance(100)
+    wf.close()
+    const again = await orrery.workflows({ store })
+    again.register('hang', hang)
+    await advance(399)
+    expect(again.get('t')!.status()).toBe('running')
+    await advance(1)
+    expect(again.get('t')!.status()).toBe('failed')
+  })
+
+  it('fires an attempt timeout that fell due while the workflows were closed before running anything again', async () => {
+    const { orrery, wf, store } = await setup()
+    let calls = 0
+    const slow = (_: unknown, ctx: StepContext) => {
+      calls++
+      return hang(_, ctx)
+    }
+    wf.register('slow', slow)
+    wf.define(workflow('w', step('s', { fn: 'slow' }, { timeoutMs: 1_000 })))
+    await wf.start('w', null, { id: 'x' })
+    await advance(10)
+    wf.close()
+    await advance(5_000)
+    const printed = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const again = await orrery.workflows({ store })
+      again.register('slow', slow)
+      const run = again.get('x')!
+      const ended = errorOf(() => run.result())
+      await advance()
+      expect(await ended).toMatchObject({ code: 'STEP_FAILED', cause: expect.objectContaining({ code: 'TIMEOUT' }) })
+      expect(calls).toBe(1)
+      expect(printed).not.toHaveBeenCalled()
+    } finally {
+      printed.mockRestore()
+    }
+  })
+
+  it('refuses signal and cancel on a run recorded as running but not running here (RUN_NOT_FOUND)', async () => {
+    const { orrery, wf, store } = await setup()
+    wf.register('hang', hang)
+    wf.register('one', () => 1)
+    wf.define(workflow('w', sequence(waitFor('w', 'go'), step('a', { fn: 'hang' }))))
+    wf.define(workflow('done', step('a', { fn: 'one' })))
+    await wf.start('w', null, { id: 'x' })
+    await (await wf.start('done', null, { id: 'y' })).result()
+    wf.close()
+    const elsewhere = await orrery.workflows({ store, resume: false })
+    const stored = elsewhere.get('x')!
+    expect(() => stored.signal('go', 1)).toThrow(expect.objectContaining({ code: 'RUN_NOT_FOUND' }))
+    expect(() => stored.cancel()).toThrow(expect.objectContaining({ code: 'RUN_NOT_FOUND' }))
+    // A finished run takes them as a live finished run does: nothing happens.
+    expect(() => elsewhere.get('y')!.signal('go', 1)).not.toThrow()
+    expect(() => elsewhere.get('y')!.cancel()).not.toThrow()
+  })
+
+  it('keeps only the errors a run may report, and caps the signals no wait has taken', async () => {
+    const { wf } = await setup()
+    wf.register('flaky', (_: unknown, ctx: StepContext) => {
+      if (ctx.attempt < 3) throw new Error(`attempt ${ctx.attempt}`)
+      return ctx.attempt
+    })
+    wf.register('hang', hang)
+    const retried = step('f', { fn: 'flaky' }, { retry: { attempts: 3, initialMs: 1, jitter: false } })
+    wf.define(workflow('retries', sequence(forEach('$input', retried), waitFor('w', 'go'))))
+    const run = await wf.start('retries', [1, 2, 3, 4], { id: 'r' })
+    await advance(100)
+    expect(run.history().filter((e) => e.type === 'retry')).toHaveLength(8)
+    // Eight attempts failed and were retried; their errors are gone with their retries.
+    const live = (wf as unknown as { runs: Map<string, { errors: Map<number, unknown> }> }).runs.get('r')!
+    expect(live.errors.size).toBe(0)
+    run.signal('go', 1)
+    expect(await run.result()).toBe(1)
+    wf.define(workflow('idle', sequence(step('a', { fn: 'hang' }), waitFor('w', 'go'))))
+    const idle = await wf.start('idle', null, { id: 'i' })
+    for (let i = 0; i < MAX_UNCLAIMED_SIGNALS; i++) idle.signal('go', i)
+    expect(() => idle.signal('go', 'one too many')).toThrow(expect.objectContaining({ code: 'CAPACITY_EXCEEDED' }))
+    expect(idle.history().filter((e) => e.type === 'signal')).toHaveLength(MAX_UNCLAIMED_SIGNALS)
+  })
+
+  it('delivers events after the core is drained: a subscriber may close the workflows', async () => {
+    const { wf } = await setup()
+    wf.register('a', () => 1)
+    wf.register('b', () => 2)
+    wf.define(workflow('w', sequence(sleep('first', 10), step('a', { fn: 'a' }), step('b', { fn: 'b' }), sleep('z', 10))))
+    const printed = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const run = await wf.start('w', null)
+      const seen: string[] = []
+      run.events.subscribe({
+        next: (e: WorkflowEvent) => {
+          seen.push(e.type)
+          if (e.type === 'node-done') wf.close()
+        },
+      })
+      const ended = errorOf(() => run.result())
+      await advance(100)
+      expect((await ended)?.code).toBe('CLOSED')
+      expect(seen).toContain('node-done')
+      expect(printed).not.toHaveBeenCalled()
+    } finally {
+      printed.mockRestore()
+    }
   })
 })

@@ -99,6 +99,8 @@ export class RunData {
   /** Payloads by signal name: every one received, and those not yet taken by a wait. */
   private lastSignal: Map<string, unknown> = NONE
   private unclaimed: Map<string, unknown[]> = NONE
+  /** Payloads in `unclaimed`, of every name. */
+  private held = 0
   /** Pipeline scopes by `<parent scope>/<node>/<item>/<stage>`. */
   private stages: Map<string, number> = NONE
   /** Nearest enclosing LOOP/MAP/PIPELINE (program index) per node; -1 for none. */
@@ -171,11 +173,20 @@ export class RunData {
     const queue = this.unclaimed.get(name)
     if (queue) queue.push(payload)
     else this.unclaimed = put(this.unclaimed, name, [payload])
+    this.held++
   }
 
   /** A wait took the oldest payload of its signal not yet taken. */
   takeSignal(name: string): unknown {
-    return this.unclaimed.get(name)?.shift()
+    const queue = this.unclaimed.get(name)
+    if (queue === undefined || queue.length === 0) return undefined
+    this.held--
+    return queue.shift()
+  }
+
+  /** How many signals wait to be taken. */
+  unclaimedSignals(): number {
+    return this.held
   }
 
   /** The output of a node in a scope (undefined unless it succeeded). */

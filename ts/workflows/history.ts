@@ -12,7 +12,8 @@
  */
 import type { Namespace } from '../store/namespace.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
-import { ERROR_CODES } from '../engines/manifest.js'
+import { decodePayload, encodePayload } from '../codec.js'
+import { ERROR_CODES, type FAILURE_REASONS } from '../engines/manifest.js'
 import type { WorkflowDefinition } from './definition.js'
 
 /** Where a run is: running, or how it ended. */
@@ -57,7 +58,8 @@ interface EventBase {
 export type WorkflowEvent = EventBase &
   /** The run's input is in its meta record. */
   (
-    | { readonly type: 'started' }
+    /** `deadline`: when the run times out (host time), given a timeout at start. */
+    | { readonly type: 'started'; readonly deadline?: number }
     | { readonly type: 'step-started'; readonly step: string; readonly attempt: number; readonly key: string; readonly compensation: boolean }
     | {
         readonly type: 'step-completed'
@@ -68,15 +70,41 @@ export type WorkflowEvent = EventBase &
         readonly output?: unknown
         readonly error?: StoredError
       }
-    | { readonly type: 'decided'; readonly token: number; readonly node: string; readonly value: number; readonly items?: readonly unknown[] }
+    /** A decision that failed (value -2) keeps its error: a resumed run reports the same cause. */
+    | {
+        readonly type: 'decided'
+        readonly token: number
+        readonly node: string
+        readonly value: number
+        readonly items?: readonly unknown[]
+        readonly error?: StoredError
+      }
     | { readonly type: 'signal'; readonly name: string; readonly payload: unknown }
     | { readonly type: 'cancel' }
     | { readonly type: 'timer-fired'; readonly timer: number }
     | { readonly type: 'retry'; readonly step: string; readonly attempt: number; readonly when: number }
-    | { readonly type: 'node-done'; readonly node: string; readonly outcome: 'ok' | 'failed' | 'cancelled' | 'skipped' }
+    /** `reason`: why a node failed or was cancelled, as the core says it. */
+    | {
+        readonly type: 'node-done'
+        readonly node: string
+        readonly outcome: 'ok' | 'failed' | 'cancelled' | 'skipped'
+        readonly reason?: FailureReason
+      }
     | { readonly type: 'compensated'; readonly step: string; readonly ok: boolean }
     | { readonly type: 'run-finished'; readonly status: RunStatus; readonly output?: unknown; readonly error?: StoredError }
   )
+
+/** Why a node failed or a run ended (`FAILURE_REASONS` of the core). */
+export type FailureReason = keyof typeof FAILURE_REASONS
+
+/**
+ * `value` as the history keeps it, so what a run uses live is what a resume reads back (a Set
+ * comes back an array, a function undefined). `INVALID_PAYLOAD` for what no store can keep: a
+ * cycle, a symbol, an integer past 64 bits.
+ */
+export function storable<T>(value: T): T {
+  return decodePayload('msgpack', encodePayload('msgpack', value)) as T
+}
 
 /** Events without their place, as the runtime makes them. */
 export type NewEvent = WorkflowEvent extends infer E ? (E extends WorkflowEvent ? Omit<E, 'seq'> : never) : never

@@ -29,6 +29,12 @@ export function putRecord(history: History, record: RunRecord): number | Promise
   return history.putMeta(record as RunMeta)
 }
 
+/** Forgets a run's meta record (a start the core refused: the run never began). */
+export function deleteRecord(history: History, id: string): void {
+  const ack = history.ns.delete(`run/${id}`)
+  if (ack instanceof Promise) ack.catch(() => {})
+}
+
 /** A run's meta record, if any. */
 export function readRecord(history: History, id: string): RunRecord | undefined {
   return history.meta(id) as RunRecord | undefined

@@ -6,13 +6,13 @@
 import { Subject } from 'rxjs'
 
 import type { WorkflowCore } from '../engines/backend.js'
-import { NODE_OUTCOMES, RUN_STATUSES, STEP_OUTCOMES, WORKFLOW_NODES, WORKFLOW_RECORDS } from '../engines/manifest.js'
+import { FAILURE_REASONS, NO_DEADLINE, NODE_OUTCOMES, RUN_STATUSES, STEP_OUTCOMES, WORKFLOW_NODES, WORKFLOW_RECORDS } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
 import type { CompiledWorkflow } from './compile.js'
 import { NONE, put, RunData } from './data.js'
 import { AttemptContext, type Executor, type Outcome } from './executor.js'
-import { FINAL_STATUSES, restoreError, storeError, type History, type NewEvent, type WorkflowEvent } from './history.js'
+import { FINAL_STATUSES, restoreError, storable, storeError, type FailureReason, type History, type NewEvent, type WorkflowEvent } from './history.js'
 import { currentEvents, generationKey, purgeEarlier, putRecord, readRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
@@ -33,10 +33,16 @@ export interface RunHost {
   ended(run: Run): void
   /** The run left core run `handle` behind (it continued as new): forget it. */
   release(handle: number): void
+  /** The run recorded events for its subscribers: {@link Run.deliver} them once the core is drained. */
+  deliver(run: Run): void
 }
 
 const STATUS_NAMES: Record<number, RunStatus> = Object.fromEntries(Object.entries(RUN_STATUSES).map(([name, code]) => [code, name as RunStatus]))
 const NODE_OUTCOME_NAMES = ['ok', 'failed', 'cancelled', 'skipped'] as const
+const REASON_NAMES: Record<number, FailureReason> = Object.fromEntries(Object.entries(FAILURE_REASONS).map(([name, code]) => [code, name as FailureReason]))
+
+/** Most signals a run holds that no wait has taken yet (`CAPACITY_EXCEEDED` past it). */
+export const MAX_UNCLAIMED_SIGNALS = 1_000
 
 interface Attempt {
   readonly node: number
@@ -63,6 +69,13 @@ export class Run {
   /** Errors of failed attempts and decisions, by token: the run's error names one. */
   private errors: Map<number, unknown> = NONE
   private failedCompensations: { step: string; error: unknown }[] | undefined
+  /** When the run times out (host time; NO_DEADLINE for never): set when it begins, replayed from its start event. */
+  private deadline: number | undefined
+  /** The first node whose any/quorum join became out of reach (the core names it in its reason). */
+  private unreachable: number | undefined
+  /** Events recorded since the last delivery to subscribers, and whether they then complete. */
+  private undelivered: WorkflowEvent[] | undefined
+  private completing = false
   private cancelled = false
   /** Made when someone follows the run's events. */
   private subject: Subject<WorkflowEvent> | undefined
@@ -118,15 +131,42 @@ export class Run {
     const full = { ...event, seq: ++this.seq } as WorkflowEvent
     this.lastAck = this.host.history.append(this.id, full)
     if (this.lastAck instanceof Promise) this.lastAck.catch(() => {})
-    this.subject?.next(full)
+    if (this.subject) {
+      // Handed to subscribers once the core is drained: one that calls back into the workflows
+      // (closes them, signals, cancels) never finds a run halfway through a record.
+      this.undelivered ??= []
+      this.undelivered.push(full)
+      this.host.deliver(this)
+    }
+  }
+
+  /** Gives subscribers the events recorded since the last delivery; completes them once the run ended. */
+  deliver(): void {
+    const events = this.undelivered
+    this.undelivered = undefined
+    const subject = this.subject
+    if (!subject) return
+    for (const event of events ?? []) subject.next(event)
+    if (this.completing) subject.complete()
+  }
+
+  /** Subscribers hear the events still undelivered, then the end. */
+  private completeEvents(): void {
+    if (!this.subject) return
+    this.completing = true
+    this.host.deliver(this)
   }
 
   /** Starts the run (or its generation) in the core, recorded as its first event. */
   begin(): void {
     const now = this.host.now()
+    // A run timeout given at start is a deadline the core keeps (one program serves every
+    // timeout); later generations keep the first one's.
+    this.deadline ??= this.meta.timeoutMs === undefined ? NO_DEADLINE : now + this.meta.timeoutMs
+    // The core first: a start it refuses (CAPACITY_EXCEEDED) records nothing.
+    this.handle = this.host.core.start(this.def, this.meta.seed, now, this.deadline)
     this.began = true
-    this.record({ type: 'started', at: now })
-    this.handle = this.host.core.start(this.def, this.meta.seed, now)
+    this.record({ type: 'started', at: now, ...(this.deadline === NO_DEADLINE ? {} : { deadline: this.deadline }) })
     this.host.bind(this)
     this.host.pump()
   }
@@ -178,13 +218,15 @@ export class Run {
         switch (event.type) {
           case 'started':
             this.began = true
-            this.handle = this.host.core.start(this.def, this.meta.seed, event.at)
+            this.deadline = event.deadline ?? NO_DEADLINE
+            this.handle = this.host.core.start(this.def, this.meta.seed, event.at, this.deadline)
             this.host.bind(this)
             break
           case 'step-completed':
             this.applyCompletion(event.token, event.outcome, event.output, event.error === undefined ? undefined : restoreError(event.error), event.at)
             break
           case 'decided':
+            if (event.error !== undefined) this.errors = put(this.errors, event.token, restoreError(event.error))
             this.applyDecision(event.token, event.value, event.items, event.at)
             break
           case 'signal':
@@ -214,16 +256,34 @@ export class Run {
   resume(): void {
     if (this.status !== 'running') return
     if (this.handle < 0) return this.begin()
+    // Timers that fell due while the run was down fire first, and what they start is handed
+    // out: an attempt whose timeout passed is aborted, not run again only to be aborted.
+    const now = this.host.now()
+    const due = this.host.core.due(now)
+    for (let i = 0; i < due.length; i += 2) if (due[i] === this.handle) this.fire(due[i + 1]!, now)
+    this.host.pump()
+    // What is still in flight runs again (what the timers just started is running already).
+    if (this.status !== 'running') return
     this.host.core.outstanding(this.handle)
     this.host.pump()
   }
 
   // Inputs: recorded, then given to the core. The same apply* functions replay them.
 
-  private complete(token: number, outcome: Outcome): void {
+  private complete(token: number, given: Outcome): void {
     const attempt = this.attempts.get(token)
     // Aborted (a timeout, a cancel) or finished: the core would call it stale.
     if (!attempt || this.status !== 'running') return
+    let outcome = given
+    if (outcome.ok) {
+      // Used as the store keeps it, so a resumed run reads the same data; what no store can
+      // keep (INVALID_PAYLOAD) fails the step for good.
+      try {
+        outcome = { ok: true, output: storable(outcome.output) }
+      } catch (error) {
+        outcome = { ok: false, permanent: true, error }
+      }
+    }
     const node = this.compiled.nodes[attempt.node]!
     const now = this.host.now()
     const name = outcome.ok ? 'ok' : outcome.permanent ? 'permanent' : 'transient'
@@ -253,7 +313,8 @@ export class Run {
 
   private decide(token: number, value: number, items: readonly unknown[] | undefined, node: number): void {
     const now = this.host.now()
-    this.record({ type: 'decided', at: now, token, node: this.compiled.nodes[node]!.id, value, ...(items === undefined ? {} : { items }) })
+    const failed = value === -2 && this.errors.has(token) ? { error: storeError(this.errors.get(token)) } : {}
+    this.record({ type: 'decided', at: now, token, node: this.compiled.nodes[node]!.id, value, ...(items === undefined ? {} : { items }), ...failed })
     this.applyDecision(token, value, items, now)
   }
 
@@ -275,14 +336,22 @@ export class Run {
         details: { signal: name, signals: [...this.compiled.signals] },
       })
     }
+    const held = this.status === 'queued' ? (this.held?.length ?? 0) : this.data.unclaimedSignals()
+    if (held >= MAX_UNCLAIMED_SIGNALS) {
+      throw new OrreryError('CAPACITY_EXCEEDED', `run ${this.id} holds ${held} signals no wait has taken: no more until a wait takes one`, {
+        details: { runId: this.id, signal: name, limit: MAX_UNCLAIMED_SIGNALS },
+      })
+    }
+    // As the store keeps it (INVALID_PAYLOAD for what none can).
+    const kept = storable(payload)
     if (this.status === 'queued') {
       this.held ??= []
-      this.held.push({ name, payload })
+      this.held.push({ name, payload: kept })
       return
     }
     const now = this.host.now()
-    this.record({ type: 'signal', at: now, name, payload })
-    this.applySignal(name, payload, now)
+    this.record({ type: 'signal', at: now, name, payload: kept })
+    this.applySignal(name, kept, now)
     this.host.pump()
   }
 
@@ -340,8 +409,10 @@ export class Run {
         this.data.addScope(token, node, scope, a, b)
         return
       case WORKFLOW_RECORDS['node-done']:
-        return this.nodeDone(node, scope, a)
+        return this.nodeDone(node, scope, a, c)
       case WORKFLOW_RECORDS.retry:
+        // The failed attempt is retried: its error can no longer be the run's.
+        this.errors.delete(token)
         this.record({ type: 'retry', at: this.host.now(), step: this.compiled.nodes[node]!.id, attempt: a, when: b })
         return
       case WORKFLOW_RECORDS.compensated:
@@ -352,7 +423,7 @@ export class Run {
         this.record({ type: 'compensated', at: this.host.now(), step: this.compiled.nodes[node]!.id, ok: a === 0 })
         return
       case WORKFLOW_RECORDS['run-done']:
-        return this.finish(STATUS_NAMES[a] ?? 'failed', b, c)
+        return this.finish(STATUS_NAMES[a] ?? 'failed', b, c, scope)
     }
   }
 
@@ -367,6 +438,8 @@ export class Run {
   }
 
   private execute(token: number, node: number, scope: number, attempt: number, compensation: boolean, compensated: number): void {
+    // Executing already: a timer fired on resume started it, then `outstanding` named it again.
+    if (this.attempts.get(token)?.context !== undefined) return
     const entry: Attempt = { node, scope, attempt, compensation, context: undefined }
     this.attempts = put(this.attempts, token, entry)
     if (this.replaying) return
@@ -381,6 +454,8 @@ export class Run {
       const spec = 'input' in def ? def.input : undefined
       // A compensation given no input gets the output of the step it undoes.
       input = compensation && spec === undefined ? this.data.output(compensated, scope) : buildInput(spec, data, this.host.mappings)
+      // The next generation's input is kept in the run's meta: used as kept.
+      if (def.kind === 'continueAsNew') input = storable(input)
     } catch (error) {
       this.complete(token, { ok: false, permanent: true, error })
       return
@@ -403,7 +478,7 @@ export class Run {
     try {
       const kind = this.data.kind(node)
       if (kind === WORKFLOW_NODES.map || kind === WORKFLOW_NODES.pipeline) {
-        items = this.host.executor.instances(def, data)
+        items = storable(this.host.executor.instances(def, data))
         value = items.length
       } else {
         value = this.host.executor.decide(def, data)
@@ -415,8 +490,9 @@ export class Run {
     this.decide(token, value, items, node)
   }
 
-  private nodeDone(node: number, scope: number, outcome: number): void {
+  private nodeDone(node: number, scope: number, outcome: number, why: number): void {
     const def = this.compiled.nodes[node]!
+    if (why === FAILURE_REASONS['join-unreachable']) this.unreachable ??= node
     // A wait that ends ok took a signal (one that timed out and went on is `skipped`).
     if (outcome === NODE_OUTCOMES.ok && def.kind === 'waitFor') this.data.setOutput(node, scope, this.data.takeSignal(def.signal))
     this.data.setOutcome(node, scope, outcome)
@@ -425,22 +501,44 @@ export class Run {
       const aggregate = this.host.mappings.get(def.aggregate.fn)
       this.data.setOutput(node, scope, aggregate ? aggregate(all) : all)
     }
-    this.record({ type: 'node-done', at: this.host.now(), node: def.id, outcome: NODE_OUTCOME_NAMES[outcome] ?? 'failed' })
+    const reason = REASON_NAMES[why]
+    this.record({
+      type: 'node-done',
+      at: this.host.now(),
+      node: def.id,
+      outcome: NODE_OUTCOME_NAMES[outcome] ?? 'failed',
+      ...(why === 0 || reason === undefined ? {} : { reason }),
+    })
   }
 
   /**
-   * Why a node failed when no step error or decision error is recorded under the failing token:
-   * a loop decided past its limit, or the token is a timer (a timeout).
+   * What failed the run, from the core's reason: the error recorded under the failing token (a
+   * step's, a decision's; `has`, as a step may throw null or undefined), else what the reason
+   * says (a timeout, a loop limit, a join out of reach).
    */
-  private whyFailed(node: number): Error {
-    const id = this.compiled.nodes[node]!.id
-    if (this.data.kind(node) === WORKFLOW_NODES.loop) {
-      return new OrreryError('LOOP_LIMIT', `loop ${id} would go on past its maxIterations`, { details: { step: id } })
+  private causeOf(node: number, token: number, why: number): unknown {
+    const recorded = this.errors.has(token) ? { cause: this.errors.get(token) } : undefined
+    const id = node >= 0 ? this.compiled.nodes[node]?.id : undefined
+    const details = { details: { step: id } }
+    switch (REASON_NAMES[why]) {
+      case 'attempt-timeout':
+        return new OrreryError('TIMEOUT', `step ${id} timed out`, details)
+      case 'node-timeout':
+        return new OrreryError('TIMEOUT', `${id} timed out`, details)
+      case 'wait-timeout':
+        return new OrreryError('TIMEOUT', `waitFor ${id} timed out waiting for its signal`, details)
+      case 'run-timeout':
+        return new OrreryError('TIMEOUT', `run ${this.id} timed out`, { details: { runId: this.id } })
+      case 'loop-limit':
+        return new OrreryError('LOOP_LIMIT', `loop ${id} would go on past its maxIterations`, details)
+      case 'join-unreachable':
+        return new OrreryError('JOIN_UNREACHABLE', `${id} can no longer get the successes its join needs`, { ...details, ...recorded })
+      default:
+        return recorded?.cause
     }
-    return new OrreryError('TIMEOUT', `node ${id} timed out`, { details: { step: id } })
   }
 
-  private finish(status: RunStatus, failedNode: number, failedToken: number): void {
+  private finish(status: RunStatus, failedNode: number, failedToken: number, why = 0): void {
     this.status = status
     for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('RUN_CANCELLED', `run ${this.id} ended`))
     this.attempts.clear()
@@ -452,10 +550,10 @@ export class Run {
         const spec = this.compiled.definition.output
         output = spec === undefined ? this.data.output(0, 0) : buildInput(spec, this.data.dataScope(0), this.host.mappings)
       } catch (e) {
-        error = this.runError(status, -1, 0, e)
+        error = this.runError(status, -1, 0, 0, { error: e })
       }
     } else {
-      error = this.runError(status, failedNode, failedToken, undefined)
+      error = this.runError(status, failedNode, failedToken, why, undefined)
     }
     this.end(status, now, output, error)
   }
@@ -466,6 +564,8 @@ export class Run {
     this.status = 'cancelled'
     const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled while queued`, { details: { runId: this.id, status: 'cancelled' } })
     this.end('cancelled', this.host.now(), undefined, error)
+    // Nothing for the core: the pump delivers the end to subscribers.
+    this.host.pump()
   }
 
   /** Records the end (event, then meta), tells the runtime, and settles the result once written. */
@@ -476,7 +576,7 @@ export class Run {
     this.meta = meta
     const ack = putRecord(this.host.history, meta)
     this.outcome = error === undefined ? { ok: true, value: output } : { ok: false, error }
-    this.subject?.complete()
+    this.completeEvents()
     this.host.ended(this)
     // The result is given once the end is on disk (at once in memory).
     Promise.resolve(this.lastAck)
@@ -491,19 +591,19 @@ export class Run {
   }
 
   /** The error a run that did not complete rejects with. */
-  private runError(status: RunStatus, failedNode: number, failedToken: number, thrown: unknown): Error {
+  private runError(status: RunStatus, failedNode: number, failedToken: number, why: number, thrown: { error: unknown } | undefined): Error {
     const details: Record<string, unknown> = { runId: this.id, status }
     if (this.failedCompensations !== undefined) {
       details['compensations'] = this.failedCompensations.map((f) => ({ step: f.step, error: storeError(f.error) }))
     }
     if (this.cancelled && failedNode < 0) return new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (${status})`, { details })
     const stepId = failedNode >= 0 ? this.compiled.nodes[failedNode]?.id : undefined
-    const cause = thrown ?? this.errors.get(failedToken) ?? (failedNode >= 0 ? this.whyFailed(failedNode) : undefined)
+    const cause = thrown === undefined ? this.causeOf(failedNode, failedToken, why) : thrown.error
     if (stepId !== undefined) details['step'] = stepId
     const reason = cause instanceof Error ? cause.message : cause === undefined ? 'a node failed' : String(cause)
     return new OrreryError('STEP_FAILED', `run ${this.id}${stepId === undefined ? '' : `: step ${stepId}`} failed: ${reason} (${status})`, {
       details,
-      ...(cause === undefined ? {} : { cause }),
+      ...(cause !== undefined || thrown !== undefined || this.errors.has(failedToken) ? { cause } : {}),
     })
   }
 
@@ -536,7 +636,8 @@ export class Run {
     if (FINAL_STATUSES.has(this.status as never)) return
     for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('CLOSED', 'the workflows are closed'))
     this.attempts.clear()
-    this.subject?.complete()
+    this.completing = true
+    this.deliver()
     const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
     for (const waiter of this.waiters?.splice(0) ?? []) waiter.reject(error)
@@ -578,13 +679,11 @@ export class WorkflowRun<O = unknown> {
    */
   result(): Promise<O> {
     if (this.run) return this.run.result() as Promise<O>
-    const meta = readRecord(this.store, this.meta.id) ?? this.meta
-    if (!FINAL_STATUSES.has(meta.status as never)) {
-      return Promise.reject(
-        new OrreryError('RUN_NOT_FOUND', `run ${meta.id} is not running here: open the workflows with resume on its store to go on with it`, {
-          details: { runId: meta.id },
-        }),
-      )
+    let meta: RunRecord
+    try {
+      meta = this.ended()
+    } catch (error) {
+      return Promise.reject(error)
     }
     if (meta.error !== undefined) return Promise.reject(restoreError(meta.error))
     return Promise.resolve(meta.output as O)
@@ -609,12 +708,26 @@ export class WorkflowRun<O = unknown> {
   /** Sends signal `name` with `payload` (taken by the next wait on it); nothing once the run ended. */
   signal(name: string, payload?: unknown): void {
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
-    this.run?.signal(name, payload)
+    if (this.run) this.run.signal(name, payload)
+    else this.ended()
   }
 
   /** Cancels the run: attempts in flight are aborted, completed steps compensated. */
   cancel(): void {
-    this.run?.cancel()
+    if (this.run) this.run.cancel()
+    else this.ended()
+  }
+
+  /**
+   * The meta of a run that is not running here, if it ended (signals and cancels then do
+   * nothing, as on a live run that ended); `RUN_NOT_FOUND` when it is recorded as unfinished.
+   */
+  private ended(): RunRecord {
+    const meta = readRecord(this.store, this.meta.id) ?? this.meta
+    if (FINAL_STATUSES.has(meta.status as never)) return meta
+    throw new OrreryError('RUN_NOT_FOUND', `run ${meta.id} is not running here: open the workflows with resume on its store to go on with it`, {
+      details: { runId: meta.id },
+    })
   }
 
   /** What happens in the run from now on; completes when it ends. */

@@ -15,8 +15,8 @@ import { DeadlineTimer } from '../timer.js'
 import { compileWorkflow, type CompiledWorkflow } from './compile.js'
 import type { WorkflowDefinition } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
-import { FINAL_STATUSES, History, isEventKey } from './history.js'
-import { currentEvents, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
+import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
+import { currentEvents, deleteRecord, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
 import { Run, WorkflowRun, type RunHost } from './run.js'
 
 const RUN_STATUS_NAMES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
@@ -72,16 +72,10 @@ export interface StepSchemas<I extends StandardSchemaV1 | undefined, O extends S
   output?: O
 }
 
-interface Timed {
-  readonly compiled: CompiledWorkflow
-  readonly def: number
-}
-
+/** A version of a workflow and its program in the core (one for every run timeout: the core takes a run's deadline at start). */
 interface Version {
   readonly compiled: CompiledWorkflow
   readonly def: number
-  /** This version compiled with a run timeout given at start, by timeout. */
-  readonly timed: Map<number, Timed>
 }
 
 const RECORD_WORDS = WORKFLOW_LAYOUT.recordWords
@@ -106,6 +100,8 @@ export class Workflows {
   private readonly host: RunHost
   private readonly timer: DeadlineTimer
   private pumping = false
+  /** Runs with events for their subscribers, handed over once the core is drained. */
+  private readonly toDeliver = new Set<Run>()
   private closed = false
   private resumeTimer: ReturnType<typeof setTimeout> | undefined
 
@@ -166,6 +162,7 @@ export class Workflows {
         this.byHandle.delete(handle)
         this.core.release(handle)
       },
+      deliver: (run) => this.toDeliver.add(run),
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
   }
@@ -243,26 +240,10 @@ export class Workflows {
     const key = versionKey(compiled.definition.name, compiled.definition.version)
     let version = this.versions.get(key)
     if (!version) {
-      version = { compiled, def: this.core.define(compiled.program), timed: new Map() }
+      version = { compiled, def: this.core.define(compiled.program) }
       this.versions.set(key, version)
     }
     return version
-  }
-
-  /**
-   * A version as a run with a timeout given at start runs it: compiled again with that run
-   * timeout (the run stays pinned to the version it was started on).
-   */
-  private withTimeout(version: Version, timeoutMs: number | undefined): Timed {
-    if (timeoutMs === undefined || timeoutMs === Infinity) return version
-    let timed = version.timed.get(timeoutMs)
-    if (timed === undefined) {
-      const { version: _version, ...definition } = version.compiled.definition
-      const compiled = compileWorkflow({ ...definition, timeoutMs: Math.min(timeoutMs, definition.timeoutMs ?? Infinity) })
-      timed = { compiled, def: this.core.define(compiled.program) }
-      version.timed.set(timeoutMs, timed)
-    }
-    return timed
   }
 
   /** A version from the store (a run pinned to it resumes), `WORKFLOW_NOT_FOUND` when it is gone. */
@@ -310,22 +291,31 @@ export class Workflows {
       id,
       definition: workflow,
       version: versionName,
-      input,
+      // As the store keeps it (INVALID_PAYLOAD for what none can), so a resumed run reads the same.
+      input: storable(input),
       seed: Math.floor(Math.random() * 2 ** 52),
       status: queued ? 'queued' : 'running',
       startedAt: this.clock(),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       ...(queued ? { queued: ++this.queuePlace } : {}),
     }
-    const timed = this.withTimeout(version, timeoutMs)
-    const run = new Run(this.host, meta, timed.compiled, timed.def)
+    const run = new Run(this.host, meta, version.compiled, version.def)
     // Recorded first: a store that refuses the write (closed, failed) leaves no run behind.
     const ack = putRecord(this.history, meta)
     this.runs.set(id, run)
     if (queued) this.enqueue(run)
     else {
       this.count(workflow, 1)
-      run.begin()
+      try {
+        run.begin()
+      } catch (error) {
+        // The core refused the start (CAPACITY_EXCEEDED): no run is left behind.
+        this.runs.delete(id)
+        this.count(workflow, -1)
+        deleteRecord(this.history, id)
+        if (ack instanceof Promise) ack.catch(() => {})
+        throw error
+      }
     }
     await ack
     return WorkflowRun.live<O>(run, this.history)
@@ -445,8 +435,7 @@ export class Workflows {
       let run: Run | undefined
       try {
         const version = this.stored(meta.definition, meta.version)
-        const timed = this.withTimeout(version, meta.timeoutMs)
-        run = new Run(this.host, meta, timed.compiled, timed.def)
+        run = new Run(this.host, meta, version.compiled, version.def)
         this.runs.set(meta.id, run)
         if (meta.status === 'queued') {
           queued.push(run)
@@ -494,14 +483,21 @@ export class Workflows {
     this.pumping = true
     try {
       for (;;) {
-        // A copy: handling a record calls the core again, which may reuse what it drained into.
-        const records = this.core.drain().slice()
+        // The engines hand out a copy: handling a record may call the core again.
+        const records = this.core.drain()
         if (records.length === 0) break
         for (let at = 0; at < records.length; at += RECORD_WORDS) this.byHandle.get(records[at + 1]!)?.handleRecord(records, at)
       }
     } finally {
       this.pumping = false
     }
+    // Events go to subscribers once the core is drained: a subscriber may call back in.
+    while (this.toDeliver.size > 0) {
+      const runs = [...this.toDeliver]
+      this.toDeliver.clear()
+      for (const run of runs) run.deliver()
+    }
+    if (this.closed) return
     this.timer.arm(this.core.nextDeadline())
   }
 
@@ -511,7 +507,7 @@ export class Workflows {
     if (this.closed || this.resumeTimer !== undefined) return
     try {
       const now = this.clock()
-      const due = this.core.due(now).slice()
+      const due = this.core.due(now)
       for (let i = 0; i < due.length; i += 2) {
         const run = this.byHandle.get(due[i]!)
         if (run) run.fire(due[i + 1]!, now)
