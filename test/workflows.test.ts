@@ -1195,6 +1195,32 @@ describe('workflows: data as stored, causes, recovery', () => {
     expect(wf.list()).toEqual([])
     expect(await (await wf.start('w', null, { id: 'x' })).result()).toBe(1)
 
+    // A queued run whose turn comes while the core refuses: it stays queued, and begins when a run ends.
+    let release = () => {}
+    wf.register('held', () => new Promise((resolve) => (release = () => resolve('held'))))
+    wf.define(workflow('one', step('a', { fn: 'held' })), { maxConcurrentRuns: 1 })
+    const first = await wf.start('one', null)
+    const second = await wf.start('one', null)
+    const printed = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      core.start = () => {
+        throw new OrreryError('CAPACITY_EXCEEDED', 'workflow runs: at most 1048576 at once')
+      }
+      release()
+      expect(await first.result()).toBe('held')
+      expect(second.status()).toBe('queued')
+      expect(wf.list({ status: 'queued' })).toHaveLength(1)
+      expect(printed.mock.calls[0]?.[0]).toContain('could not begin')
+      core.start = real
+      expect(await (await wf.start('w', null)).result()).toBe(1)
+      expect(second.status()).toBe('running')
+      release()
+      expect(await second.result()).toBe('held')
+    } finally {
+      core.start = real
+      printed.mockRestore()
+    }
+
     // The meta reached the store, the batch with the start event did not.
     wf.register('hang', hang)
     wf.define(workflow('h', step('a', { fn: 'hang' })))

@@ -58,8 +58,11 @@ interface EventBase {
 export type WorkflowEvent = EventBase &
   /** The run's input is in its meta record. */
   (
-    /** `deadline`: when the run times out (host time), given a timeout at start. */
-    | { readonly type: 'started'; readonly deadline?: number }
+    | {
+        readonly type: 'started'
+        /** When the run times out (host time), given a timeout at start. */
+        readonly deadline?: number
+      }
     | { readonly type: 'step-started'; readonly step: string; readonly attempt: number; readonly key: string; readonly compensation: boolean }
     | {
         readonly type: 'step-completed'

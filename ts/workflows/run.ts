@@ -174,12 +174,22 @@ export class Run {
   /** A queued run's place came: it is running from now on (its meta says so first). */
   dequeue(): void {
     if (this.status !== 'queued') return
+    const queuedMeta = this.meta
     const { queued: _queued, ...meta } = this.meta
     this.meta = { ...meta, status: 'running' }
     this.status = 'running'
     const ack = putRecord(this.host.history, this.meta)
     if (ack instanceof Promise) ack.catch(() => {})
-    this.begin()
+    try {
+      this.begin()
+    } catch (error) {
+      // The core refused the start (CAPACITY_EXCEEDED): still queued, in its place.
+      this.meta = queuedMeta
+      this.status = 'queued'
+      const back = putRecord(this.host.history, queuedMeta)
+      if (back instanceof Promise) back.catch(() => {})
+      throw error
+    }
     for (const held of this.held?.splice(0) ?? []) this.signal(held.name, held.payload)
   }
 

@@ -94,6 +94,8 @@ export class Workflows {
   private readonly active = new Map<string, number>()
   /** Queued runs by workflow name, in start order. */
   private readonly queues = new Map<string, Run[]>()
+  /** Workflows whose queued run the core refused to start: tried again when any run ends. */
+  private readonly starved = new Set<string>()
   /** The last place given in a queue (places only grow, across restarts). */
   private queuePlace = 0
   private readonly executor: Executor
@@ -347,7 +349,17 @@ export class Workflows {
     while (queue.length > 0 && (this.active.get(workflow) ?? 0) < limit && !this.closed) {
       const run = queue.shift()!
       this.count(workflow, 1)
-      run.dequeue()
+      try {
+        run.dequeue()
+      } catch (error) {
+        // The core refused to start it (all its runs are taken): it keeps its place and tries
+        // again when a run of any workflow ends.
+        this.count(workflow, -1)
+        queue.unshift(run)
+        this.starved.add(workflow)
+        this.failed(`queued run ${run.id} could not begin`, error)
+        break
+      }
     }
     if (queue.length === 0) this.queues.delete(workflow)
   }
@@ -541,7 +553,12 @@ export class Workflows {
       return
     }
     this.count(name, -1)
-    if (this.resumeTimer === undefined) this.beginQueued(name)
+    if (this.resumeTimer !== undefined) return
+    this.beginQueued(name)
+    for (const starved of [...this.starved]) {
+      this.starved.delete(starved)
+      this.beginQueued(starved)
+    }
   }
 
   private assertOpen(): void {
