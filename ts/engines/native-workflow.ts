@@ -7,7 +7,7 @@
  */
 import type { WorkflowCore } from './backend.js'
 import { NATIVE_FAILURES } from './failures.js'
-import { adaptWorkflows, type RawWorkflows } from './workflow.js'
+import { adaptWorkflows, directCalls, type RawWorkflows } from './workflow.js'
 
 export interface NativeWorkflowsHandle extends Omit<RawWorkflows, 'drain'> {
   useOut(out: Float64Array): void
@@ -33,16 +33,7 @@ function rawWorkflows(w: NativeWorkflowsHandle): RawWorkflows {
   let out = new Float64Array(OUT_WORDS)
   w.useOut(out)
   return {
-    define: (program) => w.define(program),
-    start: (def, seed, now, deadline) => w.start(def, seed, now, deadline),
-    complete: (run, token, outcome, now) => w.complete(run, token, outcome, now),
-    decide: (run, token, value, now) => w.decide(run, token, value, now),
-    signal: (run, index, now) => w.signal(run, index, now),
-    cancel: (run, now) => w.cancel(run, now),
-    fire: (run, timer, now) => w.fire(run, timer, now),
-    due: (now) => w.due(now),
-    nextDeadline: () => w.nextDeadline(),
-    outstanding: (run) => w.outstanding(run),
+    ...directCalls(w),
     drain() {
       for (;;) {
         const n = w.drainInto()
@@ -61,7 +52,6 @@ function rawWorkflows(w: NativeWorkflowsHandle): RawWorkflows {
         w.useOut(out)
       }
     },
-    release: (run) => w.release(run),
     close: () => w.close(),
   }
 }

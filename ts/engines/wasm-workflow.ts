@@ -5,7 +5,7 @@
  */
 import type { WorkflowCore } from './backend.js'
 import type { EngineFailures } from './failures.js'
-import { adaptWorkflows, type RawWorkflows } from './workflow.js'
+import { adaptWorkflows, directCalls, type RawWorkflows } from './workflow.js'
 
 export interface WasmWorkflowsHandle extends Omit<RawWorkflows, 'close'> {
   free(): void
@@ -19,18 +19,8 @@ export function createWasmWorkflows(cls: WasmWorkflowsClass, failures: EngineFai
 
 function rawWorkflows(w: WasmWorkflowsHandle): RawWorkflows {
   return {
-    define: (program) => w.define(program),
-    start: (def, seed, now, deadline) => w.start(def, seed, now, deadline),
-    complete: (run, token, outcome, now) => w.complete(run, token, outcome, now),
-    decide: (run, token, value, now) => w.decide(run, token, value, now),
-    signal: (run, index, now) => w.signal(run, index, now),
-    cancel: (run, now) => w.cancel(run, now),
-    fire: (run, timer, now) => w.fire(run, timer, now),
-    due: (now) => w.due(now),
-    nextDeadline: () => w.nextDeadline(),
-    outstanding: (run) => w.outstanding(run),
+    ...directCalls(w),
     drain: () => w.drain(),
-    release: (run) => w.release(run),
     close() {
       try {
         w.free()

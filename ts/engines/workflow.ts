@@ -18,6 +18,26 @@ import { NO_DEADLINE, WORKFLOW_LAYOUT, WORKFLOW_LIMITS } from './manifest.js'
  */
 export type RawWorkflows = Omit<WorkflowCore, 'start'> & { start(def: number, seed: number, now: number, deadline: number): number }
 
+/** The calls both engines' classes answer as they are (each engine adds its own `drain` and `close`). */
+export type DirectCalls = Omit<RawWorkflows, 'drain' | 'close'>
+
+/** `w`'s direct calls as plain functions bound to it (class methods need their receiver). */
+export function directCalls(w: DirectCalls): DirectCalls {
+  return {
+    define: (program) => w.define(program),
+    start: (def, seed, now, deadline) => w.start(def, seed, now, deadline),
+    complete: (run, token, outcome, now) => w.complete(run, token, outcome, now),
+    decide: (run, token, value, now) => w.decide(run, token, value, now),
+    signal: (run, index, now) => w.signal(run, index, now),
+    cancel: (run, now) => w.cancel(run, now),
+    fire: (run, timer, now) => w.fire(run, timer, now),
+    due: (now) => w.due(now),
+    nextDeadline: () => w.nextDeadline(),
+    outstanding: (run) => w.outstanding(run),
+    release: (run) => w.release(run),
+  }
+}
+
 /**
  * The longest a valid program can be: every node, and each listed once as a child. Longer is
  * refused before it crosses, so a huge array is never copied into the wasm instance's memory
