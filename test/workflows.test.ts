@@ -64,6 +64,14 @@ function hang(_input: unknown, ctx: StepContext): Promise<never> {
 /** Lets promises settle and due timers fire, `ms` of fake time at most. */
 const advance = (ms = 0) => vi.advanceTimersByTimeAsync(ms)
 
+/** Lets continueAsNew chains go on: each generation begins on a macrotask (setImmediate in Node, a 0 ms timeout in a browser). */
+async function generations(turns = 50) {
+  for (let i = 0; i < turns; i++) {
+    await advance()
+    if (typeof setImmediate === 'function') await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
 function types(events: readonly WorkflowEvent[]): string[] {
   return events.map((e) => e.type)
 }
@@ -882,6 +890,42 @@ describe('workflows: continueAsNew', () => {
     expect(wf.list({ definition: 'counter' })[0]).toMatchObject({ id: 'c', status: 'failed', generation: 2_000 })
   }, 60_000)
 
+  it('yields to the event loop between generations: timers tick through a chain of sync steps, and cancel() ends it', async () => {
+    // Real timers: the chain must leave a real interval its turns.
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const wf = await orrery.workflows()
+    let ticks = 0
+    const interval = setInterval(() => ticks++, 1)
+    const seenAt: number[] = []
+    wf.register('inc', (n: number) => {
+      if (n === 1 || n === 999) seenAt.push(ticks)
+      if (n >= 1_000) throw new PermanentError(`stopped at ${n}`)
+      return n + 1
+    })
+    wf.define(workflow('sync-chain', sequence(step('inc', { fn: 'inc' }, { input: '$input' }), continueAsNew('again', { input: '$steps.inc' }))))
+    try {
+      const run = await wf.start('sync-chain', 1)
+      expect((await errorOf(() => run.result()))?.message).toContain('stopped at 1000')
+      expect(run.generation).toBe(1_000)
+      expect(seenAt[1]!).toBeGreaterThan(seenAt[0]!)
+      // An endless chain: a cancel from a timer lands between two generations and ends it.
+      const endless = await wf.start('sync-chain', -1_000_000_000)
+      while (endless.generation < 50) await new Promise((resolve) => setTimeout(resolve, 1))
+      endless.cancel()
+      const error = await errorOf(() => endless.result())
+      expect(error).toBeInstanceOf(OrreryError)
+      expect((error as OrreryError).code).toBe('RUN_CANCELLED')
+      expect(endless.status()).toBe('cancelled')
+      const generation = endless.generation
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(endless.generation).toBe(generation)
+      expect(endless.history().map((e) => e.type)).toEqual(['run-finished'])
+    } finally {
+      clearInterval(interval)
+    }
+  }, 60_000)
+
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('goes on with a chain from a durable store reopened from disk, one generation kept', async () => {
     const { mkdtempSync } = await import('node:fs')
     const { tmpdir } = await import('node:os')
@@ -921,14 +965,14 @@ describe('workflows: continueAsNew', () => {
     const first = await orrery.workflows({ store })
     defineCounter(first, 12, seen, { at: 5, open: false })
     const run = await first.start('counter', 1, { id: 'k' })
-    await advance()
+    await generations()
     expect(run.generation).toBe(5)
     expect(run.status()).toBe('running')
     first.close()
 
     const second = await orrery.workflows({ store })
     defineCounter(second, 8, seen, { at: 7, open: false })
-    await advance()
+    await generations()
     expect(second.get('k')!.generation).toBe(7)
     // Gen 5's tick ran twice (in flight at the close), with its key; each generation has a key of its own.
     expect(seen.get('k#5/tick')).toBe(2)
@@ -942,7 +986,7 @@ describe('workflows: continueAsNew', () => {
     ns.put('run/k', { ...meta, generation: 8, from: events[events.length - 1]!.seq + 1, input: 8 })
     const third = await orrery.workflows({ store })
     defineCounter(third, 10, seen)
-    await advance()
+    await generations()
     const again = third.get('k')!
     expect((await errorOf(() => again.result()))?.message).toContain('stopped at 10')
     expect(again.generation).toBe(10)

@@ -41,6 +41,10 @@ const STATUS_NAMES: Record<number, RunStatus> = Object.fromEntries(Object.entrie
 const NODE_OUTCOME_NAMES = ['ok', 'failed', 'cancelled', 'skipped'] as const
 const REASON_NAMES: Record<number, FailureReason> = Object.fromEntries(Object.entries(FAILURE_REASONS).map(([name, code]) => [code, name as FailureReason]))
 
+/** Runs `fn` on a later macrotask (setImmediate in Node, a 0 ms timeout in a browser). */
+const macrotask: (fn: () => void) => void =
+  typeof globalThis.setImmediate === 'function' ? (fn) => void globalThis.setImmediate(fn) : (fn) => void setTimeout(fn, 0)
+
 /** Most signals a run holds that no wait has taken yet (`CAPACITY_EXCEEDED` past it). */
 export const MAX_UNCLAIMED_SIGNALS = 1_000
 
@@ -194,11 +198,13 @@ export class Run {
   }
 
   /**
-   * Ends this generation and begins the next with `input`: the meta (the new generation, and the
-   * seq its history starts at) is written first, then the new generation's start, then the old
-   * generation's events are purged. A crash before the meta write executes the continueAsNew
-   * again on resume; after it, the restore begins the new generation (if its start is missing)
-   * and purges what is left of the old one.
+   * Ends this generation and begins the next with `input` on a later macrotask, so a chain of
+   * synchronous steps leaves timers, I/O and cancels their turn. The meta (the new generation,
+   * and the seq its history starts at) is written first, then, once the gap has passed, the new
+   * generation's start, then the old generation's events are purged. A crash before the meta
+   * write executes the continueAsNew again on resume; after it, the restore begins the new
+   * generation (if its start is missing) and purges what is left of the old one. A cancel in the
+   * gap ends the run cancelled; signals sent in it are held for the new generation.
    */
   private continueAsNew(input: unknown): void {
     const from = this.seq + 1
@@ -213,11 +219,26 @@ export class Run {
     this.host.release(this.handle)
     this.handle = -1
     this.data = new RunData(this.compiled, input)
-    this.begin()
-    // The new generation's start goes to the store now, ahead of the purges (not with the turn's batch).
-    this.host.history.flush()
-    purgeEarlier(this.host.history, this.id, from)
+    this.between = true
+    macrotask(() => {
+      this.between = false
+      if (this.status !== 'running' || this.abandoned !== undefined) return
+      try {
+        this.begin()
+        // The new generation's start goes to the store now, ahead of the purges (not with the turn's batch).
+        this.host.history.flush()
+        purgeEarlier(this.host.history, this.id, from)
+        for (const held of this.held?.splice(0) ?? []) this.signal(held.name, held.payload)
+      } catch (error) {
+        // The core refused the start (a store closed under it): the run stays recorded, and a
+        // restore on the same store begins the generation.
+        this.host.failed(`run ${this.id}: generation ${this.generation} could not begin`, error)
+      }
+    })
   }
+
+  /** Between two generations: the old one released, the new one not begun yet. */
+  private between = false
 
   /** Rebuilds the run from its recorded events (then {@link resume} goes on with it). */
   replay(events: readonly WorkflowEvent[]): void {
@@ -346,7 +367,8 @@ export class Run {
         details: { signal: name, signals: [...this.compiled.signals] },
       })
     }
-    const held = this.status === 'queued' ? (this.held?.length ?? 0) : this.data.unclaimedSignals()
+    const holding = this.status === 'queued' || this.between
+    const held = holding ? (this.held?.length ?? 0) : this.data.unclaimedSignals()
     if (held >= MAX_UNCLAIMED_SIGNALS) {
       throw new OrreryError('CAPACITY_EXCEEDED', `run ${this.id} holds ${held} signals no wait has taken: no more until a wait takes one`, {
         details: { runId: this.id, signal: name, limit: MAX_UNCLAIMED_SIGNALS },
@@ -354,7 +376,7 @@ export class Run {
     }
     // As the store keeps it (INVALID_PAYLOAD for what none can).
     const kept = storable(payload)
-    if (this.status === 'queued') {
+    if (holding) {
       this.held ??= []
       this.held.push({ name, payload: kept })
       return
@@ -373,6 +395,7 @@ export class Run {
   cancel(): void {
     if (this.status === 'queued') return this.cancelQueued()
     if (this.status !== 'running' || this.cancelled) return
+    if (this.between) return this.cancelBetween()
     this.cancelled = true
     const now = this.host.now()
     this.record({ type: 'cancel', at: now })
@@ -575,6 +598,18 @@ export class Run {
     const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled while queued`, { details: { runId: this.id, status: 'cancelled' } })
     this.end('cancelled', this.host.now(), undefined, error)
     // Nothing for the core: the pump delivers the end to subscribers.
+    this.host.pump()
+  }
+
+  /** Cancelled between two generations: nothing ran in the new one, so nothing to compensate. */
+  private cancelBetween(): void {
+    this.cancelled = true
+    this.status = 'cancelled'
+    const from = this.meta.from ?? 1
+    const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (cancelled)`, { details: { runId: this.id, status: 'cancelled' } })
+    this.end('cancelled', this.host.now(), undefined, error)
+    this.host.history.flush()
+    purgeEarlier(this.host.history, this.id, from)
     this.host.pump()
   }
 
