@@ -609,6 +609,33 @@ describe('workflows: runs', () => {
   })
 })
 
+describe('workflows: versions', () => {
+  it('refuses a version name defined again with other content (here or in the store); the same content again is fine', async () => {
+    const { orrery, wf, store } = await setup()
+    wf.register('a', (n: number) => n + 1)
+    wf.register('b', (n: number) => n * 100)
+    const v1 = workflow('named', step('s', { fn: 'a' }, { input: '$input' }), { version: 'v1' })
+    expect(wf.define(v1).version).toBe('v1')
+    // Idempotent: the same content again, also from its JSON copy.
+    expect(wf.define(JSON.parse(JSON.stringify(v1))).version).toBe('v1')
+    const other = workflow('named', step('s', { fn: 'b' }, { input: '$input' }), { version: 'v1' })
+    const error = await errorOf(() => wf.define(other))
+    expect(error?.code).toBe('DEFINITION_INVALID')
+    expect(error?.details).toMatchObject({ workflow: 'named', version: 'v1' })
+    // The old content still runs.
+    const run = await wf.start('named', 1)
+    await advance()
+    expect(await run.result()).toBe(2)
+    wf.close()
+    // Another process on the same store: the stored def/named/v1 differs from the given one.
+    const again = await orrery.workflows({ store })
+    again.register('a', (n: number) => n + 1)
+    again.register('b', (n: number) => n * 100)
+    expect((await errorOf(() => again.define(other)))?.code).toBe('DEFINITION_INVALID')
+    expect(again.define(v1).version).toBe('v1')
+  })
+})
+
 describe('workflows: resume', () => {
   /** A workflow whose middle step waits until released; effects are counted per idempotency key. */
   function define(wf: Workflows, effects: Map<string, number>, gate: { open: boolean }) {

@@ -18,6 +18,7 @@ import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, typ
 import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
 import { currentEvents, deleteRecord, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
 import { Run, WorkflowRun, type RunHost } from './run.js'
+import { canonicalJson } from './version.js'
 
 const RUN_STATUS_NAMES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
 
@@ -216,13 +217,16 @@ export class Workflows {
 
   /**
    * Validates a definition (`DEFINITION_INVALID` naming the node) and keeps it: its version
-   * serves new runs of its name from now on; runs already started stay on theirs.
+   * serves new runs of its name from now on; runs already started stay on theirs. A version name
+   * defined already (here or in the store) with other content is refused (`DEFINITION_INVALID`).
    */
   define<I, O>(definition: WorkflowDefinition<I, O>, options?: DefineOptions): WorkflowDefinition<I, O> {
     this.assertOpen()
     const o = checkOptions(options)
     const limit = o.maxConcurrentRuns === undefined ? undefined : int(o.maxConcurrentRuns, 'maxConcurrentRuns', { min: 1 }, 'option')
-    const version = this.load(compileWorkflow(definition))
+    const compiled = compileWorkflow(definition)
+    this.checkSameContent(compiled)
+    const version = this.load(compiled)
     const { name } = version.compiled.definition
     this.newest.set(name, version.compiled.definition.version)
     const ack = this.history.putDefinition(version.compiled.definition)
@@ -235,6 +239,23 @@ export class Workflows {
       if (this.resumeTimer === undefined) this.beginQueued(name)
     }
     return version.compiled.definition as WorkflowDefinition<I, O>
+  }
+
+  /**
+   * `DEFINITION_INVALID` when the version name is defined here, or kept in the store, with other
+   * content: runs pinned to a version must all run the same thing. The same content is fine.
+   */
+  private checkSameContent(compiled: CompiledWorkflow): void {
+    const { name, version } = compiled.definition
+    const known = this.versions.get(versionKey(name, version))?.compiled
+    const stored = known === undefined ? this.history.definition(name, version) : undefined
+    const other = known ?? (stored === undefined ? undefined : compileWorkflow(stored))
+    if (other === undefined || content(other.definition) === content(compiled.definition)) return
+    throw new OrreryError(
+      'DEFINITION_INVALID',
+      `workflow ${name} version ${version} is defined ${known ? 'here' : 'in the store'} already with other content: give the new content a new version name`,
+      { details: { workflow: name, version } },
+    )
   }
 
   /** Keeps a compiled version in the core (once per version). */
@@ -564,6 +585,12 @@ export class Workflows {
   private assertOpen(): void {
     if (this.closed) throw new OrreryError('CLOSED', 'these workflows are closed')
   }
+}
+
+/** What a version's runs run, as canonical JSON. */
+function content(definition: WorkflowDefinition): string {
+  const { name, root, output, timeoutMs } = definition
+  return canonicalJson({ name, root, output, timeoutMs })
 }
 
 function versionKey(name: string, version: string): string {
