@@ -610,6 +610,30 @@ describe('workflows: runs', () => {
 })
 
 describe('workflows: versions', () => {
+  it('start(definition) runs that version (kept if new); start(name) runs the newest', async () => {
+    const { wf } = await setup()
+    wf.register('a', (n: number) => n + 1)
+    wf.register('b', (n: number) => n * 100)
+    wf.register('c', (n: number) => -n)
+    const d1 = wf.define(workflow<number, number>('pick', step('s', { fn: 'a' }, { input: '$input' })))
+    const d2 = wf.define(workflow<number, number>('pick', step('s', { fn: 'b' }, { input: '$input' })))
+    const d3 = workflow<number, number>('pick', step('s', { fn: 'c' }, { input: '$input' }))
+    const byD1 = await wf.start(d1, 3)
+    const byName = await wf.start('pick', 3)
+    // Never defined: kept at once, but not the newest.
+    const byD3 = await wf.start(JSON.parse(JSON.stringify(d3)) as typeof d3, 3)
+    const byNameAgain = await wf.start('pick', 4)
+    await advance()
+    expect(await byD1.result()).toBe(4)
+    expect(byD1.definition.version).toBe(d1.version)
+    expect(await byName.result()).toBe(300)
+    expect(byName.definition.version).toBe(d2.version)
+    expect(await byD3.result()).toBe(-3)
+    expect(byD3.definition.version).toBe(d3.version)
+    expect(await byNameAgain.result()).toBe(400)
+    expect((await errorOf(() => wf.start(null as never, 1)))?.code).toBe('INVALID_ARGUMENT')
+  })
+
   it('refuses a version name defined again with other content (here or in the store); the same content again is fine', async () => {
     const { orrery, wf, store } = await setup()
     wf.register('a', (n: number) => n + 1)

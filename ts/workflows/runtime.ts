@@ -87,6 +87,8 @@ export class Workflows {
   private readonly conditions = new Map<string, (arg: unknown) => boolean>()
   private readonly versions = new Map<string, Version>()
   private readonly newest = new Map<string, string>()
+  /** Versions of the (frozen) definition objects given to `start`. */
+  private readonly byObject = new WeakMap<object, Version>()
   private readonly runs = new Map<string, Run>()
   private readonly byHandle = new Map<number, Run>()
   /** `maxConcurrentRuns` by workflow name. */
@@ -258,6 +260,28 @@ export class Workflows {
     )
   }
 
+  /** The version a definition object given to `start` is: kept (and stored) if it is new here. */
+  private versionOf(definition: WorkflowDefinition): Version {
+    if (definition === null || typeof definition !== 'object') refuse('argument', 'name', definition, 'must be a workflow name or a definition')
+    // The builder's definitions are deeply frozen: one compiled per object serves every start.
+    const cached = this.byObject.get(definition)
+    if (cached) return cached
+    const compiled = compileWorkflow(definition)
+    const { name, version: versionName } = compiled.definition
+    let version = this.versions.get(versionKey(name, versionName))
+    if (!version) {
+      this.checkSameContent(compiled)
+      version = this.load(compiled)
+      if (!this.newest.has(name)) this.newest.set(name, versionName)
+      const ack = this.history.putDefinition(compiled.definition)
+      if (ack instanceof Promise) ack.catch(() => {})
+    } else if (content(version.compiled.definition) !== content(compiled.definition)) {
+      this.checkSameContent(compiled)
+    }
+    if (Object.isFrozen(definition)) this.byObject.set(definition, version)
+    return version
+  }
+
   /** Keeps a compiled version in the core (once per version). */
   private load(compiled: CompiledWorkflow): Version {
     const key = versionKey(compiled.definition.name, compiled.definition.version)
@@ -282,13 +306,15 @@ export class Workflows {
   }
 
   /**
-   * Starts a run of the newest version of `name`. An `id` that exists returns that run
-   * (idempotent start); one started with another workflow is refused (`RUN_EXISTS`). Resolves
-   * once the start is recorded (on disk with a durable store).
+   * Starts a run of the newest version of `name`, or of the version a definition object is (kept
+   * at once if it is new here; it serves `start(name)` only when it is the first of its name). An
+   * `id` that exists returns that run (idempotent start); one started with another workflow is
+   * refused (`RUN_EXISTS`). Resolves once the start is recorded (on disk with a durable store).
    */
   async start<I, O>(name: string | WorkflowDefinition<I, O>, input?: I, options?: StartOptions): Promise<WorkflowRun<O>> {
     this.assertOpen()
-    const workflow = typeof name === 'string' ? name : text((name as { name?: unknown })?.name, 'name')
+    const given = typeof name === 'string' ? undefined : this.versionOf(name)
+    const workflow = given ? given.compiled.definition.name : (name as string)
     text(workflow, 'name', { nonEmpty: true })
     const o = checkOptions(options)
     const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { min: 0 })
@@ -303,11 +329,11 @@ export class Workflows {
       }
       return existing as WorkflowRun<O>
     }
-    const versionName = this.newest.get(workflow)
+    const versionName = given ? given.compiled.definition.version : this.newest.get(workflow)
     if (versionName === undefined) {
       throw new OrreryError('WORKFLOW_NOT_FOUND', `no workflow ${JSON.stringify(workflow)} is defined (wf.define first)`, { details: { workflow } })
     }
-    const version = this.versions.get(versionKey(workflow, versionName))!
+    const version = given ?? this.versions.get(versionKey(workflow, versionName))!
     this.checkRegistered(version.compiled)
     const queued = !this.hasPlace(workflow)
     const meta: RunRecord = {
