@@ -57,8 +57,7 @@ export const ERROR_CODES = {
   UNKNOWN_WORKFLOW: 'a workflow definition id the core never issued',
   UNKNOWN_RUN: 'a workflow run handle that was released or never issued',
   LOOP_LIMIT: 'a workflow loop was decided to go on past its maxIterations',
-  JOIN_UNREACHABLE:
-    'a workflow parallel, forEach or scatterGather joined by any or quorum can no longer get the successes it needs (its cause: the last failure, when one was recorded)',
+  JOIN_UNREACHABLE: 'a workflow join by any or quorum (parallel, forEach, scatterGather) can no longer get the successes it needs',
   WORKFLOW_NOT_FOUND: 'no workflow definition of that name (or version) is defined',
   RUN_NOT_FOUND: 'no workflow run with that id',
   RUN_EXISTS: 'a workflow run id that was started with another definition',
@@ -321,4 +320,4 @@ export const FAILURE_REASONS = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = '005a789e160c43ef'
+export const MANIFEST_HASH = 'e26cd77d227792bc'

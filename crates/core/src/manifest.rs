@@ -66,7 +66,7 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ("UNKNOWN_WORKFLOW", "a workflow definition id the core never issued"),
     ("UNKNOWN_RUN", "a workflow run handle that was released or never issued"),
     ("LOOP_LIMIT", "a workflow loop was decided to go on past its maxIterations"),
-    ("JOIN_UNREACHABLE", "a workflow parallel, forEach or scatterGather joined by any or quorum can no longer get the successes it needs (its cause: the last failure, when one was recorded)"),
+    ("JOIN_UNREACHABLE", "a workflow join by any or quorum (parallel, forEach, scatterGather) can no longer get the successes it needs"),
     ("WORKFLOW_NOT_FOUND", "no workflow definition of that name (or version) is defined"),
     ("RUN_NOT_FOUND", "no workflow run with that id"),
     ("RUN_EXISTS", "a workflow run id that was started with another definition"),
