@@ -718,6 +718,37 @@ describe('workflows: resume', () => {
     second.close()
   })
 
+  it('waits for step functions registered late after a resume (after an await); a cancel ends the wait', async () => {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const store = orrery.openStore()
+    const effects = new Map<string, number>()
+    const first = await orrery.workflows({ store })
+    define(first, effects, { open: false })
+    await first.start('resumable', { n: 1, list: [1, 2] }, { id: 'late' })
+    await first.start('resumable', { n: 1, list: [] }, { id: 'late-cancelled' })
+    await advance(1_000)
+    first.close()
+
+    const second = await orrery.workflows({ store })
+    // The app registers after an await: the resumed steps wait for it instead of failing.
+    await advance(50)
+    const again = second.get('late')!
+    const cancelled = second.get('late-cancelled')!
+    expect(again.status()).toBe('running')
+    cancelled.cancel()
+    expect((await errorOf(() => cancelled.result()))?.code).toBe('RUN_CANCELLED')
+    define(second, effects, { open: true })
+    await advance()
+    expect(await again.result()).toBe(25)
+    expect(effects.get('late/gate')).toBe(2)
+    // A new run still fails fast when a function is missing.
+    second.define(workflow('missing', step('s', { fn: 'nowhere' })))
+    expect((await errorOf(() => second.start('missing', 1)))?.code).toBe('STEP_NOT_REGISTERED')
+    second.close()
+  })
+
   it('restores the runs it can: one whose version is gone from the store stays recorded as it was', async () => {
     const { orrery, store } = await setup()
     store

@@ -148,16 +148,48 @@ export class Executor {
     }
   }
 
-  private async local(name: string, input: unknown, context: StepContext): Promise<Outcome> {
-    const step = this.host.steps.get(name)
-    if (!step) {
-      return failed(
-        new OrreryError('STEP_NOT_REGISTERED', `step ${context.step}: no function ${JSON.stringify(name)} is registered (wf.register)`, {
-          details: { step: context.step, fn: name },
-        }),
-        true,
-      )
+  /** Attempts waiting for a step function a resumed run calls to be registered, by name. */
+  private readonly awaiting = new Map<string, Set<() => void>>()
+
+  /** Step function `name` was registered: attempts waiting for it go on. */
+  registered(name: string): void {
+    const waiting = this.awaiting.get(name)
+    this.awaiting.delete(name)
+    for (const go of waiting ?? []) go()
+  }
+
+  /**
+   * A resumed run may reach a step before the app registered its function (it registers after an
+   * await): the attempt waits for the registration, or until it is aborted (cancel, timeout,
+   * close). A new run never gets here: its start checks every function is registered.
+   */
+  private async registration(name: string, context: StepContext): Promise<RegisteredStep> {
+    for (;;) {
+      const step = this.host.steps.get(name)
+      if (step) return step
+      const signal = context.signal
+      signal.throwIfAborted()
+      await new Promise<void>((resolve, reject) => {
+        const waiting = this.awaiting.get(name) ?? new Set()
+        this.awaiting.set(name, waiting)
+        const onAbort = () => {
+          waiting.delete(go)
+          if (waiting.size === 0 && this.awaiting.get(name) === waiting) this.awaiting.delete(name)
+          reject(signal.reason)
+        }
+        const go = () => {
+          signal.removeEventListener('abort', onAbort)
+          resolve()
+        }
+        waiting.add(go)
+        signal.addEventListener('abort', onAbort, { once: true })
+      })
     }
+  }
+
+  private async local(name: string, input: unknown, context: StepContext): Promise<Outcome> {
+    // Registered: called in this turn, as the step's start is recorded (no await before it).
+    const step = this.host.steps.get(name) ?? (await this.registration(name, context))
     const given = step.input ? await validate(step.input, input, `input of step ${context.step}`) : input
     const output = await step.run(given, context)
     return { ok: true, output: step.output ? await validate(step.output, output, `output of step ${context.step}`) : output }

@@ -42,8 +42,8 @@ export interface WorkflowsOptions {
   namespace?: string
   /**
    * Go on with the store's unfinished runs (default true). Their state is rebuilt at once; their
-   * steps run again from the next turn of the event loop, so register the step functions right
-   * after `await orrery.workflows()`.
+   * steps run again from the next turn of the event loop; a step whose function is not
+   * registered yet waits for its `register`.
    */
   resume?: boolean
 }
@@ -191,6 +191,7 @@ export class Workflows {
     if (schemas.output !== undefined) checkSchema(schemas.output, 'output')
     this.unique(this.steps, name, 'step function')
     this.steps.set(name, { run: fn, input: schemas.input, output: schemas.output })
+    this.executor.registered(name)
     return this
   }
 
