@@ -1008,6 +1008,34 @@ describe('workflows: continueAsNew', () => {
     }
   }, 60_000)
 
+  it('holds a signal sent between two generations for the new one', async () => {
+    const { wf } = await setup()
+    wf.register('inc', (n: number) => {
+      if (n >= 3) throw new PermanentError(`stopped at ${n}`)
+      return n + 1
+    })
+    wf.define(
+      workflow(
+        'signalled-chain',
+        sequence(waitFor('w', 'go'), step('inc', { fn: 'inc' }, { input: '$input' }), continueAsNew('again', { input: '$steps.inc' })),
+      ),
+    )
+    const run = await wf.start('signalled-chain', 1)
+    // Events reach subscribers after the pump that executed the continueAsNew: in the gap.
+    const inGap: number[] = []
+    run.events.subscribe((e) => {
+      if (e.type === 'step-completed' && e.step === 'inc' && e.outcome === 'ok') {
+        inGap.push(run.generation)
+        run.signal('go')
+      }
+    })
+    run.signal('go')
+    await generations()
+    expect((await errorOf(() => run.result()))?.message).toContain('stopped at 3')
+    expect(run.generation).toBe(3)
+    expect(inGap).toEqual([2, 3])
+  })
+
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('goes on with a chain from a durable store reopened from disk, one generation kept', async () => {
     const { mkdtempSync } = await import('node:fs')
     const { tmpdir } = await import('node:os')
