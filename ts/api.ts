@@ -83,14 +83,31 @@ export type {
   ContinueAsNewNode,
   DelegateNode,
   InputSpec,
+  BranchDraft,
+  BranchNode,
+  ChildNode,
+  ForEachDraft,
+  ForEachNode,
   Join,
+  LiteralSpec,
+  LoopDraft,
+  LoopNode,
+  MappingSpec,
   NodeDraft,
+  ParallelDraft,
+  ParallelNode,
   PipelineDraft,
   PipelineFields,
   PipelineNode,
   Ref,
   RetryPolicy,
+  ScatterGatherNode,
+  SequenceDraft,
+  SequenceNode,
+  SleepNode,
+  StepNode,
   StepRun,
+  WaitForNode,
   WorkflowDefinition,
   WorkflowInput,
   WorkflowNode,
@@ -99,7 +116,7 @@ export type {
 export { Workflows } from './workflows/runtime.js'
 export type { DefineOptions, RunInfo, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
 export { WorkflowRun } from './workflows/run.js'
-export type { StoredError, WorkflowEvent } from './workflows/history.js'
+export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
 export type { RunStatus } from './workflows/records.js'
 export { IDEMPOTENCY_HEADER } from './workflows/executor.js'
 export type { StepContext, StepFunction } from './workflows/executor.js'

@@ -16,8 +16,8 @@ import { decodePayload, encodePayload } from '../codec.js'
 import { ERROR_CODES, type FAILURE_REASONS } from '../engines/manifest.js'
 import type { WorkflowDefinition } from './definition.js'
 
-/** Where a run is: running, or how it ended. */
-export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled' | 'compensated' | 'compensation-failed'
+/** Where a run is: queued for a place (maxConcurrentRuns), running, or how it ended. */
+export type RunStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'compensated' | 'compensation-failed'
 
 /** The statuses a run ends with. */
 export const FINAL_STATUSES: ReadonlySet<RunStatus> = new Set(['completed', 'failed', 'cancelled', 'compensated', 'compensation-failed'])
@@ -47,7 +47,7 @@ export interface RunMeta {
 }
 
 /** The part every event shares. */
-interface EventBase {
+export interface EventBase {
   /** Its place in the run's history, from 1. */
   readonly seq: number
   /** The clock when it happened (ms): for an input, the `now` the core was given. */

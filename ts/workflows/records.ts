@@ -8,10 +8,9 @@
  * generation's events never share a key with the old ones: the meta (written first) says from
  * which seq the history is current, and a restore that still finds older events purges them.
  */
-import { isEventKey, type History, type RunMeta, type RunStatus as EndStatus, type WorkflowEvent } from './history.js'
+import { isEventKey, type History, type RunMeta, type RunStatus, type WorkflowEvent } from './history.js'
 
-/** Where a run is: queued for a place, running, or how it ended. */
-export type RunStatus = EndStatus | 'queued'
+export type { RunStatus }
 
 /** A run's meta record as the runtime writes it. */
 export type RunRecord = Omit<RunMeta, 'status'> & {
