@@ -115,7 +115,7 @@ export type {
 } from './workflows/definition.js'
 export { Workflows } from './workflows/runtime.js'
 export type { DefineOptions, RunInfo, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
-export { WorkflowRun } from './workflows/run.js'
+export { WorkflowRun } from './workflows/handle.js'
 export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
 export type { RunStatus } from './workflows/records.js'
 export { IDEMPOTENCY_HEADER } from './workflows/executor.js'

@@ -13,7 +13,7 @@ import type { CompiledWorkflow } from './compile.js'
 import { NONE, put, RunData } from './data.js'
 import { AttemptContext, type Executor, type Outcome } from './executor.js'
 import { FINAL_STATUSES, restoreError, storable, storeError, type FailureReason, type History, type NewEvent, type WorkflowEvent } from './history.js'
-import { currentEvents, generationKey, purgeEarlier, putRecord, readRecord, type RunRecord, type RunStatus } from './records.js'
+import { generationKey, purgeEarlier, putRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
 /** @internal What a run needs of its runtime (the Workflows class). */
@@ -708,103 +708,5 @@ export class Run {
     const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
     for (const waiter of this.waiters?.splice(0) ?? []) waiter.reject(error)
-  }
-}
-
-/** A run's public handle: follow it, signal it, cancel it, await its result. */
-export class WorkflowRun<O = unknown> {
-  /** @internal */
-  static live<O>(run: Run, history: History): WorkflowRun<O> {
-    return new WorkflowRun<O>(run, run.meta, history)
-  }
-
-  /** @internal A run known only from its meta record (finished, or not resumed here). */
-  static stored<O>(meta: RunRecord, history: History): WorkflowRun<O> {
-    return new WorkflowRun<O>(undefined, meta, history)
-  }
-
-  private constructor(
-    private readonly run: Run | undefined,
-    private readonly meta: RunRecord,
-    private readonly store: History,
-  ) {}
-
-  /** The run's id (given to `start`, or generated). */
-  get id(): string {
-    return this.meta.id
-  }
-
-  /** The workflow's name and the version this run is pinned to. */
-  get definition(): { readonly name: string; readonly version: string } {
-    return { name: this.meta.definition, version: this.meta.version }
-  }
-
-  /**
-   * Resolves with the run's output once its end is recorded (on disk with a durable store).
-   * Rejects `STEP_FAILED` (its `cause` the step's error, `details.step` its id) when a step failed,
-   * also after compensation (`details.status`), and `RUN_CANCELLED` when the run was cancelled.
-   */
-  result(): Promise<O> {
-    if (this.run) return this.run.result() as Promise<O>
-    let meta: RunRecord
-    try {
-      meta = this.ended()
-    } catch (error) {
-      return Promise.reject(error)
-    }
-    if (meta.error !== undefined) return Promise.reject(restoreError(meta.error))
-    return Promise.resolve(meta.output as O)
-  }
-
-  /** Where the run is: `queued` (waiting for a place under its definition's limit), `running`, or how it ended. */
-  status(): RunStatus {
-    if (this.run) return this.run.status
-    return (readRecord(this.store, this.meta.id) ?? this.meta).status
-  }
-
-  /** The run's generation: 1, and one more after each continueAsNew. */
-  get generation(): number {
-    return (this.run?.meta ?? readRecord(this.store, this.meta.id) ?? this.meta).generation ?? 1
-  }
-
-  /** The events recorded for the run's current generation, oldest first. */
-  history(): WorkflowEvent[] {
-    return currentEvents(this.store, this.meta.id, this.run?.meta.from)
-  }
-
-  /** Sends signal `name` with `payload` (taken by the next wait on it); nothing once the run ended. */
-  signal(name: string, payload?: unknown): void {
-    if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
-    if (this.run) this.run.signal(name, payload)
-    else this.ended()
-  }
-
-  /** Cancels the run: attempts in flight are aborted, completed steps compensated. */
-  cancel(): void {
-    if (this.run) this.run.cancel()
-    else this.ended()
-  }
-
-  /**
-   * The meta of a run that is not running here, if it ended (signals and cancels then do
-   * nothing, as on a live run that ended); `RUN_NOT_FOUND` when it is recorded as unfinished.
-   */
-  private ended(): RunRecord {
-    const meta = readRecord(this.store, this.meta.id) ?? this.meta
-    if (FINAL_STATUSES.has(meta.status as never)) return meta
-    throw new OrreryError('RUN_NOT_FOUND', `run ${meta.id} is not running here: open the workflows with resume on its store to go on with it`, {
-      details: { runId: meta.id },
-    })
-  }
-
-  /** What happens in the run from now on; completes when it ends. */
-  get events(): Stream<WorkflowEvent> {
-    if (this.run) return this.run.events
-    return new Stream<WorkflowEvent>({
-      start(sink) {
-        sink.complete()
-        return { stop: () => {}, setPaused: () => {} }
-      },
-    })
   }
 }

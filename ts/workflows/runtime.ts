@@ -17,7 +17,8 @@ import type { WorkflowDefinition } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
 import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
 import { currentEvents, deleteRecord, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
-import { Run, WorkflowRun, type RunHost } from './run.js'
+import { WorkflowRun } from './handle.js'
+import { Run, type RunHost } from './run.js'
 import { canonicalJson } from './version.js'
 
 const RUN_STATUS_NAMES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
