@@ -37,6 +37,9 @@ export interface RunHost {
   deliver(run: Run): void
 }
 
+/** A write's acknowledgement: its version, or a Promise of it on a durable store. */
+type Ack = number | Promise<number>
+
 const STATUS_NAMES: Record<number, RunStatus> = Object.fromEntries(Object.entries(RUN_STATUSES).map(([name, code]) => [code, name as RunStatus]))
 const NODE_OUTCOME_NAMES = ['ok', 'failed', 'cancelled', 'skipped'] as const
 const REASON_NAMES: Record<number, FailureReason> = Object.fromEntries(Object.entries(FAILURE_REASONS).map(([name, code]) => [code, name as FailureReason]))
@@ -89,7 +92,7 @@ export class Run {
   began = false
   private seq: number
   /** Signals sent while it was queued, given to it when it begins. */
-  private held: { name: string; payload: unknown }[] | undefined
+  private held: { name: string; payload: unknown; given: (ack: Ack) => void }[] | undefined
   private replaying = false
   private attempts: Map<number, Attempt> = NONE
   /** Errors of failed attempts and decisions, by token: the run's error names one. */
@@ -216,7 +219,12 @@ export class Run {
       if (back instanceof Promise) back.catch(() => {})
       throw error
     }
-    for (const held of this.held?.splice(0) ?? []) this.signal(held.name, held.payload)
+    this.giveHeld()
+  }
+
+  /** Signals held while queued or between generations go to the run now (to nobody if it ended). */
+  private giveHeld(): void {
+    for (const held of this.held?.splice(0) ?? []) held.given(this.signal(held.name, held.payload))
   }
 
   /**
@@ -250,7 +258,7 @@ export class Run {
         // The new generation's start goes to the store now, ahead of the purges (not with the turn's batch).
         this.host.history.flush()
         purgeEarlier(this.host.history, this.id, from)
-        for (const held of this.held?.splice(0) ?? []) this.signal(held.name, held.payload)
+        this.giveHeld()
       } catch (error) {
         // The core refused the start (a store closed under it): the run stays recorded, and a
         // restore on the same store begins the generation.
@@ -381,9 +389,12 @@ export class Run {
     this.host.core.decide(this.handle, token, value, now)
   }
 
-  /** Signal `name` with `payload` (`SIGNAL_UNKNOWN` for a name no wait of the definition has). */
-  signal(name: string, payload: unknown): void {
-    if (FINAL_STATUSES.has(this.status as never)) return
+  /**
+   * Signal `name` with `payload` (`SIGNAL_UNKNOWN` for a name no wait of the definition has);
+   * returns the acknowledgement of its record (a signal held while queued: once it is recorded).
+   */
+  signal(name: string, payload: unknown): Ack {
+    if (FINAL_STATUSES.has(this.status as never)) return 0
     if (!this.compiled.signals.includes(name)) {
       throw new OrreryError('SIGNAL_UNKNOWN', `workflow ${this.meta.definition} waits for no signal ${JSON.stringify(name)}`, {
         details: { signal: name, signals: [...this.compiled.signals] },
@@ -400,13 +411,19 @@ export class Run {
     const kept = storable(payload)
     if (holding) {
       this.held ??= []
-      this.held.push({ name, payload: kept })
-      return
+      let given!: (ack: Ack) => void
+      const ack = new Promise<number>((resolve) => {
+        given = resolve
+      })
+      this.held.push({ name, payload: kept, given })
+      return ack
     }
     const now = this.host.now()
     this.record({ type: 'signal', at: now, name, payload: kept })
+    const ack = this.lastAck
     this.applySignal(name, kept, now)
     this.host.pump()
+    return ack
   }
 
   private applySignal(name: string, payload: unknown, now: number): void {
@@ -414,15 +431,18 @@ export class Run {
     this.host.core.signal(this.handle, this.compiled.signals.indexOf(name), now)
   }
 
-  cancel(): void {
+  /** Cancels the run; returns the acknowledgement of its record (0 when there was nothing to cancel). */
+  cancel(): Ack {
     if (this.status === 'queued') return this.cancelQueued()
-    if (this.status !== 'running' || this.cancelled) return
+    if (this.status !== 'running' || this.cancelled) return 0
     if (this.between) return this.cancelBetween()
     this.cancelled = true
     const now = this.host.now()
     this.record({ type: 'cancel', at: now })
+    const ack = this.lastAck
     this.host.core.cancel(this.handle, now)
     this.host.pump()
+    return ack
   }
 
   /** A timer of this run is due (the runtime's timer found it). */
@@ -614,29 +634,34 @@ export class Run {
   }
 
   /** A queued run cancelled: it ends `cancelled` without having begun. */
-  private cancelQueued(): void {
+  private cancelQueued(): Ack {
     this.cancelled = true
     this.status = 'cancelled'
     const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled while queued`, { details: { runId: this.id, status: 'cancelled' } })
-    this.end('cancelled', this.host.now(), undefined, error)
+    const ack = this.end('cancelled', this.host.now(), undefined, error)
     // Nothing for the core: the pump delivers the end to subscribers.
     this.host.pump()
+    return ack
   }
 
   /** Cancelled between two generations: nothing ran in the new one, so nothing to compensate. */
-  private cancelBetween(): void {
+  private cancelBetween(): Ack {
     this.cancelled = true
     this.status = 'cancelled'
     const from = this.meta.from ?? 1
     const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (cancelled)`, { details: { runId: this.id, status: 'cancelled' } })
-    this.end('cancelled', this.host.now(), undefined, error)
+    const ack = this.end('cancelled', this.host.now(), undefined, error)
     this.host.history.flush()
     purgeEarlier(this.host.history, this.id, from)
     this.host.pump()
+    return ack
   }
 
-  /** Records the end (event, then meta), tells the runtime, and settles the result once written. */
-  private end(status: RunStatus, now: number, output: unknown, error: Error | undefined): void {
+  /**
+   * Records the end (event, then meta), tells the runtime, and settles the result once written;
+   * returns the meta's acknowledgement.
+   */
+  private end(status: RunStatus, now: number, output: unknown, error: Error | undefined): Ack {
     this.record({ type: 'run-finished', at: now, status: status as never, ...(error === undefined ? { output } : { error: storeError(error) }) })
     const { queued: _queued, ...rest } = this.meta
     const meta: RunRecord = { ...rest, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
@@ -655,6 +680,9 @@ export class Run {
           this.settle()
         },
       )
+    // Held signals reach nobody now.
+    for (const held of this.held?.splice(0) ?? []) held.given(0)
+    return ack
   }
 
   /** The error a run that did not complete rejects with. */
