@@ -59,9 +59,11 @@ export type { CodecName, Kind, Priority } from './frame.js'
 export type { InferOutput, StandardSchemaV1 } from './schema.js'
 export {
   branch,
+  capability,
   child,
   continueAsNew,
   delegate,
+  fn,
   forEach,
   loop,
   parallel,
@@ -71,21 +73,27 @@ export {
   sequence,
   sleep,
   step,
+  typeOnly,
   waitFor,
   when,
   workflow,
 } from './workflows/builder.js'
-export type { BranchArm, StepOptions, WorkflowOptions } from './workflows/builder.js'
+export type { BranchArm, OtherwiseOutput, StepOptions, WorkflowOptions } from './workflows/builder.js'
 export type {
   Compensation,
   Condition,
   ConditionOp,
   ContinueAsNewNode,
   DelegateNode,
+  HasOutput,
   InputSpec,
+  Joined,
+  LastOutput,
   BranchDraft,
   BranchNode,
+  CapabilityRef,
   ChildNode,
+  FnRef,
   ForEachDraft,
   ForEachNode,
   Join,
@@ -94,8 +102,11 @@ export type {
   LoopNode,
   MappingSpec,
   NodeDraft,
+  NodeOutput,
   ParallelDraft,
   ParallelNode,
+  ParallelOutput,
+  Phantom,
   PipelineDraft,
   PipelineFields,
   PipelineNode,
@@ -107,6 +118,8 @@ export type {
   SleepNode,
   StepNode,
   StepRun,
+  Typed,
+  TypeOnly,
   WaitForNode,
   WorkflowDefinition,
   WorkflowInput,
@@ -114,7 +127,7 @@ export type {
   WorkflowOutput,
 } from './workflows/definition.js'
 export { Workflows } from './workflows/runtime.js'
-export type { DefineOptions, RunInfo, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
+export type { DefineOptions, RunInfo, SchemaInput, SchemaResult, StartArgs, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
 export { WorkflowRun } from './workflows/handle.js'
 export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
 export type { RunStatus } from './workflows/records.js'

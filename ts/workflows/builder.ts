@@ -3,26 +3,37 @@
  * checks the whole tree (`DEFINITION_INVALID` naming the node), numbers the containers left
  * unnamed by their position (`seq-1`, `par-2`, ...) and sets the version.
  *
+ * Types flow through them without anything entering the JSON: a step on a typed reference
+ * (`fn<I, O>('name')`) has output `O`, a container's output is what the run really makes of its
+ * children's (a sequence's last, a parallel's tuple, ...), and `workflow()` takes the root's.
+ *
  * ```ts
- * const doc = workflow<{ url: string }, string>('doc', sequence(
- *   step('fetch', { fn: 'fetch' }, { input: { url: '$input.url' }, retry: { attempts: 3 } }),
- *   step('summarize', { capability: 'summarize@^1' }, { input: '$steps.fetch.text' }),
- * ))
+ * const fetchText = fn<string, string>('fetch')
+ * const doc = workflow('doc', sequence(
+ *   step('fetch', fetchText, { input: '$input.url', retry: { attempts: 3 } }),
+ *   step('summarize', capability<{ text: string }, string>('summarize@^1'), { input: { text: '$steps.fetch' } }),
+ * ), { input: typeOnly<{ url: string }>() })
  * ```
  */
 import type {
   BranchDraft,
+  CapabilityRef,
   ChildNode,
   Compensation,
   Condition,
   ContinueAsNewNode,
   DelegateNode,
+  FnRef,
   ForEachDraft,
   InputSpec,
   Join,
+  Joined,
+  LastOutput,
   LoopDraft,
   NodeDraft,
+  NodeOutput,
   ParallelDraft,
+  ParallelOutput,
   PipelineDraft,
   Ref,
   RetryPolicy,
@@ -31,6 +42,8 @@ import type {
   SleepNode,
   StepNode,
   StepRun,
+  Typed,
+  TypeOnly,
   WaitForNode,
   WorkflowDefinition,
 } from './definition.js'
@@ -46,7 +59,12 @@ export interface StepOptions {
 }
 
 /** Options of `workflow()`. */
-export interface WorkflowOptions {
+export interface WorkflowOptions<I = unknown> {
+  /**
+   * The run's input type, for the compiler only: `typeOnly<I>()`. Nothing of it enters the
+   * definition, and the input is not checked at run time.
+   */
+  input?: TypeOnly<I>
   /** A version name of your own (default: the content hash `sha256:<16 hex>`). */
   version?: string
   /** The run's output (default: the root node's). */
@@ -67,85 +85,187 @@ function nodes<T>(value: readonly T[]): T[] {
 }
 
 /**
- * A workflow definition named `name` whose root is `root`: checked, containers numbered, version
- * set, deeply frozen. `I` and `O` type the run's input and output.
+ * A typed reference to the local step function registered as `name`: the plain `{ fn: name }`,
+ * which `step(id, ref)` gives output `O` and `wf.register(ref, impl)` holds to `(input: I) => O`.
  */
-export function workflow<I = unknown, O = unknown>(name: string, root: NodeDraft, options: WorkflowOptions = {}): WorkflowDefinition<I, O> {
-  const o = options ?? {}
-  return validateDefinition({ format: 1, name, version: o.version, root, output: o.output, timeoutMs: o.timeoutMs }) as WorkflowDefinition<I, O>
+export function fn<I = unknown, O = unknown>(name: string): FnRef<I, O> {
+  return { fn: name }
 }
 
-/** A step: the function registered as `run.fn`, or a call to the mesh capability `run.capability`. */
-export function step(id: string, run: StepRun, options: StepOptions = {}): StepNode {
+/** A typed reference to the mesh capability `name@range`: the plain `{ capability }`, whose steps have output `O`. */
+export function capability<I = unknown, O = unknown>(name: string): CapabilityRef<I, O> {
+  return { capability: name }
+}
+
+/** Stands for the type `T` (for `workflow(..., { input: typeOnly<T>() })`); an empty object at run time. */
+export function typeOnly<T>(): TypeOnly<T> {
+  return {}
+}
+
+/**
+ * A workflow definition named `name` whose root is `root`: checked, containers numbered, version
+ * set, deeply frozen. Its output type is the root's (see {@link NodeOutput}); its input type is
+ * `unknown` unless `options.input` is `typeOnly<I>()`.
+ */
+export function workflow<R extends NodeDraft, I = unknown>(
+  name: string,
+  root: R,
+  options?: WorkflowOptions<I> & { output?: never },
+): WorkflowDefinition<I, NodeOutput<R>>
+/**
+ * A workflow definition whose input and output types are `I` and `O` as you say (not checked
+ * against the root), or `unknown`: the form for a definition with an `output` spec.
+ */
+export function workflow<I = unknown, O = unknown>(name: string, root: NodeDraft, options?: WorkflowOptions<I>): WorkflowDefinition<I, O>
+export function workflow(name: string, root: NodeDraft, options: WorkflowOptions = {}): WorkflowDefinition {
+  const o = options ?? {}
+  return validateDefinition({ format: 1, name, version: o.version, root, output: o.output, timeoutMs: o.timeoutMs })
+}
+
+/**
+ * A step: the function registered as `run.fn`, or a call to the mesh capability `run.capability`.
+ * Its output type is `O` of a typed reference (`fn<I, O>(name)`), else `unknown`.
+ */
+export function step<I = unknown, O = unknown>(id: string, run: StepRun<I, O>, options: StepOptions = {}): Typed<StepNode, O> {
   const o = options ?? {}
   return node({ kind: 'step', id, run, input: o.input, retry: o.retry, timeoutMs: o.timeoutMs, compensate: o.compensate })
 }
 
-/** A child run of the workflow named `workflowName` (its newest version when the step starts). */
-export function child(id: string, workflowName: string, options: StepOptions = {}): ChildNode {
+/**
+ * A child run of the workflow `workflow` names (its newest version when the step starts). Given
+ * the definition itself, only its name enters the JSON and the output type is its output's.
+ */
+export function child<O = unknown>(id: string, workflow: string | WorkflowDefinition<unknown, O>, options: StepOptions = {}): Typed<ChildNode, O> {
   const o = options ?? {}
-  return node({ kind: 'child', id, workflow: workflowName, input: o.input, retry: o.retry, timeoutMs: o.timeoutMs, compensate: o.compensate })
+  const name = typeof workflow === 'object' && workflow !== null && typeof workflow.name === 'string' ? workflow.name : workflow
+  return node({ kind: 'child', id, workflow: name as string, input: o.input, retry: o.retry, timeoutMs: o.timeoutMs, compensate: o.compensate })
 }
 
-/** Nodes one after another: `sequence(a, b, c)`, or `sequence('id', [a, b, c])` to name it. */
-export function sequence(...steps: NodeDraft[]): SequenceDraft
-export function sequence(id: string, steps: readonly NodeDraft[]): SequenceDraft
+/**
+ * Nodes one after another: `sequence(a, b, c)`, or `sequence('id', [a, b, c])` to name it. The
+ * output is the last node's.
+ */
+export function sequence<N extends readonly NodeDraft[]>(...steps: N): Typed<SequenceDraft, LastOutput<N>>
+export function sequence<N extends readonly NodeDraft[] | []>(id: string, steps: N): Typed<SequenceDraft, LastOutput<N>>
 export function sequence(...args: unknown[]): SequenceDraft {
   if (typeof args[0] === 'string') return { kind: 'sequence', id: args[0], steps: nodes(args[1] as NodeDraft[]) }
   return { kind: 'sequence', steps: args as NodeDraft[] }
 }
 
-/** Nodes at once, joined by `join` (default `'all'`), within `timeoutMs`. */
-export function parallel(branches: readonly NodeDraft[], options: { join?: Join; timeoutMs?: number; id?: string } = {}): ParallelDraft {
+/**
+ * Nodes at once, joined by `join` (default `'all'`), within `timeoutMs`. The output is the
+ * branches' outputs in branch order; under `'any'` or a quorum a branch that did not finish gives `undefined`.
+ */
+export function parallel<B extends readonly NodeDraft[] | [], J extends Join = 'all'>(
+  branches: B,
+  options: { join?: J; timeoutMs?: number; id?: string } = {},
+): Typed<ParallelDraft, ParallelOutput<B, J>> {
   const o = options ?? {}
   return node({ kind: 'parallel', id: o.id, branches: nodes(branches), join: o.join, timeoutMs: o.timeoutMs })
 }
 
 /** One arm of a branch: `then` runs when `condition` holds. */
-export interface BranchArm {
+export interface BranchArm<T extends NodeDraft = NodeDraft> {
   when: Condition
-  then: NodeDraft
+  then: T
 }
 
 /** An arm of a {@link branch}: `{ when: condition, then: node }`. */
-export function when(condition: Condition, then: NodeDraft): BranchArm {
+export function when<T extends NodeDraft>(condition: Condition, then: T): BranchArm<T> {
   return { when: condition, then }
 }
 
-/** The first arm whose `when` holds, else `otherwise` (else nothing: the output is `undefined`). */
-export function branch(arms: readonly BranchArm[], otherwise?: NodeDraft, options: { id?: string } = {}): BranchDraft {
-  return node({ kind: 'branch', id: options?.id, arms: nodes(arms), otherwise })
+/** The output of a branch's `otherwise`: its node's, or `undefined` when there is none. */
+export type OtherwiseOutput<E> = E extends NodeDraft ? NodeOutput<E> : undefined
+
+/**
+ * The first arm whose `when` holds, else `otherwise` (else nothing: the output is `undefined`).
+ * The output is the chosen arm's.
+ */
+export function branch<A extends readonly BranchArm[] | [], E extends NodeDraft | undefined = undefined>(
+  arms: A,
+  otherwise?: E,
+  options: { id?: string } = {},
+): Typed<BranchDraft, NodeOutput<A[number]['then']> | OtherwiseOutput<E>> {
+  return node<BranchDraft>({ kind: 'branch', id: options?.id, arms: nodes(arms), otherwise: otherwise as NodeDraft | undefined })
 }
 
-/** `body` again while `while` holds (tested before each iteration) or until `until` holds (tested after). */
+/**
+ * `body` again until `until` holds (tested after each iteration), or while `while` holds (tested
+ * before). The output is the last iteration's body's: with `until` there is one at least; with
+ * `while` there may be none, and the output is `undefined`.
+ */
+export function loop<B extends NodeDraft>(
+  options: { until: Condition; while?: never; maxIterations: number; id?: string },
+  body: B,
+): Typed<LoopDraft, NodeOutput<B>>
+export function loop<B extends NodeDraft>(
+  options: { while?: Condition; until?: Condition; maxIterations: number; id?: string },
+  body: B,
+): Typed<LoopDraft, NodeOutput<B> | undefined>
 export function loop(options: { while?: Condition; until?: Condition; maxIterations: number; id?: string }, body: NodeDraft): LoopDraft {
   const o = options ?? {}
   return node({ kind: 'loop', id: o.id, while: o.while, until: o.until, maxIterations: o.maxIterations, body })
 }
 
-/** `body` once per item of the list `items` names (`$item`, `$index` inside), `concurrency` at once. */
-export function forEach(items: Ref, body: NodeDraft, options: { concurrency?: number; join?: Join; timeoutMs?: number; id?: string } = {}): ForEachDraft {
+/**
+ * `body` once per item of the list `items` names (`$item`, `$index` inside), `concurrency` at
+ * once. The output is the body's outputs in item order (under `'any'` or a quorum, `undefined`
+ * for an item that did not finish).
+ */
+export function forEach<B extends NodeDraft, J extends Join = 'all'>(
+  items: Ref,
+  body: B,
+  options: { concurrency?: number; join?: J; timeoutMs?: number; id?: string } = {},
+): Typed<ForEachDraft, Joined<NodeOutput<B>, J>[]> {
   const o = options ?? {}
   return node({ kind: 'forEach', id: o.id, items, concurrency: o.concurrency, join: o.join, timeoutMs: o.timeoutMs, body })
 }
 
-/** One call to every agent offering `capability`, gathered by `join`, then `aggregate` (a mapping) if given. */
+/**
+ * One call to every agent offering `capability`, gathered by `join`, then `aggregate` (a mapping)
+ * if given. The output is the mapping's result, or else the answers in agent order (of type `O`
+ * for a typed `capability<I, O>(...)`, `undefined` for an agent that did not answer under `'any'`
+ * or a quorum).
+ */
 export function scatterGather(
   id: string,
-  capability: string,
+  capability: string | CapabilityRef,
+  options: { input?: InputSpec; join?: Join; timeoutMs?: number; aggregate: string | { fn: string } },
+): Typed<ScatterGatherNode, unknown>
+export function scatterGather<O = unknown, J extends Join = 'all'>(
+  id: string,
+  capability: string | CapabilityRef<unknown, O>,
+  options?: { input?: InputSpec; join?: J; timeoutMs?: number; aggregate?: never },
+): Typed<ScatterGatherNode, Joined<O, J>[]>
+export function scatterGather(
+  id: string,
+  capability: string | CapabilityRef,
   options: { input?: InputSpec; join?: Join; timeoutMs?: number; aggregate?: string | { fn: string } } = {},
 ): ScatterGatherNode {
   const o = options ?? {}
   const aggregate = typeof o.aggregate === 'string' ? { fn: o.aggregate } : o.aggregate
-  return node({ kind: 'scatterGather', id, capability, input: o.input, join: o.join, timeoutMs: o.timeoutMs, aggregate })
+  const name = typeof capability === 'object' && capability !== null ? capability.capability : capability
+  return node({ kind: 'scatterGather', id, capability: name, input: o.input, join: o.join, timeoutMs: o.timeoutMs, aggregate })
 }
 
-/** A durable timer of `ms`. */
-export function sleep(id: string, ms: number): SleepNode {
+/** A durable timer of `ms`. Its output is `null`. */
+export function sleep(id: string, ms: number): Typed<SleepNode, null> {
   return { kind: 'sleep', id, ms }
 }
 
-/** Waits for the signal `signal`; after `timeoutMs` it fails, or with `onTimeout: 'continue'` goes on. */
+/**
+ * Waits for the signal `signal`; after `timeoutMs` it fails, or with `onTimeout: 'continue'` goes
+ * on. The output is the signal's payload: `P` as you say (default `unknown`), or `undefined`
+ * after a timeout that went on.
+ */
+export function waitFor<P = unknown>(id: string, signal: string, options: { timeoutMs?: number; onTimeout: 'continue' }): Typed<WaitForNode, P | undefined>
+export function waitFor<P = unknown>(id: string, signal: string, options?: { timeoutMs?: number; onTimeout?: 'fail' }): Typed<WaitForNode, P>
+export function waitFor<P = unknown>(
+  id: string,
+  signal: string,
+  options?: { timeoutMs?: number; onTimeout?: 'fail' | 'continue' },
+): Typed<WaitForNode, P | undefined>
 export function waitFor(id: string, signal: string, options: { timeoutMs?: number; onTimeout?: 'fail' | 'continue' } = {}): WaitForNode {
   const o = options ?? {}
   return node({ kind: 'waitFor', id, signal, timeoutMs: o.timeoutMs, onTimeout: o.onTimeout })
@@ -157,7 +277,12 @@ export function waitFor(id: string, signal: string, options: { timeoutMs?: numbe
  * stage s + 1. Inside a stage `$index` is the item's index and `$item` the item in stage 0, or
  * the previous stage's output for it in later stages. The output is the last stage's outputs.
  */
-export function pipeline(id: string, items: Ref, stages: readonly NodeDraft[], options: { buffer?: number; timeoutMs?: number } = {}): PipelineDraft {
+export function pipeline<S extends readonly NodeDraft[] | []>(
+  id: string,
+  items: Ref,
+  stages: S,
+  options: { buffer?: number; timeoutMs?: number } = {},
+): Typed<PipelineDraft, LastOutput<S>[]> {
   const o = options ?? {}
   return node({ kind: 'pipeline', id, items, stages: nodes(stages), buffer: o.buffer, timeoutMs: o.timeoutMs })
 }
@@ -176,7 +301,7 @@ export function pipeline(id: string, items: Ref, stages: readonly NodeDraft[], o
  * ))
  * ```
  */
-export function continueAsNew(id: string, options: { input?: InputSpec } = {}): ContinueAsNewNode {
+export function continueAsNew(id: string, options: { input?: InputSpec } = {}): Typed<ContinueAsNewNode, never> {
   return node({ kind: 'continueAsNew', id, input: options?.input })
 }
 
@@ -184,12 +309,16 @@ export function continueAsNew(id: string, options: { input?: InputSpec } = {}): 
  * Hands the goal `input` to a supervising agent offering `capability`; it starts the
  * sub-workflows it chooses, and the output is the array of their results.
  */
-export function delegate(id: string, capability: string, options: { input?: InputSpec; timeoutMs?: number; retry?: RetryPolicy } = {}): DelegateNode {
+export function delegate(
+  id: string,
+  capability: string,
+  options: { input?: InputSpec; timeoutMs?: number; retry?: RetryPolicy } = {},
+): Typed<DelegateNode, unknown[]> {
   const o = options ?? {}
   return node({ kind: 'delegate', id, capability, input: o.input, timeoutMs: o.timeoutMs, retry: o.retry })
 }
 
 /** The join that succeeds once `n` children succeeded. */
-export function quorum(n: number): Join {
+export function quorum(n: number): { quorum: number } {
   return { quorum: n }
 }

@@ -61,8 +61,42 @@ export interface RetryPolicy {
   jitter?: boolean
 }
 
+/**
+ * The compiler's view of a value that is plain JSON at run time: `I` what it takes, `O` what it
+ * gives. The `~types` key is never present (not in the object, not in the JSON, not in the
+ * version hash); it only carries types from a builder to the code that uses its result.
+ */
+export interface Phantom<I, O> {
+  readonly '~types'?: { readonly input: I; readonly output: O }
+}
+
+/** A node's output type, for the compiler only (see {@link NodeOutput}). */
+export interface HasOutput<O> {
+  readonly '~types'?: { readonly output: O }
+}
+
+/**
+ * A node `N` as a builder returns it, with its output type `O`: `Typed<StepNode, string>` is a
+ * step node whose output is a string. The same JSON as `N`; the type is the compiler's only.
+ */
+export type Typed<N, O> = N & HasOutput<O>
+
+/**
+ * A local step function named in a definition: `{ fn: name }`. Built by `fn<I, O>(name)` it
+ * carries its input and output types, so a step on it has output `O` and `wf.register(ref, impl)`
+ * must take `I` and return `O`.
+ */
+export interface FnRef<I = unknown, O = unknown> extends Phantom<I, O> {
+  fn: string
+}
+
+/** A mesh capability named in a definition: `{ capability: 'name@range' }`, typed by `capability<I, O>(...)`. */
+export interface CapabilityRef<I = unknown, O = unknown> extends Phantom<I, O> {
+  capability: string
+}
+
 /** What a step runs: a function registered locally by name, or a capability on the mesh (`name@range`). */
-export type StepRun = { fn: string } | { capability: string }
+export type StepRun<I = unknown, O = unknown> = FnRef<I, O> | CapabilityRef<I, O>
 
 /** The step that undoes a completed step when the run fails or is cancelled (a saga). */
 export interface Compensation {
@@ -323,3 +357,34 @@ export type WorkflowInput<D> = D extends WorkflowDefinition<infer I, unknown> ? 
 
 /** The run output type of a definition. */
 export type WorkflowOutput<D> = D extends WorkflowDefinition<unknown, infer O> ? O : unknown
+
+/**
+ * The output type of a node as a builder typed it: a step's `O` from its typed reference, a
+ * sequence's last child's, and so on; `unknown` for a node built from an untyped `{ fn: 'x' }`.
+ */
+export type NodeOutput<N> = N extends HasOutput<infer O> ? O : unknown
+
+/**
+ * A value that stands for the type `T` and nothing else (`typeOnly<T>()`): it types the run input
+ * of `workflow(name, root, { input: typeOnly<T>() })` while the output is inferred from the root.
+ * Nothing is checked at run time.
+ */
+export interface TypeOnly<T> {
+  readonly '~type'?: T
+}
+
+/** The output of the last node of a list, as a sequence or a pipeline's last stage gives it (`undefined` for none). */
+export type LastOutput<N extends readonly unknown[]> = N extends readonly [...unknown[], infer L]
+  ? NodeOutput<L>
+  : N extends readonly []
+    ? undefined
+    : NodeOutput<N[number]> | undefined
+
+/**
+ * A child's output under a join: as it is under `'all'` (every child succeeded), possibly
+ * `undefined` under `'any'` or a quorum (the children cancelled or failed once the join held).
+ */
+export type Joined<O, J> = [J] extends ['all'] ? O : O | undefined
+
+/** A parallel's output: its branches' outputs in branch order, under its join. */
+export type ParallelOutput<B extends readonly unknown[], J> = { -readonly [K in keyof B]: Joined<NodeOutput<B[K]>, J> }

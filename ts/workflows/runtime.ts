@@ -9,11 +9,11 @@ import { callable, flag, int, msOrNone, oneOf, options as checkOptions, refuse, 
 import type { Backend, WorkflowCore } from '../engines/backend.js'
 import { WORKFLOW_LAYOUT } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
-import { checkSchema, type InferOutput, type StandardSchemaV1 } from '../schema.js'
+import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 import { Store } from '../store/store.js'
 import { DeadlineTimer } from '../timer.js'
 import { compileWorkflow, type CompiledWorkflow } from './compile.js'
-import type { WorkflowDefinition } from './definition.js'
+import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
 import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
 import { currentEvents, deleteRecord, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
@@ -73,6 +73,18 @@ export interface StepSchemas<I extends StandardSchemaV1 | undefined, O extends S
   input?: I
   output?: O
 }
+
+/** What a step function registered with `schemas` takes: the input schema's output type (`unknown` without one). */
+export type SchemaInput<S> = S extends StandardSchemaV1<unknown, infer T> ? T : unknown
+
+/** What a step function registered with an output schema returns, or resolves to: the schema's input type (anything without one). */
+export type SchemaResult<S> = S extends StandardSchemaV1<infer T, unknown> ? T | PromiseLike<T> : unknown
+
+/**
+ * The arguments of `wf.start(definition, ...)` after the definition: the input is required, as
+ * `I`, unless `I` takes `undefined` (an untyped definition's `unknown` does).
+ */
+export type StartArgs<I> = undefined extends I ? [input?: I, options?: StartOptions] : [input: I, options?: StartOptions]
 
 /** A version of a workflow and its program in the core (one for every run timeout: the core takes a run's deadline at start). */
 interface Version {
@@ -180,10 +192,22 @@ export class Workflows {
   register<I extends StandardSchemaV1 | undefined = undefined, O extends StandardSchemaV1 | undefined = undefined>(
     name: string,
     schemas: StepSchemas<I, O>,
-    fn: (input: I extends StandardSchemaV1 ? InferOutput<I> : unknown, context: StepContext) => unknown,
+    fn: (input: SchemaInput<I>, context: StepContext) => SchemaResult<O>,
   ): this
   register<In = unknown>(name: string, fn: (input: In, context: StepContext) => unknown): this
-  register(name: string, a: unknown, b?: unknown): this {
+  /**
+   * Registers the function a typed reference (`fn<I, O>(name)`) names: it takes `I` and returns
+   * `O` (or a promise of it), so the definitions built on the reference and the function agree.
+   */
+  register<I, O>(ref: FnRef<I, O>, fn: (input: NoInfer<I>, context: StepContext) => NoInfer<O> | PromiseLike<NoInfer<O>>): this
+  /** A typed reference's function with schemas: the input schema gives `I`, the output schema checks `O`. */
+  register<I, O>(
+    ref: FnRef<I, O>,
+    schemas: { input?: StandardSchemaV1<unknown, NoInfer<I>>; output?: StandardSchemaV1<unknown, NoInfer<O>> },
+    fn: (input: NoInfer<I>, context: StepContext) => NoInfer<O> | PromiseLike<NoInfer<O>>,
+  ): this
+  register(ref: string | FnRef, a: unknown, b?: unknown): this {
+    const name = typeof ref === 'object' && ref !== null ? ref.fn : ref
     this.assertOpen()
     text(name, 'name', { nonEmpty: true })
     const fn = callable<RegisteredStep['run']>(typeof a === 'function' ? a : b, 'fn')
@@ -313,6 +337,9 @@ export class Workflows {
    * `id` that exists returns that run (idempotent start); one started with another workflow is
    * refused (`RUN_EXISTS`). Resolves once the start is recorded (on disk with a durable store).
    */
+  start<D extends WorkflowDefinition>(definition: D, ...args: StartArgs<WorkflowInput<D>>): Promise<WorkflowRun<WorkflowOutput<D>>>
+  /** Starts a run of the newest version of the workflow `name`: its input and result are `unknown` to the compiler. */
+  start(name: string, input?: unknown, options?: StartOptions): Promise<WorkflowRun>
   async start<I, O>(name: string | WorkflowDefinition<I, O>, input?: I, options?: StartOptions): Promise<WorkflowRun<O>> {
     this.assertOpen()
     const given = typeof name === 'string' ? undefined : this.versionOf(name)
