@@ -107,7 +107,7 @@ async function open(dir, { crash }) {
       site.write(now)
     }
     if (crash && ctx.runId === 'doc-a') {
-      await store.flushed() // the history so far is on disk; this step's completion is not
+      await wf.flushed() // the history so far is on disk; this step's completion is not
       console.log(`  process ${process.pid}: page ${page.url} written; SIGKILL before publish completes`)
       process.kill(process.pid, 'SIGKILL')
     }

@@ -132,25 +132,22 @@ interface Recorded {
   events: Map<string, WorkflowEvent[]>
 }
 
-/** The workflow history on disk (opened and closed again, as a restart would). */
+/** The workflow history on disk (opened and closed again, as a restart would), read through the workflows' API. */
 async function historyOf(dir: string): Promise<Recorded> {
   const store = await Orrery.openStore({ path: join(dir, 'store.redb') })
+  const orrery = await Orrery.create()
+  const wf = await orrery.workflows({ store, resume: false })
   try {
     const metas = new Map<string, { status: string }>()
     const events = new Map<string, WorkflowEvent[]>()
-    for (const entry of store.namespace('orrery.workflows', { codec: 'msgpack' }).entries('run/')) {
-      const event = /^run\/(.+)\/e\/\d{10}$/.exec(entry.key)
-      if (event) {
-        // One key per run per turn: the events of that turn, in order.
-        const list = events.get(event[1]!) ?? []
-        list.push(...(entry.value as WorkflowEvent[]))
-        events.set(event[1]!, list)
-      } else {
-        metas.set(entry.key.slice('run/'.length), entry.value as { status: string })
-      }
+    for (const run of wf.list()) {
+      metas.set(run.id, { status: run.status })
+      events.set(run.id, wf.get(run.id)!.history())
     }
     return { metas, events }
   } finally {
+    wf.close()
+    orrery.close()
     store.close()
   }
 }

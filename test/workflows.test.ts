@@ -1092,8 +1092,9 @@ describe('workflows: continueAsNew', () => {
     // events are still generation 7's. The restore begins generation 8 and purges generation 7.
     const ns = store.namespace('orrery.workflows', { codec: 'msgpack' })
     const meta = ns.get('run/k')!.value as Record<string, unknown>
-    const events = ns.entries('run/k/e/').flatMap((e) => e.value as { seq: number }[])
-    ns.put('run/k', { ...meta, generation: 8, from: events[events.length - 1]!.seq + 1, input: 8 })
+    // Stored events are tuples [type code, seq, at, ...].
+    const events = ns.entries('run/k/e/').flatMap((e) => e.value as [number, number][])
+    ns.put('run/k', { ...meta, generation: 8, from: events[events.length - 1]![1] + 1, input: 8 })
     const third = await orrery.workflows({ store })
     defineCounter(third, 10, seen)
     await generations()
@@ -1421,7 +1422,8 @@ describe('workflows: data as stored, causes, recovery', () => {
     // The end did not reach the store; the decision did.
     const ns = store.namespace('orrery.workflows', { codec: 'msgpack' })
     for (const key of ns.keys('run/p/e/')) {
-      const kept = (ns.get(key)!.value as WorkflowEvent[]).filter((e) => e.type === 'started' || e.type === 'decided')
+      // Stored events are tuples [type code, seq, at, ...]: 0 is started, 3 decided.
+      const kept = (ns.get(key)!.value as [number, ...unknown[]][]).filter((e) => e[0] === 0 || e[0] === 3)
       ns.put(key, kept)
     }
     const meta = ns.get('run/p')!.value as Record<string, unknown>

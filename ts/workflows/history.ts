@@ -1,14 +1,20 @@
 /**
  * Where workflows live in the store (one namespace, `orrery.workflows` by default, msgpack values):
  * `def/<name>/<version>` the definition, `run/<id>` the run's meta, and `run/<id>/e/<seq, 10
- * digits>` the run's events of one turn of the event loop, in an array, under the seq of the
- * first. Events of the types in {@link INPUT_EVENTS} are the core's inputs, replayed in order on
- * resume; the others are there for people to read.
+ * digits>` the run's events of one macrotask, in an array, under the seq of the first. Events of
+ * the types in {@link INPUT_EVENTS} are the core's inputs, replayed in order on resume; the others
+ * are there for people to read.
  *
- * One write per run per turn, not one per event: a seq-3 run wrote 12 event keys, now 4. A turn's
- * events are written in a microtask at its end (before the store hands the turn to the disk, and
- * before any timer or I/O), and at once when the run's meta is written or the workflows close;
- * `events()` includes those not yet written, so readers see every event recorded.
+ * An event is kept as a tuple, `[type, seq, at, ...fields]` (see {@link EVENT_FIELDS}): a run
+ * makes no event object unless someone reads its history or follows its events, and a tuple
+ * encodes in a third of an object's time.
+ *
+ * One write per run per macrotask, not one per event: a run whose steps all finish within one
+ * macrotask (local functions) writes its meta at start, then its events with its end meta. The
+ * events of a macrotask are written on the next one (setImmediate; a MessageChannel message in
+ * a browser), and at once when the run's meta is written or the workflows close; `events()`
+ * includes those not yet written, so readers see every event recorded. Nothing is acknowledged
+ * before it is written: a run's result waits for its end meta, which follows its events.
  */
 import type { Namespace } from '../store/namespace.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
@@ -109,8 +115,57 @@ export function storable<T>(value: T): T {
   return decodePayload('msgpack', encodePayload('msgpack', value)) as T
 }
 
-/** Events without their place, as the runtime makes them. */
-export type NewEvent = WorkflowEvent extends infer E ? (E extends WorkflowEvent ? Omit<E, 'seq'> : never) : never
+/** The event types in the order of their codes (the first word of a stored event): append only. */
+export const EVENT_TYPES = [
+  'started',
+  'step-started',
+  'step-completed',
+  'decided',
+  'signal',
+  'cancel',
+  'timer-fired',
+  'retry',
+  'node-done',
+  'compensated',
+  'run-finished',
+] as const satisfies readonly WorkflowEvent['type'][]
+
+/** Each event type's fields after `[type, seq, at]`, in their order in a stored event. */
+export const EVENT_FIELDS: { readonly [T in WorkflowEvent['type']]: readonly Exclude<keyof Extract<WorkflowEvent, { type: T }>, keyof EventBase | 'type'>[] } = {
+  started: ['deadline'],
+  'step-started': ['step', 'attempt', 'key', 'compensation'],
+  'step-completed': ['token', 'step', 'attempt', 'outcome', 'output', 'error'],
+  decided: ['token', 'node', 'value', 'items', 'error'],
+  signal: ['name', 'payload'],
+  cancel: [],
+  'timer-fired': ['timer'],
+  retry: ['step', 'attempt', 'when'],
+  'node-done': ['node', 'outcome', 'reason'],
+  compensated: ['step', 'ok'],
+  'run-finished': ['status', 'output', 'error'],
+}
+
+/** Code of each event type. */
+export const EVENT = Object.fromEntries(EVENT_TYPES.map((type, code) => [type, code])) as { readonly [T in (typeof EVENT_TYPES)[number]]: number }
+
+/**
+ * An event as a run records and the store keeps it: `[type code, seq, at, ...fields]`, the fields
+ * in {@link EVENT_FIELDS} order (an optional one left undefined is not there).
+ */
+export type EventTuple = [type: number, seq: number, at: number, ...fields: unknown[]]
+
+/** The event a stored tuple holds (an object written by Orrery 0.1 is taken as it is). */
+export function decodeEvent(stored: EventTuple | WorkflowEvent): WorkflowEvent {
+  if (!Array.isArray(stored)) return stored
+  const type = EVENT_TYPES[stored[0]]!
+  const event: Record<string, unknown> = { type, seq: stored[1], at: stored[2] }
+  const fields = EVENT_FIELDS[type]
+  for (let i = 0; i < fields.length; i++) {
+    const value = stored[i + 3]
+    if (value !== undefined) event[fields[i]!] = value
+  }
+  return event as unknown as WorkflowEvent
+}
 
 /** The event types that are core inputs (replayed on resume). */
 export const INPUT_EVENTS: ReadonlySet<WorkflowEvent['type']> = new Set(['started', 'step-completed', 'decided', 'signal', 'cancel', 'timer-fired'])
@@ -123,7 +178,32 @@ export function isEventKey(key: string): boolean {
   return EVENT_KEY.test(key)
 }
 
-/** The acknowledgement `append` hands out for a turn's events: one for every run of the turn. */
+/**
+ * Runs `fn` on a later macrotask: setImmediate in Node; in a browser a MessageChannel message,
+ * since a 0 ms timeout is clamped to 4 ms once nested and is what fake timers stop.
+ */
+export const macrotask: (fn: () => void) => void =
+  typeof globalThis.setImmediate === 'function'
+    ? (fn) => void globalThis.setImmediate(fn)
+    : typeof MessageChannel === 'function'
+      ? viaMessages()
+      : (fn) => void setTimeout(fn, 0)
+
+/** A macrotask queue over one MessageChannel, made on first use. */
+function viaMessages(): (fn: () => void) => void {
+  const waiting: (() => void)[] = []
+  let channel: MessageChannel | undefined
+  return (fn) => {
+    if (channel === undefined) {
+      channel = new MessageChannel()
+      channel.port1.onmessage = () => waiting.shift()?.()
+    }
+    waiting.push(fn)
+    channel.port2.postMessage(undefined)
+  }
+}
+
+/** The acknowledgement `append` hands out for a macrotask's events: one for every run of it. */
 interface Turn {
   readonly ack: Promise<number>
   resolve(version: number | Promise<number>): void
@@ -131,8 +211,8 @@ interface Turn {
 
 /** What the runtime reads and writes in its namespace. */
 export class History {
-  /** Runs with events not yet written (this turn's), in the order their first event came. */
-  private pending = new Map<string, WorkflowEvent[]>()
+  /** Runs with events not yet written (this macrotask's), in the order their first event came. */
+  private pending = new Map<string, EventTuple[]>()
   private turn: Turn | undefined
   /** The last event write of this turn (a durable store's commits are in order: it covers the others). */
   private lastWrite: number | Promise<number> = 0
@@ -185,11 +265,11 @@ export class History {
   }
 
   /**
-   * Records an event: written with the run's other events of this turn. Returns a Promise of
-   * that write (acknowledged from disk on a durable store), one for all the runs of the turn: a
-   * run's own failure shows in its later writes and its meta.
+   * Records an event: written with the run's other events of this macrotask. Returns a Promise of
+   * that write (acknowledged from disk on a durable store), one for all the runs of the
+   * macrotask: a run's own failure shows in its later writes and its meta.
    */
-  append(runId: string, event: WorkflowEvent): Promise<number> {
+  append(runId: string, event: EventTuple): Promise<number> {
     const failure = this.failed?.get(runId)
     if (failure !== undefined) return failedAck(failure)
     const events = this.pending.get(runId)
@@ -201,12 +281,12 @@ export class History {
         resolve = res
       })
       this.turn = { ack, resolve }
-      queueMicrotask(this.flushAll)
+      macrotask(this.flushAll)
     }
     return this.turn.ack
   }
 
-  /** Writes every event not yet written (at the end of a turn; when the workflows close, before the store may). */
+  /** Writes every event not yet written (on the next macrotask; when the workflows close, before the store may). */
   flush(): void {
     const { turn } = this
     if (turn === undefined) return
@@ -224,10 +304,10 @@ export class History {
   }
 
   /** Writes one run's events of this turn, under the first one's seq. */
-  private write(runId: string, events: WorkflowEvent[]): number | Promise<number> {
+  private write(runId: string, events: EventTuple[]): number | Promise<number> {
     if (this.failed?.has(runId)) return 0
     try {
-      const ack = this.ns.put(`run/${runId}/e/${pad(events[0]!.seq)}`, events)
+      const ack = this.ns.put(`run/${runId}/e/${pad(events[0]![1])}`, events)
       this.lastWrite = ack
       if (ack instanceof Promise)
         return ack.catch((error: unknown) => {
@@ -253,12 +333,12 @@ export class History {
     const out: WorkflowEvent[] = []
     for (const entry of this.ns.entries(prefix)) {
       if (entry.key.length !== prefix.length + 10 || !isEventKey(entry.key)) continue
-      const value = entry.value as WorkflowEvent[] | WorkflowEvent
-      if (Array.isArray(value)) for (const event of value) out.push(event)
+      const value = entry.value as (EventTuple | WorkflowEvent)[] | WorkflowEvent
+      if (Array.isArray(value)) for (const event of value) out.push(decodeEvent(event))
       else out.push(value)
     }
     const events = this.pending.get(runId)
-    if (events) for (const event of events) out.push(event)
+    if (events) for (const event of events) out.push(decodeEvent(event))
     return out
   }
 }

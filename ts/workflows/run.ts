@@ -12,7 +12,19 @@ import { Stream } from '../stream.js'
 import type { CompiledWorkflow } from './compile.js'
 import { NONE, put, RunData } from './data.js'
 import { AttemptContext, type Executor, type Outcome } from './executor.js'
-import { FINAL_STATUSES, restoreError, storable, storeError, type FailureReason, type History, type NewEvent, type WorkflowEvent } from './history.js'
+import {
+  decodeEvent,
+  EVENT,
+  type EventTuple,
+  FINAL_STATUSES,
+  macrotask,
+  restoreError,
+  storable,
+  storeError,
+  type FailureReason,
+  type History,
+  type WorkflowEvent,
+} from './history.js'
 import { generationKey, purgeEarlier, putRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
@@ -43,32 +55,6 @@ type Ack = number | Promise<number>
 const STATUS_NAMES: Record<number, RunStatus> = Object.fromEntries(Object.entries(RUN_STATUSES).map(([name, code]) => [code, name as RunStatus]))
 const NODE_OUTCOME_NAMES = ['ok', 'failed', 'cancelled', 'skipped'] as const
 const REASON_NAMES: Record<number, FailureReason> = Object.fromEntries(Object.entries(FAILURE_REASONS).map(([name, code]) => [code, name as FailureReason]))
-
-/**
- * Runs `fn` on a later macrotask: setImmediate in Node; in a browser a MessageChannel message,
- * since a 0 ms timeout is clamped to 4 ms once nested (2,000 generations would take 8 s) and is
- * what fake timers stop.
- */
-const macrotask: (fn: () => void) => void =
-  typeof globalThis.setImmediate === 'function'
-    ? (fn) => void globalThis.setImmediate(fn)
-    : typeof MessageChannel === 'function'
-      ? viaMessages()
-      : (fn) => void setTimeout(fn, 0)
-
-/** A macrotask queue over one MessageChannel, made on first use. */
-function viaMessages(): (fn: () => void) => void {
-  const waiting: (() => void)[] = []
-  let channel: MessageChannel | undefined
-  return (fn) => {
-    if (channel === undefined) {
-      channel = new MessageChannel()
-      channel.port1.onmessage = () => waiting.shift()?.()
-    }
-    waiting.push(fn)
-    channel.port2.postMessage(undefined)
-  }
-}
 
 /** Most signals a run holds that no wait has taken yet (`CAPACITY_EXCEEDED` past it). */
 export const MAX_UNCLAIMED_SIGNALS = 1_000
@@ -155,16 +141,17 @@ export class Run {
     return this.meta.id
   }
 
-  private record(event: NewEvent): void {
+  /** Records an event, given as its tuple with seq 0 (see history.ts): its seq is set here. */
+  private record(event: EventTuple): void {
     if (this.replaying) return
-    const full = { ...event, seq: ++this.seq } as WorkflowEvent
-    this.lastAck = this.host.history.append(this.id, full)
-    if (this.lastAck instanceof Promise) this.lastAck.catch(() => {})
+    event[1] = ++this.seq
+    // One Promise for the macrotask's writes, which never rejects: a failure shows in the run's meta.
+    this.lastAck = this.host.history.append(this.id, event)
     if (this.subject) {
       // Handed to subscribers once the core is drained: one that calls back into the workflows
       // (closes them, signals, cancels) never finds a run halfway through a record.
       this.undelivered ??= []
-      this.undelivered.push(full)
+      this.undelivered.push(decodeEvent(event))
       this.host.deliver(this)
     }
   }
@@ -195,7 +182,7 @@ export class Run {
     // The core first: a start it refuses (CAPACITY_EXCEEDED) records nothing.
     this.handle = this.host.core.start(this.def, this.meta.seed, now, this.deadline)
     this.began = true
-    this.record({ type: 'started', at: now, ...(this.deadline === NO_DEADLINE ? {} : { deadline: this.deadline }) })
+    this.record([EVENT.started, 0, now, this.deadline === NO_DEADLINE ? undefined : this.deadline])
     this.host.bind(this)
     this.host.pump()
   }
@@ -348,15 +335,7 @@ export class Run {
     const node = this.compiled.nodes[attempt.node]!
     const now = this.host.now()
     const name = outcome.ok ? 'ok' : outcome.permanent ? 'permanent' : 'transient'
-    this.record({
-      type: 'step-completed',
-      at: now,
-      token,
-      step: node.id,
-      attempt: attempt.attempt,
-      outcome: name,
-      ...(outcome.ok ? { output: outcome.output } : { error: storeError(outcome.error) }),
-    })
+    this.record([EVENT['step-completed'], 0, now, token, node.id, attempt.attempt, name, outcome.ok ? outcome.output : undefined, outcome.ok ? undefined : storeError(outcome.error)])
     this.applyCompletion(token, name, outcome.ok ? outcome.output : undefined, outcome.ok ? undefined : outcome.error, now)
     this.host.pump()
   }
@@ -374,8 +353,8 @@ export class Run {
 
   private decide(token: number, value: number, items: readonly unknown[] | undefined, node: number): void {
     const now = this.host.now()
-    const failed = value === -2 && this.errors.has(token) ? { error: storeError(this.errors.get(token)) } : {}
-    this.record({ type: 'decided', at: now, token, node: this.compiled.nodes[node]!.id, value, ...(items === undefined ? {} : { items }), ...failed })
+    const failed = value === -2 && this.errors.has(token) ? storeError(this.errors.get(token)) : undefined
+    this.record([EVENT.decided, 0, now, token, this.compiled.nodes[node]!.id, value, items, failed])
     this.applyDecision(token, value, items, now)
   }
 
@@ -419,7 +398,7 @@ export class Run {
       return ack
     }
     const now = this.host.now()
-    this.record({ type: 'signal', at: now, name, payload: kept })
+    this.record([EVENT.signal, 0, now, name, kept])
     const ack = this.lastAck
     this.applySignal(name, kept, now)
     this.host.pump()
@@ -438,7 +417,7 @@ export class Run {
     if (this.between) return this.cancelBetween()
     this.cancelled = true
     const now = this.host.now()
-    this.record({ type: 'cancel', at: now })
+    this.record([EVENT.cancel, 0, now])
     const ack = this.lastAck
     this.host.core.cancel(this.handle, now)
     this.host.pump()
@@ -448,7 +427,7 @@ export class Run {
   /** A timer of this run is due (the runtime's timer found it). */
   fire(timer: number, now: number): void {
     if (this.status !== 'running') return
-    this.record({ type: 'timer-fired', at: now, timer })
+    this.record([EVENT['timer-fired'], 0, now, timer])
     this.applyFire(timer, now)
   }
 
@@ -488,14 +467,14 @@ export class Run {
       case WORKFLOW_RECORDS.retry:
         // The failed attempt is retried: its error can no longer be the run's.
         this.errors.delete(token)
-        this.record({ type: 'retry', at: this.host.now(), step: this.compiled.nodes[node]!.id, attempt: a, when: b })
+        this.record([EVENT.retry, 0, this.host.now(), this.compiled.nodes[node]!.id, a, b])
         return
       case WORKFLOW_RECORDS.compensated:
         if (a !== 0) {
           this.failedCompensations ??= []
           this.failedCompensations.push({ step: this.compiled.nodes[node]!.id, error: this.errors.get(token) })
         }
-        this.record({ type: 'compensated', at: this.host.now(), step: this.compiled.nodes[node]!.id, ok: a === 0 })
+        this.record([EVENT.compensated, 0, this.host.now(), this.compiled.nodes[node]!.id, a === 0])
         return
       case WORKFLOW_RECORDS['run-done']:
         return this.finish(STATUS_NAMES[a] ?? 'failed', b, c, scope)
@@ -522,7 +501,7 @@ export class Run {
     const key = this.key(def.id, scope)
     const context = new AttemptContext(this.id, def.id, attempt, key)
     entry.context = context
-    this.record({ type: 'step-started', at: this.host.now(), step: def.id, attempt, key, compensation })
+    this.record([EVENT['step-started'], 0, this.host.now(), def.id, attempt, key, compensation])
     const data = this.data.dataScope(scope)
     let input: unknown
     try {
@@ -577,13 +556,7 @@ export class Run {
       this.data.setOutput(node, scope, aggregate ? aggregate(all) : all)
     }
     const reason = REASON_NAMES[why]
-    this.record({
-      type: 'node-done',
-      at: this.host.now(),
-      node: def.id,
-      outcome: NODE_OUTCOME_NAMES[outcome] ?? 'failed',
-      ...(why === 0 || reason === undefined ? {} : { reason }),
-    })
+    this.record([EVENT['node-done'], 0, this.host.now(), def.id, NODE_OUTCOME_NAMES[outcome] ?? 'failed', why === 0 ? undefined : reason])
   }
 
   /**
@@ -662,7 +635,7 @@ export class Run {
    * returns the meta's acknowledgement.
    */
   private end(status: RunStatus, now: number, output: unknown, error: Error | undefined): Ack {
-    this.record({ type: 'run-finished', at: now, status: status as never, ...(error === undefined ? { output } : { error: storeError(error) }) })
+    this.record([EVENT['run-finished'], 0, now, status, error === undefined ? output : undefined, error === undefined ? undefined : storeError(error)])
     const { queued: _queued, ...rest } = this.meta
     const meta: RunRecord = { ...rest, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
     this.meta = meta
@@ -670,10 +643,9 @@ export class Run {
     this.outcome = error === undefined ? { ok: true, value: output } : { ok: false, error }
     this.completeEvents()
     this.host.ended(this)
-    // The result is given once the end is on disk (at once in memory).
-    Promise.resolve(this.lastAck)
-      .then(() => ack)
-      .then(
+    // The result is given once the end is on disk (at once in memory): the meta write follows the
+    // run's events, and fails for a run whose history could not be written.
+    Promise.resolve(ack).then(
         () => this.settle(),
         (writeError: unknown) => {
           this.outcome = { ok: false, error: writeError as Error }

@@ -140,7 +140,7 @@ export class Workflows {
     const core = backend.createWorkflows()
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
     const history = new History(store.namespace(namespace, { codec: 'msgpack' }))
-    const wf = new Workflows(core, history, clock, options.mesh, options.store === undefined ? store : undefined, onClose)
+    const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose)
     if (options.resume !== false) wf.restore()
     return wf
   }
@@ -150,6 +150,7 @@ export class Workflows {
     private readonly history: History,
     private readonly clock: () => number,
     private readonly mesh: Mesh | undefined,
+    private readonly store: Store<boolean>,
     private readonly ownStore: Store<boolean> | undefined,
     private readonly onClose: ((wf: Workflows) => void) | undefined,
   ) {
@@ -563,6 +564,16 @@ export class Workflows {
         this.failed('resuming runs failed', error)
       }
     }, 0)
+  }
+
+  /**
+   * Resolves once every event recorded so far is in the store, and on disk with a durable store.
+   * (A macrotask's events are written on the next one; acknowledgements wait for them anyway.)
+   */
+  async flushed(): Promise<void> {
+    this.assertOpen()
+    this.history.flush()
+    await this.store.flushed()
   }
 
   /** Hands every record the core has queued to its run; re-entrant calls leave it to the loop running. */
