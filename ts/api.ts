@@ -131,6 +131,8 @@ export type { DefineOptions, RunInfo, SchemaInput, SchemaResult, StartArgs, Star
 export { WorkflowRun } from './workflows/handle.js'
 export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
 export type { RunStatus } from './workflows/records.js'
+export { runState } from './workflows/state.js'
+export type { HeldSignal, NodeInstanceState, NodeState, NodeStatus, RunState, RunStateMeta } from './workflows/state.js'
 export { IDEMPOTENCY_HEADER } from './workflows/executor.js'
 export type { StepContext, StepFunction } from './workflows/executor.js'
 

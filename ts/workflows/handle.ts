@@ -7,6 +7,12 @@ import { Stream } from '../stream.js'
 import { FINAL_STATUSES, restoreError, type History, type WorkflowEvent } from './history.js'
 import { currentEvents, readRecord, type RunRecord, type RunStatus } from './records.js'
 import type { Run } from './run.js'
+import { runState, type RunState } from './state.js'
+
+/** Resolves once a record's acknowledgement does (its version, or a Promise of it on a durable store). */
+function acknowledged(ack: number | Promise<number>): Promise<void> {
+  return ack instanceof Promise ? ack.then(() => undefined) : Promise.resolve()
+}
 
 /** A run's public handle: follow it, signal it, cancel it, await its result. */
 export class WorkflowRun<O = unknown> {
@@ -69,17 +75,46 @@ export class WorkflowRun<O = unknown> {
     return currentEvents(this.store, this.meta.id, this.run?.meta.from)
   }
 
-  /** Sends signal `name` with `payload` (taken by the next wait on it); nothing once the run ended. */
-  signal(name: string, payload?: unknown): void {
-    if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
-    if (this.run) this.run.signal(name, payload)
-    else this.ended()
+  /**
+   * Where the run is now: its status, and each node's status, attempts, output or error (per
+   * instance inside iterations), the waits waiting for a signal and the signals not taken yet.
+   * The same for a run running here and one read from the store (see {@link runState}).
+   */
+  state(): RunState {
+    const meta = this.run?.meta ?? readRecord(this.store, this.meta.id) ?? this.meta
+    const definition = this.run?.compiled.definition ?? this.store.definition(meta.definition, meta.version)
+    if (definition === undefined) {
+      throw new OrreryError('WORKFLOW_NOT_FOUND', `run ${meta.id}: version ${meta.version} of workflow ${meta.definition} is not in the store`, {
+        details: { runId: meta.id, workflow: meta.definition, version: meta.version },
+      })
+    }
+    return runState(definition, meta, currentEvents(this.store, meta.id, meta.from))
   }
 
-  /** Cancels the run: attempts in flight are aborted, completed steps compensated. */
-  cancel(): void {
-    if (this.run) this.run.cancel()
-    else this.ended()
+  /**
+   * Sends signal `name` with `payload` (taken by the next wait on it). Resolves once the signal
+   * is recorded (on disk with a durable store; for a queued run, once it begins and records it),
+   * rejects if that write failed; resolves at once on a run that ended (nothing is sent). Throws
+   * at once, sending nothing, for a name that is no string, `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD`,
+   * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
+   */
+  signal(name: string, payload?: unknown): Promise<void> {
+    if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
+    if (this.run) return acknowledged(this.run.signal(name, payload))
+    this.ended()
+    return Promise.resolve()
+  }
+
+  /**
+   * Cancels the run: attempts in flight are aborted, completed steps compensated. Resolves once
+   * the cancel is recorded (on disk with a durable store), rejects if that write failed; resolves
+   * at once when there is nothing to cancel. Throws `RUN_NOT_FOUND` at once for a run recorded as
+   * unfinished but not running here.
+   */
+  cancel(): Promise<void> {
+    if (this.run) return acknowledged(this.run.cancel())
+    this.ended()
+    return Promise.resolve()
   }
 
   /**
