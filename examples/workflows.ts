@@ -6,6 +6,7 @@ import {
   Agent,
   child,
   branch,
+  fn,
   forEach,
   isOrreryError,
   loop,
@@ -17,10 +18,12 @@ import {
   sequence,
   sleep,
   step,
+  typeOnly,
   waitFor,
   when,
   workflow,
   type AgentContext,
+  type WorkflowDefinition,
   type WorkflowEvent,
 } from 'orrery'
 import { z } from 'zod'
@@ -165,6 +168,28 @@ assert.equal(await next.result(), 'https://docs.example/faq2 announced on #docs'
 // A definition is JSON: a copy runs the same (same content, same version).
 const copy = JSON.parse(JSON.stringify(pipeline)) as typeof pipeline
 assert.equal(workflow(copy.name, copy.root).version, pipeline.version)
+// #endregion
+
+// #region types
+// Typed references: the JSON holds { fn: 'readPage' } as ever; the types are the compiler's only.
+const readPage = fn<string, string>('readPage')
+const countWords = fn<string, number>('countWords')
+wf.register(readPage, async (url) => `Orrery runs workflows (${url})`) // takes a string, returns a string
+wf.register(countWords, { input: z.string() }, (text) => text.split(' ').length) // returns a number
+
+const stats = workflow(
+  'page-stats',
+  sequence(
+    step('read', readPage, { input: '$input.url' }),
+    parallel([step('words', countWords, { input: '$steps.read' }), sleep('pause', 1)]),
+  ),
+  { input: typeOnly<{ url: string }>() }, // the run's input type
+)
+stats satisfies WorkflowDefinition<{ url: string }, [number, null]> // the output is inferred
+const counted = await wf.start(stats, { url: 'home' }) // the input is required, as { url: string }
+const [words]: [number, null] = await counted.result()
+assert.equal(words, 4)
+// Neither compiles: wf.register(countWords, (text) => text), wf.start(stats, 'home').
 // #endregion
 
 /** Resolves after `ms`, or rejects when the attempt is aborted. */
