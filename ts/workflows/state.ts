@@ -7,8 +7,9 @@
  * path their idempotency key ends with. A retry and a node's end go to the oldest instance whose
  * attempt ended: the core answers completions in the order it is given them. A completion goes to
  * the instance its token names where step-started records the token, else to the oldest instance
- * running that attempt, which is wrong only when instances of one step finish out of start order.
- * Other nodes are followed by counts (how many instances began, how many ended), which is all
+ * running that attempt: when instances of one step finish out of start order that guess is
+ * wrong, and the retried instance's next start sets it right for the failed one; without the
+ * token, the outputs of instances that succeeded out of order can still be swapped. Other nodes are followed by counts (how many instances began, how many ended), which is all
  * their events say.
  */
 import type { NodeKind, WorkflowDefinition, WorkflowNode } from './definition.js'
@@ -149,6 +150,25 @@ interface Correlated {
   readonly path?: string
 }
 
+/** Two instances trade the outcomes of their last attempts. */
+function trade(a: Instance, b: Instance): void {
+  const kept = { ...a }
+  takeOutcome(a, b)
+  takeOutcome(b, kept)
+}
+
+function takeOutcome(to: Instance, from: Instance): void {
+  to.status = from.status
+  if ('output' in from) to.output = from.output
+  else delete to.output
+  if (from.error !== undefined) to.error = from.error
+  else delete to.error
+  if (from.retryAt !== undefined) to.retryAt = from.retryAt
+  else delete to.retryAt
+  if (from.reason !== undefined) to.reason = from.reason
+  else delete to.reason
+}
+
 const instancePath = (key: string, prefix: string) => (key.startsWith(prefix) ? key.slice(prefix.length) : key)
 
 /** The children a container lists, in order (a branch's `otherwise` last). */
@@ -254,6 +274,15 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         if (!inst) {
           inst = { status: 'running', attempts: 0 }
           acc.instances.set(path, inst)
+        } else if (event.attempt > 1 && inst.status !== 'retrying') {
+          // This instance's attempt failed and was retried: an outcome taken for another's (they
+          // finished out of start order) was its. They trade what their last attempts made.
+          for (const other of acc.instances.values()) {
+            if (other !== inst && other.status === 'retrying' && other.attempts === event.attempt - 1) {
+              trade(inst, other)
+              break
+            }
+          }
         }
         inst.status = 'running'
         inst.attempts = event.attempt
