@@ -14,7 +14,7 @@ import {
   capability,
   child,
   continueAsNew,
-  delegate,
+  type delegate,
   fn,
   forEach,
   loop,
@@ -36,6 +36,7 @@ import {
   type Workflows,
 } from '../ts/node.js'
 import { ENGINE } from './engine.js'
+import { errorOf } from './helpers.js'
 
 let open: Orrery[] = []
 afterEach(() => {
@@ -67,6 +68,20 @@ describe('typed references', () => {
     const onMesh = step('s', summarize, { input: { text: '$input' } })
     expectTypeOf<NodeOutput<typeof onMesh>>().toEqualTypeOf<string>()
     expect(typed).toEqual(plain)
+    expect(scatterGather('ask', summarize, { join: 'any' })).toEqual(scatterGather('ask', 'summarize@^1', { join: 'any' }))
+  })
+
+  it('register takes a typed reference for its name, and refuses a reference without one', async () => {
+    const wf = await workflows()
+    wf.register(count, (s) => s.length)
+    // The name is taken: a second function for it is refused as with a string name.
+    const twice = await errorOf(() => wf.register({ fn: 'count' }, () => 0))
+    expect(twice?.code).toBe('INVALID_ARGUMENT')
+    expect(twice?.details?.['name']).toBe('count')
+    const bad = await errorOf(() => wf.register({ fn: 7 } as unknown as typeof count, () => 0))
+    expect(bad?.code).toBe('INVALID_ARGUMENT')
+    expect(bad?.details?.['argument']).toBe('name')
+    expect((await errorOf(() => wf.register(null as unknown as string, () => 0)))?.code).toBe('INVALID_ARGUMENT')
   })
 
   it('leave the JSON and the version of a definition as they are without them', () => {
@@ -86,7 +101,7 @@ describe('node output types', () => {
   const text = step('text', fetchText)
   const n = step('n', count)
 
-  it('a sequence gives its last node\'s output', () => {
+  it("a sequence gives its last node's output", () => {
     const s = sequence(text, n)
     expectTypeOf<NodeOutput<typeof s>>().toEqualTypeOf<number>()
     const named = sequence('named', [n, text])
@@ -106,7 +121,7 @@ describe('node output types', () => {
     expectTypeOf<NodeOutput<typeof some>>().toEqualTypeOf<[string | undefined, number | undefined, number | undefined]>()
   })
 
-  it('a branch gives one of its arms\' outputs, undefined without otherwise, never a continueAsNew', () => {
+  it("a branch gives one of its arms' outputs, undefined without otherwise, never a continueAsNew", () => {
     const open = branch([when(cond, text), when(cond, n)])
     expectTypeOf<NodeOutput<typeof open>>().toEqualTypeOf<string | number | undefined>()
     const closed = branch([when(cond, text)], n)
@@ -115,7 +130,7 @@ describe('node output types', () => {
     expectTypeOf<NodeOutput<typeof again>>().toEqualTypeOf<string>()
   })
 
-  it('a loop gives its last iteration\'s output: always one with until, maybe none with while', () => {
+  it("a loop gives its last iteration's output: always one with until, maybe none with while", () => {
     const until = loop({ until: cond, maxIterations: 3 }, n)
     expectTypeOf<NodeOutput<typeof until>>().toEqualTypeOf<number>()
     const whileLoop = loop({ while: cond, maxIterations: 3 }, n)
@@ -154,7 +169,7 @@ describe('node output types', () => {
     expectTypeOf<NodeOutput<ReturnType<typeof continueAsNew>>>().toEqualTypeOf<never>()
   })
 
-  it('workflow() takes the root\'s output, its input from typeOnly, and explicit types as given', () => {
+  it("workflow() takes the root's output, its input from typeOnly, and explicit types as given", () => {
     const inferred = workflow('w', sequence(text, n))
     expectTypeOf(inferred).toEqualTypeOf<WorkflowDefinition<unknown, number>>()
     const typedInput = workflow('w', sequence(text, n), { input: typeOnly<{ url: string }>(), version: 'v1' })
@@ -188,9 +203,17 @@ describe('register and start follow the types', () => {
     wf.register('hang', (_x, ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))))
 
     const doc = wf.define(
-      workflow('doc', sequence(step('fetch', fetchText, { input: '$input.url' }), step('count', count, { input: '$steps.fetch' }), step('half', half, { input: '$steps.count' })), {
-        input: typeOnly<{ url: string }>(),
-      }),
+      workflow(
+        'doc',
+        sequence(
+          step('fetch', fetchText, { input: '$input.url' }),
+          step('count', count, { input: '$steps.fetch' }),
+          step('half', half, { input: '$steps.count' }),
+        ),
+        {
+          input: typeOnly<{ url: string }>(),
+        },
+      ),
     )
     expectTypeOf(doc).toEqualTypeOf<WorkflowDefinition<{ url: string }, number>>()
     const run = await wf.start(doc, { url: 'abc' })
@@ -242,7 +265,7 @@ describe('register and start follow the types', () => {
 })
 
 /** Misuses the compiler refuses: never called, only type-checked. */
-export async function misuses(wf: Workflows): Promise<void> {
+async function _misuses(wf: Workflows): Promise<void> {
   // @ts-expect-error: count's function returns a number, not a string
   wf.register(count, (s) => s)
   // @ts-expect-error: count's function resolves to a number, not a string
