@@ -466,6 +466,8 @@ describe('signal() and cancel() acknowledge their record', () => {
 
     // A run recorded as running but not running here: RUN_NOT_FOUND at once, as before.
     const open = await wf.start('gated', null, { id: 'ack-2' })
+    await macrotask()
+    await macrotask()
     const other = await reader()
     const elsewhere = other.get('ack-2')! as WorkflowRun
     expect(() => elsewhere.signal('go')).toThrow(expect.objectContaining({ code: 'RUN_NOT_FOUND' }))

@@ -12,8 +12,8 @@
  * token, the outputs of instances that succeeded out of order can still be swapped. Other nodes are followed by counts (how many instances began, how many ended), which is all
  * their events say.
  */
-import type { NodeKind, WorkflowDefinition, WorkflowNode } from './definition.js'
-import type { FailureReason, RunMeta, RunStatus, StoredError, WorkflowEvent } from './history.js'
+import type { WorkflowDefinition, WorkflowNode } from './definition.js'
+import type { FailureReason, RunStatus, StoredError, WorkflowEvent } from './history.js'
 import { generationKey } from './records.js'
 import { CALL_SUFFIX, COMPENSATE_SUFFIX } from './validate.js'
 
@@ -52,7 +52,7 @@ export interface NodeInstanceState {
 /** A node of the definition and where it is. */
 export interface NodeState extends NodeInstanceState {
   readonly id: string
-  readonly kind: NodeKind
+  readonly kind: WorkflowNode['kind']
   /** The id of the container listing it (none for the root). */
   readonly parent?: string
   /**
@@ -95,9 +95,18 @@ export interface RunState {
   readonly signals: readonly HeldSignal[]
 }
 
-/** What {@link runState} reads of a run's meta record (`wf.list()` entries lack `input` and `seed`, which it does not need). */
-export type RunStateMeta = Pick<RunMeta, 'id' | 'definition' | 'version' | 'startedAt' | 'finishedAt' | 'output' | 'error'> & {
+/** What {@link runState} reads of a run's meta record: a `wf.list()` entry will do (`output` for a completed run's). */
+export interface RunStateMeta {
+  readonly id: string
+  /** The workflow's name. */
+  readonly definition: string
+  readonly version: string
   readonly status: RunStatus
+  readonly startedAt: number
+  readonly finishedAt?: number
+  readonly output?: unknown
+  readonly error?: StoredError
+  /** 1 when left out. */
   readonly generation?: number
 }
 
@@ -106,9 +115,9 @@ const FINAL_RUN: ReadonlySet<RunStatus> = new Set(['completed', 'failed', 'cance
 const OUTCOME_STATUS = { ok: 'completed', failed: 'failed', cancelled: 'cancelled', skipped: 'skipped' } as const satisfies Record<string, NodeStatus>
 
 /** The kinds whose attempts have events of their own (step-started, step-completed, retry). */
-const STEP_LIKE: ReadonlySet<NodeKind> = new Set(['step', 'child', 'delegate', 'continueAsNew'])
+const STEP_LIKE: ReadonlySet<WorkflowNode['kind']> = new Set(['step', 'child', 'delegate', 'continueAsNew'])
 /** The kinds that run their body more than once. */
-const ITERATING: ReadonlySet<NodeKind> = new Set(['loop', 'forEach', 'pipeline', 'scatterGather'])
+const ITERATING: ReadonlySet<WorkflowNode['kind']> = new Set(['loop', 'forEach', 'pipeline', 'scatterGather'])
 
 interface Instance {
   status: NodeStatus
