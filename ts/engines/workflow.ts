@@ -1,8 +1,8 @@
 /**
- * The one WorkflowCore over either engine. Both engines expose the workflow core as a class whose
- * methods are the WorkflowCore calls themselves (a napi class, a wasm_bindgen class): workflow
- * calls come once per step, not per message, so plain methods are fast enough and no call block
- * is needed. This adds what both share: `CLOSED` after `close()`, failures read through the
+ * The one WorkflowCore over either engine. The wasm engine exposes the workflow core as a class
+ * whose methods are the WorkflowCore calls themselves (a wasm_bindgen method costs little); the
+ * native engine's hot calls go through a call block (see native-workflow.ts). This adds what
+ * both share: `CLOSED` after `close()`, failures read through the
  * engine's `EngineFailures` (so a code is the same on both), and, before anything crosses, the
  * refusal of an argument of the wrong type (wasm-bindgen's glue would coerce a string or copy a
  * plain array where napi refuses it) or of a program longer than any valid one.

@@ -9,8 +9,9 @@
  * makes no event object unless someone reads its history or follows its events, and a tuple
  * encodes in a third of an object's time.
  *
- * One write per run per macrotask, not one per event: a run whose steps all finish within one
- * macrotask (local functions) writes its meta at start, then its events with its end meta. The
+ * One write per run per macrotask, not one per event: a run's first meta waits for its events
+ * of the macrotask it starts in, so a run whose steps all finish within that macrotask (local
+ * functions) writes two records, its events and its end meta. The
  * events of a macrotask are written on the next one (setImmediate; a MessageChannel message in
  * a browser), and at once when the run's meta is written or the workflows close; `events()`
  * includes those not yet written, so readers see every event recorded. Nothing is acknowledged
@@ -18,6 +19,7 @@
  */
 import type { Namespace } from '../store/namespace.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
+import { wellFormed } from '../check.js'
 import { decodePayload, encodePayload } from '../codec.js'
 import { ERROR_CODES, type FAILURE_REASONS } from '../engines/manifest.js'
 import type { WorkflowDefinition } from './definition.js'
@@ -112,6 +114,19 @@ export type FailureReason = keyof typeof FAILURE_REASONS
  * cycle, a symbol, an integer past 64 bits.
  */
 export function storable<T>(value: T): T {
+  // What comes back as it went (the usual step output) skips the round trip; msgpack keeps -0 as 0.
+  switch (typeof value) {
+    case 'number':
+      return (Object.is(value, -0) ? 0 : value) as T
+    case 'boolean':
+    case 'undefined':
+      return value
+    case 'string':
+      if (wellFormed(value)) return value
+      break
+    case 'object':
+      if (value === null) return value
+  }
   return decodePayload('msgpack', encodePayload('msgpack', value)) as T
 }
 
@@ -131,19 +146,20 @@ export const EVENT_TYPES = [
 ] as const satisfies readonly WorkflowEvent['type'][]
 
 /** Each event type's fields after `[type, seq, at]`, in their order in a stored event. */
-export const EVENT_FIELDS: { readonly [T in WorkflowEvent['type']]: readonly Exclude<keyof Extract<WorkflowEvent, { type: T }>, keyof EventBase | 'type'>[] } = {
-  started: ['deadline'],
-  'step-started': ['step', 'attempt', 'key', 'compensation'],
-  'step-completed': ['token', 'step', 'attempt', 'outcome', 'output', 'error'],
-  decided: ['token', 'node', 'value', 'items', 'error'],
-  signal: ['name', 'payload'],
-  cancel: [],
-  'timer-fired': ['timer'],
-  retry: ['step', 'attempt', 'when'],
-  'node-done': ['node', 'outcome', 'reason'],
-  compensated: ['step', 'ok'],
-  'run-finished': ['status', 'output', 'error'],
-}
+export const EVENT_FIELDS: { readonly [T in WorkflowEvent['type']]: readonly Exclude<keyof Extract<WorkflowEvent, { type: T }>, keyof EventBase | 'type'>[] } =
+  {
+    started: ['deadline'],
+    'step-started': ['step', 'attempt', 'key', 'compensation'],
+    'step-completed': ['token', 'step', 'attempt', 'outcome', 'output', 'error'],
+    decided: ['token', 'node', 'value', 'items', 'error'],
+    signal: ['name', 'payload'],
+    cancel: [],
+    'timer-fired': ['timer'],
+    retry: ['step', 'attempt', 'when'],
+    'node-done': ['node', 'outcome', 'reason'],
+    compensated: ['step', 'ok'],
+    'run-finished': ['status', 'output', 'error'],
+  }
 
 /** Code of each event type. */
 export const EVENT = Object.fromEntries(EVENT_TYPES.map((type, code) => [type, code])) as { readonly [T in (typeof EVENT_TYPES)[number]]: number }
@@ -213,6 +229,8 @@ interface Turn {
 export class History {
   /** Runs with events not yet written (this macrotask's), in the order their first event came. */
   private pending = new Map<string, EventTuple[]>()
+  /** First metas of runs started this macrotask, written before their events (or replaced by a later meta). */
+  private pendingMetas = new Map<string, RunMeta>()
   private turn: Turn | undefined
   /** The last event write of this turn (a durable store's commits are in order: it covers the others). */
   private lastWrite: number | Promise<number> = 0
@@ -220,8 +238,14 @@ export class History {
   private failed: Map<string, unknown> | undefined
   private readonly flushAll = () => this.flush()
 
-  /** `ns` should use the msgpack codec: it keeps `undefined` (JSON turns it into null or drops it). */
-  constructor(readonly ns: Namespace<unknown, boolean>) {}
+  /**
+   * `ns` should use the msgpack codec: it keeps `undefined` (JSON turns it into null or drops
+   * it); `durable` says whether its store acknowledges from disk.
+   */
+  constructor(
+    readonly ns: Namespace<unknown, boolean>,
+    readonly durable: boolean,
+  ) {}
 
   putDefinition(definition: WorkflowDefinition): number | Promise<number> {
     return this.ns.put(`def/${definition.name}/${definition.version}`, definition)
@@ -236,6 +260,7 @@ export class History {
    * for a run whose history could not be written it fails with that error and writes nothing.
    */
   putMeta(meta: RunMeta): number | Promise<number> {
+    this.pendingMetas.delete(meta.id)
     const events = this.pending.get(meta.id)
     let first: number | Promise<number> = 0
     if (events) {
@@ -252,12 +277,39 @@ export class History {
     return both
   }
 
+  /**
+   * A run's first meta, written with its events of this macrotask (or not at all if a later meta
+   * comes first): the acknowledgement of that write. On a store in memory nothing waits for it
+   * (0): a write that fails then fails the run's later writes and its end.
+   */
+  putFirstMeta(meta: RunMeta): number | Promise<number> {
+    const failure = this.failed?.get(meta.id)
+    if (failure !== undefined) return failedAck(failure)
+    this.pendingMetas.set(meta.id, meta)
+    const ack = this.schedule()
+    if (!this.durable) return 0
+    // The macrotask's acknowledgement never rejects: a write that failed is the run's.
+    return ack.then((version) => {
+      const error = this.failed?.get(meta.id)
+      if (error !== undefined) throw error
+      return version
+    })
+  }
+
+  /** Forgets a run's meta (a start the core refused: the run never began). */
+  deleteMeta(id: string): void {
+    if (this.pendingMetas.delete(id)) return
+    const ack = this.ns.delete(`run/${id}`)
+    if (ack instanceof Promise) ack.catch(() => {})
+  }
+
   meta(id: string): RunMeta | undefined {
-    return this.ns.get(`run/${id}`)?.value as RunMeta | undefined
+    return this.pendingMetas.get(id) ?? (this.ns.get(`run/${id}`)?.value as RunMeta | undefined)
   }
 
   /** Every run's meta, in id order. */
   metas(): RunMeta[] {
+    this.flush()
     return this.ns
       .entries('run/')
       .filter((e) => !isEventKey(e.key))
@@ -275,6 +327,11 @@ export class History {
     const events = this.pending.get(runId)
     if (events) events.push(event)
     else this.pending.set(runId, [event])
+    return this.schedule()
+  }
+
+  /** The acknowledgement of this macrotask's writes, which the next macrotask makes. */
+  private schedule(): Promise<number> {
     if (this.turn === undefined) {
       let resolve!: Turn['resolve']
       const ack = new Promise<number>((res) => {
@@ -291,6 +348,16 @@ export class History {
     const { turn } = this
     if (turn === undefined) return
     this.turn = undefined
+    const metas = this.pendingMetas
+    this.pendingMetas = new Map()
+    for (const meta of metas.values()) {
+      try {
+        this.lastWrite = this.ns.put(`run/${meta.id}`, meta)
+        if (this.lastWrite instanceof Promise) this.lastWrite.catch((error: unknown) => this.fail(meta.id, error))
+      } catch (error) {
+        this.fail(meta.id, error)
+      }
+    }
     const batches = this.pending
     this.pending = new Map()
     for (const [runId, events] of batches) {

@@ -28,10 +28,14 @@ export function putRecord(history: History, record: RunRecord): number | Promise
   return history.putMeta(record as RunMeta)
 }
 
+/** Writes a run's first meta record with its first events (see `History.putFirstMeta`). */
+export function putFirstRecord(history: History, record: RunRecord): number | Promise<number> {
+  return history.putFirstMeta(record as RunMeta)
+}
+
 /** Forgets a run's meta record (a start the core refused: the run never began). */
 export function deleteRecord(history: History, id: string): void {
-  const ack = history.ns.delete(`run/${id}`)
-  if (ack instanceof Promise) ack.catch(() => {})
+  history.deleteMeta(id)
 }
 
 /** A run's meta record, if any. */

@@ -335,7 +335,17 @@ export class Run {
     const node = this.compiled.nodes[attempt.node]!
     const now = this.host.now()
     const name = outcome.ok ? 'ok' : outcome.permanent ? 'permanent' : 'transient'
-    this.record([EVENT['step-completed'], 0, now, token, node.id, attempt.attempt, name, outcome.ok ? outcome.output : undefined, outcome.ok ? undefined : storeError(outcome.error)])
+    this.record([
+      EVENT['step-completed'],
+      0,
+      now,
+      token,
+      node.id,
+      attempt.attempt,
+      name,
+      outcome.ok ? outcome.output : undefined,
+      outcome.ok ? undefined : storeError(outcome.error),
+    ])
     this.applyCompletion(token, name, outcome.ok ? outcome.output : undefined, outcome.ok ? undefined : outcome.error, now)
     this.host.pump()
   }
@@ -646,12 +656,12 @@ export class Run {
     // The result is given once the end is on disk (at once in memory): the meta write follows the
     // run's events, and fails for a run whose history could not be written.
     Promise.resolve(ack).then(
-        () => this.settle(),
-        (writeError: unknown) => {
-          this.outcome = { ok: false, error: writeError as Error }
-          this.settle()
-        },
-      )
+      () => this.settle(),
+      (writeError: unknown) => {
+        this.outcome = { ok: false, error: writeError as Error }
+        this.settle()
+      },
+    )
     // Held signals reach nobody now.
     for (const held of this.held?.splice(0) ?? []) held.given(0)
     return ack

@@ -16,7 +16,7 @@ import { compileWorkflow, type CompiledWorkflow } from './compile.js'
 import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
 import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
-import { currentEvents, deleteRecord, purgeEarlier, putLimit, putRecord, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
+import { currentEvents, deleteRecord, purgeEarlier, putFirstRecord, putLimit, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
 import { WorkflowRun } from './handle.js'
 import { Run, type RunHost } from './run.js'
 import { canonicalJson } from './version.js'
@@ -139,7 +139,7 @@ export class Workflows {
     const store = options.store ?? openStore()
     const core = backend.createWorkflows()
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
-    const history = new History(store.namespace(namespace, { codec: 'msgpack' }))
+    const history = new History(store.namespace(namespace, { codec: 'msgpack' }), store.durable)
     const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose)
     if (options.resume !== false) wf.restore()
     return wf
@@ -350,7 +350,8 @@ export class Workflows {
     const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { min: 0 })
     const id = o.id === undefined ? randomId() : text(o.id, 'id', { nonEmpty: true }, 'option')
     if (isEventKey(id)) throw new OrreryError('INVALID_OPTION', `run id ${id} ends like an event key (/e/<10 digits>)`, { details: { option: 'id' } })
-    const existing = this.find(id)
+    // A generated id is new: only a given one can name a run that exists.
+    const existing = o.id === undefined ? undefined : this.find(id)
     if (existing) {
       if (existing.definition.name !== workflow) {
         throw new OrreryError('RUN_EXISTS', `run ${id} exists already, started with workflow ${existing.definition.name}`, {
@@ -379,8 +380,9 @@ export class Workflows {
       ...(queued ? { queued: ++this.queuePlace } : {}),
     }
     const run = new Run(this.host, meta, version.compiled, version.def)
-    // Recorded first: a store that refuses the write (closed, failed) leaves no run behind.
-    const ack = putRecord(this.history, meta)
+    // Written with the run's first events (a run that ends in this macrotask writes its end meta
+    // only); a durable store acknowledges it from disk.
+    const ack = putFirstRecord(this.history, meta)
     this.runs.set(id, run)
     if (queued) this.enqueue(run)
     else {

@@ -1,148 +1,188 @@
-//! Workflow state machines through N-API: a class whose methods are the calls of
-//! `orrery_core::workflow::wire`. Workflow calls come once per step, not per message, so plain
-//! methods (~0.3 µs each) are fast enough and no call block is needed; records leave through a
-//! buffer JS owns (see `drain_into`). Handles, tokens, outcomes, indexes and times pass as `f64`
-//! to the wire functions, which check them for both engines (napi's `u32` would wrap or truncate
-//! a bad one silently).
+//! Workflow state machines through N-API, shaped like the mesh: the class owns a core's
+//! lifetime (and its cold calls: `define`, `due`, `outstanding`, `useOut`), and the calls a run
+//! makes at every step are plain functions that take the core's handle and their arguments from
+//! this thread's workflow call block and give their results back in it. A class method cost
+//! ~300 ns a call, and a seq-3 run makes about 17 of them; a call through the block costs tens
+//! of ns. Handles, tokens, outcomes, indexes and times pass as `f64` to the wire functions of
+//! `orrery_core::workflow::wire`, which check them for both engines.
+
+use std::cell::RefCell;
 
 use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
+use orrery_core::slab::{self, Slab};
 use orrery_core::workflow::wire;
 use orrery_core::{WorkflowError, Workflows};
 
-use crate::error::{to_js, Result};
+use crate::call_block::{self, Block};
+use crate::error::{to_js, Code, Result};
 
-/// Owns one workflow core; `close` releases it at once (later calls fail with `CLOSED`).
-#[napi]
-pub struct NativeWorkflows {
-    core: Option<Workflows>,
-    /// The JS-owned buffer `drain_into` writes records into.
+/// One core and the JS-owned buffer its drains write into.
+struct Engine {
+    core: Workflows,
     out: Option<Float64Array>,
-    /// Records drained from the core that did not fit `out` yet.
-    pending: Vec<f64>,
 }
 
-impl NativeWorkflows {
-    fn core(&mut self) -> Result<&mut Workflows> {
-        self.core.as_mut().ok_or_else(|| to_js(WorkflowError::Closed))
+thread_local! {
+    /// This thread's workflow cores; a core belongs to the thread that made it.
+    static ENGINES: RefCell<Slab<Engine>> = RefCell::new(Slab::default());
+    /// The workflow call block: slot 0 the core's handle, then the arguments; results from slot 0.
+    static CALL: Block = const { RefCell::new(None) };
+}
+
+fn closed() -> napi::Error<Code> {
+    to_js(WorkflowError::Closed)
+}
+
+fn with<T>(handle: u32, call: impl FnOnce(&mut Engine) -> std::result::Result<T, WorkflowError>) -> Result<T> {
+    ENGINES.with(|engines| {
+        let mut engines = engines.borrow_mut();
+        let engine = engines.get_mut(handle).ok_or_else(closed)?;
+        call(engine).map_err(to_js)
+    })
+}
+
+/// A hot call: the core's handle in slot 0, arguments in slots 1..; its one result into slot 0.
+fn with_call(call: impl FnOnce(&mut Workflows, call_block::Args) -> std::result::Result<f64, WorkflowError>) -> Result<()> {
+    call_block::run(&CALL, closed, |handle, args| with(handle, |engine| call(&mut engine.core, args).map(|result| [result])))
+}
+
+/// Owns one workflow core; `close` (or dropping it) releases the core (later calls: `CLOSED`).
+#[napi]
+pub struct NativeWorkflows {
+    handle: u32,
+}
+
+impl Drop for NativeWorkflows {
+    fn drop(&mut self) {
+        let _ = ENGINES.try_with(|engines| engines.borrow_mut().remove(self.handle));
     }
 }
 
 #[napi]
 impl NativeWorkflows {
-    /// An empty core.
+    /// An empty core; `CAPACITY_EXCEEDED` when this thread holds as many as a slab can.
     #[napi(constructor, catch_unwind)]
-    #[allow(clippy::new_without_default, reason = "a JS constructor")]
-    pub fn new() -> Self {
-        Self { core: Some(Workflows::default()), out: None, pending: Vec::new() }
+    pub fn new() -> Result<Self> {
+        let engine = Engine { core: Workflows::default(), out: None };
+        let handle = ENGINES.with(|engines| engines.borrow_mut().insert(engine)).ok_or_else(|| {
+            to_js(WorkflowError::Capacity { what: "workflow cores open on one thread", limit: slab::MAX_ENTRIES })
+        })?;
+        Ok(Self { handle })
+    }
+
+    /// The handle the hot calls name in slot 0 of the call block.
+    #[napi(getter)]
+    pub fn handle(&self) -> u32 {
+        self.handle
     }
 
     /// Checks and keeps a program; returns its definition id.
     #[napi(catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
     pub fn define(&mut self, program: Float64Array) -> Result<u32> {
-        self.core()?.define(&program).map_err(to_js)
-    }
-
-    /// Starts a run of `def`, failing at `deadline` (`NO_DEADLINE`: none); returns its handle.
-    #[napi(catch_unwind)]
-    pub fn start(&mut self, def: f64, seed: f64, now: f64, deadline: f64) -> Result<u32> {
-        wire::start(self.core()?, def, seed, now, deadline).map_err(to_js)
-    }
-
-    /// A step attempt's outcome; false when the token is stale.
-    #[napi(catch_unwind)]
-    pub fn complete(&mut self, run: f64, token: f64, outcome: f64, now: f64) -> Result<bool> {
-        wire::complete(self.core()?, run, token, outcome, now).map_err(to_js)
-    }
-
-    /// A decision's value; false when the token is stale.
-    #[napi(catch_unwind)]
-    pub fn decide(&mut self, run: f64, token: f64, value: f64, now: f64) -> Result<bool> {
-        wire::decide(self.core()?, run, token, value, now).map_err(to_js)
-    }
-
-    /// A signal (by index) reached the run.
-    #[napi(catch_unwind)]
-    pub fn signal(&mut self, run: f64, index: f64, now: f64) -> Result<()> {
-        wire::signal(self.core()?, run, index, now).map_err(to_js)
-    }
-
-    /// Cancels a run.
-    #[napi(catch_unwind)]
-    pub fn cancel(&mut self, run: f64, now: f64) -> Result<()> {
-        wire::cancel(self.core()?, run, now).map_err(to_js)
-    }
-
-    /// Fires a timer; false when it is no longer armed.
-    #[napi(catch_unwind)]
-    pub fn fire(&mut self, run: f64, timer: f64, now: f64) -> Result<bool> {
-        wire::fire(self.core()?, run, timer, now).map_err(to_js)
+        with(self.handle, |engine| engine.core.define(&program))
     }
 
     /// The timers due at `now`: `[run, timer, ...]`.
     #[napi(catch_unwind)]
     pub fn due(&mut self, now: f64) -> Result<Float64Array> {
-        wire::due(self.core()?, now).map(Float64Array::new).map_err(to_js)
-    }
-
-    /// When the next timer is due (`NO_DEADLINE` when none).
-    #[napi(catch_unwind)]
-    pub fn next_deadline(&mut self) -> Result<f64> {
-        Ok(self.core()?.next_deadline())
+        with(self.handle, |engine| wire::due(&engine.core, now)).map(Float64Array::new)
     }
 
     /// Queues again the records of everything in flight in a run.
     #[napi(catch_unwind)]
     pub fn outstanding(&mut self, run: f64) -> Result<()> {
-        wire::outstanding(self.core()?, run).map_err(to_js)
+        with(self.handle, |engine| wire::outstanding(&mut engine.core, run))
     }
 
-    /// Hands over the buffer `drainInto` writes records into (again after growing it).
+    /// Hands over the buffer `workflowDrain` writes records into (again after growing it).
     #[napi(catch_unwind)]
-    pub fn use_out(&mut self, out: Float64Array) {
-        self.out = Some(out);
-    }
-
-    /// Writes the records queued since the last drain into the `useOut` buffer: returns how many
-    /// numbers, or minus the length the buffer needs (the records wait for the next call). A
-    /// `Float64Array` made per drain cost ~2 µs (an external buffer and its finalizer), most
-    /// of a whole run's time; JS copies what it keeps out of this one instead.
-    #[napi(catch_unwind)]
-    #[allow(unsafe_code, reason = "writing the JS-owned buffer needs napi's unsafe as_mut")]
-    pub fn drain_into(&mut self) -> Result<f64> {
-        let drained = self.core()?.drain();
-        if self.pending.is_empty() {
-            self.pending = drained;
-        } else {
-            self.pending.extend(drained);
-        }
-        let len = self.pending.len();
-        let Some(out) = self.out.as_mut() else {
-            return Ok(-(len as f64));
-        };
-        // SAFETY: the call is synchronous on the JS thread that owns the buffer; no JS code runs
-        // until it returns, and the slice does not outlive it.
-        let out = unsafe { out.as_mut() };
-        let Some(target) = out.get_mut(..len) else {
-            return Ok(-(len as f64));
-        };
-        target.copy_from_slice(&self.pending);
-        self.pending.clear();
-        Ok(len as f64)
-    }
-
-    /// Forgets a run.
-    #[napi(catch_unwind)]
-    pub fn release(&mut self, run: f64) -> Result<()> {
-        wire::release(self.core()?, run).map_err(to_js)
+    pub fn use_out(&mut self, out: Float64Array) -> Result<()> {
+        with(self.handle, |engine| {
+            engine.out = Some(out);
+            Ok(())
+        })
     }
 
     /// Releases the core now rather than at finalisation.
     #[napi(catch_unwind)]
     pub fn close(&mut self) {
-        self.core = None;
-        self.out = None;
-        self.pending = Vec::new();
+        let _ = ENGINES.try_with(|engines| engines.borrow_mut().remove(self.handle));
     }
+}
+
+/// Hands this thread's workflow call block over (once per thread).
+#[napi(catch_unwind)]
+pub fn workflow_use_call_block(block: Float64Array) {
+    CALL.with(|slot| *slot.borrow_mut() = Some(block));
+}
+
+/// Starts a run (block: def, seed, now, deadline; `NO_DEADLINE`: none); its handle in slot 0.
+#[napi(catch_unwind)]
+pub fn workflow_start() -> Result<()> {
+    with_call(|w, [def, seed, now, deadline]| wire::start(w, def, seed, now, deadline).map(f64::from))
+}
+
+/// A step attempt's outcome (block: run, token, outcome, now); slot 0: 0 when the token is stale.
+#[napi(catch_unwind)]
+pub fn workflow_complete() -> Result<()> {
+    with_call(|w, [run, token, outcome, now]| wire::complete(w, run, token, outcome, now).map(|fresh| f64::from(u8::from(fresh))))
+}
+
+/// A decision's value (block: run, token, value, now); slot 0: 0 when the token is stale.
+#[napi(catch_unwind)]
+pub fn workflow_decide() -> Result<()> {
+    with_call(|w, [run, token, value, now]| wire::decide(w, run, token, value, now).map(|fresh| f64::from(u8::from(fresh))))
+}
+
+/// A signal, by index, reached a run (block: run, index, now).
+#[napi(catch_unwind)]
+pub fn workflow_signal() -> Result<()> {
+    with_call(|w, [run, index, now, _]| wire::signal(w, run, index, now).map(|()| 0.0))
+}
+
+/// Cancels a run (block: run, now).
+#[napi(catch_unwind)]
+pub fn workflow_cancel() -> Result<()> {
+    with_call(|w, [run, now, _, _]| wire::cancel(w, run, now).map(|()| 0.0))
+}
+
+/// Fires a timer (block: run, timer, now); slot 0: 0 when it is no longer armed.
+#[napi(catch_unwind)]
+pub fn workflow_fire() -> Result<()> {
+    with_call(|w, [run, timer, now, _]| wire::fire(w, run, timer, now).map(|armed| f64::from(u8::from(armed))))
+}
+
+/// When the next timer is due, into slot 0 (`NO_DEADLINE` when none).
+#[napi(catch_unwind)]
+pub fn workflow_next_deadline() -> Result<()> {
+    with_call(|w, _| Ok(w.next_deadline()))
+}
+
+/// Forgets a run (block: run).
+#[napi(catch_unwind)]
+pub fn workflow_release() -> Result<()> {
+    with_call(|w, [run, _, _, _]| wire::release(w, run).map(|()| 0.0))
+}
+
+/// Writes the records queued since the last drain into the `useOut` buffer; slot 0: how many
+/// numbers, or minus the length the buffer needs (the records wait for the next call).
+#[napi(catch_unwind)]
+#[allow(unsafe_code, reason = "writing the JS-owned buffer needs napi's unsafe as_mut")]
+pub fn workflow_drain() -> Result<()> {
+    call_block::run(&CALL, closed, |handle, _| {
+        with(handle, |engine| {
+            let out: &mut [f64] = match engine.out.as_mut() {
+                // SAFETY: the call is synchronous on the JS thread that owns the buffer; no JS
+                // code runs until it returns, and the slice does not outlive it.
+                Some(out) => unsafe { out.as_mut() },
+                None => &mut [],
+            };
+            Ok([match engine.core.drain_into(out) {
+                Ok(words) => words as f64,
+                Err(needed) => -(needed as f64),
+            }])
+        })
+    })
 }

@@ -238,6 +238,16 @@ impl Workflows {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Moves the outbox into `out` when it fits: `Ok(words written)`; else `Err(words needed)`
+    /// and the outbox stays. Keeps the outbox's allocation, unlike [`Self::drain`].
+    pub fn drain_into(&mut self, out: &mut [f64]) -> Result<usize, usize> {
+        let len = self.outbox.len();
+        let target = out.get_mut(..len).ok_or(len)?;
+        target.copy_from_slice(&self.outbox);
+        self.outbox.clear();
+        Ok(len)
+    }
+
     /// Forgets a run (finished, or abandoned: its timers are dropped, nothing more is recorded).
     pub fn release(&mut self, run: u32) -> Result<(), WorkflowError> {
         let state = self.runs.remove(run).ok_or(WorkflowError::UnknownRun(run))?;
