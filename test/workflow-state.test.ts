@@ -21,6 +21,7 @@ import {
   type RunState,
   type StepContext,
   type WorkflowDefinition,
+  type WorkflowEvent,
   type WorkflowRun,
   type Workflows,
 } from '../ts/node.js'
@@ -430,6 +431,30 @@ describe('run.state()', () => {
       expect(await stored(reader, 'ticker-1')).toEqual(state)
       await run.signal('next')
     }
+  })
+
+  it('runState over a history that names the token of each attempt: out-of-order completions go to their instance', () => {
+    const def = workflow('fan', forEach('$input', step('work', { fn: 'work' }, { input: '$item' }), { id: 'each' }))
+    const meta = { id: 'r', definition: 'fan', version: def.version, status: 'running' as const, startedAt: 5 }
+    // As a history with the correlation fields would hold it (`token` on step-started, `path` on node-done and retry).
+    const events = [
+      { type: 'started', seq: 1, at: 5 },
+      { type: 'decided', seq: 2, at: 5, token: 1, node: 'each', value: 2, items: ['a', 'b'] },
+      { type: 'step-started', seq: 3, at: 5, step: 'work', attempt: 1, key: 'r/work[0]', compensation: false, token: 3 },
+      { type: 'step-started', seq: 4, at: 5, step: 'work', attempt: 1, key: 'r/work[1]', compensation: false, token: 5 },
+      { type: 'step-completed', seq: 5, at: 6, token: 5, step: 'work', attempt: 1, outcome: 'ok', output: 'B' },
+      { type: 'node-done', seq: 6, at: 6, node: 'work', outcome: 'ok', path: '[1]' },
+      { type: 'step-completed', seq: 7, at: 7, token: 3, step: 'work', attempt: 1, outcome: 'transient', error: { name: 'Error', message: 'busy' } },
+      { type: 'retry', seq: 8, at: 7, step: 'work', attempt: 2, when: 107, path: '[0]' },
+    ] as unknown as WorkflowEvent[]
+    const state = runState(def, meta, events)
+    expect(state.nodes['work']!.instances).toEqual({
+      '[0]': { status: 'retrying', attempts: 1, error: { name: 'Error', message: 'busy' }, retryAt: 107 },
+      '[1]': { status: 'completed', attempts: 1, output: 'B' },
+    })
+    expect(state.nodes['work']!.status).toBe('retrying')
+    expect(state.nodes['each']!.status).toBe('running')
+    expect(state).toMatchObject({ id: 'r', status: 'running', generation: 1, startedAt: 5, cancelling: false, waiting: [], signals: [] })
   })
 
   it('a stored run whose version left the store: WORKFLOW_NOT_FOUND', async () => {

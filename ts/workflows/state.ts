@@ -283,7 +283,7 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         if (!inst) {
           inst = { status: 'running', attempts: 0 }
           acc.instances.set(path, inst)
-        } else if (event.attempt > 1 && inst.status !== 'retrying') {
+        } else if (event.attempt === inst.attempts + 1 && inst.status !== 'retrying') {
           // This instance's attempt failed and was retried: an outcome taken for another's (they
           // finished out of start order) was its. They trade what their last attempts made.
           for (const other of acc.instances.values()) {
@@ -346,7 +346,7 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
           const at = held.findIndex((s) => s.name === name)
           acc.taken.push(at >= 0 ? held.splice(at, 1)[0]!.payload : undefined)
         }
-        if (!STEP_LIKE.has(acc.node.kind) && !acc.node.id.endsWith(CALL_SUFFIX)) break
+        if (!STEP_LIKE.has(acc.node.kind)) break
         let inst = answer(acc, 0, (event as Correlated).path)
         if (!inst) {
           for (const i of acc.instances.values()) {
