@@ -457,6 +457,34 @@ describe('run.state()', () => {
     expect(state).toMatchObject({ id: 'r', status: 'running', generation: 1, startedAt: 5, cancelling: false, waiting: [], signals: [] })
   })
 
+  it('a run resumed by other workflows on the store: the same state, live there', async () => {
+    const { orrery, wf, store } = await setup()
+    const define = (w: Workflows) => {
+      w.register('double', (n: number) => n * 2)
+      w.define(
+        workflow(
+          'resumable',
+          sequence(step('a', { fn: 'double' }, { input: '$input' }), waitFor('gate', 'go'), step('b', { fn: 'double' }, { input: '$steps.a' })),
+        ),
+      )
+    }
+    define(wf)
+    const run = await wf.start('resumable', 4, { id: 'moved' })
+    await advance()
+    const before = run.state()
+    expect(before.waiting).toEqual([{ node: 'gate', signal: 'go' }])
+    wf.close()
+    await macrotask()
+    const second = await orrery.workflows({ store })
+    define(second)
+    await advance()
+    const again = second.get('moved')!
+    expect(again.state()).toEqual(before)
+    await again.signal('go')
+    expect(await again.result()).toBe(16)
+    expect(again.state().nodes['b']).toMatchObject({ status: 'completed', output: 16 })
+  })
+
   it('a stored run whose version left the store: WORKFLOW_NOT_FOUND', async () => {
     const { orrery, store } = await setup()
     store
