@@ -45,6 +45,8 @@ export function directCalls(w: DirectCalls): DirectCalls {
  */
 const MAX_PROGRAM_WORDS = 2 + WORKFLOW_LIMITS.maxNodes * (WORKFLOW_LAYOUT.nodeWords + 1)
 
+const EMPTY = new Float64Array(0)
+
 const closedError = () => new OrreryError('CLOSED', 'the workflow core is closed')
 
 /**
@@ -57,6 +59,12 @@ function notNumbers(): OrreryError {
 
 class WorkflowAdapter implements WorkflowCore {
   private closed = false
+  /**
+   * Whether a call since the last drain may have queued records (only start, complete, decide,
+   * signal, cancel, fire and outstanding do): a drain after none crosses nothing. A run's pump
+   * ends with such a drain after every input.
+   */
+  private queued = false
 
   constructor(
     private readonly raw: RawWorkflows,
@@ -85,6 +93,7 @@ class WorkflowAdapter implements WorkflowCore {
   start(def: number, seed: number, now: number, deadline: number = NO_DEADLINE): number {
     this.usable()
     if (typeof def !== 'number' || typeof seed !== 'number' || typeof now !== 'number' || typeof deadline !== 'number') throw notNumbers()
+    this.queued = true
     try {
       return this.raw.start(def, seed, now, deadline)
     } catch (e) {
@@ -95,6 +104,7 @@ class WorkflowAdapter implements WorkflowCore {
   complete(run: number, token: number, outcome: number, now: number): boolean {
     this.usable()
     if (typeof run !== 'number' || typeof token !== 'number' || typeof outcome !== 'number' || typeof now !== 'number') throw notNumbers()
+    this.queued = true
     try {
       return this.raw.complete(run, token, outcome, now)
     } catch (e) {
@@ -105,6 +115,7 @@ class WorkflowAdapter implements WorkflowCore {
   decide(run: number, token: number, value: number, now: number): boolean {
     this.usable()
     if (typeof run !== 'number' || typeof token !== 'number' || typeof value !== 'number' || typeof now !== 'number') throw notNumbers()
+    this.queued = true
     try {
       return this.raw.decide(run, token, value, now)
     } catch (e) {
@@ -115,6 +126,7 @@ class WorkflowAdapter implements WorkflowCore {
   signal(run: number, index: number, now: number): void {
     this.usable()
     if (typeof run !== 'number' || typeof index !== 'number' || typeof now !== 'number') throw notNumbers()
+    this.queued = true
     try {
       this.raw.signal(run, index, now)
     } catch (e) {
@@ -125,6 +137,7 @@ class WorkflowAdapter implements WorkflowCore {
   cancel(run: number, now: number): void {
     this.usable()
     if (typeof run !== 'number' || typeof now !== 'number') throw notNumbers()
+    this.queued = true
     try {
       this.raw.cancel(run, now)
     } catch (e) {
@@ -135,6 +148,7 @@ class WorkflowAdapter implements WorkflowCore {
   fire(run: number, timer: number, now: number): boolean {
     this.usable()
     if (typeof run !== 'number' || typeof timer !== 'number' || typeof now !== 'number') throw notNumbers()
+    this.queued = true
     try {
       return this.raw.fire(run, timer, now)
     } catch (e) {
@@ -164,6 +178,7 @@ class WorkflowAdapter implements WorkflowCore {
   outstanding(run: number): void {
     this.usable()
     if (typeof run !== 'number') throw notNumbers()
+    this.queued = true
     try {
       this.raw.outstanding(run)
     } catch (e) {
@@ -173,6 +188,8 @@ class WorkflowAdapter implements WorkflowCore {
 
   drain(): Float64Array {
     this.usable()
+    if (!this.queued) return EMPTY
+    this.queued = false
     try {
       return this.raw.drain()
     } catch (e) {

@@ -8,7 +8,7 @@
  * generation's events never share a key with the old ones: the meta (written first) says from
  * which seq the history is current, and a restore that still finds older events purges them.
  */
-import { isEventKey, type History, type RunMeta, type RunStatus, type WorkflowEvent } from './history.js'
+import { isEventKey, type History, type RunMeta, type RunStatus, type StoredError, type WorkflowEvent } from './history.js'
 
 export type { RunStatus }
 
@@ -21,6 +21,29 @@ export type RunRecord = Omit<RunMeta, 'status'> & {
   readonly from?: number
   /** A queued run's place in its definition's queue (start order). */
   readonly queued?: number
+}
+
+/**
+ * The meta of a run that ended: `meta` without its queue place, with its status, end time and
+ * output (or error). Built field by field: an object rest and spread cost a run ~1 µs.
+ */
+export function endRecord(meta: RunRecord, status: RunStatus, finishedAt: number, output: unknown, error: StoredError | undefined): RunRecord {
+  const record: { -readonly [K in keyof RunRecord]: RunRecord[K] } = {
+    id: meta.id,
+    definition: meta.definition,
+    version: meta.version,
+    input: meta.input,
+    seed: meta.seed,
+    status,
+    startedAt: meta.startedAt,
+    finishedAt,
+  }
+  if (meta.timeoutMs !== undefined) record.timeoutMs = meta.timeoutMs
+  if (meta.generation !== undefined) record.generation = meta.generation
+  if (meta.from !== undefined) record.from = meta.from
+  if (error === undefined) record.output = output
+  else record.error = error
+  return record
 }
 
 /** Writes a run's meta record. */

@@ -25,7 +25,7 @@ import {
   type History,
   type WorkflowEvent,
 } from './history.js'
-import { generationKey, purgeEarlier, putRecord, type RunRecord, type RunStatus } from './records.js'
+import { endRecord, generationKey, purgeEarlier, putRecord, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
 /** @internal What a run needs of its runtime (the Workflows class). */
@@ -645,9 +645,9 @@ export class Run {
    * returns the meta's acknowledgement.
    */
   private end(status: RunStatus, now: number, output: unknown, error: Error | undefined): Ack {
-    this.record([EVENT['run-finished'], 0, now, status, error === undefined ? output : undefined, error === undefined ? undefined : storeError(error)])
-    const { queued: _queued, ...rest } = this.meta
-    const meta: RunRecord = { ...rest, status, finishedAt: now, ...(error === undefined ? { output } : { error: storeError(error) }) }
+    const stored = error === undefined ? undefined : storeError(error)
+    this.record([EVENT['run-finished'], 0, now, status, error === undefined ? output : undefined, stored])
+    const meta = endRecord(this.meta, status, now, output, stored)
     this.meta = meta
     const ack = putRecord(this.host.history, meta)
     this.outcome = error === undefined ? { ok: true, value: output } : { ok: false, error }

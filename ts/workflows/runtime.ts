@@ -367,7 +367,7 @@ export class Workflows {
     const version = given ?? this.versions.get(versionKey(workflow, versionName))!
     this.checkRegistered(version.compiled)
     const queued = !this.hasPlace(workflow)
-    const meta: RunRecord = {
+    const meta: { -readonly [K in keyof RunRecord]: RunRecord[K] } = {
       id,
       definition: workflow,
       version: versionName,
@@ -376,9 +376,9 @@ export class Workflows {
       seed: Math.floor(Math.random() * 2 ** 52),
       status: queued ? 'queued' : 'running',
       startedAt: this.clock(),
-      ...(timeoutMs === undefined ? {} : { timeoutMs }),
-      ...(queued ? { queued: ++this.queuePlace } : {}),
     }
+    if (timeoutMs !== undefined) meta.timeoutMs = timeoutMs
+    if (queued) meta.queued = ++this.queuePlace
     const run = new Run(this.host, meta, version.compiled, version.def)
     // Written with the run's first events (a run that ends in this macrotask writes its end meta
     // only); a durable store acknowledges it from disk.
@@ -644,6 +644,7 @@ export class Workflows {
     this.count(name, -1)
     if (this.resumeTimer !== undefined) return
     this.beginQueued(name)
+    if (this.starved.size === 0) return
     for (const starved of [...this.starved]) {
       this.starved.delete(starved)
       this.beginQueued(starved)
