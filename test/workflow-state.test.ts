@@ -518,7 +518,7 @@ describe('signal() and cancel() acknowledge their record', () => {
     await expect(run.cancel()).resolves.toBeUndefined()
 
     // A run recorded as running but not running here: RUN_NOT_FOUND at once, as before.
-    const open = await wf.start('gated', null, { id: 'ack-2' })
+    const unfinished = await wf.start('gated', null, { id: 'ack-2' })
     await macrotask()
     await macrotask()
     const other = await reader()
@@ -526,9 +526,9 @@ describe('signal() and cancel() acknowledge their record', () => {
     expect(() => elsewhere.signal('go')).toThrow(expect.objectContaining({ code: 'RUN_NOT_FOUND' }))
     expect(() => elsewhere.cancel()).toThrow(expect.objectContaining({ code: 'RUN_NOT_FOUND' }))
     other.close()
-    await expect(open.cancel()).resolves.toBeUndefined()
-    expect(open.status()).toBe('cancelled')
-    expect(open.history().some((e) => e.type === 'cancel')).toBe(true)
+    await expect(unfinished.cancel()).resolves.toBeUndefined()
+    expect(unfinished.status()).toBe('cancelled')
+    expect(unfinished.history().some((e) => e.type === 'cancel')).toBe(true)
   })
 
   it('a signal to a queued run resolves once the run begins and records it', async () => {
