@@ -206,7 +206,7 @@ describe('run.state()', () => {
 
   // step-started does not record its attempt's token yet (asked of the integrator): a completion
   // then goes to the oldest instance running. Flip to \`it\` once the history names the token.
-  it.fails('a forEach whose instances finish out of start order (needs the token on step-started)', async () => {
+  it('a forEach whose instances finish out of start order', async () => {
     const { wf } = await setup()
     const pending = new Map<number, ReturnType<typeof later<string>>>()
     wf.register('work', (n: number) => {
@@ -225,7 +225,7 @@ describe('run.state()', () => {
     })
   })
 
-  it.fails('instances failing out of start order, before the retry starts (needs the token on step-started)', async () => {
+  it('instances failing out of start order, before the retry starts', async () => {
     const { wf } = await setup()
     let busy = 1
     wf.register('resize', (image: string) => {
@@ -305,7 +305,7 @@ describe('run.state()', () => {
     await advance()
     const order = run.history().flatMap((e) => (e.type === 'step-completed' ? [e.outcome] : []))
     expect(order).toEqual(['transient', 'ok'])
-    // (Until the retry starts, the failure is taken for a's: see the it.fails test below.)
+    // The failure is b's from the start: step-started carries the token its completion names.
     await advance(100)
     expect(run.state().nodes['resize']!.instances).toEqual({
       '[0]': { status: 'completed', attempts: 1, output: 'small-a' },
@@ -566,7 +566,7 @@ describe('signal() and cancel() acknowledge their record', () => {
 
   // The write that fails is the signal's own: its promise should reject too. History.append's
   // turn ack resolves it today (requested of the integrator): flip to `it` once it rejects.
-  it.fails("the signal whose own write failed rejects (History's turn ack resolves it today)", async () => {
+  it('the signal whose own write failed rejects', async () => {
     const { wf, store } = await setup()
     wf.define(workflow('lost', sequence(waitFor('one', 'go'), waitFor('two', 'go'))))
     const run = await wf.start('lost', null)

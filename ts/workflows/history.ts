@@ -71,7 +71,15 @@ export type WorkflowEvent = EventBase &
         /** When the run times out (host time), given a timeout at start. */
         readonly deadline?: number
       }
-    | { readonly type: 'step-started'; readonly step: string; readonly attempt: number; readonly key: string; readonly compensation: boolean }
+    | {
+        readonly type: 'step-started'
+        readonly step: string
+        readonly attempt: number
+        readonly key: string
+        readonly compensation: boolean
+        /** The attempt's token: its `step-completed` carries the same. */
+        readonly token: number
+      }
     | {
         readonly type: 'step-completed'
         readonly token: number
@@ -93,13 +101,15 @@ export type WorkflowEvent = EventBase &
     | { readonly type: 'signal'; readonly name: string; readonly payload: unknown }
     | { readonly type: 'cancel' }
     | { readonly type: 'timer-fired'; readonly timer: number }
-    | { readonly type: 'retry'; readonly step: string; readonly attempt: number; readonly when: number }
-    /** `reason`: why a node failed or was cancelled, as the core says it. */
+    /** `path`: the instance's index path inside iterations (`[1][0]`), as its idempotency key ends. */
+    | { readonly type: 'retry'; readonly step: string; readonly attempt: number; readonly when: number; readonly path?: string }
+    /** `reason`: why a node failed or was cancelled, as the core says it; `path` as on retry. */
     | {
         readonly type: 'node-done'
         readonly node: string
         readonly outcome: 'ok' | 'failed' | 'cancelled' | 'skipped'
         readonly reason?: FailureReason
+        readonly path?: string
       }
     | { readonly type: 'compensated'; readonly step: string; readonly ok: boolean }
     | { readonly type: 'run-finished'; readonly status: RunStatus; readonly output?: unknown; readonly error?: StoredError }
@@ -149,14 +159,14 @@ export const EVENT_TYPES = [
 export const EVENT_FIELDS: { readonly [T in WorkflowEvent['type']]: readonly Exclude<keyof Extract<WorkflowEvent, { type: T }>, keyof EventBase | 'type'>[] } =
   {
     started: ['deadline'],
-    'step-started': ['step', 'attempt', 'key', 'compensation'],
+    'step-started': ['step', 'attempt', 'key', 'compensation', 'token'],
     'step-completed': ['token', 'step', 'attempt', 'outcome', 'output', 'error'],
     decided: ['token', 'node', 'value', 'items', 'error'],
     signal: ['name', 'payload'],
     cancel: [],
     'timer-fired': ['timer'],
-    retry: ['step', 'attempt', 'when'],
-    'node-done': ['node', 'outcome', 'reason'],
+    retry: ['step', 'attempt', 'when', 'path'],
+    'node-done': ['node', 'outcome', 'reason', 'path'],
     compensated: ['step', 'ok'],
     'run-finished': ['status', 'output', 'error'],
   }
@@ -341,6 +351,22 @@ export class History {
       macrotask(this.flushAll)
     }
     return this.turn.ack
+  }
+
+  /**
+   * The acknowledgement of run `runId`'s events recorded so far: its version once they are written
+   * (on disk with a durable store); it rejects with the run's error when its history could not
+   * be written.
+   */
+  recorded(runId: string): number | Promise<number> {
+    const failure = this.failed?.get(runId)
+    if (failure !== undefined) return failedAck(failure)
+    if (this.turn === undefined) return this.lastWrite
+    return this.turn.ack.then((version) => {
+      const error = this.failed?.get(runId)
+      if (error !== undefined) throw error
+      return version
+    })
   }
 
   /** Writes every event not yet written (on the next macrotask; when the workflows close, before the store may). */

@@ -409,7 +409,7 @@ export class Run {
     }
     const now = this.host.now()
     this.record([EVENT.signal, 0, now, name, kept])
-    const ack = this.lastAck
+    const ack = this.host.history.recorded(this.id)
     this.applySignal(name, kept, now)
     this.host.pump()
     return ack
@@ -428,7 +428,7 @@ export class Run {
     this.cancelled = true
     const now = this.host.now()
     this.record([EVENT.cancel, 0, now])
-    const ack = this.lastAck
+    const ack = this.host.history.recorded(this.id)
     this.host.core.cancel(this.handle, now)
     this.host.pump()
     return ack
@@ -477,7 +477,7 @@ export class Run {
       case WORKFLOW_RECORDS.retry:
         // The failed attempt is retried: its error can no longer be the run's.
         this.errors.delete(token)
-        this.record([EVENT.retry, 0, this.host.now(), this.compiled.nodes[node]!.id, a, b])
+        this.record([EVENT.retry, 0, this.host.now(), this.compiled.nodes[node]!.id, a, b, this.path(scope)])
         return
       case WORKFLOW_RECORDS.compensated:
         if (a !== 0) {
@@ -496,9 +496,15 @@ export class Run {
    * from the second generation on the run id is followed by `#<generation>`.
    */
   private key(nodeId: string, scope: number): string {
-    let key = `${generationKey(this.id, this.generation)}/${nodeId}`
-    for (const i of this.data.indices(scope)) key += `[${i}]`
-    return key
+    return `${generationKey(this.id, this.generation)}/${nodeId}${this.path(scope) ?? ''}`
+  }
+
+  /** A scope's index path, `[i]` per enclosing iteration (undefined outside any). */
+  private path(scope: number): string | undefined {
+    if (scope === 0) return undefined
+    let path = ''
+    for (const i of this.data.indices(scope)) path += `[${i}]`
+    return path === '' ? undefined : path
   }
 
   private execute(token: number, node: number, scope: number, attempt: number, compensation: boolean, compensated: number): void {
@@ -511,7 +517,7 @@ export class Run {
     const key = this.key(def.id, scope)
     const context = new AttemptContext(this.id, def.id, attempt, key)
     entry.context = context
-    this.record([EVENT['step-started'], 0, this.host.now(), def.id, attempt, key, compensation])
+    this.record([EVENT['step-started'], 0, this.host.now(), def.id, attempt, key, compensation, token])
     const data = this.data.dataScope(scope)
     let input: unknown
     try {
@@ -566,7 +572,7 @@ export class Run {
       this.data.setOutput(node, scope, aggregate ? aggregate(all) : all)
     }
     const reason = REASON_NAMES[why]
-    this.record([EVENT['node-done'], 0, this.host.now(), def.id, NODE_OUTCOME_NAMES[outcome] ?? 'failed', why === 0 ? undefined : reason])
+    this.record([EVENT['node-done'], 0, this.host.now(), def.id, NODE_OUTCOME_NAMES[outcome] ?? 'failed', why === 0 ? undefined : reason, this.path(scope)])
   }
 
   /**

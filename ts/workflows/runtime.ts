@@ -163,7 +163,8 @@ export class Workflows {
       findRun: (id) => {
         if (this.closed) return undefined
         const run = this.find(id)
-        return run && { result: () => run.result(), cancel: () => run.cancel() }
+        // A cancel whose write fails is reported by the run's own result.
+        return run && { result: () => run.result(), cancel: () => void run.cancel().catch(() => {}) }
       },
     }
     this.executor = new Executor(executorHost)
@@ -459,7 +460,7 @@ export class Workflows {
 
   private async startChild(workflow: string, input: unknown, id: string): Promise<ChildHandle> {
     const child = await this.start(workflow, input, { id })
-    return { result: () => child.result(), cancel: () => child.cancel() }
+    return { result: () => child.result(), cancel: () => void child.cancel().catch(() => {}) }
   }
 
   private find(id: string): WorkflowRun | undefined {
