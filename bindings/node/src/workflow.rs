@@ -43,8 +43,12 @@ fn with<T>(handle: u32, call: impl FnOnce(&mut Engine) -> std::result::Result<T,
 }
 
 /// A hot call: the core's handle in slot 0, arguments in slots 1..; its one result into slot 0.
-fn with_call(call: impl FnOnce(&mut Workflows, call_block::Args) -> std::result::Result<f64, WorkflowError>) -> Result<()> {
-    call_block::run(&CALL, closed, |handle, args| with(handle, |engine| call(&mut engine.core, args).map(|result| [result])))
+fn with_call(
+    call: impl FnOnce(&mut Workflows, call_block::Args) -> std::result::Result<f64, WorkflowError>,
+) -> Result<()> {
+    call_block::run(&CALL, closed, |handle, args| {
+        with(handle, |engine| call(&mut engine.core, args).map(|result| [result]))
+    })
 }
 
 /// Owns one workflow core; `close` (or dropping it) releases the core (later calls: `CLOSED`).
@@ -127,13 +131,17 @@ pub fn workflow_start() -> Result<()> {
 /// A step attempt's outcome (block: run, token, outcome, now); slot 0: 0 when the token is stale.
 #[napi(catch_unwind)]
 pub fn workflow_complete() -> Result<()> {
-    with_call(|w, [run, token, outcome, now]| wire::complete(w, run, token, outcome, now).map(|fresh| f64::from(u8::from(fresh))))
+    with_call(|w, [run, token, outcome, now]| {
+        wire::complete(w, run, token, outcome, now).map(|fresh| f64::from(u8::from(fresh)))
+    })
 }
 
 /// A decision's value (block: run, token, value, now); slot 0: 0 when the token is stale.
 #[napi(catch_unwind)]
 pub fn workflow_decide() -> Result<()> {
-    with_call(|w, [run, token, value, now]| wire::decide(w, run, token, value, now).map(|fresh| f64::from(u8::from(fresh))))
+    with_call(|w, [run, token, value, now]| {
+        wire::decide(w, run, token, value, now).map(|fresh| f64::from(u8::from(fresh)))
+    })
 }
 
 /// A signal, by index, reached a run (block: run, index, now).
