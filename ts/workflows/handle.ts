@@ -9,9 +9,16 @@ import { currentEvents, readRecord, type RunRecord, type RunStatus } from './rec
 import type { Run } from './run.js'
 import { runState, type RunState } from './state.js'
 
-/** Resolves once a record's acknowledgement does (its version, or a Promise of it on a durable store). */
+/**
+ * Resolves once a record's acknowledgement does (its version, or a Promise of it on a durable
+ * store). A rejection reaches whoever awaits it, and is no unhandled rejection for a caller that
+ * sends and moves on (the run's result reports the failure too).
+ */
 function acknowledged(ack: number | Promise<number>): Promise<void> {
-  return ack instanceof Promise ? ack.then(() => undefined) : Promise.resolve()
+  if (!(ack instanceof Promise)) return Promise.resolve()
+  const done = ack.then(() => undefined)
+  done.catch(() => {})
+  return done
 }
 
 /** A run's public handle: follow it, signal it, cancel it, await its result. */

@@ -208,12 +208,19 @@ export function isEventKey(key: string): boolean {
  * Runs `fn` on a later macrotask: setImmediate in Node; in a browser a MessageChannel message,
  * since a 0 ms timeout is clamped to 4 ms once nested and is what fake timers stop.
  */
-export const macrotask: (fn: () => void) => void =
-  typeof globalThis.setImmediate === 'function'
-    ? (fn) => void globalThis.setImmediate(fn)
-    : typeof MessageChannel === 'function'
-      ? viaMessages()
-      : (fn) => void setTimeout(fn, 0)
+export const macrotask: (fn: () => void) => void = realMacrotask()
+
+/**
+ * Taken when the module loads, so fake timers installed later (a test's `vi.useFakeTimers()`)
+ * do not stop the history's writes and the acknowledgements that wait for them.
+ */
+function realMacrotask(): (fn: () => void) => void {
+  const immediate = globalThis.setImmediate
+  if (typeof immediate === 'function') return (fn) => void immediate(fn)
+  if (typeof MessageChannel === 'function') return viaMessages()
+  const timeout = globalThis.setTimeout
+  return (fn) => void timeout(fn, 0)
+}
 
 /** A macrotask queue over one MessageChannel, made on first use. */
 function viaMessages(): (fn: () => void) => void {
@@ -266,8 +273,10 @@ export class History {
   }
 
   /**
-   * Writes a run's meta after the run's events still waiting (a meta never runs ahead of them);
-   * for a run whose history could not be written it fails with that error and writes nothing.
+   * Writes a run's meta after the run's events still waiting (a meta never runs ahead of them).
+   * For a run whose history could not be written, or whose meta cannot be, it fails with that
+   * error; an ended run is then kept without its data, failed with that error, so it does not
+   * vanish from `list()` and `get()` (what the store refused, a too large input, stays out).
    */
   putMeta(meta: RunMeta): number | Promise<number> {
     this.pendingMetas.delete(meta.id)
@@ -277,14 +286,38 @@ export class History {
       this.pending.delete(meta.id)
       first = this.write(meta.id, events)
     }
-    const failure = this.failed?.get(meta.id)
+    let failure = this.failed?.get(meta.id)
+    let ack: number | Promise<number> = 0
+    if (failure === undefined) {
+      try {
+        ack = this.ns.put(`run/${meta.id}`, meta)
+      } catch (error) {
+        failure = this.fail(meta.id, error)
+      }
+    }
+    if (FINAL_STATUSES.has(meta.status)) {
+      // Nothing more is written for an ended run: its failure need not be remembered.
+      this.failed?.delete(meta.id)
+      if (failure !== undefined) this.putFailed(meta, failure)
+    }
     if (failure !== undefined) return failedAck(failure)
-    const ack = this.ns.put(`run/${meta.id}`, meta)
     // On a durable store the events' write fails apart from the meta's (an output it cannot encode).
     if (!(first instanceof Promise)) return ack
     const both = Promise.all([first, ack]).then(([, version]) => version)
     both.catch(() => {})
     return both
+  }
+
+  /** An ended run whose history failed, as it is kept: who it was, failed with the write's error. */
+  private putFailed(meta: RunMeta, error: unknown): void {
+    const { id, definition, version, seed, startedAt, finishedAt } = meta
+    const kept: RunMeta = { id, definition, version, input: undefined, seed, status: 'failed', startedAt, error: storeError(error) }
+    try {
+      const ack = this.ns.put(`run/${id}`, finishedAt === undefined ? kept : { ...kept, finishedAt })
+      if (ack instanceof Promise) ack.catch(() => {})
+    } catch {
+      // The store takes nothing more (closed): there is nothing to keep.
+    }
   }
 
   /**
@@ -297,10 +330,13 @@ export class History {
     if (failure !== undefined) return failedAck(failure)
     this.pendingMetas.set(meta.id, meta)
     const ack = this.schedule()
-    if (!this.durable) return 0
-    // The macrotask's acknowledgement never rejects: a write that failed is the run's.
+    return this.durable ? this.runsAck(meta.id, ack) : 0
+  }
+
+  /** The macrotask's acknowledgement (which never rejects), rejecting if run `runId`'s writes failed. */
+  private runsAck(runId: string, ack: Promise<number>): Promise<number> {
     return ack.then((version) => {
-      const error = this.failed?.get(meta.id)
+      const error = this.failed?.get(runId)
       if (error !== undefined) throw error
       return version
     })
@@ -327,17 +363,15 @@ export class History {
   }
 
   /**
-   * Records an event: written with the run's other events of this macrotask. Returns a Promise of
-   * that write (acknowledged from disk on a durable store), one for all the runs of the
-   * macrotask: a run's own failure shows in its later writes and its meta.
+   * Records an event: written with the run's other events of this macrotask ({@link recorded}
+   * acknowledges them). Nothing more is kept for a run whose history failed: its meta reports it.
    */
-  append(runId: string, event: EventTuple): Promise<number> {
-    const failure = this.failed?.get(runId)
-    if (failure !== undefined) return failedAck(failure)
+  append(runId: string, event: EventTuple): void {
+    if (this.failed?.has(runId)) return
     const events = this.pending.get(runId)
     if (events) events.push(event)
     else this.pending.set(runId, [event])
-    return this.schedule()
+    this.schedule()
   }
 
   /** The acknowledgement of this macrotask's writes, which the next macrotask makes. */
@@ -362,11 +396,7 @@ export class History {
     const failure = this.failed?.get(runId)
     if (failure !== undefined) return failedAck(failure)
     if (this.turn === undefined) return this.lastWrite
-    return this.turn.ack.then((version) => {
-      const error = this.failed?.get(runId)
-      if (error !== undefined) throw error
-      return version
-    })
+    return this.runsAck(runId, this.turn.ack)
   }
 
   /** Writes every event not yet written (on the next macrotask; when the workflows close, before the store may). */

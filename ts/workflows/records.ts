@@ -46,6 +46,12 @@ export function endRecord(meta: RunRecord, status: RunStatus, finishedAt: number
   return record
 }
 
+/** A queued run's meta as it begins: without its queue place, `status`. */
+export function withoutQueue(meta: RunRecord, status: RunStatus): RunRecord {
+  const { queued: _queued, ...rest } = meta
+  return { ...rest, status }
+}
+
 /** Writes a run's meta record. */
 export function putRecord(history: History, record: RunRecord): number | Promise<number> {
   return history.putMeta(record as RunMeta)

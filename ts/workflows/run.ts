@@ -25,7 +25,7 @@ import {
   type History,
   type WorkflowEvent,
 } from './history.js'
-import { endRecord, generationKey, purgeEarlier, putRecord, type RunRecord, type RunStatus } from './records.js'
+import { endRecord, generationKey, purgeEarlier, putRecord, withoutQueue, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
 /** @internal What a run needs of its runtime (the Workflows class). */
@@ -97,8 +97,6 @@ export class Run {
   private stream: Stream<WorkflowEvent> | undefined
   private outcome: { ok: true; value: unknown } | { ok: false; error: Error } | undefined
   private waiters: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] | undefined
-  /** The last write's acknowledgement (a Promise on a durable store). */
-  private lastAck: number | Promise<number> = 0
 
   constructor(
     private readonly host: RunHost,
@@ -145,8 +143,7 @@ export class Run {
   private record(event: EventTuple): void {
     if (this.replaying) return
     event[1] = ++this.seq
-    // One Promise for the macrotask's writes, which never rejects: a failure shows in the run's meta.
-    this.lastAck = this.host.history.append(this.id, event)
+    this.host.history.append(this.id, event)
     if (this.subject) {
       // Handed to subscribers once the core is drained: one that calls back into the workflows
       // (closes them, signals, cancels) never finds a run halfway through a record.
@@ -191,8 +188,7 @@ export class Run {
   dequeue(): void {
     if (this.status !== 'queued') return
     const queuedMeta = this.meta
-    const { queued: _queued, ...meta } = this.meta
-    this.meta = { ...meta, status: 'running' }
+    this.meta = withoutQueue(this.meta, 'running')
     this.status = 'running'
     const ack = putRecord(this.host.history, this.meta)
     if (ack instanceof Promise) ack.catch(() => {})
@@ -206,7 +202,12 @@ export class Run {
       if (back instanceof Promise) back.catch(() => {})
       throw error
     }
-    this.giveHeld()
+    try {
+      this.giveHeld()
+    } catch (error) {
+      // The run has begun: a held signal it could not take is reported, not a refused start.
+      this.host.failed(`run ${this.id}: a signal held while it was queued could not be given`, error)
+    }
   }
 
   /** Signals held while queued or between generations go to the run now (to nobody if it ended). */
@@ -422,17 +423,28 @@ export class Run {
 
   /** Cancels the run; returns the acknowledgement of its record (0 when there was nothing to cancel). */
   cancel(): Ack {
-    if (this.status === 'queued') return this.cancelQueued()
+    // A cancel again: acknowledged with the first one.
+    if (this.cancelAck !== undefined) return this.cancelAck
+    if (this.status === 'queued') {
+      this.cancelAck = this.cancelQueued()
+      return this.cancelAck
+    }
     if (this.status !== 'running' || this.cancelled) return 0
-    if (this.between) return this.cancelBetween()
+    if (this.between) {
+      this.cancelAck = this.cancelBetween()
+      return this.cancelAck
+    }
     this.cancelled = true
     const now = this.host.now()
     this.record([EVENT.cancel, 0, now])
-    const ack = this.host.history.recorded(this.id)
+    this.cancelAck = this.host.history.recorded(this.id)
     this.host.core.cancel(this.handle, now)
     this.host.pump()
-    return ack
+    return this.cancelAck
   }
+
+  /** The acknowledgement of the run's cancel, once cancelled. */
+  private cancelAck: Ack | undefined
 
   /** A timer of this run is due (the runtime's timer found it). */
   fire(timer: number, now: number): void {
@@ -640,8 +652,13 @@ export class Run {
     const from = this.meta.from ?? 1
     const error = new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (cancelled)`, { details: { runId: this.id, status: 'cancelled' } })
     const ack = this.end('cancelled', this.host.now(), undefined, error)
-    this.host.history.flush()
-    purgeEarlier(this.host.history, this.id, from)
+    try {
+      this.host.history.flush()
+      purgeEarlier(this.host.history, this.id, from)
+    } catch (e) {
+      // A store closed under the workflows: the end's acknowledgement reports it.
+      this.host.failed(`run ${this.id}: its earlier generation could not be purged`, e)
+    }
     this.host.pump()
     return ack
   }
@@ -664,6 +681,8 @@ export class Run {
     Promise.resolve(ack).then(
       () => this.settle(),
       (writeError: unknown) => {
+        // Its end could not be written: it is kept as failed with that error (History.putMeta).
+        this.status = 'failed'
         this.outcome = { ok: false, error: writeError as Error }
         this.settle()
       },
@@ -724,5 +743,11 @@ export class Run {
     const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
     for (const waiter of this.waiters?.splice(0) ?? []) waiter.reject(error)
+    // Signals held for it were never recorded.
+    for (const held of this.held?.splice(0) ?? []) {
+      const refused = Promise.reject(error)
+      refused.catch(() => {})
+      held.given(refused)
+    }
   }
 }

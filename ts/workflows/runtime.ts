@@ -18,6 +18,7 @@ import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, typ
 import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
 import { currentEvents, deleteRecord, purgeEarlier, putFirstRecord, putLimit, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
 import { WorkflowRun } from './handle.js'
+import { runId } from './ids.js'
 import { Run, type RunHost } from './run.js'
 import { canonicalJson } from './version.js'
 
@@ -349,7 +350,7 @@ export class Workflows {
     text(workflow, 'name', { nonEmpty: true })
     const o = checkOptions(options)
     const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { min: 0 })
-    const id = o.id === undefined ? randomId() : text(o.id, 'id', { nonEmpty: true }, 'option')
+    const id = o.id === undefined ? runId() : text(o.id, 'id', { nonEmpty: true }, 'option')
     if (isEventKey(id)) throw new OrreryError('INVALID_OPTION', `run id ${id} ends like an event key (/e/<10 digits>)`, { details: { option: 'id' } })
     // A generated id is new: only a given one can name a run that exists.
     const existing = o.id === undefined ? undefined : this.find(id)
@@ -665,8 +666,4 @@ function content(definition: WorkflowDefinition): string {
 
 function versionKey(name: string, version: string): string {
   return `${name}\u0000${version}`
-}
-
-function randomId(): string {
-  return globalThis.crypto.randomUUID()
 }
