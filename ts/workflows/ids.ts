@@ -12,6 +12,8 @@ const hex = (n: number, digits: number): string => n.toString(16).padStart(digit
 
 let lastMs = 0
 let counter = 0
+/** The id's start for `lastMs`: its time in hex, split as a UUID is, and the version. */
+let stamp = ''
 let node: string | undefined
 
 /** The 62 random bits of this process, as the last 16 hex digits with the variant (10xx). */
@@ -27,12 +29,16 @@ function nodeBits(): string {
 export function runId(now: number = Date.now()): string {
   node ??= nodeBits()
   if (now > lastMs) {
-    lastMs = now
-    counter = 0
+    moveTo(now)
   } else if (++counter > 0xfff) {
-    lastMs++
-    counter = 0
+    moveTo(lastMs + 1)
   }
-  const time = hex(lastMs, 12)
-  return `${time.slice(0, 8)}-${time.slice(8)}-7${hex(counter, 3)}-${node}`
+  return `${stamp}${hex(counter, 3)}-${node}`
+}
+
+function moveTo(ms: number): void {
+  lastMs = ms
+  counter = 0
+  const time = hex(ms, 12)
+  stamp = `${time.slice(0, 8)}-${time.slice(8)}-7`
 }
