@@ -11,7 +11,7 @@
  */
 import { JOINS, WORKFLOW_LAYOUT, WORKFLOW_NODES } from '../engines/manifest.js'
 import type { Join, RetryPolicy, StepNode, WorkflowDefinition, WorkflowNode } from './definition.js'
-import { CALL_SUFFIX, COMPENSATE_SUFFIX, validateDefinition } from './validate.js'
+import { CALL_SUFFIX, COMPENSATE_SUFFIX, type RangeCheck, validateDefinition } from './validate.js'
 
 /** A definition compiled: what the runtime needs to drive the core and execute its records. */
 export interface CompiledWorkflow {
@@ -91,8 +91,8 @@ function joinWords(join: Join | undefined): [number, number] {
  * Validates `definition` (`DEFINITION_INVALID` naming the node) and compiles it. The same
  * definition, or its JSON copy, always gives the same program, indexes and version.
  */
-export function compileWorkflow(definition: unknown): CompiledWorkflow {
-  const def = validateDefinition(definition)
+export function compileWorkflow(definition: unknown, checkRange?: RangeCheck): CompiledWorkflow {
+  const def = validateDefinition(definition, checkRange)
   const nodes: WorkflowNode[] = []
   const parents: number[] = []
   const lists: number[][] = []

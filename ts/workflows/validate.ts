@@ -91,6 +91,13 @@ const RETRY_FIELDS = ['attempts', 'initialMs', 'maxMs', 'factor', 'jitter']
 const COMPENSATE_FIELDS = ['run', 'input', 'retry', 'timeoutMs']
 const OPS = ['eq', 'ne', 'gt', 'gte', 'lt', 'lte', 'truthy', 'falsy', 'exists', 'in']
 
+/**
+ * Why a capability's version range (`name@range`) does not parse, or undefined when it does: the
+ * core's parser, the one the mesh routes by, reached through an engine. Plain `workflow()` has
+ * none, so the runtime passes one where it validates (`define`, `start` of a definition object).
+ */
+export type RangeCheck = (capability: string) => string | undefined
+
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
 type Obj = { [key: string]: Json }
 
@@ -130,7 +137,7 @@ function copyJson(c: Copying, value: unknown, depth: number): Json | typeof ABSE
       if (!wellFormed(value)) copyFail(c, 'holds a lone surrogate (not well-formed UTF-16)')
       return value
     case 'number':
-      if (Number.isNaN(value)) copyFail(c, 'is NaN')
+      // NaN passes here: the check of the field it stands in refuses it, naming the node.
       return value
     case 'boolean':
       return value
@@ -235,6 +242,7 @@ interface Checking {
   /** The continueAsNew nodes, whose place is checked once the root is known. */
   readonly continues: At[]
   nodes: number
+  readonly checkRange: RangeCheck | undefined
 }
 
 function where(k: Checking, at: At | undefined): string {
@@ -283,6 +291,8 @@ function checkedCapability(k: Checking, at: At, field: string, value: Json | und
   const split = value.indexOf('@')
   checkedName(k, at, field, split < 0 ? value : value.slice(0, split))
   if (split >= 0 && (split === value.length - 1 || value.length - split > 256)) fail(k, at, field, `has an empty or overlong version range: ${shown(value)}`)
+  const why = split < 0 ? undefined : k.checkRange?.(value)
+  if (why !== undefined) fail(k, at, field, `has a version range that does not parse (${shown(value)}): ${why}`)
   return value
 }
 
@@ -427,8 +437,7 @@ function condition(k: Checking, at: At, field: string, value: Json | undefined, 
   for (const combine of ['all', 'any'] as const) {
     if (combine in value) {
       onlyFields(k, at, value, [combine], `an ${combine} condition`)
-      const list = value[combine]
-      if (!Array.isArray(list) || list.length === 0) fail(k, at, `${field}.${combine}`, `must be a non-empty list of conditions, not ${shown(list)}`)
+      const list = nonEmpty(k, at, `${field}.${combine}`, value[combine], 'conditions', 'one condition')
       for (let i = 0; i < list.length; i++) condition(k, at, `${field}.${combine}[${i}]`, list[i], inInstance, depth + 1)
       return value as Condition
     }
@@ -466,9 +475,15 @@ function clean<T extends object>(value: { [K in keyof T]-?: T[K] | undefined }):
   return value as T
 }
 
+/** A list that holds one item at least: an empty one is named as such (not as "not an array"). */
+function nonEmpty(k: Checking, at: At, field: string, value: Json | undefined, items: string, one: string): Json[] {
+  if (!Array.isArray(value)) fail(k, at, field, `must be a non-empty list of ${items}, not ${shown(value)}`)
+  if (value.length === 0) fail(k, at, field, `is an empty list: it must hold ${one} at least`)
+  return value
+}
+
 function children(k: Checking, at: At, field: string, value: Json | undefined, depth: number, inInstance: boolean): WorkflowNode[] {
-  if (!Array.isArray(value) || value.length === 0) fail(k, at, field, `must be a non-empty list of nodes, not ${shown(value)}`)
-  return value.map((v, i) => node(k, v, `${at.path}.${field}[${i}]`, depth + 1, inInstance))
+  return nonEmpty(k, at, field, value, 'nodes', 'one node').map((v, i) => node(k, v, `${at.path}.${field}[${i}]`, depth + 1, inInstance))
 }
 
 function node(k: Checking, value: Json | undefined, path: string, depth: number, inInstance: boolean): WorkflowNode {
@@ -523,8 +538,7 @@ function nodeFields(k: Checking, kind: NodeKind, at: At, v: Obj, depth: number, 
       return clean({ ...head, branches, join: join(k, at, v['join'], branches.length), timeoutMs: timeout(k, at, 'timeoutMs', v['timeoutMs']) })
     }
     case 'branch': {
-      const arms = v['arms']
-      if (!Array.isArray(arms) || arms.length === 0) fail(k, at, 'arms', `must be a non-empty list of { when, then }, not ${shown(arms)}`)
+      const arms = nonEmpty(k, at, 'arms', v['arms'], 'arms ({ when, then })', 'one arm')
       const out = arms.map((arm, i) => {
         if (!isObj(arm)) fail(k, at, `arms[${i}]`, `must be { when, then }, not ${shown(arm)}`)
         onlyFields(k, at, arm, ['when', 'then'], 'an arm')
@@ -719,11 +733,12 @@ function freeze(value: unknown): void {
  * `value` checked as a workflow definition: a fresh, deeply frozen copy, every container id
  * filled in, `Infinity` timeouts left out, and its version set (the content hash unless one was
  * given; a given `sha256:` version must be the content hash). `DEFINITION_INVALID` otherwise.
+ * `checkRange`, when given, checks each capability's version range with the mesh's parser.
  */
-export function validateDefinition(value: unknown): WorkflowDefinition {
+export function validateDefinition(value: unknown, checkRange?: RangeCheck): WorkflowDefinition {
   const copying: Copying = { budget: DEFINITION_LIMITS.maxValues, trail: [], ancestors: new Set() }
   const top = copyJson(copying, value, 0)
-  const k: Checking = { workflow: undefined, ids: new Map(), unnamed: [], refs: [], signals: new Set(), synthetic: [], continues: [], nodes: 0 }
+  const k: Checking = { workflow: undefined, ids: new Map(), unnamed: [], refs: [], signals: new Set(), synthetic: [], continues: [], nodes: 0, checkRange }
   if (top === ABSENT || !isObj(top)) throw definitionInvalid(`a workflow definition must be an object, not ${shown(value)}`, { path: 'definition' })
   k.workflow = checkedName(k, undefined, 'name', top['name'])
   onlyFields(k, undefined, top, TOP_FIELDS, 'a workflow definition')
