@@ -9,14 +9,19 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import {
   continueAsNew,
   forEach,
+  branch,
   loop,
   Orrery,
+  parallel,
   PermanentError,
   pipeline,
+  quorum,
   runState,
   sequence,
+  sleep,
   step,
   waitFor,
+  when,
   workflow,
   type RunState,
   type StepContext,
@@ -204,9 +209,7 @@ describe('run.state()', () => {
     expect(await stored(reader, 'fan-1')).toEqual(failed)
   })
 
-  // step-started does not record its attempt's token yet (asked of the integrator): a completion
-  // then goes to the oldest instance running. Flip to \`it\` once the history names the token.
-  it('a forEach whose instances finish out of start order', async () => {
+  it('a forEach whose instances finish out of start order: each completion goes to the instance its token names', async () => {
     const { wf } = await setup()
     const pending = new Map<number, ReturnType<typeof later<string>>>()
     wf.register('work', (n: number) => {
@@ -433,10 +436,9 @@ describe('run.state()', () => {
     }
   })
 
-  it('runState over a history that names the token of each attempt: out-of-order completions go to their instance', () => {
+  it('runState over a history: out-of-order completions go to the instance their token names, a retry to its path', () => {
     const def = workflow('fan', forEach('$input', step('work', { fn: 'work' }, { input: '$item' }), { id: 'each' }))
     const meta = { id: 'r', definition: 'fan', version: def.version, status: 'running' as const, startedAt: 5 }
-    // As a history with the correlation fields would hold it (`token` on step-started, `path` on node-done and retry).
     const events = [
       { type: 'started', seq: 1, at: 5 },
       { type: 'decided', seq: 2, at: 5, token: 1, node: 'each', value: 2, items: ['a', 'b'] },
@@ -483,6 +485,101 @@ describe('run.state()', () => {
     await again.signal('go')
     expect(await again.result()).toBe(16)
     expect(again.state().nodes['b']).toMatchObject({ status: 'completed', output: 16 })
+  })
+
+  it('outputs are the values result() and history() hand out, as the history keeps them (not JSON)', async () => {
+    const { wf, reader } = await setup()
+    wf.register('odd', () => ({ n: 10n, d: new Date(0), u: undefined, list: [1, undefined] }))
+    const def = workflow('odd', step('odd', { fn: 'odd' }))
+    wf.define(def)
+    const run = await wf.start(def, null, { id: 'odd-1' })
+    await advance()
+    const result = await run.result()
+    const recorded = run.history().find((e) => e.type === 'step-completed')!
+    const state = run.state()
+    expect(state.output).toEqual(result)
+    expect(state.nodes['odd']!.output).toEqual(recorded.type === 'step-completed' ? recorded.output : 'none')
+    const output = state.nodes['odd']!.output as { n: unknown; d: unknown; list: unknown[] }
+    expect(output.n).toBe(10n)
+    expect(output.d).toEqual(new Date(0))
+    expect(Object.hasOwn(output, 'u')).toBe(true)
+    expect(output.list).toEqual([1, undefined])
+    // The same from the store: what a resume reads back.
+    expect(await stored(reader, 'odd-1')).toEqual(state)
+  })
+
+  it("a container's output is result()'s: a branch that did not finish gives undefined, not null", async () => {
+    const { wf, reader } = await setup()
+    wf.register('one', () => 1)
+    const def = workflow('first', parallel([step('one', { fn: 'one' }), sleep('nap', 1_000)], { join: quorum(1), id: 'race' }))
+    wf.define(def)
+    const run = await wf.start(def, null, { id: 'race-1' })
+    await advance()
+    expect(await run.result()).toEqual([1, undefined])
+    const state = run.state()
+    expect(state.output).toEqual([1, undefined])
+    expect(state.nodes['race']).toMatchObject({ status: 'completed', output: [1, undefined] })
+    expect((state.nodes['race']!.output as unknown[])[1]).toBeUndefined()
+    expect(state.nodes['nap']).toMatchObject({ status: 'cancelled' })
+    expect(state.nodes['nap']!.output).toBeUndefined()
+    expect(await stored(reader, 'race-1')).toEqual(state)
+  })
+
+  it('waits, sleeps and containers inside iterations: each instance that ended, by its index path, with its output', async () => {
+    const { wf, reader } = await setup()
+    wf.register('label', (n: number) => `#${n}`)
+    wf.register('big', (n: number) => `big ${n}`)
+    const def = workflow(
+      'batches',
+      forEach(
+        '$input',
+        sequence('each-item', [
+          waitFor('ready', 'ready'),
+          sleep('pause', 100),
+          branch(
+            [when({ path: '$item', op: 'gt', value: 5 }, step('big', { fn: 'big' }, { input: '$item' }))],
+            step('label', { fn: 'label' }, { input: '$item' }),
+            {
+              id: 'pick',
+            },
+          ),
+        ]),
+        { id: 'items', concurrency: 1 },
+      ),
+    )
+    wf.define(def)
+    const run = await wf.start(def, [3, 9], { id: 'batches-1' })
+    await advance()
+    await run.signal('ready', 'first')
+    await advance()
+    const mid = run.state()
+    expect(mid.nodes['ready']!.instances).toEqual({ '[0]': { status: 'completed', attempts: 0, output: 'first' } })
+    // The sleep in flight: only instances that ended are listed for nodes other than steps.
+    expect(mid.nodes['pause']).toMatchObject({ status: 'running' })
+    expect(mid.nodes['pause']!.instances).toBeUndefined()
+    expect(await stored(reader, 'batches-1')).toEqual(mid)
+
+    await run.signal('ready', 'second')
+    await advance(100)
+    await advance(100)
+    expect(await run.result()).toEqual(['#3', 'big 9'])
+    const done = run.state()
+    expect(done.nodes['items']).toMatchObject({ status: 'completed', output: ['#3', 'big 9'] })
+    expect(done.nodes['ready']!.instances).toEqual({
+      '[0]': { status: 'completed', attempts: 0, output: 'first' },
+      '[1]': { status: 'completed', attempts: 0, output: 'second' },
+    })
+    expect(done.nodes['pause']!.instances).toEqual({
+      '[0]': { status: 'completed', attempts: 0, output: null },
+      '[1]': { status: 'completed', attempts: 0, output: null },
+    })
+    expect(done.nodes['pick']!.instances).toEqual({
+      '[0]': { status: 'completed', attempts: 0, output: '#3' },
+      '[1]': { status: 'completed', attempts: 0, output: 'big 9' },
+    })
+    expect(done.nodes['each-item']!.instances!['[1]']).toEqual({ status: 'completed', attempts: 0, output: 'big 9' })
+    expect(Object.keys(done.nodes['big']!.instances!)).toEqual(['[1]'])
+    expect(await stored(reader, 'batches-1')).toEqual(done)
   })
 
   it('a stored run whose version left the store: WORKFLOW_NOT_FOUND', async () => {

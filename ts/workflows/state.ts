@@ -3,14 +3,9 @@
  * over its definition's nodes. It reads nothing of a live run, so a handle of a run running here,
  * one read back from the store and a history exported elsewhere give the same state.
  *
- * Steps (and a child, a delegate, a scatterGather's calls) are followed per instance, by the index
- * path their idempotency key ends with. A retry and a node's end go to the oldest instance whose
- * attempt ended: the core answers completions in the order it is given them. A completion goes to
- * the instance its token names where step-started records the token, else to the oldest instance
- * running that attempt: when instances of one step finish out of start order that guess is
- * wrong, and the retried instance's next start sets it right for the failed one; without the
- * token, the outputs of instances that succeeded out of order can still be swapped. Other nodes are followed by counts (how many instances began, how many ended), which is all
- * their events say.
+ * Every instance is named by its events: a step's attempt by the token its step-started and
+ * step-completed share, a retry and a node's end by the index path they carry (the suffix of the
+ * instance's idempotency key; none outside iterations).
  */
 import type { WorkflowDefinition, WorkflowNode } from './definition.js'
 import type { FailureReason, RunStatus, StoredError, WorkflowEvent } from './history.js'
@@ -56,10 +51,12 @@ export interface NodeState extends NodeInstanceState {
   /** The id of the container listing it (none for the root). */
   readonly parent?: string
   /**
-   * A step-like node inside a forEach, loop, pipeline or scatterGather (and a scatterGather's
-   * calls): each instance started so far, by its index path (`[2]`, `[0][1]`: the suffix of its
-   * idempotency key). The node's own status then sums them up: running while one runs, else how
-   * the last one ended.
+   * A node inside a forEach, loop, pipeline or scatterGather (and a scatterGather's calls): its
+   * instances by index path (`[2]`, `[0][1]`: the suffix of its idempotency key), a step's each
+   * one started so far, another node's each one that ended (their events say no more). The
+   * node's own status then sums them up: running while one runs, else how the last one ended.
+   * An output inside iterations is left out for a forEach, pipeline or scatterGather (its item
+   * count names no instance).
    */
   readonly instances?: Readonly<Record<string, NodeInstanceState>>
 }
@@ -72,7 +69,11 @@ export interface HeldSignal {
   readonly at: number
 }
 
-/** A snapshot of a run: plain JSON-safe data (outputs and payloads as the store keeps them). */
+/**
+ * A snapshot of a run: plain data as the history keeps it. Outputs, errors and payloads are the
+ * values `result()` and `history()` hand out: a BigInt, a Date or an `undefined` stays as it is,
+ * so `JSON.stringify` may refuse or change a state whose steps return such values.
+ */
 export interface RunState {
   readonly id: string
   readonly status: RunStatus
@@ -110,9 +111,10 @@ export interface RunStateMeta {
   readonly generation?: number
 }
 
-const ACTIVE: ReadonlySet<NodeStatus> = new Set(['running', 'retrying', 'compensating'])
 const FINAL_RUN: ReadonlySet<RunStatus> = new Set(['completed', 'failed', 'cancelled', 'compensated', 'compensation-failed'])
 const OUTCOME_STATUS = { ok: 'completed', failed: 'failed', cancelled: 'cancelled', skipped: 'skipped' } as const satisfies Record<string, NodeStatus>
+/** The statuses of an instance that ended ok (a completed step stays so while undone). */
+const SUCCEEDED: ReadonlySet<NodeStatus> = new Set(['completed', 'compensating', 'compensated', 'compensation-failed'])
 
 /** The kinds whose attempts have events of their own (step-started, step-completed, retry). */
 const STEP_LIKE: ReadonlySet<WorkflowNode['kind']> = new Set(['step', 'child', 'delegate', 'continueAsNew'])
@@ -137,10 +139,8 @@ interface Acc {
   /** Whether a loop, forEach, pipeline or scatterGather encloses it. */
   readonly iterated: boolean
   readonly children: Acc[]
-  /** Step instances by index path, in start order. */
+  /** Instances by index path: a step's from its first start, another node's from its end. */
   readonly instances: Map<string, Instance>
-  /** Instances whose attempt ended, waiting for the core's answer (a retry or the node's end), oldest first. */
-  readonly answered: Instance[]
   /** Instances being compensated (one at a time, so in order). */
   readonly compensating: Instance[]
   /** node-done events: all, and those that ended ok. */
@@ -149,33 +149,6 @@ interface Acc {
   last: { status: NodeStatus; reason?: FailureReason } | undefined
   /** Decisions taken for it (a branch's arm, a loop's go-on, a forEach's item count), in order. */
   readonly decisions: number[]
-  /** A waitFor's payloads taken, in order. */
-  readonly taken: unknown[]
-}
-
-/** Fields a history may carry to name an event's instance outright (`token` on step-started, `path` on retry and node-done). */
-interface Correlated {
-  readonly token?: number
-  readonly path?: string
-}
-
-/** Two instances trade the outcomes of their last attempts. */
-function trade(a: Instance, b: Instance): void {
-  const kept = { ...a }
-  takeOutcome(a, b)
-  takeOutcome(b, kept)
-}
-
-function takeOutcome(to: Instance, from: Instance): void {
-  to.status = from.status
-  if ('output' in from) to.output = from.output
-  else delete to.output
-  if (from.error !== undefined) to.error = from.error
-  else delete to.error
-  if (from.retryAt !== undefined) to.retryAt = from.retryAt
-  else delete to.retryAt
-  if (from.reason !== undefined) to.reason = from.reason
-  else delete to.reason
 }
 
 const instancePath = (key: string, prefix: string) => (key.startsWith(prefix) ? key.slice(prefix.length) : key)
@@ -217,13 +190,11 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
       iterated: parent !== undefined && (parent.iterated || ITERATING.has(parent.node.kind)),
       children: [],
       instances: new Map(),
-      answered: [],
       compensating: [],
       done: 0,
       ok: 0,
       last: undefined,
       decisions: [],
-      taken: [],
     }
     byId.set(node.id, acc)
     order.push(acc)
@@ -241,25 +212,8 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
   const held: HeldSignal[] = []
   let cancelling = false
   let began = false
-
-  /** Instances by the token of their attempt, where the history says it. */
+  /** Step instances by the token of their current attempt. */
   const tokens = new Map<number, Instance>()
-  /**
-   * The instance an answer of the core (a retry, the node's end) is about: the one its path
-   * names where the history says it, else the `at`th of those whose attempt ended (in order).
-   */
-  const answer = (acc: Acc, at: number, path: string | undefined): Instance | undefined => {
-    const named = path === undefined ? undefined : acc.instances.get(path)
-    const index = named === undefined ? at : acc.answered.indexOf(named)
-    if (index >= 0 && index < acc.answered.length) return acc.answered.splice(index, 1)[0]
-    return named
-  }
-
-  /** The oldest instance of `acc` still running with this attempt (an attempt that timed out has no completion). */
-  const oldestRunning = (acc: Acc, attempt?: number) => {
-    for (const inst of acc.instances.values()) if (inst.status === 'running' && (attempt === undefined || inst.attempts === attempt)) return inst
-    return undefined
-  }
 
   for (const event of events) {
     switch (event.type) {
@@ -268,9 +222,9 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         break
       case 'step-started': {
         if (event.compensation) {
-          const undone = byId.get(event.step.slice(0, -COMPENSATE_SUFFIX.length))
+          const undone = event.step.endsWith(COMPENSATE_SUFFIX) ? byId.get(event.step.slice(0, -COMPENSATE_SUFFIX.length)) : undefined
           const inst = undone?.instances.get(instancePath(event.key, `${root}/${event.step}`))
-          if (undone && inst && event.step.endsWith(COMPENSATE_SUFFIX) && inst.status !== 'compensating') {
+          if (undone && inst && inst.status !== 'compensating') {
             inst.status = 'compensating'
             undone.compensating.push(inst)
           }
@@ -283,35 +237,24 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         if (!inst) {
           inst = { status: 'running', attempts: 0 }
           acc.instances.set(path, inst)
-        } else if (event.attempt === inst.attempts + 1 && inst.status !== 'retrying') {
-          // This instance's attempt failed and was retried: an outcome taken for another's (they
-          // finished out of start order) was its. They trade what their last attempts made.
-          for (const other of acc.instances.values()) {
-            if (other !== inst && other.status === 'retrying' && other.attempts === event.attempt - 1) {
-              trade(inst, other)
-              break
-            }
-          }
         }
         inst.status = 'running'
         inst.attempts = event.attempt
         delete inst.retryAt
-        const token = (event as Correlated).token
-        if (typeof token === 'number') tokens.set(token, inst)
+        tokens.set(event.token, inst)
         break
       }
       case 'step-completed': {
-        const acc = byId.get(event.step)
-        // A compensation's attempts: its `compensated` event says how it ended.
-        if (!acc) {
+        // The next event about the instance (a retry, the node's end) says what comes of it.
+        if (!byId.has(event.step)) {
+          // A compensation's attempt: its `compensated` event says how it ended.
           if (event.error !== undefined && event.step.endsWith(COMPENSATE_SUFFIX)) {
-            const undone = byId.get(event.step.slice(0, -COMPENSATE_SUFFIX.length))
-            const inst = undone?.compensating[0]
+            const inst = byId.get(event.step.slice(0, -COMPENSATE_SUFFIX.length))?.compensating[0]
             if (inst) inst.error = event.error
           }
           break
         }
-        const inst = tokens.get(event.token) ?? oldestRunning(acc, event.attempt)
+        const inst = tokens.get(event.token)
         if (!inst) break
         if (event.outcome === 'ok') {
           inst.output = event.output
@@ -319,15 +262,10 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         } else if (event.error !== undefined) {
           inst.error = event.error
         }
-        // Running still: the core's answer (the node's end, or a retry) says what comes next.
-        acc.answered.push(inst)
         break
       }
       case 'retry': {
-        const acc = byId.get(event.step)
-        if (!acc) break
-        const at = acc.answered.findIndex((i) => i.attempts === event.attempt - 1)
-        const inst = answer(acc, at, (event as Correlated).path) ?? oldestRunning(acc, event.attempt - 1)
+        const inst = byId.get(event.step)?.instances.get(event.path ?? '')
         if (!inst) break
         inst.status = 'retrying'
         inst.retryAt = event.when
@@ -340,26 +278,21 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         acc.done++
         if (event.outcome === 'ok') acc.ok++
         acc.last = event.reason === undefined ? { status } : { status, reason: event.reason }
+        const path = event.path ?? ''
+        let inst = acc.instances.get(path)
+        if (!inst) {
+          inst = { status, attempts: 0 }
+          acc.instances.set(path, inst)
+        }
+        inst.status = status
+        delete inst.retryAt
+        if (event.reason !== undefined) inst.reason = event.reason
         if (acc.node.kind === 'waitFor' && event.outcome === 'ok') {
           // A wait that ends ok took the oldest payload of its signal.
           const name = acc.node.signal
           const at = held.findIndex((s) => s.name === name)
-          acc.taken.push(at >= 0 ? held.splice(at, 1)[0]!.payload : undefined)
+          inst.output = at >= 0 ? held.splice(at, 1)[0]!.payload : undefined
         }
-        if (!STEP_LIKE.has(acc.node.kind)) break
-        let inst = answer(acc, 0, (event as Correlated).path)
-        if (!inst) {
-          for (const i of acc.instances.values()) {
-            if (ACTIVE.has(i.status)) {
-              inst = i
-              break
-            }
-          }
-        }
-        if (!inst) break
-        inst.status = status
-        delete inst.retryAt
-        if (event.reason !== undefined) inst.reason = event.reason
         break
       }
       case 'decided': {
@@ -374,8 +307,7 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         cancelling = true
         break
       case 'compensated': {
-        const acc = byId.get(event.step)
-        const inst = acc?.compensating.shift()
+        const inst = byId.get(event.step)?.compensating.shift()
         if (inst) inst.status = event.ok ? 'compensated' : 'compensation-failed'
         if (inst && event.ok) delete inst.error
         break
@@ -431,12 +363,58 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     }
   }
 
-  const instanceOut = (i: Instance): NodeInstanceState => ({
+  /**
+   * The output of `acc`'s instance at `path`, as the run computes it: undefined unless that
+   * instance ended ok; a container's from its children's instances at the same path, an
+   * iteration's body's one index further down.
+   */
+  const outputAt = (acc: Acc, path: string): unknown => {
+    const inst = acc.instances.get(path)
+    if (!inst || !SUCCEEDED.has(inst.status)) return undefined
+    const n = acc.node
+    switch (n.kind) {
+      case 'sleep':
+        return null
+      case 'sequence':
+        return acc.children.length === 0 ? undefined : outputAt(acc.children.at(-1)!, path)
+      case 'parallel':
+        return acc.children.map((c) => outputAt(c, path))
+      case 'branch': {
+        // Only the arm taken runs in an instance.
+        const arm = acc.children.find((c) => {
+          const at = c.instances.get(path)
+          return at !== undefined && SUCCEEDED.has(at.status)
+        })
+        return arm === undefined ? undefined : outputAt(arm, path)
+      }
+      case 'loop': {
+        // The last iteration's (the highest index the body ran with here).
+        const body = acc.children[0]!
+        let last = -1
+        for (const key of body.instances.keys()) {
+          const index = iterationIndex(key, path)
+          if (index > last) last = index
+        }
+        return last < 0 ? undefined : outputAt(body, `${path}[${last}]`)
+      }
+      case 'forEach':
+      case 'pipeline':
+      case 'scatterGather': {
+        // The item count is a decision, which names no instance: known outside iterations only.
+        if (path !== '' || (n.kind === 'scatterGather' && n.aggregate !== undefined)) return undefined
+        const body = n.kind === 'scatterGather' ? byId.get(`${n.id}${CALL_SUFFIX}`)! : acc.children.at(-1)!
+        const items = Math.max(0, acc.decisions.at(-1) ?? 0)
+        return Array.from({ length: items }, (_, i) => outputAt(body, `[${i}]`))
+      }
+      default:
+        return inst.output
+    }
+  }
+
+  const instanceOut = (acc: Acc, path: string, i: Instance): NodeInstanceState => ({
     status: i.status,
     attempts: i.attempts,
-    ...(i.status === 'completed' || i.status === 'compensating' || i.status === 'compensated' || i.status === 'compensation-failed'
-      ? { output: i.output }
-      : {}),
+    ...(SUCCEEDED.has(i.status) ? { output: outputAt(acc, path) } : {}),
     ...(i.error !== undefined && i.status !== 'completed' ? { error: i.error } : {}),
     ...(i.retryAt !== undefined && i.status === 'retrying' ? { retryAt: i.retryAt } : {}),
     ...(i.reason !== undefined ? { reason: i.reason } : {}),
@@ -449,45 +427,11 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     const list = [...acc.instances.values()]
     for (const want of ['running', 'retrying', 'compensating'] as const) if (list.some((i) => i.status === want)) return want
     if (active(acc)) return 'running'
-    if (list.length > 0 && list.some((i) => i.status === 'compensation-failed')) return 'compensation-failed'
-    if (list.length > 0 && list.some((i) => i.status === 'compensated') && !list.some((i) => i.status === 'completed')) return 'compensated'
+    if (list.some((i) => i.status === 'compensation-failed')) return 'compensation-failed'
+    if (list.some((i) => i.status === 'compensated') && !list.some((i) => i.status === 'completed')) return 'compensated'
     if (acc.last !== undefined) return acc.last.status
     // A run that ended before the node ended: the core cancels what runs, so this never began.
     return 'pending'
-  }
-
-  const outputs = new Map<Acc, unknown>()
-  /** A node's output, for a node outside iterations that completed (containers from their children, as the run computes them). */
-  const outputOf = (acc: Acc): unknown => {
-    if (outputs.has(acc)) return outputs.get(acc)
-    let out: unknown
-    const n = acc.node
-    if (STEP_LIKE.has(n.kind)) out = acc.instances.get('')?.output
-    else if (n.kind === 'waitFor') out = acc.taken.at(-1)
-    else if (n.kind === 'sleep') out = null
-    else if (n.kind === 'sequence') out = acc.children.length === 0 ? undefined : outputOf(acc.children.at(-1)!)
-    else if (n.kind === 'parallel') out = acc.children.map(outputOf)
-    else if (n.kind === 'branch') {
-      const arm = acc.decisions.at(-1) ?? -1
-      out = arm < 0 ? undefined : outputOf(acc.children[arm]!)
-    } else out = iterationsOutput(acc)
-    outputs.set(acc, out)
-    return out
-  }
-  /** A forEach's, pipeline's or scatterGather's outputs by item, or a loop's last, from its body's (last stage's) step instances one level down. */
-  const iterationsOutput = (acc: Acc): unknown => {
-    const n = acc.node
-    if (n.kind === 'loop') {
-      // The last iteration's.
-      const body = acc.children[0]!
-      return STEP_LIKE.has(body.node.kind) ? [...body.instances.values()].at(-1)?.output : undefined
-    }
-    if (n.kind !== 'forEach' && n.kind !== 'pipeline' && n.kind !== 'scatterGather') return undefined
-    const body = n.kind === 'scatterGather' ? byId.get(`${n.id}${CALL_SUFFIX}`) : acc.children.at(-1)
-    const items = acc.decisions.at(-1) ?? 0
-    if (!body || !STEP_LIKE.has(body.node.kind)) return undefined
-    if (n.kind === 'scatterGather' && n.aggregate !== undefined) return undefined
-    return Array.from({ length: Math.max(0, items) }, (_, i) => body.instances.get(`[${i}]`)?.output)
   }
 
   const nodes: [string, NodeState][] = []
@@ -495,19 +439,20 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
   for (const acc of order) {
     const n = acc.node
     const call = n.kind === 'scatterGather' ? byId.get(`${n.id}${CALL_SUFFIX}`) : undefined
-    const steps = call ?? acc
     const status = statusOf(acc)
-    const perInstance = acc.iterated || call !== undefined
-    const single = perInstance ? undefined : acc.instances.get('')
-    const base: NodeInstanceState = single
-      ? { ...instanceOut(single), status }
-      : {
-          status,
-          attempts: [...steps.instances.values()].reduce((sum, i) => sum + i.attempts, 0),
-          ...(!acc.iterated && status === 'completed' ? { output: outputOf(acc) } : {}),
-          ...(acc.last?.reason !== undefined && (status === 'failed' || status === 'cancelled') ? { reason: acc.last.reason } : {}),
-        }
-    const instances = perInstance && steps.instances.size > 0 ? Object.fromEntries([...steps.instances].map(([path, i]) => [path, instanceOut(i)])) : undefined
+    const listed = call ?? (acc.iterated ? acc : undefined)
+    const single = acc.iterated ? undefined : acc.instances.get('')
+    const base: NodeInstanceState =
+      single && STEP_LIKE.has(n.kind)
+        ? { ...instanceOut(acc, '', single), status }
+        : {
+            status,
+            attempts: [...(call ?? acc).instances.values()].reduce((sum, i) => sum + i.attempts, 0),
+            ...(single && SUCCEEDED.has(status) ? { output: outputAt(acc, '') } : {}),
+            ...(acc.last?.reason !== undefined && (status === 'failed' || status === 'cancelled') ? { reason: acc.last.reason } : {}),
+          }
+    const instances =
+      listed && listed.instances.size > 0 ? Object.fromEntries([...listed.instances].map(([path, i]) => [path, instanceOut(listed, path, i)])) : undefined
     nodes.push([
       n.id,
       {
@@ -535,4 +480,11 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     waiting,
     signals: held,
   }
+}
+
+/** The index of an iteration directly inside `path` that `key` names (`[3]` under `path`), else -1. */
+function iterationIndex(key: string, path: string): number {
+  if (!key.startsWith(path)) return -1
+  const match = /^\[(\d+)\]$/.exec(key.slice(path.length))
+  return match ? Number(match[1]) : -1
 }
