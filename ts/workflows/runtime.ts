@@ -255,7 +255,7 @@ export class Workflows {
     this.assertOpen()
     const o = checkOptions(options)
     const limit = o.maxConcurrentRuns === undefined ? undefined : int(o.maxConcurrentRuns, 'maxConcurrentRuns', { min: 1 }, 'option')
-    const compiled = compileWorkflow(definition)
+    const compiled = compileWorkflow(definition, (c) => this.rangeError(c))
     this.checkSameContent(compiled)
     const version = this.load(compiled)
     const { name } = version.compiled.definition
@@ -295,7 +295,7 @@ export class Workflows {
     // The builder's definitions are deeply frozen: one compiled per object serves every start.
     const cached = this.byObject.get(definition)
     if (cached) return cached
-    const compiled = compileWorkflow(definition)
+    const compiled = compileWorkflow(definition, (c) => this.rangeError(c))
     const { name, version: versionName } = compiled.definition
     let version = this.versions.get(versionKey(name, versionName))
     if (!version) {
@@ -445,17 +445,56 @@ export class Workflows {
     if (queue.length === 0) this.queues.delete(workflow)
   }
 
-  /** `STEP_NOT_REGISTERED` for a local step (or compensation) whose function is not registered. */
+  /**
+   * What a run needs before anything of it runs, in its workflow and in every child workflow it
+   * may start (each at its newest version, as a child step starts it): each local step's (and
+   * compensation's) function registered (`STEP_NOT_REGISTERED`), each child's workflow defined
+   * here (`WORKFLOW_NOT_FOUND`: a child starts by name from this runtime's definitions, so one
+   * only in the store is not found either), and a mesh for the nodes that call one (a capability
+   * step, a scatterGather, a delegate: `INVALID_OPTION`). A delegate's runs are the agent's
+   * choice, so their workflows cannot be known here.
+   */
   private checkRegistered(compiled: CompiledWorkflow): void {
-    for (const node of compiled.nodes) {
-      if (node.kind !== 'step' || !('fn' in node.run) || this.steps.has(node.run.fn)) continue
-      throw new OrreryError(
-        'STEP_NOT_REGISTERED',
-        `step ${node.id} of workflow ${compiled.definition.name} calls ${JSON.stringify(node.run.fn)}, which is not registered`,
-        {
-          details: { step: node.id, fn: node.run.fn },
-        },
-      )
+    const seen = new Set<CompiledWorkflow>([compiled])
+    const todo = [compiled]
+    for (let next = todo.pop(); next !== undefined; next = todo.pop()) {
+      const name = next.definition.name
+      for (const node of next.nodes) {
+        if (node.kind === 'child') {
+          const version = this.newest.get(node.workflow)
+          if (version === undefined) {
+            throw new OrreryError(
+              'WORKFLOW_NOT_FOUND',
+              `child node ${node.id} of workflow ${name} starts workflow ${JSON.stringify(node.workflow)}, which is not defined (wf.define it first)`,
+              { details: { workflow: node.workflow, node: node.id, parent: name } },
+            )
+          }
+          const child = this.versions.get(versionKey(node.workflow, version))?.compiled
+          if (child !== undefined && !seen.has(child)) {
+            seen.add(child)
+            todo.push(child)
+          }
+        } else if (!this.mesh && (node.kind === 'delegate' || node.kind === 'scatterGather' || (node.kind === 'step' && 'capability' in node.run))) {
+          throw new OrreryError('INVALID_OPTION', `node ${node.id} of workflow ${name} calls a capability, but these workflows were opened without a mesh`, {
+            details: { option: 'mesh', node: node.id, workflow: name },
+          })
+        } else if (node.kind === 'step' && 'fn' in node.run && !this.steps.has(node.run.fn)) {
+          throw new OrreryError('STEP_NOT_REGISTERED', `step ${node.id} of workflow ${name} calls ${JSON.stringify(node.run.fn)}, which is not registered`, {
+            details: { step: node.id, fn: node.run.fn, workflow: name },
+          })
+        }
+      }
+    }
+  }
+
+  /** Why a capability's version range does not parse, by the mesh's own parser (none without a mesh). */
+  private rangeError(capability: string): string | undefined {
+    try {
+      this.mesh?.registry.compile(capability)
+      return undefined
+    } catch (error) {
+      // Only the range's own fault makes the definition invalid (a closed mesh is no fault of it).
+      return error instanceof OrreryError && error.code === 'INVALID_VERSION' ? error.message : undefined
     }
   }
 
