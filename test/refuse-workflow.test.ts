@@ -7,6 +7,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { Orrery, type ErrorCode } from '../ts/node.js'
+import * as build from '../ts/workflows/builder.js'
 import type { WorkflowCore } from '../ts/engines/backend.js'
 import { STEP_OUTCOMES, WORKFLOW_LAYOUT, WORKFLOW_LIMITS, WORKFLOW_NODES } from '../ts/engines/manifest.js'
 import { expectEngineUsable, expectPrototypeUntouched, expectRefused } from './bad-input.js'
@@ -245,5 +246,80 @@ describe('the workflow core refuses bad input', () => {
     // Another core of the same engine is untouched.
     const fresh = await freshCore()
     expect(fresh.define(Float64Array.from(GOOD))).toBe(0)
+  })
+})
+
+describe('a start refuses what would fail its run midway, before anything runs', () => {
+  it('a child workflow not defined here is WORKFLOW_NOT_FOUND naming the node, its children checked too', async () => {
+    const o = await Orrery.create()
+    const wf = await o.workflows()
+    try {
+      const effects: string[] = []
+      wf.register('effect', (input: unknown) => {
+        effects.push(String(input))
+        return input
+      })
+      const sub = build.workflow('sub', build.step('only', { fn: 'effect' }, { input: 'sub' }))
+      const parent = wf.define(build.workflow('parent', build.sequence(build.step('a', { fn: 'effect' }, { input: 'a' }), build.child('c', sub))))
+      const error = await expectRefused(() => wf.start(parent, null, { id: 'p1' }), 'WORKFLOW_NOT_FOUND')
+      expect(error.message).toBe('child node c of workflow parent starts workflow "sub", which is not defined (wf.define it first)')
+      expect((error as { details?: unknown }).details).toEqual({ workflow: 'sub', node: 'c', parent: 'parent' })
+      await expectRefused(() => wf.start('parent'), 'WORKFLOW_NOT_FOUND')
+      // A grandchild is checked from the top: mid is defined, the workflow it starts is not.
+      wf.define(build.workflow('mid', build.child('g', 'grand')))
+      wf.define(build.workflow('top', build.sequence(build.step('t', { fn: 'effect' }), build.child('m', 'mid'))))
+      expect((await expectRefused(() => wf.start('top'), 'WORKFLOW_NOT_FOUND')).message).toContain('child node g of workflow mid')
+      // Children that start each other are checked once each: a step not registered in one is found.
+      wf.define(build.workflow('ping', build.child('toPong', 'pong')))
+      wf.define(build.workflow('pong', build.sequence(build.child('toPing', 'ping'), build.step('missing', { fn: 'nobody' }))))
+      expect((await expectRefused(() => wf.start('ping'), 'STEP_NOT_REGISTERED')).message).toContain('of workflow pong')
+      // Nothing ran and nothing was recorded.
+      expect(effects).toEqual([])
+      expect(wf.list()).toEqual([])
+      expect(wf.get('p1')).toBeUndefined()
+      wf.define(sub)
+      const run = await wf.start(parent, null, { id: 'p1' })
+      expect(await run.result()).toBe('sub')
+      expect(effects).toEqual(['a', 'sub'])
+    } finally {
+      wf.close()
+      o.close()
+    }
+  })
+
+  it("a capability range that does not parse is DEFINITION_INVALID at define, by the mesh's parser; without a mesh a capability node is refused at start", async () => {
+    const o = await Orrery.create()
+    const mesh = await o.mesh()
+    const wf = await o.workflows({ mesh })
+    const bare = await o.workflows({ namespace: 'bare' })
+    try {
+      const roots = [
+        [build.step('s', { capability: 'sum@^^1' }), 'run.capability'],
+        [build.scatterGather('s', 'sum@>=1.x.y'), 'capability'],
+        [build.delegate('s', 'plan@~~2'), 'capability'],
+      ] as const
+      for (const [root, field] of roots) {
+        const error = await expectRefused(() => wf.define(build.workflow('bad', root)), 'DEFINITION_INVALID')
+        expect(error.message).toMatch(new RegExp(`^workflow "bad": node "s" at root: ${field.replace('.', '\\.')} has a version range that does not parse`))
+        expect((error as { details?: unknown }).details).toEqual({ path: `root.${field}`, node: 's' })
+        // A definition object given to start is checked the same way, before any run.
+        await expectRefused(() => wf.start(build.workflow('bad', root)), 'DEFINITION_INVALID')
+      }
+      expect(wf.list()).toEqual([])
+      bare.register('first', () => 1)
+      expect(wf.define(build.workflow('good', build.step('s', { capability: 'sum@^1.2' }))).name).toBe('good')
+      // Without a mesh the range cannot be parsed, and the node could not run: refused at start.
+      for (const [root] of roots) {
+        const def = bare.define(build.workflow('meshless', build.sequence(build.step('first', { fn: 'first' }), root)))
+        const error = await expectRefused(() => bare.start(def), 'INVALID_OPTION')
+        expect(error.message).toBe('node s of workflow meshless calls a capability, but these workflows were opened without a mesh')
+      }
+      expect(bare.list()).toEqual([])
+    } finally {
+      wf.close()
+      bare.close()
+      mesh.close()
+      o.close()
+    }
   })
 })
