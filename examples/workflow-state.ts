@@ -1,7 +1,7 @@
 // Workflows: where a run is (run.state(), runState) and signals and cancels acknowledged once recorded.
 // Run by test/examples.test.ts on both engines; the regions are code blocks of docs/workflows.md.
 import assert from 'node:assert/strict'
-import { forEach, Orrery, runState, sequence, step, waitFor, workflow, type Workflows } from 'orrery'
+import { forEach, isOrreryError, Orrery, runState, sequence, step, waitFor, workflow, type Workflows } from 'orrery'
 
 const orrery = await Orrery.create()
 const store = orrery.openStore()
@@ -46,6 +46,13 @@ reader.close()
 const [meta] = wf.list({ definition: 'album' })
 assert.deepEqual(runState(album, meta!, run.history()), paused)
 
+// Bad input throws at once, nothing sent; the Promise rejects only when the write failed. So
+// run.signal('aprove').catch(...) would not catch SIGNAL_UNKNOWN: await it in a try.
+try {
+  await run.signal('aprove', { by: 'ana' })
+} catch (error) {
+  assert.ok(isOrreryError(error, 'SIGNAL_UNKNOWN'))
+}
 // signal() and cancel() resolve once their event is recorded (on disk with a durable store).
 await run.signal('approve', { by: 'ana' })
 assert.equal(await run.result(), 2)

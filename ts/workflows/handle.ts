@@ -84,8 +84,9 @@ export class WorkflowRun<O = unknown> {
 
   /**
    * Where the run is now: its status, and each node's status, attempts, output or error (per
-   * instance inside iterations), the waits waiting for a signal and the signals not taken yet.
-   * The same for a run running here and one read from the store (see {@link runState}).
+   * instance inside iterations), the waits waiting for a signal and the signals not taken yet,
+   * as plain data as the history keeps it (outputs are the values `result()` gives). The same
+   * for a run running here and one read from the store (see {@link runState}).
    */
   state(): RunState {
     const meta = this.run?.meta ?? readRecord(this.store, this.meta.id) ?? this.meta
