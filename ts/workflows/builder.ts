@@ -133,7 +133,9 @@ export function step<I = unknown, O = unknown>(id: string, run: StepRun<I, O>, o
 
 /**
  * A child run of the workflow `workflow` names (its newest version when the step starts). Given
- * the definition itself, only its name enters the JSON and the output type is its output's.
+ * the definition itself, only its name enters the JSON and the output type is its output's: it
+ * is not defined by this, so `wf.define` it too (`start` refuses a parent whose child workflow is
+ * not defined with `WORKFLOW_NOT_FOUND`, before anything runs).
  */
 export function child<O = unknown>(id: string, workflow: string | WorkflowDefinition<unknown, O>, options: StepOptions = {}): Typed<ChildNode, O> {
   const o = options ?? {}
@@ -318,7 +320,10 @@ export function delegate(
   return node({ kind: 'delegate', id, capability, input: o.input, timeoutMs: o.timeoutMs, retry: o.retry })
 }
 
-/** The join that succeeds once `n` children succeeded. */
+/**
+ * The join that succeeds once `n` children succeeded. Plain data like every builder's: `workflow()`
+ * refuses an `n` that is no whole number from 1 to the children that could reach it (NaN too).
+ */
 export function quorum(n: number): { quorum: number } {
   return { quorum: n }
 }
