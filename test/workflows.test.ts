@@ -1553,3 +1553,146 @@ describe('workflows: data as stored, causes, recovery', () => {
     }
   })
 })
+
+describe('workflows: limits', () => {
+  /** Workflows on an in-memory store that keeps values of at most 64 KiB. */
+  async function small() {
+    vi.useFakeTimers({ now: 1_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] })
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const store = orrery.openStore({ maxValueBytes: 64 * 1024 })
+    const wf = await orrery.workflows({ store })
+    const ns = store.namespace('orrery.workflows', { codec: 'msgpack' })
+    const runKeys = () => ns.keys('run/')
+    return { orrery, wf, store, runKeys }
+  }
+  const big = 'x'.repeat(64 * 1024)
+
+  it('tells its maxValueBytes', async () => {
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    expect(orrery.openStore().maxValueBytes).toBe(1024 * 1024)
+    expect(orrery.openStore({ maxValueBytes: 5000 }).maxValueBytes).toBe(5000)
+  })
+
+  it('refuses a start input the store cannot keep at once: nothing written, no step run', async () => {
+    const { wf, runKeys } = await small()
+    let ran = 0
+    wf.register('count', () => ++ran)
+    wf.define(workflow('w', step('s', { fn: 'count' })))
+    for (const input of [big, { doc: big }, ['é'.repeat(40 * 1024)]]) {
+      const error = await errorOf(() => wf.start('w', input, { id: 'too-big' }))
+      expect(error).toMatchObject({ code: 'VALUE_TOO_LARGE' })
+      expect(error?.message).toContain('the run input')
+    }
+    await advance()
+    expect(ran).toBe(0)
+    expect(wf.list()).toEqual([])
+    expect(wf.get('too-big')).toBeUndefined()
+    expect(runKeys()).toEqual([])
+    // Just under the room (maxValueBytes less 4 KiB for the record) is kept.
+    const fits = await wf.start('w', 'y'.repeat(60 * 1024 - 16))
+    expect(await fits.result()).toBe(1)
+  })
+
+  it.skipIf(ENGINE !== 'native' || IN_BROWSER)('refuses a too large start input on a durable store too', async () => {
+    const { mkdtempSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const store = orrery.openStore({ path: join(mkdtempSync(join(tmpdir(), 'orrery-wf-')), 'big.redb'), maxValueBytes: 64 * 1024 })
+    const wf = await orrery.workflows({ store })
+    let ran = 0
+    wf.register('count', () => ++ran)
+    wf.define(workflow('w', step('s', { fn: 'count' })))
+    expect(await errorOf(() => wf.start('w', big))).toMatchObject({ code: 'VALUE_TOO_LARGE' })
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(ran).toBe(0)
+    expect(store.namespace('orrery.workflows', { codec: 'msgpack' }).keys('run/')).toEqual([])
+    wf.close()
+    store.close()
+  })
+
+  it('fails a step whose output is too large for good, and refuses a too large signal at once', async () => {
+    const { wf } = await small()
+    let calls = 0
+    wf.register('huge', () => {
+      calls++
+      return { text: big }
+    })
+    wf.define(workflow('out', step('h', { fn: 'huge' }, { retry: { attempts: 3, initialMs: 1 } })))
+    const run = await wf.start('out', null)
+    await advance(100)
+    const error = await errorOf(() => run.result())
+    expect(error).toMatchObject({ code: 'STEP_FAILED', details: { step: 'h' }, cause: expect.objectContaining({ code: 'VALUE_TOO_LARGE' }) })
+    expect(calls).toBe(1)
+
+    wf.register('echo', (v: unknown) => v)
+    wf.define(workflow('wait', sequence(waitFor('w', 'go'), step('e', { fn: 'echo' }, { input: '$steps.w' }))))
+    const waiting = await wf.start('wait', null)
+    expect(() => waiting.signal('go', big)).toThrow(expect.objectContaining({ code: 'VALUE_TOO_LARGE' }))
+    await advance()
+    expect(waiting.history().filter((e) => e.type === 'signal')).toEqual([])
+    expect(waiting.status()).toBe('running')
+    waiting.signal('go', 'small')
+    expect(await waiting.result()).toBe('small')
+  })
+
+  it('keeps outputs that fit one by one though together they are over the limit', async () => {
+    const { wf } = await small()
+    const part = 'p'.repeat(40 * 1024)
+    wf.register('part', () => part)
+    wf.register('sizes', (v: { a: string; b: string }) => v.a.length + v.b.length)
+    wf.define(
+      workflow(
+        'two',
+        sequence(parallel([step('a', { fn: 'part' }), step('b', { fn: 'part' })]), step('n', { fn: 'sizes' }, { input: { a: '$steps.a', b: '$steps.b' } })),
+      ),
+    )
+    const run = await wf.start('two', null)
+    expect(await run.result()).toBe(80 * 1024)
+    expect(run.history().filter((e) => e.type === 'step-completed')).toHaveLength(3)
+    // The end record keeps the input and the output together: a run they do not fit in ends failed.
+    wf.register('echo', (v: unknown) => v)
+    wf.define(workflow('echo', step('e', { fn: 'echo' }, { input: '$input' })))
+    const echo = await wf.start('echo', part, { id: 'echo' })
+    expect(await errorOf(() => echo.result())).toMatchObject({ code: 'VALUE_TOO_LARGE' })
+    expect(wf.get('echo')?.status()).toBe('failed')
+  })
+
+  it('refuses a run id over 512 bytes of UTF-8, and a child run id over it fails its step for good', async () => {
+    const { wf, runKeys } = await small()
+    wf.register('leaf', () => 'leaf')
+    wf.define(workflow('w', step('s', { fn: 'leaf' })))
+    for (const id of ['i'.repeat(1015), 'é'.repeat(257)]) {
+      const error = await errorOf(() => wf.start('w', null, { id }))
+      expect(error).toMatchObject({ code: 'INVALID_OPTION', details: { option: 'id' } })
+      expect(error?.message).toContain('512')
+    }
+    expect(runKeys()).toEqual([])
+    expect(await (await wf.start('w', null, { id: 'é'.repeat(256) })).result()).toBe('leaf')
+    // A child's run id is its step's idempotency key: `<parent id>/<node id>`.
+    wf.define(workflow('parent', child('kid', 'w', { retry: { attempts: 3, initialMs: 1 } })))
+    const parent = await wf.start('parent', null, { id: 'p'.repeat(510) })
+    await advance(100)
+    const error = await errorOf(() => parent.result())
+    expect(error).toMatchObject({ code: 'STEP_FAILED', details: { step: 'kid' }, cause: expect.objectContaining({ code: 'INVALID_OPTION' }) })
+    expect(String((error as { cause?: Error } | undefined)?.cause?.message)).toContain('512')
+    expect(parent.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+  })
+
+  it('says a run timed out without naming a step, and refuses a run timeout of 0', async () => {
+    const { wf } = await small()
+    wf.register('hang', hang)
+    wf.define(workflow('slow', sequence(step('a', { fn: 'hang' }))))
+    expect(await errorOf(() => wf.start('slow', null, { timeoutMs: 0 }))).toMatchObject({ code: 'INVALID_OPTION', details: { option: 'timeoutMs' } })
+    expect(wf.list()).toEqual([])
+    const run = await wf.start('slow', null, { id: 'late', timeoutMs: 50 })
+    const failed = errorOf(() => run.result())
+    await advance(50)
+    const error = await failed
+    expect(error).toMatchObject({ code: 'STEP_FAILED', message: 'run late timed out (failed)', cause: expect.objectContaining({ code: 'TIMEOUT' }) })
+    expect(error?.details).not.toHaveProperty('step')
+  })
+})

@@ -125,6 +125,8 @@ export interface StoreIoCalls {
 export interface StoreCore extends RawStore, StoreIoCalls {
   /** Whether writes go to disk (and acknowledge through tickets). */
   readonly durable: boolean
+  /** The largest value a write may carry, in bytes (the store's checked `maxValueBytes`). */
+  readonly maxValueBytes: number
   /**
    * The request/result buffer, at least `min` bytes, contents kept. Valid until the next call
    * into the core (wasm memory may move); fetch it again after every call.

@@ -83,7 +83,7 @@ class NativeStoreCore extends StoreAdapter implements StoreCore {
     private readonly b: NativeStoreBinding,
     private readonly owner: NativeStoreHandle,
     readonly durable: boolean,
-    maxValueBytes: number,
+    readonly maxValueBytes: number,
   ) {
     super(NATIVE_FAILURES)
     this.h = owner.handle

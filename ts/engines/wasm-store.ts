@@ -32,7 +32,7 @@ class WasmStoreCore extends StoreAdapter implements StoreCore {
     protected readonly raw: WasmStoreHandle,
     private readonly memory: WebAssembly.Memory,
     failures: EngineFailures,
-    maxValueBytes: number,
+    readonly maxValueBytes: number,
   ) {
     super(failures)
     this.len = 64 * 1024

@@ -305,6 +305,14 @@ export class Store<D extends boolean = false> {
     return this.core.durable as D
   }
 
+  /**
+   * The largest value a write may carry, in encoded bytes (the `maxValueBytes` it was opened
+   * with, 1 MiB by default): a larger one is refused with `VALUE_TOO_LARGE`.
+   */
+  get maxValueBytes(): number {
+    return this.core.maxValueBytes
+  }
+
   /** The latest revision: the version of the last write. */
   get revision(): number {
     this.checkOpen()

@@ -140,6 +140,54 @@ export function storable<T>(value: T): T {
   return decodePayload('msgpack', encodePayload('msgpack', value)) as T
 }
 
+/**
+ * Room kept in every workflow record for what surrounds a value (the event tuple or the run's
+ * meta: ids, names, times, an error): a value the store should keep (a run's input, a step's
+ * output, a signal's payload, a decision's items, a continueAsNew input) may take at most the
+ * store's `maxValueBytes` less this, as msgpack.
+ */
+export const RECORD_MARGIN = 4096
+
+/** The most bytes of msgpack a value in a workflow record may take, for a store's `maxValueBytes`. */
+export const valueRoom = (maxValueBytes: number): number => Math.max(0, maxValueBytes - RECORD_MARGIN)
+
+/**
+ * {@link storable}, and `VALUE_TOO_LARGE` for a value over `room` bytes of msgpack (`what` names
+ * it), so what a record could not hold is refused before anything is recorded. A string is
+ * measured by its UTF-8 length (encoded only when it might be too long); anything else but a
+ * number, a boolean, undefined or null is encoded anyway.
+ */
+export function storableWithin<T>(value: T, room: number, what: string): T {
+  switch (typeof value) {
+    case 'number':
+      return (Object.is(value, -0) ? 0 : value) as T
+    case 'boolean':
+    case 'undefined':
+      return value
+    case 'string':
+      if (!wellFormed(value)) break
+      // At most 3 bytes of UTF-8 per UTF-16 unit (a surrogate pair: 4 bytes for 2 units).
+      if (value.length * 3 > room) {
+        const bytes = new TextEncoder().encode(value).length
+        if (bytes > room) throw tooLarge(what, bytes, room)
+      }
+      return value
+    case 'object':
+      if (value === null) return value
+  }
+  const encoded = encodePayload('msgpack', value)
+  if (encoded.length > room) throw tooLarge(what, encoded.length, room)
+  return decodePayload('msgpack', encoded) as T
+}
+
+function tooLarge(what: string, bytes: number, room: number): OrreryError {
+  return new OrreryError(
+    'VALUE_TOO_LARGE',
+    `${what} takes ${bytes} bytes as stored, over the ${room} the store keeps for it (its maxValueBytes less ${RECORD_MARGIN} for the record around it)`,
+    { details: { bytes, limit: room } },
+  )
+}
+
 /** The event types in the order of their codes (the first word of a stored event): append only. */
 export const EVENT_TYPES = [
   'started',
@@ -259,10 +307,21 @@ export class History {
    * `ns` should use the msgpack codec: it keeps `undefined` (JSON turns it into null or drops
    * it); `durable` says whether its store acknowledges from disk.
    */
+  /** The most bytes of msgpack a value in a record may take ({@link valueRoom}). */
+  readonly room: number
+
   constructor(
     readonly ns: Namespace<unknown, boolean>,
     readonly durable: boolean,
-  ) {}
+    maxValueBytes: number,
+  ) {
+    this.room = valueRoom(maxValueBytes)
+  }
+
+  /** {@link storableWithin} this history's room. */
+  keep<T>(value: T, what: string): T {
+    return storableWithin(value, this.room, what)
+  }
 
   putDefinition(definition: WorkflowDefinition): number | Promise<number> {
     return this.ns.put(`def/${definition.name}/${definition.version}`, definition)
@@ -430,7 +489,7 @@ export class History {
   private write(runId: string, events: EventTuple[]): number | Promise<number> {
     if (this.failed?.has(runId)) return 0
     try {
-      const ack = this.ns.put(`run/${runId}/e/${pad(events[0]![1])}`, events)
+      const ack = this.putEvents(runId, events)
       this.lastWrite = ack
       if (ack instanceof Promise)
         return ack.catch((error: unknown) => {
@@ -441,6 +500,23 @@ export class History {
       this.fail(runId, error)
       return 0
     }
+  }
+
+  /**
+   * One record for the events, or, when together they are over the store's limit (each fits:
+   * their values were kept within the room), one for each half: a key holds the seq of its first.
+   */
+  private putEvents(runId: string, events: EventTuple[]): number | Promise<number> {
+    try {
+      return this.ns.put(`run/${runId}/e/${pad(events[0]![1])}`, events)
+    } catch (error) {
+      if (events.length < 2 || !isOrreryError(error) || error.code !== 'VALUE_TOO_LARGE') throw error
+    }
+    const half = events.length >> 1
+    const first = this.putEvents(runId, events.slice(0, half))
+    const second = this.putEvents(runId, events.slice(half))
+    if (!(first instanceof Promise)) return second
+    return Promise.all([first, second]).then(([, version]) => version)
   }
 
   /** A run's history write failed: later ones would leave a gap a resume would replay past. */

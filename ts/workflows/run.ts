@@ -19,7 +19,6 @@ import {
   FINAL_STATUSES,
   macrotask,
   restoreError,
-  storable,
   storeError,
   type FailureReason,
   type History,
@@ -326,9 +325,9 @@ export class Run {
     let outcome = given
     if (outcome.ok) {
       // Used as the store keeps it, so a resumed run reads the same data; what no store can
-      // keep (INVALID_PAYLOAD) fails the step for good.
+      // keep (INVALID_PAYLOAD), or this one cannot (VALUE_TOO_LARGE), fails the step for good.
       try {
-        outcome = { ok: true, output: storable(outcome.output) }
+        outcome = { ok: true, output: this.host.history.keep(outcome.output, `the output of step ${this.compiled.nodes[attempt.node]!.id}`) }
       } catch (error) {
         outcome = { ok: false, permanent: true, error }
       }
@@ -397,8 +396,9 @@ export class Run {
         details: { runId: this.id, signal: name, limit: MAX_UNCLAIMED_SIGNALS },
       })
     }
-    // As the store keeps it (INVALID_PAYLOAD for what none can).
-    const kept = storable(payload)
+    // As the store keeps it (INVALID_PAYLOAD for what none can, VALUE_TOO_LARGE for what this
+    // one cannot): refused before anything is recorded or applied.
+    const kept = this.host.history.keep(payload, `the payload of signal ${name}`)
     if (holding) {
       this.held ??= []
       let given!: (ack: Ack) => void
@@ -537,7 +537,7 @@ export class Run {
       // A compensation given no input gets the output of the step it undoes.
       input = compensation && spec === undefined ? this.data.output(compensated, scope) : buildInput(spec, data, this.host.mappings)
       // The next generation's input is kept in the run's meta: used as kept.
-      if (def.kind === 'continueAsNew') input = storable(input)
+      if (def.kind === 'continueAsNew') input = this.host.history.keep(input, `the input of continueAsNew ${def.id}`)
     } catch (error) {
       this.complete(token, { ok: false, permanent: true, error })
       return
@@ -560,7 +560,7 @@ export class Run {
     try {
       const kind = this.data.kind(node)
       if (kind === WORKFLOW_NODES.map || kind === WORKFLOW_NODES.pipeline) {
-        items = storable(this.host.executor.instances(def, data))
+        items = this.host.history.keep(this.host.executor.instances(def, data), `the items of ${def.id}`)
         value = items.length
       } else {
         value = this.host.executor.decide(def, data)
@@ -699,8 +699,13 @@ export class Run {
       details['compensations'] = this.failedCompensations.map((f) => ({ step: f.step, error: storeError(f.error) }))
     }
     if (this.cancelled && failedNode < 0) return new OrreryError('RUN_CANCELLED', `run ${this.id} was cancelled (${status})`, { details })
-    const stepId = failedNode >= 0 ? this.compiled.nodes[failedNode]?.id : undefined
     const cause = thrown === undefined ? this.causeOf(failedNode, failedToken, why) : thrown.error
+    // The run's own timeout is no step's failure (the core names the root it stopped): still
+    // STEP_FAILED with the TIMEOUT as cause, as documented, but naming no step.
+    if (thrown === undefined && REASON_NAMES[why] === 'run-timeout') {
+      return new OrreryError('STEP_FAILED', `run ${this.id} timed out (${status})`, { details, cause })
+    }
+    const stepId = failedNode >= 0 ? this.compiled.nodes[failedNode]?.id : undefined
     if (stepId !== undefined) details['step'] = stepId
     const reason = cause instanceof Error ? cause.message : cause === undefined ? 'a node failed' : String(cause)
     return new OrreryError('STEP_FAILED', `run ${this.id}${stepId === undefined ? '' : `: step ${stepId}`} failed: ${reason} (${status})`, {

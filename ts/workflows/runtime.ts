@@ -8,19 +8,47 @@ import { Mesh } from '../agents/mesh.js'
 import { callable, flag, int, msOrNone, oneOf, options as checkOptions, refuse, text } from '../check.js'
 import type { Backend, WorkflowCore } from '../engines/backend.js'
 import { WORKFLOW_LAYOUT } from '../engines/manifest.js'
-import { OrreryError } from '../errors.js'
+import { isOrreryError, OrreryError } from '../errors.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 import { Store } from '../store/store.js'
 import { DeadlineTimer } from '../timer.js'
 import { compileWorkflow, type CompiledWorkflow } from './compile.js'
 import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
-import { FINAL_STATUSES, History, isEventKey, storable } from './history.js'
+import { FINAL_STATUSES, History, isEventKey } from './history.js'
 import { currentEvents, deleteRecord, purgeEarlier, putFirstRecord, putLimit, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
 import { WorkflowRun } from './handle.js'
 import { runId } from './ids.js'
 import { Run, type RunHost } from './run.js'
 import { canonicalJson } from './version.js'
+
+/**
+ * The longest run id, in UTF-8 bytes: its events' keys (`run/<id>/e/<10 digits>`) stay well
+ * under the store's 1024-byte keys, with room for the namespace's own prefix.
+ */
+export const MAX_RUN_ID_BYTES = 512
+
+/** `INVALID_OPTION` for a run id over {@link MAX_RUN_ID_BYTES}. */
+function checkRunIdLength(id: string): void {
+  // At most 3 bytes of UTF-8 per UTF-16 unit: most ids need no encoding to be measured.
+  if (id.length * 3 <= MAX_RUN_ID_BYTES) return
+  const bytes = new TextEncoder().encode(id).length
+  if (bytes > MAX_RUN_ID_BYTES) {
+    throw new OrreryError('INVALID_OPTION', `run id is ${bytes} bytes of UTF-8, over the ${MAX_RUN_ID_BYTES} a run id may take`, {
+      details: { option: 'id', bytes, limit: MAX_RUN_ID_BYTES },
+    })
+  }
+}
+
+/**
+ * A child run's start that no retry can fix (its id, the step's idempotency key, too long; its
+ * input too large) fails the child step for good, saying which run id it was.
+ */
+function permanentChildError(error: unknown, id: string): unknown {
+  if (!isOrreryError(error) || (error.code !== 'INVALID_OPTION' && error.code !== 'VALUE_TOO_LARGE')) return error
+  const what = error.code === 'INVALID_OPTION' ? `child run ${id.slice(0, 64)}…: its id (the step's idempotency key)` : `child run ${id}`
+  return new OrreryError(error.code, `${what}: ${error.message}`, { cause: error, details: { ...error.details, runId: id, permanent: true } })
+}
 
 const RUN_STATUS_NAMES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
 
@@ -140,7 +168,7 @@ export class Workflows {
     const store = options.store ?? openStore()
     const core = backend.createWorkflows()
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
-    const history = new History(store.namespace(namespace, { codec: 'msgpack' }), store.durable)
+    const history = new History(store.namespace(namespace, { codec: 'msgpack' }), store.durable, store.maxValueBytes)
     const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose)
     if (options.resume !== false) wf.restore()
     return wf
@@ -349,8 +377,10 @@ export class Workflows {
     const workflow = given ? given.compiled.definition.name : (name as string)
     text(workflow, 'name', { nonEmpty: true })
     const o = checkOptions(options)
-    const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { min: 0 })
+    // > 0 as a definition's own timeout must be: 0 would end the run before it began.
+    const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { above: 0 })
     const id = o.id === undefined ? runId() : text(o.id, 'id', { nonEmpty: true }, 'option')
+    checkRunIdLength(id)
     if (isEventKey(id)) throw new OrreryError('INVALID_OPTION', `run id ${id} ends like an event key (/e/<10 digits>)`, { details: { option: 'id' } })
     // A generated id is new: only a given one can name a run that exists.
     const existing = o.id === undefined ? undefined : this.find(id)
@@ -373,8 +403,9 @@ export class Workflows {
       id,
       definition: workflow,
       version: versionName,
-      // As the store keeps it (INVALID_PAYLOAD for what none can), so a resumed run reads the same.
-      input: storable(input),
+      // As the store keeps it (INVALID_PAYLOAD for what none can, VALUE_TOO_LARGE for what this
+      // one cannot), so a resumed run reads the same; checked before anything is written or run.
+      input: this.history.keep(input, 'the run input'),
       seed: Math.floor(Math.random() * 2 ** 52),
       status: queued ? 'queued' : 'running',
       startedAt: this.clock(),
@@ -499,7 +530,12 @@ export class Workflows {
   }
 
   private async startChild(workflow: string, input: unknown, id: string): Promise<ChildHandle> {
-    const child = await this.start(workflow, input, { id })
+    let child: WorkflowRun
+    try {
+      child = await this.start(workflow, input, { id })
+    } catch (error) {
+      throw permanentChildError(error, id)
+    }
     return { result: () => child.result(), cancel: () => void child.cancel().catch(() => {}) }
   }
 
