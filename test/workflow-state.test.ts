@@ -582,6 +582,35 @@ describe('run.state()', () => {
     expect(await stored(reader, 'batches-1')).toEqual(done)
   })
 
+  it("a loop inside a forEach: each loop instance's output is its last iteration's", async () => {
+    const { wf } = await setup()
+    const counts = new Map<string, number>()
+    wf.register('count', (item: string) => {
+      const n = (counts.get(item) ?? 0) + 1
+      counts.set(item, n)
+      return item === 'b' ? n * 10 : n
+    })
+    const def = workflow(
+      'counts',
+      forEach(
+        '$input',
+        loop({ until: { path: '$steps.count', op: 'gte', value: 2 }, maxIterations: 5, id: 'again' }, step('count', { fn: 'count' }, { input: '$item' })),
+        { id: 'each' },
+      ),
+    )
+    wf.define(def)
+    const run = await wf.start(def, ['a', 'b'])
+    await advance()
+    expect(await run.result()).toEqual([2, 10])
+    const state = run.state()
+    expect(state.nodes['each']).toMatchObject({ status: 'completed', output: [2, 10] })
+    expect(state.nodes['again']!.instances).toEqual({
+      '[0]': { status: 'completed', attempts: 0, output: 2 },
+      '[1]': { status: 'completed', attempts: 0, output: 10 },
+    })
+    expect(Object.keys(state.nodes['count']!.instances!)).toEqual(['[0][0]', '[1][0]', '[0][1]'])
+  })
+
   it('a stored run whose version left the store: WORKFLOW_NOT_FOUND', async () => {
     const { orrery, store } = await setup()
     store

@@ -363,6 +363,22 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     }
   }
 
+  /** A loop body's highest iteration index by the path of the loop's instance (made once per body). */
+  const lasts = new Map<Acc, Map<string, number>>()
+  const lastIterations = (body: Acc): Map<string, number> => {
+    let last = lasts.get(body)
+    if (last) return last
+    last = new Map()
+    for (const key of body.instances.keys()) {
+      const cut = key.lastIndexOf('[')
+      const index = Number(key.slice(cut + 1, -1))
+      const outer = key.slice(0, cut)
+      if (cut >= 0 && index > (last.get(outer) ?? -1)) last.set(outer, index)
+    }
+    lasts.set(body, last)
+    return last
+  }
+
   /**
    * The output of `acc`'s instance at `path`, as the run computes it: undefined unless that
    * instance ended ok; a container's from its children's instances at the same path, an
@@ -388,14 +404,10 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
         return arm === undefined ? undefined : outputAt(arm, path)
       }
       case 'loop': {
-        // The last iteration's (the highest index the body ran with here).
+        // The last iteration's: the highest index its body ran with in this instance.
         const body = acc.children[0]!
-        let last = -1
-        for (const key of body.instances.keys()) {
-          const index = iterationIndex(key, path)
-          if (index > last) last = index
-        }
-        return last < 0 ? undefined : outputAt(body, `${path}[${last}]`)
+        const last = lastIterations(body).get(path)
+        return last === undefined ? undefined : outputAt(body, `${path}[${last}]`)
       }
       case 'forEach':
       case 'pipeline':
@@ -480,11 +492,4 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     waiting,
     signals: held,
   }
-}
-
-/** The index of an iteration directly inside `path` that `key` names (`[3]` under `path`), else -1. */
-function iterationIndex(key: string, path: string): number {
-  if (!key.startsWith(path)) return -1
-  const match = /^\[(\d+)\]$/.exec(key.slice(path.length))
-  return match ? Number(match[1]) : -1
 }
