@@ -486,9 +486,10 @@ export class Workflows {
    * choice, so their workflows cannot be known here.
    */
   private checkRegistered(compiled: CompiledWorkflow): void {
-    const seen = new Set<CompiledWorkflow>([compiled])
-    const todo = [compiled]
-    for (let next = todo.pop(); next !== undefined; next = todo.pop()) {
+    // Made only when a child is met: the common start, of a workflow without children, allocates nothing.
+    let seen: Set<CompiledWorkflow> | undefined
+    let todo: CompiledWorkflow[] | undefined
+    for (let next: CompiledWorkflow | undefined = compiled; next !== undefined; next = todo?.pop()) {
       const name = next.definition.name
       for (const node of next.nodes) {
         if (node.kind === 'child') {
@@ -501,7 +502,9 @@ export class Workflows {
             )
           }
           const child = this.versions.get(versionKey(node.workflow, version))?.compiled
-          if (child !== undefined && !seen.has(child)) {
+          if (child !== undefined && child !== compiled && !seen?.has(child)) {
+            seen ??= new Set()
+            todo ??= []
             seen.add(child)
             todo.push(child)
           }
