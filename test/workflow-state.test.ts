@@ -342,6 +342,8 @@ describe('run.state()', () => {
     expect(g.state().nodes['cell']!.instances!['[1][0]']).toEqual({ status: 'completed', attempts: 1, output: 30 })
     expect(g.state().nodes['rows']).toMatchObject({ status: 'completed' })
     expect(g.state().nodes['cols']).toMatchObject({ status: 'completed', parent: 'rows' })
+    expect(g.state().nodes['cols']!.instances!['[1]']).toEqual({ status: 'completed', attempts: 0, output: [30, 41] })
+    expect(g.state().nodes['rows']!.output).toEqual(await g.result())
     expect(await p.result()).toEqual(['A!', 'B!'])
     const state = p.state()
     expect(state.nodes['stages']).toMatchObject({ kind: 'pipeline', status: 'completed', output: ['A!', 'B!'] })

@@ -55,8 +55,8 @@ export interface NodeState extends NodeInstanceState {
    * instances by index path (`[2]`, `[0][1]`: the suffix of its idempotency key), a step's each
    * one started so far, another node's each one that ended (their events say no more). The
    * node's own status then sums them up: running while one runs, else how the last one ended.
-   * An output inside iterations is left out for a forEach, pipeline or scatterGather (its item
-   * count names no instance).
+   * Inside iterations, a forEach's or scatterGather's output under `'any'` or a quorum is left
+   * out (its item count names no instance).
    */
   readonly instances?: Readonly<Record<string, NodeInstanceState>>
 }
@@ -363,7 +363,7 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     }
   }
 
-  /** A loop body's highest iteration index by the path of the loop's instance (made once per body). */
+  /** A body's highest iteration index by the path of its loop's (forEach's, ...) instance, made once per body. */
   const lasts = new Map<Acc, Map<string, number>>()
   const lastIterations = (body: Acc): Map<string, number> => {
     let last = lasts.get(body)
@@ -412,11 +412,15 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
       case 'forEach':
       case 'pipeline':
       case 'scatterGather': {
-        // The item count is a decision, which names no instance: known outside iterations only.
-        if (path !== '' || (n.kind === 'scatterGather' && n.aggregate !== undefined)) return undefined
+        if (n.kind === 'scatterGather' && n.aggregate !== undefined) return undefined
         const body = n.kind === 'scatterGather' ? byId.get(`${n.id}${CALL_SUFFIX}`)! : acc.children.at(-1)!
-        const items = Math.max(0, acc.decisions.at(-1) ?? 0)
-        return Array.from({ length: items }, (_, i) => outputAt(body, `[${i}]`))
+        // The item count is a decision, which names no instance. Inside iterations, a join of
+        // all that ended ok ran every item: the count is its body's highest index and one.
+        let items: number
+        if (path === '') items = Math.max(0, acc.decisions.at(-1) ?? 0)
+        else if (n.kind === 'pipeline' || n.join === undefined || n.join === 'all') items = (lastIterations(body).get(path) ?? -1) + 1
+        else return undefined
+        return Array.from({ length: items }, (_, i) => outputAt(body, `${path}[${i}]`))
       }
       default:
         return inst.output
