@@ -1627,6 +1627,7 @@ describe('workflows: limits', () => {
     const error = await errorOf(() => run.result())
     expect(error).toMatchObject({ code: 'STEP_FAILED', details: { step: 'h' }, cause: expect.objectContaining({ code: 'VALUE_TOO_LARGE' }) })
     expect(calls).toBe(1)
+    expect(String((error as { cause?: Error } | undefined)?.cause?.message)).toContain('the output of step h takes')
 
     wf.register('echo', (v: unknown) => v)
     wf.define(workflow('wait', sequence(waitFor('w', 'go'), step('e', { fn: 'echo' }, { input: '$steps.w' }))))

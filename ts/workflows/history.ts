@@ -152,12 +152,13 @@ export const RECORD_MARGIN = 4096
 export const valueRoom = (maxValueBytes: number): number => Math.max(0, maxValueBytes - RECORD_MARGIN)
 
 /**
- * {@link storable}, and `VALUE_TOO_LARGE` for a value over `room` bytes of msgpack (`what` names
- * it), so what a record could not hold is refused before anything is recorded. A string is
+ * {@link storable}, and `VALUE_TOO_LARGE` for a value over `room` bytes of msgpack (`what` and
+ * `name` name it: joined only for the error, the hot path builds no string), so what a record
+ * could not hold is refused before anything is recorded. A string is
  * measured by its UTF-8 length (encoded only when it might be too long); anything else but a
  * number, a boolean, undefined or null is encoded anyway.
  */
-export function storableWithin<T>(value: T, room: number, what: string): T {
+export function storableWithin<T>(value: T, room: number, what: string, name?: string): T {
   switch (typeof value) {
     case 'number':
       return (Object.is(value, -0) ? 0 : value) as T
@@ -169,21 +170,21 @@ export function storableWithin<T>(value: T, room: number, what: string): T {
       // At most 3 bytes of UTF-8 per UTF-16 unit (a surrogate pair: 4 bytes for 2 units).
       if (value.length * 3 > room) {
         const bytes = new TextEncoder().encode(value).length
-        if (bytes > room) throw tooLarge(what, bytes, room)
+        if (bytes > room) throw tooLarge(what, name, bytes, room)
       }
       return value
     case 'object':
       if (value === null) return value
   }
   const encoded = encodePayload('msgpack', value)
-  if (encoded.length > room) throw tooLarge(what, encoded.length, room)
+  if (encoded.length > room) throw tooLarge(what, name, encoded.length, room)
   return decodePayload('msgpack', encoded) as T
 }
 
-function tooLarge(what: string, bytes: number, room: number): OrreryError {
+function tooLarge(what: string, name: string | undefined, bytes: number, room: number): OrreryError {
   return new OrreryError(
     'VALUE_TOO_LARGE',
-    `${what} takes ${bytes} bytes as stored, over the ${room} the store keeps for it (its maxValueBytes less ${RECORD_MARGIN} for the record around it)`,
+    `${name === undefined ? what : `${what} ${name}`} takes ${bytes} bytes as stored, over the ${room} the store keeps for it (its maxValueBytes less ${RECORD_MARGIN} for the record around it)`,
     { details: { bytes, limit: room } },
   )
 }
@@ -319,8 +320,8 @@ export class History {
   }
 
   /** {@link storableWithin} this history's room. */
-  keep<T>(value: T, what: string): T {
-    return storableWithin(value, this.room, what)
+  keep<T>(value: T, what: string, name?: string): T {
+    return storableWithin(value, this.room, what, name)
   }
 
   putDefinition(definition: WorkflowDefinition): number | Promise<number> {

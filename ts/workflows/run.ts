@@ -327,7 +327,7 @@ export class Run {
       // Used as the store keeps it, so a resumed run reads the same data; what no store can
       // keep (INVALID_PAYLOAD), or this one cannot (VALUE_TOO_LARGE), fails the step for good.
       try {
-        outcome = { ok: true, output: this.host.history.keep(outcome.output, `the output of step ${this.compiled.nodes[attempt.node]!.id}`) }
+        outcome = { ok: true, output: this.host.history.keep(outcome.output, 'the output of step', this.compiled.nodes[attempt.node]!.id) }
       } catch (error) {
         outcome = { ok: false, permanent: true, error }
       }
@@ -398,7 +398,7 @@ export class Run {
     }
     // As the store keeps it (INVALID_PAYLOAD for what none can, VALUE_TOO_LARGE for what this
     // one cannot): refused before anything is recorded or applied.
-    const kept = this.host.history.keep(payload, `the payload of signal ${name}`)
+    const kept = this.host.history.keep(payload, 'the payload of signal', name)
     if (holding) {
       this.held ??= []
       let given!: (ack: Ack) => void
@@ -537,7 +537,7 @@ export class Run {
       // A compensation given no input gets the output of the step it undoes.
       input = compensation && spec === undefined ? this.data.output(compensated, scope) : buildInput(spec, data, this.host.mappings)
       // The next generation's input is kept in the run's meta: used as kept.
-      if (def.kind === 'continueAsNew') input = this.host.history.keep(input, `the input of continueAsNew ${def.id}`)
+      if (def.kind === 'continueAsNew') input = this.host.history.keep(input, 'the input of continueAsNew', def.id)
     } catch (error) {
       this.complete(token, { ok: false, permanent: true, error })
       return
@@ -560,7 +560,7 @@ export class Run {
     try {
       const kind = this.data.kind(node)
       if (kind === WORKFLOW_NODES.map || kind === WORKFLOW_NODES.pipeline) {
-        items = this.host.history.keep(this.host.executor.instances(def, data), `the items of ${def.id}`)
+        items = this.host.history.keep(this.host.executor.instances(def, data), 'the items of', def.id)
         value = items.length
       } else {
         value = this.host.executor.decide(def, data)
