@@ -1660,6 +1660,24 @@ describe('workflows: limits', () => {
     const echo = await wf.start('echo', part, { id: 'echo' })
     expect(await errorOf(() => echo.result())).toMatchObject({ code: 'VALUE_TOO_LARGE' })
     expect(wf.get('echo')?.status()).toBe('failed')
+    // A child's input made of two that fit alone is too large together: its step fails for good.
+    wf.define(
+      workflow(
+        'joined',
+        sequence(
+          parallel([step('a', { fn: 'part' }), step('b', { fn: 'part' })]),
+          child('kid', 'echo', { input: { a: '$steps.a', b: '$steps.b' }, retry: { attempts: 3, initialMs: 1 } }),
+        ),
+      ),
+    )
+    const joined = await wf.start('joined', null)
+    await advance(100)
+    expect(await errorOf(() => joined.result())).toMatchObject({
+      code: 'STEP_FAILED',
+      details: { step: 'kid' },
+      cause: expect.objectContaining({ code: 'VALUE_TOO_LARGE' }),
+    })
+    expect(joined.history().filter((e) => e.type === 'step-started' && e.step === 'kid')).toHaveLength(1)
   })
 
   it('refuses a run id over 512 bytes of UTF-8, and a child run id over it fails its step for good', async () => {
