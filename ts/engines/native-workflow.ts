@@ -112,14 +112,14 @@ function rawWorkflows(b: NativeWorkflowBinding, w: NativeWorkflowsHandle): RawWo
       call[1] = run
       b.workflowRelease()
     },
-    drain() {
+    drain(view) {
       for (;;) {
         call[0] = h
         b.workflowDrain()
         const n = call[0]!
         if (n === 0) return EMPTY
         if (n > 0) {
-          const records = out.slice(0, n)
+          const records = view ? out.subarray(0, n) : out.slice(0, n)
           // A buffer grown for a burst (a forEach of a million items) is given back once drains
           // are small again: it would otherwise hold the largest drain ever seen.
           if (out.length > OUT_WORDS && n * 8 <= out.length) {

@@ -7,7 +7,8 @@ import type { WorkflowCore } from './backend.js'
 import type { EngineFailures } from './failures.js'
 import { adaptWorkflows, directCalls, type RawWorkflows } from './workflow.js'
 
-export interface WasmWorkflowsHandle extends Omit<RawWorkflows, 'close'> {
+export interface WasmWorkflowsHandle extends Omit<RawWorkflows, 'close' | 'drain'> {
+  drain(): Float64Array
   free(): void
 }
 
@@ -20,6 +21,7 @@ export function createWasmWorkflows(cls: WasmWorkflowsClass, failures: EngineFai
 function rawWorkflows(w: WasmWorkflowsHandle): RawWorkflows {
   return {
     ...directCalls(w),
+    // A copy out of the instance's memory either way.
     drain: () => w.drain(),
     close() {
       try {

@@ -16,9 +16,13 @@ import { NO_DEADLINE, WORKFLOW_LAYOUT, WORKFLOW_LIMITS } from './manifest.js'
  * An engine's workflow calls, untranslated (`start` takes its deadline always). `close` releases
  * the engine's core (called once).
  */
-export type RawWorkflows = Omit<WorkflowCore, 'start'> & { start(def: number, seed: number, now: number, deadline: number): number }
+export type RawWorkflows = Omit<WorkflowCore, 'start' | 'drain' | 'drainView'> & {
+  start(def: number, seed: number, now: number, deadline: number): number
+  /** The queued records: a copy, or with `view` what may be a view of the engine's buffer. */
+  drain(view: boolean): Float64Array
+}
 
-/** The calls both engines' classes answer as they are (each engine adds its own `drain` and `close`). */
+/** The calls the wasm engine's class answers as they are (it adds its own `drain` and `close`). */
 export type DirectCalls = Omit<RawWorkflows, 'drain' | 'close'>
 
 /** `w`'s direct calls as plain functions bound to it (class methods need their receiver). */
@@ -187,11 +191,19 @@ class WorkflowAdapter implements WorkflowCore {
   }
 
   drain(): Float64Array {
+    return this.drainWith(false)
+  }
+
+  drainView(): Float64Array {
+    return this.drainWith(true)
+  }
+
+  private drainWith(view: boolean): Float64Array {
     this.usable()
     if (!this.queued) return EMPTY
     this.queued = false
     try {
-      return this.raw.drain()
+      return this.raw.drain(view)
     } catch (e) {
       throw this.failures.fail(e)
     }

@@ -664,8 +664,9 @@ export class Workflows {
     this.pumping = true
     try {
       for (;;) {
-        // The engines hand out a copy: handling a record may call the core again.
-        const records = this.core.drain()
+        // A view of the engine's buffer: handled before the next drain (a record's handling calls
+        // the core, never drains it).
+        const records = this.core.drainView()
         if (records.length === 0) break
         for (let at = 0; at < records.length; at += RECORD_WORDS) this.byHandle.get(records[at + 1]!)?.handleRecord(records, at)
       }
