@@ -1,28 +1,45 @@
 /**
  * The wasm workflow core: a wasm_bindgen class whose methods are the WorkflowCore calls (see
- * workflow.ts for why no `io` buffer). `drain` and `due` come back as `Float64Array` copies out
- * of the instance's memory, so they stay valid after later calls.
+ * workflow.ts). `due` comes back as a `Float64Array` copy; drained records stay in the instance's
+ * memory and are copied into a buffer JS owns (a copy made per drain was an ArrayBuffer each
+ * time, whose external memory set off a scavenge every ~40 runs). A view handed to the pump is of
+ * that buffer, never of the instance's memory, which a store write may grow and detach.
  */
 import type { WorkflowCore } from './backend.js'
 import type { EngineFailures } from './failures.js'
 import { adaptWorkflows, directCalls, type RawWorkflows } from './workflow.js'
 
 export interface WasmWorkflowsHandle extends Omit<RawWorkflows, 'close' | 'drain'> {
-  drain(): Float64Array
+  drainShared(): number
+  drainedPtr(): number
   free(): void
 }
 
 export type WasmWorkflowsClass = new () => WasmWorkflowsHandle
 
-export function createWasmWorkflows(cls: WasmWorkflowsClass, failures: EngineFailures): WorkflowCore {
-  return adaptWorkflows(() => rawWorkflows(new cls()), failures)
+export function createWasmWorkflows(cls: WasmWorkflowsClass, memory: WebAssembly.Memory, failures: EngineFailures): WorkflowCore {
+  return adaptWorkflows(() => rawWorkflows(new cls(), memory), failures)
 }
 
-function rawWorkflows(w: WasmWorkflowsHandle): RawWorkflows {
+/** Room for 128 records to start with; it grows for a larger drain and shrinks after it. */
+const OUT_WORDS = 1024
+
+const EMPTY = new Float64Array(0)
+
+function rawWorkflows(w: WasmWorkflowsHandle, memory: WebAssembly.Memory): RawWorkflows {
+  let out = new Float64Array(OUT_WORDS)
   return {
     ...directCalls(w),
-    // A copy out of the instance's memory either way.
-    drain: () => w.drain(),
+    drain(view) {
+      const n = w.drainShared()
+      if (n === 0) return EMPTY
+      const records = new Float64Array(memory.buffer, w.drainedPtr(), n)
+      if (!view) return records.slice()
+      // A buffer grown for a burst is given back once drains are small again.
+      if (n > out.length || (out.length > OUT_WORDS && n * 8 <= out.length)) out = new Float64Array(Math.max(OUT_WORDS, n * 2))
+      out.set(records)
+      return out.subarray(0, n)
+    },
     close() {
       try {
         w.free()

@@ -116,7 +116,7 @@ export function wasmBackend(binding: WasmBinding): Backend {
     },
     createMesh: (options) => createWasmMesh(binding.WasmMesh, binding.wasmMemory(), failures, options),
     createStore: (options) => createWasmStore(binding.WasmStore, binding.wasmMemory(), failures, options),
-    createWorkflows: () => createWasmWorkflows(binding.WasmWorkflows, failures),
+    createWorkflows: () => createWasmWorkflows(binding.WasmWorkflows, binding.wasmMemory(), failures),
     openStore: () => {
       throw unsupportedDurable()
     },

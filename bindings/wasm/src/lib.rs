@@ -9,6 +9,9 @@
 pub mod bus;
 pub mod error;
 pub mod layout;
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[allow(unsafe_code, reason = "a global allocator is unsafe code by nature")]
+mod memory;
 pub mod mesh;
 pub mod panic;
 pub mod store;

@@ -1,8 +1,10 @@
 //! Workflow state machines as a JS class whose methods are the calls of
 //! `orrery_core::workflow::wire`. Handles, tokens, outcomes, indexes and times pass as `f64` to
 //! the wire functions, which check them for both engines (wasm-bindgen's `u32` would wrap or
-//! truncate a bad one silently). `drain` and `due` come back as `Float64Array` copies, valid
-//! after later calls.
+//! truncate a bad one silently). `due` comes back as a `Float64Array` copy; drained records stay
+//! in the instance's memory (`drainShared`, `drainedPtr`) for JS to copy into a buffer of its own:
+//! a copy made per drain was an `ArrayBuffer` each time, and their external memory set off a
+//! scavenge every ~40 runs.
 
 use orrery_core::workflow::wire;
 use orrery_core::Workflows;
@@ -14,6 +16,8 @@ use crate::error::to_js;
 #[wasm_bindgen]
 pub struct WasmWorkflows {
     core: Workflows,
+    /// The records of the last `drainShared`.
+    drained: Vec<f64>,
 }
 
 #[wasm_bindgen]
@@ -22,7 +26,7 @@ impl WasmWorkflows {
     #[wasm_bindgen(constructor)]
     #[allow(clippy::new_without_default, reason = "a JS constructor")]
     pub fn new() -> WasmWorkflows {
-        Self { core: Workflows::default() }
+        Self { core: Workflows::default(), drained: Vec::new() }
     }
 
     /// Checks and keeps a program; returns its definition id.
@@ -76,9 +80,18 @@ impl WasmWorkflows {
         wire::outstanding(&mut self.core, run).map_err(to_js)
     }
 
-    /// The records queued since the last drain.
-    pub fn drain(&mut self) -> Vec<f64> {
-        self.core.drain()
+    /// Takes the records queued since the last drain (dropping the ones taken before): how many
+    /// numbers, at `drainedPtr` until the next call.
+    #[wasm_bindgen(js_name = drainShared)]
+    pub fn drain_shared(&mut self) -> u32 {
+        self.core.swap_outbox(&mut self.drained);
+        u32::try_from(self.drained.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Where the records of the last `drainShared` are in the instance's memory.
+    #[wasm_bindgen(js_name = drainedPtr)]
+    pub fn drained_ptr(&self) -> u32 {
+        self.drained.as_ptr() as u32
     }
 
     /// Forgets a run.

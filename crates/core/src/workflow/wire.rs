@@ -238,6 +238,13 @@ impl Workflows {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Hands the outbox over as `out` (cleared first), keeping both allocations: the next
+    /// records go into what `out` held.
+    pub fn swap_outbox(&mut self, out: &mut Vec<f64>) {
+        out.clear();
+        std::mem::swap(&mut self.outbox, out);
+    }
+
     /// Moves the outbox into `out` when it fits: `Ok(words written)`; else `Err(words needed)`
     /// and the outbox stays. Keeps the outbox's allocation, unlike [`Self::drain`].
     pub fn drain_into(&mut self, out: &mut [f64]) -> Result<usize, usize> {
