@@ -10,7 +10,7 @@
  * continue) is wrapped in a sequence `$run` that carries it.
  */
 import { JOINS, WORKFLOW_LAYOUT, WORKFLOW_NODES } from '../engines/manifest.js'
-import type { Join, RetryPolicy, StepNode, WorkflowDefinition, WorkflowNode } from './definition.js'
+import { childrenOf, type Join, type RetryPolicy, type StepNode, type WorkflowDefinition, type WorkflowNode } from './definition.js'
 import { CALL_SUFFIX, COMPENSATE_SUFFIX, type RangeCheck, validateDefinition } from './validate.js'
 
 /** A definition compiled: what the runtime needs to drive the core and execute its records. */
@@ -45,20 +45,9 @@ const RETRY_DEFAULTS: Required<RetryPolicy> = { attempts: 1, initialMs: 100, max
 /** The kinds whose own timeout word is not the whole node's (per attempt, or one that may continue). */
 const STEP_LIKE: ReadonlySet<WorkflowNode['kind']> = new Set(['step', 'child', 'delegate', 'continueAsNew', 'waitFor'])
 
-/** The children a container lists, in order (a branch's `otherwise` is its last arm). */
-function childrenOf(node: WorkflowNode): WorkflowNode[] {
+/** A node's children in the program: a container's, and a scatterGather's call as a step of its own. */
+function programChildren(node: WorkflowNode): readonly WorkflowNode[] {
   switch (node.kind) {
-    case 'sequence':
-      return node.steps
-    case 'parallel':
-      return node.branches
-    case 'branch':
-      return node.otherwise === undefined ? node.arms.map((a) => a.then) : [...node.arms.map((a) => a.then), node.otherwise]
-    case 'loop':
-    case 'forEach':
-      return [node.body]
-    case 'pipeline':
-      return node.stages
     case 'scatterGather':
       return [
         clean<StepNode>({
@@ -72,7 +61,7 @@ function childrenOf(node: WorkflowNode): WorkflowNode[] {
         }),
       ]
     default:
-      return []
+      return childrenOf(node)
   }
 }
 
@@ -106,7 +95,7 @@ export function compileWorkflow(definition: unknown, checkRange?: RangeCheck): C
     parents.push(parent)
     const list: number[] = []
     lists.push(list)
-    for (const child of childrenOf(node)) list.push(visit(child, i))
+    for (const child of programChildren(node)) list.push(visit(child, i))
     return i
   }
   visit(root, -1)

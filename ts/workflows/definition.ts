@@ -388,3 +388,22 @@ export type Joined<O, J> = [J] extends ['all'] ? O : O | undefined
 
 /** A parallel's output: its branches' outputs in branch order, under its join. */
 export type ParallelOutput<B extends readonly unknown[], J> = { -readonly [K in keyof B]: Joined<NodeOutput<B[K]>, J> }
+
+/** The children a container lists, in order (a branch's `otherwise` last); none for any other node. */
+export function childrenOf(node: WorkflowNode): readonly WorkflowNode[] {
+  switch (node.kind) {
+    case 'sequence':
+      return node.steps
+    case 'parallel':
+      return node.branches
+    case 'branch':
+      return node.otherwise === undefined ? node.arms.map((a) => a.then) : [...node.arms.map((a) => a.then), node.otherwise]
+    case 'loop':
+    case 'forEach':
+      return [node.body]
+    case 'pipeline':
+      return node.stages
+    default:
+      return []
+  }
+}

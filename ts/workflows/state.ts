@@ -7,7 +7,7 @@
  * step-completed share, a retry and a node's end by the index path they carry (the suffix of the
  * instance's idempotency key; none outside iterations).
  */
-import type { WorkflowDefinition, WorkflowNode } from './definition.js'
+import { childrenOf, type WorkflowDefinition, type WorkflowNode } from './definition.js'
 import type { FailureReason, RunStatus, StoredError, WorkflowEvent } from './history.js'
 import { generationKey } from './records.js'
 import { CALL_SUFFIX, COMPENSATE_SUFFIX } from './validate.js'
@@ -152,25 +152,6 @@ interface Acc {
 }
 
 const instancePath = (key: string, prefix: string) => (key.startsWith(prefix) ? key.slice(prefix.length) : key)
-
-/** The children a container lists, in order (a branch's `otherwise` last). */
-function childrenOf(node: WorkflowNode): readonly WorkflowNode[] {
-  switch (node.kind) {
-    case 'sequence':
-      return node.steps
-    case 'parallel':
-      return node.branches
-    case 'branch':
-      return node.otherwise === undefined ? node.arms.map((a) => a.then) : [...node.arms.map((a) => a.then), node.otherwise]
-    case 'loop':
-    case 'forEach':
-      return [node.body]
-    case 'pipeline':
-      return node.stages
-    default:
-      return []
-  }
-}
 
 /**
  * The state of a run from its meta record and its current generation's events (`run.history()`,
