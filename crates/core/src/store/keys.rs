@@ -3,25 +3,75 @@
 //! scans. Lookups in a B-tree alone cost ~280 ns per get in wasm (keys with a long shared
 //! prefix compared byte by byte at every level); hashing once costs ~20 ns. Slots keep the hash
 //! table small (a key and an index, not a whole entry), so probing touches fewer cache lines.
-//! The ordered set changes only when a key appears or goes, not when it is overwritten. Its keys
+//! The ordered set changes only when a key appears or goes, not when it is overwritten. The hash
+//! index is split in [`SHARDS`] maps by a hash of the key, so growing it rehashes one shard's keys,
+//! not all (one map of 800,000 keys stalled a write for 10-60 ms while it grew). Its keys
 //! carry their first 16 bytes inline ([`Ordered`]): a B-tree insert compares ~40 keys, and
 //! following each key's pointer to its bytes was most of a new key's write (1.2 of 2 µs).
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::hash::Hasher;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHasher};
 
 use super::entry::Entry;
 
 #[derive(Debug, Default)]
 pub(super) struct Keys {
-    index: FxHashMap<Bytes, u32>,
+    index: Index,
     slots: Slots,
     order: BTreeSet<Ordered>,
+}
+
+/// Maps of the hash index, each growing on its own.
+const SHARDS: usize = 64;
+
+/// The hash index: key to slot, in [`SHARDS`] maps (empty ones allocate nothing).
+#[derive(Debug)]
+struct Index {
+    shards: Vec<FxHashMap<Bytes, u32>>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| FxHashMap::default()).collect() }
+    }
+}
+
+impl Index {
+    /// The shard of a key: a hash of its bytes other than the maps' own (which hash the length
+    /// too), so each shard's keys still spread over its buckets.
+    fn shard(key: &[u8]) -> usize {
+        let mut hasher = FxHasher::default();
+        hasher.write(key);
+        (hasher.finish() as usize) % SHARDS
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&u32> {
+        self.shards[Self::shard(key)].get(key)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut u32> {
+        self.shards[Self::shard(key)].get_mut(key)
+    }
+
+    fn insert(&mut self, key: Bytes, slot: u32) {
+        self.shards[Self::shard(&key)].insert(key, slot);
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<u32> {
+        self.shards[Self::shard(key)].remove(key)
+    }
+
+    fn clear(&mut self) {
+        for shard in &mut self.shards {
+            *shard = FxHashMap::default();
+        }
+    }
 }
 
 /// A key in the ordered set: its first 16 bytes, zero-padded, as a big-endian number, then the
