@@ -499,6 +499,38 @@ describe('workflows: failures', () => {
     expect((await errorOf(() => plain.result()))?.code).toBe('RUN_CANCELLED')
     expect(plain.status()).toBe('cancelled')
   })
+
+  it('gives up at once on a store refusal no retry fixes, thrown by a step or by a capability\'s agent', async () => {
+    const { wf, mesh, orrery } = await setup({ mesh: true })
+    const small = orrery.openStore({ maxValueBytes: 1024 }).namespace<string>('notes')
+    const big = 'x'.repeat(2048)
+    wf.register('keep', (key: string) => small.put(key, key === '' ? 'empty' : big))
+    class Keeper extends Agent {
+      static readonly capabilities = [{ name: 'keep', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle<string, number>('keep', (text) => small.put('note', text))
+      }
+    }
+    mesh!.define('keep', Keeper)
+    await mesh!.spawn('keep')
+    const retry = { attempts: 3, initialMs: 1, jitter: false }
+    wf.define(workflow('local', step('k', { fn: 'keep' }, { input: '$input', retry })))
+    wf.define(workflow('remote', step('k', { capability: 'keep' }, { input: '$input', retry })))
+    for (const [name, input, code] of [
+      ['local', 'note', 'VALUE_TOO_LARGE'],
+      ['local', '', 'INVALID_KEY'],
+      ['remote', big, 'VALUE_TOO_LARGE'],
+    ] as const) {
+      const run = await wf.start(name, input)
+      await advance(100)
+      const error = (await errorOf(() => run.result())) as { code?: string; cause?: { code?: string; details?: Record<string, unknown> } }
+      expect(error.code).toBe('STEP_FAILED')
+      expect(error.cause?.code === code || error.cause?.details?.['remoteCode'] === code).toBe(true)
+      expect(run.history().filter((e) => e.type === 'step-started')).toHaveLength(1)
+    }
+    await mesh!.shutdown()
+  })
 })
 
 describe('workflows: runs', () => {

@@ -92,7 +92,14 @@ export interface ExecutorHost {
 /** How an attempt ended. */
 export type Outcome = { readonly ok: true; readonly output: unknown } | { readonly ok: false; readonly permanent: boolean; readonly error: unknown }
 
-/** Codes that no retry can fix. */
+/**
+ * Codes that no retry can fix: an attempt gets the same input as the one before, so what was
+ * refused for its shape or size is refused again. Left out on purpose: CLOSED (a shutdown in
+ * flight must leave the run to be resumed, not fail it), CAPACITY_EXCEEDED, BACKPRESSURE,
+ * TIMEOUT, VERSION_CONFLICT, RATE_LIMITED, CIRCUIT_OPEN, BULKHEAD_FULL and NO_RESPONDER (they
+ * pass with time or others' work), and the UNKNOWN_* of handles and agents (what is missing may
+ * come or come back: a restarted agent, a type defined later).
+ */
 const PERMANENT_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'SCHEMA_INVALID',
   'STEP_NOT_REGISTERED',
@@ -105,6 +112,17 @@ const PERMANENT_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'RUN_EXISTS',
   'STEP_FAILED',
   'RUN_CANCELLED',
+  // The same value is as large again, and the same key or option as malformed.
+  'VALUE_TOO_LARGE',
+  'INVALID_KEY',
+  'INVALID_OPTION',
+  'INVALID_NAME',
+  'INVALID_VERSION',
+  'INVALID_CONFIG',
+  // The engine does not offer the call (a durable store on wasm): it will not a moment later.
+  'UNSUPPORTED',
+  // The run's definition waits for no such signal, and a run's definition does not change.
+  'SIGNAL_UNKNOWN',
 ])
 
 /**
