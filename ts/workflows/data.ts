@@ -4,7 +4,7 @@
  * taken (a branch's arm, a forEach's items, a scatterGather's agents) and the signals received.
  * Containers' outputs are computed when asked, from their children's.
  */
-import { WORKFLOW_LAYOUT, WORKFLOW_NODES } from '../engines/manifest.js'
+import { WORKFLOW_LAYOUT, WORKFLOW_LIMITS, WORKFLOW_NODES } from '../engines/manifest.js'
 import type { CompiledWorkflow } from './compile.js'
 import type { DataScope } from './refs.js'
 
@@ -75,6 +75,12 @@ export function put<K, V>(map: Map<K, V>, key: K, value: V): Map<K, V> {
 
 const ROOT: Scope = Object.freeze({ parent: -1, node: -1, index: 0, stage: 0 })
 
+/**
+ * The key of a node in a scope: a number (a string key cost a concatenation and a hash at each of
+ * the ~20 lookups of a run's steps). Exact while scope ids stay under 2^53 / `maxNodes` (2^37).
+ */
+const slot = (scope: number, node: number): number => scope * WORKFLOW_LIMITS.maxNodes + node
+
 /** A node's children (program indices), in order. */
 function childList(program: Float64Array, node: number): number[] {
   const count = program[1]!
@@ -90,12 +96,13 @@ function childList(program: Float64Array, node: number): number[] {
 export class RunData {
   /** Scopes but the root (0). */
   private scopes: Map<number, Scope> = NONE
-  /** Scopes by `<parent scope>/<node>`, in index order. */
-  private children: Map<string, number[]> = NONE
-  private outputs: Map<string, unknown> = NONE
-  private outcomes: Map<string, number> = NONE
-  /** Decision values and items by `<scope>/<node>`. */
-  private decisions: Map<string, { value: number; items?: readonly unknown[] }> = NONE
+  /** Scopes by the {@link slot} of their parent scope and node, in index order. */
+  private children: Map<number, number[]> = NONE
+  /** Outputs and outcomes by {@link slot}. */
+  private outputs: Map<number, unknown> = NONE
+  private outcomes: Map<number, number> = NONE
+  /** Decision values and items by {@link slot}. */
+  private decisions: Map<number, { value: number; items?: readonly unknown[] }> = NONE
   /** Payloads by signal name: every one received, and those not yet taken by a wait. */
   private lastSignal: Map<string, unknown> = NONE
   private unclaimed: Map<string, unknown[]> = NONE
@@ -138,7 +145,7 @@ export class RunData {
       // Only the stages' scopes are listed per stage: `children` holds the last stage's, in item order.
       if (stage !== this.childrenOf(node).length - 1) return
     }
-    const key = `${parent}/${node}`
+    const key = slot(parent, node)
     const list = this.children.get(key)
     if (list) list.push(id)
     else this.children = put(this.children, key, [id])
@@ -152,19 +159,19 @@ export class RunData {
   }
 
   setOutput(node: number, scope: number, value: unknown): void {
-    this.outputs = put(this.outputs, `${scope}/${node}`, value)
+    this.outputs = put(this.outputs, slot(scope, node), value)
   }
 
   setOutcome(node: number, scope: number, outcome: number): void {
-    this.outcomes = put(this.outcomes, `${scope}/${node}`, outcome)
+    this.outcomes = put(this.outcomes, slot(scope, node), outcome)
   }
 
   setDecision(node: number, scope: number, value: number, items?: readonly unknown[]): void {
-    this.decisions = put(this.decisions, `${scope}/${node}`, items === undefined ? { value } : { value, items })
+    this.decisions = put(this.decisions, slot(scope, node), items === undefined ? { value } : { value, items })
   }
 
   decision(node: number, scope: number): { value: number; items?: readonly unknown[] } | undefined {
-    return this.decisions.get(`${scope}/${node}`)
+    return this.decisions.get(slot(scope, node))
   }
 
   /** A signal arrived: its payload is the last of its name, and waits to be taken by a wait. */
@@ -191,7 +198,7 @@ export class RunData {
 
   /** The output of a node in a scope (undefined unless it succeeded). */
   output(node: number, scope: number): unknown {
-    const key = `${scope}/${node}`
+    const key = slot(scope, node)
     if (this.outcomes.get(key) !== OK) return undefined
     if (this.outputs.has(key)) return this.outputs.get(key)
     switch (this.kinds[node]) {
@@ -206,7 +213,7 @@ export class RunData {
         return arm < 0 ? undefined : this.output(this.childrenOf(node)[arm]!, scope)
       }
       case WORKFLOW_NODES.loop: {
-        const iterations = this.children.get(`${scope}/${node}`)
+        const iterations = this.children.get(slot(scope, node))
         const last = iterations?.[iterations.length - 1]
         return last === undefined ? undefined : this.output(this.childrenOf(node)[0]!, last)
       }
@@ -223,7 +230,7 @@ export class RunData {
       }
       case WORKFLOW_NODES.map: {
         const body = this.childrenOf(node)[0]!
-        const instances = this.children.get(`${scope}/${node}`) ?? []
+        const instances = this.children.get(slot(scope, node)) ?? []
         const n = this.decision(node, scope)?.value ?? 0
         const out: unknown[] = new Array(Math.max(0, n)).fill(undefined)
         for (const id of instances) {
@@ -267,7 +274,7 @@ export class RunData {
         current = within
         continue
       }
-      const list = this.children.get(`${current}/${owner}`)
+      const list = this.children.get(slot(current, owner))
       if (!list || list.length === 0) return undefined
       current = list[list.length - 1]!
     }
