@@ -85,6 +85,7 @@ export type {
   ConditionOp,
   ContinueAsNewNode,
   DelegateNode,
+  AnySignals,
   HasOutput,
   InputSpec,
   Joined,
@@ -103,6 +104,7 @@ export type {
   MappingSpec,
   NodeDraft,
   NodeOutput,
+  NodeSignals,
   ParallelDraft,
   ParallelNode,
   ParallelOutput,
@@ -115,20 +117,25 @@ export type {
   ScatterGatherNode,
   SequenceDraft,
   SequenceNode,
+  SignalMap,
   SleepNode,
   StepNode,
   StepRun,
   Typed,
+  TypedSignals,
   TypeOnly,
   WaitForNode,
+  WaitSignal,
   WorkflowDefinition,
   WorkflowInput,
   WorkflowNode,
   WorkflowOutput,
+  WorkflowSignals,
 } from './workflows/definition.js'
 export { Workflows } from './workflows/runtime.js'
 export type { DefineOptions, RunInfo, SchemaInput, SchemaResult, StartArgs, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
 export { WorkflowRun } from './workflows/handle.js'
+export type { SignalArgs } from './workflows/handle.js'
 export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
 export type { RunStatus } from './workflows/records.js'
 export { runState } from './workflows/state.js'

@@ -32,6 +32,7 @@ import type {
   LoopDraft,
   NodeDraft,
   NodeOutput,
+  NodeSignals,
   ParallelDraft,
   ParallelOutput,
   PipelineDraft,
@@ -39,12 +40,14 @@ import type {
   RetryPolicy,
   ScatterGatherNode,
   SequenceDraft,
+  SignalMap,
   SleepNode,
   StepNode,
   StepRun,
   Typed,
   TypeOnly,
   WaitForNode,
+  WaitSignal,
   WorkflowDefinition,
 } from './definition.js'
 import { validateDefinition } from './validate.js'
@@ -105,16 +108,23 @@ export function typeOnly<T>(): TypeOnly<T> {
 /**
  * A workflow definition named `name` whose root is `root`: checked, containers numbered, version
  * set, deeply frozen. Its output type is the root's (see {@link NodeOutput}); its input type is
- * `unknown` unless `options.input` is `typeOnly<I>()`.
+ * `unknown` unless `options.input` is `typeOnly<I>()`; its runs take the signals its typed waits
+ * do (see {@link SignalMap}).
  */
 export function workflow<R extends NodeDraft, I = unknown>(
   name: string,
   root: R,
   options?: WorkflowOptions<I> & { output?: never },
-): WorkflowDefinition<I, NodeOutput<R>>
+): WorkflowDefinition<I, NodeOutput<R>, SignalMap<NodeSignals<R>>>
+/** A workflow definition with an `output` spec: its output type is `unknown`, the rest as above. */
+export function workflow<R extends NodeDraft, I = unknown>(
+  name: string,
+  root: R,
+  options: WorkflowOptions<I> & { output: InputSpec },
+): WorkflowDefinition<I, unknown, SignalMap<NodeSignals<R>>>
 /**
  * A workflow definition whose input and output types are `I` and `O` as you say (not checked
- * against the root), or `unknown`: the form for a definition with an `output` spec.
+ * against the root), or `unknown`; its runs take any signal as far as the compiler knows.
  */
 export function workflow<I = unknown, O = unknown>(name: string, root: NodeDraft, options?: WorkflowOptions<I>): WorkflowDefinition<I, O>
 export function workflow(name: string, root: NodeDraft, options: WorkflowOptions = {}): WorkflowDefinition {
@@ -137,7 +147,7 @@ export function step<I = unknown, O = unknown>(id: string, run: StepRun<I, O>, o
  * is not defined by this, so `wf.define` it too (`start` refuses a parent whose child workflow is
  * not defined with `WORKFLOW_NOT_FOUND`, before anything runs).
  */
-export function child<O = unknown>(id: string, workflow: string | WorkflowDefinition<unknown, O>, options: StepOptions = {}): Typed<ChildNode, O> {
+export function child<O = unknown>(id: string, workflow: string | WorkflowDefinition<unknown, O, unknown>, options: StepOptions = {}): Typed<ChildNode, O> {
   const o = options ?? {}
   const name = typeof workflow === 'object' && workflow !== null && typeof workflow.name === 'string' ? workflow.name : workflow
   return node({ kind: 'child', id, workflow: name as string, input: o.input, retry: o.retry, timeoutMs: o.timeoutMs, compensate: o.compensate })
@@ -147,8 +157,8 @@ export function child<O = unknown>(id: string, workflow: string | WorkflowDefini
  * Nodes one after another: `sequence(a, b, c)`, or `sequence('id', [a, b, c])` to name it. The
  * output is the last node's.
  */
-export function sequence<N extends readonly NodeDraft[]>(...steps: N): Typed<SequenceDraft, LastOutput<N>>
-export function sequence<N extends readonly NodeDraft[] | []>(id: string, steps: N): Typed<SequenceDraft, LastOutput<N>>
+export function sequence<N extends readonly NodeDraft[]>(...steps: N): Typed<SequenceDraft, LastOutput<N>, NodeSignals<N[number]>>
+export function sequence<N extends readonly NodeDraft[] | []>(id: string, steps: N): Typed<SequenceDraft, LastOutput<N>, NodeSignals<N[number]>>
 export function sequence(...args: unknown[]): SequenceDraft {
   if (typeof args[0] === 'string') return { kind: 'sequence', id: args[0], steps: nodes(args[1] as NodeDraft[]) }
   return { kind: 'sequence', steps: args as NodeDraft[] }
@@ -161,7 +171,7 @@ export function sequence(...args: unknown[]): SequenceDraft {
 export function parallel<B extends readonly NodeDraft[] | [], J extends Join = 'all'>(
   branches: B,
   options: { join?: J; timeoutMs?: number; id?: string } = {},
-): Typed<ParallelDraft, ParallelOutput<B, J>> {
+): Typed<ParallelDraft, ParallelOutput<B, J>, NodeSignals<B[number]>> {
   const o = options ?? {}
   return node({ kind: 'parallel', id: o.id, branches: nodes(branches), join: o.join, timeoutMs: o.timeoutMs })
 }
@@ -188,7 +198,7 @@ export function branch<A extends readonly BranchArm[] | [], E extends NodeDraft 
   arms: A,
   otherwise?: E,
   options: { id?: string } = {},
-): Typed<BranchDraft, NodeOutput<A[number]['then']> | OtherwiseOutput<E>> {
+): Typed<BranchDraft, NodeOutput<A[number]['then']> | OtherwiseOutput<E>, NodeSignals<A[number]['then'] | E>> {
   return node<BranchDraft>({ kind: 'branch', id: options?.id, arms: nodes(arms), otherwise: otherwise as NodeDraft | undefined })
 }
 
@@ -200,11 +210,11 @@ export function branch<A extends readonly BranchArm[] | [], E extends NodeDraft 
 export function loop<B extends NodeDraft>(
   options: { until: Condition; while?: never; maxIterations: number; id?: string },
   body: B,
-): Typed<LoopDraft, NodeOutput<B>>
+): Typed<LoopDraft, NodeOutput<B>, NodeSignals<B>>
 export function loop<B extends NodeDraft>(
   options: { while?: Condition; until?: Condition; maxIterations: number; id?: string },
   body: B,
-): Typed<LoopDraft, NodeOutput<B> | undefined>
+): Typed<LoopDraft, NodeOutput<B> | undefined, NodeSignals<B>>
 export function loop(options: { while?: Condition; until?: Condition; maxIterations: number; id?: string }, body: NodeDraft): LoopDraft {
   const o = options ?? {}
   return node({ kind: 'loop', id: o.id, while: o.while, until: o.until, maxIterations: o.maxIterations, body })
@@ -219,7 +229,7 @@ export function forEach<B extends NodeDraft, J extends Join = 'all'>(
   items: Ref,
   body: B,
   options: { concurrency?: number; join?: J; timeoutMs?: number; id?: string } = {},
-): Typed<ForEachDraft, Joined<NodeOutput<B>, J>[]> {
+): Typed<ForEachDraft, Joined<NodeOutput<B>, J>[], NodeSignals<B>> {
   const o = options ?? {}
   return node({ kind: 'forEach', id: o.id, items, concurrency: o.concurrency, join: o.join, timeoutMs: o.timeoutMs, body })
 }
@@ -258,16 +268,25 @@ export function sleep(id: string, ms: number): Typed<SleepNode, null> {
 
 /**
  * Waits for the signal `signal`; after `timeoutMs` it fails, or with `onTimeout: 'continue'` goes
- * on. The output is the signal's payload: `P` as you say (default `unknown`), or `undefined`
- * after a timeout that went on.
+ * on. The output is the signal's payload: `P` (default `unknown`), or `undefined` after a timeout
+ * that went on. With `payload: typeOnly<P>()` the wait is typed: the definition's runs then take
+ * this signal name (`run.signal(signal, payload)`) only with a `P` (see {@link WaitSignal}).
  */
-export function waitFor<P = unknown>(id: string, signal: string, options: { timeoutMs?: number; onTimeout: 'continue' }): Typed<WaitForNode, P | undefined>
-export function waitFor<P = unknown>(id: string, signal: string, options?: { timeoutMs?: number; onTimeout?: 'fail' }): Typed<WaitForNode, P>
-export function waitFor<P = unknown>(
+export function waitFor<P = unknown, Name extends string = string>(
   id: string,
-  signal: string,
-  options?: { timeoutMs?: number; onTimeout?: 'fail' | 'continue' },
-): Typed<WaitForNode, P | undefined>
+  signal: Name,
+  options: { payload?: TypeOnly<P>; timeoutMs?: number; onTimeout: 'continue' },
+): Typed<WaitForNode, P | undefined, WaitSignal<Name, P>>
+export function waitFor<P = unknown, Name extends string = string>(
+  id: string,
+  signal: Name,
+  options?: { payload?: TypeOnly<P>; timeoutMs?: number; onTimeout?: 'fail' },
+): Typed<WaitForNode, P, WaitSignal<Name, P>>
+export function waitFor<P = unknown, Name extends string = string>(
+  id: string,
+  signal: Name,
+  options?: { payload?: TypeOnly<P>; timeoutMs?: number; onTimeout?: 'fail' | 'continue' },
+): Typed<WaitForNode, P | undefined, WaitSignal<Name, P>>
 export function waitFor(id: string, signal: string, options: { timeoutMs?: number; onTimeout?: 'fail' | 'continue' } = {}): WaitForNode {
   const o = options ?? {}
   return node({ kind: 'waitFor', id, signal, timeoutMs: o.timeoutMs, onTimeout: o.onTimeout })
@@ -284,7 +303,7 @@ export function pipeline<S extends readonly NodeDraft[] | []>(
   items: Ref,
   stages: S,
   options: { buffer?: number; timeoutMs?: number } = {},
-): Typed<PipelineDraft, LastOutput<S>[]> {
+): Typed<PipelineDraft, LastOutput<S>[], NodeSignals<S[number]>> {
   const o = options ?? {}
   return node({ kind: 'pipeline', id, items, stages: nodes(stages), buffer: o.buffer, timeoutMs: o.timeoutMs })
 }

@@ -70,16 +70,21 @@ export interface Phantom<I, O> {
   readonly '~types'?: { readonly input: I; readonly output: O }
 }
 
-/** A node's output type, for the compiler only (see {@link NodeOutput}). */
-export interface HasOutput<O> {
-  readonly '~types'?: { readonly output: O }
+/**
+ * A node's output type `O` and the signals `S` its typed waits take (see {@link NodeOutput} and
+ * {@link NodeSignals}), for the compiler only.
+ */
+export interface HasOutput<O, S = never> {
+  readonly '~types'?: { readonly output: O; readonly signals: S }
 }
 
 /**
- * A node `N` as a builder returns it, with its output type `O`: `Typed<StepNode, string>` is a
- * step node whose output is a string. The same JSON as `N`; the type is the compiler's only.
+ * A node `N` as a builder returns it, with its output type `O` and the signals its typed waits
+ * take, `S` (one `{ name: payload }` per wait, as a union; `never` for none):
+ * `Typed<StepNode, string>` is a step node whose output is a string. The same JSON as `N`; the
+ * types are the compiler's only.
  */
-export type Typed<N, O> = N & HasOutput<O>
+export type Typed<N, O, S = never> = N & HasOutput<O, S>
 
 /**
  * A local step function named in a definition: `{ fn: name }`. Built by `fn<I, O>(name)` it
@@ -335,10 +340,11 @@ export type NodeDraft =
 export type NodeKind = WorkflowNode['kind']
 
 /**
- * A workflow definition. `I` and `O` are the run's input and output types: they exist for the
- * compiler only (`~types` is never present at run time, and never in the JSON).
+ * A workflow definition. `I` and `O` are the run's input and output types, `S` the signals its
+ * runs take (`{ name: payload }`; {@link AnySignals} when its waits are untyped): they exist for
+ * the compiler only (`~types` is never present at run time, and never in the JSON).
  */
-export interface WorkflowDefinition<I = unknown, O = unknown> {
+export interface WorkflowDefinition<I = unknown, O = unknown, S = AnySignals> {
   format: 1
   /** A workflow name, with the grammar of agent names. */
   name: string
@@ -349,20 +355,60 @@ export interface WorkflowDefinition<I = unknown, O = unknown> {
   output?: InputSpec
   /** The whole run's limit in ms (none when left out). */
   timeoutMs?: number
-  readonly '~types'?: { readonly input: I; readonly output: O }
+  readonly '~types'?: { readonly input: I; readonly output: O; readonly signals: S }
 }
 
 /** The run input type of a definition. */
-export type WorkflowInput<D> = D extends WorkflowDefinition<infer I, unknown> ? I : unknown
+export type WorkflowInput<D> = D extends WorkflowDefinition<infer I, unknown, unknown> ? I : unknown
 
 /** The run output type of a definition. */
-export type WorkflowOutput<D> = D extends WorkflowDefinition<unknown, infer O> ? O : unknown
+export type WorkflowOutput<D> = D extends WorkflowDefinition<unknown, infer O, unknown> ? O : unknown
+
+/** The signals a definition's runs take, `{ name: payload }` ({@link AnySignals} when untyped). */
+export type WorkflowSignals<D> = D extends WorkflowDefinition<unknown, unknown, infer S> ? S : AnySignals
 
 /**
  * The output type of a node as a builder typed it: a step's `O` from its typed reference, a
  * sequence's last child's, and so on; `unknown` for a node built from an untyped `{ fn: 'x' }`.
  */
-export type NodeOutput<N> = N extends HasOutput<infer O> ? O : unknown
+export type NodeOutput<N> = N extends HasOutput<infer O, unknown> ? O : unknown
+
+/**
+ * Signals of any name with any payload: what the runs of a definition without typed waits take
+ * as far as the compiler knows (the run still refuses a name no wait has, `SIGNAL_UNKNOWN`).
+ */
+export type AnySignals = Record<string, unknown>
+
+/**
+ * The signal one wait takes: `{ [Name]: P }`, or {@link AnySignals} when its name is no literal
+ * (the compiler does not know which it is). A wait typed with `payload: typeOnly<P>()` is typed;
+ * one without has `P` `unknown`.
+ */
+export type WaitSignal<Name extends string, P> = string extends Name ? AnySignals : { [K in Name]: P }
+
+/**
+ * The signals the waits of a node take, as the builders typed them: `{ approve: { by: string } }`
+ * for `waitFor('w', 'approve', { payload: typeOnly<{ by: string }>() })`, a union of its
+ * children's for a container, `never` for a node that waits for none, and {@link AnySignals} for
+ * a node not built by a builder (it may wait for any name).
+ */
+export type NodeSignals<N> = N extends HasOutput<unknown, infer S> ? S : N extends object ? AnySignals : never
+
+/**
+ * The signals the runs of a definition whose root waits for `S` (a {@link NodeSignals} union)
+ * take, as one object: `{ approve: { by: string }; reject: string }`. A name waited for with two
+ * payload types takes a payload of both. Without a typed wait (one whose payload is not
+ * `unknown`) it is {@link AnySignals}, as before signals were typed.
+ */
+export type SignalMap<S> = [TypedSignals<S>] extends [never]
+  ? AnySignals
+  : // The union's members as one intersection (a function of each takes all of them), written out as one object.
+    (S extends unknown ? (s: S) => void : never) extends (all: infer A) => void
+    ? { [K in keyof A]: A[K] }
+    : never
+
+/** The members of a {@link NodeSignals} union that give a payload type. */
+export type TypedSignals<S> = S extends unknown ? (unknown extends S[keyof S] ? never : S) : never
 
 /**
  * A value that stands for the type `T` and nothing else (`typeOnly<T>()`): it types the run input

@@ -6,6 +6,7 @@ import { OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
 import { FINAL_STATUSES, restoreError, type History, type WorkflowEvent } from './history.js'
 import { currentEvents, readRecord, type RunRecord, type RunStatus } from './records.js'
+import type { AnySignals } from './definition.js'
 import type { Run } from './run.js'
 import { runState, type RunState } from './state.js'
 
@@ -21,8 +22,17 @@ function acknowledged(ack: number | Promise<number>): Promise<void> {
   return done
 }
 
-/** A run's public handle: follow it, signal it, cancel it, await its result. */
-export class WorkflowRun<O = unknown> {
+/**
+ * The payload argument of `run.signal(name, payload)`: required, as `P`, unless `P` takes
+ * `undefined` (an untyped signal's `unknown` does).
+ */
+export type SignalArgs<P> = undefined extends P ? [payload?: P] : [payload: P]
+
+/**
+ * A run's public handle: follow it, signal it, cancel it, await its result. `O` is its output
+ * type and `S` the signals it takes, `{ name: payload }` (see {@link WorkflowSignals}).
+ */
+export class WorkflowRun<O = unknown, S = AnySignals> {
   /** @internal */
   static live<O>(run: Run, history: History): WorkflowRun<O> {
     return new WorkflowRun<O>(run, run.meta, history)
@@ -106,6 +116,7 @@ export class WorkflowRun<O = unknown> {
    * at once, sending nothing, for a name that is no string, `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD`,
    * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
    */
+  signal<N extends keyof S & string>(name: N, ...payload: SignalArgs<S[N]>): Promise<void>
   signal(name: string, payload?: unknown): Promise<void> {
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
     if (this.run) return acknowledged(this.run.signal(name, payload))

@@ -13,7 +13,7 @@ import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 import { Store } from '../store/store.js'
 import { DeadlineTimer } from '../timer.js'
 import { compileWorkflow, type CompiledWorkflow } from './compile.js'
-import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput } from './definition.js'
+import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput, WorkflowSignals } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
 import { FINAL_STATUSES, History, isEventKey } from './history.js'
 import { currentEvents, deleteRecord, purgeEarlier, putFirstRecord, putLimit, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
@@ -279,7 +279,7 @@ export class Workflows {
    * serves new runs of its name from now on; runs already started stay on theirs. A version name
    * defined already (here or in the store) with other content is refused (`DEFINITION_INVALID`).
    */
-  define<I, O>(definition: WorkflowDefinition<I, O>, options?: DefineOptions): WorkflowDefinition<I, O> {
+  define<I, O, S>(definition: WorkflowDefinition<I, O, S>, options?: DefineOptions): WorkflowDefinition<I, O, S> {
     this.assertOpen()
     const o = checkOptions(options)
     const limit = o.maxConcurrentRuns === undefined ? undefined : int(o.maxConcurrentRuns, 'maxConcurrentRuns', { min: 1 }, 'option')
@@ -297,7 +297,7 @@ export class Workflows {
       // A higher limit (or none) makes room for queued runs at once.
       if (this.resumeTimer === undefined) this.beginQueued(name)
     }
-    return version.compiled.definition as WorkflowDefinition<I, O>
+    return version.compiled.definition as WorkflowDefinition<I, O, S>
   }
 
   /**
@@ -368,7 +368,7 @@ export class Workflows {
    * `id` that exists returns that run (idempotent start); one started with another workflow is
    * refused (`RUN_EXISTS`). Resolves once the start is recorded (on disk with a durable store).
    */
-  start<D extends WorkflowDefinition>(definition: D, ...args: StartArgs<WorkflowInput<D>>): Promise<WorkflowRun<WorkflowOutput<D>>>
+  start<D extends WorkflowDefinition>(definition: D, ...args: StartArgs<WorkflowInput<D>>): Promise<WorkflowRun<WorkflowOutput<D>, WorkflowSignals<D>>>
   /** Starts a run of the newest version of the workflow `name`: its input and result are `unknown` to the compiler. */
   start(name: string, input?: unknown, options?: StartOptions): Promise<WorkflowRun>
   async start<I, O>(name: string | WorkflowDefinition<I, O>, input?: I, options?: StartOptions): Promise<WorkflowRun<O>> {
