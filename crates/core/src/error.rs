@@ -322,8 +322,10 @@ pub enum RegistryError {
         reason: &'static str,
     },
     /// A capability version or version range that does not parse.
-    #[error("invalid version {text:?}: {reason}")]
+    #[error("invalid {what} {text:?}: {reason}")]
     InvalidVersion {
+        /// `version` or `version range`.
+        what: &'static str,
         /// The rejected text.
         text: String,
         /// What is wrong with it.

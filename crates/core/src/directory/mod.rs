@@ -188,7 +188,11 @@ pub struct Directory {
 }
 
 fn parse_version(text: &str) -> Result<Version, RegistryError> {
-    Version::parse(text).map_err(|reason| RegistryError::InvalidVersion { text: text.to_owned(), reason })
+    Version::parse(text).map_err(|reason| RegistryError::InvalidVersion {
+        what: "version",
+        text: text.to_owned(),
+        reason,
+    })
 }
 
 /// Parses a version range in npm's grammar (`1.2.0`, `^1.2`, `>=1.0.0 <2`, `1.2 - 1.9`, `1.x || 2.x`).
@@ -196,7 +200,11 @@ fn parse_version(text: &str) -> Result<Version, RegistryError> {
 /// # Errors
 /// `INVALID_VERSION`, naming the part that does not parse.
 pub fn parse_range(text: &str) -> Result<Range, RegistryError> {
-    Range::parse(text).map_err(|reason| RegistryError::InvalidVersion { text: text.to_owned(), reason })
+    Range::parse(text).map_err(|reason| RegistryError::InvalidVersion {
+        what: "version range",
+        text: text.to_owned(),
+        reason,
+    })
 }
 
 impl Directory {

@@ -179,7 +179,8 @@ impl Range {
     /// Parses a range as npm does without its `loose` and `includePrerelease` options.
     ///
     /// # Errors
-    /// Why the text is not a range, naming the part that is not.
+    /// Why the text is not a range: a phrase about the whole text (`is longer than ...`), or
+    /// one that starts by quoting the part at fault (`"^1" has a part that is not a number or x`).
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.len() > MAX_RANGE_LEN {
             return Err(format!("is longer than {MAX_RANGE_LEN} characters"));
@@ -227,23 +228,26 @@ struct Plain {
 }
 
 impl Plain {
+    /// # Errors
+    /// What is wrong with `text`, as a phrase that does not name it (`has more than three
+    /// parts`): the caller names what it is about.
     fn parse(text: &str) -> Result<Self, String> {
         let body = text.trim_start_matches(['v', '=']);
         let prefix = &text[..text.len() - body.len()];
         let (main, rest) = body.find(['-', '+']).map_or((body, ""), |at| body.split_at(at));
         let parts = main
             .split('.')
-            .map(|p| Part::parse(p).ok_or_else(|| format!("{text:?} has a part that is not a number or x")))
+            .map(|p| Part::parse(p).ok_or_else(|| "has a part that is not a number or x".to_owned()))
             .collect::<Result<Vec<Part>, String>>()?;
         if parts.len() > 3 {
-            return Err(format!("{text:?} has more than three parts"));
+            return Err("has more than three parts".to_owned());
         }
         let (major, minor, patch) = (parts[0], parts.get(1).copied(), parts.get(2).copied());
         let pre = if rest.is_empty() {
             Vec::new()
         } else {
             if patch.is_none() {
-                return Err(format!("{text:?} has a prerelease or build without major.minor.patch"));
+                return Err("has a prerelease or build without major.minor.patch".to_owned());
             }
             let (pre, build) = rest.split_once('+').map_or((rest, None), |(p, b)| (p, Some(b)));
             if let Some(build) = build {
@@ -251,16 +255,14 @@ impl Plain {
                     .split('.')
                     .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
                 {
-                    return Err(format!("{text:?} has invalid build metadata"));
+                    return Err("has invalid build metadata".to_owned());
                 }
             }
             match pre.strip_prefix('-') {
                 None => Vec::new(),
                 Some(pre) => pre
                     .split('.')
-                    .map(|id| {
-                        identifier(id).ok_or_else(|| format!("{text:?} has an invalid prerelease identifier {id:?}"))
-                    })
+                    .map(|id| identifier(id).ok_or_else(|| format!("has an invalid prerelease identifier {id:?}")))
                     .collect::<Result<_, _>>()?,
             }
         };
@@ -373,10 +375,11 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
     };
     // `from - to`, with at most one space before and after.
     let inner = text.strip_prefix(' ').unwrap_or(text);
-    if let Some((from, to)) = inner.strip_suffix(' ').unwrap_or(inner).split_once(" - ") {
+    let span = inner.strip_suffix(' ').unwrap_or(inner);
+    if let Some((from, to)) = span.split_once(" - ") {
         if !from.contains(' ') && !to.contains(' ') {
             if let (Ok(from), Ok(to)) = (Plain::parse(from), Plain::parse(to)) {
-                hyphen(&from, &to, &mut push)?;
+                hyphen(&from, &to, &mut push).map_err(|reason| format!("{span:?} {reason}"))?;
                 return Ok(set);
             }
         }
@@ -398,7 +401,7 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
         } else {
             token
         };
-        comparator(token, &mut push).map_err(|reason| format!("{token:?} {reason}"))?;
+        comparator(token, &mut push)?;
         i += 1;
     }
     Ok(set)
@@ -445,18 +448,36 @@ fn hyphen(from: &Plain, to: &Plain, push: &mut impl FnMut(Op, Version)) -> Resul
 }
 
 /// One comparator token, desugared into plain comparisons as npm does.
+///
+/// # Errors
+/// What is wrong, naming what it is about once: the version after the operator when that does
+/// not parse (`"^1"` in `^^1`), else the whole token.
 fn comparator(token: &str, push: &mut impl FnMut(Op, Version)) -> Result<(), String> {
+    let version = |text: &str| {
+        Plain::parse(text).map_err(|reason| {
+            if text.is_empty() {
+                format!("{token:?} has no version after its operator")
+            } else {
+                format!("{text:?} {reason}")
+            }
+        })
+    };
+    let about_token = |reason: String| format!("{token:?} {reason}");
     if let Some(rest) = token.strip_prefix('^') {
-        return caret(&Plain::parse(rest)?, push);
+        return caret(&version(rest)?, push).map_err(about_token);
     }
     if let Some(rest) = token.strip_prefix("~>").or_else(|| token.strip_prefix('~')) {
-        return tilde(&Plain::parse(rest)?, push);
+        return tilde(&version(rest)?, push).map_err(about_token);
     }
     let (op, rest) = [("<=", Op::Le), (">=", Op::Ge), ("<", Op::Lt), (">", Op::Gt), ("=", Op::Eq)]
         .iter()
         .find_map(|&(text, op)| token.strip_prefix(text).map(|rest| (op, rest)))
         .unwrap_or((Op::Eq, token));
-    let plain = Plain::parse(rest)?;
+    operator(op, version(rest)?, push).map_err(about_token)
+}
+
+/// An operator (`=` when none is written) and the version after it, desugared.
+fn operator(op: Op, plain: Plain, push: &mut impl FnMut(Op, Version)) -> Result<(), String> {
     if !plain.wildcards_last {
         return Err("has a number after a wildcard".to_owned());
     }

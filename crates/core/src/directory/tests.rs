@@ -127,6 +127,27 @@ fn refuses_bad_input_and_changes_nothing() {
     assert_eq!(r.register("a b", "k", &[], &[], 0.0).unwrap_err().code(), "INVALID_NAME");
     assert_eq!(r.register("a", "k", &[("x", "one", 0)], &[], 0.0).unwrap_err().code(), "INVALID_VERSION");
     assert_eq!(parse_range("^^1").unwrap_err().code(), "INVALID_VERSION");
+    // The message quotes the text, then says what is wrong, naming the part at fault once.
+    let said = |text: &str| parse_range(text).unwrap_err().to_string();
+    assert_eq!(said("^^1"), r#"invalid version range "^^1": "^1" has a part that is not a number or x"#);
+    assert_eq!(
+        said("not a range"),
+        r#"invalid version range "not a range": "not" has a part that is not a number or x"#
+    );
+    assert_eq!(said("1.x.2 || 2"), r#"invalid version range "1.x.2 || 2": "1.x.2" has a number after a wildcard"#);
+    assert_eq!(said(">=1 <"), r#"invalid version range ">=1 <": "<" has no version after its operator"#);
+    assert_eq!(
+        said("1.2.3 - =1.2.4"),
+        r#"invalid version range "1.2.3 - =1.2.4": "1.2.3 - =1.2.4" ends with a malformed version"#
+    );
+    assert_eq!(
+        said("9007199254740991.x"),
+        r#"invalid version range "9007199254740991.x": "9007199254740991.x" has a version part past 2^53 - 1"#
+    );
+    assert_eq!(
+        r.register("a", "k", &[("x", "1.2.3-", 0)], &[], 0.0).unwrap_err().to_string(),
+        r#"invalid version "1.2.3-": has an invalid prerelease identifier """#
+    );
     r.register("a", "k", &[("x", "1.0.0", 0)], &[], 0.0).unwrap();
     assert_eq!(r.register("a", "k", &[], &[], 0.0).unwrap_err().code(), "DUPLICATE_AGENT");
     assert!(r.find_id("a").is_some());
