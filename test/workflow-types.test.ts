@@ -1,7 +1,7 @@
 /**
  * Typed data flow through workflow definitions: typed step references, the output types the
  * builders give each node kind, `workflow()`'s input and output types, and `register`/`start`
- * holding code to them. The type assertions are checked by `tsc -p tsconfig.test.json` (each
+ * holding code to them, and the signals typed waits give a run's `signal()`. The type assertions are checked by `tsc -p tsconfig.test.json` (each
  * `@ts-expect-error` fails the check when its line compiles); the runs check that the types
  * claim what the runtime really produces, and that the JSON and version stay those of the
  * untyped definition.
@@ -10,6 +10,7 @@ import { afterEach, describe, expect, expectTypeOf, it } from 'vitest'
 import { z } from 'zod'
 
 import {
+  type AnySignals,
   branch,
   capability,
   child,
@@ -18,7 +19,9 @@ import {
   fn,
   forEach,
   loop,
+  type NodeDraft,
   type NodeOutput,
+  type NodeSignals,
   Orrery,
   parallel,
   pipeline,
@@ -34,6 +37,7 @@ import {
   type WorkflowDefinition,
   type WorkflowRun,
   type Workflows,
+  type WorkflowSignals,
 } from '../ts/node.js'
 import { ENGINE } from './engine.js'
 import { errorOf } from './helpers.js'
@@ -264,6 +268,92 @@ describe('register and start follow the types', () => {
   })
 })
 
+describe('signals', () => {
+  const approve = waitFor('review', 'approve', { payload: typeOnly<{ by: string }>() })
+  const reason = waitFor('why', 'reason', { payload: typeOnly<string>(), timeoutMs: 5, onTimeout: 'continue' })
+  type Both = { approve: { by: string }; reason: string }
+
+  it('a typed wait gives its name and payload type, the JSON and version staying those of an untyped one', () => {
+    expectTypeOf<NodeOutput<typeof approve>>().toEqualTypeOf<{ by: string }>()
+    expectTypeOf<NodeSignals<typeof approve>>().toEqualTypeOf<{ approve: { by: string } }>()
+    expectTypeOf<NodeOutput<typeof reason>>().toEqualTypeOf<string | undefined>()
+    expectTypeOf<NodeSignals<typeof reason>>().toEqualTypeOf<{ reason: string }>()
+    expect(approve).toEqual(waitFor('review', 'approve'))
+    const typed = workflow('review', sequence(approve, reason))
+    const plain = workflow('review', sequence(waitFor('review', 'approve'), waitFor('why', 'reason', { timeoutMs: 5, onTimeout: 'continue' })))
+    expect(JSON.stringify(typed)).toBe(JSON.stringify(plain))
+    expect(typed.version).toBe(plain.version)
+    expectTypeOf(typed).toEqualTypeOf<WorkflowDefinition<unknown, string | undefined, Both>>()
+    expectTypeOf(plain).toEqualTypeOf<WorkflowDefinition<unknown, unknown>>()
+  })
+
+  it("every container passes its children's signals up to workflow(); a child run keeps its own", () => {
+    const nap = sleep('nap', 1)
+    expectTypeOf(workflow('s', sequence('named', [nap, approve, reason]))).toEqualTypeOf<WorkflowDefinition<unknown, string | undefined, Both>>()
+    const deep = workflow(
+      'deep',
+      parallel([
+        loop({ until: cond, maxIterations: 2 }, branch([when(cond, nap)], forEach('$input', approve))),
+        pipeline('p', '$input', [step('a', count, { input: '$item' }), loop({ while: cond, maxIterations: 2 }, reason)]),
+      ]),
+      { input: typeOnly<string[]>() },
+    )
+    expectTypeOf<WorkflowSignals<typeof deep>>().toEqualTypeOf<Both>()
+    const byArm = branch([when(cond, approve)], reason)
+    expectTypeOf<NodeSignals<typeof byArm>>().toEqualTypeOf<{ approve: { by: string } } | { reason: string }>()
+    // An output spec leaves the output unknown, not the signals.
+    const remapped = workflow('o', approve, { output: '$steps.review.by' })
+    expectTypeOf(remapped).toEqualTypeOf<WorkflowDefinition<unknown, unknown, { approve: { by: string } }>>()
+    // A child run takes its own signals, not its parent's.
+    const parent = workflow('parent', sequence(child('sub', workflow('sub', approve)), nap))
+    expectTypeOf(parent).toEqualTypeOf<WorkflowDefinition<unknown, null>>()
+    // The same name waited for with two payload types takes a payload of both.
+    const twice = workflow('twice', sequence(approve, waitFor('again', 'approve', { payload: typeOnly<{ at: number }>() })))
+    expectTypeOf<WorkflowSignals<typeof twice>['approve']>().toEqualTypeOf<{ by: string } & { at: number }>()
+  })
+
+  it('stay loose without a typed wait: untyped waits, a name that is no literal, stated types', () => {
+    expectTypeOf(workflow('untyped', waitFor('w', 'go'))).toEqualTypeOf<WorkflowDefinition<unknown, unknown, AnySignals>>()
+    expectTypeOf(workflow('none', step('n', count))).toEqualTypeOf<WorkflowDefinition<unknown, number>>()
+    // TypeScript infers every type argument or none: with `P` given, the name is just a string.
+    expectTypeOf(workflow('given', waitFor<{ by: string }>('w', 'approve'))).toEqualTypeOf<WorkflowDefinition<unknown, { by: string }>>()
+    const name: string = 'approve'
+    const byVariable = workflow('variable', waitFor('w', name, { payload: typeOnly<{ by: string }>() }))
+    expectTypeOf(byVariable).toEqualTypeOf<WorkflowDefinition<unknown, { by: string }>>()
+    expectTypeOf(workflow<unknown, { by: string }>('claimed', approve)).toEqualTypeOf<WorkflowDefinition<unknown, { by: string }>>()
+  })
+
+  it('beside a typed wait, an untyped one has its name checked, and a node no builder made lets any name through', () => {
+    const mixed = workflow('mixed', sequence(approve, waitFor('w', 'go')))
+    expectTypeOf<WorkflowSignals<typeof mixed>>().toEqualTypeOf<{ approve: { by: string }; go: unknown }>()
+    const plainNode: NodeDraft = { kind: 'sleep', id: 'nap', ms: 1 }
+    const open = workflow('open', sequence(approve, plainNode))
+    expectTypeOf<WorkflowSignals<typeof open>>().toEqualTypeOf<{ [name: string]: unknown; approve: { by: string } }>()
+  })
+
+  it('wf.start gives the run a signal() of the typed names and payloads; a run started by name takes any', async () => {
+    const wf = await workflows()
+    const review = wf.define(workflow('review', sequence(approve, step('who', { fn: 'who' }, { input: '$steps.review.by' }), waitFor('w', 'go'), reason)))
+    wf.register('who', (by) => by)
+    const run = await wf.start(review)
+    expectTypeOf(run).toEqualTypeOf<WorkflowRun<string | undefined, { approve: { by: string }; go: unknown; reason: string }>>()
+    expectTypeOf(run.signal<'approve'>).parameters.toEqualTypeOf<[name: 'approve', payload: { by: string }]>()
+    expectTypeOf(run.signal<'go'>).parameters.toEqualTypeOf<[name: 'go', payload?: unknown]>()
+    await run.signal('approve', { by: 'ana' })
+    await run.signal('go')
+    await run.signal('reason', 'looks right')
+    expect(await run.result()).toBe('looks right')
+    expect(run.state().nodes['review']?.output).toEqual({ by: 'ana' })
+
+    const byName = await wf.start('review')
+    expectTypeOf(byName).toEqualTypeOf<WorkflowRun<unknown, AnySignals>>()
+    expectTypeOf(byName.signal<string>).parameters.toEqualTypeOf<[name: string, payload?: unknown]>()
+    // The compiler lets this name through; the run refuses it as ever.
+    expect(() => byName.signal('aprove', { by: 'ana' })).toThrow(expect.objectContaining({ code: 'SIGNAL_UNKNOWN' }))
+    await byName.cancel()
+  })
+})
+
 /** Misuses the compiler refuses: never called, only type-checked. */
 async function _misuses(wf: Workflows): Promise<void> {
   // @ts-expect-error: count's function returns a number, not a string
@@ -301,4 +391,20 @@ async function _misuses(wf: Workflows): Promise<void> {
   // @ts-expect-error: a sequence ending in count gives a number
   const s: NodeOutput<ReturnType<typeof sequence<[ReturnType<typeof step<string, number>>]>>> = 'text'
   void s
+
+  const review = workflow('review', sequence(waitFor('review', 'approve', { payload: typeOnly<{ by: string }>() }), waitFor('w', 'go')))
+  const waiting = await wf.start(review)
+  // @ts-expect-error: the definition waits for no signal 'aprove'
+  await waiting.signal('aprove', { by: 'ana' })
+  // @ts-expect-error: approve's payload is a { by: string }
+  await waiting.signal('approve', { by: 7 })
+  // @ts-expect-error: approve's payload is required
+  await waiting.signal('approve')
+  // @ts-expect-error: a name the compiler cannot check is refused on a typed run
+  await waiting.signal('approve' as string, { by: 'ana' })
+  const parent = await wf.start(workflow('parent', sequence(child('c', review), waitFor('own', 'done', { payload: typeOnly<number>() }))))
+  // @ts-expect-error: a run takes its own definition's signals, not its child's
+  await parent.signal('approve', { by: 'ana' })
+  await parent.signal('done', 1)
+  await waiting.signal('go', { anything: true })
 }
