@@ -115,6 +115,7 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * rejects if that write failed; resolves at once on a run that ended (nothing is sent). Throws
    * at once, sending nothing, for a name that is no string, `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD`,
    * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
+   * For the compiler `name` is one of the signals `S` (any string when untyped) and `payload` its type.
    */
   signal<N extends keyof S & string>(name: N, ...payload: SignalArgs<S[N]>): Promise<void>
   signal(name: string, payload?: unknown): Promise<void> {
