@@ -34,6 +34,7 @@ export type { AgentState, RateLimit, RetryOptions } from './agents/runner.js'
 export type { ConfigSources } from './agents/config.js'
 export { Mesh } from './agents/mesh.js'
 export type { AgentFactory, AgentHandle, MeshEvent, MeshOptions, SpawnOptions } from './agents/mesh.js'
+export type { AutoscaleEvent, AutoscaleOptions, Autoscaler } from './agents/autoscale.js'
 export type { PromRegistry } from './agents/metrics.js'
 export { Registry } from './agents/registry.js'
 export type {

@@ -47,6 +47,7 @@ import {
   type Strategy,
 } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
+import { checkAutoscale, TypeAutoscaler, type AutoscaleEvent, type AutoscaleOptions, type Autoscaler } from './autoscale.js'
 import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
 /** Options of a mesh. */
@@ -95,6 +96,7 @@ export type AgentFactory<C = unknown> = AgentClass<C> | ((context: AgentContext<
 export type MeshEvent =
   | RegistryEvent
   | SupervisorEvent
+  | AutoscaleEvent
   | { type: 'started' | 'stopped' | 'paused' | 'resumed'; agent: string; at: number }
   | { type: 'crashed'; agent: string; reason: string; error: string; at: number }
   | { type: 'config'; agent: string; at: number }
@@ -253,6 +255,9 @@ export class Mesh {
   /** Ids being started (reserved until their start ends). */
   private readonly starting = new Set<string>()
   private readonly supervisors = new Set<Supervisor>()
+  /** Autoscalers by agent type (one per type). */
+  private readonly autoscalers = new Map<string, TypeAutoscaler>()
+  private readonly unhandled: (error: unknown) => void
   private readonly subject = new Subject<MeshEvent>()
   private readonly registryEvents: Subscription
   private readonly host: RunnerHost
@@ -288,6 +293,7 @@ export class Mesh {
     const unhandled = options.logger
       ? (error: unknown) => this.logger.error({ err: error }, 'an events subscriber threw')
       : (error: unknown) => console.error('Orrery: a mesh.events or registry.events subscriber threw (give the mesh a logger to route this):', error)
+    this.unhandled = unhandled
     this.events = eventStream(this.subject, unhandled)
     this.registry = Registry.create(core, now, unhandled)
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
@@ -369,6 +375,60 @@ export class Mesh {
     return supervisor
   }
 
+  /**
+   * Grows and shrinks the agents of `type` from its inbox lag: `ceil(backlog / targetLag)`
+   * replicas, from `min` to `max`; a shrink waits `cooldown` and drains a replica (out of
+   * routing, stopped once its inbox is empty) so no message is left behind. Resolves once `min`
+   * replicas run. See docs/agents.md, Autoscaling.
+   */
+  async autoscale(type: string, options: AutoscaleOptions): Promise<Autoscaler> {
+    this.assertOpen()
+    text(type, 'type')
+    const checked = checkAutoscale(options)
+    checkSpawn(checked.spawn, 'spawn', 'option')
+    const def = this.definition(type)
+    if (this.autoscalers.has(type))
+      throw new OrreryError('INVALID_OPTION', `agent type ${type} is autoscaled already (stop its autoscaler first)`, {
+        details: { option: 'type', value: type },
+      })
+    const scaler = new TypeAutoscaler(
+      {
+        now: this.now,
+        runners: (t) => [...this.runners.values()].filter((r) => r.agent.type === t),
+        inboxLoad: (id) => {
+          // The agent's own inbox group (created by its runner): the core's counts, not a guess.
+          const stats = this.bus.group(`inbox.${id}`, 'agent').stats()
+          return stats.backlog + stats.pending
+        },
+        nextId: (t) => {
+          let id: string
+          do id = `${t}-${++def.count}`
+          while (this.starting.has(id) || this.runners.has(id))
+          return id
+        },
+        start: (id, t, spawn) => this.startAgent(id, t, { ...def.defaults, ...spawn }, undefined),
+        stop: (runner) => this.stopRunner(runner, undefined),
+        record: (t, backlog, lag) => this.host.metrics.load(t, backlog, lag),
+        report: (event) => this.subject.next(event),
+        failed: (error, t) => this.logger.error({ err: error, agentType: t }, 'the autoscaler could not start or stop a replica'),
+        ended: (ended) => {
+          if (this.autoscalers.get(ended.agentType) === ended) this.autoscalers.delete(ended.agentType)
+        },
+      },
+      type,
+      checked,
+      this.unhandled,
+    )
+    this.autoscalers.set(type, scaler)
+    try {
+      await scaler.start()
+    } catch (error) {
+      this.autoscalers.delete(type)
+      throw error
+    }
+    return scaler
+  }
+
   /** A running agent. */
   agent(id: string): AgentHandle | undefined {
     text(id, 'id')
@@ -442,6 +502,7 @@ export class Mesh {
       return Promise.reject(error)
     }
     this.closing ??= (async () => {
+      for (const a of this.autoscalers.values()) a.close()
       for (const s of this.supervisors) s.stop()
       await Promise.all([...this.runners.values()].map((r) => this.stopRunner(r, timeout)))
       this.release()
@@ -458,6 +519,7 @@ export class Mesh {
   close(): void {
     if (this.released) return
     this.closing ??= Promise.resolve()
+    for (const a of this.autoscalers.values()) a.close()
     for (const s of this.supervisors) s.stop()
     for (const runner of this.runners.values()) runner.kill()
     this.release()

@@ -1,6 +1,7 @@
 /**
  * Agent metrics in a prom-client registry the user injects: messages handled and failed,
- * handler latency, and handlers in flight, labelled by agent, type and capability. The mesh
+ * handler latency, and handlers in flight, labelled by agent, type and capability, and the inbox
+ * backlog and lag of autoscaled types, labelled by type. The mesh
  * loads prom-client only when metrics are asked for (the Node entry provides the loader).
  */
 import { OrreryError } from '../errors.js'
@@ -46,16 +47,20 @@ export interface AgentMetrics {
   handled(agent: string, type: string, capability: string, seconds: number): void
   failed(agent: string, type: string, capability: string, kind: 'transient' | 'permanent' | 'fatal' | 'rate-limited'): void
   inFlight(agent: string, type: string, count: number): void
+  /** A type's inbox load as its autoscaler measured it: messages waiting or in flight, in all and per replica. */
+  load(type: string, backlog: number, lag: number): void
 }
 
 /** Records nothing. */
-export const noMetrics: AgentMetrics = { handled: () => {}, failed: () => {}, inFlight: () => {} }
+export const noMetrics: AgentMetrics = { handled: () => {}, failed: () => {}, inFlight: () => {}, load: () => {} }
 
 const NAMES = {
   handled: 'orrery_agent_messages_handled_total',
   failed: 'orrery_agent_messages_failed_total',
   latency: 'orrery_agent_handler_duration_seconds',
   inFlight: 'orrery_agent_in_flight',
+  backlog: 'orrery_agent_inbox_backlog',
+  lag: 'orrery_agent_inbox_lag',
 }
 
 /** Metrics in `registry` (reusing Orrery's metrics already there, so two meshes can share it). */
@@ -92,6 +97,17 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
   const inFlight =
     existing<InstanceType<PromClient['Gauge']>>(NAMES.inFlight) ??
     new prom.Gauge({ name: NAMES.inFlight, help: 'Handlers running now', labelNames: ['agent', 'type'], registers })
+  const backlog =
+    existing<InstanceType<PromClient['Gauge']>>(NAMES.backlog) ??
+    new prom.Gauge({
+      name: NAMES.backlog,
+      help: "Messages waiting in or taken from an autoscaled type's inboxes and not yet acked",
+      labelNames: ['type'],
+      registers,
+    })
+  const lag =
+    existing<InstanceType<PromClient['Gauge']>>(NAMES.lag) ??
+    new prom.Gauge({ name: NAMES.lag, help: "An autoscaled type's inbox backlog per replica in routing", labelNames: ['type'], registers })
   return {
     handled(agent, type, capability, seconds) {
       handled.inc({ agent, type, capability })
@@ -99,5 +115,9 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
     },
     failed: (agent, type, capability, kind) => failed.inc({ agent, type, capability, kind }),
     inFlight: (agent, type, count) => inFlight.set({ agent, type }, count),
+    load(type, total, perReplica) {
+      backlog.set({ type }, total)
+      lag.set({ type }, perReplica)
+    },
   }
 }

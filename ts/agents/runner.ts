@@ -167,6 +167,8 @@ export class AgentRunner {
   private registered = false
   /** Whether the start hook was called (what it throws is AGENT_FAILED). */
   private hookStarted = false
+  /** Out of routing, still working its inbox (a scale-down empties it before the stop). */
+  draining = false
 
   /**
    * @param rawConfig the configuration values before validation: a hot reload merges over
@@ -287,7 +289,7 @@ export class AgentRunner {
     try {
       this.host.registry.heartbeat(this.id, health)
     } catch (error) {
-      if (isOrreryError(error, 'UNKNOWN_AGENT') && this.state !== 'stopping') this.host.crashed(this, 'deregistered by the registry', error)
+      if (isOrreryError(error, 'UNKNOWN_AGENT') && this.state !== 'stopping' && !this.draining) this.host.crashed(this, 'deregistered by the registry', error)
     }
   }
 
@@ -561,6 +563,17 @@ export class AgentRunner {
     const reason = `RATE_LIMITED: agent ${this.id} is over its rate limit for ${job.key}`
     if (job.isRequest) return this.answerError(job, reason, 'RATE_LIMITED', false)
     this.settle(job, () => job.delivery.nack({ deadLetter: reason }))
+  }
+
+  /**
+   * Leaves routing (no new routed work) but keeps taking what is in its inbox, without beats: the
+   * registry no longer knows it, so a beat would read as a crash.
+   */
+  drain(): void {
+    if (this.state !== 'running' || this.draining) return
+    this.draining = true
+    this.stopBeating()
+    this.deregister()
   }
 
   /** Stops taking messages; its queue waits. */

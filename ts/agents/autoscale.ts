@@ -1,0 +1,281 @@
+/**
+ * Autoscaling of one agent type from its inbox lag: on each tick it reads, from the bus, what
+ * waits in the type's inboxes or was delivered and not yet acked, and grows the type to
+ * `ceil(backlog / targetLag)` replicas (between `min` and `max`) at once, or, once that number
+ * stayed lower for `cooldown`, shrinks it by draining its own replicas: out of routing first,
+ * stopped only when their inbox is empty and nothing runs, so no message waits in the inbox of
+ * an agent that is gone.
+ */
+import { Subject, type Observable } from 'rxjs'
+
+import type { AgentRunner } from './runner.js'
+import type { SpawnOptions } from './mesh.js'
+import { finite, int, msOr, options as checkOptions, refuse } from '../check.js'
+import { eventStream } from './registry.js'
+
+/** How an agent type is autoscaled. */
+export interface AutoscaleOptions {
+  /** Replicas kept at least, even idle (at least 1: routing needs an agent to queue for). */
+  min: number
+  /** Replicas started at most. */
+  max: number
+  /** Messages waiting or in flight per replica above which the type grows. */
+  targetLag: number
+  /** How often the lag is read, in ms (default 1,000). */
+  interval?: number
+  /** How long the lag must allow fewer replicas before the type shrinks, in ms (default 30,000). */
+  cooldown?: number
+  /** Spawn options of the replicas it starts (over the type's defaults; not `id` or `replicas`). */
+  spawn?: Omit<SpawnOptions, 'id' | 'replicas'>
+}
+
+/** A scale decision of an autoscaler. */
+export interface AutoscaleEvent {
+  type: 'scale-up' | 'scale-down'
+  /** The agent type. */
+  agentType: string
+  /** Replicas in routing before and after the decision. */
+  from: number
+  to: number
+  /** Messages waiting or in flight in the type's inboxes, when it decided. */
+  backlog: number
+  /** The agents started (scale-up) or taken out of routing to be stopped once drained (scale-down). */
+  agents: readonly string[]
+  at: number
+}
+
+/** A running autoscaler. */
+export interface Autoscaler {
+  readonly agentType: string
+  /** Replicas of the type in routing now (draining ones excluded). */
+  readonly replicas: number
+  /** Backlog per replica at the last tick. */
+  readonly lag: number
+  /** Its scale decisions (also on `mesh.events`). */
+  readonly events: Observable<AutoscaleEvent>
+  /** Ends the autoscaler: replicas stay as they are (a draining one is still stopped once empty). */
+  stop(): void
+}
+
+/** What the autoscaler needs of its mesh. */
+export interface AutoscaleHost {
+  now(): number
+  /** Agents of the type that the mesh holds now, in any state. */
+  runners(type: string): AgentRunner[]
+  /** Messages in an agent's inbox not yet acked: waiting, delayed for a retry, or delivered. */
+  inboxLoad(id: string): number
+  /** The id a spawn of the type would give its next agent (taking it). */
+  nextId(type: string): string
+  start(id: string, type: string, options: SpawnOptions): Promise<AgentRunner>
+  stop(runner: AgentRunner): Promise<void>
+  record(type: string, backlog: number, lag: number): void
+  report(event: AutoscaleEvent): void
+  /** A failed start or stop (the next tick tries again). */
+  failed(error: unknown, type: string): void
+  /** Called once, when it stops. */
+  ended(scaler: TypeAutoscaler): void
+}
+
+/** Autoscale options, checked, with their defaults. */
+interface Settings extends Required<Omit<AutoscaleOptions, 'spawn'>> {
+  spawn: AutoscaleOptions['spawn'] | undefined
+}
+
+/** Checks autoscale options whole, before anything starts. */
+export function checkAutoscale(value: AutoscaleOptions): Settings {
+  if (value === undefined) refuse('argument', 'options', value, 'must be an object { min, max, targetLag }')
+  const o = checkOptions(value)
+  const min = int(o.min, 'min', { min: 1, max: 2 ** 20 })
+  const max = int(o.max, 'max', { min: 1, max: 2 ** 20 })
+  if (min > max) refuse('option', 'min', min, `must be at most max (${max})`)
+  const targetLag = finite(o.targetLag, 'targetLag', { above: 0 })
+  const interval = msOr(o.interval, 1_000, 'interval', 1)
+  const cooldown = msOr(o.cooldown, 30_000, 'cooldown')
+  if (o.spawn !== undefined) {
+    // The rest of the spawn options are checked by the mesh, as a spawn's are.
+    const spawn = checkOptions(o.spawn as SpawnOptions, 'spawn', 'option')
+    if (spawn.id !== undefined) refuse('option', 'spawn.id', spawn.id, 'is chosen by the autoscaler (leave it out)')
+    if (spawn.replicas !== undefined) refuse('option', 'spawn.replicas', spawn.replicas, 'is chosen by the autoscaler (leave it out)')
+  }
+  return { min, max, targetLag, interval, cooldown, spawn: o.spawn }
+}
+
+export class TypeAutoscaler implements Autoscaler {
+  private readonly subject = new Subject<AutoscaleEvent>()
+  readonly events: Observable<AutoscaleEvent>
+  private timer: ReturnType<typeof setTimeout> | undefined
+  /** stop() was called: no more decisions. */
+  private stopped = false
+  /** No more ticks at all. */
+  private closed = false
+  private busy = false
+  /** Since when the lag allowed fewer replicas (undefined: it does not now). */
+  private lowSince: number | undefined
+  /** Agents it started, by id, with the ids of those gone (reused first, so their inbox is served again). */
+  private readonly own = new Set<string>()
+  private lastLag = 0
+  /** The last start that failed (the first tick's failure rejects `mesh.autoscale`). */
+  private lastError: unknown
+
+  constructor(
+    private readonly host: AutoscaleHost,
+    readonly agentType: string,
+    private readonly options: Settings,
+    unhandled: (error: unknown) => void,
+  ) {
+    this.events = eventStream(this.subject, unhandled)
+  }
+
+  get replicas(): number {
+    return this.routed().length
+  }
+
+  get lag(): number {
+    return this.lastLag
+  }
+
+  /** Runs the first tick now (so `min` replicas run when it resolves), then every `interval`. */
+  async start(): Promise<void> {
+    await this.tick()
+    if (this.lastError !== undefined) {
+      // As a spawn that fails: the replicas this call started stop, and it rejects.
+      this.close()
+      for (const r of this.host.runners(this.agentType)) if (this.own.has(r.id)) await this.host.stop(r)
+      throw this.lastError
+    }
+    this.schedule()
+  }
+
+  stop(): void {
+    if (this.stopped) return
+    this.stopped = true
+    this.subject.complete()
+    this.host.ended(this)
+    // Its draining replicas are still stopped once empty: ticks go on for them alone.
+    if (!this.draining()) this.close()
+  }
+
+  /** @internal Ends every tick at once (its mesh is shutting down and stops every agent itself). */
+  close(): void {
+    this.stopped = true
+    this.closed = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    if (!this.subject.closed) this.subject.complete()
+  }
+
+  private draining(): boolean {
+    return this.host.runners(this.agentType).some((r) => r.state === 'running' && r.draining)
+  }
+
+  private schedule(): void {
+    if (this.closed) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      void this.tick().finally(() => {
+        if (this.stopped && !this.draining()) this.close()
+        this.schedule()
+      })
+    }, this.options.interval)
+  }
+
+  /** Agents of the type in routing: running and not draining. */
+  private routed(): AgentRunner[] {
+    return this.host.runners(this.agentType).filter((r) => r.state === 'running' && !r.draining)
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy || this.closed) return
+    this.busy = true
+    try {
+      await this.stopDrained()
+      if (this.stopped) return
+      const { min, max, targetLag, cooldown } = this.options
+      const live = this.host.runners(this.agentType).filter((r) => r.state === 'running')
+      let backlog = 0
+      for (const r of live) backlog += this.host.inboxLoad(r.id)
+      const routed = live.filter((r) => !r.draining)
+      const n = routed.length
+      this.lastLag = backlog / Math.max(1, n)
+      this.host.record(this.agentType, backlog, this.lastLag)
+      const wanted = Math.min(max, Math.max(min, Math.ceil(backlog / targetLag)))
+      if (wanted > n) {
+        this.lowSince = undefined
+        await this.grow(wanted - n, n, backlog)
+      } else if (wanted < n) {
+        const now = this.host.now()
+        this.lowSince ??= now
+        if (now - this.lowSince >= cooldown) {
+          this.lowSince = undefined
+          this.shrink(routed, n - wanted, backlog)
+        }
+      } else {
+        this.lowSince = undefined
+      }
+    } finally {
+      this.busy = false
+    }
+  }
+
+  private async grow(count: number, from: number, backlog: number): Promise<void> {
+    const started: string[] = []
+    this.lastError = undefined
+    const options = { ...this.options.spawn }
+    for (let i = 0; i < count && !this.stopped; i++) {
+      // A replica of its own that is gone (stopped, crashed) comes back first, under its id: what
+      // was sent to that inbox since is served.
+      const gone = [...this.own].find((id) => {
+        const state = this.host.runners(this.agentType).find((r) => r.id === id)?.state
+        return state === undefined || state === 'stopped' || state === 'crashed'
+      })
+      const id = gone ?? this.host.nextId(this.agentType)
+      try {
+        await this.host.start(id, this.agentType, options)
+        this.own.add(id)
+        started.push(id)
+      } catch (error) {
+        this.lastError = error
+        this.host.failed(error, this.agentType)
+        break
+      }
+    }
+    if (started.length > 0) this.emit('scale-up', from, from + started.length, backlog, started)
+  }
+
+  /** Takes `count` of its own replicas out of routing, the least loaded (then the newest) first. */
+  private shrink(routed: AgentRunner[], count: number, backlog: number): void {
+    const candidates = routed
+      .filter((r) => this.own.has(r.id))
+      .map((r, order) => ({ r, load: this.host.inboxLoad(r.id), order }))
+      .sort((a, b) => a.load - b.load || b.order - a.order)
+      .slice(0, count)
+    if (candidates.length === 0) return
+    for (const { r } of candidates) r.drain()
+    this.emit(
+      'scale-down',
+      routed.length,
+      routed.length - candidates.length,
+      backlog,
+      candidates.map((c) => c.r.id),
+    )
+  }
+
+  /** Stops the draining replicas whose inbox is empty and whose handlers are done. */
+  private async stopDrained(): Promise<void> {
+    const done = this.host.runners(this.agentType).filter((r) => r.state === 'running' && r.draining && r.inFlight === 0 && this.host.inboxLoad(r.id) === 0)
+    for (const r of done) {
+      try {
+        // Checked and stopped in one turn: the stop pauses its inbox before anything else runs.
+        await this.host.stop(r)
+      } catch (error) {
+        this.host.failed(error, this.agentType)
+      }
+    }
+  }
+
+  private emit(type: AutoscaleEvent['type'], from: number, to: number, backlog: number, agents: string[]): void {
+    const event: AutoscaleEvent = { type, agentType: this.agentType, from, to, backlog, agents, at: this.host.now() }
+    this.subject.next(event)
+    this.host.report(event)
+  }
+}
