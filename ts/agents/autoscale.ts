@@ -262,10 +262,12 @@ export class TypeAutoscaler implements Autoscaler {
 
   /** Stops the draining replicas whose inbox is empty and whose handlers are done. */
   private async stopDrained(): Promise<void> {
-    const done = this.host.runners(this.agentType).filter((r) => r.state === 'running' && r.draining && r.inFlight === 0 && this.host.inboxLoad(r.id) === 0)
-    for (const r of done) {
+    const draining = this.host.runners(this.agentType).filter((r) => r.state === 'running' && r.draining)
+    for (const r of draining) {
+      // Checked right before the stop, in one turn (an earlier stop awaited): the stop pauses its
+      // inbox before anything else runs, so nothing reaches it between the check and the stop.
+      if (r.state !== 'running' || r.inFlight > 0 || this.host.inboxLoad(r.id) > 0) continue
       try {
-        // Checked and stopped in one turn: the stop pauses its inbox before anything else runs.
         await this.host.stop(r)
       } catch (error) {
         this.host.failed(error, this.agentType)
