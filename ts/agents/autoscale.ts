@@ -70,7 +70,7 @@ export interface AutoscaleHost {
   stop(runner: AgentRunner): Promise<void>
   record(type: string, backlog: number, lag: number): void
   report(event: AutoscaleEvent): void
-  /** A failed start or stop (the next tick tries again). */
+  /** A failed start, stop or reading of an inbox (the next tick tries again). */
   failed(error: unknown, type: string): void
   /** Called once, when it stops. */
   ended(scaler: TypeAutoscaler): void
@@ -172,10 +172,12 @@ export class TypeAutoscaler implements Autoscaler {
     if (this.closed) return
     this.timer = setTimeout(() => {
       this.timer = undefined
-      void this.tick().finally(() => {
-        if (this.stopped && !this.draining()) this.close()
-        this.schedule()
-      })
+      void this.tick()
+        .catch((error: unknown) => this.host.failed(error, this.agentType))
+        .finally(() => {
+          if (this.stopped && !this.draining()) this.close()
+          this.schedule()
+        })
     }, this.options.interval)
   }
 
