@@ -500,7 +500,7 @@ describe('workflows: failures', () => {
     expect(plain.status()).toBe('cancelled')
   })
 
-  it('gives up at once on a store refusal no retry fixes, thrown by a step or by a capability\'s agent', async () => {
+  it("gives up at once on a store refusal no retry fixes, thrown by a step or by a capability's agent", async () => {
     const { wf, mesh, orrery } = await setup({ mesh: true })
     const small = orrery.openStore({ maxValueBytes: 1024 }).namespace<string>('notes')
     const big = 'x'.repeat(2048)
