@@ -118,27 +118,7 @@ export type WorkflowEvent = EventBase &
 /** Why a node failed or a run ended (`FAILURE_REASONS` of the core). */
 export type FailureReason = keyof typeof FAILURE_REASONS
 
-/**
- * `value` as the history keeps it, so what a run uses live is what a resume reads back (a Set
- * comes back an array, a function undefined). `INVALID_PAYLOAD` for what no store can keep: a
- * cycle, a symbol, an integer past 64 bits.
- */
-export function storable<T>(value: T): T {
-  // What comes back as it went (the usual step output) skips the round trip; msgpack keeps -0 as 0.
-  switch (typeof value) {
-    case 'number':
-      return (Object.is(value, -0) ? 0 : value) as T
-    case 'boolean':
-    case 'undefined':
-      return value
-    case 'string':
-      if (wellFormed(value)) return value
-      break
-    case 'object':
-      if (value === null) return value
-  }
-  return decodePayload('msgpack', encodePayload('msgpack', value)) as T
-}
+const utf8 = new TextEncoder()
 
 /**
  * Room kept in every workflow record for what surrounds a value (the event tuple or the run's
@@ -152,11 +132,13 @@ export const RECORD_MARGIN = 4096
 export const valueRoom = (maxValueBytes: number): number => Math.max(0, maxValueBytes - RECORD_MARGIN)
 
 /**
- * {@link storable}, and `VALUE_TOO_LARGE` for a value over `room` bytes of msgpack (`what` and
- * `name` name it: joined only for the error, the hot path builds no string), so what a record
- * could not hold is refused before anything is recorded. A string is
- * measured by its UTF-8 length (encoded only when it might be too long); anything else but a
- * number, a boolean, undefined or null is encoded anyway.
+ * `value` as the history keeps it, so what a run uses live is what a resume reads back (a Set
+ * comes back an array, a function undefined; msgpack keeps -0 as 0); `INVALID_PAYLOAD` for what
+ * no store can keep (a cycle, a symbol, an integer past 64 bits), and `VALUE_TOO_LARGE` for a
+ * value over `room` bytes of msgpack (`what` and `name` name it: joined only for the error, the
+ * hot path builds no string), so what a record could not hold is refused before anything is
+ * recorded. A string is measured by its UTF-8 length (encoded only when it might be too long);
+ * anything else but a number, a boolean, undefined or null is encoded anyway.
  */
 export function storableWithin<T>(value: T, room: number, what: string, name?: string): T {
   switch (typeof value) {
@@ -169,7 +151,7 @@ export function storableWithin<T>(value: T, room: number, what: string, name?: s
       if (!wellFormed(value)) break
       // At most 3 bytes of UTF-8 per UTF-16 unit (a surrogate pair: 4 bytes for 2 units).
       if (value.length * 3 > room) {
-        const bytes = new TextEncoder().encode(value).length
+        const bytes = utf8.encode(value).length
         if (bytes > room) throw tooLarge(what, name, bytes, room)
       }
       return value
