@@ -40,6 +40,14 @@ function checkRunIdLength(id: string): void {
   }
 }
 
+/** A run id given to `start`: a non-empty string a store key can hold, no longer than {@link MAX_RUN_ID_BYTES}. */
+function givenId(given: unknown): string {
+  const id = text(given, 'id', { nonEmpty: true }, 'option')
+  checkRunIdLength(id)
+  if (isEventKey(id)) throw new OrreryError('INVALID_OPTION', `run id ${id} ends like an event key (/e/<10 digits>)`, { details: { option: 'id' } })
+  return id
+}
+
 /**
  * A child run's start that no retry can fix (its id, the step's idempotency key, too long; its
  * input too large) fails the child step for good, saying which run id it was.
@@ -379,9 +387,7 @@ export class Workflows {
     const o = checkOptions(options)
     // > 0 as a definition's own timeout must be: 0 would end the run before it began.
     const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { above: 0 })
-    const id = o.id === undefined ? runId() : text(o.id, 'id', { nonEmpty: true }, 'option')
-    checkRunIdLength(id)
-    if (isEventKey(id)) throw new OrreryError('INVALID_OPTION', `run id ${id} ends like an event key (/e/<10 digits>)`, { details: { option: 'id' } })
+    const id = o.id === undefined ? runId() : givenId(o.id)
     // A generated id is new: only a given one can name a run that exists.
     const existing = o.id === undefined ? undefined : this.find(id)
     if (existing) {
