@@ -337,8 +337,9 @@ describe('signals', () => {
     wf.register('who', (by) => by)
     const run = await wf.start(review)
     expectTypeOf(run).toEqualTypeOf<WorkflowRun<string | undefined, { approve: { by: string }; go: unknown; reason: string }>>()
-    expectTypeOf(run.signal<'approve'>).parameters.toEqualTypeOf<[name: 'approve', payload: { by: string }]>()
-    expectTypeOf(run.signal<'go'>).parameters.toEqualTypeOf<[name: 'go', payload?: unknown]>()
+    expectTypeOf(run.signal).parameters.toEqualTypeOf<
+      [name: 'approve', payload: { by: string }] | [name: 'go', payload?: unknown] | [name: 'reason', payload: string]
+    >()
     await run.signal('approve', { by: 'ana' })
     await run.signal('go')
     await run.signal('reason', 'looks right')
@@ -347,7 +348,7 @@ describe('signals', () => {
 
     const byName = await wf.start('review')
     expectTypeOf(byName).toEqualTypeOf<WorkflowRun<unknown, AnySignals>>()
-    expectTypeOf(byName.signal<string>).parameters.toEqualTypeOf<[name: string, payload?: unknown]>()
+    expectTypeOf(byName.signal).parameters.toEqualTypeOf<[name: string, payload?: unknown]>()
     // The compiler lets this name through; the run refuses it as ever.
     expect(() => byName.signal('aprove', { by: 'ana' })).toThrow(expect.objectContaining({ code: 'SIGNAL_UNKNOWN' }))
     await byName.cancel()
@@ -402,6 +403,8 @@ async function _misuses(wf: Workflows): Promise<void> {
   await waiting.signal('approve')
   // @ts-expect-error: a name the compiler cannot check is refused on a typed run
   await waiting.signal('approve' as string, { by: 'ana' })
+  // @ts-expect-error: a name that may be approve takes approve's payload
+  await waiting.signal('approve' as 'approve' | 'go', 'text')
   const parent = await wf.start(workflow('parent', sequence(child('c', review), waitFor('own', 'done', { payload: typeOnly<number>() }))))
   // @ts-expect-error: a run takes its own definition's signals, not its child's
   await parent.signal('approve', { by: 'ana' })

@@ -136,7 +136,7 @@ export type {
 export { Workflows } from './workflows/runtime.js'
 export type { DefineOptions, RunInfo, SchemaInput, SchemaResult, StartArgs, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
 export { WorkflowRun } from './workflows/handle.js'
-export type { SignalArgs } from './workflows/handle.js'
+export type { SignalArgs, SignalCall } from './workflows/handle.js'
 export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
 export type { RunStatus } from './workflows/records.js'
 export { runState } from './workflows/state.js'

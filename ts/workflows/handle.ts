@@ -29,6 +29,12 @@ function acknowledged(ack: number | Promise<number>): Promise<void> {
 export type SignalArgs<P> = undefined extends P ? [payload?: P] : [payload: P]
 
 /**
+ * The arguments of `run.signal()`: one `[name, payload]` form per signal of `S`, so a name whose
+ * type is a union of names still takes only a payload every one of them accepts.
+ */
+export type SignalCall<S> = { [N in keyof S & string]: [name: N, ...payload: SignalArgs<S[N]>] }[keyof S & string]
+
+/**
  * A run's public handle: follow it, signal it, cancel it, await its result. `O` is its output
  * type and `S` the signals it takes, `{ name: payload }` (see {@link WorkflowSignals}).
  */
@@ -117,8 +123,9 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
    * For the compiler `name` is one of the signals `S` (any string when untyped) and `payload` its type.
    */
-  signal<N extends keyof S & string>(name: N, ...payload: SignalArgs<S[N]>): Promise<void>
-  signal(name: string, payload?: unknown): Promise<void> {
+  signal(...args: SignalCall<S>): Promise<void>
+  signal(...args: readonly unknown[]): Promise<void> {
+    const [name, payload] = args
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
     if (this.run) return acknowledged(this.run.signal(name, payload))
     this.ended()
