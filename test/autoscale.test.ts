@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
 
-import { Agent, type AgentContext, type AutoscaleEvent, type Mesh } from '../ts/node.js'
+import { Agent, FatalError, type AgentContext, type AutoscaleEvent, type Mesh } from '../ts/node.js'
 import { IN_BROWSER } from './engine.js'
 import { errorOf } from './helpers.js'
 import { fakeMesh } from './mesh-helpers.js'
@@ -14,7 +14,10 @@ afterEach(() => {
   vi.useRealTimers()
 })
 
-/** Defines `work`, a type whose handler takes 100 ms (1 s for payloads from 10,000), counting the runs of each payload. */
+/**
+ * Defines `work`, a type whose handler takes 100 ms (1 s for payloads from 10,000; a negative one
+ * crashes its agent the first time), counting the runs of each payload.
+ */
 function defineWorker(mesh: Mesh): Map<number, number> {
   const runs = new Map<number, number>()
   class Worker extends Agent {
@@ -23,6 +26,7 @@ function defineWorker(mesh: Mesh): Map<number, number> {
       super(context)
       this.handle<number, string>('work', async (n) => {
         runs.set(n, (runs.get(n) ?? 0) + 1)
+        if (n < 0 && runs.get(n) === 1) throw new FatalError(`crash on ${n}`)
         await new Promise((resolve) => setTimeout(resolve, n >= 10_000 ? 1_000 : 100))
         return `${this.id}:${n}`
       })
@@ -191,6 +195,66 @@ describe('autoscale', () => {
     await mesh.shutdown()
   })
 
+  /** worker-1 spawned by hand, worker-2 started by the autoscaler and drained with `queued` still in its inbox. */
+  async function drainingWithWork(queued: number[], interval = 100) {
+    const fake = await fakeMesh()
+    const { mesh, advance, orrery } = fake
+    const runs = defineWorker(mesh)
+    await mesh.spawn('worker')
+    const scaler = await mesh.autoscale('worker', { min: 1, max: 2, targetLag: 10, interval, cooldown: 0 })
+    // Enough work for worker-1 to still need help at the first tick after the start.
+    if (interval >= 1_000) for (let n = 0; n < 30; n++) void mesh.send('work', 20_000 + n)
+    else for (let n = 0; n < 12; n++) void mesh.send('work', n)
+    await advance(interval)
+    expect(running(mesh)).toEqual(['worker-1', 'worker-2'])
+    for (const n of queued) await orrery.bus.send('worker-2', n, { headers: { 'orrery-capability': 'work' } })
+    for (let t = 0; t < 400 && mesh.registry.get('worker-2') !== undefined; t++) await advance(100)
+    expect(mesh.registry.get('worker-2')).toBeUndefined()
+    expect(mesh.agent('worker-2')?.state).toBe('running')
+    return { ...fake, runs, scaler }
+  }
+
+  it('brings back a drained replica that crashed with messages in its inbox, still draining, and stops it once they are handled', async () => {
+    const { mesh, advance, runs, scaler, events } = await drainingWithWork([10_000, 10_001, -1, 10_002, 10_003])
+    for (let t = 0; t < 100 && mesh.agent('worker-2')?.state !== 'stopped'; t++) await advance(100)
+    expect(events.some((e) => e.type === 'crashed' && e.agent === 'worker-2')).toBe(true)
+    for (const n of [10_000, 10_001, 10_002, 10_003]) expect(runs.get(n), `payload ${n}`).toBe(1)
+    expect(mesh.agent('worker-2')?.state).toBe('stopped')
+    // It came back out of routing: never a replica again, never registered.
+    expect(scaler.replicas).toBe(1)
+    expect(mesh.registry.get('worker-2')).toBeUndefined()
+    await mesh.shutdown()
+  })
+
+  it('pauses and resumes a mesh while a replica drains; a paused type is not grown, and the drained replica stops once empty', async () => {
+    const { mesh, advance, runs, scaler, orrery } = await drainingWithWork([10_000, 10_001])
+    await mesh.pause()
+    expect(mesh.agents().map((a) => `${a.id}:${a.state}`)).toEqual(['worker-1:paused', 'worker-2:paused'])
+    // Work piles up while paused: the paused replica still counts, and nothing new starts.
+    for (let n = 100; n < 130; n++) await orrery.bus.send('worker-1', n, { headers: { 'orrery-capability': 'work' } })
+    await advance(2_000)
+    expect(scaler.replicas).toBe(1)
+    expect(mesh.agents().map((a) => a.id)).toEqual(['worker-1', 'worker-2'])
+    await mesh.resume()
+    for (let t = 0; t < 100 && mesh.agent('worker-2')?.state !== 'stopped'; t++) await advance(100)
+    for (const n of [10_000, 10_001]) expect(runs.get(n), `payload ${n}`).toBe(1)
+    expect(mesh.agent('worker-2')?.state).toBe('stopped')
+    await advance(4_000) // worker-1's pile
+    expect(runs.get(129)).toBe(1)
+    await mesh.shutdown()
+  })
+
+  it('a stopped autoscaler still draining a replica is ended by close, leaving no timer behind', async () => {
+    // Ticks 5 s apart: the next one is due long after the handlers' timers.
+    const { mesh, orrery, scaler } = await drainingWithWork([10_000, 10_001], 5_000)
+    scaler.stop()
+    expect(mesh.agent('worker-2')?.state).toBe('running')
+    orrery.close()
+    // Handlers still sleeping when their agents died keep their own timers: let them end.
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
   it('stop() ends the autoscaler and leaves the replicas as they are', async () => {
     const { mesh, advance } = await fakeMesh()
     defineWorker(mesh)
@@ -257,7 +321,7 @@ describe('autoscale', () => {
     const registry = new Registry()
     const { mesh, advance } = await fakeMesh({ metrics: registry })
     defineWorker(mesh)
-    await mesh.autoscale('worker', { ...OPTIONS, max: 1 })
+    const scaler = await mesh.autoscale('worker', { ...OPTIONS, max: 1 })
     for (let n = 0; n < 12; n++) void mesh.request('work', n, { timeout: 600_000 })
     await advance(OPTIONS.interval)
     const text = await registry.metrics()
@@ -266,6 +330,9 @@ describe('autoscale', () => {
     expect(text).toContain('orrery_agent_inbox_lag{type="worker"} 12')
     await advance(2_000)
     expect(await registry.metrics()).toContain('orrery_agent_inbox_backlog{type="worker"} 0')
+    // Once it ends, the type's gauges go: nothing reads a stale backlog.
+    scaler.stop()
+    expect(await registry.metrics()).not.toContain('{type="worker"}')
     await mesh.shutdown()
   })
 })

@@ -72,8 +72,10 @@ export interface AutoscaleHost {
   report(event: AutoscaleEvent): void
   /** A failed start, stop or reading of an inbox (the next tick tries again). */
   failed(error: unknown, type: string): void
-  /** Called once, when it stops. */
+  /** Called once, when it stops deciding (its type may be autoscaled again). */
   ended(scaler: TypeAutoscaler): void
+  /** Called once, when it has fully closed (no more ticks). */
+  closed(scaler: TypeAutoscaler): void
 }
 
 /** Autoscale options, checked, with their defaults. */
@@ -113,6 +115,8 @@ export class TypeAutoscaler implements Autoscaler {
   private lowSince: number | undefined
   /** Agents it started, by id, with the ids of those gone (reused first, so their inbox is served again). */
   private readonly own = new Set<string>()
+  /** Its replicas it took out of routing: one that crashes comes back draining. */
+  private readonly drained = new Set<string>()
   private lastLag = 0
   /** The last start that failed (the first tick's failure rejects `mesh.autoscale`). */
   private lastError: unknown
@@ -148,29 +152,51 @@ export class TypeAutoscaler implements Autoscaler {
 
   stop(): void {
     if (this.stopped) return
-    this.stopped = true
-    this.subject.complete()
-    this.host.ended(this)
+    this.end()
     // Its draining replicas are still stopped once empty: ticks go on for them alone.
     if (!this.draining()) this.close()
   }
 
+  private end(): void {
+    this.stopped = true
+    if (!this.subject.closed) this.subject.complete()
+    this.host.ended(this)
+  }
+
   /** @internal Ends every tick at once (its mesh is shutting down and stops every agent itself). */
   close(): void {
-    this.stopped = true
+    if (this.closed) return
+    if (!this.stopped) this.end()
     this.closed = true
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
-    if (!this.subject.closed) this.subject.complete()
+    this.host.closed(this)
   }
 
+  /** Its own replicas of the type that the mesh holds. */
+  private mine(): AgentRunner[] {
+    return this.host.runners(this.agentType).filter((r) => this.own.has(r.id))
+  }
+
+  /** Its own replicas that are gone (stopped, crashed, or no longer held), with their inbox load. */
+  private gone(): { id: string; load: number }[] {
+    const held = new Map(this.host.runners(this.agentType).map((r) => [r.id, r.state]))
+    return [...this.own]
+      .filter((id) => {
+        const state = held.get(id)
+        return state === undefined || state === 'stopped' || state === 'crashed'
+      })
+      .map((id) => ({ id, load: this.host.inboxLoad(id) }))
+  }
+
+  /** A replica of its own still draining, or one it drained that is gone with messages left. */
   private draining(): boolean {
-    return this.host.runners(this.agentType).some((r) => r.state === 'running' && r.draining)
+    return this.mine().some((r) => live(r) && r.draining) || this.gone().some((g) => this.drained.has(g.id) && g.load > 0)
   }
 
   private schedule(): void {
     if (this.closed) return
-    this.timer = setTimeout(() => {
+    const timer = setTimeout(() => {
       this.timer = undefined
       void this.tick()
         .catch((error: unknown) => this.host.failed(error, this.agentType))
@@ -179,11 +205,14 @@ export class TypeAutoscaler implements Autoscaler {
           this.schedule()
         })
     }, this.options.interval)
+    // Where the runtime allows (Node), its timer never holds the process open.
+    ;(timer as { unref?: () => void }).unref?.()
+    this.timer = timer
   }
 
-  /** Agents of the type in routing: running and not draining. */
+  /** Agents of the type in routing: running or paused, and not draining. */
   private routed(): AgentRunner[] {
-    return this.host.runners(this.agentType).filter((r) => r.state === 'running' && !r.draining)
+    return this.host.runners(this.agentType).filter((r) => live(r) && !r.draining)
   }
 
   private async tick(): Promise<void> {
@@ -191,19 +220,33 @@ export class TypeAutoscaler implements Autoscaler {
     this.busy = true
     try {
       await this.stopDrained()
-      if (this.stopped) return
+      const paused = this.host.runners(this.agentType).some((r) => r.state === 'paused')
+      // A paused type starts nothing (what it would start would not be paused).
+      if (this.stopped) {
+        if (!paused) await this.revive(this.gone().filter((g) => this.drained.has(g.id) && g.load > 0))
+        return
+      }
       const { min, max, targetLag, cooldown } = this.options
-      const live = this.host.runners(this.agentType).filter((r) => r.state === 'running')
+      const present = this.host.runners(this.agentType).filter(live)
+      // Its gone replicas' inboxes count too: what waits there is brought back and served.
+      const gone = this.gone().sort((a, b) => b.load - a.load)
       let backlog = 0
-      for (const r of live) backlog += this.host.inboxLoad(r.id)
-      const routed = live.filter((r) => !r.draining)
+      for (const r of present) backlog += this.host.inboxLoad(r.id)
+      for (const g of gone) backlog += g.load
+      const routed = present.filter((r) => !r.draining)
       const n = routed.length
       this.lastLag = backlog / Math.max(1, n)
       this.host.record(this.agentType, backlog, this.lastLag)
       const wanted = Math.min(max, Math.max(min, Math.ceil(backlog / targetLag)))
+      if (paused) return
       if (wanted > n) {
         this.lowSince = undefined
-        await this.grow(wanted - n, n, backlog)
+        await this.grow(
+          wanted - n,
+          n,
+          backlog,
+          gone.filter((g) => !this.drained.has(g.id)).map((g) => g.id),
+        )
       } else if (wanted < n) {
         const now = this.host.now()
         this.lowSince ??= now
@@ -214,26 +257,40 @@ export class TypeAutoscaler implements Autoscaler {
       } else {
         this.lowSince = undefined
       }
+      // Whatever is still left in a gone replica's inbox: that replica comes back out of routing,
+      // to finish its inbox and stop.
+      if (!this.stopped) await this.revive(this.gone().filter((g) => g.load > 0))
     } finally {
       this.busy = false
     }
   }
 
-  private async grow(count: number, from: number, backlog: number): Promise<void> {
+  /** Brings back gone replicas of its own, out of routing, to finish their inbox and then stop. */
+  private async revive(gone: { id: string }[]): Promise<void> {
+    for (const { id } of gone) {
+      if (this.closed) return
+      try {
+        const runner = await this.host.start(id, this.agentType, { ...this.options.spawn })
+        this.drained.add(id)
+        runner.drain()
+      } catch (error) {
+        this.host.failed(error, this.agentType)
+      }
+    }
+  }
+
+  private async grow(count: number, from: number, backlog: number, gone: string[]): Promise<void> {
     const started: string[] = []
     this.lastError = undefined
     const options = { ...this.options.spawn }
     for (let i = 0; i < count && !this.stopped; i++) {
-      // A replica of its own that is gone (stopped, crashed) comes back first, under its id: what
-      // was sent to that inbox since is served.
-      const gone = [...this.own].find((id) => {
-        const state = this.host.runners(this.agentType).find((r) => r.id === id)?.state
-        return state === undefined || state === 'stopped' || state === 'crashed'
-      })
-      const id = gone ?? this.host.nextId(this.agentType)
+      // A replica of its own that is gone (stopped, crashed) comes back first, under its id, the
+      // fullest inbox first: what was sent to that inbox since is served.
+      const id = gone.shift() ?? this.host.nextId(this.agentType)
       try {
         await this.host.start(id, this.agentType, options)
         this.own.add(id)
+        this.drained.delete(id)
         started.push(id)
       } catch (error) {
         this.lastError = error
@@ -252,7 +309,10 @@ export class TypeAutoscaler implements Autoscaler {
       .sort((a, b) => a.load - b.load || b.order - a.order)
       .slice(0, count)
     if (candidates.length === 0) return
-    for (const { r } of candidates) r.drain()
+    for (const { r } of candidates) {
+      this.drained.add(r.id)
+      r.drain()
+    }
     this.emit(
       'scale-down',
       routed.length,
@@ -262,13 +322,13 @@ export class TypeAutoscaler implements Autoscaler {
     )
   }
 
-  /** Stops the draining replicas whose inbox is empty and whose handlers are done. */
+  /** Stops its draining replicas (running or paused) whose inbox is empty and whose handlers are done. */
   private async stopDrained(): Promise<void> {
-    const draining = this.host.runners(this.agentType).filter((r) => r.state === 'running' && r.draining)
+    const draining = this.mine().filter((r) => live(r) && r.draining)
     for (const r of draining) {
       // Checked right before the stop, in one turn (an earlier stop awaited): the stop pauses its
       // inbox before anything else runs, so nothing reaches it between the check and the stop.
-      if (r.state !== 'running' || r.inFlight > 0 || this.host.inboxLoad(r.id) > 0) continue
+      if (!live(r) || r.inFlight > 0 || this.host.inboxLoad(r.id) > 0) continue
       try {
         await this.host.stop(r)
       } catch (error) {
@@ -282,4 +342,9 @@ export class TypeAutoscaler implements Autoscaler {
     this.subject.next(event)
     this.host.report(event)
   }
+}
+
+/** In the mesh and able to hold work: running, or paused (a pause is not a scale-down). */
+function live(r: AgentRunner): boolean {
+  return r.state === 'running' || r.state === 'paused'
 }

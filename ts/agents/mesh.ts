@@ -257,6 +257,8 @@ export class Mesh {
   private readonly supervisors = new Set<Supervisor>()
   /** Autoscalers by agent type (one per type). */
   private readonly autoscalers = new Map<string, TypeAutoscaler>()
+  /** Every autoscaler not fully closed (a stopped one still drains its replicas): shutdown and close end them. */
+  private readonly scalers = new Set<TypeAutoscaler>()
   private readonly unhandled: (error: unknown) => void
   private readonly subject = new Subject<MeshEvent>()
   private readonly registryEvents: Subscription
@@ -413,17 +415,22 @@ export class Mesh {
         failed: (error, t) => this.logger.error({ err: error, agentType: t }, 'the autoscaler could not start or stop a replica'),
         ended: (ended) => {
           if (this.autoscalers.get(ended.agentType) === ended) this.autoscalers.delete(ended.agentType)
+          // Its gauges go, so a query does not read a stale backlog.
+          if (!this.autoscalers.has(ended.agentType)) this.host.metrics.unload(ended.agentType)
         },
+        closed: (closed) => this.scalers.delete(closed),
       },
       type,
       checked,
       this.unhandled,
     )
     this.autoscalers.set(type, scaler)
+    this.scalers.add(scaler)
     try {
       await scaler.start()
     } catch (error) {
       this.autoscalers.delete(type)
+      this.scalers.delete(scaler)
       throw error
     }
     return scaler
@@ -502,7 +509,7 @@ export class Mesh {
       return Promise.reject(error)
     }
     this.closing ??= (async () => {
-      for (const a of this.autoscalers.values()) a.close()
+      for (const a of [...this.scalers]) a.close()
       for (const s of this.supervisors) s.stop()
       await Promise.all([...this.runners.values()].map((r) => this.stopRunner(r, timeout)))
       this.release()
@@ -519,7 +526,7 @@ export class Mesh {
   close(): void {
     if (this.released) return
     this.closing ??= Promise.resolve()
-    for (const a of this.autoscalers.values()) a.close()
+    for (const a of [...this.scalers]) a.close()
     for (const s of this.supervisors) s.stop()
     for (const runner of this.runners.values()) runner.kill()
     this.release()

@@ -26,7 +26,7 @@ export interface PromClient {
     help: string
     labelNames: readonly string[]
     registers: unknown[]
-  }) => { set(labels: Record<string, string>, value: number): void }
+  }) => { set(labels: Record<string, string>, value: number): void; remove(labels: Record<string, string>): void }
 }
 
 /** A prom-client `Registry`, as the user passes it. */
@@ -49,10 +49,12 @@ export interface AgentMetrics {
   inFlight(agent: string, type: string, count: number): void
   /** A type's inbox load as its autoscaler measured it: messages waiting or in flight, in all and per replica. */
   load(type: string, backlog: number, lag: number): void
+  /** A type no longer autoscaled: its load gauges are removed. */
+  unload(type: string): void
 }
 
 /** Records nothing. */
-export const noMetrics: AgentMetrics = { handled: () => {}, failed: () => {}, inFlight: () => {}, load: () => {} }
+export const noMetrics: AgentMetrics = { handled: () => {}, failed: () => {}, inFlight: () => {}, load: () => {}, unload: () => {} }
 
 const NAMES = {
   handled: 'orrery_agent_messages_handled_total',
@@ -118,6 +120,10 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
     load(type, total, perReplica) {
       backlog.set({ type }, total)
       lag.set({ type }, perReplica)
+    },
+    unload(type) {
+      backlog.remove({ type })
+      lag.remove({ type })
     },
   }
 }

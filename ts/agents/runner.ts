@@ -570,7 +570,7 @@ export class AgentRunner {
    * registry no longer knows it, so a beat would read as a crash.
    */
   drain(): void {
-    if (this.state !== 'running' || this.draining) return
+    if ((this.state !== 'running' && this.state !== 'paused') || this.draining) return
     this.draining = true
     this.stopBeating()
     this.deregister()
@@ -581,7 +581,8 @@ export class AgentRunner {
     if (this.state !== 'running') return
     this.state = 'paused'
     this.host.bus.setConsumerPaused(this.member, true)
-    this.host.registry.setHealth(this.id, 'paused')
+    // A draining agent is out of the registry already: there is no health to tell.
+    if (!this.draining) this.host.registry.setHealth(this.id, 'paused')
     await this.agent.onPause?.()
   }
 
@@ -591,7 +592,7 @@ export class AgentRunner {
     this.state = 'running'
     this.host.bus.setConsumerPaused(this.member, false)
     await this.agent.onResume?.()
-    await this.beat()
+    if (!this.draining) await this.beat()
   }
 
   /**
