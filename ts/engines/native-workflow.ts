@@ -9,7 +9,7 @@
 import type { WorkflowCore } from './backend.js'
 import { callBlock } from './call-block.js'
 import { NATIVE_FAILURES } from './failures.js'
-import { adaptWorkflows, type RawWorkflows } from './workflow.js'
+import { adaptWorkflows, drainBuffer, EMPTY, fitted, type RawWorkflows } from './workflow.js'
 
 /** The class side of a native workflow core: its handle and its cold calls. */
 export interface NativeWorkflowsHandle {
@@ -36,11 +36,6 @@ export interface NativeWorkflowBinding {
   workflowDrain(): void
 }
 
-/** Room for 128 records to start with; it grows for a larger drain and shrinks after it. */
-const OUT_WORDS = 1024
-
-const EMPTY = new Float64Array(0)
-
 export function createNativeWorkflows(b: NativeWorkflowBinding): WorkflowCore {
   return adaptWorkflows(() => rawWorkflows(b, new b.NativeWorkflows()), NATIVE_FAILURES)
 }
@@ -48,70 +43,30 @@ export function createNativeWorkflows(b: NativeWorkflowBinding): WorkflowCore {
 function rawWorkflows(b: NativeWorkflowBinding, w: NativeWorkflowsHandle): RawWorkflows {
   const call = callBlock(b, 'workflow', (block) => b.workflowUseCallBlock(block))
   const h = w.handle
-  let out = new Float64Array(OUT_WORDS)
+  /** Calls `fn` with this core's handle and up to four arguments in the call block: its result. */
+  const hot = (fn: () => void, a = 0, c = 0, d = 0, e = 0): number => {
+    call[0] = h
+    call[1] = a
+    call[2] = c
+    call[3] = d
+    call[4] = e
+    fn()
+    return call[0]!
+  }
+  let out = drainBuffer()
   w.useOut(out)
   return {
     define: (program) => w.define(program),
-    start(def, seed, now, deadline) {
-      call[0] = h
-      call[1] = def
-      call[2] = seed
-      call[3] = now
-      call[4] = deadline
-      b.workflowStart()
-      return call[0]!
-    },
-    complete(run, token, outcome, now) {
-      call[0] = h
-      call[1] = run
-      call[2] = token
-      call[3] = outcome
-      call[4] = now
-      b.workflowComplete()
-      return call[0] === 1
-    },
-    decide(run, token, value, now) {
-      call[0] = h
-      call[1] = run
-      call[2] = token
-      call[3] = value
-      call[4] = now
-      b.workflowDecide()
-      return call[0] === 1
-    },
-    signal(run, index, now) {
-      call[0] = h
-      call[1] = run
-      call[2] = index
-      call[3] = now
-      b.workflowSignal()
-    },
-    cancel(run, now) {
-      call[0] = h
-      call[1] = run
-      call[2] = now
-      b.workflowCancel()
-    },
-    fire(run, timer, now) {
-      call[0] = h
-      call[1] = run
-      call[2] = timer
-      call[3] = now
-      b.workflowFire()
-      return call[0] === 1
-    },
+    start: (def, seed, now, deadline) => hot(b.workflowStart, def, seed, now, deadline),
+    complete: (run, token, outcome, now) => hot(b.workflowComplete, run, token, outcome, now) === 1,
+    decide: (run, token, value, now) => hot(b.workflowDecide, run, token, value, now) === 1,
+    signal: (run, index, now) => void hot(b.workflowSignal, run, index, now),
+    cancel: (run, now) => void hot(b.workflowCancel, run, now),
+    fire: (run, timer, now) => hot(b.workflowFire, run, timer, now) === 1,
     due: (now) => w.due(now),
-    nextDeadline() {
-      call[0] = h
-      b.workflowNextDeadline()
-      return call[0]!
-    },
+    nextDeadline: () => hot(b.workflowNextDeadline),
     outstanding: (run) => w.outstanding(run),
-    release(run) {
-      call[0] = h
-      call[1] = run
-      b.workflowRelease()
-    },
+    release: (run) => void hot(b.workflowRelease, run),
     drain(view) {
       for (;;) {
         call[0] = h
@@ -120,15 +75,14 @@ function rawWorkflows(b: NativeWorkflowBinding, w: NativeWorkflowsHandle): RawWo
         if (n === 0) return EMPTY
         if (n > 0) {
           const records = view ? out.subarray(0, n) : out.slice(0, n)
-          // A buffer grown for a burst (a forEach of a million items) is given back once drains
-          // are small again: it would otherwise hold the largest drain ever seen.
-          if (out.length > OUT_WORDS && n * 8 <= out.length) {
-            out = new Float64Array(Math.max(OUT_WORDS, n * 2))
+          const next = fitted(out, n)
+          if (next !== out) {
+            out = next
             w.useOut(out)
           }
           return records
         }
-        out = new Float64Array(Math.max(-n, out.length * 2))
+        out = fitted(out, -n)
         w.useOut(out)
       }
     },

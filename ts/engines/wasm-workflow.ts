@@ -7,7 +7,7 @@
  */
 import type { WorkflowCore } from './backend.js'
 import type { EngineFailures } from './failures.js'
-import { adaptWorkflows, directCalls, type RawWorkflows } from './workflow.js'
+import { adaptWorkflows, directCalls, drainBuffer, EMPTY, fitted, type RawWorkflows } from './workflow.js'
 
 export interface WasmWorkflowsHandle extends Omit<RawWorkflows, 'close' | 'drain'> {
   drainShared(): number
@@ -21,13 +21,8 @@ export function createWasmWorkflows(cls: WasmWorkflowsClass, memory: WebAssembly
   return adaptWorkflows(() => rawWorkflows(new cls(), memory), failures)
 }
 
-/** Room for 128 records to start with; it grows for a larger drain and shrinks after it. */
-const OUT_WORDS = 1024
-
-const EMPTY = new Float64Array(0)
-
 function rawWorkflows(w: WasmWorkflowsHandle, memory: WebAssembly.Memory): RawWorkflows {
-  let out = new Float64Array(OUT_WORDS)
+  let out = drainBuffer()
   return {
     ...directCalls(w),
     drain(view) {
@@ -35,8 +30,7 @@ function rawWorkflows(w: WasmWorkflowsHandle, memory: WebAssembly.Memory): RawWo
       if (n === 0) return EMPTY
       const records = new Float64Array(memory.buffer, w.drainedPtr(), n)
       if (!view) return records.slice()
-      // A buffer grown for a burst is given back once drains are small again.
-      if (n > out.length || (out.length > OUT_WORDS && n * 8 <= out.length)) out = new Float64Array(Math.max(OUT_WORDS, n * 2))
+      out = fitted(out, n)
       out.set(records)
       return out.subarray(0, n)
     },

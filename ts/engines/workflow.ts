@@ -49,7 +49,23 @@ export function directCalls(w: DirectCalls): DirectCalls {
  */
 const MAX_PROGRAM_WORDS = 2 + WORKFLOW_LIMITS.maxNodes * (WORKFLOW_LAYOUT.nodeWords + 1)
 
-const EMPTY = new Float64Array(0)
+/** What a drain with nothing queued returns. */
+export const EMPTY = new Float64Array(0)
+
+/** Numbers an engine's drain buffer holds to start with: 128 records. */
+const OUT_WORDS = 1024
+
+/** A new drain buffer of the starting size. */
+export const drainBuffer = (): Float64Array => new Float64Array(OUT_WORDS)
+
+/**
+ * The drain buffer for a drain of `n` numbers: `out` while it holds them and is not much larger;
+ * one grown for a burst (a forEach of a million items) is given back once drains are small again,
+ * or it would hold the largest drain ever seen.
+ */
+export function fitted(out: Float64Array, n: number): Float64Array {
+  return n > out.length || (out.length > OUT_WORDS && n * 8 <= out.length) ? new Float64Array(Math.max(OUT_WORDS, n * 2)) : out
+}
 
 const closedError = () => new OrreryError('CLOSED', 'the workflow core is closed')
 

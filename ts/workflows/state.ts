@@ -8,7 +8,7 @@
  * instance's idempotency key; none outside iterations).
  */
 import { childrenOf, type WorkflowDefinition, type WorkflowNode } from './definition.js'
-import type { FailureReason, RunStatus, StoredError, WorkflowEvent } from './history.js'
+import { FINAL_STATUSES, type FailureReason, type RunStatus, type StoredError, type WorkflowEvent } from './history.js'
 import { generationKey } from './records.js'
 import { CALL_SUFFIX, COMPENSATE_SUFFIX } from './validate.js'
 
@@ -111,7 +111,6 @@ export interface RunStateMeta {
   readonly generation?: number
 }
 
-const FINAL_RUN: ReadonlySet<RunStatus> = new Set(['completed', 'failed', 'cancelled', 'compensated', 'compensation-failed'])
 const OUTCOME_STATUS = { ok: 'completed', failed: 'failed', cancelled: 'cancelled', skipped: 'skipped' } as const satisfies Record<string, NodeStatus>
 /** The statuses of an instance that ended ok (a completed step stays so while undone). */
 const SUCCEEDED: ReadonlySet<NodeStatus> = new Set(['completed', 'compensating', 'compensated', 'compensation-failed'])
@@ -298,7 +297,7 @@ export function runState(definition: WorkflowDefinition, meta: RunStateMeta, eve
     }
   }
 
-  const ended = FINAL_RUN.has(meta.status)
+  const ended = FINAL_STATUSES.has(meta.status)
 
   /** How many instances of `acc` began (for a step-like node: exactly; else from its parent's events). */
   const startedMemo = new Map<Acc, number>()
