@@ -43,6 +43,9 @@ export const ERROR_CODES = {
   STORE_IO: "the store's file could not be read or written",
   WATCH_LAGGED: 'a watch asked to replay from below what history keeps',
   UNSUPPORTED: 'the engine does not offer this call',
+  CAPABILITY_UNSUPPORTED: 'the backend a channel is bound to cannot do what was asked; see docs/transports.md',
+  TRANSPORT_UNAVAILABLE: "a transport's server cannot be reached, did not answer in time, or its client library is not installed",
+  TRANSPORT_AUTH: "a transport's server refused the credentials",
   DUPLICATE_AGENT: 'an agent id that is registered already',
   UNKNOWN_AGENT: 'an agent that is not registered',
   UNKNOWN_AGENT_TYPE: 'an agent type that was never defined',
@@ -131,6 +134,23 @@ export const FRAME = {
   maxPriority: 3,
 } as const
 
+/** Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead) and ingest kinds (live, group). */
+export const REMOTE = {
+  headerLen: 32,
+  offLength: 0,
+  offKind: 4,
+  offId: 8,
+  offPosLen: 12,
+  offCount: 16,
+  offValue: 24,
+  publish: 1,
+  ack: 2,
+  release: 3,
+  dead: 4,
+  live: 1,
+  group: 2,
+} as const
+
 /** Call-block slot counts: slot 0 the target, then the arguments; results from slot 0. */
 export const CALL_BLOCK = {
   slots: 8,
@@ -213,6 +233,8 @@ export const CHANNEL_STATS = [
   'duplicates',
   'expired',
   'deadLettered',
+  'ingested',
+  'rejected',
 ] as const
 
 /** A subscriber's counters, in the order the engines return them. */
@@ -320,4 +342,4 @@ export const FAILURE_REASONS = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = 'e26cd77d227792bc'
+export const MANIFEST_HASH = '1df4431087b0320d'

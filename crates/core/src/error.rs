@@ -143,6 +143,40 @@ pub enum BusError {
         /// How many there may be.
         limit: usize,
     },
+    /// An argument outside what the call takes (a transport id of 0).
+    #[error("{argument} {reason}")]
+    InvalidArgument {
+        /// The argument, for people.
+        argument: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A channel that cannot be bound to a transport (bound to another, or used locally already).
+    #[error("cannot bind channel {channel:?} to a transport: {reason}")]
+    BindingRefused {
+        /// The channel, by name.
+        channel: String,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// Something the backend a channel is bound to cannot do (a request across processes).
+    #[error("channel {channel:?} is bound to a transport that cannot carry {capability}s yet")]
+    Unsupported {
+        /// What was asked, singular (`request`).
+        capability: &'static str,
+        /// The channel, by name.
+        channel: String,
+    },
+    /// An ingest batch whose records do not follow the remote record layout; nothing was applied.
+    #[error("ingest record {index} at byte {offset}: {reason}; nothing in the batch was applied")]
+    MalformedRecord {
+        /// Position of the record in its batch.
+        index: usize,
+        /// Byte offset of the record in the batch.
+        offset: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl Coded for BusError {
@@ -167,10 +201,12 @@ impl Coded for BusError {
             Self::NoResponder { .. } => "NO_RESPONDER",
             Self::NotAReply => "NOT_A_REPLY",
             Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
-            Self::MalformedFrame { .. } => "MALFORMED_FRAME",
-            Self::InvalidOption { .. } => "INVALID_OPTION",
+            Self::MalformedFrame { .. } | Self::MalformedRecord { .. } => "MALFORMED_FRAME",
+            Self::InvalidOption { .. } | Self::BindingRefused { .. } => "INVALID_OPTION",
             Self::Closed => "CLOSED",
             Self::Capacity { .. } => "CAPACITY_EXCEEDED",
+            Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::Unsupported { .. } => "CAPABILITY_UNSUPPORTED",
         }
     }
 }

@@ -52,6 +52,9 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ("STORE_IO", "the store's file could not be read or written"),
     ("WATCH_LAGGED", "a watch asked to replay from below what history keeps"),
     ("UNSUPPORTED", "the engine does not offer this call"),
+    ("CAPABILITY_UNSUPPORTED", "the backend a channel is bound to cannot do what was asked; see docs/transports.md"),
+    ("TRANSPORT_UNAVAILABLE", "a transport's server cannot be reached, did not answer in time, or its client library is not installed"),
+    ("TRANSPORT_AUTH", "a transport's server refused the credentials"),
     ("DUPLICATE_AGENT", "an agent id that is registered already"),
     ("UNKNOWN_AGENT", "an agent that is not registered"),
     ("UNKNOWN_AGENT_TYPE", "an agent type that was never defined"),
@@ -205,6 +208,8 @@ pub mod bus_wire {
         ("duplicates", |s| s.duplicates),
         ("expired", |s| s.expired),
         ("deadLettered", |s| s.dead_lettered),
+        ("ingested", |s| s.ingested),
+        ("rejected", |s| s.rejected),
     ];
     /// A subscriber's counters, in the order `bus::wire::subscriber_stats` returns them.
     pub const SUBSCRIBER_STATS: &[Field<SubscriberStats>] = &[
@@ -554,6 +559,13 @@ fn options(out: &mut String) {
 fn layouts(out: &mut String) {
     let frame: Vec<(&str, f64)> = frame::LAYOUT.iter().map(|&(name, value)| (name, n(value))).collect();
     object(out, "The frame layout (crates/core/src/frame.rs).", "FRAME", &frame);
+    let remote: Vec<(&str, f64)> = crate::bus::REMOTE_LAYOUT.iter().map(|&(name, value)| (name, n(value))).collect();
+    object(
+        out,
+        "Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead) and ingest kinds (live, group).",
+        "REMOTE",
+        &remote,
+    );
     object(
         out,
         "Call-block slot counts: slot 0 the target, then the arguments; results from slot 0.",

@@ -27,6 +27,13 @@ impl Arena {
     /// Copies a checked frame in, stamped with the publish time (when its producer left it at
     /// 0) and carrying `reply_token`.
     pub fn store(&mut self, bytes: &[u8], now: Millis, reply_token: u32) -> Frame {
+        let mut frame = self.store_raw(bytes, now);
+        frame::set_reply_token(&mut frame, reply_token);
+        frame.freeze()
+    }
+
+    /// Copies a frame into the chunk, stamped; the caller finishes and freezes it.
+    fn store_raw(&mut self, bytes: &[u8], now: Millis) -> BytesMut {
         if self.chunk.capacity() < bytes.len() {
             let size = self.next_size.max(FIRST_CHUNK);
             self.next_size = (size * 2).min(MAX_CHUNK);
@@ -34,8 +41,16 @@ impl Arena {
         }
         self.chunk.extend_from_slice(bytes);
         frame::stamp(&mut self.chunk, now);
-        frame::set_reply_token(&mut self.chunk, reply_token);
-        self.chunk.split().freeze()
+        self.chunk.split()
+    }
+
+    /// Copies a checked frame that came from a transport in, moved to this process's id of its
+    /// channel (ids are per process) and stamped as [`Arena::store`] stamps.
+    pub fn store_on(&mut self, bytes: &[u8], channel: u32, now: Millis) -> Frame {
+        let mut frame = self.store_raw(bytes, now);
+        frame::set_reply_token(&mut frame, 0);
+        frame[frame::OFF_CHANNEL..frame::OFF_CHANNEL + 4].copy_from_slice(&channel.to_le_bytes());
+        frame.freeze()
     }
 }
 

@@ -61,6 +61,13 @@ impl Endpoint {
     fn has_work(&self) -> bool {
         !(self.ready.is_empty() && self.replies.is_empty() && self.events.is_empty())
     }
+
+    /// Forgets that the host was woken once nothing waits for it (egress was just taken).
+    pub(super) fn settle_woken(&mut self) {
+        if !self.has_work() {
+            self.woken = false;
+        }
+    }
 }
 
 /// Puts a consumer in its endpoint's ready queue (once).
@@ -165,9 +172,15 @@ impl Bus {
         Ok(())
     }
 
-    /// Whether `endpoint` has anything to drain.
+    /// Whether `endpoint` has anything to drain: records, or (the main endpoint) egress.
     #[must_use]
     pub fn has_pending(&self, endpoint: u32) -> bool {
+        self.has_records(endpoint) || (endpoint == MAIN_ENDPOINT && !self.egress.is_empty())
+    }
+
+    /// Whether `endpoint` has records to drain (egress aside: [`Bus::drain_egress`] takes it).
+    #[must_use]
+    pub fn has_records(&self, endpoint: u32) -> bool {
         self.endpoints.get(endpoint).is_some_and(Endpoint::has_work)
     }
 
@@ -182,16 +195,19 @@ impl Bus {
     /// drains after its own call anyway, and must not be marked woken without being woken).
     pub fn take_wakeups_except(&mut self, own: u32) -> Vec<u32> {
         let epoch = self.room_epoch;
+        let egress = !self.egress.is_empty();
         let room_for = |ep: &Endpoint| ep.waiting_since.is_some_and(|since| epoch > since);
+        // Egress waits for the main endpoint's host, which hands it to the transports.
+        let has_work = |id: u32, ep: &Endpoint| ep.has_work() || (egress && id == MAIN_ENDPOINT);
         let due: Vec<u32> = self
             .endpoints
             .iter()
-            .filter(|&(id, ep)| id != own && ((ep.has_work() && !ep.woken) || room_for(ep)))
+            .filter(|&(id, ep)| id != own && ((has_work(id, ep) && !ep.woken) || room_for(ep)))
             .map(|(id, _)| id)
             .collect();
         for &id in &due {
             if let Some(ep) = self.endpoints.get_mut(id) {
-                ep.woken |= ep.has_work();
+                ep.woken |= has_work(id, ep);
                 if room_for(ep) {
                     ep.waiting_since = None;
                 }
@@ -261,8 +277,9 @@ impl Bus {
                 ep.ready.pop_front();
             }
         }
+        let egress = endpoint == MAIN_ENDPOINT && !self.egress.is_empty();
         if let Some(ep) = self.endpoints.get_mut(endpoint) {
-            if !ep.has_work() {
+            if !ep.has_work() && !egress {
                 ep.woken = false;
             }
         }

@@ -15,6 +15,7 @@ use super::deliver::mark_ready;
 use super::log::Frame;
 use super::options::{check_capacity, check_ms, GroupOptions};
 use super::outbox::Writer;
+use super::remote::{self, RemoteGroup};
 use super::timer::TimerKind;
 use super::{next_token, start_cursor, Bus};
 use crate::error::BusError;
@@ -26,15 +27,22 @@ use crate::Millis;
 /// A message handed to the group and not yet acked.
 #[derive(Debug)]
 pub(super) struct Pending {
-    frame: Frame,
+    pub(super) frame: Frame,
     /// The member holding it, or `None` while it waits for redelivery.
-    member: Option<u32>,
+    pub(super) member: Option<u32>,
     /// The current attempt token.
     attempt: u32,
     /// Times it was handed over to a member's host.
-    deliveries: u32,
+    pub(super) deliveries: u32,
     /// When the current attempt was handed over (None: assigned, not yet drained).
     delivered_at: Option<Millis>,
+}
+
+impl Pending {
+    /// An entry waiting for a member, delivered `deliveries` times before.
+    pub(super) fn waiting(frame: Frame, deliveries: u32) -> Self {
+        Self { frame, member: None, attempt: 0, deliveries, delivered_at: None }
+    }
 }
 
 /// One entry of a group's pending-entries list, for inspection.
@@ -77,20 +85,23 @@ pub struct GroupStats {
 
 #[derive(Debug)]
 pub(super) struct Group {
-    channel: ChannelId,
+    pub(super) channel: ChannelId,
     /// Its name, for error messages.
     name: Box<str>,
     pub(super) feed: Feed,
-    options: GroupOptions,
-    members: Vec<u32>,
+    pub(super) options: GroupOptions,
+    pub(super) members: Vec<u32>,
     next_member: usize,
-    pending: FxHashMap<u64, Pending>,
+    pub(super) pending: FxHashMap<u64, Pending>,
     /// Running leases in delivery order, so deadlines only grow: (deadline, seq, attempt).
     /// Settled ones are popped from the front as acks arrive, so this stays near the number
     /// of messages in flight instead of holding every delivery until its deadline.
     leases: VecDeque<(Millis, u64, u32)>,
-    redeliver: VecDeque<u64>,
-    stats: GroupStats,
+    /// Entries waiting for a member; a remote group's inbox of what ingest brought.
+    pub(super) redeliver: VecDeque<u64>,
+    pub(super) stats: GroupStats,
+    /// Set on a bound channel: the group is fed by ingest only and settles through egress.
+    pub(super) remote: Option<Box<RemoteGroup>>,
 }
 
 /// Why an ack of a member that has left is stale (its group keeps what it held, unless deleted).
@@ -197,12 +208,16 @@ impl Bus {
         if options.max_deliveries == 0 {
             return Err(BusError::InvalidOption { option: "maxDeliveries", reason: "must be at least 1" });
         }
-        let log = &self.channel_ref(channel)?.log;
+        let ch = self.channel_ref(channel)?;
+        let (log, bound) = (&ch.log, ch.transport.is_some());
         if let Some(&id) = self.group_names.get(&(channel, name.into())) {
             return Ok(id);
         }
         let mut feed = Feed::new(start_cursor(log, options.start), options.capacity, options.overflow);
-        feed.fill(log);
+        // A remote group never reads the mirror log: the broker feeds it.
+        if !bound {
+            feed.fill(log);
+        }
         let group = Group {
             channel,
             name: name.into(),
@@ -214,6 +229,7 @@ impl Bus {
             leases: VecDeque::new(),
             redeliver: VecDeque::new(),
             stats: GroupStats::default(),
+            remote: bound.then(Box::default),
         };
         let id = self
             .groups
@@ -228,6 +244,9 @@ impl Bus {
     /// discarded (the channel's log keeps its messages; a new group can replay them).
     pub fn delete_group(&mut self, group: u32) -> Result<(), BusError> {
         let g = self.groups.remove(group).ok_or(BusError::UnknownGroup(group))?;
+        if let Some(r) = &g.remote {
+            remote::release_all(&mut self.egress, group, r, &g.pending);
+        }
         for member in g.members {
             if let Some(consumer) = self.consumers.remove(member) {
                 if let Some(ep) = self.endpoints.get_mut(consumer.endpoint) {
@@ -265,6 +284,10 @@ impl Bus {
             return;
         };
         g.members.retain(|&m| m != member);
+        if g.remote.is_some() {
+            self.remote_member_left(group, member);
+            return;
+        }
         let mut held: Vec<u64> =
             g.pending.iter().filter(|(_, p)| p.member == Some(member)).map(|(&seq, _)| seq).collect();
         held.sort_unstable();
@@ -286,8 +309,10 @@ impl Bus {
             return;
         };
         let log = &self.channels[g.channel as usize].log;
+        // A remote group's only source is its inbox (`redeliver`), never the log.
+        let feeds = g.remote.is_none();
         // Most calls come from acks of a caught-up group: nothing waits, so skip the member search.
-        if g.redeliver.is_empty() && g.feed.buffer.is_empty() && g.feed.cursor >= log.next_seq() {
+        if g.redeliver.is_empty() && (!feeds || (g.feed.buffer.is_empty() && g.feed.cursor >= log.next_seq())) {
             return;
         }
         while !g.members.is_empty() {
@@ -306,7 +331,7 @@ impl Bus {
                     p.delivered_at = None;
                 }
                 seq
-            } else if let Some(item) = g.feed.next(log) {
+            } else if let Some(item) = feeds.then(|| g.feed.next(log)).flatten() {
                 let attempt = next_token(&mut self.next_attempt);
                 let pending =
                     Pending { frame: item.frame, member: Some(member), attempt, deliveries: 0, delivered_at: None };
@@ -371,7 +396,11 @@ impl Bus {
         ch.stats.delivered += delivered;
         ch.stats.expired += expired.len() as u64;
         if !expired.is_empty() {
-            if ch.options.dead_letter_expired {
+            if self.groups.get(group).is_some_and(|g| g.remote.is_some()) {
+                for (seq, frame, deliveries) in &expired {
+                    self.remote_expired(group, *seq, frame, *deliveries);
+                }
+            } else if ch.options.dead_letter_expired {
                 for (seq, frame, deliveries) in &expired {
                     self.dead_letter(channel, *seq, frame, "expired", *deliveries, now);
                 }
@@ -403,6 +432,9 @@ impl Bus {
         let group = self.current(id, seq, attempt)?;
         if let Some(g) = self.groups.get_mut(group) {
             g.pending.remove(&seq);
+            if let Some(r) = g.remote.as_deref_mut() {
+                r.settle(&mut self.egress, remote::ACK, group, seq, 0.0);
+            }
             g.stats.acked += 1;
             self.room_epoch += 1;
             g.trim_leases();
@@ -440,6 +472,9 @@ impl Bus {
         p.delivered_at = None;
         if dead_letter_reason.is_some() || p.deliveries >= max_deliveries {
             self.settle_dead(group, seq, dead_letter_reason.unwrap_or("max-deliveries"), now);
+        } else if g.remote.is_some() {
+            // Redelivery is the broker's: the entry goes back to it, to come back after `delay`.
+            self.remote_release(group, seq, delay);
         } else if delay > 0.0 {
             let retry = next_token(&mut self.next_attempt);
             p.attempt = retry;
@@ -462,6 +497,10 @@ impl Bus {
         };
         g.stats.dead_lettered += 1;
         let channel = g.channel;
+        if g.remote.is_some() {
+            self.remote_dead(group, seq, &p.frame, reason, p.deliveries);
+            return;
+        }
         self.dead_letter(channel, seq, &p.frame, reason, p.deliveries, now);
     }
 
@@ -484,6 +523,8 @@ impl Bus {
         }
         if p.deliveries >= g.options.max_deliveries {
             self.settle_dead(group, seq, "max-deliveries", now);
+        } else if g.remote.is_some() {
+            self.remote_release(group, seq, 0.0);
         } else {
             g.redeliver.push_back(seq);
             g.stats.redelivered += 1;
@@ -564,9 +605,11 @@ impl Bus {
         let g = self.groups.get(group).ok_or(BusError::UnknownGroup(group))?;
         let log = &self.channels[g.channel as usize].log;
         let waiting = g.pending.values().filter(|p| p.member.is_none()).count() as u64;
+        // A remote group's backlog beyond its inbox is the broker's.
+        let unread = if g.remote.is_some() { 0 } else { g.feed.lag(log) };
         Ok(GroupStats {
             members: g.members.len() as u64,
-            backlog: g.feed.lag(log) + waiting,
+            backlog: unread + waiting,
             pending: g.pending.len() as u64 - waiting,
             ..g.stats
         })

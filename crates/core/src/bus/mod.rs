@@ -19,6 +19,7 @@ mod group;
 mod log;
 mod options;
 mod outbox;
+mod remote;
 mod request;
 mod timer;
 pub mod wire;
@@ -36,6 +37,7 @@ pub use group::{GroupStats, PendingInfo};
 pub use log::{Entry, Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
 pub use outbox::Writer;
+pub use remote::LAYOUT as REMOTE_LAYOUT;
 pub use request::Replied;
 
 /// Checks a duration of ms >= 0 (for the host glue).
@@ -100,6 +102,10 @@ pub struct ChannelStats {
     pub expired: u64,
     /// Messages moved from this channel to its dead-letter channel.
     pub dead_lettered: u64,
+    /// Frames taken in from the transport the channel is bound to (mirrored or for a remote group).
+    pub ingested: u64,
+    /// Frames from the transport refused as malformed or too large (skipped).
+    pub rejected: u64,
 }
 
 /// Counters of one broadcast subscriber.
@@ -128,6 +134,9 @@ struct Channel {
     groups: Vec<u32>,
     dedup: Dedup,
     dead_letter: Option<ChannelId>,
+    /// The transport the channel is bound to: its publishes leave as egress, its log mirrors the
+    /// broker's (`remote.rs`).
+    transport: Option<u32>,
     stats: ChannelStats,
 }
 
@@ -149,6 +158,8 @@ pub struct Bus {
     /// Counts drains, acks and departures: each may have made room for a waiting publisher.
     room_epoch: u64,
     timers: Timers,
+    /// Egress records for the transports' driver, in the order made (`remote.rs`).
+    egress: Vec<u8>,
 }
 
 impl Default for Bus {
@@ -181,6 +192,7 @@ impl Bus {
             late_replies: 0,
             room_epoch: 0,
             timers: Timers::default(),
+            egress: Vec::new(),
         }
     }
 
@@ -208,6 +220,7 @@ impl Bus {
                 groups: Vec::new(),
                 dedup: Dedup::default(),
                 dead_letter: None,
+                transport: None,
                 stats: ChannelStats::default(),
             });
         }
@@ -281,6 +294,10 @@ impl Bus {
     fn check_room(&self, per_channel: &[(ChannelId, usize, usize)]) -> Result<(), BusError> {
         for &(channel, n, bytes) in per_channel {
             let ch = &self.channels[channel as usize];
+            // A bound channel's frames leave as egress: no local consumer takes them here.
+            if ch.transport.is_some() {
+                continue;
+            }
             let head = ch.log.next_seq();
             // Where retention would trim to after this batch: a refusing consumer still reading
             // the log before that point would lose messages it has not read.
@@ -325,9 +342,14 @@ impl Bus {
                 ch.stats.duplicates += 1;
                 continue;
             }
+            ch.stats.published += 1;
+            published += 1;
+            if ch.transport.is_some() {
+                remote::push_publish(&mut self.egress, bytes, ch.options.dedup_window, now);
+                continue;
+            }
             let stored = ch.arena.store(bytes, now, 0);
             self.append(channel, &stored, now);
-            published += 1;
         }
         for &(channel, _, _) in &per_channel {
             self.after_append(channel, now);
@@ -335,13 +357,16 @@ impl Bus {
         Ok(published)
     }
 
-    /// Appends one checked frame to a channel and offers it to every consumer. Callers run
-    /// [`Bus::after_append`] once per touched channel afterwards.
+    /// Appends one checked frame to a channel and offers it to every consumer. Callers count
+    /// it (published or ingested) and run [`Bus::after_append`] once per touched channel
+    /// afterwards.
     fn append(&mut self, channel: ChannelId, frame: &Frame, now: Millis) -> u64 {
         let priority = frame::priority(frame);
         let ch = &mut self.channels[channel as usize];
         let seq = ch.log.append(frame.clone(), priority, now);
-        ch.stats.published += 1;
+        // A mirror's appends were never checked for room: a full subscriber that refuses to lose
+        // messages lags in the log instead of growing its buffer without bound.
+        let mirror = ch.transport.is_some();
         for &id in &ch.subscribers {
             let Some(consumer) = self.consumers.get_mut(id) else {
                 continue;
@@ -350,6 +375,9 @@ impl Bus {
             let ConsumerKind::Subscriber(sub) = &mut consumer.kind else {
                 continue;
             };
+            if mirror && sub.feed.overflow != Overflow::DropOldest && sub.feed.buffer.len() >= sub.feed.capacity {
+                continue;
+            }
             let item = Item { seq, frame: frame.clone() };
             let offer = sub.feed.offer(seq, priority, item, &ch.log);
             if offer == Offer::Behind {
@@ -370,7 +398,9 @@ impl Bus {
             }
             deliver::mark_ready(&mut self.consumers, &mut self.endpoints, id);
         }
-        for &gid in &ch.groups {
+        // A bound channel's groups are remote: fed by ingest only, never from the log.
+        let groups: &[u32] = if mirror { &[] } else { &ch.groups };
+        for &gid in groups {
             if let Some(group) = self.groups.get_mut(gid) {
                 // Without members a full group buffer does not grow: the rest waits in the log.
                 if group.is_memberless() && group.feed.buffer.len() >= group.feed.capacity {
@@ -406,12 +436,17 @@ impl Bus {
         Some(id)
     }
 
-    /// Moves a message to its channel's dead-letter channel, recording why and how often it
-    /// was delivered. Dead-letter channels are ordinary channels: readable and replayable.
-    fn dead_letter(&mut self, origin: ChannelId, seq: u64, frame: &[u8], reason: &str, deliveries: u32, now: Millis) {
-        let Some(dlq) = self.dead_letter_channel(origin) else {
-            return;
-        };
+    /// The dead-letter frame of a message: moved to the dead-letter channel, with why and how
+    /// often it was delivered in headers.
+    fn dead_letter_frame(
+        &mut self,
+        origin: ChannelId,
+        seq: u64,
+        frame: &[u8],
+        reason: &str,
+        deliveries: u32,
+    ) -> Option<(ChannelId, Vec<u8>)> {
+        let dlq = self.dead_letter_channel(origin)?;
         let origin_name = self.names.name(origin).unwrap_or_default().to_owned();
         let moved = frame::with_headers(
             frame,
@@ -423,7 +458,23 @@ impl Bus {
                 ("x-orrery-origin-seq", &seq.to_string()),
             ],
         );
+        Some((dlq, moved))
+    }
+
+    /// Moves a message to its channel's dead-letter channel, recording why and how often it
+    /// was delivered. Dead-letter channels are ordinary channels: readable and replayable (a
+    /// bound one's dead letters are published to its transport).
+    fn dead_letter(&mut self, origin: ChannelId, seq: u64, frame: &[u8], reason: &str, deliveries: u32, now: Millis) {
+        let Some((dlq, moved)) = self.dead_letter_frame(origin, seq, frame, reason, deliveries) else {
+            return;
+        };
         self.channels[origin as usize].stats.dead_lettered += 1;
+        let dl = &mut self.channels[dlq as usize];
+        dl.stats.published += 1;
+        if dl.transport.is_some() {
+            remote::push_publish(&mut self.egress, &moved, 0.0, now);
+            return;
+        }
         self.append(dlq, &Frame::from(moved), now);
         self.after_append(dlq, now);
     }
@@ -491,5 +542,7 @@ fn start_cursor(log: &Log, start: StartAt) -> u64 {
     }
 }
 
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,9 @@ impl Bus {
         }
         let header = self.single_frame(batch, "a request is exactly one frame")?;
         let ch = self.channel_ref(header.channel)?;
+        if ch.transport.is_some() {
+            return Err(BusError::Unsupported { capability: "request", channel: self.name_of(header.channel) });
+        }
         let has_member = ch.groups.iter().any(|&g| self.groups.get(g).is_some_and(Group::has_members));
         if ch.subscribers.is_empty() && !has_member {
             return Err(BusError::NoResponder { channel: self.name_of(header.channel) });
@@ -49,7 +52,9 @@ impl Bus {
         self.note_waiting(endpoint, &room);
         room?;
         let token = next_token(&mut self.next_token);
-        let stored = self.channels[header.channel as usize].arena.store(batch, now, token);
+        let ch = &mut self.channels[header.channel as usize];
+        ch.stats.published += 1;
+        let stored = ch.arena.store(batch, now, token);
         self.append(header.channel, &stored, now);
         self.after_append(header.channel, now);
         self.requests.insert(token, Request { endpoint, deadline: now + timeout });

@@ -8,16 +8,16 @@ const EP: u32 = MAIN_ENDPOINT;
 
 /// A decoded delivery record.
 #[derive(Debug, Clone, PartialEq)]
-struct Rec {
-    consumer: u32,
-    attempt: u32,
-    seq: u64,
+pub(super) struct Rec {
+    pub(super) consumer: u32,
+    pub(super) attempt: u32,
+    pub(super) seq: u64,
     /// The payload of a frame, or the 4-byte subject of an event.
-    body: Vec<u8>,
-    frame: Vec<u8>,
+    pub(super) body: Vec<u8>,
+    pub(super) frame: Vec<u8>,
 }
 
-fn records(buf: &[u8]) -> Vec<Rec> {
+pub(super) fn records(buf: &[u8]) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < buf.len() {
@@ -40,7 +40,7 @@ fn records(buf: &[u8]) -> Vec<Rec> {
     out
 }
 
-fn drain_all(bus: &mut Bus, endpoint: u32, now: Millis) -> Vec<Rec> {
+pub(super) fn drain_all(bus: &mut Bus, endpoint: u32, now: Millis) -> Vec<Rec> {
     let mut buf = vec![0u8; 256];
     let mut out = Vec::new();
     loop {
@@ -52,11 +52,11 @@ fn drain_all(bus: &mut Bus, endpoint: u32, now: Millis) -> Vec<Rec> {
     }
 }
 
-fn msg(ch: u32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn msg(ch: u32, payload: &[u8]) -> Vec<u8> {
     encode(ch, 1, 0.0, b"", payload)
 }
 
-fn sub(bus: &mut Bus, ch: u32) -> u32 {
+pub(super) fn sub(bus: &mut Bus, ch: u32) -> u32 {
     bus.subscribe(EP, ch, SubscribeOptions::default()).unwrap()
 }
 
@@ -65,7 +65,7 @@ fn group_of(bus: &mut Bus, ch: u32, visibility: f64, max_deliveries: u32) -> u32
 }
 
 /// The value of header `key` in a frame's metadata.
-fn header(frame: &[u8], key: &str) -> Option<String> {
+pub(super) fn header(frame: &[u8], key: &str) -> Option<String> {
     let meta_len = u32::from_le_bytes(frame[frame::OFF_META_LEN..frame::OFF_META_LEN + 4].try_into().unwrap()) as usize;
     let meta = &frame[HEADER_LEN..HEADER_LEN + meta_len];
     let mut at = 0;

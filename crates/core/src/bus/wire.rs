@@ -163,11 +163,12 @@ pub fn next_deadline(bus: &Bus) -> f64 {
 
 /// Fires the deadlines due by `now`, then drains `endpoint` into `out`. Returns minus the size
 /// the next record needs when it does not fit; otherwise `2 * written + done`, where `done` (1)
-/// says the endpoint has nothing left, so the host needs no further call to find out.
+/// says the endpoint has no records left, so the host needs no further call to find out
+/// (egress is not a record: the host takes it with `drain_egress`).
 pub fn drain(bus: &mut Bus, endpoint: u32, out: &mut [u8], now: Millis) -> f64 {
     bus.tick(now);
     match bus.drain(endpoint, out, now) {
-        Ok(written) => (written * 2 + usize::from(!bus.has_pending(endpoint))) as f64,
+        Ok(written) => (written * 2 + usize::from(!bus.has_records(endpoint))) as f64,
         Err(needed) => -(needed as f64),
     }
 }

@@ -1,0 +1,439 @@
+//! Channels bound to a transport: a broker another process shares, reached by a driver in the
+//! host. The core does no I/O. Publishing to a bound channel appends nothing locally: each frame
+//! becomes an *egress* record the host drains ([`Bus::drain_egress`]) and hands to the driver.
+//! What the driver reads from the broker comes back through [`Bus::ingest`]: broadcast frames are
+//! appended to the channel's log (a *mirror*, read by local subscribers as any log is, under the
+//! local retention), group frames go to the members of a *remote group* under the usual leases,
+//! attempt tokens and in-flight limits. Settling a remote group's delivery makes egress too;
+//! redelivery is always the broker's (a released entry goes back to it, for any process to
+//! take), so the delivery count is the broker's.
+//!
+//! Records, both ways, are laid end to end; all numbers little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0  | 4 | record length: header, position and frame |
+//! | 4  | 1 | kind: egress [`PUBLISH`], [`ACK`], [`RELEASE`], [`DEAD`]; ingest [`LIVE`], [`GROUP`] |
+//! | 5  | 3 | zero |
+//! | 8  | 4 | channel id (PUBLISH, LIVE) or group id |
+//! | 12 | 4 | position length (0 for PUBLISH and LIVE) |
+//! | 16 | 4 | GROUP: the broker's delivery count (>= 1); otherwise 0 |
+//! | 20 | 4 | zero |
+//! | 24 | 8 | f64: PUBLISH the dedup window (ms), RELEASE the delay (ms), LIVE the broker time (ms); else 0 |
+//! | 32 | … | the position (the broker's, opaque), then the frame (PUBLISH, DEAD, LIVE, GROUP) |
+
+use rustc_hash::FxHashMap;
+
+use super::group::Pending;
+use super::Bus;
+use crate::error::BusError;
+use crate::frame;
+use crate::names::ChannelId;
+use crate::Millis;
+
+/// Bytes in a record's header.
+pub const HEADER_LEN: usize = 32;
+/// Offset of the record length.
+pub const OFF_LENGTH: usize = 0;
+/// Offset of the kind byte.
+pub const OFF_KIND: usize = 4;
+/// Offset of the channel or group id.
+pub const OFF_ID: usize = 8;
+/// Offset of the position length.
+pub const OFF_POS_LEN: usize = 12;
+/// Offset of the broker's delivery count.
+pub const OFF_COUNT: usize = 16;
+/// Offset of the f64 value.
+pub const OFF_VALUE: usize = 24;
+/// Egress: a frame to publish on the broker.
+pub const PUBLISH: u8 = 1;
+/// Egress: a group delivery is done; the broker forgets it.
+pub const ACK: u8 = 2;
+/// Egress: a group delivery goes back to the broker, deliverable again after the delay.
+pub const RELEASE: u8 = 3;
+/// Egress: a group delivery is dead: its dead-letter frame is published and the entry acked.
+pub const DEAD: u8 = 4;
+/// Ingest: a broadcast frame for the channel's mirror.
+pub const LIVE: u8 = 1;
+/// Ingest: a frame delivered to this process's consumer of a group.
+pub const GROUP: u8 = 2;
+
+/// Every layout constant by name, for the manifest (`REMOTE`).
+pub const LAYOUT: [(&str, usize); 13] = [
+    ("headerLen", HEADER_LEN),
+    ("offLength", OFF_LENGTH),
+    ("offKind", OFF_KIND),
+    ("offId", OFF_ID),
+    ("offPosLen", OFF_POS_LEN),
+    ("offCount", OFF_COUNT),
+    ("offValue", OFF_VALUE),
+    ("publish", PUBLISH as usize),
+    ("ack", ACK as usize),
+    ("release", RELEASE as usize),
+    ("dead", DEAD as usize),
+    ("live", LIVE as usize),
+    ("group", GROUP as usize),
+];
+
+/// What a group on a bound channel keeps beside its pending entries: their broker positions.
+#[derive(Debug, Default)]
+pub(super) struct RemoteGroup {
+    /// The local sequence number the next ingested entry gets.
+    next_seq: u64,
+    /// Broker positions by local sequence number, while the entry is this process's.
+    positions: FxHashMap<u64, Box<[u8]>>,
+}
+
+impl RemoteGroup {
+    /// Queues the egress record settling entry `seq` (ACK or RELEASE); its position is let go.
+    pub(super) fn settle(&mut self, egress: &mut Vec<u8>, kind: u8, group: u32, seq: u64, value: f64) {
+        let pos = self.positions.remove(&seq).unwrap_or_default();
+        push(egress, kind, group, &pos, value, &[]);
+    }
+}
+
+/// Appends one egress record; returns where its frame starts.
+fn push(egress: &mut Vec<u8>, kind: u8, id: u32, pos: &[u8], value: f64, frame: &[u8]) -> usize {
+    let len = HEADER_LEN + pos.len() + frame.len();
+    egress.reserve(len);
+    // Frames are at most maxMessageBytes (a u32) and positions a few dozen bytes.
+    egress.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    egress.extend_from_slice(&[kind, 0, 0, 0]);
+    egress.extend_from_slice(&id.to_le_bytes());
+    egress.extend_from_slice(&u32::try_from(pos.len()).unwrap_or(u32::MAX).to_le_bytes());
+    egress.extend_from_slice(&[0; 8]);
+    egress.extend_from_slice(&value.to_le_bytes());
+    egress.extend_from_slice(pos);
+    let at = egress.len();
+    egress.extend_from_slice(frame);
+    at
+}
+
+/// Queues a checked frame as a PUBLISH record, stamped with the publish time as a local append
+/// would be (a bound channel's frames carry no reply token).
+pub(super) fn push_publish(egress: &mut Vec<u8>, bytes: &[u8], dedup_window: Millis, now: Millis) {
+    let channel = frame::channel(bytes);
+    let at = push(egress, PUBLISH, channel, &[], dedup_window, bytes);
+    frame::stamp(&mut egress[at..], now);
+    frame::set_reply_token(&mut egress[at..], 0);
+}
+
+/// Queues a RELEASE (no delay) for every entry of a deleted group, in sequence order.
+pub(super) fn release_all(egress: &mut Vec<u8>, group: u32, remote: &RemoteGroup, pending: &FxHashMap<u64, Pending>) {
+    let mut seqs: Vec<u64> = pending.keys().copied().collect();
+    seqs.sort_unstable();
+    for seq in seqs {
+        let pos = remote.positions.get(&seq).map_or(&[][..], |p| &p[..]);
+        push(egress, RELEASE, group, pos, 0.0, &[]);
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// One ingest record, its header checked.
+struct Record<'a> {
+    kind: u8,
+    id: u32,
+    count: u32,
+    value: f64,
+    pos: &'a [u8],
+    frame: &'a [u8],
+}
+
+/// Reads and checks the header of the record at `offset` (its frame is checked when applied).
+fn read_record(batch: &[u8], offset: usize, index: usize) -> Result<Record<'_>, BusError> {
+    let malformed = |reason| BusError::MalformedRecord { index, offset, reason };
+    let rest = &batch[offset..];
+    if rest.len() < HEADER_LEN {
+        return Err(malformed("shorter than the 32-byte record header"));
+    }
+    let len = u32_at(rest, OFF_LENGTH) as usize;
+    if len < HEADER_LEN {
+        return Err(malformed("declared length is shorter than the record header"));
+    }
+    if len > rest.len() {
+        return Err(malformed("declared length runs past the end of the batch"));
+    }
+    let kind = rest[OFF_KIND];
+    if kind != LIVE && kind != GROUP {
+        return Err(malformed("unknown record kind (1 live, 2 group)"));
+    }
+    if rest[5..8] != [0; 3] || u32_at(rest, 20) != 0 {
+        return Err(malformed("reserved bytes must be 0"));
+    }
+    let pos_len = u32_at(rest, OFF_POS_LEN) as usize;
+    // Compared without adding: `HEADER_LEN + pos_len` may wrap on wasm32.
+    if pos_len > len - HEADER_LEN {
+        return Err(malformed("position runs past the record"));
+    }
+    let count = u32_at(rest, OFF_COUNT);
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&rest[OFF_VALUE..OFF_VALUE + 8]);
+    let value = f64::from_le_bytes(value);
+    if kind == LIVE {
+        if pos_len != 0 || count != 0 {
+            return Err(malformed("a live record carries no position and no delivery count"));
+        }
+        if !value.is_finite() {
+            return Err(malformed("a live record's broker time must be a finite number of ms"));
+        }
+    } else {
+        if count == 0 {
+            return Err(malformed("a group record's delivery count must be at least 1"));
+        }
+        if value != 0.0 {
+            return Err(malformed("a group record's value must be 0"));
+        }
+    }
+    let body = &rest[HEADER_LEN..len];
+    Ok(Record { kind, id: u32_at(rest, OFF_ID), count, value, pos: &body[..pos_len], frame: &body[pos_len..] })
+}
+
+impl Bus {
+    /// Binds `channel` (and its dead-letter channel) to `transport`: from now on its publishes
+    /// leave as egress and its log mirrors the broker's. Binding again to the same transport does
+    /// nothing; a channel bound elsewhere, or already used here (published to, subscribed to, or
+    /// with groups), is refused: bindings come before first use.
+    pub fn bind(&mut self, channel: ChannelId, transport: u32) -> Result<(), BusError> {
+        if transport == 0 {
+            return Err(BusError::InvalidArgument {
+                argument: "transport",
+                reason: "must be a transport id from 1 to 4294967295",
+            });
+        }
+        let name = self.names.name(channel).ok_or(BusError::UnknownChannel(channel))?.to_owned();
+        let bound = self.channel_ref(channel)?.transport;
+        if bound == Some(transport) {
+            return Ok(());
+        }
+        let dlq_name = format!("{name}.dead-letter");
+        let dlq = self.channels[channel as usize].dead_letter.or_else(|| self.names.get(&dlq_name));
+        for (id, shown) in [(Some(channel), &name), (dlq, &dlq_name)] {
+            let Some(ch) = id.and_then(|id| self.channels.get(id as usize)) else {
+                continue;
+            };
+            match ch.transport {
+                Some(t) if t == transport => {}
+                Some(_) => {
+                    return Err(BusError::BindingRefused {
+                        channel: shown.clone(),
+                        reason: "it is bound to another transport already",
+                    })
+                }
+                None if ch.log.next_seq() > 0 || !ch.subscribers.is_empty() || !ch.groups.is_empty() => {
+                    return Err(BusError::BindingRefused {
+                        channel: shown.clone(),
+                        reason: "it was used locally already (published to, subscribed to or given groups); bindings must come before first use",
+                    })
+                }
+                None => {}
+            }
+        }
+        self.channels[channel as usize].transport = Some(transport);
+        if let Some(dlq) = self.dead_letter_channel(channel) {
+            self.channels[dlq as usize].transport = Some(transport);
+        }
+        Ok(())
+    }
+
+    /// The transport `channel` is bound to, if any.
+    #[must_use]
+    pub fn binding(&self, channel: ChannelId) -> Option<u32> {
+        self.channels.get(channel as usize).and_then(|ch| ch.transport)
+    }
+
+    /// How many more deliveries `group`'s unpaused members can take now: their free in-flight
+    /// slots less what already waits in the group's inbox (0 without members). The driver reads
+    /// at most this many from the broker.
+    pub fn group_room(&self, group: u32) -> Result<usize, BusError> {
+        let g = self.groups.get(group).ok_or(BusError::UnknownGroup(group))?;
+        let free: usize = g
+            .members
+            .iter()
+            .filter_map(|&id| match self.consumers.get(id) {
+                Some(super::Consumer { paused: false, kind: super::ConsumerKind::Member(m), .. }) => {
+                    Some(m.max_in_flight.saturating_sub(m.in_flight))
+                }
+                _ => None,
+            })
+            .sum();
+        Ok(free.saturating_sub(g.redeliver.len()))
+    }
+
+    /// Takes in what the driver read from the broker: records laid end to end (see the module
+    /// documentation). Every record header is checked first, so a malformed batch applies
+    /// nothing (`MALFORMED_FRAME` naming the record). A record whose frame is bad, or whose
+    /// channel or group is not (or no longer) here, is skipped; a bad frame counts as `rejected`
+    /// on its channel, and a bad group frame is acked so the broker forgets it. Returns how
+    /// many records were applied.
+    pub fn ingest(&mut self, batch: &[u8], now: Millis) -> Result<u32, BusError> {
+        let mut records = Vec::new();
+        let mut offset = 0;
+        while offset < batch.len() {
+            let record = read_record(batch, offset, records.len())?;
+            offset += HEADER_LEN + record.pos.len() + record.frame.len();
+            records.push(record);
+        }
+        let mut applied = 0;
+        for record in records {
+            let done =
+                if record.kind == LIVE { self.ingest_live(&record, now) } else { self.ingest_group(&record, now) };
+            applied += u32::from(done);
+        }
+        Ok(applied)
+    }
+
+    /// Whether `bytes` is one well-formed frame within the size limit.
+    fn frame_ok(&self, bytes: &[u8]) -> bool {
+        frame::read_header(bytes, 0, 0, self.config.max_message_bytes).is_ok_and(|h| h.len == bytes.len())
+    }
+
+    /// Appends a broadcast frame to its channel's mirror, at the broker's time (kept monotone).
+    fn ingest_live(&mut self, record: &Record<'_>, now: Millis) -> bool {
+        let channel = record.id;
+        if self.channels.get(channel as usize).is_none_or(|ch| ch.transport.is_none()) {
+            return false;
+        }
+        let ok = self.frame_ok(record.frame);
+        let ch = &mut self.channels[channel as usize];
+        if !ok {
+            ch.stats.rejected += 1;
+            return false;
+        }
+        ch.stats.ingested += 1;
+        let stored = ch.arena.store_on(record.frame, channel, now);
+        self.append(channel, &stored, record.value);
+        self.after_append(channel, now);
+        true
+    }
+
+    /// Hands a frame the broker delivered to this process's consumer of a group to its members,
+    /// or dead-letters it at once when the broker delivered it more than `max_deliveries` times.
+    fn ingest_group(&mut self, record: &Record<'_>, now: Millis) -> bool {
+        let group = record.id;
+        let Some(channel) = self.groups.get(group).filter(|g| g.remote.is_some()).map(|g| g.channel) else {
+            return false;
+        };
+        let ok = self.frame_ok(record.frame);
+        let Some(g) = self.groups.get_mut(group) else {
+            return false;
+        };
+        let Some(r) = g.remote.as_deref_mut() else {
+            return false;
+        };
+        if !ok {
+            self.channels[channel as usize].stats.rejected += 1;
+            push(&mut self.egress, ACK, group, record.pos, 0.0, &[]);
+            return false;
+        }
+        let seq = r.next_seq;
+        r.next_seq += 1;
+        let deliveries = record.count - 1;
+        let ch = &mut self.channels[channel as usize];
+        ch.stats.ingested += 1;
+        if record.count > g.options.max_deliveries {
+            g.stats.dead_lettered += 1;
+            r.positions.insert(seq, record.pos.into());
+            self.remote_dead(group, seq, record.frame, "max-deliveries", deliveries);
+            return true;
+        }
+        let stored = ch.arena.store_on(record.frame, channel, now);
+        g.pending.insert(seq, Pending::waiting(stored, deliveries));
+        r.positions.insert(seq, record.pos.into());
+        g.redeliver.push_back(seq);
+        self.dispatch(group);
+        true
+    }
+
+    /// Every egress record queued since the last call, in the order made.
+    pub fn drain_egress(&mut self) -> Vec<u8> {
+        let egress = std::mem::take(&mut self.egress);
+        if let Some(ep) = self.endpoints.get_mut(super::MAIN_ENDPOINT) {
+            ep.settle_woken();
+        }
+        egress
+    }
+
+    /// Whether egress records wait for [`Bus::drain_egress`].
+    #[must_use]
+    pub fn has_egress(&self) -> bool {
+        !self.egress.is_empty()
+    }
+
+    /// A remote group's entry goes back to the broker, deliverable again after `delay` ms (a
+    /// redelivery: counted).
+    pub(super) fn remote_release(&mut self, group: u32, seq: u64, delay: Millis) {
+        self.remote_return(group, seq, delay, true);
+    }
+
+    /// Gives entry `seq` back to the broker; `redelivered` counts it as a redelivery.
+    fn remote_return(&mut self, group: u32, seq: u64, delay: Millis, redelivered: bool) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.pending.remove(&seq);
+        g.stats.redelivered += u64::from(redelivered);
+        if let Some(r) = g.remote.as_deref_mut() {
+            r.settle(&mut self.egress, RELEASE, group, seq, delay);
+        }
+    }
+
+    /// A remote group's entry is dead: one DEAD record carries its dead-letter frame (built as a
+    /// local dead letter is), to be published and acked on the broker at once. The caller took
+    /// it out of the group and counted it in the group's stats.
+    pub(super) fn remote_dead(&mut self, group: u32, seq: u64, bytes: &[u8], reason: &str, deliveries: u32) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        let (origin, transport) = (g.channel, self.channels[g.channel as usize].transport);
+        let pos = g.remote.as_deref_mut().and_then(|r| r.positions.remove(&seq)).unwrap_or_default();
+        let Some((dlq, moved)) = self.dead_letter_frame(origin, seq, bytes, reason, deliveries) else {
+            return;
+        };
+        self.channels[origin as usize].stats.dead_lettered += 1;
+        let dl = &mut self.channels[dlq as usize];
+        dl.stats.published += 1;
+        // Its dead letters live on the broker too (bound with it, unless it was made since).
+        dl.transport = dl.transport.or(transport);
+        push(&mut self.egress, DEAD, group, &pos, 0.0, &moved);
+    }
+
+    /// A remote group's entry expired before delivery: dead-lettered when its channel says so,
+    /// else acked so the broker forgets it.
+    pub(super) fn remote_expired(&mut self, group: u32, seq: u64, bytes: &[u8], deliveries: u32) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        if self.channels[g.channel as usize].options.dead_letter_expired {
+            g.stats.dead_lettered += 1;
+            self.remote_dead(group, seq, bytes, "expired", deliveries);
+        } else if let Some(r) = g.remote.as_deref_mut() {
+            r.settle(&mut self.egress, ACK, group, seq, 0.0);
+        }
+    }
+
+    /// A member of a remote group left: what it held goes back to the broker, and so does what
+    /// waits in the inbox once no member is left, so other processes take it at once.
+    pub(super) fn remote_member_left(&mut self, group: u32, member: u32) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        let last = g.members.is_empty();
+        let mut back: Vec<(u64, bool)> = g
+            .pending
+            .iter()
+            .filter(|(_, p)| p.member == Some(member) || (last && p.member.is_none()))
+            .map(|(&seq, p)| (seq, p.member.is_some()))
+            .collect();
+        back.sort_unstable();
+        if last {
+            g.redeliver.clear();
+        }
+        for (seq, held) in back {
+            self.remote_return(group, seq, 0.0, held);
+        }
+        self.dispatch(group);
+    }
+}
