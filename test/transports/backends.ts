@@ -1,0 +1,214 @@
+/**
+ * The backends the transport contract suite runs on, and what each test needs from one: a fresh
+ * channel prefix per test, Orrery instances bound to it (a second instance stands for a second
+ * process), what the backend declares it can do, and how long its redelivery may take.
+ *
+ * `memory` is a plain Orrery (no transport). `redis` binds the test's prefix to the Redis server the
+ * global setup started (`inject('redisUrl')`); it runs wherever the transport API exists, and a
+ * missing server fails the suite unless `ORRERY_SERVERS=none` says there are no servers on purpose.
+ */
+import type { Observable, Subscription } from 'rxjs'
+import { afterEach, inject } from 'vitest'
+
+import * as orrery from '../../ts/node.js'
+import { Orrery } from '../../ts/node.js'
+import { IN_BROWSER } from '../engine.js'
+
+/**
+ * What a contract test may need beyond publish, subscribe and groups: entries of
+ * `TRANSPORT_CAPABILITIES` some backend lacks, and `shared`, the suite's own: a channel that two
+ * Orrery instances (two processes) see alike, which the in-process bus cannot be.
+ */
+export type Capability = 'shared' | 'request' | 'priority' | 'from.seq' | 'claim' | 'retention.maxBytes' | 'overflow.reject'
+
+type Env = Record<string, string | undefined>
+const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (import.meta as unknown as { env: Env }).env
+
+/** The table the package exports (undefined while the transport API is not in this tree). */
+const TABLE = (orrery as Record<string, unknown>)['TRANSPORT_CAPABILITIES'] as Record<string, Record<string, boolean>> | undefined
+
+/** Whether `Orrery.create` takes `transports` and `bindings` in this tree. */
+export const HAS_TRANSPORT_API = TABLE !== undefined
+
+/** What the table says of `kind` and `capability`; a name the table lacks is the suite's mistake, said loudly. */
+function declared(kind: string, capability: Exclude<Capability, 'shared'>): boolean {
+  const row = TABLE?.[kind]
+  if (row === undefined) return kind === 'memory' // before the table existed, memory was the only backend
+  if (!(capability in row)) throw new Error(`TRANSPORT_CAPABILITIES.${kind} has no "${capability}"`)
+  return row[capability] === true
+}
+
+export interface Backend {
+  readonly name: 'memory' | 'redis'
+  /** Why this backend does not run here, said in the suite's name (undefined: it runs). */
+  readonly skip: string | undefined
+  /** Set when the backend should run but cannot: the suite fails with this message. */
+  readonly broken: string | undefined
+  has(capability: Capability): boolean
+  /** A new Orrery whose channels starting with `prefix` live on this backend. */
+  open(prefix: string): Promise<Orrery>
+  /**
+   * The longest an unacked message may take to reach a member again after its lease ended in an
+   * instance that is gone (closed without releasing it), with room for a loaded machine.
+   */
+  redeliveryBound(visibilityMs: number): number
+  /** How many messages past `retention.maxCount` the broker may keep (Redis trims whole stream nodes). */
+  readonly retentionSlack: number
+}
+
+const memory: Backend = {
+  name: 'memory',
+  skip: undefined,
+  broken: undefined,
+  has: (capability) => capability !== 'shared' && declared('memory', capability),
+  open: () => Orrery.create(),
+  redeliveryBound: (visibility) => visibility + 1_000,
+  retentionSlack: 0,
+}
+
+function redisUrl(): string | undefined {
+  try {
+    const url = (inject as (key: string) => unknown)('redisUrl')
+    return typeof url === 'string' && url !== '' ? url : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function redis(): Backend {
+  const url = redisUrl()
+  let skip: string | undefined
+  let broken: string | undefined
+  if (IN_BROWSER) skip = 'a browser page cannot open a TCP connection to Redis'
+  else if (!HAS_TRANSPORT_API) skip = 'this tree has no transport API yet (no TRANSPORT_CAPABILITIES export)'
+  else if (env['ORRERY_SERVERS'] === 'none') skip = 'ORRERY_SERVERS=none: no test servers on this run'
+  else if (url === undefined)
+    broken =
+      "no Redis server for the contract suite: inject('redisUrl') is empty. The global setup (test/transports/global-setup.ts) must start one with scripts/servers.sh; set ORRERY_SERVERS=none to skip server tests on purpose"
+  return {
+    name: 'redis',
+    skip,
+    broken,
+    has: (capability) => capability === 'shared' || declared('redis', capability),
+    open: (prefix) =>
+      Orrery.create({ transports: { main: { kind: 'redis', url } }, bindings: { [`${prefix}*`]: 'main' } } as Parameters<typeof Orrery.create>[0]),
+    // The broker takes back an abandoned entry once it has been idle for visibility + max(1 s, 10 %),
+    // found by a reclaim loop running every min(visibility / 2, 1 s).
+    redeliveryBound: (visibility) => visibility + Math.max(1_000, visibility / 10) + Math.min(visibility / 2, 1_000) + 3_000,
+    // stream-node-max-entries (100 by default): `MAXLEN ~` removes whole nodes only.
+    retentionSlack: 100,
+  }
+}
+
+/** Every backend of this session, in the order the suite runs them. */
+export const BACKENDS: readonly Backend[] = [memory, redis()]
+
+/** A unique channel prefix per test: files and runs share one server without seeing each other. */
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+let counter = 0
+
+/** One test's view of a backend: its prefix, its channels, and the instances it opened (closed after it). */
+export interface TestBackend {
+  readonly prefix: string
+  /** A channel name under the test's prefix. */
+  ch(name: string): string
+  /** A new instance (another "process" where the backend is shared; a second in-process bus otherwise). */
+  open(): Promise<Orrery>
+  /**
+   * `n` instances that see the same channels: distinct ones where the backend is shared, else the
+   * same one `n` times (its members then share a group in one process).
+   */
+  peers(n: number): Promise<Orrery[]>
+}
+
+/** Call once per describe: gives each test its backend view and closes what it opened after it. */
+export function useBackend(backend: Backend): () => TestBackend {
+  const opened: Orrery[] = []
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await stop(o)
+  })
+  return () => {
+    const prefix = `ct-${RUN}-${++counter}.`
+    const open = async (): Promise<Orrery> => {
+      const o = await backend.open(prefix)
+      opened.push(o)
+      return o
+    }
+    return {
+      prefix,
+      ch: (name) => `${prefix}${name}`,
+      open,
+      async peers(n) {
+        if (backend.has('shared')) return Promise.all(Array.from({ length: n }, open))
+        const one = await open()
+        return Array.from({ length: n }, () => one)
+      },
+    }
+  }
+}
+
+/** Ends an instance: gracefully (`shutdown`) where the API has it, else `close`. */
+export async function stop(o: Orrery): Promise<void> {
+  const graceful = (o as { shutdown?: () => Promise<void> }).shutdown
+  try {
+    if (graceful) await withTimeout(graceful.call(o), 10_000, 'orrery.shutdown()')
+  } finally {
+    o.close()
+  }
+}
+
+/** Items a stream delivered, kept in arrival order with the time each came. */
+export interface Listened<T> {
+  readonly items: T[]
+  readonly times: number[]
+  readonly subscription: Subscription
+  /** Errors the stream ended with. */
+  readonly errors: unknown[]
+}
+
+export function listen<T>(source: Observable<T>): Listened<T> {
+  const items: T[] = []
+  const times: number[] = []
+  const errors: unknown[] = []
+  const subscription = source.subscribe({
+    next: (item) => {
+      items.push(item)
+      times.push(Date.now())
+    },
+    error: (err: unknown) => errors.push(err),
+  })
+  return { items, times, subscription, errors }
+}
+
+/**
+ * Waits until `done()` holds, checking every few ms; fails after `ms` saying what it waited for
+ * and what it saw (`state`).
+ */
+export async function until(done: () => boolean, ms: number, what: string, state: () => unknown = () => ''): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > deadline) {
+      const seen = state()
+      throw new Error(`timed out after ${ms} ms waiting for ${what}${seen === '' ? '' : `; saw ${JSON.stringify(seen)}`}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/**
+ * Lets `ms` pass: only where a test must show something does NOT happen within a bound (no
+ * redelivery of what was acked), or must let a TTL run out; never to wait for something to happen.
+ */
+export function quiet(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+export const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i)
