@@ -4,8 +4,10 @@
 # runs in a child process of its own, rounds interleaved (benches/lib/runner.mjs).
 #   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus, npm run bench -- store,
 #   npm run bench -- leak: 5,000 create/close cycles and 5 M acked messages per engine,
-#   npm run bench -- workflow: workflow runs on both engines against a SQLite checkpointing baseline)
-#   ORRERY_BENCH_QUICK=1 npm run bench -- bus   (bus, store, registry, workflow: two short rounds each, to
+#   npm run bench -- workflow: workflow runs on both engines against a SQLite checkpointing baseline,
+#   npm run bench -- transports: the bus bound to Redis Streams on both engines against redis-benchmark
+#   and the bare node-redis client on the same server; starts scripts/servers.sh's redis if it is down)
+#   ORRERY_BENCH_QUICK=1 npm run bench -- bus   (bus, store, registry, workflow, transports: two short rounds each, to
 #   check the harness; prints the table, writes no results)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

@@ -1,0 +1,351 @@
+/**
+ * The transports suite: Orrery's bus bound to a broker, on both engines, against the broker's own
+ * tooling on the same server in the same run, each contender in a process of its own
+ * (benches/lib/runner.mjs); writes benches/results/transports.json (the suites' shape:
+ * `msgs_per_sec` counts messages; `vs_tool` is a contender's rate over the scenario's tool's).
+ * This session: Redis Streams (scripts/servers.sh's redis, port 16379, appendfsync always).
+ *   - publish: N messages of 128 bytes XADDed to one stream, every one acknowledged by the server.
+ *     Tool: redis-benchmark (Debian's redis-tools) running the same XADD, 50 clients pipelining
+ *     64 each (its default clients); node-redis-raw: the bare node-redis client in the same
+ *     window of batches Orrery gets, to show what the JS client itself costs.
+ *   - consume-ack: N messages already in a stream read and acknowledged by a new consumer group
+ *     (created from the start of the stream, so each round reads all N), until the server holds
+ *     no pending entry. redis-benchmark repeats one fixed command and cannot ack the ids it read,
+ *     so the tool here is node-redis-raw: a tight loop of XREADGROUP COUNT 256 with each batch's
+ *     XACK pipelined behind the next read.
+ * NATS (`orrery-nats` against `nats-bench`) and Kafka (`orrery-kafka` against `kafka-perf`) come
+ * in a later session, with the cross-process request-reply scenario (`request-reply-remote`,
+ * `orrery-nats` against `moleculer-nats`); they are not in the results until they are measured.
+ *
+ * The suite starts the redis server through scripts/servers.sh if nothing answers on its port,
+ * and stops it again at the end; a server that was already running is left running.
+ *   node --expose-gc --max-old-space-size=12000 benches/transports.mjs    (or: npm run bench -- transports)
+ *   node --expose-gc benches/transports.mjs publish    (some scenarios; prints, writes no file)
+ *   ORRERY_BENCH_CONTENDERS=redis-benchmark,node-redis-raw node --expose-gc benches/transports.mjs
+ *   (some contenders; prints, writes no file)
+ */
+import { execFile, execFileSync } from 'node:child_process'
+import { connect } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { Orrery } from 'orrery'
+import { createClient, RESP_TYPES } from 'redis'
+import { runSuite, scaled } from './lib/runner.mjs'
+import { Tally } from './lib/tally.mjs'
+
+const run = promisify(execFile)
+
+const REDIS_PORT = 16379
+const REDIS_URL = `redis://127.0.0.1:${REDIS_PORT}`
+const PAYLOAD_BYTES = 128
+const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).fill(0x78)
+// The same bytes for the baselines: node-redis takes a Buffer or a string.
+const PAYLOAD_BUFFER = Buffer.from(PAYLOAD)
+const PAYLOAD_TEXT = PAYLOAD_BUFFER.toString('latin1')
+// Messages per round, every contender the same (redis-benchmark runs a fixed count).
+const N = Number(process.env.ORRERY_BENCH_TRANSPORT_N ?? scaled(200_000, 20_000))
+const ROUNDS = 5
+// Publishers keep WINDOW batches of BATCH messages awaiting the server at once: 4,096 in flight,
+// about what redis-benchmark keeps (50 clients x 64).
+const BATCH = 1024
+const WINDOW = 4
+const TOOL_CLIENTS = 50
+const TOOL_PIPELINE = 64
+// The raw consumer's batch, and the most a remote group reads at once.
+const READ_COUNT = 256
+// Channels keep everything the rounds put there: no MAXLEN trimming during a round (0: unlimited).
+const RETENTION = { maxCount: 0 }
+const ENGINES = [
+  ['orrery-redis', 'native'],
+  ['orrery-redis-wasm', 'wasm'],
+]
+// Keys of this contender's process only (each contender is a child of its own), so a round never
+// reads what another contender, an earlier run or a test running meanwhile left on the server.
+const PREFIX = `orrery-bench:${process.pid}:`
+
+/**
+ * A node-redis client that returns binary fields as Buffers, as Orrery's driver reads them.
+ * Without node-redis's default per-command timeout (5 s): it arms an AbortSignal timer for every
+ * command, which made 128-byte XADDs 2.5x slower (25 k/s against 60 k/s here), and the baseline
+ * should be the client at its fastest.
+ */
+async function rawClient() {
+  const client = createClient({ url: REDIS_URL, commandOptions: { timeout: 0 } })
+  client.on('error', (error) => console.error(`node-redis: ${error.message}`))
+  await client.connect()
+  return client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
+}
+
+/** Deletes every key this contender made (`pattern` under the run's prefix). */
+async function dropKeys(client, pattern) {
+  const keys = []
+  for await (const batch of client.scanIterator({ MATCH: `${PREFIX}${pattern}`, COUNT: 1000 })) keys.push(...batch)
+  if (keys.length > 0) await client.del(keys)
+}
+
+/** Sends `n` messages as WINDOW batches of BATCH in flight; `send(count)` resolves once a batch is acknowledged. */
+async function windowed(n, send) {
+  const inFlight = []
+  for (let sent = 0; sent < n; sent += BATCH) {
+    inFlight.push(send(Math.min(BATCH, n - sent)))
+    if (inFlight.length === WINDOW) await inFlight.shift()
+  }
+  await Promise.all(inFlight)
+}
+
+/** An Orrery on `engine` whose `bench.*` channels are bound to the redis server. */
+async function orreryOnRedis(engine) {
+  const orrery = await Orrery.create({
+    engine,
+    transports: { main: { kind: 'redis', url: REDIS_URL, keyPrefix: PREFIX } },
+    bindings: { 'bench.*': 'main' },
+  })
+  // Orrery's stream key for a channel (spec: `<keyPrefix>ch:<channel name>`).
+  return { orrery, streamKey: (channel) => `${PREFIX}ch:${channel}` }
+}
+
+/**
+ * The round of a publish contender: empties `key`, sends N, checks the stream holds N (up to
+ * `over` more: redis-benchmark's pipelining clients overshoot its count by a few requests).
+ */
+function publishRounds(who, client, key, send, over = 0) {
+  return async () => {
+    await client.del(key)
+    const t0 = performance.now()
+    await send()
+    const ms = performance.now() - t0
+    const length = await client.xLen(key)
+    if (length < N || length > N + over) throw new Error(`${who}: the stream holds ${length} entries after a round of ${N}`)
+    return { msgs: N, ms, p99_us: null }
+  }
+}
+
+function orreryPublish(id, engine) {
+  return async () => {
+    const { orrery, streamKey } = await orreryOnRedis(engine)
+    const { bus } = orrery
+    bus.channel('bench.publish', { retention: RETENTION })
+    const client = await rawClient()
+    const items = Array.from({ length: BATCH }, () => ({ channel: 'bench.publish', payload: PAYLOAD }))
+    const round = publishRounds(id, client, streamKey('bench.publish'), () =>
+      windowed(N, (count) => bus.publishBatch(count === BATCH ? items : items.slice(0, count))),
+    )
+    return {
+      round,
+      async close() {
+        await orrery.shutdown()
+        await dropKeys(client, '*')
+        await client.close()
+      },
+    }
+  }
+}
+
+async function rawPublish() {
+  const client = await rawClient()
+  const key = `${PREFIX}raw:publish`
+  const round = publishRounds('node-redis-raw', client, key, () =>
+    windowed(N, (count) => {
+      const acks = new Array(count)
+      // Commands issued in one tick leave in one write: node-redis pipelines them.
+      for (let i = 0; i < count; i++) acks[i] = client.xAdd(key, '*', { f: PAYLOAD_BUFFER })
+      return Promise.all(acks)
+    }),
+  )
+  return {
+    round,
+    async close() {
+      await dropKeys(client, 'raw:*')
+      await client.close()
+    },
+  }
+}
+
+/** Reads redis-benchmark's CSV line: requests per second and its latency percentiles (ms). */
+function parseToolCsv(stdout) {
+  const line = stdout.trim().split('\n').at(-1)
+  const fields = line.match(/"([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)","([\d.]+)"$/)
+  if (!fields) throw new Error(`redis-benchmark: no result in its output: ${stdout.slice(0, 500)}`)
+  const [rps, , , p50, , p99] = fields.slice(1).map(Number)
+  return { rps, p50_ms: p50, p99_ms: p99 }
+}
+
+async function toolPublish() {
+  const client = await rawClient()
+  const key = `${PREFIX}tool:publish`
+  const args = ['-h', '127.0.0.1', '-p', String(REDIS_PORT), '-n', String(N), '-c', String(TOOL_CLIENTS), '-P', String(TOOL_PIPELINE), '--csv']
+  let reported
+  const measured = publishRounds(
+    'redis-benchmark',
+    client,
+    key,
+    async () => {
+      const { stdout } = await run('redis-benchmark', [...args, 'XADD', key, '*', 'f', PAYLOAD_TEXT])
+      reported = parseToolCsv(stdout)
+    },
+    TOOL_CLIENTS * TOOL_PIPELINE,
+  )
+  return {
+    async round() {
+      const outside = await measured()
+      // Its own figure (from its first request to its last reply), not the process's start-up.
+      return { msgs: N, ms: (N / reported.rps) * 1000, p99_us: null, extra: { wall_ms: Math.round(outside.ms), p99_ms_per_pipeline: reported.p99_ms } }
+    },
+    async close() {
+      await dropKeys(client, 'tool:*')
+      await client.close()
+    },
+  }
+}
+
+/** Waits until the server holds no pending entry for `group` (every XACK has landed). */
+async function settled(client, key, group) {
+  for (;;) {
+    const { pending } = await client.xPending(key, group)
+    if (pending === 0) return
+  }
+}
+
+function orreryConsume(id, engine) {
+  return async () => {
+    const { orrery, streamKey } = await orreryOnRedis(engine)
+    const { bus } = orrery
+    bus.channel('bench.consume', { retention: RETENTION })
+    const client = await rawClient()
+    const key = streamKey('bench.consume')
+    const items = Array.from({ length: BATCH }, () => ({ channel: 'bench.consume', payload: PAYLOAD }))
+    await windowed(N, (count) => bus.publishBatch(count === BATCH ? items : items.slice(0, count)))
+    const length = await client.xLen(key)
+    if (length !== N) throw new Error(`${id}: the stream holds ${length} entries, not ${N}`)
+    const tally = new Tally()
+    let rounds = 0
+    return {
+      async round() {
+        const name = `round-${rounds++}`
+        let member
+        const t0 = performance.now()
+        await new Promise((resolve, reject) => {
+          let got = 0
+          const group = bus.group('bench.consume', name, { from: 'earliest' })
+          member = group.join({ maxInFlight: 4 * READ_COUNT }).subscribe({
+            next(d) {
+              tally.receive(d.message.payload)
+              d.ack()
+              if (++got === N) resolve()
+            },
+            error: reject,
+          })
+        })
+        await settled(client, key, name)
+        const ms = performance.now() - t0
+        member.unsubscribe()
+        return { msgs: N, ms, p99_us: null }
+      },
+      async close(total) {
+        await orrery.shutdown()
+        await dropKeys(client, '*')
+        await client.close()
+        tally.verify(id, total, PAYLOAD_BYTES)
+      },
+    }
+  }
+}
+
+async function rawConsume() {
+  const client = await rawClient()
+  const key = `${PREFIX}raw:consume`
+  await windowed(N, (count) => Promise.all(Array.from({ length: count }, () => client.xAdd(key, '*', { f: PAYLOAD_BUFFER }))))
+  const tally = new Tally()
+  let rounds = 0
+  return {
+    async round() {
+      const group = `round-${rounds++}`
+      const t0 = performance.now()
+      await client.xGroupCreate(key, group, '0', { MKSTREAM: true })
+      const acks = []
+      for (;;) {
+        const reply = await client.xReadGroup(group, 'bench', { key, id: '>' }, { COUNT: READ_COUNT })
+        const messages = reply?.[0]?.messages ?? []
+        if (messages.length === 0) break
+        const ids = new Array(messages.length)
+        for (let i = 0; i < messages.length; i++) {
+          ids[i] = messages[i].id
+          tally.receive(messages[i].message.f)
+        }
+        acks.push(client.xAck(key, group, ids))
+      }
+      const acked = (await Promise.all(acks)).reduce((a, b) => a + b, 0)
+      const ms = performance.now() - t0
+      if (acked !== N) throw new Error(`node-redis-raw: ${acked} acked of ${N}`)
+      return { msgs: N, ms, p99_us: null }
+    },
+    async close(total) {
+      await dropKeys(client, 'raw:*')
+      await client.close()
+      tally.verify('node-redis-raw', total, PAYLOAD_BYTES)
+    },
+  }
+}
+
+/** `vs_tool`: this contender's rate over the tool's, from the same view (best or median). */
+const versus = (tool) => (r, id, all) => (id === tool || !all[tool] ? {} : { vs_tool: Math.round((r.msgs_per_sec / all[tool].msgs_per_sec) * 100) / 100 })
+
+const SCENARIOS = [
+  {
+    id: 'publish',
+    contenders: [...ENGINES.map(([id, engine]) => [id, orreryPublish(id, engine)]), ['redis-benchmark', toolPublish], ['node-redis-raw', rawPublish]],
+    derive: versus('redis-benchmark'),
+  },
+  {
+    id: 'consume-ack',
+    contenders: [...ENGINES.map(([id, engine]) => [id, orreryConsume(id, engine)]), ['node-redis-raw', rawConsume]],
+    derive: versus('node-redis-raw'),
+  },
+]
+
+// ORRERY_BENCH_CONTENDERS=a,b: those contenders alone (checking a harness); printed, never written.
+const only = process.env.ORRERY_BENCH_CONTENDERS?.split(',')
+if (only) {
+  for (const scenario of SCENARIOS) scenario.contenders = scenario.contenders.filter(([id]) => only.includes(id))
+  if (process.argv.length === 2) process.argv.push(...SCENARIOS.filter((s) => s.contenders.length > 0).map((s) => s.id))
+}
+
+/** The issue's target, each Orrery contender's best and median against it, printed under the table. */
+function targets(results) {
+  const lines = ['', `targets (>= 80% of the tool; ${PAYLOAD_BYTES}-byte payloads, ${N} messages a round):`]
+  for (const [scenario, contenders] of Object.entries(results)) {
+    for (const [id, r] of Object.entries(contenders)) {
+      if (r.best.vs_tool === undefined || !id.startsWith('orrery-')) continue
+      lines.push(`  ${scenario} ${id}: ${r.best.vs_tool}x best, ${r.median.vs_tool}x median ${r.best.vs_tool >= 0.8 ? 'met' : 'NOT met'}`)
+    }
+  }
+  lines.push('  nats (orrery-nats, nats-bench), kafka (orrery-kafka, kafka-perf), request-reply-remote: later sessions')
+  return lines
+}
+
+const answers = (port) =>
+  new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port })
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once('error', () => resolve(false))
+  })
+
+const servers = fileURLToPath(new URL('../scripts/servers.sh', import.meta.url))
+const child = process.argv[2] === '--contender'
+// The parent brings the server up for the run if nothing listens on its port, and takes it down after.
+const started = !child && !(await answers(REDIS_PORT))
+if (started) execFileSync('bash', [servers, 'start', 'redis'], { stdio: 'inherit' })
+try {
+  if (!child) {
+    // Fail before any child starts if the tool is missing (redis-tools comes with redis-server).
+    await run('redis-benchmark', ['--version']).catch((error) => {
+      throw new Error(`redis-benchmark not found (Debian's redis-tools; bash scripts/setup.sh installs it): ${error.message}`)
+    })
+  }
+  await runSuite({ name: 'transports', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, reference: 'orrery-redis', after: targets })
+} finally {
+  if (started) execFileSync('bash', [servers, 'stop', 'redis'], { stdio: 'inherit' })
+}
