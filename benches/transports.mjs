@@ -6,8 +6,10 @@
  * This session: Redis Streams (scripts/servers.sh's redis, port 16379, appendfsync always).
  *   - publish: N messages of 128 bytes XADDed to one stream, every one acknowledged by the server.
  *     Tool: redis-benchmark (Debian's redis-tools) running the same XADD, 50 clients pipelining
- *     64 each (its default clients); node-redis-raw: the bare node-redis client in the same
- *     window of batches Orrery gets, to show what the JS client itself costs.
+ *     64 each (its default clients). Beside it, for reading the gap: redis-benchmark-1conn (one
+ *     connection pipelining 1,024, as Orrery's driver publishes through one connection) and
+ *     node-redis-raw (the bare node-redis client in the same window of batches Orrery gets: what
+ *     the JS client itself costs).
  *   - consume-ack: N messages already in a stream read and acknowledged by a new consumer group
  *     (created from the start of the stream, so each round reads all N), until the server holds
  *     no pending entry. redis-benchmark repeats one fixed command and cannot ack the ids it read,
@@ -49,6 +51,7 @@ const ROUNDS = 5
 // about what redis-benchmark keeps (50 clients x 64).
 const BATCH = 1024
 const WINDOW = 4
+// redis-benchmark's own default client count, and the pipeline depth the issue gives it.
 const TOOL_CLIENTS = 50
 const TOOL_PIPELINE = 64
 // The raw consumer's batch, and the most a remote group reads at once.
@@ -170,31 +173,39 @@ function parseToolCsv(stdout) {
   return { rps, p50_ms: p50, p99_ms: p99 }
 }
 
-async function toolPublish() {
-  const client = await rawClient()
-  const key = `${PREFIX}tool:publish`
-  const args = ['-h', '127.0.0.1', '-p', String(REDIS_PORT), '-n', String(N), '-c', String(TOOL_CLIENTS), '-P', String(TOOL_PIPELINE), '--csv']
-  let reported
-  const measured = publishRounds(
-    'redis-benchmark',
-    client,
-    key,
-    async () => {
-      const { stdout } = await run('redis-benchmark', [...args, 'XADD', key, '*', 'f', PAYLOAD_TEXT])
-      reported = parseToolCsv(stdout)
-    },
-    TOOL_CLIENTS * TOOL_PIPELINE,
-  )
-  return {
-    async round() {
-      const outside = await measured()
-      // Its own figure (from its first request to its last reply), not the process's start-up.
-      return { msgs: N, ms: (N / reported.rps) * 1000, p99_us: null, extra: { wall_ms: Math.round(outside.ms), p99_ms_per_pipeline: reported.p99_ms } }
-    },
-    async close() {
-      await dropKeys(client, 'tool:*')
-      await client.close()
-    },
+/**
+ * redis-benchmark XADDing the same payload: `clients` connections, each keeping `pipeline`
+ * requests in flight. The suite's tool runs with its default 50 clients; `redis-benchmark-1conn`
+ * uses one connection, as Orrery's driver publishes through one, pipelining a batch at a time.
+ */
+function toolPublish(id, clients, pipeline) {
+  return async () => {
+    const client = await rawClient()
+    const key = `${PREFIX}tool:publish`
+    const args = ['-h', '127.0.0.1', '-p', String(REDIS_PORT), '-n', String(N), '-c', String(clients), '-P', String(pipeline), '--csv']
+    let reported
+    const measured = publishRounds(
+      id,
+      client,
+      key,
+      async () => {
+        const { stdout } = await run('redis-benchmark', [...args, 'XADD', key, '*', 'f', PAYLOAD_TEXT])
+        reported = parseToolCsv(stdout)
+      },
+      clients * pipeline,
+    )
+    return {
+      async round() {
+        const outside = await measured()
+        // Its own figure (from its first request to its last reply), not the process's start-up.
+        const extra = { clients, pipeline, wall_ms: Math.round(outside.ms), p99_ms_per_pipeline: reported.p99_ms }
+        return { msgs: N, ms: (N / reported.rps) * 1000, p99_us: null, extra }
+      },
+      async close() {
+        await dropKeys(client, 'tool:*')
+        await client.close()
+      },
+    }
   }
 }
 
@@ -222,11 +233,12 @@ function orreryConsume(id, engine) {
     return {
       async round() {
         const name = `round-${rounds++}`
+        let group
         let member
         const t0 = performance.now()
         await new Promise((resolve, reject) => {
           let got = 0
-          const group = bus.group('bench.consume', name, { from: 'earliest' })
+          group = bus.group('bench.consume', name, { from: 'earliest' })
           member = group.join({ maxInFlight: 4 * READ_COUNT }).subscribe({
             next(d) {
               tally.receive(d.message.payload)
@@ -239,6 +251,9 @@ function orreryConsume(id, engine) {
         await settled(client, key, name)
         const ms = performance.now() - t0
         member.unsubscribe()
+        const { acked, pending } = group.stats()
+        if (acked !== N || pending !== 0) throw new Error(`${id}: ${acked} of ${N} acked, ${pending} pending`)
+        group.delete()
         return { msgs: N, ms, p99_us: null }
       },
       async close(total) {
@@ -293,7 +308,12 @@ const versus = (tool) => (r, id, all) => (id === tool || !all[tool] ? {} : { vs_
 const SCENARIOS = [
   {
     id: 'publish',
-    contenders: [...ENGINES.map(([id, engine]) => [id, orreryPublish(id, engine)]), ['redis-benchmark', toolPublish], ['node-redis-raw', rawPublish]],
+    contenders: [
+      ...ENGINES.map(([id, engine]) => [id, orreryPublish(id, engine)]),
+      ['redis-benchmark', toolPublish('redis-benchmark', TOOL_CLIENTS, TOOL_PIPELINE)],
+      ['redis-benchmark-1conn', toolPublish('redis-benchmark-1conn', 1, BATCH)],
+      ['node-redis-raw', rawPublish],
+    ],
     derive: versus('redis-benchmark'),
   },
   {
