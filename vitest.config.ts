@@ -25,6 +25,7 @@ const NODE_ONLY: Record<string, string> = {
   'test/store-poisoned.test.ts': 'a panic inside a store call, watched from a child process',
   'test/workers.test.ts': 'worker threads share one native core',
   'test/workflow-crash.test.ts': 'a durable store on disk; child processes running workflows are killed with SIGKILL',
+  'test/transports/**': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
 }
 
 const CHROMIUM = process.env['ORRERY_CHROMIUM'] ?? '/usr/bin/chromium'
@@ -46,6 +47,9 @@ const browserEntryForTests: Plugin = {
 export default defineConfig({
   test: {
     testTimeout: 20_000,
+    // Starts the broker servers the transport tests need (scripts/servers.sh; ORRERY_SERVERS
+    // chooses which, or `external` / `none`) and provides their URLs: inject('redisUrl').
+    globalSetup: ['test/transports/global-setup.ts'],
     projects: [
       { extends: true, test: { name: 'native', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'native' } } },
       { extends: true, test: { name: 'wasm', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'wasm' } } },

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real broker servers for Orrery's transport tests, installed and run by the project itself.
 #
-#   scripts/servers.sh install|start|stop|restart|status|env [--keep] [NAME...]
+#   scripts/servers.sh install|start|stop|restart|status|env [--keep] [--for PID] [NAME...]
 #
 # NAME is redis, nats, nats-durable, kafka or all (the default). Every server binds 127.0.0.1 only,
 # on ports no one else uses by default (never Redis's 6379 or NATS's 4222):
@@ -20,6 +20,11 @@
 #           answers; if it dies or does not answer in time, prints its log's tail and fails.
 #           A server already running is left as it is.
 # stop      SIGTERM, up to 15 s to exit, then SIGKILL.
+# --for PID (start and stop) shares servers between test runs: `start --for PID` counts the
+#           process PID as a user of each server it starts, or joins one an earlier `--for` start
+#           left running; `stop --for PID` drops PID (and any user no longer alive) and stops only
+#           servers so started that have no user left. A server started without --for is never
+#           stopped by `stop --for`. (Used by the vitest global setup; plain stop stops regardless.)
 # restart   stop, then start keeping the data (tests of a server restarted mid-stream).
 # status    one line per server; exits non-zero if a server named on the command line is not running.
 # env       the URLs of the named servers as NAME=value lines (the variables the tests read when
@@ -82,6 +87,22 @@ log_tail() {
 
 elapsed_since() {
   awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
+
+# The users of a server started with --for: target/servers/<name>.users, one pid a line. Kept
+# beside the server's folder, which a start without --keep wipes.
+users_file() { echo "$RUN_DIR/$1.users"; }
+live_users() { # prints the users still alive
+  local pid
+  while read -r pid; do
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  done 2>/dev/null <"$(users_file "$1")" || true
+}
+add_user() {
+  local file
+  file=$(users_file "$1")
+  { live_users "$1"; echo "$2"; } | sort -u >"$file.tmp"
+  mv "$file.tmp" "$file"
 }
 
 # ---------------------------------------------------------------------------------------------- install
@@ -188,12 +209,15 @@ ready() {
 }
 
 start_one() {
-  local name="$1" keep="$2" dir="$RUN_DIR/$1" port pid t0 deadline
+  local name="$1" keep="$2" user="$3" dir="$RUN_DIR/$1" port pid t0 deadline
   port=$(port_of "$name")
   if pid=$(running_pid "$name"); then
+    # Joined only if it was started for a test run; one started by hand stays the user's.
+    if [ -n "$user" ] && [ -f "$(users_file "$name")" ]; then add_user "$name" "$user"; fi
     echo "$name already running (pid $pid, 127.0.0.1:$port)"
     return
   fi
+  rm -f "$(users_file "$name")"
   install_one "$name"
   if port_open "$port"; then
     die "$name: 127.0.0.1:$port is taken by a process that is not this script's server: $(ss -ltnpH "sport = :$port" 2>/dev/null | head -n 1)"
@@ -229,9 +253,11 @@ start_one() {
   esac
   # Its own session: the server outlives this script and a Ctrl-C in the terminal that ran it;
   # stop ends it by its pid.
-  setsid "${cmd[@]}" >>"$dir/server.log" 2>&1 </dev/null &
+  # 9>&-: the server must not inherit this script's lock (it would hold it for its whole life).
+  setsid "${cmd[@]}" >>"$dir/server.log" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$dir/server.pid"
+  if [ -n "$user" ]; then add_user "$name" "$user"; fi
   deadline=$(($(date +%s) + $(start_timeout_of "$name")))
   until ready "$name"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -251,7 +277,17 @@ start_one() {
 # ------------------------------------------------------------------------------------------------- stop
 
 stop_one() {
-  local name="$1" pid t0 i
+  local name="$1" user="$2" pid t0 i
+  if [ -n "$user" ]; then
+    [ -f "$(users_file "$name")" ] || return 0
+    live_users "$name" | grep -vx -- "$user" >"$(users_file "$name").tmp" || true
+    mv "$(users_file "$name").tmp" "$(users_file "$name")"
+    if [ -s "$(users_file "$name")" ]; then
+      echo "$name left running: still used by pid $(paste -sd, "$(users_file "$name")")"
+      return
+    fi
+  fi
+  rm -f "$(users_file "$name")"
   if ! pid=$(running_pid "$name"); then
     rm -f "$RUN_DIR/$name/server.pid"
     return
@@ -279,7 +315,9 @@ stop_one() {
 status_one() {
   local name="$1" pid
   if pid=$(running_pid "$name"); then
-    printf '%-13s running  pid %-8s 127.0.0.1:%s\n' "$name" "$pid" "$(port_of "$name")"
+    local users
+    users=$(live_users "$name" | paste -sd, -)
+    printf '%-13s running  pid %-8s 127.0.0.1:%s%s\n' "$name" "$pid" "$(port_of "$name")" "${users:+ for test runs (pid $users)}"
   else
     printf '%-13s stopped\n' "$name"
     return 1
@@ -309,10 +347,18 @@ usage() {
 command="$1"
 shift
 keep=0
+user=
 names=()
-for arg in "$@"; do
+while [ $# -gt 0 ]; do
+  arg="$1"
+  shift
   case "$arg" in
     --keep) keep=1 ;;
+    --for)
+      user="${1:-}"
+      shift || true
+      [[ "$user" =~ ^[0-9]+$ ]] || die "--for takes a process id"
+      ;;
     all) names+=("${ALL[@]}") ;;
     redis | nats | nats-durable | kafka) names+=("$arg") ;;
     *) die "unknown server or option: $arg (servers: ${ALL[*]}, all)" ;;
@@ -321,14 +367,25 @@ done
 explicit=${#names[@]}
 [ ${#names[@]} -gt 0 ] || names=("${ALL[@]}")
 
+# start, stop and restart take turns: two test runs starting redis at once must not both start it.
+case "$command" in
+  start | stop | restart)
+    mkdir -p "$RUN_DIR"
+    exec 9>"$RUN_DIR/.lock"
+    flock 9
+    ;;
+esac
 case "$command" in
   install) for n in "${names[@]}"; do install_one "$n"; done ;;
-  start) for n in "${names[@]}"; do start_one "$n" "$keep"; done ;;
-  stop) for n in "${names[@]}"; do stop_one "$n"; done ;;
+  start) for n in "${names[@]}"; do start_one "$n" "$keep" "$user"; done ;;
+  stop) for n in "${names[@]}"; do stop_one "$n" "$user"; done ;;
   restart)
+    # The users of a shared server stay its users across the restart.
     for n in "${names[@]}"; do
-      stop_one "$n"
-      start_one "$n" 1
+      [ ! -f "$(users_file "$n")" ] || cp "$(users_file "$n")" "$(users_file "$n").keep"
+      stop_one "$n" ""
+      start_one "$n" 1 ""
+      [ ! -f "$(users_file "$n").keep" ] || mv "$(users_file "$n").keep" "$(users_file "$n")"
     done
     ;;
   status)
