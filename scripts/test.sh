@@ -3,10 +3,22 @@
 # the core, the TypeScript type check, Biome (format, lint, import cycles), the vitest suite once per engine (native, wasm in Node)
 # and once more in Debian's chromium (the browser entry; files that need Node are listed in
 # vitest.config.ts), the package as users install it
-# (scripts/package-test.sh), and the engine suites again under Node 24.
+# (scripts/package-test.sh), and the engine suites again under Node 24. The transport tests run against
+# real servers (Redis on 127.0.0.1:16379; scripts/servers.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-trap phase_report EXIT
+# The transport tests' broker servers (scripts/servers.sh) are installed by setup.sh and started and
+# stopped by vitest's global setup (test/transports/global-setup.ts). Should a run be cut short, no
+# server started during it outlives this script; one already running before it is left alone.
+servers_running() { bash scripts/servers.sh status | awk '$2 == "running" { print $1 }'; }
+servers_before=$(servers_running)
+stop_new_servers() {
+  local name
+  for name in $(servers_running); do
+    grep -qx "$name" <<<"$servers_before" || bash scripts/servers.sh stop "$name" || true
+  done
+}
+trap 'stop_new_servers; phase_report' EXIT
 
 phase_start "set-up (install what is missing)"; bash scripts/setup.sh; phase_end
 phase_start "build native engine"; bash scripts/build.sh native; phase_end
