@@ -16,9 +16,12 @@
 #           ${ORRERY_SERVER_CACHE:-$HOME/.cache/orrery/servers}, outside the clone so a fresh clone
 #           (CI) reuses them.
 # start     runs each named server in the background, its files under target/servers/<name>/ (data/,
-#           server.log, server.pid); the data is wiped first unless --keep. Waits until the server
+#           server.log, config); the data is wiped first unless --keep. Waits until the server
 #           answers; if it dies or does not answer in time, prints its log's tail and fails.
-#           A server already running is left as it is.
+#           A server already running is left as it is. The ports are the machine's, so what says
+#           which servers run (pid files, users, a lock) is the machine's too:
+#           ${ORRERY_SERVER_STATE:-/tmp/orrery-servers-<uid>}; a server started from another
+#           clone is seen, used and stopped from this one alike.
 # stop      SIGTERM, up to 15 s to exit, then SIGKILL.
 # --for PID (start and stop) shares servers between test runs: `start --for PID` counts the
 #           process PID as a user of each server it starts, or joins one an earlier `--for` start
@@ -34,6 +37,7 @@ source "$(dirname "$0")/lib.sh"
 
 CACHE="${ORRERY_SERVER_CACHE:-$HOME/.cache/orrery/servers}"
 RUN_DIR="$ROOT/target/servers"
+STATE_DIR="${ORRERY_SERVER_STATE:-${TMPDIR:-/tmp}/orrery-servers-$(id -u)}"
 CONF_DIR="$ROOT/scripts/servers"
 ALL=(redis nats nats-durable kafka)
 
@@ -72,7 +76,7 @@ port_open() {
 running_pid() {
   local name="$1" pid
   local cmdline
-  pid=$(cat "$RUN_DIR/$name/server.pid" 2>/dev/null) || return 1
+  pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || return 1
   [ -n "$pid" ] || return 1
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ "$cmdline" == *"$(cmdline_mark_of "$name")"* ]] || return 1
@@ -89,9 +93,11 @@ elapsed_since() {
   awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
 }
 
-# The users of a server started with --for: target/servers/<name>.users, one pid a line. Kept
-# beside the server's folder, which a start without --keep wipes.
-users_file() { echo "$RUN_DIR/$1.users"; }
+# Where the running server keeps its files (this clone's target/servers/<name>, or another's).
+files_of() { cat "$STATE_DIR/$1.dir" 2>/dev/null || echo "$RUN_DIR/$1"; }
+
+# The users of a server started with --for, one pid a line.
+users_file() { echo "$STATE_DIR/$1.users"; }
 live_users() { # prints the users still alive
   local pid
   while read -r pid; do
@@ -204,17 +210,17 @@ ready() {
     nats) curl -sf http://127.0.0.1:18222/healthz >/dev/null ;;
     nats-durable) curl -sf http://127.0.0.1:18223/healthz >/dev/null ;;
     # The port opens a moment before the broker serves; its log says when it has started.
-    kafka) port_open "$(port_of kafka)" && grep -q 'Kafka Server started' "$RUN_DIR/kafka/server.log" ;;
+    kafka) port_open "$(port_of kafka)" && grep -q 'Kafka Server started' "$(files_of kafka)/server.log" ;;
   esac
 }
 
 start_one() {
-  local name="$1" keep="$2" user="$3" dir="$RUN_DIR/$1" port pid t0 deadline
+  local name="$1" keep="$2" user="$3" dir="${4:-$RUN_DIR/$1}" port pid t0 deadline
   port=$(port_of "$name")
   if pid=$(running_pid "$name"); then
     # Joined only if it was started for a test run; one started by hand stays the user's.
     if [ -n "$user" ] && [ -f "$(users_file "$name")" ]; then add_user "$name" "$user"; fi
-    echo "$name already running (pid $pid, 127.0.0.1:$port)"
+    echo "$name already running (pid $pid, 127.0.0.1:$port, files in $(files_of "$name"))"
     return
   fi
   rm -f "$(users_file "$name")"
@@ -225,7 +231,7 @@ start_one() {
   t0=$(date +%s.%N)
   [ "$keep" = 1 ] || rm -rf "$dir"
   mkdir -p "$dir/data"
-  rm -f "$dir/server.pid"
+  rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.dir"
   local cmd=()
   case "$name" in
     redis)
@@ -256,7 +262,8 @@ start_one() {
   # 9>&-: the server must not inherit this script's lock (it would hold it for its whole life).
   setsid "${cmd[@]}" >>"$dir/server.log" 2>&1 </dev/null 9>&- &
   pid=$!
-  echo "$pid" >"$dir/server.pid"
+  echo "$dir" >"$STATE_DIR/$name.dir"
+  echo "$pid" >"$STATE_DIR/$name.pid"
   if [ -n "$user" ]; then add_user "$name" "$user"; fi
   deadline=$(($(date +%s) + $(start_timeout_of "$name")))
   until ready "$name"; do
@@ -289,7 +296,7 @@ stop_one() {
   fi
   rm -f "$(users_file "$name")"
   if ! pid=$(running_pid "$name"); then
-    rm -f "$RUN_DIR/$name/server.pid"
+    rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.dir"
     return
   fi
   t0=$(date +%s.%N)
@@ -306,7 +313,7 @@ stop_one() {
       sleep 0.1
     done
   fi
-  rm -f "$RUN_DIR/$name/server.pid"
+  rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.dir"
   echo "$name stopped in $(elapsed_since "$t0") s"
 }
 
@@ -315,9 +322,12 @@ stop_one() {
 status_one() {
   local name="$1" pid
   if pid=$(running_pid "$name"); then
-    local users
+    local users files
     users=$(live_users "$name" | paste -sd, -)
-    printf '%-13s running  pid %-8s 127.0.0.1:%s%s\n' "$name" "$pid" "$(port_of "$name")" "${users:+ for test runs (pid $users)}"
+    files=$(files_of "$name")
+    [ "$files" != "$RUN_DIR/$name" ] || files=
+    printf '%-13s running  pid %-8s 127.0.0.1:%s%s%s\n' "$name" "$pid" "$(port_of "$name")" \
+      "${users:+ for test runs (pid $users)}" "${files:+, files in $files}"
   else
     printf '%-13s stopped\n' "$name"
     return 1
@@ -370,8 +380,8 @@ explicit=${#names[@]}
 # start, stop and restart take turns: two test runs starting redis at once must not both start it.
 case "$command" in
   start | stop | restart)
-    mkdir -p "$RUN_DIR"
-    exec 9>"$RUN_DIR/.lock"
+    mkdir -p "$RUN_DIR" "$STATE_DIR"
+    exec 9>"$STATE_DIR/lock"
     flock 9
     ;;
 esac
@@ -381,10 +391,12 @@ case "$command" in
   stop) for n in "${names[@]}"; do stop_one "$n" "$user"; done ;;
   restart)
     # The users of a shared server stay its users across the restart.
+    # A server started from another clone restarts on that clone's data.
     for n in "${names[@]}"; do
+      files=$(files_of "$n")
       [ ! -f "$(users_file "$n")" ] || cp "$(users_file "$n")" "$(users_file "$n").keep"
       stop_one "$n" ""
-      start_one "$n" 1 ""
+      start_one "$n" 1 "" "$files"
       [ ! -f "$(users_file "$n").keep" ] || mv "$(users_file "$n").keep" "$(users_file "$n")"
     done
     ;;
