@@ -91,3 +91,15 @@ export type WorkflowMembersChecked = [
   Found<Has<'WasmWorkflows', WasmBinding>>,
   Found<Has<'WasmWorkflows', typeof WasmGenerated>>,
 ]
+
+// The calls of channels bound to a transport (bind, ingest, drainEgress, groupRoom) are named on
+// both engines' bus classes, so the comparison above covers them.
+type Instance<C> = C extends abstract new (...args: never[]) => infer I ? I : never
+type RemoteCall = 'bind' | 'ingest' | 'drainEgress' | 'groupRoom'
+type HasAll<K extends PropertyKey, T> = [K] extends [keyof T] ? true : false
+export type RemoteCallsChecked = [
+  Found<HasAll<RemoteCall, Instance<NativeBinding['NativeBus']>>>,
+  Found<HasAll<RemoteCall, Instance<(typeof NativeGenerated)['NativeBus']>>>,
+  Found<HasAll<RemoteCall, Instance<WasmBinding['WasmBus']>>>,
+  Found<HasAll<RemoteCall, Instance<(typeof WasmGenerated)['WasmBus']>>>,
+]

@@ -193,6 +193,11 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
     subscriberStats: (id) => read(() => raw.subscriberStats(id)),
     groupStats: (group) => read(() => raw.groupStats(group)),
     lateReplies: () => read(() => raw.lateReplies()),
+    bind: (channel, transport) => write(() => raw.bind(channel, transport)),
+    // Ingest adds deliveries and settles none already made: deliveries drained before stay current.
+    ingest: (batch, now) => read(() => raw.ingest(bytes(batch, 'an ingest batch'), now)),
+    drainEgress: () => read(() => raw.drainEgress() ?? undefined),
+    groupRoom: (group) => read(() => raw.groupRoom(group)),
     // A drain fires the deadlines due, leases among them.
     drainRecords: (now) =>
       write(() => {

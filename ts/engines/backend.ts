@@ -13,6 +13,7 @@ export {
   GROUP_STATS,
   OVERFLOW,
   PENDING_FIELDS,
+  REMOTE,
   REPLIED,
   REPLY_CONSUMER,
   ROUTE_REFUSED,
@@ -54,10 +55,20 @@ export interface RawBus {
   subscriberStats(id: number): ArrayLike<number>
   groupStats(group: number): ArrayLike<number>
   lateReplies(): number
+  /** Binds a channel (and its dead-letter channel) to transport id >= 1, before the channel's first use. */
+  bind(channel: number, transport: number): void
+  /** Takes in records a transport's driver read (the manifest's `REMOTE` layout); how many were applied. */
+  ingest(batch: Uint8Array, now: number): number
+  /** The egress records queued since the last call (`REMOTE` layout), a copy the caller owns; none: undefined (native: null). */
+  drainEgress(): Uint8Array | null | undefined
+  /** How many more deliveries a group's unpaused members can take now (free slots less its inbox). */
+  groupRoom(group: number): number
 }
 
 /** One bus inside an engine: the raw calls, error-translated, plus draining and sharing. */
 export interface BusCore extends RawBus {
+  /** The egress records queued since the last call (`REMOTE` layout), a copy the caller owns, or undefined when none wait. */
+  drainEgress(): Uint8Array | undefined
   /**
    * Fires the deadlines due by `now`, then returns the next batch of records, or undefined when
    * none wait. The view stays valid (it is never written again).

@@ -63,6 +63,10 @@ const RAW_BUS_CALLS = [
   'subscriberStats',
   'groupStats',
   'lateReplies',
+  'bind',
+  'ingest',
+  'drainEgress',
+  'groupRoom',
 ] as const satisfies readonly Exclude<keyof RawBus, HotCall>[]
 
 /** The raw calls, the hot ones through the call block (napi methods need their own `this`). */

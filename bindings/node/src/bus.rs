@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::Function;
+use napi::bindgen_prelude::{Function, Uint8Array, Uint8ArraySlice};
 use napi_derive::napi;
 use orrery_core::bus::wire;
 use orrery_core::{Bus, BusConfig, BusError, MAIN_ENDPOINT};
@@ -260,5 +260,29 @@ impl NativeBus {
     #[napi(catch_unwind)]
     pub fn late_replies(&self) -> Result<f64> {
         Ok(self.core()?.read(|bus| bus.late_replies() as f64))
+    }
+
+    /// Binds a channel (and its dead-letter channel) to a transport, before its first use.
+    #[napi(catch_unwind)]
+    pub fn bind(&self, channel: u32, transport: f64) -> Result<()> {
+        self.core()?.with(self.endpoint, |bus| wire::bind(bus, channel, transport)).map_err(to_js)
+    }
+
+    /// Takes in records a transport's driver read from its broker; how many were applied.
+    #[napi(catch_unwind)]
+    pub fn ingest(&self, batch: Uint8ArraySlice<'_>, now: f64) -> Result<u32> {
+        self.core()?.with(self.endpoint, |bus| wire::ingest(bus, &batch, now)).map_err(to_js)
+    }
+
+    /// The egress records queued since the last call (a copy JS owns), or null when none wait.
+    #[napi(catch_unwind)]
+    pub fn drain_egress(&self) -> Result<Option<Uint8Array>> {
+        Ok(self.core()?.with(self.endpoint, wire::drain_egress).map(Uint8Array::from))
+    }
+
+    /// How many more deliveries a group's members can take now.
+    #[napi(catch_unwind)]
+    pub fn group_room(&self, group: u32) -> Result<u32> {
+        self.core()?.read(|bus| wire::group_room(bus, group)).map_err(to_js)
     }
 }

@@ -217,4 +217,26 @@ impl WasmBus {
     pub fn late_replies(&self) -> f64 {
         self.bus.late_replies() as f64
     }
+
+    /// Binds a channel (and its dead-letter channel) to a transport, before its first use.
+    pub fn bind(&mut self, channel: u32, transport: f64) -> Result<(), JsValue> {
+        wire::bind(&mut self.bus, channel, transport).map_err(to_js)
+    }
+
+    /// Takes in records a transport's driver read from its broker; how many were applied.
+    pub fn ingest(&mut self, batch: &[u8], now: f64) -> Result<u32, JsValue> {
+        wire::ingest(&mut self.bus, batch, now).map_err(to_js)
+    }
+
+    /// The egress records queued since the last call (a copy JS owns), or undefined when none wait.
+    #[wasm_bindgen(js_name = drainEgress)]
+    pub fn drain_egress(&mut self) -> Option<Vec<u8>> {
+        wire::drain_egress(&mut self.bus)
+    }
+
+    /// How many more deliveries a group's members can take now.
+    #[wasm_bindgen(js_name = groupRoom)]
+    pub fn group_room(&self, group: u32) -> Result<u32, JsValue> {
+        wire::group_room(&self.bus, group).map_err(to_js)
+    }
 }

@@ -172,3 +172,29 @@ pub fn drain(bus: &mut Bus, endpoint: u32, out: &mut [u8], now: Millis) -> f64 {
         Err(needed) => -(needed as f64),
     }
 }
+
+/// Binds a channel to transport `transport`, a whole number from 1 to 2^32 - 1.
+pub fn bind(bus: &mut Bus, channel: u32, transport: f64) -> Result<(), BusError> {
+    if !(transport >= 1.0 && transport <= f64::from(u32::MAX) && transport.fract() == 0.0) {
+        return Err(BusError::InvalidArgument {
+            argument: "transport",
+            reason: "must be a transport id from 1 to 4294967295",
+        });
+    }
+    bus.bind(channel, transport as u32)
+}
+
+/// Takes in records read from a transport; how many were applied.
+pub fn ingest(bus: &mut Bus, batch: &[u8], now: Millis) -> Result<u32, BusError> {
+    bus.ingest(batch, now)
+}
+
+/// How many more deliveries a group's members can take now.
+pub fn group_room(bus: &Bus, group: u32) -> Result<u32, BusError> {
+    bus.group_room(group).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// The egress records queued since the last call, or `None` when there are none.
+pub fn drain_egress(bus: &mut Bus) -> Option<Vec<u8>> {
+    bus.has_egress().then(|| bus.drain_egress())
+}
