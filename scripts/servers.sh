@@ -231,6 +231,8 @@ start_one() {
   t0=$(date +%s.%N)
   [ "$keep" = 1 ] || rm -rf "$dir"
   mkdir -p "$dir/data"
+  # One log per run (readiness reads it; a kept one would say "started" at once): the last is kept.
+  [ ! -f "$dir/server.log" ] || mv "$dir/server.log" "$dir/server.log.prev"
   rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.dir"
   local cmd=()
   case "$name" in
