@@ -74,8 +74,7 @@ port_open() {
 
 # The server's pid if it is running (checked against /proc, so a zombie or a reused pid is not).
 running_pid() {
-  local name="$1" pid
-  local cmdline
+  local name="$1" pid cmdline
   pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || return 1
   [ -n "$pid" ] || return 1
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
