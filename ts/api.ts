@@ -11,6 +11,8 @@ import { DEFAULTS, LIMITS } from './engines/manifest.js'
 import { Mesh, type MeshOptions } from './agents/mesh.js'
 import { checkStoreOptions, Store, type CheckedStoreOptions, type StoreOptions } from './store/store.js'
 import { Workflows, type WorkflowsOptions } from './workflows/runtime.js'
+import { checkTransports, type Bindings, type TransportOptions } from './transports/config.js'
+import { Transports } from './transports/link.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
@@ -19,6 +21,10 @@ export { Group } from './bus/group.js'
 export type { Delivery, GroupOptions } from './bus/group.js'
 export type { Message } from './bus/message.js'
 export { Stream } from './stream.js'
+export { CAPABILITIES, TRANSPORT_CAPABILITIES, TRANSPORT_KINDS } from './transports/capabilities.js'
+export type { Capability, CapabilitySet, TransportKind } from './transports/capabilities.js'
+export type { Bindings, MemoryTransportOptions, RedisTransportOptions, TransportOptions } from './transports/config.js'
+export type { ChannelBinding } from './transports/link.js'
 export { Store, Transaction } from './store/store.js'
 export type { RemoteChange, StoreEvent, StoreOptions, TxnWriteOptions } from './store/store.js'
 export type { Ack } from './store/context.js'
@@ -152,6 +158,13 @@ export interface OrreryOptions {
   maxMessageBytes?: number
   /** The host clock in ms (default `Date.now`); pass a fake one to control TTLs and timeouts in tests. */
   clock?: () => number
+  /**
+   * Brokers channels may be bound to, by name: `{ main: { kind: 'redis', url: 'redis://…' } }`.
+   * `create` connects each (see docs/transports.md).
+   */
+  transports?: Readonly<Record<string, TransportOptions>>
+  /** Which channels go through which transport: exact names, or prefixes ending in `*` (`{ 'jobs.*': 'main' }`). */
+  bindings?: Bindings
 }
 
 const ENGINES: readonly EngineName[] = ['native', 'wasm']
@@ -271,8 +284,16 @@ export class Orrery {
     const max = intOr(o.maxMessageBytes, DEFAULTS.maxMessageBytes, 'maxMessageBytes', { min: LIMITS.minMessageBytes, max: LIMITS.maxMessageBytes })
     const engine = o.engine === undefined ? undefined : oneOf(o.engine, ENGINES, 'engine')
     const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')
+    // Checked before anything loads or connects.
+    const transports = checkTransports(o.transports, o.bindings)
     const backend = await loadBackend(engine)
-    return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock), clock)
+    const remote = transports === undefined ? undefined : await Transports.open(transports)
+    try {
+      return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote), clock)
+    } catch (error) {
+      remote?.close()
+      throw error
+    }
   }
 
   /**
@@ -303,12 +324,28 @@ export class Orrery {
    * requests with `CLOSED`, and releases this endpoint.
    */
   close(): void {
+    this.closeAll()
+    this.bus.close()
+  }
+
+  /**
+   * A graceful stop for an Orrery with transports: its meshes and workflows stop, what it holds
+   * of consumer groups on bound channels goes back to the broker at once (other processes take
+   * it without waiting for the visibility timeout), every publish is written, then connections
+   * close and everything else is as after `close()`. Idempotent; without transports it is `close()`.
+   */
+  async shutdown(): Promise<void> {
+    this.closeAll()
+    await this.bus.shutdown()
+  }
+
+  /** Stops the workflows and meshes opened on this Orrery. */
+  private closeAll(): void {
     // Its meshes stop first, at once (their agents' unacked work stays queued for redelivery):
     // their heartbeat intervals and timers would otherwise keep the process alive.
     for (const wf of [...this.flows]) wf.close()
     const meshes = this.meshes
     this.meshes = undefined
     for (const mesh of meshes ?? []) mesh.close()
-    this.bus.close()
   }
 }

@@ -14,6 +14,7 @@ import {
   EVENT_CONSUMER,
   EVENT_KINDS,
   fieldsOf,
+  OVERFLOW,
   REPLIED,
   REPLY_CONSUMER,
   START_MODES,
@@ -37,6 +38,8 @@ import { Slab } from '../engines/adapter.js'
 import { Stream } from '../stream.js'
 import { DeadlineTimer } from '../timer.js'
 import { Topic, type TopicOptions } from './topic.js'
+import type { Started } from '../stream.js'
+import type { BoundChannel, ChannelBinding, Transports } from '../transports/link.js'
 
 /** One item of a batch publish. */
 export interface BatchItem {
@@ -131,6 +134,11 @@ export type BusEvent =
    * and delivers nothing more, and `close()` still releases it.
    */
   | { type: 'engine-failed'; error: OrreryError }
+  /**
+   * A transport failed where no caller waits (a broker read, an ack's write): reported here; the
+   * driver reconnects and reads again on its own.
+   */
+  | { type: 'transport-error'; transport: string; error: unknown }
 
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
@@ -249,15 +257,24 @@ export class Bus {
   private engineFailed = false
 
   /** @internal */
-  static create(core: BusCore, now: () => number): Bus {
-    return new Bus(core, now)
+  static create(core: BusCore, now: () => number, remote?: Transports): Bus {
+    return new Bus(core, now, remote)
   }
 
   private constructor(
     readonly core: BusCore,
     readonly now: () => number,
+    /** The transports channels may be bound to: undefined for an Orrery made without them, whose paths then skip every check. */
+    private readonly remote: Transports | undefined = undefined,
   ) {
     this.events = this.eventSubject.asObservable()
+    remote?.attach({
+      core,
+      now,
+      scheduleFlush: () => this.scheduleFlush(),
+      noteDeadline: () => this.noteDeadline(),
+      failed: (transport, error) => this.transportFailed(transport, error),
+    })
     // Built once per bus, not per call: the record and ack paths go through it.
     this.link = {
       core,
@@ -296,8 +313,27 @@ export class Bus {
     const dedup = o.dedupWindowMs === undefined ? 0 : msOrNone(o.dedupWindowMs, 'dedupWindowMs', { min: 0 })
     const deadLetterExpired = o.deadLetterExpired === undefined ? false : flag(o.deadLetterExpired, 'deadLetterExpired')
     const id = this.channelId(name)
+    const bound = this.remote?.find(id)
+    if (bound !== undefined && r.maxBytes !== undefined) this.remote!.require(bound, 'retention.maxBytes')
     this.core.configure(id, maxCount, maxBytes, maxAge, dedup, deadLetterExpired, this.now())
+    if (bound !== undefined) this.remote!.configure(bound, r, maxCount, maxAge)
     return id
+  }
+
+  /**
+   * The transport `channel` is bound to (`Orrery.create`'s `bindings`), with its kind and what
+   * its backend can do; undefined for a channel of this process only.
+   */
+  binding(channel: string): ChannelBinding | undefined {
+    this.assertOpen()
+    if (this.remote === undefined) return undefined
+    text(channel, 'channel')
+    return this.remote.binding(this.channelId(channel))
+  }
+
+  /** The bound channel behind `channel`, if it is bound to a transport (a cold path: only on an Orrery with transports). */
+  private boundChannel(channel: string): BoundChannel | undefined {
+    return this.remote === undefined ? undefined : this.remote.find(this.channelId(channel))
   }
 
   /** The id of a channel, interned in the core on first use and cached here. */
@@ -307,6 +343,8 @@ export class Bus {
     let id = this.channelIds.get(name)
     if (id === undefined) {
       id = this.core.channel(name)
+      // Bound, if a binding matches, before anything else touches the channel.
+      if (this.remote !== undefined) this.remote.intern(name, id)
       this.channelIds.set(name, id)
     }
     this.lastChannel = name
@@ -370,20 +408,36 @@ export class Bus {
     this.scheduleFlush()
   }
 
-  /** Encodes and appends a batch; throws BACKPRESSURE (wait) when a blocking consumer is full. */
-  private publishNow(items: ReadonlyArray<BatchItem>, replyToken = 0): Published {
+  /**
+   * Encodes and appends a batch; throws BACKPRESSURE (wait) when a blocking consumer is full. A
+   * batch touching a bound channel settles once its transport wrote it.
+   */
+  private publishNow(items: ReadonlyArray<BatchItem>, replyToken = 0): Published | Promise<Published> {
     this.assertOpen()
     const now = this.now()
     const w = this.writer
     w.reset()
     const raw: Array<string | number> = new Array(items.length)
+    const remote = this.remote
     for (let i = 0; i < items.length; i++) {
       const { channel, payload, options = NO_OPTIONS } = items[i]!
       raw[i] = this.encode(w, this.channelId(channel), payload, options, now, replyToken)
+      if (remote !== undefined) this.checkBoundPublish(channel, options)
     }
     const published = this.core.publish(w.bytes(), now)
     this.scheduleFlush()
+    if (remote !== undefined) {
+      // The bound channels' frames left the core as egress: the publish is done once written.
+      const writing = remote.afterPublish()
+      if (writing !== undefined) return writing.then((duplicates) => Published.create(raw, published - duplicates, this.idPrefix))
+    }
     return Published.create(raw, published, this.idPrefix)
+  }
+
+  /** Refuses, before anything crosses, what a bound channel's backend cannot carry (the options were checked by `encode`). */
+  private checkBoundPublish(channel: string, options: PublishOptions): void {
+    const bound = this.boundChannel(channel)
+    if (bound !== undefined && options.priority !== undefined && options.priority !== 'normal') this.remote!.require(bound, 'priority')
   }
 
   /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */
@@ -457,40 +511,94 @@ export class Bus {
     options = checkOptions(options)
     const { mode, value, buffer, overflow } = consumerOptions(options)
     this.channelId(channel)
+    const bound = this.boundChannel(channel)
+    if (bound !== undefined) {
+      if (mode === START_MODES.seq) this.remote!.require(bound, 'from.seq')
+      if (overflow === OVERFLOW.reject) this.remote!.require(bound, 'overflow.reject')
+    }
+    const open = (sink: Subscriber<Message<T>>, exclusive: boolean): Started => {
+      if (!exclusive && !options.schema && mode === START_MODES.latest) {
+        const leave = this.joinShared(channel, buffer, overflow, sink as Subscriber<Message>)
+        const untrack = this.track(sink)
+        return {
+          stop: () => {
+            untrack()
+            leave()
+          },
+          setPaused: () => {},
+        }
+      }
+      const id = this.core.subscribe(this.channelId(channel), mode, value, buffer, overflow)
+      const untrack = this.track(sink)
+      const schema = options.schema
+      this.addConsumer(id, channel, (seq, _attempt, frame) => {
+        const message = new FrameMessage<T>(channel, seq, frame)
+        if (!schema) return sink.next(message)
+        this.validated(schema, message, (ok) => {
+          if (ok) sink.next(message)
+        })
+      })
+      return {
+        stop: () => {
+          untrack()
+          this.removeConsumer(id)
+        },
+        setPaused: (paused) => this.setConsumerPaused(id, paused),
+      }
+    }
     return new Stream<Message<T>>({
       unhandled: (error) => this.subscriberFailed(channel, error),
       start: (sink, exclusive) => {
         this.assertOpen()
-        if (!exclusive && !options.schema && mode === START_MODES.latest) {
-          const leave = this.joinShared(channel, buffer, overflow, sink as Subscriber<Message>)
-          const untrack = this.track(sink)
-          return {
-            stop: () => {
-              untrack()
-              leave()
-            },
-            setPaused: () => {},
-          }
-        }
-        const id = this.core.subscribe(this.channelId(channel), mode, value, buffer, overflow)
-        const untrack = this.track(sink)
-        const schema = options.schema
-        this.addConsumer(id, channel, (seq, _attempt, frame) => {
-          const message = new FrameMessage<T>(channel, seq, frame)
-          if (!schema) return sink.next(message)
-          this.validated(schema, message, (ok) => {
-            if (ok) sink.next(message)
-          })
-        })
-        return {
-          stop: () => {
-            untrack()
-            this.removeConsumer(id)
-          },
-          setPaused: (paused) => this.setConsumerPaused(id, paused),
-        }
+        if (bound !== undefined && !bound.mirrored) return this.afterMirror(bound, sink, () => open(sink, exclusive))
+        return open(sink, exclusive)
       },
     })
+  }
+
+  /**
+   * Starts a subscriber of a bound channel once its mirror holds the broker's history (so
+   * `earliest` sees it and `latest` starts after it). Stopped or paused meanwhile, it starts so.
+   */
+  private afterMirror(bound: BoundChannel, sink: Subscriber<never>, open: () => Started): Started {
+    let started: Started | undefined
+    let stopped = false
+    let paused = false
+    this.remote!.mirror(bound).then(
+      () => {
+        if (stopped) return
+        if (this.closed) return sink.complete()
+        try {
+          started = open()
+          if (paused) started.setPaused(true)
+        } catch (error) {
+          sink.error(error)
+        }
+      },
+      (error: unknown) => {
+        if (!stopped) sink.error(error)
+      },
+    )
+    return {
+      stop: () => {
+        stopped = true
+        started?.stop()
+      },
+      setPaused: (p) => {
+        paused = p
+        started?.setPaused(p)
+      },
+    }
+  }
+
+  /** A transport failed where no caller waits: reported on `events` (printed when nobody listens). */
+  private transportFailed(transport: string, error: unknown): void {
+    if (this.closed) return
+    if (!this.eventSubject.observed) {
+      console.error(`Orrery: transport ${transport} failed (listen on bus.events for 'transport-error' to handle it):`, error)
+      return
+    }
+    this.eventSubject.next({ type: 'transport-error', transport, error })
   }
 
   /** A subscriber's callback threw: reported, never rethrown (rxjs would rethrow it from a timer, ending the process). */
@@ -609,7 +717,7 @@ export class Bus {
   /** A consumer group on `channel` (created on first use with these options). */
   group<T = unknown>(channel: string, name: string, options: GroupOptions<T> = {}): Group<T> {
     this.assertOpen()
-    return Group.create<T>(this, this.link, channel, name, options)
+    return Group.create<T>(this, this.link, channel, name, options, this.remote)
   }
 
   /** A typed channel: `options.schema` validates payloads at publish and at receive, and types the handlers. */
@@ -656,6 +764,15 @@ export class Bus {
    * routing checks a call's options once, not again for each attempt.
    */
   requestChecked<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
+    if (this.remote !== undefined) {
+      try {
+        this.assertOpen()
+        const bound = this.boundChannel(channel)
+        if (bound !== undefined) this.remote.require(bound, 'request')
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
     // Behind a publish or request still waiting on this channel: queue, to keep its order.
     if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.requestWhenRoom<R>(channel, payload, options, timeout)
     let token: number
@@ -725,6 +842,8 @@ export class Bus {
     const groupName = textOr(checked.group, 'group', { nonEmpty: true })
     if (checked.codec !== undefined) code(CODEC_CODES, checked.codec, CODECS, 'codec')
     this.channelId(channel)
+    const bound = this.boundChannel(channel)
+    if (bound !== undefined) this.remote!.require(bound, 'request')
     const codec = checked.codec as CodecName | undefined
     // No closures per request: a synchronous handler replies inside the same flush (no microtask
     // hop), and only a Promise result takes a `then` pair.
@@ -873,6 +992,8 @@ export class Bus {
     } finally {
       this.flushing = false
     }
+    // Acks, nacks, expired leases and departures of remote groups left the core as egress.
+    if (this.remote !== undefined) this.remote.afterFlush()
     if (this.dirty) this.scheduleFlush()
     // Wake waiting publishers only when room may have been made: by this drain, or by another
     // thread (which woke us). Waking them on every flush would spin them in microtasks.
@@ -1003,10 +1124,32 @@ export class Bus {
     if (this.closed) throw new OrreryError('CLOSED', 'this Orrery is closed')
   }
 
+  /**
+   * @internal A graceful stop: what this bus holds of remote groups goes back to the broker at
+   * once (other processes take it without waiting for its lease), every write is waited for,
+   * then the bus closes. Without transports it is `close`.
+   */
+  shutdown(): Promise<void> {
+    this.stopping ??= this.shutdownOnce()
+    return this.stopping
+  }
+
+  private stopping: Promise<void> | undefined
+
+  private async shutdownOnce(): Promise<void> {
+    if (this.closed) return
+    if (this.remote !== undefined) {
+      this.flush()
+      await this.remote.shutdown()
+    }
+    this.close()
+  }
+
   /** @internal */
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.remote?.close()
     this.deadlines.cancel()
     for (const [, waiting] of this.requests) waiting.reject(new OrreryError('CLOSED', 'this Orrery closed before the reply came'))
     this.requests.clear()

@@ -5,7 +5,7 @@
  * delivery count in its headers.
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from '../engines/backend.js'
-import { DEFAULTS } from '../engines/manifest.js'
+import { DEFAULTS, START_MODES } from '../engines/manifest.js'
 import type { Bus } from './bus.js'
 import type { BusLink } from './link.js'
 import { consumerOptions, MAX_CAPACITY, type StartFrom } from './options.js'
@@ -17,6 +17,8 @@ import type { StandardSchemaV1 } from '../schema.js'
 import type { Subscriber } from 'rxjs'
 
 import { Stream } from '../stream.js'
+import type { GroupStart } from '../transports/driver.js'
+import type { Transports } from '../transports/link.js'
 
 /** Options of a consumer group, fixed when the group is first created. */
 export interface GroupOptions<T = unknown> {
@@ -57,9 +59,12 @@ export class Group<T = unknown> {
   /** What this group needs of its bus (private: it reaches the engine's raw calls). */
   private readonly link: BusLink
 
+  /** Set when the channel is bound to a transport: the group is then read from the broker. */
+  private readonly remote: Transports | undefined
+
   /** @internal */
-  static create<T>(bus: Bus, link: BusLink, channel: string, name: string, options: GroupOptions<T>): Group<T> {
-    return new Group<T>(bus, link, channel, name, options)
+  static create<T>(bus: Bus, link: BusLink, channel: string, name: string, options: GroupOptions<T>, remote?: Transports): Group<T> {
+    return new Group<T>(bus, link, channel, name, options, remote)
   }
 
   /** @internal Throws CLOSED once the bus is closed (a delivery's ack or nack). */
@@ -73,6 +78,7 @@ export class Group<T = unknown> {
     readonly channel: string,
     readonly name: string,
     private readonly options: GroupOptions<T>,
+    transports: Transports | undefined,
   ) {
     this.link = link
     link.assertOpen()
@@ -84,7 +90,15 @@ export class Group<T = unknown> {
     const visibility =
       options.visibilityTimeout === undefined ? DEFAULTS.visibilityTimeoutMs : finite(options.visibilityTimeout, 'visibilityTimeout', { above: 0 })
     const maxDeliveries = intOr(options.maxDeliveries, DEFAULTS.maxDeliveries, 'maxDeliveries', { min: 1, max: 0xffffffff })
-    this.id = link.core.group(link.channelId(channel), name, mode, value, buffer, overflow, visibility, maxDeliveries)
+    const channelId = link.channelId(channel)
+    const bound = transports?.find(channelId)
+    if (bound !== undefined && mode === START_MODES.seq) transports!.require(bound, 'from.seq')
+    this.id = link.core.group(channelId, name, mode, value, buffer, overflow, visibility, maxDeliveries)
+    this.remote = bound === undefined ? undefined : transports
+    if (bound !== undefined) {
+      const start: GroupStart = mode === START_MODES.earliest ? { at: 'earliest' } : mode === START_MODES.time ? { at: 'time', time: value } : { at: 'latest' }
+      transports!.openGroup(bound, this.id, name, start, visibility)
+    }
   }
 
   /**
@@ -109,6 +123,8 @@ export class Group<T = unknown> {
         latest = id
         const untrack = link.track(sink)
         this.members.set(id, sink)
+        // A remote group reads the broker as its members have room: one more may read now.
+        this.remote?.wake()
         link.addConsumer(id, this.channel, (seq, attempt, frame) => {
           link.noteDeadline() // the delivery started a lease
           const message = new FrameMessage<T>(this.channel, seq, frame)
@@ -211,6 +227,11 @@ export class Group<T = unknown> {
   delete(): void {
     this.link.assertOpen()
     this.named(() => this.link.core.deleteGroup(this.id))
+    if (this.remote !== undefined) {
+      // What this process held goes back to the broker (egress, written by the next flush).
+      this.remote.groupDeleted(this.id)
+      this.link.scheduleFlush()
+    }
     for (const [member, sink] of this.members) {
       this.link.forgetConsumer(member)
       sink.complete()
@@ -222,6 +243,7 @@ export class Group<T = unknown> {
   claim(memberId: number, options: { minIdle: number; max?: number }): number {
     this.link.assertOpen()
     int(memberId, 'memberId', { max: 0xffffffff }, 'argument')
+    if (this.remote !== undefined) this.remote.require(this.remote.find(this.link.channelId(this.channel))!, 'claim')
     if (options === undefined) refuse('argument', 'options', options, 'must be an object { minIdle, max? }')
     const o = checkOptions(options)
     const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })

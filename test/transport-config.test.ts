@@ -1,0 +1,273 @@
+/**
+ * `Orrery.create({ transports, bindings })`: every option checked before anything connects (a
+ * typed code naming the option), connection failures as TRANSPORT_UNAVAILABLE / TRANSPORT_AUTH
+ * with nothing left open, `bus.binding`, the capability table, and the refusals of what a bound
+ * channel's backend cannot do (CAPABILITY_UNSUPPORTED at the call, nothing published), the same
+ * on both engines.
+ */
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { type ErrorCode, Orrery, type OrreryOptions, TRANSPORT_CAPABILITIES } from '../ts/node.js'
+import { expectRefused } from './bad-input.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
+
+type Env = Record<string, string | undefined>
+const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
+
+/** The test Redis server (scripts/servers.sh, through the global setup), or the port it listens on. */
+function redisUrl(): string {
+  try {
+    const url = (inject as (key: string) => unknown)('redisUrl')
+    if (typeof url === 'string' && url !== '') return url
+  } catch {
+    // No global setup providing it: the port scripts/servers.sh uses.
+  }
+  return env['ORRERY_REDIS_URL'] ?? 'redis://127.0.0.1:16379'
+}
+
+/** Waits until `done()` holds (at most 5 s). */
+async function until(done: () => boolean): Promise<void> {
+  const end = Date.now() + 5_000
+  while (!done()) {
+    if (Date.now() > end) throw new Error('timed out waiting')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+const NO_SERVERS = env['ORRERY_SERVERS'] === 'none'
+const CLOSED_PORT = 'redis://127.0.0.1:1'
+
+const opened: Orrery[] = []
+afterEach(async () => {
+  for (const o of opened.splice(0)) await o.shutdown()
+})
+
+async function create(options: OrreryOptions): Promise<Orrery> {
+  const o = await Orrery.create({ engine: ENGINE, ...options })
+  opened.push(o)
+  return o
+}
+
+describe(`transport options are checked before anything connects (${ENGINE})`, () => {
+  // Every transport here points at a closed port: a check that let a value through would end in
+  // TRANSPORT_UNAVAILABLE instead of the code asked for.
+  const bad: Array<[string, unknown, unknown, ErrorCode, string]> = [
+    ['transports not an object', 'redis', undefined, 'INVALID_OPTION', 'transports'],
+    ['transports an array', [], undefined, 'INVALID_OPTION', 'transports'],
+    ['a transport null', { main: null }, undefined, 'INVALID_OPTION', 'transports.main'],
+    ['a transport left out', { main: undefined }, undefined, 'INVALID_OPTION', 'transports.main'],
+    ['an unknown kind', { main: { kind: 'kafka', url: CLOSED_PORT } }, undefined, 'INVALID_OPTION', 'transports.main.kind'],
+    ['kind by prototype', { main: { kind: 'toString', url: CLOSED_PORT } }, undefined, 'INVALID_OPTION', 'transports.main.kind'],
+    ['no url', { main: { kind: 'redis' } }, undefined, 'INVALID_OPTION', 'transports.main.url'],
+    ['an http url', { main: { kind: 'redis', url: 'http://127.0.0.1:1' } }, undefined, 'INVALID_OPTION', 'transports.main.url'],
+    ['not a url', { main: { kind: 'redis', url: 'localhost' } }, undefined, 'INVALID_OPTION', 'transports.main.url'],
+    ['a url number', { main: { kind: 'redis', url: 6379 } }, undefined, 'INVALID_OPTION', 'transports.main.url'],
+    ['a password number', { main: { kind: 'redis', url: CLOSED_PORT, password: 1 } }, undefined, 'INVALID_OPTION', 'transports.main.password'],
+    [
+      'a username with a lone surrogate',
+      { main: { kind: 'redis', url: CLOSED_PORT, username: 'a\uD800' } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.username',
+    ],
+    ['tls a string', { main: { kind: 'redis', url: CLOSED_PORT, tls: 'yes' } }, undefined, 'INVALID_OPTION', 'transports.main.tls'],
+    ['keyPrefix a number', { main: { kind: 'redis', url: CLOSED_PORT, keyPrefix: 1 } }, undefined, 'INVALID_OPTION', 'transports.main.keyPrefix'],
+    ['connectTimeoutMs 0', { main: { kind: 'redis', url: CLOSED_PORT, connectTimeoutMs: 0 } }, undefined, 'INVALID_OPTION', 'transports.main.connectTimeoutMs'],
+    [
+      'connectTimeoutMs a string',
+      { main: { kind: 'redis', url: CLOSED_PORT, connectTimeoutMs: '10' } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.connectTimeoutMs',
+    ],
+    [
+      'publishTimeoutMs past a timer',
+      { main: { kind: 'redis', url: CLOSED_PORT, publishTimeoutMs: 2 ** 31 } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.publishTimeoutMs',
+    ],
+    [
+      'publishTimeoutMs NaN',
+      { main: { kind: 'redis', url: CLOSED_PORT, publishTimeoutMs: Number.NaN } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.publishTimeoutMs',
+    ],
+    ['a transport named with a space', { 'a b': { kind: 'memory' } }, undefined, 'INVALID_OPTION', 'transports'],
+    ['bindings not an object', { main: { kind: 'redis', url: CLOSED_PORT } }, 'orders', 'INVALID_OPTION', 'bindings'],
+    ['a binding to an unknown transport', { main: { kind: 'redis', url: CLOSED_PORT } }, { orders: 'other' }, 'INVALID_OPTION', 'bindings["orders"]'],
+    ['a binding to a prototype name', { main: { kind: 'redis', url: CLOSED_PORT } }, { orders: 'toString' }, 'INVALID_OPTION', 'bindings["orders"]'],
+    ['a binding value not a string', { main: { kind: 'redis', url: CLOSED_PORT } }, { orders: 1 }, 'INVALID_OPTION', 'bindings["orders"]'],
+    ['a binding with * inside', { main: { kind: 'redis', url: CLOSED_PORT } }, { 'a*b': 'main' }, 'INVALID_OPTION', 'bindings'],
+    ['a binding with a bad character', { main: { kind: 'redis', url: CLOSED_PORT } }, { é: 'main' }, 'INVALID_OPTION', 'bindings'],
+    ['bindings without transports', undefined, { orders: 'main' }, 'INVALID_OPTION', 'bindings["orders"]'],
+  ]
+  for (const [label, transports, bindings, code, option] of bad) {
+    it(`refuses ${label} with ${code} naming ${option}`, async () => {
+      const err = (await expectRefused(() => Orrery.create({ engine: ENGINE, transports, bindings } as OrreryOptions), code)) as Error & {
+        details: Record<string, unknown>
+      }
+      expect(err.details['option']).toBe(option)
+    })
+  }
+
+  it('keeps Object.prototype untouched by a hostile bindings object', async () => {
+    const bindings = JSON.parse('{"__proto__": "main"}') as Record<string, string>
+    const o = await create({ transports: { main: { kind: 'memory' } }, bindings })
+    expect(({} as Record<string, unknown>)['main']).toBeUndefined()
+    // A channel literally named __proto__ is bound like any other; nothing else is.
+    expect(o.bus.binding('__proto__')?.transport).toBe('main')
+    expect(o.bus.binding('constructor')).toBeUndefined()
+  })
+})
+
+describe.skipIf(IN_BROWSER)(`connecting (${ENGINE})`, () => {
+  it('an unreachable server is TRANSPORT_UNAVAILABLE, at once for a refused connection', async () => {
+    const started = Date.now()
+    const err = await expectRefused(
+      () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url: CLOSED_PORT, connectTimeoutMs: 3_000 } }, bindings: { x: 'main' } }),
+      'TRANSPORT_UNAVAILABLE',
+    )
+    expect(Date.now() - started).toBeLessThan(2_500)
+    expect(err.message).toContain('main')
+  })
+
+  it('a server that never answers is TRANSPORT_UNAVAILABLE after connectTimeoutMs', async () => {
+    // A listening socket that accepts, reads and says nothing (reading, it sees the client's end).
+    const net = await import('node:net')
+    const sockets = new Set<import('node:net').Socket>()
+    const server = net.createServer((s) => {
+      sockets.add(s)
+      s.resume()
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as { port: number }
+    try {
+      const started = Date.now()
+      await expectRefused(
+        () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 300 } } }),
+        'TRANSPORT_UNAVAILABLE',
+      )
+      const took = Date.now() - started
+      expect(took).toBeGreaterThanOrEqual(250)
+      expect(took).toBeLessThan(3_000)
+      // Nothing stays open: every connection it made was dropped.
+      await until(() => [...sockets].every((s) => s.closed))
+    } finally {
+      for (const s of sockets) s.destroy()
+      server.close()
+    }
+  })
+
+  it.skipIf(NO_SERVERS)('refused credentials are TRANSPORT_AUTH', async () => {
+    // The test server has no password: any password given is refused.
+    await expectRefused(
+      () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url: redisUrl(), password: 'not-the-password' } } }),
+      'TRANSPORT_AUTH',
+    )
+    await expectRefused(
+      () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url: redisUrl(), username: 'nobody', password: 'x' } } }),
+      'TRANSPORT_AUTH',
+    )
+  })
+
+  it.skipIf(NO_SERVERS)('one transport failing closes those that connected', async () => {
+    await expectRefused(
+      () =>
+        Orrery.create({
+          engine: ENGINE,
+          transports: { good: { kind: 'redis', url: redisUrl() }, bad: { kind: 'redis', url: CLOSED_PORT } },
+        }),
+      'TRANSPORT_UNAVAILABLE',
+    )
+  })
+})
+
+describe(`bindings and capabilities (${ENGINE})`, () => {
+  it('TRANSPORT_CAPABILITIES: memory can do everything, redis lacks what this session leaves out', () => {
+    expect(Object.values(TRANSPORT_CAPABILITIES.memory).every(Boolean)).toBe(true)
+    const lacks = Object.entries(TRANSPORT_CAPABILITIES.redis)
+      .filter(([, has]) => !has)
+      .map(([name]) => name)
+      .sort()
+    expect(lacks).toEqual(['claim', 'from.seq', 'overflow.reject', 'priority', 'request', 'retention.maxBytes'])
+    expect(Object.isFrozen(TRANSPORT_CAPABILITIES.redis)).toBe(true)
+  })
+
+  it('binds exact names, prefixes (longest first) and dead-letter channels; others stay local', async () => {
+    const o = await create({
+      transports: { a: { kind: 'memory' }, b: { kind: 'memory' } },
+      bindings: { orders: 'a', 'jobs.*': 'a', 'jobs.hot.*': 'b' },
+    })
+    const bus = o.bus
+    expect(bus.binding('orders')).toEqual({ transport: 'a', kind: 'memory', capabilities: TRANSPORT_CAPABILITIES.memory })
+    expect(bus.binding('orders.dead-letter')?.transport).toBe('a')
+    expect(bus.binding('jobs.x')?.transport).toBe('a')
+    expect(bus.binding('jobs.hot.y')?.transport).toBe('b')
+    expect(bus.binding('ordersx')).toBeUndefined()
+    expect(bus.binding('jobs')).toBeUndefined()
+    // A memory-bound channel is this process's bus.
+    const got: unknown[] = []
+    const sub = bus.subscribe('orders').subscribe((m) => got.push(m.payload))
+    expect((await bus.publish('orders', 1)).published).toBe(true)
+    await new Promise((r) => setTimeout(r, 0))
+    expect(got).toEqual([1])
+    sub.unsubscribe()
+  })
+
+  it('binding refuses a bad channel and is undefined without transports', async () => {
+    const o = await create({})
+    expect(o.bus.binding('orders')).toBeUndefined()
+    const t = await create({ transports: { a: { kind: 'memory' } }, bindings: { '*': 'a' } })
+    await expectRefused(() => t.bus.binding(5 as never), 'INVALID_ARGUMENT')
+    await expectRefused(() => t.bus.binding('a b'), 'INVALID_NAME')
+    expect(t.bus.binding('anything')?.transport).toBe('a')
+  })
+
+  it('shutdown without transports closes like close, and twice is fine', async () => {
+    const o = await Orrery.create({ engine: ENGINE })
+    await o.shutdown()
+    await o.shutdown()
+    await expectRefused(() => o.bus.publish('x', 1), 'CLOSED')
+  })
+})
+
+describe.skipIf(IN_BROWSER || NO_SERVERS)(`what redis cannot do is refused before anything crosses (${ENGINE})`, () => {
+  const prefix = `cfg-${Date.now().toString(36)}-${ENGINE}.`
+  const open = () => create({ transports: { main: { kind: 'redis', url: redisUrl() } }, bindings: { [`${prefix}*`]: 'main' } })
+
+  it('names the capability, the channel and the transport; nothing is published', async () => {
+    const o = await open()
+    const bus = o.bus
+    const ch = `${prefix}refused`
+    expect(bus.binding(ch)).toEqual({ transport: 'main', kind: 'redis', capabilities: TRANSPORT_CAPABILITIES.redis })
+    const refusals: Array<[string, () => unknown]> = [
+      ['request', () => bus.request(ch, 1)],
+      ['request', () => bus.respond(ch, () => 1)],
+      ['priority', () => bus.publish(ch, 1, { priority: 'high' })],
+      [
+        'priority',
+        () =>
+          bus.publishBatch([
+            { channel: `${prefix}local-too`, payload: 1 },
+            { channel: ch, payload: 2, options: { priority: 'low' } },
+          ]),
+      ],
+      ['from.seq', () => bus.subscribe(ch, { from: { seq: 0 } })],
+      ['from.seq', () => bus.group(ch, 'g-seq', { from: { seq: 0 } })],
+      ['overflow.reject', () => bus.subscribe(ch, { overflow: 'reject' })],
+      ['retention.maxBytes', () => bus.channel(ch, { retention: { maxBytes: 1024 } })],
+      ['claim', () => bus.group(ch, 'g').claim(1, { minIdle: 0 })],
+    ]
+    for (const [capability, call] of refusals) {
+      const err = (await expectRefused(call, 'CAPABILITY_UNSUPPORTED')) as Error & { details: Record<string, unknown> }
+      expect(err.details).toMatchObject({ capability, channel: ch, transport: 'main', kind: 'redis' })
+      expect(err.message).toContain(ch)
+    }
+    expect(bus.stats(ch).published).toBe(0)
+    expect(bus.stats(`${prefix}local-too`).published).toBe(0)
+    // What the backend can do still works on the same channel.
+    expect((await bus.publish(ch, 'ok', { priority: 'normal' })).published).toBe(true)
+  })
+})

@@ -1,0 +1,149 @@
+/**
+ * The `transports` and `bindings` options of `Orrery.create`, checked before anything connects:
+ * a wrong value is `INVALID_OPTION` naming the option, a binding naming an unknown transport too.
+ */
+import { flag, ms, oneOf, options as checkOptions, refuse, text, textOr } from '../check.js'
+import { LIMITS } from '../engines/manifest.js'
+import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
+
+/** A Redis server reached through node-redis (`npm i redis`): channels become Redis Streams. */
+export interface RedisTransportOptions {
+  kind: 'redis'
+  /** `redis://[[user][:password]@]host[:port][/db]` or `rediss://…` (TLS). */
+  url: string
+  username?: string
+  password?: string
+  /** Connect with TLS (also implied by a `rediss://` url). */
+  tls?: boolean
+  /** Prepended to every key Orrery makes (default `orrery:`). */
+  keyPrefix?: string
+  /** How long `Orrery.create` waits for the server (default 5,000 ms). */
+  connectTimeoutMs?: number
+  /** How long a publish may wait to be written while the server is unreachable (default 30,000 ms). */
+  publishTimeoutMs?: number
+}
+
+/** This process's own bus: a channel bound to it stays local (for running one suite against both). */
+export interface MemoryTransportOptions {
+  kind: 'memory'
+}
+
+export type TransportOptions = RedisTransportOptions | MemoryTransportOptions
+
+/** Channel names (exact) or prefixes ending in `*`, each naming a transport. */
+export type Bindings = Readonly<Record<string, string>>
+
+/** One checked transport: its name, its id in the core (1, 2, ... in the order given) and options. */
+export interface CheckedTransport {
+  readonly name: string
+  readonly id: number
+  readonly kind: TransportKind
+  readonly options: CheckedRedisOptions | MemoryTransportOptions
+}
+
+export interface CheckedRedisOptions {
+  readonly kind: 'redis'
+  readonly url: string
+  readonly username: string | undefined
+  readonly password: string | undefined
+  readonly tls: boolean
+  readonly keyPrefix: string
+  readonly connectTimeoutMs: number
+  readonly publishTimeoutMs: number
+}
+
+/** Which transport each channel name is bound to: exact names first, then the longest prefix. */
+export class BindingRules {
+  constructor(
+    private readonly exact: ReadonlyMap<string, CheckedTransport>,
+    /** Longest prefix first. */
+    private readonly prefixes: ReadonlyArray<readonly [string, CheckedTransport]>,
+  ) {}
+
+  /**
+   * The transport `channel` is bound to. A dead-letter channel (`<name>.dead-letter`) follows its
+   * channel's binding unless a rule names it: the core binds it along with its channel.
+   */
+  match(channel: string): CheckedTransport | undefined {
+    const found = this.direct(channel)
+    if (found !== undefined || !channel.endsWith(DEAD_LETTER)) return found
+    return this.direct(channel.slice(0, -DEAD_LETTER.length))
+  }
+
+  private direct(channel: string): CheckedTransport | undefined {
+    const exact = this.exact.get(channel)
+    if (exact !== undefined) return exact
+    for (const [prefix, transport] of this.prefixes) if (channel.startsWith(prefix)) return transport
+    return undefined
+  }
+}
+
+const DEAD_LETTER = '.dead-letter'
+
+export interface CheckedTransports {
+  readonly transports: readonly CheckedTransport[]
+  readonly rules: BindingRules
+}
+
+/** The core's name characters (check.ts `name`), `*` allowed only as a binding's last character. */
+const BINDING = /^[A-Za-z0-9._\-:/>]*\*?$/
+
+/** Checks `transports` and `bindings` together; undefined when neither is given. */
+export function checkTransports(transports: unknown, bindings: unknown): CheckedTransports | undefined {
+  if (transports === undefined && bindings === undefined) return undefined
+  const t = checkOptions(transports as Record<string, unknown> | undefined, 'transports', 'option')
+  const list: CheckedTransport[] = []
+  const byName = new Map<string, CheckedTransport>()
+  for (const name of Object.keys(t)) {
+    if (name === '' || !BINDING.test(name) || name.endsWith('*')) refuse('option', 'transports', name, 'must be named by letters, digits and . _ - : / >')
+    const checked: CheckedTransport = { name, id: list.length + 1, ...transportOptions(t[name], `transports.${name}`) }
+    list.push(checked)
+    byName.set(name, checked)
+  }
+  const b = checkOptions(bindings as Record<string, unknown> | undefined, 'bindings', 'option')
+  const exact = new Map<string, CheckedTransport>()
+  const prefixes: Array<[string, CheckedTransport]> = []
+  for (const pattern of Object.keys(b)) {
+    const where = `bindings[${JSON.stringify(pattern)}]`
+    if (pattern === '' || pattern.length > LIMITS.maxNameBytes || !BINDING.test(pattern))
+      refuse('option', 'bindings', pattern, "must be keyed by channel names, or by prefixes ending in '*'")
+    const target = text(b[pattern], where, {}, 'option')
+    const transport = byName.get(target)
+    if (transport === undefined) refuse('option', where, target, `must name a transport of \`transports\` (${[...byName.keys()].join(', ') || 'none given'})`)
+    if (pattern.endsWith('*')) prefixes.push([pattern.slice(0, -1), transport])
+    else exact.set(pattern, transport)
+  }
+  prefixes.sort((x, y) => y[0].length - x[0].length)
+  return { transports: list, rules: new BindingRules(exact, prefixes) }
+}
+
+function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 'kind' | 'options'> {
+  if (value === undefined) refuse('option', name, value, "must be an object { kind: 'redis', url, ... }")
+  const o = checkOptions(value as Record<string, unknown>, name, 'option')
+  const kind = oneOf(o['kind'], TRANSPORT_KINDS, `${name}.kind`)
+  if (kind === 'memory') return { kind, options: { kind } }
+  const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
+  let parsed: URL | undefined
+  try {
+    parsed = new URL(url)
+  } catch {
+    parsed = undefined
+  }
+  if (parsed === undefined || (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:'))
+    refuse('option', `${name}.url`, url, 'must be a redis:// or rediss:// URL')
+  const tls = o['tls'] === undefined ? parsed.protocol === 'rediss:' : flag(o['tls'], `${name}.tls`)
+  const keyPrefix = textOr(o['keyPrefix'], `${name}.keyPrefix`) ?? 'orrery:'
+  return {
+    kind,
+    options: {
+      kind,
+      url,
+      username: textOr(o['username'], `${name}.username`),
+      password: textOr(o['password'], `${name}.password`),
+      tls,
+      keyPrefix,
+      connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
+      publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
+    },
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * What the facade speaks to for each configured transport, and what a driver calls back. A
+ * driver does the I/O only: the core decides what to write (egress) and what a delivery means
+ * (ingest); control-plane calls (mirrors, broker groups, retention) come from the facade.
+ */
+
+/** A channel as a driver sees it: its local id (for ingest) and its name (the broker's key). */
+export interface ChannelRef {
+  readonly id: number
+  readonly name: string
+}
+
+/** How much of a channel's history a new mirror reads: the local retention. */
+export interface HistoryBound {
+  readonly maxCount: number
+  readonly maxAgeMs: number
+}
+
+/** Where a broker group starts when it is created. */
+export type GroupStart = { readonly at: 'latest' } | { readonly at: 'earliest' } | { readonly at: 'time'; readonly time: number }
+
+/** A consumer group on a bound channel, as the driver keeps it on the broker. */
+export interface GroupRef {
+  /** The group's id in the core (ingest records carry it). */
+  readonly id: number
+  readonly name: string
+  readonly channel: string
+  readonly start: GroupStart
+  /** The group's visibility timeout: the broker lets another process reclaim after a little more. */
+  readonly visibilityMs: number
+}
+
+/** One egress record, resolved to names by the link. Views stay valid (the batch is the caller's copy). */
+export type Egress =
+  | { readonly kind: 'publish'; readonly channel: string; readonly dedupWindowMs: number; readonly frame: Uint8Array }
+  | { readonly kind: 'ack'; readonly group: GroupRef; readonly position: string }
+  | { readonly kind: 'release'; readonly group: GroupRef; readonly position: string; readonly delayMs: number }
+  | { readonly kind: 'dead'; readonly group: GroupRef; readonly position: string; readonly deadLetter: string; readonly frame: Uint8Array }
+
+/** Retention a bound channel asks of the broker (undefined: none). */
+export interface BrokerRetention {
+  readonly maxCount: number | undefined
+  readonly maxAgeMs: number | undefined
+}
+
+/** What a driver calls: the core behind the facade. */
+export interface DriverSink {
+  /** Hands an ingest batch to the core (the view is only read during the call). */
+  ingest(batch: Uint8Array): void
+  /** How many more deliveries `group` can take now (0 without members). */
+  groupRoom(group: number): number
+  /** A failure no caller waits for (a reader, an ack's write): reported on the bus's events. */
+  failed(error: unknown): void
+}
+
+export interface Driver {
+  /** Connects; refused credentials are TRANSPORT_AUTH, no answer in time TRANSPORT_UNAVAILABLE. Nothing stays open on failure. */
+  connect(): Promise<void>
+  /**
+   * Writes records in order. Resolves once the broker acknowledged them all, with how many
+   * publishes it dropped as duplicates; rejects TRANSPORT_UNAVAILABLE when they could not be
+   * written in time, CLOSED when the driver closed first.
+   */
+  write(records: readonly Egress[]): Promise<number>
+  /** Sets what the broker keeps of `channel` (applied as its publishes are written). */
+  retention(channel: string, retention: BrokerRetention): void
+  /** Reads `channel`'s history (within `bound`) into the core, then follows it. Resolves once the history is in. */
+  openMirror(channel: ChannelRef, bound: HistoryBound): Promise<void>
+  /** Creates the group on the broker if need be, then reads it for this process. */
+  openGroup(group: GroupRef): Promise<void>
+  /** Stops reading a group (the broker keeps it). */
+  closeGroup(group: number): void
+  /** A group may have room again: readers waiting for it read. */
+  wake(): void
+  /** Stops every reader, letting what is in flight come in first. */
+  stopReading(): Promise<void>
+  /** Resolves once every write made so far settled. */
+  flushed(): Promise<void>
+  /** Drops every connection at once; unwritten records reject CLOSED. */
+  close(): void
+}

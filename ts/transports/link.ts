@@ -1,0 +1,293 @@
+/**
+ * The per-Orrery wiring between the bus facade and its transports' drivers: which channels and
+ * groups are bound to which driver, egress drained after each flush and each publish and handed
+ * to the drivers, ingest handed back to the core. Only an Orrery made with `transports` has one,
+ * so an unbound Orrery's hot paths never reach this module.
+ */
+import type { BusCore } from '../engines/backend.js'
+import { DEFAULTS } from '../engines/manifest.js'
+import { isOrreryError } from '../errors.js'
+import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
+import type { CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
+import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
+import { forEachEgress, REMOTE } from './records.js'
+
+/** What the link needs of its bus. */
+export interface TransportHost {
+  readonly core: BusCore
+  now(): number
+  scheduleFlush(): void
+  noteDeadline(): void
+  /** A failure no caller waits for: reported on the bus's events. */
+  failed(transport: string, error: unknown): void
+}
+
+/** What `bus.binding(channel)` tells. */
+export interface ChannelBinding {
+  readonly transport: string
+  readonly kind: TransportKind
+  readonly capabilities: CapabilitySet
+}
+
+/** A channel bound to a driver. */
+export interface BoundChannel {
+  readonly id: number
+  readonly name: string
+  readonly transport: CheckedTransport
+  readonly driver: Driver
+  /** Set once the mirror's history is in: subscribers start at once. */
+  mirrored: boolean
+  mirror: Promise<void> | undefined
+  /** The local retention (bounds the history a mirror reads). */
+  maxCount: number
+  maxAgeMs: number
+}
+
+/** Makes a driver for a transport of kind `redis` (the module is loaded only then). */
+export type DriverFactory = (options: CheckedRedisOptions, sink: DriverSink, transport: string) => Promise<Driver>
+
+/** Broker positions are ASCII (Redis entry ids). */
+const POSITION = new TextDecoder()
+
+async function redisDriver(options: CheckedRedisOptions, sink: DriverSink, transport: string): Promise<Driver> {
+  const { loadRedis, RedisDriver } = await import('./redis.js')
+  return new RedisDriver(await loadRedis(), options, sink, transport)
+}
+
+export class Transports {
+  private host: TransportHost | undefined
+  private readonly drivers = new Map<number, Driver>()
+  /** Channels bound to a driver, by local id. */
+  private readonly bound = new Map<number, BoundChannel>()
+  /** Channels bound to a `memory` transport: local, named only for `binding`. */
+  private readonly local = new Map<number, CheckedTransport>()
+  /** Remote groups by core id (kept after a delete: its releases are still drained). */
+  private readonly groups = new Map<number, { ref: GroupRef; driver: Driver }>()
+  private closed = false
+
+  private constructor(private readonly config: CheckedTransports) {}
+
+  /** Connects every transport; on any failure, closes those that connected and throws the first failure. */
+  static async open(config: CheckedTransports, makeRedis: DriverFactory = redisDriver): Promise<Transports> {
+    const link = new Transports(config)
+    const made = await Promise.allSettled(
+      config.transports.map(async (t) => {
+        if (t.options.kind !== 'redis') return
+        const driver = await makeRedis(t.options, link.sinkFor(t.name), t.name)
+        link.drivers.set(t.id, driver)
+        await driver.connect()
+      }),
+    )
+    const failure = made.find((r) => r.status === 'rejected')
+    if (failure) {
+      link.close()
+      throw failure.reason
+    }
+    return link
+  }
+
+  private sinkFor(transport: string): DriverSink {
+    return {
+      ingest: (batch) => {
+        const host = this.host
+        if (host === undefined || this.closed) return
+        try {
+          host.core.ingest(batch, host.now())
+        } catch (error) {
+          host.failed(transport, error)
+          return
+        }
+        host.noteDeadline()
+        host.scheduleFlush()
+      },
+      groupRoom: (group) => {
+        const host = this.host
+        if (host === undefined || this.closed) return 0
+        try {
+          return host.core.groupRoom(group)
+        } catch (error) {
+          // A group deleted meanwhile has no room; anything else is reported.
+          if (!isOrreryError(error, 'UNKNOWN_GROUP')) host.failed(transport, error)
+          return 0
+        }
+      },
+      failed: (error) => this.host?.failed(transport, error),
+    }
+  }
+
+  /** @internal The bus this link serves. */
+  attach(host: TransportHost): void {
+    this.host = host
+  }
+
+  /** A channel interned for the first time: bound before anything else touches it, if a binding matches. */
+  intern(name: string, id: number): void {
+    const transport = this.config.rules.match(name)
+    if (transport === undefined) return
+    if (transport.kind === 'memory') {
+      this.local.set(id, transport)
+      return
+    }
+    this.host!.core.bind(id, transport.id)
+    this.bound.set(id, {
+      id,
+      name,
+      transport,
+      driver: this.drivers.get(transport.id)!,
+      mirrored: false,
+      mirror: undefined,
+      maxCount: DEFAULTS.retentionMaxCount,
+      maxAgeMs: DEFAULTS.retentionMaxAgeMs,
+    })
+  }
+
+  /** The bound channel with this id, if it is bound to a driver. */
+  find(id: number): BoundChannel | undefined {
+    return this.bound.get(id)
+  }
+
+  /** What `bus.binding` tells of a channel. */
+  binding(id: number): ChannelBinding | undefined {
+    const t = this.bound.get(id)?.transport ?? this.local.get(id)
+    return t === undefined ? undefined : { transport: t.name, kind: t.kind, capabilities: TRANSPORT_CAPABILITIES[t.kind] }
+  }
+
+  /** CAPABILITY_UNSUPPORTED unless `channel`'s backend can do `capability`. */
+  require(channel: BoundChannel, capability: Capability): void {
+    const { kind, name } = channel.transport
+    if (!TRANSPORT_CAPABILITIES[kind][capability]) throw unsupported(capability, channel.name, name, kind)
+  }
+
+  /** Retention set on a bound channel: what the broker keeps, and how much history a mirror reads. */
+  configure(channel: BoundChannel, retention: { maxCount?: unknown; maxBytes?: unknown; maxAgeMs?: unknown }, maxCount: number, maxAgeMs: number): void {
+    if (retention.maxBytes !== undefined) this.require(channel, 'retention.maxBytes')
+    channel.maxCount = maxCount
+    channel.maxAgeMs = maxAgeMs
+    channel.driver.retention(channel.name, {
+      maxCount: retention.maxCount === undefined ? undefined : maxCount,
+      maxAgeMs: retention.maxAgeMs === undefined || maxAgeMs === Infinity ? undefined : maxAgeMs,
+    })
+  }
+
+  /** Opens `channel`'s mirror (once); resolves when its history is in the local log. */
+  mirror(channel: BoundChannel): Promise<void> {
+    channel.mirror ??= channel.driver.openMirror({ id: channel.id, name: channel.name }, { maxCount: channel.maxCount, maxAgeMs: channel.maxAgeMs }).then(
+      () => {
+        channel.mirrored = true
+        this.host?.scheduleFlush()
+      },
+      (error: unknown) => {
+        // The next subscriber tries again.
+        channel.mirror = undefined
+        throw error
+      },
+    )
+    return channel.mirror
+  }
+
+  /** A group made on a bound channel: created on the broker and read for this process (once per group). */
+  openGroup(channel: BoundChannel, id: number, name: string, start: GroupStart, visibilityMs: number): void {
+    if (this.groups.has(id)) return
+    const ref: GroupRef = { id, name, channel: channel.name, start, visibilityMs }
+    this.groups.set(id, { ref, driver: channel.driver })
+    channel.driver.openGroup(ref).catch((error: unknown) => this.host?.failed(channel.transport.name, error))
+  }
+
+  /** Whether group `id` is a remote group. */
+  isRemoteGroup(id: number): boolean {
+    return this.groups.has(id)
+  }
+
+  /** A remote group was deleted here: this process stops reading it (the broker keeps it). */
+  groupDeleted(id: number): void {
+    this.groups.get(id)?.driver.closeGroup(id)
+  }
+
+  /** Members' room may have grown: readers waiting for room read again. */
+  wake(): void {
+    for (const driver of this.drivers.values()) driver.wake()
+  }
+
+  /**
+   * After a publish that may have made egress: hands it to the drivers. Resolves with how many
+   * publishes the brokers dropped as duplicates; undefined when there was no egress.
+   */
+  afterPublish(): Promise<number> | undefined {
+    const batch = this.host!.core.drainEgress()
+    return batch === undefined ? undefined : this.route(batch)
+  }
+
+  /** After a flush: egress made by acks, nacks, leases and departures goes out, and readers may read. */
+  afterFlush(): void {
+    const host = this.host!
+    const batch = host.core.drainEgress()
+    if (batch !== undefined) {
+      this.route(batch).catch((error: unknown) => {
+        if (!isOrreryError(error, 'CLOSED')) host.failed(this.transportNames(), error)
+      })
+    }
+    this.wake()
+  }
+
+  private transportNames(): string {
+    return this.config.transports.map((t) => t.name).join(', ')
+  }
+
+  /** Splits an egress batch by driver, in order, and writes each part. */
+  private route(batch: Uint8Array): Promise<number> {
+    const parts = new Map<Driver, Egress[]>()
+    const add = (driver: Driver, record: Egress) => {
+      const list = parts.get(driver)
+      if (list) list.push(record)
+      else parts.set(driver, [record])
+    }
+    forEachEgress(batch, (kind, id, value, pos, frame) => {
+      if (kind === REMOTE.publish) {
+        const channel = this.bound.get(id)
+        if (channel) add(channel.driver, { kind: 'publish', channel: channel.name, dedupWindowMs: value, frame })
+        return
+      }
+      const group = this.groups.get(id)
+      if (!group) return
+      const position = POSITION.decode(pos)
+      if (kind === REMOTE.ack) add(group.driver, { kind: 'ack', group: group.ref, position })
+      else if (kind === REMOTE.release) add(group.driver, { kind: 'release', group: group.ref, position, delayMs: value })
+      else if (kind === REMOTE.dead) add(group.driver, { kind: 'dead', group: group.ref, position, deadLetter: `${group.ref.channel}.dead-letter`, frame })
+    })
+    if (parts.size === 1) {
+      const [driver, records] = [...parts][0]!
+      return driver.write(records)
+    }
+    return Promise.all([...parts].map(([driver, records]) => driver.write(records))).then((d) => d.reduce((a, b) => a + b, 0))
+  }
+
+  /**
+   * A graceful stop: readers stop (what they read still comes in), every remote group lets go
+   * of what this process holds (released to the broker, so others take it at once), and every
+   * write is waited for. `close` follows.
+   */
+  async shutdown(): Promise<void> {
+    if (this.closed) return
+    await Promise.all([...this.drivers.values()].map((d) => d.stopReading()))
+    const host = this.host
+    if (host !== undefined) {
+      for (const id of this.groups.keys()) {
+        try {
+          host.core.deleteGroup(id)
+        } catch {
+          // Deleted already.
+        }
+      }
+      const batch = host.core.drainEgress()
+      if (batch !== undefined) await this.route(batch).catch(() => {})
+    }
+    await Promise.all([...this.drivers.values()].map((d) => d.flushed()))
+  }
+
+  /** Drops every connection at once. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const driver of this.drivers.values()) driver.close()
+  }
+}

@@ -1,0 +1,632 @@
+/**
+ * The Redis Streams driver, on node-redis (`redis` on npm, an optional peer dependency loaded
+ * when a redis transport is configured). A bound channel is the stream `<prefix>ch:<name>`, one
+ * entry per frame (field `f`); groups are the stream's consumer groups, this process reading as
+ * one consumer. The driver only moves bytes: what a delivery means stays in the core.
+ */
+import { OrreryError } from '../errors.js'
+import { LAYOUT as FRAME } from '../frame.js'
+import type { CheckedRedisOptions } from './config.js'
+import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
+import { IngestWriter } from './records.js'
+
+/** The few node-redis calls the driver makes. */
+interface Connection {
+  connect(): Promise<unknown>
+  sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
+  duplicate(): Connection
+  on(event: string, listener: (...args: unknown[]) => void): unknown
+  destroy(): void
+  readonly isReady: boolean
+}
+
+/** The part of the `redis` module the driver uses. */
+export interface RedisModule {
+  createClient(options: object): Connection
+  RESP_TYPES: { BLOB_STRING: number }
+  ErrorReply: abstract new (...args: never[]) => Error
+}
+
+/** Loads node-redis; missing, it is TRANSPORT_UNAVAILABLE saying how to install it. */
+export async function loadRedis(): Promise<RedisModule> {
+  // A specifier bundlers do not follow: browsers never load it, and a missing package is a
+  // refusal at create, not a build error.
+  const specifier = 'redis'
+  try {
+    return (await import(/* @vite-ignore */ specifier)) as RedisModule
+  } catch (cause) {
+    throw transportError('TRANSPORT_UNAVAILABLE', 'a redis transport needs node-redis: npm i redis', { cause })
+  }
+}
+
+function transportError(
+  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
+  message: string,
+  options: { cause?: unknown; details?: Record<string, unknown> } = {},
+): OrreryError {
+  return new OrreryError(code, message, options)
+}
+
+/** Entries read per call, at most. */
+const READ_COUNT = 256
+/** How long a blocking read waits before it is issued again (it returns early with entries, or when unblocked). */
+const BLOCK_MS = 5_000
+/** Pause before a failed read is tried again (node-redis reconnects meanwhile). */
+const RETRY_MS = 200
+
+/** Sets a key for the dedup window and appends only if it was not set: one publish, once per window across processes. */
+const DEDUP_SCRIPT = `local ok
+if ARGV[1] == '0' then ok = redis.call('SET', KEYS[2], '1', 'NX') else ok = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) end
+if not ok then return false end
+return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
+
+/** Moves a delivery to the dead-letter stream and forgets it in the group, together. */
+const DEAD_SCRIPT = `redis.call('XADD', KEYS[2], '*', 'f', ARGV[3])
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])`
+
+/** A broker entry: id and fields (`f` holds the frame). */
+type Entry = [Buffer, Array<Buffer> | null]
+
+/** A write not yet acknowledged: its records still to write, in order. */
+interface PendingWrite {
+  records: Egress[]
+  duplicates: number
+  resolve(duplicates: number): void
+  reject(error: unknown): void
+  timer: ReturnType<typeof setTimeout> | undefined
+  settled: boolean
+}
+
+/** The broker's delivery threshold for a group: a little over its visibility timeout. */
+function threshold(group: GroupRef): number {
+  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
+}
+
+/** A frame's id bytes as hex (the dedup key): the first metadata string. */
+function frameIdHex(frame: Uint8Array): string {
+  const len = frame[FRAME.headerLen] ?? 0
+  return Buffer.from(frame.buffer, frame.byteOffset + FRAME.headerLen + 1, len).toString('hex')
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
+
+/** The broker time of an entry id (`<ms>-<n>`). */
+function idTime(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')))
+}
+
+function frameOf(fields: Array<Buffer> | null): Buffer | undefined {
+  if (fields === null) return undefined
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.length === 1 && fields[i]![0] === 0x66) return fields[i + 1]
+  return undefined
+}
+
+export class RedisDriver implements Driver {
+  private main: Connection | undefined
+  private closed = false
+  /** Set once the first connection was made: from then on drops are reconnected. */
+  private connected = false
+  private readonly queue: PendingWrite[] = []
+  private inFlight = false
+  private readonly kept = new Map<string, BrokerRetention>()
+  /** Every write not settled yet (what `flushed` waits for). */
+  private readonly unsettled = new Set<Promise<number>>()
+  private readonly mirrors = new Map<number, MirrorReader>()
+  private readonly groups = new Map<number, GroupReader>()
+  private readonly options: { typeMapping: object }
+  /** This process's consumer name in every group. */
+  readonly consumer: string
+
+  constructor(
+    private readonly redis: RedisModule,
+    private readonly config: CheckedRedisOptions,
+    private readonly sink: DriverSink,
+    private readonly transport: string,
+  ) {
+    this.options = { typeMapping: { [redis.RESP_TYPES.BLOB_STRING]: Buffer } }
+    const pid = typeof process === 'object' ? process.pid : 0
+    this.consumer = `${pid}-${Math.random().toString(36).slice(2, 10)}`
+  }
+
+  private key(channel: string): string {
+    return `${this.config.keyPrefix}ch:${channel}`
+  }
+
+  /** Sends one command on the main connection, binary replies as Buffers. */
+  command<T>(args: ReadonlyArray<string | Buffer>): Promise<T> {
+    if (this.main === undefined || this.closed) return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`))
+    return this.main.sendCommand(args, this.options) as Promise<T>
+  }
+
+  /** A new connection: errors are the reconnecting client's own business, so they are only watched. */
+  private newConnection(): Connection {
+    const { url, username, password, tls, connectTimeoutMs } = this.config
+    const client = this.redis.createClient({
+      url,
+      RESP: 2,
+      ...(username === undefined ? {} : { username }),
+      ...(password === undefined ? {} : { password }),
+      socket: {
+        connectTimeout: connectTimeoutMs,
+        // The first connection fails at once (create reports it); later drops reconnect with backoff.
+        reconnectStrategy: (retries: number) => (this.connected ? Math.min(50 * 2 ** Math.min(retries, 6), 2_000) : false),
+        ...(tls ? { tls: true } : {}),
+      },
+    })
+    client.on('error', () => {})
+    return client
+  }
+
+  async connect(): Promise<void> {
+    const client = this.newConnection()
+    this.main = client
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      // A server that accepts the connection but never answers is caught here too.
+      await Promise.race([
+        client.connect().then(() => client.sendCommand(['PING'])),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within connectTimeoutMs (${this.config.connectTimeoutMs} ms)`)), this.config.connectTimeoutMs)
+        }),
+      ])
+      this.connected = true
+    } catch (error) {
+      this.main = undefined
+      client.destroy()
+      throw this.connectError(error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private connectError(error: unknown): OrreryError {
+    const message = error instanceof Error ? error.message : String(error)
+    const where = `redis transport ${this.transport}`
+    if (/WRONGPASS|NOAUTH|NOPERM|\bAUTH\b|invalid password|invalid username/.test(message))
+      return transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } })
+    return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.url.replace(/\/\/[^@/]*@/, '//')}: ${message}`, {
+      cause: error,
+      details: { transport: this.transport },
+    })
+  }
+
+  // --- writes -------------------------------------------------------------------------------
+
+  write(records: readonly Egress[]): Promise<number> {
+    if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed'))
+    const written = new Promise<number>((resolve, reject) => {
+      const write: PendingWrite = { records: [...records], duplicates: 0, resolve, reject, timer: undefined, settled: false }
+      write.timer = setTimeout(
+        () => this.fail(write, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } })),
+        this.config.publishTimeoutMs,
+      )
+      this.queue.push(write)
+      this.pump()
+    })
+    this.unsettled.add(written)
+    const forget = () => void this.unsettled.delete(written)
+    written.then(forget, forget)
+    return written
+  }
+
+  private timeoutMessage(): string {
+    return `redis transport ${this.transport} did not take the write within publishTimeoutMs (${this.config.publishTimeoutMs} ms)`
+  }
+
+  private fail(write: PendingWrite, error: unknown): void {
+    if (write.settled) return
+    write.settled = true
+    clearTimeout(write.timer)
+    write.reject(error)
+  }
+
+  private succeed(write: PendingWrite): void {
+    if (write.settled) return
+    write.settled = true
+    clearTimeout(write.timer)
+    write.resolve(write.duplicates)
+  }
+
+  /**
+   * Sends every queued write at once (node-redis pipelines what is sent in one turn), in order.
+   * A record refused by a dropped connection is sent again, before anything later, once the
+   * client reconnected; one the server refused fails its write.
+   */
+  private pump(): void {
+    if (this.inFlight || this.queue.length === 0 || this.closed) return
+    this.inFlight = true
+    const batch = this.queue.splice(0)
+    const sends: Array<Array<Promise<unknown>>> = batch.map((write) => (write.settled ? [] : write.records.map((record) => this.send(record))))
+    void Promise.all(sends.map((list) => Promise.allSettled(list))).then((results) => {
+      this.inFlight = false
+      const retry: PendingWrite[] = []
+      results.forEach((outcome, i) => {
+        const write = batch[i]!
+        if (write.settled) return
+        const again: Egress[] = []
+        outcome.forEach((r, k) => {
+          if (r.status === 'fulfilled') {
+            if (r.value === null && write.records[k]!.kind === 'publish') write.duplicates++
+          } else if (r.reason instanceof this.redis.ErrorReply) {
+            this.fail(
+              write,
+              transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${r.reason.message}`, { cause: r.reason }),
+            )
+          } else again.push(write.records[k]!)
+        })
+        if (write.settled) return
+        if (again.length === 0) {
+          this.succeed(write)
+          return
+        }
+        write.records = again
+        retry.push(write)
+      })
+      if (retry.length > 0) {
+        this.queue.unshift(...retry)
+        setTimeout(() => this.pump(), RETRY_MS)
+      } else this.pump()
+    })
+  }
+
+  /** The command(s) for one record; resolves to null for a publish the dedup window dropped. */
+  private send(record: Egress): Promise<unknown> {
+    switch (record.kind) {
+      case 'publish': {
+        const key = this.key(record.channel)
+        const keep = this.kept.get(record.channel)
+        const xadd: Array<string | Buffer> = []
+        if (keep?.maxCount !== undefined) xadd.push('MAXLEN', '~', String(keep.maxCount))
+        xadd.push('*', 'f', asBuffer(record.frame))
+        if (keep?.maxAgeMs !== undefined) void this.command(['XTRIM', key, 'MINID', '~', String(Math.max(0, Date.now() - keep.maxAgeMs))]).catch(() => {})
+        if (record.dedupWindowMs === 0) return this.command(['XADD', key, ...xadd])
+        const window = record.dedupWindowMs === Infinity ? '0' : String(Math.max(1, Math.ceil(record.dedupWindowMs)))
+        const dedupKey = `${this.config.keyPrefix}dd:${record.channel}:${frameIdHex(record.frame)}`
+        return this.command(['EVAL', DEDUP_SCRIPT, '2', key, dedupKey, window, ...xadd])
+      }
+      case 'ack':
+        return this.command(['XACK', this.key(record.group.channel), record.group.name, record.position])
+      case 'release': {
+        const { group, position, delayMs } = record
+        const idle = Math.max(0, threshold(group) - Math.ceil(delayMs))
+        const done = this.command(['XCLAIM', this.key(group.channel), group.name, this.consumer, '0', position, 'IDLE', String(idle), 'JUSTID'])
+        void done.then(
+          () => this.groups.get(group.id)?.reclaimSoon(delayMs),
+          () => {},
+        )
+        return done
+      }
+      case 'dead':
+        return this.command([
+          'EVAL',
+          DEAD_SCRIPT,
+          '2',
+          this.key(record.group.channel),
+          this.key(record.deadLetter),
+          record.group.name,
+          record.position,
+          asBuffer(record.frame),
+        ])
+    }
+  }
+
+  retention(channel: string, retention: BrokerRetention): void {
+    this.kept.set(channel, retention)
+  }
+
+  async flushed(): Promise<void> {
+    await Promise.allSettled([...this.unsettled])
+  }
+
+  // --- readers ------------------------------------------------------------------------------
+
+  openMirror(channel: ChannelRef, bound: HistoryBound): Promise<void> {
+    const existing = this.mirrors.get(channel.id)
+    if (existing) return existing.ready
+    const reader = new MirrorReader(this, channel, bound)
+    this.mirrors.set(channel.id, reader)
+    return reader.ready
+  }
+
+  async openGroup(group: GroupRef): Promise<void> {
+    if (this.groups.has(group.id)) return
+    const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' ? '0' : `${Math.max(0, Math.floor(group.start.time))}-0`
+    const reader = new GroupReader(this, group)
+    this.groups.set(group.id, reader)
+    try {
+      await this.command(['XGROUP', 'CREATE', this.key(group.channel), group.name, start, 'MKSTREAM'])
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) {
+        this.groups.delete(group.id)
+        throw error
+      }
+    }
+    if (this.groups.get(group.id) === reader) reader.start()
+  }
+
+  closeGroup(group: number): void {
+    this.groups.get(group)?.stop()
+    this.groups.delete(group)
+  }
+
+  wake(): void {
+    for (const reader of this.groups.values()) reader.wake()
+  }
+
+  async stopReading(): Promise<void> {
+    const all: Reader[] = [...this.mirrors.values(), ...this.groups.values()]
+    await Promise.all(all.map((r) => r.stopAndWait()))
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const r of this.mirrors.values()) r.stop()
+    for (const r of this.groups.values()) r.stop()
+    for (const write of this.queue.splice(0)) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
+    this.main?.destroy()
+    this.main = undefined
+  }
+
+  /** @internal Whether the server refused a command (not a dropped connection, which is retried). */
+  isServerError(error: unknown): boolean {
+    return error instanceof this.redis.ErrorReply
+  }
+
+  /** @internal For readers. */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  /** @internal A blocking connection of a reader's own. */
+  async readerConnection(): Promise<Connection> {
+    const c = this.newConnection()
+    await c.connect()
+    return c
+  }
+
+  /** @internal */
+  get sinkOf(): DriverSink {
+    return this.sink
+  }
+
+  /** @internal */
+  get binaryOptions(): object {
+    return this.options
+  }
+
+  /** @internal */
+  keyOf(channel: string): string {
+    return this.key(channel)
+  }
+}
+
+/**
+ * A loop of blocking reads on a connection of its own (a blocking command would hold up every
+ * other command on a shared one). `stopAndWait` unblocks the read in flight, so what it brought
+ * is still handed over.
+ */
+abstract class Reader {
+  protected conn: Connection | undefined
+  protected stopped = false
+  private clientId: string | undefined
+  private loop: Promise<void> | undefined
+  protected readonly writer = new IngestWriter()
+
+  constructor(protected readonly driver: RedisDriver) {}
+
+  protected run(): void {
+    this.loop = this.body().catch((error) => {
+      if (!this.stopped) this.driver.sinkOf.failed(error)
+    })
+  }
+
+  private async body(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        this.conn ??= await this.driver.readerConnection()
+        if (this.stopped) break
+        await this.step()
+      } catch (error) {
+        if (this.stopped || this.driver.isClosed) break
+        if (this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      }
+    }
+    this.conn?.destroy()
+    this.conn = undefined
+  }
+
+  /** One blocking read, with this connection's id asked first (in the same round trip) for `stopAndWait`. */
+  protected blocking<T>(args: ReadonlyArray<string>): Promise<T> {
+    const conn = this.conn!
+    void conn.sendCommand(['CLIENT', 'ID']).then(
+      (id) => {
+        this.clientId = String(id)
+      },
+      () => {},
+    )
+    return conn.sendCommand(args, this.driver.binaryOptions) as Promise<T>
+  }
+
+  protected abstract step(): Promise<void>
+
+  protected ingest(): void {
+    const batch = this.writer.take()
+    if (batch !== undefined) this.driver.sinkOf.ingest(batch)
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.conn?.destroy()
+    this.conn = undefined
+  }
+
+  async stopAndWait(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.clientId !== undefined) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
+    const done = this.loop ?? Promise.resolve()
+    await Promise.race([done, new Promise((r) => setTimeout(r, 1_000))])
+    this.stop()
+  }
+}
+
+/** Follows one channel's stream into its mirror: history first, then what comes. */
+class MirrorReader extends Reader {
+  readonly ready: Promise<void>
+  private last = '0-0'
+
+  constructor(
+    driver: RedisDriver,
+    private readonly channel: ChannelRef,
+    bound: HistoryBound,
+  ) {
+    super(driver)
+    // Sent now, on the main connection: a publish made after the subscribe is sent after this
+    // read, so it is not history but comes through the blocking read.
+    const key = driver.keyOf(channel.name)
+    const min = bound.maxAgeMs === Infinity ? '-' : `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0`
+    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, 'COUNT', String(Math.max(1, bound.maxCount))]).then((entries) => {
+      for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
+      this.ingest()
+      this.run()
+    })
+  }
+
+  private add(entry: Entry): void {
+    const id = entry[0].toString('latin1')
+    this.last = id
+    const frame = frameOf(entry[1])
+    if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame)
+  }
+
+  protected async step(): Promise<void> {
+    const key = this.driver.keyOf(this.channel.name)
+    const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
+      'XREAD',
+      'COUNT',
+      String(READ_COUNT),
+      'BLOCK',
+      String(BLOCK_MS),
+      'STREAMS',
+      key,
+      this.last,
+    ])
+    if (reply === null) return
+    for (const [, entries] of reply) for (const entry of entries) this.add(entry)
+    this.ingest()
+  }
+}
+
+/** Reads one group for this process: new entries as room allows, and entries idle past the threshold from any consumer. */
+class GroupReader extends Reader {
+  private waiting: (() => void) | undefined
+  private reclaimTimer: ReturnType<typeof setInterval> | undefined
+  private soon: ReturnType<typeof setTimeout> | undefined
+  private reclaiming = false
+
+  constructor(
+    driver: RedisDriver,
+    private readonly group: GroupRef,
+  ) {
+    super(driver)
+  }
+
+  start(): void {
+    this.run()
+    const every = Math.max(50, Math.min(this.group.visibilityMs / 2, 1000))
+    this.reclaimTimer = setInterval(() => this.reclaim(), every)
+    // Housekeeping: it must not keep the process alive on its own.
+    ;(this.reclaimTimer as { unref?: () => void }).unref?.()
+  }
+
+  wake(): void {
+    const w = this.waiting
+    this.waiting = undefined
+    w?.()
+  }
+
+  /** Runs the reclaim once `delayMs` passed (a released entry becomes reclaimable then). */
+  reclaimSoon(delayMs: number): void {
+    if (this.soon !== undefined) return
+    this.soon = setTimeout(() => {
+      this.soon = undefined
+      this.reclaim()
+    }, Math.max(0, delayMs) + 1)
+  }
+
+  protected async step(): Promise<void> {
+    const room = this.driver.sinkOf.groupRoom(this.group.id)
+    if (room <= 0) {
+      await new Promise<void>((resolve) => {
+        this.waiting = resolve
+        setTimeout(resolve, 1_000)
+      })
+      return
+    }
+    const { name, channel } = this.group
+    const key = this.driver.keyOf(channel)
+    const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
+      'XREADGROUP',
+      'GROUP',
+      name,
+      this.driver.consumer,
+      'COUNT',
+      String(Math.min(room, READ_COUNT)),
+      'BLOCK',
+      String(BLOCK_MS),
+      'STREAMS',
+      key,
+      '>',
+    ])
+    if (reply === null) return
+    for (const [, entries] of reply) for (const entry of entries) this.add(entry, 1)
+    this.ingest()
+  }
+
+  private add(entry: Entry, count: number): void {
+    const frame = frameOf(entry[1])
+    if (frame !== undefined) this.writer.group(this.group.id, count, entry[0].toString('latin1'), frame)
+  }
+
+  /** Takes entries idle past the threshold (another process died holding them, or one was released). */
+  private reclaim(): void {
+    if (this.stopped || this.reclaiming || this.driver.isClosed) return
+    const room = this.driver.sinkOf.groupRoom(this.group.id)
+    if (room <= 0) return
+    this.reclaiming = true
+    const { name, channel } = this.group
+    const key = this.driver.keyOf(channel)
+    const idle = String(threshold(this.group))
+    void this.driver
+      .command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, '-', '+', String(Math.min(room, READ_COUNT))])
+      .then(async (pending) => {
+        if (pending.length === 0 || this.stopped) return
+        const counts = new Map<string, number>()
+        for (const [id, , , count] of pending) counts.set(id.toString('latin1'), Number(count))
+        const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
+        if (this.stopped) return
+        for (const entry of claimed) {
+          if (entry === null) continue
+          this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
+        }
+        this.ingest()
+      })
+      .catch((error) => {
+        if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
+      })
+      .finally(() => {
+        this.reclaiming = false
+      })
+  }
+
+  override stop(): void {
+    clearInterval(this.reclaimTimer)
+    clearTimeout(this.soon)
+    this.wake()
+    super.stop()
+  }
+}
