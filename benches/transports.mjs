@@ -19,15 +19,14 @@
  * in a later session, with the cross-process request-reply scenario (`request-reply-remote`,
  * `orrery-nats` against `moleculer-nats`); they are not in the results until they are measured.
  *
- * The suite starts the redis server through scripts/servers.sh if nothing answers on its port,
- * and stops it again at the end; a server that was already running is left running.
+ * The suite starts the redis server through scripts/servers.sh (`--for` its pid) if it is not
+ * running, and stops it at the end unless another user (a test run) still has it.
  *   node --expose-gc --max-old-space-size=12000 benches/transports.mjs    (or: npm run bench -- transports)
  *   node --expose-gc benches/transports.mjs publish    (some scenarios; prints, writes no file)
  *   ORRERY_BENCH_CONTENDERS=redis-benchmark,node-redis-raw node --expose-gc benches/transports.mjs
  *   (some contenders; prints, writes no file)
  */
 import { execFile, execFileSync } from 'node:child_process'
-import { connect } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { Orrery } from 'orrery'
@@ -343,21 +342,13 @@ function targets(results) {
   return lines
 }
 
-const answers = (port) =>
-  new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port })
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    })
-    socket.once('error', () => resolve(false))
-  })
-
 const servers = fileURLToPath(new URL('../scripts/servers.sh', import.meta.url))
 const child = process.argv[2] === '--contender'
-// The parent brings the server up for the run if nothing listens on its port, and takes it down after.
-const started = !child && !(await answers(REDIS_PORT))
-if (started) execFileSync('bash', [servers, 'start', 'redis'], { stdio: 'inherit' })
+// The parent is a user of the redis server for the run (`--for`): servers.sh starts it if it is
+// down, and stops it at the end only if no one else (a test run) still uses it and it was not
+// started by hand.
+const user = ['--for', String(process.pid), 'redis']
+if (!child) execFileSync('bash', [servers, 'start', ...user], { stdio: 'inherit' })
 try {
   if (!child) {
     // Fail before any child starts if the tool is missing (redis-tools comes with redis-server).
@@ -367,5 +358,5 @@ try {
   }
   await runSuite({ name: 'transports', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, reference: 'orrery-redis', after: targets })
 } finally {
-  if (started) execFileSync('bash', [servers, 'stop', 'redis'], { stdio: 'inherit' })
+  if (!child) execFileSync('bash', [servers, 'stop', ...user], { stdio: 'inherit' })
 }
