@@ -55,8 +55,6 @@ const TOOL_CLIENTS = 50
 const TOOL_PIPELINE = 64
 // The raw consumer's batch, and the most a remote group reads at once.
 const READ_COUNT = 256
-// Channels keep everything the rounds put there: no MAXLEN trimming during a round (0: unlimited).
-const RETENTION = { maxCount: 0 }
 const ENGINES = [
   ['orrery-redis', 'native'],
   ['orrery-redis-wasm', 'wasm'],
@@ -95,7 +93,10 @@ async function windowed(n, send) {
   await Promise.all(inFlight)
 }
 
-/** An Orrery on `engine` whose `bench.*` channels are bound to the redis server. */
+/**
+ * An Orrery on `engine` whose `bench.*` channels are bound to the redis server. No retention is
+ * set on them, so the broker keeps every entry and Orrery's XADD is the tool's (no MAXLEN).
+ */
 async function orreryOnRedis(engine) {
   const orrery = await Orrery.create({
     engine,
@@ -126,7 +127,6 @@ function orreryPublish(id, engine) {
   return async () => {
     const { orrery, streamKey } = await orreryOnRedis(engine)
     const { bus } = orrery
-    bus.channel('bench.publish', { retention: RETENTION })
     const client = await rawClient()
     const items = Array.from({ length: BATCH }, () => ({ channel: 'bench.publish', payload: PAYLOAD }))
     const round = publishRounds(id, client, streamKey('bench.publish'), () =>
@@ -220,7 +220,6 @@ function orreryConsume(id, engine) {
   return async () => {
     const { orrery, streamKey } = await orreryOnRedis(engine)
     const { bus } = orrery
-    bus.channel('bench.consume', { retention: RETENTION })
     const client = await rawClient()
     const key = streamKey('bench.consume')
     const items = Array.from({ length: BATCH }, () => ({ channel: 'bench.consume', payload: PAYLOAD }))
