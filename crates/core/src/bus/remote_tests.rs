@@ -563,3 +563,40 @@ fn ingested_frames_keep_their_bytes_but_take_this_processs_channel_id() {
     want[OFF_CHANNEL..OFF_CHANNEL + 4].copy_from_slice(&ch.to_le_bytes());
     assert_eq!(got.frame, want, "everything else as the broker had it");
 }
+
+proptest::proptest! {
+    /// Ingest takes outside bytes: whatever they are, it never panics, and a refused batch
+    /// changes nothing (no delivery, no egress, no stat).
+    #[test]
+    fn ingest_survives_any_bytes(
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        cut in 0usize..400,
+        flip in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..4),
+    ) {
+        let mut bus = Bus::default();
+        let ch = bound(&mut bus, "orders");
+        sub(&mut bus, ch);
+        let g = remote_group(&mut bus, ch, 100.0, 2);
+        bus.join(g, EP, 5).unwrap();
+        let mut batch = [live(ch, 1.0, &foreign(b"a")), grouped(g, b"p", 1, &foreign(b"b")), noise].concat();
+        for (at, byte) in flip {
+            if let Some(b) = batch.get_mut(at) {
+                *b = byte;
+            }
+        }
+        batch.truncate(cut.min(batch.len()));
+        match bus.ingest(&batch, 1.0) {
+            Ok(_) => {
+                deliveries(&mut bus, 1.0);
+                bus.tick(500.0);
+                egress(&mut bus);
+            }
+            Err(err) => {
+                proptest::prop_assert_eq!(err.code(), "MALFORMED_FRAME");
+                proptest::prop_assert!(!bus.has_pending(EP));
+                let stats = bus.stats(ch).unwrap();
+                proptest::prop_assert_eq!((stats.ingested, stats.rejected, stats.retained), (0, 0, 0));
+            }
+        }
+    }
+}
