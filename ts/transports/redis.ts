@@ -113,6 +113,8 @@ export class RedisDriver implements Driver {
   private readonly kept = new Map<string, BrokerRetention>()
   /** Every write not settled yet (what `flushed` waits for). */
   private readonly unsettled = new Set<Promise<number>>()
+  /** The same writes, queued or in flight: `close` fails them all. */
+  private readonly writes = new Set<PendingWrite>()
   private readonly mirrors = new Map<number, MirrorReader>()
   private readonly groups = new Map<number, GroupReader>()
   private readonly options: { typeMapping: object }
@@ -203,6 +205,7 @@ export class RedisDriver implements Driver {
         this.config.publishTimeoutMs,
       )
       this.queue.push(write)
+      this.writes.add(write)
       this.pump()
     })
     this.unsettled.add(written)
@@ -218,6 +221,7 @@ export class RedisDriver implements Driver {
   private fail(write: PendingWrite, error: unknown): void {
     if (write.settled) return
     write.settled = true
+    this.writes.delete(write)
     clearTimeout(write.timer)
     write.reject(error)
   }
@@ -225,6 +229,7 @@ export class RedisDriver implements Driver {
   private succeed(write: PendingWrite): void {
     if (write.settled) return
     write.settled = true
+    this.writes.delete(write)
     clearTimeout(write.timer)
     write.resolve(write.duplicates)
   }
@@ -365,7 +370,8 @@ export class RedisDriver implements Driver {
     this.closed = true
     for (const r of this.mirrors.values()) r.stop()
     for (const r of this.groups.values()) r.stop()
-    for (const write of this.queue.splice(0)) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
+    this.queue.length = 0
+    for (const write of [...this.writes]) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
     this.main?.destroy()
     this.main = undefined
   }

@@ -1,0 +1,304 @@
+/**
+ * The Redis Streams driver against a real server (scripts/servers.sh): what each egress record
+ * does to the stream, mirrors, groups across two Orrery instances (two processes, as far as the
+ * broker can tell), release with a delay, dead letters, dedup across instances, retention,
+ * graceful shutdown, and a server restart mid-stream. Same on both engines.
+ */
+import { spawnSync } from 'node:child_process'
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
+
+import { type Delivery, type Message, Orrery } from '../ts/node.js'
+import { expectRefused } from './bad-input.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
+
+type Env = Record<string, string | undefined>
+const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
+const NO_SERVERS = env['ORRERY_SERVERS'] === 'none'
+
+function redisUrl(): string {
+  try {
+    const url = (inject as (key: string) => unknown)('redisUrl')
+    if (typeof url === 'string' && url !== '') return url
+  } catch {
+    // No global setup providing it: the port scripts/servers.sh uses.
+  }
+  return env['ORRERY_REDIS_URL'] ?? 'redis://127.0.0.1:16379'
+}
+
+/** A plain node-redis client, to look at what the driver wrote. */
+interface Raw {
+  sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
+  connect(): Promise<unknown>
+  on(event: string, listener: (...args: unknown[]) => void): unknown
+  destroy(): void
+}
+
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
+let counter = 0
+const opened: Orrery[] = []
+
+async function until(done: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await done())) {
+    if (Date.now() > end) throw new Error('timed out waiting')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/**
+ * Runs scripts/servers.sh with every descriptor past stdio closed: a server it starts must not
+ * inherit what this process inherited (the heavy-command lock of `flock`, which it would then
+ * hold for as long as it runs).
+ */
+function servers(...args: string[]): { status: number | null; stderr: string } {
+  const closeInherited = 'for fd in $(ls /proc/$$/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash scripts/servers.sh "$@"'
+  return spawnSync('bash', ['-c', closeInherited, 'servers', ...args], { encoding: 'utf8' })
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
+  let raw: Raw
+  let prefix = ''
+  const keyPrefix = `t-${RUN}:`
+  const open = async (extra: Record<string, unknown> = {}): Promise<Orrery> => {
+    const o = await Orrery.create({
+      engine: ENGINE,
+      transports: { main: { kind: 'redis', url: redisUrl(), keyPrefix, ...extra } },
+      bindings: { [`${prefix}*`]: 'main' },
+    })
+    opened.push(o)
+    return o
+  }
+  const key = (channel: string) => `${keyPrefix}ch:${channel}`
+  const ch = (name: string) => `${prefix}${name}`
+  const xlen = async (channel: string) => Number(await raw.sendCommand(['XLEN', key(channel)]))
+
+  beforeAll(async () => {
+    const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
+    raw = redis.createClient({ url: redisUrl(), RESP: 2 })
+    raw.on('error', () => {})
+    await raw.connect()
+  })
+  afterAll(() => raw?.destroy())
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await o.shutdown()
+    prefix = ''
+  })
+  const fresh = () => {
+    prefix = `rd${++counter}.`
+  }
+
+  it('publish is an XADD of the frame, resolved once Redis has it; another instance reads it', async () => {
+    fresh()
+    const a = await open()
+    const result = await a.bus.publish(ch('orders'), { n: 1 }, { id: 'order-1', headers: { k: 'v' } })
+    expect(result.published).toBe(true)
+    expect(result.id).toBe('order-1')
+    expect(await xlen(ch('orders'))).toBe(1)
+    expect(a.bus.stats(ch('orders')).published).toBe(1)
+    const b = await open()
+    const got: Message[] = []
+    b.bus.subscribe(ch('orders'), { from: 'earliest' }).subscribe((m) => got.push(m))
+    await until(() => got.length === 1)
+    expect(got[0]!.payload).toEqual({ n: 1 })
+    expect(got[0]!.id).toBe('order-1')
+    expect(got[0]!.headers).toEqual({ k: 'v' })
+    expect(got[0]!.channel).toBe(ch('orders'))
+  })
+
+  it('a mirror reads the history, then follows; latest starts after the subscribe', async () => {
+    fresh()
+    const a = await open()
+    for (let i = 0; i < 5; i++) await a.bus.publish(ch('feed'), i)
+    const b = await open()
+    const earliest: unknown[] = []
+    const latest: unknown[] = []
+    b.bus.subscribe(ch('feed'), { from: 'earliest' }).subscribe((m) => earliest.push(m.payload))
+    b.bus.subscribe(ch('feed')).subscribe((m) => latest.push(m.payload))
+    await until(() => earliest.length === 5)
+    await a.bus.publishBatch([5, 6, 7].map((payload) => ({ channel: ch('feed'), payload })))
+    await until(() => earliest.length === 8 && latest.length === 3)
+    expect(earliest).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    expect(latest).toEqual([5, 6, 7])
+    expect(b.bus.stats(ch('feed')).ingested).toBe(8)
+  })
+
+  it('a group shares work across two instances, once each, and acks leave nothing pending', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    const seen: string[] = []
+    for (const o of [a, b]) o.bus.group(ch('jobs'), 'workers', { from: 'earliest' }).consume((d) => void seen.push(d.message.payload as string))
+    await sleep(100)
+    await a.bus.publishBatch(Array.from({ length: 40 }, (_, i) => ({ channel: ch('jobs'), payload: `j${i}` })))
+    await until(() => seen.length >= 40)
+    await sleep(200)
+    expect(seen.sort()).toEqual(Array.from({ length: 40 }, (_, i) => `j${i}`).sort())
+    await until(async () => ((await raw.sendCommand(['XPENDING', key(ch('jobs')), 'workers'])) as [number])[0] === 0)
+    // Both took a share (each reads as its room allows).
+    expect(a.bus.group(ch('jobs'), 'workers').stats().acked + b.bus.group(ch('jobs'), 'workers').stats().acked).toBe(40)
+  })
+
+  it('nack with a delay returns the entry to the broker, redelivered after the delay with the broker count', async () => {
+    fresh()
+    const a = await open()
+    const deliveries: Array<{ at: number; attempt: number }> = []
+    a.bus.group(ch('retry'), 'g', { from: 'earliest', visibilityTimeout: 5_000 }).consume(
+      (d: Delivery) => {
+        deliveries.push({ at: Date.now(), attempt: d.attempt })
+        if (deliveries.length === 1) throw new Error('again')
+      },
+      { retryDelay: 400 },
+    )
+    await sleep(100)
+    await a.bus.publish(ch('retry'), 'x')
+    await until(() => deliveries.length === 2)
+    expect(deliveries[1]!.at - deliveries[0]!.at).toBeGreaterThanOrEqual(350)
+    expect(deliveries[1]!.at - deliveries[0]!.at).toBeLessThan(4_000)
+    expect(deliveries.map((d) => d.attempt)).toEqual([1, 2])
+  })
+
+  it('past maxDeliveries the entry moves to the dead-letter stream and leaves the group', async () => {
+    fresh()
+    const a = await open()
+    const dead: Message[] = []
+    a.bus.subscribe(ch('work.dead-letter'), { from: 'earliest' }).subscribe((m) => dead.push(m))
+    a.bus.group(ch('work'), 'g', { from: 'earliest', maxDeliveries: 2 }).consume(
+      () => {
+        throw new Error('boom')
+      },
+      { retryDelay: 0 },
+    )
+    await sleep(100)
+    await a.bus.publish(ch('work'), 'poison')
+    await until(() => dead.length === 1)
+    expect(dead[0]!.payload).toBe('poison')
+    expect(await xlen(ch('work.dead-letter'))).toBe(1)
+    await until(async () => ((await raw.sendCommand(['XPENDING', key(ch('work')), 'g'])) as [number])[0] === 0)
+  })
+
+  it('dedup holds across two instances: one publish of an id per window', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    for (const o of [a, b]) o.bus.channel(ch('once'), { dedupWindowMs: 60_000 })
+    const first = await a.bus.publish(ch('once'), 1, { id: 'same' })
+    const second = await b.bus.publish(ch('once'), 2, { id: 'same' })
+    const third = await b.bus.publish(ch('once'), 3, { id: 'other' })
+    expect([first.published, second.published, third.published]).toEqual([true, false, true])
+    expect(await xlen(ch('once'))).toBe(2)
+  })
+
+  it('retention.maxCount trims the stream (approximately, whole nodes)', async () => {
+    fresh()
+    const a = await open()
+    a.bus.channel(ch('keep'), { retention: { maxCount: 10 } })
+    for (let i = 0; i < 5; i++) await a.bus.publishBatch(Array.from({ length: 100 }, (_, k) => ({ channel: ch('keep'), payload: i * 100 + k })))
+    const len = await xlen(ch('keep'))
+    expect(len).toBeGreaterThanOrEqual(10)
+    expect(len).toBeLessThan(500)
+  })
+
+  it('shutdown releases what a member held: another instance takes it at once', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    let held = 0
+    a.bus.group(ch('handoff'), 'g', { from: 'earliest', visibilityTimeout: 30_000 }).consume(() => {
+      held++
+      return new Promise(() => {}) // never settles
+    })
+    await sleep(100)
+    await a.bus.publish(ch('handoff'), 'x')
+    await until(() => held === 1)
+    const got: Delivery[] = []
+    b.bus
+      .group(ch('handoff'), 'g')
+      .join()
+      .subscribe((d) => got.push(d))
+    const started = Date.now()
+    await a.shutdown()
+    await until(() => got.length === 1)
+    expect(Date.now() - started).toBeLessThan(5_000) // far less than the 30 s lease
+    expect(got[0]!.attempt).toBe(2)
+    got[0]!.ack()
+  })
+
+  it('an instance that dies holding an entry loses it to another after the threshold', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    a.bus
+      .group(ch('crash'), 'g', { from: 'earliest', visibilityTimeout: 300 })
+      .join()
+      .subscribe(() => {})
+    await sleep(100)
+    await a.bus.publish(ch('crash'), 'x')
+    await until(() => a.bus.group(ch('crash'), 'g').stats().delivered === 1)
+    a.close() // no release: the broker only knows it is idle
+    opened.splice(opened.indexOf(a), 1)
+    const got: Delivery[] = []
+    // The threshold is the reader's: visibility + max(1 s, 10 %).
+    b.bus
+      .group(ch('crash'), 'g', { visibilityTimeout: 300 })
+      .join()
+      .subscribe((d) => got.push(d))
+    await until(() => got.length >= 1, 15_000)
+    expect(got[0]!.message.payload).toBe('x')
+    got[0]!.ack()
+  })
+
+  it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
+    fresh()
+    const a = await open()
+    const pending = a.bus.publish(ch('late'), 1)
+    a.close()
+    opened.splice(opened.indexOf(a), 1)
+    await pending.then(
+      () => undefined,
+      (err: unknown) => expect((err as { code?: string }).code).toBe('CLOSED'),
+    )
+    await a.shutdown()
+    await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
+  })
+
+  // Restarts the shared test server: other files' tests see a short outage, which their
+  // publishes ride out (they retry in order).
+  it.skipIf(env['ORRERY_NO_RESTART'] === '1')(
+    'rides out a server restart: publishes wait and go in order, readers read again',
+    async () => {
+      fresh()
+      const a = await open({ publishTimeoutMs: 20_000 })
+      const b = await open()
+      const got: unknown[] = []
+      b.bus.subscribe(ch('restart'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+      await a.bus.publish(ch('restart'), 0)
+      await until(() => got.length === 1)
+      const stop = servers('stop', 'redis')
+      expect(stop.status, stop.stderr).toBe(0)
+      const during = [1, 2, 3].map((n) => a.bus.publish(ch('restart'), n))
+      await sleep(300)
+      const start = servers('start', '--keep', 'redis')
+      expect(start.status, start.stderr).toBe(0)
+      const results = await Promise.all(during)
+      expect(results.map((r) => r.published)).toEqual([true, true, true])
+      await until(() => got.length === 4, 20_000)
+      expect(got).toEqual([0, 1, 2, 3])
+    },
+    60_000,
+  )
+
+  it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
+    fresh()
+    const a = await open({ publishTimeoutMs: 300 })
+    const stop = servers('stop', 'redis')
+    expect(stop.status, stop.stderr).toBe(0)
+    try {
+      await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
+    } finally {
+      const start = servers('start', '--keep', 'redis')
+      expect(start.status, start.stderr).toBe(0)
+    }
+  }, 60_000)
+})
