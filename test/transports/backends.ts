@@ -10,33 +10,20 @@
 import type { Observable, Subscription } from 'rxjs'
 import { afterEach, inject } from 'vitest'
 
-import * as orrery from '../../ts/node.js'
-import { Orrery } from '../../ts/node.js'
+import { Orrery, TRANSPORT_CAPABILITIES, type Capability as TransportCapability, type TransportKind } from '../../ts/node.js'
 import { IN_BROWSER } from '../engine.js'
 
 /**
- * What a contract test may need beyond publish, subscribe and groups: entries of
- * `TRANSPORT_CAPABILITIES` some backend lacks, and `shared`, the suite's own: a channel that two
- * Orrery instances (two processes) see alike, which the in-process bus cannot be.
+ * What a contract test may need beyond publish, subscribe and groups: an entry of
+ * `TRANSPORT_CAPABILITIES`, or `shared`, the suite's own: a channel that two Orrery instances (two
+ * processes) see alike, which the in-process bus cannot be.
  */
-export type Capability = 'shared' | 'request' | 'priority' | 'from.seq' | 'claim' | 'retention.maxBytes' | 'overflow.reject'
+export type Capability = 'shared' | TransportCapability
 
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (import.meta as unknown as { env: Env }).env
 
-/** The table the package exports (undefined while the transport API is not in this tree). */
-const TABLE = (orrery as Record<string, unknown>)['TRANSPORT_CAPABILITIES'] as Record<string, Record<string, boolean>> | undefined
-
-/** Whether `Orrery.create` takes `transports` and `bindings` in this tree. */
-export const HAS_TRANSPORT_API = TABLE !== undefined
-
-/** What the table says of `kind` and `capability`; a name the table lacks is the suite's mistake, said loudly. */
-function declared(kind: string, capability: Exclude<Capability, 'shared'>): boolean {
-  const row = TABLE?.[kind]
-  if (row === undefined) return kind === 'memory' // before the table existed, memory was the only backend
-  if (!(capability in row)) throw new Error(`TRANSPORT_CAPABILITIES.${kind} has no "${capability}"`)
-  return row[capability] === true
-}
+const declared = (kind: TransportKind, capability: TransportCapability): boolean => TRANSPORT_CAPABILITIES[kind][capability]
 
 export interface Backend {
   readonly name: 'memory' | 'redis'
@@ -66,23 +53,13 @@ const memory: Backend = {
   retentionSlack: 0,
 }
 
-function redisUrl(): string | undefined {
-  try {
-    const url = (inject as (key: string) => unknown)('redisUrl')
-    return typeof url === 'string' && url !== '' ? url : undefined
-  } catch {
-    return undefined
-  }
-}
-
 function redis(): Backend {
-  const url = redisUrl()
+  const url = inject('redisUrl')
   let skip: string | undefined
   let broken: string | undefined
   if (IN_BROWSER) skip = 'a browser page cannot open a TCP connection to Redis'
-  else if (!HAS_TRANSPORT_API) skip = 'this tree has no transport API yet (no TRANSPORT_CAPABILITIES export)'
   else if (env['ORRERY_SERVERS'] === 'none') skip = 'ORRERY_SERVERS=none: no test servers on this run'
-  else if (url === undefined)
+  else if (url === undefined || url === '')
     broken =
       "no Redis server for the contract suite: inject('redisUrl') is empty. The global setup (test/transports/global-setup.ts) must start one with scripts/servers.sh; set ORRERY_SERVERS=none to skip server tests on purpose"
   return {
@@ -90,8 +67,7 @@ function redis(): Backend {
     skip,
     broken,
     has: (capability) => capability === 'shared' || declared('redis', capability),
-    open: (prefix) =>
-      Orrery.create({ transports: { main: { kind: 'redis', url } }, bindings: { [`${prefix}*`]: 'main' } } as Parameters<typeof Orrery.create>[0]),
+    open: (prefix) => Orrery.create({ transports: { main: { kind: 'redis', url: url! } }, bindings: { [`${prefix}*`]: 'main' } }),
     // The broker takes back an abandoned entry once it has been idle for visibility + max(1 s, 10 %),
     // found by a reclaim loop running every min(visibility / 2, 1 s).
     redeliveryBound: (visibility) => visibility + Math.max(1_000, visibility / 10) + Math.min(visibility / 2, 1_000) + 3_000,
@@ -147,11 +123,10 @@ export function useBackend(backend: Backend): () => TestBackend {
   }
 }
 
-/** Ends an instance: gracefully (`shutdown`) where the API has it, else `close`. */
+/** Ends an instance gracefully (a test may have closed it already: shutdown is then a no-op), never hanging the suite. */
 export async function stop(o: Orrery): Promise<void> {
-  const graceful = (o as { shutdown?: () => Promise<void> }).shutdown
   try {
-    if (graceful) await withTimeout(graceful.call(o), 10_000, 'orrery.shutdown()')
+    await withTimeout(o.shutdown(), 10_000, 'orrery.shutdown()')
   } finally {
     o.close()
   }
