@@ -165,6 +165,8 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       duplicates: 0,
       expired: 0,
       deadLettered: 0,
+      ingested: 0,
+      rejected: 0,
     },
   },
   {
@@ -181,6 +183,8 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       duplicates: 0,
       expired: 0,
       deadLettered: 0,
+      ingested: 0,
+      rejected: 0,
     },
   },
   {
