@@ -600,3 +600,26 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn claim_moves_a_delivery_between_this_processs_members_and_its_ack_still_names_the_position() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 10_000.0, 5);
+    let stuck = bus.join(g, EP, 1).unwrap();
+    bus.ingest(&grouped(g, b"p0", 1, &foreign(b"a")), 0.0).unwrap();
+    deliveries(&mut bus, 0.0);
+    let helper = bus.join(g, EP, 1).unwrap();
+    assert_eq!(bus.claim(helper, 500.0, 10, 600.0).unwrap(), 1);
+    assert!(!bus.has_egress(), "a claim stays local");
+    let r = deliveries(&mut bus, 600.0).remove(0);
+    assert_eq!((r.consumer, r.body.as_slice()), (helper, &b"a"[..]));
+    assert_eq!(bus.pending(g, 600.0).unwrap()[0].deliveries, 2);
+    bus.ack(helper, r.seq, r.attempt).unwrap();
+    assert_eq!(
+        egress(&mut bus).iter().map(|o| (o.kind, o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::ACK, b"p0".to_vec())]
+    );
+    bus.unsubscribe(stuck).unwrap();
+    assert!(!bus.has_egress(), "the member that left held nothing any more");
+}
