@@ -550,7 +550,12 @@ export class Bus {
       unhandled: (error) => this.subscriberFailed(channel, error),
       start: (sink, exclusive) => {
         this.assertOpen()
-        if (bound !== undefined && !bound.mirrored) return this.afterMirror(bound, sink, () => open(sink, exclusive))
+        if (bound !== undefined) {
+          // 'latest' on a bound channel starts where the broker's stream ended when this
+          // subscribe reached it (publishes of this process made later are written after that).
+          if (mode !== START_MODES.latest && bound.mirrored) return open(sink, exclusive)
+          return this.afterMirror(bound, sink, mode === START_MODES.latest, () => open(sink, exclusive))
+        }
         return open(sink, exclusive)
       },
     })
@@ -560,28 +565,36 @@ export class Bus {
    * Starts a subscriber of a bound channel once its mirror holds the broker's history (so
    * `earliest` sees it and `latest` starts after it). Stopped or paused meanwhile, it starts so.
    */
-  private afterMirror(bound: BoundChannel, sink: Subscriber<never>, open: () => Started): Started {
+  private afterMirror(bound: BoundChannel, sink: Subscriber<never>, latest: boolean, open: () => Started): Started {
     let started: Started | undefined
     let stopped = false
     let paused = false
-    this.remote!.mirror(bound).then(
+    const start = (): void => {
+      if (stopped || started !== undefined) return
+      if (this.closed) return sink.complete()
+      try {
+        started = open()
+        if (paused) started.setPaused(true)
+      } catch (error) {
+        sink.error(error)
+      }
+    }
+    const remote = this.remote!
+    const mirrored = remote.mirror(bound)
+    const cancel = latest ? remote.catchUp(bound, start) : undefined
+    mirrored.then(
       () => {
-        if (stopped) return
-        if (this.closed) return sink.complete()
-        try {
-          started = open()
-          if (paused) started.setPaused(true)
-        } catch (error) {
-          sink.error(error)
-        }
+        if (!latest) start()
       },
       (error: unknown) => {
+        cancel?.()
         if (!stopped) sink.error(error)
       },
     )
     return {
       stop: () => {
         stopped = true
+        cancel?.()
         started?.stop()
       },
       setPaused: (p) => {

@@ -62,6 +62,12 @@ export interface Driver {
    * written in time, CLOSED when the driver closed first.
    */
   write(records: readonly Egress[]): Promise<number>
+  /**
+   * Calls `start` once `channel`'s mirror (opened before) holds every entry the broker had when
+   * this call reached it, and none added after: between two ingests, so a subscription made then
+   * starts exactly there. Returns a function that cancels the call.
+   */
+  catchUp(channel: ChannelRef, start: () => void): () => void
   /** Sets what the broker keeps of `channel` (applied as its publishes are written). */
   retention(channel: string, retention: BrokerRetention): void
   /** Reads `channel`'s history (within `bound`) into the core, then follows it. Resolves once the history is in. */

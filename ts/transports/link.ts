@@ -185,6 +185,14 @@ export class Transports {
     return channel.mirror
   }
 
+  /**
+   * Calls `start` when the mirror of `channel` (opening) holds what the broker had at this call
+   * and nothing after: a `latest` subscriber made then sees exactly what the broker took later.
+   */
+  catchUp(channel: BoundChannel, start: () => void): () => void {
+    return channel.driver.catchUp({ id: channel.id, name: channel.name }, start)
+  }
+
   /** A group made on a bound channel: created on the broker and read for this process (once per group). */
   openGroup(channel: BoundChannel, id: number, name: string, start: GroupStart, visibilityMs: number): void {
     if (this.groups.has(id)) return

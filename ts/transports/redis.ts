@@ -47,6 +47,20 @@ function transportError(
   return new OrreryError(code, message, options)
 }
 
+/**
+ * Markers of `latest` subscribes not answered yet, by server and stream, across every Orrery of
+ * this process: a publish to that stream waits for them, so a publish made after a subscribe
+ * (in this process) is after its marker on the broker too.
+ */
+const markers = new Map<string, Set<Promise<unknown>>>()
+
+/** Compares two stream entry ids (`<ms>-<seq>`). */
+function compareIds(a: string, b: string): number {
+  const [am = 0, as = 0] = a.split('-').map(Number)
+  const [bm = 0, bs = 0] = b.split('-').map(Number)
+  return am - bm || as - bs
+}
+
 /** Entries read per call, at most. */
 const READ_COUNT = 256
 /** How long a blocking read waits before it is issued again (it returns early with entries, or when unblocked). */
@@ -198,19 +212,21 @@ export class RedisDriver implements Driver {
 
   write(records: readonly Egress[]): Promise<number> {
     if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed'))
+    let write: PendingWrite | undefined
     const written = new Promise<number>((resolve, reject) => {
-      const write: PendingWrite = { records: [...records], duplicates: 0, resolve, reject, timer: undefined, settled: false }
-      write.timer = setTimeout(
-        () => this.fail(write, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } })),
-        this.config.publishTimeoutMs,
-      )
-      this.queue.push(write)
-      this.writes.add(write)
-      this.pump()
+      write = { records: [...records], duplicates: 0, resolve, reject, timer: undefined, settled: false }
     })
+    const w = write!
+    w.timer = setTimeout(
+      () => this.fail(w, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } })),
+      this.config.publishTimeoutMs,
+    )
+    this.queue.push(w)
+    this.writes.add(w)
     this.unsettled.add(written)
     const forget = () => void this.unsettled.delete(written)
     written.then(forget, forget)
+    this.pump()
     return written
   }
 
@@ -241,6 +257,17 @@ export class RedisDriver implements Driver {
    */
   private pump(): void {
     if (this.inFlight || this.queue.length === 0 || this.closed) return
+    if (markers.size > 0) {
+      const wait = this.markersBefore(this.queue)
+      if (wait !== undefined) {
+        this.inFlight = true
+        void wait.then(() => {
+          this.inFlight = false
+          this.pump()
+        })
+        return
+      }
+    }
     this.inFlight = true
     const batch = this.queue.splice(0)
     const sends: Array<Array<Promise<unknown>>> = batch.map((write) => (write.settled ? [] : write.records.map((record) => this.send(record))))
@@ -317,6 +344,40 @@ export class RedisDriver implements Driver {
     }
   }
 
+  catchUp(channel: ChannelRef, start: () => void): () => void {
+    const reader = this.mirrors.get(channel.id)
+    if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
+    const key = this.key(channel.name)
+    // The stream's newest entry as the broker sees it now. Publishes of other Orrery instances
+    // of this process made after this call wait for the answer (see `markers`), so they land
+    // after it; this instance's own go after it on the same connection.
+    const marker = this.command<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1']).then((entries) =>
+      entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+    )
+    const markerKey = `${this.config.url}\u0000${key}`
+    const pending = markers.get(markerKey) ?? new Set<Promise<unknown>>()
+    markers.set(markerKey, pending)
+    pending.add(marker)
+    const forget = () => {
+      pending.delete(marker)
+      if (pending.size === 0 && markers.get(markerKey) === pending) markers.delete(markerKey)
+    }
+    marker.then(forget, forget)
+    return reader.catchUp(marker, start)
+  }
+
+  /** Resolves once this process's markers on the keys `records` publish to are answered (undefined: none pending). */
+  private markersBefore(records: readonly PendingWrite[]): Promise<unknown> | undefined {
+    const waits: Promise<unknown>[] = []
+    for (const write of records)
+      for (const record of write.records) {
+        if (record.kind !== 'publish') continue
+        const set = markers.get(`${this.config.url}\u0000${this.key(record.channel)}`)
+        if (set !== undefined) for (const m of set) waits.push(m)
+      }
+    return waits.length === 0 ? undefined : Promise.allSettled(waits)
+  }
+
   retention(channel: string, retention: BrokerRetention): void {
     this.kept.set(channel, retention)
   }
@@ -332,6 +393,11 @@ export class RedisDriver implements Driver {
     if (existing) return existing.ready
     const reader = new MirrorReader(this, channel, bound)
     this.mirrors.set(channel.id, reader)
+    // A mirror whose history could not be read is forgotten: the next subscriber opens it anew.
+    reader.ready.catch(() => {
+      if (this.mirrors.get(channel.id) === reader) this.mirrors.delete(channel.id)
+      reader.stop()
+    })
     return reader.ready
   }
 
@@ -484,6 +550,45 @@ abstract class Reader {
 class MirrorReader extends Reader {
   readonly ready: Promise<void>
   private last = '0-0'
+  /** Subscribes waiting for the mirror to reach a marker (`after`: undefined until it is known). */
+  private readonly waiters: Array<{ after: string | undefined; start: () => void }> = []
+
+  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
+  catchUp(marker: Promise<string>, start: () => void): () => void {
+    const waiter: { after: string | undefined; start: () => void } = { after: undefined, start }
+    this.waiters.push(waiter)
+    marker.then(
+      (id) => {
+        waiter.after = id
+        this.release()
+      },
+      (error: unknown) => {
+        this.cancel(waiter)
+        this.driver.sinkOf.failed(error)
+      },
+    )
+    return () => this.cancel(waiter)
+  }
+
+  private cancel(waiter: { after: string | undefined; start: () => void }): void {
+    const i = this.waiters.indexOf(waiter)
+    if (i >= 0) this.waiters.splice(i, 1)
+  }
+
+  /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
+  private release(next?: string): void {
+    if (this.waiters.length === 0) return
+    const due = this.waiters.filter(
+      (w) => w.after !== undefined && (compareIds(this.last, w.after) >= 0 || (next !== undefined && compareIds(next, w.after) > 0)),
+    )
+    if (due.length === 0) return
+    // What is read so far goes in first: the subscription starts after it.
+    this.ingest()
+    for (const w of due) {
+      this.cancel(w)
+      w.start()
+    }
+  }
 
   constructor(
     driver: RedisDriver,
@@ -498,12 +603,14 @@ class MirrorReader extends Reader {
     this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, 'COUNT', String(Math.max(1, bound.maxCount))]).then((entries) => {
       for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
       this.ingest()
+      this.release()
       this.run()
     })
   }
 
   private add(entry: Entry): void {
     const id = entry[0].toString('latin1')
+    if (this.waiters.length > 0) this.release(id)
     this.last = id
     const frame = frameOf(entry[1])
     if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame)
@@ -524,6 +631,7 @@ class MirrorReader extends Reader {
     if (reply === null) return
     for (const [, entries] of reply) for (const entry of entries) this.add(entry)
     this.ingest()
+    this.release()
   }
 }
 
