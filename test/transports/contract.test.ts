@@ -322,9 +322,108 @@ function contract(backend: Backend): void {
         expect(kept).toEqual(range(301 - kept.length, 301))
       }
     })
+    it('retention maxAgeMs: what is older than the age is not replayed', { timeout: T }, async () => {
+      const t = fresh()
+      const o = await t.open()
+      const ch = t.ch('aged')
+      o.bus.channel(ch, { retention: { maxAgeMs: 300 } })
+      const sent = Date.now()
+      await o.bus.publish(ch, 'old')
+      await until(() => Date.now() > sent + 500, 2_000, 'the message to age')
+      await o.bus.publish(ch, 'new')
+      const got = listen(o.bus.subscribe<string>(ch, { from: 'earliest' }))
+      await o.bus.publish(ch, 'end')
+      await until(
+        () => got.items.some((m) => m.payload === 'end'),
+        20_000,
+        'the last message',
+        () => payloads(got.items),
+      )
+      expect(payloads(got.items)).toEqual(['new', 'end'])
+    })
+
+    it('every field of a message and binary payloads cross intact to another instance', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('fields')
+      const got = listen(b.bus.subscribe<unknown>(ch))
+      const bytes = Uint8Array.from({ length: 65_536 }, (_, i) => (i * 7 + (i >> 8)) & 0xff)
+      const options = {
+        id: 'msg-é-1',
+        kind: 'event' as const,
+        sender: 'shop/π',
+        recipient: 'billing',
+        correlationId: 'corr-1',
+        causationId: 'cause-1',
+        schema: 'order@1.2',
+        headers: { 'x-trace': 'abc', emoji: '🚀', empty: '' },
+      }
+      await a.bus.publish(ch, { sku: 'A-1', qty: 2, note: 'naïve ✓', nested: [1, null, { deep: true }] }, options)
+      await a.bus.publish(ch, bytes)
+      await a.bus.publish(ch, { big: 2n ** 40n, when: 'msgpack' }, { codec: 'msgpack' })
+      await until(() => got.items.length >= 3, 20_000, 'the 3 messages')
+      const [json, raw, packed] = got.items as [Message<unknown>, Message<unknown>, Message<unknown>]
+      expect(json.payload).toEqual({ sku: 'A-1', qty: 2, note: 'naïve ✓', nested: [1, null, { deep: true }] })
+      expect(json).toMatchObject({ ...options, channel: ch, codec: 'json' })
+      expect(json.headers).toEqual(options.headers)
+      expect(raw.codec).toBe('raw')
+      const back = raw.payload as Uint8Array
+      expect(back.length).toBe(bytes.length)
+      expect(back.every((v, i) => v === bytes[i])).toBe(true)
+      expect(packed.codec).toBe('msgpack')
+      expect(packed.payload).toEqual({ big: 2n ** 40n, when: 'msgpack' })
+    })
+
+    it('a batch may mix a channel on the backend and one in this process: both are published', { timeout: T }, async () => {
+      const t = fresh()
+      const o = await t.open()
+      const bound = t.ch('mixed')
+      const local = `local-${t.prefix}mixed`
+      const onBound = listen(o.bus.subscribe<number>(bound))
+      const onLocal = listen(o.bus.subscribe<number>(local))
+      const result = await o.bus.publishBatch([
+        { channel: bound, payload: 1 },
+        { channel: local, payload: 2 },
+        { channel: bound, payload: 3 },
+      ])
+      expect(result.published).toBe(3)
+      await until(
+        () => onBound.items.length >= 2 && onLocal.items.length >= 1,
+        20_000,
+        'both channels',
+        () => [payloads(onBound.items), payloads(onLocal.items)],
+      )
+      expect(payloads(onBound.items)).toEqual([1, 3])
+      expect(payloads(onLocal.items)).toEqual([2])
+    })
   })
 
   describe('consumer groups', () => {
+    it("a group from 'earliest' reads the history; one from 'latest' only what follows", { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('backlog')
+      await a.bus.publishBatch(range(0, 3).map((payload) => ({ channel: ch, payload })))
+      const early = listen(b.bus.group<number>(ch, 'replay', { from: 'earliest' }).join())
+      const late = listen(b.bus.group<number>(ch, 'live', { from: 'latest' }).join())
+      await until(
+        () => early.items.length >= 3,
+        20_000,
+        'the history',
+        () => idsOf(early.items),
+      )
+      await a.bus.publish(ch, 3)
+      await until(
+        () => early.items.length >= 4 && late.items.length >= 1,
+        20_000,
+        'the new message in both groups',
+        () => [early.items.length, late.items.length],
+      )
+      for (const d of [...early.items, ...late.items]) d.ack()
+      expect(early.items.map((d) => d.message.payload)).toEqual([0, 1, 2, 3])
+      expect(late.items.map((d) => d.message.payload)).toEqual([3])
+    })
+
     it('each message goes to exactly one member across instances; acked ones are never redelivered', { timeout: T }, async () => {
       const t = fresh()
       const peers = await t.peers(2)
