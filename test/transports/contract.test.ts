@@ -635,6 +635,31 @@ function contract(backend: Backend): void {
       expect(dead.items.map((m) => [m.id, m.headers['x-orrery-dead-letter-reason']])).toEqual([['short', 'expired']])
     })
 
+    it('a member that leaves gives back what it held at once, to a member of another instance', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('leave')
+      const visibility = 10_000
+      const held = listen(a.bus.group<number>(ch, 'w', { visibilityTimeout: visibility }).join({ maxInFlight: 10 }))
+      await a.bus.publishBatch(range(0, 3).map((payload) => ({ channel: ch, payload })))
+      await until(() => held.items.length >= 3, 20_000, 'the leaving member to hold all 3')
+      // Joins once everything is held: it can only get what the other gives back.
+      const taken = listen(b.bus.group<number>(ch, 'w', { visibilityTimeout: visibility }).join({ maxInFlight: 10 }))
+      const leftAt = Date.now()
+      held.subscription.unsubscribe()
+      await until(
+        () => taken.items.length >= 3,
+        visibility - 2_000,
+        'the other member to get them before any lease ran out',
+        () => taken.items.length,
+      )
+      expect(Date.now() - leftAt).toBeLessThan(visibility)
+      expect(taken.items.map((d) => d.message.payload).sort()).toEqual([0, 1, 2])
+      expect(taken.items.map((d) => d.attempt)).toEqual([2, 2, 2])
+      for (const d of taken.items) d.ack()
+      expect(await refusalOf(() => held.items[0]!.ack())).toMatchObject({ code: 'STALE_ACK' })
+    })
+
     it.runIf(shared)('an instance that stops without acking: another gets its messages once the lease runs out', { timeout: T }, async () => {
       const t = fresh()
       const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
