@@ -4,7 +4,6 @@
  * broker can tell), release with a delay, dead letters, dedup across instances, retention,
  * graceful shutdown, and a server restart mid-stream. Same on both engines.
  */
-import { spawnSync } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
@@ -50,7 +49,9 @@ async function until(done: () => boolean | Promise<boolean>, ms = 10_000): Promi
  * inherit what this process inherited (the heavy-command lock of `flock`, which it would then
  * hold for as long as it runs).
  */
-function servers(...args: string[]): { status: number | null; stderr: string } {
+async function servers(...args: string[]): Promise<{ status: number | null; stderr: string }> {
+  // Imported here: this file also loads (and skips) in a browser page.
+  const { spawnSync } = await import('node:child_process')
   const closeInherited = 'for fd in $(ls /proc/$$/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash scripts/servers.sh "$@"'
   return spawnSync('bash', ['-c', closeInherited, 'servers', ...args], { encoding: 'utf8' })
 }
@@ -275,11 +276,11 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
       b.bus.subscribe(ch('restart'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
       await a.bus.publish(ch('restart'), 0)
       await until(() => got.length === 1)
-      const stop = servers('stop', 'redis')
+      const stop = await servers('stop', 'redis')
       expect(stop.status, stop.stderr).toBe(0)
       const during = [1, 2, 3].map((n) => a.bus.publish(ch('restart'), n))
       await sleep(300)
-      const start = servers('start', '--keep', 'redis')
+      const start = await servers('start', '--keep', 'redis')
       expect(start.status, start.stderr).toBe(0)
       const results = await Promise.all(during)
       expect(results.map((r) => r.published)).toEqual([true, true, true])
@@ -292,12 +293,12 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
   it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
     fresh()
     const a = await open({ publishTimeoutMs: 300 })
-    const stop = servers('stop', 'redis')
+    const stop = await servers('stop', 'redis')
     expect(stop.status, stop.stderr).toBe(0)
     try {
       await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
     } finally {
-      const start = servers('start', '--keep', 'redis')
+      const start = await servers('start', '--keep', 'redis')
       expect(start.status, start.stderr).toBe(0)
     }
   }, 60_000)
