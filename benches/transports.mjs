@@ -44,7 +44,7 @@ const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).fill(0x78)
 const PAYLOAD_BUFFER = Buffer.from(PAYLOAD)
 const PAYLOAD_TEXT = PAYLOAD_BUFFER.toString('latin1')
 // Messages per round, every contender the same (redis-benchmark runs a fixed count).
-const N = Number(process.env.ORRERY_BENCH_TRANSPORT_N ?? scaled(200_000, 20_000))
+const N = Number(process.env.ORRERY_BENCH_TRANSPORT_N ?? scaled(100_000, 20_000))
 const ROUNDS = 5
 // Publishers keep WINDOW batches of BATCH messages awaiting the server at once: 4,096 in flight,
 // about what redis-benchmark keeps (50 clients x 64).
