@@ -24,7 +24,8 @@
  *   node --expose-gc --max-old-space-size=12000 benches/transports.mjs    (or: npm run bench -- transports)
  *   node --expose-gc benches/transports.mjs publish    (some scenarios; prints, writes no file)
  *   ORRERY_BENCH_CONTENDERS=redis-benchmark,node-redis-raw node --expose-gc benches/transports.mjs
- *   (some contenders; prints, writes no file)
+ *   (some contenders; prints, writes no file).
+ *   ORRERY_BENCH_QUICK=1: 20,000 messages a round instead of 100,000, two rounds, nothing written.
  */
 import { execFile, execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -44,7 +45,7 @@ const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).fill(0x78)
 const PAYLOAD_BUFFER = Buffer.from(PAYLOAD)
 const PAYLOAD_TEXT = PAYLOAD_BUFFER.toString('latin1')
 // Messages per round, every contender the same (redis-benchmark runs a fixed count).
-const N = Number(process.env.ORRERY_BENCH_TRANSPORT_N ?? scaled(100_000, 20_000))
+const N = scaled(100_000, 20_000)
 const ROUNDS = 5
 // Publishers keep WINDOW batches of BATCH messages awaiting the server at once: 4,096 in flight,
 // about what redis-benchmark keeps (50 clients x 64).
