@@ -152,6 +152,24 @@ function contract(backend: Backend): void {
       }
     })
 
+    it.runIf(shared)('a publish that resolved survives its instance closing at once after it', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('durable')
+      const results = await Promise.all(range(0, 20).map((i) => a.bus.publish(ch, i)))
+      expect(results.every((r) => r.published)).toBe(true)
+      a.close()
+      const got = listen(b.bus.group<number>(ch, 'late', { from: 'earliest' }).join())
+      await until(
+        () => got.items.length >= 20,
+        20_000,
+        'the 20 messages',
+        () => got.items.length,
+      )
+      for (const d of got.items) d.ack()
+      expect(got.items.map((d) => d.message.payload)).toEqual(range(0, 20))
+    })
+
     it("from 'latest' sees only what is published after the subscribe", { timeout: T }, async () => {
       const t = fresh()
       const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
