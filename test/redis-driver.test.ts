@@ -250,6 +250,27 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     got[0]!.ack()
   })
 
+  it('a group the server lost is made again (from its own start) and read', async () => {
+    fresh()
+    const a = await open()
+    const events: string[] = []
+    a.bus.events.subscribe((e) => events.push(e.type))
+    const got: unknown[] = []
+    const g = a.bus.group(ch('lost'), 'g')
+    g.consume((d) => void got.push(d.message.payload))
+    await sleep(100)
+    await a.bus.publish(ch('lost'), 1)
+    await until(() => got.length === 1)
+    // The blocked read is refused (NOGROUP) at once; the reader makes the group again ('$').
+    await raw.sendCommand(['XGROUP', 'DESTROY', key(ch('lost')), 'g'])
+    await until(async () => ((await raw.sendCommand(['XINFO', 'GROUPS', key(ch('lost'))])) as unknown[]).length === 1)
+    await a.bus.publish(ch('lost'), 2)
+    await until(() => got.length >= 2)
+    await sleep(100)
+    expect(got).toEqual([1, 2])
+    expect(events).toEqual([]) // mended, not reported
+  })
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()

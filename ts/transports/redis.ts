@@ -403,18 +403,25 @@ export class RedisDriver implements Driver {
 
   async openGroup(group: GroupRef): Promise<void> {
     if (this.groups.has(group.id)) return
-    const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' ? '0' : `${Math.max(0, Math.floor(group.start.time))}-0`
     const reader = new GroupReader(this, group)
     this.groups.set(group.id, reader)
     try {
-      await this.command(['XGROUP', 'CREATE', this.key(group.channel), group.name, start, 'MKSTREAM'])
+      await this.createGroup(group)
     } catch (error) {
-      if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) {
-        this.groups.delete(group.id)
-        throw error
-      }
+      this.groups.delete(group.id)
+      throw error
     }
     if (this.groups.get(group.id) === reader) reader.start()
+  }
+
+  /** @internal Creates the group on the broker (and its stream); one that exists is left as it is. */
+  async createGroup(group: GroupRef): Promise<void> {
+    const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' ? '0' : `${Math.max(0, Math.floor(group.start.time))}-0`
+    try {
+      await this.command(['XGROUP', 'CREATE', this.key(group.channel), group.name, start, 'MKSTREAM'])
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error
+    }
   }
 
   closeGroup(group: number): void {
@@ -503,7 +510,7 @@ abstract class Reader {
         await this.step()
       } catch (error) {
         if (this.stopped || this.driver.isClosed) break
-        if (this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
+        if (this.driver.isServerError(error) && !(await this.recover(error))) this.driver.sinkOf.failed(error)
         await new Promise((r) => setTimeout(r, RETRY_MS))
       }
     }
@@ -524,6 +531,11 @@ abstract class Reader {
   }
 
   protected abstract step(): Promise<void>
+
+  /** Mends what a server refusal says is missing; true when it did (the read is then tried again). */
+  protected recover(_error: unknown): Promise<boolean> {
+    return Promise.resolve(false)
+  }
 
   protected ingest(): void {
     const batch = this.writer.take()
@@ -699,6 +711,13 @@ class GroupReader extends Reader {
     if (reply === null) return
     for (const [, entries] of reply) for (const entry of entries) this.add(entry, 1)
     this.ingest()
+  }
+
+  /** A server that lost its data (restarted without it) lost the group too: it is made again. */
+  protected override async recover(error: unknown): Promise<boolean> {
+    if (!(error instanceof Error && error.message.startsWith('NOGROUP'))) return false
+    await this.driver.createGroup(this.group)
+    return true
   }
 
   private add(entry: Entry, count: number): void {
