@@ -1,0 +1,408 @@
+/**
+ * Several processes on one Redis Streams consumer group (issue #14's "several processes" test):
+ * three Node processes (test/fixtures/transport-worker.mjs, on this project's engine) share the
+ * group `workers` of a bound channel; this process publishes 1,200 messages; once about a third
+ * are handled, the process holding the most is killed with SIGKILL mid-stream. Each message's
+ * effect is recorded in Redis under its id as idempotency key (SET NX), and every execution is
+ * listed, so the test reads from the server what happened: nothing lost, executions beyond one
+ * only for what the killed process held, no effect twice, and the survivors, never restarted, take
+ * over the killed one's messages once the broker's threshold has passed.
+ *
+ * Then create's refusals from a process of their own: a wrong password (a Redis ACL user made for
+ * the test) is TRANSPORT_AUTH, a closed port or a server that never answers is
+ * TRANSPORT_UNAVAILABLE within connectTimeoutMs, and each process ends on its own (nothing left open).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createServer, type Server, type Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+import { createClient } from 'redis'
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { Orrery } from '../../ts/node.js'
+import { ENGINE } from '../engine.js'
+import { BACKENDS, range, withTimeout } from './backends.js'
+
+const redis = BACKENDS.find((b) => b.name === 'redis')!
+const title = `several processes on redis (${ENGINE})${redis.skip ? ` [skipped: ${redis.skip}]` : ''}`
+const fixture = fileURLToPath(new URL('../fixtures/transport-worker.mjs', import.meta.url))
+
+/** Messages published, processes sharing the group, each process's in-flight bound, the group's visibility timeout. */
+const MESSAGES = 1_200
+const PROCESSES = 3
+const MAX_IN_FLIGHT = 16
+const VISIBILITY_MS = 1_000
+/** The broker hands an entry to another consumer once it has been idle this long (docs/transports.md). */
+const THRESHOLD_MS = VISIBILITY_MS + Math.max(1_000, VISIBILITY_MS / 10)
+
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+let runs = 0
+
+/** The node-redis calls this test makes on connections of its own. */
+interface Raw {
+  connect(): Promise<unknown>
+  sendCommand(args: string[]): Promise<unknown>
+  get(key: string): Promise<string | null>
+  lRange(key: string, from: number, to: number): Promise<string[]>
+  quit(): Promise<unknown>
+  on(event: 'error', listener: (error: unknown) => void): unknown
+}
+
+async function connect(url: string): Promise<Raw> {
+  const raw = createClient({ url, RESP: 2 }) as unknown as Raw
+  raw.on('error', () => {})
+  await raw.connect()
+  return raw
+}
+type Line = Record<string, unknown> & { event: string; pid: number }
+
+/** A child process of this test and what it printed. */
+interface Child {
+  readonly proc: ChildProcess
+  readonly pid: number
+  readonly lines: Line[]
+  stderr: string
+  /** Resolves with how the process ended. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** The first line with this event, waited for at most `ms`. */
+  next(event: string, ms: number): Promise<Line>
+}
+
+const children: Child[] = []
+
+function spawnFixture(args: string[]): Child {
+  const proc = spawn(process.execPath, [fixture, ...args], { env: { ...process.env, ORRERY_ENGINE: ENGINE }, stdio: ['pipe', 'pipe', 'pipe'] })
+  const lines: Line[] = []
+  const waiters: Array<() => void> = []
+  let out = ''
+  const child: Child = {
+    proc,
+    pid: proc.pid!,
+    lines,
+    stderr: '',
+    exited: new Promise((resolve) => proc.on('close', (code, signal) => resolve({ code, signal }))),
+    async next(event, ms) {
+      const deadline = Date.now() + ms
+      for (;;) {
+        const found = lines.find((l) => l.event === event)
+        if (found) return found
+        if (proc.exitCode !== null || proc.signalCode !== null || Date.now() > deadline)
+          throw new Error(
+            `process ${proc.pid} (${args[0]}) printed no "${event}" (exit ${proc.exitCode ?? proc.signalCode}); stderr: ${child.stderr.slice(-2000)}`,
+          )
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve)
+          setTimeout(resolve, 50)
+        })
+      }
+    },
+  }
+  proc.stdout!.setEncoding('utf8')
+  proc.stdout!.on('data', (chunk: string) => {
+    out += chunk
+    const complete = out.split('\n')
+    out = complete.pop()!
+    for (const line of complete) lines.push(JSON.parse(line) as Line)
+    for (const w of waiters.splice(0)) w()
+  })
+  proc.stderr!.setEncoding('utf8')
+  proc.stderr!.on('data', (chunk: string) => {
+    child.stderr += chunk
+  })
+  children.push(child)
+  return child
+}
+
+/** Waits for a process to end on its own within `ms`; one still running is killed and reported. */
+async function endsOnItsOwn(child: Child, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  try {
+    return await withTimeout(child.exited, ms, `process ${child.pid} ending on its own (something stayed open)`)
+  } catch (error) {
+    child.proc.kill('SIGKILL')
+    throw error
+  }
+}
+
+/** Polls `probe` until it returns a value, at most `ms`; fails saying what it waited for. */
+async function poll<T>(probe: () => Promise<T | undefined>, ms: number, what: string, every = 20): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, every))
+  }
+}
+
+/** A flat [name, value, ...] reply as an object. */
+function pairs(reply: unknown): Record<string, unknown> {
+  const list = reply as unknown[]
+  const out: Record<string, unknown> = {}
+  for (let i = 0; i + 1 < list.length; i += 2) out[String(list[i])] = list[i + 1]
+  return out
+}
+
+/** The group's consumers on the broker: name and how many entries each holds (none before the group exists). */
+async function consumers(raw: Raw, stream: string): Promise<Map<string, number>> {
+  try {
+    const reply = (await raw.sendCommand(['XINFO', 'CONSUMERS', stream, 'workers'])) as unknown[]
+    return new Map(reply.map((c) => pairs(c)).map((c) => [String(c['name']), Number(c['pending'])]))
+  } catch {
+    return new Map()
+  }
+}
+
+/** Deletes every key matching one of `patterns`. */
+async function deleteKeys(raw: Raw, patterns: string[]): Promise<void> {
+  for (const pattern of patterns) {
+    let cursor = '0'
+    do {
+      const [next, keys] = (await raw.sendCommand(['SCAN', cursor, 'MATCH', pattern, 'COUNT', '1000'])) as [string, string[]]
+      cursor = next
+      if (keys.length > 0) await raw.sendCommand(['DEL', ...keys])
+    } while (cursor !== '0')
+  }
+}
+
+describe.skipIf(redis.skip !== undefined)(title, () => {
+  if (redis.broken !== undefined) {
+    it('has its server', () => {
+      throw new Error(redis.broken)
+    })
+    return
+  }
+  const url = inject('redisUrl')!
+
+  afterEach(() => {
+    // A test that failed half-way leaves no process of its own behind.
+    for (const child of children.splice(0)) if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL')
+  })
+
+  it(`${PROCESSES} processes share a group; one SIGKILLed mid-stream: 0 lost, extra executions within what it held, 0 duplicate effects, hand-over after the broker threshold`, {
+    timeout: 60_000,
+  }, async () => {
+    const began = Date.now()
+    const prefix = `proc-${RUN}-${++runs}.`
+    const stream = `orrery:ch:${prefix}jobs`
+    const raw = await connect(url)
+    let publisher: Orrery | undefined
+    try {
+      publisher = await Orrery.create({ transports: { main: { kind: 'redis', url } }, bindings: { [`${prefix}*`]: 'main' } })
+      const ids = range(0, MESSAGES).map((i) => `m-${String(i).padStart(5, '0')}`)
+      const results: Array<{ id: string; published: boolean }> = []
+      let sent = 0
+      const handled = async (): Promise<number> => Number((await raw.get(`${prefix}handled`)) ?? 0)
+
+      // One process at a time, so each one's consumer on the broker is known: the broker makes a
+      // consumer when it first hands it an entry, so the first messages go out one by one until
+      // the newcomer has taken one (a process already there may take one first).
+      const workers: Array<{ child: Child; consumer: string }> = []
+      for (let i = 0; i < PROCESSES; i++) {
+        const child = spawnFixture(['worker', url, prefix, String(MAX_IN_FLIGHT), String(VISIBILITY_MS)])
+        const ready = await child.next('ready', 20_000)
+        expect(ready['engine']).toBe(ENGINE)
+        const known = new Set(workers.map((w) => w.consumer))
+        const consumer = await poll(
+          async () => {
+            const fresh = [...(await consumers(raw, stream)).keys()].find((name) => !known.has(name))
+            if (fresh === undefined && (await handled()) >= sent) {
+              const id = ids[sent++]!
+              results.push(await publisher!.bus.publish(`${prefix}jobs`, id, { id }))
+            }
+            return fresh
+          },
+          15_000,
+          `the consumer of process ${child.pid} on the broker`,
+        )
+        workers.push({ child, consumer })
+      }
+      const warmUp = sent
+
+      const published = Promise.all(ids.slice(sent).map((id) => publisher!.bus.publish(`${prefix}jobs`, id, { id })))
+
+      // About a third handled: the process holding the most is killed while it holds them.
+      const handledAtKill = await poll(
+        async () => {
+          const n = await handled()
+          return n >= MESSAGES / 3 ? n : undefined
+        },
+        30_000,
+        `${MESSAGES / 3} messages handled`,
+        2,
+      )
+      const holding = await consumers(raw, stream)
+      const victim = workers.reduce((a, b) => ((holding.get(b.consumer) ?? 0) > (holding.get(a.consumer) ?? 0) ? b : a))
+      victim.child.proc.kill('SIGKILL')
+      const killedAt = Date.now()
+      const survivors = workers.filter((w) => w !== victim)
+      // What it held, as the broker saw it just after: each entry with how long it had been idle.
+      // (Acks it sent just before dying may still land: this can only shrink, never grow.)
+      const snapshotAt = Date.now()
+      const held = (
+        (await raw.sendCommand(['XPENDING', stream, 'workers', '-', '+', '10000', victim.consumer])) as Array<[string, string, number, number]>
+      ).map(([entry, , idle]) => ({ entry, idle: Number(idle) }))
+      expect((await victim.child.exited).signal).toBe('SIGKILL')
+
+      results.push(...(await withTimeout(published, 30_000, 'the publishes')))
+      expect(results.filter((r) => !r.published)).toEqual([])
+      expect(new Set(results.map((r) => r.id)).size).toBe(MESSAGES)
+
+      // Every effect recorded, and nothing left unacknowledged on the broker.
+      await poll(
+        async () => {
+          const [effects, summary] = await Promise.all([
+            raw.sendCommand(['EXISTS', ...ids.map((id) => `${prefix}effect:${id}`)]) as Promise<number>,
+            raw.sendCommand(['XPENDING', stream, 'workers']) as Promise<[number, ...unknown[]]>,
+          ])
+          return effects === MESSAGES && Number(summary[0]) === 0 ? true : undefined
+        },
+        30_000,
+        'every effect recorded and every entry acknowledged',
+        50,
+      )
+      const doneAt = Date.now()
+
+      // Which message each held entry carries (the frame holds the id, which is also the payload).
+      const heldIds = new Map<string, number>()
+      for (const { entry, idle } of held) {
+        const [found] = (await raw.sendCommand(['XRANGE', stream, entry, entry])) as Array<[string, string[]]>
+        const fields = found?.[1] ?? []
+        const id = /m-\d{5}/.exec(fields.join(' '))?.[0]
+        expect(id, `message id in stream entry ${entry}`).toBeDefined()
+        heldIds.set(id!, idle)
+      }
+
+      const executions = new Map<string, Array<{ pid: number; at: number; attempt: number; applied: boolean }>>()
+      const owners = new Map<string, string | null>()
+      await Promise.all(
+        ids.map(async (id) => {
+          const [list, owner] = await Promise.all([raw.lRange(`${prefix}exec:${id}`, 0, -1), raw.get(`${prefix}effect:${id}`)])
+          executions.set(
+            id,
+            list.map((line) => {
+              const [pid, at, attempt, outcome] = line.split(' ')
+              return { pid: Number(pid), at: Number(at), attempt: Number(attempt), applied: outcome === 'applied' }
+            }),
+          )
+          owners.set(id, owner)
+        }),
+      )
+
+      // 0 lost: every message took effect.
+      const lost = ids.filter((id) => owners.get(id) === null || executions.get(id)!.length === 0)
+      expect(lost).toEqual([])
+      // 0 duplicate effects: each message applied once, by the process its key names.
+      const applied = ids.filter((id) => executions.get(id)!.filter((e) => e.applied).length !== 1)
+      expect(applied).toEqual([])
+      for (const id of ids) expect(String(executions.get(id)!.find((e) => e.applied)!.pid), id).toBe(owners.get(id))
+
+      // Executions beyond one per message: only messages the killed process held, within what it held.
+      const total = [...executions.values()].reduce((n, list) => n + list.length, 0)
+      const extra = total - MESSAGES
+      const repeated = ids.filter((id) => executions.get(id)!.length > 1)
+      expect(held.length, 'the killed process held deliveries when it died').toBeGreaterThan(0)
+      expect(extra).toBeLessThanOrEqual(held.length)
+      for (const id of repeated) {
+        const list = executions.get(id)!
+        expect(list[0]!.pid, `${id} first run by the killed process`).toBe(victim.child.pid)
+        expect(heldIds.has(id), `${id} held by the killed process`).toBe(true)
+        expect(list.slice(1).every((e) => e.pid !== victim.child.pid && e.attempt > 1)).toBe(true)
+      }
+
+      // The survivors, still the same processes, took each held message after its threshold.
+      const survivorPids = new Set(survivors.map((s) => s.child.pid))
+      const handover: number[] = []
+      for (const [id, idle] of heldIds) {
+        const taken = executions.get(id)!.find((e) => survivorPids.has(e.pid) && e.at >= killedAt)
+        expect(taken, `${id} executed by a survivor after the kill`).toBeDefined()
+        // Claimable once idle for the threshold: never before (a slow but living holder keeps it).
+        expect(taken!.at, `${id} taken over before the broker threshold`).toBeGreaterThanOrEqual(snapshotAt - idle + THRESHOLD_MS - 50)
+        expect(taken!.at - killedAt, `${id} taken over late`).toBeLessThanOrEqual(redis.redeliveryBound(VISIBILITY_MS))
+        handover.push(taken!.at - killedAt)
+      }
+      for (const { child } of survivors) expect(child.proc.exitCode, `survivor ${child.pid} still running`).toBeNull()
+      const byPid = new Map<number, number>()
+      for (const list of executions.values()) for (const e of list) if (e.applied) byPid.set(e.pid, (byPid.get(e.pid) ?? 0) + 1)
+      for (const { child } of workers) expect(byPid.get(child.pid) ?? 0, `effects of process ${child.pid}`).toBeGreaterThan(0)
+
+      // The survivors stop gracefully and end on their own.
+      for (const { child } of survivors) child.proc.stdin!.write('stop\n')
+      for (const { child } of survivors) {
+        await child.next('stopped', 15_000)
+        expect(await endsOnItsOwn(child, 10_000)).toEqual({ code: 0, signal: null })
+      }
+
+      const elapsed = Date.now() - began
+      expect(elapsed).toBeLessThan(45_000)
+      console.log(
+        `several processes (${ENGINE}): ${MESSAGES} messages, ${PROCESSES} processes (maxInFlight ${MAX_IN_FLIGHT}, visibility ${VISIBILITY_MS} ms); ` +
+          `${warmUp} published one by one as the processes joined; killed pid ${victim.child.pid} after ${handledAtKill} handled, holding ${held.length} on the broker; ` +
+          `${total} executions (${extra} beyond one, ${repeated.length} messages run twice or more), 0 lost, 0 duplicate effects; ` +
+          `hand-over ${Math.min(...handover)}..${Math.max(...handover)} ms after the kill (broker threshold ${THRESHOLD_MS} ms); ` +
+          `all done ${doneAt - killedAt} ms after the kill, test ${elapsed} ms; effects by process ${JSON.stringify(Object.fromEntries(byPid))}`,
+      )
+    } finally {
+      publisher?.close()
+      await deleteKeys(raw, [`${prefix}*`, `orrery:*${prefix}*`]).catch(() => {})
+      await raw.quit().catch(() => {})
+    }
+  })
+
+  it('create refuses a wrong password with TRANSPORT_AUTH, a closed port or a silent server with TRANSPORT_UNAVAILABLE within connectTimeoutMs; each process ends on its own', {
+    timeout: 30_000,
+  }, async () => {
+    const raw = await connect(url)
+    const user = `orrery-test-${RUN}`
+    const password = `right-${Math.random().toString(36).slice(2)}`
+    await raw.sendCommand(['ACL', 'SETUSER', user, 'on', `>${password}`, '~*', '&*', '+@all'])
+    const as = (pass: string): string => {
+      const u = new URL(url)
+      u.username = user
+      u.password = pass
+      return u.toString()
+    }
+    // A port nobody listens on (taken from the system, then let go), and a server that accepts and never answers.
+    const closedPort = await new Promise<number>((resolve) => {
+      const s = createServer()
+      s.listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number }
+        s.close(() => resolve(port))
+      })
+    })
+    const sockets = new Set<Socket>()
+    const silent: Server = createServer((socket) => {
+      sockets.add(socket)
+      socket.on('error', () => {})
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const silentPort = (silent.address() as { port: number }).port
+    try {
+      const cases = {
+        wrongPassword: spawnFixture(['connect', as('wrong'), '3000']),
+        rightPassword: spawnFixture(['connect', as(password), '3000']),
+        closedPort: spawnFixture(['connect', `redis://127.0.0.1:${closedPort}`, '2000']),
+        silentServer: spawnFixture(['connect', `redis://127.0.0.1:${silentPort}`, '1000']),
+      }
+      const outcome: Record<string, Line> = {}
+      for (const [name, child] of Object.entries(cases)) {
+        expect(await endsOnItsOwn(child, 15_000), `${name}: ${child.stderr}`).toEqual({ code: 0, signal: null })
+        expect(child.lines, name).toHaveLength(1)
+        outcome[name] = child.lines[0]!
+      }
+      // The user exists and its password works: the refusal is the wrong password's.
+      expect(outcome['rightPassword']!).toMatchObject({ event: 'connected', engine: ENGINE })
+      expect(outcome['wrongPassword']!).toMatchObject({ event: 'refused', code: 'TRANSPORT_AUTH' })
+      expect(outcome['closedPort']!).toMatchObject({ event: 'refused', code: 'TRANSPORT_UNAVAILABLE' })
+      expect(outcome['closedPort']!['ms']).toBeLessThan(2_000)
+      expect(outcome['silentServer']!).toMatchObject({ event: 'refused', code: 'TRANSPORT_UNAVAILABLE' })
+      expect(outcome['silentServer']!['ms']).toBeGreaterThanOrEqual(950)
+      expect(outcome['silentServer']!['ms']).toBeLessThan(3_000)
+      expect(sockets.size, 'the silent server was reached').toBeGreaterThan(0)
+    } finally {
+      for (const s of sockets) s.destroy()
+      silent.close()
+      await raw.sendCommand(['ACL', 'DELUSER', user]).catch(() => {})
+      await raw.quit().catch(() => {})
+    }
+  })
+})
