@@ -271,6 +271,31 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     expect(events).toEqual([]) // mended, not reported
   })
 
+  it('after shutdown nothing keeps the process alive', async () => {
+    fresh()
+    const { execFile } = await import('node:child_process')
+    const script = `
+      import { Orrery } from 'orrery'
+      const o = await Orrery.create({ transports: { main: { kind: 'redis', url: process.argv[1], keyPrefix: process.argv[2] } }, bindings: { [process.argv[3] + '*']: 'main' } })
+      o.bus.subscribe(process.argv[3] + 'a').subscribe(() => {})
+      o.bus.group(process.argv[3] + 'b', 'g').consume(() => {})
+      await o.bus.publish(process.argv[3] + 'a', 1)
+      await new Promise((r) => setTimeout(r, 200))
+      await o.shutdown()
+      globalThis.stoppedAt = Date.now()
+      process.on('exit', () => console.log(Date.now() - globalThis.stoppedAt))
+    `
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        ['--input-type=module', '-e', script, redisUrl(), keyPrefix, prefix],
+        { env: { ...process.env, ORRERY_ENGINE: ENGINE }, timeout: 20_000 },
+        (error, stdout, stderr) => (error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(stdout)),
+      ),
+    )
+    expect(Number(out.trim())).toBeLessThan(500)
+  })
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()

@@ -553,7 +553,10 @@ abstract class Reader {
     this.stopped = true
     if (this.clientId !== undefined) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
     const done = this.loop ?? Promise.resolve()
-    await Promise.race([done, new Promise((r) => setTimeout(r, 1_000))])
+    // A read the server does not unblock (an old server, a dropped connection) is cut after 1 s.
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1_000)))])
+    clearTimeout(timer)
     this.stop()
   }
 }
