@@ -26,7 +26,7 @@ const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (imp
 const declared = (kind: TransportKind, capability: TransportCapability): boolean => TRANSPORT_CAPABILITIES[kind][capability]
 
 export interface Backend {
-  readonly name: 'memory' | 'redis'
+  readonly name: 'memory' | 'redis' | 'nats'
   /** Why this backend does not run here, said in the suite's name (undefined: it runs). */
   readonly skip: string | undefined
   /** Set when the backend should run but cannot: the suite fails with this message. */
@@ -76,8 +76,30 @@ function redis(): Backend {
   }
 }
 
+function nats(): Backend {
+  const url = inject('natsUrl')
+  let skip: string | undefined
+  let broken: string | undefined
+  if (IN_BROWSER) skip = 'a browser page cannot open a TCP connection to NATS'
+  else if (env['ORRERY_SERVERS'] === 'none') skip = 'ORRERY_SERVERS=none: no test servers on this run'
+  else if (url === undefined || url === '')
+    broken =
+      "no NATS server for the contract suite: inject('natsUrl') is empty. The global setup (test/transports/global-setup.ts) must start one with scripts/servers.sh; set ORRERY_SERVERS=none to skip server tests on purpose"
+  return {
+    name: 'nats',
+    skip,
+    broken,
+    has: (capability) => capability === 'shared' || declared('nats', capability),
+    open: (prefix) => Orrery.create({ transports: { main: { kind: 'nats', servers: url! } }, bindings: { [`${prefix}*`]: 'main' } }),
+    // JetStream redelivers an unacked message once ack_wait (visibility + max(1 s, 10 %)) has passed.
+    redeliveryBound: (visibility) => visibility + Math.max(1_000, visibility / 10) + 3_000,
+    // max_msgs is exact.
+    retentionSlack: 0,
+  }
+}
+
 /** Every backend of this session, in the order the suite runs them. */
-export const BACKENDS: readonly Backend[] = [memory, redis()]
+export const BACKENDS: readonly Backend[] = [memory, redis(), nats()]
 
 /** A unique channel prefix per test: files and runs share one server without seeing each other. */
 const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`

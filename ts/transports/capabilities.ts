@@ -35,7 +35,7 @@ export const CAPABILITIES = [
 export type Capability = (typeof CAPABILITIES)[number]
 
 /** The kinds of transport Orrery knows. */
-export const TRANSPORT_KINDS = ['memory', 'redis'] as const
+export const TRANSPORT_KINDS = ['memory', 'redis', 'nats'] as const
 export type TransportKind = (typeof TRANSPORT_KINDS)[number]
 
 /** Whether a backend has each capability. */
@@ -47,7 +47,8 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
  * The per-backend table. `memory` is this process's own bus: everything. `redis` (Redis
  * Streams) lacks requests across processes, priorities other than `normal`, replay from a
  * sequence number, `group.claim`, retention by bytes and the `reject` overflow policy for
- * subscribers; its `retention.maxCount` is approximate (`MAXLEN ~`).
+ * subscribers; its `retention.maxCount` is approximate (`MAXLEN ~`). `nats` (JetStream) keeps
+ * retention by bytes too (the stream's `max_bytes`), and lacks the rest as redis does.
  */
 export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySet>> = Object.freeze({
   memory: ALL,
@@ -55,6 +56,14 @@ export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySe
     ...ALL,
     'from.seq': false,
     'retention.maxBytes': false,
+    request: false,
+    priority: false,
+    claim: false,
+    'overflow.reject': false,
+  }),
+  nats: Object.freeze({
+    ...ALL,
+    'from.seq': false,
     request: false,
     priority: false,
     claim: false,

@@ -23,12 +23,33 @@ export interface RedisTransportOptions {
   publishTimeoutMs?: number
 }
 
+/**
+ * A NATS server with JetStream, reached through nats.js (`npm i @nats-io/transport-node
+ * @nats-io/jetstream`): channels become JetStream streams.
+ */
+export interface NatsTransportOptions {
+  kind: 'nats'
+  /** `nats://host:port` or `tls://host:port`; several for a cluster. */
+  servers: string | readonly string[]
+  token?: string
+  user?: string
+  pass?: string
+  /** Connect with TLS (also implied by a `tls://` server). */
+  tls?: boolean
+  /** Names Orrery's streams (`<prefix>-ch-<channel>`) and subjects (`<prefix>.ch.<channel>`); default `orrery`. */
+  prefix?: string
+  /** How long `Orrery.create` waits for the server (default 5,000 ms). */
+  connectTimeoutMs?: number
+  /** How long a publish may wait to be written while the server is unreachable (default 30,000 ms). */
+  publishTimeoutMs?: number
+}
+
 /** This process's own bus: a channel bound to it stays local (for running one suite against both). */
 export interface MemoryTransportOptions {
   kind: 'memory'
 }
 
-export type TransportOptions = RedisTransportOptions | MemoryTransportOptions
+export type TransportOptions = RedisTransportOptions | NatsTransportOptions | MemoryTransportOptions
 
 /** Channel names (exact) or prefixes ending in `*`, each naming a transport. */
 export type Bindings = Readonly<Record<string, string>>
@@ -38,7 +59,7 @@ export interface CheckedTransport {
   readonly name: string
   readonly id: number
   readonly kind: TransportKind
-  readonly options: CheckedRedisOptions | MemoryTransportOptions
+  readonly options: CheckedRedisOptions | CheckedNatsOptions | MemoryTransportOptions
 }
 
 export interface CheckedRedisOptions {
@@ -48,6 +69,18 @@ export interface CheckedRedisOptions {
   readonly password: string | undefined
   readonly tls: boolean
   readonly keyPrefix: string
+  readonly connectTimeoutMs: number
+  readonly publishTimeoutMs: number
+}
+
+export interface CheckedNatsOptions {
+  readonly kind: 'nats'
+  readonly servers: readonly string[]
+  readonly token: string | undefined
+  readonly user: string | undefined
+  readonly pass: string | undefined
+  readonly tls: boolean
+  readonly prefix: string
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
 }
@@ -122,6 +155,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   const o = checkOptions(value as Record<string, unknown>, name, 'option')
   const kind = oneOf(o['kind'], TRANSPORT_KINDS, `${name}.kind`)
   if (kind === 'memory') return { kind, options: { kind } }
+  if (kind === 'nats') return { kind, options: natsOptions(o, name) }
   const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
   let parsed: URL | undefined
   try {
@@ -145,5 +179,35 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
       connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
       publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
     },
+  }
+}
+
+/** A NATS server URL: nats:// or tls://, as nats.js takes them. */
+const NATS_URL = /^(nats|tls):\/\/[^\s/]+\/?$/
+/** A prefix that is one subject token and a valid stream name start. */
+const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/
+
+function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptions {
+  const raw = o['servers']
+  const list = Array.isArray(raw) ? (raw as unknown[]) : [raw]
+  if (list.length === 0) refuse('option', `${name}.servers`, raw, 'must name at least one server')
+  const servers = list.map((s, i) => {
+    const where = Array.isArray(raw) ? `${name}.servers[${i}]` : `${name}.servers`
+    const url = text(s, where, { nonEmpty: true }, 'option')
+    if (!NATS_URL.test(url)) refuse('option', where, url, 'must be a nats://host:port or tls://host:port URL')
+    return url
+  })
+  const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'
+  if (!NATS_PREFIX.test(prefix)) refuse('option', `${name}.prefix`, prefix, 'must be 1 to 32 letters, digits, _ or -')
+  return {
+    kind: 'nats',
+    servers,
+    token: textOr(o['token'], `${name}.token`),
+    user: textOr(o['user'], `${name}.user`),
+    pass: textOr(o['pass'], `${name}.pass`),
+    tls: o['tls'] === undefined ? servers.some((s) => s.startsWith('tls:')) : flag(o['tls'], `${name}.tls`),
+    prefix,
+    connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
+    publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
   }
 }

@@ -41,6 +41,8 @@ export type Egress =
 export interface BrokerRetention {
   readonly maxCount: number | undefined
   readonly maxAgeMs: number | undefined
+  /** Only where the backend has `retention.maxBytes`. */
+  readonly maxBytes?: number | undefined
 }
 
 /** What a driver calls: the core behind the facade. */

@@ -8,7 +8,7 @@ import type { BusCore } from '../engines/backend.js'
 import { DEFAULTS } from '../engines/manifest.js'
 import { isOrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
-import type { CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
+import type { CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
 import { forEachEgress, REMOTE } from './records.js'
 
@@ -54,6 +54,11 @@ async function redisDriver(options: CheckedRedisOptions, sink: DriverSink, trans
   return new RedisDriver(await loadRedis(), options, sink, transport)
 }
 
+async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transport: string): Promise<Driver> {
+  const { loadNats, NatsDriver } = await import('./nats.js')
+  return new NatsDriver(await loadNats(), options, sink, transport)
+}
+
 export class Transports {
   private host: TransportHost | undefined
   private readonly drivers = new Map<number, Driver>()
@@ -72,8 +77,9 @@ export class Transports {
     const link = new Transports(config)
     const made = await Promise.allSettled(
       config.transports.map(async (t) => {
-        if (t.options.kind !== 'redis') return
-        const driver = await makeRedis(t.options, link.sinkFor(t.name), t.name)
+        if (t.options.kind === 'memory') return
+        const driver =
+          t.options.kind === 'nats' ? await natsDriver(t.options, link.sinkFor(t.name), t.name) : await makeRedis(t.options, link.sinkFor(t.name), t.name)
         link.drivers.set(t.id, driver)
         await driver.connect()
       }),
@@ -166,6 +172,8 @@ export class Transports {
     channel.driver.retention(channel.name, {
       maxCount: retention.maxCount === undefined ? undefined : maxCount,
       maxAgeMs: retention.maxAgeMs === undefined || maxAgeMs === Infinity ? undefined : maxAgeMs,
+      // Checked by the bus before (a whole number), and refused before here where the backend lacks it.
+      maxBytes: typeof retention.maxBytes === 'number' ? retention.maxBytes : undefined,
     })
   }
 

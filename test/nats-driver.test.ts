@@ -1,0 +1,349 @@
+/**
+ * The NATS JetStream driver against a real server (scripts/servers.sh, nats on 14222): what each
+ * egress record does to the stream, mirrors (history, then live), groups across two Orrery
+ * instances (two processes, as far as the broker can tell), nak with a delay, dead letters, dedup
+ * across instances, retention, graceful shutdown, option checks. Same on both engines.
+ */
+import type { JetStreamManager } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
+
+import { type Delivery, type Message, Orrery } from '../ts/node.js'
+import { brokerName } from '../ts/transports/nats.js'
+import { expectRefused } from './bad-input.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
+
+type Env = Record<string, string | undefined>
+const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
+const NO_SERVERS = env['ORRERY_SERVERS'] === 'none'
+
+function natsUrl(): string {
+  try {
+    const url = (inject as (key: string) => unknown)('natsUrl')
+    if (typeof url === 'string' && url !== '') return url
+  } catch {
+    // No global setup providing it: the port scripts/servers.sh uses.
+  }
+  return env['ORRERY_NATS_URL'] ?? 'nats://127.0.0.1:14222'
+}
+
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
+let counter = 0
+const opened: Orrery[] = []
+
+async function until(done: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await done())) {
+    if (Date.now() > end) throw new Error('timed out waiting')
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+describe('nats stream and consumer names', () => {
+  it('are one subject token, never meet for distinct names, and stay short', () => {
+    expect(brokerName('orders.eu')).toBe('orders_2Eeu')
+    expect(brokerName('a_2Eb')).not.toBe(brokerName('a.b'))
+    expect(brokerName('jobs.*')).toBe('jobs_2E_2A')
+    expect(brokerName('x>y:z/w')).toMatch(/^[A-Za-z0-9_-]+$/)
+    const long = 'ä'.repeat(120)
+    const other = `${'ä'.repeat(119)}b`
+    expect(brokerName(long).length).toBeLessThanOrEqual(200)
+    expect(brokerName(long)).not.toBe(brokerName(other))
+  })
+})
+
+describe('nats transport options', () => {
+  it('are checked before anything connects', async () => {
+    const make = (main: Record<string, unknown>) => Orrery.create({ engine: ENGINE, transports: { main: main as never }, bindings: { x: 'main' } })
+    await expectRefused(() => make({ kind: 'nats' }), 'INVALID_OPTION')
+    await expectRefused(() => make({ kind: 'nats', servers: 'redis://127.0.0.1:1' }), 'INVALID_OPTION')
+    await expectRefused(() => make({ kind: 'nats', servers: [] }), 'INVALID_OPTION')
+    await expectRefused(() => make({ kind: 'nats', servers: 'nats://127.0.0.1:1', prefix: 'a.b' }), 'INVALID_OPTION')
+    await expectRefused(() => make({ kind: 'nats', servers: 'nats://127.0.0.1:1', tls: 'yes' }), 'INVALID_OPTION')
+  })
+
+  it.skipIf(IN_BROWSER)('an unreachable server is TRANSPORT_UNAVAILABLE', async () => {
+    await expectRefused(
+      () =>
+        Orrery.create({
+          engine: ENGINE,
+          transports: { main: { kind: 'nats', servers: 'nats://127.0.0.1:1', connectTimeoutMs: 500 } },
+          bindings: { x: 'main' },
+        }),
+      'TRANSPORT_UNAVAILABLE',
+    )
+  })
+})
+
+describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
+  let nc: NatsConnection
+  let jsm: JetStreamManager
+  let prefix = ''
+  const streamPrefix = `t${RUN}`.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 32)
+  const open = async (extra: Record<string, unknown> = {}): Promise<Orrery> => {
+    const o = await Orrery.create({
+      engine: ENGINE,
+      transports: { main: { kind: 'nats', servers: natsUrl(), prefix: streamPrefix, ...extra } },
+      bindings: { [`${prefix}*`]: 'main' },
+    })
+    opened.push(o)
+    return o
+  }
+  const stream = (channel: string) => `${streamPrefix}-ch-${brokerName(channel)}`
+  const ch = (name: string) => `${prefix}${name}`
+  const count = async (channel: string) => (await jsm.streams.info(stream(channel))).state.messages
+  const ackPending = async (channel: string, group: string) => (await jsm.consumers.info(stream(channel), brokerName(group))).num_ack_pending
+
+  beforeAll(async () => {
+    const { connect } = await import('@nats-io/transport-node')
+    const { jetstreamManager } = await import('@nats-io/jetstream')
+    nc = await connect({ servers: natsUrl() })
+    jsm = await jetstreamManager(nc)
+  })
+  afterAll(async () => {
+    // This run's streams go with it.
+    if (jsm !== undefined) for await (const name of jsm.streams.names()) if (name.startsWith(`${streamPrefix}-`)) await jsm.streams.delete(name)
+    await nc?.close()
+  })
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await o.shutdown()
+    prefix = ''
+  })
+  const fresh = () => {
+    prefix = `nd${++counter}.`
+  }
+
+  it('publish resolves once JetStream acknowledged it; another instance reads it', async () => {
+    fresh()
+    const a = await open()
+    const result = await a.bus.publish(ch('orders'), { n: 1 }, { id: 'order-1', headers: { k: 'v' } })
+    expect(result.published).toBe(true)
+    expect(await count(ch('orders'))).toBe(1)
+    const info = await jsm.streams.info(stream(ch('orders')))
+    expect(info.config.subjects).toEqual([`${streamPrefix}.ch.${brokerName(ch('orders'))}`])
+    expect(a.bus.binding(ch('orders'))?.kind).toBe('nats')
+    const b = await open()
+    const got: Message[] = []
+    b.bus.subscribe(ch('orders'), { from: 'earliest' }).subscribe((m) => got.push(m))
+    await until(() => got.length === 1)
+    expect(got[0]!.payload).toEqual({ n: 1 })
+    expect(got[0]!.id).toBe('order-1')
+    expect(got[0]!.headers).toEqual({ k: 'v' })
+    expect(got[0]!.channel).toBe(ch('orders'))
+  })
+
+  it('a mirror reads the history, then follows; latest starts after the subscribe', async () => {
+    fresh()
+    const a = await open()
+    for (let i = 0; i < 5; i++) await a.bus.publish(ch('feed'), i)
+    const b = await open()
+    const earliest: unknown[] = []
+    const latest: unknown[] = []
+    b.bus.subscribe(ch('feed'), { from: 'earliest' }).subscribe((m) => earliest.push(m.payload))
+    b.bus.subscribe(ch('feed')).subscribe((m) => latest.push(m.payload))
+    await until(() => earliest.length === 5)
+    await a.bus.publishBatch([5, 6, 7].map((payload) => ({ channel: ch('feed'), payload })))
+    await until(() => earliest.length === 8 && latest.length === 3)
+    expect(earliest).toEqual([0, 1, 2, 3, 4, 5, 6, 7])
+    expect(latest).toEqual([5, 6, 7])
+    expect(b.bus.stats(ch('feed')).ingested).toBe(8)
+  })
+
+  it('a mirror reads at most the local retention of history; from { time } uses the broker time', async () => {
+    fresh()
+    const a = await open()
+    await a.bus.publishBatch(Array.from({ length: 20 }, (_, i) => ({ channel: ch('hist'), payload: i })))
+    await sleep(30)
+    const mark = Date.now()
+    await sleep(30)
+    await a.bus.publish(ch('hist'), 20)
+    const b = await open()
+    b.bus.channel(ch('hist'), { retention: { maxCount: 1_000 } })
+    const c = await open()
+    c.bus.channel(ch('hist'), { retention: { maxCount: 5 } })
+    const tail: unknown[] = []
+    c.bus.subscribe(ch('hist'), { from: 'earliest' }).subscribe((m) => tail.push(m.payload))
+    await until(() => tail.length === 5)
+    expect(tail).toEqual([16, 17, 18, 19, 20])
+    const since: unknown[] = []
+    b.bus.subscribe(ch('hist'), { from: { time: mark } }).subscribe((m) => since.push(m.payload))
+    await until(() => since.length === 1)
+    await sleep(100)
+    expect(since).toEqual([20])
+  })
+
+  it('a group shares work across two instances, once each, and acks leave nothing pending', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    const seen: string[] = []
+    const by = new Map<Orrery, number>()
+    for (const o of [a, b])
+      o.bus.group(ch('jobs'), 'workers', { from: 'earliest' }).consume(async (d) => {
+        seen.push(d.message.payload as string)
+        by.set(o, (by.get(o) ?? 0) + 1)
+        await sleep(5)
+      })
+    await sleep(200)
+    await a.bus.publishBatch(Array.from({ length: 40 }, (_, i) => ({ channel: ch('jobs'), payload: `j${i}` })))
+    await until(() => seen.length >= 40)
+    await sleep(300)
+    expect(seen.sort()).toEqual(Array.from({ length: 40 }, (_, i) => `j${i}`).sort())
+    await until(async () => (await ackPending(ch('jobs'), 'workers')) === 0)
+    expect(a.bus.group(ch('jobs'), 'workers').stats().acked + b.bus.group(ch('jobs'), 'workers').stats().acked).toBe(40)
+    const info = await jsm.consumers.info(stream(ch('jobs')), brokerName('workers'))
+    expect(info.config.ack_policy).toBe('explicit')
+    // The broker's threshold: the default 30 s visibility + 3 s.
+    expect(info.config.ack_wait).toBe(33_000 * 1e6)
+  })
+
+  it('nack with a delay: nak(delay) on the broker, redelivered after the delay with the broker count', async () => {
+    fresh()
+    const a = await open()
+    const deliveries: Array<{ at: number; attempt: number }> = []
+    a.bus.group(ch('retry'), 'g', { from: 'earliest', visibilityTimeout: 5_000 }).consume(
+      (d: Delivery) => {
+        deliveries.push({ at: Date.now(), attempt: d.attempt })
+        if (deliveries.length === 1) throw new Error('again')
+      },
+      { retryDelay: 400 },
+    )
+    await sleep(100)
+    await a.bus.publish(ch('retry'), 'x')
+    await until(() => deliveries.length === 2)
+    expect(deliveries[1]!.at - deliveries[0]!.at).toBeGreaterThanOrEqual(350)
+    expect(deliveries[1]!.at - deliveries[0]!.at).toBeLessThan(4_000)
+    expect(deliveries.map((d) => d.attempt)).toEqual([1, 2])
+    const info = await jsm.consumers.info(stream(ch('retry')), brokerName('g'))
+    expect(info.num_redelivered).toBe(0)
+    await until(async () => (await ackPending(ch('retry'), 'g')) === 0)
+  })
+
+  it('past maxDeliveries the message moves to the dead-letter stream and is terminated on the broker', async () => {
+    fresh()
+    const a = await open()
+    const dead: Message[] = []
+    a.bus.subscribe(ch('work.dead-letter'), { from: 'earliest' }).subscribe((m) => dead.push(m))
+    let tries = 0
+    a.bus.group(ch('work'), 'g', { from: 'earliest', maxDeliveries: 2 }).consume(
+      () => {
+        tries++
+        throw new Error('boom')
+      },
+      { retryDelay: 0 },
+    )
+    await sleep(100)
+    await a.bus.publish(ch('work'), 'poison')
+    await until(() => dead.length === 1)
+    expect(dead[0]!.payload).toBe('poison')
+    expect(tries).toBe(2)
+    expect(await count(ch('work.dead-letter'))).toBe(1)
+    await until(async () => (await ackPending(ch('work'), 'g')) === 0)
+    await sleep(300)
+    expect(tries).toBe(2)
+  })
+
+  it('dedup holds across two instances: one publish of an id per window (Nats-Msg-Id)', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    for (const o of [a, b]) o.bus.channel(ch('once'), { dedupWindowMs: 60_000 })
+    const first = await a.bus.publish(ch('once'), 1, { id: 'same' })
+    const second = await b.bus.publish(ch('once'), 2, { id: 'same' })
+    const third = await b.bus.publish(ch('once'), 3, { id: 'other' })
+    expect([first.published, second.published, third.published]).toEqual([true, false, true])
+    expect(await count(ch('once'))).toBe(2)
+    expect((await jsm.streams.info(stream(ch('once')))).config.duplicate_window).toBe(60_000 * 1e6)
+  })
+
+  it('retention sets the stream limits: maxCount exactly, maxAgeMs and maxBytes', async () => {
+    fresh()
+    const a = await open()
+    a.bus.channel(ch('keep'), { retention: { maxCount: 10, maxAgeMs: 60_000, maxBytes: 1 << 20 } })
+    for (let i = 0; i < 5; i++) await a.bus.publishBatch(Array.from({ length: 20 }, (_, k) => ({ channel: ch('keep'), payload: i * 20 + k })))
+    expect(await count(ch('keep'))).toBe(10)
+    const { config } = await jsm.streams.info(stream(ch('keep')))
+    expect(config.max_msgs).toBe(10)
+    expect(config.max_age).toBe(60_000 * 1e6)
+    expect(config.max_bytes).toBe(1 << 20)
+  })
+
+  it('shutdown releases what a member held (nak): another instance takes it at once', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    let held = 0
+    a.bus.group(ch('handoff'), 'g', { from: 'earliest', visibilityTimeout: 30_000 }).consume(() => {
+      held++
+      return new Promise(() => {}) // never settles
+    })
+    await sleep(100)
+    await a.bus.publish(ch('handoff'), 'x')
+    await until(() => held === 1)
+    const got: Delivery[] = []
+    b.bus
+      .group(ch('handoff'), 'g')
+      .join()
+      .subscribe((d) => got.push(d))
+    const started = Date.now()
+    await a.shutdown()
+    await until(() => got.length === 1)
+    expect(Date.now() - started).toBeLessThan(5_000) // far less than the 30 s lease
+    expect(got[0]!.attempt).toBe(2)
+    got[0]!.ack()
+  })
+
+  it('an instance that dies holding a message loses it to another after ack_wait', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    a.bus
+      .group(ch('crash'), 'g', { from: 'earliest', visibilityTimeout: 300 })
+      .join()
+      .subscribe(() => {})
+    await sleep(100)
+    await a.bus.publish(ch('crash'), 'x')
+    await until(() => a.bus.group(ch('crash'), 'g').stats().delivered === 1)
+    a.close() // no release: the broker redelivers after ack_wait
+    opened.splice(opened.indexOf(a), 1)
+    const got: Delivery[] = []
+    b.bus
+      .group(ch('crash'), 'g', { visibilityTimeout: 300 })
+      .join()
+      .subscribe((d) => got.push(d))
+    await until(() => got.length >= 1, 15_000)
+    expect(got[0]!.message.payload).toBe('x')
+    got[0]!.ack()
+  })
+
+  it('a consumer the server lost is made again and read', async () => {
+    fresh()
+    const a = await open()
+    a.bus.events.subscribe(() => {})
+    const got: unknown[] = []
+    a.bus.group(ch('lost'), 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
+    await a.bus.publish(ch('lost'), 1)
+    await until(() => got.length === 1)
+    await jsm.consumers.delete(stream(ch('lost')), brokerName('g'))
+    await sleep(300)
+    await a.bus.publish(ch('lost'), 2)
+    await until(() => got.length === 2, 20_000)
+    expect(got).toEqual([1, 2])
+  })
+
+  it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
+    fresh()
+    const a = await open()
+    const pending = a.bus.publish(ch('late'), 1)
+    a.close()
+    opened.splice(opened.indexOf(a), 1)
+    await pending.then(
+      () => undefined,
+      (err: unknown) => expect((err as { code?: string }).code).toBe('CLOSED'),
+    )
+    await a.shutdown()
+    await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
+  })
+})

@@ -1,0 +1,911 @@
+/**
+ * The NATS JetStream driver, on nats.js (`@nats-io/transport-node` and `@nats-io/jetstream`,
+ * optional peer dependencies loaded when a nats transport is configured). A bound channel is one
+ * stream with one subject; a mirror is an ordered consumer; a group is a durable pull consumer
+ * with explicit acks, this process fetching what its members have room for. The driver only
+ * moves bytes: what a delivery means stays in the core.
+ */
+import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { sha256 } from '@noble/hashes/sha2.js'
+import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
+
+import { OrreryError } from '../errors.js'
+import { LAYOUT as FRAME } from '../frame.js'
+import type { CheckedNatsOptions } from './config.js'
+import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
+import { IngestWriter } from './records.js'
+
+/** The parts of nats.js the driver uses. */
+export interface NatsModules {
+  readonly transport: typeof import('@nats-io/transport-node')
+  readonly jetstream: typeof import('@nats-io/jetstream')
+}
+
+/** Loads nats.js; missing, it is TRANSPORT_UNAVAILABLE saying how to install it. */
+export async function loadNats(): Promise<NatsModules> {
+  // Specifiers bundlers do not follow: browsers never load them, and a missing package is a
+  // refusal at create, not a build error.
+  const names = ['@nats-io/transport-node', '@nats-io/jetstream']
+  try {
+    const [transport, jetstream] = await Promise.all(names.map((n) => import(/* @vite-ignore */ n)))
+    return { transport, jetstream } as NatsModules
+  } catch (cause) {
+    throw new OrreryError('TRANSPORT_UNAVAILABLE', 'a nats transport needs nats.js: npm i @nats-io/transport-node @nats-io/jetstream', { cause })
+  }
+}
+
+function transportError(
+  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
+  message: string,
+  options: { cause?: unknown; details?: Record<string, unknown> } = {},
+): OrreryError {
+  return new OrreryError(code, message, options)
+}
+
+/**
+ * A name as one subject token and a valid stream or consumer name: letters, digits and `-` stay,
+ * every other character is `_` and its code in hex (`orders.eu` -> `orders_2Eeu`), so distinct
+ * names never meet. A name whose form would be too long keeps a readable head and a hash.
+ */
+export function brokerName(name: string): string {
+  let out = ''
+  for (const ch of name) out += /[A-Za-z0-9-]/.test(ch) ? ch : `_${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(2, '0')}`
+  if (out.length <= MAX_NAME) return out
+  return `${out.slice(0, MAX_NAME - 17)}-${bytesToHex(sha256(utf8ToBytes(name))).slice(0, 16)}`
+}
+
+/** Room left for a name in a stream name (JetStream allows 255, and a prefix comes first). */
+const MAX_NAME = 200
+
+/** Messages fetched per pull, at most. */
+const READ_COUNT = 256
+/** How long a pull waits for messages before it is made again (nats.js's minimum is 1 s). */
+const PULL_MS = 5_000
+/** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
+const RETRY_MS = 200
+/** How long one attempt of a publish waits for its PubAck. */
+const PUBLISH_ATTEMPT_MS = 5_000
+/** The longest dedup window JetStream is asked to keep (an unbounded window keeps ids a year). */
+const LONGEST_WINDOW_MS = 365 * 24 * 3600 * 1000
+
+const ms = (n: number): number => Math.round(n * 1e6)
+
+/** The broker's delivery threshold for a group: a little over its visibility timeout (the core's lease ends first). */
+function threshold(group: GroupRef): number {
+  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
+}
+
+/** A frame's id bytes as hex (the dedup id): the first metadata string. */
+function frameIdHex(frame: Uint8Array): string {
+  const len = frame[FRAME.headerLen] ?? 0
+  return bytesToHex(frame.subarray(FRAME.headerLen + 1, FRAME.headerLen + 1 + len))
+}
+
+/**
+ * Markers of `latest` subscribes not answered yet, by server and stream, across every Orrery of
+ * this process: a publish to that stream waits for them (JetStream answers API requests and
+ * stores messages on separate paths, so order on the connection alone does not say which came first).
+ */
+const markers = new Map<string, Set<Promise<unknown>>>()
+
+/** A write not yet acknowledged: its records still to write, in order. */
+interface PendingWrite {
+  records: Egress[]
+  duplicates: number
+  resolve(duplicates: number): void
+  reject(error: unknown): void
+  timer: ReturnType<typeof setTimeout> | undefined
+  settled: boolean
+  /** When it stops being retried. */
+  deadline: number
+}
+
+const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
+
+export class NatsDriver implements Driver {
+  private nc: NatsConnection | undefined
+  private js: JetStreamClient | undefined
+  private jsm: JetStreamManager | undefined
+  private closed = false
+  private readonly queue: PendingWrite[] = []
+  private inFlight = false
+  private readonly kept = new Map<string, BrokerRetention>()
+  /** Streams known to exist, with what they were last set to. */
+  private readonly streams = new Map<string, { ready: Promise<void>; windowMs: number | undefined; retention: BrokerRetention | undefined }>()
+  private readonly unsettled = new Set<Promise<number>>()
+  private readonly writes = new Set<PendingWrite>()
+  private readonly mirrors = new Map<number, MirrorReader>()
+  private readonly groups = new Map<number, GroupReader>()
+  /** Deliveries this process holds, by group and stream sequence: what acks, naks and terms answer. */
+  private readonly held = new Map<number, Map<string, JsMsg>>()
+  private readonly serverKey: string
+
+  constructor(
+    readonly nats: NatsModules,
+    private readonly config: CheckedNatsOptions,
+    private readonly sink: DriverSink,
+    private readonly transport: string,
+  ) {
+    this.serverKey = config.servers.join(',')
+  }
+
+  /** The stream of `channel`. */
+  streamOf(channel: string): string {
+    return `${this.config.prefix}-ch-${brokerName(channel)}`
+  }
+
+  /** The one subject of `channel`'s stream. */
+  subjectOf(channel: string): string {
+    return `${this.config.prefix}.ch.${brokerName(channel)}`
+  }
+
+  async connect(): Promise<void> {
+    const { servers, token, user, pass, tls, connectTimeoutMs } = this.config
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let nc: NatsConnection | undefined
+    const attempt = (async () => {
+      nc = await this.nats.transport.connect({
+        servers: [...servers],
+        timeout: connectTimeoutMs,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        ...(token === undefined ? {} : { token }),
+        ...(user === undefined ? {} : { user }),
+        ...(pass === undefined ? {} : { pass }),
+        ...(tls ? { tls: {} } : {}),
+      })
+      if (this.closed) return
+      // Asks the server for the account's JetStream: a server without it is refused here.
+      this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
+      this.js = this.jsm.jetstream()
+    })()
+    try {
+      // A server that accepts the connection but never answers is caught here too.
+      await Promise.race([
+        attempt,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within connectTimeoutMs (${connectTimeoutMs} ms)`)), connectTimeoutMs)
+        }),
+      ])
+      this.nc = nc
+      this.watchStatus(nc!)
+    } catch (error) {
+      this.jsm = undefined
+      this.js = undefined
+      void attempt.catch(() => {})
+      void attempt.then(() => nc?.close()).catch(() => {})
+      void nc?.close().catch(() => {})
+      throw this.connectError(error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Reports what the connection says nobody waits for (a refused permission, a lost server for good). */
+  private watchStatus(nc: NatsConnection): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (this.closed) return
+        if (s.type === 'error') this.sink.failed(s.error)
+        else if (s.type === 'reconnect') for (const w of this.groups.values()) w.wake()
+      }
+    })().catch(() => {})
+  }
+
+  private connectError(error: unknown): OrreryError {
+    const message = error instanceof Error ? error.message : String(error)
+    const where = `nats transport ${this.transport}`
+    if (error instanceof this.nats.transport.errors.AuthorizationError || /authorization|authentication/i.test(message))
+      return transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } })
+    return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.servers.join(', ')}: ${message}`, {
+      cause: error,
+      details: { transport: this.transport },
+    })
+  }
+
+  // --- streams --------------------------------------------------------------------------------
+
+  /** The stream configuration this process asks for `channel`. */
+  private wanted(channel: string, windowMs: number | undefined): Partial<StreamConfig> {
+    const keep = this.kept.get(channel)
+    const maxAge = keep?.maxAgeMs
+    const config: Partial<StreamConfig> = {}
+    if (keep !== undefined) {
+      config.max_msgs = keep.maxCount ?? -1
+      config.max_age = maxAge === undefined ? 0 : ms(Math.max(100, maxAge))
+      config.max_bytes = keep.maxBytes ?? -1
+    }
+    if (windowMs !== undefined || maxAge !== undefined) {
+      // JetStream wants the dedup window within the age limit.
+      let window = windowMs === undefined || windowMs === 0 ? 120_000 : Math.min(windowMs, LONGEST_WINDOW_MS)
+      if (maxAge !== undefined) window = Math.min(window, Math.max(100, maxAge))
+      config.duplicate_window = ms(window)
+    }
+    return config
+  }
+
+  /**
+   * Makes `channel`'s stream if it does not exist, and sets what this process asks of it
+   * (retention, the dedup window `windowMs`) when that changed. Another process's settings
+   * stay unless this one set its own.
+   */
+  ensureStream(channel: string, windowMs?: number): Promise<void> {
+    const known = this.streams.get(channel)
+    const keep = this.kept.get(channel)
+    const windowChanged = windowMs !== undefined && windowMs !== 0 && known?.windowMs !== windowMs
+    if (known !== undefined && !windowChanged && known.retention === keep) return known.ready
+    const entry = {
+      windowMs: windowChanged ? windowMs : known?.windowMs,
+      retention: keep,
+      ready: Promise.resolve(),
+    }
+    const previous = known?.ready.catch(() => {}) ?? Promise.resolve()
+    entry.ready = previous.then(() => this.syncStream(channel, entry.windowMs, known === undefined))
+    this.streams.set(channel, entry)
+    entry.ready.catch(() => {
+      if (this.streams.get(channel) === entry) this.streams.delete(channel)
+    })
+    return entry.ready
+  }
+
+  /** @internal The stream may be gone: the next use makes it again. */
+  forgetStream(channel: string): void {
+    this.streams.delete(channel)
+  }
+
+  private async syncStream(channel: string, windowMs: number | undefined, first: boolean): Promise<void> {
+    const jsm = this.manager()
+    const name = this.streamOf(channel)
+    const want = this.wanted(channel, windowMs)
+    let info = await jsm.streams.info(name).catch((error: unknown) => {
+      if (this.isNotFound(error)) return undefined
+      throw error
+    })
+    if (info === undefined) {
+      try {
+        await jsm.streams.add({
+          name,
+          subjects: [this.subjectOf(channel)],
+          storage: this.nats.jetstream.StorageType.File,
+          discard: this.nats.jetstream.DiscardPolicy.Old,
+          ...want,
+        })
+        return
+      } catch (error) {
+        // Another process made it meanwhile.
+        info = await jsm.streams.info(name)
+        if (info === undefined) throw error
+      }
+    }
+    if (first && this.kept.get(channel) === undefined && windowMs === undefined) return
+    const current = info.config as unknown as Record<string, unknown>
+    const changes = Object.entries(want).filter(([k, v]) => current[k] !== v)
+    if (changes.length === 0) return
+    await jsm.streams.update(name, { ...info.config, ...want })
+  }
+
+  private manager(): JetStreamManager {
+    if (this.jsm === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
+    return this.jsm
+  }
+
+  /** @internal */
+  client(): JetStreamClient {
+    if (this.js === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
+    return this.js
+  }
+
+  /** @internal */
+  managerOf(): JetStreamManager {
+    return this.manager()
+  }
+
+  /** @internal Whether the server says a stream or consumer does not exist. */
+  isNotFound(error: unknown): boolean {
+    const { JetStreamApiError, JetStreamApiCodes } = this.nats.jetstream
+    return error instanceof JetStreamApiError && (error.code === JetStreamApiCodes.StreamNotFound || error.code === JetStreamApiCodes.ConsumerNotFound)
+  }
+
+  /** @internal Whether the server refused a request (not a lost connection or a timeout, which are tried again). */
+  isServerError(error: unknown): boolean {
+    return error instanceof this.nats.jetstream.JetStreamApiError
+  }
+
+  // --- writes -------------------------------------------------------------------------------
+
+  write(records: readonly Egress[]): Promise<number> {
+    if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed'))
+    let write: PendingWrite | undefined
+    const written = new Promise<number>((resolve, reject) => {
+      write = {
+        records: [...records],
+        duplicates: 0,
+        resolve,
+        reject,
+        timer: undefined,
+        settled: false,
+        deadline: Date.now() + this.config.publishTimeoutMs,
+      }
+    })
+    const w = write!
+    w.timer = setTimeout(
+      () => this.fail(w, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } })),
+      this.config.publishTimeoutMs,
+    )
+    this.queue.push(w)
+    this.writes.add(w)
+    this.unsettled.add(written)
+    const forget = () => void this.unsettled.delete(written)
+    written.then(forget, forget)
+    this.pump()
+    return written
+  }
+
+  private timeoutMessage(): string {
+    return `nats transport ${this.transport} did not take the write within publishTimeoutMs (${this.config.publishTimeoutMs} ms)`
+  }
+
+  private fail(write: PendingWrite, error: unknown): void {
+    if (write.settled) return
+    write.settled = true
+    this.writes.delete(write)
+    clearTimeout(write.timer)
+    write.reject(error)
+  }
+
+  private succeed(write: PendingWrite): void {
+    if (write.settled) return
+    write.settled = true
+    this.writes.delete(write)
+    clearTimeout(write.timer)
+    write.resolve(write.duplicates)
+  }
+
+  /**
+   * Sends every queued write at once, in order (each publish is a request on the one connection:
+   * JetStream stores them in the order sent). A record whose answer did not come (a lost
+   * connection, a timeout) is sent again, before anything later; one the server refused fails its write.
+   */
+  private pump(): void {
+    if (this.inFlight || this.queue.length === 0 || this.closed) return
+    this.inFlight = true
+    const batch = this.queue.splice(0)
+    void this.prepare(batch)
+      .then(() => {
+        const sends = batch.map((write) => (write.settled ? [] : write.records.map((record) => this.send(record, write.deadline))))
+        return Promise.all(sends.map((list) => Promise.allSettled(list)))
+      })
+      .then(
+        (results) => this.settle(batch, results),
+        (error: unknown) => this.settle(batch, undefined, error),
+      )
+  }
+
+  /** Streams made and set up, and markers waited for, before a batch is sent. */
+  private async prepare(batch: readonly PendingWrite[]): Promise<void> {
+    const streams = new Map<string, number | undefined>()
+    const waits: Promise<unknown>[] = []
+    for (const write of batch) {
+      if (write.settled) continue
+      for (const r of write.records) {
+        const channel = r.kind === 'publish' ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
+        if (channel === undefined) continue
+        const window = r.kind === 'publish' && r.dedupWindowMs > 0 ? r.dedupWindowMs : undefined
+        if (!streams.has(channel) || window !== undefined) streams.set(channel, window ?? streams.get(channel))
+        const set = markers.get(`${this.serverKey}\u0000${this.streamOf(channel)}`)
+        if (set !== undefined) for (const m of set) waits.push(m)
+      }
+    }
+    await Promise.all([...streams].map(([channel, window]) => this.ensureStream(channel, window)))
+    if (waits.length > 0) await Promise.allSettled(waits)
+  }
+
+  private settle(batch: readonly PendingWrite[], results: PromiseSettledResult<unknown>[][] | undefined, failure?: unknown): void {
+    this.inFlight = false
+    const retry: PendingWrite[] = []
+    batch.forEach((write, i) => {
+      if (write.settled) return
+      const outcome = results?.[i]
+      if (outcome === undefined) {
+        // The streams could not be set up: a refusal fails the write, anything else is tried again.
+        if (this.isServerError(failure)) this.fail(write, this.refused(failure))
+        else retry.push(write)
+        return
+      }
+      const again: Egress[] = []
+      outcome.forEach((r, k) => {
+        if (r.status === 'fulfilled') {
+          if (r.value === true) write.duplicates++
+        } else if (this.isServerError(r.reason)) this.fail(write, this.refused(r.reason))
+        else again.push(write.records[k]!)
+      })
+      if (write.settled) return
+      if (again.length === 0) {
+        this.succeed(write)
+        return
+      }
+      write.records = again
+      retry.push(write)
+    })
+    if (retry.length > 0) {
+      this.queue.unshift(...retry)
+      setTimeout(() => this.pump(), RETRY_MS)
+    } else this.pump()
+  }
+
+  private refused(error: unknown): OrreryError {
+    const message = error instanceof Error ? error.message : String(error)
+    return transportError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport} refused a write: ${message}`, { cause: error })
+  }
+
+  /** One record; a publish resolves to whether the stream dropped it as a duplicate. */
+  private async send(record: Egress, deadline: number): Promise<unknown> {
+    const js = this.client()
+    const timeout = Math.max(100, Math.min(PUBLISH_ATTEMPT_MS, deadline - Date.now()))
+    switch (record.kind) {
+      case 'publish': {
+        const options = record.dedupWindowMs > 0 ? { msgID: frameIdHex(record.frame), timeout } : { timeout }
+        const ack = await js.publish(this.subjectOf(record.channel), record.frame, options)
+        return ack.duplicate
+      }
+      case 'ack':
+        return this.settleHeld(record.group.id, record.position, (m) => m.ack())
+      case 'release':
+        return this.settleHeld(record.group.id, record.position, (m) => m.nak(record.delayMs > 0 ? Math.ceil(record.delayMs) : undefined))
+      case 'dead': {
+        const m = this.held.get(record.group.id)?.get(record.position)
+        if (m === undefined) return false
+        // The id makes two processes dead-lettering the same delivery write it once.
+        await js.publish(this.subjectOf(record.deadLetter), record.frame, {
+          msgID: `dl:${this.streamOf(record.group.channel)}:${record.position}`,
+          timeout,
+        })
+        return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
+      }
+    }
+  }
+
+  /** Answers a held delivery, then waits until the server has read the answer. */
+  private async settleHeld(group: number, position: string, answer: (m: JsMsg) => void): Promise<boolean> {
+    const held = this.held.get(group)
+    const m = held?.get(position)
+    if (m === undefined) return false
+    answer(m)
+    held!.delete(position)
+    await this.nc!.flush()
+    return false
+  }
+
+  /** @internal A delivery read for `group`: kept for its answer. */
+  hold(group: number, m: JsMsg): string {
+    let held = this.held.get(group)
+    if (held === undefined) {
+      held = new Map()
+      this.held.set(group, held)
+    }
+    const position = String(m.seq)
+    held.set(position, m)
+    return position
+  }
+
+  catchUp(channel: ChannelRef, start: () => void): () => void {
+    const reader = this.mirrors.get(channel.id)
+    if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
+    const stream = this.streamOf(channel.name)
+    // The stream's last sequence as the broker sees it now. Publishes of this process made after
+    // this call wait for the answer (see `markers`), so they land after it.
+    const marker = this.ensureStream(channel.name)
+      .then(() => this.manager().streams.info(stream))
+      .then((info) => info.state.last_seq)
+    this.mark(channel.name, marker)
+    return reader.catchUp(marker, start)
+  }
+
+  /** Makes publishes of this process to `channel` made from now on wait until `done` settled. */
+  private mark(channel: string, done: Promise<unknown>): void {
+    const key = `${this.serverKey}\u0000${this.streamOf(channel)}`
+    const pending = markers.get(key) ?? new Set<Promise<unknown>>()
+    markers.set(key, pending)
+    pending.add(done)
+    const forget = () => {
+      pending.delete(done)
+      if (pending.size === 0 && markers.get(key) === pending) markers.delete(key)
+    }
+    done.then(forget, forget)
+  }
+
+  retention(channel: string, retention: BrokerRetention): void {
+    this.kept.set(channel, retention)
+    if (!this.closed && this.jsm !== undefined) this.ensureStream(channel).catch((error: unknown) => this.sink.failed(error))
+  }
+
+  async flushed(): Promise<void> {
+    await Promise.allSettled([...this.unsettled])
+  }
+
+  // --- readers ------------------------------------------------------------------------------
+
+  openMirror(channel: ChannelRef, bound: HistoryBound): Promise<void> {
+    const existing = this.mirrors.get(channel.id)
+    if (existing) return existing.ready
+    const reader = new MirrorReader(this, channel, bound)
+    this.mirrors.set(channel.id, reader)
+    // A mirror whose history could not be read is forgotten: the next subscriber opens it anew.
+    reader.ready.catch(() => {
+      if (this.mirrors.get(channel.id) === reader) this.mirrors.delete(channel.id)
+      reader.stop()
+    })
+    return reader.ready
+  }
+
+  async openGroup(group: GroupRef): Promise<void> {
+    if (this.groups.has(group.id)) return
+    const reader = new GroupReader(this, group)
+    this.groups.set(group.id, reader)
+    // A group from 'latest' takes what is published after it was made: publishes of this process
+    // made from now on wait until the consumer exists.
+    const made = this.ensureStream(group.channel).then(() => this.ensureConsumer(group))
+    this.mark(group.channel, made)
+    try {
+      await made
+    } catch (error) {
+      if (this.groups.get(group.id) === reader) this.groups.delete(group.id)
+      throw error
+    }
+    if (this.groups.get(group.id) === reader) reader.start()
+  }
+
+  /**
+   * Makes the group's durable consumer if it does not exist; sets its ack wait to this process's
+   * threshold if it differs. One made again after the server lost it starts after `seen`, the
+   * last sequence this process read of it, instead of where the group started.
+   */
+  async ensureConsumer(group: GroupRef, seen = 0): Promise<void> {
+    const { AckPolicy, DeliverPolicy } = this.nats.jetstream
+    const jsm = this.manager()
+    const stream = this.streamOf(group.channel)
+    const name = brokerName(group.name)
+    const ackWait = ms(threshold(group))
+    const start =
+      seen > 0
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: seen + 1 }
+        : group.start.at === 'latest'
+          ? { deliver_policy: DeliverPolicy.New }
+          : group.start.at === 'earliest'
+            ? { deliver_policy: DeliverPolicy.All }
+            : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(Math.max(0, group.start.time)).toISOString() }
+    const existing = await jsm.consumers.info(stream, name).catch((error: unknown) => {
+      if (this.isNotFound(error)) return undefined
+      throw error
+    })
+    if (existing === undefined) {
+      try {
+        await jsm.consumers.add(stream, {
+          durable_name: name,
+          ack_policy: AckPolicy.Explicit,
+          ack_wait: ackWait,
+          // The core dead-letters by the delivery count; the broker never gives up on its own.
+          max_deliver: -1,
+          // Every process's members together may hold any number.
+          max_ack_pending: -1,
+          ...start,
+        })
+        return
+      } catch (error) {
+        // Another process made it meanwhile (with its own settings): use it.
+        if (!this.isServerError(error)) throw error
+      }
+    }
+    const info = existing ?? (await jsm.consumers.info(stream, name))
+    if (info.config.ack_wait !== ackWait) await jsm.consumers.update(stream, name, { ack_wait: ackWait })
+  }
+
+  closeGroup(group: number): void {
+    this.groups.get(group)?.stop()
+    this.groups.delete(group)
+  }
+
+  wake(): void {
+    for (const reader of this.groups.values()) reader.wake()
+  }
+
+  async stopReading(): Promise<void> {
+    const all: Array<MirrorReader | GroupReader> = [...this.mirrors.values(), ...this.groups.values()]
+    await Promise.all(all.map((r) => r.stopAndWait()))
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const r of this.mirrors.values()) r.stop()
+    for (const r of this.groups.values()) r.stop()
+    this.queue.length = 0
+    for (const write of [...this.writes]) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
+    this.held.clear()
+    // What the connection still has to send goes out first; then it closes.
+    const nc = this.nc
+    this.nc = undefined
+    this.js = undefined
+    this.jsm = undefined
+    if (nc !== undefined) void nc.drain().catch(() => nc.close().catch(() => {}))
+  }
+
+  /** @internal For readers. */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  /** @internal */
+  get sinkOf(): DriverSink {
+    return this.sink
+  }
+}
+
+/** Follows one channel's stream into its mirror with an ordered consumer: history first, then what comes. */
+class MirrorReader {
+  readonly ready: Promise<void>
+  private stopped = false
+  private messages: ConsumerMessages | undefined
+  private readonly writer = new IngestWriter()
+  private scheduled = false
+  /** The last stream sequence added. */
+  private last = 0
+  /** Subscribes waiting for the mirror to reach a marker (`after`: undefined until it is known). */
+  private readonly waiters: Array<{ after: number | undefined; start: () => void }> = []
+  /** Until the history is in: the sequence it ends at, and what resolves `ready`. */
+  private history: { until: number; done: () => void } | undefined
+  private oldest = 0
+
+  constructor(
+    private readonly driver: NatsDriver,
+    private readonly channel: ChannelRef,
+    private readonly bound: HistoryBound,
+  ) {
+    this.ready = this.open()
+  }
+
+  private async open(): Promise<void> {
+    const driver = this.driver
+    await driver.ensureStream(this.channel.name)
+    const stream = driver.streamOf(this.channel.name)
+    const { state } = await driver.managerOf().streams.info(stream)
+    const first = Math.max(1, state.first_seq)
+    const startSeq = this.bound.maxCount > 0 ? Math.max(first, state.last_seq - this.bound.maxCount + 1) : first
+    this.oldest = this.bound.maxAgeMs === Infinity ? 0 : Date.now() - this.bound.maxAgeMs
+    this.last = startSeq - 1
+    const { DeliverPolicy } = driver.nats.jetstream
+    const consumer = await driver.client().consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq })
+    const inHistory = state.last_seq >= startSeq && state.messages > 0
+    const history = inHistory
+      ? new Promise<void>((resolve) => {
+          this.history = { until: state.last_seq, done: resolve }
+        })
+      : undefined
+    if (this.stopped) return
+    this.messages = await consumer.consume({ callback: (m) => this.add(m) })
+    void this.messages.closed().then((error) => {
+      if (error instanceof Error && !this.stopped && !driver.isClosed) driver.sinkOf.failed(error)
+    })
+    if (history !== undefined) {
+      // The last entry may have gone (its age ran out) before it was read: the stream says so.
+      const check = setInterval(() => {
+        if (this.history === undefined || this.stopped) return clearInterval(check)
+        driver
+          .managerOf()
+          .streams.info(stream)
+          .then((info) => {
+            if (this.history !== undefined && info.state.first_seq > this.history.until) this.endHistory()
+          })
+          .catch(() => {})
+      }, 1_000)
+      await history
+      clearInterval(check)
+    }
+    this.flush()
+    this.release()
+  }
+
+  private endHistory(): void {
+    const h = this.history
+    this.history = undefined
+    this.flush()
+    h?.done()
+  }
+
+  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
+  catchUp(marker: Promise<number>, start: () => void): () => void {
+    const waiter: { after: number | undefined; start: () => void } = { after: undefined, start }
+    this.waiters.push(waiter)
+    marker.then(
+      (seq) => {
+        waiter.after = seq
+        this.release()
+      },
+      (error: unknown) => {
+        this.cancel(waiter)
+        this.driver.sinkOf.failed(error)
+      },
+    )
+    return () => this.cancel(waiter)
+  }
+
+  private cancel(waiter: { after: number | undefined; start: () => void }): void {
+    const i = this.waiters.indexOf(waiter)
+    if (i >= 0) this.waiters.splice(i, 1)
+  }
+
+  /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
+  private release(next?: number): void {
+    if (this.waiters.length === 0 || this.history !== undefined) return
+    const due = this.waiters.filter((w) => w.after !== undefined && (this.last >= w.after || (next !== undefined && next > w.after)))
+    if (due.length === 0) return
+    // What is read so far goes in first: the subscription starts after it.
+    this.flush()
+    for (const w of due) {
+      this.cancel(w)
+      w.start()
+    }
+  }
+
+  private add(m: JsMsg): void {
+    if (this.stopped) return
+    const seq = m.seq
+    if (seq <= this.last) return
+    if (this.waiters.length > 0) this.release(seq)
+    this.last = seq
+    const at = Math.floor(m.info.timestampNanos / 1e6)
+    if (at >= this.oldest) this.writer.live(this.channel.id, at, m.data)
+    if (this.history !== undefined && (seq >= this.history.until || m.info.pending === 0)) this.endHistory()
+    else if (!this.scheduled) {
+      this.scheduled = true
+      later(() => {
+        this.scheduled = false
+        if (this.history === undefined) this.flush()
+      })
+    }
+  }
+
+  private flush(): void {
+    const batch = this.writer.take()
+    if (batch !== undefined && !this.stopped) this.driver.sinkOf.ingest(batch)
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.history?.done()
+    this.history = undefined
+    const messages = this.messages
+    this.messages = undefined
+    if (messages !== undefined) void messages.close().catch(() => {})
+  }
+
+  async stopAndWait(): Promise<void> {
+    if (this.stopped) return
+    this.flush()
+    this.stop()
+  }
+}
+
+/** Reads one group for this process: pulls of at most the members' room, each delivery held for its answer. */
+class GroupReader {
+  private stopped = false
+  private loop: Promise<void> | undefined
+  private waiting: (() => void) | undefined
+  private messages: ConsumerMessages | undefined
+  private readonly writer = new IngestWriter()
+  private scheduled = false
+  private ready = true
+  /** The last stream sequence read. */
+  private seen = 0
+  /** How many more the pull in flight may bring. */
+  private outstanding = 0
+
+  constructor(
+    private readonly driver: NatsDriver,
+    private readonly group: GroupRef,
+  ) {}
+
+  start(): void {
+    this.loop = this.body().catch((error: unknown) => {
+      if (!this.stopped) this.driver.sinkOf.failed(error)
+    })
+  }
+
+  /**
+   * Room may have changed. A pull that may still bring more than the members can take now (a
+   * member left or paused) is ended: what they gave back must not come back here.
+   */
+  wake(): void {
+    const w = this.waiting
+    this.waiting = undefined
+    w?.()
+    const messages = this.messages
+    if (messages !== undefined && this.outstanding > 0 && this.driver.sinkOf.groupRoom(this.group.id) < this.outstanding) {
+      this.messages = undefined
+      messages.stop()
+    }
+  }
+
+  private async body(): Promise<void> {
+    const driver = this.driver
+    const stream = driver.streamOf(this.group.channel)
+    const name = brokerName(this.group.name)
+    let consumer: Consumer | undefined
+    while (!this.stopped && !driver.isClosed) {
+      try {
+        if (!this.ready) {
+          await driver.ensureStream(this.group.channel)
+          await driver.ensureConsumer(this.group, this.seen)
+          this.ready = true
+          consumer = undefined
+        }
+        const room = driver.sinkOf.groupRoom(this.group.id)
+        if (room <= 0) {
+          await new Promise<void>((resolve) => {
+            this.waiting = resolve
+            setTimeout(resolve, 1_000)
+          })
+          continue
+        }
+        consumer ??= await driver.client().consumers.get(stream, name)
+        if (this.stopped) break
+        const count = Math.min(room, READ_COUNT)
+        const messages = await consumer.fetch({ max_messages: count, expires: PULL_MS })
+        this.messages = messages
+        this.outstanding = count
+        for await (const m of messages) this.add(m)
+        this.messages = undefined
+        this.flush()
+      } catch (error) {
+        this.messages = undefined
+        this.flush()
+        if (this.stopped || driver.isClosed) break
+        // A consumer or stream deleted on the server is made again.
+        consumer = undefined
+        // Whatever failed, the consumer is looked up (and made again if the server lost it) before
+        // the next pull: a pull on a consumer that is gone only ever says "no responders".
+        this.ready = false
+        if (driver.isNotFound(error)) driver.forgetStream(this.group.channel)
+        else if (driver.isServerError(error)) driver.sinkOf.failed(error)
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      }
+    }
+  }
+
+  private add(m: JsMsg): void {
+    this.outstanding--
+    if (m.seq > this.seen) this.seen = m.seq
+    const position = this.driver.hold(this.group.id, m)
+    this.writer.group(this.group.id, m.info.deliveryCount, position, m.data)
+    if (!this.scheduled) {
+      this.scheduled = true
+      later(() => {
+        this.scheduled = false
+        this.flush()
+      })
+    }
+  }
+
+  private flush(): void {
+    const batch = this.writer.take()
+    if (batch !== undefined) this.driver.sinkOf.ingest(batch)
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.wake()
+    const messages = this.messages
+    this.messages = undefined
+    messages?.stop()
+  }
+
+  async stopAndWait(): Promise<void> {
+    if (this.stopped) return
+    this.stop()
+    const done = this.loop ?? Promise.resolve()
+    await Promise.race([done, new Promise((r) => setTimeout(r, 1_000))])
+    this.flush()
+  }
+}
