@@ -41,6 +41,18 @@ async function until(done: () => boolean | Promise<boolean>, ms = 10_000): Promi
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * Runs scripts/servers.sh with every descriptor past stdio closed: a server it starts must not
+ * inherit what this process inherited (the heavy-command lock of `flock`, which it would then
+ * hold for as long as it runs).
+ */
+async function servers(...args: string[]): Promise<{ status: number | null; stderr: string }> {
+  // Imported here: this file also loads (and skips) in a browser page.
+  const { spawnSync } = await import('node:child_process')
+  const closeInherited = 'for fd in $(ls /proc/$$/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash scripts/servers.sh "$@"'
+  return spawnSync('bash', ['-c', closeInherited, 'servers', ...args], { encoding: 'utf8' })
+}
+
 describe('nats stream and consumer names', () => {
   it('are one subject token, never meet for distinct names, and stay short', () => {
     expect(brokerName('orders.eu')).toBe('orders_2Eeu')
@@ -99,12 +111,16 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
   beforeAll(async () => {
     const { connect } = await import('@nats-io/transport-node')
     const { jetstreamManager } = await import('@nats-io/jetstream')
-    nc = await connect({ servers: natsUrl() })
+    nc = await connect({ servers: natsUrl(), maxReconnectAttempts: -1, reconnectTimeWait: 250 })
     jsm = await jetstreamManager(nc)
   })
   afterAll(async () => {
-    // This run's streams go with it.
-    if (jsm !== undefined) for await (const name of jsm.streams.names()) if (name.startsWith(`${streamPrefix}-`)) await jsm.streams.delete(name)
+    // This run's streams go with it (best effort: the server's data is wiped at its next start anyway).
+    try {
+      if (jsm !== undefined) for await (const name of jsm.streams.names()) if (name.startsWith(`${streamPrefix}-`)) await jsm.streams.delete(name)
+    } catch {
+      // A server just restarted may not answer yet.
+    }
     await nc?.close()
   })
   afterEach(async () => {
@@ -346,4 +362,46 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     await a.shutdown()
     await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
   })
+
+  // Restarts the shared test server (its data kept): other files' tests see a short outage, which
+  // their publishes ride out.
+  it.skipIf(env['ORRERY_NO_RESTART'] === '1')(
+    'rides out a server restart: publishes wait and go in order, readers read again',
+    async () => {
+      fresh()
+      const a = await open({ publishTimeoutMs: 20_000 })
+      const b = await open()
+      const got: unknown[] = []
+      b.bus.subscribe(ch('restart'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+      const jobs: unknown[] = []
+      b.bus.group(ch('restart'), 'g', { from: 'earliest' }).consume((d) => void jobs.push(d.message.payload))
+      await a.bus.publish(ch('restart'), 0)
+      await until(() => got.length === 1 && jobs.length === 1)
+      const stop = await servers('stop', 'nats')
+      expect(stop.status, stop.stderr).toBe(0)
+      const during = [1, 2, 3].map((n) => a.bus.publish(ch('restart'), n))
+      await sleep(300)
+      const start = await servers('start', '--keep', 'nats')
+      expect(start.status, start.stderr).toBe(0)
+      const results = await Promise.all(during)
+      expect(results.map((r) => r.published)).toEqual([true, true, true])
+      await until(() => got.length >= 4 && jobs.length >= 4, 20_000)
+      expect(got).toEqual([0, 1, 2, 3])
+      expect([...new Set(jobs)].sort()).toEqual([0, 1, 2, 3])
+    },
+    60_000,
+  )
+
+  it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
+    fresh()
+    const a = await open({ publishTimeoutMs: 300 })
+    const stop = await servers('stop', 'nats')
+    expect(stop.status, stop.stderr).toBe(0)
+    try {
+      await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
+    } finally {
+      const start = await servers('start', '--keep', 'nats')
+      expect(start.status, start.stderr).toBe(0)
+    }
+  }, 60_000)
 })
