@@ -160,6 +160,45 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     expect(deliveries.map((d) => d.attempt)).toEqual([1, 2])
   })
 
+  it('a nack delay longer than the broker threshold is kept: not redelivered before it', async () => {
+    fresh()
+    const a = await open()
+    const at: number[] = []
+    // Visibility 300 ms: the broker lets an idle entry go after 1.3 s; the delay is 2.5 s.
+    a.bus.group(ch('long'), 'g', { from: 'earliest', visibilityTimeout: 300 }).consume(
+      () => {
+        at.push(Date.now())
+        if (at.length === 1) throw new Error('later')
+      },
+      { retryDelay: 2_500 },
+    )
+    await sleep(100)
+    await a.bus.publish(ch('long'), 'x')
+    await until(() => at.length === 2, 15_000)
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(2_400)
+  })
+
+  it("a subscriber's expired message reaches the dead-letter stream with deadLetterExpired", async () => {
+    fresh()
+    let now = Date.now()
+    const a = await Orrery.create({
+      engine: ENGINE,
+      clock: () => now,
+      transports: { main: { kind: 'redis', url: redisUrl(), keyPrefix } },
+      bindings: { [`${prefix}*`]: 'main' },
+    })
+    opened.push(a)
+    a.bus.channel(ch('ttl'), { deadLetterExpired: true })
+    // The dead-letter channel is never named here: the core writes to it on its own.
+    const iter = a.bus.subscribe(ch('ttl'), { from: 'earliest' })[Symbol.asyncIterator]()
+    await a.bus.publish(ch('ttl'), 'stale', { ttl: 50 })
+    now += 1_000 // expired before anyone takes it
+    const first = iter.next()
+    await a.bus.publish(ch('ttl'), 'fresh')
+    expect((await first).value.payload).toBe('fresh')
+    await until(async () => (await xlen(ch('ttl.dead-letter'))) === 1)
+  })
+
   it('past maxDeliveries the entry moves to the dead-letter stream and leaves the group', async () => {
     fresh()
     const a = await open()

@@ -6,7 +6,7 @@
  */
 import type { BusCore } from '../engines/backend.js'
 import { DEFAULTS } from '../engines/manifest.js'
-import { isOrreryError } from '../errors.js'
+import { isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
@@ -45,6 +45,8 @@ export interface BoundChannel {
 
 /** Makes a driver for a transport of kind `redis` (the module is loaded only then). */
 export type DriverFactory = (options: CheckedRedisOptions, sink: DriverSink, transport: string) => Promise<Driver>
+
+const DEAD_LETTER = '.dead-letter'
 
 /** Broker positions are ASCII (Redis entry ids). */
 const POSITION = new TextDecoder()
@@ -134,7 +136,25 @@ export class Transports {
       this.local.set(id, transport)
       return
     }
-    this.host!.core.bind(id, transport.id)
+    const core = this.host!.core
+    core.bind(id, transport.id)
+    this.track(id, name, transport)
+    // The core bound the dead-letter channel along with it: its PUBLISH records (a subscriber's
+    // expired messages) must find it here even if this process never names it.
+    if (!name.endsWith(DEAD_LETTER)) {
+      const deadLetter = `${name}${DEAD_LETTER}`
+      let dl: number | undefined
+      try {
+        dl = core.channel(deadLetter)
+      } catch {
+        // A name too long for a dead-letter channel has none (the core binds none either).
+      }
+      if (dl !== undefined) this.track(dl, deadLetter, transport)
+    }
+  }
+
+  private track(id: number, name: string, transport: CheckedTransport): void {
+    if (this.bound.has(id)) return
     this.bound.set(id, {
       id,
       name,
@@ -233,6 +253,15 @@ export class Transports {
     return batch === undefined ? undefined : this.route(batch)
   }
 
+  /** Writes what settles deliveries; its failures are reported, never a publisher's. */
+  private settle(parts: Map<Driver, Egress[]>): void {
+    for (const [driver, records] of parts) {
+      driver.write(records).catch((error: unknown) => {
+        if (!isOrreryError(error, 'CLOSED')) this.host?.failed(this.transportNames(), error)
+      })
+    }
+  }
+
   /** After a flush: egress made by acks, nacks, leases and departures goes out, and readers may read. */
   afterFlush(): void {
     const host = this.host!
@@ -249,10 +278,15 @@ export class Transports {
     return this.config.transports.map((t) => t.name).join(', ')
   }
 
-  /** Splits an egress batch by driver, in order, and writes each part. */
+  /**
+   * Splits an egress batch by driver, in order, and writes each part. Publishes and settlements
+   * (acks, releases, dead letters) are separate writes: the returned Promise is the publishes'
+   * (a refused ack must not fail a publish that was written, which its caller would repeat).
+   */
   private route(batch: Uint8Array): Promise<number> {
-    const parts = new Map<Driver, Egress[]>()
-    const add = (driver: Driver, record: Egress) => {
+    const publishes = new Map<Driver, Egress[]>()
+    const settles = new Map<Driver, Egress[]>()
+    const add = (parts: Map<Driver, Egress[]>, driver: Driver, record: Egress) => {
       const list = parts.get(driver)
       if (list) list.push(record)
       else parts.set(driver, [record])
@@ -260,21 +294,29 @@ export class Transports {
     forEachEgress(batch, (kind, id, value, pos, frame) => {
       if (kind === REMOTE.publish) {
         const channel = this.bound.get(id)
-        if (channel) add(channel.driver, { kind: 'publish', channel: channel.name, dedupWindowMs: value, frame })
+        if (channel) add(publishes, channel.driver, { kind: 'publish', channel: channel.name, dedupWindowMs: value, frame })
+        else
+          this.host?.failed(this.transportNames(), new OrreryError('INTERNAL', `a message for channel id ${id}, bound to no transport here, was not written`))
         return
       }
       const group = this.groups.get(id)
-      if (!group) return
+      if (!group) {
+        this.host?.failed(this.transportNames(), new OrreryError('INTERNAL', `a settlement for group id ${id}, read from no transport here, was not written`))
+        return
+      }
       const position = POSITION.decode(pos)
-      if (kind === REMOTE.ack) add(group.driver, { kind: 'ack', group: group.ref, position })
-      else if (kind === REMOTE.release) add(group.driver, { kind: 'release', group: group.ref, position, delayMs: value })
-      else if (kind === REMOTE.dead) add(group.driver, { kind: 'dead', group: group.ref, position, deadLetter: `${group.ref.channel}.dead-letter`, frame })
+      if (kind === REMOTE.ack) add(settles, group.driver, { kind: 'ack', group: group.ref, position })
+      else if (kind === REMOTE.release) add(settles, group.driver, { kind: 'release', group: group.ref, position, delayMs: value })
+      else if (kind === REMOTE.dead)
+        add(settles, group.driver, { kind: 'dead', group: group.ref, position, deadLetter: `${group.ref.channel}${DEAD_LETTER}`, frame })
     })
-    if (parts.size === 1) {
-      const [driver, records] = [...parts][0]!
+    if (settles.size > 0) this.settle(settles)
+    if (publishes.size === 0) return Promise.resolve(0)
+    if (publishes.size === 1) {
+      const [driver, records] = [...publishes][0]!
       return driver.write(records)
     }
-    return Promise.all([...parts].map(([driver, records]) => driver.write(records))).then((d) => d.reduce((a, b) => a + b, 0))
+    return Promise.all([...publishes].map(([driver, records]) => driver.write(records))).then((d) => d.reduce((a, b) => a + b, 0))
   }
 
   /**

@@ -61,6 +61,12 @@ function compareIds(a: string, b: string): number {
   return am - bm || as - bs
 }
 
+/**
+ * Refusals of a server that is starting, busy or failing over: the write is not done, and is
+ * tried again (until publishTimeoutMs) like one a dropped connection lost.
+ */
+const TRANSIENT = /^(LOADING|BUSY|TRYAGAIN|READONLY|MASTERDOWN|CLUSTERDOWN)\b/
+
 /** Entries read per call, at most. */
 const READ_COUNT = 256
 /** How long a blocking read waits before it is issued again (it returns early with entries, or when unblocked). */
@@ -125,6 +131,8 @@ export class RedisDriver implements Driver {
   private readonly queue: PendingWrite[] = []
   private inFlight = false
   private readonly kept = new Map<string, BrokerRetention>()
+  /** Timers holding entries nacked with a delay past the threshold. */
+  private readonly holds = new Set<ReturnType<typeof setTimeout>>()
   /** Every write not settled yet (what `flushed` waits for). */
   private readonly unsettled = new Set<Promise<number>>()
   /** The same writes, queued or in flight: `close` fails them all. */
@@ -281,7 +289,7 @@ export class RedisDriver implements Driver {
         outcome.forEach((r, k) => {
           if (r.status === 'fulfilled') {
             if (r.value === null && write.records[k]!.kind === 'publish') write.duplicates++
-          } else if (r.reason instanceof this.redis.ErrorReply) {
+          } else if (r.reason instanceof this.redis.ErrorReply && !TRANSIENT.test(r.reason.message)) {
             this.fail(
               write,
               transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${r.reason.message}`, { cause: r.reason }),
@@ -322,10 +330,16 @@ export class RedisDriver implements Driver {
         return this.command(['XACK', this.key(record.group.channel), record.group.name, record.position])
       case 'release': {
         const { group, position, delayMs } = record
-        const idle = Math.max(0, threshold(group) - Math.ceil(delayMs))
+        const limit = threshold(group)
+        const idle = Math.max(0, limit - Math.ceil(delayMs))
         const done = this.command(['XCLAIM', this.key(group.channel), group.name, this.consumer, '0', position, 'IDLE', String(idle), 'JUSTID'])
         void done.then(
-          () => this.groups.get(group.id)?.reclaimSoon(delayMs),
+          () => {
+            // Reclaimable after the delay: a delay past the threshold keeps the entry held here
+            // (its idle time reset) until only the threshold is left.
+            if (delayMs > limit) this.holdFor(group, position, delayMs - limit)
+            this.groups.get(group.id)?.reclaimSoon(delayMs)
+          },
           () => {},
         )
         return done
@@ -378,6 +392,24 @@ export class RedisDriver implements Driver {
     return waits.length === 0 ? undefined : Promise.allSettled(waits)
   }
 
+  /** Keeps resetting an entry's idle time for `ms` more, then lets it become reclaimable one threshold later. */
+  private holdFor(group: GroupRef, position: string, ms: number): void {
+    const step = Math.max(1, Math.min(ms, threshold(group) / 2))
+    const timer = setTimeout(() => {
+      this.holds.delete(timer)
+      if (this.closed) return
+      void this.command(['XCLAIM', this.key(group.channel), group.name, this.consumer, '0', position, 'IDLE', '0', 'JUSTID']).then(
+        () => {
+          if (ms > step) this.holdFor(group, position, ms - step)
+        },
+        () => {},
+      )
+    }, step)
+    // A delayed retry is no reason to keep a process alive: if it ends, the broker redelivers.
+    ;(timer as { unref?: () => void }).unref?.()
+    this.holds.add(timer)
+  }
+
   retention(channel: string, retention: BrokerRetention): void {
     this.kept.set(channel, retention)
   }
@@ -415,10 +447,12 @@ export class RedisDriver implements Driver {
   }
 
   /** @internal Creates the group on the broker (and its stream); one that exists is left as it is. */
-  async createGroup(group: GroupRef): Promise<void> {
-    const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' ? '0' : `${Math.max(0, Math.floor(group.start.time))}-0`
+  async createGroup(group: GroupRef, from?: string): Promise<void> {
+    // A group delivers the entries after its id: from time T starts past the last id before T.
+    const time = group.start.at === 'time' ? Math.floor(group.start.time) : 0
+    const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' || time <= 0 ? '0' : `${time - 1}-18446744073709551615`
     try {
-      await this.command(['XGROUP', 'CREATE', this.key(group.channel), group.name, start, 'MKSTREAM'])
+      await this.command(['XGROUP', 'CREATE', this.key(group.channel), group.name, from ?? start, 'MKSTREAM'])
     } catch (error) {
       if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error
     }
@@ -444,14 +478,17 @@ export class RedisDriver implements Driver {
     for (const r of this.mirrors.values()) r.stop()
     for (const r of this.groups.values()) r.stop()
     this.queue.length = 0
+    for (const timer of this.holds) clearTimeout(timer)
+    this.holds.clear()
     for (const write of [...this.writes]) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
     this.main?.destroy()
     this.main = undefined
   }
 
-  /** @internal Whether the server refused a command (not a dropped connection, which is retried). */
+  /** @internal Whether the server refused a command (not a dropped connection or a starting server, which are retried). */
   isServerError(error: unknown): boolean {
-    return error instanceof this.redis.ErrorReply
+    // A server starting or failing over is an outage, not a refusal: the read is tried again.
+    return error instanceof this.redis.ErrorReply && !TRANSIENT.test(error.message)
   }
 
   /** @internal For readers. */
@@ -688,23 +725,32 @@ class GroupReader extends Reader {
   }
 
   protected async step(): Promise<void> {
-    const room = this.driver.sinkOf.groupRoom(this.group.id)
+    // What a reclaim in flight asked for is spoken for.
+    const room = this.driver.sinkOf.groupRoom(this.group.id) - this.claiming
     if (room <= 0) {
+      // Woken when room may have been made; at most a second later anyway.
       await new Promise<void>((resolve) => {
-        this.waiting = resolve
-        setTimeout(resolve, 1_000)
+        const timer = setTimeout(() => {
+          this.waiting = undefined
+          resolve()
+        }, 1_000)
+        this.waiting = () => {
+          clearTimeout(timer)
+          resolve()
+        }
       })
       return
     }
     const { name, channel } = this.group
     const key = this.driver.keyOf(channel)
+    const count = Math.min(room, READ_COUNT)
     const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
       'XREADGROUP',
       'GROUP',
       name,
       this.driver.consumer,
       'COUNT',
-      String(Math.min(room, READ_COUNT)),
+      String(count),
       'BLOCK',
       String(BLOCK_MS),
       'STREAMS',
@@ -716,17 +762,35 @@ class GroupReader extends Reader {
     this.ingest()
   }
 
+  /**
+   * Deliveries a reclaim in flight asked for: the blocking read leaves them out. (A reclaim does
+   * not leave out what a blocking read asked for, which may wait for seconds: the two may bring
+   * more than the room, which then waits here for a member.)
+   */
+  private claiming = 0
+
   /** A server that lost its data (restarted without it) lost the group too: it is made again. */
   protected override async recover(error: unknown): Promise<boolean> {
     if (!(error instanceof Error && error.message.startsWith('NOGROUP'))) return false
-    await this.driver.createGroup(this.group)
+    // From the last entry this process was given ('$' when none): what was acked is not replayed.
+    await this.driver.createGroup(this.group, this.lastRead ?? '$')
     return true
   }
 
   private add(entry: Entry, count: number): void {
+    const id = entry[0].toString('latin1')
+    if (this.lastRead === undefined || compareIds(id, this.lastRead) > 0) this.lastRead = id
     const frame = frameOf(entry[1])
-    if (frame !== undefined) this.writer.group(this.group.id, count, entry[0].toString('latin1'), frame)
+    if (frame !== undefined) {
+      this.writer.group(this.group.id, count, id, frame)
+      return
+    }
+    // Not Orrery's (no frame), or deleted: the group forgets it instead of reclaiming it forever.
+    void this.driver.command(['XACK', this.driver.keyOf(this.group.channel), this.group.name, id]).catch(() => {})
   }
+
+  /** The newest entry id this reader was given. */
+  private lastRead: string | undefined
 
   /** Takes entries idle past the threshold (another process died holding them, or one was released). */
   private reclaim(): void {
@@ -734,11 +798,13 @@ class GroupReader extends Reader {
     const room = this.driver.sinkOf.groupRoom(this.group.id)
     if (room <= 0) return
     this.reclaiming = true
+    const claiming = Math.min(room, READ_COUNT)
+    this.claiming = claiming
     const { name, channel } = this.group
     const key = this.driver.keyOf(channel)
     const idle = String(threshold(this.group))
     void this.driver
-      .command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, '-', '+', String(Math.min(room, READ_COUNT))])
+      .command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, '-', '+', String(claiming)])
       .then(async (pending) => {
         if (pending.length === 0 || this.stopped) return
         const counts = new Map<string, number>()
@@ -755,6 +821,7 @@ class GroupReader extends Reader {
         if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
       })
       .finally(() => {
+        this.claiming = 0
         this.reclaiming = false
       })
   }
