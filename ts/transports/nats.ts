@@ -120,6 +120,8 @@ export class NatsDriver implements Driver {
   /** Deliveries this process holds, by group and stream sequence: what acks, naks and terms answer. */
   private readonly held = new Map<number, Map<string, JsMsg>>()
   private readonly serverKey: string
+  /** The round trip the answers of this turn wait for. */
+  private reading: Promise<void> | undefined
 
   constructor(
     readonly nats: NatsModules,
@@ -474,8 +476,19 @@ export class NatsDriver implements Driver {
     if (m === undefined) return false
     answer(m)
     held!.delete(position)
-    await this.nc!.flush()
+    await this.serverRead()
     return false
+  }
+
+  /** Resolves once the server has read everything sent so far: one round trip for every answer sent in this turn. */
+  private serverRead(): Promise<void> {
+    this.reading ??= Promise.resolve().then(() => {
+      this.reading = undefined
+      const nc = this.nc
+      if (nc === undefined) throw transportError('CLOSED', `transport ${this.transport} is closed`)
+      return nc.flush()
+    })
+    return this.reading
   }
 
   /** @internal A delivery read for `group`: kept for its answer. */
