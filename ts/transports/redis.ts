@@ -18,6 +18,7 @@ interface Connection {
   on(event: string, listener: (...args: unknown[]) => void): unknown
   destroy(): void
   readonly isReady: boolean
+  readonly isOpen: boolean
 }
 
 /** The part of the `redis` module the driver uses. */
@@ -497,10 +498,8 @@ export class RedisDriver implements Driver {
   }
 
   /** @internal A blocking connection of a reader's own. */
-  async readerConnection(): Promise<Connection> {
-    const c = this.newConnection()
-    await c.connect()
-    return c
+  readerConnection(): Connection {
+    return this.newConnection()
   }
 
   /** @internal */
@@ -542,11 +541,22 @@ abstract class Reader {
   private async body(): Promise<void> {
     while (!this.stopped) {
       try {
-        this.conn ??= await this.driver.readerConnection()
+        if (this.conn === undefined) {
+          // Kept before it connects: a reader stopped meanwhile destroys it (a connect that keeps
+          // retrying would otherwise hold the process open).
+          const conn = this.driver.readerConnection()
+          this.conn = conn
+          await conn.connect()
+        }
         if (this.stopped) break
         await this.step()
       } catch (error) {
         if (this.stopped || this.driver.isClosed) break
+        // A connection that gave up (not one reconnecting) is replaced.
+        if (this.conn !== undefined && !this.conn.isOpen) {
+          this.conn.destroy()
+          this.conn = undefined
+        }
         if (this.driver.isServerError(error) && !(await this.recover(error))) this.driver.sinkOf.failed(error)
         await new Promise((r) => setTimeout(r, RETRY_MS))
       }
@@ -803,14 +813,15 @@ class GroupReader extends Reader {
     const { name, channel } = this.group
     const key = this.driver.keyOf(channel)
     const idle = String(threshold(this.group))
-    void this.driver
+    this.reclaimRun = this.driver
       .command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, '-', '+', String(claiming)])
       .then(async (pending) => {
         if (pending.length === 0 || this.stopped) return
         const counts = new Map<string, number>()
         for (const [id, , , count] of pending) counts.set(id.toString('latin1'), Number(count))
         const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
-        if (this.stopped) return
+        // Claimed during a shutdown, they still go in: the shutdown then hands them back.
+        if (this.driver.isClosed) return
         for (const entry of claimed) {
           if (entry === null) continue
           this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
@@ -823,7 +834,17 @@ class GroupReader extends Reader {
       .finally(() => {
         this.claiming = 0
         this.reclaiming = false
+        this.reclaimRun = undefined
       })
+  }
+
+  /** A reclaim in flight (a shutdown waits for it: what it claims is handed back). */
+  private reclaimRun: Promise<void> | undefined
+
+  override async stopAndWait(): Promise<void> {
+    clearInterval(this.reclaimTimer)
+    await super.stopAndWait()
+    await this.reclaimRun
   }
 
   override stop(): void {
