@@ -224,7 +224,7 @@ describe('a bus core with a channel bound to a transport', () => {
       'x-orrery-dead-letter-reason': 'max-deliveries',
       'x-orrery-deliveries': '3',
       'x-orrery-origin-channel': 'jobs',
-      'x-orrery-origin-seq': '2',
+      'x-orrery-origin-seq': '1-2', // the broker's position: the local seq means nothing elsewhere
     })
 
     const got = drain(bus, 10)
@@ -266,13 +266,85 @@ describe('a bus core with a channel bound to a transport', () => {
     const g = group(bus, jobs, 100, 5)
     const m = bus.join(g, 1)
     bus.ingest(concat(grouped(g, 'a', 1, frame(777, 'a')), grouped(g, 'b', 1, frame(777, 'b'))), 0)
-    expect(drain(bus, 0).map((d) => d.payload)).toEqual(['a'])
+    const [a] = drain(bus, 0)
+    expect(a?.payload).toBe('a')
     expect(groupStat(bus, g, 'backlog')).toBe(1)
-    // The lease runs out: back to the broker; the waiting one goes to the member.
-    expect(drain(bus, 100).map((d) => d.payload)).toEqual(['b'])
-    expect(egressOf(bus.drainEgress()).map((o) => [o.kind, o.pos, o.value])).toEqual([[REMOTE.release, 'a', 0]])
-    bus.unsubscribe(m)
+    bus.ack(m, a!.seq, a!.attempt)
+    expect(egressOf(bus.drainEgress()).map((o) => [o.kind, o.pos])).toEqual([[REMOTE.ack, 'a']])
+    // Handed over at 60, 'b' keeps the lease it got at ingest: it ends at 100, not 160.
+    const [b] = drain(bus, 60)
+    expect(b?.payload).toBe('b')
+    expect(bus.nextDeadline()).toBe(100)
+    expect(drain(bus, 100)).toEqual([])
     expect(egressOf(bus.drainEgress()).map((o) => [o.kind, o.pos, o.value])).toEqual([[REMOTE.release, 'b', 0]])
+    expect((await errorOf(() => bus.ack(m, b!.seq, b!.attempt)))?.code).toBe('STALE_ACK')
+    bus.ingest(grouped(g, 'c', 1, frame(777, 'c')), 200)
+    drain(bus, 200)
+    bus.unsubscribe(m)
+    expect(egressOf(bus.drainEgress()).map((o) => [o.kind, o.pos, o.value])).toEqual([[REMOTE.release, 'c', 0]])
+  })
+
+  it('gives an entry still waiting in the inbox back to the broker when its lease from ingest ends', async () => {
+    const bus = await core()
+    const jobs = bus.channel('jobs')
+    bus.bind(jobs, T)
+    const g = group(bus, jobs, 100, 5)
+    bus.join(g, 1)
+    // Read beyond the room: 'b' waits, with no member, but its lease runs.
+    bus.ingest(concat(grouped(g, 'a', 1, frame(777, 'a')), grouped(g, 'b', 1, frame(777, 'b'))), 0)
+    expect(drain(bus, 0).map((d) => d.payload)).toEqual(['a'])
+    expect(bus.nextDeadline()).toBe(100)
+    expect(drain(bus, 100)).toEqual([])
+    expect(egressOf(bus.drainEgress()).map((o) => [o.kind, o.pos, o.value])).toEqual([
+      [REMOTE.release, 'a', 0],
+      [REMOTE.release, 'b', 0],
+    ])
+    expect([groupStat(bus, g, 'redelivered'), groupStat(bus, g, 'backlog'), groupStat(bus, g, 'pending')]).toEqual([2, 0, 0])
+    expect(bus.groupRoom(g)).toBe(1)
+  })
+
+  it('releases a GROUP record at once when no member can take it', async () => {
+    const bus = await core()
+    const jobs = bus.channel('jobs')
+    bus.bind(jobs, T)
+    const g = group(bus, jobs, 10_000, 5)
+    expect(bus.ingest(grouped(g, '1-0', 1, frame(777, 'a')), 0)).toBe(0)
+    const m = bus.join(g, 5)
+    bus.setPaused(m, true)
+    expect(bus.ingest(grouped(g, '1-1', 1, frame(777, 'b')), 0)).toBe(0)
+    expect(egressOf(bus.drainEgress()).map((o) => [o.kind, o.pos, o.value])).toEqual([
+      [REMOTE.release, '1-0', 0],
+      [REMOTE.release, '1-1', 0],
+    ])
+    expect([groupStat(bus, g, 'backlog'), groupStat(bus, g, 'pending')]).toEqual([0, 0])
+    expect(bus.nextDeadline()).toBe(Number.POSITIVE_INFINITY)
+  })
+
+  it('dead-letters a well-formed GROUP frame too large for this process, and acks a malformed one', async () => {
+    const orrery = await Orrery.create()
+    open.push(orrery)
+    const bus = orrery.backend.createBus({ maxMessageBytes: 100 })
+    const jobs = bus.channel('jobs')
+    bus.bind(jobs, T)
+    const g = group(bus, jobs, 10_000, 5)
+    bus.join(g, 5)
+    const broken = frame(777, 'x')
+    broken[LAYOUT.offVersion] = 99
+    expect(bus.ingest(concat(grouped(g, '1-0', 2, frame(777, 'y'.repeat(200), 'big')), grouped(g, '1-1', 1, broken)), 0)).toBe(1)
+    const out = egressOf(bus.drainEgress())
+    expect(out.map((o) => [o.kind, o.pos])).toEqual([
+      [REMOTE.dead, '1-0'],
+      [REMOTE.ack, '1-1'],
+    ])
+    expect(frameString(out[0]!.frame, MetaString.Id)).toBe('big')
+    expect(frameHeaders(out[0]!.frame)).toEqual({
+      'x-orrery-dead-letter-reason': 'too-large',
+      'x-orrery-deliveries': '1',
+      'x-orrery-origin-channel': 'jobs',
+      'x-orrery-origin-seq': '1-0',
+    })
+    expect(drain(bus, 0)).toEqual([])
+    expect([stat(bus, jobs, 'rejected'), stat(bus, jobs, 'ingested'), stat(bus, jobs, 'deadLettered')]).toEqual([2, 0, 1])
   })
 
   it('refuses a malformed ingest batch whole with MALFORMED_FRAME', async () => {
@@ -292,6 +364,11 @@ describe('a bus core with a channel bound to a transport', () => {
       expect(err?.message).toContain('ingest record 1')
     }
     expect((await errorOf(() => bus.ingest('nope' as unknown as Uint8Array, 1)))?.code).toBe('INVALID_ARGUMENT')
+    for (const now of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      const err = await errorOf(() => bus.ingest(good, now))
+      expect(err?.code).toBe('INVALID_ARGUMENT')
+      expect(err?.message).toContain('now')
+    }
     expect(drain(bus, 1)).toEqual([])
     expect(stat(bus, orders, 'ingested')).toBe(0)
     expect(bus.ingest(good, 1)).toBe(1)

@@ -93,9 +93,12 @@ pub(super) struct Group {
     pub(super) members: Vec<u32>,
     next_member: usize,
     pub(super) pending: FxHashMap<u64, Pending>,
-    /// Running leases in delivery order, so deadlines only grow: (deadline, seq, attempt).
-    /// Settled ones are popped from the front as acks arrive, so this stays near the number
-    /// of messages in flight instead of holding every delivery until its deadline.
+    /// Running leases ordered by deadline: (deadline, seq, attempt). A local group's are pushed
+    /// at delivery and a remote group's at ingest, each `now + visibility`, so with the host's
+    /// clock they arrive in deadline order and go on the back; one that does not (a clock that
+    /// went back) is put in its place, so the front is always the earliest. Settled ones are
+    /// popped from the front as acks arrive, so this stays near the number of messages in
+    /// flight instead of holding every delivery until its deadline.
     leases: VecDeque<(Millis, u64, u32)>,
     /// Entries waiting for a member; a remote group's inbox of what ingest brought.
     pub(super) redeliver: VecDeque<u64>,
@@ -116,9 +119,21 @@ impl Group {
         &self.name
     }
 
-    /// Whether `(seq, attempt)` is a delivery whose lease is still running.
+    /// Whether the lease `(seq, attempt)` is still running: a local group's runs while that
+    /// delivery is out; a remote group's (one per entry, from ingest) while the entry is here,
+    /// delivered or not (local sequence numbers are never reused).
     fn lease_running(&self, seq: u64, attempt: u32) -> bool {
-        self.pending.get(&seq).is_some_and(|p| p.attempt == attempt && p.delivered_at.is_some())
+        running(&self.pending, self.remote.is_some(), seq, attempt)
+    }
+
+    /// Queues a lease ending at `deadline`, keeping the queue in deadline order.
+    pub(super) fn push_lease(&mut self, deadline: Millis, seq: u64, attempt: u32) {
+        if self.leases.back().is_none_or(|&(last, _, _)| last <= deadline) {
+            self.leases.push_back((deadline, seq, attempt));
+        } else {
+            let at = self.leases.partition_point(|&(d, _, _)| d <= deadline);
+            self.leases.insert(at, (deadline, seq, attempt));
+        }
     }
 
     /// Pops settled leases off the front.
@@ -132,10 +147,8 @@ impl Group {
         // One message held for long keeps every later settled lease queued behind it; compact
         // when settled ones are the large majority, so the queue follows what is in flight.
         if self.leases.len() > 1024 && self.leases.len() > 4 * self.pending.len() {
-            let pending = &self.pending;
-            self.leases.retain(|&(_, seq, attempt)| {
-                pending.get(&seq).is_some_and(|p| p.attempt == attempt && p.delivered_at.is_some())
-            });
+            let (pending, remote) = (&self.pending, self.remote.is_some());
+            self.leases.retain(|&(_, seq, attempt)| running(pending, remote, seq, attempt));
         }
     }
 
@@ -189,6 +202,11 @@ impl Group {
             })
             .sum()
     }
+}
+
+/// See [`Group::lease_running`].
+fn running(pending: &FxHashMap<u64, Pending>, remote: bool, seq: u64, attempt: u32) -> bool {
+    pending.get(&seq).is_some_and(|p| remote || (p.attempt == attempt && p.delivered_at.is_some()))
 }
 
 fn member_mut(consumers: &mut Slab<Consumer>, id: u32) -> Option<&mut Member> {
@@ -370,6 +388,9 @@ impl Bus {
             if p.member != Some(id) || p.delivered_at.is_some() {
                 continue; // claimed by another member meanwhile
             }
+            if g.remote.as_deref().is_some_and(|r| r.lease_over(seq, g.options.visibility, now)) {
+                continue; // its lease from ingest is over: the next tick gives it back to the broker
+            }
             let ttl_end = frame::expires_at(&p.frame);
             if ttl_end != 0.0 && ttl_end <= now {
                 if let Some(p) = g.pending.remove(&seq) {
@@ -388,7 +409,11 @@ impl Bus {
             p.delivered_at = Some(now);
             p.deliveries += 1;
             delivered += 1;
-            g.leases.push_back((now + g.options.visibility, seq, p.attempt));
+            // A remote entry's lease runs from ingest (queued then), never from the hand-over.
+            if g.remote.is_none() {
+                let (deadline, attempt) = (now + g.options.visibility, p.attempt);
+                g.push_lease(deadline, seq, attempt);
+            }
         };
         g.stats.delivered += delivered;
         let channel = g.channel;
@@ -504,7 +529,9 @@ impl Bus {
         self.dead_letter(channel, seq, &p.frame, reason, p.deliveries, now);
     }
 
-    /// A visibility timeout or retry delay fired for `seq` at `attempt`; stale timers do nothing.
+    /// A lease ended for `seq` at `attempt`; stale ones do nothing. A remote group's lease is
+    /// the entry's time here (from ingest): it ends whether the entry is delivered, assigned
+    /// and not yet handed over, or waiting in the inbox, and the entry goes back to the broker.
     pub(super) fn lease_expired(&mut self, group: u32, seq: u64, attempt: u32, now: Millis) {
         let Some(g) = self.groups.get_mut(group) else {
             return;
@@ -512,7 +539,8 @@ impl Bus {
         let Some(p) = g.pending.get_mut(&seq) else {
             return;
         };
-        if p.attempt != attempt || (p.member.is_some() && p.delivered_at.is_none()) {
+        let remote = g.remote.is_some();
+        if !remote && (p.attempt != attempt || (p.member.is_some() && p.delivered_at.is_none())) {
             return; // superseded, or assigned and not yet delivered: no lease is running
         }
         if let Some(holder) = p.member.take() {
@@ -520,7 +548,14 @@ impl Bus {
             if let Some(m) = member_mut(&mut self.consumers, holder) {
                 m.in_flight -= 1;
             }
+        } else if remote {
+            // Waiting in the inbox; the oldest are at its front.
+            if let Some(at) = g.redeliver.iter().position(|&s| s == seq) {
+                g.redeliver.remove(at);
+            }
         }
+        // Only an entry delivered here can be at max deliveries: one waiting has the broker's
+        // count less one, below the limit (above it, ingest dead-lettered it).
         if p.deliveries >= g.options.max_deliveries {
             self.settle_dead(group, seq, "max-deliveries", now);
         } else if g.remote.is_some() {

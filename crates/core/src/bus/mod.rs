@@ -437,11 +437,12 @@ impl Bus {
     }
 
     /// The dead-letter frame of a message: moved to the dead-letter channel, with why and how
-    /// often it was delivered in headers.
+    /// often it was delivered in headers, and where it came from (`origin_seq`: its seq in
+    /// the origin's log, or a remote group entry's broker position).
     fn dead_letter_frame(
         &mut self,
         origin: ChannelId,
-        seq: u64,
+        origin_seq: &str,
         frame: &[u8],
         reason: &str,
         deliveries: u32,
@@ -455,7 +456,7 @@ impl Bus {
                 ("x-orrery-dead-letter-reason", reason),
                 ("x-orrery-deliveries", &deliveries.to_string()),
                 ("x-orrery-origin-channel", &origin_name),
-                ("x-orrery-origin-seq", &seq.to_string()),
+                ("x-orrery-origin-seq", origin_seq),
             ],
         );
         Some((dlq, moved))
@@ -465,7 +466,7 @@ impl Bus {
     /// was delivered. Dead-letter channels are ordinary channels: readable and replayable (a
     /// bound one's dead letters are published to its transport).
     fn dead_letter(&mut self, origin: ChannelId, seq: u64, frame: &[u8], reason: &str, deliveries: u32, now: Millis) {
-        let Some((dlq, moved)) = self.dead_letter_frame(origin, seq, frame, reason, deliveries) else {
+        let Some((dlq, moved)) = self.dead_letter_frame(origin, &seq.to_string(), frame, reason, deliveries) else {
             return;
         };
         self.channels[origin as usize].stats.dead_lettered += 1;

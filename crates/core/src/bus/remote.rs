@@ -8,6 +8,20 @@
 //! redelivery is always the broker's (a released entry goes back to it, for any process to
 //! take), so the delivery count is the broker's.
 //!
+//! The broker lets another process reclaim an entry `visibility + max(1000, visibility / 10)`
+//! ms after handing it here, so this process must be done with it before: a remote group's
+//! lease runs from *ingest*, not from the hand-over to a member. An entry ingested at `t` is
+//! settled by `t + visibility` at the latest (acked, or RELEASEd / DEAD when its lease ends),
+//! whether a member holds it, it is assigned and not yet drained, or it still waits in the
+//! inbox; a claim or a late drain does not extend it, and a drain past it hands nothing over.
+//! The lease is queued at ingest in the group's lease queue (in ingest order, so deadlines
+//! grow with the host's clock); the ingest time stays beside the position here, not in the
+//! group's pending entries, which local groups share. A GROUP record no member could take
+//! (none, or all paused) is RELEASEd at once instead of waiting; a well-formed frame larger
+//! than this process's `max_message_bytes` is dead-lettered (`too-large`), a malformed one
+//! acked away. A remote entry's dead letter names its broker position in
+//! `x-orrery-origin-seq` (as text if UTF-8, else hex): the local seq means nothing elsewhere.
+//!
 //! Records, both ways, are laid end to end; all numbers little-endian:
 //!
 //! | offset | size | field |
@@ -21,6 +35,8 @@
 //! | 20 | 4 | zero |
 //! | 24 | 8 | f64: PUBLISH the dedup window (ms), RELEASE the delay (ms), LIVE the broker time (ms); else 0 |
 //! | 32 | … | the position (the broker's, opaque), then the frame (PUBLISH, DEAD, LIVE, GROUP) |
+
+use std::fmt::Write as _;
 
 use rustc_hash::FxHashMap;
 
@@ -75,20 +91,33 @@ pub const LAYOUT: [(&str, usize); 13] = [
     ("group", GROUP as usize),
 ];
 
-/// What a group on a bound channel keeps beside its pending entries: their broker positions.
+/// What a group on a bound channel keeps beside its pending entries.
 #[derive(Debug, Default)]
 pub(super) struct RemoteGroup {
     /// The local sequence number the next ingested entry gets.
     next_seq: u64,
-    /// Broker positions by local sequence number, while the entry is this process's.
-    positions: FxHashMap<u64, Box<[u8]>>,
+    /// By local sequence number, while the entry is this process's: its broker position and
+    /// when it was ingested (its lease runs from then).
+    entries: FxHashMap<u64, Entry>,
+}
+
+/// One entry of a remote group, as the broker knows it.
+#[derive(Debug)]
+struct Entry {
+    pos: Box<[u8]>,
+    ingested: Millis,
 }
 
 impl RemoteGroup {
     /// Queues the egress record settling entry `seq` (ACK or RELEASE); its position is let go.
     pub(super) fn settle(&mut self, egress: &mut Vec<u8>, kind: u8, group: u32, seq: u64, value: f64) {
-        let pos = self.positions.remove(&seq).unwrap_or_default();
+        let pos = self.entries.remove(&seq).map(|e| e.pos).unwrap_or_default();
         push(egress, kind, group, &pos, value, &[]);
+    }
+
+    /// Whether entry `seq`'s lease, `visibility` ms from its ingest, is over at `now`.
+    pub(super) fn lease_over(&self, seq: u64, visibility: Millis, now: Millis) -> bool {
+        self.entries.get(&seq).is_some_and(|e| e.ingested + visibility <= now)
     }
 }
 
@@ -123,9 +152,30 @@ pub(super) fn release_all(egress: &mut Vec<u8>, group: u32, remote: &RemoteGroup
     let mut seqs: Vec<u64> = pending.keys().copied().collect();
     seqs.sort_unstable();
     for seq in seqs {
-        let pos = remote.positions.get(&seq).map_or(&[][..], |p| &p[..]);
+        let pos = remote.entries.get(&seq).map_or(&[][..], |e| &e.pos[..]);
         push(egress, RELEASE, group, pos, 0.0, &[]);
     }
+}
+
+/// A broker position as a header value: its text when it is UTF-8 (as Redis stream ids are),
+/// else its bytes in hex.
+fn position_text(pos: &[u8]) -> String {
+    match std::str::from_utf8(pos) {
+        Ok(text) => text.to_owned(),
+        Err(_) => pos.iter().fold(String::with_capacity(pos.len() * 2), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}"); // writing to a String cannot fail
+            hex
+        }),
+    }
+}
+
+/// What ingest makes of a frame.
+enum FrameCheck {
+    Ok,
+    /// Well formed, but longer than this process's `max_message_bytes` (another process,
+    /// allowing more, published it).
+    TooLarge,
+    Bad,
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -263,12 +313,17 @@ impl Bus {
     }
 
     /// Takes in what the driver read from the broker: records laid end to end (see the module
-    /// documentation). Every record header is checked first, so a malformed batch applies
-    /// nothing (`MALFORMED_FRAME` naming the record). A record whose frame is bad, or whose
-    /// channel or group is not (or no longer) here, is skipped; a bad frame counts as `rejected`
-    /// on its channel, and a bad group frame is acked so the broker forgets it. Returns how
-    /// many records were applied.
+    /// documentation), at host time `now` (finite, else `INVALID_ARGUMENT`). Every record
+    /// header is checked first, so a malformed batch applies nothing (`MALFORMED_FRAME` naming
+    /// the record). A record whose frame is bad, or whose channel or group is not (or no
+    /// longer) here, is skipped; a bad frame counts as `rejected` on its channel, and a bad
+    /// group frame is acked so the broker forgets it. Returns how many records were taken in
+    /// (appended, queued for members, or dead-lettered); one handed straight back is not.
     pub fn ingest(&mut self, batch: &[u8], now: Millis) -> Result<u32, BusError> {
+        // A NaN would never come due and an infinity would end every lease at once.
+        if !now.is_finite() {
+            return Err(BusError::InvalidArgument { argument: "now", reason: "must be a finite time in ms" });
+        }
         let mut records = Vec::new();
         let mut offset = 0;
         while offset < batch.len() {
@@ -285,9 +340,15 @@ impl Bus {
         Ok(applied)
     }
 
-    /// Whether `bytes` is one well-formed frame within the size limit.
-    fn frame_ok(&self, bytes: &[u8]) -> bool {
-        frame::read_header(bytes, 0, 0, self.config.max_message_bytes).is_ok_and(|h| h.len == bytes.len())
+    /// Whether `bytes` is one well-formed frame, and within this process's size limit.
+    fn check_frame(&self, bytes: &[u8]) -> FrameCheck {
+        // Read without the limit first (a frame's length is a u32), to tell "too large for
+        // here" from "not a frame".
+        match frame::read_header(bytes, 0, 0, u32::MAX as usize) {
+            Ok(h) if h.len == bytes.len() && h.len > self.config.max_message_bytes => FrameCheck::TooLarge,
+            Ok(h) if h.len == bytes.len() => FrameCheck::Ok,
+            _ => FrameCheck::Bad,
+        }
     }
 
     /// Appends a broadcast frame to its channel's mirror, at the broker's time (kept monotone).
@@ -296,7 +357,7 @@ impl Bus {
         if self.channels.get(channel as usize).is_none_or(|ch| ch.transport.is_none()) {
             return false;
         }
-        let ok = self.frame_ok(record.frame);
+        let ok = matches!(self.check_frame(record.frame), FrameCheck::Ok);
         let ch = &mut self.channels[channel as usize];
         if !ok {
             ch.stats.rejected += 1;
@@ -309,40 +370,69 @@ impl Bus {
         true
     }
 
-    /// Hands a frame the broker delivered to this process's consumer of a group to its members,
-    /// or dead-letters it at once when the broker delivered it more than `max_deliveries` times.
+    /// Hands a frame the broker delivered to this process's consumer of a group to its members:
+    /// queued in the group's inbox with a lease of `visibility` from now, which ends whether or
+    /// not a member got it by then. Given back at once (RELEASE 0) when no member could take
+    /// it (none, or all paused); dead-lettered at once when it is too large for this process
+    /// or the broker delivered it more than `max_deliveries` times.
     fn ingest_group(&mut self, record: &Record<'_>, now: Millis) -> bool {
         let group = record.id;
-        let Some(channel) = self.groups.get(group).filter(|g| g.remote.is_some()).map(|g| g.channel) else {
+        let Some(g) = self.groups.get(group).filter(|g| g.remote.is_some()) else {
             return false;
         };
-        let ok = self.frame_ok(record.frame);
+        let (channel, visibility) = (g.channel, g.options.visibility);
+        let too_many = record.count > g.options.max_deliveries;
+        let takers = g.members.iter().any(|&id| {
+            matches!(
+                self.consumers.get(id),
+                Some(super::Consumer { paused: false, kind: super::ConsumerKind::Member(_), .. })
+            )
+        });
+        let deliveries = record.count - 1;
+        let check = self.check_frame(record.frame);
+        let stats = &mut self.channels[channel as usize].stats;
+        let dead = match check {
+            FrameCheck::Bad => {
+                stats.rejected += 1;
+                push(&mut self.egress, ACK, group, record.pos, 0.0, &[]);
+                return false;
+            }
+            FrameCheck::TooLarge => {
+                stats.rejected += 1;
+                Some("too-large")
+            }
+            FrameCheck::Ok if too_many => {
+                stats.ingested += 1;
+                Some("max-deliveries")
+            }
+            FrameCheck::Ok if !takers => {
+                // Waiting here would only keep it from the other processes' members.
+                push(&mut self.egress, RELEASE, group, record.pos, 0.0, &[]);
+                return false;
+            }
+            FrameCheck::Ok => {
+                stats.ingested += 1;
+                None
+            }
+        };
         let Some(g) = self.groups.get_mut(group) else {
             return false;
         };
+        if let Some(reason) = dead {
+            g.stats.dead_lettered += 1;
+            self.dead_record(group, record.pos, record.frame, reason, deliveries);
+            return true;
+        }
         let Some(r) = g.remote.as_deref_mut() else {
             return false;
         };
-        if !ok {
-            self.channels[channel as usize].stats.rejected += 1;
-            push(&mut self.egress, ACK, group, record.pos, 0.0, &[]);
-            return false;
-        }
         let seq = r.next_seq;
         r.next_seq += 1;
-        let deliveries = record.count - 1;
-        let ch = &mut self.channels[channel as usize];
-        ch.stats.ingested += 1;
-        if record.count > g.options.max_deliveries {
-            g.stats.dead_lettered += 1;
-            r.positions.insert(seq, record.pos.into());
-            self.remote_dead(group, seq, record.frame, "max-deliveries", deliveries);
-            return true;
-        }
-        let stored = ch.arena.store_on(record.frame, channel, now);
+        r.entries.insert(seq, Entry { pos: record.pos.into(), ingested: now });
+        let stored = self.channels[channel as usize].arena.store_on(record.frame, channel, now);
         g.pending.insert(seq, Pending::waiting(stored, deliveries));
-        r.positions.insert(seq, record.pos.into());
         g.redeliver.push_back(seq);
+        g.push_lease(now + visibility, seq, 0);
         self.dispatch(group);
         true
     }
@@ -387,9 +477,20 @@ impl Bus {
         let Some(g) = self.groups.get_mut(group) else {
             return;
         };
+        let entry = g.remote.as_deref_mut().and_then(|r| r.entries.remove(&seq));
+        let pos = entry.map(|e| e.pos).unwrap_or_default();
+        self.dead_record(group, &pos, bytes, reason, deliveries);
+    }
+
+    /// Queues the DEAD record of the entry at broker position `pos`. Its dead letter names
+    /// that position as its origin seq: the local one means nothing to other processes.
+    fn dead_record(&mut self, group: u32, pos: &[u8], bytes: &[u8], reason: &str, deliveries: u32) {
+        let Some(g) = self.groups.get(group) else {
+            return;
+        };
         let (origin, transport) = (g.channel, self.channels[g.channel as usize].transport);
-        let pos = g.remote.as_deref_mut().and_then(|r| r.positions.remove(&seq)).unwrap_or_default();
-        let Some((dlq, moved)) = self.dead_letter_frame(origin, seq, bytes, reason, deliveries) else {
+        let origin_seq = position_text(pos);
+        let Some((dlq, moved)) = self.dead_letter_frame(origin, &origin_seq, bytes, reason, deliveries) else {
             return;
         };
         self.channels[origin as usize].stats.dead_lettered += 1;
@@ -397,7 +498,7 @@ impl Bus {
         dl.stats.published += 1;
         // Its dead letters live on the broker too (bound with it, unless it was made since).
         dl.transport = dl.transport.or(transport);
-        push(&mut self.egress, DEAD, group, &pos, 0.0, &moved);
+        push(&mut self.egress, DEAD, group, pos, 0.0, &moved);
     }
 
     /// A remote group's entry expired before delivery: dead-lettered when its channel says so,

@@ -623,3 +623,191 @@ fn claim_moves_a_delivery_between_this_processs_members_and_its_ack_still_names_
     bus.unsubscribe(stuck).unwrap();
     assert!(!bus.has_egress(), "the member that left held nothing any more");
 }
+
+#[test]
+fn a_remote_entrys_lease_runs_from_ingest_whether_delivered_or_still_waiting() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 100.0, 5);
+    let m = bus.join(g, EP, 1).unwrap();
+    // The driver read three with room for one: two wait in the inbox, each with a lease.
+    let batch: Vec<u8> = (0..3u8).flat_map(|i| grouped(g, &[b'p', b'0' + i], 1, &foreign(&[i]))).collect();
+    bus.ingest(&batch, 0.0).unwrap();
+    assert_eq!(bus.next_deadline(), Some(100.0));
+    let first = deliveries(&mut bus, 10.0).remove(0);
+    bus.ack(m, first.seq, first.attempt).unwrap();
+    assert_eq!(egress(&mut bus)[0].kind, remote::ACK);
+    // Handed over at 60, its lease still ends at 100 (ingest + visibility), not at 160.
+    let second = deliveries(&mut bus, 60.0).remove(0);
+    assert_eq!(second.body, vec![1]);
+    assert_eq!(bus.next_deadline(), Some(100.0));
+    assert_eq!(bus.tick(99.0), 0);
+    assert!(!bus.has_egress());
+    assert_eq!(bus.tick(100.0), 2);
+    // Both go back: the one delivered and the one that never left the inbox.
+    assert_eq!(
+        egress(&mut bus).iter().map(|o| (o.kind, o.value, o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::RELEASE, 0.0, b"p1".to_vec()), (remote::RELEASE, 0.0, b"p2".to_vec())]
+    );
+    assert_eq!(bus.ack(m, second.seq, second.attempt).unwrap_err().code(), "STALE_ACK");
+    assert!(deliveries(&mut bus, 100.0).is_empty());
+    let stats = bus.group_stats(g).unwrap();
+    assert_eq!((stats.redelivered, stats.pending, stats.backlog, stats.acked), (2, 0, 0, 1));
+    assert_eq!(bus.group_room(g).unwrap(), 1);
+    assert_eq!(bus.next_deadline(), None);
+}
+
+#[test]
+fn neither_a_claim_nor_a_late_drain_extends_a_remote_lease() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 100.0, 5);
+    let stuck = bus.join(g, EP, 1).unwrap();
+    bus.ingest(&grouped(g, b"p0", 1, &foreign(b"a")), 0.0).unwrap();
+    deliveries(&mut bus, 0.0);
+    let helper = bus.join(g, EP, 1).unwrap();
+    assert_eq!(bus.claim(helper, 50.0, 1, 50.0).unwrap(), 1);
+    let claimed = deliveries(&mut bus, 50.0).remove(0);
+    assert_eq!(bus.next_deadline(), Some(100.0));
+    bus.tick(100.0);
+    assert_eq!(
+        egress(&mut bus).iter().map(|o| (o.kind, o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::RELEASE, b"p0".to_vec())]
+    );
+    assert_eq!(bus.ack(helper, claimed.seq, claimed.attempt).unwrap_err().code(), "STALE_ACK");
+    // A drain past the lease (no tick first) hands nothing over; the tick gives it back.
+    bus.unsubscribe(stuck).unwrap();
+    bus.ingest(&grouped(g, b"p1", 1, &foreign(b"b")), 200.0).unwrap();
+    assert!(deliveries(&mut bus, 300.0).is_empty());
+    assert_eq!(bus.next_deadline(), Some(300.0));
+    bus.tick(300.0);
+    assert_eq!(
+        egress(&mut bus).iter().map(|o| (o.kind, o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::RELEASE, b"p1".to_vec())]
+    );
+    assert_eq!(bus.group_room(g).unwrap(), 1, "the slot it was assigned is free again");
+    assert_eq!(bus.group_stats(g).unwrap().redelivered, 3);
+}
+
+#[test]
+fn remote_leases_fire_in_deadline_order_even_if_the_host_clock_went_back() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 100.0, 5);
+    bus.join(g, EP, 5).unwrap();
+    bus.ingest(&grouped(g, b"late", 1, &foreign(b"a")), 500.0).unwrap();
+    bus.ingest(&grouped(g, b"early", 1, &foreign(b"b")), 20.0).unwrap();
+    deliveries(&mut bus, 500.0);
+    assert_eq!(bus.next_deadline(), Some(120.0));
+    assert_eq!(bus.tick(120.0), 1);
+    assert_eq!(egress(&mut bus)[0].pos, b"early".to_vec());
+    assert_eq!(bus.next_deadline(), Some(600.0));
+}
+
+#[test]
+fn a_group_record_no_member_can_take_is_released_at_once() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 1000.0, 5);
+    assert_eq!(bus.ingest(&grouped(g, b"p0", 1, &foreign(b"a")), 0.0).unwrap(), 0);
+    assert_eq!(
+        egress(&mut bus),
+        vec![Out { kind: remote::RELEASE, id: g, value: 0.0, pos: b"p0".to_vec(), frame: vec![] }]
+    );
+    // Only paused members: the same.
+    let m = bus.join(g, EP, 5).unwrap();
+    bus.set_paused(m, true).unwrap();
+    assert_eq!(bus.ingest(&grouped(g, b"p1", 2, &foreign(b"b")), 0.0).unwrap(), 0);
+    assert_eq!(
+        egress(&mut bus).iter().map(|o| (o.kind, o.value, o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::RELEASE, 0.0, b"p1".to_vec())]
+    );
+    let stats = bus.group_stats(g).unwrap();
+    assert_eq!((stats.backlog, stats.pending, stats.redelivered), (0, 0, 0));
+    assert_eq!(bus.stats(ch).unwrap().ingested, 0);
+    assert_eq!(bus.next_deadline(), None);
+    // Resumed, it takes what comes.
+    bus.set_paused(m, false).unwrap();
+    assert_eq!(bus.ingest(&grouped(g, b"p2", 1, &foreign(b"c")), 0.0).unwrap(), 1);
+    assert_eq!(deliveries(&mut bus, 0.0).len(), 1);
+    assert!(!bus.has_egress());
+}
+
+#[test]
+fn a_group_frame_too_large_for_this_process_is_dead_lettered_and_a_malformed_one_acked() {
+    let mut bus = Bus::new(BusConfig { max_message_bytes: 80, ..BusConfig::default() });
+    let ch = bound(&mut bus, "jobs");
+    let dlq = bus.channel("jobs.dead-letter").unwrap();
+    let g = remote_group(&mut bus, ch, 1000.0, 5);
+    bus.join(g, EP, 5).unwrap();
+    let big = encode(999, 1, 0.0, b"big-1", &[7; 100]);
+    let mut broken = foreign(b"x");
+    broken[frame::OFF_VERSION] = 9;
+    let batch = [grouped(g, b"1-0", 2, &big), grouped(g, b"1-1", 1, &broken)].concat();
+    assert_eq!(bus.ingest(&batch, 0.0).unwrap(), 1);
+    let out = egress(&mut bus);
+    assert_eq!(
+        out.iter().map(|o| (o.kind, o.id, o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::DEAD, g, b"1-0".to_vec()), (remote::ACK, g, b"1-1".to_vec())]
+    );
+    let dead = &out[0].frame;
+    assert_eq!(frame::channel(dead), dlq);
+    assert_eq!(frame::id(dead), b"big-1");
+    assert!(dead.ends_with(&[7; 100]));
+    assert_eq!(header(dead, "x-orrery-dead-letter-reason").as_deref(), Some("too-large"));
+    assert_eq!(header(dead, "x-orrery-deliveries").as_deref(), Some("1"));
+    assert_eq!(header(dead, "x-orrery-origin-seq").as_deref(), Some("1-0"));
+    assert!(deliveries(&mut bus, 0.0).is_empty());
+    let stats = bus.stats(ch).unwrap();
+    assert_eq!((stats.rejected, stats.ingested, stats.dead_lettered), (2, 0, 1));
+    assert_eq!(bus.group_stats(g).unwrap().dead_lettered, 1);
+}
+
+#[test]
+fn a_remote_dead_letter_names_the_broker_position_as_its_origin_seq() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 1000.0, 1);
+    let m = bus.join(g, EP, 5).unwrap();
+    let batch = [grouped(g, b"1700000000000-3", 1, &foreign(b"a")), grouped(g, &[0xff, 0x00, 0x1a], 1, &foreign(b"b"))]
+        .concat();
+    bus.ingest(&batch, 0.0).unwrap();
+    for r in deliveries(&mut bus, 0.0) {
+        bus.nack(m, r.seq, r.attempt, 0.0, None, 1.0).unwrap();
+    }
+    // One past maxDeliveries at ingest goes the same way.
+    bus.ingest(&grouped(g, b"1700000000001-0", 2, &foreign(b"c")), 2.0).unwrap();
+    let out = egress(&mut bus);
+    assert!(out.iter().all(|o| o.kind == remote::DEAD));
+    assert_eq!(
+        out.iter().map(|o| header(&o.frame, "x-orrery-origin-seq").unwrap()).collect::<Vec<_>>(),
+        vec!["1700000000000-3", "ff001a", "1700000000001-0"]
+    );
+    // A local group's dead letter keeps its seq there.
+    let local = bus.channel("local").unwrap();
+    let local_dlq = bus.channel("local.dead-letter").unwrap();
+    let reader = sub(&mut bus, local_dlq);
+    let lg = bus.group(local, "l", GroupOptions { max_deliveries: 1, ..GroupOptions::default() }).unwrap();
+    let lm = bus.join(lg, EP, 5).unwrap();
+    bus.publish(&[msg(local, b"x"), msg(local, b"y")].concat(), 3.0).unwrap();
+    let got = deliveries(&mut bus, 3.0);
+    bus.nack(lm, got[1].seq, got[1].attempt, 0.0, None, 4.0).unwrap();
+    let dead = deliveries(&mut bus, 4.0).into_iter().find(|d| d.consumer == reader).unwrap();
+    assert_eq!(header(&dead.frame, "x-orrery-origin-seq").as_deref(), Some("1"));
+}
+
+#[test]
+fn ingest_refuses_a_time_that_is_not_finite() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "jobs");
+    let g = remote_group(&mut bus, ch, 1000.0, 5);
+    bus.join(g, EP, 5).unwrap();
+    for now in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let err = wire::ingest(&mut bus, &grouped(g, b"p0", 1, &foreign(b"a")), now).unwrap_err();
+        assert_eq!(err.code(), "INVALID_ARGUMENT");
+        assert_eq!(err.to_string(), bus.ingest(&[], now).unwrap_err().to_string());
+        assert!(err.to_string().contains("now") && err.to_string().contains("finite"), "{err}");
+    }
+    assert_eq!((bus.group_stats(g).unwrap().backlog, bus.group_stats(g).unwrap().pending), (0, 0));
+    assert!(!bus.has_egress() && bus.next_deadline().is_none());
+}
