@@ -616,7 +616,7 @@ export class NatsDriver implements Driver {
   }
 
   closeGroup(group: number): void {
-    this.groups.get(group)?.stop()
+    this.groups.get(group)?.close()
     this.groups.delete(group)
   }
 
@@ -814,6 +814,7 @@ class GroupReader {
   private seen = 0
   /** How many more the pull in flight may bring. */
   private outstanding = 0
+  private closed = false
 
   constructor(
     private readonly driver: NatsDriver,
@@ -889,6 +890,11 @@ class GroupReader {
 
   private add(m: JsMsg): void {
     this.outstanding--
+    if (this.closed) {
+      // The group is gone here: what its last pull still brings goes back to the broker at once.
+      m.nak()
+      return
+    }
     if (m.seq > this.seen) this.seen = m.seq
     const position = this.driver.hold(this.group.id, m)
     this.writer.group(this.group.id, m.info.deliveryCount, position, m.data)
@@ -904,6 +910,12 @@ class GroupReader {
   private flush(): void {
     const batch = this.writer.take()
     if (batch !== undefined) this.driver.sinkOf.ingest(batch)
+  }
+
+  /** The group was deleted in this process: stops, and gives back what still comes. */
+  close(): void {
+    this.closed = true
+    this.stop()
   }
 
   stop(): void {
