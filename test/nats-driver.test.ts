@@ -215,6 +215,23 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     expect(info.config.ack_wait).toBe(33_000 * 1e6)
   })
 
+  it('a group from { time } starts at the first message the broker stored at or after it', async () => {
+    fresh()
+    const a = await open()
+    await a.bus.publishBatch([0, 1, 2].map((payload) => ({ channel: ch('since'), payload })))
+    await sleep(30)
+    const mark = Date.now()
+    await sleep(30)
+    await a.bus.publishBatch([3, 4].map((payload) => ({ channel: ch('since'), payload })))
+    const b = await open()
+    const got: unknown[] = []
+    b.bus.group(ch('since'), 'g', { from: { time: mark } }).consume((d) => void got.push(d.message.payload))
+    await until(() => got.length === 2)
+    await sleep(200)
+    expect(got).toEqual([3, 4])
+    expect((await jsm.consumers.info(stream(ch('since')), brokerName('g'))).config.deliver_policy).toBe('by_start_time')
+  })
+
   it('nack with a delay: nak(delay) on the broker, redelivered after the delay with the broker count', async () => {
     fresh()
     const a = await open()
