@@ -335,6 +335,35 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     expect(Number(out.trim())).toBeLessThan(500)
   })
 
+  it('shutdown and close right after subscribes and joins stop quietly: no subscriber or transport error', async () => {
+    const printed: unknown[] = []
+    const print = console.error
+    console.error = (...args: unknown[]) => void printed.push(args)
+    try {
+      for (const how of ['shutdown', 'close'] as const) {
+        fresh()
+        const a = await open()
+        opened.splice(opened.indexOf(a), 1)
+        const events: string[] = []
+        a.bus.events.subscribe((e) => events.push(e.type))
+        const errors: unknown[] = []
+        let completed = 0
+        // Each start sends a read on the main connection that is still in flight at the stop.
+        for (const from of ['earliest', 'latest'] as const)
+          a.bus.subscribe(ch('quiet'), { from }).subscribe({ error: (e: unknown) => errors.push(e), complete: () => completed++ })
+        a.bus.group(ch('quiet'), 'g', { from: 'earliest' }).consume(() => {})
+        if (how === 'shutdown') await a.shutdown()
+        else a.close()
+        await sleep(200)
+        expect({ how, errors, events }).toEqual({ how, errors: [], events: [] })
+        expect(completed).toBe(2)
+      }
+    } finally {
+      console.error = print
+    }
+    expect(printed).toEqual([])
+  })
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()

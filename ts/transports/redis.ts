@@ -442,6 +442,8 @@ export class RedisDriver implements Driver {
       await this.createGroup(group)
     } catch (error) {
       this.groups.delete(group.id)
+      // Cut by this Orrery's own stop: not a failure.
+      if (this.closed) return
       throw error
     }
     if (this.groups.get(group.id) === reader) reader.start()
@@ -626,7 +628,9 @@ class MirrorReader extends Reader {
       },
       (error: unknown) => {
         this.cancel(waiter)
-        this.driver.sinkOf.failed(error)
+        // Cut by this Orrery's own stop: the subscriber starts on a closed bus, which ends it.
+        if (this.driver.isClosed || this.stopped) start()
+        else this.driver.sinkOf.failed(error)
       },
     )
     return () => this.cancel(waiter)
@@ -662,12 +666,20 @@ class MirrorReader extends Reader {
     // read, so it is not history but comes through the blocking read.
     const key = driver.keyOf(channel.name)
     const min = bound.maxAgeMs === Infinity ? '-' : `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0`
-    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, 'COUNT', String(Math.max(1, bound.maxCount))]).then((entries) => {
-      for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
-      this.ingest()
-      this.release()
-      this.run()
-    })
+    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, 'COUNT', String(Math.max(1, bound.maxCount))]).then(
+      (entries) => {
+        for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
+        this.ingest()
+        this.release()
+        this.run()
+      },
+      (error: unknown) => {
+        // Cut by this Orrery's own stop: nothing failed, and the bus (closed by then) ends its
+        // subscribers instead of reporting the disconnect as theirs.
+        if (driver.isClosed || this.stopped) return
+        throw error
+      },
+    )
   }
 
   private add(entry: Entry): void {
