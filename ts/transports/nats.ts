@@ -461,7 +461,7 @@ export class NatsDriver implements Driver {
         if (m === undefined) return false
         // The id makes two processes dead-lettering the same delivery write it once.
         await js.publish(this.subjectOf(record.deadLetter), record.frame, {
-          msgID: `dl:${this.streamOf(record.group.channel)}:${record.position}`,
+          msgID: `dl:${this.streamOf(record.group.channel)}:${m.seq}`,
           timeout,
         })
         return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
@@ -498,7 +498,8 @@ export class NatsDriver implements Driver {
       held = new Map()
       this.held.set(group, held)
     }
-    const position = String(m.seq)
+    // The stream sequence and the delivery count: an answer meant for one delivery never reaches a later one.
+    const position = `${m.seq}:${m.info.deliveryCount}`
     held.set(position, m)
     return position
   }
