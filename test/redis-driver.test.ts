@@ -364,6 +364,54 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     expect(printed).toEqual([])
   })
 
+  it("a settlement is fenced: once another consumer took an entry over, this one's late ack, release or dead letter is dropped", async () => {
+    fresh()
+    const { loadRedis, RedisDriver } = await import('../ts/transports/redis.js')
+    const failures: unknown[] = []
+    const sink = { ingest: () => {}, groupRoom: () => 0, failed: (e: unknown) => void failures.push(e) }
+    const options = {
+      kind: 'redis',
+      url: redisUrl(),
+      username: undefined,
+      password: undefined,
+      tls: false,
+      keyPrefix,
+      connectTimeoutMs: 5_000,
+      publishTimeoutMs: 5_000,
+    } as const
+    const redis = await loadRedis()
+    const [a, b] = [new RedisDriver(redis, options, sink, 'main'), new RedisDriver(redis, options, sink, 'main')]
+    await a.connect()
+    await b.connect()
+    try {
+      const stream = key(ch('fence'))
+      const group = { id: 1, name: 'g', channel: ch('fence'), start: { at: 'earliest' }, visibilityMs: 1_000 } as const
+      const dead = { group, deadLetter: ch('fence.dead-letter'), frame: new Uint8Array([1, 2, 3]) }
+      await raw.sendCommand(['XGROUP', 'CREATE', stream, 'g', '0', 'MKSTREAM'])
+      const id = String(await raw.sendCommand(['XADD', stream, '*', 'f', 'x']))
+      // A reads the entry; its lease runs out and B reclaims it.
+      await raw.sendCommand(['XREADGROUP', 'GROUP', 'g', a.consumer, 'STREAMS', stream, '>'])
+      await raw.sendCommand(['XCLAIM', stream, 'g', b.consumer, '0', id])
+      const owner = async () => ((await raw.sendCommand(['XPENDING', stream, 'g', '-', '+', '10'])) as Array<[string, string]>).map((p) => p[1])
+      await a.write([{ kind: 'ack', group, position: id }])
+      await a.write([{ kind: 'release', group, position: id, delayMs: 0 }])
+      await a.write([{ kind: 'dead', position: id, ...dead }])
+      expect(a.fencedSettles).toBe(3)
+      expect(await owner()).toEqual([b.consumer])
+      expect(await xlen(ch('fence.dead-letter'))).toBe(0)
+      // B's own settlement applies, once: a second dead letter of the same entry writes nothing.
+      await b.write([{ kind: 'dead', position: id, ...dead }])
+      await b.write([{ kind: 'dead', position: id, ...dead }])
+      expect(await owner()).toEqual([])
+      expect(await xlen(ch('fence.dead-letter'))).toBe(1)
+      expect(b.fencedSettles).toBe(0)
+      expect(failures).toEqual([])
+    } finally {
+      a.close()
+      b.close()
+    }
+  })
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()

@@ -10,8 +10,19 @@ import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
 
+/** A Lua script of the driver, run as node-redis runs scripts (EVALSHA, EVAL when the server lacks it). */
+type ScriptCall = (...args: Array<string | Buffer>) => Promise<unknown>
+
+/** The driver's scripts, as methods of each connection. */
+interface Scripts {
+  dedupAdd: ScriptCall
+  ackOwned: ScriptCall
+  releaseOwned: ScriptCall
+  deadOwned: ScriptCall
+}
+
 /** The few node-redis calls the driver makes. */
-interface Connection {
+interface Connection extends Scripts {
   connect(): Promise<unknown>
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
   duplicate(): Connection
@@ -25,6 +36,7 @@ interface Connection {
 export interface RedisModule {
   createClient(options: object): Connection
   RESP_TYPES: { BLOB_STRING: number }
+  defineScript(script: { SCRIPT: string; NUMBER_OF_KEYS: number; parseCommand: (...args: never[]) => void; transformReply: (reply: never) => unknown }): object
   ErrorReply: abstract new (...args: never[]) => Error
 }
 
@@ -81,9 +93,41 @@ if ARGV[1] == '0' then ok = redis.call('SET', KEYS[2], '1', 'NX') else ok = redi
 if not ok then return false end
 return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
 
-/** Moves a delivery to the dead-letter stream and forgets it in the group, together. */
-const DEAD_SCRIPT = `redis.call('XADD', KEYS[2], '*', 'f', ARGV[3])
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])`
+/**
+ * The fence of every settlement (ARGV: group, consumer, id): -1 when another consumer holds the
+ * entry now (this process's lease ran out and another took it over), 0 when nobody does (acked
+ * or trimmed already); otherwise the settlement runs.
+ */
+const OWNED = `local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if p[1] == nil then return 0 end
+if p[1][2] ~= ARGV[2] then return -1 end
+`
+
+/** Forgets a delivery this consumer holds. */
+const ACK_SCRIPT = `${OWNED}return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])`
+
+/** Sets the idle time (ARGV[4]) of a delivery this consumer holds: reclaimable by anyone once it passes the threshold. */
+const RELEASE_SCRIPT = `${OWNED}return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')`
+
+/** Moves a delivery this consumer holds to the dead-letter stream (KEYS[2]): written only if the group let go of it. */
+const DEAD_SCRIPT = `${OWNED}if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 'f', ARGV[4])
+return 1`
+
+/** The scripts as node-redis defines them (`keys` first, then arguments; replies as they come). */
+function scripts(redis: RedisModule): Record<keyof Scripts, object> {
+  const define = (SCRIPT: string, keys: number) =>
+    redis.defineScript({
+      SCRIPT,
+      NUMBER_OF_KEYS: keys,
+      parseCommand: (parser: { pushKey(key: string): void; push(...args: Array<string | Buffer>): void }, ...args: Array<string | Buffer>) => {
+        for (let i = 0; i < keys; i++) parser.pushKey(args[i] as string)
+        parser.push(...args.slice(keys))
+      },
+      transformReply: (reply: unknown) => reply,
+    })
+  return { dedupAdd: define(DEDUP_SCRIPT, 2), ackOwned: define(ACK_SCRIPT, 1), releaseOwned: define(RELEASE_SCRIPT, 1), deadOwned: define(DEAD_SCRIPT, 2) }
+}
 
 /** A broker entry: id and fields (`f` holds the frame). */
 type Entry = [Buffer, Array<Buffer> | null]
@@ -141,8 +185,14 @@ export class RedisDriver implements Driver {
   private readonly mirrors = new Map<number, MirrorReader>()
   private readonly groups = new Map<number, GroupReader>()
   private readonly options: { typeMapping: object }
+  private readonly scripts: Record<keyof Scripts, object>
   /** This process's consumer name in every group. */
   readonly consumer: string
+  /**
+   * Settlements (acks, releases, dead letters) dropped because another consumer held the entry
+   * by then: this process's lease had run out and another process took the entry over.
+   */
+  fencedSettles = 0
 
   constructor(
     private readonly redis: RedisModule,
@@ -151,12 +201,28 @@ export class RedisDriver implements Driver {
     private readonly transport: string,
   ) {
     this.options = { typeMapping: { [redis.RESP_TYPES.BLOB_STRING]: Buffer } }
+    this.scripts = scripts(redis)
     const pid = typeof process === 'object' ? process.pid : 0
     this.consumer = `${pid}-${Math.random().toString(36).slice(2, 10)}`
   }
 
   private key(channel: string): string {
     return `${this.config.keyPrefix}ch:${channel}`
+  }
+
+  /** Runs one of the driver's scripts on the main connection. */
+  private script(name: keyof Scripts, args: Array<string | Buffer>): Promise<unknown> {
+    if (this.main === undefined || this.closed) return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`))
+    return this.main[name](...args)
+  }
+
+  /** Runs a fenced settlement: resolves true when it was applied, false when the entry was not this consumer's. */
+  private settle(name: 'ackOwned' | 'releaseOwned' | 'deadOwned', args: Array<string | Buffer>): Promise<boolean> {
+    return this.script(name, args).then((reply) => {
+      if (Number(reply) >= 0) return Number(reply) > 0
+      this.fencedSettles++
+      return false
+    })
   }
 
   /** Sends one command on the main connection, binary replies as Buffers. */
@@ -171,6 +237,7 @@ export class RedisDriver implements Driver {
     const client = this.redis.createClient({
       url,
       RESP: 2,
+      scripts: this.scripts,
       ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password }),
       socket: {
@@ -325,17 +392,19 @@ export class RedisDriver implements Driver {
         if (record.dedupWindowMs === 0) return this.command(['XADD', key, ...xadd])
         const window = record.dedupWindowMs === Infinity ? '0' : String(Math.max(1, Math.ceil(record.dedupWindowMs)))
         const dedupKey = `${this.config.keyPrefix}dd:${record.channel}:${frameIdHex(record.frame)}`
-        return this.command(['EVAL', DEDUP_SCRIPT, '2', key, dedupKey, window, ...xadd])
+        return this.script('dedupAdd', [key, dedupKey, window, ...xadd])
       }
+      // Settlements act only on an entry this consumer still holds (see OWNED).
       case 'ack':
-        return this.command(['XACK', this.key(record.group.channel), record.group.name, record.position])
+        return this.settle('ackOwned', [this.key(record.group.channel), record.group.name, this.consumer, record.position])
       case 'release': {
         const { group, position, delayMs } = record
         const limit = threshold(group)
         const idle = Math.max(0, limit - Math.ceil(delayMs))
-        const done = this.command(['XCLAIM', this.key(group.channel), group.name, this.consumer, '0', position, 'IDLE', String(idle), 'JUSTID'])
+        const done = this.settle('releaseOwned', [this.key(group.channel), group.name, this.consumer, position, String(idle)])
         void done.then(
-          () => {
+          (applied) => {
+            if (!applied) return
             // Reclaimable after the delay: a delay past the threshold keeps the entry held here
             // (its idle time reset) until only the threshold is left.
             if (delayMs > limit) this.holdFor(group, position, delayMs - limit)
@@ -346,13 +415,11 @@ export class RedisDriver implements Driver {
         return done
       }
       case 'dead':
-        return this.command([
-          'EVAL',
-          DEAD_SCRIPT,
-          '2',
+        return this.settle('deadOwned', [
           this.key(record.group.channel),
           this.key(record.deadLetter),
           record.group.name,
+          this.consumer,
           record.position,
           asBuffer(record.frame),
         ])
@@ -399,9 +466,9 @@ export class RedisDriver implements Driver {
     const timer = setTimeout(() => {
       this.holds.delete(timer)
       if (this.closed) return
-      void this.command(['XCLAIM', this.key(group.channel), group.name, this.consumer, '0', position, 'IDLE', '0', 'JUSTID']).then(
-        () => {
-          if (ms > step) this.holdFor(group, position, ms - step)
+      void this.settle('releaseOwned', [this.key(group.channel), group.name, this.consumer, position, '0']).then(
+        (applied) => {
+          if (applied && ms > step) this.holdFor(group, position, ms - step)
         },
         () => {},
       )
