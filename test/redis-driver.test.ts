@@ -465,3 +465,33 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     }
   }, 60_000)
 })
+
+describe(`redis transport urls (${ENGINE})`, () => {
+  const bad: Array<[string, string, RegExp]> = [
+    ['a database that is not a number', 'redis://127.0.0.1:16379/abc', /database "abc"/],
+    ['a port past 65535', 'redis://127.0.0.1:99999', /port "99999"/],
+    ['a port 0', 'redis://127.0.0.1:0', /port "0"/],
+    ['a port that is not a number', 'redis://127.0.0.1:ab/0', /port "ab"/],
+    ['no host', 'redis:///0', /must name a host/],
+    ['no URL at all after the scheme', 'redis://:16379', /not a valid URL/],
+  ]
+  for (const [label, url, reason] of bad) {
+    it(`refuses ${label} before connecting: INVALID_OPTION naming transports.main.url`, async () => {
+      const err = (await expectRefused(
+        () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url } }, bindings: { x: 'main' } }),
+        'INVALID_OPTION',
+      )) as Error & { details: Record<string, unknown> }
+      expect(err.details['option']).toBe('transports.main.url')
+      expect(err.message).toMatch(reason)
+    })
+  }
+
+  it('keeps the password out of the refusal', async () => {
+    const err = await expectRefused(
+      () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url: 'redis://u:s3cret@127.0.0.1:16379/x' } }, bindings: { x: 'main' } }),
+      'INVALID_OPTION',
+    )
+    expect(err.message).not.toContain('s3cret')
+    expect(JSON.stringify((err as Error & { details: unknown }).details)).not.toContain('s3cret')
+  })
+})

@@ -157,14 +157,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   if (kind === 'memory') return { kind, options: { kind } }
   if (kind === 'nats') return { kind, options: natsOptions(o, name) }
   const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
-  let parsed: URL | undefined
-  try {
-    parsed = new URL(url)
-  } catch {
-    parsed = undefined
-  }
-  if (parsed === undefined || (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:'))
-    refuse('option', `${name}.url`, url, 'must be a redis:// or rediss:// URL')
+  const parsed = redisUrl(url, `${name}.url`)
   const tls = o['tls'] === undefined ? parsed.protocol === 'rediss:' : flag(o['tls'], `${name}.tls`)
   const keyPrefix = textOr(o['keyPrefix'], `${name}.keyPrefix`) ?? 'orrery:'
   return {
@@ -180,6 +173,33 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
       publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
     },
   }
+}
+
+/** A redis:// URL up to its port: the port as written (a URL parser only says it failed). */
+const REDIS_PORT = /^rediss?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::([^/?#]*))?/
+
+/**
+ * Checks what node-redis reads of a URL (scheme, host, port, database number), so a wrong one is
+ * refused here, saying what is wrong, rather than thrown by the client at connect.
+ */
+function redisUrl(url: string, where: string): URL {
+  // The password stays out of the message.
+  const shown = url.replace(/\/\/[^@/]*@/, '//***@')
+  if (!/^rediss?:\/\//.test(url)) refuse('option', where, shown, 'must be a redis:// or rediss:// URL')
+  const port = REDIS_PORT.exec(url)?.[1]
+  if (port !== undefined && port !== '' && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))
+    refuse('option', where, shown, `has port "${port}": a port is a whole number from 1 to 65535`)
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch (error) {
+    refuse('option', where, shown, `is not a valid URL (${error instanceof Error ? error.message : String(error)})`)
+  }
+  if (parsed.hostname === '') refuse('option', where, shown, 'must name a host')
+  const database = parsed.pathname.slice(1)
+  if (database !== '' && !/^\d+$/.test(database))
+    refuse('option', where, shown, `has database "${database}": the path is a database number (e.g. /0), or nothing`)
+  return parsed
 }
 
 /** A NATS server URL: nats:// or tls://, as nats.js takes them. */
