@@ -412,6 +412,30 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     }
   })
 
+  it('shutdown removes this consumer from a group where it holds nothing, and keeps it where it does', async () => {
+    fresh()
+    const a = await open()
+    opened.splice(opened.indexOf(a), 1)
+    const acked: unknown[] = []
+    a.bus.group(ch('leave'), 'done', { from: 'earliest' }).consume((d) => void acked.push(d.message.payload))
+    let held = 0
+    a.bus.group(ch('leave'), 'held', { from: 'earliest', visibilityTimeout: 30_000 }).consume(() => {
+      held++
+      return new Promise(() => {}) // never settles
+    })
+    await sleep(100)
+    await a.bus.publish(ch('leave'), 1)
+    await until(() => acked.length === 1 && held === 1)
+    const consumers = async (group: string) =>
+      ((await raw.sendCommand(['XINFO', 'CONSUMERS', key(ch('leave')), group])) as unknown[][]).map((c) => ({ pending: Number(c[3]) }))
+    await until(async () => (await consumers('done')).every((c) => c.pending === 0))
+    expect(await consumers('done')).toHaveLength(1)
+    await a.shutdown()
+    expect(await consumers('done')).toEqual([])
+    // Removing it would drop the entry it handed back: it stays, for another process to reclaim.
+    expect(await consumers('held')).toEqual([{ pending: 1 }])
+  })
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()
@@ -420,7 +444,10 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     opened.splice(opened.indexOf(a), 1)
     await pending.then(
       () => undefined,
-      (err: unknown) => expect((err as { code?: string }).code).toBe('CLOSED'),
+      (err: unknown) => {
+        expect((err as { code?: string }).code).toBe('CLOSED')
+        expect((err as { details?: unknown }).details).toEqual({ transport: 'main', channel: ch('late') })
+      },
     )
     await a.shutdown()
     await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
@@ -458,7 +485,8 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     const stop = await servers('stop', 'redis')
     expect(stop.status, stop.stderr).toBe(0)
     try {
-      await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
+      const err = await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
+      expect((err as Error & { details: unknown }).details).toEqual({ transport: 'main', channel: ch('timeout') })
     } finally {
       const start = await servers('start', '--keep', 'redis')
       expect(start.status, start.stderr).toBe(0)

@@ -53,7 +53,7 @@ const POSITION = new TextDecoder()
 
 async function redisDriver(options: CheckedRedisOptions, sink: DriverSink, transport: string): Promise<Driver> {
   const { loadRedis, RedisDriver } = await import('./redis.js')
-  return new RedisDriver(await loadRedis(), options, sink, transport)
+  return new RedisDriver(await loadRedis(transport), options, sink, transport)
 }
 
 async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transport: string): Promise<Driver> {

@@ -19,6 +19,7 @@ interface Scripts {
   ackOwned: ScriptCall
   releaseOwned: ScriptCall
   deadOwned: ScriptCall
+  leaveGroup: ScriptCall
 }
 
 /** The few node-redis calls the driver makes. */
@@ -41,14 +42,21 @@ export interface RedisModule {
 }
 
 /** Loads node-redis; missing, it is TRANSPORT_UNAVAILABLE saying how to install it. */
-export async function loadRedis(): Promise<RedisModule> {
+export async function loadRedis(transport?: string): Promise<RedisModule> {
   // A specifier bundlers do not follow: browsers never load it, and a missing package is a
   // refusal at create, not a build error.
   const specifier = 'redis'
   try {
     return (await import(/* @vite-ignore */ specifier)) as RedisModule
   } catch (cause) {
-    throw transportError('TRANSPORT_UNAVAILABLE', 'a redis transport needs node-redis: npm i redis', { cause })
+    throw transportError(
+      'TRANSPORT_UNAVAILABLE',
+      `${transport === undefined ? 'a redis transport' : `redis transport ${transport}`} needs node-redis: npm i redis`,
+      {
+        cause,
+        details: transport === undefined ? {} : { transport },
+      },
+    )
   }
 }
 
@@ -114,6 +122,13 @@ const DEAD_SCRIPT = `${OWNED}if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) ==
 redis.call('XADD', KEYS[2], '*', 'f', ARGV[4])
 return 1`
 
+/**
+ * Removes this consumer (ARGV[2]) from a group (ARGV[1]) if it holds nothing: removing a consumer
+ * drops its pending entries, which would lose them. 1 when removed.
+ */
+const LEAVE_SCRIPT = `if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) >= 0 and 1 or 0`
+
 /** The scripts as node-redis defines them (`keys` first, then arguments; replies as they come). */
 function scripts(redis: RedisModule): Record<keyof Scripts, object> {
   const define = (SCRIPT: string, keys: number) =>
@@ -126,7 +141,13 @@ function scripts(redis: RedisModule): Record<keyof Scripts, object> {
       },
       transformReply: (reply: unknown) => reply,
     })
-  return { dedupAdd: define(DEDUP_SCRIPT, 2), ackOwned: define(ACK_SCRIPT, 1), releaseOwned: define(RELEASE_SCRIPT, 1), deadOwned: define(DEAD_SCRIPT, 2) }
+  return {
+    dedupAdd: define(DEDUP_SCRIPT, 2),
+    ackOwned: define(ACK_SCRIPT, 1),
+    releaseOwned: define(RELEASE_SCRIPT, 1),
+    deadOwned: define(DEAD_SCRIPT, 2),
+    leaveGroup: define(LEAVE_SCRIPT, 1),
+  }
 }
 
 /** A broker entry: id and fields (`f` holds the frame). */
@@ -212,7 +233,8 @@ export class RedisDriver implements Driver {
 
   /** Runs one of the driver's scripts on the main connection. */
   private script(name: keyof Scripts, args: Array<string | Buffer>): Promise<unknown> {
-    if (this.main === undefined || this.closed) return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`))
+    if (this.main === undefined || this.closed)
+      return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } }))
     return this.main[name](...args)
   }
 
@@ -227,7 +249,8 @@ export class RedisDriver implements Driver {
 
   /** Sends one command on the main connection, binary replies as Buffers. */
   command<T>(args: ReadonlyArray<string | Buffer>): Promise<T> {
-    if (this.main === undefined || this.closed) return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`))
+    if (this.main === undefined || this.closed)
+      return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } }))
     return this.main.sendCommand(args, this.options) as Promise<T>
   }
 
@@ -287,14 +310,14 @@ export class RedisDriver implements Driver {
   // --- writes -------------------------------------------------------------------------------
 
   write(records: readonly Egress[]): Promise<number> {
-    if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed'))
+    if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed', { details: this.where(records) }))
     let write: PendingWrite | undefined
     const written = new Promise<number>((resolve, reject) => {
       write = { records: [...records], duplicates: 0, resolve, reject, timer: undefined, settled: false }
     })
     const w = write!
     w.timer = setTimeout(
-      () => this.fail(w, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } })),
+      () => this.fail(w, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) })),
       this.config.publishTimeoutMs,
     )
     this.queue.push(w)
@@ -304,6 +327,12 @@ export class RedisDriver implements Driver {
     written.then(forget, forget)
     this.pump()
     return written
+  }
+
+  /** What a write's error names: this transport and the channel(s) its records write to. */
+  private where(records: readonly Egress[]): { transport: string; channel?: string } {
+    const channels = new Set(records.map((r) => (r.kind === 'publish' ? r.channel : r.group.channel)))
+    return channels.size === 0 ? { transport: this.transport } : { transport: this.transport, channel: [...channels].join(', ') }
   }
 
   private timeoutMessage(): string {
@@ -360,7 +389,10 @@ export class RedisDriver implements Driver {
           } else if (r.reason instanceof this.redis.ErrorReply && !TRANSIENT.test(r.reason.message)) {
             this.fail(
               write,
-              transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${r.reason.message}`, { cause: r.reason }),
+              transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${r.reason.message}`, {
+                cause: r.reason,
+                details: this.where([write.records[k]!]),
+              }),
             )
           } else again.push(write.records[k]!)
         })
@@ -484,6 +516,20 @@ export class RedisDriver implements Driver {
 
   async flushed(): Promise<void> {
     await Promise.allSettled([...this.unsettled])
+    // The end of a shutdown (reading stopped, what was held handed back, writes done): this
+    // consumer leaves each group it read, unless it still holds entries there.
+    if (this.readingStopped) await this.leaveGroups()
+  }
+
+  /** Groups this process read (by stream and name), left at shutdown. */
+  private readonly joined = new Map<string, GroupRef>()
+  private readingStopped = false
+
+  private async leaveGroups(): Promise<void> {
+    const groups = [...this.joined.values()]
+    this.joined.clear()
+    // A group gone (NOGROUP) or a server gone leaves nothing to do.
+    await Promise.allSettled(groups.map((g) => this.script('leaveGroup', [this.key(g.channel), g.name, this.consumer])))
   }
 
   // --- readers ------------------------------------------------------------------------------
@@ -513,7 +559,10 @@ export class RedisDriver implements Driver {
       if (this.closed) return
       throw error
     }
-    if (this.groups.get(group.id) === reader) reader.start()
+    if (this.groups.get(group.id) === reader) {
+      this.joined.set(`${group.channel}\u0000${group.name}`, group)
+      reader.start()
+    }
   }
 
   /** @internal Creates the group on the broker (and its stream); one that exists is left as it is. */
@@ -538,6 +587,7 @@ export class RedisDriver implements Driver {
   }
 
   async stopReading(): Promise<void> {
+    this.readingStopped = true
     const all: Reader[] = [...this.mirrors.values(), ...this.groups.values()]
     await Promise.all(all.map((r) => r.stopAndWait()))
   }
@@ -550,7 +600,8 @@ export class RedisDriver implements Driver {
     this.queue.length = 0
     for (const timer of this.holds) clearTimeout(timer)
     this.holds.clear()
-    for (const write of [...this.writes]) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
+    for (const write of [...this.writes])
+      this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made', { details: this.where(write.records) }))
     this.main?.destroy()
     this.main = undefined
   }
