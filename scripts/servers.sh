@@ -3,9 +3,11 @@
 #
 #   scripts/servers.sh install|start|stop|restart|status|env [--keep] [--for PID] [NAME...]
 #
-# NAME is redis, nats, nats-durable, kafka or all (the default). Every server binds 127.0.0.1 only,
+# NAME is redis, redis-spare, nats, nats-durable, kafka or all (the default: every one but redis-spare).
+# Every server binds 127.0.0.1 only,
 # on ports no one else uses by default (never Redis's 6379 or NATS's 4222):
 #   redis         16379  Debian's redis-server; AOF on, fsync on every write, no RDB snapshots
+#   redis-spare   16380  the same, for a test that restarts its server (the shared one must stay up)
 #   nats          14222  nats-server, JetStream (default sync), HTTP monitor 18222, WebSocket 18443 (no TLS)
 #   nats-durable  14223  nats-server, JetStream fsyncing every write (sync_interval always), HTTP 18223
 #   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m
@@ -51,7 +53,7 @@ MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 port_of() {
   case "$1" in
-    redis) echo 16379 ;; nats) echo 14222 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;;
+    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;;
   esac
 }
 # How long start waits for a server to answer (Kafka takes about 10 s on 2 cores).
@@ -60,7 +62,7 @@ start_timeout_of() {
 }
 # A word of the process's command line: a pid file whose pid now belongs to another program is stale.
 cmdline_mark_of() {
-  case "$1" in redis) echo redis-server ;; nats | nats-durable) echo nats-server ;; kafka) echo kafka.Kafka ;; esac
+  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-durable) echo nats-server ;; kafka) echo kafka.Kafka ;; esac
 }
 
 die() {
@@ -188,7 +190,7 @@ install_kafka() {
 
 install_one() {
   case "$1" in
-    redis) install_redis ;;
+    redis | redis-spare) install_redis ;;
     nats | nats-durable) install_nats ;;
     kafka) install_kafka ;;
   esac
@@ -205,7 +207,7 @@ write_config() { # write_config <template> <output> <data dir>
 ready() {
   local name="$1"
   case "$name" in
-    redis) [ "$(redis-cli -p "$(port_of redis)" ping 2>/dev/null)" = PONG ] ;;
+    redis | redis-spare) [ "$(redis-cli -p "$(port_of "$name")" ping 2>/dev/null)" = PONG ] ;;
     nats) curl -sf http://127.0.0.1:18222/healthz >/dev/null ;;
     nats-durable) curl -sf http://127.0.0.1:18223/healthz >/dev/null ;;
     # The port opens a moment before the broker serves; its log says when it has started.
@@ -235,7 +237,7 @@ start_one() {
   rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.dir"
   local cmd=()
   case "$name" in
-    redis)
+    redis | redis-spare)
       # RDB snapshots off (--save ''), the AOF fsynced before each write is acknowledged.
       cmd=(redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/data" --save '' --appendonly yes
         --appendfsync always --daemonize no --logfile '')
@@ -338,6 +340,7 @@ status_one() {
 env_one() {
   case "$1" in
     redis) echo "ORRERY_REDIS_URL=redis://127.0.0.1:16379" ;;
+    redis-spare) echo "ORRERY_REDIS_SPARE_URL=redis://127.0.0.1:16380" ;;
     nats)
       echo "ORRERY_NATS_URL=nats://127.0.0.1:14222"
       echo "ORRERY_NATS_WS_URL=ws://127.0.0.1:18443"
@@ -371,7 +374,7 @@ while [ $# -gt 0 ]; do
       [[ "$user" =~ ^[0-9]+$ ]] || die "--for takes a process id"
       ;;
     all) names+=("${ALL[@]}") ;;
-    redis | nats | nats-durable | kafka) names+=("$arg") ;;
+    redis | redis-spare | nats | nats-durable | kafka) names+=("$arg") ;;
     *) die "unknown server or option: $arg (servers: ${ALL[*]}, all)" ;;
   esac
 done

@@ -1,15 +1,36 @@
 /**
- * The Redis server restarts in the middle of a stream (`scripts/servers.sh restart redis`: it keeps
+ * A Redis server restarts in the middle of a stream (`scripts/servers.sh restart redis-spare`: it keeps
  * its data, fsyncing every write): every publish Redis acknowledged reaches the consumer group and
  * the subscriber afterwards, and both resume on their own. Publishes made while the server was down
  * are retried in order until written: the restart takes seconds, the publish timeout 30 s, so none fails.
+ * The server restarted is a spare one (port 16380) this file starts for itself, so the other files using
+ * the shared Redis at the same time never see the outage.
  */
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
+import { Orrery } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, listen, range, until, useBackend, withTimeout } from './backends.js'
 
-const redis = BACKENDS.find((b) => b.name === 'redis')!
+const shared = BACKENDS.find((b) => b.name === 'redis')!
+const SPARE_URL = 'redis://127.0.0.1:16380'
+const redis = {
+  ...shared,
+  open: (prefix: string) => Orrery.create({ transports: { main: { kind: 'redis', url: SPARE_URL } }, bindings: { [`${prefix}*`]: 'main' } }),
+}
+
+/** Runs scripts/servers.sh with `args` from the repository's root. */
+async function servers(...args: string[]): Promise<string> {
+  // Node-only modules, loaded here: the browser project skips this file's suite.
+  const { execFile } = await import('node:child_process')
+  const { fileURLToPath } = await import('node:url')
+  const root = fileURLToPath(new URL('../..', import.meta.url))
+  return new Promise((resolve, reject) => {
+    execFile('bash', ['scripts/servers.sh', ...args], { cwd: root, timeout: 60_000 }, (error, stdout, stderr) =>
+      error ? reject(new Error(`scripts/servers.sh ${args.join(' ')} failed: ${error.message}\n${stderr}`)) : resolve(stdout),
+    )
+  })
+}
 const title = `redis restarted mid-stream (${ENGINE})${redis.skip ? ` [skipped: ${redis.skip}]` : ''}`
 
 describe.skipIf(redis.skip !== undefined)(title, () => {
@@ -19,19 +40,13 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
     })
     return
   }
+  // The spare server is this file's: started for this worker, stopped when no run still uses it.
+  beforeAll(() => servers('start', '--for', String(process.pid), 'redis-spare'), 60_000)
+  afterAll(() => servers('stop', '--for', String(process.pid), 'redis-spare'), 60_000)
   const fresh = useBackend(redis)
 
   it('loses no acknowledged publish; the group and the subscriber resume on their own', { timeout: 240_000 }, async () => {
-    // Node-only modules, loaded here: the browser project skips this file's suite.
-    const { execFile } = await import('node:child_process')
-    const { fileURLToPath } = await import('node:url')
-    const root = fileURLToPath(new URL('../..', import.meta.url))
-    const restartRedis = (): Promise<string> =>
-      new Promise((resolve, reject) => {
-        execFile('bash', ['scripts/servers.sh', 'restart', 'redis'], { cwd: root, timeout: 60_000 }, (error, stdout, stderr) =>
-          error ? reject(new Error(`scripts/servers.sh restart redis failed: ${error.message}\n${stderr}`)) : resolve(stdout),
-        )
-      })
+    const restartRedis = (): Promise<string> => servers('restart', 'redis-spare')
 
     const t = fresh()
     const producer = await t.open()
