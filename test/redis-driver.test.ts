@@ -240,6 +240,20 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     expect(len).toBeLessThan(500)
   })
 
+  it('retention.maxCount 0 (no limit in Orrery) trims nothing on the broker, and a mirror reads the whole history', async () => {
+    fresh()
+    const a = await open()
+    a.bus.channel(ch('unlimited'), { retention: { maxCount: 0 } })
+    for (let i = 0; i < 3; i++) await a.bus.publish(ch('unlimited'), i)
+    expect(await xlen(ch('unlimited'))).toBe(3)
+    const b = await open()
+    b.bus.channel(ch('unlimited'), { retention: { maxCount: 0 } })
+    const got: unknown[] = []
+    b.bus.subscribe(ch('unlimited'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+    await until(() => got.length === 3)
+    expect(got).toEqual([0, 1, 2])
+  })
+
   it('shutdown releases what a member held: another instance takes it at once', async () => {
     fresh()
     const a = await open()

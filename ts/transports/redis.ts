@@ -163,6 +163,11 @@ interface PendingWrite {
   settled: boolean
 }
 
+/** Whether a retention count limits anything (0, like Infinity, is no limit in Orrery). */
+function limited(bound: number | undefined): bound is number {
+  return bound !== undefined && bound > 0 && Number.isFinite(bound)
+}
+
 /** The broker's delivery threshold for a group: a little over its visibility timeout. */
 function threshold(group: GroupRef): number {
   return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
@@ -418,9 +423,12 @@ export class RedisDriver implements Driver {
         const key = this.key(record.channel)
         const keep = this.kept.get(record.channel)
         const xadd: Array<string | Buffer> = []
-        if (keep?.maxCount !== undefined) xadd.push('MAXLEN', '~', String(keep.maxCount))
+        // 0 (like Infinity) is no limit in Orrery: `MAXLEN ~ 0` would empty the stream.
+        if (limited(keep?.maxCount)) xadd.push('MAXLEN', '~', String(keep!.maxCount))
         xadd.push('*', 'f', asBuffer(record.frame))
-        if (keep?.maxAgeMs !== undefined) void this.command(['XTRIM', key, 'MINID', '~', String(Math.max(0, Date.now() - keep.maxAgeMs))]).catch(() => {})
+        const maxAgeMs = keep?.maxAgeMs
+        if (maxAgeMs !== undefined && Number.isFinite(maxAgeMs))
+          void this.command(['XTRIM', key, 'MINID', '~', String(Math.max(0, Date.now() - maxAgeMs))]).catch(() => {})
         if (record.dedupWindowMs === 0) return this.command(['XADD', key, ...xadd])
         const window = record.dedupWindowMs === Infinity ? '0' : String(Math.max(1, Math.ceil(record.dedupWindowMs)))
         const dedupKey = `${this.config.keyPrefix}dd:${record.channel}:${frameIdHex(record.frame)}`
@@ -783,8 +791,9 @@ class MirrorReader extends Reader {
     // Sent now, on the main connection: a publish made after the subscribe is sent after this
     // read, so it is not history but comes through the blocking read.
     const key = driver.keyOf(channel.name)
-    const min = bound.maxAgeMs === Infinity ? '-' : `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0`
-    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, 'COUNT', String(Math.max(1, bound.maxCount))]).then(
+    const min = Number.isFinite(bound.maxAgeMs) ? `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0` : '-'
+    const count = limited(bound.maxCount) ? ['COUNT', String(bound.maxCount)] : []
+    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, ...count]).then(
       (entries) => {
         for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
         this.ingest()
