@@ -266,6 +266,9 @@ export class RedisDriver implements Driver {
       url,
       RESP: 2,
       scripts: this.scripts,
+      // No per-command timer (node-redis's default 5 s only bounds a command waiting for a
+      // reconnect, and costs a timer per command): publishTimeoutMs bounds writes, BLOCK reads.
+      commandOptions: { timeout: 0 },
       ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password }),
       socket: {
