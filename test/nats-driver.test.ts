@@ -9,7 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
-import { brokerName } from '../ts/transports/nats.js'
+import { brokerName, loadNats, NatsDriver, shownUrl } from '../ts/transports/nats.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
 
@@ -74,6 +74,63 @@ describe('nats transport options', () => {
     await expectRefused(() => make({ kind: 'nats', servers: [] }), 'INVALID_OPTION')
     await expectRefused(() => make({ kind: 'nats', servers: 'nats://127.0.0.1:1', prefix: 'a.b' }), 'INVALID_OPTION')
     await expectRefused(() => make({ kind: 'nats', servers: 'nats://127.0.0.1:1', tls: 'yes' }), 'INVALID_OPTION')
+    for (const [servers, shown] of [
+      ['nats://u:s3cretPW@127.0.0.1:1/x', 'nats://u:***@127.0.0.1:1/x'],
+      ['http://t0kenXYZ@127.0.0.1:1', 'http://***@127.0.0.1:1'],
+    ] as const) {
+      const error = await expectRefused(() => make({ kind: 'nats', servers }), 'INVALID_OPTION')
+      expect(error.message).toContain(shown)
+      expect(`${error.message}${JSON.stringify(error)}`).not.toMatch(/s3cretPW|t0kenXYZ/)
+    }
+  })
+
+  it('a server URL is shown with its password or token hidden', () => {
+    expect(shownUrl('nats://u:s3cretPW@127.0.0.1:4222')).toBe('nats://u:***@127.0.0.1:4222')
+    expect(shownUrl('tls://t0ken@example.com:4222')).toBe('tls://***@example.com:4222')
+    expect(shownUrl('nats://127.0.0.1:4222')).toBe('nats://127.0.0.1:4222')
+  })
+
+  it.skipIf(IN_BROWSER)('a password or token in the URL never shows in the error', async () => {
+    for (const [servers, secret, shown] of [
+      ['nats://u:s3cretPW@127.0.0.1:1', 's3cretPW', 'nats://u:***@127.0.0.1:1'],
+      ['nats://t0kenXYZ@127.0.0.1:1', 't0kenXYZ', 'nats://***@127.0.0.1:1'],
+    ] as const) {
+      const error = await expectRefused(
+        () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'nats', servers, connectTimeoutMs: 500 } }, bindings: { x: 'main' } }),
+        'TRANSPORT_UNAVAILABLE',
+      )
+      expect(error.message).toContain(shown)
+      let all = ''
+      for (let e: unknown = error; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n${JSON.stringify(e)}\n`
+      expect(all).not.toContain(secret)
+    }
+  })
+
+  it.skipIf(IN_BROWSER)('what reaches transport-error events says no password or token', async () => {
+    const reported: unknown[] = []
+    const sink = { ingest: () => {}, groupRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
+    const config = {
+      kind: 'nats',
+      servers: ['nats://u:s3cretPW@127.0.0.1:1', 'nats://t0kenXYZ@127.0.0.1:2'],
+      token: undefined,
+      user: undefined,
+      pass: 'optPass99',
+      tls: false,
+      prefix: 'orrery',
+      connectTimeoutMs: 500,
+      publishTimeoutMs: 500,
+    } as const
+    const driver = new NatsDriver(await loadNats(), config, sink, 'main')
+    const plain = new Error('a reader stopped')
+    driver.sinkOf.failed(plain)
+    driver.sinkOf.failed(new Error('lost nats://u:s3cretPW@127.0.0.1:1', { cause: new Error('with t0kenXYZ and optPass99') }))
+    expect(reported[0]).toBe(plain)
+    const second = reported[1] as Error & { code?: string }
+    expect(second.code).toBe('TRANSPORT_UNAVAILABLE')
+    expect(second.message).toBe('lost nats://u:***@127.0.0.1:1')
+    let all = ''
+    for (let e: unknown = second; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n`
+    for (const secret of ['s3cretPW', 't0kenXYZ', 'optPass99']) expect(all).not.toContain(secret)
   })
 
   it.skipIf(IN_BROWSER)('an unreachable server is TRANSPORT_UNAVAILABLE', async () => {
@@ -379,6 +436,72 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     await a.shutdown()
     await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
   })
+
+  it('a publish over the server\'s max_payload is MESSAGE_TOO_LARGE at once; nothing is written, the connection goes on', async () => {
+    fresh()
+    const a = await open()
+    const limit = nc.info!.max_payload
+    const events: unknown[] = []
+    a.bus.events.subscribe((e) => events.push(e))
+    // Under Orrery's maxMessageBytes, over the server's limit.
+    const big = 'x'.repeat(limit + 10)
+    const started = Date.now()
+    const error = (await expectRefused(() => a.bus.publish(ch('big'), big), 'MESSAGE_TOO_LARGE')) as Error & { details: Record<string, unknown> }
+    expect(Date.now() - started).toBeLessThan(1_000)
+    expect(error.message).toContain(ch('big'))
+    expect(error.message).toContain(String(limit))
+    expect(error.message).toContain('max_payload')
+    expect(error.details).toMatchObject({ transport: 'main', channel: ch('big'), limit })
+    expect(error.details['bytes']).toBeGreaterThan(limit)
+    expect(error.message).toContain(String(error.details['bytes']))
+    // A batch with one such message writes none of it.
+    await expectRefused(
+      () =>
+        a.bus.publishBatch([
+          { channel: ch('big'), payload: 'small' },
+          { channel: ch('big'), payload: big },
+        ]),
+      'MESSAGE_TOO_LARGE',
+    )
+    // With a dedup id the header counts too.
+    a.bus.channel(ch('big.id'), { dedupWindowMs: 60_000 })
+    await expectRefused(() => a.bus.publish(ch('big.id'), 'y'.repeat(limit - 20), { id: 'one' }), 'MESSAGE_TOO_LARGE')
+    const ok = await a.bus.publish(ch('big'), 'fits')
+    expect(ok.published).toBe(true)
+    expect(await count(ch('big'))).toBe(1)
+    const b = await open()
+    const got: unknown[] = []
+    b.bus.subscribe(ch('big'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+    await until(() => got.length === 1)
+    expect(got).toEqual(['fits'])
+    expect(events.filter((e) => (e as { type?: string }).type === 'transport-error')).toEqual([])
+  })
+
+  it.skipIf(env['ORRERY_NO_SPAWN'] === '1')('a process with a consumer group ends at once after shutdown resolves', async () => {
+    const { spawn } = await import('node:child_process')
+    const { fileURLToPath } = await import('node:url')
+    const fixture = fileURLToPath(new URL('./fixtures/nats-shutdown.mjs', import.meta.url))
+    for (const mode of ['idle', 'busy']) {
+      fresh()
+      const child = spawn(process.execPath, [fixture, natsUrl(), streamPrefix, ch(`exit.${mode}`), mode], {
+        env: { ...process.env, ORRERY_ENGINE: ENGINE },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let out = ''
+      let err = ''
+      let shutdownAt = 0
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString()
+        if (shutdownAt === 0 && out.includes('"shutdown"')) shutdownAt = Date.now()
+      })
+      child.stderr.on('data', (chunk: Buffer) => void (err += chunk.toString()))
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+      const exitAt = Date.now()
+      expect(code, err).toBe(0)
+      expect(shutdownAt, out).toBeGreaterThan(0)
+      expect(exitAt - shutdownAt, mode).toBeLessThan(300)
+    }
+  }, 30_000)
 
   // Restarts the shared test server (its data kept): other files' tests see a short outage, which
   // their publishes ride out.

@@ -214,7 +214,9 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
   const servers = list.map((s, i) => {
     const where = Array.isArray(raw) ? `${name}.servers[${i}]` : `${name}.servers`
     const url = text(s, where, { nonEmpty: true }, 'option')
-    if (!NATS_URL.test(url)) refuse('option', where, url, 'must be a nats://host:port or tls://host:port URL')
+    // A password (user:***@) or a token (***@) stays out of the message.
+    const shown = url.replace(/\/\/(?:([^:@/]*):)?[^@/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+    if (!NATS_URL.test(url)) refuse('option', where, shown, 'must be a nats://host:port or tls://host:port URL')
     return url
   })
   const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'

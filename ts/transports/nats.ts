@@ -43,6 +43,32 @@ function transportError(
   return new OrreryError(code, message, options)
 }
 
+/** A server URL as it may be shown: a password (`user:***@`) or a token (`***@`) hidden. */
+export function shownUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/)([^@/]*)@/i, (_, scheme: string, auth: string) => {
+    const colon = auth.indexOf(':')
+    return `${scheme}${colon < 0 ? '***' : `${auth.slice(0, colon)}:***`}@`
+  })
+}
+
+/** The secrets of a configuration: passwords and tokens, in the URLs or as options. */
+function secretsOf(config: CheckedNatsOptions): string[] {
+  const found = [config.pass, config.token]
+  for (const url of config.servers) {
+    const auth = /^[a-z]+:\/\/([^@/]*)@/i.exec(url)?.[1]
+    if (auth === undefined) continue
+    const colon = auth.indexOf(':')
+    found.push(colon < 0 ? auth : auth.slice(colon + 1))
+    // The URL-decoded form too: nats.js decodes it before use.
+    try {
+      found.push(decodeURIComponent(colon < 0 ? auth : auth.slice(colon + 1)))
+    } catch {
+      // Not percent-encoded.
+    }
+  }
+  return [...new Set(found.filter((s): s is string => s !== undefined && s !== ''))]
+}
+
 /**
  * A name as one subject token and a valid stream or consumer name: letters, digits and `-` stay,
  * every other character is `_` and its code in hex (`orders.eu` -> `orders_2Eeu`), so distinct
@@ -120,16 +146,50 @@ export class NatsDriver implements Driver {
   /** Deliveries this process holds, by group and stream sequence: what acks, naks and terms answer. */
   private readonly held = new Map<number, Map<string, JsMsg>>()
   private readonly serverKey: string
+  /** Passwords and tokens of the configuration: never in a message this driver gives out. */
+  private readonly secrets: string[]
+  private readonly sink: DriverSink
   /** The round trip the answers of this turn wait for. */
   private reading: Promise<void> | undefined
 
   constructor(
     readonly nats: NatsModules,
     private readonly config: CheckedNatsOptions,
-    private readonly sink: DriverSink,
+    sink: DriverSink,
     private readonly transport: string,
   ) {
     this.serverKey = config.servers.join(',')
+    this.secrets = secretsOf(config)
+    // What reaches the bus's transport-error events passes through the same redaction.
+    this.sink = { ingest: (b) => sink.ingest(b), groupRoom: (g) => sink.groupRoom(g), failed: (e) => sink.failed(this.redacted(e)) }
+  }
+
+  /** `text` with every secret of the configuration replaced by `***`. */
+  private scrub(text: string): string {
+    let out = text.replace(/([a-z]+:\/\/[^\s@/]*@)/gi, (m) => shownUrl(m))
+    for (const secret of this.secrets) out = out.split(secret).join('***')
+    return out
+  }
+
+  /** Whether `error`, or any cause of it, says a secret. */
+  private leaks(error: unknown): boolean {
+    for (let e = error, depth = 0; e !== undefined && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+      const text = e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : typeof e === 'string' ? e : ''
+      if (this.scrub(text) !== text) return true
+    }
+    return false
+  }
+
+  /**
+   * `error` as it may be given out: one that would say a password or token becomes a
+   * TRANSPORT_UNAVAILABLE with the message redacted, and without the cause that says it.
+   */
+  redacted(error: unknown): unknown {
+    if (!this.leaks(error)) return error
+    const message = error instanceof Error ? error.message : String(error)
+    const details = error instanceof OrreryError ? { ...error.details } : { transport: this.transport }
+    const code = error instanceof OrreryError ? error.code : 'TRANSPORT_UNAVAILABLE'
+    return new OrreryError(code, this.scrub(message), { details })
   }
 
   /** The stream of `channel`. */
@@ -200,11 +260,15 @@ export class NatsDriver implements Driver {
     const message = error instanceof Error ? error.message : String(error)
     const where = `nats transport ${this.transport}`
     if (error instanceof this.nats.transport.errors.AuthorizationError || /authorization|authentication/i.test(message))
-      return transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } })
-    return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.servers.join(', ')}: ${message}`, {
-      cause: error,
-      details: { transport: this.transport },
-    })
+      return this.redacted(
+        transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } }),
+      ) as OrreryError
+    return this.redacted(
+      transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.servers.map(shownUrl).join(', ')}: ${message}`, {
+        cause: error,
+        details: { transport: this.transport },
+      }),
+    ) as OrreryError
   }
 
   // --- streams --------------------------------------------------------------------------------
@@ -319,6 +383,12 @@ export class NatsDriver implements Driver {
 
   write(records: readonly Egress[]): Promise<number> {
     if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed'))
+    // The server drops the connection's publish of a payload over its max_payload: such a write
+    // would only wait out publishTimeoutMs. It is refused whole, before any of it is sent.
+    for (const record of records) {
+      const refusal = record.kind === 'publish' ? this.tooLarge(record.channel, record.frame, record.dedupWindowMs > 0) : undefined
+      if (refusal !== undefined) return Promise.reject(refusal)
+    }
     let write: PendingWrite | undefined
     const written = new Promise<number>((resolve, reject) => {
       write = {
@@ -343,6 +413,24 @@ export class NatsDriver implements Driver {
     written.then(forget, forget)
     this.pump()
     return written
+  }
+
+  /**
+   * MESSAGE_TOO_LARGE if `frame`, with the dedup id header when `withId`, is over the max_payload
+   * the server announced (1 MB unless the server is set otherwise); undefined if it fits.
+   */
+  private tooLarge(channel: string, frame: Uint8Array, withId: boolean): OrreryError | undefined {
+    const limit = this.nc?.info?.max_payload
+    if (limit === undefined || limit <= 0) return undefined
+    // nats.js counts the headers in the payload: `NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n`.
+    const bytes = frame.length + (withId ? 'NATS/1.0\r\nNats-Msg-Id: \r\n\r\n'.length + frameIdHex(frame).length : 0)
+    if (bytes <= limit) return undefined
+    return new OrreryError(
+      'MESSAGE_TOO_LARGE',
+      `a message to channel ${channel} is ${bytes} bytes on nats transport ${this.transport}, over its server's limit of ${limit} bytes ` +
+        "(the server's max_payload, the limit here: it is below maxMessageBytes unless the server is set otherwise)",
+      { details: { transport: this.transport, channel, bytes, limit } },
+    )
   }
 
   private timeoutMessage(): string {
@@ -421,7 +509,13 @@ export class NatsDriver implements Driver {
         if (r.status === 'fulfilled') {
           if (r.value === true) write.duplicates++
         } else if (this.isServerError(r.reason)) this.fail(write, this.refused(r.reason))
-        else again.push(write.records[k]!)
+        else if (r.reason instanceof this.nats.transport.errors.InvalidArgumentError) {
+          // nats.js refused it before sending (a payload over max_payload): sending again never helps.
+          const record = write.records[k]!
+          const frame = record.kind === 'publish' || record.kind === 'dead' ? record : undefined
+          const channel = record.kind === 'publish' ? record.channel : record.kind === 'dead' ? record.deadLetter : ''
+          this.fail(write, (frame && this.tooLarge(channel, frame.frame, true)) ?? this.refused(r.reason))
+        } else again.push(write.records[k]!)
       })
       if (write.settled) return
       if (again.length === 0) {
@@ -439,7 +533,9 @@ export class NatsDriver implements Driver {
 
   private refused(error: unknown): OrreryError {
     const message = error instanceof Error ? error.message : String(error)
-    return transportError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport} refused a write: ${message}`, { cause: error })
+    return this.redacted(
+      transportError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport} refused a write: ${message}`, { cause: error, details: { transport: this.transport } }),
+    ) as OrreryError
   }
 
   /** One record; a publish resolves to whether the stream dropped it as a duplicate. */
@@ -858,9 +954,16 @@ class GroupReader {
         }
         const room = driver.sinkOf.groupRoom(this.group.id)
         if (room <= 0) {
+          // Cleared when woken: a stop must leave no timer keeping the process alive.
           await new Promise<void>((resolve) => {
-            this.waiting = resolve
-            setTimeout(resolve, 1_000)
+            const timer = setTimeout(() => {
+              this.waiting = undefined
+              resolve()
+            }, 1_000)
+            this.waiting = () => {
+              clearTimeout(timer)
+              resolve()
+            }
           })
           continue
         }
@@ -931,7 +1034,9 @@ class GroupReader {
     if (this.stopped) return
     this.stop()
     const done = this.loop ?? Promise.resolve()
-    await Promise.race([done, new Promise((r) => setTimeout(r, 1_000))])
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1_000)))])
+    clearTimeout(timer)
     this.flush()
   }
 }
