@@ -845,6 +845,12 @@ class GroupReader extends Reader {
   private reclaimTimer: ReturnType<typeof setInterval> | undefined
   private soon: ReturnType<typeof setTimeout> | undefined
   private reclaiming = false
+  /**
+   * A reclaim is due (its period passed, or the last one took all it asked for): the next read
+   * with room reclaims first. Otherwise a busy reader, whose room is taken by new entries the
+   * moment it frees, would leave what a dead process held waiting behind the whole backlog.
+   */
+  private due = false
 
   constructor(
     driver: RedisDriver,
@@ -856,7 +862,10 @@ class GroupReader extends Reader {
   start(): void {
     this.run()
     const every = Math.max(50, Math.min(this.group.visibilityMs / 2, 1000))
-    this.reclaimTimer = setInterval(() => this.reclaim(), every)
+    this.reclaimTimer = setInterval(() => {
+      this.due = true
+      this.reclaim()
+    }, every)
     // Housekeeping: it must not keep the process alive on its own.
     ;(this.reclaimTimer as { unref?: () => void }).unref?.()
   }
@@ -877,6 +886,16 @@ class GroupReader extends Reader {
   }
 
   protected async step(): Promise<void> {
+    if (this.due) {
+      this.reclaim()
+      // Still due when it could not start (no room yet).
+      if (this.reclaimRun !== undefined) this.due = false
+    }
+    // Entries idle past the threshold go before new ones: the read waits for the reclaim.
+    if (this.reclaimRun !== undefined) {
+      await this.reclaimRun
+      return
+    }
     // What a reclaim in flight asked for is spoken for.
     const room = this.driver.sinkOf.groupRoom(this.group.id) - this.claiming
     if (room <= 0) {
@@ -969,6 +988,8 @@ class GroupReader extends Reader {
           this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
         }
         this.ingest()
+        // All it asked for was idle: more may be.
+        if (pending.length >= claiming) this.due = true
       })
       .catch((error) => {
         if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
