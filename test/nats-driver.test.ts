@@ -437,7 +437,7 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
   })
 
-  it('a publish over the server\'s max_payload is MESSAGE_TOO_LARGE at once; nothing is written, the connection goes on', async () => {
+  it("a publish over the server's max_payload is MESSAGE_TOO_LARGE at once; nothing is written, the connection goes on", async () => {
     fresh()
     const a = await open()
     const limit = nc.info!.max_payload
@@ -477,31 +477,37 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     expect(events.filter((e) => (e as { type?: string }).type === 'transport-error')).toEqual([])
   })
 
-  it.skipIf(env['ORRERY_NO_SPAWN'] === '1')('a process with a consumer group ends at once after shutdown resolves', async () => {
-    const { spawn } = await import('node:child_process')
-    const { fileURLToPath } = await import('node:url')
-    const fixture = fileURLToPath(new URL('./fixtures/nats-shutdown.mjs', import.meta.url))
-    for (const mode of ['idle', 'busy']) {
-      fresh()
-      const child = spawn(process.execPath, [fixture, natsUrl(), streamPrefix, ch(`exit.${mode}`), mode], {
-        env: { ...process.env, ORRERY_ENGINE: ENGINE },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-      let out = ''
-      let err = ''
-      let shutdownAt = 0
-      child.stdout.on('data', (chunk: Buffer) => {
-        out += chunk.toString()
-        if (shutdownAt === 0 && out.includes('"shutdown"')) shutdownAt = Date.now()
-      })
-      child.stderr.on('data', (chunk: Buffer) => void (err += chunk.toString()))
-      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
-      const exitAt = Date.now()
-      expect(code, err).toBe(0)
-      expect(shutdownAt, out).toBeGreaterThan(0)
-      expect(exitAt - shutdownAt, mode).toBeLessThan(300)
-    }
-  }, 30_000)
+  it.skipIf(env['ORRERY_NO_SPAWN'] === '1')(
+    'a process with a consumer group ends at once after shutdown resolves',
+    async () => {
+      const { spawn } = await import('node:child_process')
+      const { fileURLToPath } = await import('node:url')
+      const fixture = fileURLToPath(new URL('./fixtures/nats-shutdown.mjs', import.meta.url))
+      for (const mode of ['idle', 'busy']) {
+        fresh()
+        const child = spawn(process.execPath, [fixture, natsUrl(), streamPrefix, ch(`exit.${mode}`), mode], {
+          env: { ...process.env, ORRERY_ENGINE: ENGINE },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        })
+        let out = ''
+        let err = ''
+        let shutdownAt = 0
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString()
+          if (shutdownAt === 0 && out.includes('"shutdown"')) shutdownAt = Date.now()
+        })
+        child.stderr.on('data', (chunk: Buffer) => {
+          err += chunk.toString()
+        })
+        const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+        const exitAt = Date.now()
+        expect(code, err).toBe(0)
+        expect(shutdownAt, out).toBeGreaterThan(0)
+        expect(exitAt - shutdownAt, mode).toBeLessThan(300)
+      }
+    },
+    30_000,
+  )
 
   // Restarts the shared test server (its data kept): other files' tests see a short outage, which
   // their publishes ride out.

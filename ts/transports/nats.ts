@@ -427,8 +427,8 @@ export class NatsDriver implements Driver {
     if (bytes <= limit) return undefined
     return new OrreryError(
       'MESSAGE_TOO_LARGE',
-      `a message to channel ${channel} is ${bytes} bytes on nats transport ${this.transport}, over its server's limit of ${limit} bytes ` +
-        "(the server's max_payload, the limit here: it is below maxMessageBytes unless the server is set otherwise)",
+      `a message to channel ${channel} is ${bytes} bytes, over the limit of ${limit} bytes of nats transport ${this.transport}: ` +
+        "the server's max_payload is the limit on this transport (below maxMessageBytes unless the server raises it)",
       { details: { transport: this.transport, channel, bytes, limit } },
     )
   }
@@ -534,7 +534,10 @@ export class NatsDriver implements Driver {
   private refused(error: unknown): OrreryError {
     const message = error instanceof Error ? error.message : String(error)
     return this.redacted(
-      transportError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport} refused a write: ${message}`, { cause: error, details: { transport: this.transport } }),
+      transportError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport} refused a write: ${message}`, {
+        cause: error,
+        details: { transport: this.transport },
+      }),
     ) as OrreryError
   }
 
@@ -1035,7 +1038,12 @@ class GroupReader {
     this.stop()
     const done = this.loop ?? Promise.resolve()
     let timer: ReturnType<typeof setTimeout> | undefined
-    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1_000)))])
+    await Promise.race([
+      done,
+      new Promise((r) => {
+        timer = setTimeout(r, 1_000)
+      }),
+    ])
     clearTimeout(timer)
     this.flush()
   }
