@@ -2,13 +2,14 @@
  * The Redis Streams driver, on node-redis (`redis` on npm, an optional peer dependency loaded
  * when a redis transport is configured). A bound channel is the stream `<prefix>ch:<name>`, one
  * entry per frame (field `f`); groups are the stream's consumer groups, this process reading as
- * one consumer. The driver only moves bytes: what a delivery means stays in the core.
+ * one consumer; its readers are in redis-readers.ts. The driver only moves bytes: what a delivery
+ * means stays in the core.
  */
 import { OrreryError } from '../errors.js'
 import { LAYOUT as FRAME } from '../frame.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
-import { IngestWriter } from './records.js'
+import { type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS, threshold } from './redis-readers.js'
 
 /** A Lua script of the driver, run as node-redis runs scripts (EVALSHA, EVAL when the server lacks it). */
 type ScriptCall = (...args: Array<string | Buffer>) => Promise<unknown>
@@ -23,7 +24,7 @@ interface Scripts {
 }
 
 /** The few node-redis calls the driver makes. */
-interface Connection extends Scripts {
+export interface Connection extends Scripts {
   connect(): Promise<unknown>
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
   duplicate(): Connection
@@ -75,25 +76,11 @@ function transportError(
  */
 const markers = new Map<string, Set<Promise<unknown>>>()
 
-/** Compares two stream entry ids (`<ms>-<seq>`). */
-function compareIds(a: string, b: string): number {
-  const [am = 0, as = 0] = a.split('-').map(Number)
-  const [bm = 0, bs = 0] = b.split('-').map(Number)
-  return am - bm || as - bs
-}
-
 /**
  * Refusals of a server that is starting, busy or failing over: the write is not done, and is
  * tried again (until publishTimeoutMs) like one a dropped connection lost.
  */
 const TRANSIENT = /^(LOADING|BUSY|TRYAGAIN|READONLY|MASTERDOWN|CLUSTERDOWN)\b/
-
-/** Entries read per call, at most. */
-const READ_COUNT = 256
-/** How long a blocking read waits before it is issued again (it returns early with entries, or when unblocked). */
-const BLOCK_MS = 5_000
-/** Pause before a failed read is tried again (node-redis reconnects meanwhile). */
-const RETRY_MS = 200
 
 /** Sets a key for the dedup window and appends only if it was not set: one publish, once per window across processes. */
 const DEDUP_SCRIPT = `local ok
@@ -150,9 +137,6 @@ function scripts(redis: RedisModule): Record<keyof Scripts, object> {
   }
 }
 
-/** A broker entry: id and fields (`f` holds the frame). */
-type Entry = [Buffer, Array<Buffer> | null]
-
 /** A write not yet acknowledged: its records still to write, in order. */
 interface PendingWrite {
   records: Egress[]
@@ -163,16 +147,6 @@ interface PendingWrite {
   settled: boolean
 }
 
-/** Whether a retention count limits anything (0, like Infinity, is no limit in Orrery). */
-function limited(bound: number | undefined): bound is number {
-  return bound !== undefined && bound > 0 && Number.isFinite(bound)
-}
-
-/** The broker's delivery threshold for a group: a little over its visibility timeout. */
-function threshold(group: GroupRef): number {
-  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
-}
-
 /** A frame's id bytes as hex (the dedup key): the first metadata string. */
 function frameIdHex(frame: Uint8Array): string {
   const len = frame[FRAME.headerLen] ?? 0
@@ -181,17 +155,6 @@ function frameIdHex(frame: Uint8Array): string {
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-}
-
-/** The broker time of an entry id (`<ms>-<n>`). */
-function idTime(id: string): number {
-  return Number(id.slice(0, id.indexOf('-')))
-}
-
-function frameOf(fields: Array<Buffer> | null): Buffer | undefined {
-  if (fields === null) return undefined
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.length === 1 && fields[i]![0] === 0x66) return fields[i + 1]
-  return undefined
 }
 
 export class RedisDriver implements Driver {
@@ -646,374 +609,5 @@ export class RedisDriver implements Driver {
   /** @internal */
   keyOf(channel: string): string {
     return this.key(channel)
-  }
-}
-
-/**
- * A loop of blocking reads on a connection of its own (a blocking command would hold up every
- * other command on a shared one). `stopAndWait` unblocks the read in flight, so what it brought
- * is still handed over.
- */
-abstract class Reader {
-  protected conn: Connection | undefined
-  protected stopped = false
-  private clientId: string | undefined
-  private loop: Promise<void> | undefined
-  protected readonly writer = new IngestWriter()
-
-  constructor(protected readonly driver: RedisDriver) {}
-
-  protected run(): void {
-    this.loop = this.body().catch((error) => {
-      if (!this.stopped) this.driver.sinkOf.failed(error)
-    })
-  }
-
-  private async body(): Promise<void> {
-    while (!this.stopped) {
-      try {
-        if (this.conn === undefined) {
-          // Kept before it connects: a reader stopped meanwhile destroys it (a connect that keeps
-          // retrying would otherwise hold the process open).
-          const conn = this.driver.readerConnection()
-          this.conn = conn
-          await conn.connect()
-        }
-        if (this.stopped) break
-        await this.step()
-      } catch (error) {
-        if (this.stopped || this.driver.isClosed) break
-        // A connection that gave up (not one reconnecting) is replaced.
-        if (this.conn !== undefined && !this.conn.isOpen) {
-          this.conn.destroy()
-          this.conn = undefined
-        }
-        if (this.driver.isServerError(error) && !(await this.recover(error))) this.driver.sinkOf.failed(error)
-        await new Promise((r) => setTimeout(r, RETRY_MS))
-      }
-    }
-    this.conn?.destroy()
-    this.conn = undefined
-  }
-
-  /** One blocking read, with this connection's id asked first (in the same round trip) for `stopAndWait`. */
-  protected blocking<T>(args: ReadonlyArray<string>): Promise<T> {
-    const conn = this.conn!
-    void conn.sendCommand(['CLIENT', 'ID']).then(
-      (id) => {
-        this.clientId = String(id)
-      },
-      () => {},
-    )
-    return conn.sendCommand(args, this.driver.binaryOptions) as Promise<T>
-  }
-
-  protected abstract step(): Promise<void>
-
-  /** Mends what a server refusal says is missing; true when it did (the read is then tried again). */
-  protected recover(_error: unknown): Promise<boolean> {
-    return Promise.resolve(false)
-  }
-
-  protected ingest(): void {
-    const batch = this.writer.take()
-    if (batch !== undefined) this.driver.sinkOf.ingest(batch)
-  }
-
-  stop(): void {
-    this.stopped = true
-    this.conn?.destroy()
-    this.conn = undefined
-  }
-
-  async stopAndWait(): Promise<void> {
-    if (this.stopped) return
-    this.stopped = true
-    if (this.clientId !== undefined) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
-    const done = this.loop ?? Promise.resolve()
-    // A read the server does not unblock (an old server, a dropped connection) is cut after 1 s.
-    let timer: ReturnType<typeof setTimeout> | undefined
-    await Promise.race([done, new Promise((r) => (timer = setTimeout(r, 1_000)))])
-    clearTimeout(timer)
-    this.stop()
-  }
-}
-
-/** Follows one channel's stream into its mirror: history first, then what comes. */
-class MirrorReader extends Reader {
-  readonly ready: Promise<void>
-  private last = '0-0'
-  /** Subscribes waiting for the mirror to reach a marker (`after`: undefined until it is known). */
-  private readonly waiters: Array<{ after: string | undefined; start: () => void }> = []
-
-  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
-  catchUp(marker: Promise<string>, start: () => void): () => void {
-    const waiter: { after: string | undefined; start: () => void } = { after: undefined, start }
-    this.waiters.push(waiter)
-    marker.then(
-      (id) => {
-        waiter.after = id
-        this.release()
-      },
-      (error: unknown) => {
-        this.cancel(waiter)
-        // Cut by this Orrery's own stop: the subscriber starts on a closed bus, which ends it.
-        if (this.driver.isClosed || this.stopped) start()
-        else this.driver.sinkOf.failed(error)
-      },
-    )
-    return () => this.cancel(waiter)
-  }
-
-  private cancel(waiter: { after: string | undefined; start: () => void }): void {
-    const i = this.waiters.indexOf(waiter)
-    if (i >= 0) this.waiters.splice(i, 1)
-  }
-
-  /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
-  private release(next?: string): void {
-    if (this.waiters.length === 0) return
-    const due = this.waiters.filter(
-      (w) => w.after !== undefined && (compareIds(this.last, w.after) >= 0 || (next !== undefined && compareIds(next, w.after) > 0)),
-    )
-    if (due.length === 0) return
-    // What is read so far goes in first: the subscription starts after it.
-    this.ingest()
-    for (const w of due) {
-      this.cancel(w)
-      w.start()
-    }
-  }
-
-  constructor(
-    driver: RedisDriver,
-    private readonly channel: ChannelRef,
-    bound: HistoryBound,
-  ) {
-    super(driver)
-    // Sent now, on the main connection: a publish made after the subscribe is sent after this
-    // read, so it is not history but comes through the blocking read.
-    const key = driver.keyOf(channel.name)
-    const min = Number.isFinite(bound.maxAgeMs) ? `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0` : '-'
-    const count = limited(bound.maxCount) ? ['COUNT', String(bound.maxCount)] : []
-    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, ...count]).then(
-      (entries) => {
-        for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
-        this.ingest()
-        this.release()
-        this.run()
-      },
-      (error: unknown) => {
-        // Cut by this Orrery's own stop: nothing failed, and the bus (closed by then) ends its
-        // subscribers instead of reporting the disconnect as theirs.
-        if (driver.isClosed || this.stopped) return
-        throw error
-      },
-    )
-  }
-
-  private add(entry: Entry): void {
-    const id = entry[0].toString('latin1')
-    if (this.waiters.length > 0) this.release(id)
-    this.last = id
-    const frame = frameOf(entry[1])
-    if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame)
-  }
-
-  protected async step(): Promise<void> {
-    const key = this.driver.keyOf(this.channel.name)
-    const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
-      'XREAD',
-      'COUNT',
-      String(READ_COUNT),
-      'BLOCK',
-      String(BLOCK_MS),
-      'STREAMS',
-      key,
-      this.last,
-    ])
-    if (reply === null) return
-    for (const [, entries] of reply) for (const entry of entries) this.add(entry)
-    this.ingest()
-    this.release()
-  }
-}
-
-/** Reads one group for this process: new entries as room allows, and entries idle past the threshold from any consumer. */
-class GroupReader extends Reader {
-  private waiting: (() => void) | undefined
-  private reclaimTimer: ReturnType<typeof setInterval> | undefined
-  private soon: ReturnType<typeof setTimeout> | undefined
-  private reclaiming = false
-  /**
-   * A reclaim is due (its period passed, or the last one took all it asked for): the next read
-   * with room reclaims first. Otherwise a busy reader, whose room is taken by new entries the
-   * moment it frees, would leave what a dead process held waiting behind the whole backlog.
-   */
-  private due = false
-
-  constructor(
-    driver: RedisDriver,
-    private readonly group: GroupRef,
-  ) {
-    super(driver)
-  }
-
-  start(): void {
-    this.run()
-    const every = Math.max(50, Math.min(this.group.visibilityMs / 2, 1000))
-    this.reclaimTimer = setInterval(() => {
-      this.due = true
-      this.reclaim()
-    }, every)
-    // Housekeeping: it must not keep the process alive on its own.
-    ;(this.reclaimTimer as { unref?: () => void }).unref?.()
-  }
-
-  wake(): void {
-    const w = this.waiting
-    this.waiting = undefined
-    w?.()
-  }
-
-  /** Runs the reclaim once `delayMs` passed (a released entry becomes reclaimable then). */
-  reclaimSoon(delayMs: number): void {
-    if (this.soon !== undefined) return
-    this.soon = setTimeout(() => {
-      this.soon = undefined
-      this.reclaim()
-    }, Math.max(0, delayMs) + 1)
-  }
-
-  protected async step(): Promise<void> {
-    if (this.due) {
-      this.reclaim()
-      // Still due when it could not start (no room yet).
-      if (this.reclaimRun !== undefined) this.due = false
-    }
-    // Entries idle past the threshold go before new ones: the read waits for the reclaim.
-    if (this.reclaimRun !== undefined) {
-      await this.reclaimRun
-      return
-    }
-    // What a reclaim in flight asked for is spoken for.
-    const room = this.driver.sinkOf.groupRoom(this.group.id) - this.claiming
-    if (room <= 0) {
-      // Woken when room may have been made; at most a second later anyway.
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.waiting = undefined
-          resolve()
-        }, 1_000)
-        this.waiting = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      return
-    }
-    const { name, channel } = this.group
-    const key = this.driver.keyOf(channel)
-    const count = Math.min(room, READ_COUNT)
-    const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
-      'XREADGROUP',
-      'GROUP',
-      name,
-      this.driver.consumer,
-      'COUNT',
-      String(count),
-      'BLOCK',
-      String(BLOCK_MS),
-      'STREAMS',
-      key,
-      '>',
-    ])
-    if (reply === null) return
-    for (const [, entries] of reply) for (const entry of entries) this.add(entry, 1)
-    this.ingest()
-  }
-
-  /**
-   * Deliveries a reclaim in flight asked for: the blocking read leaves them out. (A reclaim does
-   * not leave out what a blocking read asked for, which may wait for seconds: the two may bring
-   * more than the room, which then waits here for a member.)
-   */
-  private claiming = 0
-
-  /** A server that lost its data (restarted without it) lost the group too: it is made again. */
-  protected override async recover(error: unknown): Promise<boolean> {
-    if (!(error instanceof Error && error.message.startsWith('NOGROUP'))) return false
-    // From the last entry this process was given ('$' when none): what was acked is not replayed.
-    await this.driver.createGroup(this.group, this.lastRead ?? '$')
-    return true
-  }
-
-  private add(entry: Entry, count: number): void {
-    const id = entry[0].toString('latin1')
-    if (this.lastRead === undefined || compareIds(id, this.lastRead) > 0) this.lastRead = id
-    const frame = frameOf(entry[1])
-    if (frame !== undefined) {
-      this.writer.group(this.group.id, count, id, frame)
-      return
-    }
-    // Not Orrery's (no frame), or deleted: the group forgets it instead of reclaiming it forever.
-    void this.driver.command(['XACK', this.driver.keyOf(this.group.channel), this.group.name, id]).catch(() => {})
-  }
-
-  /** The newest entry id this reader was given. */
-  private lastRead: string | undefined
-
-  /** Takes entries idle past the threshold (another process died holding them, or one was released). */
-  private reclaim(): void {
-    if (this.stopped || this.reclaiming || this.driver.isClosed) return
-    const room = this.driver.sinkOf.groupRoom(this.group.id)
-    if (room <= 0) return
-    this.reclaiming = true
-    const claiming = Math.min(room, READ_COUNT)
-    this.claiming = claiming
-    const { name, channel } = this.group
-    const key = this.driver.keyOf(channel)
-    const idle = String(threshold(this.group))
-    this.reclaimRun = this.driver
-      .command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, '-', '+', String(claiming)])
-      .then(async (pending) => {
-        if (pending.length === 0 || this.stopped) return
-        const counts = new Map<string, number>()
-        for (const [id, , , count] of pending) counts.set(id.toString('latin1'), Number(count))
-        const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
-        // Claimed during a shutdown, they still go in: the shutdown then hands them back.
-        if (this.driver.isClosed) return
-        for (const entry of claimed) {
-          if (entry === null) continue
-          this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
-        }
-        this.ingest()
-        // All it asked for was idle: more may be.
-        if (pending.length >= claiming) this.due = true
-      })
-      .catch((error) => {
-        if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
-      })
-      .finally(() => {
-        this.claiming = 0
-        this.reclaiming = false
-        this.reclaimRun = undefined
-      })
-  }
-
-  /** A reclaim in flight (a shutdown waits for it: what it claims is handed back). */
-  private reclaimRun: Promise<void> | undefined
-
-  override async stopAndWait(): Promise<void> {
-    clearInterval(this.reclaimTimer)
-    await super.stopAndWait()
-    await this.reclaimRun
-  }
-
-  override stop(): void {
-    clearInterval(this.reclaimTimer)
-    clearTimeout(this.soon)
-    this.wake()
-    super.stop()
   }
 }
