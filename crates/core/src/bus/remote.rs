@@ -11,13 +11,13 @@
 //! The broker lets another process reclaim an entry `visibility + max(1000, visibility / 10)`
 //! ms after handing it here, so this process must be done with it before: a remote group's
 //! lease runs from *ingest*, not from the hand-over to a member. An entry ingested at `t` is
-//! settled by `t + visibility` at the latest (acked, or RELEASEd / DEAD when its lease ends),
+//! settled by `t + visibility` at the latest (acked, or given back with RELEASE or DEAD when its lease ends),
 //! whether a member holds it, it is assigned and not yet drained, or it still waits in the
 //! inbox; a claim or a late drain does not extend it, and a drain past it hands nothing over.
 //! The lease is queued at ingest in the group's lease queue (in ingest order, so deadlines
 //! grow with the host's clock); the ingest time stays beside the position here, not in the
 //! group's pending entries, which local groups share. A GROUP record no member could take
-//! (none, or all paused) is RELEASEd at once instead of waiting; a well-formed frame larger
+//! (none, or all paused) is given back (RELEASE) at once instead of waiting; a well-formed frame larger
 //! than this process's `max_message_bytes` is dead-lettered (`too-large`), a malformed one
 //! acked away. A remote entry's dead letter names its broker position in
 //! `x-orrery-origin-seq` (as text if UTF-8, else hex): the local seq means nothing elsewhere.
