@@ -531,11 +531,13 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
       expect(start.status, start.stderr).toBe(0)
       const results = await Promise.all(during)
       expect(results.map((r) => r.published)).toEqual([true, true, true])
-      await until(() => got.length >= 4 && jobs.length >= 4, 20_000)
+      await until(() => got.length >= 4 && jobs.length >= 4, 40_000).catch((e: Error) => {
+        throw new Error(`${e.message}: got ${JSON.stringify(got)} jobs ${JSON.stringify(jobs)}`)
+      })
       expect(got).toEqual([0, 1, 2, 3])
       expect([...new Set(jobs)].sort()).toEqual([0, 1, 2, 3])
     },
-    60_000,
+    90_000,
   )
 
   it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {

@@ -797,7 +797,9 @@ class MirrorReader {
         })
       : undefined
     if (this.stopped) return
-    this.messages = await consumer.consume({ callback: (m) => this.add(m) })
+    // A pull lost in a server restart is noticed by missed heartbeats (half the expiry): the default
+    // 30 s expiry would leave a mirror silent that long after the server is back.
+    this.messages = await consumer.consume({ callback: (m) => this.add(m), expires: PULL_MS })
     void this.messages.closed().then((error) => {
       if (error instanceof Error && !this.stopped && !driver.isClosed) driver.sinkOf.failed(error)
     })
