@@ -11,10 +11,10 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
 import { OrreryError } from '../errors.js'
-import { LAYOUT as FRAME } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
+import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
 /** The parts of nats.js the driver uses. */
 export interface NatsModules {
@@ -97,17 +97,6 @@ const LONGEST_WINDOW_MS = 365 * 24 * 3600 * 1000
 
 const ms = (n: number): number => Math.round(n * 1e6)
 
-/** The broker's delivery threshold for a group: a little over its visibility timeout (the core's lease ends first). */
-function threshold(group: GroupRef): number {
-  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
-}
-
-/** A frame's id bytes as hex (the dedup id): the first metadata string. */
-function frameIdHex(frame: Uint8Array): string {
-  const len = frame[FRAME.headerLen] ?? 0
-  return bytesToHex(frame.subarray(FRAME.headerLen + 1, FRAME.headerLen + 1 + len))
-}
-
 /**
  * Markers of `latest` subscribes not answered yet, by server and stream, across every Orrery of
  * this process: a publish to that stream waits for them (JetStream answers API requests and
@@ -116,17 +105,6 @@ function frameIdHex(frame: Uint8Array): string {
 const markers = new Map<string, Set<Promise<unknown>>>()
 
 /** A write not yet acknowledged: its records still to write, in order. */
-interface PendingWrite {
-  records: Egress[]
-  duplicates: number
-  resolve(duplicates: number): void
-  reject(error: unknown): void
-  timer: ReturnType<typeof setTimeout> | undefined
-  settled: boolean
-  /** When it stops being retried. */
-  deadline: number
-}
-
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
 export class NatsDriver implements Driver {
@@ -139,8 +117,7 @@ export class NatsDriver implements Driver {
   private readonly kept = new Map<string, BrokerRetention>()
   /** Streams known to exist, with what they were last set to. */
   private readonly streams = new Map<string, { ready: Promise<void>; windowMs: number | undefined; retention: BrokerRetention | undefined }>()
-  private readonly unsettled = new Set<Promise<number>>()
-  private readonly writes = new Set<PendingWrite>()
+  private readonly writes = new Writes()
   private readonly mirrors = new Map<number, MirrorReader>()
   private readonly groups = new Map<number, GroupReader>()
   /** Deliveries this process holds, by group and stream sequence: what acks, naks and terms answer. */
@@ -389,28 +366,10 @@ export class NatsDriver implements Driver {
       const refusal = record.kind === 'publish' ? this.tooLarge(record.channel, record.frame, record.dedupWindowMs > 0) : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
-    let write: PendingWrite | undefined
-    const written = new Promise<number>((resolve, reject) => {
-      write = {
-        records: [...records],
-        duplicates: 0,
-        resolve,
-        reject,
-        timer: undefined,
-        settled: false,
-        deadline: Date.now() + this.config.publishTimeoutMs,
-      }
-    })
-    const w = write!
-    w.timer = setTimeout(
-      () => this.fail(w, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } })),
-      this.config.publishTimeoutMs,
+    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
+      transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } }),
     )
-    this.queue.push(w)
-    this.writes.add(w)
-    this.unsettled.add(written)
-    const forget = () => void this.unsettled.delete(written)
-    written.then(forget, forget)
+    this.queue.push(write)
     this.pump()
     return written
   }
@@ -435,22 +394,6 @@ export class NatsDriver implements Driver {
 
   private timeoutMessage(): string {
     return `nats transport ${this.transport} did not take the write within publishTimeoutMs (${this.config.publishTimeoutMs} ms)`
-  }
-
-  private fail(write: PendingWrite, error: unknown): void {
-    if (write.settled) return
-    write.settled = true
-    this.writes.delete(write)
-    clearTimeout(write.timer)
-    write.reject(error)
-  }
-
-  private succeed(write: PendingWrite): void {
-    if (write.settled) return
-    write.settled = true
-    this.writes.delete(write)
-    clearTimeout(write.timer)
-    write.resolve(write.duplicates)
   }
 
   /**
@@ -500,7 +443,7 @@ export class NatsDriver implements Driver {
       const outcome = results?.[i]
       if (outcome === undefined) {
         // The streams could not be set up: a refusal fails the write, anything else is tried again.
-        if (this.isServerError(failure)) this.fail(write, this.refused(failure))
+        if (this.isServerError(failure)) this.writes.fail(write, this.refused(failure))
         else retry.push(write)
         return
       }
@@ -508,18 +451,18 @@ export class NatsDriver implements Driver {
       outcome.forEach((r, k) => {
         if (r.status === 'fulfilled') {
           if (r.value === true) write.duplicates++
-        } else if (this.isServerError(r.reason)) this.fail(write, this.refused(r.reason))
+        } else if (this.isServerError(r.reason)) this.writes.fail(write, this.refused(r.reason))
         else if (r.reason instanceof this.nats.transport.errors.InvalidArgumentError) {
           // nats.js refused it before sending (a payload over max_payload): sending again never helps.
           const record = write.records[k]!
           const frame = record.kind === 'publish' || record.kind === 'dead' ? record : undefined
           const channel = record.kind === 'publish' ? record.channel : record.kind === 'dead' ? record.deadLetter : ''
-          this.fail(write, (frame && this.tooLarge(channel, frame.frame, true)) ?? this.refused(r.reason))
+          this.writes.fail(write, (frame && this.tooLarge(channel, frame.frame, true)) ?? this.refused(r.reason))
         } else again.push(write.records[k]!)
       })
       if (write.settled) return
       if (again.length === 0) {
-        this.succeed(write)
+        this.writes.succeed(write)
         return
       }
       write.records = again
@@ -635,7 +578,7 @@ export class NatsDriver implements Driver {
   }
 
   async flushed(): Promise<void> {
-    await Promise.allSettled([...this.unsettled])
+    await this.writes.settled()
   }
 
   // --- readers ------------------------------------------------------------------------------
@@ -735,7 +678,7 @@ export class NatsDriver implements Driver {
     for (const r of this.mirrors.values()) r.stop()
     for (const r of this.groups.values()) r.stop()
     this.queue.length = 0
-    for (const write of [...this.writes]) this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made'))
+    this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made'))
     this.held.clear()
     // What the connection still has to send goes out first; then it closes.
     const nc = this.nc

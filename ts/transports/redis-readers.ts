@@ -6,6 +6,7 @@
  */
 import type { ChannelRef, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
+import { threshold } from './writes.js'
 import type { Connection, RedisDriver } from './redis.js'
 
 /** Compares two stream entry ids (`<ms>-<seq>`). */
@@ -28,11 +29,6 @@ export type Entry = [Buffer, Array<Buffer> | null]
 /** Whether a retention count limits anything (0, like Infinity, is no limit in Orrery). */
 export function limited(bound: number | undefined): bound is number {
   return bound !== undefined && bound > 0 && Number.isFinite(bound)
-}
-
-/** The broker's delivery threshold for a group: a little over its visibility timeout. */
-export function threshold(group: GroupRef): number {
-  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
 }
 
 /** The broker time of an entry id (`<ms>-<n>`). */

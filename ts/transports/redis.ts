@@ -6,10 +6,10 @@
  * means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { LAYOUT as FRAME } from '../frame.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
-import { type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS, threshold } from './redis-readers.js'
+import { type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS } from './redis-readers.js'
+import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
 /** A Lua script of the driver, run as node-redis runs scripts (EVALSHA, EVAL when the server lacks it). */
 type ScriptCall = (...args: Array<string | Buffer>) => Promise<unknown>
@@ -138,21 +138,6 @@ function scripts(redis: RedisModule): Record<keyof Scripts, object> {
 }
 
 /** A write not yet acknowledged: its records still to write, in order. */
-interface PendingWrite {
-  records: Egress[]
-  duplicates: number
-  resolve(duplicates: number): void
-  reject(error: unknown): void
-  timer: ReturnType<typeof setTimeout> | undefined
-  settled: boolean
-}
-
-/** A frame's id bytes as hex (the dedup key): the first metadata string. */
-function frameIdHex(frame: Uint8Array): string {
-  const len = frame[FRAME.headerLen] ?? 0
-  return Buffer.from(frame.buffer, frame.byteOffset + FRAME.headerLen + 1, len).toString('hex')
-}
-
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
@@ -167,10 +152,8 @@ export class RedisDriver implements Driver {
   private readonly kept = new Map<string, BrokerRetention>()
   /** Timers holding entries nacked with a delay past the threshold. */
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
-  /** Every write not settled yet (what `flushed` waits for). */
-  private readonly unsettled = new Set<Promise<number>>()
-  /** The same writes, queued or in flight: `close` fails them all. */
-  private readonly writes = new Set<PendingWrite>()
+  /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
+  private readonly writes = new Writes()
   private readonly mirrors = new Map<number, MirrorReader>()
   private readonly groups = new Map<number, GroupReader>()
   private readonly options: { typeMapping: object }
@@ -282,20 +265,10 @@ export class RedisDriver implements Driver {
 
   write(records: readonly Egress[]): Promise<number> {
     if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed', { details: this.where(records) }))
-    let write: PendingWrite | undefined
-    const written = new Promise<number>((resolve, reject) => {
-      write = { records: [...records], duplicates: 0, resolve, reject, timer: undefined, settled: false }
-    })
-    const w = write!
-    w.timer = setTimeout(
-      () => this.fail(w, transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) })),
-      this.config.publishTimeoutMs,
+    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, (w) =>
+      transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) }),
     )
-    this.queue.push(w)
-    this.writes.add(w)
-    this.unsettled.add(written)
-    const forget = () => void this.unsettled.delete(written)
-    written.then(forget, forget)
+    this.queue.push(write)
     this.pump()
     return written
   }
@@ -308,22 +281,6 @@ export class RedisDriver implements Driver {
 
   private timeoutMessage(): string {
     return `redis transport ${this.transport} did not take the write within publishTimeoutMs (${this.config.publishTimeoutMs} ms)`
-  }
-
-  private fail(write: PendingWrite, error: unknown): void {
-    if (write.settled) return
-    write.settled = true
-    this.writes.delete(write)
-    clearTimeout(write.timer)
-    write.reject(error)
-  }
-
-  private succeed(write: PendingWrite): void {
-    if (write.settled) return
-    write.settled = true
-    this.writes.delete(write)
-    clearTimeout(write.timer)
-    write.resolve(write.duplicates)
   }
 
   /**
@@ -358,7 +315,7 @@ export class RedisDriver implements Driver {
           if (r.status === 'fulfilled') {
             if (r.value === null && write.records[k]!.kind === 'publish') write.duplicates++
           } else if (r.reason instanceof this.redis.ErrorReply && !TRANSIENT.test(r.reason.message)) {
-            this.fail(
+            this.writes.fail(
               write,
               transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${r.reason.message}`, {
                 cause: r.reason,
@@ -369,7 +326,7 @@ export class RedisDriver implements Driver {
         })
         if (write.settled) return
         if (again.length === 0) {
-          this.succeed(write)
+          this.writes.succeed(write)
           return
         }
         write.records = again
@@ -489,7 +446,7 @@ export class RedisDriver implements Driver {
   }
 
   async flushed(): Promise<void> {
-    await Promise.allSettled([...this.unsettled])
+    await this.writes.settled()
     // The end of a shutdown (reading stopped, what was held handed back, writes done): this
     // consumer leaves each group it read, unless it still holds entries there.
     if (this.readingStopped) await this.leaveGroups()
@@ -574,8 +531,7 @@ export class RedisDriver implements Driver {
     this.queue.length = 0
     for (const timer of this.holds) clearTimeout(timer)
     this.holds.clear()
-    for (const write of [...this.writes])
-      this.fail(write, transportError('CLOSED', 'this Orrery closed before the write was made', { details: this.where(write.records) }))
+    this.writes.failAll((write) => transportError('CLOSED', 'this Orrery closed before the write was made', { details: this.where(write.records) }))
     this.main?.destroy()
     this.main = undefined
   }

@@ -1,0 +1,83 @@
+/**
+ * What every driver keeps of the writes it was handed: each write's records, the duplicates the
+ * broker found, its caller's Promise and its publishTimeoutMs timer; and what the drivers share
+ * about groups and frames (the broker threshold, the dedup id).
+ */
+import { bytesToHex } from '@noble/hashes/utils.js'
+
+import type { OrreryError } from '../errors.js'
+import { LAYOUT as FRAME } from '../frame.js'
+import type { Egress, GroupRef } from './driver.js'
+
+/** A write a driver queued and has not settled. */
+export interface PendingWrite {
+  records: Egress[]
+  /** Publishes the broker dropped as duplicates so far. */
+  duplicates: number
+  settled: boolean
+  /** When it stops being retried (its publishTimeoutMs ends). */
+  readonly deadline: number
+  readonly resolve: (duplicates: number) => void
+  readonly reject: (error: unknown) => void
+  timer: ReturnType<typeof setTimeout> | undefined
+}
+
+/** The writes of one driver: made, settled once each, failed together at close, awaited by `flushed`. */
+export class Writes {
+  /** Every write not settled yet. */
+  private readonly open = new Set<PendingWrite>()
+  /** Their Promises (what `settled` waits for). */
+  private readonly unsettled = new Set<Promise<number>>()
+
+  /** A write of `records` that fails with `expired(write)` unless settled within `timeoutMs`. */
+  add(records: readonly Egress[], timeoutMs: number, expired: (write: PendingWrite) => OrreryError): { write: PendingWrite; written: Promise<number> } {
+    let write: PendingWrite | undefined
+    const written = new Promise<number>((resolve, reject) => {
+      write = { records: [...records], duplicates: 0, settled: false, deadline: Date.now() + timeoutMs, resolve, reject, timer: undefined }
+    })
+    const w = write!
+    w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
+    this.open.add(w)
+    this.unsettled.add(written)
+    const forget = () => void this.unsettled.delete(written)
+    written.then(forget, forget)
+    return { write: w, written }
+  }
+
+  fail(write: PendingWrite, error: unknown): void {
+    if (this.settle(write)) write.reject(error)
+  }
+
+  succeed(write: PendingWrite): void {
+    if (this.settle(write)) write.resolve(write.duplicates)
+  }
+
+  /** Fails every open write (the driver closed). */
+  failAll(error: (write: PendingWrite) => unknown): void {
+    for (const write of [...this.open]) this.fail(write, error(write))
+  }
+
+  /** Resolves once every write made so far settled, either way. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.unsettled])
+  }
+
+  private settle(write: PendingWrite): boolean {
+    if (write.settled) return false
+    write.settled = true
+    this.open.delete(write)
+    clearTimeout(write.timer)
+    return true
+  }
+}
+
+/** The broker's delivery threshold for a group: a little over its visibility timeout, so the core's lease ends first. */
+export function threshold(group: GroupRef): number {
+  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
+}
+
+/** A frame's id bytes as hex (the broker's dedup id): the first metadata string. */
+export function frameIdHex(frame: Uint8Array): string {
+  const len = frame[FRAME.headerLen] ?? 0
+  return bytesToHex(frame.subarray(FRAME.headerLen + 1, FRAME.headerLen + 1 + len))
+}
