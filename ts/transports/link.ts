@@ -61,6 +61,13 @@ async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transpo
   return new NatsDriver(await loadNats(), options, sink, transport)
 }
 
+/** 64 random bits as 16 hex digits: two processes never share one in practice. */
+function newProcessId(): string {
+  let id = ''
+  for (const b of globalThis.crypto.getRandomValues(new Uint8Array(8))) id += b.toString(16).padStart(2, '0')
+  return id
+}
+
 export class Transports {
   private host: TransportHost | undefined
   private readonly drivers = new Map<number, Driver>()
@@ -71,6 +78,11 @@ export class Transports {
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
   private readonly groups = new Map<number, { ref: GroupRef; driver: Driver }>()
   private closed = false
+  /**
+   * This Orrery's address on its transports, made once per link: 16 random hex digits. Replies
+   * to its requests are sent to it, and the shared registry stamps its events with it.
+   */
+  readonly processId: string = newProcessId()
 
   private constructor(private readonly config: CheckedTransports) {}
 
