@@ -49,6 +49,18 @@ impl PriorityBuffer {
         Some(item)
     }
 
+    /// The lowest buffered sequence number (each lane is in sequence order).
+    #[must_use]
+    pub fn min_seq(&self) -> Option<u64> {
+        self.lanes.iter().filter_map(|l| l.front().map(|i| i.seq)).min()
+    }
+
+    /// Whether `seq` is buffered (tests only: a walk of every lane).
+    #[cfg(test)]
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.lanes.iter().any(|l| l.iter().any(|i| i.seq == seq))
+    }
+
     /// Buffered items.
     #[must_use]
     pub fn len(&self) -> usize {

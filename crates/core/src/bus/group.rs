@@ -394,6 +394,9 @@ impl Bus {
             let ttl_end = frame::expires_at(&p.frame);
             if ttl_end != 0.0 && ttl_end <= now {
                 if let Some(p) = g.pending.remove(&seq) {
+                    if let Some(t) = self.durable.as_deref_mut() {
+                        t.touch(group, seq);
+                    }
                     m.in_flight -= 1;
                     g.stats.expired += 1;
                     expired.push((seq, p.frame, p.deliveries));
@@ -409,6 +412,9 @@ impl Bus {
             p.delivered_at = Some(now);
             p.deliveries += 1;
             delivered += 1;
+            if let Some(t) = self.durable.as_deref_mut() {
+                t.touch(group, seq);
+            }
             // A remote entry's lease runs from ingest (queued then), never from the hand-over.
             if g.remote.is_none() {
                 let (deadline, attempt) = (now + g.options.visibility, p.attempt);
@@ -457,6 +463,9 @@ impl Bus {
         let group = self.current(id, seq, attempt)?;
         if let Some(g) = self.groups.get_mut(group) {
             g.pending.remove(&seq);
+            if let Some(t) = self.durable.as_deref_mut() {
+                t.touch(group, seq);
+            }
             if let Some(r) = g.remote.as_deref_mut() {
                 r.settle(&mut self.egress, remote::ACK, group, seq, 0.0);
             }
@@ -520,6 +529,9 @@ impl Bus {
         let Some(p) = g.pending.remove(&seq) else {
             return;
         };
+        if let Some(t) = self.durable.as_deref_mut() {
+            t.touch(group, seq);
+        }
         g.stats.dead_lettered += 1;
         let channel = g.channel;
         if g.remote.is_some() {

@@ -52,6 +52,12 @@ pub struct Log {
 }
 
 impl Log {
+    /// An empty log whose next append gets `seq` (a durable channel read back from disk).
+    #[must_use]
+    pub fn starting_at(seq: u64) -> Self {
+        Self { next_seq: seq, ..Self::default() }
+    }
+
     /// Appends a frame and returns its sequence number. `now` is kept monotone so that a
     /// host clock that steps back cannot break time-based replay.
     pub fn append(&mut self, frame: Frame, priority: u8, now: Millis) -> u64 {

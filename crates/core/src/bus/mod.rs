@@ -19,6 +19,7 @@ mod group;
 mod log;
 mod options;
 mod outbox;
+pub mod persist;
 mod remote;
 mod request;
 mod timer;
@@ -160,6 +161,8 @@ pub struct Bus {
     timers: Timers,
     /// Egress records for the transports' driver, in the order made (`remote.rs`).
     egress: Vec<u8>,
+    /// What the disk holds of the durable channels, once one is open (`persist.rs`).
+    durable: Option<Box<persist::Tracker>>,
 }
 
 impl Default for Bus {
@@ -193,6 +196,7 @@ impl Bus {
             room_epoch: 0,
             timers: Timers::default(),
             egress: Vec::new(),
+            durable: None,
         }
     }
 
@@ -364,6 +368,9 @@ impl Bus {
         let priority = frame::priority(frame);
         let ch = &mut self.channels[channel as usize];
         let seq = ch.log.append(frame.clone(), priority, now);
+        if let Some(t) = self.durable.as_deref_mut() {
+            t.appended(channel, seq, ch.log.get(seq).map_or(now, |e| e.at), priority, frame);
+        }
         // A mirror's appends were never checked for room: a full subscriber that refuses to lose
         // messages lags in the log instead of growing its buffer without bound.
         let mirror = ch.transport.is_some();
