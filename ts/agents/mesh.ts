@@ -47,6 +47,7 @@ import {
   type Strategy,
 } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
+import { INBOXES, REGISTRY_CHANNEL, SharedRegistry } from './shared.js'
 import { checkAutoscale, TypeAutoscaler, type AutoscaleEvent, type AutoscaleOptions, type Autoscaler } from './autoscale.js'
 import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
@@ -64,6 +65,13 @@ export interface MeshOptions {
   shutdownTimeout?: number
   /** Shut down gracefully on SIGINT and SIGTERM, then let the signal end the process (Node; default false). */
   signals?: boolean
+  /**
+   * Shares the mesh with every process whose Orrery reaches the same broker: the name of a
+   * transport of `Orrery.create({ transports })` (not a `memory` one). The mesh binds its
+   * registry channel and every agent inbox to it, announces its agents there and mirrors the
+   * others' (see docs/agents.md, "A mesh across processes"). One shared mesh per Orrery.
+   */
+  shared?: string
 }
 
 /** How to run agents of a type (defaults per type come from `define`). */
@@ -146,6 +154,10 @@ const MAX_CONCURRENCY = MAX_CAPACITY
 const LEASE_MARGIN_MS = 5_000
 /** Counts the core keeps as 32-bit integers. */
 const U32 = { min: 1, max: 2 ** 32 - 1 }
+/** How long a shared mesh waits for the broker to echo its first event. */
+const JOIN_TIMEOUT_MS = 10_000
+/** The buses (Orrerys) running a shared mesh: one at a time, since inboxes and the registry channel are the Orrery's. */
+const sharing = new WeakSet<Bus>()
 
 /** A token bucket: a rate > 0 and a burst >= 1 (the core's rule), plain numbers only. */
 function checkRateLimit(value: unknown, what: string): RateLimit {
@@ -223,6 +235,26 @@ function checkSupervisor(value: SupervisorSpec): SupervisorSpec {
   return spec
 }
 
+/**
+ * Checks `shared` and binds the shared mesh's channels to the transport it names (before anything
+ * is published or built); returns this process's id.
+ */
+function shareOn(bus: Bus, shared: unknown): string {
+  const transport = text(shared, 'shared', { nonEmpty: true }, 'option')
+  const transports = runnerLink(bus).transports
+  if (transports === undefined)
+    throw new OrreryError('INVALID_OPTION', `shared names transport ${transport}, but this Orrery has no transports (Orrery.create({ transports }))`, {
+      details: { option: 'shared', value: transport },
+    })
+  if (sharing.has(bus))
+    throw new OrreryError('INVALID_OPTION', 'shared: this Orrery runs a shared mesh already (one per Orrery: shut it down first)', {
+      details: { option: 'shared', value: transport },
+    })
+  transports.bindAtRunTime([REGISTRY_CHANNEL, INBOXES], transport, 'shared')
+  sharing.add(bus)
+  return transports.processId
+}
+
 /** Checks a mesh's options, and turns them into the core's settings. */
 function coreOptions(options: MeshOptions): MeshCoreOptions {
   const hb = checkOptions(options.heartbeat, 'heartbeat', 'option')
@@ -270,13 +302,33 @@ export class Mesh {
   private released = false
   /** Everything that happens: registry, agent and supervisor events. */
   readonly events: Observable<MeshEvent>
+  /** Set when the mesh is shared: what tells other processes about its agents and mirrors theirs. */
+  private readonly shared: SharedRegistry | undefined
+  /** In a shared mesh, this process's id (agents' `process`); undefined otherwise. */
+  readonly process: string | undefined
 
   /** @internal Use `orrery.mesh()`. */
   static async create(backend: Backend, bus: Bus, clock: () => number, options: MeshOptions | undefined, onClose?: (mesh: Mesh) => void): Promise<Mesh> {
     const checked = checkOptions(options)
     const settings = coreOptions(checked)
-    const metrics = checked.metrics ? await promMetrics(checked.metrics) : noMetrics
-    return new Mesh(backend, bus, clock, checked, settings, metrics, onClose)
+    const process = checked.shared === undefined ? undefined : shareOn(bus, checked.shared)
+    let mesh: Mesh
+    try {
+      const metrics = checked.metrics ? await promMetrics(checked.metrics) : noMetrics
+      mesh = new Mesh(backend, bus, clock, checked, settings, metrics, onClose, process)
+    } catch (error) {
+      if (process !== undefined) sharing.delete(bus)
+      throw error
+    }
+    if (mesh.shared) {
+      try {
+        await mesh.shared.start(JOIN_TIMEOUT_MS)
+      } catch (error) {
+        mesh.close()
+        throw error
+      }
+    }
+    return mesh
   }
 
   private constructor(
@@ -287,6 +339,7 @@ export class Mesh {
     settings: MeshCoreOptions,
     metrics: AgentMetrics,
     private readonly onClose: ((mesh: Mesh) => void) | undefined,
+    process: string | undefined,
   ) {
     const core: MeshCore = backend.createMesh(settings)
     this.logger = options.logger ?? silentLogger
@@ -298,6 +351,14 @@ export class Mesh {
     this.unhandled = unhandled
     this.events = eventStream(this.subject, unhandled)
     this.registry = Registry.create(core, now, unhandled)
+    this.process = process
+    this.shared =
+      process === undefined
+        ? undefined
+        : new SharedRegistry(
+            { bus, registry: this.registry, interval: settings.interval, logger: this.logger, load: (id) => this.runners.get(id)?.inFlight ?? 0 },
+            process,
+          )
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
     const interval = settings.interval
     this.host = {
@@ -306,6 +367,7 @@ export class Mesh {
       core,
       metrics,
       interval,
+      inboxFrom: process === undefined ? 'latest' : 'earliest',
       now,
       crashed: (runner, reason, error) => this.crashed(runner, reason, error),
       report: (event) => this.subject.next({ ...event, at: now() }),
@@ -313,8 +375,13 @@ export class Mesh {
     this.registryEvents = this.registry.events.subscribe((event) => {
       this.subject.next(event)
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
+      // Another process's agents are that process's to restart, never this one's.
       const lost =
-        (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event.agent : undefined
+        event.type !== 'health' && event.type !== 'deregistered'
+          ? undefined
+          : event.remote || !(event.type === 'health' ? event.to === 'offline' : event.reason === 'missed-heartbeats')
+            ? undefined
+            : event.agent
       const runner = lost === undefined ? undefined : this.runners.get(lost)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
         this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost} stopped beating`))
@@ -342,7 +409,7 @@ export class Mesh {
     const replicas = merged.replicas ?? 1
     const ids: string[] = []
     for (let i = 0; i < replicas; i++) {
-      const id = merged.id !== undefined ? (replicas === 1 ? merged.id : `${merged.id}-${i + 1}`) : `${type}-${def.count + i + 1}`
+      const id = merged.id !== undefined ? (replicas === 1 ? merged.id : `${merged.id}-${i + 1}`) : this.generatedId(type, def.count + i + 1)
       // Every id is checked before any agent starts (a suffix may take one past the limit).
       ids.push(checkName(id, 'id', 'option', MAX_AGENT_ID))
     }
@@ -404,8 +471,8 @@ export class Mesh {
         },
         nextId: (t) => {
           let id: string
-          do id = `${t}-${++def.count}`
-          while (this.starting.has(id) || this.runners.has(id))
+          do id = this.generatedId(t, ++def.count)
+          while (this.starting.has(id) || this.runners.has(id) || this.registry.owner(id) !== undefined)
           return id
         },
         start: (id, t, spawn) => this.startAgent(id, t, { ...def.defaults, ...spawn }, undefined),
@@ -512,6 +579,8 @@ export class Mesh {
       for (const a of [...this.scalers]) a.close()
       for (const s of this.supervisors) s.stop()
       await Promise.all([...this.runners.values()].map((r) => this.stopRunner(r, timeout)))
+      // The other processes hear of every stop before this resolves (not after a heartbeat deadline).
+      await this.shared?.flushed()
       this.release()
     })()
     return this.closing
@@ -536,12 +605,25 @@ export class Mesh {
   private release(): void {
     if (this.released) return
     this.released = true
+    if (this.shared) {
+      this.shared.close()
+      sharing.delete(this.bus)
+    }
     this.router.close()
     this.registryEvents.unsubscribe()
     for (const [signal, handler] of this.signalHandlers) process.off(signal, handler)
     this.registry.close()
     this.subject.complete()
     this.onClose?.(this)
+  }
+
+  /**
+   * An agent id made by `spawn` or an autoscaler: `<type>-<n>`, and in a shared mesh
+   * `<type>-<n>.<the first 8 digits of the process id>`, so two processes spawning a type never
+   * make the same id.
+   */
+  private generatedId(type: string, n: number): string {
+    return this.process === undefined ? `${type}-${n}` : `${type}-${n}.${this.process.slice(0, 8)}`
   }
 
   private async startAgent(id: string, type: string, options: SpawnOptions, supervisor: Supervisor | undefined): Promise<AgentRunner> {

@@ -54,6 +54,10 @@ export interface AgentInfo {
   readonly inFlight: number
   readonly lastBeat: number
   readonly breaker: BreakerState
+  /** Whether it runs in another process (a shared mesh's registry mirrors those). */
+  readonly remote: boolean
+  /** In a shared mesh, the id of the process running it (`mesh.process` for this one's); else undefined. */
+  readonly process: string | undefined
 }
 
 /**
@@ -66,12 +70,20 @@ export type AgentQuery = string | { capability: string; tags?: readonly string[]
 
 /** Something that happened to an agent. */
 export type RegistryEvent =
-  | { type: 'registered'; agent: string; agentType: string; at: number }
-  | { type: 'health'; agent: string; from: Health; to: Health; at: number }
-  | { type: 'deregistered'; agent: string; from: Health; at: number; reason: 'requested' | 'missed-heartbeats' }
+  | ({ type: 'registered'; agent: string; agentType: string; at: number } & RemoteTag)
+  | ({ type: 'health'; agent: string; from: Health; to: Health; at: number } & RemoteTag)
+  | ({ type: 'deregistered'; agent: string; from: Health; at: number; reason: 'requested' | 'missed-heartbeats' } & RemoteTag)
   | { type: 'breaker'; agent: string; from: BreakerState; to: BreakerState; at: number }
   /** The engine failed under the registry's timer (a core panic, a poisoned wasm instance): reported once, no timer is armed again. */
   | { type: 'engine-failed'; error: OrreryError; at: number }
+
+/** What the events of an agent of another process carry (a shared mesh): `remote: true` and the process's id. */
+export interface RemoteTag {
+  remote?: true
+  process?: string
+}
+
+const LOCAL: RemoteTag = Object.freeze({})
 
 /** An exponential backoff. */
 export interface BackoffOptions {
@@ -196,6 +208,11 @@ interface Known {
   readonly tags: readonly string[]
   /** The agent's inbox channel (routing sends there). */
   readonly inbox: string
+  readonly bulkhead: number
+  /** The process running it, in a shared mesh. */
+  readonly process: string | undefined
+  /** Set for an agent of another process: what its events carry. */
+  readonly tag: RemoteTag
 }
 
 /**
@@ -287,6 +304,8 @@ export class Registry {
   )
   private closed = false
   private engineFailed = false
+  /** @internal This process's id when the mesh is shared (its agents' `process`). */
+  process: string | undefined
   /** Health transitions, breaker moves, registrations and deregistrations, as they happen. */
   readonly events: Observable<RegistryEvent>
 
@@ -308,6 +327,30 @@ export class Registry {
 
   /** Registers an agent; it starts `initializing` until its first heartbeat. */
   register(agent: AgentRegistration): AgentInfo {
+    return this.add(agent, undefined)
+  }
+
+  /**
+   * @internal Mirrors an agent of process `process` (a shared mesh): checked as a local
+   * registration is, since it came from the broker; heartbeats on arrival keep it alive.
+   */
+  registerRemote(agent: AgentRegistration, process: string): AgentInfo {
+    return this.add(agent, process)
+  }
+
+  /** @internal The agent of this id and, for another process's, that process's id. */
+  owner(id: string): { remote: boolean; process: string | undefined } | undefined {
+    const known = this.byId.get(id)
+    return known && { remote: known.tag !== LOCAL, process: known.process }
+  }
+
+  /** @internal What registering agent `id` took (a shared mesh announces it). */
+  registration(id: string): AgentRegistration | undefined {
+    const known = this.byId.get(id)
+    return known && { id: known.id, type: known.type, capabilities: known.capabilities, tags: known.tags, bulkhead: known.bulkhead }
+  }
+
+  private add(agent: AgentRegistration, remoteProcess: string | undefined): AgentInfo {
     this.assertOpen()
     // Every field is checked before the core sees it: wasm would coerce or misread a wrong type.
     checkOptions(agent, 'agent')
@@ -315,8 +358,13 @@ export class Registry {
     checkName(agent.type, 'type', 'option')
     const capabilities = checkCapabilities(agent.capabilities, 'capabilities')
     const tags = agent.tags === undefined ? [] : checkTags(agent.tags, 'tags')
-    if (this.byId.has(agent.id))
-      throw new OrreryError('DUPLICATE_AGENT', `agent ${JSON.stringify(agent.id)} is registered already`, { details: { agent: agent.id } })
+    const existing = this.byId.get(agent.id)
+    if (existing)
+      throw new OrreryError(
+        'DUPLICATE_AGENT',
+        `agent ${JSON.stringify(agent.id)} is registered already${existing.tag === LOCAL ? '' : ` (it runs in process ${existing.process})`}`,
+        { details: { agent: agent.id } },
+      )
     const bulkhead = intOr(agent.bulkhead, 0, 'bulkhead', { max: 0xffffffff })
     const lines = capabilities.map((c) => {
       if (/\s/.test(c.version))
@@ -332,10 +380,13 @@ export class Registry {
       capabilities: capabilities.map((c) => Object.freeze({ ...c })),
       tags: [...tags],
       inbox: `inbox.${agent.id}`,
+      bulkhead,
+      process: remoteProcess ?? this.process,
+      tag: remoteProcess === undefined ? LOCAL : Object.freeze({ remote: true, process: remoteProcess }),
     }
     this.slots[handle & SLOT_MASK] = known
     this.byId.set(agent.id, known)
-    this.subject.next({ type: 'registered', agent: agent.id, agentType: agent.type, at: now })
+    this.subject.next({ type: 'registered', agent: agent.id, agentType: agent.type, at: now, ...known.tag })
     this.changed()
     return this.info(known)
   }
@@ -346,7 +397,7 @@ export class Registry {
     const from = HEALTHS[this.core.agentState(known.handle)[0]!]!
     this.core.deregister(known.handle)
     this.forget(known)
-    this.subject.next({ type: 'deregistered', agent: id, from, at: this.now(), reason: 'requested' })
+    this.subject.next({ type: 'deregistered', agent: id, from, at: this.now(), reason: 'requested', ...known.tag })
   }
 
   /** An agent's heartbeat, reporting its health (default `healthy`). */
@@ -411,6 +462,8 @@ export class Registry {
       inFlight,
       lastBeat,
       breaker: BREAKER_STATES[breaker]!,
+      remote: known.tag !== LOCAL,
+      process: known.process,
     })
     const slot = handle & SLOT_MASK
     let at = slot * SEEN_STRIDE
@@ -571,9 +624,9 @@ export class Registry {
         this.subject.next({ type: 'breaker', agent: known.id, from: BREAKER_STATES[flat[i + 2]!]!, to: BREAKER_STATES[flat[i + 3]!]!, at })
       } else if (flat[i + 3]! < 0) {
         this.forget(known)
-        this.subject.next({ type: 'deregistered', agent: known.id, from: HEALTHS[flat[i + 2]!]!, at, reason: 'missed-heartbeats' })
+        this.subject.next({ type: 'deregistered', agent: known.id, from: HEALTHS[flat[i + 2]!]!, at, reason: 'missed-heartbeats', ...known.tag })
       } else {
-        this.subject.next({ type: 'health', agent: known.id, from: HEALTHS[flat[i + 2]!]!, to: HEALTHS[flat[i + 3]!]!, at })
+        this.subject.next({ type: 'health', agent: known.id, from: HEALTHS[flat[i + 2]!]!, to: HEALTHS[flat[i + 3]!]!, at, ...known.tag })
       }
     }
   }
@@ -612,6 +665,8 @@ export class Registry {
       inFlight: state[1]!,
       lastBeat: state[2]!,
       breaker: BREAKER_STATES[this.core.breakerState(known.handle, this.now())]!,
+      remote: known.tag !== LOCAL,
+      process: known.process,
     }
   }
 

@@ -63,6 +63,11 @@ export interface RunnerHost {
   readonly core: MeshCore
   readonly metrics: AgentMetrics
   readonly interval: number
+  /**
+   * Where a new inbox group starts: `earliest` in a shared mesh, where another process may send
+   * to an agent it heard of before the agent's group exists on the broker.
+   */
+  readonly inboxFrom: 'earliest' | 'latest'
   now(): number
   /** The agent crashed (a fatal handler error, or lost heartbeats): its supervisor decides. */
   crashed(runner: AgentRunner, reason: string, error: unknown): void
@@ -244,6 +249,7 @@ export class AgentRunner {
 
   private join(): void {
     const group = this.host.bus.group(`inbox.${this.agent.id}`, 'agent', {
+      from: this.host.inboxFrom,
       visibilityTimeout: this.options.handlerTimeout + 5_000,
       maxDeliveries: this.options.retry.attempts + 2,
     })

@@ -190,7 +190,7 @@ function checkBatch(items: unknown): void {
 }
 
 /** @internal The bus as the agent runner sees it: its inbox group, and the link calls it needs. */
-export type RunnerBus = Pick<Bus, 'group'> & RunnerLink
+export type RunnerBus = Pick<Bus, 'group'> & RunnerLink & { readonly transports: Transports | undefined }
 
 /** Each bus's runner link, kept off the class so it is no part of the public surface. */
 const runnerLinks = new WeakMap<Bus, RunnerBus>()
@@ -296,6 +296,8 @@ export class Bus {
       group: (channel, name, options) => this.group(channel, name, options),
       answer: (message, result, error) => this.answer(message, result, error),
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
+      // A shared mesh binds its channels at run time.
+      transports: remote,
     })
   }
 

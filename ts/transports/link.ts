@@ -78,6 +78,10 @@ export class Transports {
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
   private readonly groups = new Map<number, { ref: GroupRef; driver: Driver }>()
   private closed = false
+  /** Bindings made at run time (`bindAtRunTime`), by pattern: consulted before the configured ones. */
+  private readonly runtime = new Map<string, CheckedTransport>()
+  /** Every name interned here, with the transport it was bound to (undefined: unbound). */
+  private readonly interned = new Map<string, CheckedTransport | undefined>()
   /**
    * This Orrery's address on its transports, made once per link: 16 random hex digits. Replies
    * to its requests are sent to it, and the shared registry stamps its events with it.
@@ -142,7 +146,8 @@ export class Transports {
 
   /** A channel interned for the first time: bound before anything else touches it, if a binding matches. */
   intern(name: string, id: number): void {
-    const transport = this.config.rules.match(name)
+    const transport = this.ruleFor(name)
+    this.interned.set(name, transport)
     if (transport === undefined) return
     if (transport.kind === 'memory') {
       this.local.set(id, transport)
@@ -163,6 +168,53 @@ export class Transports {
       }
       if (dl !== undefined) this.track(dl, deadLetter, transport)
     }
+  }
+
+  /** The transport a run-time binding, else a configured one, sends `name` to (a dead letter follows its channel). */
+  private ruleFor(name: string): CheckedTransport | undefined {
+    for (const [pattern, transport] of this.runtime) {
+      const prefix = pattern.endsWith('*') ? pattern.slice(0, -1) : undefined
+      const own = name.endsWith(DEAD_LETTER) ? name.slice(0, -DEAD_LETTER.length) : undefined
+      if (prefix === undefined ? name === pattern || own === pattern : name.startsWith(prefix)) return transport
+    }
+    return this.config.rules.match(name)
+  }
+
+  /**
+   * Binds channels from now on, as `bindings` would have at create: each pattern an exact name or
+   * a prefix ending in `*`, all to the transport named `transport` (`option` names what the caller
+   * was given, for errors). Checked whole first, nothing bound on a refusal (`INVALID_OPTION`): an
+   * unknown or `memory` transport; a channel a pattern covers that is in use already, unbound or
+   * bound elsewhere; a configured binding that sends what a pattern covers elsewhere. A run-time
+   * binding wins over a narrower configured one; binding a pattern again to the same transport is
+   * a no-op.
+   */
+  bindAtRunTime(patterns: readonly string[], transport: string, option: string): void {
+    const target = this.config.transports.find((t) => t.name === transport)
+    const refuse = (why: string) => {
+      throw new OrreryError('INVALID_OPTION', `${option} ${why}`, { details: { option, value: transport } })
+    }
+    if (target === undefined)
+      refuse(
+        `must name a transport of \`transports\` (${this.config.transports.map((t) => t.name).join(', ') || 'none given'}), not ${JSON.stringify(transport)}`,
+      )
+    if (target!.kind === 'memory') refuse(`names transport ${transport}, a memory transport: other processes cannot reach it`)
+    for (const pattern of patterns) {
+      const prefix = pattern.endsWith('*') ? pattern.slice(0, -1) : undefined
+      const earlier = this.runtime.get(pattern)
+      if (earlier !== undefined && earlier !== target) refuse(`binds ${pattern} to ${transport}, bound to ${earlier.name} at run time already`)
+      const configured = this.config.rules.match(prefix ?? pattern)
+      if (configured !== undefined && configured !== target) refuse(`binds ${pattern} to ${transport}, but \`bindings\` send it to ${configured.name}`)
+      for (const [name, bound] of this.interned) {
+        if (bound === target || !(prefix === undefined ? name === pattern : name.startsWith(prefix))) continue
+        refuse(
+          bound === undefined
+            ? `binds ${pattern} to ${transport}, but channel ${name} is in use already, unbound (make the binding before anything uses its channels)`
+            : `binds ${pattern} to ${transport}, but channel ${name} is bound to ${bound.name}`,
+        )
+      }
+    }
+    for (const pattern of patterns) this.runtime.set(pattern, target!)
   }
 
   private track(id: number, name: string, transport: CheckedTransport): void {

@@ -1,0 +1,270 @@
+/**
+ * The shared registry (`orrery.mesh({ shared })`) on each broker: two or three Orrery instances in
+ * this test process stand for processes (each has a link of its own, with its own process id, as
+ * far as the broker can tell). Discovery both ways, a late joiner, direct messages to another
+ * process's agent, a graceful shutdown deregistering at once, heartbeats that stop deregistering
+ * within the deadline, and the refusals of bad `shared` options before anything is published.
+ *
+ * Each test gets a key prefix (Redis) or a subject prefix (NATS) of its own, so the registry
+ * channels of tests and files running at once on one server never meet.
+ */
+import { describe, expect, inject, it } from 'vitest'
+
+import { Agent, type AgentContext, isOrreryError, type MeshEvent, type Mesh, type Message, Orrery, type OrreryOptions } from '../../ts/node.js'
+import { ENGINE } from '../engine.js'
+import { BACKENDS, quiet, stop, until } from './backends.js'
+
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+let tests = 0
+
+/** Heartbeats fast enough for a test: down after 5 missed beats (500 ms), deregistered 500 ms later. */
+const HEARTBEAT = { interval: 100, deregisterAfter: 500 }
+const T = 60_000
+
+class Echo extends Agent {
+  static capabilities = [{ name: 'echo', version: '1.0.0' }]
+  readonly seen: unknown[] = []
+  constructor(context: AgentContext) {
+    super(context)
+    // A routed message (mesh.send) and a request both reach the capability's handler.
+    this.handle('echo', (payload) => {
+      this.seen.push(payload)
+      return payload
+    })
+  }
+}
+
+for (const backend of BACKENDS.filter((b) => b.name !== 'memory')) {
+  const title = `shared registry: ${backend.name} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
+  describe.skipIf(backend.skip !== undefined)(title, () => {
+    if (backend.broken !== undefined) {
+      it('has its server', () => {
+        throw new Error(backend.broken)
+      })
+      return
+    }
+
+    /** Options for an Orrery of this test: transport `main` on the backend, under a prefix of the test's own. */
+    const optionsFor = (ns: string, extra: Partial<OrreryOptions> = {}): OrreryOptions =>
+      backend.name === 'redis'
+        ? { transports: { main: { kind: 'redis', url: inject('redisUrl')!, keyPrefix: `orrery-${ns}:` } }, ...extra }
+        : { transports: { main: { kind: 'nats', servers: inject('natsUrl')!, prefix: ns } }, ...extra }
+
+    /** A namespace per test, and instances opened in it (stopped after the test). */
+    const world = () => {
+      const ns = `rg${RUN}${++tests}`
+      const opened: Orrery[] = []
+      return {
+        ns,
+        opened,
+        async open(extra?: Partial<OrreryOptions>): Promise<Orrery> {
+          const o = await Orrery.create(optionsFor(ns, extra))
+          opened.push(o)
+          return o
+        },
+        async end() {
+          for (const o of opened) await stop(o)
+        },
+      }
+    }
+
+    const ids = (mesh: Mesh, query = 'echo') =>
+      mesh.registry
+        .find({ capability: query, minHealth: 'offline' })
+        .map((a) => a.id)
+        .sort()
+
+    it(
+      'discovers the agents of other processes, both ways and for a late joiner, and tells them apart',
+      async () => {
+        const w = world()
+        try {
+          const [a, b] = [await w.open(), await w.open()]
+          const meshA = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          meshA.define('echo', Echo)
+          const spawned = await meshA.spawn('echo', { replicas: 2 })
+          expect(meshA.process).toMatch(/^[0-9a-f]{16}$/)
+          // Generated ids carry the process: two processes spawning a type never collide.
+          expect(spawned.map((h) => h.id)).toEqual([`echo-1.${meshA.process!.slice(0, 8)}`, `echo-2.${meshA.process!.slice(0, 8)}`])
+
+          // B joins after A's agents registered: it hears of them by asking.
+          const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          meshB.define('echo', Echo)
+          await until(
+            () => ids(meshB).length === 2,
+            10_000,
+            'B to see A agents',
+            () => ids(meshB),
+          )
+          const [seen] = meshB.registry.find('echo')
+          expect(seen).toMatchObject({ remote: true, process: meshA.process, health: 'healthy', type: 'echo' })
+          expect(meshB.process).not.toBe(meshA.process)
+
+          // Then an agent of B's: A hears at once (a register event), with its health.
+          const registeredOnA: MeshEvent[] = []
+          meshA.events.subscribe((e) => {
+            if (e.type === 'registered') registeredOnA.push(e)
+          })
+          const [b1] = await meshB.spawn('echo')
+          await until(
+            () => ids(meshA).length === 3,
+            10_000,
+            'A to see B agent',
+            () => ids(meshA),
+          )
+          expect(registeredOnA).toMatchObject([{ type: 'registered', agent: b1!.id, agentType: 'echo', remote: true, process: meshB.process }])
+          expect(meshA.registry.get(b1!.id)).toMatchObject({ remote: true, process: meshB.process })
+          // Its own agents: not remote, this process's id.
+          expect(meshA.registry.get(spawned[0]!.id)).toMatchObject({ remote: false, process: meshA.process })
+          // Handles are for agents this process runs: the others are in the registry only.
+          expect(meshA.agents().map((h) => h.id)).toEqual(spawned.map((h) => h.id))
+
+          // A third process, later still, sees all three.
+          const c = await w.open()
+          const meshC = await c.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          await until(
+            () => ids(meshC).length === 3,
+            10_000,
+            'C to see every agent',
+            () => ids(meshC),
+          )
+          expect(meshC.registry.list().every((info) => info.remote)).toBe(true)
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    it(
+      "sends a direct message to another process's agent through its inbox",
+      async () => {
+        const w = world()
+        try {
+          const [a, b] = [await w.open(), await w.open()]
+          const meshA = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          meshA.define('echo', Echo)
+          const [handle] = await meshA.spawn('echo')
+          const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          await until(() => ids(meshB).length === 1, 10_000, 'B to see A agent')
+          const sent = await meshB.send('echo', { n: 1 })
+          expect(sent.agent).toBe(handle!.id)
+          const agent = handle!.agent as Echo
+          await until(() => agent.seen.length === 1, 10_000, 'the message to reach the agent in A')
+          expect(agent.seen).toEqual([{ n: 1 }])
+          expect(b.bus.binding(`inbox.${handle!.id}`)).toMatchObject({ transport: 'main', kind: backend.name })
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    it(
+      'a graceful shutdown deregisters at once, long before the liveness deadline',
+      async () => {
+        const w = world()
+        try {
+          const [a, b, c] = [await w.open(), await w.open(), await w.open()]
+          // Slow deadlines: a deregistration that comes fast was the shutdown's, not the liveness machine's.
+          const slow = { interval: 100, deregisterAfter: 30_000 }
+          const meshA = await a.mesh({ shared: 'main', heartbeat: slow })
+          const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          const meshC = await c.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          for (const m of [meshA, meshB, meshC]) m.define('echo', Echo)
+          await meshB.spawn('echo', { replicas: 2 })
+          await meshC.spawn('echo')
+          await until(
+            () => ids(meshA).length === 3,
+            10_000,
+            'A to see every agent',
+            () => ids(meshA),
+          )
+          const gone: Array<MeshEvent & { type: 'deregistered' }> = []
+          meshA.events.subscribe((e) => {
+            if (e.type === 'deregistered') gone.push(e)
+          })
+
+          const started = Date.now()
+          await meshB.shutdown()
+          await until(() => gone.length === 2, 5_000, 'B agents to be deregistered on A')
+          const graceful = Date.now() - started
+          expect(gone.every((e) => e.reason === 'requested' && e.remote === true && e.process === meshB.process)).toBe(true)
+          expect(graceful).toBeLessThan(2_000)
+
+          // C's agent stays: its process still beats.
+          await quiet(HEARTBEAT.interval * 6 + HEARTBEAT.deregisterAfter)
+          expect(ids(meshA)).toEqual(ids(meshC))
+          console.log(`[registry ${backend.name} ${ENGINE}] graceful deregistration seen ${graceful} ms after shutdown() began`)
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    it(
+      'refuses bad `shared` options with INVALID_OPTION naming it, before anything is published',
+      async () => {
+        const w = world()
+        try {
+          const watcher = await w.open()
+          const watch = await watcher.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          const heard: string[] = []
+          watcher.bus.subscribe<{ p: string }>('orrery.registry').subscribe((m: Message<{ p: string }>) => heard.push(m.payload.p))
+
+          const a = await w.open({ transports: { ...optionsFor(w.ns).transports, local: { kind: 'memory' } } })
+          const refused = async (options: unknown, words: RegExp) => {
+            let error: unknown
+            try {
+              await a.mesh(options as never)
+            } catch (e) {
+              error = e
+            }
+            expect(isOrreryError(error, 'INVALID_OPTION'), String(error)).toBe(true)
+            expect((error as { details: Record<string, unknown> }).details['option']).toBe('shared')
+            expect((error as Error).message).toMatch(words)
+          }
+          await refused({ shared: 'nope' }, /shared must name a transport of `transports` \(main, local\)/)
+          await refused({ shared: 'local' }, /memory transport/)
+          await refused({ shared: 5 }, /shared must be a string/)
+          await refused({ shared: '' }, /shared/)
+          await refused({ shared: ['main'] }, /shared must be a string/)
+          // A plain Orrery has no transport to share on.
+          const plain = await Orrery.create()
+          w.opened.push(plain)
+          await expect(plain.mesh({ shared: 'main' })).rejects.toMatchObject({ code: 'INVALID_OPTION', details: { option: 'shared' } })
+
+          // Nothing was bound by the refusals: a good one works, and is the only one.
+          const mesh = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          await refused({ shared: 'main' }, /runs a shared mesh already/)
+          // What the watcher heard of A came after the good call only.
+          await until(() => heard.includes(mesh.process!), 10_000, 'the watcher to hear A')
+          await mesh.shutdown()
+          // Shut down, the Orrery may share a mesh again.
+          const again = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          expect(again.process).toBe(mesh.process)
+          expect(watch.process).not.toBe(mesh.process)
+
+          // A channel the shared mesh would bind, in use already: refused, naming it.
+          const used = await w.open()
+          await used.bus.publish('inbox.someone', 'early')
+          await expect(used.mesh({ shared: 'main' })).rejects.toMatchObject({
+            code: 'INVALID_OPTION',
+            message: expect.stringMatching(/channel inbox\.someone is in use already, unbound/),
+          })
+          // A binding sending the inboxes elsewhere: refused, naming it.
+          const { main } = optionsFor(w.ns).transports!
+          const elsewhere = await w.open({ transports: { main: main!, other: main! }, bindings: { 'inbox.*': 'other' } })
+          await expect(elsewhere.mesh({ shared: 'main' })).rejects.toMatchObject({
+            code: 'INVALID_OPTION',
+            message: expect.stringMatching(/`bindings` send it to other/),
+          })
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+  })
+}

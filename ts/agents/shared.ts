@@ -1,0 +1,307 @@
+/**
+ * A mesh shared by processes (`orrery.mesh({ shared: '<transport>' })`): its registry channel and
+ * every agent inbox are bound to a broker, and each process tells the others about its agents on
+ * the registry channel. Events are stamped with the process's id (its transport link's
+ * `processId`):
+ *
+ * - `hello`: a process joins (or wants one process's agents again, `to`); every process (or that
+ *   one) answers with `register` listing all its agents. A late joiner needs no history: it
+ *   subscribes from the end of the channel, then says hello until it reads its own hello back, so
+ *   every answer comes after its subscription began.
+ * - `register`: agents with their registrations and health.
+ * - `beat`: once per heartbeat interval, every agent of the process with its health and running
+ *   handlers. An agent missing from its process's beat was deregistered; an unknown one is asked
+ *   for (a `hello` to that process, at most once per interval).
+ * - `deregister`: agents that stopped (gracefully, or lost by their own registry).
+ *
+ * The others' agents are mirrored into the local registry, marked remote, and heartbeated as
+ * their process's beats arrive, on this process's clock: the core's liveness machine then marks
+ * them down and deregisters them when the beats stop, as it does for local agents.
+ */
+import type { Subscription } from 'rxjs'
+
+import type { Logger } from './agent.js'
+import type { Bus } from '../bus/bus.js'
+import type { Message } from '../bus/message.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import { HEALTHS, type AgentRegistration, type Registry, type RegistryEvent } from './registry.js'
+
+/** The channel every process of a shared mesh announces its agents on. */
+export const REGISTRY_CHANNEL = 'orrery.registry'
+/** Every agent's inbox, `inbox.<id>`. */
+export const INBOXES = 'inbox.*'
+/** The protocol's version: events of another version are ignored. */
+const VERSION = 1
+/** How often a joining process says hello until it reads its own back. */
+const HELLO_EVERY_MS = 250
+
+/** An agent as a `register` event carries it. */
+interface WireAgent {
+  id: string
+  type: string
+  capabilities: AgentRegistration['capabilities']
+  tags: readonly string[]
+  bulkhead: number
+  /** A health code (`HEALTHS` index). */
+  health: number
+}
+
+type Wire =
+  | { v: number; t: 'hello'; p: string; to?: string }
+  | { v: number; t: 'register'; p: string; agents: WireAgent[] }
+  | { v: number; t: 'beat'; p: string; agents: Array<[id: string, health: number, load: number]> }
+  | { v: number; t: 'deregister'; p: string; agents: string[] }
+
+/** What the shared registry needs of its mesh. */
+export interface SharedHost {
+  readonly bus: Bus
+  readonly registry: Registry
+  readonly interval: number
+  readonly logger: Logger
+  /** Handlers agent `id` of this process runs now. */
+  load(id: string): number
+}
+
+const isString = (value: unknown): value is string => typeof value === 'string'
+
+export class SharedRegistry {
+  /** Remote agents by process. */
+  private readonly byProcess = new Map<string, Set<string>>()
+  /** When each process was last asked for its agents (at most once per interval). */
+  private readonly asked = new Map<string, number>()
+  private readonly pending = new Set<Promise<unknown>>()
+  private subscription: Subscription | undefined
+  private readonly events: Subscription
+  private beatTimer: ReturnType<typeof setInterval> | undefined
+  /** Whether the last beat listed any agent (one empty beat follows the last agent's leaving). */
+  private beatHadAgents = false
+  private joined: (() => void) | undefined
+  private closed = false
+
+  constructor(
+    private readonly host: SharedHost,
+    /** This process's id (its transport link's `processId`). */
+    readonly process: string,
+  ) {
+    host.registry.process = process
+    // Set before any local agent registers: this process's registrations and stops go out as they happen.
+    this.events = host.registry.events.subscribe((event) => this.localEvent(event))
+  }
+
+  /**
+   * Subscribes to the registry channel, then says hello until its own hello comes back (so the
+   * others' answers are read), and starts beating. Rejects with `TRANSPORT_UNAVAILABLE` when the
+   * broker does not echo within `timeoutMs`.
+   */
+  async start(timeoutMs: number): Promise<void> {
+    const { bus } = this.host
+    // Short: a late joiner asks the living instead of replaying, so the broker keeps little.
+    bus.channel(REGISTRY_CHANNEL, { retention: { maxAgeMs: Math.max(60_000, this.host.interval * 10) } })
+    this.subscription = bus.subscribe<Wire>(REGISTRY_CHANNEL, { from: 'latest' }).subscribe((m) => this.receive(m))
+    await new Promise<void>((resolve, reject) => {
+      const started = Date.now()
+      const hello = () => {
+        if (Date.now() - started > timeoutMs) {
+          clearInterval(timer)
+          this.joined = undefined
+          reject(
+            new OrreryError(
+              'TRANSPORT_UNAVAILABLE',
+              `the shared mesh's registry channel ${REGISTRY_CHANNEL} did not echo this process's hello within ${timeoutMs} ms`,
+              {
+                details: { channel: REGISTRY_CHANNEL },
+              },
+            ),
+          )
+          return
+        }
+        this.send({ v: VERSION, t: 'hello', p: this.process })
+      }
+      const timer = setInterval(hello, HELLO_EVERY_MS)
+      this.joined = () => {
+        clearInterval(timer)
+        this.joined = undefined
+        resolve()
+      }
+      hello()
+    })
+    this.beatTimer = setInterval(() => this.beat(), this.host.interval)
+    // Agents keep a process alive; the beat alone must not.
+    ;(this.beatTimer as { unref?: () => void }).unref?.()
+  }
+
+  /** Waits for every event this process published (a graceful stop's deregistrations). */
+  async flushed(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+  }
+
+  /** Stops beating and reading; remote agents stay in the registry (the mesh frees it). */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.beatTimer !== undefined) clearInterval(this.beatTimer)
+    this.subscription?.unsubscribe()
+    this.events.unsubscribe()
+    this.joined = undefined
+  }
+
+  private send(event: Wire): void {
+    if (this.closed && event.t !== 'deregister') return
+    let sent: Promise<unknown>
+    try {
+      sent = this.host.bus.publish(REGISTRY_CHANNEL, event)
+    } catch (error) {
+      sent = Promise.reject(error)
+    }
+    const tracked = sent.then(
+      () => {},
+      (error: unknown) => {
+        // A closed bus is a stop; anything else is reported, never thrown from a timer.
+        if (!isOrreryError(error, 'CLOSED')) this.host.logger.warn({ err: error, event: event.t }, 'the shared registry could not publish')
+      },
+    )
+    this.pending.add(tracked)
+    void tracked.finally(() => this.pending.delete(tracked))
+  }
+
+  /** This process's agents as a `register` event carries them. */
+  private wireAgent(id: string): WireAgent | undefined {
+    const registration = this.host.registry.registration(id)
+    const info = this.host.registry.get(id)
+    if (!registration || !info) return undefined
+    return {
+      id,
+      type: registration.type,
+      capabilities: registration.capabilities,
+      tags: registration.tags ?? [],
+      bulkhead: registration.bulkhead ?? 0,
+      health: HEALTHS.indexOf(info.health),
+    }
+  }
+
+  private localAgents(): string[] {
+    return this.host.registry
+      .list()
+      .filter((a) => !a.remote)
+      .map((a) => a.id)
+  }
+
+  private localEvent(event: RegistryEvent): void {
+    if (event.type === 'registered' && !event.remote) {
+      const agent = this.wireAgent(event.agent)
+      if (agent) this.send({ v: VERSION, t: 'register', p: this.process, agents: [agent] })
+    } else if (event.type === 'deregistered') {
+      if (!event.remote) this.send({ v: VERSION, t: 'deregister', p: this.process, agents: [event.agent] })
+      else {
+        const ids = this.byProcess.get(event.process!)
+        ids?.delete(event.agent)
+        // A process with no agent left here is forgotten (a dead one would otherwise stay listed).
+        if (ids?.size === 0) {
+          this.byProcess.delete(event.process!)
+          this.asked.delete(event.process!)
+        }
+      }
+    }
+  }
+
+  private beat(): void {
+    if (this.closed) return
+    const registry = this.host.registry
+    const agents: Array<[string, number, number]> = []
+    for (const info of registry.list()) if (!info.remote) agents.push([info.id, HEALTHS.indexOf(info.health), this.host.load(info.id)])
+    if (agents.length === 0 && !this.beatHadAgents) return
+    this.beatHadAgents = agents.length > 0
+    this.send({ v: VERSION, t: 'beat', p: this.process, agents })
+  }
+
+  private receive(message: Message<Wire>): void {
+    if (this.closed) return
+    let event: Wire
+    try {
+      event = message.payload
+    } catch (error) {
+      this.host.logger.warn({ err: error }, `a message on ${REGISTRY_CHANNEL} could not be read`)
+      return
+    }
+    if (event === null || typeof event !== 'object' || event.v !== VERSION || !isString(event.p)) return
+    try {
+      if (event.p === this.process) {
+        if (event.t === 'hello' && event.to === undefined) this.joined?.()
+        return
+      }
+      if (event.t === 'hello') {
+        if (event.to === undefined || event.to === this.process) this.announce()
+      } else if (event.t === 'register' && Array.isArray(event.agents)) {
+        for (const agent of event.agents) this.mirror(event.p, agent)
+      } else if (event.t === 'beat' && Array.isArray(event.agents)) {
+        this.beatOf(event.p, event.agents)
+      } else if (event.t === 'deregister' && Array.isArray(event.agents)) {
+        for (const id of event.agents) if (isString(id)) this.forget(event.p, id)
+      }
+    } catch (error) {
+      this.host.logger.warn({ err: error, process: event.p, event: event.t }, `an event on ${REGISTRY_CHANNEL} was refused`)
+    }
+  }
+
+  /** Tells every process (a hello asked for) about all of this process's agents. */
+  private announce(): void {
+    const agents = this.localAgents()
+      .map((id) => this.wireAgent(id))
+      .filter((a): a is WireAgent => a !== undefined)
+    if (agents.length > 0) this.send({ v: VERSION, t: 'register', p: this.process, agents })
+  }
+
+  /** Mirrors an agent of `process`, or refreshes it; an id taken here is kept by its holder. */
+  private mirror(process: string, agent: WireAgent): void {
+    if (agent === null || typeof agent !== 'object' || !isString(agent.id)) return
+    const registry = this.host.registry
+    const owner = registry.owner(agent.id)
+    if (owner !== undefined && !owner.remote) {
+      this.host.logger.warn({ agent: agent.id, process }, `agent ${agent.id} of process ${process} is ignored: an agent of that id runs here`)
+      return
+    }
+    if (owner !== undefined && owner.process !== process) {
+      // The id moved to another process (given explicitly): the newest registration wins.
+      registry.deregister(agent.id)
+    }
+    if (owner === undefined || owner.process !== process) {
+      registry.registerRemote({ id: agent.id, type: agent.type, capabilities: agent.capabilities, tags: agent.tags, bulkhead: agent.bulkhead }, process)
+      const ids = this.byProcess.get(process)
+      if (ids) ids.add(agent.id)
+      else this.byProcess.set(process, new Set([agent.id]))
+    }
+    registry.heartbeat(agent.id, HEALTHS[agent.health] ?? 'healthy')
+  }
+
+  private beatOf(process: string, agents: unknown[]): void {
+    const registry = this.host.registry
+    const listed = new Set<string>()
+    let unknown = false
+    for (const entry of agents) {
+      if (!Array.isArray(entry) || !isString(entry[0])) continue
+      const [id, health] = entry as [string, number]
+      listed.add(id)
+      const owner = registry.owner(id)
+      if (owner === undefined) unknown = true
+      else if (owner.remote && owner.process === process) registry.heartbeat(id, HEALTHS[health] ?? 'healthy')
+    }
+    // What the process no longer lists it deregistered (a deregister this process missed).
+    for (const id of [...(this.byProcess.get(process) ?? [])]) if (!listed.has(id)) this.forget(process, id)
+    if (unknown) this.ask(process)
+  }
+
+  /** Asks `process` for its agents again (an agent of it is unknown here), at most once per interval. */
+  private ask(process: string): void {
+    const now = Date.now()
+    if (now - (this.asked.get(process) ?? Number.NEGATIVE_INFINITY) < this.host.interval) return
+    this.asked.set(process, now)
+    this.send({ v: VERSION, t: 'hello', p: this.process, to: process })
+  }
+
+  private forget(process: string, id: string): void {
+    const owner = this.host.registry.owner(id)
+    if (owner === undefined || !owner.remote || owner.process !== process) return
+    this.byProcess.get(process)?.delete(id)
+    this.host.registry.deregister(id)
+  }
+}
