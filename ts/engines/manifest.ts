@@ -134,7 +134,7 @@ export const FRAME = {
   maxPriority: 3,
 } as const
 
-/** Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead) and ingest kinds (live, group). */
+/** Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead, request, reply) and ingest kinds (live, group, replied). */
 export const REMOTE = {
   headerLen: 32,
   offLength: 0,
@@ -142,13 +142,18 @@ export const REMOTE = {
   offId: 8,
   offPosLen: 12,
   offCount: 16,
+  offRouteLen: 20,
   offValue: 24,
+  routeTimeoutLen: 8,
   publish: 1,
   ack: 2,
   release: 3,
   dead: 4,
+  request: 5,
+  reply: 6,
   live: 1,
   group: 2,
+  replied: 3,
 } as const
 
 /** Call-block slot counts: slot 0 the target, then the arguments; results from slot 0. */
@@ -200,11 +205,12 @@ export const OVERFLOW = {
   reject: 2,
 } as const
 
-/** What a reply call returns. `own`: the request was the replying endpoint's, settled in the core and not queued, so the host resolves it from the frame it sent. */
+/** What a reply call returns. `own`: the request was the replying endpoint's, settled in the core and not queued, so the host resolves it from the frame it sent. `remote`: the request was another process's, the reply left as egress. */
 export const REPLIED = {
   late: 0,
   queued: 1,
   own: 2,
+  remote: 3,
 } as const
 
 /** Event kinds, by the code an event record carries (`EventKind`). */
@@ -342,4 +348,4 @@ export const FAILURE_REASONS = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = '1df4431087b0320d'
+export const MANIFEST_HASH = 'd241c13172564ca8'

@@ -140,7 +140,8 @@ pub fn bus_request(batch: Uint8ArraySlice<'_>) -> Result<()> {
 
 /// Sends a reply (call block: slot); the result is 0 when its request already timed out, 1 when
 /// it was queued for the requester, 2 when the request was this endpoint's own (settled, not
-/// queued: JS resolves it from the frame it holds, without a drain).
+/// queued: JS resolves it from the frame it holds, without a drain), 3 when it was another
+/// process's (the reply left as egress).
 #[napi(catch_unwind)]
 #[allow(clippy::needless_pass_by_value, reason = "napi hands over a JS-owned view")]
 pub fn bus_reply(batch: Uint8ArraySlice<'_>) -> Result<()> {

@@ -156,7 +156,8 @@ impl WasmBus {
     }
 
     /// Sends a reply: 0 when its request already timed out, 1 when it was queued for the
-    /// requester, 2 when the request was this bus's own (settled, not queued: JS resolves it).
+    /// requester, 2 when the request was this bus's own (settled, not queued: JS resolves it), 3
+    /// when it was another process's (the reply left as egress).
     pub fn reply(&mut self, batch: &[u8]) -> Result<u32, JsValue> {
         self.bus.reply_from(EP, batch).map(|r| r as u32).map_err(to_js)
     }

@@ -183,7 +183,7 @@ pub mod bus_wire {
     /// What became of a reply: the codes a reply call returns. `own`: the request was the
     /// replying endpoint's, settled in the core and not queued; the host resolves it itself.
     pub const REPLIED: &[(&str, Replied)] =
-        &[("late", Replied::Late), ("queued", Replied::Queued), ("own", Replied::Own)];
+        &[("late", Replied::Late), ("queued", Replied::Queued), ("own", Replied::Own), ("remote", Replied::Remote)];
     /// Event kinds, by the code an event record carries.
     pub const EVENT_KINDS: &[(EventKind, &str)] = &[
         (EventKind::SlowConsumer, "slow-consumer"),
@@ -447,7 +447,7 @@ fn bus_codes(out: &mut String) {
     let replied: Vec<(&str, f64)> = b::REPLIED.iter().map(|&(name, code)| (name, f64::from(code as u8))).collect();
     keyed(
         out,
-        "What a reply call returns. `own`: the request was the replying endpoint's, settled in the core and not queued, so the host resolves it from the frame it sent.",
+        "What a reply call returns. `own`: the request was the replying endpoint's, settled in the core and not queued, so the host resolves it from the frame it sent. `remote`: the request was another process's, the reply left as egress.",
         "REPLIED",
         &replied,
     );
@@ -562,7 +562,7 @@ fn layouts(out: &mut String) {
     let remote: Vec<(&str, f64)> = crate::bus::REMOTE_LAYOUT.iter().map(|&(name, value)| (name, n(value))).collect();
     object(
         out,
-        "Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead) and ingest kinds (live, group).",
+        "Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead, request, reply) and ingest kinds (live, group, replied).",
         "REMOTE",
         &remote,
     );

@@ -45,10 +45,11 @@ impl Arena {
     }
 
     /// Copies a checked frame that came from a transport in, moved to this process's id of its
-    /// channel (ids are per process) and stamped as [`Arena::store`] stamps.
-    pub fn store_on(&mut self, bytes: &[u8], channel: u32, now: Millis) -> Frame {
+    /// channel (ids are per process), stamped as [`Arena::store`] stamps and carrying
+    /// `reply_token` (a local one: the broker's is another process's).
+    pub fn store_on(&mut self, bytes: &[u8], channel: u32, now: Millis, reply_token: u32) -> Frame {
         let mut frame = self.store_raw(bytes, now);
-        frame::set_reply_token(&mut frame, 0);
+        frame::set_reply_token(&mut frame, reply_token);
         frame[frame::OFF_CHANNEL..frame::OFF_CHANNEL + 4].copy_from_slice(&channel.to_le_bytes());
         frame.freeze()
     }

@@ -22,26 +22,41 @@
 //! acked away. A remote entry's dead letter names its broker position in
 //! `x-orrery-origin-seq` (as text if UTF-8, else hex): the local seq means nothing elsewhere.
 //!
+//! Requests cross too. A request on a bound channel becomes a REQUEST record (the frame carries
+//! the requester's reply token, the value its timeout); the requester keeps it open here as a
+//! local request is kept (deadline, `RequestTimeout`, late replies counted). The driver adds
+//! this process's *reply address* and writes it as a publish. A LIVE or GROUP record read back
+//! with a *route* (that address and the timeout) gives the frame a fresh local reply token,
+//! mapped to the route and the requester's token until ingest time + the timeout (the core's
+//! timers then drop it: memory stays bounded). A reply to such a token is a REPLY record to
+//! the address, its frame carrying the requester's token again; the requester's driver ingests
+//! it as a REPLY record, settled by token as a local reply is (late once timed out).
+//!
 //! Records, both ways, are laid end to end; all numbers little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0  | 4 | record length: header, position and frame |
-//! | 4  | 1 | kind: egress [`PUBLISH`], [`ACK`], [`RELEASE`], [`DEAD`]; ingest [`LIVE`], [`GROUP`] |
+//! | 0  | 4 | record length: header, position, route and frame |
+//! | 4  | 1 | kind: egress [`PUBLISH`], [`ACK`], [`RELEASE`], [`DEAD`], [`REQUEST`], [`REPLY`]; ingest [`LIVE`], [`GROUP`], [`REPLIED`] |
 //! | 5  | 3 | zero |
-//! | 8  | 4 | channel id (PUBLISH, LIVE) or group id |
-//! | 12 | 4 | position length (0 for PUBLISH and LIVE) |
+//! | 8  | 4 | channel id (PUBLISH, REQUEST, REPLY, LIVE) or group id (0 for REPLIED) |
+//! | 12 | 4 | position length (0 but for ACK, RELEASE, DEAD and GROUP) |
 //! | 16 | 4 | GROUP: the broker's delivery count (>= 1); otherwise 0 |
-//! | 20 | 4 | zero |
-//! | 24 | 8 | f64: PUBLISH the dedup window (ms), RELEASE the delay (ms), LIVE the broker time (ms); else 0 |
-//! | 32 | … | the position (the broker's, opaque), then the frame (PUBLISH, DEAD, LIVE, GROUP) |
+//! | 20 | 4 | route length: LIVE, GROUP: 0, or 8 + the reply address's length; REPLY: the address's length; otherwise 0 |
+//! | 24 | 8 | f64: PUBLISH the dedup window (ms), REQUEST the timeout (ms), RELEASE the delay (ms), LIVE the broker time (ms); else 0 |
+//! | 32 | … | the position (the broker's, opaque), the route, then the frame (PUBLISH, REQUEST, REPLY, DEAD, LIVE, GROUP, REPLIED) |
+//!
+//! An ingest route is the requester's timeout (f64, ms, > 0, may be infinite) then its reply
+//! address (opaque, at least one byte); a REPLY's route is the address alone. A REPLY's
+//! channel id is the bound channel the request came on (the driver it leaves by).
 
 use std::fmt::Write as _;
 
 use rustc_hash::FxHashMap;
 
 use super::group::Pending;
-use super::Bus;
+use super::request::Request;
+use super::{Bus, Frame};
 use crate::error::BusError;
 use crate::frame;
 use crate::names::ChannelId;
@@ -59,8 +74,12 @@ pub const OFF_ID: usize = 8;
 pub const OFF_POS_LEN: usize = 12;
 /// Offset of the broker's delivery count.
 pub const OFF_COUNT: usize = 16;
+/// Offset of the route length.
+pub const OFF_ROUTE_LEN: usize = 20;
 /// Offset of the f64 value.
 pub const OFF_VALUE: usize = 24;
+/// Bytes of an ingest route before its reply address: the requester's timeout.
+pub const ROUTE_TIMEOUT_LEN: usize = 8;
 /// Egress: a frame to publish on the broker.
 pub const PUBLISH: u8 = 1;
 /// Egress: a group delivery is done; the broker forgets it.
@@ -69,26 +88,37 @@ pub const ACK: u8 = 2;
 pub const RELEASE: u8 = 3;
 /// Egress: a group delivery is dead: its dead-letter frame is published and the entry acked.
 pub const DEAD: u8 = 4;
+/// Egress: a request, to publish with this process's reply address.
+pub const REQUEST: u8 = 5;
+/// Egress: a reply to a request another process made, for its reply address.
+pub const REPLY: u8 = 6;
 /// Ingest: a broadcast frame for the channel's mirror.
 pub const LIVE: u8 = 1;
 /// Ingest: a frame delivered to this process's consumer of a group.
 pub const GROUP: u8 = 2;
+/// Ingest: a reply to one of this process's requests.
+pub const REPLIED: u8 = 3;
 
 /// Every layout constant by name, for the manifest (`REMOTE`).
-pub const LAYOUT: [(&str, usize); 13] = [
+pub const LAYOUT: [(&str, usize); 18] = [
     ("headerLen", HEADER_LEN),
     ("offLength", OFF_LENGTH),
     ("offKind", OFF_KIND),
     ("offId", OFF_ID),
     ("offPosLen", OFF_POS_LEN),
     ("offCount", OFF_COUNT),
+    ("offRouteLen", OFF_ROUTE_LEN),
     ("offValue", OFF_VALUE),
+    ("routeTimeoutLen", ROUTE_TIMEOUT_LEN),
     ("publish", PUBLISH as usize),
     ("ack", ACK as usize),
     ("release", RELEASE as usize),
     ("dead", DEAD as usize),
+    ("request", REQUEST as usize),
+    ("reply", REPLY as usize),
     ("live", LIVE as usize),
     ("group", GROUP as usize),
+    ("replied", REPLIED as usize),
 ];
 
 /// What a group on a bound channel keeps beside its pending entries.
@@ -123,19 +153,52 @@ impl RemoteGroup {
 
 /// Appends one egress record; returns where its frame starts.
 fn push(egress: &mut Vec<u8>, kind: u8, id: u32, pos: &[u8], value: f64, frame: &[u8]) -> usize {
-    let len = HEADER_LEN + pos.len() + frame.len();
+    push_routed(egress, kind, id, pos, &[], value, frame)
+}
+
+/// Appends one egress record with a route; returns where its frame starts.
+fn push_routed(egress: &mut Vec<u8>, kind: u8, id: u32, pos: &[u8], route: &[u8], value: f64, frame: &[u8]) -> usize {
+    let len = HEADER_LEN + pos.len() + route.len() + frame.len();
     egress.reserve(len);
-    // Frames are at most maxMessageBytes (a u32) and positions a few dozen bytes.
+    // Frames are at most maxMessageBytes (a u32); positions and routes a few dozen bytes.
     egress.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
     egress.extend_from_slice(&[kind, 0, 0, 0]);
     egress.extend_from_slice(&id.to_le_bytes());
     egress.extend_from_slice(&u32::try_from(pos.len()).unwrap_or(u32::MAX).to_le_bytes());
-    egress.extend_from_slice(&[0; 8]);
+    egress.extend_from_slice(&[0; 4]);
+    egress.extend_from_slice(&u32::try_from(route.len()).unwrap_or(u32::MAX).to_le_bytes());
     egress.extend_from_slice(&value.to_le_bytes());
     egress.extend_from_slice(pos);
+    egress.extend_from_slice(route);
     let at = egress.len();
     egress.extend_from_slice(frame);
     at
+}
+
+/// Queues a checked request frame as a REQUEST record: stamped as a publish is, carrying the
+/// requester's reply token and its timeout.
+pub(super) fn push_request(egress: &mut Vec<u8>, bytes: &[u8], token: u32, timeout: Millis, now: Millis) {
+    let channel = frame::channel(bytes);
+    let at = push(egress, REQUEST, channel, &[], timeout, bytes);
+    frame::stamp(&mut egress[at..], now);
+    frame::set_reply_token(&mut egress[at..], token);
+}
+
+/// Where the reply to another process's request goes: kept with the local reply token the
+/// request was given here (an open request whose deadline is the route's expiry).
+#[derive(Debug)]
+pub(super) struct Route {
+    /// The requester's reply address.
+    address: Box<[u8]>,
+    /// The requester's reply token.
+    token: u32,
+}
+
+/// Queues a checked reply frame to a route as a REPLY record, carrying the requester's token;
+/// `channel` is the bound channel the request came on.
+pub(super) fn push_reply(egress: &mut Vec<u8>, route: &Route, channel: ChannelId, bytes: &[u8]) {
+    let at = push_routed(egress, REPLY, channel, &[], &route.address, 0.0, bytes);
+    frame::set_reply_token(&mut egress[at..], route.token);
 }
 
 /// Queues a checked frame as a PUBLISH record, stamped with the publish time as a local append
@@ -189,6 +252,8 @@ struct Record<'a> {
     count: u32,
     value: f64,
     pos: &'a [u8],
+    /// An ingest route: the requester's timeout, then its reply address (empty: none).
+    route: &'a [u8],
     frame: &'a [u8],
 }
 
@@ -207,38 +272,65 @@ fn read_record(batch: &[u8], offset: usize, index: usize) -> Result<Record<'_>, 
         return Err(malformed("declared length runs past the end of the batch"));
     }
     let kind = rest[OFF_KIND];
-    if kind != LIVE && kind != GROUP {
-        return Err(malformed("unknown record kind (1 live, 2 group)"));
+    if kind != LIVE && kind != GROUP && kind != REPLIED {
+        return Err(malformed("unknown record kind (1 live, 2 group, 3 replied)"));
     }
-    if rest[5..8] != [0; 3] || u32_at(rest, 20) != 0 {
+    if rest[5..8] != [0; 3] {
         return Err(malformed("reserved bytes must be 0"));
     }
     let pos_len = u32_at(rest, OFF_POS_LEN) as usize;
+    let route_len = u32_at(rest, OFF_ROUTE_LEN) as usize;
     // Compared without adding: `HEADER_LEN + pos_len` may wrap on wasm32.
     if pos_len > len - HEADER_LEN {
         return Err(malformed("position runs past the record"));
+    }
+    if route_len > len - HEADER_LEN - pos_len {
+        return Err(malformed("route runs past the record"));
     }
     let count = u32_at(rest, OFF_COUNT);
     let mut value = [0u8; 8];
     value.copy_from_slice(&rest[OFF_VALUE..OFF_VALUE + 8]);
     let value = f64::from_le_bytes(value);
-    if kind == LIVE {
-        if pos_len != 0 || count != 0 {
-            return Err(malformed("a live record carries no position and no delivery count"));
+    let id = u32_at(rest, OFF_ID);
+    let body = &rest[HEADER_LEN..len];
+    let route = &body[pos_len..pos_len + route_len];
+    match kind {
+        LIVE => {
+            if pos_len != 0 || count != 0 {
+                return Err(malformed("a live record carries no position and no delivery count"));
+            }
+            if !value.is_finite() {
+                return Err(malformed("a live record's broker time must be a finite number of ms"));
+            }
         }
-        if !value.is_finite() {
-            return Err(malformed("a live record's broker time must be a finite number of ms"));
+        GROUP => {
+            if count == 0 {
+                return Err(malformed("a group record's delivery count must be at least 1"));
+            }
+            if value != 0.0 {
+                return Err(malformed("a group record's value must be 0"));
+            }
         }
-    } else {
-        if count == 0 {
-            return Err(malformed("a group record's delivery count must be at least 1"));
-        }
-        if value != 0.0 {
-            return Err(malformed("a group record's value must be 0"));
+        _ => {
+            if id != 0 || pos_len != 0 || count != 0 || route_len != 0 || value != 0.0 {
+                return Err(malformed("a replied record carries only its frame (every other field 0)"));
+            }
         }
     }
-    let body = &rest[HEADER_LEN..len];
-    Ok(Record { kind, id: u32_at(rest, OFF_ID), count, value, pos: &body[..pos_len], frame: &body[pos_len..] })
+    if route_len != 0 {
+        if route_len <= ROUTE_TIMEOUT_LEN {
+            return Err(malformed(
+                "a route is the requester's timeout (8 bytes) then a reply address of 1 byte or more",
+            ));
+        }
+        let mut timeout = [0u8; 8];
+        timeout.copy_from_slice(&route[..ROUTE_TIMEOUT_LEN]);
+        // NaN is not greater than 0 either.
+        if f64::from_le_bytes(timeout).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return Err(malformed("a route's timeout must be a number of ms > 0"));
+        }
+    }
+    Ok(Record { kind, id, count, value, pos: &body[..pos_len], route, frame: &body[pos_len + route_len..] })
 }
 
 impl Bus {
@@ -328,13 +420,16 @@ impl Bus {
         let mut offset = 0;
         while offset < batch.len() {
             let record = read_record(batch, offset, records.len())?;
-            offset += HEADER_LEN + record.pos.len() + record.frame.len();
+            offset += HEADER_LEN + record.pos.len() + record.route.len() + record.frame.len();
             records.push(record);
         }
         let mut applied = 0;
         for record in records {
-            let done =
-                if record.kind == LIVE { self.ingest_live(&record, now) } else { self.ingest_group(&record, now) };
+            let done = match record.kind {
+                LIVE => self.ingest_live(&record, now),
+                GROUP => self.ingest_group(&record, now),
+                _ => self.ingest_replied(record.frame),
+            };
             applied += u32::from(done);
         }
         Ok(applied)
@@ -364,7 +459,8 @@ impl Bus {
             return false;
         }
         ch.stats.ingested += 1;
-        let stored = ch.arena.store_on(record.frame, channel, now);
+        let token = self.open_route(record, channel, now);
+        let stored = self.channels[channel as usize].arena.store_on(record.frame, channel, now, token);
         self.append(channel, &stored, record.value);
         self.after_append(channel, now);
         true
@@ -429,11 +525,58 @@ impl Bus {
         let seq = r.next_seq;
         r.next_seq += 1;
         r.entries.insert(seq, Entry { pos: record.pos.into(), ingested: now });
-        let stored = self.channels[channel as usize].arena.store_on(record.frame, channel, now);
+        let token = self.open_route(record, channel, now);
+        let stored = self.channels[channel as usize].arena.store_on(record.frame, channel, now, token);
+        let Some(g) = self.groups.get_mut(group) else {
+            return false;
+        };
         g.pending.insert(seq, Pending::waiting(stored, deliveries));
         g.redeliver.push_back(seq);
         g.push_lease(now + visibility, seq, 0);
         self.dispatch(group);
+        true
+    }
+
+    /// The local reply token of an ingested request (`record` has a route and its frame a reply
+    /// token), mapped to the route until ingest time + the requester's timeout; 0 for a plain
+    /// message.
+    fn open_route(&mut self, record: &Record<'_>, channel: ChannelId, now: Millis) -> u32 {
+        let requester = frame::reply_token(record.frame);
+        if record.route.is_empty() || requester == 0 {
+            return 0;
+        }
+        let mut timeout = [0u8; 8];
+        timeout.copy_from_slice(&record.route[..ROUTE_TIMEOUT_LEN]);
+        let deadline = now + f64::from_le_bytes(timeout);
+        let token = super::next_token(&mut self.next_token);
+        let route = Route { address: record.route[ROUTE_TIMEOUT_LEN..].into(), token: requester };
+        let request = Request { endpoint: super::MAIN_ENDPOINT, deadline, channel, route: Some(Box::new(route)) };
+        self.requests.insert(token, request);
+        self.timers.add_request(deadline, token);
+        token
+    }
+
+    /// A reply to one of this process's requests, read from its reply address: settled by
+    /// token as a local reply is, or counted late. A frame that is malformed or too large for
+    /// this process is dropped (the request then times out).
+    fn ingest_replied(&mut self, bytes: &[u8]) -> bool {
+        if !matches!(self.check_frame(bytes), FrameCheck::Ok) {
+            return false;
+        }
+        let token = frame::reply_token(bytes);
+        // A route's token is no request of this process's: that reply is as late as any.
+        let ours = self.requests.get(&token).is_some_and(|r| r.route.is_none());
+        let Some(request) = ours.then(|| self.requests.remove(&token)).flatten() else {
+            self.late_replies += 1;
+            return false;
+        };
+        self.timers.cancel_request(request.deadline, token);
+        // Channel ids are per process: the reply takes this process's id of the request's channel.
+        let mut reply = bytes.to_vec();
+        reply[frame::OFF_CHANNEL..frame::OFF_CHANNEL + 4].copy_from_slice(&request.channel.to_le_bytes());
+        if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
+            ep.reply(token, Frame::from(reply));
+        }
         true
     }
 

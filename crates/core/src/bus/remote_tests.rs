@@ -17,6 +17,8 @@ struct Out {
     value: f64,
     pos: Vec<u8>,
     frame: Vec<u8>,
+    /// A REPLY's reply address (empty for every other kind).
+    route: Vec<u8>,
 }
 
 fn egress(bus: &mut Bus) -> Vec<Out> {
@@ -27,15 +29,19 @@ fn egress(bus: &mut Bus) -> Vec<Out> {
     while at < buf.len() {
         let len = u32_at(at) as usize;
         assert_eq!(&buf[at + 5..at + 8], &[0; 3]);
-        assert_eq!((u32_at(at + 16), u32_at(at + 20)), (0, 0));
+        let kind = buf[at + remote::OFF_KIND];
+        let route_len = u32_at(at + remote::OFF_ROUTE_LEN) as usize;
+        assert_eq!(u32_at(at + 16), 0);
+        assert!(kind == remote::REPLY || route_len == 0, "only a REPLY has a route");
         let pos_len = u32_at(at + remote::OFF_POS_LEN) as usize;
         let body = &buf[at + HEADER_LEN..at + len];
         out.push(Out {
-            kind: buf[at + remote::OFF_KIND],
+            kind,
             id: u32_at(at + remote::OFF_ID),
             value: f64::from_le_bytes(buf[at + 24..at + 32].try_into().unwrap()),
             pos: body[..pos_len].to_vec(),
-            frame: body[pos_len..].to_vec(),
+            route: body[pos_len..pos_len + route_len].to_vec(),
+            frame: body[pos_len + route_len..].to_vec(),
         });
         at += len;
     }
@@ -45,17 +51,28 @@ fn egress(bus: &mut Bus) -> Vec<Out> {
 
 /// An ingest record.
 fn record(kind: u8, id: u32, pos: &[u8], count: u32, value: f64, frame: &[u8]) -> Vec<u8> {
+    routed(kind, id, pos, &[], count, value, frame)
+}
+
+/// An ingest record with a route (see [`route`]).
+fn routed(kind: u8, id: u32, pos: &[u8], route: &[u8], count: u32, value: f64, frame: &[u8]) -> Vec<u8> {
     let mut r = Vec::new();
-    r.extend_from_slice(&((HEADER_LEN + pos.len() + frame.len()) as u32).to_le_bytes());
+    r.extend_from_slice(&((HEADER_LEN + pos.len() + route.len() + frame.len()) as u32).to_le_bytes());
     r.extend_from_slice(&[kind, 0, 0, 0]);
     r.extend_from_slice(&id.to_le_bytes());
     r.extend_from_slice(&(pos.len() as u32).to_le_bytes());
     r.extend_from_slice(&count.to_le_bytes());
-    r.extend_from_slice(&[0; 4]);
+    r.extend_from_slice(&(route.len() as u32).to_le_bytes());
     r.extend_from_slice(&value.to_le_bytes());
     r.extend_from_slice(pos);
+    r.extend_from_slice(route);
     r.extend_from_slice(frame);
     r
+}
+
+/// An ingest route: the requester's timeout, then its reply address.
+fn route(timeout: f64, address: &[u8]) -> Vec<u8> {
+    [&timeout.to_le_bytes()[..], address].concat()
 }
 
 fn live(ch: u32, at: f64, frame: &[u8]) -> Vec<u8> {
@@ -160,16 +177,17 @@ fn a_batch_mixing_bound_and_local_channels_egresses_the_bound_frames_only() {
 }
 
 #[test]
-fn a_bound_channels_publish_ignores_local_room_and_a_request_is_refused() {
+fn a_bound_channels_publish_and_request_ignore_local_room() {
     let mut bus = Bus::default();
     let ch = bound(&mut bus, "orders");
     let full = SubscribeOptions { capacity: 1, overflow: Overflow::Reject, ..SubscribeOptions::default() };
     bus.subscribe(EP, ch, full).unwrap();
     assert_eq!(bus.publish(&[msg(ch, b"a"), msg(ch, b"b")].concat(), 0.0).unwrap(), 2);
-    let err = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap_err();
-    assert_eq!(err.code(), "CAPABILITY_UNSUPPORTED");
-    assert_eq!(err.to_string(), "channel \"orders\" is bound to a transport that cannot carry requests yet");
-    assert_eq!(egress(&mut bus).len(), 2);
+    bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
+    assert_eq!(
+        egress(&mut bus).iter().map(|o| o.kind).collect::<Vec<_>>(),
+        [remote::PUBLISH, remote::PUBLISH, remote::REQUEST]
+    );
 }
 
 #[test]
@@ -247,7 +265,7 @@ fn a_group_delivery_is_handed_to_a_member_and_its_ack_goes_to_the_broker() {
     bus.ack(m, got[1].seq, got[1].attempt).unwrap();
     assert_eq!(
         egress(&mut bus),
-        vec![Out { kind: remote::ACK, id: g, value: 0.0, pos: b"1-1".to_vec(), frame: vec![] }]
+        vec![Out { kind: remote::ACK, id: g, value: 0.0, pos: b"1-1".to_vec(), frame: vec![], route: vec![] }]
     );
     assert_eq!(bus.ack(m, got[1].seq, got[1].attempt).unwrap_err().code(), "STALE_ACK");
     let stats = bus.group_stats(g).unwrap();
@@ -425,7 +443,7 @@ fn an_entry_expired_at_drain_is_acked_or_dead_lettered_as_its_channel_says() {
     assert!(deliveries(&mut bus, 60.0).is_empty());
     assert_eq!(
         egress(&mut bus),
-        vec![Out { kind: remote::ACK, id: g, value: 0.0, pos: b"p0".to_vec(), frame: vec![] }]
+        vec![Out { kind: remote::ACK, id: g, value: 0.0, pos: b"p0".to_vec(), frame: vec![], route: vec![] }]
     );
     bus.configure(ch, ChannelOptions { dead_letter_expired: true, ..ChannelOptions::default() }, 60.0).unwrap();
     bus.ingest(&grouped(g, b"p1", 2, &encode(999, 1, 50.0, b"", b"stale")), 60.0).unwrap();
@@ -460,7 +478,7 @@ fn a_malformed_record_refuses_the_whole_batch_and_a_bad_frame_is_skipped() {
     bus.join(g, EP, 5).unwrap();
     let good = grouped(g, b"p0", 1, &foreign(b"a"));
     let mut bad_kind = live(ch, 1.0, &foreign(b"b"));
-    bad_kind[4] = 3;
+    bad_kind[4] = 4;
     let mut reserved = live(ch, 1.0, &foreign(b"b"));
     reserved[6] = 1;
     let mut long = live(ch, 1.0, &foreign(b"b"));
@@ -712,7 +730,7 @@ fn a_group_record_no_member_can_take_is_released_at_once() {
     assert_eq!(bus.ingest(&grouped(g, b"p0", 1, &foreign(b"a")), 0.0).unwrap(), 0);
     assert_eq!(
         egress(&mut bus),
-        vec![Out { kind: remote::RELEASE, id: g, value: 0.0, pos: b"p0".to_vec(), frame: vec![] }]
+        vec![Out { kind: remote::RELEASE, id: g, value: 0.0, pos: b"p0".to_vec(), frame: vec![], route: vec![] }]
     );
     // Only paused members: the same.
     let m = bus.join(g, EP, 5).unwrap();
@@ -810,4 +828,294 @@ fn ingest_refuses_a_time_that_is_not_finite() {
     }
     assert_eq!((bus.group_stats(g).unwrap().backlog, bus.group_stats(g).unwrap().pending), (0, 0));
     assert!(!bus.has_egress() && bus.next_deadline().is_none());
+}
+
+/// A frame as another process would have written it, carrying that process's reply token.
+fn asking(payload: &[u8], token: u32) -> Vec<u8> {
+    let mut f = foreign(payload);
+    frame::set_reply_token(&mut f, token);
+    f
+}
+
+fn replied(frame: &[u8]) -> Vec<u8> {
+    record(remote::REPLIED, 0, &[], 0, 0.0, frame)
+}
+
+/// A reply from this process to local token `token` (the frame a responder sends).
+fn answer(ch: u32, token: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = msg(ch, payload);
+    frame::set_reply_token(&mut f, token);
+    f
+}
+
+fn events(bus: &mut Bus, now: Millis) -> Vec<(u32, u32)> {
+    drain_all(bus, EP, now)
+        .into_iter()
+        .filter(|r| r.consumer == EVENT_CONSUMER)
+        .map(|r| (r.attempt, u32::from_le_bytes(r.body[..4].try_into().unwrap())))
+        .collect()
+}
+
+#[test]
+fn a_request_on_a_bound_channel_leaves_as_request_egress_and_times_out_here() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    // Nobody here responds: a process elsewhere may, so no NO_RESPONDER.
+    let token = bus.request(EP, &msg(ch, b"q"), 250.0, 10.0).unwrap();
+    let out = egress(&mut bus);
+    assert_eq!(out.len(), 1);
+    let o = &out[0];
+    assert_eq!((o.kind, o.id, o.value, o.pos.len(), o.route.len()), (remote::REQUEST, ch, 250.0, 0, 0));
+    assert_eq!(frame::reply_token(&o.frame), token);
+    assert_eq!(f64::from_le_bytes(o.frame[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].try_into().unwrap()), 10.0);
+    assert!(o.frame.ends_with(b"q"));
+    assert_eq!((bus.stats(ch).unwrap().published, bus.stats(ch).unwrap().retained), (1, 0));
+    assert_eq!((bus.open_requests(), bus.next_deadline()), (1, Some(260.0)));
+    bus.tick(259.0);
+    assert!(events(&mut bus, 259.0).is_empty());
+    bus.tick(260.0);
+    assert_eq!(events(&mut bus, 260.0), vec![(EventKind::RequestTimeout as u32, token)]);
+    // Its reply comes too late: dropped, counted.
+    assert_eq!(bus.ingest(&replied(&asking(b"a", token)), 300.0).unwrap(), 0);
+    assert_eq!((bus.late_replies(), bus.has_pending(EP)), (1, false));
+    // A frame too large for a request is refused as a publish is, before anything is queued.
+    let mut small = Bus::new(BusConfig { max_message_bytes: 80, ..BusConfig::default() });
+    let ch = bound(&mut small, "svc");
+    assert_eq!(small.request(EP, &msg(ch, &[0; 100]), 100.0, 0.0).unwrap_err().code(), "MESSAGE_TOO_LARGE");
+    assert_eq!((small.has_egress(), small.open_requests()), (false, 0));
+}
+
+#[test]
+fn a_replied_record_settles_its_request_under_this_processs_channel_id() {
+    let mut bus = Bus::default();
+    bus.channel("first").unwrap();
+    let ch = bound(&mut bus, "svc");
+    let token = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
+    egress(&mut bus);
+    let reply = asking(b"a", token);
+    assert_eq!(bus.ingest(&replied(&reply), 5.0).unwrap(), 1);
+    let got = drain_all(&mut bus, EP, 5.0);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].consumer, got[0].attempt, got[0].body.as_slice()), (REPLY_CONSUMER, token, &b"a"[..]));
+    assert_eq!(frame::channel(&got[0].frame), ch, "the responder's id of the channel is replaced");
+    assert_eq!((bus.open_requests(), bus.next_deadline()), (0, None));
+    // A second answer (another subscriber elsewhere) is late.
+    assert_eq!(bus.ingest(&replied(&reply), 6.0).unwrap(), 0);
+    assert_eq!(bus.late_replies(), 1);
+    // A reply too large for this process, or malformed, is dropped: the request times out.
+    let mut small = Bus::new(BusConfig { max_message_bytes: 80, ..BusConfig::default() });
+    let ch = bound(&mut small, "svc");
+    let token = small.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
+    let mut bad = asking(b"b", token);
+    bad[frame::OFF_VERSION] = 9;
+    assert_eq!(small.ingest(&[replied(&asking(&[0; 100], token)), replied(&bad)].concat(), 1.0).unwrap(), 0);
+    assert_eq!((small.open_requests(), small.late_replies()), (1, 0));
+}
+
+#[test]
+fn a_routed_live_request_is_answered_under_a_local_token_and_its_reply_leaves_for_the_address() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    let s = sub(&mut bus, ch);
+    let request = routed(remote::LIVE, ch, &[], &route(500.0, b"proc-a"), 0, 90.0, &asking(b"q", 77));
+    assert_eq!(bus.ingest(&request, 100.0).unwrap(), 1);
+    let got = deliveries(&mut bus, 100.0);
+    assert_eq!((got.len(), got[0].consumer), (1, s));
+    let local = frame::reply_token(&got[0].frame);
+    assert_ne!(local, 0);
+    assert_eq!((bus.open_routes(), bus.next_deadline()), (1, Some(600.0)));
+    assert_eq!(bus.reply_from(EP, &answer(ch, local, b"a")).unwrap(), Replied::Remote);
+    let out = egress(&mut bus);
+    assert_eq!(out.len(), 1);
+    let o = &out[0];
+    assert_eq!((o.kind, o.id, o.value, o.pos.len()), (remote::REPLY, ch, 0.0, 0));
+    assert_eq!(o.route, b"proc-a");
+    assert_eq!(frame::reply_token(&o.frame), 77, "the requester's token again");
+    assert!(o.frame.ends_with(b"a"));
+    assert_eq!((bus.open_routes(), bus.next_deadline()), (0, None));
+    // Answered already (a second subscriber here): late, nothing leaves.
+    assert_eq!(bus.reply_from(EP, &answer(ch, local, b"b")).unwrap(), Replied::Late);
+    assert_eq!((bus.late_replies(), bus.has_egress()), (1, false));
+    // Without a route, or with a route but no requester's token, a frame is a plain message.
+    let plain =
+        [live(ch, 91.0, &asking(b"p", 78)), routed(remote::LIVE, ch, &[], &route(5.0, b"x"), 0, 92.0, &foreign(b"r"))];
+    assert_eq!(bus.ingest(&plain.concat(), 101.0).unwrap(), 2);
+    let got = deliveries(&mut bus, 101.0);
+    assert_eq!(got.iter().map(|r| frame::reply_token(&r.frame)).collect::<Vec<_>>(), vec![0, 0]);
+    assert_eq!(bus.open_routes(), 0);
+}
+
+#[test]
+fn a_routed_group_request_is_answered_then_acked() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    let g = remote_group(&mut bus, ch, 1000.0, 5);
+    let m = bus.join(g, EP, 2).unwrap();
+    let request = routed(remote::GROUP, g, b"1-0", &route(300.0, b"b"), 1, 0.0, &asking(b"q", 5));
+    assert_eq!(bus.ingest(&request, 0.0).unwrap(), 1);
+    let got = deliveries(&mut bus, 0.0);
+    assert_eq!((got.len(), got[0].consumer), (1, m));
+    let local = frame::reply_token(&got[0].frame);
+    assert_eq!(bus.reply_from(EP, &answer(ch, local, b"a")).unwrap(), Replied::Remote);
+    bus.ack(m, got[0].seq, got[0].attempt).unwrap();
+    let out = egress(&mut bus);
+    assert_eq!(
+        out.iter().map(|o| (o.kind, o.route.clone(), o.pos.clone())).collect::<Vec<_>>(),
+        vec![(remote::REPLY, b"b".to_vec(), vec![]), (remote::ACK, vec![], b"1-0".to_vec())]
+    );
+    assert_eq!(frame::reply_token(&out[0].frame), 5);
+    // A routed entry no member can take goes back at once and maps nothing.
+    bus.unsubscribe(m).unwrap();
+    egress(&mut bus);
+    assert_eq!(
+        bus.ingest(&routed(remote::GROUP, g, b"1-1", &route(300.0, b"b"), 1, 0.0, &asking(b"q", 6)), 1.0).unwrap(),
+        0
+    );
+    assert_eq!(bus.open_routes(), 0);
+}
+
+#[test]
+fn routes_expire_on_the_core_timers_silently() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    sub(&mut bus, ch);
+    let batch = [
+        routed(remote::LIVE, ch, &[], &route(50.0, b"a"), 0, 0.0, &asking(b"q", 1)),
+        routed(remote::LIVE, ch, &[], &route(f64::INFINITY, b"a"), 0, 0.0, &asking(b"r", 2)),
+    ];
+    bus.ingest(&batch.concat(), 10.0).unwrap();
+    let got = deliveries(&mut bus, 10.0);
+    bus.tick(59.0);
+    assert_eq!(bus.open_routes(), 2);
+    assert_eq!(bus.tick(60.0), 1);
+    assert_eq!(bus.open_routes(), 1, "a route that never expires stays until answered");
+    assert!(events(&mut bus, 60.0).is_empty(), "an expired route is no request of this process: no event");
+    let late = frame::reply_token(&got[0].frame);
+    assert_eq!(bus.reply_from(EP, &answer(ch, late, b"a")).unwrap(), Replied::Late);
+    assert!(!bus.has_egress());
+    let forever = frame::reply_token(&got[1].frame);
+    bus.tick(1e15);
+    assert_eq!(bus.reply_from(EP, &answer(ch, forever, b"b")).unwrap(), Replied::Remote);
+    assert_eq!(bus.open_routes(), 0);
+}
+
+#[test]
+fn malformed_routes_and_replied_records_refuse_the_batch() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    sub(&mut bus, ch);
+    let q = asking(b"q", 1);
+    let mut past = routed(remote::LIVE, ch, &[], &route(5.0, b"a"), 0, 0.0, &q);
+    past[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (routed(remote::LIVE, ch, &[], &5.0f64.to_le_bytes(), 0, 0.0, &q), "reply address of 1 byte"),
+        (routed(remote::LIVE, ch, &[], &route(0.0, b"a"), 0, 0.0, &q), "timeout must be a number of ms > 0"),
+        (routed(remote::LIVE, ch, &[], &route(f64::NAN, b"a"), 0, 0.0, &q), "timeout must be a number of ms > 0"),
+        (routed(remote::LIVE, ch, &[], &route(-1.0, b"a"), 0, 0.0, &q), "timeout must be a number of ms > 0"),
+        (past, "route runs past"),
+        (record(remote::REPLIED, 1, &[], 0, 0.0, &q), "only its frame"),
+        (record(remote::REPLIED, 0, b"p", 0, 0.0, &q), "only its frame"),
+        (routed(remote::REPLIED, 0, &[], &route(5.0, b"a"), 0, 0.0, &q), "only its frame"),
+        (record(remote::REPLIED, 0, &[], 0, 1.0, &q), "only its frame"),
+    ];
+    for (bad, says) in cases {
+        let err = bus.ingest(&[live(ch, 0.0, &foreign(b"ok")), bad].concat(), 0.0).unwrap_err();
+        assert_eq!(err.code(), "MALFORMED_FRAME");
+        let text = err.to_string();
+        assert!(text.contains("ingest record 1") && text.contains(says), "{text}");
+        assert_eq!((bus.open_routes(), bus.stats(ch).unwrap().ingested, bus.has_pending(EP)), (0, 0, false));
+    }
+}
+
+/// Carries process A's REQUEST egress to process B as its driver would: a LIVE record (or a
+/// GROUP one) with A's address and the request's timeout as the route.
+fn carry_requests(out: &[Out], to: u32, group: Option<u32>) -> Vec<u8> {
+    let mut batch = Vec::new();
+    for (i, o) in out.iter().filter(|o| o.kind == remote::REQUEST).enumerate() {
+        let r = route(o.value, b"process-a");
+        batch.extend(match group {
+            Some(g) => routed(remote::GROUP, g, format!("1-{i}").as_bytes(), &r, 1, 0.0, &o.frame),
+            None => routed(remote::LIVE, to, &[], &r, 0, 0.0, &o.frame),
+        });
+    }
+    batch
+}
+
+#[test]
+fn a_request_crosses_two_processes_and_back() {
+    let (mut a, mut b) = (Bus::default(), Bus::default());
+    b.channel("other").unwrap();
+    let (ca, cb) = (bound(&mut a, "svc"), bound(&mut b, "svc"));
+    assert_ne!(ca, cb, "ids are per process");
+    sub(&mut b, cb);
+    let token = a.request(EP, &msg(ca, b"2+2"), 1000.0, 0.0).unwrap();
+    b.ingest(&carry_requests(&egress(&mut a), cb, None), 1.0).unwrap();
+    let got = deliveries(&mut b, 1.0);
+    assert_eq!(b.reply_from(EP, &answer(cb, frame::reply_token(&got[0].frame), b"4")).unwrap(), Replied::Remote);
+    let out = egress(&mut b);
+    assert_eq!(out[0].route, b"process-a");
+    a.ingest(&replied(&out[0].frame), 2.0).unwrap();
+    let got = drain_all(&mut a, EP, 2.0);
+    assert_eq!((got[0].consumer, got[0].attempt, got[0].body.as_slice()), (REPLY_CONSUMER, token, &b"4"[..]));
+    assert_eq!(frame::channel(&got[0].frame), ca);
+    assert_eq!((a.open_requests(), b.open_routes(), a.late_replies(), b.late_replies()), (0, 0, 0, 0));
+}
+
+proptest::proptest! {
+    /// Requests from process A answered in process B at random times, by a subscriber or a
+    /// group member: each is settled in A exactly when it was answered before its timeout,
+    /// timed out otherwise, and neither side keeps anything once every deadline has passed.
+    #[test]
+    fn requests_across_processes_settle_or_time_out_consistently(
+        asks in proptest::collection::vec((1.0f64..1000.0, proptest::option::of(0.0f64..1500.0)), 1..24),
+        by_group in proptest::prelude::any::<bool>(),
+    ) {
+        let (mut a, mut b) = (Bus::default(), Bus::default());
+        let (ca, cb) = (bound(&mut a, "svc"), bound(&mut b, "svc"));
+        let group = if by_group {
+            let g = remote_group(&mut b, cb, 1e9, 5);
+            b.join(g, EP, 1000).unwrap();
+            Some(g)
+        } else {
+            sub(&mut b, cb);
+            None
+        };
+        let tokens: Vec<u32> = asks.iter().map(|&(t, _)| a.request(EP, &msg(ca, b"q"), t, 0.0).unwrap()).collect();
+        b.ingest(&carry_requests(&egress(&mut a), cb, group), 0.0).unwrap();
+        let got = deliveries(&mut b, 0.0);
+        proptest::prop_assert_eq!(got.len(), asks.len());
+        proptest::prop_assert_eq!(b.open_routes(), asks.len());
+        let mut order: Vec<usize> = (0..asks.len()).filter(|&i| asks[i].1.is_some()).collect();
+        order.sort_by(|&x, &y| asks[x].1.unwrap().total_cmp(&asks[y].1.unwrap()));
+        let (mut settled, mut timeouts) = (Vec::new(), 0);
+        for i in order {
+            let (timeout, Some(at)) = asks[i] else { continue };
+            b.tick(at);
+            a.tick(at);
+            let local = frame::reply_token(&got[i].frame);
+            let replied_here = b.reply_from(EP, &answer(cb, local, &[i as u8])).unwrap();
+            proptest::prop_assert_eq!(replied_here, if at < timeout { Replied::Remote } else { Replied::Late });
+            for o in egress(&mut b) {
+                proptest::prop_assert_eq!(o.kind, remote::REPLY);
+                proptest::prop_assert_eq!(frame::reply_token(&o.frame), tokens[i]);
+                proptest::prop_assert_eq!(a.ingest(&replied(&o.frame), at).unwrap(), 1);
+            }
+            for r in drain_all(&mut a, EP, at) {
+                if r.consumer == EVENT_CONSUMER {
+                    timeouts += 1;
+                    continue;
+                }
+                proptest::prop_assert_eq!((r.attempt, r.body.clone()), (tokens[i], vec![i as u8]));
+                settled.push(i);
+            }
+        }
+        let in_time: Vec<usize> = (0..asks.len()).filter(|&i| asks[i].1.is_some_and(|at| at < asks[i].0)).collect();
+        settled.sort_unstable();
+        proptest::prop_assert_eq!(&settled, &in_time);
+        a.tick(2000.0);
+        b.tick(2000.0);
+        timeouts += drain_all(&mut a, EP, 2000.0).into_iter().filter(|r| r.consumer == EVENT_CONSUMER).count();
+        proptest::prop_assert_eq!(timeouts, asks.len() - in_time.len());
+        proptest::prop_assert_eq!((a.open_requests(), b.open_routes(), a.next_deadline(), a.late_replies()), (0, 0, None, 0));
+    }
 }

@@ -2,12 +2,17 @@
 //! the responder's reply carries the token back and goes straight to the requester's endpoint.
 //! No consumer on the channel: `NO_RESPONDER` at once. No reply in time: a `RequestTimeout`
 //! event at the deadline. A reply after that is dropped and counted.
+//!
+//! On a channel bound to a transport the request leaves as egress (`remote.rs`) and is kept
+//! here the same way; whether a process anywhere responds cannot be known at once, so a
+//! request nobody answers times out instead of failing `NO_RESPONDER`.
 
 use super::group::Group;
 use super::options::check_ms;
-use super::{next_token, Bus, Frame};
+use super::{next_token, remote, Bus, Frame};
 use crate::error::BusError;
 use crate::frame;
+use crate::names::ChannelId;
 use crate::Millis;
 
 /// What became of a reply (its code is what the engines return to the host).
@@ -20,6 +25,8 @@ pub enum Replied {
     Queued = 1,
     /// The request was the replying endpoint's own: settled, not queued; the host resolves it.
     Own = 2,
+    /// The request was another process's: the reply left as egress for it.
+    Remote = 3,
 }
 
 /// A request waiting for its reply.
@@ -29,6 +36,11 @@ pub(super) struct Request {
     pub(super) endpoint: u32,
     /// When it times out.
     pub(super) deadline: Millis,
+    /// Its channel (a reply from another process takes this process's id of it).
+    pub(super) channel: ChannelId,
+    /// Set when the request is another process's, answered here under this token: where the
+    /// reply goes. Its deadline is then the route's expiry, which fires no event.
+    pub(super) route: Option<Box<remote::Route>>,
 }
 
 impl Bus {
@@ -42,7 +54,12 @@ impl Bus {
         let header = self.single_frame(batch, "a request is exactly one frame")?;
         let ch = self.channel_ref(header.channel)?;
         if ch.transport.is_some() {
-            return Err(BusError::Unsupported { capability: "request", channel: self.name_of(header.channel) });
+            // Whether another process responds is not known here: no NO_RESPONDER, no room check.
+            let token = next_token(&mut self.next_token);
+            self.channels[header.channel as usize].stats.published += 1;
+            remote::push_request(&mut self.egress, batch, token, timeout, now);
+            self.open_request(token, endpoint, header.channel, timeout, now);
+            return Ok(token);
         }
         let has_member = ch.groups.iter().any(|&g| self.groups.get(g).is_some_and(Group::has_members));
         if ch.subscribers.is_empty() && !has_member {
@@ -57,9 +74,13 @@ impl Bus {
         let stored = ch.arena.store(batch, now, token);
         self.append(header.channel, &stored, now);
         self.after_append(header.channel, now);
-        self.requests.insert(token, Request { endpoint, deadline: now + timeout });
-        self.timers.add_request(now + timeout, token);
+        self.open_request(token, endpoint, header.channel, timeout, now);
         Ok(token)
+    }
+
+    fn open_request(&mut self, token: u32, endpoint: u32, channel: ChannelId, timeout: Millis, now: Millis) {
+        self.requests.insert(token, Request { endpoint, deadline: now + timeout, channel, route: None });
+        self.timers.add_request(now + timeout, token);
     }
 
     /// Delivers the single reply frame in `batch` to the requester. Returns `false` when the
@@ -86,6 +107,10 @@ impl Bus {
             return Ok(Replied::Late);
         };
         self.timers.cancel_request(request.deadline, token);
+        if let Some(route) = request.route {
+            remote::push_reply(&mut self.egress, &route, request.channel, batch);
+            return Ok(Replied::Remote);
+        }
         if own == Some(request.endpoint) {
             return Ok(Replied::Own);
         }
@@ -104,10 +129,16 @@ impl Bus {
         Ok(header)
     }
 
-    /// Requests still waiting for a reply.
+    /// Requests of this process still waiting for a reply.
     #[must_use]
     pub fn open_requests(&self) -> usize {
-        self.requests.len()
+        self.requests.values().filter(|r| r.route.is_none()).count()
+    }
+
+    /// Requests of other processes this one may still answer (`remote.rs`).
+    #[must_use]
+    pub fn open_routes(&self) -> usize {
+        self.requests.values().filter(|r| r.route.is_some()).count()
     }
 }
 

@@ -123,7 +123,8 @@ impl Bus {
         }
         while let Some(token) = self.timers.pop_due_request(now) {
             fired += 1;
-            if let Some(request) = self.requests.remove(&token) {
+            // Another process's request (a route) expires silently: that process reports it.
+            if let Some(request) = self.requests.remove(&token).filter(|r| r.route.is_none()) {
                 if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
                     ep.event(EventKind::RequestTimeout, token, 0.0);
                 }
