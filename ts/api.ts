@@ -4,12 +4,12 @@
  */
 import type { Backend, EngineName } from './engines/backend.js'
 import { Bus } from './bus/bus.js'
-import { callable, intOr, oneOf, options as checkOptions } from './check.js'
+import { callable, intOr, keysOf, oneOf, options as checkOptions } from './check.js'
 import { OrreryError } from './errors.js'
 import { checkManifest } from './engines/check-manifest.js'
 import { DEFAULTS, LIMITS } from './engines/manifest.js'
 import { Mesh, type MeshOptions } from './agents/mesh.js'
-import { checkStoreOptions, Store, type CheckedStoreOptions, type StoreOptions } from './store/store.js'
+import { checkStoreOptions, Store, STORE_KEYS, type CheckedStoreOptions, type StoreOptions } from './store/store.js'
 import { Workflows, type WorkflowsOptions } from './workflows/runtime.js'
 import { checkTransports, type Bindings, type TransportOptions } from './transports/config.js'
 import { Transports } from './transports/link.js'
@@ -168,6 +168,7 @@ export interface OrreryOptions {
 }
 
 const ENGINES: readonly EngineName[] = ['native', 'wasm']
+const CREATE_KEYS = keysOf<OrreryOptions>()(['engine', 'maxMessageBytes', 'clock', 'transports', 'bindings'])
 
 type EngineLoader = (requested: EngineName | undefined) => Promise<Backend>
 let loader: EngineLoader | undefined
@@ -191,6 +192,7 @@ async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
 
 /** Options of {@link Orrery.openStore}: the store's, plus the engine and clock. */
 export type OpenStoreOptions = StoreOptions & Pick<OrreryOptions, 'engine' | 'clock'>
+const OPEN_STORE_KEYS = keysOf<OpenStoreOptions>()([...STORE_KEYS, 'engine', 'clock'])
 
 function openStoreOn(backend: Backend, options: CheckedStoreOptions, clock: () => number): Store<boolean> {
   const { path, batched, maxValueBytes, history, replica, tombstoneMs, snapshot, maxClockDriftMs } = options
@@ -226,7 +228,7 @@ export class Orrery {
   static async openStore(options?: OpenStoreOptions & { path?: undefined }): Promise<Store<false>>
   static async openStore(options: OpenStoreOptions = {}): Promise<Store<boolean>> {
     // Checked before the engine loads: nothing wrong-typed may reach it.
-    const checked = checkStoreOptions(options)
+    const checked = checkStoreOptions(options, OPEN_STORE_KEYS)
     const clock = options.clock === undefined ? Date.now : callable<() => number>(options.clock, 'clock', 'option')
     return openStoreOn(await loadBackend(options.engine), checked, clock)
   }
@@ -280,7 +282,7 @@ export class Orrery {
 
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
-    const o = checkOptions(options)
+    const o = checkOptions(options, 'options', 'argument', CREATE_KEYS)
     const max = intOr(o.maxMessageBytes, DEFAULTS.maxMessageBytes, 'maxMessageBytes', { min: LIMITS.minMessageBytes, max: LIMITS.maxMessageBytes })
     const engine = o.engine === undefined ? undefined : oneOf(o.engine, ENGINES, 'engine')
     const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')

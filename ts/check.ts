@@ -54,10 +54,60 @@ function printable(value: unknown): unknown {
  * An options object: `undefined` (then `{}`) or a plain object. `null`, arrays, strings and
  * numbers are refused, so `create(null)` is a typed error rather than a TypeError on `null.x`.
  */
-export function options<T extends object>(value: T | undefined | null, name = 'options', where: Where = 'argument'): T {
+export function options<T extends object>(value: T | undefined | null, name = 'options', where: Where = 'argument', keys?: readonly string[]): T {
   if (value === undefined) return {} as T
   if (value === null || typeof value !== 'object' || Array.isArray(value)) refuse(where, name, value, 'must be an object (or left out)')
+  if (keys !== undefined) onlyKeys(value, keys, name)
   return value
+}
+
+/**
+ * The fields of an options type, listed once as data: a list that misses a field of `T`, or names
+ * one `T` lacks, does not compile. `keysOf<ChannelOptions>()(['retention', ...])`.
+ */
+export function keysOf<T extends object>() {
+  return <const K extends readonly (keyof T & string)[]>(
+    keys: K & (Exclude<keyof T & string, K[number]> extends never ? unknown : { missing: Exclude<keyof T & string, K[number]> }),
+  ): K => keys
+}
+
+/**
+ * Refuses a field of `value` that is none of `keys` (`INVALID_OPTION` naming it, and the known
+ * field it most likely meant): a misspelt option is an error, never a silent default.
+ */
+export function onlyKeys(value: object, keys: readonly string[], name: string): void {
+  for (const key in value) {
+    if (!Object.hasOwn(value, key) || keys.includes(key)) continue
+    const near = nearest(key, keys)
+    const hint = near === undefined ? `known: ${keys.join(', ')}` : `did you mean "${near}"?`
+    const field = name === 'options' ? key : `${name}.${key}`
+    const what = name === 'options' ? 'a known option' : `an option of ${name}`
+    throw new OrreryError('INVALID_OPTION', `${field} is not ${what} (${hint})`, { details: { option: field, known: [...keys] } })
+  }
+}
+
+/** The known key within two edits of `key` (case aside), or of its start (`visibilty`: `visibilityTimeout`), if one is. */
+function nearest(key: string, keys: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestDistance = 3
+  const k = key.toLowerCase()
+  for (const candidate of keys) {
+    const c = candidate.toLowerCase()
+    const d = Math.min(distance(k, c), k.length >= 4 ? distance(k, c.slice(0, k.length + 1)) + 1 : Infinity)
+    if (d < bestDistance) [best, bestDistance] = [candidate, d]
+  }
+  return best
+}
+
+/** Edit distance (insertions, deletions, substitutions) between two short strings. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i]
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    row = next
+  }
+  return row[b.length]!
 }
 
 interface IntRange {

@@ -9,7 +9,13 @@ import { DEFAULTS, START_MODES } from '../engines/manifest.js'
 import type { Bus } from './bus.js'
 import type { BusLink } from './link.js'
 import { consumerOptions, MAX_CAPACITY, type StartFrom } from './options.js'
-import { callable, finite, int, intOr, options as checkOptions, refuse } from '../check.js'
+
+/** The fields of each options object a group's calls take: any other is refused. */
+const JOIN_KEYS: readonly string[] = ['maxInFlight']
+const CONSUME_KEYS: readonly string[] = ['maxInFlight', 'retryDelay', 'isPermanent']
+const CLAIM_KEYS: readonly string[] = ['minIdle', 'max']
+const NACK_KEYS: readonly string[] = ['delay', 'deadLetter']
+import { callable, finite, int, intOr, keysOf, options as checkOptions, refuse } from '../check.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 import { FrameMessage, type Message } from './message.js'
@@ -33,6 +39,7 @@ export interface GroupOptions<T = unknown> {
   /** Validates each payload at receive (and types it); an invalid message is dead-lettered at once. */
   schema?: StandardSchemaV1<unknown, T>
 }
+const GROUP_KEYS = keysOf<GroupOptions>()(['from', 'buffer', 'overflow', 'visibilityTimeout', 'maxDeliveries', 'schema'])
 
 /** One delivery to a group member: settle it with `ack` or `nack`. */
 export interface Delivery<T = unknown> {
@@ -82,7 +89,7 @@ export class Group<T = unknown> {
   ) {
     this.link = link
     link.assertOpen()
-    options = this.options = checkOptions(options)
+    options = this.options = checkOptions(options, 'options', 'argument', GROUP_KEYS)
     const { mode, value, buffer, overflow } = consumerOptions(options)
     // Leases and delays are the core's deadlines, not timers of their own: the bus re-arms its one
     // timer past 2^31 - 1 ms, so they need only be finite (the agent runner adds 5 s to its
@@ -110,7 +117,7 @@ export class Group<T = unknown> {
     // Checked at the call: a refusal raised when the stream is subscribed had no error callback
     // to go to, and rxjs rethrew it from a timer, ending the process.
     this.link.assertOpen()
-    const maxInFlight = intOr(checkOptions(options).maxInFlight, 64, 'maxInFlight', { min: 1, max: MAX_CAPACITY })
+    const maxInFlight = intOr(checkOptions(options, 'options', 'argument', JOIN_KEYS).maxInFlight, 64, 'maxInFlight', { min: 1, max: MAX_CAPACITY })
     let latest = -1
     const link = this.link
     const schema = this.options.schema
@@ -197,7 +204,7 @@ export class Group<T = unknown> {
   ): { stop(): void; memberId(): number } {
     this.link.assertOpen()
     callable(handler, 'handler')
-    options = checkOptions(options)
+    options = checkOptions(options, 'options', 'argument', CONSUME_KEYS)
     const retryDelay = options.retryDelay === undefined ? 0 : finite(options.retryDelay, 'retryDelay', { min: 0 })
     const isPermanent = options.isPermanent === undefined ? undefined : callable<(error: unknown) => boolean>(options.isPermanent, 'isPermanent', 'option')
     const stream = this.join(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight })
@@ -245,7 +252,7 @@ export class Group<T = unknown> {
     int(memberId, 'memberId', { max: 0xffffffff }, 'argument')
     if (this.remote !== undefined) this.remote.require(this.remote.find(this.link.channelId(this.channel))!, 'claim')
     if (options === undefined) refuse('argument', 'options', options, 'must be an object { minIdle, max? }')
-    const o = checkOptions(options)
+    const o = checkOptions(options, 'options', 'argument', CLAIM_KEYS)
     const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })
     const max = intOr(o.max, 100, 'max', { min: 1, max: MAX_CAPACITY })
     const n = this.named(() => this.link.core.claim(memberId, minIdle, max, this.link.now()))
@@ -359,7 +366,7 @@ class GroupDelivery<T> implements Delivery<T> {
   }
 
   nack(options: { delay?: number; deadLetter?: string } = {}): void {
-    const o = checkOptions(options)
+    const o = checkOptions(options, 'options', 'argument', NACK_KEYS)
     // A delay is a core deadline (finite, >= 0); a reason travels in a header.
     const delay = o.delay === undefined ? 0 : finite(o.delay, 'delay', { min: 0 })
     const deadLetter = o.deadLetter === undefined ? undefined : deadLetterReason(o.deadLetter)

@@ -5,7 +5,7 @@
  */
 import { OVERFLOW, START_MODES, type OverflowPolicy } from '../engines/backend.js'
 import { DEFAULTS, LIMITS } from '../engines/manifest.js'
-import { finite, int, intOr, oneOf, options as checkOptions, refuse, stringRecord, text, type Where } from '../check.js'
+import { finite, int, intOr, keysOf, oneOf, options as checkOptions, refuse, stringRecord, text, type Where } from '../check.js'
 import type { CodecName, Kind, Priority } from '../frame.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 
@@ -28,6 +28,23 @@ export interface PublishOptions {
   codec?: CodecName
 }
 
+/** @internal The fields of {@link PublishOptions}: any other is refused. */
+export const PUBLISH_KEYS = keysOf<PublishOptions>()([
+  'kind',
+  'priority',
+  'ttl',
+  'id',
+  'sender',
+  'recipient',
+  'correlationId',
+  'causationId',
+  'schema',
+  'headers',
+  'codec',
+])
+/** @internal A request's: a message's and its `timeout`. */
+export const REQUEST_KEYS: readonly string[] = [...PUBLISH_KEYS, 'timeout']
+
 /** Where a consumer starts reading. */
 export type StartFrom = 'latest' | 'earliest' | { seq: number } | { time: number }
 
@@ -40,6 +57,10 @@ export interface ChannelOptions {
   deadLetterExpired?: boolean
 }
 
+/** @internal The fields of {@link ChannelOptions} and of its `retention`. */
+export const CHANNEL_KEYS = keysOf<ChannelOptions>()(['retention', 'dedupWindowMs', 'deadLetterExpired'])
+export const RETENTION_KEYS = keysOf<NonNullable<ChannelOptions['retention']>>()(['maxCount', 'maxBytes', 'maxAgeMs'])
+
 /** Options of a subscription. */
 export interface SubscribeOptions<T = unknown> {
   from?: StartFrom
@@ -50,6 +71,9 @@ export interface SubscribeOptions<T = unknown> {
   /** Validates each payload at receive (and types it); invalid messages are skipped and reported on `events`. */
   schema?: StandardSchemaV1<unknown, T>
 }
+
+/** @internal The fields of {@link SubscribeOptions}. */
+export const SUBSCRIBE_KEYS = keysOf<SubscribeOptions>()(['from', 'buffer', 'overflow', 'schema'])
 
 /**
  * Largest buffer, in-flight limit or claim count: the core's `MAX_CAPACITY` (crates/core/src/bus/wire.rs,
@@ -96,8 +120,8 @@ export function consumerOptions(o: { from?: unknown; buffer?: unknown; overflow?
  * writer reserve NaN bytes, doubling its buffer on every refused publish (768 MiB after 16).
  * @internal Mesh routing checks with it too, before it picks a target.
  */
-export function checkEnvelope(value: unknown, name: string, where: Where): PublishOptions {
-  const o = checkOptions(value as PublishOptions, name, where)
+export function checkEnvelope(value: unknown, name: string, where: Where, keys?: readonly string[]): PublishOptions {
+  const o = checkOptions(value as PublishOptions, name, where, keys)
   if (o.id !== undefined) text(o.id, 'id', { nonEmpty: true }, 'option')
   for (const field of ENVELOPE_STRINGS) if (o[field] !== undefined) text(o[field], field, {}, 'option')
   if (o.headers !== undefined && Object.keys(stringRecord(o.headers, 'headers')).length > 0xffff) {

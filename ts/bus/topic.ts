@@ -4,8 +4,8 @@
  * message's envelope.
  */
 import type { BatchItem, Bus, Published, PublishResult } from './bus.js'
-import type { PublishOptions, SubscribeOptions } from './options.js'
-import { list, options as checkOptions, refuse } from '../check.js'
+import { PUBLISH_KEYS, REQUEST_KEYS, type PublishOptions, type SubscribeOptions } from './options.js'
+import { keysOf, list, options as checkOptions, refuse } from '../check.js'
 import { OrreryError } from '../errors.js'
 import type { Group, GroupOptions } from './group.js'
 import type { BusLink } from './link.js'
@@ -21,6 +21,7 @@ export interface TopicOptions<S extends StandardSchemaV1> {
   /** The schema's name and version, `name@major.minor`, written into each envelope. */
   schemaId?: string
 }
+const TOPIC_KEYS = keysOf<TopicOptions<StandardSchemaV1>>()(['schema', 'schemaId'])
 
 export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   /** @internal */
@@ -36,7 +37,7 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
   ) {
     // A topic without a schema failed with a TypeError at its first publish: refuse it here.
     if (options === undefined) refuse('argument', 'options', options, 'must be an object { schema, schemaId? }')
-    checkSchema(checkOptions(options).schema)
+    checkSchema(checkOptions(options, 'options', 'argument', TOPIC_KEYS).schema)
     link.channelId(channel)
     if (options.schemaId !== undefined && (typeof options.schemaId !== 'string' || !SCHEMA_ID.test(options.schemaId))) {
       throw new OrreryError('INVALID_OPTION', 'schemaId must look like name@major.minor', { details: { option: 'schemaId', value: options.schemaId } })
@@ -51,8 +52,8 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
     return (await validate(this.options.schema, payload, `publish to ${this.channel}`, this.options.schemaId)) as T
   }
 
-  private envelope(options: PublishOptions): PublishOptions {
-    checkOptions(options)
+  private envelope(options: PublishOptions, keys: readonly string[] = PUBLISH_KEYS): PublishOptions {
+    checkOptions(options, 'options', 'argument', keys)
     return this.options.schemaId ? { ...options, schema: this.options.schemaId } : options
   }
 
@@ -83,6 +84,6 @@ export class Topic<S extends StandardSchemaV1, T = InferOutput<S>> {
 
   /** Sends a validated request. */
   async request<R = unknown>(payload: T, options: PublishOptions & { timeout?: number } = {}): Promise<Message<R>> {
-    return this.bus.request<R>(this.channel, await this.checked(payload), this.envelope(options))
+    return this.bus.request<R>(this.channel, await this.checked(payload), this.envelope(options, REQUEST_KEYS))
   }
 }

@@ -4,7 +4,7 @@
  * and, when it has one, validated by its schema before anything is written.
  */
 import { closedError, encodeValue, type Ack, type StoreContext, type WatchSink, type WatchSubscriber } from './context.js'
-import { callable, finite, int, intOr, oneOf, options as optionsOf, text } from '../check.js'
+import { callable, finite, int, intOr, keysOf, oneOf, options as optionsOf, text } from '../check.js'
 import { DEFAULTS, LIMITS } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'
@@ -22,6 +22,8 @@ export interface NamespaceOptions<S extends StandardSchemaV1 | undefined> {
   /** How many older versions each key keeps (default: the store's). */
   history?: number
 }
+/** @internal */
+export const NAMESPACE_KEYS = keysOf<NamespaceOptions<undefined>>()(['codec', 'schema', 'history'])
 
 /** Options of a write. */
 export interface WriteOptions {
@@ -32,6 +34,7 @@ export interface WriteOptions {
   /** Who writes (default: the store's replica name). */
   writer?: string
 }
+const WRITE_KEYS = keysOf<WriteOptions>()(['ifVersion', 'ttl', 'writer'])
 
 /** Where a watch starts. */
 export interface WatchOptions {
@@ -44,6 +47,7 @@ export interface WatchOptions {
   /** Changes buffered in the core before the watcher catches up from history (default 1024). */
   buffer?: number
 }
+const WATCH_KEYS = keysOf<WatchOptions>()(['from', 'buffer'])
 
 /** For writes that cannot conflict (or did not): never called. */
 const NO_CONFLICT = (): never => {
@@ -80,7 +84,8 @@ function checkTarget(target: unknown, prefix: boolean): void {
  * its name). `'100'` or `true` is refused, never coerced.
  */
 export function checkWrite(options: unknown): { expected: number; ttl: number; writer: string | undefined } {
-  const o = optionsOf(options as WriteOptions | undefined) as WriteOptions
+  // The common call gives no options: no walk over them.
+  const o = options === NONE ? NONE : (optionsOf(options as WriteOptions | undefined, 'options', 'argument', WRITE_KEYS) as WriteOptions)
   const expected = o.ifVersion === undefined ? 0 : int(o.ifVersion, 'ifVersion', {}, 'argument')
   const ttl = o.ttl === undefined ? 0 : finite(o.ttl, 'ttl', { min: 0 })
   const writer = o.writer === undefined ? undefined : text(o.writer, 'writer', {}, 'option')
@@ -248,7 +253,7 @@ export class Namespace<T, D extends boolean> {
    */
   delete(key: string, options: Pick<WriteOptions, 'ifVersion' | 'writer'> = NONE): Ack<D> {
     const { ctx } = this
-    optionsOf(options)
+    optionsOf(options, 'options', 'argument', WRITE_KEYS)
     const condition = options.ifVersion === undefined ? CONDITION.any : CONDITION.version
     if (ctx.durable) return ctx.guarded(() => this.write(ACTION.delete, condition, key, undefined, options)) as Ack<D>
     if (ctx.closed) throw closedError()
@@ -262,7 +267,7 @@ export class Namespace<T, D extends boolean> {
   update(key: string, update: (current: T | undefined) => T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
     const { ctx } = this
     callable(update, 'update')
-    optionsOf(options)
+    optionsOf(options, 'options', 'argument', WRITE_KEYS)
     const run = () => {
       if (ctx.closed) throw closedError()
       const current = this.get(key)
@@ -312,13 +317,13 @@ export class Namespace<T, D extends boolean> {
   /** Changes to one key, as a Stream (an rxjs Observable and an AsyncIterable). */
   watch(key: string, options: WatchOptions = {}): Stream<Change<T>> {
     checkTarget(key, false)
-    return this.watchOf(key, false, optionsOf(options))
+    return this.watchOf(key, false, optionsOf(options, 'options', 'argument', WATCH_KEYS))
   }
 
   /** Changes to every key starting with `prefix` ('' for the whole namespace). */
   watchPrefix(prefix: string, options: WatchOptions = {}): Stream<Change<T>> {
     checkTarget(prefix, true)
-    return this.watchOf(prefix, true, optionsOf(options))
+    return this.watchOf(prefix, true, optionsOf(options, 'options', 'argument', WATCH_KEYS))
   }
 
   private watchOf(target: string, prefix: boolean, options: WatchOptions): Stream<Change<T>> {

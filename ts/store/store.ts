@@ -10,10 +10,10 @@ import { Subject } from 'rxjs'
 
 import type { StoreCore } from '../engines/backend.js'
 import { DEFAULTS, LIMITS } from '../engines/manifest.js'
-import { callable, finite, int, intOr, msOrNone, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
+import { callable, finite, int, intOr, keysOf, msOrNone, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import type { Ack, ConflictAt, StoreContext, WatchSink } from './context.js'
-import { checkWrite, Namespace, type NamespaceOptions } from './namespace.js'
+import { checkWrite, Namespace, NAMESPACE_KEYS, type NamespaceOptions } from './namespace.js'
 import type { InferOutput, StandardSchemaV1 } from '../schema.js'
 import { checkSchema } from '../schema.js'
 import { nextRecord, readChange, type Change } from './records.js'
@@ -52,6 +52,7 @@ export interface TxnWriteOptions {
   /** Time to live of a put, in ms. */
   ttl?: number
 }
+const TXN_WRITE_KEYS = keysOf<TxnWriteOptions>()(['ifVersion', 'ttl'])
 
 interface TxnWrite {
   action: number
@@ -84,7 +85,7 @@ export class Transaction<D extends boolean> {
   private add(action: number, ns: Namespace<unknown, boolean>, key: string, value: unknown, options: TxnWriteOptions, absent = false): this {
     ownNamespace(this.ctx, ns)
     if (typeof key !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key' } })
-    const o = optionsOf(options)
+    const o = optionsOf(options, 'options', 'argument', TXN_WRITE_KEYS)
     const { expected, ttl } = checkWrite({ ifVersion: o.ifVersion, ttl: o.ttl })
     const condition = absent ? CONDITION.absent : o.ifVersion === undefined ? CONDITION.any : CONDITION.version
     const write: TxnWrite = { action, condition, ns, key, value: undefined, expected, ttl }
@@ -196,6 +197,8 @@ export interface StoreOptions {
    */
   maxClockDriftMs?: number
 }
+/** @internal */
+export const STORE_KEYS = keysOf<StoreOptions>()(['path', 'durability', 'history', 'maxValueBytes', 'replica', 'tombstoneMs', 'snapshot', 'maxClockDriftMs'])
 
 /** The default of {@link StoreOptions.maxClockDriftMs}: a minute. */
 const DEFAULT_MAX_CLOCK_DRIFT_MS: number = DEFAULTS.maxClockDriftMs
@@ -329,7 +332,7 @@ export class Store<D extends boolean = false> {
   namespace(name: string, options: NamespaceOptions<StandardSchemaV1 | undefined> = {}): Namespace<unknown, D> {
     this.checkOpen()
     text(name, 'namespace name')
-    optionsOf(options)
+    optionsOf(options, 'options', 'argument', NAMESPACE_KEYS)
     if (options.codec !== undefined) oneOf(options.codec, ['json', 'msgpack', 'raw'], 'codec')
     if (options.history !== undefined) int(options.history, 'history', { max: 0xffffffff })
     // The bus's check: a schema may be a function carrying `~standard`, and it must validate.
@@ -349,7 +352,7 @@ export class Store<D extends boolean = false> {
   /** A transaction; `writer` names who writes it (default: the store's replica). */
   transaction(options: { writer?: string } = {}): Transaction<D> {
     this.checkOpen()
-    return Transaction.create<D>(this.ctx, textOr(optionsOf(options).writer, 'writer'))
+    return Transaction.create<D>(this.ctx, textOr(optionsOf(options, 'options', 'argument', ['writer']).writer, 'writer'))
   }
 
   /** The whole store at this revision, as bytes (consistent at one point in time). */
@@ -721,8 +724,8 @@ export interface CheckedStoreOptions {
  * wrong-typed one must never reach wasm-bindgen's glue, which coerces it or (a number where a
  * string is meant: `replica: 5`) reads out of bounds and traps the whole instance.
  */
-export function checkStoreOptions(given: StoreOptions | undefined | null): CheckedStoreOptions {
-  const o = optionsOf(given)
+export function checkStoreOptions(given: StoreOptions | undefined | null, keys: readonly string[] = STORE_KEYS): CheckedStoreOptions {
+  const o = optionsOf(given, 'options', 'argument', keys)
   const snapshot = o.snapshot
   if (snapshot !== undefined && !(snapshot instanceof Uint8Array)) refuse('option', 'snapshot', snapshot, 'must be a Uint8Array from store.export()')
   return {

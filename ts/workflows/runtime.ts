@@ -5,7 +5,7 @@
  * holds unfinished runs it replays their histories and goes on with them.
  */
 import { Mesh } from '../agents/mesh.js'
-import { callable, flag, int, msOrNone, oneOf, options as checkOptions, refuse, text } from '../check.js'
+import { callable, flag, int, keysOf, msOrNone, oneOf, options as checkOptions, refuse, text } from '../check.js'
 import type { Backend, WorkflowCore } from '../engines/backend.js'
 import { WORKFLOW_LAYOUT } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
@@ -69,6 +69,7 @@ export interface DefineOptions {
    */
   maxConcurrentRuns?: number
 }
+const DEFINE_KEYS = keysOf<DefineOptions>()(['maxConcurrentRuns'])
 
 /** Options of `orrery.workflows()`. */
 export interface WorkflowsOptions {
@@ -85,6 +86,7 @@ export interface WorkflowsOptions {
    */
   resume?: boolean
 }
+const WORKFLOWS_KEYS = keysOf<WorkflowsOptions>()(['store', 'mesh', 'namespace', 'resume'])
 
 /** Options of {@link Workflows.start}. */
 export interface StartOptions {
@@ -93,6 +95,7 @@ export interface StartOptions {
   /** A timeout for the whole run in ms, over the definition's. */
   timeoutMs?: number
 }
+const START_KEYS = keysOf<StartOptions>()(['id', 'timeoutMs'])
 
 /** A run in {@link Workflows.list}. */
 export interface RunInfo {
@@ -110,6 +113,7 @@ export interface StepSchemas<I extends StandardSchemaV1 | undefined, O extends S
   input?: I
   output?: O
 }
+const SCHEMAS_KEYS = keysOf<StepSchemas<undefined, undefined>>()(['input', 'output'])
 
 /** What a step function registered with `schemas` takes: the input schema's output type (`unknown` without one). */
 export type SchemaInput<S> = S extends StandardSchemaV1<unknown, infer T> ? T : unknown
@@ -168,7 +172,7 @@ export class Workflows {
     openStore: () => Store<boolean>,
     onClose?: (wf: Workflows) => void,
   ): Workflows {
-    const options = checkOptions(given)
+    const options = checkOptions(given, 'options', 'argument', WORKFLOWS_KEYS)
     const namespace = options.namespace === undefined ? 'orrery.workflows' : text(options.namespace, 'namespace', { nonEmpty: true }, 'option')
     if (options.store !== undefined && !(options.store instanceof Store)) refuse('option', 'store', options.store, 'must be a store from orrery.openStore()')
     if (options.mesh !== undefined && !(options.mesh instanceof Mesh)) refuse('option', 'mesh', options.mesh, 'must be a mesh from orrery.mesh()')
@@ -250,7 +254,7 @@ export class Workflows {
     this.assertOpen()
     text(name, 'name', { nonEmpty: true })
     const fn = callable<RegisteredStep['run']>(typeof a === 'function' ? a : b, 'fn')
-    const schemas = typeof a === 'function' ? {} : checkOptions(a as StepSchemas<undefined, undefined>, 'schemas')
+    const schemas = typeof a === 'function' ? {} : checkOptions(a as StepSchemas<undefined, undefined>, 'schemas', 'argument', SCHEMAS_KEYS)
     if (schemas.input !== undefined) checkSchema(schemas.input, 'input')
     if (schemas.output !== undefined) checkSchema(schemas.output, 'output')
     this.unique(this.steps, name, 'step function')
@@ -289,7 +293,7 @@ export class Workflows {
    */
   define<I, O, S>(definition: WorkflowDefinition<I, O, S>, options?: DefineOptions): WorkflowDefinition<I, O, S> {
     this.assertOpen()
-    const o = checkOptions(options)
+    const o = checkOptions(options, 'options', 'argument', DEFINE_KEYS)
     const limit = o.maxConcurrentRuns === undefined ? undefined : int(o.maxConcurrentRuns, 'maxConcurrentRuns', { min: 1 }, 'option')
     const compiled = compileWorkflow(definition, (c) => this.rangeError(c))
     this.checkSameContent(compiled)
@@ -384,7 +388,7 @@ export class Workflows {
     const given = typeof name === 'string' ? undefined : this.versionOf(name)
     const workflow = given ? given.compiled.definition.name : (name as string)
     text(workflow, 'name', { nonEmpty: true })
-    const o = checkOptions(options)
+    const o = checkOptions(options, 'options', 'argument', START_KEYS)
     // > 0 as a definition's own timeout must be: 0 would end the run before it began.
     const timeoutMs = o.timeoutMs === undefined ? undefined : msOrNone(o.timeoutMs, 'timeoutMs', { above: 0 })
     const id = o.id === undefined ? runId() : givenId(o.id)
@@ -565,7 +569,7 @@ export class Workflows {
   /** The runs recorded in the store, by id; `status` and `definition` (a name) filter them. */
   list(filter: { status?: RunStatus; definition?: string } = {}): RunInfo[] {
     this.assertOpen()
-    const f = checkOptions(filter, 'filter')
+    const f = checkOptions(filter, 'filter', 'argument', ['status', 'definition'])
     if (f.status !== undefined) oneOf(f.status, RUN_STATUS_NAMES, 'status')
     if (f.definition !== undefined) text(f.definition, 'definition', {}, 'option')
     return readRecords(this.history)
