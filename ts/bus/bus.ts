@@ -32,7 +32,18 @@ import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 import type { BusLink, RecordHandler, RunnerLink } from './link.js'
 import { FrameMessage, type Message } from './message.js'
-import { checkEnvelope, consumerOptions, type ChannelOptions, type PublishOptions, type SubscribeOptions } from './options.js'
+import {
+  CHANNEL_KEYS,
+  checkEnvelope,
+  consumerOptions,
+  PUBLISH_KEYS,
+  REQUEST_KEYS,
+  RETENTION_KEYS,
+  SUBSCRIBE_KEYS,
+  type ChannelOptions,
+  type PublishOptions,
+  type SubscribeOptions,
+} from './options.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
 import { Slab } from '../engines/adapter.js'
 import { Stream } from '../stream.js'
@@ -49,6 +60,8 @@ export interface BatchItem {
 }
 
 const NO_OPTIONS: PublishOptions = Object.freeze({})
+/** The fields of `respond`'s options. */
+const RESPOND_KEYS: readonly string[] = ['group', 'codec']
 
 /** Where `nextSeq` sits in a channel's stats array. */
 const NEXT_SEQ = CHANNEL_STATS.indexOf('nextSeq')
@@ -307,8 +320,8 @@ export class Bus {
     if (options === undefined) return this.channelId(name)
     // Counts and sizes are whole numbers (the core truncates: maxCount 0.5 became 0, unlimited);
     // an age may be Infinity (keep forever, the default).
-    const o = checkOptions(options)
-    const r = checkOptions(o.retention, 'retention', 'option')
+    const o = checkOptions(options, 'options', 'argument', CHANNEL_KEYS)
+    const r = checkOptions(o.retention, 'retention', 'option', RETENTION_KEYS)
     const maxCount = intOr(r.maxCount, DEFAULTS.retentionMaxCount, 'retention.maxCount')
     const maxBytes = intOr(r.maxBytes, DEFAULTS.retentionMaxBytes, 'retention.maxBytes')
     const maxAge = r.maxAgeMs === undefined || r.maxAgeMs === Infinity ? Infinity : finite(r.maxAgeMs, 'retention.maxAgeMs', { min: 0 })
@@ -453,7 +466,7 @@ export class Bus {
     checked = false,
     defaultKind = DATA_KIND,
   ): string | number {
-    if (options !== NO_OPTIONS && !checked) checkEnvelope(options, 'options', 'argument')
+    if (options !== NO_OPTIONS && !checked) checkEnvelope(options, 'options', 'argument', PUBLISH_KEYS)
     const kind = options.kind === undefined ? defaultKind : code(KIND_CODES, options.kind, KINDS, 'kind')
     const priority = options.priority === undefined ? NORMAL_PRIORITY : code(PRIORITY_CODES, options.priority, PRIORITIES, 'priority')
     const ttl = options.ttl
@@ -510,7 +523,7 @@ export class Bus {
     // Checked at the call: a refusal raised when the stream is subscribed goes to an error
     // callback most subscribers do not give, and rxjs then rethrows it, ending the process.
     this.assertOpen()
-    options = checkOptions(options)
+    options = checkOptions(options, 'options', 'argument', SUBSCRIBE_KEYS)
     const { mode, value, buffer, overflow } = consumerOptions(options)
     this.channelId(channel)
     const bound = this.boundChannel(channel)
@@ -744,7 +757,7 @@ export class Bus {
   /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */
   async send(agent: string, payload: unknown, options: PublishOptions = {}): Promise<{ readonly id: string; readonly published: boolean }> {
     text(agent, 'agent', { nonEmpty: true })
-    return this.publish(`inbox.${agent}`, payload, { ...checkEnvelope(options, 'options', 'argument'), recipient: agent })
+    return this.publish(`inbox.${agent}`, payload, { ...checkEnvelope(options, 'options', 'argument', PUBLISH_KEYS), recipient: agent })
   }
 
   /** An agent's inbox: its direct messages. */
@@ -766,7 +779,7 @@ export class Bus {
     // Not `async`: every async wrapper adds promise hops to a round trip measured in microseconds.
     let timeout: number
     try {
-      if (options !== NO_OPTIONS) checkEnvelope(options, 'options', 'argument')
+      if (options !== NO_OPTIONS) checkEnvelope(options, 'options', 'argument', REQUEST_KEYS)
       timeout = requestTimeout(options.timeout)
     } catch (err) {
       return Promise.reject(err)
@@ -853,7 +866,7 @@ export class Bus {
     // had no error callback to go to and ended the process.
     this.assertOpen()
     callable(handler, 'handler')
-    const checked = checkOptions(options)
+    const checked = checkOptions(options, 'options', 'argument', RESPOND_KEYS)
     const groupName = textOr(checked.group, 'group', { nonEmpty: true })
     if (checked.codec !== undefined) code(CODEC_CODES, checked.codec, CODECS, 'codec')
     this.channelId(channel)
