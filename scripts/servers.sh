@@ -3,12 +3,14 @@
 #
 #   scripts/servers.sh install|start|stop|restart|status|env [--keep] [--for PID] [NAME...]
 #
-# NAME is redis, redis-spare, nats, nats-durable, kafka or all (the default: every one but redis-spare).
+# NAME is redis, redis-spare, nats, nats-spare, nats-durable, kafka or all (the default: every one but
+# the spares).
 # Every server binds 127.0.0.1 only,
 # on ports no one else uses by default (never Redis's 6379 or NATS's 4222):
 #   redis         16379  Debian's redis-server; AOF on, fsync on every write, no RDB snapshots
 #   redis-spare   16380  the same, for a test that restarts its server (the shared one must stay up)
 #   nats          14222  nats-server, JetStream (default sync), HTTP monitor 18222, WebSocket 18443 (no TLS)
+#   nats-spare    14224  the same (HTTP 18224, no WebSocket), for a test that stops or restarts its server
 #   nats-durable  14223  nats-server, JetStream fsyncing every write (sync_interval always), HTTP 18223
 #   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m
 #
@@ -53,7 +55,7 @@ MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 port_of() {
   case "$1" in
-    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;;
+    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-spare) echo 14224 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;;
   esac
 }
 # How long start waits for a server to answer (Kafka takes about 10 s on 2 cores).
@@ -62,7 +64,7 @@ start_timeout_of() {
 }
 # A word of the process's command line: a pid file whose pid now belongs to another program is stale.
 cmdline_mark_of() {
-  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-durable) echo nats-server ;; kafka) echo kafka.Kafka ;; esac
+  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-spare | nats-durable) echo nats-server ;; kafka) echo kafka.Kafka ;; esac
 }
 
 die() {
@@ -191,7 +193,7 @@ install_kafka() {
 install_one() {
   case "$1" in
     redis | redis-spare) install_redis ;;
-    nats | nats-durable) install_nats ;;
+    nats | nats-spare | nats-durable) install_nats ;;
     kafka) install_kafka ;;
   esac
 }
@@ -209,6 +211,7 @@ ready() {
   case "$name" in
     redis | redis-spare) [ "$(redis-cli -p "$(port_of "$name")" ping 2>/dev/null)" = PONG ] ;;
     nats) curl -sf http://127.0.0.1:18222/healthz >/dev/null ;;
+    nats-spare) curl -sf http://127.0.0.1:18224/healthz >/dev/null ;;
     nats-durable) curl -sf http://127.0.0.1:18223/healthz >/dev/null ;;
     # The port opens a moment before the broker serves; its log says when it has started.
     kafka) port_open "$(port_of kafka)" && grep -q 'Kafka Server started' "$(files_of kafka)/server.log" ;;
@@ -242,7 +245,7 @@ start_one() {
       cmd=(redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/data" --save '' --appendonly yes
         --appendfsync always --daemonize no --logfile '')
       ;;
-    nats | nats-durable)
+    nats | nats-spare | nats-durable)
       write_config "$CONF_DIR/$name.conf" "$dir/nats.conf" "$dir/data"
       cmd=("$CACHE/bin/nats-server" -c "$dir/nats.conf")
       ;;
@@ -345,6 +348,7 @@ env_one() {
       echo "ORRERY_NATS_URL=nats://127.0.0.1:14222"
       echo "ORRERY_NATS_WS_URL=ws://127.0.0.1:18443"
       ;;
+    nats-spare) echo "ORRERY_NATS_SPARE_URL=nats://127.0.0.1:14224" ;;
     nats-durable) echo "ORRERY_NATS_DURABLE_URL=nats://127.0.0.1:14223" ;;
     kafka) echo "ORRERY_KAFKA_BROKERS=127.0.0.1:19092" ;;
   esac
@@ -374,8 +378,8 @@ while [ $# -gt 0 ]; do
       [[ "$user" =~ ^[0-9]+$ ]] || die "--for takes a process id"
       ;;
     all) names+=("${ALL[@]}") ;;
-    redis | redis-spare | nats | nats-durable | kafka) names+=("$arg") ;;
-    *) die "unknown server or option: $arg (servers: ${ALL[*]}, all)" ;;
+    redis | redis-spare | nats | nats-spare | nats-durable | kafka) names+=("$arg") ;;
+    *) die "unknown server or option: $arg (servers: ${ALL[*]} redis-spare nats-spare, all)" ;;
   esac
 done
 explicit=${#names[@]}

@@ -43,6 +43,16 @@ function transportError(
   return new OrreryError(code, message, options)
 }
 
+/**
+ * Whether a JetStream publish found no stream on its subject: nats.js says "no responders" (as
+ * `JetStreamNotEnabled`, for it cannot tell the two apart).
+ */
+function isNoStream(error: unknown): boolean {
+  if (!(error instanceof Error)) return false
+  const cause = error.cause as { isNoResponders?: () => boolean } | undefined
+  return error.name === 'JetStreamNotEnabled' || (typeof cause?.isNoResponders === 'function' && cause.isNoResponders())
+}
+
 /** A server URL as it may be shown: a password (`user:***@`) or a token (`***@`) hidden. */
 export function shownUrl(url: string): string {
   return url.replace(/^([a-z]+:\/\/)([^@/]*)@/i, (_, scheme: string, auth: string) => {
@@ -298,6 +308,26 @@ export class NatsDriver implements Driver {
     this.streams.delete(channel)
   }
 
+  /**
+   * @internal When `channel`'s stream was made (undefined: it does not exist). A stream made again
+   * (the server lost its data, or someone deleted it) has a new time and numbers its messages from 1
+   * again: a reader that goes on after the last sequence it read of the old one would skip them.
+   */
+  async streamCreated(channel: string): Promise<string | undefined> {
+    const info = await this.manager()
+      .streams.info(this.streamOf(channel))
+      .catch((error: unknown) => {
+        if (this.isNotFound(error)) return undefined
+        throw error
+      })
+    return info?.created
+  }
+
+  /** @internal Forgets the deliveries held for `group` (its consumer is gone: they can no longer be answered). */
+  dropHeld(group: number): void {
+    this.held.delete(group)
+  }
+
   private async syncStream(channel: string, windowMs: number | undefined, first: boolean): Promise<void> {
     const jsm = this.manager()
     const name = this.streamOf(channel)
@@ -452,7 +482,14 @@ export class NatsDriver implements Driver {
         if (r.status === 'fulfilled') {
           if (r.value === true) write.duplicates++
         } else if (this.isServerError(r.reason)) this.writes.fail(write, this.refused(r.reason))
-        else if (r.reason instanceof this.nats.transport.errors.InvalidArgumentError) {
+        else if (isNoStream(r.reason)) {
+          // No stream listens on the subject: the server came back without it (its data lost, or
+          // the stream deleted). It is made again before the record is sent again.
+          const record = write.records[k]!
+          const channel = record.kind === 'publish' ? record.channel : record.kind === 'dead' ? record.deadLetter : undefined
+          if (channel !== undefined) this.forgetStream(channel)
+          again.push(record)
+        } else if (r.reason instanceof this.nats.transport.errors.InvalidArgumentError) {
           // nats.js refused it before sending (a payload over max_payload): sending again never helps.
           const record = write.records[k]!
           const frame = record.kind === 'publish' || record.kind === 'dead' ? record : undefined
@@ -501,9 +538,10 @@ export class NatsDriver implements Driver {
       case 'dead': {
         const m = this.held.get(record.group.id)?.get(record.position)
         if (m === undefined) return false
-        // The id makes two processes dead-lettering the same delivery write it once.
+        // The id makes two processes dead-lettering the same delivery write it once (the stream
+        // time tells a stream made again, which numbers from 1 again, from the old one).
         await js.publish(this.subjectOf(record.deadLetter), record.frame, {
-          msgID: `dl:${this.streamOf(record.group.channel)}:${m.seq}`,
+          msgID: `dl:${this.streamOf(record.group.channel)}:${m.seq}:${m.info.timestampNanos}`,
           timeout,
         })
         return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
@@ -533,15 +571,20 @@ export class NatsDriver implements Driver {
     return this.reading
   }
 
-  /** @internal A delivery read for `group`: kept for its answer. */
-  hold(group: number, m: JsMsg): string {
+  /**
+   * @internal A delivery read for `group`: kept for its answer. `remade` counts the times the
+   * group's stream was made again while this process read it.
+   */
+  hold(group: number, m: JsMsg, remade: number): string {
     let held = this.held.get(group)
     if (held === undefined) {
       held = new Map()
       this.held.set(group, held)
     }
-    // The stream sequence and the delivery count: an answer meant for one delivery never reaches a later one.
-    const position = `${m.seq}:${m.info.deliveryCount}`
+    // The stream sequence and the delivery count: an answer meant for one delivery never reaches a
+    // later one. A stream made again numbers from 1 again: its deliveries are told from the old
+    // stream's (which the core may still hold, and whose answers must not reach them) by `@remade`.
+    const position = remade === 0 ? `${m.seq}:${m.info.deliveryCount}` : `${m.seq}:${m.info.deliveryCount}@${remade}`
     held.set(position, m)
     return position
   }
@@ -554,7 +597,7 @@ export class NatsDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it.
     const marker = this.ensureStream(channel.name)
       .then(() => this.manager().streams.info(stream))
-      .then((info) => info.state.last_seq)
+      .then((info) => ({ seq: info.state.last_seq, created: info.created }))
     this.mark(channel.name, marker)
     return reader.catchUp(marker, start)
   }
@@ -602,7 +645,12 @@ export class NatsDriver implements Driver {
     this.groups.set(group.id, reader)
     // A group from 'latest' takes what is published after it was made: publishes of this process
     // made from now on wait until the consumer exists.
-    const made = this.ensureStream(group.channel).then(() => this.ensureConsumer(group))
+    const made = this.ensureStream(group.channel)
+      .then(() => this.ensureConsumer(group))
+      .then(() => this.streamCreated(group.channel))
+      .then((created) => {
+        reader.created = created
+      })
     this.mark(group.channel, made)
     try {
       await made
@@ -616,16 +664,18 @@ export class NatsDriver implements Driver {
   /**
    * Makes the group's durable consumer if it does not exist; sets its ack wait to this process's
    * threshold if it differs. One made again after the server lost it starts after `seen`, the
-   * last sequence this process read of it, instead of where the group started.
+   * last sequence this process read of it, instead of where the group started; on a stream made
+   * again (`newStream`: its numbers start over, and all it holds came after the loss) at its start.
    */
-  async ensureConsumer(group: GroupRef, seen = 0): Promise<void> {
+  async ensureConsumer(group: GroupRef, seen = 0, newStream = false): Promise<void> {
     const { AckPolicy, DeliverPolicy } = this.nats.jetstream
     const jsm = this.manager()
     const stream = this.streamOf(group.channel)
     const name = brokerName(group.name)
     const ackWait = ms(threshold(group))
-    const start =
-      seen > 0
+    const start = newStream
+      ? { deliver_policy: DeliverPolicy.All }
+      : seen > 0
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: seen + 1 }
         : group.start.at === 'latest'
           ? { deliver_policy: DeliverPolicy.New }
@@ -699,7 +749,22 @@ export class NatsDriver implements Driver {
   }
 }
 
-/** Follows one channel's stream into its mirror with an ordered consumer: history first, then what comes. */
+/** Where the stream stood when a `latest` subscribe reached the broker. */
+interface Marker {
+  /** The stream's last sequence then. */
+  readonly seq: number
+  /** When that stream was made (see `streamCreated`). */
+  readonly created: string
+}
+
+/**
+ * Follows one channel's stream into its mirror with an ordered consumer: history first, then what
+ * comes. nats.js makes the ordered consumer again by itself after a server restart, after the last
+ * sequence it delivered; on a stream made again meanwhile (the server lost its data) that would
+ * skip what the new stream holds, as it numbers from 1 again. So a delivery from a consumer nats.js
+ * made again waits until the stream is known to be the same one; on a new stream the mirror
+ * follows it from its start.
+ */
 class MirrorReader {
   readonly ready: Promise<void>
   private stopped = false
@@ -709,10 +774,21 @@ class MirrorReader {
   /** The last stream sequence added. */
   private last = 0
   /** Subscribes waiting for the mirror to reach a marker (`after`: undefined until it is known). */
-  private readonly waiters: Array<{ after: number | undefined; start: () => void }> = []
+  private readonly waiters: Array<{ after: Marker | undefined; start: () => void }> = []
   /** Until the history is in: the sequence it ends at, and what resolves `ready`. */
   private history: { until: number; done: () => void } | undefined
   private oldest = 0
+  /** When the stream the mirror follows was made, and those it followed before. */
+  private created = ''
+  private readonly left = new Set<string>()
+  /** The consumers known to read the stream made at `created` (nats.js names them `<prefix>_<n>`). */
+  private readonly checked = new Set<string>()
+  /** Deliveries held until their consumer is checked, in the order they came. */
+  private held: JsMsg[] = []
+  private checking = false
+  /** Counts the consumers this mirror made: deliveries of an earlier one are ignored. */
+  private generation = 0
+  private readonly prefix = `orrery_${Math.random().toString(36).slice(2, 10)}`
 
   constructor(
     private readonly driver: NatsDriver,
@@ -722,30 +798,29 @@ class MirrorReader {
     this.ready = this.open()
   }
 
+  private get stream(): string {
+    return this.driver.streamOf(this.channel.name)
+  }
+
   private async open(): Promise<void> {
     const driver = this.driver
     await driver.ensureStream(this.channel.name)
-    const stream = driver.streamOf(this.channel.name)
-    const { state } = await driver.managerOf().streams.info(stream)
+    const stream = this.stream
+    const info = await driver.managerOf().streams.info(stream)
+    const { state } = info
+    this.created = info.created
     const first = Math.max(1, state.first_seq)
     const startSeq = this.bound.maxCount > 0 ? Math.max(first, state.last_seq - this.bound.maxCount + 1) : first
     this.oldest = this.bound.maxAgeMs === Infinity ? 0 : Date.now() - this.bound.maxAgeMs
     this.last = startSeq - 1
-    const { DeliverPolicy } = driver.nats.jetstream
-    const consumer = await driver.client().consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq })
     const inHistory = state.last_seq >= startSeq && state.messages > 0
     const history = inHistory
       ? new Promise<void>((resolve) => {
           this.history = { until: state.last_seq, done: resolve }
         })
       : undefined
+    await this.follow(startSeq)
     if (this.stopped) return
-    // A pull lost in a server restart is noticed by missed heartbeats (half the expiry): the default
-    // 30 s expiry would leave a mirror silent that long after the server is back.
-    this.messages = await consumer.consume({ callback: (m) => this.add(m), expires: PULL_MS })
-    void this.messages.closed().then((error) => {
-      if (error instanceof Error && !this.stopped && !driver.isClosed) driver.sinkOf.failed(error)
-    })
     if (history !== undefined) {
       // The last entry may have gone (its age ran out) before it was read: the stream says so.
       const check = setInterval(() => {
@@ -754,7 +829,7 @@ class MirrorReader {
           .managerOf()
           .streams.info(stream)
           .then((info) => {
-            if (this.history !== undefined && info.state.first_seq > this.history.until) this.endHistory()
+            if (this.history !== undefined && info.created === this.created && info.state.first_seq > this.history.until) this.endHistory()
           })
           .catch(() => {})
       }, 1_000)
@@ -765,6 +840,122 @@ class MirrorReader {
     this.release()
   }
 
+  /** Reads the stream from `startSeq` with a new ordered consumer. */
+  private async follow(startSeq: number): Promise<void> {
+    const driver = this.driver
+    const generation = ++this.generation
+    const prefix = `${this.prefix}_${generation}`
+    const { DeliverPolicy } = driver.nats.jetstream
+    const consumer = await driver
+      .client()
+      .consumers.get(this.stream, { name_prefix: prefix, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq })
+    if (this.stopped || generation !== this.generation) return
+    this.checked.clear()
+    this.checked.add(`${prefix}_1`)
+    // A pull lost in a server restart is noticed by missed heartbeats (half the expiry): the default
+    // 30 s expiry would leave a mirror silent that long after the server is back.
+    const messages = await consumer.consume({ callback: (m) => this.receive(m, generation), expires: PULL_MS })
+    this.messages = messages
+    void messages.closed().then((error) => {
+      if (error instanceof Error && !this.stopped && !driver.isClosed && generation === this.generation) driver.sinkOf.failed(error)
+    })
+    // A consumer made again is checked at once, not only when it delivers (it starts after the
+    // last sequence read: on a new, shorter stream it may deliver nothing for long).
+    void (async () => {
+      for await (const s of messages.status()) {
+        if (s.type === 'ordered_consumer_recreated' && generation === this.generation) this.check(s.name, generation)
+      }
+    })().catch(() => {})
+  }
+
+  /** A delivery: added if its consumer is known to read this stream, else held until that is checked. */
+  private receive(m: JsMsg, generation: number): void {
+    if (this.stopped || generation !== this.generation) return
+    if (this.held.length === 0 && this.checked.has(m.info.consumer)) return this.add(m)
+    this.held.push(m)
+    this.check(m.info.consumer, generation)
+  }
+
+  /** Finds out whether consumer `name` reads the stream the mirror follows, or a stream made since. */
+  private check(name: string, generation: number): void {
+    if (this.checking || this.checked.has(name)) return this.drain()
+    this.checking = true
+    // Every consumer that delivered before the stream is looked at existed then, on that stream or
+    // an older one: if the stream is still the one followed, so was theirs.
+    const seen = new Set([name, ...this.held.map((m) => m.info.consumer)])
+    this.driver
+      .streamCreated(this.channel.name)
+      .then(
+        async (created) => {
+          if (this.stopped || generation !== this.generation) return
+          if (created === this.created) {
+            for (const c of seen) this.checked.add(c)
+            return
+          }
+          await this.followNewStream(created)
+        },
+        // The server is not answering: looked at again shortly.
+        () => new Promise((r) => setTimeout(r, RETRY_MS)),
+      )
+      .catch((error: unknown) => {
+        if (!this.stopped) this.driver.sinkOf.failed(error)
+      })
+      .finally(() => {
+        this.checking = false
+        if (this.stopped || generation !== this.generation) return
+        const pending = this.held.find((m) => !this.checked.has(m.info.consumer))
+        if (pending !== undefined) this.check(pending.info.consumer, generation)
+        else this.drain()
+      })
+  }
+
+  /** Adds the held deliveries, in order, up to the first whose consumer is not checked yet. */
+  private drain(): void {
+    while (this.held.length > 0 && this.checked.has(this.held[0]!.info.consumer)) this.add(this.held.shift()!)
+  }
+
+  /**
+   * The stream was made again (the server lost it, or it was deleted; `created` undefined: it is
+   * gone now): everything it holds came after what the mirror has, so the mirror reads it from
+   * its start. What was held from the old consumers is dropped (their numbers mean nothing now).
+   */
+  private async followNewStream(created: string | undefined): Promise<void> {
+    const driver = this.driver
+    this.generation++
+    this.held = []
+    const messages = this.messages
+    this.messages = undefined
+    if (messages !== undefined) void messages.close().catch(() => {})
+    let switched = false
+    // Tried until it works (the server may be going away again) or the mirror stops.
+    while (!this.stopped && !driver.isClosed) {
+      try {
+        if (!switched) {
+          if (created === undefined) {
+            driver.forgetStream(this.channel.name)
+            await driver.ensureStream(this.channel.name)
+            created = await driver.streamCreated(this.channel.name)
+            if (created === undefined) continue
+          }
+          this.left.add(this.created)
+          this.created = created
+          this.last = 0
+          switched = true
+          // History read so far is in; the new stream is read as it comes.
+          if (this.history !== undefined) this.endHistory()
+          this.release()
+        }
+        await this.follow(1)
+        return
+      } catch (error) {
+        if (this.stopped || driver.isClosed) return
+        if (driver.isServerError(error) && !driver.isNotFound(error)) driver.sinkOf.failed(error)
+        if (!switched) created = undefined
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      }
+    }
+  }
+
   private endHistory(): void {
     const h = this.history
     this.history = undefined
@@ -773,12 +964,12 @@ class MirrorReader {
   }
 
   /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
-  catchUp(marker: Promise<number>, start: () => void): () => void {
-    const waiter: { after: number | undefined; start: () => void } = { after: undefined, start }
+  catchUp(marker: Promise<Marker>, start: () => void): () => void {
+    const waiter: { after: Marker | undefined; start: () => void } = { after: undefined, start }
     this.waiters.push(waiter)
     marker.then(
-      (seq) => {
-        waiter.after = seq
+      (at) => {
+        waiter.after = at
         this.release()
       },
       (error: unknown) => {
@@ -789,15 +980,22 @@ class MirrorReader {
     return () => this.cancel(waiter)
   }
 
-  private cancel(waiter: { after: number | undefined; start: () => void }): void {
+  private cancel(waiter: { after: Marker | undefined; start: () => void }): void {
     const i = this.waiters.indexOf(waiter)
     if (i >= 0) this.waiters.splice(i, 1)
+  }
+
+  /** Whether the mirror has reached `at` (before `next`, the entry about to be added, if given). */
+  private reached(at: Marker, next: number | undefined): boolean {
+    // A marker on a stream the mirror has left is behind everything it reads now.
+    if (this.left.has(at.created)) return true
+    return at.created === this.created && (this.last >= at.seq || (next !== undefined && next > at.seq))
   }
 
   /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
   private release(next?: number): void {
     if (this.waiters.length === 0 || this.history !== undefined) return
-    const due = this.waiters.filter((w) => w.after !== undefined && (this.last >= w.after || (next !== undefined && next > w.after)))
+    const due = this.waiters.filter((w) => w.after !== undefined && this.reached(w.after, next))
     if (due.length === 0) return
     // What is read so far goes in first: the subscription starts after it.
     this.flush()
@@ -832,6 +1030,7 @@ class MirrorReader {
 
   stop(): void {
     this.stopped = true
+    this.generation++
     this.history?.done()
     this.history = undefined
     const messages = this.messages
@@ -857,6 +1056,10 @@ class GroupReader {
   private ready = true
   /** The last stream sequence read. */
   private seen = 0
+  /** When the stream this reader reads was made (see `streamCreated`). */
+  created: string | undefined
+  /** How many times the stream was made again while this reader read it. */
+  private remade = 0
   /** How many more the pull in flight may bring. */
   private outstanding = 0
   private closed = false
@@ -896,7 +1099,21 @@ class GroupReader {
       try {
         if (!this.ready) {
           await driver.ensureStream(this.group.channel)
-          await driver.ensureConsumer(this.group, this.seen)
+          const created = await driver.streamCreated(this.group.channel)
+          if (created === undefined) {
+            // Gone since this process last made it: made again on the next turn.
+            driver.forgetStream(this.group.channel)
+            continue
+          }
+          // A stream made again numbers from 1 again: going on after `seen` would skip what it holds.
+          const newStream = this.created !== undefined && created !== this.created
+          if (newStream) {
+            this.seen = 0
+            this.remade++
+            driver.dropHeld(this.group.id)
+          }
+          await driver.ensureConsumer(this.group, this.seen, newStream)
+          this.created = created
           this.ready = true
           consumer = undefined
         }
@@ -948,7 +1165,7 @@ class GroupReader {
       return
     }
     if (m.seq > this.seen) this.seen = m.seq
-    const position = this.driver.hold(this.group.id, m)
+    const position = this.driver.hold(this.group.id, m, this.remade)
     this.writer.group(this.group.id, m.info.deliveryCount, position, m.data)
     if (!this.scheduled) {
       this.scheduled = true
