@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
+import { leaveSpare, mustRun, SPARE_SKIP, withSpare } from './transports/spare.js'
 
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
@@ -42,18 +43,6 @@ async function until(done: () => boolean | Promise<boolean>, ms = 10_000): Promi
     if (Date.now() > end) throw new Error('timed out waiting')
     await new Promise((r) => setTimeout(r, 10))
   }
-}
-
-/**
- * Runs scripts/servers.sh with every descriptor past stdio closed: a server it starts must not
- * inherit what this process inherited (the heavy-command lock of `flock`, which it would then
- * hold for as long as it runs).
- */
-async function servers(...args: string[]): Promise<{ status: number | null; stderr: string }> {
-  // Imported here: this file also loads (and skips) in a browser page.
-  const { spawnSync } = await import('node:child_process')
-  const closeInherited = 'for fd in $(ls /proc/$$/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2>/dev/null; exec bash scripts/servers.sh "$@"'
-  return spawnSync('bash', ['-c', closeInherited, 'servers', ...args], { encoding: 'utf8' })
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -467,45 +456,48 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     await expectRefused(() => a.bus.publish(ch('late'), 2), 'CLOSED')
   })
 
-  // Restarts the shared test server: other files' tests see a short outage, which their
-  // publishes ride out (they retry in order).
-  it.skipIf(env['ORRERY_NO_RESTART'] === '1')(
-    'rides out a server restart: publishes wait and go in order, readers read again',
-    async () => {
-      fresh()
-      const a = await open({ publishTimeoutMs: 20_000 })
-      const b = await open()
-      const got: unknown[] = []
-      b.bus.subscribe(ch('restart'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
-      await a.bus.publish(ch('restart'), 0)
-      await until(() => got.length === 1)
-      const stop = await servers('stop', 'redis')
-      expect(stop.status, stop.stderr).toBe(0)
-      const during = [1, 2, 3].map((n) => a.bus.publish(ch('restart'), n))
-      await sleep(300)
-      const start = await servers('start', '--keep', 'redis')
-      expect(start.status, start.stderr).toBe(0)
-      const results = await Promise.all(during)
-      expect(results.map((r) => r.published)).toEqual([true, true, true])
-      await until(() => got.length === 4, 20_000)
-      expect(got).toEqual([0, 1, 2, 3])
-    },
-    60_000,
-  )
+  // The tests that stop their server use the spare one (scripts/servers.sh redis-spare), each alone
+  // on it: the shared server every other file uses stays up.
+  describe.skipIf(SPARE_SKIP !== undefined)(`on a server of its own (redis-spare)${SPARE_SKIP === undefined ? '' : ` [skipped: ${SPARE_SKIP}]`}`, () => {
+    afterAll(() => leaveSpare('redis-spare'), 60_000)
+    const stop = () => mustRun('stop', 'redis-spare')
+    // `--for`: this process is a user of the server again (a plain stop forgot its users).
+    const start = () => mustRun('start', '--keep', '--for', String(process.pid), 'redis-spare')
 
-  it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
-    fresh()
-    const a = await open({ publishTimeoutMs: 300 })
-    const stop = await servers('stop', 'redis')
-    expect(stop.status, stop.stderr).toBe(0)
-    try {
-      const err = await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
-      expect((err as Error & { details: unknown }).details).toEqual({ transport: 'main', channel: ch('timeout') })
-    } finally {
-      const start = await servers('start', '--keep', 'redis')
-      expect(start.status, start.stderr).toBe(0)
-    }
-  }, 60_000)
+    it('rides out a server restart: publishes wait and go in order, readers read again', async () => {
+      await withSpare('redis-spare', async (url) => {
+        fresh()
+        const a = await open({ url, publishTimeoutMs: 20_000 })
+        const b = await open({ url })
+        const got: unknown[] = []
+        b.bus.subscribe(ch('restart'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+        await a.bus.publish(ch('restart'), 0)
+        await until(() => got.length === 1)
+        await stop()
+        const during = [1, 2, 3].map((n) => a.bus.publish(ch('restart'), n))
+        await sleep(300)
+        await start()
+        const results = await Promise.all(during)
+        expect(results.map((r) => r.published)).toEqual([true, true, true])
+        await until(() => got.length === 4, 20_000)
+        expect(got).toEqual([0, 1, 2, 3])
+      })
+    }, 60_000)
+
+    it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
+      await withSpare('redis-spare', async (url) => {
+        fresh()
+        const a = await open({ url, publishTimeoutMs: 300 })
+        await stop()
+        try {
+          const err = await expectRefused(() => a.bus.publish(ch('timeout'), 1), 'TRANSPORT_UNAVAILABLE')
+          expect((err as Error & { details: unknown }).details).toEqual({ transport: 'main', channel: ch('timeout') })
+        } finally {
+          await start()
+        }
+      })
+    }, 60_000)
+  })
 })
 
 describe(`redis transport urls (${ENGINE})`, () => {

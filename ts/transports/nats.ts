@@ -549,14 +549,18 @@ export class NatsDriver implements Driver {
     }
   }
 
-  /** Answers a held delivery, then waits until the server has read the answer. */
+  /**
+   * Answers a held delivery, then waits until the server has read the answer. The delivery stays
+   * held until then: nats.js drops what it had not sent when the connection goes, so an answer
+   * lost that way is sent again when the record is (the server ignores a second one).
+   */
   private async settleHeld(group: number, position: string, answer: (m: JsMsg) => void): Promise<boolean> {
     const held = this.held.get(group)
     const m = held?.get(position)
     if (m === undefined) return false
     answer(m)
-    held!.delete(position)
     await this.serverRead()
+    held!.delete(position)
     return false
   }
 
