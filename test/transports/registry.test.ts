@@ -195,6 +195,15 @@ for (const backend of BACKENDS.filter((b) => b.name !== 'memory')) {
           // C's agent stays: its process still beats.
           await quiet(HEARTBEAT.interval * 6 + HEARTBEAT.deregisterAfter)
           expect(ids(meshA)).toEqual(ids(meshC))
+          const [cAgent] = ids(meshC)
+
+          // The Orrery's own graceful stop (its meshes stop at once) deregisters them too.
+          const closing = Date.now()
+          await c.shutdown()
+          await until(() => gone.some((e) => e.agent === cAgent), 5_000, 'C agent to be deregistered on A')
+          expect(gone.at(-1)).toMatchObject({ agent: cAgent, reason: 'requested', remote: true, process: meshC.process })
+          expect(Date.now() - closing).toBeLessThan(2_000)
+          expect(ids(meshA)).toEqual([])
           console.log(`[registry ${backend.name} ${ENGINE}] graceful deregistration seen ${graceful} ms after shutdown() began`)
         } finally {
           await w.end()
