@@ -15,9 +15,13 @@
  *     no pending entry. redis-benchmark repeats one fixed command and cannot ack the ids it read,
  *     so the tool here is node-redis-raw: a tight loop of XREADGROUP COUNT 256 with each batch's
  *     XACK pipelined behind the next read.
+ *   - request-reply: REQUESTS round trips between two Orrery instances (two processes as far as the
+ *     broker can tell) on a Redis-bound channel, REQUEST_WINDOW in flight at once: the request an
+ *     entry of the stream read by the responder's group, the reply a PUBLISH to the requester's
+ *     reply address. requests/s and the p99 round trip; no tool (none does this on Redis).
  * NATS (`orrery-nats` against `nats-bench`) and Kafka (`orrery-kafka` against `kafka-perf`) come
- * in a later session, with the cross-process request-reply scenario (`request-reply-remote`,
- * `orrery-nats` against `moleculer-nats`); they are not in the results until they are measured.
+ * in a later session, with request-reply on NATS (against `moleculer-nats`); they are not in the
+ * results until they are measured.
  *
  * The suite starts the redis server through scripts/servers.sh (`--for` its pid) if it is not
  * running, and stops it at the end unless another user (a test run) still has it.
@@ -301,6 +305,49 @@ async function rawConsume() {
   }
 }
 
+/** Requests a request-reply round makes, and how many wait for their reply at once. */
+const REQUESTS = scaled(20_000, 2_000)
+const REQUEST_WINDOW = 64
+
+function orreryRequestReply(id, engine) {
+  return async () => {
+    const requester = await orreryOnRedis(engine)
+    const responder = await orreryOnRedis(engine)
+    const client = await rawClient()
+    // A group responder, as a service with replicas would be; it echoes the payload.
+    responder.orrery.bus.respond('bench.rpc', (req) => req.payload, { group: 'rpc' })
+    const { bus } = requester.orrery
+    const tally = new Tally()
+    return {
+      async round() {
+        const latencies = new Float64Array(REQUESTS)
+        let next = 0
+        const worker = async () => {
+          while (next < REQUESTS) {
+            const i = next++
+            const t = performance.now()
+            const reply = await bus.request('bench.rpc', PAYLOAD, { timeout: 30_000 })
+            latencies[i] = performance.now() - t
+            tally.receive(reply.payload)
+          }
+        }
+        const t0 = performance.now()
+        await Promise.all(Array.from({ length: REQUEST_WINDOW }, worker))
+        const ms = performance.now() - t0
+        latencies.sort()
+        return { msgs: REQUESTS, ms, p99_us: Math.round(latencies[Math.floor(REQUESTS * 0.99)] * 1000) }
+      },
+      async close(total) {
+        await requester.orrery.shutdown()
+        await responder.orrery.shutdown()
+        await dropKeys(client, '*')
+        await client.close()
+        tally.verify(id, total, PAYLOAD_BYTES)
+      },
+    }
+  }
+}
+
 /** `vs_tool`: this contender's rate over the tool's, from the same view (best or median). */
 const versus = (tool) => (r, id, all) => (id === tool || !all[tool] ? {} : { vs_tool: Math.round((r.msgs_per_sec / all[tool].msgs_per_sec) * 100) / 100 })
 
@@ -320,6 +367,10 @@ const SCENARIOS = [
     contenders: [...ENGINES.map(([id, engine]) => [id, orreryConsume(id, engine)]), ['node-redis-raw', rawConsume]],
     derive: versus('node-redis-raw'),
   },
+  {
+    id: 'request-reply',
+    contenders: ENGINES.map(([id, engine]) => [id, orreryRequestReply(id, engine)]),
+  },
 ]
 
 // ORRERY_BENCH_CONTENDERS=a,b: those contenders alone (checking a harness); printed, never written.
@@ -338,7 +389,8 @@ function targets(results) {
       lines.push(`  ${scenario} ${id}: ${r.best.vs_tool}x best, ${r.median.vs_tool}x median ${r.best.vs_tool >= 0.8 ? 'met' : 'NOT met'}`)
     }
   }
-  lines.push('  nats (orrery-nats, nats-bench), kafka (orrery-kafka, kafka-perf), request-reply-remote: later sessions')
+  lines.push('  request-reply has no tool to compare with on Redis (requests/s and p99 stand alone)')
+  lines.push('  nats (orrery-nats, nats-bench; request-reply against moleculer-nats), kafka (orrery-kafka, kafka-perf): later sessions')
   return lines
 }
 

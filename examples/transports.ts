@@ -34,8 +34,12 @@ for (const o of [billing, shipping]) {
 await billing.bus.publish('orders', { sku: 'A-1' }) // resolves once Redis has it
 await billing.bus.publishBatch(['a', 'b', 'c'].map((to) => ({ channel: 'jobs.email', payload: to })))
 
+// Requests cross too: the reply comes back to the requesting process.
+shipping.bus.respond<{ sku: string }, number>('jobs.stock', (req) => (req.payload.sku === 'A-1' ? 3 : 0), { group: 'stock' })
+assert.equal((await billing.bus.request<number>('jobs.stock', { sku: 'A-1' })).payload, 3)
+
 // What Redis Streams cannot carry is refused at the call, before anything is sent.
-await assert.rejects(billing.bus.request('orders', {}), (err) => isOrreryError(err, 'CAPABILITY_UNSUPPORTED'))
+await assert.rejects(billing.bus.publish('orders', {}, { priority: 'high' }), (err) => isOrreryError(err, 'CAPABILITY_UNSUPPORTED'))
 
 while (seen.length < 1 || done.length < 3) await new Promise((r) => setTimeout(r, 10))
 assert.deepEqual(seen, ['A-1'])

@@ -727,6 +727,112 @@ function contract(backend: Backend): void {
     })
   })
 
+  describe.runIf(can('request'))('requests', () => {
+    it('a broadcast responder on another instance answers; payload, headers, binary payloads and errors cross intact', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('echo')
+      b.bus.respond<{ text: string; fail?: boolean }, { text: string; trace: string | undefined }>(ch, (req) => {
+        if (req.payload.fail) throw Object.assign(new Error('refused on purpose'), { code: 'NOPE' })
+        return { text: req.payload.text.toUpperCase(), trace: req.headers['trace'] }
+      })
+      const reply = await a.bus.request<{ text: string; trace: string }>(ch, { text: 'héllo' }, { timeout: 10_000, headers: { trace: 't-1' } })
+      expect(reply.payload).toEqual({ text: 'HÉLLO', trace: 't-1' })
+      const bin = t.ch('echo.bytes')
+      b.bus.respond<Uint8Array, Uint8Array>(bin, (req) => req.payload.slice().reverse())
+      const bytes = await a.bus.request<Uint8Array>(bin, new Uint8Array([0, 255, 7]), { timeout: 10_000 })
+      expect([...bytes.payload]).toEqual([7, 255, 0])
+      const err = await refusalOf(() => a.bus.request(ch, { text: 'x', fail: true }, { timeout: 10_000 }))
+      expect(isOrreryError(err, 'HANDLER_ERROR')).toBe(true)
+      expect((err as Error).message).toContain('refused on purpose')
+      expect((err as { details: Record<string, unknown> }).details['remoteCode']).toBe('NOPE')
+    })
+
+    it('a group request is answered once, taken by a member on any instance; many in flight at once', { timeout: T }, async () => {
+      const t = fresh()
+      const peers = await t.peers(2)
+      const ch = t.ch('square')
+      const calls = [0, 0]
+      for (const [i, o] of peers.entries()) {
+        o.bus.respond<number, number>(
+          ch,
+          async (req) => {
+            calls[i]!++
+            await new Promise((resolve) => setTimeout(resolve, 2))
+            return req.payload * req.payload
+          },
+          { group: 'squarers' },
+        )
+      }
+      const n = 60
+      const replies = await Promise.all(range(0, n).map((i) => peers[i % 2]!.bus.request<number>(ch, i, { timeout: 20_000 })))
+      expect(replies.map((r) => r.payload)).toEqual(range(0, n).map((i) => i * i))
+      expect(calls[0]! + calls[1]!).toBe(n)
+    })
+
+    it('no responder anywhere: TIMEOUT on a shared backend (nobody can know at once), NO_RESPONDER in one process', { timeout: T }, async () => {
+      const t = fresh()
+      const o = await t.open()
+      const ch = t.ch('nobody')
+      const started = Date.now()
+      const err = await refusalOf(() => o.bus.request(ch, 1, { timeout: 300 }))
+      if (shared) {
+        expect(isOrreryError(err, 'TIMEOUT')).toBe(true)
+        expect(Date.now() - started).toBeGreaterThanOrEqual(290)
+      } else {
+        expect(isOrreryError(err, 'NO_RESPONDER')).toBe(true)
+      }
+      expect((err as Error).message).toContain(ch)
+    })
+
+    it('a reply after the timeout is dropped and counted as late', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('slow')
+      let answered = 0
+      b.bus.respond<number, number>(ch, async (req) => {
+        await new Promise((resolve) => setTimeout(resolve, 400))
+        answered++
+        return req.payload
+      })
+      const err = await refusalOf(() => a.bus.request(ch, 1, { timeout: 150 }))
+      expect(isOrreryError(err, 'TIMEOUT')).toBe(true)
+      const late = () => distinct([a, b]).reduce((sum, o) => sum + o.bus.lateReplies(), 0)
+      await until(
+        () => answered === 1 && late() === 1,
+        10_000,
+        'the late reply counted',
+        () => ({ answered, late: late() }),
+      )
+      // Nothing else arrives afterwards: the late reply never settles anything.
+      await quiet(200)
+      expect(late()).toBe(1)
+    })
+
+    it.runIf(shared)('a reply after the requester closed is dropped; the responder goes on answering others', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b, c] = (await t.peers(3)) as [Orrery, Orrery, Orrery]
+      const ch = t.ch('held')
+      const failures = listen(b.bus.events)
+      let release: (() => void) | undefined
+      const held = new Promise<void>((resolve) => (release = resolve))
+      let asked = 0
+      b.bus.respond<string, string>(ch, async (req) => {
+        asked++
+        if (req.payload === 'hold') await held
+        return `re:${req.payload}`
+      })
+      const first = a.bus.request<string>(ch, 'hold', { timeout: 20_000 })
+      await until(() => asked === 1, 10_000, 'the request to reach the responder')
+      a.close()
+      expect(isOrreryError(await refusalOf(() => first), 'CLOSED')).toBe(true)
+      release!()
+      const next = await c.bus.request<string>(ch, 'next', { timeout: 10_000 })
+      expect(next.payload).toBe('re:next')
+      expect(failures.items.filter((e) => (e as { type: string }).type !== 'slow-consumer')).toEqual([])
+    })
+  })
+
   describe('capabilities', () => {
     it('bus.binding() names the backend of a channel and what it can do', async () => {
       const t = fresh()
@@ -751,6 +857,7 @@ function contract(backend: Backend): void {
       b.bus.respond<{ x: number; y: number }, number>(ch, (req) => req.payload.x + req.payload.y, { group: 'adders' })
       const reply = await a.bus.request<number>(ch, { x: 2, y: 3 }, { timeout: 10_000 })
       expect(reply.payload).toBe(5)
+      expect(reply.channel).toBe(ch)
     })
     it.runIf(!can('request'))('request: refused with CAPABILITY_UNSUPPORTED, nothing published', { timeout: T }, async () => {
       const t = fresh()

@@ -368,6 +368,45 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
     }
   })
 
+  it('a request round trip between processes: 2 responder processes in one group, an asker process and this one; every reply right, both responders answer', {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = `req-${RUN}-${++runs}.`
+    const responders = [spawnFixture(['responder', url, prefix]), spawnFixture(['responder', url, prefix])]
+    await Promise.all(responders.map((r) => r.next('ready', 20_000)))
+    const asker = spawnFixture(['asker', url, prefix, '100'])
+    const answered = await Promise.race([
+      asker.next('answered', 40_000),
+      asker.next('failed', 40_000).then((l) => Promise.reject(new Error(JSON.stringify(l)))),
+    ])
+    const own = await Orrery.create({ transports: { main: { kind: 'redis', url } }, bindings: { [`${prefix}*`]: 'main' } })
+    try {
+      const started = performance.now()
+      const reply = await own.bus.request<{ sum: number; pid: number }>(`${prefix}add`, { a: 40, b: 2 }, { timeout: 10_000 })
+      const ms = performance.now() - started
+      const times = (answered['ms'] as number[]).slice().sort((x, y) => x - y)
+      const pids = answered['pids'] as number[]
+      const byPid = Object.fromEntries(responders.map((r) => [r.pid, pids.filter((p) => p === r.pid).length]))
+      console.log(
+        `requests between processes (${ENGINE}): 100 at once from a child, answered by pid ${JSON.stringify(byPid)}; round trip p50 ${times[50]!.toFixed(1)} ms, p99 ${times[98]!.toFixed(1)} ms; one from this process ${ms.toFixed(1)} ms`,
+      )
+      expect(reply.payload.sum).toBe(42)
+      expect(responders.map((r) => r.pid)).toContain(reply.payload.pid)
+      expect(answered['wrong']).toBe(0)
+      expect(pids.length).toBe(100)
+      expect(Object.values(byPid).every((count) => count > 0)).toBe(true)
+      expect(pids.every((p) => responders.some((r) => r.pid === p))).toBe(true)
+    } finally {
+      await own.shutdown()
+      own.close()
+    }
+    await endsOnItsOwn(asker, 10_000)
+    for (const r of responders) r.proc.stdin!.write('stop\n')
+    for (const r of responders) await r.next('stopped', 10_000)
+    for (const r of responders) expect((await endsOnItsOwn(r, 10_000)).code).toBe(0)
+    for (const c of [...responders, asker]) expect(c.stderr).toBe('')
+  })
+
   it('create refuses a wrong password with TRANSPORT_AUTH, a closed port or a silent server with TRANSPORT_UNAVAILABLE within connectTimeoutMs; each process ends on its own', {
     timeout: 30_000,
   }, async () => {

@@ -287,6 +287,7 @@ export class Bus {
       scheduleFlush: () => this.scheduleFlush(),
       noteDeadline: () => this.noteDeadline(),
       failed: (transport, error) => this.transportFailed(transport, error),
+      requestFailed: (token, error) => this.requestFailed(token, error),
     })
     // Built once per bus, not per call: the record and ack paths go through it.
     this.link = {
@@ -938,7 +939,19 @@ export class Bus {
     envelope.codec = codec
     this.encode(w, this.channelId(channel), payload, envelope as PublishOptions, this.now(), token, true, kind)
     const frame = w.bytes()
-    if (this.core.reply(frame) === REPLIED.own) this.settle(token, 0, this.replySlab.keep(frame))
+    const replied = this.core.reply(frame)
+    if (replied === REPLIED.own) this.settle(token, 0, this.replySlab.keep(frame))
+    // Another process's request: the reply left the core as egress, which a flush hands over.
+    else if (replied === REPLIED.remote) this.scheduleFlush()
+  }
+
+  /** A request its transport could not write fails with the transport's error (the core's deadline later finds nothing waiting). */
+  private requestFailed(token: number, error: unknown): void {
+    const waiting = this.requests.get(token)
+    if (!waiting) return
+    this.requests.delete(token)
+    if (this.requests.size === 0) this.releaseTimer()
+    waiting.reject(error)
   }
 
   /** Counters of one channel. */

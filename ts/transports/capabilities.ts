@@ -45,10 +45,11 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
 
 /**
  * The per-backend table. `memory` is this process's own bus: everything. `redis` (Redis
- * Streams) lacks requests across processes, priorities other than `normal`, replay from a
- * sequence number, `group.claim`, retention by bytes and the `reject` overflow policy for
- * subscribers; its `retention.maxCount` is approximate (`MAXLEN ~`). `nats` (JetStream) keeps
- * retention by bytes too (the stream's `max_bytes`), and lacks the rest as redis does.
+ * Streams) lacks priorities other than `normal`, replay from a sequence number, `group.claim`,
+ * retention by bytes and the `reject` overflow policy for subscribers; its `retention.maxCount`
+ * is approximate (`MAXLEN ~`); its requests cross processes, but one nobody answers times out
+ * (`TIMEOUT`) instead of failing `NO_RESPONDER` at once. `nats` (JetStream) keeps retention by
+ * bytes too (the stream's `max_bytes`), lacks requests for now, and the rest as redis does.
  */
 export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySet>> = Object.freeze({
   memory: ALL,
@@ -56,7 +57,6 @@ export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySe
     ...ALL,
     'from.seq': false,
     'retention.maxBytes': false,
-    request: false,
     priority: false,
     claim: false,
     'overflow.reject': false,

@@ -36,6 +36,10 @@ export type Egress =
   | { readonly kind: 'ack'; readonly group: GroupRef; readonly position: string }
   | { readonly kind: 'release'; readonly group: GroupRef; readonly position: string; readonly delayMs: number }
   | { readonly kind: 'dead'; readonly group: GroupRef; readonly position: string; readonly deadLetter: string; readonly frame: Uint8Array }
+  /** Written as a publish with the reply address and the timeout beside the frame (no dedup). */
+  | { readonly kind: 'request'; readonly channel: string; readonly replyTo: string; readonly timeoutMs: number; readonly frame: Uint8Array }
+  /** Sent to the requester's reply address (not kept by the broker: a requester gone misses it). */
+  | { readonly kind: 'reply'; readonly channel: string; readonly address: string; readonly frame: Uint8Array }
 
 /** Retention a bound channel asks of the broker (undefined: none). */
 export interface BrokerRetention {
@@ -76,6 +80,11 @@ export interface Driver {
   openMirror(channel: ChannelRef, bound: HistoryBound): Promise<void>
   /** Creates the group on the broker if need be, then reads it for this process. */
   openGroup(group: GroupRef): Promise<void>
+  /**
+   * Listens at reply address `address` (once; later calls return the same Promise): what is sent
+   * there is ingested as replies. Resolves once a reply sent from now on would arrive.
+   */
+  openReplies?(address: string): Promise<void>
   /** Stops reading a group (the broker keeps it). */
   closeGroup(group: number): void
   /** A group may have room again: readers waiting for it read. */

@@ -5,12 +5,12 @@
  * so an unbound Orrery's hot paths never reach this module.
  */
 import type { BusCore } from '../engines/backend.js'
-import { DEFAULTS } from '../engines/manifest.js'
+import { DEFAULTS, FRAME } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
-import { forEachEgress, REMOTE } from './records.js'
+import { forEachEgress, IngestWriter, REMOTE } from './records.js'
 
 /** What the link needs of its bus. */
 export interface TransportHost {
@@ -20,6 +20,8 @@ export interface TransportHost {
   noteDeadline(): void
   /** A failure no caller waits for: reported on the bus's events. */
   failed(transport: string, error: unknown): void
+  /** The request with reply token `token` could not be written: it fails with `error` at once. */
+  requestFailed(token: number, error: unknown): void
 }
 
 /** What `bus.binding(channel)` tells. */
@@ -48,8 +50,19 @@ export type DriverFactory = (options: CheckedRedisOptions, sink: DriverSink, tra
 
 const DEAD_LETTER = '.dead-letter'
 
-/** Broker positions are ASCII (Redis entry ids). */
+/** Broker positions are ASCII (Redis entry ids), and so are reply addresses. */
 const POSITION = new TextDecoder()
+
+/** Consecutive publishes or requests for one driver, written as one write (in batch order). */
+interface Run {
+  readonly requests: boolean
+  readonly records: Egress[]
+}
+
+/** The reply token a request's frame carries. */
+function replyToken(frame: Uint8Array): number {
+  return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(FRAME.offReply, true)
+}
 
 async function redisDriver(options: CheckedRedisOptions, sink: DriverSink, transport: string): Promise<Driver> {
   const { loadRedis, RedisDriver } = await import('./redis.js')
@@ -75,6 +88,13 @@ export class Transports {
   private readonly bound = new Map<number, BoundChannel>()
   /** Channels bound to a `memory` transport: local, named only for `binding`. */
   private readonly local = new Map<number, CheckedTransport>()
+  /**
+   * Reply addresses opened on each driver, once it carried a request; writes to a driver wait
+   * for its listener, so no reply to a request written there can come before it listens.
+   */
+  private readonly replies = new Map<Driver, Promise<void>>()
+  /** Drivers whose reply listener is up: their writes go out at once. */
+  private readonly listening = new Set<Driver>()
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
   private readonly groups = new Map<number, { ref: GroupRef; driver: Driver }>()
   private closed = false
@@ -343,24 +363,44 @@ export class Transports {
   }
 
   /**
-   * Splits an egress batch by driver, in order, and writes each part. Publishes and settlements
-   * (acks, releases, dead letters) are separate writes: the returned Promise is the publishes'
-   * (a refused ack must not fail a publish that was written, which its caller would repeat).
+   * Splits an egress batch by driver, in order, and writes each part. Publishes, requests and
+   * settlements (acks, releases, dead letters, replies) are separate writes: the returned Promise
+   * is the publishes' (a refused ack must not fail a publish that was written, which its caller
+   * would repeat); a request that could not be written fails at once; a reply to this process's
+   * own request is ingested here, without a round trip to the broker.
    */
   private route(batch: Uint8Array): Promise<number> {
-    const publishes = new Map<Driver, Egress[]>()
+    const runs = new Map<Driver, Run[]>()
     const settles = new Map<Driver, Egress[]>()
-    const add = (parts: Map<Driver, Egress[]>, driver: Driver, record: Egress) => {
-      const list = parts.get(driver)
-      if (list) list.push(record)
-      else parts.set(driver, [record])
+    const add = (driver: Driver, record: Egress, requests: boolean) => {
+      const list = runs.get(driver)
+      const last = list?.[list.length - 1]
+      if (last !== undefined && last.requests === requests) last.records.push(record)
+      else if (list) list.push({ requests, records: [record] })
+      else runs.set(driver, [{ requests, records: [record] }])
     }
-    forEachEgress(batch, (kind, id, value, pos, frame) => {
-      if (kind === REMOTE.publish) {
+    const settle = (driver: Driver, record: Egress) => {
+      const list = settles.get(driver)
+      if (list) list.push(record)
+      else settles.set(driver, [record])
+    }
+    let own: IngestWriter | undefined
+    forEachEgress(batch, (kind, id, value, pos, frame, route) => {
+      if (kind === REMOTE.publish || kind === REMOTE.request || kind === REMOTE.reply) {
         const channel = this.bound.get(id)
-        if (channel) add(publishes, channel.driver, { kind: 'publish', channel: channel.name, dedupWindowMs: value, frame })
-        else
+        if (channel === undefined) {
           this.host?.failed(this.transportNames(), new OrreryError('INTERNAL', `a message for channel id ${id}, bound to no transport here, was not written`))
+        } else if (kind === REMOTE.publish) {
+          add(channel.driver, { kind: 'publish', channel: channel.name, dedupWindowMs: value, frame }, false)
+        } else if (kind === REMOTE.request) {
+          add(channel.driver, { kind: 'request', channel: channel.name, replyTo: this.processId, timeoutMs: value, frame }, true)
+        } else {
+          const address = POSITION.decode(route)
+          if (address === this.processId) {
+            own ??= new IngestWriter()
+            own.replied(frame)
+          } else settle(channel.driver, { kind: 'reply', channel: channel.name, address, frame })
+        }
         return
       }
       const group = this.groups.get(id)
@@ -369,18 +409,73 @@ export class Transports {
         return
       }
       const position = POSITION.decode(pos)
-      if (kind === REMOTE.ack) add(settles, group.driver, { kind: 'ack', group: group.ref, position })
-      else if (kind === REMOTE.release) add(settles, group.driver, { kind: 'release', group: group.ref, position, delayMs: value })
-      else if (kind === REMOTE.dead)
-        add(settles, group.driver, { kind: 'dead', group: group.ref, position, deadLetter: `${group.ref.channel}${DEAD_LETTER}`, frame })
+      if (kind === REMOTE.ack) settle(group.driver, { kind: 'ack', group: group.ref, position })
+      else if (kind === REMOTE.release) settle(group.driver, { kind: 'release', group: group.ref, position, delayMs: value })
+      else if (kind === REMOTE.dead) settle(group.driver, { kind: 'dead', group: group.ref, position, deadLetter: `${group.ref.channel}${DEAD_LETTER}`, frame })
     })
     if (settles.size > 0) this.settle(settles)
-    if (publishes.size === 0) return Promise.resolve(0)
-    if (publishes.size === 1) {
-      const [driver, records] = [...publishes][0]!
-      return driver.write(records)
+    if (own !== undefined) this.ingestOwn(own)
+    if (runs.size === 0) return Promise.resolve(0)
+    const written: Promise<number>[] = []
+    for (const [driver, list] of runs) written.push(this.writeRuns(driver, list))
+    if (written.length === 1) return written[0]!
+    return Promise.all(written).then((d) => d.reduce((a, b) => a + b, 0))
+  }
+
+  /**
+   * Writes one driver's runs in order; resolves with the publishes' duplicates. The first request
+   * on a driver opens this process's reply address there first, and every write to it waits
+   * until then.
+   */
+  private writeRuns(driver: Driver, list: Run[]): Promise<number> {
+    const send = (): Promise<number> => {
+      const published: Promise<number>[] = []
+      for (const run of list) {
+        const writing = driver.write(run.records)
+        if (!run.requests) published.push(writing)
+        else writing.catch((error: unknown) => this.requestsFailed(run.records, error))
+      }
+      if (published.length === 0) return Promise.resolve(0)
+      return published.length === 1 ? published[0]! : Promise.all(published).then((d) => d.reduce((a, b) => a + b, 0))
     }
-    return Promise.all([...publishes].map(([driver, records]) => driver.write(records))).then((d) => d.reduce((a, b) => a + b, 0))
+    if (this.listening.has(driver)) return send()
+    let opening = this.replies.get(driver)
+    if (opening === undefined) {
+      if (!list.some((run) => run.requests)) return send()
+      const open = driver.openReplies?.(this.processId) ?? Promise.reject(new OrreryError('INTERNAL', 'this transport cannot listen for replies'))
+      opening = open.then(() => {
+        this.listening.add(driver)
+      })
+      this.replies.set(driver, opening)
+    }
+    return opening.then(send, (error: unknown) => {
+      // The listener can be tried again by the next request.
+      if (this.replies.get(driver) === opening) this.replies.delete(driver)
+      for (const run of list) if (run.requests) this.requestsFailed(run.records, error)
+      const rest = list.filter((run) => !run.requests)
+      if (rest.length === 0) return 0
+      list = rest
+      return send()
+    })
+  }
+
+  /** Requests that could not be written fail at once (their reply could never come). */
+  private requestsFailed(records: readonly Egress[], error: unknown): void {
+    for (const record of records) if (record.kind === 'request') this.host?.requestFailed(replyToken(record.frame), error)
+  }
+
+  /** Replies to this process's own requests, answered here: ingested as the broker would have brought them. */
+  private ingestOwn(writer: IngestWriter): void {
+    const host = this.host
+    const batch = writer.take()
+    if (host === undefined || batch === undefined) return
+    try {
+      host.core.ingest(batch, host.now())
+    } catch (error) {
+      host.failed(this.transportNames(), error)
+      return
+    }
+    host.scheduleFlush()
   }
 
   /**

@@ -1,15 +1,19 @@
 /**
  * The records that cross between the core and a transport driver (crates/core/src/bus/remote.rs):
  * egress (what the core asks the broker to do) and ingest (what the broker delivered), each a
- * 32-byte header, then the broker position, then the frame, laid end to end.
+ * 32-byte header, then the broker position, the route (a request's reply address), then the
+ * frame, laid end to end.
  */
 
 import { REMOTE } from '../engines/manifest.js'
 
 export { REMOTE }
 
-/** One egress record, as `forEachEgress` hands it over (the views are valid during the visit). */
-export type EgressVisitor = (kind: number, id: number, value: number, pos: Uint8Array, frame: Uint8Array, record: Uint8Array) => void
+/**
+ * One egress record, as `forEachEgress` hands it over (the views are valid during the visit):
+ * `route` is a REPLY's reply address, empty for every other kind.
+ */
+export type EgressVisitor = (kind: number, id: number, value: number, pos: Uint8Array, frame: Uint8Array, route: Uint8Array) => void
 
 /** Walks a drained egress batch. */
 export function forEachEgress(batch: Uint8Array, visit: EgressVisitor): void {
@@ -18,20 +22,37 @@ export function forEachEgress(batch: Uint8Array, visit: EgressVisitor): void {
   while (at + REMOTE.headerLen <= batch.length) {
     const len = view.getUint32(at + REMOTE.offLength, true)
     const posLen = view.getUint32(at + REMOTE.offPosLen, true)
+    const routeLen = view.getUint32(at + REMOTE.offRouteLen, true)
     const start = at + REMOTE.headerLen
     visit(
       view.getUint8(at + REMOTE.offKind),
       view.getUint32(at + REMOTE.offId, true),
       view.getFloat64(at + REMOTE.offValue, true),
       batch.subarray(start, start + posLen),
-      batch.subarray(start + posLen, at + len),
-      batch.subarray(at, at + len),
+      batch.subarray(start + posLen + routeLen, at + len),
+      batch.subarray(start + posLen, start + posLen + routeLen),
     )
     at += len
   }
 }
 
 const ascii = new TextEncoder()
+
+/** Where the reply to a request read from the broker goes: the requester's address and its timeout (ms). */
+export interface Route {
+  readonly address: string
+  readonly timeoutMs: number
+}
+
+/**
+ * The route of an entry read from the broker, from its reply address and timeout as written
+ * there; undefined (a plain message) when they are missing or not a route the core takes.
+ */
+export function routeOf(address: string | undefined, timeout: string | undefined): Route | undefined {
+  if (address === undefined || address.length === 0 || timeout === undefined) return undefined
+  const timeoutMs = Number(timeout)
+  return timeoutMs > 0 ? { address, timeoutMs } : undefined
+}
 
 /** Builds an ingest batch in one growing buffer. */
 export class IngestWriter {
@@ -49,8 +70,8 @@ export class IngestWriter {
     this.view = new DataView(next.buffer)
   }
 
-  private header(kind: number, id: number, posLen: number, frameLen: number, count: number, value: number): number {
-    const len = REMOTE.headerLen + posLen + frameLen
+  private header(kind: number, id: number, posLen: number, frameLen: number, count: number, value: number, routeLen = 0): number {
+    const len = REMOTE.headerLen + posLen + routeLen + frameLen
     this.reserve(len)
     const at = this.pos
     this.buf.fill(0, at, at + REMOTE.headerLen)
@@ -59,25 +80,49 @@ export class IngestWriter {
     this.view.setUint32(at + REMOTE.offId, id, true)
     this.view.setUint32(at + REMOTE.offPosLen, posLen, true)
     this.view.setUint32(at + REMOTE.offCount, count, true)
+    this.view.setUint32(at + REMOTE.offRouteLen, routeLen, true)
     this.view.setFloat64(at + REMOTE.offValue, value, true)
     this.count++
     return at + REMOTE.headerLen
   }
 
-  /** A broadcast entry of channel `channel`, written by the broker at `at` (ms). */
-  live(channel: number, at: number, frame: Uint8Array): void {
-    const start = this.header(REMOTE.live, channel, 0, frame.length, 0, at)
+  /** A broadcast entry of channel `channel`, written by the broker at `at` (ms); a request when it has a route. */
+  live(channel: number, at: number, frame: Uint8Array, route?: Route): void {
+    const address = route === undefined ? undefined : ascii.encode(route.address)
+    const routeLen = address === undefined ? 0 : REMOTE.routeTimeoutLen + address.length
+    const start = this.header(REMOTE.live, channel, 0, frame.length, 0, at, routeLen)
+    this.pos = this.body(start, undefined, route, address, frame)
+  }
+
+  /** A delivery to group `group`, the broker's `count`th, at broker position `position`; a request when it has a route. */
+  group(group: number, count: number, position: string, frame: Uint8Array, route?: Route): void {
+    const pos = ascii.encode(position)
+    const address = route === undefined ? undefined : ascii.encode(route.address)
+    const routeLen = address === undefined ? 0 : REMOTE.routeTimeoutLen + address.length
+    const start = this.header(REMOTE.group, group, pos.length, frame.length, count, 0, routeLen)
+    this.pos = this.body(start, pos, route, address, frame)
+  }
+
+  /** A reply to one of this process's requests (its frame carries the request's token). */
+  replied(frame: Uint8Array): void {
+    const start = this.header(REMOTE.replied, 0, 0, frame.length, 0, 0)
     this.buf.set(frame, start)
     this.pos = start + frame.length
   }
 
-  /** A delivery to group `group`, the broker's `count`th, at broker position `position`. */
-  group(group: number, count: number, position: string, frame: Uint8Array): void {
-    const pos = ascii.encode(position)
-    const start = this.header(REMOTE.group, group, pos.length, frame.length, count, 0)
-    this.buf.set(pos, start)
-    this.buf.set(frame, start + pos.length)
-    this.pos = start + pos.length + frame.length
+  /** Writes position, route and frame from `at`; returns where the record ends. */
+  private body(at: number, pos: Uint8Array | undefined, route: Route | undefined, address: Uint8Array | undefined, frame: Uint8Array): number {
+    if (pos !== undefined) {
+      this.buf.set(pos, at)
+      at += pos.length
+    }
+    if (route !== undefined && address !== undefined) {
+      this.view.setFloat64(at, route.timeoutMs, true)
+      this.buf.set(address, at + REMOTE.routeTimeoutLen)
+      at += REMOTE.routeTimeoutLen + address.length
+    }
+    this.buf.set(frame, at)
+    return at + frame.length
   }
 
   /** The batch so far (a view valid until the next write), and a fresh start. */

@@ -5,7 +5,7 @@
  * idle past the broker threshold.
  */
 import type { ChannelRef, GroupRef, HistoryBound } from './driver.js'
-import { IngestWriter } from './records.js'
+import { IngestWriter, type Route, routeOf } from './records.js'
 import { threshold } from './writes.js'
 import type { Connection, RedisDriver } from './redis.js'
 
@@ -23,7 +23,7 @@ export const BLOCK_MS = 5_000
 /** Pause before a failed read is tried again (node-redis reconnects meanwhile). */
 export const RETRY_MS = 200
 
-/** A broker entry: id and fields (`f` holds the frame). */
+/** A broker entry: id and fields (`f` holds the frame; a request has `r`, its reply address, and `t`, its timeout in ms). */
 export type Entry = [Buffer, Array<Buffer> | null]
 
 /** Whether a retention count limits anything (0, like Infinity, is no limit in Orrery). */
@@ -37,9 +37,21 @@ export function idTime(id: string): number {
 }
 
 export function frameOf(fields: Array<Buffer> | null): Buffer | undefined {
+  return field(fields, 0x66)
+}
+
+/** The value of the one-letter field `letter` (a char code). */
+function field(fields: Array<Buffer> | null, letter: number): Buffer | undefined {
   if (fields === null) return undefined
-  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.length === 1 && fields[i]![0] === 0x66) return fields[i + 1]
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i]!.length === 1 && fields[i]![0] === letter) return fields[i + 1]
   return undefined
+}
+
+/** A request entry's route (its fields `r` and `t`); undefined for a plain message. */
+export function entryRoute(fields: Array<Buffer> | null): Route | undefined {
+  // Plain messages carry the frame alone: no scan for fields they do not have.
+  if (fields === null || fields.length <= 2) return undefined
+  return routeOf(field(fields, 0x72)?.toString('latin1'), field(fields, 0x74)?.toString('latin1'))
 }
 
 /**
@@ -210,7 +222,7 @@ export class MirrorReader extends Reader {
     if (this.waiters.length > 0) this.release(id)
     this.last = id
     const frame = frameOf(entry[1])
-    if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame)
+    if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame, entryRoute(entry[1]))
   }
 
   protected async step(): Promise<void> {
@@ -346,7 +358,7 @@ export class GroupReader extends Reader {
     if (this.lastRead === undefined || compareIds(id, this.lastRead) > 0) this.lastRead = id
     const frame = frameOf(entry[1])
     if (frame !== undefined) {
-      this.writer.group(this.group.id, count, id, frame)
+      this.writer.group(this.group.id, count, id, frame, entryRoute(entry[1]))
       return
     }
     // Not Orrery's (no frame), or deleted: the group forgets it instead of reclaiming it forever.

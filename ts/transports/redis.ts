@@ -1,13 +1,16 @@
 /**
  * The Redis Streams driver, on node-redis (`redis` on npm, an optional peer dependency loaded
  * when a redis transport is configured). A bound channel is the stream `<prefix>ch:<name>`, one
- * entry per frame (field `f`); groups are the stream's consumer groups, this process reading as
- * one consumer; its readers are in redis-readers.ts. The driver only moves bytes: what a delivery
- * means stays in the core.
+ * entry per frame (field `f`; a request adds `r`, its reply address, and `t`, its timeout);
+ * groups are the stream's consumer groups, this process reading as one consumer; its readers are
+ * in redis-readers.ts. Replies go by `PUBLISH` to `<prefix>reply:<address>`, which the
+ * requester's process listens to on a connection of its own. The driver only moves bytes: what a
+ * delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
+import { IngestWriter } from './records.js'
 import { type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS } from './redis-readers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
@@ -29,6 +32,7 @@ export interface Connection extends Scripts {
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
   duplicate(): Connection
   on(event: string, listener: (...args: unknown[]) => void): unknown
+  subscribe(channel: string, listener: (message: Buffer) => void, bufferMode: true): Promise<void>
   destroy(): void
   readonly isReady: boolean
   readonly isOpen: boolean
@@ -155,6 +159,9 @@ export class RedisDriver implements Driver {
   /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
   private readonly writes = new Writes()
   private readonly mirrors = new Map<number, MirrorReader>()
+  /** The connection listening at this process's reply address, once a request was sent. */
+  private listener: Connection | undefined
+  private listening: Promise<void> | undefined
   private readonly groups = new Map<number, GroupReader>()
   private readonly options: { typeMapping: object }
   private readonly scripts: Record<keyof Scripts, object>
@@ -275,7 +282,7 @@ export class RedisDriver implements Driver {
 
   /** What a write's error names: this transport and the channel(s) its records write to. */
   private where(records: readonly Egress[]): { transport: string; channel?: string } {
-    const channels = new Set(records.map((r) => (r.kind === 'publish' ? r.channel : r.group.channel)))
+    const channels = new Set(records.map((r) => ('channel' in r ? r.channel : r.group.channel)))
     return channels.size === 0 ? { transport: this.transport } : { transport: this.transport, channel: [...channels].join(', ') }
   }
 
@@ -344,19 +351,19 @@ export class RedisDriver implements Driver {
     switch (record.kind) {
       case 'publish': {
         const key = this.key(record.channel)
-        const keep = this.kept.get(record.channel)
-        const xadd: Array<string | Buffer> = []
-        // 0 (like Infinity) is no limit in Orrery: `MAXLEN ~ 0` would empty the stream.
-        if (limited(keep?.maxCount)) xadd.push('MAXLEN', '~', String(keep!.maxCount))
-        xadd.push('*', 'f', asBuffer(record.frame))
-        const maxAgeMs = keep?.maxAgeMs
-        if (maxAgeMs !== undefined && Number.isFinite(maxAgeMs))
-          void this.command(['XTRIM', key, 'MINID', '~', String(Math.max(0, Date.now() - maxAgeMs))]).catch(() => {})
+        const xadd = this.xadd(record.channel, ['f', asBuffer(record.frame)])
         if (record.dedupWindowMs === 0) return this.command(['XADD', key, ...xadd])
         const window = record.dedupWindowMs === Infinity ? '0' : String(Math.max(1, Math.ceil(record.dedupWindowMs)))
         const dedupKey = `${this.config.keyPrefix}dd:${record.channel}:${frameIdHex(record.frame)}`
         return this.script('dedupAdd', [key, dedupKey, window, ...xadd])
       }
+      case 'request': {
+        // Infinity (wait for ever) is written as 'Infinity', which reads back as Infinity.
+        const fields = ['f', asBuffer(record.frame), 'r', record.replyTo, 't', String(record.timeoutMs)]
+        return this.command(['XADD', this.key(record.channel), ...this.xadd(record.channel, fields)])
+      }
+      case 'reply':
+        return this.command(['PUBLISH', this.replyChannel(record.address), asBuffer(record.frame)])
       // Settlements act only on an entry this consumer still holds (see OWNED).
       case 'ack':
         return this.settle('ackOwned', [this.key(record.group.channel), record.group.name, this.consumer, record.position])
@@ -389,6 +396,58 @@ export class RedisDriver implements Driver {
     }
   }
 
+  /** XADD's arguments after the key for an entry of `fields` on `channel`, trimmed as its retention says. */
+  private xadd(channel: string, fields: Array<string | Buffer>): Array<string | Buffer> {
+    const keep = this.kept.get(channel)
+    const xadd: Array<string | Buffer> = []
+    // 0 (like Infinity) is no limit in Orrery: `MAXLEN ~ 0` would empty the stream.
+    if (limited(keep?.maxCount)) xadd.push('MAXLEN', '~', String(keep!.maxCount))
+    xadd.push('*', ...fields)
+    const maxAgeMs = keep?.maxAgeMs
+    if (maxAgeMs !== undefined && Number.isFinite(maxAgeMs))
+      void this.command(['XTRIM', this.key(channel), 'MINID', '~', String(Math.max(0, Date.now() - maxAgeMs))]).catch(() => {})
+    return xadd
+  }
+
+  /** The pub/sub channel of reply address `address`. */
+  private replyChannel(address: string): string {
+    return `${this.config.keyPrefix}reply:${address}`
+  }
+
+  openReplies(address: string): Promise<void> {
+    this.listening ??= this.listen(address).catch((error: unknown) => {
+      this.listening = undefined
+      throw error
+    })
+    return this.listening
+  }
+
+  /** Subscribes a connection of its own to `address`: each message is a reply, ingested at once. */
+  private async listen(address: string): Promise<void> {
+    const conn = this.newConnection()
+    this.listener = conn
+    const writer = new IngestWriter()
+    try {
+      await conn.connect()
+      // node-redis subscribes again by itself after a reconnect.
+      await conn.subscribe(
+        this.replyChannel(address),
+        (message) => {
+          if (this.closed) return
+          writer.replied(message)
+          const batch = writer.take()
+          if (batch !== undefined) this.sink.ingest(batch)
+        },
+        true,
+      )
+    } catch (error) {
+      if (this.listener === conn) this.listener = undefined
+      conn.destroy()
+      if (this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } })
+      throw this.connectError(error)
+    }
+  }
+
   catchUp(channel: ChannelRef, start: () => void): () => void {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
@@ -416,7 +475,7 @@ export class RedisDriver implements Driver {
     const waits: Promise<unknown>[] = []
     for (const write of records)
       for (const record of write.records) {
-        if (record.kind !== 'publish') continue
+        if (record.kind !== 'publish' && record.kind !== 'request') continue
         const set = markers.get(`${this.config.url}\u0000${this.key(record.channel)}`)
         if (set !== undefined) for (const m of set) waits.push(m)
       }
@@ -534,6 +593,8 @@ export class RedisDriver implements Driver {
     this.writes.failAll((write) => transportError('CLOSED', 'this Orrery closed before the write was made', { details: this.where(write.records) }))
     this.main?.destroy()
     this.main = undefined
+    this.listener?.destroy()
+    this.listener = undefined
   }
 
   /** @internal Whether the server refused a command (not a dropped connection or a starting server, which are retried). */
