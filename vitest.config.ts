@@ -14,6 +14,7 @@ const notEngineSuite = ['test/browser/**', '**/node_modules/**']
 // (`it.skipIf(IN_BROWSER)` with the reason, test/engine.ts).
 const NODE_ONLY: Record<string, string> = {
   'test/docs.test.ts': 'reads README.md and docs/ from disk (node:fs)',
+  'test/bus-durable.test.ts': 'durable bus channels live on disk; its crash test kills child processes',
   'test/durability.test.ts': 'durable stores live on disk; crash tests kill child processes',
   'test/examples.test.ts': 'runs each example as a Node child process',
   'test/inspect.test.ts': "how objects print through Node's util.inspect (node:util)",

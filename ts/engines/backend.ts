@@ -65,8 +65,27 @@ export interface RawBus {
   groupRoom(group: number): number
 }
 
+/** The durable transport's file of a bus (native engine only; see ts/transports/durable.ts). */
+export interface BusDiskCore {
+  /** Keeps `channel` (and its dead-letter channel) on disk from now on; before its first use. */
+  makeDurable(channel: number): void
+  /** Asks for a commit of what changed since the last one (group commit: once per turn). */
+  submit(): void
+  /** `[ticket acknowledging every change so far, last ticket on disk]`; `[-1, -1]` once the disk failed. */
+  tickets(): number[]
+  /** Why the disk failed, if it did. */
+  failure(): string | null | undefined
+  /** Called with each committed ticket (-1: a commit failed); keeps Node running while set. */
+  setListener(listener: ((committed: number) => void) | null): void
+}
+
 /** One bus inside an engine: the raw calls, error-translated, plus draining and sharing. */
 export interface BusCore extends RawBus {
+  /**
+   * Opens the durable transport's file at `path`, reading every durable channel back into this
+   * bus; before any channel is used. Absent where the engine cannot (wasm).
+   */
+  openDisk?(path: string): BusDiskCore
   /** The egress records queued since the last call (`REMOTE` layout), a copy the caller owns, or undefined when none wait. */
   drainEgress(): Uint8Array | undefined
   /**

@@ -42,6 +42,12 @@ export interface NativeBusHandle extends Omit<RawBus, HotCall> {
   setWaker(wake: (() => void) | null): void
   /** Releases the endpoint now (its slot, drain buffer, waker and share of the core). */
   close(): void
+  openDisk(path: string): void
+  makeDurable(channel: number): void
+  diskSubmit(): void
+  diskTickets(): number[]
+  diskFailure(): string | null
+  setDiskListener(listener: ((committed: number) => void) | null): void
 }
 
 const EMPTY = new Uint8Array(0)
@@ -144,7 +150,7 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
       }
     },
   }
-  return adaptBus(hot(b, handle, call), guard, drainer, {
+  const core = adaptBus(hot(b, handle, call), guard, drainer, {
     attached,
     ackMany(acks: Float64Array, n: number): number {
       call[0] = slot
@@ -162,6 +168,17 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
       out = EMPTY
     },
   })
+  core.openDisk = (path) => {
+    guard(() => handle.openDisk(path))
+    return {
+      makeDurable: (channel) => guard(() => handle.makeDurable(channel)),
+      submit: () => guard(() => handle.diskSubmit()),
+      tickets: () => guard(() => handle.diskTickets()),
+      failure: () => guard(() => handle.diskFailure()),
+      setListener: (listener) => guard(() => handle.setDiskListener(listener)),
+    }
+  }
+  return core
 }
 
 /** Wraps a loaded `bindings/node` module as a Backend. */

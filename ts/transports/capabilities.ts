@@ -35,7 +35,7 @@ export const CAPABILITIES = [
 export type Capability = (typeof CAPABILITIES)[number]
 
 /** The kinds of transport Orrery knows. */
-export const TRANSPORT_KINDS = ['memory', 'redis', 'nats'] as const
+export const TRANSPORT_KINDS = ['memory', 'redis', 'nats', 'durable'] as const
 export type TransportKind = (typeof TRANSPORT_KINDS)[number]
 
 /** Whether a backend has each capability. */
@@ -53,6 +53,8 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
  */
 export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySet>> = Object.freeze({
   memory: ALL,
+  // This process's own bus, kept on disk: everything `memory` does.
+  durable: ALL,
   redis: Object.freeze({
     ...ALL,
     'from.seq': false,

@@ -49,7 +49,17 @@ export interface MemoryTransportOptions {
   kind: 'memory'
 }
 
-export type TransportOptions = RedisTransportOptions | NatsTransportOptions | MemoryTransportOptions
+/**
+ * Channels kept on disk by this process (native engine): a crash loses nothing acknowledged.
+ * One per Orrery; see docs/transports.md.
+ */
+export interface DurableTransportOptions {
+  kind: 'durable'
+  /** The file that holds the durable channels (created when missing; its directory must exist). */
+  path: string
+}
+
+export type TransportOptions = RedisTransportOptions | NatsTransportOptions | MemoryTransportOptions | DurableTransportOptions
 
 /** Channel names (exact) or prefixes ending in `*`, each naming a transport. */
 export type Bindings = Readonly<Record<string, string>>
@@ -59,7 +69,12 @@ export interface CheckedTransport {
   readonly name: string
   readonly id: number
   readonly kind: TransportKind
-  readonly options: CheckedRedisOptions | CheckedNatsOptions | MemoryTransportOptions
+  readonly options: CheckedRedisOptions | CheckedNatsOptions | MemoryTransportOptions | CheckedDurableOptions
+}
+
+export interface CheckedDurableOptions {
+  readonly kind: 'durable'
+  readonly path: string
 }
 
 export interface CheckedRedisOptions {
@@ -130,6 +145,15 @@ export function checkTransports(transports: unknown, bindings: unknown): Checked
   for (const name of Object.keys(t)) {
     if (name === '' || !BINDING.test(name) || name.endsWith('*')) refuse('option', 'transports', name, 'must be named by letters, digits and . _ - : / >')
     const checked: CheckedTransport = { name, id: list.length + 1, ...transportOptions(t[name], `transports.${name}`) }
+    // One file holds every durable channel of an Orrery.
+    const durable = list.find((other) => other.kind === 'durable')
+    if (checked.kind === 'durable' && durable !== undefined)
+      refuse(
+        'option',
+        `transports.${name}`,
+        'durable',
+        `must not be a second durable transport (transport "${durable.name}" is one): one file holds every durable channel`,
+      )
     list.push(checked)
     byName.set(name, checked)
   }
@@ -155,6 +179,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   const o = checkOptions(value as Record<string, unknown>, name, 'option')
   const kind = oneOf(o['kind'], TRANSPORT_KINDS, `${name}.kind`)
   if (kind === 'memory') return { kind, options: { kind } }
+  if (kind === 'durable') return { kind, options: { kind, path: text(o['path'], `${name}.path`, { nonEmpty: true }, 'option') } }
   if (kind === 'nats') return { kind, options: natsOptions(o, name) }
   const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
   const parsed = redisUrl(url, `${name}.url`)

@@ -10,6 +10,7 @@ import { isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
+import { DurableDisk } from './durable.js'
 import { forEachEgress, IngestWriter, REMOTE } from './records.js'
 
 /** What the link needs of its bus. */
@@ -98,6 +99,8 @@ export class Transports {
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
   private readonly groups = new Map<number, { ref: GroupRef; driver: Driver }>()
   private closed = false
+  /** The durable transport's file, when one is configured (opened at `attach`). */
+  private disk: DurableDisk | undefined
   /** Bindings made at run time (`bindAtRunTime`), by pattern: consulted before the configured ones. */
   private readonly runtime = new Map<string, CheckedTransport>()
   /** Every name interned here, with the transport it was bound to (undefined: unbound). */
@@ -115,7 +118,7 @@ export class Transports {
     const link = new Transports(config)
     const made = await Promise.allSettled(
       config.transports.map(async (t) => {
-        if (t.options.kind === 'memory') return
+        if (t.options.kind === 'memory' || t.options.kind === 'durable') return
         const driver =
           t.options.kind === 'nats' ? await natsDriver(t.options, link.sinkFor(t.name), t.name) : await makeRedis(t.options, link.sinkFor(t.name), t.name)
         link.drivers.set(t.id, driver)
@@ -162,6 +165,8 @@ export class Transports {
   /** @internal The bus this link serves. */
   attach(host: TransportHost): void {
     this.host = host
+    // Before any channel is used: the durable channels come back from the file first.
+    for (const t of this.config.transports) if (t.options.kind === 'durable') this.disk = DurableDisk.open(host.core, t.name, t.options)
   }
 
   /** A channel interned for the first time: bound before anything else touches it, if a binding matches. */
@@ -169,6 +174,12 @@ export class Transports {
     const transport = this.ruleFor(name)
     this.interned.set(name, transport)
     if (transport === undefined) return
+    if (transport.kind === 'durable') {
+      // A local channel, kept on disk (a channel read back from the file is durable already).
+      this.disk!.makeDurable(id)
+      this.local.set(id, transport)
+      return
+    }
     if (transport.kind === 'memory') {
       this.local.set(id, transport)
       return
@@ -334,7 +345,11 @@ export class Transports {
    */
   afterPublish(): Promise<number> | undefined {
     const batch = this.host!.core.drainEgress()
-    return batch === undefined ? undefined : this.route(batch)
+    const writing = batch === undefined ? undefined : this.route(batch)
+    // A publish to a durable channel is done once its turn's commit is on disk.
+    const written = this.disk?.written()
+    if (written === undefined) return writing
+    return writing === undefined ? written.then(() => 0) : Promise.all([writing, written]).then(([duplicates]) => duplicates)
   }
 
   /** Writes what settles deliveries; its failures are reported, never a publisher's. */
@@ -356,6 +371,8 @@ export class Transports {
       })
     }
     this.wake()
+    // What the turn changed on durable channels (deliveries, acks) is committed when it ends.
+    this.disk?.submitSoon()
   }
 
   private transportNames(): string {
@@ -499,12 +516,14 @@ export class Transports {
       if (batch !== undefined) await this.route(batch).catch(() => {})
     }
     await Promise.all([...this.drivers.values()].map((d) => d.flushed()))
+    await this.disk?.written()?.catch(() => {})
   }
 
   /** Drops every connection at once. */
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.disk?.close()
     for (const driver of this.drivers.values()) driver.close()
   }
 }

@@ -36,7 +36,7 @@ impl Drop for NativeBus {
 
 impl NativeBus {
     /// The core, or `CLOSED` after `close()`.
-    fn core(&self) -> Result<&Arc<Shared>> {
+    pub(crate) fn core(&self) -> Result<&Arc<Shared>> {
         self.shared.as_ref().ok_or_else(|| to_js(BusError::Closed))
     }
 

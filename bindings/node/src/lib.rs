@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod bus_calls;
+pub mod bus_disk;
 pub mod call_block;
 pub mod diagnostics;
 pub mod disk;

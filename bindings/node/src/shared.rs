@@ -11,7 +11,10 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
+use orrery_core::store::persist::PersistError;
 use orrery_core::Bus;
+
+use crate::bus_disk::{self, BusDisk};
 
 /// Wakes one thread's endpoint: calls its JS flush from that thread's event loop.
 pub type Waker = ThreadsafeFunction<(), (), (), Status, false, false, 0>;
@@ -23,6 +26,11 @@ pub struct Shared {
     /// Set once the bus is handed to another thread: only then are wakeups worth computing
     /// (they walk every endpoint, on every call).
     across_threads: AtomicBool,
+    /// The durable transport's file, once opened (`bus_disk.rs`): every call's changes are
+    /// staged for it under the bus's lock. `durable` is set with it, so a bus without one pays
+    /// one atomic load a call.
+    disk: bus_disk::Slot,
+    durable: AtomicBool,
 }
 
 /// Live shared buses by handle, and the next handle to give out.
@@ -46,6 +54,8 @@ impl Shared {
             bus: Mutex::new(bus),
             wakers: Mutex::new(HashMap::new()),
             across_threads: AtomicBool::new(false),
+            disk: Mutex::new(None),
+            durable: AtomicBool::new(false),
         });
         let mut registry = lock(&REGISTRY);
         registry.buses.retain(|_, weak| weak.strong_count() > 0);
@@ -63,11 +73,15 @@ impl Shared {
     /// Runs `f` on the bus, then wakes every other endpoint that got work from it.
     pub fn with<R>(&self, own: u32, f: impl FnOnce(&mut Bus) -> R) -> R {
         if !self.across_threads.load(Ordering::Acquire) {
-            return f(&mut lock(&self.bus));
+            let mut bus = lock(&self.bus);
+            let result = f(&mut bus);
+            self.record(&mut bus);
+            return result;
         }
         let (result, woken) = {
             let mut bus = lock(&self.bus);
             let result = f(&mut bus);
+            self.record(&mut bus);
             (result, bus.take_wakeups_except(own))
         };
         if woken.iter().any(|&ep| ep != own) {
@@ -79,6 +93,35 @@ impl Shared {
             }
         }
         result
+    }
+
+    /// Stages what the call just made changed for the disk, if one is open.
+    fn record(&self, bus: &mut Bus) {
+        if self.durable.load(Ordering::Acquire) {
+            if let Some(disk) = lock(&self.disk).as_mut() {
+                disk.record(bus);
+            }
+        }
+    }
+
+    /// Opens the bus's disk with `open`, which reads it back into the bus; one per bus.
+    pub fn open_disk(
+        &self,
+        open: impl FnOnce(&mut Bus) -> Result<BusDisk, PersistError>,
+    ) -> Result<(), PersistError> {
+        let mut bus = lock(&self.bus);
+        let mut slot = lock(&self.disk);
+        if slot.is_some() {
+            return Err(PersistError::Io("this bus has its durable transport open already".to_owned()));
+        }
+        *slot = Some(open(&mut bus)?);
+        self.durable.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Runs `f` on the bus's disk; fails when none is open.
+    pub fn with_disk<R>(&self, f: impl FnOnce(&mut BusDisk) -> R) -> crate::error::Result<R> {
+        bus_disk::with_slot(&self.disk, f)
     }
 
     /// Marks the bus as used by several threads (its handle was shared, or a thread attached).

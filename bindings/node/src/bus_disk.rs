@@ -1,0 +1,297 @@
+//! The durable bus's disk: a redb file beside the in-memory bus, and one writer thread of its
+//! own (redb allows one writer per file, and the store's file has its). Which rows a call
+//! produces and how a reopen rebuilds the bus are the core's (`orrery_core::bus::persist`); the
+//! group commit, tickets and first-failure rules are the store's (`Committer`, `Progress`),
+//! shared as they are. This file is the engine and the JS calls.
+//!
+//! After every call on the bus, [`crate::shared::Shared`] hands the rows it changed to the
+//! writer (a chunk at a time); at the end of each JS turn the facade asks for a commit
+//! (`busDiskSubmit`), and a publish to a durable channel resolves once the listener reports a
+//! committed ticket at or past the one read after the publish.
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use napi::bindgen_prelude::Function;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+use orrery_core::bus::persist::{recover, BusJournal};
+use orrery_core::store::persist::{Batch, Committer, PersistError, Persistence, Progress, Row, RowVisitor};
+use orrery_core::{Bus, BusError, Coded};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::bus::NativeBus;
+use crate::error::{to_js, Code, Result};
+
+/// Every row of the bus (see `orrery_core::bus::persist` for the keys).
+const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bus_rows");
+
+/// Called on the JS thread with the highest committed ticket, or -1 after a failed commit.
+type Listener = ThreadsafeFunction<f64, (), f64, Status, false, false, 0>;
+type Listening = Arc<Mutex<Option<Listener>>>;
+
+/// The first bytes of every redb file: a file without them was never one.
+const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+fn db_error(err: impl Into<redb::Error>) -> PersistError {
+    match err.into() {
+        redb::Error::Corrupted(reason) => {
+            PersistError::Damaged(format!("{reason}; restore it from a backup or move it away to start empty"))
+        }
+        redb::Error::DatabaseAlreadyOpen => {
+            PersistError::Io("the file is open already (in this or another process)".to_owned())
+        }
+        other => PersistError::Io(other.to_string()),
+    }
+}
+
+fn io(err: impl std::fmt::Display) -> PersistError {
+    PersistError::Io(err.to_string())
+}
+
+/// The bus file as the core's persistence engine: rows go into one write transaction, opened
+/// with the first change after a commit.
+struct Redb {
+    db: Database,
+    txn: Option<WriteTransaction>,
+}
+
+impl Persistence for Redb {
+    fn read_meta(&mut self) -> std::result::Result<Option<Vec<u8>>, PersistError> {
+        Ok(None)
+    }
+
+    fn read_rows(&mut self, each: &mut RowVisitor<'_>) -> std::result::Result<(), PersistError> {
+        let read = self.db.begin_read().map_err(db_error)?;
+        for row in read.open_table(ROWS).map_err(db_error)?.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            each(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+
+    fn write_rows(&mut self, rows: &[Row<'_>]) -> std::result::Result<(), PersistError> {
+        if self.txn.is_none() {
+            self.txn = Some(self.db.begin_write().map_err(db_error)?);
+        }
+        let txn = self.txn.as_ref().ok_or_else(|| io("no write transaction"))?;
+        let mut table = txn.open_table(ROWS).map_err(db_error)?;
+        for row in rows {
+            match row.value {
+                Some(value) => table.insert(row.key, value).map(drop),
+                None => table.remove(row.key).map(drop),
+            }
+            .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    fn put_meta(&mut self, _meta: &[u8]) -> std::result::Result<(), PersistError> {
+        Ok(())
+    }
+
+    fn commit(&mut self) -> std::result::Result<(), PersistError> {
+        match self.txn.take() {
+            Some(txn) => txn.commit().map_err(db_error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a file is there to open, or why an existing one is not a bus file (redb's `create`
+/// would make an empty file a new database, and what it held would be gone without a word).
+fn check_header(path: &str) -> std::result::Result<bool, PersistError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(io(err)),
+    };
+    let mut head = [0u8; MAGIC.len()];
+    if file.read_exact(&mut head).is_err() || head != MAGIC {
+        return Err(PersistError::Damaged("it is not a bus file (no redb header); move it away to start empty".into()));
+    }
+    Ok(true)
+}
+
+/// Opens the file and reads it whole into `bus`; redb may panic on pages damaged outside it, so
+/// the open checks every page and runs under `catch_unwind`: a panic there is a damaged file.
+fn open_checked(path: &str, bus: &mut Bus) -> std::result::Result<Committer<Redb>, PersistError> {
+    let exists = check_header(path)?;
+    let read = std::panic::AssertUnwindSafe(|| -> std::result::Result<_, PersistError> {
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        let db = if exists { builder.open(path) } else { builder.create(path) }.map_err(db_error)?;
+        let txn = db.begin_write().map_err(db_error)?;
+        txn.open_table(ROWS).map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+        let mut engine = Redb { db, txn: None };
+        recover(&mut engine, bus)?;
+        Ok(Committer::new(engine, None))
+    });
+    std::panic::catch_unwind(read)
+        .unwrap_or_else(|_| Err(PersistError::Damaged("reading it failed (a panic in the file engine)".into())))
+}
+
+/// The open bus file's writer thread and the journal that feeds it.
+pub struct BusDisk {
+    sender: Option<Sender<Batch>>,
+    thread: Option<JoinHandle<()>>,
+    journal: BusJournal,
+    listener: Listening,
+}
+
+fn send(sender: Option<&Sender<Batch>>, batch: Batch) -> std::result::Result<(), PersistError> {
+    sender.ok_or(PersistError::Closed)?.send(batch).map_err(|_| PersistError::Stopped)
+}
+
+impl BusDisk {
+    /// Opens (or creates) the file at `path` and reads it into `bus` (fresh). A file that exists
+    /// but does not check out is refused as damaged, never opened empty.
+    fn open(path: &str, bus: &mut Bus) -> std::result::Result<Self, PersistError> {
+        let mut committer = open_checked(path, bus)?;
+        let progress = Arc::new(Progress::new(path));
+        let listener: Listening = Arc::default();
+        let (sender, receiver) = channel();
+        let (thread_progress, thread_listener) = (Arc::clone(&progress), Arc::clone(&listener));
+        let thread = std::thread::Builder::new()
+            .name("orrery-bus-disk".into())
+            .spawn(move || {
+                let tell = |outcome| {
+                    let told = thread_progress.record(outcome);
+                    if let Ok(listener) = thread_listener.lock() {
+                        if let Some(listener) = listener.as_ref() {
+                            listener.call(told, ThreadsafeFunctionCallMode::NonBlocking);
+                        }
+                    }
+                };
+                let run = std::panic::AssertUnwindSafe(|| {
+                    committer.run(true, || receiver.recv().ok(), || receiver.try_recv().ok(), &tell);
+                });
+                if std::panic::catch_unwind(run).is_err() {
+                    tell(Err(PersistError::Panicked));
+                }
+            })
+            .map_err(io)?;
+        let mut disk = Self { sender: Some(sender), thread: Some(thread), journal: BusJournal::new(progress), listener };
+        // What the reopen left to tidy (rows no group owes any more) goes with the first commit.
+        disk.record(bus);
+        Ok(disk)
+    }
+
+    /// Hands the writer what the call just made changed. A failed disk takes nothing more: its
+    /// failure was recorded, and publishes waiting for a ticket are told by the listener.
+    pub fn record(&mut self, bus: &mut Bus) {
+        let sender = self.sender.as_ref();
+        let _ = self.journal.record(bus, |batch| send(sender, batch));
+    }
+
+    fn submit(&mut self) -> std::result::Result<(), PersistError> {
+        let sender = self.sender.as_ref();
+        self.journal.submit(|batch| send(sender, batch))
+    }
+
+    fn set_listener(&self, listener: Option<Listener>) {
+        if let Ok(mut slot) = self.listener.lock() {
+            *slot = listener;
+        }
+    }
+
+    /// Commits what is staged, waits for the writer to finish, and stops it.
+    fn close(&mut self) {
+        let _ = self.submit();
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.set_listener(None);
+    }
+}
+
+impl Drop for BusDisk {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "shaped for map_err")]
+fn disk_error(path: &str, err: PersistError) -> napi::Error<Code> {
+    let message = match std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => format!(
+            "cannot open the bus file {path:?}: its directory {} does not exist; create it first ({err})",
+            dir.display()
+        ),
+        _ => format!("cannot open the bus file {path:?}: {err}"),
+    };
+    napi::Error::new(Code(err.code()), message)
+}
+
+fn no_disk() -> napi::Error<Code> {
+    to_js(BusError::InvalidOption { option: "transports", reason: "no durable transport is open on this bus" })
+}
+
+#[napi]
+impl NativeBus {
+    /// Opens the durable transport's file at `path` and reads every durable channel back into
+    /// this bus (before any channel is used); one per bus.
+    #[napi(catch_unwind)]
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
+    pub fn open_disk(&self, path: String) -> Result<()> {
+        let shared = self.core()?;
+        shared.open_disk(|bus| BusDisk::open(&path, bus)).map_err(|err| disk_error(&path, err))
+    }
+
+    /// Keeps `channel` (and its dead-letter channel) on disk from now on; before its first use.
+    #[napi(catch_unwind)]
+    pub fn make_durable(&self, channel: u32) -> Result<()> {
+        self.core()?.with(self.endpoint(), |bus| bus.make_durable(channel)).map_err(to_js)
+    }
+
+    /// Asks the writer to commit what this turn changed.
+    #[napi(catch_unwind)]
+    pub fn disk_submit(&self) -> Result<()> {
+        self.core()?.with_disk(|disk| disk.submit().map_err(|e| napi::Error::new(Code(e.code()), e.to_string())))?
+    }
+
+    /// `[ticket acknowledging every change so far, last ticket on disk]`, or `[-1, -1]` once the
+    /// disk failed.
+    #[napi(catch_unwind)]
+    pub fn disk_tickets(&self) -> Result<Vec<f64>> {
+        self.core()?.with_disk(|disk| {
+            if disk.journal.check().is_err() {
+                return vec![-1.0, -1.0];
+            }
+            vec![disk.journal.submitted() as f64, disk.journal.committed() as f64]
+        })
+    }
+
+    /// Why the disk failed, if it did.
+    #[napi(catch_unwind)]
+    pub fn disk_failure(&self) -> Result<Option<String>> {
+        self.core()?.with_disk(|disk| disk.journal.check().err().map(|e| e.to_string()))
+    }
+
+    /// Sets the function called on this thread with each committed ticket (-1 on a failed
+    /// commit); while set it keeps Node running. `null` clears it.
+    #[napi(catch_unwind)]
+    pub fn set_disk_listener(&self, listener: Option<Function<f64, ()>>) -> Result<()> {
+        let listener: Option<Listener> = match listener {
+            None => None,
+            Some(f) => Some(f.build_threadsafe_function::<f64>().callee_handled::<false>().build().map_err(|_| {
+                to_js(BusError::InvalidOption { option: "listener", reason: "cannot create a threadsafe function from it" })
+            })?),
+        };
+        self.core()?.with_disk(|disk| disk.set_listener(listener))
+    }
+}
+
+/// The disk of a shared bus, kept beside it (see `shared.rs`).
+pub type Slot = Mutex<Option<BusDisk>>;
+
+/// Runs `f` on the disk in `slot`, or fails: no durable transport is open.
+pub fn with_slot<R>(slot: &Slot, f: impl FnOnce(&mut BusDisk) -> R) -> Result<R> {
+    let mut disk = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    disk.as_mut().map(f).ok_or_else(no_disk)
+}
