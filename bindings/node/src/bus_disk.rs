@@ -175,7 +175,8 @@ impl BusDisk {
                 }
             })
             .map_err(io)?;
-        let mut disk = Self { sender: Some(sender), thread: Some(thread), journal: BusJournal::new(progress), listener };
+        let mut disk =
+            Self { sender: Some(sender), thread: Some(thread), journal: BusJournal::new(progress), listener };
         // What the reopen left to tidy (rows no group owes any more) goes with the first commit.
         disk.record(bus);
         Ok(disk)
@@ -280,7 +281,10 @@ impl NativeBus {
         let listener: Option<Listener> = match listener {
             None => None,
             Some(f) => Some(f.build_threadsafe_function::<f64>().callee_handled::<false>().build().map_err(|_| {
-                to_js(BusError::InvalidOption { option: "listener", reason: "cannot create a threadsafe function from it" })
+                to_js(BusError::InvalidOption {
+                    option: "listener",
+                    reason: "cannot create a threadsafe function from it",
+                })
             })?),
         };
         self.core()?.with_disk(|disk| disk.set_listener(listener))

@@ -105,10 +105,7 @@ impl Shared {
     }
 
     /// Opens the bus's disk with `open`, which reads it back into the bus; one per bus.
-    pub fn open_disk(
-        &self,
-        open: impl FnOnce(&mut Bus) -> Result<BusDisk, PersistError>,
-    ) -> Result<(), PersistError> {
+    pub fn open_disk(&self, open: impl FnOnce(&mut Bus) -> Result<BusDisk, PersistError>) -> Result<(), PersistError> {
         let mut bus = lock(&self.bus);
         let mut slot = lock(&self.disk);
         if slot.is_some() {
