@@ -10,7 +10,17 @@
  */
 import { describe, expect, inject, it } from 'vitest'
 
-import { Agent, type AgentContext, isOrreryError, type MeshEvent, type Mesh, type Message, Orrery, type OrreryOptions } from '../../ts/node.js'
+import {
+  Agent,
+  type AgentContext,
+  isOrreryError,
+  type MeshEvent,
+  type Mesh,
+  type Message,
+  Orrery,
+  type OrreryOptions,
+  TRANSPORT_CAPABILITIES,
+} from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, quiet, stop, until } from './backends.js'
 
@@ -30,6 +40,17 @@ class Echo extends Agent {
     this.handle('echo', (payload) => {
       this.seen.push(payload)
       return payload
+    })
+  }
+}
+
+/** Fails every request (a transient error): its caller falls back to another agent. */
+class Flaky extends Agent {
+  static capabilities = [{ name: 'echo', version: '1.0.0' }]
+  constructor(context: AgentContext) {
+    super(context)
+    this.handle('echo', () => {
+      throw new Error('flaky')
     })
   }
 }
@@ -153,6 +174,50 @@ for (const backend of BACKENDS.filter((b) => b.name !== 'memory')) {
           await until(() => agent.seen.length === 1, 10_000, 'the message to reach the agent in A')
           expect(agent.seen).toEqual([{ n: 1 }])
           expect(b.bus.binding(`inbox.${handle!.id}`)).toMatchObject({ transport: 'main', kind: backend.name })
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    // Requests on bound channels are the transport's capability (TRANSPORT_CAPABILITIES).
+    it.skipIf(!TRANSPORT_CAPABILITIES[backend.name].request)(
+      "routes requests to other processes' agents, with fallbacks and breakers as locally",
+      async () => {
+        const w = world()
+        try {
+          const [a, b, c] = [await w.open(), await w.open(), await w.open()]
+          const meshA = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT, breaker: { failures: 1, coolDown: 60_000 } })
+          const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          const meshC = await c.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          meshB.define('echo', Echo)
+          meshC.define('flaky', Flaky)
+          const [echo] = await meshB.spawn('echo', { capabilities: [{ name: 'echo', version: '1.0.0', priority: 1 }] })
+          const [flaky] = await meshC.spawn('flaky', { capabilities: [{ name: 'echo', version: '1.0.0', priority: 9 }] })
+          await until(
+            () => meshA.registry.find('echo').length === 2,
+            10_000,
+            'A to see both agents healthy',
+            () => meshA.registry.list(),
+          )
+          const fallbacks: MeshEvent[] = []
+          meshA.events.subscribe((e) => {
+            if (e.type === 'fallback' || e.type === 'breaker') fallbacks.push(e)
+          })
+
+          // The flaky agent (in C) is tried first (its priority), fails, and the call falls back to B's.
+          const reply = await meshA.request<{ n: number }>('echo@^1', { n: 1 }, { timeout: 5_000 })
+          expect(reply.payload).toEqual({ n: 1 })
+          expect((echo!.agent as Echo).seen).toEqual([{ n: 1 }])
+          expect(fallbacks).toMatchObject([
+            { type: 'breaker', agent: flaky!.id, to: 'open' },
+            { type: 'fallback', agent: flaky!.id, capability: 'echo' },
+          ])
+          // Its breaker is open in A: the next call goes to B's agent at once.
+          await meshA.request('echo', { n: 2 })
+          expect((echo!.agent as Echo).seen).toEqual([{ n: 1 }, { n: 2 }])
+          expect(meshA.registry.get(flaky!.id)).toMatchObject({ breaker: 'open', remote: true, process: meshC.process })
         } finally {
           await w.end()
         }

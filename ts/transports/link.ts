@@ -50,6 +50,8 @@ export interface BoundChannel {
 export type DriverFactory = (options: CheckedRedisOptions, sink: DriverSink, transport: string) => Promise<Driver>
 
 const DEAD_LETTER = '.dead-letter'
+/** Transport kinds that stay in this process: a run-time binding for other processes refuses them. */
+const LOCAL_KINDS: readonly string[] = ['memory', 'durable']
 
 /** Broker positions are ASCII (Redis entry ids), and so are reply addresses. */
 const POSITION = new TextDecoder()
@@ -229,7 +231,8 @@ export class Transports {
       refuse(
         `must name a transport of \`transports\` (${this.config.transports.map((t) => t.name).join(', ') || 'none given'}), not ${JSON.stringify(transport)}`,
       )
-    if (target!.kind === 'memory') refuse(`names transport ${transport}, a memory transport: other processes cannot reach it`)
+    // A memory or durable transport is this process's own: no other process reaches it.
+    if (LOCAL_KINDS.includes(target!.kind)) refuse(`names transport ${transport}, a ${target!.kind} transport: other processes cannot reach it`)
     for (const pattern of patterns) {
       const prefix = pattern.endsWith('*') ? pattern.slice(0, -1) : undefined
       const earlier = this.runtime.get(pattern)
