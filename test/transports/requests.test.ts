@@ -1,0 +1,97 @@
+/**
+ * Requests across processes on Redis, what the contract suite cannot see from the API alone: what a
+ * request writes to the stream (the frame, the reply address, the timeout), that the reply goes to
+ * the requester's address and not into the stream, and that a request the server refuses fails at
+ * once instead of waiting for its timeout. Two Orrery instances stand for two processes. Same on
+ * both engines.
+ */
+import { createClient } from 'redis'
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { isOrreryError, Orrery } from '../../ts/node.js'
+import { ENGINE } from '../engine.js'
+import { BACKENDS, stop, withTimeout } from './backends.js'
+
+const redis = BACKENDS.find((b) => b.name === 'redis')!
+const title = `requests across processes on redis (${ENGINE})${redis.skip ? ` [skipped: ${redis.skip}]` : ''}`
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
+let runs = 0
+
+/** The node-redis calls this test makes on a connection of its own. */
+interface Raw {
+  connect(): Promise<unknown>
+  sendCommand(args: string[]): Promise<unknown>
+  quit(): Promise<unknown>
+  on(event: 'error', listener: (error: unknown) => void): unknown
+}
+
+describe.skipIf(redis.skip !== undefined)(title, () => {
+  if (redis.broken !== undefined) {
+    it('has its server', () => {
+      throw new Error(redis.broken)
+    })
+    return
+  }
+  const url = inject('redisUrl')!
+  const opened: Orrery[] = []
+  const raws: Raw[] = []
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await stop(o)
+    for (const r of raws.splice(0)) await r.quit().catch(() => {})
+  })
+  const open = async (prefix: string): Promise<Orrery> => {
+    const o = await Orrery.create({ transports: { main: { kind: 'redis', url } }, bindings: { [`${prefix}*`]: 'main' } })
+    opened.push(o)
+    return o
+  }
+  const raw = async (): Promise<Raw> => {
+    const r = createClient({ url, RESP: 2 }) as unknown as Raw
+    r.on('error', () => {})
+    await r.connect()
+    raws.push(r)
+    return r
+  }
+
+  it('a request is an entry of the stream with its reply address and timeout; the reply is not', { timeout: 30_000 }, async () => {
+    const prefix = `rq-${RUN}-${++runs}.`
+    const [a, b] = [await open(prefix), await open(prefix)]
+    b.bus.respond<number, number>(`${prefix}double`, (req) => req.payload * 2, { group: 'doublers' })
+    const reply = await a.bus.request<number>(`${prefix}double`, 21, { timeout: 7_500 })
+    expect(reply.payload).toBe(42)
+    const r = await raw()
+    const entries = (await r.sendCommand(['XRANGE', `orrery:ch:${prefix}double`, '-', '+'])) as Array<[string, string[]]>
+    expect(entries).toHaveLength(1)
+    const fields = entries[0]![1]
+    const field = (name: string) => fields[fields.indexOf(name) + 1]
+    expect(fields.filter((_, i) => i % 2 === 0)).toEqual(['f', 'r', 't'])
+    expect(field('r')).toMatch(/^[0-9a-f]{16}$/)
+    expect(field('t')).toBe('7500')
+    // The reply went to the requester's address, which it listens to.
+    const listening = (await r.sendCommand(['PUBSUB', 'NUMSUB', `orrery:reply:${field('r')}`])) as [string, number]
+    expect(Number(listening[1])).toBe(1)
+    // The group took the request and settled it: nothing pending on the broker.
+    const pending = (await r.sendCommand(['XPENDING', `orrery:ch:${prefix}double`, 'doublers'])) as [number]
+    expect(Number(pending[0])).toBe(0)
+  })
+
+  it('a request the server refuses fails at once with the transport error, not after its timeout', { timeout: 30_000 }, async () => {
+    const prefix = `rq-${RUN}-${++runs}.`
+    const r = await raw()
+    // A key of another type where the channel's stream would be: the server refuses the XADD.
+    await r.sendCommand(['SET', `orrery:ch:${prefix}taken`, 'not a stream'])
+    const o = await open(prefix)
+    const started = Date.now()
+    const err = await withTimeout(
+      o.bus.request(`${prefix}taken`, 1, { timeout: 20_000 }).then(
+        () => undefined,
+        (error: unknown) => error,
+      ),
+      10_000,
+      'the refused request',
+    )
+    expect(isOrreryError(err, 'TRANSPORT_UNAVAILABLE')).toBe(true)
+    expect((err as Error).message).toContain('WRONGTYPE')
+    expect(Date.now() - started).toBeLessThan(5_000)
+    await r.sendCommand(['DEL', `orrery:ch:${prefix}taken`])
+  })
+})
