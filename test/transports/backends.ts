@@ -7,11 +7,15 @@
  * global setup started (`inject('redisUrl')`); it runs wherever the transport API exists, and a
  * missing server fails the suite unless `ORRERY_SERVERS=none` says there are no servers on purpose.
  */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
 import type { Observable, Subscription } from 'rxjs'
-import { afterEach, inject } from 'vitest'
+import { afterAll, afterEach, inject } from 'vitest'
 
 import { Orrery, TRANSPORT_CAPABILITIES, type Capability as TransportCapability, type TransportKind } from '../../ts/node.js'
-import { IN_BROWSER } from '../engine.js'
+import { ENGINE, IN_BROWSER } from '../engine.js'
 
 /**
  * What a contract test may need beyond publish, subscribe and groups: an entry of
@@ -26,7 +30,7 @@ const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (imp
 const declared = (kind: TransportKind, capability: TransportCapability): boolean => TRANSPORT_CAPABILITIES[kind][capability]
 
 export interface Backend {
-  readonly name: 'memory' | 'redis' | 'nats'
+  readonly name: 'memory' | 'redis' | 'nats' | 'durable'
   /** Why this backend does not run here, said in the suite's name (undefined: it runs). */
   readonly skip: string | undefined
   /** Set when the backend should run but cannot: the suite fails with this message. */
@@ -98,8 +102,32 @@ function nats(): Backend {
   }
 }
 
+/** `durable` (native engine): this process's bus kept on disk, a fresh file per instance (so never `shared`). */
+function durable(): Backend {
+  const skip = IN_BROWSER || ENGINE !== 'native' ? "the durable transport is the native engine's (wasm refuses it at create: UNSUPPORTED)" : undefined
+  let dir: string | undefined
+  let files = 0
+  // Registered while the suite is collected (this runs at import): the files go with the run.
+  afterAll(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    name: 'durable',
+    skip,
+    broken: undefined,
+    has: (capability) => capability !== 'shared' && declared('durable', capability),
+    open: (prefix) => {
+      dir ??= mkdtempSync(join(tmpdir(), 'orrery-contract-'))
+      const path = join(dir, `${prefix}${++files}.redb`)
+      return Orrery.create({ transports: { main: { kind: 'durable', path } }, bindings: { [`${prefix}*`]: 'main' } })
+    },
+    redeliveryBound: (visibility) => visibility + 1_000,
+    retentionSlack: 0,
+  }
+}
+
 /** Every backend of this session, in the order the suite runs them. */
-export const BACKENDS: readonly Backend[] = [memory, redis(), nats()]
+export const BACKENDS: readonly Backend[] = [memory, redis(), nats(), durable()]
 
 /** A unique channel prefix per test: files and runs share one server without seeing each other. */
 const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
