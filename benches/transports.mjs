@@ -16,12 +16,13 @@
  *     so the tool here is node-redis-raw: a tight loop of XREADGROUP COUNT 256 with each batch's
  *     XACK pipelined behind the next read.
  *   - request-reply: REQUESTS round trips between two Orrery instances (two processes as far as the
- *     broker can tell) on a Redis-bound channel, REQUEST_WINDOW in flight at once: the request an
- *     entry of the stream read by the responder's group, the reply a PUBLISH to the requester's
- *     reply address. requests/s and the p99 round trip; no tool (none does this on Redis).
- * NATS (`orrery-nats` against `nats-bench`) and Kafka (`orrery-kafka` against `kafka-perf`) come
- * in a later session, with request-reply on NATS (against `moleculer-nats`); they are not in the
- * results until they are measured.
+ *     broker can tell) on a bound channel, REQUEST_WINDOW in flight at once: the request an entry
+ *     of the stream read by the responder's group, the reply sent to the requester's reply address
+ *     (Redis: PUBLISH; NATS: a core publish). On Redis and on NATS JetStream (scripts/servers.sh's
+ *     nats, port 14222, started like the redis one). requests/s and the p99 round trip; no tool
+ *     yet (moleculer-nats comes with the NATS scenarios).
+ * NATS publish/consume (`orrery-nats` against `nats-bench`) and Kafka (`orrery-kafka` against
+ * `kafka-perf`) come in a later session; they are not in the results until they are measured.
  *
  * The suite starts the redis server through scripts/servers.sh (`--for` its pid) if it is not
  * running, and stops it at the end unless another user (a test run) still has it.
@@ -41,6 +42,7 @@ import { Tally } from './lib/tally.mjs'
 
 const run = promisify(execFile)
 
+const NATS_URL = 'nats://127.0.0.1:14222'
 const REDIS_PORT = 16379
 const REDIS_URL = `redis://127.0.0.1:${REDIS_PORT}`
 const PAYLOAD_BYTES = 128
@@ -309,11 +311,34 @@ async function rawConsume() {
 const REQUESTS = scaled(20_000, 2_000)
 const REQUEST_WINDOW = 64
 
-function orreryRequestReply(id, engine) {
+/** An Orrery on `engine` whose `bench.*` channels are bound to the nats server (streams named after this process). */
+function orreryOnNats(engine) {
+  return Orrery.create({
+    engine,
+    transports: { main: { kind: 'nats', servers: NATS_URL, prefix: `ob${process.pid}` } },
+    bindings: { 'bench.*': 'main' },
+  })
+}
+
+/** Deletes the JetStream streams whose names start with `prefix` (this contender's). */
+async function dropStreams(prefix) {
+  const { connect } = await import('@nats-io/transport-node')
+  const { jetstreamManager } = await import('@nats-io/jetstream')
+  const nc = await connect({ servers: NATS_URL })
+  try {
+    const jsm = await jetstreamManager(nc)
+    for await (const name of jsm.streams.names()) if (name.startsWith(prefix)) await jsm.streams.delete(name)
+  } finally {
+    await nc.close()
+  }
+}
+
+function orreryRequestReply(id, engine, broker) {
   return async () => {
-    const requester = await orreryOnRedis(engine)
-    const responder = await orreryOnRedis(engine)
-    const client = await rawClient()
+    const open = async () => (broker === 'nats' ? { orrery: await orreryOnNats(engine) } : await orreryOnRedis(engine))
+    const requester = await open()
+    const responder = await open()
+    const client = broker === 'nats' ? undefined : await rawClient()
     // A group responder, as a service with replicas would be; it echoes the payload.
     responder.orrery.bus.respond('bench.rpc', (req) => req.payload, { group: 'rpc' })
     const { bus } = requester.orrery
@@ -340,8 +365,10 @@ function orreryRequestReply(id, engine) {
       async close(total) {
         await requester.orrery.shutdown()
         await responder.orrery.shutdown()
-        await dropKeys(client, '*')
-        await client.close()
+        if (client !== undefined) {
+          await dropKeys(client, '*')
+          await client.close()
+        } else await dropStreams(`ob${process.pid}-`)
         tally.verify(id, total, PAYLOAD_BYTES)
       },
     }
@@ -369,7 +396,11 @@ const SCENARIOS = [
   },
   {
     id: 'request-reply',
-    contenders: ENGINES.map(([id, engine]) => [id, orreryRequestReply(id, engine)]),
+    contenders: [
+      ...ENGINES.map(([id, engine]) => [id, orreryRequestReply(id, engine, 'redis')]),
+      ['orrery-nats', orreryRequestReply('orrery-nats', 'native', 'nats')],
+      ['orrery-nats-wasm', orreryRequestReply('orrery-nats-wasm', 'wasm', 'nats')],
+    ],
   },
 ]
 
@@ -389,8 +420,8 @@ function targets(results) {
       lines.push(`  ${scenario} ${id}: ${r.best.vs_tool}x best, ${r.median.vs_tool}x median ${r.best.vs_tool >= 0.8 ? 'met' : 'NOT met'}`)
     }
   }
-  lines.push('  request-reply has no tool to compare with on Redis (requests/s and p99 stand alone)')
-  lines.push('  nats (orrery-nats, nats-bench; request-reply against moleculer-nats), kafka (orrery-kafka, kafka-perf): later sessions')
+  lines.push('  request-reply has no tool to compare with yet (requests/s and p99 stand alone; moleculer-nats later)')
+  lines.push('  nats publish/consume (orrery-nats, nats-bench), kafka (orrery-kafka, kafka-perf): later sessions')
   return lines
 }
 
@@ -399,7 +430,7 @@ const child = process.argv[2] === '--contender'
 // The parent is a user of the redis server for the run (`--for`): servers.sh starts it if it is
 // down, and stops it at the end only if no one else (a test run) still uses it and it was not
 // started by hand.
-const user = ['--for', String(process.pid), 'redis']
+const user = ['--for', String(process.pid), 'redis', 'nats']
 if (!child) execFileSync('bash', [servers, 'start', ...user], { stdio: 'inherit' })
 try {
   if (!child) {

@@ -49,7 +49,7 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
  * retention by bytes and the `reject` overflow policy for subscribers; its `retention.maxCount`
  * is approximate (`MAXLEN ~`); its requests cross processes, but one nobody answers times out
  * (`TIMEOUT`) instead of failing `NO_RESPONDER` at once. `nats` (JetStream) keeps retention by
- * bytes too (the stream's `max_bytes`), lacks requests for now, and the rest as redis does.
+ * bytes too (the stream's `max_bytes`), and lacks the rest as redis does.
  */
 export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySet>> = Object.freeze({
   memory: ALL,
@@ -66,7 +66,6 @@ export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySe
   nats: Object.freeze({
     ...ALL,
     'from.seq': false,
-    request: false,
     priority: false,
     claim: false,
     'overflow.reject': false,

@@ -82,7 +82,8 @@ export interface Driver {
   openGroup(group: GroupRef): Promise<void>
   /**
    * Listens at reply address `address` (once; later calls return the same Promise): what is sent
-   * there is ingested as replies. Resolves once a reply sent from now on would arrive.
+   * there is ingested as replies. Resolves once a reply sent from now on would arrive. A driver
+   * whose backend lacks `request` (capabilities.ts) need not have it: nothing asks it then.
    */
   openReplies?(address: string): Promise<void>
   /** Stops reading a group (the broker keeps it). */

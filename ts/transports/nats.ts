@@ -2,8 +2,11 @@
  * The NATS JetStream driver, on nats.js (`@nats-io/transport-node` and `@nats-io/jetstream`,
  * optional peer dependencies loaded when a nats transport is configured). A bound channel is one
  * stream with one subject; a mirror is an ordered consumer; a group is a durable pull consumer
- * with explicit acks, this process fetching what its members have room for. The driver only
- * moves bytes: what a delivery means stays in the core.
+ * with explicit acks, this process fetching what its members have room for. A request is a
+ * message of the stream with headers `Orrery-Reply-To` (the requester's reply address) and
+ * `Orrery-Timeout` (ms); its reply is a core publish to `<prefix>.reply.<address>`, which the
+ * requester's process subscribes to. The driver only moves bytes: what a delivery means stays in
+ * the core.
  */
 import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
@@ -13,7 +16,7 @@ import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { OrreryError } from '../errors.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
-import { IngestWriter } from './records.js'
+import { IngestWriter, type Route, routeOf } from './records.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
 /** The parts of nats.js the driver uses. */
@@ -114,6 +117,16 @@ const ms = (n: number): number => Math.round(n * 1e6)
  */
 const markers = new Map<string, Set<Promise<unknown>>>()
 
+/** The headers a request carries beside its frame. */
+const REPLY_TO = 'Orrery-Reply-To'
+const TIMEOUT = 'Orrery-Timeout'
+
+/** A request's route, from its headers; undefined for a plain message. */
+function routeOfMsg(m: JsMsg): Route | undefined {
+  const h = m.headers
+  return h === undefined ? undefined : routeOf(h.get(REPLY_TO) || undefined, h.get(TIMEOUT) || undefined)
+}
+
 /** A write not yet acknowledged: its records still to write, in order. */
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
@@ -138,6 +151,8 @@ export class NatsDriver implements Driver {
   private readonly sink: DriverSink
   /** The round trip the answers of this turn wait for. */
   private reading: Promise<void> | undefined
+  /** This process's reply subscription, made by its first request. */
+  private listening: Promise<void> | undefined
 
   constructor(
     readonly nats: NatsModules,
@@ -393,7 +408,12 @@ export class NatsDriver implements Driver {
     // The server drops the connection's publish of a payload over its max_payload: such a write
     // would only wait out publishTimeoutMs. It is refused whole, before any of it is sent.
     for (const record of records) {
-      const refusal = record.kind === 'publish' ? this.tooLarge(record.channel, record.frame, record.dedupWindowMs > 0) : undefined
+      const refusal =
+        record.kind === 'publish'
+          ? this.tooLarge(record.channel, record.frame, record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0)
+          : record.kind === 'request'
+            ? this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs))
+            : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
     const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
@@ -404,15 +424,20 @@ export class NatsDriver implements Driver {
     return written
   }
 
+  /** The bytes of a request's header lines (`<name>: <value>\r\n` each). */
+  private requestHeaderBytes(replyTo: string, timeoutMs: number): number {
+    return `${REPLY_TO}: ${replyTo}\r\n${TIMEOUT}: ${String(timeoutMs)}\r\n`.length
+  }
+
   /**
-   * MESSAGE_TOO_LARGE if `frame`, with the dedup id header when `withId`, is over the max_payload
-   * the server announced (1 MB unless the server is set otherwise); undefined if it fits.
+   * MESSAGE_TOO_LARGE if `frame`, with `headerLines` bytes of header lines (0: none), is over the
+   * max_payload the server announced (1 MB unless the server is set otherwise); undefined if it fits.
    */
-  private tooLarge(channel: string, frame: Uint8Array, withId: boolean): OrreryError | undefined {
+  private tooLarge(channel: string, frame: Uint8Array, headerLines: number): OrreryError | undefined {
     const limit = this.nc?.info?.max_payload
     if (limit === undefined || limit <= 0) return undefined
-    // nats.js counts the headers in the payload: `NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n`.
-    const bytes = frame.length + (withId ? 'NATS/1.0\r\nNats-Msg-Id: \r\n\r\n'.length + frameIdHex(frame).length : 0)
+    // nats.js counts the headers in the payload: `NATS/1.0\r\n<lines>\r\n`.
+    const bytes = frame.length + (headerLines > 0 ? 'NATS/1.0\r\n\r\n'.length + headerLines : 0)
     if (bytes <= limit) return undefined
     return new OrreryError(
       'MESSAGE_TOO_LARGE',
@@ -453,7 +478,7 @@ export class NatsDriver implements Driver {
     for (const write of batch) {
       if (write.settled) continue
       for (const r of write.records) {
-        const channel = r.kind === 'publish' ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
+        const channel = r.kind === 'publish' || r.kind === 'request' ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
         if (channel === undefined) continue
         const window = r.kind === 'publish' && r.dedupWindowMs > 0 ? r.dedupWindowMs : undefined
         if (!streams.has(channel) || window !== undefined) streams.set(channel, window ?? streams.get(channel))
@@ -486,15 +511,15 @@ export class NatsDriver implements Driver {
           // No stream listens on the subject: the server came back without it (its data lost, or
           // the stream deleted). It is made again before the record is sent again.
           const record = write.records[k]!
-          const channel = record.kind === 'publish' ? record.channel : record.kind === 'dead' ? record.deadLetter : undefined
+          const channel = record.kind === 'publish' || record.kind === 'request' ? record.channel : record.kind === 'dead' ? record.deadLetter : undefined
           if (channel !== undefined) this.forgetStream(channel)
           again.push(record)
         } else if (r.reason instanceof this.nats.transport.errors.InvalidArgumentError) {
           // nats.js refused it before sending (a payload over max_payload): sending again never helps.
           const record = write.records[k]!
-          const frame = record.kind === 'publish' || record.kind === 'dead' ? record : undefined
-          const channel = record.kind === 'publish' ? record.channel : record.kind === 'dead' ? record.deadLetter : ''
-          this.writes.fail(write, (frame && this.tooLarge(channel, frame.frame, true)) ?? this.refused(r.reason))
+          const frame = record.kind === 'publish' || record.kind === 'dead' || record.kind === 'request' ? record : undefined
+          const channel = record.kind === 'dead' ? record.deadLetter : 'channel' in record ? record.channel : ''
+          this.writes.fail(write, (frame && this.tooLarge(channel, frame.frame, 1)) ?? this.refused(r.reason))
         } else again.push(write.records[k]!)
       })
       if (write.settled) return
@@ -530,6 +555,20 @@ export class NatsDriver implements Driver {
         const options = record.dedupWindowMs > 0 ? { msgID: frameIdHex(record.frame), timeout } : { timeout }
         const ack = await js.publish(this.subjectOf(record.channel), record.frame, options)
         return ack.duplicate
+      }
+      case 'request': {
+        const h = this.nats.transport.headers()
+        h.set(REPLY_TO, record.replyTo)
+        h.set(TIMEOUT, String(record.timeoutMs))
+        await js.publish(this.subjectOf(record.channel), record.frame, { headers: h, timeout })
+        return false
+      }
+      case 'reply': {
+        // Not kept by the server: a requester that is gone misses it, as it would miss it anyway.
+        const nc = this.nc
+        if (nc === undefined) throw transportError('CLOSED', 'this Orrery is closed')
+        nc.publish(this.replySubject(record.address), record.frame)
+        return false
       }
       case 'ack':
         return this.settleHeld(record.group.id, record.position, (m) => m.ack())
@@ -626,6 +665,35 @@ export class NatsDriver implements Driver {
 
   async flushed(): Promise<void> {
     await this.writes.settled()
+  }
+
+  /** The core subject of reply address `address` (16 hex digits: a valid subject token). */
+  private replySubject(address: string): string {
+    return `${this.config.prefix}.reply.${brokerName(address)}`
+  }
+
+  openReplies(address: string): Promise<void> {
+    this.listening ??= this.listen(address).catch((error: unknown) => {
+      this.listening = undefined
+      throw error
+    })
+    return this.listening
+  }
+
+  /** Subscribes to `address` (nats.js subscribes again after a reconnect); resolves once the server has it. */
+  private async listen(address: string): Promise<void> {
+    const nc = this.nc
+    if (nc === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed', { details: { transport: this.transport } })
+    const writer = new IngestWriter()
+    nc.subscribe(this.replySubject(address), {
+      callback: (error, m) => {
+        if (error !== null || this.closed) return
+        writer.replied(m.data)
+        const batch = writer.take()
+        if (batch !== undefined) this.sink.ingest(batch)
+      },
+    })
+    await nc.flush()
   }
 
   // --- readers ------------------------------------------------------------------------------
@@ -1016,7 +1084,7 @@ class MirrorReader {
     if (this.waiters.length > 0) this.release(seq)
     this.last = seq
     const at = Math.floor(m.info.timestampNanos / 1e6)
-    if (at >= this.oldest) this.writer.live(this.channel.id, at, m.data)
+    if (at >= this.oldest) this.writer.live(this.channel.id, at, m.data, routeOfMsg(m))
     if (this.history !== undefined && (seq >= this.history.until || m.info.pending === 0)) this.endHistory()
     else if (!this.scheduled) {
       this.scheduled = true
@@ -1170,7 +1238,7 @@ class GroupReader {
     }
     if (m.seq > this.seen) this.seen = m.seq
     const position = this.driver.hold(this.group.id, m, this.remade)
-    this.writer.group(this.group.id, m.info.deliveryCount, position, m.data)
+    this.writer.group(this.group.id, m.info.deliveryCount, position, m.data, routeOfMsg(m))
     if (!this.scheduled) {
       this.scheduled = true
       later(() => {
