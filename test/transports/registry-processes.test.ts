@@ -83,7 +83,7 @@ function spawnWorker(args: string[]): Child {
   return child
 }
 
-for (const backend of BACKENDS.filter((b) => b.name !== 'memory')) {
+for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
   const title = `shared registry over ${PROCESSES} processes: ${backend.name} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
   describe.skipIf(backend.skip !== undefined)(title, () => {
     if (backend.broken !== undefined) {
