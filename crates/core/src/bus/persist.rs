@@ -323,7 +323,16 @@ impl Bus {
         for (&gid, rows) in &mut t.groups {
             let Some(g) = self.groups.get(gid) else { continue };
             let high = g.feed.cursor;
-            let low = g.pending.keys().copied().chain(g.feed.buffer.min_seq()).fold(high, u64::min);
+            // New entries never come below the oldest owed one: while it is still owed it stays
+            // the oldest, and only its settling needs a walk over every pending entry.
+            let still_owed = rows.written
+                && rows.low < rows.high
+                && (g.pending.contains_key(&rows.low) || g.feed.buffer.min_seq() == Some(rows.low));
+            let low = if still_owed {
+                rows.low
+            } else {
+                g.pending.keys().copied().chain(g.feed.buffer.min_seq()).fold(high, u64::min)
+            };
             let from = touched.partition_point(|&(id, _)| id < gid);
             for &(_, seq) in touched[from..].iter().take_while(|&&(id, _)| id == gid) {
                 let state = g.pending.get(&seq).map_or(SETTLED, |p| p.deliveries);
