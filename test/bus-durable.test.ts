@@ -102,6 +102,27 @@ describe.runIf(ENGINE === 'native')('durable transport', () => {
     expect(await errorOf(() => Orrery.create({ transports: { a: { kind: 'durable' } as never } }))).toMatchObject({ code: 'INVALID_OPTION' })
   })
 
+  it('fails publishes with TRANSPORT_UNAVAILABLE once the disk refuses, and every later one', async () => {
+    const path = fresh()
+    const fixture = fileURLToPath(new URL('./fixtures/bus-disk-full.mjs', import.meta.url))
+    // `ulimit -f` caps the file at 4 MiB: the publishes of 8 kB pass it after a few hundred.
+    const child = spawn('bash', ['-c', `ulimit -f 4096; exec "${process.execPath}" "${fixture}" "${path}"`], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+    })
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+    expect(code).toBe(0)
+    const outcomes = JSON.parse(out.trim()) as Record<string, number | string>
+    expect(outcomes['TRANSPORT_UNAVAILABLE']).toBeGreaterThan(0)
+    expect(outcomes['after']).toBe('TRANSPORT_UNAVAILABLE')
+    expect(Object.keys(outcomes).filter((k) => !['ok', 'after', 'TRANSPORT_UNAVAILABLE'].includes(k))).toEqual([])
+    // What was acknowledged before is there after a reopen.
+    const again = await open(path)
+    expect(again.bus.stats('jobs').nextSeq).toBeGreaterThanOrEqual(outcomes['ok'] as number)
+    again.close()
+  })
+
   it('loses no acknowledged publish and redelivers no acked message when killed at random moments', async () => {
     const path = fresh()
     const fixture = fileURLToPath(new URL('./fixtures/bus-writer.mjs', import.meta.url))
