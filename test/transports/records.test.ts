@@ -1,0 +1,97 @@
+/**
+ * The records a request and its reply cross in (ts/transports/records.ts against the core's
+ * `REMOTE` layout), on both engines and without a broker: two Orrery instances whose channel is
+ * bound straight in their cores, egress carried from one to the other by hand as a driver would.
+ */
+import { describe, expect, it } from 'vitest'
+
+import { forEachEgress, IngestWriter, REMOTE, routeOf } from '../../ts/transports/records.js'
+import { ENGINE } from '../engine.js'
+import { type Clocked, clocked } from '../helpers.js'
+
+interface Out {
+  kind: number
+  id: number
+  value: number
+  frame: Uint8Array
+  route: string
+}
+
+function egress(c: Clocked): Out[] {
+  const out: Out[] = []
+  const batch = c.bus.core.drainEgress()
+  if (batch === undefined) return out
+  forEachEgress(batch, (kind, id, value, _pos, frame, route) => out.push({ kind, id, value, frame: frame.slice(), route: new TextDecoder().decode(route) }))
+  return out
+}
+
+/** An instance with `svc` bound to transport 1 in its core (no driver: the test carries the records). */
+async function bound(): Promise<{ c: Clocked; ch: number }> {
+  const c = await clocked()
+  const ch = c.bus.channel('svc')
+  c.bus.core.bind(ch, 1)
+  return { c, ch }
+}
+
+describe(`request records (${ENGINE})`, () => {
+  it('routeOf takes a reply address and a timeout > 0 (Infinity too), else the entry is a plain message', () => {
+    expect(routeOf('ab12', '250')).toEqual({ address: 'ab12', timeoutMs: 250 })
+    expect(routeOf('ab12', 'Infinity')).toEqual({ address: 'ab12', timeoutMs: Infinity })
+    for (const [address, timeout] of [
+      ['', '250'],
+      [undefined, '250'],
+      ['ab12', undefined],
+      ['ab12', '0'],
+      ['ab12', '-5'],
+      ['ab12', 'NaN'],
+      ['ab12', 'soon'],
+    ] as const)
+      expect(routeOf(address, timeout)).toBeUndefined()
+  })
+
+  it('a request crosses as REQUEST, is answered under a local token, and its REPLY settles it in the requester', async () => {
+    const a = await bound()
+    const b = await bound()
+    b.c.bus.respond<number, number>('svc', (req) => req.payload + 1)
+    const answer = a.c.bus.request<number>('svc', 41, { timeout: 500 })
+    a.c.bus.flush()
+    const requests = egress(a.c)
+    expect(requests.map((r) => [r.kind, r.id, r.value])).toEqual([[REMOTE.request, a.ch, 500]])
+    const writer = new IngestWriter()
+    writer.live(b.ch, 1_000, requests[0]!.frame, { address: 'process-a', timeoutMs: requests[0]!.value })
+    expect(b.c.bus.core.ingest(writer.take()!, b.c.now())).toBe(1)
+    b.c.advance(0)
+    const replies = egress(b.c)
+    expect(replies.map((r) => [r.kind, r.id, r.route])).toEqual([[REMOTE.reply, b.ch, 'process-a']])
+    writer.replied(replies[0]!.frame)
+    expect(a.c.bus.core.ingest(writer.take()!, a.c.now())).toBe(1)
+    a.c.advance(0)
+    const reply = await answer
+    expect(reply.payload).toBe(42)
+    expect(reply.channel).toBe('svc')
+    expect(a.c.bus.lateReplies() + b.c.bus.lateReplies()).toBe(0)
+  })
+
+  it("a reply after the requester's timeout is dropped where it is made, and counted there", async () => {
+    const a = await bound()
+    const b = await bound()
+    let respond: ((n: number) => void) | undefined
+    b.c.bus.respond<number, number>('svc', () => new Promise<number>((resolve) => (respond = resolve)))
+    const answer = a.c.bus.request<number>('svc', 1, { timeout: 100 }).catch((error: unknown) => error)
+    a.c.bus.flush()
+    const writer = new IngestWriter()
+    const [request] = egress(a.c)
+    writer.live(b.ch, 1_000, request!.frame, { address: 'process-a', timeoutMs: request!.value })
+    b.c.bus.core.ingest(writer.take()!, b.c.now())
+    b.c.advance(0)
+    a.c.advance(100)
+    expect(((await answer) as { code?: string }).code).toBe('TIMEOUT')
+    // The responder's clock passes the requester's timeout too: its mapping is gone.
+    b.c.advance(100)
+    respond!(2)
+    await Promise.resolve()
+    b.c.advance(0)
+    expect(egress(b.c)).toEqual([])
+    expect(b.c.bus.lateReplies()).toBe(1)
+  })
+})
