@@ -1,9 +1,10 @@
 /**
- * Requests across processes on Redis, what the contract suite cannot see from the API alone: what a
- * request writes to the stream (the frame, the reply address, the timeout), that the reply goes to
- * the requester's address and not into the stream, and that a request the server refuses fails at
- * once instead of waiting for its timeout. Two Orrery instances stand for two processes. Same on
- * both engines.
+ * Requests across processes on Redis and NATS, what the contract suite cannot see from the API
+ * alone: what a request writes to the stream (the frame, the reply address, the timeout), that the
+ * reply goes to the requester's address and not into the stream, that a request the server refuses
+ * fails at once instead of waiting for its timeout, and that a request is held to the server's
+ * size limit as a publish is (NATS). Two Orrery instances stand for two processes. Same on both
+ * engines.
  */
 import { createClient } from 'redis'
 import { afterEach, describe, expect, inject, it } from 'vitest'
@@ -93,5 +94,39 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
     expect((err as Error).message).toContain('WRONGTYPE')
     expect(Date.now() - started).toBeLessThan(5_000)
     await r.sendCommand(['DEL', `orrery:ch:${prefix}taken`])
+  })
+})
+
+const nats = BACKENDS.find((b) => b.name === 'nats')!
+
+describe.skipIf(nats.skip !== undefined)(`requests across processes on nats (${ENGINE})${nats.skip ? ` [skipped: ${nats.skip}]` : ''}`, () => {
+  if (nats.broken !== undefined) {
+    it('has its server', () => {
+      throw new Error(nats.broken)
+    })
+    return
+  }
+  const opened: Orrery[] = []
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await stop(o)
+  })
+
+  it("a request over the server's max_payload (with its headers) fails at once with MESSAGE_TOO_LARGE; one under it is answered", {
+    timeout: 30_000,
+  }, async () => {
+    const prefix = `rqn-${RUN}-${++runs}.`
+    const [a, b] = [await nats.open(prefix), await nats.open(prefix)]
+    opened.push(a, b)
+    b.bus.respond<Uint8Array, number>(`${prefix}size`, (req) => req.payload.length, { group: 'sizers' })
+    const started = Date.now()
+    const err = await a.bus.request(`${prefix}size`, new Uint8Array(1_048_576), { timeout: 20_000 }).then(
+      () => undefined,
+      (error: unknown) => error,
+    )
+    expect(isOrreryError(err, 'MESSAGE_TOO_LARGE')).toBe(true)
+    expect((err as { details: Record<string, unknown> }).details).toMatchObject({ transport: 'main', channel: `${prefix}size`, limit: 1_048_576 })
+    expect(Date.now() - started).toBeLessThan(5_000)
+    const reply = await a.bus.request<number>(`${prefix}size`, new Uint8Array(900_000), { timeout: 20_000 })
+    expect(reply.payload).toBe(900_000)
   })
 })
