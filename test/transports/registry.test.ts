@@ -330,6 +330,14 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
             code: 'INVALID_OPTION',
             message: expect.stringMatching(/channel inbox\.someone is in use already, unbound/),
           })
+          // Closed while it joins: refused at once with CLOSED (no wait for the join's timeout).
+          const closing = await w.open()
+          const joining = closing.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          const closedAt = Date.now()
+          closing.close()
+          await expect(joining).rejects.toMatchObject({ code: 'CLOSED' })
+          expect(Date.now() - closedAt).toBeLessThan(2_000)
+
           // A binding sending the inboxes elsewhere: refused, naming it.
           const { main } = optionsFor(w.ns).transports!
           const elsewhere = await w.open({ transports: { main: main!, other: main! }, bindings: { 'inbox.*': 'other' } })

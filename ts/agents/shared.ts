@@ -75,7 +75,10 @@ export class SharedRegistry {
   private beatTimer: ReturnType<typeof setInterval> | undefined
   /** Whether the last beat listed any agent (one empty beat follows the last agent's leaving). */
   private beatHadAgents = false
+  /** Ends the join when this process's hello comes back. */
   private joined: (() => void) | undefined
+  /** Ends the join with `CLOSED` (the mesh closed while it joined). */
+  private abortJoin: (() => void) | undefined
   private closed = false
 
   constructor(
@@ -100,29 +103,27 @@ export class SharedRegistry {
     this.subscription = bus.subscribe<Wire>(REGISTRY_CHANNEL, { from: 'latest' }).subscribe((m) => this.receive(m))
     await new Promise<void>((resolve, reject) => {
       const started = Date.now()
-      const hello = () => {
-        if (Date.now() - started > timeoutMs) {
-          clearInterval(timer)
-          this.joined = undefined
-          reject(
-            new OrreryError(
-              'TRANSPORT_UNAVAILABLE',
-              `the shared mesh's registry channel ${REGISTRY_CHANNEL} did not echo this process's hello within ${timeoutMs} ms`,
-              {
-                details: { channel: REGISTRY_CHANNEL },
-              },
-            ),
-          )
-          return
-        }
-        this.send({ v: VERSION, t: 'hello', p: this.process })
-      }
-      const timer = setInterval(hello, HELLO_EVERY_MS)
-      this.joined = () => {
+      const end = (error?: OrreryError) => {
         clearInterval(timer)
         this.joined = undefined
-        resolve()
+        this.abortJoin = undefined
+        if (error) reject(error)
+        else resolve()
       }
+      const hello = () => {
+        if (Date.now() - started > timeoutMs) {
+          const why = `the shared mesh's registry channel ${REGISTRY_CHANNEL} did not echo this process's hello within ${timeoutMs} ms`
+          end(new OrreryError('TRANSPORT_UNAVAILABLE', why, { details: { channel: REGISTRY_CHANNEL } }))
+          return
+        }
+        this.send({ v: VERSION, t: 'hello', p: this.process }).catch((error: unknown) => {
+          // The Orrery closed while the mesh joined: no echo can come.
+          if (isOrreryError(error, 'CLOSED')) end(error)
+        })
+      }
+      const timer = setInterval(hello, HELLO_EVERY_MS)
+      this.joined = () => end()
+      this.abortJoin = () => end(new OrreryError('CLOSED', 'this mesh is shut down'))
       hello()
     })
     this.beatTimer = setInterval(() => this.beat(), this.host.interval)
@@ -142,11 +143,15 @@ export class SharedRegistry {
     if (this.beatTimer !== undefined) clearInterval(this.beatTimer)
     this.subscription?.unsubscribe()
     this.events.unsubscribe()
-    this.joined = undefined
+    this.abortJoin?.()
   }
 
-  private send(event: Wire): void {
-    if (this.closed && event.t !== 'deregister') return
+  /**
+   * Publishes an event on the registry channel; its failures are logged (a closed bus's are a
+   * stop), and `flushed` waits for it. Resolves, or rejects with what refused it, for the join.
+   */
+  private send(event: Wire): Promise<unknown> {
+    if (this.closed && event.t !== 'deregister') return Promise.resolve()
     let sent: Promise<unknown>
     try {
       sent = this.host.bus.publish(REGISTRY_CHANNEL, event)
@@ -162,6 +167,7 @@ export class SharedRegistry {
     )
     this.pending.add(tracked)
     void tracked.finally(() => this.pending.delete(tracked))
+    return sent
   }
 
   /** This process's agents as a `register` event carries them. */
