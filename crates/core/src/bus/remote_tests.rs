@@ -596,7 +596,15 @@ proptest::proptest! {
         sub(&mut bus, ch);
         let g = remote_group(&mut bus, ch, 100.0, 2);
         bus.join(g, EP, 5).unwrap();
-        let mut batch = [live(ch, 1.0, &foreign(b"a")), grouped(g, b"p", 1, &foreign(b"b")), noise].concat();
+        let mut batch = [
+            live(ch, 1.0, &foreign(b"a")),
+            grouped(g, b"p", 1, &foreign(b"b")),
+            routed(remote::LIVE, ch, &[], &route(50.0, b"addr"), 0, 1.0, &asking(b"q", 9)),
+            routed(remote::GROUP, g, b"p2", &route(50.0, b"addr"), 1, 0.0, &asking(b"r", 10)),
+            replied(&asking(b"s", 11)),
+            noise,
+        ]
+        .concat();
         for (at, byte) in flip {
             if let Some(b) = batch.get_mut(at) {
                 *b = byte;
@@ -605,9 +613,15 @@ proptest::proptest! {
         batch.truncate(cut.min(batch.len()));
         match bus.ingest(&batch, 1.0) {
             Ok(_) => {
-                deliveries(&mut bus, 1.0);
+                // Answering whatever came in never panics either; every route ends by its expiry.
+                for r in deliveries(&mut bus, 1.0) {
+                    let mut answer = msg(ch, b"a");
+                    frame::set_reply_token(&mut answer, frame::reply_token(&r.frame));
+                    let _ = bus.reply_from(EP, &answer);
+                }
                 bus.tick(500.0);
                 egress(&mut bus);
+                proptest::prop_assert_eq!(bus.open_routes(), 0);
             }
             Err(err) => {
                 proptest::prop_assert_eq!(err.code(), "MALFORMED_FRAME");
