@@ -770,6 +770,19 @@ function contract(backend: Backend): void {
       expect(calls[0]! + calls[1]!).toBe(n)
     })
 
+    it('a responder of the same instance answers its own requests (broadcast and group), several in flight', { timeout: T }, async () => {
+      const t = fresh()
+      const o = await t.open()
+      const [solo, pooled] = [t.ch('self'), t.ch('self.group')]
+      o.bus.respond<number, number>(solo, (req) => req.payload + 1)
+      o.bus.respond<number, number>(pooled, (req) => req.payload * 10, { group: 'g' })
+      const replies = await Promise.all(
+        range(0, 10).flatMap((i) => [o.bus.request<number>(solo, i, { timeout: 10_000 }), o.bus.request<number>(pooled, i, { timeout: 10_000 })]),
+      )
+      expect(replies.map((r) => r.payload)).toEqual(range(0, 10).flatMap((i) => [i + 1, i * 10]))
+      expect(o.bus.lateReplies()).toBe(0)
+    })
+
     it('no responder anywhere: TIMEOUT on a shared backend (nobody can know at once), NO_RESPONDER in one process', { timeout: T }, async () => {
       const t = fresh()
       const o = await t.open()
