@@ -23,7 +23,14 @@ export type { Message } from './bus/message.js'
 export { Stream } from './stream.js'
 export { CAPABILITIES, TRANSPORT_CAPABILITIES, TRANSPORT_KINDS } from './transports/capabilities.js'
 export type { Capability, CapabilitySet, TransportKind } from './transports/capabilities.js'
-export type { Bindings, DurableTransportOptions, MemoryTransportOptions, NatsTransportOptions, RedisTransportOptions, TransportOptions } from './transports/config.js'
+export type {
+  Bindings,
+  DurableTransportOptions,
+  MemoryTransportOptions,
+  NatsTransportOptions,
+  RedisTransportOptions,
+  TransportOptions,
+} from './transports/config.js'
 export type { ChannelBinding } from './transports/link.js'
 export { Store, Transaction } from './store/store.js'
 export type { RemoteChange, StoreEvent, StoreOptions, TxnWriteOptions } from './store/store.js'
