@@ -158,6 +158,35 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
     )
 
     it(
+      'tells health changes at once, not at the next beat',
+      async () => {
+        const w = world()
+        try {
+          const [a, b] = [await w.open(), await w.open()]
+          // Beats far apart: what arrives sooner came with the change itself.
+          const slow = { interval: 4_000, deregisterAfter: 60_000 }
+          const meshA = await a.mesh({ shared: 'main', heartbeat: slow })
+          const meshB = await b.mesh({ shared: 'main', heartbeat: slow })
+          meshA.define('echo', Echo)
+          const started = Date.now()
+          const [handle] = await meshA.spawn('echo')
+          const healthOnB = () => meshB.registry.get(handle!.id)?.health
+          await until(() => healthOnB() === 'healthy', 10_000, 'B to see the agent healthy', healthOnB)
+          expect(Date.now() - started).toBeLessThan(slow.interval)
+          const paused = Date.now()
+          await handle!.pause()
+          await until(() => healthOnB() === 'paused', 10_000, 'B to see the pause', healthOnB)
+          await handle!.resume()
+          await until(() => healthOnB() === 'healthy', 10_000, 'B to see the resume', healthOnB)
+          expect(Date.now() - paused).toBeLessThan(slow.interval)
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    it(
       "sends a direct message to another process's agent through its inbox",
       async () => {
         const w = world()

@@ -12,6 +12,8 @@
  * - `beat`: once per heartbeat interval, every agent of the process with its health and running
  *   handlers. An agent missing from its process's beat was deregistered; an unknown one is asked
  *   for (a `hello` to that process, at most once per interval).
+ * - `health`: agents whose health changed (a start done, a pause, a failing check), at once rather
+ *   than at the next beat.
  * - `deregister`: agents that stopped (gracefully, or lost by their own registry).
  *
  * The others' agents are mirrored into the local registry, marked remote, and heartbeated as
@@ -24,7 +26,7 @@ import type { Logger } from './agent.js'
 import type { Bus } from '../bus/bus.js'
 import type { Message } from '../bus/message.js'
 import { isOrreryError, OrreryError } from '../errors.js'
-import { HEALTHS, type AgentRegistration, type Registry, type RegistryEvent } from './registry.js'
+import { HEALTHS, type AgentRegistration, type Health, type Registry, type RegistryEvent } from './registry.js'
 
 /** The channel every process of a shared mesh announces its agents on. */
 export const REGISTRY_CHANNEL = 'orrery.registry'
@@ -50,6 +52,7 @@ type Wire =
   | { v: number; t: 'hello'; p: string; to?: string }
   | { v: number; t: 'register'; p: string; agents: WireAgent[] }
   | { v: number; t: 'beat'; p: string; agents: Array<[id: string, health: number, load: number]> }
+  | { v: number; t: 'health'; p: string; agents: Array<[id: string, health: number]> }
   | { v: number; t: 'deregister'; p: string; agents: string[] }
 
 /** What the shared registry needs of its mesh. */
@@ -63,6 +66,8 @@ export interface SharedHost {
 }
 
 const isString = (value: unknown): value is string => typeof value === 'string'
+/** A health code from the wire; anything else reads as unhealthy (not routed to). */
+const healthOf = (code: unknown): Health => (typeof code === 'number' ? HEALTHS[code] : undefined) ?? 'unhealthy'
 
 export class SharedRegistry {
   /** Remote agents by process. */
@@ -80,6 +85,8 @@ export class SharedRegistry {
   /** Ends the join with `CLOSED` (the mesh closed while it joined). */
   private abortJoin: (() => void) | undefined
   private closed = false
+  /** Local agents whose health changed since the last `health` event (sent once per microtask turn). */
+  private changed: Map<string, number> | undefined
 
   constructor(
     private readonly host: SharedHost,
@@ -193,7 +200,17 @@ export class SharedRegistry {
   }
 
   private localEvent(event: RegistryEvent): void {
-    if (event.type === 'registered' && !event.remote) {
+    if (event.type === 'health' && !event.remote) {
+      if (this.changed === undefined) {
+        this.changed = new Map()
+        queueMicrotask(() => {
+          const agents = [...(this.changed ?? [])]
+          this.changed = undefined
+          if (agents.length > 0) this.send({ v: VERSION, t: 'health', p: this.process, agents })
+        })
+      }
+      this.changed.set(event.agent, HEALTHS.indexOf(event.to))
+    } else if (event.type === 'registered' && !event.remote) {
       const agent = this.wireAgent(event.agent)
       if (agent) this.send({ v: VERSION, t: 'register', p: this.process, agents: [agent] })
     } else if (event.type === 'deregistered') {
@@ -241,6 +258,8 @@ export class SharedRegistry {
         for (const agent of event.agents) this.mirror(event.p, agent)
       } else if (event.t === 'beat' && Array.isArray(event.agents)) {
         this.beatOf(event.p, event.agents)
+      } else if (event.t === 'health' && Array.isArray(event.agents)) {
+        for (const entry of event.agents) if (Array.isArray(entry) && isString(entry[0])) this.reported(event.p, entry[0], entry[1])
       } else if (event.t === 'deregister' && Array.isArray(event.agents)) {
         for (const id of event.agents) if (isString(id)) this.forget(event.p, id)
       }
@@ -276,7 +295,7 @@ export class SharedRegistry {
       if (ids) ids.add(agent.id)
       else this.byProcess.set(process, new Set([agent.id]))
     }
-    registry.heartbeat(agent.id, HEALTHS[agent.health] ?? 'healthy')
+    registry.heartbeat(agent.id, healthOf(agent.health))
   }
 
   private beatOf(process: string, agents: unknown[]): void {
@@ -289,11 +308,17 @@ export class SharedRegistry {
       listed.add(id)
       const owner = registry.owner(id)
       if (owner === undefined) unknown = true
-      else if (owner.remote && owner.process === process) registry.heartbeat(id, HEALTHS[health] ?? 'healthy')
+      else this.reported(process, id, health)
     }
     // What the process no longer lists it deregistered (a deregister this process missed).
     for (const id of [...(this.byProcess.get(process) ?? [])]) if (!listed.has(id)) this.forget(process, id)
     if (unknown) this.ask(process)
+  }
+
+  /** An agent of `process` reported `health` (a code): a heartbeat here, if it is that process's. */
+  private reported(process: string, id: string, health: unknown): void {
+    const owner = this.host.registry.owner(id)
+    if (owner?.remote && owner.process === process) this.host.registry.heartbeat(id, healthOf(health))
   }
 
   /** Asks `process` for its agents again (an agent of it is unknown here), at most once per interval. */
