@@ -26,6 +26,7 @@ export type { Capability, CapabilitySet, TransportKind } from './transports/capa
 export type {
   Bindings,
   DurableTransportOptions,
+  KafkaTransportOptions,
   MemoryTransportOptions,
   NatsTransportOptions,
   RedisTransportOptions,

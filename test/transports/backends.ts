@@ -19,10 +19,13 @@ import { ENGINE, IN_BROWSER } from '../engine.js'
 
 /**
  * What a contract test may need beyond publish, subscribe and groups: an entry of
- * `TRANSPORT_CAPABILITIES`, or `shared`, the suite's own: a channel that two Orrery instances (two
- * processes) see alike, which the in-process bus cannot be.
+ * `TRANSPORT_CAPABILITIES`, or one of the suite's own: `shared`, a channel that two Orrery
+ * instances (two processes) see alike, which the in-process bus cannot be; `handover`, a group
+ * whose messages go to the members of any instance, so what one instance lets go (a member
+ * leaving, a shutdown, a crash) goes to another at once, its delivery count kept (not Kafka,
+ * whose groups hand out partitions: what an instance lets go stays with the partition's holder).
  */
-export type Capability = 'shared' | TransportCapability
+export type Capability = 'shared' | 'handover' | TransportCapability
 
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (import.meta as unknown as { env: Env }).env
@@ -30,7 +33,7 @@ const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (imp
 const declared = (kind: TransportKind, capability: TransportCapability): boolean => TRANSPORT_CAPABILITIES[kind][capability]
 
 export interface Backend {
-  readonly name: 'memory' | 'redis' | 'nats' | 'durable'
+  readonly name: 'memory' | 'redis' | 'nats' | 'kafka' | 'durable'
   /** Why this backend does not run here, said in the suite's name (undefined: it runs). */
   readonly skip: string | undefined
   /** Set when the backend should run but cannot: the suite fails with this message. */
@@ -51,7 +54,7 @@ const memory: Backend = {
   name: 'memory',
   skip: undefined,
   broken: undefined,
-  has: (capability) => capability !== 'shared' && declared('memory', capability),
+  has: (capability) => capability === 'handover' || (capability !== 'shared' && declared('memory', capability)),
   open: () => Orrery.create(),
   redeliveryBound: (visibility) => visibility + 1_000,
   retentionSlack: 0,
@@ -70,7 +73,7 @@ function redis(): Backend {
     name: 'redis',
     skip,
     broken,
-    has: (capability) => capability === 'shared' || declared('redis', capability),
+    has: (capability) => capability === 'shared' || capability === 'handover' || declared('redis', capability),
     open: (prefix) => Orrery.create({ transports: { main: { kind: 'redis', url: url! } }, bindings: { [`${prefix}*`]: 'main' } }),
     // The broker takes back an abandoned entry once it has been idle for visibility + max(1 s, 10 %),
     // found by a reclaim loop running every min(visibility / 2, 1 s).
@@ -93,11 +96,34 @@ function nats(): Backend {
     name: 'nats',
     skip,
     broken,
-    has: (capability) => capability === 'shared' || declared('nats', capability),
+    has: (capability) => capability === 'shared' || capability === 'handover' || declared('nats', capability),
     open: (prefix) => Orrery.create({ transports: { main: { kind: 'nats', servers: url! } }, bindings: { [`${prefix}*`]: 'main' } }),
     // JetStream redelivers an unacked message once ack_wait (visibility + max(1 s, 10 %)) has passed.
     redeliveryBound: (visibility) => visibility + Math.max(1_000, visibility / 10) + 3_000,
     // max_msgs is exact.
+    retentionSlack: 0,
+  }
+}
+
+function kafka(): Backend {
+  const brokers = inject('kafkaBrokers')
+  let skip: string | undefined
+  let broken: string | undefined
+  if (IN_BROWSER) skip = 'a browser page cannot open a TCP connection to Kafka'
+  else if (env['ORRERY_SERVERS'] === 'none') skip = 'ORRERY_SERVERS=none: no test servers on this run'
+  else if (brokers === undefined || brokers === '')
+    broken =
+      "no Kafka broker for the contract suite: inject('kafkaBrokers') is empty. The global setup (test/transports/global-setup.ts) must start one with scripts/servers.sh; set ORRERY_SERVERS=none to skip server tests on purpose"
+  return {
+    name: 'kafka',
+    skip,
+    broken,
+    // Kafka's groups hand out partitions, not messages: no handover between instances.
+    has: (capability) => capability === 'shared' || (capability !== 'handover' && declared('kafka', capability)),
+    open: (prefix) => Orrery.create({ transports: { main: { kind: 'kafka', brokers: brokers! } }, bindings: { [`${prefix}*`]: 'main' } }),
+    // What a lease lets go is delivered again by the process that holds the partition, at once.
+    redeliveryBound: (visibility) => visibility + 3_000,
+    // DeleteRecords trims each partition exactly.
     retentionSlack: 0,
   }
 }
@@ -115,7 +141,7 @@ function durable(): Backend {
     name: 'durable',
     skip,
     broken: undefined,
-    has: (capability) => capability !== 'shared' && declared('durable', capability),
+    has: (capability) => capability === 'handover' || (capability !== 'shared' && declared('durable', capability)),
     open: (prefix) => {
       dir ??= mkdtempSync(join(tmpdir(), 'orrery-contract-'))
       const path = join(dir, `${prefix}${++files}.redb`)
@@ -127,7 +153,7 @@ function durable(): Backend {
 }
 
 /** Every backend of this session, in the order the suite runs them. */
-export const BACKENDS: readonly Backend[] = [memory, redis(), nats(), durable()]
+export const BACKENDS: readonly Backend[] = [memory, redis(), nats(), kafka(), durable()]
 
 /** A unique channel prefix per test: files and runs share one server without seeing each other. */
 const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`

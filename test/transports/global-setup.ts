@@ -3,7 +3,8 @@
  * scripts/servers.sh and handed to the tests as URLs (`inject('redisUrl')`).
  *
  * ORRERY_SERVERS chooses them:
- * - unset: `redis` and `nats` (the servers this suite needs today; nats starts in 0.1 s);
+ * - unset: `redis`, `nats` and `kafka` (the servers this suite needs today; nats starts in 0.1 s,
+ *   kafka in about 6 to 10 s on 2 cores, once per run);
  * - a comma list of redis, nats, nats-durable, kafka, or `all`: those are started;
  * - `external`: nothing is started; the URLs come from ORRERY_REDIS_URL, ORRERY_NATS_URL,
  *   ORRERY_NATS_WS_URL, ORRERY_NATS_DURABLE_URL, ORRERY_KAFKA_BROKERS (the names
@@ -41,7 +42,7 @@ type UrlKey = 'redisUrl' | 'natsUrl' | 'natsWsUrl' | 'natsDurableUrl' | 'kafkaBr
 
 const SERVERS = ['redis', 'nats', 'nats-durable', 'kafka'] as const
 type Server = (typeof SERVERS)[number]
-const DEFAULT_SERVERS: readonly Server[] = ['redis', 'nats']
+const DEFAULT_SERVERS: readonly Server[] = ['redis', 'nats', 'kafka']
 
 // The variables servers.sh's `env` prints, and what each becomes in the tests' context.
 const URL_VARIABLES: Record<string, UrlKey> = {

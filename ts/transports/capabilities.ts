@@ -35,7 +35,7 @@ export const CAPABILITIES = [
 export type Capability = (typeof CAPABILITIES)[number]
 
 /** The kinds of transport Orrery knows. */
-export const TRANSPORT_KINDS = ['memory', 'redis', 'nats', 'durable'] as const
+export const TRANSPORT_KINDS = ['memory', 'redis', 'nats', 'kafka', 'durable'] as const
 export type TransportKind = (typeof TRANSPORT_KINDS)[number]
 
 /** Whether a backend has each capability. */
@@ -49,7 +49,11 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
  * retention by bytes and the `reject` overflow policy for subscribers; its `retention.maxCount`
  * is approximate (`MAXLEN ~`); its requests cross processes, but one nobody answers times out
  * (`TIMEOUT`) instead of failing `NO_RESPONDER` at once. `nats` (JetStream) keeps retention by
- * bytes too (the stream's `max_bytes`), and lacks the rest as redis does.
+ * bytes too (the stream's `max_bytes`), and lacks the rest as redis does. `kafka` (one topic per
+ * channel, groups on Kafka's consumer groups) lacks those too, and also: dedup by id across
+ * producers (its idempotent producer dedups its own retries only), retention by bytes (Kafka
+ * deletes whole segments of 1 MiB and more) and requests; what a group's member lets go is
+ * delivered again by the process holding the partition, its delivery count kept there.
  */
 export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySet>> = Object.freeze({
   memory: ALL,
@@ -59,6 +63,16 @@ export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySe
     ...ALL,
     'from.seq': false,
     'retention.maxBytes': false,
+    priority: false,
+    claim: false,
+    'overflow.reject': false,
+  }),
+  kafka: Object.freeze({
+    ...ALL,
+    'from.seq': false,
+    dedup: false,
+    'retention.maxBytes': false,
+    request: false,
     priority: false,
     claim: false,
     'overflow.reject': false,

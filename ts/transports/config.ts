@@ -44,6 +44,30 @@ export interface NatsTransportOptions {
   publishTimeoutMs?: number
 }
 
+/**
+ * An Apache Kafka cluster reached through @platformatic/kafka (`npm i @platformatic/kafka@1.35`):
+ * channels become topics.
+ */
+export interface KafkaTransportOptions {
+  kind: 'kafka'
+  /** `host:port` of one broker or more (the bootstrap list). */
+  brokers: string | readonly string[]
+  /** The client id the brokers see (default `orrery`). */
+  clientId?: string
+  /** Names Orrery's topics (`<prefix>-ch-<channel>`) and groups; default `orrery`. */
+  prefix?: string
+  /** Partitions of each topic Orrery makes (default 1: one total order per channel). */
+  partitions?: number
+  /** Connect with TLS. */
+  tls?: boolean
+  /** SASL PLAIN or SCRAM credentials. */
+  sasl?: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string }
+  /** How long `Orrery.create` waits for the cluster (default 5,000 ms). */
+  connectTimeoutMs?: number
+  /** How long a publish may wait to be written while the cluster is unreachable (default 30,000 ms). */
+  publishTimeoutMs?: number
+}
+
 /** This process's own bus: a channel bound to it stays local (for running one suite against both). */
 export interface MemoryTransportOptions {
   kind: 'memory'
@@ -59,7 +83,7 @@ export interface DurableTransportOptions {
   path: string
 }
 
-export type TransportOptions = RedisTransportOptions | NatsTransportOptions | MemoryTransportOptions | DurableTransportOptions
+export type TransportOptions = RedisTransportOptions | NatsTransportOptions | KafkaTransportOptions | MemoryTransportOptions | DurableTransportOptions
 
 /** Channel names (exact) or prefixes ending in `*`, each naming a transport. */
 export type Bindings = Readonly<Record<string, string>>
@@ -69,7 +93,7 @@ export interface CheckedTransport {
   readonly name: string
   readonly id: number
   readonly kind: TransportKind
-  readonly options: CheckedRedisOptions | CheckedNatsOptions | MemoryTransportOptions | CheckedDurableOptions
+  readonly options: CheckedRedisOptions | CheckedNatsOptions | CheckedKafkaOptions | MemoryTransportOptions | CheckedDurableOptions
 }
 
 export interface CheckedDurableOptions {
@@ -96,6 +120,18 @@ export interface CheckedNatsOptions {
   readonly pass: string | undefined
   readonly tls: boolean
   readonly prefix: string
+  readonly connectTimeoutMs: number
+  readonly publishTimeoutMs: number
+}
+
+export interface CheckedKafkaOptions {
+  readonly kind: 'kafka'
+  readonly brokers: readonly string[]
+  readonly clientId: string
+  readonly prefix: string
+  readonly partitions: number
+  readonly tls: boolean
+  readonly sasl: { readonly mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; readonly username: string; readonly password: string } | undefined
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
 }
@@ -181,6 +217,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   if (kind === 'memory') return { kind, options: { kind } }
   if (kind === 'durable') return { kind, options: { kind, path: text(o['path'], `${name}.path`, { nonEmpty: true }, 'option') } }
   if (kind === 'nats') return { kind, options: natsOptions(o, name) }
+  if (kind === 'kafka') return { kind, options: kafkaOptions(o, name) }
   const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
   const parsed = redisUrl(url, `${name}.url`)
   const tls = o['tls'] === undefined ? parsed.protocol === 'rediss:' : flag(o['tls'], `${name}.tls`)
@@ -254,6 +291,48 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     pass: textOr(o['pass'], `${name}.pass`),
     tls: o['tls'] === undefined ? servers.some((s) => s.startsWith('tls:')) : flag(o['tls'], `${name}.tls`),
     prefix,
+    connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
+    publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
+  }
+}
+
+/** A bootstrap broker: `host:port` (a bracketed IPv6 host allowed). */
+const KAFKA_BROKER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/
+const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const
+
+function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOptions {
+  const raw = o['brokers']
+  const list = Array.isArray(raw) ? (raw as unknown[]) : [raw]
+  if (list.length === 0) refuse('option', `${name}.brokers`, raw, 'must name at least one broker')
+  const brokers = list.map((b, i) => {
+    const where = Array.isArray(raw) ? `${name}.brokers[${i}]` : `${name}.brokers`
+    const broker = text(b, where, { nonEmpty: true }, 'option')
+    const port = KAFKA_BROKER.exec(broker)?.[1]
+    if (port === undefined || Number(port) < 1 || Number(port) > 65535) refuse('option', where, broker, 'must be host:port (a port from 1 to 65535)')
+    return broker
+  })
+  const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'
+  if (!NATS_PREFIX.test(prefix)) refuse('option', `${name}.prefix`, prefix, 'must be 1 to 32 letters, digits, _ or -')
+  const partitions = o['partitions'] === undefined ? 1 : o['partitions']
+  if (typeof partitions !== 'number' || !Number.isInteger(partitions) || partitions < 1 || partitions > 10_000)
+    refuse('option', `${name}.partitions`, partitions, 'must be a whole number from 1 to 10,000')
+  let sasl: CheckedKafkaOptions['sasl']
+  if (o['sasl'] !== undefined) {
+    const s = checkOptions(o['sasl'] as Record<string, unknown>, `${name}.sasl`, 'option')
+    sasl = {
+      mechanism: oneOf(s['mechanism'], SASL_MECHANISMS, `${name}.sasl.mechanism`),
+      username: text(s['username'], `${name}.sasl.username`, {}, 'option'),
+      password: text(s['password'], `${name}.sasl.password`, {}, 'option'),
+    }
+  }
+  return {
+    kind: 'kafka',
+    brokers,
+    clientId: textOr(o['clientId'], `${name}.clientId`) ?? 'orrery',
+    prefix,
+    partitions,
+    tls: o['tls'] === undefined ? false : flag(o['tls'], `${name}.tls`),
+    sasl,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
   }

@@ -8,7 +8,7 @@ import type { BusCore } from '../engines/backend.js'
 import { DEFAULTS, FRAME } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
-import type { CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
+import type { CheckedKafkaOptions, CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
 import { DurableDisk } from './durable.js'
 import { forEachEgress, IngestWriter, REMOTE } from './records.js'
@@ -77,6 +77,11 @@ async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transpo
   return new NatsDriver(await loadNats(), options, sink, transport)
 }
 
+async function kafkaDriver(options: CheckedKafkaOptions, sink: DriverSink, transport: string): Promise<Driver> {
+  const { loadKafka, KafkaDriver } = await import('./kafka.js')
+  return new KafkaDriver(await loadKafka(transport), options, sink, transport)
+}
+
 /** 64 random bits as 16 hex digits: two processes never share one in practice. */
 function newProcessId(): string {
   let id = ''
@@ -103,6 +108,8 @@ export class Transports {
   private closed = false
   /** The durable transport's file, when one is configured (opened at `attach`). */
   private disk: DurableDisk | undefined
+  /** Channels kept on disk (by local id): a publish to one waits for its commit. */
+  private readonly durable = new Set<number>()
   /** Bindings made at run time (`bindAtRunTime`), by pattern: consulted before the configured ones. */
   private readonly runtime = new Map<string, CheckedTransport>()
   /** Every name interned here, with the transport it was bound to (undefined: unbound). */
@@ -121,8 +128,13 @@ export class Transports {
     const made = await Promise.allSettled(
       config.transports.map(async (t) => {
         if (t.options.kind === 'memory' || t.options.kind === 'durable') return
+        const sink = link.sinkFor(t.name)
         const driver =
-          t.options.kind === 'nats' ? await natsDriver(t.options, link.sinkFor(t.name), t.name) : await makeRedis(t.options, link.sinkFor(t.name), t.name)
+          t.options.kind === 'nats'
+            ? await natsDriver(t.options, sink, t.name)
+            : t.options.kind === 'kafka'
+              ? await kafkaDriver(t.options, sink, t.name)
+              : await makeRedis(t.options, sink, t.name)
         link.drivers.set(t.id, driver)
         await driver.connect()
       }),
@@ -175,10 +187,15 @@ export class Transports {
   intern(name: string, id: number): void {
     const transport = this.ruleFor(name)
     this.interned.set(name, transport)
-    if (transport === undefined) return
+    if (transport === undefined) {
+      // Read back from the durable file, though no binding names it any more: still on disk.
+      if (this.disk?.isDurable(id)) this.durable.add(id)
+      return
+    }
     if (transport.kind === 'durable') {
       // A local channel, kept on disk (a channel read back from the file is durable already).
       this.disk!.makeDurable(id)
+      this.durable.add(id)
       this.local.set(id, transport)
       return
     }
@@ -265,6 +282,11 @@ export class Transports {
     })
   }
 
+  /** Whether the channel with this id is kept on disk (its publishes wait for the commit). */
+  isDurable(id: number): boolean {
+    return this.durable.has(id)
+  }
+
   /** The bound channel with this id, if it is bound to a driver. */
   find(id: number): BoundChannel | undefined {
     return this.bound.get(id)
@@ -346,11 +368,11 @@ export class Transports {
    * After a publish that may have made egress: hands it to the drivers. Resolves with how many
    * publishes the brokers dropped as duplicates; undefined when there was no egress.
    */
-  afterPublish(): Promise<number> | undefined {
+  afterPublish(durable = false): Promise<number> | undefined {
     const batch = this.host!.core.drainEgress()
     const writing = batch === undefined ? undefined : this.route(batch)
     // A publish to a durable channel is done once its turn's commit is on disk.
-    const written = this.disk?.written()
+    const written = durable ? this.disk?.written() : undefined
     if (written === undefined) return writing
     return writing === undefined ? written.then(() => 0) : Promise.all([writing, written]).then(([duplicates]) => duplicates)
   }

@@ -1,0 +1,171 @@
+/**
+ * The Kafka driver beyond the contract suite: its options, what it makes on the broker (topics,
+ * their configs, retention trimmed with DeleteRecords, group offsets committed as the acked
+ * prefix), and how its groups share work across instances (by partition: what one instance held
+ * unacked goes to the next holder of the partition, counted from 1 there). Read back with
+ * @platformatic/kafka's own admin client. Both engines; Node only.
+ */
+import { describe, expect, it } from 'vitest'
+
+import { isOrreryError, Orrery } from '../../ts/node.js'
+import { IN_BROWSER } from '../engine.js'
+import { listen, range, stop, until } from './backends.js'
+
+type Env = Record<string, string | undefined>
+const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
+
+const brokers = (await import('vitest')).inject('kafkaBrokers')
+const skip = IN_BROWSER ? 'a browser page cannot reach Kafka' : env['ORRERY_SERVERS'] === 'none' ? 'ORRERY_SERVERS=none' : undefined
+
+const RUN = `kd-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+let n = 0
+const prefix = () => `${RUN}-${++n}.`
+
+/** The topic Orrery makes for `channel` with the default prefix (`.` is `_2E`, `-` stays). */
+const topicOf = (channel: string) => `orrery-ch-${channel.replace(/[^A-Za-z0-9-]/g, (c) => `_${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`)}`
+
+async function admin() {
+  const kafka = await import('@platformatic/kafka')
+  return new kafka.Admin({ clientId: 'orrery-test', bootstrapBrokers: [brokers!] })
+}
+
+async function open(p: string, extra: Record<string, unknown> = {}): Promise<Orrery> {
+  return Orrery.create({ transports: { main: { kind: 'kafka', brokers: brokers!, ...extra } as never }, bindings: { [`${p}*`]: 'main' } })
+}
+
+describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` : ''}`, () => {
+  it('refuses bad options before connecting, and an unreachable broker within connectTimeoutMs', async () => {
+    const bad = async (options: Record<string, unknown>) => {
+      try {
+        await Orrery.create({ transports: { main: { kind: 'kafka', ...options } as never } })
+        return undefined
+      } catch (error) {
+        return error
+      }
+    }
+    for (const [options, option] of [
+      [{}, 'transports.main.brokers'],
+      [{ brokers: 'localhost' }, 'transports.main.brokers'],
+      [{ brokers: ['127.0.0.1:19092', 'h:70000'] }, 'transports.main.brokers[1]'],
+      [{ brokers: '127.0.0.1:19092', partitions: 0 }, 'transports.main.partitions'],
+      [{ brokers: '127.0.0.1:19092', prefix: 'a.b' }, 'transports.main.prefix'],
+      [{ brokers: '127.0.0.1:19092', sasl: { mechanism: 'MD5', username: 'u', password: 'p' } }, 'transports.main.sasl.mechanism'],
+    ] as const) {
+      const error = await bad(options)
+      expect(isOrreryError(error, 'INVALID_OPTION'), `${JSON.stringify(options)}: ${String(error)}`).toBe(true)
+      expect((error as Error).message).toContain(option)
+    }
+    const started = Date.now()
+    const error = await bad({ brokers: '127.0.0.1:1', connectTimeoutMs: 1_000 })
+    expect(isOrreryError(error, 'TRANSPORT_UNAVAILABLE'), String(error)).toBe(true)
+    expect(Date.now() - started).toBeLessThan(5_000)
+  })
+
+  it('a channel is a topic with the broker clock; retention by count and age is set on it and trimmed exactly', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const a = await admin()
+    try {
+      const ch = `${p}kept`
+      o.bus.channel(ch, { retention: { maxCount: 5, maxAgeMs: 3_600_000 } })
+      await o.bus.publishBatch(range(0, 12).map((payload) => ({ channel: ch, payload })))
+      await o.bus.publish(ch, 12)
+      const topic = topicOf(ch)
+      const [config] = await a.describeConfigs({
+        resources: [{ resourceType: 2, resourceName: topic, configurationKeys: ['message.timestamp.type', 'retention.ms'] }],
+      } as never)
+      const values = Object.fromEntries((config as { configs: Array<{ name: string; value: string }> }).configs.map((c) => [c.name, c.value]))
+      expect(values).toEqual({ 'message.timestamp.type': 'LogAppendTime', 'retention.ms': '3600000' })
+      // DeleteRecords moved the partition's start: 13 written, the last 5 kept.
+      let start = -1n
+      const deadline = Date.now() + 20_000
+      while (Date.now() < deadline) {
+        const [listed] = await a.listOffsets({ topics: [{ name: topic, partitions: [{ partitionIndex: 0, timestamp: -2n }] }] } as never)
+        start = (listed as { partitions: Array<{ offset: bigint }> }).partitions[0]!.offset
+        if (start === 8n) break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(start).toBe(8n)
+      // Another instance replays what the broker kept.
+      const other = await open(p)
+      try {
+        const got = listen(other.bus.subscribe<number>(ch, { from: 'earliest' }))
+        await until(() => got.items.length >= 5, 20_000, 'the 5 kept records')
+        expect(got.items.map((m) => m.payload)).toEqual([8, 9, 10, 11, 12])
+      } finally {
+        await stop(other)
+      }
+    } finally {
+      await a.close()
+      await stop(o)
+    }
+  })
+
+  it('a group commits the acked prefix: a nacked record holds the offset until it is acked', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const a = await admin()
+    try {
+      const ch = `${p}jobs`
+      const group = o.bus.group<number>(ch, 'w', { from: 'earliest' })
+      const got = listen(group.join({ maxInFlight: 10 }))
+      await o.bus.publishBatch(range(0, 4).map((payload) => ({ channel: ch, payload })))
+      await until(() => got.items.length >= 4, 20_000, 'the 4 deliveries')
+      const committed = async () => {
+        const [g] = await a.listConsumerGroupOffsets({ groups: [`orrery-g-${topicOf(ch).slice('orrery-ch-'.length)}-w`] })
+        return g?.topics[0]?.partitions[0]?.committedOffset ?? -1n
+      }
+      const waitCommitted = async (offset: bigint) => {
+        const deadline = Date.now() + 20_000
+        let at = await committed()
+        while (Date.now() < deadline && at !== offset) {
+          await new Promise((r) => setTimeout(r, 100))
+          at = await committed()
+        }
+        expect(at).toBe(offset)
+      }
+      // 0 acked, 1 nacked (redelivered here, count 2), 2 and 3 acked: the offset stops at 1.
+      got.items[0]!.ack()
+      got.items[1]!.nack()
+      got.items[2]!.ack()
+      got.items[3]!.ack()
+      await waitCommitted(1n)
+      await until(() => got.items.length >= 5, 20_000, 'the redelivery')
+      expect([got.items[4]!.message.payload, got.items[4]!.attempt]).toEqual([1, 2])
+      got.items[4]!.ack()
+      await waitCommitted(4n)
+    } finally {
+      await a.close()
+      await stop(o)
+    }
+  })
+
+  it('a group shares work by partition; what a shut-down instance held goes to the next holder, counted from 1', { timeout: 90_000 }, async () => {
+    const p = prefix()
+    const [a, b] = await Promise.all([open(p, { partitions: 2 }), open(p, { partitions: 2 })])
+    try {
+      const ch = `${p}work`
+      const held = listen(a.bus.group<number>(ch, 'w', { from: 'earliest' }).join({ maxInFlight: 100 }))
+      await a.bus.publishBatch(range(0, 20).map((payload) => ({ channel: ch, payload })))
+      await until(() => held.items.length >= 20, 20_000, 'a alone to take all 20 (both partitions)')
+      // a acks the first half of what it got; b joins, then a shuts down holding the rest.
+      for (const d of held.items.slice(0, 10)) d.ack()
+      const acked = new Set(held.items.slice(0, 10).map((d) => d.message.payload))
+      const taken = listen(b.bus.group<number>(ch, 'w', { from: 'earliest' }).join({ maxInFlight: 100 }))
+      await a.shutdown()
+      await until(
+        () => taken.items.length >= 10,
+        45_000,
+        "b to take a's 10 unacked records",
+        () => taken.items.length,
+      )
+      for (const d of taken.items) d.ack()
+      const payloads = taken.items.map((d) => d.message.payload).sort((x, y) => x - y)
+      expect(payloads).toEqual(range(0, 20).filter((i) => !acked.has(i)))
+      expect(taken.items.map((d) => d.attempt)).toEqual(taken.items.map(() => 1))
+    } finally {
+      await stop(a)
+      await stop(b)
+    }
+  })
+})

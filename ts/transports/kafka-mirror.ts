@@ -1,0 +1,253 @@
+/**
+ * A Kafka topic followed into a channel's mirror: fetches of every partition from where the
+ * mirror is, on a client of its own (a fetch waits at the broker, and a broker answers one
+ * connection's requests in turn), without a consumer group. History first (within the local
+ * retention: the last `maxCount` records of each partition, none older than `maxAgeMs`), then
+ * what comes. A record's time is the broker's (its topic keeps LogAppendTime).
+ */
+import type { Consumer } from '@platformatic/kafka'
+
+import type { ChannelRef, HistoryBound } from './driver.js'
+import type { KafkaDriver } from './kafka.js'
+import { closeClient, FETCH_WAIT_MS, type Offsets, protocolIds, RETRY_MS, recordRoute, type TopicLayout } from './kafka-shared.js'
+import { IngestWriter } from './records.js'
+
+/** Record batch attributes (Kafka's record batch format). */
+const IS_CONTROL = 1 << 5
+const LOG_APPEND_TIME = 1 << 3
+
+interface Waiter {
+  after: Offsets | undefined
+  readonly start: () => void
+}
+
+export class KafkaMirror {
+  readonly ready: Promise<void>
+  private stopped = false
+  private client: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined
+  /** The next offset to read of each partition. */
+  private readonly next: Offsets = new Map()
+  /** Until the history is in: where it ends, and what resolves `ready`. */
+  private history: { until: Offsets; done: () => void } | undefined
+  private oldest = 0
+  private readonly waiters: Waiter[] = []
+  private readonly writer = new IngestWriter()
+  private loop: Promise<void> | undefined
+
+  constructor(
+    private readonly driver: KafkaDriver,
+    private readonly channel: ChannelRef,
+    private readonly bound: HistoryBound,
+  ) {
+    this.ready = this.open()
+  }
+
+  private get topic(): string {
+    return this.driver.topicOf(this.channel.name)
+  }
+
+  private async open(): Promise<void> {
+    const driver = this.driver
+    await driver.ensureTopic(this.channel.name)
+    const topic = this.topic
+    const layout = await driver.layout(topic)
+    const [ends, starts] = await Promise.all([driver.offsets(topic, -1n), driver.offsets(topic, -2n)])
+    const { maxCount, maxAgeMs } = this.bound
+    let since: Offsets | undefined
+    if (Number.isFinite(maxAgeMs)) {
+      this.oldest = Date.now() - maxAgeMs
+      since = await driver.offsets(topic, BigInt(Math.floor(this.oldest)))
+    }
+    for (const [p, end] of ends) {
+      let start = starts.get(p) ?? 0n
+      if (maxCount > 0 && Number.isFinite(maxCount) && end - BigInt(maxCount) > start) start = end - BigInt(maxCount)
+      const at = since?.get(p)
+      if (at !== undefined) {
+        const first = at < 0n ? end : at
+        if (first > start) start = first
+      }
+      this.next.set(p, start)
+    }
+    if (this.stopped) return
+    const history = new Promise<void>((resolve) => {
+      this.history = { until: ends, done: resolve }
+    })
+    this.client = new driver.kafka.Consumer({ ...(driver.clientOptions() as object), groupId: `${driver.config.prefix}-mirror` } as never)
+    this.loop = this.run(layout).catch((error: unknown) => {
+      if (!this.stopped && !driver.isClosed) driver.sink.failed(error)
+    })
+    this.checkHistory()
+    await history
+  }
+
+  private reached(at: Offsets): boolean {
+    for (const [p, offset] of at) if ((this.next.get(p) ?? 0n) < offset) return false
+    return true
+  }
+
+  private checkHistory(): void {
+    const h = this.history
+    if (h === undefined || !this.reached(h.until)) return
+    this.history = undefined
+    this.flush()
+    h.done()
+    this.release()
+  }
+
+  private async run(first: TopicLayout): Promise<void> {
+    let layout: TopicLayout | undefined = first
+    while (!this.stopped && !this.driver.isClosed) {
+      try {
+        layout ??= await this.driver.layout(this.topic)
+        const byLeader = new Map<number, number[]>()
+        layout.leaders.forEach((leader, p) => {
+          const list = byLeader.get(leader)
+          if (list) list.push(p)
+          else byLeader.set(leader, [p])
+        })
+        await Promise.all([...byLeader].map(([node, partitions]) => this.fetch(layout!, node, partitions)))
+        this.flush()
+        this.checkHistory()
+      } catch (error) {
+        if (this.stopped || this.driver.isClosed) break
+        // The leaders may have moved, or the topic been made again: asked again before the next fetch.
+        layout = undefined
+        if (protocolIds(error).some((id) => id === 'TOPIC_AUTHORIZATION_FAILED')) this.driver.sink.failed(error)
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      }
+    }
+  }
+
+  private async fetch(layout: TopicLayout, node: number, partitions: number[]): Promise<void> {
+    const client = this.client
+    if (client === undefined) return
+    const response = await client.fetch({
+      node,
+      topics: [
+        {
+          topicId: layout.id,
+          partitions: partitions.map((partition) => ({
+            partition,
+            fetchOffset: this.next.get(partition) ?? 0n,
+            currentLeaderEpoch: -1,
+            lastFetchedEpoch: -1,
+            partitionMaxBytes: 1 << 20,
+          })),
+        },
+      ],
+      maxWaitTime: FETCH_WAIT_MS,
+      minBytes: 1,
+      maxBytes: 8 << 20,
+      isolationLevel: this.driver.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
+    })
+    if (this.stopped) return
+    for (const t of response.responses) {
+      for (const part of t.partitions) {
+        const p = part.partitionIndex
+        if (part.errorCode !== 0) {
+          // Retention went past where the mirror is: it goes on at the partition's start.
+          if (part.errorCode === 1) {
+            const starts = await this.driver.offsets(this.topic, -2n)
+            const start = starts.get(p)
+            if (start !== undefined && start > (this.next.get(p) ?? 0n)) this.next.set(p, start)
+            continue
+          }
+          throw new Error(`kafka fetch of ${this.topic}[${p}] failed with error code ${part.errorCode}`)
+        }
+        for (const batch of part.records ?? []) this.addBatch(p, batch)
+      }
+    }
+  }
+
+  private addBatch(
+    p: number,
+    batch: {
+      firstOffset: bigint
+      lastOffsetDelta: number
+      attributes: number
+      firstTimestamp: bigint
+      maxTimestamp: bigint
+      records: Array<{ offsetDelta: number; timestampDelta: bigint; value: Buffer | null; headers: [Buffer | null, Buffer | null][] }>
+    },
+  ): void {
+    const end = batch.firstOffset + BigInt(batch.lastOffsetDelta) + 1n
+    if (!(batch.attributes & IS_CONTROL)) {
+      const appended = (batch.attributes & LOG_APPEND_TIME) !== 0
+      for (const record of batch.records) {
+        const offset = batch.firstOffset + BigInt(record.offsetDelta)
+        if (offset < (this.next.get(p) ?? 0n)) continue
+        this.next.set(p, offset)
+        // The history may end here, and a subscribe waiting for this point starts before this record.
+        if (this.history !== undefined) this.checkHistory()
+        else if (this.waiters.length > 0) this.release()
+        this.next.set(p, offset + 1n)
+        const at = Number(appended ? batch.maxTimestamp : batch.firstTimestamp + record.timestampDelta)
+        if (record.value !== null && at >= this.oldest) this.writer.live(this.channel.id, at, record.value, recordRoute(record.headers))
+      }
+    }
+    if (end > (this.next.get(p) ?? 0n)) this.next.set(p, end)
+  }
+
+  private flush(): void {
+    const batch = this.writer.take()
+    if (batch !== undefined && !this.stopped) this.driver.sink.ingest(batch)
+  }
+
+  /** Runs `start` once the mirror holds every record up to `marker` (each partition's end then), and none after. */
+  catchUp(marker: Promise<Offsets>, start: () => void): () => void {
+    const waiter: Waiter = { after: undefined, start }
+    this.waiters.push(waiter)
+    marker.then(
+      (at) => {
+        waiter.after = at
+        this.release()
+      },
+      (error: unknown) => {
+        this.cancel(waiter)
+        if (this.driver.isClosed || this.stopped) start()
+        else this.driver.sink.failed(error)
+      },
+    )
+    return () => this.cancel(waiter)
+  }
+
+  private cancel(waiter: Waiter): void {
+    const i = this.waiters.indexOf(waiter)
+    if (i >= 0) this.waiters.splice(i, 1)
+  }
+
+  private release(): void {
+    if (this.waiters.length === 0 || this.history !== undefined) return
+    const due = this.waiters.filter((w) => w.after !== undefined && this.reached(w.after))
+    if (due.length === 0) return
+    // What is read so far goes in first: the subscription starts after it.
+    this.flush()
+    for (const w of due) {
+      this.cancel(w)
+      w.start()
+    }
+  }
+
+  stop(): void {
+    if (this.stopped) return
+    this.stopped = true
+    this.history?.done()
+    this.history = undefined
+    const client = this.client
+    this.client = undefined
+    closeClient(client)
+  }
+
+  async stopAndWait(): Promise<void> {
+    if (this.stopped) return
+    const loop = this.loop
+    this.stopped = true
+    // A fetch in flight returns within FETCH_WAIT_MS: what it brought still goes in.
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([loop, new Promise((r) => (timer = setTimeout(r, FETCH_WAIT_MS + 500)))])
+    clearTimeout(timer)
+    this.stopped = false
+    this.flush()
+    this.stop()
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * What the Kafka driver's modules share: timings, header names, the topic layout type, and how
+ * a client is closed, an error read and a record's route found.
+ */
+import { type Route, routeOf } from './records.js'
+
+/** An offset per partition. */
+export type Offsets = Map<number, bigint>
+
+/** A topic's partitions and where each is led, from the cluster's metadata. */
+export interface TopicLayout {
+  readonly id: string
+  readonly leaders: readonly number[]
+}
+
+/** Pause before a failed write or read is tried again (the client reconnects meanwhile). */
+export const RETRY_MS = 200
+/** How long a fetch waits at the broker for records before it returns empty. */
+export const FETCH_WAIT_MS = 500
+
+/** Header keys of a request's route. */
+export const REPLY_TO = 'orrery-reply-to'
+export const TIMEOUT = 'orrery-timeout'
+
+/** Closes a client at once, whatever it was doing (a failure to close is nothing to report). */
+export function closeClient(client: { close(force?: boolean): unknown } | undefined, force = true): void {
+  // An admin client's close takes no force (its one argument is a callback).
+  const closing = force ? client?.close(true) : client?.close()
+  if (closing instanceof Promise) closing.catch(() => {})
+}
+
+/** The Kafka protocol error ids inside `error` (a client error may wrap several). */
+export function protocolIds(error: unknown): string[] {
+  const ids: string[] = []
+  const visit = (e: unknown, depth: number) => {
+    if (e === null || typeof e !== 'object' || depth > 6) return
+    const id = (e as { apiId?: unknown }).apiId
+    if (typeof id === 'string') ids.push(id)
+    for (const inner of (e as { errors?: unknown[] }).errors ?? []) visit(inner, depth + 1)
+    visit((e as { cause?: unknown }).cause, depth + 1)
+  }
+  visit(error, 0)
+  return ids
+}
+
+/** A raw record's route (its headers `orrery-reply-to` and `orrery-timeout`); undefined for a plain message. */
+export function recordRoute(headers: ReadonlyArray<readonly [Buffer | null, Buffer | null]> | Map<Buffer, Buffer> | undefined): Route | undefined {
+  if (headers === undefined) return undefined
+  let address: string | undefined
+  let timeout: string | undefined
+  for (const [k, v] of headers) {
+    const key = k?.toString('latin1')
+    if (key === REPLY_TO) address = v?.toString('latin1')
+    else if (key === TIMEOUT) timeout = v?.toString('latin1')
+  }
+  return routeOf(address, timeout)
+}

@@ -1,0 +1,522 @@
+/**
+ * The Kafka driver, on @platformatic/kafka (an optional peer dependency loaded when a kafka
+ * transport is configured). A bound channel is one topic (`<prefix>-ch-<name>`, one partition
+ * unless configured), one record per frame; a publish is a produce with acks from every in-sync
+ * replica through an idempotent producer. A mirror fetches the topic's partitions itself (no
+ * group); a group is a Kafka consumer group (kafka-groups.ts). The driver only moves bytes: what
+ * a delivery means stays in the core.
+ */
+import type { Admin, Consumer, Producer } from '@platformatic/kafka'
+
+import { OrreryError } from '../errors.js'
+import type { CheckedKafkaOptions } from './config.js'
+import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
+import { KafkaGroupReader } from './kafka-groups.js'
+import { KafkaMirror } from './kafka-mirror.js'
+import { closeClient, type Offsets, protocolIds, REPLY_TO, RETRY_MS, TIMEOUT, type TopicLayout } from './kafka-shared.js'
+import { type PendingWrite, Writes } from './writes.js'
+
+/** The @platformatic/kafka module, as the driver uses it. */
+export type KafkaModule = typeof import('@platformatic/kafka')
+
+/** Loads @platformatic/kafka; missing, it is TRANSPORT_UNAVAILABLE saying how to install it. */
+export async function loadKafka(transport?: string): Promise<KafkaModule> {
+  // A specifier bundlers do not follow: browsers never load it, and a missing package is a
+  // refusal at create, not a build error.
+  const specifier = '@platformatic/kafka'
+  try {
+    return (await import(/* @vite-ignore */ specifier)) as KafkaModule
+  } catch (cause) {
+    throw new OrreryError(
+      'TRANSPORT_UNAVAILABLE',
+      `${transport === undefined ? 'a kafka transport' : `kafka transport ${transport}`} needs @platformatic/kafka: npm i @platformatic/kafka@1.35`,
+      { cause, details: transport === undefined ? {} : { transport } },
+    )
+  }
+}
+
+/** Protocol errors that a retry cannot mend: the write fails at once. */
+const REFUSALS = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+  'CORRUPT_MESSAGE',
+  'TOPIC_AUTHORIZATION_FAILED',
+  'CLUSTER_AUTHORIZATION_FAILED',
+  'INVALID_TOPIC_EXCEPTION',
+  'POLICY_VIOLATION',
+])
+
+/**
+ * A name as a topic name part: letters, digits and `-` stay, every other character is `_` and
+ * its code in hex (`orders.eu` -> `orders_2Eeu`), so distinct names never meet (nor collide in
+ * Kafka's metric names, where `.` and `_` are one). A name too long keeps a head and a hash.
+ */
+export function topicPart(name: string): string {
+  let out = ''
+  for (const ch of name) out += /[A-Za-z0-9-]/.test(ch) ? ch : `_${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(2, '0')}`
+  if (out.length <= MAX_NAME) return out
+  let hash = 0x811c9dc5
+  for (const ch of name) hash = Math.imul(hash ^ ch.codePointAt(0)!, 0x01000193) >>> 0
+  let second = 0x1234567
+  for (const ch of name) second = Math.imul(second ^ ch.codePointAt(0)!, 0x5bd1e995) >>> 0
+  return `${out.slice(0, MAX_NAME - 17)}-${hash.toString(16).padStart(8, '0')}${second.toString(16).padStart(8, '0')}`
+}
+
+/** Room for a channel's part in a topic name (Kafka allows 249, and a prefix comes first). */
+const MAX_NAME = 200
+
+/**
+ * Markers of `latest` subscribes not answered yet, by cluster and topic, across every Orrery of
+ * this process: a publish to that topic waits for them, so a publish made after a subscribe (in
+ * this process) lands after its marker.
+ */
+const markers = new Map<string, Set<Promise<unknown>>>()
+
+function transportError(
+  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
+  message: string,
+  options: { cause?: unknown; details?: Record<string, unknown> } = {},
+) {
+  return new OrreryError(code, message, options)
+}
+
+export class KafkaDriver implements Driver {
+  private admin: Admin | undefined
+  private producer: Producer<Buffer, Buffer, Buffer, Buffer> | undefined
+  /** A client that never joins a group: offsets and metadata for mirrors and markers. */
+  private reader: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined
+  private closed = false
+  private readonly queue: PendingWrite[] = []
+  private inFlight = false
+  private readonly writes = new Writes()
+  private readonly kept = new Map<string, BrokerRetention>()
+  /** Topics known to exist (made by this process, or found made). */
+  private readonly topics = new Map<string, Promise<void>>()
+  /** Trims by count or age in flight per topic, and whether another is due after it. */
+  private readonly trimming = new Map<string, boolean>()
+  private readonly mirrors = new Map<number, KafkaMirror>()
+  private readonly groups = new Map<number, KafkaGroupReader>()
+  private readonly clusterKey: string
+  private readingStopped = false
+
+  constructor(
+    readonly kafka: KafkaModule,
+    readonly config: CheckedKafkaOptions,
+    readonly sink: DriverSink,
+    readonly transport: string,
+  ) {
+    this.clusterKey = config.brokers.join(',')
+  }
+
+  /** The options every client of this driver is made with. */
+  clientOptions(): Record<string, unknown> {
+    const { brokers, clientId, tls, sasl, connectTimeoutMs } = this.config
+    return {
+      clientId,
+      bootstrapBrokers: [...brokers],
+      connectTimeout: connectTimeoutMs,
+      // Writes are retried here until publishTimeoutMs; the client tries a little on its own too.
+      retries: 2,
+      retryDelay: RETRY_MS,
+      ...(tls ? { tls: {} } : {}),
+      ...(sasl === undefined ? {} : { sasl: { mechanism: sasl.mechanism, username: sasl.username, password: sasl.password } }),
+    }
+  }
+
+  /** The topic of `channel`. */
+  topicOf(channel: string): string {
+    return `${this.config.prefix}-ch-${topicPart(channel)}`
+  }
+
+  /** The consumer group id of `group`: one per channel and group name. */
+  groupIdOf(group: GroupRef): string {
+    return `${this.config.prefix}-g-${topicPart(group.channel)}-${topicPart(group.name)}`
+  }
+
+  async connect(): Promise<void> {
+    const { connectTimeoutMs } = this.config
+    const admin = new this.kafka.Admin(this.clientOptions() as never)
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      await Promise.race([
+        admin.metadata({ topics: [] }),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within connectTimeoutMs (${connectTimeoutMs} ms)`)), connectTimeoutMs)
+        }),
+      ])
+      this.admin = admin
+      this.producer = new this.kafka.Producer({
+        ...(this.clientOptions() as object),
+        idempotent: true,
+        acks: this.kafka.ProduceAcks.ALL,
+        autocreateTopics: false,
+      } as never)
+      this.reader = new this.kafka.Consumer({
+        ...(this.clientOptions() as object),
+        groupId: `${this.config.prefix}-reader`,
+        isolationLevel: this.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
+      } as never)
+    } catch (error) {
+      void admin.close().catch(() => {})
+      throw this.connectError(error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private connectError(error: unknown): OrreryError {
+    const message = error instanceof Error ? error.message : String(error)
+    const where = `kafka transport ${this.transport}`
+    const ids = protocolIds(error)
+    if (error instanceof this.kafka.AuthenticationError || ids.includes('SASL_AUTHENTICATION_FAILED') || ids.includes('ILLEGAL_SASL_STATE'))
+      return transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } })
+    return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.brokers.join(', ')}: ${message}`, {
+      cause: error,
+      details: { transport: this.transport },
+    })
+  }
+
+  // --- topics ---------------------------------------------------------------------------------
+
+  /** Topic configs this process asks of `channel`'s topic: the broker's clock for times, and its retention. */
+  private topicConfigs(channel: string): Array<{ name: string; value: string }> {
+    const configs = [{ name: 'message.timestamp.type', value: 'LogAppendTime' }]
+    const maxAge = this.kept.get(channel)?.maxAgeMs
+    if (maxAge !== undefined) configs.push({ name: 'retention.ms', value: String(Math.max(1, Math.ceil(maxAge))) })
+    return configs
+  }
+
+  /** Makes `channel`'s topic if it does not exist (once per process; a failure is tried again next time). */
+  ensureTopic(channel: string): Promise<void> {
+    let made = this.topics.get(channel)
+    if (made === undefined) {
+      made = this.createTopic(channel)
+      this.topics.set(channel, made)
+      made.catch(() => {
+        if (this.topics.get(channel) === made) this.topics.delete(channel)
+      })
+    }
+    return made
+  }
+
+  private async createTopic(channel: string): Promise<void> {
+    const admin = this.adminOf()
+    const topic = this.topicOf(channel)
+    try {
+      await admin.createTopics({ topics: [topic], partitions: this.config.partitions, replicas: -1, configs: this.topicConfigs(channel) })
+    } catch (error) {
+      if (!protocolIds(error).includes('TOPIC_ALREADY_EXISTS')) throw error
+      // Made by another process (or before): this process's retention, if any, is set on it.
+      if (this.kept.has(channel)) await this.alterTopic(channel)
+    }
+  }
+
+  private async alterTopic(channel: string): Promise<void> {
+    const configs = this.topicConfigs(channel).filter((c) => c.name !== 'message.timestamp.type')
+    if (configs.length === 0) return
+    await this.adminOf().incrementalAlterConfigs({
+      resources: [
+        {
+          resourceType: this.kafka.ConfigResourceTypes.TOPIC,
+          resourceName: this.topicOf(channel),
+          configs: configs.map((c) => ({ name: c.name, value: c.value, configOperation: this.kafka.IncrementalAlterConfigOperationTypes.SET })),
+        },
+      ],
+    } as never)
+  }
+
+  retention(channel: string, retention: BrokerRetention): void {
+    this.kept.set(channel, retention)
+    if (this.closed || this.admin === undefined) return
+    const known = this.topics.get(channel)
+    if (known === undefined) return
+    void known
+      .then(() => this.alterTopic(channel))
+      .then(() => this.trimSoon(channel))
+      .catch((error: unknown) => this.sink.failed(error))
+  }
+
+  /**
+   * Trims `channel`'s topic to its retention by count and age (DeleteRecords moves each
+   * partition's start past what is to go; Kafka's own `retention.ms` only drops whole segments).
+   * One trim at a time per topic, another after it when writes came meanwhile.
+   */
+  private trimSoon(channel: string): void {
+    const keep = this.kept.get(channel)
+    const limited = (n: number | undefined) => n !== undefined && n > 0 && Number.isFinite(n)
+    if (keep === undefined || (!limited(keep.maxCount) && !limited(keep.maxAgeMs))) return
+    if (this.trimming.has(channel)) {
+      this.trimming.set(channel, true)
+      return
+    }
+    this.trimming.set(channel, false)
+    const topic = this.topicOf(channel)
+    void (async () => {
+      const ends = await this.offsets(topic, -1n)
+      const cut = new Map<number, bigint>()
+      if (limited(keep.maxCount)) for (const [p, end] of ends) cut.set(p, end - BigInt(keep.maxCount!))
+      if (limited(keep.maxAgeMs)) {
+        const since = await this.offsets(topic, BigInt(Date.now() - Math.ceil(keep.maxAgeMs!)))
+        for (const [p, at] of since) {
+          const upTo = at < 0n ? ends.get(p)! : at
+          cut.set(p, (cut.get(p) ?? 0n) > upTo ? cut.get(p)! : upTo)
+        }
+      }
+      const partitions = [...cut].filter(([, offset]) => offset > 0n).map(([partition, offset]) => ({ partition, offset }))
+      if (partitions.length > 0) await this.adminOf().deleteRecords({ topics: [{ name: topic, partitions }] })
+    })()
+      .catch((error: unknown) => {
+        if (!this.closed) this.sink.failed(error)
+      })
+      .finally(() => {
+        const again = this.trimming.get(channel)
+        this.trimming.delete(channel)
+        if (again && !this.closed) this.trimSoon(channel)
+      })
+  }
+
+  /** Each partition's offset of `topic` at `timestamp` (-1n: the end, -2n: the start); -1n where none is that late. */
+  async offsets(topic: string, timestamp: bigint): Promise<Offsets> {
+    const listed = await this.readerOf().listOffsets({ topics: [topic], timestamp, isolationLevel: this.kafka.FetchIsolationLevels.READ_UNCOMMITTED })
+    const out = new Map<number, bigint>()
+    for (const [partition, offset] of (listed.get(topic) ?? []).entries()) out.set(partition, offset)
+    return out
+  }
+
+  /** The topic's id and each partition's leader (fresh metadata). */
+  async layout(topic: string): Promise<TopicLayout> {
+    const meta = await this.readerOf().metadata({ topics: [topic], forceUpdate: true })
+    const t = meta.topics.get(topic)
+    if (t === undefined) throw new OrreryError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport} has no topic ${topic}`)
+    return { id: t.id, leaders: t.partitions.map((p) => p.leader) }
+  }
+
+  private adminOf(): Admin {
+    if (this.admin === undefined || this.closed)
+      throw transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } })
+    return this.admin
+  }
+
+  /** @internal */
+  readerOf(): Consumer<Buffer, Buffer, Buffer, Buffer> {
+    if (this.reader === undefined || this.closed)
+      throw transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } })
+    return this.reader
+  }
+
+  /** @internal */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  // --- writes ---------------------------------------------------------------------------------
+
+  write(records: readonly Egress[]): Promise<number> {
+    if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed', { details: { transport: this.transport } }))
+    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
+      transportError(
+        'TRANSPORT_UNAVAILABLE',
+        `kafka transport ${this.transport} did not take the write within publishTimeoutMs (${this.config.publishTimeoutMs} ms)`,
+        { details: { transport: this.transport } },
+      ),
+    )
+    this.queue.push(write)
+    this.pump()
+    return written
+  }
+
+  /**
+   * Sends every queued write as one produce, in order (one partition keeps it); then settles
+   * what the records settle (acks, releases, dead letters' acks). A produce that did not come
+   * back is sent again, before anything later; one the broker refused fails its writes.
+   */
+  private pump(): void {
+    if (this.inFlight || this.queue.length === 0 || this.closed) return
+    this.inFlight = true
+    const batch = this.queue.splice(0)
+    void this.send(batch).then(
+      () => {
+        this.inFlight = false
+        for (const write of batch) {
+          if (write.settled) continue
+          this.settleGroups(write.records)
+          this.writes.succeed(write)
+        }
+        this.pump()
+      },
+      (error: unknown) => {
+        this.inFlight = false
+        const refused = protocolIds(error).find((id) => REFUSALS.has(id))
+        if (refused !== undefined || error instanceof this.kafka.UserError) {
+          for (const write of batch) this.writes.fail(write, this.refused(write, error, refused))
+          this.pump()
+          return
+        }
+        const open = batch.filter((w) => !w.settled)
+        this.queue.unshift(...open)
+        if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
+      },
+    )
+  }
+
+  private refused(write: PendingWrite, error: unknown, id: string | undefined): OrreryError {
+    const message = error instanceof Error ? error.message : String(error)
+    const channel = [...new Set(write.records.map((r) => ('channel' in r ? r.channel : r.group.channel)))].join(', ')
+    if (id === 'MESSAGE_TOO_LARGE' || id === 'RECORD_LIST_TOO_LARGE')
+      return new OrreryError(
+        'MESSAGE_TOO_LARGE',
+        `a message to channel ${channel} is over the limit of kafka transport ${this.transport} (the topic's max.message.bytes, 1 MB unless the broker is set otherwise)`,
+        { cause: error, details: { transport: this.transport, channel } },
+      )
+    return transportError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport} refused a write: ${message}`, {
+      cause: error,
+      details: { transport: this.transport, channel },
+    })
+  }
+
+  /** Produces the records of `batch` that go to topics (publishes, requests, dead letters), in order. */
+  private async send(batch: readonly PendingWrite[]): Promise<void> {
+    const messages: Array<{ topic: string; value: Buffer; headers?: Map<Buffer, Buffer> }> = []
+    const channels = new Set<string>()
+    const waits: Promise<unknown>[] = []
+    for (const write of batch) {
+      if (write.settled) continue
+      for (const r of write.records) {
+        if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
+        const channel = r.kind === 'dead' ? r.deadLetter : r.channel
+        if (!channels.has(channel)) {
+          channels.add(channel)
+          const set = markers.get(`${this.clusterKey}\u0000${this.topicOf(channel)}`)
+          if (set !== undefined) for (const m of set) waits.push(m)
+        }
+        const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
+        if (r.kind === 'request') {
+          const headers = new Map([
+            [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
+            [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
+          ])
+          messages.push({ topic: this.topicOf(channel), value, headers })
+        } else messages.push({ topic: this.topicOf(channel), value })
+      }
+    }
+    if (messages.length === 0) return
+    await Promise.all([...channels].map((c) => this.ensureTopic(c)))
+    if (waits.length > 0) await Promise.allSettled(waits)
+    const producer = this.producer
+    if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
+    await producer.send({ messages })
+    for (const channel of channels) this.trimSoon(channel)
+  }
+
+  /** Acks, releases and dead letters (once their record is written) go to their group's reader. */
+  private settleGroups(records: readonly Egress[]): void {
+    for (const r of records) {
+      if (r.kind !== 'ack' && r.kind !== 'release' && r.kind !== 'dead') continue
+      const reader = this.groups.get(r.group.id)
+      if (reader === undefined) continue
+      if (r.kind === 'release') reader.release(r.position, this.readingStopped ? undefined : r.delayMs)
+      else reader.ack(r.position)
+    }
+  }
+
+  async flushed(): Promise<void> {
+    await this.writes.settled()
+    await Promise.all([...this.groups.values()].map((g) => g.committed()))
+    // The end of a shutdown: each group's consumer leaves, so its partitions go to another process at once.
+    if (this.readingStopped) await Promise.all([...this.groups.values()].map((g) => g.leave()))
+  }
+
+  // --- readers --------------------------------------------------------------------------------
+
+  openMirror(channel: ChannelRef, bound: HistoryBound): Promise<void> {
+    const existing = this.mirrors.get(channel.id)
+    if (existing) return existing.ready
+    const mirror = new KafkaMirror(this, channel, bound)
+    this.mirrors.set(channel.id, mirror)
+    // A mirror whose history could not be read is forgotten: the next subscriber opens it anew.
+    mirror.ready.catch(() => {
+      if (this.mirrors.get(channel.id) === mirror) this.mirrors.delete(channel.id)
+      mirror.stop()
+    })
+    return mirror.ready
+  }
+
+  catchUp(channel: ChannelRef, start: () => void): () => void {
+    const mirror = this.mirrors.get(channel.id)
+    if (mirror === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
+    const topic = this.topicOf(channel.name)
+    // The end of each partition as the broker sees it now. Publishes of this process made after
+    // this call wait for the answer (see `markers`), so they land after it.
+    const marker = this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n))
+    this.mark(topic, marker)
+    return mirror.catchUp(marker, start)
+  }
+
+  /** Makes publishes of this process to `topic` made from now on wait until `done` settled. */
+  private mark(topic: string, done: Promise<unknown>): void {
+    const key = `${this.clusterKey}\u0000${topic}`
+    const pending = markers.get(key) ?? new Set<Promise<unknown>>()
+    markers.set(key, pending)
+    pending.add(done)
+    const forget = () => {
+      pending.delete(done)
+      if (pending.size === 0 && markers.get(key) === pending) markers.delete(key)
+    }
+    done.then(forget, forget)
+  }
+
+  async openGroup(group: GroupRef): Promise<void> {
+    if (this.groups.has(group.id)) return
+    const reader = new KafkaGroupReader(this, group)
+    this.groups.set(group.id, reader)
+    // A group from 'latest' takes what is published after it was made: publishes of this process
+    // made from now on wait until its start is set.
+    const made = this.ensureTopic(group.channel).then(() => reader.prepare())
+    this.mark(this.topicOf(group.channel), made)
+    try {
+      await made
+    } catch (error) {
+      if (this.groups.get(group.id) === reader) this.groups.delete(group.id)
+      if (this.closed) return
+      throw error
+    }
+    if (this.groups.get(group.id) === reader) reader.wake()
+  }
+
+  openReplies(_address: string): Promise<void> {
+    // `request` is false for kafka: the link never writes a request here.
+    return Promise.reject(new OrreryError('INTERNAL', `kafka transport ${this.transport} carries no requests`))
+  }
+
+  closeGroup(group: number): void {
+    const reader = this.groups.get(group)
+    this.groups.delete(group)
+    void reader?.leave()
+  }
+
+  wake(): void {
+    for (const reader of this.groups.values()) reader.wake()
+  }
+
+  async stopReading(): Promise<void> {
+    this.readingStopped = true
+    await Promise.all([...this.mirrors.values()].map((m) => m.stopAndWait()))
+    await Promise.all([...this.groups.values()].map((g) => g.stopReading()))
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const m of this.mirrors.values()) m.stop()
+    for (const g of this.groups.values()) g.close()
+    this.queue.length = 0
+    this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made', { details: { transport: this.transport } }))
+    closeClient(this.producer)
+    closeClient(this.reader)
+    closeClient(this.admin as { close(): unknown } | undefined, false)
+    this.producer = undefined
+    this.reader = undefined
+    this.admin = undefined
+  }
+}
