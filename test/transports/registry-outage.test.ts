@@ -4,11 +4,12 @@
  * broker) see each other's agents; the broker stops for longer than the heartbeat deadline, so
  * each deregisters the other's agents (their beats stopped coming), while its own keep running;
  * once the broker is back, the beats flow again, each asks the other for the agents it no longer
- * knows, and both see all of them again, healthy, with nothing done by hand.
+ * knows, and both see all of them again, healthy, with nothing done by hand. Each agent is
+ * supervised: no supervisor restarts anything, the other process's agents being none of its own.
  */
 import { afterAll, describe, expect, it } from 'vitest'
 
-import { Agent, type AgentContext, type Mesh, Orrery, type OrreryOptions } from '../../ts/node.js'
+import { Agent, type AgentContext, type Mesh, type MeshEvent, Orrery, type OrreryOptions } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { quiet, stop, until } from './backends.js'
 import { leaveSpare, mustRun, SPARE_SKIP, SPARE_URL, type Spare, withSpare } from './spare.js'
@@ -53,10 +54,15 @@ for (const server of spares) {
             }
             const [a, b] = [await open(), await open()]
             const meshes: Mesh[] = []
+            const crashes: MeshEvent[] = []
             for (const o of [a, b]) {
               const mesh = await o.mesh({ shared: 'main', heartbeat: HEARTBEAT })
               mesh.define('worker', Worker)
-              await mesh.spawn('worker')
+              // Supervised: the other process's agents going down must not look like a crash here.
+              await mesh.supervise({ children: [{ type: 'worker' }] })
+              mesh.events.subscribe((e) => {
+                if (e.type === 'crashed' || e.type === 'restart' || e.type === 'gave-up') crashes.push(e)
+              })
               meshes.push(mesh)
             }
             const [meshA, meshB] = meshes as [Mesh, Mesh]
@@ -86,6 +92,8 @@ for (const server of spares) {
               `[registry outage ${server.name} ${ENGINE}] remote agents deregistered ${gone} ms after the stop; seen again ${back} ms after the start`,
             )
             expect(meshB.registry.list().find((info) => info.remote)).toMatchObject({ process: meshA.process, health: 'healthy' })
+            // Supervisors never touched the other process's agents, nor their own.
+            expect(crashes).toEqual([])
           } finally {
             for (const o of opened) await stop(o)
           }

@@ -432,6 +432,7 @@ export class Mesh {
     const supervisor = new Supervisor(
       {
         now: this.now,
+        childId: (type) => (this.process === undefined ? type : `${type}.${this.process.slice(0, 8)}`),
         startChild: (id, type, options, owner) => this.startAgent(id, type, { ...this.definition(type).defaults, ...options }, owner),
         backoff: (b, attempt) => this.registry.backoff(b, attempt, RESTART_BACKOFF),
         report: (event) => this.subject.next(event),

@@ -42,6 +42,8 @@ export interface SupervisorHost {
   now(): number
   /** Builds and starts an agent (with its id): the runner, or a start failure. */
   startChild(id: string, type: string, options: Omit<SpawnOptions, 'id' | 'replicas'>, supervisor: Supervisor): Promise<AgentRunner>
+  /** The id of a child given none, from its type (a shared mesh adds the process, so processes never share one). */
+  childId(type: string): string
   backoff(options: BackoffOptions | undefined, attempt: number): number
   report(event: SupervisorEvent): void
 }
@@ -87,7 +89,7 @@ export class Supervisor {
     this.strategy = spec.strategy ?? 'one-for-one'
     for (const child of spec.children) {
       const n = child.replicas ?? 1
-      const base = child.id ?? child.type
+      const base = child.id ?? host.childId(child.type)
       for (let i = 1; i <= n; i++)
         this.children.push({ id: n === 1 ? base : `${base}-${i}`, type: child.type, options: child.options ?? {}, runner: undefined, stopped: false })
     }
