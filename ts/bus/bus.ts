@@ -436,25 +436,31 @@ export class Bus {
     w.reset()
     const raw: Array<string | number> = new Array(items.length)
     const remote = this.remote
+    let durable = false
     for (let i = 0; i < items.length; i++) {
       const { channel, payload, options = NO_OPTIONS } = items[i]!
       raw[i] = this.encode(w, this.channelId(channel), payload, options, now, replyToken)
-      if (remote !== undefined) this.checkBoundPublish(channel, options)
+      if (remote !== undefined && this.checkBoundPublish(channel, options)) durable = true
     }
     const published = this.core.publish(w.bytes(), now)
     this.scheduleFlush()
     if (remote !== undefined) {
       // The bound channels' frames left the core as egress: the publish is done once written.
-      const writing = remote.afterPublish()
+      const writing = remote.afterPublish(durable)
       if (writing !== undefined) return writing.then((duplicates) => Published.create(raw, published - duplicates, this.idPrefix))
     }
     return Published.create(raw, published, this.idPrefix)
   }
 
-  /** Refuses, before anything crosses, what a bound channel's backend cannot carry (the options were checked by `encode`). */
-  private checkBoundPublish(channel: string, options: PublishOptions): void {
-    const bound = this.boundChannel(channel)
+  /**
+   * Refuses, before anything crosses, what a bound channel's backend cannot carry (the options were
+   * checked by `encode`); says whether the channel is kept on disk (its publish waits for the commit).
+   */
+  private checkBoundPublish(channel: string, options: PublishOptions): boolean {
+    const id = this.channelId(channel)
+    const bound = this.remote!.find(id)
     if (bound !== undefined && options.priority !== undefined && options.priority !== 'normal') this.remote!.require(bound, 'priority')
+    return bound === undefined && this.remote!.isDurable(id)
   }
 
   /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */

@@ -69,6 +69,8 @@ export interface RawBus {
 export interface BusDiskCore {
   /** Keeps `channel` (and its dead-letter channel) on disk from now on; before its first use. */
   makeDurable(channel: number): void
+  /** Whether `channel` is kept on disk (bound to the durable transport, or read back from its file). */
+  isDurable(channel: number): boolean
   /** Asks for a commit of what changed since the last one (group commit: once per turn). */
   submit(): void
   /** `[ticket acknowledging every change so far, last ticket on disk]`; `[-1, -1]` once the disk failed. */

@@ -44,6 +44,7 @@ export interface NativeBusHandle extends Omit<RawBus, HotCall> {
   close(): void
   openDisk(path: string): void
   makeDurable(channel: number): void
+  isDurable(channel: number): boolean
   diskSubmit(): void
   diskTickets(): number[]
   diskFailure(): string | null
@@ -172,6 +173,7 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
     guard(() => handle.openDisk(path))
     return {
       makeDurable: (channel) => guard(() => handle.makeDurable(channel)),
+      isDurable: (channel) => guard(() => handle.isDurable(channel)),
       submit: () => guard(() => handle.diskSubmit()),
       tickets: () => guard(() => handle.diskTickets()),
       failure: () => guard(() => handle.diskFailure()),

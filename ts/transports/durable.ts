@@ -54,6 +54,11 @@ export class DurableDisk {
     this.disk.makeDurable(channel)
   }
 
+  /** Whether a channel is kept on disk (one read back from the file may be bound no more). */
+  isDurable(channel: number): boolean {
+    return this.disk.isDurable(channel)
+  }
+
   /**
    * After a publish: resolves once everything staged so far is on disk (the publish's rows among
    * it), or undefined when nothing waits for a commit.

@@ -108,6 +108,8 @@ export class Transports {
   private closed = false
   /** The durable transport's file, when one is configured (opened at `attach`). */
   private disk: DurableDisk | undefined
+  /** Channels kept on disk (by local id): a publish to one waits for its commit. */
+  private readonly durable = new Set<number>()
   /** Bindings made at run time (`bindAtRunTime`), by pattern: consulted before the configured ones. */
   private readonly runtime = new Map<string, CheckedTransport>()
   /** Every name interned here, with the transport it was bound to (undefined: unbound). */
@@ -185,10 +187,15 @@ export class Transports {
   intern(name: string, id: number): void {
     const transport = this.ruleFor(name)
     this.interned.set(name, transport)
-    if (transport === undefined) return
+    if (transport === undefined) {
+      // Read back from the durable file, though no binding names it any more: still on disk.
+      if (this.disk?.isDurable(id)) this.durable.add(id)
+      return
+    }
     if (transport.kind === 'durable') {
       // A local channel, kept on disk (a channel read back from the file is durable already).
       this.disk!.makeDurable(id)
+      this.durable.add(id)
       this.local.set(id, transport)
       return
     }
@@ -275,6 +282,11 @@ export class Transports {
     })
   }
 
+  /** Whether the channel with this id is kept on disk (its publishes wait for the commit). */
+  isDurable(id: number): boolean {
+    return this.durable.has(id)
+  }
+
   /** The bound channel with this id, if it is bound to a driver. */
   find(id: number): BoundChannel | undefined {
     return this.bound.get(id)
@@ -356,11 +368,11 @@ export class Transports {
    * After a publish that may have made egress: hands it to the drivers. Resolves with how many
    * publishes the brokers dropped as duplicates; undefined when there was no egress.
    */
-  afterPublish(): Promise<number> | undefined {
+  afterPublish(durable = false): Promise<number> | undefined {
     const batch = this.host!.core.drainEgress()
     const writing = batch === undefined ? undefined : this.route(batch)
     // A publish to a durable channel is done once its turn's commit is on disk.
-    const written = this.disk?.written()
+    const written = durable ? this.disk?.written() : undefined
     if (written === undefined) return writing
     return writing === undefined ? written.then(() => 0) : Promise.all([writing, written]).then(([duplicates]) => duplicates)
   }

@@ -250,6 +250,12 @@ impl NativeBus {
         self.core()?.with(self.endpoint(), |bus| bus.make_durable(channel)).map_err(to_js)
     }
 
+    /// Whether `channel` is kept on disk (bound to the durable transport, or read back from its file).
+    #[napi(catch_unwind)]
+    pub fn is_durable(&self, channel: u32) -> Result<bool> {
+        Ok(self.core()?.read(|bus| bus.is_durable(channel)))
+    }
+
     /// Asks the writer to commit what this turn changed.
     #[napi(catch_unwind)]
     pub fn disk_submit(&self) -> Result<()> {
