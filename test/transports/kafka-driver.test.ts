@@ -168,4 +168,30 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       await stop(b)
     }
   })
+
+  it('a request crosses to a responder of another instance; the reply comes through the requester reply topic, gone after its shutdown', {
+    timeout: 60_000,
+  }, async () => {
+    const p = prefix()
+    const [a, b] = await Promise.all([open(p), open(p)])
+    const kafkaAdmin = await admin()
+    try {
+      const ch = `${p}math`
+      b.bus.respond<{ x: number }, number>(ch, (req) => req.payload.x * 2, { group: 'doublers' })
+      const replyTopics = async () => new Set((await kafkaAdmin.listTopics()).filter((t) => t.startsWith('orrery-reply-')))
+      const before = await replyTopics()
+      const replies = await Promise.all(range(0, 5).map((x) => a.bus.request<number>(ch, { x }, { timeout: 20_000 })))
+      expect(replies.map((r) => r.payload)).toEqual([0, 2, 4, 6, 8])
+      // b only answers: the reply topics made meanwhile are a's (or another test run's, which stay).
+      const made = [...(await replyTopics())].filter((t) => !before.has(t))
+      expect(made.length).toBeGreaterThan(0)
+      await a.shutdown()
+      const after = await replyTopics()
+      expect(made.some((t) => !after.has(t))).toBe(true)
+    } finally {
+      await kafkaAdmin.close()
+      await stop(a)
+      await stop(b)
+    }
+  })
 })

@@ -51,8 +51,8 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
  * (`TIMEOUT`) instead of failing `NO_RESPONDER` at once. `nats` (JetStream) keeps retention by
  * bytes too (the stream's `max_bytes`), and lacks the rest as redis does. `kafka` (one topic per
  * channel, groups on Kafka's consumer groups) lacks those too, and also: dedup by id across
- * producers (its idempotent producer dedups its own retries only), retention by bytes (Kafka
- * deletes whole segments of 1 MiB and more) and requests; what a group's member lets go is
+ * producers (its idempotent producer dedups its own retries only) and retention by bytes (Kafka
+ * deletes whole segments of 1 MiB and more); what a group's member lets go is
  * delivered again by the process holding the partition, its delivery count kept there.
  */
 export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySet>> = Object.freeze({
@@ -72,7 +72,6 @@ export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySe
     'from.seq': false,
     dedup: false,
     'retention.maxBytes': false,
-    request: false,
     priority: false,
     claim: false,
     'overflow.reject': false,

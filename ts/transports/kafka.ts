@@ -13,6 +13,7 @@ import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
 import { KafkaMirror } from './kafka-mirror.js'
+import { ReplyReader } from './kafka-replies.js'
 import { closeClient, type Offsets, protocolIds, REPLY_TO, RETRY_MS, TIMEOUT, type TopicLayout } from './kafka-shared.js'
 import { type PendingWrite, Writes } from './writes.js'
 
@@ -99,6 +100,12 @@ export class KafkaDriver implements Driver {
   private readonly groups = new Map<number, KafkaGroupReader>()
   private readonly clusterKey: string
   private readingStopped = false
+  /** This process's reply topic and its reader, once a request was sent. */
+  private replies: ReplyReader | undefined
+  private listening: Promise<void> | undefined
+  /** Reply topics made here, and those found to exist (a reply to a topic that is gone is dropped). */
+  private readonly replyTopics = new Map<string, Promise<void>>()
+  private readonly replyFound = new Set<string>()
 
   constructor(
     readonly kafka: KafkaModule,
@@ -127,6 +134,11 @@ export class KafkaDriver implements Driver {
   /** The topic of `channel`. */
   topicOf(channel: string): string {
     return `${this.config.prefix}-ch-${topicPart(channel)}`
+  }
+
+  /** The topic replies to reply address `address` go to. */
+  replyTopicOf(address: string): string {
+    return `${this.config.prefix}-reply-${topicPart(address)}`
   }
 
   /** The consumer group id of `group`: one per channel and group name. */
@@ -210,6 +222,43 @@ export class KafkaDriver implements Driver {
       // Made by another process (or before): this process's retention, if any, is set on it.
       if (this.kept.has(channel)) await this.alterTopic(channel)
     }
+  }
+
+  /** @internal Makes a reply topic (once): one partition, records kept a minute. */
+  ensureReplyTopic(topic: string): Promise<void> {
+    let made = this.replyTopics.get(topic)
+    if (made === undefined) {
+      made = this.adminOf()
+        .createTopics({ topics: [topic], partitions: 1, replicas: -1, configs: [{ name: 'retention.ms', value: '60000' }] })
+        .then(
+          () => {},
+          (error: unknown) => {
+            if (!protocolIds(error).includes('TOPIC_ALREADY_EXISTS')) throw error
+          },
+        )
+      this.replyTopics.set(topic, made)
+      made.then(
+        () => this.replyFound.add(topic),
+        () => {
+          if (this.replyTopics.get(topic) === made) this.replyTopics.delete(topic)
+        },
+      )
+    }
+    return made
+  }
+
+  /** Whether a reply topic exists (its requester listens there, or did): a reply to one that is gone is dropped. */
+  private async replyTopicExists(topic: string): Promise<boolean> {
+    if (this.replyFound.has(topic)) return true
+    try {
+      const meta = await this.readerOf().metadata({ topics: [topic], forceUpdate: true })
+      if (!meta.topics.has(topic)) return false
+    } catch (error) {
+      if (protocolIds(error).includes('UNKNOWN_TOPIC_OR_PARTITION') || error instanceof this.kafka.UserError) return false
+      throw error
+    }
+    this.replyFound.add(topic)
+    return true
   }
 
   private async alterTopic(channel: string): Promise<void> {
@@ -380,9 +429,23 @@ export class KafkaDriver implements Driver {
     const messages: Array<{ topic: string; value: Buffer; headers?: Map<Buffer, Buffer> }> = []
     const channels = new Set<string>()
     const waits: Promise<unknown>[] = []
+    // Replies go to their requester's topic while it exists; one whose requester is gone is dropped.
+    const replyTopics = new Set<string>()
+    for (const write of batch) if (!write.settled) for (const r of write.records) if (r.kind === 'reply') replyTopics.add(this.replyTopicOf(r.address))
+    const live = new Set<string>()
+    await Promise.all(
+      [...replyTopics].map(async (t) => {
+        if (await this.replyTopicExists(t)) live.add(t)
+      }),
+    )
     for (const write of batch) {
       if (write.settled) continue
       for (const r of write.records) {
+        if (r.kind === 'reply') {
+          const topic = this.replyTopicOf(r.address)
+          if (live.has(topic)) messages.push({ topic, value: Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength) })
+          continue
+        }
         if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
         const channel = r.kind === 'dead' ? r.deadLetter : r.channel
         if (!channels.has(channel)) {
@@ -423,8 +486,19 @@ export class KafkaDriver implements Driver {
   async flushed(): Promise<void> {
     await this.writes.settled()
     await Promise.all([...this.groups.values()].map((g) => g.committed()))
-    // The end of a shutdown: each group's consumer leaves, so its partitions go to another process at once.
-    if (this.readingStopped) await Promise.all([...this.groups.values()].map((g) => g.leave()))
+    // The end of a shutdown: each group's consumer leaves, so its partitions go to another process
+    // at once, and this process's reply topic goes (nobody will read it again).
+    if (this.readingStopped) {
+      await Promise.all([...this.groups.values()].map((g) => g.leave()))
+      const replies = this.replies
+      this.replies = undefined
+      if (replies !== undefined) {
+        replies.stop()
+        await this.adminOf()
+          .deleteTopics({ topics: [replies.topic] })
+          .catch(() => {})
+      }
+    }
   }
 
   // --- readers --------------------------------------------------------------------------------
@@ -484,9 +558,18 @@ export class KafkaDriver implements Driver {
     if (this.groups.get(group.id) === reader) reader.wake()
   }
 
-  openReplies(_address: string): Promise<void> {
-    // `request` is false for kafka: the link never writes a request here.
-    return Promise.reject(new OrreryError('INTERNAL', `kafka transport ${this.transport} carries no requests`))
+  openReplies(address: string): Promise<void> {
+    if (this.listening === undefined) {
+      const reader = new ReplyReader(this, this.replyTopicOf(address))
+      this.replies = reader
+      this.listening = reader.open().catch((error: unknown) => {
+        reader.stop()
+        if (this.replies === reader) this.replies = undefined
+        this.listening = undefined
+        throw error
+      })
+    }
+    return this.listening
   }
 
   closeGroup(group: number): void {
@@ -510,6 +593,7 @@ export class KafkaDriver implements Driver {
     this.closed = true
     for (const m of this.mirrors.values()) m.stop()
     for (const g of this.groups.values()) g.close()
+    this.replies?.stop()
     this.queue.length = 0
     this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made', { details: { transport: this.transport } }))
     closeClient(this.producer)
