@@ -56,7 +56,7 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
     ['transports an array', [], undefined, 'INVALID_OPTION', 'transports'],
     ['a transport null', { main: null }, undefined, 'INVALID_OPTION', 'transports.main'],
     ['a transport left out', { main: undefined }, undefined, 'INVALID_OPTION', 'transports.main'],
-    ['an unknown kind', { main: { kind: 'kafka', url: CLOSED_PORT } }, undefined, 'INVALID_OPTION', 'transports.main.kind'],
+    ['an unknown kind', { main: { kind: 'rabbitmq', url: CLOSED_PORT } }, undefined, 'INVALID_OPTION', 'transports.main.kind'],
     ['kind by prototype', { main: { kind: 'toString', url: CLOSED_PORT } }, undefined, 'INVALID_OPTION', 'transports.main.kind'],
     ['no url', { main: { kind: 'redis' } }, undefined, 'INVALID_OPTION', 'transports.main.url'],
     ['an http url', { main: { kind: 'redis', url: 'http://127.0.0.1:1' } }, undefined, 'INVALID_OPTION', 'transports.main.url'],
