@@ -25,6 +25,9 @@ interface Held {
   readonly route: Route | undefined
 }
 
+/** Pause before a consumer whose stream ended is made again. */
+const RESTART_MS = 1_000
+
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
 export class KafkaGroupReader {
@@ -136,10 +139,19 @@ export class KafkaGroupReader {
           }
           this.stream = stream
           stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => this.receive(m))
+          // A stream ends on a failed fetch (the broker gone, a leader moved): the consumer is made
+          // again and reads on from the committed offsets; what is held here stays held.
           stream.on('error', (error: unknown) => {
-            if (!this.closed && this.reading) this.driver.sink.failed(error)
+            if (this.closed || !this.reading || this.stream !== stream) return
+            this.driver.sink.failed(error)
+            this.restart()
+          })
+          stream.on('close', () => {
+            if (this.stream === stream && !this.closed && this.reading) this.restart()
           })
           if (this.paused) stream.pause()
+          // Acks made while there was no consumer are committed now.
+          if (this.committing === undefined) this.commit()
         },
         (error: unknown) => {
           this.starting = false
@@ -155,6 +167,20 @@ export class KafkaGroupReader {
           this.timers.add(timer)
         },
       )
+  }
+
+  /** Drops the consumer and makes a new one shortly (it joins the group again). */
+  private restart(): void {
+    const consumer = this.consumer
+    this.stream = undefined
+    this.consumer = undefined
+    this.paused = false
+    closeClient(consumer)
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      this.wake()
+    }, RESTART_MS)
+    this.timers.add(timer)
   }
 
   private receive(m: Message<Buffer, Buffer, Buffer, Buffer>): void {
