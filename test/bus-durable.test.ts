@@ -102,7 +102,7 @@ describe.runIf(ENGINE === 'native')('durable transport', () => {
     expect(await errorOf(() => Orrery.create({ transports: { a: { kind: 'durable' } as never } }))).toMatchObject({ code: 'INVALID_OPTION' })
   })
 
-  it('fails publishes with TRANSPORT_UNAVAILABLE once the disk refuses, and every later one', async () => {
+  it('fails publishes with TRANSPORT_UNAVAILABLE once the disk refuses, refuses later ones unpublished, and leaves memory channels be', async () => {
     const path = fresh()
     const fixture = fileURLToPath(new URL('./fixtures/bus-disk-full.mjs', import.meta.url))
     // `ulimit -f` caps the file at 4 MiB: the publishes of 8 kB pass it after a few hundred.
@@ -113,15 +113,47 @@ describe.runIf(ENGINE === 'native')('durable transport', () => {
     })
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
     expect(code).toBe(0)
-    const outcomes = JSON.parse(out.trim()) as Record<string, number | string>
+    const { after, memo, delivered, ...outcomes } = JSON.parse(out.trim()) as Record<string, number | string | string[]>
     expect(outcomes['TRANSPORT_UNAVAILABLE']).toBeGreaterThan(0)
-    expect(outcomes['after']).toBe('TRANSPORT_UNAVAILABLE')
-    expect(Object.keys(outcomes).filter((k) => !['ok', 'after', 'TRANSPORT_UNAVAILABLE'].includes(k))).toEqual([])
+    expect(Object.keys(outcomes).filter((k) => !['ok', 'TRANSPORT_UNAVAILABLE'].includes(k))).toEqual([])
+    // Once the disk failed, a durable publish is refused before it is published: nobody got it.
+    expect(after).toBe('TRANSPORT_UNAVAILABLE')
+    // A memory channel of the same Orrery is not affected.
+    expect(memo).toBe('ok')
+    expect(delivered).toEqual(['memo'])
     // What was acknowledged before is there after a reopen.
     const again = await open(path)
     expect(again.bus.stats('jobs').nextSeq).toBeGreaterThanOrEqual(outcomes['ok'] as number)
     again.close()
   })
+
+  it('dead-letters a message that kills its consumer once it was delivered maxDeliveries times', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/bus-poison.mjs', import.meta.url))
+    const run = async (path: string, mode: string) => {
+      const child = spawn(process.execPath, [fixture, path, mode], { stdio: ['ignore', 'pipe', 'inherit'] })
+      let out = ''
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString()
+      })
+      await new Promise((resolve) => child.on('exit', resolve))
+      return out.trim()
+    }
+    // The handler kills the process synchronously (its delivery is on disk before it runs), or
+    // after a little work.
+    for (const mode of ['sync', 'async']) {
+      const path = fresh()
+      await run(path, 'publish')
+      const lives: string[] = []
+      for (let i = 0; i < 4; i++) lives.push(await run(path, mode))
+      expect(lives, mode).toEqual(['attempt 1', 'attempt 2', 'none', 'none'])
+      const orrery = await open(path)
+      const dead: unknown[] = []
+      orrery.bus.subscribe('jobs.dead-letter', { from: 'earliest' }).subscribe((m) => dead.push([m.payload, m.headers['x-orrery-dead-letter-reason'], m.headers['x-orrery-deliveries']]))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(dead, mode).toEqual([['poison', 'max-deliveries', '2']])
+      orrery.close()
+    }
+  }, 30_000)
 
   it('loses no acknowledged publish and redelivers no acked message when killed at random moments', async () => {
     const path = fresh()

@@ -7,11 +7,16 @@
 //! After every call on the bus, [`crate::shared::Shared`] hands the rows it changed to the
 //! writer (a chunk at a time); at the end of each JS turn the facade asks for a commit
 //! (`busDiskSubmit`), and a publish to a durable channel resolves once the listener reports a
-//! committed ticket at or past the one read after the publish.
+//! committed ticket at or past the one read after the publish. A call that handed a durable
+//! group's entry to a member commits at once and waits for it before it returns: the member's
+//! handler runs only once that delivery is counted on disk, so a message that kills its process
+//! is dead-lettered by a reopen after `maxDeliveries` crashes. Once the disk failed, the bus is
+//! told, and refuses publishes to durable channels before anything is published.
 
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -31,6 +36,8 @@ const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bus_rows");
 /// Called on the JS thread with the highest committed ticket, or -1 after a failed commit.
 type Listener = ThreadsafeFunction<f64, (), f64, Status, false, false, 0>;
 type Listening = Arc<Mutex<Option<Listener>>>;
+/// Signalled by the writer after every commit (or failure), for a call waiting on one.
+type Committed = Arc<(Mutex<()>, Condvar)>;
 
 /// The first bytes of every redb file: a file without them was never one.
 const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -118,7 +125,7 @@ fn check_header(path: &str) -> std::result::Result<bool, PersistError> {
 
 /// Opens the file and reads it whole into `bus`; redb may panic on pages damaged outside it, so
 /// the open checks every page and runs under `catch_unwind`: a panic there is a damaged file.
-fn open_checked(path: &str, bus: &mut Bus) -> std::result::Result<Committer<Redb>, PersistError> {
+fn open_checked(path: &str, bus: &mut Bus, now: f64) -> std::result::Result<Committer<Redb>, PersistError> {
     let exists = check_header(path)?;
     let read = std::panic::AssertUnwindSafe(|| -> std::result::Result<_, PersistError> {
         let mut builder = Database::builder();
@@ -128,7 +135,7 @@ fn open_checked(path: &str, bus: &mut Bus) -> std::result::Result<Committer<Redb
         txn.open_table(ROWS).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         let mut engine = Redb { db, txn: None };
-        recover(&mut engine, bus)?;
+        recover(&mut engine, bus, now)?;
         Ok(Committer::new(engine, None))
     });
     std::panic::catch_unwind(read)
@@ -141,6 +148,7 @@ pub struct BusDisk {
     thread: Option<JoinHandle<()>>,
     journal: BusJournal,
     listener: Listening,
+    committed: Committed,
 }
 
 fn send(sender: Option<&Sender<Batch>>, batch: Batch) -> std::result::Result<(), PersistError> {
@@ -150,17 +158,24 @@ fn send(sender: Option<&Sender<Batch>>, batch: Batch) -> std::result::Result<(),
 impl BusDisk {
     /// Opens (or creates) the file at `path` and reads it into `bus` (fresh). A file that exists
     /// but does not check out is refused as damaged, never opened empty.
-    fn open(path: &str, bus: &mut Bus) -> std::result::Result<Self, PersistError> {
-        let mut committer = open_checked(path, bus)?;
+    fn open(path: &str, bus: &mut Bus, now: f64) -> std::result::Result<Self, PersistError> {
+        let mut committer = open_checked(path, bus, now)?;
         let progress = Arc::new(Progress::new(path));
         let listener: Listening = Arc::default();
+        let signal: Committed = Arc::default();
         let (sender, receiver) = channel();
         let (thread_progress, thread_listener) = (Arc::clone(&progress), Arc::clone(&listener));
+        let thread_signal = Arc::clone(&signal);
         let thread = std::thread::Builder::new()
             .name("orrery-bus-disk".into())
             .spawn(move || {
                 let tell = |outcome| {
                     let told = thread_progress.record(outcome);
+                    {
+                        let (lock, signal) = &*thread_signal;
+                        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        signal.notify_all();
+                    }
                     if let Ok(listener) = thread_listener.lock() {
                         if let Some(listener) = listener.as_ref() {
                             listener.call(told, ThreadsafeFunctionCallMode::NonBlocking);
@@ -175,18 +190,48 @@ impl BusDisk {
                 }
             })
             .map_err(io)?;
-        let mut disk =
-            Self { sender: Some(sender), thread: Some(thread), journal: BusJournal::new(progress), listener };
-        // What the reopen left to tidy (rows no group owes any more) goes with the first commit.
+        let journal = BusJournal::new(progress);
+        let mut disk = Self { sender: Some(sender), thread: Some(thread), journal, listener, committed: signal };
+        // What the reopen changed (dead letters of spent entries, rows no group owes any more)
+        // is committed at once.
         disk.record(bus);
+        let _ = disk.submit();
         Ok(disk)
     }
 
-    /// Hands the writer what the call just made changed. A failed disk takes nothing more: its
+    /// Hands the writer what the call just made changed; after a hand-over to a member of a
+    /// durable group, commits and waits for the commit. A failed disk takes nothing more: its
     /// failure was recorded, and publishes waiting for a ticket are told by the listener.
     pub fn record(&mut self, bus: &mut Bus) {
         let sender = self.sender.as_ref();
         let _ = self.journal.record(bus, |batch| send(sender, batch));
+        if self.journal.take_hand_over() && self.submit().is_ok() {
+            self.wait_for(self.journal.submitted());
+        }
+        self.note_failure(bus);
+    }
+
+    /// Tells the bus once the disk failed, so it refuses publishes to durable channels (the
+    /// host calls this before every call too: a failure the writer just met counts at once).
+    pub fn note_failure(&self, bus: &mut Bus) {
+        if let Err(err) = self.journal.check() {
+            bus.disk_failed(&err.to_string());
+        }
+    }
+
+    /// Blocks until `ticket` is committed, or the disk failed, or its writer is gone.
+    fn wait_for(&self, ticket: u64) {
+        let (lock, signal) = &*self.committed;
+        let mut held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while self.journal.committed() < ticket
+            && self.journal.check().is_ok()
+            && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        {
+            held = match signal.wait_timeout(held, Duration::from_millis(100)) {
+                Ok((held, _)) => held,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     fn submit(&mut self) -> std::result::Result<(), PersistError> {
@@ -239,9 +284,13 @@ impl NativeBus {
     /// this bus (before any channel is used); one per bus.
     #[napi(catch_unwind)]
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned strings")]
-    pub fn open_disk(&self, path: String) -> Result<()> {
+    pub fn open_disk(&self, path: String, now: Option<f64>) -> Result<()> {
         let shared = self.core()?;
-        shared.open_disk(|bus| BusDisk::open(&path, bus)).map_err(|err| disk_error(&path, err))
+        // Dead letters the reopen makes are stamped `now` (the host clock; the system's if not given).
+        let now = now.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        });
+        shared.open_disk(|bus| BusDisk::open(&path, bus, now)).map_err(|err| disk_error(&path, err))
     }
 
     /// Keeps `channel` (and its dead-letter channel) on disk from now on; before its first use.

@@ -74,12 +74,14 @@ impl Shared {
     pub fn with<R>(&self, own: u32, f: impl FnOnce(&mut Bus) -> R) -> R {
         if !self.across_threads.load(Ordering::Acquire) {
             let mut bus = lock(&self.bus);
+            self.note_failure(&mut bus);
             let result = f(&mut bus);
             self.record(&mut bus);
             return result;
         }
         let (result, woken) = {
             let mut bus = lock(&self.bus);
+            self.note_failure(&mut bus);
             let result = f(&mut bus);
             self.record(&mut bus);
             (result, bus.take_wakeups_except(own))
@@ -100,6 +102,16 @@ impl Shared {
         if self.durable.load(Ordering::Acquire) {
             if let Some(disk) = lock(&self.disk).as_mut() {
                 disk.record(bus);
+            }
+        }
+    }
+
+    /// Tells the bus before a call if its disk failed since the last one: a publish to a durable
+    /// channel is then refused in that very call, before anything is published.
+    fn note_failure(&self, bus: &mut Bus) {
+        if self.durable.load(Ordering::Acquire) {
+            if let Some(disk) = lock(&self.disk).as_ref() {
+                disk.note_failure(bus);
             }
         }
     }

@@ -167,6 +167,15 @@ pub enum BusError {
         /// The channel, by name.
         channel: String,
     },
+    /// A publish to a durable channel after its disk failed: refused before anything is
+    /// appended or delivered, so a retry cannot make a duplicate.
+    #[error("channel {channel:?} is kept on disk, and the disk failed ({reason}); nothing was published")]
+    DiskFailed {
+        /// The channel, by name.
+        channel: String,
+        /// The disk's first failure.
+        reason: String,
+    },
     /// An ingest batch whose records do not follow the remote record layout; nothing was applied.
     #[error("ingest record {index} at byte {offset}: {reason}; nothing in the batch was applied")]
     MalformedRecord {
@@ -207,6 +216,7 @@ impl Coded for BusError {
             Self::Capacity { .. } => "CAPACITY_EXCEEDED",
             Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
             Self::Unsupported { .. } => "CAPABILITY_UNSUPPORTED",
+            Self::DiskFailed { .. } => "TRANSPORT_UNAVAILABLE",
         }
     }
 }

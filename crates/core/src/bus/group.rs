@@ -413,7 +413,7 @@ impl Bus {
             p.deliveries += 1;
             delivered += 1;
             if let Some(t) = self.durable.as_deref_mut() {
-                t.touch(group, seq);
+                t.handed_over(group, seq);
             }
             // A remote entry's lease runs from ingest (queued then), never from the hand-over.
             if g.remote.is_none() {

@@ -281,6 +281,7 @@ impl Bus {
         while offset < batch.len() {
             let header = self.read_header(batch, offset, index)?;
             self.channel_ref(header.channel)?;
+            self.check_disk(header.channel)?;
             match per_channel.iter_mut().find(|(c, _, _)| *c == header.channel) {
                 Some(entry) => {
                     entry.1 += 1;

@@ -67,6 +67,12 @@ pub(super) struct Tracker {
     touched: Vec<(u32, u64)>,
     /// Frames appended to durable channels since the last stage: (channel, seq, at, priority).
     appended: Vec<(ChannelId, u64, f64, u8, Frame)>,
+    /// Whether a member was handed an entry since the last stage: the host commits its count
+    /// before the member's handler sees it ([`BusJournal::take_hand_over`]).
+    hand_over: bool,
+    /// The disk's first failure, once the host told it: publishes to durable channels are
+    /// refused from then on ([`Bus::disk_failed`]).
+    failed: Option<String>,
 }
 
 /// A durable channel as its rows stand.
@@ -98,6 +104,13 @@ impl Tracker {
     /// A group entry's delivery count grew, or it left the group (the hook in `group.rs`).
     pub(super) fn touch(&mut self, group: u32, seq: u64) {
         self.touched.push((group, seq));
+    }
+
+    /// A group entry was handed to a member, its delivery count grown (the hook in `group.rs`).
+    pub(super) fn handed_over(&mut self, group: u32, seq: u64) {
+        self.touched.push((group, seq));
+        // A group is tracked from the call after it was made, always before its first member.
+        self.hand_over |= self.groups.contains_key(&group);
     }
 
     /// A frame was appended to `channel` at `seq` (the hook in `Bus::append`).
@@ -247,6 +260,26 @@ impl Bus {
         self.durable.as_deref().is_some_and(|t| t.is_durable(channel))
     }
 
+    /// The host tells the bus its disk failed (`reason`: the first failure): from now on a
+    /// publish to a durable channel is refused before anything is appended or delivered.
+    /// Channels not kept on disk are not affected. Only the first report counts.
+    pub fn disk_failed(&mut self, reason: &str) {
+        if let Some(t) = self.durable.as_deref_mut() {
+            t.failed.get_or_insert_with(|| reason.to_owned());
+        }
+    }
+
+    /// Refuses a publish to `channel` once its disk failed (the check in `check_batch`).
+    pub(super) fn check_disk(&self, channel: ChannelId) -> Result<(), BusError> {
+        match self.durable.as_deref() {
+            Some(Tracker { failed: Some(reason), .. }) if self.is_durable(channel) => Err(BusError::DiskFailed {
+                channel: self.names.name(channel).unwrap_or_default().to_owned(),
+                reason: reason.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Stages into `out` (the store's row chunk layout) every row the calls since the last stage
     /// changed; returns how many rows. Nothing without a disk.
     pub fn stage_rows(&mut self, out: &mut Vec<u8>) -> usize {
@@ -366,13 +399,16 @@ pub struct BusJournal {
     staged_rows: usize,
     uncommitted: bool,
     submitted: u64,
+    /// Whether the rows staged since the last [`BusJournal::take_hand_over`] grew a delivery
+    /// count.
+    hand_over: bool,
 }
 
 impl BusJournal {
     /// A journal reporting through `progress`.
     #[must_use]
     pub fn new(progress: Arc<Progress>) -> Self {
-        Self { progress, staged: Vec::new(), staged_rows: 0, uncommitted: false, submitted: 0 }
+        Self { progress, staged: Vec::new(), staged_rows: 0, uncommitted: false, submitted: 0, hand_over: false }
     }
 
     /// Where commits stand.
@@ -399,6 +435,9 @@ impl BusJournal {
         bus: &mut Bus,
         mut send: impl FnMut(Batch) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
+        if let Some(t) = bus.durable.as_deref_mut() {
+            self.hand_over |= std::mem::take(&mut t.hand_over);
+        }
         let rows = bus.stage_rows(&mut self.staged);
         if rows == 0 {
             return Ok(());
@@ -434,6 +473,14 @@ impl BusJournal {
         self.submitted += 1;
         self.uncommitted = false;
         send(Batch::Commit { ticket: self.submitted })
+    }
+
+    /// Whether a member was handed an entry since the last call: the host then commits (and
+    /// waits for the commit) before the member's handler runs, so a process that dies in the
+    /// handler has that delivery counted on disk, and [`recover`] can dead-letter an entry that
+    /// keeps killing its consumer.
+    pub fn take_hand_over(&mut self) -> bool {
+        std::mem::take(&mut self.hand_over)
     }
 
     /// The ticket that acknowledges every change so far.
@@ -605,16 +652,20 @@ impl Rows {
 
 /// Reads a bus back from `engine` into `bus` (fresh: nothing used yet), which then stages its
 /// durable channels' changes ([`Bus::stage_rows`]). An empty engine opens an empty durable bus.
+/// An owed entry already delivered its group's `maxDeliveries` times is not delivered again: it
+/// goes to the dead-letter channel (reason `max-deliveries`, at `now`), staged like any dead
+/// letter, so a message that kills its consumer ends there instead of looping over reopens.
 ///
 /// # Errors
 /// [`PersistError::Damaged`] for anything that does not decode or check out (nothing is loaded
 /// then); the engine's own errors as they are.
-pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus) -> Result<(), PersistError> {
+pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus, now: f64) -> Result<(), PersistError> {
     let mut rows = Rows::default();
     engine.read_rows(&mut |key, value| rows.add(key, value))?;
     check(&rows)?;
     let mut tracker = Tracker::default();
     let mut ids: HashMap<&str, ChannelId> = HashMap::new();
+    let mut spent: Vec<(u32, u64)> = Vec::new();
     for (name, meta) in &rows.channels {
         let id = bus.names.intern_derived(name);
         bus.ensure_channel(id);
@@ -659,7 +710,11 @@ pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus) -> Result
                 None => restored(&log_rows.and_then(|l| l.get(&seq)).ok_or_else(|| missing(channel, seq))?.frame, id),
             };
             g.pending.insert(seq, Pending::waiting(frame, deliveries));
-            g.redeliver.push_back(seq);
+            if deliveries >= meta.options.max_deliveries {
+                spent.push((gid, seq));
+            } else {
+                g.redeliver.push_back(seq);
+            }
         }
         let mut key = channel.as_bytes().to_vec();
         key.push(0);
@@ -669,6 +724,9 @@ pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus) -> Result
             .insert(gid, GroupRows { key, channel: id, low: meta.low, high: meta.high, states, written: true });
     }
     bus.durable = Some(Box::new(tracker));
+    for (gid, seq) in spent {
+        bus.settle_dead(gid, seq, "max-deliveries", now);
+    }
     Ok(())
 }
 

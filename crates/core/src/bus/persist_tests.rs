@@ -24,7 +24,7 @@ impl Disk {
     fn open(durable: &Durable) -> Result<Self, PersistError> {
         let mut engine = Memory::reopen(durable.clone());
         let mut bus = Bus::default();
-        recover(&mut engine, &mut bus)?;
+        recover(&mut engine, &mut bus, 0.0)?;
         let mut disk = Self {
             bus,
             journal: BusJournal::new(Arc::new(Progress::new(PATH))),
@@ -275,6 +275,109 @@ fn dead_letters_are_kept_like_any_message() {
     assert!(owed(&r.bus, g).is_empty(), "a dead-lettered entry is settled");
 }
 
+/// The dead letters of `jobs`: (reason, deliveries) headers.
+fn dead_letters(bus: &Bus) -> Vec<(String, String)> {
+    let Some(dlq) = bus.names.get("jobs.dead-letter") else { return Vec::new() };
+    let log = &bus.channels[dlq as usize].log;
+    (log.first_seq()..log.next_seq())
+        .map(|s| {
+            let f = &log.get(s).unwrap().frame;
+            let h = |name| header(f, name).unwrap_or_default();
+            (h("x-orrery-dead-letter-reason"), h("x-orrery-deliveries"))
+        })
+        .collect()
+}
+
+#[test]
+fn an_entry_delivered_max_deliveries_times_is_dead_lettered_by_the_reopen() {
+    // A message whose handler kills the process: each life hands it over once and crashes.
+    let mut d = Disk::fresh();
+    let ch = d.durable_channel("jobs");
+    d.bus.group(ch, "workers", options(2)).unwrap();
+    d.record();
+    d.publish(ch, b"m0", 0.0);
+    d.publish(ch, b"m1", 0.0);
+    d.turn();
+    let mut durable = d.crash();
+    let mut lives = 0;
+    loop {
+        let mut r = Disk::open(&durable).unwrap();
+        let ch = r.bus.channel("jobs").unwrap();
+        let g = r.bus.group(ch, "workers", options(2)).unwrap();
+        let m = r.bus.join(g, EP, 1).unwrap();
+        let recs: Vec<Rec> = r.drain(10.0).into_iter().filter(|x| x.consumer == m).collect();
+        // m0 is never acked (each life ends in its handler), so it holds the member's only slot.
+        if recs.first().map(|x| x.seq) != Some(0) {
+            break;
+        }
+        r.turn(); // the host commits the hand-over before the handler runs
+        durable = r.crash();
+        lives += 1;
+        assert!(lives <= 2, "delivered more than maxDeliveries times");
+    }
+    assert_eq!(lives, 2);
+    let mut r = Disk::open(&durable).unwrap();
+    assert_eq!(dead_letters(&r.bus), vec![("max-deliveries".to_owned(), "2".to_owned())]);
+    let ch = r.bus.channel("jobs").unwrap();
+    let g2 = r.bus.group(ch, "workers", options(2)).unwrap();
+    assert_eq!(owed(&r.bus, g2), vec![(1, 0)], "only m1 is owed, never delivered");
+    let m = r.bus.join(g2, EP, 1).unwrap();
+    let recs: Vec<Rec> = r.drain(20.0).into_iter().filter(|x| x.consumer == m).collect();
+    assert_eq!(recs.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![1]);
+    r.ack(&recs[0]);
+    r.turn();
+    // The dead letter was committed: it stays one, and m0 is not owed any more.
+    let mut r = Disk::open(&r.crash()).unwrap();
+    assert_eq!(dead_letters(&r.bus).len(), 1);
+    let ch = r.bus.channel("jobs").unwrap();
+    assert!(owed(&r.bus, r.bus.group_names[&(ch, "workers".into())]).is_empty());
+}
+
+#[test]
+fn a_hand_over_asks_the_host_to_commit_before_the_handler_runs() {
+    let mut d = Disk::fresh();
+    let ch = d.durable_channel("jobs");
+    let g = d.bus.group(ch, "workers", options(5)).unwrap();
+    let m = d.bus.join(g, EP, 10).unwrap();
+    d.publish(ch, b"m0", 0.0);
+    assert!(!d.journal.take_hand_over(), "a publish hands nothing over");
+    let rec = d.drain(1.0).into_iter().find(|r| r.consumer == m).unwrap();
+    assert!(d.journal.take_hand_over());
+    assert!(!d.journal.take_hand_over(), "taken once");
+    d.ack(&rec);
+    assert!(!d.journal.take_hand_over(), "an ack hands nothing over");
+    // A memory channel's group on the same bus does not ask.
+    let mem = d.bus.channel("memo").unwrap();
+    let g = d.bus.group(mem, "workers", options(5)).unwrap();
+    let m = d.bus.join(g, EP, 10).unwrap();
+    d.publish(mem, b"x", 2.0);
+    assert!(d.drain(2.0).iter().any(|r| r.consumer == m));
+    assert!(!d.journal.take_hand_over());
+}
+
+#[test]
+fn once_the_disk_failed_durable_publishes_are_refused_before_anything_is_published() {
+    let mut d = Disk::fresh();
+    let ch = d.durable_channel("jobs");
+    let mem = d.bus.channel("memo").unwrap();
+    let sub = d.bus.subscribe(EP, ch, SubscribeOptions::default()).unwrap();
+    d.publish(ch, b"m0", 0.0);
+    d.bus.disk_failed("disk full");
+    d.bus.disk_failed("a later failure");
+    let err = d.bus.publish(&msg(ch, b"m1"), 1.0).unwrap_err();
+    assert_eq!(err.code(), "TRANSPORT_UNAVAILABLE");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    // A batch touching a durable channel publishes nothing, not even its memory frames.
+    let batch = [msg(mem, b"a"), msg(ch, b"m2")].concat();
+    assert_eq!(d.bus.publish(&batch, 1.0).unwrap_err().code(), "TRANSPORT_UNAVAILABLE");
+    assert_eq!(d.bus.stats(mem).unwrap().next_seq, 0);
+    assert_eq!(d.bus.stats(ch).unwrap().next_seq, 1);
+    let got: Vec<Vec<u8>> = d.drain(2.0).into_iter().filter(|r| r.consumer == sub).map(|r| r.body).collect();
+    assert_eq!(got, vec![b"m0".to_vec()]);
+    // Channels not kept on disk publish as before.
+    assert_eq!(d.bus.publish(&msg(mem, b"b"), 3.0).unwrap(), 1);
+}
+
 #[test]
 fn the_dedup_window_is_rebuilt_from_the_log() {
     let mut d = Disk::fresh();
@@ -445,10 +548,13 @@ fn a_crash_after_any_commit_keeps_what_was_acknowledged() {
     }
 }
 
-/// What a reopen must owe: every pending entry (its count), then every buffered one (count 0).
+/// What a reopen must owe: every pending entry (its count) not delivered `maxDeliveries` times
+/// yet (those are dead-lettered by the reopen), then every buffered one (count 0).
 fn owed_model(bus: &Bus, group: u32) -> Vec<(u64, u32)> {
     let g = bus.groups.get(group).unwrap();
-    let mut all: Vec<(u64, u32)> = g.pending.iter().map(|(&s, p)| (s, p.deliveries)).collect();
+    let max = g.options.max_deliveries;
+    let mut all: Vec<(u64, u32)> =
+        g.pending.iter().filter(|(_, p)| p.deliveries < max).map(|(&s, p)| (s, p.deliveries)).collect();
     let low = g.pending.keys().copied().chain(g.feed.buffer.min_seq()).fold(g.feed.cursor, u64::min);
     for seq in low..g.feed.cursor {
         if !g.pending.contains_key(&seq) && bus.is_buffered(group, seq) {
