@@ -307,6 +307,52 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
     )
 
     it(
+      "mirrors the rest of a process's agents when this registry refuses one of them, and does not ask for it again",
+      async () => {
+        const w = world()
+        try {
+          const a = await w.open()
+          const meshA = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          // Another process (of another version, say) whose first agent this registry refuses:
+          // its capability version is no semver here. Written by hand on the registry channel.
+          const other = await w.open({ bindings: { 'orrery.registry': 'main' } })
+          const asked: string[] = []
+          other.bus.subscribe<{ t: string; to?: string }>('orrery.registry').subscribe((m: Message<{ t: string; to?: string }>) => {
+            if (m.payload.t === 'hello' && m.payload.to !== undefined) asked.push(m.payload.to)
+          })
+          const p = 'f00df00df00df00d'
+          const agent = (id: string, version: string) => ({ id, type: 'echo', capabilities: [{ name: 'echo', version }], tags: [], bulkhead: 0, health: 0 })
+          await other.bus.publish('orrery.registry', { v: 1, t: 'register', p, agents: [agent('odd', 'one'), agent('fine', '1.0.0')] })
+          await until(
+            () => ids(meshA).includes('fine'),
+            10_000,
+            'A to mirror the agent listed after the refused one',
+            () => ids(meshA),
+          )
+          expect(ids(meshA)).toEqual(['fine'])
+          // Its beats list both: the refused one is not unknown, so A asks nothing.
+          for (let i = 0; i < 6; i++) {
+            await other.bus.publish('orrery.registry', {
+              v: 1,
+              t: 'beat',
+              p,
+              agents: [
+                ['odd', 0, 0],
+                ['fine', 0, 0],
+              ],
+            })
+            await quiet(100)
+          }
+          expect(asked.filter((to) => to === p)).toEqual([])
+          expect(meshA.registry.get('fine')).toMatchObject({ remote: true, process: p, health: 'healthy' })
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    it(
       'refuses bad `shared` options with INVALID_OPTION naming it, before anything is published',
       async () => {
         const w = world()

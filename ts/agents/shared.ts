@@ -74,6 +74,8 @@ export class SharedRegistry {
   private readonly byProcess = new Map<string, Set<string>>()
   /** When each process was last asked for its agents (at most once per interval). */
   private readonly asked = new Map<string, number>()
+  /** Agents of other processes this registry refused, by process (until their owner stops listing them). */
+  private readonly refused = new Map<string, Set<string>>()
   private readonly pending = new Set<Promise<unknown>>()
   private subscription: Subscription | undefined
   private readonly events: Subscription
@@ -255,7 +257,7 @@ export class SharedRegistry {
       if (event.t === 'hello') {
         if (event.to === undefined || event.to === this.process) this.announce()
       } else if (event.t === 'register' && Array.isArray(event.agents)) {
-        for (const agent of event.agents) this.mirror(event.p, agent)
+        for (const agent of event.agents) this.mirrorOrRefuse(event.p, agent)
       } else if (event.t === 'beat' && Array.isArray(event.agents)) {
         this.beatOf(event.p, event.agents)
       } else if (event.t === 'health' && Array.isArray(event.agents)) {
@@ -274,6 +276,26 @@ export class SharedRegistry {
       .map((id) => this.wireAgent(id))
       .filter((a): a is WireAgent => a !== undefined)
     if (agents.length > 0) this.send({ v: VERSION, t: 'register', p: this.process, agents })
+  }
+
+  /**
+   * Mirrors one agent of a `register` event. One this registry refuses (a process of another
+   * Orrery version whose capability range or tag this one's checks reject) is logged once and
+   * remembered, so the agents listed after it are still mirrored and its owner's beats, which
+   * list it, do not make this process ask again every interval.
+   */
+  private mirrorOrRefuse(process: string, agent: WireAgent): void {
+    try {
+      this.mirror(process, agent)
+    } catch (error) {
+      const id = agent !== null && typeof agent === 'object' && isString(agent.id) ? agent.id : undefined
+      if (id === undefined) return
+      const refused = this.refused.get(process)
+      if (refused?.has(id)) return
+      if (refused) refused.add(id)
+      else this.refused.set(process, new Set([id]))
+      this.host.logger.warn({ err: error, agent: id, process }, `agent ${id} of process ${process} was refused by this registry`)
+    }
   }
 
   /** Mirrors an agent of `process`, or refreshes it; an id taken here is kept by its holder. */
@@ -307,11 +329,16 @@ export class SharedRegistry {
       const [id, health] = entry as [string, number]
       listed.add(id)
       const owner = registry.owner(id)
-      if (owner === undefined) unknown = true
+      if (owner === undefined) unknown ||= !this.refused.get(process)?.has(id)
       else this.reported(process, id, health)
     }
     // What the process no longer lists it deregistered (a deregister this process missed).
     for (const id of [...(this.byProcess.get(process) ?? [])]) if (!listed.has(id)) this.forget(process, id)
+    const refused = this.refused.get(process)
+    if (refused !== undefined) {
+      for (const id of refused) if (!listed.has(id)) refused.delete(id)
+      if (refused.size === 0) this.refused.delete(process)
+    }
     if (unknown) this.ask(process)
   }
 
