@@ -191,7 +191,7 @@ describe(`bindings and capabilities (${ENGINE})`, () => {
       .filter(([, has]) => !has)
       .map(([name]) => name)
       .sort()
-    expect(lacks).toEqual(['claim', 'from.seq', 'overflow.reject', 'priority', 'request', 'retention.maxBytes'])
+    expect(lacks).toEqual(['claim', 'from.seq', 'overflow.reject', 'priority', 'retention.maxBytes'])
     expect(Object.isFrozen(TRANSPORT_CAPABILITIES.redis)).toBe(true)
   })
 
@@ -243,8 +243,6 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`what redis cannot do is refused befor
     const ch = `${prefix}refused`
     expect(bus.binding(ch)).toEqual({ transport: 'main', kind: 'redis', capabilities: TRANSPORT_CAPABILITIES.redis })
     const refusals: Array<[string, () => unknown]> = [
-      ['request', () => bus.request(ch, 1)],
-      ['request', () => bus.respond(ch, () => 1)],
       ['priority', () => bus.publish(ch, 1, { priority: 'high' })],
       [
         'priority',
