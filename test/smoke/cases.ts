@@ -167,6 +167,7 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       deadLettered: 0,
       ingested: 0,
       rejected: 0,
+      routesDropped: 0,
     },
   },
   {
@@ -185,6 +186,7 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       deadLettered: 0,
       ingested: 0,
       rejected: 0,
+      routesDropped: 0,
     },
   },
   {

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 
+import { FRAME } from '../../ts/engines/manifest.js'
 import { forEachEgress, IngestWriter, REMOTE, routeOf } from '../../ts/transports/records.js'
 import { ENGINE } from '../engine.js'
 import { type Clocked, clocked } from '../helpers.js'
@@ -70,6 +71,47 @@ describe(`request records (${ENGINE})`, () => {
     expect(reply.payload).toBe(42)
     expect(reply.channel).toBe('svc')
     expect(a.c.bus.lateReplies() + b.c.bus.lateReplies()).toBe(0)
+  })
+
+  it('an UNSENT record forgets a request its driver could not write (one that waits for ever too): a reply to it is late', async () => {
+    const a = await bound()
+    void a.c.bus.request<number>('svc', 1, { timeout: Infinity }).catch(() => {})
+    a.c.bus.flush()
+    const [request] = egress(a.c)
+    const token = new DataView(request!.frame.buffer).getUint32(FRAME.offReply, true)
+    const writer = new IngestWriter()
+    writer.unsent(token)
+    writer.unsent(token)
+    expect(a.c.bus.core.ingest(writer.take()!, a.c.now())).toBe(1)
+    writer.replied(request!.frame)
+    expect(a.c.bus.core.ingest(writer.take()!, a.c.now())).toBe(0)
+    expect(a.c.bus.lateReplies()).toBe(1)
+  })
+
+  it('a request read back long expired by its broker time opens no route: its answer goes nowhere', async () => {
+    const a = await bound()
+    const b = await bound()
+    void a.c.bus.request<number>('svc', 2, { timeout: 500 }).catch(() => {})
+    a.c.bus.flush()
+    const [old] = egress(a.c)
+    let answered = 0
+    b.c.bus.respond<number, number>('svc', (req) => {
+      answered++
+      return req.payload
+    })
+    // Written by the broker's clock 500 ms + 60 s (the allowed skew) + 1 ms before it is read.
+    b.c.advance(61_000)
+    const writer = new IngestWriter()
+    writer.live(b.ch, b.c.now() - 500 - 60_001, old!.frame, { address: 'process-a', timeoutMs: 500 })
+    // One just inside the allowance is answered.
+    writer.live(b.ch, b.c.now() - 500 - 59_999, old!.frame, { address: 'process-a', timeoutMs: 500 })
+    expect(b.c.bus.core.ingest(writer.take()!, b.c.now())).toBe(2)
+    b.c.advance(0)
+    await Promise.resolve()
+    b.c.advance(0)
+    expect(answered).toBe(2)
+    expect(egress(b.c).map((r) => [r.kind, r.route])).toEqual([[REMOTE.reply, 'process-a']])
+    expect(b.c.bus.stats('svc')).toMatchObject({ ingested: 2, routesDropped: 0 })
   })
 
   it("a reply after the requester's timeout is dropped where it is made, and counted there", async () => {

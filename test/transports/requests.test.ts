@@ -10,6 +10,7 @@ import { createClient } from 'redis'
 import { afterEach, describe, expect, inject, it } from 'vitest'
 
 import { isOrreryError, Orrery } from '../../ts/node.js'
+import { forEachEgress, IngestWriter, REMOTE } from '../../ts/transports/records.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, stop, withTimeout } from './backends.js'
 
@@ -93,6 +94,37 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
     expect(isOrreryError(err, 'TRANSPORT_UNAVAILABLE')).toBe(true)
     expect((err as Error).message).toContain('WRONGTYPE')
     expect(Date.now() - started).toBeLessThan(5_000)
+    await r.sendCommand(['DEL', `orrery:ch:${prefix}taken`])
+  })
+
+  it('a request that waits for ever and could not be written is forgotten by the core too: a reply to it is late', { timeout: 30_000 }, async () => {
+    const prefix = `rq-${RUN}-${++runs}.`
+    const r = await raw()
+    await r.sendCommand(['SET', `orrery:ch:${prefix}taken`, 'not a stream'])
+    const o = await open(prefix)
+    // Watch the request leave the core (the link drains it), to answer it by hand afterwards.
+    const core = o.bus.core
+    const drain = core.drainEgress.bind(core)
+    const requests: Uint8Array[] = []
+    core.drainEgress = () => {
+      const batch = drain()
+      if (batch !== undefined) forEachEgress(batch, (kind, _id, _value, _pos, frame) => kind === REMOTE.request && requests.push(frame.slice()))
+      return batch
+    }
+    const err = await withTimeout(
+      o.bus.request(`${prefix}taken`, 1, { timeout: Infinity }).then(
+        () => undefined,
+        (error: unknown) => error,
+      ),
+      10_000,
+      'the refused request',
+    )
+    expect(isOrreryError(err, 'TRANSPORT_UNAVAILABLE')).toBe(true)
+    expect(requests).toHaveLength(1)
+    const writer = new IngestWriter()
+    writer.replied(requests[0]!)
+    expect(core.ingest(writer.take()!, Date.now())).toBe(0)
+    expect(o.bus.lateReplies()).toBe(1)
     await r.sendCommand(['DEL', `orrery:ch:${prefix}taken`])
   })
 })

@@ -111,6 +111,7 @@ export const LIMITS = {
   maxKeyBytes: 1024,
   maxTxnWrites: 4096,
   maxLiveEntries: 1048576,
+  maxOpenRoutes: 65536,
 } as const
 
 /** The engines' sentinel for "no deadline"; public options say none with Infinity. */
@@ -134,7 +135,7 @@ export const FRAME = {
   maxPriority: 3,
 } as const
 
-/** Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead, request, reply) and ingest kinds (live, group, replied). */
+/** Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead, request, reply) and ingest kinds (live, group, replied, unsent). */
 export const REMOTE = {
   headerLen: 32,
   offLength: 0,
@@ -154,6 +155,7 @@ export const REMOTE = {
   live: 1,
   group: 2,
   replied: 3,
+  unsent: 4,
 } as const
 
 /** Call-block slot counts: slot 0 the target, then the arguments; results from slot 0. */
@@ -241,6 +243,7 @@ export const CHANNEL_STATS = [
   'deadLettered',
   'ingested',
   'rejected',
+  'routesDropped',
 ] as const
 
 /** A subscriber's counters, in the order the engines return them. */
@@ -348,4 +351,4 @@ export const FAILURE_REASONS = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = 'd241c13172564ca8'
+export const MANIFEST_HASH = 'c2765b12245120a5'

@@ -501,9 +501,27 @@ export class Transports {
     })
   }
 
-  /** Requests that could not be written fail at once (their reply could never come). */
+  /**
+   * Requests that could not be written fail at once (their reply could never come), and the core
+   * forgets them (an UNSENT record each): one that waits for ever must not stay open there.
+   */
   private requestsFailed(records: readonly Egress[], error: unknown): void {
-    for (const record of records) if (record.kind === 'request') this.host?.requestFailed(replyToken(record.frame), error)
+    const host = this.host
+    if (host === undefined) return
+    const unsent = new IngestWriter()
+    for (const record of records) {
+      if (record.kind !== 'request') continue
+      const token = replyToken(record.frame)
+      unsent.unsent(token)
+      host.requestFailed(token, error)
+    }
+    const batch = unsent.take()
+    if (batch === undefined || this.closed) return
+    try {
+      host.core.ingest(batch, host.now())
+    } catch (error) {
+      if (!isOrreryError(error, 'CLOSED')) host.failed(this.transportNames(), error)
+    }
   }
 
   /** Replies to this process's own requests, answered here: ingested as the broker would have brought them. */

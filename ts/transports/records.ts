@@ -110,6 +110,11 @@ export class IngestWriter {
     this.pos = start + frame.length
   }
 
+  /** A request of this process's (reply token `token`) that its driver could not write: the core forgets it. */
+  unsent(token: number): void {
+    this.pos = this.header(REMOTE.unsent, token, 0, 0, 0, 0)
+  }
+
   /** Writes position, route and frame from `at`; returns where the record ends. */
   private body(at: number, pos: Uint8Array | undefined, route: Route | undefined, address: Uint8Array | undefined, frame: Uint8Array): number {
     if (pos !== undefined) {

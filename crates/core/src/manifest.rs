@@ -155,6 +155,8 @@ pub mod limits {
     pub const MAX_TXN_WRITES: usize = crate::store::MAX_TXN_WRITES;
     /// Most groups, subscriptions, endpoints, watches or agents alive at once: 2^20.
     pub const MAX_LIVE_ENTRIES: usize = crate::slab::MAX_ENTRIES;
+    /// Most requests of other processes a bus keeps a route for at once: 2^16 (the oldest goes).
+    pub const MAX_OPEN_ROUTES: usize = crate::bus::MAX_OPEN_ROUTES;
 }
 
 /// Call blocks: the `Float64Array`s through which the native engine's hottest calls take their
@@ -210,6 +212,7 @@ pub mod bus_wire {
         ("deadLettered", |s| s.dead_lettered),
         ("ingested", |s| s.ingested),
         ("rejected", |s| s.rejected),
+        ("routesDropped", |s| s.routes_dropped),
     ];
     /// A subscriber's counters, in the order `bus::wire::subscriber_stats` returns them.
     pub const SUBSCRIBER_STATS: &[Field<SubscriberStats>] = &[
@@ -546,6 +549,7 @@ fn options(out: &mut String) {
             ("maxKeyBytes", n(l::MAX_KEY_BYTES)),
             ("maxTxnWrites", n(l::MAX_TXN_WRITES)),
             ("maxLiveEntries", n(l::MAX_LIVE_ENTRIES)),
+            ("maxOpenRoutes", n(l::MAX_OPEN_ROUTES)),
         ],
     );
     let _ = writeln!(
@@ -562,7 +566,7 @@ fn layouts(out: &mut String) {
     let remote: Vec<(&str, f64)> = crate::bus::REMOTE_LAYOUT.iter().map(|&(name, value)| (name, n(value))).collect();
     object(
         out,
-        "Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead, request, reply) and ingest kinds (live, group, replied).",
+        "Egress and ingest records of channels bound to a transport (crates/core/src/bus/remote.rs): header offsets, egress kinds (publish, ack, release, dead, request, reply) and ingest kinds (live, group, replied, unsent).",
         "REMOTE",
         &remote,
     );

@@ -38,7 +38,7 @@ pub use group::{GroupStats, PendingInfo};
 pub use log::{Entry, Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
 pub use outbox::Writer;
-pub use remote::LAYOUT as REMOTE_LAYOUT;
+pub use remote::{LAYOUT as REMOTE_LAYOUT, MAX_OPEN_ROUTES};
 pub use request::Replied;
 
 /// Checks a duration of ms >= 0 (for the host glue).
@@ -107,6 +107,9 @@ pub struct ChannelStats {
     pub ingested: u64,
     /// Frames from the transport refused as malformed or too large (skipped).
     pub rejected: u64,
+    /// Requests of other processes read here whose route was dropped unanswered, the oldest of
+    /// [`MAX_OPEN_ROUTES`] open ones (a reply to one is late).
+    pub routes_dropped: u64,
 }
 
 /// Counters of one broadcast subscriber.
@@ -161,6 +164,8 @@ pub struct Bus {
     timers: Timers,
     /// Egress records for the transports' driver, in the order made (`remote.rs`).
     egress: Vec<u8>,
+    /// The order the open routes of `requests` were opened in (`remote.rs`).
+    routes: remote::Routes,
     /// What the disk holds of the durable channels, once one is open (`persist.rs`).
     durable: Option<Box<persist::Tracker>>,
 }
@@ -196,6 +201,7 @@ impl Bus {
             room_epoch: 0,
             timers: Timers::default(),
             egress: Vec::new(),
+            routes: remote::Routes::default(),
             durable: None,
         }
     }

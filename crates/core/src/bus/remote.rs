@@ -25,21 +25,33 @@
 //! Requests cross too. A request on a bound channel becomes a REQUEST record (the frame carries
 //! the requester's reply token, the value its timeout); the requester keeps it open here as a
 //! local request is kept (deadline, `RequestTimeout`, late replies counted). The driver adds
-//! this process's *reply address* and writes it as a publish. A LIVE or GROUP record read back
-//! with a *route* (that address and the timeout) gives the frame a fresh local reply token,
-//! mapped to the route and the requester's token until ingest time + the timeout (the core's
-//! timers then drop it: memory stays bounded). A reply to such a token is a REPLY record to
-//! the address, its frame carrying the requester's token again; the requester's driver ingests
-//! it as a REPLY record, settled by token as a local reply is (late once timed out).
+//! this process's *reply address* and writes it as a publish; one it could not write comes back
+//! as an UNSENT record naming its token, which forgets it here (its caller was told already).
+//! A LIVE or GROUP record read back with a *route* (that address and the timeout) gives the
+//! frame a fresh local reply token, mapped to the route and the requester's token; a reply to
+//! such a token is a REPLY record to the address, its frame carrying the requester's token again;
+//! the requester's driver ingests it as a REPLIED record, settled by token as a local reply is
+//! (late once timed out).
+//!
+//! Routes are what another process makes this one keep, so they are bounded three ways:
+//! - a route is opened only where something here can answer: a LIVE record opens none while
+//!   its channel has no local subscriber (a GROUP record reaches a member or goes straight back);
+//! - it expires with the requester's timeout: at ingest time + the timeout, and for a LIVE
+//!   record at the broker time it carries + the timeout + [`ROUTE_CLOCK_SKEW_MS`] if that is
+//!   sooner; a LIVE request already past that when it is read (history a new mirror replays)
+//!   opens none. The core's timers drop it silently (the requester reports the timeout);
+//! - at most [`MAX_OPEN_ROUTES`] are open at once (a requester may wait for ever, or write any
+//!   timeout): beyond, the oldest is dropped and counted in its channel's `routes_dropped`, and
+//!   a reply to it is a late reply.
 //!
 //! Records, both ways, are laid end to end; all numbers little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 4 | record length: header, position, route and frame |
-//! | 4  | 1 | kind: egress [`PUBLISH`], [`ACK`], [`RELEASE`], [`DEAD`], [`REQUEST`], [`REPLY`]; ingest [`LIVE`], [`GROUP`], [`REPLIED`] |
+//! | 4  | 1 | kind: egress [`PUBLISH`], [`ACK`], [`RELEASE`], [`DEAD`], [`REQUEST`], [`REPLY`]; ingest [`LIVE`], [`GROUP`], [`REPLIED`], [`UNSENT`] |
 //! | 5  | 3 | zero |
-//! | 8  | 4 | channel id (PUBLISH, REQUEST, REPLY, LIVE) or group id (0 for REPLIED) |
+//! | 8  | 4 | channel id (PUBLISH, REQUEST, REPLY, LIVE), group id, or UNSENT the request's reply token (0 for REPLIED) |
 //! | 12 | 4 | position length (0 but for ACK, RELEASE, DEAD and GROUP) |
 //! | 16 | 4 | GROUP: the broker's delivery count (>= 1); otherwise 0 |
 //! | 20 | 4 | route length: LIVE, GROUP: 0, or 8 + the reply address's length; REPLY: the address's length; otherwise 0 |
@@ -48,8 +60,10 @@
 //!
 //! An ingest route is the requester's timeout (f64, ms, > 0, may be infinite) then its reply
 //! address (opaque, at least one byte); a REPLY's route is the address alone. A REPLY's
-//! channel id is the bound channel the request came on (the driver it leaves by).
+//! channel id is the bound channel the request came on (the driver it leaves by). An UNSENT
+//! record is its header alone.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use rustc_hash::FxHashMap;
@@ -98,9 +112,20 @@ pub const LIVE: u8 = 1;
 pub const GROUP: u8 = 2;
 /// Ingest: a reply to one of this process's requests.
 pub const REPLIED: u8 = 3;
+/// Ingest: a request of this process's its driver could not write (its caller was told): forgotten.
+pub const UNSENT: u8 = 4;
+
+/// Most routes a bus keeps open at once: 2^16. A requester may wait for ever (or write any
+/// timeout), so the count of routes, not their expiry, is what bounds their memory (a few
+/// hundred bytes each, some MB in all); 65,536 requests in flight here unanswered is far past
+/// what a responder works through in a timeout, so only routes nobody answers are dropped.
+pub const MAX_OPEN_ROUTES: usize = 1 << 16;
+/// How far the broker's clock may be behind this process's (ms) before a LIVE request read
+/// back counts as expired on arrival: a skewed clock must not make fresh requests unanswerable.
+pub const ROUTE_CLOCK_SKEW_MS: Millis = 60_000.0;
 
 /// Every layout constant by name, for the manifest (`REMOTE`).
-pub const LAYOUT: [(&str, usize); 18] = [
+pub const LAYOUT: [(&str, usize); 19] = [
     ("headerLen", HEADER_LEN),
     ("offLength", OFF_LENGTH),
     ("offKind", OFF_KIND),
@@ -119,6 +144,7 @@ pub const LAYOUT: [(&str, usize); 18] = [
     ("live", LIVE as usize),
     ("group", GROUP as usize),
     ("replied", REPLIED as usize),
+    ("unsent", UNSENT as usize),
 ];
 
 /// What a group on a bound channel keeps beside its pending entries.
@@ -192,6 +218,41 @@ pub(super) struct Route {
     address: Box<[u8]>,
     /// The requester's reply token.
     token: u32,
+    /// Its place in [`Routes`]' opening order.
+    opened: u64,
+}
+
+/// The open routes' local tokens in the order they were opened, so the oldest goes first once
+/// [`MAX_OPEN_ROUTES`] are open; a route leaves it whenever it leaves the bus's requests.
+#[derive(Debug, Default)]
+pub(super) struct Routes {
+    by_age: BTreeMap<u64, u32>,
+    next: u64,
+}
+
+impl Routes {
+    /// Open routes.
+    pub(super) fn len(&self) -> usize {
+        self.by_age.len()
+    }
+
+    /// A route left the bus's requests (answered, expired or dropped).
+    pub(super) fn closed(&mut self, route: &Route) {
+        self.by_age.remove(&route.opened);
+    }
+
+    /// Notes route `token` as the newest; returns its place.
+    fn open(&mut self, token: u32) -> u64 {
+        let opened = self.next;
+        self.next += 1;
+        self.by_age.insert(opened, token);
+        opened
+    }
+
+    /// The oldest route's token, taken out of the order.
+    fn pop_oldest(&mut self) -> Option<u32> {
+        self.by_age.pop_first().map(|(_, token)| token)
+    }
 }
 
 /// Queues a checked reply frame to a route as a REPLY record, carrying the requester's token;
@@ -272,8 +333,8 @@ fn read_record(batch: &[u8], offset: usize, index: usize) -> Result<Record<'_>, 
         return Err(malformed("declared length runs past the end of the batch"));
     }
     let kind = rest[OFF_KIND];
-    if kind != LIVE && kind != GROUP && kind != REPLIED {
-        return Err(malformed("unknown record kind (1 live, 2 group, 3 replied)"));
+    if !matches!(kind, LIVE | GROUP | REPLIED | UNSENT) {
+        return Err(malformed("unknown record kind (1 live, 2 group, 3 replied, 4 unsent)"));
     }
     if rest[5..8] != [0; 3] {
         return Err(malformed("reserved bytes must be 0"));
@@ -311,9 +372,14 @@ fn read_record(batch: &[u8], offset: usize, index: usize) -> Result<Record<'_>, 
                 return Err(malformed("a group record's value must be 0"));
             }
         }
-        _ => {
+        REPLIED => {
             if id != 0 || pos_len != 0 || count != 0 || route_len != 0 || value != 0.0 {
                 return Err(malformed("a replied record carries only its frame (every other field 0)"));
+            }
+        }
+        _ => {
+            if len != HEADER_LEN || count != 0 || value != 0.0 {
+                return Err(malformed("an unsent record is its header alone: the reply token, every other field 0"));
             }
         }
     }
@@ -410,7 +476,8 @@ impl Bus {
     /// the record). A record whose frame is bad, or whose channel or group is not (or no
     /// longer) here, is skipped; a bad frame counts as `rejected` on its channel, and a bad
     /// group frame is acked so the broker forgets it. Returns how many records were taken in
-    /// (appended, queued for members, or dead-lettered); one handed straight back is not.
+    /// (appended, queued for members, dead-lettered, a reply settled, an unsent request
+    /// forgotten); one handed straight back is not.
     pub fn ingest(&mut self, batch: &[u8], now: Millis) -> Result<u32, BusError> {
         // A NaN would never come due and an infinity would end every lease at once.
         if !now.is_finite() {
@@ -428,7 +495,8 @@ impl Bus {
             let done = match record.kind {
                 LIVE => self.ingest_live(&record, now),
                 GROUP => self.ingest_group(&record, now),
-                _ => self.ingest_replied(record.frame),
+                REPLIED => self.ingest_replied(record.frame),
+                _ => self.ingest_unsent(record.id),
             };
             applied += u32::from(done);
         }
@@ -459,7 +527,13 @@ impl Bus {
             return false;
         }
         ch.stats.ingested += 1;
-        let token = self.open_route(record, channel, now);
+        // Nobody here could answer a request read with no subscriber: it stays a plain message.
+        let token = if ch.subscribers.is_empty() {
+            0
+        } else {
+            let written = record.value + ROUTE_CLOCK_SKEW_MS;
+            self.open_route(record, channel, now, written)
+        };
         let stored = self.channels[channel as usize].arena.store_on(record.frame, channel, now, token);
         self.append(channel, &stored, record.value);
         self.after_append(channel, now);
@@ -525,7 +599,7 @@ impl Bus {
         let seq = r.next_seq;
         r.next_seq += 1;
         r.entries.insert(seq, Entry { pos: record.pos.into(), ingested: now });
-        let token = self.open_route(record, channel, now);
+        let token = self.open_route(record, channel, now, now);
         let stored = self.channels[channel as usize].arena.store_on(record.frame, channel, now, token);
         let Some(g) = self.groups.get_mut(group) else {
             return false;
@@ -538,22 +612,70 @@ impl Bus {
     }
 
     /// The local reply token of an ingested request (`record` has a route and its frame a reply
-    /// token), mapped to the route until ingest time + the requester's timeout; 0 for a plain
-    /// message.
-    fn open_route(&mut self, record: &Record<'_>, channel: ChannelId, now: Millis) -> u32 {
+    /// token), mapped to the route until the requester's timeout has passed since `now` or since
+    /// `written` (the latest time it may have been written), whichever is sooner; 0 for a plain
+    /// message, or a request expired already. The oldest route goes once [`MAX_OPEN_ROUTES`]
+    /// are open.
+    fn open_route(&mut self, record: &Record<'_>, channel: ChannelId, now: Millis, written: Millis) -> u32 {
         let requester = frame::reply_token(record.frame);
         if record.route.is_empty() || requester == 0 {
             return 0;
         }
         let mut timeout = [0u8; 8];
         timeout.copy_from_slice(&record.route[..ROUTE_TIMEOUT_LEN]);
-        let deadline = now + f64::from_le_bytes(timeout);
+        let timeout = f64::from_le_bytes(timeout);
+        let deadline = (now + timeout).min(written + timeout);
+        if deadline <= now {
+            return 0;
+        }
+        while self.routes.len() >= MAX_OPEN_ROUTES {
+            self.drop_oldest_route();
+        }
         let token = super::next_token(&mut self.next_token);
-        let route = Route { address: record.route[ROUTE_TIMEOUT_LEN..].into(), token: requester };
+        let opened = self.routes.open(token);
+        let route = Route { address: record.route[ROUTE_TIMEOUT_LEN..].into(), token: requester, opened };
         let request = Request { endpoint: super::MAIN_ENDPOINT, deadline, channel, route: Some(Box::new(route)) };
-        self.requests.insert(token, request);
-        self.timers.add_request(deadline, token);
+        self.insert_request(token, request);
         token
+    }
+
+    /// Keeps `request` open under `token` until its deadline. A request still open under a token
+    /// the counter came back to (after 2^32 - 1 others) is replaced.
+    pub(super) fn insert_request(&mut self, token: u32, request: Request) {
+        let deadline = request.deadline;
+        if let Some(old) = self.requests.insert(token, request) {
+            self.timers.cancel_request(old.deadline, token);
+            if let Some(route) = old.route {
+                self.routes.closed(&route);
+            }
+        }
+        self.timers.add_request(deadline, token);
+    }
+
+    /// Drops the oldest open route, counted on its channel: a reply to it is late from now on.
+    fn drop_oldest_route(&mut self) {
+        let Some(token) = self.routes.pop_oldest() else {
+            return;
+        };
+        if let Some(request) = self.requests.remove(&token) {
+            self.timers.cancel_request(request.deadline, token);
+            if let Some(ch) = self.channels.get_mut(request.channel as usize) {
+                ch.stats.routes_dropped += 1;
+            }
+        }
+    }
+
+    /// A request of this process's whose driver could not write it: forgotten without a
+    /// timeout event (the host failed its caller already). A route's token is left alone.
+    fn ingest_unsent(&mut self, token: u32) -> bool {
+        match self.requests.get(&token) {
+            Some(request) if request.route.is_none() => {
+                self.timers.cancel_request(request.deadline, token);
+                self.requests.remove(&token);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A reply to one of this process's requests, read from its reply address: settled by

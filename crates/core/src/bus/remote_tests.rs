@@ -478,7 +478,7 @@ fn a_malformed_record_refuses_the_whole_batch_and_a_bad_frame_is_skipped() {
     bus.join(g, EP, 5).unwrap();
     let good = grouped(g, b"p0", 1, &foreign(b"a"));
     let mut bad_kind = live(ch, 1.0, &foreign(b"b"));
-    bad_kind[4] = 4;
+    bad_kind[4] = 9;
     let mut reserved = live(ch, 1.0, &foreign(b"b"));
     reserved[6] = 1;
     let mut long = live(ch, 1.0, &foreign(b"b"));
@@ -1131,5 +1131,242 @@ proptest::proptest! {
         timeouts += drain_all(&mut a, EP, 2000.0).into_iter().filter(|r| r.consumer == EVENT_CONSUMER).count();
         proptest::prop_assert_eq!(timeouts, asks.len() - in_time.len());
         proptest::prop_assert_eq!((a.open_requests(), b.open_routes(), a.next_deadline(), a.late_replies()), (0, 0, None, 0));
+    }
+}
+
+/// A LIVE request read back at broker time `at`, from requester token `token`.
+fn live_request(ch: u32, at: f64, timeout: f64, token: u32) -> Vec<u8> {
+    routed(remote::LIVE, ch, &[], &route(timeout, b"0123456789abcdef"), 0, at, &asking(b"q", token))
+}
+
+fn unsent(token: u32) -> Vec<u8> {
+    record(remote::UNSENT, token, &[], 0, 0.0, &[])
+}
+
+#[test]
+fn a_mirror_with_no_subscriber_opens_no_route() {
+    // The review's repro: 10,000 requests with timeout Infinity read by a mirror nobody here
+    // subscribes to kept 10,000 routes for ever.
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    let batch: Vec<u8> = (0..10_000u32).flat_map(|i| live_request(ch, 1.0, f64::INFINITY, i + 1)).collect();
+    assert_eq!(bus.ingest(&batch, 1.0).unwrap(), 10_000);
+    bus.tick(1e15);
+    assert_eq!((bus.open_routes(), bus.next_deadline()), (0, None));
+    // They are plain messages of the mirror: a subscriber that replays them cannot answer.
+    let s =
+        bus.subscribe(EP, ch, SubscribeOptions { start: StartAt::Earliest, ..SubscribeOptions::default() }).unwrap();
+    let got = deliveries(&mut bus, 2.0);
+    assert!(!got.is_empty() && got.iter().all(|r| r.consumer == s && frame::reply_token(&r.frame) == 0));
+    assert_eq!(bus.stats(ch).unwrap().routes_dropped, 0);
+}
+
+#[test]
+fn open_routes_are_capped_and_the_oldest_goes_first() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    let other = bound(&mut bus, "other");
+    // A subscriber that only listens (it never answers) on each channel.
+    let options = SubscribeOptions { start: StartAt::Latest, capacity: 1, overflow: Overflow::DropOldest };
+    bus.subscribe(EP, ch, options).unwrap();
+    bus.subscribe(EP, other, options).unwrap();
+    let first = bus.ingest(&live_request(other, 1.0, f64::INFINITY, 1), 1.0).unwrap();
+    let n = MAX_OPEN_ROUTES as u32 + 10_000;
+    let batch: Vec<u8> = (0..n).flat_map(|i| live_request(ch, 1.0, f64::INFINITY, i + 2)).collect();
+    assert_eq!(first + bus.ingest(&batch, 1.0).unwrap(), n + 1);
+    bus.tick(1e15);
+    assert_eq!(bus.open_routes(), MAX_OPEN_ROUTES);
+    assert_eq!((bus.stats(other).unwrap().routes_dropped, bus.stats(ch).unwrap().routes_dropped), (1, 10_000));
+    assert_eq!(bus.requests.len(), MAX_OPEN_ROUTES, "a dropped route leaves nothing behind");
+    // Local tokens were handed out in ingest order: the oldest 10,001 are gone, a reply to one
+    // is late and nothing leaves; the newest still reaches its requester.
+    let oldest = 1;
+    assert_eq!(bus.reply_from(EP, &answer(other, oldest, b"a")).unwrap(), Replied::Late);
+    assert_eq!(bus.reply_from(EP, &answer(ch, oldest + 10_000, b"a")).unwrap(), Replied::Late);
+    assert_eq!((bus.late_replies(), bus.has_egress()), (2, false));
+    assert_eq!(bus.reply_from(EP, &answer(ch, oldest + 10_001, b"a")).unwrap(), Replied::Remote);
+    assert_eq!(bus.reply_from(EP, &answer(ch, n + 1, b"a")).unwrap(), Replied::Remote);
+    let out = egress(&mut bus);
+    assert_eq!(out.iter().map(|o| frame::reply_token(&o.frame)).collect::<Vec<_>>(), vec![10_002, n + 1]);
+    assert_eq!(bus.open_routes(), MAX_OPEN_ROUTES - 2);
+    // A local request is no route: neither counted against the cap nor dropped by it.
+    let own = bus.request(EP, &msg(ch, b"mine"), f64::INFINITY, 2.0).unwrap();
+    egress(&mut bus);
+    let more: Vec<u8> = (0..3u32).flat_map(|i| live_request(ch, 2.0, f64::INFINITY, i + 1)).collect();
+    bus.ingest(&more, 2.0).unwrap();
+    assert_eq!((bus.open_routes(), bus.open_requests()), (MAX_OPEN_ROUTES, 1));
+    assert_eq!(bus.stats(ch).unwrap().routes_dropped, 10_001);
+    assert_eq!(bus.ingest(&replied(&asking(b"a", own)), 3.0).unwrap(), 1);
+}
+
+#[test]
+fn a_live_request_expired_by_its_broker_time_opens_no_route() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    sub(&mut bus, ch);
+    let now = 1_000_000.0;
+    let skew = remote::ROUTE_CLOCK_SKEW_MS;
+    let batch = [
+        // Written longer ago than its timeout and the clocks' allowed skew: expired.
+        live_request(ch, now - 500.0 - skew, 500.0, 1),
+        // Just inside: open until the broker time + timeout + skew.
+        live_request(ch, now - 500.0 - skew + 10.0, 500.0, 2),
+        // The broker's clock ahead of this one: the ingest time bounds it.
+        live_request(ch, now + 5_000.0, 500.0, 3),
+    ];
+    assert_eq!(bus.ingest(&batch.concat(), now).unwrap(), 3);
+    let got = deliveries(&mut bus, now);
+    let tokens: Vec<u32> = got.iter().map(|r| frame::reply_token(&r.frame)).collect();
+    assert_eq!((tokens[0], bus.open_routes()), (0, 2));
+    assert_eq!(bus.next_deadline(), Some(now + 10.0));
+    assert_eq!(bus.tick(now + 10.0), 1);
+    assert_eq!(bus.reply_from(EP, &answer(ch, tokens[1], b"a")).unwrap(), Replied::Late);
+    assert_eq!(bus.next_deadline(), Some(now + 500.0));
+    assert_eq!(bus.reply_from(EP, &answer(ch, tokens[2], b"a")).unwrap(), Replied::Remote);
+    assert_eq!(bus.open_routes(), 0);
+    // A GROUP record carries no broker time: its route runs from ingest, whatever it says.
+    let g = remote_group(&mut bus, ch, 1e9, 5);
+    bus.join(g, EP, 5).unwrap();
+    let request = routed(remote::GROUP, g, b"1-0", &route(500.0, b"b"), 3, 0.0, &asking(b"q", 4));
+    assert_eq!(bus.ingest(&request, now).unwrap(), 1);
+    assert_eq!((bus.open_routes(), bus.next_deadline()), (1, Some(now + 500.0)));
+}
+
+#[test]
+fn a_request_its_driver_could_not_write_is_forgotten_by_an_unsent_record() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "svc");
+    sub(&mut bus, ch);
+    let failed = bus.request(EP, &msg(ch, b"q"), f64::INFINITY, 0.0).unwrap();
+    let kept = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
+    egress(&mut bus);
+    bus.ingest(&live_request(ch, 0.0, 50.0, 9), 0.0).unwrap();
+    let route_token = frame::reply_token(&deliveries(&mut bus, 0.0)[0].frame);
+    assert_eq!((bus.open_requests(), bus.open_routes()), (2, 1));
+    // Unknown tokens and a route's token are left alone (a route is another process's request).
+    let batch = [unsent(failed), unsent(failed), unsent(route_token), unsent(12_345), unsent(0)].concat();
+    assert_eq!(bus.ingest(&batch, 1.0).unwrap(), 1);
+    assert_eq!((bus.open_requests(), bus.open_routes()), (1, 1));
+    // No timeout event for it, ever: its caller was failed by the host already.
+    bus.tick(1e15);
+    assert_eq!(events(&mut bus, 1e15), vec![(EventKind::RequestTimeout as u32, kept)]);
+    assert_eq!((bus.open_requests(), bus.open_routes(), bus.next_deadline()), (0, 0, None));
+    // A reply that comes anyway is late.
+    assert_eq!(bus.ingest(&replied(&asking(b"a", failed)), 2.0).unwrap(), 0);
+    assert_eq!(bus.late_replies(), 1);
+    // An unsent record is its header alone.
+    let q = bus.request(EP, &msg(ch, b"q"), 100.0, 0.0).unwrap();
+    let cases = [
+        record(remote::UNSENT, q, &[], 0, 0.0, b"x"),
+        record(remote::UNSENT, q, b"p", 0, 0.0, &[]),
+        record(remote::UNSENT, q, &[], 1, 0.0, &[]),
+        record(remote::UNSENT, q, &[], 0, 1.0, &[]),
+        routed(remote::UNSENT, q, &[], &route(5.0, b"a"), 0, 0.0, &[]),
+    ];
+    for bad in cases {
+        let err = bus.ingest(&[unsent(q), bad].concat(), 0.0).unwrap_err();
+        assert_eq!(err.code(), "MALFORMED_FRAME");
+        assert!(err.to_string().contains("unsent record is its header alone"), "{err}");
+        assert_eq!(bus.open_requests(), 1);
+    }
+}
+
+/// One step of the route proptest.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A LIVE request: broker time offset from now, timeout (None: infinite), token.
+    Live(f64, Option<f64>, u32),
+    /// A GROUP request with a timeout (None: infinite).
+    Group(Option<f64>),
+    /// A local request of this process's, then maybe its UNSENT record.
+    Own(Option<f64>, bool),
+    /// Answer the `n`th delivery received so far.
+    Answer(usize),
+    /// Subscribe or unsubscribe the listening subscriber.
+    Toggle,
+    /// Time passes.
+    Wait(f64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let timeout = proptest::option::of(1.0f64..5_000.0);
+    prop_oneof![
+        (-100_000.0f64..1_000.0, timeout.clone(), 1u32..50).prop_map(|(at, t, token)| Step::Live(at, t, token)),
+        timeout.clone().prop_map(Step::Group),
+        (timeout, any::<bool>()).prop_map(|(t, u)| Step::Own(t, u)),
+        (0usize..64).prop_map(Step::Answer),
+        Just(Step::Toggle),
+        (0.0f64..3_000.0).prop_map(Step::Wait),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever mix of routed and local requests, answers, subscriber changes and time: the
+    /// open routes are exactly the routed requests kept, no route outlives its timeout (from
+    /// ingest, or from its broker time + the skew allowance), none opens without someone here
+    /// to answer, and once every finite deadline has passed only the infinite ones are left.
+    #[test]
+    fn routes_stay_consistent_and_bounded(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut bus = Bus::default();
+        let ch = bound(&mut bus, "svc");
+        let g = remote_group(&mut bus, ch, 1e12, 1000);
+        bus.join(g, EP, 1000).unwrap();
+        let mut listener = None;
+        let (mut now, mut got, mut pos, mut infinite) = (0.0f64, Vec::new(), 0u32, 0usize);
+        for s in steps {
+            match s {
+                Step::Live(at, timeout, token) => {
+                    let t = timeout.unwrap_or(f64::INFINITY);
+                    let before = bus.open_routes();
+                    bus.ingest(&live_request(ch, now + at, t, token), now).unwrap();
+                    let opened = bus.open_routes() - before;
+                    let expected = listener.is_some() && now + at + remote::ROUTE_CLOCK_SKEW_MS + t > now;
+                    proptest::prop_assert_eq!(opened, usize::from(expected));
+                    infinite += usize::from(expected && timeout.is_none());
+                }
+                Step::Group(timeout) => {
+                    pos += 1;
+                    let r = route(timeout.unwrap_or(f64::INFINITY), b"b");
+                    bus.ingest(&routed(remote::GROUP, g, pos.to_string().as_bytes(), &r, 1, 0.0, &asking(b"q", pos)), now).unwrap();
+                    infinite += usize::from(timeout.is_none());
+                }
+                Step::Own(timeout, fail) => {
+                    let token = bus.request(EP, &msg(ch, b"q"), timeout.unwrap_or(f64::INFINITY), now).unwrap();
+                    egress(&mut bus);
+                    if fail {
+                        proptest::prop_assert_eq!(bus.ingest(&unsent(token), now).unwrap(), 1);
+                    }
+                }
+                Step::Answer(n) => {
+                    if let Some(r) = got.get(n % got.len().max(1)).cloned() {
+                        let r: Rec = r;
+                        let token = frame::reply_token(&r.frame);
+                        let infinite_route = bus.requests.get(&token).is_some_and(|q| q.route.is_some() && q.deadline.is_infinite());
+                        if token != 0 && bus.reply_from(EP, &answer(ch, token, b"a")).unwrap() == Replied::Remote {
+                            infinite -= usize::from(infinite_route);
+                        }
+                    }
+                }
+                Step::Toggle => match listener.take() {
+                    Some(id) => bus.unsubscribe(id).unwrap(),
+                    None => listener = Some(sub(&mut bus, ch)),
+                },
+                Step::Wait(ms) => {
+                    now += ms;
+                    bus.tick(now);
+                }
+            }
+            got.extend(deliveries(&mut bus, now));
+            egress(&mut bus);
+            let routes: Vec<&Request> = bus.requests.values().filter(|r| r.route.is_some()).collect();
+            proptest::prop_assert_eq!(bus.open_routes(), routes.len());
+            proptest::prop_assert!(bus.open_routes() <= MAX_OPEN_ROUTES);
+            proptest::prop_assert!(routes.iter().all(|r| r.deadline > now));
+        }
+        bus.tick(now + 1e9);
+        // Only routes nobody answered with an infinite timeout are left (until the cap).
+        proptest::prop_assert_eq!(bus.open_routes(), infinite);
+        proptest::prop_assert_eq!(bus.requests.values().filter(|r| r.route.is_none() && r.deadline.is_finite()).count(), 0);
     }
 }

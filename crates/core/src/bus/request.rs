@@ -79,8 +79,7 @@ impl Bus {
     }
 
     fn open_request(&mut self, token: u32, endpoint: u32, channel: ChannelId, timeout: Millis, now: Millis) {
-        self.requests.insert(token, Request { endpoint, deadline: now + timeout, channel, route: None });
-        self.timers.add_request(now + timeout, token);
+        self.insert_request(token, Request { endpoint, deadline: now + timeout, channel, route: None });
     }
 
     /// Delivers the single reply frame in `batch` to the requester. Returns `false` when the
@@ -108,6 +107,7 @@ impl Bus {
         };
         self.timers.cancel_request(request.deadline, token);
         if let Some(route) = request.route {
+            self.routes.closed(&route);
             remote::push_reply(&mut self.egress, &route, request.channel, batch);
             return Ok(Replied::Remote);
         }
@@ -135,10 +135,11 @@ impl Bus {
         self.requests.values().filter(|r| r.route.is_none()).count()
     }
 
-    /// Requests of other processes this one may still answer (`remote.rs`).
+    /// Requests of other processes this one may still answer (`remote.rs`; at most
+    /// [`remote::MAX_OPEN_ROUTES`]).
     #[must_use]
     pub fn open_routes(&self) -> usize {
-        self.requests.values().filter(|r| r.route.is_some()).count()
+        self.routes.len()
     }
 }
 

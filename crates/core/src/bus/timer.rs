@@ -123,11 +123,14 @@ impl Bus {
         }
         while let Some(token) = self.timers.pop_due_request(now) {
             fired += 1;
+            let Some(request) = self.requests.remove(&token) else {
+                continue;
+            };
             // Another process's request (a route) expires silently: that process reports it.
-            if let Some(request) = self.requests.remove(&token).filter(|r| r.route.is_none()) {
-                if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
-                    ep.event(EventKind::RequestTimeout, token, 0.0);
-                }
+            if let Some(route) = &request.route {
+                self.routes.closed(route);
+            } else if let Some(ep) = self.endpoints.get_mut(request.endpoint) {
+                ep.event(EventKind::RequestTimeout, token, 0.0);
             }
         }
         fired
