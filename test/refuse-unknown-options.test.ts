@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest'
 
-import { isOrreryError, Orrery, type OrreryError } from '../ts/node.js'
+import { Agent, isOrreryError, Orrery, type OrreryError } from '../ts/node.js'
 import { expectEngineUsable } from './bad-input.js'
 import { ENGINE } from './engine.js'
 
@@ -109,6 +109,34 @@ describe(`unknown option fields are refused (${ENGINE})`, () => {
     await expectUnknown(() => wf.list({ state: 'running' } as never), 'filter.state', 'status')
     expect(wf.list()).toEqual([])
     orrery.close()
+  })
+
+  it('the mesh: its options, spawns, supervisors, autoscaling, routing and finding', async () => {
+    const orrery = await Orrery.create()
+    await expectUnknown(() => orrery.mesh({ heartbeet: {} } as never), 'heartbeet', 'heartbeat')
+    await expectUnknown(() => orrery.mesh({ heartbeat: { intreval: 5 } } as never), 'heartbeat.intreval', 'interval')
+    await expectUnknown(() => orrery.mesh({ breaker: { cooldown: 5 } } as never), 'breaker.cooldown', 'coolDown')
+    const mesh = await orrery.mesh()
+    mesh.define('worker', () => new (class extends Agent {})(undefined as never))
+    await expectUnknown(() => mesh.spawn('worker', { replica: 2 } as never), 'replica', 'replicas')
+    await expectUnknown(() => mesh.spawn('worker', { retry: { attempt: 2 } } as never), 'retry.attempt', 'attempts')
+    await expectUnknown(() => mesh.supervise({ children: [{ type: 'worker', replics: 2 }] } as never), 'children[0].replics', 'replicas')
+    await expectUnknown(() => mesh.autoscale('worker', { min: 1, max: 2, targetLag: 5, coolDown: 5 } as never), 'coolDown', 'cooldown')
+    await expectUnknown(() => mesh.request('cap', 1, { retires: 2 } as never), 'retires', 'retries')
+    await expectUnknown(() => mesh.send('cap', 1, { timeout: 5 } as never), 'timeout')
+    await expectUnknown(() => mesh.registry.find({ capability: 'cap', minhealth: 'healthy' } as never), 'query.minhealth', 'minHealth')
+    // Nothing was started by the refused calls.
+    expect(mesh.agents()).toEqual([])
+    orrery.close()
+  })
+
+  it('transports: each kind knows its own fields', async () => {
+    await expectUnknown(() => Orrery.create({ transports: { m: { kind: 'memory', url: 'redis://x' } } } as never), 'transports.m.url')
+    await expectUnknown(
+      () => Orrery.create({ transports: { r: { kind: 'redis', url: 'redis://127.0.0.1:1', keyprefix: 'a' } } } as never),
+      'transports.r.keyprefix',
+      'keyPrefix',
+    )
   })
 
   it('leaves the engine usable', async () => {

@@ -10,7 +10,7 @@ import { Subject, type Observable } from 'rxjs'
 
 import type { AgentRunner } from './runner.js'
 import type { SpawnOptions } from './mesh.js'
-import { finite, int, msOr, options as checkOptions, refuse } from '../check.js'
+import { finite, int, keysOf, msOr, options as checkOptions, refuse } from '../check.js'
 import { eventStream } from './registry.js'
 
 /** How an agent type is autoscaled. */
@@ -83,10 +83,12 @@ interface Settings extends Required<Omit<AutoscaleOptions, 'spawn'>> {
   spawn: AutoscaleOptions['spawn'] | undefined
 }
 
+const AUTOSCALE_KEYS = keysOf<AutoscaleOptions>()(['min', 'max', 'targetLag', 'interval', 'cooldown', 'spawn'])
+
 /** Checks autoscale options whole, before anything starts. */
 export function checkAutoscale(value: AutoscaleOptions): Settings {
   if (value === undefined) refuse('argument', 'options', value, 'must be an object { min, max, targetLag }')
-  const o = checkOptions(value)
+  const o = checkOptions(value, 'options', 'argument', AUTOSCALE_KEYS)
   const min = int(o.min, 'min', { min: 1, max: 2 ** 20 })
   const max = int(o.max, 'max', { min: 1, max: 2 ** 20 })
   if (min > max) refuse('option', 'min', min, `must be at most max (${max})`)

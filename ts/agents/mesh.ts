@@ -17,6 +17,7 @@ import {
   int,
   intOr,
   MAX_TIMER_MS,
+  keysOf,
   ms,
   msOr,
   name as checkName,
@@ -159,9 +160,34 @@ const JOIN_TIMEOUT_MS = 10_000
 /** The buses (Orrerys) running a shared mesh: one at a time, since inboxes and the registry channel are the Orrery's. */
 const sharing = new WeakSet<Bus>()
 
+/** The fields of each options object the mesh takes: any other is refused. */
+const SPAWN_KEYS = keysOf<SpawnOptions>()([
+  'id',
+  'replicas',
+  'config',
+  'configFrom',
+  'capabilities',
+  'tags',
+  'concurrency',
+  'bulkhead',
+  'handlerTimeout',
+  'retry',
+  'rateLimit',
+])
+const CONFIG_FROM_KEYS = keysOf<NonNullable<SpawnOptions['configFrom']>>()(['file', 'env'])
+const RETRY_KEYS = keysOf<RetryOptions>()(['attempts', 'backoff', 'isPermanent', 'isFatal'])
+const RATE_LIMITS_KEYS = keysOf<NonNullable<SpawnOptions['rateLimit']>>()(['agent', 'capabilities', 'policy'])
+const RATE_LIMIT_KEYS = keysOf<RateLimit>()(['perSecond', 'burst'])
+const SUPERVISOR_KEYS = keysOf<SupervisorSpec>()(['name', 'strategy', 'intensity', 'backoff', 'children'])
+const INTENSITY_KEYS = keysOf<NonNullable<SupervisorSpec['intensity']>>()(['restarts', 'withinMs'])
+const CHILD_KEYS = keysOf<ChildSpec>()(['type', 'replicas', 'id', 'options'])
+const MESH_KEYS = keysOf<MeshOptions>()(['seed', 'heartbeat', 'breaker', 'logger', 'metrics', 'shutdownTimeout', 'signals', 'shared'])
+const HEARTBEAT_KEYS = keysOf<LivenessOptions>()(['interval', 'degradedAfter', 'unhealthyAfter', 'offlineAfter', 'deregisterAfter'])
+const BREAKER_KEYS = keysOf<BreakerOptions>()(['failures', 'coolDown', 'probes', 'successes'])
+
 /** A token bucket: a rate > 0 and a burst >= 1 (the core's rule), plain numbers only. */
 function checkRateLimit(value: unknown, what: string): RateLimit {
-  const limit = checkOptions(value as RateLimit, what, 'option')
+  const limit = checkOptions(value as RateLimit, what, 'option', RATE_LIMIT_KEYS)
   finite(limit.perSecond, `${what}.perSecond`, { above: 0 })
   if (limit.burst !== undefined) finite(limit.burst, `${what}.burst`, { min: 1 })
   return limit
@@ -172,12 +198,12 @@ function checkRateLimit(value: unknown, what: string): RateLimit {
  * so a wrong value is refused at the call, never inside an agent's subscription or the engine.
  */
 function checkSpawn(value: SpawnOptions | undefined, what: string, where: Where = 'argument'): SpawnOptions {
-  const o = checkOptions(value, what, where)
+  const o = checkOptions(value, what, where, SPAWN_KEYS)
   if (o.id !== undefined) checkName(o.id, 'id', 'option', MAX_AGENT_ID)
   if (o.replicas !== undefined) int(o.replicas, 'replicas', { min: 1, max: MAX_REPLICAS })
   if (o.config !== undefined) checkOptions(o.config, 'config', 'option')
   if (o.configFrom !== undefined) {
-    const from = checkOptions(o.configFrom, 'configFrom', 'option')
+    const from = checkOptions(o.configFrom, 'configFrom', 'option', CONFIG_FROM_KEYS)
     textOr(from.file, 'configFrom.file', { nonEmpty: true })
     textOr(from.env, 'configFrom.env', { nonEmpty: true })
   }
@@ -195,7 +221,7 @@ function checkSpawn(value: SpawnOptions | undefined, what: string, where: Where 
     )
   }
   if (o.retry !== undefined) {
-    const retry = checkOptions(o.retry, 'retry', 'option')
+    const retry = checkOptions(o.retry, 'retry', 'option', RETRY_KEYS)
     // maxDeliveries of the inbox is attempts + 2, a 32-bit count in the core.
     if (retry.attempts !== undefined) int(retry.attempts, 'retry.attempts', { max: 2 ** 32 - 3 })
     checkBackoff(retry.backoff, 'retry.backoff')
@@ -203,7 +229,7 @@ function checkSpawn(value: SpawnOptions | undefined, what: string, where: Where 
     if (retry.isFatal !== undefined) callable(retry.isFatal, 'retry.isFatal', 'option')
   }
   if (o.rateLimit !== undefined) {
-    const rate = checkOptions(o.rateLimit, 'rateLimit', 'option')
+    const rate = checkOptions(o.rateLimit, 'rateLimit', 'option', RATE_LIMITS_KEYS)
     if (rate.agent !== undefined) checkRateLimit(rate.agent, 'rateLimit.agent')
     if (rate.capabilities !== undefined) {
       const caps = checkOptions(rate.capabilities, 'rateLimit.capabilities', 'option')
@@ -216,17 +242,17 @@ function checkSpawn(value: SpawnOptions | undefined, what: string, where: Where 
 
 /** Checks a supervisor's spec whole before any child starts. */
 function checkSupervisor(value: SupervisorSpec): SupervisorSpec {
-  const spec = checkOptions(value, 'spec')
+  const spec = checkOptions(value, 'spec', 'argument', SUPERVISOR_KEYS)
   textOr(spec.name, 'name', { nonEmpty: true })
   oneOfOr(spec.strategy, RESTART_STRATEGIES, 'one-for-one', 'strategy')
   if (spec.intensity !== undefined) {
-    const intensity = checkOptions(spec.intensity, 'intensity', 'option')
+    const intensity = checkOptions(spec.intensity, 'intensity', 'option', INTENSITY_KEYS)
     if (intensity.restarts !== undefined) int(intensity.restarts, 'intensity.restarts')
     if (intensity.withinMs !== undefined) finite(intensity.withinMs, 'intensity.withinMs', { above: 0 })
   }
   checkBackoff(spec.backoff, 'backoff')
   list<ChildSpec>(spec.children, 'children', 'option').forEach((c, i) => {
-    const child = checkOptions(c, `children[${i}]`, 'option')
+    const child = checkOptions(c, `children[${i}]`, 'option', CHILD_KEYS)
     text(child.type, `children[${i}].type`, { nonEmpty: true }, 'option')
     if (child.replicas !== undefined) int(child.replicas, `children[${i}].replicas`, { min: 1, max: MAX_REPLICAS })
     if (child.id !== undefined) checkName(child.id, `children[${i}].id`, 'option', MAX_AGENT_ID)
@@ -257,8 +283,8 @@ function shareOn(bus: Bus, shared: unknown): string {
 
 /** Checks a mesh's options, and turns them into the core's settings. */
 function coreOptions(options: MeshOptions): MeshCoreOptions {
-  const hb = checkOptions(options.heartbeat, 'heartbeat', 'option')
-  const br = checkOptions(options.breaker, 'breaker', 'option')
+  const hb = checkOptions(options.heartbeat, 'heartbeat', 'option', HEARTBEAT_KEYS)
+  const br = checkOptions(options.breaker, 'breaker', 'option', BREAKER_KEYS)
   if (options.logger !== undefined) callable(checkOptions(options.logger, 'logger', 'option').child, 'logger.child', 'option')
   if (options.metrics !== undefined) callable(checkOptions(options.metrics, 'metrics', 'option').getSingleMetric, 'metrics.getSingleMetric', 'option')
   msOr(options.shutdownTimeout, 10_000, 'shutdownTimeout')
@@ -309,7 +335,7 @@ export class Mesh {
 
   /** @internal Use `orrery.mesh()`. */
   static async create(backend: Backend, bus: Bus, clock: () => number, options: MeshOptions | undefined, onClose?: (mesh: Mesh) => void): Promise<Mesh> {
-    const checked = checkOptions(options)
+    const checked = checkOptions(options, 'options', 'argument', MESH_KEYS)
     const settings = coreOptions(checked)
     const process = checked.shared === undefined ? undefined : shareOn(bus, checked.shared)
     let mesh: Mesh
@@ -537,7 +563,7 @@ export class Mesh {
   /** Stops one agent gracefully (see `shutdown`); its supervisor does not restart it. */
   async stop(id: string, options?: { timeout?: number }): Promise<void> {
     text(id, 'id')
-    const timeout = msOr(checkOptions(options).timeout, this.options.shutdownTimeout ?? 10_000, 'timeout')
+    const timeout = msOr(checkOptions(options, 'options', 'argument', ['timeout']).timeout, this.options.shutdownTimeout ?? 10_000, 'timeout')
     const [runner] = this.pick(id)
     await this.stopRunner(runner!, timeout)
   }
@@ -572,7 +598,7 @@ export class Mesh {
   shutdown(options?: { timeout?: number }): Promise<void> {
     let timeout: number
     try {
-      timeout = msOr(checkOptions(options).timeout, this.options.shutdownTimeout ?? 10_000, 'timeout')
+      timeout = msOr(checkOptions(options, 'options', 'argument', ['timeout']).timeout, this.options.shutdownTimeout ?? 10_000, 'timeout')
     } catch (error) {
       return Promise.reject(error)
     }

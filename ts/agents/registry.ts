@@ -8,7 +8,7 @@ import { Subject, type Observable } from 'rxjs'
 
 import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, type MeshCore } from '../engines/backend.js'
 import { LIMITS } from '../engines/manifest.js'
-import { finite, int, intOr, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
+import { finite, int, intOr, keysOf, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
 import { DeadlineTimer } from '../timer.js'
@@ -97,6 +97,9 @@ export interface BackoffOptions {
   jitter?: 'full' | 'equal' | 'none'
 }
 
+const BACKOFF_KEYS = keysOf<BackoffOptions>()(['base', 'factor', 'max', 'jitter'])
+const QUERY_KEYS = keysOf<Exclude<AgentQuery, string>>()(['capability', 'tags', 'minHealth', 'also'])
+
 const JITTER_CODES = { none: 0, full: 1, equal: 2 } as const
 const JITTERS: ReadonlyArray<keyof typeof JITTER_CODES> = ['none', 'full', 'equal']
 
@@ -106,7 +109,7 @@ const JITTERS: ReadonlyArray<keyof typeof JITTER_CODES> = ['none', 'full', 'equa
  */
 export function checkBackoff(value: unknown, what: string): BackoffOptions | undefined {
   if (value === undefined) return undefined
-  const b = checkOptions(value as BackoffOptions, what, 'option')
+  const b = checkOptions(value as BackoffOptions, what, 'option', BACKOFF_KEYS)
   if (b.base !== undefined) ms(b.base, `${what}.base`)
   // A factor below 1 would shrink the delays; 1 keeps them constant.
   if (b.factor !== undefined) finite(b.factor, `${what}.factor`, { min: 1 })
@@ -141,7 +144,7 @@ export function checkTags(value: unknown, what: string, where: Where = 'option')
 
 /** A query object, checked and with its defaults: what its compiled id is cached by. */
 function checkQuery(query: Exclude<AgentQuery, string>): [capability: string, tags: readonly string[], minHealth: Health, also: readonly string[]] {
-  const q = checkOptions(query, 'query')
+  const q = checkOptions(query, 'query', 'argument', QUERY_KEYS)
   const capability = text(q.capability, 'capability', { nonEmpty: true }, 'option')
   const tags = q.tags === undefined ? [] : checkTags(q.tags, 'tags')
   const minHealth = oneOfOr(q.minHealth, HEALTHS, 'degraded', 'minHealth')

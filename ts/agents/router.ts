@@ -8,7 +8,7 @@
  */
 import { ROUTE_REFUSED, type RouteRefusal } from '../engines/backend.js'
 import type { Bus } from '../bus/bus.js'
-import { checkEnvelope, type PublishOptions } from '../bus/options.js'
+import { checkEnvelope, PUBLISH_KEYS, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
 import { flag, int, MAX_TIMER_MS, msOrNone, text } from '../check.js'
@@ -24,6 +24,10 @@ import {
   type Strategy,
 } from './registry.js'
 import { CAPABILITY_HEADER } from './runner.js'
+
+/** The fields of a routed request's options, and of a routed message's: any other is refused. */
+const ROUTE_KEYS: readonly string[] = [...PUBLISH_KEYS.filter((k) => k !== 'recipient'), 'tags', 'strategy', 'timeout', 'retries', 'backoff', 'fallback']
+const SEND_KEYS: readonly string[] = [...PUBLISH_KEYS, 'tags', 'strategy']
 
 /** Options of a routed request. */
 export interface RouteOptions extends Omit<PublishOptions, 'recipient'> {
@@ -132,12 +136,12 @@ export class Router {
    * Checks the options whole (routing's and the message's) before anything is routed; what only
    * encoding finds (a payload that cannot be encoded) is the caller's error too, see AGENT_FAILURES.
    */
-  private check(capability: string, options: RouteOptions | undefined): RouteOptions {
+  private check(capability: string, options: RouteOptions | undefined, keys: readonly string[]): RouteOptions {
     this.assertOpen()
     text(capability, 'capability', { nonEmpty: true })
     // Most calls give no options: nothing to check, and no walk over every option's field.
     if (options === undefined) return NO_OPTIONS
-    const o = checkEnvelope(options, 'options', 'argument') as RouteOptions
+    const o = checkEnvelope(options, 'options', 'argument', keys) as RouteOptions
     if (o.tags !== undefined) checkTags(o.tags, 'tags')
     if (o.strategy !== undefined) this.strategy(o.strategy)
     if (o.timeout !== undefined) msOrNone(o.timeout, 'timeout', { above: 0, max: MAX_TIMER_MS })
@@ -148,7 +152,7 @@ export class Router {
   }
 
   private start<R>(capability: string, payload: unknown, given?: RouteOptions): Promise<Message<R>> {
-    const options = this.check(capability, given)
+    const options = this.check(capability, given, ROUTE_KEYS)
     const query: AgentQuery = options.tags ? { capability, tags: options.tags } : capability
     const registry = this.registry
     const queryId = registry.compile(query)
@@ -165,7 +169,7 @@ export class Router {
     payload: unknown,
     given: (PublishOptions & { tags?: readonly string[]; strategy?: Strategy }) | undefined,
   ): Promise<{ readonly id: string; readonly agent: string }> {
-    const options = this.check(capability, given)
+    const options = this.check(capability, given, SEND_KEYS)
     const registry = this.registry
     const core = registry.core
     const [name] = splitCapability(capability)

@@ -2,7 +2,7 @@
  * The `transports` and `bindings` options of `Orrery.create`, checked before anything connects:
  * a wrong value is `INVALID_OPTION` naming the option, a binding naming an unknown transport too.
  */
-import { flag, ms, oneOf, options as checkOptions, refuse, text, textOr } from '../check.js'
+import { flag, keysOf, ms, onlyKeys, oneOf, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { LIMITS } from '../engines/manifest.js'
 import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
 
@@ -210,10 +210,20 @@ export function checkTransports(transports: unknown, bindings: unknown): Checked
   return { transports: list, rules: new BindingRules(exact, prefixes) }
 }
 
+/** The fields of each kind's options: any other is refused. */
+const KEYS: Readonly<Record<TransportKind, readonly string[]>> = {
+  redis: keysOf<RedisTransportOptions>()(['kind', 'url', 'username', 'password', 'tls', 'keyPrefix', 'connectTimeoutMs', 'publishTimeoutMs']),
+  nats: keysOf<NatsTransportOptions>()(['kind', 'servers', 'token', 'user', 'pass', 'tls', 'prefix', 'connectTimeoutMs', 'publishTimeoutMs']),
+  kafka: keysOf<KafkaTransportOptions>()(['kind', 'brokers', 'clientId', 'prefix', 'partitions', 'tls', 'sasl', 'connectTimeoutMs', 'publishTimeoutMs']),
+  memory: keysOf<MemoryTransportOptions>()(['kind']),
+  durable: keysOf<DurableTransportOptions>()(['kind', 'path']),
+}
+
 function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 'kind' | 'options'> {
   if (value === undefined) refuse('option', name, value, "must be an object { kind: 'redis', url, ... }")
   const o = checkOptions(value as Record<string, unknown>, name, 'option')
   const kind = oneOf(o['kind'], TRANSPORT_KINDS, `${name}.kind`)
+  onlyKeys(o, KEYS[kind], name)
   if (kind === 'memory') return { kind, options: { kind } }
   if (kind === 'durable') return { kind, options: { kind, path: text(o['path'], `${name}.path`, { nonEmpty: true }, 'option') } }
   if (kind === 'nats') return { kind, options: natsOptions(o, name) }
