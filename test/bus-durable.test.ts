@@ -4,7 +4,7 @@
  * acked messages never come back, and the wasm engine refuses it at create.
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -102,6 +102,34 @@ describe.runIf(ENGINE === 'native')('durable transport', () => {
     expect(await errorOf(() => Orrery.create({ transports: { a: { kind: 'durable' } as never } }))).toMatchObject({ code: 'INVALID_OPTION' })
   })
 
+  it('settles a publish made right before close as it landed: on disk', async () => {
+    const path = fresh()
+    const first = await open(path)
+    const published = first.bus.publish('jobs', 'last').then(
+      () => 'ok',
+      (e: { code?: string }) => e.code,
+    )
+    first.close()
+    expect(await published).toBe('ok')
+    const again = await open(path)
+    expect(again.bus.stats('jobs').nextSeq).toBe(1)
+    again.close()
+  })
+
+  it('opens an empty file (a crash while creating it) as a new one, and refuses one that is not a bus file', async () => {
+    const empty = fresh()
+    writeFileSync(empty, '')
+    const orrery = await open(empty)
+    await orrery.bus.publish('jobs', 1)
+    orrery.close()
+    const again = await open(empty)
+    expect(again.bus.stats('jobs').nextSeq).toBe(1)
+    again.close()
+    const other = fresh()
+    writeFileSync(other, 'not a bus file')
+    expect(await errorOf(() => open(other))).toMatchObject({ code: 'STORE_IO' })
+  })
+
   it('fails publishes with TRANSPORT_UNAVAILABLE once the disk refuses, refuses later ones unpublished, and leaves memory channels be', async () => {
     const path = fresh()
     const fixture = fileURLToPath(new URL('./fixtures/bus-disk-full.mjs', import.meta.url))
@@ -148,7 +176,9 @@ describe.runIf(ENGINE === 'native')('durable transport', () => {
       expect(lives, mode).toEqual(['attempt 1', 'attempt 2', 'none', 'none'])
       const orrery = await open(path)
       const dead: unknown[] = []
-      orrery.bus.subscribe('jobs.dead-letter', { from: 'earliest' }).subscribe((m) => dead.push([m.payload, m.headers['x-orrery-dead-letter-reason'], m.headers['x-orrery-deliveries']]))
+      orrery.bus
+        .subscribe('jobs.dead-letter', { from: 'earliest' })
+        .subscribe((m) => dead.push([m.payload, m.headers['x-orrery-dead-letter-reason'], m.headers['x-orrery-deliveries']]))
       await new Promise((resolve) => setTimeout(resolve, 50))
       expect(dead, mode).toEqual([['poison', 'max-deliveries', '2']])
       orrery.close()

@@ -73,6 +73,8 @@ export interface BusDiskCore {
   isDurable(channel: number): boolean
   /** Asks for a commit of what changed since the last one (group commit: once per turn). */
   submit(): void
+  /** Commits what changed and waits for it (the bus closes). */
+  flush(): void
   /** `[ticket acknowledging every change so far, last ticket on disk]`; `[-1, -1]` once the disk failed. */
   tickets(): number[]
   /** Why the disk failed, if it did. */

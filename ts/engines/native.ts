@@ -46,6 +46,7 @@ export interface NativeBusHandle extends Omit<RawBus, HotCall> {
   makeDurable(channel: number): void
   isDurable(channel: number): boolean
   diskSubmit(): void
+  diskFlush(): void
   diskTickets(): number[]
   diskFailure(): string | null
   setDiskListener(listener: ((committed: number) => void) | null): void
@@ -175,6 +176,7 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
       makeDurable: (channel) => guard(() => handle.makeDurable(channel)),
       isDurable: (channel) => guard(() => handle.isDurable(channel)),
       submit: () => guard(() => handle.diskSubmit()),
+      flush: () => guard(() => handle.diskFlush()),
       tickets: () => guard(() => handle.diskTickets()),
       failure: () => guard(() => handle.diskFailure()),
       setListener: (listener) => guard(() => handle.setDiskListener(listener)),

@@ -118,7 +118,11 @@ export class DurableDisk {
     }
   }
 
-  /** The bus closes: what the last turn staged is committed by the engine as it lets go. */
+  /**
+   * The bus closes: what the last turn staged is committed now, and waited for (a commit takes
+   * well under a millisecond to a few), so a publish made just before settles as it landed: on
+   * disk, or TRANSPORT_UNAVAILABLE if the disk failed. CLOSED is left for a disk already gone.
+   */
   close(): void {
     if (this.closed) return
     this.closed = true
@@ -126,7 +130,15 @@ export class DurableDisk {
       this.listening = false
       this.disk.setListener(null)
     }
-    const error = new OrreryError('CLOSED', 'the bus closed before the publish was on disk')
+    let committed: number | undefined
+    try {
+      this.disk.flush()
+      committed = this.disk.tickets()[1]
+    } catch {
+      // The bus was freed first: what it staged was committed as it let go, unknown here.
+    }
+    if (committed !== undefined) this.onCommit(committed)
+    const error = new OrreryError('CLOSED', 'the bus closed before the publish was known to be on disk: it may or may not be')
     for (const waiter of this.waiters.splice(0)) waiter.reject(error)
   }
 }

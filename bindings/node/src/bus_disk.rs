@@ -108,7 +108,9 @@ impl Persistence for Redb {
 }
 
 /// Whether a file is there to open, or why an existing one is not a bus file (redb's `create`
-/// would make an empty file a new database, and what it held would be gone without a word).
+/// would make any file a new database, and what it held would be gone without a word). An empty
+/// file counts as absent: a process killed while it created the file leaves one, and nothing was
+/// ever acknowledged from it.
 fn check_header(path: &str) -> std::result::Result<bool, PersistError> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
@@ -116,6 +118,9 @@ fn check_header(path: &str) -> std::result::Result<bool, PersistError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(err) => return Err(io(err)),
     };
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Ok(false);
+    }
     let mut head = [0u8; MAGIC.len()];
     if file.read_exact(&mut head).is_err() || head != MAGIC {
         return Err(PersistError::Damaged("it is not a bus file (no redb header); move it away to start empty".into()));
@@ -309,6 +314,17 @@ impl NativeBus {
     #[napi(catch_unwind)]
     pub fn disk_submit(&self) -> Result<()> {
         self.core()?.with_disk(|disk| disk.submit().map_err(|e| napi::Error::new(Code(e.code()), e.to_string())))?
+    }
+
+    /// Commits what is staged and waits for it (the bus closes: its last publishes settle as
+    /// they landed).
+    #[napi(catch_unwind)]
+    pub fn disk_flush(&self) -> Result<()> {
+        self.core()?.with_disk(|disk| {
+            if disk.submit().is_ok() {
+                disk.wait_for(disk.journal.submitted());
+            }
+        })
     }
 
     /// `[ticket acknowledging every change so far, last ticket on disk]`, or `[-1, -1]` once the
