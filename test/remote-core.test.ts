@@ -171,15 +171,14 @@ describe('a bus core with a channel bound to a transport', () => {
     expect([stat(bus, orders, 'published'), stat(bus, orders, 'duplicates'), stat(bus, orders, 'retained')]).toEqual([2, 1, 0])
   })
 
-  it('refuses a request to a bound channel with CAPABILITY_UNSUPPORTED', async () => {
+  it('sends a request to a bound channel as one REQUEST record carrying its token and timeout', async () => {
     const bus = await core()
     const orders = bus.channel('orders')
     bus.bind(orders, T)
-    subscribe(bus, orders)
-    const err = await errorOf(() => bus.request(frame(orders, 'q'), 1000, 0))
-    expect(err?.code).toBe('CAPABILITY_UNSUPPORTED')
-    expect(err?.message).toBe('channel "orders" is bound to a transport that cannot carry requests yet')
-    expect(bus.drainEgress()).toBeUndefined()
+    const token = bus.request(frame(orders, 'q'), 1000, 0)
+    const out = egressOf(bus.drainEgress())
+    expect(out.map((r) => [r.kind, r.id, r.value])).toEqual([[REMOTE.request, orders, 1000]])
+    expect(new DataView(out[0]!.frame.buffer).getUint32(LAYOUT.offReply, true)).toBe(token)
   })
 
   it("appends LIVE records to the mirror, for its subscribers, under this process's channel id", async () => {
