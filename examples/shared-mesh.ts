@@ -34,7 +34,8 @@ const b = await Orrery.create(options) // ...and another, as far as Redis can te
 const meshA = await a.mesh({ shared: 'main', heartbeat: { interval: 1_000 } })
 meshA.define('resizer', Resizer)
 const [resizer] = await meshA.spawn('resizer')
-assert.equal(resizer?.id, `resizer-1.${meshA.process?.slice(0, 8)}`) // generated ids name their process
+assert.ok(resizer)
+assert.equal(resizer.id, `resizer-1.${meshA.process?.slice(0, 8)}`) // generated ids name their process
 
 // B joins later and asks the others for their agents: A's resizer is in B's registry, marked remote.
 const meshB = await b.mesh({ shared: 'main', heartbeat: { interval: 1_000 } })
@@ -45,7 +46,7 @@ assert.equal(found?.process, meshA.process)
 
 // Routed in B, the message goes to the agent's inbox on Redis and is handled in A.
 await meshB.send('resize', 640)
-await until(() => (resizer?.agent as Resizer).widths.length === 1)
+await until(() => (resizer.agent as Resizer).widths.length === 1)
 
 // A graceful stop deregisters A's agents everywhere at once (a killed process's go after the heartbeat deadline).
 await meshA.shutdown()
