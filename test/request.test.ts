@@ -76,6 +76,41 @@ describe(`request/response and direct messages (${ENGINE})`, () => {
     expect(served.length).toBe(4)
   })
 
+  it("redelivers a group responder's request after the group's visibilityTimeout, within the requester's timeout", async () => {
+    const { bus, advance } = await clocked()
+    const stuck: string[] = []
+    // The first member takes the request and never answers (a responder that hangs or died).
+    const first = bus.respond(
+      'work',
+      (req) => {
+        stuck.push(String(req.payload))
+        return new Promise<string>(() => {})
+      },
+      { group: 'workers', visibilityTimeout: 100 },
+    )
+    const reply = bus.request<string>('work', 'job', { timeout: 1_000 })
+    await settle()
+    expect(stuck).toEqual(['job'])
+    first()
+    bus.respond('work', (req) => `done ${String(req.payload)}`, { group: 'workers' })
+    await settle()
+    advance(100)
+    await settle()
+    expect((await reply).payload).toBe('done job')
+  })
+
+  it('refuses group responder options without a group, before anything subscribes', async () => {
+    const { bus } = await clocked()
+    bus.channel('alone')
+    for (const options of [{ visibilityTimeout: 100 }, { from: 'earliest' as const }]) {
+      const err = await errorOf(() => bus.respond('alone', () => 1, options))
+      expect(err).toMatchObject({ code: 'INVALID_OPTION', message: expect.stringContaining('give `group` too') })
+    }
+    expect(bus.stats('alone')).toMatchObject({ subscribers: 0, groups: 0 })
+    const err = await errorOf(() => bus.respond('alone', () => 1, { group: 'g', visibilityTimeout: -1 }))
+    expect(err).toMatchObject({ code: 'INVALID_OPTION', details: { option: 'visibilityTimeout' } })
+  })
+
   it('delivers direct messages to an agent inbox', async () => {
     const { bus } = await clocked()
     const alice = collect(bus.inbox<string>('alice'))

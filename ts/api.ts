@@ -16,7 +16,7 @@ import { Transports } from './transports/link.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
-export type { ChannelOptions, PublishOptions, StartFrom, SubscribeOptions } from './bus/options.js'
+export type { ChannelOptions, PublishOptions, RespondOptions, StartFrom, SubscribeOptions } from './bus/options.js'
 export { Group } from './bus/group.js'
 export type { Delivery, GroupOptions } from './bus/group.js'
 export type { Message } from './bus/message.js'

@@ -38,10 +38,12 @@ import {
   consumerOptions,
   PUBLISH_KEYS,
   REQUEST_KEYS,
+  RESPOND_KEYS,
   RETENTION_KEYS,
   SUBSCRIBE_KEYS,
   type ChannelOptions,
   type PublishOptions,
+  type RespondOptions,
   type SubscribeOptions,
 } from './options.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
@@ -60,8 +62,6 @@ export interface BatchItem {
 }
 
 const NO_OPTIONS: PublishOptions = Object.freeze({})
-/** The fields of `respond`'s options. */
-const RESPOND_KEYS: readonly string[] = ['group', 'codec']
 
 /** Where `nextSeq` sits in a channel's stats array. */
 const NEXT_SEQ = CHANNEL_STATS.indexOf('nextSeq')
@@ -865,11 +865,7 @@ export class Bus {
    * types the request's payload and `R` the result (neither is checked at run time):
    * `bus.respond<{ a: number; b: number }, number>('math.add', (req) => req.payload.a + req.payload.b)`.
    */
-  respond<T = unknown, R = unknown>(
-    channel: string,
-    handler: (request: Message<T>) => Reply<R>,
-    options: { group?: string; codec?: CodecName } = {},
-  ): () => void {
+  respond<T = unknown, R = unknown>(channel: string, handler: (request: Message<T>) => Reply<R>, options: RespondOptions = {}): () => void {
     // Everything is checked here, at the call: a refusal raised later, inside the subscription,
     // had no error callback to go to and ended the process.
     this.assertOpen()
@@ -877,6 +873,15 @@ export class Bus {
     const checked = checkOptions(options, 'options', 'argument', RESPOND_KEYS)
     const groupName = textOr(checked.group, 'group', { nonEmpty: true })
     if (checked.codec !== undefined) code(CODEC_CODES, checked.codec, CODECS, 'codec')
+    // The group's own options are checked when `group` below makes it, before anything joins.
+    const { visibilityTimeout, from } = checked
+    if (groupName === undefined && (visibilityTimeout !== undefined || from !== undefined))
+      refuse(
+        'option',
+        visibilityTimeout === undefined ? 'from' : 'visibilityTimeout',
+        visibilityTimeout ?? from,
+        'is an option of a group responder: give `group` too',
+      )
     this.channelId(channel)
     const bound = this.boundChannel(channel)
     if (bound !== undefined) this.remote!.require(bound, 'request')
@@ -899,7 +904,10 @@ export class Bus {
       this.answerWith(channel, message, result, codec)
     }
     if (groupName !== undefined) {
-      const member = this.group<T>(channel, groupName).consume((d) => answer(d.message as FrameMessage<T>))
+      const member = this.group<T>(channel, groupName, {
+        ...(visibilityTimeout === undefined ? {} : { visibilityTimeout }),
+        ...(from === undefined ? {} : { from }),
+      }).consume((d) => answer(d.message as FrameMessage<T>))
       return () => member.stop()
     }
     const sub = this.subscribe<T>(channel).subscribe((m) => void answer(m as FrameMessage<T>))

@@ -72,6 +72,27 @@ export interface SubscribeOptions<T = unknown> {
   schema?: StandardSchemaV1<unknown, T>
 }
 
+/** Options of `bus.respond`. */
+export interface RespondOptions {
+  /** Answer as a member of this consumer group (replicas share the requests, each answered once) instead of as a subscriber. */
+  group?: string
+  /** The replies' payload codec (default `json`, `raw` for a Uint8Array result). */
+  codec?: CodecName
+  /**
+   * With `group`, when this call creates the group: its visibility timeout in ms (default
+   * 30,000). A responder that dies mid-request has the request redelivered to another after about
+   * this long, so keep it below the requesters' timeout for a retry to be answered in time.
+   */
+  visibilityTimeout?: number
+  /**
+   * With `group`, when this call creates the group: where it starts (default `latest`). On a
+   * channel bound to a broker, `earliest` also answers requests sent before the group existed there.
+   */
+  from?: StartFrom
+}
+/** @internal The fields of {@link RespondOptions}. */
+export const RESPOND_KEYS = keysOf<RespondOptions>()(['group', 'codec', 'visibilityTimeout', 'from'])
+
 /** @internal The fields of {@link SubscribeOptions}. */
 export const SUBSCRIBE_KEYS = keysOf<SubscribeOptions>()(['from', 'buffer', 'overflow', 'schema'])
 
