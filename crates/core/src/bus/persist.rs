@@ -19,7 +19,8 @@
 //! | `p` channel `0` group `0` seq | the entry's delivery count, or [`SETTLED`] |
 //!
 //! - **Log rows** are written as frames are appended and removed once retention trimmed them
-//!   *and* no group still owes them, so a pending entry's frame is always on disk.
+//!   *and* no group still owes them (each on its own: one long-owed entry keeps only its row),
+//!   so a pending entry's frame is always on disk.
 //! - **A group** is its cursor (`high`: every seq below was taken into the group), the oldest seq
 //!   it still owes (`low`: pending or buffered; `high` when none), and a `p` row per entry in
 //!   between that was delivered (its count) or settled out of order (acked, dead-lettered,
@@ -81,8 +82,11 @@ struct ChannelRows {
     name: Box<str>,
     options: ChannelOptions,
     first_seq: u64,
-    /// The lowest seq whose log row may still be on disk.
-    rows_from: u64,
+    /// Every seq from here to the log's end has its row; below, only `pinned` ones do.
+    trimmed_to: u64,
+    /// Rows of messages retention trimmed that a group still owes: each goes once no group
+    /// owes it any more.
+    pinned: std::collections::BTreeSet<u64>,
     /// Whether its `c` row was written.
     written: bool,
 }
@@ -98,6 +102,14 @@ struct GroupRows {
     /// Its `p` rows on disk: seq -> delivery count or [`SETTLED`].
     states: BTreeMap<u64, u32>,
     written: bool,
+}
+
+impl GroupRows {
+    /// Whether the group owes `seq` as its rows stand: taken in, not below the oldest owed
+    /// entry, not settled since.
+    fn owes(&self, seq: u64) -> bool {
+        (self.low..self.high).contains(&seq) && self.states.get(&seq) != Some(&SETTLED)
+    }
 }
 
 impl Tracker {
@@ -244,7 +256,8 @@ impl Bus {
                 name: self.names.name(id).unwrap_or_default().into(),
                 options: ch.options.clone(),
                 first_seq: ch.log.first_seq(),
-                rows_from: ch.log.first_seq(),
+                trimmed_to: ch.log.first_seq(),
+                pinned: std::collections::BTreeSet::new(),
                 written: false,
             };
             if let Some(t) = self.durable.as_deref_mut() {
@@ -287,13 +300,15 @@ impl Bus {
             return 0;
         };
         let mut staged = Staged { out, rows: 0 };
-        self.stage_groups(&mut t, &mut staged);
-        self.stage_channels(&mut t, &mut staged);
+        let settled = self.stage_groups(&mut t, &mut staged);
+        self.stage_channels(&mut t, &mut staged, &settled);
         self.durable = Some(t);
         staged.rows
     }
 
-    fn stage_channels(&self, t: &mut Tracker, staged: &mut Staged<'_>) {
+    /// `settled`: entries that left a group since the last stage (`None`: every pinned row of
+    /// the channel is checked again, a group of it was deleted).
+    fn stage_channels(&self, t: &mut Tracker, staged: &mut Staged<'_>, settled: &[(ChannelId, Option<u64>)]) {
         for (channel, seq, at, priority, frame) in t.appended.drain(..) {
             let Some(rows) = t.channels.get(&channel) else { continue };
             staged.put(
@@ -301,20 +316,31 @@ impl Bus {
                 &[&at.to_le_bytes(), &[priority], &frame],
             );
         }
-        // The oldest seq a group still owes, per channel: its log rows stay until then.
-        let mut owed: FxHashMap<ChannelId, u64> = FxHashMap::default();
-        for g in t.groups.values().filter(|g| g.low < g.high) {
-            let low = owed.entry(g.channel).or_insert(u64::MAX);
-            *low = (*low).min(g.low);
+        // A trimmed message's row stays while some group owes it, and only its own row.
+        let groups = &t.groups;
+        let owes = |channel: ChannelId, seq: u64| groups.values().any(|g| g.channel == channel && g.owes(seq));
+        for &(id, seq) in settled {
+            let Some(rows) = t.channels.get_mut(&id) else { continue };
+            let freed: Vec<u64> = match seq {
+                Some(seq) => Vec::from_iter(rows.pinned.get(&seq).copied().filter(|&s| !owes(id, s))),
+                None => rows.pinned.iter().copied().filter(|&s| !owes(id, s)).collect(),
+            };
+            for seq in freed {
+                rows.pinned.remove(&seq);
+                staged.remove(&[b"l", rows.name.as_bytes(), &[0], &seq.to_be_bytes()]);
+            }
         }
         for (&id, rows) in &mut t.channels {
             let ch = &self.channels[id as usize];
             let (first, next) = (ch.log.first_seq(), ch.log.next_seq());
-            let keep = first.min(owed.get(&id).copied().unwrap_or(u64::MAX));
-            for seq in rows.rows_from..keep.min(next) {
-                staged.remove(&[b"l", rows.name.as_bytes(), &[0], &seq.to_be_bytes()]);
+            for seq in rows.trimmed_to..first.min(next) {
+                if owes(id, seq) {
+                    rows.pinned.insert(seq);
+                } else {
+                    staged.remove(&[b"l", rows.name.as_bytes(), &[0], &seq.to_be_bytes()]);
+                }
             }
-            rows.rows_from = rows.rows_from.max(keep.min(next));
+            rows.trimmed_to = rows.trimmed_to.max(first.min(next));
             if !rows.written || rows.first_seq != first || rows.options != ch.options {
                 let value = channel_value(&ch.options, first, next);
                 staged.put(&[b"c", rows.name.as_bytes(), &[0]], &[&value]);
@@ -325,11 +351,14 @@ impl Bus {
         }
     }
 
-    fn stage_groups(&self, t: &mut Tracker, staged: &mut Staged<'_>) {
+    /// Returns the entries that left a group, by channel (`None`: a group was deleted).
+    fn stage_groups(&self, t: &mut Tracker, staged: &mut Staged<'_>) -> Vec<(ChannelId, Option<u64>)> {
+        let mut settled = Vec::new();
         // Deleted groups' rows go first: a group made again under the same name reuses its keys.
         let deleted: Vec<u32> = t.groups.keys().copied().filter(|&gid| self.groups.get(gid).is_none()).collect();
         for gid in deleted {
             if let Some(rows) = t.groups.remove(&gid) {
+                settled.push((rows.channel, None));
                 for &seq in rows.states.keys() {
                     staged.remove(&[b"p", &rows.key, &[0], &seq.to_be_bytes()]);
                 }
@@ -369,6 +398,9 @@ impl Bus {
             let from = touched.partition_point(|&(id, _)| id < gid);
             for &(_, seq) in touched[from..].iter().take_while(|&&(id, _)| id == gid) {
                 let state = g.pending.get(&seq).map_or(SETTLED, |p| p.deliveries);
+                if state == SETTLED {
+                    settled.push((rows.channel, Some(seq)));
+                }
                 if seq < low || rows.states.get(&seq) == Some(&state) || state == 0 {
                     continue;
                 }
@@ -387,6 +419,7 @@ impl Bus {
                 rows.high = high;
             }
         }
+        settled
     }
 }
 
@@ -681,12 +714,14 @@ pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus, now: f64)
             ch.dedup.is_duplicate(frame::id(&frame), ch.options.dedup_window, row.at);
             ch.log.append(frame, row.priority, row.at);
         }
-        let rows_from = log_rows.and_then(|l| l.keys().next()).map_or(meta.first_seq, |&s| s.min(meta.first_seq));
+        // Rows below the retention point are sorted out by the first stage: kept while owed.
+        let trimmed_to = log_rows.and_then(|l| l.keys().next()).map_or(meta.first_seq, |&s| s.min(meta.first_seq));
         let channel_rows = ChannelRows {
             name: name.as_str().into(),
             options: meta.options.clone(),
             first_seq: meta.first_seq,
-            rows_from,
+            trimmed_to,
+            pinned: std::collections::BTreeSet::new(),
             written: true,
         };
         tracker.channels.insert(id, channel_rows);

@@ -256,6 +256,41 @@ fn messages_a_group_owes_stay_on_disk_past_retention() {
 }
 
 #[test]
+fn one_long_owed_entry_keeps_only_its_own_row_past_retention() {
+    let mut d = Disk::fresh();
+    let ch = d.durable_channel("jobs");
+    let retention = Retention { max_count: 3, max_bytes: 0, max_age: f64::INFINITY };
+    d.bus.configure(ch, ChannelOptions { retention, ..ChannelOptions::default() }, 0.0).unwrap();
+    let g = d.bus.group(ch, "workers", options(5)).unwrap();
+    let m = d.bus.join(g, EP, 1_000).unwrap();
+    d.record();
+    for i in 0..50u8 {
+        d.publish(ch, &[b'm', i], 0.0);
+    }
+    let recs: Vec<Rec> = d.drain(1.0).into_iter().filter(|r| r.consumer == m).collect();
+    assert_eq!(recs.len(), 50);
+    d.bus.nack(m, recs[0].seq, recs[0].attempt, 3_600_000.0, None, 1.0).unwrap(); // back in an hour
+    d.record();
+    for r in &recs[1..] {
+        d.ack(r);
+    }
+    d.turn();
+    assert_eq!(d.log_rows("jobs"), 4, "the 3 retained rows and the owed one, none in between");
+    let mut r = Disk::open(&d.crash()).unwrap();
+    assert_eq!(r.log_rows("jobs"), 4);
+    let ch = r.bus.channel("jobs").unwrap();
+    let g = r.bus.group(ch, "workers", options(5)).unwrap();
+    assert_eq!(owed(&r.bus, g), vec![(0, 1)]);
+    let m = r.bus.join(g, EP, 10).unwrap();
+    let back: Vec<Rec> = r.drain(2.0).into_iter().filter(|x| x.consumer == m).collect();
+    assert_eq!(back.iter().map(|x| (x.seq, x.body.clone())).collect::<Vec<_>>(), vec![(0, b"m\x00".to_vec())]);
+    r.ack(&back[0]);
+    r.turn();
+    assert_eq!(r.log_rows("jobs"), 3, "its row goes once it is acked");
+    assert!(Disk::open(&r.crash()).is_ok());
+}
+
+#[test]
 fn dead_letters_are_kept_like_any_message() {
     let mut d = Disk::fresh();
     let ch = d.durable_channel("jobs");
@@ -521,7 +556,9 @@ fn a_crash_after_any_commit_keeps_what_was_acknowledged() {
                 }
                 7 if !held.is_empty() => {
                     let rec = held.remove(rng.below(held.len() as u64) as usize);
-                    if d.bus.nack(rec.consumer, rec.seq, rec.attempt, 0.0, None, now).is_ok() {
+                    // Back at once, or much later: retention trims past it meanwhile.
+                    let delay = if rng.below(2) == 0 { 0.0 } else { 500.0 };
+                    if d.bus.nack(rec.consumer, rec.seq, rec.attempt, delay, None, now).is_ok() {
                         d.record();
                     }
                 }
@@ -533,6 +570,9 @@ fn a_crash_after_any_commit_keeps_what_was_acknowledged() {
                     d.turn();
                     let expect_log = log_of(&d.bus, ch);
                     let expect_owed = owed_model(&d.bus, g);
+                    // The file holds the retained messages and the owed ones, nothing in between.
+                    let owed_total = d.bus.groups.get(g).unwrap().pending.len() + expect_owed.len();
+                    assert!(d.log_rows("jobs") <= expect_log.len() + owed_total, "seed {seed}");
                     let mut reopened = Disk::open(&d.crash()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
                     let ch2 = reopened.bus.channel("jobs").unwrap();
                     assert_eq!(log_of(&reopened.bus, ch2), expect_log, "seed {seed}");
