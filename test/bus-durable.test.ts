@@ -246,4 +246,15 @@ describe.runIf(ENGINE === 'wasm')('durable transport on wasm', () => {
     const error = await errorOf(() => Orrery.create({ transports: { disk: { kind: 'durable', path: fresh() } } }))
     expect(error).toMatchObject({ code: 'UNSUPPORTED', details: { transport: 'disk', kind: 'durable' } })
   })
+
+  it('is refused before any other transport connects (an unreachable broker does not hide it)', async () => {
+    const started = Date.now()
+    const error = await errorOf(() =>
+      Orrery.create({
+        transports: { disk: { kind: 'durable', path: fresh() }, far: { kind: 'redis', url: 'redis://127.0.0.1:1', connectTimeoutMs: 10_000 } },
+      }),
+    )
+    expect(error).toMatchObject({ code: 'UNSUPPORTED', details: { transport: 'disk' } })
+    expect(Date.now() - started).toBeLessThan(2_000)
+  })
 })

@@ -13,6 +13,7 @@ import { checkStoreOptions, Store, STORE_KEYS, type CheckedStoreOptions, type St
 import { Workflows, type WorkflowsOptions } from './workflows/runtime.js'
 import { checkTransports, type Bindings, type TransportOptions } from './transports/config.js'
 import { Transports } from './transports/link.js'
+import { inMemoryOnly } from './transports/durable.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
@@ -297,6 +298,9 @@ export class Orrery {
     // Checked before anything loads or connects.
     const transports = checkTransports(o.transports, o.bindings)
     const backend = await loadBackend(engine)
+    // Refused before any broker is connected: an unreachable one must not hide this.
+    const durable = transports?.transports.find((t) => t.kind === 'durable')
+    if (durable !== undefined && backend.name === 'wasm') throw inMemoryOnly(durable.name)
     const remote = transports === undefined ? undefined : await Transports.open(transports)
     try {
       return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote), clock)

@@ -22,6 +22,15 @@ function diskError(transport: string, reason: string): OrreryError {
   })
 }
 
+/** UNSUPPORTED for durable transport `transport` on an engine that keeps the bus in memory (wasm). */
+export function inMemoryOnly(transport: string): OrreryError {
+  return new OrreryError(
+    'UNSUPPORTED',
+    `transport "${transport}" is durable, and the wasm engine keeps the bus in memory: use the native engine for a durable transport`,
+    { details: { transport, kind: 'durable' } },
+  )
+}
+
 export class DurableDisk {
   private submitting = false
   private committedKnown = 0
@@ -40,12 +49,7 @@ export class DurableDisk {
    * comes back from it. The wasm engine cannot: UNSUPPORTED, as for a durable store there.
    */
   static open(core: BusCore, transport: string, options: CheckedDurableOptions): DurableDisk {
-    if (core.openDisk === undefined)
-      throw new OrreryError(
-        'UNSUPPORTED',
-        `transport "${transport}" is durable, and the wasm engine keeps the bus in memory: use the native engine for a durable transport`,
-        { details: { transport, kind: 'durable' } },
-      )
+    if (core.openDisk === undefined) throw inMemoryOnly(transport)
     return new DurableDisk(core.openDisk(options.path), transport)
   }
 
