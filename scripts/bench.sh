@@ -6,7 +6,9 @@
 #   npm run bench -- leak: 5,000 create/close cycles and 5 M acked messages per engine,
 #   npm run bench -- workflow: workflow runs on both engines against a SQLite checkpointing baseline,
 #   npm run bench -- transports: the bus bound to Redis Streams on both engines against redis-benchmark
-#   and the bare node-redis client on the same server; starts scripts/servers.sh's redis if it is down)
+#   and the bare node-redis client on the same server, request-reply on Redis and NATS against Moleculer over
+#   NATS, durable-publish (the durable transport) against better-sqlite3; starts scripts/servers.sh's redis
+#   and nats if they are down)
 #   ORRERY_BENCH_QUICK=1 npm run bench -- bus   (bus, store, registry, workflow, transports: two short rounds each, to
 #   check the harness; prints the table, writes no results)
 set -euo pipefail
