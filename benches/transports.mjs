@@ -477,12 +477,13 @@ const orreryDurable = durablePublish('orrery-durable', async (path) => {
   return {
     batch: () => orrery.bus.publishBatch(items),
     close: () => orrery.shutdown(),
-    // What a reopen of the file brings back, so the count is what reached the disk.
+    // What a reopen of the file brings back, so the count is what reached the disk: the next seq
+    // (seqs start at 0), as the channel's default retention trims the log to its newest 10,000.
     async count() {
       const reopened = await Orrery.create(options)
-      const { published, retained } = reopened.bus.stats('bench.durable')
+      const { nextSeq } = reopened.bus.stats('bench.durable')
       await reopened.shutdown()
-      return Math.max(published, retained)
+      return nextSeq
     },
   }
 })
