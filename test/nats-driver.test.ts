@@ -133,6 +133,67 @@ describe('nats transport options', () => {
       'TRANSPORT_UNAVAILABLE',
     )
   })
+
+  it.skipIf(IN_BROWSER || env['ORRERY_NO_SPAWN'] === '1')(
+    'a server that accepts the connection and never answers: create rejects and the process ends at once',
+    async () => {
+      const net = await import('node:net')
+      const { spawn } = await import('node:child_process')
+      const { fileURLToPath } = await import('node:url')
+      const fixture = fileURLToPath(new URL('./fixtures/nats-unanswered.mjs', import.meta.url))
+      // Servers of this test process: each accepts and never writes (silent), or completes the
+      // NATS handshake and never answers anything after it (mute: JetStream never answers).
+      const accepted = new Set<import('node:net').Socket>()
+      const serve = async (mute: boolean) => {
+        const server = net.createServer((socket) => {
+          accepted.add(socket)
+          socket.on('error', () => {})
+          socket.on('close', () => accepted.delete(socket))
+          if (!mute) return
+          socket.write(`INFO ${JSON.stringify({ server_id: 'mute', version: '2.10.0', proto: 1, headers: true, max_payload: 1_048_576 })}\r\n`)
+          socket.on('data', (chunk: Buffer) => {
+            socket.write('PONG\r\n'.repeat(chunk.toString().split('PING\r\n').length - 1))
+          })
+        })
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+        return { server, url: `nats://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}` }
+      }
+      const silent = [await serve(false), await serve(false)]
+      const mute = await serve(true)
+      try {
+        const cases = { silent: silent[0]!.url, 'two silent': silent.map((s) => s.url).join(','), mute: mute.url }
+        for (const [name, servers] of Object.entries(cases)) {
+          const child = spawn(process.execPath, [fixture, servers], {
+            env: { ...process.env, ORRERY_ENGINE: ENGINE },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          })
+          let out = ''
+          let err = ''
+          let rejectedAt = 0
+          child.stdout.on('data', (chunk: Buffer) => {
+            out += chunk.toString()
+            if (rejectedAt === 0 && out.includes('"rejected"')) rejectedAt = Date.now()
+          })
+          child.stderr.on('data', (chunk: Buffer) => {
+            err += chunk.toString()
+          })
+          const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+          const lingering = setTimeout(() => child.kill('SIGKILL'), 15_000)
+          const code = await exited
+          clearTimeout(lingering)
+          const exitAt = Date.now()
+          expect(code, `${name}: ${err}`).toBe(0)
+          expect(rejectedAt, `${name}: ${out}`).toBeGreaterThan(0)
+          expect(JSON.parse(out.trim().split('\n')[0]!), name).toMatchObject({ event: 'rejected', code: 'TRANSPORT_UNAVAILABLE' })
+          expect(exitAt - rejectedAt, name).toBeLessThan(1_000)
+        }
+      } finally {
+        for (const socket of accepted) socket.destroy()
+        for (const { server } of [...silent, mute]) server.close()
+      }
+    },
+    60_000,
+  )
 })
 
 describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {

@@ -161,4 +161,46 @@ describe.skipIf(nats.skip !== undefined)(`requests across processes on nats (${E
     const reply = await a.bus.request<number>(`${prefix}size`, new Uint8Array(900_000), { timeout: 20_000 })
     expect(reply.payload).toBe(900_000)
   })
+
+  it("a reply over the server's max_payload fails its request at once (HANDLER_ERROR, remoteCode MESSAGE_TOO_LARGE); the responder reports it", {
+    timeout: 30_000,
+  }, async () => {
+    const prefix = `rqn-${RUN}-${++runs}.`
+    const [a, b] = [await nats.open(prefix), await nats.open(prefix)]
+    opened.push(a, b)
+    const reported: unknown[] = []
+    b.bus.events.subscribe((e) => {
+      if (e.type === 'transport-error') reported.push(e.error)
+    })
+    b.bus.respond<number, string>(`${prefix}echo`, (req) => 'x'.repeat(req.payload), { group: 'echoers' })
+    const started = Date.now()
+    const err = await a.bus.request(`${prefix}echo`, 2_000_000, { timeout: 20_000 }).then(
+      () => undefined,
+      (error: unknown) => error,
+    )
+    expect(Date.now() - started).toBeLessThan(5_000)
+    expect(isOrreryError(err, 'HANDLER_ERROR')).toBe(true)
+    const { message, details } = err as { message: string; details: Record<string, unknown> }
+    expect(details).toMatchObject({ remoteCode: 'MESSAGE_TOO_LARGE', channel: `${prefix}echo` })
+    expect(message).toContain('1048576')
+    expect(message).toMatch(/a reply on channel .* is \d+ bytes/)
+    // The responder's process says so too, with the numbers.
+    await withTimeout(
+      (async () => {
+        while (reported.length === 0) await new Promise((r) => setTimeout(r, 10))
+      })(),
+      5_000,
+      'the transport-error on the responder',
+    )
+    expect(reported).toHaveLength(1)
+    expect(isOrreryError(reported[0], 'MESSAGE_TOO_LARGE')).toBe(true)
+    const bytes = (reported[0] as { details: Record<string, unknown> }).details['bytes'] as number
+    expect((reported[0] as { details: Record<string, unknown> }).details).toMatchObject({ transport: 'main', channel: `${prefix}echo`, limit: 1_048_576 })
+    expect(bytes).toBeGreaterThan(2_000_000)
+    expect(message).toContain(String(bytes))
+    // The responder goes on: a reply under the limit comes back.
+    const reply = await a.bus.request<string>(`${prefix}echo`, 900_000, { timeout: 20_000 })
+    expect(reply.payload).toHaveLength(900_000)
+    expect(a.bus.lateReplies()).toBe(0)
+  })
 })

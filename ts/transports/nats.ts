@@ -13,10 +13,13 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
+import { encodePayload } from '../codec.js'
 import { OrreryError } from '../errors.js'
+import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter, type Route, routeOf } from './records.js'
+import { watchSockets } from './socket-watch.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
 /** The parts of nats.js the driver uses. */
@@ -127,6 +130,28 @@ function routeOfMsg(m: JsMsg): Route | undefined {
   return h === undefined ? undefined : routeOf(h.get(REPLY_TO) || undefined, h.get(TIMEOUT) || undefined)
 }
 
+/**
+ * The error reply sent in place of `reply`: the same request token, channel and correlation id,
+ * and `{ message, code }` as the reply to a handler that threw (the requester's HANDLER_ERROR,
+ * `details.remoteCode` the code).
+ */
+function errorReply(reply: Uint8Array, error: OrreryError): Uint8Array {
+  const f = decodeFrame(reply)
+  const token = new DataView(reply.buffer, reply.byteOffset, reply.byteLength).getUint32(LAYOUT.offReply, true)
+  const w = new FrameWriter()
+  const meta = {
+    id: f.id,
+    kind: 'error',
+    priority: f.priority,
+    codec: 'json',
+    timestamp: f.timestamp,
+    expiresAt: f.expiresAt,
+    correlationId: f.correlationId,
+  } as const
+  w.push(f.channel, meta, encodePayload('json', { message: error.message, code: error.code }), token)
+  return w.bytes().slice()
+}
+
 /** A write not yet acknowledged: its records still to write, in order. */
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
@@ -208,7 +233,11 @@ export class NatsDriver implements Driver {
     const { servers, token, user, pass, tls, connectTimeoutMs } = this.config
     let timer: ReturnType<typeof setTimeout> | undefined
     let nc: NatsConnection | undefined
-    const attempt = (async () => {
+    let failed = false
+    // nats.js leaves a socket open when its own connect timeout fires (see socket-watch.ts): what
+    // the attempt opens is watched, so a failure closes all of it.
+    const sockets = await watchSockets()
+    const attempt = sockets.run(async () => {
       nc = await this.nats.transport.connect({
         servers: [...servers],
         timeout: connectTimeoutMs,
@@ -220,11 +249,11 @@ export class NatsDriver implements Driver {
         ...(pass === undefined ? {} : { pass }),
         ...(tls ? { tls: {} } : {}),
       })
-      if (this.closed) return
+      if (this.closed || failed) return
       // Asks the server for the account's JetStream: a server without it is refused here.
       this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
       this.js = this.jsm.jetstream()
-    })()
+    })
     try {
       // A server that accepts the connection but never answers is caught here too.
       await Promise.race([
@@ -236,14 +265,19 @@ export class NatsDriver implements Driver {
       this.nc = nc
       this.watchStatus(nc!)
     } catch (error) {
+      failed = true
       this.jsm = undefined
       this.js = undefined
-      void attempt.catch(() => {})
-      void attempt.then(() => nc?.close()).catch(() => {})
-      void nc?.close().catch(() => {})
+      // Nothing stays open: the connection (closed, it never reconnects), its sockets, and those
+      // nats.js still makes going on to its next server, or once it hands the connection over late.
+      const closeLate = () => nc?.close().catch(() => {})
+      void closeLate()
+      sockets.closeAll()
+      void attempt.then(closeLate, closeLate).finally(() => sockets.end())
       throw this.connectError(error)
     } finally {
       clearTimeout(timer)
+      if (!failed) sockets.end()
     }
   }
 
@@ -416,12 +450,31 @@ export class NatsDriver implements Driver {
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
-    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
+    const { write, written } = this.writes.add(this.fitReplies(records), this.config.publishTimeoutMs, () =>
       transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } }),
     )
     this.queue.push(write)
     this.pump()
     return written
+  }
+
+  /**
+   * A reply over the server's max_payload cannot be sent, and its requester would wait out its
+   * timeout: an error reply goes in its place (MESSAGE_TOO_LARGE naming the size and the limit, as
+   * a handler error's reply would carry it), so the request fails at once, and the responder's
+   * process reports it as a transport-error.
+   */
+  private fitReplies(records: readonly Egress[]): readonly Egress[] {
+    let fitted: Egress[] | undefined
+    records.forEach((record, i) => {
+      if (record.kind !== 'reply') return
+      const error = this.tooLarge(record.channel, record.frame, 0, 'a reply on')
+      if (error === undefined) return
+      fitted ??= records.slice()
+      fitted[i] = { ...record, frame: errorReply(record.frame, error) }
+      this.sink.failed(error)
+    })
+    return fitted ?? records
   }
 
   /** The bytes of a request's header lines (`<name>: <value>\r\n` each). */
@@ -433,7 +486,7 @@ export class NatsDriver implements Driver {
    * MESSAGE_TOO_LARGE if `frame`, with `headerLines` bytes of header lines (0: none), is over the
    * max_payload the server announced (1 MB unless the server is set otherwise); undefined if it fits.
    */
-  private tooLarge(channel: string, frame: Uint8Array, headerLines: number): OrreryError | undefined {
+  private tooLarge(channel: string, frame: Uint8Array, headerLines: number, what = 'a message to'): OrreryError | undefined {
     const limit = this.nc?.info?.max_payload
     if (limit === undefined || limit <= 0) return undefined
     // nats.js counts the headers in the payload: `NATS/1.0\r\n<lines>\r\n`.
@@ -441,7 +494,7 @@ export class NatsDriver implements Driver {
     if (bytes <= limit) return undefined
     return new OrreryError(
       'MESSAGE_TOO_LARGE',
-      `a message to channel ${channel} is ${bytes} bytes, over the limit of ${limit} bytes of nats transport ${this.transport}: ` +
+      `${what} channel ${channel} is ${bytes} bytes, over the limit of ${limit} bytes of nats transport ${this.transport}: ` +
         "the server's max_payload is the limit on this transport (below maxMessageBytes unless the server raises it)",
       { details: { transport: this.transport, channel, bytes, limit } },
     )
