@@ -63,6 +63,7 @@ export type {
   Health,
   LivenessOptions,
   RegistryEvent,
+  RemoteTag,
   Strategy,
 } from './agents/registry.js'
 export type { RouteOptions } from './agents/router.js'
