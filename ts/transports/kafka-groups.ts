@@ -122,6 +122,11 @@ export class KafkaGroupReader {
       isolationLevel: this.driver.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
     } as never) as Consumer<Buffer, Buffer, Buffer, Buffer>
     this.consumer = consumer
+    // The client reports a failed rejoin of the group (the broker gone, a rebalance that timed out)
+    // as an 'error' event: unheard, Node throws it as an uncaught exception and ends the process.
+    consumer.on('error', (error: unknown) => {
+      if (!this.closed && this.reading) this.driver.sink.failed(error)
+    })
     consumer
       .consume({
         topics: [this.topic],
