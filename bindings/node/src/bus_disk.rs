@@ -13,138 +13,45 @@
 //! is dead-lettered by a reopen after `maxDeliveries` crashes. Once the disk failed, the bus is
 //! told, and refuses publishes to durable channels before anything is published.
 
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use napi::bindgen_prelude::Function;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
 use napi_derive::napi;
 use orrery_core::bus::persist::{recover, BusJournal};
-use orrery_core::store::persist::{Batch, Committer, PersistError, Persistence, Progress, Row, RowVisitor};
+use orrery_core::store::persist::{Batch, Committer, PersistError, Progress};
 use orrery_core::{Bus, BusError, Coded};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::TableDefinition;
 
 use crate::bus::NativeBus;
+use crate::disk::{open_redb, read_header, send, spawn_writer, Header, Listener, Listening, Redb, RowTable};
 use crate::error::{to_js, Code, Result};
 
 /// Every row of the bus (see `orrery_core::bus::persist` for the keys).
-const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bus_rows");
+const ROWS: RowTable = TableDefinition::new("bus_rows");
 
-/// Called on the JS thread with the highest committed ticket, or -1 after a failed commit.
-type Listener = ThreadsafeFunction<f64, (), f64, Status, false, false, 0>;
-type Listening = Arc<Mutex<Option<Listener>>>;
 /// Signalled by the writer after every commit (or failure), for a call waiting on one.
 type Committed = Arc<(Mutex<()>, Condvar)>;
 
-/// The first bytes of every redb file: a file without them was never one.
-const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
-
-fn db_error(err: impl Into<redb::Error>) -> PersistError {
-    match err.into() {
-        redb::Error::Corrupted(reason) => {
-            PersistError::Damaged(format!("{reason}; restore it from a backup or move it away to start empty"))
-        }
-        redb::Error::DatabaseAlreadyOpen => {
-            PersistError::Io("the file is open already (in this or another process)".to_owned())
-        }
-        other => PersistError::Io(other.to_string()),
-    }
-}
-
-fn io(err: impl std::fmt::Display) -> PersistError {
-    PersistError::Io(err.to_string())
-}
-
-/// The bus file as the core's persistence engine: rows go into one write transaction, opened
-/// with the first change after a commit.
-struct Redb {
-    db: Database,
-    txn: Option<WriteTransaction>,
-}
-
-impl Persistence for Redb {
-    fn read_meta(&mut self) -> std::result::Result<Option<Vec<u8>>, PersistError> {
-        Ok(None)
-    }
-
-    fn read_rows(&mut self, each: &mut RowVisitor<'_>) -> std::result::Result<(), PersistError> {
-        let read = self.db.begin_read().map_err(db_error)?;
-        for row in read.open_table(ROWS).map_err(db_error)?.iter().map_err(db_error)? {
-            let (key, value) = row.map_err(db_error)?;
-            each(key.value(), value.value())?;
-        }
-        Ok(())
-    }
-
-    fn write_rows(&mut self, rows: &[Row<'_>]) -> std::result::Result<(), PersistError> {
-        if self.txn.is_none() {
-            self.txn = Some(self.db.begin_write().map_err(db_error)?);
-        }
-        let txn = self.txn.as_ref().ok_or_else(|| io("no write transaction"))?;
-        let mut table = txn.open_table(ROWS).map_err(db_error)?;
-        for row in rows {
-            match row.value {
-                Some(value) => table.insert(row.key, value).map(drop),
-                None => table.remove(row.key).map(drop),
-            }
-            .map_err(db_error)?;
-        }
-        Ok(())
-    }
-
-    fn put_meta(&mut self, _meta: &[u8]) -> std::result::Result<(), PersistError> {
-        Ok(())
-    }
-
-    fn commit(&mut self) -> std::result::Result<(), PersistError> {
-        match self.txn.take() {
-            Some(txn) => txn.commit().map_err(db_error),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Whether a file is there to open, or why an existing one is not a bus file (redb's `create`
-/// would make any file a new database, and what it held would be gone without a word). An empty
-/// file counts as absent: a process killed while it created the file leaves one, and nothing was
-/// ever acknowledged from it.
-fn check_header(path: &str) -> std::result::Result<bool, PersistError> {
-    use std::io::Read;
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(err) => return Err(io(err)),
-    };
-    if file.metadata().map_err(io)?.len() == 0 {
-        return Ok(false);
-    }
-    let mut head = [0u8; MAGIC.len()];
-    if file.read_exact(&mut head).is_err() || head != MAGIC {
-        return Err(PersistError::Damaged("it is not a bus file (no redb header); move it away to start empty".into()));
-    }
-    Ok(true)
-}
-
-/// Opens the file and reads it whole into `bus`; redb may panic on pages damaged outside it, so
-/// the open checks every page and runs under `catch_unwind`: a panic there is a damaged file.
+/// Opens (or creates) the bus file and reads it whole into `bus`. An empty file counts as absent:
+/// a process killed while it created the file leaves one, and nothing was ever acknowledged from
+/// it; a file without redb's header is refused (redb's `create` would wipe it).
 fn open_checked(path: &str, bus: &mut Bus, now: f64) -> std::result::Result<Committer<Redb>, PersistError> {
-    let exists = check_header(path)?;
-    let read = std::panic::AssertUnwindSafe(|| -> std::result::Result<_, PersistError> {
-        let mut builder = Database::builder();
-        builder.set_check_integrity_on_open(true);
-        let db = if exists { builder.open(path) } else { builder.create(path) }.map_err(db_error)?;
-        let txn = db.begin_write().map_err(db_error)?;
-        txn.open_table(ROWS).map_err(db_error)?;
-        txn.commit().map_err(db_error)?;
-        let mut engine = Redb { db, txn: None };
+    let exists = match read_header(path)? {
+        Header::Absent | Header::Empty => false,
+        Header::Redb => true,
+        Header::Foreign(_) => {
+            return Err(PersistError::Damaged(
+                "it is not a bus file (no redb header); move it away to start empty".into(),
+            ))
+        }
+    };
+    open_redb(path, exists, ROWS, None, |mut engine| {
         recover(&mut engine, bus, now)?;
         Ok(Committer::new(engine, None))
-    });
-    std::panic::catch_unwind(read)
-        .unwrap_or_else(|_| Err(PersistError::Damaged("reading it failed (a panic in the file engine)".into())))
+    })
 }
 
 /// The open bus file's writer thread and the journal that feeds it.
@@ -156,45 +63,20 @@ pub struct BusDisk {
     committed: Committed,
 }
 
-fn send(sender: Option<&Sender<Batch>>, batch: Batch) -> std::result::Result<(), PersistError> {
-    sender.ok_or(PersistError::Closed)?.send(batch).map_err(|_| PersistError::Stopped)
-}
-
 impl BusDisk {
     /// Opens (or creates) the file at `path` and reads it into `bus` (fresh). A file that exists
     /// but does not check out is refused as damaged, never opened empty.
     fn open(path: &str, bus: &mut Bus, now: f64) -> std::result::Result<Self, PersistError> {
-        let mut committer = open_checked(path, bus, now)?;
+        let committer = open_checked(path, bus, now)?;
         let progress = Arc::new(Progress::new(path));
         let listener: Listening = Arc::default();
         let signal: Committed = Arc::default();
-        let (sender, receiver) = channel();
-        let (thread_progress, thread_listener) = (Arc::clone(&progress), Arc::clone(&listener));
         let thread_signal = Arc::clone(&signal);
-        let thread = std::thread::Builder::new()
-            .name("orrery-bus-disk".into())
-            .spawn(move || {
-                let tell = |outcome| {
-                    let told = thread_progress.record(outcome);
-                    {
-                        let (lock, signal) = &*thread_signal;
-                        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        signal.notify_all();
-                    }
-                    if let Ok(listener) = thread_listener.lock() {
-                        if let Some(listener) = listener.as_ref() {
-                            listener.call(told, ThreadsafeFunctionCallMode::NonBlocking);
-                        }
-                    }
-                };
-                let run = std::panic::AssertUnwindSafe(|| {
-                    committer.run(true, || receiver.recv().ok(), || receiver.try_recv().ok(), &tell);
-                });
-                if std::panic::catch_unwind(run).is_err() {
-                    tell(Err(PersistError::Panicked));
-                }
-            })
-            .map_err(io)?;
+        let (sender, thread) = spawn_writer("orrery-bus-disk", committer, true, &progress, &listener, move || {
+            let (lock, signal) = &*thread_signal;
+            let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            signal.notify_all();
+        })?;
         let journal = BusJournal::new(progress);
         let mut disk = Self { sender: Some(sender), thread: Some(thread), journal, listener, committed: signal };
         // What the reopen changed (dead letters of spent entries, rows no group owes any more)
