@@ -11,15 +11,11 @@ import type { ChannelRef, HistoryBound } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
 import { closeClient, FETCH_WAIT_MS, type Offsets, protocolIds, RETRY_MS, recordRoute, type TopicLayout } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
+import { CatchUps } from './catch-up.js'
 
 /** Record batch attributes (Kafka's record batch format). */
 const IS_CONTROL = 1 << 5
 const LOG_APPEND_TIME = 1 << 3
-
-interface Waiter {
-  after: Offsets | undefined
-  readonly start: () => void
-}
 
 export class KafkaMirror {
   readonly ready: Promise<void>
@@ -30,7 +26,7 @@ export class KafkaMirror {
   /** Until the history is in: where it ends, and what resolves `ready`. */
   private history: { until: Offsets; done: () => void } | undefined
   private oldest = 0
-  private readonly waiters: Waiter[] = []
+  private readonly waiters = new CatchUps<Offsets>()
   private readonly writer = new IngestWriter()
   private loop: Promise<void> | undefined
 
@@ -179,7 +175,7 @@ export class KafkaMirror {
         this.next.set(p, offset)
         // The history may end here, and a subscribe waiting for this point starts before this record.
         if (this.history !== undefined) this.checkHistory()
-        else if (this.waiters.length > 0) this.release()
+        else if (this.waiters.waiting) this.release()
         this.next.set(p, offset + 1n)
         const at = Number(appended ? batch.maxTimestamp : batch.firstTimestamp + record.timestampDelta)
         if (record.value !== null && at >= this.oldest) this.writer.live(this.channel.id, at, record.value, recordRoute(record.headers))
@@ -195,37 +191,23 @@ export class KafkaMirror {
 
   /** Runs `start` once the mirror holds every record up to `marker` (each partition's end then), and none after. */
   catchUp(marker: Promise<Offsets>, start: () => void): () => void {
-    const waiter: Waiter = { after: undefined, start }
-    this.waiters.push(waiter)
-    marker.then(
-      (at) => {
-        waiter.after = at
-        this.release()
-      },
-      (error: unknown) => {
-        this.cancel(waiter)
-        if (this.driver.isClosed || this.stopped) start()
+    return this.waiters.add(
+      marker,
+      start,
+      () => this.release(),
+      (error, begin) => {
+        if (this.driver.isClosed || this.stopped) begin()
         else this.driver.sink.failed(error)
       },
     )
-    return () => this.cancel(waiter)
-  }
-
-  private cancel(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter)
-    if (i >= 0) this.waiters.splice(i, 1)
   }
 
   private release(): void {
-    if (this.waiters.length === 0 || this.history !== undefined) return
-    const due = this.waiters.filter((w) => w.after !== undefined && this.reached(w.after))
-    if (due.length === 0) return
-    // What is read so far goes in first: the subscription starts after it.
-    this.flush()
-    for (const w of due) {
-      this.cancel(w)
-      w.start()
-    }
+    if (!this.waiters.waiting || this.history !== undefined) return
+    this.waiters.release(
+      (after) => this.reached(after),
+      () => this.flush(),
+    )
   }
 
   stop(): void {

@@ -21,6 +21,7 @@ import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef,
 import { IngestWriter, type Route, routeOf } from './records.js'
 import { watchSockets } from './socket-watch.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
+import { CatchUps } from './catch-up.js'
 
 /** The parts of nats.js the driver uses. */
 export interface NatsModules {
@@ -899,7 +900,7 @@ class MirrorReader {
   /** The last stream sequence added. */
   private last = 0
   /** Subscribes waiting for the mirror to reach a marker (`after`: undefined until it is known). */
-  private readonly waiters: Array<{ after: Marker | undefined; start: () => void }> = []
+  private readonly waiters = new CatchUps<Marker>()
   /** Until the history is in: the sequence it ends at, and what resolves `ready`. */
   private history: { until: number; done: () => void } | undefined
   private oldest = 0
@@ -1090,24 +1091,12 @@ class MirrorReader {
 
   /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
   catchUp(marker: Promise<Marker>, start: () => void): () => void {
-    const waiter: { after: Marker | undefined; start: () => void } = { after: undefined, start }
-    this.waiters.push(waiter)
-    marker.then(
-      (at) => {
-        waiter.after = at
-        this.release()
-      },
-      (error: unknown) => {
-        this.cancel(waiter)
-        this.driver.sinkOf.failed(error)
-      },
+    return this.waiters.add(
+      marker,
+      start,
+      () => this.release(),
+      (error) => this.driver.sinkOf.failed(error),
     )
-    return () => this.cancel(waiter)
-  }
-
-  private cancel(waiter: { after: Marker | undefined; start: () => void }): void {
-    const i = this.waiters.indexOf(waiter)
-    if (i >= 0) this.waiters.splice(i, 1)
   }
 
   /** Whether the mirror has reached `at` (before `next`, the entry about to be added, if given). */
@@ -1119,22 +1108,18 @@ class MirrorReader {
 
   /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
   private release(next?: number): void {
-    if (this.waiters.length === 0 || this.history !== undefined) return
-    const due = this.waiters.filter((w) => w.after !== undefined && this.reached(w.after, next))
-    if (due.length === 0) return
-    // What is read so far goes in first: the subscription starts after it.
-    this.flush()
-    for (const w of due) {
-      this.cancel(w)
-      w.start()
-    }
+    if (!this.waiters.waiting || this.history !== undefined) return
+    this.waiters.release(
+      (after) => this.reached(after, next),
+      () => this.flush(),
+    )
   }
 
   private add(m: JsMsg): void {
     if (this.stopped) return
     const seq = m.seq
     if (seq <= this.last) return
-    if (this.waiters.length > 0) this.release(seq)
+    if (this.waiters.waiting) this.release(seq)
     this.last = seq
     const at = Math.floor(m.info.timestampNanos / 1e6)
     if (at >= this.oldest) this.writer.live(this.channel.id, at, m.data, routeOfMsg(m))

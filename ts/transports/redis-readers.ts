@@ -8,6 +8,7 @@ import type { ChannelRef, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter, type Route, routeOf } from './records.js'
 import { threshold } from './writes.js'
 import type { Connection, RedisDriver } from './redis.js'
+import { CatchUps } from './catch-up.js'
 
 /** Compares two stream entry ids (`<ms>-<seq>`). */
 export function compareIds(a: string, b: string): number {
@@ -148,46 +149,30 @@ export abstract class Reader {
 export class MirrorReader extends Reader {
   readonly ready: Promise<void>
   private last = '0-0'
-  /** Subscribes waiting for the mirror to reach a marker (`after`: undefined until it is known). */
-  private readonly waiters: Array<{ after: string | undefined; start: () => void }> = []
+  /** Subscriptions waiting for the mirror to reach an entry id. */
+  private readonly waiters = new CatchUps<string>()
 
   /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
   catchUp(marker: Promise<string>, start: () => void): () => void {
-    const waiter: { after: string | undefined; start: () => void } = { after: undefined, start }
-    this.waiters.push(waiter)
-    marker.then(
-      (id) => {
-        waiter.after = id
-        this.release()
-      },
-      (error: unknown) => {
-        this.cancel(waiter)
+    return this.waiters.add(
+      marker,
+      start,
+      () => this.release(),
+      (error, begin) => {
         // Cut by this Orrery's own stop: the subscriber starts on a closed bus, which ends it.
-        if (this.driver.isClosed || this.stopped) start()
+        if (this.driver.isClosed || this.stopped) begin()
         else this.driver.sinkOf.failed(error)
       },
     )
-    return () => this.cancel(waiter)
-  }
-
-  private cancel(waiter: { after: string | undefined; start: () => void }): void {
-    const i = this.waiters.indexOf(waiter)
-    if (i >= 0) this.waiters.splice(i, 1)
   }
 
   /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
   private release(next?: string): void {
-    if (this.waiters.length === 0) return
-    const due = this.waiters.filter(
-      (w) => w.after !== undefined && (compareIds(this.last, w.after) >= 0 || (next !== undefined && compareIds(next, w.after) > 0)),
+    if (!this.waiters.waiting) return
+    this.waiters.release(
+      (after) => compareIds(this.last, after) >= 0 || (next !== undefined && compareIds(next, after) > 0),
+      () => this.ingest(),
     )
-    if (due.length === 0) return
-    // What is read so far goes in first: the subscription starts after it.
-    this.ingest()
-    for (const w of due) {
-      this.cancel(w)
-      w.start()
-    }
   }
 
   constructor(
@@ -219,7 +204,7 @@ export class MirrorReader extends Reader {
 
   private add(entry: Entry): void {
     const id = entry[0].toString('latin1')
-    if (this.waiters.length > 0) this.release(id)
+    if (this.waiters.waiting) this.release(id)
     this.last = id
     const frame = frameOf(entry[1])
     if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame, entryRoute(entry[1]))
