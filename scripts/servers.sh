@@ -3,8 +3,8 @@
 #
 #   scripts/servers.sh install|start|stop|restart|status|env [--keep] [--for PID] [NAME...]
 #
-# NAME is redis, redis-spare, nats, nats-spare, nats-durable, kafka or all (the default: every one but
-# the spares).
+# NAME is redis, redis-spare, nats, nats-spare, nats-durable, kafka, kafka-spare or all (the default:
+# every one but the spares).
 # Every server binds 127.0.0.1 only,
 # on ports no one else uses by default (never Redis's 6379 or NATS's 4222):
 #   redis         16379  Debian's redis-server; AOF on, fsync on every write, no RDB snapshots
@@ -13,6 +13,7 @@
 #   nats-spare    14224  the same (HTTP 18224, no WebSocket), for a test that stops or restarts its server
 #   nats-durable  14223  nats-server, JetStream fsyncing every write (sync_interval always), HTTP 18223
 #   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m
+#   kafka-spare   19094  the same (controller on 19095), for a test that stops, kills or restarts its broker
 #
 # install   puts each server where start finds it; checks first, so it is a fast no-op when current.
 #           redis comes from Debian (scripts/setup.sh installs the package); nats-server and the `nats`
@@ -55,16 +56,16 @@ MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 port_of() {
   case "$1" in
-    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-spare) echo 14224 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;;
+    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-spare) echo 14224 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;; kafka-spare) echo 19094 ;;
   esac
 }
 # How long start waits for a server to answer (Kafka takes about 10 s on 2 cores).
 start_timeout_of() {
-  case "$1" in kafka) echo 90 ;; *) echo 20 ;; esac
+  case "$1" in kafka | kafka-spare) echo 90 ;; *) echo 20 ;; esac
 }
 # A word of the process's command line: a pid file whose pid now belongs to another program is stale.
 cmdline_mark_of() {
-  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-spare | nats-durable) echo nats-server ;; kafka) echo kafka.Kafka ;; esac
+  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-spare | nats-durable) echo nats-server ;; kafka | kafka-spare) echo kafka.Kafka ;; esac
 }
 
 die() {
@@ -194,7 +195,7 @@ install_one() {
   case "$1" in
     redis | redis-spare) install_redis ;;
     nats | nats-spare | nats-durable) install_nats ;;
-    kafka) install_kafka ;;
+    kafka | kafka-spare) install_kafka ;;
   esac
 }
 
@@ -214,7 +215,7 @@ ready() {
     nats-spare) curl -sf http://127.0.0.1:18224/healthz >/dev/null ;;
     nats-durable) curl -sf http://127.0.0.1:18223/healthz >/dev/null ;;
     # The port opens a moment before the broker serves; its log says when it has started.
-    kafka) port_open "$(port_of kafka)" && grep -q 'Kafka Server started' "$(files_of kafka)/server.log" ;;
+    kafka | kafka-spare) port_open "$(port_of "$name")" && grep -q 'Kafka Server started' "$(files_of "$name")/server.log" ;;
   esac
 }
 
@@ -249,8 +250,10 @@ start_one() {
       write_config "$CONF_DIR/$name.conf" "$dir/nats.conf" "$dir/data"
       cmd=("$CACHE/bin/nats-server" -c "$dir/nats.conf")
       ;;
-    kafka)
+    kafka | kafka-spare)
       write_config "$CONF_DIR/kafka.properties" "$dir/server.properties" "$dir/data"
+      # The spare is the shared broker's config on ports of its own.
+      [ "$name" != kafka-spare ] || sed -i 's/:19092/:19094/g; s/:19093/:19095/g' "$dir/server.properties"
       if [ ! -f "$dir/data/meta.properties" ]; then
         java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format --standalone \
           -t "$(cat "$KAFKA_HOME/cluster-id")" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
@@ -351,6 +354,7 @@ env_one() {
     nats-spare) echo "ORRERY_NATS_SPARE_URL=nats://127.0.0.1:14224" ;;
     nats-durable) echo "ORRERY_NATS_DURABLE_URL=nats://127.0.0.1:14223" ;;
     kafka) echo "ORRERY_KAFKA_BROKERS=127.0.0.1:19092" ;;
+    kafka-spare) echo "ORRERY_KAFKA_SPARE_BROKERS=127.0.0.1:19094" ;;
   esac
 }
 
@@ -378,8 +382,8 @@ while [ $# -gt 0 ]; do
       [[ "$user" =~ ^[0-9]+$ ]] || die "--for takes a process id"
       ;;
     all) names+=("${ALL[@]}") ;;
-    redis | redis-spare | nats | nats-spare | nats-durable | kafka) names+=("$arg") ;;
-    *) die "unknown server or option: $arg (servers: ${ALL[*]} redis-spare nats-spare, all)" ;;
+    redis | redis-spare | nats | nats-spare | nats-durable | kafka | kafka-spare) names+=("$arg") ;;
+    *) die "unknown server or option: $arg (servers: ${ALL[*]} redis-spare nats-spare kafka-spare, all)" ;;
   esac
 done
 explicit=${#names[@]}
