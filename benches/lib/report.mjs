@@ -48,7 +48,7 @@ export function formatTable(scenarios, reference, unit = 'msgs/s') {
         pair(r.best.msgs_per_sec, r.median.msgs_per_sec, (v) => number.format(v)),
         pair(r.best.p99_us, r.median.p99_us, (v) => number.format(v)),
         base ? pair(ratio('best'), ratio('median'), (v) => `${v.toFixed(2)}×`) : '-',
-        Object.entries(extra).map(([k, v]) => figure(k, v)).join(' '),
+        [...(r.best.p50_us === undefined ? [] : [['p50_us', r.best.p50_us]]), ...Object.entries(extra)].map(([k, v]) => figure(k, v)).join(' '),
       ])
     }
   }

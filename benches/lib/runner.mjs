@@ -32,7 +32,7 @@ const REPLY_MS = 180_000
  * `{ id, contenders: [id, setup][], rounds?, warmups = 1, fresh?, derive?, replyMs? }`
  * (`replyMs`: how long a child may take to reply, for scenarios whose rounds are known to be
  * slower than the default's three minutes):
- * `setup()` resolves to `{ round, close }`, `round()` to `{ msgs, ms, p99_us, extra? }`, and
+ * `setup()` resolves to `{ round, close }`, `round()` to `{ msgs, ms, p99_us, p50_us?, extra? }`, and
  * `close(total)` gets every message the contender sent (warm-ups included) to check that all
  * arrived, and returns extras for the results. `derive(figures, contender, all)` adds figures
  * computed from a contender's rate (and the others', `all`), once for the best and once for the
@@ -167,16 +167,23 @@ const median = (values) => {
 }
 
 /**
- * `best`: the fastest round's rate and the lowest p99 of any round (outside load only ever slows
+ * `best`: the fastest round's rate and the lowest p99 (and p50) of any round (outside load only ever slows
  * a round, so these are the closest to the uncontended cost); `median`: the typical round. The
  * top-level `msgs_per_sec` and `p99_us` repeat the best, as results before the split had them.
  */
 function summary(rounds, extra) {
   const rates = rounds.map(({ msgs, ms }) => (msgs / ms) * 1000)
-  const p99s = rounds.map((r) => r.p99_us).filter((v) => v !== null && v !== undefined)
+  const reported = (key) => rounds.map((r) => r[key]).filter((v) => v !== null && v !== undefined)
+  const p99s = reported('p99_us')
   const fastest = rates.indexOf(Math.max(...rates))
   const best = { msgs_per_sec: Math.round(rates[fastest]), p99_us: p99s.length ? Math.min(...p99s) : null }
   const typical = { msgs_per_sec: Math.round(median(rates)), p99_us: p99s.length ? Math.round(median(p99s) * 100) / 100 : null }
+  // A p50 only where the rounds report one (a round trip's), chosen as the p99 is.
+  const p50s = reported('p50_us')
+  if (p50s.length > 0) {
+    best.p50_us = Math.min(...p50s)
+    typical.p50_us = Math.round(median(p50s) * 100) / 100
+  }
   return {
     msgs_per_sec: best.msgs_per_sec,
     p99_us: best.p99_us,
