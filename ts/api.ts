@@ -38,6 +38,9 @@ export { Store, Transaction } from './store/store.js'
 export type { RemoteChange, StoreEvent, StoreOptions, TxnWriteOptions } from './store/store.js'
 export type { Ack } from './store/context.js'
 export { Namespace } from './store/namespace.js'
+export { StrongNamespace } from './store/strong.js'
+export type { StrongUpdateOptions, StrongWatchOptions, StrongWriteOptions } from './store/strong.js'
+export type { ReplicatedOptions, StrongOptions } from './store/shared.js'
 export type { NamespaceOptions, WatchOptions, WriteOptions } from './store/namespace.js'
 export type { Change, Entry, Stamp } from './store/records.js'
 export { Topic } from './bus/topic.js'
@@ -247,7 +250,10 @@ export class Orrery {
   openStore(options: StoreOptions & { path: string }): Store<true>
   openStore(options?: StoreOptions & { path?: undefined }): Store<false>
   openStore(options: StoreOptions = {}): Store<boolean> {
-    return openStoreOn(this.backend, checkStoreOptions(options), this.clock)
+    const store = openStoreOn(this.backend, checkStoreOptions(options), this.clock)
+    // Its shared namespaces (`store.shared`) travel on this Orrery's transports.
+    store.linkBus(this.bus)
+    return store
   }
 
   /**

@@ -8,6 +8,7 @@
  */
 import { Subject } from 'rxjs'
 
+import type { Bus } from '../bus/bus.js'
 import type { StoreCore } from '../engines/backend.js'
 import { DEFAULTS, LIMITS } from '../engines/manifest.js'
 import { callable, finite, int, intOr, keysOf, msOrNone, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
@@ -17,6 +18,8 @@ import { checkWrite, Namespace, NAMESPACE_KEYS, type NamespaceOptions } from './
 import type { InferOutput, StandardSchemaV1 } from '../schema.js'
 import { checkSchema } from '../schema.js'
 import { nextRecord, readChange, type Change } from './records.js'
+import { openShared, type ReplicatedOptions, type SharedHost, type StrongOptions } from './shared.js'
+import type { StrongNamespace } from './strong.js'
 import { Stream } from '../stream.js'
 import { DeadlineTimer } from '../timer.js'
 import { ACTION, CONDITION, LAGGED, putWrite, writeBound } from './wire.js'
@@ -220,6 +223,13 @@ export type StoreEvent =
    * its error; reported once, and `close()` still releases the store.
    */
   | { type: 'engine-failed'; error: OrreryError }
+  /**
+   * A namespace shared across processes could not publish a change (the broker refused it or was
+   * unreachable past the transport's publish timeout), or a change another process published was
+   * refused here (a value its schema rejects, a stamp too far ahead). Local writes are never
+   * failed by it: the change stays here, and reaches the others with the next state exchange.
+   */
+  | { type: 'shared-error'; namespace: string; operation: 'publish' | 'merge'; error: unknown }
 
 /** A store: namespaces of versioned keys. */
 export class Store<D extends boolean = false> {
@@ -234,7 +244,7 @@ export class Store<D extends boolean = false> {
   private readonly writerNames: string[] = []
   private readonly namespaces = new Map<string, Namespace<unknown, D>>()
   private readonly watches = new Map<number, WatchSink>()
-  private readonly shared = new Map<string, { id: number; watch: WatchSink }>()
+  private readonly sharedWatches = new Map<string, { id: number; watch: WatchSink }>()
   /** Durable writes waiting for their commit, in ticket order. */
   private readonly waiters: { ticket: number; value: number; resolve: (value: number) => void; reject: (e: unknown) => void }[] = []
   private listening = false
@@ -263,6 +273,8 @@ export class Store<D extends boolean = false> {
     false,
   )
   private readonly ctx: StoreContext
+  /** What the store's shared namespaces need of it, and the bus of the Orrery that opened it. */
+  private sharing: { bus: Bus | undefined; stops: Array<() => void> } = { bus: undefined, stops: [] }
 
   /** @internal */
   static create<D extends boolean>(core: StoreCore, clock: () => number, maxClockDriftMs?: number): Store<D> {
@@ -281,7 +293,7 @@ export class Store<D extends boolean = false> {
       expiring: false,
       now: clock,
       watches: this.watches,
-      shared: this.shared,
+      shared: this.sharedWatches,
       writerId: (name) => this.writerId(name),
       writerName: (id) => this.writerName(id),
       ack: (result, ttl, conflictAt) => this.ack(result, ttl, conflictAt),
@@ -347,6 +359,46 @@ export class Store<D extends boolean = false> {
     const ns = Namespace.create<unknown, D>(this.ctx, id, name, options)
     this.namespaces.set(name, ns)
     return ns
+  }
+
+  /**
+   * A namespace shared with other processes through a transport of the Orrery that opened this
+   * store (`orrery.openStore()`); see docs/store.md "A namespace across processes".
+   *
+   * - `consistency: 'replicated'` (default): a namespace of this store, written at once (sync in
+   *   memory) and published in the background; the others merge each change by its stamp (later
+   *   wins) or by `merge`. Eventual convergence; no compare-and-set across processes.
+   * - `consistency: 'strong'` (redis, nats): a {@link StrongNamespace} whose writes go through the
+   *   broker, which checks `ifVersion`: of two processes racing a compare-and-set exactly one wins.
+   */
+  shared<T = unknown>(name: string, options: ReplicatedOptions<T>): Promise<Namespace<T, D>>
+  shared<T = unknown>(name: string, options: StrongOptions): Promise<StrongNamespace<T>>
+  shared(name: string, options: ReplicatedOptions<unknown> | StrongOptions): Promise<Namespace<unknown, D> | StrongNamespace<unknown>> {
+    return openShared(this.sharedHost(), name, options)
+  }
+
+  /** @internal Binds the store to the bus of the Orrery that opened it (its transports carry shared namespaces). */
+  linkBus(bus: Bus): void {
+    this.sharing.bus = bus
+  }
+
+  private sharedHost(): SharedHost {
+    this.checkOpen()
+    const host: SharedHost = {
+      bus: this.sharing.bus,
+      replica: this.writerName(0),
+      maxValueBytes: this.core.maxValueBytes,
+      isClosed: () => this.closed,
+      revision: () => this.core.revision(),
+      namespace: (name, options) => this.namespace(name, options as NamespaceOptions<undefined>),
+      merge: (ns, change, resolve) => this.merge(ns, change, resolve) as number | Promise<number>,
+      report: (event) => {
+        if (this.eventSubject.observed) this.eventSubject.next(event)
+        else console.error(`Orrery: shared namespace ${event.namespace} failed to ${event.operation} (listen on store.events for 'shared-error'):`, event.error)
+      },
+      onClose: (stop) => this.sharing.stops.push(stop),
+    }
+    return host
   }
 
   /** A transaction; `writer` names who writes it (default: the store's replica). */
@@ -470,9 +522,10 @@ export class Store<D extends boolean = false> {
     this.closed = true
     this.ctx.closed = true
     this.expiries.cancel()
+    for (const stop of this.sharing.stops.splice(0)) stop()
     const watches = [...this.watches.values()]
     this.watches.clear()
-    this.shared.clear()
+    this.sharedWatches.clear()
     for (const watch of watches) for (const { sink } of watch.subscribers) sink.complete()
     this.eventSubject.complete()
     this.core.close()
@@ -666,7 +719,7 @@ export class Store<D extends boolean = false> {
     }
     const watches = [...this.watches.values()]
     this.watches.clear()
-    this.shared.clear()
+    this.sharedWatches.clear()
     for (const watch of watches) for (const { sink } of watch.subscribers) sink.error(error)
   }
 
@@ -687,7 +740,7 @@ export class Store<D extends boolean = false> {
 
   private endWatch(id: number, watch: WatchSink): void {
     this.watches.delete(id)
-    if (watch.sharedAs !== undefined) this.shared.delete(watch.sharedAs)
+    if (watch.sharedAs !== undefined) this.sharedWatches.delete(watch.sharedAs)
   }
 
   /** Arms the timer for the next TTL. */

@@ -268,6 +268,20 @@ export class Transports {
     for (const pattern of patterns) this.runtime.set(pattern, target!)
   }
 
+  /**
+   * @internal The transport named `name` (undefined: none), with its driver (none for a memory or
+   * durable transport): what the store's shared namespaces talk to the broker through.
+   */
+  transportNamed(name: string): { readonly name: string; readonly kind: TransportKind; readonly driver: Driver | undefined } | undefined {
+    const t = this.config.transports.find((c) => c.name === name)
+    return t === undefined ? undefined : { name: t.name, kind: t.kind, driver: this.drivers.get(t.id) }
+  }
+
+  /** @internal The names of the configured transports, for errors that list them. */
+  configuredNames(): string[] {
+    return this.config.transports.map((t) => t.name)
+  }
+
   private track(id: number, name: string, transport: CheckedTransport): void {
     if (this.bound.has(id)) return
     this.bound.set(id, {

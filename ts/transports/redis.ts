@@ -623,6 +623,11 @@ export class RedisDriver implements Driver {
     return this.options
   }
 
+  /** @internal The prefix of every key this transport writes (the store's strong namespaces put theirs under it). */
+  get keyPrefix(): string {
+    return this.config.keyPrefix
+  }
+
   /** @internal */
   keyOf(channel: string): string {
     return this.key(channel)

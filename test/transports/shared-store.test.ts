@@ -1,0 +1,404 @@
+/**
+ * A store namespace shared by processes (docs/store.md "A namespace across processes"), on every
+ * broker transport: replicated namespaces on redis, nats and kafka (concurrent writes converge by
+ * stamp, deletes and expiries converge, a late joiner gets the state, a custom merge is used,
+ * publish failures are reported and never thrown into a write); strong namespaces on redis and
+ * nats (the broker decides compare-and-set races: exactly one wins; read-your-writes; watches
+ * across processes; three child processes increment one counter 200 times each and it ends at
+ * exactly 600). Orrery instances stand for processes. Then the refusals: typed codes, nothing
+ * written. Both engines; node only (TCP to the brokers).
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { type Change, isOrreryError, Orrery, type StoreEvent, type TransportOptions } from '../../ts/node.js'
+import { ENGINE } from '../engine.js'
+import { BACKENDS, listen, quiet, until, withTimeout } from './backends.js'
+
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+let names = 0
+/** A namespace name no other test or run uses on the shared servers. */
+const fresh = (what: string) => `ss-${RUN}-${ENGINE}-${++names}-${what}`
+
+function transportFor(kind: 'redis' | 'nats' | 'kafka'): TransportOptions {
+  if (kind === 'redis') return { kind: 'redis', url: inject('redisUrl')! }
+  if (kind === 'nats') return { kind: 'nats', servers: inject('natsUrl')! }
+  return { kind: 'kafka', brokers: inject('kafkaBrokers')! }
+}
+
+const opened: Orrery[] = []
+afterEach(async () => {
+  for (const o of opened.splice(0)) {
+    try {
+      await withTimeout(o.shutdown(), 10_000, 'orrery.shutdown()')
+    } finally {
+      o.close()
+    }
+  }
+})
+
+async function orreryOn(kind: 'redis' | 'nats' | 'kafka', options: { maxMessageBytes?: number } = {}): Promise<Orrery> {
+  const o = await Orrery.create({ transports: { main: transportFor(kind) }, ...options })
+  opened.push(o)
+  return o
+}
+
+type Stamped = { wall: number; logical: number; writer: string }
+const later = (a: Stamped, b: Stamped) => (a.wall !== b.wall ? a.wall > b.wall : a.logical !== b.logical ? a.logical > b.logical : a.writer > b.writer)
+
+for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats' || b.name === 'kafka')) {
+  const kind = backend.name as 'redis' | 'nats' | 'kafka'
+  const title = `replicated namespace on ${kind} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
+  describe.skipIf(backend.skip !== undefined)(title, { timeout: 60_000 }, () => {
+    if (backend.broken !== undefined) {
+      it('has its server', () => {
+        throw new Error(backend.broken)
+      })
+      return
+    }
+
+    it('concurrent writes converge to the same value everywhere: the later stamp wins', async () => {
+      const name = fresh('lww')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const [na, nb] = await Promise.all([
+        sa.shared<{ by: string; i: number }>(name, { transport: 'main' }),
+        sb.shared<{ by: string; i: number }>(name, { transport: 'main' }),
+      ])
+      const written = new Map<string, Array<{ value: { by: string; i: number }; stamp: Stamped }>>()
+      const record = (ns: typeof na, key: string) => {
+        const e = ns.get(key)!
+        written.set(key, [...(written.get(key) ?? []), { value: e.value, stamp: e.stamp }])
+      }
+      for (let i = 0; i < 60; i++) {
+        const key = `k${i % 6}`
+        na.put(key, { by: 'a', i }) // sync: local writes stay what they are
+        record(na, key)
+        nb.put(key, { by: 'b', i })
+        record(nb, key)
+        if (i % 10 === 0) await quiet(2)
+      }
+      const winners = new Map([...written].map(([key, ws]) => [key, ws.reduce((w, x) => (later(x.stamp, w.stamp) ? x : w)).value]))
+      const view = (ns: typeof na) => Object.fromEntries(ns.entries().map((e) => [e.key, e.value]))
+      const expected = Object.fromEntries(winners)
+      await until(
+        () => JSON.stringify(view(na)) === JSON.stringify(expected) && JSON.stringify(view(nb)) === JSON.stringify(expected),
+        20_000,
+        'both processes to hold the latest-stamped value of every key',
+        () => ({ a: view(na), b: view(nb), expected }),
+      )
+      sa.close()
+      sb.close()
+    })
+
+    it('deletes and TTL expiries converge', async () => {
+      const name = fresh('del')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<number>(name, { transport: 'main' })
+      const nb = await sb.shared<number>(name, { transport: 'main' })
+      na.put('gone', 1)
+      na.put('brief', 2, { ttl: 400 })
+      await until(() => nb.get('gone')?.value === 1 && nb.get('brief')?.value === 2, 10_000, 'b to see both keys')
+      nb.delete('gone')
+      expect(nb.get('gone')).toBeUndefined()
+      await until(() => na.get('gone') === undefined, 10_000, "a to see b's delete")
+      // The TTL runs on the writer's clock; its expiry reaches b as a deletion.
+      await until(() => nb.get('brief') === undefined, 10_000, "b to see a's expiry")
+      expect(na.get('brief')).toBeUndefined()
+      // A write older than the deletion does not bring the key back.
+      expect(nb.history('gone').at(-1)?.type).toBe('delete')
+      sa.close()
+      sb.close()
+    })
+
+    it('a process that joins late gets the current state when shared() resolves', async () => {
+      const name = fresh('late')
+      const [a, b, c] = await Promise.all([orreryOn(kind), orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<string>(name, { transport: 'main' })
+      const nb = await sb.shared<string>(name, { transport: 'main' })
+      for (let i = 0; i < 50; i++) na.put(`a${i}`, `from a ${i}`)
+      nb.put('b', 'from b')
+      na.delete('a0')
+      await until(() => nb.keys().length === 50 && na.keys().length === 50, 10_000, 'a and b to converge')
+      const sc = c.openStore({ replica: 'c' })
+      const nc = await sc.shared<string>(name, { transport: 'main' })
+      expect(nc.keys()).toEqual(na.keys())
+      expect(nc.get('a7')?.value).toBe('from a 7')
+      expect(nc.get('a7')?.stamp).toEqual(na.get('a7')?.stamp)
+      expect(nc.get('a0')).toBeUndefined()
+      // And its own writes reach the others.
+      nc.put('c', 'from c')
+      await until(() => na.get('c')?.value === 'from c' && nb.get('c')?.value === 'from c', 10_000, "c's write to reach a and b")
+      for (const s of [sa, sb, sc]) s.close()
+    })
+
+    it("a custom merge combines the others' changes (a max converges)", async () => {
+      const name = fresh('merge')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const merges: Array<[number | undefined, number | undefined]> = []
+      const merge = (local: number | undefined, remote: number | undefined) => {
+        merges.push([local, remote])
+        return Math.max(local ?? 0, remote ?? 0)
+      }
+      const na = await sa.shared<number>(name, { transport: 'main', merge })
+      const nb = await sb.shared<number>(name, { transport: 'main', merge })
+      na.put('high', 5)
+      nb.put('high', 3)
+      nb.put('other', 9)
+      await until(() => na.get('high')?.value === 5 && nb.get('high')?.value === 5 && na.get('other')?.value === 9, 10_000, 'max(5, 3) on both')
+      expect(merges).toContainEqual([3, 5])
+      sa.close()
+      sb.close()
+    })
+
+    it('a publish that fails is reported on store.events, never thrown into the write', async () => {
+      const name = fresh('fail')
+      const a = await orreryOn(kind, { maxMessageBytes: 4096 })
+      const sa = a.openStore({ replica: 'a' })
+      const events: StoreEvent[] = []
+      sa.events.subscribe((e) => events.push(e))
+      const na = await sa.shared<string>(name, { transport: 'main' })
+      const v = na.put('big', 'x'.repeat(10_000)) // over the Orrery's largest message
+      expect(na.get('big')?.version).toBe(v)
+      await until(() => events.some((e) => e.type === 'shared-error'), 10_000, 'a shared-error event')
+      const event = events.find((e) => e.type === 'shared-error')!
+      expect(event).toMatchObject({ type: 'shared-error', namespace: name, operation: 'publish' })
+      expect(isOrreryError((event as { error: unknown }).error)).toBe(true)
+      sa.close()
+    })
+
+    if (kind === 'kafka') {
+      it('strong consistency: CAPABILITY_UNSUPPORTED (Kafka has no compare-and-set on a key), nothing opened', async () => {
+        const a = await orreryOn(kind)
+        const sa = a.openStore({ replica: 'a' })
+        await expect(sa.shared(fresh('strong'), { transport: 'main', consistency: 'strong' })).rejects.toSatisfy(
+          (e: unknown) => isOrreryError(e, 'CAPABILITY_UNSUPPORTED') && e.details['capability'] === 'store.strong' && e.details['kind'] === 'kafka',
+        )
+        expect(sa.revision).toBe(0)
+        sa.close()
+      })
+    }
+  })
+}
+
+/** A child process of test/fixtures/store-counter.mjs. */
+interface Child {
+  readonly proc: ChildProcess
+  readonly lines: Array<{ event: string; conflicts?: number }>
+  stderr: string
+  next(event: string, ms: number): Promise<{ event: string; conflicts?: number }>
+}
+const fixture = fileURLToPath(new URL('../fixtures/store-counter.mjs', import.meta.url))
+const children: Child[] = []
+
+function spawnCounter(args: string[]): Child {
+  const proc = spawn(process.execPath, [fixture, ...args], { env: { ...process.env, ORRERY_ENGINE: ENGINE }, stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  const child: Child = {
+    proc,
+    lines: [],
+    stderr: '',
+    async next(event, ms) {
+      const deadline = Date.now() + ms
+      for (;;) {
+        const found = child.lines.find((l) => l.event === event)
+        if (found) return found
+        if (proc.exitCode !== null || Date.now() > deadline)
+          throw new Error(`process ${proc.pid} printed no "${event}" (exit ${proc.exitCode}); stderr: ${child.stderr.slice(-2000)}`)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    },
+  }
+  proc.stdout!.setEncoding('utf8')
+  proc.stdout!.on('data', (chunk: string) => {
+    out += chunk
+    const complete = out.split('\n')
+    out = complete.pop()!
+    for (const line of complete) child.lines.push(JSON.parse(line) as { event: string })
+  })
+  proc.stderr!.setEncoding('utf8')
+  proc.stderr!.on('data', (chunk: string) => {
+    child.stderr += chunk
+  })
+  children.push(child)
+  return child
+}
+
+for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
+  const kind = backend.name as 'redis' | 'nats'
+  const title = `strong namespace on ${kind} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
+  describe.skipIf(backend.skip !== undefined)(title, { timeout: 60_000 }, () => {
+    if (backend.broken !== undefined) {
+      it('has its server', () => {
+        throw new Error(backend.broken)
+      })
+      return
+    }
+    afterEach(() => {
+      for (const child of children.splice(0)) if (child.proc.exitCode === null) child.proc.kill('SIGKILL')
+    })
+
+    it('the broker decides a compare-and-set race: exactly one wins, the other gets VERSION_CONFLICT', async () => {
+      const name = fresh('cas')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<number>(name, { transport: 'main', consistency: 'strong' })
+      const nb = await sb.shared<number>(name, { transport: 'main', consistency: 'strong' })
+      const v1 = await na.create('k', 1)
+      expect(na.get('k')).toMatchObject({ value: 1, version: v1 }) // read-your-writes
+      await until(() => nb.get('k')?.version === v1, 10_000, 'b to mirror the create')
+      for (let round = 0; round < 10; round++) {
+        const at = na.get('k')!.version
+        await until(() => nb.get('k')?.version === at, 10_000, 'b to mirror the last write')
+        const results = await Promise.allSettled([na.put('k', round * 2, { ifVersion: at }), nb.put('k', round * 2 + 1, { ifVersion: at })])
+        const won = results.filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<number>[]
+        const lost = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[]
+        expect(won).toHaveLength(1)
+        expect(lost).toHaveLength(1)
+        const error = lost[0]!.reason
+        expect(isOrreryError(error, 'VERSION_CONFLICT')).toBe(true)
+        expect(error.details).toMatchObject({ namespace: name, key: 'k', expected: at, current: won[0]!.value })
+        const fresh = await na.fetch('k')
+        expect(fresh?.version).toBe(won[0]!.value)
+      }
+      await expect(nb.create('k', 0)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'VERSION_CONFLICT'))
+      sa.close()
+      sb.close()
+    })
+
+    it("reads: the mirror (loaded at open, fed by the broker, one's own writes at once), fetch from the broker; watches across processes", async () => {
+      const name = fresh('read')
+      const [a, b, c] = await Promise.all([orreryOn(kind), orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const na = await sa.shared<string>(name, { transport: 'main', consistency: 'strong' })
+      await na.put('x', 'one')
+      await na.put('y', 'two')
+      const dv = await na.delete('y')
+      expect(na.get('y')).toBeUndefined()
+      // A process that opens later mirrors what the broker holds.
+      const sb = b.openStore({ replica: 'b' })
+      const nb = await sb.shared<string>(name, { transport: 'main', consistency: 'strong' })
+      expect(nb.entries().map((e) => [e.key, e.value])).toEqual([['x', 'one']])
+      expect(nb.get('x')?.stamp.writer).toBe('a')
+      const seen = listen<Change<string>>(nb.watchPrefix(''))
+      const v = await na.put('z', 'three')
+      expect(v).toBeGreaterThan(dv)
+      await until(() => seen.items.length === 1, 10_000, "b's watch to see a's put")
+      expect(seen.items[0]).toMatchObject({ type: 'put', key: 'z', value: 'three', version: v })
+      await na.delete('z')
+      await until(() => seen.items.length === 2, 10_000, "b's watch to see a's delete")
+      expect(seen.items[1]).toMatchObject({ type: 'delete', key: 'z' })
+      // create() after a delete: absent again.
+      const again = await nb.create('y', 'back')
+      expect(await na.fetch('y')).toMatchObject({ value: 'back', version: again })
+      const sc = c.openStore({ replica: 'c' })
+      const nc = await sc.shared<string>(name, { transport: 'main', consistency: 'strong' })
+      const current = listen<Change<string>>(nc.watch('x', { from: 'current' }))
+      expect(current.items.map((i) => i.type === 'put' && i.value)).toEqual(['one'])
+      expect(await nc.update('x', (cur) => `${cur}!`)).toBeGreaterThan(again)
+      expect(nc.get('x')?.value).toBe('one!')
+      seen.subscription.unsubscribe()
+      current.subscription.unsubscribe()
+      for (const s of [sa, sb, sc]) s.close()
+    })
+
+    it('three processes increment one counter 200 times each with compare-and-set: it ends at exactly 600', { timeout: 120_000 }, async () => {
+      const name = fresh('counter')
+      const url = kind === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
+      const procs = ['p1', 'p2', 'p3'].map((replica) => spawnCounter([kind, url, name, '200', replica]))
+      await Promise.all(procs.map((p) => p.next('ready', 30_000)))
+      for (const p of procs) p.proc.stdin!.write('go\n')
+      const done = await Promise.all(procs.map((p) => p.next('done', 90_000)))
+      const a = await orreryOn(kind)
+      const sa = a.openStore({ replica: 'reader' })
+      const na = await sa.shared<number>(name, { transport: 'main', consistency: 'strong' })
+      expect((await na.fetch('counter'))?.value).toBe(600)
+      expect(na.get('counter')?.value).toBe(600)
+      // The race was real: some compare-and-sets lost.
+      expect(done.reduce((n, d) => n + (d.conflicts ?? 0), 0)).toBeGreaterThan(0)
+      sa.close()
+    })
+  })
+}
+
+const redis = BACKENDS.find((b) => b.name === 'redis')!
+describe.skipIf(redis.skip !== undefined)(`shared namespaces refused (${ENGINE})`, () => {
+  it('bad input: a typed code, nothing bound or written, the store still usable', async () => {
+    const transports: Record<string, TransportOptions> = { main: transportFor('redis'), here: { kind: 'memory' } }
+    const o = await Orrery.create({ transports })
+    opened.push(o)
+    const store = o.openStore({ replica: 'a' })
+    const refused = async (call: () => Promise<unknown>, code: string, detail?: Record<string, unknown>) => {
+      const before = store.revision
+      const error = await call().then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(isOrreryError(error, code as never), `${String(error)}`).toBe(true)
+      if (detail) expect((error as { details: Record<string, unknown> }).details).toMatchObject(detail)
+      expect(store.revision).toBe(before)
+    }
+    const name = fresh('bad')
+    await refused(() => store.shared(name, { transport: 'nope' }), 'INVALID_OPTION', { option: 'transport', value: 'nope' })
+    await refused(() => store.shared(name, { transport: 'here' }), 'CAPABILITY_UNSUPPORTED', { capability: 'store.replicated', kind: 'memory' })
+    await refused(() => store.shared(name, { transport: 'here', consistency: 'strong' }), 'CAPABILITY_UNSUPPORTED', { capability: 'store.strong' })
+    await refused(() => store.shared(name, { transport: 'main', consistency: 'eventual' as 'strong' }), 'INVALID_OPTION', { option: 'consistency' })
+    await refused(() => store.shared(name, { transport: 'main', replicate: true } as never), 'INVALID_OPTION')
+    await refused(() => store.shared(name, { transport: 'main', consistency: 'strong', merge: () => 1 } as never), 'INVALID_OPTION')
+    await refused(() => store.shared(name, { transport: 'main', merge: 'max' as never }), 'INVALID_OPTION', { option: 'merge' })
+    await refused(() => store.shared(name, { transport: 'main', codec: 'yaml' as never }), 'INVALID_OPTION', { option: 'codec' })
+    await refused(() => store.shared(42 as never, { transport: 'main' }), 'INVALID_ARGUMENT')
+    await refused(() => store.shared(name, null as never), 'INVALID_ARGUMENT')
+    // Stamps of two processes named alike would tie: a replica name of its own is required.
+    const local = o.openStore()
+    await expect(local.shared(name, { transport: 'main' })).rejects.toSatisfy(
+      (e: unknown) => isOrreryError(e, 'INVALID_OPTION') && e.details['option'] === 'replica',
+    )
+    local.close()
+    // A store of no Orrery has no transports.
+    const alone = await Orrery.openStore({ replica: 'x' })
+    await expect(alone.shared(name, { transport: 'main' })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    alone.close()
+    // Nothing was bound: the name is still free to share.
+    const ns = await store.shared<number>(name, { transport: 'main' })
+    expect(ns.put('k', 1)).toBeGreaterThan(0)
+    await expect(store.shared(name, { transport: 'main' })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    const strong = await store.shared<number>(fresh('bad-strong'), { transport: 'main', consistency: 'strong' })
+    await expect(strong.put('', 1)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_KEY'))
+    await expect(strong.put('k', 1, { ifVersion: -1 })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_ARGUMENT'))
+    await expect(strong.put('k', 1, { ttl: 5 } as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    await expect(strong.put('k', 1n as never)).rejects.toBeDefined()
+    expect(await strong.fetch('k')).toBeUndefined()
+    store.close()
+    expect(() => strong.get('k')).toThrow(expect.objectContaining({ code: 'CLOSED' }))
+  })
+
+  it.skipIf(ENGINE !== 'native')('a durable transport (one process): CAPABILITY_UNSUPPORTED', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const dir = mkdtempSync(join(tmpdir(), 'orrery-shared-'))
+    try {
+      const o = await Orrery.create({ transports: { disk: { kind: 'durable', path: join(dir, 'bus.redb') } } })
+      opened.push(o)
+      const store = o.openStore({ replica: 'a' })
+      await expect(store.shared(fresh('durable'), { transport: 'disk' })).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, 'CAPABILITY_UNSUPPORTED') && e.details['kind'] === 'durable',
+      )
+      expect(store.revision).toBe(0)
+      store.close()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

@@ -1,0 +1,288 @@
+/**
+ * A replicated namespace: a namespace of this store whose changes travel on a channel bound at
+ * run time (`orrery.store.<name>`) to a broker. Local writes stay what they are (sync in memory);
+ * a watch of the whole namespace publishes each one in the background, stamped as written, and
+ * every other process merges it (`store.merge`: the later stamp wins, or the user's merge).
+ * Events on the channel (msgpack), each with the protocol version and the sender's id:
+ *
+ * - `c`: one change (a put with its encoded value, or a deletion: a delete, purge or expiry).
+ * - `h`: a process joins. It subscribes from the end of the channel, says hello until it reads its
+ *   own hello back (so every answer comes after its subscription began), and each process that
+ *   hears it answers with its state. Late joiners ask the living rather than replay the channel,
+ *   whose retention would have to outlive every key.
+ * - `s`: a state, in chunks: live entries with their stamps, to the process that asked (`to`) or,
+ *   once a joiner has merged what it heard, the joiner's own to everyone (what it wrote before).
+ */
+import type { Subscription } from 'rxjs'
+
+import type { Bus } from '../bus/bus.js'
+import type { Message } from '../bus/message.js'
+import { decodePayload, encodePayload } from '../codec.js'
+import { LIMITS } from '../engines/manifest.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import type { CodecName } from '../frame.js'
+import type { Namespace } from './namespace.js'
+import type { Change, Entry } from './records.js'
+import type { SharedHost } from './shared.js'
+
+/** The protocol's version: events of another version are ignored. */
+const VERSION = 1
+/** How often a joining process says hello until it reads its own back. */
+const HELLO_EVERY_MS = 250
+/** How long a join waits for its hello to come back before it fails. */
+const JOIN_TIMEOUT_MS = 10_000
+/**
+ * How long a joiner waits for the first answer after its hello came back, as a multiple of that
+ * round trip (at least QUIET_MIN_MS): an answer takes about one more trip. None by then: it is
+ * the first process, or the others are too slow, and their states merge when they come.
+ */
+const QUIET_TRIPS = 4
+const QUIET_MIN_MS = 250
+/** A state is sent in chunks of about this many value bytes, well under a message's limit. */
+const CHUNK_BYTES = 256 * 1024
+
+type StateEntry = [key: string, bytes: Uint8Array, wall: number, logical: number, writer: string]
+
+type Wire =
+  | { v: number; t: 'c'; p: string; k: string; d: boolean; b?: Uint8Array; w: number; l: number; r: string }
+  | { v: number; t: 'h'; p: string }
+  | { v: number; t: 's'; p: string; to?: string; e: StateEntry[]; end: boolean }
+
+const isString = (value: unknown): value is string => typeof value === 'string'
+
+export class Replicator {
+  private subscription: Subscription | undefined
+  private watching: Subscription | undefined
+  /** Versions this store wrote by merging what others published: not published again. */
+  private readonly merged = new Set<number>()
+  private closed = false
+  /** While joining: ends the wait for the hello's echo, or for the first state. */
+  private onEcho: (() => void) | undefined
+  private onState: ((end: boolean) => void) | undefined
+
+  /** The channel a namespace's changes travel on. */
+  static channelOf(name: string): string {
+    return `orrery.store.${name}`
+  }
+
+  constructor(
+    private readonly host: SharedHost,
+    private readonly bus: Bus,
+    private readonly ns: Namespace<unknown, boolean>,
+    private readonly processId: string,
+    private readonly codec: CodecName,
+    private readonly resolve: ((local: unknown, remote: unknown) => unknown) | undefined,
+  ) {}
+
+  private get channel(): string {
+    return Replicator.channelOf(this.ns.name)
+  }
+
+  /**
+   * Joins: subscribes, says hello until it comes back, merges the first answer (or waits a few
+   * round trips for one), then publishes this store's own state and every later local change.
+   */
+  async start(): Promise<void> {
+    this.subscription = this.bus.subscribe<Wire>(this.channel, { from: 'latest' }).subscribe({
+      next: (m) => this.receive(m),
+      error: (error: unknown) => this.report('merge', error),
+    })
+    const trip = await this.hello()
+    await this.firstState(Math.max(QUIET_MIN_MS, QUIET_TRIPS * trip))
+    if (this.closed) throw new OrreryError('CLOSED', 'the store is closed')
+    this.watch()
+    this.sendState(undefined)
+  }
+
+  /** Says hello until it comes back; resolves with the last hello's round trip in ms. */
+  private hello(): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const started = Date.now()
+      let sent = started
+      const end = (error?: unknown) => {
+        clearInterval(timer)
+        this.onEcho = undefined
+        if (error === undefined) resolve(Date.now() - sent)
+        else reject(error)
+      }
+      const say = () => {
+        if (this.closed) return end(new OrreryError('CLOSED', 'the store is closed'))
+        if (Date.now() - started > JOIN_TIMEOUT_MS) {
+          const why = `shared namespace ${this.ns.name}: channel ${this.channel} did not echo this process's hello within ${JOIN_TIMEOUT_MS} ms`
+          return end(new OrreryError('TRANSPORT_UNAVAILABLE', why, { details: { channel: this.channel } }))
+        }
+        sent = Date.now()
+        this.bus.publish(this.channel, { v: VERSION, t: 'h', p: this.processId }, { codec: 'msgpack' }).catch((error: unknown) => {
+          // A closed Orrery or a refused publish will not echo: fail at once.
+          end(error)
+        })
+      }
+      const timer = setInterval(say, HELLO_EVERY_MS)
+      this.onEcho = () => end()
+      say()
+    })
+  }
+
+  /** Waits for the first answer's last chunk, or `quietMs` without any chunk. */
+  private firstState(quietMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer = setTimeout(done, quietMs)
+      const onState = (end: boolean) => {
+        clearTimeout(timer)
+        if (end) done()
+        else timer = setTimeout(done, quietMs)
+      }
+      this.onState = onState
+      const self = this
+      function done() {
+        clearTimeout(timer)
+        if (self.onState === onState) self.onState = undefined
+        resolve()
+      }
+    })
+  }
+
+  /** Publishes every local change of the namespace (not the ones merged from others). */
+  private watch(): void {
+    this.watching = this.ns.watchPrefix('', { from: 'now', buffer: LIMITS.maxCapacity }).subscribe({
+      next: (change) => this.local(change),
+      error: (error: unknown) => {
+        if (this.closed || isOrreryError(error, 'CLOSED')) return
+        // Missed changes (a lagged watch): the whole state goes out instead, and watching resumes.
+        this.report('publish', error)
+        this.watching = undefined
+        this.watch()
+        this.sendState(undefined)
+      },
+    })
+  }
+
+  private local(change: Change<unknown>): void {
+    if (this.merged.delete(change.version)) return
+    const { stamp } = change
+    const event: Wire =
+      change.type === 'put'
+        ? {
+            v: VERSION,
+            t: 'c',
+            p: this.processId,
+            k: change.key,
+            d: false,
+            b: encodePayload(this.codec, change.value),
+            w: stamp.wall,
+            l: stamp.logical,
+            r: stamp.writer,
+          }
+        : { v: VERSION, t: 'c', p: this.processId, k: change.key, d: true, w: stamp.wall, l: stamp.logical, r: stamp.writer }
+    this.send(event)
+  }
+
+  /** Sends this store's live entries, in chunks, to `to` (undefined: everyone). */
+  private sendState(to: string | undefined): void {
+    let entries: Entry<unknown>[]
+    try {
+      entries = this.ns.entries()
+    } catch (error) {
+      if (!isOrreryError(error, 'CLOSED')) this.report('publish', error)
+      return
+    }
+    if (entries.length === 0 && to === undefined) return
+    let chunk: StateEntry[] = []
+    let bytes = 0
+    const flush = (end: boolean) => {
+      this.send({ v: VERSION, t: 's', p: this.processId, ...(to === undefined ? {} : { to }), e: chunk, end })
+      chunk = []
+      bytes = 0
+    }
+    for (const entry of entries) {
+      const value = encodePayload(this.codec, entry.value)
+      const { wall, logical, writer } = entry.stamp
+      chunk.push([entry.key, value, wall, logical, writer])
+      bytes += value.length + entry.key.length * 3 + writer.length * 3 + 32
+      if (bytes >= CHUNK_BYTES) flush(false)
+    }
+    flush(true)
+  }
+
+  /** Publishes an event; a failure is reported on the store's events, never thrown into a write. */
+  private send(event: Wire): void {
+    if (this.closed) return
+    let sent: Promise<unknown>
+    try {
+      sent = this.bus.publish(this.channel, event, { codec: 'msgpack' })
+    } catch (error) {
+      sent = Promise.reject(error)
+    }
+    sent.catch((error: unknown) => {
+      if (!this.closed) this.report('publish', error)
+    })
+  }
+
+  private receive(message: Message<Wire>): void {
+    if (this.closed) return
+    let event: Wire
+    try {
+      event = message.payload
+    } catch (error) {
+      this.report('merge', error)
+      return
+    }
+    if (event === null || typeof event !== 'object' || event.v !== VERSION || !isString(event.p)) return
+    if (event.p === this.processId) {
+      if (event.t === 'h') this.onEcho?.()
+      return
+    }
+    try {
+      if (event.t === 'h') {
+        // A joiner that has not read its hello back yet cannot answer with a state worth having.
+        if (this.onEcho === undefined) this.sendState(event.p)
+      } else if (event.t === 'c' && isString(event.k)) {
+        this.apply(event.k, event.d === true ? undefined : event.b, event.w, event.l, event.r)
+      } else if (event.t === 's' && Array.isArray(event.e) && (event.to === undefined || event.to === this.processId)) {
+        for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
+        if (event.to === this.processId) this.onState?.(event.end === true)
+      }
+    } catch (error) {
+      this.report('merge', error)
+    }
+  }
+
+  /** Merges one remote change (`bytes` undefined: a deletion); a refused one is reported. */
+  private apply(key: string, bytes: unknown, wall: unknown, logical: unknown, writer: unknown): void {
+    try {
+      const deleted = bytes === undefined || bytes === null
+      if (!deleted && !(bytes instanceof Uint8Array))
+        throw new OrreryError('INVALID_PAYLOAD', `a change of ${key} carries no value bytes`, { details: { key } })
+      const value = deleted ? undefined : decodePayload(this.codec, bytes as Uint8Array)
+      const stamp = { wall, logical, writer } as { wall: number; logical: number; writer: string }
+      const before = this.revision()
+      const change = deleted ? { key, type: 'delete' as const, stamp } : { key, type: 'put' as const, value, stamp }
+      const ack = this.host.merge(this.ns, change, this.resolve)
+      if (ack instanceof Promise) ack.catch((error: unknown) => this.report('merge', error))
+      // A durable store acknowledges later: the version is the revision the merge moved to.
+      const after = this.revision()
+      if (after !== before) this.merged.add(after)
+    } catch (error) {
+      this.report('merge', error)
+    }
+  }
+
+  private revision(): number {
+    return this.host.revision()
+  }
+
+  private report(operation: 'publish' | 'merge', error: unknown): void {
+    if (this.closed) return
+    this.host.report({ type: 'shared-error', namespace: this.ns.name, operation, error })
+  }
+
+  /** Stops publishing and merging (the store closed). */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.onEcho = undefined
+    this.onState = undefined
+    this.subscription?.unsubscribe()
+    this.watching?.unsubscribe()
+  }
+}

@@ -1,0 +1,325 @@
+/**
+ * A strongly consistent namespace (`store.shared(name, { consistency: 'strong', transport })`):
+ * the broker keeps it (transports/store-redis.ts, store-nats.ts) and checks every conditional
+ * write against the key's broker revision, so of two processes racing a compare-and-set exactly
+ * one wins. Writes are Promises of that revision. Reads are sync, from a mirror this process
+ * keeps: loaded when the namespace opens, fed by the broker's change feed, and given each of this
+ * process's own writes as it is acknowledged (read-your-writes). `fetch` reads the broker.
+ */
+import { Subject } from 'rxjs'
+
+import { callable, int, keysOf, oneOf, options as optionsOf, text } from '../check.js'
+import { decodePayload } from '../codec.js'
+import { OrreryError, isOrreryError } from '../errors.js'
+import type { CodecName } from '../frame.js'
+import { checkSchema, type StandardSchemaV1 } from '../schema.js'
+import { Stream } from '../stream.js'
+import { encodeValue } from './context.js'
+import type { NamespaceOptions } from './namespace.js'
+import type { Change, Entry } from './records.js'
+import type { SharedHost, SharedTransport } from './shared.js'
+
+/** A record of a strong namespace as the broker keeps it (`value` undefined: deleted). */
+export interface StrongRecord {
+  readonly key: string
+  readonly revision: number
+  readonly value: Uint8Array | undefined
+  readonly wall: number
+  readonly writer: string
+}
+
+/** A write the broker applies only if the key is at `expected` (undefined: unconditional; 0: absent). */
+export interface StrongWrite {
+  readonly key: string
+  readonly value: Uint8Array | undefined
+  readonly expected: number | undefined
+  readonly wall: number
+  readonly writer: string
+}
+
+/** What the broker answered: the write's revision, or the key's revision that failed the condition. */
+export type StrongResult = { readonly ok: true; readonly revision: number } | { readonly ok: false; readonly current: number }
+
+/** What a strong namespace asks of its broker (one per transport kind). */
+export interface StrongBackend {
+  /**
+   * Hands every current record to `onRecord`, resolves once they all were, and then hands on every
+   * later change in the broker's order. A failure of the feed after that goes to `onError`.
+   */
+  start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void>
+  write(write: StrongWrite): Promise<StrongResult>
+  /** The key's record on the broker now (undefined: absent). */
+  read(key: string): Promise<StrongRecord | undefined>
+  close(): void
+}
+
+/** Options of a strong write. */
+export interface StrongWriteOptions {
+  /** Apply only if the key is at this broker revision (0: absent); the broker checks it. */
+  ifVersion?: number
+}
+const WRITE_KEYS = keysOf<StrongWriteOptions>()(['ifVersion'])
+
+/** Options of {@link StrongNamespace.update}. */
+export interface StrongUpdateOptions {
+  /** How many times a lost compare-and-set is tried again, from a fresh read (default 100). */
+  retries?: number
+}
+const UPDATE_KEYS = keysOf<StrongUpdateOptions>()(['retries'])
+
+/** Where a strong watch starts: `now` (default), or `current` (each matching key's value first). */
+export interface StrongWatchOptions {
+  from?: 'now' | 'current'
+}
+const WATCH_KEYS = keysOf<StrongWatchOptions>()(['from'])
+
+const MAX_KEY_BYTES = 1024
+const UTF8 = new TextEncoder()
+
+/** A key, checked as the store's namespaces check theirs. */
+function checkKey(key: unknown, prefix = false): string {
+  if (typeof key !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
+  text(key, prefix ? 'prefix' : 'key')
+  const bytes = key.length > MAX_KEY_BYTES ? key.length * 3 : UTF8.encode(key).length
+  if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0))
+    throw new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, {
+      details: { key: key.slice(0, 64), bytes },
+    })
+  return key
+}
+
+/**
+ * A namespace kept by a broker: writes are checked and ordered there (each takes the namespace's
+ * next broker revision, its version); reads come from this process's mirror of it.
+ */
+export class StrongNamespace<T> {
+  private readonly mirror = new Map<string, Entry<T>>()
+  /** The last revision applied per key, deletions too: a record the mirror has seen comes again from the feed. */
+  private readonly applied = new Map<string, number>()
+  private readonly changes = new Subject<Change<T>>()
+  private closed = false
+
+  /** @internal */
+  static create<T>(host: SharedHost, name: string, codec: CodecName, schema: StandardSchemaV1 | undefined, backend: StrongBackend): StrongNamespace<T> {
+    return new StrongNamespace<T>(host, name, codec, schema, backend)
+  }
+
+  private constructor(
+    private readonly host: SharedHost,
+    /** The namespace's name. */
+    readonly name: string,
+    private readonly codec: CodecName,
+    private readonly schema: StandardSchemaV1 | undefined,
+    private readonly backend: StrongBackend,
+  ) {}
+
+  /** @internal Applies a record from the broker (or this process's acknowledged write) if the mirror has not seen it. */
+  apply(record: StrongRecord): void {
+    const { key, revision } = record
+    if ((this.applied.get(key) ?? 0) >= revision) return
+    this.applied.set(key, revision)
+    const stamp = { wall: record.wall, logical: 0, writer: record.writer }
+    if (record.value === undefined) {
+      const had = this.mirror.delete(key)
+      if (had) this.changes.next({ type: 'delete', key, version: revision, stamp })
+      return
+    }
+    let value: T
+    try {
+      value = decodePayload(this.codec, record.value) as T
+    } catch (error) {
+      this.mirror.delete(key)
+      this.report(
+        new OrreryError('INVALID_PAYLOAD', `a value of ${key} does not decode with the namespace codec (${this.codec})`, { cause: error, details: { key } }),
+      )
+      return
+    }
+    this.mirror.set(key, { key, value, version: revision, stamp, expiresAt: undefined })
+    this.changes.next({ type: 'put', key, version: revision, value, stamp })
+  }
+
+  /** @internal The feed failed (reported; the mirror stays as it was). */
+  report(error: unknown): void {
+    if (!this.closed) this.host.report({ type: 'shared-error', namespace: this.name, operation: 'merge', error })
+  }
+
+  private checkOpen(): void {
+    if (this.closed || this.host.isClosed()) throw new OrreryError('CLOSED', 'the store is closed')
+  }
+
+  /** The key's value as this process's mirror holds it (its own acknowledged writes included). */
+  get(key: string): Entry<T> | undefined {
+    this.checkOpen()
+    return this.mirror.get(checkKey(key))
+  }
+
+  /** Reads the key from the broker (and brings the mirror up to it). */
+  async fetch(key: string): Promise<Entry<T> | undefined> {
+    this.checkOpen()
+    checkKey(key)
+    const record = await this.backend.read(key)
+    if (record !== undefined) this.apply(record)
+    if (record === undefined || record.value === undefined) return undefined
+    const entry = this.mirror.get(key)
+    return entry !== undefined && entry.version === record.revision ? entry : undefined
+  }
+
+  /** Live keys of the mirror starting with `prefix`, in order. */
+  keys(prefix = ''): string[] {
+    return this.entries(prefix).map((e) => e.key)
+  }
+
+  /** Live entries of the mirror whose keys start with `prefix`, in key order. */
+  entries(prefix = ''): Entry<T>[] {
+    this.checkOpen()
+    checkKey(prefix, true)
+    const out: Entry<T>[] = []
+    for (const entry of this.mirror.values()) if (entry.key.startsWith(prefix)) out.push(entry)
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  }
+
+  /**
+   * Sets the key through the broker; with `ifVersion`, only if the key is at that revision there
+   * (else `VERSION_CONFLICT` with the current revision, and nothing is written). Resolves with
+   * the write's revision once the broker has it.
+   */
+  async put(key: string, value: T, options: StrongWriteOptions = {}): Promise<number> {
+    const o = optionsOf(options, 'options', 'argument', WRITE_KEYS)
+    const expected = o.ifVersion === undefined ? undefined : int(o.ifVersion, 'ifVersion', {}, 'argument')
+    return this.write(checkKey(key), await this.encode(value), expected)
+  }
+
+  /** Sets the key only if it holds no value on the broker (else `VERSION_CONFLICT`). */
+  async create(key: string, value: T): Promise<number> {
+    return this.write(checkKey(key), await this.encode(value), 0)
+  }
+
+  /** Deletes the key through the broker (with `ifVersion`, only at that revision); resolves with the deletion's revision. */
+  async delete(key: string, options: StrongWriteOptions = {}): Promise<number> {
+    const o = optionsOf(options, 'options', 'argument', WRITE_KEYS)
+    const expected = o.ifVersion === undefined ? undefined : int(o.ifVersion, 'ifVersion', {}, 'argument')
+    checkKey(key)
+    this.checkOpen()
+    return this.write(key, undefined, expected)
+  }
+
+  /**
+   * Computes the key's next value from its current one and compare-and-sets it, trying again from
+   * a fresh read of the broker when another process wrote in between (`retries` times at most,
+   * then `VERSION_CONFLICT`). `update` may run more than once; it gets undefined when absent.
+   */
+  async update(key: string, update: (current: T | undefined) => T, options: StrongUpdateOptions = {}): Promise<number> {
+    checkKey(key)
+    callable(update, 'update')
+    const retries = int(optionsOf(options, 'options', 'argument', UPDATE_KEYS).retries ?? 100, 'retries')
+    this.checkOpen()
+    let current = this.mirror.get(key)
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.write(key, await this.encode(update(current?.value)), current?.version ?? 0)
+      } catch (error) {
+        if (!isOrreryError(error, 'VERSION_CONFLICT') || attempt >= retries) throw error
+      }
+      current = await this.fetch(key)
+    }
+  }
+
+  private async encode(value: T): Promise<Uint8Array> {
+    this.checkOpen()
+    const bytes = await encodeValue(this.codec, this.schema, `write to ${this.name}`, value)
+    const max = this.host.maxValueBytes
+    if (bytes.length > max)
+      throw new OrreryError('VALUE_TOO_LARGE', `a value of ${bytes.length} bytes is over maxValueBytes (${max})`, {
+        details: { namespace: this.name, bytes: bytes.length, maxValueBytes: max },
+      })
+    return bytes
+  }
+
+  private async write(key: string, value: Uint8Array | undefined, expected: number | undefined): Promise<number> {
+    this.checkOpen()
+    const wall = Date.now()
+    const writer = this.host.replica
+    const result = await this.backend.write({ key, value, expected, wall, writer })
+    if (!result.ok) {
+      const current = result.current
+      throw new OrreryError(
+        'VERSION_CONFLICT',
+        `${this.name}/${key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`,
+        { details: { index: 0, namespace: this.name, key, expected, current } },
+      )
+    }
+    // Read-your-writes: the mirror has it before the feed brings it back.
+    this.apply({ key, revision: result.revision, value, wall, writer })
+    return result.revision
+  }
+
+  /** Changes to one key, from this process and every other, as a Stream. */
+  watch(key: string, options: StrongWatchOptions = {}): Stream<Change<T>> {
+    checkKey(key)
+    return this.watchOf((k) => k === key, optionsOf(options, 'options', 'argument', WATCH_KEYS))
+  }
+
+  /** Changes to every key starting with `prefix` ('' for the whole namespace). */
+  watchPrefix(prefix: string, options: StrongWatchOptions = {}): Stream<Change<T>> {
+    checkKey(prefix, true)
+    return this.watchOf((k) => k.startsWith(prefix), optionsOf(options, 'options', 'argument', WATCH_KEYS))
+  }
+
+  private watchOf(matches: (key: string) => boolean, options: StrongWatchOptions): Stream<Change<T>> {
+    const from = options.from === undefined ? 'now' : oneOf(options.from, ['now', 'current'], 'from')
+    return new Stream<Change<T>>({
+      start: (sink) => {
+        this.checkOpen()
+        if (from === 'current')
+          for (const e of this.mirror.values()) if (matches(e.key)) sink.next({ type: 'put', key: e.key, version: e.version, value: e.value, stamp: e.stamp })
+        const subscription = this.changes.subscribe({
+          next: (change) => {
+            if (matches(change.key)) sink.next(change)
+          },
+          complete: () => sink.complete(),
+        })
+        return { stop: () => subscription.unsubscribe(), setPaused: () => {} }
+      },
+      unhandled: (error) => this.host.report({ type: 'shared-error', namespace: this.name, operation: 'merge', error }),
+    })
+  }
+
+  /** @internal Stops the feed and ends every watch (the store closed). */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.backend.close()
+    this.changes.complete()
+  }
+}
+
+/** Opens a strong namespace on `transport`'s broker: resolves once its mirror is loaded. */
+export async function openStrong(
+  host: SharedHost,
+  name: string,
+  options: NamespaceOptions<StandardSchemaV1 | undefined>,
+  transport: SharedTransport,
+): Promise<StrongNamespace<unknown>> {
+  if (options.schema !== undefined) checkSchema(options.schema)
+  const codec = options.codec ?? 'json'
+  const backend =
+    transport.kind === 'redis'
+      ? (await import('../transports/store-redis.js')).redisStrong(transport, name)
+      : (await import('../transports/store-nats.js')).natsStrong(transport, name)
+  const ns = StrongNamespace.create<unknown>(host, name, codec, options.schema, backend)
+  try {
+    await backend.start(
+      (record) => ns.apply(record),
+      (error) => ns.report(error),
+    )
+  } catch (error) {
+    ns.close()
+    throw error
+  }
+  if (host.isClosed()) {
+    ns.close()
+    throw new OrreryError('CLOSED', 'the store is closed')
+  }
+  host.onClose(() => ns.close())
+  return ns
+}

@@ -1,0 +1,188 @@
+/**
+ * A strong store namespace on NATS JetStream (see store/strong.ts), laid out as NATS KV lays out a
+ * bucket, on the JetStream API the driver already uses (no @nats-io/kv dependency): one stream
+ * per namespace keeping the last message of each subject, a subject per key (the key in
+ * base64url, a valid token whatever the key holds), a deletion a message with the header
+ * `KV-Operation: DEL`. A key's version is the stream sequence of its last message, and a
+ * conditional write is a publish expecting that last subject sequence: the server refuses it
+ * when another write came first. The mirror is an ordered consumer from the last message of
+ * every subject on.
+ */
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type { MsgHdrs } from '@nats-io/transport-node'
+
+import { OrreryError } from '../errors.js'
+import type { SharedTransport } from '../store/shared.js'
+import type { StrongBackend, StrongRecord, StrongResult, StrongWrite } from '../store/strong.js'
+import type { NatsDriver } from './nats.js'
+
+const WRITER = 'Orrery-Writer'
+const WALL = 'Orrery-Wall'
+const OPERATION = 'KV-Operation'
+/** How many times a create retries after a deletion marker moved the key's last sequence. */
+const CREATE_TRIES = 5
+
+const UTF8 = new TextEncoder()
+const FROM_UTF8 = new TextDecoder()
+
+function b64url(key: string): string {
+  return Buffer.from(UTF8.encode(key)).toString('base64url')
+}
+
+function fromB64url(token: string): string {
+  return FROM_UTF8.decode(Buffer.from(token, 'base64url'))
+}
+
+/** A strong namespace `name` on the NATS server of `transport`. */
+export function natsStrong(transport: SharedTransport, name: string): StrongBackend {
+  return new NatsStrong(transport.driver as NatsDriver, transport.name, name)
+}
+
+class NatsStrong implements StrongBackend {
+  private readonly stream: string
+  private readonly base: string
+  private messages: ConsumerMessages | undefined
+  private closed = false
+  /** Each deleted key's deletion marker: a create expects it as the key's last sequence. */
+  private readonly markers = new Map<string, number>()
+
+  constructor(
+    private readonly driver: NatsDriver,
+    private readonly transport: string,
+    name: string,
+  ) {
+    this.stream = driver.streamOf(`orrery.kv.${name}`)
+    this.base = driver.subjectOf(`orrery.kv.${name}`)
+  }
+
+  private get js(): JetStreamClient {
+    return this.driver.client()
+  }
+
+  private get jsm(): JetStreamManager {
+    return this.driver.managerOf()
+  }
+
+  private subject(key: string): string {
+    return `${this.base}.${b64url(key)}`
+  }
+
+  /** Makes the stream unless it exists (another process may make it at the same time). */
+  private async ensure(): Promise<number> {
+    const { StorageType, DiscardPolicy } = this.driver.nats.jetstream
+    const info = await this.jsm.streams.info(this.stream).catch((error: unknown) => {
+      if (this.driver.isNotFound(error)) return undefined
+      throw error
+    })
+    if (info !== undefined) return info.state.messages
+    try {
+      await this.jsm.streams.add({
+        name: this.stream,
+        subjects: [`${this.base}.>`],
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_msgs_per_subject: 1,
+        allow_rollup_hdrs: true,
+        allow_direct: true,
+      })
+      return 0
+    } catch (error) {
+      const made = await this.jsm.streams.info(this.stream).catch(() => undefined)
+      if (made === undefined) throw error
+      return made.state.messages
+    }
+  }
+
+  private record(key: string, seq: number, header: MsgHdrs | undefined, data: Uint8Array): StrongRecord {
+    const op = header?.get(OPERATION) ?? ''
+    const deleted = op === 'DEL' || op === 'PURGE'
+    if (deleted) this.markers.set(key, seq)
+    else this.markers.delete(key)
+    return {
+      key,
+      revision: seq,
+      value: deleted ? undefined : data.slice(),
+      wall: Number(header?.get(WALL) ?? 0) || 0,
+      writer: header?.get(WRITER) ?? '',
+    }
+  }
+
+  async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
+    const { DeliverPolicy } = this.driver.nats.jetstream
+    const stored = await this.ensure()
+    const consumer = await this.js.consumers.get(this.stream, { filter_subjects: [`${this.base}.>`], deliver_policy: DeliverPolicy.LastPerSubject })
+    let loaded: (() => void) | undefined
+    const ready = new Promise<void>((resolve) => {
+      loaded = resolve
+    })
+    if (stored === 0) loaded!()
+    const prefix = this.base.length + 1
+    this.messages = await consumer.consume({
+      callback: (m: JsMsg) => {
+        try {
+          onRecord(this.record(fromB64url(m.subject.slice(prefix)), m.seq, m.headers, m.data))
+        } catch (error) {
+          onError(error)
+        }
+        if (m.info.pending === 0) loaded?.()
+      },
+    })
+    void this.messages.closed().then((error) => {
+      if (error && !this.closed)
+        onError(new OrreryError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport}: a strong namespace's feed ended`, { cause: error }))
+    })
+    await ready
+  }
+
+  async write(w: StrongWrite): Promise<StrongResult> {
+    const { JetStreamApiError, JetStreamApiCodes } = this.driver.nats.jetstream
+    const headers = this.driver.nats.transport.headers()
+    headers.set(WRITER, w.writer)
+    headers.set(WALL, String(w.wall))
+    if (w.value === undefined) headers.set(OPERATION, 'DEL')
+    const subject = this.subject(w.key)
+    // Absent: no message, or a deletion marker as the key's last.
+    let expect = w.expected === 0 ? (this.markers.get(w.key) ?? 0) : w.expected
+    for (let tries = 0; ; tries++) {
+      try {
+        const ack = await this.js.publish(subject, w.value ?? new Uint8Array(0), {
+          headers,
+          ...(expect === undefined ? {} : { expect: { lastSubjectSequence: expect } }),
+        })
+        if (w.value === undefined) this.markers.set(w.key, ack.seq)
+        return { ok: true, revision: ack.seq }
+      } catch (error) {
+        if (!(error instanceof JetStreamApiError) || error.code !== JetStreamApiCodes.StreamWrongLastSequence) throw error
+      }
+      const now = await this.last(w.key)
+      const live = now !== undefined && now.value !== undefined
+      // Still absent for a create, behind a newer marker: expect that one.
+      if (w.expected === 0 && !live && tries < CREATE_TRIES) {
+        expect = now?.revision ?? 0
+        continue
+      }
+      return { ok: false, current: live ? now.revision : 0 }
+    }
+  }
+
+  /** The key's last message (a deletion marker too), or undefined. */
+  private async last(key: string): Promise<StrongRecord | undefined> {
+    const m = await this.jsm.streams.getMessage(this.stream, { last_by_subj: this.subject(key) }).catch((error: unknown) => {
+      if (this.driver.isServerError(error)) return null
+      throw error
+    })
+    if (m === null) return undefined
+    return this.record(key, m.seq, m.header, m.data)
+  }
+
+  async read(key: string): Promise<StrongRecord | undefined> {
+    return this.last(key)
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.messages?.stop()
+    this.messages = undefined
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * A strong store namespace on Redis (see store/strong.ts). Four keys per namespace, under the
+ * transport's key prefix: a hash of values (`…:v`), a hash of each key's `<revision> <wall>
+ * <writer>` (`…:m`), the namespace's revision counter (`…:rev`) and a stream of changes
+ * (`…:log`). Every write is one Lua script, so the check, the new revision, the hashes and the
+ * change are one atomic step on the server: the broker decides which of two racing
+ * compare-and-sets wins. A mirror loads both hashes and the stream's last id in one script, then
+ * reads the stream from there on a blocking connection of its own; revisions are consecutive, so
+ * a gap (the stream trimmed past what the mirror read) is seen and the mirror loads again.
+ */
+import { OrreryError } from '../errors.js'
+import type { StrongBackend, StrongRecord, StrongResult, StrongWrite } from '../store/strong.js'
+import type { SharedTransport } from '../store/shared.js'
+import type { Connection, RedisDriver } from './redis.js'
+
+/** Changes the stream keeps (approximately: `MAXLEN ~`); a mirror further behind loads again. */
+const LOG_MAX = 10_000
+/** How long one blocking read waits, in ms. */
+const BLOCK_MS = 1_000
+/** How long the reader waits after a failed read before it tries again. */
+const RETRY_MS = 250
+
+/** KEYS: values, meta, counter, log. ARGV: key, value ('' and op 'd' for a delete), op, conditional ('1'/'0'), expected, wall, writer, maxlen. */
+const WRITE = `local m = redis.call('HGET', KEYS[2], ARGV[1])
+local cur = 0
+if m then cur = tonumber(string.match(m, '^(%d+)')) end
+if ARGV[4] == '1' and cur ~= tonumber(ARGV[5]) then return {0, cur} end
+local rev = redis.call('INCR', KEYS[3])
+if ARGV[3] == 'p' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[1], rev .. ' ' .. ARGV[6] .. ' ' .. ARGV[7])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'r', rev, 'k', ARGV[1], 'w', ARGV[6], 'n', ARGV[7], 'v', ARGV[2])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'r', rev, 'k', ARGV[1], 'w', ARGV[6], 'n', ARGV[7])
+end
+return {1, rev}`
+
+/** KEYS as WRITE's: the stream's last id, the revision, and both hashes, at one point in time. */
+const LOAD = `local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if last[1] then id = last[1][1] end
+return {id, tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}`
+
+/** KEYS as WRITE's; ARGV: key. The key's meta and value (nil, nil when absent). */
+const READ = `return {redis.call('HGET', KEYS[2], ARGV[1]) or false, redis.call('HGET', KEYS[1], ARGV[1]) or false}`
+
+const text = (b: unknown): string => (Buffer.isBuffer(b) ? b.toString('utf8') : String(b))
+
+/** A key's meta, `<revision> <wall> <writer>`. */
+function parseMeta(meta: string): { revision: number; wall: number; writer: string } {
+  const first = meta.indexOf(' ')
+  const second = meta.indexOf(' ', first + 1)
+  return { revision: Number(meta.slice(0, first)), wall: Number(meta.slice(first + 1, second)), writer: meta.slice(second + 1) }
+}
+
+const bytesOf = (b: unknown): Uint8Array => (Buffer.isBuffer(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice() : new Uint8Array(0))
+
+/** A strong namespace `name` on the Redis server of `transport`. */
+export function redisStrong(transport: SharedTransport, name: string): StrongBackend {
+  return new RedisStrong(transport.driver as RedisDriver, transport.name, name)
+}
+
+class RedisStrong implements StrongBackend {
+  private readonly keys: string[]
+  private reader: Connection | undefined
+  private closed = false
+  /** The stream id read up to, and the revision the mirror holds everything up to. */
+  private position = '0-0'
+  private revision = 0
+  /** Live keys as this reader last saw them: a reload deletes those gone meanwhile. */
+  private readonly live = new Set<string>()
+
+  constructor(
+    private readonly driver: RedisDriver,
+    private readonly transport: string,
+    name: string,
+  ) {
+    // The name's length first: no two namespace names make the same keys.
+    const base = `${driver.keyPrefix}kv:${name.length}:${name}`
+    this.keys = [`${base}:v`, `${base}:m`, `${base}:rev`, `${base}:log`]
+  }
+
+  private eval(script: string, args: string[] | Array<string | Buffer>): Promise<unknown> {
+    return this.driver.command(['EVAL', script, '4', ...this.keys, ...args])
+  }
+
+  async write(w: StrongWrite): Promise<StrongResult> {
+    const value = w.value === undefined ? '' : Buffer.from(w.value.buffer, w.value.byteOffset, w.value.byteLength)
+    const reply = (await this.eval(WRITE, [
+      w.key,
+      value,
+      w.value === undefined ? 'd' : 'p',
+      w.expected === undefined ? '0' : '1',
+      String(w.expected ?? 0),
+      String(w.wall),
+      w.writer,
+      String(LOG_MAX),
+    ] as Array<string | Buffer>)) as [number, number]
+    return reply[0] === 1 ? { ok: true, revision: Number(reply[1]) } : { ok: false, current: Number(reply[1]) }
+  }
+
+  async read(key: string): Promise<StrongRecord | undefined> {
+    const [meta, value] = (await this.eval(READ, [key])) as [unknown, unknown]
+    if (meta === null || meta === undefined) return undefined
+    const { revision, wall, writer } = parseMeta(text(meta))
+    return { key, revision, value: bytesOf(value), wall, writer }
+  }
+
+  async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
+    await this.load(onRecord)
+    const reader = this.driver.readerConnection()
+    this.reader = reader
+    await reader.connect()
+    void this.follow(reader, onRecord, onError)
+  }
+
+  /** Loads both hashes and where the stream stands, handing on every record (and deletions of keys gone since the last load). */
+  private async load(onRecord: (record: StrongRecord) => void): Promise<void> {
+    const [id, revision, values, metas] = (await this.eval(LOAD, [])) as [unknown, number, unknown[], unknown[]]
+    const byKey = new Map<string, Uint8Array>()
+    for (let i = 0; i + 1 < values.length; i += 2) byKey.set(text(values[i]), bytesOf(values[i + 1]))
+    const seen = new Set<string>()
+    for (let i = 0; i + 1 < metas.length; i += 2) {
+      const key = text(metas[i])
+      const meta = parseMeta(text(metas[i + 1]))
+      seen.add(key)
+      onRecord({ key, revision: meta.revision, value: byKey.get(key) ?? new Uint8Array(0), wall: meta.wall, writer: meta.writer })
+    }
+    for (const key of this.live) if (!seen.has(key)) onRecord({ key, revision: Number(revision), value: undefined, wall: Date.now(), writer: '' })
+    this.live.clear()
+    for (const key of seen) this.live.add(key)
+    this.position = text(id)
+    this.revision = Number(revision)
+  }
+
+  /** Reads the change stream until closed; a failure is reported once per outage and the read tried again. */
+  private async follow(reader: Connection, onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
+    let failing = false
+    while (!this.closed && !this.driver.isClosed) {
+      try {
+        const reply = (await reader.sendCommand(
+          ['XREAD', 'COUNT', '512', 'BLOCK', String(BLOCK_MS), 'STREAMS', this.keys[3]!, this.position],
+          this.driver.binaryOptions,
+        )) as Array<[unknown, Array<[unknown, unknown[]]>]> | null
+        failing = false
+        for (const [id, fields] of reply?.[0]?.[1] ?? []) {
+          const f = new Map<string, unknown>()
+          for (let i = 0; i + 1 < fields.length; i += 2) f.set(text(fields[i]), fields[i + 1])
+          const revision = Number(text(f.get('r')))
+          if (revision > this.revision + 1) {
+            // The stream was trimmed past what this mirror read: load the whole namespace again.
+            await this.load(onRecord)
+            break
+          }
+          this.position = text(id)
+          if (revision <= this.revision) continue
+          this.revision = revision
+          const key = text(f.get('k'))
+          const value = f.has('v') ? bytesOf(f.get('v')) : undefined
+          if (value === undefined) this.live.delete(key)
+          else this.live.add(key)
+          onRecord({ key, revision, value, wall: Number(text(f.get('w'))), writer: text(f.get('n')) })
+        }
+      } catch (error) {
+        if (this.closed || this.driver.isClosed) return
+        if (!failing)
+          onError(
+            new OrreryError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport}: reading a strong namespace's changes failed; retrying`, {
+              cause: error,
+              details: { transport: this.transport },
+            }),
+          )
+        failing = true
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS))
+      }
+    }
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.reader?.destroy()
+    this.reader = undefined
+  }
+}
