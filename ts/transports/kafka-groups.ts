@@ -9,6 +9,7 @@
  */
 import type { Consumer, Message, MessagesStream } from '@platformatic/kafka'
 
+import { OrreryError } from '../errors.js'
 import type { GroupRef } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
 import { closeClient, FETCH_WAIT_MS, recordRoute } from './kafka-shared.js'
@@ -27,6 +28,13 @@ interface Held {
 
 /** Pause before a consumer whose stream ended is made again. */
 const RESTART_MS = 1_000
+/**
+ * A JoinGroup waits at the broker until every member rejoined, up to the rebalance timeout; the
+ * client's request timeout (5 s by default) must outlast it, or a rebalance held by a member that
+ * went away fails the join 3 times over ("rejoinGroup failed 3 times"). Kafka's Java client gives
+ * a join the rebalance timeout plus 5 s too.
+ */
+const JOIN_MARGIN_MS = 5_000
 
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
@@ -52,6 +60,15 @@ export class KafkaGroupReader {
   private readonly commitAt = new Map<number, bigint>()
   private reading = true
   private closed = false
+  /**
+   * The member id of the consumer dropped last: the next one joins as that member. The broker
+   * keeps a member through its own restart, so one that joined under a new id would wait up to a
+   * session timeout for the old one to rejoin (measured: 33 s with the default visibility).
+   */
+  private memberId: string | null = null
+  /** When the consumer last joined the group; with its heartbeats, what says it is still a member. */
+  private joinedAt = 0
+  private watchdog: ReturnType<typeof setInterval> | undefined
 
   constructor(
     private readonly driver: KafkaDriver,
@@ -108,9 +125,13 @@ export class KafkaGroupReader {
     }
   }
 
+  private get sessionTimeout(): number {
+    return Math.min(300_000, Math.max(6_000, threshold(this.group)))
+  }
+
   private start(): void {
     this.starting = true
-    const sessionTimeout = Math.min(300_000, Math.max(6_000, threshold(this.group)))
+    const sessionTimeout = this.sessionTimeout
     const consumer = new this.driver.kafka.Consumer({
       ...(this.driver.clientOptions() as object),
       groupId: this.driver.groupIdOf(this.group),
@@ -118,15 +139,25 @@ export class KafkaGroupReader {
       sessionTimeout,
       rebalanceTimeout: sessionTimeout,
       heartbeatInterval: Math.min(1_000, Math.floor(sessionTimeout / 3)),
+      timeout: sessionTimeout + JOIN_MARGIN_MS,
       maxWaitTime: FETCH_WAIT_MS,
       isolationLevel: this.driver.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
     } as never) as Consumer<Buffer, Buffer, Buffer, Buffer>
+    consumer.memberId = this.memberId
     this.consumer = consumer
-    // The client reports a failed rejoin of the group (the broker gone, a rebalance that timed out)
-    // as an 'error' event: unheard, Node throws it as an uncaught exception and ends the process.
-    consumer.on('error', (error: unknown) => {
-      if (!this.closed && this.reading) this.driver.sink.failed(error)
+    consumer.on('consumer:group:join', () => {
+      this.joinedAt = Date.now()
     })
+    // The client reports a failed rejoin of the group (the broker gone mid-rebalance, a rebalance
+    // that outlasted the join) as an 'error' event, and stops heartbeating: the consumer is no
+    // longer a member and never will be again, though its stream may read on. It is dropped and
+    // made again (joining as the same member), and the failure reported.
+    consumer.on('error', (error: unknown) => {
+      if (this.closed || !this.reading || this.consumer !== consumer) return
+      this.driver.sink.failed(this.lost(error, 'failed to rejoin the group'))
+      this.restart()
+    })
+    this.watch()
     consumer
       .consume({
         topics: [this.topic],
@@ -137,11 +168,11 @@ export class KafkaGroupReader {
       })
       .then(
         (stream) => {
-          this.starting = false
-          if (this.closed || !this.reading) {
+          if (this.consumer !== consumer || this.closed || !this.reading) {
             void stream.close().catch(() => {})
             return
           }
+          this.starting = false
           this.stream = stream
           stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => this.receive(m))
           // A stream ends on a failed fetch (the broker gone, a leader moved): the consumer is made
@@ -159,9 +190,10 @@ export class KafkaGroupReader {
           if (this.committing === undefined) this.commit()
         },
         (error: unknown) => {
+          if (this.consumer !== consumer) return
           this.starting = false
           this.consumer = undefined
-          closeClient(consumer)
+          void this.drop(consumer, undefined)
           if (this.closed || !this.reading) return
           this.driver.sink.failed(error)
           // Tried again once room is asked for again.
@@ -174,13 +206,61 @@ export class KafkaGroupReader {
       )
   }
 
-  /** Drops the consumer and makes a new one shortly (it joins the group again). */
+  /** An OrreryError saying this group's consumer is no longer a member, and why. */
+  private lost(cause: unknown, why: string): OrreryError {
+    const id = this.driver.groupIdOf(this.group)
+    return new OrreryError(
+      'TRANSPORT_UNAVAILABLE',
+      `kafka transport ${this.driver.transport}: the consumer of group ${this.group.name} on ${this.group.channel} (${id}) ${why}; it joins again`,
+      { cause, details: { transport: this.driver.transport, channel: this.group.channel, group: this.group.name } },
+    )
+  }
+
+  /**
+   * Checks now and then that the consumer is still a member: with its stream paused (the members
+   * have no room) nothing fetches, and a consumer whose heartbeat stopped in an outage stays
+   * silent for good (measured: no event after the broker is back). Twice the session timeout plus
+   * the join margin without a heartbeat or a join is past any rebalance: it is made again.
+   */
+  private watch(): void {
+    if (this.watchdog !== undefined) return
+    const every = Math.max(1_000, Math.floor(this.sessionTimeout / 2))
+    this.watchdog = setInterval(() => {
+      const consumer = this.consumer
+      if (consumer === undefined || this.starting || this.stream === undefined || this.closed || !this.reading) return
+      const last = Math.max(this.joinedAt, consumer.lastHeartbeat?.getTime() ?? 0)
+      const silent = Date.now() - last
+      if (silent <= 2 * this.sessionTimeout + JOIN_MARGIN_MS) return
+      this.driver.sink.failed(this.lost(undefined, `has not heartbeated for ${silent} ms`))
+      this.restart()
+    }, every)
+    // A timer of its own must not keep the process alive.
+    ;(this.watchdog as { unref?: () => void }).unref?.()
+  }
+
+  /**
+   * Closes a consumer this reader let go, without leaving the group: a LeaveGroup needs the
+   * broker, and a client whose leave failed stays open (its close rejects and it goes on
+   * heartbeating). Its member id is kept for the next consumer, which joins as that member.
+   */
+  private async drop(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined): Promise<void> {
+    // The stream first: one still fetching when the member id goes fails on it (a TypeError thrown
+    // from the client's callback).
+    await stream?.close().catch(() => {})
+    if (consumer.memberId !== null) this.memberId = consumer.memberId
+    consumer.memberId = null
+    closeClient(consumer)
+  }
+
+  /** Drops the consumer and makes a new one shortly (it joins the group again, as the same member). */
   private restart(): void {
     const consumer = this.consumer
+    const stream = this.stream
     this.stream = undefined
     this.consumer = undefined
+    this.starting = false
     this.paused = false
-    closeClient(consumer)
+    if (consumer !== undefined) void this.drop(consumer, stream)
     const timer = setTimeout(() => {
       this.timers.delete(timer)
       this.wake()
@@ -298,28 +378,45 @@ export class KafkaGroupReader {
     await stream?.close().catch(() => {})
   }
 
-  /** Leaves the consumer group (after the commits asked for): Kafka gives its partitions to other processes. */
+  /**
+   * Leaves the consumer group (after the commits asked for): Kafka gives its partitions to other
+   * processes. With the broker unreachable the consumer is closed without leaving, so nothing
+   * stays open: the broker lets the member go after its session timeout.
+   */
   async leave(): Promise<void> {
     this.reading = false
     await this.committed()
     await this.stopReading()
     this.closed = true
+    this.stopWatching()
     const consumer = this.consumer
     this.consumer = undefined
-    await consumer?.close().catch(() => {})
+    if (consumer === undefined) return
+    await consumer.close().catch(() => this.drop(consumer, undefined))
   }
 
   close(): void {
     this.closed = true
     this.reading = false
+    this.stopWatching()
     for (const t of this.timers) clearTimeout(t)
     this.timers.clear()
     const stream = this.stream
     this.stream = undefined
-    void stream?.close().catch(() => {})
     const consumer = this.consumer
     this.consumer = undefined
-    closeClient(consumer)
+    // Left if the broker answers; closed without leaving if it does not.
+    if (consumer !== undefined)
+      void stream
+        ?.close()
+        .catch(() => {})
+        .then(() => consumer.close(true))
+        .catch(() => this.drop(consumer, undefined))
+  }
+
+  private stopWatching(): void {
+    clearInterval(this.watchdog)
+    this.watchdog = undefined
   }
 }
 
