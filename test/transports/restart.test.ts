@@ -1,23 +1,30 @@
 /**
  * A broker restarts in the middle of a stream (`scripts/servers.sh restart <spare>`: stopped with
- * SIGTERM, started again on its data): every publish the broker acknowledged reaches the consumer
- * group and the subscriber afterwards, and both resume on their own. Publishes made while the server
- * was down are retried in order until written: the restart takes seconds, the publish timeout 30 s,
- * so none fails. Redis fsyncs every write (`appendfsync always`); NATS runs JetStream's default sync
- * (a graceful stop writes what it acknowledged; see docs/transports.md).
- * The server restarted is a spare one (redis-spare on 16380, nats-spare on 14224) this file starts
- * for itself, so the other files using the shared servers at the same time never see the outage.
+ * SIGTERM, started again on its data; for Kafka also killed with SIGKILL, then started): every
+ * publish the broker acknowledged reaches the consumer group and the subscriber afterwards, and
+ * both resume on their own. Publishes made while the server was down are retried in order until
+ * written: the restart takes seconds, the publish timeout 30 s, so none fails. Redis fsyncs every
+ * write (`appendfsync always`); NATS runs JetStream's default sync (a graceful stop writes what it
+ * acknowledged; see docs/transports.md); Kafka acknowledges (acks=all, one node) once the record
+ * is in its log, in the page cache, which a killed process leaves to the system.
+ * The server restarted is a spare one (redis-spare on 16380, nats-spare on 14224, kafka-spare on
+ * 19094) this file starts for itself, so the other files using the shared servers at the same time
+ * never see the outage.
  */
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { Orrery } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, listen, range, until, useBackend, withTimeout } from './backends.js'
-import { leaveSpare, mustRun, SPARE_SKIP, SPARE_URL, type Spare, withSpare } from './spare.js'
+import { killSpare, leaveSpare, mustRun, SPARE_SKIP, SPARE_URL, type Spare, withSpare } from './spare.js'
 
-const SERVERS: ReadonlyArray<{ name: 'redis' | 'nats'; spare: Spare; transport: Record<string, unknown> }> = [
-  { name: 'redis', spare: 'redis-spare', transport: { kind: 'redis', url: SPARE_URL['redis-spare'] } },
-  { name: 'nats', spare: 'nats-spare', transport: { kind: 'nats', servers: SPARE_URL['nats-spare'] } },
+/** How the server goes: `SIGTERM` (servers.sh restart: a graceful stop) or `SIGKILL` (a crash). */
+type Way = 'SIGTERM' | 'SIGKILL'
+
+const SERVERS: ReadonlyArray<{ name: 'redis' | 'nats' | 'kafka'; spare: Spare; transport: Record<string, unknown>; ways: readonly Way[] }> = [
+  { name: 'redis', spare: 'redis-spare', transport: { kind: 'redis', url: SPARE_URL['redis-spare'] }, ways: ['SIGTERM'] },
+  { name: 'nats', spare: 'nats-spare', transport: { kind: 'nats', servers: SPARE_URL['nats-spare'] }, ways: ['SIGTERM'] },
+  { name: 'kafka', spare: 'kafka-spare', transport: { kind: 'kafka', brokers: SPARE_URL['kafka-spare'] }, ways: ['SIGTERM', 'SIGKILL'] },
 ]
 
 for (const server of SERVERS) {
@@ -43,12 +50,17 @@ for (const server of SERVERS) {
     afterAll(() => leaveSpare(server.spare), 60_000)
     const fresh = useBackend(backend)
 
-    it('loses no acknowledged publish; the group and the subscriber resume on their own', { timeout: 240_000 }, () =>
-      withSpare(server.spare, () => midStream()),
-    )
+    for (const way of server.ways)
+      it(`${way}: loses no acknowledged publish; the group and the subscriber resume on their own`, { timeout: 240_000 }, () =>
+        withSpare(server.spare, () => midStream(way)),
+      )
 
-    async function midStream(): Promise<void> {
-      const restartServer = (): Promise<string> => mustRun('restart', server.spare)
+    async function midStream(way: Way): Promise<void> {
+      const restartServer = async (): Promise<string> => {
+        if (way === 'SIGTERM') return mustRun('restart', server.spare)
+        await killSpare(server.spare)
+        return mustRun('start', '--keep', '--for', String(process.pid), server.spare)
+      }
 
       const t = fresh()
       const producer = await t.open()
@@ -69,12 +81,22 @@ for (const server of SERVERS) {
       let restarting = false
       let duringRestart = 0
       let slowest = 0
+      // Publishes not acknowledged when the server went, or made while it was away: the only ones
+      // a broker may store twice (a write whose answer was lost is sent again).
+      const unacked = new Set<string>()
+      const inDoubt = new Set<string>()
       const publish = (i: number): void => {
         const at = Date.now()
-        if (restarting) duringRestart++
+        const id = `m-${i}`
+        if (restarting) {
+          duringRestart++
+          inDoubt.add(id)
+        }
+        unacked.add(id)
         writes.push(
-          producer.bus.publish(ch, i, { id: `m-${i}` }).then(
+          producer.bus.publish(ch, i, { id }).then(
             (r) => {
+              unacked.delete(id)
               slowest = Math.max(slowest, Date.now() - at)
               if (r.published) acked.push(r.id)
             },
@@ -98,6 +120,7 @@ for (const server of SERVERS) {
             () => handled.size,
           )
           restarting = true
+          for (const id of unacked) inDoubt.add(id)
           restarted = restartServer().finally(() => {
             restarting = false
           })
@@ -143,10 +166,18 @@ for (const server of SERVERS) {
       const firsts = order.filter((p, i) => order.indexOf(p) === i)
       expect(firsts).toEqual([...firsts].sort((a, b) => a - b))
       const duplicates = [...handled.values()].filter((n) => n > 1).length
+      // On Kafka a process re-reading its partition after the restart skips what it was given
+      // already, so a message is handled twice only if it was stored twice: its publish was
+      // unanswered when the server went (or made while it was away). Elsewhere a delivery in
+      // flight may also come back (its ack lost with the connection).
+      if (server.name === 'kafka') {
+        const repeated = [...handled].filter(([id, n]) => n > 1 && !inDoubt.has(id)).map(([id]) => id)
+        expect(repeated, `handled twice though acknowledged before the ${way}`).toEqual([])
+      }
       // The restart did happen mid-stream: publishes were made while it ran.
       expect(duringRestart).toBeGreaterThan(0)
       console.info(
-        `${server.name} restart: ${acked.length} acknowledged, ${duringRestart} published while the server restarted, slowest publish ${slowest} ms, ${failed.length} failed, ${duplicates} handled more than once (at-least-once); once all were written, the group had all ${groupMs} ms later, the subscriber ${subscriberMs} ms`,
+        `${server.name} ${way} restart: ${acked.length} acknowledged, ${duringRestart} published while the server restarted, slowest publish ${slowest} ms, ${failed.length} failed, ${duplicates} handled more than once (at-least-once; ${inDoubt.size} in doubt); once all were written, the group had all ${groupMs} ms later, the subscriber ${subscriberMs} ms`,
       )
     }
   })

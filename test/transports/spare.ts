@@ -1,6 +1,6 @@
 /**
- * The spare servers (scripts/servers.sh `redis-spare` on 16380, `nats-spare` on 14224) for the tests
- * that stop or restart their server, so the shared servers every other test file uses stay up.
+ * The spare servers (scripts/servers.sh `redis-spare` on 16380, `nats-spare` on 14224, `kafka-spare`
+ * on 19094) for the tests that stop or restart their server, so the shared servers every other test file uses stay up.
  *
  * A test takes a spare with `withSpare(name, body)`: the server is started for this process (or
  * joined), and the spare is this test's alone while `body` runs, across processes (the native and
@@ -10,12 +10,13 @@
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
 
-export type Spare = 'redis-spare' | 'nats-spare'
+export type Spare = 'redis-spare' | 'nats-spare' | 'kafka-spare'
 
-/** Where each spare listens (scripts/servers.sh `env`). */
+/** Where each spare listens (scripts/servers.sh `env`; Kafka's is a broker list, `host:port`). */
 export const SPARE_URL: Record<Spare, string> = {
   'redis-spare': 'redis://127.0.0.1:16380',
   'nats-spare': 'nats://127.0.0.1:14224',
+  'kafka-spare': '127.0.0.1:19094',
 }
 
 /** Why the spare tests do not run here (undefined: they run). */
@@ -68,6 +69,11 @@ export async function mustRun(...args: string[]): Promise<string> {
   return run.stdout
 }
 
+/** servers.sh's state folder (its pid files, and the spares' test locks). */
+function stateDir(os: typeof import('node:os')): string {
+  return env['ORRERY_SERVER_STATE'] ?? `${env['TMPDIR'] ?? os.tmpdir()}/orrery-servers-${os.userInfo().uid}`
+}
+
 /**
  * Holds an exclusive lock on `spare` (a file next to servers.sh's state) until the returned
  * function is called: a `flock` child holds it, so a process that dies lets it go.
@@ -75,8 +81,7 @@ export async function mustRun(...args: string[]): Promise<string> {
 async function lock(spare: Spare): Promise<() => void> {
   const { spawn } = await import('node:child_process')
   const { mkdirSync } = await import('node:fs')
-  const { tmpdir, userInfo } = await import('node:os')
-  const dir = env['ORRERY_SERVER_STATE'] ?? `${env['TMPDIR'] ?? tmpdir()}/orrery-servers-${userInfo().uid}`
+  const dir = stateDir(await import('node:os'))
   mkdirSync(dir, { recursive: true })
   // `flock` prints once it holds the lock, then waits for its stdin to close.
   const child = spawn('flock', [`${dir}/${spare}.test.lock`, '-c', 'echo held; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
@@ -107,6 +112,27 @@ export async function withSpare<T>(spare: Spare, body: (url: string) => Promise<
     // Running again for the next test even if this one left it stopped.
     await servers('start', '--keep', '--for', String(process.pid), spare)
     unlock()
+  }
+}
+
+/**
+ * Kills `spare` with SIGKILL (a crash: nothing flushed, no goodbye to clients) and waits until it
+ * is gone; `mustRun('start', '--keep', ...)` brings it back on its data. Call it inside `withSpare`.
+ */
+export async function killSpare(spare: Spare): Promise<void> {
+  const { readFileSync } = await import('node:fs')
+  const pid = Number(readFileSync(`${stateDir(await import('node:os'))}/${spare}.pid`, 'utf8').trim())
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no pid for ${spare}`)
+  process.kill(pid, 'SIGKILL')
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+    if (Date.now() > deadline) throw new Error(`${spare} (pid ${pid}) still alive 10 s after SIGKILL`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }
 
