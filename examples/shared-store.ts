@@ -1,0 +1,68 @@
+// A store namespace shared by processes through Redis. Run by test/examples.test.ts on both
+// engines against the test server (scripts/servers.sh, port 16379; ORRERY_REDIS_URL names
+// another); the regions are the code blocks of docs/store.md, "A namespace across processes".
+// Two Orrery instances stand for two processes (each has its own process id on the broker).
+import assert from 'node:assert/strict'
+import { isOrreryError, Orrery } from 'orrery'
+
+const url = process.env['ORRERY_REDIS_URL'] ?? 'redis://127.0.0.1:16379'
+// The example needs a server; a test run without servers says so and has nothing to show.
+if (process.env['ORRERY_SERVERS'] === 'none') process.exit(0)
+const keyPrefix = `example-${process.pid}-${Date.now().toString(36)}:`
+const name = (what: string) => `${what}-${process.pid}-${Date.now().toString(36)}`
+const until = async (done: () => boolean) => {
+  while (!done()) await new Promise((resolve) => setTimeout(resolve, 10))
+}
+
+// #region replicated
+const options = { transports: { main: { kind: 'redis', url, keyPrefix } } } as const
+const a = await Orrery.create(options) // one process...
+const b = await Orrery.create(options) // ...and another, as far as Redis can tell
+// Each process names its replica: stamps from two processes must never tie on one name.
+const storeA = a.openStore({ replica: 'web-1' })
+const storeB = b.openStore({ replica: 'web-2' })
+
+interface Flag {
+  on: boolean
+}
+// Replicated (the default): a namespace of the local store; its changes travel on the transport.
+const flagsA = await storeA.shared<Flag>(name('flags'), { transport: 'main' })
+flagsA.put('dark-mode', { on: true }) // sync, as any local write: published in the background
+// B joins later: shared() resolves once it merged the state another process sent it.
+const flagsB = await storeB.shared<Flag>(flagsA.name, { transport: 'main' })
+assert.deepEqual(flagsB.get('dark-mode')?.value, { on: true })
+
+// Concurrent writes converge everywhere: the later stamp (clock, then writer) wins.
+flagsA.put('beta', { on: false })
+flagsB.put('beta', { on: true })
+await until(() => JSON.stringify(flagsA.get('beta')?.stamp) === JSON.stringify(flagsB.get('beta')?.stamp))
+assert.deepEqual(flagsA.get('beta')?.value, flagsB.get('beta')?.value)
+
+// Deletes (and TTL expiries, from the writer's clock) reach the others as deletions.
+flagsB.delete('dark-mode')
+await until(() => flagsA.get('dark-mode') === undefined)
+// #endregion
+
+// #region strong
+// Strong: the broker keeps the namespace and checks every conditional write itself.
+const seatsA = await storeA.shared<number>(name('seats'), { transport: 'main', consistency: 'strong' })
+const seatsB = await storeB.shared<number>(seatsA.name, { transport: 'main', consistency: 'strong' })
+const v1 = await seatsA.create('left', 10) // a Promise of the broker's revision
+assert.equal(seatsA.get('left')?.value, 10) // read-your-writes: the mirror has it at once
+await until(() => seatsB.get('left')?.version === v1) // and the other's mirror soon after
+
+// Two processes race a compare-and-set on the same version: exactly one wins.
+const race = await Promise.allSettled([seatsA.put('left', 9, { ifVersion: v1 }), seatsB.put('left', 9, { ifVersion: v1 })])
+assert.equal(race.filter((r) => r.status === 'fulfilled').length, 1)
+const lost = race.find((r) => r.status === 'rejected')
+assert.ok(lost && isOrreryError(lost.reason, 'VERSION_CONFLICT'))
+
+// update() reads, computes and compares-and-sets, again from a fresh read when another process won.
+await seatsB.update('left', (n) => (n ?? 0) - 1)
+assert.equal((await seatsA.fetch('left'))?.value, 8) // fetch reads the broker
+// #endregion
+
+storeA.close()
+storeB.close()
+await a.shutdown()
+await b.shutdown()
