@@ -168,6 +168,8 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       ingested: 0,
       rejected: 0,
       routesDropped: 0,
+      signatureRefused: 0,
+      replayRefused: 0,
     },
   },
   {
@@ -187,6 +189,8 @@ export const EXPECTED_TRANSCRIPT_TAIL: unknown[] = [
       ingested: 0,
       rejected: 0,
       routesDropped: 0,
+      signatureRefused: 0,
+      replayRefused: 0,
     },
   },
   {

@@ -52,7 +52,7 @@ import { Stream } from '../stream.js'
 import { DeadlineTimer } from '../timer.js'
 import { Topic, type TopicOptions } from './topic.js'
 import type { Started } from '../stream.js'
-import type { BoundChannel, ChannelBinding, Transports } from '../transports/link.js'
+import type { BoundChannel, ChannelBinding, RefusalReport, Transports } from '../transports/link.js'
 
 /** One item of a batch publish. */
 export interface BatchItem {
@@ -152,6 +152,14 @@ export type BusEvent =
    * driver reconnects and reads again on its own.
    */
   | { type: 'transport-error'; transport: string; error: unknown }
+  /**
+   * A transport with `signing` refused messages read from its broker: `signature` (unsigned, an
+   * unknown key, or content that does not match) or `replay` (written again). Nothing of them
+   * reached a subscriber, group member or requester. Reported at most once every 5 s per
+   * transport and reason, `count` saying how many since the last report (`stats(channel)` counts
+   * each one).
+   */
+  | ({ type: 'message-refused' } & RefusalReport)
 
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
@@ -288,6 +296,8 @@ export class Bus {
       noteDeadline: () => this.noteDeadline(),
       failed: (transport, error) => this.transportFailed(transport, error),
       requestFailed: (token, error) => this.requestFailed(token, error),
+      requestChannel: (token) => this.requests.get(token)?.channel,
+      refused: (report) => this.messagesRefused(report),
     })
     // Built once per bus, not per call: the record and ack paths go through it.
     this.link = {
@@ -637,6 +647,18 @@ export class Bus {
     this.eventSubject.next({ type: 'transport-error', transport, error })
   }
 
+  /** Messages a transport's signing refused: reported on `events` (printed when nobody listens: the link reports seldom). */
+  private messagesRefused(report: RefusalReport): void {
+    if (this.closed) return
+    if (!this.eventSubject.observed) {
+      console.warn(
+        `Orrery: transport ${report.transport} refused ${report.count} message(s) (${report.reason}${report.channel === undefined ? '' : ` on channel ${report.channel}`}): ${report.detail} (listen on bus.events for 'message-refused')`,
+      )
+      return
+    }
+    this.eventSubject.next({ type: 'message-refused', ...report })
+  }
+
   /** A subscriber's callback threw: reported, never rethrown (rxjs would rethrow it from a timer, ending the process). */
   private subscriberFailed(channel: string, error: unknown, group?: string): void {
     // With nobody listening on `events`, the error would vanish where it used to end the
@@ -972,7 +994,9 @@ export class Bus {
   /** Counters of one channel. */
   stats(channel: string): ChannelStats {
     this.assertOpen()
-    return fieldsOf(CHANNEL_STATS, this.core.stats(this.channelId(channel)))
+    const core = fieldsOf(CHANNEL_STATS, this.core.stats(this.channelId(channel)))
+    const refused = this.remote?.refusalsOf(channel)
+    return { ...core, signatureRefused: refused?.signatureRefused ?? 0, replayRefused: refused?.replayRefused ?? 0 }
   }
 
   /** Counters of one subscription (by the id `subscriptionId` reports). */

@@ -26,7 +26,11 @@ export type EngineName = 'native' | 'wasm'
 
 export type OverflowPolicy = keyof typeof OVERFLOW
 
-export type ChannelStats = Record<(typeof CHANNEL_STATS)[number], number>
+/**
+ * A channel's counters: the core's, then what a transport's `signing` refused of it (counted by
+ * the TS side: `signatureRefused`, `replayRefused`; 0 where nothing is signed).
+ */
+export type ChannelStats = Record<(typeof CHANNEL_STATS)[number] | 'signatureRefused' | 'replayRefused', number>
 export type SubscriberStats = Record<(typeof SUBSCRIBER_STATS)[number], number>
 export type GroupStats = Record<(typeof GROUP_STATS)[number], number>
 export type PendingEntry = Record<(typeof PENDING_FIELDS)[number], number>

@@ -5,6 +5,7 @@
 import { flag, keysOf, ms, onlyKeys, oneOf, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { LIMITS } from '../engines/manifest.js'
 import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
+import { type CheckedSigning, checkSigning, type SigningOptions } from './signing.js'
 
 /** A Redis server reached through node-redis (`npm i redis`): channels become Redis Streams. */
 export interface RedisTransportOptions {
@@ -21,6 +22,8 @@ export interface RedisTransportOptions {
   connectTimeoutMs?: number
   /** How long a publish may wait to be written while the server is unreachable (default 30,000 ms). */
   publishTimeoutMs?: number
+  /** Signs every message written and refuses what does not verify or was written again (docs/transports.md "Signed messages"). */
+  signing?: SigningOptions
 }
 
 /**
@@ -42,6 +45,8 @@ export interface NatsTransportOptions {
   connectTimeoutMs?: number
   /** How long a publish may wait to be written while the server is unreachable (default 30,000 ms). */
   publishTimeoutMs?: number
+  /** Signs every message written and refuses what does not verify or was written again (docs/transports.md "Signed messages"). */
+  signing?: SigningOptions
 }
 
 /**
@@ -66,6 +71,8 @@ export interface KafkaTransportOptions {
   connectTimeoutMs?: number
   /** How long a publish may wait to be written while the cluster is unreachable (default 30,000 ms). */
   publishTimeoutMs?: number
+  /** Signs every message written and refuses what does not verify or was written again (docs/transports.md "Signed messages"). */
+  signing?: SigningOptions
 }
 
 /** This process's own bus: a channel bound to it stays local (for running one suite against both). */
@@ -110,6 +117,7 @@ export interface CheckedRedisOptions {
   readonly keyPrefix: string
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
+  readonly signing?: CheckedSigning | undefined
 }
 
 export interface CheckedNatsOptions {
@@ -122,6 +130,7 @@ export interface CheckedNatsOptions {
   readonly prefix: string
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
+  readonly signing?: CheckedSigning | undefined
 }
 
 export interface CheckedKafkaOptions {
@@ -134,6 +143,7 @@ export interface CheckedKafkaOptions {
   readonly sasl: { readonly mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; readonly username: string; readonly password: string } | undefined
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
+  readonly signing?: CheckedSigning | undefined
 }
 
 /** Which transport each channel name is bound to: exact names first, then the longest prefix. */
@@ -212,9 +222,20 @@ export function checkTransports(transports: unknown, bindings: unknown): Checked
 
 /** The fields of each kind's options: any other is refused. */
 const KEYS: Readonly<Record<TransportKind, readonly string[]>> = {
-  redis: keysOf<RedisTransportOptions>()(['kind', 'url', 'username', 'password', 'tls', 'keyPrefix', 'connectTimeoutMs', 'publishTimeoutMs']),
-  nats: keysOf<NatsTransportOptions>()(['kind', 'servers', 'token', 'user', 'pass', 'tls', 'prefix', 'connectTimeoutMs', 'publishTimeoutMs']),
-  kafka: keysOf<KafkaTransportOptions>()(['kind', 'brokers', 'clientId', 'prefix', 'partitions', 'tls', 'sasl', 'connectTimeoutMs', 'publishTimeoutMs']),
+  redis: keysOf<RedisTransportOptions>()(['kind', 'url', 'username', 'password', 'tls', 'keyPrefix', 'connectTimeoutMs', 'publishTimeoutMs', 'signing']),
+  nats: keysOf<NatsTransportOptions>()(['kind', 'servers', 'token', 'user', 'pass', 'tls', 'prefix', 'connectTimeoutMs', 'publishTimeoutMs', 'signing']),
+  kafka: keysOf<KafkaTransportOptions>()([
+    'kind',
+    'brokers',
+    'clientId',
+    'prefix',
+    'partitions',
+    'tls',
+    'sasl',
+    'connectTimeoutMs',
+    'publishTimeoutMs',
+    'signing',
+  ]),
   memory: keysOf<MemoryTransportOptions>()(['kind']),
   durable: keysOf<DurableTransportOptions>()(['kind', 'path']),
 }
@@ -243,6 +264,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
       keyPrefix,
       connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
       publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
+      signing: checkSigning(o['signing'], `${name}.signing`),
     },
   }
 }
@@ -303,6 +325,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     prefix,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
+    signing: checkSigning(o['signing'], `${name}.signing`),
   }
 }
 
@@ -345,5 +368,6 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
     sasl,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
+    signing: checkSigning(o['signing'], `${name}.signing`),
   }
 }

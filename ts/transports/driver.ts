@@ -41,6 +41,20 @@ export type Egress =
   /** Sent to the requester's reply address (not kept by the broker: a requester gone misses it). */
   | { readonly kind: 'reply'; readonly channel: string; readonly address: string; readonly frame: Uint8Array }
 
+/** Why a message read from a broker was refused by a transport's `signing`. */
+export type Refusal = 'signature' | 'replay'
+
+/** One refused message, as a driver reports it. */
+export interface Refused {
+  readonly reason: Refusal
+  /** The channel it was read from (undefined for a reply, which names none). */
+  readonly channel: string | undefined
+  /** A reply's request token (the request it claims to answer), for counting it on that request's channel. */
+  readonly replyToken?: number
+  /** What was wrong, for the event (never a secret). */
+  readonly detail: string
+}
+
 /** Retention a bound channel asks of the broker (undefined: none). */
 export interface BrokerRetention {
   readonly maxCount: number | undefined
@@ -57,6 +71,8 @@ export interface DriverSink {
   groupRoom(group: number): number
   /** A failure no caller waits for (a reader, an ack's write): reported on the bus's events. */
   failed(error: unknown): void
+  /** A message read from the broker was refused (signing): counted and reported; nothing of it reached the core. */
+  refused?(refused: Refused): void
 }
 
 export interface Driver {

@@ -12,7 +12,7 @@ import type { Consumer, Message, MessagesStream } from '@platformatic/kafka'
 import { OrreryError } from '../errors.js'
 import type { GroupRef } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
-import { closeClient, FETCH_WAIT_MS, recordRoute } from './kafka-shared.js'
+import { closeClient, FETCH_WAIT_MS, recordRoute, recordSignature } from './kafka-shared.js'
 import { IngestWriter, type Route } from './records.js'
 import { threshold } from './writes.js'
 
@@ -273,7 +273,17 @@ export class KafkaGroupReader {
     const k = key(m.partition, m.offset)
     // Read again after a rebalance: still held here, or acked here and not committed yet.
     if (this.held.has(k) || m.offset <= (this.delivered.get(m.partition) ?? -1n)) return
-    const h: Held = { partition: m.partition, offset: m.offset, count: 1, frame: m.value, route: recordRoute(m.headers) }
+    const route = recordRoute(m.headers)
+    const signing = this.driver.signing
+    // The client gives a record's producer time only, not the broker's: signing checks its order
+    // in the partition instead. A refused record (counted and reported) counts as acked.
+    const lane = `${this.group.channel}\u0000${m.partition}`
+    if (signing !== undefined && !signing.accept(recordSignature(m.headers), this.group.channel, route, m.value, `${m.partition}:${m.offset}`, { lane, offset: m.offset })) {
+      this.delivered.set(m.partition, m.offset)
+      this.commitSoon(m.partition)
+      return
+    }
+    const h: Held = { partition: m.partition, offset: m.offset, count: 1, frame: m.value, route }
     this.held.set(k, h)
     this.delivered.set(m.partition, m.offset)
     this.writer.group(this.group.id, 1, position(h), m.value, h.route)

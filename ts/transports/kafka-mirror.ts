@@ -9,7 +9,7 @@ import type { Consumer } from '@platformatic/kafka'
 
 import type { ChannelRef, HistoryBound } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
-import { closeClient, FETCH_WAIT_MS, type Offsets, protocolIds, RETRY_MS, recordRoute, type TopicLayout } from './kafka-shared.js'
+import { closeClient, FETCH_WAIT_MS, type Offsets, protocolIds, RETRY_MS, recordRoute, recordSignature, type TopicLayout } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
 import { CatchUps } from './catch-up.js'
 
@@ -178,7 +178,14 @@ export class KafkaMirror {
         else if (this.waiters.waiting) this.release()
         this.next.set(p, offset + 1n)
         const at = Number(appended ? batch.maxTimestamp : batch.firstTimestamp + record.timestampDelta)
-        if (record.value !== null && at >= this.oldest) this.writer.live(this.channel.id, at, record.value, recordRoute(record.headers))
+        if (record.value === null || at < this.oldest) continue
+        const route = recordRoute(record.headers)
+        // A refused record (signing) is skipped: counted and reported, never in the mirror. Its
+        // time is the broker's only on a LogAppendTime topic (Orrery's); else its order is used.
+        const signing = this.driver.signing
+        const where = appended ? at : { lane: `${this.channel.name}\u0000${p}`, offset }
+        if (signing !== undefined && !signing.accept(recordSignature(record.headers), this.channel.name, route, record.value, `${p}:${offset}`, where)) continue
+        this.writer.live(this.channel.id, at, record.value, route)
       }
     }
     if (end > (this.next.get(p) ?? 0n)) this.next.set(p, end)

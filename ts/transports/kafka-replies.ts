@@ -7,7 +7,7 @@
 import type { Consumer } from '@platformatic/kafka'
 
 import type { KafkaDriver } from './kafka.js'
-import { closeClient, FETCH_WAIT_MS, RETRY_MS, type TopicLayout } from './kafka-shared.js'
+import { closeClient, FETCH_WAIT_MS, RETRY_MS, recordSignature, type TopicLayout } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
 
 export class ReplyReader {
@@ -19,6 +19,8 @@ export class ReplyReader {
   constructor(
     private readonly driver: KafkaDriver,
     readonly topic: string,
+    /** This process's reply address (what a signed reply must be signed for). */
+    private readonly address: string,
   ) {}
 
   /** Makes the topic and starts reading at its end: resolves once a reply produced from now on would be read. */
@@ -59,7 +61,10 @@ export class ReplyReader {
             for (const batch of part.records ?? []) {
               for (const record of batch.records) {
                 const offset = batch.firstOffset + BigInt(record.offsetDelta)
-                if (offset >= this.next && record.value !== null) this.writer.replied(record.value)
+                if (offset < this.next || record.value === null) continue
+                const signing = this.driver.signing
+                if (signing !== undefined && !signing.acceptReply(recordSignature(record.headers), this.address, record.value)) continue
+                this.writer.replied(record.value)
               }
               const end = batch.firstOffset + BigInt(batch.lastOffsetDelta) + 1n
               if (end > this.next) this.next = end

@@ -21,6 +21,8 @@ export const FETCH_WAIT_MS = 500
 /** Header keys of a request's route. */
 export const REPLY_TO = 'orrery-reply-to'
 export const TIMEOUT = 'orrery-timeout'
+/** Header key of a signed record's signature. */
+export const SIGNATURE = 'orrery-sig'
 
 /** Closes a client at once, whatever it was doing (a failure to close is nothing to report). */
 export function closeClient(client: { close(force?: boolean): unknown } | undefined, force = true): void {
@@ -41,6 +43,13 @@ export function protocolIds(error: unknown): string[] {
   }
   visit(error, 0)
   return ids
+}
+
+/** A record's signature (its header `orrery-sig`), if it has one. */
+export function recordSignature(headers: ReadonlyArray<readonly [Buffer | null, Buffer | null]> | Map<Buffer, Buffer> | undefined): string | undefined {
+  if (headers === undefined) return undefined
+  for (const [k, v] of headers) if (k !== null && k.length === SIGNATURE.length && k.toString('latin1') === SIGNATURE) return v?.toString('latin1')
+  return undefined
 }
 
 /** A raw record's route (its headers `orrery-reply-to` and `orrery-timeout`); undefined for a plain message. */

@@ -14,7 +14,8 @@ import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef,
 import { KafkaGroupReader } from './kafka-groups.js'
 import { KafkaMirror } from './kafka-mirror.js'
 import { ReplyReader } from './kafka-replies.js'
-import { closeClient, type Offsets, protocolIds, REPLY_TO, RETRY_MS, TIMEOUT, type TopicLayout } from './kafka-shared.js'
+import { closeClient, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
+import { Signing } from './signing.js'
 import { type PendingWrite, Writes } from './writes.js'
 
 /** The @platformatic/kafka module, as the driver uses it. */
@@ -114,6 +115,15 @@ export class KafkaDriver implements Driver {
     readonly transport: string,
   ) {
     this.clusterKey = config.brokers.join(',')
+    this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
+  }
+
+  /** @internal The transport's signing (undefined: records go unsigned and nothing is checked). */
+  readonly signing: Signing | undefined
+
+  /** A signed record's signature header, as written now (records are signed at each attempt). */
+  private signatureHeader(record: Egress): [Buffer, Buffer] | undefined {
+    return this.signing === undefined ? undefined : [Buffer.from(SIGNATURE), Buffer.from(this.signing.sign(record), 'latin1')]
   }
 
   /** The options every client of this driver is made with. */
@@ -443,7 +453,9 @@ export class KafkaDriver implements Driver {
       for (const r of write.records) {
         if (r.kind === 'reply') {
           const topic = this.replyTopicOf(r.address)
-          if (live.has(topic)) messages.push({ topic, value: Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength) })
+          const signature = this.signatureHeader(r)
+          const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
+          if (live.has(topic)) messages.push(signature === undefined ? { topic, value } : { topic, value, headers: new Map([signature]) })
           continue
         }
         if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
@@ -454,13 +466,16 @@ export class KafkaDriver implements Driver {
           if (set !== undefined) for (const m of set) waits.push(m)
         }
         const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
+        const signature = this.signatureHeader(r)
         if (r.kind === 'request') {
-          const headers = new Map([
+          const headers = new Map<Buffer, Buffer>([
             [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
             [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
           ])
+          if (signature !== undefined) headers.set(...signature)
           messages.push({ topic: this.topicOf(channel), value, headers })
-        } else messages.push({ topic: this.topicOf(channel), value })
+        } else if (signature !== undefined) messages.push({ topic: this.topicOf(channel), value, headers: new Map([signature]) })
+        else messages.push({ topic: this.topicOf(channel), value })
       }
     }
     if (messages.length === 0) return
@@ -560,7 +575,7 @@ export class KafkaDriver implements Driver {
 
   openReplies(address: string): Promise<void> {
     if (this.listening === undefined) {
-      const reader = new ReplyReader(this, this.replyTopicOf(address))
+      const reader = new ReplyReader(this, this.replyTopicOf(address), address)
       this.replies = reader
       this.listening = reader.open().catch((error: unknown) => {
         reader.stop()

@@ -9,7 +9,7 @@ import { DEFAULTS, FRAME } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedKafkaOptions, CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
-import type { Driver, DriverSink, Egress, GroupRef, GroupStart } from './driver.js'
+import type { Driver, DriverSink, Egress, GroupRef, GroupStart, Refusal, Refused } from './driver.js'
 import { DurableDisk } from './durable.js'
 import { forEachEgress, IngestWriter, REMOTE } from './records.js'
 
@@ -23,7 +23,26 @@ export interface TransportHost {
   failed(transport: string, error: unknown): void
   /** The request with reply token `token` could not be written: it fails with `error` at once. */
   requestFailed(token: number, error: unknown): void
+  /** The channel of this bus's open request with reply token `token` (a refused reply is counted there). */
+  requestChannel(token: number): string | undefined
+  /** Messages a transport's `signing` refused: reported on the bus's events (at most once per interval per transport and reason). */
+  refused(report: RefusalReport): void
 }
+
+/** What `bus.events` tells of messages a transport's `signing` refused. */
+export interface RefusalReport {
+  readonly transport: string
+  readonly reason: Refusal
+  /** The channel of the last one refused (undefined: a reply to no open request). */
+  readonly channel: string | undefined
+  /** How many were refused for this reason on this transport since the last report. */
+  readonly count: number
+  /** What was wrong with the last one. */
+  readonly detail: string
+}
+
+/** Refusals of one transport and reason are reported at most this often; `stats` counts every one. */
+const REPORT_EVERY_MS = 5_000
 
 /** What `bus.binding(channel)` tells. */
 export interface ChannelBinding {
@@ -119,6 +138,10 @@ export class Transports {
    * to its requests are sent to it, and the shared registry stamps its events with it.
    */
   readonly processId: string = newProcessId()
+  /** What signing refused, by channel name. */
+  private readonly refusals = new Map<string, { signature: number; replay: number }>()
+  /** When each transport and reason was last reported, and how many refusals came since. */
+  private readonly reported = new Map<string, { at: number; count: number }>()
 
   private constructor(private readonly config: CheckedTransports) {}
 
@@ -173,7 +196,42 @@ export class Transports {
         }
       },
       failed: (error) => this.host?.failed(transport, error),
+      refused: (refused) => this.refused(transport, refused),
     }
+  }
+
+  /** Counts a refused message on its channel and reports it (at most once per interval per transport and reason). */
+  private refused(transport: string, refused: Refused): void {
+    const host = this.host
+    if (host === undefined || this.closed) return
+    const channel = refused.channel ?? (refused.replyToken === undefined ? undefined : host.requestChannel(refused.replyToken))
+    if (channel !== undefined) {
+      let counts = this.refusals.get(channel)
+      if (counts === undefined) {
+        counts = { signature: 0, replay: 0 }
+        this.refusals.set(channel, counts)
+      }
+      counts[refused.reason]++
+    }
+    const key = `${transport}\u0000${refused.reason}`
+    let last = this.reported.get(key)
+    if (last === undefined) {
+      last = { at: -Infinity, count: 0 }
+      this.reported.set(key, last)
+    }
+    last.count++
+    const now = Date.now()
+    if (now - last.at < REPORT_EVERY_MS) return
+    const count = last.count
+    last.at = now
+    last.count = 0
+    host.refused({ transport, reason: refused.reason, channel, count, detail: refused.detail })
+  }
+
+  /** What signing refused of `channel` in this process. */
+  refusalsOf(channel: string): { readonly signatureRefused: number; readonly replayRefused: number } {
+    const counts = this.refusals.get(channel)
+    return { signatureRefused: counts?.signature ?? 0, replayRefused: counts?.replay ?? 0 }
   }
 
   /** @internal The bus this link serves. */

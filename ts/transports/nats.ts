@@ -5,8 +5,8 @@
  * with explicit acks, this process fetching what its members have room for. A request is a
  * message of the stream with headers `Orrery-Reply-To` (the requester's reply address) and
  * `Orrery-Timeout` (ms); its reply is a core publish to `<prefix>.reply.<address>`, which the
- * requester's process subscribes to. The driver only moves bytes: what a delivery means stays in
- * the core.
+ * requester's process subscribes to. With `signing`, every message (replies too) carries header
+ * `Orrery-Sig`, its signature. The driver only moves bytes: what a delivery means stays in the core.
  */
 import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
@@ -22,6 +22,7 @@ import { IngestWriter, type Route, routeOf } from './records.js'
 import { watchSockets } from './socket-watch.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import { CatchUps } from './catch-up.js'
+import { Signing } from './signing.js'
 
 /** The parts of nats.js the driver uses. */
 export interface NatsModules {
@@ -124,6 +125,8 @@ const markers = new Map<string, Set<Promise<unknown>>>()
 /** The headers a request carries beside its frame. */
 const REPLY_TO = 'Orrery-Reply-To'
 const TIMEOUT = 'Orrery-Timeout'
+/** The header of a signed message's signature. */
+const SIGNATURE = 'Orrery-Sig'
 
 /** A request's route, from its headers; undefined for a plain message. */
 function routeOfMsg(m: JsMsg): Route | undefined {
@@ -175,6 +178,8 @@ export class NatsDriver implements Driver {
   /** Passwords and tokens of the configuration: never in a message this driver gives out. */
   private readonly secrets: string[]
   private readonly sink: DriverSink
+  /** @internal The transport's signing (undefined: messages go unsigned and nothing is checked). */
+  readonly signing: Signing | undefined
   /** The round trip the answers of this turn wait for. */
   private reading: Promise<void> | undefined
   /** This process's reply subscription, made by its first request. */
@@ -189,7 +194,13 @@ export class NatsDriver implements Driver {
     this.serverKey = config.servers.join(',')
     this.secrets = secretsOf(config)
     // What reaches the bus's transport-error events passes through the same redaction.
-    this.sink = { ingest: (b) => sink.ingest(b), groupRoom: (g) => sink.groupRoom(g), failed: (e) => sink.failed(this.redacted(e)) }
+    this.sink = {
+      ingest: (b) => sink.ingest(b),
+      groupRoom: (g) => sink.groupRoom(g),
+      failed: (e) => sink.failed(this.redacted(e)),
+      refused: (r) => sink.refused?.(r),
+    }
+    this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
   }
 
   /** `text` with every secret of the configuration replaced by `***`. */
@@ -445,9 +456,13 @@ export class NatsDriver implements Driver {
     for (const record of records) {
       const refusal =
         record.kind === 'publish'
-          ? this.tooLarge(record.channel, record.frame, record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0)
+          ? this.tooLarge(
+              record.channel,
+              record.frame,
+              (record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0) + this.signatureHeaderBytes(),
+            )
           : record.kind === 'request'
-            ? this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs))
+            ? this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
@@ -476,6 +491,20 @@ export class NatsDriver implements Driver {
       this.sink.failed(error)
     })
     return fitted ?? records
+  }
+
+  /** The bytes of the signature's header line (0 unsigned): `Orrery-Sig: <key id>:<ms>:<64 hex digits>\r\n`. */
+  private signatureHeaderBytes(): number {
+    const signing = this.config.signing
+    return signing === undefined ? 0 : `${SIGNATURE}: ${signing.sign}:${Date.now()}:\r\n`.length + 64
+  }
+
+  /** The headers of a signed record (undefined unsigned), with its signature as written now. */
+  private signed(record: Egress): ReturnType<NatsModules['transport']['headers']> | undefined {
+    if (this.signing === undefined) return undefined
+    const h = this.nats.transport.headers()
+    h.set(SIGNATURE, this.signing.sign(record))
+    return h
   }
 
   /** The bytes of a request's header lines (`<name>: <value>\r\n` each). */
@@ -606,12 +635,15 @@ export class NatsDriver implements Driver {
     const timeout = Math.max(100, Math.min(PUBLISH_ATTEMPT_MS, deadline - Date.now()))
     switch (record.kind) {
       case 'publish': {
-        const options = record.dedupWindowMs > 0 ? { msgID: frameIdHex(record.frame), timeout } : { timeout }
+        // Signed at each attempt: a publish sent again after an outage carries the time it is sent.
+        const h = this.signed(record)
+        const headers = h === undefined ? {} : { headers: h }
+        const options = record.dedupWindowMs > 0 ? { msgID: frameIdHex(record.frame), timeout, ...headers } : { timeout, ...headers }
         const ack = await js.publish(this.subjectOf(record.channel), record.frame, options)
         return ack.duplicate
       }
       case 'request': {
-        const h = this.nats.transport.headers()
+        const h = this.signed(record) ?? this.nats.transport.headers()
         h.set(REPLY_TO, record.replyTo)
         h.set(TIMEOUT, String(record.timeoutMs))
         await js.publish(this.subjectOf(record.channel), record.frame, { headers: h, timeout })
@@ -621,7 +653,8 @@ export class NatsDriver implements Driver {
         // Not kept by the server: a requester that is gone misses it, as it would miss it anyway.
         const nc = this.nc
         if (nc === undefined) throw transportError('CLOSED', 'this Orrery is closed')
-        nc.publish(this.replySubject(record.address), record.frame)
+        const headers = this.signed(record)
+        nc.publish(this.replySubject(record.address), record.frame, headers === undefined ? undefined : { headers })
         return false
       }
       case 'ack':
@@ -636,6 +669,7 @@ export class NatsDriver implements Driver {
         await js.publish(this.subjectOf(record.deadLetter), record.frame, {
           msgID: `dl:${this.streamOf(record.group.channel)}:${m.seq}:${m.info.timestampNanos}`,
           timeout,
+          ...(this.signing === undefined ? {} : { headers: this.signed(record)! }),
         })
         return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
       }
@@ -742,6 +776,7 @@ export class NatsDriver implements Driver {
     nc.subscribe(this.replySubject(address), {
       callback: (error, m) => {
         if (error !== null || this.closed) return
+        if (this.signing !== undefined && !this.signing.acceptReply(m.headers?.get(SIGNATURE) || undefined, address, m.data)) return
         writer.replied(m.data)
         const batch = writer.take()
         if (batch !== undefined) this.sink.ingest(batch)
@@ -1122,7 +1157,13 @@ class MirrorReader {
     if (this.waiters.waiting) this.release(seq)
     this.last = seq
     const at = Math.floor(m.info.timestampNanos / 1e6)
-    if (at >= this.oldest) this.writer.live(this.channel.id, at, m.data, routeOfMsg(m))
+    if (at >= this.oldest) {
+      const route = routeOfMsg(m)
+      // A refused message (signing) is skipped: counted and reported, never in the mirror.
+      const signing = this.driver.signing
+      if (signing === undefined || signing.accept(m.headers?.get(SIGNATURE) || undefined, this.channel.name, route, m.data, String(seq), at))
+        this.writer.live(this.channel.id, at, m.data, route)
+    }
     if (this.history !== undefined && (seq >= this.history.until || m.info.pending === 0)) this.endHistory()
     else if (!this.scheduled) {
       this.scheduled = true
@@ -1275,8 +1316,16 @@ class GroupReader {
       return
     }
     if (m.seq > this.seen) this.seen = m.seq
+    const route = routeOfMsg(m)
+    const signing = this.driver.signing
+    const at = Math.floor(m.info.timestampNanos / 1e6)
+    if (signing !== undefined && !signing.accept(m.headers?.get(SIGNATURE) || undefined, this.group.channel, route, m.data, String(m.seq), at)) {
+      // Refused (counted and reported): the consumer stops delivering it, instead of for ever.
+      m.term()
+      return
+    }
     const position = this.driver.hold(this.group.id, m, this.remade)
-    this.writer.group(this.group.id, m.info.deliveryCount, position, m.data, routeOfMsg(m))
+    this.writer.group(this.group.id, m.info.deliveryCount, position, m.data, route)
     if (!this.scheduled) {
       this.scheduled = true
       later(() => {

@@ -24,7 +24,10 @@ export const BLOCK_MS = 5_000
 /** Pause before a failed read is tried again (node-redis reconnects meanwhile). */
 export const RETRY_MS = 200
 
-/** A broker entry: id and fields (`f` holds the frame; a request has `r`, its reply address, and `t`, its timeout in ms). */
+/**
+ * A broker entry: id and fields (`f` holds the frame; a request has `r`, its reply address, and
+ * `t`, its timeout in ms; a signed one `s`, its signature).
+ */
 export type Entry = [Buffer, Array<Buffer> | null]
 
 /** Whether a retention count limits anything (0, like Infinity, is no limit in Orrery). */
@@ -39,6 +42,11 @@ export function idTime(id: string): number {
 
 export function frameOf(fields: Array<Buffer> | null): Buffer | undefined {
   return field(fields, 0x66)
+}
+
+/** An entry's signature (its field `s`), if it has one. */
+export function signatureOf(fields: Array<Buffer> | null): string | undefined {
+  return field(fields, 0x73)?.toString('latin1')
 }
 
 /** The value of the one-letter field `letter` (a char code). */
@@ -207,7 +215,12 @@ export class MirrorReader extends Reader {
     if (this.waiters.waiting) this.release(id)
     this.last = id
     const frame = frameOf(entry[1])
-    if (frame !== undefined) this.writer.live(this.channel.id, idTime(id), frame, entryRoute(entry[1]))
+    if (frame === undefined) return
+    const route = entryRoute(entry[1])
+    // A refused entry (signing) is skipped: counted and reported, never in the mirror.
+    const signing = this.driver.signing
+    if (signing !== undefined && !signing.accept(signatureOf(entry[1]), this.channel.name, route, frame, id, idTime(id))) return
+    this.writer.live(this.channel.id, idTime(id), frame, route)
   }
 
   protected async step(): Promise<void> {
@@ -343,10 +356,15 @@ export class GroupReader extends Reader {
     if (this.lastRead === undefined || compareIds(id, this.lastRead) > 0) this.lastRead = id
     const frame = frameOf(entry[1])
     if (frame !== undefined) {
-      this.writer.group(this.group.id, count, id, frame, entryRoute(entry[1]))
-      return
+      const route = entryRoute(entry[1])
+      const signing = this.driver.signing
+      if (signing === undefined || signing.accept(signatureOf(entry[1]), this.group.channel, route, frame, id, idTime(id))) {
+        this.writer.group(this.group.id, count, id, frame, route)
+        return
+      }
     }
-    // Not Orrery's (no frame), or deleted: the group forgets it instead of reclaiming it forever.
+    // Not Orrery's (no frame), deleted, or refused by signing (counted and reported): the group
+    // forgets it instead of reclaiming it forever.
     void this.driver.command(['XACK', this.driver.keyOf(this.group.channel), this.group.name, id]).catch(() => {})
   }
 

@@ -4,14 +4,16 @@
  * entry per frame (field `f`; a request adds `r`, its reply address, and `t`, its timeout);
  * groups are the stream's consumer groups, this process reading as one consumer; its readers are
  * in redis-readers.ts. Replies go by `PUBLISH` to `<prefix>reply:<address>`, which the
- * requester's process listens to on a connection of its own. The driver only moves bytes: what a
- * delivery means stays in the core.
+ * requester's process listens to on a connection of its own. With `signing`, each entry adds `s`,
+ * its signature, and a reply starts with its signature (a length byte, then the text). The driver
+ * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
 import { type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS } from './redis-readers.js'
+import { Signing } from './signing.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
 /** A Lua script of the driver, run as node-redis runs scripts (EVALSHA, EVAL when the server lacks it). */
@@ -108,9 +110,12 @@ const ACK_SCRIPT = `${OWNED}return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 /** Sets the idle time (ARGV[4]) of a delivery this consumer holds: reclaimable by anyone once it passes the threshold. */
 const RELEASE_SCRIPT = `${OWNED}return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')`
 
-/** Moves a delivery this consumer holds to the dead-letter stream (KEYS[2]): written only if the group let go of it. */
+/**
+ * Moves a delivery this consumer holds to the dead-letter stream (KEYS[2]): written only if the
+ * group let go of it; ARGV[5], when given, is its signature.
+ */
 const DEAD_SCRIPT = `${OWNED}if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 'f', ARGV[4])
+if ARGV[5] then redis.call('XADD', KEYS[2], '*', 'f', ARGV[4], 's', ARGV[5]) else redis.call('XADD', KEYS[2], '*', 'f', ARGV[4]) end
 return 1`
 
 /**
@@ -146,6 +151,22 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
 
+/** A signed reply as published: its signature's length (one byte), the signature, the frame. */
+function signedReply(signature: string, frame: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(1 + signature.length + frame.length)
+  out[0] = signature.length
+  out.write(signature, 1, 'latin1')
+  out.set(frame, 1 + signature.length)
+  return out
+}
+
+/** The signature and frame of a reply as published (undefined signature: too short to hold one). */
+function openReply(message: Buffer): { signature: string | undefined; frame: Buffer } {
+  const len = message.length > 0 ? message[0]! : 0
+  if (len === 0 || message.length < 1 + len) return { signature: undefined, frame: message }
+  return { signature: message.toString('latin1', 1, 1 + len), frame: message.subarray(1 + len) }
+}
+
 export class RedisDriver implements Driver {
   private main: Connection | undefined
   private closed = false
@@ -172,6 +193,8 @@ export class RedisDriver implements Driver {
    * by then: this process's lease had run out and another process took the entry over.
    */
   fencedSettles = 0
+  /** @internal The transport's signing (undefined: messages go unsigned and nothing is checked). */
+  readonly signing: Signing | undefined
 
   constructor(
     private readonly redis: RedisModule,
@@ -181,6 +204,7 @@ export class RedisDriver implements Driver {
   ) {
     this.options = { typeMapping: { [redis.RESP_TYPES.BLOB_STRING]: Buffer } }
     this.scripts = scripts(redis)
+    this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
     const pid = typeof process === 'object' ? process.pid : 0
     this.consumer = `${pid}-${Math.random().toString(36).slice(2, 10)}`
   }
@@ -351,7 +375,9 @@ export class RedisDriver implements Driver {
     switch (record.kind) {
       case 'publish': {
         const key = this.key(record.channel)
-        const xadd = this.xadd(record.channel, ['f', asBuffer(record.frame)])
+        // Signed at each attempt: a write retried after an outage carries the time it is written.
+        const fields = this.signing === undefined ? ['f', asBuffer(record.frame)] : ['f', asBuffer(record.frame), 's', this.signing.sign(record)]
+        const xadd = this.xadd(record.channel, fields)
         if (record.dedupWindowMs === 0) return this.command(['XADD', key, ...xadd])
         const window = record.dedupWindowMs === Infinity ? '0' : String(Math.max(1, Math.ceil(record.dedupWindowMs)))
         const dedupKey = `${this.config.keyPrefix}dd:${record.channel}:${frameIdHex(record.frame)}`
@@ -360,10 +386,13 @@ export class RedisDriver implements Driver {
       case 'request': {
         // Infinity (wait for ever) is written as 'Infinity', which reads back as Infinity.
         const fields = ['f', asBuffer(record.frame), 'r', record.replyTo, 't', String(record.timeoutMs)]
+        if (this.signing !== undefined) fields.push('s', this.signing.sign(record))
         return this.command(['XADD', this.key(record.channel), ...this.xadd(record.channel, fields)])
       }
-      case 'reply':
-        return this.command(['PUBLISH', this.replyChannel(record.address), asBuffer(record.frame)])
+      case 'reply': {
+        const message = this.signing === undefined ? asBuffer(record.frame) : signedReply(this.signing.sign(record), record.frame)
+        return this.command(['PUBLISH', this.replyChannel(record.address), message])
+      }
       // Settlements act only on an entry this consumer still holds (see OWNED).
       case 'ack':
         return this.settle('ackOwned', [this.key(record.group.channel), record.group.name, this.consumer, record.position])
@@ -392,6 +421,7 @@ export class RedisDriver implements Driver {
           this.consumer,
           record.position,
           asBuffer(record.frame),
+          ...(this.signing === undefined ? [] : [this.signing.sign(record)]),
         ])
     }
   }
@@ -434,7 +464,11 @@ export class RedisDriver implements Driver {
         this.replyChannel(address),
         (message) => {
           if (this.closed) return
-          writer.replied(message)
+          if (this.signing !== undefined) {
+            const { signature, frame } = openReply(message)
+            if (!this.signing.acceptReply(signature, address, frame)) return
+            writer.replied(frame)
+          } else writer.replied(message)
           const batch = writer.take()
           if (batch !== undefined) this.sink.ingest(batch)
         },

@@ -1,0 +1,338 @@
+/**
+ * Signed messages on a broker transport (the `signing` option): an HMAC-SHA256 over what the
+ * receiver will act on (the frame, which holds id, time and body; the channel, or the reply
+ * address; a request's reply address and timeout) and the time it was written, carried beside the
+ * frame with the id of the key that made it. A receiver with the same keys refuses what does not
+ * verify (`signature`) and what was written again (`replay`): a signed time too far from the
+ * broker's time of the entry, or a signature already seen at another broker position. Drivers
+ * call `sign` as they write and `accept` / `acceptReply` as they read, before anything reaches
+ * the core.
+ */
+import { type _HMAC, hmac } from '@noble/hashes/hmac.js'
+import { sha256 } from '@noble/hashes/sha2.js'
+
+import { options as checkOptions, keysOf, onlyKeys, refuse } from '../check.js'
+import { LAYOUT as FRAME } from '../frame.js'
+import { OrreryError } from '../errors.js'
+import type { Egress, Refusal, Refused } from './driver.js'
+import type { Route } from './records.js'
+
+/**
+ * The `signing` option of a redis, nats or kafka transport. Every key in `keys` verifies; only
+ * `sign` signs, so keys rotate by adding the new one everywhere, then signing with it, then
+ * removing the old one.
+ */
+export interface SigningOptions {
+  /** Secrets by key id (letters, digits, `_`, `-`, `.`; at most 64): a string (its UTF-8 bytes) or bytes, at least 16 bytes each. */
+  keys: Readonly<Record<string, string | Uint8Array>>
+  /** The id of the key this process signs with (one of `keys`). */
+  sign: string
+  /**
+   * How far a message's signed time may be from the broker's time of its entry, and how long a
+   * signature is remembered to refuse a copy of it (default 60,000 ms; 1,000 to 86,400,000).
+   */
+  replayWindowMs?: number
+}
+
+/** A checked `signing` option: the secrets as bytes. */
+export interface CheckedSigning {
+  readonly keys: ReadonlyMap<string, Uint8Array>
+  readonly sign: string
+  readonly replayWindowMs: number
+}
+
+const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/
+const MIN_SECRET_BYTES = 16
+const DEFAULT_WINDOW_MS = 60_000
+const MIN_WINDOW_MS = 1_000
+const MAX_WINDOW_MS = 86_400_000
+const SIGNING_KEYS = keysOf<SigningOptions>()(['keys', 'sign', 'replayWindowMs'])
+
+const utf8 = new TextEncoder()
+
+/** Checks a transport's `signing` option (`where` names it); undefined when it is left out. */
+export function checkSigning(value: unknown, where: string): CheckedSigning | undefined {
+  if (value === undefined) return undefined
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    refuse('option', where, value, 'must be an object { keys: { <id>: <secret> }, sign: <id>, replayWindowMs? }')
+  const o = checkOptions(value as Record<string, unknown>, where, 'option')
+  onlyKeys(o, SIGNING_KEYS, where)
+  const rawKeys = o['keys']
+  if (rawKeys === null || typeof rawKeys !== 'object' || Array.isArray(rawKeys) || rawKeys instanceof Uint8Array)
+    refuse('option', `${where}.keys`, rawKeys, 'must be an object of secrets by key id')
+  const keys = new Map<string, Uint8Array>()
+  for (const id of Object.keys(rawKeys)) {
+    const name = `${where}.keys.${id}`
+    if (!KEY_ID.test(id)) refuse('option', `${where}.keys`, id, 'must be keyed by ids of 1 to 64 letters, digits, _, - or .')
+    const secret = (rawKeys as Record<string, unknown>)[id]
+    let bytes: Uint8Array
+    if (typeof secret === 'string') bytes = utf8.encode(secret)
+    else if (secret instanceof Uint8Array) bytes = secret.slice()
+    // The secret stays out of the message: only its type and length are told.
+    else throw new OrreryError('INVALID_OPTION', `${name} must be a string or a Uint8Array of at least ${MIN_SECRET_BYTES} bytes`, { details: { option: name } })
+    if (bytes.length < MIN_SECRET_BYTES)
+      throw new OrreryError('INVALID_OPTION', `${name} must be at least ${MIN_SECRET_BYTES} bytes, not ${bytes.length}`, { details: { option: name } })
+    keys.set(id, bytes)
+  }
+  if (keys.size === 0) refuse('option', `${where}.keys`, rawKeys, 'must hold at least one key')
+  const sign = o['sign']
+  if (typeof sign !== 'string' || !keys.has(sign)) refuse('option', `${where}.sign`, sign, `must be the id of one of the keys (${[...keys.keys()].join(', ')})`)
+  let replayWindowMs = DEFAULT_WINDOW_MS
+  const window = o['replayWindowMs']
+  if (window !== undefined) {
+    if (typeof window !== 'number' || !(window >= MIN_WINDOW_MS && window <= MAX_WINDOW_MS))
+      refuse('option', `${where}.replayWindowMs`, window, `must be a number of ms from ${MIN_WINDOW_MS} to ${MAX_WINDOW_MS}`)
+    replayWindowMs = window
+  }
+  return { keys, sign, replayWindowMs }
+}
+
+/** The most signatures remembered per transport (each ~150 bytes): past it the oldest are forgotten first. */
+export const MAX_REMEMBERED = 100_000
+
+/**
+ * Refused positions remembered per transport, so an entry read by both a mirror and a group of
+ * this process is counted once.
+ */
+const MAX_REFUSED_POSITIONS = 10_000
+
+/** Where a Kafka group delivery sits when the broker's time of it is not known: its partition's lane and offset. */
+export interface LogOrder {
+  readonly lane: string
+  readonly offset: bigint
+}
+
+/** What one channel's readers remember: signatures seen (by MAC) where, and the newest time seen. */
+interface Lane {
+  readonly seen: Map<string, { readonly position: string; readonly signedAt: number }>
+  /** The newest broker time (or, where that is not known, signed time) read on the channel. */
+  clock: number
+}
+
+const HEX = '0123456789abcdef'
+
+function hex(bytes: Uint8Array): string {
+  let out = ''
+  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]! >> 4]! + HEX[bytes[i]! & 15]!
+  return out
+}
+
+/** Compares two strings of equal length in time that does not depend on where they differ. */
+function sameText(a: string, b: string): boolean {
+  if (a.length !== b.length) return false
+  let diff = 0
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
+  return diff === 0
+}
+
+/** The reply token a reply's frame carries (0 when the frame is too short to hold one). */
+function replyToken(frame: Uint8Array): number {
+  if (frame.length < FRAME.headerLen) return 0
+  return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(FRAME.offReply, true)
+}
+
+/** One transport's signing: its keys, and what its readers remember to refuse copies. */
+export class Signing {
+  /** Each key's HMAC with the key already absorbed: cloned per message instead of hashing the key again. */
+  private readonly macs = new Map<string, _HMAC<never>>()
+  private scratch: _HMAC<never> | undefined
+  private readonly out = new Uint8Array(32)
+  private readonly lanes = new Map<string, Lane>()
+  /** How many signatures all lanes remember. */
+  private remembered = 0
+  /** Kafka partitions read without the broker's time: the highest offset read and the newest signed time up to it. */
+  private readonly orders = new Map<string, { offset: bigint; newest: number }>()
+  private readonly refusedAt = new Set<string>()
+  readonly windowMs: number
+
+  constructor(
+    private readonly options: CheckedSigning,
+    private readonly report: (refused: Refused) => void,
+  ) {
+    for (const [id, secret] of options.keys) this.macs.set(id, hmac.create(sha256, secret) as _HMAC<never>)
+    this.windowMs = options.replayWindowMs
+  }
+
+  /** The MAC (hex) of `frame` as `subject` under key `id` at `signedAt`; undefined for an unknown key. */
+  private mac(id: string, signedAt: number, kind: string, target: string, route: Route | undefined, frame: Uint8Array): string | undefined {
+    const base = this.macs.get(id)
+    if (base === undefined) return undefined
+    // Every variable part is preceded by its length, so no two subjects read as the same bytes
+    // (a reply address holding the separator cannot shift bytes between fields).
+    const address = route?.address ?? ''
+    const timeout = route === undefined ? '' : String(route.timeoutMs)
+    const head = `orrery-sig-1|${id.length}|${id}|${signedAt}|${kind}|${target.length}|${target}|${address.length}|${address}|${timeout}|${frame.length}|`
+    const h = base._cloneInto(this.scratch)
+    this.scratch = h
+    h.update(utf8.encode(head))
+    h.update(frame)
+    h.digestInto(this.out)
+    return hex(this.out)
+  }
+
+  /** The signature written beside an egress record: `<key id>:<signed ms>:<mac>`. Acks and releases carry none. */
+  sign(record: Egress, now = Date.now()): string {
+    const at = Math.floor(now)
+    const id = this.options.sign
+    let mac: string | undefined
+    switch (record.kind) {
+      case 'publish':
+        mac = this.mac(id, at, 'm', record.channel, undefined, record.frame)
+        break
+      case 'dead':
+        // A dead letter is a message of the dead-letter channel, signed when it is written there.
+        mac = this.mac(id, at, 'm', record.deadLetter, undefined, record.frame)
+        break
+      case 'request':
+        mac = this.mac(id, at, 'q', record.channel, { address: record.replyTo, timeoutMs: record.timeoutMs }, record.frame)
+        break
+      case 'reply':
+        mac = this.mac(id, at, 'r', record.address, undefined, record.frame)
+        break
+      default:
+        throw new OrreryError('INTERNAL', `a ${record.kind} record carries no signature`)
+    }
+    return `${id}:${at}:${mac!}`
+  }
+
+  /**
+   * Checks the signature `field` of a message read from the broker: its key, its MAC over what is
+   * read (kind by `route`), its time. Returns the signed time and MAC, or undefined after
+   * reporting the refusal.
+   */
+  private verify(field: string | undefined, kind: string, target: string, route: Route | undefined, frame: Uint8Array, channel: string | undefined, position: string, token?: number): { signedAt: number; mac: string } | undefined {
+    const fail = (detail: string): undefined => {
+      this.refuse('signature', channel, position, detail, token)
+      return undefined
+    }
+    if (field === undefined) return fail('it carries no signature')
+    const first = field.indexOf(':')
+    const second = field.indexOf(':', first + 1)
+    if (first <= 0 || second < 0) return fail('its signature is malformed')
+    const id = field.slice(0, first)
+    const signedAt = Number(field.slice(first + 1, second))
+    const given = field.slice(second + 1)
+    if (!this.macs.has(id)) return fail(`it is signed by key "${id.slice(0, 64)}", which is not one of this transport's keys`)
+    if (!Number.isSafeInteger(signedAt) || String(signedAt) !== field.slice(first + 1, second)) return fail('its signature is malformed')
+    const expected = this.mac(id, signedAt, kind, target, route, frame)!
+    if (!sameText(expected, given)) return fail(`its signature (key "${id}") does not match its content`)
+    return { signedAt, mac: expected }
+  }
+
+  /** Counts and reports a refusal (an entry read by several readers of this process counts once). */
+  private refuse(reason: Refusal, channel: string | undefined, position: string, detail: string, token?: number): void {
+    if (position !== '') {
+      const key = `${channel ?? ''}\u0000${position}`
+      if (this.refusedAt.has(key)) return
+      this.refusedAt.add(key)
+      if (this.refusedAt.size > MAX_REFUSED_POSITIONS) this.refusedAt.delete(this.refusedAt.values().next().value!)
+    }
+    this.report(token === undefined ? { reason, channel, detail } : { reason, channel, detail, replyToken: token })
+  }
+
+  /**
+   * Whether a message read from `channel` at broker position `position` may go to the core: its
+   * signature (`field`) verifies, and it is no copy. `at` is the broker's time of the entry (ms);
+   * where a reader cannot know it (a Kafka group's records), their partition's order instead.
+   * A refusal is reported before this returns false.
+   */
+  accept(field: string | undefined, channel: string, route: Route | undefined, frame: Uint8Array, position: string, at: number | LogOrder): boolean {
+    const signed = this.verify(field, route === undefined ? 'm' : 'q', channel, route, frame, channel, position)
+    if (signed === undefined) return false
+    const { signedAt, mac } = signed
+    const window = this.windowMs
+    let brokerTime: number
+    if (typeof at === 'number') {
+      brokerTime = at
+      if (Math.abs(at - signedAt) > window)
+        return this.replay(channel, position, `it was signed at ${signedAt} and written to the broker at ${at}, more than replayWindowMs (${window} ms) apart`)
+    } else {
+      // Without the broker's time: a record appended after one signed more than the window later
+      // than itself was written again (an honest writer signs just before it appends).
+      brokerTime = signedAt
+      const order = this.orders.get(at.lane)
+      if (order !== undefined && at.offset > order.offset && signedAt < order.newest - window)
+        return this.replay(channel, position, `it was signed at ${signedAt}, more than replayWindowMs (${window} ms) before a message the log holds before it`)
+      if (order === undefined) this.orders.set(at.lane, { offset: at.offset, newest: signedAt })
+      else if (at.offset > order.offset) {
+        order.offset = at.offset
+        if (signedAt > order.newest) order.newest = signedAt
+      }
+    }
+    let lane = this.lanes.get(channel)
+    if (lane === undefined) {
+      lane = { seen: new Map(), clock: brokerTime }
+      this.lanes.set(channel, lane)
+    }
+    const before = lane.seen.get(mac)
+    if (before !== undefined) {
+      // A redelivery of the same entry (a group's, a mirror read again) is legitimate.
+      if (before.position === position) return true
+      return this.replay(channel, position, `the same signed message was read at broker position ${before.position} before`)
+    }
+    this.remember(lane, mac, position, signedAt, brokerTime)
+    return true
+  }
+
+  /**
+   * Whether a reply read at this process's reply address `address` may go to the core: signed for
+   * that address, within the window of this host's clock (replies are not kept by the broker, so
+   * it has no time of its own for them), and never seen before.
+   */
+  acceptReply(field: string | undefined, address: string, frame: Uint8Array, now = Date.now()): boolean {
+    const token = replyToken(frame)
+    const signed = this.verify(field, 'r', address, undefined, frame, undefined, '', token)
+    if (signed === undefined) return false
+    const { signedAt, mac } = signed
+    if (Math.abs(now - signedAt) > this.windowMs) {
+      this.refuse('replay', undefined, '', `a reply signed at ${signedAt} came at ${now}, more than replayWindowMs (${this.windowMs} ms) later`, token)
+      return false
+    }
+    // Each reply is read once: a second sighting is a copy.
+    let lane = this.lanes.get('')
+    if (lane === undefined) {
+      lane = { seen: new Map(), clock: now }
+      this.lanes.set('', lane)
+    }
+    if (lane.seen.has(mac)) {
+      this.refuse('replay', undefined, '', 'the same signed reply was read before', token)
+      return false
+    }
+    this.remember(lane, mac, '', signedAt, now)
+    return true
+  }
+
+  private replay(channel: string, position: string, detail: string): false {
+    this.refuse('replay', channel, position, detail)
+    return false
+  }
+
+  /**
+   * Remembers a signature until the channel's clock is a window past its signed time: a copy
+   * written after that has a broker time more than the window from it, so the time check refuses
+   * it (the broker's clock only moves on; on Redis an entry id chosen by its writer must still be
+   * above the stream's last).
+   */
+  private remember(lane: Lane, mac: string, position: string, signedAt: number, time: number): void {
+    if (time > lane.clock) lane.clock = time
+    const horizon = lane.clock - this.windowMs - 1_000
+    for (const [key, entry] of lane.seen) {
+      if (entry.signedAt >= horizon) break
+      lane.seen.delete(key)
+      this.remembered--
+    }
+    lane.seen.set(mac, { position, signedAt })
+    this.remembered++
+    if (this.remembered > MAX_REMEMBERED) this.forgetOldest()
+  }
+
+  /** Forgets the oldest signature of the lane that holds the most. */
+  private forgetOldest(): void {
+    let largest: Lane | undefined
+    for (const lane of this.lanes.values()) if (largest === undefined || lane.seen.size > largest.seen.size) largest = lane
+    const oldest = largest?.seen.keys().next()
+    if (oldest === undefined || oldest.done === true) return
+    largest!.seen.delete(oldest.value)
+    this.remembered--
+  }
+}
