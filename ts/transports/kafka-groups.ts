@@ -278,7 +278,10 @@ export class KafkaGroupReader {
     // The client gives a record's producer time only, not the broker's: signing checks its order
     // in the partition instead. A refused record (counted and reported) counts as acked.
     const lane = `${this.group.channel}\u0000${m.partition}`
-    if (signing !== undefined && !signing.accept(recordSignature(m.headers), this.group.channel, route, m.value, `${m.partition}:${m.offset}`, { lane, offset: m.offset })) {
+    if (
+      signing !== undefined &&
+      !signing.accept(recordSignature(m.headers), this.group.channel, route, m.value, `${m.partition}:${m.offset}`, { lane, offset: m.offset })
+    ) {
       this.delivered.set(m.partition, m.offset)
       this.commitSoon(m.partition)
       return

@@ -69,7 +69,8 @@ export function checkSigning(value: unknown, where: string): CheckedSigning | un
     if (typeof secret === 'string') bytes = utf8.encode(secret)
     else if (secret instanceof Uint8Array) bytes = secret.slice()
     // The secret stays out of the message: only its type and length are told.
-    else throw new OrreryError('INVALID_OPTION', `${name} must be a string or a Uint8Array of at least ${MIN_SECRET_BYTES} bytes`, { details: { option: name } })
+    else
+      throw new OrreryError('INVALID_OPTION', `${name} must be a string or a Uint8Array of at least ${MIN_SECRET_BYTES} bytes`, { details: { option: name } })
     if (bytes.length < MIN_SECRET_BYTES)
       throw new OrreryError('INVALID_OPTION', `${name} must be at least ${MIN_SECRET_BYTES} bytes, not ${bytes.length}`, { details: { option: name } })
     keys.set(id, bytes)
@@ -200,7 +201,16 @@ export class Signing {
    * read (kind by `route`), its time. Returns the signed time and MAC, or undefined after
    * reporting the refusal.
    */
-  private verify(field: string | undefined, kind: string, target: string, route: Route | undefined, frame: Uint8Array, channel: string | undefined, position: string, token?: number): { signedAt: number; mac: string } | undefined {
+  private verify(
+    field: string | undefined,
+    kind: string,
+    target: string,
+    route: Route | undefined,
+    frame: Uint8Array,
+    channel: string | undefined,
+    position: string,
+    token?: number,
+  ): { signedAt: number; mac: string } | undefined {
     const fail = (detail: string): undefined => {
       this.refuse('signature', channel, position, detail, token)
       return undefined
