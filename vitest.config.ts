@@ -4,6 +4,8 @@ import { playwright } from '@vitest/browser-playwright'
 import type { Plugin } from 'vite'
 import { defineConfig } from 'vitest/config'
 
+import { peerLines, startPeer, stopPeer } from './test/transports/nats-peer.js'
+
 // One suite, every engine: the same files run once with the native engine and once with the
 // wasm engine in Node, and once more in Debian's chromium with the browser entry (wasm).
 const engineSuite = ['test/**/*.test.ts']
@@ -26,10 +28,14 @@ const NODE_ONLY: Record<string, string> = {
   'test/store-poisoned.test.ts': 'a panic inside a store call, watched from a child process',
   'test/workers.test.ts': 'worker threads share one native core',
   'test/workflow-crash.test.ts': 'a durable store on disk; child processes running workflows are killed with SIGKILL',
-  'test/transports/**': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
+  // All but nats-ws.test.ts, NATS over WebSocket, which a page can do.
+  'test/transports/!(nats-ws).test.ts': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
 }
 
 const CHROMIUM = process.env['ORRERY_CHROMIUM'] ?? '/usr/bin/chromium'
+
+// Node has a global WebSocket from 22 on; Node 20 only with this flag (the nats-over-WebSocket tests).
+const NODE_EXEC_ARGV = Number(process.versions.node.split('.')[0]) < 22 ? ['--experimental-websocket'] : []
 
 // The tests import the Node entry (ts/node.ts); in the page the same imports reach the browser
 // entry, so one file serves every project.
@@ -52,11 +58,14 @@ export default defineConfig({
     // chooses which, or `external` / `none`) and provides their URLs: inject('redisUrl').
     globalSetup: ['test/transports/global-setup.ts'],
     projects: [
-      { extends: true, test: { name: 'native', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'native' } } },
-      { extends: true, test: { name: 'wasm', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'wasm' } } },
+      { extends: true, test: { name: 'native', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'native' }, execArgv: NODE_EXEC_ARGV } },
+      { extends: true, test: { name: 'wasm', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'wasm' }, execArgv: NODE_EXEC_ARGV } },
       {
         extends: true,
         plugins: [browserEntryForTests],
+        // nats.js's WebSocket client, which the page imports on its first ws:// transport: bundled
+        // up front, so its first use does not reload the page mid-test.
+        optimizeDeps: { include: ['@nats-io/nats-core', '@nats-io/jetstream'] },
         test: {
           name: 'browser',
           include: engineSuite,
@@ -74,6 +83,13 @@ export default defineConfig({
             }),
             instances: [{ browser: 'chromium' }],
             screenshotFailures: false,
+            // Run in this (Node) process for a page: a Node process on the far side of NATS
+            // (test/transports/nats-ws.test.ts).
+            commands: {
+              natsPeerStart: (_, url: string, prefix: string) => startPeer(url, prefix),
+              natsPeerLines: (_, pid: number) => peerLines(pid),
+              natsPeerStop: (_, pid: number) => stopPeer(pid),
+            },
           },
         },
       },

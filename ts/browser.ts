@@ -6,8 +6,13 @@ import { useEngineLoader } from './api.js'
 import type { Backend } from './engines/backend.js'
 import { wasmBackend, type WasmBinding } from './engines/wasm.js'
 import { OrreryError } from './errors.js'
+import { usePlatform } from './transports/platform.js'
 
 export * from './api.js'
+
+// Transports run as a page's: a nats transport over WebSocket; redis, kafka, durable and nats://
+// are refused at create (UNSUPPORTED) before anything loads.
+usePlatform('browser')
 
 let loading: Promise<Backend> | undefined
 

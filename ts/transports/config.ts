@@ -4,7 +4,9 @@
  */
 import { flag, keysOf, ms, onlyKeys, oneOf, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { LIMITS } from '../engines/manifest.js'
+import { OrreryError } from '../errors.js'
 import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
+import { platform } from './platform.js'
 import { type CheckedSigning, checkSigning, type SigningOptions } from './signing.js'
 
 /** A Redis server reached through node-redis (`npm i redis`): channels become Redis Streams. */
@@ -28,16 +30,21 @@ export interface RedisTransportOptions {
 
 /**
  * A NATS server with JetStream, reached through nats.js (`npm i @nats-io/transport-node
- * @nats-io/jetstream`): channels become JetStream streams.
+ * @nats-io/jetstream`; over WebSocket `npm i @nats-io/nats-core @nats-io/jetstream`): channels
+ * become JetStream streams.
  */
 export interface NatsTransportOptions {
   kind: 'nats'
-  /** `nats://host:port` or `tls://host:port`; several for a cluster. */
+  /**
+   * `nats://host:port` or `tls://host:port` (TCP, Node), or `ws://host:port[/path]` or
+   * `wss://…` (the server's WebSocket listener: browsers, and Node with a global WebSocket);
+   * several for a cluster, all over TCP or all over WebSocket.
+   */
   servers: string | readonly string[]
   token?: string
   user?: string
   pass?: string
-  /** Connect with TLS (also implied by a `tls://` server). */
+  /** Connect with TLS (also implied by a `tls://` server); over WebSocket the scheme says it (`wss://`). */
   tls?: boolean
   /** Names Orrery's streams (`<prefix>-ch-<channel>`) and subjects (`<prefix>.ch.<channel>`); default `orrery`. */
   prefix?: string
@@ -217,6 +224,7 @@ export function checkTransports(transports: unknown, bindings: unknown): Checked
     else exact.set(pattern, transport)
   }
   prefixes.sort((x, y) => y[0].length - x[0].length)
+  if (platform() === 'browser') for (const t of list) refuseInBrowser(t)
   return { transports: list, rules: new BindingRules(exact, prefixes) }
 }
 
@@ -298,6 +306,43 @@ function redisUrl(url: string, where: string): URL {
 
 /** A NATS server URL: nats:// or tls://, as nats.js takes them. */
 const NATS_URL = /^(nats|tls):\/\/[^\s/]+\/?$/
+/** A NATS server's WebSocket URL: ws:// or wss://, a path allowed (a proxy may serve it under one). */
+const NATS_WS_URL = /^wss?:\/\/[^\s/?#]+(?:[/?][^\s#]*)?$/
+
+/**
+ * What a browser cannot run, once the options are known to be well formed (a malformed one is
+ * INVALID_OPTION everywhere alike): UNSUPPORTED naming the transport, before anything loads. A
+ * page opens WebSocket connections only: a nats transport with ws:// or wss:// servers.
+ */
+function refuseInBrowser(t: CheckedTransport): void {
+  const name = `transports.${t.name}`
+  const details = { transport: t.name, kind: t.kind, platform: 'browser' }
+  if (t.options.kind === 'nats') {
+    const i = t.options.servers.findIndex((url) => !NATS_WS_URL.test(url))
+    if (i < 0) return
+    const where = t.options.servers.length === 1 ? `${name}.servers` : `${name}.servers[${i}]`
+    throw new OrreryError(
+      'UNSUPPORTED',
+      `${where} is a TCP server (${shownServer(t.options.servers[i]!)}), and a browser opens no TCP connection: use the NATS server's WebSocket listener, ws://host:port or wss://host:port (its \`websocket\` block)`,
+      { details: { option: where, ...details } },
+    )
+  }
+  if (t.kind === 'memory') return
+  const why =
+    t.kind === 'durable'
+      ? 'a browser has no file for it (and the wasm engine keeps the bus in memory)'
+      : `a browser opens no TCP connection to ${t.kind === 'redis' ? 'Redis' : 'Kafka'}`
+  throw new OrreryError(
+    'UNSUPPORTED',
+    `${name} is a ${t.kind} transport, and ${why}: in a browser, channels cross processes through a nats transport with ws:// or wss:// servers (the NATS server's WebSocket listener)`,
+    { details: { option: `${name}.kind`, ...details } },
+  )
+}
+
+/** A NATS server URL with its password (user:***@) or token (***@) hidden. */
+function shownServer(url: string): string {
+  return url.replace(/\/\/(?:([^:@/]*):)?[^@/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+}
 /** A prefix that is one subject token and a valid stream name start. */
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/
 
@@ -309,10 +354,17 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     const where = Array.isArray(raw) ? `${name}.servers[${i}]` : `${name}.servers`
     const url = text(s, where, { nonEmpty: true }, 'option')
     // A password (user:***@) or a token (***@) stays out of the message.
-    const shown = url.replace(/\/\/(?:([^:@/]*):)?[^@/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
-    if (!NATS_URL.test(url)) refuse('option', where, shown, 'must be a nats://host:port or tls://host:port URL')
+    const shown = shownServer(url)
+    const websocket = NATS_WS_URL.test(url)
+    if (!websocket && !NATS_URL.test(url))
+      refuse('option', where, shown, 'must be a nats://host:port or tls://host:port URL, or ws://host:port or wss://host:port (WebSocket)')
+    if (i > 0 && websocket !== NATS_WS_URL.test(String(list[0])))
+      refuse('option', where, shown, 'must be over the same wire as the first server: all nats:// or tls://, or all ws:// or wss://')
     return url
   })
+  const websocket = NATS_WS_URL.test(servers[0]!)
+  if (websocket && o['tls'] !== undefined)
+    refuse('option', `${name}.tls`, o['tls'], 'must be left out with WebSocket servers: wss:// connects with TLS, ws:// without')
   const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'
   if (!NATS_PREFIX.test(prefix)) refuse('option', `${name}.prefix`, prefix, 'must be 1 to 32 letters, digits, _ or -')
   return {
@@ -321,7 +373,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     token: textOr(o['token'], `${name}.token`),
     user: textOr(o['user'], `${name}.user`),
     pass: textOr(o['pass'], `${name}.pass`),
-    tls: o['tls'] === undefined ? servers.some((s) => s.startsWith('tls:')) : flag(o['tls'], `${name}.tls`),
+    tls: o['tls'] === undefined ? servers.some((s) => /^(tls|wss):/.test(s)) : flag(o['tls'], `${name}.tls`),
     prefix,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),

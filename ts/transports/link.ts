@@ -93,7 +93,7 @@ async function redisDriver(options: CheckedRedisOptions, sink: DriverSink, trans
 
 async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transport: string): Promise<Driver> {
   const { loadNats, NatsDriver } = await import('./nats.js')
-  return new NatsDriver(await loadNats(), options, sink, transport)
+  return new NatsDriver(await loadNats(options.servers, transport), options, sink, transport)
 }
 
 async function kafkaDriver(options: CheckedKafkaOptions, sink: DriverSink, transport: string): Promise<Driver> {

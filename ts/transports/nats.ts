@@ -9,7 +9,7 @@
  * `Orrery-Sig`, its signature. The driver only moves bytes: what a delivery means stays in the core.
  */
 import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
-import type { NatsConnection } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/nats-core'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
@@ -18,30 +18,13 @@ import { OrreryError } from '../errors.js'
 import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
+import type { NatsModules } from './nats-connect.js'
 import { IngestWriter, type Route, routeOf } from './records.js'
-import { watchSockets } from './socket-watch.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import { CatchUps } from './catch-up.js'
 import { Signing } from './signing.js'
 
-/** The parts of nats.js the driver uses. */
-export interface NatsModules {
-  readonly transport: typeof import('@nats-io/transport-node')
-  readonly jetstream: typeof import('@nats-io/jetstream')
-}
-
-/** Loads nats.js; missing, it is TRANSPORT_UNAVAILABLE saying how to install it. */
-export async function loadNats(): Promise<NatsModules> {
-  // Specifiers bundlers do not follow: browsers never load them, and a missing package is a
-  // refusal at create, not a build error.
-  const names = ['@nats-io/transport-node', '@nats-io/jetstream']
-  try {
-    const [transport, jetstream] = await Promise.all(names.map((n) => import(/* @vite-ignore */ n)))
-    return { transport, jetstream } as NatsModules
-  } catch (cause) {
-    throw new OrreryError('TRANSPORT_UNAVAILABLE', 'a nats transport needs nats.js: npm i @nats-io/transport-node @nats-io/jetstream', { cause })
-  }
-}
+export { loadNats, type NatsModules } from './nats-connect.js'
 
 function transportError(
   code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
@@ -247,8 +230,8 @@ export class NatsDriver implements Driver {
     let nc: NatsConnection | undefined
     let failed = false
     // nats.js leaves a socket open when its own connect timeout fires (see socket-watch.ts): what
-    // the attempt opens is watched, so a failure closes all of it.
-    const sockets = await watchSockets()
+    // the attempt opens is watched, so a failure closes all of it (TCP; a WebSocket closes itself).
+    const sockets = await this.nats.watch()
     const attempt = sockets.run(async () => {
       nc = await this.nats.transport.connect({
         servers: [...servers],
@@ -323,6 +306,8 @@ export class NatsDriver implements Driver {
 
   /** The stream configuration this process asks for `channel`. */
   private wanted(channel: string, windowMs: number | undefined): Partial<StreamConfig> {
+    // Refused before connecting (one kind of connection per process: nats-connect.ts).
+    if (error instanceof OrreryError) return this.redacted(error) as OrreryError
     const keep = this.kept.get(channel)
     const maxAge = keep?.maxAgeMs
     const config: Partial<StreamConfig> = {}
