@@ -35,6 +35,8 @@
  *     messages a round in batches of DURABLE_BATCH, each batch awaited until it is on disk,
  *     against better-sqlite3 in WAL mode with synchronous=FULL inserting the same batches, one
  *     transaction each (what a user would otherwise write). No server.
+ * Beside orrery-redis, orrery-redis-signed runs publish and consume-ack with a transport `signing`
+ * (HMAC-SHA256 written with every entry, checked on every read): the cost of signed messages.
  * Each tool reports its own figure (from its first message to its last), not its process's
  * start-up; every contender's result is checked on the server (entries written, nothing pending).
  *
@@ -165,9 +167,16 @@ function transportOf(backend, owner) {
  * An Orrery on `engine` whose `bench.*` channels are bound to `backend`'s server. No retention is
  * set on them, so the broker keeps every entry (Redis: Orrery's XADD is the tool's, no MAXLEN).
  */
-function orreryOn(backend, engine, owner = process.pid) {
-  return Orrery.create({ engine, transports: { main: transportOf(backend, owner) }, bindings: { 'bench.*': 'main' } })
+function orreryOn(backend, engine, owner = process.pid, signing = undefined) {
+  const transport = { ...transportOf(backend, owner), ...(signing === undefined ? {} : { signing }) }
+  return Orrery.create({ engine, transports: { main: transport }, bindings: { 'bench.*': 'main' } })
 }
+
+/**
+ * The `signing` of the signed contenders (`orrery-redis-signed`: native engine, every entry signed
+ * as it is written and checked as it is read): what signing costs beside `orrery-redis`.
+ */
+const SIGNING = { keys: { bench: 'a benchmark secret of 32 bytes!!' }, sign: 'bench' }
 
 /**
  * What a contender reads back from a server to check a round: `of(channel)` names Orrery's
@@ -301,9 +310,9 @@ function publishRounds(who, probe, name, send, over = 0) {
   }
 }
 
-function orreryPublish(id, backend, engine) {
+function orreryPublish(id, backend, engine, signing = undefined) {
   return async () => {
-    const orrery = await orreryOn(backend, engine)
+    const orrery = await orreryOn(backend, engine, process.pid, signing)
     const { bus } = orrery
     const probe = await probeOf(backend)
     const items = Array.from({ length: BATCH }, () => ({ channel: 'bench.publish', payload: PAYLOAD }))
@@ -556,9 +565,9 @@ async function kafkaPerfConsume() {
   }
 }
 
-function orreryConsume(id, backend, engine) {
+function orreryConsume(id, backend, engine, signing = undefined) {
   return async () => {
-    const orrery = await orreryOn(backend, engine)
+    const orrery = await orreryOn(backend, engine, process.pid, signing)
     const { bus } = orrery
     const probe = await probeOf(backend)
     const name = probe.of('bench.consume')
@@ -872,6 +881,7 @@ const SCENARIOS = [
     id: 'publish',
     contenders: [
       ...engines('redis').map(([id, engine]) => [id, orreryPublish(id, 'redis', engine)]),
+      ['orrery-redis-signed', orreryPublish('orrery-redis-signed', 'redis', 'native', SIGNING)],
       ['redis-benchmark', toolPublish('redis-benchmark', TOOL_CLIENTS, TOOL_PIPELINE)],
       ['redis-benchmark-1conn', toolPublish('redis-benchmark-1conn', 1, BATCH)],
       ['node-redis-raw', rawPublish],
@@ -885,6 +895,7 @@ const SCENARIOS = [
     id: 'consume-ack',
     contenders: [
       ...engines('redis').map(([id, engine]) => [id, orreryConsume(id, 'redis', engine)]),
+      ['orrery-redis-signed', orreryConsume('orrery-redis-signed', 'redis', 'native', SIGNING)],
       ['node-redis-raw', rawConsume],
       ...engines('nats').map(([id, engine]) => [id, orreryConsume(id, 'nats', engine)]),
       ['nats-bench', natsBenchConsume],

@@ -110,11 +110,12 @@ interface Lane {
   clock: number
 }
 
-const HEX = '0123456789abcdef'
+/** Each byte's two hex digits: a lookup per byte (~140 ns a MAC) instead of two (~350 ns). */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
 
 function hex(bytes: Uint8Array): string {
   let out = ''
-  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]! >> 4]! + HEX[bytes[i]! & 15]!
+  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]!]!
   return out
 }
 
@@ -138,6 +139,8 @@ export class Signing {
   private readonly macs = new Map<string, _HMAC<never>>()
   private scratch: _HMAC<never> | undefined
   private readonly out = new Uint8Array(32)
+  /** Where the text part of a MAC's input is encoded (TextEncoder.encode's fresh array cost ~700 ns a message). */
+  private head = new Uint8Array(256)
   private readonly lanes = new Map<string, Lane>()
   /** How many signatures all lanes remember. */
   private remembered = 0
@@ -163,9 +166,11 @@ export class Signing {
     const address = route?.address ?? ''
     const timeout = route === undefined ? '' : String(route.timeoutMs)
     const head = `orrery-sig-1|${id.length}|${id}|${signedAt}|${kind}|${target.length}|${target}|${address.length}|${address}|${timeout}|${frame.length}|`
+    if (head.length * 3 > this.head.length) this.head = new Uint8Array(head.length * 3)
+    const { written } = utf8.encodeInto(head, this.head)
     const h = base._cloneInto(this.scratch)
     this.scratch = h
-    h.update(utf8.encode(head))
+    h.update(this.head.subarray(0, written))
     h.update(frame)
     h.digestInto(this.out)
     return hex(this.out)
@@ -211,22 +216,32 @@ export class Signing {
     position: string,
     token?: number,
   ): { signedAt: number; mac: string } | undefined {
-    const fail = (detail: string): undefined => {
-      this.refuse('signature', channel, position, detail, token)
-      return undefined
+    let why: string
+    const first = field === undefined ? -1 : field.indexOf(':')
+    const second = first < 0 ? -1 : field!.indexOf(':', first + 1)
+    if (field === undefined) why = 'it carries no signature'
+    else if (first <= 0 || second < 0) why = 'its signature is malformed'
+    else {
+      const id = field.slice(0, first)
+      // The signed time: 1 to 15 digits, read without a string round trip.
+      let signedAt = 0
+      let digits = second - first - 1
+      if (digits < 1 || digits > 15) digits = -1
+      for (let i = first + 1; i < second && digits > 0; i++) {
+        const c = field.charCodeAt(i) - 48
+        if (c < 0 || c > 9) digits = -1
+        signedAt = signedAt * 10 + c
+      }
+      if (!this.macs.has(id)) why = `it is signed by key "${id.slice(0, 64)}", which is not one of this transport's keys`
+      else if (digits < 0) why = 'its signature is malformed'
+      else {
+        const expected = this.mac(id, signedAt, kind, target, route, frame)!
+        if (sameText(expected, field.slice(second + 1))) return { signedAt, mac: expected }
+        why = `its signature (key "${id}") does not match its content`
+      }
     }
-    if (field === undefined) return fail('it carries no signature')
-    const first = field.indexOf(':')
-    const second = field.indexOf(':', first + 1)
-    if (first <= 0 || second < 0) return fail('its signature is malformed')
-    const id = field.slice(0, first)
-    const signedAt = Number(field.slice(first + 1, second))
-    const given = field.slice(second + 1)
-    if (!this.macs.has(id)) return fail(`it is signed by key "${id.slice(0, 64)}", which is not one of this transport's keys`)
-    if (!Number.isSafeInteger(signedAt) || String(signedAt) !== field.slice(first + 1, second)) return fail('its signature is malformed')
-    const expected = this.mac(id, signedAt, kind, target, route, frame)!
-    if (!sameText(expected, given)) return fail(`its signature (key "${id}") does not match its content`)
-    return { signedAt, mac: expected }
+    this.refuse('signature', channel, position, why, token)
+    return undefined
   }
 
   /** Counts and reports a refusal (an entry read by several readers of this process counts once). */
@@ -274,13 +289,16 @@ export class Signing {
       lane = { seen: new Map(), clock: brokerTime }
       this.lanes.set(channel, lane)
     }
-    const before = lane.seen.get(mac)
+    // 64 bits of the MAC name it among what is remembered (a shorter key hashes faster; two
+    // signatures share one with a chance of about 1 in 10^9 among 100,000).
+    const key = mac.slice(0, 16)
+    const before = lane.seen.get(key)
     if (before !== undefined) {
       // A redelivery of the same entry (a group's, a mirror read again) is legitimate.
       if (before.position === position) return true
       return this.replay(channel, position, `the same signed message was read at broker position ${before.position} before`)
     }
-    this.remember(lane, mac, position, signedAt, brokerTime)
+    this.remember(lane, key, position, signedAt, brokerTime)
     return true
   }
 
@@ -304,11 +322,12 @@ export class Signing {
       lane = { seen: new Map(), clock: now }
       this.lanes.set('', lane)
     }
-    if (lane.seen.has(mac)) {
+    const key = mac.slice(0, 16)
+    if (lane.seen.has(key)) {
       this.refuse('replay', undefined, '', 'the same signed reply was read before', token)
       return false
     }
-    this.remember(lane, mac, '', signedAt, now)
+    this.remember(lane, key, '', signedAt, now)
     return true
   }
 
