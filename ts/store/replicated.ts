@@ -5,7 +5,8 @@
  * every other process merges it (`store.merge`: the later stamp wins, or the user's merge).
  * Events on the channel (msgpack), each with the protocol version and the sender's id:
  *
- * - `c`: one change (a put with its encoded value, or a deletion: a delete, purge or expiry).
+ * - `c`: local changes of one turn, each key's last (a put with its encoded value, or a deletion:
+ *   a delete, purge or expiry), with their stamps.
  * - `h`: a process joins. It subscribes from the end of the channel, says hello until it reads its
  *   own hello back (so every answer comes after its subscription began), and each process that
  *   hears it answers with its state. Late joiners ask the living rather than replay the channel,
@@ -41,10 +42,11 @@ const QUIET_MIN_MS = 250
 /** A state is sent in chunks of about this many value bytes, well under a message's limit. */
 const CHUNK_BYTES = 256 * 1024
 
-type StateEntry = [key: string, bytes: Uint8Array, wall: number, logical: number, writer: string]
+/** A key's record on the wire: its encoded value (null: deleted) and stamp. */
+type StateEntry = [key: string, bytes: Uint8Array | null, wall: number, logical: number, writer: string]
 
 type Wire =
-  | { v: number; t: 'c'; p: string; k: string; d: boolean; b?: Uint8Array; w: number; l: number; r: string }
+  | { v: number; t: 'c'; p: string; e: StateEntry[] }
   | { v: number; t: 'h'; p: string }
   | { v: number; t: 's'; p: string; to?: string; e: StateEntry[]; end: boolean }
 
@@ -56,6 +58,8 @@ export class Replicator {
   /** Versions this store wrote by merging what others published: not published again. */
   private readonly merged = new Set<number>()
   private closed = false
+  /** This turn's local changes, by key, sent when it ends. */
+  private outgoing: Map<string, StateEntry> | undefined
   /** While joining: ends the wait for the hello's echo, or for the first state. */
   private onEcho: (() => void) | undefined
   private onState: ((end: boolean) => void) | undefined
@@ -157,24 +161,44 @@ export class Replicator {
     })
   }
 
+  /**
+   * A local change, sent with the others of this turn: only a key's last change of the turn goes
+   * out (it carries the latest stamp, which wins wherever the earlier ones would have), in
+   * messages of about CHUNK_BYTES. A burst of 10,000 writes to 1,000 keys is then a few messages,
+   * not 10,000 (one each overran Kafka's 1 MB produce batches here and was refused whole).
+   */
   private local(change: Change<unknown>): void {
     if (this.merged.delete(change.version)) return
     const { stamp } = change
-    const event: Wire =
-      change.type === 'put'
-        ? {
-            v: VERSION,
-            t: 'c',
-            p: this.processId,
-            k: change.key,
-            d: false,
-            b: encodePayload(this.codec, change.value),
-            w: stamp.wall,
-            l: stamp.logical,
-            r: stamp.writer,
-          }
-        : { v: VERSION, t: 'c', p: this.processId, k: change.key, d: true, w: stamp.wall, l: stamp.logical, r: stamp.writer }
-    this.send(event)
+    const bytes = change.type === 'put' ? encodePayload(this.codec, change.value) : null
+    if (this.outgoing === undefined) {
+      this.outgoing = new Map()
+      setTimeout(() => this.sendOutgoing(), 0)
+    }
+    this.outgoing.set(change.key, [change.key, bytes, stamp.wall, stamp.logical, stamp.writer])
+  }
+
+  private sendOutgoing(): void {
+    const entries = [...(this.outgoing ?? new Map<string, StateEntry>()).values()]
+    this.outgoing = undefined
+    if (entries.length > 0) this.sendChunks(entries, (e) => ({ v: VERSION, t: 'c', p: this.processId, e }))
+  }
+
+  /** Sends `entries` in messages of about CHUNK_BYTES each, made by `event` (`end` on the last). */
+  private sendChunks(entries: StateEntry[], event: (chunk: StateEntry[], end: boolean) => Wire): void {
+    let chunk: StateEntry[] = []
+    let bytes = 0
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!
+      chunk.push(entry)
+      bytes += (entry[1]?.length ?? 0) + entry[0].length * 3 + entry[4].length * 3 + 32
+      if (bytes >= CHUNK_BYTES && i < entries.length - 1) {
+        this.send(event(chunk, false))
+        chunk = []
+        bytes = 0
+      }
+    }
+    this.send(event(chunk, true))
   }
 
   /** Sends this store's live entries, in chunks, to `to` (undefined: everyone). */
@@ -187,21 +211,11 @@ export class Replicator {
       return
     }
     if (entries.length === 0 && to === undefined) return
-    let chunk: StateEntry[] = []
-    let bytes = 0
-    const flush = (end: boolean) => {
-      this.send({ v: VERSION, t: 's', p: this.processId, ...(to === undefined ? {} : { to }), e: chunk, end })
-      chunk = []
-      bytes = 0
-    }
-    for (const entry of entries) {
-      const value = encodePayload(this.codec, entry.value)
+    const records: StateEntry[] = entries.map((entry) => {
       const { wall, logical, writer } = entry.stamp
-      chunk.push([entry.key, value, wall, logical, writer])
-      bytes += value.length + entry.key.length * 3 + writer.length * 3 + 32
-      if (bytes >= CHUNK_BYTES) flush(false)
-    }
-    flush(true)
+      return [entry.key, encodePayload(this.codec, entry.value), wall, logical, writer]
+    })
+    this.sendChunks(records, (e, end) => ({ v: VERSION, t: 's', p: this.processId, ...(to === undefined ? {} : { to }), e, end }))
   }
 
   /** Publishes an event; a failure is reported on the store's events, never thrown into a write. */
@@ -236,8 +250,8 @@ export class Replicator {
       if (event.t === 'h') {
         // A joiner that has not read its hello back yet cannot answer with a state worth having.
         if (this.onEcho === undefined) this.sendState(event.p)
-      } else if (event.t === 'c' && isString(event.k)) {
-        this.apply(event.k, event.d === true ? undefined : event.b, event.w, event.l, event.r)
+      } else if (event.t === 'c' && Array.isArray(event.e)) {
+        for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
       } else if (event.t === 's' && Array.isArray(event.e) && (event.to === undefined || event.to === this.processId)) {
         for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
         if (event.to === this.processId) this.onState?.(event.end === true)
@@ -282,6 +296,7 @@ export class Replicator {
     this.closed = true
     this.onEcho = undefined
     this.onState = undefined
+    this.outgoing = undefined
     this.subscription?.unsubscribe()
     this.watching?.unsubscribe()
   }

@@ -274,7 +274,7 @@ export class Store<D extends boolean = false> {
   )
   private readonly ctx: StoreContext
   /** What the store's shared namespaces need of it, and the bus of the Orrery that opened it. */
-  private sharing: { bus: Bus | undefined; stops: Array<() => void> } = { bus: undefined, stops: [] }
+  private sharing: { bus: Bus | undefined; stops: Array<() => void>; printed: Set<string> } = { bus: undefined, stops: [], printed: new Set() }
 
   /** @internal */
   static create<D extends boolean>(core: StoreCore, clock: () => number, maxClockDriftMs?: number): Store<D> {
@@ -394,7 +394,11 @@ export class Store<D extends boolean = false> {
       merge: (ns, change, resolve) => this.merge(ns, change, resolve) as number | Promise<number>,
       report: (event) => {
         if (this.eventSubject.observed) this.eventSubject.next(event)
-        else console.error(`Orrery: shared namespace ${event.namespace} failed to ${event.operation} (listen on store.events for 'shared-error'):`, event.error)
+        else if (!this.sharing.printed.has(`${event.operation}\u0000${event.namespace}`)) {
+          // With nobody on `events`, printed once per namespace and operation: an outage fails every publish.
+          this.sharing.printed.add(`${event.operation}\u0000${event.namespace}`)
+          console.error(`Orrery: shared namespace ${event.namespace} failed to ${event.operation} (listen on store.events for 'shared-error'):`, event.error)
+        }
       },
       onClose: (stop) => this.sharing.stops.push(stop),
     }
