@@ -12,6 +12,8 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { ENGINE } from './engine.js'
 
 const run = promisify(execFile)
+// Node 20 has a global WebSocket only with this flag (examples/nats-websocket.ts; 22 and later have it).
+const NODE_FLAGS = Number(process.versions.node.split('.')[0]) < 22 ? ['--experimental-websocket'] : []
 const ROOT = join(import.meta.dirname, '..')
 // One output directory per engine: the two projects may compile at the same time.
 const OUT = join('target', 'examples', ENGINE)
@@ -21,7 +23,7 @@ const examples = readdirSync(join(ROOT, 'examples'))
 
 async function node(args: string[]): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, args, { cwd: ROOT, env: { ...process.env, ORRERY_ENGINE: ENGINE }, timeout: 60_000 })
+    const { stdout, stderr } = await run(process.execPath, [...NODE_FLAGS, ...args], { cwd: ROOT, env: { ...process.env, ORRERY_ENGINE: ENGINE }, timeout: 60_000 })
     return { code: 0, output: stdout + stderr }
   } catch (err) {
     const e = err as { code?: number | string; stdout?: string; stderr?: string; signal?: string }
