@@ -306,6 +306,8 @@ export class NatsDriver implements Driver {
   }
 
   private connectError(error: unknown): OrreryError {
+    // Refused before connecting (one kind of connection per process: nats-connect.ts).
+    if (error instanceof OrreryError) return this.redacted(error) as OrreryError
     const message = error instanceof Error ? error.message : String(error)
     const where = `nats transport ${this.transport}`
     if (error instanceof this.nats.transport.errors.AuthorizationError || /authorization|authentication/i.test(message))
@@ -324,8 +326,6 @@ export class NatsDriver implements Driver {
 
   /** The stream configuration this process asks for `channel`. */
   private wanted(channel: string, windowMs: number | undefined): Partial<StreamConfig> {
-    // Refused before connecting (one kind of connection per process: nats-connect.ts).
-    if (error instanceof OrreryError) return this.redacted(error) as OrreryError
     const keep = this.kept.get(channel)
     const maxAge = keep?.maxAgeMs
     const config: Partial<StreamConfig> = {}
