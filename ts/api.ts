@@ -33,7 +33,9 @@ export type {
   RedisTransportOptions,
   TransportOptions,
 } from './transports/config.js'
-export type { ChannelBinding } from './transports/link.js'
+export type { ChannelBinding, RefusalReport } from './transports/link.js'
+export type { Refusal } from './transports/driver.js'
+export type { SigningOptions } from './transports/signing.js'
 export { Store, Transaction } from './store/store.js'
 export type { RemoteChange, StoreEvent, StoreOptions, TxnWriteOptions } from './store/store.js'
 export type { Ack } from './store/context.js'
