@@ -23,7 +23,11 @@ const examples = readdirSync(join(ROOT, 'examples'))
 
 async function node(args: string[]): Promise<{ code: number; output: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [...NODE_FLAGS, ...args], { cwd: ROOT, env: { ...process.env, ORRERY_ENGINE: ENGINE }, timeout: 60_000 })
+    const { stdout, stderr } = await run(process.execPath, [...NODE_FLAGS, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ORRERY_ENGINE: ENGINE },
+      timeout: 60_000,
+    })
     return { code: 0, output: stdout + stderr }
   } catch (err) {
     const e = err as { code?: number | string; stdout?: string; stderr?: string; signal?: string }
