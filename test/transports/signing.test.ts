@@ -451,6 +451,84 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
         expect(history.items.map((m) => m.payload)).toEqual(['once', 'later'])
       })
 
+      // Replies are not kept by Redis and NATS: the test listens at the requester's reply address
+      // to capture one, then sends it again (a copy) and without its signature (a forgery).
+      it.skipIf(broker.name === 'kafka')(
+        'a reply sent again, or without its signature, is refused and never reaches a requester',
+        { timeout: 60_000 },
+        async () => {
+          const p = `${RUN}-${++runs}.`
+          const [a, b] = [await open(p, signed), await open(p, signed)]
+          const events = refusedEvents(a)
+          b.bus.respond<number, number>(`${p}svc`, (req) => req.payload * 2)
+          expect((await a.bus.request<number>(`${p}svc`, 1, { timeout: 15_000 })).payload).toBe(2)
+          const r = await raw()
+          const [entry] = await r.entries(`${p}svc`)
+          const address = entry!.fields[broker.name === 'redis' ? 'r' : 'Orrery-Reply-To']!
+          let send: (signedCopy: boolean) => Promise<void>
+          let captured: () => boolean
+          if (broker.name === 'redis') {
+            const { createClient } = await import('redis')
+            const listener = createClient({ url: inject('redisUrl')!, RESP: 2 })
+            const publisher = createClient({ url: inject('redisUrl')!, RESP: 2 })
+            listener.on('error', () => {})
+            publisher.on('error', () => {})
+            await listener.connect()
+            await publisher.connect()
+            raws.push({
+              entries: async () => [],
+              write: async () => {},
+              settled: async () => true,
+              close: () => Promise.all([listener.quit(), publisher.quit()]).then(() => {}),
+            })
+            let reply: Buffer | undefined
+            await listener.subscribe(
+              `orrery:reply:${address}`,
+              (m: Buffer) => {
+                reply ??= m
+              },
+              true,
+            )
+            captured = () => reply !== undefined
+            // A signed reply starts with its signature: one length byte, then the text.
+            send = async (signedCopy) => void (await publisher.publish(`orrery:reply:${address}`, signedCopy ? reply! : reply!.subarray(1 + reply![0]!)))
+          } else {
+            const { connect } = await import('@nats-io/transport-node')
+            const nc = await connect({ servers: inject('natsUrl')! })
+            raws.push({ entries: async () => [], write: async () => {}, settled: async () => true, close: () => nc.close() })
+            const subject = `orrery.reply.${brokerName(address)}`
+            let reply: { data: Uint8Array; headers: unknown } | undefined
+            nc.subscribe(subject, {
+              callback: (_, m) => {
+                reply ??= { data: m.data, headers: m.headers }
+              },
+            })
+            await nc.flush()
+            captured = () => reply !== undefined
+            send = async (signedCopy) => {
+              nc.publish(subject, reply!.data, signedCopy ? { headers: reply!.headers as never } : undefined)
+              await nc.flush()
+            }
+          }
+          expect((await a.bus.request<number>(`${p}svc`, 2, { timeout: 15_000 })).payload).toBe(4)
+          await until(captured, 10_000, 'the reply captured')
+          // A request open meanwhile is not answered by either.
+          const open3 = a.bus.request<number>(`${p}svc`, 3, { timeout: 15_000 })
+          await send(true)
+          await send(false)
+          await until(
+            () => events.length >= 2,
+            10_000,
+            'both refusals reported',
+            () => events,
+          )
+          expect(events.map((e) => e.reason).sort()).toEqual(['replay', 'signature'])
+          expect(events.every((e) => e.channel === undefined && e.count === 1)).toBe(true)
+          expect((await open3).payload).toBe(6)
+          expect(a.bus.lateReplies()).toBe(0)
+        },
+      )
+
       it('keys rotate: every listed key verifies, only `sign` signs; a key removed no longer verifies', { timeout: 60_000 }, async () => {
         const p = `${RUN}-${++runs}.`
         const both = await open(p, { keys: { k1: K1, k2: K2 }, sign: 'k1' })
