@@ -91,8 +91,11 @@ export class Replicator {
       next: (m) => this.receive(m),
       error: (error: unknown) => this.report('merge', error),
     })
+    // Listening for the first state before the hello is echoed: on redis and nats the echo and
+    // the first answer often arrive in one read, before an await after the echo would resume.
+    const first = this.firstState()
     const trip = await this.hello()
-    await this.firstState(Math.max(QUIET_MIN_MS, QUIET_TRIPS * trip))
+    await first(Math.max(QUIET_MIN_MS, QUIET_TRIPS * trip))
     if (this.closed) throw new OrreryError('CLOSED', 'the store is closed')
     this.watch()
     this.sendState(undefined)
@@ -127,23 +130,33 @@ export class Replicator {
     })
   }
 
-  /** Waits for the first answer's last chunk, or `quietMs` without any chunk. */
-  private firstState(quietMs: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      let timer = setTimeout(done, quietMs)
-      const onState = (end: boolean) => {
-        clearTimeout(timer)
-        if (end) done()
-        else timer = setTimeout(done, quietMs)
-      }
-      this.onState = onState
-      const self = this
-      function done() {
-        clearTimeout(timer)
-        if (self.onState === onState) self.onState = undefined
-        resolve()
-      }
-    })
+  /**
+   * Starts listening for the first answer (chunks that come after the hello's echo); the returned
+   * function waits for its last chunk, or `quietMs` without any chunk.
+   */
+  private firstState(): (quietMs: number) => Promise<void> {
+    let ended = false
+    let waiting: ((end: boolean) => void) | undefined
+    const onState = (end: boolean) => {
+      ended ||= end
+      waiting?.(end)
+    }
+    this.onState = onState
+    return (quietMs) =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer)
+          if (this.onState === onState) this.onState = undefined
+          resolve()
+        }
+        let timer = setTimeout(done, quietMs)
+        if (ended) return done()
+        waiting = (end) => {
+          clearTimeout(timer)
+          if (end) done()
+          else timer = setTimeout(done, quietMs)
+        }
+      })
   }
 
   /** Publishes every local change of the namespace (not the ones merged from others). */
@@ -254,7 +267,8 @@ export class Replicator {
         for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
       } else if (event.t === 's' && Array.isArray(event.e) && (event.to === undefined || event.to === this.processId)) {
         for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
-        if (event.to === this.processId) this.onState?.(event.end === true)
+        // An answer to a hello sent before this process's subscription began may be partial.
+        if (event.to === this.processId && this.onEcho === undefined) this.onState?.(event.end === true)
       }
     } catch (error) {
       this.report('merge', error)
