@@ -212,7 +212,12 @@ const OPEN_STORE_KEYS = keysOf<OpenStoreOptions>()([...STORE_KEYS, 'engine', 'cl
 function openStoreOn(backend: Backend, options: CheckedStoreOptions, clock: () => number): Store<boolean> {
   const { path, batched, maxValueBytes, history, replica, tombstoneMs, snapshot, maxClockDriftMs } = options
   const core = { maxValueBytes, history, replica, tombstoneMs }
-  const store = Store.create<boolean>(path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }), clock, maxClockDriftMs)
+  const store = Store.create<boolean>(
+    path === undefined ? backend.createStore(core) : backend.openStore({ ...core, path, batched }),
+    clock,
+    maxClockDriftMs,
+    tombstoneMs,
+  )
   if (snapshot !== undefined) {
     try {
       // Throws for a snapshot that does not decode, durable or not (it imports nothing then).

@@ -116,6 +116,38 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sb.close()
     })
 
+    it('a process that comes back from its saved state loses a key deleted while it was away (deletions travel in the state)', async () => {
+      const name = fresh('rejoin')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<number>(name, { transport: 'main' })
+      const nb = await sb.shared<number>(name, { transport: 'main' })
+      na.put('k', 1)
+      na.put('kept', 2)
+      await until(() => nb.get('k')?.value === 1 && nb.get('kept')?.value === 2, 10_000, 'b to see both keys')
+      const saved = sb.export() // b's state as a durable store would keep it
+      sb.close()
+      na.delete('k')
+      // b comes back from its saved state: it still holds k, stamped before a's deletion.
+      const b2 = await orreryOn(kind)
+      const sb2 = b2.openStore({ replica: 'b', snapshot: saved })
+      expect(sb2.namespace<number>(name).get('k')?.value).toBe(1)
+      const nb2 = await sb2.shared<number>(name, { transport: 'main' })
+      // The answer to its hello carried a's tombstone: the older k lost at once, and stays lost everywhere.
+      expect(nb2.get('k')).toBeUndefined()
+      expect(nb2.get('kept')?.value).toBe(2)
+      await quiet(300)
+      expect(na.get('k')).toBeUndefined()
+      expect(nb2.get('k')).toBeUndefined()
+      // And a third process, joining after both, never sees k either.
+      const c = await orreryOn(kind)
+      const nc = await c.openStore({ replica: 'c' }).shared<number>(name, { transport: 'main' })
+      expect(nc.keys()).toEqual(['kept'])
+      sa.close()
+      sb2.close()
+    })
+
     it('a process that joins late gets the current state when shared() resolves', async () => {
       const name = fresh('late')
       const [a, b, c] = await Promise.all([orreryOn(kind), orreryOn(kind), orreryOn(kind)])

@@ -11,8 +11,10 @@
  *   own hello back (so every answer comes after its subscription began), and each process that
  *   hears it answers with its state. Late joiners ask the living rather than replay the channel,
  *   whose retention would have to outlive every key.
- * - `s`: a state, in chunks: live entries with their stamps, to the process that asked (`to`) or,
- *   once a joiner has merged what it heard, the joiner's own to everyone (what it wrote before).
+ * - `s`: a state, in chunks: live entries with their stamps, and the deletions this process made or
+ *   merged within the store's `tombstoneMs` (so a process that comes back with a key deleted while
+ *   it was away loses that key), to the process that asked (`to`) or, once a joiner has merged what
+ *   it heard, the joiner's own to everyone (what it wrote before).
  */
 import type { Subscription } from 'rxjs'
 
@@ -52,12 +54,20 @@ type Wire =
 
 const isString = (value: unknown): value is string => typeof value === 'string'
 
+/** Whether entry `a`'s stamp is later than `b`'s (clock, then logical, then writer), as the store orders them. */
+const later = (a: StateEntry, b: StateEntry): boolean => (a[2] !== b[2] ? a[2] > b[2] : a[3] !== b[3] ? a[3] > b[3] : a[4] > b[4])
+
 export class Replicator {
   private subscription: Subscription | undefined
   private watching: Subscription | undefined
   /** Versions this store wrote by merging what others published: not published again. */
   private readonly merged = new Set<number>()
   private closed = false
+  /**
+   * Deletions made here or merged from others, by key, with the local time they were recorded:
+   * sent with every state until `tombstoneMs` after (the store forgets its tombstones then too).
+   */
+  private readonly tombstones = new Map<string, { entry: StateEntry; at: number }>()
   /** This turn's local changes, by key, sent when it ends. */
   private outgoing: Map<string, StateEntry> | undefined
   /** While joining: ends the wait for the hello's echo, or for the first state. */
@@ -188,7 +198,28 @@ export class Replicator {
       this.outgoing = new Map()
       setTimeout(() => this.sendOutgoing(), 0)
     }
-    this.outgoing.set(change.key, [change.key, bytes, stamp.wall, stamp.logical, stamp.writer])
+    const entry: StateEntry = [change.key, bytes, stamp.wall, stamp.logical, stamp.writer]
+    this.outgoing.set(change.key, entry)
+    if (bytes === null) this.tombstone(entry)
+    else this.tombstones.delete(change.key)
+  }
+
+  /** Remembers a deletion (the later of two for a key) for the states this process sends. */
+  private tombstone(entry: StateEntry): void {
+    const had = this.tombstones.get(entry[0])
+    if (had !== undefined && !later(entry, had.entry)) return
+    this.tombstones.delete(entry[0])
+    this.tombstones.set(entry[0], { entry, at: this.host.now() })
+    if (this.tombstones.size % 1024 === 0) this.pruneTombstones()
+  }
+
+  /** Forgets deletions recorded more than `tombstoneMs` ago (the map is in the order they were recorded). */
+  private pruneTombstones(): void {
+    const horizon = this.host.now() - this.host.tombstoneMs
+    for (const [key, { at }] of this.tombstones) {
+      if (at >= horizon) break
+      this.tombstones.delete(key)
+    }
   }
 
   private sendOutgoing(): void {
@@ -223,11 +254,13 @@ export class Replicator {
       if (!isOrreryError(error, 'CLOSED')) this.report('publish', error)
       return
     }
-    if (entries.length === 0 && to === undefined) return
+    this.pruneTombstones()
+    if (entries.length === 0 && this.tombstones.size === 0 && to === undefined) return
     const records: StateEntry[] = entries.map((entry) => {
       const { wall, logical, writer } = entry.stamp
       return [entry.key, encodePayload(this.codec, entry.value), wall, logical, writer]
     })
+    for (const { entry } of this.tombstones.values()) records.push(entry)
     this.sendChunks(records, (e, end) => ({ v: VERSION, t: 's', p: this.processId, ...(to === undefined ? {} : { to }), e, end }))
   }
 
@@ -290,6 +323,9 @@ export class Replicator {
       // A durable store acknowledges later: the version is the revision the merge moved to.
       const after = this.revision()
       if (after !== before) this.merged.add(after)
+      // The key's deletion travels on in this process's states while the key stays deleted here.
+      if (this.ns.get(key) !== undefined) this.tombstones.delete(key)
+      else if (deleted) this.tombstone([key, null, stamp.wall, stamp.logical, stamp.writer])
     } catch (error) {
       this.report('merge', error)
     }

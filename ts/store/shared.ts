@@ -57,6 +57,12 @@ export interface SharedHost {
   readonly replica: string
   /** The largest value a write may carry (the store's `maxValueBytes`). */
   readonly maxValueBytes: number
+  /** How long the store keeps a deleted key's tombstone (its `tombstoneMs`). */
+  readonly tombstoneMs: number
+  /** How far ahead of this store's clock a merged stamp may be (its `maxClockDriftMs`). */
+  readonly maxClockDriftMs: number
+  /** The store's clock (ms). */
+  now(): number
   isClosed(): boolean
   /** The store's revision (a merge that changed something moved it to its version). */
   revision(): number

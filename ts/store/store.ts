@@ -277,14 +277,16 @@ export class Store<D extends boolean = false> {
   private sharing: { bus: Bus | undefined; stops: Array<() => void>; printed: Set<string> } = { bus: undefined, stops: [], printed: new Set() }
 
   /** @internal */
-  static create<D extends boolean>(core: StoreCore, clock: () => number, maxClockDriftMs?: number): Store<D> {
-    return new Store<D>(core, clock, maxClockDriftMs)
+  static create<D extends boolean>(core: StoreCore, clock: () => number, maxClockDriftMs?: number, tombstoneMs?: number): Store<D> {
+    return new Store<D>(core, clock, maxClockDriftMs, tombstoneMs)
   }
 
   private constructor(
     private readonly core: StoreCore,
     private readonly clock: () => number,
     private readonly maxClockDriftMs = DEFAULT_MAX_CLOCK_DRIFT_MS,
+    /** How long tombstones are kept (the core keeps its own; shared namespaces send theirs for as long). */
+    private readonly tombstoneMs: number = DEFAULTS.tombstoneMs,
   ) {
     this.ctx = {
       core,
@@ -388,6 +390,9 @@ export class Store<D extends boolean = false> {
       bus: this.sharing.bus,
       replica: this.writerName(0),
       maxValueBytes: this.core.maxValueBytes,
+      tombstoneMs: this.tombstoneMs,
+      maxClockDriftMs: this.maxClockDriftMs,
+      now: this.clock,
       isClosed: () => this.closed,
       revision: () => this.core.revision(),
       namespace: (name, options) => this.namespace(name, options as NamespaceOptions<undefined>),
