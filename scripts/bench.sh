@@ -5,10 +5,11 @@
 #   bash scripts/bench.sh [suite...]   (default: every suite; npm run bench -- bus, npm run bench -- store,
 #   npm run bench -- leak: 5,000 create/close cycles and 5 M acked messages per engine,
 #   npm run bench -- workflow: workflow runs on both engines against a SQLite checkpointing baseline,
-#   npm run bench -- transports: the bus bound to Redis Streams on both engines against redis-benchmark
-#   and the bare node-redis client on the same server, request-reply on Redis and NATS against Moleculer over
-#   NATS, durable-publish (the durable transport) against better-sqlite3; starts scripts/servers.sh's redis
-#   and nats if they are down)
+#   npm run bench -- transports: the bus bound to Redis Streams, NATS JetStream and Kafka on both engines
+#   against each server's own tool on the same server (redis-benchmark, `nats bench`, Kafka's
+#   ProducerPerformance and ConsumerPerformance), request-reply-remote (a responder in another process) on
+#   NATS and Redis against Moleculer over NATS, durable-publish (the durable transport) against
+#   better-sqlite3; starts scripts/servers.sh's redis, nats and kafka if they are down)
 #   ORRERY_BENCH_QUICK=1 npm run bench -- bus   (bus, store, registry, workflow, transports: two short rounds each, to
 #   check the harness; prints the table, writes no results)
 set -euo pipefail
