@@ -7,12 +7,15 @@
  * seconds (a consumer joining under a new id waited a session timeout for the old one: 33 s with
  * the default visibility); every failure is a transport-error on the bus's events. Both engines; Node only.
  */
+import type { Socket } from 'node:net'
+
 import { afterAll, describe, expect, it } from 'vitest'
 
 import { isOrreryError, Orrery } from '../../ts/node.js'
+import { topicPart } from '../../ts/transports/kafka.js'
 import { ENGINE } from '../engine.js'
 import { listen, range, stop, until, withTimeout } from './backends.js'
-import { leaveSpare, mustRun, SPARE_SKIP, SPARE_URL, withSpare } from './spare.js'
+import { leaveSpare, mustRun, SPARE_SKIP, SPARE_URL, signalSpare, withSpare } from './spare.js'
 
 const RUN = `ko-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
 
@@ -92,6 +95,91 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
       } finally {
         errors.subscription.unsubscribe()
         for (const o of [producer, impatient, consumer]) await stop(o)
+      }
+    }),
+  )
+
+  // A produce the broker stored but never answered (sent to a broker frozen with SIGSTOP, whose
+  // connections are then cut from this side: the bytes wait in the broker's socket, and it stores
+  // them when woken) must be sent again as it was. Sent with the publishes made meanwhile under its
+  // sequence numbers, it was refused as out of order until its write expired; a later produce of as
+  // many records then reused those numbers, and the broker took it for a copy of the stored one:
+  // answered as written, never stored (the acknowledged m-600 of restart.test.ts's SIGKILL run).
+  it('a produce stored but unanswered is sent again as it was: nothing refused, nothing acknowledged lost, nothing stored twice', { timeout: 120_000 }, () =>
+    withSpare('kafka-spare', async () => {
+      const prefix = `${RUN}-${ENGINE}-unanswered.`
+      const ch = `${prefix}jobs`
+      const { subscribe, unsubscribe } = await import('node:diagnostics_channel')
+      const port = Number(SPARE_URL['kafka-spare'].split(':')[1])
+      // Every client socket of this process to the spare: cut while `cutting`.
+      const sockets = new Set<Socket>()
+      let cutting = false
+      const onSocket = (message: unknown) => {
+        const socket = (message as { socket: Socket }).socket
+        socket.once('connect', () => {
+          if (socket.remotePort !== port) return
+          if (cutting) socket.destroy()
+          else sockets.add(socket)
+        })
+        socket.once('close', () => sockets.delete(socket))
+      }
+      subscribe('net.client.socket', onSocket)
+      const producer = await open(prefix, { publishTimeoutMs: 15_000 })
+      const consumer = await open(prefix)
+      let frozen = false
+      try {
+        const handled = new Map<number, number>()
+        consumer.bus.group<number>(ch, 'workers', { from: 'earliest' }).consume((d) => {
+          handled.set(d.message.payload, (handled.get(d.message.payload) ?? 0) + 1)
+        })
+        await producer.bus.publish(ch, 0)
+        await until(() => handled.has(0), 30_000, 'the group to read the first')
+
+        const outcomes: Array<{ payload: number; error?: unknown }> = []
+        const publish = (payload: number) =>
+          producer.bus.publish(ch, payload).then(
+            () => void outcomes.push({ payload }),
+            (error: unknown) => void outcomes.push({ payload, error }),
+          )
+        await signalSpare('kafka-spare', 'SIGSTOP')
+        frozen = true
+        // One record in flight to the frozen broker; one more waiting behind it.
+        const writes = [publish(1)]
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        writes.push(publish(2))
+        // The connections cut (and every new one, while cutting): the produce fails, and is tried again.
+        cutting = true
+        for (const socket of sockets) socket.destroy()
+        await new Promise((resolve) => setTimeout(resolve, 2_000))
+        cutting = false
+        await signalSpare('kafka-spare', 'SIGCONT')
+        frozen = false
+        await withTimeout(Promise.all(writes), 30_000, 'the publishes made while the broker was frozen')
+        // One more after, alone: a produce of one record, as many as the one stored unanswered.
+        await publish(3)
+
+        const failures = outcomes.filter((o) => o.error !== undefined).map((o) => ({ payload: o.payload, error: String(o.error) }))
+        expect.soft(failures).toEqual([])
+        await until(
+          () => range(0, 4).every((i) => handled.has(i)),
+          30_000,
+          'every acknowledged publish at the group',
+          () => range(0, 4).filter((i) => !handled.has(i)),
+        )
+        // The broker has each once: the produce sent again unchanged was answered as the one it had.
+        const kafka = await import('@platformatic/kafka')
+        const raw = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [SPARE_URL['kafka-spare']], groupId: `${prefix}raw` })
+        try {
+          const ends = await raw.listOffsets({ topics: [`orrery-ch-${topicPart(ch)}`], timestamp: -1n })
+          expect([...ends.values()][0]![0]).toBe(4n)
+        } finally {
+          await raw.close(true)
+        }
+      } finally {
+        unsubscribe('net.client.socket', onSocket)
+        cutting = false
+        if (frozen) await signalSpare('kafka-spare', 'SIGCONT')
+        for (const o of [producer, consumer]) await stop(o)
       }
     }),
   )

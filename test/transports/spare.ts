@@ -136,6 +136,18 @@ export async function killSpare(spare: Spare): Promise<void> {
   }
 }
 
+/**
+ * Sends `signal` to `spare`'s process: SIGSTOP freezes it (its sockets stay open and take what is
+ * sent, unanswered, until SIGCONT), SIGCONT wakes it. Call it inside `withSpare`, and send
+ * SIGCONT in a `finally`.
+ */
+export async function signalSpare(spare: Spare, signal: 'SIGSTOP' | 'SIGCONT'): Promise<void> {
+  const { readFileSync } = await import('node:fs')
+  const pid = Number(readFileSync(`${stateDir(await import('node:os'))}/${spare}.pid`, 'utf8').trim())
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no pid for ${spare}`)
+  process.kill(pid, signal)
+}
+
 /** Stops this process's use of `spare` (an afterAll): servers.sh stops it once no user is left. */
 export async function leaveSpare(spare: Spare): Promise<void> {
   // Under the lock: a test of another process may have the spare stopped and be about to start it.

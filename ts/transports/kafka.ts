@@ -50,6 +50,27 @@ const REFUSALS = new Set([
 ])
 
 /**
+ * Answers that say the producer's identity and the broker's record of it no longer agree (a
+ * sequence that does not follow the last one stored, a producer id or epoch the broker does not
+ * know): its sequence numbers are worthless from then on, so the produce is sent again from a
+ * producer made anew (a new id, sequences from 0).
+ */
+const IDENTITY_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'DUPLICATE_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED'])
+
+/** A record of a produce and the topic it goes to. */
+interface Entry {
+  readonly record: Extract<Egress, { frame: Uint8Array }>
+  readonly topic: string
+}
+
+/** A produce once sent: its writes, and its records in order (what is sent again while unanswered). */
+interface Produce {
+  readonly batch: readonly PendingWrite[]
+  readonly entries: readonly Entry[]
+  readonly channels: ReadonlySet<string>
+}
+
+/**
  * A name as a topic name part: letters, digits and `-` stay, every other character is `_` and
  * its code in hex (`orders.eu` -> `orders_2Eeu`), so distinct names never meet (nor collide in
  * Kafka's metric names, where `.` and `_` are one). A name too long keeps a head and a hash.
@@ -91,6 +112,15 @@ export class KafkaDriver implements Driver {
   private closed = false
   private readonly queue: PendingWrite[] = []
   private inFlight = false
+  /**
+   * The produce sent last whose answer never came (the connection failed, the broker went): the
+   * broker may have stored it. It is sent again exactly as it was (the same records, in the same
+   * order, so the same sequence numbers cover the same batch) before anything later: the broker
+   * then stores it once, or answers that it has it. A different batch under those sequence
+   * numbers would be refused as out of order if longer, and, if of the same size, taken for a
+   * copy of the stored one and dropped while answered as written.
+   */
+  private unanswered: Produce | undefined
   private readonly writes = new Writes()
   private readonly kept = new Map<string, BrokerRetention>()
   /** Topics known to exist (made by this process, or found made). */
@@ -168,12 +198,7 @@ export class KafkaDriver implements Driver {
         }),
       ])
       this.admin = admin
-      this.producer = new this.kafka.Producer({
-        ...(this.clientOptions() as object),
-        idempotent: true,
-        acks: this.kafka.ProduceAcks.ALL,
-        autocreateTopics: false,
-      } as never)
+      this.producer = this.makeProducer()
       this.reader = new this.kafka.Consumer({
         ...(this.clientOptions() as object),
         groupId: `${this.config.prefix}-reader`,
@@ -185,6 +210,26 @@ export class KafkaDriver implements Driver {
     } finally {
       clearTimeout(timer)
     }
+  }
+
+  /** An idempotent producer: a new one has a new producer id from its first produce on. */
+  private makeProducer(): Producer<Buffer, Buffer, Buffer, Buffer> {
+    return new this.kafka.Producer({
+      ...(this.clientOptions() as object),
+      idempotent: true,
+      acks: this.kafka.ProduceAcks.ALL,
+      autocreateTopics: false,
+    } as never)
+  }
+
+  /**
+   * Replaces the producer with a new one (a new producer id): what the next produce carries can
+   * never be read by the broker against a batch of the old one. Called between produces only.
+   */
+  private renewProducer(): void {
+    if (this.closed) return
+    closeClient(this.producer)
+    this.producer = this.makeProducer()
   }
 
   private connectError(error: unknown): OrreryError {
@@ -388,15 +433,25 @@ export class KafkaDriver implements Driver {
   /**
    * Sends every queued write as one produce, in order (one partition keeps it); then settles
    * what the records settle (acks, releases, dead letters' acks). A produce that did not come
-   * back is sent again, before anything later; one the broker refused fails its writes.
+   * back is sent again unchanged (see `unanswered`), before anything later; one the broker
+   * refused fails its writes.
    */
   private pump(): void {
-    if (this.inFlight || this.queue.length === 0 || this.closed) return
+    if (this.inFlight || this.closed) return
+    let again = this.unanswered
+    if (again?.batch.every((w) => w.settled)) {
+      // Each of its writes ended at its publishTimeoutMs: it is not sent again, and the producer
+      // is made anew so that what comes next is not taken for it (see `unanswered`).
+      this.unanswered = again = undefined
+      this.renewProducer()
+    }
+    if (again === undefined && this.queue.length === 0) return
     this.inFlight = true
-    const batch = this.queue.splice(0)
-    void this.send(batch).then(
+    const batch = again?.batch ?? this.queue.splice(0)
+    void this.send(batch, again).then(
       () => {
         this.inFlight = false
+        this.unanswered = undefined
         for (const write of batch) {
           if (write.settled) continue
           this.settleGroups(write.records)
@@ -406,14 +461,19 @@ export class KafkaDriver implements Driver {
       },
       (error: unknown) => {
         this.inFlight = false
-        const refused = protocolIds(error).find((id) => REFUSALS.has(id))
+        const ids = protocolIds(error)
+        const refused = ids.find((id) => REFUSALS.has(id))
         if (refused !== undefined || error instanceof this.kafka.UserError) {
+          // Nothing of it was stored, and its sequence numbers were not used.
+          this.unanswered = undefined
           for (const write of batch) this.writes.fail(write, this.refused(write, error, refused))
           this.pump()
           return
         }
-        const open = batch.filter((w) => !w.settled)
-        this.queue.unshift(...open)
+        // Sent again from a new producer: stored once more if the broker had it (at least once).
+        if (ids.some((id) => IDENTITY_LOST.has(id))) this.renewProducer()
+        // Not produced at all (its topic could not be made): its writes go back, first in line.
+        if (this.unanswered === undefined) this.queue.unshift(...batch.filter((w) => !w.settled))
         if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
       },
     )
@@ -434,11 +494,36 @@ export class KafkaDriver implements Driver {
     })
   }
 
-  /** Produces the records of `batch` that go to topics (publishes, requests, dead letters), in order. */
-  private async send(batch: readonly PendingWrite[]): Promise<void> {
-    const messages: Array<{ topic: string; value: Buffer; headers?: Map<Buffer, Buffer> }> = []
-    const channels = new Set<string>()
+  /**
+   * Produces the records of `batch` that go to topics (publishes, requests, dead letters, replies
+   * to a live reply topic), in order; `again`, the same records as the unanswered produce of this
+   * batch, signed anew.
+   */
+  private async send(batch: readonly PendingWrite[], again?: Produce): Promise<void> {
+    const produce = again ?? (await this.entriesOf(batch))
+    if (produce.entries.length === 0) return
+    // A produce sent again had its place among the markers when first sent.
     const waits: Promise<unknown>[] = []
+    if (again === undefined)
+      for (const channel of produce.channels) {
+        const set = markers.get(`${this.clusterKey}\u0000${this.topicOf(channel)}`)
+        if (set !== undefined) for (const m of set) waits.push(m)
+      }
+    await Promise.all([...produce.channels].map((c) => this.ensureTopic(c)))
+    if (waits.length > 0) await Promise.allSettled(waits)
+    const producer = this.producer
+    if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
+    const messages = produce.entries.map((e) => this.messageOf(e))
+    // From here the broker may store it whatever the answer: until answered, it is what goes next.
+    this.unanswered = produce
+    await producer.send({ messages })
+    for (const channel of produce.channels) this.trimSoon(channel)
+  }
+
+  /** The records of `batch`'s open writes with their topics (a reply to a requester that is gone is dropped). */
+  private async entriesOf(batch: readonly PendingWrite[]): Promise<Produce> {
+    const entries: Entry[] = []
+    const channels = new Set<string>()
     // Replies go to their requester's topic while it exists; one whose requester is gone is dropped.
     const replyTopics = new Set<string>()
     for (const write of batch) if (!write.settled) for (const r of write.records) if (r.kind === 'reply') replyTopics.add(this.replyTopicOf(r.address))
@@ -453,38 +538,31 @@ export class KafkaDriver implements Driver {
       for (const r of write.records) {
         if (r.kind === 'reply') {
           const topic = this.replyTopicOf(r.address)
-          const signature = this.signatureHeader(r)
-          const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
-          if (live.has(topic)) messages.push(signature === undefined ? { topic, value } : { topic, value, headers: new Map([signature]) })
+          if (live.has(topic)) entries.push({ record: r, topic })
           continue
         }
         if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
         const channel = r.kind === 'dead' ? r.deadLetter : r.channel
-        if (!channels.has(channel)) {
-          channels.add(channel)
-          const set = markers.get(`${this.clusterKey}\u0000${this.topicOf(channel)}`)
-          if (set !== undefined) for (const m of set) waits.push(m)
-        }
-        const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
-        const signature = this.signatureHeader(r)
-        if (r.kind === 'request') {
-          const headers = new Map<Buffer, Buffer>([
-            [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
-            [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
-          ])
-          if (signature !== undefined) headers.set(...signature)
-          messages.push({ topic: this.topicOf(channel), value, headers })
-        } else if (signature !== undefined) messages.push({ topic: this.topicOf(channel), value, headers: new Map([signature]) })
-        else messages.push({ topic: this.topicOf(channel), value })
+        channels.add(channel)
+        entries.push({ record: r, topic: this.topicOf(channel) })
       }
     }
-    if (messages.length === 0) return
-    await Promise.all([...channels].map((c) => this.ensureTopic(c)))
-    if (waits.length > 0) await Promise.allSettled(waits)
-    const producer = this.producer
-    if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
-    await producer.send({ messages })
-    for (const channel of channels) this.trimSoon(channel)
+    return { batch, entries, channels }
+  }
+
+  /** A record as a Kafka message: its frame, its route if a request, its signature (made now). */
+  private messageOf({ record: r, topic }: Entry): { topic: string; value: Buffer; headers?: Map<Buffer, Buffer> } {
+    const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
+    const signature = this.signatureHeader(r)
+    if (r.kind === 'request') {
+      const headers = new Map<Buffer, Buffer>([
+        [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
+        [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
+      ])
+      if (signature !== undefined) headers.set(...signature)
+      return { topic, value, headers }
+    }
+    return signature === undefined ? { topic, value } : { topic, value, headers: new Map([signature]) }
   }
 
   /** Acks, releases and dead letters (once their record is written) go to their group's reader. */
@@ -610,6 +688,7 @@ export class KafkaDriver implements Driver {
     for (const g of this.groups.values()) g.close()
     this.replies?.stop()
     this.queue.length = 0
+    this.unanswered = undefined
     this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made', { details: { transport: this.transport } }))
     closeClient(this.producer)
     closeClient(this.reader)
