@@ -192,6 +192,29 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sa.close()
     })
 
+    it("a state's chunks stay under the broker's message limit: a 900 KiB value beside small ones reaches a joiner, and so do they", async () => {
+      const name = fresh('chunks')
+      const a = await orreryOn(kind)
+      const sa = a.openStore({ replica: 'a' })
+      const na = await sa.shared<string>(name, { transport: 'main' })
+      // 200 KiB of small values, then (last in key order) one of 900 KiB: together over NATS's and
+      // Kafka's 1 MB, each part under it.
+      for (let i = 0; i < 20; i++) na.put(`a${String(i).padStart(2, '0')}`, `${i % 10}`.repeat(10_000))
+      na.put('zbig', 'z'.repeat(900 * 1024))
+      await quiet(500) // a's own changes went out
+      const b = await orreryOn(kind)
+      const sb = b.openStore({ replica: 'b' })
+      const events: StoreEvent[] = []
+      sb.events.subscribe((e) => events.push(e))
+      const nb = await sb.shared<string>(name, { transport: 'main' })
+      expect(nb.keys()).toEqual(na.keys())
+      expect(nb.get('zbig')?.value.length).toBe(900 * 1024)
+      expect(nb.get('a07')?.value).toBe('7'.repeat(10_000))
+      expect(events).toEqual([])
+      sa.close()
+      sb.close()
+    })
+
     it("a custom merge combines the others' changes (a max converges)", async () => {
       const name = fresh('merge')
       const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])

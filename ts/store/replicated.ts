@@ -41,8 +41,16 @@ const JOIN_TIMEOUT_MS = 10_000
  */
 const QUIET_TRIPS = 4
 const QUIET_MIN_MS = 250
-/** A state is sent in chunks of about this many value bytes, well under a message's limit. */
+/**
+ * A state is sent in chunks of at most this many bytes (or half the broker's message limit when
+ * it announces a lower one: NATS's max_payload), well under Kafka's and NATS's default 1 MB.
+ */
 const CHUNK_BYTES = 256 * 1024
+/** What a message adds around its entries (the event's fields, the frame's header), with room to spare. */
+const EVENT_BYTES = 512
+
+/** An entry's size in an event, at most (msgpack: strings as UTF-8, numbers up to 9 bytes). */
+const entryBytes = (entry: StateEntry): number => (entry[1]?.length ?? 0) + entry[0].length * 3 + entry[4].length * 3 + 32
 
 /** A key's record on the wire: its encoded value (null: deleted) and stamp. */
 type StateEntry = [key: string, bytes: Uint8Array | null, wall: number, logical: number, writer: string]
@@ -86,7 +94,14 @@ export class Replicator {
     private readonly processId: string,
     private readonly codec: CodecName,
     private readonly resolve: ((local: unknown, remote: unknown) => unknown) | undefined,
-  ) {}
+    /** The largest message the broker takes, if it says (NATS's max_payload). */
+    maxPayload: number | undefined = undefined,
+  ) {
+    this.chunkBytes = Math.max(4 * EVENT_BYTES, Math.min(CHUNK_BYTES, Math.floor((maxPayload ?? Infinity) / 2)))
+  }
+
+  /** The most bytes a message of changes or of a state carries. */
+  private readonly chunkBytes: number
 
   private get channel(): string {
     return Replicator.channelOf(this.ns.name)
@@ -228,19 +243,29 @@ export class Replicator {
     if (entries.length > 0) this.sendChunks(entries, (e) => ({ v: VERSION, t: 'c', p: this.processId, e }))
   }
 
-  /** Sends `entries` in messages of about CHUNK_BYTES each, made by `event` (`end` on the last). */
+  /**
+   * Sends `entries` in messages of at most `chunkBytes` each, made by `event` (`end` on the last):
+   * a chunk goes out before the entry that would take it over. An entry larger than that alone
+   * (a value near maxValueBytes) goes in a message of its own, which the broker may refuse
+   * (reported): the others, and the last chunk that ends the state, still arrive.
+   */
   private sendChunks(entries: StateEntry[], event: (chunk: StateEntry[], end: boolean) => Wire): void {
+    const limit = this.chunkBytes - EVENT_BYTES
     let chunk: StateEntry[] = []
     let bytes = 0
-    for (let i = 0; i < entries.length; i++) {
-      const entry = entries[i]!
-      chunk.push(entry)
-      bytes += (entry[1]?.length ?? 0) + entry[0].length * 3 + entry[4].length * 3 + 32
-      if (bytes >= CHUNK_BYTES && i < entries.length - 1) {
+    for (const entry of entries) {
+      const size = entryBytes(entry)
+      if (size > limit) {
+        this.send(event([entry], false))
+        continue
+      }
+      if (bytes + size > limit) {
         this.send(event(chunk, false))
         chunk = []
         bytes = 0
       }
+      chunk.push(entry)
+      bytes += size
     }
     this.send(event(chunk, true))
   }

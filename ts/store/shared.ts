@@ -139,7 +139,15 @@ export async function openShared(
   const channel = Replicator.channelOf(name)
   runnerLink(bus).transports!.bindAtRunTime([channel], transport.name, 'transport')
   names.add(name)
-  const replicator = new Replicator(host, bus, ns, transport.processId, o.codec ?? 'json', o.merge as ((l: unknown, r: unknown) => unknown) | undefined)
+  const replicator = new Replicator(
+    host,
+    bus,
+    ns,
+    transport.processId,
+    o.codec ?? 'json',
+    o.merge as ((l: unknown, r: unknown) => unknown) | undefined,
+    (transport.driver as { maxPayload?: number }).maxPayload,
+  )
   const release = names
   host.onClose(() => {
     replicator.close()

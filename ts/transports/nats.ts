@@ -907,6 +907,12 @@ export class NatsDriver implements Driver {
     return this.closed
   }
 
+  /** @internal The largest message the server takes (its max_payload), once connected. */
+  get maxPayload(): number | undefined {
+    const limit = this.nc?.info?.max_payload
+    return limit === undefined || limit <= 0 ? undefined : limit
+  }
+
   /** @internal */
   get sinkOf(): DriverSink {
     return this.sink
