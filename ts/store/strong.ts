@@ -42,6 +42,10 @@ export type StrongResult = { readonly ok: true; readonly revision: number } | { 
 
 /** What a strong namespace asks of its broker (one per transport kind). */
 export interface StrongBackend {
+  /** The transport's name, for errors. */
+  readonly transport: string
+  /** How long a write or a read may take (the transport's publishTimeoutMs). */
+  readonly timeoutMs: number
   /**
    * Hands every current record to `onRecord`, resolves once they all were, and then hands on every
    * later change in the broker's order. A failure of the feed after that goes to `onError`.
@@ -74,6 +78,8 @@ export interface StrongWatchOptions {
 const WATCH_KEYS = keysOf<StrongWatchOptions>()(['from'])
 
 const MAX_KEY_BYTES = 1024
+/** How long `shared()` waits for a strong namespace's mirror to load, at least (else the transport's publishTimeoutMs). */
+const LOAD_TIMEOUT_MS = 30_000
 const UTF8 = new TextEncoder()
 
 /** A key, checked as the store's namespaces check theirs. */
@@ -157,7 +163,7 @@ export class StrongNamespace<T> {
   async fetch(key: string): Promise<Entry<T> | undefined> {
     this.checkOpen()
     checkKey(key)
-    const record = await this.backend.read(key)
+    const record = await this.bounded(this.backend.read(key), 'read', key)
     if (record !== undefined) this.apply(record)
     if (record === undefined || record.value === undefined) return undefined
     const entry = this.mirror.get(key)
@@ -239,7 +245,7 @@ export class StrongNamespace<T> {
     this.checkOpen()
     const wall = Date.now()
     const writer = this.host.replica
-    const result = await this.backend.write({ key, value, expected, wall, writer })
+    const result = await this.bounded(this.backend.write({ key, value, expected, wall, writer }), 'write', key)
     if (!result.ok) {
       const current = result.current
       throw new OrreryError(
@@ -251,6 +257,48 @@ export class StrongNamespace<T> {
     // Read-your-writes: the mirror has it before the feed brings it back.
     this.apply({ key, revision: result.revision, value, wall, writer })
     return result.revision
+  }
+
+  /**
+   * `call` to the broker, bounded by the transport's publishTimeoutMs: past it, or on a failure
+   * of the connection, TRANSPORT_UNAVAILABLE. A write that timed out or failed after it was sent
+   * may still have been applied (`details.indeterminate`): read the key to know.
+   */
+  private bounded<R>(call: Promise<R>, what: 'write' | 'read', key: string): Promise<R> {
+    const { transport, timeoutMs } = this.backend
+    const where = { transport, namespace: this.name, key }
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new OrreryError(
+            'TRANSPORT_UNAVAILABLE',
+            `${this.name}/${key}: the broker did not answer the ${what} within publishTimeoutMs (${timeoutMs} ms) of transport ${transport}` +
+              (what === 'write' ? '; it may still have been applied (read the key to know)' : ''),
+            { details: { ...where, timeoutMs, indeterminate: what === 'write' } },
+          ),
+        )
+      }, timeoutMs)
+      call.then(
+        (result) => {
+          clearTimeout(timer)
+          resolve(result)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          if (error instanceof OrreryError && error.code !== 'TRANSPORT_UNAVAILABLE') return reject(error)
+          if (error instanceof OrreryError)
+            return reject(new OrreryError(error.code, `${this.name}/${key}: ${error.message}`, { cause: error, details: { ...where, ...error.details } }))
+          reject(
+            new OrreryError(
+              'TRANSPORT_UNAVAILABLE',
+              `${this.name}/${key}: the ${what} failed on transport ${transport}` +
+                (what === 'write' ? ' after it was sent; it may have been applied (read the key to know)' : ''),
+              { cause: error, details: { ...where, indeterminate: what === 'write' } },
+            ),
+          )
+        },
+      )
+    })
   }
 
   /** Changes to one key, from this process and every other, as a Stream. */
@@ -307,14 +355,34 @@ export async function openStrong(
       ? (await import('../transports/store-redis.js')).redisStrong(transport, name)
       : (await import('../transports/store-nats.js')).natsStrong(transport, name)
   const ns = StrongNamespace.create<unknown>(host, name, codec, options.schema, backend)
+  const limit = Math.max(LOAD_TIMEOUT_MS, backend.timeoutMs)
+  let timer: ReturnType<typeof setTimeout> | undefined
   try {
-    await backend.start(
-      (record) => ns.apply(record),
-      (error) => ns.report(error),
-    )
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          new OrreryError('TRANSPORT_UNAVAILABLE', `strong namespace ${name}: its mirror did not load from transport ${transport.name} within ${limit} ms`, {
+            details: { transport: transport.name, namespace: name, timeoutMs: limit },
+          }),
+        )
+      }, limit)
+    })
+    await Promise.race([
+      backend.start(
+        (record) => ns.apply(record),
+        (error) => ns.report(error),
+      ),
+      timedOut,
+    ])
   } catch (error) {
     ns.close()
-    throw error
+    if (error instanceof OrreryError) throw error
+    throw new OrreryError('TRANSPORT_UNAVAILABLE', `strong namespace ${name}: opening it on transport ${transport.name} failed`, {
+      cause: error,
+      details: { transport: transport.name, namespace: name },
+    })
+  } finally {
+    clearTimeout(timer)
   }
   if (host.isClosed()) {
     ns.close()

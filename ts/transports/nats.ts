@@ -907,6 +907,11 @@ export class NatsDriver implements Driver {
     return this.closed
   }
 
+  /** @internal How long a write may take (the store's strong namespaces bound theirs by it). */
+  get publishTimeoutMs(): number {
+    return this.config.publishTimeoutMs
+  }
+
   /** @internal The largest message the server takes (its max_payload), once connected. */
   get maxPayload(): number | undefined {
     const limit = this.nc?.info?.max_payload

@@ -657,6 +657,16 @@ export class RedisDriver implements Driver {
     return this.options
   }
 
+  /** @internal How long a write may take (the store's strong namespaces bound theirs by it). */
+  get publishTimeoutMs(): number {
+    return this.config.publishTimeoutMs
+  }
+
+  /** @internal Whether the main connection is up (a command sent now is not held in an offline queue). */
+  get isReady(): boolean {
+    return this.main?.isReady === true && !this.closed
+  }
+
   /** @internal The prefix of every key this transport writes (the store's strong namespaces put theirs under it). */
   get keyPrefix(): string {
     return this.config.keyPrefix

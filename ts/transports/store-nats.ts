@@ -39,6 +39,7 @@ export function natsStrong(transport: SharedTransport, name: string): StrongBack
 }
 
 class NatsStrong implements StrongBackend {
+  readonly timeoutMs: number
   private readonly stream: string
   private readonly base: string
   private messages: ConsumerMessages | undefined
@@ -48,9 +49,10 @@ class NatsStrong implements StrongBackend {
 
   constructor(
     private readonly driver: NatsDriver,
-    private readonly transport: string,
+    readonly transport: string,
     name: string,
   ) {
+    this.timeoutMs = driver.publishTimeoutMs
     this.stream = driver.streamOf(`orrery.kv.${name}`)
     this.base = driver.subjectOf(`orrery.kv.${name}`)
   }
@@ -112,8 +114,10 @@ class NatsStrong implements StrongBackend {
     const stored = await this.ensure()
     const consumer = await this.js.consumers.get(this.stream, { filter_subjects: [`${this.base}.>`], deliver_policy: DeliverPolicy.LastPerSubject })
     let loaded: (() => void) | undefined
-    const ready = new Promise<void>((resolve) => {
+    let failed: ((error: unknown) => void) | undefined
+    const ready = new Promise<void>((resolve, reject) => {
       loaded = resolve
+      failed = reject
     })
     if (stored === 0) loaded!()
     const prefix = this.base.length + 1
@@ -124,12 +128,21 @@ class NatsStrong implements StrongBackend {
         } catch (error) {
           onError(error)
         }
-        if (m.info.pending === 0) loaded?.()
+        if (m.info.pending === 0) {
+          loaded?.()
+          failed = undefined
+        }
       },
     })
     void this.messages.closed().then((error) => {
-      if (error && !this.closed)
-        onError(new OrreryError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport}: a strong namespace's feed ended`, { cause: error }))
+      if (this.closed) return
+      const ended = new OrreryError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport}: a strong namespace's feed ended`, {
+        ...(error ? { cause: error } : {}),
+        details: { transport: this.transport },
+      })
+      // Ended before the mirror loaded: the open fails rather than wait for a load that never ends.
+      failed?.(ended)
+      if (error) onError(ended)
     })
     await ready
   }

@@ -63,6 +63,7 @@ export function redisStrong(transport: SharedTransport, name: string): StrongBac
 }
 
 class RedisStrong implements StrongBackend {
+  readonly timeoutMs: number
   private readonly keys: string[]
   private reader: Connection | undefined
   private closed = false
@@ -74,9 +75,10 @@ class RedisStrong implements StrongBackend {
 
   constructor(
     private readonly driver: RedisDriver,
-    private readonly transport: string,
+    readonly transport: string,
     name: string,
   ) {
+    this.timeoutMs = driver.publishTimeoutMs
     // The name's length first: no two namespace names make the same keys.
     const base = `${driver.keyPrefix}kv:${name.length}:${name}`
     this.keys = [`${base}:v`, `${base}:m`, `${base}:rev`, `${base}:log`]
@@ -87,6 +89,11 @@ class RedisStrong implements StrongBackend {
   }
 
   async write(w: StrongWrite): Promise<StrongResult> {
+    // Not held in the client's offline queue during an outage, to be applied whenever it ends.
+    if (!this.driver.isReady)
+      throw new OrreryError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} is not connected: the write was not sent`, {
+        details: { transport: this.transport, indeterminate: false },
+      })
     const value = w.value === undefined ? '' : Buffer.from(w.value.buffer, w.value.byteOffset, w.value.byteLength)
     const reply = (await this.eval(WRITE, [
       w.key,
