@@ -388,6 +388,29 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       for (const s of [sa, sb, sc]) s.close()
     })
 
+    it('fetch never calls a key absent that exists, when the change feed brings a newer revision during the read', async () => {
+      const name = fresh('fetch')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const na = await a.openStore({ replica: 'a' }).shared<number>(name, { transport: 'main', consistency: 'strong' })
+      const nb = await b.openStore({ replica: 'b' }).shared<number>(name, { transport: 'main', consistency: 'strong' })
+      await na.put('k', 0)
+      let writing = true
+      const writer = (async () => {
+        for (let i = 1; writing; i++) await na.put('k', i)
+      })()
+      let absent = 0
+      let reads = 0
+      const deadline = Date.now() + 1_500
+      while (Date.now() < deadline) {
+        const [entry] = await Promise.all([nb.fetch('k'), nb.fetch('k'), nb.fetch('k')])
+        reads++
+        if (entry === undefined) absent++
+      }
+      writing = false
+      await writer
+      expect({ absent, reads }).toMatchObject({ absent: 0 })
+    })
+
     it('three processes increment one counter 200 times each with compare-and-set: it ends at exactly 600', { timeout: 120_000 }, async () => {
       const name = fresh('counter')
       const url = kind === 'redis' ? inject('redisUrl')! : inject('natsUrl')!

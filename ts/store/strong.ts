@@ -164,10 +164,11 @@ export class StrongNamespace<T> {
     this.checkOpen()
     checkKey(key)
     const record = await this.bounded(this.backend.read(key), 'read', key)
-    if (record !== undefined) this.apply(record)
-    if (record === undefined || record.value === undefined) return undefined
-    const entry = this.mirror.get(key)
-    return entry !== undefined && entry.version === record.revision ? entry : undefined
+    if (record === undefined) return undefined
+    // The mirror is now at this revision or a later one the change feed brought during the read:
+    // either is as fresh as the read (a later deletion included).
+    this.apply(record)
+    return this.mirror.get(key)
   }
 
   /** Live keys of the mirror starting with `prefix`, in order. */
