@@ -215,6 +215,29 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sb.close()
     })
 
+    it('changes from a process whose clock runs ahead past maxClockDriftMs are held and merged once the clock catches up', async () => {
+      const name = fresh('drift')
+      const a = await Orrery.create({ transports: { main: transportFor(kind) }, clock: () => Date.now() + 1_500 })
+      opened.push(a)
+      const b = await orreryOn(kind)
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b', maxClockDriftMs: 1_000 })
+      const events: StoreEvent[] = []
+      sb.events.subscribe((e) => events.push(e))
+      const na = await sa.shared<number>(name, { transport: 'main' })
+      const nb = await sb.shared<number>(name, { transport: 'main' })
+      na.put('k', 1)
+      na.put('k', 2)
+      await until(() => events.some((e) => e.type === 'shared-error'), 5_000, 'the held change to be reported')
+      expect(nb.get('k')).toBeUndefined()
+      // 1,500 ms ahead, 1,000 allowed: merged about 500 ms after it was written.
+      await until(() => nb.get('k')?.value === 2, 5_000, "b to merge a's change once its clock is near enough")
+      expect(nb.get('k')?.stamp).toEqual(na.get('k')?.stamp)
+      expect(events.filter((e) => e.type === 'shared-error')).toHaveLength(1)
+      sa.close()
+      sb.close()
+    })
+
     it("a custom merge combines the others' changes (a max converges)", async () => {
       const name = fresh('merge')
       const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])

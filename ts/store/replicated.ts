@@ -76,6 +76,12 @@ export class Replicator {
    * sent with every state until `tombstoneMs` after (the store forgets its tombstones then too).
    */
   private readonly tombstones = new Map<string, { entry: StateEntry; at: number }>()
+  /**
+   * Changes stamped more than the store's maxClockDriftMs ahead of this clock (a process whose
+   * clock runs fast), the latest per key: merged once this clock is near enough, not dropped.
+   */
+  private readonly ahead = new Map<string, StateEntry>()
+  private aheadTimer: ReturnType<typeof setTimeout> | undefined
   /** This turn's local changes, by key, sent when it ends. */
   private outgoing: Map<string, StateEntry> | undefined
   /** While joining: ends the wait for the hello's echo, or for the first state. */
@@ -336,6 +342,10 @@ export class Replicator {
   /** Merges one remote change (`bytes` undefined: a deletion); a refused one is reported. */
   private apply(key: string, bytes: unknown, wall: unknown, logical: unknown, writer: unknown): void {
     try {
+      if (typeof wall === 'number' && Number.isFinite(wall) && wall > this.host.now() + this.host.maxClockDriftMs) {
+        this.holdAhead([key, (bytes ?? null) as Uint8Array | null, wall, logical as number, writer as string])
+        return
+      }
       const deleted = bytes === undefined || bytes === null
       if (!deleted && !(bytes instanceof Uint8Array))
         throw new OrreryError('INVALID_PAYLOAD', `a change of ${key} carries no value bytes`, { details: { key } })
@@ -356,6 +366,46 @@ export class Replicator {
     }
   }
 
+  /**
+   * Holds a change stamped too far ahead (reported once per key while held), and merges it once
+   * this clock is within maxClockDriftMs of its stamp: the store would refuse it until then.
+   */
+  private holdAhead(entry: StateEntry): void {
+    const had = this.ahead.get(entry[0])
+    if (had !== undefined && !later(entry, had)) return
+    this.ahead.set(entry[0], entry)
+    if (had === undefined) {
+      const now = this.host.now()
+      this.report(
+        'merge',
+        new OrreryError(
+          'INVALID_ARGUMENT',
+          `a change of ${entry[0]} is stamped ${entry[2] - now} ms ahead of this clock, more than maxClockDriftMs (${this.host.maxClockDriftMs}): held, and merged when this clock is near enough`,
+          { details: { key: entry[0], wall: entry[2], now, maxClockDriftMs: this.host.maxClockDriftMs, held: true } },
+        ),
+      )
+    }
+    this.scheduleAhead()
+  }
+
+  private scheduleAhead(): void {
+    if (this.aheadTimer !== undefined || this.ahead.size === 0 || this.closed) return
+    let first = Infinity
+    for (const entry of this.ahead.values()) first = Math.min(first, entry[2])
+    const wait = Math.max(1, Math.min(2 ** 31 - 1, first - this.host.maxClockDriftMs - this.host.now() + 1))
+    this.aheadTimer = setTimeout(() => {
+      this.aheadTimer = undefined
+      if (this.closed) return
+      const due = this.host.now() + this.host.maxClockDriftMs
+      for (const [key, entry] of this.ahead) {
+        if (entry[2] > due) continue
+        this.ahead.delete(key)
+        this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
+      }
+      this.scheduleAhead()
+    }, wait)
+  }
+
   private revision(): number {
     return this.host.revision()
   }
@@ -372,6 +422,8 @@ export class Replicator {
     this.onEcho = undefined
     this.onState = undefined
     this.outgoing = undefined
+    clearTimeout(this.aheadTimer)
+    this.ahead.clear()
     this.subscription?.unsubscribe()
     this.watching?.unsubscribe()
   }

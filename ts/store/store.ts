@@ -226,8 +226,10 @@ export type StoreEvent =
   /**
    * A namespace shared across processes could not publish a change (the broker refused it or was
    * unreachable past the transport's publish timeout), or a change another process published was
-   * refused here (a value its schema rejects, a stamp too far ahead). Local writes are never
-   * failed by it: the change stays here, and reaches the others with the next state exchange.
+   * refused here (a value its schema rejects; a stamp more than `maxClockDriftMs` ahead, which
+   * is held and merged once this clock is near enough). Local writes are never failed by it: a
+   * change that could not be published stays here, and reaches the others in the state this
+   * process sends when another joins.
    */
   | { type: 'shared-error'; namespace: string; operation: 'publish' | 'merge'; error: unknown }
 
