@@ -292,15 +292,20 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
 /** A child process of test/fixtures/store-counter.mjs. */
 interface Child {
   readonly proc: ChildProcess
-  readonly lines: Array<{ event: string; conflicts?: number }>
+  readonly lines: Array<{ event: string; conflicts?: number; orrery?: string }>
   stderr: string
-  next(event: string, ms: number): Promise<{ event: string; conflicts?: number }>
+  next(event: string, ms: number): Promise<{ event: string; conflicts?: number; orrery?: string }>
 }
 const fixture = fileURLToPath(new URL('../fixtures/store-counter.mjs', import.meta.url))
+// The child runs the TypeScript under test (its `orrery` is ts/node.ts), never a stale dist/.
+const runSource = fileURLToPath(new URL('../fixtures/run-source.mjs', import.meta.url))
 const children: Child[] = []
 
 function spawnCounter(args: string[]): Child {
-  const proc = spawn(process.execPath, [fixture, ...args], { env: { ...process.env, ORRERY_ENGINE: ENGINE }, stdio: ['pipe', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, ['--import', runSource, fixture, ...args], {
+    env: { ...process.env, ORRERY_ENGINE: ENGINE },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
   let out = ''
   const child: Child = {
     proc,
@@ -438,7 +443,9 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const name = fresh('counter')
       const url = kind === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
       const procs = ['p1', 'p2', 'p3'].map((replica) => spawnCounter([kind, url, name, '200', replica]))
-      await Promise.all(procs.map((p) => p.next('ready', 30_000)))
+      const ready = await Promise.all(procs.map((p) => p.next('ready', 30_000)))
+      // The children run the source under test, not the last build.
+      for (const r of ready) expect(r.orrery).toMatch(/\/ts\/node\.ts$/)
       for (const p of procs) p.proc.stdin!.write('go\n')
       const done = await Promise.all(procs.map((p) => p.next('done', 90_000)))
       const a = await orreryOn(kind)
