@@ -451,6 +451,67 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
         expect(history.items.map((m) => m.payload)).toEqual(['once', 'later'])
       })
 
+      // A Redis entry's id is chosen by its writer: on a stream idle since a message (or whose
+      // message was deleted), a copy can be added long after with an id next to the original's, so
+      // the id's time passes the window check. A reader that read the stream without the copy knows
+      // it was appended later than that, and refuses it by its own clock.
+      it.skipIf(broker.name !== 'redis')(
+        'a copy added long after with an entry id chosen next to the original is refused by a process that did not read the original',
+        { timeout: 60_000 },
+        async () => {
+          const p = `${RUN}-${++runs}.`
+          const windowed = { ...signed, replayWindowMs: 1_000 }
+          const a = await open(p, windowed)
+          await a.bus.publish(`${p}pay`, 'once')
+          await a.bus.publish(`${p}idle`, 'once')
+          const { createClient } = await import('redis')
+          const client = createClient({ url: inject('redisUrl')!, RESP: 2 })
+          client.on('error', () => {})
+          await client.connect()
+          raws.push({ entries: async () => [], write: async () => {}, settled: async () => true, close: () => client.quit().then(() => {}) })
+          const send = (args: Array<string | Buffer>) => client.sendCommand(args, { typeMapping: { [36]: Buffer } } as never) as Promise<unknown>
+          const captured = async (ch: string) => {
+            const [[id, fields]] = (await send(['XRANGE', `orrery:ch:${p}${ch}`, '-', '+'])) as Array<[Buffer, Buffer[]]>
+            return { id: id.toString(), fields }
+          }
+          const pay = await captured('pay')
+          const idle = await captured('idle')
+          await quiet(2_000)
+          // `pay`'s original deleted (the stream keeps its last id); `idle` left as it is.
+          await send(['XDEL', `orrery:ch:${p}pay`, pay.id])
+          const b = await open(p, windowed)
+          const mirrored: string[] = []
+          const done: string[] = []
+          for (const ch of ['pay', 'idle']) {
+            b.bus.subscribe<string>(`${p}${ch}`, { from: 'latest' }).subscribe((m) => void mirrored.push(`${ch} ${m.payload}`))
+            b.bus.group<string>(`${p}${ch}`, 'workers', { from: 'latest' }).consume((d) => void done.push(`${ch} ${d.message.payload}`))
+          }
+          await quiet(500)
+          for (const [ch, e] of [
+            ['pay', pay],
+            ['idle', idle],
+          ] as const)
+            await send(['XADD', `orrery:ch:${p}${ch}`, `${e.id.split('-')[0]}-9`, ...e.fields])
+          await a.bus.publish(`${p}pay`, 'after')
+          await a.bus.publish(`${p}idle`, 'after')
+          await until(
+            () => mirrored.length >= 2 && done.length >= 2,
+            20_000,
+            'the messages after the copies',
+            () => [mirrored, done],
+          )
+          await until(
+            () => b.bus.stats(`${p}pay`).replayRefused >= 1 && b.bus.stats(`${p}idle`).replayRefused >= 1,
+            10_000,
+            'the copies refused',
+            () => [b.bus.stats(`${p}pay`), b.bus.stats(`${p}idle`)],
+          )
+          expect(mirrored.sort()).toEqual(['idle after', 'pay after'])
+          expect(done.sort()).toEqual(['idle after', 'pay after'])
+          for (const ch of ['pay', 'idle']) expect(b.bus.stats(`${p}${ch}`), ch).toMatchObject({ signatureRefused: 0, replayRefused: 1 })
+        },
+      )
+
       // Replies are not kept by Redis and NATS: the test listens at the requester's reply address
       // to capture one, then sends it again (a copy) and without its signature (a forgery).
       it.skipIf(broker.name === 'kafka')(

@@ -194,9 +194,15 @@ export class MirrorReader extends Reader {
     const key = driver.keyOf(channel.name)
     const min = Number.isFinite(bound.maxAgeMs) ? `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0` : '-'
     const count = limited(bound.maxCount) ? ['COUNT', String(bound.maxCount)] : []
+    const sentAt = Date.now()
     this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, ...count]).then(
       (entries) => {
         for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
+        // The newest entry came with the history (or there was none at all): what is read from
+        // here on was appended after the history was asked for. (An empty history bounded by age
+        // says nothing of older entries, which the next read may bring: the first read that ends
+        // the stream tells instead.)
+        if (entries.length > 0 || min === '-') this.emptyAt = sentAt
         this.ingest()
         this.release()
         this.run()
@@ -210,7 +216,14 @@ export class MirrorReader extends Reader {
     )
   }
 
-  private add(entry: Entry): void {
+  /**
+   * When this mirror last read to the stream's end (this host's clock, taken as the read was
+   * sent): every entry it reads later was appended after that. Signing checks it, since an entry
+   * id is chosen by its writer and is no proof of when it was written.
+   */
+  private emptyAt: number | undefined
+
+  private add(entry: Entry, appendedAfter?: number): void {
     const id = entry[0].toString('latin1')
     if (this.waiters.waiting) this.release(id)
     this.last = id
@@ -219,12 +232,13 @@ export class MirrorReader extends Reader {
     const route = entryRoute(entry[1])
     // A refused entry (signing) is skipped: counted and reported, never in the mirror.
     const signing = this.driver.signing
-    if (signing !== undefined && !signing.accept(signatureOf(entry[1]), this.channel.name, route, frame, id, idTime(id))) return
+    if (signing !== undefined && !signing.accept(signatureOf(entry[1]), this.channel.name, route, frame, id, idTime(id), appendedAfter)) return
     this.writer.live(this.channel.id, idTime(id), frame, route)
   }
 
   protected async step(): Promise<void> {
     const key = this.driver.keyOf(this.channel.name)
+    const sentAt = Date.now()
     const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
       'XREAD',
       'COUNT',
@@ -235,8 +249,16 @@ export class MirrorReader extends Reader {
       key,
       this.last,
     ])
+    let read = 0
+    const after = this.emptyAt
+    if (reply !== null)
+      for (const [, entries] of reply) {
+        read += entries.length
+        for (const entry of entries) this.add(entry, after)
+      }
+    // Fewer than asked for: the stream held nothing more when this read was answered.
+    if (read < READ_COUNT) this.emptyAt = sentAt
     if (reply === null) return
-    for (const [, entries] of reply) for (const entry of entries) this.add(entry)
     this.ingest()
     this.release()
   }
@@ -318,6 +340,7 @@ export class GroupReader extends Reader {
     const { name, channel } = this.group
     const key = this.driver.keyOf(channel)
     const count = Math.min(room, READ_COUNT)
+    const sentAt = Date.now()
     const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
       'XREADGROUP',
       'GROUP',
@@ -331,9 +354,42 @@ export class GroupReader extends Reader {
       key,
       '>',
     ])
+    let read = 0
+    const drained = this.drainedAt
+    if (reply !== null)
+      for (const [, entries] of reply) {
+        read += entries.length
+        for (const entry of entries) this.add(entry, 1, drained)
+      }
+    // Fewer than asked for: the group had nothing more for anyone when this read was answered,
+    // so what a later read brings was appended after it was sent.
+    if (read < count) this.drainedAt = sentAt
     if (reply === null) return
-    for (const [, entries] of reply) for (const entry of entries) this.add(entry, 1)
     this.ingest()
+  }
+
+  /**
+   * What this reader knows of when entries were appended (this host's clock; signing checks it,
+   * since an entry id is chosen by its writer): `opened`, entries above `newest` came after the
+   * stream was looked at as the group was opened; `drainedAt`, when a read of new entries last
+   * found the group with nothing more (what later reads bring was appended after that).
+   */
+  private opened: { readonly newest: string; readonly at: number } | undefined
+  private drainedAt: number | undefined
+
+  /** Looks at the stream's newest entry (on the main connection) before the reader starts. */
+  async look(): Promise<void> {
+    if (this.driver.signing === undefined) return
+    const at = Date.now()
+    const newest = await this.driver.command<Entry[]>(['XREVRANGE', this.driver.keyOf(this.group.channel), '+', '-', 'COUNT', '1'])
+    this.opened = { newest: newest[0]?.[0].toString('latin1') ?? '0-0', at }
+  }
+
+  /** When the entry `id` (read by a read of new entries that found the group drained at `drained`, if so) was known not to be on the broker yet. */
+  private appendedAfter(id: string, drained: number | undefined): number | undefined {
+    const start = this.opened
+    if (start === undefined || (drained !== undefined && drained >= start.at)) return drained
+    return compareIds(id, start.newest) > 0 ? start.at : drained
   }
 
   /**
@@ -351,14 +407,15 @@ export class GroupReader extends Reader {
     return true
   }
 
-  private add(entry: Entry, count: number): void {
+  /** Hands an entry to the core, unless signing refuses it; `drained` for entries read as new (see `appendedAfter`). */
+  private add(entry: Entry, count: number, drained?: number): void {
     const id = entry[0].toString('latin1')
     if (this.lastRead === undefined || compareIds(id, this.lastRead) > 0) this.lastRead = id
     const frame = frameOf(entry[1])
     if (frame !== undefined) {
       const route = entryRoute(entry[1])
       const signing = this.driver.signing
-      if (signing === undefined || signing.accept(signatureOf(entry[1]), this.group.channel, route, frame, id, idTime(id))) {
+      if (signing === undefined || signing.accept(signatureOf(entry[1]), this.group.channel, route, frame, id, idTime(id), this.appendedAfter(id, drained))) {
         this.writer.group(this.group.id, count, id, frame, route)
         return
       }

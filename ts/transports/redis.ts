@@ -577,6 +577,7 @@ export class RedisDriver implements Driver {
     this.groups.set(group.id, reader)
     try {
       await this.createGroup(group)
+      await reader.look()
     } catch (error) {
       this.groups.delete(group.id)
       // Cut by this Orrery's own stop: not a failure.

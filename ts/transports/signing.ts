@@ -259,13 +259,31 @@ export class Signing {
    * Whether a message read from `channel` at broker position `position` may go to the core: its
    * signature (`field`) verifies, and it is no copy. `at` is the broker's time of the entry (ms);
    * where a reader cannot know it (a Kafka group's records), their partition's order instead.
-   * A refusal is reported before this returns false.
+   * `appendedAfter`, when the reader knows it, is a time of this host's clock at which the entry
+   * was not on the broker yet (it had read the stream without it then). A refusal is reported
+   * before this returns false.
    */
-  accept(field: string | undefined, channel: string, route: Route | undefined, frame: Uint8Array, position: string, at: number | LogOrder): boolean {
+  accept(
+    field: string | undefined,
+    channel: string,
+    route: Route | undefined,
+    frame: Uint8Array,
+    position: string,
+    at: number | LogOrder,
+    appendedAfter?: number,
+  ): boolean {
     const signed = this.verify(field, route === undefined ? 'm' : 'q', channel, route, frame, channel, position)
     if (signed === undefined) return false
     const { signedAt, mac } = signed
     const window = this.windowMs
+    // What the reader saw itself: the entry was not on the broker yet at `appendedAfter` (this
+    // host's clock), whatever time its position claims (a Redis entry id is its writer's choice).
+    if (appendedAfter !== undefined && appendedAfter - signedAt > window)
+      return this.replay(
+        channel,
+        position,
+        `it was signed at ${signedAt} and reached the broker after ${appendedAfter} (read without it then), more than replayWindowMs (${window} ms) later`,
+      )
     let brokerTime: number
     if (typeof at === 'number') {
       brokerTime = at
