@@ -416,6 +416,22 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       for (const s of [sa, sb, sc]) s.close()
     })
 
+    it('a channel named like the namespace (orrery.kv.<name>) and the namespace do not meet on the broker', async () => {
+      const name = fresh('clash')
+      const o = await Orrery.create({ transports: { main: transportFor(kind) }, bindings: { 'orrery.kv.*': 'main' } })
+      opened.push(o)
+      const seen = listen(o.bus.subscribe<string>(`orrery.kv.${name}`, { from: 'latest' }))
+      await quiet(200)
+      await o.bus.publish(`orrery.kv.${name}`, 'a user message')
+      const ns = await o.openStore({ replica: 'a' }).shared<number>(name, { transport: 'main', consistency: 'strong' })
+      expect(ns.keys()).toEqual([])
+      const v = await ns.put('k', 1)
+      expect((await ns.fetch('k'))?.version).toBe(v)
+      await o.bus.publish(`orrery.kv.${name}`, 'another')
+      await until(() => seen.items.length === 2, 10_000, 'both user messages')
+      expect(seen.items.map((m) => m.payload)).toEqual(['a user message', 'another'])
+    })
+
     it('fetch never calls a key absent that exists, when the change feed brings a newer revision during the read', async () => {
       const name = fresh('fetch')
       const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])

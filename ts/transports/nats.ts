@@ -907,6 +907,15 @@ export class NatsDriver implements Driver {
     return this.closed
   }
 
+  /**
+   * @internal The stream and subject base of the store's strong namespace `name`: `-kv-` and
+   * `.kv.` where channels have `-ch-` and `.ch.`, so no channel name can reach them.
+   */
+  kvNamesOf(name: string): { readonly stream: string; readonly subject: string } {
+    const part = brokerName(name)
+    return { stream: `${this.config.prefix}-kv-${part}`, subject: `${this.config.prefix}.kv.${part}` }
+  }
+
   /** @internal How long a write may take (the store's strong namespaces bound theirs by it). */
   get publishTimeoutMs(): number {
     return this.config.publishTimeoutMs

@@ -53,8 +53,10 @@ class NatsStrong implements StrongBackend {
     name: string,
   ) {
     this.timeoutMs = driver.publishTimeoutMs
-    this.stream = driver.streamOf(`orrery.kv.${name}`)
-    this.base = driver.subjectOf(`orrery.kv.${name}`)
+    // Streams of their own (`<prefix>-kv-<name>`): a channel, even one named orrery.kv.<name>, has another.
+    const names = driver.kvNamesOf(name)
+    this.stream = names.stream
+    this.base = names.subject
   }
 
   private get js(): JetStreamClient {
