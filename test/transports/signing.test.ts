@@ -6,11 +6,12 @@
  * delivered, and a group's copy is settled on the broker instead of coming back for ever; keys
  * rotate. Two Orrery instances stand for two processes. Both engines; Node only.
  */
-import { afterEach, describe, expect, inject, it } from 'vitest'
+import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
 import { type BusEvent, isOrreryError, Orrery } from '../../ts/node.js'
 import { topicPart } from '../../ts/transports/kafka.js'
 import { brokerName } from '../../ts/transports/nats.js'
+import { checkSigning, MAX_REMEMBERED, Signing } from '../../ts/transports/signing.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
 import { listen, quiet, stop, until, withTimeout } from './backends.js'
 
@@ -234,6 +235,44 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
       (e: unknown) => e,
     )
     expect(isOrreryError(memory, 'INVALID_OPTION'), String(memory)).toBe(true)
+  })
+
+  it('the replay memory forgets by signed time whatever order signatures came in, and warns once when full', () => {
+    const refusals: string[] = []
+    const signing = new Signing(checkSigning({ keys: { k1: K1 }, sign: 'k1', replayWindowMs: 60_000 }, 'signing')!, (r) => void refusals.push(r.reason))
+    const t0 = 1_700_000_000_000
+    const frame = (i: number) => new Uint8Array(new Uint32Array([i, i >>> 8, 7, 7, 7, 7, 7, 7, 7, 7, 7]).buffer)
+    const message = (i: number, signedAt: number) => ({
+      frame: frame(i),
+      s: signing.sign({ kind: 'publish', channel: 'c', frame: frame(i) } as never, signedAt),
+    })
+    const read = (m: { frame: Uint8Array; s: string }, position: string, brokerTime: number) =>
+      signing.accept(m.s, 'c', undefined, m.frame, position, brokerTime)
+    // A sender whose clock runs 59 s ahead first, then 1,000 messages over 100 s.
+    expect(read(message(0, t0 + 59_000), 'fast', t0)).toBe(true)
+    const sent = Array.from({ length: 1_000 }, (_, i) => message(i + 1, t0 + i * 100))
+    for (const [i, m] of sent.entries()) expect(read(m, `p${i}`, t0 + i * 100)).toBe(true)
+    // Those signed more than a window (and a second or two) before the channel's clock are
+    // forgotten, the fast one's later ones not held back by it.
+    expect(signing.memory.remembered).toBeGreaterThan(600)
+    expect(signing.memory.remembered).toBeLessThan(640)
+    expect(refusals).toEqual([])
+    // A copy of one still remembered is refused; a copy of a forgotten one fails its time.
+    expect(read(sent[990]!, 'copy-1', t0 + 99_950)).toBe(false)
+    expect(read(sent[0]!, 'copy-2', t0 + 99_950)).toBe(false)
+    expect(refusals).toEqual(['replay', 'replay'])
+    // More than MAX_REMEMBERED within a window: the oldest go first, counted, warned once.
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {})
+    try {
+      const t1 = t0 + 200_000
+      for (let i = 0; i < MAX_REMEMBERED + 100; i++) read(message(10_000 + i, t1 + (i >>> 10)), `q${i}`, t1 + (i >>> 10))
+      expect(signing.memory.remembered).toBe(MAX_REMEMBERED)
+      expect(signing.memory.forgotten).toBe(100)
+      expect(warn).toHaveBeenCalledTimes(1)
+      expect(String(warn.mock.calls[0]![0])).toMatch(/at most 100000 signatures per transport .* not refused/)
+    } finally {
+      warn.mockRestore()
+    }
   })
 
   for (const broker of BROKERS) {
@@ -471,7 +510,7 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
           raws.push({ entries: async () => [], write: async () => {}, settled: async () => true, close: () => client.quit().then(() => {}) })
           const send = (args: Array<string | Buffer>) => client.sendCommand(args, { typeMapping: { [36]: Buffer } } as never) as Promise<unknown>
           const captured = async (ch: string) => {
-            const [[id, fields]] = (await send(['XRANGE', `orrery:ch:${p}${ch}`, '-', '+'])) as Array<[Buffer, Buffer[]]>
+            const [[id, fields]] = (await send(['XRANGE', `orrery:ch:${p}${ch}`, '-', '+'])) as [[Buffer, Buffer[]]]
             return { id: id.toString(), fields }
           }
           const pay = await captured('pay')
