@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
-import { type BusEvent, isOrreryError, Orrery } from '../../ts/node.js'
+import { Agent, type AgentContext, type BusEvent, isOrreryError, Orrery } from '../../ts/node.js'
 import { topicPart } from '../../ts/transports/kafka.js'
 import { brokerName } from '../../ts/transports/nats.js'
 import { checkSigning, MAX_REMEMBERED, Signing } from '../../ts/transports/signing.js'
@@ -628,6 +628,74 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
           expect(a.bus.lateReplies()).toBe(0)
         },
       )
+
+      it("the store's strong namespaces are refused on a signed transport; replicated namespaces and the shared mesh ride on signed channels", {
+        timeout: 60_000,
+      }, async () => {
+        const p = `${RUN}-${++runs}.`
+        // Apart from every other test: the store's and the mesh's channels are not under `p`.
+        const apart = p.replace(/[^A-Za-z0-9_-]/g, '_')
+        const separate = broker.name === 'redis' ? { keyPrefix: `${apart}:` } : { prefix: apart }
+        const openApart = async (signing: Record<string, unknown> | undefined): Promise<Orrery> => {
+          const transport = { ...broker.options, ...separate, ...(signing === undefined ? {} : { signing }) }
+          const o = await Orrery.create({ transports: { main: transport as never } })
+          o.bus.events.subscribe(() => {})
+          opened.push(o)
+          return o
+        }
+        const [a, b, intruder] = [await openApart(signed), await openApart(signed), await openApart(undefined)]
+        // Strong: refused before anything is opened (Kafka has no strong mode at all).
+        const strong = await a
+          .openStore({ replica: 'a' })
+          .shared('seats', { transport: 'main', consistency: 'strong' })
+          .catch((e: unknown) => e)
+        expect(isOrreryError(strong, 'CAPABILITY_UNSUPPORTED'), String(strong)).toBe(true)
+        expect((strong as Error).message).toMatch(broker.name === 'kafka' ? /compare-and-set/ : /signed/)
+        expect(
+          await intruder
+            .openStore({ replica: 'x' })
+            .shared('seats-unsigned', { transport: 'main', consistency: 'strong' })
+            .then(
+              () => 'opened',
+              (e: unknown) => (isOrreryError(e, 'CAPABILITY_UNSUPPORTED') ? 'refused' : String(e)),
+            ),
+        ).toBe(broker.name === 'kafka' ? 'refused' : 'opened')
+        // Replicated: what an unsigned process writes is refused by the signed ones.
+        const na = await a.openStore({ replica: 'a' }).shared<string>('cfg', { transport: 'main' })
+        const nb = await b.openStore({ replica: 'b' }).shared<string>('cfg', { transport: 'main' })
+        const nx = await intruder.openStore({ replica: 'x' }).shared<string>('cfg', { transport: 'main' })
+        nx.put('forged', 'x')
+        na.put('genuine', 'a')
+        await until(() => nb.get('genuine')?.value === 'a', 20_000, 'the signed change')
+        await until(
+          () => b.bus.stats('orrery.store.cfg').signatureRefused >= 1,
+          10_000,
+          'the forged change refused',
+          () => b.bus.stats('orrery.store.cfg'),
+        )
+        expect(nb.get('forged')).toBeUndefined()
+        expect(na.get('forged')).toBeUndefined()
+        // The shared mesh: an unsigned process's agent never shows in a signed process's registry.
+        class Worker extends Agent {
+          static capabilities = [{ name: 'work', version: '1.0.0' }]
+          constructor(context: AgentContext) {
+            super(context)
+            this.handle('work', () => {})
+          }
+        }
+        const meshX = await intruder.mesh({ shared: 'main', heartbeat: { interval: 1_000 } })
+        meshX.define('worker', Worker)
+        await meshX.spawn('worker')
+        const meshA = await a.mesh({ shared: 'main', heartbeat: { interval: 1_000 } })
+        meshA.define('worker', Worker)
+        await meshA.spawn('worker')
+        const meshB = await b.mesh({ shared: 'main', heartbeat: { interval: 1_000 } })
+        await until(() => meshB.registry.find('work').length >= 1, 20_000, "the signed process's agent")
+        await until(() => b.bus.stats('orrery.registry').signatureRefused >= 1, 10_000, 'the unsigned announcements refused')
+        await quiet(1_500)
+        expect(meshB.registry.find('work').map((e) => e.process)).toEqual([meshA.process])
+        for (const m of [meshB, meshA, meshX]) await m.shutdown()
+      })
 
       it('keys rotate: every listed key verifies, only `sign` signs; a key removed no longer verifies', { timeout: 60_000 }, async () => {
         const p = `${RUN}-${++runs}.`

@@ -188,5 +188,14 @@ function transportOf(host: SharedHost, name: string, mode: 'replicated' | 'stron
       details: { capability: `store.${mode}`, transport: name, kind: t.kind },
     })
   }
+  // A strong namespace writes its own keys and streams through the broker (store-redis.ts,
+  // store-nats.ts), which carry no signature: on a transport whose messages are signed, anyone
+  // who can write the broker could set its values unchecked.
+  if (mode === 'strong' && t.signed)
+    throw new OrreryError(
+      'CAPABILITY_UNSUPPORTED',
+      `transport ${name} (${t.kind}) cannot carry a strong namespace: its messages are signed (signing), and a strong namespace's writes are not (use consistency: 'replicated', whose changes travel as signed messages, or a transport without signing)`,
+      { details: { capability: 'store.strong', transport: name, kind: t.kind } },
+    )
   return { name: t.name, kind: t.kind, driver: t.driver, processId: transports.processId }
 }

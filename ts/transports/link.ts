@@ -330,9 +330,13 @@ export class Transports {
    * @internal The transport named `name` (undefined: none), with its driver (none for a memory or
    * durable transport): what the store's shared namespaces talk to the broker through.
    */
-  transportNamed(name: string): { readonly name: string; readonly kind: TransportKind; readonly driver: Driver | undefined } | undefined {
+  transportNamed(
+    name: string,
+  ): { readonly name: string; readonly kind: TransportKind; readonly driver: Driver | undefined; readonly signed: boolean } | undefined {
     const t = this.config.transports.find((c) => c.name === name)
-    return t === undefined ? undefined : { name: t.name, kind: t.kind, driver: this.drivers.get(t.id) }
+    return t === undefined
+      ? undefined
+      : { name: t.name, kind: t.kind, driver: this.drivers.get(t.id), signed: 'signing' in t.options && t.options.signing !== undefined }
   }
 
   /** @internal The names of the configured transports, for errors that list them. */
