@@ -237,6 +237,35 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
     expect(isOrreryError(memory, 'INVALID_OPTION'), String(memory)).toBe(true)
   })
 
+  it("signs with node:crypto in Node and @noble/hashes where there is none: the same MACs, each verifies the other's", () => {
+    const options = checkSigning({ keys: { k1: K1, k2: K2 }, sign: 'k2' }, 'signing')!
+    const refusals: string[] = []
+    const node = new Signing(options, (r) => void refusals.push(r.detail))
+    const noble = new Signing(options, (r) => void refusals.push(r.detail), 'noble')
+    expect([node.hashes, noble.hashes]).toEqual(['node:crypto', '@noble/hashes'])
+    const t0 = 1_700_000_000_000
+    for (const [i, record] of [
+      { kind: 'publish', channel: 'orders', frame: new Uint8Array(300).fill(3) },
+      { kind: 'request', channel: 'svc', replyTo: 'addr-ü', timeoutMs: 5_000, frame: new Uint8Array(64).fill(9) },
+      { kind: 'reply', address: 'addr', frame: new Uint8Array(0) },
+    ].entries()) {
+      const a = node.sign(record as never, t0 + i)
+      expect(a).toMatch(/^k2:\d+:[0-9a-f]{64}$/)
+      expect(noble.sign(record as never, t0 + i)).toBe(a)
+    }
+    const frame = new Uint8Array(128).fill(1)
+    const fromNode = node.sign({ kind: 'publish', channel: 'c', frame } as never, t0)
+    const fromNoble = noble.sign({ kind: 'publish', channel: 'c', frame } as never, t0 + 1)
+    expect(noble.accept(fromNode, 'c', undefined, frame, '1-0', t0)).toBe(true)
+    expect(node.accept(fromNoble, 'c', undefined, frame, '1-1', t0 + 1)).toBe(true)
+    // A byte changed: refused by both.
+    const other = frame.slice()
+    other[5] = 2
+    expect(node.accept(fromNode, 'c', undefined, other, '2-0', t0)).toBe(false)
+    expect(noble.accept(fromNode, 'c', undefined, other, '2-0', t0)).toBe(false)
+    expect(refusals).toHaveLength(2)
+  })
+
   it('the replay memory forgets by signed time whatever order signatures came in, and warns once when full', () => {
     const refusals: string[] = []
     const signing = new Signing(checkSigning({ keys: { k1: K1 }, sign: 'k1', replayWindowMs: 60_000 }, 'signing')!, (r) => void refusals.push(r.reason))
