@@ -726,6 +726,37 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
         for (const m of [meshB, meshA, meshX]) await m.shutdown()
       })
 
+      it('a group entry refused for its time (a sender whose clock is off) is settled but kept by the broker, and its report names where', {
+        timeout: 60_000,
+      }, async () => {
+        const p = `${RUN}-${++runs}.`
+        const [a, b] = [await open(p, signed), await open(p, signed)]
+        const events = refusedEvents(b)
+        const done: string[] = []
+        b.bus.group<string>(`${p}jobs`, 'workers', { from: 'earliest' }).consume((d) => void done.push(d.message.payload))
+        await a.bus.publish(`${p}jobs`, 'on time')
+        await until(() => done.length >= 1, 30_000, 'the first job')
+        const r = await raw()
+        const [entry] = await r.entries(`${p}jobs`)
+        // The same key, a clock ten minutes behind: a genuine signature, refused for its time.
+        const skewed = new Signing(checkSigning(signed, 'signing')!, () => {})
+        const late = skewed.sign({ kind: 'publish', channel: `${p}jobs`, frame: entry!.frame } as never, Date.now() - 600_000)
+        await r.write(`${p}jobs`, { frame: entry!.frame, fields: { ...entry!.fields, [SIGNATURE[broker.name]!]: late } })
+        await until(() => events.length >= 1, 20_000, 'the refusal reported')
+        expect(events[0]).toMatchObject({ reason: 'replay', channel: `${p}jobs` })
+        expect(events[0]!.detail).toMatch(/\(broker position \S+\)$/)
+        expect(done).toEqual(['on time'])
+        let settled = false
+        const deadline = Date.now() + 15_000
+        while (!settled && Date.now() < deadline) {
+          settled = await r.settled(`${p}jobs`, 'workers')
+          if (!settled) await quiet(100)
+        }
+        expect(settled).toBe(true)
+        // Still on the broker: found by the signature its report came from.
+        expect((await r.entries(`${p}jobs`)).map((e) => e.fields[SIGNATURE[broker.name]!])).toContain(late)
+      })
+
       it('keys rotate: every listed key verifies, only `sign` signs; a key removed no longer verifies', { timeout: 60_000 }, async () => {
         const p = `${RUN}-${++runs}.`
         const both = await open(p, { keys: { k1: K1, k2: K2 }, sign: 'k1' })

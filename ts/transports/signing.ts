@@ -302,7 +302,9 @@ export class Signing {
       this.refusedAt.add(key)
       if (this.refusedAt.size > MAX_REFUSED_POSITIONS) this.refusedAt.delete(this.refusedAt.values().next().value!)
     }
-    this.report(token === undefined ? { reason, channel, detail } : { reason, channel, detail, replyToken: token })
+    // Where the broker still holds it (a group only stops delivering it): an operator can look.
+    const where = position === '' ? detail : `${detail} (broker position ${position})`
+    this.report(token === undefined ? { reason, channel, detail: where } : { reason, channel, detail: where, replyToken: token })
   }
 
   /**
