@@ -140,6 +140,38 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     }
   })
 
+  // A consumer that joined before the start was set made the group non-empty, so setting it
+  // failed; with nothing committed, a consumer made again after a broker crash started at the
+  // then-latest offset and skipped all published while the broker was away.
+  it('a group from latest has its start committed on the broker before its consumer joins', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const a = await admin()
+    try {
+      const ch = `${p}jobs`
+      await o.bus.publishBatch(range(0, 3).map((payload) => ({ channel: ch, payload })))
+      const got = listen(o.bus.group<number>(ch, 'w').join({ maxInFlight: 10 }))
+      const committed = async () => {
+        const [g] = await a.listConsumerGroupOffsets({ groups: [`orrery-g-${topicOf(ch).slice('orrery-ch-'.length)}-w`] })
+        return g?.topics[0]?.partitions[0]?.committedOffset ?? -1n
+      }
+      // Nothing is delivered, so nothing is acked: only the start can be committed.
+      let at = await committed()
+      const deadline = Date.now() + 10_000
+      while (Date.now() < deadline && at !== 3n) {
+        await new Promise((r) => setTimeout(r, 100))
+        at = await committed()
+      }
+      expect(at).toBe(3n)
+      await o.bus.publish(ch, 3)
+      await until(() => got.items.length >= 1, 20_000, 'the delivery')
+      expect(got.items.map((d) => d.message.payload)).toEqual([3])
+    } finally {
+      await a.close()
+      await stop(o)
+    }
+  })
+
   it('a group shares work by partition; what a shut-down instance held goes to the next holder, counted from 1', { timeout: 90_000 }, async () => {
     const p = prefix()
     const [a, b] = await Promise.all([open(p, { partitions: 2 }), open(p, { partitions: 2 })])
