@@ -112,6 +112,42 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
     })
   }
 
+  it('never shows a secret given to an option that holds one, or given where another value belongs', async () => {
+    const S = 'Sup3rSecretValue-of-some-length'
+    const N = 987654321987
+    const signing = (value: unknown) => ({ main: { kind: 'redis', url: CLOSED_PORT, signing: value } })
+    const cases: Array<[unknown, string]> = [
+      [signing(S), 'transports.main.signing'],
+      [signing({ keys: S, sign: 'k1' }), 'transports.main.signing.keys'],
+      [signing({ keys: [S], sign: 'k1' }), 'transports.main.signing.keys'],
+      [signing({ keys: { [S.replace(/-/g, ' ')]: 'k1-but-a-secret-here' }, sign: 'k1' }), 'transports.main.signing.keys'],
+      [signing({ keys: { k1: 'short-secret' }, sign: 'k1' }), 'transports.main.signing.keys.k1'],
+      [signing({ keys: { k1: N }, sign: 'k1' }), 'transports.main.signing.keys.k1'],
+      [signing({ keys: { k1: `${S}!` }, sign: S }), 'transports.main.signing.sign'],
+      [signing({ keys: { k1: `${S}!` }, sign: 'k1' + 'x'.repeat(70) }), 'transports.main.signing.sign'],
+      [{ main: { kind: 'redis', url: CLOSED_PORT, password: N } }, 'transports.main.password'],
+      [{ main: { kind: 'redis', url: CLOSED_PORT, password: `${S}\uD800` } }, 'transports.main.password'],
+      [{ main: { kind: 'redis', url: `redis://u:${S}@127.0.0.1:99999` } }, 'transports.main.url'],
+      [{ main: { kind: 'redis', url: `http://:${S}@127.0.0.1:1` } }, 'transports.main.url'],
+      [{ main: `redis://:${S.slice(0, 12)}@h:1` }, 'transports.main'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: N } }, 'transports.main.token'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', pass: ['x', S] } }, 'transports.main.pass'],
+      [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1/x y` } }, 'transports.main.servers'],
+      [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: S } }, 'transports.main.sasl'],
+      [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u', password: N } } }, 'transports.main.sasl.password'],
+      [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u' } } }, 'transports.main.sasl.password'],
+      [{ main: { kind: 'kafka', brokers: `u:${S}@127.0.0.1:1` } }, 'transports.main.brokers'],
+    ]
+    for (const [transports, option] of cases) {
+      const err = (await expectRefused(() => Orrery.create({ engine: ENGINE, transports } as OrreryOptions), 'INVALID_OPTION')) as Error & {
+        details: Record<string, unknown>
+      }
+      expect(err.details['option'], err.message).toBe(option)
+      const said = `${err.message}\n${JSON.stringify(err.details)}\n${String(err)}`
+      for (const secret of [S, S.slice(0, 12), S.replace(/-/g, ' '), 'short-secret', String(N)]) expect(said, said).not.toContain(secret)
+    }
+  })
+
   it('keeps Object.prototype untouched by a hostile bindings object', async () => {
     const bindings = JSON.parse('{"__proto__": "main"}') as Record<string, string>
     const o = await create({ transports: { main: { kind: 'memory' } }, bindings })

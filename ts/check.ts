@@ -23,7 +23,7 @@ export function shown(value: unknown): string {
   if (value === null) return 'null'
   switch (typeof value) {
     case 'string':
-      return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value)
+      return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(withoutCredentials(value))
     case 'number':
     case 'boolean':
     case 'undefined':
@@ -39,14 +39,44 @@ export function shown(value: unknown): string {
   }
 }
 
+/** `text` with the user information of every URL in it (`//user:password@`, `//token@`) shown as `//***@`. */
+export function withoutCredentials(text: string): string {
+  return text.replace(/\/\/[^\s/@]*@/g, '//***@')
+}
+
 /** Throws the typed error for `name`, whose rule `must` (e.g. "must be a whole number >= 1") the value broke. */
 export function refuse(where: Where, name: string, value: unknown, must: string): never {
   const code = where === 'option' ? 'INVALID_OPTION' : 'INVALID_ARGUMENT'
   throw new OrreryError(code, `${name} ${must}, not ${shown(value)}`, { details: { [where]: name, value: printable(value) } })
 }
 
-/** Details carry the value only when it is a plain primitive (never an object a caller may mutate). */
+/**
+ * `refuse` for a field that holds a secret (a password, a token, a signing key) or may hold one
+ * put there by mistake: the message says only what kind of value came (a string's length, never
+ * its text), and `details` carry no value.
+ */
+export function refuseSecret(name: string, value: unknown, must: string): never {
+  const kind =
+    typeof value === 'string'
+      ? `a string of ${value.length} characters (not shown: it may be a secret)`
+      : typeof value === 'number' || typeof value === 'bigint'
+        ? 'a number (not shown: it may be a secret)'
+        : shown(value)
+  throw new OrreryError('INVALID_OPTION', `${name} ${must}, not ${kind}`, { details: { option: name } })
+}
+
+/** A secret option: a string (`nonEmpty` when it must not be ''), refused without showing it; undefined when left out. */
+export function secretOr(value: unknown, name: string, rule: TextRule = {}): string | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string') refuseSecret(name, value, 'must be a string')
+  if (rule.nonEmpty && value === '') refuseSecret(name, value, 'must not be empty')
+  if (!wellFormed(value)) refuseSecret(name, value, 'must be well-formed UTF-16 (it holds a lone surrogate, which UTF-8 cannot carry)')
+  return value
+}
+
+/** Details carry the value only when it is a plain primitive (never an object a caller may mutate), credentials in a URL hidden. */
 function printable(value: unknown): unknown {
+  if (typeof value === 'string') return withoutCredentials(value)
   return value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol') ? value : shown(value)
 }
 

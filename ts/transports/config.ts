@@ -2,7 +2,7 @@
  * The `transports` and `bindings` options of `Orrery.create`, checked before anything connects:
  * a wrong value is `INVALID_OPTION` naming the option, a binding naming an unknown transport too.
  */
-import { flag, keysOf, ms, onlyKeys, oneOf, options as checkOptions, refuse, text, textOr } from '../check.js'
+import { flag, keysOf, ms, onlyKeys, oneOf, options as checkOptions, refuse, refuseSecret, secretOr, text, textOr } from '../check.js'
 import { LIMITS } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
 import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
@@ -267,7 +267,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
       kind,
       url,
       username: textOr(o['username'], `${name}.username`),
-      password: textOr(o['password'], `${name}.password`),
+      password: secretOr(o['password'], `${name}.password`),
       tls,
       keyPrefix,
       connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
@@ -370,9 +370,9 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
   return {
     kind: 'nats',
     servers,
-    token: textOr(o['token'], `${name}.token`),
+    token: secretOr(o['token'], `${name}.token`),
     user: textOr(o['user'], `${name}.user`),
-    pass: textOr(o['pass'], `${name}.pass`),
+    pass: secretOr(o['pass'], `${name}.pass`),
     tls: o['tls'] === undefined ? servers.some((s) => /^(tls|wss):/.test(s)) : flag(o['tls'], `${name}.tls`),
     prefix,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
@@ -393,7 +393,9 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
     const where = Array.isArray(raw) ? `${name}.brokers[${i}]` : `${name}.brokers`
     const broker = text(b, where, { nonEmpty: true }, 'option')
     const port = KAFKA_BROKER.exec(broker)?.[1]
-    if (port === undefined || Number(port) < 1 || Number(port) > 65535) refuse('option', where, broker, 'must be host:port (a port from 1 to 65535)')
+    // Credentials written in front of the host (`user:password@`) stay out of the message.
+    if (port === undefined || Number(port) < 1 || Number(port) > 65535)
+      refuse('option', where, broker.replace(/^[^@]*@/, '***@'), 'must be host:port (a port from 1 to 65535)')
     return broker
   })
   const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'
@@ -403,11 +405,14 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
     refuse('option', `${name}.partitions`, partitions, 'must be a whole number from 1 to 10,000')
   let sasl: CheckedKafkaOptions['sasl']
   if (o['sasl'] !== undefined) {
-    const s = checkOptions(o['sasl'] as Record<string, unknown>, `${name}.sasl`, 'option')
+    const raw = o['sasl']
+    // A password given where the object belongs is not shown.
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) refuseSecret(`${name}.sasl`, raw, 'must be an object { mechanism, username, password }')
+    const s = raw as Record<string, unknown>
     sasl = {
       mechanism: oneOf(s['mechanism'], SASL_MECHANISMS, `${name}.sasl.mechanism`),
       username: text(s['username'], `${name}.sasl.username`, {}, 'option'),
-      password: text(s['password'], `${name}.sasl.password`, {}, 'option'),
+      password: secretOr(s['password'], `${name}.sasl.password`) ?? refuseSecret(`${name}.sasl.password`, undefined, 'must be a string'),
     }
   }
   return {

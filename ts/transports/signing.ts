@@ -11,7 +11,7 @@
 import { type _HMAC, hmac } from '@noble/hashes/hmac.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 
-import { options as checkOptions, keysOf, onlyKeys, refuse } from '../check.js'
+import { options as checkOptions, keysOf, onlyKeys, refuse, refuseSecret } from '../check.js'
 import { LAYOUT as FRAME } from '../frame.js'
 import { OrreryError } from '../errors.js'
 import type { Egress, Refusal, Refused } from './driver.js'
@@ -71,20 +71,31 @@ const SIGNING_KEYS = keysOf<SigningOptions>()(['keys', 'sign', 'replayWindowMs']
 
 const utf8 = new TextEncoder()
 
+/**
+ * Refuses a wrong key id. An id is no secret, but a secret may be written where an id belongs: a
+ * string shown must be shorter than any secret can be (a typo in a short id is then found by
+ * reading it); anything longer is described, never shown.
+ */
+function refuseId(name: string, value: unknown, must: string): never {
+  if (typeof value === 'string' && utf8.encode(value).length < MIN_SECRET_BYTES) refuse('option', name, value, must)
+  refuseSecret(name, value, must)
+}
+
 /** Checks a transport's `signing` option (`where` names it); undefined when it is left out. */
 export function checkSigning(value: unknown, where: string): CheckedSigning | undefined {
   if (value === undefined) return undefined
+  // A secret given where an object belongs is never shown (nor any value below that may be one).
   if (value === null || typeof value !== 'object' || Array.isArray(value))
-    refuse('option', where, value, 'must be an object { keys: { <id>: <secret> }, sign: <id>, replayWindowMs? }')
+    refuseSecret(where, value, 'must be an object { keys: { <id>: <secret> }, sign: <id>, replayWindowMs? }')
   const o = checkOptions(value as Record<string, unknown>, where, 'option')
   onlyKeys(o, SIGNING_KEYS, where)
   const rawKeys = o['keys']
   if (rawKeys === null || typeof rawKeys !== 'object' || Array.isArray(rawKeys) || rawKeys instanceof Uint8Array)
-    refuse('option', `${where}.keys`, rawKeys, 'must be an object of secrets by key id')
+    refuseSecret(`${where}.keys`, rawKeys, 'must be an object of secrets by key id')
   const keys = new Map<string, Uint8Array>()
   for (const id of Object.keys(rawKeys)) {
     const name = `${where}.keys.${id}`
-    if (!KEY_ID.test(id)) refuse('option', `${where}.keys`, id, 'must be keyed by ids of 1 to 64 letters, digits, _, - or .')
+    if (!KEY_ID.test(id)) refuseId(`${where}.keys`, id, 'must be keyed by ids of 1 to 64 letters, digits, _, - or .')
     const secret = (rawKeys as Record<string, unknown>)[id]
     let bytes: Uint8Array
     if (typeof secret === 'string') bytes = utf8.encode(secret)
@@ -98,7 +109,7 @@ export function checkSigning(value: unknown, where: string): CheckedSigning | un
   }
   if (keys.size === 0) refuse('option', `${where}.keys`, rawKeys, 'must hold at least one key')
   const sign = o['sign']
-  if (typeof sign !== 'string' || !keys.has(sign)) refuse('option', `${where}.sign`, sign, `must be the id of one of the keys (${[...keys.keys()].join(', ')})`)
+  if (typeof sign !== 'string' || !keys.has(sign)) refuseId(`${where}.sign`, sign, `must be the id of one of the keys (${[...keys.keys()].join(', ')})`)
   let replayWindowMs = DEFAULT_WINDOW_MS
   const window = o['replayWindowMs']
   if (window !== undefined) {
