@@ -8,8 +8,8 @@
  * requester's process subscribes to. With `signing`, every message (replies too) carries header
  * `Orrery-Sig`, its signature. The driver only moves bytes: what a delivery means stays in the core.
  */
-import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
-import type { NatsConnection } from '@nats-io/nats-core'
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
@@ -89,6 +89,10 @@ const MAX_NAME = 200
 const READ_COUNT = 256
 /** How long a pull waits for messages before it is made again (nats.js's minimum is 1 s). */
 const PULL_MS = 5_000
+/** How often the server says a group's pull is alive while it has nothing to deliver. */
+const PULL_HEARTBEAT_MS = 1_000
+/** A group's pull that said nothing for this long is taken for lost (two heartbeats missed). */
+const PULL_SILENT_MS = 2 * PULL_HEARTBEAT_MS + 500
 /** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
 const RETRY_MS = 200
 /** How long one attempt of a publish waits for its PubAck. */
@@ -112,7 +116,7 @@ const TIMEOUT = 'Orrery-Timeout'
 const SIGNATURE = 'Orrery-Sig'
 
 /** A request's route, from its headers; undefined for a plain message. */
-function routeOfMsg(m: JsMsg): Route | undefined {
+function routeOfMsg(m: { readonly headers?: MsgHdrs | undefined }): Route | undefined {
   const h = m.headers
   return h === undefined ? undefined : routeOf(h.get(REPLY_TO) || undefined, h.get(TIMEOUT) || undefined)
 }
@@ -158,7 +162,9 @@ export class NatsDriver implements Driver {
   private readonly mirrors = new Map<number, MirrorReader>()
   private readonly groups = new Map<number, GroupReader>()
   /** Deliveries this process holds, by group and stream sequence: what acks, naks and terms answer. */
-  private readonly held = new Map<number, Map<string, JsMsg>>()
+  private readonly held = new Map<number, Map<string, Held>>()
+  /** Whether the connection is up (false from a disconnect until nats.js has reconnected). */
+  private connected = true
   private readonly serverKey: string
   /** Passwords and tokens of the configuration: never in a message this driver gives out. */
   private readonly secrets: string[]
@@ -300,7 +306,14 @@ export class NatsDriver implements Driver {
       for await (const s of nc.status()) {
         if (this.closed) return
         if (s.type === 'error') this.sink.failed(s.error)
-        else if (s.type === 'reconnect') for (const w of this.groups.values()) w.wake()
+        else if (s.type === 'disconnect') {
+          // A group's pull dies with the connection: each is ended, and made again once it is back.
+          this.connected = false
+          for (const w of this.groups.values()) w.disconnected()
+        } else if (s.type === 'reconnect') {
+          this.connected = true
+          for (const w of this.groups.values()) w.wake()
+        }
       }
     })().catch(() => {})
   }
@@ -684,7 +697,7 @@ export class NatsDriver implements Driver {
    * held until then: nats.js drops what it had not sent when the connection goes, so an answer
    * lost that way is sent again when the record is (the server ignores a second one).
    */
-  private async settleHeld(group: number, position: string, answer: (m: JsMsg) => void): Promise<boolean> {
+  private async settleHeld(group: number, position: string, answer: (m: Held) => void): Promise<boolean> {
     const held = this.held.get(group)
     const m = held?.get(position)
     if (m === undefined) return false
@@ -709,7 +722,7 @@ export class NatsDriver implements Driver {
    * @internal A delivery read for `group`: kept for its answer. `remade` counts the times the
    * group's stream was made again while this process read it.
    */
-  hold(group: number, m: JsMsg, remade: number): string {
+  hold(group: number, m: Held, remade: number): string {
     let held = this.held.get(group)
     if (held === undefined) {
       held = new Map()
@@ -905,6 +918,17 @@ export class NatsDriver implements Driver {
   /** @internal For readers. */
   get isClosed(): boolean {
     return this.closed
+  }
+
+  /** @internal Whether the connection is up (a group's reader pulls only then). */
+  get isConnected(): boolean {
+    return this.connected
+  }
+
+  /** @internal The connection, for a group's own pulls. */
+  connection(): NatsConnection {
+    if (this.nc === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
+    return this.nc
   }
 
   /**
@@ -1219,12 +1243,52 @@ class MirrorReader {
   }
 }
 
+/**
+ * A delivery held for its answer: what the driver reads of it and how it answers it (a JsMsg is
+ * one; a group's pull makes its own, see `delivery`).
+ */
+type Held = Pick<JsMsg, 'seq' | 'data' | 'headers' | 'ack' | 'nak' | 'term'> & {
+  readonly info: Pick<JsMsg['info'], 'deliveryCount' | 'timestampNanos'>
+}
+
+/**
+ * A delivery of a group's pull, read from its ack subject (`$JS.ACK.<stream>.<consumer>.<delivery
+ * count>.<stream seq>.<consumer seq>.<ns>.<pending>`, or with a domain and an account hash after
+ * `ACK` and a token at the end) and answered on it, as JetStream's clients do.
+ */
+function delivery(m: Msg, reply: string, nc: NatsConnection): Held {
+  const t = reply.split('.')
+  const at = t.length === 9 ? 4 : 6
+  return {
+    seq: Number(t[at + 1]),
+    data: m.data,
+    headers: m.headers,
+    info: { deliveryCount: Number(t[at]), timestampNanos: Number(t[at + 3]) },
+    ack: () => nc.publish(reply, '+ACK'),
+    nak: (delayMs?: number) => nc.publish(reply, delayMs ? `-NAK ${JSON.stringify({ delay: ms(delayMs) })}` : '-NAK'),
+    term: () => nc.publish(reply, '+TERM'),
+  }
+}
+
+/** One pull of a group's reader, on an inbox of its own. */
+interface Pull {
+  /** How many more it may bring. */
+  left: number
+  /** Ends it for the reader (unsubscribed: the server drops it); an error has the consumer looked up again first. */
+  end(error?: unknown): void
+}
+
+/** Names each pull's inbox: `_INBOX.<this process's token>.<n>`. */
+const inboxToken = `orrery_${Math.random().toString(36).slice(2, 12)}`
+let inboxes = 0
+
 /** Reads one group for this process: pulls of at most the members' room, each delivery held for its answer. */
 class GroupReader {
   private stopped = false
   private loop: Promise<void> | undefined
   private waiting: (() => void) | undefined
-  private messages: ConsumerMessages | undefined
+  /** The pull in flight. */
+  private pulling: Pull | undefined
   private readonly writer = new IngestWriter()
   private scheduled = false
   private ready = true
@@ -1234,8 +1298,6 @@ class GroupReader {
   created: string | undefined
   /** How many times the stream was made again while this reader read it. */
   private remade = 0
-  /** How many more the pull in flight may bring. */
-  private outstanding = 0
   private closed = false
 
   constructor(
@@ -1257,18 +1319,19 @@ class GroupReader {
     const w = this.waiting
     this.waiting = undefined
     w?.()
-    const messages = this.messages
-    if (messages !== undefined && this.outstanding > 0 && this.driver.sinkOf.groupRoom(this.group.id) < this.outstanding) {
-      this.messages = undefined
-      messages.stop()
-    }
+    const pull = this.pulling
+    if (pull !== undefined && pull.left > 0 && this.driver.sinkOf.groupRoom(this.group.id) < pull.left) pull.end()
+  }
+
+  /** The connection went: the pull in flight went with it (the loop pulls again once it is back). */
+  disconnected(): void {
+    this.pulling?.end()
   }
 
   private async body(): Promise<void> {
     const driver = this.driver
     const stream = driver.streamOf(this.group.channel)
     const name = brokerName(this.group.name)
-    let consumer: Consumer | undefined
     while (!this.stopped && !driver.isClosed) {
       try {
         if (!this.ready) {
@@ -1289,10 +1352,11 @@ class GroupReader {
           await driver.ensureConsumer(this.group, this.seen, newStream)
           this.created = created
           this.ready = true
-          consumer = undefined
         }
         const room = driver.sinkOf.groupRoom(this.group.id)
-        if (room <= 0) {
+        // Without room, or while the connection is down (a pull sent then would reach the server
+        // after its inbox was dropped), the reader waits to be woken.
+        if (room <= 0 || !driver.isConnected) {
           // Cleared when woken: a stop must leave no timer keeping the process alive.
           await new Promise<void>((resolve) => {
             const timer = setTimeout(() => {
@@ -1306,21 +1370,11 @@ class GroupReader {
           })
           continue
         }
-        consumer ??= await driver.client().consumers.get(stream, name)
-        if (this.stopped) break
-        const count = Math.min(room, READ_COUNT)
-        const messages = await consumer.fetch({ max_messages: count, expires: PULL_MS })
-        this.messages = messages
-        this.outstanding = count
-        for await (const m of messages) this.add(m)
-        this.messages = undefined
+        await this.pull(stream, name, Math.min(room, READ_COUNT))
         this.flush()
       } catch (error) {
-        this.messages = undefined
         this.flush()
         if (this.stopped || driver.isClosed) break
-        // A consumer or stream deleted on the server is made again.
-        consumer = undefined
         // Whatever failed, the consumer is looked up (and made again if the server lost it) before
         // the next pull: a pull on a consumer that is gone only ever says "no responders".
         this.ready = false
@@ -1331,8 +1385,66 @@ class GroupReader {
     }
   }
 
-  private add(m: JsMsg): void {
-    this.outstanding--
+  /**
+   * Pulls at most `count` deliveries on an inbox of its own; resolves once the pull is over: all
+   * brought, expired, nothing heard for two heartbeats, the connection gone, or the members' room
+   * fell below what it may still bring (`wake`); rejects when the consumer is not there (503, 409
+   * Consumer Deleted). A "409 Server Shutdown" does not end it: the server goes on delivering to
+   * the pull until JetStream has stopped, and counts those deliveries as made, so a client that
+   * stops listening there (nats.js's fetch does) loses them until their ack_wait (the visibility
+   * timeout and a tenth, 33 s by default) has passed. It is listened to until the connection goes.
+   */
+  private pull(stream: string, consumer: string, count: number): Promise<void> {
+    const nc = this.driver.connection()
+    const inbox = `_INBOX.${inboxToken}.${++inboxes}`
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let sub: Subscription | undefined
+      const pull: Pull = {
+        left: count,
+        end: (error?: unknown) => {
+          if (this.pulling !== pull) return
+          this.pulling = undefined
+          clearTimeout(timer)
+          sub?.unsubscribe()
+          if (error === undefined) resolve()
+          else reject(error)
+        },
+      }
+      // Anything heard (a delivery, a heartbeat) says the pull is alive.
+      const alive = () => {
+        clearTimeout(timer)
+        timer = setTimeout(() => pull.end(), PULL_SILENT_MS)
+      }
+      this.pulling = pull
+      sub = nc.subscribe(inbox, {
+        callback: (error, m) => {
+          if (this.pulling !== pull) return
+          if (error !== null) return pull.end(error)
+          const reply = m.reply
+          if (reply?.startsWith('$JS.ACK.')) {
+            pull.left--
+            this.add(delivery(m, reply, nc))
+            return pull.left <= 0 ? pull.end() : alive()
+          }
+          const code = m.headers?.code ?? 0
+          const description = m.headers?.description ?? ''
+          // 100: a heartbeat; 409 Server Shutdown: deliveries may still come (see above).
+          if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
+          // 503: no consumer answers the pull; 409 Consumer Deleted: it was deleted.
+          if (code === 503 || (code === 409 && /consumer deleted/i.test(description)))
+            return pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
+          // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
+          pull.end()
+        },
+      })
+      const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
+      nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify(request), { reply: inbox })
+      alive()
+    })
+  }
+
+  private add(m: Held): void {
     if (this.closed) {
       // The group is gone here: what its last pull still brings goes back to the broker at once.
       m.nak()
@@ -1372,9 +1484,7 @@ class GroupReader {
   stop(): void {
     this.stopped = true
     this.wake()
-    const messages = this.messages
-    this.messages = undefined
-    messages?.stop()
+    this.pulling?.end()
   }
 
   async stopAndWait(): Promise<void> {
