@@ -26,7 +26,7 @@ const seen: string[] = []
 shipping.bus.subscribe<string>('orders').subscribe((m) => seen.push(m.payload))
 const refused: string[] = []
 shipping.bus.events.subscribe((e) => {
-  // At most one event per transport and reason every 5 s; `count` says how many since the last.
+  // The first refusal at once, the rest of each 5 s per transport and reason together at its end (`count`).
   if (e.type === 'message-refused') refused.push(`${e.reason} on ${e.channel}: ${e.detail}`)
 })
 

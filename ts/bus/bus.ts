@@ -156,8 +156,8 @@ export type BusEvent =
    * A transport with `signing` refused messages read from its broker: `signature` (unsigned, an
    * unknown key, or content that does not match) or `replay` (written again). Nothing of them
    * reached a subscriber, group member or requester. Reported at most once every 5 s per
-   * transport and reason, `count` saying how many since the last report (`stats(channel)` counts
-   * each one).
+   * transport and reason: the first at once, those that follow within the 5 s together when they
+   * end, `count` saying how many since the last report (`stats(channel)` counts each one).
    */
   | ({ type: 'message-refused' } & RefusalReport)
 

@@ -9,9 +9,12 @@ import { DEFAULTS, FRAME } from '../engines/manifest.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedKafkaOptions, CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
-import type { Driver, DriverSink, Egress, GroupRef, GroupStart, Refusal, Refused } from './driver.js'
+import type { Driver, DriverSink, Egress, GroupRef, GroupStart, Refused } from './driver.js'
 import { DurableDisk } from './durable.js'
 import { forEachEgress, IngestWriter, REMOTE } from './records.js'
+import { type RefusalReport, RefusalReports } from './refusal-reports.js'
+
+export type { RefusalReport } from './refusal-reports.js'
 
 /** What the link needs of its bus. */
 export interface TransportHost {
@@ -28,21 +31,6 @@ export interface TransportHost {
   /** Messages a transport's `signing` refused: reported on the bus's events (at most once per interval per transport and reason). */
   refused(report: RefusalReport): void
 }
-
-/** What `bus.events` tells of messages a transport's `signing` refused. */
-export interface RefusalReport {
-  readonly transport: string
-  readonly reason: Refusal
-  /** The channel of the last one refused (undefined: a reply to no open request). */
-  readonly channel: string | undefined
-  /** How many were refused for this reason on this transport since the last report. */
-  readonly count: number
-  /** What was wrong with the last one. */
-  readonly detail: string
-}
-
-/** Refusals of one transport and reason are reported at most this often; `stats` counts every one. */
-const REPORT_EVERY_MS = 5_000
 
 /** What `bus.binding(channel)` tells. */
 export interface ChannelBinding {
@@ -140,8 +128,10 @@ export class Transports {
   readonly processId: string = newProcessId()
   /** What signing refused, by channel name. */
   private readonly refusals = new Map<string, { signature: number; replay: number }>()
-  /** When each transport and reason was last reported, and how many refusals came since. */
-  private readonly reported = new Map<string, { at: number; count: number }>()
+  /** Refusals on their way to the bus's events (a window per transport and reason). */
+  private readonly refusalReports = new RefusalReports((report) => {
+    if (!this.closed) this.host?.refused(report)
+  })
 
   private constructor(private readonly config: CheckedTransports) {}
 
@@ -200,7 +190,7 @@ export class Transports {
     }
   }
 
-  /** Counts a refused message on its channel and reports it (at most once per interval per transport and reason). */
+  /** Counts a refused message on its channel and reports it (refusal-reports.ts: at once, or with the others at the end of its window). */
   private refused(transport: string, refused: Refused): void {
     const host = this.host
     if (host === undefined || this.closed) return
@@ -213,19 +203,7 @@ export class Transports {
       }
       counts[refused.reason]++
     }
-    const key = `${transport}\u0000${refused.reason}`
-    let last = this.reported.get(key)
-    if (last === undefined) {
-      last = { at: -Infinity, count: 0 }
-      this.reported.set(key, last)
-    }
-    last.count++
-    const now = Date.now()
-    if (now - last.at < REPORT_EVERY_MS) return
-    const count = last.count
-    last.at = now
-    last.count = 0
-    host.refused({ transport, reason: refused.reason, channel, count, detail: refused.detail })
+    this.refusalReports.add(transport, refused.reason, channel, refused.detail)
   }
 
   /** What signing refused of `channel` in this process. */
@@ -636,12 +614,15 @@ export class Transports {
     }
     await Promise.all([...this.drivers.values()].map((d) => d.flushed()))
     await this.disk?.written()?.catch(() => {})
+    // What signing refused since the last reports is told before the bus closes.
+    this.refusalReports.flush()
   }
 
   /** Drops every connection at once. */
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.refusalReports.close()
     this.disk?.close()
     for (const driver of this.drivers.values()) driver.close()
   }
