@@ -12,7 +12,7 @@ import { Mesh, type MeshOptions } from './agents/mesh.js'
 import { checkStoreOptions, Store, STORE_KEYS, type CheckedStoreOptions, type StoreOptions } from './store/store.js'
 import { Workflows, type WorkflowsOptions } from './workflows/runtime.js'
 import { checkTransports, type Bindings, type TransportOptions } from './transports/config.js'
-import { Transports } from './transports/link.js'
+import { type ShutdownOutcome, Transports } from './transports/link.js'
 import { inMemoryOnly } from './transports/durable.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
@@ -33,7 +33,7 @@ export type {
   RedisTransportOptions,
   TransportOptions,
 } from './transports/config.js'
-export type { ChannelBinding, RefusalReport } from './transports/link.js'
+export type { ChannelBinding, RefusalReport, ShutdownOutcome } from './transports/link.js'
 export type { Refusal } from './transports/driver.js'
 export type { SigningOptions } from './transports/signing.js'
 export { Store, Transaction } from './store/store.js'
@@ -360,11 +360,14 @@ export class Orrery {
    * A graceful stop for an Orrery with transports: its meshes and workflows stop, what it holds
    * of consumer groups on bound channels goes back to the broker at once (other processes take
    * it without waiting for the visibility timeout), every publish is written, then connections
-   * close and everything else is as after `close()`. Idempotent; without transports it is `close()`.
+   * close and everything else is as after `close()`. Idempotent (a second call has the same outcome); without transports it is `close()`.
+   * Bounded: each step waits for a transport at most its publishTimeoutMs and a second, so a
+   * broker that is down does not hold the stop; the outcome says whether all of it was done
+   * (`graceful`) and, if not, what was not (`errors`, TRANSPORT_UNAVAILABLE each).
    */
-  async shutdown(): Promise<void> {
+  async shutdown(): Promise<ShutdownOutcome> {
     this.closeAll()
-    await this.bus.shutdown()
+    return this.bus.shutdown()
   }
 
   /** Stops the workflows and meshes opened on this Orrery. */

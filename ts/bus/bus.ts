@@ -52,7 +52,7 @@ import { Stream } from '../stream.js'
 import { DeadlineTimer } from '../timer.js'
 import { Topic, type TopicOptions } from './topic.js'
 import type { Started } from '../stream.js'
-import type { BoundChannel, ChannelBinding, RefusalReport, Transports } from '../transports/link.js'
+import type { BoundChannel, ChannelBinding, RefusalReport, ShutdownOutcome, Transports } from '../transports/link.js'
 
 /** One item of a batch publish. */
 export interface BatchItem {
@@ -1209,20 +1209,22 @@ export class Bus {
    * once (other processes take it without waiting for its lease), every write is waited for,
    * then the bus closes. Without transports it is `close`.
    */
-  shutdown(): Promise<void> {
+  shutdown(): Promise<ShutdownOutcome> {
     this.stopping ??= this.shutdownOnce()
     return this.stopping
   }
 
-  private stopping: Promise<void> | undefined
+  private stopping: Promise<ShutdownOutcome> | undefined
 
-  private async shutdownOnce(): Promise<void> {
-    if (this.closed) return
+  private async shutdownOnce(): Promise<ShutdownOutcome> {
+    let outcome: ShutdownOutcome = { graceful: true, errors: [] }
+    if (this.closed) return outcome
     if (this.remote !== undefined) {
       this.flush()
-      await this.remote.shutdown()
+      outcome = await this.remote.shutdown()
     }
     this.close()
+    return outcome
   }
 
   /** @internal */

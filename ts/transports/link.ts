@@ -32,6 +32,53 @@ export interface TransportHost {
   refused(report: RefusalReport): void
 }
 
+/**
+ * What a graceful stop (`orrery.shutdown()`) could do. Either way the Orrery is closed after it
+ * and nothing of its transports stays open; what was not handed back returns to the other
+ * processes once its visibility timeout has passed, as after `close()`.
+ */
+export interface ShutdownOutcome {
+  /** Whether every transport stopped reading, handed back what this process held and settled every write in time. */
+  readonly graceful: boolean
+  /**
+   * What did not: a TRANSPORT_UNAVAILABLE per step a transport could not finish, `details`
+   * naming the `transport` and the `step` (`stop-reading`, `hand-back`, `writes`).
+   */
+  readonly errors: readonly OrreryError[]
+}
+
+const GRACEFUL: ShutdownOutcome = Object.freeze({ graceful: true, errors: Object.freeze([]) as readonly OrreryError[] })
+
+/** How long a stop waits for a transport at each step: its publishTimeoutMs and a second. */
+function boundOf(t: CheckedTransport): number {
+  return 'publishTimeoutMs' in t.options ? t.options.publishTimeoutMs + 1_000 : 1_000
+}
+
+/** Waits for `step` of transport(s) `name` at most `ms`; a failure or the bound passing is added to `errors`. */
+async function within(step: Promise<unknown>, ms: number, name: string, what: string, errors: OrreryError[]): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const said = { 'stop-reading': 'stop reading', 'hand-back': 'hand back what this process held', writes: 'settle its writes' }[what] ?? what
+  try {
+    await Promise.race([
+      step,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new OrreryError('TRANSPORT_UNAVAILABLE', `did not end within ${ms} ms (the server unreachable?)`)), ms)
+      }),
+    ])
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error)
+    const transport = isOrreryError(error) && typeof error.details['transport'] === 'string' ? error.details['transport'] : name
+    errors.push(
+      new OrreryError('TRANSPORT_UNAVAILABLE', `transport ${transport} could not ${said} at shutdown: ${why}`, {
+        cause: error,
+        details: { transport, step: what },
+      }),
+    )
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** What `bus.binding(channel)` tells. */
 export interface ChannelBinding {
   readonly transport: string
@@ -431,12 +478,18 @@ export class Transports {
     return writing === undefined ? written.then(() => 0) : Promise.all([writing, written]).then(([duplicates]) => duplicates)
   }
 
-  /** Writes what settles deliveries; its failures are reported, never a publisher's. */
-  private settle(parts: Map<Driver, Egress[]>): void {
+  /**
+   * Writes what settles deliveries; its failures are reported, never a publisher's (a graceful
+   * stop, which waits for them, passes `settling` and gets them there instead).
+   */
+  private settle(parts: Map<Driver, Egress[]>, settling?: Promise<unknown>[]): void {
     for (const [driver, records] of parts) {
-      driver.write(records).catch((error: unknown) => {
-        if (!isOrreryError(error, 'CLOSED')) this.host?.failed(this.transportNames(), error)
-      })
+      const written = driver.write(records)
+      if (settling !== undefined) settling.push(written)
+      else
+        written.catch((error: unknown) => {
+          if (!isOrreryError(error, 'CLOSED')) this.host?.failed(this.transportNames(), error)
+        })
     }
   }
 
@@ -465,7 +518,7 @@ export class Transports {
    * would repeat); a request that could not be written fails at once; a reply to this process's
    * own request is ingested here, without a round trip to the broker.
    */
-  private route(batch: Uint8Array): Promise<number> {
+  private route(batch: Uint8Array, settling?: Promise<unknown>[]): Promise<number> {
     const runs = new Map<Driver, Run[]>()
     const settles = new Map<Driver, Egress[]>()
     const add = (driver: Driver, record: Egress, requests: boolean) => {
@@ -509,7 +562,7 @@ export class Transports {
       else if (kind === REMOTE.release) settle(group.driver, { kind: 'release', group: group.ref, position, delayMs: value })
       else if (kind === REMOTE.dead) settle(group.driver, { kind: 'dead', group: group.ref, position, deadLetter: `${group.ref.channel}${DEAD_LETTER}`, frame })
     })
-    if (settles.size > 0) this.settle(settles)
+    if (settles.size > 0) this.settle(settles, settling)
     if (own !== undefined) this.ingestOwn(own)
     if (runs.size === 0) return Promise.resolve(0)
     const written: Promise<number>[] = []
@@ -595,11 +648,18 @@ export class Transports {
   /**
    * A graceful stop: readers stop (what they read still comes in), every remote group lets go
    * of what this process holds (released to the broker, so others take it at once), and every
-   * write is waited for. `close` follows.
+   * write is waited for. Each step waits for a transport at most its publishTimeoutMs and a
+   * second (a broker that is down is not waited for longer than a publish would wait): what did
+   * not end in time is in the outcome. `close` follows.
    */
-  async shutdown(): Promise<void> {
-    if (this.closed) return
-    await Promise.all([...this.drivers.values()].map((d) => d.stopReading()))
+  async shutdown(): Promise<ShutdownOutcome> {
+    if (this.closed) return GRACEFUL
+    const errors: OrreryError[] = []
+    const drivers = this.config.transports.flatMap((t) => {
+      const driver = this.drivers.get(t.id)
+      return driver === undefined ? [] : [{ name: t.name, driver, bound: boundOf(t) }]
+    })
+    await Promise.all(drivers.map((d) => within(d.driver.stopReading(), d.bound, d.name, 'stop-reading', errors)))
     const host = this.host
     if (host !== undefined) {
       for (const id of this.groups.keys()) {
@@ -610,12 +670,19 @@ export class Transports {
         }
       }
       const batch = host.core.drainEgress()
-      if (batch !== undefined) await this.route(batch).catch(() => {})
+      const bound = Math.max(0, ...drivers.map((d) => d.bound))
+      if (batch !== undefined) {
+        // The releases are waited for here (route() hands settlements' failures to the events).
+        const settling: Promise<unknown>[] = []
+        const routed = this.route(batch, settling)
+        await within(Promise.all([routed, ...settling]), bound, this.transportNames(), 'hand-back', errors)
+      }
     }
-    await Promise.all([...this.drivers.values()].map((d) => d.flushed()))
+    await Promise.all(drivers.map((d) => within(d.driver.flushed(), d.bound, d.name, 'writes', errors)))
     await this.disk?.written()?.catch(() => {})
     // What signing refused since the last reports is told before the bus closes.
     this.refusalReports.flush()
+    return errors.length === 0 ? GRACEFUL : { graceful: false, errors }
   }
 
   /** Drops every connection at once. */

@@ -143,7 +143,9 @@ export abstract class Reader {
   async stopAndWait(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    if (this.clientId !== undefined) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
+    // Only on a live connection: while it is down the command would wait in the offline queue
+    // for ever (no command timeout), and the read it would unblock is cut with its socket anyway.
+    if (this.clientId !== undefined && this.driver.isReady) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
     const done = this.loop ?? Promise.resolve()
     // A read the server does not unblock (an old server, a dropped connection) is cut after 1 s.
     let timer: ReturnType<typeof setTimeout> | undefined
@@ -472,7 +474,11 @@ export class GroupReader extends Reader {
   override async stopAndWait(): Promise<void> {
     clearInterval(this.reclaimTimer)
     await super.stopAndWait()
-    await this.reclaimRun
+    // A reclaim sent while the server is down waits in the offline queue: waited for as a
+    // blocking read is (1 s), then the stop goes on (what it would claim stays reclaimable).
+    let timer: ReturnType<typeof setTimeout> | undefined
+    await Promise.race([this.reclaimRun, new Promise((r) => (timer = setTimeout(r, 1_000)))])
+    clearTimeout(timer)
   }
 
   override stop(): void {

@@ -552,7 +552,10 @@ export class RedisDriver implements Driver {
   private async leaveGroups(): Promise<void> {
     const groups = [...this.joined.values()]
     this.joined.clear()
-    // A group gone (NOGROUP) or a server gone leaves nothing to do.
+    // A group gone (NOGROUP) or a server gone leaves nothing to do. With the connection down the
+    // command would wait in node-redis's offline queue for ever (no command timeout): the
+    // consumer then stays in the group, holding nothing, as one that died would.
+    if (!this.isReady) return
     await Promise.allSettled(groups.map((g) => this.script('leaveGroup', [this.key(g.channel), g.name, this.consumer])))
   }
 

@@ -1,0 +1,108 @@
+/**
+ * A broker taken away from one Orrery while it works, through a TCP proxy in front of the shared
+ * test server (proxy.ts: the server stays up for every other test): a shutdown during the outage
+ * ends within its bound and says what it could not do; a request made while the server is down
+ * fails typed; the outage and its end are reported once each on `bus.events`. Redis and NATS, both
+ * engines; Node only.
+ */
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { type BusEvent, isOrreryError, Orrery, type TransportOptions } from '../../ts/node.js'
+import { ENGINE, IN_BROWSER } from '../engine.js'
+import { until } from './backends.js'
+import { type Proxy, proxyTo } from './proxy.js'
+
+type Env = Record<string, string | undefined>
+const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
+const skip = IN_BROWSER ? 'a browser page cannot reach the brokers' : env['ORRERY_SERVERS'] === 'none' ? 'ORRERY_SERVERS=none' : undefined
+
+const RUN = `out-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
+let runs = 0
+
+const proxies: Proxy[] = []
+const opened: Orrery[] = []
+afterEach(async () => {
+  for (const o of opened.splice(0)) o.close()
+  for (const p of proxies.splice(0)) await p.close()
+})
+
+const brokers = [
+  {
+    name: 'redis' as const,
+    url: () => inject('redisUrl'),
+    options: (address: string, run: string): TransportOptions => ({ kind: 'redis', url: `redis://${address}`, keyPrefix: `${run}:`, publishTimeoutMs: 1_000 }),
+  },
+  {
+    name: 'nats' as const,
+    url: () => inject('natsUrl'),
+    options: (address: string, run: string): TransportOptions => ({ kind: 'nats', servers: `nats://${address}`, prefix: run, publishTimeoutMs: 1_000 }),
+  },
+]
+
+/** An Orrery binding every channel to `broker` through a proxy of its own. */
+async function behindProxy(broker: (typeof brokers)[number]): Promise<{ o: Orrery; proxy: Proxy; run: string }> {
+  const target = new URL(
+    broker
+      .url()!
+      .replace(/^nats:/, 'http:')
+      .replace(/^redis:/, 'http:'),
+  )
+  const proxy = await proxyTo(target.hostname, Number(target.port))
+  proxies.push(proxy)
+  const run = `${RUN}-${++runs}`
+  const o = await Orrery.create({ engine: ENGINE, transports: { main: broker.options(proxy.address, run) }, bindings: { '*': 'main' } })
+  opened.push(o)
+  return { o, proxy, run }
+}
+
+/** A group member that has read one message, so the group is open and read. */
+async function readingGroup(o: Orrery): Promise<void> {
+  const got: number[] = []
+  o.bus.group<number>('jobs', 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
+  await o.bus.publish('jobs', 1)
+  await until(() => got.length >= 1, 10_000, 'the first job')
+}
+
+describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skipped: ${skip}]` : ''}`, () => {
+  for (const broker of brokers) {
+    describe(broker.name, () => {
+      it('shutdown while the server is down ends within its bound, closes everything and says what it could not do', async () => {
+        const { o, proxy } = await behindProxy(broker)
+        await readingGroup(o)
+        // One held by a handler that never ends: the stop has something to hand back.
+        const held: number[] = []
+        o.bus.group<number>('held', 'h', { from: 'earliest' }).consume((d) => {
+          held.push(d.message.payload)
+          return new Promise<void>(() => {})
+        })
+        await o.bus.publish('held', 7)
+        await until(() => held.length >= 1, 10_000, 'the held job')
+        await proxy.cut()
+        const started = Date.now()
+        const outcome = await o.shutdown()
+        const took = Date.now() - started
+        // publishTimeoutMs (1 s) for the hand-back and the writes, and a little more.
+        expect(took, `${took} ms`).toBeLessThan(5_000)
+        expect(outcome.graceful).toBe(false)
+        expect(outcome.errors.length).toBeGreaterThan(0)
+        for (const e of outcome.errors) {
+          expect(isOrreryError(e, 'TRANSPORT_UNAVAILABLE'), String(e)).toBe(true)
+          expect(e.details['transport']).toBe('main')
+        }
+        // Closed: nothing more is taken.
+        await expect(o.bus.publish('jobs', 2)).rejects.toMatchObject({ code: 'CLOSED' })
+        // The same outcome again (shutdown is idempotent).
+        expect(await o.shutdown()).toBe(outcome)
+      })
+
+      it('shutdown with the server up is graceful', async () => {
+        const { o } = await behindProxy(broker)
+        await readingGroup(o)
+        const outcome = await o.shutdown()
+        expect(outcome).toEqual({ graceful: true, errors: [] })
+      })
+    })
+  }
+})
+
+export type { BusEvent }
