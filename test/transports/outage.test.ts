@@ -5,7 +5,7 @@
  * fails typed; the outage and its end are reported once each on `bus.events`. Redis and NATS, both
  * engines; Node only.
  */
-import { afterEach, describe, expect, inject, it } from 'vitest'
+import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
 import { type BusEvent, isOrreryError, Orrery, type TransportOptions } from '../../ts/node.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
@@ -95,6 +95,36 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
         expect(await o.shutdown()).toBe(outcome)
       })
 
+      it("a process's first request while the server is down fails typed, and closing then reports nothing", async () => {
+        const { o, proxy } = await behindProxy(broker)
+        const events: BusEvent[] = []
+        o.bus.events.subscribe((e) => void events.push(e))
+        o.bus.respond<number, number>('q', (r) => r.payload + 1)
+        await proxy.cut()
+        for (const timeout of [500, 5_000]) {
+          const started = Date.now()
+          const error = await o.bus.request('q2', 1, { timeout }).then(
+            () => undefined,
+            (e: unknown) => e,
+          )
+          // TIMEOUT at the request's timeout, or TRANSPORT_UNAVAILABLE once publishTimeoutMs (1 s) has passed.
+          expect(isOrreryError(error, 'TIMEOUT') || isOrreryError(error, 'TRANSPORT_UNAVAILABLE'), String(error)).toBe(true)
+          expect(Date.now() - started).toBeLessThan(timeout + 3_000)
+        }
+        const before = events.length
+        // What the close cuts (the responder's mirror still opening) is the bus's own stop, not a
+        // subscriber's failure (after the close nobody listens to the events, so it would be printed).
+        const printed = vi.spyOn(console, 'error').mockImplementation(() => {})
+        try {
+          o.close()
+          await new Promise((r) => setTimeout(r, 500))
+          expect(printed.mock.calls.map((c) => String(c[0]))).toEqual([])
+        } finally {
+          printed.mockRestore()
+        }
+        expect(events.slice(before)).toEqual([])
+      })
+
       it('shutdown with the server up is graceful', async () => {
         const { o } = await behindProxy(broker)
         await readingGroup(o)
@@ -104,5 +134,3 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
     })
   }
 })
-
-export type { BusEvent }

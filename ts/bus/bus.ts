@@ -621,6 +621,8 @@ export class Bus {
       },
       (error: unknown) => {
         cancel?.()
+        // A mirror cut by this bus's own close is no subscriber's failure: the stream completes.
+        if (this.closed) return sink.complete()
         if (!stopped) sink.error(error)
       },
     )

@@ -798,7 +798,34 @@ export class NatsDriver implements Driver {
         if (batch !== undefined) this.sink.ingest(batch)
       },
     })
-    await nc.flush()
+    const deadline = Date.now() + this.config.publishTimeoutMs
+    for (;;) {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      try {
+        // nats.js rejects a flush pending when the connection drops ("connection disconnected");
+        // one sent while it is down waits for the reconnect.
+        await Promise.race([
+          nc.flush(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error('no answer')), Math.max(0, deadline - Date.now()))
+          }),
+        ])
+        return
+      } catch (error) {
+        if (this.closed) throw transportError('CLOSED', 'this Orrery is closed', { cause: error, details: { transport: this.transport } })
+        if (Date.now() >= deadline) {
+          sub.unsubscribe()
+          throw transportError(
+            'TRANSPORT_UNAVAILABLE',
+            `nats transport ${this.transport} did not take this process's reply subscription within publishTimeoutMs (${this.config.publishTimeoutMs} ms): ${error instanceof Error ? error.message : String(error)}`,
+            { cause: error, details: { transport: this.transport } },
+          )
+        }
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      } finally {
+        clearTimeout(timer)
+      }
+    }
   }
 
   // --- readers ------------------------------------------------------------------------------
