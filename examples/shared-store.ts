@@ -62,7 +62,19 @@ await seatsB.update('left', (n) => (n ?? 0) - 1)
 assert.equal((await seatsA.fetch('left'))?.value, 8) // fetch reads the broker
 // #endregion
 
-storeA.close()
-storeB.close()
-await a.shutdown()
+// #region stop
+// Failures no caller waits for (a publish, a remote change refused here) are OrreryErrors here.
+storeB.events.subscribe((e) => {
+  if (e.type === 'shared-error') console.warn(`${e.namespace}: ${e.operation} failed (${e.error.code})`)
+})
+flagsA.put('last', { on: true }) // published in the background...
+await storeA.flushed() // ...and taken by the broker once this resolves (rejects if it was not)
+await until(() => flagsB.get('last') !== undefined)
+
+// shutdown() flushes every store the Orrery opened (openStore), closes them (their change feeds
+// and connections too), then its transports: nothing else to close before the process ends.
+flagsB.put('bye', { on: true }) // made just before shutdown: still delivered
 await b.shutdown()
+await until(() => flagsA.get('bye') !== undefined)
+await a.shutdown()
+// #endregion

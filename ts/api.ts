@@ -253,15 +253,24 @@ export class Orrery {
     return openStoreOn(await loadBackend(options.engine), checked, clock)
   }
 
-  /** Opens a store on this Orrery's engine and clock (see {@link Orrery.openStore}). */
+  /**
+   * Opens a store on this Orrery's engine and clock (see {@link Orrery.openStore}). The Orrery's
+   * `shutdown()` and `close()` close it (after `shutdown()` waited for what it had still to send).
+   */
   openStore(options: StoreOptions & { path: string }): Store<true>
   openStore(options?: StoreOptions & { path?: undefined }): Store<false>
   openStore(options: StoreOptions = {}): Store<boolean> {
     const store = openStoreOn(this.backend, checkStoreOptions(options), this.clock)
-    // Its shared namespaces (`store.shared`) travel on this Orrery's transports.
-    store.linkBus(this.bus)
+    // Its shared namespaces (`store.shared`) travel on this Orrery's transports, so it closes
+    // before they do (a closed Orrery's store keeps no broker connection of its own open).
+    const stores = this.stores
+    store.linkBus(this.bus, () => stores?.delete(store))
+    stores?.add(store)
     return store
   }
+
+  /** The stores opened on this Orrery and not closed (undefined once it closes). */
+  private stores: Set<Store<boolean>> | undefined = new Set()
 
   /**
    * Starts an agent mesh on this Orrery: its registry, routing, agents and supervisors. Agents
@@ -352,31 +361,40 @@ export class Orrery {
    * requests with `CLOSED`, and releases this endpoint.
    */
   close(): void {
-    this.closeAll()
+    for (const store of this.closeAll()) store.close()
     this.bus.close()
   }
 
   /**
    * A graceful stop for an Orrery with transports: its meshes and workflows stop, what it holds
    * of consumer groups on bound channels goes back to the broker at once (other processes take
-   * it without waiting for the visibility timeout), every publish is written, then connections
-   * close and everything else is as after `close()`. Idempotent (a second call has the same outcome); without transports it is `close()`.
+   * it without waiting for the visibility timeout), the stores it opened send what their shared
+   * namespaces have not sent yet, wait for it (`store.flushed()`: each publish bounded by its
+   * transport's publishTimeoutMs; a failure is reported on the store's events) and close, every
+   * publish is written, then connections close and everything else is as after `close()`.
+   * Idempotent (a second call has the same outcome); without transports it is `close()`.
    * Bounded: each step waits for a transport at most its publishTimeoutMs and a second, so a
    * broker that is down does not hold the stop; the outcome says whether all of it was done
    * (`graceful`) and, if not, what was not (`errors`, TRANSPORT_UNAVAILABLE each).
    */
   async shutdown(): Promise<ShutdownOutcome> {
-    this.closeAll()
+    const stores = this.closeAll()
+    // While the bus still carries them: a failure is reported on the store's events.
+    await Promise.allSettled(stores.map((store) => store.flushed()))
+    for (const store of stores) store.close()
     return this.bus.shutdown()
   }
 
-  /** Stops the workflows and meshes opened on this Orrery. */
-  private closeAll(): void {
+  /** Stops the workflows and meshes opened on this Orrery; returns its stores still open, to close next. */
+  private closeAll(): Store<boolean>[] {
     // Its meshes stop first, at once (their agents' unacked work stays queued for redelivery):
     // their heartbeat intervals and timers would otherwise keep the process alive.
     for (const wf of [...this.flows]) wf.close()
     const meshes = this.meshes
     this.meshes = undefined
     for (const mesh of meshes ?? []) mesh.close()
+    const stores = [...(this.stores ?? [])]
+    this.stores = undefined
+    return stores
   }
 }

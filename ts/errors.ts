@@ -61,3 +61,24 @@ export function fromEngine(raw: unknown): OrreryError {
   }
   return new OrreryError('INTERNAL', `unexpected engine error: ${message}`, { cause: raw })
 }
+
+/**
+ * @internal Whether `value` is one of JavaScript's own programming errors (a ReferenceError,
+ * TypeError, RangeError or SyntaxError): a bug in the code that ran, never a broker's failure,
+ * so never reported as a transport code (a caller would retry or read for ever).
+ */
+export function isProgrammingError(value: unknown): value is Error {
+  return value instanceof ReferenceError || value instanceof TypeError || value instanceof RangeError || value instanceof SyntaxError
+}
+
+/**
+ * @internal `error` as an OrreryError for an event or a rejection: an OrreryError as it is, a
+ * programming error INTERNAL (naming it), anything else (a broker client's error) `code`, with
+ * `message` and the original as `cause`.
+ */
+export function failureOf(error: unknown, code: ErrorCode, message: string, details: Record<string, unknown> = {}): OrreryError {
+  if (error instanceof OrreryError) return error
+  if (isProgrammingError(error)) return new OrreryError('INTERNAL', `${message}: a bug in Orrery (${error.name}: ${error.message})`, { cause: error, details })
+  const why = error instanceof Error ? error.message : String(error)
+  return new OrreryError(code, why === '' ? message : `${message}: ${why}`, { cause: error, details })
+}

@@ -26,7 +26,7 @@ import {
 import { callable, finite, flag, int, intOr, MAX_TIMER_MS, msOrNone, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { DEFAULTS, NO_DEADLINE } from '../engines/manifest.js'
 import { encodePayload } from '../codec.js'
-import { isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
+import { failureOf, isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
@@ -149,9 +149,11 @@ export type BusEvent =
   | { type: 'engine-failed'; error: OrreryError }
   /**
    * A transport failed where no caller waits (a broker read, an ack's write): reported here; the
-   * driver reconnects and reads again on its own.
+   * driver reconnects and reads again on its own. `error` is an OrreryError: the driver's
+   * (TRANSPORT_UNAVAILABLE, MESSAGE_TOO_LARGE, ...), a broker client's raw error wrapped as
+   * TRANSPORT_UNAVAILABLE (its `cause`), or INTERNAL for a bug (a TypeError, a ReferenceError).
    */
-  | { type: 'transport-error'; transport: string; error: unknown }
+  | { type: 'transport-error'; transport: string; error: OrreryError }
   /**
    * A transport with `signing` refused messages read from its broker: `signature` (unsigned, an
    * unknown key, or content that does not match) or `replay` (written again). Nothing of them
@@ -160,6 +162,12 @@ export type BusEvent =
    * end, `count` saying how many since the last report (`stats(channel)` counts each one).
    */
   | ({ type: 'message-refused' } & RefusalReport)
+  /**
+   * A transport's server is reachable again after an outage, which began with a `transport-error`
+   * (TRANSPORT_UNAVAILABLE, `details.outage` true); `downMs`: how long it lasted. One of each per
+   * outage, however often the client tried meanwhile.
+   */
+  | { type: 'transport-restored'; transport: string; downMs: number }
 
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
@@ -298,6 +306,7 @@ export class Bus {
       requestFailed: (token, error) => this.requestFailed(token, error),
       requestChannel: (token) => this.requests.get(token)?.channel,
       refused: (report) => this.messagesRefused(report),
+      restored: (transport, downMs) => this.transportRestored(transport, downMs),
     })
     // Built once per bus, not per call: the record and ack paths go through it.
     this.link = {
@@ -640,13 +649,24 @@ export class Bus {
   }
 
   /** A transport failed where no caller waits: reported on `events` (printed when nobody listens). */
-  private transportFailed(transport: string, error: unknown): void {
+  private transportFailed(transport: string, raw: unknown): void {
     if (this.closed) return
+    const error = failureOf(raw, 'TRANSPORT_UNAVAILABLE', `transport ${transport} failed`, { transport })
     if (!this.eventSubject.observed) {
       console.error(`Orrery: transport ${transport} failed (listen on bus.events for 'transport-error' to handle it):`, error)
       return
     }
     this.eventSubject.next({ type: 'transport-error', transport, error })
+  }
+
+  /** A transport's server is back after an outage: reported on `events` (printed when nobody listens, as its start was). */
+  private transportRestored(transport: string, downMs: number): void {
+    if (this.closed) return
+    if (!this.eventSubject.observed) {
+      console.error(`Orrery: transport ${transport} reached its server again after ${downMs} ms`)
+      return
+    }
+    this.eventSubject.next({ type: 'transport-restored', transport, downMs })
   }
 
   /** Messages a transport's signing refused: reported on `events` (printed when nobody listens: the link reports seldom). */

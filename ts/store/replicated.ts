@@ -22,7 +22,7 @@ import type { Bus } from '../bus/bus.js'
 import type { Message } from '../bus/message.js'
 import { decodePayload, encodePayload } from '../codec.js'
 import { LIMITS } from '../engines/manifest.js'
-import { isOrreryError, OrreryError } from '../errors.js'
+import { failureOf, isOrreryError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'
 import type { Namespace } from './namespace.js'
 import type { Change, Entry } from './records.js'
@@ -84,6 +84,8 @@ export class Replicator {
   private aheadTimer: ReturnType<typeof setTimeout> | undefined
   /** This turn's local changes, by key, sent when it ends. */
   private outgoing: Map<string, StateEntry> | undefined
+  /** Publishes not yet answered by the broker (`flush` waits for them). */
+  private readonly inflight = new Set<Promise<unknown>>()
   /** While joining: ends the wait for the hello's echo, or for the first state. */
   private onEcho: (() => void) | undefined
   private onState: ((end: boolean) => void) | undefined
@@ -99,12 +101,33 @@ export class Replicator {
     private readonly ns: Namespace<unknown, boolean>,
     private readonly processId: string,
     private readonly codec: CodecName,
-    private readonly resolve: ((local: unknown, remote: unknown) => unknown) | undefined,
+    merge: ((local: unknown, remote: unknown) => unknown) | undefined,
     /** The largest message the broker takes, if it says (NATS's max_payload). */
     maxPayload: number | undefined = undefined,
   ) {
     this.chunkBytes = Math.max(4 * EVENT_BYTES, Math.min(CHUNK_BYTES, Math.floor((maxPayload ?? Infinity) / 2)))
+    // The user's merge throwing is its failure (HANDLER_ERROR), not the store's.
+    this.resolve =
+      merge === undefined
+        ? undefined
+        : (local, remote) => {
+            try {
+              return merge(local, remote)
+            } catch (error) {
+              if (error instanceof OrreryError) throw error
+              throw new OrreryError(
+                'HANDLER_ERROR',
+                `the merge function of shared namespace ${ns.name} threw: ${error instanceof Error ? error.message : String(error)}`,
+                {
+                  cause: error,
+                  details: { namespace: ns.name },
+                },
+              )
+            }
+          }
   }
+
+  private readonly resolve: ((local: unknown, remote: unknown) => unknown) | undefined
 
   /** The most bytes a message of changes or of a state carries. */
   private readonly chunkBytes: number
@@ -304,9 +327,32 @@ export class Replicator {
     } catch (error) {
       sent = Promise.reject(error)
     }
-    sent.catch((error: unknown) => {
-      if (!this.closed) this.report('publish', error)
-    })
+    const settled = sent.then(
+      () => {
+        this.inflight.delete(settled)
+      },
+      (error: unknown) => {
+        this.inflight.delete(settled)
+        if (!this.closed) this.report('publish', error)
+        throw failureOf(error, 'TRANSPORT_UNAVAILABLE', `shared namespace ${this.ns.name}: a change was not published`, { namespace: this.ns.name })
+      },
+    )
+    // Nobody need wait for it: `flush` does when asked.
+    settled.catch(() => {})
+    this.inflight.add(settled)
+  }
+
+  /**
+   * Sends this turn's changes now rather than when it ends, and resolves once every publish made
+   * so far was taken by the broker (rejects with the first that failed, reported on events too;
+   * each is bounded by the transport's publishTimeoutMs).
+   */
+  async flush(): Promise<void> {
+    this.sendOutgoing()
+    const pending = [...this.inflight]
+    const results = await Promise.allSettled(pending)
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
   }
 
   private receive(message: Message<Wire>): void {
@@ -418,6 +464,9 @@ export class Replicator {
   /** Stops publishing and merging (the store closed). */
   close(): void {
     if (this.closed) return
+    // What this turn wrote goes out on the bus, which is still open (an Orrery's close and
+    // shutdown close its stores first); a failure can no longer be reported (the store closed).
+    this.sendOutgoing()
     this.closed = true
     this.onEcho = undefined
     this.onState = undefined

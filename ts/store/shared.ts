@@ -68,10 +68,12 @@ export interface SharedHost {
   revision(): number
   namespace(name: string, options: NamespaceOptions<StandardSchemaV1 | undefined>): Namespace<unknown, boolean>
   merge(ns: Namespace<unknown, boolean>, change: RemoteChange<unknown>, resolve?: (local: unknown, remote: unknown) => unknown): number | Promise<number>
-  /** Reports a failure no caller waits for on `store.events`. */
-  report(event: Extract<StoreEvent, { type: 'shared-error' }>): void
+  /** Reports a failure no caller waits for on `store.events` (as an OrreryError: INTERNAL for a bug). */
+  report(event: Omit<Extract<StoreEvent, { type: 'shared-error' }>, 'error'> & { error: unknown }): void
   /** Runs `stop` when the store closes. */
   onClose(stop: () => void): void
+  /** Runs `flush` in `store.flushed()`: resolves once what the namespace wrote so far reached the broker. */
+  onFlush(flush: () => Promise<void>): void
 }
 
 /** A transport a shared namespace may use, with the driver that reaches its broker. */
@@ -153,6 +155,7 @@ export async function openShared(
     replicator.close()
     release.delete(name)
   })
+  host.onFlush(() => replicator.flush())
   try {
     await replicator.start()
   } catch (error) {

@@ -12,7 +12,7 @@ import type { Bus } from '../bus/bus.js'
 import type { StoreCore } from '../engines/backend.js'
 import { DEFAULTS, LIMITS } from '../engines/manifest.js'
 import { callable, finite, int, intOr, keysOf, msOrNone, oneOf, oneOfOr, options as optionsOf, refuse, text, textOr } from '../check.js'
-import { isEngineFailure, OrreryError } from '../errors.js'
+import { failureOf, isEngineFailure, OrreryError } from '../errors.js'
 import type { Ack, ConflictAt, StoreContext, WatchSink } from './context.js'
 import { checkWrite, Namespace, NAMESPACE_KEYS, type NamespaceOptions } from './namespace.js'
 import type { InferOutput, StandardSchemaV1 } from '../schema.js'
@@ -229,9 +229,10 @@ export type StoreEvent =
    * refused here (a value its schema rejects; a stamp more than `maxClockDriftMs` ahead, which
    * is held and merged once this clock is near enough). Local writes are never failed by it: a
    * change that could not be published stays here, and reaches the others in the state this
-   * process sends when another joins.
+   * process sends when another joins. `error` is an OrreryError (TRANSPORT_UNAVAILABLE for the
+   * broker, SCHEMA_INVALID, HANDLER_ERROR for a merge function that threw, INTERNAL for a bug).
    */
-  | { type: 'shared-error'; namespace: string; operation: 'publish' | 'merge'; error: unknown }
+  | { type: 'shared-error'; namespace: string; operation: 'publish' | 'merge'; error: OrreryError }
 
 /** A store: namespaces of versioned keys. */
 export class Store<D extends boolean = false> {
@@ -276,7 +277,14 @@ export class Store<D extends boolean = false> {
   )
   private readonly ctx: StoreContext
   /** What the store's shared namespaces need of it, and the bus of the Orrery that opened it. */
-  private sharing: { bus: Bus | undefined; stops: Array<() => void>; printed: Set<string> } = { bus: undefined, stops: [], printed: new Set() }
+  private sharing: {
+    bus: Bus | undefined
+    stops: Array<() => void>
+    flushes: Array<() => Promise<void>>
+    printed: Set<string>
+    /** Tells the Orrery that opened the store it closed. */
+    closed: (() => void) | undefined
+  } = { bus: undefined, stops: [], flushes: [], printed: new Set(), closed: undefined }
 
   /** @internal */
   static create<D extends boolean>(core: StoreCore, clock: () => number, maxClockDriftMs?: number, tombstoneMs?: number): Store<D> {
@@ -381,9 +389,13 @@ export class Store<D extends boolean = false> {
     return openShared(this.sharedHost(), name, options)
   }
 
-  /** @internal Binds the store to the bus of the Orrery that opened it (its transports carry shared namespaces). */
-  linkBus(bus: Bus): void {
+  /**
+   * @internal Binds the store to the bus of the Orrery that opened it (its transports carry
+   * shared namespaces); `closed` runs when the store closes.
+   */
+  linkBus(bus: Bus, closed?: () => void): void {
     this.sharing.bus = bus
+    this.sharing.closed = closed
   }
 
   private sharedHost(): SharedHost {
@@ -399,7 +411,10 @@ export class Store<D extends boolean = false> {
       revision: () => this.core.revision(),
       namespace: (name, options) => this.namespace(name, options as NamespaceOptions<undefined>),
       merge: (ns, change, resolve) => this.merge(ns, change, resolve) as number | Promise<number>,
-      report: (event) => {
+      report: (reported) => {
+        const where = { namespace: reported.namespace }
+        const error = failureOf(reported.error, 'INTERNAL', `shared namespace ${reported.namespace} failed to ${reported.operation}`, where)
+        const event = { ...reported, error }
         if (this.eventSubject.observed) this.eventSubject.next(event)
         else if (!this.sharing.printed.has(`${event.operation}\u0000${event.namespace}`)) {
           // With nobody on `events`, printed once per namespace and operation: an outage fails every publish.
@@ -408,6 +423,7 @@ export class Store<D extends boolean = false> {
         }
       },
       onClose: (stop) => this.sharing.stops.push(stop),
+      onFlush: (flush) => this.sharing.flushes.push(flush),
     }
     return host
   }
@@ -517,23 +533,47 @@ export class Store<D extends boolean = false> {
     this.arm()
   }
 
-  /** Resolves when every write so far is on disk (at once in memory). */
+  /**
+   * Resolves when every write so far is where it goes: on disk (a durable store), and, for its
+   * shared namespaces, every change of a replicated one published (the broker took it) and
+   * every write of a strong one answered. A publish that failed (reported on `events` too)
+   * rejects it, after the transport's publishTimeoutMs at most.
+   */
   async flushed(): Promise<void> {
-    if (!this.core.durable || this.closed) return
-    this.core.submitDisk()
-    await this.waitFor(this.core.submitted(), 0)
+    if (this.closed) return
+    // Changes still waiting for their watch delivery reach the publishers now.
+    if (this.sharing.flushes.length > 0) this.deliverNow()
+    const shared = this.sharing.flushes.map((flush) => flush())
+    let disk: Promise<unknown> | undefined
+    if (this.core.durable) {
+      this.core.submitDisk()
+      disk = this.waitFor(this.core.submitted(), 0)
+    }
+    await Promise.all([disk, ...shared])
+  }
+
+  /** Delivers what waits for the watches at once (an engine failure ends them, as a scheduled delivery would). */
+  private deliverNow(): void {
+    try {
+      this.deliver()
+    } catch (error) {
+      this.failWatches(error)
+    }
   }
 
   /**
    * Ends every watch, waits for queued writes to reach the disk, and releases the store. Later
-   * calls fail with `CLOSED`.
+   * calls fail with `CLOSED`. Its replicated namespaces send what they have not sent yet (use
+   * `await store.flushed()` first to know it arrived), its strong ones stop their change feeds.
    */
   close(): void {
     if (this.closed) return
+    if (this.sharing.stops.length > 0) this.deliverNow()
     this.closed = true
     this.ctx.closed = true
     this.expiries.cancel()
     for (const stop of this.sharing.stops.splice(0)) stop()
+    this.sharing.flushes.length = 0
     const watches = [...this.watches.values()]
     this.watches.clear()
     this.sharedWatches.clear()
@@ -541,6 +581,7 @@ export class Store<D extends boolean = false> {
     this.eventSubject.complete()
     this.core.close()
     this.onCommit(this.core.diskFailure() ? -1 : this.core.committed())
+    this.sharing.closed?.()
   }
 
   private checkOpen(): void {

@@ -10,7 +10,7 @@ import { Subject } from 'rxjs'
 
 import { callable, int, keysOf, oneOf, options as optionsOf, text } from '../check.js'
 import { decodePayload } from '../codec.js'
-import { OrreryError, isOrreryError } from '../errors.js'
+import { failureOf, isOrreryError, isProgrammingError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 import { Stream } from '../stream.js'
@@ -104,6 +104,8 @@ export class StrongNamespace<T> {
   private readonly applied = new Map<string, number>()
   private readonly changes = new Subject<Change<T>>()
   private closed = false
+  /** Writes sent and not answered yet (`store.flushed()` waits for them). */
+  private readonly writing = new Set<Promise<unknown>>()
 
   /** @internal */
   static create<T>(host: SharedHost, name: string, codec: CodecName, schema: StandardSchemaV1 | undefined, backend: StrongBackend): StrongNamespace<T> {
@@ -246,7 +248,13 @@ export class StrongNamespace<T> {
     this.checkOpen()
     const wall = Date.now()
     const writer = this.host.replica
-    const result = await this.bounded(this.backend.write({ key, value, expected, wall, writer }), 'write', key)
+    const sent = this.bounded(this.backend.write({ key, value, expected, wall, writer }), 'write', key)
+    const settled: Promise<unknown> = sent.then(
+      () => this.writing.delete(settled),
+      () => this.writing.delete(settled),
+    )
+    this.writing.add(settled)
+    const result = await sent
     if (!result.ok) {
       const current = result.current
       throw new OrreryError(
@@ -286,6 +294,9 @@ export class StrongNamespace<T> {
         },
         (error: unknown) => {
           clearTimeout(timer)
+          // A bug here (a TypeError, a ReferenceError) is not the broker's: nothing to retry or read.
+          if (isProgrammingError(error))
+            return reject(failureOf(error, 'INTERNAL', `${this.name}/${key}: the ${what} failed before the broker answered`, where))
           if (error instanceof OrreryError && error.code !== 'TRANSPORT_UNAVAILABLE') return reject(error)
           if (error instanceof OrreryError)
             return reject(new OrreryError(error.code, `${this.name}/${key}: ${error.message}`, { cause: error, details: { ...where, ...error.details } }))
@@ -333,6 +344,11 @@ export class StrongNamespace<T> {
     })
   }
 
+  /** @internal Resolves once every write sent so far was answered (each caller has its own outcome). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.writing])
+  }
+
   /** @internal Stops the feed and ends every watch (the store closed). */
   close(): void {
     if (this.closed) return
@@ -378,6 +394,11 @@ export async function openStrong(
   } catch (error) {
     ns.close()
     if (error instanceof OrreryError) throw error
+    if (isProgrammingError(error))
+      throw failureOf(error, 'INTERNAL', `strong namespace ${name}: opening it on transport ${transport.name} failed`, {
+        transport: transport.name,
+        namespace: name,
+      })
     throw new OrreryError('TRANSPORT_UNAVAILABLE', `strong namespace ${name}: opening it on transport ${transport.name} failed`, {
       cause: error,
       details: { transport: transport.name, namespace: name },
@@ -390,5 +411,6 @@ export async function openStrong(
     throw new OrreryError('CLOSED', 'the store is closed')
   }
   host.onClose(() => ns.close())
+  host.onFlush(() => ns.flush())
   return ns
 }

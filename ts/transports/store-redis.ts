@@ -8,7 +8,7 @@
  * reads the stream from there on a blocking connection of its own; revisions are consecutive, so
  * a gap (the stream trimmed past what the mirror read) is seen and the mirror loads again.
  */
-import { OrreryError } from '../errors.js'
+import { isProgrammingError, OrreryError } from '../errors.js'
 import type { StrongBackend, StrongRecord, StrongResult, StrongWrite } from '../store/strong.js'
 import type { SharedTransport } from '../store/shared.js'
 import type { Connection, RedisDriver } from './redis.js'
@@ -174,15 +174,21 @@ class RedisStrong implements StrongBackend {
         if (this.closed || this.driver.isClosed) return
         if (!failing)
           onError(
-            new OrreryError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport}: reading a strong namespace's changes failed; retrying`, {
-              cause: error,
-              details: { transport: this.transport },
-            }),
+            // A bug here is reported as it is (INTERNAL on the store's events), not as an outage.
+            isProgrammingError(error)
+              ? error
+              : new OrreryError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport}: reading a strong namespace's changes failed; retrying`, {
+                  cause: error,
+                  details: { transport: this.transport },
+                }),
           )
         failing = true
         await new Promise((resolve) => setTimeout(resolve, RETRY_MS))
       }
     }
+    // The transport closed under an open namespace: its blocking connection must not keep the process alive.
+    if (this.reader === reader) this.reader = undefined
+    reader.destroy()
   }
 
   close(): void {
