@@ -28,8 +28,8 @@ const NODE_ONLY: Record<string, string> = {
   'test/store-poisoned.test.ts': 'a panic inside a store call, watched from a child process',
   'test/workers.test.ts': 'worker threads share one native core',
   'test/workflow-crash.test.ts': 'a durable store on disk; child processes running workflows are killed with SIGKILL',
-  // All but nats-ws.test.ts, NATS over WebSocket, which a page can do.
-  'test/transports/!(nats-ws).test.ts': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
+  // All but those over NATS WebSocket (nats-ws, shared-store-ws), which a page can do.
+  'test/transports/!(nats-ws|shared-store-ws).test.ts': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
 }
 
 const CHROMIUM = process.env['ORRERY_CHROMIUM'] ?? '/usr/bin/chromium'
@@ -86,7 +86,7 @@ export default defineConfig({
             // Run in this (Node) process for a page: a Node process on the far side of NATS
             // (test/transports/nats-ws.test.ts).
             commands: {
-              natsPeerStart: (_, url: string, prefix: string) => startPeer(url, prefix),
+              natsPeerStart: (_, url: string, prefix: string, strong?: string) => startPeer(url, prefix, undefined, undefined, strong),
               natsPeerLines: (_, pid: number) => peerLines(pid),
               natsPeerStop: (_, pid: number) => stopPeer(pid),
             },

@@ -33,7 +33,7 @@ let reaping = false
  * Starts a peer bound to `<prefix>*` on the NATS server at `url` (nats://), on `engine`; resolves
  * with its pid once it is ready (consuming, responding, subscribed).
  */
-export async function startPeer(url: string, prefix: string, engine = 'native', readyMs = 20_000): Promise<number> {
+export async function startPeer(url: string, prefix: string, engine = 'native', readyMs = 20_000, strong?: string): Promise<number> {
   if (!reaping) {
     reaping = true
     // A test that failed before stopping its peer leaves no process behind.
@@ -41,7 +41,10 @@ export async function startPeer(url: string, prefix: string, engine = 'native', 
       for (const p of peers.values()) p.proc.kill('SIGKILL')
     })
   }
-  const proc = spawn(process.execPath, [FIXTURE, url, prefix], { env: { ...process.env, ORRERY_ENGINE: engine }, stdio: ['pipe', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, [FIXTURE, url, prefix, ...(strong === undefined ? [] : [strong])], {
+    env: { ...process.env, ORRERY_ENGINE: engine },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
   const peer: Peer = { proc, lines: [], stderr: '', exited: new Promise((resolve) => proc.on('close', (code) => resolve(code))) }
   let out = ''
   proc.stdout!.setEncoding('utf8')

@@ -16,8 +16,11 @@ import type { PeerEnd, PeerLine } from './nats-peer.js'
 
 declare module 'vitest/browser' {
   interface BrowserCommands {
-    /** Starts test/fixtures/nats-peer.mjs on the Node side (vitest.config.ts); resolves with its pid once ready. */
-    natsPeerStart(url: string, prefix: string): Promise<number>
+    /**
+     * Starts test/fixtures/nats-peer.mjs on the Node side (vitest.config.ts), with a strong store
+     * namespace `strong` if given (shared-store-ws.test.ts); resolves with its pid once ready.
+     */
+    natsPeerStart(url: string, prefix: string, strong?: string): Promise<number>
     /** What that peer printed so far. */
     natsPeerLines(pid: number): Promise<PeerLine[]>
     /** Stops it and says how it ended. */

@@ -25,12 +25,38 @@ const CREATE_TRIES = 5
 const UTF8 = new TextEncoder()
 const FROM_UTF8 = new TextDecoder()
 
-function b64url(key: string): string {
-  return Buffer.from(UTF8.encode(key)).toString('base64url')
+/** base64url without padding, as Node's Buffer writes it (no Buffer: this module runs in pages too). */
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+const SEXTETS = new Map([...ALPHABET].map((c, i) => [c, i]))
+
+/** A key as a subject token: its UTF-8 bytes in base64url. */
+export function b64url(key: string): string {
+  const bytes = UTF8.encode(key)
+  let out = ''
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0)
+    const chars = i + 2 < bytes.length ? 4 : i + 1 < bytes.length ? 3 : 2
+    for (let c = 0; c < chars; c++) out += ALPHABET[(n >> (18 - 6 * c)) & 63]
+  }
+  return out
 }
 
-function fromB64url(token: string): string {
-  return FROM_UTF8.decode(Buffer.from(token, 'base64url'))
+/** The key a subject token stands for (characters outside the alphabet are skipped, as Buffer does). */
+export function fromB64url(token: string): string {
+  const bytes: number[] = []
+  let bits = 0
+  let n = 0
+  for (const c of token) {
+    const v = SEXTETS.get(c)
+    if (v === undefined) continue
+    n = (n << 6) | v
+    bits += 6
+    if (bits >= 8) {
+      bits -= 8
+      bytes.push((n >> bits) & 0xff)
+    }
+  }
+  return FROM_UTF8.decode(new Uint8Array(bytes))
 }
 
 /** A strong namespace `name` on the NATS server of `transport`. */
