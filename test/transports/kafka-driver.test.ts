@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest'
 
 import { isOrreryError, Orrery } from '../../ts/node.js'
 import { IN_BROWSER } from '../engine.js'
-import { listen, range, stop, until } from './backends.js'
+import { listen, range, stop, until, withTimeout } from './backends.js'
 
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
@@ -167,6 +167,63 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       await until(() => got.items.length >= 1, 20_000, 'the delivery')
       expect(got.items.map((d) => d.message.payload)).toEqual([3])
     } finally {
+      await a.close()
+      await stop(o)
+    }
+  })
+
+  // close() let a consumer still joining go unclosed: its stream did not exist yet, so nothing
+  // closed the consumer, and the stream that came later was closed alone. Its socket stayed open
+  // (15 s and more) and its member stayed in the group, heartbeating.
+  it('close while a group consumer is still joining: its sockets close and it leaves the group', { timeout: 60_000 }, async () => {
+    const { subscribe, unsubscribe } = await import('node:diagnostics_channel')
+    const p = prefix()
+    const ch = `${p}jobs`
+    const groupId = `orrery-g-${topicOf(ch).slice('orrery-ch-'.length)}-w`
+    // Every socket this process opens from now on, and the moment the group's consumer is made.
+    const sockets = new Set<import('node:net').Socket>()
+    const onSocket = (message: unknown) => {
+      const socket = (message as { socket: import('node:net').Socket }).socket
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+    }
+    let made: () => void = () => {}
+    const consumerMade = new Promise<void>((resolve) => {
+      made = resolve
+    })
+    const onInstance = (message: unknown) => {
+      const { type, instance } = message as { type: string; instance: { groupId?: string } }
+      if (type === 'consumer' && instance.groupId === groupId) made()
+    }
+    subscribe('net.client.socket', onSocket)
+    subscribe('plt:kafka:instances', onInstance)
+    const o = await open(p)
+    const a = await admin()
+    try {
+      o.bus
+        .group<number>(ch, 'w', { from: 'earliest' })
+        .join({ maxInFlight: 4 })
+        .subscribe(() => {})
+      await withTimeout(consumerMade, 20_000, 'the group consumer to be made')
+      // Closed while the consumer joins (its stream is not there yet).
+      o.close()
+      await until(
+        () => sockets.size === 0,
+        10_000,
+        'every socket of the closed Orrery closed',
+        () => sockets.size,
+      )
+      const members = async () => (await a.describeGroups({ groups: [groupId] })).get(groupId)?.members.size ?? 0
+      let left = await members()
+      const deadline = Date.now() + 10_000
+      while (Date.now() < deadline && left > 0) {
+        await new Promise((r) => setTimeout(r, 200))
+        left = await members()
+      }
+      expect(left, 'members left in the group').toBe(0)
+    } finally {
+      unsubscribe('net.client.socket', onSocket)
+      unsubscribe('plt:kafka:instances', onInstance)
       await a.close()
       await stop(o)
     }

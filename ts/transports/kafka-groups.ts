@@ -76,6 +76,8 @@ export class KafkaGroupReader {
    * that was published while the broker was away (499 records, restart.test.ts SIGKILL).
    */
   private prepared = false
+  /** Consumers `close` let go while they joined: each is closed once its join ends. */
+  private readonly owed = new Set<Consumer<Buffer, Buffer, Buffer, Buffer>>()
 
   constructor(
     private readonly driver: KafkaDriver,
@@ -187,7 +189,9 @@ export class KafkaGroupReader {
       .then(
         (stream) => {
           if (this.consumer !== consumer || this.closed || !this.reading) {
-            void stream.close().catch(() => {})
+            // Let go meanwhile. One closed while it joined is closed now, its stream first.
+            if (this.owed.delete(consumer)) void this.closeLate(consumer, stream)
+            else void stream.close().catch(() => {})
             return
           }
           this.starting = false
@@ -208,6 +212,7 @@ export class KafkaGroupReader {
           if (this.committing === undefined) this.commit()
         },
         (error: unknown) => {
+          if (this.owed.delete(consumer)) void this.drop(consumer, undefined)
           if (this.consumer !== consumer) return
           this.starting = false
           this.consumer = undefined
@@ -436,13 +441,20 @@ export class KafkaGroupReader {
     this.stream = undefined
     const consumer = this.consumer
     this.consumer = undefined
-    // Left if the broker answers; closed without leaving if it does not.
-    if (consumer !== undefined)
-      void stream
-        ?.close()
-        .catch(() => {})
-        .then(() => consumer.close(true))
-        .catch(() => this.drop(consumer, undefined))
+    if (consumer === undefined) return
+    // A consumer still joining has no stream yet: it is closed once its join ends, either way (a
+    // client closed mid-join still makes the stream, which then throws, uncaught, on the closed client).
+    if (stream === undefined && this.starting) this.owed.add(consumer)
+    else void this.closeLate(consumer, stream)
+  }
+
+  /** Closes a consumer at `close` (its stream first, if any): it leaves the group if the broker answers, and is closed without leaving if not. */
+  private async closeLate(
+    consumer: Consumer<Buffer, Buffer, Buffer, Buffer>,
+    stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined,
+  ): Promise<void> {
+    await stream?.close().catch(() => {})
+    await consumer.close(true).catch(() => this.drop(consumer, undefined))
   }
 
   private stopWatching(): void {
