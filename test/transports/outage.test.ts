@@ -125,6 +125,37 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
         expect(events.slice(before)).toEqual([])
       })
 
+      it('an outage while a group member reads is reported once when it begins and once when it ends', async () => {
+        const { o, proxy } = await behindProxy(broker)
+        const events: BusEvent[] = []
+        o.bus.events.subscribe((e) => void events.push(e))
+        const got: number[] = []
+        o.bus.group<number>('jobs', 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
+        await o.bus.publish('jobs', 1)
+        await until(() => got.length >= 1, 10_000, 'the first job')
+        // Its ack written (one still in flight at the cut would fail after publishTimeoutMs, and be reported too).
+        await new Promise((r) => setTimeout(r, 300))
+        await proxy.cut()
+        await until(() => events.some((e) => e.type === 'transport-error'), 5_000, 'the outage reported')
+        // The client retries many times meanwhile: still one event.
+        await new Promise((r) => setTimeout(r, 2_000))
+        const errors = events.filter((e) => e.type === 'transport-error')
+        expect(errors.map((e) => String((e as { error: unknown }).error))).toEqual([expect.any(String)])
+        const error = errors[0]!.error as { code?: string; details?: Record<string, unknown> }
+        expect(error.code).toBe('TRANSPORT_UNAVAILABLE')
+        expect(error.details).toMatchObject({ transport: 'main', outage: true })
+        await proxy.restore()
+        await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
+        const restored = events.filter((e) => e.type === 'transport-restored')
+        expect(restored).toHaveLength(1)
+        expect(restored[0]).toMatchObject({ transport: 'main' })
+        expect((restored[0] as { downMs: number }).downMs).toBeGreaterThanOrEqual(1_500)
+        // And the group reads on.
+        await o.bus.publish('jobs', 2)
+        await until(() => got.includes(2), 10_000, 'a job after the outage')
+        expect(events.filter((e) => e.type === 'transport-error')).toHaveLength(1)
+      })
+
       it('shutdown with the server up is graceful', async () => {
         const { o } = await behindProxy(broker)
         await readingGroup(o)

@@ -73,6 +73,11 @@ export interface DriverSink {
   failed(error: unknown): void
   /** A message read from the broker was refused (signing): counted and reported; nothing of it reached the core. */
   refused?(refused: Refused): void
+  /**
+   * The connection to the server went (`up` false, with what the client said) or came back
+   * (`up` true): reported once each way, however often the client retries meanwhile.
+   */
+  connection?(up: boolean, cause?: unknown): void
 }
 
 export interface Driver {

@@ -30,6 +30,8 @@ export interface TransportHost {
   requestChannel(token: number): string | undefined
   /** Messages a transport's `signing` refused: reported on the bus's events (at most once per interval per transport and reason). */
   refused(report: RefusalReport): void
+  /** A transport's server is reachable again after an outage of `downMs` (reported as a transport-error when it began). */
+  restored(transport: string, downMs: number): void
 }
 
 /**
@@ -234,7 +236,38 @@ export class Transports {
       },
       failed: (error) => this.host?.failed(transport, error),
       refused: (refused) => this.refused(transport, refused),
+      connection: (up, cause) => this.connection(transport, up, cause),
     }
+  }
+
+  /** Since when each transport's server has been unreachable. */
+  private readonly down = new Map<string, number>()
+
+  /**
+   * A transport's connection went or came back: the outage is one transport-error when it
+   * begins, and one transport-restored when it ends, however often the client retries between.
+   */
+  private connection(transport: string, up: boolean, cause: unknown): void {
+    const host = this.host
+    if (host === undefined || this.closed) return
+    const since = this.down.get(transport)
+    if (!up) {
+      if (since !== undefined) return
+      this.down.set(transport, Date.now())
+      const why = cause instanceof Error ? cause.message : cause === undefined ? '' : String(cause)
+      host.failed(
+        transport,
+        new OrreryError(
+          'TRANSPORT_UNAVAILABLE',
+          `transport ${transport} lost its connection to the server${why === '' ? '' : ` (${why})`}: writes wait for it up to publishTimeoutMs, readers go on once it is back (a transport-restored event says when)`,
+          { cause, details: { transport, outage: true } },
+        ),
+      )
+      return
+    }
+    if (since === undefined) return
+    this.down.delete(transport)
+    host.restored(transport, Date.now() - since)
   }
 
   /** Counts a refused message on its channel and reports it (refusal-reports.ts: at once, or with the others at the end of its window). */

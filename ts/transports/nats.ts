@@ -190,6 +190,7 @@ export class NatsDriver implements Driver {
       groupRoom: (g) => sink.groupRoom(g),
       failed: (e) => sink.failed(this.redacted(e)),
       refused: (r) => sink.refused?.(r),
+      connection: (up, cause) => sink.connection?.(up, cause === undefined ? undefined : this.redacted(cause)),
     }
     this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
   }
@@ -283,6 +284,7 @@ export class NatsDriver implements Driver {
       ])
       this.nc = nc
       this.watchStatus(nc!)
+      this.watchConnection(nc!)
     } catch (error) {
       failed = true
       this.jsm = undefined
@@ -298,6 +300,17 @@ export class NatsDriver implements Driver {
       clearTimeout(timer)
       if (!failed) sockets.end()
     }
+  }
+
+  /** Tells the link when the connection goes and when nats.js has it back (an iterator of its own). */
+  private watchConnection(nc: NatsConnection): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (this.closed) return
+        if (s.type === 'disconnect') this.sink.connection?.(false, new Error(`disconnected from ${s.server}`))
+        else if (s.type === 'reconnect') this.sink.connection?.(true)
+      }
+    })().catch(() => {})
   }
 
   /** Reports what the connection says nobody waits for (a refused permission, a lost server for good). */

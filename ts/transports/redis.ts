@@ -272,6 +272,14 @@ export class RedisDriver implements Driver {
         }),
       ])
       this.connected = true
+      // The main connection tells the outages (readers' connections go and come with it): once
+      // when it goes, once when node-redis has it ready again.
+      client.on('error', (error: unknown) => {
+        if (!this.closed && client.isReady === false) this.sink.connection?.(false, error)
+      })
+      client.on('ready', () => {
+        if (!this.closed) this.sink.connection?.(true)
+      })
     } catch (error) {
       this.main = undefined
       client.destroy()
