@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
-import { type BusEvent, isOrreryError, Orrery, type TransportOptions } from '../../ts/node.js'
+import { type BusEvent, isOrreryError, Orrery, OrreryError, type TransportOptions } from '../../ts/node.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
 import { until } from './backends.js'
 import { type Proxy, proxyTo } from './proxy.js'
@@ -64,6 +64,38 @@ async function readingGroup(o: Orrery): Promise<void> {
 }
 
 describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skipped: ${skip}]` : ''}`, () => {
+  it("a broker client's raw error reaches transport-error as an OrreryError, the raw one its cause", async () => {
+    const { createClient } = await import('redis')
+    const raw = createClient({ url: inject('redisUrl')! })
+    raw.on('error', () => {})
+    await raw.connect()
+    const run = `${RUN}-${++runs}`
+    try {
+      // The channel's stream key holds a string: the broker refuses the group's XGROUP CREATE (WRONGTYPE).
+      await raw.set(`${run}:ch:jobs`, 'not a stream')
+      const o = await Orrery.create({
+        engine: ENGINE,
+        transports: { main: brokers[0]!.options(new URL(inject('redisUrl')!).host, run) },
+        bindings: { '*': 'main' },
+      })
+      opened.push(o)
+      const errors: OrreryError[] = []
+      o.bus.events.subscribe((e) => {
+        if (e.type === 'transport-error') errors.push(e.error)
+      })
+      o.bus.group('jobs', 'g').consume(() => {})
+      await until(() => errors.length > 0, 5_000, 'the refusal reported')
+      expect(errors[0]).toBeInstanceOf(OrreryError)
+      expect(errors[0]!.code).toBe('TRANSPORT_UNAVAILABLE')
+      expect(errors[0]!.message).toMatch(/WRONGTYPE/)
+      expect(errors[0]!.cause).toBeInstanceOf(Error)
+      expect(errors[0]!.cause).not.toBeInstanceOf(OrreryError)
+    } finally {
+      await raw.del(`${run}:ch:jobs`)
+      raw.destroy()
+    }
+  })
+
   for (const broker of brokers) {
     describe(broker.name, () => {
       it('shutdown while the server is down ends within its bound, closes everything and says what it could not do', async () => {
@@ -139,9 +171,10 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
         await until(() => events.some((e) => e.type === 'transport-error'), 5_000, 'the outage reported')
         // The client retries many times meanwhile: still one event.
         await new Promise((r) => setTimeout(r, 2_000))
-        const errors = events.filter((e) => e.type === 'transport-error')
+        const errors = events.filter((e): e is Extract<BusEvent, { type: 'transport-error' }> => e.type === 'transport-error')
         expect(errors.map((e) => String((e as { error: unknown }).error))).toEqual([expect.any(String)])
-        const error = errors[0]!.error as { code?: string; details?: Record<string, unknown> }
+        // An OrreryError by its type: its code and details read without a cast.
+        const error = errors[0]!.error
         expect(error.code).toBe('TRANSPORT_UNAVAILABLE')
         expect(error.details).toMatchObject({ transport: 'main', outage: true })
         await proxy.restore()
