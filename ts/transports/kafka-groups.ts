@@ -454,7 +454,8 @@ export class KafkaGroupReader {
     stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined,
   ): Promise<void> {
     await stream?.close().catch(() => {})
-    await consumer.close(true).catch(() => this.drop(consumer, undefined))
+    // close(true) resolves a Promise, though its first overload (with a callback) is typed void.
+    await (consumer.close(true) as unknown as Promise<void>).catch(() => this.drop(consumer, undefined))
   }
 
   private stopWatching(): void {
