@@ -284,6 +284,8 @@ describe(`nats over WebSocket: what is refused, from ${WHERE}`, { timeout: 60_00
       const error = await expectRefused(() => make({ kind: 'nats', servers, connectTimeoutMs: 1_000 }), 'TRANSPORT_UNAVAILABLE')
       expect(Date.now() - started).toBeLessThan(5_000)
       expect(`${error.message}${JSON.stringify(error)}`).not.toContain('s3cretPW')
+      // A reason follows the address, or the message says none was given (a page's WebSocket gives none).
+      expect(error.message, error.message).toMatch(/unreachable at .+: \S/)
     }
   })
 

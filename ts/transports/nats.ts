@@ -336,12 +336,14 @@ export class NatsDriver implements Driver {
     if (error instanceof OrreryError) return this.redacted(error) as OrreryError
     const message = error instanceof Error ? error.message : String(error)
     const where = `nats transport ${this.transport}`
+    // A page's WebSocket error carries no text: the message says so rather than ending in ': '.
+    const reason = message.trim() === '' ? 'the connection was refused or closed, and no reason was given (a browser tells none for a WebSocket)' : message
     if (error instanceof this.nats.transport.errors.AuthorizationError || /authorization|authentication/i.test(message))
       return this.redacted(
         transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } }),
       ) as OrreryError
     return this.redacted(
-      transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.servers.map(shownUrl).join(', ')}: ${message}`, {
+      transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.servers.map(shownUrl).join(', ')}: ${reason}`, {
         cause: error,
         details: { transport: this.transport },
       }),
