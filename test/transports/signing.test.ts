@@ -368,6 +368,24 @@ describe.skipIf(skip !== undefined)(`signed messages (${ENGINE})${skip ? ` [skip
         }
       })
 
+      it('a process with the wrong key: its publishes resolve, its requests time out, and the TIMEOUT says why it may be', async () => {
+        const p = `${RUN}-${++runs}.`
+        const responder = await open(p, signed)
+        const events = refusedEvents(responder)
+        responder.bus.respond<number, number>(`${p}svc`, (req) => req.payload, { group: 'svc' })
+        const wrong = await open(p, { keys: { k1: 'not-the-same-secret-at-all' }, sign: 'k1' })
+        await wrong.bus.publish(`${p}news`, 'taken by the broker') // resolves: the broker checks nothing
+        const error = await wrong.bus.request(`${p}svc`, 1, { timeout: 1_500 }).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(isOrreryError(error, 'TIMEOUT'), String(error)).toBe(true)
+        expect((error as Error).message).toMatch(/transport main is signed: a responder refuses, without answering/)
+        // The responder's process is the one told.
+        await until(() => events.length >= 1, 10_000, 'the refusal reported where it was read')
+        expect(events[0]).toMatchObject({ reason: 'signature', channel: `${p}svc` })
+      })
+
       it('what an instance without the key, or with a wrong one, writes is refused and counted, and reported at once then at the end of the interval', {
         timeout: 60_000,
       }, async () => {

@@ -1155,7 +1155,14 @@ export class Bus {
       if (!waiting) return
       this.requests.delete(subject)
       if (this.requests.size === 0) this.releaseTimer()
-      waiting.reject(new OrreryError('TIMEOUT', `no reply on ${waiting.channel} in time`, { details: { channel: waiting.channel } }))
+      // On a signed transport, a responder refuses a request it cannot verify without a word (an
+      // answer would tell a forger which keys fail): the one sign a process with the wrong key gets.
+      const signed = this.remote?.signedTransport(waiting.channel)
+      const hint =
+        signed === undefined
+          ? ''
+          : ` (transport ${signed} is signed: a responder refuses, without answering, a request whose signature its keys do not verify, so check this process has the others' keys)`
+      waiting.reject(new OrreryError('TIMEOUT', `no reply on ${waiting.channel} in time${hint}`, { details: { channel: waiting.channel } }))
     } else if (type === 'slow-consumer') {
       this.eventSubject.next({ type, consumer: subject, channel: this.consumerChannels.get(subject), buffered: value })
     } else if (type === 'dropped') {

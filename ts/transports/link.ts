@@ -432,6 +432,12 @@ export class Transports {
     return t === undefined ? undefined : { transport: t.name, kind: t.kind, capabilities: TRANSPORT_CAPABILITIES[t.kind] }
   }
 
+  /** The name of `channel`'s transport when it signs (undefined: unbound, or unsigned). */
+  signedTransport(channel: string): string | undefined {
+    const t = this.interned.get(channel)
+    return t !== undefined && 'signing' in t.options && t.options.signing !== undefined ? t.name : undefined
+  }
+
   /** CAPABILITY_UNSUPPORTED unless `channel`'s backend can do `capability`. */
   require(channel: BoundChannel, capability: Capability): void {
     const { kind, name } = channel.transport
