@@ -229,6 +229,40 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     }
   })
 
+  // The publishes waiting at a turn went out as one produce, over the broker's 1 MB
+  // message.max.bytes with enough of them: 10,000 small publishes were refused whole
+  // (MESSAGE_TOO_LARGE). Produces are now cut under the limit; one record over it goes alone.
+  it('any number of publishes under the limit is written; one over it is refused alone', { timeout: 120_000 }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const kafka = await import('@platformatic/kafka')
+    const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
+    try {
+      const ch = `${p}burst`
+      const pad = 'x'.repeat(150)
+      const outcomes = await Promise.allSettled(range(0, 10_000).map((i) => o.bus.publish(ch, { i, pad })))
+      const failed = outcomes.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))
+      expect(failed.length, failed[0]).toBe(0)
+      const end = async () => (await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))?.[0]
+      expect(await end()).toBe(10_000n)
+      // The same in one publishBatch, and an oversized publish amid small ones: refused alone.
+      await o.bus.publishBatch(range(0, 10_000).map((i) => ({ channel: ch, payload: { i, pad } })))
+      expect(await end()).toBe(20_000n)
+      const mixed = await Promise.allSettled([
+        ...range(0, 3_000).map((i) => o.bus.publish(ch, { i, pad })),
+        o.bus.publish(ch, 'y'.repeat(1_100_000)),
+        ...range(3_000, 6_000).map((i) => o.bus.publish(ch, { i, pad })),
+      ])
+      const refused = mixed.flatMap((r, i) => (r.status === 'rejected' ? [{ i, reason: r.reason as unknown }] : []))
+      expect(refused.map((r) => r.i)).toEqual([3_000])
+      expect(isOrreryError(refused[0]!.reason, 'MESSAGE_TOO_LARGE'), String(refused[0]!.reason)).toBe(true)
+      expect(await end()).toBe(26_000n)
+    } finally {
+      await reader.close(true)
+      await stop(o)
+    }
+  })
+
   it('a group shares work by partition; what a shut-down instance held goes to the next holder, counted from 1', { timeout: 90_000 }, async () => {
     const p = prefix()
     const [a, b] = await Promise.all([open(p, { partitions: 2 }), open(p, { partitions: 2 })])

@@ -57,17 +57,86 @@ const REFUSALS = new Set([
  */
 const IDENTITY_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'DUPLICATE_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED'])
 
-/** A record of a produce and the topic it goes to. */
+/** A record of a produce, the topic it goes to, the write it is part of and its size at most. */
 interface Entry {
   readonly record: Extract<Egress, { frame: Uint8Array }>
   readonly topic: string
+  readonly write: PendingWrite
+  readonly bytes: number
 }
 
-/** A produce once sent: its writes, and its records in order (what is sent again while unanswered). */
+/** One produce request: records in order, at most PRODUCE_BYTES of them (or one record alone). */
 interface Produce {
+  /** Its records; those of a write settled meanwhile are left out when it is first sent, never after. */
+  entries: Entry[]
+}
+
+/**
+ * The writes taken from the queue together: their records in order, cut into produces sent one
+ * after another, each once answered (see `round`).
+ */
+interface Round {
   readonly batch: readonly PendingWrite[]
-  readonly entries: readonly Entry[]
-  readonly channels: ReadonlySet<string>
+  /** Made when the round is first sent (undefined until then, or if that failed). */
+  produces: Produce[] | undefined
+  /** The index of the last produce with a record of each write (none: the write has no record to produce). */
+  last: Map<PendingWrite, number>
+  /** The writes of `batch` before this one are settled. */
+  settledTo: number
+  readonly channels: Set<string>
+  /** The produce to send next. */
+  next: number
+  /** Whether `produces[next]` was sent and its answer never came: it goes again as it was. */
+  unanswered: boolean
+}
+
+/**
+ * The most a produce carries, in record bytes (an upper bound of each record's size in a record
+ * batch, `recordBytes`). The broker refuses a batch over the topic's `max.message.bytes`
+ * (1,048,588 bytes by default, the broker's `message.max.bytes`) whole, so the publishes of a turn
+ * go out in produces under a safe bound of it: 1,000,000 plus a batch header (61 bytes). A record
+ * over it goes alone, and is refused alone if over the topic's limit.
+ */
+export const PRODUCE_BYTES = 1_000_000
+
+/** Cuts `entries` into produces of at most PRODUCE_BYTES (one record over it alone), noting each write's last produce in `last`. */
+function cut(entries: readonly Entry[], last: Map<PendingWrite, number>): Produce[] {
+  const produces: Produce[] = []
+  let current: Entry[] = []
+  let bytes = 0
+  for (const e of entries) {
+    if (current.length > 0 && bytes + e.bytes > PRODUCE_BYTES) {
+      produces.push({ entries: current })
+      current = []
+      bytes = 0
+    }
+    current.push(e)
+    bytes += e.bytes
+    last.set(e.write, produces.length)
+  }
+  if (current.length > 0) produces.push({ entries: current })
+  return produces
+}
+
+/** The bytes a varint takes (zigzag-encoded, as record fields are). */
+function varintBytes(n: number): number {
+  let z = n < 0 ? -2 * n - 1 : 2 * n
+  let bytes = 1
+  while (z >= 128) {
+    z = Math.floor(z / 128)
+    bytes++
+  }
+  return bytes
+}
+
+/**
+ * A record's size in a record batch, at most: its length, attributes, time and offset deltas
+ * (counted at their widest), a null key, its value and headers, each with its length.
+ */
+export function recordBytes(value: number, headers: readonly number[]): number {
+  let body = 1 + 10 + 5 + 1 + varintBytes(value) + value + varintBytes(headers.length / 2)
+  for (const h of headers) body += varintBytes(h) + h
+  return varintBytes(body) + body
 }
 
 /**
@@ -113,14 +182,14 @@ export class KafkaDriver implements Driver {
   private readonly queue: PendingWrite[] = []
   private inFlight = false
   /**
-   * The produce sent last whose answer never came (the connection failed, the broker went): the
-   * broker may have stored it. It is sent again exactly as it was (the same records, in the same
-   * order, so the same sequence numbers cover the same batch) before anything later: the broker
-   * then stores it once, or answers that it has it. A different batch under those sequence
-   * numbers would be refused as out of order if longer, and, if of the same size, taken for a
-   * copy of the stored one and dropped while answered as written.
+   * The writes being produced, one produce at a time. One sent whose answer never came (the
+   * connection failed, the broker went) may be stored by the broker: it is sent again exactly as
+   * it was (the same records, in the same order, so the same sequence numbers cover the same
+   * batch) before anything later: the broker then stores it once, or answers that it has it. A
+   * different batch under those sequence numbers would be refused as out of order if longer, and,
+   * if of the same size, taken for a copy of the stored one and dropped while answered as written.
    */
-  private unanswered: Produce | undefined
+  private round: Round | undefined
   private readonly writes = new Writes()
   private readonly kept = new Map<string, BrokerRetention>()
   /** Topics known to exist (made by this process, or found made). */
@@ -146,7 +215,12 @@ export class KafkaDriver implements Driver {
   ) {
     this.clusterKey = config.brokers.join(',')
     this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
+    // A signature header: its key, then `<key id>:<signed ms>:<64 hex digits>` (ms counted at 16 digits).
+    this.signatureBytes = config.signing === undefined ? [] : [SIGNATURE.length, Buffer.byteLength(config.signing.sign) + 2 + 16 + 64]
   }
+
+  /** The sizes of a signature header's key and value, at most (none unsigned). */
+  private readonly signatureBytes: readonly number[]
 
   /** @internal The transport's signing (undefined: records go unsigned and nothing is checked). */
   readonly signing: Signing | undefined
@@ -431,52 +505,91 @@ export class KafkaDriver implements Driver {
   }
 
   /**
-   * Sends every queued write as one produce, in order (one partition keeps it); then settles
-   * what the records settle (acks, releases, dead letters' acks). A produce that did not come
-   * back is sent again unchanged (see `unanswered`), before anything later; one the broker
-   * refused fails its writes.
+   * Sends the queued writes, in order (one partition keeps it), in produces under PRODUCE_BYTES
+   * each, one after another; then settles what the records settle (acks, releases, dead letters'
+   * acks). A produce that did not come back is sent again unchanged (see `round`), before
+   * anything later; one the broker refused fails its writes, and the next goes on.
    */
   private pump(): void {
     if (this.inFlight || this.closed) return
-    let again = this.unanswered
-    if (again?.batch.every((w) => w.settled)) {
+    let round = this.round
+    if (round?.unanswered && round.produces![round.next]!.entries.every((e) => e.write.settled)) {
       // Each of its writes ended at its publishTimeoutMs: it is not sent again, and the producer
-      // is made anew so that what comes next is not taken for it (see `unanswered`).
-      this.unanswered = again = undefined
+      // is made anew so that what comes next is not taken for it (see `round`).
+      round.unanswered = false
+      round.next++
       this.renewProducer()
     }
-    if (again === undefined && this.queue.length === 0) return
+    if (round?.produces !== undefined && round.next >= round.produces.length) {
+      this.finish(round)
+      round = this.round = undefined
+    }
+    if (round === undefined) {
+      if (this.queue.length === 0) return
+      round = this.round = { batch: this.queue.splice(0), produces: undefined, last: new Map(), settledTo: 0, channels: new Set(), next: 0, unanswered: false }
+    }
     this.inFlight = true
-    const batch = again?.batch ?? this.queue.splice(0)
-    void this.send(batch, again).then(
+    const sending = round
+    void this.send(sending).then(
       () => {
         this.inFlight = false
-        this.unanswered = undefined
-        for (const write of batch) {
-          if (write.settled) continue
-          this.settleGroups(write.records)
-          this.writes.succeed(write)
-        }
+        sending.unanswered = false
+        sending.next++
+        this.settleUpTo(sending)
         this.pump()
       },
       (error: unknown) => {
         this.inFlight = false
         const ids = protocolIds(error)
         const refused = ids.find((id) => REFUSALS.has(id))
+        if (sending.produces === undefined) {
+          // Not produced at all (its topics could not be made): its writes go back, first in line.
+          this.round = undefined
+          if (refused !== undefined || error instanceof this.kafka.UserError)
+            for (const write of sending.batch) this.writes.fail(write, this.refused(write, error, refused))
+          else this.queue.unshift(...sending.batch.filter((w) => !w.settled))
+          if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
+          return
+        }
         if (refused !== undefined || error instanceof this.kafka.UserError) {
-          // Nothing of it was stored, and its sequence numbers were not used.
-          this.unanswered = undefined
-          for (const write of batch) this.writes.fail(write, this.refused(write, error, refused))
+          // Nothing of it was stored, and its sequence numbers were not used: its writes fail, the
+          // next produce goes on.
+          const produce = sending.produces[sending.next]!
+          sending.unanswered = false
+          sending.next++
+          for (const write of new Set(produce.entries.map((e) => e.write))) this.writes.fail(write, this.refused(write, error, refused))
+          this.settleUpTo(sending)
           this.pump()
           return
         }
         // Sent again from a new producer: stored once more if the broker had it (at least once).
         if (ids.some((id) => IDENTITY_LOST.has(id))) this.renewProducer()
-        // Not produced at all (its topic could not be made): its writes go back, first in line.
-        if (this.unanswered === undefined) this.queue.unshift(...batch.filter((w) => !w.settled))
         if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
       },
     )
+  }
+
+  /**
+   * Settles, in order, the writes of `round` whose records are all in the produces answered so
+   * far: a write waits for every write before it (an ack made after a publish is not committed
+   * before the publish is written).
+   */
+  private settleUpTo(round: Round): void {
+    while (round.settledTo < round.batch.length) {
+      const write = round.batch[round.settledTo]!
+      if (!write.settled) {
+        if ((round.last.get(write) ?? -1) >= round.next) return
+        this.settleGroups(write.records)
+        this.writes.succeed(write)
+      }
+      round.settledTo++
+    }
+  }
+
+  /** Every produce of `round` answered (or left): its writes not settled yet are written. */
+  private finish(round: Round): void {
+    round.next = Math.max(round.next, round.produces?.length ?? 0)
+    this.settleUpTo(round)
   }
 
   private refused(write: PendingWrite, error: unknown, id: string | undefined): OrreryError {
@@ -495,35 +608,39 @@ export class KafkaDriver implements Driver {
   }
 
   /**
-   * Produces the records of `batch` that go to topics (publishes, requests, dead letters, replies
-   * to a live reply topic), in order; `again`, the same records as the unanswered produce of this
-   * batch, signed anew.
+   * Sends `round`'s next produce: the first time, its records are found (publishes, requests,
+   * dead letters, replies to a live reply topic) and cut into produces, after the markers of its
+   * topics; a produce sent again goes as it was, signed anew.
    */
-  private async send(batch: readonly PendingWrite[], again?: Produce): Promise<void> {
-    const produce = again ?? (await this.entriesOf(batch))
-    if (produce.entries.length === 0) return
-    // A produce sent again had its place among the markers when first sent.
-    const waits: Promise<unknown>[] = []
-    if (again === undefined)
-      for (const channel of produce.channels) {
+  private async send(round: Round): Promise<void> {
+    if (round.produces === undefined) {
+      const entries = await this.entriesOf(round.batch, round.channels)
+      // Publishes made after a marker wait for it (the round's produces had their place then).
+      const waits: Promise<unknown>[] = []
+      for (const channel of round.channels) {
         const set = markers.get(`${this.clusterKey}\u0000${this.topicOf(channel)}`)
         if (set !== undefined) for (const m of set) waits.push(m)
       }
-    await Promise.all([...produce.channels].map((c) => this.ensureTopic(c)))
-    if (waits.length > 0) await Promise.allSettled(waits)
+      await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
+      if (waits.length > 0) await Promise.allSettled(waits)
+      round.produces = cut(entries, round.last)
+    }
+    const produce = round.produces[round.next]
+    if (produce === undefined) return
+    if (!round.unanswered) produce.entries = produce.entries.filter((e) => !e.write.settled)
+    if (produce.entries.length === 0) return
     const producer = this.producer
     if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
     const messages = produce.entries.map((e) => this.messageOf(e))
     // From here the broker may store it whatever the answer: until answered, it is what goes next.
-    this.unanswered = produce
+    round.unanswered = true
     await producer.send({ messages })
-    for (const channel of produce.channels) this.trimSoon(channel)
+    for (const channel of round.channels) this.trimSoon(channel)
   }
 
-  /** The records of `batch`'s open writes with their topics (a reply to a requester that is gone is dropped). */
-  private async entriesOf(batch: readonly PendingWrite[]): Promise<Produce> {
+  /** The records of `batch`'s open writes with their topics (a reply to a requester that is gone is dropped); their channels go in `channels`. */
+  private async entriesOf(batch: readonly PendingWrite[], channels: Set<string>): Promise<Entry[]> {
     const entries: Entry[] = []
-    const channels = new Set<string>()
     // Replies go to their requester's topic while it exists; one whose requester is gone is dropped.
     const replyTopics = new Set<string>()
     for (const write of batch) if (!write.settled) for (const r of write.records) if (r.kind === 'reply') replyTopics.add(this.replyTopicOf(r.address))
@@ -538,18 +655,23 @@ export class KafkaDriver implements Driver {
       for (const r of write.records) {
         if (r.kind === 'reply') {
           const topic = this.replyTopicOf(r.address)
-          if (live.has(topic)) entries.push({ record: r, topic })
+          if (live.has(topic)) entries.push({ record: r, topic, write, bytes: this.bytesOf(r) })
           continue
         }
         if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
         const channel = r.kind === 'dead' ? r.deadLetter : r.channel
         channels.add(channel)
-        entries.push({ record: r, topic: this.topicOf(channel) })
+        entries.push({ record: r, topic: this.topicOf(channel), write, bytes: this.bytesOf(r) })
       }
     }
-    return { batch, entries, channels }
+    return entries
   }
 
+  /** A record's size in a record batch, at most, with the headers `messageOf` gives it. */
+  private bytesOf(r: Entry['record']): number {
+    const headers = r.kind === 'request' ? [REPLY_TO.length, Buffer.byteLength(r.replyTo), TIMEOUT.length, String(r.timeoutMs).length] : []
+    return recordBytes(r.frame.byteLength, [...headers, ...this.signatureBytes])
+  }
   /** A record as a Kafka message: its frame, its route if a request, its signature (made now). */
   private messageOf({ record: r, topic }: Entry): { topic: string; value: Buffer; headers?: Map<Buffer, Buffer> } {
     const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
@@ -688,7 +810,7 @@ export class KafkaDriver implements Driver {
     for (const g of this.groups.values()) g.close()
     this.replies?.stop()
     this.queue.length = 0
-    this.unanswered = undefined
+    this.round = undefined
     this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made', { details: { transport: this.transport } }))
     closeClient(this.producer)
     closeClient(this.reader)
