@@ -124,7 +124,7 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [signing({ keys: { k1: 'short-secret' }, sign: 'k1' }), 'transports.main.signing.keys.k1'],
       [signing({ keys: { k1: N }, sign: 'k1' }), 'transports.main.signing.keys.k1'],
       [signing({ keys: { k1: `${S}!` }, sign: S }), 'transports.main.signing.sign'],
-      [signing({ keys: { k1: `${S}!` }, sign: 'k1' + 'x'.repeat(70) }), 'transports.main.signing.sign'],
+      [signing({ keys: { k1: `${S}!` }, sign: `k1${'x'.repeat(70)}` }), 'transports.main.signing.sign'],
       [{ main: { kind: 'redis', url: CLOSED_PORT, password: N } }, 'transports.main.password'],
       [{ main: { kind: 'redis', url: CLOSED_PORT, password: `${S}\uD800` } }, 'transports.main.password'],
       [{ main: { kind: 'redis', url: `redis://u:${S}@127.0.0.1:99999` } }, 'transports.main.url'],

@@ -39,9 +39,9 @@ export function shown(value: unknown): string {
   }
 }
 
-/** `text` with the user information of every URL in it (`//user:password@`, `//token@`) shown as `//***@`. */
+/** `text` with the password or token of every URL in it hidden: `//user:***@`, `//***@`. */
 export function withoutCredentials(text: string): string {
-  return text.replace(/\/\/[^\s/@]*@/g, '//***@')
+  return text.replace(/\/\/(?:([^\s/@:]*):)?[^\s/@]*@/g, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
 }
 
 /** Throws the typed error for `name`, whose rule `must` (e.g. "must be a whole number >= 1") the value broke. */

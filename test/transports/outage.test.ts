@@ -10,7 +10,7 @@ import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 import { type BusEvent, isOrreryError, Orrery, OrreryError, type TransportOptions } from '../../ts/node.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
 import { until } from './backends.js'
-import { type Proxy, proxyTo } from './proxy.js'
+import { proxyTo, type TcpProxy } from './proxy.js'
 
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
@@ -19,7 +19,7 @@ const skip = IN_BROWSER ? 'a browser page cannot reach the brokers' : env['ORRER
 const RUN = `out-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
 let runs = 0
 
-const proxies: Proxy[] = []
+const proxies: TcpProxy[] = []
 const opened: Orrery[] = []
 afterEach(async () => {
   for (const o of opened.splice(0)) o.close()
@@ -40,7 +40,7 @@ const brokers = [
 ]
 
 /** An Orrery binding every channel to `broker` through a proxy of its own. */
-async function behindProxy(broker: (typeof brokers)[number]): Promise<{ o: Orrery; proxy: Proxy; run: string }> {
+async function behindProxy(broker: (typeof brokers)[number]): Promise<{ o: Orrery; proxy: TcpProxy; run: string }> {
   const target = new URL(
     broker
       .url()!

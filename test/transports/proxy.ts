@@ -6,7 +6,7 @@
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
 
-export interface Proxy {
+export interface TcpProxy {
   /** Where clients connect: `127.0.0.1:<port>`. */
   readonly address: string
   /** Drops every connection through the proxy and refuses new ones until `restore`. */
@@ -18,7 +18,7 @@ export interface Proxy {
 }
 
 /** A proxy to `host:port` (a server URL's host and port). */
-export async function proxyTo(host: string, port: number): Promise<Proxy> {
+export async function proxyTo(host: string, port: number): Promise<TcpProxy> {
   const sockets = new Set<Socket>()
   const make = (): Server =>
     createServer((client) => {
