@@ -8,7 +8,7 @@
  * requester's process subscribes to. With `signing`, every message (replies too) carries header
  * `Orrery-Sig`, its signature. The driver only moves bytes: what a delivery means stays in the core.
  */
-import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
+import type { JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
@@ -89,10 +89,12 @@ const MAX_NAME = 200
 const READ_COUNT = 256
 /** How long a pull waits for messages before it is made again (nats.js's minimum is 1 s). */
 const PULL_MS = 5_000
-/** How often the server says a group's pull is alive while it has nothing to deliver. */
+/** How often the server says a pull (a group's, a mirror's) is alive while it has nothing to deliver. */
 const PULL_HEARTBEAT_MS = 1_000
-/** A group's pull that said nothing for this long is taken for lost (two heartbeats missed). */
+/** A pull that said nothing for this long is taken for lost (two heartbeats missed). */
 const PULL_SILENT_MS = 2 * PULL_HEARTBEAT_MS + 500
+/** How long a mirror's consumer outlives this process's last pull (one it could not delete goes by itself). */
+const MIRROR_INACTIVE_MS = 5 * 60_000
 /** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
 const RETRY_MS = 200
 /** How long one attempt of a publish waits for its PubAck. */
@@ -320,12 +322,15 @@ export class NatsDriver implements Driver {
         if (this.closed) return
         if (s.type === 'error') this.sink.failed(s.error)
         else if (s.type === 'disconnect') {
-          // A group's pull dies with the connection: each is ended, and made again once it is back.
+          // A pull dies with the connection: each is ended, and made again once it is back (a
+          // mirror's with a new consumer: the server may have lost the one it read).
           this.connected = false
           for (const w of this.groups.values()) w.disconnected()
+          for (const r of this.mirrors.values()) r.disconnected()
         } else if (s.type === 'reconnect') {
           this.connected = true
           for (const w of this.groups.values()) w.wake()
+          for (const r of this.mirrors.values()) r.wake()
         }
       }
     })().catch(() => {})
@@ -1008,17 +1013,25 @@ interface Marker {
 }
 
 /**
- * Follows one channel's stream into its mirror with an ordered consumer: history first, then what
- * comes. nats.js makes the ordered consumer again by itself after a server restart, after the last
- * sequence it delivered; on a stream made again meanwhile (the server lost its data) that would
- * skip what the new stream holds, as it numbers from 1 again. So a delivery from a consumer nats.js
- * made again waits until the stream is known to be the same one; on a new stream the mirror
- * follows it from its start.
+ * Follows one channel's stream into its mirror: history first, then what comes. Its consumer is an
+ * ordered one of its own (ephemeral, no acks, in memory), pulled on an inbox of its own as a
+ * group's is, and made again after the last sequence in the mirror whenever what it delivers may
+ * have a hole: the connection went (a restarted server has lost it), a delivery sequence skipped
+ * one, the server says it has no such consumer, or a pull said nothing for two heartbeats. So the
+ * mirror holds each message once, in order, and reads again as soon as the server is back.
+ * (nats.js's ordered consumer also makes its consumer again, but then asks the new one only for
+ * what it still counted as owed by the lost one, and once that came waited for two missed
+ * heartbeats before it pulled again: about 5 s after each server restart.)
+ * A stream made again (the server lost its data, or it was deleted) numbers from 1 again: going on
+ * after the last sequence would skip what it holds. The stream is looked at after each consumer is
+ * made and before it is pulled; on a new one the mirror follows it from its start.
  */
 class MirrorReader {
   readonly ready: Promise<void>
   private stopped = false
-  private messages: ConsumerMessages | undefined
+  private waiting: (() => void) | undefined
+  /** The pull in flight. */
+  private pulling: MirrorPull | undefined
   private readonly writer = new IngestWriter()
   private scheduled = false
   /** The last stream sequence added. */
@@ -1031,13 +1044,15 @@ class MirrorReader {
   /** When the stream the mirror follows was made, and those it followed before. */
   private created = ''
   private readonly left = new Set<string>()
-  /** The consumers known to read the stream made at `created` (nats.js names them `<prefix>_<n>`). */
-  private readonly checked = new Set<string>()
-  /** Deliveries held until their consumer is checked, in the order they came. */
-  private held: JsMsg[] = []
-  private checking = false
-  /** Counts the consumers this mirror made: deliveries of an earlier one are ignored. */
-  private generation = 0
+  /** The consumer pulled (undefined: none yet). */
+  private consumer: string | undefined
+  /** Whether `consumer` is to be made again, after `last`, before the next pull. */
+  private stale = true
+  /** The delivery sequence the consumer's next delivery carries. */
+  private expected = 1
+  /** Counts the consumers made (named `<prefix>_<n>`) and the connection's losses. */
+  private made = 0
+  private losses = 0
   private readonly prefix = `orrery_${Math.random().toString(36).slice(2, 10)}`
 
   constructor(
@@ -1069,8 +1084,12 @@ class MirrorReader {
           this.history = { until: state.last_seq, done: resolve }
         })
       : undefined
-    await this.follow(startSeq)
+    // The first consumer is made here: a stream that cannot be read fails the subscribe.
+    await this.renew()
     if (this.stopped) return
+    void this.body().catch((error: unknown) => {
+      if (!this.stopped) driver.sinkOf.failed(error)
+    })
     if (history !== undefined) {
       // The last entry may have gone (its age ran out) before it was read: the stream says so.
       const check = setInterval(() => {
@@ -1090,120 +1109,179 @@ class MirrorReader {
     this.release()
   }
 
-  /** Reads the stream from `startSeq` with a new ordered consumer. */
-  private async follow(startSeq: number): Promise<void> {
-    const driver = this.driver
-    const generation = ++this.generation
-    const prefix = `${this.prefix}_${generation}`
-    const { DeliverPolicy } = driver.nats.jetstream
-    const consumer = await driver
-      .client()
-      .consumers.get(this.stream, { name_prefix: prefix, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq })
-    if (this.stopped || generation !== this.generation) return
-    this.checked.clear()
-    this.checked.add(`${prefix}_1`)
-    // A pull lost in a server restart is noticed by missed heartbeats (half the expiry): the default
-    // 30 s expiry would leave a mirror silent that long after the server is back.
-    const messages = await consumer.consume({ callback: (m) => this.receive(m, generation), expires: PULL_MS })
-    this.messages = messages
-    void messages.closed().then((error) => {
-      if (error instanceof Error && !this.stopped && !driver.isClosed && generation === this.generation) driver.sinkOf.failed(error)
-    })
-    // A consumer made again is checked at once, not only when it delivers (it starts after the
-    // last sequence read: on a new, shorter stream it may deliver nothing for long).
-    void (async () => {
-      for await (const s of messages.status()) {
-        if (s.type === 'ordered_consumer_recreated' && generation === this.generation) this.check(s.name, generation)
-      }
-    })().catch(() => {})
-  }
-
-  /** A delivery: added if its consumer is known to read this stream, else held until that is checked. */
-  private receive(m: JsMsg, generation: number): void {
-    if (this.stopped || generation !== this.generation) return
-    if (this.held.length === 0 && this.checked.has(m.info.consumer)) return this.add(m)
-    this.held.push(m)
-    this.check(m.info.consumer, generation)
-  }
-
-  /** Finds out whether consumer `name` reads the stream the mirror follows, or a stream made since. */
-  private check(name: string, generation: number): void {
-    if (this.checking || this.checked.has(name)) return this.drain()
-    this.checking = true
-    // Every consumer that delivered before the stream is looked at existed then, on that stream or
-    // an older one: if the stream is still the one followed, so was theirs.
-    const seen = new Set([name, ...this.held.map((m) => m.info.consumer)])
-    this.driver
-      .streamCreated(this.channel.name)
-      .then(
-        async (created) => {
-          if (this.stopped || generation !== this.generation) return
-          if (created === this.created) {
-            for (const c of seen) this.checked.add(c)
-            return
-          }
-          await this.followNewStream(created)
-        },
-        // The server is not answering: looked at again shortly.
-        () => new Promise((r) => setTimeout(r, RETRY_MS)),
-      )
-      .catch((error: unknown) => {
-        if (!this.stopped) this.driver.sinkOf.failed(error)
-      })
-      .finally(() => {
-        this.checking = false
-        if (this.stopped || generation !== this.generation) return
-        const pending = this.held.find((m) => !this.checked.has(m.info.consumer))
-        if (pending !== undefined) this.check(pending.info.consumer, generation)
-        else this.drain()
-      })
-  }
-
-  /** Adds the held deliveries, in order, up to the first whose consumer is not checked yet. */
-  private drain(): void {
-    while (this.held.length > 0 && this.checked.has(this.held[0]!.info.consumer)) this.add(this.held.shift()!)
-  }
-
   /**
-   * The stream was made again (the server lost it, or it was deleted; `created` undefined: it is
-   * gone now): everything it holds came after what the mirror has, so the mirror reads it from
-   * its start. What was held from the old consumers is dropped (their numbers mean nothing now).
+   * Makes a consumer reading the stream after `last` (the one read so far is deleted, if the server
+   * still has it). The stream is looked at once it is made: if that is still the stream followed,
+   * so is the consumer's; if not, the mirror follows the new one from its start (`consumer` stays
+   * undefined: the next turn makes one there).
    */
-  private async followNewStream(created: string | undefined): Promise<void> {
+  private async renew(): Promise<void> {
     const driver = this.driver
-    this.generation++
-    this.held = []
-    const messages = this.messages
-    this.messages = undefined
-    if (messages !== undefined) void messages.close().catch(() => {})
-    let switched = false
-    // Tried until it works (the server may be going away again) or the mirror stops.
+    const jsm = driver.managerOf()
+    const stream = this.stream
+    this.drop()
+    this.stale = false
+    const losses = this.losses
+    const { AckPolicy, DeliverPolicy } = driver.nats.jetstream
+    const name = `${this.prefix}_${++this.made}`
+    await jsm.consumers.add(stream, {
+      name,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: this.last + 1,
+      ack_policy: AckPolicy.None,
+      max_deliver: 1,
+      mem_storage: true,
+      num_replicas: 1,
+      // One this process could not delete (it ended, or lost the server) goes by itself.
+      inactive_threshold: ms(MIRROR_INACTIVE_MS),
+    })
+    const created = await driver.streamCreated(this.channel.name)
+    // Stopped, or the connection went meanwhile: made again on the next turn.
+    if (this.stopped || losses !== this.losses || created !== this.created) void jsm.consumers.delete(stream, name).catch(() => {})
+    if (this.stopped || losses !== this.losses) {
+      this.stale = true
+      return
+    }
+    if (created === this.created) {
+      this.consumer = name
+      this.expected = 1
+      return
+    }
+    this.stale = true
+    // Gone now: made again (ensureStream) on the next turn, and looked at then.
+    if (created === undefined) return driver.forgetStream(this.channel.name)
+    // Made again: all it holds came after what the mirror has; history read so far is in.
+    this.left.add(this.created)
+    this.created = created
+    this.last = 0
+    if (this.history !== undefined) this.endHistory()
+    this.release()
+  }
+
+  /** Forgets the consumer pulled (deleted on the server, if it is still there). */
+  private drop(): void {
+    const name = this.consumer
+    this.consumer = undefined
+    if (name !== undefined && !this.driver.isClosed)
+      void this.driver
+        .managerOf()
+        .consumers.delete(this.stream, name)
+        .catch(() => {})
+  }
+
+  private async body(): Promise<void> {
+    const driver = this.driver
     while (!this.stopped && !driver.isClosed) {
       try {
-        if (!switched) {
-          if (created === undefined) {
-            driver.forgetStream(this.channel.name)
-            await driver.ensureStream(this.channel.name)
-            created = await driver.streamCreated(this.channel.name)
-            if (created === undefined) continue
-          }
-          this.left.add(this.created)
-          this.created = created
-          this.last = 0
-          switched = true
-          // History read so far is in; the new stream is read as it comes.
-          if (this.history !== undefined) this.endHistory()
-          this.release()
+        // While the connection is down (a request then would reach the server after its inbox was
+        // dropped) the reader waits to be woken.
+        if (!driver.isConnected) {
+          // Cleared when woken: a stop must leave no timer keeping the process alive.
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => {
+              this.waiting = undefined
+              resolve()
+            }, 1_000)
+            this.waiting = () => {
+              clearTimeout(timer)
+              resolve()
+            }
+          })
+          continue
         }
-        await this.follow(1)
-        return
+        if (this.stale || this.consumer === undefined) {
+          await driver.ensureStream(this.channel.name)
+          await this.renew()
+          continue
+        }
+        const how = await this.pull(this.consumer)
+        if (how !== 'over') this.stale = true
+        // The server has no such consumer: made again after a pause (it may be starting).
+        if (how === 'gone') await new Promise((r) => setTimeout(r, RETRY_MS))
       } catch (error) {
-        if (this.stopped || driver.isClosed) return
-        if (driver.isServerError(error) && !driver.isNotFound(error)) driver.sinkOf.failed(error)
-        if (!switched) created = undefined
+        if (this.stopped || driver.isClosed) break
+        this.stale = true
+        if (driver.isNotFound(error)) driver.forgetStream(this.channel.name)
+        else if (driver.isServerError(error)) driver.sinkOf.failed(error)
         await new Promise((r) => setTimeout(r, RETRY_MS))
       }
     }
+  }
+
+  /** The connection went: the pull and the consumer with it (made again once it is back). */
+  disconnected(): void {
+    this.losses++
+    this.stale = true
+    this.pulling?.end('again')
+  }
+
+  /** The connection is back. */
+  wake(): void {
+    const w = this.waiting
+    this.waiting = undefined
+    w?.()
+  }
+
+  /**
+   * Pulls at most READ_COUNT deliveries of `consumer` on an inbox of its own; resolves once the
+   * pull is over: `over` (all brought, expired), or the consumer is to be made again after the last
+   * sequence in the mirror (`again`: a delivery sequence skipped one, nothing heard for two
+   * heartbeats, the connection gone; `gone`: the server has no such consumer, 503 or 409 Consumer
+   * Deleted). A "409 Server Shutdown" does not end it: what the server still sends is read (see
+   * GroupReader.pull), and the consumer is made again once the connection is back.
+   */
+  private pull(consumer: string): Promise<'over' | 'again' | 'gone'> {
+    const nc = this.driver.connection()
+    const inbox = `_INBOX.${inboxToken}.${++inboxes}`
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let sub: Subscription | undefined
+      const pull: MirrorPull = {
+        left: READ_COUNT,
+        end: (how = 'over') => {
+          if (this.pulling !== pull) return
+          this.pulling = undefined
+          clearTimeout(timer)
+          sub?.unsubscribe()
+          resolve(how)
+        },
+      }
+      // Anything heard (a delivery, a heartbeat) says the pull is alive.
+      const alive = () => {
+        clearTimeout(timer)
+        timer = setTimeout(() => pull.end('again'), PULL_SILENT_MS)
+      }
+      this.pulling = pull
+      sub = nc.subscribe(inbox, {
+        callback: (error, m) => {
+          if (this.pulling !== pull) return
+          // The subscription was refused (the connection reports why).
+          if (error !== null) return pull.end('gone')
+          const reply = m.reply
+          if (reply?.startsWith('$JS.ACK.')) {
+            // `$JS.ACK.<stream>.<consumer>.<delivery count>.<stream seq>.<delivery seq>.<ns>.<pending>`
+            // (see `delivery`).
+            const t = reply.split('.')
+            const at = t.length === 9 ? 4 : 6
+            pull.left--
+            // One was lost between: read again after the last sequence in the mirror.
+            if (Number(t[at + 2]) !== this.expected) return pull.end('again')
+            this.expected++
+            this.add(m, Number(t[at + 1]), Number(t[at + 3]), Number(t[at + 4]))
+            return pull.left <= 0 ? pull.end() : alive()
+          }
+          const code = m.headers?.code ?? 0
+          const description = m.headers?.description ?? ''
+          if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
+          if (code === 503 || (code === 409 && /consumer deleted/i.test(description))) return pull.end('gone')
+          // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
+          pull.end()
+        },
+      })
+      const request = { batch: READ_COUNT, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
+      nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.stream}.${consumer}`, JSON.stringify(request), { reply: inbox })
+      alive()
+    })
   }
 
   private endHistory(): void {
@@ -1239,13 +1317,13 @@ class MirrorReader {
     )
   }
 
-  private add(m: JsMsg): void {
+  /** Adds delivery `m`, stream sequence `seq`, stored at `nanos`, `pending` more in the stream after it. */
+  private add(m: Msg, seq: number, nanos: number, pending: number): void {
     if (this.stopped) return
-    const seq = m.seq
     if (seq <= this.last) return
     if (this.waiters.waiting) this.release(seq)
     this.last = seq
-    const at = Math.floor(m.info.timestampNanos / 1e6)
+    const at = Math.floor(nanos / 1e6)
     if (at >= this.oldest) {
       const route = routeOfMsg(m)
       // A refused message (signing) is skipped: counted and reported, never in the mirror.
@@ -1253,7 +1331,7 @@ class MirrorReader {
       if (signing === undefined || signing.accept(m.headers?.get(SIGNATURE) || undefined, this.channel.name, route, m.data, String(seq), at))
         this.writer.live(this.channel.id, at, m.data, route)
     }
-    if (this.history !== undefined && (seq >= this.history.until || m.info.pending === 0)) this.endHistory()
+    if (this.history !== undefined && (seq >= this.history.until || pending === 0)) this.endHistory()
     else if (!this.scheduled) {
       this.scheduled = true
       later(() => {
@@ -1269,13 +1347,13 @@ class MirrorReader {
   }
 
   stop(): void {
+    if (this.stopped) return
     this.stopped = true
-    this.generation++
     this.history?.done()
     this.history = undefined
-    const messages = this.messages
-    this.messages = undefined
-    if (messages !== undefined) void messages.close().catch(() => {})
+    this.wake()
+    this.pulling?.end()
+    this.drop()
   }
 
   async stopAndWait(): Promise<void> {
@@ -1283,6 +1361,14 @@ class MirrorReader {
     this.flush()
     this.stop()
   }
+}
+
+/** One pull of a mirror's reader (see `MirrorReader.pull`). */
+interface MirrorPull {
+  /** How many more it may bring. */
+  left: number
+  /** Ends it (unsubscribed: the server drops it): `over`, or the consumer is to be made again. */
+  end(how?: 'over' | 'again' | 'gone'): void
 }
 
 /**
