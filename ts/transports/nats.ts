@@ -804,12 +804,17 @@ export class NatsDriver implements Driver {
     return this.listening
   }
 
-  /** Subscribes to `address` (nats.js subscribes again after a reconnect); resolves once the server has it. */
+  /**
+   * Subscribes to `address` (nats.js subscribes again after a reconnect); resolves once the server
+   * has it. While the connection is down the server's answer waits, as a publish does, at most
+   * publishTimeoutMs: then TRANSPORT_UNAVAILABLE, and the subscription is dropped (the next
+   * request makes it again).
+   */
   private async listen(address: string): Promise<void> {
     const nc = this.nc
     if (nc === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed', { details: { transport: this.transport } })
     const writer = new IngestWriter()
-    nc.subscribe(this.replySubject(address), {
+    const sub = nc.subscribe(this.replySubject(address), {
       callback: (error, m) => {
         if (error !== null || this.closed) return
         if (this.signing !== undefined && !this.signing.acceptReply(m.headers?.get(SIGNATURE) || undefined, address, m.data)) return
