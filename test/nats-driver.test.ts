@@ -474,6 +474,34 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     expect(got).toEqual([1, 2])
   })
 
+  it('a mirror whose consumer the server lost makes it again after the last message it holds, at once', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    const got: unknown[] = []
+    b.bus.subscribe(ch('lost.mirror'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+    await a.bus.publish(ch('lost.mirror'), 1)
+    await until(() => got.length === 1)
+    // Deleted under its pull: the server tells the pull so (409 Consumer Deleted).
+    const consumers = async () => {
+      const names: string[] = []
+      for await (const c of jsm.consumers.list(stream(ch('lost.mirror')))) names.push(c.name)
+      return names
+    }
+    const [first, ...others] = await consumers()
+    expect(others).toEqual([])
+    await jsm.consumers.delete(stream(ch('lost.mirror')), first!)
+    const at = Date.now()
+    await a.bus.publishBatch([2, 3].map((payload) => ({ channel: ch('lost.mirror'), payload })))
+    await until(() => got.length >= 3)
+    // nats.js's ordered consumer waited for two missed heartbeats (about 5 s) before it looked.
+    expect(Date.now() - at).toBeLessThan(3_000)
+    await sleep(300)
+    expect(got).toEqual([1, 2, 3])
+    // The lost consumer is not left behind: the mirror reads with one.
+    expect(await consumers()).toHaveLength(1)
+  })
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()
