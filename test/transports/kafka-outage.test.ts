@@ -184,6 +184,57 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
     }),
   )
 
+  // The producer's requests waited 30 s for an answer (the client's default), as long as the
+  // default publishTimeoutMs: a produce to a frozen broker was never sent again before its
+  // publishes expired (on a cluster, a new leader would never be tried). The producer's request
+  // timeout is now a third of publishTimeoutMs: 3 s here, so it is sent again at about 3 s.
+  it('a produce to a frozen broker is sent again within publishTimeoutMs, and stored once when the broker wakes', { timeout: 120_000 }, () =>
+    withSpare('kafka-spare', async () => {
+      const prefix = `${RUN}-${ENGINE}-frozen.`
+      const ch = `${prefix}jobs`
+      const { subscribe, unsubscribe } = await import('node:diagnostics_channel')
+      // Produce requests (API key 0) this process sends.
+      let produces = 0
+      const onRequest = (message: unknown) => {
+        if ((message as { apiKey?: number }).apiKey === 0) produces++
+      }
+      const producer = await open(prefix, { publishTimeoutMs: 9_000 })
+      let frozen = false
+      try {
+        await producer.bus.publish(ch, 0)
+        subscribe('tracing:plt:kafka:connections:api:start', onRequest)
+        await signalSpare('kafka-spare', 'SIGSTOP')
+        frozen = true
+        const at = Date.now()
+        const written = producer.bus.publish(ch, 1).then(
+          () => Date.now() - at,
+          (error: unknown) => error,
+        )
+        await new Promise((resolve) => setTimeout(resolve, 4_500))
+        const sent = produces
+        await signalSpare('kafka-spare', 'SIGCONT')
+        frozen = false
+        const ms = await written
+        expect(typeof ms, String(ms)).toBe('number')
+        expect(sent, 'produce requests sent while the broker was frozen for 4.5 s').toBeGreaterThanOrEqual(2)
+        // Every copy carried the same sequence numbers: the broker stored it once.
+        const kafka = await import('@platformatic/kafka')
+        const raw = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [SPARE_URL['kafka-spare']], groupId: `${prefix}raw` })
+        try {
+          const ends = await raw.listOffsets({ topics: [`orrery-ch-${topicPart(ch)}`], timestamp: -1n })
+          expect([...ends.values()][0]![0]).toBe(2n)
+        } finally {
+          await raw.close(true)
+        }
+        console.info(`kafka frozen broker (${ENGINE}): ${sent} produce requests in 4.5 s; the publish resolved ${ms} ms after it was made`)
+      } finally {
+        unsubscribe('tracing:plt:kafka:connections:api:start', onRequest)
+        if (frozen) await signalSpare('kafka-spare', 'SIGCONT')
+        await stop(producer)
+      }
+    }),
+  )
+
   it('shut down while the broker is down: the process has nothing left open', { timeout: 120_000 }, () =>
     withSpare('kafka-spare', async () => {
       const prefix = `${RUN}-${ENGINE}-shut.`

@@ -99,6 +99,11 @@ interface Round {
  */
 export const PRODUCE_BYTES = 1_000_000
 
+/** The producer's request timeout for `publishTimeoutMs`: a third of it, 1 s to 30 s. */
+export function producerRequestTimeout(publishTimeoutMs: number): number {
+  return Math.min(30_000, Math.max(1_000, Math.floor(publishTimeoutMs / 3)))
+}
+
 /** Cuts `entries` into produces of at most PRODUCE_BYTES (one record over it alone), noting each write's last produce in `last`. */
 function cut(entries: readonly Entry[], last: Map<PendingWrite, number>): Produce[] {
   const produces: Produce[] = []
@@ -286,10 +291,17 @@ export class KafkaDriver implements Driver {
     }
   }
 
-  /** An idempotent producer: a new one has a new producer id from its first produce on. */
+  /**
+   * An idempotent producer: a new one has a new producer id from its first produce on. Its
+   * requests wait for an answer a third of publishTimeoutMs (1 to 30 s; the client's own default
+   * is 30 s, as long as the default publishTimeoutMs), so a produce to a broker that is frozen,
+   * not gone, is sent again (as it was) before its publishes expire, and reaches a new leader
+   * once the metadata names one.
+   */
   private makeProducer(): Producer<Buffer, Buffer, Buffer, Buffer> {
     return new this.kafka.Producer({
       ...(this.clientOptions() as object),
+      requestTimeout: producerRequestTimeout(this.config.publishTimeoutMs),
       idempotent: true,
       acks: this.kafka.ProduceAcks.ALL,
       autocreateTopics: false,
