@@ -231,7 +231,9 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
         } finally {
           await raw.close(true)
         }
-        console.info(`kafka frozen broker (${ENGINE}): ${sent} produce requests while frozen for ${frozenMs} ms; the publish resolved ${ms} ms after it was made`)
+        console.info(
+          `kafka frozen broker (${ENGINE}): ${sent} produce requests while frozen for ${frozenMs} ms; the publish resolved ${ms} ms after it was made`,
+        )
       } finally {
         unsubscribe('tracing:plt:kafka:connections:api:start', onRequest)
         if (frozen) await signalSpare('kafka-spare', 'SIGCONT')
