@@ -96,6 +96,32 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
     }
   })
 
+  for (const group of [undefined, 'g'])
+    it(`on Redis, a ${group === undefined ? 'responder' : 'group responder'} whose first reads an outage cuts answers once the server is back, and no raw error reaches it`, async () => {
+      const { o, proxy } = await behindProxy(brokers[0]!)
+      const events: BusEvent[] = []
+      o.bus.events.subscribe((e) => void events.push(e))
+      // Held, then cut: the first reads (a mirror's history and the subscribe's marker; a group's
+      // XGROUP CREATE) are sent and still unanswered when their connection drops.
+      proxy.hold()
+      o.bus.respond<number, number>('q', (r) => r.payload + 1, group === undefined ? {} : { group })
+      await new Promise((r) => setTimeout(r, 300))
+      await proxy.cut()
+      await until(() => events.some((e) => e.type === 'transport-error'), 5_000, 'the outage reported')
+      await new Promise((r) => setTimeout(r, 500))
+      await proxy.restore()
+      await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
+      const reply = await o.bus.request<number>('q', 1, { timeout: 5_000 })
+      expect(reply.payload).toBe(2)
+      expect(events.filter((e) => e.type === 'subscriber-error')).toEqual([])
+      for (const e of events)
+        if (e.type === 'transport-error') {
+          expect(e.error).toBeInstanceOf(OrreryError)
+          expect(e.error.details).toMatchObject({ transport: 'main', outage: true })
+        }
+      expect(events.filter((e) => e.type === 'transport-error')).toHaveLength(1)
+    })
+
   for (const broker of brokers) {
     describe(broker.name, () => {
       it('shutdown while the server is down ends within its bound, closes everything and says what it could not do', async () => {

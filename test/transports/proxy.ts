@@ -11,6 +11,11 @@ export interface TcpProxy {
   readonly address: string
   /** Drops every connection through the proxy and refuses new ones until `restore`. */
   cut(): Promise<void>
+  /**
+   * Holds what clients send (read from no client, so nothing reaches the server) until `cut`: a
+   * command sent meanwhile is on its way, unanswered, when the cut drops its connection.
+   */
+  hold(): void
   /** Accepts connections again on the same port. */
   restore(): Promise<void>
   /** Stops the proxy for good. */
@@ -20,6 +25,13 @@ export interface TcpProxy {
 /** A proxy to `host:port` (a server URL's host and port). */
 export async function proxyTo(host: string, port: number): Promise<TcpProxy> {
   const sockets = new Set<Socket>()
+  /** The client side of each connection, and whether the proxy holds what clients send. */
+  const clients = new Map<Socket, Socket>()
+  let held = false
+  const holdOne = (client: Socket, upstream: Socket): void => {
+    client.unpipe(upstream)
+    client.pause()
+  }
   const make = (): Server =>
     createServer((client) => {
       const upstream = tcpConnect(port, host)
@@ -28,9 +40,14 @@ export async function proxyTo(host: string, port: number): Promise<TcpProxy> {
         s.on('close', () => sockets.delete(s))
         s.on('error', () => {})
       }
-      client.on('close', () => upstream.destroy())
+      client.on('close', () => {
+        clients.delete(client)
+        upstream.destroy()
+      })
       upstream.on('close', () => client.destroy())
+      clients.set(client, upstream)
       client.pipe(upstream).pipe(client)
+      if (held) holdOne(client, upstream)
     })
   const listen = (server: Server, at: number): Promise<number> =>
     new Promise((resolve, reject) => {
@@ -42,6 +59,8 @@ export async function proxyTo(host: string, port: number): Promise<TcpProxy> {
   const stop = async (): Promise<void> => {
     const s = server
     server = undefined
+    held = false
+    clients.clear()
     for (const socket of sockets) socket.destroy()
     sockets.clear()
     if (s !== undefined) await new Promise<void>((resolve) => s.close(() => resolve()))
@@ -49,6 +68,10 @@ export async function proxyTo(host: string, port: number): Promise<TcpProxy> {
   return {
     address: `127.0.0.1:${own}`,
     cut: stop,
+    hold: () => {
+      held = true
+      for (const [client, upstream] of clients) holdOne(client, upstream)
+    },
     restore: async () => {
       if (server !== undefined) return
       server = make()

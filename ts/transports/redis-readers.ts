@@ -134,6 +134,11 @@ export abstract class Reader {
     if (batch !== undefined) this.driver.sinkOf.ingest(batch)
   }
 
+  /** Whether this reader was stopped (what it still reads then ends). */
+  get isStopped(): boolean {
+    return this.stopped
+  }
+
   stop(): void {
     this.stopped = true
     this.conn?.destroy()
@@ -192,30 +197,34 @@ export class MirrorReader extends Reader {
   ) {
     super(driver)
     // Sent now, on the main connection: a publish made after the subscribe is sent after this
-    // read, so it is not history but comes through the blocking read.
+    // read, so it is not history but comes through the blocking read. A dropped connection sends
+    // it again once node-redis has reconnected, as the blocking reads are (what was published
+    // meanwhile may then come as history: the mirror has it once either way).
     const key = driver.keyOf(channel.name)
     const min = Number.isFinite(bound.maxAgeMs) ? `${Math.max(0, Math.floor(Date.now() - bound.maxAgeMs))}-0` : '-'
     const count = limited(bound.maxCount) ? ['COUNT', String(bound.maxCount)] : []
     const sentAt = Date.now()
-    this.ready = driver.command<Entry[]>(['XREVRANGE', key, '+', min, ...count]).then(
-      (entries) => {
-        for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
-        // The newest entry came with the history (or there was none at all): what is read from
-        // here on was appended after the history was asked for. (An empty history bounded by age
-        // says nothing of older entries, which the next read may bring: the first read that ends
-        // the stream tells instead.)
-        if (entries.length > 0 || min === '-') this.emptyAt = sentAt
-        this.ingest()
-        this.release()
-        this.run()
-      },
-      (error: unknown) => {
-        // Cut by this Orrery's own stop: nothing failed, and the bus (closed by then) ends its
-        // subscribers instead of reporting the disconnect as theirs.
-        if (driver.isClosed || this.stopped) return
-        throw error
-      },
-    )
+    this.ready = driver
+      .read<Entry[]>(['XREVRANGE', key, '+', min, ...count], () => this.stopped)
+      .then(
+        (entries) => {
+          for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
+          // The newest entry came with the history (or there was none at all): what is read from
+          // here on was appended after the history was asked for. (An empty history bounded by age
+          // says nothing of older entries, which the next read may bring: the first read that ends
+          // the stream tells instead.)
+          if (entries.length > 0 || min === '-') this.emptyAt = sentAt
+          this.ingest()
+          this.release()
+          this.run()
+        },
+        (error: unknown) => {
+          // Cut by this Orrery's own stop: nothing failed, and the bus (closed by then) ends its
+          // subscribers instead of reporting the disconnect as theirs.
+          if (driver.isClosed || this.stopped) return
+          throw error
+        },
+      )
   }
 
   /**
@@ -383,7 +392,7 @@ export class GroupReader extends Reader {
   async look(): Promise<void> {
     if (this.driver.signing === undefined) return
     const at = Date.now()
-    const newest = await this.driver.command<Entry[]>(['XREVRANGE', this.driver.keyOf(this.group.channel), '+', '-', 'COUNT', '1'])
+    const newest = await this.driver.read<Entry[]>(['XREVRANGE', this.driver.keyOf(this.group.channel), '+', '-', 'COUNT', '1'], () => this.stopped)
     this.opened = { newest: newest[0]?.[0].toString('latin1') ?? '0-0', at }
   }
 

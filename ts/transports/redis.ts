@@ -236,6 +236,23 @@ export class RedisDriver implements Driver {
     return this.main.sendCommand(args, this.options) as Promise<T>
   }
 
+  /**
+   * Sends a read on the main connection, and again after a dropped connection (node-redis holds
+   * it until it has reconnected), until it is answered: an outage is reported by the main
+   * connection, not by what was reading. A server refusal, this transport's close or `stopped`
+   * ends it with that error.
+   */
+  async read<T>(args: ReadonlyArray<string | Buffer>, stopped: () => boolean = () => false): Promise<T> {
+    for (;;) {
+      try {
+        return await this.command<T>(args)
+      } catch (error) {
+        if (this.closed || stopped() || this.isServerError(error)) throw error
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      }
+    }
+  }
+
   /** A new connection: errors are the reconnecting client's own business, so they are only watched. */
   private newConnection(): Connection {
     const { url, username, password, tls, connectTimeoutMs } = this.config
@@ -497,7 +514,8 @@ export class RedisDriver implements Driver {
     // The stream's newest entry as the broker sees it now. Publishes of other Orrery instances
     // of this process made after this call wait for the answer (see `markers`), so they land
     // after it; this instance's own go after it on the same connection.
-    const marker = this.command<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1']).then((entries) =>
+    // Asked again after a dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
+    const marker = this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => reader.isStopped).then((entries) =>
       entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
     )
     const markerKey = `${this.config.url}\u0000${key}`
@@ -607,7 +625,8 @@ export class RedisDriver implements Driver {
     const time = group.start.at === 'time' ? Math.floor(group.start.time) : 0
     const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' || time <= 0 ? '0' : `${time - 1}-18446744073709551615`
     try {
-      await this.command(['XGROUP', 'CREATE', this.key(group.channel), group.name, from ?? start, 'MKSTREAM'])
+      // Sent again after a dropped connection (one that was made before it dropped is BUSYGROUP then).
+      await this.read(['XGROUP', 'CREATE', this.key(group.channel), group.name, from ?? start, 'MKSTREAM'])
     } catch (error) {
       if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error
     }
