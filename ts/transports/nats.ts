@@ -23,6 +23,7 @@ import { IngestWriter, type Route, routeOf } from './records.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import { CatchUps } from './catch-up.js'
 import { Signing } from './signing.js'
+import { Pause } from './pause.js'
 
 export { loadNats, type NatsModules } from './nats-connect.js'
 
@@ -1034,7 +1035,7 @@ interface Marker {
 class MirrorReader {
   readonly ready: Promise<void>
   private stopped = false
-  private waiting: (() => void) | undefined
+  private readonly pause = new Pause()
   /** The pull in flight. */
   private pulling: MirrorPull | undefined
   private readonly writer = new IngestWriter()
@@ -1181,17 +1182,7 @@ class MirrorReader {
         // While the connection is down (a request then would reach the server after its inbox was
         // dropped) the reader waits to be woken.
         if (!driver.isConnected) {
-          // Cleared when woken: a stop must leave no timer keeping the process alive.
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(() => {
-              this.waiting = undefined
-              resolve()
-            }, 1_000)
-            this.waiting = () => {
-              clearTimeout(timer)
-              resolve()
-            }
-          })
+          await this.pause.wait(1_000)
           continue
         }
         if (this.stale || this.consumer === undefined) {
@@ -1222,9 +1213,7 @@ class MirrorReader {
 
   /** The connection is back. */
   wake(): void {
-    const w = this.waiting
-    this.waiting = undefined
-    w?.()
+    this.pause.wake()
   }
 
   /**
@@ -1419,7 +1408,7 @@ let inboxes = 0
 class GroupReader {
   private stopped = false
   private loop: Promise<void> | undefined
-  private waiting: (() => void) | undefined
+  private readonly pause = new Pause()
   /** The pull in flight. */
   private pulling: Pull | undefined
   private readonly writer = new IngestWriter()
@@ -1449,9 +1438,7 @@ class GroupReader {
    * member left or paused) is ended: what they gave back must not come back here.
    */
   wake(): void {
-    const w = this.waiting
-    this.waiting = undefined
-    w?.()
+    this.pause.wake()
     const pull = this.pulling
     if (pull !== undefined && pull.left > 0 && this.driver.sinkOf.groupRoom(this.group.id) < pull.left) pull.end()
   }
@@ -1490,17 +1477,7 @@ class GroupReader {
         // Without room, or while the connection is down (a pull sent then would reach the server
         // after its inbox was dropped), the reader waits to be woken.
         if (room <= 0 || !driver.isConnected) {
-          // Cleared when woken: a stop must leave no timer keeping the process alive.
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(() => {
-              this.waiting = undefined
-              resolve()
-            }, 1_000)
-            this.waiting = () => {
-              clearTimeout(timer)
-              resolve()
-            }
-          })
+          await this.pause.wait(1_000)
           continue
         }
         await this.pull(stream, name, Math.min(room, READ_COUNT))

@@ -9,6 +9,7 @@ import { IngestWriter, type Route, routeOf } from './records.js'
 import { threshold } from './writes.js'
 import type { Connection, RedisDriver } from './redis.js'
 import { CatchUps } from './catch-up.js'
+import { Pause } from './pause.js'
 
 /** Compares two stream entry ids (`<ms>-<seq>`). */
 export function compareIds(a: string, b: string): number {
@@ -277,7 +278,7 @@ export class MirrorReader extends Reader {
 
 /** Reads one group for this process: new entries as room allows, and entries idle past the threshold from any consumer. */
 export class GroupReader extends Reader {
-  private waiting: (() => void) | undefined
+  private readonly pause = new Pause()
   private reclaimTimer: ReturnType<typeof setInterval> | undefined
   private soon: ReturnType<typeof setTimeout> | undefined
   private reclaiming = false
@@ -307,9 +308,7 @@ export class GroupReader extends Reader {
   }
 
   wake(): void {
-    const w = this.waiting
-    this.waiting = undefined
-    w?.()
+    this.pause.wake()
   }
 
   /** Runs the reclaim once `delayMs` passed (a released entry becomes reclaimable then). */
@@ -336,16 +335,7 @@ export class GroupReader extends Reader {
     const room = this.driver.sinkOf.groupRoom(this.group.id) - this.claiming
     if (room <= 0) {
       // Woken when room may have been made; at most a second later anyway.
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          this.waiting = undefined
-          resolve()
-        }, 1_000)
-        this.waiting = () => {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
+      await this.pause.wait(1_000)
       return
     }
     const { name, channel } = this.group
