@@ -68,6 +68,10 @@ export const ERROR_CODES = {
   RUN_CANCELLED: 'a workflow run was cancelled',
   STEP_NOT_REGISTERED: 'a workflow step names a function, mapping or condition nobody registered',
   SIGNAL_UNKNOWN: "a signal name no waitFor of the run's definition waits for",
+  UNAUTHORIZED: 'an HTTP API request carries no bearer token, or one the server does not know',
+  FORBIDDEN: "an HTTP API request's token lacks the scope the route needs (read, write or admin)",
+  NOT_FOUND: 'no HTTP API route, agent, channel, group, namespace, key or run by that name',
+  REQUEST_TOO_LARGE: 'an HTTP API request body is larger, or nested deeper, than the server allows',
 } as const
 
 /** Codes that cross the boundary but never reach users. */
@@ -351,4 +355,4 @@ export const FAILURE_REASONS = {
 } as const
 
 /** The hash of everything above, as the engines report it. */
-export const MANIFEST_HASH = 'c2765b12245120a5'
+export const MANIFEST_HASH = '4144cd7b87c0b72e'

@@ -77,6 +77,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ("RUN_CANCELLED", "a workflow run was cancelled"),
     ("STEP_NOT_REGISTERED", "a workflow step names a function, mapping or condition nobody registered"),
     ("SIGNAL_UNKNOWN", "a signal name no waitFor of the run's definition waits for"),
+    ("UNAUTHORIZED", "an HTTP API request carries no bearer token, or one the server does not know"),
+    ("FORBIDDEN", "an HTTP API request's token lacks the scope the route needs (read, write or admin)"),
+    ("NOT_FOUND", "no HTTP API route, agent, channel, group, namespace, key or run by that name"),
+    ("REQUEST_TOO_LARGE", "an HTTP API request body is larger, or nested deeper, than the server allows"),
 ];
 
 /// Codes that cross the boundary but never reach users: the host acts on them.
