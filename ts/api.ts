@@ -14,6 +14,7 @@ import { Workflows, type WorkflowsOptions } from './workflows/runtime.js'
 import { checkTransports, type Bindings, type TransportOptions } from './transports/config.js'
 import { type ShutdownOutcome, Transports } from './transports/link.js'
 import { inMemoryOnly } from './transports/durable.js'
+import { Control, type ControlOptions } from './control/control.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
@@ -163,6 +164,24 @@ export type { RunStatus } from './workflows/records.js'
 export { runState } from './workflows/state.js'
 export type { HeldSignal, NodeInstanceState, NodeState, NodeStatus, RunState, RunStateMeta } from './workflows/state.js'
 export { IDEMPOTENCY_HEADER } from './workflows/executor.js'
+export { Control, DEFAULT_LIMIT, MAX_LIMIT } from './control/control.js'
+export type { ControlHost, ControlOptions, ControlPublishOptions, NewControlOptions } from './control/control.js'
+export type {
+  AgentView,
+  Base64Payload,
+  ChannelView,
+  ControlEvent,
+  ControlSnapshot,
+  DeadLetterView,
+  DefinitionView,
+  EntryView,
+  GroupView,
+  MessageView,
+  NamespaceView,
+  Overview,
+  RunDetail,
+  RunView,
+} from './control/views.js'
 export type { StepContext, StepFunction } from './workflows/executor.js'
 
 /** Options of {@link Orrery.create}. */
@@ -309,6 +328,21 @@ export class Orrery {
     return wf
   }
 
+  /**
+   * The control surface of this Orrery (docs/http.md): one object answering what the HTTP API,
+   * the dashboard and the CLI ask, in plain JSON values, over its bus and the `mesh`, `workflows`
+   * and `store` given. Closed with the Orrery.
+   */
+  control(options?: ControlOptions): Control {
+    if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
+    const control = new Control({ ...Control.checkOptions(options), orrery: this })
+    this.controls.add(control)
+    return control
+  }
+
+  /** The controls made on this Orrery. */
+  private readonly controls = new Set<Control>()
+
   /** The workflows opened on this Orrery and not closed. */
   private readonly flows = new Set<Workflows>()
 
@@ -389,6 +423,8 @@ export class Orrery {
   private closeAll(): Store<boolean>[] {
     // Its meshes stop first, at once (their agents' unacked work stays queued for redelivery):
     // their heartbeat intervals and timers would otherwise keep the process alive.
+    for (const control of this.controls) control.close()
+    this.controls.clear()
     for (const wf of [...this.flows]) wf.close()
     const meshes = this.meshes
     this.meshes = undefined

@@ -169,6 +169,11 @@ export type BusEvent =
    */
   | { type: 'transport-restored'; transport: string; downMs: number }
 
+/** Orders names by code unit, as `Array.prototype.sort` does by default. */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
 /** What a request handler may return: a payload, or a payload with reply options. */
 export type Reply<R> = R | Promise<R>
 
@@ -797,7 +802,44 @@ export class Bus {
   /** A consumer group on `channel` (created on first use with these options). */
   group<T = unknown>(channel: string, name: string, options: GroupOptions<T> = {}): Group<T> {
     this.assertOpen()
-    return Group.create<T>(this, this.link, channel, name, options, this.remote)
+    const group = Group.create<T>(this, this.link, channel, name, options, this.remote)
+    if (!this.groupHandles.has(group.id)) this.groupHandles.set(group.id, group as Group)
+    return group
+  }
+
+  /** The first handle made of each group (by core id), for `groups()`. */
+  private readonly groupHandles = new Map<number, Group>()
+
+  /**
+   * The channels this bus knows, by name, in name order: every channel it published to, read
+   * from, configured or made a group on, and the dead-letter channel (`<channel>.dead-letter`)
+   * of each that dead-lettered a message.
+   */
+  channels(): string[] {
+    this.assertOpen()
+    const names = new Set(this.channelIds.keys())
+    for (const name of [...names]) {
+      const dead = `${name}.dead-letter`
+      if (!names.has(dead) && this.stats(name).deadLettered > 0) names.add(dead)
+    }
+    return [...names].sort()
+  }
+
+  /** The consumer groups made on this bus and not deleted, one handle each, by channel then name. */
+  groups(): Group[] {
+    this.assertOpen()
+    const live: Group[] = []
+    for (const [id, group] of this.groupHandles) {
+      try {
+        group.stats()
+        live.push(group)
+      } catch (error) {
+        // Deleted (through any handle): the core refuses its id from then on, and ids are never reused.
+        if (!isOrreryError(error, 'UNKNOWN_GROUP')) throw error
+        this.groupHandles.delete(id)
+      }
+    }
+    return live.sort((a, b) => (a.channel === b.channel ? compare(a.name, b.name) : compare(a.channel, b.channel)))
   }
 
   /** A typed channel: `options.schema` validates payloads at publish and at receive, and types the handlers. */

@@ -386,7 +386,25 @@ export class Store<D extends boolean = false> {
   shared<T = unknown>(name: string, options: ReplicatedOptions<T>): Promise<Namespace<T, D>>
   shared<T = unknown>(name: string, options: StrongOptions): Promise<StrongNamespace<T>>
   shared(name: string, options: ReplicatedOptions<unknown> | StrongOptions): Promise<Namespace<unknown, D> | StrongNamespace<unknown>> {
-    return openShared(this.sharedHost(), name, options)
+    return openShared(this.sharedHost(), name, options).then((ns) => {
+      this.sharedModes.set(name, { mode: (options as { consistency?: string }).consistency === 'strong' ? 'strong' : 'replicated', namespace: ns })
+      return ns
+    })
+  }
+
+  /** How each shared namespace opened here is kept, by name. */
+  private readonly sharedModes = new Map<string, { mode: 'replicated' | 'strong'; namespace: Namespace<unknown, D> | StrongNamespace<unknown> }>()
+
+  /**
+   * The namespaces opened on this store (by `namespace` or `shared`), in name order, each with
+   * how it is kept: `local` (this store only), `replicated` or `strong` (see `shared`).
+   */
+  list(): Array<{ name: string; mode: 'local' | 'replicated' | 'strong'; namespace: Namespace<unknown, D> | StrongNamespace<unknown> }> {
+    this.checkOpen()
+    const out = new Map<string, { name: string; mode: 'local' | 'replicated' | 'strong'; namespace: Namespace<unknown, D> | StrongNamespace<unknown> }>()
+    for (const [name, namespace] of this.namespaces) out.set(name, { name, mode: 'local', namespace })
+    for (const [name, shared] of this.sharedModes) out.set(name, { name, ...shared })
+    return [...out.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   }
 
   /**

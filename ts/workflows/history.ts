@@ -310,6 +310,11 @@ export class History {
     return this.ns.put(`def/${definition.name}/${definition.version}`, definition)
   }
 
+  /** Every definition kept, in key order (by name, then version). */
+  definitions(): WorkflowDefinition[] {
+    return this.ns.entries('def/').map((e) => e.value as WorkflowDefinition)
+  }
+
   definition(name: string, version: string): WorkflowDefinition | undefined {
     return this.ns.get(`def/${name}/${version}`)?.value as WorkflowDefinition | undefined
   }

@@ -135,6 +135,10 @@ interface Version {
 
 const RECORD_WORDS = WORKFLOW_LAYOUT.recordWords
 
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
 export class Workflows {
   private readonly steps = new Map<string, RegisteredStep>()
   private readonly mappings = new Map<string, (arg: unknown) => unknown>()
@@ -564,6 +568,18 @@ export class Workflows {
     this.assertOpen()
     text(id, 'id')
     return this.find(id) as WorkflowRun<O> | undefined
+  }
+
+  /**
+   * Every workflow version defined here, given to `start`, or kept in the store, by name then
+   * version: the definitions as JSON data (what a dashboard draws).
+   */
+  definitions(): WorkflowDefinition[] {
+    this.assertOpen()
+    const out = new Map<string, WorkflowDefinition>()
+    for (const definition of this.history.definitions()) out.set(versionKey(definition.name, definition.version), definition)
+    for (const [key, version] of this.versions) if (!out.has(key)) out.set(key, version.compiled.definition)
+    return [...out.values()].sort((a, b) => (a.name === b.name ? compareText(a.version, b.version) : compareText(a.name, b.name)))
   }
 
   /** The runs recorded in the store, by id; `status` and `definition` (a name) filter them. */

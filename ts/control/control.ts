@@ -1,0 +1,634 @@
+/**
+ * `Control`: one object that answers every question the HTTP API, the dashboard and the CLI ask
+ * of a running Orrery (its bus, mesh, workflows and store), and carries out what they steer, in
+ * plain JSON values. Engine-neutral: it runs in Node and in a page alike.
+ */
+import type { Subscription } from 'rxjs'
+
+import type { Mesh } from '../agents/mesh.js'
+import type { PromRegistry } from '../agents/metrics.js'
+import type { AgentInfo, AgentQuery } from '../agents/registry.js'
+import type { Bus } from '../bus/bus.js'
+import type { StartFrom } from '../bus/options.js'
+import { int, intOr, keysOf, oneOf, options as checkOptions, refuse, stringRecord, text } from '../check.js'
+import type { EngineName } from '../engines/backend.js'
+import { isOrreryError, OrreryError } from '../errors.js'
+import type { Priority } from '../frame.js'
+import type { Namespace } from '../store/namespace.js'
+import type { Store } from '../store/store.js'
+import type { StrongNamespace } from '../store/strong.js'
+import { Stream } from '../stream.js'
+import type { WorkflowDefinition } from '../workflows/definition.js'
+import type { WorkflowRun } from '../workflows/handle.js'
+import type { RunStatus } from '../workflows/records.js'
+import type { Workflows } from '../workflows/runtime.js'
+import { CONTROL_GROUP, DeadLetters } from './dead-letters.js'
+import { readLog, tailOf } from './log.js'
+import {
+  messageView,
+  plain,
+  type AgentView,
+  type ChannelView,
+  type ControlEvent,
+  type ControlSnapshot,
+  type DeadLetterView,
+  type DefinitionView,
+  type EntryView,
+  type GroupView,
+  type MessageView,
+  type NamespaceView,
+  type Overview,
+  type RunDetail,
+  type RunView,
+} from './views.js'
+
+/** What a Control needs of its Orrery (an `Orrery` is one). */
+export interface ControlHost {
+  readonly engine: EngineName
+  readonly bus: Bus
+}
+
+/** Options of `orrery.control()`. */
+export interface ControlOptions {
+  /** The mesh whose agents are shown and steered. */
+  mesh?: Mesh
+  /** The workflows whose definitions and runs are shown, started, signalled and cancelled. */
+  workflows?: Workflows
+  /** The store whose namespaces are shown and written. */
+  store?: Store<boolean>
+  /** A prom-client registry, served at `/metrics` by the HTTP API. */
+  metrics?: PromRegistry
+}
+const CONTROL_KEYS = keysOf<ControlOptions>()(['mesh', 'workflows', 'store', 'metrics'])
+
+/** Options of `new Control(...)`: the Orrery, and what `orrery.control()` takes. */
+export interface NewControlOptions extends ControlOptions {
+  orrery: ControlHost
+}
+
+/** Options of {@link Control.publish}. */
+export interface ControlPublishOptions {
+  headers?: Record<string, string>
+  /** Kept as the message's id (and deduplicated on a channel with a dedup window). */
+  key?: string
+  priority?: Priority
+  /** Time to live in ms. */
+  ttl?: number
+}
+const PUBLISH_KEYS = keysOf<ControlPublishOptions>()(['headers', 'key', 'priority', 'ttl'])
+
+/** Listings return at most this many items by default, and never more than {@link MAX_LIMIT}. */
+export const DEFAULT_LIMIT = 100
+export const MAX_LIMIT = 1000
+/** History events a run's detail holds by default, and at most. */
+const DEFAULT_HISTORY = 1000
+const MAX_HISTORY = 10_000
+
+const PRIORITIES: readonly Priority[] = ['low', 'normal', 'high', 'critical']
+const RUN_STATUSES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
+/** How often `events()` looks for runs that changed status, in ms. */
+const RUN_POLL_MS = 1000
+
+function limitOf(value: unknown, fallback = DEFAULT_LIMIT, max = MAX_LIMIT): number {
+  return intOr(value, fallback, 'limit', { min: 0, max })
+}
+
+export class Control {
+  private readonly bus: Bus
+  private readonly engine: EngineName
+  private readonly mesh: Mesh | undefined
+  private readonly workflows: Workflows | undefined
+  private readonly store: Store<boolean> | undefined
+  /** The prom-client registry given, for `/metrics`. */
+  readonly metrics: PromRegistry | undefined
+  private readonly started = Date.now()
+  private readonly dead: DeadLetters
+  /** Transports in an outage now (from the bus's events). */
+  private readonly down = new Set<string>()
+  private readonly watching: Subscription
+  private closed = false
+
+  constructor(options: NewControlOptions) {
+    const o = checkOptions(options, 'options', 'argument', [...CONTROL_KEYS, 'orrery'])
+    const host = o.orrery as ControlHost | undefined
+    if (host === null || typeof host !== 'object' || typeof host.bus !== 'object' || host.bus === null) {
+      refuse('option', 'orrery', host, 'must be an Orrery')
+    }
+    this.bus = host.bus
+    this.engine = host.engine
+    this.mesh = o.mesh
+    this.workflows = o.workflows
+    this.store = o.store
+    this.metrics = o.metrics
+    this.dead = new DeadLetters(this.bus)
+    this.watching = this.bus.events.subscribe((event) => {
+      if (event.type === 'transport-error' && event.error.details['outage'] === true) this.down.add(event.transport)
+      else if (event.type === 'transport-restored') this.down.delete(event.transport)
+    })
+  }
+
+  /** @internal Checks the options of `orrery.control()` (the Orrery adds itself). */
+  static checkOptions(options: ControlOptions | undefined): ControlOptions {
+    return checkOptions(options, 'options', 'argument', CONTROL_KEYS)
+  }
+
+  // ---- health and the whole picture ----
+
+  /** Always `{ ok: true }` while the process answers. */
+  health(): { ok: true } {
+    return { ok: true }
+  }
+
+  /** Ready: the engine open, every transport connected (no outage), the store open. */
+  ready(): { ready: boolean; checks: Record<string, boolean> } {
+    const checks: Record<string, boolean> = { engine: this.isOpen(() => this.bus.lateReplies()), transports: this.down.size === 0 }
+    if (this.store !== undefined) checks['store'] = this.isOpen(() => this.store!.revision)
+    if (this.workflows !== undefined) checks['workflows'] = this.isOpen(() => this.workflows!.list({ status: 'queued' }))
+    return { ready: !this.closed && Object.values(checks).every(Boolean), checks }
+  }
+
+  private isOpen(probe: () => unknown): boolean {
+    try {
+      probe()
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /** Counts of everything. */
+  overview(): Overview {
+    const agents = this.agents()
+    const byHealth: Record<string, number> = {}
+    const byState: Record<string, number> = {}
+    for (const a of agents) {
+      byHealth[a.health] = (byHealth[a.health] ?? 0) + 1
+      byState[a.state] = (byState[a.state] ?? 0) + 1
+    }
+    let runs: Record<RunStatus, number> | undefined
+    if (this.workflows !== undefined) {
+      runs = Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as Record<RunStatus, number>
+      for (const r of this.workflows.list()) runs[r.status]++
+    }
+    return {
+      engine: this.engine,
+      process: this.mesh?.process,
+      uptimeMs: Date.now() - this.started,
+      agents: { total: agents.length, byHealth, byState },
+      channels: this.bus.channels().length,
+      groups: this.groups().length,
+      deadLetters: this.deadLetterCount(),
+      runs,
+    }
+  }
+
+  private deadLetterCount(): number {
+    let n = 0
+    for (const origin of this.dead.origins(this.bus.channels())) n += this.dead.count(origin)
+    return n
+  }
+
+  // ---- agents ----
+
+  private requireMesh(): Mesh {
+    if (this.mesh === undefined)
+      throw new OrreryError('UNSUPPORTED', 'no mesh is attached to this control (orrery.control({ mesh }))', { details: { part: 'mesh' } })
+    return this.mesh
+  }
+
+  /** Every agent the registry knows (this process's and, in a shared mesh, the others'), and this mesh's stopped or crashed ones. */
+  agents(): AgentView[] {
+    if (this.mesh === undefined) return []
+    const out = new Map<string, AgentView>()
+    for (const info of this.mesh.registry.list()) out.set(info.id, this.agentView(info))
+    for (const handle of this.mesh.agents()) {
+      if (out.has(handle.id)) continue
+      out.set(handle.id, {
+        id: handle.id,
+        type: handle.type,
+        state: handle.state,
+        health: 'offline',
+        breaker: 'closed',
+        inFlight: 0,
+        capabilities: [],
+        tags: [],
+        lastBeat: 0,
+        remote: false,
+        process: this.mesh.process,
+      })
+    }
+    return [...out.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  }
+
+  private agentView(info: AgentInfo): AgentView {
+    const local = info.remote ? undefined : this.mesh?.agent(info.id)
+    return {
+      id: info.id,
+      type: info.type,
+      state: local?.state ?? (info.health === 'paused' ? 'paused' : 'running'),
+      health: info.health,
+      breaker: info.breaker,
+      inFlight: info.inFlight,
+      capabilities: info.capabilities.map((c) => ({ name: c.name, version: c.version })),
+      tags: [...info.tags],
+      lastBeat: info.lastBeat,
+      remote: info.remote,
+      process: info.process,
+    }
+  }
+
+  /** One agent; `UNKNOWN_AGENT` if no such agent is known. */
+  agent(id: string): AgentView {
+    text(id, 'id')
+    const found = this.agents().find((a) => a.id === id)
+    if (found === undefined) throw unknownAgent(id)
+    return found
+  }
+
+  /** A running agent of this process, by id. */
+  private local(id: string): NonNullable<ReturnType<Mesh['agent']>> {
+    text(id, 'id')
+    const mesh = this.requireMesh()
+    const handle = mesh.agent(id)
+    if (handle !== undefined) return handle
+    const info = mesh.registry.get(id)
+    if (info?.remote) {
+      throw new OrreryError('UNSUPPORTED', `agent ${JSON.stringify(id)} runs in process ${info.process}: steer it through that process's control`, {
+        details: { agent: id, process: info.process },
+      })
+    }
+    throw unknownAgent(id)
+  }
+
+  /** Pauses an agent (it takes no new work; routed requests wait in its inbox). */
+  async pauseAgent(id: string): Promise<AgentView> {
+    this.local(id)
+    await this.requireMesh().pause(id)
+    return this.agent(id)
+  }
+
+  /** Resumes a paused agent. */
+  async resumeAgent(id: string): Promise<AgentView> {
+    this.local(id)
+    await this.requireMesh().resume(id)
+    return this.agent(id)
+  }
+
+  /** Stops an agent gracefully; its supervisor does not restart it. */
+  async stopAgent(id: string): Promise<AgentView> {
+    this.local(id)
+    await this.requireMesh().stop(id)
+    return this.agent(id)
+  }
+
+  /** Applies configuration values over an agent's (`INVALID_CONFIG` listing every issue, the old one kept). */
+  async reconfigureAgent(id: string, values: Record<string, unknown>): Promise<AgentView> {
+    const handle = this.local(id)
+    checkOptions(values, 'values')
+    await handle.reconfigure(values)
+    return this.agent(id)
+  }
+
+  /** The agents a query finds (as routing would, healthiest first). */
+  discover(query: AgentQuery): AgentView[] {
+    const mesh = this.requireMesh()
+    return mesh.registry.find(query).map((info) => this.agentView(info))
+  }
+
+  // ---- channels ----
+
+  /** Every channel the bus knows, with its counters and binding. */
+  channels(): ChannelView[] {
+    return this.bus.channels().map((name) => this.channelView(name))
+  }
+
+  private channelView(name: string): ChannelView {
+    const binding = this.bus.binding(name)
+    return { name, stats: { ...this.bus.stats(name) }, binding: binding === undefined ? undefined : { transport: binding.transport, kind: binding.kind } }
+  }
+
+  /** One channel; `UNKNOWN_CHANNEL` for a name the bus does not know (nothing is created). */
+  channel(name: string): ChannelView {
+    this.knownChannel(name)
+    return this.channelView(name)
+  }
+
+  private knownChannel(name: string): void {
+    text(name, 'channel', { nonEmpty: true })
+    if (!this.bus.channels().includes(name)) {
+      throw new OrreryError('UNKNOWN_CHANNEL', `no channel ${JSON.stringify(name)} is known to this bus`, { details: { channel: name } })
+    }
+  }
+
+  /** Publishes a message (JSON payload); resolves with its id and seq-less result. */
+  async publish(channel: string, payload: unknown, options: ControlPublishOptions = {}): Promise<{ id: string; published: boolean }> {
+    text(channel, 'channel', { nonEmpty: true })
+    const o = checkOptions(options, 'options', 'argument', PUBLISH_KEYS)
+    const headers = o.headers === undefined ? undefined : stringRecord(o.headers, 'headers')
+    const priority = o.priority === undefined ? undefined : oneOf(o.priority, PRIORITIES, 'priority')
+    const key = o.key === undefined ? undefined : text(o.key, 'key', { nonEmpty: true }, 'option')
+    const ttl = o.ttl === undefined ? undefined : int(o.ttl, 'ttl', { min: 1 })
+    const result = await this.bus.publish(channel, payload, {
+      ...(headers === undefined ? {} : { headers }),
+      ...(priority === undefined ? {} : { priority }),
+      ...(key === undefined ? {} : { id: key }),
+      ...(ttl === undefined ? {} : { ttl }),
+    })
+    return { id: result.id, published: result.published }
+  }
+
+  /** Up to `limit` (default 100, at most 1,000) retained messages from seq `from`, oldest first. */
+  async messages(channel: string, options: { from?: number; limit?: number } = {}): Promise<MessageView[]> {
+    this.knownChannel(channel)
+    const o = checkOptions(options, 'options', 'argument', ['from', 'limit'])
+    const from = o.from === undefined ? undefined : int(o.from, 'from')
+    const limit = limitOf(o.limit)
+    return (await readLog(this.bus, channel, from, limit)).map(messageView)
+  }
+
+  /** The messages of a channel as they come (`latest`: new ones; `earliest`: the retained log first; a seq). */
+  tail(channel: string, options: { from?: 'latest' | 'earliest' | number } = {}): Stream<MessageView> {
+    this.knownChannel(channel)
+    const o = checkOptions(options, 'options', 'argument', ['from'])
+    const from: StartFrom = o.from === undefined || o.from === 'latest' ? 'latest' : o.from === 'earliest' ? 'earliest' : { seq: int(o.from, 'from') }
+    return tailOf(this.bus, channel, from, messageView)
+  }
+
+  // ---- groups and dead letters ----
+
+  /** The bus's consumer groups (but the control's own, which keep dead letters). */
+  groups(): GroupView[] {
+    return this.bus
+      .groups()
+      .filter((g) => g.name !== CONTROL_GROUP)
+      .map((g) => {
+        const stats = { ...g.stats() }
+        return { channel: g.channel, name: g.name, stats, pending: stats.pending }
+      })
+  }
+
+  /** Up to `limit` dead letters of origin `channel` not replayed or discarded, oldest first. */
+  async deadLetters(channel: string, options: { limit?: number } = {}): Promise<DeadLetterView[]> {
+    text(channel, 'channel', { nonEmpty: true })
+    const limit = limitOf(checkOptions(options, 'options', 'argument', ['limit']).limit)
+    return this.dead.list(channel, limit)
+  }
+
+  /** Publishes dead letter `seq` of `channel` again on its origin channel (headers less the dead-letter ones), then settles it. */
+  replayDeadLetter(channel: string, seq: number): Promise<{ id: string }> {
+    text(channel, 'channel', { nonEmpty: true })
+    int(seq, 'seq', {}, 'argument')
+    return this.dead.replay(channel, seq)
+  }
+
+  /** Settles dead letter `seq` of `channel` without publishing it. */
+  async discardDeadLetter(channel: string, seq: number): Promise<{ discarded: true }> {
+    text(channel, 'channel', { nonEmpty: true })
+    int(seq, 'seq', {}, 'argument')
+    await this.dead.discard(channel, seq)
+    return { discarded: true }
+  }
+
+  // ---- store ----
+
+  private requireStore(): Store<boolean> {
+    if (this.store === undefined)
+      throw new OrreryError('UNSUPPORTED', 'no store is attached to this control (orrery.control({ store }))', { details: { part: 'store' } })
+    return this.store
+  }
+
+  /** The namespaces opened on the store. */
+  namespaces(): NamespaceView[] {
+    if (this.store === undefined) return []
+    return this.store.list().map(({ name, mode, namespace }) => ({ name, mode, keys: namespace.keys().length }))
+  }
+
+  private namespaceOf(ns: string): Namespace<unknown, boolean> | StrongNamespace<unknown> {
+    text(ns, 'namespace')
+    const found = this.requireStore()
+      .list()
+      .find((n) => n.name === ns)
+    if (found === undefined) {
+      throw new OrreryError('UNKNOWN_NAMESPACE', `no namespace ${JSON.stringify(ns)} is open on this store`, { details: { namespace: ns } })
+    }
+    return found.namespace
+  }
+
+  /** Up to `limit` entries of a namespace whose keys start with `prefix`, in key order. */
+  entries(ns: string, options: { prefix?: string; limit?: number } = {}): EntryView[] {
+    const o = checkOptions(options, 'options', 'argument', ['prefix', 'limit'])
+    const prefix = o.prefix === undefined ? '' : text(o.prefix, 'prefix', {}, 'option')
+    const limit = limitOf(o.limit)
+    const namespace = this.namespaceOf(ns)
+    const keys = namespace.keys(prefix).slice(0, limit)
+    const out: EntryView[] = []
+    for (const key of keys) {
+      const e = namespace.get(key)
+      if (e !== undefined) out.push(entryView(e))
+    }
+    return out
+  }
+
+  /** One entry; `NOT_FOUND` when the key holds no value. */
+  entry(ns: string, key: string): EntryView {
+    const namespace = this.namespaceOf(ns)
+    text(key, 'key')
+    const e = namespace.get(key)
+    if (e === undefined)
+      throw new OrreryError('NOT_FOUND', `no key ${JSON.stringify(key)} in namespace ${JSON.stringify(ns)}`, { details: { namespace: ns, key } })
+    return entryView(e)
+  }
+
+  /** Writes a value (resolves once acknowledged: on disk for a durable store, by the broker for a strong namespace). */
+  async put(ns: string, key: string, value: unknown): Promise<EntryView> {
+    const namespace = this.namespaceOf(ns)
+    text(key, 'key')
+    await namespace.put(key, value)
+    return this.entry(ns, key)
+  }
+
+  /** Deletes a key; `NOT_FOUND` when it holds no value. */
+  async deleteEntry(ns: string, key: string): Promise<{ deleted: true }> {
+    this.entry(ns, key)
+    await this.namespaceOf(ns).delete(key)
+    return { deleted: true }
+  }
+
+  // ---- workflows ----
+
+  private requireWorkflows(): Workflows {
+    if (this.workflows === undefined)
+      throw new OrreryError('UNSUPPORTED', 'no workflows are attached to this control (orrery.control({ workflows }))', { details: { part: 'workflows' } })
+    return this.workflows
+  }
+
+  /** Every workflow version known. */
+  definitions(): DefinitionView[] {
+    if (this.workflows === undefined) return []
+    return this.workflows.definitions().map((definition) => ({ name: definition.name, version: definition.version, definition }))
+  }
+
+  /** Up to `limit` runs (newest first), filtered by status and workflow name. */
+  runs(options: { status?: RunStatus; definition?: string; limit?: number } = {}): RunView[] {
+    const o = checkOptions(options, 'options', 'argument', ['status', 'definition', 'limit'])
+    const limit = limitOf(o.limit)
+    if (this.workflows === undefined) return []
+    const filter = { ...(o.status === undefined ? {} : { status: o.status }), ...(o.definition === undefined ? {} : { definition: o.definition }) }
+    return this.workflows
+      .list(filter)
+      .sort((a, b) => b.startedAt - a.startedAt || (a.id < b.id ? -1 : 1))
+      .slice(0, limit)
+  }
+
+  private runOf(id: string): WorkflowRun {
+    text(id, 'id')
+    const run = this.requireWorkflows().get(id)
+    if (run === undefined) throw new OrreryError('RUN_NOT_FOUND', `no run ${JSON.stringify(id)} is recorded`, { details: { runId: id } })
+    return run
+  }
+
+  private runInfo(run: WorkflowRun): RunView {
+    const info = this.requireWorkflows()
+      .list({ definition: run.definition.name })
+      .find((r) => r.id === run.id)
+    return (
+      info ?? {
+        id: run.id,
+        definition: run.definition.name,
+        version: run.definition.version,
+        status: run.status(),
+        generation: run.generation,
+        startedAt: Date.now(),
+      }
+    )
+  }
+
+  /** A run with its state, a page of its history (from event `historyFrom`, default 0; at most `historyLimit`, default 1,000) and its definition. */
+  run(id: string, options: { historyFrom?: number; historyLimit?: number } = {}): RunDetail {
+    const o = checkOptions(options, 'options', 'argument', ['historyFrom', 'historyLimit'])
+    const from = intOr(o.historyFrom, 0, 'historyFrom')
+    const limit = limitOf(o.historyLimit, DEFAULT_HISTORY, MAX_HISTORY)
+    const run = this.runOf(id)
+    const history = run.history()
+    const definitionDoc = this.requireWorkflows()
+      .definitions()
+      .find((d) => d.name === run.definition.name && d.version === run.definition.version)
+    return {
+      ...this.runInfo(run),
+      state: plain(run.state()) as RunDetail['state'],
+      history: plain(history.slice(from, from + limit)) as RunDetail['history'],
+      historyTotal: history.length,
+      definitionDoc,
+    }
+  }
+
+  /** Starts a run of the newest version of workflow `definition` (a name), or of a definition given as data. */
+  async startRun(definition: string | WorkflowDefinition, input?: unknown, options: { id?: string } = {}): Promise<RunView> {
+    const wf = this.requireWorkflows()
+    const o = checkOptions(options, 'options', 'argument', ['id'])
+    if (typeof definition === 'string') {
+      text(definition, 'definition', { nonEmpty: true })
+      if (!wf.definitions().some((d) => d.name === definition)) {
+        throw new OrreryError('WORKFLOW_NOT_FOUND', `no workflow ${JSON.stringify(definition)} is defined`, { details: { workflow: definition } })
+      }
+    }
+    const run = await wf.start(definition as string, input, o.id === undefined ? {} : { id: o.id })
+    return this.runInfo(run)
+  }
+
+  /** Sends a signal to a run (taken by its next wait on that name). */
+  async signalRun(id: string, name: string, payload?: unknown): Promise<RunView> {
+    const run = this.runOf(id)
+    text(name, 'name', { nonEmpty: true })
+    await run.signal(name, payload)
+    return this.runInfo(run)
+  }
+
+  /** Cancels a run (completed steps compensated). */
+  async cancelRun(id: string): Promise<RunView> {
+    const run = this.runOf(id)
+    await run.cancel()
+    return this.runInfo(run)
+  }
+
+  // ---- live and offline ----
+
+  /** Mesh events, bus events and run status changes, as they happen. */
+  events(): Stream<ControlEvent> {
+    return new Stream<ControlEvent>({
+      start: (sink) => {
+        const subs: Subscription[] = []
+        if (this.mesh !== undefined)
+          subs.push(this.mesh.events.subscribe((event) => sink.next({ source: 'mesh', at: Date.now(), event: plain(event) as Record<string, unknown> })))
+        subs.push(this.bus.events.subscribe((event) => sink.next({ source: 'bus', at: Date.now(), event: plain(event) as Record<string, unknown> })))
+        let timer: ReturnType<typeof setInterval> | undefined
+        const wf = this.workflows
+        if (wf !== undefined) {
+          const seen = new Map<string, RunStatus>()
+          const look = (report: boolean): void => {
+            let list: RunView[]
+            try {
+              list = wf.list()
+            } catch {
+              return
+            }
+            for (const run of list) {
+              if (seen.get(run.id) === run.status) continue
+              seen.set(run.id, run.status)
+              if (report) sink.next({ source: 'run', at: Date.now(), run })
+            }
+          }
+          look(false)
+          timer = setInterval(() => look(true), RUN_POLL_MS)
+        }
+        return {
+          stop: () => {
+            for (const s of subs) s.unsubscribe()
+            if (timer !== undefined) clearInterval(timer)
+          },
+          setPaused: () => {},
+        }
+      },
+    })
+  }
+
+  /** Everything at once, as plain JSON: what the dashboard opens offline. */
+  async snapshot(): Promise<ControlSnapshot> {
+    const deadLetters: DeadLetterView[] = []
+    for (const origin of this.dead.origins(this.bus.channels())) deadLetters.push(...(await this.dead.list(origin, MAX_LIMIT)))
+    const runs = this.workflows === undefined ? [] : this.workflows.list().map((r) => this.run(r.id, { historyLimit: MAX_HISTORY }))
+    return {
+      at: Date.now(),
+      overview: this.overview(),
+      agents: this.agents(),
+      channels: this.channels(),
+      groups: this.groups(),
+      deadLetters,
+      namespaces: this.namespaces(),
+      definitions: this.definitions(),
+      runs,
+    }
+  }
+
+  /** Stops watching the bus and gives back the dead letters held here. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.watching.unsubscribe()
+    this.dead.close()
+  }
+}
+
+function unknownAgent(id: string): OrreryError {
+  return new OrreryError('UNKNOWN_AGENT', `no agent ${JSON.stringify(id)} is known`, { details: { agent: id } })
+}
+
+function entryView(e: { key: string; value: unknown; version: number; stamp?: unknown }): EntryView {
+  return { key: e.key, value: plain(e.value), version: e.version, ...(e.stamp === undefined ? {} : { stamp: plain(e.stamp) }) }
+}
+
+/** Whether an error means "no such thing" (the HTTP API answers 404). */
+export function isNotFound(error: unknown): boolean {
+  if (!isOrreryError(error)) return false
+  return error.code === 'NOT_FOUND' || error.code.startsWith('UNKNOWN_') || error.code.endsWith('_NOT_FOUND')
+}
