@@ -16,6 +16,8 @@ const notEngineSuite = ['test/browser/**', '**/node_modules/**']
 // (`it.skipIf(IN_BROWSER)` with the reason, test/engine.ts).
 const NODE_ONLY: Record<string, string> = {
   'test/docs.test.ts': 'reads README.md and docs/ from disk (node:fs)',
+  // All but the serve demo (demo.test.ts), which a page can run.
+  'test/cli/!(demo).test.ts': 'the orrery command: node:util parseArgs, node:http servers, child processes serving the API',
   'test/bus-durable.test.ts': 'durable bus channels live on disk; its crash test kills child processes',
   'test/durability.test.ts': 'durable stores live on disk; crash tests kill child processes',
   'test/examples.test.ts': 'runs each example as a Node child process',

@@ -110,10 +110,9 @@ export const fulfilOrder = workflow(
   'fulfil-order',
   sequence(
     step('reserve', { capability: 'reserve@^1' }, { input: '$input', timeoutMs: 5_000 }),
-    parallel(
-      [step('price', { capability: 'price@^1.2' }, { input: '$input.sku', timeoutMs: 5_000 }), step('label', { fn: 'label' }, { input: '$input' })],
-      { id: 'prepare' },
-    ),
+    parallel([step('price', { capability: 'price@^1.2' }, { input: '$input.sku', timeoutMs: 5_000 }), step('label', { fn: 'label' }, { input: '$input' })], {
+      id: 'prepare',
+    }),
     waitFor('approval', 'approve', { timeoutMs: 15 * 60_000 }),
     step('charge', { fn: 'charge' }, { input: { order: '$input', price: '$steps.price' }, compensate: { run: { fn: 'refund' } } }),
     step('ship', { capability: 'ship@^1' }, { input: { order: '$input', label: '$steps.label' }, timeoutMs: 5_000 }),
