@@ -10,11 +10,18 @@ import { peerLines, startPeer, stopPeer } from './test/transports/nats-peer.js'
 // wasm engine in Node, and once more in Debian's chromium with the browser entry (wasm).
 const engineSuite = ['test/**/*.test.ts']
 const notEngineSuite = ['test/browser/**', '**/node_modules/**']
+// Files that run in one engine project only, each with why the engine does not matter to them.
+const ONE_ENGINE: Record<string, string> = {
+  // The pages run the wasm engine themselves; the Node side serves files, or serves a Control over
+  // HTTP whose answers are the same JSON on both engines (test/control*.test.ts checks that on both).
+  'test/dashboard/**': 'the dashboard in chromium: the page is wasm whichever project runs it',
+}
 
 // Files that cannot run in a browser page, each with what it needs from Node. Everything else in
 // the suite runs in chromium; a file that needs Node for a test or two skips just those
 // (`it.skipIf(IN_BROWSER)` with the reason, test/engine.ts).
 const NODE_ONLY: Record<string, string> = {
+  'test/dashboard/**': 'drives Debian\'s chromium from Node (playwright) against the dashboard Vite serves; the page runs its own wasm engine',
   'test/docs.test.ts': 'reads README.md and docs/ from disk (node:fs)',
   // All but the serve demo (demo.test.ts), which a page can run.
   'test/cli/!(demo).test.ts': 'the orrery command: node:util parseArgs, node:http servers, child processes serving the API',
@@ -61,7 +68,7 @@ export default defineConfig({
     globalSetup: ['test/transports/global-setup.ts'],
     projects: [
       { extends: true, test: { name: 'native', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'native' }, execArgv: NODE_EXEC_ARGV } },
-      { extends: true, test: { name: 'wasm', include: engineSuite, exclude: notEngineSuite, env: { ORRERY_ENGINE: 'wasm' }, execArgv: NODE_EXEC_ARGV } },
+      { extends: true, test: { name: 'wasm', include: engineSuite, exclude: [...notEngineSuite, ...Object.keys(ONE_ENGINE)], env: { ORRERY_ENGINE: 'wasm' }, execArgv: NODE_EXEC_ARGV } },
       {
         extends: true,
         plugins: [browserEntryForTests],

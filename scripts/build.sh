@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds Orrery: the native engine (napi-rs), the wasm engine (cargo + wasm-bindgen CLI, the `web`
 # target: browsers fetch the .wasm beside the glue, Node reads it from disk and passes the bytes),
-# and the TypeScript package. Each step is skipped when its output is newer than its inputs, so a
-# second run takes seconds.
-#   bash scripts/build.sh [native|wasm|ts]...   (default: all three)
+# the TypeScript package, and the dashboard (Vite: dist/dashboard/). Each step is skipped when its
+# output is newer than its inputs, so a second run takes seconds.
+#   bash scripts/build.sh [native|wasm|ts|dashboard]...   (default: all four)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -57,18 +57,32 @@ build_ts() {
   while IFS= read -r -d '' out; do
     local base="${out#dist/}"; base="${base%.js}"
     [ -f "ts/$base.ts" ] || rm -f "$out" "$out.map" "dist/$base.d.ts" "dist/$base.d.ts.map"
-  done < <(find dist -name '*.js' -print0)
+  done < <(find dist -path dist/dashboard -prune -o -name '*.js' -print0)
   find dist -mindepth 1 -type d -empty -delete
   touch dist/node.js
 }
 
+# The web app (dashboard/, docs/dashboard.md) bundles the package's browser entry and the wasm
+# engine (its demo runs in the page), so both are inputs.
+build_dashboard() {
+  local out=dist/dashboard/index.html
+  if up_to_date "$out" dashboard ts package.json bindings/wasm/pkg/web; then
+    echo "dashboard: up to date"; return
+  fi
+  vite build --config dashboard/vite.config.ts
+  touch "$out"
+  printf 'dashboard: %s bytes (%s gzip) of JavaScript and CSS\n' \
+    "$(cat dist/dashboard/assets/*.js dist/dashboard/assets/*.css | wc -c)" "$(cat dist/dashboard/assets/*.js dist/dashboard/assets/*.css | gzip -9 | wc -c)"
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(native wasm ts)
+[ ${#targets[@]} -gt 0 ] || targets=(native wasm ts dashboard)
 for t in "${targets[@]}"; do
   case "$t" in
     native) build_native ;;
     wasm) build_wasm ;;
     ts) build_ts ;;
-    *) echo "unknown build target $t (native|wasm|ts)" >&2; exit 2 ;;
+    dashboard) build_dashboard ;;
+    *) echo "unknown build target $t (native|wasm|ts|dashboard)" >&2; exit 2 ;;
   esac
 done

@@ -31,8 +31,8 @@ phase_start "cargo fmt --check, clippy -D warnings"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 phase_end
-phase_start "typecheck (package, tests, examples), API reference"
-tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json
+phase_start "typecheck (package, tests, examples, dashboard), API reference"
+tsc -p tsconfig.test.json; tsc -p tsconfig.examples.json; tsc -p dashboard/tsconfig.json
 # The API reference builds from the types with no warning (a broken doc link or an unexported
 # public type fails the run), into docs/api (git-ignored).
 typedoc --treatWarningsAsErrors --logLevel Warn
