@@ -15,6 +15,7 @@ import { checkTransports, type Bindings, type TransportOptions } from './transpo
 import { type ShutdownOutcome, Transports } from './transports/link.js'
 import { inMemoryOnly } from './transports/durable.js'
 import { Control, type ControlOptions } from './control/control.js'
+import { Tracing, type TracingOptions } from './observe/tracing.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
@@ -182,6 +183,17 @@ export type {
   RunDetail,
   RunView,
 } from './control/views.js'
+export type {
+  OtelApi,
+  OtelAttributes,
+  OtelAttributeValue,
+  OtelContext,
+  OtelSpan,
+  OtelSpanContext,
+  OtelSpanOptions,
+  OtelTracer,
+  TracingOptions,
+} from './observe/tracing.js'
 export type { StepContext, StepFunction } from './workflows/executor.js'
 
 /** Options of {@link Orrery.create}. */
@@ -199,10 +211,16 @@ export interface OrreryOptions {
   transports?: Readonly<Record<string, TransportOptions>>
   /** Which channels go through which transport: exact names, or prefixes ending in `*` (`{ 'jobs.*': 'main' }`). */
   bindings?: Bindings
+  /**
+   * OpenTelemetry traces (docs/observability.md): `true` loads `@opentelemetry/api` and traces
+   * on its global tracer provider; `{ api?, tracer? }` gives the module or the tracer. Off by
+   * default; asked for without the package, `create` fails with UNSUPPORTED.
+   */
+  tracing?: boolean | TracingOptions
 }
 
 const ENGINES: readonly EngineName[] = ['native', 'wasm']
-const CREATE_KEYS = keysOf<OrreryOptions>()(['engine', 'maxMessageBytes', 'clock', 'transports', 'bindings'])
+const CREATE_KEYS = keysOf<OrreryOptions>()(['engine', 'maxMessageBytes', 'clock', 'transports', 'bindings', 'tracing'])
 
 type EngineLoader = (requested: EngineName | undefined) => Promise<Backend>
 let loader: EngineLoader | undefined
@@ -257,6 +275,8 @@ export class Orrery {
     readonly backend: Backend,
     readonly bus: Bus,
     private readonly clock: () => number = Date.now,
+    /** Its tracing, handed to the workflows it opens (its bus, groups and meshes reach it through the bus). */
+    private readonly tracing: Tracing | undefined = undefined,
   ) {}
 
   /**
@@ -323,6 +343,7 @@ export class Orrery {
       options,
       () => this.openStore(),
       (w) => this.flows.delete(w),
+      this.tracing,
     )
     this.flows.add(wf)
     return wf
@@ -354,13 +375,14 @@ export class Orrery {
     const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')
     // Checked before anything loads or connects.
     const transports = checkTransports(o.transports, o.bindings)
+    const tracing = await Tracing.open(o.tracing)
     const backend = await loadBackend(engine)
     // Refused before any broker is connected: an unreachable one must not hide this.
     const durable = transports?.transports.find((t) => t.kind === 'durable')
     if (durable !== undefined && backend.name === 'wasm') throw inMemoryOnly(durable.name)
     const remote = transports === undefined ? undefined : await Transports.open(transports)
     try {
-      return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote), clock)
+      return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote, tracing), clock, tracing)
     } catch (error) {
       remote?.close()
       throw error

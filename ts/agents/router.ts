@@ -7,7 +7,7 @@
  * returned at once, and do not count against the breaker.
  */
 import { ROUTE_REFUSED, type RouteRefusal } from '../engines/backend.js'
-import type { Bus } from '../bus/bus.js'
+import { runnerLink, type Bus } from '../bus/bus.js'
 import { checkEnvelope, PUBLISH_KEYS, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
@@ -24,6 +24,7 @@ import {
   type Strategy,
 } from './registry.js'
 import { CAPABILITY_HEADER } from './runner.js'
+import type { RouteTrace, Tracing } from '../observe/tracing.js'
 
 /** The fields of a routed request's options, and of a routed message's: any other is refused. */
 const ROUTE_KEYS: readonly string[] = [...PUBLISH_KEYS.filter((k) => k !== 'recipient'), 'tags', 'strategy', 'timeout', 'retries', 'backoff', 'fallback']
@@ -85,12 +86,16 @@ export class Router {
   private closed = false
   /** Where a refused route leaves its retry time, read at once. */
   private readonly refused: RouteRefusal = { retryAt: 0 }
+  /** The Orrery's tracing, if it was asked for: each routed request is a `route` span. */
+  private readonly tracing: Tracing | undefined
 
   constructor(
     private readonly bus: Bus,
     private readonly registry: Registry,
     private readonly report: (event: RouteEvent) => void,
-  ) {}
+  ) {
+    this.tracing = runnerLink(bus).tracing
+  }
 
   private capabilityHeaders(capability: string, extra: Readonly<Record<string, string>> | undefined): Record<string, string> {
     if (extra) return { ...extra, [CAPABILITY_HEADER]: capability }
@@ -160,6 +165,11 @@ export class Router {
     const [name] = splitCapability(capability)
     const publish: PublishOptions & { timeout: number } =
       given === undefined ? this.plainPublish(name) : { ...options, headers: this.capabilityHeaders(name, options.headers), timeout: options.timeout ?? 5_000 }
+    const tracing = this.tracing
+    if (tracing !== undefined)
+      return tracing.route(capability, (trace) =>
+        this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined, '', query, trace),
+      )
     return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined, '', query)
   }
 
@@ -201,6 +211,7 @@ export class Router {
     lastError: OrreryError | undefined,
     lastAgent = '',
     query: AgentQuery = capability,
+    trace?: RouteTrace,
   ): Promise<Message<R>> {
     const registry = this.registry
     const core = registry.core
@@ -208,15 +219,16 @@ export class Router {
     if (agent < 0) {
       if (exclude.length > 0) {
         // Every candidate failed this round: back off, then try them all again.
-        return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!, lastAgent)
+        return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!, lastAgent, trace)
       }
       return Promise.reject(lastError ?? this.refusal(agent, query))
     }
     const target = registry.byCoreHandle(agent)!
+    trace?.attempt(target.id, tries + 1)
     let request: Promise<Message<R>>
     try {
       // The options were checked once, in `check`: not again for each attempt.
-      request = this.bus.requestChecked<R>(target.inbox, payload, publish, publish.timeout)
+      request = this.bus.requestChecked<R>(target.inbox, payload, publish, publish.timeout, trace?.context)
     } catch (error) {
       this.finish(agent, NO_VERDICT)
       return Promise.reject(error)
@@ -238,9 +250,11 @@ export class Router {
         this.finish(agent, permanent || limited ? NO_VERDICT : FAILURE)
         const retries = options.retries ?? 2
         if (permanent || tries >= retries) return Promise.reject(this.final(e, tries + 1, target.id))
-        if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e, target.id)
-        this.report({ type: 'fallback', agent: target.id, capability, attempt: tries + 1, error: e.message })
-        return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, [...exclude, agent], e, target.id)
+        if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e, target.id, trace)
+        const fallback = { type: 'fallback', agent: target.id, capability, attempt: tries + 1, error: e.message } as const
+        this.report(fallback)
+        trace?.note(fallback)
+        return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, [...exclude, agent], e, target.id, query, trace)
       },
     )
   }
@@ -255,11 +269,14 @@ export class Router {
     tries: number,
     lastError: OrreryError,
     agent: string,
+    trace: RouteTrace | undefined,
   ): Promise<Message<R>> {
     const retries = options.retries ?? 2
     if (tries > retries) return Promise.reject(lastError)
     const delay = this.registry.backoff(options.backoff, tries, RETRY_BACKOFF)
-    this.report({ type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay })
+    const retry = { type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay } as const
+    this.report(retry)
+    trace?.note(retry)
     return new Promise<void>((resolve, reject) => {
       if (this.closed) return reject(new OrreryError('CLOSED', 'this mesh is shut down'))
       const timer = setTimeout(() => {
@@ -267,7 +284,7 @@ export class Router {
         resolve()
       }, delay)
       this.waits.set(timer, reject)
-    }).then(() => this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent))
+    }).then(() => this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent, undefined, trace))
   }
 
   /**

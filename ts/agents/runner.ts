@@ -19,6 +19,7 @@ import { RETRY_BACKOFF, type BackoffOptions, type Health, type Registry } from '
 import { validate } from '../schema.js'
 import { frameHeader } from '../frame.js'
 import type { MeshCore } from '../engines/backend.js'
+import { headerIds, type OtelSpan } from '../observe/tracing.js'
 
 /** A token-bucket limit. */
 export interface RateLimit {
@@ -100,6 +101,8 @@ class Job implements HandlerContext {
   private controller: AbortController | undefined
   private abortedWith: { reason: unknown } | undefined
   private logger: Logger | undefined
+  /** Its span, when the Orrery traces (ended once, by the first outcome). */
+  span: OtelSpan | undefined = undefined
 
   constructor(
     private readonly runner: AgentRunner,
@@ -120,9 +123,10 @@ class Job implements HandlerContext {
 
   get log(): Logger {
     if (!this.logger) {
-      const headers = this.delivery.message.headers
-      const traceId = headers['trace-id'] ?? headers['traceparent']?.split('-')[1]
-      this.logger = traceId ? this.runner.agent.log.child({ traceId }) : this.runner.agent.log
+      // The handler's own span where the Orrery traces, else what the message's headers carry.
+      const tracing = this.runner.host.bus.tracing
+      const ids = this.span !== undefined && tracing !== undefined ? tracing.ids(this.span) : headerIds(this.delivery.message.headers)
+      this.logger = ids ? this.runner.agent.log.child(ids) : this.runner.agent.log
     }
     return this.logger
   }
@@ -371,10 +375,16 @@ export class AgentRunner {
     this.deadlines.push(job)
     if (this.deadlineTimer === undefined) this.armDeadline()
     let result: unknown
+    const tracing = this.host.bus.tracing
     try {
       const message = job.delivery.message
       const payload = entry.schema ? validate(entry.schema, message.payload, `agent ${this.id} (${job.key})`) : message.payload
-      result = payload instanceof Promise ? payload.then((p) => entry.run(p, job)) : entry.run(payload, job)
+      if (tracing === undefined) result = payload instanceof Promise ? payload.then((p) => entry.run(p, job)) : entry.run(payload, job)
+      else {
+        const span = tracing.handler(this.id, this.agent.type, job.key, message, job.attempt)
+        job.span = span
+        result = tracing.inSpan(span, () => (payload instanceof Promise ? payload.then((p) => entry.run(p, job)) : entry.run(payload, job)))
+      }
     } catch (error) {
       return this.failed(job, error)
     }
@@ -462,7 +472,17 @@ export class AgentRunner {
     return true
   }
 
+  /** Ends a job's span (once: a timeout may race its handler), failed with `error` if given. */
+  private endSpan(job: Job, error?: { error: unknown }): void {
+    const span = job.span
+    if (span === undefined) return
+    job.span = undefined
+    if (error === undefined) span.end()
+    else this.host.bus.tracing!.failed(span, error.error)
+  }
+
   private succeeded(job: Job, result: unknown): void {
+    this.endSpan(job)
     if (!this.finish(job)) return
     this.host.metrics.handled(this.id, this.agent.type, job.key, (this.host.now() - job.started) / 1000)
     // Settled inline, not through `settle`: a closure per handled message showed in the profile.
@@ -492,6 +512,7 @@ export class AgentRunner {
   }
 
   private failed(job: Job, error: unknown): void {
+    this.endSpan(job, { error })
     if (!this.finish(job)) return
     const { host, agent } = this
     const retry = this.options.retry
@@ -650,6 +671,7 @@ export class AgentRunner {
       const job = deadlines[i]!
       if (job.finished) continue
       job.finished = true
+      this.endSpan(job, { error })
       job.abort(error)
     }
     this.running = 0

@@ -53,6 +53,7 @@ import { DeadlineTimer } from '../timer.js'
 import { Topic, type TopicOptions } from './topic.js'
 import type { Started } from '../stream.js'
 import type { BoundChannel, ChannelBinding, RefusalReport, ShutdownOutcome, Transports } from '../transports/link.js'
+import type { OtelContext, Tracing } from '../observe/tracing.js'
 
 /** One item of a batch publish. */
 export interface BatchItem {
@@ -291,8 +292,8 @@ export class Bus {
   private engineFailed = false
 
   /** @internal */
-  static create(core: BusCore, now: () => number, remote?: Transports): Bus {
-    return new Bus(core, now, remote)
+  static create(core: BusCore, now: () => number, remote?: Transports, tracing?: Tracing): Bus {
+    return new Bus(core, now, remote, tracing)
   }
 
   private constructor(
@@ -300,8 +301,11 @@ export class Bus {
     readonly now: () => number,
     /** The transports channels may be bound to: undefined for an Orrery made without them, whose paths then skip every check. */
     private readonly remote: Transports | undefined = undefined,
+    /** Spans and trace context for what goes through this bus (`Orrery.create({ tracing })`): undefined without, and then the paths test only this. */
+    private readonly tracing: Tracing | undefined = undefined,
   ) {
     this.events = this.eventSubject.asObservable()
+    if (tracing !== undefined && remote !== undefined) tracing.system = (channel) => remote.binding(this.channelId(channel))?.kind ?? 'orrery'
     remote?.attach({
       core,
       now,
@@ -329,6 +333,7 @@ export class Bus {
       roomMade: () => this.roomMade(),
       scheduleFlush: () => this.scheduleFlush(),
       noteDeadline: () => this.noteDeadline(),
+      tracing,
     }
     runnerLinks.set(this, {
       group: (channel, name, options) => this.group(channel, name, options),
@@ -336,6 +341,7 @@ export class Bus {
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
       // A shared mesh binds its channels at run time.
       transports: remote,
+      tracing,
     })
   }
 
@@ -409,6 +415,12 @@ export class Bus {
     } catch (err) {
       return Promise.reject(err)
     }
+    if (this.tracing !== undefined) return this.tracing.publish(items, (traced) => this.publishChecked(traced as BatchItem[]))
+    return this.publishChecked(items)
+  }
+
+  /** Publishes a batch whose items were checked. */
+  private publishChecked(items: ReadonlyArray<BatchItem>): Promise<Published> {
     // The common case settles at once; only a full blocking consumer takes the waiting path, and
     // while publishes to a channel wait, later ones to that channel queue behind them to keep
     // its order (a batch queues if any of its channels waits).
@@ -578,11 +590,14 @@ export class Bus {
       const id = this.core.subscribe(this.channelId(channel), mode, value, buffer, overflow)
       const untrack = this.track(sink)
       const schema = options.schema
+      const tracing = this.tracing
       this.addConsumer(id, channel, (seq, _attempt, frame) => {
         const message = new FrameMessage<T>(channel, seq, frame)
-        if (!schema) return sink.next(message)
+        if (!schema) return tracing === undefined ? sink.next(message) : tracing.deliver(message, undefined, sink, message)
         this.validated(schema, message, (ok) => {
-          if (ok) sink.next(message)
+          if (!ok) return
+          if (tracing === undefined) sink.next(message)
+          else tracing.deliver(message, undefined, sink, message)
         })
       })
       return {
@@ -730,9 +745,14 @@ export class Bus {
       const id = this.core.subscribe(this.channelId(channel), START_MODES.latest, 0, buffer, overflow)
       feed = { id, sinks }
       this.sharedFeeds.set(key, feed)
+      const tracing = this.tracing
       this.addConsumer(id, channel, (seq, _attempt, frame) => {
         const message = new FrameMessage(channel, seq, frame)
-        for (const [each, from] of sinks) if (seq >= from) each.next(message)
+        for (const [each, from] of sinks) {
+          if (seq < from) continue
+          if (tracing === undefined) each.next(message)
+          else tracing.deliver(message, undefined, each, message)
+        }
       })
     }
     const joined = feed
@@ -885,7 +905,13 @@ export class Bus {
    * @internal A request whose options (the envelope and `timeout`) its caller checked already:
    * routing checks a call's options once, not again for each attempt.
    */
-  requestChecked<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
+  requestChecked<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number, parent?: OtelContext): Promise<Message<R>> {
+    if (this.tracing !== undefined)
+      return this.tracing.request(channel, options, parent, (traced) => this.requestUntraced<R>(channel, payload, traced as PublishOptions, timeout))
+    return this.requestUntraced<R>(channel, payload, options, timeout)
+  }
+
+  private requestUntraced<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
     if (this.remote !== undefined) {
       try {
         this.assertOpen()
@@ -974,10 +1000,11 @@ export class Bus {
     const codec = checked.codec as CodecName | undefined
     // No closures per request: a synchronous handler replies inside the same flush (no microtask
     // hop), and only a Promise result takes a `then` pair.
+    const tracing = this.tracing
     const answer = (message: FrameMessage<T>): Promise<void> | void => {
       let result: Reply<R>
       try {
-        result = handler(message)
+        result = tracing === undefined ? handler(message) : tracing.respond(message, () => handler(message))
       } catch (error) {
         return this.answerFailed(channel, message, error)
       }

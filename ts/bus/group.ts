@@ -25,6 +25,7 @@ import type { Subscriber } from 'rxjs'
 import { Stream } from '../stream.js'
 import type { GroupStart } from '../transports/driver.js'
 import type { Transports } from '../transports/link.js'
+import type { Tracing } from '../observe/tracing.js'
 
 /** Options of a consumer group, fixed when the group is first created. */
 export interface GroupOptions<T = unknown> {
@@ -69,6 +70,9 @@ export class Group<T = unknown> {
   /** Set when the channel is bound to a transport: the group is then read from the broker. */
   private readonly remote: Transports | undefined
 
+  /** @internal The Orrery's tracing, if it was asked for (deliveries' spans end when they are settled). */
+  readonly tracing: Tracing | undefined
+
   /** @internal */
   static create<T>(bus: Bus, link: BusLink, channel: string, name: string, options: GroupOptions<T>, remote?: Transports): Group<T> {
     return new Group<T>(bus, link, channel, name, options, remote)
@@ -88,6 +92,7 @@ export class Group<T = unknown> {
     transports: Transports | undefined,
   ) {
     this.link = link
+    this.tracing = link.tracing
     link.assertOpen()
     options = this.options = checkOptions(options, 'options', 'argument', GROUP_KEYS)
     const { mode, value, buffer, overflow } = consumerOptions(options)
@@ -121,6 +126,7 @@ export class Group<T = unknown> {
     let latest = -1
     const link = this.link
     const schema = this.options.schema
+    const tracing = this.tracing
     const stream = new Stream<Delivery<T>>({
       unhandled: (error) => link.subscriberFailed(this.channel, error, this.name),
       start: (sink) => {
@@ -136,10 +142,11 @@ export class Group<T = unknown> {
           link.noteDeadline() // the delivery started a lease
           const message = new FrameMessage<T>(this.channel, seq, frame)
           const delivery = new GroupDelivery(this, id, message, attempt, link.core.epoch)
-          if (!schema) return sink.next(delivery)
+          if (!schema) return tracing === undefined ? sink.next(delivery) : tracing.deliver(message, this.name, sink, delivery)
           link.validated(schema, message, (ok, error) => {
-            if (ok) sink.next(delivery)
-            else delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
+            if (!ok) delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
+            else if (tracing === undefined) sink.next(delivery)
+            else tracing.deliver(message, this.name, sink, delivery)
           })
         })
         return {
@@ -363,6 +370,7 @@ class GroupDelivery<T> implements Delivery<T> {
     group.assertOpen()
     this.settleOnce('ack')
     group.ack(this.member, this.message.seq, this.token, this.drainedIn)
+    if (group.tracing !== undefined) group.tracing.settled(this.message, group.name, 'ack')
   }
 
   nack(options: { delay?: number; deadLetter?: string } = {}): void {
@@ -373,6 +381,7 @@ class GroupDelivery<T> implements Delivery<T> {
     this.group.assertOpen()
     this.settleOnce('nack')
     this.group.nack(this.member, this.message.seq, this.token, deadLetter === undefined ? { delay } : { delay, deadLetter })
+    if (this.group.tracing !== undefined) this.group.tracing.settled(this.message, this.group.name, 'nack', deadLetter)
   }
 
   private settleOnce(what: string): void {

@@ -10,6 +10,7 @@ import type { OrreryError } from '../errors.js'
 import type { StandardSchemaV1 } from '../schema.js'
 import type { Subscriber } from 'rxjs'
 import type { FrameMessage, Message } from './message.js'
+import type { Tracing } from '../observe/tracing.js'
 
 /** What a consumer's records are routed to: one call per delivered frame. */
 export type RecordHandler = (seq: number, attempt: number, frame: Uint8Array) => void
@@ -42,6 +43,8 @@ export interface BusLink {
   scheduleFlush(): void
   /** A deadline earlier than the armed timer may exist now (a lease, a delayed nack). */
   noteDeadline(): void
+  /** The Orrery's tracing, if it was asked for. */
+  readonly tracing: Tracing | undefined
 }
 
 /** The bus as the agent runner sees it, besides its public calls. */
@@ -49,4 +52,6 @@ export interface RunnerLink {
   /** Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
   answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void
   setConsumerPaused(id: number, paused: boolean): void
+  /** The Orrery's tracing, if it was asked for: handlers run in spans of their own. */
+  readonly tracing: Tracing | undefined
 }

@@ -24,6 +24,7 @@ import {
   type History,
   type WorkflowEvent,
 } from './history.js'
+import type { Tracing } from '../observe/tracing.js'
 import { endRecord, generationKey, purgeEarlier, putRecord, withoutQueue, type RunRecord, type RunStatus } from './records.js'
 import { buildInput } from './refs.js'
 
@@ -46,6 +47,8 @@ export interface RunHost {
   release(handle: number): void
   /** The run recorded events for its subscribers: {@link Run.deliver} them once the core is drained. */
   deliver(run: Run): void
+  /** The Orrery's tracing, if it was asked for: runs and steps are spans. */
+  readonly tracing: Tracing | undefined
 }
 
 /** A write's acknowledgement: its version, or a Promise of it on a durable store. */
@@ -143,6 +146,7 @@ export class Run {
     if (this.replaying) return
     event[1] = ++this.seq
     this.host.history.append(this.id, event)
+    if (this.host.tracing !== undefined) this.host.tracing.workflowEvent(this, event)
     if (this.subject) {
       // Handed to subscribers once the core is drained: one that calls back into the workflows
       // (closes them, signals, cancels) never finds a run halfway through a record.
@@ -546,8 +550,12 @@ export class Run {
     const parent = this.compiled.parent[node]!
     const owner = parent >= 0 ? this.compiled.nodes[parent] : undefined
     const call = owner?.kind === 'scatterGather' ? { agent: String(data.item), node: owner } : undefined
-    void this.host.executor
-      .run(def, input, context, call)
+    const tracing = this.host.tracing
+    const step = tracing?.stepContext(this, token)
+    // Under its span where the Orrery traces: what the step calls (a capability's request) is its child.
+    void (
+      step === undefined ? this.host.executor.run(def, input, context, call) : tracing!.within(step, () => this.host.executor.run(def, input, context, call))
+    )
       .then((outcome) => this.complete(token, outcome))
       .catch((error: unknown) => this.host.failed(`run ${this.id}: the outcome of step ${def.id} could not be recorded`, error))
   }
@@ -741,6 +749,7 @@ export class Run {
   /** Abandons the run (its Workflows closes): attempts are aborted, waiters hear CLOSED. */
   abandon(): void {
     if (FINAL_STATUSES.has(this.status as never)) return
+    this.host.tracing?.workflowAbandoned(this)
     for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('CLOSED', 'the workflows are closed'))
     this.attempts.clear()
     this.completing = true

@@ -20,6 +20,7 @@ import { currentEvents, deleteRecord, purgeEarlier, putFirstRecord, putLimit, re
 import { WorkflowRun } from './handle.js'
 import { runId } from './ids.js'
 import { Run, type RunHost } from './run.js'
+import type { Tracing } from '../observe/tracing.js'
 import { canonicalJson } from './version.js'
 
 /**
@@ -175,6 +176,7 @@ export class Workflows {
     given: WorkflowsOptions | undefined,
     openStore: () => Store<boolean>,
     onClose?: (wf: Workflows) => void,
+    tracing?: Tracing,
   ): Workflows {
     const options = checkOptions(given, 'options', 'argument', WORKFLOWS_KEYS)
     const namespace = options.namespace === undefined ? 'orrery.workflows' : text(options.namespace, 'namespace', { nonEmpty: true }, 'option')
@@ -185,7 +187,7 @@ export class Workflows {
     const core = backend.createWorkflows()
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
     const history = new History(store.namespace(namespace, { codec: 'msgpack' }), store.durable, store.maxValueBytes)
-    const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose)
+    const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose, tracing)
     if (options.resume !== false) wf.restore()
     return wf
   }
@@ -198,6 +200,7 @@ export class Workflows {
     private readonly store: Store<boolean>,
     private readonly ownStore: Store<boolean> | undefined,
     private readonly onClose: ((wf: Workflows) => void) | undefined,
+    tracing: Tracing | undefined,
   ) {
     const executorHost: ExecutorHost = {
       steps: this.steps,
@@ -228,6 +231,7 @@ export class Workflows {
         this.core.release(handle)
       },
       deliver: (run) => this.toDeliver.add(run),
+      tracing,
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
   }
