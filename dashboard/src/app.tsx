@@ -49,7 +49,7 @@ export function App({
         </button>
       </header>
       <main>
-        {tab === 'overview' && <OverviewView hub={hub} />}
+        {tab === 'overview' && <OverviewView hub={hub} now={now} />}
         {tab === 'agents' && <AgentsView hub={hub} now={now} />}
         {tab === 'channels' && <ChannelsView hub={hub} />}
         {tab === 'dead letters' && <DeadLettersView hub={hub} />}

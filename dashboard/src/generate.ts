@@ -61,7 +61,7 @@ function detail(definition: WorkflowDefinition, id: string, history: WorkflowEve
     startedAt: first,
     ...(running ? {} : { finishedAt: last }),
   }
-  return { ...meta, generation: 1, state: runState(definition, meta, history), history, definitionDoc: definition }
+  return { ...meta, generation: 1, state: runState(definition, meta, history), history, historyTotal: history.length, definitionDoc: definition }
 }
 
 export function generateSnapshot(sizes: { agents: number; events: number }, at = Date.UTC(2026, 0, 1)): ControlSnapshot {
@@ -96,7 +96,12 @@ export function generateSnapshot(sizes: { agents: number; events: number }, at =
     seq: n + 1,
     id: `dl-${n}`,
     at: at - 1000 * n,
-    headers: { 'orrery-dead-reason': 'max-deliveries' },
+    headers: {
+      'x-orrery-dead-letter-reason': 'max-deliveries',
+      'x-orrery-deliveries': '5',
+      'x-orrery-origin-channel': 'tasks',
+      'x-orrery-origin-seq': String(100 + n),
+    },
     payload: { task: n, text: `task ${n} kept failing` },
     reason: 'max-deliveries',
     deliveries: 5,

@@ -4,6 +4,7 @@
  * `{ error: { code, message } }` thrown as a ControlError.
  */
 import { type ControlClient, ControlError, type Unsubscribe } from './client.js'
+import { wholeRun } from './run-pages.js'
 import { readSse } from './sse.js'
 import type {
   AgentView,
@@ -83,7 +84,7 @@ export function httpClient(baseUrl: string, token?: string): ControlClient {
     entries: (ns, o = {}) => get<EntryView[]>(`/v1/namespaces/${enc(ns)}/entries`, { prefix: o.prefix, limit: o.limit }),
     definitions: () => get<DefinitionView[]>('/v1/workflows'),
     runs: (f = {}) => get<RunView[]>('/v1/runs', { status: f.status, definition: f.definition, limit: f.limit }),
-    run: (id) => get<RunDetail>(`/v1/runs/${enc(id)}`),
+    run: (id) => wholeRun((from, limit) => get<RunDetail>(`/v1/runs/${enc(id)}`, { historyFrom: from, historyLimit: limit })),
     signalRun: (id, name, payload) => post(`/v1/runs/${enc(id)}/signal`, { name, payload }),
     cancelRun: (id) => post(`/v1/runs/${enc(id)}/cancel`),
     events: (onEvent, onError) => stream<ControlEvent>('/v1/events', {}, onEvent, onError),

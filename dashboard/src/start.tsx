@@ -18,6 +18,11 @@ async function openSnapshotText(text: string, source: string): Promise<Opened> {
   return { client: snapshotClient(snapshot, source), at: snapshot.at }
 }
 
+async function openDemo(): Promise<Opened> {
+  const { startDemo } = await import('./demo.js')
+  return { client: await startDemo() }
+}
+
 async function openGenerated(spec: string): Promise<Opened> {
   const [agents = 10_000, events = 50_000] = spec.split(',').map((n) => Number(n) || undefined)
   const { generateSnapshot } = await import('./generate.js')
@@ -62,6 +67,7 @@ export function Start({
     const generate = params.get('generate')
     if (snapshot) open(`snapshot ${snapshot}`, async () => openSnapshotText(await (await fetch(snapshot)).text(), snapshot))
     else if (generate !== null) open('a generated snapshot', () => openGenerated(generate))
+    else if (params.has('demo')) open('the demo', openDemo)
     else if (params.has('api')) open(`the API at ${api || location.origin}`, () => openApi(api, token))
   }, [])
   const readFile = (file: File) => open(file.name, async () => openSnapshotText(await file.text(), file.name))
@@ -123,6 +129,13 @@ export function Start({
           />
           <button type="button" disabled={busy !== undefined} onClick={() => open('a generated snapshot', () => openGenerated('10000,50000'))}>
             or a generated one: 10,000 agents, a 50,000-event run
+          </button>
+        </div>
+        <div class="choice">
+          <h2>Play</h2>
+          <p>with a mesh in this page: an Orrery on the wasm engine, a few agents and workflows, live.</p>
+          <button type="button" data-testid="demo" disabled={busy !== undefined} onClick={() => open('the demo', openDemo)}>
+            start the demo
           </button>
         </div>
       </div>

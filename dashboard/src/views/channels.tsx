@@ -153,13 +153,13 @@ export function ChannelsView({ hub }: { hub: LiveHub }) {
           </tbody>
         </table>
       </Panel>
-      {tailOf && <Tail hub={hub} channel={tailOf} />}
+      {tailOf && <Tail hub={hub} channel={tailOf} nextSeq={channels.data?.find((c) => c.name === tailOf)?.stats.nextSeq ?? 0} />}
     </div>
   )
 }
 
 /** A channel's messages as they come (from the last 50 retained), batched per animation frame. */
-function Tail({ hub, channel }: { hub: LiveHub; channel: string }) {
+function Tail({ hub, channel, nextSeq }: { hub: LiveHub; channel: string; nextSeq: number }) {
   const [rows, setRows] = useState<MessageView[]>([])
   const [selected, setSelected] = useState<MessageView>()
   useEffect(() => {
@@ -180,7 +180,8 @@ function Tail({ hub, channel }: { hub: LiveHub; channel: string }) {
       },
       { from: 'latest' },
     )
-    void hub.client.messages(channel, { limit: 50 }).then((old) => {
+    // The last 50 retained before the tail began (a log may hold fewer: it starts at the first kept).
+    void hub.client.messages(channel, { from: Math.max(0, nextSeq - 50), limit: 50 }).then((old) => {
       kept = [...old].reverse().concat(kept).slice(0, TAIL_KEEP)
       setRows(kept)
     })
@@ -188,6 +189,7 @@ function Tail({ hub, channel }: { hub: LiveHub; channel: string }) {
       stop()
       if (frame) cancelAnimationFrame(frame)
     }
+    // Opened once per channel: later counters do not restart the tail.
   }, [hub, channel])
   return (
     <Panel title={`Tail of ${channel} (newest first, last ${TAIL_KEEP})`}>

@@ -38,7 +38,7 @@ export function DeadLettersView({ hub }: { hub: LiveHub }) {
 
 function Letters({ hub, channel }: { hub: LiveHub; channel: string }) {
   const client = hub.client
-  const { data, error, reload } = useLive(hub, () => client.deadLetters(channel, { limit: 10_000 }), [channel])
+  const { data, error, reload } = useLive(hub, () => client.deadLetters(channel, { limit: 1000 }), [channel])
   const [selected, setSelected] = useState<number>()
   const rows = data ?? []
   const letter = rows.find((d) => d.seq === selected) ?? rows[0]

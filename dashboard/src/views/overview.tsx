@@ -2,7 +2,7 @@ import type { LiveHub } from '../live.js'
 import { useLive } from '../live.js'
 import { Badge, duration, Panel, Problem, time } from '../ui.js'
 
-export function OverviewView({ hub }: { hub: LiveHub }) {
+export function OverviewView({ hub, now }: { hub: LiveHub; now: () => number }) {
   const { data, error } = useLive(hub, () => hub.client.overview(), [])
   return (
     <div class="overview">
@@ -27,7 +27,9 @@ export function OverviewView({ hub }: { hub: LiveHub }) {
             </Panel>
             <Panel title="Runs by status">{data.runs ? <Counts counts={data.runs} /> : <p class="muted">no workflows attached</p>}</Panel>
           </div>
-          <p class="muted">as of {time(Date.now())}</p>
+          <p class="muted">
+            {hub.client.readOnly ? 'snapshot taken' : 'as of'} {time(now())}
+          </p>
         </>
       )}
     </div>

@@ -14,7 +14,7 @@ const FINAL = new Set<RunStatus>(['completed', 'failed', 'cancelled', 'compensat
 export function RunsView({ hub, initial }: { hub: LiveHub; initial?: string | undefined }) {
   const client = hub.client
   const [status, setStatus] = useState<RunStatus>()
-  const runs = useLive(hub, () => client.runs(status ? { status } : {}), [status])
+  const runs = useLive(hub, () => client.runs({ ...(status ? { status } : {}), limit: 1000 }), [status])
   const [chosen, setChosen] = useState<string | undefined>(initial)
   const list = useMemo(() => [...(runs.data ?? [])].sort((a, b) => b.startedAt - a.startedAt), [runs.data])
   const id = chosen ?? list[0]?.id
@@ -62,7 +62,8 @@ export function RunsView({ hub, initial }: { hub: LiveHub; initial?: string | un
 
 /** The meta a fold of the first `k` events reads: running until its run-finished event. */
 function stateAt(run: RunDetail, k: number): RunState {
-  if (k >= run.history.length) return run.state
+  // Without its definition (no longer kept) a run is shown as it is now.
+  if (k >= run.history.length || run.definitionDoc === undefined) return run.state
   const events = run.history.slice(0, k)
   let finished: WorkflowEvent | undefined
   for (let i = events.length - 1; i >= 0; i--) {
@@ -85,7 +86,18 @@ function stateAt(run: RunDetail, k: number): RunState {
 
 function Run({ hub, id }: { hub: LiveHub; id: string }) {
   const client = hub.client
-  const { data: run, error, reload } = useLive(hub, () => client.run(id), [id])
+  // An ended run changes no more: its history (maybe 50,000 events) is read once.
+  const ended = useRef<RunDetail | undefined>(undefined)
+  const {
+    data: run,
+    error,
+    reload,
+  } = useLive(hub, async () => {
+    if (ended.current) return ended.current
+    const detail = await client.run(id)
+    if (FINAL.has(detail.status)) ended.current = detail
+    return detail
+  }, [id])
   // The cursor: how many events the state shown folds; undefined follows the live end.
   const [cursor, setCursor] = useState<number>()
   const [shown, setShown] = useState<number>()
@@ -129,6 +141,7 @@ function Run({ hub, id }: { hub: LiveHub; id: string }) {
         <div class="travel">
           <label for="travel">
             history {at.toLocaleString('en')} / {length.toLocaleString('en')} events · {duration(tAt - t0)} in
+            {run.historyTotal > length && ` (the first ${length.toLocaleString('en')} of ${run.historyTotal.toLocaleString('en')} kept)`}
           </label>
           <input
             id="travel"
@@ -155,7 +168,13 @@ function Run({ hub, id }: { hub: LiveHub; id: string }) {
       </Panel>
       <div class="columns run-body">
         <Panel title="Definition">
-          <RunGraph definition={run.definitionDoc} state={state} picked={picked} onPick={setPicked} />
+          {run.definitionDoc ? (
+            <RunGraph definition={run.definitionDoc} state={state} picked={picked} onPick={setPicked} />
+          ) : (
+            <p class="muted">
+              its definition ({run.definition}@{run.version}) is no longer kept: the history alone is shown
+            </p>
+          )}
           {node && (
             <div class="detail">
               <h3>

@@ -29,7 +29,7 @@ export function StoreView({ hub }: { hub: LiveHub }) {
 
 function Entries({ hub, ns }: { hub: LiveHub; ns: string }) {
   const [prefix, setPrefix] = useState('')
-  const { data, error } = useLive(hub, () => hub.client.entries(ns, { ...(prefix ? { prefix } : {}), limit: 10_000 }), [ns, prefix])
+  const { data, error } = useLive(hub, () => hub.client.entries(ns, { ...(prefix ? { prefix } : {}), limit: 1000 }), [ns, prefix])
   const [selected, setSelected] = useState<string>()
   const rows = data ?? []
   const entry = rows.find((e) => e.key === selected) ?? rows[0]
