@@ -30,6 +30,7 @@ const NODE_ONLY: Record<string, string> = {
   'test/examples.test.ts': 'runs each example as a Node child process',
   'test/inspect.test.ts': "how objects print through Node's util.inspect (node:util)",
   'test/leak.test.ts': 'a child process with --expose-gc measures memory',
+  'test/metrics.test.ts': "prom-client, which needs Node's modules (the Node entry alone loads it), and the Grafana board read from disk",
   'test/node-loader.test.ts': "Node's engine loader: the N-API addon, files on disk, process.emitWarning",
   'test/observability.test.ts': 'pino writing to a node:stream, and prom-client, which the Node entry alone loads',
   'test/poisoned-engine.test.ts': 'a child process whose engine is poisoned must still exit',

@@ -16,6 +16,9 @@ import { type ShutdownOutcome, Transports } from './transports/link.js'
 import { inMemoryOnly } from './transports/durable.js'
 import { Control, type ControlOptions } from './control/control.js'
 import { Tracing, type TracingOptions } from './observe/tracing.js'
+import { checkMetrics, Metrics, type MetricsOptions } from './observe/metrics.js'
+import { observeBus, observeMesh, observeWorkflows } from './observe/attach.js'
+import type { PromRegistry } from './observe/prom.js'
 
 export { Bus, Published, PublishResult } from './bus/bus.js'
 export type { BatchItem, BusEvent, Reply } from './bus/bus.js'
@@ -57,7 +60,8 @@ export type { ConfigSources } from './agents/config.js'
 export { Mesh } from './agents/mesh.js'
 export type { AgentFactory, AgentHandle, MeshEvent, MeshOptions, SpawnOptions } from './agents/mesh.js'
 export type { AutoscaleEvent, AutoscaleOptions, Autoscaler } from './agents/autoscale.js'
-export type { PromRegistry } from './agents/metrics.js'
+export type { PromRegistry } from './observe/prom.js'
+export type { MetricsOptions } from './observe/metrics.js'
 export { Registry } from './agents/registry.js'
 export type {
   AgentInfo,
@@ -217,10 +221,16 @@ export interface OrreryOptions {
    * default; asked for without the package, `create` fails with UNSUPPORTED.
    */
   tracing?: boolean | TracingOptions
+  /**
+   * A prom-client Registry (Node) to fill with the metrics of this Orrery's bus, groups and
+   * transports, and of the meshes and workflows opened on it (docs/observability.md); or
+   * `{ registry, maxChannels }` to cap how many channels are labelled by name (default 200).
+   */
+  metrics?: PromRegistry | MetricsOptions
 }
 
 const ENGINES: readonly EngineName[] = ['native', 'wasm']
-const CREATE_KEYS = keysOf<OrreryOptions>()(['engine', 'maxMessageBytes', 'clock', 'transports', 'bindings', 'tracing'])
+const CREATE_KEYS = keysOf<OrreryOptions>()(['engine', 'maxMessageBytes', 'clock', 'transports', 'bindings', 'tracing', 'metrics'])
 
 type EngineLoader = (requested: EngineName | undefined) => Promise<Backend>
 let loader: EngineLoader | undefined
@@ -317,7 +327,18 @@ export class Orrery {
    */
   async mesh(options?: MeshOptions): Promise<Mesh> {
     if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
-    const mesh = await Mesh.create(this.backend, this.bus, this.clock, options, (m) => this.meshes?.delete(m))
+    // The Orrery's registry, unless the mesh is given its own.
+    const inherited = this.observed?.registry
+    const own = options === undefined || (typeof options === 'object' && options !== null && options.metrics === undefined)
+    const meshOptions = inherited !== undefined && own ? { ...options, metrics: inherited } : options
+    let unobserve: (() => void) | undefined
+    const mesh = await Mesh.create(this.backend, this.bus, this.clock, meshOptions, (m) => {
+      this.meshes?.delete(m)
+      unobserve?.()
+    })
+    // Its options were checked by `Mesh.create`, which declared its agents' metrics in the registry.
+    const registry = meshOptions?.metrics
+    if (registry !== undefined) unobserve = observeMesh(await Metrics.for(registry), mesh)
     // Closed while the mesh was made (its metrics load asynchronously): it stops at once.
     if (this.meshes === undefined) {
       mesh.close()
@@ -337,14 +358,19 @@ export class Orrery {
    */
   async workflows(options?: WorkflowsOptions): Promise<Workflows> {
     if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
+    let unobserve: (() => void) | undefined
     const wf = Workflows.open(
       this.backend,
       this.clock,
       options,
       () => this.openStore(),
-      (w) => this.flows.delete(w),
+      (w) => {
+        this.flows.delete(w)
+        unobserve?.()
+      },
       this.tracing,
     )
+    if (this.observed !== undefined) unobserve = observeWorkflows(this.observed.metrics, wf)
     this.flows.add(wf)
     return wf
   }
@@ -367,6 +393,9 @@ export class Orrery {
   /** The workflows opened on this Orrery and not closed. */
   private readonly flows = new Set<Workflows>()
 
+  /** Its metrics (`metrics` given to `create`) until it closes. */
+  private observed: { readonly registry: PromRegistry; readonly metrics: Metrics; readonly release: () => void } | undefined
+
   /** Loads the engine (once per process) and starts an Orrery on a new core. */
   static async create(options: OrreryOptions = {}): Promise<Orrery> {
     const o = checkOptions(options, 'options', 'argument', CREATE_KEYS)
@@ -375,14 +404,22 @@ export class Orrery {
     const clock = o.clock === undefined ? Date.now : callable<() => number>(o.clock, 'clock', 'option')
     // Checked before anything loads or connects.
     const transports = checkTransports(o.transports, o.bindings)
+    const observe = checkMetrics(o.metrics)
     const tracing = await Tracing.open(o.tracing)
     const backend = await loadBackend(engine)
+    // Loaded before any broker is connected: without prom-client (a page) nothing opens.
+    const metrics = observe === undefined ? undefined : await Metrics.for(observe.registry)
     // Refused before any broker is connected: an unreachable one must not hide this.
     const durable = transports?.transports.find((t) => t.kind === 'durable')
     if (durable !== undefined && backend.name === 'wasm') throw inMemoryOnly(durable.name)
     const remote = transports === undefined ? undefined : await Transports.open(transports)
     try {
-      return new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote, tracing), clock, tracing)
+      const orrery = new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote, tracing), clock, tracing)
+      if (observe !== undefined && metrics !== undefined) {
+        const bound = (transports?.transports ?? []).map(({ name, kind }) => ({ name, kind }))
+        orrery.observed = { registry: observe.registry, metrics, release: observeBus(metrics, orrery.bus, bound, observe.maxChannels) }
+      }
+      return orrery
     } catch (error) {
       remote?.close()
       throw error
@@ -418,7 +455,14 @@ export class Orrery {
    */
   close(): void {
     for (const store of this.closeAll()) store.close()
+    this.unobserve()
     this.bus.close()
+  }
+
+  /** Its bus leaves its registry's scrapes (a closed bus has no stats to read). */
+  private unobserve(): void {
+    this.observed?.release()
+    this.observed = undefined
   }
 
   /**
@@ -438,6 +482,7 @@ export class Orrery {
     // While the bus still carries them: a failure is reported on the store's events.
     await Promise.allSettled(stores.map((store) => store.flushed()))
     for (const store of stores) store.close()
+    this.unobserve()
     return this.bus.shutdown()
   }
 

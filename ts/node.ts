@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 
 import { useEngineLoader } from './api.js'
 import { useFileReader } from './agents/config.js'
-import { usePromClient, type PromClient } from './agents/metrics.js'
+import { usePromClient, type PromClient } from './observe/prom.js'
 import { nodeEngineLoader } from './node-loader.js'
 
 export * from './api.js'
@@ -26,7 +26,7 @@ const load = nodeEngineLoader({
 })
 
 useFileReader((path) => readFile(path, 'utf8'))
-// prom-client is an optional peer dependency: loaded only when a mesh is given a registry.
+// prom-client is an optional peer dependency: loaded only when an Orrery or a mesh is given a registry.
 usePromClient(async () => (await import('prom-client')) as unknown as PromClient)
 
 useEngineLoader((requested) => load(requested, process.env['ORRERY_ENGINE']))

@@ -41,6 +41,7 @@ import {
   eventStream,
   MAX_AGENT_ID,
   Registry,
+  splitCapability,
   type BreakerOptions,
   type CapabilitySpec,
   type LivenessOptions,
@@ -575,8 +576,24 @@ export class Mesh {
    * (suggesting similar names), `CIRCUIT_OPEN`, `BULKHEAD_FULL`, `TIMEOUT` or `HANDLER_ERROR`.
    */
   request<R = unknown>(capability: string, payload: unknown, options?: RouteOptions): Promise<Message<R>> {
-    return this.router.request<R>(capability, payload, options)
+    if (this.timing === undefined) return this.router.request<R>(capability, payload, options)
+    const timing = this.timing
+    const started = performance.now()
+    const name = typeof capability === 'string' ? splitCapability(capability)[0] : ''
+    return this.router.request<R>(capability, payload, options).then(
+      (reply) => {
+        timing(name, started, undefined)
+        return reply
+      },
+      (error: unknown) => {
+        timing(name, started, error)
+        throw error
+      },
+    )
   }
+
+  /** @internal Set while the Orrery's metrics time routed requests: a capability's name, when it began (`performance.now()`), its error. */
+  timing: ((capability: string, started: number, error: unknown) => void) | undefined
 
   /**
    * Sends a message (no reply) to one agent offering `capability`: it is queued in that agent's

@@ -4,43 +4,9 @@
  * backlog and lag of autoscaled types, labelled by type. The mesh
  * loads prom-client only when metrics are asked for (the Node entry provides the loader).
  */
-import { OrreryError } from '../errors.js'
+import { promClient, type PromCounter, type PromGauge, type PromHistogram, type PromRegistry } from '../observe/prom.js'
 
-/** The slice of prom-client the mesh uses. */
-export interface PromClient {
-  Counter: new (config: {
-    name: string
-    help: string
-    labelNames: readonly string[]
-    registers: unknown[]
-  }) => { inc(labels: Record<string, string>, value?: number): void }
-  Histogram: new (config: {
-    name: string
-    help: string
-    labelNames: readonly string[]
-    registers: unknown[]
-    buckets?: number[]
-  }) => { observe(labels: Record<string, string>, value: number): void }
-  Gauge: new (config: {
-    name: string
-    help: string
-    labelNames: readonly string[]
-    registers: unknown[]
-  }) => { set(labels: Record<string, string>, value: number): void; remove(labels: Record<string, string>): void }
-}
-
-/** A prom-client `Registry`, as the user passes it. */
-export interface PromRegistry {
-  getSingleMetric(name: string): unknown
-}
-
-type ClientLoader = () => Promise<PromClient>
-let loadClient: ClientLoader | undefined
-
-/** @internal Called by the Node entry. */
-export function usePromClient(loader: ClientLoader): void {
-  loadClient = loader
-}
+export type { PromRegistry } from '../observe/prom.js'
 
 /** What agents record. */
 export interface AgentMetrics {
@@ -67,12 +33,11 @@ const NAMES = {
 
 /** Metrics in `registry` (reusing Orrery's metrics already there, so two meshes can share it). */
 export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics> {
-  if (!loadClient) throw new OrreryError('UNSUPPORTED', 'prom-client metrics are available in Node only')
-  const prom = await loadClient()
+  const prom = await promClient()
   const registers = [registry]
   const existing = <T>(name: string): T | undefined => registry.getSingleMetric(name) as T | undefined
   const handled =
-    existing<InstanceType<PromClient['Counter']>>(NAMES.handled) ??
+    existing<PromCounter>(NAMES.handled) ??
     new prom.Counter({
       name: NAMES.handled,
       help: 'Messages and requests an agent handled successfully',
@@ -80,7 +45,7 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
       registers,
     })
   const failed =
-    existing<InstanceType<PromClient['Counter']>>(NAMES.failed) ??
+    existing<PromCounter>(NAMES.failed) ??
     new prom.Counter({
       name: NAMES.failed,
       help: 'Handler failures by kind (transient, permanent, fatal, rate-limited)',
@@ -88,7 +53,7 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
       registers,
     })
   const latency =
-    existing<InstanceType<PromClient['Histogram']>>(NAMES.latency) ??
+    existing<PromHistogram>(NAMES.latency) ??
     new prom.Histogram({
       name: NAMES.latency,
       help: 'Handler duration in seconds',
@@ -97,10 +62,9 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
       buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
     })
   const inFlight =
-    existing<InstanceType<PromClient['Gauge']>>(NAMES.inFlight) ??
-    new prom.Gauge({ name: NAMES.inFlight, help: 'Handlers running now', labelNames: ['agent', 'type'], registers })
+    existing<PromGauge>(NAMES.inFlight) ?? new prom.Gauge({ name: NAMES.inFlight, help: 'Handlers running now', labelNames: ['agent', 'type'], registers })
   const backlog =
-    existing<InstanceType<PromClient['Gauge']>>(NAMES.backlog) ??
+    existing<PromGauge>(NAMES.backlog) ??
     new prom.Gauge({
       name: NAMES.backlog,
       help: "Messages waiting in or taken from an autoscaled type's inboxes and not yet acked",
@@ -108,7 +72,7 @@ export async function promMetrics(registry: PromRegistry): Promise<AgentMetrics>
       registers,
     })
   const lag =
-    existing<InstanceType<PromClient['Gauge']>>(NAMES.lag) ??
+    existing<PromGauge>(NAMES.lag) ??
     new prom.Gauge({ name: NAMES.lag, help: "An autoscaled type's inbox backlog per replica in routing", labelNames: ['type'], registers })
   return {
     handled(agent, type, capability, seconds) {

@@ -898,8 +898,23 @@ export class Bus {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.requestChecked<R>(channel, payload, options, timeout)
+    if (this.timing === undefined) return this.requestChecked<R>(channel, payload, options, timeout)
+    const timing = this.timing
+    const started = performance.now()
+    return this.requestChecked<R>(channel, payload, options, timeout).then(
+      (reply) => {
+        timing(channel, started, undefined)
+        return reply
+      },
+      (error: unknown) => {
+        timing(channel, started, error)
+        throw error
+      },
+    )
   }
+
+  /** @internal Set while the Orrery's metrics time requests: the channel, when it began (`performance.now()`), its error. */
+  timing: ((channel: string, started: number, error: unknown) => void) | undefined
 
   /**
    * @internal A request whose options (the envelope and `timeout`) its caller checked already:

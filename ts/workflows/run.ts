@@ -49,6 +49,8 @@ export interface RunHost {
   deliver(run: Run): void
   /** The Orrery's tracing, if it was asked for: runs and steps are spans. */
   readonly tracing: Tracing | undefined
+  /** Set while metrics time steps: a step attempt ended (`outcome` ok, transient or permanent). */
+  stepTimed: ((workflow: string, step: string, outcome: string, seconds: number) => void) | undefined
 }
 
 /** A write's acknowledgement: its version, or a Promise of it on a durable store. */
@@ -68,6 +70,8 @@ interface Attempt {
   readonly compensation: boolean
   /** Made when the attempt is executed (not while replaying). */
   context: AttemptContext | undefined
+  /** When it was executed (`performance.now()`, for its duration: finer than the host clock's ms). */
+  readonly started: number
 }
 
 /** @internal A run in progress (see {@link WorkflowRun} for its public handle). */
@@ -339,6 +343,7 @@ export class Run {
     const node = this.compiled.nodes[attempt.node]!
     const now = this.host.now()
     const name = outcome.ok ? 'ok' : outcome.permanent ? 'permanent' : 'transient'
+    if (this.host.stepTimed !== undefined) this.host.stepTimed(this.meta.definition, node.id, name, (performance.now() - attempt.started) / 1000)
     this.record([
       EVENT['step-completed'],
       0,
@@ -526,7 +531,7 @@ export class Run {
   private execute(token: number, node: number, scope: number, attempt: number, compensation: boolean, compensated: number): void {
     // Executing already: a timer fired on resume started it, then `outstanding` named it again.
     if (this.attempts.get(token)?.context !== undefined) return
-    const entry: Attempt = { node, scope, attempt, compensation, context: undefined }
+    const entry: Attempt = { node, scope, attempt, compensation, context: undefined, started: performance.now() }
     this.attempts = put(this.attempts, token, entry)
     if (this.replaying) return
     const def = this.compiled.nodes[node]!

@@ -232,6 +232,7 @@ export class Workflows {
       },
       deliver: (run) => this.toDeliver.add(run),
       tracing,
+      stepTimed: undefined,
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
   }
@@ -731,6 +732,11 @@ export class Workflows {
       // an engine that failed): reported, and no timer is armed again.
       this.failed('a workflow timer failed', error)
     }
+  }
+
+  /** @internal Times every step attempt's end into `timer` (the Orrery's metrics), or no more with undefined. */
+  timeSteps(timer: RunHost['stepTimed']): void {
+    this.host.stepTimed = timer
   }
 
   /** Work no caller waits for failed: printed (thrown, it would end the process). */
