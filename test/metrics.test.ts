@@ -260,6 +260,15 @@ describe('metrics: sources and bounds', () => {
     expect(value(parse(await inherited.metrics()), 'orrery_agent_runners', { type: 'greeter', state: 'running' })).toBeUndefined()
   })
 
+  it("orrery.control() serves the Orrery's registry at /metrics unless given another", async () => {
+    const registry = new Registry()
+    const other = new Registry()
+    const o = await create({ metrics: registry })
+    expect(o.control().metrics).toBe(registry)
+    expect(o.control({ metrics: other }).metrics).toBe(other)
+    expect((await create()).control().metrics).toBeUndefined()
+  })
+
   it('refuses a bad metrics option with INVALID_OPTION before anything opens, and a registry holding one of its names', async () => {
     const registry = new Registry()
     for (const [metrics, field] of [

@@ -382,7 +382,10 @@ export class Orrery {
    */
   control(options?: ControlOptions): Control {
     if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
-    const control = new Control({ ...Control.checkOptions(options), orrery: this })
+    const checked = Control.checkOptions(options)
+    // The registry this Orrery fills (`create({ metrics })`) is what `/metrics` serves, unless another is given.
+    const metrics = checked.metrics ?? this.observed?.registry
+    const control = new Control({ ...checked, ...(metrics === undefined ? {} : { metrics }), orrery: this })
     this.controls.add(control)
     return control
   }
