@@ -94,6 +94,7 @@ describe(`tracing (${ENGINE})`, () => {
     expect(process.attributes).toMatchObject({ 'messaging.operation.type': 'process', 'messaging.message.id': sent.id, 'messaging.destination.name': 'orders' })
     expect(parentOf(process)).toBe(idOf(send))
     expect(traceOf(process)).toBe(traceOf(send))
+    expect(process.links.map((l) => l.context.spanId)).toEqual([idOf(send)])
     // The user's headers stay; the trace context is added beside them.
     expect(got[0]!.headers).toEqual({ app: 'x', traceparent: `00-${traceOf(send)}-${idOf(send)}-01` })
   })

@@ -380,7 +380,13 @@ export class Tracing {
     attributes['messaging.consumer.group.name'] = group
     const correlation = message.correlationId
     if (correlation !== undefined) attributes['messaging.message.conversation_id'] = correlation
-    const span = this.tracer.startSpan(`process ${channel}`, { kind: KIND.consumer, attributes }, parent)
+    // Parented by the message's creation context, and linked to it as the conventions ask of a process span.
+    const creation = this.api.trace.getSpan(parent)?.spanContext()
+    const span = this.tracer.startSpan(
+      `process ${channel}`,
+      creation === undefined ? { kind: KIND.consumer, attributes } : { kind: KIND.consumer, attributes, links: [{ context: creation }] },
+      parent,
+    )
     const context = this.contextWith(parent, span)
     const open = { span, context }
     this.open.set(message, open)
