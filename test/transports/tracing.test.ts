@@ -41,7 +41,10 @@ const peers: Peer[] = []
 const opened: Orrery[] = []
 
 function spawnPeer(args: string[]): Peer {
-  const proc = spawn(process.execPath, ['--import', runSource, fixture, ...args], { env: { ...process.env, ORRERY_ENGINE: ENGINE }, stdio: ['pipe', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, ['--import', runSource, fixture, ...args], {
+    env: { ...process.env, ORRERY_ENGINE: ENGINE },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
   let out = ''
   const peer: Peer = {
     proc,
@@ -109,7 +112,10 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const local = exporter.getFinishedSpans()
       const named = <S extends { name: string }>(spans: S[], name: string): S => {
         const found = spans.filter((s) => s.name === name)
-        expect(found.map((s) => s.name), `${name} among ${spans.map((s) => s.name).join(', ')}`).toEqual([name])
+        expect(
+          found.map((s) => s.name),
+          `${name} among ${spans.map((s) => s.name).join(', ')}`,
+        ).toEqual([name])
         return found[0]!
       }
       const request = named<ReadableSpan>(local, `request ${prefix}rpc`)
