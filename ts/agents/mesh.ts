@@ -61,7 +61,7 @@ export interface MeshOptions {
   breaker?: BreakerOptions
   /** A pino logger; each agent logs through a child bound to its id (default: silent). */
   logger?: Logger
-  /** A prom-client Registry to record agent metrics in (Node). */
+  /** A prom-client Registry to record agent metrics in (Node); by default the Orrery's (`Orrery.create({ metrics })`). */
   metrics?: PromRegistry
   /** How long graceful stops wait for handlers, in ms (default 10,000). */
   shutdownTimeout?: number
