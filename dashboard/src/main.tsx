@@ -1,6 +1,6 @@
 /**
  * The dashboard's entry. What it shows comes from the address:
- *   ?api=<url>  (or ?api alone: this page's own origin, as `orrery serve` serves it), with the bearer
+ *   ?api=<url>  (or ?api alone, or only #token=: this page's own origin, as `orrery serve` serves it), with the bearer
  *               token in #token=<token> (a fragment never reaches a server's logs) or typed in;
  *   ?snapshot=<url>            an exported snapshot, read-only;
  *   ?generate=<agents>,<events> a made-up snapshot of that size (trying the dashboard at scale);

@@ -68,7 +68,7 @@ export function Start({
     if (snapshot) open(`snapshot ${snapshot}`, async () => openSnapshotText(await (await fetch(snapshot)).text(), snapshot))
     else if (generate !== null) open('a generated snapshot', () => openGenerated(generate))
     else if (params.has('demo')) open('the demo', openDemo)
-    else if (params.has('api')) open(`the API at ${api || location.origin}`, () => openApi(api, token))
+    else if (params.has('api') || hashToken) open(`the API at ${api || location.origin}`, () => openApi(api, token))
   }, [])
   const readFile = (file: File) => open(file.name, async () => openSnapshotText(await file.text(), file.name))
   // A snapshot file dropped anywhere on the page opens.
