@@ -7,11 +7,13 @@
 import { readFileSync } from 'node:fs'
 
 import { Registry } from 'prom-client'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, inject, it } from 'vitest'
 
 import { Agent, Orrery, sequence, step, workflow, type AgentContext, type Delivery } from '../ts/node.js'
 import { ENGINE } from './engine.js'
 import { errorOf, settle } from './helpers.js'
+import { until } from './transports/backends.js'
+import { proxyTo } from './transports/proxy.js'
 
 let open: Orrery[] = []
 
@@ -294,6 +296,60 @@ describe('metrics: sources and bounds', () => {
     await create({ metrics: taken })
     expect(taken.getSingleMetric('orrery_workflow_runs')).toBeDefined()
   })
+})
+
+describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('metrics: a transport', () => {
+  it('a Redis outage: orrery_transport_up falls to 0 and comes back, one outage counted, channels labelled redis', async () => {
+    const target = new URL(inject('redisUrl')!.replace(/^redis:/, 'http:'))
+    const proxy = await proxyTo(target.hostname, Number(target.port))
+    try {
+      const registry = new Registry()
+      const run = `metrics-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
+      const o = await create({
+        metrics: registry,
+        transports: { main: { kind: 'redis', url: `redis://${proxy.address}`, keyPrefix: `${run}:`, publishTimeoutMs: 1_000 } },
+        bindings: { 'jobs*': 'main' },
+      })
+      const got: number[] = []
+      o.bus.group<number>('jobs', 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
+      await o.bus.publish('jobs', 1)
+      await until(() => got.length >= 1, 10_000, 'the first job')
+      const main = { transport: 'main', kind: 'redis' }
+      const scrape = async () => parse(await registry.metrics())
+      let s = await scrape()
+      expect(value(s, 'messaging_client_sent_messages_total', { messaging_system: 'redis', messaging_destination_name: 'jobs' })).toBe(1)
+      expect([value(s, 'orrery_transport_up', main), value(s, 'orrery_transport_outages_total', main)]).toEqual([1, 0])
+      // Its ack written before the cut (one in flight would fail, and be reported too).
+      await new Promise((r) => setTimeout(r, 300))
+      await proxy.cut()
+      const up = async () => value(await scrape(), 'orrery_transport_up', main)
+      let now: number | undefined = 1
+      const poll = setInterval(() => void up().then((v) => (now = v)), 20)
+      try {
+        await until(
+          () => now === 0,
+          5_000,
+          'the outage scraped',
+          () => now,
+        )
+        s = await scrape()
+        expect(value(s, 'orrery_transport_outages_total', main)).toBe(1)
+        expect(value(s, 'orrery_transport_errors_total', main)).toBeGreaterThanOrEqual(1)
+        await proxy.restore()
+        await until(
+          () => now === 1,
+          10_000,
+          'the end of the outage scraped',
+          () => now,
+        )
+      } finally {
+        clearInterval(poll)
+      }
+      expect(value(await scrape(), 'orrery_transport_outages_total', main)).toBe(1)
+    } finally {
+      await proxy.close()
+    }
+  }, 30_000)
 })
 
 interface Board {
