@@ -42,7 +42,10 @@ export interface HandlerContext {
   readonly message: Message
   /** 1 for the first delivery, 2 for the first retry, … */
   readonly attempt: number
-  /** The agent's logger, with the message's trace id bound when it carries one. */
+  /**
+   * The agent's logger, with `traceId` and `spanId` bound: the handler's span where the Orrery
+   * traces (docs/observability.md), else those the message's `traceparent` header carries.
+   */
   readonly log: Logger
   /** Aborted when the handler's time is up or the agent is stopping. */
   readonly signal: AbortSignal
