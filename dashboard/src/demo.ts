@@ -4,7 +4,22 @@
  * that waits for a person's approval, one that fans out), fed by timers, shown live through its
  * Control. Everything ends when the client closes.
  */
-import { Agent, type AgentContext, forEach, Orrery, PermanentError, parallel, sequence, step, waitFor, workflow } from '../../ts/browser.js'
+import {
+  Agent,
+  type AgentContext,
+  type Control,
+  forEach,
+  type Mesh,
+  Orrery,
+  type Store,
+  type Workflows,
+  PermanentError,
+  parallel,
+  sequence,
+  step,
+  waitFor,
+  workflow,
+} from '../../ts/browser.js'
 import type { ControlClient } from './client.js'
 import { inPageClient } from './in-page-client.js'
 
@@ -70,6 +85,15 @@ export const batch = workflow(
   ),
 )
 
+/** What `window.orreryDemo` holds while the demo runs. */
+export interface DemoHandles {
+  orrery: Orrery
+  mesh: Mesh
+  workflows: Workflows
+  store: Store<false>
+  control: Control
+}
+
 export async function startDemo(): Promise<ControlClient> {
   const orrery = await Orrery.create({ engine: 'wasm' })
   const timers: ReturnType<typeof setInterval>[] = []
@@ -131,7 +155,11 @@ export async function startDemo(): Promise<ControlClient> {
     timers.push(setInterval(startRuns, 8000))
 
     const control = orrery.control({ mesh, workflows: wf, store })
+    // For the browser's console: play with the same mesh the views show.
+    const demo: DemoHandles = { orrery, mesh, workflows: wf, store, control }
+    ;(globalThis as { orreryDemo?: DemoHandles }).orreryDemo = demo
     return inPageClient(control, 'demo in this page (wasm engine)', () => {
+      delete (globalThis as { orreryDemo?: DemoHandles }).orreryDemo
       for (const t of timers) clearInterval(t)
       void mesh.shutdown({ timeout: 500 }).finally(() => orrery.close())
     })

@@ -4,12 +4,17 @@
 import type { Browser, Page } from 'playwright'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
+import type { DemoHandles } from '../../dashboard/src/demo.js'
+
 import { type Dashboard, launch, listRows, openPage, serveDashboard, shot } from './page.js'
 
 let dashboard: Dashboard
 let browser: Browser
 let page: Page
 let errors: string[]
+
+/** Asks the page's own Control (the demo puts it on `window.orreryDemo`). */
+const ask = <T>(question: (demo: DemoHandles) => T | Promise<T>): Promise<T> => page.evaluate(`(${question.toString()})(globalThis.orreryDemo)`) as Promise<T>
 beforeAll(async () => {
   dashboard = await serveDashboard()
   browser = await launch()
@@ -28,8 +33,10 @@ it('starts a mesh in the page and shows its agents live', async () => {
   // Pausing one from its row: the in-page Control pauses it, and the row says so.
   await page.getByTestId('pause-scorer-1').click()
   await expect.poll(() => page.locator('[data-agent="scorer-1"] .badge').first().textContent()).toBe('paused')
+  expect(await ask((d) => d.control.agent('scorer-1').state)).toBe('paused')
   await page.getByTestId('resume-scorer-1').click()
   await expect.poll(() => page.locator('[data-agent="scorer-1"] .badge').first().textContent()).toBe('running')
+  expect(await ask((d) => d.control.agent('scorer-1').state)).toBe('running')
   expect(errors).toEqual([])
 })
 
@@ -43,6 +50,20 @@ it('charts the channels and lists the dead letters the bad orders made', async (
   await page.locator('[data-tab="dead letters"]').click()
   await expect.poll(() => page.getByTestId('dead-letter').textContent(), { timeout: 10_000 }).toMatch(/empty sku|payment service refused it/)
   await shot(page, 'demo-dead-letters')
+  // Replay the one shown: it leaves the Control's dead letters and is published on its origin again.
+  const seq = Number(await page.locator('[data-testid="dead-letters"] .rowbtn.selected').getAttribute('data-seq'))
+  const letter = await ask((d) => d.control.deadLetters('orders', { limit: 1000 }))
+  const payload = letter.find((l) => l.seq === seq)?.payload as { sku: string; n: number }
+  expect(payload.sku === '' || payload.sku === 'FLAKY').toBe(true)
+  const from = await ask((d) => d.orrery.bus.stats('orders').nextSeq)
+  await page.getByTestId('replay').click()
+  await expect.poll(() => ask((d) => d.control.deadLetters('orders', { limit: 1000 }).then((l) => l.map((x) => x.seq)))).not.toContain(seq)
+  // The page's functions run in the page: the seq goes in through the source text.
+  const again = await page.evaluate(`globalThis.orreryDemo.control.messages('orders', { from: ${from}, limit: 1000 })`)
+  const replayed = (again as { payload: unknown; headers: Record<string, string> }[]).filter((m) => JSON.stringify(m.payload) === JSON.stringify(payload))
+  expect(replayed).toHaveLength(1)
+  expect(replayed[0]!.headers['x-orrery-dead-letter-reason']).toBeUndefined()
+  await expect.poll(() => page.locator(`[data-testid="dead-letters"] [data-seq="${seq}"]`).count()).toBe(0)
   expect(errors).toEqual([])
 })
 
@@ -56,6 +77,7 @@ it('signals a waiting run from its page, which then completes', async () => {
   await page.getByTestId('signal').click()
   await expect.poll(() => page.locator('[data-node="publish"]').getAttribute('data-status'), { timeout: 10_000 }).toBe('completed')
   await expect.poll(() => page.locator('[data-run="review-1"] .badge').textContent()).toBe('completed')
+  expect(await ask((d) => d.control.run('review-1').state.nodes['review']?.output)).toEqual({ by: 'playwright' })
   await shot(page, 'demo-run-done')
   await page.locator('[data-tab="store"]').click()
   await expect.poll(() => page.getByTestId('entries').textContent()).toMatch(/greeting/)
