@@ -155,9 +155,23 @@ describe('metrics', () => {
     expect(value(s, 'orrery_workflow_step_duration_seconds_count', { workflow: 'order', step: 'charge', outcome: 'ok' })).toBe(2)
     expect(value(s, 'orrery_workflow_step_duration_seconds_count', { workflow: 'order', step: 'ship', outcome: 'ok' })).toBe(1)
     expect(value(s, 'orrery_workflow_step_duration_seconds_count', { workflow: 'order', step: 'ship', outcome: 'transient' })).toBe(1)
+    // Histograms in Prometheus's shape: cumulative buckets by `le`, the last (+Inf) equal to the count.
+    const greet = { capability: 'greet', outcome: 'ok' }
+    const buckets = s.filter((x) => x.name === 'orrery_mesh_request_duration_seconds_bucket' && x.labels['outcome'] === 'ok')
+    expect(buckets.map((b) => b.labels['le'])).toEqual(['0.0001', '0.0005', '0.001', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf'])
+    expect(buckets.every((b, i) => i === 0 || b.value >= buckets[i - 1]!.value)).toBe(true)
+    expect(buckets.at(-1)!.value).toBe(2)
+    expect(value(s, 'orrery_mesh_request_duration_seconds_sum', greet)).toBeGreaterThan(0)
+    expect(value(s, 'orrery_agent_handler_duration_seconds_bucket', { agent: 'g1', le: '+Inf' })).toBe(2)
+    expect(value(s, 'orrery_agent_in_flight', { agent: 'g1' })).toBe(0)
     expect(value(s, 'messaging_client_sent_messages_total', { messaging_system: 'memory', messaging_destination_name: 'remote.jobs' })).toBe(1)
     expect(value(s, 'orrery_transport_up', { transport: 'loop', kind: 'memory' })).toBe(1)
     expect(value(s, 'orrery_transport_outages_total', { transport: 'loop', kind: 'memory' })).toBe(0)
+    // registry.resetMetrics() starts the histograms, and the counts kept with them, from nothing.
+    registry.resetMetrics()
+    const after = parse(await registry.metrics())
+    expect(value(after, 'orrery_mesh_request_duration_seconds_count', greet)).toBeUndefined()
+    expect(value(after, 'orrery_agent_messages_handled_total', { agent: 'g1' })).toBeUndefined()
   })
 
   it('the Grafana board queries only metrics a real run exposes, through the data source chosen at import', async () => {

@@ -13,7 +13,9 @@
 import { callable, int, keysOf, options as checkOptions, refuse } from '../check.js'
 import { OrreryError } from '../errors.js'
 import { HEALTHS } from '../agents/registry.js'
-import { promClient, type Labels, type MetricConfig, type PromClient, type PromCounter, type PromGauge, type PromHistogram, type PromRegistry } from './prom.js'
+import { AGENT_METRICS, AgentRecorder } from './agents.js'
+import { Histogram, type MetricRegistry } from './histogram.js'
+import { promClient, type Labels, type MetricConfig, type PromClient, type PromCounter, type PromGauge, type PromRegistry } from './prom.js'
 import type { BusSource, MeshSource, WorkflowsSource } from './sources.js'
 
 /** Options of `Orrery.create({ metrics })` beyond the registry. */
@@ -232,9 +234,11 @@ export class Metrics {
   private readonly meshes = new Set<MeshSource>()
   private readonly flows = new Set<WorkflowsSource>()
   private sample: Sample | undefined
-  private readonly requestDuration: PromHistogram
-  private readonly routedDuration: PromHistogram
-  private readonly stepDuration: PromHistogram
+  private readonly requestDuration: Histogram
+  private readonly routedDuration: Histogram
+  private readonly stepDuration: Histogram
+  /** What the agents of meshes reporting into this registry record. */
+  readonly agents: AgentRecorder
 
   /** The metrics of `registry`, declared in it on first use (prom-client loads then). */
   static for(registry: PromRegistry): Promise<Metrics> {
@@ -250,8 +254,11 @@ export class Metrics {
 
   private constructor(prom: PromClient, registry: PromRegistry) {
     const registers = [registry]
+    if (typeof (registry as Partial<MetricRegistry>).registerMetric !== 'function') {
+      throw new OrreryError('INVALID_OPTION', 'metrics must be a prom-client Registry: this one has no registerMetric', { details: { option: 'metrics' } })
+    }
     // Every name checked before any is declared: a refusal leaves the registry as it was.
-    const taken = [...SCRAPED.map((spec) => spec.name), ...TIMED].find((name) => registry.getSingleMetric(name) !== undefined)
+    const taken = [...SCRAPED.map((spec) => spec.name), ...TIMED, ...AGENT_METRICS].find((name) => registry.getSingleMetric(name) !== undefined)
     if (taken !== undefined) {
       throw new OrreryError('INVALID_OPTION', `metrics: the registry holds a metric named ${taken} already, made by something else than Orrery`, {
         details: { option: 'metrics', metric: taken },
@@ -261,22 +268,19 @@ export class Metrics {
       const config: MetricConfig = { name: spec.name, help: spec.help, labelNames: spec.labels, registers, collect: () => this.collectInto(spec.name, metric) }
       const metric: PromCounter | PromGauge = spec.kind === 'counter' ? new prom.Counter(config) : new prom.Gauge(config)
     }
-    const histogram = (name: (typeof TIMED)[number], help: string, labelNames: readonly string[]) =>
-      new prom.Histogram({ name, help, labelNames, registers, buckets: DURATION_BUCKETS })
+    const histogram = (name: (typeof TIMED)[number], help: string) => new Histogram(name, help, DURATION_BUCKETS, registry as MetricRegistry)
     this.requestDuration = histogram(
       'messaging_client_operation_duration_seconds',
       'Duration of bus requests, from the call to its reply or failure (OpenTelemetry messaging.client.operation.duration)',
-      [SYSTEM, OPERATION, DESTINATION, ERROR_TYPE],
     )
     this.routedDuration = histogram(
       'orrery_mesh_request_duration_seconds',
       "Duration of routed requests (mesh.request), retries and fallbacks included, by capability and outcome (ok or the error's code)",
-      ['capability', 'outcome'],
     )
+    this.agents = new AgentRecorder(prom, registry as MetricRegistry)
     this.stepDuration = histogram(
       'orrery_workflow_step_duration_seconds',
       'Duration of workflow step attempts by workflow, step and outcome (ok, transient, permanent)',
-      ['workflow', 'step', 'outcome'],
     )
   }
 
@@ -328,16 +332,29 @@ export class Metrics {
 
   /** A bus request ended: `error` is the OrreryError's code, or undefined for a reply. */
   request(system: string, channel: string, seconds: number, error: string | undefined): void {
-    this.requestDuration.observe({ [SYSTEM]: system, [OPERATION]: 'request', [DESTINATION]: channel, [ERROR_TYPE]: error ?? '' }, seconds)
+    const type = error ?? ''
+    const series = this.requestDuration.seriesOf(`${system}\u0000${channel}\u0000${type}`, () => ({
+      [SYSTEM]: system,
+      [OPERATION]: 'request',
+      [DESTINATION]: channel,
+      [ERROR_TYPE]: type,
+    }))
+    this.requestDuration.observe(series, seconds)
   }
 
   /** A routed request ended. */
   routed(capability: string, seconds: number, outcome: string): void {
-    this.routedDuration.observe({ capability, outcome }, seconds)
+    this.routedDuration.observe(
+      this.routedDuration.seriesOf(`${capability}\u0000${outcome}`, () => ({ capability, outcome })),
+      seconds,
+    )
   }
 
   /** A workflow step attempt ended. */
   step(workflow: string, step: string, outcome: string, seconds: number): void {
-    this.stepDuration.observe({ workflow, step, outcome }, seconds)
+    this.stepDuration.observe(
+      this.stepDuration.seriesOf(`${workflow}\u0000${step}\u0000${outcome}`, () => ({ workflow, step, outcome })),
+      seconds,
+    )
   }
 }
