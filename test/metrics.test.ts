@@ -158,7 +158,23 @@ describe('metrics', () => {
     // Histograms in Prometheus's shape: cumulative buckets by `le`, the last (+Inf) equal to the count.
     const greet = { capability: 'greet', outcome: 'ok' }
     const buckets = s.filter((x) => x.name === 'orrery_mesh_request_duration_seconds_bucket' && x.labels['outcome'] === 'ok')
-    expect(buckets.map((b) => b.labels['le'])).toEqual(['0.0001', '0.0005', '0.001', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf'])
+    expect(buckets.map((b) => b.labels['le'])).toEqual([
+      '0.0001',
+      '0.0005',
+      '0.001',
+      '0.005',
+      '0.01',
+      '0.025',
+      '0.05',
+      '0.1',
+      '0.25',
+      '0.5',
+      '1',
+      '2.5',
+      '5',
+      '10',
+      '+Inf',
+    ])
     expect(buckets.every((b, i) => i === 0 || b.value >= buckets[i - 1]!.value)).toBe(true)
     expect(buckets.at(-1)!.value).toBe(2)
     expect(value(s, 'orrery_mesh_request_duration_seconds_sum', greet)).toBeGreaterThan(0)
