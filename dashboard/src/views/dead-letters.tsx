@@ -69,7 +69,8 @@ function Letters({ hub, channel }: { hub: LiveHub; channel: string }) {
                 #{letter.seq} from {letter.originChannel} #{letter.originSeq}
               </h3>
               <p>
-                <span class="badge warn">{letter.reason}</span> after {letter.deliveries} deliveries, {time(letter.at)}
+                <span class="badge warn">{letter.reason}</span> after {letter.deliveries} {letter.deliveries === 1 ? 'delivery' : 'deliveries'},{' '}
+                {time(letter.at)}
               </p>
               {!client.readOnly && (
                 <p>
