@@ -49,6 +49,8 @@ export interface ControlClient {
   definitions(): Promise<DefinitionView[]>
   runs(filter?: { status?: RunStatus; definition?: string; limit?: number }): Promise<RunView[]>
   run(id: string): Promise<RunDetail>
+  /** Starts a run of the newest version of workflow `definition` (a name). */
+  startRun(definition: string, input: unknown, options?: { id?: string }): Promise<RunView>
   signalRun(id: string, name: string, payload: unknown): Promise<void>
   cancelRun(id: string): Promise<void>
 

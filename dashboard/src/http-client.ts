@@ -85,6 +85,7 @@ export function httpClient(baseUrl: string, token?: string): ControlClient {
     definitions: () => get<DefinitionView[]>('/v1/workflows'),
     runs: (f = {}) => get<RunView[]>('/v1/runs', { status: f.status, definition: f.definition, limit: f.limit }),
     run: (id) => wholeRun((from, limit) => get<RunDetail>(`/v1/runs/${enc(id)}`, { historyFrom: from, historyLimit: limit })),
+    startRun: (definition, input, o = {}) => request<RunView>('POST', '/v1/runs', { body: { definition, input, ...(o.id ? { id: o.id } : {}) } }),
     signalRun: (id, name, payload) => post(`/v1/runs/${enc(id)}/signal`, { name, payload }),
     cancelRun: (id) => post(`/v1/runs/${enc(id)}/cancel`),
     events: (onEvent, onError) => stream<ControlEvent>('/v1/events', {}, onEvent, onError),

@@ -42,6 +42,7 @@ export function inPageClient(control: Control, source = 'this page (wasm)', onCl
     definitions: async () => c.definitions(),
     runs: async (filter) => c.runs(filter ?? {}),
     run: (id) => wholeRun(async (historyFrom, historyLimit) => c.run(id, { historyFrom, historyLimit })),
+    startRun: (definition, input, options) => c.startRun(definition, input, options?.id ? { id: options.id } : {}),
     signalRun: async (id, name, payload) => {
       await c.signalRun(id, name, payload)
     },

@@ -59,6 +59,7 @@ export function snapshotClient(snapshot: ControlSnapshot, source: string): Contr
       if (!run) throw notFound(`run ${id}`)
       return run
     },
+    startRun: () => readOnly('start'),
     signalRun: () => readOnly('signal'),
     cancelRun: () => readOnly('cancel'),
     events: () => () => {},

@@ -57,6 +57,15 @@ export function RunsView({ hub, initial }: { hub: LiveHub; initial?: string | un
           )}
         />
       </Panel>
+      {!client.readOnly && (
+        <StartRun
+          hub={hub}
+          started={(run) => {
+            setChosen(run)
+            runs.reload()
+          }}
+        />
+      )}
       {id !== undefined && <Run key={id} hub={hub} id={id} />}
     </div>
   )
@@ -307,20 +316,55 @@ function Steer({ hub, run, state, done }: { hub: LiveHub; run: RunDetail; state:
   useEffect(() => {
     if (!name && waiting) setName(waiting)
   }, [waiting, name])
-  const parse = (): unknown => {
-    if (payload.trim() === '') return undefined
-    try {
-      return JSON.parse(payload)
-    } catch (e) {
-      throw new Error(`the payload is not JSON: ${e instanceof Error ? e.message : String(e)}`)
-    }
-  }
   return (
     <form class="steer" onSubmit={(e) => e.preventDefault()}>
       <input data-testid="signal-name" placeholder="signal name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
       <input class="mono" data-testid="signal-payload" placeholder="payload (JSON)" value={payload} onInput={(e) => setPayload(e.currentTarget.value)} />
-      <Action label="signal" testId="signal" run={async () => hub.client.signalRun(run.id, name, parse())} done={done} />
+      <Action label="signal" testId="signal" run={async () => hub.client.signalRun(run.id, name, parseJson(payload, 'payload'))} done={done} />
       <Action label="cancel run" kind="danger" testId="cancel" run={() => hub.client.cancelRun(run.id)} done={done} />
     </form>
   )
+}
+
+/** Starts a run of a defined workflow (its newest version) with a JSON input. */
+function StartRun({ hub, started }: { hub: LiveHub; started: (id: string) => void }) {
+  const definitions = useLive(hub, () => hub.client.definitions(), [], { intervalMs: 0 })
+  const names = [...new Set((definitions.data ?? []).map((d) => d.name))].sort()
+  const [name, setName] = useState('')
+  const [input, setInput] = useState('')
+  const [id, setId] = useState('')
+  if (names.length === 0) return null
+  const chosen = names.includes(name) ? name : names[0]!
+  return (
+    <form class="steer" onSubmit={(e) => e.preventDefault()}>
+      <span class="muted">start a run of</span>
+      <select data-testid="start-definition" value={chosen} onChange={(e) => setName(e.currentTarget.value)}>
+        {names.map((n) => (
+          <option key={n} value={n}>
+            {n}
+          </option>
+        ))}
+      </select>
+      <input class="mono" data-testid="start-input" placeholder="input (JSON)" value={input} onInput={(e) => setInput(e.currentTarget.value)} />
+      <input class="mono" placeholder="run id (optional)" value={id} onInput={(e) => setId(e.currentTarget.value)} />
+      <Action
+        label="start"
+        testId="start-run"
+        run={async () => {
+          const run = await hub.client.startRun(chosen, parseJson(input, 'input'), id ? { id } : {})
+          started(run.id)
+        }}
+      />
+    </form>
+  )
+}
+
+/** A typed JSON value, or undefined for nothing typed; a clear error for what is not JSON. */
+function parseJson(text: string, what: string): unknown {
+  if (text.trim() === '') return undefined
+  try {
+    return JSON.parse(text)
+  } catch (e) {
+    throw new Error(`the ${what} is not JSON: ${e instanceof Error ? e.message : String(e)}`)
+  }
 }
