@@ -275,6 +275,16 @@ describe('metrics: sources and bounds', () => {
     expect(parse(await registry.metrics()).filter((x) => x.name.startsWith('messaging_client_sent'))).toEqual([])
   })
 
+  it('a bus closed by itself (not through its Orrery) drops out of the scrape instead of failing it', async () => {
+    const registry = new Registry()
+    const a = await create({ metrics: registry })
+    const b = await create({ metrics: registry })
+    await a.bus.publish('jobs', 1)
+    await b.bus.publish('jobs', 2)
+    a.bus.close()
+    expect(value(parse(await registry.metrics()), 'messaging_client_sent_messages_total', { messaging_destination_name: 'jobs' })).toBe(1)
+  })
+
   it("a mesh given its own registry reports its agents there; an Orrery's mesh inherits the Orrery's", async () => {
     const own = new Registry()
     const inherited = new Registry()

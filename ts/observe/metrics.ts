@@ -11,7 +11,7 @@
  * report into it: each is a source the scrape sums over, removed when it closes.
  */
 import { callable, int, keysOf, options as checkOptions, refuse } from '../check.js'
-import { OrreryError } from '../errors.js'
+import { isOrreryError, OrreryError } from '../errors.js'
 import { HEALTHS } from '../agents/registry.js'
 import { AGENT_METRICS, AgentRecorder } from './agents.js'
 import { Histogram, type MetricRegistry } from './histogram.js'
@@ -159,21 +159,38 @@ const TIMED = ['messaging_client_operation_duration_seconds', 'orrery_mesh_reque
 
 /** Reads every source into each metric's tally (zeros included, so a dashboard's series do not come and go). */
 function readAll(sources: Sources, tally: (metric: string, labels: Labels, value: number) => void): void {
-  for (const bus of sources.buses) readBus(bus, tally)
+  for (const bus of sources.buses) unlessClosed(() => readBus(bus, tally))
   for (const mesh of sources.meshes) {
-    for (const info of mesh.registered()) {
-      if (info.remote) continue
-      for (const health of HEALTHS) tally('orrery_agents', { type: info.type, health }, health === info.health ? 1 : 0)
-      for (const state of BREAKER_STATES) tally('orrery_agent_breakers', { type: info.type, state }, state === info.breaker ? 1 : 0)
-    }
-    for (const agent of mesh.running()) {
-      for (const state of AGENT_STATES) tally('orrery_agent_runners', { type: agent.type, state }, state === agent.state ? 1 : 0)
-    }
+    unlessClosed(() => {
+      for (const info of mesh.registered()) {
+        if (info.remote) continue
+        for (const health of HEALTHS) tally('orrery_agents', { type: info.type, health }, health === info.health ? 1 : 0)
+        for (const state of BREAKER_STATES) tally('orrery_agent_breakers', { type: info.type, state }, state === info.breaker ? 1 : 0)
+      }
+      for (const agent of mesh.running()) {
+        for (const state of AGENT_STATES) tally('orrery_agent_runners', { type: agent.type, state }, state === agent.state ? 1 : 0)
+      }
+    })
   }
   for (const wf of sources.workflows) {
-    for (const run of wf.runs()) {
-      for (const status of RUN_STATUSES) tally('orrery_workflow_runs', { workflow: run.definition, status }, status === run.status ? 1 : 0)
-    }
+    unlessClosed(() => {
+      for (const run of wf.runs()) {
+        for (const status of RUN_STATUSES) tally('orrery_workflow_runs', { workflow: run.definition, status }, status === run.status ? 1 : 0)
+      }
+    })
+  }
+}
+
+/**
+ * Reads a source, skipping it if it was closed some other way than through its Orrery (a
+ * `bus.close()`): one closed part must not fail the scrape of every other. Its first call
+ * refuses, so nothing of it was counted.
+ */
+function unlessClosed(read: () => void): void {
+  try {
+    read()
+  } catch (error) {
+    if (!isOrreryError(error, 'CLOSED')) throw error
   }
 }
 
