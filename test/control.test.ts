@@ -234,7 +234,7 @@ describe(`control (${ENGINE})`, () => {
     const control = orrery.control({ mesh, store, workflows: wf })
     await control.publish('c', 1)
     const snap = await control.snapshot()
-    expect(JSON.parse(JSON.stringify(snap))).toEqual(snap)
+    expect(JSON.parse(JSON.stringify(snap))).toStrictEqual(snap)
     expect(snap.overview).toMatchObject({ engine: ENGINE, agents: { total: 1 }, runs: { running: 1 } })
     expect(snap.runs.map((r) => r.id)).toEqual(['w1'])
     expect(snap.namespaces.map((n) => n.name)).toEqual(['kv', 'orrery.workflows'])

@@ -170,15 +170,16 @@ export class Control {
       runs = Object.fromEntries(RUN_STATUSES.map((s) => [s, 0])) as Record<RunStatus, number>
       for (const r of this.workflows.list()) runs[r.status]++
     }
+    const process = this.mesh?.process
     return {
       engine: this.engine,
-      process: this.mesh?.process,
+      ...(process === undefined ? {} : { process }),
       uptimeMs: Date.now() - this.started,
       agents: { total: agents.length, byHealth, byState },
       channels: this.bus.channels().length,
       groups: this.groups().length,
       deadLetters: this.deadLetterCount(),
-      runs,
+      ...(runs === undefined ? {} : { runs }),
     }
   }
 
@@ -214,7 +215,7 @@ export class Control {
         tags: [],
         lastBeat: 0,
         remote: false,
-        process: this.mesh.process,
+        ...(this.mesh.process === undefined ? {} : { process: this.mesh.process }),
       })
     }
     return [...out.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
@@ -233,7 +234,7 @@ export class Control {
       tags: [...info.tags],
       lastBeat: info.lastBeat,
       remote: info.remote,
-      process: info.process,
+      ...(info.process === undefined ? {} : { process: info.process }),
     }
   }
 
@@ -304,7 +305,7 @@ export class Control {
 
   private channelView(name: string): ChannelView {
     const binding = this.bus.binding(name)
-    return { name, stats: { ...this.bus.stats(name) }, binding: binding === undefined ? undefined : { transport: binding.transport, kind: binding.kind } }
+    return { name, stats: { ...this.bus.stats(name) }, ...(binding === undefined ? {} : { binding: { transport: binding.transport, kind: binding.kind } }) }
   }
 
   /** One channel; `UNKNOWN_CHANNEL` for a name the bus does not know (nothing is created). */
@@ -518,7 +519,7 @@ export class Control {
       state: plain(run.state()) as RunDetail['state'],
       history: plain(history.slice(from, from + limit)) as RunDetail['history'],
       historyTotal: history.length,
-      definitionDoc,
+      ...(definitionDoc === undefined ? {} : { definitionDoc }),
     }
   }
 

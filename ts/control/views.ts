@@ -17,8 +17,8 @@ import type { RunState } from '../workflows/state.js'
 /** The whole picture in numbers. */
 export interface Overview {
   engine: EngineName
-  /** In a shared mesh, this process's id; undefined otherwise. */
-  process: string | undefined
+  /** In a shared mesh, this process's id; left out otherwise. */
+  process?: string
   /** Since the Control was made, in ms. */
   uptimeMs: number
   agents: { total: number; byHealth: Record<string, number>; byState: Record<string, number> }
@@ -26,8 +26,8 @@ export interface Overview {
   groups: number
   /** Dead letters not yet replayed or discarded, over every dead-letter channel. */
   deadLetters: number
-  /** Runs by status; undefined when no workflows are attached. */
-  runs: Record<RunStatus, number> | undefined
+  /** Runs by status; left out when no workflows are attached. */
+  runs?: Record<RunStatus, number>
 }
 
 /** One agent: what the registry knows of it and, for one of this process, its run state. */
@@ -42,14 +42,15 @@ export interface AgentView {
   tags: string[]
   lastBeat: number
   remote: boolean
-  process: string | undefined
+  /** In a shared mesh, the process running it; left out otherwise. */
+  process?: string
 }
 
-/** One channel: its counters, and the transport it is bound to (undefined: this process only). */
+/** One channel: its counters, and the transport it is bound to (left out: this process only). */
 export interface ChannelView {
   name: string
   stats: ChannelStats
-  binding: { transport: string; kind: TransportKind } | undefined
+  binding?: { transport: string; kind: TransportKind }
 }
 
 /** One consumer group. */
@@ -111,8 +112,8 @@ export interface RunDetail extends RunView {
   history: WorkflowEvent[]
   /** How many events the history holds in all. */
   historyTotal: number
-  /** The definition it runs (JSON data, for drawing); undefined if it is no longer kept. */
-  definitionDoc: WorkflowDefinition | undefined
+  /** The definition it runs (JSON data, for drawing); left out if it is no longer kept. */
+  definitionDoc?: WorkflowDefinition
 }
 
 /** A workflow version. */

@@ -1,0 +1,147 @@
+/**
+ * Bad requests answer the one error shape with the right code and status, and change nothing:
+ * wrong types and unknown fields (400), bodies too large or too deep (413), bad JSON (400), a
+ * body that is not JSON (415), bad query strings (400), unknown routes (404) and methods (405).
+ * An unexpected failure answers 500 INTERNAL without its message or stack. Also the options of
+ * serveHttp itself.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { serveHttp } from '../../ts/http/index.js'
+import { ENGINE } from '../engine.js'
+import { errorOf } from '../helpers.js'
+import { demo, type Demo, TOKENS } from './demo.js'
+
+/** `depth` nested arrays around 1. */
+function nested(depth: number): unknown {
+  let value: unknown = 1
+  for (let i = 0; i < depth; i++) value = [value]
+  return value
+}
+
+describe(`bad requests (${ENGINE})`, () => {
+  let d: Demo
+  beforeAll(async () => {
+    d = await demo()
+  })
+  afterAll(async () => {
+    await d?.close()
+  })
+
+  async function expectError(response: Response, status: number, code: string): Promise<Record<string, unknown>> {
+    expect(response.status).toBe(status)
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/)
+    const body = (await response.json()) as { error: { code: string; message: string; details?: Record<string, unknown> } }
+    expect(Object.keys(body)).toEqual(['error'])
+    expect(body.error.code).toBe(code)
+    expect(typeof body.error.message).toBe('string')
+    expect(JSON.stringify(body)).not.toMatch(/\bat .*\.(ts|js):\d+/)
+    return body.error
+  }
+
+  it('refuses publish bodies of the wrong shape, publishing nothing', async () => {
+    const before = d.control.channel('orders').stats.published
+    const post = (body: unknown) => d.call('POST', '/v1/channels/orders/messages', { token: TOKENS.write, body })
+    for (const body of [
+      {},
+      { payload: 1, extra: true },
+      { payload: 1, headers: { a: 1 } },
+      { payload: 1, headers: 'x' },
+      { payload: 1, ttl: '5' },
+      { payload: 1, ttl: 0 },
+      { payload: 1, ttl: 1.5 },
+      { payload: 1, priority: 'urgent' },
+      { payload: 1, key: '' },
+      [1],
+      'text',
+      null,
+    ]) {
+      const error = await expectError(await post(body), 400, 'INVALID_ARGUMENT')
+      expect(error['details']).toMatchObject({ where: 'body' })
+    }
+    await expectError(await d.call('POST', '/v1/channels/orders/messages', { token: TOKENS.write }), 400, 'INVALID_ARGUMENT')
+    await expectError(await d.call('POST', '/v1/channels/bad%20name/messages', { token: TOKENS.write, body: { payload: 1 } }), 400, 'INVALID_ARGUMENT')
+    expect(d.control.channel('orders').stats.published).toBe(before)
+  })
+
+  it('refuses bodies too large or too deep with 413, and bad JSON with 400, writing nothing', async () => {
+    const revision = d.store.revision
+    const put = (raw: string, type = 'application/json') =>
+      d.call('PUT', '/v1/namespaces/kv/entries/greeting', { token: TOKENS.write, raw, headers: { 'content-type': type } })
+    await expectError(await put(JSON.stringify({ value: 'x'.repeat(1 << 20) })), 413, 'REQUEST_TOO_LARGE')
+    const deep = await expectError(await put(JSON.stringify({ value: nested(32) })), 413, 'REQUEST_TOO_LARGE')
+    expect(deep['details']).toEqual({ maxDepth: 32 })
+    // Brackets inside strings do not count; 32 levels in all is the limit.
+    expect((await put(JSON.stringify({ value: ['[[[[', nested(30)] }))).status).toBe(200)
+    await expectError(await put('{"value": 1'), 400, 'INVALID_ARGUMENT')
+    await expectError(await put('{"value": 1, "__proto__": {"x": 1}}'), 400, 'INVALID_ARGUMENT')
+    await expectError(await put('value=1', 'text/plain'), 415, 'INVALID_ARGUMENT')
+    await expectError(await put(JSON.stringify({ value: 1, version: 2 })), 400, 'INVALID_ARGUMENT')
+    await expectError(await put(JSON.stringify({})), 400, 'INVALID_ARGUMENT')
+    // One write in all: the one within the limits.
+    expect(d.store.revision).toBe(revision + 1)
+    expect(d.control.entry('kv', 'greeting').value).toEqual(['[[[[', nested(30)])
+  })
+
+  it('refuses bad run starts and signals, starting nothing', async () => {
+    const runs = d.control.runs().length
+    const start = (body: unknown) => d.call('POST', '/v1/runs', { token: TOKENS.write, body })
+    await expectError(await start({ definition: 5 }), 400, 'INVALID_ARGUMENT')
+    await expectError(await start({ definition: 'approve', id: 7 }), 400, 'INVALID_ARGUMENT')
+    await expectError(await start({ definition: 'approve', when: 'now' }), 400, 'INVALID_ARGUMENT')
+    await expectError(await start({ definition: 'nope' }), 404, 'WORKFLOW_NOT_FOUND')
+    expect(d.control.runs()).toHaveLength(runs)
+    await expectError(await d.call('POST', '/v1/runs/none/signal', { token: TOKENS.write, body: { name: 'approve' } }), 404, 'RUN_NOT_FOUND')
+    await expectError(await d.call('POST', '/v1/runs/none/signal', { token: TOKENS.write, body: { payload: 1 } }), 400, 'INVALID_ARGUMENT')
+  })
+
+  it('refuses bad query strings and path parameters', async () => {
+    for (const query of ['limit=abc', 'limit=5000', 'limit=-1', 'limit=true', 'limit=1e2', 'from=x', 'nope=1', 'limit=1&limit=2']) {
+      await expectError(await d.call('GET', `/v1/channels/orders/messages?${query}`, { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    }
+    await expectError(await d.call('GET', '/v1/runs?status=odd', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    await expectError(await d.call('GET', '/v1/discover', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    await expectError(await d.call('GET', '/v1/channels/orders/tail?from=soon', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    await expectError(await d.call('POST', '/v1/channels/jobs/dead-letters/x/replay', { token: TOKENS.admin }), 400, 'INVALID_ARGUMENT')
+    await expectError(await d.call('GET', '/v1/channels/never-used', { token: TOKENS.read }), 404, 'UNKNOWN_CHANNEL')
+    await expectError(await d.call('GET', '/v1/namespaces/none/entries', { token: TOKENS.read }), 404, 'UNKNOWN_NAMESPACE')
+  })
+
+  it('answers unknown routes 404 and unknown methods 405 with Allow', async () => {
+    await expectError(await d.call('GET', '/v1/nothing', { token: TOKENS.read }), 404, 'NOT_FOUND')
+    const wrong = await d.call('PATCH', '/v1/runs', { token: TOKENS.admin })
+    expect(wrong.headers.get('allow')).toBe('GET, POST')
+    await expectError(wrong, 405, 'UNSUPPORTED')
+  })
+
+  it('answers an unexpected failure 500 INTERNAL without its message', async () => {
+    const registry = d.control.metrics as unknown as { metrics: () => Promise<string> }
+    const original = registry.metrics
+    registry.metrics = () => Promise.reject(new Error('disk /secret/path failed'))
+    try {
+      const error = await expectError(await d.call('GET', '/metrics', { token: TOKENS.read }), 500, 'INTERNAL')
+      expect(error['message']).toBe('internal error')
+      expect(error['details']).toBeUndefined()
+    } finally {
+      registry.metrics = original
+    }
+  })
+
+  it('refuses bad options of serveHttp before listening', async () => {
+    const code = async (options: unknown) => (await errorOf(() => serveHttp(d.control, options as never)))?.code
+    expect(await code({})).toBe('INVALID_OPTION')
+    expect(await code({ tokens: {} })).toBe('INVALID_OPTION')
+    expect(await code({ tokens: { short: ['read'] } })).toBe('INVALID_OPTION')
+    expect(await code({ tokens: { 'long-enough-token': ['root'] } })).toBe('INVALID_OPTION')
+    expect(await code({ tokens: { 'long-enough-token': [] } })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', host: '0.0.0.0' })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', tokens: { 'long-enough-token': ['read'] } })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', port: 70000 })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', bodyLimit: 0 })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', hots: 'x' })).toBe('INVALID_OPTION')
+    expect((await errorOf(() => serveHttp({} as never, { auth: 'none' })))?.code).toBe('INVALID_ARGUMENT')
+    // The message never shows a token.
+    const refused = await errorOf(() => serveHttp(d.control, { tokens: { 'secret-but-bad': ['root' as never] } }))
+    expect(refused?.message).not.toContain('secret-but-bad')
+  })
+})
