@@ -18,7 +18,7 @@ import type { RunState } from '../workflows/state.js'
 export interface Overview {
   engine: EngineName
   /** In a shared mesh, this process's id; left out otherwise. */
-  process?: string
+  process?: string | undefined
   /** Since the Control was made, in ms. */
   uptimeMs: number
   agents: { total: number; byHealth: Record<string, number>; byState: Record<string, number> }
@@ -27,7 +27,7 @@ export interface Overview {
   /** Dead letters not yet replayed or discarded, over every dead-letter channel. */
   deadLetters: number
   /** Runs by status; left out when no workflows are attached. */
-  runs?: Record<RunStatus, number>
+  runs?: Record<RunStatus, number> | undefined
 }
 
 /** One agent: what the registry knows of it and, for one of this process, its run state. */
@@ -43,14 +43,14 @@ export interface AgentView {
   lastBeat: number
   remote: boolean
   /** In a shared mesh, the process running it; left out otherwise. */
-  process?: string
+  process?: string | undefined
 }
 
 /** One channel: its counters, and the transport it is bound to (left out: this process only). */
 export interface ChannelView {
   name: string
   stats: ChannelStats
-  binding?: { transport: string; kind: TransportKind }
+  binding?: { transport: string; kind: TransportKind } | undefined
 }
 
 /** One consumer group. */
@@ -113,7 +113,7 @@ export interface RunDetail extends RunView {
   /** How many events the history holds in all. */
   historyTotal: number
   /** The definition it runs (JSON data, for drawing); left out if it is no longer kept. */
-  definitionDoc?: WorkflowDefinition
+  definitionDoc?: WorkflowDefinition | undefined
 }
 
 /** A workflow version. */
