@@ -87,6 +87,19 @@ describe(`control (${ENGINE})`, () => {
     expect((await errorOf(() => orrery.control({ nope: 1 } as never)))?.code).toBe('INVALID_OPTION')
   })
 
+  it('pages through a long retained log without losing a message', async () => {
+    const orrery = await open()
+    const control = orrery.control()
+    await orrery.bus.publishBatch(Array.from({ length: 5000 }, (_, n) => ({ channel: 'long', payload: n })))
+    expect((await control.messages('long', { limit: 10 })).map((m) => m.payload)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    const page = await control.messages('long', { from: 2500, limit: 1000 })
+    expect(page.map((m) => m.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => 2500 + i))
+    expect((await control.messages('long', { from: 4990 })).map((m) => m.seq)).toEqual([4990, 4991, 4992, 4993, 4994, 4995, 4996, 4997, 4998, 4999])
+    // The readers left: nothing subscribes to the channel any more.
+    await turn()
+    expect(control.channel('long').stats.subscribers).toBe(0)
+  })
+
   it('lists groups and dead letters; replays one to its origin channel and discards another', async () => {
     const orrery = await open()
     const control = orrery.control()

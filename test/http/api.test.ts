@@ -164,6 +164,23 @@ describe(`HTTP API (${ENGINE})`, () => {
     expect(snapshot.agents.map((a: { id: string }) => a.id)).toEqual(['echo-1'])
   })
 
+  it('streams control events over SSE', async () => {
+    const d = await start()
+    const response = await d.call('GET', '/v1/events', { token: TOKENS.read })
+    expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    const events = readEvents(response, 2)
+    await new Promise((r) => setTimeout(r, 50))
+    await d.call('POST', '/v1/agents/echo-1/pause', { token: TOKENS.admin })
+    // Its health changes to paused, then the mesh says it paused.
+    expect(await events).toEqual([
+      {
+        event: 'control',
+        data: expect.objectContaining({ source: 'mesh', event: expect.objectContaining({ type: 'health', agent: 'echo-1', to: 'paused' }) }),
+      },
+      { event: 'control', data: expect.objectContaining({ source: 'mesh', event: expect.objectContaining({ type: 'paused', agent: 'echo-1' }) }) },
+    ])
+  })
+
   it('close ends every event stream and frees the port', async () => {
     const d = await demo()
     const events = await d.call('GET', '/v1/events', { token: TOKENS.read })
