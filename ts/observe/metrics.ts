@@ -68,7 +68,8 @@ const RUN_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled', '
 class Tally {
   readonly series = new Map<string, { labels: Labels; value: number }>()
   add(labels: Labels, value: number): void {
-    const key = Object.values(labels).join('\u0000')
+    let key = ''
+    for (const name in labels) key += `${labels[name]}\u0000`
     const found = this.series.get(key)
     if (found) found.value += value
     else this.series.set(key, { labels, value })
@@ -160,24 +161,53 @@ const TIMED = ['messaging_client_operation_duration_seconds', 'orrery_mesh_reque
 /** Reads every source into each metric's tally (zeros included, so a dashboard's series do not come and go). */
 function readAll(sources: Sources, tally: (metric: string, labels: Labels, value: number) => void): void {
   for (const bus of sources.buses) unlessClosed(() => readBus(bus, tally))
+  // Agents and runs are counted by type and state first: a series per type, not a tally per agent.
+  const health = new Counts('orrery_agents', 'type', 'health', HEALTHS)
+  const breakers = new Counts('orrery_agent_breakers', 'type', 'state', BREAKER_STATES)
+  const runners = new Counts('orrery_agent_runners', 'type', 'state', AGENT_STATES)
+  const runs = new Counts('orrery_workflow_runs', 'workflow', 'status', RUN_STATUSES)
   for (const mesh of sources.meshes) {
     unlessClosed(() => {
       for (const info of mesh.registered()) {
         if (info.remote) continue
-        for (const health of HEALTHS) tally('orrery_agents', { type: info.type, health }, health === info.health ? 1 : 0)
-        for (const state of BREAKER_STATES) tally('orrery_agent_breakers', { type: info.type, state }, state === info.breaker ? 1 : 0)
+        health.count(info.type, info.health)
+        breakers.count(info.type, info.breaker)
       }
-      for (const agent of mesh.running()) {
-        for (const state of AGENT_STATES) tally('orrery_agent_runners', { type: agent.type, state }, state === agent.state ? 1 : 0)
-      }
+      for (const agent of mesh.running()) runners.count(agent.type, agent.state)
     })
   }
   for (const wf of sources.workflows) {
     unlessClosed(() => {
-      for (const run of wf.runs()) {
-        for (const status of RUN_STATUSES) tally('orrery_workflow_runs', { workflow: run.definition, status }, status === run.status ? 1 : 0)
-      }
+      for (const run of wf.runs()) runs.count(run.definition, run.status)
     })
+  }
+  for (const counts of [health, breakers, runners, runs]) counts.tallyInto(tally)
+}
+
+/** How many of each kind (an agent type, a workflow) are in each state, every state listed (0 included). */
+class Counts {
+  private readonly byKind = new Map<string, number[]>()
+  constructor(
+    private readonly metric: string,
+    private readonly kindLabel: string,
+    private readonly stateLabel: string,
+    private readonly states: readonly string[],
+  ) {}
+
+  count(kind: string, state: string): void {
+    let counts = this.byKind.get(kind)
+    if (counts === undefined) {
+      counts = this.states.map(() => 0)
+      this.byKind.set(kind, counts)
+    }
+    const at = this.states.indexOf(state)
+    if (at >= 0) counts[at]!++
+  }
+
+  tallyInto(tally: (metric: string, labels: Labels, value: number) => void): void {
+    for (const [kind, counts] of this.byKind) {
+      this.states.forEach((state, i) => tally(this.metric, { [this.kindLabel]: kind, [this.stateLabel]: state }, counts[i]!))
+    }
   }
 }
 
@@ -224,12 +254,13 @@ function readBus(bus: BusSource, tally: (metric: string, labels: Labels, value: 
     // The channel's deliveries less its groups': those to broadcast subscribers.
     const subscribed = Math.max(0, s.delivered - (groupDelivered.get(name) ?? 0))
     tally('messaging_client_consumed_messages_total', { [SYSTEM]: system, [OPERATION]: 'process', [DESTINATION]: channel, [CONSUMER_GROUP]: '' }, subscribed)
-    tally('orrery_channel_retained_messages', { channel }, s.retained)
-    tally('orrery_channel_retained_bytes', { channel }, s.retainedBytes)
-    tally('orrery_channel_subscribers', { channel }, s.subscribers)
-    tally('orrery_channel_dead_lettered_messages_total', { channel }, s.deadLettered)
-    tally('orrery_channel_expired_messages_total', { channel }, s.expired)
-    tally('orrery_channel_duplicates_total', { channel }, s.duplicates)
+    const labels = { channel }
+    tally('orrery_channel_retained_messages', labels, s.retained)
+    tally('orrery_channel_retained_bytes', labels, s.retainedBytes)
+    tally('orrery_channel_subscribers', labels, s.subscribers)
+    tally('orrery_channel_dead_lettered_messages_total', labels, s.deadLettered)
+    tally('orrery_channel_expired_messages_total', labels, s.expired)
+    tally('orrery_channel_duplicates_total', labels, s.duplicates)
     tally('orrery_channel_refused_messages_total', { channel, reason: 'signature' }, s.signatureRefused)
     tally('orrery_channel_refused_messages_total', { channel, reason: 'replay' }, s.replayRefused)
     tally('orrery_channel_refused_messages_total', { channel, reason: 'malformed' }, s.rejected)
