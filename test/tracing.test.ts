@@ -358,6 +358,51 @@ describe(`tracing (${ENGINE})`, () => {
     }
   })
 
+  // Node: a child process, in which the package is hidden by a module hook.
+  // The child compiles the TypeScript under test as it loads (seconds on a loaded machine).
+  it.skipIf(IN_BROWSER)('refuses tracing with UNSUPPORTED where @opentelemetry/api is missing, and works without it', { timeout: 90_000 }, async () => {
+    const { execFile } = await import('node:child_process')
+    const { fileURLToPath } = await import('node:url')
+    const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        ['--import', fixture('run-source.mjs'), '--import', fixture('without-otel.mjs'), fixture('tracing-without-otel.mjs')],
+        { env: { ...process.env, ORRERY_ENGINE: ENGINE }, timeout: 80_000 },
+        (error, out, err) => (error ? reject(new Error(`${error.message}\n${err}`)) : resolve(out)),
+      ),
+    )
+    const { refused, published } = JSON.parse(stdout) as { refused?: { code: string; message: string; details: Record<string, unknown> }; published: boolean }
+    expect(refused?.code).toBe('UNSUPPORTED')
+    expect(refused?.message).toContain('npm i @opentelemetry/api')
+    expect(refused?.details).toEqual({ package: '@opentelemetry/api' })
+    expect(published).toBe(true)
+  })
+
+  it('refuses a traced publish’s bad options as an untraced one, publishing nothing', async () => {
+    const { orrery, spans } = await traced()
+    const got: Message[] = []
+    orrery.bus.subscribe('strict').subscribe((m) => got.push(m))
+    const plain = await Orrery.create({ engine: ENGINE })
+    opened.push(plain)
+    for (const options of [null, 'x', { headers: 'x' }, { headers: { a: 1 } }, { colour: 'red' }, { ttl: -1 }]) {
+      const untraced = await errorOf(() => plain.bus.publish('strict', 1, options as never))
+      expect(['INVALID_OPTION', 'INVALID_ARGUMENT'], JSON.stringify(options)).toContain(untraced?.code)
+      const error = await errorOf(() => orrery.bus.publish('strict', 1, options as never))
+      expect([error?.code, error?.message]).toEqual([untraced?.code, untraced?.message])
+      const batch = await errorOf(() =>
+        orrery.bus.publishBatch([
+          { channel: 'strict', payload: 1 },
+          { channel: 'strict', payload: 2, options: options as never },
+        ]),
+      )
+      expect(batch?.code).toBe(untraced?.code)
+    }
+    await settle()
+    expect(got).toEqual([])
+    expect(spans()).toEqual([])
+  })
+
   it('refuses a tracing option of the wrong shape, before anything loads', async () => {
     for (const [tracing, text] of [
       ['yes', 'tracing'],

@@ -16,6 +16,7 @@
 import { isOrreryError, OrreryError } from '../errors.js'
 import { callable, keysOf, options as checkOptions, refuse } from '../check.js'
 import type { Message } from '../bus/message.js'
+import { checkEnvelope, PUBLISH_KEYS } from '../bus/options.js'
 import { EVENT_TYPES } from '../workflows/history.js'
 import { COMPENSATE_SUFFIX } from '../workflows/validate.js'
 
@@ -251,6 +252,8 @@ export class Tracing {
     let traced: Publishing[]
     let span: OtelSpan
     try {
+      // Checked as the untraced publish checks them, before a copy with more headers is made.
+      for (const item of items) if (item.options !== undefined) checkEnvelope(item.options, 'options', 'argument', PUBLISH_KEYS)
       const parent = this.active()
       if (n === 1) {
         const item = items[0]!
@@ -306,8 +309,7 @@ export class Tracing {
 
   /** A message's options with the trace context of `context` added to its headers (the options checked first, as the bus would). */
   private carrying(item: Publishing, context: OtelContext): Publishing {
-    const options = (item.options ?? {}) as { headers?: Readonly<Record<string, string>> }
-    if (options === null || typeof options !== 'object' || Array.isArray(options)) return item
+    const options = (item.options === undefined ? {} : item.options) as { headers?: Readonly<Record<string, string>> }
     const carrier = this.inject(context)
     if (carrier === undefined) return item
     return { channel: item.channel, payload: item.payload, options: { ...options, headers: { ...options.headers, ...carrier } } }
