@@ -206,7 +206,7 @@ class Counts {
 
   tallyInto(tally: (metric: string, labels: Labels, value: number) => void): void {
     for (const [kind, counts] of this.byKind) {
-      this.states.forEach((state, i) => tally(this.metric, { [this.kindLabel]: kind, [this.stateLabel]: state }, counts[i]!))
+      for (let i = 0; i < this.states.length; i++) tally(this.metric, { [this.kindLabel]: kind, [this.stateLabel]: this.states[i]! }, counts[i]!)
     }
   }
 }
