@@ -19,7 +19,21 @@ export interface ChartProps {
   testId?: string
 }
 
-export function Chart({ times, series, unit, height = 220, testId }: ChartProps) {
+/** Samples a line needs before it means anything (a rate needs two counts). */
+const MIN_SAMPLES = 3
+
+export function Chart(props: ChartProps) {
+  if (props.times.length < MIN_SAMPLES) {
+    return (
+      <div class="chart waiting" style={{ height: `${props.height ?? 220}px` }} data-testid={props.testId}>
+        collecting samples…
+      </div>
+    )
+  }
+  return <Plot {...props} />
+}
+
+function Plot({ times, series, unit, height = 220, testId }: ChartProps) {
   const box = useRef<HTMLDivElement>(null)
   const plot = useRef<uPlot | undefined>(undefined)
   const names = series.map((s) => s.name).join('\u0000')
@@ -29,7 +43,8 @@ export function Chart({ times, series, unit, height = 220, testId }: ChartProps)
     const opts: uPlot.Options = {
       width: el.clientWidth || 600,
       height,
-      scales: { x: { time: true } },
+      // The x range is the samples' own: uPlot's default pads a short span by years.
+      scales: { x: { time: true, range: (_u, min, max) => [min, Math.max(max, min + 1)] } },
       axes: [
         { stroke: '#9aa4b2', grid: { stroke: '#2a3140' } },
         { stroke: '#9aa4b2', grid: { stroke: '#2a3140' }, label: unit, size: 60 },

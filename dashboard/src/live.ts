@@ -7,6 +7,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks'
 
 import type { ControlClient } from './client.js'
+import { explain } from './ui.js'
 
 type Listener = () => void
 
@@ -92,7 +93,7 @@ export function useLive<T>(hub: LiveHub, load: () => Promise<T>, deps: readonly 
       load()
         .then(
           (data) => alive && setState({ data, error: undefined }),
-          (e: unknown) => alive && setState((s) => ({ data: s.data, error: e instanceof Error ? e.message : String(e) })),
+          (e: unknown) => alive && setState((s) => ({ data: s.data, error: explain(e) })),
         )
         .finally(() => {
           busy = false

@@ -2,6 +2,7 @@
 import { useEffect, useState } from 'preact/hooks'
 
 import { httpClient } from './http-client.js'
+import { explain } from './ui.js'
 import type { Opened } from './main.js'
 import { asSnapshot, snapshotClient } from './snapshot-client.js'
 
@@ -57,7 +58,7 @@ export function Start({
     setBusy(what)
     opening().then(onOpen, (e: unknown) => {
       setBusy(undefined)
-      onError(e instanceof Error ? e.message : String(e))
+      onError(explain(e))
     })
   }
   // The address chooses at once.
@@ -111,7 +112,9 @@ export function Start({
           }}
         >
           <h2>Connect</h2>
-          <p>to a running Orrery's HTTP API (`orrery serve`, or `serveHttp` in your process).</p>
+          <p>
+            to a running Orrery's HTTP API (<code>orrery serve</code>, or <code>serveHttp</code> in your process).
+          </p>
           <input placeholder={`API address (default ${location.origin})`} value={api} onInput={(e) => setApi(e.currentTarget.value)} />
           <input type="password" placeholder="bearer token" value={token} onInput={(e) => setToken(e.currentTarget.value)} autocomplete="off" />
           <button type="submit" disabled={busy !== undefined}>
@@ -120,7 +123,10 @@ export function Start({
         </form>
         <div class="choice">
           <h2>Open a snapshot</h2>
-          <p>exported from a Control (`control.snapshot()`, `GET /v1/snapshot`, or "export snapshot" here), read-only; drop it anywhere on this page.</p>
+          <p>
+            exported from a Control (<code>control.snapshot()</code>, <code>GET /v1/snapshot</code>, or "export snapshot" here), read-only; drop it anywhere on
+            this page.
+          </p>
           <input
             type="file"
             accept="application/json,.json"

@@ -2,6 +2,13 @@
 import type { ComponentChildren } from 'preact'
 import { useState } from 'preact/hooks'
 
+/** An error as a line: its code first when it has one (an OrreryError, the API's error shape). */
+export function explain(error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  const code = (error as { code?: unknown }).code
+  return typeof code === 'string' && !error.message.startsWith(code) ? `${code}: ${error.message}` : error.message
+}
+
 /** A value as readable JSON: strings quoted, binary as `{ base64 }`, cut at `max` characters in a cell. */
 export function pretty(value: unknown, indent = 2): string {
   if (value === undefined) return 'undefined'
@@ -88,7 +95,7 @@ export function Action({
           run()
             .then(
               () => done?.(),
-              (err: unknown) => setError(err instanceof Error ? err.message : String(err)),
+              (err: unknown) => setError(explain(err)),
             )
             .finally(() => setBusy(false))
         }}

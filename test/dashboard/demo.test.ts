@@ -43,9 +43,10 @@ it('starts a mesh in the page and shows its agents live', async () => {
 it('charts the channels and lists the dead letters the bad orders made', async () => {
   await page.locator('[data-tab="channels"]').click()
   await expect.poll(() => page.getByTestId('channels').textContent()).toMatch(/orders/)
-  // Two samples at least, a second apart, before the lines show.
-  await page.waitForTimeout(3000)
-  await expect.poll(() => page.locator('[data-testid="throughput"] canvas').count()).toBe(1)
+  // Three samples, a second apart, before the lines show.
+  await expect.poll(() => page.locator('[data-testid="throughput"] canvas').count(), { timeout: 10_000 }).toBe(1)
+  await expect.poll(() => page.locator('[data-testid="lag"] canvas').count(), { timeout: 10_000 }).toBe(1)
+  await page.waitForTimeout(1500)
   await shot(page, 'demo-channels')
   await page.locator('[data-tab="dead letters"]').click()
   await expect.poll(() => page.getByTestId('dead-letter').textContent(), { timeout: 10_000 }).toMatch(/empty sku|payment service refused it/)
