@@ -29,10 +29,11 @@ export const publish: Command = {
   summary: 'publish a JSON payload on a channel',
   help: `orrery publish <channel> <json> [options]
 
-Publishes one message; prints its sequence number and id.
+Publishes one message; prints its id.
   --header name=value  a header (repeatable)
-  --key <key>          the partition / ordering key
-  --priority <p>       low, normal, high or urgent
+  --key <id>           the message's id (a second publish with it is dropped within the
+                       channel's dedup window)
+  --priority <p>       low, normal, high or critical
   --ttl <ms>           expires unread after this many ms
 ${CLIENT_HELP}`,
   options: { ...CLIENT_OPTIONS, header: { type: 'string', multiple: true }, key: { type: 'string' }, priority: { type: 'string' }, ttl: { type: 'string' } },
@@ -47,9 +48,9 @@ ${CLIENT_HELP}`,
     if (priority !== undefined) body['priority'] = priority
     const ttl = stringOf(parsed, 'ttl')
     if (ttl !== undefined) body['ttl'] = wholeNumber(ttl, '--ttl', 'publish', 1)
-    const published = await clientOf(parsed).post<{ id: string; seq?: number }>(`/v1/channels/${segment(channel)}/messages`, body)
+    const published = await clientOf(parsed).post<{ id: string; published: boolean }>(`/v1/channels/${segment(channel)}/messages`, body)
     if (flagOf(parsed, 'json')) printJson(io, published)
-    else io.out(`published on ${channel}${published.seq === undefined ? '' : ` as #${published.seq}`} (id ${published.id})`)
+    else io.out(!published.published ? `not published on ${channel}: id ${published.id} was seen within its dedup window` : `published on ${channel} (id ${published.id})`)
   },
 }
 

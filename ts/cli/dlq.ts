@@ -45,8 +45,9 @@ ${CLIENT_HELP}`,
       if (stringOf(parsed, 'limit') !== undefined) throw usageError(`--limit is for dlq list, not dlq ${action}`, 'dlq')
       const [channel = '', seqText = ''] = positionals(rest, 'dlq', ['channel', 'seq'])
       const seq = wholeNumber(seqText, '<seq>', 'dlq')
-      const answer = await clientOf(parsed).post<unknown>(`/v1/channels/${segment(channel)}/dead-letters/${seq}/${action}`)
-      return json ? printJson(io, answer ?? { ok: true }) : io.out(`${action === 'replay' ? 'replayed' : 'discarded'} dead letter #${seq} of ${channel}`)
+      const answer = await clientOf(parsed).post<{ id?: string }>(`/v1/channels/${segment(channel)}/dead-letters/${seq}/${action}`)
+      if (json) return printJson(io, answer)
+      return io.out(action === 'replay' ? `replayed dead letter #${seq} to ${channel} (id ${answer.id})` : `discarded dead letter #${seq} of ${channel}`)
     }
     throw usageError(action === undefined ? 'missing list, replay or discard' : `unknown dlq action ${JSON.stringify(action)} (list, replay, discard)`, 'dlq')
   },

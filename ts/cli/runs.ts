@@ -133,14 +133,14 @@ ${CLIENT_HELP}`,
         const [id = '', name = '', payload] = positionals(rest, 'runs', ['id', 'name'], ['json payload'])
         const body: Record<string, unknown> = { name }
         if (payload !== undefined) body['payload'] = jsonValue(payload, '<json payload>', 'runs')
-        const answer = await client.post<unknown>(`/v1/runs/${segment(id)}/signal`, body)
+        const answer = await client.post<RunView>(`/v1/runs/${segment(id)}/signal`, body)
         if (flagOf(parsed, 'wait')) return show(await settled(client, io, id))
-        return json ? printJson(io, answer ?? { ok: true }) : io.out(`signalled ${name} to run ${id}`)
+        return json ? printJson(io, answer) : io.out(`signalled ${name} to run ${id} (${answer.status})`)
       }
       default: {
         const [id = ''] = positionals(rest, 'runs', ['id'])
-        const answer = await client.post<unknown>(`/v1/runs/${segment(id)}/cancel`)
-        return json ? printJson(io, answer ?? { ok: true }) : io.out(`cancelled run ${id}`)
+        const answer = await client.post<RunView>(`/v1/runs/${segment(id)}/cancel`)
+        return json ? printJson(io, answer) : io.out(`cancelled run ${id} (${answer.status})`)
       }
     }
   },
