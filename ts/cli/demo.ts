@@ -17,6 +17,7 @@
  */
 import { Agent, type AgentContext, type HealthReport, type Logger, PermanentError, silentLogger } from '../agents/agent.js'
 import type { Mesh } from '../agents/mesh.js'
+import type { PromRegistry } from '../agents/metrics.js'
 import type { Orrery } from '../api.js'
 import type { Bus } from '../bus/bus.js'
 import { intOr, keysOf, options as checkOptions } from '../check.js'
@@ -44,8 +45,10 @@ export interface DemoOptions {
   approveAfterMs?: number
   /** The mesh's logger (default: silent). */
   logger?: Logger
+  /** A prom-client registry for the mesh's metrics. */
+  metrics?: PromRegistry
 }
-const DEMO_KEYS = keysOf<DemoOptions>()(['tickMs', 'runEveryMs', 'deadLetterEvery', 'approveAfterMs', 'logger'])
+const DEMO_KEYS = keysOf<DemoOptions>()(['tickMs', 'runEveryMs', 'deadLetterEvery', 'approveAfterMs', 'logger', 'metrics'])
 
 /** A running demo: what it made, and how to stop it. */
 export interface Demo {
@@ -132,7 +135,7 @@ export async function startDemo(orrery: Orrery, options: DemoOptions = {}): Prom
 
   const { bus } = orrery
   const store = orrery.openStore()
-  const mesh = await orrery.mesh({ seed: 1, heartbeat: { interval: 1_000 }, logger: opts.logger ?? silentLogger })
+  const mesh = await orrery.mesh({ seed: 1, heartbeat: { interval: 1_000 }, logger: opts.logger ?? silentLogger, ...(opts.metrics === undefined ? {} : { metrics: opts.metrics }) })
   mesh.define('pricer', Pricer)
   mesh.define('stock', (context: AgentContext) => new Stock(context, store))
   mesh.define('courier', (context: AgentContext) => new Courier(context, bus))
