@@ -111,3 +111,11 @@ for bin in "${nodes[@]}"; do
   done
 done
 [ -x "$NODE24" ] || echo "  (Node 24 not installed: run scripts/setup.sh)"
+
+# The `orrery` bin as npm links it (package.json "bin"): its help, and a client's exit code 3 when
+# no server answers.
+(cd "$app" && node_modules/.bin/orrery --help > /dev/null) || { echo "node_modules/.bin/orrery --help failed" >&2; exit 1; }
+bin_status=0
+(cd "$app" && ORRERY_URL=http://127.0.0.1:1 node_modules/.bin/orrery status 2> /dev/null) || bin_status=$?
+[ "$bin_status" -eq 3 ] || { echo "orrery status with no server: exit $bin_status, not 3" >&2; exit 1; }
+echo "  the orrery bin: --help, and exit 3 with no server"
