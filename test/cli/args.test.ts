@@ -41,7 +41,7 @@ describe(`orrery's command line (${ENGINE})`, () => {
     expect(bare.err).toMatch(/orrery <command>/)
     const help = await cli(['--help'])
     expect(help.code).toBe(0)
-    for (const name of ['status', 'agents', 'publish', 'tail', 'dlq', 'runs', 'bench']) {
+    for (const name of ['serve', 'status', 'agents', 'publish', 'tail', 'dlq', 'runs', 'bench']) {
       expect(help.out).toMatch(new RegExp(`^  ${name} `, 'm'))
       const own = await cli([name, '--help'])
       expect(own.code, name).toBe(0)
@@ -79,9 +79,15 @@ describe(`orrery's command line (${ENGINE})`, () => {
     [['runs', 'cancel', 'order-1', '--id', 'x'], /--id is not an option of runs cancel/],
     [['bench', 'nothing'], /unknown suite "nothing"/],
     [['bench', '--quick'], /--quick needs a suite/],
+    [['serve', '--port', 'eighty'], /--port must be a whole number/],
+    [['serve', '--port', '70000'], /--port must be at most 65535/],
+    [['serve', '--engine', 'quantum'], /--engine must be native or wasm/],
+    [['serve', '--token', 'short'], /--token must be at least 8 characters/],
+    [['serve', '--no-demo', '--tour'], /--tour shows the demo/],
+    [['serve', 'now'], /unexpected argument "now"/],
   ])('%j is a usage error: exit 2, nothing sent', async (argv, message) => {
     const before = requests
-    const result = await cli(argv[0] === 'bench' ? argv : [...argv, '--url', url])
+    const result = await cli(argv[0] === 'bench' || argv[0] === 'serve' ? argv : [...argv, '--url', url])
     expect(result.err).toMatch(message)
     expect(result.err).toMatch(/^orrery: usage: .*\(see orrery/)
     expect(result.code).toBe(2)

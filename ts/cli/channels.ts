@@ -50,7 +50,12 @@ ${CLIENT_HELP}`,
     if (ttl !== undefined) body['ttl'] = wholeNumber(ttl, '--ttl', 'publish', 1)
     const published = await clientOf(parsed).post<{ id: string; published: boolean }>(`/v1/channels/${segment(channel)}/messages`, body)
     if (flagOf(parsed, 'json')) printJson(io, published)
-    else io.out(!published.published ? `not published on ${channel}: id ${published.id} was seen within its dedup window` : `published on ${channel} (id ${published.id})`)
+    else
+      io.out(
+        !published.published
+          ? `not published on ${channel}: id ${published.id} was seen within its dedup window`
+          : `published on ${channel} (id ${published.id})`,
+      )
   },
 }
 

@@ -135,7 +135,12 @@ export async function startDemo(orrery: Orrery, options: DemoOptions = {}): Prom
 
   const { bus } = orrery
   const store = orrery.openStore()
-  const mesh = await orrery.mesh({ seed: 1, heartbeat: { interval: 1_000 }, logger: opts.logger ?? silentLogger, ...(opts.metrics === undefined ? {} : { metrics: opts.metrics }) })
+  const mesh = await orrery.mesh({
+    seed: 1,
+    heartbeat: { interval: 1_000 },
+    logger: opts.logger ?? silentLogger,
+    ...(opts.metrics === undefined ? {} : { metrics: opts.metrics }),
+  })
   mesh.define('pricer', Pricer)
   mesh.define('stock', (context: AgentContext) => new Stock(context, store))
   mesh.define('courier', (context: AgentContext) => new Courier(context, bus))
@@ -156,7 +161,9 @@ export async function startDemo(orrery: Orrery, options: DemoOptions = {}): Prom
   const billing = bus.group<DemoOrder>('orders', 'billing', { maxDeliveries: 3 })
   const consumer = billing.consume(
     async (d) => {
-      await mesh.request('price@^1.2', d.message.payload.sku, { timeout: 5_000 })
+      const { id, sku } = d.message.payload
+      if (sku === '') throw new Error(`order ${id} has no sku`)
+      await mesh.request('price@^1.2', sku, { timeout: 5_000 })
     },
     { maxInFlight: 8, isPermanent: (e) => e instanceof Error && /no sku/.test(e.message) },
   )

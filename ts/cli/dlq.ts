@@ -3,7 +3,7 @@ import { CLIENT_OPTIONS, flagOf, type Parsed, positionals, stringOf, wholeNumber
 import { clientOf, segment } from './client.js'
 import { CLIENT_HELP, type Command } from './command.js'
 import { usageError } from './failure.js'
-import { clock, type Io, printJson, short, table } from './output.js'
+import { clock, cut, type Io, printJson, short, table } from './output.js'
 import type { DeadLetterView } from './views.js'
 
 /** Prints dead letters as a table. */
@@ -12,7 +12,7 @@ export function printDeadLetters(io: Io, channel: string, letters: readonly Dead
   io.out(
     table(
       ['SEQ', 'AT', 'ORIGIN', 'DELIVERIES', 'REASON', 'PAYLOAD'],
-      letters.map((d) => [String(d.seq), clock(d.at), `${d.originChannel}#${d.originSeq}`, String(d.deliveries), short(d.reason, 40), short(d.payload, 50)]),
+      letters.map((d) => [String(d.seq), clock(d.at), `${d.originChannel}#${d.originSeq}`, String(d.deliveries), cut(d.reason, 60), short(d.payload, 50)]),
     ),
   )
 }

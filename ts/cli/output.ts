@@ -38,10 +38,15 @@ export function table(header: readonly string[], rows: readonly (readonly string
   return [line(header), ...rows.map(line)].join('\n')
 }
 
-/** A value in one line, cut to `max` characters. */
+/** Text in one line, cut to `max` characters. */
+export function cut(text: string, max: number): string {
+  const line = text.replace(/\s*\n\s*/g, ' ')
+  return line.length > max ? `${line.slice(0, max - 3)}...` : line
+}
+
+/** A value as JSON in one line, cut to `max` characters. */
 export function short(value: unknown, max = 60): string {
-  const text = value === undefined ? '-' : (JSON.stringify(value) ?? String(value))
-  return text.length > max ? `${text.slice(0, max - 3)}...` : text
+  return cut(value === undefined ? '-' : (JSON.stringify(value) ?? String(value)), max)
 }
 
 /** A duration in ms as `1h 2m`, `3m 4s`, `5.6 s` or `78 ms`. */

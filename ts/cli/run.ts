@@ -15,8 +15,9 @@ import { type Io, processIo, table } from './output.js'
 import { runs } from './runs.js'
 import { agents, status } from './status.js'
 
-/** The commands. */
+/** The commands, `serve` (loaded on use) first. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  serve: { summary: 'serve an Orrery: the HTTP API, the dashboard and a demo mesh', load: async () => (await import('./serve.js')).serve },
   ...Object.fromEntries([status, agents, publish, tail, dlq, runs, bench].map((c) => [c.name, { summary: c.summary, load: async () => c }])),
 }
 

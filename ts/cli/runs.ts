@@ -20,12 +20,13 @@ export function printRuns(io: Io, runs: readonly RunView[]): void {
 }
 
 /** One history event in a line (node-done and decisions left out: the steps say it). */
-function eventLine(e: RunEvent, t0: number): string | undefined {
+function eventLine(event: RunEvent, t0: number): string | undefined {
+  const e = event as RunEvent & Record<string, unknown>
   const head = `${String(e.seq).padStart(4)} ${`+${Math.round(e.at - t0)}`.padStart(7)} ms  `
   const error = e['error'] as { code?: string; message?: string } | undefined
   switch (e.type) {
     case 'started':
-      return `${head}started         ${short(e['input'])}`
+      return `${head}started${e['input'] === undefined ? '' : `         ${short(e['input'])}`}`
     case 'step-started':
       return `${head}step-started    ${e['step']} #${e['attempt']}${e['compensation'] === true ? ' (compensation)' : ''}`
     case 'step-completed':

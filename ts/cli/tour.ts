@@ -29,14 +29,16 @@ export async function tour(io: Io, url: string, token: string): Promise<void> {
   const client = new ApiClient(url, token)
   // The billing group dead-letters the order a moment after its publish.
   const deadLettered = () =>
-    until(async () => (await client.get<DeadLetterView[]>('/v1/channels/orders/dead-letters', { limit: 1000 })).some((d) => (d.payload as { id?: unknown }).id === 'tour-1'))
+    until(async () =>
+      (await client.get<DeadLetterView[]>('/v1/channels/orders/dead-letters', { limit: 1000 })).some((d) => (d.payload as { id?: unknown }).id === 'tour-1'),
+    )
   const steps: Step[] = [
     [status, [], 'the overview'],
     [agents, [], 'the demo mesh: pricers, stock and couriers (courier-2 reports itself degraded)'],
     [publish, ['tour', '{"hello":"orrery"}'], 'a message on a channel of its own'],
     [tail, ['tour', '--from', 'earliest', '--count', '1'], 'and the channel read back (server-sent events)'],
     [publish, ['orders', '{"id":"tour-1","sku":"","qty":1,"address":"1 Orbit Lane"}'], 'an order without a sku: the billing group cannot price it'],
-    [dlq, ['list', 'orders', '--limit', '3'], "so it lands on orders' dead letters (the demo's own too)"],
+    [dlq, ['list', 'orders', '--limit', '3'], "so it lands on orders' dead letters (the demo's own too)", deadLettered],
     [runs, ['start', 'fulfil-order', '{"id":"tour-2","sku":"lamp","qty":2,"address":"2 Orbit Lane"}', '--id', 'tour-2'], 'a workflow run'],
     [runs, ['signal', 'tour-2', 'approve', '{"by":"the tour"}', '--wait'], 'approved: it charges, ships and completes'],
   ]

@@ -53,11 +53,11 @@ export interface RunView {
   finishedAt?: number
 }
 
+/** One history event: its type, seq and time; the rest is read by type (runs.ts). */
 export interface RunEvent {
   type: string
   seq: number
   at: number
-  [field: string]: unknown
 }
 
 export interface RunDetail extends RunView {

@@ -1,0 +1,131 @@
+/**
+ * `orrery serve`: an Orrery with the demo (demo.ts), a Control over it, the HTTP API (serveHttp)
+ * and the built dashboard on the same server, guarded by an admin token it prints. Stops on
+ * SIGINT/SIGTERM (or, with --exit, once started and toured), closing what it opened.
+ */
+import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+import type { PromRegistry } from '../agents/metrics.js'
+import { serveHttp } from '../http/server.js'
+import { Orrery } from '../node.js'
+import { flagOf, type Parsed, positionals, stringOf, wholeNumber } from './args.js'
+import { DEFAULT_PORT } from './client.js'
+import type { Command } from './command.js'
+import { type Demo, startDemo } from './demo.js'
+import { usageError } from './failure.js'
+import { type Io, printJson, withProgress } from './output.js'
+import { tour } from './tour.js'
+
+/** The built dashboard: dist/dashboard beside dist/cli (or ts/cli, from a checkout). */
+const DASHBOARD = fileURLToPath(new URL('../../dist/dashboard', import.meta.url))
+
+/** prom-client's registry, when the optional peer is installed (then /metrics serves it). */
+async function promRegistry(): Promise<PromRegistry | undefined> {
+  try {
+    const prom = (await import('prom-client')) as unknown as { Registry: new () => PromRegistry }
+    return new prom.Registry()
+  } catch {
+    return undefined
+  }
+}
+
+export const serve: Command = {
+  name: 'serve',
+  summary: 'serve an Orrery: the HTTP API, the dashboard and a demo mesh',
+  help: `orrery serve [options]
+
+Starts an Orrery with a demo mesh (agents, steady traffic, dead letters, workflow runs), the HTTP
+API (/v1, OpenAPI at /openapi.json, /metrics) and the dashboard at /, and prints the URL and an
+admin token. Ctrl-C stops it.
+  --port <n>        the port (default ${DEFAULT_PORT}; 0: any free one)
+  --host <host>     the address to listen on (default 127.0.0.1)
+  --token <token>   the admin token (default: a new random one)
+  --engine <name>   native or wasm (default: $ORRERY_ENGINE, else native)
+  --no-demo         an empty Orrery: no agents, traffic or runs
+  --tour            once serving, run a short tour of the API through the orrery commands
+  --exit            stop once started (and toured), instead of serving until Ctrl-C
+  --json            print {"url","token","dashboard"} as one JSON line instead of the banner`,
+  options: {
+    port: { type: 'string' },
+    host: { type: 'string' },
+    token: { type: 'string' },
+    engine: { type: 'string' },
+    'no-demo': { type: 'boolean' },
+    tour: { type: 'boolean' },
+    exit: { type: 'boolean' },
+    json: { type: 'boolean' },
+  },
+  async run(parsed: Parsed, io: Io) {
+    positionals(parsed, 'serve', [])
+    const portText = stringOf(parsed, 'port')
+    const port = portText === undefined ? DEFAULT_PORT : wholeNumber(portText, '--port', 'serve')
+    if (port > 65_535) throw usageError(`--port must be at most 65535, not ${port}`, 'serve')
+    const host = stringOf(parsed, 'host') ?? '127.0.0.1'
+    const engine = stringOf(parsed, 'engine')
+    if (engine !== undefined && engine !== 'native' && engine !== 'wasm')
+      throw usageError(`--engine must be native or wasm, not ${JSON.stringify(engine)}`, 'serve')
+    const token = stringOf(parsed, 'token') ?? randomBytes(18).toString('base64url')
+    if (token.length < 8) throw usageError('--token must be at least 8 characters', 'serve')
+    const withDemo = !flagOf(parsed, 'no-demo')
+    if (flagOf(parsed, 'tour') && !withDemo) throw usageError('--tour shows the demo: leave out --no-demo', 'serve')
+    const json = flagOf(parsed, 'json')
+
+    const opened: (() => Promise<void> | void)[] = []
+    const close = async () => {
+      for (const step of opened.reverse()) await step()
+      opened.length = 0
+    }
+    try {
+      const started = await withProgress(io, 'starting Orrery', async (update) => {
+        const orrery = await Orrery.create(engine === undefined ? {} : { engine })
+        opened.push(() => orrery.close())
+        const metrics = await promRegistry()
+        let demo: Demo | undefined
+        if (withDemo) {
+          update('starting the demo mesh')
+          demo = await startDemo(orrery, metrics === undefined ? {} : { metrics })
+          const running = demo
+          opened.push(() => running.stop())
+        }
+        const control = orrery.control({
+          ...(demo === undefined ? {} : { mesh: demo.mesh, workflows: demo.workflows, store: demo.store }),
+          ...(metrics === undefined ? {} : { metrics }),
+        })
+        opened.push(() => control.close())
+        update('starting the HTTP server')
+        const dashboard = existsSync(`${DASHBOARD}/index.html`) ? DASHBOARD : undefined
+        const server = await serveHttp(control, { tokens: { [token]: ['admin'] }, port, host, ...(dashboard === undefined ? {} : { dashboard }) })
+        opened.push(() => server.close())
+        return { orrery, demo, url: server.url, dashboard: dashboard !== undefined }
+      })
+      const { url } = started
+      if (json) printJson(io, { url, token, dashboard: started.dashboard }, true)
+      else {
+        io.out(
+          `\n== orrery serve: ${started.orrery.engine} engine, ${started.demo === undefined ? 'no demo' : 'the demo shop (agents, orders, fulfil-order runs)'}`,
+        )
+        io.out(started.dashboard ? `  dashboard  ${url}/#token=${token}` : '  dashboard  not built (bash scripts/build.sh dashboard)')
+        io.out(`  API        ${url}/v1  (OpenAPI: ${url}/openapi.json, metrics: ${url}/metrics)`)
+        io.out(`  token      ${token}  (admin)`)
+        io.out(`  try        export ORRERY_URL=${url} ORRERY_TOKEN=${token}; npx orrery status`)
+      }
+      if (flagOf(parsed, 'tour')) await tour(io, url, token)
+      if (flagOf(parsed, 'exit')) return
+      if (!json) io.out(`\nServing until Ctrl-C.`)
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          process.off('SIGINT', stop)
+          process.off('SIGTERM', stop)
+          resolve()
+        }
+        process.on('SIGINT', stop)
+        process.on('SIGTERM', stop)
+      })
+      if (!json) io.out('stopping')
+    } finally {
+      await close()
+    }
+  },
+}
