@@ -111,7 +111,7 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     served = await serve()
   }, 60_000)
   afterAll(async () => {
-    served.child.kill('SIGTERM')
+    if (served.child.exitCode === null && served.child.signalCode === null) served.child.kill('SIGKILL')
     await served.exited
   })
 
@@ -267,11 +267,21 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     expect(out).toMatch(/^run tour-2: fulfil-order \S+, completed$/m)
   })
 
-  it('stops on SIGTERM, closing what it opened', async () => {
-    const other = await serve('--no-demo')
-    expect((await json<Overview>(other, ['status'])).agents.total).toBe(0)
-    other.child.kill('SIGTERM')
-    expect(await other.exited).toBe(0)
-    expect((await cli(other, ['status'])).code).toBe(3)
+  it('serve --no-demo --exit in this process: started, printed, then closed', async () => {
+    const lines: string[] = []
+    const io: Io = { out: (t) => void lines.push(t), err: (t) => void lines.push(`stderr: ${t}`), interactive: false }
+    const code = await run(['serve', '--port', '0', '--no-demo', '--exit', '--json', '--token', 'a-token-of-mine', '--engine', ENGINE], io)
+    expect(code).toBe(0)
+    expect(lines).toHaveLength(1)
+    const printed = JSON.parse(lines[0]!) as { url: string; token: string; dashboard: boolean }
+    expect(printed).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), token: 'a-token-of-mine', dashboard: expect.any(Boolean) })
+    // Closed on the way out: the port answers no more.
+    expect((await cli({ ...served, url: printed.url }, ['status'])).code).toBe(3)
+  })
+
+  it('stops on SIGTERM (the last test: the server of this file), closing what it opened', async () => {
+    served.child.kill('SIGTERM')
+    expect(await served.exited).toBe(0)
+    expect((await cli(served, ['status'])).code).toBe(3)
   })
 })
