@@ -277,6 +277,10 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     expect(printed).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), token: 'a-token-of-mine', dashboard: expect.any(Boolean) })
     // Closed on the way out: the port answers no more.
     expect((await cli({ ...served, url: printed.url }, ['status'])).code).toBe(3)
+    // A port taken (by the file's server): exit 1, saying so.
+    const taken = await cli(undefined, ['serve', '--port', new URL(served.url).port, '--no-demo', '--exit', '--engine', ENGINE])
+    expect(taken.code).toBe(1)
+    expect(taken.err).toMatch(/^orrery: EADDRINUSE: port \d+ on 127\.0\.0\.1 is taken: choose another with --port/)
   })
 
   it('stops on SIGTERM (the last test: the server of this file), closing what it opened', async () => {

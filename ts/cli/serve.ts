@@ -14,7 +14,7 @@ import { flagOf, type Parsed, positionals, stringOf, wholeNumber } from './args.
 import { DEFAULT_PORT } from './client.js'
 import type { Command } from './command.js'
 import { type Demo, startDemo } from './demo.js'
-import { usageError } from './failure.js'
+import { CliFailure, EXIT, usageError } from './failure.js'
 import { type Io, printJson, withProgress } from './output.js'
 import { tour } from './tour.js'
 
@@ -96,7 +96,12 @@ admin token. Ctrl-C stops it.
         opened.push(() => control.close())
         update('starting the HTTP server')
         const dashboard = existsSync(`${DASHBOARD}/index.html`) ? DASHBOARD : undefined
-        const server = await serveHttp(control, { tokens: { [token]: ['admin'] }, port, host, ...(dashboard === undefined ? {} : { dashboard }) })
+        const server = await serveHttp(control, { tokens: { [token]: ['admin'] }, port, host, ...(dashboard === undefined ? {} : { dashboard }) }).catch(
+          (error: unknown) => {
+            if ((error as { code?: unknown }).code !== 'EADDRINUSE') throw error
+            throw new CliFailure(EXIT.api, `port ${port} on ${host} is taken: choose another with --port (0: any free one)`, 'EADDRINUSE')
+          },
+        )
         opened.push(() => server.close())
         return { orrery, demo, url: server.url, dashboard: dashboard !== undefined }
       })
