@@ -53,6 +53,7 @@ export function printRun(io: Io, run: RunDetail): void {
     const line = eventLine(e, t0)
     if (line !== undefined) io.out(line)
   }
+  if (run.historyTotal > run.history.length) io.out(`(the first ${run.history.length} of ${run.historyTotal} events)`)
 }
 
 /** Polls the run until it is no longer running, with a spinner on a terminal. */
@@ -70,7 +71,7 @@ async function settled(client: ApiClient, io: Io, id: string): Promise<RunDetail
 export const runs: Command = {
   name: 'runs',
   summary: 'workflow runs: list, show, start, signal, cancel',
-  help: `orrery runs list [--status <s>] [--definition <name>] [--limit <n>] [options]
+  help: `orrery runs list [--status <s>] [--definition <name>] [--limit <n, default 100>] [options]
 orrery runs show <id> [options]
 orrery runs start <definition> [<json input>] [--id <id>] [--wait] [options]
 orrery runs signal <id> <name> [<json payload>] [--wait] [options]

@@ -61,5 +61,7 @@ export interface RunEvent {
 }
 
 export interface RunDetail extends RunView {
+  /** A page of the history (the API's first 1,000 events by default). */
   history: RunEvent[]
+  historyTotal: number
 }
