@@ -5,6 +5,7 @@
  * parses; a bad token's UNAUTHORIZED; the bin's exit codes; the tour npm start prints; SIGTERM.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -19,6 +20,8 @@ import type {
   Overview as ControlOverview,
   RunDetail as ControlRunDetail,
 } from '../../ts/control/views.js'
+import { serveHttp } from '../../ts/http/index.js'
+import { isOrreryError, Orrery } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 
 // What the CLI reads is what Control returns: this stops compiling if the two drift apart.
@@ -204,6 +207,28 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     const missing = await cli(served, ['runs', 'show', 'no-such-run'])
     expect(missing).toMatchObject({ code: 1, out: '' })
     expect(missing.err).toMatch(/^orrery: RUN_NOT_FOUND: /)
+  })
+
+  it('the dashboard at / without a token, when it is built; the API still asks for one', async () => {
+    const page = await fetch(`${served.url}/`)
+    if (existsSync(join(ROOT, 'dist/dashboard/index.html'))) {
+      expect(served.dashboard).toBe(true)
+      expect(page.status).toBe(200)
+      expect(page.headers.get('content-type')).toMatch(/^text\/html/)
+      expect(await page.text()).toMatch(/<!doctype html>/i)
+    } else {
+      expect(served.dashboard).toBe(false)
+      expect(page.status).toBe(404)
+    }
+    expect((await fetch(`${served.url}/v1/overview`)).status).toBe(401)
+    expect((await fetch(`${served.url}/v1/no-such-route`)).status).toBe(404)
+    // serveHttp's option itself: an absolute directory, else refused before anything listens.
+    const orrery = await Orrery.create({ engine: ENGINE })
+    try {
+      await expect(serveHttp(orrery.control(), { auth: 'none', dashboard: 'dist/dashboard' })).rejects.toSatisfy((e) => isOrreryError(e, 'INVALID_OPTION'))
+    } finally {
+      orrery.close()
+    }
   })
 
   it('a bad token or none: UNAUTHORIZED, exit 1, nothing done', async () => {

@@ -4,13 +4,13 @@
  */
 export interface Overview {
   engine: 'native' | 'wasm'
-  process: string | undefined
+  process?: string | undefined
   uptimeMs: number
   agents: { total: number; byHealth: Record<string, number>; byState: Record<string, number> }
   channels: number
   groups: number
   deadLetters: number
-  runs: Record<string, number> | undefined
+  runs?: Record<string, number> | undefined
 }
 
 export interface AgentView {
@@ -24,7 +24,7 @@ export interface AgentView {
   tags: string[]
   lastBeat: number
   remote: boolean
-  process: string | undefined
+  process?: string | undefined
 }
 
 export interface MessageView {

@@ -3,6 +3,8 @@
  * TypeBox schemas, the OpenAPI document at `/openapi.json`, bearer tokens with scopes checked
  * before a body is read, body size and nesting limits, and one error shape.
  */
+import { isAbsolute } from 'node:path'
+
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
@@ -35,8 +37,14 @@ export interface HttpOptions {
   maxDepth?: number
   /** Fastify's logger option (default false: no logging). */
   logger?: FastifyServerOptions['logger']
+  /**
+   * A directory of static files served as they are, without a token: the built dashboard
+   * (`dist/dashboard`), its `index.html` at `/`. Only the files there at start get routes, so no
+   * API path is shadowed.
+   */
+  dashboard?: string
 }
-const HTTP_KEYS = keysOf<HttpOptions>()(['tokens', 'auth', 'port', 'host', 'bodyLimit', 'maxDepth', 'logger'])
+const HTTP_KEYS = keysOf<HttpOptions>()(['tokens', 'auth', 'port', 'host', 'bodyLimit', 'maxDepth', 'logger', 'dashboard'])
 
 /** A running server. */
 export interface HttpServer {
@@ -74,6 +82,8 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
   const port = intOr(o.port, 0, 'port', { max: 65535 })
   const bodyLimit = intOr(o.bodyLimit, DEFAULT_BODY_LIMIT, 'bodyLimit', { min: 1, max: 1 << 30 })
   const maxDepth = intOr(o.maxDepth, DEFAULT_MAX_DEPTH, 'maxDepth', { min: 1, max: 10_000 })
+  const dashboard = o.dashboard === undefined ? undefined : text(o.dashboard, 'dashboard', { nonEmpty: true }, 'option')
+  if (dashboard !== undefined && !isAbsolute(dashboard)) refuse('option', 'dashboard', dashboard, 'must be an absolute path (a directory)')
   if (o.logger !== undefined && typeof o.logger !== 'object') flag(o.logger, 'logger')
   let tokens: Tokens
   if (o.auth !== undefined) {
@@ -131,6 +141,11 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
 
   registerRoutes(app, control, streams)
   app.get('/openapi.json', { schema: { hide: true }, config: { need: 'none' } }, async () => app.swagger())
+  if (dashboard !== undefined) {
+    // Loaded only when asked for; `wildcard: false` routes each file found now, and `/` to index.html.
+    const { default: statics } = await import('@fastify/static')
+    await app.register(statics, { root: dashboard, wildcard: false, index: 'index.html', schemaHide: true })
+  }
   await app.ready()
   return { app, streams, host, port }
 }
