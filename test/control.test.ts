@@ -95,6 +95,10 @@ describe(`control (${ENGINE})`, () => {
     const page = await control.messages('long', { from: 2500, limit: 1000 })
     expect(page.map((m) => m.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => 2500 + i))
     expect((await control.messages('long', { from: 4990 })).map((m) => m.seq)).toEqual([4990, 4991, 4992, 4993, 4994, 4995, 4996, 4997, 4998, 4999])
+    // A page holds at most 8 MiB of messages after its first: big messages make shorter pages.
+    await orrery.bus.publishBatch(Array.from({ length: 5 }, () => ({ channel: 'big', payload: 'x'.repeat(3 << 20) })))
+    expect((await control.messages('big')).map((m) => m.seq)).toEqual([0, 1])
+    expect((await control.messages('big', { from: 2 })).map((m) => m.seq)).toEqual([2, 3])
     // The readers left: nothing subscribes to the channel any more.
     await turn()
     expect(control.channel('long').stats.subscribers).toBe(0)

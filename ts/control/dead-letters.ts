@@ -10,6 +10,7 @@ import type { Bus } from '../bus/bus.js'
 import type { Delivery, Group } from '../bus/group.js'
 import type { Message } from '../bus/message.js'
 import { OrreryError } from '../errors.js'
+import { PAGE_BYTES } from './log.js'
 import { DEAD_LETTER_HEADERS, deadLetterView, type DeadLetterView } from './views.js'
 
 /** The consumer group that remembers settled dead letters. */
@@ -79,14 +80,20 @@ export class DeadLetters {
     return stats.backlog + stats.pending
   }
 
-  /** Up to `limit` dead letters of `channel` not settled, oldest first (waits a turn for deliveries). */
+  /** Up to `limit` dead letters of `channel` not settled, oldest first, at most PAGE_BYTES of them after the first (waits a turn for deliveries). */
   async list(channel: string, limit: number): Promise<DeadLetterView[]> {
     const held = this.keep(channel)
     await settled()
-    return [...held.deliveries.keys()]
-      .sort((a, b) => a - b)
-      .slice(0, limit)
-      .map((seq) => deadLetterView(held.deliveries.get(seq)!.message))
+    const out: DeadLetterView[] = []
+    let bytes = 0
+    for (const seq of [...held.deliveries.keys()].sort((a, b) => a - b)) {
+      if (out.length >= limit) break
+      const message = held.deliveries.get(seq)!.message
+      bytes += message.bytes.length
+      if (out.length > 0 && bytes > PAGE_BYTES) break
+      out.push(deadLetterView(message))
+    }
+    return out
   }
 
   /** The delivery of dead letter `seq` of `channel`; NOT_FOUND when it is settled or never was. */

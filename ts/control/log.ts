@@ -14,12 +14,20 @@ import { Stream } from '../stream.js'
 /** How long a page read waits for a bound channel's mirror before it returns what it has, in ms. */
 const READ_WAIT_MS = 2000
 
+/**
+ * Bytes of messages (their frames) one page holds at most: a page ends early, after at least one
+ * message, rather than grow past it (10 MiB messages, 1,000 to a page, would make 10 GB). The
+ * caller pages on from the last seq it got.
+ */
+export const PAGE_BYTES = 8 << 20
+
 /** Messages a tail buffers for a slow reader before it drops its oldest. */
 const TAIL_BUFFER = 1000
 
 /**
  * Up to `limit` retained messages of `channel` from seq `from` on (default: the oldest kept),
- * oldest first, as the log is when the call is made (later publishes are not waited for).
+ * oldest first, as the log is when the call is made (later publishes are not waited for), and
+ * no more than {@link PAGE_BYTES} of them after the first.
  */
 export async function readLog(bus: Bus, channel: string, from: number | undefined, limit: number): Promise<Message[]> {
   const stats = bus.stats(channel)
@@ -27,6 +35,7 @@ export async function readLog(bus: Bus, channel: string, from: number | undefine
   const start = Math.max(from ?? stats.firstSeq, stats.firstSeq)
   if (stats.retained === 0 || start > last || limit === 0) return []
   const out: Message[] = []
+  let bytes = 0
   return new Promise<Message[]>((resolve, reject) => {
     let subscription: Subscription | undefined
     let done = false
@@ -41,6 +50,8 @@ export async function readLog(bus: Bus, channel: string, from: number | undefine
     const take = (message: Message): void => {
       if (done || message.seq < start) return
       if (message.seq > last) return finish()
+      bytes += message.bytes.length
+      if (out.length > 0 && bytes > PAGE_BYTES) return finish()
       out.push(message)
       if (out.length >= limit || message.seq >= last) finish()
     }
