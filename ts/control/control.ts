@@ -510,17 +510,33 @@ export class Control {
     const from = intOr(o.historyFrom, 0, 'historyFrom')
     const limit = limitOf(o.historyLimit, DEFAULT_HISTORY, MAX_HISTORY)
     const run = this.runOf(id)
+    return this.detailOf(run, this.runInfo(run), this.requireWorkflows().definitions(), from, limit)
+  }
+
+  /** A run's detail, from its listing and the definitions known (read once by a snapshot for every run). */
+  private detailOf(run: WorkflowRun, info: RunView, definitions: readonly WorkflowDefinition[], from: number, limit: number): RunDetail {
     const history = run.history()
-    const definitionDoc = this.requireWorkflows()
-      .definitions()
-      .find((d) => d.name === run.definition.name && d.version === run.definition.version)
+    const definitionDoc = definitions.find((d) => d.name === run.definition.name && d.version === run.definition.version)
     return {
-      ...this.runInfo(run),
+      ...info,
       state: plain(run.state()) as RunDetail['state'],
       history: plain(history.slice(from, from + limit)) as RunDetail['history'],
       historyTotal: history.length,
       ...(definitionDoc === undefined ? {} : { definitionDoc }),
     }
+  }
+
+  /** Every run's detail (a snapshot's), reading the run list and the definitions once. */
+  private details(): RunDetail[] {
+    const wf = this.workflows
+    if (wf === undefined) return []
+    const definitions = wf.definitions()
+    const out: RunDetail[] = []
+    for (const info of wf.list()) {
+      const run = wf.get(info.id)
+      if (run !== undefined) out.push(this.detailOf(run, info, definitions, 0, MAX_HISTORY))
+    }
+    return out
   }
 
   /** Starts a run of the newest version of workflow `definition` (a name), or of a definition given as data. */
@@ -597,7 +613,7 @@ export class Control {
   async snapshot(): Promise<ControlSnapshot> {
     const deadLetters: DeadLetterView[] = []
     for (const origin of this.dead.origins(this.bus.channels())) deadLetters.push(...(await this.dead.list(origin, MAX_LIMIT)))
-    const runs = this.workflows === undefined ? [] : this.workflows.list().map((r) => this.run(r.id, { historyLimit: MAX_HISTORY }))
+    const runs = this.details()
     return {
       at: Date.now(),
       overview: this.overview(),
