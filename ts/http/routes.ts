@@ -20,7 +20,8 @@ declare module 'fastify' {
   }
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
+/** The HTTP methods the API's routes use. */
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
 
 /** One route of the table. */
 export interface RouteSpec {

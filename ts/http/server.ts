@@ -75,7 +75,7 @@ function methodNotAllowed(request: FastifyRequest, reply: FastifyReply): void {
 }
 
 /** Builds the app (not listening): what {@link serveHttp} serves. */
-export async function buildHttp(control: Control, options: HttpOptions): Promise<{ app: FastifyInstance; streams: EventStreams; host: string; port: number }> {
+export async function buildHttp(control: Control, options: HttpOptions): Promise<{ app: FastifyInstance; host: string; port: number }> {
   if (!(control instanceof Control)) refuse('argument', 'control', control, 'must be a Control (orrery.control())')
   const o = checkOptions(options, 'options', 'argument', HTTP_KEYS)
   const host = o.host === undefined ? '127.0.0.1' : text(o.host, 'host', { nonEmpty: true }, 'option')
@@ -147,7 +147,7 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
     await app.register(statics, { root: dashboard, wildcard: false, index: 'index.html', schemaHide: true })
   }
   await app.ready()
-  return { app, streams, host, port }
+  return { app, host, port }
 }
 
 /**
