@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The package as users install it: `npm pack`, then a fresh ESM project installs the tarball and
-#   - the tarball holds one .wasm, no dev artefact, and no source map whose sources are missing;
+#   - the tarball holds the engine's .wasm once (and the dashboard's copy), no dev artefact, and no source map whose sources are missing;
 #   - the README's Quick start (the ```ts block under `## Quick start`) type-checks under
 #     --strict with nodenext resolution and runs to exit 0 on both engines, with no warning;
 #   - a CommonJS file reaches the package by `import('orrery')` and by `require('orrery')`;
@@ -40,7 +40,12 @@ const files = []
 const walk = (dir) => { for (const e of readdirSync(dir, { withFileTypes: true })) e.isDirectory() ? walk(join(dir, e.name)) : files.push(relative(root, join(dir, e.name))) }
 walk(root)
 const problems = []
-const wasm = files.filter((f) => f.endsWith('.wasm'))
+// The engine's module once (bindings/), and the dashboard's own copy (dist/dashboard/assets/: its
+// demo runs the engine in the page, and the built app is served alone by `orrery serve`).
+const dashboardWasm = files.filter((f) => f.startsWith('dist/dashboard/') && f.endsWith('.wasm'))
+const wasm = files.filter((f) => f.endsWith('.wasm') && !dashboardWasm.includes(f))
+if (dashboardWasm.length !== 1) problems.push(`expected the dashboard's one .wasm, found ${dashboardWasm.length}: ${dashboardWasm.join(', ')}`)
+if (!files.includes('dist/dashboard/index.html')) problems.push('missing dist/dashboard/index.html (scripts/build.sh dashboard)')
 for (const doc of ['README.md', 'CHANGELOG.md', 'LICENSE-MIT', 'LICENSE-APACHE']) if (!files.includes(doc)) problems.push(`missing ${doc}`)
 if (wasm.length !== 1) problems.push(`expected one .wasm, found ${wasm.length}: ${wasm.join(', ')}`)
 for (const f of files) {
@@ -58,7 +63,7 @@ for (const f of files.filter((f) => f.endsWith('.map'))) {
 }
 if (problems.length) { console.error(problems.map((p) => `  ${p}`).join('\n')); process.exit(1) }
 const bytes = files.reduce((n, f) => n + statSync(join(root, f)).size, 0)
-console.log(`  ${files.length} files, ${bytes} bytes unpacked; ${maps} source maps, each with its sources; one .wasm (${wasm[0]})`)
+console.log(`  ${files.length} files, ${bytes} bytes unpacked; ${maps} source maps, each with its sources; one engine .wasm (${wasm[0]}) and the dashboard's (${dashboardWasm[0]})`)
 EOF
 
 # The Quick start, exactly as the README shows it.
