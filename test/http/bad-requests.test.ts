@@ -52,6 +52,9 @@ describe(`bad requests (${ENGINE})`, () => {
       { payload: 1, ttl: 1.5 },
       { payload: 1, priority: 'urgent' },
       { payload: 1, key: '' },
+      { payload: 1, key: 'é' },
+      { payload: 1, key: 'k'.repeat(256) },
+      { payload: 1, headers: { a: 'v'.repeat(16_384) } },
       [1],
       'text',
       null,
@@ -90,7 +93,11 @@ describe(`bad requests (${ENGINE})`, () => {
     await expectError(await start({ definition: 'approve', id: 7 }), 400, 'INVALID_ARGUMENT')
     await expectError(await start({ definition: 'approve', when: 'now' }), 400, 'INVALID_ARGUMENT')
     await expectError(await start({ definition: 'nope' }), 404, 'WORKFLOW_NOT_FOUND')
+    await expectError(await start({ definition: 'approve', id: 'a/e/0000000001' }), 400, 'INVALID_ARGUMENT')
+    await expectError(await start({ definition: 'approve', id: 'x'.repeat(171) }), 400, 'INVALID_ARGUMENT')
     expect(d.control.runs()).toHaveLength(runs)
+    expect((await start({ definition: 'approve', id: 'signalled' })).status).toBe(201)
+    await expectError(await d.call('POST', '/v1/runs/signalled/signal', { token: TOKENS.write, body: { name: 'nope' } }), 404, 'SIGNAL_UNKNOWN')
     await expectError(await d.call('POST', '/v1/runs/none/signal', { token: TOKENS.write, body: { name: 'approve' } }), 404, 'RUN_NOT_FOUND')
     await expectError(await d.call('POST', '/v1/runs/none/signal', { token: TOKENS.write, body: { payload: 1 } }), 400, 'INVALID_ARGUMENT')
   })
@@ -104,6 +111,9 @@ describe(`bad requests (${ENGINE})`, () => {
     await expectError(await d.call('GET', '/v1/channels/orders/tail?from=soon', { token: TOKENS.read }), 400, 'INVALID_OPTION')
     await expectError(await d.call('POST', '/v1/channels/jobs/dead-letters/x/replay', { token: TOKENS.admin }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('GET', '/v1/channels/never-used', { token: TOKENS.read }), 404, 'UNKNOWN_CHANNEL')
+    await expectError(await d.call('GET', `/v1/namespaces/kv/entries/${'k'.repeat(257)}`, { token: TOKENS.read }), 400, 'INVALID_ARGUMENT')
+    await expectError(await d.call('GET', `/v1/namespaces/kv/entries/${'k'.repeat(5000)}`, { token: TOKENS.read }), 400, 'INVALID_ARGUMENT')
+    await expectError(await d.call('GET', '/v1/namespaces/kv/entries/%E0%A4%A', { token: TOKENS.read }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('GET', '/v1/namespaces/none/entries', { token: TOKENS.read }), 404, 'UNKNOWN_NAMESPACE')
   })
 

@@ -17,6 +17,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   VERSION_CONFLICT: 409,
   RUN_EXISTS: 409,
   DUPLICATE_AGENT: 409,
+  // A signal the run's workflow does not name: nothing of that name is there (as UNKNOWN_*).
+  SIGNAL_UNKNOWN: 404,
   REQUEST_TOO_LARGE: 413,
   MESSAGE_TOO_LARGE: 413,
   VALUE_TOO_LARGE: 413,
@@ -39,7 +41,6 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 const BAD_REQUEST: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'SCHEMA_INVALID',
   'DEFINITION_INVALID',
-  'SIGNAL_UNKNOWN',
   'MALFORMED_FRAME',
   'MALFORMED_WRITE',
   'STALE_ACK',
@@ -101,6 +102,10 @@ export function toReply(error: unknown): { status: number; body: ErrorReply } {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return { status: e.statusCode ?? 415, body: errorBody('INVALID_ARGUMENT', 'the request body must be JSON (content-type: application/json)') }
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return { status: 400, body: errorBody('INVALID_ARGUMENT', 'a path parameter is longer than the server takes') }
+    case 'FST_ERR_BAD_URL':
+      return { status: 400, body: errorBody('INVALID_ARGUMENT', 'the URL does not decode') }
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return { status: 400, body: errorBody('INVALID_ARGUMENT', 'the request body is not valid JSON') }

@@ -12,6 +12,13 @@ const Num = Type.Number()
 const Int = Type.Integer({ minimum: 0 })
 const Any = Type.Unknown()
 const StringMap = Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: { type: 'string' } })
+/** Headers to publish: each name and value within a frame header's 65,535 bytes of UTF-8 (16,383 characters always fit). */
+const Headers = Type.Unsafe<Record<string, string>>({
+  type: 'object',
+  maxProperties: 1000,
+  propertyNames: { maxLength: 16_383 },
+  additionalProperties: { type: 'string', maxLength: 16_383 },
+})
 const NumberMap = Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'number' } })
 const closed = { additionalProperties: false } as const
 
@@ -35,7 +42,13 @@ export const Params = {
   name: Type.Object({ name: Name }, closed),
   nameSeq: Type.Object({ name: Name, seq: Seq }, closed),
   ns: Type.Object({ ns: Type.String({ minLength: 1 }) }, closed),
-  nsKey: Type.Object({ ns: Type.String({ minLength: 1 }), key: Type.String({ minLength: 1 }) }, closed),
+  nsKey: Type.Object(
+    {
+      ns: Type.String({ minLength: 1 }),
+      key: Type.String({ minLength: 1, maxLength: 256, description: 'At most 1,024 bytes of UTF-8 (256 characters always fit).' }),
+    },
+    closed,
+  ),
 }
 
 const Limit = Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, description: 'At most this many items (default 100, at most 1,000).' }))
@@ -74,7 +87,7 @@ export const Query = {
     },
     closed,
   ),
-  entries: Type.Object({ prefix: Type.Optional(Type.String()), limit: Limit }, closed),
+  entries: Type.Object({ prefix: Type.Optional(Type.String({ maxLength: 256 })), limit: Limit }, closed),
   runs: Type.Object({ status: Type.Optional(oneOf(RUN_STATUS)), definition: Type.Optional(Type.String({ minLength: 1 })), limit: Limit }, closed),
   run: Type.Object(
     {
@@ -90,8 +103,10 @@ export const Body = {
   publish: Type.Object(
     {
       payload: Any,
-      headers: Type.Optional(StringMap),
-      key: Type.Optional(Type.String({ minLength: 1, description: "The message's id (deduplicated within a channel's dedup window)." })),
+      headers: Type.Optional(Headers),
+      key: Type.Optional(
+        Type.String({ pattern: '^[\\x21-\\x7e]{1,255}$', description: "The message's id, visible ASCII (deduplicated within a channel's dedup window)." }),
+      ),
       priority: Type.Optional(oneOf(PRIORITY)),
       ttl: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647, description: 'Time to live in ms.' })),
     },
@@ -104,7 +119,14 @@ export const Body = {
       definition: Type.String({ minLength: 1, description: 'The workflow name (its newest version runs).' }),
       input: Type.Optional(Any),
       id: Type.Optional(
-        Type.String({ minLength: 1, maxLength: 200, description: 'The run id (default: a random UUID); starting an id again returns that run.' }),
+        Type.Unsafe<string>({
+          type: 'string',
+          minLength: 1,
+          maxLength: 170,
+          not: { pattern: '/e/[0-9]{10}$' },
+          description:
+            'The run id (default: a random UUID; at most 512 bytes of UTF-8, so 170 characters; not ending like an event key, /e/ and 10 digits); starting an id again returns that run.',
+        }),
       ),
     },
     closed,

@@ -105,6 +105,14 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
     forceCloseConnections: true,
     exposeHeadRoutes: false,
     return503OnClosing: true,
+    // A store key of 256 characters, each URL-encoded as 12 bytes, reaches the schema (which
+    // refuses it by name); longer path parameters are refused by the router, in the one shape.
+    routerOptions: { maxParamLength: 4096 },
+    frameworkErrors: (error, _request, given) => {
+      const { status, body } = toReply(error)
+      const reply = given as FastifyReply
+      reply.code(status).type('application/json; charset=utf-8').send(JSON.stringify(body))
+    },
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler)
   // The views are sent as JSON.stringify makes them: the response schemas document, never strip.
