@@ -123,4 +123,11 @@ done
 bin_status=0
 (cd "$app" && ORRERY_URL=http://127.0.0.1:1 node_modules/.bin/orrery status 2> /dev/null) || bin_status=$?
 [ "$bin_status" -eq 3 ] || { echo "orrery status with no server: exit $bin_status, not 3" >&2; exit 1; }
-echo "  the orrery bin: --help, and exit 3 with no server"
+# serve from the installed package: its engine, Fastify and the dashboard resolve there.
+served=$(cd "$app" && node_modules/.bin/orrery serve --port 0 --exit --json --no-demo) \
+  || { echo "orrery serve --exit from the installed package failed" >&2; exit 1; }
+# The dashboard is packed when it was built (bash scripts/build.sh dashboard).
+if [ -f dist/dashboard/index.html ]; then
+  grep -q '"dashboard":true' <<<"$served" || { echo "orrery serve from the package: no dashboard ($served)" >&2; exit 1; }
+fi
+echo "  the orrery bin: --help, exit 3 with no server, serve starts and stops ($served)"
