@@ -285,7 +285,11 @@ describe(`tracing (${ENGINE})`, () => {
     const { orrery, spans } = await traced()
     const wf = await orrery.workflows()
     let tries = 0
-    wf.register('reserve', (item: string) => `reserved ${item}`)
+    const traces: Array<{ traceId: string; spanId: string } | undefined> = []
+    wf.register('reserve', (item: string, ctx) => {
+      traces.push(ctx.trace)
+      return `reserved ${item}`
+    })
     wf.register('release', () => 'released')
     wf.register('charge', () => {
       tries++
@@ -326,6 +330,8 @@ describe(`tracing (${ENGINE})`, () => {
       'orrery.workflow.compensation': false,
     })
     expect(release.attributes['orrery.workflow.compensation']).toBe(true)
+    // A step function has its span's ids to log.
+    expect(traces).toEqual([{ traceId: traceOf(reserve), spanId: idOf(reserve) }])
     for (const child of [reserve, ...charges, release]) {
       expect(parentOf(child)).toBe(idOf(root))
       expect(traceOf(child)).toBe(traceOf(root))

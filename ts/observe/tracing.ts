@@ -607,6 +607,12 @@ export class Tracing {
     return span === undefined ? undefined : this.contextWith(spans!.context, span)
   }
 
+  /** The trace and span ids of a step attempt's span, for its context. */
+  stepIds(run: TracedRun, token: number): TraceIds | undefined {
+    const span = this.runs.get(run)?.steps.get(token)
+    return span === undefined ? undefined : this.ids(span)
+  }
+
   /** The run stops here without an end (its workflows closed): its spans end, marked so; it resumes in a new span. */
   workflowAbandoned(run: TracedRun): void {
     const spans = this.runs.get(run)

@@ -27,6 +27,8 @@ export interface StepContext {
   readonly idempotencyKey: string
   /** Aborted when the attempt is cancelled (its timeout, a failed sibling, the run's cancel). */
   readonly signal: AbortSignal
+  /** The attempt's span, where the Orrery traces (docs/observability.md): its ids, for log lines. */
+  readonly trace?: { readonly traceId: string; readonly spanId: string } | undefined
 }
 
 /**
@@ -37,6 +39,8 @@ export class AttemptContext implements StepContext {
   private controller: AbortController | undefined
   private reason: unknown
   private aborted = false
+  /** The attempt's span's ids, set where the Orrery traces. */
+  trace: { readonly traceId: string; readonly spanId: string } | undefined = undefined
 
   constructor(
     readonly runId: string,

@@ -557,6 +557,7 @@ export class Run {
     const call = owner?.kind === 'scatterGather' ? { agent: String(data.item), node: owner } : undefined
     const tracing = this.host.tracing
     const step = tracing?.stepContext(this, token)
+    if (step !== undefined) context.trace = tracing!.stepIds(this, token)
     // Under its span where the Orrery traces: what the step calls (a capability's request) is its child.
     void (
       step === undefined ? this.host.executor.run(def, input, context, call) : tracing!.within(step, () => this.host.executor.run(def, input, context, call))
