@@ -179,6 +179,21 @@ describe(`control (${ENGINE})`, () => {
     expect((await errorOf(() => orrery.control().pauseAgent('e1')))?.code).toBe('UNSUPPORTED')
   })
 
+  it('ends its event streams when its Orrery closes', async () => {
+    const orrery = await Orrery.create()
+    const mesh = await orrery.mesh()
+    const store = orrery.openStore()
+    const control = orrery.control({ mesh, workflows: await orrery.workflows({ store, mesh }) })
+    let completed = 0
+    const sub = control.events().subscribe({ complete: () => completed++ })
+    orrery.close()
+    expect(completed).toBe(1)
+    expect(sub.closed).toBe(true)
+    // A stream asked for afterwards ends at once.
+    control.events().subscribe({ complete: () => completed++ })
+    expect(completed).toBe(2)
+  })
+
   it('reads and writes store entries of the namespaces opened', async () => {
     const orrery = await open()
     const store = orrery.openStore()

@@ -181,6 +181,16 @@ describe(`HTTP API (${ENGINE})`, () => {
     ])
   })
 
+  it('ends the event stream when the Orrery closes under a server still open', async () => {
+    const d = await demo()
+    const events = await d.call('GET', '/v1/events', { token: TOKENS.read })
+    const ended = events.text()
+    d.orrery.close()
+    const outcome = await Promise.race([ended.then(() => 'ended'), new Promise((resolve) => setTimeout(() => resolve('still open'), 2000))])
+    expect(outcome).toBe('ended')
+    await d.server.close()
+  })
+
   it('close ends every event stream and frees the port', async () => {
     const d = await demo()
     const events = await d.call('GET', '/v1/events', { token: TOKENS.read })

@@ -106,6 +106,8 @@ export class Control {
   /** Transports in an outage now (from the bus's events). */
   private readonly down = new Set<string>()
   private readonly watching: Subscription
+  /** The live `events()` streams, completed when the control closes. */
+  private readonly live = new Set<() => void>()
   private closed = false
 
   constructor(options: NewControlOptions) {
@@ -575,6 +577,10 @@ export class Control {
     return new Stream<ControlEvent>({
       start: (sink) => {
         const subs: Subscription[] = []
+        if (this.closed) {
+          sink.complete()
+          return { stop: () => {}, setPaused: () => {} }
+        }
         if (this.mesh !== undefined)
           subs.push(this.mesh.events.subscribe((event) => sink.next({ source: 'mesh', at: Date.now(), event: plain(event) as Record<string, unknown> })))
         subs.push(this.bus.events.subscribe((event) => sink.next({ source: 'bus', at: Date.now(), event: plain(event) as Record<string, unknown> })))
@@ -598,13 +604,18 @@ export class Control {
           look(false)
           timer = setInterval(() => look(true), RUN_POLL_MS)
         }
-        return {
-          stop: () => {
-            for (const s of subs) s.unsubscribe()
-            if (timer !== undefined) clearInterval(timer)
-          },
-          setPaused: () => {},
+        const stop = (): void => {
+          this.live.delete(end)
+          for (const s of subs) s.unsubscribe()
+          if (timer !== undefined) clearInterval(timer)
         }
+        // The control closing (its Orrery closed) ends the stream: nothing outlives what it watches.
+        const end = (): void => {
+          stop()
+          sink.complete()
+        }
+        this.live.add(end)
+        return { stop, setPaused: () => {} }
       },
     })
   }
@@ -627,10 +638,11 @@ export class Control {
     }
   }
 
-  /** Stops watching the bus and gives back the dead letters held here. */
+  /** Stops watching the bus, ends every `events()` stream and gives back the dead letters held here. */
   close(): void {
     if (this.closed) return
     this.closed = true
+    for (const end of [...this.live]) end()
     this.watching.unsubscribe()
     this.dead.close()
   }
