@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { serveHttp } from '../../ts/http/index.js'
+import { OrreryError } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { errorOf } from '../helpers.js'
 import { demo, type Demo, TOKENS } from './demo.js'
@@ -130,6 +131,19 @@ describe(`bad requests (${ENGINE})`, () => {
     registry.metrics = () => Promise.reject(new Error('disk /secret/path failed'))
     try {
       const error = await expectError(await d.call('GET', '/metrics', { token: TOKENS.read }), 500, 'INTERNAL')
+      expect(error['message']).toBe('internal error')
+      expect(error['details']).toBeUndefined()
+    } finally {
+      registry.metrics = original
+    }
+  })
+
+  it("answers an Orrery error that is not the caller's 500 with its code alone", async () => {
+    const registry = d.control.metrics as unknown as { metrics: () => Promise<string> }
+    const original = registry.metrics
+    registry.metrics = () => Promise.reject(new OrreryError('STORE_IO', 'cannot write /secret/path/store.db', { details: { path: '/secret/path/store.db' } }))
+    try {
+      const error = await expectError(await d.call('GET', '/metrics', { token: TOKENS.read }), 500, 'STORE_IO')
       expect(error['message']).toBe('internal error')
       expect(error['details']).toBeUndefined()
     } finally {

@@ -1,7 +1,8 @@
 /**
  * The HTTP API's one error shape, `{ "error": { "code", "message", "details"? } }`, and the status
  * each Orrery error code answers with. Nothing of a stack or of an unexpected error's message is
- * ever sent: an error that is not an OrreryError answers 500 INTERNAL with a fixed message.
+ * ever sent: an error that is not an OrreryError answers 500 INTERNAL with a fixed message, and
+ * an OrreryError that answers 500 keeps its code but not its message or details.
  */
 import type { ErrorCode } from '../errors.js'
 import { isOrreryError, OrreryError } from '../errors.js'
@@ -84,7 +85,13 @@ interface FastifyLikeError {
 
 /** Any error as a status and the one error shape. */
 export function toReply(error: unknown): { status: number; body: ErrorReply } {
-  if (isOrreryError(error)) return { status: statusOf(error.code), body: errorBody(error.code, error.message, error.details) }
+  if (isOrreryError(error)) {
+    const status = statusOf(error.code)
+    // Not the caller's doing (PANIC, STORE_IO, INTERNAL...): the code alone, since such a message
+    // names files, engine internals or a bug's own text.
+    if (status === 500) return { status, body: errorBody(error.code, 'internal error') }
+    return { status, body: errorBody(error.code, error.message, error.details) }
+  }
   const e = (error ?? {}) as FastifyLikeError
   if (Array.isArray(e.validation)) {
     const where = e.validationContext ?? 'request'
