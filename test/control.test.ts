@@ -179,6 +179,21 @@ describe(`control (${ENGINE})`, () => {
     expect((await errorOf(() => orrery.control().pauseAgent('e1')))?.code).toBe('UNSUPPORTED')
   })
 
+  it('refuses dead letters of a channel the bus does not know, creating nothing', async () => {
+    const orrery = await open()
+    const control = orrery.control()
+    await orrery.bus.publish('orders', 1)
+    const before = orrery.bus.channels()
+    expect((await errorOf(() => control.deadLetters('ghost')))?.code).toBe('UNKNOWN_CHANNEL')
+    expect((await errorOf(() => control.replayDeadLetter('ghost', 0)))?.code).toBe('UNKNOWN_CHANNEL')
+    expect((await errorOf(() => control.discardDeadLetter('ghost', 0)))?.code).toBe('UNKNOWN_CHANNEL')
+    // A known channel's dead-letter channel is no origin unless something dead-lettered there.
+    expect(await control.deadLetters('orders')).toEqual([])
+    expect((await errorOf(() => control.deadLetters('orders.dead-letter')))?.code).toBe('UNKNOWN_CHANNEL')
+    expect(orrery.bus.channels().filter((c) => !before.includes(c))).toEqual(['orders.dead-letter'])
+    expect(control.groups()).toEqual([])
+  })
+
   it('ends its event streams when its Orrery closes', async () => {
     const orrery = await Orrery.create()
     const mesh = await orrery.mesh()

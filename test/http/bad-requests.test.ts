@@ -112,6 +112,11 @@ describe(`bad requests (${ENGINE})`, () => {
     await expectError(await d.call('GET', '/v1/channels/orders/tail?from=soon', { token: TOKENS.read }), 400, 'INVALID_OPTION')
     await expectError(await d.call('POST', '/v1/channels/jobs/dead-letters/x/replay', { token: TOKENS.admin }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('GET', '/v1/channels/never-used', { token: TOKENS.read }), 404, 'UNKNOWN_CHANNEL')
+    // A look at the dead letters of a name the bus does not know creates no channel or group.
+    const channels = d.orrery.bus.channels().length
+    await expectError(await d.call('GET', '/v1/channels/never-used/dead-letters', { token: TOKENS.read }), 404, 'UNKNOWN_CHANNEL')
+    await expectError(await d.call('POST', '/v1/channels/never-used/dead-letters/0/discard', { token: TOKENS.admin }), 404, 'UNKNOWN_CHANNEL')
+    expect(d.orrery.bus.channels().length).toBe(channels)
     await expectError(await d.call('GET', `/v1/namespaces/kv/entries/${'k'.repeat(257)}`, { token: TOKENS.read }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('GET', `/v1/namespaces/kv/entries/${'k'.repeat(5000)}`, { token: TOKENS.read }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('GET', '/v1/namespaces/kv/entries/%E0%A4%A', { token: TOKENS.read }), 400, 'INVALID_ARGUMENT')

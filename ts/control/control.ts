@@ -22,7 +22,7 @@ import type { WorkflowDefinition } from '../workflows/definition.js'
 import type { WorkflowRun } from '../workflows/handle.js'
 import type { RunStatus } from '../workflows/records.js'
 import type { Workflows } from '../workflows/runtime.js'
-import { CONTROL_GROUP, DeadLetters } from './dead-letters.js'
+import { CONTROL_GROUP, DEAD_LETTER_SUFFIX, DeadLetters } from './dead-letters.js'
 import { readLog, tailOf } from './log.js'
 import {
   messageView,
@@ -370,23 +370,38 @@ export class Control {
       })
   }
 
+  /**
+   * Refuses (`UNKNOWN_CHANNEL`) an origin whose dead letters cannot be there: neither its
+   * dead-letter channel nor the channel itself (not a dead-letter channel) is known to the bus. A
+   * look at any other name would create a dead-letter channel and the group that keeps it.
+   */
+  private knownOrigin(channel: string): void {
+    text(channel, 'channel', { nonEmpty: true })
+    const known = this.bus.channels()
+    if (known.includes(DeadLetters.channelOf(channel))) return
+    if (known.includes(channel) && !channel.endsWith(DEAD_LETTER_SUFFIX)) return
+    throw new OrreryError('UNKNOWN_CHANNEL', `no channel ${JSON.stringify(channel)} nor its dead-letter channel is known to this bus`, {
+      details: { channel },
+    })
+  }
+
   /** Up to `limit` dead letters of origin `channel` not replayed or discarded, oldest first. */
   async deadLetters(channel: string, options: { limit?: number } = {}): Promise<DeadLetterView[]> {
-    text(channel, 'channel', { nonEmpty: true })
+    this.knownOrigin(channel)
     const limit = limitOf(checkOptions(options, 'options', 'argument', ['limit']).limit)
     return this.dead.list(channel, limit)
   }
 
   /** Publishes dead letter `seq` of `channel` again on its origin channel (headers less the dead-letter ones), then settles it. */
-  replayDeadLetter(channel: string, seq: number): Promise<{ id: string }> {
-    text(channel, 'channel', { nonEmpty: true })
+  async replayDeadLetter(channel: string, seq: number): Promise<{ id: string }> {
+    this.knownOrigin(channel)
     int(seq, 'seq', {}, 'argument')
     return this.dead.replay(channel, seq)
   }
 
   /** Settles dead letter `seq` of `channel` without publishing it. */
   async discardDeadLetter(channel: string, seq: number): Promise<{ discarded: true }> {
-    text(channel, 'channel', { nonEmpty: true })
+    this.knownOrigin(channel)
     int(seq, 'seq', {}, 'argument')
     await this.dead.discard(channel, seq)
     return { discarded: true }
