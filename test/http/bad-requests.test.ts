@@ -63,6 +63,10 @@ describe(`bad requests (${ENGINE})`, () => {
       const error = await expectError(await post(body), 400, 'INVALID_ARGUMENT')
       expect(error['details']).toMatchObject({ where: 'body' })
     }
+    // A field of a few literals names them, once (not each literal's `const` and the `anyOf`).
+    const priority = await expectError(await post({ payload: 1, priority: 'urgent' }), 400, 'INVALID_ARGUMENT')
+    expect(priority['message']).toBe('the body is invalid: /priority must be one of "low", "normal", "high", "critical"')
+    expect(priority['details']).toMatchObject({ issues: [{ path: '/priority', message: 'must be one of "low", "normal", "high", "critical"' }] })
     await expectError(await d.call('POST', '/v1/channels/orders/messages', { token: TOKENS.write }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('POST', '/v1/channels/bad%20name/messages', { token: TOKENS.write, body: { payload: 1 } }), 400, 'INVALID_ARGUMENT')
     expect(d.control.channel('orders').stats.published).toBe(before)
@@ -107,7 +111,8 @@ describe(`bad requests (${ENGINE})`, () => {
     for (const query of ['limit=abc', 'limit=5000', 'limit=-1', 'limit=true', 'limit=1e2', 'from=x', 'nope=1', 'limit=1&limit=2']) {
       await expectError(await d.call('GET', `/v1/channels/orders/messages?${query}`, { token: TOKENS.read }), 400, 'INVALID_OPTION')
     }
-    await expectError(await d.call('GET', '/v1/runs?status=odd', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    const status = await expectError(await d.call('GET', '/v1/runs?status=odd', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    expect(status['message']).toMatch(/^the querystring is invalid: \/status must be one of "queued", "running", "completed", .*"compensation-failed"$/)
     await expectError(await d.call('GET', '/v1/discover', { token: TOKENS.read }), 400, 'INVALID_OPTION')
     await expectError(await d.call('GET', '/v1/channels/orders/tail?from=soon', { token: TOKENS.read }), 400, 'INVALID_OPTION')
     await expectError(await d.call('POST', '/v1/channels/jobs/dead-letters/x/replay', { token: TOKENS.admin }), 400, 'INVALID_ARGUMENT')

@@ -83,6 +83,37 @@ interface FastifyLikeError {
   message?: string
 }
 
+type Validation = NonNullable<FastifyLikeError['validation']>
+
+/**
+ * The validation issues, at most 20. A field that must be one of several literals fails each
+ * literal's `const` and then the `anyOf`; those become one issue naming the allowed values.
+ */
+function issuesOf(validation: Validation): Array<{ path: string; message: string }> {
+  const allowed = new Map<string, unknown[]>()
+  for (const v of validation) {
+    const value = (v.params as { allowedValue?: unknown } | undefined)?.allowedValue
+    if (v.keyword === 'const' && value !== undefined) {
+      const path = v.instancePath ?? ''
+      allowed.set(path, [...(allowed.get(path) ?? []), value])
+    }
+  }
+  const issues: Array<{ path: string; message: string }> = []
+  const merged = new Set<string>()
+  for (const v of validation) {
+    const path = v.instancePath ?? ''
+    const values = allowed.get(path)
+    if (values !== undefined && (v.keyword === 'const' || v.keyword === 'anyOf')) {
+      if (merged.has(path)) continue
+      merged.add(path)
+      issues.push({ path, message: `must be one of ${values.map((x) => JSON.stringify(x)).join(', ')}` })
+    } else {
+      issues.push({ path, message: v.message ?? 'is invalid' })
+    }
+  }
+  return issues.slice(0, 20)
+}
+
 /** Any error as a status and the one error shape. */
 export function toReply(error: unknown): { status: number; body: ErrorReply } {
   if (isOrreryError(error)) {
@@ -95,7 +126,7 @@ export function toReply(error: unknown): { status: number; body: ErrorReply } {
   const e = (error ?? {}) as FastifyLikeError
   if (Array.isArray(e.validation)) {
     const where = e.validationContext ?? 'request'
-    const issues = e.validation.slice(0, 20).map((v) => ({ path: v.instancePath ?? '', message: v.message ?? 'is invalid' }))
+    const issues = issuesOf(e.validation)
     const first = issues[0]
     const code: ErrorCode = where === 'querystring' ? 'INVALID_OPTION' : 'INVALID_ARGUMENT'
     return {
