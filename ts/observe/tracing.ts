@@ -187,8 +187,9 @@ export class RouteTrace {
 }
 
 /**
- * @internal One Orrery's tracing: its tracer and API, and the hooks the bus, groups, routing,
- * the agent runner and workflows call (only where they were given one).
+ * One Orrery's tracing: its tracer and API, and the hooks the bus, groups, routing, the agent
+ * runner and workflows call (only where they were given one). Not exported from the package's
+ * entries; it stays in the published declarations because the bus's link types name it.
  */
 export class Tracing {
   /** The spans of group deliveries not settled yet, and the contexts of deliveries being handed over (by message). */
