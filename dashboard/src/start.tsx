@@ -31,6 +31,15 @@ async function openGenerated(spec: string): Promise<Opened> {
   return { client: snapshotClient(snapshot, `generated: ${agents} agents, ${events} events`), at: snapshot.at }
 }
 
+/** Whether an API address (empty: this page's own origin) is this page's origin. */
+function sameOrigin(api: string): boolean {
+  try {
+    return api === '' || new URL(api, location.href).origin === location.origin
+  } catch {
+    return false
+  }
+}
+
 async function openApi(base: string, token: string): Promise<Opened> {
   const client = httpClient(base, token || undefined)
   await client.overview() // a wrong address or token shows here, not in every view
@@ -50,8 +59,9 @@ export function Start({
   onError: (e: string) => void
 }) {
   const hashToken = new URLSearchParams(location.hash.slice(1)).get('token')
+  const stored = sessionStorage.getItem(TOKEN_KEY)
   const [api, setApi] = useState(params.get('api') ?? '')
-  const [token, setToken] = useState(hashToken ?? sessionStorage.getItem(TOKEN_KEY) ?? '')
+  const [token, setToken] = useState(hashToken ?? stored ?? '')
   const [busy, setBusy] = useState<string>()
   const [dragging, setDragging] = useState(false)
   const open = (what: string, opening: () => Promise<Opened>) => {
@@ -69,7 +79,9 @@ export function Start({
     if (snapshot) open(`snapshot ${snapshot}`, async () => openSnapshotText(await (await fetch(snapshot)).text(), snapshot))
     else if (generate !== null) open('a generated snapshot', () => openGenerated(generate))
     else if (params.has('demo')) open('the demo', openDemo)
-    else if (params.has('api') || hashToken) open(`the API at ${api || location.origin}`, () => openApi(api, token))
+    // A token kept from before goes by itself only to this page's origin: a link whose ?api names
+    // another server waits for a click on Connect, so it cannot take the token unseen.
+    else if (hashToken || (params.has('api') && (stored === null || sameOrigin(api)))) open(`the API at ${api || location.origin}`, () => openApi(api, token))
   }, [])
   const readFile = (file: File) => open(file.name, async () => openSnapshotText(await file.text(), file.name))
   // A snapshot file dropped anywhere on the page opens.

@@ -2,6 +2,9 @@
 // mesh, a consumer group and a waiting run, its Control served by serveHttp, and the dashboard
 // (from its sources, /v1 proxied to the API so the page and the API share an origin) in
 // chromium. Every click is checked through the Control, not only in the page.
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
 import type { Browser } from 'playwright'
 import { afterAll, beforeAll, expect, it, vi } from 'vitest'
 
@@ -73,6 +76,33 @@ it("refuses a wrong token on the start page, with the API's code", async () => {
   // The 401 itself is logged by chromium as a failed resource; nothing else is.
   expect(errors.filter((e) => !/401/.test(e))).toEqual([])
   await page.close()
+})
+
+it('never sends a kept token by itself to an API a link names on another origin', async () => {
+  // A server that would take any token: it records the authorization headers it is sent.
+  const seen: string[] = []
+  const other = createServer((req, res) => {
+    seen.push(req.headers.authorization ?? '')
+    res.writeHead(200, {
+      'access-control-allow-origin': '*',
+      'access-control-allow-headers': 'authorization, content-type',
+      'content-type': 'application/json',
+    })
+    res.end('{}')
+  })
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
+  const port = (other.address() as AddressInfo).port
+  try {
+    const { page } = await openPage(browser, `${dashboard.url}?tab=agents#token=${ADMIN}`)
+    await expect.poll(() => listRows(page, 'agents'), { timeout: 20_000 }).toHaveLength(2)
+    // The same tab (its session keeps the token) follows a link to the page naming another API.
+    await page.goto(`${dashboard.url}?api=${encodeURIComponent(`http://127.0.0.1:${port}`)}`)
+    await page.waitForTimeout(500)
+    expect(seen.filter((h) => h.includes(ADMIN))).toEqual([])
+    await page.close()
+  } finally {
+    other.close()
+  }
 })
 
 it('pauses and resumes an agent over HTTP', async () => {
