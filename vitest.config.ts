@@ -23,8 +23,7 @@ const ONE_ENGINE: Record<string, string> = {
 const NODE_ONLY: Record<string, string> = {
   'test/dashboard/**': 'drives Debian\'s chromium from Node (playwright) against the dashboard Vite serves; the page runs its own wasm engine',
   'test/docs.test.ts': 'reads README.md and docs/ from disk (node:fs)',
-  // All but the serve demo (demo.test.ts), which a page can run.
-  'test/cli/!(demo).test.ts': 'the orrery command: node:util parseArgs, node:http servers, child processes serving the API',
+  'test/cli/**': 'the orrery command: node:util parseArgs, node:http servers, child processes serving the API',
   'test/bus-durable.test.ts': 'durable bus channels live on disk; its crash test kills child processes',
   'test/durability.test.ts': 'durable stores live on disk; crash tests kill child processes',
   'test/examples.test.ts': 'runs each example as a Node child process',

@@ -298,14 +298,56 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     const code = await run(['serve', '--port', '0', '--no-demo', '--exit', '--json', '--token', 'a-token-of-mine', '--engine', ENGINE], io)
     expect(code).toBe(0)
     expect(lines).toHaveLength(1)
-    const printed = JSON.parse(lines[0]!) as { url: string; token: string; dashboard: boolean }
-    expect(printed).toEqual({ url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/), token: 'a-token-of-mine', dashboard: expect.any(Boolean) })
+    const printed = JSON.parse(lines[0]!) as { url: string; token: string; dashboard: boolean; metrics: boolean }
+    expect(printed).toEqual({
+      url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/),
+      token: 'a-token-of-mine',
+      dashboard: expect.any(Boolean),
+      metrics: true, // prom-client is a dev dependency here
+    })
     // Closed on the way out: the port answers no more.
     expect((await cli({ ...served, url: printed.url }, ['status'])).code).toBe(3)
     // A port taken (by the file's server): exit 1, saying so.
     const taken = await cli(undefined, ['serve', '--port', new URL(served.url).port, '--no-demo', '--exit', '--engine', ENGINE])
     expect(taken.code).toBe(1)
     expect(taken.err).toMatch(/^orrery: EADDRINUSE: port \d+ on 127\.0\.0\.1 is taken: choose another with --port/)
+  })
+
+  it('/metrics: the bus, its group, the mesh and the workflows of the demo, in the Orrery\'s registry', async () => {
+    const scrape = async () => {
+      const response = await fetch(`${served.url}/metrics`, { headers: { authorization: `Bearer ${served.token}` } })
+      expect(response.status).toBe(200)
+      return response.text()
+    }
+    const text = await until('a completed run in the scrape', async () => {
+      const t = await scrape()
+      return /^orrery_workflow_runs\{workflow="fulfil-order",status="completed"\} [1-9]/m.test(t) ? t : undefined
+    })
+    expect(text).toMatch(/^messaging_client_sent_messages_total\{[^}]*messaging_destination_name="orders"[^}]*\} [1-9]/m)
+    expect(text).toMatch(/^orrery_group_messages_total\{[^}]*group="billing"[^}]*\} [1-9]/m)
+    expect(text).toMatch(/^orrery_channel_dead_lettered_messages_total\{[^}]*channel="orders"[^}]*\} [1-9]/m)
+    expect(text).toMatch(/^orrery_agent_runners\{type="courier",state="running"\} 2$/m)
+    expect(text).toMatch(/^orrery_mesh_request_duration_seconds_count\{[^}]*\} [1-9]/m)
+    expect(text).toMatch(/^orrery_workflow_step_duration_seconds_count\{[^}]*step="reserve"[^}]*\} [1-9]/m)
+  })
+
+  it('serve without prom-client installed: the demo still starts, and the banner says metrics are off', async () => {
+    const args = [...LOADER, '--import', join(ROOT, 'test/fixtures/without-prom-client.mjs'), MAIN, 'serve', '--port', '0', '--exit', '--engine', ENGINE]
+    const child = spawn(process.execPath, args, { cwd: ROOT })
+    let out = ''
+    child.stdout.on('data', (d) => {
+      out += d
+    })
+    let err = ''
+    child.stderr.on('data', (d) => {
+      err += d
+    })
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    expect(err).toBe('')
+    expect(code).toBe(0)
+    expect(out).toMatch(/the demo shop/)
+    expect(out).toMatch(/^ {2}metrics {4}off: prom-client is not installed/m)
+    expect(out).not.toMatch(/\/metrics/)
   })
 
   it('stops on SIGTERM (the last test: the server of this file), closing what it opened', async () => {

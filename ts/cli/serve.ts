@@ -1,5 +1,6 @@
 /**
- * `orrery serve`: an Orrery with the demo (demo.ts), a Control over it, the HTTP API (serveHttp)
+ * `orrery serve`: an Orrery with the demo shop (../demo/shop.ts), its metrics in a prom-client
+ * registry when prom-client is installed, a Control over it, the HTTP API (serveHttp)
  * and the built dashboard on the same server, guarded by an admin token it prints. Stops on
  * SIGINT/SIGTERM (or, with --exit, once started and toured), closing what it opened.
  */
@@ -8,12 +9,12 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 import type { PromRegistry } from '../agents/metrics.js'
+import { type Demo, startDemo } from '../demo/shop.js'
 import { serveHttp } from '../http/server.js'
 import { Orrery } from '../node.js'
 import { flagOf, type Parsed, positionals, stringOf, wholeNumber } from './args.js'
 import { DEFAULT_PORT } from './client.js'
 import type { Command } from './command.js'
-import { type Demo, startDemo } from './demo.js'
 import { CliFailure, EXIT, usageError } from './failure.js'
 import { type Io, printJson, withProgress } from './output.js'
 import { tour } from './tour.js'
@@ -21,7 +22,10 @@ import { tour } from './tour.js'
 /** The built dashboard: dist/dashboard beside dist/cli (or ts/cli, from a checkout). */
 const DASHBOARD = fileURLToPath(new URL('../../dist/dashboard', import.meta.url))
 
-/** prom-client's registry, when the optional peer is installed (then /metrics serves it). */
+/**
+ * prom-client's registry, when the optional peer is installed: the Orrery fills it (its bus, groups,
+ * mesh and workflows) and /metrics serves it. Without prom-client, serve runs with metrics off.
+ */
 async function promRegistry(): Promise<PromRegistry | undefined> {
   try {
     const prom = (await import('prom-client')) as unknown as { Registry: new () => PromRegistry }
@@ -46,7 +50,7 @@ admin token. Ctrl-C stops it.
   --no-demo         an empty Orrery: no agents, traffic or runs
   --tour            once serving, run a short tour of the API through the orrery commands
   --exit            stop once started (and toured), instead of serving until Ctrl-C
-  --json            print {"url","token","dashboard"} as one JSON line instead of the banner`,
+  --json            print {"url","token","dashboard","metrics"} as one JSON line instead of the banner`,
   options: {
     port: { type: 'string' },
     host: { type: 'string' },
@@ -79,20 +83,18 @@ admin token. Ctrl-C stops it.
     }
     try {
       const started = await withProgress(io, 'starting Orrery', async (update) => {
-        const orrery = await Orrery.create(engine === undefined ? {} : { engine })
-        opened.push(() => orrery.close())
         const metrics = await promRegistry()
+        const orrery = await Orrery.create({ ...(engine === undefined ? {} : { engine }), ...(metrics === undefined ? {} : { metrics }) })
+        opened.push(() => orrery.close())
         let demo: Demo | undefined
         if (withDemo) {
           update('starting the demo mesh')
-          demo = await startDemo(orrery, metrics === undefined ? {} : { metrics })
+          demo = await startDemo(orrery)
           const running = demo
           opened.push(() => running.stop())
         }
-        const control = orrery.control({
-          ...(demo === undefined ? {} : { mesh: demo.mesh, workflows: demo.workflows, store: demo.store }),
-          ...(metrics === undefined ? {} : { metrics }),
-        })
+        // The Orrery's registry (if any) is what the control serves at /metrics.
+        const control = orrery.control(demo === undefined ? {} : { mesh: demo.mesh, workflows: demo.workflows, store: demo.store })
         opened.push(() => control.close())
         update('starting the HTTP server')
         const dashboard = existsSync(`${DASHBOARD}/index.html`) ? DASHBOARD : undefined
@@ -103,16 +105,17 @@ admin token. Ctrl-C stops it.
           },
         )
         opened.push(() => server.close())
-        return { orrery, demo, url: server.url, dashboard: dashboard !== undefined }
+        return { orrery, demo, url: server.url, dashboard: dashboard !== undefined, metrics: metrics !== undefined }
       })
       const { url } = started
-      if (json) printJson(io, { url, token, dashboard: started.dashboard }, true)
+      if (json) printJson(io, { url, token, dashboard: started.dashboard, metrics: started.metrics }, true)
       else {
         io.out(
           `\n== orrery serve: ${started.orrery.engine} engine, ${started.demo === undefined ? 'no demo' : 'the demo shop (agents, orders, fulfil-order runs)'}`,
         )
         io.out(started.dashboard ? `  dashboard  ${url}/#token=${token}` : '  dashboard  not built (bash scripts/build.sh dashboard)')
-        io.out(`  API        ${url}/v1  (OpenAPI: ${url}/openapi.json, metrics: ${url}/metrics)`)
+        io.out(`  API        ${url}/v1  (OpenAPI: ${url}/openapi.json)`)
+        io.out(started.metrics ? `  metrics    ${url}/metrics` : '  metrics    off: prom-client is not installed (npm install prom-client)')
         io.out(`  token      ${token}  (admin)`)
         io.out(`  try        export ORRERY_URL=${url} ORRERY_TOKEN=${token}; npx orrery status`)
       }

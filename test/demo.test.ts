@@ -1,14 +1,13 @@
 /**
- * The demo `orrery serve` runs (ts/cli/demo.ts), on this project's engine, in Node and in a page
- * (it needs nothing of Node, so the dashboard can run it in the page): traffic, dead letters, runs
- * that complete, one that is compensated, one that waits for a person; and nothing left running
- * once stopped.
+ * The demo shop `orrery serve` and the dashboard's page run (ts/demo/shop.ts), on this project's
+ * engine, in Node and in a page: traffic, dead letters, runs that complete, one that is compensated,
+ * one that waits for a person, a restock that fans out; and nothing left running once stopped.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { isOrreryError, Orrery } from '../../ts/node.js'
-import { type Demo, type DemoOrder, startDemo } from '../../ts/cli/demo.js'
-import { ENGINE } from '../engine.js'
+import { type Demo, type DemoOrder, startDemo } from '../ts/demo/shop.js'
+import { isOrreryError, Orrery } from '../ts/node.js'
+import { ENGINE } from './engine.js'
 
 const until = async (what: string, ok: () => boolean, ms = 10_000) => {
   const end = Date.now() + ms
@@ -18,7 +17,7 @@ const until = async (what: string, ok: () => boolean, ms = 10_000) => {
   }
 }
 
-describe(`the serve demo (${ENGINE})`, () => {
+describe(`the demo shop (${ENGINE})`, () => {
   let orrery: Orrery | undefined
   let demo: Demo | undefined
   afterEach(async () => {
@@ -65,6 +64,21 @@ describe(`the serve demo (${ENGINE})`, () => {
     expect(agents.sort()).toEqual(['courier-1', 'courier-2', 'pricer-1', 'pricer-2', 'stock-1'])
     await until('courier-2 degraded', () => demo?.mesh.registry.find({ capability: 'ship' }).find((a) => a.id === 'courier-2')?.health === 'degraded')
     expect(demo.store.namespace<number>('stock').keys().length).toBeGreaterThan(0)
+  })
+
+  it('restocks each sku listed, one forEach instance each', async () => {
+    orrery = await Orrery.create({ engine: ENGINE })
+    demo = await startDemo(orrery, { tickMs: 1_000, runEveryMs: 60_000 })
+    const stock = demo.store.namespace<number>('stock')
+    const before = stock.get('rug')?.value ?? 0
+    const run = await demo.workflows.start('restock', ['rug', 'lamp'], { id: 'restock-1' })
+    expect(await run.result()).toEqual([
+      { sku: 'rug', left: before + 100 },
+      { sku: 'lamp', left: expect.any(Number) },
+    ])
+    expect(stock.get('rug')?.value).toBe(before + 100)
+    const bad = await demo.workflows.start('restock', ['rug', ''], { id: 'restock-2' })
+    await expect(bad.result()).rejects.toSatisfy((e) => isOrreryError(e, 'STEP_FAILED'))
   })
 
   it('stops everything it started, and leaves the Orrery open', async () => {

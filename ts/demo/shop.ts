@@ -1,6 +1,7 @@
 /**
- * The demo `orrery serve` runs (and a page can run: nothing here needs Node): a small shop on one
- * Orrery, so every view of the API and the dashboard has something live to show.
+ * The demo shop: what `orrery serve` runs and what the dashboard runs in a page (dashboard/src/demo.ts)
+ * on the wasm engine. Nothing here needs Node. A small shop on one Orrery, so every view of the API
+ * and the dashboard has something live to show.
  *
  *   pricer x2     `price@1.2.0`: a price per sku
  *   stock         `reserve@1.0.0`: takes items from the `stock` namespace of the store
@@ -14,15 +15,16 @@
  *                 demo approves two runs in three; the third waits for a person
  *                 (`orrery runs signal <id> approve`). Every fifth run ships to `nowhere`, so its
  *                 charge is refunded and the run ends `compensated`.
+ *   restock       a workflow the demo defines but never starts (the dashboard's form, `orrery runs
+ *                 start restock '["lamp","rug"]'`): 100 more of each sku listed, one forEach instance each.
  */
 import { Agent, type AgentContext, type HealthReport, type Logger, PermanentError, silentLogger } from '../agents/agent.js'
 import type { Mesh } from '../agents/mesh.js'
-import type { PromRegistry } from '../agents/metrics.js'
 import type { Orrery } from '../api.js'
 import type { Bus } from '../bus/bus.js'
 import { intOr, keysOf, options as checkOptions } from '../check.js'
 import type { Store } from '../store/store.js'
-import { parallel, sequence, step, waitFor, workflow } from '../workflows/builder.js'
+import { forEach, parallel, sequence, step, waitFor, workflow } from '../workflows/builder.js'
 import type { Workflows } from '../workflows/runtime.js'
 
 /** An order, as published on `orders` and given to each `fulfil-order` run. */
@@ -43,12 +45,10 @@ export interface DemoOptions {
   deadLetterEvery?: number
   /** Ms before the demo approves a run it approves (default 1,500). */
   approveAfterMs?: number
-  /** The mesh's logger (default: silent). */
+  /** The mesh's logger (default: silent). Its metrics go where the Orrery's do (`Orrery.create({ metrics })`). */
   logger?: Logger
-  /** A prom-client registry for the mesh's metrics. */
-  metrics?: PromRegistry
 }
-const DEMO_KEYS = keysOf<DemoOptions>()(['tickMs', 'runEveryMs', 'deadLetterEvery', 'approveAfterMs', 'logger', 'metrics'])
+const DEMO_KEYS = keysOf<DemoOptions>()(['tickMs', 'runEveryMs', 'deadLetterEvery', 'approveAfterMs', 'logger'])
 
 /** A running demo: what it made, and how to stop it. */
 export interface Demo {
@@ -122,6 +122,9 @@ export const fulfilOrder = workflow(
   ),
 )
 
+/** Restocks each sku of its input (a list): one forEach instance per sku, each 100 more. */
+export const restock = workflow('restock', forEach('$input', step('restock', { fn: 'restock' }, { input: '$item' }), { id: 'each' }))
+
 /**
  * Starts the demo on `orrery`: a mesh, a store, workflows and steady traffic. Everything it starts
  * ends with `stop()` (the Orrery stays open).
@@ -135,12 +138,7 @@ export async function startDemo(orrery: Orrery, options: DemoOptions = {}): Prom
 
   const { bus } = orrery
   const store = orrery.openStore()
-  const mesh = await orrery.mesh({
-    seed: 1,
-    heartbeat: { interval: 1_000 },
-    logger: opts.logger ?? silentLogger,
-    ...(opts.metrics === undefined ? {} : { metrics: opts.metrics }),
-  })
+  const mesh = await orrery.mesh({ seed: 1, heartbeat: { interval: 1_000 }, logger: opts.logger ?? silentLogger })
   mesh.define('pricer', Pricer)
   mesh.define('stock', (context: AgentContext) => new Stock(context, store))
   mesh.define('courier', (context: AgentContext) => new Courier(context, bus))
@@ -155,7 +153,15 @@ export async function startDemo(orrery: Orrery, options: DemoOptions = {}): Prom
   workflows.register('label', (order: DemoOrder) => `${order.qty} x ${order.sku} -> ${order.address}`)
   workflows.register('charge', ({ order, price }: { order: DemoOrder; price: number }) => ({ order: order.id, cents: price * order.qty }))
   workflows.register('refund', (charged: { order: string; cents: number }) => ({ refunded: charged.cents }))
+  const stock = store.namespace<number>('stock')
+  workflows.register('restock', (sku: string) => {
+    if (typeof sku !== 'string' || sku === '') throw new PermanentError('restock lists skus: non-empty strings')
+    const now = (stock.get(sku)?.value ?? 0) + 100
+    stock.put(sku, now)
+    return { sku, left: now }
+  })
   workflows.define(fulfilOrder)
+  workflows.define(restock)
 
   // The billing group prices each order; an order without a sku cannot be priced, for good.
   const billing = bus.group<DemoOrder>('orders', 'billing', { maxDeliveries: 3 })
