@@ -313,7 +313,7 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     expect(taken.err).toMatch(/^orrery: EADDRINUSE: port \d+ on 127\.0\.0\.1 is taken: choose another with --port/)
   })
 
-  it('/metrics: the bus, its group, the mesh and the workflows of the demo, in the Orrery\'s registry', async () => {
+  it("/metrics: the bus, its group, the mesh and the workflows of the demo, in the Orrery's registry", async () => {
     const scrape = async () => {
       const response = await fetch(`${served.url}/metrics`, { headers: { authorization: `Bearer ${served.token}` } })
       expect(response.status).toBe(200)
