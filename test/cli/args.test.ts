@@ -83,6 +83,7 @@ describe(`orrery's command line (${ENGINE})`, () => {
     [['serve', '--port', '70000'], /--port must be at most 65535/],
     [['serve', '--engine', 'quantum'], /--engine must be native or wasm/],
     [['serve', '--token', 'short'], /--token must be at least 8 characters/],
+    [['serve', '--token', 'has a space in it'], /--token must be at least 8 characters, without spaces/],
     [['serve', '--no-demo', '--tour'], /--tour shows the demo/],
     [['serve', 'now'], /unexpected argument "now"/],
   ])('%j is a usage error: exit 2, nothing sent', async (argv, message) => {

@@ -71,7 +71,7 @@ admin token. Ctrl-C stops it.
     if (engine !== undefined && engine !== 'native' && engine !== 'wasm')
       throw usageError(`--engine must be native or wasm, not ${JSON.stringify(engine)}`, 'serve')
     const token = stringOf(parsed, 'token') ?? randomBytes(18).toString('base64url')
-    if (token.length < 8) throw usageError('--token must be at least 8 characters', 'serve')
+    if (token.length < 8 || /\s/.test(token)) throw usageError('--token must be at least 8 characters, without spaces', 'serve')
     const withDemo = !flagOf(parsed, 'no-demo')
     if (flagOf(parsed, 'tour') && !withDemo) throw usageError('--tour shows the demo: leave out --no-demo', 'serve')
     const json = flagOf(parsed, 'json')
