@@ -63,6 +63,8 @@ describe(`bad requests (${ENGINE})`, () => {
       const error = await expectError(await post(body), 400, 'INVALID_ARGUMENT')
       expect(error['details']).toMatchObject({ where: 'body' })
     }
+    const extra = await expectError(await post({ payload: 1, extra: true }), 400, 'INVALID_ARGUMENT')
+    expect(extra['message']).toBe('the body is invalid: /extra is not a known field')
     // A field of a few literals names them, once (not each literal's `const` and the `anyOf`).
     const priority = await expectError(await post({ payload: 1, priority: 'urgent' }), 400, 'INVALID_ARGUMENT')
     expect(priority['message']).toBe('the body is invalid: /priority must be one of "low", "normal", "high", "critical"')

@@ -87,7 +87,8 @@ type Validation = NonNullable<FastifyLikeError['validation']>
 
 /**
  * The validation issues, at most 20. A field that must be one of several literals fails each
- * literal's `const` and then the `anyOf`; those become one issue naming the allowed values.
+ * literal's `const` and then the `anyOf`; those become one issue naming the allowed values. An
+ * unknown field is named as such.
  */
 function issuesOf(validation: Validation): Array<{ path: string; message: string }> {
   const allowed = new Map<string, unknown[]>()
@@ -107,6 +108,9 @@ function issuesOf(validation: Validation): Array<{ path: string; message: string
       if (merged.has(path)) continue
       merged.add(path)
       issues.push({ path, message: `must be one of ${values.map((x) => JSON.stringify(x)).join(', ')}` })
+    } else if (v.keyword === 'boolean') {
+      // Unknown fields are refused through `additionalProperties: false`; TypeBox says 'schema is false'.
+      issues.push({ path, message: 'is not a known field' })
     } else {
       issues.push({ path, message: v.message ?? 'is invalid' })
     }
