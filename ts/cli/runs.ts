@@ -56,12 +56,12 @@ export function printRun(io: Io, run: RunDetail): void {
   if (run.historyTotal > run.history.length) io.out(`(the first ${run.history.length} of ${run.historyTotal} events)`)
 }
 
-/** Polls the run until it is no longer running, with a spinner on a terminal. */
+/** Polls the run until it is no longer queued or running, with a spinner on a terminal. */
 async function settled(client: ApiClient, io: Io, id: string): Promise<RunDetail> {
   return withProgress(io, `waiting for run ${id}`, async (update) => {
     for (;;) {
       const run = await client.get<RunDetail>(`/v1/runs/${segment(id)}`)
-      if (run.status !== 'running') return run
+      if (run.status !== 'running' && run.status !== 'queued') return run
       update(`waiting for run ${id} (${run.history.length} events)`)
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
@@ -77,7 +77,7 @@ orrery runs start <definition> [<json input>] [--id <id>] [--wait] [options]
 orrery runs signal <id> <name> [<json payload>] [--wait] [options]
 orrery runs cancel <id> [options]
 
---wait waits (with a spinner on a terminal) until the run is no longer running, then shows it;
+--wait waits (with a spinner on a terminal) until the run is no longer queued or running, then shows it;
 the exit code stays 0 whatever its outcome (read its status).
 ${CLIENT_HELP}`,
   options: {
