@@ -194,6 +194,32 @@ describe(`control (${ENGINE})`, () => {
     expect(control.groups()).toEqual([])
   })
 
+  it('streams run status changes to every events() subscriber, from one poll of the runs', async () => {
+    const orrery = await open()
+    const wf = await orrery.workflows()
+    wf.register('done', (input: unknown) => input)
+    wf.define(workflow('gate', sequence(waitFor('go', 'go'), step('done', { fn: 'done' }, { input: '$steps.go' }))))
+    const control = orrery.control({ workflows: wf })
+    const first: unknown[] = []
+    const second: unknown[] = []
+    const a = control.events().subscribe((e) => first.push(e))
+    const b = control.events().subscribe((e) => second.push(e))
+    const one = await wf.start('gate', null, { id: 'one' })
+    await one.signal('go', 1)
+    const completed = (id: string) => expect.objectContaining({ source: 'run', run: expect.objectContaining({ id, status: 'completed' }) })
+    await until(() => first.length > 0 && second.length > 0, 3000)
+    expect(first).toContainEqual(completed('one'))
+    expect(second).toContainEqual(completed('one'))
+    // The other subscriber going leaves the poll to the one still there.
+    a.unsubscribe()
+    const two = await wf.start('gate', null, { id: 'two' })
+    await two.signal('go', 2)
+    await until(() => second.some((e) => (e as { run?: { id: string } }).run?.id === 'two'), 3000)
+    expect(second).toContainEqual(completed('two'))
+    expect(first).not.toContainEqual(completed('two'))
+    b.unsubscribe()
+  })
+
   it('ends its event streams when its Orrery closes', async () => {
     const orrery = await Orrery.create()
     const mesh = await orrery.mesh()

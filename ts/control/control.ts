@@ -108,6 +108,10 @@ export class Control {
   private readonly watching: Subscription
   /** The live `events()` streams, completed when the control closes. */
   private readonly live = new Set<() => void>()
+  /** What the events streams' one run poll calls, its timer, and the statuses it saw last. */
+  private readonly runWatchers = new Set<(run: RunView) => void>()
+  private runTimer: ReturnType<typeof setInterval> | undefined
+  private runsSeen = new Map<string, RunStatus>()
   private closed = false
 
   constructor(options: NewControlOptions) {
@@ -599,30 +603,11 @@ export class Control {
         if (this.mesh !== undefined)
           subs.push(this.mesh.events.subscribe((event) => sink.next({ source: 'mesh', at: Date.now(), event: plain(event) as Record<string, unknown> })))
         subs.push(this.bus.events.subscribe((event) => sink.next({ source: 'bus', at: Date.now(), event: plain(event) as Record<string, unknown> })))
-        let timer: ReturnType<typeof setInterval> | undefined
-        const wf = this.workflows
-        if (wf !== undefined) {
-          const seen = new Map<string, RunStatus>()
-          const look = (report: boolean): void => {
-            let list: RunView[]
-            try {
-              list = wf.list()
-            } catch {
-              return
-            }
-            for (const run of list) {
-              if (seen.get(run.id) === run.status) continue
-              seen.set(run.id, run.status)
-              if (report) sink.next({ source: 'run', at: Date.now(), run })
-            }
-          }
-          look(false)
-          timer = setInterval(() => look(true), RUN_POLL_MS)
-        }
+        const unwatch = this.watchRuns((run) => sink.next({ source: 'run', at: Date.now(), run }))
         const stop = (): void => {
           this.live.delete(end)
           for (const s of subs) s.unsubscribe()
-          if (timer !== undefined) clearInterval(timer)
+          unwatch()
         }
         // The control closing (its Orrery closed) ends the stream: nothing outlives what it watches.
         const end = (): void => {
@@ -633,6 +618,43 @@ export class Control {
         return { stop, setPaused: () => {} }
       },
     })
+  }
+
+  /**
+   * Calls `onRun` with each run whose status changed, until the returned function is called. One
+   * poll of the run list a second serves every watcher (an events stream each), not one each.
+   */
+  private watchRuns(onRun: (run: RunView) => void): () => void {
+    const wf = this.workflows
+    if (wf === undefined) return () => {}
+    if (this.runWatchers.size === 0) {
+      this.lookRuns(wf, false)
+      this.runTimer = setInterval(() => this.lookRuns(wf, true), RUN_POLL_MS)
+    }
+    this.runWatchers.add(onRun)
+    return () => {
+      if (!this.runWatchers.delete(onRun) || this.runWatchers.size > 0) return
+      clearInterval(this.runTimer)
+      this.runTimer = undefined
+      this.runsSeen = new Map()
+    }
+  }
+
+  /** Reads the run list; with `report`, hands each run whose status changed to every watcher. */
+  private lookRuns(wf: Workflows, report: boolean): void {
+    let list: RunView[]
+    try {
+      list = wf.list()
+    } catch {
+      return
+    }
+    // Made anew each time, so runs no longer listed are forgotten.
+    const seen = new Map<string, RunStatus>()
+    for (const run of list) {
+      seen.set(run.id, run.status)
+      if (report && this.runsSeen.get(run.id) !== run.status) for (const watcher of [...this.runWatchers]) watcher(run)
+    }
+    this.runsSeen = seen
   }
 
   /** Everything at once, as plain JSON: what the dashboard opens offline. */
