@@ -311,6 +311,11 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     const taken = await cli(undefined, ['serve', '--port', new URL(served.url).port, '--no-demo', '--exit', '--engine', ENGINE])
     expect(taken.code).toBe(1)
     expect(taken.err).toMatch(/^orrery: EADDRINUSE: port \d+ on 127\.0\.0\.1 is taken: choose another with --port/)
+    // A host that is no address of this machine (TEST-NET-1): exit 1, saying so, no stack.
+    const elsewhere = await cli(undefined, ['serve', '--host', '192.0.2.1', '--port', '0', '--no-demo', '--exit', '--engine', ENGINE])
+    expect(elsewhere.code).toBe(1)
+    expect(elsewhere.err).toMatch(/^orrery: EADDRNOTAVAIL: cannot listen on 192\.0\.2\.1 port 0: choose another --host/)
+    expect(elsewhere.err).not.toMatch(/\bat .*\.(ts|js):\d+/)
   })
 
   it("/metrics: the bus, its group, the mesh and the workflows of the demo, in the Orrery's registry", async () => {

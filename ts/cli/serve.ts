@@ -100,8 +100,19 @@ admin token. Ctrl-C stops it.
         const dashboard = existsSync(`${DASHBOARD}/index.html`) ? DASHBOARD : undefined
         const server = await serveHttp(control, { tokens: { [token]: ['admin'] }, port, host, ...(dashboard === undefined ? {} : { dashboard }) }).catch(
           (error: unknown) => {
-            if ((error as { code?: unknown }).code !== 'EADDRINUSE') throw error
-            throw new CliFailure(EXIT.api, `port ${port} on ${host} is taken: choose another with --port (0: any free one)`, 'EADDRINUSE')
+            const code = (error as { code?: unknown }).code
+            if (code === 'EADDRINUSE') {
+              throw new CliFailure(EXIT.api, `port ${port} on ${host} is taken: choose another with --port (0: any free one)`, 'EADDRINUSE')
+            }
+            // A host that is no address of this machine, or a name that does not resolve.
+            if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EACCES') {
+              throw new CliFailure(
+                EXIT.api,
+                `cannot listen on ${host} port ${port}: choose another --host (an address of this machine, default 127.0.0.1)`,
+                code,
+              )
+            }
+            throw error
           },
         )
         opened.push(() => server.close())
