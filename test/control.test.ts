@@ -235,6 +235,20 @@ describe(`control (${ENGINE})`, () => {
     expect(completed).toBe(2)
   })
 
+  it('ends its tails when it closes, leaving no reader on the channel', async () => {
+    const orrery = await open()
+    await orrery.bus.publish('orders', 1)
+    const control = orrery.control()
+    let completed = 0
+    const seen: unknown[] = []
+    control.tail('orders', { from: 'earliest' }).subscribe({ next: (m) => seen.push(m.payload), complete: () => completed++ })
+    await until(() => seen.length === 1)
+    expect(control.channel('orders').stats.subscribers).toBe(1)
+    control.close()
+    expect(completed).toBe(1)
+    expect(orrery.bus.stats('orders').subscribers).toBe(0)
+  })
+
   it('reads and writes store entries of the namespaces opened', async () => {
     const orrery = await open()
     const store = orrery.openStore()

@@ -106,7 +106,7 @@ export class Control {
   /** Transports in an outage now (from the bus's events). */
   private readonly down = new Set<string>()
   private readonly watching: Subscription
-  /** The live `events()` streams, completed when the control closes. */
+  /** The live `events()` and `tail()` streams, completed when the control closes. */
   private readonly live = new Set<() => void>()
   /** What the events streams' one run poll calls, its timer, and the statuses it saw last. */
   private readonly runWatchers = new Set<(run: RunView) => void>()
@@ -358,7 +358,27 @@ export class Control {
     this.knownChannel(channel)
     const o = checkOptions(options, 'options', 'argument', ['from'])
     const from: StartFrom = o.from === undefined || o.from === 'latest' ? 'latest' : o.from === 'earliest' ? 'earliest' : { seq: int(o.from, 'from') }
-    return tailOf(this.bus, channel, from, messageView)
+    const source = tailOf(this.bus, channel, from, messageView)
+    // The control closing ends the tail too, as it ends events().
+    return new Stream<MessageView>({
+      start: (sink) => {
+        if (this.closed) {
+          sink.complete()
+          return { stop: () => {}, setPaused: () => {} }
+        }
+        const subscription = source.subscribe({ next: (m) => sink.next(m), error: (e: unknown) => sink.error(e), complete: () => sink.complete() })
+        const stop = (): void => {
+          this.live.delete(end)
+          subscription.unsubscribe()
+        }
+        const end = (): void => {
+          stop()
+          sink.complete()
+        }
+        this.live.add(end)
+        return { stop, setPaused: () => {} }
+      },
+    })
   }
 
   // ---- groups and dead letters ----
@@ -675,7 +695,7 @@ export class Control {
     }
   }
 
-  /** Stops watching the bus, ends every `events()` stream and gives back the dead letters held here. */
+  /** Stops watching the bus, ends every `events()` and `tail()` stream and gives back the dead letters held here. */
   close(): void {
     if (this.closed) return
     this.closed = true
