@@ -116,6 +116,9 @@ describe(`bad requests (${ENGINE})`, () => {
     const status = await expectError(await d.call('GET', '/v1/runs?status=odd', { token: TOKENS.read }), 400, 'INVALID_OPTION')
     expect(status['message']).toMatch(/^the querystring is invalid: \/status must be one of "queued", "running", "completed", .*"compensation-failed"$/)
     await expectError(await d.call('GET', '/v1/discover', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    // A long pattern is not quoted back.
+    const query = await expectError(await d.call('GET', '/v1/discover?capability=%5E%5E', { token: TOKENS.read }), 400, 'INVALID_OPTION')
+    expect(query['message']).toBe('the querystring is invalid: /capability does not have the form this field takes (its pattern is in /openapi.json)')
     await expectError(await d.call('GET', '/v1/channels/orders/tail?from=soon', { token: TOKENS.read }), 400, 'INVALID_OPTION')
     await expectError(await d.call('POST', '/v1/channels/jobs/dead-letters/x/replay', { token: TOKENS.admin }), 400, 'INVALID_ARGUMENT')
     await expectError(await d.call('GET', '/v1/channels/never-used', { token: TOKENS.read }), 404, 'UNKNOWN_CHANNEL')

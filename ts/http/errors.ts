@@ -108,6 +108,9 @@ function issuesOf(validation: Validation): Array<{ path: string; message: string
       if (merged.has(path)) continue
       merged.add(path)
       issues.push({ path, message: `must be one of ${values.map((x) => JSON.stringify(x)).join(', ')}` })
+    } else if (v.keyword === 'pattern' && (v.message ?? '').length > 80) {
+      // A long pattern (a capability query, a semver range) quoted back helps no one.
+      issues.push({ path, message: 'does not have the form this field takes (its pattern is in /openapi.json)' })
     } else if (v.keyword === 'boolean') {
       // Unknown fields are refused through `additionalProperties: false`; TypeBox says 'schema is false'.
       issues.push({ path, message: 'is not a known field' })
