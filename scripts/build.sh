@@ -47,10 +47,23 @@ build_wasm() {
   printf 'wasm engine: %s bytes raw, %s bytes gzip\n' "$(stat -c %s "$out")" "$(gzip -9c "$out" | wc -c)"
 }
 
+# Every module of ts/ has its output (a dist copied with fresh times can be older than the sources).
+dist_complete() {
+  local src
+  while IFS= read -r -d '' src; do
+    local base="${src#ts/}"; base="${base%.ts}"
+    [ -f "dist/$base.js" ] || return 1
+  done < <(find ts -name '*.ts' ! -name '*.d.ts' -print0)
+}
+
 build_ts() {
-  if up_to_date dist/node.js ts tsconfig.json bindings/node/binding.d.cts bindings/wasm/pkg/web/orrery_wasm.d.ts; then
+  local complete=yes
+  dist_complete || complete=
+  if [ -n "$complete" ] && up_to_date dist/node.js ts tsconfig.json bindings/node/binding.d.cts bindings/wasm/pkg/web/orrery_wasm.d.ts; then
     echo "typescript: up to date"; return
   fi
+  # tsc --incremental does not emit again what its build info says it wrote.
+  [ -n "$complete" ] || rm -f dist/.tsbuildinfo
   tsc -p tsconfig.json
   # tsc never deletes: output whose source was moved or removed would stay in dist and be packed.
   local out
