@@ -308,6 +308,13 @@ describe(`control (${ENGINE})`, () => {
     expect((await errorOf(() => control.startRun('approve', null, { id: 'r1', x: 1 } as never)))?.code).toBe('INVALID_OPTION')
   })
 
+  it('refuses a bad run filter even with no workflows attached', async () => {
+    const control = (await open()).control()
+    expect(control.runs()).toEqual([])
+    expect((await errorOf(() => control.runs({ status: 'odd' as never })))?.code).toBe('INVALID_OPTION')
+    expect((await errorOf(() => control.runs({ definition: 5 as never })))?.code).toBe('INVALID_ARGUMENT')
+  })
+
   it('makes a snapshot of everything that survives JSON, and tells health and readiness', async () => {
     const orrery = await open()
     const mesh = await orrery.mesh()
@@ -324,6 +331,7 @@ describe(`control (${ENGINE})`, () => {
     expect(JSON.parse(JSON.stringify(snap))).toStrictEqual(snap)
     expect(snap.overview).toMatchObject({ engine: ENGINE, agents: { total: 1 }, runs: { running: 1 } })
     expect(snap.runs.map((r) => r.id)).toEqual(['w1'])
+    expect(snap.runsTotal).toBe(1)
     expect(snap.namespaces.map((n) => n.name)).toEqual(['kv', 'orrery.workflows'])
     expect(control.entry('kv', 'k').value).toEqual({ b: { base64: '/w==' } })
     expect(control.health()).toEqual({ ok: true })

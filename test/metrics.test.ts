@@ -101,6 +101,7 @@ async function exercise(registry: Registry): Promise<Series[]> {
   await mesh.request('greet', 'ada')
   await mesh.request('greet@^1', 'bob')
   expect((await errorOf(() => mesh.request('greet', '', { retries: 0 })))?.code).toBe('HANDLER_ERROR')
+  for (const made of ['made-up', 'made-up-too@^2']) expect((await errorOf(() => mesh.request(made, 1, { retries: 0 })))?.code).toBe('NO_RESPONDER')
 
   const wf = await orrery.workflows()
   wf.register('charge', (n: number) => n * 2)
@@ -110,7 +111,7 @@ async function exercise(registry: Registry): Promise<Series[]> {
   })
   wf.define(workflow('order', sequence(step('charge', { fn: 'charge' }, { input: '$input' }), step('ship', { fn: 'ship' }, { input: '$steps.charge' }))))
   expect(await (await wf.start('order', 2)).result()).toBe(4)
-  expect((await errorOf(async () => (await wf.start('order', 6)).result()))?.code).toBeDefined()
+  expect((await errorOf(async () => (await wf.start('order', 6)).result()))?.code).toBe('STEP_FAILED')
   await settle()
   expect(seen).toEqual([1, 2, 3])
   return parse(await registry.metrics())
@@ -143,6 +144,9 @@ describe('metrics', () => {
     // Routed requests by capability name (a range is not a label) and outcome.
     expect(value(s, 'orrery_mesh_request_duration_seconds_count', { capability: 'greet', outcome: 'ok' })).toBe(2)
     expect(value(s, 'orrery_mesh_request_duration_seconds_count', { capability: 'greet', outcome: 'HANDLER_ERROR' })).toBe(1)
+    // Capabilities nobody offers share one series, whatever names callers make up.
+    expect(value(s, 'orrery_mesh_request_duration_seconds_count', { capability: '_unrouted', outcome: 'NO_RESPONDER' })).toBe(2)
+    expect(s.some((x) => x.labels['capability']?.startsWith('made-up'))).toBe(false)
     // The mesh's agents inherit the Orrery's registry: the agent metrics are there too.
     expect(value(s, 'orrery_agent_messages_handled_total', { agent: 'g1', capability: 'greet' })).toBe(2)
     expect(value(s, 'orrery_agents', { type: 'greeter', health: 'healthy' })).toBe(1)

@@ -514,6 +514,8 @@ export class Control {
   runs(options: { status?: RunStatus; definition?: string; limit?: number } = {}): RunView[] {
     const o = checkOptions(options, 'options', 'argument', ['status', 'definition', 'limit'])
     const limit = limitOf(o.limit)
+    if (o.status !== undefined) oneOf(o.status, RUN_STATUSES, 'options.status')
+    if (o.definition !== undefined) text(o.definition, 'options.definition')
     if (this.workflows === undefined) return []
     const filter = { ...(o.status === undefined ? {} : { status: o.status }), ...(o.definition === undefined ? {} : { definition: o.definition }) }
     return this.workflows
@@ -533,16 +535,17 @@ export class Control {
     const info = this.requireWorkflows()
       .list({ definition: run.definition.name })
       .find((r) => r.id === run.id)
-    return (
-      info ?? {
-        id: run.id,
-        definition: run.definition.name,
-        version: run.definition.version,
-        status: run.status(),
-        generation: run.generation,
-        startedAt: Date.now(),
-      }
-    )
+    if (info !== undefined) return info
+    const meta = run.state()
+    return {
+      id: run.id,
+      definition: run.definition.name,
+      version: run.definition.version,
+      status: run.status(),
+      generation: run.generation,
+      startedAt: meta.startedAt,
+      ...(meta.finishedAt === undefined ? {} : { finishedAt: meta.finishedAt }),
+    }
   }
 
   /** A run with its state, a page of its history (from event `historyFrom`, default 0; at most `historyLimit`, default 1,000) and its definition. */
@@ -573,7 +576,8 @@ export class Control {
     if (wf === undefined) return []
     const definitions = wf.definitions()
     const out: RunDetail[] = []
-    for (const info of wf.list()) {
+    const newest = wf.list().sort((a, b) => b.startedAt - a.startedAt || (a.id < b.id ? -1 : 1))
+    for (const info of newest.slice(0, MAX_LIMIT)) {
       const run = wf.get(info.id)
       if (run !== undefined) out.push(this.detailOf(run, info, definitions, 0, MAX_HISTORY))
     }
@@ -682,6 +686,7 @@ export class Control {
     const deadLetters: DeadLetterView[] = []
     for (const origin of this.dead.origins(this.bus.channels())) deadLetters.push(...(await this.dead.list(origin, MAX_LIMIT)))
     const runs = this.details()
+    const runsTotal = this.workflows === undefined ? 0 : this.workflows.list().length
     return {
       at: Date.now(),
       overview: this.overview(),
@@ -692,6 +697,7 @@ export class Control {
       namespaces: this.namespaces(),
       definitions: this.definitions(),
       runs,
+      runsTotal,
     }
   }
 

@@ -142,7 +142,10 @@ export interface ControlSnapshot {
   deadLetters: DeadLetterView[]
   namespaces: NamespaceView[]
   definitions: DefinitionView[]
+  /** The newest 1,000 runs, each with at most its first 10,000 history events (`historyTotal` says how many it has). */
   runs: RunDetail[]
+  /** How many runs there were: more than `runs.length` when the snapshot kept only the newest. */
+  runsTotal?: number
 }
 
 /** Nesting kept by {@link plain}: deeper values are cut (`"[deeper]"`). */

@@ -222,6 +222,7 @@ export const Reply = {
     namespaces: Type.Array(NamespaceView),
     definitions: Type.Array(DefinitionView),
     runs: Type.Array(RunDetail),
+    runsTotal: Type.Optional(Num),
   }),
 }
 

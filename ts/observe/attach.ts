@@ -65,6 +65,9 @@ export function observeBus(metrics: Metrics, bus: Bus, transports: ReadonlyArray
   }
 }
 
+/** The capability label of routed requests that found no agent offering what they asked for. */
+export const UNROUTED = '_unrouted'
+
 /** Reads `mesh` into `metrics` at each scrape, and times its routed requests, until the returned function is called. */
 export function observeMesh(metrics: Metrics, mesh: Mesh): () => void {
   const removed = metrics.addMesh({
@@ -74,7 +77,9 @@ export function observeMesh(metrics: Metrics, mesh: Mesh): () => void {
   mesh.timing = (capability, started, error) => {
     const outcome = error === undefined ? 'ok' : isOrreryError(error) ? error.code : 'INTERNAL'
     if (outcome.startsWith('INVALID_')) return
-    metrics.routed(capability, (performance.now() - started) / 1000, outcome)
+    // A capability nobody offers is any string a caller sent: one series for all of them, not one each.
+    const label = outcome === 'NO_RESPONDER' && mesh.registry.find({ capability, minHealth: 'offline' }).length === 0 ? UNROUTED : capability
+    metrics.routed(label, (performance.now() - started) / 1000, outcome)
   }
   return () => {
     removed()
