@@ -105,7 +105,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const workers = Array.from({ length: PROCESSES }, () =>
         spawnWorker([backend.name, url, ns, String(AGENTS), String(INTERVAL), String(DEREGISTER_AFTER), String(WORK_MS)]),
       )
-      const ready = await Promise.all(workers.map((w) => w.next('ready', 30_000)))
+      const ready = await Promise.all(workers.map((w) => w.next('ready', 60_000)))
       const agentsOf = new Map(workers.map((w, i) => [w, ready[i]!['agents'] as string[]]))
       const processOf = new Map(workers.map((w, i) => [w, ready[i]!['process'] as string]))
       const all = [...agentsOf.values()].flat()

@@ -459,7 +459,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const name = fresh('counter')
       const url = kind === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
       const procs = ['p1', 'p2', 'p3'].map((replica) => spawnCounter([kind, url, name, '200', replica]))
-      const ready = await Promise.all(procs.map((p) => p.next('ready', 30_000)))
+      const ready = await Promise.all(procs.map((p) => p.next('ready', 60_000)))
       // The children run the source under test, not the last build.
       for (const r of ready) expect(r.orrery).toMatch(/\/ts\/node\.ts$/)
       for (const p of procs) p.proc.stdin!.write('go\n')

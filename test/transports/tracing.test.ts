@@ -79,7 +79,7 @@ function spawnPeer(args: string[]): Peer {
 for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
   const kind = backend.name as 'redis' | 'nats'
   const title = `tracing across processes over ${kind} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
-  describe.skipIf(backend.skip !== undefined)(title, { timeout: 60_000 }, () => {
+  describe.skipIf(backend.skip !== undefined)(title, { timeout: 120_000 }, () => {
     afterEach(async () => {
       for (const orrery of opened.splice(0)) await orrery.shutdown()
       for (const peer of peers.splice(0)) if (peer.proc.exitCode === null) peer.proc.kill('SIGKILL')
@@ -103,7 +103,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         orrery.bus.subscribe(`${prefix}echo`, { from: 'earliest' }).subscribe(resolve)
       })
       const peer = spawnPeer([kind, url!, prefix])
-      await peer.next('ready', 30_000)
+      await peer.next('ready', 60_000)
       const reply = await orrery.bus.request<number>(`${prefix}rpc`, { n: 21 }, { timeout: 20_000 })
       expect(reply.payload).toBe(42)
       const echo = await echoed
