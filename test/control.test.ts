@@ -81,6 +81,12 @@ describe(`control (${ENGINE})`, () => {
     expect((await errorOf(() => control.messages('orders', { limit: -1 })))?.code).toBe('INVALID_OPTION')
     expect((await errorOf(() => control.messages('orders', { from: 'x' as never })))?.code).toBe('INVALID_OPTION')
     expect((await errorOf(() => control.publish('orders', 1, { bogus: 1 } as never)))?.code).toBe('INVALID_OPTION')
+    // What is attached must be what it names, refused at once (not at the first look).
+    for (const wrong of [{ store: 1 }, { store: {} }, { mesh: 'm' }, { workflows: null }, { metrics: { metrics: 1 } }]) {
+      const error = await errorOf(() => orrery.control(wrong as never))
+      expect(error?.code).toBe('INVALID_OPTION')
+      expect(error?.message).toMatch(/^(store|mesh|workflows|metrics) must be a/)
+    }
     expect((await errorOf(() => control.publish('orders', 1, { priority: 'urgent' as never })))?.code).toBe('INVALID_OPTION')
     expect((await errorOf(() => control.publish('orders', 1, { headers: { a: 1 } as never })))?.code).toBe('INVALID_OPTION')
     expect(control.channel('orders').stats.published).toBe(4)

@@ -135,7 +135,22 @@ export class Control {
 
   /** @internal Checks the options of `orrery.control()` (the Orrery adds itself). */
   static checkOptions(options: ControlOptions | undefined): ControlOptions {
-    return checkOptions(options, 'options', 'argument', CONTROL_KEYS)
+    const checked = checkOptions(options, 'options', 'argument', CONTROL_KEYS)
+    // What each must be, by the call the control makes of it (a wrong object failed later, at a look).
+    const shapes: ReadonlyArray<[keyof ControlOptions, string, string]> = [
+      ['mesh', 'agents', 'a Mesh (orrery.mesh())'],
+      ['workflows', 'definitions', 'a Workflows (orrery.workflows())'],
+      ['store', 'list', 'a Store (orrery.openStore())'],
+      ['metrics', 'metrics', 'a prom-client Registry'],
+    ]
+    for (const [key, method, what] of shapes) {
+      const value: unknown = checked[key]
+      if (value === undefined) continue
+      if (value === null || typeof value !== 'object' || typeof (value as Record<string, unknown>)[method] !== 'function') {
+        refuse('option', key, value, `must be ${what} (or left out)`)
+      }
+    }
+    return checked
   }
 
   // ---- health and the whole picture ----

@@ -5,7 +5,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 
-import { list, oneOf, refuse } from '../check.js'
+import { list, oneOf, refuse, refuseSecret } from '../check.js'
 import { OrreryError } from '../errors.js'
 
 /** What a token may do. */
@@ -54,7 +54,7 @@ export function checkTokens(value: unknown): Record<string, Scope[]> {
   if (entries.length === 0) refuse('option', 'tokens', value, 'must name at least one token')
   for (const [token, scopes] of entries) {
     // The token itself is never shown in an error.
-    if (token.length < 8 || /\s/.test(token)) refuse('option', 'tokens', '<a token>', 'tokens must be at least 8 characters, without spaces')
+    if (token.length < 8 || /\s/.test(token)) refuseSecret('tokens', token, 'must each be at least 8 characters, without spaces')
     const checked = list<unknown>(scopes, 'tokens.<token>', 'option').map((s) => oneOf(s, SCOPES, 'tokens.<token> scope'))
     if (checked.length === 0) refuse('option', 'tokens.<token>', scopes, 'must list at least one scope')
     out[token] = checked
