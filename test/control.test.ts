@@ -81,6 +81,10 @@ describe(`control (${ENGINE})`, () => {
     expect((await errorOf(() => control.messages('orders', { limit: -1 })))?.code).toBe('INVALID_OPTION')
     expect((await errorOf(() => control.messages('orders', { from: 'x' as never })))?.code).toBe('INVALID_OPTION')
     expect((await errorOf(() => control.publish('orders', 1, { bogus: 1 } as never)))?.code).toBe('INVALID_OPTION')
+    // Orrery's own channels take nothing from outside (an API write token could otherwise forge registry events).
+    const own = await errorOf(() => control.publish('orrery.registry', { forged: true }))
+    expect(own?.code).toBe('INVALID_NAME')
+    expect(control.channels().map((c) => c.name)).not.toContain('orrery.registry')
     // What is attached must be what it names, refused at once (not at the first look).
     for (const wrong of [{ store: 1 }, { store: {} }, { mesh: 'm' }, { workflows: null }, { metrics: { metrics: 1 } }]) {
       const error = await errorOf(() => orrery.control(wrong as never))

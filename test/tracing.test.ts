@@ -411,7 +411,7 @@ describe(`tracing (${ENGINE})`, () => {
 
   it('refuses a tracing option of the wrong shape, before anything loads', async () => {
     for (const [tracing, text] of [
-      ['yes', 'tracing'],
+      ['yes', 'must be true, false, or an object'],
       [{ tracer: {} }, 'tracing.tracer.startSpan'],
       [{ api: {} }, 'tracing.api'],
       [{ sampler: 1 }, 'sampler'],

@@ -178,6 +178,8 @@ describe(`bad requests (${ENGINE})`, () => {
     expect(await code({ auth: 'none', port: 70000 })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', bodyLimit: 0 })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', hots: 'x' })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', dashboard: '/no/such/dashboard' })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', dashboard: import.meta.filename })).toBe('INVALID_OPTION')
     expect((await errorOf(() => serveHttp({} as never, { auth: 'none' })))?.code).toBe('INVALID_ARGUMENT')
     // The message never shows a token.
     const refused = await errorOf(() => serveHttp(d.control, { tokens: { 'secret-but-bad': ['root' as never] } }))

@@ -29,6 +29,9 @@ export interface PublishOptions {
 }
 
 /** @internal The fields of {@link PublishOptions}: any other is refused. */
+/** Channels named with this prefix carry Orrery's own traffic (the shared registry, replicated stores). */
+export const OWN_CHANNEL_PREFIX = 'orrery.'
+
 export const PUBLISH_KEYS = keysOf<PublishOptions>()([
   'kind',
   'priority',

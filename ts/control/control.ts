@@ -9,7 +9,7 @@ import type { Mesh } from '../agents/mesh.js'
 import type { PromRegistry } from '../agents/metrics.js'
 import type { AgentInfo, AgentQuery } from '../agents/registry.js'
 import type { Bus } from '../bus/bus.js'
-import type { StartFrom } from '../bus/options.js'
+import { OWN_CHANNEL_PREFIX, type StartFrom } from '../bus/options.js'
 import { int, intOr, keysOf, oneOf, options as checkOptions, refuse, stringRecord, text } from '../check.js'
 import type { EngineName } from '../engines/backend.js'
 import { isOrreryError, OrreryError } from '../errors.js'
@@ -345,6 +345,11 @@ export class Control {
   /** Publishes a message (JSON payload); resolves with its id and seq-less result. */
   async publish(channel: string, payload: unknown, options: ControlPublishOptions = {}): Promise<{ id: string; published: boolean }> {
     text(channel, 'channel', { nonEmpty: true })
+    if (channel.startsWith(OWN_CHANNEL_PREFIX)) {
+      throw new OrreryError('INVALID_NAME', `channel ${JSON.stringify(channel)} is Orrery's own (${OWN_CHANNEL_PREFIX}*: the shared registry, shared stores): nothing is published there from outside`, {
+        details: { channel },
+      })
+    }
     const o = checkOptions(options, 'options', 'argument', PUBLISH_KEYS)
     const headers = o.headers === undefined ? undefined : stringRecord(o.headers, 'headers')
     const priority = o.priority === undefined ? undefined : oneOf(o.priority, PRIORITIES, 'priority')

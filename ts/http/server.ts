@@ -3,6 +3,7 @@
  * TypeBox schemas, the OpenAPI document at `/openapi.json`, bearer tokens with scopes checked
  * before a body is read, body size and nesting limits, and one error shape.
  */
+import { statSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 
 import swagger from '@fastify/swagger'
@@ -84,6 +85,9 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
   const maxDepth = intOr(o.maxDepth, DEFAULT_MAX_DEPTH, 'maxDepth', { min: 1, max: 10_000 })
   const dashboard = o.dashboard === undefined ? undefined : text(o.dashboard, 'dashboard', { nonEmpty: true }, 'option')
   if (dashboard !== undefined && !isAbsolute(dashboard)) refuse('option', 'dashboard', dashboard, 'must be an absolute path (a directory)')
+  if (dashboard !== undefined && statSync(dashboard, { throwIfNoEntry: false })?.isDirectory() !== true) {
+    refuse('option', 'dashboard', dashboard, 'must be a directory that exists (the built dashboard: dist/dashboard)')
+  }
   if (o.logger !== undefined && typeof o.logger !== 'object') flag(o.logger, 'logger')
   let tokens: Tokens
   if (o.auth !== undefined) {

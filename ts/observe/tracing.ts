@@ -16,7 +16,7 @@
 import { isOrreryError, OrreryError } from '../errors.js'
 import { callable, keysOf, options as checkOptions, refuse } from '../check.js'
 import type { Message } from '../bus/message.js'
-import { checkEnvelope, PUBLISH_KEYS } from '../bus/options.js'
+import { checkEnvelope, OWN_CHANNEL_PREFIX, PUBLISH_KEYS } from '../bus/options.js'
 import { EVENT_TYPES } from '../workflows/history.js'
 import { COMPENSATE_SUFFIX } from '../workflows/validate.js'
 
@@ -110,8 +110,6 @@ export const TRACER_VERSION = '0.1.0'
 const KIND = { internal: 0, server: 1, client: 2, producer: 3, consumer: 4 } as const
 const STATUS_ERROR = 2
 
-/** Channels of Orrery's own traffic (the shared registry, replicated stores): not traced. */
-const OWN_CHANNELS = 'orrery.'
 
 /** The W3C trace context headers, which Orrery writes itself when no propagator is registered. */
 const TRACEPARENT = 'traceparent'
@@ -212,6 +210,9 @@ export class Tracing {
    */
   static async open(option: unknown): Promise<Tracing | undefined> {
     if (option === undefined || option === false) return undefined
+    if (option !== true && (option === null || typeof option !== 'object' || Array.isArray(option))) {
+      refuse('option', 'tracing', option, 'must be true, false, or an object { api?, tracer? } (or left out)')
+    }
     const given: TracingOptions = option === true ? {} : checkOptions(option as TracingOptions, 'tracing', 'option', TRACING_KEYS)
     if (given.api !== undefined) checkApi(given.api)
     if (given.tracer !== undefined) callable((given.tracer as { startSpan?: unknown } | null)?.startSpan, 'tracing.tracer.startSpan', 'option')
@@ -249,7 +250,7 @@ export class Tracing {
    */
   publish<P extends { readonly ids: string[] }>(items: ReadonlyArray<Publishing>, send: (items: Publishing[]) => Promise<P>): Promise<P> {
     const n = items.length
-    if (n === 0 || items.every((item) => item.channel.startsWith(OWN_CHANNELS))) return send(items as Publishing[])
+    if (n === 0 || items.every((item) => item.channel.startsWith(OWN_CHANNEL_PREFIX))) return send(items as Publishing[])
     let traced: Publishing[]
     let span: OtelSpan
     try {
@@ -376,7 +377,7 @@ export class Tracing {
    */
   deliver<V>(message: Message, group: string | undefined, sink: { next(value: V): void }, value: V): void {
     const channel = message.channel
-    if (channel.startsWith(OWN_CHANNELS)) return sink.next(value)
+    if (channel.startsWith(OWN_CHANNEL_PREFIX)) return sink.next(value)
     const parent = this.extract(message.headers)
     const attributes = this.messaging(channel, 'process', 'process', undefined)
     attributes['messaging.message.id'] = message.id
@@ -429,7 +430,7 @@ export class Tracing {
    * context), its context carried in the request's headers, ended by the reply or the failure.
    */
   request<M>(channel: string, options: object, parent: OtelContext | undefined, send: (options: object) => Promise<M>): Promise<M> {
-    if (channel.startsWith(OWN_CHANNELS)) return send(options)
+    if (channel.startsWith(OWN_CHANNEL_PREFIX)) return send(options)
     const base = parent ?? this.active()
     const span = this.tracer.startSpan(`request ${channel}`, { kind: KIND.client, attributes: this.messaging(channel, 'request', 'send', options) }, base)
     const traced = this.carrying({ channel, payload: undefined, options }, this.contextWith(base, span)).options!
@@ -451,7 +452,7 @@ export class Tracing {
    */
   respond<R>(message: Message, handler: () => R): R {
     const channel = message.channel
-    if (channel.startsWith(OWN_CHANNELS)) return handler()
+    if (channel.startsWith(OWN_CHANNEL_PREFIX)) return handler()
     const parent = this.contextOf(message) ?? this.extract(message.headers)
     const attributes = this.messaging(channel, 'respond', 'process', undefined)
     attributes['messaging.message.id'] = message.id
