@@ -346,9 +346,13 @@ export class Control {
   async publish(channel: string, payload: unknown, options: ControlPublishOptions = {}): Promise<{ id: string; published: boolean }> {
     text(channel, 'channel', { nonEmpty: true })
     if (channel.startsWith(OWN_CHANNEL_PREFIX)) {
-      throw new OrreryError('INVALID_NAME', `channel ${JSON.stringify(channel)} is Orrery's own (${OWN_CHANNEL_PREFIX}*: the shared registry, shared stores): nothing is published there from outside`, {
-        details: { channel },
-      })
+      throw new OrreryError(
+        'INVALID_NAME',
+        `channel ${JSON.stringify(channel)} is Orrery's own (${OWN_CHANNEL_PREFIX}*: the shared registry, shared stores): nothing is published there from outside`,
+        {
+          details: { channel },
+        },
+      )
     }
     const o = checkOptions(options, 'options', 'argument', PUBLISH_KEYS)
     const headers = o.headers === undefined ? undefined : stringRecord(o.headers, 'headers')

@@ -110,7 +110,6 @@ export const TRACER_VERSION = '0.1.0'
 const KIND = { internal: 0, server: 1, client: 2, producer: 3, consumer: 4 } as const
 const STATUS_ERROR = 2
 
-
 /** The W3C trace context headers, which Orrery writes itself when no propagator is registered. */
 const TRACEPARENT = 'traceparent'
 const TRACESTATE = 'tracestate'
