@@ -344,10 +344,11 @@ function contract(backend: Backend): void {
       const t = fresh()
       const o = await t.open()
       const ch = t.ch('aged')
-      o.bus.channel(ch, { retention: { maxAgeMs: 300 } })
+      // An age long enough that 'new' cannot age out while a loaded machine opens the replay.
+      o.bus.channel(ch, { retention: { maxAgeMs: 1_500 } })
       const sent = Date.now()
       await o.bus.publish(ch, 'old')
-      await until(() => Date.now() > sent + 500, 2_000, 'the message to age')
+      await until(() => Date.now() > sent + 2_000, 4_000, 'the message to age')
       await o.bus.publish(ch, 'new')
       const got = listen(o.bus.subscribe<string>(ch, { from: 'earliest' }))
       await o.bus.publish(ch, 'end')
