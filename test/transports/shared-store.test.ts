@@ -8,7 +8,7 @@
  * exactly 600). Orrery instances stand for processes. Then the refusals: typed codes, nothing
  * written. Both engines; node only (TCP to the brokers).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+
 import { fileURLToPath } from 'node:url'
 
 import { afterEach, describe, expect, inject, it } from 'vitest'
@@ -16,6 +16,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 import { type Change, isOrreryError, Orrery, type StoreEvent, type TransportOptions } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, listen, quiet, until, withTimeout } from './backends.js'
+import { type Child, spawnChild } from './child.js'
 
 const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
 let names = 0
@@ -289,53 +290,11 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
   })
 }
 
-/** A child process of test/fixtures/store-counter.mjs. */
-interface Child {
-  readonly proc: ChildProcess
-  readonly lines: Array<{ event: string; conflicts?: number; orrery?: string }>
-  stderr: string
-  next(event: string, ms: number): Promise<{ event: string; conflicts?: number; orrery?: string }>
-}
+/** A line a child process of test/fixtures/store-counter.mjs prints. */
+type CounterLine = { event: string; conflicts?: number; orrery?: string }
 const fixture = fileURLToPath(new URL('../fixtures/store-counter.mjs', import.meta.url))
-// The child runs the TypeScript under test (its `orrery` is ts/node.ts), never a stale dist/.
-const runSource = fileURLToPath(new URL('../fixtures/run-source.mjs', import.meta.url))
-const children: Child[] = []
-
-function spawnCounter(args: string[]): Child {
-  const proc = spawn(process.execPath, ['--import', runSource, fixture, ...args], {
-    env: { ...process.env, ORRERY_ENGINE: ENGINE },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let out = ''
-  const child: Child = {
-    proc,
-    lines: [],
-    stderr: '',
-    async next(event, ms) {
-      const deadline = Date.now() + ms
-      for (;;) {
-        const found = child.lines.find((l) => l.event === event)
-        if (found) return found
-        if (proc.exitCode !== null || Date.now() > deadline)
-          throw new Error(`process ${proc.pid} printed no "${event}" (exit ${proc.exitCode}); stderr: ${child.stderr.slice(-2000)}`)
-        await new Promise((resolve) => setTimeout(resolve, 20))
-      }
-    },
-  }
-  proc.stdout!.setEncoding('utf8')
-  proc.stdout!.on('data', (chunk: string) => {
-    out += chunk
-    const complete = out.split('\n')
-    out = complete.pop()!
-    for (const line of complete) child.lines.push(JSON.parse(line) as { event: string })
-  })
-  proc.stderr!.setEncoding('utf8')
-  proc.stderr!.on('data', (chunk: string) => {
-    child.stderr += chunk
-  })
-  children.push(child)
-  return child
-}
+const children: Array<Child<CounterLine>> = []
+const spawnCounter = (args: string[]): Child<CounterLine> => spawnChild(fixture, args, children)
 
 for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
   const kind = backend.name as 'redis' | 'nats'

@@ -6,7 +6,7 @@
  * process's trace: its delivery is the child of the request span made here, and what its handler
  * publishes comes back here under the same trace.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
+
 import { fileURLToPath } from 'node:url'
 
 import * as api from '@opentelemetry/api'
@@ -16,10 +16,9 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 import { Orrery, type Message } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS } from './backends.js'
+import { type Child, spawnChild } from './child.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/traced-peer.mjs', import.meta.url))
-// The child runs the TypeScript under test (its `orrery` is ts/node.ts), never a stale dist/.
-const runSource = fileURLToPath(new URL('../fixtures/run-source.mjs', import.meta.url))
 
 interface PeerSpan {
   name: string
@@ -30,51 +29,10 @@ interface PeerSpan {
   attributes: Record<string, unknown>
 }
 
-interface Peer {
-  readonly proc: ChildProcess
-  readonly lines: Array<{ event: string; spans?: PeerSpan[] }>
-  stderr: string
-  next(event: string, ms: number): Promise<{ event: string; spans?: PeerSpan[] }>
-}
-
-const peers: Peer[] = []
+type PeerLine = { event: string; spans?: PeerSpan[] }
+const peers: Array<Child<PeerLine>> = []
 const opened: Orrery[] = []
-
-function spawnPeer(args: string[]): Peer {
-  const proc = spawn(process.execPath, ['--import', runSource, fixture, ...args], {
-    env: { ...process.env, ORRERY_ENGINE: ENGINE },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  let out = ''
-  const peer: Peer = {
-    proc,
-    lines: [],
-    stderr: '',
-    async next(event, ms) {
-      const deadline = Date.now() + ms
-      for (;;) {
-        const found = peer.lines.find((l) => l.event === event)
-        if (found) return found
-        if (proc.exitCode !== null || Date.now() > deadline)
-          throw new Error(`process ${proc.pid} printed no "${event}" (exit ${proc.exitCode}); stderr: ${peer.stderr.slice(-2000)}`)
-        await new Promise((resolve) => setTimeout(resolve, 20))
-      }
-    },
-  }
-  proc.stdout!.setEncoding('utf8')
-  proc.stdout!.on('data', (chunk: string) => {
-    out += chunk
-    const complete = out.split('\n')
-    out = complete.pop()!
-    for (const line of complete) peer.lines.push(JSON.parse(line) as { event: string })
-  })
-  proc.stderr!.setEncoding('utf8')
-  proc.stderr!.on('data', (chunk: string) => {
-    peer.stderr += chunk
-  })
-  peers.push(peer)
-  return peer
-}
+const spawnPeer = (args: string[]): Child<PeerLine> => spawnChild(fixture, args, peers)
 
 for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
   const kind = backend.name as 'redis' | 'nats'
