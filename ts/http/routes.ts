@@ -467,10 +467,19 @@ function fastifyPath(path: string): string {
   return path.replace(/\{([^}]+)\}/g, ':$1')
 }
 
+/**
+ * Each route's path as a pattern of concrete paths (a `{param}` is one segment), compiled once:
+ * every 404 and 405 tests a path against all of them.
+ */
+const ROUTE_PATTERNS: ReadonlyArray<{ readonly method: Method; readonly pattern: RegExp }> = ROUTE_LIST.map((r) => ({
+  method: r.method,
+  pattern: new RegExp(`^${r.path.replace(/[.+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+')}$`),
+}))
+
 /** The methods a concrete URL path has routes for (for 405 and its Allow header). */
 export function methodsAt(url: string): Method[] {
   const path = url.split('?')[0] ?? ''
-  return ROUTE_LIST.filter((r) => new RegExp(`^${r.path.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path)).map((r) => r.method)
+  return ROUTE_PATTERNS.filter((r) => r.pattern.test(path)).map((r) => r.method)
 }
 
 /** Registers every route on `app`. */
