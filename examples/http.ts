@@ -26,7 +26,7 @@ const server = await serveHttp(control, {
     'a-reader-token-0001': ['read'],
     'an-admin-token-0001': ['admin'], // admin implies write, which implies read
   },
-  // host: '127.0.0.1' (default), port: 0 (any free one), bodyLimit: 1 MiB, maxDepth: 32
+  // host: '127.0.0.1' (default), port: 0 (any free one), bodyLimit: 1 MiB, maxDepth: 32, maxStreams: 100
 })
 const reader = { authorization: 'Bearer a-reader-token-0001' }
 const admin = { authorization: 'Bearer an-admin-token-0001', 'content-type': 'application/json' }

@@ -181,6 +181,38 @@ describe(`HTTP API (${ENGINE})`, () => {
     ])
   })
 
+  it('refuses the event stream past maxStreams with 429 CAPACITY_EXCEEDED, and takes one again once one ends', async () => {
+    const d = await demo({ maxStreams: 2 })
+    open.push(d)
+    const stream = (path: string) => d.call('GET', path, { token: TOKENS.read })
+    const tail = await stream('/v1/channels/orders/tail')
+    const events = await stream('/v1/events')
+    expect([tail.status, events.status]).toEqual([200, 200])
+    for (const path of ['/v1/channels/orders/tail', '/v1/events']) {
+      const refused = await stream(path)
+      expect(refused.status).toBe(429)
+      expect(refused.headers.get('content-type')).toMatch(/^application\/json/)
+      expect(await refused.json()).toEqual({
+        error: { code: 'CAPACITY_EXCEEDED', message: expect.stringMatching(/2 event streams open/), details: { maxStreams: 2 } },
+      })
+    }
+    // Requests that are not streams are not counted.
+    expect((await d.call('GET', '/v1/overview', { token: TOKENS.read })).status).toBe(200)
+    // A stream the client ends frees its place.
+    await tail.body?.cancel()
+    let again: Response | undefined
+    await until(async () => {
+      again = await stream('/v1/channels/orders/tail')
+      return again.status === 200
+    })
+    expect(again?.headers.get('content-type')).toMatch(/^text\/event-stream/)
+    // The OpenAPI document says so.
+    const doc = await (await d.call('GET', '/openapi.json')).json()
+    for (const path of ['/v1/events', '/v1/channels/{name}/tail']) {
+      expect(doc.paths[path].get.responses['429'].description, path).toMatch(/CAPACITY_EXCEEDED/)
+    }
+  })
+
   it('ends the event stream when the Orrery closes under a server still open', async () => {
     const d = await demo()
     const events = await d.call('GET', '/v1/events', { token: TOKENS.read })

@@ -177,6 +177,8 @@ describe(`bad requests (${ENGINE})`, () => {
     expect(await code({ auth: 'none', tokens: { 'long-enough-token': ['read'] } })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', port: 70000 })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', bodyLimit: 0 })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', maxStreams: 0 })).toBe('INVALID_OPTION')
+    expect(await code({ auth: 'none', maxStreams: 1.5 })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', hots: 'x' })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', dashboard: '/no/such/dashboard' })).toBe('INVALID_OPTION')
     expect(await code({ auth: 'none', dashboard: import.meta.filename })).toBe('INVALID_OPTION')

@@ -10,7 +10,7 @@ import type { Control } from '../control/control.js'
 import type { Health } from '../agents/registry.js'
 import { OrreryError } from '../errors.js'
 import type { Need } from './auth.js'
-import { Body, ErrorBody, Params, Query, Reply, textReply } from './schemas.js'
+import { Body, ErrorBody, Params, Query, Reply, TooManyStreams, textReply } from './schemas.js'
 import type { EventStreams } from './sse.js'
 
 declare module 'fastify' {
@@ -132,6 +132,7 @@ const ROUTE_LIST: readonly Route[] = [
     summary: 'Mesh events, bus events and run status changes as server-sent events (`event: control`).',
     tag: 'overview',
     ok: textReply('text/event-stream', 'Server-sent events; each `data` a ControlEvent.'),
+    extra: { 429: TooManyStreams },
     handler: (c, req, reply, streams) => streams.send(req, reply, c.events(), 'control'),
   },
   // ---- agents ----
@@ -259,6 +260,7 @@ const ROUTE_LIST: readonly Route[] = [
     params: Params.name,
     query: Query.tail,
     ok: textReply('text/event-stream', 'Server-sent events; each `data` a MessageView.'),
+    extra: { 429: TooManyStreams },
     handler: (c, req, reply, streams) => {
       const { from } = q(req, Query.tail)
       const start: 'latest' | 'earliest' | number | undefined = from === undefined || from === 'latest' || from === 'earliest' ? from : Number(from)

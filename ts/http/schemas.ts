@@ -139,6 +139,11 @@ export const ErrorBody = Type.Object({
   error: Type.Object({ code: Str, message: Str, details: Type.Optional(Type.Unsafe<Record<string, unknown>>({ type: 'object' })) }),
 })
 
+/** An event stream refused: the server holds its `maxStreams` already. */
+export const TooManyStreams = Type.Object(ErrorBody.properties, {
+  description: 'CAPACITY_EXCEEDED: the server has its most event streams open (serveHttp maxStreams, default 100).',
+})
+
 const AgentView = Type.Object({
   id: Str,
   type: Str,

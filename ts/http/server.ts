@@ -36,6 +36,11 @@ export interface HttpOptions {
   bodyLimit?: number
   /** The deepest nesting of arrays and objects a JSON body may have (default 32): deeper answers 413. */
   maxDepth?: number
+  /**
+   * The most server-sent event streams (`/tail`, `/events`) open at once (default 100): one more
+   * answers 429 CAPACITY_EXCEEDED.
+   */
+  maxStreams?: number
   /** Fastify's logger option (default false: no logging). */
   logger?: FastifyServerOptions['logger']
   /**
@@ -45,7 +50,7 @@ export interface HttpOptions {
    */
   dashboard?: string
 }
-const HTTP_KEYS = keysOf<HttpOptions>()(['tokens', 'auth', 'port', 'host', 'bodyLimit', 'maxDepth', 'logger', 'dashboard'])
+const HTTP_KEYS = keysOf<HttpOptions>()(['tokens', 'auth', 'port', 'host', 'bodyLimit', 'maxDepth', 'maxStreams', 'logger', 'dashboard'])
 
 /** A running server. */
 export interface HttpServer {
@@ -60,6 +65,7 @@ export interface HttpServer {
 
 const DEFAULT_BODY_LIMIT = 1 << 20
 const DEFAULT_MAX_DEPTH = 32
+const DEFAULT_MAX_STREAMS = 100
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
@@ -83,6 +89,7 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
   const port = intOr(o.port, 0, 'port', { max: 65535 })
   const bodyLimit = intOr(o.bodyLimit, DEFAULT_BODY_LIMIT, 'bodyLimit', { min: 1, max: 1 << 30 })
   const maxDepth = intOr(o.maxDepth, DEFAULT_MAX_DEPTH, 'maxDepth', { min: 1, max: 10_000 })
+  const maxStreams = intOr(o.maxStreams, DEFAULT_MAX_STREAMS, 'maxStreams', { min: 1, max: 100_000 })
   const dashboard = o.dashboard === undefined ? undefined : text(o.dashboard, 'dashboard', { nonEmpty: true }, 'option')
   if (dashboard !== undefined && !isAbsolute(dashboard)) refuse('option', 'dashboard', dashboard, 'must be an absolute path (a directory)')
   if (dashboard !== undefined && statSync(dashboard, { throwIfNoEntry: false })?.isDirectory() !== true) {
@@ -122,7 +129,7 @@ export async function buildHttp(control: Control, options: HttpOptions): Promise
   // The views are sent as JSON.stringify makes them: the response schemas document, never strip.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data))
   jsonBodies(app, bodyLimit, maxDepth)
-  const streams = new EventStreams()
+  const streams = new EventStreams(maxStreams)
 
   await app.register(swagger, {
     openapi: {

@@ -2,11 +2,14 @@
  * Server-sent events: a Stream written to a response as `event: <name>` / `data: <JSON>` frames,
  * with a comment every 15 s so proxies keep the connection, ended when the client goes or the
  * server closes. A client that does not read loses events (counted in a `dropped` comment)
- * instead of growing the server's memory without bound.
+ * instead of growing the server's memory without bound, and a server holds at most `maxStreams`
+ * streams at once (each holds a subscription and up to 1 MiB queued): one more is refused 429
+ * CAPACITY_EXCEEDED before anything is written.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Subscription } from 'rxjs'
 
+import { OrreryError } from '../errors.js'
 import type { Stream } from '../stream.js'
 
 const HEARTBEAT_MS = 15_000
@@ -17,8 +20,15 @@ const MAX_QUEUED = 1 << 20
 export class EventStreams {
   private readonly open = new Set<() => void>()
 
-  /** Streams `source` to the client as events named `event`. */
+  constructor(private readonly maxStreams: number) {}
+
+  /** Streams `source` to the client as events named `event` (CAPACITY_EXCEEDED past `maxStreams`). */
   send<T>(request: FastifyRequest, reply: FastifyReply, source: Stream<T>, event: string): void {
+    if (this.open.size >= this.maxStreams) {
+      throw new OrreryError('CAPACITY_EXCEEDED', `this server has ${this.maxStreams} event streams open, its most (maxStreams): try again when one ends`, {
+        details: { maxStreams: this.maxStreams },
+      })
+    }
     const raw = reply.raw
     reply.hijack()
     raw.writeHead(200, {
