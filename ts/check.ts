@@ -274,6 +274,14 @@ export function list<T>(value: unknown, name: string, where: Where = 'argument')
 /** The core's name rule (`crates/core/src/names.rs`): ASCII letters, digits and `. _ - : / * >`. */
 const NAME_CHARS = /^[A-Za-z0-9._\-:/*>]*$/
 
+/** What is wrong with `value` as a name (`is empty`, ...), or undefined for a good one. */
+export function nameProblem(value: string, max: number = LIMITS.maxNameBytes): string | undefined {
+  if (value === '') return 'is empty'
+  if (value.length > max) return `is longer than ${max} bytes`
+  if (!NAME_CHARS.test(value)) return 'may hold only ASCII letters, digits and . _ - : / * >'
+  return undefined
+}
+
 /**
  * A channel, agent, capability or tag name as the core accepts it: a string (else
  * `INVALID_OPTION`/`INVALID_ARGUMENT`) of 1 to `max` (default 255) bytes of the core's name
@@ -282,14 +290,7 @@ const NAME_CHARS = /^[A-Za-z0-9._\-:/*>]*$/
  */
 export function name(value: unknown, what: string, where: Where = 'argument', max: number = LIMITS.maxNameBytes): string {
   if (typeof value !== 'string') refuse(where, what, value, 'must be a string')
-  const reason =
-    value === ''
-      ? 'is empty'
-      : value.length > max
-        ? `is longer than ${max} bytes`
-        : !NAME_CHARS.test(value)
-          ? 'may hold only ASCII letters, digits and . _ - : / * >'
-          : undefined
+  const reason = nameProblem(value, max)
   if (reason !== undefined)
     throw new OrreryError('INVALID_NAME', `invalid name ${shown(value)}: ${reason}`, { details: { [where]: what, name: printable(value) } })
   return value

@@ -3,10 +3,15 @@
  * nothing sent), a server that cannot be reached (exit 3) and one that is not Orrery's API (exit 1).
  * The commands against a real `orrery serve` are in serve.test.ts.
  */
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
+import { benchAt } from '../../ts/cli/bench.js'
+import { CliFailure, EXIT } from '../../ts/cli/failure.js'
 import type { Io } from '../../ts/cli/output.js'
 import { run } from '../../ts/cli/run.js'
 import { ENGINE } from '../engine.js'
@@ -59,7 +64,17 @@ describe(`orrery's command line (${ENGINE})`, () => {
     [['publish', 'orders'], /missing <json>/],
     [['publish', 'orders', '{bad'], /<json> must be JSON/],
     [['publish', 'orders', '1', '--header', 'novalue'], /--header must be name=value/],
-    [['publish', 'orders', '1', '--ttl', '-5'], /--ttl/],
+    // A negative number after an option is its value (parseArgs alone calls it ambiguous).
+    [['publish', 'orders', '1', '--ttl', '-5'], /: --ttl must be a whole number >= 1, not "-5" \(see orrery publish --help\)$/],
+    [['publish', 'orders', '1', '--ttl=-5'], /: --ttl must be a whole number >= 1, not "-5"/],
+    [['publish', '', '1'], /: the channel name is empty \(see orrery publish --help\)$/],
+    [['publish', 'new orders', '1'], /: the channel name "new orders" may hold only ASCII letters, digits and \. _ - : \/ \* >/],
+    [['publish', 'o'.repeat(256), '1'], /: the channel name "o+" is longer than 255 bytes/],
+    [['tail', ''], /: the channel name is empty \(see orrery tail --help\)$/],
+    [['tail', 'orders', '--from', '-1'], /--from must be a whole number >= 0, not "-1"/],
+    [['dlq', 'list', 'a|b'], /: the channel name "a\|b" may hold only/],
+    [['dlq', 'replay', '', '3'], /: the channel name is empty \(see orrery dlq --help\)$/],
+    [['dlq', 'list', 'orders', '--limit', '-2'], /--limit must be a whole number >= 1, not "-2"/],
     [['tail'], /missing <channel>/],
     [['tail', 'orders', '--from', 'yesterday'], /--from must be a whole number/],
     [['tail', 'orders', '--count', '0'], /--count must be a whole number >= 1/],
@@ -125,6 +140,28 @@ describe(`orrery's command line (${ENGINE})`, () => {
     expect(result.code).toBe(1)
     expect(result.err).toMatch(/^orrery: HTTP_404: 404 Not Found from .*\/v1\/agents \(is this an Orrery API\?\)/)
     expect(requests).toBe(before + 1)
+  })
+
+  it('bench outside a source checkout: exit 1 NOT_A_CHECKOUT, saying where the suites live', async () => {
+    // An installed package: the CLI without benches/ or scripts/bench.sh beside it.
+    const installed = mkdtempSync(join(tmpdir(), 'orrery-installed-'))
+    try {
+      const failure = await benchAt(installed)
+        .run({ values: {}, positionals: [] }, { out: () => {}, err: () => {}, interactive: false })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+      expect(failure).toBeInstanceOf(CliFailure)
+      expect(failure).toMatchObject({
+        exitCode: EXIT.api,
+        code: 'NOT_A_CHECKOUT',
+        message: expect.stringMatching(/^orrery bench needs a source checkout of Orrery: /),
+      })
+      expect((failure as CliFailure).message).toContain(installed)
+    } finally {
+      rmSync(installed, { recursive: true, force: true })
+    }
   })
 
   it('bench lists the suites of this checkout', async () => {

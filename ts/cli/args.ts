@@ -4,6 +4,7 @@
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util'
 
+import { nameProblem } from '../check.js'
 import { usageError } from './failure.js'
 
 /** Options of a command, in parseArgs' form. */
@@ -25,10 +26,34 @@ export const CLIENT_OPTIONS = {
 /** `--help` and `-h`, which every command takes. */
 export const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const satisfies OptionSpec
 
+/**
+ * `--ttl -5` as `--ttl=-5`: a negative number after an option that takes a value is that value,
+ * so the option's own check says what it takes (parseArgs calls it ambiguous, suspecting an option).
+ */
+function negativeValues(argv: readonly string[], options: OptionSpec): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? ''
+    if (arg === '--') return [...out, ...argv.slice(i)]
+    const next = argv[i + 1]
+    const option = arg.startsWith('--') && !arg.includes('=') ? options[arg.slice(2)] : undefined
+    if (option?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${arg}=${next}`)
+      i++
+    } else out.push(arg)
+  }
+  return out
+}
+
 /** Reads `argv` against `options`; anything parseArgs refuses is a usage error of `command`. */
 export function parse(argv: readonly string[], options: OptionSpec, command: string): Parsed {
   try {
-    const { values, positionals } = parseArgs({ args: [...argv], options: { ...options, ...HELP_OPTION }, allowPositionals: true, strict: true })
+    const { values, positionals } = parseArgs({
+      args: negativeValues(argv, options),
+      options: { ...options, ...HELP_OPTION },
+      allowPositionals: true,
+      strict: true,
+    })
     return { values: values as Parsed['values'], positionals }
   } catch (error) {
     // parseArgs' messages name the option; in one line, without its hint about '--'.
@@ -67,6 +92,13 @@ export function wholeNumber(text: string, name: string, command: string, min = 0
   const n = /^\d+$/.test(text) ? Number(text) : Number.NaN
   if (!Number.isSafeInteger(n) || n < min) throw usageError(`${name} must be a whole number >= ${min}, not ${JSON.stringify(text)}`, command)
   return n
+}
+
+/** A channel name as the core takes it, or a usage error saying what is wrong with it (nothing is sent). */
+export function channelName(text: string, command: string): string {
+  const problem = nameProblem(text)
+  if (problem !== undefined) throw usageError(`the channel name ${text === '' ? '' : `${JSON.stringify(text)} `}${problem}`, command)
+  return text
 }
 
 /** A JSON value from the command line (a payload, an input). */

@@ -1,5 +1,5 @@
 /** `orrery publish` and `orrery tail`: a message onto a channel, and a channel's messages live. */
-import { CLIENT_OPTIONS, flagOf, jsonValue, type Parsed, positionals, stringOf, stringsOf, wholeNumber } from './args.js'
+import { CLIENT_OPTIONS, channelName, flagOf, jsonValue, type Parsed, positionals, stringOf, stringsOf, wholeNumber } from './args.js'
 import { clientOf, segment } from './client.js'
 import { CLIENT_HELP, type Command } from './command.js'
 import { usageError } from './failure.js'
@@ -38,7 +38,8 @@ Publishes one message; prints its id.
 ${CLIENT_HELP}`,
   options: { ...CLIENT_OPTIONS, header: { type: 'string', multiple: true }, key: { type: 'string' }, priority: { type: 'string' }, ttl: { type: 'string' } },
   async run(parsed: Parsed, io: Io) {
-    const [channel = '', text = ''] = positionals(parsed, 'publish', ['channel', 'json'])
+    const [given = '', text = ''] = positionals(parsed, 'publish', ['channel', 'json'])
+    const channel = channelName(given, 'publish')
     const body: Record<string, unknown> = { payload: jsonValue(text, '<json>', 'publish') }
     const headers = headersOf(parsed)
     if (headers !== undefined) body['headers'] = headers
@@ -70,7 +71,8 @@ Prints the channel's messages as they come (server-sent events) until Ctrl-C.
 ${CLIENT_HELP} (one message a line)`,
   options: { ...CLIENT_OPTIONS, from: { type: 'string' }, count: { type: 'string' } },
   async run(parsed: Parsed, io: Io) {
-    const [channel = ''] = positionals(parsed, 'tail', ['channel'])
+    const [given = ''] = positionals(parsed, 'tail', ['channel'])
+    const channel = channelName(given, 'tail')
     const from = stringOf(parsed, 'from') ?? 'latest'
     if (from !== 'latest' && from !== 'earliest') wholeNumber(from, '--from', 'tail')
     const countText = stringOf(parsed, 'count')

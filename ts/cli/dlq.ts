@@ -1,5 +1,5 @@
 /** `orrery dlq list|replay|discard`: a channel's dead letters, and settling them. */
-import { CLIENT_OPTIONS, flagOf, type Parsed, positionals, stringOf, wholeNumber } from './args.js'
+import { CLIENT_OPTIONS, channelName, flagOf, type Parsed, positionals, stringOf, wholeNumber } from './args.js'
 import { clientOf, segment } from './client.js'
 import { CLIENT_HELP, type Command } from './command.js'
 import { usageError } from './failure.js'
@@ -35,7 +35,8 @@ ${CLIENT_HELP}`,
     const rest = { ...parsed, positionals: parsed.positionals.slice(1) }
     const json = flagOf(parsed, 'json')
     if (action === 'list') {
-      const [channel = ''] = positionals(rest, 'dlq', ['channel'])
+      const [given = ''] = positionals(rest, 'dlq', ['channel'])
+      const channel = channelName(given, 'dlq')
       const limitText = stringOf(parsed, 'limit')
       const limit = limitText === undefined ? undefined : wholeNumber(limitText, '--limit', 'dlq', 1)
       const letters = await clientOf(parsed).get<DeadLetterView[]>(`/v1/channels/${segment(channel)}/dead-letters`, { limit })
@@ -43,7 +44,8 @@ ${CLIENT_HELP}`,
     }
     if (action === 'replay' || action === 'discard') {
       if (stringOf(parsed, 'limit') !== undefined) throw usageError(`--limit is for dlq list, not dlq ${action}`, 'dlq')
-      const [channel = '', seqText = ''] = positionals(rest, 'dlq', ['channel', 'seq'])
+      const [given = '', seqText = ''] = positionals(rest, 'dlq', ['channel', 'seq'])
+      const channel = channelName(given, 'dlq')
       const seq = wholeNumber(seqText, '<seq>', 'dlq')
       const answer = await clientOf(parsed).post<{ id?: string }>(`/v1/channels/${segment(channel)}/dead-letters/${seq}/${action}`)
       if (json) return printJson(io, answer)

@@ -35,7 +35,8 @@ ${table(
 
 orrery <command> --help shows a command's arguments and options. Clients read --url and --token,
 or ORRERY_URL and ORRERY_TOKEN (\`orrery serve\` prints both). Exit codes: 0 done, 1 refused by the
-API (its code on stderr), 2 a wrong command line, 3 the server could not be reached.`
+API or unable to run here (its code on stderr), 2 a wrong command line, 3 the server could not be
+reached.`
 }
 
 function version(): string {
