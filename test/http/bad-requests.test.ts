@@ -109,6 +109,32 @@ describe(`bad requests (${ENGINE})`, () => {
     await expectError(await d.call('POST', '/v1/runs/none/signal', { token: TOKENS.write, body: { payload: 1 } }), 400, 'INVALID_ARGUMENT')
   })
 
+  it("refuses publishing on Orrery's own orrery.* channels by the schema, which the OpenAPI document shows", async () => {
+    const before = d.orrery.bus.channels()
+    for (const name of ['orrery.registry', 'orrery.store.kv']) {
+      const refused = await expectError(
+        await d.call('POST', `/v1/channels/${name}/messages`, { token: TOKENS.admin, body: { payload: { forged: true } } }),
+        400,
+        'INVALID_ARGUMENT',
+      )
+      expect(refused['message']).toBe(
+        "the params is invalid: /name does not have this field's form: ASCII letters, digits and . _ - : / * > (1 to 255), not starting with orrery. (Orrery's own channels take nothing from outside).",
+      )
+    }
+    expect(d.orrery.bus.channels()).toEqual(before)
+    // Only the prefix with its dot: a channel named orrery, or orreryx, is a channel like any other.
+    for (const name of ['orrery', 'orreryx.a']) {
+      expect((await d.call('POST', `/v1/channels/${name}/messages`, { token: TOKENS.write, body: { payload: 1 } })).status, name).toBe(201)
+    }
+    const doc = (await (await d.call('GET', '/openapi.json')).json()) as {
+      paths: Record<string, Record<string, { parameters: Array<{ name: string; in: string; schema: Record<string, unknown> }> }>>
+    }
+    const parameter = (method: string) => doc.paths['/v1/channels/{name}/messages']?.[method]?.parameters.find((x) => x.in === 'path' && x.name === 'name')
+    expect(parameter('post')?.schema).toMatchObject({ not: { pattern: '^orrery\\.' } })
+    // Reading them stays open to a read token.
+    expect(parameter('get')?.schema).not.toHaveProperty('not')
+  })
+
   it('refuses bad query strings and path parameters', async () => {
     for (const query of ['limit=abc', 'limit=5000', 'limit=-1', 'limit=true', 'limit=1e2', 'from=x', 'nope=1', 'limit=1&limit=2']) {
       await expectError(await d.call('GET', `/v1/channels/orders/messages?${query}`, { token: TOKENS.read }), 400, 'INVALID_OPTION')

@@ -241,13 +241,13 @@ const ROUTE_LIST: readonly Route[] = [
     operationId: 'publish',
     summary: 'Publishes a message (JSON payload).',
     tag: 'channels',
-    params: Params.name,
+    params: Params.publish,
     body: Body.publish,
     ok: Reply.published,
     status: 201,
     handler: (c, req) => {
       const { payload, ...options } = b(req, Body.publish)
-      return c.publish(p(req, Params.name).name, payload, defined(options))
+      return c.publish(p(req, Params.publish).name, payload, defined(options))
     },
   },
   {

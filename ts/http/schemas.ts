@@ -25,6 +25,16 @@ const closed = { additionalProperties: false } as const
 /** A channel, agent or capability name as the core takes it. */
 const NAME = '[A-Za-z0-9._\\-:/*>]{1,255}'
 const Name = Type.String({ pattern: `^${NAME}$`, description: 'ASCII letters, digits and . _ - : / * > (1 to 255).' })
+/**
+ * A channel to publish on: a name, but none of Orrery's own `orrery.*` channels (the shared
+ * registry, shared stores), which the Control refuses (a write token could forge their events).
+ */
+const PublishName = Type.Unsafe<string>({
+  type: 'string',
+  pattern: `^${NAME}$`,
+  not: { pattern: '^orrery\\.' },
+  description: "ASCII letters, digits and . _ - : / * > (1 to 255), not starting with orrery. (Orrery's own channels take nothing from outside).",
+})
 /** An npm semver range of comparators (`^1.2`, `>=1.0.0 <2 || 3.x`; no hyphen ranges or prerelease tags). */
 const N = '(0|[1-9][0-9]{0,8})'
 const W = '[xX*]'
@@ -40,6 +50,7 @@ const Seq = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 export const Params = {
   id: Type.Object({ id: Type.String({ minLength: 1 }) }, closed),
   name: Type.Object({ name: Name }, closed),
+  publish: Type.Object({ name: PublishName }, closed),
   nameSeq: Type.Object({ name: Name, seq: Seq }, closed),
   ns: Type.Object({ ns: Type.String({ minLength: 1 }) }, closed),
   nsKey: Type.Object(

@@ -20,12 +20,28 @@ function numbersIn(value: unknown, properties: Readonly<Record<string, { type?: 
   return out
 }
 
+/** The description of the schema at `path` (`#/properties/name`) within `root`, if it has one. */
+function descriptionAt(root: unknown, path: string): string | undefined {
+  let node = root
+  const keys = path.replace(/^#\/?/, '').split('/')
+  for (const key of keys.filter((k) => k !== '')) {
+    node = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined
+  }
+  const description = node !== null && typeof node === 'object' ? (node as { description?: unknown }).description : undefined
+  return typeof description === 'string' ? description : undefined
+}
+
 export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
   const check = Compile(schema)
   const properties = ((schema as { properties?: unknown }).properties ?? {}) as Record<string, { type?: unknown }>
   return (value: unknown) => {
     const given = httpPart === 'body' ? value : numbersIn(value, properties)
     if (check.Check(given)) return { value: given }
-    return { error: check.Errors(given) as unknown as FastifySchemaValidationError[] }
+    // A `not` fails as 'must not be valid': the field's description says what it takes instead.
+    const errors = [...check.Errors(given)].map((e) => {
+      const description = e.keyword === 'not' ? descriptionAt(schema, e.schemaPath) : undefined
+      return description === undefined ? e : { ...e, message: `does not have this field's form: ${description}` }
+    })
+    return { error: errors as unknown as FastifySchemaValidationError[] }
   }
 }
