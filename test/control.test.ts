@@ -130,8 +130,13 @@ describe(`control (${ENGINE})`, () => {
     expect(dead).toHaveLength(2)
     expect(dead[0]).toMatchObject({ channel: 'jobs.dead-letter', payload: 'a', reason: 'bad a', deliveries: 1, originChannel: 'jobs', originSeq: 0 })
     expect(control.overview().deadLetters).toBe(2)
-    // The control's own keeper group is not shown.
+    // The control's own keeper group is not shown, nor counted in its channel's groups or the overview.
     expect(control.groups().map((g) => g.name)).toEqual(['workers'])
+    expect(orrery.bus.stats('jobs.dead-letter').groups).toBe(1)
+    expect(control.channel('jobs.dead-letter').stats.groups).toBe(0)
+    expect(control.channels().find((c) => c.name === 'jobs.dead-letter')?.stats.groups).toBe(0)
+    expect(control.channel('jobs').stats.groups).toBe(1)
+    expect(control.overview().groups).toBe(1)
 
     const replayed: Array<{ payload: unknown; headers: Record<string, string> }> = []
     const sub = orrery.bus.subscribe('jobs').subscribe((m) => replayed.push({ payload: m.payload, headers: { ...m.headers } }))

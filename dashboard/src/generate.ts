@@ -11,6 +11,12 @@ const HEALTH = ['healthy', 'healthy', 'healthy', 'degraded', 'unhealthy', 'pause
 const STATE = { healthy: 'running', degraded: 'running', unhealthy: 'running', paused: 'paused' } as const
 const TYPES = ['planner', 'researcher', 'writer', 'reviewer', 'tool'] as const
 
+/**
+ * A small run with an id as long as `workflows.start` makes them: its step keys, which embed the
+ * id, make history rows longer than their column (the dashboard must keep its columns aligned).
+ */
+export const LONG_RUN = '0194a3c2-7f10-7000-8a5e-9b0c1d2e3f40'
+
 /** The definition the big run follows: fetch a list, process each item, then report. */
 export const BATCH: WorkflowDefinition = {
   format: 1,
@@ -91,6 +97,7 @@ export function generateSnapshot(sizes: { agents: number; events: number }, at =
   const items = Math.max(1, Math.floor((sizes.events - 8) / 3))
   const big = detail(BATCH, 'big', batchHistory('big', items, at - 600_000), false)
   const small = [0, 1, 2].map((n) => detail(BATCH, `small-${n}`, batchHistory(`small-${n}`, 3 + n, at - 60_000 * (n + 1)), false))
+  small.push(detail(BATCH, LONG_RUN, batchHistory(LONG_RUN, 12, at - 240_000), false))
   const deadLetters: DeadLetterView[] = [0, 1, 2].map((n) => ({
     channel: 'tasks.dead-letter',
     seq: n + 1,

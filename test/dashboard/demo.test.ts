@@ -40,7 +40,20 @@ it('starts a mesh in the page and shows its agents live', async () => {
   expect(errors).toEqual([])
 })
 
+/** What the page's canvases have drawn since `recordDrawing` (a chart's tick labels are drawn, not in the DOM). */
+const drawnText = (): Promise<string[]> => page.evaluate('globalThis.drawnText ?? []') as Promise<string[]>
+const recordDrawing = (): Promise<unknown> =>
+  page.evaluate(`(() => {
+    const drawn = (globalThis.drawnText = [])
+    const fill = CanvasRenderingContext2D.prototype.fillText
+    CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+      drawn.push(String(text))
+      return fill.call(this, text, ...rest)
+    }
+  })()`)
+
 it('charts the channels and lists the dead letters the bad orders made', async () => {
+  await recordDrawing()
   await page.locator('[data-tab="channels"]').click()
   await expect.poll(() => page.getByTestId('channels').textContent()).toMatch(/orders/)
   // Three samples, a second apart, before the lines show.
@@ -48,6 +61,10 @@ it('charts the channels and lists the dead letters the bad orders made', async (
   await expect.poll(() => page.locator('[data-testid="lag"] canvas').count(), { timeout: 10_000 }).toBe(1)
   await page.waitForTimeout(1500)
   await shot(page, 'demo-channels')
+  // The time axis reads whole seconds as HH:MM:SS (not ":58.500"); the value axes have no colon.
+  const times = (await drawnText()).filter((t) => t.includes(':'))
+  expect(times.length).toBeGreaterThan(0)
+  for (const t of times) expect(t).toMatch(/^\d\d:\d\d(:\d\d)?$/)
   await page.locator('[data-tab="dead letters"]').click()
   await expect.poll(() => page.getByTestId('dead-letter').textContent(), { timeout: 10_000 }).toMatch(/no sku/)
   await shot(page, 'demo-dead-letters')
@@ -65,6 +82,12 @@ it('charts the channels and lists the dead letters the bad orders made', async (
   expect(replayed).toHaveLength(1)
   expect(replayed[0]!.headers['x-orrery-dead-letter-reason']).toBeUndefined()
   await expect.poll(() => page.locator(`[data-testid="dead-letters"] [data-seq="${seq}"]`).count()).toBe(0)
+  // The control keeps those dead letters with a group of its own on the dead-letter channel: the
+  // bus counts it, the channels table (Orrery's own groups left out) does not.
+  expect(await ask((d) => d.orrery.bus.stats('orders.dead-letter').groups)).toBe(1)
+  await page.locator('[data-tab="channels"]').click()
+  const groupsOf = page.locator('[data-testid="channels"] tr', { hasText: 'orders.dead-letter' }).locator('[data-col="groups"]')
+  await expect.poll(() => groupsOf.textContent()).toBe('0')
   expect(errors).toEqual([])
 })
 
@@ -94,6 +117,10 @@ it('signals a waiting run from its page, which then completes', async () => {
   await expect.poll(() => page.getByTestId('entries').textContent()).toMatch(/lamp/)
   await page.locator('[data-tab="overview"]').click()
   await expect.poll(() => page.locator('.card-value').first().textContent()).toBe('wasm')
+  // No shared mesh, so no process id: no process card (it used to read "—").
+  expect(await page.locator('[data-card="process"]').count()).toBe(0)
+  expect(await page.locator('.card-value').allTextContents()).not.toContain('—')
+  expect(await page.locator('[data-card="groups"] .card-value').textContent()).toBe(String(await ask((d) => d.control.groups().length)))
   await shot(page, 'demo-overview')
   expect(errors).toEqual([])
 }, 40_000)

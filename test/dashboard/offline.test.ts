@@ -3,7 +3,7 @@
 import type { Browser } from 'playwright'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { generateSnapshot } from '../../dashboard/src/generate.js'
+import { generateSnapshot, LONG_RUN } from '../../dashboard/src/generate.js'
 import { type Dashboard, launch, listRows, openPage, serveDashboard, shot } from './page.js'
 
 const big = generateSnapshot({ agents: 10_000, events: 50_000 })
@@ -12,7 +12,7 @@ const small = generateSnapshot({ agents: 12, events: 40 })
 let dashboard: Dashboard
 let browser: Browser
 beforeAll(async () => {
-  dashboard = await serveDashboard({ files: { '/big.json': big } })
+  dashboard = await serveDashboard({ files: { '/big.json': big, '/small.json': small } })
   browser = await launch()
 }, 60_000)
 afterAll(async () => {
@@ -88,6 +88,51 @@ describe('a snapshot opened offline', () => {
     await page.close()
   }, 60_000)
 
+  it("keeps the runs' and a history's columns aligned when a row is longer than its column", async () => {
+    const { page, errors } = await openPage(browser, `${dashboard.url}?snapshot=/small.json&tab=runs`)
+    // A laptop's window: the history panel is about 480 px wide, less than its longest rows.
+    await page.setViewportSize({ width: 1000, height: 800 })
+    await page.locator(`[data-run="${LONG_RUN}"]`).click({ timeout: 30_000 })
+    await expect.poll(() => listRows(page, 'timeline'), { timeout: 30_000 }).not.toHaveLength(0)
+    await shot(page, 'offline-long-rows')
+    /** Per row of a list: each cell's left and right edge, whether it is cut, and the row's right edge. */
+    const cells = (testId: string, cell: string) =>
+      page.locator(`[data-testid="${testId}"] .vrow ${cell}`).evaluateAll((rows) =>
+        rows.map((row) => ({
+          right: row.getBoundingClientRect().right,
+          cells: Array.from(row.children).map((c) => ({
+            left: c.getBoundingClientRect().left,
+            right: c.getBoundingClientRect().right,
+            cut: c.scrollWidth > c.clientWidth,
+          })),
+        })),
+      )
+    for (const [testId, cell] of [
+      ['timeline', '.event'],
+      ['runs', '.runs-grid'],
+    ] as const) {
+      const rows = await cells(testId, cell)
+      expect(rows.length, testId).toBeGreaterThan(3)
+      // Some rows are longer than their columns: cut, not pushing the next column along.
+      expect(
+        rows.some((r) => r.cells.some((c) => c.cut)),
+        `${testId}: a cut cell`,
+      ).toBe(true)
+      for (const row of rows) {
+        expect(
+          row.cells.map((c) => Math.round(c.left)),
+          testId,
+        ).toEqual(rows[0]!.cells.map((c) => Math.round(c.left)))
+        expect(Math.max(...row.cells.map((c) => c.right)), testId).toBeLessThanOrEqual(row.right + 0.5)
+      }
+    }
+    // A cut summary is readable whole in its title.
+    const summary = page.locator('[data-testid="timeline"] .summary', { hasText: `${LONG_RUN}/process` }).first()
+    expect(await summary.getAttribute('title')).toBe(await summary.textContent())
+    expect(errors).toEqual([])
+    await page.close()
+  }, 60_000)
+
   it('opens a snapshot file chosen on the start page, and refuses what is not one', async () => {
     const { page, errors } = await openPage(browser, dashboard.url)
     await page.getByTestId('snapshot-file').setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"agents": []}') })
@@ -101,6 +146,8 @@ describe('a snapshot opened offline', () => {
     await shot(page, 'offline-dead-letters')
     await page.locator('[data-tab="overview"]').click()
     await expect.poll(() => page.locator('.card-value').first().textContent()).toBe('wasm')
+    // The snapshot's process (a shared mesh's id) has its card.
+    expect(await page.locator('[data-card="process"] .card-value').textContent()).toBe('generated')
     await shot(page, 'offline-overview')
     expect(errors).toEqual([])
     await page.close()

@@ -22,7 +22,7 @@ import type { WorkflowDefinition } from '../workflows/definition.js'
 import type { WorkflowRun } from '../workflows/handle.js'
 import type { RunStatus } from '../workflows/records.js'
 import type { Workflows } from '../workflows/runtime.js'
-import { CONTROL_GROUP, DEAD_LETTER_SUFFIX, DeadLetters } from './dead-letters.js'
+import { DEAD_LETTER_SUFFIX, DeadLetters } from './dead-letters.js'
 import { readLog, tailOf } from './log.js'
 import {
   messageView,
@@ -321,18 +321,29 @@ export class Control {
 
   /** Every channel the bus knows, with its counters and binding. */
   channels(): ChannelView[] {
-    return this.bus.channels().map((name) => this.channelView(name))
+    const own = this.ownGroups()
+    return this.bus.channels().map((name) => this.channelView(name, own))
   }
 
-  private channelView(name: string): ChannelView {
+  /** A channel's view; its `groups` count leaves out Orrery's own groups (`own`: how many per channel). */
+  private channelView(name: string, own: ReadonlyMap<string, number>): ChannelView {
     const binding = this.bus.binding(name)
-    return { name, stats: { ...this.bus.stats(name) }, ...(binding === undefined ? {} : { binding: { transport: binding.transport, kind: binding.kind } }) }
+    const stats = { ...this.bus.stats(name) }
+    stats.groups -= own.get(name) ?? 0
+    return { name, stats, ...(binding === undefined ? {} : { binding: { transport: binding.transport, kind: binding.kind } }) }
+  }
+
+  /** How many of Orrery's own groups (`orrery.*`: the dead-letter keeper's) each channel has. */
+  private ownGroups(): Map<string, number> {
+    const own = new Map<string, number>()
+    for (const g of this.bus.groups()) if (g.name.startsWith(OWN_CHANNEL_PREFIX)) own.set(g.channel, (own.get(g.channel) ?? 0) + 1)
+    return own
   }
 
   /** One channel; `UNKNOWN_CHANNEL` for a name the bus does not know (nothing is created). */
   channel(name: string): ChannelView {
     this.knownChannel(name)
-    return this.channelView(name)
+    return this.channelView(name, this.ownGroups())
   }
 
   private knownChannel(name: string): void {
@@ -407,11 +418,11 @@ export class Control {
 
   // ---- groups and dead letters ----
 
-  /** The bus's consumer groups (but the control's own, which keep dead letters). */
+  /** The bus's consumer groups, but Orrery's own (`orrery.*`: the control's, which keep dead letters). */
   groups(): GroupView[] {
     return this.bus
       .groups()
-      .filter((g) => g.name !== CONTROL_GROUP)
+      .filter((g) => !g.name.startsWith(OWN_CHANNEL_PREFIX))
       .map((g) => {
         const stats = { ...g.stats() }
         return { channel: g.channel, name: g.name, stats, pending: stats.pending }

@@ -49,6 +49,7 @@ export interface AgentView {
 /** One channel: its counters, and the transport it is bound to (left out: this process only). */
 export interface ChannelView {
   name: string
+  /** The bus's counters, but `groups` leaves out Orrery's own groups (`orrery.*`: the dead-letter keeper's). */
   stats: ChannelStats
   binding?: { transport: string; kind: TransportKind } | undefined
 }

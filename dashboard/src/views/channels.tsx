@@ -104,7 +104,7 @@ export function ChannelsView({ hub }: { hub: LiveHub }) {
                 <td>{c.stats.delivered.toLocaleString('en')}</td>
                 <td>{c.stats.retained.toLocaleString('en')}</td>
                 <td>{c.stats.subscribers}</td>
-                <td>{c.stats.groups}</td>
+                <td data-col="groups">{c.stats.groups}</td>
                 <td>{c.stats.deadLettered}</td>
                 <td>{c.binding ? `${c.binding.transport} (${c.binding.kind})` : 'memory'}</td>
                 <td>

@@ -11,7 +11,8 @@ export function OverviewView({ hub, now }: { hub: LiveHub; now: () => number }) 
         <>
           <div class="cards">
             <Card label="engine" value={data.engine} />
-            <Card label="process" value={data.process ?? '—'} />
+            {/* Only a shared mesh has a process id: with none, no card. */}
+            {data.process !== undefined && <Card label="process" value={data.process} />}
             <Card label="up" value={duration(data.uptimeMs)} />
             <Card label="agents" value={data.agents.total} />
             <Card label="channels" value={data.channels} />
@@ -38,7 +39,7 @@ export function OverviewView({ hub, now }: { hub: LiveHub; now: () => number }) 
 
 function Card({ label, value, tone }: { label: string; value: string | number; tone?: string | undefined }) {
   return (
-    <div class={`card ${tone ?? ''}`}>
+    <div class={`card ${tone ?? ''}`} data-card={label}>
       <div class="card-value">{typeof value === 'number' ? value.toLocaleString('en') : value}</div>
       <div class="card-label">{label}</div>
     </div>

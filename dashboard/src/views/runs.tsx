@@ -45,8 +45,10 @@ export function RunsView({ hub, initial }: { hub: LiveHub; initial?: string | un
           height={Math.min(200, Math.max(56, list.length * 28))}
           row={(r: RunView) => (
             <button type="button" class={`rowbtn runs-grid ${r.id === id ? 'selected' : ''}`} onClick={() => setChosen(r.id)} data-run={r.id}>
-              <span class="mono">{r.id}</span>
-              <span>
+              <span class="mono" title={r.id}>
+                {r.id}
+              </span>
+              <span title={`${r.definition}@${r.version}`}>
                 {r.definition}
                 <span class="muted">@{r.version.slice(0, 14)}</span>
               </span>
@@ -252,22 +254,29 @@ function Timeline({ events, at, t0, onPick }: { events: WorkflowEvent[]; at: num
         rowHeight={26}
         height={360}
         follow={at > 0 ? at - 1 : 0}
-        row={(e: WorkflowEvent, i) => (
-          <button
-            type="button"
-            class={`rowbtn event ${i < at ? '' : 'future'} ${i === at - 1 ? 'selected' : ''}`}
-            onClick={() => {
-              setOpen(e)
-              onPick(i + 1)
-            }}
-            data-seq={e.seq}
-          >
-            <span class="mono seq">{e.seq}</span>
-            <span class="muted">+{duration(e.at - t0)}</span>
-            <span class={`etype ${e.type}`}>{e.type}</span>
-            <span class="ellipsis">{summary(e)}</span>
-          </button>
-        )}
+        row={(e: WorkflowEvent, i) => {
+          const text = summary(e)
+          return (
+            <button
+              type="button"
+              class={`rowbtn event ${i < at ? '' : 'future'} ${i === at - 1 ? 'selected' : ''}`}
+              onClick={() => {
+                setOpen(e)
+                onPick(i + 1)
+              }}
+              data-seq={e.seq}
+            >
+              <span class="mono seq">{e.seq}</span>
+              <span class="muted">+{duration(e.at - t0)}</span>
+              <span class={`etype ${e.type}`} title={e.type}>
+                {e.type}
+              </span>
+              <span class="summary" title={text}>
+                {text}
+              </span>
+            </button>
+          )
+        }}
       />
       {open && <Payload value={open} />}
     </Panel>
