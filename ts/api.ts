@@ -161,7 +161,17 @@ export type {
   WorkflowSignals,
 } from './workflows/definition.js'
 export { Workflows } from './workflows/runtime.js'
-export type { DefineOptions, RunInfo, SchemaInput, SchemaResult, StartArgs, StartOptions, StepSchemas, WorkflowsOptions } from './workflows/runtime.js'
+export type {
+  DefineOptions,
+  RunInfo,
+  SchemaInput,
+  SchemaResult,
+  SharedWorkflowsOptions,
+  StartArgs,
+  StartOptions,
+  StepSchemas,
+  WorkflowsOptions,
+} from './workflows/runtime.js'
 export { WorkflowRun } from './workflows/handle.js'
 export type { SignalArgs, SignalCall } from './workflows/handle.js'
 export type { EventBase, FailureReason, StoredError, WorkflowEvent } from './workflows/history.js'
@@ -359,7 +369,7 @@ export class Orrery {
   async workflows(options?: WorkflowsOptions): Promise<Workflows> {
     if (this.meshes === undefined) throw new OrreryError('CLOSED', 'this Orrery is closed')
     let unobserve: (() => void) | undefined
-    const wf = Workflows.open(
+    const wf = await Workflows.open(
       this.backend,
       this.clock,
       options,
@@ -481,9 +491,11 @@ export class Orrery {
    * (`graceful`) and, if not, what was not (`errors`, TRANSPORT_UNAVAILABLE each).
    */
   async shutdown(): Promise<ShutdownOutcome> {
+    const flows = [...this.flows]
     const stores = this.closeAll()
-    // While the bus still carries them: a failure is reported on the store's events.
-    await Promise.allSettled(stores.map((store) => store.flushed()))
+    // While the bus still carries them: a failure is reported on the store's events. Shared
+    // workflows give up their run leases (docs/workflows.md), so other processes take over at once.
+    await Promise.allSettled([...flows.map((wf) => wf.released), ...stores.map((store) => store.flushed())])
     for (const store of stores) store.close()
     this.unobserve()
     return this.bus.shutdown()

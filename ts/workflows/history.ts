@@ -17,7 +17,6 @@
  * includes those not yet written, so readers see every event recorded. Nothing is acknowledged
  * before it is written: a run's result waits for its end meta, which follows its events.
  */
-import type { Namespace } from '../store/namespace.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
 import { wellFormed } from '../check.js'
 import { decodePayload, encodePayload } from '../codec.js'
@@ -267,6 +266,19 @@ function viaMessages(): (fn: () => void) => void {
   }
 }
 
+/**
+ * What the history reads and writes: a store namespace, or a strong shared namespace through
+ * shared-history.ts (each write a Promise of the broker's revision).
+ */
+export interface HistoryNamespace {
+  put(key: string, value: unknown): number | Promise<number>
+  get(key: string): { readonly value: unknown } | undefined
+  entries(prefix: string): readonly { readonly key: string; readonly value: unknown }[]
+  keys(prefix: string): readonly string[]
+  delete(key: string): number | Promise<number>
+  purge(key: string): number | Promise<number>
+}
+
 /** The acknowledgement `append` hands out for a macrotask's events: one for every run of it. */
 interface Turn {
   readonly ack: Promise<number>
@@ -294,7 +306,7 @@ export class History {
   readonly room: number
 
   constructor(
-    readonly ns: Namespace<unknown, boolean>,
+    readonly ns: HistoryNamespace,
     readonly durable: boolean,
     maxValueBytes: number,
   ) {

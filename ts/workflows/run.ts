@@ -51,6 +51,11 @@ export interface RunHost {
   readonly tracing: Tracing | undefined
   /** Set while metrics time steps: a step attempt ended (`outcome` ok, transient or permanent). */
   stepTimed: ((workflow: string, step: string, outcome: string, seconds: number) => void) | undefined
+  /**
+   * Where another process may drive the run (`shared`): resolves once what the run recorded so
+   * far is on the broker, so an attempt runs only after its start was written by its owner.
+   */
+  fence: ((runId: string) => Promise<void>) | undefined
 }
 
 /** A write's acknowledgement: its version, or a Promise of it on a durable store. */
@@ -559,11 +564,26 @@ export class Run {
     const step = tracing?.stepContext(this, token)
     if (step !== undefined) context.trace = tracing!.stepIds(this, token)
     // Under its span where the Orrery traces: what the step calls (a capability's request) is its child.
-    void (
+    const go = () =>
       step === undefined ? this.host.executor.run(def, input, context, call) : tracing!.within(step, () => this.host.executor.run(def, input, context, call))
-    )
-      .then((outcome) => this.complete(token, outcome))
+    void (this.host.fence === undefined ? go() : this.fenced(token, entry, go))
+      .then((outcome) => outcome !== undefined && this.complete(token, outcome))
       .catch((error: unknown) => this.host.failed(`run ${this.id}: the outcome of step ${def.id} could not be recorded`, error))
+  }
+
+  /**
+   * Runs an attempt once its start is on the broker (`shared`): a process that lost the run learns
+   * it from that write (the run is abandoned then) and runs nothing. Another failure of the write
+   * fails the run's history (its end reports it); the attempt runs anyway.
+   */
+  private async fenced(token: number, entry: Attempt, go: () => Promise<Outcome>): Promise<Outcome | undefined> {
+    try {
+      await this.host.fence!(this.id)
+    } catch {
+      // Reported by the run's end.
+    }
+    if (this.attempts.get(token) !== entry || this.abandoned !== undefined) return undefined
+    return go()
   }
 
   private takeDecision(token: number, node: number, scope: number): void {
@@ -752,15 +772,18 @@ export class Run {
     })
   }
 
-  /** Abandons the run (its Workflows closes): attempts are aborted, waiters hear CLOSED. */
-  abandon(): void {
+  /**
+   * Abandons the run (its Workflows closes, or another process drives it now: `error`, a
+   * VERSION_CONFLICT): attempts are aborted, waiters hear CLOSED or that error.
+   */
+  abandon(reason?: OrreryError): void {
     if (FINAL_STATUSES.has(this.status as never)) return
     this.host.tracing?.workflowAbandoned(this)
-    for (const attempt of this.attempts.values()) attempt.context?.abort(new OrreryError('CLOSED', 'the workflows are closed'))
+    for (const attempt of this.attempts.values()) attempt.context?.abort(reason ?? new OrreryError('CLOSED', 'the workflows are closed'))
     this.attempts.clear()
     this.completing = true
     this.deliver()
-    const error = new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
+    const error = reason ?? new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
     for (const waiter of this.waiters?.splice(0) ?? []) waiter.reject(error)
     // Signals held for it were never recorded.

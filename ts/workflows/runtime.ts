@@ -16,7 +16,20 @@ import { compileWorkflow, type CompiledWorkflow } from './compile.js'
 import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput, WorkflowSignals } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
 import { FINAL_STATUSES, History, isEventKey } from './history.js'
-import { currentEvents, deleteRecord, purgeEarlier, putFirstRecord, putLimit, readLimits, readRecords, type RunRecord, type RunStatus } from './records.js'
+import { Leases } from './lease.js'
+import {
+  currentEvents,
+  deleteRecord,
+  purgeEarlier,
+  putFirstRecord,
+  putLimit,
+  readLimits,
+  readRecord,
+  readRecords,
+  type RunRecord,
+  type RunStatus,
+} from './records.js'
+import { SharedHistory } from './shared-history.js'
 import { WorkflowRun } from './handle.js'
 import { runId } from './ids.js'
 import { Run, type RunHost } from './run.js'
@@ -86,8 +99,32 @@ export interface WorkflowsOptions {
    * registered yet waits for its `register`.
    */
   resume?: boolean
+  /**
+   * Keep the histories in a strong shared namespace of the store (named `namespace`) on a broker
+   * transport, so that runs go on in another process when this one dies (docs/workflows.md
+   * "Workflows across processes"). Each run is driven by one process at a time, the holder of its
+   * owner lease; with `resume` these workflows take over the runs whose lease ran out.
+   */
+  shared?: SharedWorkflowsOptions
 }
-const WORKFLOWS_KEYS = keysOf<WorkflowsOptions>()(['store', 'mesh', 'namespace', 'resume'])
+const WORKFLOWS_KEYS = keysOf<WorkflowsOptions>()(['store', 'mesh', 'namespace', 'resume', 'shared'])
+
+/** Options of `orrery.workflows({ shared })`. */
+export interface SharedWorkflowsOptions {
+  /** The transport (redis or nats) of the store's Orrery whose broker keeps the histories. */
+  transport: string
+  /**
+   * How long a run's owner lease lasts, in ms (default 10 000, at least 100): renewed every third
+   * of it; a process that dies leaves its runs to others this long after its last renewal.
+   */
+  leaseMs?: number
+  /** This process's name in the leases it holds (default: a random id). */
+  owner?: string
+}
+const SHARED_KEYS = keysOf<SharedWorkflowsOptions>()(['transport', 'leaseMs', 'owner'])
+
+/** The default owner lease: a dead process's runs wait this long for another. */
+const DEFAULT_LEASE_MS = 10_000
 
 /** Options of {@link Workflows.start}. */
 export interface StartOptions {
@@ -170,27 +207,42 @@ export class Workflows {
   private resumeTimer: ReturnType<typeof setTimeout> | undefined
 
   /** @internal Use `orrery.workflows()`. */
-  static open(
+  static async open(
     backend: Backend,
     clock: () => number,
     given: WorkflowsOptions | undefined,
     openStore: () => Store<boolean>,
     onClose?: (wf: Workflows) => void,
     tracing?: Tracing,
-  ): Workflows {
+  ): Promise<Workflows> {
     const options = checkOptions(given, 'options', 'argument', WORKFLOWS_KEYS)
     const namespace = options.namespace === undefined ? 'orrery.workflows' : text(options.namespace, 'namespace', { nonEmpty: true }, 'option')
     if (options.store !== undefined && !(options.store instanceof Store)) refuse('option', 'store', options.store, 'must be a store from orrery.openStore()')
     if (options.mesh !== undefined && !(options.mesh instanceof Mesh)) refuse('option', 'mesh', options.mesh, 'must be a mesh from orrery.mesh()')
     if (options.resume !== undefined) flag(options.resume, 'resume')
+    const shared = options.shared === undefined ? undefined : checkShared(options.shared)
     const store = options.store ?? openStore()
-    const core = backend.createWorkflows()
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
-    const history = new History(store.namespace(namespace, { codec: 'msgpack' }), store.durable, store.maxValueBytes)
+    let strong: SharedHistory | undefined
+    if (shared !== undefined) {
+      try {
+        strong = new SharedHistory(await store.shared(namespace, { transport: shared.transport, consistency: 'strong', codec: 'msgpack' }))
+      } catch (error) {
+        if (options.store === undefined) store.close()
+        throw error
+      }
+    }
+    const core = backend.createWorkflows()
+    // A broker acknowledges a write once it has it: as a durable store does, from disk.
+    const history = new History(strong ?? store.namespace(namespace, { codec: 'msgpack' }), strong !== undefined || store.durable, store.maxValueBytes)
     const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose, tracing)
-    if (options.resume !== false) wf.restore()
+    if (strong !== undefined) wf.share(strong, shared!.owner, shared!.leaseMs, options.resume !== false)
+    else if (options.resume !== false) wf.restore()
     return wf
   }
+
+  /** Runs leased across processes (`shared`), set when the workflows open. */
+  private shared: { readonly history: SharedHistory; readonly leases: Leases } | undefined
 
   private constructor(
     private readonly core: WorkflowCore,
@@ -233,6 +285,7 @@ export class Workflows {
       deliver: (run) => this.toDeliver.add(run),
       tracing,
       stepTimed: undefined,
+      fence: undefined,
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
   }
@@ -434,6 +487,8 @@ export class Workflows {
     const run = new Run(this.host, meta, version.compiled, version.def)
     // Written with the run's first events (a run that ends in this macrotask writes its end meta
     // only); a durable store acknowledges it from disk.
+    // The lease first: the broker has it before the run's meta, which other processes look for.
+    this.shared?.leases.claim(id)
     const ack = putFirstRecord(this.history, meta)
     this.runs.set(id, run)
     if (queued) this.enqueue(run)
@@ -451,6 +506,14 @@ export class Workflows {
       }
     }
     await ack
+    if (this.shared !== undefined) {
+      await this.shared.history.settledRun(id)
+      // Another process started the same id first: this start is that run.
+      if (!this.runs.has(id) && !this.closed) {
+        const other = this.find(id)
+        if (other !== undefined) return other as WorkflowRun<O>
+      }
+    }
     return WorkflowRun.live<O>(run, this.history)
   }
 
@@ -623,8 +686,107 @@ export class Workflows {
     this.active.clear()
     this.byHandle.clear()
     this.core.close()
-    this.ownStore?.close()
+    if (this.shared === undefined) this.ownStore?.close()
+    else this.released = this.release(this.shared)
     this.onClose?.(this)
+  }
+
+  /**
+   * @internal Settles once a closed shared workflows' writes were answered and its leases
+   * given up (other processes take the runs at once): `Orrery.shutdown()` waits for it.
+   */
+  released: Promise<void> = Promise.resolve()
+
+  /** Gives up the leases once what was written is on the broker (a taker replays all of it), then the namespace. */
+  private async release(shared: { readonly history: SharedHistory; readonly leases: Leases }): Promise<void> {
+    shared.leases.stop()
+    try {
+      await shared.history.settled()
+      await shared.leases.releaseAll()
+    } finally {
+      shared.history.ns.close()
+      this.ownStore?.close()
+    }
+  }
+
+  /** Shares the runs of a strong namespace with other processes (`shared`), taking over those whose lease ran out with `resume`. */
+  private share(history: SharedHistory, owner: string, leaseMs: number, resume: boolean): void {
+    for (const [name, limit] of readLimits(this.history)) this.limits.set(name, limit)
+    const leases = new Leases(history.ns, owner, leaseMs, {
+      orphans: () => this.orphans(),
+      adopt: (id) => this.adopt(id),
+      lost: (id, error) => this.lose(id, error),
+    })
+    history.onLost = (id, error) => {
+      leases.rest(id)
+      this.lose(id, error)
+    }
+    this.shared = { history, leases }
+    this.host.fence = async (id) => {
+      // The turn's writes are handed to the broker when it ends; then this run's are awaited.
+      await this.history.recorded(id)
+      await history.settledRun(id)
+    }
+    leases.start(resume)
+  }
+
+  /** Unfinished runs of the shared namespace these workflows do not drive. */
+  private *orphans(): Iterable<string> {
+    if (this.closed) return
+    for (const meta of readRecords(this.history)) if (!FINAL_STATUSES.has(meta.status as never) && !this.runs.has(meta.id)) yield meta.id
+  }
+
+  /** The lease of run `id` is ours: its history is replayed and it goes on here. */
+  private adopt(id: string): void {
+    const shared = this.shared!
+    const meta = readRecord(this.history, id)
+    if (this.closed || meta === undefined || FINAL_STATUSES.has(meta.status as never) || this.runs.has(id)) {
+      void shared.leases.release(id)
+      return
+    }
+    shared.history.adopt(id)
+    const restored: Run[] = []
+    const queued: Run[] = []
+    if (!this.revive(meta, restored, queued)) {
+      // Left to a process that can restore it (one with its version in the store).
+      shared.leases.rest(id)
+      void shared.leases.release(id)
+      return
+    }
+    for (const run of queued) {
+      this.queuePlace = Math.max(this.queuePlace, run.meta.queued ?? 0)
+      this.enqueue(run)
+      this.beginQueued(run.meta.definition)
+    }
+    try {
+      for (const run of restored) run.resume()
+      this.pump()
+    } catch (error) {
+      this.failed(`resuming run ${id} failed`, error)
+    }
+  }
+
+  /** Another process drives run `id` now: it stops here, its waiters hear `error` (VERSION_CONFLICT). */
+  private lose(id: string, error: OrreryError): void {
+    const shared = this.shared!
+    shared.history.disown(id, error)
+    void shared.leases.release(id)
+    const run = this.runs.get(id)
+    if (run === undefined) return
+    this.runs.delete(id)
+    if (run.handle >= 0) {
+      this.byHandle.delete(run.handle)
+      this.core.release(run.handle)
+    }
+    const name = run.meta.definition
+    if (run.began) this.count(name, -1)
+    else {
+      const queue = this.queues.get(name)
+      const at = queue?.indexOf(run) ?? -1
+      if (at >= 0) queue!.splice(at, 1)
+    }
+    run.abandon(error)
+    this.beginQueued(name)
   }
 
   /** Replays every unfinished run of the store; their steps go on in the next macrotask. */
@@ -634,32 +796,7 @@ export class Workflows {
     for (const [name, limit] of readLimits(this.history)) this.limits.set(name, limit)
     for (const meta of readRecords(this.history)) {
       if (FINAL_STATUSES.has(meta.status as never)) continue
-      let run: Run | undefined
-      try {
-        const version = this.stored(meta.definition, meta.version)
-        run = new Run(this.host, meta, version.compiled, version.def)
-        this.runs.set(meta.id, run)
-        if (meta.status === 'queued') {
-          queued.push(run)
-          this.queuePlace = Math.max(this.queuePlace, meta.queued ?? 0)
-          continue
-        }
-        const from = meta.from ?? 1
-        // Counted before the replay: a run whose end is in its history ends in it (and counts down).
-        this.count(meta.definition, 1)
-        run.began = true
-        run.replay(currentEvents(this.history, meta.id, from))
-        // A crash in the middle of a continueAsNew can leave the ended generation's events behind.
-        purgeEarlier(this.history, meta.id, from)
-        if (run.status === 'running') restored.push(run)
-      } catch (error) {
-        // One run that cannot be restored (its version gone from the store) leaves the others
-        // be: it stays recorded as running, and `get` finds it there.
-        this.runs.delete(meta.id)
-        if (run?.began && run.status === 'running') this.count(meta.definition, -1)
-        if (run !== undefined && run.handle >= 0) this.byHandle.delete(run.handle)
-        this.failed(`run ${meta.id} could not be restored`, error)
-      }
+      if (this.revive(meta, restored, queued) && meta.status === 'queued') this.queuePlace = Math.max(this.queuePlace, meta.queued ?? 0)
     }
     queued.sort((a, b) => (a.meta.queued ?? 0) - (b.meta.queued ?? 0))
     for (const run of queued) this.enqueue(run)
@@ -680,12 +817,47 @@ export class Workflows {
   }
 
   /**
+   * Rebuilds an unfinished run from its history: a queued one goes to `queued`, a running one
+   * (replayed) to `restored` unless its history ends it. False if it cannot be restored.
+   */
+  private revive(meta: RunRecord, restored: Run[], queued: Run[]): boolean {
+    let run: Run | undefined
+    try {
+      const version = this.stored(meta.definition, meta.version)
+      run = new Run(this.host, meta, version.compiled, version.def)
+      this.runs.set(meta.id, run)
+      if (meta.status === 'queued') {
+        queued.push(run)
+        return true
+      }
+      const from = meta.from ?? 1
+      // Counted before the replay: a run whose end is in its history ends in it (and counts down).
+      this.count(meta.definition, 1)
+      run.began = true
+      run.replay(currentEvents(this.history, meta.id, from))
+      // A crash in the middle of a continueAsNew can leave the ended generation's events behind.
+      purgeEarlier(this.history, meta.id, from)
+      if (run.status === 'running') restored.push(run)
+      return true
+    } catch (error) {
+      // One run that cannot be restored (its version gone from the store) leaves the others
+      // be: it stays recorded as running, and `get` finds it there.
+      this.runs.delete(meta.id)
+      if (run?.began && run.status === 'running') this.count(meta.definition, -1)
+      if (run !== undefined && run.handle >= 0) this.byHandle.delete(run.handle)
+      this.failed(`run ${meta.id} could not be restored`, error)
+      return false
+    }
+  }
+
+  /**
    * Resolves once every event recorded so far is in the store, and on disk with a durable store.
    * (A macrotask's events are written on the next one; acknowledgements wait for them anyway.)
    */
   async flushed(): Promise<void> {
     this.assertOpen()
     this.history.flush()
+    await this.shared?.history.settled()
     await this.store.flushed()
   }
 
@@ -746,6 +918,12 @@ export class Workflows {
 
   private ended(run: Run): void {
     this.runs.delete(run.id)
+    if (this.shared !== undefined) {
+      const { history, leases } = this.shared
+      // Given up once its end is on the broker: a taker would find it unfinished before.
+      void history.settledRun(run.id).then(() => leases.release(run.id))
+      history.forget(run.id)
+    }
     const name = run.meta.definition
     if (run.handle >= 0) {
       this.byHandle.delete(run.handle)
@@ -781,4 +959,13 @@ function content(definition: WorkflowDefinition): string {
 
 function versionKey(name: string, version: string): string {
   return `${name}\u0000${version}`
+}
+
+/** The `shared` option, checked: its transport is checked when its namespace opens. */
+function checkShared(given: SharedWorkflowsOptions): Required<SharedWorkflowsOptions> {
+  const o = checkOptions(given, 'shared', 'option', SHARED_KEYS)
+  const transport = text(o.transport, 'transport', { nonEmpty: true }, 'option')
+  const leaseMs = o.leaseMs === undefined ? DEFAULT_LEASE_MS : int(o.leaseMs, 'leaseMs', { min: 100 }, 'option')
+  const owner = o.owner === undefined ? runId() : text(o.owner, 'owner', { nonEmpty: true }, 'option')
+  return { transport, leaseMs, owner }
 }

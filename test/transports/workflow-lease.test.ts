@@ -1,0 +1,276 @@
+/**
+ * Workflows across processes (docs/workflows.md "Workflows across processes"): histories in a
+ * strong shared namespace, one owner lease per run. On redis and nats: two workflows in one
+ * process share a run (one drives it, the other takes it over when the first closes); a process
+ * SIGKILLed mid-run leaves its runs to another once their leases run out (every run completes,
+ * each step's completion recorded once, the seqs without a gap; the takeover latency is printed);
+ * a stale owner whose lease was taken is refused by the history's create-only records and stops.
+ * Then the refusals: typed codes. Both engines; node only (TCP to the brokers).
+ */
+import { fileURLToPath } from 'node:url'
+
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { isOrreryError, Orrery, sequence, step, workflow, type TransportOptions, type WorkflowEvent, type Workflows } from '../../ts/node.js'
+import { ENGINE } from '../engine.js'
+import { BACKENDS, until, withTimeout } from './backends.js'
+import { type Child, spawnChild } from './child.js'
+
+const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
+let names = 0
+/** A namespace name no other test or run uses on the shared servers. */
+const fresh = (what: string) => `wl-${RUN}-${ENGINE}-${++names}-${what}`
+
+function transportFor(kind: 'redis' | 'nats' | 'kafka'): TransportOptions {
+  if (kind === 'redis') return { kind: 'redis', url: inject('redisUrl')! }
+  if (kind === 'nats') return { kind: 'nats', servers: inject('natsUrl')! }
+  return { kind: 'kafka', brokers: inject('kafkaBrokers')! }
+}
+
+const opened: Orrery[] = []
+const children: Array<Child<Line>> = []
+afterEach(async () => {
+  for (const child of children.splice(0)) if (child.proc.exitCode === null) child.proc.kill('SIGKILL')
+  for (const o of opened.splice(0)) {
+    try {
+      await withTimeout(o.shutdown(), 10_000, 'orrery.shutdown()')
+    } finally {
+      o.close()
+    }
+  }
+})
+
+async function orreryOn(kind: 'redis' | 'nats' | 'kafka'): Promise<Orrery> {
+  const o = await Orrery.create({ transports: { main: transportFor(kind) } })
+  opened.push(o)
+  return o
+}
+
+/** Three steps in a row, each `fn`. */
+const threeSteps = workflow(
+  'three',
+  sequence(step('a', { fn: 'work' }, { input: '$input' }), step('b', { fn: 'work' }, { input: '$steps.a' }), step('c', { fn: 'work' }, { input: '$steps.b' })),
+  { output: '$steps.c' },
+)
+
+/** What a run's history says: each step's completions, and whether its seqs run 1, 2, 3… without a gap. */
+function audit(events: readonly WorkflowEvent[]): { completed: Record<string, number>; contiguous: boolean; finished: number } {
+  const completed: Record<string, number> = {}
+  for (const e of events) if (e.type === 'step-completed' && e.outcome === 'ok') completed[e.step] = (completed[e.step] ?? 0) + 1
+  return {
+    completed,
+    contiguous: events.every((e, i) => e.seq === i + 1),
+    finished: events.filter((e) => e.type === 'run-finished').length,
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+type Line = { event: string; pid: number; key?: string; at?: number; again?: boolean }
+const fixture = fileURLToPath(new URL('../fixtures/workflow-lease.mjs', import.meta.url))
+
+for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
+  const kind = backend.name as 'redis' | 'nats'
+  const title = `workflows across processes on ${kind} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
+  describe.skipIf(backend.skip !== undefined)(title, { timeout: 60_000 }, () => {
+    if (backend.broken !== undefined) {
+      it('has its server', () => {
+        throw new Error(backend.broken)
+      })
+      return
+    }
+
+    it('two workflows on one namespace: one drives a run, the other takes it over when the first closes; no step completes twice', async () => {
+      const name = fresh('pair')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const calls: Array<{ by: string; key: string; at: number }> = []
+      const open = async (by: string): Promise<Workflows> => {
+        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 1_000, owner: by } })
+        wf.register('work', async (input: number, ctx) => {
+          calls.push({ by, key: ctx.idempotencyKey, at: Date.now() })
+          await sleep(600)
+          return input + 1
+        })
+        wf.define(threeSteps)
+        return wf
+      }
+      const a = await open('a')
+      const b = await open('b')
+      const run = await a.start(threeSteps, 10, { id: 'pair-1' })
+      await until(() => calls.some((c) => c.key === 'pair-1/b'), 10_000, 'a to begin step b')
+      // Past a renewal (a third of the lease) and step a's completion: b still drives nothing.
+      await sleep(400)
+      expect(calls.filter((c) => c.by === 'b')).toEqual([])
+      const closedAt = Date.now()
+      a.close()
+      await expect(run.result()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'CLOSED'))
+      await until(
+        () => b.get('pair-1')?.status() === 'completed',
+        10_000,
+        'b to complete the run',
+        () => ({ calls, status: b.get('pair-1')?.status() }),
+      )
+      expect(await b.get('pair-1')!.result()).toBe(13)
+      // b ran what was in flight (b, under the same key) and what was left (c), never a again.
+      expect(calls.map((c) => `${c.by}:${c.key}`)).toEqual(expect.arrayContaining(['a:pair-1/a', 'a:pair-1/b', 'b:pair-1/b', 'b:pair-1/c']))
+      expect(calls.filter((c) => c.key === 'pair-1/a')).toHaveLength(1)
+      const history = audit(b.get('pair-1')!.history())
+      expect(history).toEqual({ completed: { a: 1, b: 1, c: 1 }, contiguous: true, finished: 1 })
+      // A closing process gives its leases up: the other takes over at once, not after the lease.
+      const takenAfter = calls.find((c) => c.by === 'b')!.at - closedAt
+      expect(takenAfter).toBeLessThan(1_000)
+      console.log(`[lease ${kind} ${ENGINE}] in-process takeover after close: ${takenAfter} ms`)
+      b.close()
+    })
+
+    it('a stale owner (its lease taken while it was held up) is refused by the create-only history and stops', async () => {
+      const name = fresh('fence')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      let release!: () => void
+      const held = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      const done: string[] = []
+      // A long lease: the stale owner renews nothing during the test, so only the history can stop it.
+      const stale = await o.workflows({ store, namespace: name, resume: false, shared: { transport: 'main', leaseMs: 60_000, owner: 'stale' } })
+      stale.register('work', async (input: number, ctx) => {
+        if (ctx.step === 'b') await held
+        done.push(`stale:${ctx.step}`)
+        return input + 1
+      })
+      stale.define(threeSteps)
+      const taker = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner: 'taker' } })
+      taker.register('work', (input: number, ctx) => {
+        done.push(`taker:${ctx.step}`)
+        return input + 1
+      })
+      taker.define(threeSteps)
+      const run = await stale.start(threeSteps, 0, { id: 'fence-1' })
+      await until(
+        () => done.includes('stale:a') && run.history().some((e) => e.type === 'step-started' && e.step === 'b'),
+        10_000,
+        'the stale owner to begin b',
+      )
+      await stale.flushed()
+      // The lease forced over, as if it ran out while the owner was held up (a GC pause, a frozen VM).
+      const leases = await store.shared<{ owner: string; until: number }>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      await leases.put('owner/fence-1', { owner: 'stale', until: 0 })
+      await until(
+        () => taker.get('fence-1')?.status() === 'completed',
+        10_000,
+        'the taker to complete the run',
+        () => done,
+      )
+      // Now the stale owner's step b ends and it records its completion: refused, and it stops.
+      release()
+      await expect(run.result()).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, 'VERSION_CONFLICT') && e.details['reason'] === 'owned-elsewhere' && e.details['runId'] === 'fence-1',
+      )
+      expect(done).toEqual(['stale:a', 'taker:b', 'taker:c', 'stale:b'])
+      expect(audit(taker.get('fence-1')!.history())).toEqual({ completed: { a: 1, b: 1, c: 1 }, contiguous: true, finished: 1 })
+      expect(await taker.get('fence-1')!.result()).toBe(3)
+      // The stale owner drives it no more: nothing more of its runs is written or run.
+      await sleep(200)
+      expect(done).toHaveLength(4)
+      stale.close()
+      taker.close()
+    })
+
+    it('a process SIGKILLed mid-run: another takes its runs over once their leases run out; each step completes once', { timeout: 90_000 }, async () => {
+      const name = fresh('kill')
+      const url = kind === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
+      const leaseMs = 1_500
+      const runs = 4
+      const taker = spawnChild<Line>(fixture, [kind, url, name, 'take', String(leaseMs), String(runs)], children)
+      const ready = await taker.next('ready', 60_000)
+      expect(ready.pid).toBe(taker.proc.pid)
+      const owner = spawnChild<Line>(fixture, [kind, url, name, 'start', String(leaseMs), String(runs)], children)
+      await owner.next('started', 60_000)
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const ns = await store.shared<unknown>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      const fx = await store.shared<{ pid: number }>(`${name}-fx`, { transport: 'main', consistency: 'strong' })
+      // The end of each run's lease as its first owner last renewed it.
+      const ownerUntil = new Map<string, number>()
+      const note = (key: string, value: unknown) => {
+        const lease = value as { owner: string; until: number }
+        if (lease.owner.startsWith('start-')) ownerUntil.set(key.slice('owner/'.length), lease.until)
+      }
+      for (const e of ns.entries('owner/')) note(e.key, e.value)
+      ns.watchPrefix('owner/').subscribe((c) => {
+        if (c.type === 'put') note(c.key, c.value)
+      })
+      // Every run is in its second step there, its first step's completion on the broker.
+      const ids = Array.from({ length: runs }, (_, i) => `lease-${i}`)
+      // Stored events are tuples [type code, seq, at, ...fields]: code 2 is step-completed (token, step, ...).
+      const recorded = (id: string, s: string) => ns.entries(`run/${id}/e/`).some((e) => (e.value as unknown[][]).some((ev) => ev[0] === 2 && ev[4] === s))
+      await until(
+        () => ids.every((id) => recorded(id, 'a') && owner.lines.some((l) => l.event === 'step' && l.key === `${id}/b`)),
+        20_000,
+        'the owner to record step a and begin step b of every run',
+      )
+      owner.proc.kill('SIGKILL')
+      const killedAt = Date.now()
+      expect(taker.lines.filter((l) => l.event === 'step')).toEqual([])
+      await taker.next('done', 30_000)
+
+      const reader = await o.workflows({ store, namespace: name, resume: false, shared: { transport: 'main' } })
+      const afterExpiry: number[] = []
+      const sinceKill: number[] = []
+      for (let i = 0; i < runs; i++) {
+        const id = `lease-${i}`
+        const run = reader.get(id)!
+        expect(run.status()).toBe('completed')
+        expect(await run.result()).toBe(i + 3)
+        expect(audit(run.history())).toEqual({ completed: { a: 1, b: 1, c: 1 }, contiguous: true, finished: 1 })
+        // Step a, completed before the kill, never ran again; b (in flight) and c ran in the taker.
+        const stepsOf = (c: Child<Line>) => c.lines.filter((l) => l.event === 'step' && l.key?.startsWith(`${id}/`)).map((l) => l.key)
+        expect(stepsOf(owner)).toEqual([`${id}/a`, `${id}/b`])
+        expect(stepsOf(taker)).toEqual([`${id}/b`, `${id}/c`])
+        // Each effect recorded once, by its idempotency key.
+        for (const s of ['a', 'b', 'c']) expect(fx.get(`fx/${id}/${s}`)?.value.pid).toBeTypeOf('number')
+        // The ended run's lease is given up.
+        expect(ns.get(`owner/${id}`)).toBeUndefined()
+        const resumedAt = taker.lines.find((l) => l.event === 'step' && l.key === `${id}/b`)!.at!
+        sinceKill.push(resumedAt - killedAt)
+        afterExpiry.push(resumedAt - ownerUntil.get(id)!)
+      }
+      // No run resumed before its lease ran out, and each soon after (the expiry timer, no polling).
+      for (const ms of afterExpiry) expect(ms).toBeGreaterThanOrEqual(0)
+      expect(Math.max(...afterExpiry)).toBeLessThan(1_000)
+      expect(Math.max(...sinceKill)).toBeLessThan(leaseMs + 1_000)
+      console.log(
+        `[lease ${kind} ${ENGINE}] leaseMs ${leaseMs}: SIGKILL to resumed ${sinceKill.join(', ')} ms; lease expiry to resumed ${afterExpiry.join(', ')} ms`,
+      )
+      reader.close()
+    })
+  })
+}
+
+const redis = BACKENDS.find((b) => b.name === 'redis')!
+describe.skipIf(redis.skip !== undefined)(`shared workflows refused (${ENGINE})`, () => {
+  it('bad options: a typed code, nothing opened', async () => {
+    const o = await Orrery.create({ transports: { main: { kind: 'redis', url: inject('redisUrl')! }, here: { kind: 'memory' } } })
+    opened.push(o)
+    const refused = async (shared: unknown, code: string, details: Record<string, unknown> = {}) => {
+      await expect(o.workflows({ shared: shared as never })).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, code as never) && Object.entries(details).every(([k, v]) => e.details[k] === v),
+      )
+    }
+    await refused('main', 'INVALID_OPTION', { option: 'shared' })
+    await refused({}, 'INVALID_OPTION', { option: 'transport' })
+    await refused({ transport: 'main', leaseMs: 50 }, 'INVALID_OPTION', { option: 'leaseMs' })
+    await refused({ transport: 'main', leaseMs: 1.5 }, 'INVALID_OPTION', { option: 'leaseMs' })
+    await refused({ transport: 'main', owner: '' }, 'INVALID_OPTION', { option: 'owner' })
+    await refused({ transport: 'main', lease: 1000 }, 'INVALID_OPTION')
+    await refused({ transport: 'nowhere' }, 'INVALID_OPTION', { option: 'transport' })
+    // A memory transport is this process's own: no compare-and-set another process could see.
+    await refused({ transport: 'here' }, 'CAPABILITY_UNSUPPORTED', { capability: 'store.strong' })
+    // A store without transports (Orrery.openStore) has no broker.
+    const bare = await Orrery.openStore()
+    await expect(o.workflows({ store: bare, shared: { transport: 'main' } })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    bare.close()
+  })
+})

@@ -1,0 +1,210 @@
+/**
+ * A workflow history kept in a strong shared namespace (`orrery.workflows({ shared })`, the
+ * broker's): what History writes goes through the broker, each run's writes one after another,
+ * so its records land in the order it made them. A run's event records are created, never
+ * overwritten (a key holds the seq of its first event: two processes that both drive a run write
+ * the same next key, and the broker lets one of them), and its meta is compare-and-set on the
+ * version this process wrote last, or took the run at. The first refused write tells this process
+ * that it lost the run: nothing more of that run is written from here, and `onLost` stops it.
+ * That fences a stale owner without reading its lease before each write: a step's completion is
+ * recorded once, by whoever records it first.
+ */
+import { isOrreryError, OrreryError } from '../errors.js'
+import type { StrongNamespace } from '../store/strong.js'
+import { isEventKey, type HistoryNamespace } from './history.js'
+
+/** `/e/` and a seq of 10 digits: what an event key has after its run id. */
+const EVENT_SUFFIX = 13
+
+/** The run a key of the history belongs to (`run/<id>`, `run/<id>/e/<seq>`), if any. */
+function runOf(key: string): string | undefined {
+  if (!key.startsWith('run/')) return undefined
+  return isEventKey(key) ? key.slice(4, -EVENT_SUFFIX) : key.slice(4)
+}
+
+/** A write sent and not acknowledged: reads see it at once, as they would on a local store. */
+interface Unacked {
+  readonly value: unknown
+  readonly deleted: boolean
+}
+
+export class SharedHistory implements HistoryNamespace {
+  /** Each run's last write, by run id: its next write is sent once it is answered. */
+  private readonly tails = new Map<string, Promise<unknown>>()
+  /** Writes of no run (definitions, limits) not answered yet. */
+  private readonly loose = new Set<Promise<unknown>>()
+  private readonly unacked = new Map<string, Unacked>()
+  /** Each run's tenure here: its writes are sent only while it is the run's current one, and not lost. */
+  private readonly tenures = new Map<string, Tenure>()
+  /** Told once per run lost (the runtime stops driving it). */
+  onLost: (runId: string, error: OrreryError) => void = () => {}
+
+  constructor(readonly ns: StrongNamespace<unknown>) {}
+
+  /** This process drives run `id` from now on, from the meta its mirror holds. */
+  adopt(id: string): void {
+    // Writes still queued from an earlier tenure (lost) are never sent.
+    this.tenures.set(id, { metaVersion: this.ns.get(`run/${id}`)?.version ?? 0, lost: undefined })
+  }
+
+  /** This process stops driving run `id` (its lease was lost): none of its writes queued is sent. */
+  disown(id: string, error: OrreryError): void {
+    const tenure = this.tenures.get(id)
+    if (tenure !== undefined && tenure.lost === undefined) tenure.lost = error
+  }
+
+  /** Forgets run `id` (it ended here) once its writes are answered. */
+  forget(id: string): void {
+    const tenure = this.tenures.get(id)
+    void this.settledRun(id).then(() => {
+      if (this.tenures.get(id) === tenure && !this.tails.has(id)) this.tenures.delete(id)
+    })
+  }
+
+  /** Resolves once every write of run `id` sent so far was answered. */
+  async settledRun(id: string): Promise<void> {
+    for (let tail = this.tails.get(id); tail !== undefined; tail = this.tails.get(id)) {
+      await tail
+      if (this.tails.get(id) === tail) return
+    }
+  }
+
+  /** Resolves once every write sent so far was answered. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.tails.values(), ...this.loose])
+  }
+
+  get(key: string): { readonly value: unknown } | undefined {
+    const pending = this.unacked.get(key)
+    if (pending !== undefined) return pending.deleted ? undefined : pending
+    return this.ns.get(key)
+  }
+
+  entries(prefix: string): { readonly key: string; readonly value: unknown }[] {
+    const mirror = this.ns.entries(prefix)
+    let pending = false
+    for (const key of this.unacked.keys()) if (key.startsWith(prefix)) pending = true
+    if (!pending) return mirror
+    const merged = new Map<string, unknown>(mirror.map((e) => [e.key, e.value]))
+    for (const [key, write] of this.unacked) {
+      if (!key.startsWith(prefix)) continue
+      if (write.deleted) merged.delete(key)
+      else merged.set(key, write.value)
+    }
+    return [...merged].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([key, value]) => ({ key, value }))
+  }
+
+  keys(prefix: string): string[] {
+    return this.entries(prefix).map((e) => e.key)
+  }
+
+  put(key: string, value: unknown): Promise<number> {
+    const id = runOf(key)
+    if (id === undefined) return this.loosely(key, value, false, () => this.ns.put(key, value))
+    if (isEventKey(key)) return this.inTurn(id, key, value, false, () => this.ns.create(key, value))
+    return this.inTurn(id, key, value, false, async (tenure) => {
+      tenure.metaVersion = await this.ns.put(key, value, { ifVersion: tenure.metaVersion })
+      return tenure.metaVersion
+    })
+  }
+
+  delete(key: string): Promise<number> {
+    const id = runOf(key)
+    if (id === undefined) return this.loosely(key, undefined, true, () => this.ns.delete(key))
+    // An earlier generation's events go whoever purges them; a meta only at the version known here.
+    if (isEventKey(key)) return this.inTurn(id, key, undefined, true, () => this.ns.delete(key))
+    return this.inTurn(id, key, undefined, true, async (tenure) => {
+      const expected = tenure.metaVersion
+      tenure.metaVersion = 0
+      return this.ns.delete(key, { ifVersion: expected })
+    })
+  }
+
+  /** The broker keeps no older versions to purge: a purge deletes. */
+  purge(key: string): Promise<number> {
+    return this.delete(key)
+  }
+
+  /** A write of no run, sent at once. */
+  private loosely(key: string, value: unknown, deleted: boolean, write: () => Promise<number>): Promise<number> {
+    const pending: Unacked = { value, deleted }
+    this.unacked.set(key, pending)
+    const ack = write().finally(() => {
+      if (this.unacked.get(key) === pending) this.unacked.delete(key)
+    })
+    const settled: Promise<unknown> = ack.then(
+      () => this.loose.delete(settled),
+      () => this.loose.delete(settled),
+    )
+    this.loose.add(settled)
+    return ack
+  }
+
+  /** A write of run `id`, sent once its writes before it are answered (none once the run is lost). */
+  private inTurn(id: string, key: string, value: unknown, deleted: boolean, write: (tenure: Tenure) => Promise<number>): Promise<number> {
+    let tenure = this.tenures.get(id)
+    if (tenure === undefined) {
+      // A run started here: its meta is new.
+      tenure = { metaVersion: 0, lost: undefined }
+      this.tenures.set(id, tenure)
+    }
+    if (tenure.lost !== undefined) return refused(tenure.lost)
+    const pending: Unacked = { value, deleted }
+    this.unacked.set(key, pending)
+    const mine = tenure
+    const send = () => {
+      if (mine.lost !== undefined) throw mine.lost
+      if (this.tenures.get(id) !== mine) throw lostRun(id, key, this.ns.name, undefined)
+      return write(mine)
+    }
+    const ack = (this.tails.get(id) ?? Promise.resolve()).then(send, send).then(
+      (version) => {
+        if (this.unacked.get(key) === pending) this.unacked.delete(key)
+        return version
+      },
+      (error: unknown) => {
+        if (this.unacked.get(key) === pending) this.unacked.delete(key)
+        throw this.refusal(mine, id, key, error)
+      },
+    )
+    const tail: Promise<unknown> = ack.then(
+      () => this.untail(id, tail),
+      () => this.untail(id, tail),
+    )
+    this.tails.set(id, tail)
+    return ack
+  }
+
+  private untail(id: string, tail: Promise<unknown>): void {
+    if (this.tails.get(id) === tail) this.tails.delete(id)
+  }
+
+  /** A refused write loses the run here (once): the broker holds another process's record at `key`. */
+  private refusal(tenure: Tenure, id: string, key: string, error: unknown): unknown {
+    if (tenure.lost !== undefined) return tenure.lost
+    if (!isOrreryError(error, 'VERSION_CONFLICT')) return error
+    tenure.lost = lostRun(id, key, this.ns.name, error)
+    if (this.tenures.get(id) === tenure) this.onLost(id, tenure.lost)
+    return tenure.lost
+  }
+}
+
+/** This process's time driving a run: the version its meta is at as written (or taken) here. */
+interface Tenure {
+  metaVersion: number
+  lost: OrreryError | undefined
+}
+
+/** `VERSION_CONFLICT` for a run another process drives: its record at `key` came first. */
+export function lostRun(id: string, key: string, namespace: string, cause: unknown): OrreryError {
+  return new OrreryError('VERSION_CONFLICT', `run ${id} is driven by another process (${key} was written there first): this process stops driving it`, {
+    cause,
+    details: { runId: id, key, namespace, reason: 'owned-elsewhere' },
+  })
+}
+
+function refused(error: unknown): Promise<number> {
+  const ack = Promise.reject(error)
+  ack.catch(() => {})
+  return ack
+}
