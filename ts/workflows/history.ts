@@ -392,9 +392,16 @@ export class History {
     return this.durable ? this.runsAck(meta.id, ack) : 0
   }
 
+  /**
+   * Where each run's writes are acknowledged apart (a shared history, shared-history.ts): resolves
+   * once run `runId`'s writes sent so far are; its acknowledgements wait for it too.
+   */
+  runSettled: ((runId: string) => Promise<void>) | undefined
+
   /** The macrotask's acknowledgement (which never rejects), rejecting if run `runId`'s writes failed. */
   private runsAck(runId: string, ack: Promise<number>): Promise<number> {
-    return ack.then((version) => {
+    return ack.then(async (version) => {
+      if (this.runSettled !== undefined) await this.runSettled(runId)
       const error = this.failed?.get(runId)
       if (error !== undefined) throw error
       return version

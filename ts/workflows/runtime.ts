@@ -505,14 +505,13 @@ export class Workflows {
         throw error
       }
     }
-    await ack
-    if (this.shared !== undefined) {
-      await this.shared.history.settledRun(id)
-      // Another process started the same id first: this start is that run.
-      if (!this.runs.has(id) && !this.closed) {
-        const other = this.find(id)
-        if (other !== undefined) return other as WorkflowRun<O>
-      }
+    try {
+      await ack
+    } catch (error) {
+      // Another process started the same id first (`shared`): this start is that run.
+      const other = this.shared !== undefined && !this.runs.has(id) && !this.closed ? this.find(id) : undefined
+      if (other === undefined) throw error
+      return other as WorkflowRun<O>
     }
     return WorkflowRun.live<O>(run, this.history)
   }
@@ -722,10 +721,9 @@ export class Workflows {
       this.lose(id, error)
     }
     this.shared = { history, leases }
+    this.history.runSettled = (id) => history.settledRun(id)
     this.host.fence = async (id) => {
-      // The turn's writes are handed to the broker when it ends; then this run's are awaited.
       await this.history.recorded(id)
-      await history.settledRun(id)
     }
     leases.start(resume)
   }
