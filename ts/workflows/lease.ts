@@ -39,7 +39,7 @@ interface Held {
   version: number
   until: number
   renewing: boolean
-  /** Settles once its first write is answered (a new run's create). */
+  /** Settles once its last write (a new run's create, a renewal) is answered. */
   ready: Promise<void>
 }
 
@@ -100,18 +100,13 @@ export class Leases {
     )
   }
 
-  /** Whether these workflows hold run `id`'s lease. */
-  holds(id: string): boolean {
-    return this.held.has(id)
-  }
-
   /** Gives run `id`'s lease up (the run ended, or was lost): deleted if it is still the one held here. */
   async release(id: string): Promise<void> {
     const held = this.held.get(id)
     if (held === undefined) return
     this.held.delete(id)
+    // After a renewal in flight, on the version it wrote.
     await held.ready
-    // A renewal in flight moves the version on: the deletion is refused then, and the lease runs out.
     if (held.version !== 0) await this.ns.delete(leaseKey(id), { ifVersion: held.version }).catch(() => {})
   }
 
@@ -142,7 +137,7 @@ export class Leases {
       if (held.renewing || held.version === 0) continue
       held.renewing = true
       const until = now + this.leaseMs
-      this.ns.put(leaseKey(id), { owner: this.owner, until } satisfies LeaseRecord, { ifVersion: held.version }).then(
+      held.ready = this.ns.put(leaseKey(id), { owner: this.owner, until } satisfies LeaseRecord, { ifVersion: held.version }).then(
         (version) => {
           held.renewing = false
           held.version = version
