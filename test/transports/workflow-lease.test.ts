@@ -4,7 +4,8 @@
  * process share a run (one drives it, the other takes it over when the first closes); a process
  * SIGKILLed mid-run leaves its runs to another once their leases run out (every run completes,
  * each step's completion recorded once, the seqs without a gap; the takeover latency is printed);
- * a stale owner whose lease was taken is refused by the history's create-only records and stops.
+ * a stale owner whose lease was taken is refused by the history's create-only records and stops;
+ * an owner that sees its lease taken on the change feed stops at once.
  * Then the refusals: typed codes. Both engines; node only (TCP to the brokers).
  */
 import { fileURLToPath } from 'node:url'
@@ -178,6 +179,43 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       taker.close()
     })
 
+    it('a lease another owner takes stops the run here at once (the change feed): its step in flight is not recorded', async () => {
+      const name = fresh('taken')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      let release!: () => void
+      const held = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      const done: string[] = []
+      const wf = await o.workflows({ store, namespace: name, resume: false, shared: { transport: 'main', leaseMs: 60_000, owner: 'first' } })
+      wf.register('work', async (input: number, ctx) => {
+        if (ctx.step === 'b') await held
+        done.push(ctx.step)
+        return input + 1
+      })
+      wf.define(threeSteps)
+      const run = await wf.start(threeSteps, 0, { id: 'taken-1' })
+      await until(() => run.history().some((e) => e.type === 'step-started' && e.step === 'b'), 10_000, 'step b to begin')
+      await wf.flushed()
+      const leases = await store.shared<{ owner: string; until: number }>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      const before = leases.get('owner/taken-1')!
+      expect(before.value.owner).toBe('first')
+      await leases.put('owner/taken-1', { owner: 'second', until: Date.now() + 60_000 })
+      await expect(run.result()).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, 'VERSION_CONFLICT') && e.details['reason'] === 'owned-elsewhere' && /second took its lease/.test(e.message),
+      )
+      // Its step b ends after that: nothing of it is recorded, nothing more runs, the lease stays the taker's.
+      release()
+      await wf.flushed()
+      await sleep(200)
+      expect(done).toEqual(['a', 'b'])
+      const stored = wf.get('taken-1')!
+      expect(audit(stored.history()).completed).toEqual({ a: 1 })
+      expect(leases.get('owner/taken-1')?.value.owner).toBe('second')
+      wf.close()
+    })
+
     it('a process SIGKILLed mid-run: another takes its runs over once their leases run out; each step completes once', { timeout: 90_000 }, async () => {
       const name = fresh('kill')
       const url = kind === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
@@ -217,7 +255,12 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       await taker.next('done', 30_000)
 
       // An ended run's lease is given up (once its end is on the broker).
-      await until(() => ns.keys('owner/').length === 0, 10_000, "the taker to give up the ended runs' leases", () => ns.entries('owner/'))
+      await until(
+        () => ns.keys('owner/').length === 0,
+        10_000,
+        "the taker to give up the ended runs' leases",
+        () => ns.entries('owner/'),
+      )
       const reader = await o.workflows({ store, namespace: name, resume: false, shared: { transport: 'main' } })
       const afterExpiry: number[] = []
       const sinceKill: number[] = []

@@ -5,8 +5,9 @@
  * deletes it when the run ends or the workflows close, so another process may take it at once. A
  * process with `resume` watches the leases of unfinished runs it does not drive (the change feed
  * for a deletion, a timer for the first expiry) and takes one that is free or expired: the
- * runtime then replays the run's history and goes on with it. A renewal refused (another process
- * took the lease) or not answered before the lease runs out loses the run here.
+ * runtime then replays the run's history and goes on with it. A held lease seen on the change feed
+ * written by another owner (or deleted), and a renewal refused or not answered before the lease
+ * runs out, lose the run here.
  *
  * The lease keeps the run driven by one process at a time in the common case; the history's
  * create-only records are what make two owners at once harmless (shared-history.ts).
@@ -70,12 +71,8 @@ export class Leases {
   start(resume: boolean): void {
     this.renewTimer = setInterval(() => this.renewAll(), Math.max(1, Math.floor(this.leaseMs / 3)))
     unref(this.renewTimer)
+    this.feed = this.ns.watchPrefix('owner/').subscribe((change: Change<unknown>) => this.changed(change))
     if (!resume) return
-    // A lease deleted (a run ended, or its owner closed or lost it) or written as over: looked at
-    // at once. (One that runs out is the expiry timer's.)
-    this.feed = this.ns.watchPrefix('owner/').subscribe((change: Change<unknown>) => {
-      if (change.type !== 'put' || ((change.value as LeaseRecord | undefined)?.until ?? 0) <= Date.now()) this.scan()
-    })
     this.resume = true
     // The first look waits for the steps the caller registers after opening.
     this.expiryAt = 0
@@ -150,6 +147,21 @@ export class Leases {
         },
       )
     }
+  }
+
+  /**
+   * A lease changed on the broker. One held here that another owner wrote, or someone deleted,
+   * is lost at once (else the next renewal or write would find out). With `resume`, a lease
+   * deleted (a run ended, or its owner closed or lost it) or written as over is looked at at
+   * once (one that runs out is the expiry timer's).
+   */
+  private changed(change: Change<unknown>): void {
+    const id = change.key.slice('owner/'.length)
+    const lease = change.type === 'put' ? (change.value as LeaseRecord | undefined) : undefined
+    if (this.held.has(id) && (lease === undefined || lease.owner !== this.owner)) {
+      this.lose(id, undefined, lease === undefined ? 'its lease was deleted' : `${lease.owner} took its lease`)
+    }
+    if (this.resume && (lease?.until ?? 0) <= Date.now()) this.scan()
   }
 
   private lose(id: string, cause: unknown, why: string): void {
