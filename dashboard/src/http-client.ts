@@ -3,9 +3,9 @@
  * request under `/v1`, the live feeds as server-sent events, every refusal the API's
  * `{ error: { code, message } }` thrown as a ControlError.
  */
+import { readServerEvents } from '../../ts/control/server-events.js'
 import { type ControlClient, ControlError, type Unsubscribe } from './client.js'
 import { wholeRun } from './run-pages.js'
-import { readSse } from './sse.js'
 import type {
   AgentView,
   ChannelView,
@@ -58,7 +58,8 @@ export function httpClient(baseUrl: string, token?: string): ControlClient {
     void (async () => {
       const response = await fetch(url(path, query), { headers: { ...headers(false), accept: 'text/event-stream' }, signal: abort.signal })
       if (!response.ok) throw new ControlError('TRANSPORT_ERROR', `${path}: HTTP ${response.status}`, response.status)
-      await readSse(response, (e) => onValue(JSON.parse(e.data) as T), abort.signal)
+      // Aborting the fetch ends the body's reads too.
+      if (response.body !== null) await readServerEvents(response.body, (e) => onValue(JSON.parse(e.data) as T))
     })().catch((e: unknown) => {
       if (!abort.signal.aborted) onError?.(e)
     })

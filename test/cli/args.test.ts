@@ -1,19 +1,22 @@
 /**
  * The `orrery` command line, run in this process (ts/cli/run.ts): help, usage errors (exit 2,
- * nothing sent), a server that cannot be reached (exit 3) and one that is not Orrery's API (exit 1).
+ * nothing sent), a server that cannot be reached or never answers (exit 3) and one that is not
+ * Orrery's API (exit 1).
  * The commands against a real `orrery serve` are in serve.test.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { benchAt } from '../../ts/cli/bench.js'
+import { ApiClient } from '../../ts/cli/client.js'
 import { CliFailure, EXIT } from '../../ts/cli/failure.js'
 import type { Io } from '../../ts/cli/output.js'
 import { run } from '../../ts/cli/run.js'
+import type { ServerEvent } from '../../ts/control/server-events.js'
 import { ENGINE } from '../engine.js'
 
 /** Runs a command line; what it printed, and its exit code. */
@@ -132,6 +135,48 @@ describe(`orrery's command line (${ENGINE})`, () => {
     const bad = await cli(['status', '--url', 'not a url'])
     expect(bad.code).toBe(2)
     expect(bad.err).toMatch(/--url must be a URL/)
+  })
+
+  it('a stream from a server that takes the connection but never answers: unreachable (exit 3) after the timeout; a stream quiet after its headers is kept', async () => {
+    // A plain TCP server: it accepts, then never writes a byte.
+    const sockets: Socket[] = []
+    const silent = createNetServer((socket) => void sockets.push(socket))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const mute = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`
+    try {
+      const started = Date.now()
+      const failure = await new ApiClient(mute, undefined, 300)
+        .events('/v1/channels/orders/tail', {}, () => true)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+      const took = Date.now() - started
+      expect(failure).toBeInstanceOf(CliFailure)
+      expect(failure).toMatchObject({ exitCode: EXIT.unreachable, code: 'UNREACHABLE', message: `cannot reach ${mute}: no answer within 0.3 s` })
+      expect(took).toBeGreaterThanOrEqual(290)
+      expect(took).toBeLessThan(5000)
+      expect(sockets).toHaveLength(1)
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      await new Promise<void>((resolve) => silent.close(() => resolve()))
+    }
+    // Headers at once, then nothing for longer than the timeout, then an event: the timeout is the headers'.
+    const quiet = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders()
+      setTimeout(() => res.end('event: message\r\ndata: {"seq":1}\r\n\r\n'), 700)
+    })
+    await new Promise<void>((resolve) => quiet.listen(0, '127.0.0.1', resolve))
+    try {
+      const seen: ServerEvent[] = []
+      await new ApiClient(`http://127.0.0.1:${(quiet.address() as AddressInfo).port}`, undefined, 300).events('/v1/events', {}, (e) => {
+        seen.push(e)
+        return undefined
+      })
+      expect(seen).toEqual([{ event: 'message', data: '{"seq":1}' }])
+    } finally {
+      await new Promise<void>((resolve) => quiet.close(() => resolve()))
+    }
   })
 
   it('a server that is not the API: exit 1, with its status', async () => {

@@ -2,6 +2,7 @@
  * The CLI's client of the HTTP API (docs/cli.md): JSON requests with a bearer token, the API's error
  * shape turned into a {@link CliFailure} carrying its code, and server-sent events read as a stream.
  */
+import { readServerEvents, type ServerEvent } from '../control/server-events.js'
 import { type Parsed, stringOf } from './args.js'
 import { CliFailure, EXIT, unreachable, usageError } from './failure.js'
 
@@ -11,12 +12,6 @@ export const DEFAULT_URL = `http://127.0.0.1:${DEFAULT_PORT}`
 
 /** Query parameters; undefined ones are left out. */
 export type Query = Record<string, string | number | undefined>
-
-/** One server-sent event. */
-export interface ServerEvent {
-  event: string
-  data: string
-}
 
 export class ApiClient {
   readonly url: string
@@ -40,40 +35,29 @@ export class ApiClient {
 
   /**
    * Reads the server-sent events at `path` and hands each to `onEvent` until the stream ends,
-   * `signal` aborts it (resolves), or `onEvent` returns false (resolves).
+   * `signal` aborts it (resolves), or `onEvent` returns false (resolves). A server that sends no
+   * headers within the timeout is unreachable, as for any request; once they came, the stream may
+   * stay quiet as long as it likes (the API sends a comment every 15 s).
    */
   async events(path: string, query: Query, onEvent: (event: ServerEvent) => boolean | undefined, signal?: AbortSignal): Promise<void> {
     const stop = new AbortController()
     signal?.addEventListener('abort', () => stop.abort(), { once: true })
-    const response = await this.fetch(path, query, { method: 'GET', headers: this.headers({ accept: 'text/event-stream' }), signal: stop.signal })
-    if (!response.ok) throw await this.refusal(response)
-    if (response.body === null) return
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader()
-    let buffer = ''
-    let event = 'message'
-    let data: string[] = []
+    const noHeaders = setTimeout(() => stop.abort(new DOMException(`no headers within ${this.timeoutMs} ms`, 'TimeoutError')), this.timeoutMs)
+    let response: Response
     try {
-      for (;;) {
-        const chunk = await reader.read().catch((error: unknown) => {
-          if (stop.signal.aborted) return { done: true as const, value: undefined }
-          throw unreachable(this.url, `the stream broke (${describe(error)})`)
-        })
-        if (chunk.done) return
-        buffer += chunk.value
-        let end = buffer.indexOf('\n')
-        while (end >= 0) {
-          const line = buffer.slice(0, end).replace(/\r$/, '')
-          buffer = buffer.slice(end + 1)
-          end = buffer.indexOf('\n')
-          if (line === '') {
-            if (data.length > 0 && onEvent({ event, data: data.join('\n') }) === false) return
-            event = 'message'
-            data = []
-          } else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
-          else if (line.startsWith('event:')) event = line.slice(6).trim()
-          // `id:`, `retry:` and `:` comments (keep-alives) carry nothing the CLI shows.
-        }
-      }
+      response = await this.fetch(path, query, { method: 'GET', headers: this.headers({ accept: 'text/event-stream' }), signal: stop.signal })
+    } catch (error) {
+      if (signal?.aborted) return
+      throw error
+    } finally {
+      clearTimeout(noHeaders)
+    }
+    try {
+      if (!response.ok) throw await this.refusal(response)
+      if (response.body !== null) await readServerEvents(response.body, onEvent)
+    } catch (error) {
+      if (error instanceof CliFailure) throw error
+      if (!stop.signal.aborted) throw unreachable(this.url, `the stream broke (${describe(error)})`)
     } finally {
       stop.abort()
     }
