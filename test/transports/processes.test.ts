@@ -1,7 +1,7 @@
 /**
  * Several processes on one Redis Streams consumer group (issue #14's "several processes" test):
  * three Node processes (test/fixtures/transport-worker.mjs, on this project's engine, running the
- * built package) share the group `workers` of a bound channel; this process publishes 3,000
+ * TypeScript under test: child.ts) share the group `workers` of a bound channel; this process publishes 3,000
  * messages at once; once a third are handled, the process holding the most is killed with SIGKILL
  * mid-stream. The survivors are still busy with the backlog when the broker's threshold passes.
  * Each message's effect is recorded in Redis under its id as idempotency key (SET NX), and every
@@ -14,7 +14,6 @@
  * the test) is TRANSPORT_AUTH, a closed port or a server that never answers is
  * TRANSPORT_UNAVAILABLE within connectTimeoutMs, and each process ends on its own (nothing left open).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer, type Server, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
@@ -24,6 +23,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 import { Orrery } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, range, withTimeout } from './backends.js'
+import { type Child, spawnChild } from './child.js'
 
 const redis = BACKENDS.find((b) => b.name === 'redis')!
 const title = `several processes on redis (${ENGINE})${redis.skip ? ` [skipped: ${redis.skip}]` : ''}`
@@ -60,65 +60,11 @@ async function connect(url: string): Promise<Raw> {
 }
 type Line = Record<string, unknown> & { event: string; pid: number }
 
-/** A child process of this test and what it printed. */
-interface Child {
-  readonly proc: ChildProcess
-  readonly pid: number
-  readonly lines: Line[]
-  stderr: string
-  /** Resolves with how the process ended. */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  /** The first line with this event, waited for at most `ms`. */
-  next(event: string, ms: number): Promise<Line>
-}
-
-const children: Child[] = []
-
-function spawnFixture(args: string[]): Child {
-  const proc = spawn(process.execPath, [fixture, ...args], { env: { ...process.env, ORRERY_ENGINE: ENGINE }, stdio: ['pipe', 'pipe', 'pipe'] })
-  const lines: Line[] = []
-  const waiters: Array<() => void> = []
-  let out = ''
-  const child: Child = {
-    proc,
-    pid: proc.pid!,
-    lines,
-    stderr: '',
-    exited: new Promise((resolve) => proc.on('close', (code, signal) => resolve({ code, signal }))),
-    async next(event, ms) {
-      const deadline = Date.now() + ms
-      for (;;) {
-        const found = lines.find((l) => l.event === event)
-        if (found) return found
-        if (proc.exitCode !== null || proc.signalCode !== null || Date.now() > deadline)
-          throw new Error(
-            `process ${proc.pid} (${args[0]}) printed no "${event}" (exit ${proc.exitCode ?? proc.signalCode}); stderr: ${child.stderr.slice(-2000)}`,
-          )
-        await new Promise<void>((resolve) => {
-          waiters.push(resolve)
-          setTimeout(resolve, 50)
-        })
-      }
-    },
-  }
-  proc.stdout!.setEncoding('utf8')
-  proc.stdout!.on('data', (chunk: string) => {
-    out += chunk
-    const complete = out.split('\n')
-    out = complete.pop()!
-    for (const line of complete) lines.push(JSON.parse(line) as Line)
-    for (const w of waiters.splice(0)) w()
-  })
-  proc.stderr!.setEncoding('utf8')
-  proc.stderr!.on('data', (chunk: string) => {
-    child.stderr += chunk
-  })
-  children.push(child)
-  return child
-}
+const children: Array<Child<Line>> = []
+const spawnFixture = (args: string[]): Child<Line> => spawnChild(fixture, args, children)
 
 /** Waits for a process to end on its own within `ms`; one still running is killed and reported. */
-async function endsOnItsOwn(child: Child, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+async function endsOnItsOwn(child: Child<Line>, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   try {
     return await withTimeout(child.exited, ms, `process ${child.pid} ending on its own (something stayed open)`)
   } catch (error) {
@@ -183,7 +129,7 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
   })
 
   it(`${PROCESSES} processes share a group; one SIGKILLed mid-stream: 0 lost, extra executions within what it held, 0 duplicate effects, hand-over after the broker threshold`, {
-    timeout: 60_000,
+    timeout: 120_000,
   }, async () => {
     const began = Date.now()
     const prefix = `proc-${RUN}-${++runs}.`
@@ -200,10 +146,10 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
       // One process at a time, so each one's consumer on the broker is known: the broker makes a
       // consumer when it first hands it an entry, so the first messages go out one by one until
       // the newcomer has taken one (a process already there may take one first).
-      const workers: Array<{ child: Child; consumer: string }> = []
+      const workers: Array<{ child: Child<Line>; consumer: string }> = []
       for (let i = 0; i < PROCESSES; i++) {
         const child = spawnFixture(['worker', url, prefix, String(MAX_IN_FLIGHT), String(VISIBILITY_MS), String(WORK_MS)])
-        const ready = await child.next('ready', 20_000)
+        const ready = await child.next('ready', 60_000)
         expect(ready['engine']).toBe(ENGINE)
         const known = new Set(workers.map((w) => w.consumer))
         const consumer = await poll(
@@ -221,6 +167,8 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
         workers.push({ child, consumer })
       }
       const warmUp = sent
+      // Their start is not timed: each loads the TypeScript under test, seconds on a loaded machine.
+      const joinedAt = Date.now()
 
       const published = Promise.all(ids.slice(sent).map((id) => publisher!.bus.publish(`${prefix}jobs`, id, { id })))
 
@@ -360,7 +308,7 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
         await child.next('stopped', 15_000)
         expect(await endsOnItsOwn(child, 10_000)).toEqual({ code: 0, signal: null })
       }
-      expect(Date.now() - began).toBeLessThan(45_000)
+      expect(Date.now() - joinedAt).toBeLessThan(45_000)
     } finally {
       publisher?.close()
       await deleteKeys(raw, [`${prefix}*`, `orrery:*${prefix}*`]).catch(() => {})
@@ -369,11 +317,11 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
   })
 
   it('a request round trip between processes: 2 responder processes in one group, an asker process and this one; every reply right, both responders answer', {
-    timeout: 60_000,
+    timeout: 90_000,
   }, async () => {
     const prefix = `req-${RUN}-${++runs}.`
     const responders = [spawnFixture(['responder', url, prefix]), spawnFixture(['responder', url, prefix])]
-    await Promise.all(responders.map((r) => r.next('ready', 20_000)))
+    await Promise.all(responders.map((r) => r.next('ready', 60_000)))
     const asker = spawnFixture(['asker', url, prefix, '100'])
     const answered = await Promise.race([
       asker.next('answered', 40_000),
@@ -408,7 +356,7 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
   })
 
   it('create refuses a wrong password with TRANSPORT_AUTH, a closed port or a silent server with TRANSPORT_UNAVAILABLE within connectTimeoutMs; each process ends on its own', {
-    timeout: 30_000,
+    timeout: 90_000,
   }, async () => {
     const raw = await connect(url)
     const user = `orrery-test-${RUN}`
@@ -444,7 +392,7 @@ describe.skipIf(redis.skip !== undefined)(title, () => {
       }
       const outcome: Record<string, Line> = {}
       for (const [name, child] of Object.entries(cases)) {
-        expect(await endsOnItsOwn(child, 15_000), `${name}: ${child.stderr}`).toEqual({ code: 0, signal: null })
+        expect(await endsOnItsOwn(child, 60_000), `${name}: ${child.stderr}`).toEqual({ code: 0, signal: null })
         expect(child.lines, name).toHaveLength(1)
         outcome[name] = child.lines[0]!
       }

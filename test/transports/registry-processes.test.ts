@@ -1,6 +1,6 @@
 /**
  * A shared mesh over three Node processes (test/fixtures/registry-worker.mjs, on this project's
- * engine, running the built package), on each broker: two agents offering `work` in each
+ * engine, running the TypeScript under test: child.ts), on each broker: two agents offering `work` in each
  * process, and this test process's own shared mesh (no agents) routing requests to them. Once
  * routed work runs, the process that handled the most is killed with SIGKILL: the survivors (and
  * this process) must mark its agents down and deregister them within the heartbeat deadline,
@@ -8,7 +8,6 @@
  * agent died falls back to another), every answer handled where it says; then a graceful stop of
  * a survivor deregisters its agents in the others at once.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 
 import { afterEach, describe, expect, inject, it } from 'vitest'
@@ -16,6 +15,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 import { type MeshEvent, Orrery, TRANSPORT_CAPABILITIES } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, stop, until, withTimeout } from './backends.js'
+import { type Child, spawnChild } from './child.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/registry-worker.mjs', import.meta.url))
 
@@ -36,52 +36,8 @@ let runs = 0
 
 type Line = Record<string, unknown> & { event: string; pid: number }
 
-interface Child {
-  readonly proc: ChildProcess
-  readonly pid: number
-  readonly lines: Line[]
-  stderr: string
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  next(event: string, ms: number): Promise<Line>
-}
-
-const children: Child[] = []
-
-function spawnWorker(args: string[]): Child {
-  const proc = spawn(process.execPath, [fixture, ...args], { env: { ...process.env, ORRERY_ENGINE: ENGINE }, stdio: ['pipe', 'pipe', 'pipe'] })
-  const lines: Line[] = []
-  let out = ''
-  const child: Child = {
-    proc,
-    pid: proc.pid!,
-    lines,
-    stderr: '',
-    exited: new Promise((resolve) => proc.on('close', (code, signal) => resolve({ code, signal }))),
-    async next(event, ms) {
-      const deadline = Date.now() + ms
-      for (;;) {
-        const found = lines.find((l) => l.event === event)
-        if (found) return found
-        if (proc.exitCode !== null || proc.signalCode !== null || Date.now() > deadline)
-          throw new Error(`process ${proc.pid} printed no "${event}" (exit ${proc.exitCode ?? proc.signalCode}); stderr: ${child.stderr.slice(-2000)}`)
-        await new Promise((resolve) => setTimeout(resolve, 20))
-      }
-    },
-  }
-  proc.stdout!.setEncoding('utf8')
-  proc.stdout!.on('data', (chunk: string) => {
-    out += chunk
-    const complete = out.split('\n')
-    out = complete.pop()!
-    for (const line of complete) lines.push(JSON.parse(line) as Line)
-  })
-  proc.stderr!.setEncoding('utf8')
-  proc.stderr!.on('data', (chunk: string) => {
-    child.stderr += chunk
-  })
-  children.push(child)
-  return child
-}
+const children: Array<Child<Line>> = []
+const spawnWorker = (args: string[]): Child<Line> => spawnChild(fixture, args, children)
 
 for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
   const title = `shared registry over ${PROCESSES} processes: ${backend.name} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
@@ -171,7 +127,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         await victim.exited
 
         // Each survivor (and this process) deregisters the victim's agents by the deadline.
-        const deregisteredIn = (w: Child) =>
+        const deregisteredIn = (w: Child<Line>) =>
           w.lines.filter((l) => l.event === 'deregistered' && killedAgents.includes(l['agent'] as string)).map((l) => l['at'] as number)
         await until(
           () =>
@@ -228,7 +184,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         }
 
         // A graceful stop: the others hear at once, with no wait for the deadline.
-        const [leaving, staying] = survivors as [Child, Child]
+        const [leaving, staying] = survivors as [Child<Line>, Child<Line>]
         const stoppedAt = Date.now()
         leaving.proc.stdin!.write('stop\n')
         await leaving.next('stopped', 15_000)
