@@ -712,10 +712,12 @@ describe(`workflow runtime against a model (${ENGINE})`, () => {
       ),
       { numRuns: RUNTIME_RUNS },
     )
-    // Floors at about a third of what the scripts reach (per 1000: ~65 resumed, ~55 cancelled, ~15 resumed mid-saga).
+    // Floors at about a third of what the scripts reach (per 1000: ~65 resumed, ~55 cancelled).
+    // A resume mid-saga is rarer (~15 per 1000, 4 seen once under Node 24): its floor only
+    // checks the path is reached at all, so a random run does not fail for being unlucky.
     expect(resumed).toBeGreaterThan(RUNTIME_RUNS / 40)
     expect(cancels).toBeGreaterThan(RUNTIME_RUNS / 40)
-    expect(sagaResumes).toBeGreaterThan(RUNTIME_RUNS / 250)
+    expect(sagaResumes).toBeGreaterThan(0)
     expect(failed).toBeGreaterThan(RUNTIME_RUNS / 20)
   }, 60_000)
 })
