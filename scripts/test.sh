@@ -18,7 +18,16 @@ stop_new_servers() {
     grep -qx "$name" <<<"$servers_before" || bash scripts/servers.sh stop "$name" || true
   done
 }
-trap 'stop_new_servers; phase_report' EXIT
+# The end of the log is what a reader sees first: the phase times, then every failed test by name.
+failed_phases=()
+report_failures() {
+  local f
+  for f in target/vitest.json target/vitest-node24.json; do
+    [ -f "$f" ] && node scripts/failed-tests.mjs "$f" || true
+  done
+  [ ${#failed_phases[@]} -eq 0 ] || printf 'failed phase: %s\n' "${failed_phases[@]}"
+}
+trap 'stop_new_servers; phase_report; report_failures' EXIT
 
 phase_start "set-up (install what is missing)"; bash scripts/setup.sh; phase_end
 phase_start "build native engine"; bash scripts/build.sh native; phase_end
@@ -43,16 +52,14 @@ phase_end
 phase_start "biome ci (format, lint, import cycles)"; biome ci; phase_end
 phase_start "vitest (native, wasm, browser: chromium)"
 mkdir -p target
+rm -f target/vitest.json target/vitest-node24.json
 status=0
-vitest run --reporter=default --reporter=json --outputFile.json=target/vitest.json || status=$?
-node -e '
-  const r = JSON.parse(require("fs").readFileSync("target/vitest.json", "utf8"))
-  console.log(`vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`)
-' || true
+vitest run --reporter=default --reporter=json --outputFile.json=target/vitest.json || { status=1; failed_phases+=(vitest); }
 phase_end
-phase_start "package (pack, install, Quick start)"; bash scripts/package-test.sh || status=$?; phase_end
+phase_start "package (pack, install, Quick start)"; bash scripts/package-test.sh || { status=1; failed_phases+=(package); }; phase_end
 # The machines run Node 20; users run 22 and 24. The addon is N-API, so the same build serves.
 phase_start "vitest under Node 24 (native, wasm)"
-"$NODE24" node_modules/vitest/vitest.mjs run --project native --project wasm || status=$?
+"$NODE24" node_modules/vitest/vitest.mjs run --project native --project wasm \
+  --reporter=default --reporter=json --outputFile.json=target/vitest-node24.json || { status=1; failed_phases+=("vitest under Node 24"); }
 phase_end
 exit $status
