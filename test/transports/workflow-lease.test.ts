@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 
 import { afterEach, describe, expect, inject, it } from 'vitest'
 
-import { isOrreryError, Orrery, sequence, step, workflow, type TransportOptions, type WorkflowEvent, type Workflows } from '../../ts/node.js'
+import { isOrreryError, Orrery, sequence, step, waitFor, workflow, type TransportOptions, type WorkflowEvent, type Workflows } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, until, withTimeout } from './backends.js'
 import { type Child, spawnChild } from './child.js'
@@ -53,6 +53,9 @@ const threeSteps = workflow(
   sequence(step('a', { fn: 'work' }, { input: '$input' }), step('b', { fn: 'work' }, { input: '$steps.a' }), step('c', { fn: 'work' }, { input: '$steps.b' })),
   { output: '$steps.c' },
 )
+
+/** Waits for signal `go`, then doubles its payload. */
+const gate = workflow('gate', sequence(waitFor('wait', 'go'), step('double', { fn: 'double' }, { input: '$steps.wait' })), { output: '$steps.double' })
 
 /** What a run's history says: each step's completions, and whether its seqs run 1, 2, 3… without a gap. */
 function audit(events: readonly WorkflowEvent[]): { completed: Record<string, number>; contiguous: boolean; finished: number } {
@@ -214,6 +217,107 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       expect(audit(stored.history()).completed).toEqual({ a: 1 })
       expect(leases.get('owner/taken-1')?.value.owner).toBe('second')
       wf.close()
+    })
+
+    it('a process that does not drive a run signals it, cancels it, follows its events and awaits its result, through the broker', async () => {
+      const name = fresh('remote')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const open = async (owner: string): Promise<Workflows> => {
+        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner } })
+        wf.register('double', (n: number) => n * 2)
+        wf.define(gate)
+        return wf
+      }
+      const driver = await open('driver')
+      const other = await open('other')
+      const run = await driver.start(gate, undefined, { id: 'remote-1' })
+      await driver.flushed()
+      const there = other.get('remote-1')!
+      expect(there.status()).toBe('running')
+      const seen: string[] = []
+      const followed = new Promise<void>((resolve) => there.events.subscribe({ next: (e) => seen.push(e.type), complete: resolve }))
+      const result = there.result()
+      await there.signal('go', 21)
+      expect(await result).toBe(42)
+      expect(await run.result()).toBe(42)
+      await followed
+      expect(seen).toEqual(expect.arrayContaining(['signal', 'step-completed', 'run-finished']))
+      // Recorded once, with the id of the request that brought it; the request is gone from the broker.
+      const signals = run.history().filter((e) => e.type === 'signal')
+      expect(signals).toEqual([expect.objectContaining({ name: 'go', payload: 21, request: expect.stringMatching(/^req\/remote-1\//) })])
+      const ns = await store.shared<unknown>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      await until(() => ns.keys('req/').length === 0, 5_000, 'the request to be deleted')
+
+      // A cancel from the other process ends the run cancelled, on both sides.
+      const doomed = await driver.start(gate, undefined, { id: 'remote-2' })
+      await driver.flushed()
+      const doomedThere = other.get('remote-2')!
+      await doomedThere.cancel()
+      await expect(doomed.result()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'RUN_CANCELLED'))
+      await expect(doomedThere.result()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'RUN_CANCELLED'))
+      expect(other.get('remote-2')!.status()).toBe('cancelled')
+
+      // Bad input is refused at once in the sender, nothing sent: the same codes as on a run driven here.
+      const waiting = await driver.start(gate, undefined, { id: 'remote-3' })
+      await driver.flushed()
+      const waitingThere = other.get('remote-3')!
+      const code = (call: () => unknown) => {
+        try {
+          call()
+        } catch (error) {
+          return isOrreryError(error) ? error.code : String(error)
+        }
+        return 'no error'
+      }
+      expect(code(() => waitingThere.signal('nope' as never, 1))).toBe('SIGNAL_UNKNOWN')
+      // A lone surrogate: no UTF-8 for it.
+      expect(code(() => waitingThere.signal('go', '\ud800'))).toBe('INVALID_PAYLOAD')
+      expect(code(() => waiting.signal('nope' as never, 1))).toBe('SIGNAL_UNKNOWN')
+      expect(code(() => waiting.signal('go', '\ud800'))).toBe('INVALID_PAYLOAD')
+      expect(ns.keys('req/')).toEqual([])
+      expect(waiting.status()).toBe('running')
+      // A run that ended: nothing is sent, as on a run driven here.
+      await expect(other.get('remote-1')!.signal('go', 1)).resolves.toBeUndefined()
+      expect(ns.keys('req/')).toEqual([])
+      // Closing the follower's workflows: its waiters hear CLOSED.
+      const pending = waitingThere.result()
+      other.close()
+      await expect(pending).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'CLOSED'))
+      driver.close()
+    })
+
+    it('a signal sent while nobody drives the run waits on the broker; the process that takes the run over gives it once', async () => {
+      const name = fresh('orphan')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const open = async (owner: string, resume: boolean): Promise<Workflows> => {
+        const wf = await o.workflows({ store, namespace: name, resume, shared: { transport: 'main', leaseMs: 60_000, owner } })
+        wf.register('double', (n: number) => n * 2)
+        wf.define(gate)
+        return wf
+      }
+      const first = await open('first', false)
+      const sender = await open('sender', false)
+      await first.start(gate, undefined, { id: 'orphan-1' })
+      await first.flushed()
+      // The owner closes: its lease is given up, and nobody here resumes runs.
+      first.close()
+      await first.released
+      const there = sender.get('orphan-1')!
+      await there.signal('go', 5)
+      await sleep(300)
+      expect(there.status()).toBe('running')
+      const result = there.result()
+      const taker = await open('taker', true)
+      expect(await result).toBe(10)
+      const events = taker.get('orphan-1')!.history()
+      expect(events.filter((e) => e.type === 'signal')).toHaveLength(1)
+      expect(audit(events)).toEqual({ completed: { double: 1 }, contiguous: true, finished: 1 })
+      const ns = await store.shared<unknown>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      await until(() => ns.keys('req/').length === 0, 5_000, 'the request to be deleted')
+      sender.close()
+      taker.close()
     })
 
     it('a process SIGKILLed mid-run: another takes its runs over once their leases run out; each step completes once', { timeout: 90_000 }, async () => {

@@ -7,6 +7,7 @@ import { Stream } from '../stream.js'
 import { FINAL_STATUSES, restoreError, type History, type WorkflowEvent } from './history.js'
 import { currentEvents, readRecord, type RunRecord, type RunStatus } from './records.js'
 import type { AnySignals } from './definition.js'
+import type { RemoteRuns } from './requests.js'
 import type { Run } from './run.js'
 import { runState, type RunState } from './state.js'
 
@@ -49,10 +50,16 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     return new WorkflowRun<O>(undefined, meta, history)
   }
 
+  /** @internal An unfinished run of a shared namespace that another process drives. */
+  static remote<O>(meta: RunRecord, history: History, remote: RemoteRuns): WorkflowRun<O> {
+    return new WorkflowRun<O>(undefined, meta, history, remote)
+  }
+
   private constructor(
     private readonly run: Run | undefined,
     private readonly meta: RunRecord,
     private readonly store: History,
+    private readonly remote?: RemoteRuns,
   ) {}
 
   /** The run's id (given to `start`, or generated). */
@@ -69,9 +76,11 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * Resolves with the run's output once its end is recorded (on disk with a durable store).
    * Rejects `STEP_FAILED` (its `cause` the step's error, `details.step` its id) when a step failed,
    * also after compensation (`details.status`), and `RUN_CANCELLED` when the run was cancelled.
+   * A run another process drives (`shared`) settles as its end reaches the broker.
    */
   result(): Promise<O> {
     if (this.run) return this.run.result() as Promise<O>
+    if (this.remote) return this.remote.result(this.meta.id) as Promise<O>
     let meta: RunRecord
     try {
       meta = this.ended()
@@ -121,6 +130,9 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * rejects if that write failed; resolves at once on a run that ended (nothing is sent). Throws
    * at once, sending nothing, for a name that is no string, `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD`,
    * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
+   * A run another process drives (`shared`) gets it through the broker: the promise resolves once
+   * the broker has the request (its owner, now or the next, records it once), rejects with the
+   * `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD` or `CAPACITY_EXCEEDED` above or a transport's error.
    * For the compiler `name` is one of the signals `S` (any string when untyped) and `payload` its type.
    */
   signal(...args: SignalCall<S>): Promise<void>
@@ -128,6 +140,7 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     const [name, payload] = args
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
     if (this.run) return acknowledged(this.run.signal(name, payload))
+    if (this.remote && !this.hasEnded()) return this.remote.signal(this.meta, name, payload)
     this.ended()
     return Promise.resolve()
   }
@@ -136,12 +149,18 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * Cancels the run: attempts in flight are aborted, completed steps compensated. Resolves once
    * the cancel is recorded (on disk with a durable store), rejects if that write failed; resolves
    * at once when there is nothing to cancel. Throws `RUN_NOT_FOUND` at once for a run recorded as
-   * unfinished but not running here.
+   * unfinished but not running here. A run another process drives (`shared`) is cancelled through
+   * the broker: the promise resolves once the broker has the request.
    */
   cancel(): Promise<void> {
     if (this.run) return acknowledged(this.run.cancel())
+    if (this.remote && !this.hasEnded()) return this.remote.cancel(this.meta)
     this.ended()
     return Promise.resolve()
+  }
+
+  private hasEnded(): boolean {
+    return FINAL_STATUSES.has((readRecord(this.store, this.meta.id) ?? this.meta).status as never)
   }
 
   /**
@@ -156,9 +175,10 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     })
   }
 
-  /** What happens in the run from now on; completes when it ends. */
+  /** What happens in the run from now on (wherever it runs, with `shared`); completes when it ends. */
   get events(): Stream<WorkflowEvent> {
     if (this.run) return this.run.events
+    if (this.remote && !this.hasEnded()) return this.remote.events(this.meta.id)
     return new Stream<WorkflowEvent>({
       start(sink) {
         sink.complete()

@@ -97,7 +97,8 @@ export type WorkflowEvent = EventBase &
         readonly items?: readonly unknown[]
         readonly error?: StoredError
       }
-    | { readonly type: 'signal'; readonly name: string; readonly payload: unknown }
+    /** `request`: the id of the signal request another process sent (`shared` workflows), recorded so it is taken once. */
+    | { readonly type: 'signal'; readonly name: string; readonly payload: unknown; readonly request?: string }
     | { readonly type: 'cancel' }
     | { readonly type: 'timer-fired'; readonly timer: number }
     /** `path`: the instance's index path inside iterations (`[1][0]`), as its idempotency key ends. */
@@ -192,7 +193,7 @@ export const EVENT_FIELDS: { readonly [T in WorkflowEvent['type']]: readonly Exc
     'step-started': ['step', 'attempt', 'key', 'compensation', 'token'],
     'step-completed': ['token', 'step', 'attempt', 'outcome', 'output', 'error'],
     decided: ['token', 'node', 'value', 'items', 'error'],
-    signal: ['name', 'payload'],
+    signal: ['name', 'payload', 'request'],
     cancel: [],
     'timer-fired': ['timer'],
     retry: ['step', 'attempt', 'when', 'path'],

@@ -29,6 +29,7 @@ import {
   type RunRecord,
   type RunStatus,
 } from './records.js'
+import { RunRequests } from './requests.js'
 import { SharedHistory } from './shared-history.js'
 import { WorkflowRun } from './handle.js'
 import { runId } from './ids.js'
@@ -242,7 +243,7 @@ export class Workflows {
   }
 
   /** Runs leased across processes (`shared`), set when the workflows open. */
-  private shared: { readonly history: SharedHistory; readonly leases: Leases } | undefined
+  private shared: Shared | undefined
 
   private constructor(
     private readonly core: WorkflowCore,
@@ -627,7 +628,10 @@ export class Workflows {
     const run = this.runs.get(id)
     if (run) return WorkflowRun.live(run, this.history)
     const meta = this.history.meta(id)
-    return meta && WorkflowRun.stored(meta, this.history)
+    if (meta === undefined) return undefined
+    // Unfinished, and driven by another process: signals, cancels and the result go through the broker.
+    if (this.shared !== undefined && !FINAL_STATUSES.has(meta.status as never)) return WorkflowRun.remote(meta, this.history, this.shared.requests)
+    return WorkflowRun.stored(meta, this.history)
   }
 
   /** A run by id: running here, or recorded in the store. */
@@ -697,8 +701,9 @@ export class Workflows {
   released: Promise<void> = Promise.resolve()
 
   /** Gives up the leases once what was written is on the broker (a taker replays all of it), then the namespace. */
-  private async release(shared: { readonly history: SharedHistory; readonly leases: Leases }): Promise<void> {
+  private async release(shared: Shared): Promise<void> {
     shared.leases.stop()
+    shared.requests.stop()
     try {
       await shared.history.settled()
       await shared.leases.releaseAll()
@@ -720,12 +725,18 @@ export class Workflows {
       leases.rest(id)
       this.lose(id, error)
     }
-    this.shared = { history, leases }
+    const requests = new RunRequests(history.ns, this.history, {
+      live: (id) => this.runs.get(id),
+      signalsOf: (meta) => this.stored(meta.definition, meta.version).compiled.signals,
+      failed: (what, error) => this.failed(what, error),
+    })
+    this.shared = { history, leases, requests }
     this.history.runSettled = (id) => history.settledRun(id)
     this.host.fence = async (id) => {
       await this.history.recorded(id)
     }
     leases.start(resume)
+    requests.start()
   }
 
   /** Unfinished runs of the shared namespace these workflows do not drive. */
@@ -762,6 +773,8 @@ export class Workflows {
     } catch (error) {
       this.failed(`resuming run ${id} failed`, error)
     }
+    // Signals and cancels other processes sent while nobody drove it.
+    shared.requests.drain(id)
   }
 
   /** Another process drives run `id` now: it stops here, its waiters hear `error` (VERSION_CONFLICT). */
@@ -917,9 +930,12 @@ export class Workflows {
   private ended(run: Run): void {
     this.runs.delete(run.id)
     if (this.shared !== undefined) {
-      const { history, leases } = this.shared
+      const { history, leases, requests } = this.shared
       // Given up once its end is on the broker: a taker would find it unfinished before.
-      void history.settledRun(run.id).then(() => leases.release(run.id))
+      void history.settledRun(run.id).then(() => {
+        requests.ended(run.id)
+        return leases.release(run.id)
+      })
       history.forget(run.id)
     }
     const name = run.meta.definition
@@ -947,6 +963,13 @@ export class Workflows {
   private assertOpen(): void {
     if (this.closed) throw new OrreryError('CLOSED', 'these workflows are closed')
   }
+}
+
+/** What `shared` workflows keep: the history on the broker, the owner leases, and requests to runs driven elsewhere. */
+interface Shared {
+  readonly history: SharedHistory
+  readonly leases: Leases
+  readonly requests: RunRequests
 }
 
 /** What a version's runs run, as canonical JSON. */
