@@ -5,14 +5,17 @@
  * SIGKILLed mid-run leaves its runs to another once their leases run out (every run completes,
  * each step's completion recorded once, the seqs without a gap; the takeover latency is printed);
  * a stale owner whose lease was taken is refused by the history's create-only records and stops;
- * an owner that sees its lease taken on the change feed stops at once.
+ * an owner that sees its lease taken on the change feed stops at once; a process that does not
+ * drive a run signals, cancels, follows and awaits it through the broker, and a signal sent while
+ * nobody drives the run is given once by the process that takes it over; a continueAsNew chain
+ * and queued runs under maxConcurrentRuns go on in the taker.
  * Then the refusals: typed codes. Both engines; node only (TCP to the brokers).
  */
 import { fileURLToPath } from 'node:url'
 
 import { afterEach, describe, expect, inject, it } from 'vitest'
 
-import { isOrreryError, Orrery, sequence, step, waitFor, workflow, type TransportOptions, type WorkflowEvent, type Workflows } from '../../ts/node.js'
+import { branch, continueAsNew, isOrreryError, Orrery, sequence, step, waitFor, when, workflow, type TransportOptions, type WorkflowEvent, type Workflows } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, until, withTimeout } from './backends.js'
 import { type Child, spawnChild } from './child.js'
@@ -56,6 +59,16 @@ const threeSteps = workflow(
 
 /** Waits for signal `go`, then doubles its payload. */
 const gate = workflow('gate', sequence(waitFor('wait', 'go'), step('double', { fn: 'double' }, { input: '$steps.wait' })), { output: '$steps.double' })
+
+/** Adds one in each generation, up to 6. */
+const chain = workflow(
+  'chain',
+  sequence(step('inc', { fn: 'inc' }, { input: '$input' }), branch([when({ path: '$steps.inc', op: 'lt', value: 6 }, continueAsNew('again', { input: '$steps.inc' }))])),
+  { output: '$steps.inc' },
+)
+
+/** One step: `work` on the input. */
+const job = workflow('job', step('work', { fn: 'work' }, { input: '$input' }))
 
 /** What a run's history says: each step's completions, and whether its seqs run 1, 2, 3… without a gap. */
 function audit(events: readonly WorkflowEvent[]): { completed: Record<string, number>; contiguous: boolean; finished: number } {
@@ -318,6 +331,88 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       await until(() => ns.keys('req/').length === 0, 5_000, 'the request to be deleted')
       sender.close()
       taker.close()
+    })
+
+    it('continueAsNew: a chain of generations goes on in the process that takes it over; earlier generations leave the broker', async () => {
+      const name = fresh('chain')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const calls: Array<{ by: string; key: string }> = []
+      const open = async (by: string): Promise<Workflows> => {
+        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner: by } })
+        wf.register('inc', async (n: number, ctx) => {
+          calls.push({ by, key: ctx.idempotencyKey })
+          await sleep(100)
+          return n + 1
+        })
+        wf.define(chain)
+        return wf
+      }
+      const a = await open('a')
+      const b = await open('b')
+      const run = await a.start(chain, 0, { id: 'chain-1' })
+      await until(() => run.generation >= 3, 10_000, 'a to reach generation 3')
+      a.close()
+      await until(() => b.get('chain-1')?.status() === 'completed', 10_000, 'b to end the chain', () => ({ calls, status: b.get('chain-1')?.status() }))
+      const ended = b.get('chain-1')!
+      expect(await ended.result()).toBe(6)
+      expect(ended.generation).toBe(6)
+      // Each generation's step ran under its own key; only the one in flight at the close ran in both.
+      const keys = calls.map((c) => c.key)
+      expect(new Set(keys)).toEqual(new Set(['chain-1/inc', ...[2, 3, 4, 5, 6].map((g) => `chain-1#${g}/inc`)]))
+      const twice = keys.filter((k, i) => keys.indexOf(k) !== i)
+      expect(twice.length).toBeLessThanOrEqual(1)
+      for (const key of twice) expect(calls.filter((c) => c.key === key).map((c) => c.by)).toEqual(['a', 'b'])
+      expect(calls.filter((c) => c.by === 'b').length).toBeGreaterThan(0)
+      expect(audit(ended.history())).toMatchObject({ completed: { inc: 1 }, finished: 1 })
+      // The broker keeps the last generation's events only.
+      const ns = await store.shared<unknown>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      const from = ended.history()[0]!.seq
+      await until(
+        () => ns.keys('run/chain-1/e/').every((k) => Number(k.slice(-10)) >= from),
+        5_000,
+        'the earlier generations to be purged',
+        () => ({ from, keys: ns.keys('run/chain-1/e/') }),
+      )
+      b.close()
+    })
+
+    it('maxConcurrentRuns: queued runs taken over stay queued and begin in start order under the taker\'s limit', async () => {
+      const name = fresh('limit')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      // The limit is each process's: what runs at once is counted by process.
+      const log = { began: [] as string[], running: { a: 0, b: 0 } as Record<string, number>, most: { a: 0, b: 0 } as Record<string, number> }
+      const open = async (by: string): Promise<Workflows> => {
+        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner: by } })
+        wf.register('work', async (n: number, ctx) => {
+          log.began.push(`${by}:${ctx.runId}`)
+          log.running[by]!++
+          log.most[by] = Math.max(log.most[by]!, log.running[by]!)
+          try {
+            await sleep(150)
+          } finally {
+            log.running[by]!--
+          }
+          return n
+        })
+        wf.define(job, { maxConcurrentRuns: 1 })
+        return wf
+      }
+      const a = await open('a')
+      const b = await open('b')
+      const runs = []
+      for (let i = 0; i < 4; i++) runs.push(await a.start(job, i, { id: `job-${i}` }))
+      expect(runs.map((r) => r.status())).toEqual(['running', 'queued', 'queued', 'queued'])
+      await a.flushed()
+      await until(() => log.began.length === 1, 5_000, 'the first run to begin')
+      a.close()
+      await until(() => runs.every((r) => b.get(r.id)?.status() === 'completed'), 15_000, 'b to run them all', () => log)
+      for (let i = 0; i < 4; i++) expect(await b.get(`job-${i}`)!.result()).toBe(i)
+      // One at a time: a's first (again in b, it was in flight), then the queued ones in start order.
+      expect(log.most).toEqual({ a: 1, b: 1 })
+      expect(log.began).toEqual(['a:job-0', 'b:job-0', 'b:job-1', 'b:job-2', 'b:job-3'])
+      b.close()
     })
 
     it('a process SIGKILLed mid-run: another takes its runs over once their leases run out; each step completes once', { timeout: 90_000 }, async () => {

@@ -535,6 +535,16 @@ export class Workflows {
     else this.queues.set(name, [run])
   }
 
+  /** A queued run taken over from another process: before those of its workflow queued after it. */
+  private enqueueInPlace(run: Run): void {
+    const queue = this.queues.get(run.meta.definition)
+    const place = run.meta.queued ?? 0
+    let at = queue?.length ?? 0
+    while (at > 0 && (queue![at - 1]!.meta.queued ?? 0) > place) at--
+    if (queue === undefined || at === queue.length) this.enqueue(run)
+    else queue.splice(at, 0, run)
+  }
+
   /** Begins queued runs of `workflow`, in start order, while there is room under its limit. */
   private beginQueued(workflow: string): void {
     const queue = this.queues.get(workflow)
@@ -764,7 +774,7 @@ export class Workflows {
     }
     for (const run of queued) {
       this.queuePlace = Math.max(this.queuePlace, run.meta.queued ?? 0)
-      this.enqueue(run)
+      this.enqueueInPlace(run)
       this.beginQueued(run.meta.definition)
     }
     try {
