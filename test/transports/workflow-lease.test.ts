@@ -15,7 +15,20 @@ import { fileURLToPath } from 'node:url'
 
 import { afterEach, describe, expect, inject, it } from 'vitest'
 
-import { branch, continueAsNew, isOrreryError, Orrery, sequence, step, waitFor, when, workflow, type TransportOptions, type WorkflowEvent, type Workflows } from '../../ts/node.js'
+import {
+  branch,
+  continueAsNew,
+  isOrreryError,
+  Orrery,
+  sequence,
+  step,
+  waitFor,
+  when,
+  workflow,
+  type TransportOptions,
+  type WorkflowEvent,
+  type Workflows,
+} from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, until, withTimeout } from './backends.js'
 import { type Child, spawnChild } from './child.js'
@@ -63,7 +76,10 @@ const gate = workflow('gate', sequence(waitFor('wait', 'go'), step('double', { f
 /** Adds one in each generation, up to 6. */
 const chain = workflow(
   'chain',
-  sequence(step('inc', { fn: 'inc' }, { input: '$input' }), branch([when({ path: '$steps.inc', op: 'lt', value: 6 }, continueAsNew('again', { input: '$steps.inc' }))])),
+  sequence(
+    step('inc', { fn: 'inc' }, { input: '$input' }),
+    branch([when({ path: '$steps.inc', op: 'lt', value: 6 }, continueAsNew('again', { input: '$steps.inc' }))]),
+  ),
   { output: '$steps.inc' },
 )
 
@@ -353,7 +369,12 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const run = await a.start(chain, 0, { id: 'chain-1' })
       await until(() => run.generation >= 3, 10_000, 'a to reach generation 3')
       a.close()
-      await until(() => b.get('chain-1')?.status() === 'completed', 10_000, 'b to end the chain', () => ({ calls, status: b.get('chain-1')?.status() }))
+      await until(
+        () => b.get('chain-1')?.status() === 'completed',
+        10_000,
+        'b to end the chain',
+        () => ({ calls, status: b.get('chain-1')?.status() }),
+      )
       const ended = b.get('chain-1')!
       expect(await ended.result()).toBe(6)
       expect(ended.generation).toBe(6)
@@ -377,7 +398,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       b.close()
     })
 
-    it('maxConcurrentRuns: queued runs taken over stay queued and begin in start order under the taker\'s limit', async () => {
+    it("maxConcurrentRuns: queued runs taken over stay queued and begin in start order under the taker's limit", async () => {
       const name = fresh('limit')
       const o = await orreryOn(kind)
       const store = o.openStore()
@@ -407,7 +428,12 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       await a.flushed()
       await until(() => log.began.length === 1, 5_000, 'the first run to begin')
       a.close()
-      await until(() => runs.every((r) => b.get(r.id)?.status() === 'completed'), 15_000, 'b to run them all', () => log)
+      await until(
+        () => runs.every((r) => b.get(r.id)?.status() === 'completed'),
+        15_000,
+        'b to run them all',
+        () => log,
+      )
       for (let i = 0; i < 4; i++) expect(await b.get(`job-${i}`)!.result()).toBe(i)
       // One at a time: a's first (again in b, it was in flight), then the queued ones in start order.
       expect(log.most).toEqual({ a: 1, b: 1 })
