@@ -27,6 +27,7 @@ import {
   workflow,
   type TransportOptions,
   type WorkflowEvent,
+  type WorkflowRun,
   type Workflows,
 } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
@@ -261,7 +262,8 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const driver = await open('driver')
       const other = await open('other')
       const run = await driver.start(gate, undefined, { id: 'remote-1' })
-      await driver.flushed()
+      // The other process's mirror has the run once the change feed brings it.
+      await until(() => other.get('remote-1') !== undefined, 5_000, 'the other process to see the run')
       const there = other.get('remote-1')!
       expect(there.status()).toBe('running')
       const seen: string[] = []
@@ -280,7 +282,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
 
       // A cancel from the other process ends the run cancelled, on both sides.
       const doomed = await driver.start(gate, undefined, { id: 'remote-2' })
-      await driver.flushed()
+      await until(() => other.get('remote-2') !== undefined, 5_000, 'the other process to see the run')
       const doomedThere = other.get('remote-2')!
       await doomedThere.cancel()
       await expect(doomed.result()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'RUN_CANCELLED'))
@@ -289,7 +291,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
 
       // Bad input is refused at once in the sender, nothing sent: the same codes as on a run driven here.
       const waiting = await driver.start(gate, undefined, { id: 'remote-3' })
-      await driver.flushed()
+      await until(() => other.get('remote-3') !== undefined && ns.keys('req/').length === 0, 5_000, 'the run to be seen and the cancel taken')
       const waitingThere = other.get('remote-3')!
       const code = (call: () => unknown) => {
         try {
@@ -304,6 +306,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       expect(code(() => waitingThere.signal('go', '\ud800'))).toBe('INVALID_PAYLOAD')
       expect(code(() => waiting.signal('nope' as never, 1))).toBe('SIGNAL_UNKNOWN')
       expect(code(() => waiting.signal('go', '\ud800'))).toBe('INVALID_PAYLOAD')
+      await sleep(100)
       expect(ns.keys('req/')).toEqual([])
       expect(waiting.status()).toBe('running')
       // A run that ended: nothing is sent, as on a run driven here.
@@ -333,6 +336,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       // The owner closes: its lease is given up, and nobody here resumes runs.
       first.close()
       await first.released
+      await until(() => sender.get('orphan-1') !== undefined, 5_000, 'the sender to see the run')
       const there = sender.get('orphan-1')!
       await there.signal('go', 5)
       await sleep(300)
@@ -422,7 +426,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       }
       const a = await open('a')
       const b = await open('b')
-      const runs = []
+      const runs: WorkflowRun[] = []
       for (let i = 0; i < 4; i++) runs.push(await a.start(job, i, { id: `job-${i}` }))
       expect(runs.map((r) => r.status())).toEqual(['running', 'queued', 'queued', 'queued'])
       await a.flushed()

@@ -15,6 +15,7 @@ import type { CodecName } from '../frame.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 import { Stream } from '../stream.js'
 import { encodeValue } from './context.js'
+import { KeyIndex } from './key-index.js'
 import type { NamespaceOptions } from './namespace.js'
 import type { Change, Entry } from './records.js'
 import type { SharedHost, SharedTransport } from './shared.js'
@@ -100,6 +101,8 @@ function checkKey(key: unknown, prefix = false): string {
  */
 export class StrongNamespace<T> {
   private readonly mirror = new Map<string, Entry<T>>()
+  /** The mirror's keys in order: prefix reads take what matches, not the whole mirror. */
+  private readonly index = new KeyIndex()
   /** The last revision applied per key, deletions too: a record the mirror has seen comes again from the feed. */
   private readonly applied = new Map<string, number>()
   private readonly changes = new Subject<Change<T>>()
@@ -129,6 +132,7 @@ export class StrongNamespace<T> {
     const stamp = { wall: record.wall, logical: 0, writer: record.writer }
     if (record.value === undefined) {
       const had = this.mirror.delete(key)
+      this.index.remove(key)
       if (had) this.changes.next({ type: 'delete', key, version: revision, stamp })
       return
     }
@@ -137,11 +141,13 @@ export class StrongNamespace<T> {
       value = decodePayload(this.codec, record.value) as T
     } catch (error) {
       this.mirror.delete(key)
+      this.index.remove(key)
       this.report(
         new OrreryError('INVALID_PAYLOAD', `a value of ${key} does not decode with the namespace codec (${this.codec})`, { cause: error, details: { key } }),
       )
       return
     }
+    if (!this.mirror.has(key)) this.index.add(key)
     this.mirror.set(key, { key, value, version: revision, stamp, expiresAt: undefined })
     this.changes.next({ type: 'put', key, version: revision, value, stamp })
   }
@@ -183,8 +189,8 @@ export class StrongNamespace<T> {
     this.checkOpen()
     checkKey(prefix, true)
     const out: Entry<T>[] = []
-    for (const entry of this.mirror.values()) if (entry.key.startsWith(prefix)) out.push(entry)
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    for (const key of this.index.withPrefix(prefix)) out.push(this.mirror.get(key)!)
+    return out
   }
 
   /**

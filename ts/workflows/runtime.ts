@@ -714,6 +714,7 @@ export class Workflows {
   private async release(shared: Shared): Promise<void> {
     shared.leases.stop()
     shared.requests.stop()
+    shared.history.unfollow()
     try {
       await shared.history.settled()
       await shared.leases.releaseAll()
@@ -741,6 +742,7 @@ export class Workflows {
       failed: (what, error) => this.failed(what, error),
     })
     this.shared = { history, leases, requests }
+    history.follow()
     this.history.runSettled = (id) => history.settledRun(id)
     this.host.fence = async (id) => {
       await this.history.recorded(id)
@@ -751,8 +753,8 @@ export class Workflows {
 
   /** Unfinished runs of the shared namespace these workflows do not drive. */
   private *orphans(): Iterable<string> {
-    if (this.closed) return
-    for (const meta of readRecords(this.history)) if (!FINAL_STATUSES.has(meta.status as never) && !this.runs.has(meta.id)) yield meta.id
+    if (this.closed || this.shared === undefined) return
+    for (const id of this.shared.history.unfinished()) if (!this.runs.has(id)) yield id
   }
 
   /** The lease of run `id` is ours: its history is replayed and it goes on here. */

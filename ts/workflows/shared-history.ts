@@ -9,9 +9,11 @@
  * That fences a stale owner without reading its lease before each write: a step's completion is
  * recorded once, by whoever records it first.
  */
+import type { Subscription } from 'rxjs'
+
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { StrongNamespace } from '../store/strong.js'
-import { isEventKey, type HistoryNamespace } from './history.js'
+import { FINAL_STATUSES, isEventKey, type HistoryNamespace } from './history.js'
 
 /** `/e/` and a seq of 10 digits: what an event key has after its run id. */
 const EVENT_SUFFIX = 13
@@ -38,8 +40,38 @@ export class SharedHistory implements HistoryNamespace {
   private readonly tenures = new Map<string, Tenure>()
   /** Told once per run lost (the runtime stops driving it). */
   onLost: (runId: string, error: OrreryError) => void = () => {}
+  /** Runs whose record on the broker says unfinished, kept from the change feed. */
+  private readonly open = new Set<string>()
+  private feed: Subscription | undefined
 
   constructor(readonly ns: StrongNamespace<unknown>) {}
+
+  /**
+   * Keeps {@link unfinished} from the mirror, then from the change feed: the lease scan reads the
+   * runs that may need an owner, not every run the namespace ever held.
+   */
+  follow(): void {
+    for (const { key, value } of this.ns.entries('run/')) this.note(key, value)
+    this.feed = this.ns.watchPrefix('run/').subscribe((change) => this.note(change.key, change.type === 'put' ? change.value : undefined))
+  }
+
+  /** Stops following (the workflows closed). */
+  unfollow(): void {
+    this.feed?.unsubscribe()
+  }
+
+  /** The runs whose record on the broker says unfinished, whoever drives them. */
+  unfinished(): ReadonlySet<string> {
+    return this.open
+  }
+
+  private note(key: string, value: unknown): void {
+    if (isEventKey(key)) return
+    const id = key.slice('run/'.length)
+    const status = (value as { status?: unknown } | undefined)?.status
+    if (typeof status === 'string' && !FINAL_STATUSES.has(status as never)) this.open.add(id)
+    else this.open.delete(id)
+  }
 
   /** This process drives run `id` from now on, from the meta its mirror holds. */
   adopt(id: string): void {
