@@ -33,6 +33,7 @@ export interface NatsModules {
     connect(options: ConnectionOptions): Promise<NatsConnection>
     readonly errors: typeof import('@nats-io/nats-core').errors
     readonly headers: typeof import('@nats-io/nats-core').headers
+    readonly createInbox: typeof import('@nats-io/nats-core').createInbox
   }
   readonly jetstream: typeof import('@nats-io/jetstream')
   /** Watches the sockets one connect attempt opens (TCP in Node; nothing to watch over WebSocket). */
@@ -92,7 +93,7 @@ async function loadTcp(transport: string): Promise<NatsModules> {
   }
   return {
     wire: 'tcp',
-    transport: { connect: counted('tcp', transport, (o) => node.connect(o)), errors: node.errors, headers: node.headers },
+    transport: { connect: counted('tcp', transport, (o) => node.connect(o)), errors: node.errors, headers: node.headers, createInbox: node.createInbox },
     jetstream,
     watch: async () => (await import('./socket-watch.js')).watchSockets(),
   }
@@ -117,7 +118,7 @@ async function loadWebSocket(transport: string): Promise<NatsModules> {
   const connect = ({ tls: _, ...options }: ConnectionOptions) => core.wsconnect(options)
   return {
     wire: 'websocket',
-    transport: { connect: counted('websocket', transport, connect), errors: core.errors, headers: core.headers },
+    transport: { connect: counted('websocket', transport, connect), errors: core.errors, headers: core.headers, createInbox: core.createInbox },
     jetstream,
     watch: async () => unwatched,
   }

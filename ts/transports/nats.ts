@@ -18,6 +18,7 @@ import { OrreryError } from '../errors.js'
 import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
+import { PubAcks } from './nats-acks.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter, type Route, routeOf } from './records.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
@@ -36,13 +37,14 @@ function transportError(
 }
 
 /**
- * Whether a JetStream publish found no stream on its subject: nats.js says "no responders" (as
+ * Whether a JetStream publish found no stream on its subject: the server answers "no responders"
+ * (a publish answered on the ack inbox, nats-acks.ts; nats.js's own publish calls it
  * `JetStreamNotEnabled`, for it cannot tell the two apart).
  */
 function isNoStream(error: unknown): boolean {
   if (!(error instanceof Error)) return false
   const cause = error.cause as { isNoResponders?: () => boolean } | undefined
-  return error.name === 'JetStreamNotEnabled' || (typeof cause?.isNoResponders === 'function' && cause.isNoResponders())
+  return error.name === 'NoResponders' || error.name === 'JetStreamNotEnabled' || (typeof cause?.isNoResponders === 'function' && cause.isNoResponders())
 }
 
 /** A server URL as it may be shown: a password (`user:***@`) or a token (`***@`) hidden. */
@@ -115,6 +117,8 @@ const markers = new Map<string, Set<Promise<unknown>>>()
 /** The headers a request carries beside its frame. */
 const REPLY_TO = 'Orrery-Reply-To'
 const TIMEOUT = 'Orrery-Timeout'
+/** The id JetStream's dedup window checks (nats.js's msgID option sets the same header). */
+const MSG_ID = 'Nats-Msg-Id'
 /** The header of a signed message's signature. */
 const SIGNATURE = 'Orrery-Sig'
 
@@ -151,6 +155,8 @@ const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) 
 
 export class NatsDriver implements Driver {
   private nc: NatsConnection | undefined
+  /** JetStream publishes of this connection, answered on one subscription. */
+  private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
   private jsm: JetStreamManager | undefined
   private closed = false
@@ -286,6 +292,7 @@ export class NatsDriver implements Driver {
         }),
       ])
       this.nc = nc
+      this.acks = new PubAcks(nc!, this.nats)
       this.watchStatus(nc!)
       this.watchConnection(nc!)
     } catch (error) {
@@ -460,6 +467,11 @@ export class NatsDriver implements Driver {
   private manager(): JetStreamManager {
     if (this.jsm === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
     return this.jsm
+  }
+
+  private pubAcks(): PubAcks {
+    if (this.acks === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
+    return this.acks
   }
 
   /** @internal */
@@ -673,17 +685,18 @@ export class NatsDriver implements Driver {
     switch (record.kind) {
       case 'publish': {
         // Signed at each attempt: a publish sent again after an outage carries the time it is sent.
-        const h = this.signed(record)
-        const headers = h === undefined ? {} : { headers: h }
-        const options = record.dedupWindowMs > 0 ? { msgID: frameIdHex(record.frame), timeout, ...headers } : { timeout, ...headers }
-        const ack = await js.publish(this.subjectOf(record.channel), record.frame, options)
-        return ack.duplicate
+        let headers = this.signed(record)
+        if (record.dedupWindowMs > 0) {
+          headers ??= this.nats.transport.headers()
+          headers.set(MSG_ID, frameIdHex(record.frame))
+        }
+        return this.pubAcks().publish(this.subjectOf(record.channel), record.frame, headers, timeout)
       }
       case 'request': {
         const h = this.signed(record) ?? this.nats.transport.headers()
         h.set(REPLY_TO, record.replyTo)
         h.set(TIMEOUT, String(record.timeoutMs))
-        await js.publish(this.subjectOf(record.channel), record.frame, { headers: h, timeout })
+        await this.pubAcks().publish(this.subjectOf(record.channel), record.frame, h, timeout)
         return false
       }
       case 'reply': {
@@ -965,6 +978,8 @@ export class NatsDriver implements Driver {
     this.nc = undefined
     this.js = undefined
     this.jsm = undefined
+    this.acks?.close(transportError('CLOSED', 'this Orrery closed before the write was made'))
+    this.acks = undefined
     if (nc !== undefined) void nc.drain().catch(() => nc.close().catch(() => {}))
   }
 

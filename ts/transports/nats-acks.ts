@@ -1,0 +1,106 @@
+/**
+ * JetStream publishes whose acknowledgements come back on one subscription. Each publish is a
+ * core publish whose reply subject is this connection's ack inbox and a number; the server's
+ * answer (a PubAck, an API error, or a 503 status when no stream listens on the subject) is
+ * matched to its publish by that number. nats.js's `js.publish` makes every publish a request of
+ * its own (a mux entry, a promise chain and a timer each); here a publish costs a map entry, and
+ * one timer serves every publish in flight.
+ *
+ * The answers take the shapes the driver already tells apart: an API error is nats.js's
+ * `JetStreamApiError` (a refusal), no stream is nats.js's `NoRespondersError`, an answer that did
+ * not come in time is a plain `Error` (sent again). The inbox subscription lives as long as the
+ * connection: nats.js subscribes it again after a reconnect.
+ */
+import type { ApiError } from '@nats-io/jetstream'
+import type { NatsConnection, Subscription } from '@nats-io/nats-core'
+
+import type { NatsModules } from './nats-connect.js'
+
+/** The headers a JetStream publish carries (nats-core's `MsgHdrs`). */
+type Headers = ReturnType<NatsModules['transport']['headers']>
+
+interface Pending {
+  readonly resolve: (duplicate: boolean) => void
+  readonly reject: (error: Error) => void
+  readonly subject: string
+  readonly deadline: number
+}
+
+/** How often publishes waiting for an answer are checked against their deadline. */
+const SWEEP_MS = 100
+
+const decoder = new TextDecoder()
+
+export class PubAcks {
+  private readonly pending = new Map<number, Pending>()
+  private readonly prefix: string
+  private readonly sub: Subscription
+  private next = 0
+  private sweeper: ReturnType<typeof setInterval> | undefined
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly nats: NatsModules,
+  ) {
+    this.prefix = `${nats.transport.createInbox()}.`
+    this.sub = nc.subscribe(`${this.prefix}*`, { callback: (error, msg) => (error === null ? this.answered(msg.subject, msg.data, msg.headers) : undefined) })
+  }
+
+  /**
+   * Publishes `data` to `subject` in JetStream: resolves to whether the stream dropped it as a
+   * duplicate (by its `Nats-Msg-Id`), rejects as described above, or after `timeoutMs`.
+   */
+  publish(subject: string, data: Uint8Array, headers: Headers | undefined, timeoutMs: number): Promise<boolean> {
+    const token = ++this.next
+    return new Promise<boolean>((resolve, reject) => {
+      this.pending.set(token, { resolve, reject, subject, deadline: Date.now() + timeoutMs })
+      this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS)
+      try {
+        this.nc.publish(subject, data, headers === undefined ? { reply: `${this.prefix}${token}` } : { reply: `${this.prefix}${token}`, headers })
+      } catch (error) {
+        this.pending.delete(token)
+        reject(error as Error)
+      }
+    })
+  }
+
+  /** Fails every publish still waiting (the connection closed), and stops. */
+  close(error: Error): void {
+    clearInterval(this.sweeper)
+    this.sweeper = undefined
+    this.sub.unsubscribe()
+    for (const p of this.pending.values()) p.reject(error)
+    this.pending.clear()
+  }
+
+  private answered(subject: string, data: Uint8Array, headers: Headers | undefined): void {
+    const token = Number(subject.slice(this.prefix.length))
+    const p = this.pending.get(token)
+    if (p === undefined) return
+    this.pending.delete(token)
+    if (data.length === 0 && headers?.code === 503) return p.reject(new this.nats.transport.errors.NoRespondersError(p.subject))
+    let answer: { error?: ApiError; stream?: string; duplicate?: boolean }
+    try {
+      answer = JSON.parse(decoder.decode(data))
+    } catch {
+      return p.reject(new Error(`an answer to a publish on ${p.subject} is not JSON`))
+    }
+    if (answer.error !== undefined) return p.reject(new this.nats.jetstream.JetStreamApiError(answer.error))
+    if (typeof answer.stream !== 'string' || answer.stream === '') return p.reject(new Error(`an answer to a publish on ${p.subject} names no stream`))
+    p.resolve(answer.duplicate === true)
+  }
+
+  /** Fails each publish whose deadline passed (it is sent again); stops when none waits. */
+  private sweep(): void {
+    const now = Date.now()
+    for (const [token, p] of this.pending) {
+      if (p.deadline > now) continue
+      this.pending.delete(token)
+      p.reject(new Error(`no answer to a publish on ${p.subject} in time`))
+    }
+    if (this.pending.size === 0) {
+      clearInterval(this.sweeper)
+      this.sweeper = undefined
+    }
+  }
+}
