@@ -312,6 +312,10 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       // A run that ended: nothing is sent, as on a run driven here.
       await expect(other.get('remote-1')!.signal('go', 1)).resolves.toBeUndefined()
       expect(ns.keys('req/')).toEqual([])
+      // One sent by a process whose mirror was behind (the run had ended): deleted, given to nobody.
+      await ns.create('req/remote-1/late', { signal: 'go', payload: 1 })
+      await until(() => ns.keys('req/').length === 0, 5_000, 'the late request to be deleted')
+      expect(run.history().filter((e) => e.type === 'signal')).toHaveLength(1)
       // Closing the follower's workflows: its waiters hear CLOSED.
       const pending = waitingThere.result()
       other.close()

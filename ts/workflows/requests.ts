@@ -4,10 +4,13 @@
  * strong namespace, `req/<run id>/<request id>`, holding `{ signal, payload }` or
  * `{ cancel: true }`: created on the broker before the sender's promise resolves, so neither the
  * sender's nor the owner's crash loses it. The process that drives the run takes each request
- * from the change feed (and, when it takes a run over, those waiting), gives it to the run, and
- * deletes it once the run's record of it is on the broker. A signal's record carries its request
- * id, so a process that takes the run over after the signal was recorded and before the request
- * was deleted deletes it without giving it again: each request is taken once.
+ * from the change feed (and, when it takes a run over, those waiting) and gives it to the run. A
+ * signal's event carries its request id, and the request's deletion goes in the run's order of
+ * writes right behind that event (the runtime's `taken` hook, SharedHistory.deleteInTurn): while
+ * the request is on the broker, its signal, if recorded, is in the run's current generation. So
+ * a process that takes the run over deletes a request whose signal it finds recorded, and gives
+ * the others: each signal is taken once, across takeovers and continueAsNew alike. A cancel
+ * needs no such care (a second one does nothing) and is deleted once recorded.
  */
 import type { Subscription } from 'rxjs'
 
@@ -43,7 +46,10 @@ export interface RequestsHost {
 
 const PREFIX = 'req/'
 /** How long a signal its run refused for holding too many waits before it is given again. */
-const RETRY_MS = 1_000
+const DEFERRED_MS = 1_000
+/** How many times a request's deletion is sent, RETRY_MS apart, before it is left. */
+const FORGET_TRIES = 5
+const RETRY_MS = 200
 const requestsOf = (id: string) => `${PREFIX}${id}/`
 /** The run a request key is for: request ids hold no '/'. */
 const runOfRequest = (key: string) => key.slice(PREFIX.length, key.lastIndexOf('/'))
@@ -126,7 +132,12 @@ export class RunRequests implements RemoteRuns {
       }
       const check = (): boolean => {
         const meta = readRecord(this.history, id)
-        if (meta === undefined || !FINAL_STATUSES.has(meta.status as never)) return false
+        if (meta === undefined) {
+          stop()
+          reject(new OrreryError('RUN_NOT_FOUND', `run ${id} is no longer recorded`, { details: { runId: id } }))
+          return true
+        }
+        if (!FINAL_STATUSES.has(meta.status as never)) return false
         stop()
         if (meta.error !== undefined) reject(restoreError(meta.error))
         else resolve(meta.output)
@@ -149,9 +160,16 @@ export class RunRequests implements RemoteRuns {
           return { stop: () => {}, setPaused: () => {} }
         }
         const follower = { close: () => end() }
-        const watch = this.ns.watchPrefix(prefix).subscribe({
+        const metaKey = `run/${id}`
+        let ended = false
+        // The run's records in the order the broker has them: its events, then its final meta.
+        const watch = this.ns.watchPrefix(metaKey).subscribe({
           next: (change) => {
-            if (change.type !== 'put' || change.key.length !== prefix.length + 10) return
+            if (change.key === metaKey) {
+              if (this.finished(id) !== false) end()
+              return
+            }
+            if (change.type !== 'put' || !change.key.startsWith(prefix) || change.key.length !== prefix.length + 10) return
             for (const tuple of change.value as EventTuple[]) {
               const event = decodeEvent(tuple)
               sink.next(event)
@@ -161,11 +179,15 @@ export class RunRequests implements RemoteRuns {
           complete: () => end(),
         })
         const end = () => {
+          if (ended) return
+          ended = true
           watch.unsubscribe()
           this.followers.delete(follower)
           sink.complete()
         }
         this.followers.add(follower)
+        // It may have ended between the handle's look and this subscription.
+        if (this.finished(id) !== false) end()
         return { stop: () => end(), setPaused: () => {} }
       },
     })
@@ -202,11 +224,22 @@ export class RunRequests implements RemoteRuns {
     }
   }
 
-  /** Gives a request to its run if it is driven here; deleted once the run's record of it is on the broker. */
+  /** Whether run `id` ended (undefined: it is not recorded). */
+  private finished(id: string): boolean | undefined {
+    const meta = readRecord(this.history, id)
+    return meta === undefined ? undefined : FINAL_STATUSES.has(meta.status as never)
+  }
+
+  /** Gives a request to its run if it is driven here (the runtime deletes a signal's once recorded, a cancel's here). */
   private take(key: string, request: Request): void {
     if (this.closed || this.taking.has(key)) return
-    const run = this.host.live(runOfRequest(key))
-    if (run === undefined) return
+    const id = runOfRequest(key)
+    const run = this.host.live(id)
+    if (run === undefined) {
+      // Sent to a run that had ended (the sender's mirror was behind): nobody will take it.
+      if (this.finished(id) === true) this.forget(key)
+      return
+    }
     this.taking.add(key)
     let ack: number | Promise<number>
     try {
@@ -215,7 +248,7 @@ export class RunRequests implements RemoteRuns {
       this.taking.delete(key)
       if (isOrreryError(error, 'CAPACITY_EXCEEDED')) {
         this.deferred.add(key)
-        this.retryTimer ??= setTimeout(() => this.retry(), RETRY_MS)
+        this.retryTimer ??= setTimeout(() => this.retry(), DEFERRED_MS)
         return
       }
       // Checked by the sender against the same version: only a damaged record gets here.
@@ -224,16 +257,27 @@ export class RunRequests implements RemoteRuns {
       return
     }
     // A refused record (the run was lost here) leaves the request to the run's next owner.
+    const cancel = 'cancel' in request
     Promise.resolve(ack).then(
-      () => this.forget(key),
+      (version) => {
+        // A signal recorded went with the run's writes; one that reached nobody (the run ended first) goes here.
+        if (cancel || version === 0) this.forget(key)
+        else this.taking.delete(key)
+      },
       () => this.taking.delete(key),
     )
   }
 
-  private forget(key: string): void {
-    this.ns
-      .delete(key)
-      .catch(() => {})
-      .finally(() => this.taking.delete(key))
+  /** Deletes a request (tried FORGET_TRIES times; one left behind goes when its run ends or is taken over). */
+  private forget(key: string, tries = 1): void {
+    this.taking.add(key)
+    this.ns.delete(key).then(
+      () => this.taking.delete(key),
+      (error: unknown) => {
+        this.taking.delete(key)
+        if (this.closed || isOrreryError(error, 'CLOSED') || tries >= FORGET_TRIES) return
+        setTimeout(() => this.forget(key, tries + 1), RETRY_MS)
+      },
+    )
   }
 }

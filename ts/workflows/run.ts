@@ -56,6 +56,11 @@ export interface RunHost {
    * far is on the broker, so an attempt runs only after its start was written by its owner.
    */
   fence: ((runId: string) => Promise<void>) | undefined
+  /**
+   * Where another process may have sent a signal (`shared`): the run recorded the signal of
+   * request `request` (its id in the event); the request goes once that record is written.
+   */
+  taken: ((runId: string, request: string) => void) | undefined
 }
 
 /** A write's acknowledgement: its version, or a Promise of it on a durable store. */
@@ -425,6 +430,7 @@ export class Run {
     }
     const now = this.host.now()
     this.record(request === undefined ? [EVENT.signal, 0, now, name, kept] : [EVENT.signal, 0, now, name, kept, request])
+    if (request !== undefined) this.host.taken?.(this.id, request)
     const ack = this.host.history.recorded(this.id)
     this.applySignal(name, kept, now)
     this.host.pump()

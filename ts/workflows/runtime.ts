@@ -287,6 +287,7 @@ export class Workflows {
       tracing,
       stepTimed: undefined,
       fence: undefined,
+      taken: undefined,
     }
     this.timer = new DeadlineTimer(clock, () => this.fireDue(), true)
   }
@@ -747,6 +748,12 @@ export class Workflows {
     this.host.fence = async (id) => {
       await this.history.recorded(id)
     }
+    // A request's record goes in the run's order of writes, right behind the signal's event: it
+    // is on the broker only while that event is in the run's current generation (drain's check).
+    this.host.taken = (id, request) => {
+      this.history.flush()
+      history.deleteInTurn(id, request)
+    }
     leases.start(resume)
     requests.start()
   }
@@ -944,10 +951,16 @@ export class Workflows {
     if (this.shared !== undefined) {
       const { history, leases, requests } = this.shared
       // Given up once its end is on the broker: a taker would find it unfinished before.
-      void history.settledRun(run.id).then(() => {
-        requests.ended(run.id)
-        return leases.release(run.id)
-      })
+      void history
+        .settledRun(run.id)
+        .then(() => {
+          requests.ended(run.id)
+          return leases.release(run.id)
+        })
+        .catch((error: unknown) => {
+          // The namespace closed under the workflows (the store closed first): nothing to give up.
+          if (!isOrreryError(error, 'CLOSED')) this.failed(`giving up run ${run.id}'s lease failed`, error)
+        })
       history.forget(run.id)
     }
     const name = run.meta.definition
