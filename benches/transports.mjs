@@ -12,6 +12,9 @@
  *         through one) and node-redis-raw (the bare node-redis client in Orrery's window).
  *       nats-bench: `nats bench js pub async`, one connection, JetStream publishes acknowledged in
  *         batches of 4,096 (Orrery's 4 x 1,024 in flight) to a file stream of one replica.
+ *       rust-redis, rust-nats: the Rust clients (redis-rs, async-nats on tokio; benches/rust-clients)
+ *         publishing in Orrery's window on one connection, nothing of Orrery around them: the
+ *         ceiling of a transport written in Rust inside the native engine.
  *       kafka-perf: Kafka's ProducerPerformance (kafka-producer-perf-test), acks=all and the
  *         idempotent producer as Orrery's driver sets them, batches of up to Orrery's in-flight
  *         bytes (batch.size 512 KiB: at its default 16 KiB it ran at 77 k/s against 300 k/s);
@@ -345,6 +348,44 @@ async function rawPublish() {
     }),
   )
   return { round, close: () => probe.close() }
+}
+
+/** The Rust clients' bench (benches/rust-clients), built by scripts/bench.sh. */
+const RUST_CLIENTS = fileURLToPath(new URL('rust-clients/target/release/orrery-client-bench', import.meta.url))
+
+/**
+ * redis-rs or async-nats on tokio publishing as Orrery's drivers do (one connection, WINDOW
+ * batches of BATCH in flight, each acknowledged), nothing of Orrery around them: what a transport
+ * in Rust inside the native engine could reach at most. Its rate is its own (first publish to
+ * last ack), the count checked on the server after.
+ */
+function rustPublish(id, backend) {
+  return async () => {
+    const probe = backend === 'redis' ? await redisProbe() : await natsProbe()
+    let target
+    let name
+    if (backend === 'redis') {
+      target = `${PREFIX}rust:publish`
+      name = target
+    } else {
+      name = `${NAME}-rust-publish`
+      target = `${NAME}.rust.publish`
+      await probe.jsm.streams.add({ name, subjects: [target], storage: 'file', num_replicas: 1 })
+    }
+    const url = backend === 'redis' ? `redis://127.0.0.1:${REDIS_PORT}` : NATS_URL
+    let reported
+    const measured = publishRounds(id, probe, name, async () => {
+      const { stdout } = await run(RUST_CLIENTS, [backend, url, target, String(N), String(BATCH), String(WINDOW), String(PAYLOAD_BYTES)])
+      reported = JSON.parse(stdout.trim().split('\n').at(-1))
+    })
+    return {
+      async round() {
+        await measured()
+        return { msgs: N, ms: reported.ms, p99_us: null }
+      },
+      close: () => probe.close(),
+    }
+  }
 }
 
 /** Reads redis-benchmark's CSV line: requests per second and its latency percentiles (ms). */
@@ -882,7 +923,8 @@ const TOOLS = {
 }
 
 /** The backend a contender runs on: `orrery-<backend>[-wasm]`, the Redis baselines on redis. */
-const backendOf = (id) => (id.startsWith('orrery-') ? id.split('-')[1] : id.includes('redis') ? 'redis' : undefined)
+const backendOf = (id) =>
+  id.startsWith('orrery-') ? id.split('-')[1] : id.includes('redis') ? 'redis' : id === 'rust-nats' ? 'nats' : undefined
 
 /** `vs_tool`: a contender's rate over its backend's tool's, from the same view (best or median). */
 const versus = (scenario) => (r, id, all) => {
@@ -899,8 +941,10 @@ const SCENARIOS = [
       ['redis-benchmark', toolPublish('redis-benchmark', TOOL_CLIENTS, TOOL_PIPELINE)],
       ['redis-benchmark-1conn', toolPublish('redis-benchmark-1conn', 1, BATCH)],
       ['node-redis-raw', rawPublish],
+      ['rust-redis', rustPublish('rust-redis', 'redis')],
       ...engines('nats').map(([id, engine]) => [id, orreryPublish(id, 'nats', engine)]),
       ['nats-bench', natsBenchPublish],
+      ['rust-nats', rustPublish('rust-nats', 'nats')],
       ...engines('kafka').map(([id, engine]) => [id, orreryPublish(id, 'kafka', engine)]),
       ['kafka-perf', kafkaPerfPublish],
     ],

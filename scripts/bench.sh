@@ -25,6 +25,11 @@ done
 
 phase_start build
 bash scripts/build.sh
+# The transports suite's rust-redis and rust-nats contenders: the Rust clients alone (not a
+# workspace member, so the core's build never compiles them).
+if [[ " ${suites[*]} " == *" transports "* ]]; then
+  cargo build --release --quiet --manifest-path benches/rust-clients/Cargo.toml
+fi
 phase_end
 for suite in "${suites[@]}"; do
   phase_start "bench $suite"
