@@ -36,7 +36,14 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
-async fn redis_publish(url: &str, key: &str, n: usize, batch: usize, window: usize, payload: Bytes) -> Result<f64, Error> {
+async fn redis_publish(
+    url: &str,
+    key: &str,
+    n: usize,
+    batch: usize,
+    window: usize,
+    payload: Bytes,
+) -> Result<f64, Error> {
     let client = redis::Client::open(url)?;
     let con = client.get_multiplexed_async_connection().await?;
     let start = Instant::now();
@@ -61,7 +68,14 @@ async fn redis_publish(url: &str, key: &str, n: usize, batch: usize, window: usi
     Ok(start.elapsed().as_secs_f64() * 1000.0)
 }
 
-async fn nats_publish(url: &str, subject: &str, n: usize, batch: usize, window: usize, payload: Bytes) -> Result<f64, Error> {
+async fn nats_publish(
+    url: &str,
+    subject: &str,
+    n: usize,
+    batch: usize,
+    window: usize,
+    payload: Bytes,
+) -> Result<f64, Error> {
     let client = async_nats::connect(url).await?;
     let js = async_nats::jetstream::new(client);
     let outstanding = batch * window;
