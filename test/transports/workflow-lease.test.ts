@@ -64,6 +64,24 @@ async function orreryOn(kind: 'redis' | 'nats' | 'kafka'): Promise<Orrery> {
   return o
 }
 
+/**
+ * Workflows named `owner` on the shared namespace `name` (transport `main`), their functions and
+ * definitions given by `setup`; a lease long enough that none runs out unless `leaseMs` is given.
+ */
+async function sharedOn(
+  o: Orrery,
+  store: ReturnType<Orrery['openStore']>,
+  name: string,
+  owner: string,
+  setup: (wf: Workflows) => void,
+  options: { leaseMs?: number; resume?: boolean } = {},
+): Promise<Workflows> {
+  const { leaseMs = 60_000, resume } = options
+  const wf = await o.workflows({ store, namespace: name, ...(resume === undefined ? {} : { resume }), shared: { transport: 'main', leaseMs, owner } })
+  setup(wf)
+  return wf
+}
+
 /** Three steps in a row, each `fn`. */
 const threeSteps = workflow(
   'three',
@@ -119,16 +137,22 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const o = await orreryOn(kind)
       const store = o.openStore()
       const calls: Array<{ by: string; key: string; at: number }> = []
-      const open = async (by: string): Promise<Workflows> => {
-        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 1_000, owner: by } })
-        wf.register('work', async (input: number, ctx) => {
-          calls.push({ by, key: ctx.idempotencyKey, at: Date.now() })
-          await sleep(600)
-          return input + 1
-        })
-        wf.define(threeSteps)
-        return wf
-      }
+      const open = (by: string): Promise<Workflows> =>
+        sharedOn(
+          o,
+          store,
+          name,
+          by,
+          (wf) => {
+            wf.register('work', async (input: number, ctx) => {
+              calls.push({ by, key: ctx.idempotencyKey, at: Date.now() })
+              await sleep(600)
+              return input + 1
+            })
+            wf.define(threeSteps)
+          },
+          { leaseMs: 1_000 },
+        )
       const a = await open('a')
       const b = await open('b')
       const run = await a.start(threeSteps, 10, { id: 'pair-1' })
@@ -253,12 +277,11 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const name = fresh('remote')
       const o = await orreryOn(kind)
       const store = o.openStore()
-      const open = async (owner: string): Promise<Workflows> => {
-        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner } })
-        wf.register('double', (n: number) => n * 2)
-        wf.define(gate)
-        return wf
-      }
+      const open = (owner: string): Promise<Workflows> =>
+        sharedOn(o, store, name, owner, (wf) => {
+          wf.register('double', (n: number) => n * 2)
+          wf.define(gate)
+        })
       const driver = await open('driver')
       const other = await open('other')
       const run = await driver.start(gate, undefined, { id: 'remote-1' })
@@ -327,12 +350,18 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const name = fresh('orphan')
       const o = await orreryOn(kind)
       const store = o.openStore()
-      const open = async (owner: string, resume: boolean): Promise<Workflows> => {
-        const wf = await o.workflows({ store, namespace: name, resume, shared: { transport: 'main', leaseMs: 60_000, owner } })
-        wf.register('double', (n: number) => n * 2)
-        wf.define(gate)
-        return wf
-      }
+      const open = (owner: string, resume: boolean): Promise<Workflows> =>
+        sharedOn(
+          o,
+          store,
+          name,
+          owner,
+          (wf) => {
+            wf.register('double', (n: number) => n * 2)
+            wf.define(gate)
+          },
+          { resume },
+        )
       const first = await open('first', false)
       const sender = await open('sender', false)
       await first.start(gate, undefined, { id: 'orphan-1' })
@@ -362,16 +391,15 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const o = await orreryOn(kind)
       const store = o.openStore()
       const calls: Array<{ by: string; key: string }> = []
-      const open = async (by: string): Promise<Workflows> => {
-        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner: by } })
-        wf.register('inc', async (n: number, ctx) => {
-          calls.push({ by, key: ctx.idempotencyKey })
-          await sleep(100)
-          return n + 1
+      const open = (by: string): Promise<Workflows> =>
+        sharedOn(o, store, name, by, (wf) => {
+          wf.register('inc', async (n: number, ctx) => {
+            calls.push({ by, key: ctx.idempotencyKey })
+            await sleep(100)
+            return n + 1
+          })
+          wf.define(chain)
         })
-        wf.define(chain)
-        return wf
-      }
       const a = await open('a')
       const b = await open('b')
       const run = await a.start(chain, 0, { id: 'chain-1' })
@@ -412,22 +440,21 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const store = o.openStore()
       // The limit is each process's: what runs at once is counted by process.
       const log = { began: [] as string[], running: { a: 0, b: 0 } as Record<string, number>, most: { a: 0, b: 0 } as Record<string, number> }
-      const open = async (by: string): Promise<Workflows> => {
-        const wf = await o.workflows({ store, namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner: by } })
-        wf.register('work', async (n: number, ctx) => {
-          log.began.push(`${by}:${ctx.runId}`)
-          log.running[by]!++
-          log.most[by] = Math.max(log.most[by]!, log.running[by]!)
-          try {
-            await sleep(150)
-          } finally {
-            log.running[by]!--
-          }
-          return n
+      const open = (by: string): Promise<Workflows> =>
+        sharedOn(o, store, name, by, (wf) => {
+          wf.register('work', async (n: number, ctx) => {
+            log.began.push(`${by}:${ctx.runId}`)
+            log.running[by]!++
+            log.most[by] = Math.max(log.most[by]!, log.running[by]!)
+            try {
+              await sleep(150)
+            } finally {
+              log.running[by]!--
+            }
+            return n
+          })
+          wf.define(job, { maxConcurrentRuns: 1 })
         })
-        wf.define(job, { maxConcurrentRuns: 1 })
-        return wf
-      }
       const a = await open('a')
       const b = await open('b')
       const runs: WorkflowRun[] = []
