@@ -923,8 +923,7 @@ const TOOLS = {
 }
 
 /** The backend a contender runs on: `orrery-<backend>[-wasm]`, the Redis baselines on redis. */
-const backendOf = (id) =>
-  id.startsWith('orrery-') ? id.split('-')[1] : id.includes('redis') ? 'redis' : id === 'rust-nats' ? 'nats' : undefined
+const backendOf = (id) => (id.startsWith('orrery-') ? id.split('-')[1] : id.includes('redis') ? 'redis' : id === 'rust-nats' ? 'nats' : undefined)
 
 /** `vs_tool`: a contender's rate over its backend's tool's, from the same view (best or median). */
 const versus = (scenario) => (r, id, all) => {
