@@ -94,12 +94,12 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
   /** Where the run is: `queued` (waiting for a place under its definition's limit), `running`, or how it ended. */
   status(): RunStatus {
     if (this.run) return this.run.status
-    return (readRecord(this.store, this.meta.id) ?? this.meta).status
+    return this.current().status
   }
 
   /** The run's generation: 1, and one more after each continueAsNew. */
   get generation(): number {
-    return (this.run?.meta ?? readRecord(this.store, this.meta.id) ?? this.meta).generation ?? 1
+    return (this.run?.meta ?? this.current()).generation ?? 1
   }
 
   /** The events recorded for the run's current generation, oldest first. */
@@ -114,7 +114,7 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * for a run running here and one read from the store (see {@link runState}).
    */
   state(): RunState {
-    const meta = this.run?.meta ?? readRecord(this.store, this.meta.id) ?? this.meta
+    const meta = this.run?.meta ?? this.current()
     const definition = this.run?.compiled.definition ?? this.store.definition(meta.definition, meta.version)
     if (definition === undefined) {
       throw new OrreryError('WORKFLOW_NOT_FOUND', `run ${meta.id}: version ${meta.version} of workflow ${meta.definition} is not in the store`, {
@@ -130,9 +130,9 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * rejects if that write failed; resolves at once on a run that ended (nothing is sent). Throws
    * at once, sending nothing, for a name that is no string, `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD`,
    * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
-   * A run another process drives (`shared`) gets it through the broker: the promise resolves once
-   * the broker has the request (its owner, now or the next, records it once), rejects with the
-   * `SIGNAL_UNKNOWN`, `INVALID_PAYLOAD` or `CAPACITY_EXCEEDED` above or a transport's error.
+   * A run another process drives (`shared`) gets it through the broker, after the same checks:
+   * the promise resolves once the broker has the request (its owner, now or the next, records it
+   * once), rejects with a transport's error.
    * For the compiler `name` is one of the signals `S` (any string when untyped) and `payload` its type.
    */
   signal(...args: SignalCall<S>): Promise<void>
@@ -159,8 +159,13 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     return Promise.resolve()
   }
 
+  /** The run's meta as the store has it now (this handle's when the store has none). */
+  private current(): RunRecord {
+    return readRecord(this.store, this.meta.id) ?? this.meta
+  }
+
   private hasEnded(): boolean {
-    return FINAL_STATUSES.has((readRecord(this.store, this.meta.id) ?? this.meta).status as never)
+    return FINAL_STATUSES.has(this.current().status as never)
   }
 
   /**
@@ -168,7 +173,7 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * nothing, as on a live run that ended); `RUN_NOT_FOUND` when it is recorded as unfinished.
    */
   private ended(): RunRecord {
-    const meta = readRecord(this.store, this.meta.id) ?? this.meta
+    const meta = this.current()
     if (FINAL_STATUSES.has(meta.status as never)) return meta
     throw new OrreryError('RUN_NOT_FOUND', `run ${meta.id} is not running here: open the workflows with resume on its store to go on with it`, {
       details: { runId: meta.id },

@@ -22,6 +22,7 @@ import { decodeEvent, FINAL_STATUSES, restoreError, type EventTuple, type Histor
 import { runId } from './ids.js'
 import { currentEvents, readRecord, type RunRecord } from './records.js'
 import { MAX_UNCLAIMED_SIGNALS, type Run } from './run.js'
+import { deleteRetried } from './shared-history.js'
 
 /** What a request record holds. */
 type Request = { readonly signal: string; readonly payload: unknown } | { readonly cancel: true }
@@ -47,9 +48,6 @@ export interface RequestsHost {
 const PREFIX = 'req/'
 /** How long a signal its run refused for holding too many waits before it is given again. */
 const DEFERRED_MS = 1_000
-/** How many times a request's deletion is sent, RETRY_MS apart, before it is left. */
-const FORGET_TRIES = 5
-const RETRY_MS = 200
 const requestsOf = (id: string) => `${PREFIX}${id}/`
 /** The run a request key is for: request ids hold no '/'. */
 const runOfRequest = (key: string) => key.slice(PREFIX.length, key.lastIndexOf('/'))
@@ -268,16 +266,11 @@ export class RunRequests implements RemoteRuns {
     )
   }
 
-  /** Deletes a request (tried FORGET_TRIES times; one left behind goes when its run ends or is taken over). */
-  private forget(key: string, tries = 1): void {
+  /** Deletes a request (tried again a few times; one left behind goes when its run ends or is taken over). */
+  private forget(key: string): void {
     this.taking.add(key)
-    this.ns.delete(key).then(
-      () => this.taking.delete(key),
-      (error: unknown) => {
-        this.taking.delete(key)
-        if (this.closed || isOrreryError(error, 'CLOSED') || tries >= FORGET_TRIES) return
-        setTimeout(() => this.forget(key, tries + 1), RETRY_MS)
-      },
-    )
+    deleteRetried(this.ns, key, () => !this.closed)
+      .catch(() => {})
+      .finally(() => this.taking.delete(key))
   }
 }

@@ -15,9 +15,24 @@ import { isOrreryError, OrreryError } from '../errors.js'
 import type { StrongNamespace } from '../store/strong.js'
 import { FINAL_STATUSES, isEventKey, type HistoryNamespace } from './history.js'
 
-/** How many times a request's deletion is sent before it is left (see {@link SharedHistory.deleteInTurn}). */
+/** How many times a request's deletion is sent, RETRY_MS apart, before it is left. */
 const DELETE_TRIES = 5
 const RETRY_MS = 200
+
+/**
+ * Deletes `key`, sent again RETRY_MS apart up to DELETE_TRIES times while `going()` holds; a
+ * closed namespace ends it. Rejects with the last failure.
+ */
+export async function deleteRetried(ns: StrongNamespace<unknown>, key: string, going: () => boolean = () => true): Promise<number> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await ns.delete(key)
+    } catch (error) {
+      if (tries >= DELETE_TRIES || isOrreryError(error, 'CLOSED') || !going()) throw error
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS))
+    }
+  }
+}
 
 /** `/e/` and a seq of 10 digits: what an event key has after its run id. */
 const EVENT_SUFFIX = 13
@@ -163,19 +178,10 @@ export class SharedHistory implements HistoryNamespace {
    * Deletes `key` (the request a signal of run `id` was recorded for) in the run's order of
    * writes: after those queued so far, before any queued later, so the request is on the broker
    * only while the signal's event is in the run's current generation. A failure other than a lost
-   * run is tried again, DELETE_TRIES times RETRY_MS apart, before the run's next write goes.
+   * run is tried again ({@link deleteRetried}) before the run's next write goes.
    */
   deleteInTurn(id: string, key: string): void {
-    const ack = this.inTurn(id, key, undefined, true, async () => {
-      for (let tries = 1; ; tries++) {
-        try {
-          return await this.ns.delete(key)
-        } catch (error) {
-          if (tries >= DELETE_TRIES || isOrreryError(error, 'CLOSED')) throw error
-          await new Promise((resolve) => setTimeout(resolve, RETRY_MS))
-        }
-      }
-    })
+    const ack = this.inTurn(id, key, undefined, true, () => deleteRetried(this.ns, key))
     // Left to whoever drives the run next (it finds the signal recorded), or to the run's end.
     ack.catch(() => {})
   }
