@@ -104,6 +104,8 @@ describe(`orrery's command line (${ENGINE})`, () => {
     [['serve', '--token', 'has a space in it'], /--token must be at least 8 characters, without spaces/],
     [['serve', '--no-demo', '--tour'], /--tour shows the demo/],
     [['serve', 'now'], /unexpected argument "now"/],
+    // A value that begins with '-' goes after '=' (parseArgs says so).
+    [['status', '--token', '-abcdefgh'], /Option '--token' argument is ambiguous.*'--token=-XYZ'/],
   ])('%j is a usage error: exit 2, nothing sent', async (argv, message) => {
     const before = requests
     const result = await cli(argv[0] === 'bench' || argv[0] === 'serve' ? argv : [...argv, '--url', url])

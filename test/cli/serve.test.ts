@@ -119,6 +119,8 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
   })
 
   it('status and agents: the overview and the demo mesh, as JSON and as tables', async () => {
+    // The token serve makes up: hex, so it never begins with '-' (which would read as an option).
+    expect(served.token).toMatch(/^[0-9a-f]{36}$/)
     const overview = await json<Overview>(served, ['status'])
     expect(overview.engine).toBe(ENGINE)
     expect(overview.agents.total).toBe(5)
@@ -273,7 +275,7 @@ describe(`orrery serve and its clients (${ENGINE})`, { timeout: 60_000 }, () => 
     expect(err).toBe('')
     expect(code).toBe(0)
     expect(out).toMatch(new RegExp(`== orrery serve: ${ENGINE} engine`))
-    expect(out).toMatch(/^ {2}token {6}\S{24} {2}\(admin\)$/m)
+    expect(out).toMatch(/^ {2}token {6}[0-9a-f]{36} {2}\(admin\)$/m)
     for (const command of [
       'status',
       'agents',

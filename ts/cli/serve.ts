@@ -70,7 +70,8 @@ admin token. Ctrl-C stops it.
     const engine = stringOf(parsed, 'engine')
     if (engine !== undefined && engine !== 'native' && engine !== 'wasm')
       throw usageError(`--engine must be native or wasm, not ${JSON.stringify(engine)}`, 'serve')
-    const token = stringOf(parsed, 'token') ?? randomBytes(18).toString('base64url')
+    // Hex: a token that began with '-' would read as an option on the command lines it is pasted into.
+    const token = stringOf(parsed, 'token') ?? randomBytes(18).toString('hex')
     if (token.length < 8 || /\s/.test(token)) throw usageError('--token must be at least 8 characters, without spaces', 'serve')
     const withDemo = !flagOf(parsed, 'no-demo')
     if (flagOf(parsed, 'tour') && !withDemo) throw usageError('--tour shows the demo: leave out --no-demo', 'serve')
