@@ -38,7 +38,7 @@ flagsB.put('beta', { on: true })
 await until(() => JSON.stringify(flagsA.get('beta')?.stamp) === JSON.stringify(flagsB.get('beta')?.stamp))
 assert.deepEqual(flagsA.get('beta')?.value, flagsB.get('beta')?.value)
 
-// Deletes (and TTL expiries, from the writer's clock) reach the others as deletions.
+// Deletes reach the others as deletions; a TTL travels with its value and expires everywhere.
 flagsB.delete('dark-mode')
 await until(() => flagsA.get('dark-mode') === undefined)
 // #endregion

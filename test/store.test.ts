@@ -250,6 +250,48 @@ describe(`store (${ENGINE})`, () => {
     )
   })
 
+  it("a merged put with expiresAt expires at its writer's deadline, with the put's stamp; one already over merges as a deletion", async () => {
+    const { store, advance } = await open()
+    const ns = store.namespace<string>('ttl')
+    const seen = collect(ns.watchPrefix(''))
+    const stamp = { wall: 990, logical: 2, writer: 'b' }
+    expect(store.merge(ns, { key: 'k', type: 'put', value: 'v', stamp, expiresAt: 1_500 })).toBeGreaterThan(0)
+    expect(ns.get('k')).toMatchObject({ value: 'v', expiresAt: 1_500 })
+    // A local put with a TTL: its watched change says when it expires, as the entry does.
+    ns.put('local', 'l', { ttl: 200 })
+    advance(499)
+    expect(ns.get('k')?.value).toBe('v')
+    advance(1)
+    expect(ns.get('k')).toBeUndefined()
+    await settle()
+    expect(seen.map((c) => [c.type, c.key, c.type === 'put' ? c.expiresAt : undefined, c.stamp])).toEqual([
+      ['put', 'k', 1_500, stamp],
+      ['put', 'local', 1_200, ns.history('local')[0]!.stamp],
+      ['expire', 'local', undefined, ns.history('local')[0]!.stamp],
+      ['expire', 'k', undefined, stamp],
+    ])
+    // The same put again stays expired; a write stamped after it wins over the expiry.
+    expect(store.merge(ns, { key: 'k', type: 'put', value: 'v', stamp, expiresAt: 1_500 })).toBe(0)
+    expect(store.merge(ns, { key: 'k', type: 'put', value: 'w', stamp: { ...stamp, logical: 3 } })).toBeGreaterThan(0)
+    expect(ns.get('k')).toMatchObject({ value: 'w', expiresAt: undefined })
+    // Over before it arrives: a deletion with its stamp, which an older write cannot undo.
+    const late = { wall: 1_400, logical: 0, writer: 'c' }
+    expect(store.merge(ns, { key: 'k', type: 'put', value: 'x', stamp: late, expiresAt: 1_450 })).toBeGreaterThan(0)
+    expect(ns.get('k')).toBeUndefined()
+    expect(ns.history('k').at(-1)).toMatchObject({ type: 'delete', stamp: late })
+    expect(store.merge(ns, { key: 'k', type: 'put', value: 'y', stamp: { ...late, wall: 1_300 } })).toBe(0)
+    // With a merge function, the result expires when the remote put does.
+    store.merge(ns, { key: 'm', type: 'put', value: 'r', stamp: late, expiresAt: 1_900 }, (mine, theirs) => `${mine ?? ''}+${theirs ?? ''}`)
+    expect(ns.get('m')).toMatchObject({ value: '+r', expiresAt: 1_900 })
+    // A bad expiresAt is refused before anything is merged.
+    for (const expiresAt of [Number.NaN, -1, Infinity, '1900']) {
+      const before = store.revision
+      const error = await errorOf(() => store.merge(ns, { key: 'n', type: 'put', value: 'z', stamp: late, expiresAt: expiresAt as number }))
+      expect(error).toMatchObject({ code: 'INVALID_ARGUMENT', details: { argument: 'change.expiresAt' } })
+      expect(store.revision).toBe(before)
+    }
+  })
+
   it('validates values with a schema and encodes with msgpack or raw', async () => {
     const { store } = await open()
     const agents = store.namespace('agents', { schema: z.object({ name: z.string(), load: z.number().min(0) }) })

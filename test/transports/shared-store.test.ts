@@ -108,13 +108,43 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       nb.delete('gone')
       expect(nb.get('gone')).toBeUndefined()
       await until(() => na.get('gone') === undefined, 10_000, "a to see b's delete")
-      // The TTL runs on the writer's clock; its expiry reaches b as a deletion.
-      await until(() => nb.get('brief') === undefined, 10_000, "b to see a's expiry")
+      // The TTL travels with the value: b expires it at a's deadline itself.
+      expect(nb.get('brief')?.expiresAt).toBe(na.get('brief')?.expiresAt)
+      await until(() => nb.get('brief') === undefined, 10_000, 'b to expire the key')
       expect(na.get('brief')).toBeUndefined()
       // A write older than the deletion does not bring the key back.
       expect(nb.history('gone').at(-1)?.type).toBe('delete')
       sa.close()
       sb.close()
+    })
+
+    it("a TTL travels with the value: every process expires it at the writer's deadline, also once the writer is gone", async () => {
+      const name = fresh('ttl')
+      const [a, b, c] = await Promise.all([orreryOn(kind), orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<number>(name, { transport: 'main' })
+      const nb = await sb.shared<number>(name, { transport: 'main' })
+      na.put('brief', 1, { ttl: 2_500 })
+      const put = na.get('brief')!
+      await until(() => nb.get('brief')?.value === 1, 10_000, 'b to see the key')
+      expect(nb.get('brief')?.expiresAt).toBe(put.expiresAt)
+      // A process that joins later hears the deadline in the state it is sent.
+      const sc = c.openStore({ replica: 'c' })
+      const nc = await sc.shared<number>(name, { transport: 'main' })
+      expect(nc.get('brief')).toMatchObject({ value: 1, expiresAt: put.expiresAt })
+      // The writer goes before its deadline: its expiry cannot travel, and need not.
+      sa.close()
+      await until(() => Date.now() >= put.expiresAt! - 300, 10_000, 'the deadline to come near')
+      expect(nb.get('brief')?.value).toBe(1)
+      await until(() => nb.get('brief') === undefined && nc.get('brief') === undefined, 10_000, 'b and c to expire the key')
+      expect(Date.now()).toBeGreaterThanOrEqual(put.expiresAt!)
+      // Both expired it with the put's stamp: a write stamped later wins everywhere.
+      for (const ns of [nb, nc]) expect(ns.history('brief').at(-1)).toMatchObject({ type: 'expire', stamp: put.stamp })
+      nb.put('brief', 2)
+      await until(() => nc.get('brief')?.value === 2, 10_000, "c to see b's later write")
+      sb.close()
+      sc.close()
     })
 
     it('a process that comes back from its saved state loses a key deleted while it was away (deletions travel in the state)', async () => {

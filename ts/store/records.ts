@@ -28,7 +28,15 @@ export interface Entry<T> {
 
 /** One change to a key: a put (with its value), a delete, or a TTL running out. */
 export type Change<T> =
-  | { readonly type: 'put'; readonly key: string; readonly version: number; readonly value: T; readonly stamp: Stamp }
+  | {
+      readonly type: 'put'
+      readonly key: string
+      readonly version: number
+      readonly value: T
+      readonly stamp: Stamp
+      /** When the value expires (clock ms), if it was put with a TTL and is still the key's value when watched. */
+      readonly expiresAt?: number
+    }
   | { readonly type: 'delete' | 'expire'; readonly key: string; readonly version: number; readonly stamp: Stamp }
 
 /** Resolves writer ids to names (cached: ids never change meaning). */
@@ -62,7 +70,8 @@ export function readChange<T>(io: Uint8Array, view: DataView, at: number, codec:
   if (kind !== 'put') return { type: kind, key: name, version, stamp }
   const start = at + RECORD_HEADER + keyLen
   const value = decodeValue(codec, io.slice(start, start + valueLen), name) as T
-  return { type: 'put', key: name, version, value, stamp }
+  const expires = view.getFloat64(at + 40, true)
+  return expires === 0 ? { type: 'put', key: name, version, value, stamp } : { type: 'put', key: name, version, value, stamp, expiresAt: expires }
 }
 
 /**

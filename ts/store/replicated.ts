@@ -5,8 +5,10 @@
  * every other process merges it (`store.merge`: the later stamp wins, or the user's merge).
  * Events on the channel (msgpack), each with the protocol version and the sender's id:
  *
- * - `c`: local changes of one turn, each key's last (a put with its encoded value, or a deletion:
- *   a delete, purge or expiry), with their stamps.
+ * - `c`: local changes of one turn, each key's last (a put with its encoded value and, with a TTL,
+ *   when it expires; or a deletion: a delete or purge), with their stamps. Expiries do not travel:
+ *   every process that merged a put expires it at its `expiresAt` itself, with the put's stamp, so
+ *   they agree whoever is alive, and a write stamped later wins over the expiry everywhere.
  * - `h`: a process joins. It subscribes from the end of the channel, says hello until it reads its
  *   own hello back (so every answer comes after its subscription began), and each process that
  *   hears it answers with its state. Late joiners ask the living rather than replay the channel,
@@ -52,8 +54,8 @@ const EVENT_BYTES = 512
 /** An entry's size in an event, at most (msgpack: strings as UTF-8, numbers up to 9 bytes). */
 const entryBytes = (entry: StateEntry): number => (entry[1]?.length ?? 0) + entry[0].length * 3 + entry[4].length * 3 + 32
 
-/** A key's record on the wire: its encoded value (null: deleted) and stamp. */
-type StateEntry = [key: string, bytes: Uint8Array | null, wall: number, logical: number, writer: string]
+/** A key's record on the wire: its encoded value (null: deleted), stamp, and when a put expires (clock ms), if it does. */
+type StateEntry = [key: string, bytes: Uint8Array | null, wall: number, logical: number, writer: string, expiresAt?: number]
 
 type Wire =
   | { v: number; t: 'c'; p: string; e: StateEntry[] }
@@ -237,12 +239,18 @@ export class Replicator {
   private local(change: Change<unknown>): void {
     if (this.merged.delete(change.version)) return
     const { stamp } = change
+    if (change.type === 'expire') {
+      // Every process that merged the put expires it itself: only states carry the deletion.
+      this.tombstone([change.key, null, stamp.wall, stamp.logical, stamp.writer])
+      return
+    }
     const bytes = change.type === 'put' ? encodePayload(this.codec, change.value) : null
     if (this.outgoing === undefined) {
       this.outgoing = new Map()
       setTimeout(() => this.sendOutgoing(), 0)
     }
     const entry: StateEntry = [change.key, bytes, stamp.wall, stamp.logical, stamp.writer]
+    if (change.type === 'put' && change.expiresAt !== undefined) entry.push(change.expiresAt)
     this.outgoing.set(change.key, entry)
     if (bytes === null) this.tombstone(entry)
     else this.tombstones.delete(change.key)
@@ -312,7 +320,9 @@ export class Replicator {
     if (entries.length === 0 && this.tombstones.size === 0 && to === undefined) return
     const records: StateEntry[] = entries.map((entry) => {
       const { wall, logical, writer } = entry.stamp
-      return [entry.key, encodePayload(this.codec, entry.value), wall, logical, writer]
+      const record: StateEntry = [entry.key, encodePayload(this.codec, entry.value), wall, logical, writer]
+      if (entry.expiresAt !== undefined) record.push(entry.expiresAt)
+      return record
     })
     for (const { entry } of this.tombstones.values()) records.push(entry)
     this.sendChunks(records, (e, end) => ({ v: VERSION, t: 's', p: this.processId, ...(to === undefined ? {} : { to }), e, end }))
@@ -374,9 +384,9 @@ export class Replicator {
         // A joiner that has not read its hello back yet cannot answer with a state worth having.
         if (this.onEcho === undefined) this.sendState(event.p)
       } else if (event.t === 'c' && Array.isArray(event.e)) {
-        for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
+        for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4], entry[5])
       } else if (event.t === 's' && Array.isArray(event.e) && (event.to === undefined || event.to === this.processId)) {
-        for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
+        for (const entry of event.e) if (Array.isArray(entry) && isString(entry[0])) this.apply(entry[0], entry[1], entry[2], entry[3], entry[4], entry[5])
         // An answer to a hello sent before this process's subscription began may be partial.
         if (event.to === this.processId && this.onEcho === undefined) this.onState?.(event.end === true)
       }
@@ -386,10 +396,12 @@ export class Replicator {
   }
 
   /** Merges one remote change (`bytes` undefined: a deletion); a refused one is reported. */
-  private apply(key: string, bytes: unknown, wall: unknown, logical: unknown, writer: unknown): void {
+  private apply(key: string, bytes: unknown, wall: unknown, logical: unknown, writer: unknown, expiresAt: unknown): void {
     try {
       if (typeof wall === 'number' && Number.isFinite(wall) && wall > this.host.now() + this.host.maxClockDriftMs) {
-        this.holdAhead([key, (bytes ?? null) as Uint8Array | null, wall, logical as number, writer as string])
+        const held: StateEntry = [key, (bytes ?? null) as Uint8Array | null, wall, logical as number, writer as string]
+        if (expiresAt !== undefined && expiresAt !== null) held.push(expiresAt as number)
+        this.holdAhead(held)
         return
       }
       const deleted = bytes === undefined || bytes === null
@@ -398,15 +410,18 @@ export class Replicator {
       const value = deleted ? undefined : decodePayload(this.codec, bytes as Uint8Array)
       const stamp = { wall, logical, writer } as { wall: number; logical: number; writer: string }
       const before = this.revision()
-      const change = deleted ? { key, type: 'delete' as const, stamp } : { key, type: 'put' as const, value, stamp }
+      const expires = deleted || expiresAt === undefined || expiresAt === null ? undefined : (expiresAt as number)
+      const change = deleted
+        ? { key, type: 'delete' as const, stamp }
+        : { key, type: 'put' as const, value, stamp, ...(expires === undefined ? {} : { expiresAt: expires }) }
       const ack = this.host.merge(this.ns, change, this.resolve)
       if (ack instanceof Promise) ack.catch((error: unknown) => this.report('merge', error))
       // A durable store acknowledges later: the version is the revision the merge moved to.
       const after = this.revision()
       if (after !== before) this.merged.add(after)
-      // The key's deletion travels on in this process's states while the key stays deleted here.
+      // The key's deletion (or a put's expiry) travels on in this process's states while the key stays deleted here.
       if (this.ns.get(key) !== undefined) this.tombstones.delete(key)
-      else if (deleted) this.tombstone([key, null, stamp.wall, stamp.logical, stamp.writer])
+      else if (deleted || (expires !== undefined && expires <= this.host.now())) this.tombstone([key, null, stamp.wall, stamp.logical, stamp.writer])
     } catch (error) {
       this.report('merge', error)
     }
@@ -446,7 +461,7 @@ export class Replicator {
       for (const [key, entry] of this.ahead) {
         if (entry[2] > due) continue
         this.ahead.delete(key)
-        this.apply(entry[0], entry[1], entry[2], entry[3], entry[4])
+        this.apply(entry[0], entry[1], entry[2], entry[3], entry[4], entry[5])
       }
       this.scheduleAhead()
     }, wait)

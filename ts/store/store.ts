@@ -32,6 +32,12 @@ export interface RemoteChange<T> {
   readonly value?: T
   /** The remote write's stamp: clock reading and writer. */
   readonly stamp: { readonly wall: number; readonly logical: number; readonly writer: string }
+  /**
+   * When a put's value expires (clock ms), as its writer's TTL set it (`Change.expiresAt`): it
+   * expires here then too, with the put's stamp, so any later write wins over the expiry. A put
+   * whose time has passed merges as a deletion with its stamp.
+   */
+  readonly expiresAt?: number
 }
 
 /**
@@ -486,21 +492,26 @@ export class Store<D extends boolean = false> {
   /**
    * Applies a change from another replica. By default the last writer wins (by stamp: clock,
    * then writer name), and an older change is ignored (the result is 0). With `resolve`, the
-   * local and remote values are merged by it and written as a new local change. Either way the
-   * local clock moves past the remote stamp.
+   * local and remote values are merged by it and written as a new local change (which expires
+   * when the remote put does, if it has `expiresAt`). Either way the local clock moves past the
+   * remote stamp.
    */
   merge<T>(ns: Namespace<T, D>, change: RemoteChange<T>, resolve?: (local: T | undefined, remote: T | undefined) => T): Ack<D> {
     return this.guarded(() => {
       ownNamespace(this.ctx, ns)
       const { wall, logical, writer } = this.checkChange(change)
       if (resolve !== undefined) callable(resolve, 'resolve')
-      let type = change.type
+      const expiresAt = change.expiresAt === undefined || change.type === 'delete' ? undefined : finite(change.expiresAt, 'change.expiresAt', { min: 0 }, 'argument')
+      const now = this.clock()
+      const ttl = expiresAt === undefined ? 0 : expiresAt - now
+      // A put already over: what every replica that had it holds now, a deletion with its stamp.
+      let type = expiresAt !== undefined && ttl <= 0 ? 'delete' : change.type
       let value = change.value
       let condition: number = CONDITION.any
       let expected = 0
       if (resolve) {
         const local = ns.get(change.key)
-        value = resolve(local?.value, change.type === 'put' ? change.value : undefined)
+        value = resolve(local?.value, type === 'put' ? change.value : undefined)
         type = 'put'
         condition = CONDITION.version
         expected = local?.version ?? 0
@@ -509,9 +520,11 @@ export class Store<D extends boolean = false> {
       // Interned before `io` is taken: interning may grow wasm memory and detach a view.
       const writerId = this.writerId(writer)
       const io = this.core.io(writeBound(change.key, bytes?.length ?? 0))
-      putWrite(io, this.core.view(), 0, type === 'put' ? ACTION.put : ACTION.delete, condition, ns.id, change.key, bytes, writerId, expected, 0)
-      const result = this.core.merge(wall, logical, resolve === undefined, this.clock())
-      return this.ack(result, type === 'delete', () => ({ namespace: ns.name, key: change.key }))
+      const put = type === 'put'
+      const putTtl = put && ttl > 0 ? ttl : 0
+      putWrite(io, this.core.view(), 0, put ? ACTION.put : ACTION.delete, condition, ns.id, change.key, bytes, writerId, expected, putTtl)
+      const result = this.core.merge(wall, logical, resolve === undefined, now)
+      return this.ack(result, !put || putTtl > 0, () => ({ namespace: ns.name, key: change.key }))
     }) as Ack<D>
   }
 

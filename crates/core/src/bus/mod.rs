@@ -25,7 +25,6 @@ mod request;
 mod timer;
 pub mod wire;
 
-pub(crate) use timer::Deadline;
 
 use std::collections::HashMap;
 

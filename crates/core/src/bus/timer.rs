@@ -2,12 +2,12 @@
 //! timeouts. The core never reads a clock; the host calls [`Bus::tick`] with `now` at (or
 //! after) [`Bus::next_deadline`]. Stale entries (an ack came first) are skipped when they fire.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 
 use super::deliver::EventKind;
 use super::Bus;
-use crate::Millis;
+use crate::{Deadline, Millis};
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,24 +21,6 @@ pub enum TimerKind {
         /// The attempt the delay belongs to.
         attempt: u32,
     },
-}
-
-/// A host time ordered totally, for heaps and ordered sets of deadlines.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Deadline(pub(crate) Millis);
-
-impl Eq for Deadline {}
-
-impl PartialOrd for Deadline {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Deadline {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 /// Deadlines: retry delays in a min-heap (they are rare, and a stale one costs a no-op when it

@@ -30,7 +30,7 @@ pub use snapshot::{seal_snapshot, EntryState, Meta};
 use watch::Watches;
 pub use watch::{Delivery, Start};
 
-use crate::bus::Deadline;
+use crate::Deadline;
 use crate::error::{shown, StoreError};
 use crate::names::Interner;
 use crate::Millis;
@@ -134,6 +134,8 @@ pub struct RemoteChange<'a> {
     pub hlc: Hlc,
     /// The remote writer's id, interned here.
     pub writer: u32,
+    /// When a put's value expires (host milliseconds, as the writer's TTL set it); infinity for none.
+    pub expires: Millis,
 }
 
 #[derive(Debug)]
@@ -423,7 +425,7 @@ impl Store {
             None => Bytes::copy_from_slice(key),
         };
         if !self.watches.is_empty() {
-            self.watches.notify(ns, &key, &record);
+            self.watches.notify(ns, &key, &record, if record.kind.is_put() { expires } else { f64::INFINITY });
         }
         let version = record.version;
         match found {
@@ -532,7 +534,7 @@ impl Store {
         // result is a new local event, later than both.
         let stamp = Stamp { hlc: if lww { change.hlc } else { hlc }, writer: change.writer };
         let (kind, expires) = if change.kind.is_put() {
-            (Kind::Put, f64::INFINITY)
+            (Kind::Put, change.expires)
         } else {
             (Kind::Delete, now + self.config.tombstone_ms)
         };
@@ -552,15 +554,16 @@ impl Store {
                 .entries
                 .get(&due.key)
                 .filter(|e| e.current.version == due.version)
-                .map(Entry::is_live);
+                .map(|e| (e.is_live(), e.current.stamp));
             match current {
-                Some(true) => {
+                // The expiry keeps the stamp of the put it ends: every replica that merged the
+                // put expires it alike, and any write stamped later wins over both.
+                Some((true, stamp)) => {
                     self.revision += 1;
-                    let stamp = Stamp { hlc: self.clock.tick(now), writer: LOCAL_WRITER };
                     let record = Record { version: self.revision, kind: Kind::Expire, value: Bytes::new(), stamp };
                     self.apply(due.ns, &due.key, record, now + self.config.tombstone_ms);
                 }
-                Some(false) => self.forget(due.ns, &due.key),
+                Some((false, _)) => self.forget(due.ns, &due.key),
                 None => {}
             }
         }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::entry::{Entry, Kind, Record, Stamp};
 use super::hlc::Hlc;
 use super::{check_key, Namespace, Store, Version};
-use crate::bus::Deadline;
+use crate::Deadline;
 use crate::error::StoreError;
 
 /// Snapshot layout version, bumped on any incompatible change. 2: the checksummed envelope.

@@ -37,7 +37,7 @@ fn changes(s: &mut Store) -> Vec<(u32, String, Version, Kind)> {
     let mut out = Vec::new();
     s.drain(|watch, d| {
         match d {
-            Delivery::Change { key, record } => {
+            Delivery::Change { key, record, .. } => {
                 out.push((watch, String::from_utf8(key.to_vec()).unwrap(), record.version, record.kind));
             }
             Delivery::Lagged { after } => out.push((watch, "<lagged>".into(), *after, Kind::Delete)),
@@ -397,7 +397,7 @@ fn a_deletion_wins_over_older_remote_writes_while_its_tombstone_lasts() {
     let (mut s, ns) = store(0);
     let remote = s.writer("replica-b").unwrap();
     let change =
-        |kind, wall| RemoteChange { ns, key: b"k", kind, value: b"v", hlc: Hlc { wall, logical: 0 }, writer: remote };
+        |kind, wall| RemoteChange { ns, key: b"k", kind, value: b"v", hlc: Hlc { wall, logical: 0 }, writer: remote, expires: f64::INFINITY };
     s.write(&[put(ns, "k", "local")], 1_000.0).unwrap();
     s.write(&[del(ns, "k")], 2_000.0).unwrap();
     assert_eq!(s.merge(&change(Kind::Put, 1_500), Condition::Any, true, 2_001.0).unwrap(), 0, "older put loses");
@@ -483,6 +483,7 @@ fn merges_keep_the_last_writer_by_clock_then_name() {
         value: value.as_bytes(),
         hlc: Hlc { wall, logical: 0 },
         writer: remote,
+        expires: f64::INFINITY,
     };
     assert_eq!(s.merge(&change(900, "old"), Condition::Any, true, 1001.0).unwrap(), 0);
     assert_eq!(value(&mut s, ns, "a", 1001.0).unwrap().1, b"local");
@@ -493,6 +494,34 @@ fn merges_keep_the_last_writer_by_clock_then_name() {
     let next = s.write(&[put(ns, "a", "after")], 1003.0).unwrap();
     let stamp = s.get(ns, b"a", 1003.0).unwrap().unwrap().stamp;
     assert!(next > v && stamp.hlc > Hlc { wall: 2000, logical: 0 });
+}
+
+#[test]
+fn a_merged_put_expires_at_its_writers_deadline_with_the_puts_stamp() {
+    let (mut s, ns) = store(0);
+    let remote = s.writer("replica-b").unwrap();
+    let w = s.watch(ns, b"", true, Start::Now, 16).unwrap();
+    let hlc = Hlc { wall: 1000, logical: 3 };
+    let change = RemoteChange { ns, key: b"a", kind: Kind::Put, value: b"v", hlc, writer: remote, expires: 1500.0 };
+    let v = s.merge(&change, Condition::Any, true, 1001.0).unwrap();
+    assert_eq!(s.get(ns, b"a", 1499.0).unwrap().map(|r| r.version), Some(v));
+    assert_eq!(s.next_deadline(), 1500.0);
+    s.expire(1500.0);
+    assert_eq!(s.get(ns, b"a", 1500.0).unwrap().map(|r| r.version), None);
+    // The watch was handed the put with its deadline, then the expiry stamped as the put was.
+    let mut seen = Vec::new();
+    s.drain(|watch, d| {
+        if let Delivery::Change { record, expires, .. } = d {
+            seen.push((watch, record.kind, record.stamp, expires.0));
+        }
+        true
+    });
+    let stamp = Stamp { hlc, writer: remote };
+    assert_eq!(seen, vec![(w, Kind::Put, stamp, 1500.0), (w, Kind::Expire, stamp, f64::INFINITY)]);
+    // A later write from anywhere wins over the expiry; the same put again does not bring it back.
+    assert_eq!(s.merge(&change, Condition::Any, true, 1501.0).unwrap(), 0);
+    let later = RemoteChange { hlc: Hlc { wall: 1200, logical: 0 }, expires: f64::INFINITY, ..change };
+    assert!(s.merge(&later, Condition::Any, true, 1502.0).unwrap() > 0);
 }
 
 #[test]
@@ -650,7 +679,7 @@ impl Model {
 fn watched(s: &mut Store, names: &[String], seen: &mut Vec<(Version, u8, Option<u8>)>, lagged: &mut Option<Version>) {
     s.drain(|_, d| {
         match d {
-            Delivery::Change { key, record } => {
+            Delivery::Change { key, record, .. } => {
                 let k = names.iter().position(|n| n.as_bytes() == key.as_ref()).unwrap() as u8;
                 seen.push((record.version, k, record.kind.is_put().then(|| record.value[0])));
             }

@@ -10,6 +10,17 @@ use rustc_hash::FxHashMap;
 use super::entry::{Entry, Record};
 use super::{Namespace, Version};
 use crate::slab::Slab;
+use crate::{Deadline, Millis};
+
+/// When the value `record` of `entry` put expires: the entry's deadline if it is the current put
+/// (an older put was replaced before it could expire), else infinity.
+fn put_expiry(entry: &Entry, record: &Record) -> Millis {
+    if record.kind.is_put() && record.version == entry.current.version {
+        entry.expires
+    } else {
+        f64::INFINITY
+    }
+}
 
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +42,8 @@ pub enum Delivery {
         key: Bytes,
         /// Its new record.
         record: Record,
+        /// When a put's value expires (its TTL), infinity for none; infinity for a deletion.
+        expires: Deadline,
     },
     /// The watcher missed changes after `after` that history no longer holds; it has ended.
     Lagged {
@@ -71,7 +84,7 @@ impl Watch {
         self.ns == ns && if self.prefix { key.starts_with(&self.target) } else { key == &self.target[..] }
     }
 
-    fn offer(&mut self, key: &Bytes, record: &Record) {
+    fn offer(&mut self, key: &Bytes, record: &Record, expires: Millis) {
         if self.state != State::Live {
             return;
         }
@@ -81,13 +94,13 @@ impl Watch {
             self.state = State::CatchUp { from: self.last, exact: true };
             return;
         }
-        self.queue.push_back(Delivery::Change { key: key.clone(), record: record.clone() });
+        self.queue.push_back(Delivery::Change { key: key.clone(), record: record.clone(), expires: Deadline(expires) });
         self.last = record.version;
     }
 
     /// Refills the queue from history after `from`; returns the new state.
     fn catch_up<'s>(&mut self, space: &'s Namespace, from: Version, exact: bool, revision: Version) {
-        let mut found: Vec<(&Bytes, &Record)> = Vec::new();
+        let mut found: Vec<(&Bytes, &Record, Millis)> = Vec::new();
         // A key removed after `from` (purged, or its tombstone forgotten) can no longer be
         // reported: a replay, or a catch-up to current values already under way, has a gap.
         let removed_since = (exact || from > 0) && space.floor > from;
@@ -102,9 +115,9 @@ impl Watch {
         let mut visit = |key: &'s Bytes, entry: &'s Entry| {
             if exact {
                 gap |= entry.floor > from;
-                found.extend(entry.records().filter(|r| r.version > from).map(|r| (key, r)));
+                found.extend(entry.records().filter(|r| r.version > from).map(|r| (key, r, put_expiry(entry, r))));
             } else if entry.current.version > from && (from > 0 || entry.is_live()) {
-                found.push((key, &entry.current));
+                found.push((key, &entry.current, put_expiry(entry, &entry.current)));
             }
         };
         if self.prefix {
@@ -128,8 +141,8 @@ impl Watch {
             }
         }
         let complete = take == found.len();
-        for (key, record) in found.into_iter().take(take) {
-            self.queue.push_back(Delivery::Change { key: key.clone(), record: record.clone() });
+        for (key, record, expires) in found.into_iter().take(take) {
+            self.queue.push_back(Delivery::Change { key: key.clone(), record: record.clone(), expires: Deadline(expires) });
             self.last = record.version;
         }
         if complete {
@@ -218,14 +231,15 @@ impl Watches {
         Some(())
     }
 
-    pub(super) fn notify(&mut self, ns: u32, key: &Bytes, record: &Record) {
+    /// Offers `record` to the watches of `key`; `expires` is a put's deadline (infinity for none).
+    pub(super) fn notify(&mut self, ns: u32, key: &Bytes, record: &Record, expires: Millis) {
         let keyed = self.by_key.get(&(ns, key.clone())).map_or(&[][..], Vec::as_slice);
         for &id in keyed.iter().chain(&self.prefixed) {
             let Some(watch) = self.all.get_mut(id) else { continue };
             if !watch.matches(ns, key) {
                 continue;
             }
-            watch.offer(key, record);
+            watch.offer(key, record, expires);
             if !watch.ready {
                 watch.ready = true;
                 self.ready.push_back(id);

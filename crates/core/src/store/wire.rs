@@ -293,14 +293,14 @@ pub fn drain(store: &mut Store, out: &mut [u8]) -> f64 {
     let mut at = 0;
     let mut needed = 0;
     let done = store.drain(|watch, delivery| match delivery {
-        Delivery::Change { key, record } => {
+        Delivery::Change { key, record, expires } => {
             let len = record_len(key.len(), record.value.len());
             if at + len > out.len() {
                 needed = len;
                 return false;
             }
             // The namespace is the watch's; the host knows it, so 0 saves a lookup.
-            at += put_record(out, at, watch, 0, key, record, f64::INFINITY);
+            at += put_record(out, at, watch, 0, key, record, expires.0);
             true
         }
         Delivery::Lagged { after } => {
@@ -335,9 +335,10 @@ pub fn merge(
     now: Millis,
 ) -> Result<f64, StoreError> {
     let (write, _) = parse_write(buf, 0, 0)?;
-    let (kind, value) = match write.action {
-        Action::Put { value, .. } => (Kind::Put, value),
-        Action::Delete => (Kind::Delete, &[][..]),
+    // A put's `ttl` is what is left of the remote one's (the host counts it from the writer's deadline).
+    let (kind, value, expires) = match write.action {
+        Action::Put { value, ttl } => (Kind::Put, value, if ttl > 0.0 { now + ttl } else { f64::INFINITY }),
+        Action::Delete => (Kind::Delete, &[][..], f64::INFINITY),
         Action::Check => return Err(StoreError::MalformedWrite { index: 0, reason: "a merge puts or deletes" }),
     };
     // Checked here, not converted: `as` would turn 2^64 into u64::MAX-ish walls that pin the
@@ -349,7 +350,7 @@ pub fn merge(
                 "wall must be a whole number of ms from 0 to 2^53 - 1 and logical a whole number from 0 to 2^32 - 1",
         });
     };
-    let change = RemoteChange { ns: write.ns, key: write.key, kind, value, hlc, writer: write.writer };
+    let change = RemoteChange { ns: write.ns, key: write.key, kind, value, hlc, writer: write.writer, expires };
     match store.merge(&change, write.condition, lww, now) {
         Ok(version) => Ok(version as f64),
         Err(StoreError::VersionConflict { .. }) => Ok(-1.0),
