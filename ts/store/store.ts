@@ -501,7 +501,8 @@ export class Store<D extends boolean = false> {
       ownNamespace(this.ctx, ns)
       const { wall, logical, writer } = this.checkChange(change)
       if (resolve !== undefined) callable(resolve, 'resolve')
-      const expiresAt = change.expiresAt === undefined || change.type === 'delete' ? undefined : finite(change.expiresAt, 'change.expiresAt', { min: 0 }, 'argument')
+      const expiresAt =
+        change.expiresAt === undefined || change.type === 'delete' ? undefined : finite(change.expiresAt, 'change.expiresAt', { min: 0 }, 'argument')
       const now = this.clock()
       const ttl = expiresAt === undefined ? 0 : expiresAt - now
       // A put already over: what every replica that had it holds now, a deletion with its stamp.
