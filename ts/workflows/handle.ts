@@ -40,9 +40,9 @@ export type SignalCall<S> = { [N in keyof S & string]: [name: N, ...payload: Sig
  * type and `S` the signals it takes, `{ name: payload }` (see {@link WorkflowSignals}).
  */
 export class WorkflowRun<O = unknown, S = AnySignals> {
-  /** @internal */
-  static live<O>(run: Run, history: History): WorkflowRun<O> {
-    return new WorkflowRun<O>(run, run.meta, history)
+  /** @internal A run driven here; with `remote` (shared), the handle follows it to another process that takes it over. */
+  static live<O>(run: Run, history: History, remote?: RemoteRuns): WorkflowRun<O> {
+    return new WorkflowRun<O>(run, run.meta, history, remote)
   }
 
   /** @internal A run known only from its meta record (finished, or not resumed here). */
@@ -62,6 +62,11 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     private readonly remote?: RemoteRuns,
   ) {}
 
+  /** The run while it is driven here; undefined once another process took it over (this handle follows it there). */
+  private get here(): Run | undefined {
+    return this.run?.takenOver === true && this.remote !== undefined ? undefined : this.run
+  }
+
   /** The run's id (given to `start`, or generated). */
   get id(): string {
     return this.meta.id
@@ -79,8 +84,14 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * A run another process drives (`shared`) settles as its end reaches the broker.
    */
   result(): Promise<O> {
-    if (this.run) return this.run.result() as Promise<O>
-    if (this.remote) return this.remote.result(this.meta.id) as Promise<O>
+    const run = this.here
+    const remote = this.remote
+    if (run && remote) {
+      // Taken over while waited for: the result comes from where the run goes on.
+      return run.result().catch((error: unknown) => (run.takenOver ? remote.result(this.meta.id) : Promise.reject(error))) as Promise<O>
+    }
+    if (run) return run.result() as Promise<O>
+    if (remote) return remote.result(this.meta.id) as Promise<O>
     let meta: RunRecord
     try {
       meta = this.ended()
@@ -93,18 +104,17 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
 
   /** Where the run is: `queued` (waiting for a place under its definition's limit), `running`, or how it ended. */
   status(): RunStatus {
-    if (this.run) return this.run.status
-    return this.current().status
+    return this.here?.status ?? this.current().status
   }
 
   /** The run's generation: 1, and one more after each continueAsNew. */
   get generation(): number {
-    return (this.run?.meta ?? this.current()).generation ?? 1
+    return (this.here?.meta ?? this.current()).generation ?? 1
   }
 
   /** The events recorded for the run's current generation, oldest first. */
   history(): WorkflowEvent[] {
-    return currentEvents(this.store, this.meta.id, this.run?.meta.from)
+    return currentEvents(this.store, this.meta.id, this.here?.meta.from)
   }
 
   /**
@@ -114,8 +124,8 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * for a run running here and one read from the store (see {@link runState}).
    */
   state(): RunState {
-    const meta = this.run?.meta ?? this.current()
-    const definition = this.run?.compiled.definition ?? this.store.definition(meta.definition, meta.version)
+    const meta = this.here?.meta ?? this.current()
+    const definition = this.here?.compiled.definition ?? this.store.definition(meta.definition, meta.version)
     if (definition === undefined) {
       throw new OrreryError('WORKFLOW_NOT_FOUND', `run ${meta.id}: version ${meta.version} of workflow ${meta.definition} is not in the store`, {
         details: { runId: meta.id, workflow: meta.definition, version: meta.version },
@@ -139,7 +149,8 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
   signal(...args: readonly unknown[]): Promise<void> {
     const [name, payload] = args
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
-    if (this.run) return acknowledged(this.run.signal(name, payload))
+    const run = this.here
+    if (run) return acknowledged(run.signal(name, payload))
     if (this.remote && !this.hasEnded()) return this.remote.signal(this.meta, name, payload)
     this.ended()
     return Promise.resolve()
@@ -153,7 +164,8 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * the broker: the promise resolves once the broker has the request.
    */
   cancel(): Promise<void> {
-    if (this.run) return acknowledged(this.run.cancel())
+    const run = this.here
+    if (run) return acknowledged(run.cancel())
     if (this.remote && !this.hasEnded()) return this.remote.cancel(this.meta)
     this.ended()
     return Promise.resolve()
@@ -182,7 +194,8 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
 
   /** What happens in the run from now on (wherever it runs, with `shared`); completes when it ends. */
   get events(): Stream<WorkflowEvent> {
-    if (this.run) return this.run.events
+    const run = this.here
+    if (run) return run.events
     if (this.remote && !this.hasEnded()) return this.remote.events(this.meta.id)
     return new Stream<WorkflowEvent>({
       start(sink) {

@@ -766,6 +766,12 @@ export class Run {
 
   private settled = false
   private abandoned: OrreryError | undefined
+  private lost = false
+
+  /** Another process drives the run now (it was abandoned here for that): handles follow it there. */
+  get takenOver(): boolean {
+    return this.lost
+  }
 
   result(): Promise<unknown> {
     if (this.abandoned) return Promise.reject(this.abandoned)
@@ -792,6 +798,7 @@ export class Run {
     this.deliver()
     const error = reason ?? new OrreryError('CLOSED', `the workflows are closed; run ${this.id} resumes when they reopen on the same store`)
     this.abandoned = error
+    this.lost = reason !== undefined
     for (const waiter of this.waiters?.splice(0) ?? []) waiter.reject(error)
     // Signals held for it were never recorded.
     for (const held of this.held?.splice(0) ?? []) {

@@ -515,7 +515,7 @@ export class Workflows {
       if (other === undefined) throw error
       return other as WorkflowRun<O>
     }
-    return WorkflowRun.live<O>(run, this.history)
+    return WorkflowRun.live<O>(run, this.history, this.shared?.requests)
   }
 
   /** Whether a new run of `workflow` may begin now: under its limit, and none queued before it. */
@@ -637,7 +637,7 @@ export class Workflows {
 
   private find(id: string): WorkflowRun | undefined {
     const run = this.runs.get(id)
-    if (run) return WorkflowRun.live(run, this.history)
+    if (run) return WorkflowRun.live(run, this.history, this.shared?.requests)
     const meta = this.history.meta(id)
     if (meta === undefined) return undefined
     // Unfinished, and driven by another process: signals, cancels and the result go through the broker.
