@@ -95,6 +95,9 @@ function checkKey(key: unknown, prefix = false): string {
   return key
 }
 
+/** `deleted` is pruned when it holds this many deletions (or twice what the last pruning left). */
+const PRUNE_MIN = 1024
+
 /**
  * A namespace kept by a broker: writes are checked and ordered there (each takes the namespace's
  * next broker revision, its version); reads come from this process's mirror of it.
@@ -103,8 +106,16 @@ export class StrongNamespace<T> {
   private readonly mirror = new Map<string, Entry<T>>()
   /** The mirror's keys in order: prefix reads take what matches, not the whole mirror. */
   private readonly index = new KeyIndex()
-  /** The last revision applied per key, deletions too: a record the mirror has seen comes again from the feed. */
-  private readonly applied = new Map<string, number>()
+  /**
+   * Deletions applied whose revision the change feed has not passed yet, by key: until it does,
+   * the feed may still bring an older put of the key. Then they are forgotten (the feed brings
+   * nothing older after, and answers older than it are not applied).
+   */
+  private readonly deleted = new Map<string, number>()
+  /** The highest revision the change feed brought: it has brought everything up to it, in order. */
+  private fedTo = 0
+  /** The size of `deleted` that makes the next feed record prune it. */
+  private pruneAt = PRUNE_MIN
   private readonly changes = new Subject<Change<T>>()
   private closed = false
   /** Writes sent and not answered yet (`store.flushed()` waits for them). */
@@ -124,13 +135,27 @@ export class StrongNamespace<T> {
     private readonly backend: StrongBackend,
   ) {}
 
-  /** @internal Applies a record from the broker (or this process's acknowledged write) if the mirror has not seen it. */
-  apply(record: StrongRecord): void {
+  /** @internal Applies a record of the change feed, in the broker's order. */
+  fed(record: StrongRecord): void {
+    this.apply(record)
+    if (record.revision <= this.fedTo) return
+    this.fedTo = record.revision
+    if (this.deleted.size < this.pruneAt) return
+    for (const [key, revision] of this.deleted) if (revision <= this.fedTo) this.deleted.delete(key)
+    this.pruneAt = Math.max(PRUNE_MIN, 2 * this.deleted.size)
+  }
+
+  /**
+   * Applies a record from the broker (the feed, a read, or this process's acknowledged write) if
+   * the mirror has not seen it. An answer at or below what the feed brought is older than the mirror.
+   */
+  private apply(record: StrongRecord, answer = false): void {
     const { key, revision } = record
-    if ((this.applied.get(key) ?? 0) >= revision) return
-    this.applied.set(key, revision)
+    if (answer && revision <= this.fedTo) return
+    if ((this.mirror.get(key)?.version ?? this.deleted.get(key) ?? 0) >= revision) return
     const stamp = { wall: record.wall, logical: 0, writer: record.writer }
     if (record.value === undefined) {
+      this.deleted.set(key, revision)
       const had = this.mirror.delete(key)
       this.index.remove(key)
       if (had) this.changes.next({ type: 'delete', key, version: revision, stamp })
@@ -140,6 +165,7 @@ export class StrongNamespace<T> {
     try {
       value = decodePayload(this.codec, record.value) as T
     } catch (error) {
+      this.deleted.set(key, revision)
       this.mirror.delete(key)
       this.index.remove(key)
       this.report(
@@ -147,6 +173,7 @@ export class StrongNamespace<T> {
       )
       return
     }
+    this.deleted.delete(key)
     if (!this.mirror.has(key)) this.index.add(key)
     this.mirror.set(key, { key, value, version: revision, stamp, expiresAt: undefined })
     this.changes.next({ type: 'put', key, version: revision, value, stamp })
@@ -175,7 +202,7 @@ export class StrongNamespace<T> {
     if (record === undefined) return undefined
     // The mirror is now at this revision or a later one the change feed brought during the read:
     // either is as fresh as the read (a later deletion included).
-    this.apply(record)
+    this.apply(record, true)
     return this.mirror.get(key)
   }
 
@@ -270,7 +297,7 @@ export class StrongNamespace<T> {
       )
     }
     // Read-your-writes: the mirror has it before the feed brings it back.
-    this.apply({ key, revision: result.revision, value, wall, writer })
+    this.apply({ key, revision: result.revision, value, wall, writer }, true)
     return result.revision
   }
 
@@ -392,7 +419,7 @@ export async function openStrong(
     })
     await Promise.race([
       backend.start(
-        (record) => ns.apply(record),
+        (record) => ns.fed(record),
         (error) => ns.report(error),
       ),
       timedOut,
