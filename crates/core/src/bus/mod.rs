@@ -25,7 +25,6 @@ mod request;
 mod timer;
 pub mod wire;
 
-
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;

@@ -30,9 +30,9 @@ pub use snapshot::{seal_snapshot, EntryState, Meta};
 use watch::Watches;
 pub use watch::{Delivery, Start};
 
-use crate::Deadline;
 use crate::error::{shown, StoreError};
 use crate::names::Interner;
+use crate::Deadline;
 use crate::Millis;
 
 /// A store revision. 0 means "absent" wherever a version is expected.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::entry::{Entry, Kind, Record, Stamp};
 use super::hlc::Hlc;
 use super::{check_key, Namespace, Store, Version};
-use crate::Deadline;
 use crate::error::StoreError;
+use crate::Deadline;
 
 /// Snapshot layout version, bumped on any incompatible change. 2: the checksummed envelope.
 const FORMAT: u32 = 2;

@@ -396,8 +396,15 @@ fn a_key_watch_lags_when_its_key_was_purged_and_written_again() {
 fn a_deletion_wins_over_older_remote_writes_while_its_tombstone_lasts() {
     let (mut s, ns) = store(0);
     let remote = s.writer("replica-b").unwrap();
-    let change =
-        |kind, wall| RemoteChange { ns, key: b"k", kind, value: b"v", hlc: Hlc { wall, logical: 0 }, writer: remote, expires: f64::INFINITY };
+    let change = |kind, wall| RemoteChange {
+        ns,
+        key: b"k",
+        kind,
+        value: b"v",
+        hlc: Hlc { wall, logical: 0 },
+        writer: remote,
+        expires: f64::INFINITY,
+    };
     s.write(&[put(ns, "k", "local")], 1_000.0).unwrap();
     s.write(&[del(ns, "k")], 2_000.0).unwrap();
     assert_eq!(s.merge(&change(Kind::Put, 1_500), Condition::Any, true, 2_001.0).unwrap(), 0, "older put loses");

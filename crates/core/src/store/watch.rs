@@ -142,7 +142,11 @@ impl Watch {
         }
         let complete = take == found.len();
         for (key, record, expires) in found.into_iter().take(take) {
-            self.queue.push_back(Delivery::Change { key: key.clone(), record: record.clone(), expires: Deadline(expires) });
+            self.queue.push_back(Delivery::Change {
+                key: key.clone(),
+                record: record.clone(),
+                expires: Deadline(expires),
+            });
             self.last = record.version;
         }
         if complete {
