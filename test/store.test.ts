@@ -280,9 +280,17 @@ describe(`store (${ENGINE})`, () => {
     expect(ns.get('k')).toBeUndefined()
     expect(ns.history('k').at(-1)).toMatchObject({ type: 'delete', stamp: late })
     expect(store.merge(ns, { key: 'k', type: 'put', value: 'y', stamp: { ...late, wall: 1_300 } })).toBe(0)
-    // With a merge function, the result expires when the remote put does.
-    store.merge(ns, { key: 'm', type: 'put', value: 'r', stamp: late, expiresAt: 1_900 }, (mine, theirs) => `${mine ?? ''}+${theirs ?? ''}`)
+    // With a merge function, the result lasts as long as the longest-lived value it was made of.
+    const join = (mine: string | undefined, theirs: string | undefined) => `${mine ?? ''}+${theirs ?? ''}`
+    store.merge(ns, { key: 'm', type: 'put', value: 'r', stamp: late, expiresAt: 1_900 }, join)
     expect(ns.get('m')).toMatchObject({ value: '+r', expiresAt: 1_900 })
+    store.merge(ns, { key: 'm', type: 'put', value: 's', stamp: late, expiresAt: 1_700 }, join)
+    expect(ns.get('m')).toMatchObject({ value: '+r+s', expiresAt: 1_900 })
+    store.merge(ns, { key: 'm', type: 'put', value: 't', stamp: late }, join)
+    expect(ns.get('m')).toMatchObject({ value: '+r+s+t', expiresAt: undefined })
+    ns.put('n', 'l', { ttl: 300 })
+    store.merge(ns, { key: 'n', type: 'delete', stamp: late }, join)
+    expect(ns.get('n')).toMatchObject({ value: 'l+', expiresAt: 1_800 })
     // A bad expiresAt is refused before anything is merged.
     for (const expiresAt of [Number.NaN, -1, Infinity, '1900']) {
       const before = store.revision

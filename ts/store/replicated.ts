@@ -64,8 +64,12 @@ type Wire =
 
 const isString = (value: unknown): value is string => typeof value === 'string'
 
-/** Whether entry `a`'s stamp is later than `b`'s (clock, then logical, then writer), as the store orders them. */
-const later = (a: StateEntry, b: StateEntry): boolean => (a[2] !== b[2] ? a[2] > b[2] : a[3] !== b[3] ? a[3] > b[3] : a[4] > b[4])
+/**
+ * Whether entry `a` wins over `b` as the store orders them: the later stamp (clock, then logical,
+ * then writer), and at an equal stamp a deletion (an expiry is stamped as the put it ends).
+ */
+const later = (a: StateEntry, b: StateEntry): boolean =>
+  a[2] !== b[2] ? a[2] > b[2] : a[3] !== b[3] ? a[3] > b[3] : a[4] !== b[4] ? a[4] > b[4] : a[1] === null && b[1] !== null
 
 export class Replicator {
   private subscription: Subscription | undefined
@@ -237,13 +241,15 @@ export class Replicator {
    * not 10,000 (one each overran Kafka's 1 MB produce batches here and was refused whole).
    */
   private local(change: Change<unknown>): void {
-    if (this.merged.delete(change.version)) return
+    // A merge that changed nothing while an expiry came due took that expiry's version for its own.
+    const merged = this.merged.delete(change.version)
     const { stamp } = change
     if (change.type === 'expire') {
       // Every process that merged the put expires it itself: only states carry the deletion.
       this.tombstone([change.key, null, stamp.wall, stamp.logical, stamp.writer])
       return
     }
+    if (merged) return
     const bytes = change.type === 'put' ? encodePayload(this.codec, change.value) : null
     if (this.outgoing === undefined) {
       this.outgoing = new Map()

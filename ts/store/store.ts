@@ -492,9 +492,9 @@ export class Store<D extends boolean = false> {
   /**
    * Applies a change from another replica. By default the last writer wins (by stamp: clock,
    * then writer name), and an older change is ignored (the result is 0). With `resolve`, the
-   * local and remote values are merged by it and written as a new local change (which expires
-   * when the remote put does, if it has `expiresAt`). Either way the local clock moves past the
-   * remote stamp.
+   * local and remote values are merged by it and written as a new local change, which expires
+   * when the longest-lived of the two does (never if either has no TTL). Either way the local
+   * clock moves past the remote stamp.
    */
   merge<T>(ns: Namespace<T, D>, change: RemoteChange<T>, resolve?: (local: T | undefined, remote: T | undefined) => T): Ack<D> {
     return this.guarded(() => {
@@ -504,7 +504,7 @@ export class Store<D extends boolean = false> {
       const expiresAt =
         change.expiresAt === undefined || change.type === 'delete' ? undefined : finite(change.expiresAt, 'change.expiresAt', { min: 0 }, 'argument')
       const now = this.clock()
-      const ttl = expiresAt === undefined ? 0 : expiresAt - now
+      let ttl = expiresAt === undefined ? 0 : expiresAt - now
       // A put already over: what every replica that had it holds now, a deletion with its stamp.
       let type = expiresAt !== undefined && ttl <= 0 ? 'delete' : change.type
       let value = change.value
@@ -512,7 +512,13 @@ export class Store<D extends boolean = false> {
       let expected = 0
       if (resolve) {
         const local = ns.get(change.key)
-        value = resolve(local?.value, type === 'put' ? change.value : undefined)
+        const remote = type === 'put'
+        value = resolve(local?.value, remote ? change.value : undefined)
+        // The result lasts as long as the longest-lived of the values it was made from (no TTL
+        // beats any), so replicas that merge each other's changes agree on it too.
+        const deadlines = [...(local === undefined ? [] : [local.expiresAt ?? Infinity]), ...(remote ? [expiresAt ?? Infinity] : [])]
+        const deadline = deadlines.length === 0 ? Infinity : Math.max(...deadlines)
+        ttl = deadline === Infinity ? 0 : deadline - now
         type = 'put'
         condition = CONDITION.version
         expected = local?.version ?? 0

@@ -107,12 +107,17 @@ export class StrongNamespace<T> {
   /** The mirror's keys in order: prefix reads take what matches, not the whole mirror. */
   private readonly index = new KeyIndex()
   /**
-   * Deletions applied whose revision the change feed has not passed yet, by key: until it does,
-   * the feed may still bring an older put of the key. Then they are forgotten (the feed brings
-   * nothing older after, and answers older than it are not applied).
+   * Deletions applied, by key: their revision, and their number in the order they were applied.
+   * A deletion is kept while an older put of its key may still come: from the change feed until
+   * it has passed the deletion's revision (it brings records in revision order), and in the answer
+   * of a request sent before the deletion was applied. Then it is forgotten.
    */
-  private readonly deleted = new Map<string, number>()
-  /** The highest revision the change feed brought: it has brought everything up to it, in order. */
+  private readonly deleted = new Map<string, { revision: number; n: number }>()
+  /** Deletions applied so far. */
+  private deletions = 0
+  /** Requests to the broker awaiting an answer, each with the number of deletions applied when it was sent. */
+  private readonly asking = new Set<{ since: number }>()
+  /** The highest revision the change feed brought. */
   private fedTo = 0
   /** The size of `deleted` that makes the next feed record prune it. */
   private pruneAt = PRUNE_MIN
@@ -141,21 +146,33 @@ export class StrongNamespace<T> {
     if (record.revision <= this.fedTo) return
     this.fedTo = record.revision
     if (this.deleted.size < this.pruneAt) return
-    for (const [key, revision] of this.deleted) if (revision <= this.fedTo) this.deleted.delete(key)
+    let oldest = Infinity
+    for (const { since } of this.asking) oldest = Math.min(oldest, since)
+    for (const [key, { revision, n }] of this.deleted) if (revision <= this.fedTo && n <= oldest) this.deleted.delete(key)
     this.pruneAt = Math.max(PRUNE_MIN, 2 * this.deleted.size)
   }
 
   /**
-   * Applies a record from the broker (the feed, a read, or this process's acknowledged write) if
-   * the mirror has not seen it. An answer at or below what the feed brought is older than the mirror.
+   * Hands the broker's answer to `call` to `use` as it comes, the deletions applied meanwhile kept
+   * until then (an answer may be older than they are).
    */
-  private apply(record: StrongRecord, answer = false): void {
+  private async answer<R, U>(call: Promise<R>, use: (answer: R) => U): Promise<U> {
+    const asked = { since: this.deletions }
+    this.asking.add(asked)
+    try {
+      return use(await call)
+    } finally {
+      this.asking.delete(asked)
+    }
+  }
+
+  /** Applies a record from the broker (the feed, a read, or this process's acknowledged write) if the mirror has not seen it. */
+  private apply(record: StrongRecord): void {
     const { key, revision } = record
-    if (answer && revision <= this.fedTo) return
-    if ((this.mirror.get(key)?.version ?? this.deleted.get(key) ?? 0) >= revision) return
+    if ((this.mirror.get(key)?.version ?? this.deleted.get(key)?.revision ?? 0) >= revision) return
     const stamp = { wall: record.wall, logical: 0, writer: record.writer }
     if (record.value === undefined) {
-      this.deleted.set(key, revision)
+      this.deleted.set(key, { revision, n: ++this.deletions })
       const had = this.mirror.delete(key)
       this.index.remove(key)
       if (had) this.changes.next({ type: 'delete', key, version: revision, stamp })
@@ -165,7 +182,7 @@ export class StrongNamespace<T> {
     try {
       value = decodePayload(this.codec, record.value) as T
     } catch (error) {
-      this.deleted.set(key, revision)
+      this.deleted.set(key, { revision, n: ++this.deletions })
       this.mirror.delete(key)
       this.index.remove(key)
       this.report(
@@ -198,12 +215,13 @@ export class StrongNamespace<T> {
   async fetch(key: string): Promise<Entry<T> | undefined> {
     this.checkOpen()
     checkKey(key)
-    const record = await this.bounded(this.backend.read(key), 'read', key)
-    if (record === undefined) return undefined
-    // The mirror is now at this revision or a later one the change feed brought during the read:
-    // either is as fresh as the read (a later deletion included).
-    this.apply(record, true)
-    return this.mirror.get(key)
+    return this.answer(this.bounded(this.backend.read(key), 'read', key), (record) => {
+      if (record === undefined) return undefined
+      // The mirror is now at this revision or a later one the change feed brought during the read:
+      // either is as fresh as the read (a later deletion included).
+      this.apply(record)
+      return this.mirror.get(key)
+    })
   }
 
   /** Live keys of the mirror starting with `prefix`, in order. */
@@ -287,18 +305,19 @@ export class StrongNamespace<T> {
       () => this.writing.delete(settled),
     )
     this.writing.add(settled)
-    const result = await sent
-    if (!result.ok) {
-      const current = result.current
-      throw new OrreryError(
-        'VERSION_CONFLICT',
-        `${this.name}/${key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`,
-        { details: { index: 0, namespace: this.name, key, expected, current } },
-      )
-    }
-    // Read-your-writes: the mirror has it before the feed brings it back.
-    this.apply({ key, revision: result.revision, value, wall, writer }, true)
-    return result.revision
+    return this.answer(sent, (result) => {
+      if (!result.ok) {
+        const current = result.current
+        throw new OrreryError(
+          'VERSION_CONFLICT',
+          `${this.name}/${key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`,
+          { details: { index: 0, namespace: this.name, key, expected, current } },
+        )
+      }
+      // Read-your-writes: the mirror has it before the feed brings it back.
+      this.apply({ key, revision: result.revision, value, wall, writer })
+      return result.revision
+    })
   }
 
   /**

@@ -2,7 +2,7 @@
  * A run's public handle ({@link WorkflowRun}): over a live {@link Run} of this process, or over
  * a run known only from its records (finished, or not resumed here).
  */
-import { OrreryError } from '../errors.js'
+import { isOrreryError, OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
 import { FINAL_STATUSES, restoreError, type History, type WorkflowEvent } from './history.js'
 import { currentEvents, readRecord, type RunRecord, type RunStatus } from './records.js'
@@ -150,7 +150,7 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     const [name, payload] = args
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
     const run = this.here
-    if (run) return acknowledged(run.signal(name, payload))
+    if (run) return this.orElsewhere(run, acknowledged(run.signal(name, payload)), (remote) => remote.signal(this.meta, name, payload))
     if (this.remote && !this.hasEnded()) return this.remote.signal(this.meta, name, payload)
     this.ended()
     return Promise.resolve()
@@ -165,10 +165,20 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    */
   cancel(): Promise<void> {
     const run = this.here
-    if (run) return acknowledged(run.cancel())
+    if (run) return this.orElsewhere(run, acknowledged(run.cancel()), (remote) => remote.cancel(this.meta))
     if (this.remote && !this.hasEnded()) return this.remote.cancel(this.meta)
     this.ended()
     return Promise.resolve()
+  }
+
+  /**
+   * A request to the run driven here, sent again through the broker if another process took the
+   * run over before it was recorded (its write was refused: the new owner never had it).
+   */
+  private orElsewhere(run: Run, ack: Promise<void>, resend: (remote: RemoteRuns) => Promise<void>): Promise<void> {
+    const remote = this.remote
+    if (remote === undefined) return ack
+    return ack.catch((error: unknown) => (run.takenOver && isOrreryError(error, 'VERSION_CONFLICT') ? resend(remote) : Promise.reject(error)))
   }
 
   /** The run's meta as the store has it now (this handle's when the store has none). */

@@ -499,8 +499,13 @@ impl Store {
             if let Some(entry) = space.entries.get(change.key) {
                 let local = &entry.current.stamp;
                 let local_writer = self.writers.name(local.writer).unwrap_or_default();
-                if (local.hlc, local_writer) >= (change.hlc, writer) {
-                    return Ok(0);
+                // At an equal stamp a deletion wins over the put: an expiry is stamped as the put
+                // it ends, so a replica holding the put takes that expiry, whatever came first.
+                let tie_deletes = !change.kind.is_put() && entry.is_live();
+                match (local.hlc, local_writer).cmp(&(change.hlc, writer)) {
+                    std::cmp::Ordering::Greater => return Ok(0),
+                    std::cmp::Ordering::Equal if !tie_deletes => return Ok(0),
+                    _ => {}
                 }
             }
         }

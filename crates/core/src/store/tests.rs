@@ -525,6 +525,12 @@ fn a_merged_put_expires_at_its_writers_deadline_with_the_puts_stamp() {
     });
     let stamp = Stamp { hlc, writer: remote };
     assert_eq!(seen, vec![(w, Kind::Put, stamp, 1500.0), (w, Kind::Expire, stamp, f64::INFINITY)]);
+    // Forwarded as a deletion, an expiry stamped as its put ends that put where it is live.
+    let other = RemoteChange { key: b"b", expires: f64::INFINITY, ..change };
+    assert!(s.merge(&other, Condition::Any, true, 1500.0).unwrap() > 0);
+    let expiry = RemoteChange { kind: Kind::Expire, value: b"", expires: f64::INFINITY, ..other };
+    assert!(s.merge(&expiry, Condition::Any, true, 1500.0).unwrap() > 0);
+    assert_eq!(s.get(ns, b"b", 1500.0).unwrap().map(|r| r.version), None);
     // A later write from anywhere wins over the expiry; the same put again does not bring it back.
     assert_eq!(s.merge(&change, Condition::Any, true, 1501.0).unwrap(), 0);
     let later = RemoteChange { hlc: Hlc { wall: 1200, logical: 0 }, expires: f64::INFINITY, ..change };
