@@ -105,13 +105,17 @@ class RedisStrong implements StrongBackend {
       w.writer,
       String(LOG_MAX),
     ] as Array<string | Buffer>)) as [number, number]
-    return reply[0] === 1 ? { ok: true, revision: Number(reply[1]) } : { ok: false, current: Number(reply[1]) }
+    if (reply[0] !== 1) return { ok: false, current: Number(reply[1]) }
+    // The mirror holds the key now: a reload after a gap must say if it is gone.
+    if (w.value !== undefined) this.live.add(w.key)
+    return { ok: true, revision: Number(reply[1]) }
   }
 
   async read(key: string): Promise<StrongRecord | undefined> {
     const [meta, value] = (await this.eval(READ, [key])) as [unknown, unknown]
     if (meta === null || meta === undefined) return undefined
     const { revision, wall, writer } = parseMeta(text(meta))
+    this.live.add(key)
     return { key, revision, value: bytesOf(value), wall, writer }
   }
 

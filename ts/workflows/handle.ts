@@ -150,7 +150,7 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     const [name, payload] = args
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
     const run = this.here
-    if (run) return this.orElsewhere(run, acknowledged(run.signal(name, payload)), (remote) => remote.signal(this.meta, name, payload))
+    if (run) return acknowledged(run.signal(name, payload))
     if (this.remote && !this.hasEnded()) return this.remote.signal(this.meta, name, payload)
     this.ended()
     return Promise.resolve()
@@ -172,8 +172,9 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
   }
 
   /**
-   * A request to the run driven here, sent again through the broker if another process took the
-   * run over before it was recorded (its write was refused: the new owner never had it).
+   * A cancel of the run driven here, sent again through the broker if another process took the
+   * run over meanwhile (its ack then rejects with VERSION_CONFLICT; a cancel given twice is one).
+   * A signal is not sent again: its event may have landed before the takeover refused a later write.
    */
   private orElsewhere(run: Run, ack: Promise<void>, resend: (remote: RemoteRuns) => Promise<void>): Promise<void> {
     const remote = this.remote
