@@ -2,7 +2,8 @@
  * readServerEvents (ts/control/server-events.ts), which the `orrery` command and the dashboard read
  * the HTTP API's streams with: events split across chunks anywhere (inside a UTF-8 character too),
  * CRLF and LF, comments and ids skipped, multi-line data, blocks without data dropped, a false from
- * the handler ending the read and cancelling the body, and a broken stream rejecting.
+ * the handler ending the read and cancelling the body, a broken stream rejecting, and an event
+ * too large for the reader's bound rejecting.
  */
 import { describe, expect, it } from 'vitest'
 
@@ -65,6 +66,22 @@ describe(`readServerEvents (${ENGINE})`, () => {
     })
     expect(seen).toEqual(['1', '2'])
     expect(cancelled()).toBe(true)
+  })
+
+  it('an event over maxEventChars rejects with MESSAGE_TOO_LARGE after the events before it, the body cancelled', async () => {
+    // One that never ends: a line with no end, then more of it.
+    const { stream, cancelled } = body(['data: 1\n\n', `data: ${'x'.repeat(50)}`, 'x'.repeat(60)], 'open')
+    const seen: string[] = []
+    const error = await readServerEvents(stream, (e) => void seen.push(e.data), 100).catch((e: unknown) => e)
+    expect(error).toMatchObject({ name: 'OrreryError', code: 'MESSAGE_TOO_LARGE', details: { maxEventChars: 100 } })
+    expect(seen).toEqual(['1'])
+    expect(cancelled()).toBe(true)
+    // Many lines of one event count together; events under the bound pass, however many.
+    const lines = body([`data: ${'y'.repeat(40)}\n`.repeat(3), '\n'], 'open')
+    expect(await readServerEvents(lines.stream, () => {}, 100).catch((e: unknown) => e)).toMatchObject({ code: 'MESSAGE_TOO_LARGE' })
+    const small: string[] = []
+    await readServerEvents(body([`data: ${'z'.repeat(80)}\n\n`.repeat(5)]).stream, (e) => void small.push(e.data), 100)
+    expect(small).toEqual(Array(5).fill('z'.repeat(80)))
   })
 
   it('rejects with the error of a body that breaks, after the events before it', async () => {

@@ -614,11 +614,10 @@ describe('run.state()', () => {
   })
 
   it('a stored run whose version left the store: WORKFLOW_NOT_FOUND', async () => {
-    const { orrery, store } = await setup()
+    const { wf, store } = await setup()
     store
       .namespace('orrery.workflows')
       .put('run/ghost', { id: 'ghost', definition: 'gone', version: 'v1', input: null, seed: 1, status: 'completed', startedAt: 0, finishedAt: 1 })
-    const wf = await orrery.workflows({ store })
     expect(() => wf.get('ghost')!.state()).toThrow(expect.objectContaining({ code: 'WORKFLOW_NOT_FOUND' }))
   })
 })

@@ -735,6 +735,14 @@ describe('workflows: resume', () => {
     await advance(1_000)
     expect(run.status()).toBe('running')
     expect(effects.get('r/gate')).toBe(1)
+    // Other workflows on the namespace while these are open would go on with the run too: refused.
+    const refused = await errorOf(() => orrery.workflows({ store }))
+    expect(refused?.code).toBe('INVALID_OPTION')
+    expect(refused?.details).toEqual({ option: 'namespace', value: 'orrery.workflows' })
+    await advance(1_000)
+    expect(effects.get('r/gate')).toBe(1)
+    // Another namespace of the store is free.
+    ;(await orrery.workflows({ store, namespace: 'other' })).close()
     first.close()
     expect((await errorOf(() => run.result()))?.code).toBe('CLOSED')
 
@@ -782,7 +790,8 @@ describe('workflows: resume', () => {
   })
 
   it('restores the runs it can: one whose version is gone from the store stays recorded as it was', async () => {
-    const { orrery, store } = await setup()
+    const { orrery, store, wf: first } = await setup()
+    first.close() // the workflows that open next go on with the namespace's runs: they need it to themselves
     store
       .namespace('orrery.workflows')
       .put('run/ghost', { id: 'ghost', definition: 'gone', version: 'v1', input: null, seed: 1, status: 'running', startedAt: 0 })

@@ -166,6 +166,40 @@ export type SchemaResult<S> = S extends StandardSchemaV1<infer T, unknown> ? T |
  */
 export type StartArgs<I> = undefined extends I ? [input?: I, options?: StartOptions] : [input: I, options?: StartOptions]
 
+/** How many workflows of this process are open on each namespace of each store. */
+const claimed = new WeakMap<Store<boolean>, Map<string, number>>()
+
+/**
+ * Counts workflows open on `namespace` of `store` until the returned function is called. One
+ * that goes on with the namespace's unfinished runs (`resume`) needs it to itself: with other
+ * workflows open on it, both would drive the same runs (each step twice), so it is refused
+ * with `INVALID_OPTION`. Workflows opened with `resume: false` drive only the runs they start.
+ */
+function claim(store: Store<boolean>, namespace: string, resume: boolean): () => void {
+  let open = claimed.get(store)
+  if (open === undefined) {
+    open = new Map()
+    claimed.set(store, open)
+  }
+  const count = open.get(namespace) ?? 0
+  if (resume && count > 0) {
+    throw new OrreryError(
+      'INVALID_OPTION',
+      `namespace ${namespace} of this store has workflows open on it, which drive its runs: close them first, give another namespace, or open these with resume: false`,
+      { details: { option: 'namespace', value: namespace } },
+    )
+  }
+  open.set(namespace, count + 1)
+  let held = true
+  return () => {
+    if (!held) return
+    held = false
+    const left = (open.get(namespace) ?? 1) - 1
+    if (left > 0) open.set(namespace, left)
+    else open.delete(namespace)
+  }
+}
+
 /** A version of a workflow and its program in the core (one for every run timeout: the core takes a run's deadline at start). */
 interface Version {
   readonly compiled: CompiledWorkflow
@@ -223,12 +257,15 @@ export class Workflows {
     if (options.resume !== undefined) flag(options.resume, 'resume')
     const shared = options.shared === undefined ? undefined : checkShared(options.shared)
     const store = options.store ?? openStore()
+    // Two workflows going on with one namespace's runs would run each step twice.
+    const release = claim(store, namespace, options.resume !== false)
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
     let strong: SharedHistory | undefined
     if (shared !== undefined) {
       try {
         strong = new SharedHistory(await store.shared(namespace, { transport: shared.transport, consistency: 'strong', codec: 'msgpack' }))
       } catch (error) {
+        release()
         if (options.store === undefined) store.close()
         throw error
       }
@@ -236,7 +273,7 @@ export class Workflows {
     const core = backend.createWorkflows()
     // A broker acknowledges a write once it has it: as a durable store does, from disk.
     const history = new History(strong ?? store.namespace(namespace, { codec: 'msgpack' }), strong !== undefined || store.durable, store.maxValueBytes)
-    const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, onClose, tracing)
+    const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, release, onClose, tracing)
     if (strong !== undefined) wf.share(strong, shared!.owner, shared!.leaseMs, options.resume !== false)
     else if (options.resume !== false) wf.restore()
     return wf
@@ -252,6 +289,8 @@ export class Workflows {
     private readonly mesh: Mesh | undefined,
     private readonly store: Store<boolean>,
     private readonly ownStore: Store<boolean> | undefined,
+    /** Gives the namespace back (`claim`) once the workflows closed. */
+    private readonly unclaim: () => void,
     private readonly onClose: ((wf: Workflows) => void) | undefined,
     tracing: Tracing | undefined,
   ) {
@@ -700,8 +739,10 @@ export class Workflows {
     this.active.clear()
     this.byHandle.clear()
     this.core.close()
-    if (this.shared === undefined) this.ownStore?.close()
-    else this.released = this.release(this.shared)
+    if (this.shared === undefined) {
+      this.ownStore?.close()
+      this.unclaim()
+    } else this.released = this.release(this.shared)
     this.onClose?.(this)
   }
 
@@ -722,6 +763,7 @@ export class Workflows {
     } finally {
       shared.history.ns.close()
       this.ownStore?.close()
+      this.unclaim()
     }
   }
 
