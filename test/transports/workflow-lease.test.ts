@@ -287,6 +287,66 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       wf.close()
     })
 
+    it('a signal given where the run is driven carries a request id: sent again under it after a takeover, it is given once', async () => {
+      const name = fresh('again')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const twoGates = workflow('two-gates', sequence(waitFor('w1', 'go'), waitFor('w2', 'go')), { output: '$steps.w2' })
+      const wf = await sharedOn(o, store, name, 'first', (w) => w.define(twoGates))
+      const run = await wf.start(twoGates, undefined, { id: 'again-1' })
+      await run.signal('go', 1)
+      const [first] = run.history().filter((e) => e.type === 'signal')
+      const request = first?.type === 'signal' ? first.request : undefined
+      expect(request).toMatch(/^req\/again-1\/[^/]+$/)
+      // What the handle sends through the broker when a takeover refused the signal's write: the
+      // same request, marked as given before. Recorded already, it is deleted and not given again.
+      const ns = await store.shared<unknown>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      await ns.create(request!, { signal: 'go', payload: 1, again: true })
+      await until(() => ns.get(request!) === undefined, 5_000, 'the request sent again to be deleted')
+      await sleep(100)
+      expect(run.status()).toBe('running')
+      expect(run.history().filter((e) => e.type === 'signal')).toHaveLength(1)
+      // One sent again that the run did not record is given, once.
+      const other = `req/again-1/resent${Date.now().toString(36)}`
+      await ns.create(other, { signal: 'go', payload: 2, again: true })
+      expect(await run.result()).toBe(2)
+      expect(run.history().filter((e) => e.type === 'signal').map((e) => (e.type === 'signal' ? [e.payload, e.request] : []))).toEqual([
+        [1, request],
+        [2, other],
+      ])
+      await until(() => ns.keys('req/').length === 0, 5_000, 'the requests to be deleted')
+      wf.close()
+    })
+
+    it('a signal given to a run here as another owner takes its lease reaches the run once, here or through the broker', async () => {
+      const name = fresh('signal-taken')
+      const o = await orreryOn(kind)
+      const store = o.openStore()
+      const wf = await sharedOn(o, store, name, 'first', (w) => {
+        w.register('double', (n: number) => n * 2)
+        w.define(gate)
+      })
+      const run = await wf.start(gate, undefined, { id: 'signal-taken-1' })
+      await wf.flushed()
+      const leases = await store.shared<{ owner: string; until: number }>(name, { transport: 'main', consistency: 'strong', codec: 'msgpack' })
+      await leases.put('owner/signal-taken-1', { owner: 'second', until: Date.now() + 60_000 })
+      // The change feed has not told this process yet: the signal is given here, and its write
+      // lands or is refused (then it goes through the broker).
+      const given = run.signal('go', 5)
+      const result = run.result()
+      await given
+      const next = await o.workflows({ store: o.openStore(), namespace: name, shared: { transport: 'main', leaseMs: 60_000, owner: 'third' } })
+      next.register('double', (n: number) => n * 2)
+      next.define(gate)
+      await leases.put('owner/signal-taken-1', { owner: 'second', until: 0 })
+      expect(await result).toBe(10)
+      const events = next.get('signal-taken-1')!.history()
+      expect(events.filter((e) => e.type === 'signal')).toHaveLength(1)
+      expect(audit(events)).toEqual({ completed: { double: 1 }, contiguous: true, finished: 1 })
+      next.close()
+      wf.close()
+    })
+
     it('a process that does not drive a run signals it, cancels it, follows its events and awaits its result, through the broker', async () => {
       const name = fresh('remote')
       const o = await orreryOn(kind)

@@ -7,7 +7,7 @@ import { Stream } from '../stream.js'
 import { FINAL_STATUSES, restoreError, type History, type WorkflowEvent } from './history.js'
 import { currentEvents, readRecord, type RunRecord, type RunStatus } from './records.js'
 import type { AnySignals } from './definition.js'
-import type { RemoteRuns } from './requests.js'
+import { newRequest, type RemoteRuns } from './requests.js'
 import type { Run } from './run.js'
 import { runState, type RunState } from './state.js'
 
@@ -142,7 +142,8 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
    * `CAPACITY_EXCEEDED`, and `RUN_NOT_FOUND` for a run recorded as unfinished but not running here.
    * A run another process drives (`shared`) gets it through the broker, after the same checks:
    * the promise resolves once the broker has the request (its owner, now or the next, records it
-   * once), rejects with a transport's error.
+   * once), rejects with a transport's error. A signal given here to a shared run that another
+   * process takes over before the write is acknowledged goes to it through the broker, once.
    * For the compiler `name` is one of the signals `S` (any string when untyped) and `payload` its type.
    */
   signal(...args: SignalCall<S>): Promise<void>
@@ -150,7 +151,12 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
     const [name, payload] = args
     if (typeof name !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a signal name must be a string', { details: { argument: 'name' } })
     const run = this.here
-    if (run) return acknowledged(run.signal(name, payload))
+    if (run) {
+      if (this.remote === undefined) return acknowledged(run.signal(name, payload))
+      // Under a request id, so that sent again after a takeover it is given once.
+      const request = newRequest(run.id)
+      return this.orElsewhere(run, acknowledged(run.signal(name, payload, request, false)), (remote) => remote.signal(this.meta, name, payload, request))
+    }
     if (this.remote && !this.hasEnded()) return this.remote.signal(this.meta, name, payload)
     this.ended()
     return Promise.resolve()
@@ -172,9 +178,10 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
   }
 
   /**
-   * A cancel of the run driven here, sent again through the broker if another process took the
-   * run over meanwhile (its ack then rejects with VERSION_CONFLICT; a cancel given twice is one).
-   * A signal is not sent again: its event may have landed before the takeover refused a later write.
+   * A signal or cancel of the run driven here, sent again through the broker if another process
+   * took the run over meanwhile (its ack then rejects with VERSION_CONFLICT). Its event may have
+   * been recorded before the takeover refused a later write: a signal goes again under its
+   * request id, which the next owner finds in the history then, and a cancel given twice is one.
    */
   private orElsewhere(run: Run, ack: Promise<void>, resend: (remote: RemoteRuns) => Promise<void>): Promise<void> {
     const remote = this.remote

@@ -97,7 +97,11 @@ export type WorkflowEvent = EventBase &
         readonly items?: readonly unknown[]
         readonly error?: StoredError
       }
-    /** `request`: the id of the signal request another process sent (`shared` workflows), recorded so it is taken once. */
+    /**
+     * `request` (`shared` workflows): the id of the signal's request, recorded so it is given
+     * once: sent by another process through the broker, or given in the process that drove the
+     * run (sent again through the broker under the same id if another process took the run over).
+     */
     | { readonly type: 'signal'; readonly name: string; readonly payload: unknown; readonly request?: string }
     | { readonly type: 'cancel' }
     | { readonly type: 'timer-fired'; readonly timer: number }

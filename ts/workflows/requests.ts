@@ -24,12 +24,19 @@ import { currentEvents, readRecord, type RunRecord } from './records.js'
 import { MAX_UNCLAIMED_SIGNALS, type Run } from './run.js'
 import { deleteRetried } from './shared-history.js'
 
-/** What a request record holds. */
-type Request = { readonly signal: string; readonly payload: unknown } | { readonly cancel: true }
+/**
+ * What a request record holds. `again`: a signal first given to the run in the process that
+ * drove it, under the same request id, and sent again after a takeover (it may be recorded).
+ */
+type Request = { readonly signal: string; readonly payload: unknown; readonly again?: true } | { readonly cancel: true }
+
+/** A new request id of run `id` (the key of its record). */
+export const newRequest = (id: string): string => `${requestsOf(id)}${runId()}`
 
 /** @internal What a run's handle does for a run another process drives. */
 export interface RemoteRuns {
-  signal(meta: RunRecord, name: string, payload: unknown): Promise<void>
+  /** With `request`, the signal was given to the run under that id before (see `Request.again`). */
+  signal(meta: RunRecord, name: string, payload: unknown, request?: string): Promise<void>
   cancel(meta: RunRecord): Promise<void>
   result(id: string): Promise<unknown>
   events(id: string): Stream<WorkflowEvent>
@@ -87,7 +94,7 @@ export class RunRequests implements RemoteRuns {
   // The sender's side.
 
   /** Checks at once (throws `SIGNAL_UNKNOWN`, `CAPACITY_EXCEEDED`, `INVALID_PAYLOAD`), then resolves once the broker has the request. */
-  signal(meta: RunRecord, name: string, payload: unknown): Promise<void> {
+  signal(meta: RunRecord, name: string, payload: unknown, request?: string): Promise<void> {
     const signals = this.host.signalsOf(meta)
     if (!signals.includes(name)) {
       throw new OrreryError('SIGNAL_UNKNOWN', `workflow ${meta.definition} waits for no signal ${JSON.stringify(name)}`, {
@@ -102,16 +109,17 @@ export class RunRequests implements RemoteRuns {
     }
     // As the store keeps it: INVALID_PAYLOAD or VALUE_TOO_LARGE before anything is sent.
     const kept = this.history.keep(payload, 'the payload of signal', name)
-    return this.send(meta.id, { signal: name, payload: kept })
+    if (request !== undefined) return this.send(request, { signal: name, payload: kept, again: true })
+    return this.send(newRequest(meta.id), { signal: name, payload: kept })
   }
 
   cancel(meta: RunRecord): Promise<void> {
-    return this.send(meta.id, { cancel: true })
+    return this.send(newRequest(meta.id), { cancel: true })
   }
 
-  private send(id: string, request: Request): Promise<void> {
+  private send(key: string, request: Request): Promise<void> {
     if (this.closed) throw new OrreryError('CLOSED', 'these workflows are closed')
-    return this.ns.create(`${requestsOf(id)}${runId()}`, request).then(() => undefined)
+    return this.ns.create(key, request).then(() => undefined)
   }
 
   /** Resolves (or rejects) as run `id` ends, wherever it runs: its meta's final write on the broker. */
@@ -198,12 +206,18 @@ export class RunRequests implements RemoteRuns {
    * in the order they were sent, and deletes those its history has recorded already.
    */
   drain(id: string): void {
-    const recorded = new Set<string>()
-    for (const event of currentEvents(this.history, id)) if (event.type === 'signal' && event.request !== undefined) recorded.add(event.request)
+    const recorded = this.recorded(id)
     for (const { key, value } of this.ns.entries(requestsOf(id))) {
       if (recorded.has(key)) this.forget(key)
-      else this.take(key, value as Request)
+      else this.take(key, value as Request, false)
     }
+  }
+
+  /** The request ids of the signals run `id`'s current generation recorded. */
+  private recorded(id: string): Set<string> {
+    const recorded = new Set<string>()
+    for (const event of currentEvents(this.history, id)) if (event.type === 'signal' && event.request !== undefined) recorded.add(event.request)
+    return recorded
   }
 
   /** Run `id` ended here: requests left for it reach nobody. */
@@ -228,14 +242,22 @@ export class RunRequests implements RemoteRuns {
     return meta === undefined ? undefined : FINAL_STATUSES.has(meta.status as never)
   }
 
-  /** Gives a request to its run if it is driven here (the runtime deletes a signal's once recorded, a cancel's here). */
-  private take(key: string, request: Request): void {
+  /**
+   * Gives a request to its run if it is driven here (the runtime deletes a signal's once recorded,
+   * a cancel's here). A signal sent `again` that the run recorded already is only deleted
+   * (`check`: `drain` checked it).
+   */
+  private take(key: string, request: Request, check = true): void {
     if (this.closed || this.taking.has(key)) return
     const id = runOfRequest(key)
     const run = this.host.live(id)
     if (run === undefined) {
       // Sent to a run that had ended (the sender's mirror was behind): nobody will take it.
       if (this.finished(id) === true) this.forget(key)
+      return
+    }
+    if (check && 'again' in request && this.recorded(id).has(key)) {
+      this.forget(key)
       return
     }
     this.taking.add(key)

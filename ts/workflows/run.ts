@@ -94,7 +94,7 @@ export class Run {
   began = false
   private seq: number
   /** Signals sent while it was queued, given to it when it begins. */
-  private held: { name: string; payload: unknown; request: string | undefined; given: (ack: Ack) => void }[] | undefined
+  private held: { name: string; payload: unknown; request: string | undefined; sent: boolean; given: (ack: Ack) => void }[] | undefined
   private replaying = false
   private attempts: Map<number, Attempt> = NONE
   /** Errors of failed attempts and decisions, by token: the run's error names one. */
@@ -229,7 +229,7 @@ export class Run {
 
   /** Signals held while queued or between generations go to the run now (to nobody if it ended). */
   private giveHeld(): void {
-    for (const held of this.held?.splice(0) ?? []) held.given(this.signal(held.name, held.payload, held.request))
+    for (const held of this.held?.splice(0) ?? []) held.given(this.signal(held.name, held.payload, held.request, held.sent))
   }
 
   /**
@@ -400,9 +400,11 @@ export class Run {
   /**
    * Signal `name` with `payload` (`SIGNAL_UNKNOWN` for a name no wait of the definition has);
    * returns the acknowledgement of its record (a signal held while queued: once it is recorded).
-   * `request` is the id of the request another process sent it in, recorded with it.
+   * `request` is the id of its request, recorded with it: one another process `sent` through the
+   * broker (deleted once recorded), or one given here to a run shared across processes (so that
+   * the same signal sent again through the broker after a takeover is known as given).
    */
-  signal(name: string, payload: unknown, request?: string): Ack {
+  signal(name: string, payload: unknown, request?: string, sent = request !== undefined): Ack {
     if (FINAL_STATUSES.has(this.status as never)) return 0
     if (!this.compiled.signals.includes(name)) {
       throw new OrreryError('SIGNAL_UNKNOWN', `workflow ${this.meta.definition} waits for no signal ${JSON.stringify(name)}`, {
@@ -425,12 +427,12 @@ export class Run {
       const ack = new Promise<number>((resolve) => {
         given = resolve
       })
-      this.held.push({ name, payload: kept, request, given })
+      this.held.push({ name, payload: kept, request, sent, given })
       return ack
     }
     const now = this.host.now()
     this.record(request === undefined ? [EVENT.signal, 0, now, name, kept] : [EVENT.signal, 0, now, name, kept, request])
-    if (request !== undefined) this.host.taken?.(this.id, request)
+    if (request !== undefined && sent) this.host.taken?.(this.id, request)
     const ack = this.host.history.recorded(this.id)
     this.applySignal(name, kept, now)
     this.host.pump()

@@ -257,8 +257,9 @@ export class Workflows {
     if (options.resume !== undefined) flag(options.resume, 'resume')
     const shared = options.shared === undefined ? undefined : checkShared(options.shared)
     const store = options.store ?? openStore()
-    // Two workflows going on with one namespace's runs would run each step twice.
-    const release = claim(store, namespace, options.resume !== false)
+    // Two workflows going on with one namespace's runs would run each step twice (shared ones
+    // share them by leases).
+    const release = shared === undefined ? claim(store, namespace, options.resume !== false) : () => {}
     // msgpack keeps what JSON loses (undefined inside a run's output) and encodes faster.
     let strong: SharedHistory | undefined
     if (shared !== undefined) {
