@@ -46,7 +46,7 @@ export type { RemoteChange, StoreEvent, StoreOptions, TxnWriteOptions } from './
 export type { Ack } from './store/context.js'
 export { Namespace } from './store/namespace.js'
 export { StrongNamespace } from './store/strong.js'
-export type { StrongUpdateOptions, StrongWatchOptions, StrongWriteOptions } from './store/strong.js'
+export type { StrongCreateOptions, StrongDeleteOptions, StrongUpdateOptions, StrongWatchOptions, StrongWriteOptions } from './store/strong.js'
 export type { ReplicatedOptions, StrongOptions } from './store/shared.js'
 export type { NamespaceOptions, WatchOptions, WriteOptions } from './store/namespace.js'
 export type { Change, Entry, Stamp } from './store/records.js'

@@ -46,6 +46,21 @@ async function orreryOn(kind: 'redis' | 'nats' | 'kafka', options: { maxMessageB
   return o
 }
 
+/**
+ * Writes key `probe` until the namespace's revision shows one write besides them since revision
+ * `since`: a sweep of an expired value (never more than one).
+ */
+async function sweptAfter(ns: { put(key: string, value: string): Promise<number> }, since: number, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  for (let probes = 1; ; probes++) {
+    const others = (await ns.put('probe', 'p')) - since - probes
+    expect(others).toBeLessThanOrEqual(1)
+    if (others === 1) return
+    if (Date.now() > end) throw new Error(`no sweep within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
 type Stamped = { wall: number; logical: number; writer: string }
 const later = (a: Stamped, b: Stamped) => (a.wall !== b.wall ? a.wall > b.wall : a.logical !== b.logical ? a.logical > b.logical : a.writer > b.writer)
 
@@ -406,6 +421,66 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       for (const s of [sa, sb, sc]) s.close()
     })
 
+    it('a TTL: every mirror expires the value at its deadline and the broker forgets it; a lock held by renewals, taken once it lapses', async () => {
+      const name = fresh('ttl')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<string>(name, { transport: 'main', consistency: 'strong' })
+      const nb = await sb.shared<string>(name, { transport: 'main', consistency: 'strong' })
+      const seen = listen<Change<string>>(nb.watch('lock'))
+      const ttl = 800
+      const before = Date.now()
+      const v1 = await na.create('lock', 'a', { ttl })
+      const first = na.get('lock')!.expiresAt!
+      expect(first).toBeGreaterThanOrEqual(before + ttl)
+      expect(first).toBeLessThanOrEqual(Date.now() + ttl)
+      await until(() => nb.get('lock')?.version === v1, 10_000, 'b to mirror the lock')
+      expect(nb.get('lock')?.expiresAt).toBe(first)
+      // Held: another process cannot take it.
+      await expect(nb.create('lock', 'b')).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'VERSION_CONFLICT'))
+      // Its holder renews it by compare-and-set: a later deadline, everywhere.
+      const v2 = await na.put('lock', 'a', { ifVersion: v1, ttl })
+      const deadline = na.get('lock')!.expiresAt!
+      expect(deadline).toBeGreaterThan(first)
+      await until(() => nb.get('lock')?.version === v2, 10_000, 'b to mirror the renewal')
+      expect(nb.get('lock')?.expiresAt).toBe(deadline)
+      // Not renewed again: gone from every mirror at the deadline, not before; fetch agrees.
+      await until(() => nb.get('lock') === undefined, 10_000, 'the lock to lapse in b')
+      expect(Date.now()).toBeGreaterThanOrEqual(deadline)
+      expect(na.get('lock')).toBeUndefined()
+      expect(na.keys()).toEqual([])
+      expect(await nb.fetch('lock')).toBeUndefined()
+      await until(() => seen.items.length === 3, 10_000, "b's watch to see the expiry")
+      expect(seen.items.map((c) => [c.type, c.version])).toEqual([
+        ['put', v1],
+        ['put', v2],
+        ['expire', v2],
+      ])
+      expect(seen.items[1]).toMatchObject({ expiresAt: deadline })
+      // A renewal that comes late, on the version its holder had: the lock is absent, so is that version.
+      await expect(na.put('lock', 'a', { ifVersion: v2, ttl })).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, 'VERSION_CONFLICT') && e.details['current'] === 0,
+      )
+      // Its writer deleted it from the broker at the deadline (one revision: the sweep).
+      await sweptAfter(na, v2, 10_000)
+      // Another process takes it; a put without a TTL keeps it for good.
+      const v3 = await nb.create('lock', 'b', { ttl: 60_000 })
+      expect(v3).toBeGreaterThan(v2)
+      await nb.put('lock', 'b', { ifVersion: v3 })
+      expect(nb.get('lock')?.expiresAt).toBeUndefined()
+      seen.subscription.unsubscribe()
+
+      // A writer that is gone: the others expire its value and, a little after, sweep it.
+      const gone = await na.create('session', 'a', { ttl: 300 })
+      await until(() => nb.get('session')?.version === gone, 10_000, 'b to mirror the session')
+      sa.close()
+      await until(() => nb.get('session') === undefined, 10_000, 'the session to lapse in b')
+      await sweptAfter(nb, gone, 15_000)
+      expect(await nb.create('session', 'b')).toBeGreaterThan(gone)
+      sb.close()
+    })
+
     it('a channel named like the namespace (orrery.kv.<name>) and the namespace do not meet on the broker', async () => {
       const name = fresh('clash')
       const o = await Orrery.create({ transports: { main: transportFor(kind) }, bindings: { 'orrery.kv.*': 'main' } })
@@ -536,7 +611,11 @@ describe.skipIf(redis.skip !== undefined)(`shared namespaces refused (${ENGINE})
     const strong = await store.shared<number>(fresh('bad-strong'), { transport: 'main', consistency: 'strong' })
     await expect(strong.put('', 1)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_KEY'))
     await expect(strong.put('k', 1, { ifVersion: -1 })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_ARGUMENT'))
-    await expect(strong.put('k', 1, { ttl: 5 } as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    await expect(strong.put('k', 1, { ttl: -1 })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION') && e.details['option'] === 'ttl')
+    await expect(strong.create('k', 1, { ttl: Number.NaN })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    await expect(strong.create('k', 1, { ifVersion: 3 } as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    await expect(strong.delete('k', { ttl: 5 } as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
+    await expect(strong.update('k', () => 1, { ttl: '5' as never })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
     await expect(strong.put('k', 1n as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_PAYLOAD'))
     expect(await strong.fetch('k')).toBeUndefined()
     store.close()

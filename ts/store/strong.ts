@@ -8,13 +8,15 @@
  */
 import { Subject } from 'rxjs'
 
-import { callable, int, keysOf, oneOf, options as optionsOf, text } from '../check.js'
+import { callable, finite, int, keysOf, oneOf, options as optionsOf, text } from '../check.js'
 import { decodePayload } from '../codec.js'
 import { failureOf, isOrreryError, isProgrammingError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 import { Stream } from '../stream.js'
+import { DeadlineTimer } from '../timer.js'
 import { encodeValue } from './context.js'
+import { Expiries } from './expiries.js'
 import { KeyIndex } from './key-index.js'
 import type { NamespaceOptions } from './namespace.js'
 import type { Change, Entry } from './records.js'
@@ -27,15 +29,24 @@ export interface StrongRecord {
   readonly value: Uint8Array | undefined
   readonly wall: number
   readonly writer: string
+  /** When the value expires (wall-clock ms), if it was put with a TTL. */
+  readonly expiresAt?: number | undefined
 }
 
-/** A write the broker applies only if the key is at `expected` (undefined: unconditional; 0: absent). */
+/**
+ * A write the broker applies only if the key is at `expected` (undefined: unconditional; 0:
+ * absent). A value whose `expiresAt` is not after the write's `wall` counts as absent to the
+ * condition, except for a `sweep`: the deletion of an expired value, applied only if the key is
+ * still at exactly `expected`.
+ */
 export interface StrongWrite {
   readonly key: string
   readonly value: Uint8Array | undefined
   readonly expected: number | undefined
   readonly wall: number
   readonly writer: string
+  readonly expiresAt?: number | undefined
+  readonly sweep?: boolean
 }
 
 /** What the broker answered: the write's revision, or the key's revision that failed the condition. */
@@ -62,15 +73,33 @@ export interface StrongBackend {
 export interface StrongWriteOptions {
   /** Apply only if the key is at this broker revision (0: absent); the broker checks it. */
   ifVersion?: number
+  /** Milliseconds until the value expires (0 or left out: never); a put without it clears any. */
+  ttl?: number
 }
-const WRITE_KEYS = keysOf<StrongWriteOptions>()(['ifVersion'])
+const WRITE_KEYS = keysOf<StrongWriteOptions>()(['ifVersion', 'ttl'])
+
+/** Options of {@link StrongNamespace.delete}. */
+export interface StrongDeleteOptions {
+  /** Delete only if the key is at this broker revision; the broker checks it. */
+  ifVersion?: number
+}
+const DELETE_KEYS = keysOf<StrongDeleteOptions>()(['ifVersion'])
+
+/** Options of {@link StrongNamespace.create}. */
+export interface StrongCreateOptions {
+  /** Milliseconds until the value expires (0 or left out: never). */
+  ttl?: number
+}
+const CREATE_KEYS = keysOf<StrongCreateOptions>()(['ttl'])
 
 /** Options of {@link StrongNamespace.update}. */
 export interface StrongUpdateOptions {
   /** How many times a lost compare-and-set is tried again, from a fresh read (default 100). */
   retries?: number
+  /** Milliseconds until the new value expires (0 or left out: never). */
+  ttl?: number
 }
-const UPDATE_KEYS = keysOf<StrongUpdateOptions>()(['retries'])
+const UPDATE_KEYS = keysOf<StrongUpdateOptions>()(['retries', 'ttl'])
 
 /** Where a strong watch starts: `now` (default), or `current` (each matching key's value first). */
 export interface StrongWatchOptions {
@@ -97,6 +126,21 @@ function checkKey(key: unknown, prefix = false): string {
 
 /** `deleted` is pruned when it holds this many deletions (or twice what the last pruning left). */
 const PRUNE_MIN = 1024
+/**
+ * How long after a value expired a process that did not write it deletes it from the broker, if
+ * it is still there (its writer does at once; one that is gone leaves it to the others).
+ */
+const SWEEP_GRACE_MS = 2_000
+
+/** A `ttl` option as an absolute deadline on the wall clock (undefined: none). */
+function deadlineOf(ttl: unknown): number | undefined {
+  if (ttl === undefined) return undefined
+  const ms = finite(ttl, 'ttl', { min: 0 })
+  return ms === 0 ? undefined : Date.now() + Math.ceil(ms)
+}
+
+/** Whether a value that expires at `expiresAt` has expired at `now`. */
+const expired = (expiresAt: number | undefined, now: number): boolean => expiresAt !== undefined && expiresAt <= now
 
 /**
  * A namespace kept by a broker: writes are checked and ordered there (each takes the namespace's
@@ -112,7 +156,7 @@ export class StrongNamespace<T> {
    * it has passed the deletion's revision (it brings records in revision order), and in the answer
    * of a request sent before the deletion was applied. Then it is forgotten.
    */
-  private readonly deleted = new Map<string, { revision: number; n: number }>()
+  private readonly deleted = new Map<string, { revision: number; n: number; expired?: boolean }>()
   /** Deletions applied so far. */
   private deletions = 0
   /** Requests to the broker awaiting an answer, each with the number of deletions applied when it was sent. */
@@ -125,6 +169,11 @@ export class StrongNamespace<T> {
   private closed = false
   /** Writes sent and not answered yet (`store.flushed()` waits for them). */
   private readonly writing = new Set<Promise<unknown>>()
+  /** The mirror's values with a TTL, by deadline. */
+  private readonly expiries = new Expiries()
+  /** Expired values to delete from the broker (if still at their revision), by when. */
+  private readonly sweeps = new Expiries()
+  private readonly timer = new DeadlineTimer(Date.now, () => this.due(), false)
 
   /** @internal */
   static create<T>(host: SharedHost, name: string, codec: CodecName, schema: StandardSchemaV1 | undefined, backend: StrongBackend): StrongNamespace<T> {
@@ -168,14 +217,21 @@ export class StrongNamespace<T> {
 
   /** Applies a record from the broker (the feed, a read, or this process's acknowledged write) if the mirror has not seen it. */
   private apply(record: StrongRecord): void {
-    const { key, revision } = record
+    const { key, revision, expiresAt } = record
     if ((this.mirror.get(key)?.version ?? this.deleted.get(key)?.revision ?? 0) >= revision) return
     const stamp = { wall: record.wall, logical: 0, writer: record.writer }
+    this.expiries.cancel(key)
+    this.sweeps.cancel(key)
     if (record.value === undefined) {
       this.deleted.set(key, { revision, n: ++this.deletions })
       const had = this.mirror.delete(key)
       this.index.remove(key)
       if (had) this.changes.next({ type: 'delete', key, version: revision, stamp })
+      return
+    }
+    if (expired(expiresAt, Date.now())) {
+      // Expired before it got here (a load, a late feed): absent, and swept from the broker.
+      this.expire(key, revision, stamp, expiresAt!)
       return
     }
     let value: T
@@ -192,8 +248,52 @@ export class StrongNamespace<T> {
     }
     this.deleted.delete(key)
     if (!this.mirror.has(key)) this.index.add(key)
-    this.mirror.set(key, { key, value, version: revision, stamp, expiresAt: undefined })
-    this.changes.next({ type: 'put', key, version: revision, value, stamp })
+    this.mirror.set(key, { key, value, version: revision, stamp, expiresAt })
+    if (expiresAt !== undefined) {
+      this.expiries.schedule(key, revision, expiresAt)
+      this.timer.arm(expiresAt)
+    }
+    this.changes.next(expiresAt === undefined ? { type: 'put', key, version: revision, value, stamp } : { type: 'put', key, version: revision, value, stamp, expiresAt })
+  }
+
+  /** Expires the value of `key` at `revision`: gone from the mirror (an `expire` change if it was there), then swept from the broker. */
+  private expire(key: string, revision: number, stamp: Entry<T>['stamp'], expiresAt: number): void {
+    this.deleted.set(key, { revision, n: ++this.deletions, expired: true })
+    const had = this.mirror.delete(key)
+    this.index.remove(key)
+    if (had) this.changes.next({ type: 'expire', key, version: revision, stamp })
+    const sweepAt = stamp.writer === this.host.replica ? expiresAt : expiresAt + SWEEP_GRACE_MS
+    this.sweeps.schedule(key, revision, sweepAt)
+    this.timer.arm(sweepAt)
+  }
+
+  /** Expires what is due, sweeps what waited long enough, and arms the timer for what comes next. */
+  private due(): void {
+    if (this.closed) return
+    const now = Date.now()
+    for (const { key, revision } of this.expiries.take(now)) {
+      const entry = this.mirror.get(key)
+      if (entry !== undefined && entry.version === revision) this.expire(key, revision, entry.stamp, entry.expiresAt!)
+    }
+    for (const { key, revision } of this.sweeps.take(now)) this.sweep(key, revision)
+    this.timer.arm(Math.min(this.expiries.next(), this.sweeps.next()))
+  }
+
+  /**
+   * Deletes an expired value from the broker if the key is still at its revision there: every
+   * process that holds it may, so one that is gone leaves nothing behind. A refusal (another
+   * process swept it, or wrote the key) or a failure (a later load sweeps it) is dropped.
+   */
+  private sweep(key: string, revision: number): void {
+    if (this.closed || this.host.isClosed()) return
+    const wall = Date.now()
+    const write = { key, value: undefined, expected: revision, wall, writer: this.host.replica, sweep: true }
+    this.backend.write(write).then(
+      (result) => {
+        if (result.ok && !this.closed) this.apply({ key, revision: result.revision, value: undefined, wall, writer: write.writer })
+      },
+      () => {},
+    )
   }
 
   /** @internal The feed failed (reported; the mirror stays as it was). */
@@ -208,7 +308,14 @@ export class StrongNamespace<T> {
   /** The key's value as this process's mirror holds it (its own acknowledged writes included). */
   get(key: string): Entry<T> | undefined {
     this.checkOpen()
-    return this.mirror.get(checkKey(key))
+    return this.live(checkKey(key))
+  }
+
+  /** The key's mirror entry unless its TTL ran out (the timer may not have fired yet). */
+  private live(key: string): Entry<T> | undefined {
+    const entry = this.mirror.get(key)
+    if (entry === undefined || entry.expiresAt === undefined) return entry
+    return entry.expiresAt <= Date.now() ? undefined : entry
   }
 
   /** Reads the key from the broker (and brings the mirror up to it). */
@@ -220,7 +327,7 @@ export class StrongNamespace<T> {
       // The mirror is now at this revision or a later one the change feed brought during the read:
       // either is as fresh as the read (a later deletion included).
       this.apply(record)
-      return this.mirror.get(key)
+      return this.live(key)
     })
   }
 
@@ -234,7 +341,11 @@ export class StrongNamespace<T> {
     this.checkOpen()
     checkKey(prefix, true)
     const out: Entry<T>[] = []
-    for (const key of this.index.withPrefix(prefix)) out.push(this.mirror.get(key)!)
+    const now = Date.now()
+    for (const key of this.index.withPrefix(prefix)) {
+      const entry = this.mirror.get(key)!
+      if (!expired(entry.expiresAt, now)) out.push(entry)
+    }
     return out
   }
 
@@ -246,17 +357,19 @@ export class StrongNamespace<T> {
   async put(key: string, value: T, options: StrongWriteOptions = {}): Promise<number> {
     const o = optionsOf(options, 'options', 'argument', WRITE_KEYS)
     const expected = o.ifVersion === undefined ? undefined : int(o.ifVersion, 'ifVersion', {}, 'argument')
-    return this.write(checkKey(key), await this.encode(value), expected)
+    const expiresAt = deadlineOf(o.ttl)
+    return this.write(checkKey(key), await this.encode(value), expected, expiresAt)
   }
 
-  /** Sets the key only if it holds no value on the broker (else `VERSION_CONFLICT`). */
-  async create(key: string, value: T): Promise<number> {
-    return this.write(checkKey(key), await this.encode(value), 0)
+  /** Sets the key only if it holds no value on the broker, or one whose TTL ran out (else `VERSION_CONFLICT`). */
+  async create(key: string, value: T, options: StrongCreateOptions = {}): Promise<number> {
+    const expiresAt = deadlineOf(optionsOf(options, 'options', 'argument', CREATE_KEYS).ttl)
+    return this.write(checkKey(key), await this.encode(value), 0, expiresAt)
   }
 
   /** Deletes the key through the broker (with `ifVersion`, only at that revision); resolves with the deletion's revision. */
-  async delete(key: string, options: StrongWriteOptions = {}): Promise<number> {
-    const o = optionsOf(options, 'options', 'argument', WRITE_KEYS)
+  async delete(key: string, options: StrongDeleteOptions = {}): Promise<number> {
+    const o = optionsOf(options, 'options', 'argument', DELETE_KEYS)
     const expected = o.ifVersion === undefined ? undefined : int(o.ifVersion, 'ifVersion', {}, 'argument')
     checkKey(key)
     this.checkOpen()
@@ -271,12 +384,15 @@ export class StrongNamespace<T> {
   async update(key: string, update: (current: T | undefined) => T, options: StrongUpdateOptions = {}): Promise<number> {
     checkKey(key)
     callable(update, 'update')
-    const retries = int(optionsOf(options, 'options', 'argument', UPDATE_KEYS).retries ?? 100, 'retries')
+    const o = optionsOf(options, 'options', 'argument', UPDATE_KEYS)
+    const retries = int(o.retries ?? 100, 'retries')
+    if (o.ttl !== undefined) finite(o.ttl, 'ttl', { min: 0 })
     this.checkOpen()
-    let current = this.mirror.get(key)
+    let current = this.live(key)
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.write(key, await this.encode(update(current?.value)), current?.version ?? 0)
+        // The deadline from this attempt: a TTL counts from the write that sets it.
+        return await this.write(key, await this.encode(update(current?.value)), current?.version ?? 0, deadlineOf(o.ttl))
       } catch (error) {
         if (!isOrreryError(error, 'VERSION_CONFLICT') || attempt >= retries) throw error
       }
@@ -295,11 +411,17 @@ export class StrongNamespace<T> {
     return bytes
   }
 
-  private async write(key: string, value: Uint8Array | undefined, expected: number | undefined): Promise<number> {
+  private async write(key: string, value: Uint8Array | undefined, expected: number | undefined, expiresAt?: number): Promise<number> {
     this.checkOpen()
     const wall = Date.now()
     const writer = this.host.replica
-    const sent = this.bounded(this.backend.write({ key, value, expected, wall, writer }), 'write', key)
+    if (expected !== undefined && expected !== 0 && this.expiredAt(key, expected, wall)) {
+      // The broker still holds the value (until it is swept), but it is absent: so is its version.
+      throw new OrreryError('VERSION_CONFLICT', `${this.name}/${key}: expected version ${expected}, found (absent): its TTL ran out`, {
+        details: { index: 0, namespace: this.name, key, expected, current: 0 },
+      })
+    }
+    const sent = this.bounded(this.backend.write({ key, value, expected, wall, writer, expiresAt }), 'write', key)
     const settled: Promise<unknown> = sent.then(
       () => this.writing.delete(settled),
       () => this.writing.delete(settled),
@@ -315,9 +437,17 @@ export class StrongNamespace<T> {
         )
       }
       // Read-your-writes: the mirror has it before the feed brings it back.
-      this.apply({ key, revision: result.revision, value, wall, writer })
+      this.apply({ key, revision: result.revision, value, wall, writer, expiresAt })
       return result.revision
     })
+  }
+
+  /** Whether the mirror knows the value of `key` at `revision` as expired by `now`. */
+  private expiredAt(key: string, revision: number, now: number): boolean {
+    const entry = this.mirror.get(key)
+    if (entry !== undefined) return entry.version === revision && expired(entry.expiresAt, now)
+    const gone = this.deleted.get(key)
+    return gone !== undefined && gone.revision === revision && gone.expired === true
   }
 
   /**
@@ -382,8 +512,14 @@ export class StrongNamespace<T> {
     return new Stream<Change<T>>({
       start: (sink) => {
         this.checkOpen()
-        if (from === 'current')
-          for (const e of this.mirror.values()) if (matches(e.key)) sink.next({ type: 'put', key: e.key, version: e.version, value: e.value, stamp: e.stamp })
+        if (from === 'current') {
+          const now = Date.now()
+          for (const e of this.mirror.values()) {
+            if (!matches(e.key) || expired(e.expiresAt, now)) continue
+            const { key, version, value, stamp, expiresAt } = e
+            sink.next(expiresAt === undefined ? { type: 'put', key, version, value, stamp } : { type: 'put', key, version, value, stamp, expiresAt })
+          }
+        }
         const subscription = this.changes.subscribe({
           next: (change) => {
             if (matches(change.key)) sink.next(change)
@@ -405,6 +541,9 @@ export class StrongNamespace<T> {
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.timer.cancel()
+    this.expiries.clear()
+    this.sweeps.clear()
     this.backend.close()
     this.changes.complete()
   }

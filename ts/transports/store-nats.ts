@@ -5,7 +5,9 @@
  * base64url, a valid token whatever the key holds), a deletion a message with the header
  * `KV-Operation: DEL`. A key's version is the stream sequence of its last message, and a
  * conditional write is a publish expecting that last subject sequence: the server refuses it
- * when another write came first. The mirror is an ordered consumer from the last message of
+ * when another write came first. A value's TTL is its deadline in a header (`Orrery-Expires`):
+ * the mirrors expire it and sweep it with a deletion expecting its sequence; until then a
+ * create expects it as the key's last, as it does a deletion marker. The mirror is an ordered consumer from the last message of
  * every subject on.
  */
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
@@ -18,6 +20,7 @@ import type { NatsDriver } from './nats.js'
 
 const WRITER = 'Orrery-Writer'
 const WALL = 'Orrery-Wall'
+const EXPIRES = 'Orrery-Expires'
 const OPERATION = 'KV-Operation'
 /** How many times a create retries after a deletion marker moved the key's last sequence. */
 const CREATE_TRIES = 5
@@ -128,12 +131,14 @@ class NatsStrong implements StrongBackend {
     const deleted = op === 'DEL' || op === 'PURGE'
     if (deleted) this.markers.set(key, seq)
     else this.markers.delete(key)
+    const expires = deleted ? 0 : Number(header?.get(EXPIRES) ?? 0) || 0
     return {
       key,
       revision: seq,
       value: deleted ? undefined : data.slice(),
       wall: Number(header?.get(WALL) ?? 0) || 0,
       writer: header?.get(WRITER) ?? '',
+      expiresAt: expires > 0 ? expires : undefined,
     }
   }
 
@@ -181,6 +186,7 @@ class NatsStrong implements StrongBackend {
     headers.set(WRITER, w.writer)
     headers.set(WALL, String(w.wall))
     if (w.value === undefined) headers.set(OPERATION, 'DEL')
+    else if (w.expiresAt !== undefined) headers.set(EXPIRES, String(w.expiresAt))
     const subject = this.subject(w.key)
     // Absent: no message, or a deletion marker as the key's last.
     let expect = w.expected === 0 ? (this.markers.get(w.key) ?? 0) : w.expected
@@ -196,8 +202,9 @@ class NatsStrong implements StrongBackend {
         if (!(error instanceof JetStreamApiError) || error.code !== JetStreamApiCodes.StreamWrongLastSequence) throw error
       }
       const now = await this.last(w.key)
-      const live = now !== undefined && now.value !== undefined
-      // Still absent for a create, behind a newer marker: expect that one.
+      // A value whose TTL ran out is absent too (until a mirror sweeps it).
+      const live = now !== undefined && now.value !== undefined && !(now.expiresAt !== undefined && now.expiresAt <= w.wall)
+      // Still absent for a create, behind a newer marker or an expired value: expect that one.
       if (w.expected === 0 && !live && tries < CREATE_TRIES) {
         expect = now?.revision ?? 0
         continue

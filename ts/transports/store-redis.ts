@@ -1,8 +1,8 @@
 /**
  * A strong store namespace on Redis (see store/strong.ts). Four keys per namespace, under the
  * transport's key prefix: a hash of values (`…:v`), a hash of each key's `<revision> <wall>
- * <writer>` (`…:m`), the namespace's revision counter (`…:rev`) and a stream of changes
- * (`…:log`). Every write is one Lua script, so the check, the new revision, the hashes and the
+ * <expires> <writer>` (`…:m`; expires 0 without a TTL), the namespace's revision counter
+ * (`…:rev`) and a stream of changes (`…:log`). Every write is one Lua script, so the check, the new revision, the hashes and the
  * change are one atomic step on the server: the broker decides which of two racing
  * compare-and-sets wins. A mirror loads both hashes and the stream's last id in one script, then
  * reads the stream from there on a blocking connection of its own; revisions are consecutive, so
@@ -20,16 +20,25 @@ const BLOCK_MS = 1_000
 /** How long the reader waits after a failed read before it tries again. */
 const RETRY_MS = 250
 
-/** KEYS: values, meta, counter, log. ARGV: key, value ('' and op 'd' for a delete), op, conditional ('1'/'0'), expected, wall, writer, maxlen. */
+/**
+ * KEYS: values, meta, counter, log. ARGV: key, value ('' and op 'd' for a delete, 's' for a
+ * sweep), op, conditional ('1'/'0'), expected, wall, writer, maxlen, expires ('0': none). A value
+ * whose expiry is not after the write's wall counts as absent to the condition, but to a sweep's.
+ */
 const WRITE = `local m = redis.call('HGET', KEYS[2], ARGV[1])
 local cur = 0
-if m then cur = tonumber(string.match(m, '^(%d+)')) end
+if m then
+  local r, x = string.match(m, '^(%d+) %d+ (%d+)')
+  cur = tonumber(r)
+  local expires = tonumber(x)
+  if ARGV[3] ~= 's' and expires > 0 and expires <= tonumber(ARGV[6]) then cur = 0 end
+end
 if ARGV[4] == '1' and cur ~= tonumber(ARGV[5]) then return {0, cur} end
 local rev = redis.call('INCR', KEYS[3])
 if ARGV[3] == 'p' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('HSET', KEYS[2], ARGV[1], rev .. ' ' .. ARGV[6] .. ' ' .. ARGV[7])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'r', rev, 'k', ARGV[1], 'w', ARGV[6], 'n', ARGV[7], 'v', ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[1], rev .. ' ' .. ARGV[6] .. ' ' .. ARGV[9] .. ' ' .. ARGV[7])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'r', rev, 'k', ARGV[1], 'w', ARGV[6], 'n', ARGV[7], 'x', ARGV[9], 'v', ARGV[2])
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -48,12 +57,21 @@ const READ = `return {redis.call('HGET', KEYS[2], ARGV[1]) or false, redis.call(
 
 const text = (b: unknown): string => (Buffer.isBuffer(b) ? b.toString('utf8') : String(b))
 
-/** A key's meta, `<revision> <wall> <writer>`. */
-function parseMeta(meta: string): { revision: number; wall: number; writer: string } {
+/** A key's meta, `<revision> <wall> <expires> <writer>` (expires 0: none). */
+function parseMeta(meta: string): { revision: number; wall: number; expiresAt: number | undefined; writer: string } {
   const first = meta.indexOf(' ')
   const second = meta.indexOf(' ', first + 1)
-  return { revision: Number(meta.slice(0, first)), wall: Number(meta.slice(first + 1, second)), writer: meta.slice(second + 1) }
+  const third = meta.indexOf(' ', second + 1)
+  return {
+    revision: Number(meta.slice(0, first)),
+    wall: Number(meta.slice(first + 1, second)),
+    expiresAt: expiresOf(meta.slice(second + 1, third)),
+    writer: meta.slice(third + 1),
+  }
 }
+
+/** An expiry as the script keeps it ('0', or none at all: no TTL). */
+const expiresOf = (text: string | undefined): number | undefined => (text === undefined || text === '0' || text === '' ? undefined : Number(text))
 
 const bytesOf = (b: unknown): Uint8Array => (Buffer.isBuffer(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice() : new Uint8Array(0))
 
@@ -98,12 +116,13 @@ class RedisStrong implements StrongBackend {
     const reply = (await this.eval(WRITE, [
       w.key,
       value,
-      w.value === undefined ? 'd' : 'p',
+      w.value !== undefined ? 'p' : w.sweep === true ? 's' : 'd',
       w.expected === undefined ? '0' : '1',
       String(w.expected ?? 0),
       String(w.wall),
       w.writer,
       String(LOG_MAX),
+      String(w.expiresAt ?? 0),
     ] as Array<string | Buffer>)) as [number, number]
     if (reply[0] !== 1) return { ok: false, current: Number(reply[1]) }
     // The mirror holds the key now: a reload after a gap must say if it is gone.
@@ -114,9 +133,9 @@ class RedisStrong implements StrongBackend {
   async read(key: string): Promise<StrongRecord | undefined> {
     const [meta, value] = (await this.eval(READ, [key])) as [unknown, unknown]
     if (meta === null || meta === undefined) return undefined
-    const { revision, wall, writer } = parseMeta(text(meta))
+    const { revision, wall, writer, expiresAt } = parseMeta(text(meta))
     this.live.add(key)
-    return { key, revision, value: bytesOf(value), wall, writer }
+    return { key, revision, value: bytesOf(value), wall, writer, expiresAt }
   }
 
   async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
@@ -137,7 +156,7 @@ class RedisStrong implements StrongBackend {
       const key = text(metas[i])
       const meta = parseMeta(text(metas[i + 1]))
       seen.add(key)
-      onRecord({ key, revision: meta.revision, value: byKey.get(key) ?? new Uint8Array(0), wall: meta.wall, writer: meta.writer })
+      onRecord({ key, revision: meta.revision, value: byKey.get(key) ?? new Uint8Array(0), wall: meta.wall, writer: meta.writer, expiresAt: meta.expiresAt })
     }
     for (const key of this.live) if (!seen.has(key)) onRecord({ key, revision: Number(revision), value: undefined, wall: Date.now(), writer: '' })
     this.live.clear()
@@ -172,7 +191,8 @@ class RedisStrong implements StrongBackend {
           const value = f.has('v') ? bytesOf(f.get('v')) : undefined
           if (value === undefined) this.live.delete(key)
           else this.live.add(key)
-          onRecord({ key, revision, value, wall: Number(text(f.get('w'))), writer: text(f.get('n')) })
+          const expiresAt = value === undefined ? undefined : expiresOf(f.has('x') ? text(f.get('x')) : undefined)
+          onRecord({ key, revision, value, wall: Number(text(f.get('w'))), writer: text(f.get('n')), expiresAt })
         }
       } catch (error) {
         if (this.closed || this.driver.isClosed) return
