@@ -60,6 +60,14 @@ assert.ok(lost && isOrreryError(lost.reason, 'VERSION_CONFLICT'))
 // update() reads, computes and compares-and-sets, again from a fresh read when another process won.
 await seatsB.update('left', (n) => (n ?? 0) - 1)
 assert.equal((await seatsA.fetch('left'))?.value, 8) // fetch reads the broker
+
+// A lock with a TTL: held while its holder renews it, free for another once it lapses.
+const locks = await storeA.shared<string>(name('locks'), { transport: 'main', consistency: 'strong' })
+const otherLocks = await storeB.shared<string>(locks.name, { transport: 'main', consistency: 'strong' })
+const held = await locks.create('report', 'process A', { ttl: 300 })
+await locks.put('report', 'process A', { ifVersion: held, ttl: 300 }) // renewed: 300 ms from now
+await until(() => otherLocks.get('report') === undefined) // not renewed again: it lapses everywhere
+await otherLocks.create('report', 'process B', { ttl: 300 }) // and another process takes it
 // #endregion
 
 // #region stop

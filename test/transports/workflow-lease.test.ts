@@ -310,7 +310,12 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const other = `req/again-1/resent${Date.now().toString(36)}`
       await ns.create(other, { signal: 'go', payload: 2, again: true })
       expect(await run.result()).toBe(2)
-      expect(run.history().filter((e) => e.type === 'signal').map((e) => (e.type === 'signal' ? [e.payload, e.request] : []))).toEqual([
+      expect(
+        run
+          .history()
+          .filter((e) => e.type === 'signal')
+          .map((e) => (e.type === 'signal' ? [e.payload, e.request] : [])),
+      ).toEqual([
         [1, request],
         [2, other],
       ])

@@ -253,7 +253,9 @@ export class StrongNamespace<T> {
       this.expiries.schedule(key, revision, expiresAt)
       this.timer.arm(expiresAt)
     }
-    this.changes.next(expiresAt === undefined ? { type: 'put', key, version: revision, value, stamp } : { type: 'put', key, version: revision, value, stamp, expiresAt })
+    this.changes.next(
+      expiresAt === undefined ? { type: 'put', key, version: revision, value, stamp } : { type: 'put', key, version: revision, value, stamp, expiresAt },
+    )
   }
 
   /** Expires the value of `key` at `revision`: gone from the mirror (an `expire` change if it was there), then swept from the broker. */
