@@ -91,6 +91,24 @@ describe.skipIf(skip !== undefined)(`shared store namespaces over NATS WebSocket
     expect(ended.stderr).toBe('')
   })
 
+  it('a strong namespace with a TTL: the value lapses in every instance at its deadline, and the key can be taken again', async () => {
+    const name = fresh('strong-ttl')
+    const [a, b] = [await open(), await open()]
+    const na = await a.openStore({ replica: 'a' }).shared<string>(name, { transport: 'main', consistency: 'strong' })
+    const nb = await b.openStore({ replica: 'b' }).shared<string>(name, { transport: 'main', consistency: 'strong' })
+    const v = await na.create('lock', 'a', { ttl: 400 })
+    const deadline = na.get('lock')!.expiresAt!
+    await until(() => nb.get('lock')?.version === v, 10_000, 'b to mirror the lock')
+    expect(nb.get('lock')?.expiresAt).toBe(deadline)
+    await expect(nb.create('lock', 'b')).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'VERSION_CONFLICT'))
+    await until(() => nb.get('lock') === undefined, 10_000, 'the lock to lapse in b')
+    expect(Date.now()).toBeGreaterThanOrEqual(deadline)
+    const taken = await nb.create('lock', 'b')
+    expect(taken).toBeGreaterThan(v)
+    await until(() => na.get('lock')?.version === taken, 10_000, "a to mirror b's lock")
+    expect(na.get('lock')).toMatchObject({ value: 'b', expiresAt: undefined })
+  })
+
   it('a replicated namespace: a put in the same turn as shutdown() reaches the other instance', async () => {
     const name = fresh('replicated')
     const [a, b] = [await open(), await open()]
