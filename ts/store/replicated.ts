@@ -57,6 +57,11 @@ const entryBytes = (entry: StateEntry): number => (entry[1]?.length ?? 0) + entr
 /** A key's record on the wire: its encoded value (null: deleted), stamp, and when a put expires (clock ms), if it does. */
 type StateEntry = [key: string, bytes: Uint8Array | null, wall: number, logical: number, writer: string, expiresAt?: number]
 
+/** A wire entry: its deadline is there only when it has one. */
+function entryOf(key: string, bytes: Uint8Array | null, wall: number, logical: number, writer: string, expiresAt: number | null | undefined): StateEntry {
+  return expiresAt === undefined || expiresAt === null ? [key, bytes, wall, logical, writer] : [key, bytes, wall, logical, writer, expiresAt]
+}
+
 type Wire =
   | { v: number; t: 'c'; p: string; e: StateEntry[] }
   | { v: number; t: 'h'; p: string }
@@ -255,8 +260,7 @@ export class Replicator {
       this.outgoing = new Map()
       setTimeout(() => this.sendOutgoing(), 0)
     }
-    const entry: StateEntry = [change.key, bytes, stamp.wall, stamp.logical, stamp.writer]
-    if (change.type === 'put' && change.expiresAt !== undefined) entry.push(change.expiresAt)
+    const entry = entryOf(change.key, bytes, stamp.wall, stamp.logical, stamp.writer, change.type === 'put' ? change.expiresAt : undefined)
     this.outgoing.set(change.key, entry)
     if (bytes === null) this.tombstone(entry)
     else this.tombstones.delete(change.key)
@@ -326,9 +330,7 @@ export class Replicator {
     if (entries.length === 0 && this.tombstones.size === 0 && to === undefined) return
     const records: StateEntry[] = entries.map((entry) => {
       const { wall, logical, writer } = entry.stamp
-      const record: StateEntry = [entry.key, encodePayload(this.codec, entry.value), wall, logical, writer]
-      if (entry.expiresAt !== undefined) record.push(entry.expiresAt)
-      return record
+      return entryOf(entry.key, encodePayload(this.codec, entry.value), wall, logical, writer, entry.expiresAt)
     })
     for (const { entry } of this.tombstones.values()) records.push(entry)
     this.sendChunks(records, (e, end) => ({ v: VERSION, t: 's', p: this.processId, ...(to === undefined ? {} : { to }), e, end }))
@@ -405,9 +407,7 @@ export class Replicator {
   private apply(key: string, bytes: unknown, wall: unknown, logical: unknown, writer: unknown, expiresAt: unknown): void {
     try {
       if (typeof wall === 'number' && Number.isFinite(wall) && wall > this.host.now() + this.host.maxClockDriftMs) {
-        const held: StateEntry = [key, (bytes ?? null) as Uint8Array | null, wall, logical as number, writer as string]
-        if (expiresAt !== undefined && expiresAt !== null) held.push(expiresAt as number)
-        this.holdAhead(held)
+        this.holdAhead(entryOf(key, (bytes ?? null) as Uint8Array | null, wall, logical as number, writer as string, expiresAt as number | null | undefined))
         return
       }
       const deleted = bytes === undefined || bytes === null
