@@ -2,6 +2,7 @@
  * The CLI's client of the HTTP API (docs/cli.md): JSON requests with a bearer token, the API's error
  * shape turned into a {@link CliFailure} carrying its code, and server-sent events read as a stream.
  */
+import { isOrreryError } from '../errors.js'
 import { readServerEvents, type ServerEvent } from '../control/server-events.js'
 import { type Parsed, stringOf } from './args.js'
 import { CliFailure, EXIT, unreachable, usageError } from './failure.js'
@@ -57,6 +58,8 @@ export class ApiClient {
       if (response.body !== null) await readServerEvents(response.body, onEvent)
     } catch (error) {
       if (error instanceof CliFailure) throw error
+      // The server answered, but with an event past what this reader holds: not an outage.
+      if (isOrreryError(error, 'MESSAGE_TOO_LARGE')) throw new CliFailure(EXIT.api, error.message, error.code, error.details)
       if (!stop.signal.aborted) throw unreachable(this.url, `the stream broke (${describe(error)})`)
     } finally {
       stop.abort()

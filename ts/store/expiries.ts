@@ -33,6 +33,11 @@ export class Expiries {
     this.order.eraseElementByKey(due)
   }
 
+  /** Whether `key` is due at some time. */
+  has(key: string): boolean {
+    return this.byKey.has(key)
+  }
+
   /** The soonest deadline (Infinity when none waits). */
   next(): number {
     return this.order.size() === 0 ? Infinity : this.order.front()!.at

@@ -131,11 +131,15 @@ const PRUNE_MIN = 1024
  * it is still there (its writer does at once; one that is gone leaves it to the others).
  */
 const SWEEP_GRACE_MS = 2_000
+/** How long after a sweep that failed (not refused: the broker did not answer) it is tried again. */
+const SWEEP_RETRY_MS = 5_000
+/** The longest TTL (2^40 ms, about 34 years): a deadline stays an integer the brokers' fields hold. */
+const MAX_TTL_MS = 2 ** 40
 
 /** A `ttl` option as an absolute deadline on the wall clock (undefined: none). */
 function deadlineOf(ttl: unknown): number | undefined {
   if (ttl === undefined) return undefined
-  const ms = finite(ttl, 'ttl', { min: 0 })
+  const ms = finite(ttl, 'ttl', { min: 0, max: MAX_TTL_MS })
   return ms === 0 ? undefined : Date.now() + Math.ceil(ms)
 }
 
@@ -173,6 +177,8 @@ export class StrongNamespace<T> {
   private readonly expiries = new Expiries()
   /** Expired values to delete from the broker (if still at their revision), by when. */
   private readonly sweeps = new Expiries()
+  /** The revision of each key's value with a TTL that this process wrote (it sweeps those at once). */
+  private readonly ownTtl = new Map<string, number>()
   private readonly timer = new DeadlineTimer(Date.now, () => this.due(), false)
 
   /** @internal */
@@ -197,7 +203,10 @@ export class StrongNamespace<T> {
     if (this.deleted.size < this.pruneAt) return
     let oldest = Infinity
     for (const { since } of this.asking) oldest = Math.min(oldest, since)
-    for (const [key, { revision, n }] of this.deleted) if (revision <= this.fedTo && n <= oldest) this.deleted.delete(key)
+    for (const [key, { revision, n, expired }] of this.deleted) {
+      // An expired value not yet swept is still on the broker: its version stays refused here.
+      if (revision <= this.fedTo && n <= oldest && !(expired === true && this.sweeps.has(key))) this.deleted.delete(key)
+    }
     this.pruneAt = Math.max(PRUNE_MIN, 2 * this.deleted.size)
   }
 
@@ -222,6 +231,7 @@ export class StrongNamespace<T> {
     const stamp = { wall: record.wall, logical: 0, writer: record.writer }
     this.expiries.cancel(key)
     this.sweeps.cancel(key)
+    if (this.ownTtl.get(key) !== revision) this.ownTtl.delete(key)
     if (record.value === undefined) {
       this.deleted.set(key, { revision, n: ++this.deletions })
       const had = this.mirror.delete(key)
@@ -264,7 +274,9 @@ export class StrongNamespace<T> {
     const had = this.mirror.delete(key)
     this.index.remove(key)
     if (had) this.changes.next({ type: 'expire', key, version: revision, stamp })
-    const sweepAt = stamp.writer === this.host.replica ? expiresAt : expiresAt + SWEEP_GRACE_MS
+    const mine = this.ownTtl.get(key) === revision
+    this.ownTtl.delete(key)
+    const sweepAt = mine ? expiresAt : expiresAt + SWEEP_GRACE_MS
     this.sweeps.schedule(key, revision, sweepAt)
     this.timer.arm(sweepAt)
   }
@@ -284,7 +296,7 @@ export class StrongNamespace<T> {
   /**
    * Deletes an expired value from the broker if the key is still at its revision there: every
    * process that holds it may, so one that is gone leaves nothing behind. A refusal (another
-   * process swept it, or wrote the key) or a failure (a later load sweeps it) is dropped.
+   * process swept it, or wrote the key) ends it; a failure (no answer) is tried again later.
    */
   private sweep(key: string, revision: number): void {
     if (this.closed || this.host.isClosed()) return
@@ -294,7 +306,12 @@ export class StrongNamespace<T> {
       (result) => {
         if (result.ok && !this.closed) this.apply({ key, revision: result.revision, value: undefined, wall, writer: write.writer })
       },
-      () => {},
+      () => {
+        const gone = this.deleted.get(key)
+        if (this.closed || gone?.revision !== revision || gone.expired !== true) return
+        this.sweeps.schedule(key, revision, Date.now() + SWEEP_RETRY_MS)
+        this.timer.arm(Date.now() + SWEEP_RETRY_MS)
+      },
     )
   }
 
@@ -388,7 +405,7 @@ export class StrongNamespace<T> {
     callable(update, 'update')
     const o = optionsOf(options, 'options', 'argument', UPDATE_KEYS)
     const retries = int(o.retries ?? 100, 'retries')
-    if (o.ttl !== undefined) finite(o.ttl, 'ttl', { min: 0 })
+    if (o.ttl !== undefined) finite(o.ttl, 'ttl', { min: 0, max: MAX_TTL_MS })
     this.checkOpen()
     let current = this.live(key)
     for (let attempt = 0; ; attempt++) {
@@ -439,6 +456,7 @@ export class StrongNamespace<T> {
         )
       }
       // Read-your-writes: the mirror has it before the feed brings it back.
+      if (expiresAt !== undefined && value !== undefined) this.ownTtl.set(key, result.revision)
       this.apply({ key, revision: result.revision, value, wall, writer, expiresAt })
       return result.revision
     })
@@ -546,6 +564,7 @@ export class StrongNamespace<T> {
     this.timer.cancel()
     this.expiries.clear()
     this.sweeps.clear()
+    this.ownTtl.clear()
     this.backend.close()
     this.changes.complete()
   }

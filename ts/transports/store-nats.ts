@@ -138,7 +138,7 @@ class NatsStrong implements StrongBackend {
       value: deleted ? undefined : data.slice(),
       wall: Number(header?.get(WALL) ?? 0) || 0,
       writer: header?.get(WRITER) ?? '',
-      expiresAt: expires > 0 ? expires : undefined,
+      expiresAt: Number.isSafeInteger(expires) && expires > 0 ? expires : undefined,
     }
   }
 

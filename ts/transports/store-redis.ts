@@ -28,10 +28,14 @@ const RETRY_MS = 250
 const WRITE = `local m = redis.call('HGET', KEYS[2], ARGV[1])
 local cur = 0
 if m then
-  local r, x = string.match(m, '^(%d+) %d+ (%d+)')
-  cur = tonumber(r)
-  local expires = tonumber(x)
-  if ARGV[3] ~= 's' and expires > 0 and expires <= tonumber(ARGV[6]) then cur = 0 end
+  local r, x = string.match(m, '^(%d+) %d+ (%d+) ')
+  if r then
+    cur = tonumber(r)
+    local expires = tonumber(x)
+    if ARGV[3] ~= 's' and expires > 0 and expires <= tonumber(ARGV[6]) then cur = 0 end
+  else
+    cur = tonumber(string.match(m, '^(%d+)'))
+  end
 end
 if ARGV[4] == '1' and cur ~= tonumber(ARGV[5]) then return {0, cur} end
 local rev = redis.call('INCR', KEYS[3])
@@ -62,16 +66,19 @@ function parseMeta(meta: string): { revision: number; wall: number; expiresAt: n
   const first = meta.indexOf(' ')
   const second = meta.indexOf(' ', first + 1)
   const third = meta.indexOf(' ', second + 1)
-  return {
-    revision: Number(meta.slice(0, first)),
-    wall: Number(meta.slice(first + 1, second)),
-    expiresAt: expiresOf(meta.slice(second + 1, third)),
-    writer: meta.slice(third + 1),
-  }
+  const revision = Number(meta.slice(0, first))
+  const wall = Number(meta.slice(first + 1, second))
+  const expires = third < 0 ? undefined : meta.slice(second + 1, third)
+  // Without an expiry field (written before TTLs): the rest is the writer, as the script reads it.
+  if (expires === undefined || !/^\d+$/.test(expires)) return { revision, wall, expiresAt: undefined, writer: meta.slice(second + 1) }
+  return { revision, wall, expiresAt: expiresOf(expires), writer: meta.slice(third + 1) }
 }
 
-/** An expiry as the script keeps it ('0', or none at all: no TTL). */
-const expiresOf = (text: string | undefined): number | undefined => (text === undefined || text === '0' || text === '' ? undefined : Number(text))
+/** An expiry as the script keeps it (digits; '0' or none at all: no TTL). */
+function expiresOf(text: string | undefined): number | undefined {
+  const n = text === undefined ? 0 : Number(text)
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined
+}
 
 const bytesOf = (b: unknown): Uint8Array => (Buffer.isBuffer(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice() : new Uint8Array(0))
 

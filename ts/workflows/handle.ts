@@ -179,9 +179,10 @@ export class WorkflowRun<O = unknown, S = AnySignals> {
 
   /**
    * A signal or cancel of the run driven here, sent again through the broker if another process
-   * took the run over meanwhile (its ack then rejects with VERSION_CONFLICT). Its event may have
-   * been recorded before the takeover refused a later write: a signal goes again under its
-   * request id, which the next owner finds in the history then, and a cancel given twice is one.
+   * took the run over meanwhile (its ack then rejects with VERSION_CONFLICT). A signal's ack is
+   * that of the write carrying its event, refused only if the event was not recorded; it goes
+   * again under its request id, which the next owner would find in the history had it been. A
+   * cancel's ack is the run's writes so far, and a cancel given twice is one.
    */
   private orElsewhere(run: Run, ack: Promise<void>, resend: (remote: RemoteRuns) => Promise<void>): Promise<void> {
     const remote = this.remote

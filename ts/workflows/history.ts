@@ -459,6 +459,31 @@ export class History {
   }
 
   /**
+   * The acknowledgement of the write that carries run `runId`'s events of this macrotask, apart
+   * from the run's writes before it: it rejects with that write's own refusal (or the run's
+   * failure), so a refused write says these events were not recorded. Call it after appending.
+   */
+  batchAck(runId: string): Promise<number> {
+    const failure = this.failed?.get(runId)
+    if (failure !== undefined) return failedAck(failure)
+    this.batchWaiters ??= new Map()
+    let waiter = this.batchWaiters.get(runId)
+    if (waiter === undefined) {
+      let settle!: BatchWaiter['settle']
+      const ack = new Promise<number>((resolve, reject) => {
+        settle = (result, error) => (error === undefined ? resolve(result) : reject(error))
+      })
+      waiter = { ack, settle }
+      this.batchWaiters.set(runId, waiter)
+      this.schedule()
+    }
+    return waiter.ack
+  }
+
+  /** Who waits for a run's batch of this macrotask apart ({@link batchAck}). */
+  private batchWaiters: Map<string, BatchWaiter> | undefined
+
+  /**
    * The acknowledgement of run `runId`'s events recorded so far: its version once they are written
    * (on disk with a durable store); it rejects with the run's error when its history could not
    * be written.
@@ -487,11 +512,26 @@ export class History {
     }
     const batches = this.pending
     this.pending = new Map()
+    const waiters = this.batchWaiters
+    this.batchWaiters = undefined
     for (const [runId, events] of batches) {
       const ack = this.write(runId, events)
       // A failure is the run's: its later writes and its meta report it.
       if (ack instanceof Promise) ack.catch(() => {})
+      const waiter = waiters?.get(runId)
+      if (waiter === undefined) continue
+      waiters!.delete(runId)
+      const failure = this.failed?.get(runId)
+      if (ack instanceof Promise)
+        ack.then(
+          (version) => waiter.settle(version),
+          (error: unknown) => waiter.settle(0, error),
+        )
+      else if (failure !== undefined) waiter.settle(0, failure)
+      else waiter.settle(ack)
     }
+    // Nothing of theirs was pending: nothing to wait for.
+    for (const waiter of waiters?.values() ?? []) waiter.settle(0)
     const last = this.lastWrite
     this.lastWrite = 0
     turn.resolve(last instanceof Promise ? last.catch(() => 0) : last)
@@ -559,6 +599,11 @@ export class History {
  * awaits it, and is no unhandled rejection when nobody does (a run that ends after its history
  * failed waits on its last event's ack, never reaching its meta's).
  */
+interface BatchWaiter {
+  readonly ack: Promise<number>
+  settle(version: number, error?: unknown): void
+}
+
 function failedAck(error: unknown): Promise<number> {
   const ack = Promise.reject(error)
   ack.catch(() => {})

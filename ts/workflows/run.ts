@@ -433,7 +433,9 @@ export class Run {
     const now = this.host.now()
     this.record(request === undefined ? [EVENT.signal, 0, now, name, kept] : [EVENT.signal, 0, now, name, kept, request])
     if (request !== undefined && sent) this.host.taken?.(this.id, request)
-    const ack = this.host.history.recorded(this.id)
+    // A signal given here under its own request id: the write that carries it says whether it was
+    // recorded (refused: it was not, and the handle sends it again through the broker).
+    const ack = request !== undefined && !sent ? this.host.history.batchAck(this.id) : this.host.history.recorded(this.id)
     this.applySignal(name, kept, now)
     this.host.pump()
     return ack

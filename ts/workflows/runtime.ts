@@ -271,12 +271,26 @@ export class Workflows {
         throw error
       }
     }
-    const core = backend.createWorkflows()
-    // A broker acknowledges a write once it has it: as a durable store does, from disk.
-    const history = new History(strong ?? store.namespace(namespace, { codec: 'msgpack' }), strong !== undefined || store.durable, store.maxValueBytes)
-    const wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, release, onClose, tracing)
-    if (strong !== undefined) wf.share(strong, shared!.owner, shared!.leaseMs, options.resume !== false)
-    else if (options.resume !== false) wf.restore()
+    let wf: Workflows
+    try {
+      const core = backend.createWorkflows()
+      // A broker acknowledges a write once it has it: as a durable store does, from disk.
+      const history = new History(strong ?? store.namespace(namespace, { codec: 'msgpack' }), strong !== undefined || store.durable, store.maxValueBytes)
+      wf = new Workflows(core, history, clock, options.mesh, store, options.store === undefined ? store : undefined, release, onClose, tracing)
+    } catch (error) {
+      // Nothing opened stays open, and the namespace is free again.
+      release()
+      strong?.ns.close()
+      if (options.store === undefined) store.close()
+      throw error
+    }
+    try {
+      if (strong !== undefined) wf.share(strong, shared!.owner, shared!.leaseMs, options.resume !== false)
+      else if (options.resume !== false) wf.restore()
+    } catch (error) {
+      wf.close()
+      throw error
+    }
     return wf
   }
 
