@@ -594,16 +594,16 @@ export class History {
   }
 }
 
-/**
- * The acknowledgement of a write refused for a run whose history failed: it rejects for whoever
- * awaits it, and is no unhandled rejection when nobody does (a run that ends after its history
- * failed waits on its last event's ack, never reaching its meta's).
- */
 interface BatchWaiter {
   readonly ack: Promise<number>
   settle(version: number, error?: unknown): void
 }
 
+/**
+ * The acknowledgement of a write refused for a run whose history failed: it rejects for whoever
+ * awaits it, and is no unhandled rejection when nobody does (a run that ends after its history
+ * failed waits on its last event's ack, never reaching its meta's).
+ */
 function failedAck(error: unknown): Promise<number> {
   const ack = Promise.reject(error)
   ack.catch(() => {})

@@ -266,7 +266,6 @@ export class Workflows {
       try {
         strong = new SharedHistory(await store.shared(namespace, { transport: shared.transport, consistency: 'strong', codec: 'msgpack' }))
       } catch (error) {
-        release()
         if (options.store === undefined) store.close()
         throw error
       }
@@ -778,7 +777,6 @@ export class Workflows {
     } finally {
       shared.history.ns.close()
       this.ownStore?.close()
-      this.unclaim()
     }
   }
 
