@@ -32,7 +32,9 @@
  *   - request-reply-remote: REQUESTS round trips from one process to a responder in another (a
  *     child of the contender), REQUEST_WINDOW in flight at once; requests/s, p50 and p99. Orrery:
  *     the request an entry of the bound channel read by the responder's group, the reply sent to
- *     the requester's reply address (NATS: a core publish; Redis: PUBLISH). Baseline:
+ *     the requester's reply address (NATS: a core publish; Redis: PUBLISH); orrery-nats-core
+ *     with the transport's `requests: 'core'` (the request a core NATS message to the group's
+ *     queue, nothing stored). Baseline:
  *     moleculer-nats, Moleculer 0.14 with its NATS transporter, a ServiceBroker in each process,
  *     an echo action (its Redis transporter needs ioredis, which the project does not carry).
  *   - durable-publish: the `durable` transport (native engine; a file of this run), DURABLE_N
@@ -163,6 +165,8 @@ function transportOf(backend, owner) {
       return { kind: 'redis', url: REDIS_URL, keyPrefix: keyPrefix(owner) }
     case 'nats':
       return { kind: 'nats', servers: NATS_URL, prefix: brokerPrefix(owner) }
+    case 'nats-core':
+      return { kind: 'nats', servers: NATS_URL, prefix: brokerPrefix(owner), requests: 'core' }
     case 'kafka':
       return { kind: 'kafka', brokers: KAFKA_BROKERS, prefix: brokerPrefix(owner) }
   }
@@ -195,6 +199,7 @@ function probeOf(backend) {
     case 'redis':
       return redisProbe()
     case 'nats':
+    case 'nats-core':
       return natsProbe()
     case 'kafka':
       return kafkaProbe()
@@ -777,6 +782,8 @@ async function serveResponder(kind, engine, owner) {
     const orrery = await orreryOn(kind, engine, owner)
     // From the start of the stream: a request sent before the group reached the broker is still answered.
     orrery.bus.respond('bench.rpc', (req) => req.payload, { group: 'rpc', from: 'earliest' })
+    // A core request reaches only a responder attached when it is sent.
+    await orrery.bus.attached('bench.rpc')
     stop = () => orrery.shutdown()
   }
   process.once('message', async () => {
@@ -964,6 +971,7 @@ const SCENARIOS = [
     id: 'request-reply-remote',
     contenders: [
       ...engines('nats').map(([id, engine]) => [id, orreryRemote(id, 'nats', engine)]),
+      ...ENGINES.map(([suffix, engine]) => [`orrery-nats-core${suffix}`, orreryRemote(`orrery-nats-core${suffix}`, 'nats-core', engine)]),
       ['moleculer-nats', moleculerRemote],
       ...engines('redis').map(([id, engine]) => [id, orreryRemote(id, 'redis', engine)]),
     ],

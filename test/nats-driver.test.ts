@@ -108,6 +108,7 @@ describe('nats transport options', () => {
       prefix: 'orrery',
       connectTimeoutMs: 500,
       publishTimeoutMs: 500,
+      requests: 'stream',
     } as const
     const driver = new NatsDriver(await loadNats(), config, sink, 'main')
     const plain = new Error('a reader stopped')

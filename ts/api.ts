@@ -34,6 +34,7 @@ export type {
   DurableTransportOptions,
   KafkaTransportOptions,
   MemoryTransportOptions,
+  NatsRequests,
   NatsTransportOptions,
   RedisTransportOptions,
   TransportOptions,

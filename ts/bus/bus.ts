@@ -378,6 +378,20 @@ export class Bus {
     return this.remote.binding(this.channelId(channel))
   }
 
+  /**
+   * Resolves once this process's subscribers, responders and groups on `channel` are attached to
+   * its transport's broker: from then on, what another process sends there reaches them. It
+   * matters most for requests that are not stored (a nats transport's `requests: 'core'`), which
+   * reach only who is attached when they are sent. At once for a channel of this process only;
+   * rejects with the transport's error if one of them could not attach.
+   */
+  async attached(channel: string): Promise<void> {
+    this.assertOpen()
+    text(channel, 'channel')
+    const bound = this.boundChannel(channel)
+    if (bound !== undefined) await this.remote!.attached(bound)
+  }
+
   /** The bound channel behind `channel`, if it is bound to a transport (a cold path: only on an Orrery with transports). */
   private boundChannel(channel: string): BoundChannel | undefined {
     return this.remote === undefined ? undefined : this.remote.find(this.channelId(channel))

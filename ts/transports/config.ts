@@ -2,7 +2,7 @@
  * The `transports` and `bindings` options of `Orrery.create`, checked before anything connects:
  * a wrong value is `INVALID_OPTION` naming the option, a binding naming an unknown transport too.
  */
-import { flag, keysOf, ms, onlyKeys, oneOf, options as checkOptions, refuse, refuseSecret, secretOr, text, textOr } from '../check.js'
+import { flag, keysOf, ms, onlyKeys, oneOf, oneOfOr, options as checkOptions, refuse, refuseSecret, secretOr, text, textOr } from '../check.js'
 import { LIMITS } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
 import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
@@ -54,7 +54,17 @@ export interface NatsTransportOptions {
   publishTimeoutMs?: number
   /** Signs every message written and refuses what does not verify or was written again (docs/transports.md "Signed messages"). */
   signing?: SigningOptions
+  /**
+   * How requests on this transport's channels travel (docs/transports.md "Core requests"):
+   * `'stream'` (the default) as entries of the channel's stream, kept and redelivered like any
+   * message; `'core'` as core NATS messages, never stored: faster, but a request reaches only the
+   * responders listening when it is sent, and one whose responder dies is not redelivered.
+   */
+  requests?: NatsRequests
 }
+
+/** How a nats transport carries requests: `'stream'` (kept, redelivered) or `'core'` (not stored). */
+export type NatsRequests = 'stream' | 'core'
 
 /**
  * An Apache Kafka cluster reached through @platformatic/kafka (`npm i @platformatic/kafka@1.35`):
@@ -138,6 +148,7 @@ export interface CheckedNatsOptions {
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
   readonly signing?: CheckedSigning | undefined
+  readonly requests: NatsRequests
 }
 
 export interface CheckedKafkaOptions {
@@ -231,7 +242,19 @@ export function checkTransports(transports: unknown, bindings: unknown): Checked
 /** The fields of each kind's options: any other is refused. */
 const KEYS: Readonly<Record<TransportKind, readonly string[]>> = {
   redis: keysOf<RedisTransportOptions>()(['kind', 'url', 'username', 'password', 'tls', 'keyPrefix', 'connectTimeoutMs', 'publishTimeoutMs', 'signing']),
-  nats: keysOf<NatsTransportOptions>()(['kind', 'servers', 'token', 'user', 'pass', 'tls', 'prefix', 'connectTimeoutMs', 'publishTimeoutMs', 'signing']),
+  nats: keysOf<NatsTransportOptions>()([
+    'kind',
+    'servers',
+    'token',
+    'user',
+    'pass',
+    'tls',
+    'prefix',
+    'connectTimeoutMs',
+    'publishTimeoutMs',
+    'signing',
+    'requests',
+  ]),
   kafka: keysOf<KafkaTransportOptions>()([
     'kind',
     'brokers',
@@ -378,8 +401,11 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
     signing: checkSigning(o['signing'], `${name}.signing`),
+    requests: oneOfOr(o['requests'], NATS_REQUESTS, 'stream', `${name}.requests`),
   }
 }
+
+const NATS_REQUESTS: readonly NatsRequests[] = ['stream', 'core']
 
 /** A bootstrap broker: `host:port` (a bracketed IPv6 host allowed). */
 const KAFKA_BROKER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/

@@ -160,7 +160,7 @@ export class Transports {
   /** Drivers whose reply listener is up: their writes go out at once. */
   private readonly listening = new Set<Driver>()
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
-  private readonly groups = new Map<number, { ref: GroupRef; driver: Driver }>()
+  private readonly groups = new Map<number, { ref: GroupRef; driver: Driver; opened: Promise<void> }>()
   private closed = false
   /** The durable transport's file, when one is configured (opened at `attach`). */
   private disk: DurableDisk | undefined
@@ -485,8 +485,20 @@ export class Transports {
   openGroup(channel: BoundChannel, id: number, name: string, start: GroupStart, visibilityMs: number): void {
     if (this.groups.has(id)) return
     const ref: GroupRef = { id, name, channel: channel.name, start, visibilityMs }
-    this.groups.set(id, { ref, driver: channel.driver })
-    channel.driver.openGroup(ref).catch((error: unknown) => this.host?.failed(channel.transport.name, error))
+    const opened = channel.driver.openGroup(ref)
+    this.groups.set(id, { ref, driver: channel.driver, opened })
+    opened.catch((error: unknown) => this.host?.failed(channel.transport.name, error))
+  }
+
+  /**
+   * Settles once what this process reads of `channel` (its mirror, its groups) is on the broker:
+   * rejects with the first that could not be opened.
+   */
+  async attached(channel: BoundChannel): Promise<void> {
+    const opening: Promise<void>[] = []
+    if (channel.mirror !== undefined) opening.push(channel.mirror)
+    for (const g of this.groups.values()) if (g.ref.channel === channel.name) opening.push(g.opened)
+    await Promise.all(opening)
   }
 
   /** Whether group `id` is a remote group. */

@@ -9,7 +9,7 @@
  * `Orrery-Sig`, its signature. The driver only moves bytes: what a delivery means stays in the core.
  */
 import type { JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
-import type { Msg, MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core'
+import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
@@ -19,8 +19,10 @@ import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { PubAcks } from './nats-acks.js'
+import { type CoreHost, CoreRequests } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
-import { IngestWriter, type Route, routeOf } from './records.js'
+import { IngestWriter } from './records.js'
+import { MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import { CatchUps } from './catch-up.js'
 import { Signing } from './signing.js'
@@ -114,20 +116,6 @@ const ms = (n: number): number => Math.round(n * 1e6)
  */
 const markers = new Map<string, Set<Promise<unknown>>>()
 
-/** The headers a request carries beside its frame. */
-const REPLY_TO = 'Orrery-Reply-To'
-const TIMEOUT = 'Orrery-Timeout'
-/** The id JetStream's dedup window checks (nats.js's msgID option sets the same header). */
-const MSG_ID = 'Nats-Msg-Id'
-/** The header of a signed message's signature. */
-const SIGNATURE = 'Orrery-Sig'
-
-/** A request's route, from its headers; undefined for a plain message. */
-function routeOfMsg(m: { readonly headers?: MsgHdrs | undefined }): Route | undefined {
-  const h = m.headers
-  return h === undefined ? undefined : routeOf(h.get(REPLY_TO) || undefined, h.get(TIMEOUT) || undefined)
-}
-
 /**
  * The error reply sent in place of `reply`: the same request token, channel and correlation id,
  * and `{ message, code }` as the reply to a handler that threw (the requester's HANDLER_ERROR,
@@ -184,6 +172,8 @@ export class NatsDriver implements Driver {
   private reading: Promise<void> | undefined
   /** This process's reply subscription, made by its first request. */
   private listening: Promise<void> | undefined
+  /** Requests as core NATS messages (`requests: 'core'`); undefined: they are stream entries. */
+  private readonly core: CoreRequests | undefined
 
   constructor(
     readonly nats: NatsModules,
@@ -202,6 +192,16 @@ export class NatsDriver implements Driver {
       connection: (up, cause) => sink.connection?.(up, cause === undefined ? undefined : this.redacted(cause)),
     }
     this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
+    if (config.requests === 'core') {
+      const host: CoreHost = {
+        sink: this.sink,
+        signing: this.signing,
+        connection: () => this.connection(),
+        headers: () => this.nats.transport.headers(),
+        registered: (what) => this.registered(what),
+      }
+      this.core = new CoreRequests(host, config.prefix, brokerName)
+    }
   }
 
   /** `text` with every secret of the configuration replaced by `***`. */
@@ -610,7 +610,7 @@ export class NatsDriver implements Driver {
     for (const write of batch) {
       if (write.settled) continue
       for (const r of write.records) {
-        const channel = r.kind === 'publish' || r.kind === 'request' ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
+        const channel = r.kind === 'publish' || (r.kind === 'request' && this.core === undefined) ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
         if (channel === undefined) continue
         const window = r.kind === 'publish' && r.dedupWindowMs > 0 ? r.dedupWindowMs : undefined
         if (!streams.has(channel) || window !== undefined) streams.set(channel, window ?? streams.get(channel))
@@ -693,6 +693,11 @@ export class NatsDriver implements Driver {
         return this.pubAcks().publish(this.subjectOf(record.channel), record.frame, headers, timeout)
       }
       case 'request': {
+        if (this.core !== undefined) {
+          // Not stored: handed to the connection, as a reply is.
+          this.core.send(record, this.signing?.sign(record))
+          return false
+        }
         const h = this.signed(record) ?? this.nats.transport.headers()
         h.set(REPLY_TO, record.replyTo)
         h.set(TIMEOUT, String(record.timeoutMs))
@@ -708,10 +713,26 @@ export class NatsDriver implements Driver {
         return false
       }
       case 'ack':
+        if (this.core?.take(record.group.id, record.position) !== undefined) return false
         return this.settleHeld(record.group.id, record.position, (m) => m.ack())
       case 'release':
+        if (this.core?.at(record.group.id, record.position) !== undefined) {
+          this.core.release(record.group.id, record.position, record.delayMs, (r) => this.signing?.sign(r))
+          return false
+        }
         return this.settleHeld(record.group.id, record.position, (m) => m.nak(record.delayMs > 0 ? Math.ceil(record.delayMs) : undefined))
       case 'dead': {
+        const request = this.core?.at(record.group.id, record.position)
+        if (request !== undefined) {
+          // Written once however often it is sent (a write tried again after an outage); held until then.
+          await js.publish(this.subjectOf(record.deadLetter), record.frame, {
+            msgID: `dl:rq:${frameIdHex(request.frame)}:${request.count}`,
+            timeout,
+            ...(this.signing === undefined ? {} : { headers: this.signed(record)! }),
+          })
+          this.core!.take(record.group.id, record.position)
+          return false
+        }
         const m = this.held.get(record.group.id)?.get(record.position)
         if (m === undefined) return false
         // The id makes two processes dead-lettering the same delivery write it once (the stream
@@ -837,6 +858,22 @@ export class NatsDriver implements Driver {
         if (batch !== undefined) this.sink.ingest(batch)
       },
     })
+    try {
+      await this.registered("this process's reply subscription")
+    } catch (error) {
+      sub.unsubscribe()
+      throw error
+    }
+  }
+
+  /**
+   * Resolves once the server has every subscription made so far. While the connection is down the
+   * server's answer waits, as a publish does, at most publishTimeoutMs: then TRANSPORT_UNAVAILABLE
+   * (`what` names the subscription), and the caller drops it.
+   */
+  private async registered(what: string): Promise<void> {
+    const nc = this.nc
+    if (nc === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed', { details: { transport: this.transport } })
     const deadline = Date.now() + this.config.publishTimeoutMs
     for (;;) {
       let timer: ReturnType<typeof setTimeout> | undefined
@@ -853,10 +890,9 @@ export class NatsDriver implements Driver {
       } catch (error) {
         if (this.closed) throw transportError('CLOSED', 'this Orrery is closed', { cause: error, details: { transport: this.transport } })
         if (Date.now() >= deadline) {
-          sub.unsubscribe()
           throw transportError(
             'TRANSPORT_UNAVAILABLE',
-            `nats transport ${this.transport} did not take this process's reply subscription within publishTimeoutMs (${this.config.publishTimeoutMs} ms): ${error instanceof Error ? error.message : String(error)}`,
+            `nats transport ${this.transport} did not take ${what} within publishTimeoutMs (${this.config.publishTimeoutMs} ms): ${error instanceof Error ? error.message : String(error)}`,
             { cause: error, details: { transport: this.transport } },
           )
         }
@@ -879,7 +915,7 @@ export class NatsDriver implements Driver {
       if (this.mirrors.get(channel.id) === reader) this.mirrors.delete(channel.id)
       reader.stop()
     })
-    return reader.ready
+    return this.core === undefined ? reader.ready : Promise.all([reader.ready, this.core.follow(channel)]).then(() => {})
   }
 
   async openGroup(group: GroupRef): Promise<void> {
@@ -901,7 +937,9 @@ export class NatsDriver implements Driver {
       if (this.groups.get(group.id) === reader) this.groups.delete(group.id)
       throw error
     }
-    if (this.groups.get(group.id) === reader) reader.start()
+    if (this.groups.get(group.id) !== reader) return
+    reader.start()
+    await this.core?.serve(group)
   }
 
   /**
@@ -954,6 +992,7 @@ export class NatsDriver implements Driver {
   closeGroup(group: number): void {
     this.groups.get(group)?.close()
     this.groups.delete(group)
+    this.core?.unserve(group)
   }
 
   wake(): void {
@@ -962,6 +1001,7 @@ export class NatsDriver implements Driver {
 
   async stopReading(): Promise<void> {
     const all: Array<MirrorReader | GroupReader> = [...this.mirrors.values(), ...this.groups.values()]
+    this.core?.stopReading()
     await Promise.all(all.map((r) => r.stopAndWait()))
   }
 
@@ -970,6 +1010,7 @@ export class NatsDriver implements Driver {
     this.closed = true
     for (const r of this.mirrors.values()) r.stop()
     for (const r of this.groups.values()) r.stop()
+    this.core?.stop()
     this.queue.length = 0
     this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made'))
     this.held.clear()

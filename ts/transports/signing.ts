@@ -323,8 +323,10 @@ export class Signing {
    * signature (`field`) verifies, and it is no copy. `at` is the broker's time of the entry (ms);
    * where a reader cannot know it (a Kafka group's records), their partition's order instead.
    * `appendedAfter`, when the reader knows it, is a time of this host's clock at which the entry
-   * was not on the broker yet (it had read the stream without it then). A refusal is reported
-   * before this returns false.
+   * was not on the broker yet (it had read the stream without it then). `lane` names what copies
+   * are looked for among (default: the channel's entries; a reader that sees each message once,
+   * such as one core NATS subscription, has a lane of its own). A refusal is reported before this
+   * returns false.
    */
   accept(
     field: string | undefined,
@@ -334,6 +336,7 @@ export class Signing {
     position: string,
     at: number | LogOrder,
     appendedAfter?: number,
+    laneName: string = channel,
   ): boolean {
     const signed = this.verify(field, route === undefined ? 'm' : 'q', channel, route, frame, channel, position)
     if (signed === undefined) return false
@@ -365,10 +368,10 @@ export class Signing {
         if (signedAt > order.newest) order.newest = signedAt
       }
     }
-    let lane = this.lanes.get(channel)
+    let lane = this.lanes.get(laneName)
     if (lane === undefined) {
       lane = laneAt(brokerTime)
-      this.lanes.set(channel, lane)
+      this.lanes.set(laneName, lane)
     }
     // 64 bits of the MAC name it among what is remembered (a shorter key hashes faster; two
     // signatures share one with a chance of about 1 in 10^9 among 100,000).

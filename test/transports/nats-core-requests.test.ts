@@ -1,0 +1,203 @@
+/**
+ * A nats transport with `requests: 'core'`: requests travel as core NATS messages, never stored.
+ * Several Orrery instances stand for several processes on one real NATS server; the same suite on
+ * both engines. What is checked: a group's request is handled once across processes and many are
+ * in flight at once; broadcast responders each answer; nothing of a request reaches the channel's
+ * stream; a lease that lapses sends the request to the group again; signed requests verify, and a
+ * copy sent again or one signed with another key is refused; a bad option value is refused.
+ */
+import { afterEach, describe, expect, inject, it } from 'vitest'
+
+import { isOrreryError, Orrery } from '../../ts/node.js'
+import { brokerName } from '../../ts/transports/nats.js'
+import { ENGINE } from '../engine.js'
+import { BACKENDS, listen, stop, until } from './backends.js'
+
+const nats = BACKENDS.find((b) => b.name === 'nats')!
+const RUN = `ncr-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}-${ENGINE}`
+let runs = 0
+const K1 = 'first-secret-of-at-least-16-bytes'
+const K2 = 'other-secret-of-at-least-16-bytes'
+
+describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.skip ? ` [skipped: ${nats.skip}]` : ''}`, () => {
+  if (nats.broken !== undefined) {
+    it('has its server', () => {
+      throw new Error(nats.broken)
+    })
+    return
+  }
+  const url = inject('natsUrl')!
+  const opened: Orrery[] = []
+  const cleanups: Array<() => Promise<unknown>> = []
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await stop(o)
+    for (const c of cleanups.splice(0)) await c().catch(() => {})
+  })
+  const open = async (prefix: string, extra: Record<string, unknown> = {}): Promise<Orrery> => {
+    const o = await Orrery.create({ transports: { main: { kind: 'nats', servers: url, requests: 'core', ...extra } }, bindings: { [`${prefix}*`]: 'main' } })
+    opened.push(o)
+    return o
+  }
+  const fresh = () => `${RUN}-${++runs}.`
+
+  it('a group request is handled once, by a member in any process, 400 in flight; none of them is an entry of the stream', { timeout: 60_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}add`
+    const [a, b, c] = [await open(p), await open(p), await open(p)]
+    const handled = new Map<Orrery, number[]>([
+      [b, []],
+      [c, []],
+    ])
+    for (const o of [b, c]) {
+      o.bus.respond<number, number>(
+        ch,
+        (req) => {
+          handled.get(o)!.push(req.payload)
+          return req.payload + 1
+        },
+        { group: 'adders' },
+      )
+    }
+    await Promise.all([b.bus.attached(ch), c.bus.attached(ch)])
+    const n = 400
+    const replies = await Promise.all(Array.from({ length: n }, (_, i) => a.bus.request<number>(ch, i, { timeout: 20_000 })))
+    expect(replies.map((r) => r.payload)).toEqual(Array.from({ length: n }, (_, i) => i + 1))
+    const all = [...handled.get(b)!, ...handled.get(c)!].sort((x, y) => x - y)
+    expect(all).toEqual(Array.from({ length: n }, (_, i) => i))
+    // The server spreads a queue group's messages over its members.
+    expect(handled.get(b)!.length).toBeGreaterThan(0)
+    expect(handled.get(c)!.length).toBeGreaterThan(0)
+    // Publishes still go to the stream; requests never did: a reader from the start sees the publish only.
+    await a.bus.publish(ch, -1)
+    const d = await open(p)
+    const seen = listen(d.bus.subscribe<number>(ch, { from: 'earliest' }))
+    await until(() => seen.items.length > 0, 10_000, 'the publish')
+    expect(seen.items.map((m) => m.payload)).toEqual([-1])
+  })
+
+  it('broadcast responders in two processes each answer: the first reply settles the request, the other is a late reply', { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}who`
+    const [a, b, c] = [await open(p), await open(p), await open(p)]
+    const asked: string[] = []
+    for (const [name, o] of [
+      ['b', b],
+      ['c', c],
+    ] as const) {
+      o.bus.respond<string, string>(ch, (req) => {
+        asked.push(`${name}:${req.payload}:${req.headers['trace']}`)
+        return name
+      })
+    }
+    await Promise.all([b.bus.attached(ch), c.bus.attached(ch)])
+    const late = a.bus.lateReplies()
+    const reply = await a.bus.request<string>(ch, 'x', { timeout: 10_000, headers: { trace: 't-1' } })
+    expect(['b', 'c']).toContain(reply.payload)
+    await until(
+      () => asked.length === 2 && a.bus.lateReplies() === late + 1,
+      10_000,
+      'the second answer',
+      () => asked,
+    )
+    expect(asked.sort()).toEqual(['b:x:t-1', 'c:x:t-1'])
+  })
+
+  it('a request whose lease lapses where it was taken goes to the group again and is answered', { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}slow`
+    const [a, b] = [await open(p), await open(p)]
+    let calls = 0
+    b.bus.respond<string, string>(
+      ch,
+      (req) => {
+        calls++
+        // The first delivery is never answered: its lease lapses and the request is sent again.
+        return calls === 1 ? new Promise<string>(() => {}) : `done:${req.payload}`
+      },
+      { group: 'slow', visibilityTimeout: 300 },
+    )
+    await b.bus.attached(ch)
+    const started = Date.now()
+    const reply = await a.bus.request<string>(ch, 'job', { timeout: 10_000 })
+    expect(reply.payload).toBe('done:job')
+    expect(calls).toBe(2)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300)
+  })
+
+  it('signed: answered between processes with the same keys; a copy sent again and a request signed with another key are refused', {
+    timeout: 30_000,
+  }, async () => {
+    const p = fresh()
+    const ch = `${p}svc`
+    const signing = { keys: { k1: K1 }, sign: 'k1' }
+    const [a, b] = [await open(p, { signing }), await open(p, { signing })]
+    let handled = 0
+    b.bus.respond<number, number>(
+      ch,
+      (req) => {
+        handled++
+        return req.payload * 2
+      },
+      { group: 'g' },
+    )
+    await b.bus.attached(ch)
+    // The server's own client sees the request on its subject, and sends the same bytes again.
+    const { connect } = await import('@nats-io/transport-node')
+    const nc = await connect({ servers: url })
+    cleanups.push(() => nc.close())
+    const subject = `orrery.rq.${brokerName(ch)}`
+    const captured: Array<{ data: Uint8Array; headers: import('@nats-io/transport-node').MsgHdrs | undefined }> = []
+    nc.subscribe(subject, {
+      callback: (_, m) => {
+        captured.push({ data: m.data, headers: m.headers })
+      },
+    })
+    await nc.flush()
+    expect((await a.bus.request<number>(ch, 21, { timeout: 10_000 })).payload).toBe(42)
+    expect(handled).toBe(1)
+    expect(captured).toHaveLength(1)
+    expect(captured[0]!.headers?.get('Orrery-Sig')).toMatch(/^k1:\d+:/)
+    nc.publish(subject, captured[0]!.data, { headers: captured[0]!.headers! })
+    await until(
+      () => b.bus.stats(ch).replayRefused === 1,
+      10_000,
+      'the copy refused',
+      () => b.bus.stats(ch),
+    )
+    // Another key: refused by the responder, so its requester times out.
+    const other = await open(p, { signing: { keys: { k2: K2 }, sign: 'k2' } })
+    const err = await other.bus.request(ch, 1, { timeout: 500 }).catch((e: unknown) => e)
+    expect(isOrreryError(err, 'TIMEOUT')).toBe(true)
+    await until(() => b.bus.stats(ch).signatureRefused === 1, 10_000, 'the foreign request refused')
+    expect(handled).toBe(1)
+    // The signed pair still talks.
+    expect((await a.bus.request<number>(ch, 5, { timeout: 10_000 })).payload).toBe(10)
+  })
+
+  it('attached: at once for a channel of this process only; INVALID_ARGUMENT for a bad name; CLOSED once closed', { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const a = await open(p)
+    await a.bus.attached('local.only')
+    // Nothing read here yet: nothing to wait for.
+    await a.bus.attached(`${p}idle`)
+    const bad = await a.bus.attached(42 as never).catch((e: unknown) => e)
+    expect(isOrreryError(bad, 'INVALID_ARGUMENT')).toBe(true)
+    a.close()
+    const closed = await a.bus.attached(`${p}idle`).catch((e: unknown) => e)
+    expect(isOrreryError(closed, 'CLOSED')).toBe(true)
+  })
+
+  it("a request nobody serves times out (nothing stores it to be answered later); `requests` other than 'stream' or 'core' is INVALID_OPTION", {
+    timeout: 30_000,
+  }, async () => {
+    const p = fresh()
+    const a = await open(p)
+    const err = await a.bus.request(`${p}nobody`, 1, { timeout: 300 }).catch((e: unknown) => e)
+    expect(isOrreryError(err, 'TIMEOUT')).toBe(true)
+    for (const requests of ['fast', 1, null, 'Core']) {
+      const refused = await Orrery.create({ transports: { main: { kind: 'nats', servers: url, requests } as never } }).catch((e: unknown) => e)
+      expect(isOrreryError(refused, 'INVALID_OPTION'), String(requests)).toBe(true)
+      expect((refused as { details: Record<string, unknown> }).details['option']).toBe('transports.main.requests')
+    }
+  })
+})
