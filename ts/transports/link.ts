@@ -160,7 +160,7 @@ export class Transports {
   /** Drivers whose reply listener is up: their writes go out at once. */
   private readonly listening = new Set<Driver>()
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
-  private readonly groups = new Map<number, { ref: GroupRef; driver: Driver; opened: Promise<void> }>()
+  private readonly groups = new Map<number, { ref: GroupRef; driver: Driver; opened: Promise<void>; deleted?: boolean }>()
   private closed = false
   /** The durable transport's file, when one is configured (opened at `attach`). */
   private disk: DurableDisk | undefined
@@ -497,7 +497,7 @@ export class Transports {
   async attached(channel: BoundChannel): Promise<void> {
     const opening: Promise<void>[] = []
     if (channel.mirror !== undefined) opening.push(channel.mirror)
-    for (const g of this.groups.values()) if (g.ref.channel === channel.name) opening.push(g.opened)
+    for (const g of this.groups.values()) if (g.ref.channel === channel.name && g.deleted !== true) opening.push(g.opened)
     await Promise.all(opening)
   }
 
@@ -508,7 +508,10 @@ export class Transports {
 
   /** A remote group was deleted here: this process stops reading it (the broker keeps it). */
   groupDeleted(id: number): void {
-    this.groups.get(id)?.driver.closeGroup(id)
+    const g = this.groups.get(id)
+    if (g === undefined) return
+    g.deleted = true
+    g.driver.closeGroup(id)
   }
 
   /** Members' room may have grown: readers waiting for room read again. */

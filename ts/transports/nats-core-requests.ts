@@ -1,12 +1,12 @@
 /**
- * The requests of a nats transport with `requests: 'core'` (docs/transports.md "Core requests"):
- * core NATS messages on `<prefix>.rq.<channel>`, never stored. A process with a mirror of the
- * channel subscribes to that subject (it reads every request, as its mirror reads every entry);
- * one reading a group subscribes in a queue named for the group, so the server hands each request
- * to one process of the group. A group's delivery is held until the core answers it: an ack
- * forgets it, a release sends it to the group again after its delay, signed anew and with its
- * delivery count one higher (the core's `maxDeliveries` applies), a dead letter is written to the
- * dead-letter channel by the driver.
+ * The requests of a nats transport with `requests: 'core'` (docs/transports.md "Core requests on
+ * NATS"): core NATS messages on `<prefix>.rq.<channel>`, never stored. A process with a mirror of
+ * the channel subscribes to that subject (it reads every request, as its mirror reads every
+ * entry); one reading a group subscribes in a queue named for the group, so the server hands each
+ * request to one process of the group. A group's delivery is held until the core answers it: an
+ * ack forgets it; a release sends it again to that group alone (`<prefix>.rq.<channel>.g.<group>`,
+ * which only the group's queue reads), after its delay or a backoff, signed anew with its delivery
+ * count; a dead letter is written to the dead-letter channel's stream by the driver.
  */
 
 import type { MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core'
@@ -30,17 +30,26 @@ export interface CoreHost {
 /** A group's delivery of a core request, kept for its answer. */
 export interface CoreHeld {
   readonly channel: string
+  readonly group: string
   readonly route: Route
   readonly frame: Uint8Array
   /** Its delivery count: 1 for the first. */
   readonly count: number
 }
 
+type Request = Extract<Egress, { kind: 'request' }>
+
+/** The first wait before a release without a delay is sent again; it doubles with each delivery. */
+const BACKOFF_MS = 50
+const MAX_BACKOFF_MS = 1_000
+/** The largest delivery count a request carries (the ingest record's count is 32 bits). */
+const MAX_COUNT = 0xffff_fffe
+
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
 export class CoreRequests {
-  /** Subscriptions by what they read: `m<channel id>` (a mirror) or `g<group id>` (a group's queue). */
-  private readonly subs = new Map<string, Subscription>()
+  /** Subscriptions by what they read: `m<channel id>` (a mirror) or `g<group id>` (a group's queue, on two subjects). */
+  private readonly subs = new Map<string, Subscription[]>()
   /** Deliveries held for the core's answer, by group and position. */
   private readonly held = new Map<number, Map<string, CoreHeld>>()
   private readonly subjects = new Map<string, string>()
@@ -50,12 +59,14 @@ export class CoreRequests {
   private sightings = 0
   /** Releases waiting for their delay. */
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
+  /** No new subscription once reading stopped; nothing at all once stopped. */
+  private reading = true
   private stopped = false
 
   constructor(
     private readonly host: CoreHost,
     private readonly prefix: string,
-    private readonly subjectPart: (channel: string) => string,
+    private readonly subjectPart: (name: string) => string,
   ) {}
 
   /** The core subject of `channel`'s requests. */
@@ -68,38 +79,50 @@ export class CoreRequests {
     return subject
   }
 
+  /** The subject of the requests of `channel` sent again to its group `group` alone. */
+  private againSubject(channel: string, group: string): string {
+    return `${this.subjectOf(channel)}.g.${this.subjectPart(group)}`
+  }
+
   /** Sends a request: handed to the connection, not acknowledged by anyone (nothing stores it). */
-  send(record: Extract<Egress, { kind: 'request' }>, signature: string | undefined, delivered = 0): void {
+  send(record: Request, signature: string | undefined): void {
+    this.publish(this.subjectOf(record.channel), record, signature, 0)
+  }
+
+  private publish(subject: string, record: Request, signature: string | undefined, delivered: number): void {
     const h = this.host.headers()
     if (signature !== undefined) h.set(SIGNATURE, signature)
     h.set(REPLY_TO, record.replyTo)
     h.set(TIMEOUT, String(record.timeoutMs))
     if (delivered > 0) h.set(DELIVERED, String(delivered))
-    this.host.connection().publish(this.subjectOf(record.channel), record.frame, { headers: h })
+    this.host.connection().publish(subject, record.frame, { headers: h })
   }
 
   /** Reads every request of `channel` into its mirror; resolves once the server has the subscription. */
   follow(channel: ChannelRef): Promise<void> {
-    return this.subscribe(`m${channel.id}`, channel.name, undefined, (route, frame) => this.writer.live(channel.id, Date.now(), frame, route))
+    return this.subscribe(`m${channel.id}`, channel.name, [this.subjectOf(channel.name)], undefined, (route, frame) =>
+      this.writer.live(channel.id, Date.now(), frame, route),
+    )
   }
 
-  /** Reads `group`'s share of its channel's requests; resolves once the server has the subscription. */
+  /** Reads `group`'s share of its channel's requests, and those sent again to it; resolves once the server has the subscriptions. */
   serve(group: GroupRef): Promise<void> {
-    return this.subscribe(`g${group.id}`, group.channel, this.subjectPart(group.name), (route, frame, count, sighting) => {
+    const subjects = [this.subjectOf(group.channel), this.againSubject(group.channel, group.name)]
+    return this.subscribe(`g${group.id}`, group.channel, subjects, this.subjectPart(group.name), (route, frame, count, sighting) => {
       const position = `rq:${sighting}`
       let held = this.held.get(group.id)
       if (held === undefined) {
         held = new Map()
         this.held.set(group.id, held)
       }
-      held.set(position, { channel: group.channel, route, frame, count })
+      held.set(position, { channel: group.channel, group: group.name, route, frame, count })
       this.writer.group(group.id, count, position, frame, route)
     })
   }
 
   /** Stops reading `group` here (what it holds stays until the core answers it). */
   unserve(group: number): void {
-    this.subs.get(`g${group}`)?.unsubscribe()
+    for (const sub of this.subs.get(`g${group}`) ?? []) sub.unsubscribe()
     this.subs.delete(`g${group}`)
   }
 
@@ -110,69 +133,80 @@ export class CoreRequests {
 
   /** Forgets a delivery the core acked or dead-lettered; returns it (undefined if not held). */
   take(group: number, position: string): CoreHeld | undefined {
-    const m = this.at(group, position)
-    if (m !== undefined) this.held.get(group)!.delete(position)
+    const held = this.held.get(group)
+    const m = position.startsWith('rq:') ? held?.get(position) : undefined
+    if (m === undefined) return undefined
+    held!.delete(position)
+    if (held!.size === 0) this.held.delete(group)
     return m
   }
 
-  /** Sends a released delivery to the group again after `delayMs`, signed anew (`sign`) when the transport signs. */
-  release(group: number, position: string, delayMs: number, sign: (record: Egress) => string | undefined): void {
+  /**
+   * Sends a released delivery to its group again after `delayMs`; without a delay (a lapsed lease,
+   * no member here to take it) after a backoff of 50 ms doubling with each delivery up to 1 s, so
+   * a request with nowhere to go does not bounce at once (`maxDeliveries` bounds how often).
+   * Signed anew (`sign`) with its delivery count when the transport signs. A send that fails is
+   * reported: its requester times out.
+   */
+  release(group: number, position: string, delayMs: number, sign: (record: Egress, attempt: number) => string | undefined): void {
     const m = this.take(group, position)
     if (m === undefined || this.stopped) return
-    const again = () => {
-      if (this.stopped) return
-      const record = { kind: 'request', channel: m.channel, replyTo: m.route.address, timeoutMs: m.route.timeoutMs, frame: m.frame } as const
-      this.send(record, sign(record), m.count)
-    }
-    if (delayMs <= 0) {
-      again()
-      return
-    }
+    const wait = delayMs > 0 ? delayMs : Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** Math.min(m.count - 1, 10))
     const timer = setTimeout(() => {
       this.timers.delete(timer)
-      again()
-    }, delayMs)
+      if (this.stopped) return
+      try {
+        const record: Request = { kind: 'request', channel: m.channel, replyTo: m.route.address, timeoutMs: m.route.timeoutMs, frame: m.frame }
+        this.publish(this.againSubject(m.channel, m.group), record, sign(record, m.count), m.count)
+      } catch (error) {
+        this.host.sink.failed(error)
+      }
+    }, wait)
     this.timers.add(timer)
   }
 
   private async subscribe(
     key: string,
     channel: string,
+    subjects: readonly string[],
     queue: string | undefined,
     take: (route: Route, frame: Uint8Array, count: number, sighting: number) => void,
   ): Promise<void> {
-    if (this.subs.has(key)) return
+    if (this.subs.has(key) || !this.reading) return
     const lane = `${channel}\u0000${key}`
-    const sub = this.host.connection().subscribe(this.subjectOf(channel), {
-      ...(queue === undefined ? {} : { queue }),
-      callback: (error, m) => {
-        if (error !== null || this.stopped) return
-        const route = routeOfMsg(m)
-        // Only requests travel here; anything else on the subject is no Orrery message.
-        if (route === undefined) return
-        const sighting = ++this.sightings
-        const signing = this.host.signing
-        if (
-          signing !== undefined &&
-          !signing.accept(m.headers?.get(SIGNATURE) || undefined, channel, route, m.data, `rq:${sighting}`, Date.now(), undefined, lane)
-        )
-          return
-        const delivered = Number(m.headers?.get(DELIVERED) || 0)
-        take(route, m.data, Number.isSafeInteger(delivered) && delivered > 0 ? delivered + 1 : 1, sighting)
-        if (!this.scheduled) {
-          this.scheduled = true
-          later(() => this.flush())
-        }
-      },
-    })
-    this.subs.set(key, sub)
-    try {
-      await this.host.registered(`the subscription to ${channel}'s core requests`)
-    } catch (error) {
-      if (this.subs.get(key) === sub) this.subs.delete(key)
-      sub.unsubscribe()
-      throw error
-    }
+    const nc = this.host.connection()
+    const subs = subjects.map((subject) =>
+      nc.subscribe(subject, {
+        ...(queue === undefined ? {} : { queue }),
+        callback: (error, m) => {
+          if (error !== null || this.stopped) return
+          const route = routeOfMsg(m)
+          // Only requests travel here; anything else on the subject is no Orrery message.
+          if (route === undefined) return
+          const sighting = ++this.sightings
+          // The delivery count before this one, if it was sent again (signed with it).
+          const header = m.headers?.get(DELIVERED)
+          const before = header ? Number(header) : 0
+          const delivered = Number.isSafeInteger(before) && before > 0 ? Math.min(before, MAX_COUNT - 1) : 0
+          const signing = this.host.signing
+          const attempt = header ? delivered : undefined
+          if (
+            signing !== undefined &&
+            !signing.accept(m.headers?.get(SIGNATURE) || undefined, channel, route, m.data, `rq:${sighting}`, Date.now(), { lane, attempt })
+          )
+            return
+          take(route, m.data, delivered + 1, sighting)
+          if (!this.scheduled) {
+            this.scheduled = true
+            later(() => this.flush())
+          }
+        },
+      }),
+    )
+    this.subs.set(key, subs)
+    // A subscription the server has not confirmed in time stays: nats.js makes it again on a
+    // reconnect. Only the wait fails.
+    await this.host.registered(`the subscription to ${channel}'s core requests`)
   }
 
   private flush(): void {
@@ -183,8 +217,9 @@ export class CoreRequests {
 
   /** Stops reading (what was read goes in first); what is held is still answered, a release still sent. */
   stopReading(): void {
+    this.reading = false
     this.flush()
-    for (const sub of this.subs.values()) sub.unsubscribe()
+    for (const subs of this.subs.values()) for (const sub of subs) sub.unsubscribe()
     this.subs.clear()
   }
 

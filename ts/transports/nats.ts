@@ -717,7 +717,7 @@ export class NatsDriver implements Driver {
         return this.settleHeld(record.group.id, record.position, (m) => m.ack())
       case 'release':
         if (this.core?.at(record.group.id, record.position) !== undefined) {
-          this.core.release(record.group.id, record.position, record.delayMs, (r) => this.signing?.sign(r))
+          this.core.release(record.group.id, record.position, record.delayMs, (r, attempt) => this.signing?.sign(r, Date.now(), attempt))
           return false
         }
         return this.settleHeld(record.group.id, record.position, (m) => m.nak(record.delayMs > 0 ? Math.ceil(record.delayMs) : undefined))

@@ -244,7 +244,7 @@ export class MirrorReader extends Reader {
     const route = entryRoute(entry[1])
     // A refused entry (signing) is skipped: counted and reported, never in the mirror.
     const signing = this.driver.signing
-    if (signing !== undefined && !signing.accept(signatureOf(entry[1]), this.channel.name, route, frame, id, idTime(id), appendedAfter)) return
+    if (signing !== undefined && !signing.accept(signatureOf(entry[1]), this.channel.name, route, frame, id, idTime(id), { appendedAfter })) return
     this.writer.live(this.channel.id, idTime(id), frame, route)
   }
 
@@ -416,7 +416,10 @@ export class GroupReader extends Reader {
     if (frame !== undefined) {
       const route = entryRoute(entry[1])
       const signing = this.driver.signing
-      if (signing === undefined || signing.accept(signatureOf(entry[1]), this.group.channel, route, frame, id, idTime(id), this.appendedAfter(id, drained))) {
+      if (
+        signing === undefined ||
+        signing.accept(signatureOf(entry[1]), this.group.channel, route, frame, id, idTime(id), { appendedAfter: this.appendedAfter(id, drained) })
+      ) {
         this.writer.group(this.group.id, count, id, frame, route)
         return
       }

@@ -237,8 +237,12 @@ export class Signing {
     return hex(this.out)
   }
 
-  /** The signature written beside an egress record: `<key id>:<signed ms>:<mac>`. Acks and releases carry none. */
-  sign(record: Egress, now = Date.now()): string {
+  /**
+   * The signature written beside an egress record: `<key id>:<signed ms>:<mac>`. Acks and releases
+   * carry none. `attempt` (a core request sent again: its delivery count before this one) is
+   * signed with it, so a copy cannot change it and no two sendings share a signature.
+   */
+  sign(record: Egress, now = Date.now(), attempt?: number): string {
     const at = Math.floor(now)
     const id = this.options.sign
     let mac: string | undefined
@@ -251,7 +255,7 @@ export class Signing {
         mac = this.mac(id, at, 'm', record.deadLetter, undefined, record.frame)
         break
       case 'request':
-        mac = this.mac(id, at, 'q', record.channel, { address: record.replyTo, timeoutMs: record.timeoutMs }, record.frame)
+        mac = this.mac(id, at, 'q', attemptTarget(record.channel, attempt), { address: record.replyTo, timeoutMs: record.timeoutMs }, record.frame)
         break
       case 'reply':
         mac = this.mac(id, at, 'r', record.address, undefined, record.frame)
@@ -322,11 +326,12 @@ export class Signing {
    * Whether a message read from `channel` at broker position `position` may go to the core: its
    * signature (`field`) verifies, and it is no copy. `at` is the broker's time of the entry (ms);
    * where a reader cannot know it (a Kafka group's records), their partition's order instead.
-   * `appendedAfter`, when the reader knows it, is a time of this host's clock at which the entry
-   * was not on the broker yet (it had read the stream without it then). `lane` names what copies
-   * are looked for among (default: the channel's entries; a reader that sees each message once,
-   * such as one core NATS subscription, has a lane of its own). A refusal is reported before this
-   * returns false.
+   * `more.appendedAfter`, when the reader knows it, is a time of this host's clock at which the
+   * entry was not on the broker yet (it had read the stream without it then). `more.lane` names
+   * what copies are looked for among (default: the channel's entries; a reader that sees each
+   * message once, such as one core NATS subscription, has a lane of its own). `more.attempt` is
+   * the delivery count a core request sent again carries (see `sign`). A refusal is reported
+   * before this returns false.
    */
   accept(
     field: string | undefined,
@@ -335,10 +340,10 @@ export class Signing {
     frame: Uint8Array,
     position: string,
     at: number | LogOrder,
-    appendedAfter?: number,
-    laneName: string = channel,
+    more: { readonly appendedAfter?: number | undefined; readonly lane?: string; readonly attempt?: number | undefined } = {},
   ): boolean {
-    const signed = this.verify(field, route === undefined ? 'm' : 'q', channel, route, frame, channel, position)
+    const { appendedAfter, lane: laneName = channel } = more
+    const signed = this.verify(field, route === undefined ? 'm' : 'q', attemptTarget(channel, more.attempt), route, frame, channel, position)
     if (signed === undefined) return false
     const { signedAt, mac } = signed
     const window = this.windowMs
@@ -487,4 +492,9 @@ export class Signing {
   get memory(): { readonly remembered: number; readonly forgotten: number } {
     return { remembered: this.remembered, forgotten: this.forgotten }
   }
+}
+
+/** What a request's signature names as its channel: the channel, and the delivery count of a core request sent again. */
+function attemptTarget(channel: string, attempt: number | undefined): string {
+  return attempt === undefined ? channel : `${channel}\u0000${attempt}`
 }
