@@ -515,7 +515,18 @@ export class NatsDriver implements Driver {
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
-    const { write, written } = this.writes.add(this.fitReplies(records), this.config.publishTimeoutMs, () =>
+    const fitted = this.fitReplies(records)
+    // Core publishes only (replies; requests with `requests: 'core'`) with nothing queued before
+    // them: handed to the connection now, as the queue would, without its round of promises.
+    if (!this.inFlight && this.queue.length === 0 && fitted.every((r) => r.kind === 'reply' || (r.kind === 'request' && this.core !== undefined))) {
+      try {
+        for (const record of fitted) this.sendCore(record)
+      } catch (error) {
+        return Promise.reject(error)
+      }
+      return Promise.resolve(0)
+    }
+    const { write, written } = this.writes.add(fitted, this.config.publishTimeoutMs, () =>
       transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } }),
     )
     this.queue.push(write)
@@ -694,8 +705,7 @@ export class NatsDriver implements Driver {
       }
       case 'request': {
         if (this.core !== undefined) {
-          // Not stored: handed to the connection, as a reply is.
-          this.core.send(record, this.signing?.sign(record))
+          this.sendCore(record)
           return false
         }
         const h = this.signed(record) ?? this.nats.transport.headers()
@@ -704,14 +714,9 @@ export class NatsDriver implements Driver {
         await this.pubAcks().publish(this.subjectOf(record.channel), record.frame, h, timeout)
         return false
       }
-      case 'reply': {
-        // Not kept by the server: a requester that is gone misses it, as it would miss it anyway.
-        const nc = this.nc
-        if (nc === undefined) throw transportError('CLOSED', 'this Orrery is closed')
-        const headers = this.signed(record)
-        nc.publish(this.replySubject(record.address), record.frame, headers === undefined ? undefined : { headers })
+      case 'reply':
+        this.sendCore(record)
         return false
-      }
       case 'ack':
         if (this.core?.take(record.group.id, record.position) !== undefined) return false
         return this.settleHeld(record.group.id, record.position, (m) => m.ack())
@@ -745,6 +750,22 @@ export class NatsDriver implements Driver {
         return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
       }
     }
+  }
+
+  /**
+   * Sends a reply, or a request with `requests: 'core'`: a core publish, not stored by the server
+   * (a requester or responder that is gone misses it, as it would miss it anyway).
+   */
+  private sendCore(record: Egress): void {
+    if (record.kind === 'request') {
+      this.core!.send(record, this.signing?.sign(record))
+      return
+    }
+    if (record.kind !== 'reply') throw new OrreryError('INTERNAL', `a ${record.kind} record is no core publish`)
+    const nc = this.nc
+    if (nc === undefined) throw transportError('CLOSED', 'this Orrery is closed')
+    const headers = this.signed(record)
+    nc.publish(this.replySubject(record.address), record.frame, headers === undefined ? undefined : { headers })
   }
 
   /**
