@@ -163,6 +163,74 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     expect(watched.items.map((m) => m.payload)).toEqual(['job'])
   })
 
+  it('a shutdown hands what its process holds to another process of the group at once', { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}handover`
+    const [a, b, c] = [await open(p), await open(p), await open(p)]
+    let held = 0
+    // A long lease: only the hand-back can bring the request to c in time.
+    b.bus.respond<string, string>(
+      ch,
+      () => {
+        held++
+        return new Promise<string>(() => {})
+      },
+      { group: 'g', visibilityTimeout: 30_000 },
+    )
+    await b.bus.attached(ch)
+    const reply = a.bus.request<string>(ch, 'job', { timeout: 10_000 })
+    await until(() => held === 1, 10_000, 'the request held by b')
+    c.bus.respond<string, string>(ch, (req) => `c:${req.payload}`, { group: 'g', visibilityTimeout: 30_000 })
+    await c.bus.attached(ch)
+    const started = Date.now()
+    opened.splice(opened.indexOf(b), 1)
+    await stop(b)
+    expect((await reply).payload).toBe('c:job')
+    expect(Date.now() - started).toBeLessThan(5_000)
+  })
+
+  it('signed: a re-sent request whose delivery count was changed is refused', { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}count`
+    const signing = { keys: { k1: K1 }, sign: 'k1' }
+    const [a, b] = [await open(p, { signing }), await open(p, { signing })]
+    let calls = 0
+    b.bus.respond<string, string>(
+      ch,
+      () => {
+        calls++
+        return calls === 1 ? new Promise<string>(() => {}) : 'done'
+      },
+      { group: 'g', visibilityTimeout: 300 },
+    )
+    await b.bus.attached(ch)
+    const { connect } = await import('@nats-io/transport-node')
+    const nc = await connect({ servers: url })
+    cleanups.push(() => nc.close())
+    // The subject a re-send to group g travels on: only the group's queue and this listener read it.
+    const again = `orrery.rq.${brokerName(ch)}.g.${brokerName('g')}`
+    const captured: Array<{ data: Uint8Array; headers: import('@nats-io/transport-node').MsgHdrs | undefined }> = []
+    nc.subscribe(again, {
+      callback: (_, m) => {
+        captured.push({ data: m.data, headers: m.headers })
+      },
+    })
+    await nc.flush()
+    expect((await a.bus.request<string>(ch, 'job', { timeout: 10_000 })).payload).toBe('done')
+    await until(() => captured.length === 1, 10_000, 'the re-send seen on its subject')
+    const headers = captured[0]!.headers!
+    expect(headers.get('Orrery-Delivered')).toBe('1')
+    headers.set('Orrery-Delivered', '7')
+    nc.publish(again, captured[0]!.data, { headers })
+    await until(
+      () => b.bus.stats(ch).signatureRefused === 1,
+      10_000,
+      'the changed count refused',
+      () => b.bus.stats(ch),
+    )
+    expect(calls).toBe(2)
+  })
+
   it('past maxDeliveries a core request goes to the dead-letter channel; its requester times out', { timeout: 30_000 }, async () => {
     const p = fresh()
     const ch = `${p}doomed`

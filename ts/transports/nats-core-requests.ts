@@ -57,8 +57,8 @@ export class CoreRequests {
   private scheduled = false
   /** Numbers each sighting, so two sightings of one signed request on one subscription are a copy. */
   private sightings = 0
-  /** Releases waiting for their delay. */
-  private readonly timers = new Set<ReturnType<typeof setTimeout>>()
+  /** Releases waiting for their delay, each with its send. */
+  private readonly pending = new Map<ReturnType<typeof setTimeout>, () => void>()
   /** No new subscription once reading stopped; nothing at all once stopped. */
   private reading = true
   private stopped = false
@@ -144,25 +144,41 @@ export class CoreRequests {
   /**
    * Sends a released delivery to its group again after `delayMs`; without a delay (a lapsed lease,
    * no member here to take it) after a backoff of 50 ms doubling with each delivery up to 1 s, so
-   * a request with nowhere to go does not bounce at once (`maxDeliveries` bounds how often).
-   * Signed anew (`sign`) with its delivery count when the transport signs. A send that fails is
-   * reported: its requester times out.
+   * a request with nowhere to go does not bounce at once (`maxDeliveries` bounds how often). Once
+   * this process stops reading (a shutdown handing back what it holds) at once: nothing else
+   * would bring the request back. Signed anew (`sign`) with its delivery count when the transport
+   * signs. A send that fails is reported: its requester times out.
    */
   release(group: number, position: string, delayMs: number, sign: (record: Egress, attempt: number) => string | undefined): void {
     const m = this.take(group, position)
     if (m === undefined || this.stopped) return
-    const wait = delayMs > 0 ? delayMs : Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** Math.min(m.count - 1, 10))
-    const timer = setTimeout(() => {
-      this.timers.delete(timer)
-      if (this.stopped) return
+    const again = () => {
       try {
         const record: Request = { kind: 'request', channel: m.channel, replyTo: m.route.address, timeoutMs: m.route.timeoutMs, frame: m.frame }
         this.publish(this.againSubject(m.channel, m.group), record, sign(record, m.count), m.count)
       } catch (error) {
         this.host.sink.failed(error)
       }
+    }
+    if (!this.reading) {
+      again()
+      return
+    }
+    const wait = delayMs > 0 ? delayMs : Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** Math.min(m.count - 1, 10))
+    const timer = setTimeout(() => {
+      this.pending.delete(timer)
+      again()
     }, wait)
-    this.timers.add(timer)
+    this.pending.set(timer, again)
+  }
+
+  /** Sends every release still waiting for its delay now (this process is leaving). */
+  private sendPending(): void {
+    for (const [timer, again] of this.pending) {
+      clearTimeout(timer)
+      again()
+    }
+    this.pending.clear()
   }
 
   private async subscribe(
@@ -189,7 +205,8 @@ export class CoreRequests {
           const before = header ? Number(header) : 0
           const delivered = Number.isSafeInteger(before) && before > 0 ? Math.min(before, MAX_COUNT - 1) : 0
           const signing = this.host.signing
-          const attempt = header ? delivered : undefined
+          // Checked as written (a value no sender writes fails the check), counted clamped.
+          const attempt = header ? (Number.isSafeInteger(before) ? before : -1) : undefined
           if (
             signing !== undefined &&
             !signing.accept(m.headers?.get(SIGNATURE) || undefined, channel, route, m.data, `rq:${sighting}`, Date.now(), { lane, attempt })
@@ -215,21 +232,23 @@ export class CoreRequests {
     if (batch !== undefined && !this.stopped) this.host.sink.ingest(batch)
   }
 
-  /** Stops reading (what was read goes in first); what is held is still answered, a release still sent. */
+  /**
+   * Stops reading (what was read goes in first); what is held is still answered, and a release
+   * (the core hands back what this process holds) is sent at once, as are those still waiting.
+   */
   stopReading(): void {
     this.reading = false
     this.flush()
     for (const subs of this.subs.values()) for (const sub of subs) sub.unsubscribe()
     this.subs.clear()
+    this.sendPending()
   }
 
-  /** Stops everything: the connection is closing. */
+  /** Stops everything: the connection is closing (what it has to send still goes out). */
   stop(): void {
     if (this.stopped) return
     this.stopReading()
     this.stopped = true
-    for (const timer of this.timers) clearTimeout(timer)
-    this.timers.clear()
     this.held.clear()
   }
 }

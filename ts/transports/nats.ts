@@ -522,7 +522,7 @@ export class NatsDriver implements Driver {
       try {
         for (const record of fitted) this.sendCore(record)
       } catch (error) {
-        return Promise.reject(error)
+        return Promise.reject(error instanceof OrreryError ? error : this.refused(error))
       }
       return Promise.resolve(0)
     }
@@ -544,7 +544,7 @@ export class NatsDriver implements Driver {
     let fitted: Egress[] | undefined
     records.forEach((record, i) => {
       if (record.kind !== 'reply') return
-      const error = this.tooLarge(record.channel, record.frame, 0, 'a reply on')
+      const error = this.tooLarge(record.channel, record.frame, this.signatureHeaderBytes(), 'a reply on')
       if (error === undefined) return
       fitted ??= records.slice()
       fitted[i] = { ...record, frame: errorReply(record.frame, error) }
