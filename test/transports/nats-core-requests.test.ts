@@ -39,6 +39,20 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     return o
   }
   const fresh = () => `${RUN}-${++runs}.`
+  /** What the server's own client sees on `subject` (from when this resolves), and a way to send it again. */
+  const tap = async (subject: string) => {
+    const { connect } = await import('@nats-io/transport-node')
+    const nc = await connect({ servers: url })
+    cleanups.push(() => nc.close())
+    const captured: Array<{ data: Uint8Array; headers: import('@nats-io/transport-node').MsgHdrs | undefined }> = []
+    nc.subscribe(subject, {
+      callback: (_, m) => {
+        captured.push({ data: m.data, headers: m.headers })
+      },
+    })
+    await nc.flush()
+    return { captured, publish: (data: Uint8Array, headers: import('@nats-io/transport-node').MsgHdrs) => nc.publish(subject, data, { headers }) }
+  }
 
   it('a group request is handled once, by a member in any process, 400 in flight; none of them is an entry of the stream', { timeout: 60_000 }, async () => {
     const p = fresh()
@@ -204,24 +218,14 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
       { group: 'g', visibilityTimeout: 300 },
     )
     await b.bus.attached(ch)
-    const { connect } = await import('@nats-io/transport-node')
-    const nc = await connect({ servers: url })
-    cleanups.push(() => nc.close())
     // The subject a re-send to group g travels on: only the group's queue and this listener read it.
-    const again = `orrery.rq.${brokerName(ch)}.g.${brokerName('g')}`
-    const captured: Array<{ data: Uint8Array; headers: import('@nats-io/transport-node').MsgHdrs | undefined }> = []
-    nc.subscribe(again, {
-      callback: (_, m) => {
-        captured.push({ data: m.data, headers: m.headers })
-      },
-    })
-    await nc.flush()
+    const { captured, publish } = await tap(`orrery.rq.${brokerName(ch)}.g.${brokerName('g')}`)
     expect((await a.bus.request<string>(ch, 'job', { timeout: 10_000 })).payload).toBe('done')
     await until(() => captured.length === 1, 10_000, 'the re-send seen on its subject')
     const headers = captured[0]!.headers!
     expect(headers.get('Orrery-Delivered')).toBe('1')
     headers.set('Orrery-Delivered', '7')
-    nc.publish(again, captured[0]!.data, { headers })
+    publish(captured[0]!.data, headers)
     await until(
       () => b.bus.stats(ch).signatureRefused === 1,
       10_000,
@@ -273,22 +277,12 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     )
     await b.bus.attached(ch)
     // The server's own client sees the request on its subject, and sends the same bytes again.
-    const { connect } = await import('@nats-io/transport-node')
-    const nc = await connect({ servers: url })
-    cleanups.push(() => nc.close())
-    const subject = `orrery.rq.${brokerName(ch)}`
-    const captured: Array<{ data: Uint8Array; headers: import('@nats-io/transport-node').MsgHdrs | undefined }> = []
-    nc.subscribe(subject, {
-      callback: (_, m) => {
-        captured.push({ data: m.data, headers: m.headers })
-      },
-    })
-    await nc.flush()
+    const { captured, publish } = await tap(`orrery.rq.${brokerName(ch)}`)
     expect((await a.bus.request<number>(ch, 21, { timeout: 10_000 })).payload).toBe(42)
     expect(handled).toBe(1)
     await until(() => captured.length === 1, 10_000, 'the request seen on its subject')
     expect(captured[0]!.headers?.get('Orrery-Sig')).toMatch(/^k1:\d+:/)
-    nc.publish(subject, captured[0]!.data, { headers: captured[0]!.headers! })
+    publish(captured[0]!.data, captured[0]!.headers!)
     await until(
       () => b.bus.stats(ch).replayRefused === 1,
       10_000,

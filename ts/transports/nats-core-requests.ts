@@ -133,11 +133,11 @@ export class CoreRequests {
 
   /** Forgets a delivery the core acked or dead-lettered; returns it (undefined if not held). */
   take(group: number, position: string): CoreHeld | undefined {
-    const held = this.held.get(group)
-    const m = position.startsWith('rq:') ? held?.get(position) : undefined
+    const m = this.at(group, position)
     if (m === undefined) return undefined
-    held!.delete(position)
-    if (held!.size === 0) this.held.delete(group)
+    const held = this.held.get(group)!
+    held.delete(position)
+    if (held.size === 0) this.held.delete(group)
     return m
   }
 

@@ -890,7 +890,7 @@ export class NatsDriver implements Driver {
   /**
    * Resolves once the server has every subscription made so far. While the connection is down the
    * server's answer waits, as a publish does, at most publishTimeoutMs: then TRANSPORT_UNAVAILABLE
-   * (`what` names the subscription), and the caller drops it.
+   * (`what` names the subscription); the caller decides whether the subscription stays.
    */
   private async registered(what: string): Promise<void> {
     const nc = this.nc
