@@ -209,7 +209,7 @@ describe(`control (${ENGINE})`, () => {
     expect(control.groups()).toEqual([])
   })
 
-  it('streams run status changes to every events() subscriber, from one poll of the runs', async () => {
+  it('streams run status changes to every events() subscriber as the runs record them, from one watch', async () => {
     const orrery = await open()
     const wf = await orrery.workflows()
     wf.register('done', (input: unknown) => input)
@@ -232,7 +232,24 @@ describe(`control (${ENGINE})`, () => {
     await until(() => second.some((e) => (e as { run?: { id: string } }).run?.id === 'two'), 3000)
     expect(second).toContainEqual(completed('two'))
     expect(first).not.toContainEqual(completed('two'))
+    // Told as the end is recorded, not at a later look: by the time result() resolves.
+    const three = await wf.start('gate', null, { id: 'three' })
+    await three.signal('go', 3)
+    await three.result()
+    expect(second).toContainEqual(completed('three'))
+    // A run waiting for its signal is told running once, however often its record is written.
+    const four = await wf.start('gate', null, { id: 'four' })
+    await until(() => second.some((e) => (e as { run?: { id: string } }).run?.id === 'four'), 3000)
+    await four.signal('go', 4)
+    await four.result()
+    const fours = second.filter((e) => (e as { run?: { id: string } }).run?.id === 'four').map((e) => (e as { run: { status: string } }).run.status)
+    expect(fours).toEqual(['running', 'completed'])
     b.unsubscribe()
+    // Nobody watches: runs go on untold.
+    const five = await wf.start('gate', null, { id: 'five' })
+    await five.signal('go', 5)
+    await five.result()
+    expect(second.some((e) => (e as { run?: { id: string } }).run?.id === 'five')).toBe(false)
   })
 
   it('ends its event streams when its Orrery closes', async () => {

@@ -363,6 +363,11 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         })
       const driver = await open('driver')
       const other = await open('other')
+      // The other process's control tells each status the driver records, from its mirror.
+      const told: { id: string; status: string }[] = []
+      const watching = o.control({ workflows: other }).events().subscribe((e) => {
+        if (e.source === 'run') told.push({ id: e.run.id, status: e.run.status })
+      })
       const run = await driver.start(gate, undefined, { id: 'remote-1' })
       // The other process's mirror has the run once the change feed brings it.
       await until(() => other.get('remote-1') !== undefined, 5_000, 'the other process to see the run')
@@ -376,6 +381,9 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       expect(await run.result()).toBe(42)
       await followed
       expect(seen).toEqual(expect.arrayContaining(['signal', 'step-completed', 'run-finished']))
+      await until(() => told.some((r) => r.id === 'remote-1' && r.status === 'completed'), 5_000, 'the control to tell the end')
+      expect(told.filter((r) => r.id === 'remote-1').map((r) => r.status)).toEqual(['running', 'completed'])
+      watching.unsubscribe()
       // Recorded once, with the id of the request that brought it; the request is gone from the broker.
       const signals = run.history().filter((e) => e.type === 'signal')
       expect(signals).toEqual([expect.objectContaining({ name: 'go', payload: 21, request: expect.stringMatching(/^req\/remote-1\//) })])

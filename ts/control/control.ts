@@ -86,8 +86,7 @@ const MAX_HISTORY = 10_000
 
 const PRIORITIES: readonly Priority[] = ['low', 'normal', 'high', 'critical']
 const RUN_STATUSES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
-/** How often `events()` looks for runs that changed status, in ms. */
-const RUN_POLL_MS = 1000
+const FINAL_RUN_STATUSES: ReadonlySet<RunStatus> = new Set(RUN_STATUSES.filter((s) => s !== 'queued' && s !== 'running'))
 
 function limitOf(value: unknown, fallback = DEFAULT_LIMIT, max = MAX_LIMIT): number {
   return intOr(value, fallback, 'limit', { min: 0, max })
@@ -108,10 +107,10 @@ export class Control {
   private readonly watching: Subscription
   /** The live `events()` and `tail()` streams, completed when the control closes. */
   private readonly live = new Set<() => void>()
-  /** What the events streams' one run poll calls, its timer, and the statuses it saw last. */
+  /** What the events streams' one watch of the runs calls, how it ends, and the status last told of each unfinished run. */
   private readonly runWatchers = new Set<(run: RunView) => void>()
-  private runTimer: ReturnType<typeof setInterval> | undefined
-  private runsSeen = new Map<string, RunStatus>()
+  private unwatchRuns: (() => void) | undefined
+  private readonly runsSeen = new Map<string, RunStatus>()
   private closed = false
 
   constructor(options: NewControlOptions) {
@@ -680,40 +679,30 @@ export class Control {
   }
 
   /**
-   * Calls `onRun` with each run whose status changed, until the returned function is called. One
-   * poll of the run list a second serves every watcher (an events stream each), not one each.
+   * Calls `onRun` with each run whose status changed, as its record is written, until the
+   * returned function is called. One watch of the workflows serves every watcher (an events
+   * stream each), not one each.
    */
   private watchRuns(onRun: (run: RunView) => void): () => void {
     const wf = this.workflows
     if (wf === undefined) return () => {}
-    if (this.runWatchers.size === 0) {
-      this.lookRuns(wf, false)
-      this.runTimer = setInterval(() => this.lookRuns(wf, true), RUN_POLL_MS)
-    }
+    if (this.runWatchers.size === 0) this.unwatchRuns = wf.watchRuns((run) => this.runWritten(run))
     this.runWatchers.add(onRun)
     return () => {
       if (!this.runWatchers.delete(onRun) || this.runWatchers.size > 0) return
-      clearInterval(this.runTimer)
-      this.runTimer = undefined
-      this.runsSeen = new Map()
+      this.unwatchRuns?.()
+      this.unwatchRuns = undefined
+      this.runsSeen.clear()
     }
   }
 
-  /** Reads the run list; with `report`, hands each run whose status changed to every watcher. */
-  private lookRuns(wf: Workflows, report: boolean): void {
-    let list: RunView[]
-    try {
-      list = wf.list()
-    } catch {
-      return
-    }
-    // Made anew each time, so runs no longer listed are forgotten.
-    const seen = new Map<string, RunStatus>()
-    for (const run of list) {
-      seen.set(run.id, run.status)
-      if (report && this.runsSeen.get(run.id) !== run.status) for (const watcher of [...this.runWatchers]) watcher(run)
-    }
-    this.runsSeen = seen
+  /** A run's record was written: handed to every watcher if its status is not the one last told. */
+  private runWritten(run: RunView): void {
+    if (this.runsSeen.get(run.id) === run.status) return
+    // Only unfinished runs are remembered: an ended run's status changes no more.
+    if (FINAL_RUN_STATUSES.has(run.status)) this.runsSeen.delete(run.id)
+    else this.runsSeen.set(run.id, run.status)
+    for (const watcher of [...this.runWatchers]) watcher(run)
   }
 
   /** Everything at once, as plain JSON: what the dashboard opens offline. */

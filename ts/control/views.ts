@@ -130,7 +130,7 @@ export type ControlEvent =
   | { source: 'mesh'; at: number; event: Record<string, unknown> }
   /** A bus event (slow consumer, dead subscriber, transport outage...), as plain JSON. */
   | { source: 'bus'; at: number; event: Record<string, unknown> }
-  /** A run changed status (seen within a second). */
+  /** A run changed status (told as its record is written). */
   | { source: 'run'; at: number; run: RunView }
 
 /** Everything at one moment: what the dashboard opens offline. */

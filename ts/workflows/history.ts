@@ -302,6 +302,8 @@ export class History {
   /** Runs whose history write failed: nothing more is written for them, and what they write fails. */
   private failed: Map<string, unknown> | undefined
   private readonly flushAll = () => this.flush()
+  /** Told of each run meta written here, once the store took it (set while run statuses are watched). */
+  onMeta: ((meta: RunMeta) => void) | undefined
 
   /**
    * `ns` should use the msgpack codec: it keeps `undefined` (JSON turns it into null or drops
@@ -358,6 +360,7 @@ export class History {
       } catch (error) {
         failure = this.fail(meta.id, error)
       }
+      if (failure === undefined) this.onMeta?.(meta)
     }
     if (FINAL_STATUSES.has(meta.status)) {
       // Nothing more is written for an ended run: its failure need not be remembered.
@@ -376,12 +379,15 @@ export class History {
   private putFailed(meta: RunMeta, error: unknown): void {
     const { id, definition, version, seed, startedAt, finishedAt } = meta
     const kept: RunMeta = { id, definition, version, input: undefined, seed, status: 'failed', startedAt, error: storeError(error) }
+    const written = finishedAt === undefined ? kept : { ...kept, finishedAt }
     try {
-      const ack = this.ns.put(`run/${id}`, finishedAt === undefined ? kept : { ...kept, finishedAt })
+      const ack = this.ns.put(`run/${id}`, written)
       if (ack instanceof Promise) ack.catch(() => {})
     } catch {
       // The store takes nothing more (closed): there is nothing to keep.
+      return
     }
+    this.onMeta?.(written)
   }
 
   /**
@@ -508,7 +514,9 @@ export class History {
         if (this.lastWrite instanceof Promise) this.lastWrite.catch((error: unknown) => this.fail(meta.id, error))
       } catch (error) {
         this.fail(meta.id, error)
+        continue
       }
+      this.onMeta?.(meta)
     }
     const batches = this.pending
     this.pending = new Map()

@@ -15,7 +15,7 @@ import { DeadlineTimer } from '../timer.js'
 import { compileWorkflow, type CompiledWorkflow } from './compile.js'
 import type { FnRef, WorkflowDefinition, WorkflowInput, WorkflowOutput, WorkflowSignals } from './definition.js'
 import { Executor, type ChildHandle, type ExecutorHost, type RegisteredStep, type StepContext } from './executor.js'
-import { FINAL_STATUSES, History, isEventKey } from './history.js'
+import { FINAL_STATUSES, History, isEventKey, type RunMeta } from './history.js'
 import { Leases } from './lease.js'
 import {
   currentEvents,
@@ -725,15 +725,36 @@ export class Workflows {
     if (f.definition !== undefined) text(f.definition, 'definition', {}, 'option')
     return readRecords(this.history)
       .filter((m) => (f.status === undefined || m.status === f.status) && (f.definition === undefined || m.definition === f.definition))
-      .map(({ id, definition, version, status, generation, startedAt, finishedAt }) => ({
-        id,
-        definition,
-        version,
-        status,
-        generation: generation ?? 1,
-        startedAt,
-        ...(finishedAt === undefined ? {} : { finishedAt }),
-      }))
+      .map(infoOf)
+  }
+
+  /** Who {@link watchRuns} tells. */
+  private readonly runWatchers = new Set<(run: RunInfo) => void>()
+
+  /**
+   * @internal Calls `onRun` with a run's listing each time its record is written (by this
+   * process, or, `shared`, by any: what the mirror takes), until the returned function is called.
+   * A record may be written again with the same status: the caller tells changes apart.
+   */
+  watchRuns(onRun: (run: RunInfo) => void): () => void {
+    // Shared, the mirror's feed brings this process's writes too: it alone is listened to.
+    const source: { onMeta: ((meta: RunMeta) => void) | undefined } = this.shared?.history ?? this.history
+    if (this.runWatchers.size === 0) {
+      source.onMeta = (meta) => {
+        const info = infoOf(meta as RunRecord)
+        for (const watcher of [...this.runWatchers]) {
+          try {
+            watcher(info)
+          } catch (error) {
+            this.failed('a watcher of run statuses threw', error)
+          }
+        }
+      }
+    }
+    this.runWatchers.add(onRun)
+    return () => {
+      if (this.runWatchers.delete(onRun) && this.runWatchers.size === 0) source.onMeta = undefined
+    }
   }
 
   /**
@@ -1069,4 +1090,9 @@ function checkShared(given: SharedWorkflowsOptions): Required<SharedWorkflowsOpt
   const leaseMs = o.leaseMs === undefined ? DEFAULT_LEASE_MS : int(o.leaseMs, 'leaseMs', { min: 100 }, 'option')
   const owner = o.owner === undefined ? runId() : text(o.owner, 'owner', { nonEmpty: true }, 'option')
   return { transport, leaseMs, owner }
+}
+
+/** A run's listing, from its record. */
+function infoOf({ id, definition, version, status, generation, startedAt, finishedAt }: RunRecord): RunInfo {
+  return { id, definition, version, status, generation: generation ?? 1, startedAt, ...(finishedAt === undefined ? {} : { finishedAt }) }
 }

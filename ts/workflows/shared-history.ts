@@ -13,7 +13,7 @@ import type { Subscription } from 'rxjs'
 
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { StrongNamespace } from '../store/strong.js'
-import { FINAL_STATUSES, isEventKey, type HistoryNamespace } from './history.js'
+import { FINAL_STATUSES, isEventKey, type HistoryNamespace, type RunMeta } from './history.js'
 
 /** How many times a request's deletion is sent, RETRY_MS apart, before it is left. */
 const DELETE_TRIES = 5
@@ -84,12 +84,16 @@ export class SharedHistory implements HistoryNamespace {
     return this.open
   }
 
+  /** Told of each run meta the mirror takes, this process's writes and every other's (set while run statuses are watched). */
+  onMeta: ((meta: RunMeta) => void) | undefined
+
   private note(key: string, value: unknown): void {
     if (isEventKey(key)) return
     const id = key.slice('run/'.length)
     const status = (value as { status?: unknown } | undefined)?.status
     if (typeof status === 'string' && !FINAL_STATUSES.has(status as never)) this.open.add(id)
     else this.open.delete(id)
+    if (typeof status === 'string') this.onMeta?.(value as RunMeta)
   }
 
   /** This process drives run `id` from now on, from the meta its mirror holds. */
