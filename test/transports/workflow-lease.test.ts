@@ -365,9 +365,12 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const other = await open('other')
       // The other process's control tells each status the driver records, from its mirror.
       const told: { id: string; status: string }[] = []
-      const watching = o.control({ workflows: other }).events().subscribe((e) => {
-        if (e.source === 'run') told.push({ id: e.run.id, status: e.run.status })
-      })
+      const watching = o
+        .control({ workflows: other })
+        .events()
+        .subscribe((e) => {
+          if (e.source === 'run') told.push({ id: e.run.id, status: e.run.status })
+        })
       const run = await driver.start(gate, undefined, { id: 'remote-1' })
       // The other process's mirror has the run once the change feed brings it.
       await until(() => other.get('remote-1') !== undefined, 5_000, 'the other process to see the run')
