@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 
 import { afterEach, describe, expect, inject, it } from 'vitest'
 
-import { type Change, isOrreryError, Orrery, type StoreEvent, type TransportOptions } from '../../ts/node.js'
+import { type Change, isOrreryError, Orrery, type OrreryError, type StoreEvent, type TransportOptions } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, listen, quiet, until, withTimeout } from './backends.js'
 import { type Child, spawnChild } from './child.js'
@@ -385,6 +385,66 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sb.close()
     })
 
+    it('a transaction: the broker applies its writes all or none; a failed condition names its write; racing transactions: one wins', async () => {
+      const name = fresh('txn')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<number>(name, { transport: 'main', consistency: 'strong' })
+      const nb = await sb.shared<number>(name, { transport: 'main', consistency: 'strong' })
+      // Each write its own revision, consecutive, in the order given; in this mirror at once.
+      const [x1, y1] = await na.transaction().create('x', 10).create('y', 0).commit()
+      expect(y1).toBe(x1! + 1)
+      expect([na.get('x')?.version, na.get('y')?.version]).toEqual([x1, y1])
+      await until(() => nb.get('y')?.version === y1, 10_000, 'b to mirror the transaction')
+      expect(nb.get('x')).toMatchObject({ value: 10, version: x1 })
+      // A transfer from the other process, conditional on both keys.
+      const [x2, y2] = await nb.transaction().put('x', 7, { ifVersion: x1! }).put('y', 3, { ifVersion: y1! }).commit()
+      expect(y2).toBe(x2! + 1)
+      // A stale one: refused whole, naming the write whose condition failed; nothing written.
+      const stale = await na
+        .transaction()
+        .put('y', 100, { ifVersion: y2! })
+        .put('x', 100, { ifVersion: x1! })
+        .commit()
+        .catch((e: unknown) => e)
+      expect(isOrreryError(stale, 'VERSION_CONFLICT')).toBe(true)
+      expect((stale as OrreryError).details).toMatchObject({ index: 1, namespace: name, key: 'x', expected: x1, current: x2 })
+      expect((await na.fetch('y'))?.value).toBe(3)
+      // A write with no condition is not applied when a later one's fails.
+      const second = await na
+        .transaction()
+        .put('z', 1)
+        .create('x', 1)
+        .commit()
+        .catch((e: unknown) => e)
+      expect(isOrreryError(second, 'VERSION_CONFLICT') && second.details).toMatchObject({ index: 1, key: 'x', expected: 0, current: x2 })
+      expect(await na.fetch('z')).toBeUndefined()
+      expect(na.get('z')).toBeUndefined()
+      // Two processes race transactions from the same versions: exactly one wins, and whole.
+      await until(() => na.get('y')?.version === y2, 10_000, 'a to mirror the transfer')
+      const results = await Promise.allSettled([
+        na.transaction().put('x', 1, { ifVersion: x2! }).put('y', 9, { ifVersion: y2! }).commit(),
+        nb.transaction().put('y', 2, { ifVersion: y2! }).put('x', 8, { ifVersion: x2! }).commit(),
+      ])
+      const won = results.filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<number[]>[]
+      expect(won).toHaveLength(1)
+      expect(results.filter((r) => r.status === 'rejected' && isOrreryError(r.reason, 'VERSION_CONFLICT'))).toHaveLength(1)
+      const [x, y] = await Promise.all([na.fetch('x'), na.fetch('y')])
+      expect([x?.value, y?.value]).toEqual(results[0]!.status === 'fulfilled' ? [1, 9] : [8, 2])
+      // Deletions and TTLs in a transaction; a key deleted so is absent to a later create.
+      const [dy, w] = await nb.transaction().delete('y', { ifVersion: y!.version }).put('w', 5, { ttl: 60_000 }).commit()
+      expect(nb.get('y')).toBeUndefined()
+      expect(nb.get('w')?.expiresAt).toBeGreaterThan(Date.now())
+      await until(() => na.get('w')?.version === w, 10_000, 'a to mirror the delete and the put')
+      expect(na.get('y')).toBeUndefined()
+      const [again] = await na.transaction().create('y', 1).commit()
+      expect(again).toBeGreaterThan(dy!)
+      expect(await na.transaction().commit()).toEqual([])
+      sa.close()
+      sb.close()
+    })
+
     it("reads: the mirror (loaded at open, fed by the broker, one's own writes at once), fetch from the broker; watches across processes", async () => {
       const name = fresh('read')
       const [a, b, c] = await Promise.all([orreryOn(kind), orreryOn(kind), orreryOn(kind)])
@@ -618,6 +678,30 @@ describe.skipIf(redis.skip !== undefined)(`shared namespaces refused (${ENGINE})
     await expect(strong.delete('k', { ttl: 5 } as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
     await expect(strong.update('k', () => 1, { ttl: '5' as never })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_OPTION'))
     await expect(strong.put('k', 1n as never)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_PAYLOAD'))
+    // A transaction: what its calls take is checked as it is given; a value at commit, nothing sent.
+    const code = (call: () => unknown): string => {
+      try {
+        call()
+      } catch (error) {
+        return isOrreryError(error) ? error.code : String(error)
+      }
+      return 'no error'
+    }
+    expect(code(() => strong.transaction().put('k', 1).put('k', 2))).toBe('INVALID_ARGUMENT')
+    expect(code(() => strong.transaction().put('', 1))).toBe('INVALID_KEY')
+    expect(code(() => strong.transaction().put('k', 1, { ifVersion: -1 }))).toBe('INVALID_ARGUMENT')
+    expect(code(() => strong.transaction().put('k', 1, { ttl: -1 }))).toBe('INVALID_OPTION')
+    expect(code(() => strong.transaction().create('k', 1, { ifVersion: 3 } as never))).toBe('INVALID_OPTION')
+    expect(code(() => strong.transaction().delete('k', { ttl: 5 } as never))).toBe('INVALID_OPTION')
+    const big = strong.transaction()
+    for (let i = 0; i < 1_000; i++) big.put(`k${i}`, i)
+    expect(code(() => big.put('one-more', 1))).toBe('CAPACITY_EXCEEDED')
+    await expect(strong.transaction().put('j', 1).put('k', 1n as never).commit()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_PAYLOAD'))
+    const once = strong.transaction()
+    await once.commit()
+    await expect(once.commit()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_ARGUMENT'))
+    expect(code(() => once.put('k', 1))).toBe('INVALID_ARGUMENT')
+    expect(await strong.fetch('j')).toBeUndefined()
     expect(await strong.fetch('k')).toBeUndefined()
     store.close()
     expect(() => strong.get('k')).toThrow(expect.objectContaining({ code: 'CLOSED' }))

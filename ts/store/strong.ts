@@ -52,6 +52,12 @@ export interface StrongWrite {
 /** What the broker answered: the write's revision, or the key's revision that failed the condition. */
 export type StrongResult = { readonly ok: true; readonly revision: number } | { readonly ok: false; readonly current: number }
 
+/**
+ * What the broker answered a transaction: each write's revision (consecutive, in the order of the
+ * writes), or which write's condition failed (`index`) and the revision of its key then.
+ */
+export type StrongTxnResult = { readonly ok: true; readonly revisions: readonly number[] } | { readonly ok: false; readonly index: number; readonly current: number }
+
 /** What a strong namespace asks of its broker (one per transport kind). */
 export interface StrongBackend {
   /** The transport's name, for errors. */
@@ -64,6 +70,8 @@ export interface StrongBackend {
    */
   start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void>
   write(write: StrongWrite): Promise<StrongResult>
+  /** Applies every write (of distinct keys) or, if a condition fails, none: atomically on the broker. */
+  transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult>
   /** The key's record on the broker now (undefined: absent). */
   read(key: string): Promise<StrongRecord | undefined>
   close(): void
@@ -108,6 +116,8 @@ export interface StrongWatchOptions {
 const WATCH_KEYS = keysOf<StrongWatchOptions>()(['from'])
 
 const MAX_KEY_BYTES = 1024
+/** Most writes in one transaction: a NATS server takes at most 1,000 messages in one atomic batch. */
+export const MAX_STRONG_TXN_WRITES = 1_000
 /** How long `shared()` waits for a strong namespace's mirror to load, at least (else the transport's publishTimeoutMs). */
 const LOAD_TIMEOUT_MS = 30_000
 const UTF8 = new TextEncoder()
@@ -419,6 +429,11 @@ export class StrongNamespace<T> {
     }
   }
 
+  /** @internal {@link encode}, for a transaction. */
+  encoded(value: T): Promise<Uint8Array> {
+    return this.encode(value)
+  }
+
   private async encode(value: T): Promise<Uint8Array> {
     this.checkOpen()
     const bytes = await encodeValue(this.codec, this.schema, `write to ${this.name}`, value)
@@ -431,16 +446,43 @@ export class StrongNamespace<T> {
   }
 
   private async write(key: string, value: Uint8Array | undefined, expected: number | undefined, expiresAt?: number): Promise<number> {
+    return (await this.send([{ key, value, expected, expiresAt }]))[0]!
+  }
+
+  /**
+   * A transaction on this namespace's keys: `put`, `create` and `delete` as here, applied by the
+   * broker all or none when it is committed.
+   */
+  transaction(): StrongTransaction<T> {
     this.checkOpen()
+    return new StrongTransaction<T>(this)
+  }
+
+  /**
+   * @internal Sends `writes` (of distinct keys, checked and encoded) to the broker as one: a
+   * single write, or a transaction. Resolves with each write's revision, once all are applied
+   * there and in the mirror; rejects with `VERSION_CONFLICT` naming the first write whose
+   * condition failed, none applied.
+   */
+  async send(writes: readonly PreparedWrite[]): Promise<number[]> {
+    this.checkOpen()
+    if (writes.length === 0) return []
     const wall = Date.now()
     const writer = this.host.replica
-    if (expected !== undefined && expected !== 0 && this.expiredAt(key, expected, wall)) {
-      // The broker still holds the value (until it is swept), but it is absent: so is its version.
-      throw new OrreryError('VERSION_CONFLICT', `${this.name}/${key}: expected version ${expected}, found (absent): its TTL ran out`, {
-        details: { index: 0, namespace: this.name, key, expected, current: 0 },
-      })
-    }
-    const sent = this.bounded(this.backend.write({ key, value, expected, wall, writer, expiresAt }), 'write', key)
+    writes.forEach(({ key, expected }, index) => {
+      if (expected !== undefined && expected !== 0 && this.expiredAt(key, expected, wall)) {
+        // The broker still holds the value (until it is swept), but it is absent: so is its version.
+        throw new OrreryError('VERSION_CONFLICT', `${this.name}/${key}: expected version ${expected}, found (absent): its TTL ran out`, {
+          details: { index, namespace: this.name, key, expected, current: 0 },
+        })
+      }
+    })
+    const full: StrongWrite[] = writes.map(({ key, value, expected, expiresAt }) => ({ key, value, expected, wall, writer, expiresAt }))
+    const call: Promise<StrongTxnResult> =
+      full.length === 1
+        ? this.backend.write(full[0]!).then((r) => (r.ok ? { ok: true, revisions: [r.revision] } : { ok: false, index: 0, current: r.current }))
+        : this.backend.transact(full)
+    const sent = this.bounded(call, 'write', writes[0]!.key, writes.length)
     const settled: Promise<unknown> = sent.then(
       () => this.writing.delete(settled),
       () => this.writing.delete(settled),
@@ -448,17 +490,21 @@ export class StrongNamespace<T> {
     this.writing.add(settled)
     return this.answer(sent, (result) => {
       if (!result.ok) {
-        const current = result.current
+        const { index, current } = result
+        const { key, expected } = writes[index]!
         throw new OrreryError(
           'VERSION_CONFLICT',
           `${this.name}/${key}: expected version ${expected === 0 ? '(absent)' : expected}, found ${current === 0 ? '(absent)' : current}`,
-          { details: { index: 0, namespace: this.name, key, expected, current } },
+          { details: { index, namespace: this.name, key, expected, current } },
         )
       }
-      // Read-your-writes: the mirror has it before the feed brings it back.
-      if (expiresAt !== undefined && value !== undefined) this.ownTtl.set(key, result.revision)
-      this.apply({ key, revision: result.revision, value, wall, writer, expiresAt })
-      return result.revision
+      writes.forEach(({ key, value, expiresAt }, i) => {
+        const revision = result.revisions[i]!
+        // Read-your-writes: the mirror has it before the feed brings it back.
+        if (expiresAt !== undefined && value !== undefined) this.ownTtl.set(key, revision)
+        this.apply({ key, revision, value, wall, writer, expiresAt })
+      })
+      return [...result.revisions]
     })
   }
 
@@ -475,17 +521,19 @@ export class StrongNamespace<T> {
    * of the connection, TRANSPORT_UNAVAILABLE. A write that timed out or failed after it was sent
    * may still have been applied (`details.indeterminate`): read the key to know.
    */
-  private bounded<R>(call: Promise<R>, what: 'write' | 'read', key: string): Promise<R> {
+  private bounded<R>(call: Promise<R>, what: 'write' | 'read', key: string, writes = 1): Promise<R> {
     const { transport, timeoutMs } = this.backend
-    const where = { transport, namespace: this.name, key }
+    const where = writes === 1 ? { transport, namespace: this.name, key } : { transport, namespace: this.name, key, writes }
+    const writing = what === 'write'
+    const act = writes === 1 ? what : `transaction of ${writes} writes`
     return new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(
           new OrreryError(
             'TRANSPORT_UNAVAILABLE',
-            `${this.name}/${key}: the broker did not answer the ${what} within publishTimeoutMs (${timeoutMs} ms) of transport ${transport}` +
-              (what === 'write' ? '; it may still have been applied (read the key to know)' : ''),
-            { details: { ...where, timeoutMs, indeterminate: what === 'write' } },
+            `${this.name}/${key}: the broker did not answer the ${act} within publishTimeoutMs (${timeoutMs} ms) of transport ${transport}` +
+              (writing ? '; it may still have been applied (read the key to know)' : ''),
+            { details: { ...where, timeoutMs, indeterminate: writing } },
           ),
         )
       }, timeoutMs)
@@ -498,16 +546,16 @@ export class StrongNamespace<T> {
           clearTimeout(timer)
           // A bug here (a TypeError, a ReferenceError) is not the broker's: nothing to retry or read.
           if (isProgrammingError(error))
-            return reject(failureOf(error, 'INTERNAL', `${this.name}/${key}: the ${what} failed before the broker answered`, where))
+            return reject(failureOf(error, 'INTERNAL', `${this.name}/${key}: the ${act} failed before the broker answered`, where))
           if (error instanceof OrreryError && error.code !== 'TRANSPORT_UNAVAILABLE') return reject(error)
           if (error instanceof OrreryError)
             return reject(new OrreryError(error.code, `${this.name}/${key}: ${error.message}`, { cause: error, details: { ...where, ...error.details } }))
           reject(
             new OrreryError(
               'TRANSPORT_UNAVAILABLE',
-              `${this.name}/${key}: the ${what} failed on transport ${transport}` +
-                (what === 'write' ? ' after it was sent; it may have been applied (read the key to know)' : ''),
-              { cause: error, details: { ...where, indeterminate: what === 'write' } },
+              `${this.name}/${key}: the ${act} failed on transport ${transport}` +
+                (writing ? ' after it was sent; it may have been applied (read the key to know)' : ''),
+              { cause: error, details: { ...where, indeterminate: writing } },
             ),
           )
         },
@@ -567,6 +615,87 @@ export class StrongNamespace<T> {
     this.ownTtl.clear()
     this.backend.close()
     this.changes.complete()
+  }
+}
+
+/** A write checked and encoded, ready for the broker. */
+interface PreparedWrite {
+  readonly key: string
+  readonly value: Uint8Array | undefined
+  readonly expected: number | undefined
+  readonly expiresAt: number | undefined
+}
+
+/** A write of a transaction as it was given: its value is encoded at commit. */
+interface TxnWrite<T> {
+  readonly key: string
+  readonly put: boolean
+  readonly value: T | undefined
+  readonly expected: number | undefined
+  readonly ttl: number | undefined
+}
+
+/**
+ * Writes to keys of one strong namespace that the broker applies all or none: `commit()`
+ * resolves with each write's revision (consecutive, in the order given) or rejects with
+ * `VERSION_CONFLICT` naming the first write whose condition failed, and nothing is written.
+ */
+export class StrongTransaction<T> {
+  private readonly writes: TxnWrite<T>[] = []
+  private readonly keys = new Set<string>()
+  private committed = false
+
+  /** @internal */
+  constructor(private readonly ns: StrongNamespace<T>) {}
+
+  private add(key: string, put: boolean, value: T | undefined, expected: number | undefined, ttl: unknown): this {
+    checkKey(key)
+    if (this.committed) throw new OrreryError('INVALID_ARGUMENT', 'this transaction was committed: start another', { details: { argument: 'transaction' } })
+    if (this.keys.has(key))
+      throw new OrreryError('INVALID_ARGUMENT', `a transaction names the key ${JSON.stringify(key)} twice`, {
+        details: { argument: 'key', key, index: this.writes.length },
+      })
+    if (this.writes.length >= MAX_STRONG_TXN_WRITES)
+      throw new OrreryError('CAPACITY_EXCEEDED', `a strong transaction holds at most ${MAX_STRONG_TXN_WRITES} writes`, {
+        details: { namespace: this.ns.name, limit: MAX_STRONG_TXN_WRITES },
+      })
+    if (ttl !== undefined) finite(ttl, 'ttl', { min: 0, max: MAX_TTL_MS })
+    this.keys.add(key)
+    this.writes.push({ key, put, value, expected, ttl: ttl as number | undefined })
+    return this
+  }
+
+  /** Sets the key; with `ifVersion`, only if it is at that broker revision (0: absent). */
+  put(key: string, value: T, options: StrongWriteOptions = {}): this {
+    const o = optionsOf(options, 'options', 'argument', WRITE_KEYS)
+    return this.add(key, true, value, o.ifVersion === undefined ? undefined : int(o.ifVersion, 'ifVersion', {}, 'argument'), o.ttl)
+  }
+
+  /** Sets the key only if it holds no value on the broker (or one whose TTL ran out). */
+  create(key: string, value: T, options: StrongCreateOptions = {}): this {
+    return this.add(key, true, value, 0, optionsOf(options, 'options', 'argument', CREATE_KEYS).ttl)
+  }
+
+  /** Deletes the key (with `ifVersion`, only at that revision). */
+  delete(key: string, options: StrongDeleteOptions = {}): this {
+    const o = optionsOf(options, 'options', 'argument', DELETE_KEYS)
+    return this.add(key, false, undefined, o.ifVersion === undefined ? undefined : int(o.ifVersion, 'ifVersion', {}, 'argument'), undefined)
+  }
+
+  /**
+   * Sends the writes to the broker as one: resolves with each one's revision once all are
+   * applied (and in this process's mirror); rejects with `VERSION_CONFLICT` (`details.index`:
+   * which write) when a condition fails, nothing written. An empty transaction resolves with [].
+   */
+  async commit(): Promise<number[]> {
+    if (this.committed) throw new OrreryError('INVALID_ARGUMENT', 'this transaction was committed already', { details: { argument: 'transaction' } })
+    this.committed = true
+    const prepared: PreparedWrite[] = []
+    for (const { key, put, value, expected, ttl } of this.writes) {
+      // The deadline from the commit: a TTL counts from the write that sets it.
+      prepared.push({ key, value: put ? await this.ns.encoded(value as T) : undefined, expected, expiresAt: put ? deadlineOf(ttl) : undefined })
+    }
+    return this.ns.send(prepared)
   }
 }
 

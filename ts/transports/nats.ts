@@ -480,6 +480,12 @@ export class NatsDriver implements Driver {
     return this.js
   }
 
+  /** @internal The connection (a strong namespace sends its atomic batches on it). */
+  connectionOf(): NatsConnection {
+    if (this.nc === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
+    return this.nc
+  }
+
   /** @internal */
   managerOf(): JetStreamManager {
     return this.manager()

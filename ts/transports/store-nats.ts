@@ -15,7 +15,7 @@ import type { MsgHdrs } from '@nats-io/transport-node'
 
 import { OrreryError } from '../errors.js'
 import type { SharedTransport } from '../store/shared.js'
-import type { StrongBackend, StrongRecord, StrongResult, StrongWrite } from '../store/strong.js'
+import type { StrongBackend, StrongRecord, StrongResult, StrongTxnResult, StrongWrite } from '../store/strong.js'
 import type { NatsDriver } from './nats.js'
 
 const WRITER = 'Orrery-Writer'
@@ -107,7 +107,11 @@ class NatsStrong implements StrongBackend {
       if (this.driver.isNotFound(error)) return undefined
       throw error
     })
-    if (info !== undefined) return info.state.messages
+    if (info !== undefined) {
+      // Made before transactions were: it takes atomic batches from now on.
+      if (info.config.allow_atomic !== true) await this.jsm.streams.update(this.stream, { ...info.config, allow_atomic: true })
+      return info.state.messages
+    }
     try {
       await this.jsm.streams.add({
         name: this.stream,
@@ -117,6 +121,7 @@ class NatsStrong implements StrongBackend {
         max_msgs_per_subject: 1,
         allow_rollup_hdrs: true,
         allow_direct: true,
+        allow_atomic: true,
       })
       return 0
     } catch (error) {
@@ -182,11 +187,7 @@ class NatsStrong implements StrongBackend {
 
   async write(w: StrongWrite): Promise<StrongResult> {
     const { JetStreamApiError, JetStreamApiCodes } = this.driver.nats.jetstream
-    const headers = this.driver.nats.transport.headers()
-    headers.set(WRITER, w.writer)
-    headers.set(WALL, String(w.wall))
-    if (w.value === undefined) headers.set(OPERATION, 'DEL')
-    else if (w.expiresAt !== undefined) headers.set(EXPIRES, String(w.expiresAt))
+    const headers = this.headersOf(w)
     const subject = this.subject(w.key)
     // Absent: no message, or a deletion marker as the key's last.
     let expect = w.expected === 0 ? (this.markers.get(w.key) ?? 0) : w.expected
@@ -211,6 +212,84 @@ class NatsStrong implements StrongBackend {
       }
       return { ok: false, current: live ? now.revision : 0 }
     }
+  }
+
+  /**
+   * One atomic batch: a message per write, each expecting its key's last subject sequence when
+   * the write has a condition. A failed expectation refuses the whole batch without saying which
+   * key's, so the keys are read to tell; a create that finds its key still absent behind a newer
+   * deletion marker or an expired value expects that one and is tried again.
+   */
+  async transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult> {
+    const expects = writes.map((w) => (w.expected === 0 ? (this.markers.get(w.key) ?? 0) : w.expected))
+    for (let tries = 0; ; tries++) {
+      const ack = await this.batch(writes, expects)
+      if (ack.ok) {
+        // A batch's messages are stored one after another: the last has the ack's sequence.
+        const first = ack.seq - writes.length + 1
+        writes.forEach((w, i) => {
+          if (w.value === undefined) this.markers.set(w.key, first + i)
+        })
+        return { ok: true, revisions: writes.map((_, i) => first + i) }
+      }
+      const lasts = await Promise.all(writes.map((w) => (w.expected === undefined ? undefined : this.last(w.key))))
+      for (let i = 0; i < writes.length; i++) {
+        const w = writes[i]!
+        if (w.expected === undefined) continue
+        const now = lasts[i]
+        const live = now !== undefined && now.value !== undefined && !(now.expiresAt !== undefined && now.expiresAt <= w.wall)
+        if (w.expected === 0 && !live) {
+          expects[i] = now?.revision ?? 0
+          continue
+        }
+        if (!live || now.revision !== w.expected) return { ok: false, index: i, current: live ? now.revision : 0 }
+      }
+      // Every condition holds now (a create's key behind a newer marker, or a key that moved in
+      // between): once more, a few times at most.
+      if (tries >= CREATE_TRIES) {
+        const index = writes.findIndex((w) => w.expected !== undefined)
+        return { ok: false, index, current: lasts[index]?.value === undefined ? 0 : lasts[index]!.revision }
+      }
+    }
+  }
+
+  /** Sends the writes as one atomic batch: the sequence of its last message, or refused for a failed expectation. */
+  private async batch(writes: readonly StrongWrite[], expects: readonly (number | undefined)[]): Promise<{ ok: true; seq: number } | { ok: false }> {
+    const nc = this.driver.connectionOf()
+    const id = globalThis.crypto.randomUUID()
+    for (let i = 0; i < writes.length; i++) {
+      const w = writes[i]!
+      const headers = this.headersOf(w)
+      headers.set('Nats-Batch-Id', id)
+      headers.set('Nats-Batch-Sequence', String(i + 1))
+      const expect = expects[i]
+      if (expect !== undefined) headers.set('Nats-Expected-Last-Subject-Sequence', String(expect))
+      const data = w.value ?? new Uint8Array(0)
+      if (i < writes.length - 1) {
+        nc.publish(this.subject(w.key), data, { headers })
+        continue
+      }
+      headers.set('Nats-Batch-Commit', '1')
+      const reply = await nc.request(this.subject(w.key), data, { headers, timeout: this.timeoutMs })
+      const ack = reply.json<{ seq?: number; error?: { err_code?: number; description?: string } }>()
+      if (ack.error === undefined && typeof ack.seq === 'number') return { ok: true, seq: ack.seq }
+      const { JetStreamApiCodes } = this.driver.nats.jetstream
+      if (ack.error?.err_code === JetStreamApiCodes.StreamWrongLastSequence) return { ok: false }
+      throw new OrreryError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport}: the server refused a transaction: ${ack.error?.description ?? 'no sequence in its answer'}`, {
+        details: { transport: this.transport, code: ack.error?.err_code, indeterminate: false },
+      })
+    }
+    throw new OrreryError('INTERNAL', 'an empty transaction reached the broker')
+  }
+
+  /** A write's headers: who wrote it and when, and a deletion's marker or a value's deadline. */
+  private headersOf(w: StrongWrite): MsgHdrs {
+    const headers = this.driver.nats.transport.headers()
+    headers.set(WRITER, w.writer)
+    headers.set(WALL, String(w.wall))
+    if (w.value === undefined) headers.set(OPERATION, 'DEL')
+    else if (w.expiresAt !== undefined) headers.set(EXPIRES, String(w.expiresAt))
+    return headers
   }
 
   /** The key's last message (a deletion marker too), or undefined. */

@@ -9,7 +9,7 @@
  * a gap (the stream trimmed past what the mirror read) is seen and the mirror loads again.
  */
 import { isProgrammingError, OrreryError } from '../errors.js'
-import type { StrongBackend, StrongRecord, StrongResult, StrongWrite } from '../store/strong.js'
+import type { StrongBackend, StrongRecord, StrongResult, StrongTxnResult, StrongWrite } from '../store/strong.js'
 import type { SharedTransport } from '../store/shared.js'
 import type { Connection, RedisDriver } from './redis.js'
 
@@ -21,34 +21,48 @@ const BLOCK_MS = 1_000
 const RETRY_MS = 250
 
 /**
- * KEYS: values, meta, counter, log. ARGV: key, value ('' and op 'd' for a delete, 's' for a
- * sweep), op, conditional ('1'/'0'), expected, wall, writer, maxlen, expires ('0': none). A value
- * whose expiry is not after the write's wall counts as absent to the condition, but to a sweep's.
+ * KEYS: values, meta, counter, log. ARGV: the number of writes n, wall, writer, maxlen, then six
+ * per write: key, value ('' and op 'd' for a delete, 's' for a sweep), op, conditional ('1'/'0'),
+ * expected, expires ('0': none). Every condition is checked first; if one fails nothing is
+ * written and it returns {0, its index from 0, the key's revision}; else each write takes the
+ * next revision and it returns {1, revision...}. A value whose expiry is not after the wall
+ * counts as absent to a condition, but to a sweep's.
  */
-const WRITE = `local m = redis.call('HGET', KEYS[2], ARGV[1])
-local cur = 0
-if m then
-  local r, x = string.match(m, '^(%d+) %d+ (%d+) ')
-  if r then
-    cur = tonumber(r)
-    local expires = tonumber(x)
-    if ARGV[3] ~= 's' and expires > 0 and expires <= tonumber(ARGV[6]) then cur = 0 end
-  else
-    cur = tonumber(string.match(m, '^(%d+)'))
+const WRITE = `local n = tonumber(ARGV[1])
+local wall = tonumber(ARGV[2])
+for i = 1, n do
+  local b = 4 + (i - 1) * 6
+  local m = redis.call('HGET', KEYS[2], ARGV[b + 1])
+  local cur = 0
+  if m then
+    local r, x = string.match(m, '^(%d+) %d+ (%d+) ')
+    if r then
+      cur = tonumber(r)
+      local expires = tonumber(x)
+      if ARGV[b + 3] ~= 's' and expires > 0 and expires <= wall then cur = 0 end
+    else
+      cur = tonumber(string.match(m, '^(%d+)'))
+    end
   end
+  if ARGV[b + 4] == '1' and cur ~= tonumber(ARGV[b + 5]) then return {0, i - 1, cur} end
 end
-if ARGV[4] == '1' and cur ~= tonumber(ARGV[5]) then return {0, cur} end
-local rev = redis.call('INCR', KEYS[3])
-if ARGV[3] == 'p' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('HSET', KEYS[2], ARGV[1], rev .. ' ' .. ARGV[6] .. ' ' .. ARGV[9] .. ' ' .. ARGV[7])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'r', rev, 'k', ARGV[1], 'w', ARGV[6], 'n', ARGV[7], 'x', ARGV[9], 'v', ARGV[2])
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'r', rev, 'k', ARGV[1], 'w', ARGV[6], 'n', ARGV[7])
+local out = {1}
+for i = 1, n do
+  local b = 4 + (i - 1) * 6
+  local key = ARGV[b + 1]
+  local rev = redis.call('INCR', KEYS[3])
+  if ARGV[b + 3] == 'p' then
+    redis.call('HSET', KEYS[1], key, ARGV[b + 2])
+    redis.call('HSET', KEYS[2], key, rev .. ' ' .. ARGV[2] .. ' ' .. ARGV[b + 6] .. ' ' .. ARGV[3])
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'r', rev, 'k', key, 'w', ARGV[2], 'n', ARGV[3], 'x', ARGV[b + 6], 'v', ARGV[b + 2])
+  else
+    redis.call('HDEL', KEYS[1], key)
+    redis.call('HDEL', KEYS[2], key)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'r', rev, 'k', key, 'w', ARGV[2], 'n', ARGV[3])
+  end
+  out[i + 1] = rev
 end
-return {1, rev}`
+return out`
 
 /** KEYS as WRITE's: the stream's last id, the revision, and both hashes, at one point in time. */
 const LOAD = `local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
@@ -114,27 +128,34 @@ class RedisStrong implements StrongBackend {
   }
 
   async write(w: StrongWrite): Promise<StrongResult> {
+    const result = await this.transact([w])
+    return result.ok ? { ok: true, revision: result.revisions[0]! } : { ok: false, current: result.current }
+  }
+
+  async transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult> {
     // Not held in the client's offline queue during an outage, to be applied whenever it ends.
     if (!this.driver.isReady)
       throw new OrreryError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} is not connected: the write was not sent`, {
         details: { transport: this.transport, indeterminate: false },
       })
-    const value = w.value === undefined ? '' : Buffer.from(w.value.buffer, w.value.byteOffset, w.value.byteLength)
-    const reply = (await this.eval(WRITE, [
-      w.key,
-      value,
-      w.value !== undefined ? 'p' : w.sweep === true ? 's' : 'd',
-      w.expected === undefined ? '0' : '1',
-      String(w.expected ?? 0),
-      String(w.wall),
-      w.writer,
-      String(LOG_MAX),
-      String(w.expiresAt ?? 0),
-    ] as Array<string | Buffer>)) as [number, number]
-    if (reply[0] !== 1) return { ok: false, current: Number(reply[1]) }
-    // The mirror holds the key now: a reload after a gap must say if it is gone.
-    if (w.value !== undefined) this.live.add(w.key)
-    return { ok: true, revision: Number(reply[1]) }
+    // One wall and writer for the whole script: a transaction's writes are stamped alike.
+    const { wall, writer } = writes[0]!
+    const args: Array<string | Buffer> = [String(writes.length), String(wall), writer, String(LOG_MAX)]
+    for (const w of writes) {
+      args.push(
+        w.key,
+        w.value === undefined ? '' : Buffer.from(w.value.buffer, w.value.byteOffset, w.value.byteLength),
+        w.value !== undefined ? 'p' : w.sweep === true ? 's' : 'd',
+        w.expected === undefined ? '0' : '1',
+        String(w.expected ?? 0),
+        String(w.expiresAt ?? 0),
+      )
+    }
+    const reply = (await this.eval(WRITE, args)) as number[]
+    if (reply[0] !== 1) return { ok: false, index: Number(reply[1]), current: Number(reply[2]) }
+    // The mirror holds these keys now: a reload after a gap must say if they are gone.
+    for (const w of writes) if (w.value !== undefined) this.live.add(w.key)
+    return { ok: true, revisions: reply.slice(1).map(Number) }
   }
 
   async read(key: string): Promise<StrongRecord | undefined> {
