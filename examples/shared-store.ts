@@ -70,6 +70,20 @@ await until(() => otherLocks.get('report') === undefined) // not renewed again: 
 await otherLocks.create('report', 'process B', { ttl: 300 }) // and another process takes it
 // #endregion
 
+// #region strong-transaction
+// A transaction: moves across keys that the broker applies all or none.
+const stock = await storeA.shared<number>(name('stock'), { transport: 'main', consistency: 'strong' })
+const otherStock = await storeB.shared<number>(stock.name, { transport: 'main', consistency: 'strong' })
+const [shelf, cart] = await stock.transaction().create('shelf', 5).create('cart', 0).commit() // a revision each
+const move = otherStock.transaction().put('shelf', 4, { ifVersion: shelf! }).put('cart', 1, { ifVersion: cart! })
+const stale = stock.transaction().put('shelf', 3, { ifVersion: shelf! }).put('cart', 2, { ifVersion: cart! })
+await until(() => otherStock.get('cart')?.version === cart) // B's mirror has both
+await move.commit() // B moves one item...
+const refused = await stale.commit().catch((e: unknown) => e) // ...so A's move from the same versions is refused whole
+assert.ok(isOrreryError(refused, 'VERSION_CONFLICT') && refused.details['key'] === 'shelf' && refused.details['index'] === 0)
+assert.deepEqual([(await stock.fetch('shelf'))?.value, (await stock.fetch('cart'))?.value], [4, 1])
+// #endregion
+
 // #region stop
 // Failures no caller waits for (a publish, a remote change refused here) are OrreryErrors here.
 storeB.events.subscribe((e) => {

@@ -441,6 +441,25 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const [again] = await na.transaction().create('y', 1).commit()
       expect(again).toBeGreaterThan(dy!)
       expect(await na.transaction().commit()).toEqual([])
+      // Another process takes a transaction whole: a watch there never finds it half applied.
+      const sums: number[] = []
+      const watching = nb.watchPrefix('').subscribe(() => {
+        const [p, q] = [nb.get('p')?.value, nb.get('q')?.value]
+        if (p !== undefined && q !== undefined) sums.push(p + q)
+      })
+      await na.transaction().create('p', 20).create('q', 0).commit()
+      for (let i = 0; i < 20; i++) {
+        const [p, q] = [na.get('p')!, na.get('q')!]
+        await na
+          .transaction()
+          .put('p', p.value - 1, { ifVersion: p.version })
+          .put('q', q.value + 1, { ifVersion: q.version })
+          .commit()
+      }
+      await until(() => nb.get('q')?.value === 20, 10_000, 'b to mirror the transfers')
+      watching.unsubscribe()
+      expect(sums.length).toBeGreaterThanOrEqual(42)
+      expect(sums.filter((sum) => sum !== 20)).toEqual([])
       sa.close()
       sb.close()
     })
@@ -696,7 +715,13 @@ describe.skipIf(redis.skip !== undefined)(`shared namespaces refused (${ENGINE})
     const big = strong.transaction()
     for (let i = 0; i < 1_000; i++) big.put(`k${i}`, i)
     expect(code(() => big.put('one-more', 1))).toBe('CAPACITY_EXCEEDED')
-    await expect(strong.transaction().put('j', 1).put('k', 1n as never).commit()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_PAYLOAD'))
+    await expect(
+      strong
+        .transaction()
+        .put('j', 1)
+        .put('k', 1n as never)
+        .commit(),
+    ).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_PAYLOAD'))
     const once = strong.transaction()
     await once.commit()
     await expect(once.commit()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_ARGUMENT'))

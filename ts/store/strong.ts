@@ -21,61 +21,7 @@ import { KeyIndex } from './key-index.js'
 import type { NamespaceOptions } from './namespace.js'
 import type { Change, Entry } from './records.js'
 import type { SharedHost, SharedTransport } from './shared.js'
-
-/** A record of a strong namespace as the broker keeps it (`value` undefined: deleted). */
-export interface StrongRecord {
-  readonly key: string
-  readonly revision: number
-  readonly value: Uint8Array | undefined
-  readonly wall: number
-  readonly writer: string
-  /** When the value expires (wall-clock ms), if it was put with a TTL. */
-  readonly expiresAt?: number | undefined
-}
-
-/**
- * A write the broker applies only if the key is at `expected` (undefined: unconditional; 0:
- * absent). A value whose `expiresAt` is not after the write's `wall` counts as absent to the
- * condition, except for a `sweep`: the deletion of an expired value, applied only if the key is
- * still at exactly `expected`.
- */
-export interface StrongWrite {
-  readonly key: string
-  readonly value: Uint8Array | undefined
-  readonly expected: number | undefined
-  readonly wall: number
-  readonly writer: string
-  readonly expiresAt?: number | undefined
-  readonly sweep?: boolean
-}
-
-/** What the broker answered: the write's revision, or the key's revision that failed the condition. */
-export type StrongResult = { readonly ok: true; readonly revision: number } | { readonly ok: false; readonly current: number }
-
-/**
- * What the broker answered a transaction: each write's revision (consecutive, in the order of the
- * writes), or which write's condition failed (`index`) and the revision of its key then.
- */
-export type StrongTxnResult = { readonly ok: true; readonly revisions: readonly number[] } | { readonly ok: false; readonly index: number; readonly current: number }
-
-/** What a strong namespace asks of its broker (one per transport kind). */
-export interface StrongBackend {
-  /** The transport's name, for errors. */
-  readonly transport: string
-  /** How long a write or a read may take (the transport's publishTimeoutMs). */
-  readonly timeoutMs: number
-  /**
-   * Hands every current record to `onRecord`, resolves once they all were, and then hands on every
-   * later change in the broker's order. A failure of the feed after that goes to `onError`.
-   */
-  start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void>
-  write(write: StrongWrite): Promise<StrongResult>
-  /** Applies every write (of distinct keys) or, if a condition fails, none: atomically on the broker. */
-  transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult>
-  /** The key's record on the broker now (undefined: absent). */
-  read(key: string): Promise<StrongRecord | undefined>
-  close(): void
-}
+import type { StrongBackend, StrongRecord, StrongTxnResult, StrongWrite } from './strong-backend.js'
 
 /** Options of a strong write. */
 export interface StrongWriteOptions {
@@ -117,7 +63,7 @@ const WATCH_KEYS = keysOf<StrongWatchOptions>()(['from'])
 
 const MAX_KEY_BYTES = 1024
 /** Most writes in one transaction: a NATS server takes at most 1,000 messages in one atomic batch. */
-export const MAX_STRONG_TXN_WRITES = 1_000
+const MAX_STRONG_TXN_WRITES = 1_000
 /** How long `shared()` waits for a strong namespace's mirror to load, at least (else the transport's publishTimeoutMs). */
 const LOAD_TIMEOUT_MS = 30_000
 const UTF8 = new TextEncoder()
@@ -190,6 +136,10 @@ export class StrongNamespace<T> {
   /** The revision of each key's value with a TTL that this process wrote (it sweeps those at once). */
   private readonly ownTtl = new Map<string, number>()
   private readonly timer = new DeadlineTimer(Date.now, () => this.due(), false)
+  /** The first records of a transaction the feed is bringing, held until its last one. */
+  private held: StrongRecord[] = []
+  /** Where changes go while a transaction's records are applied together. */
+  private telling: Change<T>[] | undefined
 
   /** @internal */
   static create<T>(host: SharedHost, name: string, codec: CodecName, schema: StandardSchemaV1 | undefined, backend: StrongBackend): StrongNamespace<T> {
@@ -205,8 +155,60 @@ export class StrongNamespace<T> {
     private readonly backend: StrongBackend,
   ) {}
 
-  /** @internal Applies a record of the change feed, in the broker's order. */
+  /**
+   * @internal Applies a record of the change feed, in the broker's order. The records of a
+   * transaction are held until its last one comes, then applied together: a read or a watch
+   * here sees all of a transaction or none of it.
+   */
   fed(record: StrongRecord): void {
+    const part = record.part
+    if (part === undefined) {
+      this.release()
+      this.take(record)
+      return
+    }
+    const [index, count] = part
+    if (index !== this.held.length) {
+      // The rest of the held transaction will not come (a reload), or this one began before the
+      // feed did (a load from each key's last record): what there is is applied as it is.
+      this.release()
+      if (index !== 0) {
+        this.take(record)
+        return
+      }
+    }
+    this.held.push(record)
+    if (this.held.length === count) this.release()
+  }
+
+  /** @internal Applies the records held for the rest of their transaction, then tells their changes. */
+  release(): void {
+    if (this.held.length === 0) return
+    const held = this.held
+    this.held = []
+    this.together(() => {
+      for (const record of held) this.take(record)
+    })
+  }
+
+  /** Runs `apply`, telling watches the changes it makes only once it is done. */
+  private together(apply: () => void): void {
+    const told: Change<T>[] = []
+    this.telling = told
+    try {
+      apply()
+    } finally {
+      this.telling = undefined
+    }
+    for (const change of told) this.changes.next(change)
+  }
+
+  private emit(change: Change<T>): void {
+    if (this.telling !== undefined) this.telling.push(change)
+    else this.changes.next(change)
+  }
+
+  private take(record: StrongRecord): void {
     this.apply(record)
     if (record.revision <= this.fedTo) return
     this.fedTo = record.revision
@@ -246,7 +248,7 @@ export class StrongNamespace<T> {
       this.deleted.set(key, { revision, n: ++this.deletions })
       const had = this.mirror.delete(key)
       this.index.remove(key)
-      if (had) this.changes.next({ type: 'delete', key, version: revision, stamp })
+      if (had) this.emit({ type: 'delete', key, version: revision, stamp })
       return
     }
     if (expired(expiresAt, Date.now())) {
@@ -273,7 +275,7 @@ export class StrongNamespace<T> {
       this.expiries.schedule(key, revision, expiresAt)
       this.timer.arm(expiresAt)
     }
-    this.changes.next(
+    this.emit(
       expiresAt === undefined ? { type: 'put', key, version: revision, value, stamp } : { type: 'put', key, version: revision, value, stamp, expiresAt },
     )
   }
@@ -283,7 +285,7 @@ export class StrongNamespace<T> {
     this.deleted.set(key, { revision, n: ++this.deletions, expired: true })
     const had = this.mirror.delete(key)
     this.index.remove(key)
-    if (had) this.changes.next({ type: 'expire', key, version: revision, stamp })
+    if (had) this.emit({ type: 'expire', key, version: revision, stamp })
     const mine = this.ownTtl.get(key) === revision
     this.ownTtl.delete(key)
     const sweepAt = mine ? expiresAt : expiresAt + SWEEP_GRACE_MS
@@ -498,11 +500,13 @@ export class StrongNamespace<T> {
           { details: { index, namespace: this.name, key, expected, current } },
         )
       }
-      writes.forEach(({ key, value, expiresAt }, i) => {
-        const revision = result.revisions[i]!
-        // Read-your-writes: the mirror has it before the feed brings it back.
-        if (expiresAt !== undefined && value !== undefined) this.ownTtl.set(key, revision)
-        this.apply({ key, revision, value, wall, writer, expiresAt })
+      // Read-your-writes: the mirror has them before the feed brings them back, all at once.
+      this.together(() => {
+        writes.forEach(({ key, value, expiresAt }, i) => {
+          const revision = result.revisions[i]!
+          if (expiresAt !== undefined && value !== undefined) this.ownTtl.set(key, revision)
+          this.apply({ key, revision, value, wall, writer, expiresAt })
+        })
       })
       return [...result.revisions]
     })
@@ -545,8 +549,7 @@ export class StrongNamespace<T> {
         (error: unknown) => {
           clearTimeout(timer)
           // A bug here (a TypeError, a ReferenceError) is not the broker's: nothing to retry or read.
-          if (isProgrammingError(error))
-            return reject(failureOf(error, 'INTERNAL', `${this.name}/${key}: the ${act} failed before the broker answered`, where))
+          if (isProgrammingError(error)) return reject(failureOf(error, 'INTERNAL', `${this.name}/${key}: the ${act} failed before the broker answered`, where))
           if (error instanceof OrreryError && error.code !== 'TRANSPORT_UNAVAILABLE') return reject(error)
           if (error instanceof OrreryError)
             return reject(new OrreryError(error.code, `${this.name}/${key}: ${error.message}`, { cause: error, details: { ...where, ...error.details } }))
@@ -732,6 +735,8 @@ export async function openStrong(
       ),
       timedOut,
     ])
+    // Loaded from each key's last record: a transaction partly overwritten since is there as it is.
+    ns.release()
   } catch (error) {
     ns.close()
     if (error instanceof OrreryError) throw error

@@ -15,13 +15,15 @@ import type { MsgHdrs } from '@nats-io/transport-node'
 
 import { OrreryError } from '../errors.js'
 import type { SharedTransport } from '../store/shared.js'
-import type { StrongBackend, StrongRecord, StrongResult, StrongTxnResult, StrongWrite } from '../store/strong.js'
+import { partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
 import type { NatsDriver } from './nats.js'
 
 const WRITER = 'Orrery-Writer'
 const WALL = 'Orrery-Wall'
 const EXPIRES = 'Orrery-Expires'
 const OPERATION = 'KV-Operation'
+/** Which write of a transaction of several a message is: `<index>/<count>`. */
+const TXN = 'Orrery-Txn'
 /** How many times a create retries after a deletion marker moved the key's last sequence. */
 const CREATE_TRIES = 5
 
@@ -144,6 +146,7 @@ class NatsStrong implements StrongBackend {
       wall: Number(header?.get(WALL) ?? 0) || 0,
       writer: header?.get(WRITER) ?? '',
       expiresAt: Number.isSafeInteger(expires) && expires > 0 ? expires : undefined,
+      part: partOf(header?.get(TXN) || undefined),
     }
   }
 
@@ -262,6 +265,7 @@ class NatsStrong implements StrongBackend {
       const headers = this.headersOf(w)
       headers.set('Nats-Batch-Id', id)
       headers.set('Nats-Batch-Sequence', String(i + 1))
+      if (writes.length > 1) headers.set(TXN, `${i}/${writes.length}`)
       const expect = expects[i]
       if (expect !== undefined) headers.set('Nats-Expected-Last-Subject-Sequence', String(expect))
       const data = w.value ?? new Uint8Array(0)
@@ -275,9 +279,13 @@ class NatsStrong implements StrongBackend {
       if (ack.error === undefined && typeof ack.seq === 'number') return { ok: true, seq: ack.seq }
       const { JetStreamApiCodes } = this.driver.nats.jetstream
       if (ack.error?.err_code === JetStreamApiCodes.StreamWrongLastSequence) return { ok: false }
-      throw new OrreryError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport}: the server refused a transaction: ${ack.error?.description ?? 'no sequence in its answer'}`, {
-        details: { transport: this.transport, code: ack.error?.err_code, indeterminate: false },
-      })
+      throw new OrreryError(
+        'TRANSPORT_UNAVAILABLE',
+        `nats transport ${this.transport}: the server refused a transaction: ${ack.error?.description ?? 'no sequence in its answer'}`,
+        {
+          details: { transport: this.transport, code: ack.error?.err_code, indeterminate: false },
+        },
+      )
     }
     throw new OrreryError('INTERNAL', 'an empty transaction reached the broker')
   }

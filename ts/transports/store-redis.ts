@@ -9,7 +9,7 @@
  * a gap (the stream trimmed past what the mirror read) is seen and the mirror loads again.
  */
 import { isProgrammingError, OrreryError } from '../errors.js'
-import type { StrongBackend, StrongRecord, StrongResult, StrongTxnResult, StrongWrite } from '../store/strong.js'
+import { partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
 import type { SharedTransport } from '../store/shared.js'
 import type { Connection, RedisDriver } from './redis.js'
 
@@ -25,8 +25,9 @@ const RETRY_MS = 250
  * per write: key, value ('' and op 'd' for a delete, 's' for a sweep), op, conditional ('1'/'0'),
  * expected, expires ('0': none). Every condition is checked first; if one fails nothing is
  * written and it returns {0, its index from 0, the key's revision}; else each write takes the
- * next revision and it returns {1, revision...}. A value whose expiry is not after the wall
- * counts as absent to a condition, but to a sweep's.
+ * next revision, its change says which of the n it is (`t`: '<index>/<n>', when n > 1), and it
+ * returns {1, revision...}. A value whose expiry is not after the wall counts as absent to a
+ * condition, but to a sweep's.
  */
 const WRITE = `local n = tonumber(ARGV[1])
 local wall = tonumber(ARGV[2])
@@ -51,15 +52,23 @@ for i = 1, n do
   local b = 4 + (i - 1) * 6
   local key = ARGV[b + 1]
   local rev = redis.call('INCR', KEYS[3])
+  local change = {'MAXLEN', '~', ARGV[4], '*', 'r', rev, 'k', key, 'w', ARGV[2], 'n', ARGV[3]}
+  if n > 1 then
+    table.insert(change, 't')
+    table.insert(change, (i - 1) .. '/' .. n)
+  end
   if ARGV[b + 3] == 'p' then
     redis.call('HSET', KEYS[1], key, ARGV[b + 2])
     redis.call('HSET', KEYS[2], key, rev .. ' ' .. ARGV[2] .. ' ' .. ARGV[b + 6] .. ' ' .. ARGV[3])
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'r', rev, 'k', key, 'w', ARGV[2], 'n', ARGV[3], 'x', ARGV[b + 6], 'v', ARGV[b + 2])
+    table.insert(change, 'x')
+    table.insert(change, ARGV[b + 6])
+    table.insert(change, 'v')
+    table.insert(change, ARGV[b + 2])
   else
     redis.call('HDEL', KEYS[1], key)
     redis.call('HDEL', KEYS[2], key)
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'r', rev, 'k', key, 'w', ARGV[2], 'n', ARGV[3])
   end
+  redis.call('XADD', KEYS[4], unpack(change))
   out[i + 1] = rev
 end
 return out`
@@ -220,7 +229,15 @@ class RedisStrong implements StrongBackend {
           if (value === undefined) this.live.delete(key)
           else this.live.add(key)
           const expiresAt = value === undefined ? undefined : expiresOf(f.has('x') ? text(f.get('x')) : undefined)
-          onRecord({ key, revision, value, wall: Number(text(f.get('w'))), writer: text(f.get('n')), expiresAt })
+          onRecord({
+            key,
+            revision,
+            value,
+            wall: Number(text(f.get('w'))),
+            writer: text(f.get('n')),
+            expiresAt,
+            part: partOf(f.has('t') ? text(f.get('t')) : undefined),
+          })
         }
       } catch (error) {
         if (this.closed || this.driver.isClosed) return
