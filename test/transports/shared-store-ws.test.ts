@@ -82,6 +82,15 @@ describe.skipIf(skip !== undefined)(`shared store namespaces over NATS WebSocket
       const at = ns.get('node-key')!.version
       expect(await ns.put('node-key', 'page was here', { ifVersion: at })).toBeGreaterThan(at)
       await expect(ns.put('node-key', 'stale', { ifVersion: at })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'VERSION_CONFLICT'))
+      // A transaction from this side (an atomic batch over ws://): all or none.
+      const tx = await store.shared<string>(`${name}-tx`, { transport: 'main', consistency: 'strong' })
+      const [first, second] = await tx.transaction().put('a', 'one').put('b', 'two').commit()
+      expect(second).toBe(first! + 1)
+      await expect(tx.transaction().put('c', 'three').create('a', 'again').commit()).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, 'VERSION_CONFLICT') && e.details['index'] === 1,
+      )
+      expect(await tx.fetch('c')).toBeUndefined()
+      expect(tx.entries().map((e) => e.value)).toEqual(['one', 'two'])
       expect(errors).toEqual([])
     } finally {
       ended = await side.stop(pid)
