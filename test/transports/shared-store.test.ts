@@ -464,6 +464,29 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sb.close()
     })
 
+    it.skipIf(kind !== 'nats')("a namespace's stream made before transactions (no atomic batches) is updated to take them", async () => {
+      const name = fresh('old-stream')
+      const { connect } = await import('@nats-io/transport-node')
+      const { jetstreamManager } = await import('@nats-io/jetstream')
+      const nc = await connect({ servers: inject('natsUrl')! })
+      try {
+        const jsm = await jetstreamManager(nc)
+        const stream = `orrery-kv-${name}`
+        // As an earlier Orrery made it.
+        await jsm.streams.add({ name: stream, subjects: [`orrery.kv.${name}.>`], max_msgs_per_subject: 1, allow_rollup_hdrs: true, allow_direct: true })
+        expect((await jsm.streams.info(stream)).config.allow_atomic).not.toBe(true)
+        const store = (await orreryOn('nats')).openStore({ replica: 'a' })
+        const ns = await store.shared<number>(name, { transport: 'main', consistency: 'strong' })
+        const [a, b] = await ns.transaction().put('a', 1).put('b', 2).commit()
+        expect(b).toBe(a! + 1)
+        expect((await jsm.streams.info(stream)).config.allow_atomic).toBe(true)
+        store.close()
+        await jsm.streams.delete(stream)
+      } finally {
+        await nc.close()
+      }
+    })
+
     it("reads: the mirror (loaded at open, fed by the broker, one's own writes at once), fetch from the broker; watches across processes", async () => {
       const name = fresh('read')
       const [a, b, c] = await Promise.all([orreryOn(kind), orreryOn(kind), orreryOn(kind)])

@@ -34,9 +34,11 @@ export interface StrongWrite {
 
 /** Which write of a transaction a record is, from its `<index>/<count>` (none for a lone write). */
 export function partOf(field: string | undefined): [number, number] | undefined {
-  if (field === undefined) return undefined
-  const [index, count] = field.split('/').map(Number)
-  return Number.isSafeInteger(index) && Number.isSafeInteger(count) && index! >= 0 && index! < count! ? [index!, count!] : undefined
+  const parts = field === undefined ? null : /^(\d{1,4})\/(\d{1,4})$/.exec(field)
+  if (parts === null) return undefined
+  const index = Number(parts[1])
+  const count = Number(parts[2])
+  return index < count ? [index, count] : undefined
 }
 
 /** What the broker answered: the write's revision, or the key's revision that failed the condition. */
@@ -58,9 +60,11 @@ export interface StrongBackend {
   readonly timeoutMs: number
   /**
    * Hands every current record to `onRecord`, resolves once they all were, and then hands on every
-   * later change in the broker's order. A failure of the feed after that goes to `onError`.
+   * later change in the broker's order. A failure of the feed after that goes to `onError`;
+   * `onReload` hears that the feed loaded the whole namespace again (the rest of a transaction
+   * it was bringing will not come).
    */
-  start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void>
+  start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void, onReload: () => void): Promise<void>
   write(write: StrongWrite): Promise<StrongResult>
   /** Applies every write (of distinct keys) or, if a condition fails, none: atomically on the broker. */
   transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult>

@@ -199,8 +199,9 @@ export class StrongNamespace<T> {
       apply()
     } finally {
       this.telling = undefined
+      // What was applied is told, even if something after it threw.
+      for (const change of told) this.changes.next(change)
     }
-    for (const change of told) this.changes.next(change)
   }
 
   private emit(change: Change<T>): void {
@@ -732,6 +733,7 @@ export async function openStrong(
       backend.start(
         (record) => ns.fed(record),
         (error) => ns.report(error),
+        () => ns.release(),
       ),
       timedOut,
     ])

@@ -24,6 +24,16 @@ const EXPIRES = 'Orrery-Expires'
 const OPERATION = 'KV-Operation'
 /** Which write of a transaction of several a message is: `<index>/<count>`. */
 const TXN = 'Orrery-Txn'
+/** The server's error code for a batch with more messages than its `max_batch_size`. */
+const BATCH_TOO_LARGE = 10199
+
+/** A batch id: 22 random base64url characters (randomUUID needs a secure context in a page). */
+function batchId(): string {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(22))
+  let out = ''
+  for (const b of bytes) out += ALPHABET[b & 63]
+  return out
+}
 /** How many times a create retries after a deletion marker moved the key's last sequence. */
 const CREATE_TRIES = 5
 
@@ -75,6 +85,8 @@ class NatsStrong implements StrongBackend {
   private readonly base: string
   private messages: ConsumerMessages | undefined
   private closed = false
+  /** Whether the stream takes atomic batches (the server says so): transactions need it. */
+  private atomic = false
   /** Each deleted key's deletion marker: a create expects it as the key's last sequence. */
   private readonly markers = new Map<string, number>()
 
@@ -110,12 +122,17 @@ class NatsStrong implements StrongBackend {
       throw error
     })
     if (info !== undefined) {
-      // Made before transactions were: it takes atomic batches from now on.
-      if (info.config.allow_atomic !== true) await this.jsm.streams.update(this.stream, { ...info.config, allow_atomic: true })
+      this.atomic = info.config.allow_atomic === true
+      // Made before transactions were: it takes atomic batches from now on, where the server can
+      // (2.12 and later; an older one ignores the setting) and lets this user change the stream.
+      if (!this.atomic) {
+        const updated = await this.jsm.streams.update(this.stream, { ...info.config, allow_atomic: true }).catch(() => undefined)
+        this.atomic = updated?.config.allow_atomic === true
+      }
       return info.state.messages
     }
     try {
-      await this.jsm.streams.add({
+      const made = await this.jsm.streams.add({
         name: this.stream,
         subjects: [`${this.base}.>`],
         storage: StorageType.File,
@@ -125,10 +142,12 @@ class NatsStrong implements StrongBackend {
         allow_direct: true,
         allow_atomic: true,
       })
+      this.atomic = made.config.allow_atomic === true
       return 0
     } catch (error) {
       const made = await this.jsm.streams.info(this.stream).catch(() => undefined)
       if (made === undefined) throw error
+      this.atomic = made.config.allow_atomic === true
       return made.state.messages
     }
   }
@@ -224,6 +243,12 @@ class NatsStrong implements StrongBackend {
    * deletion marker or an expired value expects that one and is tried again.
    */
   async transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult> {
+    if (!this.atomic)
+      throw new OrreryError(
+        'CAPABILITY_UNSUPPORTED',
+        `nats transport ${this.transport}: stream ${this.stream} takes no atomic batches (transactions need nats-server 2.12 or later, and a user allowed to update the stream)`,
+        { details: { transport: this.transport, capability: 'store.transaction', indeterminate: false } },
+      )
     const expects = writes.map((w) => (w.expected === 0 ? (this.markers.get(w.key) ?? 0) : w.expected))
     for (let tries = 0; ; tries++) {
       const ack = await this.batch(writes, expects)
@@ -235,7 +260,13 @@ class NatsStrong implements StrongBackend {
         })
         return { ok: true, revisions: writes.map((_, i) => first + i) }
       }
-      const lasts = await Promise.all(writes.map((w) => (w.expected === undefined ? undefined : this.last(w.key))))
+      // Nothing was written: a failed read from here on says so.
+      const lasts = await Promise.all(writes.map((w) => (w.expected === undefined ? undefined : this.last(w.key)))).catch((error: unknown) => {
+        throw new OrreryError('TRANSPORT_UNAVAILABLE', `nats transport ${this.transport}: a transaction was refused, and reading its keys failed`, {
+          cause: error,
+          details: { transport: this.transport, indeterminate: false },
+        })
+      })
       for (let i = 0; i < writes.length; i++) {
         const w = writes[i]!
         if (w.expected === undefined) continue
@@ -249,17 +280,19 @@ class NatsStrong implements StrongBackend {
       }
       // Every condition holds now (a create's key behind a newer marker, or a key that moved in
       // between): once more, a few times at most.
-      if (tries >= CREATE_TRIES) {
-        const index = writes.findIndex((w) => w.expected !== undefined)
-        return { ok: false, index, current: lasts[index]?.value === undefined ? 0 : lasts[index]!.revision }
-      }
+      if (tries >= CREATE_TRIES)
+        throw new OrreryError(
+          'TRANSPORT_UNAVAILABLE',
+          `nats transport ${this.transport}: a transaction was refused ${tries + 1} times though its conditions held when read (writes racing it); nothing was written`,
+          { details: { transport: this.transport, indeterminate: false } },
+        )
     }
   }
 
   /** Sends the writes as one atomic batch: the sequence of its last message, or refused for a failed expectation. */
   private async batch(writes: readonly StrongWrite[], expects: readonly (number | undefined)[]): Promise<{ ok: true; seq: number } | { ok: false }> {
     const nc = this.driver.connectionOf()
-    const id = globalThis.crypto.randomUUID()
+    const id = batchId()
     for (let i = 0; i < writes.length; i++) {
       const w = writes[i]!
       const headers = this.headersOf(w)
@@ -275,16 +308,22 @@ class NatsStrong implements StrongBackend {
       }
       headers.set('Nats-Batch-Commit', '1')
       const reply = await nc.request(this.subject(w.key), data, { headers, timeout: this.timeoutMs })
-      const ack = reply.json<{ seq?: number; error?: { err_code?: number; description?: string } }>()
-      if (ack.error === undefined && typeof ack.seq === 'number') return { ok: true, seq: ack.seq }
+      const ack = reply.json<{ seq?: number; batch?: string; count?: number; error?: { err_code?: number; description?: string } }>()
+      if (ack.error === undefined && typeof ack.seq === 'number') {
+        // An answer for the whole batch: a server that took the messages one by one says nothing of it.
+        if (ack.batch === id && ack.count === writes.length) return { ok: true, seq: ack.seq }
+        throw new OrreryError('INTERNAL', `nats transport ${this.transport}: the server took a transaction's messages, but not as one batch`, {
+          details: { transport: this.transport, indeterminate: true },
+        })
+      }
       const { JetStreamApiCodes } = this.driver.nats.jetstream
-      if (ack.error?.err_code === JetStreamApiCodes.StreamWrongLastSequence) return { ok: false }
+      const code = ack.error?.err_code
+      if (code === JetStreamApiCodes.StreamWrongLastSequence || code === JetStreamApiCodes.StreamWrongLastSequenceUnknown) return { ok: false }
+      // Refused whole (too many batches at once, more messages than the server takes, one refused): nothing was written.
       throw new OrreryError(
-        'TRANSPORT_UNAVAILABLE',
-        `nats transport ${this.transport}: the server refused a transaction: ${ack.error?.description ?? 'no sequence in its answer'}`,
-        {
-          details: { transport: this.transport, code: ack.error?.err_code, indeterminate: false },
-        },
+        code === BATCH_TOO_LARGE ? 'CAPACITY_EXCEEDED' : 'TRANSPORT_UNAVAILABLE',
+        `nats transport ${this.transport}: the server refused a transaction, nothing written: ${ack.error?.description ?? 'no sequence in its answer'}`,
+        { details: { transport: this.transport, code, indeterminate: false } },
       )
     }
     throw new OrreryError('INTERNAL', 'an empty transaction reached the broker')

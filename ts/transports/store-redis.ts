@@ -175,12 +175,12 @@ class RedisStrong implements StrongBackend {
     return { key, revision, value: bytesOf(value), wall, writer, expiresAt }
   }
 
-  async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
+  async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void, onReload: () => void): Promise<void> {
     await this.load(onRecord)
     const reader = this.driver.readerConnection()
     this.reader = reader
     await reader.connect()
-    void this.follow(reader, onRecord, onError)
+    void this.follow(reader, onRecord, onError, onReload)
   }
 
   /** Loads both hashes and where the stream stands, handing on every record (and deletions of keys gone since the last load). */
@@ -203,7 +203,7 @@ class RedisStrong implements StrongBackend {
   }
 
   /** Reads the change stream until closed; a failure is reported once per outage and the read tried again. */
-  private async follow(reader: Connection, onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
+  private async follow(reader: Connection, onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void, onReload: () => void): Promise<void> {
     let failing = false
     while (!this.closed && !this.driver.isClosed) {
       try {
@@ -219,6 +219,7 @@ class RedisStrong implements StrongBackend {
           if (revision > this.revision + 1) {
             // The stream was trimmed past what this mirror read: load the whole namespace again.
             await this.load(onRecord)
+            onReload()
             break
           }
           this.position = text(id)
