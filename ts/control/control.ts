@@ -20,6 +20,7 @@ import type { StrongNamespace } from '../store/strong.js'
 import { Stream } from '../stream.js'
 import type { WorkflowDefinition } from '../workflows/definition.js'
 import type { WorkflowRun } from '../workflows/handle.js'
+import { FINAL_STATUSES } from '../workflows/history.js'
 import type { RunStatus } from '../workflows/records.js'
 import type { Workflows } from '../workflows/runtime.js'
 import { DEAD_LETTER_SUFFIX, DeadLetters } from './dead-letters.js'
@@ -86,7 +87,6 @@ const MAX_HISTORY = 10_000
 
 const PRIORITIES: readonly Priority[] = ['low', 'normal', 'high', 'critical']
 const RUN_STATUSES: readonly RunStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled', 'compensated', 'compensation-failed']
-const FINAL_RUN_STATUSES: ReadonlySet<RunStatus> = new Set(RUN_STATUSES.filter((s) => s !== 'queued' && s !== 'running'))
 
 function limitOf(value: unknown, fallback = DEFAULT_LIMIT, max = MAX_LIMIT): number {
   return intOr(value, fallback, 'limit', { min: 0, max })
@@ -700,7 +700,7 @@ export class Control {
   private runWritten(run: RunView): void {
     if (this.runsSeen.get(run.id) === run.status) return
     // Only unfinished runs are remembered: an ended run's status changes no more.
-    if (FINAL_RUN_STATUSES.has(run.status)) this.runsSeen.delete(run.id)
+    if (FINAL_STATUSES.has(run.status)) this.runsSeen.delete(run.id)
     else this.runsSeen.set(run.id, run.status)
     for (const watcher of [...this.runWatchers]) watcher(run)
   }

@@ -432,12 +432,8 @@ export class StrongNamespace<T> {
     }
   }
 
-  /** @internal {@link encode}, for a transaction. */
-  encoded(value: T): Promise<Uint8Array> {
-    return this.encode(value)
-  }
-
-  private async encode(value: T): Promise<Uint8Array> {
+  /** @internal A value as the namespace keeps it (checked, encoded, within maxValueBytes); a transaction's too. */
+  async encode(value: T): Promise<Uint8Array> {
     this.checkOpen()
     const bytes = await encodeValue(this.codec, this.schema, `write to ${this.name}`, value)
     const max = this.host.maxValueBytes
@@ -697,7 +693,7 @@ export class StrongTransaction<T> {
     const prepared: PreparedWrite[] = []
     for (const { key, put, value, expected, ttl } of this.writes) {
       // The deadline from the commit: a TTL counts from the write that sets it.
-      prepared.push({ key, value: put ? await this.ns.encoded(value as T) : undefined, expected, expiresAt: put ? deadlineOf(ttl) : undefined })
+      prepared.push({ key, value: put ? await this.ns.encode(value as T) : undefined, expected, expiresAt: put ? deadlineOf(ttl) : undefined })
     }
     return this.ns.send(prepared)
   }
