@@ -464,6 +464,68 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sb.close()
     })
 
+    it("history: the broker keeps each key's last records (set by the process that makes the namespace); deletions, transactions and swept expiries are records", async () => {
+      const name = fresh('history')
+      const [a, b] = await Promise.all([orreryOn(kind), orreryOn(kind)])
+      const sa = a.openStore({ replica: 'a' })
+      const sb = b.openStore({ replica: 'b' })
+      const na = await sa.shared<number>(name, { transport: 'main', consistency: 'strong', history: 2 })
+      // Another process takes the namespace's history; asking for another is refused, nothing bound.
+      await expect(sb.shared(name, { transport: 'main', consistency: 'strong', history: 5 })).rejects.toSatisfy(
+        (e: unknown) => isOrreryError(e, 'INVALID_OPTION') && e.details['option'] === 'history' && e.details['current'] === 2,
+      )
+      const nb = await sb.shared<number>(name, { transport: 'main', consistency: 'strong' })
+      const seen = (changes: Change<number>[]) => changes.map((c) => [c.type, c.version, c.type === 'put' ? c.value : null, c.stamp.writer])
+      const v1 = await na.create('k', 1)
+      const v2 = await nb.put('k', 2, { ifVersion: v1 })
+      expect(seen(await nb.history('k'))).toEqual([
+        ['put', v1, 1, 'a'],
+        ['put', v2, 2, 'b'],
+      ])
+      const v3 = await na.put('k', 3)
+      const [v4] = await na.transaction().delete('k').put('other', 1).commit()
+      // Two older records and the current one (a deletion), oldest first.
+      expect(seen(await nb.history('k'))).toEqual([
+        ['put', v2, 2, 'b'],
+        ['put', v3, 3, 'a'],
+        ['delete', v4, null, 'a'],
+      ])
+      expect(await nb.getVersion('k', v3)).toMatchObject({ key: 'k', value: 3, version: v3, stamp: { writer: 'a' } })
+      expect(await nb.getVersion('k', v1)).toBeUndefined() // no longer kept
+      expect(await nb.getVersion('k', v4!)).toBeUndefined() // a deletion
+      expect(await na.history('never')).toEqual([])
+      // A value whose TTL ran out, swept from the broker by its writer: an expire record.
+      const v5 = await nb.create('k', 5, { ttl: 200 })
+      let last = await na.history('k')
+      for (const end = Date.now() + 10_000; last.at(-1)?.type !== 'expire' && Date.now() < end; ) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        last = await na.history('k')
+      }
+      expect(seen(last)).toEqual([
+        ['delete', v4, null, 'a'],
+        ['put', v5, 5, 'b'],
+        ['expire', v5 + 1, null, 'b'],
+      ])
+      expect(last[1]).toMatchObject({ expiresAt: expect.any(Number) })
+      // A process opening it later, asking for the history it keeps: its mirror holds each key's current value alone.
+      const c = await orreryOn(kind)
+      const sc = c.openStore({ replica: 'c' })
+      const nc = await sc.shared<number>(name, { transport: 'main', consistency: 'strong', history: 2 })
+      expect(nc.entries().map((e) => [e.key, e.value, e.version])).toEqual([['other', 1, v4! + 1]])
+      sc.close()
+      // Without history (the default), a key reads as its live value alone.
+      const plain = await sa.shared<number>(fresh('no-history'), { transport: 'main', consistency: 'strong' })
+      await plain.put('k', 1)
+      const p2 = await plain.put('k', 2)
+      expect(seen(await plain.history('k'))).toEqual([['put', p2, 2, 'a']])
+      await plain.delete('k')
+      expect(await plain.history('k')).toEqual([])
+      await expect(plain.history('')).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_KEY'))
+      await expect(plain.getVersion('k', 0)).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_ARGUMENT'))
+      sa.close()
+      sb.close()
+    })
+
     it.skipIf(kind !== 'nats')("a namespace's stream made before transactions (no atomic batches) is updated to take them", async () => {
       const name = fresh('old-stream')
       const { connect } = await import('@nats-io/transport-node')
@@ -694,6 +756,8 @@ describe.skipIf(redis.skip !== undefined)(`shared namespaces refused (${ENGINE})
     await refused(() => store.shared(name, { transport: 'main', consistency: 'strong', merge: () => 1 } as never), 'INVALID_OPTION')
     await refused(() => store.shared(name, { transport: 'main', merge: 'max' as never }), 'INVALID_OPTION', { option: 'merge' })
     await refused(() => store.shared(name, { transport: 'main', codec: 'yaml' as never }), 'INVALID_OPTION', { option: 'codec' })
+    for (const history of [-1, 65, 1.5, '3'])
+      await refused(() => store.shared(name, { transport: 'main', consistency: 'strong', history: history as number }), 'INVALID_OPTION', { option: 'history' })
     await refused(() => store.shared(42 as never, { transport: 'main' }), 'INVALID_ARGUMENT')
     await refused(() => store.shared(name, null as never), 'INVALID_ARGUMENT')
     // Stamps of two processes named alike would tie: a replica name of its own is required.

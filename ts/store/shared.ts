@@ -46,8 +46,14 @@ export interface StrongOptions {
   codec?: CodecName
   /** Validates every value written (a synchronous validator). */
   schema?: StandardSchemaV1
+  /**
+   * How many older records each key keeps on the broker (0 to 64), set by the process that
+   * makes the namespace; left out, the namespace's (0 when this process makes it). A process
+   * asking for another than the namespace keeps is refused.
+   */
+  history?: number
 }
-const STRONG_KEYS = keysOf<StrongOptions>()(['transport', 'consistency', 'codec', 'schema'])
+const STRONG_KEYS = keysOf<StrongOptions>()(['transport', 'consistency', 'codec', 'schema', 'history'])
 
 /** What a shared namespace needs of its store. */
 export interface SharedHost {

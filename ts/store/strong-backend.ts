@@ -2,6 +2,7 @@
  * What a strong namespace (strong.ts) asks of its broker, and the records and answers that cross
  * between them: one backend per transport kind (transports/store-redis.ts, store-nats.ts).
  */
+import { OrreryError } from '../errors.js'
 
 /** A record of a strong namespace as the broker keeps it (`value` undefined: deleted). */
 export interface StrongRecord {
@@ -14,6 +15,8 @@ export interface StrongRecord {
   readonly expiresAt?: number | undefined
   /** Which write of a transaction of several it is, from 0, and how many it has (as the feed brings it). */
   readonly part?: readonly [index: number, count: number] | undefined
+  /** A deletion that swept an expired value (as history reads it back). */
+  readonly swept?: boolean
 }
 
 /**
@@ -70,5 +73,24 @@ export interface StrongBackend {
   transact(writes: readonly StrongWrite[]): Promise<StrongTxnResult>
   /** The key's record on the broker now (undefined: absent). */
   read(key: string): Promise<StrongRecord | undefined>
+  /**
+   * The key's records the broker keeps, oldest first: its last `history` older ones and the
+   * current one, deletions included (none with history 0: a deleted key has no records then).
+   */
+  records(key: string): Promise<StrongRecord[]>
+  /** How many older records each key keeps on the broker (the namespace's, known once started). */
+  readonly history: number
   close(): void
+}
+
+/** The most older records a strong namespace's keys keep (a NATS KV bucket's limit too). */
+export const MAX_STRONG_HISTORY = 64
+
+/** A namespace opened asking for another history than the broker keeps for it. */
+export function historyMismatch(namespace: string, asked: number, kept: number): OrreryError {
+  return new OrreryError(
+    'INVALID_OPTION',
+    `strong namespace ${namespace} keeps ${kept} older records per key on the broker (set by the process that made it), not ${asked}: leave history out to take the namespace's`,
+    { details: { option: 'history', value: asked, namespace, current: kept } },
+  )
 }

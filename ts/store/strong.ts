@@ -21,7 +21,7 @@ import { KeyIndex } from './key-index.js'
 import type { NamespaceOptions } from './namespace.js'
 import type { Change, Entry } from './records.js'
 import type { SharedHost, SharedTransport } from './shared.js'
-import type { StrongBackend, StrongRecord, StrongTxnResult, StrongWrite } from './strong-backend.js'
+import { MAX_STRONG_HISTORY, type StrongBackend, type StrongRecord, type StrongTxnResult, type StrongWrite } from './strong-backend.js'
 
 /** Options of a strong write. */
 export interface StrongWriteOptions {
@@ -259,14 +259,12 @@ export class StrongNamespace<T> {
     }
     let value: T
     try {
-      value = decodePayload(this.codec, record.value) as T
+      value = this.decode(record.value, key)
     } catch (error) {
       this.deleted.set(key, { revision, n: ++this.deletions })
       this.mirror.delete(key)
       this.index.remove(key)
-      this.report(
-        new OrreryError('INVALID_PAYLOAD', `a value of ${key} does not decode with the namespace codec (${this.codec})`, { cause: error, details: { key } }),
-      )
+      this.report(error)
       return
     }
     this.deleted.delete(key)
@@ -361,6 +359,50 @@ export class StrongNamespace<T> {
       this.apply(record)
       return this.live(key)
     })
+  }
+
+  /**
+   * Every record of the key the broker keeps, oldest first: its last `history` older ones and
+   * the current one, deletions (`delete`) and expired values swept from the broker (`expire`)
+   * included. With history 0, the key's live value alone (none once deleted).
+   */
+  async history(key: string): Promise<Change<T>[]> {
+    this.checkOpen()
+    checkKey(key)
+    const records = await this.bounded(this.backend.records(key), 'read', key)
+    return records.map((record) => this.changeOf(record))
+  }
+
+  /**
+   * The value the key had at `version`, from the broker (if the key still keeps that record).
+   * A deletion or expiry at that version, or a version the key no longer keeps, reads as
+   * undefined.
+   */
+  async getVersion(key: string, version: number): Promise<Entry<T> | undefined> {
+    this.checkOpen()
+    checkKey(key)
+    int(version, 'version', { min: 1 }, 'argument')
+    const record = (await this.bounded(this.backend.records(key), 'read', key)).find((r) => r.revision === version)
+    if (record?.value === undefined) return undefined
+    const { revision, wall, writer, expiresAt } = record
+    return { key, value: this.decode(record.value, key), version: revision, stamp: { wall, logical: 0, writer }, expiresAt }
+  }
+
+  /** A record read back from the broker as a change (a value that does not decode is INVALID_PAYLOAD). */
+  private changeOf(record: StrongRecord): Change<T> {
+    const { key, revision: version, wall, writer, expiresAt } = record
+    const stamp = { wall, logical: 0, writer }
+    if (record.value === undefined) return { type: record.swept === true ? 'expire' : 'delete', key, version, stamp }
+    const value = this.decode(record.value, key)
+    return expiresAt === undefined ? { type: 'put', key, version, value, stamp } : { type: 'put', key, version, value, stamp, expiresAt }
+  }
+
+  private decode(bytes: Uint8Array, key: string): T {
+    try {
+      return decodePayload(this.codec, bytes) as T
+    } catch (error) {
+      throw new OrreryError('INVALID_PAYLOAD', `a value of ${key} does not decode with the namespace codec (${this.codec})`, { cause: error, details: { key } })
+    }
   }
 
   /** Live keys of the mirror starting with `prefix`, in order. */
@@ -708,10 +750,11 @@ export async function openStrong(
 ): Promise<StrongNamespace<unknown>> {
   if (options.schema !== undefined) checkSchema(options.schema)
   const codec = options.codec ?? 'json'
+  const history = options.history === undefined ? undefined : int(options.history, 'history', { max: MAX_STRONG_HISTORY })
   const backend =
     transport.kind === 'redis'
-      ? (await import('../transports/store-redis.js')).redisStrong(transport, name)
-      : (await import('../transports/store-nats.js')).natsStrong(transport, name)
+      ? (await import('../transports/store-redis.js')).redisStrong(transport, name, history)
+      : (await import('../transports/store-nats.js')).natsStrong(transport, name, history)
   const ns = StrongNamespace.create<unknown>(host, name, codec, options.schema, backend)
   const limit = Math.max(LOAD_TIMEOUT_MS, backend.timeoutMs)
   let timer: ReturnType<typeof setTimeout> | undefined

@@ -1,7 +1,8 @@
 /**
  * A strong store namespace on NATS JetStream (see store/strong.ts), laid out as NATS KV lays out a
  * bucket, on the JetStream API the driver already uses (no @nats-io/kv dependency): one stream
- * per namespace keeping the last message of each subject, a subject per key (the key in
+ * per namespace keeping the last `history + 1` messages of each subject (its history, fixed by
+ * the process that makes it: `max_msgs_per_subject`), a subject per key (the key in
  * base64url, a valid token whatever the key holds), a deletion a message with the header
  * `KV-Operation: DEL`. A key's version is the stream sequence of its last message, and a
  * conditional write is a publish expecting that last subject sequence: the server refuses it
@@ -10,12 +11,12 @@
  * create expects it as the key's last, as it does a deletion marker. The mirror is an ordered consumer from the last message of
  * every subject on.
  */
-import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream'
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
 import type { MsgHdrs } from '@nats-io/transport-node'
 
 import { OrreryError } from '../errors.js'
 import type { SharedTransport } from '../store/shared.js'
-import { partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
+import { historyMismatch, partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
 import type { NatsDriver } from './nats.js'
 
 const WRITER = 'Orrery-Writer'
@@ -24,6 +25,8 @@ const EXPIRES = 'Orrery-Expires'
 const OPERATION = 'KV-Operation'
 /** Which write of a transaction of several a message is: `<index>/<count>`. */
 const TXN = 'Orrery-Txn'
+/** On a deletion that swept an expired value. */
+const SWEPT = 'Orrery-Swept'
 /** The server's error code for a batch with more messages than its `max_batch_size`. */
 const BATCH_TOO_LARGE = 10199
 
@@ -74,9 +77,26 @@ export function fromB64url(token: string): string {
   return FROM_UTF8.decode(new Uint8Array(bytes))
 }
 
-/** A strong namespace `name` on the NATS server of `transport`. */
-export function natsStrong(transport: SharedTransport, name: string): StrongBackend {
-  return new NatsStrong(transport.driver as NatsDriver, transport.name, name)
+/** A message of a key's subject as a record. */
+function recordOf(key: string, seq: number, header: MsgHdrs | undefined, data: Uint8Array): StrongRecord {
+  const op = header?.get(OPERATION) ?? ''
+  const deleted = op === 'DEL' || op === 'PURGE'
+  const expires = deleted ? 0 : Number(header?.get(EXPIRES) ?? 0) || 0
+  return {
+    key,
+    revision: seq,
+    value: deleted ? undefined : data.slice(),
+    wall: Number(header?.get(WALL) ?? 0) || 0,
+    writer: header?.get(WRITER) ?? '',
+    expiresAt: Number.isSafeInteger(expires) && expires > 0 ? expires : undefined,
+    part: partOf(header?.get(TXN) || undefined),
+    ...(deleted && header?.get(SWEPT) === '1' ? { swept: true } : {}),
+  }
+}
+
+/** A strong namespace `name` on the NATS server of `transport`, its keys keeping `history` older records (undefined: the namespace's). */
+export function natsStrong(transport: SharedTransport, name: string, history: number | undefined): StrongBackend {
+  return new NatsStrong(transport.driver as NatsDriver, transport.name, name, history)
 }
 
 class NatsStrong implements StrongBackend {
@@ -89,11 +109,13 @@ class NatsStrong implements StrongBackend {
   private atomic = false
   /** Each deleted key's deletion marker: a create expects it as the key's last sequence. */
   private readonly markers = new Map<string, number>()
+  history = 0
 
   constructor(
     private readonly driver: NatsDriver,
     readonly transport: string,
-    name: string,
+    private readonly name: string,
+    private readonly asked: number | undefined,
   ) {
     this.timeoutMs = driver.publishTimeoutMs
     // Streams of their own (`<prefix>-kv-<name>`): a channel, even one named orrery.kv.<name>, has another.
@@ -114,6 +136,16 @@ class NatsStrong implements StrongBackend {
     return `${this.base}.${b64url(key)}`
   }
 
+  /**
+   * Takes the history of a stream as it is (a key keeps its last `max_msgs_per_subject`
+   * messages): the one asked for, if any, must be it.
+   */
+  private settle(config: StreamConfig): void {
+    const kept = Math.max(0, (config.max_msgs_per_subject ?? 1) - 1)
+    if (this.asked !== undefined && kept !== this.asked) throw historyMismatch(this.name, this.asked, kept)
+    this.history = kept
+  }
+
   /** Makes the stream unless it exists (another process may make it at the same time). */
   private async ensure(): Promise<number> {
     const { StorageType, DiscardPolicy } = this.driver.nats.jetstream
@@ -122,6 +154,7 @@ class NatsStrong implements StrongBackend {
       throw error
     })
     if (info !== undefined) {
+      this.settle(info.config)
       this.atomic = info.config.allow_atomic === true
       // Made before transactions were: it takes atomic batches from now on, where the server can
       // (2.12 and later; an older one ignores the setting) and lets this user change the stream.
@@ -137,36 +170,29 @@ class NatsStrong implements StrongBackend {
         subjects: [`${this.base}.>`],
         storage: StorageType.File,
         discard: DiscardPolicy.Old,
-        max_msgs_per_subject: 1,
+        max_msgs_per_subject: (this.asked ?? 0) + 1,
         allow_rollup_hdrs: true,
         allow_direct: true,
         allow_atomic: true,
       })
+      this.settle(made.config)
       this.atomic = made.config.allow_atomic === true
       return 0
     } catch (error) {
       const made = await this.jsm.streams.info(this.stream).catch(() => undefined)
       if (made === undefined) throw error
+      this.settle(made.config)
       this.atomic = made.config.allow_atomic === true
       return made.state.messages
     }
   }
 
+  /** A key's last message as a record; a deletion marker is what a create expects. */
   private record(key: string, seq: number, header: MsgHdrs | undefined, data: Uint8Array): StrongRecord {
-    const op = header?.get(OPERATION) ?? ''
-    const deleted = op === 'DEL' || op === 'PURGE'
-    if (deleted) this.markers.set(key, seq)
+    const record = recordOf(key, seq, header, data)
+    if (record.value === undefined) this.markers.set(key, seq)
     else this.markers.delete(key)
-    const expires = deleted ? 0 : Number(header?.get(EXPIRES) ?? 0) || 0
-    return {
-      key,
-      revision: seq,
-      value: deleted ? undefined : data.slice(),
-      wall: Number(header?.get(WALL) ?? 0) || 0,
-      writer: header?.get(WRITER) ?? '',
-      expiresAt: Number.isSafeInteger(expires) && expires > 0 ? expires : undefined,
-      part: partOf(header?.get(TXN) || undefined),
-    }
+    return record
   }
 
   async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void): Promise<void> {
@@ -334,8 +360,10 @@ class NatsStrong implements StrongBackend {
     const headers = this.driver.nats.transport.headers()
     headers.set(WRITER, w.writer)
     headers.set(WALL, String(w.wall))
-    if (w.value === undefined) headers.set(OPERATION, 'DEL')
-    else if (w.expiresAt !== undefined) headers.set(EXPIRES, String(w.expiresAt))
+    if (w.value === undefined) {
+      headers.set(OPERATION, 'DEL')
+      if (w.sweep === true) headers.set(SWEPT, '1')
+    } else if (w.expiresAt !== undefined) headers.set(EXPIRES, String(w.expiresAt))
     return headers
   }
 
@@ -351,6 +379,23 @@ class NatsStrong implements StrongBackend {
 
   async read(key: string): Promise<StrongRecord | undefined> {
     return this.last(key)
+  }
+
+  async records(key: string): Promise<StrongRecord[]> {
+    if (this.history === 0) {
+      const last = await this.last(key)
+      return last === undefined || last.value === undefined ? [] : [last]
+    }
+    // The subject keeps at most history + 1 messages: read them one after another, oldest first.
+    const subject = this.subject(key)
+    const records: StrongRecord[] = []
+    for (let seq = 1; records.length <= this.history; ) {
+      const m = await this.jsm.direct.getMessage(this.stream, { seq, next_by_subj: subject })
+      if (m === null) break
+      records.push(recordOf(key, m.seq, m.header, m.data))
+      seq = m.seq + 1
+    }
+    return records
   }
 
   close(): void {

@@ -1,15 +1,17 @@
 /**
- * A strong store namespace on Redis (see store/strong.ts). Four keys per namespace, under the
- * transport's key prefix: a hash of values (`…:v`), a hash of each key's `<revision> <wall>
- * <expires> <writer>` (`…:m`; expires 0 without a TTL), the namespace's revision counter
- * (`…:rev`) and a stream of changes (`…:log`). Every write is one Lua script, so the check, the new revision, the hashes and the
- * change are one atomic step on the server: the broker decides which of two racing
- * compare-and-sets wins. A mirror loads both hashes and the stream's last id in one script, then
- * reads the stream from there on a blocking connection of its own; revisions are consecutive, so
- * a gap (the stream trimmed past what the mirror read) is seen and the mirror loads again.
+ * A strong store namespace on Redis (see store/strong.ts). Under the transport's key prefix: a
+ * hash of values (`…:v`), a hash of each key's `<revision> <wall> <expires> <writer>` (`…:m`;
+ * expires 0 without a TTL), the namespace's revision counter (`…:rev`), a stream of changes
+ * (`…:log`), its settings (`…:cfg`: how many older records a key keeps), and with history a list
+ * per key of its last records, newest first (`…:h:<key>`). Every write is one Lua script, so the
+ * check, the new revision, the hashes, the history and the change are one atomic step on the
+ * server: the broker decides which of two racing compare-and-sets wins. A mirror loads both
+ * hashes and the stream's last id in one script, then reads the stream from there on a blocking
+ * connection of its own; revisions are consecutive, so a gap (the stream trimmed past what the
+ * mirror read) is seen and the mirror loads again.
  */
 import { isProgrammingError, OrreryError } from '../errors.js'
-import { partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
+import { historyMismatch, partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
 import type { SharedTransport } from '../store/shared.js'
 import type { Connection, RedisDriver } from './redis.js'
 
@@ -21,18 +23,21 @@ const BLOCK_MS = 1_000
 const RETRY_MS = 250
 
 /**
- * KEYS: values, meta, counter, log. ARGV: the number of writes n, wall, writer, maxlen, then six
- * per write: key, value ('' and op 'd' for a delete, 's' for a sweep), op, conditional ('1'/'0'),
- * expected, expires ('0': none). Every condition is checked first; if one fails nothing is
- * written and it returns {0, its index from 0, the key's revision}; else each write takes the
- * next revision, its change says which of the n it is (`t`: '<index>/<n>', when n > 1), and it
- * returns {1, revision...}. A value whose expiry is not after the wall counts as absent to a
- * condition, but to a sweep's.
+ * KEYS: values, meta, counter, log, then (with history) each write's history list. ARGV: the
+ * number of writes n, wall, writer, maxlen, history h, then six per write: key, value ('' and op
+ * 'd' for a delete, 's' for a sweep), op, conditional ('1'/'0'), expected, expires ('0': none).
+ * Every condition is checked first; if one fails nothing is written and it returns {0, its index
+ * from 0, the key's revision}; else each write takes the next revision, its change says which of
+ * the n it is (`t`: '<index>/<n>', when n > 1), with h > 0 it goes first in its key's history
+ * list (trimmed to h + 1: `<op> <revision> <wall> <expires> <writer bytes>\n<writer><value>`),
+ * and it returns {1, revision...}. A value whose expiry is not after the wall counts as absent
+ * to a condition, but to a sweep's.
  */
 const WRITE = `local n = tonumber(ARGV[1])
 local wall = tonumber(ARGV[2])
+local h = tonumber(ARGV[5])
 for i = 1, n do
-  local b = 4 + (i - 1) * 6
+  local b = 5 + (i - 1) * 6
   local m = redis.call('HGET', KEYS[2], ARGV[b + 1])
   local cur = 0
   if m then
@@ -49,7 +54,7 @@ for i = 1, n do
 end
 local out = {1}
 for i = 1, n do
-  local b = 4 + (i - 1) * 6
+  local b = 5 + (i - 1) * 6
   local key = ARGV[b + 1]
   local rev = redis.call('INCR', KEYS[3])
   local change = {'MAXLEN', '~', ARGV[4], '*', 'r', rev, 'k', key, 'w', ARGV[2], 'n', ARGV[3]}
@@ -69,6 +74,16 @@ for i = 1, n do
     redis.call('HDEL', KEYS[2], key)
   end
   redis.call('XADD', KEYS[4], unpack(change))
+  if h > 0 then
+    local v = ''
+    local x = '0'
+    if ARGV[b + 3] == 'p' then
+      v = ARGV[b + 2]
+      x = ARGV[b + 6]
+    end
+    redis.call('LPUSH', KEYS[4 + i], ARGV[b + 3] .. ' ' .. rev .. ' ' .. ARGV[2] .. ' ' .. x .. ' ' .. string.len(ARGV[3]) .. '\\n' .. ARGV[3] .. v)
+    redis.call('LTRIM', KEYS[4 + i], 0, h)
+  end
   out[i + 1] = rev
 end
 return out`
@@ -78,6 +93,10 @@ const LOAD = `local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1
 local id = '0-0'
 if last[1] then id = last[1][1] end
 return {id, tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}`
+
+/** KEYS: settings; ARGV: the history asked for. Sets it unless set, and returns the namespace's. */
+const SETTLE = `redis.call('HSETNX', KEYS[1], 'history', ARGV[1])
+return redis.call('HGET', KEYS[1], 'history')`
 
 /** KEYS as WRITE's; ARGV: key. The key's meta and value (nil, nil when absent). */
 const READ = `return {redis.call('HGET', KEYS[2], ARGV[1]) or false, redis.call('HGET', KEYS[1], ARGV[1]) or false}`
@@ -105,14 +124,28 @@ function expiresOf(text: string | undefined): number | undefined {
 
 const bytesOf = (b: unknown): Uint8Array => (Buffer.isBuffer(b) ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice() : new Uint8Array(0))
 
-/** A strong namespace `name` on the Redis server of `transport`. */
-export function redisStrong(transport: SharedTransport, name: string): StrongBackend {
-  return new RedisStrong(transport.driver as RedisDriver, transport.name, name)
+/** A record of a key's history list (undefined: not one this module wrote). */
+function historyRecord(key: string, b: unknown): StrongRecord | undefined {
+  if (!Buffer.isBuffer(b)) return undefined
+  const nl = b.indexOf(0x0a)
+  const [op, revision, wall, expires, writerBytes] = nl < 0 ? [] : b.toString('latin1', 0, nl).split(' ')
+  const start = nl + 1 + Number(writerBytes)
+  if (op === undefined || !Number.isSafeInteger(start) || start > b.length) return undefined
+  const writer = b.toString('utf8', nl + 1, start)
+  const base = { key, revision: Number(revision), wall: Number(wall), writer }
+  if (op === 'p') return { ...base, value: bytesOf(b.subarray(start)), expiresAt: expiresOf(expires) }
+  return op === 's' ? { ...base, value: undefined, swept: true } : { ...base, value: undefined }
+}
+
+/** A strong namespace `name` on the Redis server of `transport`, its keys keeping `history` older records (undefined: the namespace's). */
+export function redisStrong(transport: SharedTransport, name: string, history: number | undefined): StrongBackend {
+  return new RedisStrong(transport.driver as RedisDriver, transport.name, name, history)
 }
 
 class RedisStrong implements StrongBackend {
   readonly timeoutMs: number
   private readonly keys: string[]
+  private readonly base: string
   private reader: Connection | undefined
   private closed = false
   /** The stream id read up to, and the revision the mirror holds everything up to. */
@@ -120,16 +153,24 @@ class RedisStrong implements StrongBackend {
   private revision = 0
   /** Live keys as this reader last saw them: a reload deletes those gone meanwhile. */
   private readonly live = new Set<string>()
+  history = 0
 
   constructor(
     private readonly driver: RedisDriver,
     readonly transport: string,
-    name: string,
+    private readonly name: string,
+    private readonly asked: number | undefined,
   ) {
     this.timeoutMs = driver.publishTimeoutMs
     // The name's length first: no two namespace names make the same keys.
     const base = `${driver.keyPrefix}kv:${name.length}:${name}`
+    this.base = base
     this.keys = [`${base}:v`, `${base}:m`, `${base}:rev`, `${base}:log`]
+  }
+
+  /** A key's history list. */
+  private historyKey(key: string): string {
+    return `${this.base}:h:${key}`
   }
 
   private eval(script: string, args: string[] | Array<string | Buffer>): Promise<unknown> {
@@ -149,7 +190,7 @@ class RedisStrong implements StrongBackend {
       })
     // One wall and writer for the whole script: a transaction's writes are stamped alike.
     const { wall, writer } = writes[0]!
-    const args: Array<string | Buffer> = [String(writes.length), String(wall), writer, String(LOG_MAX)]
+    const args: Array<string | Buffer> = [String(writes.length), String(wall), writer, String(LOG_MAX), String(this.history)]
     for (const w of writes) {
       args.push(
         w.key,
@@ -160,7 +201,8 @@ class RedisStrong implements StrongBackend {
         String(w.expiresAt ?? 0),
       )
     }
-    const reply = (await this.eval(WRITE, args)) as number[]
+    const lists = this.history > 0 ? writes.map((w) => this.historyKey(w.key)) : []
+    const reply = (await this.driver.command(['EVAL', WRITE, String(4 + lists.length), ...this.keys, ...lists, ...args])) as number[]
     if (reply[0] !== 1) return { ok: false, index: Number(reply[1]), current: Number(reply[2]) }
     // The mirror holds these keys now: a reload after a gap must say if they are gone.
     for (const w of writes) if (w.value !== undefined) this.live.add(w.key)
@@ -175,7 +217,25 @@ class RedisStrong implements StrongBackend {
     return { key, revision, value: bytesOf(value), wall, writer, expiresAt }
   }
 
+  async records(key: string): Promise<StrongRecord[]> {
+    if (this.history === 0) {
+      const record = await this.read(key)
+      return record === undefined ? [] : [record]
+    }
+    const list = (await this.driver.command(['LRANGE', this.historyKey(key), '0', String(this.history)])) as unknown[]
+    const records: StrongRecord[] = []
+    for (const item of list) {
+      const record = historyRecord(key, item)
+      if (record !== undefined) records.unshift(record)
+    }
+    return records
+  }
+
   async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void, onReload: () => void): Promise<void> {
+    // Whoever makes the namespace sets its history; a process that asks for another is refused.
+    const kept = Number(text(await this.driver.command(['EVAL', SETTLE, '1', `${this.base}:cfg`, String(this.asked ?? 0)])))
+    if (this.asked !== undefined && kept !== this.asked) throw historyMismatch(this.name, this.asked, kept)
+    this.history = kept
     await this.load(onRecord)
     const reader = this.driver.readerConnection()
     this.reader = reader
