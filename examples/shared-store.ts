@@ -84,6 +84,25 @@ assert.ok(isOrreryError(refused, 'VERSION_CONFLICT') && refused.details['key'] =
 assert.deepEqual([(await stock.fetch('shelf'))?.value, (await stock.fetch('cart'))?.value], [4, 1])
 // #endregion
 
+// #region strong-history
+// History: the broker keeps each key's last records, here three older ones besides the current.
+const prices = await storeA.shared<number>(name('prices'), { transport: 'main', consistency: 'strong', history: 3 })
+const otherPrices = await storeB.shared<number>(prices.name, { transport: 'main', consistency: 'strong' }) // takes it
+const first = await prices.put('widget', 10)
+await otherPrices.put('widget', 12)
+await prices.delete('widget')
+const past = await otherPrices.history('widget') // read from the broker, oldest first
+assert.deepEqual(
+  past.map((c) => [c.type, c.stamp.writer]),
+  [
+    ['put', 'web-1'],
+    ['put', 'web-2'],
+    ['delete', 'web-1'],
+  ],
+)
+assert.equal((await otherPrices.getVersion('widget', first))?.value, 10)
+// #endregion
+
 // #region stop
 // Failures no caller waits for (a publish, a remote change refused here) are OrreryErrors here.
 storeB.events.subscribe((e) => {

@@ -83,7 +83,7 @@ describe.skipIf(skip !== undefined)(`shared store namespaces over NATS WebSocket
       expect(await ns.put('node-key', 'page was here', { ifVersion: at })).toBeGreaterThan(at)
       await expect(ns.put('node-key', 'stale', { ifVersion: at })).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'VERSION_CONFLICT'))
       // A transaction from this side (an atomic batch over ws://): all or none.
-      const tx = await store.shared<string>(`${name}-tx`, { transport: 'main', consistency: 'strong' })
+      const tx = await store.shared<string>(`${name}-tx`, { transport: 'main', consistency: 'strong', history: 1 })
       const [first, second] = await tx.transaction().put('a', 'one').put('b', 'two').commit()
       expect(second).toBe(first! + 1)
       await expect(tx.transaction().put('c', 'three').create('a', 'again').commit()).rejects.toSatisfy(
@@ -91,6 +91,12 @@ describe.skipIf(skip !== undefined)(`shared store namespaces over NATS WebSocket
       )
       expect(await tx.fetch('c')).toBeUndefined()
       expect(tx.entries().map((e) => e.value)).toEqual(['one', 'two'])
+      // History read back from the broker (direct gets over ws://).
+      const again = await tx.put('a', 'uno')
+      expect((await tx.history('a')).map((c) => [c.version, c.type === 'put' ? c.value : c.type])).toEqual([
+        [first, 'one'],
+        [again, 'uno'],
+      ])
       expect(errors).toEqual([])
     } finally {
       ended = await side.stop(pid)

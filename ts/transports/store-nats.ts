@@ -16,7 +16,15 @@ import type { MsgHdrs } from '@nats-io/transport-node'
 
 import { OrreryError } from '../errors.js'
 import type { SharedTransport } from '../store/shared.js'
-import { historyMismatch, partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
+import {
+  historyMismatch,
+  partOf,
+  type StrongBackend,
+  type StrongRecord,
+  type StrongResult,
+  type StrongTxnResult,
+  type StrongWrite,
+} from '../store/strong-backend.js'
 import type { NatsDriver } from './nats.js'
 
 const WRITER = 'Orrery-Writer'

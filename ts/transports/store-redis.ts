@@ -11,7 +11,15 @@
  * mirror read) is seen and the mirror loads again.
  */
 import { isProgrammingError, OrreryError } from '../errors.js'
-import { historyMismatch, partOf, type StrongBackend, type StrongRecord, type StrongResult, type StrongTxnResult, type StrongWrite } from '../store/strong-backend.js'
+import {
+  historyMismatch,
+  partOf,
+  type StrongBackend,
+  type StrongRecord,
+  type StrongResult,
+  type StrongTxnResult,
+  type StrongWrite,
+} from '../store/strong-backend.js'
 import type { SharedTransport } from '../store/shared.js'
 import type { Connection, RedisDriver } from './redis.js'
 
