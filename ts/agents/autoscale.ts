@@ -8,10 +8,21 @@
  */
 import { Subject, type Observable } from 'rxjs'
 
-import type { AgentRunner } from './runner.js'
+import type { AgentState } from './runner.js'
 import type { SpawnOptions } from './mesh.js'
 import { finite, int, keysOf, msOr, options as checkOptions, refuse } from '../check.js'
 import { eventStream } from './registry.js'
+
+/** A replica as the autoscaler sees it: an agent of this process (AgentRunner) or one on a worker thread (WorkerReplica). */
+export interface Replica {
+  readonly id: string
+  readonly state: AgentState
+  readonly draining: boolean
+  /** Handlers it runs now. */
+  readonly inFlight: number
+  /** Takes it out of routing; it goes on serving its inbox. */
+  drain(): void
+}
 
 /** How an agent type is autoscaled. */
 export interface AutoscaleOptions {
@@ -27,6 +38,13 @@ export interface AutoscaleOptions {
   cooldown?: number
   /** Spawn options of the replicas it starts (over the type's defaults; not `id` or `replicas`). */
   spawn?: Omit<SpawnOptions, 'id' | 'replicas'>
+  /**
+   * Runs each replica on a worker thread of its own (Node, native engine; the mesh needs
+   * `threads: true`): the module (a path or a URL) a thread starts, which defines the type and
+   * serves it with `serveAgents`. `spawn` then crosses to the thread, so it holds data only
+   * (`retry.isPermanent` and `retry.isFatal` go in the type's defaults there).
+   */
+  worker?: string | URL
 }
 
 /** A scale decision of an autoscaler. */
@@ -60,14 +78,14 @@ export interface Autoscaler {
 /** What the autoscaler needs of its mesh. */
 export interface AutoscaleHost {
   now(): number
-  /** Agents of the type that the mesh holds now, in any state. */
-  runners(type: string): AgentRunner[]
+  /** Replicas of the type that the mesh holds now, in any state. */
+  runners(type: string): Replica[]
   /** Messages in an agent's inbox not yet acked: waiting, delayed for a retry, or delivered. */
   inboxLoad(id: string): number
   /** The id a spawn of the type would give its next agent (taking it). */
   nextId(type: string): string
-  start(id: string, type: string, options: SpawnOptions): Promise<AgentRunner>
-  stop(runner: AgentRunner): Promise<void>
+  start(id: string, type: string, options: SpawnOptions): Promise<Replica>
+  stop(runner: Replica): Promise<void>
   record(type: string, backlog: number, lag: number): void
   report(event: AutoscaleEvent): void
   /** A failed start, stop or reading of an inbox (the next tick tries again). */
@@ -79,11 +97,12 @@ export interface AutoscaleHost {
 }
 
 /** Autoscale options, checked, with their defaults. */
-interface Settings extends Required<Omit<AutoscaleOptions, 'spawn'>> {
+interface Settings extends Required<Omit<AutoscaleOptions, 'spawn' | 'worker'>> {
   spawn: AutoscaleOptions['spawn'] | undefined
+  worker: string | URL | undefined
 }
 
-const AUTOSCALE_KEYS = keysOf<AutoscaleOptions>()(['min', 'max', 'targetLag', 'interval', 'cooldown', 'spawn'])
+const AUTOSCALE_KEYS = keysOf<AutoscaleOptions>()(['min', 'max', 'targetLag', 'interval', 'cooldown', 'spawn', 'worker'])
 
 /** Checks autoscale options whole, before anything starts. */
 export function checkAutoscale(value: AutoscaleOptions): Settings {
@@ -101,7 +120,15 @@ export function checkAutoscale(value: AutoscaleOptions): Settings {
     if (spawn.id !== undefined) refuse('option', 'spawn.id', spawn.id, 'is chosen by the autoscaler (leave it out)')
     if (spawn.replicas !== undefined) refuse('option', 'spawn.replicas', spawn.replicas, 'is chosen by the autoscaler (leave it out)')
   }
-  return { min, max, targetLag, interval, cooldown, spawn: o.spawn }
+  let worker: string | URL | undefined
+  if (o.worker !== undefined) {
+    if (!(o.worker instanceof URL) && (typeof o.worker !== 'string' || o.worker === '')) refuse('option', 'worker', o.worker, 'must be a module path or URL')
+    worker = o.worker
+    const retry = o.spawn?.retry
+    if (retry?.isPermanent !== undefined || retry?.isFatal !== undefined)
+      refuse('option', 'spawn.retry', 'function', "cannot cross to a worker thread (give it in the type's defaults in the worker module)")
+  }
+  return { min, max, targetLag, interval, cooldown, spawn: o.spawn, worker }
 }
 
 export class TypeAutoscaler implements Autoscaler {
@@ -176,7 +203,7 @@ export class TypeAutoscaler implements Autoscaler {
   }
 
   /** Its own replicas of the type that the mesh holds. */
-  private mine(): AgentRunner[] {
+  private mine(): Replica[] {
     return this.host.runners(this.agentType).filter((r) => this.own.has(r.id))
   }
 
@@ -213,7 +240,7 @@ export class TypeAutoscaler implements Autoscaler {
   }
 
   /** Agents of the type in routing: running or paused, and not draining. */
-  private routed(): AgentRunner[] {
+  private routed(): Replica[] {
     return this.host.runners(this.agentType).filter((r) => live(r) && !r.draining)
   }
 
@@ -304,7 +331,7 @@ export class TypeAutoscaler implements Autoscaler {
   }
 
   /** Takes `count` of its own replicas out of routing, the least loaded (then the newest) first. */
-  private shrink(routed: AgentRunner[], count: number, backlog: number): void {
+  private shrink(routed: Replica[], count: number, backlog: number): void {
     const candidates = routed
       .filter((r) => this.own.has(r.id))
       .map((r, order) => ({ r, load: this.host.inboxLoad(r.id), order }))
@@ -347,6 +374,6 @@ export class TypeAutoscaler implements Autoscaler {
 }
 
 /** In the mesh and able to hold work: running, or paused (a pause is not a scale-down). */
-function live(r: AgentRunner): boolean {
+function live(r: Replica): boolean {
   return r.state === 'running' || r.state === 'paused'
 }

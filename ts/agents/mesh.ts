@@ -50,6 +50,8 @@ import {
 } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
 import { INBOXES, REGISTRY_CHANNEL, SharedRegistry } from './shared.js'
+import { newProcessId } from '../transports/link.js'
+import { WorkerReplica, canStartThreads, type ThreadMeshOptions } from './threads.js'
 import { checkAutoscale, TypeAutoscaler, type AutoscaleEvent, type AutoscaleOptions, type Autoscaler } from './autoscale.js'
 import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
@@ -74,6 +76,13 @@ export interface MeshOptions {
    * others' (see docs/agents.md, "A mesh across processes"). One shared mesh per Orrery.
    */
   shared?: string
+  /**
+   * Shares the mesh's registry with the meshes of the worker threads attached to this Orrery's
+   * core (`Orrery.attach`; native engine): every thread's agents are discoverable and routed to
+   * from every thread, as a `shared` mesh's are across processes. Set it in each thread's mesh;
+   * replicas on worker threads (`autoscale(type, { worker })`) need it. Not with `shared`.
+   */
+  threads?: boolean
 }
 
 /** How to run agents of a type (defaults per type come from `define`). */
@@ -182,7 +191,7 @@ const RATE_LIMIT_KEYS = keysOf<RateLimit>()(['perSecond', 'burst'])
 const SUPERVISOR_KEYS = keysOf<SupervisorSpec>()(['name', 'strategy', 'intensity', 'backoff', 'children'])
 const INTENSITY_KEYS = keysOf<NonNullable<SupervisorSpec['intensity']>>()(['restarts', 'withinMs'])
 const CHILD_KEYS = keysOf<ChildSpec>()(['type', 'replicas', 'id', 'options'])
-const MESH_KEYS = keysOf<MeshOptions>()(['seed', 'heartbeat', 'breaker', 'logger', 'metrics', 'shutdownTimeout', 'signals', 'shared'])
+const MESH_KEYS = keysOf<MeshOptions>()(['seed', 'heartbeat', 'breaker', 'logger', 'metrics', 'shutdownTimeout', 'signals', 'shared', 'threads'])
 const HEARTBEAT_KEYS = keysOf<LivenessOptions>()(['interval', 'degradedAfter', 'unhealthyAfter', 'offlineAfter', 'deregisterAfter'])
 const BREAKER_KEYS = keysOf<BreakerOptions>()(['failures', 'coolDown', 'probes', 'successes'])
 
@@ -263,6 +272,26 @@ function checkSupervisor(value: SupervisorSpec): SupervisorSpec {
 }
 
 /**
+ * Checks that a mesh may share its registry with the worker threads on its core: the native
+ * engine, no transport (the threads meet in the core, not on a broker), one such mesh per Orrery.
+ */
+function shareThreads(backend: Backend, bus: Bus, shared: unknown): void {
+  if (backend.name !== 'native')
+    throw new OrreryError('ENGINE_UNAVAILABLE', `threads: worker threads share a core on the native engine only (this Orrery runs ${backend.name})`, {
+      details: { option: 'threads', engine: backend.name },
+    })
+  if (shared !== undefined)
+    throw new OrreryError('INVALID_OPTION', 'threads: a mesh shares its registry with worker threads or through a transport (shared), not both', {
+      details: { option: 'threads', value: true },
+    })
+  if (sharing.has(bus))
+    throw new OrreryError('INVALID_OPTION', 'threads: this Orrery runs a shared mesh already (one per Orrery: shut it down first)', {
+      details: { option: 'threads', value: true },
+    })
+  sharing.add(bus)
+}
+
+/**
  * Checks `shared` and binds the shared mesh's channels to the transport it names (before anything
  * is published or built); returns this process's id.
  */
@@ -314,6 +343,10 @@ export class Mesh {
   /** Ids being started (reserved until their start ends). */
   private readonly starting = new Set<string>()
   private readonly supervisors = new Set<Supervisor>()
+  /** Replicas on worker threads that started (their threads end with the mesh). */
+  private readonly replicas = new Set<WorkerReplica>()
+  /** Whether its registry is shared with worker threads (`threads: true`). */
+  private readonly threads: boolean
   /** Autoscalers by agent type (one per type). */
   private readonly autoscalers = new Map<string, TypeAutoscaler>()
   /** Every autoscaler not fully closed (a stopped one still drains its replicas): shutdown and close end them. */
@@ -338,7 +371,9 @@ export class Mesh {
   static async create(backend: Backend, bus: Bus, clock: () => number, options: MeshOptions | undefined, onClose?: (mesh: Mesh) => void): Promise<Mesh> {
     const checked = checkOptions(options, 'options', 'argument', MESH_KEYS)
     const settings = coreOptions(checked)
-    const process = checked.shared === undefined ? undefined : shareOn(bus, checked.shared)
+    const threads = checked.threads !== undefined && flag(checked.threads, 'threads')
+    if (threads) shareThreads(backend, bus, checked.shared)
+    const process = threads ? newProcessId() : checked.shared === undefined ? undefined : shareOn(bus, checked.shared)
     let mesh: Mesh
     try {
       const metrics = checked.metrics ? await promMetrics(checked.metrics) : noMetrics
@@ -379,6 +414,7 @@ export class Mesh {
     this.events = eventStream(this.subject, unhandled)
     this.registry = Registry.create(core, now, unhandled)
     this.process = process
+    this.threads = options.threads === true
     this.shared =
       process === undefined
         ? undefined
@@ -483,15 +519,26 @@ export class Mesh {
     text(type, 'type')
     const checked = checkAutoscale(options)
     checkSpawn(checked.spawn, 'spawn', 'option')
-    const def = this.definition(type)
+    const worker = checked.worker
+    if (worker !== undefined) {
+      if (!canStartThreads())
+        throw new OrreryError('UNSUPPORTED', 'worker: replicas on worker threads need Node (the package\'s Node entry)', { details: { option: 'worker' } })
+      if (!this.threads)
+        throw new OrreryError('INVALID_OPTION', 'worker: replicas on worker threads need a mesh that shares its registry with them: orrery.mesh({ threads: true }) (native engine)', {
+          details: { option: 'worker', value: String(worker) },
+        })
+    }
+    // Replicas on worker threads are defined there (the worker module), not here.
+    const def = worker === undefined ? this.definition(type) : { factory: undefined, defaults: {}, count: 0 }
     if (this.autoscalers.has(type))
       throw new OrreryError('INVALID_OPTION', `agent type ${type} is autoscaled already (stop its autoscaler first)`, {
         details: { option: 'type', value: type },
       })
+    const held = new Map<string, WorkerReplica>()
     const scaler = new TypeAutoscaler(
       {
         now: this.now,
-        runners: (t) => [...this.runners.values()].filter((r) => r.agent.type === t),
+        runners: (t) => (worker === undefined ? [...this.runners.values()].filter((r) => r.agent.type === t) : [...held.values()]),
         inboxLoad: (id) => {
           // The agent's own inbox group (created by its runner): the core's counts, not a guess.
           const stats = this.bus.group(`inbox.${id}`, 'agent').stats()
@@ -500,11 +547,12 @@ export class Mesh {
         nextId: (t) => {
           let id: string
           do id = this.generatedId(t, ++def.count)
-          while (this.starting.has(id) || this.runners.has(id) || this.registry.owner(id) !== undefined)
+          while (this.starting.has(id) || this.runners.has(id) || held.has(id) || this.registry.owner(id) !== undefined)
           return id
         },
-        start: (id, t, spawn) => this.startAgent(id, t, { ...def.defaults, ...spawn }, undefined),
-        stop: (runner) => this.stopRunner(runner, undefined),
+        start: (id, t, spawn) =>
+          worker === undefined ? this.startAgent(id, t, { ...def.defaults, ...spawn }, undefined) : this.startReplica(held, worker, id, t, spawn),
+        stop: (runner) => (runner instanceof WorkerReplica ? runner.stop(this.options.shutdownTimeout ?? 10_000) : this.stopRunner(runner as AgentRunner, undefined)),
         record: (t, backlog, lag) => this.host.metrics.load(t, backlog, lag),
         report: (event) => this.subject.next(event),
         failed: (error, t) => this.logger.error({ err: error, agentType: t }, 'the autoscaler could not start or stop a replica'),
@@ -529,6 +577,33 @@ export class Mesh {
       throw error
     }
     return scaler
+  }
+
+  /** Starts a replica on a worker thread running `module`, held (under its id) in `held`. */
+  private async startReplica(held: Map<string, WorkerReplica>, module: string | URL, id: string, type: string, spawn: SpawnOptions): Promise<WorkerReplica> {
+    this.assertOpen()
+    const { heartbeat, breaker, shutdownTimeout } = this.options
+    const mesh: ThreadMeshOptions = { ...(heartbeat && { heartbeat: { ...heartbeat } }), ...(breaker && { breaker: { ...breaker } }), ...(shutdownTimeout !== undefined && { shutdownTimeout }) }
+    const replica = new WorkerReplica(
+      {
+        report: (event) => this.subject.next({ ...event, at: this.now() }),
+        gone: (process) => this.shared?.processGone(process),
+      },
+      id,
+      type,
+      module,
+      { handle: this.bus.share(), type, id, spawn, mesh },
+    )
+    held.set(id, replica)
+    this.replicas.add(replica)
+    void replica.exited.then(() => this.replicas.delete(replica))
+    await replica.started
+    return replica
+  }
+
+  /** @internal Takes agent `id` out of routing; it goes on serving its inbox (a replica on a worker thread, told to drain). */
+  drain(id: string): void {
+    this.runners.get(id)?.drain()
   }
 
   /** A running agent. */
@@ -622,7 +697,7 @@ export class Mesh {
     this.closing ??= (async () => {
       for (const a of [...this.scalers]) a.close()
       for (const s of this.supervisors) s.stop()
-      await Promise.all([...this.runners.values()].map((r) => this.stopRunner(r, timeout)))
+      await Promise.all([...[...this.runners.values()].map((r) => this.stopRunner(r, timeout)), ...[...this.replicas].map((r) => r.stop(timeout))])
       // The other processes hear of every stop before this resolves (not after a heartbeat deadline).
       await this.shared?.flushed()
       this.release()
@@ -642,6 +717,7 @@ export class Mesh {
     for (const a of [...this.scalers]) a.close()
     for (const s of this.supervisors) s.stop()
     for (const runner of this.runners.values()) runner.kill()
+    for (const replica of this.replicas) replica.kill()
     this.release()
   }
 

@@ -356,6 +356,11 @@ export class SharedRegistry {
     this.send({ v: VERSION, t: 'hello', p: this.process, to: process })
   }
 
+  /** `process` ended (a worker thread that exited): its agents are deregistered at once. */
+  processGone(process: string): void {
+    for (const id of [...(this.byProcess.get(process) ?? [])]) this.forget(process, id)
+  }
+
   private forget(process: string, id: string): void {
     const owner = this.host.registry.owner(id)
     if (owner === undefined || !owner.remote || owner.process !== process) return

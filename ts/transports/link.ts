@@ -139,7 +139,7 @@ async function kafkaDriver(options: CheckedKafkaOptions, sink: DriverSink, trans
 }
 
 /** 64 random bits as 16 hex digits: two processes never share one in practice. */
-function newProcessId(): string {
+export function newProcessId(): string {
   let id = ''
   for (const b of globalThis.crypto.getRandomValues(new Uint8Array(8))) id += b.toString(16).padStart(2, '0')
   return id

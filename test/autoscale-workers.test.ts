@@ -1,0 +1,140 @@
+/**
+ * Replicas on worker threads (`mesh.autoscale(type, { worker })`, native engine): each replica is
+ * a worker thread serving one agent, whose inbox is in the shared core. A burst grows the type
+ * onto more threads (requests answered from several), it shrinks back by draining a thread, a
+ * thread that crashes is started again under its id and its message redelivered, and shutdown
+ * ends every thread. Bad options are refused with their codes, on both engines.
+ */
+import { describe, expect, it } from 'vitest'
+
+import { isOrreryError, Orrery, serveAgents, type MeshEvent } from '../ts/node.js'
+import { ENGINE } from './engine.js'
+
+const fixture = new URL('./fixtures/autoscale-worker.mjs', import.meta.url)
+
+type Crunched = { n: number; thread: number; agent: string; attempt: number }
+
+/** Waits (real time: threads run on their own) until `done()` holds. */
+async function until(done: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
+  it.runIf(ENGINE === 'native')(
+    'a burst grows the type onto more threads, each answering; idle, it shrinks by draining a thread; shutdown ends them all',
+    async () => {
+      const orrery = await Orrery.create()
+      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 } })
+      const events: MeshEvent[] = []
+      mesh.events.subscribe((e) => events.push(e))
+      const scaler = await mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 2, interval: 50, cooldown: 300, worker: fixture })
+      expect(scaler.replicas).toBe(1)
+      const first = events.find((e) => e.type === 'started') as { agent: string }
+      // Its agent is in this thread's registry (a remote agent, of its thread's mesh).
+      await until(() => mesh.registry.get(first.agent) !== undefined, 'the replica to be registered here')
+      expect(mesh.registry.get(first.agent)).toMatchObject({ remote: true, type: 'cruncher' })
+      expect(mesh.agents()).toEqual([]) // it runs on its thread, not here
+
+      // A burst of 20 requests of 30 ms of CPU each grows the type onto a second thread...
+      const request = (n: number) => mesh.request<Crunched>('crunch', { n, ms: 30 }, { timeout: 30_000 }).then((m) => m.payload)
+      const burst = Array.from({ length: 20 }, (_, n) => request(n))
+      await until(() => events.some((e) => e.type === 'scale-up' && e.from > 0), 'a scale-up')
+      // (the first scale-up started the first replica, 0 to 1)
+      const up = events.filter((e): e is Extract<MeshEvent, { type: 'scale-up' }> => e.type === 'scale-up' && e.from > 0)
+      expect(up[0]).toMatchObject({ agentType: 'cruncher', from: 1, to: 2 })
+      const second = up[0]!.agents[0]!
+      await until(() => mesh.registry.get(second) !== undefined, 'the second replica to be registered here')
+      // ...and what is routed from then on is answered by both threads, none of them this one.
+      const replies = await Promise.all([...burst, ...Array.from({ length: 20 }, (_, n) => request(20 + n))])
+      expect(replies.map((r) => r.n)).toEqual(Array.from({ length: 40 }, (_, n) => n))
+      const threads = new Set(replies.map((r) => r.thread))
+      expect(threads.size).toBe(2)
+      expect(threads.has(0)).toBe(false)
+      expect(new Set(replies.map((r) => r.agent))).toEqual(new Set([first.agent, second]))
+
+      // Idle past the cooldown: one thread drains and ends.
+      await until(() => events.some((e) => e.type === 'scale-down'), 'a scale-down')
+      const down = events.find((e): e is Extract<MeshEvent, { type: 'scale-down' }> => e.type === 'scale-down')!
+      await until(() => events.some((e) => e.type === 'stopped' && e.agent === down.agents[0]), 'the drained thread to stop')
+      await until(() => mesh.registry.get(down.agents[0]!) === undefined, 'the drained replica to leave the registry')
+      expect(scaler.replicas).toBe(1)
+      // Still served by the one left.
+      expect((await mesh.request<Crunched>('crunch', { n: 99 }, { timeout: 10_000 })).payload.n).toBe(99)
+
+      await mesh.shutdown()
+      const stopped = events.filter((e) => e.type === 'stopped').map((e) => (e as { agent: string }).agent)
+      expect(new Set(stopped)).toEqual(new Set([first.agent, ...up.flatMap((e) => e.agents)]))
+      expect(events.some((e) => e.type === 'crashed')).toBe(false)
+      orrery.close()
+    },
+  )
+
+  it.runIf(ENGINE === 'native')('a replica whose agent crashes ends its thread; it is started again under its id and the message it held is redelivered', async () => {
+    const orrery = await Orrery.create()
+    const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 } })
+    const events: MeshEvent[] = []
+    mesh.events.subscribe((e) => events.push(e))
+    await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
+    const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
+    await until(() => mesh.registry.get(id) !== undefined, 'the replica to be registered here')
+    const crunched: Crunched[] = []
+    orrery.bus.subscribe<Crunched>('crunched').subscribe((m) => crunched.push(m.payload))
+    await mesh.send('crunch', { n: 7, crash: true, report: true })
+    await until(() => crunched.length > 0, 'the message to be handled again')
+    expect(crunched).toEqual([expect.objectContaining({ n: 7, agent: id, attempt: 2 })])
+    expect(events.filter((e) => e.type === 'crashed').map((e) => (e as { agent: string }).agent)).toEqual([id])
+    expect(events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)).toEqual([id, id])
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it('bad options are refused with their codes; a worker module without the type rejects, leaving no thread', async () => {
+    const orrery = await Orrery.create()
+    const code = async (call: () => Promise<unknown>) =>
+      call().then(
+        () => 'no error',
+        (e: unknown) => (isOrreryError(e) ? `${e.code} ${String(e.details['option'] ?? e.details['argument'] ?? '')}`.trim() : String(e)),
+      )
+    if (ENGINE !== 'native') {
+      // One thread: nothing to share the registry with.
+      expect(await code(() => orrery.mesh({ threads: true }))).toBe('ENGINE_UNAVAILABLE threads')
+      orrery.close()
+      return
+    }
+    expect(await code(() => orrery.mesh({ threads: 'yes' as never }))).toBe('INVALID_OPTION threads')
+    expect(await code(() => orrery.mesh({ threads: true, shared: 'main' }))).toBe('INVALID_OPTION threads')
+    const plain = await orrery.mesh()
+    expect(await code(() => plain.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture }))).toBe('INVALID_OPTION worker')
+    await plain.shutdown()
+    const mesh = await orrery.mesh({ threads: true })
+    expect(await code(() => orrery.mesh({ threads: true }))).toBe('INVALID_OPTION threads') // one per Orrery
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: 42 as never }))).toBe('INVALID_OPTION worker')
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: '' }))).toBe('INVALID_OPTION worker')
+    expect(
+      await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { retry: { isFatal: () => true } } })),
+    ).toBe('INVALID_OPTION spawn.retry')
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { id: 'x' } as never }))).toBe(
+      'INVALID_OPTION spawn.id',
+    )
+    // The module defines no such type: the thread's spawn refuses it, and autoscale rejects with that.
+    const events: MeshEvent[] = []
+    mesh.events.subscribe((e) => events.push(e))
+    expect(await code(() => mesh.autoscale('missing', { min: 1, max: 2, targetLag: 1, worker: fixture }))).toBe('UNKNOWN_AGENT_TYPE')
+    // A module that does not load: AGENT_FAILED.
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: new URL('./fixtures/no-such-module.mjs', import.meta.url) }))).toBe(
+      'AGENT_FAILED',
+    )
+    expect(events.filter((e) => e.type === 'started')).toEqual([])
+    // Still usable: the type autoscales once the options are right.
+    const scaler = await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 1, worker: fixture })
+    expect(scaler.replicas).toBe(1)
+    await mesh.shutdown()
+    // serveAgents outside a thread an autoscaler started.
+    expect(await code(() => serveAgents(() => {}))).toBe('INVALID_ARGUMENT workerData')
+    orrery.close()
+  })
+})

@@ -1,0 +1,187 @@
+/**
+ * Replicas on worker threads (`mesh.autoscale(type, { worker })`, Node, native engine): each is a
+ * worker thread of its own that attaches to this Orrery's core (`Orrery.attach`), runs a mesh
+ * whose registry is shared with this thread's (`threads: true`) and serves one agent of the type
+ * (`serveAgents`, serve.ts). Its inbox is a channel of the shared core, so the autoscaler reads
+ * its backlog as it reads an in-process replica's, and what it had not acknowledged when its
+ * thread died is redelivered to whatever serves that inbox next.
+ *
+ * The thread and this one speak by `postMessage`: `ready` (its agent runs; its mesh's process
+ * id), `failed` (it could not start: the error's code, message and details), `crashed` (its
+ * agent crashed after it started); this thread sends `drain` (out of routing, its inbox still
+ * served) and `stop` (a graceful shutdown of its mesh, then the thread ends).
+ */
+import { OrreryError, type ErrorCode } from '../errors.js'
+import type { AgentState } from './runner.js'
+import type { SpawnOptions } from './mesh.js'
+
+/** The key of `workerData` under which a replica's thread finds what to serve. */
+export const WORKER_DATA_KEY = 'orreryReplica'
+
+/** Mesh options a replica's thread takes from the mesh that started it (plain data only). */
+export interface ThreadMeshOptions {
+  heartbeat?: Record<string, unknown>
+  breaker?: Record<string, unknown>
+  shutdownTimeout?: number
+}
+
+/** What a replica's thread is given (`workerData[WORKER_DATA_KEY]`). */
+export interface ReplicaData {
+  /** The core to attach to (`orrery.share()`). */
+  handle: number
+  type: string
+  id: string
+  spawn: SpawnOptions
+  mesh: ThreadMeshOptions
+}
+
+/** Messages between a replica's thread and the thread that started it. */
+export type ToParent =
+  | { t: 'ready'; process: string }
+  | { t: 'failed'; error: { code: string; message: string; details: Record<string, unknown> } }
+  | { t: 'crashed'; reason: string }
+export type ToReplica = { t: 'drain' } | { t: 'stop'; timeout: number }
+
+/** The part of a Node `Worker` a replica uses. */
+export interface WorkerThread {
+  postMessage(message: ToReplica): void
+  on(event: 'message', listener: (message: ToParent) => void): unknown
+  on(event: 'error', listener: (error: Error) => void): unknown
+  on(event: 'exit', listener: (code: number) => void): unknown
+  terminate(): Promise<number>
+}
+
+/** Starts a worker thread running `module` with `workerData` (given by the Node entry). */
+export type StartThread = (module: string | URL, workerData: Record<string, unknown>) => WorkerThread
+
+let startThread: StartThread | undefined
+
+/** @internal The Node entry gives the way to start worker threads; elsewhere there is none. */
+export function useWorkerThreads(start: StartThread): void {
+  startThread = start
+}
+
+/** Whether this runtime can start worker threads (the Node entry). */
+export function canStartThreads(): boolean {
+  return startThread !== undefined
+}
+
+/** What a replica tells its mesh. */
+export interface ReplicaHost {
+  /** Its thread's agent started, stopped or crashed (mesh events). */
+  report(event: { type: 'started' | 'stopped'; agent: string } | { type: 'crashed'; agent: string; reason: string; error: string }): void
+  /** Its thread ended: the agents its mesh had registered here go at once (not at a heartbeat deadline). */
+  gone(process: string): void
+}
+
+/** How long past a graceful stop's timeout a thread may take to end before it is terminated. */
+const STOP_MARGIN_MS = 2_000
+
+/**
+ * One replica of a type on a worker thread, as the autoscaler sees an agent: its id, state, and
+ * whether it drains. Its handlers in flight are not counted here: they hold deliveries of its
+ * inbox (pending there until acknowledged), which the autoscaler reads before it stops it.
+ */
+export class WorkerReplica {
+  state: AgentState = 'starting'
+  draining = false
+  readonly inFlight = 0
+  /** Its thread's mesh process id, once it is ready. */
+  process: string | undefined
+  /** Resolves once its agent runs; rejects if the thread could not start it. */
+  readonly started: Promise<void>
+  private readonly thread: WorkerThread
+  /** Resolves with its thread's exit code once the thread ended. */
+  readonly exited: Promise<number>
+  private stopAsked = false
+
+  constructor(
+    private readonly host: ReplicaHost,
+    readonly id: string,
+    readonly type: string,
+    module: string | URL,
+    data: ReplicaData,
+  ) {
+    if (startThread === undefined)
+      throw new OrreryError('UNSUPPORTED', 'replicas on worker threads need Node (the package\'s Node entry)', { details: { option: 'worker' } })
+    let ready: () => void = () => {}
+    let refused: (error: OrreryError) => void = () => {}
+    this.started = new Promise<void>((resolve, reject) => {
+      ready = resolve
+      refused = reject
+    })
+    // Nobody may wait (a revived replica's start is awaited, a late failure is the exit's).
+    this.started.catch(() => {})
+    let failure: OrreryError | undefined
+    this.thread = startThread(module, { [WORKER_DATA_KEY]: data })
+    this.thread.on('message', (message) => {
+      if (message?.t === 'ready') {
+        this.process = message.process
+        if (this.state === 'starting') this.state = 'running'
+        host.report({ type: 'started', agent: id })
+        ready()
+      } else if (message?.t === 'failed') {
+        const { code, message: text, details } = message.error
+        failure = new OrreryError(code as ErrorCode, text, { details: { ...details, agent: id, worker: String(module) } })
+      } else if (message?.t === 'crashed') {
+        failure = new OrreryError('AGENT_FAILED', `agent ${id} crashed on its worker thread: ${message.reason}`, { details: { agent: id } })
+      }
+    })
+    this.thread.on('error', (error) => {
+      failure ??= new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} failed: ${error.message}`, {
+        cause: error,
+        details: { agent: id, worker: String(module) },
+      })
+    })
+    this.exited = new Promise<number>((resolve) => {
+      this.thread.on('exit', (code) => {
+        const was = this.state
+        const clean = this.stopAsked && code === 0
+        this.state = clean ? 'stopped' : 'crashed'
+        if (this.process !== undefined) host.gone(this.process)
+        if (was === 'starting') {
+          refused(failure ?? new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent started`, { details: { agent: id, worker: String(module) } }))
+        } else if (clean) {
+          host.report({ type: 'stopped', agent: id })
+        } else if (was !== 'stopped' && was !== 'crashed') {
+          const reason = failure?.message ?? `its worker thread ended (exit code ${code})`
+          host.report({ type: 'crashed', agent: id, reason, error: failure?.code ?? 'AGENT_FAILED' })
+        }
+        resolve(code)
+      })
+    })
+  }
+
+  /** Out of routing; its thread goes on serving its inbox until it is stopped. */
+  drain(): void {
+    if (this.state !== 'running' || this.draining) return
+    this.draining = true
+    this.thread.postMessage({ t: 'drain' })
+  }
+
+  /** Stops its agent gracefully (its handlers get `timeout` ms), then its thread; terminated past that. */
+  async stop(timeout: number): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'crashed') return
+    this.stopAsked = true
+    this.state = 'stopping'
+    this.thread.postMessage({ t: 'stop', timeout })
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), timeout + STOP_MARGIN_MS)
+    })
+    const ended = await Promise.race([this.exited, late])
+    clearTimeout(timer)
+    if (ended === 'late') {
+      // Not ended in time: the thread is terminated (what it had not acknowledged is redelivered).
+      this.stopAsked = false
+      await this.thread.terminate()
+      await this.exited
+    }
+  }
+
+  /** Ends its thread at once (its mesh is closing): unacknowledged work stays in its inbox. */
+  kill(): void {
+    if (this.state === 'stopped' || this.state === 'crashed') return
+    void this.thread.terminate()
+  }
+}
