@@ -40,14 +40,14 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
       expect(mesh.agents()).toEqual([]) // it runs on its thread, not here
 
       // A burst of 20 requests of 30 ms of CPU each grows the type onto a second thread...
-      const request = (n: number) => mesh.request<Crunched>('crunch', { n, ms: 30 }, { timeout: 30_000 }).then((m) => m.payload)
+      const request = (n: number) => mesh.request<Crunched>('crunch', { n, ms: 30 }, { timeout: 30_000, strategy: 'round-robin' }).then((m) => m.payload)
       const burst = Array.from({ length: 20 }, (_, n) => request(n))
       await until(() => events.some((e) => e.type === 'scale-up' && e.from > 0), 'a scale-up')
       // (the first scale-up started the first replica, 0 to 1)
       const up = events.filter((e): e is Extract<MeshEvent, { type: 'scale-up' }> => e.type === 'scale-up' && e.from > 0)
       expect(up[0]).toMatchObject({ agentType: 'cruncher', from: 1, to: 2 })
       const second = up[0]!.agents[0]!
-      await until(() => mesh.registry.get(second) !== undefined, 'the second replica to be registered here')
+      await until(() => mesh.registry.get(second)?.health === 'healthy', 'the second replica to be healthy here')
       // ...and what is routed from then on is answered by both threads, none of them this one.
       const replies = await Promise.all([...burst, ...Array.from({ length: 20 }, (_, n) => request(20 + n))])
       expect(replies.map((r) => r.n)).toEqual(Array.from({ length: 40 }, (_, n) => n))
