@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest'
 
-import { isOrreryError, Orrery, serveAgents, type MeshEvent } from '../ts/node.js'
+import { isOrreryError, Orrery, serveAgents, type AutoscaleEvent, type MeshEvent } from '../ts/node.js'
 import { ENGINE } from './engine.js'
 
 const fixture = new URL('./fixtures/autoscale-worker.mjs', import.meta.url)
@@ -44,7 +44,7 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
       const burst = Array.from({ length: 20 }, (_, n) => request(n))
       await until(() => events.some((e) => e.type === 'scale-up' && e.from > 0), 'a scale-up')
       // (the first scale-up started the first replica, 0 to 1)
-      const up = events.filter((e): e is Extract<MeshEvent, { type: 'scale-up' }> => e.type === 'scale-up' && e.from > 0)
+      const up = events.filter((e): e is AutoscaleEvent => e.type === 'scale-up' && e.from > 0)
       expect(up[0]).toMatchObject({ agentType: 'cruncher', from: 1, to: 2 })
       const second = up[0]!.agents[0]!
       await until(() => mesh.registry.get(second)?.health === 'healthy', 'the second replica to be healthy here')
@@ -58,7 +58,7 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
 
       // Idle past the cooldown: one thread drains and ends.
       await until(() => events.some((e) => e.type === 'scale-down'), 'a scale-down')
-      const down = events.find((e): e is Extract<MeshEvent, { type: 'scale-down' }> => e.type === 'scale-down')!
+      const down = events.find((e): e is AutoscaleEvent => e.type === 'scale-down')!
       await until(() => events.some((e) => e.type === 'stopped' && e.agent === down.agents[0]), 'the drained thread to stop')
       await until(() => mesh.registry.get(down.agents[0]!) === undefined, 'the drained replica to leave the registry')
       expect(scaler.replicas).toBe(1)
@@ -73,24 +73,27 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     },
   )
 
-  it.runIf(ENGINE === 'native')('a replica whose agent crashes ends its thread; it is started again under its id and the message it held is redelivered', async () => {
-    const orrery = await Orrery.create()
-    const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 } })
-    const events: MeshEvent[] = []
-    mesh.events.subscribe((e) => events.push(e))
-    await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
-    const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
-    await until(() => mesh.registry.get(id) !== undefined, 'the replica to be registered here')
-    const crunched: Crunched[] = []
-    orrery.bus.subscribe<Crunched>('crunched').subscribe((m) => crunched.push(m.payload))
-    await mesh.send('crunch', { n: 7, crash: true, report: true })
-    await until(() => crunched.length > 0, 'the message to be handled again')
-    expect(crunched).toEqual([expect.objectContaining({ n: 7, agent: id, attempt: 2 })])
-    expect(events.filter((e) => e.type === 'crashed').map((e) => (e as { agent: string }).agent)).toEqual([id])
-    expect(events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)).toEqual([id, id])
-    await mesh.shutdown()
-    orrery.close()
-  })
+  it.runIf(ENGINE === 'native')(
+    'a replica whose agent crashes ends its thread; it is started again under its id and the message it held is redelivered',
+    async () => {
+      const orrery = await Orrery.create()
+      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 } })
+      const events: MeshEvent[] = []
+      mesh.events.subscribe((e) => events.push(e))
+      await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
+      const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
+      await until(() => mesh.registry.get(id) !== undefined, 'the replica to be registered here')
+      const crunched: Crunched[] = []
+      orrery.bus.subscribe<Crunched>('crunched').subscribe((m) => crunched.push(m.payload))
+      await mesh.send('crunch', { n: 7, crash: true, report: true })
+      await until(() => crunched.length > 0, 'the message to be handled again')
+      expect(crunched).toEqual([expect.objectContaining({ n: 7, agent: id, attempt: 2 })])
+      expect(events.filter((e) => e.type === 'crashed').map((e) => (e as { agent: string }).agent)).toEqual([id])
+      expect(events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)).toEqual([id, id])
+      await mesh.shutdown()
+      orrery.close()
+    },
+  )
 
   it('bad options are refused with their codes; a worker module without the type rejects, leaving no thread', async () => {
     const orrery = await Orrery.create()
@@ -114,9 +117,9 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     expect(await code(() => orrery.mesh({ threads: true }))).toBe('INVALID_OPTION threads') // one per Orrery
     expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: 42 as never }))).toBe('INVALID_OPTION worker')
     expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: '' }))).toBe('INVALID_OPTION worker')
-    expect(
-      await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { retry: { isFatal: () => true } } })),
-    ).toBe('INVALID_OPTION spawn.retry')
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { retry: { isFatal: () => true } } }))).toBe(
+      'INVALID_OPTION spawn.retry',
+    )
     expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { id: 'x' } as never }))).toBe(
       'INVALID_OPTION spawn.id',
     )
@@ -125,9 +128,9 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     mesh.events.subscribe((e) => events.push(e))
     expect(await code(() => mesh.autoscale('missing', { min: 1, max: 2, targetLag: 1, worker: fixture }))).toBe('UNKNOWN_AGENT_TYPE')
     // A module that does not load: AGENT_FAILED.
-    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: new URL('./fixtures/no-such-module.mjs', import.meta.url) }))).toBe(
-      'AGENT_FAILED',
-    )
+    expect(
+      await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: new URL('./fixtures/no-such-module.mjs', import.meta.url) })),
+    ).toBe('AGENT_FAILED')
     expect(events.filter((e) => e.type === 'started')).toEqual([])
     // Still usable: the type autoscales once the options are right.
     const scaler = await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 1, worker: fixture })

@@ -522,11 +522,15 @@ export class Mesh {
     const worker = checked.worker
     if (worker !== undefined) {
       if (!canStartThreads())
-        throw new OrreryError('UNSUPPORTED', 'worker: replicas on worker threads need Node (the package\'s Node entry)', { details: { option: 'worker' } })
+        throw new OrreryError('UNSUPPORTED', "worker: replicas on worker threads need Node (the package's Node entry)", { details: { option: 'worker' } })
       if (!this.threads)
-        throw new OrreryError('INVALID_OPTION', 'worker: replicas on worker threads need a mesh that shares its registry with them: orrery.mesh({ threads: true }) (native engine)', {
-          details: { option: 'worker', value: String(worker) },
-        })
+        throw new OrreryError(
+          'INVALID_OPTION',
+          'worker: replicas on worker threads need a mesh that shares its registry with them: orrery.mesh({ threads: true }) (native engine)',
+          {
+            details: { option: 'worker', value: String(worker) },
+          },
+        )
     }
     // Replicas on worker threads are defined there (the worker module), not here.
     const def = worker === undefined ? this.definition(type) : { factory: undefined, defaults: {}, count: 0 }
@@ -552,7 +556,8 @@ export class Mesh {
         },
         start: (id, t, spawn) =>
           worker === undefined ? this.startAgent(id, t, { ...def.defaults, ...spawn }, undefined) : this.startReplica(held, worker, id, t, spawn),
-        stop: (runner) => (runner instanceof WorkerReplica ? runner.stop(this.options.shutdownTimeout ?? 10_000) : this.stopRunner(runner as AgentRunner, undefined)),
+        stop: (runner) =>
+          runner instanceof WorkerReplica ? runner.stop(this.options.shutdownTimeout ?? 10_000) : this.stopRunner(runner as AgentRunner, undefined),
         record: (t, backlog, lag) => this.host.metrics.load(t, backlog, lag),
         report: (event) => this.subject.next(event),
         failed: (error, t) => this.logger.error({ err: error, agentType: t }, 'the autoscaler could not start or stop a replica'),
@@ -583,7 +588,11 @@ export class Mesh {
   private async startReplica(held: Map<string, WorkerReplica>, module: string | URL, id: string, type: string, spawn: SpawnOptions): Promise<WorkerReplica> {
     this.assertOpen()
     const { heartbeat, breaker, shutdownTimeout } = this.options
-    const mesh: ThreadMeshOptions = { ...(heartbeat && { heartbeat: { ...heartbeat } }), ...(breaker && { breaker: { ...breaker } }), ...(shutdownTimeout !== undefined && { shutdownTimeout }) }
+    const mesh: ThreadMeshOptions = {
+      ...(heartbeat && { heartbeat: { ...heartbeat } }),
+      ...(breaker && { breaker: { ...breaker } }),
+      ...(shutdownTimeout !== undefined && { shutdownTimeout }),
+    }
     const replica = new WorkerReplica(
       {
         report: (event) => this.subject.next({ ...event, at: this.now() }),

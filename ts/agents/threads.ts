@@ -103,7 +103,7 @@ export class WorkerReplica {
     data: ReplicaData,
   ) {
     if (startThread === undefined)
-      throw new OrreryError('UNSUPPORTED', 'replicas on worker threads need Node (the package\'s Node entry)', { details: { option: 'worker' } })
+      throw new OrreryError('UNSUPPORTED', "replicas on worker threads need Node (the package's Node entry)", { details: { option: 'worker' } })
     let ready: () => void = () => {}
     let refused: (error: OrreryError) => void = () => {}
     this.started = new Promise<void>((resolve, reject) => {
@@ -140,7 +140,12 @@ export class WorkerReplica {
         this.state = clean ? 'stopped' : 'crashed'
         if (this.process !== undefined) host.gone(this.process)
         if (was === 'starting') {
-          refused(failure ?? new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent started`, { details: { agent: id, worker: String(module) } }))
+          refused(
+            failure ??
+              new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent started`, {
+                details: { agent: id, worker: String(module) },
+              }),
+          )
         } else if (clean) {
           host.report({ type: 'stopped', agent: id })
         } else if (was !== 'stopped' && was !== 'crashed') {
