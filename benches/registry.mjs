@@ -9,6 +9,7 @@
  *   node --expose-gc benches/registry.mjs routed-request    (some scenarios; prints, writes no file)
  */
 import { Agent, Orrery } from 'orrery'
+import { Cruncher } from './lib/cruncher.mjs'
 import { Latencies, timeBoxed } from './lib/rounds.mjs'
 import { runSuite, scaled } from './lib/runner.mjs'
 
@@ -276,6 +277,55 @@ function roundTrips(id, engine, call) {
 const routedRequests = (engine) => roundTrips(`orrery-${engine}`, engine, ({ mesh }) => mesh.request('echo', PAYLOAD))
 const plainRequests = (engine) => roundTrips(`request-reply-${engine}`, engine, ({ orrery }) => orrery.bus.request('rr', PAYLOAD, { timeout: 5_000 }))
 
+/** Iterations of each `crunch` (about a millisecond of CPU here), and requests in flight at once. */
+const CRUNCH = 1_000_000
+const CRUNCH_BATCH = 16
+const REPLICAS = 2
+
+/**
+ * CPU-bound handlers on two replicas of one type, requests spread round-robin: the replicas run
+ * in this thread's event loop (`spawn`), or each on a worker thread of its own (`autoscale` with
+ * `worker`, min = max = 2). Each step sends CRUNCH_BATCH requests at once and waits for them.
+ */
+const cpuBound = (id, threads) => async () => {
+  const orrery = await Orrery.create({ engine: 'native' })
+  const mesh = await orrery.mesh({ ...MESH_OPTIONS, ...(threads && { threads: true }) })
+  let agents
+  if (threads) {
+    const worker = new URL('./lib/cruncher-thread.mjs', import.meta.url)
+    await mesh.autoscale('cruncher', { min: REPLICAS, max: REPLICAS, targetLag: 1e9, worker })
+    // Routed to once they are in this thread's registry and healthy.
+    while (mesh.registry.find('crunch').filter((a) => a.health === 'healthy').length < REPLICAS) await new Promise((r) => setTimeout(r, 10))
+  } else {
+    mesh.define('cruncher', Cruncher, { concurrency: 1 })
+    agents = await mesh.spawn('cruncher', { replicas: REPLICAS })
+  }
+  const latencies = new Latencies()
+  let answered = 0
+  const one = async () => {
+    const t0 = process.hrtime.bigint()
+    await mesh.request('crunch', CRUNCH, { strategy: 'round-robin', timeout: 30_000 })
+    latencies.record(Number(process.hrtime.bigint() - t0))
+    answered++
+  }
+  return {
+    round: timeBoxed(
+      async () => {
+        await Promise.all(Array.from({ length: CRUNCH_BATCH }, one))
+        return CRUNCH_BATCH
+      },
+      ROUND_MS * 3,
+      latencies,
+    ),
+    async close(total) {
+      await mesh.shutdown()
+      orrery.close()
+      if (answered !== total) throw new Error(`${id}: ${answered} answers to ${total} requests`)
+      return { replicas: REPLICAS, where: threads ? 'worker threads' : `this thread (${agents.length} agents)` }
+    },
+  }
+}
+
 const micros = (v) => Math.round(v * 100) / 100
 const meanMicros = (r) => micros(1e6 / r.msgs_per_sec)
 
@@ -307,11 +357,21 @@ const SCENARIOS = [
     },
     target: { contender: 'orrery-native', field: 'overhead_us', max: 1, text: 'overhead ≤ 1 µs a request over request-reply' },
   },
+  {
+    id: 'cpu-bound',
+    contenders: [
+      ['orrery-threads', cpuBound('orrery-threads', true)],
+      ['orrery-in-process', cpuBound('orrery-in-process', false)],
+    ],
+    // What running the replicas on threads of their own buys (the machine's cores bound it).
+    derive: (r, id, all) =>
+      id === 'orrery-threads' && all['orrery-in-process'] ? { speedup: Math.round((r.msgs_per_sec / all['orrery-in-process'].msgs_per_sec) * 100) / 100 } : {},
+  },
 ]
 
 /** Each scenario's target, judged on the best rounds (the median beside it): lines for the report. */
 function verdicts(results) {
-  return SCENARIOS.filter(({ id }) => results[id]).map(({ id, target }) => {
+  return SCENARIOS.filter(({ id, target }) => results[id] && target).map(({ id, target }) => {
     const headline = results[id][target.contender]
     const value = (view) => (target.field === 'p99_us' ? headline[view].p99_us : headline[view][target.field])
     const best = value('best')
@@ -328,5 +388,8 @@ await runSuite({
   scenarios: SCENARIOS,
   rounds: ROUNDS,
   unit: 'ops/s',
-  after: (results) => ['\ntargets:', ...verdicts(results)],
+  after: (results) => {
+    const lines = verdicts(results)
+    return lines.length > 0 ? ['\ntargets:', ...lines] : []
+  },
 })
