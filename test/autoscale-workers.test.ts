@@ -34,9 +34,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
       const scaler = await mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 2, interval: 50, cooldown: 300, worker: fixture })
       expect(scaler.replicas).toBe(1)
       const first = events.find((e) => e.type === 'started') as { agent: string }
-      // Its agent is in this thread's registry (a remote agent, of its thread's mesh).
-      await until(() => mesh.registry.get(first.agent) !== undefined, 'the replica to be registered here')
-      expect(mesh.registry.get(first.agent)).toMatchObject({ remote: true, type: 'cruncher' })
+      // Resolved once its agent is healthy in this thread's registry (a remote agent, of its thread's mesh).
+      expect(mesh.registry.get(first.agent)).toMatchObject({ remote: true, type: 'cruncher', health: 'healthy' })
       expect(mesh.agents()).toEqual([]) // it runs on its thread, not here
 
       // A burst of 20 requests of 30 ms of CPU each grows the type onto a second thread...
@@ -95,6 +94,22 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     },
   )
 
+  it.runIf(ENGINE === 'native')('orrery.close() ends the threads at once, and nothing is reported after', async () => {
+    const ports = () => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length
+    const before = ports()
+    const orrery = await Orrery.create()
+    const mesh = await orrery.mesh({ threads: true })
+    const events: MeshEvent[] = []
+    mesh.events.subscribe((e) => events.push(e))
+    await mesh.autoscale('cruncher', { min: 2, max: 2, targetLag: 1, worker: fixture })
+    expect(ports()).toBe(before + 2)
+    const seen = events.length
+    orrery.close()
+    await until(() => ports() === before, 'the threads to end')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(events.length).toBe(seen)
+  })
+
   it('bad options are refused with their codes; a worker module without the type rejects, leaving no thread', async () => {
     const orrery = await Orrery.create()
     const code = async (call: () => Promise<unknown>) =>
@@ -117,6 +132,11 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     expect(await code(() => orrery.mesh({ threads: true }))).toBe('INVALID_OPTION threads') // one per Orrery
     expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: 42 as never }))).toBe('INVALID_OPTION worker')
     expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: '' }))).toBe('INVALID_OPTION worker')
+    // Node takes a path that starts with / or ./, or a URL: a bare name is refused at once.
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: 'autoscale-worker.mjs' }))).toBe('INVALID_OPTION worker')
+    expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { config: { at: () => 1 } } }))).toBe(
+      'INVALID_OPTION spawn',
+    )
     expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 1, worker: fixture, spawn: { retry: { isFatal: () => true } } }))).toBe(
       'INVALID_OPTION spawn.retry',
     )

@@ -526,6 +526,34 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       sb.close()
     })
 
+    it.skipIf(kind !== 'redis')(
+      'a namespace made before history: the first process to open it sets it, and a key written before reads as its current value',
+      async () => {
+        const name = fresh('before-history')
+        const { createClient } = await import('redis')
+        const raw = createClient({ url: inject('redisUrl')! })
+        await raw.connect()
+        try {
+          const old = (await orreryOn('redis')).openStore({ replica: 'a' })
+          const before = await old.shared<number>(name, { transport: 'main', consistency: 'strong' })
+          const v1 = await before.put('k', 1)
+          old.close()
+          // As an earlier Orrery left it: no settings key.
+          expect(await raw.del(`orrery:kv:${name.length}:${name}:cfg`)).toBe(1)
+          const store = (await orreryOn('redis')).openStore({ replica: 'b' })
+          const ns = await store.shared<number>(name, { transport: 'main', consistency: 'strong', history: 2 })
+          expect((await ns.history('k')).map((c) => c.version)).toEqual([v1])
+          expect((await ns.getVersion('k', v1))?.value).toBe(1)
+          const v2 = await ns.put('k', 2)
+          const v3 = await ns.put('k', 3)
+          expect((await ns.history('k')).map((c) => c.version)).toEqual([v2, v3]) // kept from the first write after
+          store.close()
+        } finally {
+          await raw.quit()
+        }
+      },
+    )
+
     it.skipIf(kind !== 'nats')("a namespace's stream made before transactions (no atomic batches) is updated to take them", async () => {
       const name = fresh('old-stream')
       const { connect } = await import('@nats-io/transport-node')

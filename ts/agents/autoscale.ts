@@ -127,6 +127,11 @@ export function checkAutoscale(value: AutoscaleOptions): Settings {
     const retry = o.spawn?.retry
     if (retry?.isPermanent !== undefined || retry?.isFatal !== undefined)
       refuse('option', 'spawn.retry', 'function', "cannot cross to a worker thread (give it in the type's defaults in the worker module)")
+    try {
+      structuredClone(o.spawn)
+    } catch {
+      refuse('option', 'spawn', 'object', 'must hold data only to cross to a worker thread (what structuredClone copies)')
+    }
   }
   return { min, max, targetLag, interval, cooldown, spawn: o.spawn, worker }
 }

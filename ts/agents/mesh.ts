@@ -51,7 +51,7 @@ import {
 import { Router, type RouteOptions } from './router.js'
 import { INBOXES, REGISTRY_CHANNEL, SharedRegistry } from './shared.js'
 import { newProcessId } from '../transports/link.js'
-import { WorkerReplica, canStartThreads, type ThreadMeshOptions } from './threads.js'
+import { START_TIMEOUT_MS, WorkerReplica, canStartThreads, type ThreadMeshOptions } from './threads.js'
 import { checkAutoscale, TypeAutoscaler, type AutoscaleEvent, type AutoscaleOptions, type Autoscaler } from './autoscale.js'
 import { RESTART_BACKOFF, RESTART_STRATEGIES, Supervisor, type ChildSpec, type SupervisorEvent, type SupervisorSpec } from './supervisor.js'
 
@@ -343,8 +343,10 @@ export class Mesh {
   /** Ids being started (reserved until their start ends). */
   private readonly starting = new Set<string>()
   private readonly supervisors = new Set<Supervisor>()
-  /** Replicas on worker threads that started (their threads end with the mesh). */
+  /** Replicas on worker threads whose thread has not ended (they end with the mesh). */
   private readonly replicas = new Set<WorkerReplica>()
+  /** Per type autoscaled onto worker threads, the last id number given. */
+  private readonly threadCounts = new Map<string, { count: number }>()
   /** Whether its registry is shared with worker threads (`threads: true`). */
   private readonly threads: boolean
   /** Autoscalers by agent type (one per type). */
@@ -533,7 +535,9 @@ export class Mesh {
         )
     }
     // Replicas on worker threads are defined there (the worker module), not here.
-    const def = worker === undefined ? this.definition(type) : { factory: undefined, defaults: {}, count: 0 }
+    // Replicas on worker threads are defined there; their ids are counted per type here all the same.
+    const defined = worker === undefined ? this.definition(type) : undefined
+    const def = defined ?? this.threadIds(type)
     if (this.autoscalers.has(type))
       throw new OrreryError('INVALID_OPTION', `agent type ${type} is autoscaled already (stop its autoscaler first)`, {
         details: { option: 'type', value: type },
@@ -551,11 +555,11 @@ export class Mesh {
         nextId: (t) => {
           let id: string
           do id = this.generatedId(t, ++def.count)
-          while (this.starting.has(id) || this.runners.has(id) || held.has(id) || this.registry.owner(id) !== undefined)
+          while (this.starting.has(id) || this.runners.has(id) || held.has(id) || this.replicaIds().has(id) || this.registry.owner(id) !== undefined)
           return id
         },
         start: (id, t, spawn) =>
-          worker === undefined ? this.startAgent(id, t, { ...def.defaults, ...spawn }, undefined) : this.startReplica(held, worker, id, t, spawn),
+          defined !== undefined ? this.startAgent(id, t, { ...defined.defaults, ...spawn }, undefined) : this.startReplica(held, worker!, id, t, spawn),
         stop: (runner) =>
           runner instanceof WorkerReplica ? runner.stop(this.options.shutdownTimeout ?? 10_000) : this.stopRunner(runner as AgentRunner, undefined),
         record: (t, backlog, lag) => this.host.metrics.load(t, backlog, lag),
@@ -596,7 +600,10 @@ export class Mesh {
     const replica = new WorkerReplica(
       {
         report: (event) => this.subject.next({ ...event, at: this.now() }),
-        gone: (process) => this.shared?.processGone(process),
+        // A thread that ends after the mesh closed has nothing left to deregister.
+        gone: (process) => {
+          if (!this.released) this.shared?.processGone(process)
+        },
       },
       id,
       type,
@@ -606,8 +613,63 @@ export class Mesh {
     held.set(id, replica)
     this.replicas.add(replica)
     void replica.exited.then(() => this.replicas.delete(replica))
-    await replica.started
+    try {
+      await replica.started
+      // Routable from here once this thread's registry has it healthy (its registration comes over the core's registry channel).
+      await this.healthy(id, replica)
+    } catch (error) {
+      if (held.get(id) === replica) held.delete(id)
+      throw error
+    }
     return replica
+  }
+
+  /** Ids of replicas on worker threads whose thread has not ended (of every autoscaler, stopped ones too). */
+  private replicaIds(): Set<string> {
+    return new Set([...this.replicas].map((r) => r.id))
+  }
+
+  /** The id counter of a type whose replicas run on worker threads (defined there, not here). */
+  private threadIds(type: string): { count: number } {
+    let ids = this.threadCounts.get(type)
+    if (ids === undefined) {
+      ids = { count: 0 }
+      this.threadCounts.set(type, ids)
+    }
+    return ids
+  }
+
+  /**
+   * Resolves once agent `id` (of a replica's thread) is healthy in this mesh's registry; rejects
+   * if its thread ends first, or ends it if that takes longer than a start may.
+   */
+  private healthy(id: string, replica: WorkerReplica): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: OrreryError) => {
+        subscription.unsubscribe()
+        clearTimeout(timer)
+        if (error) reject(error)
+        else resolve()
+      }
+      const check = () => {
+        if (this.registry.get(id)?.health === 'healthy') done()
+      }
+      const subscription = this.registry.events.subscribe((event) => {
+        if ('agent' in event && event.agent === id) check()
+      })
+      const timer = setTimeout(() => {
+        done(new OrreryError('TIMEOUT', `agent ${id} of a worker thread was not healthy here within ${START_TIMEOUT_MS} ms`, { details: { agent: id } }))
+        replica.kill()
+      }, START_TIMEOUT_MS)
+      void replica.exited.then((code) =>
+        done(
+          new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent registered here`, {
+            details: { agent: id },
+          }),
+        ),
+      )
+      check()
+    })
   }
 
   /** @internal Takes agent `id` out of routing; it goes on serving its inbox (a replica on a worker thread, told to drain). */

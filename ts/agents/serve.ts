@@ -53,8 +53,14 @@ export async function serveAgents(define: (mesh: Mesh) => void | Promise<void>):
     const failure = isOrreryError(error)
       ? error
       : new OrreryError('AGENT_FAILED', `agent ${data.id} could not start on its worker thread: ${error instanceof Error ? error.message : String(error)}`)
-    send({ t: 'failed', error: { code: failure.code, message: failure.message, details: { ...failure.details } } })
-    orrery?.close()
-    process.exit(1)
+    try {
+      send({ t: 'failed', error: { code: failure.code, message: failure.message, details: { ...failure.details } } })
+    } catch {
+      // Details that do not cross threads: the code and message do.
+      send({ t: 'failed', error: { code: failure.code, message: failure.message, details: {} } })
+    } finally {
+      orrery?.close()
+      process.exit(1)
+    }
   }
 }

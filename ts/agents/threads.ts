@@ -76,6 +76,8 @@ export interface ReplicaHost {
 
 /** How long past a graceful stop's timeout a thread may take to end before it is terminated. */
 const STOP_MARGIN_MS = 2_000
+/** How long a thread may take to start its agent (load its module, define, spawn) before it is terminated. */
+export const START_TIMEOUT_MS = 30_000
 
 /**
  * One replica of a type on a worker thread, as the autoscaler sees an agent: its id, state, and
@@ -90,7 +92,7 @@ export class WorkerReplica {
   process: string | undefined
   /** Resolves once its agent runs; rejects if the thread could not start it. */
   readonly started: Promise<void>
-  private readonly thread: WorkerThread
+  private readonly thread!: WorkerThread
   /** Resolves with its thread's exit code once the thread ended. */
   readonly exited: Promise<number>
   private stopAsked = false
@@ -112,47 +114,68 @@ export class WorkerReplica {
     })
     // Nobody may wait (a revived replica's start is awaited, a late failure is the exit's).
     this.started.catch(() => {})
+    /** Whether `started` settled (its agent ran, or the thread failed or ended first). */
+    let settled = false
     let failure: OrreryError | undefined
-    this.thread = startThread(module, { [WORKER_DATA_KEY]: data })
+    const where = { agent: id, worker: String(module) }
+    try {
+      this.thread = startThread(module, { [WORKER_DATA_KEY]: data })
+    } catch (error) {
+      // Node refuses the module's name (a relative path without ./) or the data at once.
+      throw new OrreryError(
+        'INVALID_OPTION',
+        `worker: the worker thread of agent ${id} could not start: ${error instanceof Error ? error.message : String(error)}`,
+        {
+          cause: error,
+          details: { option: 'worker', ...where },
+        },
+      )
+    }
+    const startTimer = setTimeout(() => {
+      failure ??= new OrreryError('TIMEOUT', `the worker thread of agent ${id} did not start its agent within ${START_TIMEOUT_MS} ms`, { details: where })
+      void this.thread.terminate()
+    }, START_TIMEOUT_MS)
     this.thread.on('message', (message) => {
       if (message?.t === 'ready') {
+        clearTimeout(startTimer)
         this.process = message.process
         if (this.state === 'starting') this.state = 'running'
+        settled = true
         host.report({ type: 'started', agent: id })
         ready()
       } else if (message?.t === 'failed') {
         const { code, message: text, details } = message.error
-        failure = new OrreryError(code as ErrorCode, text, { details: { ...details, agent: id, worker: String(module) } })
+        failure = new OrreryError(code as ErrorCode, text, { details: { ...details, ...where } })
       } else if (message?.t === 'crashed') {
         failure = new OrreryError('AGENT_FAILED', `agent ${id} crashed on its worker thread: ${message.reason}`, { details: { agent: id } })
       }
     })
     this.thread.on('error', (error) => {
-      failure ??= new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} failed: ${error.message}`, {
-        cause: error,
-        details: { agent: id, worker: String(module) },
-      })
+      failure ??= new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} failed: ${error.message}`, { cause: error, details: where })
     })
     this.exited = new Promise<number>((resolve) => {
       this.thread.on('exit', (code) => {
+        clearTimeout(startTimer)
         const was = this.state
-        const clean = this.stopAsked && code === 0
-        this.state = clean ? 'stopped' : 'crashed'
-        if (this.process !== undefined) host.gone(this.process)
-        if (was === 'starting') {
-          refused(
-            failure ??
-              new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent started`, {
-                details: { agent: id, worker: String(module) },
-              }),
-          )
-        } else if (clean) {
-          host.report({ type: 'stopped', agent: id })
-        } else if (was !== 'stopped' && was !== 'crashed') {
-          const reason = failure?.message ?? `its worker thread ended (exit code ${code})`
-          host.report({ type: 'crashed', agent: id, reason, error: failure?.code ?? 'AGENT_FAILED' })
+        // Asked to stop: stopped, even if it had to be terminated past its timeout.
+        this.state = this.stopAsked ? 'stopped' : 'crashed'
+        try {
+          if (this.process !== undefined) host.gone(this.process)
+          if (!settled) {
+            settled = true
+            refused(
+              failure ??
+                new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent started`, { details: where }),
+            )
+          } else if (this.stopAsked) {
+            host.report({ type: 'stopped', agent: id })
+          } else if (was !== 'stopped' && was !== 'crashed') {
+            const reason = failure?.message ?? `its worker thread ended (exit code ${code})`
+            host.report({ type: 'crashed', agent: id, reason, error: failure?.code ?? 'AGENT_FAILED' })
+          }
+        } finally {
+          resolve(code)
         }
-        resolve(code)
       })
     })
   }
@@ -178,7 +201,6 @@ export class WorkerReplica {
     clearTimeout(timer)
     if (ended === 'late') {
       // Not ended in time: the thread is terminated (what it had not acknowledged is redelivered).
-      this.stopAsked = false
       await this.thread.terminate()
       await this.exited
     }

@@ -78,6 +78,8 @@ export interface StrongBackend {
    * current one, deletions included (none with history 0: a deleted key has no records then).
    */
   records(key: string): Promise<StrongRecord[]>
+  /** The key's record at `revision`, if the broker still keeps it (a deletion's too). */
+  recordAt(key: string, revision: number): Promise<StrongRecord | undefined>
   /** How many older records each key keeps on the broker (the namespace's, known once started). */
   readonly history: number
   close(): void

@@ -382,7 +382,7 @@ export class StrongNamespace<T> {
     this.checkOpen()
     checkKey(key)
     int(version, 'version', { min: 1 }, 'argument')
-    const record = (await this.bounded(this.backend.records(key), 'read', key)).find((r) => r.revision === version)
+    const record = await this.bounded(this.backend.recordAt(key, version), 'read', key)
     if (record?.value === undefined) return undefined
     const { revision, wall, writer, expiresAt } = record
     return { key, value: this.decode(record.value, key), version: revision, stamp: { wall, logical: 0, writer }, expiresAt }

@@ -389,19 +389,25 @@ class NatsStrong implements StrongBackend {
     return this.last(key)
   }
 
+  async recordAt(key: string, revision: number): Promise<StrongRecord | undefined> {
+    // A stream sequence of the key's subject is one of the records it keeps (older ones are gone).
+    const m = await this.jsm.direct.getMessage(this.stream, { seq: revision })
+    return m === null || m.subject !== this.subject(key) ? undefined : recordOf(key, m.seq, m.header, m.data)
+  }
+
   async records(key: string): Promise<StrongRecord[]> {
     if (this.history === 0) {
       const last = await this.last(key)
       return last === undefined || last.value === undefined ? [] : [last]
     }
-    // The subject keeps at most history + 1 messages: read them one after another, oldest first.
-    const subject = this.subject(key)
+    // The subject keeps at most history + 1 messages: one batched direct get, oldest first.
     const records: StrongRecord[] = []
-    for (let seq = 1; records.length <= this.history; ) {
-      const m = await this.jsm.direct.getMessage(this.stream, { seq, next_by_subj: subject })
-      if (m === null) break
-      records.push(recordOf(key, m.seq, m.header, m.data))
-      seq = m.seq + 1
+    try {
+      const batch = await this.jsm.direct.getBatch(this.stream, { seq: 1, next_by_subj: this.subject(key), batch: this.history + 1 })
+      for await (const m of batch) records.push(recordOf(key, m.seq, m.header, m.data))
+    } catch (error) {
+      // No message on the subject: no record.
+      if ((error as { code?: unknown }).code !== 404) throw error
     }
     return records
   }

@@ -236,7 +236,14 @@ class RedisStrong implements StrongBackend {
       const record = historyRecord(key, item)
       if (record !== undefined) records.unshift(record)
     }
-    return records
+    if (records.length > 0) return records
+    // A key last written before the namespace kept history has no list yet: its current record.
+    const current = await this.read(key)
+    return current === undefined ? [] : [current]
+  }
+
+  async recordAt(key: string, revision: number): Promise<StrongRecord | undefined> {
+    return (await this.records(key)).find((r) => r.revision === revision)
   }
 
   async start(onRecord: (record: StrongRecord) => void, onError: (error: unknown) => void, onReload: () => void): Promise<void> {
