@@ -11,7 +11,7 @@ function frameWith(headers: Record<string, string> | undefined): Uint8Array {
 
 describe('frame headers', () => {
   it('writes ASCII and non-ASCII header names and values so that they read back the same', () => {
-    const long = 'v'.repeat(70) + 'é'
+    const long = `${'v'.repeat(70)}é`
     const headers = { 'orrery-capability': 'echo', '': '', ünïcode: 'wert €', 'x-long': long, 'x-ascii-long': 'a'.repeat(300) }
     const frame = frameWith(headers)
     expect(frameHeaders(frame)).toEqual(headers)

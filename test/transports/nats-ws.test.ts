@@ -136,7 +136,7 @@ describe.skipIf(skip !== undefined)(`nats over WebSocket, from ${WHERE}`, { time
 
     // A member that holds messages and stops without acking: the other instance takes them once
     // the lease (visibility + max(1 s, 10 %) on JetStream) has run out.
-    const held = prefix + 'held'
+    const held = `${prefix}held`
     const visibility = 500
     const c = await open(prefix)
     const holder = listen(c.bus.group<number>(held, 'w', { visibilityTimeout: visibility }).join({ maxInFlight: 10 }))

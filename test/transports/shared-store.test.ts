@@ -837,6 +837,15 @@ describe.skipIf(redis.skip !== undefined)(`shared namespaces refused (${ENGINE})
         .put('k', 1n as never)
         .commit(),
     ).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_PAYLOAD'))
+    // At most 64 MiB of keys and values in one transaction (one script call, one batch).
+    const wide = o.openStore({ replica: 'w', maxValueBytes: 40 * 1024 * 1024 })
+    const large = await wide.shared<string>(fresh('bad-wide'), { transport: 'main', consistency: 'strong' })
+    const half = 'x'.repeat(33 * 1024 * 1024)
+    await expect(large.transaction().put('a', half).put('b', half).commit()).rejects.toSatisfy(
+      (e: unknown) => isOrreryError(e, 'CAPACITY_EXCEEDED') && e.details['index'] === 1,
+    )
+    expect(await large.fetch('a')).toBeUndefined()
+    wide.close()
     const once = strong.transaction()
     await once.commit()
     await expect(once.commit()).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'INVALID_ARGUMENT'))

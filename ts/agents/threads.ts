@@ -98,7 +98,7 @@ export class WorkerReplica {
   private stopAsked = false
 
   constructor(
-    private readonly host: ReplicaHost,
+    host: ReplicaHost,
     readonly id: string,
     readonly type: string,
     module: string | URL,

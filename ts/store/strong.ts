@@ -64,6 +64,8 @@ const WATCH_KEYS = keysOf<StrongWatchOptions>()(['from'])
 const MAX_KEY_BYTES = 1024
 /** Most writes in one transaction: a NATS server takes at most 1,000 messages in one atomic batch. */
 const MAX_STRONG_TXN_WRITES = 1_000
+/** Most bytes (keys and values) in one transaction: one Redis script call, or one NATS batch. */
+const MAX_STRONG_TXN_BYTES = 64 * 1024 * 1024
 /** How long `shared()` waits for a strong namespace's mirror to load, at least (else the transport's publishTimeoutMs). */
 const LOAD_TIMEOUT_MS = 30_000
 const UTF8 = new TextEncoder()
@@ -733,9 +735,16 @@ export class StrongTransaction<T> {
     if (this.committed) throw new OrreryError('INVALID_ARGUMENT', 'this transaction was committed already', { details: { argument: 'transaction' } })
     this.committed = true
     const prepared: PreparedWrite[] = []
+    let bytes = 0
     for (const { key, put, value, expected, ttl } of this.writes) {
       // The deadline from the commit: a TTL counts from the write that sets it.
-      prepared.push({ key, value: put ? await this.ns.encode(value as T) : undefined, expected, expiresAt: put ? deadlineOf(ttl) : undefined })
+      const encoded = put ? await this.ns.encode(value as T) : undefined
+      bytes += key.length + (encoded?.length ?? 0)
+      if (bytes > MAX_STRONG_TXN_BYTES)
+        throw new OrreryError('CAPACITY_EXCEEDED', `a strong transaction carries at most ${MAX_STRONG_TXN_BYTES} bytes of keys and values`, {
+          details: { namespace: this.ns.name, index: prepared.length, limit: MAX_STRONG_TXN_BYTES },
+        })
+      prepared.push({ key, value: encoded, expected, expiresAt: put ? deadlineOf(ttl) : undefined })
     }
     return this.ns.send(prepared)
   }
