@@ -7,8 +7,8 @@
  */
 import { describe, expect, it } from 'vitest'
 
-import { isOrreryError, Orrery, serveAgents, type AutoscaleEvent, type MeshEvent } from '../ts/node.js'
-import { ENGINE } from './engine.js'
+import { isOrreryError, Orrery, type AutoscaleEvent, type MeshEvent } from '../ts/node.js'
+import { ENGINE, IN_BROWSER } from './engine.js'
 
 const fixture = new URL('./fixtures/autoscale-worker.mjs', import.meta.url)
 
@@ -118,8 +118,12 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
         (e: unknown) => (isOrreryError(e) ? `${e.code} ${String(e.details['option'] ?? e.details['argument'] ?? '')}`.trim() : String(e)),
       )
     if (ENGINE !== 'native') {
-      // One thread: nothing to share the registry with.
+      // One thread: nothing to share the registry with; in a page, no worker threads at all.
       expect(await code(() => orrery.mesh({ threads: true }))).toBe('ENGINE_UNAVAILABLE threads')
+      const mesh = await orrery.mesh()
+      expect(await code(() => mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 1, worker: fixture }))).toBe(
+        IN_BROWSER ? 'UNSUPPORTED worker' : 'INVALID_OPTION worker',
+      )
       orrery.close()
       return
     }
@@ -156,7 +160,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     const scaler = await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 1, worker: fixture })
     expect(scaler.replicas).toBe(1)
     await mesh.shutdown()
-    // serveAgents outside a thread an autoscaler started.
+    // serveAgents outside a thread an autoscaler started (the Node entry's).
+    const { serveAgents } = await import('../ts/node.js')
     expect(await code(() => serveAgents(() => {}))).toBe('INVALID_ARGUMENT workerData')
     orrery.close()
   })
