@@ -54,3 +54,22 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
 }
+
+const tempDirs: string[] = []
+
+/** A fresh directory under the OS's temp dir (Node only), removed by {@link removeTempDirs}. */
+export async function tempDir(prefix: string): Promise<string> {
+  const { mkdtempSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  tempDirs.push(dir)
+  return dir
+}
+
+/** Removes every directory {@link tempDir} made (once what was open in them is closed). */
+export async function removeTempDirs(): Promise<void> {
+  if (tempDirs.length === 0) return
+  const { rmSync } = await import('node:fs')
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
+}

@@ -143,16 +143,21 @@ describe('the mesh refuses bad input', () => {
 
   // Config files are read from disk (node:fs): Node only.
   it.skipIf(IN_BROWSER)('refuses a config file holding JSON that is not an object, starting nothing', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs')
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs')
     const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
     const { orrery, mesh } = await freshMesh()
     mesh.define('echo', Echo)
     // It was read as {}.
-    const file = join(mkdtempSync(join(tmpdir(), 'orrery-config-')), 'config.json')
-    for (const text of ['5', 'null', '[1]', '"x"']) {
-      writeFileSync(file, text)
-      await expectRefused(() => mesh.spawn('echo', { configFrom: { file } }), 'INVALID_CONFIG')
+    const dir = mkdtempSync(join(tmpdir(), 'orrery-config-'))
+    const file = join(dir, 'config.json')
+    try {
+      for (const text of ['5', 'null', '[1]', '"x"']) {
+        writeFileSync(file, text)
+        await expectRefused(() => mesh.spawn('echo', { configFrom: { file } }), 'INVALID_CONFIG')
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
     }
     expect(mesh.agents()).toEqual([])
     expect(mesh.registry.list()).toEqual([])

@@ -4,7 +4,7 @@
  * `cancel()` resolving once their record is written (on disk with a durable store), rejecting
  * when it could not be.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 
 import {
   continueAsNew,
@@ -31,7 +31,7 @@ import {
   type Workflows,
 } from '../ts/node.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
-import { errorOf } from './helpers.js'
+import { errorOf, removeTempDirs, tempDir } from './helpers.js'
 
 let open: Orrery[] = []
 
@@ -40,6 +40,7 @@ afterEach(() => {
   open = []
   vi.useRealTimers()
 })
+afterAll(removeTempDirs)
 
 /** Fake time from 1,000,000 ms, an Orrery on it and workflows on an in-memory store. */
 async function setup() {
@@ -704,10 +705,8 @@ describe('signal() and cancel() acknowledge their record', () => {
 
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('on a durable store: resolve once the record is on disk, which a reopened store finds', async () => {
     vi.useRealTimers()
-    const { mkdtempSync } = await import('node:fs')
-    const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
-    const path = join(mkdtempSync(join(tmpdir(), 'orrery-state-')), 'runs.redb')
+    const path = join(await tempDir('orrery-state-'), 'runs.redb')
     const orrery = await Orrery.create({ engine: ENGINE })
     open.push(orrery)
     let store = orrery.openStore({ path })

@@ -4,7 +4,7 @@
  * timeouts, sagas, cancel, idempotent starts, errors, events and history, JSON round trips,
  * and resuming runs from their store.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { z } from 'zod'
 
 import {
@@ -35,7 +35,7 @@ import {
 } from '../ts/node.js'
 import { MAX_UNCLAIMED_SIGNALS } from '../ts/workflows/run.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
-import { errorOf } from './helpers.js'
+import { errorOf, removeTempDirs, tempDir } from './helpers.js'
 
 let open: Orrery[] = []
 
@@ -44,6 +44,7 @@ afterEach(() => {
   open = []
   vi.useRealTimers()
 })
+afterAll(removeTempDirs)
 
 /** Fake time from 1,000,000 ms, an Orrery on it and workflows on an in-memory store. */
 async function setup(options: { mesh?: boolean } = {}) {
@@ -810,10 +811,8 @@ describe('workflows: resume', () => {
   })
 
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('goes on with a run from a durable store reopened from disk', async () => {
-    const { mkdtempSync } = await import('node:fs')
-    const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
-    const path = join(mkdtempSync(join(tmpdir(), 'orrery-wf-')), 'runs.redb')
+    const path = join(await tempDir('orrery-wf-'), 'runs.redb')
     const effects = new Map<string, number>()
     const orrery = await Orrery.create({ engine: ENGINE })
     open.push(orrery)
@@ -1078,10 +1077,8 @@ describe('workflows: continueAsNew', () => {
   })
 
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('goes on with a chain from a durable store reopened from disk, one generation kept', async () => {
-    const { mkdtempSync } = await import('node:fs')
-    const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
-    const path = join(mkdtempSync(join(tmpdir(), 'orrery-wf-')), 'chain.redb')
+    const path = join(await tempDir('orrery-wf-'), 'chain.redb')
     const orrery = await Orrery.create({ engine: ENGINE })
     open.push(orrery)
     const seen = new Map<string, number>()
@@ -1637,12 +1634,10 @@ describe('workflows: limits', () => {
   })
 
   it.skipIf(ENGINE !== 'native' || IN_BROWSER)('refuses a too large start input on a durable store too', async () => {
-    const { mkdtempSync } = await import('node:fs')
-    const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
     const orrery = await Orrery.create({ engine: ENGINE })
     open.push(orrery)
-    const store = orrery.openStore({ path: join(mkdtempSync(join(tmpdir(), 'orrery-wf-')), 'big.redb'), maxValueBytes: 64 * 1024 })
+    const store = orrery.openStore({ path: join(await tempDir('orrery-wf-'), 'big.redb'), maxValueBytes: 64 * 1024 })
     const wf = await orrery.workflows({ store })
     let ran = 0
     wf.register('count', () => ++ran)

@@ -546,7 +546,11 @@ export class Mesh {
     const scaler = new TypeAutoscaler(
       {
         now: this.now,
-        runners: (t) => (worker === undefined ? [...this.runners.values()].filter((r) => r.agent.type === t) : [...held.values()]),
+        // Every replica of the type counts (an earlier autoscaler's too); it drains and stops only its own.
+        runners: (t) =>
+          worker === undefined
+            ? [...this.runners.values()].filter((r) => r.agent.type === t)
+            : [...new Set([...held.values(), ...[...this.replicas].filter((r) => r.type === t)])],
         inboxLoad: (id) => {
           // The agent's own inbox group (created by its runner): the core's counts, not a guess.
           const stats = this.bus.group(`inbox.${id}`, 'agent').stats()
