@@ -96,8 +96,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
       expect(crunched).toEqual([expect.objectContaining({ n: 7, agent: id, attempt: 2 })])
       expect(events.filter((e) => e.type === 'crashed').map((e) => (e as { agent: string }).agent)).toEqual([id])
       // Its thread's "ready" may come after the answer (a message between threads, not the core's channel).
-    await until(() => events.filter((e) => e.type === 'started').length === 2, 'the new thread to be started')
-    expect(events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)).toEqual([id, id])
+      await until(() => events.filter((e) => e.type === 'started').length === 2, 'the new thread to be started')
+      expect(events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)).toEqual([id, id])
       await mesh.shutdown()
       orrery.close()
     },
