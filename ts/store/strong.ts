@@ -248,10 +248,13 @@ export class StrongNamespace<T> {
     this.sweeps.cancel(key)
     if (this.ownTtl.get(key) !== revision) this.ownTtl.delete(key)
     if (record.value === undefined) {
+      const entry = this.mirror.get(key)
       this.deleted.set(key, { revision, n: ++this.deletions })
       const had = this.mirror.delete(key)
       this.index.remove(key)
-      if (had) this.emit({ type: 'delete', key, version: revision, stamp })
+      // A value whose TTL ran out, swept from the broker before this mirror's timer told it: an expiry.
+      if (entry !== undefined && expired(entry.expiresAt, Date.now())) this.emit({ type: 'expire', key, version: entry.version, stamp: entry.stamp })
+      else if (had) this.emit({ type: 'delete', key, version: revision, stamp })
       return
     }
     if (expired(expiresAt, Date.now())) {
