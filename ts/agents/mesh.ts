@@ -534,8 +534,7 @@ export class Mesh {
           },
         )
     }
-    // Replicas on worker threads are defined there (the worker module), not here.
-    // Replicas on worker threads are defined there; their ids are counted per type here all the same.
+    // Replicas on worker threads are defined there (the worker module); their ids are counted per type here all the same.
     const defined = worker === undefined ? this.definition(type) : undefined
     const def = defined ?? this.threadIds(type)
     if (this.autoscalers.has(type))
@@ -559,7 +558,13 @@ export class Mesh {
         nextId: (t) => {
           let id: string
           do id = this.generatedId(t, ++def.count)
-          while (this.starting.has(id) || this.runners.has(id) || held.has(id) || this.replicaIds().has(id) || this.registry.owner(id) !== undefined)
+          while (
+            this.starting.has(id) ||
+            this.runners.has(id) ||
+            held.has(id) ||
+            [...this.replicas].some((r) => r.id === id) ||
+            this.registry.owner(id) !== undefined
+          )
           return id
         },
         start: (id, t, spawn) =>
@@ -626,11 +631,6 @@ export class Mesh {
       throw error
     }
     return replica
-  }
-
-  /** Ids of replicas on worker threads whose thread has not ended (of every autoscaler, stopped ones too). */
-  private replicaIds(): Set<string> {
-    return new Set([...this.replicas].map((r) => r.id))
   }
 
   /** The id counter of a type whose replicas run on worker threads (defined there, not here). */

@@ -388,9 +388,9 @@ export class StrongNamespace<T> {
     checkKey(key)
     int(version, 'version', { min: 1 }, 'argument')
     const record = await this.bounded(this.backend.recordAt(key, version), 'read', key)
-    if (record?.value === undefined) return undefined
-    const { revision, wall, writer, expiresAt } = record
-    return { key, value: this.decode(record.value, key), version: revision, stamp: { wall, logical: 0, writer }, expiresAt }
+    const change = record === undefined ? undefined : this.changeOf(record)
+    if (change?.type !== 'put') return undefined
+    return { key, value: change.value, version: change.version, stamp: change.stamp, expiresAt: change.expiresAt }
   }
 
   /** A record read back from the broker as a change (a value that does not decode is INVALID_PAYLOAD). */
