@@ -22,6 +22,8 @@ type ScriptCall = (...args: Array<string | Buffer>) => Promise<unknown>
 /** The driver's scripts, as methods of each connection. */
 interface Scripts {
   dedupAdd: ScriptCall
+  appendAll: ScriptCall
+  ackAll: ScriptCall
   ackOwned: ScriptCall
   releaseOwned: ScriptCall
   deadOwned: ScriptCall
@@ -95,6 +97,23 @@ if not ok then return false end
 return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
 
 /**
+ * Appends a run of publishes to one stream (KEYS[1]) in one command: ARGV[1] is 1 (each entry
+ * its frame) or 2 (its frame, then its signature), ARGV[2] the stream's MAXLEN ('' for none),
+ * the entries after. Stops at the first refusal: {written} or {written, refusal}.
+ */
+const APPEND_ALL_SCRIPT = `local per, cap, n = tonumber(ARGV[1]), ARGV[2], 0
+for i = 3, #ARGV, per do
+  local r
+  if cap == '' then
+    if per == 1 then r = redis.pcall('XADD', KEYS[1], '*', 'f', ARGV[i]) else r = redis.pcall('XADD', KEYS[1], '*', 'f', ARGV[i], 's', ARGV[i + 1]) end
+  elseif per == 1 then r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', 'f', ARGV[i])
+  else r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', 'f', ARGV[i], 's', ARGV[i + 1]) end
+  if type(r) == 'table' and r.err then return {n, r.err} end
+  n = n + 1
+end
+return {n}`
+
+/**
  * The fence of every settlement (ARGV: group, consumer, id): -1 when another consumer holds the
  * entry now (this process's lease ran out and another took it over), 0 when nobody does (acked
  * or trimmed already); otherwise the settlement runs.
@@ -106,6 +125,16 @@ if p[1][2] ~= ARGV[2] then return -1 end
 
 /** Forgets a delivery this consumer holds. */
 const ACK_SCRIPT = `${OWNED}return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])`
+
+/** Acks each of a group's deliveries (ARGV[3]...) this consumer holds: OWNED's answer for each, in order. */
+const ACK_ALL_SCRIPT = `local out = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] == nil then out[#out + 1] = 0
+  elseif p[1][2] ~= ARGV[2] then out[#out + 1] = -1
+  else out[#out + 1] = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) end
+end
+return out`
 
 /** Sets the idle time (ARGV[4]) of a delivery this consumer holds: reclaimable by anyone once it passes the threshold. */
 const RELEASE_SCRIPT = `${OWNED}return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')`
@@ -139,6 +168,8 @@ function scripts(redis: RedisModule): Record<keyof Scripts, object> {
     })
   return {
     dedupAdd: define(DEDUP_SCRIPT, 2),
+    appendAll: define(APPEND_ALL_SCRIPT, 1),
+    ackAll: define(ACK_ALL_SCRIPT, 1),
     ackOwned: define(ACK_SCRIPT, 1),
     releaseOwned: define(RELEASE_SCRIPT, 1),
     deadOwned: define(DEAD_SCRIPT, 2),
@@ -146,7 +177,31 @@ function scripts(redis: RedisModule): Record<keyof Scripts, object> {
   }
 }
 
-/** A write not yet acknowledged: its records still to write, in order. */
+/** The most publishes (or acks) one command carries: a script holds the server for its whole run. */
+const RUN_MAX = 1024
+
+type PublishEgress = Extract<Egress, { kind: 'publish' }>
+type AckEgress = Extract<Egress, { kind: 'ack' }>
+
+/** Batches of publishes and acks sent before the ones before them are answered. */
+const PIPELINE_DEPTH = 4
+
+/** A refusal the server gave inside one of the driver's scripts (a record of a run it could not write). */
+class Refused extends Error {}
+
+/** A record's outcome when it was not written: why. */
+class Failed {
+  constructor(readonly reason: unknown) {}
+}
+
+/**
+ * Whether a write may go out before the batches sent earlier are answered: publishes without a
+ * dedup window and acks, whose retry after a failure keeps their order (see `pump`).
+ */
+function pipelined(write: PendingWrite): boolean {
+  return write.records.every((r) => (r.kind === 'publish' && r.dedupWindowMs === 0) || r.kind === 'ack')
+}
+
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
@@ -173,7 +228,14 @@ export class RedisDriver implements Driver {
   /** Set once the first connection was made: from then on drops are reconnected. */
   private connected = false
   private readonly queue: PendingWrite[] = []
-  private inFlight = false
+  /** Batches sent and not answered yet. */
+  private inFlight = 0
+  /** Of those, batches holding anything but publishes and acks (nothing else goes out beside them). */
+  private soloOut = 0
+  /** Set by a failed record: nothing more goes out until every batch out has been answered. */
+  private draining = false
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+  private waitingMarkers = false
   private readonly kept = new Map<string, BrokerRetention>()
   /** Timers holding entries nacked with a delay past the threshold. */
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
@@ -341,58 +403,164 @@ export class RedisDriver implements Driver {
 
   /**
    * Sends every queued write at once (node-redis pipelines what is sent in one turn), in order.
-   * A record refused by a dropped connection is sent again, before anything later, once the
-   * client reconnected; one the server refused fails its write.
+   * While the connection is up, batches of publishes and acks alone go out without waiting for
+   * the replies to the ones before (at most PIPELINE_DEPTH at once); anything else waits for
+   * them. A record refused by a dropped connection is sent again, once every batch out has been
+   * answered and the client reconnected, in the order it was first written, before anything
+   * later; one the server refused fails its write.
    */
   private pump(): void {
-    if (this.inFlight || this.queue.length === 0 || this.closed) return
+    if (this.queue.length === 0 || this.closed || this.retryTimer !== undefined || this.waitingMarkers) return
+    if (this.inFlight > 0 && (this.draining || this.soloOut > 0 || this.inFlight >= PIPELINE_DEPTH || !this.main?.isReady || !this.queue.every(pipelined)))
+      return
+    this.draining = false
     if (markers.size > 0) {
       const wait = this.markersBefore(this.queue)
       if (wait !== undefined) {
-        this.inFlight = true
+        this.waitingMarkers = true
         void wait.then(() => {
-          this.inFlight = false
+          this.waitingMarkers = false
           this.pump()
         })
         return
       }
     }
-    this.inFlight = true
-    const batch = this.queue.splice(0)
-    const sends: Array<Array<Promise<unknown>>> = batch.map((write) => (write.settled ? [] : write.records.map((record) => this.send(record))))
-    void Promise.all(sends.map((list) => Promise.allSettled(list))).then((results) => {
-      this.inFlight = false
-      const retry: PendingWrite[] = []
-      results.forEach((outcome, i) => {
-        const write = batch[i]!
-        if (write.settled) return
+    const live = this.queue.splice(0).filter((write) => !write.settled)
+    if (live.length === 0) return
+    const solo = !live.every(pipelined)
+    this.inFlight++
+    if (solo) this.soloOut++
+    void Promise.all(this.sendAll(live.flatMap((write) => write.records))).then((runs) => {
+      this.inFlight--
+      if (solo) this.soloOut--
+      const outcomes = runs.length === 1 ? runs[0]! : runs.flat()
+      let at = 0
+      let failed = false
+      for (const write of live) {
+        const from = at
+        at += write.records.length
+        if (write.settled) continue
         const again: Egress[] = []
-        outcome.forEach((r, k) => {
-          if (r.status === 'fulfilled') {
-            if (r.value === null && write.records[k]!.kind === 'publish') write.duplicates++
-          } else if (r.reason instanceof this.redis.ErrorReply && !TRANSIENT.test(r.reason.message)) {
+        for (let k = 0; k < write.records.length && !write.settled; k++) {
+          const outcome = outcomes[from + k]
+          if (!(outcome instanceof Failed)) {
+            if (outcome === null && write.records[k]!.kind === 'publish') write.duplicates++
+          } else if (this.isRefusal(outcome.reason)) {
+            const reason = outcome.reason as Error
             this.writes.fail(
               write,
-              transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${r.reason.message}`, {
-                cause: r.reason,
+              transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${reason.message}`, {
+                cause: reason,
                 details: this.where([write.records[k]!]),
               }),
             )
           } else again.push(write.records[k]!)
-        })
-        if (write.settled) return
+        }
+        if (write.settled) continue
         if (again.length === 0) {
           this.writes.succeed(write)
-          return
+          continue
         }
         write.records = again
-        retry.push(write)
-      })
-      if (retry.length > 0) {
-        this.queue.unshift(...retry)
-        setTimeout(() => this.pump(), RETRY_MS)
-      } else this.pump()
+        // Back in the queue in the order it was first written, ahead of anything written later.
+        const index = this.queue.findIndex((w) => w.order > write.order)
+        this.queue.splice(index === -1 ? this.queue.length : index, 0, write)
+        failed = true
+      }
+      if (failed) {
+        // Nothing more goes out until every batch out has been answered (their failures join
+        // the queue in order) and RETRY_MS has passed.
+        this.draining = true
+        this.retryTimer ??= setTimeout(() => {
+          this.retryTimer = undefined
+          this.pump()
+        }, RETRY_MS)
+      }
+      this.pump()
     })
+  }
+
+  /** A server's refusal of a write that trying again would not change. */
+  private isRefusal(reason: unknown): boolean {
+    return (reason instanceof this.redis.ErrorReply || reason instanceof Refused) && !TRANSIENT.test(reason.message)
+  }
+
+  /**
+   * The commands for `records`, sent in their order; each run of records answered by one Promise
+   * of its records' outcomes (never rejected: a failure is a `Failed`). A run of publishes to one
+   * stream is appended by one command and a run of acks in one group settled by one: one round
+   * of parsing and one reply on the server instead of one per record.
+   */
+  private sendAll(records: readonly Egress[]): Array<Promise<unknown[]>> {
+    const runs: Array<Promise<unknown[]>> = []
+    let i = 0
+    while (i < records.length) {
+      const first = records[i]!
+      let end = i + 1
+      if (first.kind === 'publish' && first.dedupWindowMs === 0) {
+        while (end < records.length && end - i < RUN_MAX) {
+          const next = records[end]!
+          if (next.kind !== 'publish' || next.dedupWindowMs !== 0 || next.channel !== first.channel) break
+          end++
+        }
+        if (end - i > 1) runs.push(this.appendRun(records.slice(i, end) as PublishEgress[]))
+      } else if (first.kind === 'ack') {
+        while (end < records.length && end - i < RUN_MAX) {
+          const next = records[end]!
+          if (next.kind !== 'ack' || next.group.id !== first.group.id) break
+          end++
+        }
+        if (end - i > 1) runs.push(this.ackRun(records.slice(i, end) as AckEgress[]))
+      }
+      if (end - i === 1)
+        runs.push(
+          this.send(first).then(
+            (value) => [value],
+            (reason: unknown) => [new Failed(reason)],
+          ),
+        )
+      i = end
+    }
+    return runs
+  }
+
+  /** Appends publishes to one channel with one command: each one's outcome, in order. */
+  private appendRun(run: readonly PublishEgress[]): Promise<unknown[]> {
+    const channel = run[0]!.channel
+    const signing = this.signing
+    const args: Array<string | Buffer> = [this.key(channel), signing === undefined ? '1' : '2', this.cap(channel)]
+    // Signed at each attempt: a write retried after an outage carries the time it is written.
+    for (const record of run) {
+      args.push(asBuffer(record.frame))
+      if (signing !== undefined) args.push(signing.sign(record))
+    }
+    this.trimByAge(channel)
+    return this.script('appendAll', args).then(
+      (reply) => {
+        const [written, refusal] = reply as [number, string?]
+        if (written === run.length) return new Array<unknown>(run.length).fill(1)
+        // Those after a refusal were not tried: sent again (their write fails with the refusal).
+        const notTried = new Failed(new Error('not tried after a refusal'))
+        return run.map((_, k) => (k < written ? 1 : k === written ? new Failed(new Refused(refusal ?? 'refused')) : notTried))
+      },
+      (reason: unknown) => new Array<unknown>(run.length).fill(new Failed(reason)),
+    )
+  }
+
+  /** Acks deliveries of one group with one command: each one's outcome, in order. */
+  private ackRun(run: readonly AckEgress[]): Promise<unknown[]> {
+    const { group } = run[0]!
+    const args = [this.key(group.channel), group.name, this.consumer]
+    for (const record of run) args.push(record.position)
+    return this.script('ackAll', args).then(
+      (answers) =>
+        (answers as number[]).map((answer) => {
+          if (Number(answer) >= 0) return Number(answer) > 0
+          this.fencedSettles++
+          return false
+        }),
+      (reason: unknown) => new Array<unknown>(run.length).fill(new Failed(reason)),
+    )
   }
 
   /** The command(s) for one record; resolves to null for a publish the dedup window dropped. */
@@ -453,15 +621,25 @@ export class RedisDriver implements Driver {
 
   /** XADD's arguments after the key for an entry of `fields` on `channel`, trimmed as its retention says. */
   private xadd(channel: string, fields: Array<string | Buffer>): Array<string | Buffer> {
-    const keep = this.kept.get(channel)
-    const xadd: Array<string | Buffer> = []
-    // 0 (like Infinity) is no limit in Orrery: `MAXLEN ~ 0` would empty the stream.
-    if (limited(keep?.maxCount)) xadd.push('MAXLEN', '~', String(keep!.maxCount))
+    const cap = this.cap(channel)
+    const xadd: Array<string | Buffer> = cap === '' ? [] : ['MAXLEN', '~', cap]
     xadd.push('*', ...fields)
-    const maxAgeMs = keep?.maxAgeMs
+    this.trimByAge(channel)
+    return xadd
+  }
+
+  /** The MAXLEN of `channel`'s stream as its retention says ('' for none). */
+  private cap(channel: string): string {
+    const maxCount = this.kept.get(channel)?.maxCount
+    // 0 (like Infinity) is no limit in Orrery: `MAXLEN ~ 0` would empty the stream.
+    return limited(maxCount) ? String(maxCount) : ''
+  }
+
+  /** Drops entries older than `channel`'s retention keeps, if it has an age limit. */
+  private trimByAge(channel: string): void {
+    const maxAgeMs = this.kept.get(channel)?.maxAgeMs
     if (maxAgeMs !== undefined && Number.isFinite(maxAgeMs))
       void this.command(['XTRIM', this.key(channel), 'MINID', '~', String(Math.max(0, Date.now() - maxAgeMs))]).catch(() => {})
-    return xadd
   }
 
   /** The pub/sub channel of reply address `address`. */
@@ -653,6 +831,7 @@ export class RedisDriver implements Driver {
     for (const r of this.mirrors.values()) r.stop()
     for (const r of this.groups.values()) r.stop()
     this.queue.length = 0
+    clearTimeout(this.retryTimer)
     for (const timer of this.holds) clearTimeout(timer)
     this.holds.clear()
     this.writes.failAll((write) => transportError('CLOSED', 'this Orrery closed before the write was made', { details: this.where(write.records) }))

@@ -15,6 +15,8 @@ export interface PendingWrite {
   /** Publishes the broker dropped as duplicates so far. */
   duplicates: number
   settled: boolean
+  /** Its place among the driver's writes: a write retried goes back in this order. */
+  readonly order: number
   /** When it stops being retried (its publishTimeoutMs ends). */
   readonly deadline: number
   readonly resolve: (duplicates: number) => void
@@ -28,12 +30,13 @@ export class Writes {
   private readonly open = new Set<PendingWrite>()
   /** Their Promises (what `settled` waits for). */
   private readonly unsettled = new Set<Promise<number>>()
+  private made = 0
 
   /** A write of `records` that fails with `expired(write)` unless settled within `timeoutMs`. */
   add(records: readonly Egress[], timeoutMs: number, expired: (write: PendingWrite) => OrreryError): { write: PendingWrite; written: Promise<number> } {
     let write: PendingWrite | undefined
     const written = new Promise<number>((resolve, reject) => {
-      write = { records: [...records], duplicates: 0, settled: false, deadline: Date.now() + timeoutMs, resolve, reject, timer: undefined }
+      write = { records: [...records], duplicates: 0, settled: false, order: this.made++, deadline: Date.now() + timeoutMs, resolve, reject, timer: undefined }
     })
     const w = write!
     w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
