@@ -97,6 +97,57 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
     expect(got[0]!.channel).toBe(ch('orders'))
   })
 
+  it('publishes written together are appended a run at a time, in order; a refusal fails only its own write', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    const got: number[] = []
+    b.bus.subscribe<number>(ch('runs'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+    // 2,500 to one channel (three runs), interleaved with another channel's, and single publishes
+    // between, all in one turn.
+    const n = 2_500
+    const batch = Array.from({ length: n }, (_, i) => (i % 5 === 4 ? { channel: ch('other'), payload: -i } : { channel: ch('runs'), payload: i }))
+    const writes = [a.bus.publishBatch(batch), a.bus.publish(ch('runs'), n), a.bus.publishBatch([{ channel: ch('runs'), payload: n + 1 }])]
+    await Promise.all(writes)
+    const expected = batch.filter((item) => item.channel === ch('runs')).map((item) => item.payload as number)
+    expected.push(n, n + 1)
+    expect(await xlen(ch('runs'))).toBe(expected.length)
+    expect(await xlen(ch('other'))).toBe(n / 5)
+    await until(() => got.length === expected.length)
+    expect(got).toEqual(expected)
+
+    // A key that is not a stream: the server refuses the first append of the run, that write
+    // fails typed, a write sent beside it is not held back, nothing is written to the bad key.
+    await raw.sendCommand(['SET', key(ch('bad')), 'not a stream'])
+    const bad = a.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch('bad'), payload })))
+    const good = a.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch('good'), payload })))
+    const err = (await expectRefused(() => bad, 'TRANSPORT_UNAVAILABLE')) as Error & { details: unknown }
+    expect(err.message).toMatch(/refused a write: WRONGTYPE/)
+    expect(err.details).toEqual({ transport: 'main', channel: ch('bad') })
+    expect((await good).published).toBe(3)
+    expect(await xlen(ch('good'))).toBe(3)
+    expect(await raw.sendCommand(['GET', key(ch('bad'))])).toBe('not a stream')
+  })
+
+  it('acks made together settle one script a group, each fenced: every entry acked once, none left pending', async () => {
+    fresh()
+    const a = await open()
+    await a.bus.publishBatch(Array.from({ length: 1_500 }, (_, i) => ({ channel: ch('acks'), payload: i })))
+    const seen = new Set<number>()
+    const group = a.bus.group<number>(ch('acks'), 'workers', { from: 'earliest' })
+    const sub = group.join({ maxInFlight: 512 }).subscribe((d) => {
+      seen.add(d.message.payload)
+      d.ack()
+    })
+    await until(() => seen.size === 1_500)
+    await until(async () => {
+      const summary = (await raw.sendCommand(['XPENDING', key(ch('acks')), 'workers'])) as [number]
+      return Number(summary[0]) === 0
+    })
+    sub.unsubscribe()
+    expect(group.stats()).toMatchObject({ acked: 1_500, pending: 0 })
+  })
+
   it('a mirror reads the history, then follows; latest starts after the subscribe', async () => {
     fresh()
     const a = await open()
@@ -483,6 +534,47 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
         expect(got).toEqual([0, 1, 2, 3])
       })
     }, 60_000)
+
+    it('batches sent before the ones before them are answered keep their order when the connection drops under them', async () => {
+      await withSpare('redis-spare', async (url) => {
+        fresh()
+        const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
+        const killer = redis.createClient({ url, RESP: 2 })
+        killer.on('error', () => {})
+        await killer.connect()
+        try {
+          const a = await open({ url, publishTimeoutMs: 30_000 })
+          const outages: string[] = []
+          a.bus.events.subscribe((e) => {
+            if (e.type === 'transport-error') outages.push(e.type)
+          })
+          // 40 batches of 200, 8 waiting at once; every client connection but the killer's is
+          // cut again and again while they are out.
+          const batches = 40
+          const size = 200
+          let next = 0
+          let cuts = 0
+          const out: Array<Promise<unknown>> = []
+          for (let k = 0; k < batches; k++) {
+            out.push(a.bus.publishBatch(Array.from({ length: size }, () => ({ channel: ch('piped'), payload: next++ }))))
+            if (k % 8 === 4) cuts += Number(await killer.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']))
+            if (out.length >= 8) await out.shift()
+          }
+          await Promise.all(out)
+          expect(cuts).toBeGreaterThan(0)
+          expect(outages.length).toBeGreaterThan(0)
+          const b = await open({ url })
+          const got: number[] = []
+          b.bus.subscribe<number>(ch('piped'), { from: 'earliest' }).subscribe((m) => got.push(m.payload))
+          await until(() => new Set(got).size === batches * size, 20_000)
+          // At least once (a batch written just as its connection dropped is written again), in order.
+          const firsts = got.filter((p, i) => got.indexOf(p) === i)
+          expect(firsts).toEqual(Array.from({ length: batches * size }, (_, i) => i))
+        } finally {
+          killer.destroy()
+        }
+      })
+    }, 90_000)
 
     it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
       await withSpare('redis-spare', async (url) => {

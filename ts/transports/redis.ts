@@ -35,6 +35,7 @@ export interface Connection extends Scripts {
   connect(): Promise<unknown>
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
   duplicate(): Connection
+  withAbortSignal(signal: AbortSignal): Connection
   on(event: string, listener: (...args: unknown[]) => void): unknown
   subscribe(channel: string, listener: (message: Buffer) => void, bufferMode: true): Promise<void>
   destroy(): void
@@ -236,6 +237,10 @@ export class RedisDriver implements Driver {
   private draining = false
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private waitingMarkers = false
+  /** The abort signals of each batch sent behind others and not answered yet (see `through`). */
+  private readonly unanswered = new Set<AbortController[]>()
+  /** While `pump` sends a batch behind others: its commands' abort signals. */
+  private aborts: AbortController[] | undefined
   private readonly kept = new Map<string, BrokerRetention>()
   /** Timers holding entries nacked with a delay past the threshold. */
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
@@ -279,7 +284,19 @@ export class RedisDriver implements Driver {
   private script(name: keyof Scripts, args: Array<string | Buffer>): Promise<unknown> {
     if (this.main === undefined || this.closed)
       return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } }))
-    return this.main[name](...args)
+    return this.through()[name](...args)
+  }
+
+  /**
+   * The connection a command goes through: while `pump` sends a batch behind others, through an
+   * abort signal of its own (one per command: a signal takes only a few listeners quietly).
+   */
+  private through(): Connection {
+    const main = this.main!
+    if (this.aborts === undefined) return main
+    const abort = new AbortController()
+    this.aborts.push(abort)
+    return main.withAbortSignal(abort.signal)
   }
 
   /** Runs a fenced settlement: resolves true when it was applied, false when the entry was not this consumer's. */
@@ -295,7 +312,7 @@ export class RedisDriver implements Driver {
   command<T>(args: ReadonlyArray<string | Buffer>): Promise<T> {
     if (this.main === undefined || this.closed)
       return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } }))
-    return this.main.sendCommand(args, this.options) as Promise<T>
+    return this.through().sendCommand(args, this.options) as Promise<T>
   }
 
   /**
@@ -354,6 +371,10 @@ export class RedisDriver implements Driver {
       // The main connection tells the outages (readers' connections go and come with it): once
       // when it goes, once when node-redis has it ready again.
       client.on('error', (error: unknown) => {
+        // The connection dropped: what it had written fails with it, and what it had not written
+        // yet is taken back too (node-redis would send it first once reconnected, ahead of an
+        // earlier batch's retry).
+        for (const aborts of this.unanswered) for (const abort of aborts) abort.abort()
         if (!this.closed && client.isReady === false) this.sink.connection?.(false, error)
       })
       client.on('ready', () => {
@@ -430,7 +451,18 @@ export class RedisDriver implements Driver {
     const solo = !live.every(pipelined)
     this.inFlight++
     if (solo) this.soloOut++
-    void Promise.all(this.sendAll(live.flatMap((write) => write.records))).then((runs) => {
+    // A batch sent behind others can be taken back if the connection drops before writing it.
+    const aborts: AbortController[] | undefined = this.inFlight > 1 ? [] : undefined
+    if (aborts !== undefined) this.unanswered.add(aborts)
+    this.aborts = aborts
+    let runs: Array<Promise<unknown[]>>
+    try {
+      runs = this.sendAll(live.flatMap((write) => write.records))
+    } finally {
+      this.aborts = undefined
+    }
+    void Promise.all(runs).then((runs) => {
+      if (aborts !== undefined) this.unanswered.delete(aborts)
       this.inFlight--
       if (solo) this.soloOut--
       const outcomes = runs.length === 1 ? runs[0]! : runs.flat()
