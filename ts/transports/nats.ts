@@ -138,7 +138,6 @@ function errorReply(reply: Uint8Array, error: OrreryError): Uint8Array {
   return w.bytes().slice()
 }
 
-/** A write not yet acknowledged: its records still to write, in order. */
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
 export class NatsDriver implements Driver {

@@ -184,16 +184,8 @@ const RUN_MAX = 1024
 type PublishEgress = Extract<Egress, { kind: 'publish' }>
 type AckEgress = Extract<Egress, { kind: 'ack' }>
 
-/** Batches of publishes and acks sent before the ones before them are answered. */
+/** Batches of publishes and acks the driver sends before the ones before them are answered. */
 const PIPELINE_DEPTH = 4
-
-/** A refusal the server gave inside one of the driver's scripts (a record of a run it could not write). */
-class Refused extends Error {}
-
-/** A record's outcome when it was not written: why. */
-class Failed {
-  constructor(readonly reason: unknown) {}
-}
 
 /**
  * Whether a write may go out before the batches sent earlier are answered: publishes without a
@@ -201,6 +193,20 @@ class Failed {
  */
 function pipelined(write: PendingWrite): boolean {
   return write.records.every((r) => (r.kind === 'publish' && r.dedupWindowMs === 0) || r.kind === 'ack')
+}
+
+/** Puts a write being retried back in `queue` in the order it was first written, ahead of anything written later. */
+function requeue(queue: PendingWrite[], write: PendingWrite): void {
+  const index = queue.findIndex((w) => w.order > write.order)
+  queue.splice(index === -1 ? queue.length : index, 0, write)
+}
+
+/** A refusal the server gave inside one of the driver's scripts (a record of a run it could not write). */
+class Refused extends Error {}
+
+/** A record's outcome when it was not written: why. */
+class Failed {
+  constructor(readonly reason: unknown) {}
 }
 
 function asBuffer(bytes: Uint8Array): Buffer {
@@ -494,9 +500,7 @@ export class RedisDriver implements Driver {
           continue
         }
         write.records = again
-        // Back in the queue in the order it was first written, ahead of anything written later.
-        const index = this.queue.findIndex((w) => w.order > write.order)
-        this.queue.splice(index === -1 ? this.queue.length : index, 0, write)
+        requeue(this.queue, write)
         failed = true
       }
       if (failed) {
