@@ -19,7 +19,7 @@ export function compareIds(a: string, b: string): number {
 }
 
 /** Entries read per call, at most. */
-export const READ_COUNT = 256
+export const READ_COUNT = 1024
 /** How long a blocking read waits before it is issued again (it returns early with entries, or when unblocked). */
 export const BLOCK_MS = 5_000
 /** Pause before a failed read is tried again (node-redis reconnects meanwhile). */

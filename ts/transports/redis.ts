@@ -12,7 +12,7 @@ import { OrreryError } from '../errors.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
-import { type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS } from './redis-readers.js'
+import { compareIds, type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS } from './redis-readers.js'
 import { Signing } from './signing.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
@@ -127,14 +127,23 @@ if p[1][2] ~= ARGV[2] then return -1 end
 /** Forgets a delivery this consumer holds. */
 const ACK_SCRIPT = `${OWNED}return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])`
 
-/** Acks each of a group's deliveries (ARGV[3]...) this consumer holds: OWNED's answer for each, in order. */
-const ACK_ALL_SCRIPT = `local out = {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] == nil then out[#out + 1] = 0
-  elseif p[1][2] ~= ARGV[2] then out[#out + 1] = -1
-  else out[#out + 1] = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) end
+/**
+ * Acks each of a group's deliveries (ARGV[5]...) that this consumer (ARGV[2]) holds, with one
+ * XACK: those it holds are found by one XPENDING over the run's range (ARGV[3] to ARGV[4], up to 4 entries an id), any
+ * other is looked at alone. OWNED's answer for each, in order.
+ */
+const ACK_ALL_SCRIPT = `local held, acks, out = {}, {}, {}
+for _, e in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], 4 * #ARGV, ARGV[2])) do held[e[1]] = true end
+for i = 5, #ARGV do
+  local id, answer = ARGV[i], 1
+  if not held[id] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if p[1] == nil then answer = 0 elseif p[1][2] ~= ARGV[2] then answer = -1 end
+  end
+  if answer == 1 then acks[#acks + 1] = id end
+  out[#out + 1] = answer
 end
+if #acks > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(acks)) end
 return out`
 
 /** Sets the idle time (ARGV[4]) of a delivery this consumer holds: reclaimable by anyone once it passes the threshold. */
@@ -586,7 +595,13 @@ export class RedisDriver implements Driver {
   /** Acks deliveries of one group with one command: each one's outcome, in order. */
   private ackRun(run: readonly AckEgress[]): Promise<unknown[]> {
     const { group } = run[0]!
-    const args = [this.key(group.channel), group.name, this.consumer]
+    let lo = run[0]!.position
+    let hi = lo
+    for (const { position } of run) {
+      if (compareIds(position, lo) < 0) lo = position
+      else if (compareIds(position, hi) > 0) hi = position
+    }
+    const args = [this.key(group.channel), group.name, this.consumer, lo, hi]
     for (const record of run) args.push(record.position)
     return this.script('ackAll', args).then(
       (answers) =>
