@@ -22,8 +22,6 @@ type ScriptCall = (...args: Array<string | Buffer>) => Promise<unknown>
 /** The driver's scripts, as methods of each connection. */
 interface Scripts {
   dedupAdd: ScriptCall
-  appendAll: ScriptCall
-  ackAll: ScriptCall
   ackOwned: ScriptCall
   releaseOwned: ScriptCall
   deadOwned: ScriptCall
@@ -98,9 +96,11 @@ if not ok then return false end
 return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
 
 /**
- * Appends a run of publishes to one stream (KEYS[1]) in one command: ARGV[1] is 1 (each entry
- * its frame) or 2 (its frame, then its signature), ARGV[2] the stream's MAXLEN ('' for none),
- * the entries after. Stops at the first refusal: {written} or {written, refusal}.
+ * Appends a run of publishes to one stream (KEYS[1]) in one command, sent whole (`EVAL`): with
+ * `EVALSHA`, a server that lost its scripts (a restart) refuses a run that node-redis then sends
+ * again behind the runs after it, which another connection's `EVAL` may have let through first.
+ * ARGV[1] is 1 (each entry its frame) or 2 (its frame, then its signature), ARGV[2] the
+ * stream's MAXLEN ('' for none), the entries after. Stops at the first refusal: {written} or {written, refusal}.
  */
 const APPEND_ALL_SCRIPT = `local per, cap, n = tonumber(ARGV[1]), ARGV[2], 0
 for i = 3, #ARGV, per do
@@ -128,7 +128,8 @@ if p[1][2] ~= ARGV[2] then return -1 end
 const ACK_SCRIPT = `${OWNED}return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])`
 
 /**
- * Acks each of a group's deliveries (ARGV[5]...) that this consumer (ARGV[2]) holds, with one
+ * Acks each of a group's deliveries (ARGV[5]...) that this consumer (ARGV[2]) holds (sent whole,
+ * as APPEND_ALL_SCRIPT is), with one
  * XACK: those it holds are found by one XPENDING over the run's range (ARGV[3] to ARGV[4], up to 4 entries an id), any
  * other is looked at alone. OWNED's answer for each, in order.
  */
@@ -178,8 +179,6 @@ function scripts(redis: RedisModule): Record<keyof Scripts, object> {
     })
   return {
     dedupAdd: define(DEDUP_SCRIPT, 2),
-    appendAll: define(APPEND_ALL_SCRIPT, 1),
-    ackAll: define(ACK_ALL_SCRIPT, 1),
     ackOwned: define(ACK_SCRIPT, 1),
     releaseOwned: define(RELEASE_SCRIPT, 1),
     deadOwned: define(DEAD_SCRIPT, 2),
@@ -250,6 +249,8 @@ export class RedisDriver implements Driver {
   private soloOut = 0
   /** Set by a failed record: nothing more goes out until every batch out has been answered. */
   private draining = false
+  /** Set by a failed record or a dropped connection: one batch out at a time until one is written whole. */
+  private probing = false
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private waitingMarkers = false
   /** The abort signals of each batch sent behind others and not answered yet (see `through`). */
@@ -390,6 +391,7 @@ export class RedisDriver implements Driver {
         // yet is taken back too (node-redis would send it first once reconnected, ahead of an
         // earlier batch's retry).
         for (const aborts of this.unanswered) for (const abort of aborts) abort.abort()
+        this.probing = true
         if (!this.closed && client.isReady === false) this.sink.connection?.(false, error)
       })
       client.on('ready', () => {
@@ -447,7 +449,10 @@ export class RedisDriver implements Driver {
    */
   private pump(): void {
     if (this.queue.length === 0 || this.closed || this.retryTimer !== undefined || this.waitingMarkers) return
-    if (this.inFlight > 0 && (this.draining || this.soloOut > 0 || this.inFlight >= PIPELINE_DEPTH || !this.main?.isReady || !this.queue.every(pipelined)))
+    if (
+      this.inFlight > 0 &&
+      (this.draining || this.probing || this.soloOut > 0 || this.inFlight >= PIPELINE_DEPTH || !this.main?.isReady || !this.queue.every(pipelined))
+    )
       return
     this.draining = false
     if (markers.size > 0) {
@@ -464,6 +469,7 @@ export class RedisDriver implements Driver {
     const live = this.queue.splice(0).filter((write) => !write.settled)
     if (live.length === 0) return
     const solo = !live.every(pipelined)
+    const probe = this.probing
     this.inFlight++
     if (solo) this.soloOut++
     // A batch sent behind others can be taken back if the connection drops before writing it.
@@ -512,6 +518,11 @@ export class RedisDriver implements Driver {
         requeue(this.queue, write)
         failed = true
       }
+      // One batch at a time until one sent alone is written whole: a server refusing for a while
+      // (loading its data after a restart, busy, failing over) could take a batch sent behind a
+      // refused one.
+      if (failed) this.probing = true
+      else if (probe) this.probing = false
       if (failed) {
         // Nothing more goes out until every batch out has been answered (their failures join
         // the queue in order) and RETRY_MS has passed.
@@ -573,20 +584,19 @@ export class RedisDriver implements Driver {
   private appendRun(run: readonly PublishEgress[]): Promise<unknown[]> {
     const channel = run[0]!.channel
     const signing = this.signing
-    const args: Array<string | Buffer> = [this.key(channel), signing === undefined ? '1' : '2', this.cap(channel)]
+    const args: Array<string | Buffer> = ['EVAL', APPEND_ALL_SCRIPT, '1', this.key(channel), signing === undefined ? '1' : '2', this.cap(channel)]
     // Signed at each attempt: a write retried after an outage carries the time it is written.
     for (const record of run) {
       args.push(asBuffer(record.frame))
       if (signing !== undefined) args.push(signing.sign(record))
     }
     this.trimByAge(channel)
-    return this.script('appendAll', args).then(
-      (reply) => {
-        const [written, refusal] = reply as [number, string?]
+    return this.command<[number, Buffer?]>(args).then(
+      ([written, refusal]) => {
         if (written === run.length) return new Array<unknown>(run.length).fill(1)
         // Those after a refusal were not tried: sent again (their write fails with the refusal).
         const notTried = new Failed(new Error('not tried after a refusal'))
-        return run.map((_, k) => (k < written ? 1 : k === written ? new Failed(new Refused(refusal ?? 'refused')) : notTried))
+        return run.map((_, k) => (k < written ? 1 : k === written ? new Failed(new Refused(refusal?.toString() ?? 'refused')) : notTried))
       },
       (reason: unknown) => new Array<unknown>(run.length).fill(new Failed(reason)),
     )
@@ -601,9 +611,9 @@ export class RedisDriver implements Driver {
       if (compareIds(position, lo) < 0) lo = position
       else if (compareIds(position, hi) > 0) hi = position
     }
-    const args = [this.key(group.channel), group.name, this.consumer, lo, hi]
+    const args = ['EVAL', ACK_ALL_SCRIPT, '1', this.key(group.channel), group.name, this.consumer, lo, hi]
     for (const record of run) args.push(record.position)
-    return this.script('ackAll', args).then(
+    return this.command<number[]>(args).then(
       (answers) =>
         (answers as number[]).map((answer) => {
           if (Number(answer) >= 0) return Number(answer) > 0
