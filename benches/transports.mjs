@@ -142,10 +142,20 @@ async function rawClient() {
 }
 
 /** Deletes every key this contender made (`pattern` under the run's prefix). */
-async function dropKeys(client, pattern) {
+async function dropKeys(client, pattern, prefix = PREFIX) {
   const keys = []
-  for await (const batch of client.scanIterator({ MATCH: `${PREFIX}${pattern}`, COUNT: 1000 })) keys.push(...batch)
+  for await (const batch of client.scanIterator({ MATCH: `${prefix}${pattern}`, COUNT: 1000 })) keys.push(...batch)
   if (keys.length > 0) await client.del(keys)
+}
+
+/** Deletes the keys of every contender of any run (the server's `appendfsync always` file keeps what is left). */
+async function sweepRedis() {
+  const client = await rawClient()
+  try {
+    await dropKeys(client, '*', keyPrefix('*'))
+  } finally {
+    await client.close()
+  }
 }
 
 /** Sends `n` messages as WINDOW batches of BATCH in flight; `send(count)` resolves once a batch is acknowledged. */
@@ -1044,6 +1054,8 @@ else {
     if (!child) await checkTools()
     await runSuite({ name: 'transports', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, reference: 'orrery-redis', after: targets })
   } finally {
+    // Each contender drops its keys when it closes; one that failed or was stopped did not.
+    if (!child) await sweepRedis().catch((error) => console.error(`bench keys left on redis: ${error.message}`))
     if (!child) execFileSync('bash', [SERVERS, 'stop', ...user], { stdio: 'inherit' })
   }
 }

@@ -16,20 +16,19 @@ import { compareIds, type Entry, GroupReader, limited, MirrorReader, type Reader
 import { Signing } from './signing.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 
-/** A Lua script of the driver, run as node-redis runs scripts (EVALSHA, EVAL when the server lacks it). */
-type ScriptCall = (...args: Array<string | Buffer>) => Promise<unknown>
-
-/** The driver's scripts, as methods of each connection. */
-interface Scripts {
-  dedupAdd: ScriptCall
-  ackOwned: ScriptCall
-  releaseOwned: ScriptCall
-  deadOwned: ScriptCall
-  leaveGroup: ScriptCall
+/**
+ * A Lua script of the driver and how many of its arguments are keys. Every script goes whole
+ * (`EVAL`), never by its hash: with `EVALSHA`, a server that lost its scripts (a restart) refuses
+ * the command, which would then be sent again behind the commands after it, which another
+ * connection's `EVAL` may have let through first.
+ */
+interface Script {
+  readonly source: string
+  readonly keys: number
 }
 
 /** The few node-redis calls the driver makes. */
-export interface Connection extends Scripts {
+export interface Connection {
   connect(): Promise<unknown>
   sendCommand(args: ReadonlyArray<string | Buffer>, options?: object): Promise<unknown>
   duplicate(): Connection
@@ -45,7 +44,6 @@ export interface Connection extends Scripts {
 export interface RedisModule {
   createClient(options: object): Connection
   RESP_TYPES: { BLOB_STRING: number }
-  defineScript(script: { SCRIPT: string; NUMBER_OF_KEYS: number; parseCommand: (...args: never[]) => void; transformReply: (reply: never) => unknown }): object
   ErrorReply: abstract new (...args: never[]) => Error
 }
 
@@ -96,9 +94,7 @@ if not ok then return false end
 return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
 
 /**
- * Appends a run of publishes to one stream (KEYS[1]) in one command, sent whole (`EVAL`): with
- * `EVALSHA`, a server that lost its scripts (a restart) refuses a run that node-redis then sends
- * again behind the runs after it, which another connection's `EVAL` may have let through first.
+ * Appends a run of publishes to one stream (KEYS[1]) in one command (sent whole, see `Script`).
  * ARGV[1] is 1 (each entry its frame) or 2 (its frame, then its signature), ARGV[2] the
  * stream's MAXLEN ('' for none), the entries after. Stops at the first refusal: {written} or {written, refusal}.
  */
@@ -128,10 +124,9 @@ if p[1][2] ~= ARGV[2] then return -1 end
 const ACK_SCRIPT = `${OWNED}return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])`
 
 /**
- * Acks each of a group's deliveries (ARGV[5]...) that this consumer (ARGV[2]) holds (sent whole,
- * as APPEND_ALL_SCRIPT is), with one
- * XACK: those it holds are found by one XPENDING over the run's range (ARGV[3] to ARGV[4], up to 4 entries an id), any
- * other is looked at alone. OWNED's answer for each, in order.
+ * Acks each of a group's deliveries (ARGV[5]...) that this consumer (ARGV[2]) holds with one
+ * XACK: those it holds are found by one XPENDING over the run's range (ARGV[3] to ARGV[4], up to
+ * 4 entries an id), any other is looked at alone. OWNED's answer for each, in order.
  */
 const ACK_ALL_SCRIPT = `local held, acks, out = {}, {}, {}
 for _, e in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], 4 * #ARGV, ARGV[2])) do held[e[1]] = true end
@@ -165,26 +160,11 @@ return 1`
 const LEAVE_SCRIPT = `if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) >= 0 and 1 or 0`
 
-/** The scripts as node-redis defines them (`keys` first, then arguments; replies as they come). */
-function scripts(redis: RedisModule): Record<keyof Scripts, object> {
-  const define = (SCRIPT: string, keys: number) =>
-    redis.defineScript({
-      SCRIPT,
-      NUMBER_OF_KEYS: keys,
-      parseCommand: (parser: { pushKey(key: string): void; push(...args: Array<string | Buffer>): void }, ...args: Array<string | Buffer>) => {
-        for (let i = 0; i < keys; i++) parser.pushKey(args[i] as string)
-        parser.push(...args.slice(keys))
-      },
-      transformReply: (reply: unknown) => reply,
-    })
-  return {
-    dedupAdd: define(DEDUP_SCRIPT, 2),
-    ackOwned: define(ACK_SCRIPT, 1),
-    releaseOwned: define(RELEASE_SCRIPT, 1),
-    deadOwned: define(DEAD_SCRIPT, 2),
-    leaveGroup: define(LEAVE_SCRIPT, 1),
-  }
-}
+const DEDUP: Script = { source: DEDUP_SCRIPT, keys: 2 }
+const ACK: Script = { source: ACK_SCRIPT, keys: 1 }
+const RELEASE: Script = { source: RELEASE_SCRIPT, keys: 1 }
+const DEAD: Script = { source: DEAD_SCRIPT, keys: 2 }
+const LEAVE: Script = { source: LEAVE_SCRIPT, keys: 1 }
 
 /** The most publishes (or acks) one command carries: a script holds the server for its whole run. */
 const RUN_MAX = 1024
@@ -268,7 +248,6 @@ export class RedisDriver implements Driver {
   private listening: Promise<void> | undefined
   private readonly groups = new Map<number, GroupReader>()
   private readonly options: { typeMapping: object }
-  private readonly scripts: Record<keyof Scripts, object>
   /** This process's consumer name in every group. */
   readonly consumer: string
   /**
@@ -286,7 +265,6 @@ export class RedisDriver implements Driver {
     private readonly transport: string,
   ) {
     this.options = { typeMapping: { [redis.RESP_TYPES.BLOB_STRING]: Buffer } }
-    this.scripts = scripts(redis)
     this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
     const pid = typeof process === 'object' ? process.pid : 0
     this.consumer = `${pid}-${Math.random().toString(36).slice(2, 10)}`
@@ -297,10 +275,8 @@ export class RedisDriver implements Driver {
   }
 
   /** Runs one of the driver's scripts on the main connection. */
-  private script(name: keyof Scripts, args: Array<string | Buffer>): Promise<unknown> {
-    if (this.main === undefined || this.closed)
-      return Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } }))
-    return this.through()[name](...args)
+  private script(script: Script, args: Array<string | Buffer>): Promise<unknown> {
+    return this.command(['EVAL', script.source, String(script.keys), ...args])
   }
 
   /**
@@ -316,8 +292,8 @@ export class RedisDriver implements Driver {
   }
 
   /** Runs a fenced settlement: resolves true when it was applied, false when the entry was not this consumer's. */
-  private settle(name: 'ackOwned' | 'releaseOwned' | 'deadOwned', args: Array<string | Buffer>): Promise<boolean> {
-    return this.script(name, args).then((reply) => {
+  private settle(script: Script, args: Array<string | Buffer>): Promise<boolean> {
+    return this.script(script, args).then((reply) => {
       if (Number(reply) >= 0) return Number(reply) > 0
       this.fencedSettles++
       return false
@@ -354,7 +330,6 @@ export class RedisDriver implements Driver {
     const client = this.redis.createClient({
       url,
       RESP: 2,
-      scripts: this.scripts,
       // No per-command timer (node-redis's default 5 s only bounds a command waiting for a
       // reconnect, and costs a timer per command): publishTimeoutMs bounds writes, BLOCK reads.
       commandOptions: { timeout: 0 },
@@ -635,7 +610,7 @@ export class RedisDriver implements Driver {
         if (record.dedupWindowMs === 0) return this.command(['XADD', key, ...xadd])
         const window = record.dedupWindowMs === Infinity ? '0' : String(Math.max(1, Math.ceil(record.dedupWindowMs)))
         const dedupKey = `${this.config.keyPrefix}dd:${record.channel}:${frameIdHex(record.frame)}`
-        return this.script('dedupAdd', [key, dedupKey, window, ...xadd])
+        return this.script(DEDUP, [key, dedupKey, window, ...xadd])
       }
       case 'request': {
         // Infinity (wait for ever) is written as 'Infinity', which reads back as Infinity.
@@ -649,12 +624,12 @@ export class RedisDriver implements Driver {
       }
       // Settlements act only on an entry this consumer still holds (see OWNED).
       case 'ack':
-        return this.settle('ackOwned', [this.key(record.group.channel), record.group.name, this.consumer, record.position])
+        return this.settle(ACK, [this.key(record.group.channel), record.group.name, this.consumer, record.position])
       case 'release': {
         const { group, position, delayMs } = record
         const limit = threshold(group)
         const idle = Math.max(0, limit - Math.ceil(delayMs))
-        const done = this.settle('releaseOwned', [this.key(group.channel), group.name, this.consumer, position, String(idle)])
+        const done = this.settle(RELEASE, [this.key(group.channel), group.name, this.consumer, position, String(idle)])
         void done.then(
           (applied) => {
             if (!applied) return
@@ -668,7 +643,7 @@ export class RedisDriver implements Driver {
         return done
       }
       case 'dead':
-        return this.settle('deadOwned', [
+        return this.settle(DEAD, [
           this.key(record.group.channel),
           this.key(record.deadLetter),
           record.group.name,
@@ -787,7 +762,7 @@ export class RedisDriver implements Driver {
     const timer = setTimeout(() => {
       this.holds.delete(timer)
       if (this.closed) return
-      void this.settle('releaseOwned', [this.key(group.channel), group.name, this.consumer, position, '0']).then(
+      void this.settle(RELEASE, [this.key(group.channel), group.name, this.consumer, position, '0']).then(
         (applied) => {
           if (applied && ms > step) this.holdFor(group, position, ms - step)
         },
@@ -821,7 +796,7 @@ export class RedisDriver implements Driver {
     // command would wait in node-redis's offline queue for ever (no command timeout): the
     // consumer then stays in the group, holding nothing, as one that died would.
     if (!this.isReady) return
-    await Promise.allSettled(groups.map((g) => this.script('leaveGroup', [this.key(g.channel), g.name, this.consumer])))
+    await Promise.allSettled(groups.map((g) => this.script(LEAVE, [this.key(g.channel), g.name, this.consumer])))
   }
 
   // --- readers ------------------------------------------------------------------------------
