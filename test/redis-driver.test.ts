@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
+import { compareIds } from '../ts/transports/redis-readers.js'
 import { leaveSpare, mustRun, SPARE_SKIP, withSpare } from './transports/spare.js'
 
 type Env = Record<string, string | undefined>
@@ -619,5 +620,15 @@ describe(`redis transport urls (${ENGINE})`, () => {
     )
     expect(err.message).not.toContain('s3cret')
     expect(JSON.stringify((err as Error & { details: unknown }).details)).not.toContain('s3cret')
+  })
+})
+
+describe('redis stream entry ids', () => {
+  it('compare by their numbers, not their text: the time first, then the sequence (none is 0)', () => {
+    const ids = ['10-0', '9-12', '9-3', '1700000000000-10', '1700000000000-9', '0-1', '5', '5-1', '0-0']
+    expect(ids.sort(compareIds)).toEqual(['0-0', '0-1', '5', '5-1', '9-3', '9-12', '10-0', '1700000000000-9', '1700000000000-10'])
+    expect(compareIds('5', '5-0')).toBe(0)
+    expect(compareIds('1700000000000-0', '1700000000000-0')).toBe(0)
+    expect(Math.sign(compareIds('1700000000001-0', '1700000000000-99'))).toBe(1)
   })
 })

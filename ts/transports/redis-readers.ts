@@ -11,11 +11,25 @@ import type { Connection, RedisDriver } from './redis.js'
 import { CatchUps } from './catch-up.js'
 import { Pause } from './pause.js'
 
-/** Compares two stream entry ids (`<ms>-<seq>`). */
+/**
+ * Compares two stream entry ids (`<ms>-<seq>`, a missing seq 0) by their numbers. It runs for
+ * every entry read and twice for every ack of a run, so it reads the digits in place: splitting
+ * the ids made a third of a consumer's time.
+ */
 export function compareIds(a: string, b: string): number {
-  const [am = 0, as = 0] = a.split('-').map(Number)
-  const [bm = 0, bs = 0] = b.split('-').map(Number)
-  return am - bm || as - bs
+  const ad = a.indexOf('-')
+  const bd = b.indexOf('-')
+  return (
+    digits(a, 0, ad < 0 ? a.length : ad) - digits(b, 0, bd < 0 ? b.length : bd) ||
+    (ad < 0 ? 0 : digits(a, ad + 1, a.length)) - (bd < 0 ? 0 : digits(b, bd + 1, b.length))
+  )
+}
+
+/** The number the decimal digits of `s` from `from` to `to` write. */
+function digits(s: string, from: number, to: number): number {
+  let n = 0
+  for (let i = from; i < to; i++) n = n * 10 + s.charCodeAt(i) - 48
+  return n
 }
 
 /** Entries read per call, at most. */
