@@ -140,6 +140,28 @@ function errorReply(reply: Uint8Array, error: OrreryError): Uint8Array {
 
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
+/**
+ * Calls `silent` once nothing was heard for `ms`: `heard()` notes the time (no timer per call:
+ * re-arming one for every delivery was a tenth of a consumer's time), the one timer looks at it
+ * when it fires and waits out the rest. `stop()` ends the watch.
+ */
+function silenceWatch(ms: number, silent: () => void): { heard(): void; stop(): void } {
+  let last = Date.now()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const check = () => {
+    const quiet = Date.now() - last
+    timer = quiet >= ms ? undefined : setTimeout(check, ms - quiet)
+    if (timer === undefined) silent()
+  }
+  timer = setTimeout(check, ms)
+  return {
+    heard: () => {
+      last = Date.now()
+    },
+    stop: () => clearTimeout(timer),
+  }
+}
+
 export class NatsDriver implements Driver {
   private nc: NatsConnection | undefined
   /** JetStream publishes of this connection, answered on one subscription. */
@@ -1310,22 +1332,22 @@ class MirrorReader {
     const nc = this.driver.connection()
     const inbox = `_INBOX.${inboxToken}.${++inboxes}`
     return new Promise((resolve) => {
-      let timer: ReturnType<typeof setTimeout> | undefined
+      let watch: ReturnType<typeof silenceWatch> | undefined
       let sub: Subscription | undefined
       const pull: MirrorPull = {
         left: READ_COUNT,
         end: (how = 'over') => {
           if (this.pulling !== pull) return
           this.pulling = undefined
-          clearTimeout(timer)
+          watch?.stop()
           sub?.unsubscribe()
           resolve(how)
         },
       }
       // Anything heard (a delivery, a heartbeat) says the pull is alive.
       const alive = () => {
-        clearTimeout(timer)
-        timer = setTimeout(() => pull.end('again'), PULL_SILENT_MS)
+        if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end('again'))
+        else watch.heard()
       }
       this.pulling = pull
       sub = nc.subscribe(inbox, {
@@ -1458,21 +1480,54 @@ type Held = Pick<JsMsg, 'seq' | 'data' | 'headers' | 'ack' | 'nak' | 'term'> & {
 /**
  * A delivery of a group's pull, read from its ack subject (`$JS.ACK.<stream>.<consumer>.<delivery
  * count>.<stream seq>.<consumer seq>.<ns>.<pending>`, or with a domain and an account hash after
- * `ACK` and a token at the end) and answered on it, as JetStream's clients do.
+ * `ACK` and a token at the end) and answered on it, as JetStream's clients do. The subject is
+ * read in place, not split: this runs for every delivery.
  */
-function delivery(m: Msg, reply: string, nc: NatsConnection): Held {
-  const t = reply.split('.')
-  const at = t.length === 9 ? 4 : 6
-  return {
-    seq: Number(t[at + 1]),
-    data: m.data,
-    headers: m.headers,
-    info: { deliveryCount: Number(t[at]), timestampNanos: Number(t[at + 3]) },
-    ack: () => nc.publish(reply, '+ACK'),
-    nak: (delayMs?: number) => nc.publish(reply, delayMs ? `-NAK ${JSON.stringify({ delay: ms(delayMs) })}` : '-NAK'),
-    term: () => nc.publish(reply, '+TERM'),
+class GroupDelivery implements Held {
+  readonly seq: number
+  readonly data: Uint8Array
+  readonly headers: Held['headers']
+  readonly info: Held['info']
+
+  constructor(
+    m: Msg,
+    private readonly reply: string,
+    private readonly nc: NatsConnection,
+  ) {
+    let dots = 0
+    for (let i = reply.indexOf('.'); i !== -1 && dots < DOTS.length; i = reply.indexOf('.', i + 1)) DOTS[dots++] = i
+    const at = dots === 8 ? 4 : 6
+    this.seq = ackToken(reply, dots, at + 1)
+    this.data = m.data
+    this.headers = m.headers
+    this.info = { deliveryCount: ackToken(reply, dots, at), timestampNanos: ackToken(reply, dots, at + 3) }
+  }
+
+  ack(): void {
+    this.nc.publish(this.reply, ACK)
+  }
+
+  nak(delayMs?: number): void {
+    this.nc.publish(this.reply, delayMs ? `-NAK ${JSON.stringify({ delay: ms(delayMs) })}` : NAK)
+  }
+
+  term(): void {
+    this.nc.publish(this.reply, TERM)
   }
 }
+
+/** Where the dots of the ack subject being read are (an ack subject has at most 11). */
+const DOTS = new Int32Array(16)
+
+/** The number that token `k` of an ack subject with `dots` dots (found in DOTS) holds. */
+function ackToken(reply: string, dots: number, k: number): number {
+  return Number(reply.slice(k === 0 ? 0 : DOTS[k - 1]! + 1, k < dots ? DOTS[k] : reply.length))
+}
+
+/** The answers to a delivery, encoded once (nats.js encodes a string payload at every publish). */
+const ACK = new TextEncoder().encode('+ACK')
+const NAK = new TextEncoder().encode('-NAK')
+const TERM = new TextEncoder().encode('+TERM')
 
 /** One pull of a group's reader, on an inbox of its own. */
 interface Pull {
@@ -1590,14 +1645,14 @@ class GroupReader {
     const nc = this.driver.connection()
     const inbox = `_INBOX.${inboxToken}.${++inboxes}`
     return new Promise<void>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined
+      let watch: ReturnType<typeof silenceWatch> | undefined
       let sub: Subscription | undefined
       const pull: Pull = {
         left: count,
         end: (error?: unknown) => {
           if (this.pulling !== pull) return
           this.pulling = undefined
-          clearTimeout(timer)
+          watch?.stop()
           sub?.unsubscribe()
           if (error === undefined) resolve()
           else reject(error)
@@ -1605,8 +1660,8 @@ class GroupReader {
       }
       // Anything heard (a delivery, a heartbeat) says the pull is alive.
       const alive = () => {
-        clearTimeout(timer)
-        timer = setTimeout(() => pull.end(), PULL_SILENT_MS)
+        if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end())
+        else watch.heard()
       }
       this.pulling = pull
       sub = nc.subscribe(inbox, {
@@ -1616,7 +1671,7 @@ class GroupReader {
           const reply = m.reply
           if (reply?.startsWith('$JS.ACK.')) {
             pull.left--
-            this.add(delivery(m, reply, nc))
+            this.add(new GroupDelivery(m, reply, nc))
             return pull.left <= 0 ? pull.end() : alive()
           }
           const code = m.headers?.code ?? 0
