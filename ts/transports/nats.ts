@@ -146,17 +146,18 @@ const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) 
  * when it fires and waits out the rest. `stop()` ends the watch.
  */
 function silenceWatch(ms: number, silent: () => void): { heard(): void; stop(): void } {
-  let last = Date.now()
+  // The monotonic clock: a wall clock set back would stretch the watch, set forward cut it short.
+  let last = performance.now()
   let timer: ReturnType<typeof setTimeout> | undefined
   const check = () => {
-    const quiet = Date.now() - last
+    const quiet = performance.now() - last
     timer = quiet >= ms ? undefined : setTimeout(check, ms - quiet)
     if (timer === undefined) silent()
   }
   timer = setTimeout(check, ms)
   return {
     heard: () => {
-      last = Date.now()
+      last = performance.now()
     },
     stop: () => clearTimeout(timer),
   }
@@ -1358,7 +1359,7 @@ class MirrorReader {
           const reply = m.reply
           if (reply?.startsWith('$JS.ACK.')) {
             // `$JS.ACK.<stream>.<consumer>.<delivery count>.<stream seq>.<delivery seq>.<ns>.<pending>`
-            // (see `delivery`).
+            // (see `GroupDelivery`).
             const t = reply.split('.')
             const at = t.length === 9 ? 4 : 6
             pull.left--
@@ -1471,7 +1472,7 @@ interface MirrorPull {
 
 /**
  * A delivery held for its answer: what the driver reads of it and how it answers it (a JsMsg is
- * one; a group's pull makes its own, see `delivery`).
+ * one; a group's pull makes its own, see `GroupDelivery`).
  */
 type Held = Pick<JsMsg, 'seq' | 'data' | 'headers' | 'ack' | 'nak' | 'term'> & {
   readonly info: Pick<JsMsg['info'], 'deliveryCount' | 'timestampNanos'>
