@@ -1359,14 +1359,13 @@ class MirrorReader {
           const reply = m.reply
           if (reply?.startsWith('$JS.ACK.')) {
             // `$JS.ACK.<stream>.<consumer>.<delivery count>.<stream seq>.<delivery seq>.<ns>.<pending>`
-            // (see `GroupDelivery`).
-            const t = reply.split('.')
-            const at = t.length === 9 ? 4 : 6
+            // (see `ackField`).
+            const dots = ackDots(reply)
             pull.left--
             // One was lost between: read again after the last sequence in the mirror.
-            if (Number(t[at + 2]) !== this.expected) return pull.end('again')
+            if (ackField(reply, dots, 2) !== this.expected) return pull.end('again')
             this.expected++
-            this.add(m, Number(t[at + 1]), Number(t[at + 3]), Number(t[at + 4]))
+            this.add(m, ackField(reply, dots, 1), ackField(reply, dots, 3), ackField(reply, dots, 4))
             return pull.left <= 0 ? pull.end() : alive()
           }
           const code = m.headers?.code ?? 0
@@ -1495,13 +1494,11 @@ class GroupDelivery implements Held {
     private readonly reply: string,
     private readonly nc: NatsConnection,
   ) {
-    let dots = 0
-    for (let i = reply.indexOf('.'); i !== -1 && dots < DOTS.length; i = reply.indexOf('.', i + 1)) DOTS[dots++] = i
-    const at = dots === 8 ? 4 : 6
-    this.seq = ackToken(reply, dots, at + 1)
+    const dots = ackDots(reply)
+    this.seq = ackField(reply, dots, 1)
     this.data = m.data
     this.headers = m.headers
-    this.info = { deliveryCount: ackToken(reply, dots, at), timestampNanos: ackToken(reply, dots, at + 3) }
+    this.info = { deliveryCount: ackField(reply, dots, 0), timestampNanos: ackField(reply, dots, 3) }
   }
 
   ack(): void {
@@ -1520,15 +1517,27 @@ class GroupDelivery implements Held {
 /** Where the dots of the ack subject being read are (an ack subject has at most 11). */
 const DOTS = new Int32Array(16)
 
-/** The number that token `k` of an ack subject with `dots` dots (found in DOTS) holds. */
-function ackToken(reply: string, dots: number, k: number): number {
-  return Number(reply.slice(k === 0 ? 0 : DOTS[k - 1]! + 1, k < dots ? DOTS[k] : reply.length))
+/** Finds the dots of an ack subject (into DOTS), read in place rather than split: how many. */
+function ackDots(reply: string): number {
+  let dots = 0
+  for (let i = reply.indexOf('.'); i !== -1 && dots < DOTS.length; i = reply.indexOf('.', i + 1)) DOTS[dots++] = i
+  return dots
+}
+
+/**
+ * Field `k` after the consumer name of an ack subject with `dots` dots (found by `ackDots`): 0 the
+ * delivery count, 1 the stream seq, 2 the consumer seq, 3 the time in ns, 4 the pending count.
+ */
+function ackField(reply: string, dots: number, k: number): number {
+  const at = (dots === 8 ? 4 : 6) + k
+  return Number(reply.slice(DOTS[at - 1]! + 1, at < dots ? DOTS[at] : reply.length))
 }
 
 /** The answers to a delivery, encoded once (nats.js encodes a string payload at every publish). */
-const ACK = new TextEncoder().encode('+ACK')
-const NAK = new TextEncoder().encode('-NAK')
-const TERM = new TextEncoder().encode('+TERM')
+const answers = new TextEncoder()
+const ACK = answers.encode('+ACK')
+const NAK = answers.encode('-NAK')
+const TERM = answers.encode('+TERM')
 
 /** One pull of a group's reader, on an inbox of its own. */
 interface Pull {
