@@ -1676,6 +1676,43 @@ describe('workflows: limits', () => {
     expect(await waiting.result()).toBe('small')
   })
 
+  it('writes a run that ends in the macrotask it started in as one record, and a longer one in several', async () => {
+    const { orrery, wf, store, runKeys } = await small()
+    wf.register('inc', (n: number) => n + 1)
+    wf.define(workflow('quick', sequence(step('a', { fn: 'inc' }, { input: '$input' }), step('b', { fn: 'inc' }, { input: '$steps.a' }))))
+    const quick = await wf.start('quick', 1, { id: 'q' })
+    expect(await quick.result()).toBe(3)
+    expect(runKeys()).toEqual(['run/q'])
+    const types = ['started', 'step-started', 'step-completed', 'node-done', 'step-started', 'step-completed', 'node-done', 'node-done', 'run-finished']
+    expect(quick.history().map((e) => e.type)).toEqual(types)
+    expect(quick.history().map((e) => e.seq)).toEqual(types.map((_, i) => i + 1))
+    expect(quick.history().find((e) => e.type === 'run-finished')).toMatchObject({ status: 'completed', output: 3 })
+    // A run that sleeps ends in a later macrotask: its events have records of their own.
+    wf.define(workflow('slow', sequence(sleep('nap', 10), step('a', { fn: 'inc' }, { input: '$input' }))))
+    const slow = await wf.start('slow', 5, { id: 's' })
+    await advance(10)
+    expect(await slow.result()).toBe(6)
+    expect(runKeys().filter((k) => k.startsWith('run/s'))).toEqual(['run/s', 'run/s/e/0000000001', 'run/s/e/0000000002'])
+    // Both read back the same from the store alone, and list as runs (the events are not part of a listing).
+    const again = await orrery.workflows({ store, resume: false })
+    expect(again.get('q')?.history()).toEqual(quick.history())
+    expect(again.get('s')?.history()).toEqual(slow.history())
+    expect(again.list().map((r) => Object.keys(r).sort())).toEqual([
+      ['definition', 'finishedAt', 'generation', 'id', 'startedAt', 'status', 'version'],
+      ['definition', 'finishedAt', 'generation', 'id', 'startedAt', 'status', 'version'],
+    ])
+    again.close()
+    // Events and meta too large together for one record: they go apart.
+    const part = 'p'.repeat(40 * 1024)
+    wf.register('part', () => part)
+    wf.define(workflow('parts', sequence(step('a', { fn: 'part' }), step('b', { fn: 'part' }))))
+    const parts = await wf.start('parts', null, { id: 'p' })
+    expect(await parts.result()).toBe(part)
+    // (Together the two outputs are over it too: the events go in records of about half each.)
+    expect(runKeys().filter((k) => k.startsWith('run/p'))).toEqual(['run/p', 'run/p/e/0000000001', 'run/p/e/0000000005', 'run/p/e/0000000007'])
+    expect(parts.history().filter((e) => e.type === 'step-completed').map((e) => (e as { output?: string }).output?.length)).toEqual([40 * 1024, 40 * 1024])
+  })
+
   it('keeps outputs that fit one by one though together they are over the limit', async () => {
     const { wf } = await small()
     const part = 'p'.repeat(40 * 1024)

@@ -10,8 +10,8 @@
  * encodes in a third of an object's time.
  *
  * One write per run per macrotask, not one per event: a run's first meta waits for its events
- * of the macrotask it starts in, so a run whose steps all finish within that macrotask (local
- * functions) writes two records, its events and its end meta. The
+ * of the macrotask it starts in, and a run whose steps all finish within that macrotask (local
+ * functions) writes one record, its end meta with its events inside (`events`). The
  * events of a macrotask are written on the next one (setImmediate; a MessageChannel message in
  * a browser), and at once when the run's meta is written or the workflows close; `events()`
  * includes those not yet written, so readers see every event recorded. Nothing is acknowledged
@@ -51,6 +51,8 @@ export interface RunMeta {
   readonly finishedAt?: number
   readonly output?: unknown
   readonly error?: StoredError
+  /** A run that ended in the macrotask it started in: its every event, kept in its meta (one write). */
+  readonly events?: readonly EventTuple[]
 }
 
 /** The part every event shares. */
@@ -345,8 +347,12 @@ export class History {
    * vanish from `list()` and `get()` (what the store refused, a too large input, stays out).
    */
   putMeta(meta: RunMeta): number | Promise<number> {
-    this.pendingMetas.delete(meta.id)
+    const startedNow = this.pendingMetas.delete(meta.id)
     const events = this.pending.get(meta.id)
+    if (startedNow && events && FINAL_STATUSES.has(meta.status) && this.failed?.has(meta.id) !== true) {
+      const ack = this.putWhole(meta, events)
+      if (ack !== undefined) return ack
+    }
     let first: number | Promise<number> = 0
     if (events) {
       this.pending.delete(meta.id)
@@ -373,6 +379,30 @@ export class History {
     const both = Promise.all([first, ack]).then(([, version]) => version)
     both.catch(() => {})
     return both
+  }
+
+  /**
+   * A run that ends in the macrotask it started in, written whole: its meta with every event it
+   * recorded, one record (`events` in its meta) instead of two. Undefined, with nothing written,
+   * when the store refuses that record as too large: the events and the meta then go apart.
+   */
+  private putWhole(meta: RunMeta, events: EventTuple[]): number | Promise<number> | undefined {
+    let ack: number | Promise<number>
+    try {
+      ack = this.ns.put(`run/${meta.id}`, { ...meta, events })
+    } catch (error) {
+      if (isOrreryError(error, 'VALUE_TOO_LARGE')) return undefined
+      const failure = this.fail(meta.id, error)
+      this.pending.delete(meta.id)
+      this.failed?.delete(meta.id)
+      this.putFailed(meta, failure)
+      return failedAck(failure)
+    }
+    this.pending.delete(meta.id)
+    // A durable store commits in order: the macrotask's acknowledgement (the run's start) covers this write.
+    this.lastWrite = ack
+    this.onMeta?.(meta)
+    return ack
   }
 
   /** An ended run whose history failed, as it is kept: who it was, failed with the write's error. */
@@ -590,6 +620,8 @@ export class History {
   events(runId: string): WorkflowEvent[] {
     const prefix = `run/${runId}/e/`
     const out: WorkflowEvent[] = []
+    const whole = (this.ns.get(`run/${runId}`)?.value as RunMeta | undefined)?.events
+    if (whole !== undefined) for (const event of whole) out.push(decodeEvent(event))
     for (const entry of this.ns.entries(prefix)) {
       if (entry.key.length !== prefix.length + 10 || !isEventKey(entry.key)) continue
       const value = entry.value as (EventTuple | WorkflowEvent)[] | WorkflowEvent
