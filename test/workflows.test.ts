@@ -1710,7 +1710,12 @@ describe('workflows: limits', () => {
     expect(await parts.result()).toBe(part)
     // (Together the two outputs are over it too: the events go in records of about half each.)
     expect(runKeys().filter((k) => k.startsWith('run/p'))).toEqual(['run/p', 'run/p/e/0000000001', 'run/p/e/0000000005', 'run/p/e/0000000007'])
-    expect(parts.history().filter((e) => e.type === 'step-completed').map((e) => (e as { output?: string }).output?.length)).toEqual([40 * 1024, 40 * 1024])
+    expect(
+      parts
+        .history()
+        .filter((e) => e.type === 'step-completed')
+        .map((e) => (e as { output?: string }).output?.length),
+    ).toEqual([40 * 1024, 40 * 1024])
   })
 
   it('keeps outputs that fit one by one though together they are over the limit', async () => {
