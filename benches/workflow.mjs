@@ -5,7 +5,9 @@
  * benches/results/workflow.json (the suites' shape: `msgs_per_sec` counts runs, or gathers, per
  * second; `p99_us` is a run's p99 in µs).
  *   - seq-3: one run at a time of 3 local steps that only return, in memory: the coordination
- *     overhead of a run (its latency less the steps' own time), p50 (`extra.p50_us`) and p99.
+ *     overhead of a run (its latency less the steps' own time), p50 (`extra.p50_us`) and p99,
+ *     against `langgraph-memory` (LangGraph.js: the same steps as a graph of three nodes, on its
+ *     in-memory checkpointer).
  *   - seq-3-durable: the same runs, `DURABLE_WINDOW` of them at a time, on a durable store
  *     (group commit, each write acknowledged once synced), against `sqlite-checkpoint`.
  *   - fanout-100: a scatter-gather over the 100 agents of a mesh offering a capability, one at a
@@ -163,6 +165,49 @@ function seq3(engine) {
       async close(total) {
         await close()
         if (runs !== total) throw new Error(`orrery-${engine}: ${runs} runs of ${total}`)
+        return { steps_own_ns: Math.round(ownNs) }
+      },
+    }
+  }
+}
+
+/**
+ * seq-3 on LangGraph.js: a graph of three nodes (the same step functions) run one at a time, each
+ * run a thread of its own on the in-memory checkpointer (`MemorySaver`), which keeps every step's
+ * state as Orrery's history keeps its events; timed as Orrery's runs are.
+ */
+function langgraphSeq3() {
+  return async () => {
+    const { Annotation, END, MemorySaver, START, StateGraph } = await import('@langchain/langgraph')
+    const State = Annotation.Root({ n: Annotation() })
+    const graph = new StateGraph(State)
+    for (const name of STEP_NAMES) graph.addNode(name, async (state) => ({ n: await STEP_FNS[name](state.n) }))
+    graph.addEdge(START, 'a').addEdge('a', 'b').addEdge('b', 'c').addEdge('c', END)
+    const app = graph.compile({ checkpointer: new MemorySaver() })
+    const ownNs = stepsOwnNs()
+    const overheads = new RunLatencies()
+    let runs = 0
+    const timed = timeBoxed(
+      async () => {
+        for (let i = 0; i < RUNS_PER_STEP; i++) {
+          const t0 = process.hrtime.bigint()
+          const { n } = await app.invoke({ n: runs }, { configurable: { thread_id: `run-${runs}` } })
+          overheads.record(Number(process.hrtime.bigint() - t0) - ownNs)
+          if (n !== runs + 3) throw new Error(`langgraph-memory: run ${runs} gave ${n}`)
+          runs++
+        }
+        return RUNS_PER_STEP
+      },
+      ROUND_MS,
+      overheads,
+    )
+    return {
+      async round() {
+        const result = await timed()
+        return { ...result, extra: { p50_us: overheads.p50Micros() } }
+      },
+      async close(total) {
+        if (runs !== total) throw new Error(`langgraph-memory: ${runs} runs of ${total}`)
         return { steps_own_ns: Math.round(ownNs) }
       },
     }
@@ -403,7 +448,7 @@ function idle(engine) {
 const orrery = (scenario) => ENGINES.map((engine) => [`orrery-${engine}`, scenario(engine)])
 
 const SCENARIOS = [
-  { id: 'seq-3', contenders: orrery(seq3) },
+  { id: 'seq-3', contenders: [...orrery(seq3), ['langgraph-memory', langgraphSeq3()]] },
   {
     id: 'seq-3-durable',
     rounds: 3,
