@@ -396,7 +396,9 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
         let joined;
         let token = if operator_apart(token) && tokens.get(i + 1).is_some_and(|next| !next.is_empty()) {
             i += 1;
-            joined = format!("{token}{}", tokens[i]);
+            // npm reads a lone `~>` before a space as `~` (`~> >1.2` is `~>1.2`, `~> 1` is `~1`).
+            let lone = token.strip_suffix('>').filter(|t| t.ends_with('~')).unwrap_or(token);
+            joined = format!("{lone}{}", tokens[i]);
             joined.as_str()
         } else {
             token
@@ -430,7 +432,9 @@ fn operator_apart(token: &str) -> bool {
 }
 
 fn hyphen(from: &Plain, to: &Plain, push: &mut impl FnMut(Op, Version)) -> Result<(), String> {
-    // A full end keeps its prerelease and must be written as a version (`v` at most).
+    // A full start, and a full end without a prerelease, must be written as a version (`v` at
+    // most): npm keeps them as written, so `=1.2.3` becomes `<==1.2.3`, which it refuses. An end
+    // with a prerelease npm rebuilds from its parts, so any `v`/`=` prefix passes (`1 - =1.2.3-rc`).
     match (from.full(), from.major, from.minor) {
         (Some(_), ..) if !from.strict_prefix => return Err("starts with a malformed version".to_owned()),
         (Some(low), ..) => push(Op::Ge, low),
@@ -438,7 +442,9 @@ fn hyphen(from: &Plain, to: &Plain, push: &mut impl FnMut(Op, Version)) -> Resul
         (None, Some(major), minor) => push(Op::Ge, Version::new(major, minor.unwrap_or(0), 0)),
     }
     match (to.full(), to.major, to.minor) {
-        (Some(_), ..) if !to.strict_prefix => return Err("ends with a malformed version".to_owned()),
+        (Some(_), ..) if !to.strict_prefix && to.pre.is_empty() => {
+            return Err("ends with a malformed version".to_owned())
+        }
         (Some(high), ..) => push(Op::Le, high),
         (None, None, _) => {}
         (None, Some(major), None) => push(Op::Lt, Version::floor(plus_one(major)?, 0, 0)),
@@ -687,6 +693,23 @@ mod tests {
         no("1.2.3 - 2", &["3.0.0"]);
         yes("* - 2.0.0", &["0.0.0", "2.0.0"]);
         yes("1.2.3-rc.1 - 1.2.3", &["1.2.3-rc.1", "1.2.3-rc.2", "1.2.3"]);
+        // An end with a prerelease may have any `v`/`=` prefix, as npm reads it; a start may not.
+        yes("1.2 - =1.2.3-rc", &["1.2.0", "1.2.3-rc"]);
+        no("1.2 - =1.2.3-rc", &["1.2.3"]);
+        yes("1 - v=v1.2.3-rc.1", &["1.2.3-rc.1"]);
+        assert!(Range::parse("1.2 - =1.2.3").is_err());
+        assert!(Range::parse("=1.2.3-rc - 2").is_err());
+    }
+
+    #[test]
+    fn a_lone_tilde_takes_the_next_token_as_npm_does() {
+        // `~>` before a space is `~`: its `>` goes, and the next token joins it.
+        yes("~> >1.2", &["1.2.0", "1.2.9"]);
+        no("~> >1.2", &["1.3.0", "1.1.9"]);
+        yes("~> 1.2", &["1.2.5"]);
+        no("~> 1.2", &["1.3.0"]);
+        assert!(Range::parse("~> <1.2").is_err());
+        assert!(Range::parse("~>>1.2").is_err());
     }
 
     #[test]
