@@ -135,46 +135,53 @@ async function orreryWorkflows(engine, { durable = false, agents = 0 } = {}) {
   }
 }
 
-/** seq-3 on Orrery: one run at a time, each timed; its latency less the steps' own cost. */
+/**
+ * A seq-3 contender's rounds: one run at a time, each timed; its latency less the steps' own
+ * cost. `runOne(input)` resolves to the run's output; `close()` ends the contender.
+ */
+function sequentialRounds(who, { runOne, close }) {
+  const ownNs = stepsOwnNs()
+  const overheads = new RunLatencies()
+  let runs = 0
+  const timed = timeBoxed(
+    async () => {
+      for (let i = 0; i < RUNS_PER_STEP; i++) {
+        const t0 = process.hrtime.bigint()
+        const output = await runOne(runs)
+        overheads.record(Number(process.hrtime.bigint() - t0) - ownNs)
+        if (output !== runs + 3) throw new Error(`${who}: run ${runs} gave ${output}`)
+        runs++
+      }
+      return RUNS_PER_STEP
+    },
+    ROUND_MS,
+    overheads,
+  )
+  return {
+    async round() {
+      const result = await timed()
+      return { ...result, extra: { p50_us: overheads.p50Micros() } }
+    },
+    async close(total) {
+      await close()
+      if (runs !== total) throw new Error(`${who}: ${runs} runs of ${total}`)
+      return { steps_own_ns: Math.round(ownNs) }
+    },
+  }
+}
+
+/** seq-3 on Orrery. */
 function seq3(engine) {
   return async () => {
     const { wf, close } = await orreryWorkflows(engine)
-    const ownNs = stepsOwnNs()
-    const overheads = new RunLatencies()
-    let runs = 0
-    const timed = timeBoxed(
-      async () => {
-        for (let i = 0; i < RUNS_PER_STEP; i++) {
-          const t0 = process.hrtime.bigint()
-          const run = await wf.start('seq3', runs)
-          const output = await run.result()
-          overheads.record(Number(process.hrtime.bigint() - t0) - ownNs)
-          if (output !== runs + 3) throw new Error(`orrery-${engine}: run ${runs} gave ${output}`)
-          runs++
-        }
-        return RUNS_PER_STEP
-      },
-      ROUND_MS,
-      overheads,
-    )
-    return {
-      async round() {
-        const result = await timed()
-        return { ...result, extra: { p50_us: overheads.p50Micros() } }
-      },
-      async close(total) {
-        await close()
-        if (runs !== total) throw new Error(`orrery-${engine}: ${runs} runs of ${total}`)
-        return { steps_own_ns: Math.round(ownNs) }
-      },
-    }
+    return sequentialRounds(`orrery-${engine}`, { runOne: async (input) => (await wf.start('seq3', input)).result(), close })
   }
 }
 
 /**
  * seq-3 on LangGraph.js: a graph of three nodes (the same step functions) run one at a time, each
  * run a thread of its own on the in-memory checkpointer (`MemorySaver`), which keeps every step's
- * state as Orrery's history keeps its events; timed as Orrery's runs are.
+ * state as Orrery's history keeps its events.
  */
 function langgraphSeq3() {
   return async () => {
@@ -184,33 +191,10 @@ function langgraphSeq3() {
     for (const name of STEP_NAMES) graph.addNode(name, async (state) => ({ n: await STEP_FNS[name](state.n) }))
     graph.addEdge(START, 'a').addEdge('a', 'b').addEdge('b', 'c').addEdge('c', END)
     const app = graph.compile({ checkpointer: new MemorySaver() })
-    const ownNs = stepsOwnNs()
-    const overheads = new RunLatencies()
-    let runs = 0
-    const timed = timeBoxed(
-      async () => {
-        for (let i = 0; i < RUNS_PER_STEP; i++) {
-          const t0 = process.hrtime.bigint()
-          const { n } = await app.invoke({ n: runs }, { configurable: { thread_id: `run-${runs}` } })
-          overheads.record(Number(process.hrtime.bigint() - t0) - ownNs)
-          if (n !== runs + 3) throw new Error(`langgraph-memory: run ${runs} gave ${n}`)
-          runs++
-        }
-        return RUNS_PER_STEP
-      },
-      ROUND_MS,
-      overheads,
-    )
-    return {
-      async round() {
-        const result = await timed()
-        return { ...result, extra: { p50_us: overheads.p50Micros() } }
-      },
-      async close(total) {
-        if (runs !== total) throw new Error(`langgraph-memory: ${runs} runs of ${total}`)
-        return { steps_own_ns: Math.round(ownNs) }
-      },
-    }
+    return sequentialRounds('langgraph-memory', {
+      runOne: async (input) => (await app.invoke({ n: input }, { configurable: { thread_id: `run-${input}` } })).n,
+      close: async () => {},
+    })
   }
 }
 
