@@ -1718,6 +1718,44 @@ describe('workflows: limits', () => {
     ).toEqual([40 * 1024, 40 * 1024])
   })
 
+  it.skipIf(ENGINE !== 'native' || IN_BROWSER)('writes such a run as one record on a durable store, or apart when too large together', async () => {
+    const { join } = await import('node:path')
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const path = join(await tempDir('orrery-wf-'), 'whole.redb')
+    let store = orrery.openStore({ path, maxValueBytes: 64 * 1024 })
+    let wf = await orrery.workflows({ store })
+    const part = 'p'.repeat(20 * 1024)
+    wf.register('inc', (n: number) => n + 1)
+    wf.register('part', () => part)
+    wf.define(workflow('quick', step('a', { fn: 'inc' }, { input: '$input' })))
+    // Each output fits, but the whole record (input, outputs, events) would be over 64 KiB: the
+    // durable store says so only when it answers, and the run's records then go apart.
+    wf.define(workflow('parts', sequence(step('a', { fn: 'part' }), step('b', { fn: 'part' }))))
+    const quick = await wf.start('quick', 1, { id: 'q' })
+    const parts = await wf.start('parts', part, { id: 'p' })
+    expect(await quick.result()).toBe(2)
+    expect(await parts.result()).toBe(part)
+    const keys = () => store.namespace('orrery.workflows', { codec: 'msgpack' }).keys('run/')
+    expect(keys().filter((k) => k.startsWith('run/q'))).toEqual(['run/q'])
+    expect(keys().filter((k) => k.startsWith('run/p')).length).toBeGreaterThan(1)
+    const histories = [quick.history(), parts.history()]
+    expect(histories[1]!.at(-1)).toMatchObject({ type: 'run-finished', status: 'completed' })
+    wf.close()
+    store.close()
+    // Both read back from the file as they ran.
+    store = orrery.openStore({ path, maxValueBytes: 64 * 1024 })
+    wf = await orrery.workflows({ store })
+    expect(wf.list().map((r) => [r.id, r.status])).toEqual([
+      ['p', 'completed'],
+      ['q', 'completed'],
+    ])
+    expect([wf.get('q')!.history(), wf.get('p')!.history()]).toEqual(histories)
+    expect(await wf.get('p')!.result()).toBe(part)
+    wf.close()
+    store.close()
+  })
+
   it('keeps outputs that fit one by one though together they are over the limit', async () => {
     const { wf } = await small()
     const part = 'p'.repeat(40 * 1024)

@@ -349,15 +349,20 @@ export class History {
   putMeta(meta: RunMeta): number | Promise<number> {
     const startedNow = this.pendingMetas.delete(meta.id)
     const events = this.pending.get(meta.id)
+    if (events) this.pending.delete(meta.id)
     if (startedNow && events && FINAL_STATUSES.has(meta.status) && this.failed?.has(meta.id) !== true) {
       const ack = this.putWhole(meta, events)
       if (ack !== undefined) return ack
     }
-    let first: number | Promise<number> = 0
-    if (events) {
-      this.pending.delete(meta.id)
-      first = this.write(meta.id, events)
-    }
+    return this.putApart(meta, events, true)
+  }
+
+  /**
+   * Writes `events` (the run's still waiting, if any), then its meta: `announce` tells
+   * {@link onMeta} (not when {@link putWhole} already did).
+   */
+  private putApart(meta: RunMeta, events: EventTuple[] | undefined, announce: boolean): number | Promise<number> {
+    const first = events === undefined ? 0 : this.write(meta.id, events)
     let failure = this.failed?.get(meta.id)
     let ack: number | Promise<number> = 0
     if (failure === undefined) {
@@ -366,7 +371,7 @@ export class History {
       } catch (error) {
         failure = this.fail(meta.id, error)
       }
-      if (failure === undefined) this.onMeta?.(meta)
+      if (failure === undefined && announce) this.onMeta?.(meta)
     }
     if (FINAL_STATUSES.has(meta.status)) {
       // Nothing more is written for an ended run: its failure need not be remembered.
@@ -384,7 +389,10 @@ export class History {
   /**
    * A run that ends in the macrotask it started in, written whole: its meta with every event it
    * recorded, one record (`events` in its meta) instead of two. Undefined, with nothing written,
-   * when the store refuses that record as too large: the events and the meta then go apart.
+   * when a store in memory refuses that record as too large: the events and the meta then go
+   * apart. A durable or shared store answers later: a refusal as too large then writes them
+   * apart (nothing of the run was written), and any other refusal is the run's failure, which
+   * its start's acknowledgement reports (a shared run another process started first).
    */
   private putWhole(meta: RunMeta, events: EventTuple[]): number | Promise<number> | undefined {
     let ack: number | Promise<number>
@@ -394,15 +402,20 @@ export class History {
     } catch (error) {
       if (isOrreryError(error, 'VALUE_TOO_LARGE')) return undefined
       const failure = this.fail(meta.id, error)
-      this.pending.delete(meta.id)
       this.failed?.delete(meta.id)
       this.putFailed(meta, failure)
       return failedAck(failure)
     }
-    this.pending.delete(meta.id)
+    this.onMeta?.(meta)
+    if (ack instanceof Promise) {
+      ack = ack.catch((error: unknown) => {
+        if (isOrreryError(error, 'VALUE_TOO_LARGE')) return this.putApart(meta, events, false)
+        throw this.fail(meta.id, error)
+      })
+      ack.catch(() => {})
+    }
     // A durable store commits in order: the macrotask's acknowledgement (the run's start) covers this write.
     this.lastWrite = ack
-    this.onMeta?.(meta)
     return ack
   }
 

@@ -393,12 +393,23 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
             i += 1;
             continue;
         }
-        let joined;
+        let mut joined;
         let token = if operator_apart(token) && tokens.get(i + 1).is_some_and(|next| !next.is_empty()) {
             i += 1;
             // npm reads a lone `~>` before a space as `~` (`~> >1.2` is `~>1.2`, `~> 1` is `~1`).
             let lone = token.strip_suffix('>').filter(|t| t.ends_with('~')).unwrap_or(token);
             joined = format!("{lone}{}", tokens[i]);
+            // npm joins an operator to its version before it joins a lone `~` or `^` to what
+            // follows: after one, an operator standing apart takes its version too (`~ >= 1.2`
+            // is `~>=1.2`); after anything else it does not (`> = 1` stays refused).
+            let lone_tilde_or_caret = token.ends_with(['~', '^']) || token.ends_with("~>");
+            if lone_tilde_or_caret
+                && operator_apart(tokens[i])
+                && tokens.get(i + 1).is_some_and(|next| !next.is_empty())
+            {
+                i += 1;
+                joined.push_str(tokens[i]);
+            }
             joined.as_str()
         } else {
             token
@@ -710,6 +721,15 @@ mod tests {
         no("~> 1.2", &["1.3.0"]);
         assert!(Range::parse("~> <1.2").is_err());
         assert!(Range::parse("~>>1.2").is_err());
+        // An operator standing apart after it joins too: all four are `~1.2`.
+        for text in ["~> > 1.2", "~> >= 1.2", "~ > 1.2", "~ >= 1.2"] {
+            yes(text, &["1.2.0", "1.2.9"]);
+            no(text, &["1.3.0"]);
+        }
+        assert!(Range::parse("> > 1").is_err());
+        assert!(Range::parse("> = 1.2.3").is_err());
+        yes("~ = 1.2", &["1.2.5"]);
+        assert!(Range::parse("~ ~ 1").is_err());
     }
 
     #[test]
