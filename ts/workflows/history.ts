@@ -11,7 +11,8 @@
  *
  * One write per run per macrotask, not one per event: a run's first meta waits for its events
  * of the macrotask it starts in, and a run whose steps all finish within that macrotask (local
- * functions) writes one record, its end meta with its events inside (`events`). The
+ * functions) writes one record, its end meta with its events inside (`events`; two on a shared
+ * namespace). The
  * events of a macrotask are written on the next one (setImmediate; a MessageChannel message in
  * a browser), and at once when the run's meta is written or the workflows close; `events()`
  * includes those not yet written, so readers see every event recorded. Nothing is acknowledged
@@ -350,7 +351,9 @@ export class History {
     const startedNow = this.pendingMetas.delete(meta.id)
     const events = this.pending.get(meta.id)
     if (events) this.pending.delete(meta.id)
-    if (startedNow && events && FINAL_STATUSES.has(meta.status) && this.failed?.has(meta.id) !== true) {
+    // Not on a shared namespace (`runSettled`): there another process may write the run too, and
+    // its create-only, compare-and-set records keep the two writes, each refused on its own.
+    if (startedNow && events && FINAL_STATUSES.has(meta.status) && this.runSettled === undefined && this.failed?.has(meta.id) !== true) {
       const ack = this.putWhole(meta, events)
       if (ack !== undefined) return ack
     }
@@ -390,9 +393,9 @@ export class History {
    * A run that ends in the macrotask it started in, written whole: its meta with every event it
    * recorded, one record (`events` in its meta) instead of two. Undefined, with nothing written,
    * when a store in memory refuses that record as too large: the events and the meta then go
-   * apart. A durable or shared store answers later: a refusal as too large then writes them
-   * apart (nothing of the run was written), and any other refusal is the run's failure, which
-   * its start's acknowledgement reports (a shared run another process started first).
+   * apart. A durable store answers later: a refusal as too large then writes them apart
+   * (nothing of the run was written), and any other refusal is the run's failure, which its
+   * start's acknowledgement reports.
    */
   private putWhole(meta: RunMeta, events: EventTuple[]): number | Promise<number> | undefined {
     let ack: number | Promise<number>

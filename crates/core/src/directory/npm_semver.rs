@@ -402,7 +402,10 @@ fn parse_set(text: &str) -> Result<Vec<Comparator>, String> {
             // npm joins an operator to its version before it joins a lone `~` or `^` to what
             // follows: after one, an operator standing apart takes its version too (`~ >= 1.2`
             // is `~>=1.2`); after anything else it does not (`> = 1` stays refused).
-            let lone_tilde_or_caret = token.ends_with(['~', '^']) || token.ends_with("~>");
+            // (A `~>` only before `<` or `>`: before `=`, npm's operator join takes the `>` of
+            // `~>` for the operator, and `~> = 1.2` is refused.)
+            let lone_tilde_or_caret =
+                token.ends_with(['~', '^']) || (token.ends_with("~>") && tokens[i].starts_with(['<', '>']));
             if lone_tilde_or_caret
                 && operator_apart(tokens[i])
                 && tokens.get(i + 1).is_some_and(|next| !next.is_empty())
@@ -728,6 +731,8 @@ mod tests {
         }
         assert!(Range::parse("> > 1").is_err());
         assert!(Range::parse("> = 1.2.3").is_err());
+        assert!(Range::parse("~> = 1.2").is_err());
+        assert!(Range::parse("1 || ~> = 1.2").is_err());
         yes("~ = 1.2", &["1.2.5"]);
         assert!(Range::parse("~ ~ 1").is_err());
     }
