@@ -183,6 +183,59 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       b.close()
     })
 
+    it('two processes start the same run ids at once: both starts are the one run, recorded once; a loser takes runs over later', async () => {
+      const name = fresh('race')
+      const open = async (owner: string): Promise<Workflows> => {
+        const o = await orreryOn(kind)
+        return sharedOn(
+          o,
+          o.openStore(),
+          name,
+          owner,
+          (wf) => {
+            wf.register('work', async (input: number) => {
+              await sleep(20)
+              return input * 2
+            })
+            wf.register('double', (n: number) => n * 2)
+            wf.define(job)
+            wf.define(gate)
+          },
+          // A run lost here rests a third of this before this process may take it over.
+          { leaseMs: 3_000 },
+        )
+      }
+      const [a, b] = await Promise.all([open('a'), open('b')])
+      const ids = Array.from({ length: 20 }, (_, i) => `race-${i}`)
+      // Each id started by both at once: one of them drives it, the other's start is that run.
+      const pairs = await Promise.all(ids.map((id, i) => Promise.all([a.start(job, i, { id }), b.start(job, i, { id })])))
+      for (const [i, [fromA, fromB]] of pairs.entries()) {
+        expect(fromA.id).toBe(ids[i])
+        expect(fromB.id).toBe(ids[i])
+        expect(await fromA.result()).toBe(i * 2)
+        expect(await fromB.result()).toBe(i * 2)
+      }
+      for (const id of ids) {
+        await until(() => a.get(id)?.status() === 'completed' && b.get(id)?.status() === 'completed', 5_000, `both mirrors to hold ${id} completed`)
+        expect(audit(a.get(id)!.history())).toEqual({ completed: { work: 1 }, contiguous: true, finished: 1 })
+        expect(a.get(id)!.history()).toEqual(b.get(id)!.history())
+      }
+      // The same with runs that wait: then one process closes, and the other takes its runs over,
+      // those whose start it lost included, and records all of them.
+      const gates = Array.from({ length: 10 }, (_, i) => `gate-${i}`)
+      const waiting = await Promise.all(gates.map((id) => Promise.all([a.start(gate, undefined, { id }), b.start(gate, undefined, { id })])))
+      await until(() => gates.every((id) => a.get(id) !== undefined && b.get(id) !== undefined), 5_000, 'both mirrors to hold every gate run')
+      await a.flushed()
+      a.close()
+      for (const [i, id] of gates.entries()) await b.get(id)!.signal('go', i)
+      for (const [i, [, fromB]] of waiting.entries()) expect(await withTimeout(fromB.result(), 10_000, `${gates[i]}'s result`)).toBe(i * 2)
+      for (const id of gates) {
+        expect(b.get(id)!.status()).toBe('completed')
+        expect(audit(b.get(id)!.history())).toEqual({ completed: { double: 1 }, contiguous: true, finished: 1 })
+      }
+      b.close()
+    })
+
     it('a stale owner (its lease taken while it was held up) is refused by the create-only history and stops', async () => {
       const name = fresh('fence')
       const o = await orreryOn(kind)

@@ -626,6 +626,14 @@ export class History {
     return Promise.all([first, second]).then(([, version]) => version)
   }
 
+  /**
+   * Run `id` is driven here again (taken over from another process, shared): a write that failed
+   * while an earlier tenure here lost it no longer fails what it records now.
+   */
+  retake(id: string): void {
+    this.failed?.delete(id)
+  }
+
   /** A run's history write failed: later ones would leave a gap a resume would replay past. */
   private fail(runId: string, error: unknown): unknown {
     this.failed ??= new Map()

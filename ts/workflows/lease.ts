@@ -79,8 +79,11 @@ export class Leases {
     this.expiryTimer = setTimeout(() => this.onExpiry(), 0)
   }
 
-  /** Takes the lease of a run started here (create-only: an id another process started loses). */
-  claim(id: string): void {
+  /**
+   * Takes the lease of a run started here (create-only: an id another process started loses).
+   * Settles once the broker answered (a refusal has lost the run here by then).
+   */
+  claim(id: string): Promise<void> {
     const until = Date.now() + this.leaseMs
     const held: Held = { version: 0, until, renewing: true, ready: Promise.resolve() }
     this.held.set(id, held)
@@ -95,6 +98,7 @@ export class Leases {
         if (isOrreryError(error, 'VERSION_CONFLICT')) this.lose(id, error, 'its lease is held by another process')
       },
     )
+    return held.ready
   }
 
   /** Gives run `id`'s lease up (the run ended, or was lost): deleted if it is still the one held here. */

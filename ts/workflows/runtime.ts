@@ -511,14 +511,7 @@ export class Workflows {
     const id = o.id === undefined ? runId() : givenId(o.id)
     // A generated id is new: only a given one can name a run that exists.
     const existing = o.id === undefined ? undefined : this.find(id)
-    if (existing) {
-      if (existing.definition.name !== workflow) {
-        throw new OrreryError('RUN_EXISTS', `run ${id} exists already, started with workflow ${existing.definition.name}`, {
-          details: { runId: id, workflow: existing.definition.name },
-        })
-      }
-      return existing as WorkflowRun<O>
-    }
+    if (existing) return sameWorkflow(existing, workflow) as WorkflowRun<O>
     const versionName = given ? given.compiled.definition.version : this.newest.get(workflow)
     if (versionName === undefined) {
       throw new OrreryError('WORKFLOW_NOT_FOUND', `no workflow ${JSON.stringify(workflow)} is defined (wf.define first)`, { details: { workflow } })
@@ -542,8 +535,9 @@ export class Workflows {
     const run = new Run(this.host, meta, version.compiled, version.def)
     // Written with the run's first events (a run that ends in this macrotask writes its end meta
     // only); a durable store acknowledges it from disk.
-    // The lease first: the broker has it before the run's meta, which other processes look for.
-    this.shared?.leases.claim(id)
+    // The lease first: the broker has it before the run's meta, which other processes look for,
+    // and the run's records wait for its answer (only the lease's holder writes them).
+    if (this.shared !== undefined) this.shared.history.behind(id, this.shared.leases.claim(id))
     const ack = putFirstRecord(this.history, meta)
     this.runs.set(id, run)
     if (queued) this.enqueue(run)
@@ -564,11 +558,42 @@ export class Workflows {
       await ack
     } catch (error) {
       // Another process started the same id first (`shared`): this start is that run.
-      const other = this.shared !== undefined && !this.runs.has(id) && !this.closed ? this.find(id) : undefined
+      if (this.shared === undefined || this.runs.has(id) || this.closed) throw error
+      const other = await this.startedElsewhere(id, isOrreryError(error, 'VERSION_CONFLICT'))
       if (other === undefined) throw error
-      return other as WorkflowRun<O>
+      return sameWorkflow(other, workflow) as WorkflowRun<O>
     }
     return WorkflowRun.live<O>(run, this.history, this.shared?.requests)
+  }
+
+  /**
+   * Run `id` as another process started it (`shared`): from the mirror, else read from the
+   * broker, else, with `wait` (this start lost the id to another process, whose record may not be
+   * written yet: its owner writes it once the broker took its lease), as the change feed brings
+   * its first record within a lease's length.
+   */
+  private async startedElsewhere(id: string, wait: boolean): Promise<WorkflowRun | undefined> {
+    const { history, leases } = this.shared!
+    const key = `run/${id}`
+    let stop = () => {}
+    // Watched before the read: a record written between the two is not missed.
+    const written = wait
+      ? new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, leases.leaseMs)
+          const watching = history.ns.watch(key).subscribe({ next: () => resolve(), complete: resolve })
+          stop = () => {
+            clearTimeout(timer)
+            watching.unsubscribe()
+          }
+        })
+      : undefined
+    try {
+      if (this.find(id) === undefined) await history.ns.fetch(key).catch(() => undefined)
+      if (this.find(id) === undefined && written !== undefined && !this.closed) await written
+    } finally {
+      stop()
+    }
+    return this.closed ? undefined : this.find(id)
   }
 
   /** Whether a new run of `workflow` may begin now: under its limit, and none queued before it. */
@@ -849,6 +874,8 @@ export class Workflows {
       return
     }
     shared.history.adopt(id)
+    // What this process's earlier tenure of the run failed to write (it lost the run then) no longer speaks for it.
+    this.history.retake(id)
     const restored: Run[] = []
     const queued: Run[] = []
     if (!this.revive(meta, restored, queued)) {
@@ -1095,4 +1122,12 @@ function checkShared(given: SharedWorkflowsOptions): Required<SharedWorkflowsOpt
 /** A run's listing, from its record. */
 function infoOf({ id, definition, version, status, generation, startedAt, finishedAt }: RunRecord): RunInfo {
   return { id, definition, version, status, generation: generation ?? 1, startedAt, ...(finishedAt === undefined ? {} : { finishedAt }) }
+}
+
+/** `run`, when it is a run of `workflow`; else `RUN_EXISTS` (its id was started with another workflow). */
+function sameWorkflow(run: WorkflowRun, workflow: string): WorkflowRun {
+  if (run.definition.name === workflow) return run
+  throw new OrreryError('RUN_EXISTS', `run ${run.id} exists already, started with workflow ${run.definition.name}`, {
+    details: { runId: run.id, workflow: run.definition.name },
+  })
 }
