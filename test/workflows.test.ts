@@ -1796,6 +1796,65 @@ describe('workflows: limits', () => {
     expect(joined.history().filter((e) => e.type === 'step-started' && e.step === 'kid')).toHaveLength(1)
   })
 
+  it.skipIf(ENGINE !== 'native' || IN_BROWSER)('keeps such outputs on a durable store too, and reads them back after a reopen', async () => {
+    const { join } = await import('node:path')
+    const orrery = await Orrery.create({ engine: ENGINE })
+    open.push(orrery)
+    const path = join(await tempDir('orrery-wf-'), 'halves.redb')
+    let store = orrery.openStore({ path, maxValueBytes: 64 * 1024 })
+    let wf = await orrery.workflows({ store })
+    const part = 'p'.repeat(40 * 1024)
+    wf.register('part', () => part)
+    wf.register('sizes', (v: { a: string; b: string }) => v.a.length + v.b.length)
+    // After a sleep, so the run's events are written as they come (not as one record with its end):
+    // the two completions come in one macrotask, over the limit together, and the durable store
+    // says so only when it answers.
+    const two = workflow(
+      'two',
+      sequence(
+        sleep('nap', 1),
+        parallel([step('a', { fn: 'part' }), step('b', { fn: 'part' })]),
+        step('n', { fn: 'sizes' }, { input: { a: '$steps.a', b: '$steps.b' } }),
+      ),
+    )
+    wf.define(two)
+    const run = await wf.start(two, null, { id: 'two' })
+    expect(await run.result()).toBe(80 * 1024)
+    const history = run.history()
+    expect(history.filter((e) => e.type === 'step-completed')).toHaveLength(3)
+    wf.close()
+    store.close()
+    store = orrery.openStore({ path, maxValueBytes: 64 * 1024 })
+    wf = await orrery.workflows({ store })
+    expect(wf.get('two')!.history()).toEqual(history)
+    expect(await wf.get('two')!.result()).toBe(80 * 1024)
+    // A run whose input and output do not fit in its end record together ends failed, kept so
+    // on disk: reopened, it is not run again.
+    let echoes = 0
+    wf.register('echo', (v: unknown) => {
+      echoes++
+      return v
+    })
+    wf.define(workflow('echo', sequence(sleep('nap', 1), step('e', { fn: 'echo' }, { input: '$input' }))))
+    const echo = await wf.start('echo', part, { id: 'echo' })
+    expect(await errorOf(() => echo.result())).toMatchObject({ code: 'VALUE_TOO_LARGE' })
+    expect(wf.get('echo')?.status()).toBe('failed')
+    wf.close()
+    store.close()
+    store = orrery.openStore({ path, maxValueBytes: 64 * 1024 })
+    wf = await orrery.workflows({ store })
+    wf.register('echo', (v: unknown) => {
+      echoes++
+      return v
+    })
+    expect(wf.get('echo')?.status()).toBe('failed')
+    expect(await errorOf(() => wf.get('echo')!.result())).toMatchObject({ code: 'VALUE_TOO_LARGE' })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(echoes).toBe(1)
+    wf.close()
+    store.close()
+  })
+
   it('refuses a run id over 512 bytes of UTF-8, and a child run id over it fails its step for good', async () => {
     const { wf, runKeys } = await small()
     wf.register('leaf', () => 'leaf')

@@ -380,6 +380,14 @@ export class History {
       // Nothing more is written for an ended run: its failure need not be remembered.
       this.failed?.delete(meta.id)
       if (failure !== undefined) this.putFailed(meta, failure)
+      else if (ack instanceof Promise) {
+        // A durable or shared store refuses in its answer. An end record too large is kept failed
+        // as above; another refusal (a broker away) may pass, and a taker resumes the run then.
+        ack = ack.catch((error: unknown) => {
+          if (isOrreryError(error, 'VALUE_TOO_LARGE')) this.putFailed(meta, error)
+          throw error
+        })
+      }
     }
     if (failure !== undefined) return failedAck(failure)
     // On a durable store the events' write fails apart from the meta's (an output it cannot encode).
@@ -612,13 +620,24 @@ export class History {
   /**
    * One record for the events, or, when together they are over the store's limit (each fits:
    * their values were kept within the room), one for each half: a key holds the seq of its first.
+   * A durable store refuses in its answer (a rejected promise, nothing written): the halves then
+   * go a microtask later, and what waits for the events (the run's result, its start) waits for
+   * them. Not on a shared namespace: there a run's writes go in the order they were made, and
+   * the next one is queued already.
    */
   private putEvents(runId: string, events: EventTuple[]): number | Promise<number> {
+    let ack: number | Promise<number>
     try {
-      return this.ns.put(`run/${runId}/e/${pad(events[0]![1])}`, events)
+      ack = this.ns.put(`run/${runId}/e/${pad(events[0]![1])}`, events)
     } catch (error) {
-      if (events.length < 2 || !isOrreryError(error) || error.code !== 'VALUE_TOO_LARGE') throw error
+      if (!splittable(error, events)) throw error
+      return this.putHalves(runId, events)
     }
+    if (!(ack instanceof Promise) || events.length < 2 || this.runSettled !== undefined) return ack
+    return ack.catch((error: unknown) => (splittable(error, events) ? this.putHalves(runId, events) : Promise.reject(error)))
+  }
+
+  private putHalves(runId: string, events: EventTuple[]): number | Promise<number> {
     const half = events.length >> 1
     const first = this.putEvents(runId, events.slice(0, half))
     const second = this.putEvents(runId, events.slice(half))
@@ -662,6 +681,11 @@ export class History {
 interface BatchWaiter {
   readonly ack: Promise<number>
   settle(version: number, error?: unknown): void
+}
+
+/** Whether a refused write of `events` may go as two halves: they are too large together, and more than one. */
+function splittable(error: unknown, events: readonly EventTuple[]): boolean {
+  return events.length >= 2 && isOrreryError(error, 'VALUE_TOO_LARGE')
 }
 
 /**
