@@ -80,14 +80,22 @@ export class Leases {
   }
 
   /**
-   * Takes the lease of a run started here (create-only: an id another process started loses).
-   * Settles once the broker answered (a refusal has lost the run here by then).
+   * Takes the lease of a run started here (create-only: an id another process started loses),
+   * or one that ran out (its holder died, perhaps before it wrote the run), by compare-and-set
+   * as a takeover does. Settles once the broker answered (a refusal has lost the run here by then).
    */
   claim(id: string): Promise<void> {
     const until = Date.now() + this.leaseMs
     const held: Held = { version: 0, until, renewing: true, ready: Promise.resolve() }
     this.held.set(id, held)
-    held.ready = this.ns.create(leaseKey(id), { owner: this.owner, until } satisfies LeaseRecord).then(
+    const record: LeaseRecord = { owner: this.owner, until }
+    const taken = this.ns.create(leaseKey(id), record).catch(async (error: unknown) => {
+      if (!isOrreryError(error, 'VERSION_CONFLICT')) throw error
+      const current = await this.ns.fetch(leaseKey(id)).catch(() => undefined)
+      if (current === undefined || (current.value as LeaseRecord).until > Date.now()) throw error
+      return this.ns.put(leaseKey(id), record, { ifVersion: current.version })
+    })
+    held.ready = taken.then(
       (version) => {
         held.version = version
         held.renewing = false

@@ -537,7 +537,11 @@ export class Workflows {
     // only); a durable store acknowledges it from disk.
     // The lease first: the broker has it before the run's meta, which other processes look for,
     // and the run's records wait for its answer (only the lease's holder writes them).
-    if (this.shared !== undefined) this.shared.history.behind(id, this.shared.leases.claim(id))
+    if (this.shared !== undefined) {
+      // A start of this id lost here before (the winner never wrote the run) no longer speaks for it.
+      this.history.retake(id)
+      this.shared.history.behind(id, this.shared.leases.claim(id))
+    }
     const ack = putFirstRecord(this.history, meta)
     this.runs.set(id, run)
     if (queued) this.enqueue(run)
@@ -546,10 +550,11 @@ export class Workflows {
       try {
         run.begin()
       } catch (error) {
-        // The core refused the start (CAPACITY_EXCEEDED): no run is left behind.
+        // The core refused the start (CAPACITY_EXCEEDED): no run is left behind, nor its lease.
         this.runs.delete(id)
         this.count(workflow, -1)
         deleteRecord(this.history, id)
+        if (this.shared !== undefined) void this.shared.leases.release(id)
         if (ack instanceof Promise) ack.catch(() => {})
         throw error
       }
@@ -560,8 +565,9 @@ export class Workflows {
       // Another process started the same id first (`shared`): this start is that run.
       if (this.shared === undefined || this.runs.has(id) || this.closed) throw error
       const other = await this.startedElsewhere(id, isOrreryError(error, 'VERSION_CONFLICT'))
-      if (other === undefined) throw error
-      return sameWorkflow(other, workflow) as WorkflowRun<O>
+      if (other !== undefined) return sameWorkflow(other, workflow) as WorkflowRun<O>
+      this.assertOpen()
+      throw error
     }
     return WorkflowRun.live<O>(run, this.history, this.shared?.requests)
   }
@@ -580,7 +586,7 @@ export class Workflows {
     const written = wait
       ? new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, leases.leaseMs)
-          const watching = history.ns.watch(key).subscribe({ next: () => resolve(), complete: resolve })
+          const watching = history.ns.watch(key).subscribe({ next: () => resolve(), error: () => resolve(), complete: resolve })
           stop = () => {
             clearTimeout(timer)
             watching.unsubscribe()
@@ -865,8 +871,15 @@ export class Workflows {
     for (const id of this.shared.history.unfinished()) if (!this.runs.has(id)) yield id
   }
 
-  /** The lease of run `id` is ours: its history is replayed and it goes on here. */
+  /**
+   * The lease of run `id` is ours: once the writes of an earlier tenure of it here (lost) are
+   * answered, its history is replayed and it goes on here.
+   */
   private adopt(id: string): void {
+    void this.shared!.history.settledRun(id).then(() => this.adoptNow(id))
+  }
+
+  private adoptNow(id: string): void {
     const shared = this.shared!
     const meta = readRecord(this.history, id)
     if (this.closed || meta === undefined || FINAL_STATUSES.has(meta.status as never) || this.runs.has(id)) {
@@ -874,7 +887,7 @@ export class Workflows {
       return
     }
     shared.history.adopt(id)
-    // What this process's earlier tenure of the run failed to write (it lost the run then) no longer speaks for it.
+    // What an earlier tenure here failed to write (it lost the run then) no longer speaks for it.
     this.history.retake(id)
     const restored: Run[] = []
     const queued: Run[] = []

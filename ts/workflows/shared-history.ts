@@ -102,26 +102,26 @@ export class SharedHistory implements HistoryNamespace {
     this.tenures.set(id, { metaVersion: this.ns.get(`run/${id}`)?.version ?? 0, lost: undefined })
   }
 
-  /**
-   * This process stops driving run `id` (its lease was lost): none of its writes queued is sent,
-   * nor any made later (until it is {@link adopt}ed again).
-   */
+  /** This process stops driving run `id` (its lease was lost): none of its writes queued is sent. */
   disown(id: string, error: OrreryError): void {
     const tenure = this.tenures.get(id)
-    if (tenure === undefined) this.tenures.set(id, { metaVersion: 0, lost: error })
-    else if (tenure.lost === undefined) tenure.lost = error
+    if (tenure !== undefined && tenure.lost === undefined) tenure.lost = error
   }
 
   /**
-   * Run `id`'s writes wait for `ready` (the answer to its lease's create, for a run started
-   * here): only the process whose lease the broker took writes the run's records, so two
-   * processes that start one id at once never both lose it, each refused one of its two keys.
+   * Run `id` starts here (its meta is new), and its writes wait for `ready` (the answer to its
+   * lease's create): only the process whose lease the broker took writes the run's records, so
+   * two processes that start one id at once never both lose it, each refused one of its keys.
    */
   behind(id: string, ready: Promise<unknown>): void {
-    const tail: Promise<unknown> = ready.then(
-      () => this.untail(id, tail),
-      () => this.untail(id, tail),
-    )
+    this.tenures.set(id, { metaVersion: 0, lost: undefined })
+    const before = this.tails.get(id) ?? Promise.resolve()
+    const tail: Promise<unknown> = before
+      .then(() => ready)
+      .then(
+        () => this.untail(id, tail),
+        () => this.untail(id, tail),
+      )
     this.tails.set(id, tail)
   }
 
