@@ -119,6 +119,15 @@ function audit(events: readonly WorkflowEvent[]): { completed: Record<string, nu
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** What workflows keep for runs that are not theirs now (internals: failed writes, tenures, rests). */
+function leftovers(wf: Workflows): number {
+  const inner = wf as unknown as {
+    history: { failed?: Map<string, unknown> }
+    shared: { history: { tenures: Map<string, unknown> }; leases: { resting: Map<string, number> } }
+  }
+  return (inner.history.failed?.size ?? 0) + inner.shared.history.tenures.size + inner.shared.leases.resting.size
+}
+
 type Line = { event: string; pid: number; key?: string; at?: number; again?: boolean }
 const fixture = fileURLToPath(new URL('../fixtures/workflow-lease.mjs', import.meta.url))
 
@@ -228,6 +237,9 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         expect(audit(a.get(id)!.history())).toEqual({ completed: { work: 1 }, contiguous: true, finished: 1 })
         expect(a.get(id)!.history()).toEqual(b.get(id)!.history())
       }
+      // Nothing is kept for a run once it ended, here or elsewhere (a process starting ids other
+      // processes start too would grow without end): no failed write, no tenure, no rest.
+      await until(() => [a, b].every((wf) => leftovers(wf) === 0), 5_000, 'nothing kept for the ended runs', () => [a, b].map(leftovers))
       // The same with runs that wait. Then the process that drives more of them closes, and the
       // other takes them over (runs whose start it lost) and records all of them.
       const gates = Array.from({ length: 10 }, (_, i) => `gate-${i}`)

@@ -646,10 +646,10 @@ export class History {
   }
 
   /**
-   * Run `id` is driven here again (taken over from another process, shared): a write that failed
-   * while an earlier tenure here lost it no longer fails what it records now.
+   * Forgets that a write of run `id` failed (shared: while an earlier tenure here lost the run),
+   * so what is recorded for it from now on is written: it is driven here again, or it ended elsewhere.
    */
-  retake(id: string): void {
+  clearFailure(id: string): void {
     this.failed?.delete(id)
   }
 

@@ -188,6 +188,11 @@ export class Leases {
     )
   }
 
+  /** Run `id` ended (elsewhere): nothing is kept for it. */
+  forget(id: string): void {
+    this.resting.delete(id)
+  }
+
   /** A run lost by its history (another process wrote first): left to others a while, then taken when free. */
   rest(id: string): void {
     this.resting.set(id, Date.now() + this.leaseMs / 3)

@@ -539,7 +539,7 @@ export class Workflows {
     // and the run's records wait for its answer (only the lease's holder writes them).
     if (this.shared !== undefined) {
       // A start of this id lost here before (the winner never wrote the run) no longer speaks for it.
-      this.history.retake(id)
+      this.history.clearFailure(id)
       this.shared.history.behind(id, this.shared.leases.claim(id))
     }
     const ack = putFirstRecord(this.history, meta)
@@ -840,6 +840,12 @@ export class Workflows {
       adopt: (id) => this.adopt(id),
       lost: (id, error) => this.lose(id, error),
     })
+    // A run lost here ended elsewhere: nothing kept for it here is needed any more.
+    history.onGone = (id) => {
+      if (this.runs.has(id)) return
+      this.history.clearFailure(id)
+      leases.forget(id)
+    }
     history.onLost = (id, error) => {
       leases.rest(id)
       this.lose(id, error)
@@ -888,7 +894,7 @@ export class Workflows {
     }
     shared.history.adopt(id)
     // What an earlier tenure here failed to write (it lost the run then) no longer speaks for it.
-    this.history.retake(id)
+    this.history.clearFailure(id)
     const restored: Run[] = []
     const queued: Run[] = []
     if (!this.revive(meta, restored, queued)) {

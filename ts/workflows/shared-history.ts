@@ -92,8 +92,25 @@ export class SharedHistory implements HistoryNamespace {
     const id = key.slice('run/'.length)
     const status = (value as { status?: unknown } | undefined)?.status
     if (typeof status === 'string' && !FINAL_STATUSES.has(status as never)) this.open.add(id)
-    else this.open.delete(id)
+    else {
+      this.open.delete(id)
+      this.ended(id)
+    }
     if (typeof status === 'string') this.onMeta?.(value as RunMeta)
+  }
+
+  /** Told once a run lost here ended on the broker (or left it), its writes from here answered. */
+  onGone: (runId: string) => void = () => {}
+
+  /** A run ended (or was purged): what is kept of a tenure that lost it goes. */
+  private ended(id: string): void {
+    const tenure = this.tenures.get(id)
+    if (tenure?.lost === undefined) return
+    void this.settledRun(id).then(() => {
+      if (this.tenures.get(id) !== tenure) return
+      this.tenures.delete(id)
+      this.onGone(id)
+    })
   }
 
   /** This process drives run `id` from now on, from the meta its mirror holds. */
