@@ -239,7 +239,12 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       }
       // Nothing is kept for a run once it ended, here or elsewhere (a process starting ids other
       // processes start too would grow without end): no failed write, no tenure, no rest.
-      await until(() => [a, b].every((wf) => leftovers(wf) === 0), 5_000, 'nothing kept for the ended runs', () => [a, b].map(leftovers))
+      await until(
+        () => [a, b].every((wf) => leftovers(wf) === 0),
+        5_000,
+        'nothing kept for the ended runs',
+        () => [a, b].map(leftovers),
+      )
       // The same with runs that wait. Then the process that drives more of them closes, and the
       // other takes them over (runs whose start it lost) and records all of them.
       const gates = Array.from({ length: 10 }, (_, i) => `gate-${i}`)
