@@ -21,6 +21,7 @@ import {
   continueAsNew,
   isOrreryError,
   Orrery,
+  parallel,
   sequence,
   step,
   waitFor,
@@ -287,6 +288,34 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       expect(leases.get('owner/ghost-2')?.value.owner).toBe('ghost')
       expect(wf.get('ghost-2')).toBeUndefined()
       wf.close()
+    })
+
+    it('events too large together for one record go to the broker as two, read back the same elsewhere', async () => {
+      const name = fresh('halves')
+      const o = await orreryOn(kind)
+      const store = o.openStore({ maxValueBytes: 64 * 1024 })
+      const part = 'p'.repeat(40 * 1024)
+      const two = workflow(
+        'two',
+        sequence(parallel([step('a', { fn: 'part' }), step('b', { fn: 'part' })]), step('n', { fn: 'sizes' }, { input: { a: '$steps.a', b: '$steps.b' } })),
+      )
+      const open = (owner: string) =>
+        sharedOn(o, store, name, owner, (wf) => {
+          wf.register('part', () => part)
+          wf.register('sizes', (v: { a: string; b: string }) => v.a.length + v.b.length)
+          wf.define(two)
+        })
+      const wf = await open('one')
+      // The two completions come in one macrotask: together they are over the limit.
+      const run = await wf.start(two, null, { id: 'halves-1' })
+      expect(await run.result()).toBe(80 * 1024)
+      const history = run.history()
+      expect(audit(history)).toEqual({ completed: { a: 1, b: 1, n: 1 }, contiguous: true, finished: 1 })
+      const other = await open('other')
+      await until(() => other.get('halves-1')?.status() === 'completed', 5_000, 'the other to see the run ended')
+      expect(other.get('halves-1')!.history()).toEqual(history)
+      wf.close()
+      other.close()
     })
 
     it('a stale owner (its lease taken while it was held up) is refused by the create-only history and stops', async () => {

@@ -241,6 +241,16 @@ export class Namespace<T, D extends boolean> {
     return this.putWith(options.ifVersion === undefined ? CONDITION.any : CONDITION.version, key, value, options)
   }
 
+  /**
+   * @internal `put` whose refusal (too large, closed) throws at once on a durable store too,
+   * where `put` rejects: for callers that must know before anything else is written (a workflow
+   * history splits a batch too large together, as in memory).
+   */
+  putOrThrow(key: string, value: T): number | Promise<number> {
+    if (this.ctx.closed) throw closedError()
+    return this.putNow(CONDITION.any, key, value, NONE)
+  }
+
   /** Sets the key only if it holds no value (else `VERSION_CONFLICT`). */
   create(key: string, value: T, options: Omit<WriteOptions, 'ifVersion'> = NONE): Ack<D> {
     if (options === null) optionsOf(options)

@@ -237,6 +237,9 @@ export const INPUT_EVENTS: ReadonlySet<WorkflowEvent['type']> = new Set(['starte
 const EVENT_KEY = /\/e\/\d{10}$/
 const pad = (seq: number) => String(seq).padStart(10, '0')
 
+/** The key of run `runId`'s events record whose first event has `seq`. */
+export const eventKey = (runId: string, seq: number): string => `run/${runId}/e/${pad(seq)}`
+
 /** A run id a key can hold unambiguously: no event-key suffix. */
 export function isEventKey(key: string): boolean {
   return EVENT_KEY.test(key)
@@ -280,6 +283,8 @@ function viaMessages(): (fn: () => void) => void {
  */
 export interface HistoryNamespace {
   put(key: string, value: unknown): number | Promise<number>
+  /** A put that throws its refusal at once where `put` would reject (a durable store's). */
+  putOrThrow?(key: string, value: unknown): number | Promise<number>
   get(key: string): { readonly value: unknown } | undefined
   entries(prefix: string): readonly { readonly key: string; readonly value: unknown }[]
   keys(prefix: string): readonly string[]
@@ -328,6 +333,11 @@ export class History {
     return storableWithin(value, this.room, what, name)
   }
 
+  /** Writes a run's record; a refusal throws at once, on a durable store too (nothing was written then). */
+  private putKey(key: string, value: unknown): number | Promise<number> {
+    return this.ns.putOrThrow === undefined ? this.ns.put(key, value) : this.ns.putOrThrow(key, value)
+  }
+
   putDefinition(definition: WorkflowDefinition): number | Promise<number> {
     return this.ns.put(`def/${definition.name}/${definition.version}`, definition)
   }
@@ -370,7 +380,7 @@ export class History {
     let ack: number | Promise<number> = 0
     if (failure === undefined) {
       try {
-        ack = this.ns.put(`run/${meta.id}`, meta)
+        ack = this.putKey(`run/${meta.id}`, meta)
       } catch (error) {
         failure = this.fail(meta.id, error)
       }
@@ -381,8 +391,8 @@ export class History {
       this.failed?.delete(meta.id)
       if (failure !== undefined) this.putFailed(meta, failure)
       else if (ack instanceof Promise) {
-        // A durable or shared store refuses in its answer. An end record too large is kept failed
-        // as above; another refusal (a broker away) may pass, and a taker resumes the run then.
+        // A shared namespace refuses in its answer. An end record too large is kept failed as
+        // above; another refusal (a broker away) may pass, and a taker resumes the run then.
         ack = ack.catch((error: unknown) => {
           if (isOrreryError(error, 'VALUE_TOO_LARGE')) this.putFailed(meta, error)
           throw error
@@ -409,7 +419,7 @@ export class History {
     let ack: number | Promise<number>
     try {
       // Object.assign: a spread with one more field took ~450 ns here, this ~120.
-      ack = this.ns.put(`run/${meta.id}`, Object.assign({}, meta, { events }))
+      ack = this.putKey(`run/${meta.id}`, Object.assign({}, meta, { events }))
     } catch (error) {
       if (isOrreryError(error, 'VALUE_TOO_LARGE')) return undefined
       const failure = this.fail(meta.id, error)
@@ -420,7 +430,6 @@ export class History {
     this.onMeta?.(meta)
     if (ack instanceof Promise) {
       ack = ack.catch((error: unknown) => {
-        if (isOrreryError(error, 'VALUE_TOO_LARGE')) return this.putApart(meta, events, false)
         throw this.fail(meta.id, error)
       })
       ack.catch(() => {})
@@ -565,7 +574,7 @@ export class History {
     this.pendingMetas = new Map()
     for (const meta of metas.values()) {
       try {
-        this.lastWrite = this.ns.put(`run/${meta.id}`, meta)
+        this.lastWrite = this.putKey(`run/${meta.id}`, meta)
         if (this.lastWrite instanceof Promise) this.lastWrite.catch((error: unknown) => this.fail(meta.id, error))
       } catch (error) {
         this.fail(meta.id, error)
@@ -620,24 +629,14 @@ export class History {
   /**
    * One record for the events, or, when together they are over the store's limit (each fits:
    * their values were kept within the room), one for each half: a key holds the seq of its first.
-   * A durable store refuses in its answer (a rejected promise, nothing written): the halves then
-   * go a microtask later, and what waits for the events (the run's result, its start) waits for
-   * them. Not on a shared namespace: there a run's writes go in the order they were made, and
-   * the next one is queued already.
+   * (A shared namespace refuses later, in the run's order of writes: it splits them itself.)
    */
   private putEvents(runId: string, events: EventTuple[]): number | Promise<number> {
-    let ack: number | Promise<number>
     try {
-      ack = this.ns.put(`run/${runId}/e/${pad(events[0]![1])}`, events)
+      return this.putKey(eventKey(runId, events[0]![1]), events)
     } catch (error) {
-      if (!splittable(error, events)) throw error
-      return this.putHalves(runId, events)
+      if (events.length < 2 || !isOrreryError(error, 'VALUE_TOO_LARGE')) throw error
     }
-    if (!(ack instanceof Promise) || events.length < 2 || this.runSettled !== undefined) return ack
-    return ack.catch((error: unknown) => (splittable(error, events) ? this.putHalves(runId, events) : Promise.reject(error)))
-  }
-
-  private putHalves(runId: string, events: EventTuple[]): number | Promise<number> {
     const half = events.length >> 1
     const first = this.putEvents(runId, events.slice(0, half))
     const second = this.putEvents(runId, events.slice(half))
@@ -681,11 +680,6 @@ export class History {
 interface BatchWaiter {
   readonly ack: Promise<number>
   settle(version: number, error?: unknown): void
-}
-
-/** Whether a refused write of `events` may go as two halves: they are too large together, and more than one. */
-function splittable(error: unknown, events: readonly EventTuple[]): boolean {
-  return events.length >= 2 && isOrreryError(error, 'VALUE_TOO_LARGE')
 }
 
 /**

@@ -91,8 +91,11 @@ export class Leases {
     const record: LeaseRecord = { owner: this.owner, until }
     const taken = this.ns.create(leaseKey(id), record).catch(async (error: unknown) => {
       if (!isOrreryError(error, 'VERSION_CONFLICT')) throw error
-      const current = await this.ns.fetch(leaseKey(id)).catch(() => undefined)
-      if (current === undefined || (current.value as LeaseRecord).until > Date.now()) throw error
+      // Unread (the broker away): as refused.
+      const current = await this.ns.fetch(leaseKey(id)).catch(() => Promise.reject(error))
+      // Deleted meanwhile (its run ended, or its start was refused): created again, once.
+      if (current === undefined) return this.ns.create(leaseKey(id), record)
+      if ((current.value as LeaseRecord).until > Date.now()) throw error
       return this.ns.put(leaseKey(id), record, { ifVersion: current.version })
     })
     held.ready = taken.then(
@@ -170,7 +173,10 @@ export class Leases {
   private changed(change: Change<unknown>): void {
     const id = change.key.slice('owner/'.length)
     const lease = change.type === 'put' ? (change.value as LeaseRecord | undefined) : undefined
-    if (this.held.has(id) && (lease === undefined || lease.owner !== this.owner)) {
+    const held = this.held.get(id)
+    // Only a change after the version held here takes the lease: the feed may bring an older one
+    // late (one a claim in flight, whose answer decides, or a renewal went past).
+    if (held !== undefined && held.version !== 0 && change.version > held.version && (lease === undefined || lease.owner !== this.owner)) {
       this.lose(id, undefined, lease === undefined ? 'its lease was deleted' : `${lease.owner} took its lease`)
     }
     if (this.resume && (lease?.until ?? 0) <= Date.now()) this.scan()
@@ -186,6 +192,11 @@ export class Leases {
         details: { runId: id, key: leaseKey(id), namespace: this.ns.name, reason: 'owned-elsewhere' },
       }),
     )
+  }
+
+  /** What these workflows hold of run `id`'s lease now (compare two answers to know it is the same tenure). */
+  holding(id: string): object | undefined {
+    return this.held.get(id)
   }
 
   /** Run `id` ended (elsewhere): nothing is kept for it. */

@@ -554,7 +554,10 @@ export class Workflows {
         this.runs.delete(id)
         this.count(workflow, -1)
         deleteRecord(this.history, id)
-        if (this.shared !== undefined) void this.shared.leases.release(id)
+        if (this.shared !== undefined) {
+          void this.shared.leases.release(id)
+          this.shared.history.forget(id)
+        }
         if (ack instanceof Promise) ack.catch(() => {})
         throw error
       }
@@ -563,7 +566,8 @@ export class Workflows {
       await ack
     } catch (error) {
       // Another process started the same id first (`shared`): this start is that run.
-      if (this.shared === undefined || this.runs.has(id) || this.closed) throw error
+      if (this.shared === undefined || this.runs.has(id)) throw error
+      this.assertOpen()
       const other = await this.startedElsewhere(id, isOrreryError(error, 'VERSION_CONFLICT'))
       if (other !== undefined) return sameWorkflow(other, workflow) as WorkflowRun<O>
       this.assertOpen()
@@ -882,7 +886,12 @@ export class Workflows {
    * answered, its history is replayed and it goes on here.
    */
   private adopt(id: string): void {
-    void this.shared!.history.settledRun(id).then(() => this.adoptNow(id))
+    const { history, leases } = this.shared!
+    const held = leases.holding(id)
+    void history.settledRun(id).then(() => {
+      // Lost meanwhile (its lease taken, or let go, then taken again: that adoption goes on).
+      if (!this.closed && held !== undefined && leases.holding(id) === held) this.adoptNow(id)
+    })
   }
 
   private adoptNow(id: string): void {

@@ -13,7 +13,7 @@ import type { Subscription } from 'rxjs'
 
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { StrongNamespace } from '../store/strong.js'
-import { FINAL_STATUSES, isEventKey, type HistoryNamespace, type RunMeta } from './history.js'
+import { eventKey, FINAL_STATUSES, isEventKey, type EventTuple, type HistoryNamespace, type RunMeta, type RunStatus } from './history.js'
 
 /** How many times a request's deletion is sent, RETRY_MS apart, before it is left. */
 const DELETE_TRIES = 5
@@ -122,7 +122,11 @@ export class SharedHistory implements HistoryNamespace {
   /** This process stops driving run `id` (its lease was lost): none of its writes queued is sent. */
   disown(id: string, error: OrreryError): void {
     const tenure = this.tenures.get(id)
-    if (tenure !== undefined && tenure.lost === undefined) tenure.lost = error
+    if (tenure === undefined || tenure.lost !== undefined) return
+    tenure.lost = error
+    // It ended elsewhere already: the feed brings nothing more of it.
+    const status = (this.ns.get(`run/${id}`)?.value as { status?: RunStatus } | undefined)?.status
+    if (status !== undefined && FINAL_STATUSES.has(status)) this.ended(id)
   }
 
   /**
@@ -188,7 +192,7 @@ export class SharedHistory implements HistoryNamespace {
   put(key: string, value: unknown): Promise<number> {
     const id = runOf(key)
     if (id === undefined) return this.loosely(key, value, false, () => this.ns.put(key, value))
-    if (isEventKey(key)) return this.inTurn(id, key, value, false, () => this.ns.create(key, value))
+    if (isEventKey(key)) return this.inTurn(id, key, value, false, () => this.createEvents(id, key, value))
     return this.inTurn(id, key, value, false, async (tenure) => {
       tenure.metaVersion = await this.ns.put(key, value, { ifVersion: tenure.metaVersion })
       return tenure.metaVersion
@@ -222,6 +226,22 @@ export class SharedHistory implements HistoryNamespace {
     const ack = this.inTurn(id, key, undefined, true, () => deleteRetried(this.ns, key))
     // Left to whoever drives the run next (it finds the signal recorded), or to the run's end.
     ack.catch(() => {})
+  }
+
+  /**
+   * Creates a run's events record. One too large for the store (refused before it is sent) goes
+   * as two, one after the other, each under the seq of its first event, as History writes them
+   * on a local store; each is created only if no other process wrote that seq first.
+   */
+  private async createEvents(id: string, key: string, events: unknown): Promise<number> {
+    try {
+      return await this.ns.create(key, events)
+    } catch (error) {
+      if (!Array.isArray(events) || events.length < 2 || !isOrreryError(error, 'VALUE_TOO_LARGE')) throw error
+    }
+    const half = events.length >> 1
+    await this.createEvents(id, key, events.slice(0, half))
+    return this.createEvents(id, eventKey(id, (events[half] as EventTuple)[1]), events.slice(half))
   }
 
   /** A write of no run, sent at once. */
