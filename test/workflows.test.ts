@@ -1730,7 +1730,7 @@ describe('workflows: limits', () => {
     wf.register('part', () => part)
     wf.define(workflow('quick', step('a', { fn: 'inc' }, { input: '$input' })))
     // Each output fits, but the whole record (input, outputs, events) would be over 64 KiB: the
-    // durable store says so only when it answers, and the run's records then go apart.
+    // durable store refuses it, and the run's records go apart.
     wf.define(workflow('parts', sequence(step('a', { fn: 'part' }), step('b', { fn: 'part' }))))
     const quick = await wf.start('quick', 1, { id: 'q' })
     const parts = await wf.start('parts', part, { id: 'p' })
@@ -1807,8 +1807,7 @@ describe('workflows: limits', () => {
     wf.register('part', () => part)
     wf.register('sizes', (v: { a: string; b: string }) => v.a.length + v.b.length)
     // After a sleep, so the run's events are written as they come (not as one record with its end):
-    // the two completions come in one macrotask, over the limit together, and the durable store
-    // says so only when it answers.
+    // the two completions come in one macrotask, over the limit together.
     const two = workflow(
       'two',
       sequence(

@@ -410,10 +410,9 @@ export class History {
   /**
    * A run that ends in the macrotask it started in, written whole: its meta with every event it
    * recorded, one record (`events` in its meta) instead of two. Undefined, with nothing written,
-   * when a store in memory refuses that record as too large: the events and the meta then go
-   * apart. A durable store answers later: a refusal as too large then writes them apart
-   * (nothing of the run was written), and any other refusal is the run's failure, which its
-   * start's acknowledgement reports.
+   * when the store refuses that record as too large (at once, a durable one too: putKey): the
+   * events and the meta then go apart. A refusal in a durable store's answer (its disk) is the
+   * run's failure, which its start's acknowledgement reports.
    */
   private putWhole(meta: RunMeta, events: EventTuple[]): number | Promise<number> | undefined {
     let ack: number | Promise<number>
@@ -445,7 +444,7 @@ export class History {
     const kept: RunMeta = { id, definition, version, input: undefined, seed, status: 'failed', startedAt, error: storeError(error) }
     const written = finishedAt === undefined ? kept : { ...kept, finishedAt }
     try {
-      const ack = this.ns.put(`run/${id}`, written)
+      const ack = this.putKey(`run/${id}`, written)
       if (ack instanceof Promise) ack.catch(() => {})
     } catch {
       // The store takes nothing more (closed): there is nothing to keep.

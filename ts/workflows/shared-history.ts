@@ -45,7 +45,8 @@ function runOf(key: string): string | undefined {
 
 /** A write sent and not acknowledged: reads see it at once, as they would on a local store. */
 interface Unacked {
-  readonly value: unknown
+  /** (An events record split in two holds its first half from then on.) */
+  value: unknown
   readonly deleted: boolean
 }
 
@@ -192,7 +193,7 @@ export class SharedHistory implements HistoryNamespace {
   put(key: string, value: unknown): Promise<number> {
     const id = runOf(key)
     if (id === undefined) return this.loosely(key, value, false, () => this.ns.put(key, value))
-    if (isEventKey(key)) return this.inTurn(id, key, value, false, () => this.createEvents(id, key, value))
+    if (isEventKey(key)) return this.inTurn(id, key, value, false, (tenure) => this.createEvents(id, tenure, key, value))
     return this.inTurn(id, key, value, false, async (tenure) => {
       tenure.metaVersion = await this.ns.put(key, value, { ifVersion: tenure.metaVersion })
       return tenure.metaVersion
@@ -233,15 +234,29 @@ export class SharedHistory implements HistoryNamespace {
    * as two, one after the other, each under the seq of its first event, as History writes them
    * on a local store; each is created only if no other process wrote that seq first.
    */
-  private async createEvents(id: string, key: string, events: unknown): Promise<number> {
+  private async createEvents(id: string, tenure: Tenure, key: string, events: unknown): Promise<number> {
     try {
       return await this.ns.create(key, events)
     } catch (error) {
       if (!Array.isArray(events) || events.length < 2 || !isOrreryError(error, 'VALUE_TOO_LARGE')) throw error
     }
     const half = events.length >> 1
-    await this.createEvents(id, key, events.slice(0, half))
-    return this.createEvents(id, eventKey(id, (events[half] as EventTuple)[1]), events.slice(half))
+    const [first, second] = [events.slice(0, half), events.slice(half)]
+    const secondKey = eventKey(id, (second[0] as EventTuple)[1])
+    // Reads see each half where it goes (the feed may bring the second before the first's answer).
+    const pending = this.unacked.get(key)
+    if (pending !== undefined) pending.value = first
+    const later: Unacked = { value: second, deleted: false }
+    this.unacked.set(secondKey, later)
+    try {
+      await this.createEvents(id, tenure, key, first)
+      // Lost meanwhile: the rest of the run's writes are not sent.
+      if (tenure.lost !== undefined) throw tenure.lost
+      if (this.tenures.get(id) !== tenure) throw lostRun(id, secondKey, this.ns.name, undefined)
+      return await this.createEvents(id, tenure, secondKey, second)
+    } finally {
+      if (this.unacked.get(secondKey) === later) this.unacked.delete(secondKey)
+    }
   }
 
   /** A write of no run, sent at once. */
