@@ -89,6 +89,33 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     expect(seen.items.map((m) => m.payload)).toEqual([-1])
   })
 
+  it("a group's pull of its stream lasts through the core requests its members answer; a publish still reaches them", { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}busy`
+    const [a, b] = [await open(p), await open(p)]
+    const seen: unknown[] = []
+    b.bus.respond<number, number>(
+      ch,
+      (req) => {
+        seen.push(req.payload)
+        return 1
+      },
+      { group: 'g' },
+    )
+    await b.bus.attached(ch)
+    // Every pull the group makes of its stream is a request to JetStream's API.
+    const { captured: pulls } = await tap(`$JS.API.CONSUMER.MSG.NEXT.*.${brokerName('g')}`)
+    for (let i = 0; i < 5; i++) {
+      const replies = await Promise.all(Array.from({ length: 64 }, (_, j) => a.bus.request<number>(ch, i * 64 + j, { timeout: 10_000 })))
+      expect(replies.every((r) => r.payload === 1)).toBe(true)
+    }
+    // Core requests in members' hands are no reason to end the pull and make another (one per batch, before).
+    expect(pulls.length).toBeLessThanOrEqual(1)
+    await a.bus.publish(ch, 'plain')
+    await until(() => seen.includes('plain'), 10_000, 'the publish delivered to the group')
+    expect(seen.length).toBe(321)
+  })
+
   it('broadcast responders in two processes each answer: the first reply settles the request, the other is a late reply', { timeout: 30_000 }, async () => {
     const p = fresh()
     const ch = `${p}who`

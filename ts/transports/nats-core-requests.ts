@@ -131,6 +131,11 @@ export class CoreRequests {
     return position.startsWith('rq:') ? this.held.get(group)?.get(position) : undefined
   }
 
+  /** How many deliveries of `group` are held here for the core's answer. */
+  heldBy(group: number): number {
+    return this.held.get(group)?.size ?? 0
+  }
+
   /** Forgets a delivery the core acked or dead-lettered; returns it (undefined if not held). */
   take(group: number, position: string): CoreHeld | undefined {
     const m = this.at(group, position)

@@ -1113,6 +1113,16 @@ export class NatsDriver implements Driver {
   get sinkOf(): DriverSink {
     return this.sink
   }
+
+  /**
+   * @internal The room `group`'s members have for deliveries from its stream: their room, with
+   * the core requests this process holds for them counted as free. Those come and go with every
+   * round trip; a pull sized or ended by them would be made again on every batch of requests.
+   */
+  streamRoom(group: number): number {
+    const room = this.sink.groupRoom(group)
+    return room + (this.core?.heldBy(group) ?? 0)
+  }
 }
 
 /** Where the stream stood when a `latest` subscribe reached the broker. */
@@ -1587,7 +1597,7 @@ class GroupReader {
   wake(): void {
     this.pause.wake()
     const pull = this.pulling
-    if (pull !== undefined && pull.left > 0 && this.driver.sinkOf.groupRoom(this.group.id) < pull.left) pull.end()
+    if (pull !== undefined && pull.left > 0 && this.driver.streamRoom(this.group.id) < pull.left) pull.end()
   }
 
   /** The connection went: the pull in flight went with it (the loop pulls again once it is back). */
@@ -1620,7 +1630,7 @@ class GroupReader {
           this.created = created
           this.ready = true
         }
-        const room = driver.sinkOf.groupRoom(this.group.id)
+        const room = driver.streamRoom(this.group.id)
         // Without room, or while the connection is down (a pull sent then would reach the server
         // after its inbox was dropped), the reader waits to be woken.
         if (room <= 0 || !driver.isConnected) {
