@@ -339,6 +339,58 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     expect(isOrreryError(closed, 'CLOSED')).toBe(true)
   })
 
+  it("what is no request on a channel's core subject is ignored, in the same batch as requests that are", { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}noise`
+    const [a, b] = [await open(p), await open(p)]
+    const seen: unknown[] = []
+    const failures: unknown[] = []
+    b.bus.events.subscribe((e) => {
+      if (e.type === 'transport-error' || e.type === 'engine-failed') failures.push(e)
+    })
+    b.bus.respond<number, number>(
+      ch,
+      (req) => {
+        seen.push(req.payload)
+        return req.payload + 1
+      },
+      { group: 'g' },
+    )
+    await b.bus.attached(ch)
+    const { captured, publish } = await tap(`orrery.rq.${brokerName(ch)}`)
+    expect((await a.bus.request<number>(ch, 1, { timeout: 10_000 })).payload).toBe(2)
+    await until(() => captured.length === 1, 10_000, 'the request seen on its subject')
+    const good = captured[0]!.data
+    const route = (timeout: number, length: number, address = 'x'): Uint8Array => {
+      const out = new Uint8Array(11 + address.length)
+      out[0] = 1
+      new DataView(out.buffer).setUint16(1, length, true)
+      new DataView(out.buffer).setFloat64(3, timeout, true)
+      out.set(new TextEncoder().encode(address), 11)
+      return out
+    }
+    const junk = [
+      new Uint8Array(0),
+      new TextEncoder().encode('hello'),
+      route(Number.NaN, 1),
+      route(-5, 1),
+      route(1_000, 0, ''),
+      route(1_000, 500),
+      Uint8Array.of(2, ...good.subarray(1)),
+      // A well-formed route before a frame that is none.
+      Uint8Array.of(...route(1_000, 1), 1, 2, 3),
+    ]
+    // Sent between two copies of a real request, so they reach the responder in one read.
+    const headers = (await import('@nats-io/transport-node')).headers()
+    publish(good, headers)
+    for (const data of junk) publish(data, headers)
+    publish(good, headers)
+    await until(() => seen.length === 3, 10_000, 'both copies answered')
+    expect(seen).toEqual([1, 1, 1])
+    expect((await a.bus.request<number>(ch, 5, { timeout: 10_000 })).payload).toBe(6)
+    expect(failures).toEqual([])
+  })
+
   it("a request nobody serves times out (nothing stores it to be answered later); `requests` other than 'stream' or 'core' is INVALID_OPTION", {
     timeout: 30_000,
   }, async () => {

@@ -11,8 +11,10 @@
 
 import type { MsgHdrs, NatsConnection, Subscription } from '@nats-io/nats-core'
 import type { ChannelRef, DriverSink, Egress, GroupRef } from './driver.js'
-import { DELIVERED, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
-import { IngestWriter, type Route } from './records.js'
+import { OrreryError } from '../errors.js'
+import { REMOTE } from '../engines/manifest.js'
+import { DELIVERED, SIGNATURE } from './nats-headers.js'
+import { IngestWriter, type RouteBlock, routeOfBlock } from './records.js'
 import type { Signing } from './signing.js'
 
 /** What the core requests need of their driver. */
@@ -31,7 +33,7 @@ export interface CoreHost {
 export interface CoreHeld {
   readonly channel: string
   readonly group: string
-  readonly route: Route
+  readonly route: RouteBlock
   readonly frame: Uint8Array
   /** Its delivery count: 1 for the first. */
   readonly count: number
@@ -44,6 +46,50 @@ const BACKOFF_MS = 50
 const MAX_BACKOFF_MS = 1_000
 /** The largest delivery count a request carries (the ingest record's count is 32 bits). */
 const MAX_COUNT = 0xffff_fffe
+
+/**
+ * A core request's payload: its route, then its frame. The route: FORM (this layout's version, one
+ * byte), the reply address's length in bytes (a u16, little-endian), then the route as an ingest
+ * record carries it (records.ts `RouteBlock`: the timeout, then the address), handed to the core
+ * as it came. It travels in the payload rather than in headers: nats.js's headers cost more to
+ * write and to read than the rest of a request (about a tenth of each process's CPU).
+ */
+const FORM = 1
+const FORM_HEAD = 3
+const MAX_ADDRESS = 0xffff
+const utf8 = new TextEncoder()
+
+/** The payload of a core request (see FORM). */
+export function corePayload(address: Uint8Array, timeoutMs: number, frame: Uint8Array): Uint8Array {
+  if (address.length === 0 || address.length > MAX_ADDRESS) throw new OrreryError('INTERNAL', `a reply address of ${address.length} bytes`)
+  const start = FORM_HEAD + REMOTE.routeTimeoutLen + address.length
+  const out = new Uint8Array(start + frame.length)
+  const view = new DataView(out.buffer)
+  out[0] = FORM
+  view.setUint16(1, address.length, true)
+  view.setFloat64(FORM_HEAD, timeoutMs, true)
+  out.set(address, FORM_HEAD + REMOTE.routeTimeoutLen)
+  out.set(frame, start)
+  return out
+}
+
+/** The bytes a core request's route takes ahead of its frame. */
+export function coreRouteBytes(address: string): number {
+  return FORM_HEAD + REMOTE.routeTimeoutLen + utf8.encode(address).length
+}
+
+/**
+ * Where the frame of core request payload `data` starts, after its route; 0 when `data` is none
+ * (another form, a route the core would refuse: no address, a timeout not > 0).
+ */
+export function coreFrameStart(data: Uint8Array): number {
+  if (data.length < FORM_HEAD + REMOTE.routeTimeoutLen + 1 || data[0] !== FORM) return 0
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength)
+  const length = view.getUint16(1, true)
+  const start = FORM_HEAD + REMOTE.routeTimeoutLen + length
+  // NaN is not > 0 either.
+  return length > 0 && start <= data.length && view.getFloat64(FORM_HEAD, true) > 0 ? start : 0
+}
 
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 
@@ -62,6 +108,8 @@ export class CoreRequests {
   /** No new subscription once reading stopped; nothing at all once stopped. */
   private reading = true
   private stopped = false
+  private lastAddress = ''
+  private lastAddressBytes = new Uint8Array(0)
 
   constructor(
     private readonly host: CoreHost,
@@ -90,12 +138,23 @@ export class CoreRequests {
   }
 
   private publish(subject: string, record: Request, signature: string | undefined, delivered: number): void {
-    const h = this.host.headers()
-    if (signature !== undefined) h.set(SIGNATURE, signature)
-    h.set(REPLY_TO, record.replyTo)
-    h.set(TIMEOUT, String(record.timeoutMs))
-    if (delivered > 0) h.set(DELIVERED, String(delivered))
-    this.host.connection().publish(subject, record.frame, { headers: h })
+    let h: MsgHdrs | undefined
+    if (signature !== undefined || delivered > 0) {
+      h = this.host.headers()
+      if (signature !== undefined) h.set(SIGNATURE, signature)
+      if (delivered > 0) h.set(DELIVERED, String(delivered))
+    }
+    const payload = corePayload(this.addressBytes(record.replyTo), record.timeoutMs, record.frame)
+    this.host.connection().publish(subject, payload, h === undefined ? undefined : { headers: h })
+  }
+
+  /** A reply address as bytes: nearly always this process's own, so the last one is kept. */
+  private addressBytes(address: string): Uint8Array {
+    if (address !== this.lastAddress) {
+      this.lastAddress = address
+      this.lastAddressBytes = utf8.encode(address)
+    }
+    return this.lastAddressBytes
   }
 
   /** Reads every request of `channel` into its mirror; resolves once the server has the subscription. */
@@ -159,7 +218,9 @@ export class CoreRequests {
     if (m === undefined || this.stopped) return
     const again = () => {
       try {
-        const record: Request = { kind: 'request', channel: m.channel, replyTo: m.route.address, timeoutMs: m.route.timeoutMs, frame: m.frame }
+        // A held route is one the core took (checked as read): it has an address and a timeout.
+        const route = routeOfBlock(m.route)!
+        const record: Request = { kind: 'request', channel: m.channel, replyTo: route.address, timeoutMs: route.timeoutMs, frame: m.frame }
         this.publish(this.againSubject(m.channel, m.group), record, sign(record, m.count), m.count)
       } catch (error) {
         this.host.sink.failed(error)
@@ -191,7 +252,7 @@ export class CoreRequests {
     channel: string,
     subjects: readonly string[],
     queue: string | undefined,
-    take: (route: Route, frame: Uint8Array, count: number, sighting: number) => void,
+    take: (route: RouteBlock, frame: Uint8Array, count: number, sighting: number) => void,
   ): Promise<void> {
     if (this.subs.has(key) || !this.reading) return
     const lane = `${channel}\u0000${key}`
@@ -201,9 +262,12 @@ export class CoreRequests {
         ...(queue === undefined ? {} : { queue }),
         callback: (error, m) => {
           if (error !== null || this.stopped) return
-          const route = routeOfMsg(m)
+          const data = m.data
+          const start = coreFrameStart(data)
           // Only requests travel here; anything else on the subject is no Orrery message.
-          if (route === undefined) return
+          if (start === 0) return
+          const route = data.subarray(FORM_HEAD, start)
+          const frame = data.subarray(start)
           const sighting = ++this.sightings
           // The delivery count before this one, if it was sent again (signed with it).
           const header = m.headers?.get(DELIVERED)
@@ -214,10 +278,10 @@ export class CoreRequests {
           const attempt = header ? (Number.isSafeInteger(before) ? before : -1) : undefined
           if (
             signing !== undefined &&
-            !signing.accept(m.headers?.get(SIGNATURE) || undefined, channel, route, m.data, `rq:${sighting}`, Date.now(), { lane, attempt })
+            !signing.accept(m.headers?.get(SIGNATURE) || undefined, channel, routeOfBlock(route), frame, `rq:${sighting}`, Date.now(), { lane, attempt })
           )
             return
-          take(route, m.data, delivered + 1, sighting)
+          take(route, frame, delivered + 1, sighting)
           if (!this.scheduled) {
             this.scheduled = true
             later(() => this.flush())

@@ -19,7 +19,7 @@ import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { PubAcks } from './nats-acks.js'
-import { type CoreHost, CoreRequests } from './nats-core-requests.js'
+import { type CoreHost, CoreRequests, coreRouteBytes } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
@@ -539,7 +539,9 @@ export class NatsDriver implements Driver {
               (record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0) + this.signatureHeaderBytes(),
             )
           : record.kind === 'request'
-            ? this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
+            ? this.core !== undefined
+              ? this.tooLarge(record.channel, record.frame, this.signatureHeaderBytes(), undefined, coreRouteBytes(record.replyTo))
+              : this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
@@ -601,14 +603,15 @@ export class NatsDriver implements Driver {
   }
 
   /**
-   * MESSAGE_TOO_LARGE if `frame`, with `headerLines` bytes of header lines (0: none), is over the
-   * max_payload the server announced (1 MB unless the server is set otherwise); undefined if it fits.
+   * MESSAGE_TOO_LARGE if `frame`, with `headerLines` bytes of header lines (0: none) and `ahead`
+   * bytes before it in the payload (a core request's route), is over the max_payload the server
+   * announced (1 MB unless the server is set otherwise); undefined if it fits.
    */
-  private tooLarge(channel: string, frame: Uint8Array, headerLines: number, what = 'a message to'): OrreryError | undefined {
+  private tooLarge(channel: string, frame: Uint8Array, headerLines: number, what = 'a message to', ahead = 0): OrreryError | undefined {
     const limit = this.nc?.info?.max_payload
     if (limit === undefined || limit <= 0) return undefined
     // nats.js counts the headers in the payload: `NATS/1.0\r\n<lines>\r\n`.
-    const bytes = frame.length + (headerLines > 0 ? 'NATS/1.0\r\n\r\n'.length + headerLines : 0)
+    const bytes = ahead + frame.length + (headerLines > 0 ? 'NATS/1.0\r\n\r\n'.length + headerLines : 0)
     if (bytes <= limit) return undefined
     return new OrreryError(
       'MESSAGE_TOO_LARGE',

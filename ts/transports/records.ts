@@ -54,6 +54,33 @@ export function routeOf(address: string | undefined, timeout: string | undefined
   return timeoutMs > 0 ? { address, timeoutMs } : undefined
 }
 
+/**
+ * A route as an ingest record carries it: the requester's timeout in ms (a float64, little-endian)
+ * and then its reply address (UTF-8, one byte or more). A driver that reads routes in this form
+ * hands them over without making a `Route` of them.
+ */
+export type RouteBlock = Uint8Array
+
+/** A `Route`'s address as bytes (undefined for a block, or no route). */
+function addressOf(route: Route | RouteBlock | undefined): Uint8Array | undefined {
+  return route === undefined || route instanceof Uint8Array ? undefined : ascii.encode(route.address)
+}
+
+/** The bytes of a route in an ingest record (0: none). */
+function routeLength(route: Route | RouteBlock | undefined, address: Uint8Array | undefined): number {
+  if (route === undefined) return 0
+  return route instanceof Uint8Array ? route.length : REMOTE.routeTimeoutLen + address!.length
+}
+
+/** The route a block holds; undefined when it is no route the core takes (no address, a timeout not > 0). */
+export function routeOfBlock(block: RouteBlock): Route | undefined {
+  if (block.length <= REMOTE.routeTimeoutLen) return undefined
+  const timeoutMs = new DataView(block.buffer, block.byteOffset, block.byteLength).getFloat64(0, true)
+  return timeoutMs > 0 ? { address: utf8.decode(block.subarray(REMOTE.routeTimeoutLen)), timeoutMs } : undefined
+}
+
+const utf8 = new TextDecoder()
+
 /** Builds an ingest batch in one growing buffer. */
 export class IngestWriter {
   private buf = new Uint8Array(4096)
@@ -87,19 +114,17 @@ export class IngestWriter {
   }
 
   /** A broadcast entry of channel `channel`, written by the broker at `at` (ms); a request when it has a route. */
-  live(channel: number, at: number, frame: Uint8Array, route?: Route): void {
-    const address = route === undefined ? undefined : ascii.encode(route.address)
-    const routeLen = address === undefined ? 0 : REMOTE.routeTimeoutLen + address.length
-    const start = this.header(REMOTE.live, channel, 0, frame.length, 0, at, routeLen)
+  live(channel: number, at: number, frame: Uint8Array, route?: Route | RouteBlock): void {
+    const address = addressOf(route)
+    const start = this.header(REMOTE.live, channel, 0, frame.length, 0, at, routeLength(route, address))
     this.pos = this.body(start, undefined, route, address, frame)
   }
 
   /** A delivery to group `group`, the broker's `count`th, at broker position `position`; a request when it has a route. */
-  group(group: number, count: number, position: string, frame: Uint8Array, route?: Route): void {
+  group(group: number, count: number, position: string, frame: Uint8Array, route?: Route | RouteBlock): void {
     const pos = ascii.encode(position)
-    const address = route === undefined ? undefined : ascii.encode(route.address)
-    const routeLen = address === undefined ? 0 : REMOTE.routeTimeoutLen + address.length
-    const start = this.header(REMOTE.group, group, pos.length, frame.length, count, 0, routeLen)
+    const address = addressOf(route)
+    const start = this.header(REMOTE.group, group, pos.length, frame.length, count, 0, routeLength(route, address))
     this.pos = this.body(start, pos, route, address, frame)
   }
 
@@ -116,12 +141,15 @@ export class IngestWriter {
   }
 
   /** Writes position, route and frame from `at`; returns where the record ends. */
-  private body(at: number, pos: Uint8Array | undefined, route: Route | undefined, address: Uint8Array | undefined, frame: Uint8Array): number {
+  private body(at: number, pos: Uint8Array | undefined, route: Route | RouteBlock | undefined, address: Uint8Array | undefined, frame: Uint8Array): number {
     if (pos !== undefined) {
       this.buf.set(pos, at)
       at += pos.length
     }
-    if (route !== undefined && address !== undefined) {
+    if (route instanceof Uint8Array) {
+      this.buf.set(route, at)
+      at += route.length
+    } else if (route !== undefined && address !== undefined) {
       this.view.setFloat64(at, route.timeoutMs, true)
       this.buf.set(address, at + REMOTE.routeTimeoutLen)
       at += REMOTE.routeTimeoutLen + address.length
