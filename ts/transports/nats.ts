@@ -90,6 +90,8 @@ export function brokerName(name: string): string {
 /** Room left for a name in a stream name (JetStream allows 255, and a prefix comes first). */
 const MAX_NAME = 200
 
+/** Reply subjects kept (one per requesting process). */
+const MAX_REPLY_SUBJECTS = 4_096
 /** Messages fetched per pull, at most. */
 const READ_COUNT = 256
 /** How long a pull waits for messages before it is made again (nats.js's minimum is 1 s). */
@@ -196,6 +198,7 @@ export class NatsDriver implements Driver {
   private listening: Promise<void> | undefined
   /** Requests as core NATS messages (`requests: 'core'`); undefined: they are stream entries. */
   private readonly core: CoreRequests | undefined
+  private readonly replySubjects = new Map<string, string>()
 
   constructor(
     readonly nats: NatsModules,
@@ -878,9 +881,16 @@ export class NatsDriver implements Driver {
     await this.writes.settled()
   }
 
-  /** The core subject of reply address `address` (16 hex digits: a valid subject token). */
+  /** The core subject of reply address `address` (16 hex digits: a valid subject token), kept for the next reply. */
   private replySubject(address: string): string {
-    return `${this.config.prefix}.reply.${brokerName(address)}`
+    let subject = this.replySubjects.get(address)
+    if (subject === undefined) {
+      // Requesters come and go: the kept subjects start over past a bound.
+      if (this.replySubjects.size >= MAX_REPLY_SUBJECTS) this.replySubjects.clear()
+      subject = `${this.config.prefix}.reply.${brokerName(address)}`
+      this.replySubjects.set(address, subject)
+    }
+    return subject
   }
 
   openReplies(address: string): Promise<void> {

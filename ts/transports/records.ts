@@ -36,7 +36,13 @@ export function forEachEgress(batch: Uint8Array, visit: EgressVisitor): void {
   }
 }
 
-const ascii = new TextEncoder()
+const utf8Bytes = new TextEncoder()
+
+/** Whether every character of `s` is ASCII (one byte in UTF-8). */
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false
+  return true
+}
 
 /** Where the reply to a request read from the broker goes: the requester's address and its timeout (ms). */
 export interface Route {
@@ -63,7 +69,7 @@ export type RouteBlock = Uint8Array
 
 /** A `Route`'s address as bytes (undefined for a block, or no route). */
 function addressOf(route: Route | RouteBlock | undefined): Uint8Array | undefined {
-  return route === undefined || route instanceof Uint8Array ? undefined : ascii.encode(route.address)
+  return route === undefined || route instanceof Uint8Array ? undefined : utf8Bytes.encode(route.address)
 }
 
 /** The bytes of a route in an ingest record (0: none). */
@@ -117,15 +123,19 @@ export class IngestWriter {
   live(channel: number, at: number, frame: Uint8Array, route?: Route | RouteBlock): void {
     const address = addressOf(route)
     const start = this.header(REMOTE.live, channel, 0, frame.length, 0, at, routeLength(route, address))
-    this.pos = this.body(start, undefined, route, address, frame)
+    this.pos = this.body(start, route, address, frame)
   }
 
   /** A delivery to group `group`, the broker's `count`th, at broker position `position`; a request when it has a route. */
   group(group: number, count: number, position: string, frame: Uint8Array, route?: Route | RouteBlock): void {
-    const pos = ascii.encode(position)
+    // Positions are ASCII (stream ids, sequence numbers, offsets): written in place, not encoded.
+    const pos = isAscii(position) ? undefined : utf8Bytes.encode(position)
+    const posLen = pos?.length ?? position.length
     const address = addressOf(route)
-    const start = this.header(REMOTE.group, group, pos.length, frame.length, count, 0, routeLength(route, address))
-    this.pos = this.body(start, pos, route, address, frame)
+    const start = this.header(REMOTE.group, group, posLen, frame.length, count, 0, routeLength(route, address))
+    if (pos !== undefined) this.buf.set(pos, start)
+    else for (let i = 0; i < posLen; i++) this.buf[start + i] = position.charCodeAt(i)
+    this.pos = this.body(start + posLen, route, address, frame)
   }
 
   /** A reply to one of this process's requests (its frame carries the request's token). */
@@ -140,12 +150,8 @@ export class IngestWriter {
     this.pos = this.header(REMOTE.unsent, token, 0, 0, 0, 0)
   }
 
-  /** Writes position, route and frame from `at`; returns where the record ends. */
-  private body(at: number, pos: Uint8Array | undefined, route: Route | RouteBlock | undefined, address: Uint8Array | undefined, frame: Uint8Array): number {
-    if (pos !== undefined) {
-      this.buf.set(pos, at)
-      at += pos.length
-    }
+  /** Writes route and frame from `at`; returns where the record ends. */
+  private body(at: number, route: Route | RouteBlock | undefined, address: Uint8Array | undefined, frame: Uint8Array): number {
     if (route instanceof Uint8Array) {
       this.buf.set(route, at)
       at += route.length
