@@ -90,8 +90,12 @@ export function brokerName(name: string): string {
 /** Room left for a name in a stream name (JetStream allows 255, and a prefix comes first). */
 const MAX_NAME = 200
 
+type AckEgress = Extract<Egress, { kind: 'ack' }>
+
 /** Reply subjects kept (one per requesting process). */
 const MAX_REPLY_SUBJECTS = 4_096
+/** A group's pulls in flight at once, at most: the next goes out while one still delivers. */
+const MAX_PULLS = 2
 /** Messages fetched per pull, at most. */
 const READ_COUNT = 256
 /** How long a pull waits for messages before it is made again (nats.js's minimum is 1 s). */
@@ -559,12 +563,49 @@ export class NatsDriver implements Driver {
       }
       return Promise.resolve(0)
     }
-    const { write, written } = this.writes.add(fitted, this.config.publishTimeoutMs, () =>
+    if (!this.inFlight && this.queue.length === 0 && fitted.every((r) => r.kind === 'ack')) return this.ackNow(fitted as readonly AckEgress[])
+    return this.enqueue(fitted)
+  }
+
+  /** Queues records to be written in order, each tried again until it is written or refused. */
+  private enqueue(records: readonly Egress[]): Promise<number> {
+    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
       transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } }),
     )
     this.queue.push(write)
     this.pump()
     return written
+  }
+
+  /**
+   * Acks with nothing queued before them: each answered now and all of them waited for with one
+   * round trip, as the queue would, without its promises for each record (a consumer's turn
+   * acks hundreds). Each delivery stays held until the server has read its ack. If that fails
+   * (the connection went: nats.js drops what it had not sent), they go through the queue, which
+   * sends them again once it can; the server ignores a second ack.
+   */
+  private ackNow(records: readonly AckEgress[]): Promise<number> {
+    const answered: Array<[Map<string, Held>, string]> = []
+    try {
+      for (const r of records) {
+        if (this.core?.take(r.group.id, r.position) !== undefined) continue
+        const held = this.held.get(r.group.id)
+        const m = held?.get(r.position)
+        if (m === undefined) continue
+        m.ack()
+        answered.push([held!, r.position])
+      }
+    } catch {
+      return this.enqueue(records)
+    }
+    if (answered.length === 0) return Promise.resolve(0)
+    return this.serverRead().then(
+      () => {
+        for (const [held, position] of answered) held.delete(position)
+        return 0
+      },
+      () => this.enqueue(records),
+    )
   }
 
   /**
@@ -1579,8 +1620,10 @@ class GroupReader {
   private stopped = false
   private loop: Promise<void> | undefined
   private readonly pause = new Pause()
-  /** The pull in flight. */
-  private pulling: Pull | undefined
+  /** The pulls in flight, oldest first (at most MAX_PULLS: the next is sent while one still delivers). */
+  private readonly pulls = new Set<Pull>()
+  /** What ended a pull after it had resolved (the consumer is gone): the loop's to handle. */
+  private lost: unknown
   private readonly writer = new IngestWriter()
   private scheduled = false
   private ready = true
@@ -1609,13 +1652,28 @@ class GroupReader {
    */
   wake(): void {
     this.pause.wake()
-    const pull = this.pulling
-    if (pull !== undefined && pull.left > 0 && this.driver.streamRoom(this.group.id) < pull.left) pull.end()
+    if (this.pulls.size === 0) return
+    const room = this.driver.streamRoom(this.group.id)
+    let left = this.left()
+    if (left <= room) return
+    // The newest go first, until what the rest may bring fits.
+    for (const pull of [...this.pulls].reverse()) {
+      if (left <= room) break
+      left -= pull.left
+      pull.end()
+    }
   }
 
-  /** The connection went: the pull in flight went with it (the loop pulls again once it is back). */
+  /** What the pulls in flight may still bring. */
+  private left(): number {
+    let left = 0
+    for (const pull of this.pulls) left += pull.left
+    return left
+  }
+
+  /** The connection went: the pulls in flight went with it (the loop pulls again once it is back). */
   disconnected(): void {
-    this.pulling?.end()
+    for (const pull of [...this.pulls]) pull.end()
   }
 
   private async body(): Promise<void> {
@@ -1643,16 +1701,24 @@ class GroupReader {
           this.created = created
           this.ready = true
         }
-        const room = driver.streamRoom(this.group.id)
-        // Without room, or while the connection is down (a pull sent then would reach the server
-        // after its inbox was dropped), the reader waits to be woken.
-        if (room <= 0 || !driver.isConnected) {
+        if (this.lost !== undefined) {
+          const lost = this.lost
+          this.lost = undefined
+          throw lost
+        }
+        // What was read goes in first: the members' room counts it then.
+        this.flush()
+        const room = driver.streamRoom(this.group.id) - this.left()
+        // Without room, with MAX_PULLS in flight, or while the connection is down (a pull sent
+        // then would reach the server after its inbox was dropped), the reader waits to be woken.
+        if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.isConnected) {
           await this.pause.wait(1_000)
           continue
         }
         await this.pull(stream, name, Math.min(room, READ_COUNT))
-        this.flush()
       } catch (error) {
+        for (const pull of [...this.pulls]) pull.end()
+        this.lost = undefined
         this.flush()
         if (this.stopped || driver.isClosed) break
         // Whatever failed, the consumer is looked up (and made again if the server lost it) before
@@ -1666,13 +1732,16 @@ class GroupReader {
   }
 
   /**
-   * Pulls at most `count` deliveries on an inbox of its own; resolves once the pull is over: all
+   * Pulls at most `count` deliveries on an inbox of its own; resolves once the pull is over (all
    * brought, expired, nothing heard for two heartbeats, the connection gone, or the members' room
-   * fell below what it may still bring (`wake`); rejects when the consumer is not there (503, 409
-   * Consumer Deleted). A "409 Server Shutdown" does not end it: the server goes on delivering to
-   * the pull until JetStream has stopped, and counts those deliveries as made, so a client that
-   * stops listening there (nats.js's fetch does) loses them until their ack_wait (the visibility
-   * timeout and a tenth, 33 s by default) has passed. It is listened to until the connection goes.
+   * fell below what it may still bring: `wake`), or once it brought half of them, so the next
+   * pull is on its way while it brings the rest (the server answers a consumer's pulls in turn).
+   * Rejects when the consumer is not there (503, 409 Consumer Deleted); learnt after it resolved,
+   * that is kept for the loop (`lost`). A "409 Server Shutdown" does not end it: the server goes
+   * on delivering to the pull until JetStream has stopped, and counts those deliveries as made,
+   * so a client that stops listening there (nats.js's fetch does) loses them until their
+   * ack_wait (the visibility timeout and a tenth, 33 s by default) has passed. It is listened to
+   * until the connection goes.
    */
   private pull(stream: string, consumer: string, count: number): Promise<void> {
     const nc = this.driver.connection()
@@ -1680,15 +1749,21 @@ class GroupReader {
     return new Promise<void>((resolve, reject) => {
       let watch: ReturnType<typeof silenceWatch> | undefined
       let sub: Subscription | undefined
+      let settled = false
       const pull: Pull = {
         left: count,
         end: (error?: unknown) => {
-          if (this.pulling !== pull) return
-          this.pulling = undefined
+          if (!this.pulls.delete(pull)) return
           watch?.stop()
           sub?.unsubscribe()
-          if (error === undefined) resolve()
-          else reject(error)
+          if (!settled) {
+            settled = true
+            if (error === undefined) resolve()
+            else reject(error)
+          } else if (error !== undefined) {
+            this.lost = error
+            this.pause.wake()
+          }
         },
       }
       // Anything heard (a delivery, a heartbeat) says the pull is alive.
@@ -1696,16 +1771,21 @@ class GroupReader {
         if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end())
         else watch.heard()
       }
-      this.pulling = pull
+      this.pulls.add(pull)
       sub = nc.subscribe(inbox, {
         callback: (error, m) => {
-          if (this.pulling !== pull) return
+          if (!this.pulls.has(pull)) return
           if (error !== null) return pull.end(error)
           const reply = m.reply
           if (reply?.startsWith('$JS.ACK.')) {
             pull.left--
             this.add(new GroupDelivery(m, reply, nc))
-            return pull.left <= 0 ? pull.end() : alive()
+            if (pull.left <= 0) return pull.end()
+            if (!settled && pull.left <= count / 2) {
+              settled = true
+              resolve()
+            }
+            return alive()
           }
           const code = m.headers?.code ?? 0
           const description = m.headers?.description ?? ''
@@ -1764,7 +1844,7 @@ class GroupReader {
   stop(): void {
     this.stopped = true
     this.wake()
-    this.pulling?.end()
+    for (const pull of [...this.pulls]) pull.end()
   }
 
   async stopAndWait(): Promise<void> {
