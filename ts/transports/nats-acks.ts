@@ -19,9 +19,14 @@ import type { NatsModules } from './nats-connect.js'
 /** The headers a JetStream publish carries (nats-core's `MsgHdrs`). */
 type Headers = ReturnType<NatsModules['transport']['headers']>
 
+/** Where the answers to publishes go: publish `k`'s, as whether it was a duplicate or why it failed. */
+export interface AckSink {
+  answer(k: number, duplicate: boolean, error?: unknown): void
+}
+
 interface Pending {
-  readonly resolve: (duplicate: boolean) => void
-  readonly reject: (error: Error) => void
+  readonly sink: AckSink
+  readonly k: number
   readonly subject: string
   readonly deadline: number
 }
@@ -78,17 +83,23 @@ export class PubAcks {
    * duplicate (by its `Nats-Msg-Id`), rejects as described above, or after `timeoutMs`.
    */
   publish(subject: string, data: Uint8Array, headers: Headers | undefined, timeoutMs: number): Promise<boolean> {
-    const token = ++this.next
     return new Promise<boolean>((resolve, reject) => {
-      this.pending.set(token, { resolve, reject, subject, deadline: Date.now() + timeoutMs })
-      this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS)
-      try {
-        this.nc.publish(subject, data, headers === undefined ? { reply: `${this.prefix}${token}` } : { reply: `${this.prefix}${token}`, headers })
-      } catch (error) {
-        this.pending.delete(token)
-        reject(error as Error)
-      }
+      const sink: AckSink = { answer: (_, duplicate, error) => (error === undefined ? resolve(duplicate) : reject(error)) }
+      this.publishTo(subject, data, headers, timeoutMs, sink, 0)
     })
+  }
+
+  /** `publish`, its answer to `sink` as publish `k` (at once if it cannot be sent). */
+  publishTo(subject: string, data: Uint8Array, headers: Headers | undefined, timeoutMs: number, sink: AckSink, k: number): void {
+    const token = ++this.next
+    this.pending.set(token, { sink, k, subject, deadline: Date.now() + timeoutMs })
+    this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS)
+    try {
+      this.nc.publish(subject, data, headers === undefined ? { reply: `${this.prefix}${token}` } : { reply: `${this.prefix}${token}`, headers })
+    } catch (error) {
+      this.pending.delete(token)
+      sink.answer(k, false, error)
+    }
   }
 
   /** Fails every publish still waiting (the connection closed), and stops. */
@@ -96,8 +107,9 @@ export class PubAcks {
     clearInterval(this.sweeper)
     this.sweeper = undefined
     this.sub.unsubscribe()
-    for (const p of this.pending.values()) p.reject(error)
+    const pending = [...this.pending.values()]
     this.pending.clear()
+    for (const p of pending) p.sink.answer(p.k, false, error)
   }
 
   private answered(subject: string, data: Uint8Array, headers: Headers | undefined): void {
@@ -105,18 +117,19 @@ export class PubAcks {
     const p = this.pending.get(token)
     if (p === undefined) return
     this.pending.delete(token)
-    if (data.length === 0 && headers?.code === 503) return p.reject(new this.nats.transport.errors.NoRespondersError(p.subject))
+    const fail = (error: Error) => p.sink.answer(p.k, false, error)
+    if (data.length === 0 && headers?.code === 503) return fail(new this.nats.transport.errors.NoRespondersError(p.subject))
     const acked = pubAck(data)
-    if (acked !== undefined) return p.resolve(acked)
+    if (acked !== undefined) return p.sink.answer(p.k, acked)
     let answer: { error?: ApiError; stream?: string; duplicate?: boolean }
     try {
       answer = JSON.parse(decoder.decode(data))
     } catch {
-      return p.reject(new Error(`an answer to a publish on ${p.subject} is not JSON`))
+      return fail(new Error(`an answer to a publish on ${p.subject} is not JSON`))
     }
-    if (answer.error !== undefined) return p.reject(new this.nats.jetstream.JetStreamApiError(answer.error))
-    if (typeof answer.stream !== 'string' || answer.stream === '') return p.reject(new Error(`an answer to a publish on ${p.subject} names no stream`))
-    p.resolve(answer.duplicate === true)
+    if (answer.error !== undefined) return fail(new this.nats.jetstream.JetStreamApiError(answer.error))
+    if (typeof answer.stream !== 'string' || answer.stream === '') return fail(new Error(`an answer to a publish on ${p.subject} names no stream`))
+    p.sink.answer(p.k, answer.duplicate === true)
   }
 
   /** Fails each publish whose deadline passed (it is sent again); stops when none waits. */
@@ -125,7 +138,7 @@ export class PubAcks {
     for (const [token, p] of this.pending) {
       if (p.deadline > now) continue
       this.pending.delete(token)
-      p.reject(new Error(`no answer to a publish on ${p.subject} in time`))
+      p.sink.answer(p.k, false, new Error(`no answer to a publish on ${p.subject} in time`))
     }
     if (this.pending.size === 0) {
       clearInterval(this.sweeper)

@@ -18,7 +18,7 @@ import { OrreryError } from '../errors.js'
 import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
-import { PubAcks } from './nats-acks.js'
+import { type AckSink, PubAcks } from './nats-acks.js'
 import { type CoreHost, CoreRequests, coreRouteBytes } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
@@ -91,6 +91,15 @@ export function brokerName(name: string): string {
 const MAX_NAME = 200
 
 type AckEgress = Extract<Egress, { kind: 'ack' }>
+type PublishEgress = Extract<Egress, { kind: 'publish' }>
+
+/** Why a record was not written (its outcome, beside a publish's duplicate flag). */
+class Failed {
+  constructor(readonly reason: unknown) {}
+}
+
+/** A record's outcome: written (a publish: whether the stream dropped it as a duplicate), or Failed. */
+type Outcome = boolean | Failed
 
 /** Reply subjects kept (one per requesting process). */
 const MAX_REPLY_SUBJECTS = 4_096
@@ -679,10 +688,7 @@ export class NatsDriver implements Driver {
     this.inFlight = true
     const batch = this.queue.splice(0)
     void this.prepare(batch)
-      .then(() => {
-        const sends = batch.map((write) => (write.settled ? [] : write.records.map((record) => this.send(record, write.deadline))))
-        return Promise.all(sends.map((list) => Promise.allSettled(list)))
-      })
+      .then(() => Promise.all(batch.map((write) => (write.settled ? [] : this.sendAll(write.records, write.deadline)))))
       .then(
         (results) => this.settle(batch, results),
         (error: unknown) => this.settle(batch, undefined, error),
@@ -699,7 +705,9 @@ export class NatsDriver implements Driver {
         const channel = r.kind === 'publish' || (r.kind === 'request' && this.core === undefined) ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
         if (channel === undefined) continue
         const window = r.kind === 'publish' && r.dedupWindowMs > 0 ? r.dedupWindowMs : undefined
-        if (!streams.has(channel) || window !== undefined) streams.set(channel, window ?? streams.get(channel))
+        const seen = streams.has(channel)
+        if (!seen || window !== undefined) streams.set(channel, window ?? streams.get(channel))
+        if (seen) continue
         const set = markers.get(`${this.serverKey}\u0000${this.streamOf(channel)}`)
         if (set !== undefined) for (const m of set) waits.push(m)
       }
@@ -708,7 +716,7 @@ export class NatsDriver implements Driver {
     if (waits.length > 0) await Promise.allSettled(waits)
   }
 
-  private settle(batch: readonly PendingWrite[], results: PromiseSettledResult<unknown>[][] | undefined, failure?: unknown): void {
+  private settle(batch: readonly PendingWrite[], results: Outcome[][] | undefined, failure?: unknown): void {
     this.inFlight = false
     const retry: PendingWrite[] = []
     batch.forEach((write, i) => {
@@ -722,8 +730,8 @@ export class NatsDriver implements Driver {
       }
       const again: Egress[] = []
       outcome.forEach((r, k) => {
-        if (r.status === 'fulfilled') {
-          if (r.value === true) write.duplicates++
+        if (!(r instanceof Failed)) {
+          if (r) write.duplicates++
         } else if (this.isServerError(r.reason)) this.writes.fail(write, this.refused(r.reason))
         else if (isNoStream(r.reason)) {
           // No stream listens on the subject: the server came back without it (its data lost, or
@@ -764,20 +772,56 @@ export class NatsDriver implements Driver {
     ) as OrreryError
   }
 
-  /** One record; a publish resolves to whether the stream dropped it as a duplicate. */
-  private async send(record: Egress, deadline: number): Promise<unknown> {
+  /**
+   * Sends a write's records; resolves, once each has its answer, with their outcomes. Publishes
+   * (most of what is written) report to one sink, not a promise each: a promise, an async call and
+   * an `allSettled` entry for every publish were a third of what a publish allocated.
+   */
+  private sendAll(records: readonly Egress[], deadline: number): Promise<Outcome[]> {
+    const n = records.length
+    if (n === 0) return Promise.resolve([])
+    return new Promise<Outcome[]>((resolve) => {
+      const outcomes = new Array<Outcome>(n)
+      let remaining = n
+      const sink: AckSink = {
+        answer(k, duplicate, error) {
+          outcomes[k] = error === undefined ? duplicate : new Failed(error)
+          if (--remaining === 0) resolve(outcomes)
+        },
+      }
+      for (let k = 0; k < n; k++) {
+        const record = records[k]!
+        if (record.kind === 'publish') this.publish(record, deadline, sink, k)
+        else
+          this.send(record, deadline).then(
+            (duplicate) => sink.answer(k, duplicate),
+            (error: unknown) => sink.answer(k, false, error),
+          )
+      }
+    })
+  }
+
+  /** A publish, its answer (whether the stream dropped it as a duplicate) to `sink` as record `k`. */
+  private publish(record: PublishEgress, deadline: number, sink: AckSink, k: number): void {
+    try {
+      const timeout = Math.max(100, Math.min(PUBLISH_ATTEMPT_MS, deadline - Date.now()))
+      // Signed at each attempt: a publish sent again after an outage carries the time it is sent.
+      let headers = this.signed(record)
+      if (record.dedupWindowMs > 0) {
+        headers ??= this.nats.transport.headers()
+        headers.set(MSG_ID, frameIdHex(record.frame))
+      }
+      this.pubAcks().publishTo(this.subjectOf(record.channel), record.frame, headers, timeout, sink, k)
+    } catch (error) {
+      sink.answer(k, false, error)
+    }
+  }
+
+  /** Any record but a publish: resolves to false (no duplicate). */
+  private async send(record: Exclude<Egress, PublishEgress>, deadline: number): Promise<boolean> {
     const js = this.client()
     const timeout = Math.max(100, Math.min(PUBLISH_ATTEMPT_MS, deadline - Date.now()))
     switch (record.kind) {
-      case 'publish': {
-        // Signed at each attempt: a publish sent again after an outage carries the time it is sent.
-        let headers = this.signed(record)
-        if (record.dedupWindowMs > 0) {
-          headers ??= this.nats.transport.headers()
-          headers.set(MSG_ID, frameIdHex(record.frame))
-        }
-        return this.pubAcks().publish(this.subjectOf(record.channel), record.frame, headers, timeout)
-      }
       case 'request': {
         if (this.core !== undefined) {
           this.sendCore(record)

@@ -15,6 +15,8 @@ export { REMOTE }
  */
 export type EgressVisitor = (kind: number, id: number, value: number, pos: Uint8Array, frame: Uint8Array, route: Uint8Array) => void
 
+const EMPTY = new Uint8Array(0)
+
 /** Walks a drained egress batch. */
 export function forEachEgress(batch: Uint8Array, visit: EgressVisitor): void {
   const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength)
@@ -28,9 +30,10 @@ export function forEachEgress(batch: Uint8Array, visit: EgressVisitor): void {
       view.getUint8(at + REMOTE.offKind),
       view.getUint32(at + REMOTE.offId, true),
       view.getFloat64(at + REMOTE.offValue, true),
-      batch.subarray(start, start + posLen),
+      // Most records have no position or route: one empty view serves them (a view is an object).
+      posLen === 0 ? EMPTY : batch.subarray(start, start + posLen),
       batch.subarray(start + posLen + routeLen, at + len),
-      batch.subarray(start + posLen, start + posLen + routeLen),
+      routeLen === 0 ? EMPTY : batch.subarray(start + posLen, start + posLen + routeLen),
     )
     at += len
   }
