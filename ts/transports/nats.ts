@@ -22,7 +22,7 @@ import { type AckSink, PubAcks } from './nats-acks.js'
 import { type CoreHost, CoreRequests, coreRouteBytes } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
-import { MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
+import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import { CatchUps } from './catch-up.js'
 import { Signing } from './signing.js'
@@ -91,6 +91,9 @@ export function brokerName(name: string): string {
 const MAX_NAME = 200
 
 type AckEgress = Extract<Egress, { kind: 'ack' }>
+
+/** A core request sent again carries its delivery count: the largest such header line. */
+const DELIVERED_HEADER_BYTES = `${DELIVERED}: 4294967294\r\n`.length
 type PublishEgress = Extract<Egress, { kind: 'publish' }>
 
 /** Why a record was not written (its outcome, beside a publish's duplicate flag). */
@@ -556,7 +559,7 @@ export class NatsDriver implements Driver {
             )
           : record.kind === 'request'
             ? this.core !== undefined
-              ? this.tooLarge(record.channel, record.frame, this.signatureHeaderBytes(), undefined, coreRouteBytes(record.replyTo))
+              ? this.tooLarge(record.channel, record.frame, this.signatureHeaderBytes() + DELIVERED_HEADER_BYTES, undefined, coreRouteBytes(record.replyTo))
               : this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
@@ -591,7 +594,8 @@ export class NatsDriver implements Driver {
    * round trip, as the queue would, without its promises for each record (a consumer's turn
    * acks hundreds). Each delivery stays held until the server has read its ack. If that fails
    * (the connection went: nats.js drops what it had not sent), they go through the queue, which
-   * sends them again once it can; the server ignores a second ack.
+   * sends them again once it can; the server ignores a second ack. `flushed` waits for them as
+   * for queued writes; once the driver closed they fail CLOSED.
    */
   private ackNow(records: readonly AckEgress[]): Promise<number> {
     const answered: Array<[Map<string, Held>, string]> = []
@@ -608,13 +612,15 @@ export class NatsDriver implements Driver {
       return this.enqueue(records)
     }
     if (answered.length === 0) return Promise.resolve(0)
-    return this.serverRead().then(
+    const written = this.serverRead().then(
       () => {
         for (const [held, position] of answered) held.delete(position)
         return 0
       },
-      () => this.enqueue(records),
+      (error: unknown) =>
+        this.closed ? Promise.reject(transportError('CLOSED', `transport ${this.transport} is closed`, { cause: error })) : this.enqueue(records),
     )
+    return this.writes.track(written)
   }
 
   /**
@@ -1212,14 +1218,9 @@ export class NatsDriver implements Driver {
     return this.sink
   }
 
-  /**
-   * @internal The room `group`'s members have for deliveries from its stream: their room, with
-   * the core requests this process holds for them counted as free. Those come and go with every
-   * round trip; a pull sized or ended by them would be made again on every batch of requests.
-   */
-  streamRoom(group: number): number {
-    const room = this.sink.groupRoom(group)
-    return room + (this.core?.heldBy(group) ?? 0)
+  /** @internal How many core requests of `group` this process holds for the core's answer. */
+  coreHeld(group: number): number {
+    return this.core?.heldBy(group) ?? 0
   }
 }
 
@@ -1668,6 +1669,8 @@ class GroupReader {
   private readonly pulls = new Set<Pull>()
   /** What ended a pull after it had resolved (the consumer is gone): the loop's to handle. */
   private lost: unknown
+  /** A look at the room a turn later is scheduled (see `fit`). */
+  private refitting = false
   private readonly writer = new IngestWriter()
   private scheduled = false
   private ready = true
@@ -1696,13 +1699,36 @@ class GroupReader {
    */
   wake(): void {
     this.pause.wake()
+    this.fit(true)
+  }
+
+  /**
+   * Ends the newest pulls while what they may bring is over the members' room. Core requests in
+   * members' hands come and go with every round trip: while the members have room, those held
+   * count as room, or a pull would be ended and made again for every batch of requests. Members
+   * with no room that hold core requests are most often busy answering them, their room back
+   * within the turn: they are looked at again a turn later (`patient`) before anything is ended.
+   * Members still without room then (paused) could take nothing a pull brings.
+   */
+  private fit(patient: boolean): void {
     if (this.pulls.size === 0) return
-    const room = this.driver.streamRoom(this.group.id)
+    const room = this.driver.sinkOf.groupRoom(this.group.id)
+    const held = this.driver.coreHeld(this.group.id)
+    const fits = room + (room > 0 ? held : 0)
     let left = this.left()
-    if (left <= room) return
-    // The newest go first, until what the rest may bring fits.
+    if (left <= fits) return
+    if (patient && room === 0 && held > 0) {
+      if (!this.refitting) {
+        this.refitting = true
+        later(() => {
+          this.refitting = false
+          this.fit(false)
+        })
+      }
+      return
+    }
     for (const pull of [...this.pulls].reverse()) {
-      if (left <= room) break
+      if (left <= fits) break
       left -= pull.left
       pull.end()
     }
@@ -1752,7 +1778,7 @@ class GroupReader {
         }
         // What was read goes in first: the members' room counts it then.
         this.flush()
-        const room = driver.streamRoom(this.group.id) - this.left()
+        const room = driver.sinkOf.groupRoom(this.group.id) - this.left()
         // Without room, with MAX_PULLS in flight, or while the connection is down (a pull sent
         // then would reach the server after its inbox was dropped), the reader waits to be woken.
         if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.isConnected) {
@@ -1804,8 +1830,9 @@ class GroupReader {
             settled = true
             if (error === undefined) resolve()
             else reject(error)
-          } else if (error !== undefined) {
-            this.lost = error
+          } else {
+            // The loop may be waiting for room this pull no longer claims, or for its error.
+            if (error !== undefined) this.lost = error
             this.pause.wake()
           }
         },

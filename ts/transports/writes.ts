@@ -47,6 +47,14 @@ export class Writes {
     return { write: w, written }
   }
 
+  /** A write made outside the queue (answered at once), awaited by `settled` as the others are. */
+  track(written: Promise<number>): Promise<number> {
+    this.unsettled.add(written)
+    const forget = () => void this.unsettled.delete(written)
+    written.then(forget, forget)
+    return written
+  }
+
   fail(write: PendingWrite, error: unknown): void {
     if (this.settle(write)) write.reject(error)
   }
