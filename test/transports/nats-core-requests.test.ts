@@ -116,6 +116,47 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     expect(seen.length).toBe(321)
   })
 
+  it("members with no room, holding core requests, pull nothing of the stream: another process's members get its messages", { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}full`
+    const [a, b, c] = [await open(p), await open(p), await open(p)]
+    // In b, one member with room for two that never answers; in c, one that takes everything.
+    const stuck: unknown[] = []
+    b.bus
+      .group(ch, 'g')
+      .join({ maxInFlight: 2 })
+      .subscribe((d) => {
+        stuck.push(d.message.payload)
+      })
+    const got: unknown[] = []
+    c.bus
+      .group(ch, 'g')
+      .join({ maxInFlight: 64 })
+      .subscribe((d) => {
+        got.push(d.message.payload)
+        d.ack()
+      })
+    await Promise.all([b.bus.attached(ch), c.bus.attached(ch)])
+    // Requests until b's member holds two (the server hands each to b or c): b has no room left.
+    for (let i = 0; stuck.length < 2; i++) {
+      if (i === 200) throw new Error('b was handed no requests')
+      void a.bus.request(ch, `rq${i}`, { timeout: 200 }).catch(() => {})
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    // A turn for b to end its pull, then the stream's messages.
+    await new Promise((r) => setTimeout(r, 100))
+    const sent = Array.from({ length: 20 }, (_, i) => `m${i}`)
+    for (const m of sent) await a.bus.publish(ch, m)
+    // All of them reach c now, none waits in b for its visibility timeout (30 s).
+    await until(
+      () => sent.every((m) => got.includes(m)),
+      5_000,
+      "the stream's messages at c",
+      () => ({ got, stuck }),
+    )
+    expect(stuck.filter((m) => sent.includes(m as string))).toEqual([])
+  })
+
   it('broadcast responders in two processes each answer: the first reply settles the request, the other is a late reply', { timeout: 30_000 }, async () => {
     const p = fresh()
     const ch = `${p}who`
