@@ -73,11 +73,6 @@ export function corePayload(address: Uint8Array, timeoutMs: number, frame: Uint8
   return out
 }
 
-/** The bytes a core request's route takes ahead of its frame. */
-export function coreRouteBytes(address: string): number {
-  return FORM_HEAD + REMOTE.routeTimeoutLen + utf8.encode(address).length
-}
-
 /**
  * Where the frame of core request payload `data` starts, after its route; 0 when `data` is none
  * (another form, a route the core would refuse: no address, a timeout not > 0).
@@ -146,6 +141,11 @@ export class CoreRequests {
     }
     const payload = corePayload(this.addressBytes(record.replyTo), record.timeoutMs, record.frame)
     this.host.connection().publish(subject, payload, h === undefined ? undefined : { headers: h })
+  }
+
+  /** The bytes the route of a request with reply address `address` takes ahead of its frame. */
+  routeBytes(address: string): number {
+    return FORM_HEAD + REMOTE.routeTimeoutLen + this.addressBytes(address).length
   }
 
   /** A reply address as bytes: nearly always this process's own, so the last one is kept. */

@@ -19,7 +19,7 @@ import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import type { CheckedNatsOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { type AckSink, PubAcks } from './nats-acks.js'
-import { type CoreHost, CoreRequests, coreRouteBytes } from './nats-core-requests.js'
+import { type CoreHost, CoreRequests } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
@@ -559,7 +559,13 @@ export class NatsDriver implements Driver {
             )
           : record.kind === 'request'
             ? this.core !== undefined
-              ? this.tooLarge(record.channel, record.frame, this.signatureHeaderBytes() + DELIVERED_HEADER_BYTES, undefined, coreRouteBytes(record.replyTo))
+              ? this.tooLarge(
+                  record.channel,
+                  record.frame,
+                  this.signatureHeaderBytes() + DELIVERED_HEADER_BYTES,
+                  undefined,
+                  this.core.routeBytes(record.replyTo),
+                )
               : this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
