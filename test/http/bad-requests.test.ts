@@ -83,14 +83,26 @@ describe(`bad requests (${ENGINE})`, () => {
     expect(deep['details']).toEqual({ maxDepth: 32 })
     // Brackets inside strings do not count; 32 levels in all is the limit.
     expect((await put(JSON.stringify({ value: ['[[[[', nested(30)] }))).status).toBe(200)
-    await expectError(await put('{"value": 1'), 400, 'INVALID_ARGUMENT')
-    await expectError(await put('{"value": 1, "__proto__": {"x": 1}}'), 400, 'INVALID_ARGUMENT')
+    const notJson = await expectError(await put('{"value": 1'), 400, 'INVALID_ARGUMENT')
+    expect(notJson['message']).toBe('the request body is not valid JSON')
+    // Prototype keys at any depth, escaped or not, are refused with a message of their own.
+    for (const raw of [
+      '{"value": 1, "__proto__": {"x": 1}}',
+      '{"value": [{"a": {"__proto__": 1}}]}',
+      '{"value": {"\\u005f_proto__": 1}}',
+      '{"value": {"constructor": {"prototype": {"x": 1}}}}',
+    ]) {
+      const refused = await expectError(await put(raw), 400, 'INVALID_ARGUMENT')
+      expect(refused['message']).toMatch(/"__proto__".*prototype poisoning/)
+    }
+    // A key named constructor alone is data.
+    expect((await put('{"value": {"constructor": "Ada"}}')).status).toBe(200)
     await expectError(await put('value=1', 'text/plain'), 415, 'INVALID_ARGUMENT')
     await expectError(await put(JSON.stringify({ value: 1, version: 2 })), 400, 'INVALID_ARGUMENT')
     await expectError(await put(JSON.stringify({})), 400, 'INVALID_ARGUMENT')
-    // One write in all: the one within the limits.
-    expect(d.store.revision).toBe(revision + 1)
-    expect(d.control.entry('kv', 'greeting').value).toEqual(['[[[[', nested(30)])
+    // Two writes in all: the ones within the limits.
+    expect(d.store.revision).toBe(revision + 2)
+    expect(d.control.entry('kv', 'greeting').value).toEqual({ constructor: 'Ada' })
   })
 
   it('refuses bad run starts and signals, starting nothing', async () => {

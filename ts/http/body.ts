@@ -1,9 +1,13 @@
 /**
- * The JSON body parser: Fastify's own (prototype poisoning refused), after a scan that refuses a
- * body nested deeper than `maxDepth` (REQUEST_TOO_LARGE) before anything parses it, so a deep
- * body never reaches a recursive parser or a handler. An empty body is no body.
+ * The JSON body parser. A scan first refuses a body nested deeper than `maxDepth`
+ * (REQUEST_TOO_LARGE) before anything parses it, so a deep body never reaches a recursive parser
+ * or a handler. Then `JSON.parse`, and secure-json-parse's scan: an object key `__proto__`, or a
+ * `constructor` key holding an object with a `prototype` key, is refused (INVALID_ARGUMENT, its
+ * own message), never stripped, so a handler gets the body as sent or nothing. An empty body is
+ * no body.
  */
 import type { FastifyInstance } from 'fastify'
+import { parse } from 'secure-json-parse'
 
 import { OrreryError } from '../errors.js'
 
@@ -31,15 +35,37 @@ export function depthOf(json: string, max: number): number {
 
 /** Installs the JSON parser on `app`. */
 export function jsonBodies(app: FastifyInstance, bodyLimit: number, maxDepth: number): void {
-  const parse = app.getDefaultJsonParser('error', 'error')
   // JSON only: any other content type answers 415.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, (_request, body, done) => {
     const text = body as string
     if (text.trim() === '') return done(null, undefined)
     if (depthOf(text, maxDepth) > maxDepth) {
       return done(new OrreryError('REQUEST_TOO_LARGE', `the request body nests deeper than ${maxDepth} levels`, { details: { maxDepth } }), undefined)
     }
-    parse(request, text, done)
+    let value: unknown
+    try {
+      value = parse(text, undefined, { protoAction: 'error', constructorAction: 'error' })
+    } catch {
+      // The parser throws SyntaxError for both; text that plain JSON.parse takes held such a key.
+      return done(
+        new OrreryError('INVALID_ARGUMENT', isJson(text) ? PROTOTYPE_REFUSED : 'the request body is not valid JSON', { details: { where: 'body' } }),
+        undefined,
+      )
+    }
+    done(null, value)
   })
 }
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** What a refused prototype key reads as; the OpenAPI document says the same. */
+export const PROTOTYPE_REFUSED =
+  'the request body holds an object key "__proto__", or a "constructor" key holding a "prototype" key: the server refuses both (prototype poisoning)'

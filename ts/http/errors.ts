@@ -151,11 +151,7 @@ export function toReply(error: unknown): { status: number; body: ErrorReply } {
       return { status: 400, body: errorBody('INVALID_ARGUMENT', 'a path parameter is longer than the server takes') }
     case 'FST_ERR_BAD_URL':
       return { status: 400, body: errorBody('INVALID_ARGUMENT', 'the URL does not decode') }
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return { status: 400, body: errorBody('INVALID_ARGUMENT', 'the request body is not valid JSON') }
   }
-  if (error instanceof SyntaxError) return { status: 400, body: errorBody('INVALID_ARGUMENT', 'the request body is not valid JSON') }
   // A 4xx Fastify raised on its own (a malformed URL, a bad header): its message names no internals.
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && typeof e.code === 'string' && e.code.startsWith('FST_')) {
     return { status: e.statusCode, body: errorBody('INVALID_ARGUMENT', typeof e.message === 'string' ? e.message : 'bad request') }

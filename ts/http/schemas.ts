@@ -11,6 +11,10 @@ const Str = Type.String()
 const Num = Type.Number()
 const Int = Type.Integer({ minimum: 0 })
 const Any = Type.Unknown()
+/** Any JSON value sent in a body, less the object keys the body parser refuses (ts/http/body.ts). */
+const Sent = Type.Unknown({
+  description: 'Any JSON value. An object key "__proto__", or a "constructor" key holding a "prototype" key, at any depth, is refused: 400 INVALID_ARGUMENT.',
+})
 const StringMap = Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: { type: 'string' } })
 /** Headers to publish: each name and value within a frame header's 65,535 bytes of UTF-8 (16,383 characters always fit). */
 const Headers = Type.Unsafe<Record<string, string>>({
@@ -113,7 +117,7 @@ export const Query = {
 export const Body = {
   publish: Type.Object(
     {
-      payload: Any,
+      payload: Sent,
       headers: Type.Optional(Headers),
       key: Type.Optional(
         Type.String({ pattern: '^[\\x21-\\x7e]{1,255}$', description: "The message's id, visible ASCII (deduplicated within a channel's dedup window)." }),
@@ -124,11 +128,11 @@ export const Body = {
     closed,
   ),
   config: Type.Unsafe<Record<string, unknown>>({ type: 'object', description: 'Configuration values applied over the current ones.' }),
-  value: Type.Object({ value: Any }, closed),
+  value: Type.Object({ value: Sent }, closed),
   startRun: Type.Object(
     {
       definition: Type.String({ minLength: 1, description: 'The workflow name (its newest version runs).' }),
-      input: Type.Optional(Any),
+      input: Type.Optional(Sent),
       id: Type.Optional(
         Type.Unsafe<string>({
           type: 'string',
@@ -142,7 +146,7 @@ export const Body = {
     },
     closed,
   ),
-  signal: Type.Object({ name: Type.String({ minLength: 1 }), payload: Type.Optional(Any) }, closed),
+  signal: Type.Object({ name: Type.String({ minLength: 1 }), payload: Type.Optional(Sent) }, closed),
 }
 
 /** The one error shape. */
