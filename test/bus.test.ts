@@ -28,6 +28,24 @@ describe(`bus (${ENGINE})`, () => {
     expect(bus.stats('numbers').subscribers).toBe(0)
   })
 
+  it('generates ids <bus prefix>-<n> counting from 0, the same the publish returns and the subscriber reads', async () => {
+    const { bus } = await Orrery.create()
+    const got = firstValueFrom(bus.subscribe('counted').pipe(take(1001), toArray()))
+    const published = await bus.publishBatch(Array.from({ length: 1001 }, (_, i) => ({ channel: 'counted', payload: i })))
+    const ids = published.ids
+    const prefix = ids[0]!.slice(0, -2)
+    expect(ids[0]).toBe(`${prefix}-0`)
+    // Past every carry: 9 to 10, 99 to 100, 999 to 1000.
+    expect(ids).toEqual(Array.from({ length: 1001 }, (_, i) => `${prefix}-${i}`))
+    expect((await got).map((m) => m.id)).toEqual(ids)
+    // A producer's own id takes no number: the next generated one follows on.
+    const mixed = await bus.publishBatch([
+      { channel: 'counted', payload: 0, options: { id: 'mine' } },
+      { channel: 'counted', payload: 1 },
+    ])
+    expect(mixed.ids).toEqual(['mine', `${prefix}-1001`])
+  })
+
   it('replays from a time', async () => {
     let now = 0
     const { bus } = await Orrery.create({ clock: () => now })

@@ -17,10 +17,48 @@ export type Priority = (typeof PRIORITIES)[number]
 export const CODECS = ['raw', 'json', 'msgpack'] as const
 export type CodecName = (typeof CODECS)[number]
 
-/** An id the bus generates: `<prefix>-<n>`, written as bytes without making a string. */
-export interface GeneratedId {
-  readonly prefix: Uint8Array
-  readonly n: number
+/**
+ * The ids a bus generates, `<prefix>-<n>` for n = 0, 1, 2, ...: their text is kept as bytes and
+ * counted up in place, so writing one into a frame is a copy (no string, no division per digit).
+ */
+export class GeneratedIds {
+  /** The current id's ASCII bytes, `length` of them. */
+  text: Uint8Array
+  length: number
+  /** The current id's n. */
+  n = 0
+  private readonly digitsAt: number
+
+  constructor(prefix: string) {
+    const head = encoder.encode(`${prefix}-`)
+    this.digitsAt = head.length
+    this.text = new Uint8Array(head.length + 24)
+    this.text.set(head)
+    this.text[head.length] = 0x30
+    this.length = head.length + 1
+  }
+
+  /** Moves to the next id; returns its n. */
+  next(): number {
+    const text = this.text
+    let i = this.length - 1
+    while (i >= this.digitsAt && text[i] === 0x39) text[i--] = 0x30
+    if (i >= this.digitsAt) text[i] = text[i]! + 1
+    else {
+      // Every digit was 9: one digit more, a 1 ahead of the zeros.
+      if (this.length === text.length) this.text = grown(text)
+      this.text[this.digitsAt] = 0x31
+      this.text[this.length] = 0x30
+      this.length++
+    }
+    return ++this.n
+  }
+}
+
+function grown(text: Uint8Array): Uint8Array {
+  const next = new Uint8Array(text.length * 2)
+  next.set(text)
+  return next
 }
 
 /** The optional envelope fields of a frame's metadata section. */
@@ -101,27 +139,17 @@ export class FrameWriter {
     this.pos += 1 + written
   }
 
-  /** Writes the id `<prefix>-<n>` from the prefix's ASCII bytes and n's digits, making no string. */
-  private generatedId(prefix: Uint8Array, n: number): void {
-    this.reserve(1 + prefix.length + 1 + 16)
+  /** Writes the generated id's current text. */
+  private generatedId(id: GeneratedIds): void {
+    const len = id.length
+    this.reserve(1 + len)
     const buf = this.buf
-    const start = this.pos + 1
-    // A byte loop and integer digits: TypedArray.set and float division each cost more than
-    // the whole id for ~16 bytes.
-    let at = start
-    for (let i = 0; i < prefix.length; i++) buf[at++] = prefix[i]!
-    buf[at++] = 0x2d // '-'
-    if (n < 0x7fffffff) {
-      let digits = 1
-      for (let rest = n; rest >= 10; rest = (rest / 10) | 0) digits++
-      for (let i = digits - 1, rest = n; i >= 0; i--, rest = (rest / 10) | 0) buf[at + i] = 0x30 + (rest % 10)
-      at += digits
-    } else {
-      const text = String(n)
-      for (let i = 0; i < text.length; i++) buf[at++] = text.charCodeAt(i)
-    }
-    buf[this.pos] = at - start
-    this.pos = at
+    const text = id.text
+    // A byte loop: TypedArray.set costs more than the whole copy for ~16 bytes.
+    const at = this.pos + 1
+    for (let i = 0; i < len; i++) buf[at + i] = text[i]!
+    buf[this.pos] = len
+    this.pos = at + len
   }
 
   private str16(value: string): void {
@@ -179,7 +207,7 @@ export class FrameWriter {
     codec: number,
     timestamp: number,
     expiresAt: number,
-    id: string | GeneratedId,
+    id: string | GeneratedIds,
     envelope: Envelope,
     payload: Uint8Array,
     replyToken: number,
@@ -198,7 +226,7 @@ export class FrameWriter {
       this.pos = start + LAYOUT.headerLen
       const metaStart = this.pos
       if (typeof id === 'string') this.str8(id, 'id')
-      else this.generatedId(id.prefix, id.n)
+      else this.generatedId(id)
       const { sender, recipient, correlationId, causationId, schema, headers } = envelope
       if (
         sender === undefined &&

@@ -27,7 +27,7 @@ import { callable, finite, flag, int, intOr, MAX_TIMER_MS, msOrNone, options as 
 import { DEFAULTS, NO_DEADLINE } from '../engines/manifest.js'
 import { encodePayload } from '../codec.js'
 import { failureOf, isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
-import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
+import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, GeneratedIds, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
 import type { BusLink, RecordHandler, RunnerLink } from './link.js'
@@ -259,8 +259,7 @@ export class Bus {
   private lastConsumer = -1
   private lastHandler: RecordHandler | undefined
   private readonly idPrefix = `${instancePrefix}${(idCounter++).toString(36)}`
-  private nextId = 0
-  private readonly generated = { prefix: new TextEncoder().encode(this.idPrefix), n: 0 }
+  private readonly generated = new GeneratedIds(this.idPrefix)
   /**
    * Publishes and requests waiting for room in a full `block` consumer, oldest first, and how
    * many of them touch each channel. Only those channels' order needs the wait: a publish to any
@@ -538,9 +537,11 @@ export class Bus {
     }
     // A generated id costs ~40 ns as a string; written as bytes it is nearly free, and the
     // string is only made if the caller reads it.
-    this.generated.n = this.nextId++
-    w.pushCoded(channelId, kind, priority, codecCode, 0, expiresAt, this.generated, options, bytes, replyToken)
-    return this.generated.n
+    const generated = this.generated
+    const n = generated.n
+    w.pushCoded(channelId, kind, priority, codecCode, 0, expiresAt, generated, options, bytes, replyToken)
+    generated.next()
+    return n
   }
 
   /**

@@ -109,7 +109,7 @@ const MAX_REPLY_SUBJECTS = 4_096
 /** A group's pulls in flight at once, at most: the next goes out while one still delivers. */
 const MAX_PULLS = 2
 /** Messages fetched per pull, at most. */
-const READ_COUNT = 256
+const READ_COUNT = 512
 /** How long a pull waits for messages before it is made again (nats.js's minimum is 1 s). */
 const PULL_MS = 5_000
 /** How often the server says a pull (a group's, a mirror's) is alive while it has nothing to deliver. */
