@@ -905,9 +905,11 @@ export class Mesh {
     return {
       id,
       type: first.agent.type,
+      // biome-ignore lint/plugin: a handle is read now and then, not on a hot path; its getters follow the agent's current life.
       get state() {
         return current().state
       },
+      // biome-ignore lint/plugin: as above.
       get agent() {
         return current().agent
       },

@@ -17,6 +17,7 @@ export interface Io {
 export const processIo: Io = {
   out: (text) => void process.stdout.write(`${text}\n`),
   err: (text) => void process.stderr.write(`${text}\n`),
+  // biome-ignore lint/plugin: read once per command, not on a hot path.
   get interactive() {
     return process.stderr.isTTY === true
   },
