@@ -46,6 +46,34 @@ describe(`bus (${ENGINE})`, () => {
     expect(mixed.ids).toEqual(['mine', `${prefix}-1001`])
   })
 
+  it('carries JSON payloads of every length and script as they were sent', async () => {
+    const { bus } = await Orrery.create()
+    // Around the lengths where the text is written differently (64 characters; 64 Ki characters),
+    // ASCII and not, surrogate pairs, a lone surrogate (JSON escapes it), and a reply.
+    const payloads: unknown[] = [
+      0,
+      'a'.repeat(62),
+      'a'.repeat(63),
+      'a'.repeat(64),
+      'é',
+      `${'a'.repeat(61)}é`,
+      `${'a'.repeat(70)}ü`,
+      { emoji: '🪐🪐', nested: [1, null, true, 'x'] },
+      '\ud800 lone',
+      'z'.repeat(64 * 1024 - 2),
+      'z'.repeat(64 * 1024 - 1),
+      `${'z'.repeat(64 * 1024)}ü`,
+    ]
+    const got = firstValueFrom(bus.subscribe('texts').pipe(take(payloads.length), toArray()))
+    await bus.publishBatch(payloads.map((payload) => ({ channel: 'texts', payload })))
+    const messages = await got
+    expect(messages.map((m) => m.payload)).toEqual(payloads)
+    expect(messages.every((m) => m.codec === 'json')).toBe(true)
+    const stop = bus.respond('echo', (m) => m.payload)
+    for (const payload of payloads) expect((await bus.request('echo', payload)).payload).toEqual(payload)
+    stop()
+  })
+
   it('replays from a time', async () => {
     let now = 0
     const { bus } = await Orrery.create({ clock: () => now })

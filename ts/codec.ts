@@ -25,17 +25,8 @@ export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
     case 'raw':
       if (value instanceof Uint8Array) return value
       throw new OrreryError('INVALID_PAYLOAD', 'the raw codec takes a Uint8Array payload', { details: { codec } })
-    case 'json': {
-      let text: string | undefined
-      try {
-        text = JSON.stringify(value)
-      } catch (cause) {
-        throw new OrreryError('INVALID_PAYLOAD', 'the payload cannot be encoded as JSON', { cause, details: { codec } })
-      }
-      if (text === undefined)
-        throw new OrreryError('INVALID_PAYLOAD', 'the payload has no JSON form (undefined, a function or a symbol)', { details: { codec } })
-      return encoder.encode(text)
-    }
+    case 'json':
+      return utf8Bytes(jsonText(value))
     case 'msgpack': {
       let bytes: Uint8Array
       try {
@@ -59,6 +50,39 @@ export function encodePayload(codec: CodecName, value: unknown): Uint8Array {
     default:
       throw new OrreryError('INVALID_OPTION', `unknown codec ${String(codec)}: use json, msgpack or raw`, { details: { option: 'codec', value: codec } })
   }
+}
+
+/** A payload's JSON text, or INVALID_PAYLOAD. */
+export function jsonText(value: unknown): string {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(value)
+  } catch (cause) {
+    throw new OrreryError('INVALID_PAYLOAD', 'the payload cannot be encoded as JSON', { cause, details: { codec: 'json' } })
+  }
+  if (text === undefined)
+    throw new OrreryError('INVALID_PAYLOAD', 'the payload has no JSON form (undefined, a function or a symbol)', { details: { codec: 'json' } })
+  return text
+}
+
+/** Texts up to this many characters are encoded by a byte loop when they are ASCII (see `utf8Bytes`). */
+export const SHORT_TEXT = 64
+
+/**
+ * The UTF-8 bytes of `text`. `TextEncoder.encode` costs ~330 ns here whatever the length (it
+ * allocates its result outside the heap); a short ASCII text is copied by a loop into an array
+ * small enough for V8 to keep on its heap (~25-120 ns).
+ */
+function utf8Bytes(text: string): Uint8Array {
+  const n = text.length
+  if (n > SHORT_TEXT) return encoder.encode(text)
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c > 0x7f) return encoder.encode(text)
+    out[i] = c
+  }
+  return out
 }
 
 /** Decodes a payload with the named codec. */

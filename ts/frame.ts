@@ -87,6 +87,8 @@ export const PRIORITY_CODES = new Map<string, number>(PRIORITIES.map((p, i) => [
 export const CODEC_CODES = new Map<string, number>(CODECS.map((c, i) => [c, i]))
 
 const encoder = new TextEncoder()
+/** Longer payload texts are encoded apart and copied: reserving three bytes a character would grow the batch buffer for good. */
+const MAX_TEXT_IN_PLACE = 64 * 1024
 const decoder = new TextDecoder()
 
 /**
@@ -152,6 +154,37 @@ export class FrameWriter {
     this.pos = at + len
   }
 
+  /**
+   * Writes `text` as UTF-8 in place, with no length (a payload's JSON): no array is made for it,
+   * and a short ASCII text is copied by a loop (encodeInto costs ~40 ns a call).
+   */
+  private utf8(text: string): void {
+    const len = text.length
+    if (len > MAX_TEXT_IN_PLACE) {
+      const bytes = encoder.encode(text)
+      this.reserve(bytes.length)
+      this.buf.set(bytes, this.pos)
+      this.pos += bytes.length
+      return
+    }
+    this.reserve(len * 3)
+    if (len <= 64) {
+      const buf = this.buf
+      const at = this.pos
+      let i = 0
+      for (; i < len; i++) {
+        const c = text.charCodeAt(i)
+        if (c > 0x7f) break
+        buf[at + i] = c
+      }
+      if (i === len) {
+        this.pos = at + len
+        return
+      }
+    }
+    this.pos += encoder.encodeInto(text, this.buf.subarray(this.pos)).written
+  }
+
   private str16(value: string): void {
     if (typeof value !== 'string') throw new OrreryError('INVALID_OPTION', 'a header name and value must be strings', { details: { option: 'headers' } })
     const len = value.length
@@ -198,7 +231,8 @@ export class FrameWriter {
 
   /**
    * Appends one frame from already-coded fields: the publish hot path, which allocates nothing
-   * per message. On a throw the batch is left as it was before the call.
+   * per message. A string payload is a JSON payload's text, written as UTF-8. On a throw the
+   * batch is left as it was before the call.
    */
   pushCoded(
     channel: number,
@@ -209,7 +243,7 @@ export class FrameWriter {
     expiresAt: number,
     id: string | GeneratedIds,
     envelope: Envelope,
-    payload: Uint8Array,
+    payload: Uint8Array | string,
     replyToken: number,
   ): void {
     const start = this.pos
@@ -266,9 +300,12 @@ export class FrameWriter {
         }
       }
       this.view.setUint32(start + LAYOUT.offMetaLen, this.pos - metaStart, true)
-      this.reserve(payload.length)
-      this.buf.set(payload, this.pos)
-      this.pos += payload.length
+      if (typeof payload === 'string') this.utf8(payload)
+      else {
+        this.reserve(payload.length)
+        this.buf.set(payload, this.pos)
+        this.pos += payload.length
+      }
       // Lengths past 4 GiB cannot be represented; the core refuses anything over its limit anyway.
       this.view.setUint32(start, Math.min(this.pos - start, 0xffffffff), true)
     } catch (err) {

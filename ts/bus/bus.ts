@@ -25,7 +25,7 @@ import {
 } from '../engines/backend.js'
 import { callable, finite, flag, int, intOr, MAX_TIMER_MS, msOrNone, options as checkOptions, refuse, text, textOr } from '../check.js'
 import { DEFAULTS, NO_DEADLINE } from '../engines/manifest.js'
-import { encodePayload } from '../codec.js'
+import { encodePayload, jsonText } from '../codec.js'
 import { failureOf, isEngineFailure, isOrreryError, OrreryError } from '../errors.js'
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, GeneratedIds, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
@@ -528,8 +528,8 @@ export class Bus {
     const priority = options.priority === undefined ? NORMAL_PRIORITY : code(PRIORITY_CODES, options.priority, PRIORITIES, 'priority')
     const ttl = options.ttl
     const codecCode = options.codec === undefined ? (payload instanceof Uint8Array ? RAW_CODEC : JSON_CODEC) : code(CODEC_CODES, options.codec, CODECS, 'codec')
-    const codec = CODECS[codecCode]!
-    const bytes = encodePayload(codec, payload)
+    // JSON goes into the frame as text, encoded in place (no array made for its bytes).
+    const bytes = codecCode === JSON_CODEC ? jsonText(payload) : encodePayload(CODECS[codecCode]!, payload)
     const expiresAt = ttl === undefined ? 0 : now + ttl
     if (options.id !== undefined) {
       w.pushCoded(channelId, kind, priority, codecCode, 0, expiresAt, options.id, options, bytes, replyToken)
