@@ -271,6 +271,13 @@ wf.registerMapping('agreed', (answers) => new Set(answers as string[]).size === 
 const ask = workflow<string, boolean>('ask-all', scatterGather('ask', 'summarize@^1.2', { input: { text: '$input' }, timeoutMs: 1_000, aggregate: 'agreed' }))
 wf.define(ask)
 assert.equal(await (await wf.start(ask, 'One. Two.')).result(), true)
+// Or to the agents a list names, in its order: here the run's input carries it.
+const panel = workflow<{ text: string; panel: string[] }, string[]>(
+  'ask-panel',
+  scatterGather<string>('ask', 'summarize@^1.2', { agents: '$input.panel', input: { text: '$input.text' } }),
+)
+wf.define(panel)
+assert.deepEqual(await (await wf.start(panel, { text: 'Three. Four.', panel: ['summarizer-2'] })).result(), ['Three'])
 // #endregion
 
 // #region child

@@ -283,6 +283,103 @@ describe('workflows: patterns', () => {
     await mesh!.shutdown()
   })
 
+  it('scatterGather calls the agents a list names, in its order, and fails calls to agents missing or not offering the capability', async () => {
+    const { wf, mesh } = await setup({ mesh: true })
+    class Scorer extends Agent {
+      static readonly capabilities = [{ name: 'score', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle<{ text: string }, string>('score', (doc) => `${this.id}:${doc.text}`)
+      }
+    }
+    class Other extends Agent {
+      static readonly capabilities = [{ name: 'other', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        this.handle('other', () => 'other')
+      }
+    }
+    mesh!.define('scorer', Scorer)
+    mesh!.define('other', Other)
+    await mesh!.spawn('scorer', { id: 's', replicas: 3 })
+    await mesh!.spawn('other', { id: 'o' })
+    const ask = (agents: readonly string[] | `$${string}`, join?: 'any') =>
+      scatterGather('ask', 'score@^1', { agents, input: { text: '$input.text' }, ...(join ? { join } : {}) })
+    // A literal list, in its order (not the ids' order), and a list read from the run's input.
+    wf.define(workflow('listed', ask(['s-3', 's-1'])))
+    wf.define(workflow('by-ref', ask('$input.who')))
+    const listed = await wf.start('listed', { text: 'a' })
+    await advance(10)
+    expect(await listed.result()).toEqual(['s-3:a', 's-1:a'])
+    const byRef = await wf.start('by-ref', { text: 'b', who: ['s-2', 's-1'] })
+    await advance(10)
+    expect(await byRef.result()).toEqual(['s-2:b', 's-1:b'])
+    // A reference to what is no list of ids, or to a list naming an agent twice, fails the node.
+    for (const who of [7, ['s-1', 2], ['s-1', 's-1']]) {
+      const run = await wf.start('by-ref', { text: 'c', who })
+      await advance(10)
+      expect((await errorOf(() => run.result()))?.code).toBe('STEP_FAILED')
+    }
+    // An agent that does not offer the capability: NO_HANDLER at once.
+    wf.define(workflow('wrong', ask(['s-1', 'o'])))
+    const wrong = await wf.start('wrong', { text: 'd' })
+    await advance(60_000)
+    const refused = (await errorOf(() => wrong.result())) as { code?: string; cause?: { code?: string; details?: Record<string, unknown> } }
+    expect(refused.code).toBe('STEP_FAILED')
+    expect(refused.cause?.code).toBe('NO_HANDLER')
+    expect(refused.cause?.details).toMatchObject({ agent: 'o', capability: 'score@^1' })
+    const calls = (run: WorkflowRun) => run.history().flatMap((e) => (e.type === 'step-started' ? [e.key] : []))
+    expect(calls(wrong).filter((k) => k.endsWith('[1]'))).toHaveLength(1)
+    // An agent that is not registered: UNKNOWN_AGENT at once (not after the request's timeout); under 'any' the others answer.
+    wf.define(workflow('ghost', ask(['ghost', 's-2'])))
+    wf.define(workflow('ghost-any', ask(['ghost', 's-2'], 'any')))
+    const some = await wf.start('ghost-any', { text: 'e' })
+    await advance(10)
+    expect(await some.result()).toEqual([undefined, 's-2:e'])
+    const ghost = await wf.start('ghost', { text: 'f' })
+    await advance(10)
+    const missing = (await errorOf(() => ghost.result())) as { code?: string; cause?: { code?: string } }
+    expect(missing.code).toBe('STEP_FAILED')
+    expect(missing.cause?.code).toBe('UNKNOWN_AGENT')
+    expect(calls(ghost).filter((k) => k.endsWith('[0]'))).toHaveLength(1)
+    // Refused in the definition: an empty list, an id twice, a quorum above the agents listed.
+    for (const agents of [[], ['s-1', 's-1'], ['bad id']]) {
+      expect((await errorOf(() => workflow('bad', scatterGather('ask', 'score', { agents }))))?.code).toBe('DEFINITION_INVALID')
+    }
+    expect((await errorOf(() => workflow('bad', scatterGather('ask', 'score', { agents: ['s-1'], join: { quorum: 2 } }))))?.code).toBe('DEFINITION_INVALID')
+    await mesh!.shutdown()
+  })
+
+  it('scatterGather gathers by its join and gives up at its timeout', async () => {
+    const { wf, mesh } = await setup({ mesh: true })
+    class Slow extends Agent {
+      static readonly capabilities = [{ name: 'slow', version: '1.0.0' }]
+      constructor(context: AgentContext) {
+        super(context)
+        // s-1 answers after 10 ms, s-2 after 10 s.
+        this.handle<null, string>('slow', () => new Promise((resolve) => setTimeout(() => resolve(this.id), this.id === 's-1' ? 10 : 10_000)))
+      }
+    }
+    mesh!.define('slow', Slow)
+    await mesh!.spawn('slow', { id: 's', replicas: 2 })
+    wf.define(workflow('first', scatterGather('ask', 'slow', { join: 'any' })))
+    wf.define(workflow('bounded', scatterGather('ask', 'slow', { timeoutMs: 500 })))
+    const first = await wf.start('first', null)
+    await advance(20)
+    expect(first.status()).toBe('completed')
+    expect(await first.result()).toEqual(['s-1', undefined])
+    const bounded = await wf.start('bounded', null)
+    const settled = bounded.result().catch((e: unknown) => e)
+    await advance(499)
+    expect(bounded.status()).toBe('running')
+    await advance(1)
+    expect(((await settled) as { code?: string }).code).toBe('STEP_FAILED')
+    expect(bounded.status()).toBe('failed')
+    // The slow answers come and go unread before the mesh stops.
+    await advance(10_000)
+    await mesh!.shutdown()
+  })
+
   it('calls capabilities on the mesh with the idempotency key in a header', async () => {
     const { wf, mesh } = await setup({ mesh: true })
     const keys: string[] = []

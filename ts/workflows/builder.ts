@@ -235,30 +235,33 @@ export function forEach<B extends NodeDraft, J extends Join = 'all'>(
 }
 
 /**
- * One call to every agent offering `capability`, gathered by `join`, then `aggregate` (a mapping)
- * if given. The output is the mapping's result, or else the answers in agent order (of type `O`
- * for a typed `capability<I, O>(...)`, `undefined` for an agent that did not answer under `'any'`
- * or a quorum).
+ * One call of `capability` to every agent offering it, or with `agents` to each agent listed (by
+ * id, in that order; a list, or a reference to one such as `'$input.reviewers'`), gathered by
+ * `join`, then `aggregate` (a mapping) if given. The output is the mapping's result, or else the
+ * answers in agent order (of type `O` for a typed `capability<I, O>(...)`, `undefined` for an
+ * agent that did not answer under `'any'` or a quorum). A listed agent that is not registered
+ * fails its call at once with `UNKNOWN_AGENT`, one that does not offer the capability with
+ * `NO_HANDLER`. With no `input`, each agent gets `null`.
  */
 export function scatterGather(
   id: string,
   capability: string | CapabilityRef,
-  options: { input?: InputSpec; join?: Join; timeoutMs?: number; aggregate: string | { fn: string } },
+  options: { agents?: readonly string[] | Ref; input?: InputSpec; join?: Join; timeoutMs?: number; aggregate: string | { fn: string } },
 ): Typed<ScatterGatherNode, unknown>
 export function scatterGather<O = unknown, J extends Join = 'all'>(
   id: string,
   capability: string | CapabilityRef<unknown, O>,
-  options?: { input?: InputSpec; join?: J; timeoutMs?: number; aggregate?: never },
+  options?: { agents?: readonly string[] | Ref; input?: InputSpec; join?: J; timeoutMs?: number; aggregate?: never },
 ): Typed<ScatterGatherNode, Joined<O, J>[]>
 export function scatterGather(
   id: string,
   capability: string | CapabilityRef,
-  options: { input?: InputSpec; join?: Join; timeoutMs?: number; aggregate?: string | { fn: string } } = {},
+  options: { agents?: readonly string[] | Ref; input?: InputSpec; join?: Join; timeoutMs?: number; aggregate?: string | { fn: string } } = {},
 ): ScatterGatherNode {
   const o = options ?? {}
   const aggregate = typeof o.aggregate === 'string' ? { fn: o.aggregate } : o.aggregate
   const name = typeof capability === 'object' && capability !== null ? capability.capability : capability
-  return node({ kind: 'scatterGather', id, capability: name, input: o.input, join: o.join, timeoutMs: o.timeoutMs, aggregate })
+  return node({ kind: 'scatterGather', id, capability: name, agents: o.agents, input: o.input, join: o.join, timeoutMs: o.timeoutMs, aggregate })
 }
 
 /** A durable timer of `ms`. Its output is `null`. */

@@ -222,11 +222,19 @@ export interface PipelineNode extends PipelineFields<WorkflowNode> {
   id: string
 }
 
-/** One call to every agent offering `capability`, gathered by `join`, optionally aggregated. */
+/**
+ * One call of `capability` to every agent offering it, or to each agent of `agents`, gathered by
+ * `join`, optionally aggregated.
+ */
 export interface ScatterGatherNode {
   kind: 'scatterGather'
   id: string
   capability: string
+  /**
+   * The agents to call, by id, in this order: a list, or a reference to one in the run's data.
+   * Left out, every agent offering `capability` (sorted by id).
+   */
+  agents?: readonly string[] | Ref
   input?: InputSpec
   join?: Join
   timeoutMs?: number

@@ -10,7 +10,7 @@ import { splitCapability } from '../agents/registry.js'
 import { CAPABILITY_HEADER } from '../agents/runner.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
-import type { WorkflowNode } from './definition.js'
+import type { ScatterGatherNode, WorkflowNode } from './definition.js'
 import { resolveRef, testCondition, type DataScope } from './refs.js'
 
 /** The header a capability step's request carries its idempotency key in. */
@@ -145,6 +145,9 @@ export function isPermanent(error: unknown): boolean {
 
 const failed = (error: unknown, permanent = isPermanent(error)): Outcome => ({ ok: false, permanent, error })
 
+/** What a request to an agent carries for a step's input: a step with no input sends `null` (JSON has no `undefined`). */
+const sent = (input: unknown): unknown => (input === undefined ? null : input)
+
 /** The default wait of a mesh request whose step has no timeout of its own. */
 const REQUEST_TIMEOUT_MS = 30_000
 
@@ -163,8 +166,7 @@ export class Executor {
 
   private async other(node: WorkflowNode, input: unknown, context: StepContext, call?: { agent: string; node: WorkflowNode }): Promise<Outcome> {
     try {
-      if (call !== undefined && call.node.kind === 'scatterGather')
-        return await this.callAgent(call.agent, call.node.capability, input, context, call.node.timeoutMs)
+      if (call !== undefined && call.node.kind === 'scatterGather') return await this.callAgent(call.agent, call.node, input, context)
       if (node.kind === 'child') return await this.child(node.workflow, input, context)
       if (node.kind === 'delegate') return await this.delegate(node.capability, input, context, node.timeoutMs)
       if (node.kind !== 'step') throw new OrreryError('DEFINITION_INVALID', `node ${node.id} is not a step`)
@@ -233,7 +235,7 @@ export class Executor {
   }
 
   private async capability(capability: string, input: unknown, context: StepContext, timeoutMs: number | undefined): Promise<Outcome> {
-    const reply = await this.mesh(context.step).request(capability, input, {
+    const reply = await this.mesh(context.step).request(capability, sent(input), {
       headers: { [IDEMPOTENCY_HEADER]: context.idempotencyKey },
       timeout: timeoutMs ?? REQUEST_TIMEOUT_MS,
       // The workflow's retry policy decides about retries.
@@ -242,11 +244,28 @@ export class Executor {
     return { ok: true, output: reply.payload }
   }
 
-  /** One scatterGather call: a request to that agent's inbox, whoever else offers the capability. */
-  private async callAgent(agent: string, capability: string, input: unknown, context: StepContext, timeoutMs: number | undefined): Promise<Outcome> {
+  /**
+   * One scatterGather call: a request to that agent's inbox, whoever else offers the capability.
+   * An agent the node lists is looked up first: not registered (it may come back: retried), or
+   * not offering the capability (for good), the call fails at once instead of waiting out its
+   * timeout on an inbox nobody reads.
+   */
+  private async callAgent(agent: string, node: ScatterGatherNode, input: unknown, context: StepContext): Promise<Outcome> {
     const mesh = this.mesh(context.step)
+    const { capability, timeoutMs } = node
+    if (node.agents !== undefined) {
+      const registry = mesh.registry
+      if (registry.get(agent) === undefined) {
+        throw new OrreryError('UNKNOWN_AGENT', `scatterGather ${node.id}: agent ${agent} is not registered`, { details: { step: node.id, agent } })
+      }
+      if (!registry.find(capability).some((a) => a.id === agent)) {
+        throw new OrreryError('NO_HANDLER', `scatterGather ${node.id}: agent ${agent} does not offer ${capability}`, {
+          details: { step: node.id, agent, capability },
+        })
+      }
+    }
     const [name] = splitCapability(capability)
-    const reply = await mesh.bus.request(`inbox.${agent}`, input, {
+    const reply = await mesh.bus.request(`inbox.${agent}`, sent(input), {
       headers: { [CAPABILITY_HEADER]: name, [IDEMPOTENCY_HEADER]: context.idempotencyKey },
       timeout: timeoutMs !== undefined && Number.isFinite(timeoutMs) ? timeoutMs : REQUEST_TIMEOUT_MS,
     })
@@ -345,6 +364,16 @@ export class Executor {
       return items
     }
     if (node.kind === 'scatterGather') {
+      if (node.agents !== undefined) {
+        const listed = typeof node.agents === 'string' ? resolveRef(node.agents, data) : node.agents
+        if (!Array.isArray(listed) || listed.some((a) => typeof a !== 'string')) {
+          throw new OrreryError('STEP_FAILED', `scatterGather ${node.id}: ${String(node.agents)} is not a list of agent ids`, { details: { step: node.id } })
+        }
+        if (new Set(listed).size !== listed.length) {
+          throw new OrreryError('STEP_FAILED', `scatterGather ${node.id}: ${String(node.agents)} names an agent twice`, { details: { step: node.id } })
+        }
+        return listed
+      }
       const registry = this.mesh(node.id).registry
       return registry
         .find(node.capability)

@@ -17,6 +17,7 @@ import type {
   InputSpec,
   Join,
   NodeKind,
+  Ref,
   RetryPolicy,
   StepNode,
   StepRun,
@@ -77,7 +78,7 @@ const FIELDS: Readonly<Record<NodeKind, readonly string[]>> = {
   branch: ['kind', 'id', 'arms', 'otherwise'],
   loop: ['kind', 'id', 'while', 'until', 'maxIterations', 'body'],
   forEach: ['kind', 'id', 'items', 'concurrency', 'join', 'timeoutMs', 'body'],
-  scatterGather: ['kind', 'id', 'capability', 'input', 'join', 'timeoutMs', 'aggregate'],
+  scatterGather: ['kind', 'id', 'capability', 'agents', 'input', 'join', 'timeoutMs', 'aggregate'],
   sleep: ['kind', 'id', 'ms'],
   waitFor: ['kind', 'id', 'signal', 'timeoutMs', 'onTimeout'],
   pipeline: ['kind', 'id', 'items', 'stages', 'buffer', 'timeoutMs'],
@@ -482,6 +483,25 @@ function nonEmpty(k: Checking, at: At, field: string, value: Json | undefined, i
   return value
 }
 
+/** A scatterGather's `agents`: agent ids, each once, or a reference to a list of them. */
+function agentList(k: Checking, at: At, value: Json | undefined, inInstance: boolean): readonly string[] | Ref | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'string' && value[0] === '$') {
+    refString(k, at, 'agents', value, inInstance)
+    return value as Ref
+  }
+  const ids = nonEmpty(k, at, 'agents', value, 'agent ids (or a reference to one, $input...)', 'one agent')
+  if (ids.length > DEFINITION_LIMITS.maxInstances)
+    fail(k, at, 'agents', `lists ${ids.length} agents, above the ${DEFINITION_LIMITS.maxInstances} a node may run`)
+  const seen = new Set<string>()
+  return ids.map((id, i) => {
+    const name = checkedName(k, at, `agents[${i}]`, id)
+    if (seen.has(name)) fail(k, at, `agents[${i}]`, `repeats ${name}: a scatterGather calls each agent once`)
+    seen.add(name)
+    return name
+  })
+}
+
 function children(k: Checking, at: At, field: string, value: Json | undefined, depth: number, inInstance: boolean): WorkflowNode[] {
   return nonEmpty(k, at, field, value, 'nodes', 'one node').map((v, i) => node(k, v, `${at.path}.${field}[${i}]`, depth + 1, inInstance))
 }
@@ -582,11 +602,13 @@ function nodeFields(k: Checking, kind: NodeKind, at: At, v: Obj, depth: number, 
         onlyFields(k, at, aggregate, ['fn'], 'an aggregate')
       }
       k.synthetic.push({ id: `${at.id}${CALL_SUFFIX}`, owner: at })
+      const agents = agentList(k, at, v['agents'], inInstance)
       return clean({
         ...head,
         capability: checkedCapability(k, at, 'capability', v['capability']),
+        agents,
         input: inputOr(k, at, 'input', v['input'], true),
-        join: join(k, at, v['join'], DEFINITION_LIMITS.maxInstances),
+        join: join(k, at, v['join'], Array.isArray(agents) ? agents.length : DEFINITION_LIMITS.maxInstances),
         timeoutMs: timeout(k, at, 'timeoutMs', v['timeoutMs']),
         aggregate: aggregate === undefined ? undefined : { fn: checkedName(k, at, 'aggregate.fn', (aggregate as Obj)['fn']) },
       })
