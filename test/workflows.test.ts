@@ -764,6 +764,43 @@ describe('workflows: versions', () => {
     expect((await errorOf(() => wf.start(null as never, 1)))?.code).toBe('INVALID_ARGUMENT')
   })
 
+  it('a run finishes on the version it started on, though a newer one is defined while it runs and before it resumes', async () => {
+    const { orrery, wf, store } = await setup()
+    const register = (w: Workflows) => {
+      w.register('old', (n: number) => `old ${n}`)
+      w.register('new', (n: number) => `new ${n}`)
+    }
+    const shape = (fn: string) => workflow<number, string>('evolving', sequence(waitFor('w', 'go'), step('s', { fn }, { input: '$input' })))
+    register(wf)
+    const v1 = wf.define(shape('old'))
+    const early = await wf.start('evolving', 1, { id: 'early' })
+    const parked = await wf.start('evolving', 2, { id: 'parked' })
+    await advance()
+    // A newer version while both wait: new runs take it, the running ones keep theirs.
+    const v2 = wf.define(shape('new'))
+    expect(v2.version).not.toBe(v1.version)
+    const late = await wf.start('evolving', 3, { id: 'late' })
+    await advance()
+    await early.signal('go')
+    await late.signal('go')
+    await advance()
+    expect(await early.result()).toBe('old 1')
+    expect(early.definition.version).toBe(v1.version)
+    expect(await late.result()).toBe('new 3')
+    // Closed and resumed by other workflows on the store, where only a third version is defined
+    // before the resume: the parked run still finishes on the first.
+    wf.close()
+    const again = await orrery.workflows({ store })
+    register(again)
+    again.define(workflow<number, string>('evolving', sequence(waitFor('w', 'go'), step('s', { fn: 'new' }, { input: { $literal: 'third' } }))))
+    const resumed = again.get('parked')!
+    expect(resumed.definition.version).toBe(v1.version)
+    await resumed.signal('go')
+    await advance()
+    expect(await resumed.result()).toBe('old 2')
+    again.close()
+  })
+
   it('refuses a version name defined again with other content (here or in the store); the same content again is fine', async () => {
     const { orrery, wf, store } = await setup()
     wf.register('a', (n: number) => n + 1)
@@ -854,6 +891,31 @@ describe('workflows: resume', () => {
     // The gate ran twice (in flight at the close), with the same key; everything else once.
     expect(Object.fromEntries(effects)).toEqual({ 'r/first': 1, 'r/each[0]': 1, 'r/each[1]': 1, 'r/gate': 2, 'r/last': 1 })
     second.close()
+  })
+
+  it('goes on with runs from a snapshot of the store (how a browser keeps them): export, reopen, resume', async () => {
+    const { orrery, wf, store } = await setup()
+    wf.register('greet', (name: string) => `hello ${name}`)
+    wf.define(workflow<string, string>('later', sequence(waitFor('w', 'go'), step('s', { fn: 'greet' }, { input: '$input' }))))
+    await wf.start('later', 'ada', { id: 'kept' })
+    await advance()
+    await wf.flushed()
+    const snapshot = store.export()
+    wf.close()
+    orrery.close()
+    // Another Orrery (another page load), its store opened from the bytes.
+    const next = await Orrery.create({ engine: ENGINE })
+    open.push(next)
+    const reopened = await Orrery.openStore({ snapshot, engine: ENGINE })
+    const resumed = await next.workflows({ store: reopened })
+    resumed.register('greet', (name: string) => `hello ${name}`)
+    const kept = resumed.get('kept')!
+    expect(kept.status()).toBe('running')
+    await kept.signal('go')
+    await advance()
+    expect(await kept.result()).toBe('hello ada')
+    expect(kept.history().filter((e) => e.type === 'started')).toHaveLength(1)
+    resumed.close()
   })
 
   it('waits for step functions registered late after a resume (after an await); a cancel ends the wait', async () => {
@@ -1011,6 +1073,42 @@ describe('workflows: pipeline', () => {
       7,
     ])
     expect((await errorOf(async () => (await wf.start('pipe', 5)).result()))?.code).toBe('STEP_FAILED')
+  })
+
+  it('a slow stage holds the stage before it back by the buffer (backpressure)', async () => {
+    const { wf } = await setup()
+    const fast: number[] = []
+    const gates = new Map<number, () => void>()
+    wf.register('fast', (n: number) => {
+      fast.push(n)
+      return n
+    })
+    wf.register('slow', (n: number) => new Promise<number>((resolve) => gates.set(n, () => resolve(n))))
+    const items = Array.from({ length: 8 }, (_, i) => i)
+    for (const buffer of [1, 3]) {
+      fast.length = 0
+      gates.clear()
+      const id = `held-${buffer}`
+      wf.define(
+        workflow(id, pipeline('p', '$input', [step('f', { fn: 'fast' }, { input: '$item' }), step('s', { fn: 'slow' }, { input: '$item' })], { buffer })),
+      )
+      const run = await wf.start(id, items)
+      await advance(100)
+      // The slow stage holds item 0: the fast one ran it and `buffer` more, then waits.
+      expect(fast).toEqual(items.slice(0, 1 + buffer))
+      expect([...gates.keys()]).toEqual([0])
+      // Each item the slow stage finishes makes room for one more.
+      gates.get(0)!()
+      await advance(100)
+      expect(fast).toEqual(items.slice(0, 2 + buffer))
+      expect([...gates.keys()]).toEqual([0, 1])
+      for (let i = 1; i < items.length; i++) {
+        gates.get(i)!()
+        await advance(10)
+        expect(fast.length).toBeLessThanOrEqual(Math.min(items.length, i + 2 + buffer))
+      }
+      expect(await run.result()).toEqual(items)
+    }
   })
 
   it('a failing stage fails the pipeline: the rest is cancelled, completed stages compensated in reverse order', async () => {
