@@ -314,6 +314,14 @@ describe('workflows: patterns', () => {
     const byRef = await wf.start('by-ref', { text: 'b', who: ['s-2', 's-1'] })
     await advance(10)
     expect(await byRef.result()).toEqual(['s-2:b', 's-1:b'])
+    // A listed agent that is paused is still called: its inbox keeps the request until it resumes.
+    await mesh!.pause('s-1')
+    const paused = await wf.start('listed', { text: 'p' })
+    await advance(10)
+    expect(paused.status()).toBe('running')
+    await mesh!.resume('s-1')
+    await advance(10)
+    expect(await paused.result()).toEqual(['s-3:p', 's-1:p'])
     // A reference to what is no list of ids, or to a list naming an agent twice, fails the node.
     for (const who of [7, ['s-1', 2], ['s-1', 's-1']]) {
       const run = await wf.start('by-ref', { text: 'c', who })

@@ -91,6 +91,7 @@ describe(`bad requests (${ENGINE})`, () => {
       '{"value": [{"a": {"__proto__": 1}}]}',
       '{"value": {"\\u005f_proto__": 1}}',
       '{"value": {"constructor": {"prototype": {"x": 1}}}}',
+      '\ufeff{"value": {"__proto__": 1}}',
     ]) {
       const refused = await expectError(await put(raw), 400, 'INVALID_ARGUMENT')
       expect(refused['message']).toMatch(/"__proto__".*prototype poisoning/)

@@ -170,8 +170,10 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
           b.busAck()
           return 0
         } catch (e) {
-          // Refused, it is counted as `busAckMany` counts it; a panic goes on up.
-          if (isEngineFailure(fromEngine(e))) throw e
+          // Refused, it is counted as `busAckMany` counts it; a panic, or an endpoint that is
+          // gone (which `busAckMany` throws too), goes on up.
+          const error = fromEngine(e)
+          if (error.code === 'UNKNOWN_ENDPOINT' || isEngineFailure(error)) throw e
           return 1
         }
       }

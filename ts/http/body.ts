@@ -59,7 +59,8 @@ export function jsonBodies(app: FastifyInstance, bodyLimit: number, maxDepth: nu
 
 function isJson(text: string): boolean {
   try {
-    JSON.parse(text)
+    // The parser takes a leading byte-order mark; JSON.parse does not.
+    JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text)
     return true
   } catch {
     return false

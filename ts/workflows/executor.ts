@@ -258,7 +258,8 @@ export class Executor {
       if (registry.get(agent) === undefined) {
         throw new OrreryError('UNKNOWN_AGENT', `scatterGather ${node.id}: agent ${agent} is not registered`, { details: { step: node.id, agent } })
       }
-      if (!registry.find(capability).some((a) => a.id === agent)) {
+      // Whatever its health now (paused, restarting): its inbox keeps the request until it reads it.
+      if (!registry.find({ capability, minHealth: 'offline' }).some((a) => a.id === agent)) {
         throw new OrreryError('NO_HANDLER', `scatterGather ${node.id}: agent ${agent} does not offer ${capability}`, {
           details: { step: node.id, agent, capability },
         })
