@@ -36,6 +36,7 @@ const NODE_ONLY: Record<string, string> = {
   'test/store-damage.test.ts': 'damages store files on disk',
   'test/store-poisoned.test.ts': 'a panic inside a store call, watched from a child process',
   'test/workers.test.ts': 'worker threads share one native core',
+  'test/redis-driver.test.ts': 'a Redis server over TCP (node-redis); a page has no raw sockets',
   'test/workflow-crash.test.ts': 'a durable store on disk; child processes running workflows are killed with SIGKILL',
   'test/http/**': 'the HTTP API: Fastify on node:http, and schemathesis run as a child process',
   // All but those over NATS WebSocket (nats-ws, shared-store-ws), which a page can do.

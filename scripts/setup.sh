@@ -6,7 +6,8 @@
 #                    pointed at it and never downloads a browser), and g++, make and python3 for
 #                    better-sqlite3 (a benchmark baseline built from source: its prebuilt
 #                    download is not reachable here); for the transport tests' servers
-#                    (scripts/servers.sh): redis-server, and Java 17 with Maven for Kafka's jars
+#                    (scripts/servers.sh): redis-server, and Java 17 with Maven for Kafka's jars;
+#                    openssl (the TLS tests make their certificates with it)
 #   rust std source  linked where Debian's rustc looks for it (-Zbuild-std)
 #   wasm-bindgen CLI exactly the version Cargo.toml pins
 #   cargo-fuzz       the version pinned below, for scripts/fuzz.sh (libFuzzer is built from source
@@ -23,7 +24,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 APT_PACKAGES=(rustc-web cargo-web rust-web-src lld-22 rust-web-llvm binaryen chromium g++ make python3 python3-venv
-  redis-server openjdk-17-jre-headless maven)
+  redis-server openjdk-17-jre-headless maven openssl)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

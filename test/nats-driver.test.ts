@@ -79,6 +79,7 @@ describe('nats transport options', () => {
     expect(shownUrl('nats://127.0.0.1:4222')).toBe('nats://127.0.0.1:4222')
   })
 
+  // Not in a page: nats:// is TCP, for which a page has no socket (it speaks ws:// only).
   it.skipIf(IN_BROWSER)('a password or token in the URL never shows in the error', async () => {
     for (const [servers, secret, shown] of [
       ['nats://u:s3cretPW@127.0.0.1:1', 's3cretPW', 'nats://u:***@127.0.0.1:1'],
@@ -95,6 +96,7 @@ describe('nats transport options', () => {
     }
   })
 
+  // Not in a page: the driver here is built on nats.js's Node (TCP) client.
   it.skipIf(IN_BROWSER)('what reaches transport-error events says no password or token', async () => {
     const reported: unknown[] = []
     const sink = { ingest: () => {}, groupRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
@@ -104,7 +106,7 @@ describe('nats transport options', () => {
       token: undefined,
       user: undefined,
       pass: 'optPass99',
-      tls: false,
+      tls: undefined,
       prefix: 'orrery',
       connectTimeoutMs: 500,
       publishTimeoutMs: 500,
@@ -123,6 +125,7 @@ describe('nats transport options', () => {
     for (const secret of ['s3cretPW', 't0kenXYZ', 'optPass99']) expect(all).not.toContain(secret)
   })
 
+  // Not in a page: nats:// is TCP.
   it.skipIf(IN_BROWSER)('an unreachable server is TRANSPORT_UNAVAILABLE', async () => {
     await expectRefused(
       () =>
@@ -135,6 +138,7 @@ describe('nats transport options', () => {
     )
   })
 
+  // Not in a page: a node:net server and a child process.
   it.skipIf(IN_BROWSER || env['ORRERY_NO_SPAWN'] === '1')(
     'a server that accepts the connection and never answers: create rejects and the process ends at once',
     async () => {
@@ -197,6 +201,7 @@ describe('nats transport options', () => {
   )
 })
 
+// Not in a page: nats:// is TCP, and these tests read the server through nats.js's Node client.
 describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
   let nc: NatsConnection
   let jsm: JetStreamManager

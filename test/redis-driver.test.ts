@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
 import { expectRefused } from './bad-input.js'
-import { ENGINE, IN_BROWSER } from './engine.js'
+import { ENGINE } from './engine.js'
 import { compareIds } from '../ts/transports/redis-readers.js'
 import { leaveSpare, mustRun, SPARE_SKIP, withSpare } from './transports/spare.js'
 
@@ -48,7 +48,7 @@ async function until(done: () => boolean | Promise<boolean>, ms = 10_000): Promi
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
+describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
   let raw: Raw
   let prefix = ''
   const keyPrefix = `t-${RUN}:`
@@ -429,7 +429,7 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the redis driver (${ENGINE})`, () => 
       url: redisUrl(),
       username: undefined,
       password: undefined,
-      tls: false,
+      tls: undefined,
       keyPrefix,
       connectTimeoutMs: 5_000,
       publishTimeoutMs: 5_000,

@@ -71,6 +71,44 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       'transports.main.username',
     ],
     ['tls a string', { main: { kind: 'redis', url: CLOSED_PORT, tls: 'yes' } }, undefined, 'INVALID_OPTION', 'transports.main.tls'],
+    [
+      'tls an unknown setting',
+      { main: { kind: 'redis', url: CLOSED_PORT, tls: { cafile: 'ca.pem' } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.tls.cafile',
+    ],
+    ['tls.ca a number', { main: { kind: 'redis', url: CLOSED_PORT, tls: { ca: 5 } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.ca'],
+    ['tls.ca an empty list', { main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: { ca: [] } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.ca'],
+    [
+      'tls.ca an empty string in a list',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { ca: ['pem', ''] } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.tls.ca[1]',
+    ],
+    ['tls.cert without key', { main: { kind: 'redis', url: CLOSED_PORT, tls: { cert: 'pem' } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.cert'],
+    [
+      'tls.servername empty',
+      { main: { kind: 'redis', url: CLOSED_PORT, tls: { servername: '' } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.tls.servername',
+    ],
+    [
+      'tls.rejectUnauthorized a string',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { rejectUnauthorized: 'no' } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.tls.rejectUnauthorized',
+    ],
+    [
+      'tls settings with WebSocket servers',
+      { main: { kind: 'nats', servers: 'wss://127.0.0.1:1', tls: { ca: 'pem' } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.tls',
+    ],
     ['keyPrefix a number', { main: { kind: 'redis', url: CLOSED_PORT, keyPrefix: 1 } }, undefined, 'INVALID_OPTION', 'transports.main.keyPrefix'],
     ['connectTimeoutMs 0', { main: { kind: 'redis', url: CLOSED_PORT, connectTimeoutMs: 0 } }, undefined, 'INVALID_OPTION', 'transports.main.connectTimeoutMs'],
     [
@@ -131,6 +169,11 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'redis', url: `http://:${S}@127.0.0.1:1` } }, 'transports.main.url'],
       [{ main: `redis://:${S.slice(0, 12)}@h:1` }, 'transports.main'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: N } }, 'transports.main.token'],
+      [{ main: { kind: 'redis', url: CLOSED_PORT, tls: S } }, 'transports.main.tls'],
+      [{ main: { kind: 'redis', url: CLOSED_PORT, tls: { key: S } } }, 'transports.main.tls.key'],
+      [{ main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: { cert: 'pem', key: N } } }, 'transports.main.tls.key'],
+      [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { passphrase: S } } }, 'transports.main.tls.passphrase'],
+      [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { cert: 'pem', key: 'pem', passphrase: N } } }, 'transports.main.tls.passphrase'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', pass: ['x', S] } }, 'transports.main.pass'],
       [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1/x y` } }, 'transports.main.servers'],
       [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: S } }, 'transports.main.sasl'],
@@ -158,6 +201,7 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
   })
 })
 
+// Not in a page: redis and nats:// connect over TCP, for which a page has no socket.
 describe.skipIf(IN_BROWSER)(`connecting (${ENGINE})`, () => {
   it('an unreachable server is TRANSPORT_UNAVAILABLE, at once for a refused connection', async () => {
     const started = Date.now()
@@ -269,6 +313,7 @@ describe(`bindings and capabilities (${ENGINE})`, () => {
   })
 })
 
+// Not in a page: redis is TCP (a page refuses it at create, tested in nats-ws.test.ts).
 describe.skipIf(IN_BROWSER || NO_SERVERS)(`what redis cannot do is refused before anything crosses (${ENGINE})`, () => {
   const prefix = `cfg-${Date.now().toString(36)}-${ENGINE}.`
   const open = () => create({ transports: { main: { kind: 'redis', url: redisUrl() } }, bindings: { [`${prefix}*`]: 'main' } })

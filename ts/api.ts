@@ -42,6 +42,7 @@ export type {
 export type { ChannelBinding, RefusalReport, ShutdownOutcome } from './transports/link.js'
 export type { Refusal } from './transports/driver.js'
 export type { SigningOptions } from './transports/signing.js'
+export type { Pem, TlsOptions } from './transports/tls.js'
 export { Store, Transaction } from './store/store.js'
 export type { RemoteChange, StoreEvent, StoreOptions, TxnWriteOptions } from './store/store.js'
 export type { Ack } from './store/context.js'

@@ -2,12 +2,13 @@
  * The `transports` and `bindings` options of `Orrery.create`, checked before anything connects:
  * a wrong value is `INVALID_OPTION` naming the option, a binding naming an unknown transport too.
  */
-import { flag, keysOf, ms, onlyKeys, oneOf, oneOfOr, options as checkOptions, refuse, refuseSecret, secretOr, text, textOr } from '../check.js'
+import { keysOf, ms, onlyKeys, oneOf, oneOfOr, options as checkOptions, refuse, refuseSecret, secretOr, text, textOr } from '../check.js'
 import { LIMITS } from '../engines/manifest.js'
 import { OrreryError } from '../errors.js'
 import { TRANSPORT_KINDS, type TransportKind } from './capabilities.js'
 import { platform } from './platform.js'
 import { type CheckedSigning, checkSigning, type SigningOptions } from './signing.js'
+import { type CheckedTls, checkTls, type TlsOptions } from './tls.js'
 
 /** A Redis server reached through node-redis (`npm i redis`): channels become Redis Streams. */
 export interface RedisTransportOptions {
@@ -16,8 +17,11 @@ export interface RedisTransportOptions {
   url: string
   username?: string
   password?: string
-  /** Connect with TLS (also implied by a `rediss://` url). */
-  tls?: boolean
+  /**
+   * Connect with TLS: `true` for Node's defaults, or settings passed through to Node's TLS (a
+   * private CA, a client certificate, the name to check). Implied by a `rediss://` url.
+   */
+  tls?: boolean | TlsOptions
   /** Prepended to every key Orrery makes (default `orrery:`). */
   keyPrefix?: string
   /** How long `Orrery.create` waits for the server (default 5,000 ms). */
@@ -44,8 +48,12 @@ export interface NatsTransportOptions {
   token?: string
   user?: string
   pass?: string
-  /** Connect with TLS (also implied by a `tls://` server); over WebSocket the scheme says it (`wss://`). */
-  tls?: boolean
+  /**
+   * Connect with TLS: `true` for Node's defaults, or settings passed through to Node's TLS (a
+   * private CA, a client certificate, the name to check). Implied by a `tls://` server; over
+   * WebSocket the scheme says it (`wss://`) and this is left out.
+   */
+  tls?: boolean | TlsOptions
   /** Names Orrery's streams (`<prefix>-ch-<channel>`) and subjects (`<prefix>.ch.<channel>`); default `orrery`. */
   prefix?: string
   /** How long `Orrery.create` waits for the server (default 5,000 ms). */
@@ -80,8 +88,8 @@ export interface KafkaTransportOptions {
   prefix?: string
   /** Partitions of each topic Orrery makes (default 1: one total order per channel). */
   partitions?: number
-  /** Connect with TLS. */
-  tls?: boolean
+  /** Connect with TLS: `true` for Node's defaults, or settings passed through to Node's TLS (a private CA, a client certificate, the name to check). */
+  tls?: boolean | TlsOptions
   /** SASL PLAIN or SCRAM credentials. */
   sasl?: { mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; username: string; password: string }
   /** How long `Orrery.create` waits for the cluster (default 5,000 ms). */
@@ -130,7 +138,8 @@ export interface CheckedRedisOptions {
   readonly url: string
   readonly username: string | undefined
   readonly password: string | undefined
-  readonly tls: boolean
+  /** Undefined for a plain connection. */
+  readonly tls: CheckedTls
   readonly keyPrefix: string
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
@@ -143,7 +152,8 @@ export interface CheckedNatsOptions {
   readonly token: string | undefined
   readonly user: string | undefined
   readonly pass: string | undefined
-  readonly tls: boolean
+  /** Undefined for a plain connection. */
+  readonly tls: CheckedTls
   readonly prefix: string
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
@@ -157,7 +167,8 @@ export interface CheckedKafkaOptions {
   readonly clientId: string
   readonly prefix: string
   readonly partitions: number
-  readonly tls: boolean
+  /** Undefined for a plain connection. */
+  readonly tls: CheckedTls
   readonly sasl: { readonly mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; readonly username: string; readonly password: string } | undefined
   readonly connectTimeoutMs: number
   readonly publishTimeoutMs: number
@@ -282,7 +293,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   if (kind === 'kafka') return { kind, options: kafkaOptions(o, name) }
   const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
   const parsed = redisUrl(url, `${name}.url`)
-  const tls = o['tls'] === undefined ? parsed.protocol === 'rediss:' : flag(o['tls'], `${name}.tls`)
+  const tls = checkTls(o['tls'], `${name}.tls`, parsed.protocol === 'rediss:')
   const keyPrefix = textOr(o['keyPrefix'], `${name}.keyPrefix`) ?? 'orrery:'
   return {
     kind,
@@ -396,7 +407,11 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     token: secretOr(o['token'], `${name}.token`),
     user: textOr(o['user'], `${name}.user`),
     pass: secretOr(o['pass'], `${name}.pass`),
-    tls: o['tls'] === undefined ? servers.some((s) => /^(tls|wss):/.test(s)) : flag(o['tls'], `${name}.tls`),
+    tls: checkTls(
+      o['tls'],
+      `${name}.tls`,
+      servers.some((s) => /^(tls|wss):/.test(s)),
+    ),
     prefix,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),
@@ -447,7 +462,7 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
     clientId: textOr(o['clientId'], `${name}.clientId`) ?? 'orrery',
     prefix,
     partitions,
-    tls: o['tls'] === undefined ? false : flag(o['tls'], `${name}.tls`),
+    tls: checkTls(o['tls'], `${name}.tls`, false),
     sasl,
     connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
     publishTimeoutMs: o['publishTimeoutMs'] === undefined ? 30_000 : ms(o['publishTimeoutMs'], `${name}.publishTimeoutMs`, 1),

@@ -247,7 +247,8 @@ export class KafkaDriver implements Driver {
       // Writes are retried here until publishTimeoutMs; the client tries a little on its own too.
       retries: 2,
       retryDelay: RETRY_MS,
-      ...(tls ? { tls: {} } : {}),
+      // Node's tls.connect settings, as given.
+      ...(tls === undefined ? {} : { tls: { ...tls } }),
       ...(sasl === undefined ? {} : { sasl: { mechanism: sasl.mechanism, username: sasl.username, password: sasl.password } }),
     }
   }

@@ -9,7 +9,7 @@
  * `Orrery-Sig`, its signature. The driver only moves bytes: what a delivery means stays in the core.
  */
 import type { JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from '@nats-io/jetstream'
-import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core'
+import type { Msg, NatsConnection, Subscription, TlsOptions } from '@nats-io/nats-core'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
@@ -317,7 +317,8 @@ export class NatsDriver implements Driver {
         ...(token === undefined ? {} : { token }),
         ...(user === undefined ? {} : { user }),
         ...(pass === undefined ? {} : { pass }),
-        ...(tls ? { tls: {} } : {}),
+        // Handed to Node's tls.connect as given (nats.js types PEM as strings only; bytes work as well).
+        ...(tls === undefined ? {} : { tls: { ...tls } as TlsOptions }),
       })
       if (this.closed || failed) return
       // Asks the server for the account's JetStream: a server without it is refused here.

@@ -339,7 +339,8 @@ export class RedisDriver implements Driver {
         connectTimeout: connectTimeoutMs,
         // The first connection fails at once (create reports it); later drops reconnect with backoff.
         reconnectStrategy: (retries: number) => (this.connected ? Math.min(50 * 2 ** Math.min(retries, 6), 2_000) : false),
-        ...(tls ? { tls: true } : {}),
+        // Node's tls.connect settings, as given.
+        ...(tls === undefined ? {} : { ...tls, tls: true as const }),
       },
     })
     client.on('error', () => {})
