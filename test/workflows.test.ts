@@ -795,6 +795,8 @@ describe('workflows: versions', () => {
     expect(await early.result()).toBe('old 1')
     expect(early.definition.version).toBe(v1.version)
     expect(await late.result()).toBe('new 3')
+    expect(parked.definition.version).toBe(v1.version)
+    expect(parked.status()).toBe('running')
     // Closed and resumed by other workflows on the store, where only a third version is defined
     // before the resume: the parked run still finishes on the first.
     wf.close()

@@ -291,6 +291,7 @@ describe(`nats over WebSocket: what is refused, from ${WHERE}`, { timeout: 60_00
     }
   })
 
+  // Not in a page: a node:net server and a child process.
   it.skipIf(IN_BROWSER)('a WebSocket server that accepts the connection and never answers: create rejects and the process ends at once', async () => {
     const net = await import('node:net')
     const { spawn } = await import('node:child_process')
@@ -334,6 +335,7 @@ describe(`nats over WebSocket: what is refused, from ${WHERE}`, { timeout: 60_00
     }
   })
 
+  // Not in a page: a child process on Node 20 (a page always has WebSocket).
   it.skipIf(IN_BROWSER || Number(((globalThis as { process?: { versions: { node: string } } }).process?.versions.node ?? '22').split('.')[0]) >= 22)(
     'Node 20 without --experimental-websocket: ws:// is UNSUPPORTED at create, naming the remedy',
     async () => {
@@ -348,6 +350,7 @@ describe(`nats over WebSocket: what is refused, from ${WHERE}`, { timeout: 60_00
   )
 
   // Last: it closes every instance of this file.
+  // Not in a page: it opens a nats:// (TCP) transport beside the ws:// ones.
   it.skipIf(IN_BROWSER)('one kind of NATS connection per process: a nats:// transport waits for the ws:// ones to close, and the other way round', async () => {
     const tcp = { transports: { main: { kind: 'nats', servers: tcpUrl! } }, bindings: { 'x.*': 'main' } } as const
     const ws = { transports: { main: { kind: 'nats', servers: wsUrl! } }, bindings: { 'x.*': 'main' } } as const

@@ -10,7 +10,7 @@ import { isOrreryError, OrreryError } from '../errors.js'
 import type { CodecName } from '../frame.js'
 import type { StandardSchemaV1 } from '../schema.js'
 import { nextRecord, readChange, readEntry, type Change, type Entry } from './records.js'
-import { ACTION, CONDITION, MAX_KEY_BYTES, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './wire.js'
+import { ACTION, CONDITION, invalidKey, MAX_KEY_BYTES, putKey, putWrite, RECORD_HEADER, WATCH_MODES, writeBound } from './wire.js'
 import { Stream } from '../stream.js'
 
 /** Options of {@link Store.namespace}. */
@@ -64,17 +64,13 @@ const scratch = new Uint8Array(3 * MAX_KEY_BYTES)
 
 /**
  * A watch's key or prefix, checked when `watch` is called rather than when its Stream is first
- * subscribed: a string (`INVALID_ARGUMENT`), well-formed, at most 1024 bytes of UTF-8 and, for a
+ * subscribed: a string (`INVALID_ARGUMENT`), well-formed, at most MAX_KEY_BYTES of UTF-8 and, for a
  * key, not empty (`INVALID_KEY`, as a write of that key would be).
  */
 function checkTarget(target: unknown, prefix: boolean): void {
   if (typeof target !== 'string') throw keyError(target)
   const bytes = target.length > MAX_KEY_BYTES ? target.length : putKey(scratch, 0, target)
-  if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0)) {
-    throw new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, {
-      details: { key: target.slice(0, 64), bytes },
-    })
-  }
+  if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0)) throw invalidKey(target, bytes)
 }
 
 /**

@@ -21,6 +21,7 @@ import { KeyIndex } from './key-index.js'
 import type { NamespaceOptions } from './namespace.js'
 import type { Change, Entry } from './records.js'
 import type { SharedHost, SharedTransport } from './shared.js'
+import { invalidKey, MAX_KEY_BYTES } from './wire.js'
 import { MAX_STRONG_HISTORY, type StrongBackend, type StrongRecord, type StrongTxnResult, type StrongWrite } from './strong-backend.js'
 
 /** Options of a strong write. */
@@ -61,7 +62,6 @@ export interface StrongWatchOptions {
 }
 const WATCH_KEYS = keysOf<StrongWatchOptions>()(['from'])
 
-const MAX_KEY_BYTES = 1024
 /** Most writes in one transaction: a NATS server takes at most 1,000 messages in one atomic batch. */
 const MAX_STRONG_TXN_WRITES = 1_000
 /** Most bytes (keys and values) in one transaction: one Redis script call, or one NATS batch. */
@@ -75,10 +75,7 @@ function checkKey(key: unknown, prefix = false): string {
   if (typeof key !== 'string') throw new OrreryError('INVALID_ARGUMENT', 'a key must be a string', { details: { argument: 'key', value: typeof key } })
   text(key, prefix ? 'prefix' : 'key')
   const bytes = key.length > MAX_KEY_BYTES ? key.length * 3 : UTF8.encode(key).length
-  if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0))
-    throw new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, {
-      details: { key: key.slice(0, 64), bytes },
-    })
+  if (bytes > MAX_KEY_BYTES || (!prefix && bytes === 0)) throw invalidKey(key, bytes)
   return key
 }
 

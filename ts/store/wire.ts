@@ -22,6 +22,13 @@ export const pad8 = (n: number): number => (n + 7) & ~7
 /** Longest key in UTF-8 bytes (the core's `MAX_KEY_LEN`). */
 export const MAX_KEY_BYTES = LIMITS.maxKeyBytes
 
+/** The refusal of a key that is empty (`bytes` 0) or longer than the core takes, as the core words it. */
+export function invalidKey(key: string, bytes: number): OrreryError {
+  return new OrreryError('INVALID_KEY', `invalid key: ${bytes === 0 ? 'is empty' : `is longer than ${MAX_KEY_BYTES} bytes`}`, {
+    details: { key: key.slice(0, 64), bytes },
+  })
+}
+
 const utf8 = new TextEncoder()
 const text = new TextDecoder()
 
@@ -79,12 +86,8 @@ export function putWrite(
   ttl: number,
 ): number {
   const keyLen = putKey(io, at + WRITE_HEADER, key)
-  // The header holds a u16: a longer key would wrap. The core refuses keys over 1024 bytes.
-  if (keyLen > MAX_KEY_BYTES || keyLen === 0) {
-    throw new OrreryError('INVALID_KEY', `invalid key: ${keyLen === 0 ? 'is empty' : 'is longer than 1024 bytes'}`, {
-      details: { key: key.slice(0, 64), bytes: keyLen },
-    })
-  }
+  // The header holds a u16: a longer key would wrap. The core refuses keys over MAX_KEY_BYTES.
+  if (keyLen > MAX_KEY_BYTES || keyLen === 0) throw invalidKey(key, keyLen)
   const valueLen = value === undefined ? 0 : value.length
   io[at] = action
   io[at + 1] = condition
