@@ -7,7 +7,7 @@
  * returned at once, and do not count against the breaker.
  */
 import { ROUTE_REFUSED, type RouteRefusal } from '../engines/backend.js'
-import { runnerLink, type Bus } from '../bus/bus.js'
+import { runnerLink, type Bus, type RequestWaiter } from '../bus/bus.js'
 import { checkEnvelope, PUBLISH_KEYS, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
@@ -76,6 +76,67 @@ const NO_OPTIONS: RouteOptions = Object.freeze({})
 const SUCCESS = 1
 const FAILURE = 0
 const NO_VERDICT = 2
+
+/**
+ * One routed request across its attempts. The bus settles it directly (it is the request's
+ * waiter): no promise and reaction per attempt, and the caller's promise settles in the turn the
+ * reply arrives.
+ */
+class RoutedCall implements RequestWaiter {
+  readonly promise: Promise<Message>
+  private resolveCall!: (reply: Message) => void
+  private rejectCall!: (error: unknown) => void
+  /** The inbox of the agent being called. */
+  channel = ''
+  /** The agent being called: its core handle and its id. */
+  agent = -1
+  target = ''
+  /** Attempts that failed. */
+  tries = 0
+  /** Agents that failed this round. */
+  exclude: readonly number[] = NO_EXCLUSIONS
+  lastError: OrreryError | undefined = undefined
+  /** The id of the agent whose call failed last. */
+  lastAgent = ''
+  trace: RouteTrace | undefined = undefined
+
+  constructor(
+    private readonly router: Router,
+    readonly queryId: number,
+    readonly strategy: number,
+    /** The capability's name. */
+    readonly capability: string,
+    readonly payload: unknown,
+    readonly publish: PublishOptions & { timeout: number },
+    readonly options: RouteOptions,
+    readonly query: AgentQuery,
+  ) {
+    this.promise = new Promise<Message>((resolve, reject) => {
+      this.resolveCall = resolve
+      this.rejectCall = reject
+    })
+  }
+
+  resolve(reply: Message): void {
+    this.router.replied(this, reply)
+  }
+
+  reject(error: unknown): void {
+    // In a reaction, as a rejected promise's handler ran: a refusal the bus hands over at once
+    // does not fall back (and report it) inside the caller's `request`.
+    void RESOLVED.then(() => this.router.failed(this, error))
+  }
+
+  done(reply: Message): void {
+    this.resolveCall(reply)
+  }
+
+  fail(error: unknown): void {
+    this.rejectCall(error)
+  }
+}
+
+const RESOLVED = Promise.resolve()
 
 export class Router {
   private readonly headers = new Map<string, Record<string, string>>()
@@ -159,18 +220,19 @@ export class Router {
   private start<R>(capability: string, payload: unknown, given?: RouteOptions): Promise<Message<R>> {
     const options = this.check(capability, given, ROUTE_KEYS)
     const query: AgentQuery = options.tags ? { capability, tags: options.tags } : capability
-    const registry = this.registry
-    const queryId = registry.compile(query)
-    const strategy = this.strategy(options.strategy)
     const [name] = splitCapability(capability)
     const publish: PublishOptions & { timeout: number } =
       given === undefined ? this.plainPublish(name) : { ...options, headers: this.capabilityHeaders(name, options.headers), timeout: options.timeout ?? 5_000 }
+    const call = new RoutedCall(this, this.registry.compile(query), this.strategy(options.strategy), name, payload, publish, options, query)
     const tracing = this.tracing
     if (tracing !== undefined)
-      return tracing.route(capability, (trace) =>
-        this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined, '', query, trace),
-      )
-    return this.attempt<R>(queryId, strategy, name, payload, publish, options, 0, NO_EXCLUSIONS, undefined, '', query)
+      return tracing.route(capability, (trace) => {
+        call.trace = trace
+        this.attempt(call)
+        return call.promise as Promise<Message<R>>
+      })
+    this.attempt(call)
+    return call.promise as Promise<Message<R>>
   }
 
   /** Publishes to the inbox of one agent offering `capability`, picked as a request's would be. */
@@ -199,92 +261,79 @@ export class Router {
     return { id: sent.id, agent: target.id }
   }
 
-  private attempt<R>(
-    queryId: number,
-    strategy: number,
-    capability: string,
-    payload: unknown,
-    publish: PublishOptions & { timeout: number },
-    options: RouteOptions,
-    tries: number,
-    exclude: readonly number[],
-    lastError: OrreryError | undefined,
-    lastAgent = '',
-    query: AgentQuery = capability,
-    trace?: RouteTrace,
-  ): Promise<Message<R>> {
+  /** Routes the call's next attempt and sends it; what happens to it comes back as `replied` or `failed`. */
+  private attempt(call: RoutedCall): void {
     const registry = this.registry
-    const core = registry.core
-    const agent = core.route(queryId, strategy, registry.now(), exclude, this.refused)
+    let agent: number
+    try {
+      agent = registry.core.route(call.queryId, call.strategy, registry.now(), call.exclude, this.refused)
+    } catch (error) {
+      return call.fail(error)
+    }
     if (agent < 0) {
-      if (exclude.length > 0) {
-        // Every candidate failed this round: back off, then try them all again.
-        return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries, lastError!, lastAgent, trace)
-      }
-      return Promise.reject(lastError ?? this.refusal(agent, query))
+      // Every candidate failed this round: back off, then try them all again.
+      if (call.exclude.length > 0) return this.backOff(call)
+      return call.fail(call.lastError ?? this.refusal(agent, call.query))
     }
     const target = registry.byCoreHandle(agent)!
-    trace?.attempt(target.id, tries + 1)
-    let request: Promise<Message<R>>
+    call.agent = agent
+    call.target = target.id
+    call.channel = target.inbox
+    call.trace?.attempt(target.id, call.tries + 1)
     try {
       // The options were checked once, in `check`: not again for each attempt.
-      request = this.bus.requestChecked<R>(target.inbox, payload, publish, publish.timeout, trace?.context)
+      this.bus.requestInto(target.inbox, call.payload, call.publish, call.publish.timeout, call, call.trace?.context)
     } catch (error) {
       this.finish(agent, NO_VERDICT)
-      return Promise.reject(error)
+      call.fail(error)
     }
-    return request.then(
-      (reply) => {
-        this.finish(agent, SUCCESS)
-        return reply
-      },
-      (error: unknown) => {
-        const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
-        if (!AGENT_FAILURES.has(e.code)) {
-          // Not the agent's failure: no verdict, no fallback, no retry.
-          this.finish(agent, NO_VERDICT)
-          return Promise.reject(e)
-        }
-        const permanent = e.code === 'HANDLER_ERROR' && e.details['permanent'] === true
-        const limited = e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'RATE_LIMITED'
-        this.finish(agent, permanent || limited ? NO_VERDICT : FAILURE)
-        const retries = options.retries ?? 2
-        if (permanent || tries >= retries) return Promise.reject(this.final(e, tries + 1, target.id))
-        if (options.fallback === false) return this.backOff<R>(queryId, strategy, capability, payload, publish, options, tries + 1, e, target.id, trace)
-        const fallback = { type: 'fallback', agent: target.id, capability, attempt: tries + 1, error: e.message } as const
-        this.report(fallback)
-        trace?.note(fallback)
-        return this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries + 1, [...exclude, agent], e, target.id, query, trace)
-      },
-    )
   }
 
-  private backOff<R>(
-    queryId: number,
-    strategy: number,
-    capability: string,
-    payload: unknown,
-    publish: PublishOptions & { timeout: number },
-    options: RouteOptions,
-    tries: number,
-    lastError: OrreryError,
-    agent: string,
-    trace: RouteTrace | undefined,
-  ): Promise<Message<R>> {
-    const retries = options.retries ?? 2
-    if (tries > retries) return Promise.reject(lastError)
-    const delay = this.registry.backoff(options.backoff, tries, RETRY_BACKOFF)
-    const retry = { type: 'retry', agent, capability, attempt: tries, error: lastError.message, delay } as const
+  /** @internal The call's agent answered. */
+  replied(call: RoutedCall, reply: Message): void {
+    this.finish(call.agent, SUCCESS)
+    call.done(reply)
+  }
+
+  /** @internal The call's attempt failed: fall back, back off, or fail the call. */
+  failed(call: RoutedCall, error: unknown): void {
+    const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
+    if (!AGENT_FAILURES.has(e.code)) {
+      // Not the agent's failure: no verdict, no fallback, no retry.
+      this.finish(call.agent, NO_VERDICT)
+      return call.fail(e)
+    }
+    const permanent = e.code === 'HANDLER_ERROR' && e.details['permanent'] === true
+    const limited = e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'RATE_LIMITED'
+    this.finish(call.agent, permanent || limited ? NO_VERDICT : FAILURE)
+    const retries = call.options.retries ?? 2
+    if (permanent || call.tries >= retries) return call.fail(this.final(e, call.tries + 1, call.target))
+    call.tries++
+    call.lastError = e
+    call.lastAgent = call.target
+    if (call.options.fallback === false) return this.backOff(call)
+    const fallback = { type: 'fallback', agent: call.target, capability: call.capability, attempt: call.tries, error: e.message } as const
+    this.report(fallback)
+    call.trace?.note(fallback)
+    call.exclude = [...call.exclude, call.agent]
+    this.attempt(call)
+  }
+
+  private backOff(call: RoutedCall): void {
+    const lastError = call.lastError!
+    const retries = call.options.retries ?? 2
+    if (call.tries > retries) return call.fail(lastError)
+    const delay = this.registry.backoff(call.options.backoff, call.tries, RETRY_BACKOFF)
+    const retry = { type: 'retry', agent: call.lastAgent, capability: call.capability, attempt: call.tries, error: lastError.message, delay } as const
     this.report(retry)
-    trace?.note(retry)
-    return new Promise<void>((resolve, reject) => {
-      if (this.closed) return reject(new OrreryError('CLOSED', 'this mesh is shut down'))
-      const timer = setTimeout(() => {
-        this.waits.delete(timer)
-        resolve()
-      }, delay)
-      this.waits.set(timer, reject)
-    }).then(() => this.attempt<R>(queryId, strategy, capability, payload, publish, options, tries, NO_EXCLUSIONS, lastError, agent, undefined, trace))
+    call.trace?.note(retry)
+    if (this.closed) return call.fail(new OrreryError('CLOSED', 'this mesh is shut down'))
+    const timer = setTimeout(() => {
+      this.waits.delete(timer)
+      call.exclude = NO_EXCLUSIONS
+      this.attempt(call)
+    }, delay)
+    this.waits.set(timer, (e) => call.fail(e))
   }
 
   /**

@@ -238,6 +238,14 @@ export function runnerLink(bus: Bus): RunnerBus {
   return runnerLinks.get(bus)!
 }
 
+/** @internal What an open request settles: its reply, or its failure (its timeout, a refusal, the bus closing). */
+export interface RequestWaiter {
+  /** The channel the request went to. */
+  readonly channel: string
+  resolve(reply: Message): void
+  reject(error: unknown): void
+}
+
 /** A message bus over one engine's core (one endpoint of it, when shared across threads). */
 export class Bus {
   /** Events: slow consumers, dropped messages, invalid payloads, failing handlers. */
@@ -245,7 +253,7 @@ export class Bus {
   private readonly eventSubject = new Subject<BusEvent>()
   private readonly handlers = new Map<number, RecordHandler>()
   private readonly consumerChannels = new Map<number, string>()
-  private readonly requests = new Map<number, { resolve: (m: Message) => void; reject: (e: unknown) => void; channel: string }>()
+  private readonly requests = new Map<number, RequestWaiter>()
   private readonly writer = new FrameWriter()
   /** The envelope every reply is encoded with (see `sendReply`). */
   private readonly replyEnvelope: { correlationId: string | undefined; codec: CodecName | undefined } = { correlationId: undefined, codec: undefined }
@@ -931,40 +939,57 @@ export class Bus {
   /** @internal Set while the Orrery's metrics time requests: the channel, when it began (`performance.now()`), its error. */
   timing: ((channel: string, started: number, error: unknown) => void) | undefined
 
-  /**
-   * @internal A request whose options (the envelope and `timeout`) its caller checked already:
-   * routing checks a call's options once, not again for each attempt.
-   */
-  requestChecked<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number, parent?: OtelContext): Promise<Message<R>> {
+  private requestChecked<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
     if (this.tracing !== undefined)
-      return this.tracing.request(channel, options, parent, (traced) => this.requestUntraced<R>(channel, payload, traced as PublishOptions, timeout))
+      return this.tracing.request(channel, options, undefined, (traced) => this.requestUntraced<R>(channel, payload, traced as PublishOptions, timeout))
     return this.requestUntraced<R>(channel, payload, options, timeout)
   }
 
   private requestUntraced<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
+    return new Promise<Message<R>>((resolve, reject) =>
+      this.open(channel, payload, options, timeout, { resolve: resolve as (m: Message) => void, reject, channel }),
+    )
+  }
+
+  /**
+   * @internal A request whose options (the envelope and `timeout`) its caller checked already
+   * (routing checks a call's options once, not again for each attempt), settled into `waiter`:
+   * a routed call is one waiter across its attempts, not a promise and a reaction per attempt.
+   * The waiter's `channel` must be `channel`.
+   */
+  requestInto(channel: string, payload: unknown, options: PublishOptions, timeout: number, waiter: RequestWaiter, parent?: OtelContext): void {
+    if (this.tracing === undefined) return this.open(channel, payload, options, timeout, waiter)
+    this.tracing
+      .request(channel, options, parent, (traced) => this.requestUntraced(channel, payload, traced as PublishOptions, timeout))
+      .then(
+        (reply) => waiter.resolve(reply),
+        (error: unknown) => waiter.reject(error),
+      )
+  }
+
+  /** Sends a request and files `waiter` for its reply, its timeout or its failure: a refusal is handed to it too, never thrown. */
+  private open(channel: string, payload: unknown, options: PublishOptions, timeout: number, waiter: RequestWaiter): void {
     if (this.remote !== undefined) {
       try {
         this.assertOpen()
         const bound = this.boundChannel(channel)
         if (bound !== undefined) this.remote.require(bound, 'request')
       } catch (err) {
-        return Promise.reject(err)
+        return waiter.reject(err)
       }
     }
     // Behind a publish or request still waiting on this channel: queue, to keep its order.
-    if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.requestWhenRoom<R>(channel, payload, options, timeout)
+    if (this.waitingChannels.size > 0 && this.waitingChannels.has(channel)) return this.openWhenRoom(channel, payload, options, timeout, waiter)
     let token: number
     try {
       token = this.sendRequest(channel, payload, options, timeout)
     } catch (err) {
       // A full consumer whose policy is `block`: wait for room like a publish does.
-      if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return this.requestWhenRoom<R>(channel, payload, options, timeout)
-      return Promise.reject(err)
+      if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return this.openWhenRoom(channel, payload, options, timeout, waiter)
+      return waiter.reject(err)
     }
     this.scheduleFlush()
-    return new Promise<Message<R>>((resolve, reject) => {
-      this.requests.set(token, { resolve: resolve as (m: Message) => void, reject, channel })
-    })
+    this.requests.set(token, waiter)
   }
 
   private sendRequest(channel: string, payload: unknown, options: PublishOptions, timeout: number): number {
@@ -983,21 +1008,19 @@ export class Bus {
   }
 
   /** Waits for room, then sends (waiting again if a consumer is still full); the timeout starts when it is sent. */
-  private requestWhenRoom<R>(channel: string, payload: unknown, options: PublishOptions, timeout: number): Promise<Message<R>> {
-    return new Promise<Message<R>>((resolve, reject) => {
-      this.wait([channel], () => {
-        let token: number
-        try {
-          token = this.sendRequest(channel, payload, options, timeout)
-        } catch (err) {
-          if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return false
-          reject(err)
-          return true
-        }
-        this.scheduleFlush()
-        this.requests.set(token, { resolve: resolve as (m: Message) => void, reject, channel })
+  private openWhenRoom(channel: string, payload: unknown, options: PublishOptions, timeout: number, waiter: RequestWaiter): void {
+    this.wait([channel], () => {
+      let token: number
+      try {
+        token = this.sendRequest(channel, payload, options, timeout)
+      } catch (err) {
+        if (isOrreryError(err, 'BACKPRESSURE') && err.details['wait']) return false
+        waiter.reject(err)
         return true
-      })
+      }
+      this.scheduleFlush()
+      this.requests.set(token, waiter)
+      return true
     })
   }
 
