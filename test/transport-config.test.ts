@@ -170,6 +170,12 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: `redis://:${S.slice(0, 12)}@h:1` }, 'transports.main'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: N } }, 'transports.main.token'],
       [{ main: { kind: 'redis', url: CLOSED_PORT, tls: S } }, 'transports.main.tls'],
+      // A connection has one set of credentials: in the URLs or as options, the same everywhere.
+      [{ main: { kind: 'nats', servers: [`nats://u:${S}@127.0.0.1:1`, `nats://u:${S}x@127.0.0.1:2`] } }, 'transports.main.servers[1]'],
+      [{ main: { kind: 'nats', servers: [`nats://${S}@127.0.0.1:1`, 'nats://127.0.0.1:2', `nats://u:${S}@127.0.0.1:3`] } }, 'transports.main.servers[2]'],
+      [{ main: { kind: 'nats', servers: `nats://${S}@127.0.0.1:1`, token: `${S}!` } }, 'transports.main.token'],
+      [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1`, pass: `${S}!` } }, 'transports.main.pass'],
+      [{ main: { kind: 'nats', servers: `nats://u:${S}%ZZ@127.0.0.1:1` } }, 'transports.main.servers'],
       [{ main: { kind: 'redis', url: CLOSED_PORT, tls: { key: S } } }, 'transports.main.tls.key'],
       [{ main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: { cert: 'pem', key: N } } }, 'transports.main.tls.key'],
       [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { passphrase: S } } }, 'transports.main.tls.passphrase'],

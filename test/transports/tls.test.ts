@@ -6,10 +6,9 @@
  * own shows the client trusted it by `ca` and presented `cert` (a broker with an SSL listener is
  * one more JVM these tests do without).
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createNetServer, connect as netConnect } from 'node:net'
-import { homedir, tmpdir } from 'node:os'
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
 import { promisify } from 'node:util'
@@ -19,55 +18,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Orrery, type TlsOptions, type TransportOptions } from '../../ts/node.js'
 import { expectRefused } from '../bad-input.js'
 import { ENGINE } from '../engine.js'
+import { freePort, NATS_SERVER, SPAWN_SKIP as SKIP, serve, stopAll } from './spawned.js'
 
 const run = promisify(execFile)
-const NATS_SERVER = join(process.env['ORRERY_SERVER_CACHE'] ?? join(homedir(), '.cache', 'orrery', 'servers'), 'bin', 'nats-server')
-const SKIP =
-  process.env['ORRERY_SERVERS'] === 'none'
-    ? 'ORRERY_SERVERS=none'
-    : !existsSync(NATS_SERVER)
-      ? `no ${NATS_SERVER} (bash scripts/servers.sh install nats)`
-      : undefined
-
 const dir = mkdtempSync(join(tmpdir(), 'orrery-tls-'))
 const file = (name: string) => join(dir, name)
-const servers: ChildProcess[] = []
-
-/** A port free now, on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-/** Resolves once something accepts TCP connections on `port` (10 s at most). */
-async function listening(port: number, child: ChildProcess): Promise<void> {
-  const end = Date.now() + 10_000
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const socket = netConnect(port, '127.0.0.1')
-      socket.once('connect', () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.once('error', () => resolve(false))
-    })
-    if (up) return
-    if (child.exitCode !== null || Date.now() > end) throw new Error(`nothing listens on ${port} (exit ${child.exitCode})`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-function start(command: string, args: string[]): ChildProcess {
-  const child = spawn(command, args, { stdio: 'ignore' })
-  servers.push(child)
-  return child
-}
 
 /** A key and a certificate signed by `ca` (self-signed without one), for `cn` and these extensions. */
 async function certificate(name: string, cn: string, ca: string | undefined, extensions: string[]): Promise<void> {
@@ -119,30 +74,6 @@ beforeAll(async () => {
   }
 
   redisPort = await freePort()
-  // TLS only (no plain port), and every client must present a certificate the CA signed.
-  const redis = start('redis-server', [
-    '--bind',
-    '127.0.0.1',
-    '--port',
-    '0',
-    '--tls-port',
-    String(redisPort),
-    '--tls-cert-file',
-    file('server.crt'),
-    '--tls-key-file',
-    file('server.key'),
-    '--tls-ca-cert-file',
-    file('ca.crt'),
-    '--tls-auth-clients',
-    'yes',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--dir',
-    dir,
-  ])
-
   natsPort = await freePort()
   writeFileSync(
     file('nats.conf'),
@@ -153,12 +84,40 @@ beforeAll(async () => {
       '',
     ].join('\n'),
   )
-  const nats = start(NATS_SERVER, ['-c', file('nats.conf')])
-  await Promise.all([listening(redisPort, redis), listening(natsPort, nats)])
+  await Promise.all([
+    // TLS only (no plain port), and every client must present a certificate the CA signed.
+    serve(
+      'redis-server',
+      [
+        '--bind',
+        '127.0.0.1',
+        '--port',
+        '0',
+        '--tls-port',
+        String(redisPort),
+        '--tls-cert-file',
+        file('server.crt'),
+        '--tls-key-file',
+        file('server.key'),
+        '--tls-ca-cert-file',
+        file('ca.crt'),
+        '--tls-auth-clients',
+        'yes',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+      ],
+      redisPort,
+    ),
+    serve(NATS_SERVER, ['-c', file('nats.conf')], natsPort),
+  ])
 }, 60_000)
 
 afterAll(() => {
-  for (const child of servers) child.kill('SIGKILL')
+  stopAll()
   rmSync(dir, { recursive: true, force: true })
 })
 

@@ -396,6 +396,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
       refuse('option', where, shown, 'must be over the same wire as the first server: all nats:// or tls://, or all ws:// or wss://')
     return url
   })
+  const credentials = natsCredentials(o, name, servers)
   const websocket = NATS_WS_URL.test(servers[0]!)
   if (websocket && o['tls'] !== undefined)
     refuse('option', `${name}.tls`, o['tls'], 'must be left out with WebSocket servers: wss:// connects with TLS, ws:// without')
@@ -404,9 +405,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
   return {
     kind: 'nats',
     servers,
-    token: secretOr(o['token'], `${name}.token`),
-    user: textOr(o['user'], `${name}.user`),
-    pass: secretOr(o['pass'], `${name}.pass`),
+    ...credentials,
     tls: checkTls(
       o['tls'],
       `${name}.tls`,
@@ -421,6 +420,67 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
 }
 
 const NATS_REQUESTS: readonly NatsRequests[] = ['stream', 'core']
+
+/** The credentials in front of a server URL's host: `user:pass@` or `token@`. */
+const URL_CREDENTIALS = /^[a-z]+:\/\/([^@/]*)@/i
+
+/** A server URL without the credentials in front of its host (nats.js does not read them there). */
+export function withoutCredentials(url: string): string {
+  return url.replace(URL_CREDENTIALS, (whole, auth: string) => whole.slice(0, -auth.length - 1))
+}
+
+type NatsCredentials = Pick<CheckedNatsOptions, 'token' | 'user' | 'pass'>
+
+/** INVALID_OPTION about credentials: it names the option and shows none of them. */
+function credentialsRefused(option: string, why: string): never {
+  throw new OrreryError('INVALID_OPTION', `${option} ${why}`, { details: { option } })
+}
+
+/**
+ * The connection's credentials: the `token`, `user` and `pass` options, or those a server URL
+ * carries (`nats://user:pass@host`, `nats://token@host`, percent-decoded), which nats.js would
+ * not read from the URL itself. A connection has one set: URLs carrying different ones, or URLs
+ * and options saying different things, are refused.
+ */
+function natsCredentials(o: Record<string, unknown>, name: string, servers: readonly string[]): NatsCredentials {
+  const given: NatsCredentials = {
+    token: secretOr(o['token'], `${name}.token`),
+    user: textOr(o['user'], `${name}.user`),
+    pass: secretOr(o['pass'], `${name}.pass`),
+  }
+  let carried: NatsCredentials | undefined
+  servers.forEach((url, i) => {
+    const auth = URL_CREDENTIALS.exec(url)?.[1]
+    if (auth === undefined) return
+    const where = servers.length === 1 ? `${name}.servers` : `${name}.servers[${i}]`
+    const decode = (part: string) => {
+      try {
+        return decodeURIComponent(part)
+      } catch {
+        return credentialsRefused(where, 'has credentials that are not valid percent-encoding')
+      }
+    }
+    const colon = auth.indexOf(':')
+    const these: NatsCredentials =
+      colon < 0
+        ? { token: decode(auth), user: undefined, pass: undefined }
+        : { token: undefined, user: decode(auth.slice(0, colon)), pass: decode(auth.slice(colon + 1)) }
+    if (carried === undefined) carried = these
+    else if (carried.token !== these.token || carried.user !== these.user || carried.pass !== these.pass)
+      credentialsRefused(where, 'carries other credentials than the first server that has some: a connection has one set')
+  })
+  if (carried === undefined) return given
+  for (const key of ['token', 'user', 'pass'] as const) {
+    const option = given[key]
+    const inUrl = carried[key]
+    if (option !== undefined && inUrl !== undefined && option !== inUrl)
+      credentialsRefused(
+        `${name}.${key}`,
+        `differs from the ${key === 'token' ? 'token' : key === 'user' ? 'user' : 'password'} in ${name}.servers: give it once`,
+      )
+  }
+  return { token: given.token ?? carried.token, user: given.user ?? carried.user, pass: given.pass ?? carried.pass }
+}
 
 /** A bootstrap broker: `host:port` (a bracketed IPv6 host allowed). */
 const KAFKA_BROKER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/

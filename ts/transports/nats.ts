@@ -16,7 +16,7 @@ import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 import { encodePayload } from '../codec.js'
 import { OrreryError } from '../errors.js'
 import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
-import type { CheckedNatsOptions } from './config.js'
+import { type CheckedNatsOptions, withoutCredentials } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { type AckSink, PubAcks } from './nats-acks.js'
 import { type CoreHost, CoreRequests } from './nats-core-requests.js'
@@ -304,7 +304,8 @@ export class NatsDriver implements Driver {
     const sockets = await this.nats.watch()
     const attempt = sockets.run(async () => {
       nc = await this.nats.transport.connect({
-        servers: [...servers],
+        // Credentials in a URL came out as options (config.ts): nats.js would not read them there.
+        servers: servers.map(withoutCredentials),
         timeout: connectTimeoutMs,
         reconnect: true,
         maxReconnectAttempts: -1,
