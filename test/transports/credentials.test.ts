@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Orrery, type TransportOptions } from '../../ts/node.js'
 import { expectRefused } from '../bad-input.js'
 import { ENGINE } from '../engine.js'
-import { freePort, NATS_SERVER, SPAWN_SKIP, serve, stopAll } from './spawned.js'
+import { freePort, NATS_SERVER, SPAWN_SKIP, serve, serveRedis, stopAll } from './spawned.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'orrery-credentials-'))
 const REDIS_PASSWORD = 'redis-Pa55word-of-the-test'
@@ -36,32 +36,7 @@ beforeAll(async () => {
   ;[redisPort, tokenPort, usersPort] = await Promise.all([freePort(), freePort(), freePort()])
   await Promise.all([
     // The default user is off: only `orrery`, with its password, gets in.
-    serve(
-      'redis-server',
-      [
-        '--bind',
-        '127.0.0.1',
-        '--port',
-        String(redisPort),
-        '--user',
-        'default',
-        'off',
-        '--user',
-        'orrery',
-        'on',
-        `>${REDIS_PASSWORD}`,
-        '~*',
-        '&*',
-        '+@all',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-      ],
-      redisPort,
-    ),
+    serveRedis(dir, { port: redisPort }, ['--user', 'default', 'off', '--user', 'orrery', 'on', `>${REDIS_PASSWORD}`, '~*', '&*', '+@all']),
     serve(NATS_SERVER, ['-c', natsConfig('token', tokenPort, `token: "${NATS_TOKEN}"`)], tokenPort),
     serve(NATS_SERVER, ['-c', natsConfig('users', usersPort, `users: [ { user: "orrery", password: "${NATS_PASSWORD}" } ]`)], usersPort),
   ])

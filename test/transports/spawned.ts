@@ -53,6 +53,16 @@ export async function serve(command: string, args: readonly string[], port: numb
   }
 }
 
+/**
+ * A redis-server on 127.0.0.1 with nothing on disk but in `dir`: `port` plain, or with `tlsPort`
+ * TLS only (the plain port off); `args` adds to its configuration.
+ */
+export function serveRedis(dir: string, listen: { port: number } | { tlsPort: number }, args: readonly string[]): Promise<ChildProcess> {
+  const ports = 'port' in listen ? ['--port', String(listen.port)] : ['--port', '0', '--tls-port', String(listen.tlsPort)]
+  const port = 'port' in listen ? listen.port : listen.tlsPort
+  return serve('redis-server', ['--bind', '127.0.0.1', ...ports, '--save', '', '--appendonly', 'no', '--dir', dir, ...args], port)
+}
+
 /** Kills every server started here. */
 export function stopAll(): void {
   for (const child of started.splice(0)) child.kill('SIGKILL')

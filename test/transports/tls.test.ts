@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Orrery, type TlsOptions, type TransportOptions } from '../../ts/node.js'
 import { expectRefused } from '../bad-input.js'
 import { ENGINE } from '../engine.js'
-import { freePort, NATS_SERVER, SPAWN_SKIP as SKIP, serve, stopAll } from './spawned.js'
+import { freePort, NATS_SERVER, SPAWN_SKIP as SKIP, serve, serveRedis, stopAll } from './spawned.js'
 
 const run = promisify(execFile)
 const dir = mkdtempSync(join(tmpdir(), 'orrery-tls-'))
@@ -86,32 +86,16 @@ beforeAll(async () => {
   )
   await Promise.all([
     // TLS only (no plain port), and every client must present a certificate the CA signed.
-    serve(
-      'redis-server',
-      [
-        '--bind',
-        '127.0.0.1',
-        '--port',
-        '0',
-        '--tls-port',
-        String(redisPort),
-        '--tls-cert-file',
-        file('server.crt'),
-        '--tls-key-file',
-        file('server.key'),
-        '--tls-ca-cert-file',
-        file('ca.crt'),
-        '--tls-auth-clients',
-        'yes',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-      ],
-      redisPort,
-    ),
+    serveRedis(dir, { tlsPort: redisPort }, [
+      '--tls-cert-file',
+      file('server.crt'),
+      '--tls-key-file',
+      file('server.key'),
+      '--tls-ca-cert-file',
+      file('ca.crt'),
+      '--tls-auth-clients',
+      'yes',
+    ]),
     serve(NATS_SERVER, ['-c', file('nats.conf')], natsPort),
   ])
 }, 60_000)
