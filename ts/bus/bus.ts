@@ -283,6 +283,8 @@ export class Bus {
   private readonly liveSinks = new Set<Subscriber<never>>()
   private dirty = false
   private deadlineAdded = false
+  /** The last open request settled during a flush: its end asks the core whether the timer may let go. */
+  private releaseDue = false
   /** One timer for the core's next deadline; a deadline is pending work, so it keeps Node running. */
   private readonly deadlines = new DeadlineTimer(
     () => this.now(),
@@ -1131,7 +1133,7 @@ export class Bus {
     const waiting = this.requests.get(token)
     if (!waiting) return
     this.requests.delete(token)
-    if (this.requests.size === 0) this.releaseTimer()
+    if (this.requests.size === 0) this.lastRequestSettled()
     waiting.reject(error)
   }
 
@@ -1223,10 +1225,7 @@ export class Bus {
     // thread (which woke us). Waking them on every flush would spin them in microtasks.
     if (delivered || this.wokenByThread) this.roomMade()
     this.wokenByThread = false
-    if (this.deadlineAdded) {
-      this.deadlineAdded = false
-      this.armTimer()
-    }
+    if (this.deadlineAdded || this.releaseDue) this.settleTimer()
   }
 
   /** Something may have added a deadline earlier than the armed timer (a request, a delivery to a group member, a delayed nack). */
@@ -1256,7 +1255,7 @@ export class Bus {
     const waiting = this.requests.get(token)
     if (!waiting) return
     this.requests.delete(token)
-    if (this.requests.size === 0) this.releaseTimer()
+    if (this.requests.size === 0) this.lastRequestSettled()
     const message = new FrameMessage(waiting.channel, seq, frame)
     if (message.kind === 'error') {
       const { message: text, code, permanent } = message.payload as { message: string; code: string | null; permanent?: boolean }
@@ -1276,7 +1275,7 @@ export class Bus {
       const waiting = this.requests.get(subject)
       if (!waiting) return
       this.requests.delete(subject)
-      if (this.requests.size === 0) this.releaseTimer()
+      if (this.requests.size === 0) this.lastRequestSettled()
       // On a signed transport, a responder refuses a request it cannot verify without a word (an
       // answer would tell a forger which keys fail): the one sign a process with the wrong key gets.
       const signed = this.remote?.signedTransport(waiting.channel)
@@ -1313,22 +1312,31 @@ export class Bus {
   /**
    * The last open request settled: a request arms the timer for its own timeout without asking
    * the core, so that timer would keep the process alive until then. If the core has no other
-   * deadline, the timer lets go of the process.
+   * deadline, the timer lets go of the process. In a flush, its end asks (once, with whatever
+   * else the flush needs of the timer).
    */
-  private releaseTimer(): void {
-    if (!this.engineFailed && !this.closed && this.core.nextDeadline() === NO_DEADLINE) this.deadlines.release()
+  private lastRequestSettled(): void {
+    if (this.flushing) this.releaseDue = true
+    else if (!this.engineFailed && !this.closed && this.core.nextDeadline() === NO_DEADLINE) this.deadlines.release()
   }
 
   /**
-   * Arms one timer for the core's next deadline. A deadline is pending work (a retry, a
-   * redelivery, a request's timeout), so the timer keeps the process open; when everything is
-   * settled the core has no deadline and no timer is left.
+   * After a flush: arms the one timer for the core's next deadline when the flush may have added
+   * one, and lets go of the process when its last request settled and the core has none; one
+   * question to the core for both. A deadline is pending work (a retry, a redelivery, a request's
+   * timeout), so the timer keeps the process open; when everything is settled the core has no
+   * deadline and no timer is left.
    */
-  private armTimer(): void {
-    if (this.engineFailed) return
+  private settleTimer(): void {
+    const added = this.deadlineAdded
+    const release = this.releaseDue
+    this.deadlineAdded = false
+    this.releaseDue = false
+    if (this.engineFailed || this.closed) return
     const at = this.core.nextDeadline()
-    if (at === NO_DEADLINE || this.closed) return
-    this.deadlines.arm(at)
+    if (at !== NO_DEADLINE) {
+      if (added) this.deadlines.arm(at)
+    } else if (release && this.requests.size === 0) this.deadlines.release()
   }
 
   /**
