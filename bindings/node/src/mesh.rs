@@ -10,7 +10,7 @@ use napi::bindgen_prelude::Float64Array;
 use napi_derive::napi;
 use orrery_core::routing::{encode_events, parse_capabilities, wire, RoutingConfig, RoutingState, STATE_FIELDS};
 use orrery_core::slab::Slab;
-use orrery_core::RegistryError;
+use orrery_core::RoutingError;
 
 use crate::call_block::{self, whole, Block};
 use crate::error::{to_js, Code, Result};
@@ -25,10 +25,10 @@ thread_local! {
 }
 
 fn closed() -> napi::Error<Code> {
-    to_js(RegistryError::Closed)
+    to_js(RoutingError::Closed)
 }
 
-fn with<T>(handle: u32, call: impl FnOnce(&mut RoutingState) -> std::result::Result<T, RegistryError>) -> Result<T> {
+fn with<T>(handle: u32, call: impl FnOnce(&mut RoutingState) -> std::result::Result<T, RoutingError>) -> Result<T> {
     MESHES.with(|meshes| {
         let mut meshes = meshes.borrow_mut();
         let mesh = meshes.get_mut(handle).ok_or_else(closed)?;
@@ -37,13 +37,13 @@ fn with<T>(handle: u32, call: impl FnOnce(&mut RoutingState) -> std::result::Res
 }
 
 /// A hot call: the mesh's handle in slot 0 and arguments from slot 1; results from slot 0.
-fn with_call(call: impl FnOnce(&mut RoutingState, &mut [f64]) -> std::result::Result<(), RegistryError>) -> Result<()> {
+fn with_call(call: impl FnOnce(&mut RoutingState, &mut [f64]) -> std::result::Result<(), RoutingError>) -> Result<()> {
     call_block::run_slots(&CALL, closed, |handle, slots| with(handle, |mesh| call(mesh, slots)))
 }
 
 /// Argument `i` (from 0, in slot `i + 1`) as a whole number.
-fn arg(slots: &[f64], i: usize) -> std::result::Result<u32, RegistryError> {
-    slots.get(i + 1).copied().and_then(whole).ok_or_else(|| RegistryError::InvalidArgument {
+fn arg(slots: &[f64], i: usize) -> std::result::Result<u32, RoutingError> {
+    slots.get(i + 1).copied().and_then(whole).ok_or_else(|| RoutingError::InvalidArgument {
         argument: format!("argument {i} of a mesh call"),
         reason: "is not a whole number from 0 to 2^32 - 1",
     })
@@ -98,7 +98,7 @@ impl NativeMesh {
             successes_to_close,
         );
         let handle = MESHES.with(|meshes| meshes.borrow_mut().insert(RoutingState::new(config)));
-        let handle = handle.ok_or_else(|| to_js(RegistryError::InvalidLimit("too many meshes".to_owned())))?;
+        let handle = handle.ok_or_else(|| to_js(RoutingError::InvalidLimit("too many meshes".to_owned())))?;
         Ok(Self { handle })
     }
 

@@ -34,12 +34,13 @@ pub struct Shared {
 }
 
 /// Live shared buses by handle, and the next handle to give out.
-struct Registry {
+struct SharedBuses {
     next: u32,
     buses: HashMap<u32, Weak<Shared>>,
 }
 
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry { next: 1, buses: HashMap::new() }));
+static SHARED_BUSES: LazyLock<Mutex<SharedBuses>> =
+    LazyLock::new(|| Mutex::new(SharedBuses { next: 1, buses: HashMap::new() }));
 
 /// Locks ignoring poison: a panic mid-call is caught at the boundary and reported as `PANIC`;
 /// the bus stays usable (every mutation checks before it changes anything).
@@ -57,17 +58,17 @@ impl Shared {
             disk: Mutex::new(None),
             durable: AtomicBool::new(false),
         });
-        let mut registry = lock(&REGISTRY);
-        registry.buses.retain(|_, weak| weak.strong_count() > 0);
-        let handle = registry.next;
-        registry.next += 1;
-        registry.buses.insert(handle, Arc::downgrade(&shared));
+        let mut table = lock(&SHARED_BUSES);
+        table.buses.retain(|_, weak| weak.strong_count() > 0);
+        let handle = table.next;
+        table.next += 1;
+        table.buses.insert(handle, Arc::downgrade(&shared));
         (shared, handle)
     }
 
     /// The shared bus behind `handle`, while some thread still holds it.
     pub fn find(handle: u32) -> Option<Arc<Self>> {
-        lock(&REGISTRY).buses.get(&handle).and_then(Weak::upgrade)
+        lock(&SHARED_BUSES).buses.get(&handle).and_then(Weak::upgrade)
     }
 
     /// Runs `f` on the bus, then wakes every other endpoint that got work from it.

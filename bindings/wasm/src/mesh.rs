@@ -4,7 +4,7 @@
 //! `orrery_core::routing::wire`'s.
 
 use orrery_core::routing::{encode_events, parse_capabilities, wire, RoutingConfig, RoutingState, STATE_FIELDS};
-use orrery_core::RegistryError;
+use orrery_core::RoutingError;
 use wasm_bindgen::prelude::*;
 
 use crate::error::to_js;
@@ -126,7 +126,7 @@ impl WasmMesh {
     #[allow(clippy::float_cmp, reason = "status codes are small whole numbers")]
     pub fn route(&mut self, query: u32, strategy: u32, now: f64, excluded: u32) -> Result<f64, JsValue> {
         let Some(excluded) = self.io.get(..excluded as usize) else {
-            return Err(to_js(RegistryError::InvalidArgument {
+            return Err(to_js(RoutingError::InvalidArgument {
                 argument: format!("{excluded} exclusions"),
                 reason: "is more than the mesh's io holds (reserve room first)",
             }));

@@ -355,9 +355,9 @@ impl From<BusError> for StoreError {
     }
 }
 
-/// Why a registry operation was refused. A refused operation changes nothing.
+/// Why a directory or routing operation was refused. A refused operation changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum RegistryError {
+pub enum RoutingError {
     /// An agent id, kind, capability or tag that is empty, too long, or holds a character
     /// outside the allowed set.
     #[error("invalid name {name:?}: {reason}")]
@@ -417,7 +417,7 @@ pub enum RegistryError {
     },
 }
 
-impl Coded for RegistryError {
+impl Coded for RoutingError {
     fn code(&self) -> &'static str {
         match self {
             Self::InvalidName { .. } => "INVALID_NAME",
@@ -432,7 +432,7 @@ impl Coded for RegistryError {
     }
 }
 
-impl From<BusError> for RegistryError {
+impl From<BusError> for RoutingError {
     fn from(err: BusError) -> Self {
         match err {
             BusError::InvalidName { name, reason } => Self::InvalidName { name, reason },

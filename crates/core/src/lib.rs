@@ -22,7 +22,7 @@ pub mod store;
 pub mod workflow;
 
 pub use bus::{Bus, BusConfig, ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions, MAIN_ENDPOINT};
-pub use error::{BusError, Coded, RegistryError, StoreError, WorkflowError};
+pub use error::{BusError, Coded, RoutingError, StoreError, WorkflowError};
 pub use names::ChannelId;
 pub use store::{Store, StoreConfig};
 pub use workflow::Workflows;

@@ -17,7 +17,7 @@ use std::collections::{BinaryHeap, HashMap};
 pub use npm_semver::{Identifier, Range, Version};
 use rustc_hash::FxHashMap;
 
-use crate::error::RegistryError;
+use crate::error::RoutingError;
 use crate::names::Interner;
 use crate::resilience::SplitMix64;
 use crate::slab::Slab;
@@ -187,8 +187,8 @@ pub struct Directory {
     matches: Vec<(i32, Health, u64, u32)>,
 }
 
-fn parse_version(text: &str) -> Result<Version, RegistryError> {
-    Version::parse(text).map_err(|reason| RegistryError::InvalidVersion {
+fn parse_version(text: &str) -> Result<Version, RoutingError> {
+    Version::parse(text).map_err(|reason| RoutingError::InvalidVersion {
         what: "version",
         text: text.to_owned(),
         reason,
@@ -199,8 +199,8 @@ fn parse_version(text: &str) -> Result<Version, RegistryError> {
 ///
 /// # Errors
 /// `INVALID_VERSION`, naming the part that does not parse.
-pub fn parse_range(text: &str) -> Result<Range, RegistryError> {
-    Range::parse(text).map_err(|reason| RegistryError::InvalidVersion {
+pub fn parse_range(text: &str) -> Result<Range, RoutingError> {
+    Range::parse(text).map_err(|reason| RoutingError::InvalidVersion {
         what: "version range",
         text: text.to_owned(),
         reason,
@@ -235,7 +235,7 @@ impl Directory {
     }
 
     /// The id of a capability name or tag.
-    pub fn name(&mut self, name: &str) -> Result<u32, RegistryError> {
+    pub fn name(&mut self, name: &str) -> Result<u32, RoutingError> {
         Ok(self.names.intern(name)?)
     }
 
@@ -249,17 +249,17 @@ impl Directory {
         capabilities: &[(&str, &str, i32)],
         tags: &[&str],
         now: Millis,
-    ) -> Result<u32, RegistryError> {
+    ) -> Result<u32, RoutingError> {
         crate::names::validate(id)?;
         crate::names::validate(kind)?;
         if self.ids.contains_key(id) {
-            return Err(RegistryError::DuplicateAgent(id.to_owned()));
+            return Err(RoutingError::DuplicateAgent(id.to_owned()));
         }
         let mut parsed = Vec::with_capacity(capabilities.len());
         for (i, &(name, version, priority)) in capabilities.iter().enumerate() {
             crate::names::validate(name)?;
             if capabilities[..i].iter().any(|c| c.0 == name) {
-                return Err(RegistryError::InvalidArgument {
+                return Err(RoutingError::InvalidArgument {
                     argument: format!("capability {name:?} of agent {id:?}"),
                     reason: "is listed twice",
                 });
@@ -272,7 +272,7 @@ impl Directory {
         let capabilities: Vec<Capability> = parsed
             .into_iter()
             .map(|(name, version, priority)| Ok(Capability { name: self.name(name)?, version, priority }))
-            .collect::<Result<_, RegistryError>>()?;
+            .collect::<Result<_, RoutingError>>()?;
         let mut tags: Vec<u32> = tags.iter().map(|t| self.name(t)).collect::<Result<_, _>>()?;
         tags.sort_unstable();
         tags.dedup();
@@ -289,7 +289,7 @@ impl Directory {
             last_beat: now,
             beats: 0,
         };
-        let slot = self.agents.insert(agent).ok_or(RegistryError::Capacity {
+        let slot = self.agents.insert(agent).ok_or(RoutingError::Capacity {
             what: "agents registered at once",
             limit: crate::slab::MAX_ENTRIES,
             remedy: "stop agents first",
@@ -317,8 +317,8 @@ impl Directory {
     }
 
     /// Removes an agent.
-    pub fn deregister(&mut self, agent: u32) -> Result<(), RegistryError> {
-        let removed = self.agents.remove(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+    pub fn deregister(&mut self, agent: u32) -> Result<(), RoutingError> {
+        let removed = self.agents.remove(agent).ok_or(RoutingError::UnknownAgent(agent))?;
         self.ids.remove(&removed.id);
         for cap in &removed.capabilities {
             if let Some(list) = self.providers.get_mut(&cap.name) {
@@ -341,8 +341,8 @@ impl Directory {
     }
 
     /// Sets an agent's health (as a heartbeat reporting it would, without being one).
-    pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RegistryError> {
-        let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+    pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RoutingError> {
+        let entry = self.agents.get_mut(agent).ok_or(RoutingError::UnknownAgent(agent))?;
         entry.reported = health;
         self.move_to(agent, health, now);
         Ok(())
@@ -350,8 +350,8 @@ impl Directory {
 
     /// An agent's heartbeat at `now`, reporting its health: it is back to what it reports,
     /// and its next beats are due from now.
-    pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RegistryError> {
-        let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+    pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RoutingError> {
+        let entry = self.agents.get_mut(agent).ok_or(RoutingError::UnknownAgent(agent))?;
         entry.reported = reported;
         entry.last_beat = now;
         entry.beats += 1;
@@ -446,16 +446,16 @@ impl Directory {
     }
 
     /// Changes how many calls an agent is handling by `delta` (never below zero).
-    pub fn add_in_flight(&mut self, agent: u32, delta: i32) -> Result<u32, RegistryError> {
-        let entry = self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+    pub fn add_in_flight(&mut self, agent: u32, delta: i32) -> Result<u32, RoutingError> {
+        let entry = self.agents.get_mut(agent).ok_or(RoutingError::UnknownAgent(agent))?;
         entry.in_flight = entry.in_flight.saturating_add_signed(delta);
         self.activity[crate::slab::index(agent)].in_flight = entry.in_flight;
         Ok(entry.in_flight)
     }
 
     /// Sets how many calls an agent is handling.
-    pub fn set_in_flight(&mut self, agent: u32, in_flight: u32) -> Result<(), RegistryError> {
-        self.agents.get_mut(agent).ok_or(RegistryError::UnknownAgent(agent))?.in_flight = in_flight;
+    pub fn set_in_flight(&mut self, agent: u32, in_flight: u32) -> Result<(), RoutingError> {
+        self.agents.get_mut(agent).ok_or(RoutingError::UnknownAgent(agent))?.in_flight = in_flight;
         self.activity[crate::slab::index(agent)].in_flight = in_flight;
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::collections::BinaryHeap;
 use rustc_hash::FxHashMap;
 
 use crate::directory::{parse_range, Directory, Health, Liveness, Query, Range, Strategy, Transition};
-use crate::error::RegistryError;
+use crate::error::RoutingError;
 use crate::resilience::{Backoff, Breaker, BreakerConfig, BreakerState, Jitter, SplitMix64, TokenBucket};
 use crate::slab::Slab;
 use crate::{Deadline, Millis};
@@ -161,21 +161,21 @@ pub struct RoutingState {
 }
 
 /// A capability spec: `name version priority` triples, one per line (how hosts pass them).
-pub fn parse_capabilities(spec: &str) -> Result<Vec<(&str, &str, i32)>, RegistryError> {
+pub fn parse_capabilities(spec: &str) -> Result<Vec<(&str, &str, i32)>, RoutingError> {
     spec.lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
             let mut parts = line.split_whitespace();
             let (Some(name), Some(version), priority, None) = (parts.next(), parts.next(), parts.next(), parts.next())
             else {
-                return Err(RegistryError::InvalidArgument {
+                return Err(RoutingError::InvalidArgument {
                     argument: format!("capability line {line:?}"),
                     reason: "is not `name version [priority]`",
                 });
             };
             let priority = match priority {
                 None => 0,
-                Some(p) => p.parse().map_err(|_| RegistryError::InvalidArgument {
+                Some(p) => p.parse().map_err(|_| RoutingError::InvalidArgument {
                     argument: format!("capability line {line:?}"),
                     reason: "has a priority that is not a 32-bit integer",
                 })?,
@@ -224,7 +224,7 @@ impl RoutingState {
         tags: &[&str],
         bulkhead: u32,
         now: Millis,
-    ) -> Result<u32, RegistryError> {
+    ) -> Result<u32, RoutingError> {
         let agent = self.directory.register(id, kind, capabilities, tags, now)?;
         self.targets.insert(agent, Target { breaker: Breaker::new(self.breaker), bulkhead });
         set_breaking(&mut self.breaking, agent, Breaking::Closed);
@@ -233,7 +233,7 @@ impl RoutingState {
     }
 
     /// Removes an agent and its breaker.
-    pub fn deregister(&mut self, agent: u32) -> Result<(), RegistryError> {
+    pub fn deregister(&mut self, agent: u32) -> Result<(), RoutingError> {
         self.directory.deregister(agent)?;
         self.targets.remove(&agent);
         set_breaking(&mut self.breaking, agent, Breaking::Vacant);
@@ -241,14 +241,14 @@ impl RoutingState {
     }
 
     /// An agent's heartbeat, reporting its health.
-    pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RegistryError> {
+    pub fn heartbeat(&mut self, agent: u32, reported: Health, now: Millis) -> Result<(), RoutingError> {
         self.directory.heartbeat(agent, reported, now)?;
         self.collect();
         Ok(())
     }
 
     /// Sets an agent's health (pause, resume, a failed start).
-    pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RegistryError> {
+    pub fn set_health(&mut self, agent: u32, health: Health, now: Millis) -> Result<(), RoutingError> {
         self.directory.set_health(agent, health, now)?;
         self.collect();
         Ok(())
@@ -264,7 +264,7 @@ impl RoutingState {
         min_health: Health,
         tags: &[&str],
         also: &[(&str, &str)],
-    ) -> Result<u32, RegistryError> {
+    ) -> Result<u32, RoutingError> {
         crate::names::validate(capability)?;
         let versions = parse_range(range)?;
         let also = also
@@ -273,7 +273,7 @@ impl RoutingState {
                 crate::names::validate(name)?;
                 Ok((name, parse_range(range)?))
             })
-            .collect::<Result<Vec<_>, RegistryError>>()?;
+            .collect::<Result<Vec<_>, RoutingError>>()?;
         for tag in tags {
             crate::names::validate(tag)?;
         }
@@ -290,9 +290,9 @@ impl RoutingState {
             also: also
                 .into_iter()
                 .map(|(name, versions)| Ok((self.directory.name(name)?, versions)))
-                .collect::<Result<_, RegistryError>>()?,
+                .collect::<Result<_, RoutingError>>()?,
         };
-        let id = u32::try_from(self.queries.len()).map_err(|_| RegistryError::Capacity {
+        let id = u32::try_from(self.queries.len()).map_err(|_| RoutingError::Capacity {
             what: "compiled queries",
             limit: u32::MAX as usize,
             remedy: "reuse queries instead of compiling one per call",
@@ -302,8 +302,8 @@ impl RoutingState {
     }
 
     /// The agents matching a compiled query, best first.
-    pub fn find(&mut self, query: u32, out: &mut Vec<u32>) -> Result<(), RegistryError> {
-        let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
+    pub fn find(&mut self, query: u32, out: &mut Vec<u32>) -> Result<(), RoutingError> {
+        let c = self.queries.get(query as usize).ok_or(RoutingError::UnknownQuery(query))?;
         let q = c.query();
         self.directory.find(&q, out);
         Ok(())
@@ -311,7 +311,7 @@ impl RoutingState {
 
     /// The matches of a compiled query with their state at `now`, [`STATE_FIELDS`] numbers
     /// each: handle, health code, calls in flight, last beat, breaker code.
-    pub fn find_states(&mut self, query: u32, now: Millis, out: &mut Vec<f64>) -> Result<(), RegistryError> {
+    pub fn find_states(&mut self, query: u32, now: Millis, out: &mut Vec<f64>) -> Result<(), RoutingError> {
         let mut found = std::mem::take(&mut self.scratch);
         let result = self.find(query, &mut found);
         out.clear();
@@ -352,8 +352,8 @@ impl RoutingState {
         strategy: Strategy,
         exclude: &[u32],
         now: Millis,
-    ) -> Result<Result<u32, Refusal>, RegistryError> {
-        let c = self.queries.get(query as usize).ok_or(RegistryError::UnknownQuery(query))?;
+    ) -> Result<Result<u32, Refusal>, RoutingError> {
+        let c = self.queries.get(query as usize).ok_or(RoutingError::UnknownQuery(query))?;
         let q = c.query();
         let mut order = std::mem::take(&mut self.scratch);
         self.directory.order(&q, strategy, &mut order);
@@ -416,8 +416,8 @@ impl RoutingState {
     }
 
     /// An agent's breaker state at `now`.
-    pub fn breaker_state(&mut self, agent: u32, now: Millis) -> Result<BreakerState, RegistryError> {
-        let target = self.targets.get_mut(&agent).ok_or(RegistryError::UnknownAgent(agent))?;
+    pub fn breaker_state(&mut self, agent: u32, now: Millis) -> Result<BreakerState, RoutingError> {
+        let target = self.targets.get_mut(&agent).ok_or(RoutingError::UnknownAgent(agent))?;
         let state = target.breaker.state(now);
         self.collect_breaker(agent);
         Ok(state)
@@ -481,21 +481,21 @@ impl RoutingState {
     }
 
     /// A new token bucket holding `capacity` tokens, refilled at `per_second`.
-    pub fn limiter(&mut self, capacity: f64, per_second: f64, now: Millis) -> Result<u32, RegistryError> {
+    pub fn limiter(&mut self, capacity: f64, per_second: f64, now: Millis) -> Result<u32, RoutingError> {
         if !(capacity >= 1.0 && capacity.is_finite() && per_second > 0.0 && per_second.is_finite()) {
-            return Err(RegistryError::InvalidLimit(format!(
+            return Err(RoutingError::InvalidLimit(format!(
                 "a limit needs a capacity >= 1 and a rate > 0, both finite (got {capacity} and {per_second})"
             )));
         }
         self.limiters
             .insert(TokenBucket::new(capacity, per_second, now))
-            .ok_or_else(|| RegistryError::InvalidLimit("too many limiters".to_owned()))
+            .ok_or_else(|| RoutingError::InvalidLimit("too many limiters".to_owned()))
     }
 
     /// Takes `n` tokens from a limiter: `Ok(Ok(()))`, or `Ok(Err(when))` with the time they
     /// will be there.
-    pub fn take(&mut self, limiter: u32, n: f64, now: Millis) -> Result<Result<(), Millis>, RegistryError> {
-        let bucket = self.limiters.get_mut(limiter).ok_or(RegistryError::UnknownLimiter(limiter))?;
+    pub fn take(&mut self, limiter: u32, n: f64, now: Millis) -> Result<Result<(), Millis>, RoutingError> {
+        let bucket = self.limiters.get_mut(limiter).ok_or(RoutingError::UnknownLimiter(limiter))?;
         Ok(bucket.try_take(n, now))
     }
 

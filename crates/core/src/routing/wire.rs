@@ -2,7 +2,7 @@
 
 use super::{health_of, strategy_of, Refusal, RoutingState};
 use crate::directory::Health;
-use crate::error::RegistryError;
+use crate::error::RoutingError;
 use crate::Millis;
 
 /// [`route`]'s status: an agent was picked (the value is its handle).
@@ -14,12 +14,12 @@ pub const CIRCUIT_OPEN: f64 = 2.0;
 /// [`route`]'s status: every match that would accept a call is at its bulkhead's limit.
 pub const BULKHEAD_FULL: f64 = 3.0;
 
-fn bad(argument: &'static str, reason: &'static str) -> RegistryError {
-    RegistryError::InvalidArgument { argument: argument.to_owned(), reason }
+fn bad(argument: &'static str, reason: &'static str) -> RoutingError {
+    RoutingError::InvalidArgument { argument: argument.to_owned(), reason }
 }
 
 /// A health from its code.
-pub fn health(code: u32) -> Result<Health, RegistryError> {
+pub fn health(code: u32) -> Result<Health, RoutingError> {
     health_of(code).ok_or_else(|| bad("health", "is not a health code (0 to 4)"))
 }
 
@@ -30,7 +30,7 @@ pub fn route(
     strategy: u32,
     now: Millis,
     exclude: &[u32],
-) -> Result<[f64; 2], RegistryError> {
+) -> Result<[f64; 2], RoutingError> {
     let strategy = strategy_of(strategy).ok_or_else(|| bad("strategy", "is not a strategy code"))?;
     Ok(match mesh.route(query, strategy, exclude, now)? {
         Ok(agent) => [ROUTED, f64::from(agent)],
@@ -56,7 +56,7 @@ pub fn finish(mesh: &mut RoutingState, agent: u32, outcome: f64, now: Millis) ->
 }
 
 /// Takes `n` tokens: (1, 0) when taken, (0, when they will be there) when refused.
-pub fn take(mesh: &mut RoutingState, limiter: u32, n: f64, now: Millis) -> Result<[f64; 2], RegistryError> {
+pub fn take(mesh: &mut RoutingState, limiter: u32, n: f64, now: Millis) -> Result<[f64; 2], RoutingError> {
     Ok(match mesh.take(limiter, n, now)? {
         Ok(()) => [1.0, 0.0],
         Err(at) => [0.0, at],
@@ -64,12 +64,12 @@ pub fn take(mesh: &mut RoutingState, limiter: u32, n: f64, now: Millis) -> Resul
 }
 
 /// `also` as hosts pass it: `name range` pairs, one per line.
-pub fn parse_also(spec: &str) -> Result<Vec<(&str, &str)>, RegistryError> {
+pub fn parse_also(spec: &str) -> Result<Vec<(&str, &str)>, RoutingError> {
     spec.lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
             line.trim().split_once(char::is_whitespace).map(|(n, r)| (n, r.trim())).ok_or_else(|| {
-                RegistryError::InvalidArgument {
+                RoutingError::InvalidArgument {
                     argument: format!("also line {line:?}"),
                     reason: "is not `capability range`",
                 }
@@ -90,7 +90,7 @@ pub fn similar(mesh: &RoutingState, name: &str, threshold: f64) -> String {
 }
 
 /// An agent's state: health code, calls in flight, last beat.
-pub fn agent_state(mesh: &RoutingState, agent: u32) -> Result<[f64; 3], RegistryError> {
-    let entry = mesh.directory().agent(agent).ok_or(RegistryError::UnknownAgent(agent))?;
+pub fn agent_state(mesh: &RoutingState, agent: u32) -> Result<[f64; 3], RoutingError> {
+    let entry = mesh.directory().agent(agent).ok_or(RoutingError::UnknownAgent(agent))?;
     Ok([f64::from(super::health_code(entry.health)), f64::from(entry.in_flight), entry.last_beat])
 }
