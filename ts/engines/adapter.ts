@@ -53,8 +53,15 @@ export type Release = (call: () => void) => void
 export interface Drainer {
   /** Fires due deadlines, then drains; undefined when nothing was written. The view stays valid. */
   drain(now: number): Uint8Array | undefined
+  /**
+   * Acks one delivery, then drains as `drain` does, in one crossing (an agent's ack after its
+   * answer is most often followed by a drain); whether the ack was refused is then `ackRefused`.
+   */
+  ackThenDrain?(now: number, member: number, seq: number, attempt: number): Uint8Array | undefined
   /** Whether the last drain left the endpoint empty. */
   readonly done: boolean
+  /** Whether the ack of the last `ackThenDrain` was refused. */
+  readonly ackRefused?: boolean
 }
 
 export interface EngineHooks {
@@ -100,20 +107,36 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
   // out, so a record is tagged with this, not with the epoch when it is handed out.
   let drained = -1
   let shared = hooks.attached === true
+  // None can be refused (each was current when queued, and nothing but acks came since). A
+  // refused one is an ack its handler believes made: its message is redelivered. Said loudly,
+  // but not thrown: the call that sent the queue is someone else's. Later acks cross one by one.
+  const refusedAcks = (refused: number, n: number): void => {
+    if (refused === 0) return
+    epoch++
+    console.error(new OrreryError('INTERNAL', `${refused} of ${n} queued group acks were refused by the engine; their messages will be redelivered`))
+  }
   const sendAcks = (): void => {
     const n = queued
     if (n === 0) return
     queued = 0
-    // None can be refused (each was current when queued, and nothing but acks came since). A
-    // refused one is an ack its handler believes made: its message is redelivered. Said loudly,
-    // but not thrown: the call that sent the queue is someone else's. Later acks cross one by one.
-    if (hooks.ackMany) {
-      const refused = hooks.ackMany(acks, n)
-      if (refused !== 0) {
-        epoch++
-        console.error(new OrreryError('INTERNAL', `${refused} of ${n} queued group acks were refused by the engine; their messages will be redelivered`))
-      }
-    } else for (let i = 0; i < 3 * n; i += 3) raw.ack(acks[i]!, acks[i + 1]!, acks[i + 2]!)
+    if (hooks.ackMany) refusedAcks(hooks.ackMany(acks, n), n)
+    else for (let i = 0; i < 3 * n; i += 3) raw.ack(acks[i]!, acks[i + 1]!, acks[i + 2]!)
+  }
+  /** The one queued ack and a drain in one crossing: `write`'s order (the ack, then the change), without the ack's own crossing. */
+  const ackThenDrain = (now: number): Uint8Array | undefined => {
+    try {
+      queued = 0
+      epoch++
+      return engineGuard(() => {
+        drained = epoch
+        const batch = drainer.ackThenDrain!(now, acks[0]!, acks[1]!, acks[2]!)
+        if (drainer.ackRefused) refusedAcks(1, 1)
+        return batch
+      })
+    } catch (error) {
+      epoch++
+      throw error
+    }
   }
   /** Before a call that only reads (the queued acks are part of what it reads). */
   const look = (): void => {
@@ -198,12 +221,15 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
     ingest: (batch, now) => read(() => raw.ingest(bytes(batch, 'an ingest batch'), now)),
     drainEgress: () => read(() => raw.drainEgress() ?? undefined),
     groupRoom: (group) => read(() => raw.groupRoom(group)),
-    // A drain fires the deadlines due, leases among them.
+    // A drain fires the deadlines due, leases among them. One queued ack goes with it, where the
+    // engine can (the change it makes is the ack's, then the drain's, as `write` orders them).
     drainRecords: (now) =>
-      write(() => {
-        drained = epoch
-        return drainer.drain(now)
-      }),
+      queued === 1 && drainer.ackThenDrain !== undefined
+        ? ackThenDrain(now)
+        : write(() => {
+            drained = epoch
+            return drainer.drain(now)
+          }),
     share: () =>
       read(() => {
         shared = true

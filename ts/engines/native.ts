@@ -29,6 +29,7 @@ export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding, Na
   busRequest(batch: Uint8Array): void
   busReply(batch: Uint8Array): void
   busDrain(): void
+  busAckDrain(): void
   busNextDeadline(): void
   busHasPending(): void
 }
@@ -142,18 +143,30 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
   }
   const drainer = {
     done: false,
+    ackRefused: false,
     drain(now: number): Uint8Array | undefined {
-      for (;;) {
-        const result = drainOnce(now)
-        if (result < 0) {
-          out = new Uint8Array(Math.max(-result, out.length * 2))
-          b.busUseOut(slot, out)
-          continue
-        }
-        this.done = result % 2 === 1
-        const n = (result - (result % 2)) / 2
-        return n === 0 ? undefined : slab.keep(out.subarray(0, n))
+      return this.taken(drainOnce(now), now)
+    },
+    ackThenDrain(now: number, member: number, seq: number, attempt: number): Uint8Array | undefined {
+      call[0] = slot
+      call[1] = now
+      call[2] = member
+      call[3] = seq
+      call[4] = attempt
+      b.busAckDrain()
+      this.ackRefused = call[1] === 1
+      return this.taken(call[0]!, now)
+    },
+    /** The records a drain's `result` says it wrote; a buffer too small grows and is drained again. */
+    taken(result: number, now: number): Uint8Array | undefined {
+      while (result < 0) {
+        out = new Uint8Array(Math.max(-result, out.length * 2))
+        b.busUseOut(slot, out)
+        result = drainOnce(now)
       }
+      this.done = result % 2 === 1
+      const n = (result - (result % 2)) / 2
+      return n === 0 ? undefined : slab.keep(out.subarray(0, n))
     },
   }
   const core = adaptBus(hot(b, handle, call), guard, drainer, {

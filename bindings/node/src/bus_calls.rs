@@ -57,6 +57,11 @@ fn unknown(slot: f64) -> napi::Error<crate::error::Code> {
 /// Runs `call` with the endpoint in slot 0 of the call block and arguments from slots 1..;
 /// its result goes into slot 0.
 fn with_call(call: impl FnOnce(&mut Endpoint, call_block::Args) -> Result<f64>) -> Result<()> {
+    with_call_n(|e, args| call(e, args).map(|result| [result]))
+}
+
+/// [`with_call`] for a call with `N` results, written into slots 0 on.
+fn with_call_n<const N: usize>(call: impl FnOnce(&mut Endpoint, call_block::Args) -> Result<[f64; N]>) -> Result<()> {
     call_block::run(
         &CALL,
         || unknown(f64::NAN),
@@ -64,7 +69,7 @@ fn with_call(call: impl FnOnce(&mut Endpoint, call_block::Args) -> Result<f64>) 
             ENDPOINTS.with(|all| {
                 let mut all = all.borrow_mut();
                 let endpoint = all.get_mut(slot).ok_or_else(|| unknown(f64::from(slot)))?;
-                call(endpoint, args).map(|result| [result])
+                call(endpoint, args)
             })
         },
     )
@@ -162,6 +167,27 @@ pub fn bus_drain() -> Result<()> {
         // `e.out` keeps alive; the slice does not outlive the call.
         let out = unsafe { out.as_mut() };
         Ok(e.shared.with(ep, |bus| wire::drain(bus, ep, out, now)))
+    })
+}
+
+/// Acks one delivery, then fills the drain buffer (call block: slot, now, member, seq, attempt).
+/// An agent acks after it answers, the ack waits in JS's queue, and the next call is most often
+/// the drain that follows: the two share one crossing. The results: the drain's (as
+/// `wire::drain`'s), then 1 if the ack was refused (counted, as `bus_ack_many` counts it: its
+/// message is redelivered) or 0.
+#[napi(catch_unwind)]
+#[allow(unsafe_code, reason = "writing into the JS-owned drain buffer needs napi's unsafe as_mut")]
+pub fn bus_ack_drain() -> Result<()> {
+    with_call_n(|e, [now, member, seq, attempt]| {
+        let ep = e.endpoint;
+        let Some(out) = e.out.as_mut() else { return Err(unknown(f64::from(ep))) };
+        // SAFETY: as in `bus_drain`.
+        let out = unsafe { out.as_mut() };
+        let (member, attempt) = (whole(member).unwrap_or(u32::MAX), whole(attempt).unwrap_or(u32::MAX));
+        Ok(e.shared.with(ep, |bus| {
+            let refused = wire::ack(bus, member, seq, attempt).is_err();
+            [wire::drain(bus, ep, out, now), f64::from(u8::from(refused))]
+        }))
     })
 }
 
