@@ -102,6 +102,7 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       'INVALID_OPTION',
       'transports.main.tls.rejectUnauthorized',
     ],
+    ['tls false with tls:// servers', { main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: false } }, undefined, 'INVALID_OPTION', 'transports.main.tls'],
     [
       'tls settings with WebSocket servers',
       { main: { kind: 'nats', servers: 'wss://127.0.0.1:1', tls: { ca: 'pem' } } },
@@ -171,6 +172,12 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: N } }, 'transports.main.token'],
       [{ main: { kind: 'redis', url: CLOSED_PORT, tls: S } }, 'transports.main.tls'],
       // A connection has one set of credentials: in the URLs or as options, the same everywhere.
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: S, user: 'u', pass: `${S}!` } }, 'transports.main.token'],
+      [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1`, token: `${S}!` } }, 'transports.main.token'],
+      [{ main: { kind: 'nats', servers: `nats://u:${S}@x@127.0.0.1:1` } }, 'transports.main.servers'],
+      [{ main: { kind: 'nats', servers: 'wss://127.0.0.1:1', tls: S } }, 'transports.main.tls'],
+      [{ main: { kind: 'redis', url: CLOSED_PORT, tls: { cert: 'pem', key: [S] } } }, 'transports.main.tls.key'],
+      [{ main: { kind: 'redis', url: CLOSED_PORT, tls: { cert: 'pem', key: 'pem', passphrase: [S] } } }, 'transports.main.tls.passphrase'],
       [{ main: { kind: 'nats', servers: [`nats://u:${S}@127.0.0.1:1`, `nats://u:${S}x@127.0.0.1:2`] } }, 'transports.main.servers[1]'],
       [{ main: { kind: 'nats', servers: [`nats://${S}@127.0.0.1:1`, 'nats://127.0.0.1:2', `nats://u:${S}@127.0.0.1:3`] } }, 'transports.main.servers[2]'],
       [{ main: { kind: 'nats', servers: `nats://${S}@127.0.0.1:1`, token: `${S}!` } }, 'transports.main.token'],
@@ -217,6 +224,23 @@ describe.skipIf(IN_BROWSER)(`connecting (${ENGINE})`, () => {
     )
     expect(Date.now() - started).toBeLessThan(2_500)
     expect(err.message).toContain('main')
+  })
+
+  it('TLS asked on a redis:// URL (or turned off on a rediss:// one) is tried as asked: TRANSPORT_UNAVAILABLE here, the password never shown', async () => {
+    const secret = 'Sup3rSecret-in-the-url'
+    for (const [url, tls] of [
+      [`redis://:${secret}@127.0.0.1:1`, true],
+      [`redis://:${secret}@127.0.0.1:1`, { rejectUnauthorized: true }],
+      [`rediss://:${secret}@127.0.0.1:1`, false],
+    ] as const) {
+      const err = await expectRefused(
+        () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url, tls, connectTimeoutMs: 3_000 } }, bindings: { x: 'main' } }),
+        'TRANSPORT_UNAVAILABLE',
+      )
+      let all = ''
+      for (let e: unknown = err; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n`
+      expect(all).not.toContain(secret)
+    }
   })
 
   it('a server that never answers is TRANSPORT_UNAVAILABLE after connectTimeoutMs', async () => {

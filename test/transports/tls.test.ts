@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
 import { promisify } from 'node:util'
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { Orrery, type TlsOptions, type TransportOptions } from '../../ts/node.js'
 import { expectRefused } from '../bad-input.js'
@@ -56,6 +56,8 @@ async function certificate(name: string, cn: string, ca: string | undefined, ext
 let pem: { ca: string; otherCa: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string }
 let redisPort = 0
 let natsPort = 0
+/** A NATS server that offers TLS (on the same certificate) and takes plain connections too. */
+let optionalPort = 0
 
 beforeAll(async () => {
   if (SKIP !== undefined) return
@@ -75,6 +77,17 @@ beforeAll(async () => {
 
   redisPort = await freePort()
   natsPort = await freePort()
+  optionalPort = await freePort()
+  writeFileSync(
+    file('nats-optional.conf'),
+    [
+      `listen: "127.0.0.1:${optionalPort}"`,
+      `jetstream { store_dir: "${join(dir, 'js-optional')}" }`,
+      `tls { cert_file: "${file('server.crt')}", key_file: "${file('server.key')}" }`,
+      'allow_non_tls: true',
+      '',
+    ].join('\n'),
+  )
   writeFileSync(
     file('nats.conf'),
     [
@@ -97,6 +110,7 @@ beforeAll(async () => {
       'yes',
     ]),
     serve(NATS_SERVER, ['-c', file('nats.conf')], natsPort),
+    serve(NATS_SERVER, ['-c', file('nats-optional.conf')], optionalPort),
   ])
 }, 60_000)
 
@@ -165,6 +179,38 @@ describe.skipIf(SKIP !== undefined)(`TLS settings reach each client (${ENGINE})$
     } finally {
       await o.shutdown()
     }
+  })
+
+  it('redis: the scheme follows `tls`: settings on a redis:// URL connect with TLS, `tls: false` on a rediss:// URL without', async () => {
+    const o = await secured({ kind: 'redis', url: `redis://127.0.0.1:${redisPort}`, tls: mutual(), connectTimeoutMs: 3_000 })
+    try {
+      await roundTrip(o)
+    } finally {
+      await o.shutdown()
+    }
+    // The shared test server (when this run has one) takes plain connections only.
+    const shared = inject('redisUrl')
+    if (shared === undefined) return
+    const plain = await secured({ kind: 'redis', url: shared.replace(/^redis:/, 'rediss:'), tls: false, connectTimeoutMs: 3_000 })
+    try {
+      await roundTrip(plain)
+    } finally {
+      await plain.shutdown()
+    }
+  })
+
+  it('nats: `tls: false` keeps the connection plain though the server offers TLS (nats.js would upgrade, and not trust this CA)', async () => {
+    const servers = `nats://127.0.0.1:${optionalPort}`
+    const o = await secured({ kind: 'nats', servers, tls: false, connectTimeoutMs: 3_000 })
+    try {
+      await roundTrip(o)
+    } finally {
+      await o.shutdown()
+    }
+    // Left out, nats.js upgrades; with the CA given it trusts the server.
+    await refused({ kind: 'nats', servers, connectTimeoutMs: 3_000 })
+    const upgraded = await secured({ kind: 'nats', servers, tls: { ca: pem.ca }, connectTimeoutMs: 3_000 })
+    await upgraded.shutdown()
   })
 
   it('nats: refused without the client certificate or without the CA', async () => {

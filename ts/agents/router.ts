@@ -118,13 +118,24 @@ class RoutedCall implements RequestWaiter {
   }
 
   resolve(reply: Message): void {
-    this.router.replied(this, reply)
+    try {
+      this.router.replied(this, reply)
+    } catch (error) {
+      // Counting the success failed (the mesh's engine): the caller hears it, not the bus's flush.
+      this.fail(error)
+    }
   }
 
   reject(error: unknown): void {
     // In a reaction, as a rejected promise's handler ran: a refusal the bus hands over at once
     // does not fall back (and report it) inside the caller's `request`.
-    void RESOLVED.then(() => this.router.failed(this, error))
+    void RESOLVED.then(() => {
+      try {
+        this.router.failed(this, error)
+      } catch (thrown) {
+        this.fail(thrown)
+      }
+    })
   }
 
   done(reply: Message): void {

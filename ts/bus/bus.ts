@@ -1336,7 +1336,7 @@ export class Bus {
     const at = this.core.nextDeadline()
     if (at !== NO_DEADLINE) {
       if (added) this.deadlines.arm(at)
-    } else if (release && this.requests.size === 0) this.deadlines.release()
+    } else if (release) this.deadlines.release()
   }
 
   /**

@@ -138,7 +138,7 @@ export interface CheckedRedisOptions {
   readonly url: string
   readonly username: string | undefined
   readonly password: string | undefined
-  /** Undefined for a plain connection. */
+  /** TLS settings; `false` or undefined for none (see CheckedTls). */
   readonly tls: CheckedTls
   readonly keyPrefix: string
   readonly connectTimeoutMs: number
@@ -152,7 +152,7 @@ export interface CheckedNatsOptions {
   readonly token: string | undefined
   readonly user: string | undefined
   readonly pass: string | undefined
-  /** Undefined for a plain connection. */
+  /** TLS settings; `false` or undefined for none (see CheckedTls). */
   readonly tls: CheckedTls
   readonly prefix: string
   readonly connectTimeoutMs: number
@@ -167,7 +167,7 @@ export interface CheckedKafkaOptions {
   readonly clientId: string
   readonly prefix: string
   readonly partitions: number
-  /** Undefined for a plain connection. */
+  /** TLS settings; `false` or undefined for none (see CheckedTls). */
   readonly tls: CheckedTls
   readonly sasl: { readonly mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; readonly username: string; readonly password: string } | undefined
   readonly connectTimeoutMs: number
@@ -397,9 +397,10 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     return url
   })
   const credentials = natsCredentials(o, name, servers)
+  if (o['tls'] === false && servers.some((s) => /^tls:/.test(s)))
+    credentialsRefused(`${name}.tls`, `is false while ${name}.servers asks for TLS (tls://): for a plain connection use nats:// servers`)
   const websocket = NATS_WS_URL.test(servers[0]!)
-  if (websocket && o['tls'] !== undefined)
-    refuse('option', `${name}.tls`, o['tls'], 'must be left out with WebSocket servers: wss:// connects with TLS, ws:// without')
+  if (websocket && o['tls'] !== undefined) credentialsRefused(`${name}.tls`, 'must be left out with WebSocket servers: wss:// connects with TLS, ws:// without')
   const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'
   if (!NATS_PREFIX.test(prefix)) refuse('option', `${name}.prefix`, prefix, 'must be 1 to 32 letters, digits, _ or -')
   return {
@@ -453,6 +454,8 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
     const auth = URL_CREDENTIALS.exec(url)?.[1]
     if (auth === undefined) return
     const where = servers.length === 1 ? `${name}.servers` : `${name}.servers[${i}]`
+    // An @ of the password left as it is: where the host begins is then a guess.
+    if (/^[a-z]+:\/\/[^/]*@[^/]*@/i.test(url)) credentialsRefused(where, 'has more than one @ before its host: write an @ of the credentials as %40')
     const decode = (part: string) => {
       try {
         return decodeURIComponent(part)
@@ -469,6 +472,10 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
     else if (carried.token !== these.token || carried.user !== these.user || carried.pass !== these.pass)
       credentialsRefused(where, 'carries other credentials than the first server that has some: a connection has one set')
   })
+  const merged: NatsCredentials =
+    carried === undefined ? given : { token: given.token ?? carried.token, user: given.user ?? carried.user, pass: given.pass ?? carried.pass }
+  if (merged.token !== undefined && (merged.user !== undefined || merged.pass !== undefined))
+    credentialsRefused(`${name}.token`, 'is given with a user and password (as options or in the servers): a connection uses one or the other')
   if (carried === undefined) return given
   for (const key of ['token', 'user', 'pass'] as const) {
     const option = given[key]
@@ -479,7 +486,7 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
         `differs from the ${key === 'token' ? 'token' : key === 'user' ? 'user' : 'password'} in ${name}.servers: give it once`,
       )
   }
-  return { token: given.token ?? carried.token, user: given.user ?? carried.user, pass: given.pass ?? carried.pass }
+  return merged
 }
 
 /** A bootstrap broker: `host:port` (a bracketed IPv6 host allowed). */

@@ -248,7 +248,7 @@ export class KafkaDriver implements Driver {
       retries: 2,
       retryDelay: RETRY_MS,
       // Node's tls.connect settings, as given.
-      ...(tls === undefined ? {} : { tls: { ...tls } }),
+      ...(tls === undefined || tls === false ? {} : { tls: { ...tls } }),
       ...(sasl === undefined ? {} : { sasl: { mechanism: sasl.mechanism, username: sasl.username, password: sasl.password } }),
     }
   }

@@ -318,8 +318,9 @@ export class NatsDriver implements Driver {
         ...(token === undefined ? {} : { token }),
         ...(user === undefined ? {} : { user }),
         ...(pass === undefined ? {} : { pass }),
-        // Handed to Node's tls.connect as given (nats.js types PEM as strings only; bytes work as well).
-        ...(tls === undefined ? {} : { tls: { ...tls } as TlsOptions }),
+        // Handed to Node's tls.connect as given (nats.js types PEM as strings only; bytes work as
+        // well). Turned off, `null`: nats.js otherwise upgrades whenever the server offers TLS.
+        ...(tls === undefined ? {} : tls === false ? { tls: null } : { tls: { ...tls } as TlsOptions }),
       })
       if (this.closed || failed) return
       // Asks the server for the account's JetStream: a server without it is refused here.

@@ -327,8 +327,11 @@ export class RedisDriver implements Driver {
   /** A new connection: errors are the reconnecting client's own business, so they are only watched. */
   private newConnection(): Connection {
     const { url, username, password, tls, connectTimeoutMs } = this.config
+    const secure = tls !== undefined && tls !== false
     const client = this.redis.createClient({
-      url,
+      // node-redis refuses (with the URL, password and all, in its message) a TLS option that
+      // disagrees with the URL's scheme: the scheme follows the checked option.
+      url: secure === url.startsWith('rediss:') ? url : secure ? `rediss:${url.slice('redis:'.length)}` : `redis:${url.slice('rediss:'.length)}`,
       RESP: 2,
       // No per-command timer (node-redis's default 5 s only bounds a command waiting for a
       // reconnect, and costs a timer per command): publishTimeoutMs bounds writes, BLOCK reads.
@@ -340,7 +343,7 @@ export class RedisDriver implements Driver {
         // The first connection fails at once (create reports it); later drops reconnect with backoff.
         reconnectStrategy: (retries: number) => (this.connected ? Math.min(50 * 2 ** Math.min(retries, 6), 2_000) : false),
         // Node's tls.connect settings, as given.
-        ...(tls === undefined ? {} : { ...tls, tls: true as const }),
+        ...(secure ? { ...tls, tls: true as const } : {}),
       },
     })
     client.on('error', () => {})

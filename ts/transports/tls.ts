@@ -26,8 +26,11 @@ export interface TlsOptions {
   rejectUnauthorized?: boolean
 }
 
-/** Checked TLS settings: undefined for a plain connection; an object (maybe empty) for TLS. */
-export type CheckedTls = Readonly<TlsOptions> | undefined
+/**
+ * Checked TLS settings: an object (maybe empty) for TLS; `false` when TLS was turned off; undefined
+ * when nothing asked for it (a client may still upgrade: nats.js does when the server offers TLS).
+ */
+export type CheckedTls = Readonly<TlsOptions> | false | undefined
 
 const KEYS = keysOf<TlsOptions>()(['ca', 'cert', 'key', 'passphrase', 'servername', 'rejectUnauthorized'])
 const MUST = 'must be true, false or an object { ca, cert, key, passphrase, servername, rejectUnauthorized }'
@@ -51,7 +54,7 @@ function pem(value: unknown, name: string, secret: boolean): Pem {
 export function checkTls(value: unknown, name: string, implied: boolean): CheckedTls {
   if (value === undefined) return implied ? {} : undefined
   if (value === true) return {}
-  if (value === false) return undefined
+  if (value === false) return false
   // A key given where the object belongs is not shown.
   if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) refuseSecret(name, value, MUST)
   const o = checkOptions(value as Record<string, unknown>, name, 'option')
