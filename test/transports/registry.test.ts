@@ -5,8 +5,8 @@
  * process's agent, a graceful shutdown deregistering at once, heartbeats that stop deregistering
  * within the deadline, and the refusals of bad `shared` options before anything is published.
  *
- * Each test gets a key prefix (Redis) or a subject prefix (NATS) of its own, so the registry
- * channels of tests and files running at once on one server never meet.
+ * Each test gets a key prefix (Redis), a subject prefix (NATS) or a topic prefix (Kafka) of its own,
+ * so the registry channels of tests and files running at once on one server never meet.
  */
 import { describe, expect, inject, it } from 'vitest'
 
@@ -55,7 +55,7 @@ class Flaky extends Agent {
   }
 }
 
-for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats')) {
+for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'nats' || b.name === 'kafka')) {
   const title = `shared registry: ${backend.name} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
   describe.skipIf(backend.skip !== undefined)(title, () => {
     if (backend.broken !== undefined) {
@@ -69,7 +69,9 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
     const optionsFor = (ns: string, extra: Partial<OrreryOptions> = {}): OrreryOptions =>
       backend.name === 'redis'
         ? { transports: { main: { kind: 'redis', url: inject('redisUrl')!, keyPrefix: `orrery-${ns}:` } }, ...extra }
-        : { transports: { main: { kind: 'nats', servers: inject('natsUrl')!, prefix: ns } }, ...extra }
+        : backend.name === 'nats'
+          ? { transports: { main: { kind: 'nats', servers: inject('natsUrl')!, prefix: ns } }, ...extra }
+          : { transports: { main: { kind: 'kafka', brokers: inject('kafkaBrokers')!, prefix: ns } }, ...extra }
 
     /** A namespace per test, and instances opened in it (stopped after the test). */
     const world = () => {
