@@ -10,7 +10,8 @@
 #   redis         16379  Debian's redis-server; AOF on, fsync on every write, no RDB snapshots
 #   redis-spare   16380  the same, for a test that restarts its server (the shared one must stay up)
 #   nats          14222  nats-server, JetStream (default sync), HTTP monitor 18222, WebSocket 18443 (no TLS)
-#   nats-spare    14224  the same (HTTP 18224, no WebSocket), for a test that stops or restarts its server
+#   nats-spare    14224  the same, fsyncing every write (HTTP 18224, no WebSocket), for a test that
+#                        stops, kills or restarts its server
 #   nats-durable  14223  nats-server, JetStream fsyncing every write (sync_interval always), HTTP 18223
 #   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m
 #   kafka-spare   19094  the same (controller on 19095), for a test that stops, kills or restarts its broker
