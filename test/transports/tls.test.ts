@@ -124,14 +124,16 @@ async function secured(transport: TransportOptions): Promise<Orrery> {
   return Orrery.create({ engine: ENGINE, transports: { main: transport }, bindings: { 'secure.*': 'main' } })
 }
 
-/** A request answered across the transport: both directions of the connection carry data. */
-async function roundTrip(o: Orrery): Promise<void> {
-  const stop = o.bus.respond('secure.echo', (request) => ({ echoed: request.payload }))
+/** Connects through `transport` and answers a request across it (both directions carry data), then shuts down. */
+async function answers(transport: TransportOptions): Promise<void> {
+  const o = await secured(transport)
   try {
+    const stop = o.bus.respond('secure.echo', (request) => ({ echoed: request.payload }))
     const reply = await o.bus.request('secure.echo', { over: 'tls' }, { timeout: 10_000 })
     expect(reply.payload).toEqual({ echoed: { over: 'tls' } })
-  } finally {
     stop()
+  } finally {
+    await o.shutdown()
   }
 }
 
@@ -150,12 +152,7 @@ describe.skipIf(SKIP !== undefined)(`TLS settings reach each client (${ENGINE})$
   it('redis: a private CA and a client certificate (as text or bytes) connect; a request goes and comes back', async () => {
     const url = `rediss://127.0.0.1:${redisPort}`
     for (const tls of [mutual(), { ca: [Buffer.from(pem.ca)], cert: Buffer.from(pem.clientCert), key: Buffer.from(pem.clientKey) }]) {
-      const o = await secured({ kind: 'redis', url, tls, connectTimeoutMs: 3_000 })
-      try {
-        await roundTrip(o)
-      } finally {
-        await o.shutdown()
-      }
+      await answers({ kind: 'redis', url, tls, connectTimeoutMs: 3_000 })
     }
   })
 
@@ -173,40 +170,20 @@ describe.skipIf(SKIP !== undefined)(`TLS settings reach each client (${ENGINE})$
   })
 
   it('nats: tls:// with a private CA and a client certificate connects; a request goes and comes back', async () => {
-    const o = await secured({ kind: 'nats', servers: `tls://127.0.0.1:${natsPort}`, tls: mutual(), connectTimeoutMs: 3_000 })
-    try {
-      await roundTrip(o)
-    } finally {
-      await o.shutdown()
-    }
+    await answers({ kind: 'nats', servers: `tls://127.0.0.1:${natsPort}`, tls: mutual(), connectTimeoutMs: 3_000 })
   })
 
   it('redis: the scheme follows `tls`: settings on a redis:// URL connect with TLS, `tls: false` on a rediss:// URL without', async () => {
-    const o = await secured({ kind: 'redis', url: `redis://127.0.0.1:${redisPort}`, tls: mutual(), connectTimeoutMs: 3_000 })
-    try {
-      await roundTrip(o)
-    } finally {
-      await o.shutdown()
-    }
+    await answers({ kind: 'redis', url: `redis://127.0.0.1:${redisPort}`, tls: mutual(), connectTimeoutMs: 3_000 })
     // The shared test server (when this run has one) takes plain connections only.
     const shared = inject('redisUrl')
     if (shared === undefined) return
-    const plain = await secured({ kind: 'redis', url: shared.replace(/^redis:/, 'rediss:'), tls: false, connectTimeoutMs: 3_000 })
-    try {
-      await roundTrip(plain)
-    } finally {
-      await plain.shutdown()
-    }
+    await answers({ kind: 'redis', url: shared.replace(/^redis:/, 'rediss:'), tls: false, connectTimeoutMs: 3_000 })
   })
 
   it('nats: `tls: false` keeps the connection plain though the server offers TLS (nats.js would upgrade, and not trust this CA)', async () => {
     const servers = `nats://127.0.0.1:${optionalPort}`
-    const o = await secured({ kind: 'nats', servers, tls: false, connectTimeoutMs: 3_000 })
-    try {
-      await roundTrip(o)
-    } finally {
-      await o.shutdown()
-    }
+    await answers({ kind: 'nats', servers, tls: false, connectTimeoutMs: 3_000 })
     // Left out, nats.js upgrades; with the CA given it trusts the server.
     await refused({ kind: 'nats', servers, connectTimeoutMs: 3_000 })
     const upgraded = await secured({ kind: 'nats', servers, tls: { ca: pem.ca }, connectTimeoutMs: 3_000 })
