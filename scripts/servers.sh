@@ -3,7 +3,7 @@
 #
 #   scripts/servers.sh install|start|stop|restart|status|env [--keep] [--for PID] [NAME...]
 #
-# NAME is redis, redis-spare, nats, nats-spare, nats-durable, kafka, kafka-spare or all (the default:
+# NAME is redis, redis-spare, nats, nats-spare, kafka, kafka-spare or all (the default:
 # every one but the spares).
 # Every server binds 127.0.0.1 only,
 # on ports no one else uses by default (never Redis's 6379 or NATS's 4222):
@@ -12,7 +12,6 @@
 #   nats          14222  nats-server, JetStream (default sync), HTTP monitor 18222, WebSocket 18443 (no TLS)
 #   nats-spare    14224  the same, fsyncing every write (HTTP 18224, no WebSocket), for a test that
 #                        stops, kills or restarts its server
-#   nats-durable  14223  nats-server, JetStream fsyncing every write (sync_interval always), HTTP 18223
 #   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m
 #   kafka-spare   19094  the same (controller on 19095), for a test that stops, kills or restarts its broker
 #
@@ -45,7 +44,7 @@ CACHE="${ORRERY_SERVER_CACHE:-$HOME/.cache/orrery/servers}"
 RUN_DIR="$ROOT/target/servers"
 STATE_DIR="${ORRERY_SERVER_STATE:-${TMPDIR:-/tmp}/orrery-servers-$(id -u)}"
 CONF_DIR="$ROOT/scripts/servers"
-ALL=(redis nats nats-durable kafka)
+ALL=(redis nats kafka)
 
 NATS_SERVER_VERSION=v2.15.2
 NATS_CLI_VERSION=v0.5.0
@@ -57,7 +56,7 @@ MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 port_of() {
   case "$1" in
-    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-spare) echo 14224 ;; nats-durable) echo 14223 ;; kafka) echo 19092 ;; kafka-spare) echo 19094 ;;
+    redis) echo 16379 ;; redis-spare) echo 16380 ;; nats) echo 14222 ;; nats-spare) echo 14224 ;; kafka) echo 19092 ;; kafka-spare) echo 19094 ;;
   esac
 }
 # How long start waits for a server to answer (Kafka takes about 10 s on 2 cores).
@@ -66,7 +65,7 @@ start_timeout_of() {
 }
 # A word of the process's command line: a pid file whose pid now belongs to another program is stale.
 cmdline_mark_of() {
-  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-spare | nats-durable) echo nats-server ;; kafka | kafka-spare) echo kafka.Kafka ;; esac
+  case "$1" in redis | redis-spare) echo redis-server ;; nats | nats-spare) echo nats-server ;; kafka | kafka-spare) echo kafka.Kafka ;; esac
 }
 
 die() {
@@ -195,7 +194,7 @@ install_kafka() {
 install_one() {
   case "$1" in
     redis | redis-spare) install_redis ;;
-    nats | nats-spare | nats-durable) install_nats ;;
+    nats | nats-spare) install_nats ;;
     kafka | kafka-spare) install_kafka ;;
   esac
 }
@@ -214,7 +213,6 @@ ready() {
     redis | redis-spare) [ "$(redis-cli -p "$(port_of "$name")" ping 2>/dev/null)" = PONG ] ;;
     nats) curl -sf http://127.0.0.1:18222/healthz >/dev/null ;;
     nats-spare) curl -sf http://127.0.0.1:18224/healthz >/dev/null ;;
-    nats-durable) curl -sf http://127.0.0.1:18223/healthz >/dev/null ;;
     # The port opens a moment before the broker serves; its log says when it has started.
     kafka | kafka-spare) port_open "$(port_of "$name")" && grep -q 'Kafka Server started' "$(files_of "$name")/server.log" ;;
   esac
@@ -247,7 +245,7 @@ start_one() {
       cmd=(redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/data" --save '' --appendonly yes
         --appendfsync always --daemonize no --logfile '')
       ;;
-    nats | nats-spare | nats-durable)
+    nats | nats-spare)
       write_config "$CONF_DIR/$name.conf" "$dir/nats.conf" "$dir/data"
       cmd=("$CACHE/bin/nats-server" -c "$dir/nats.conf")
       ;;
@@ -353,7 +351,6 @@ env_one() {
       echo "ORRERY_NATS_WS_URL=ws://127.0.0.1:18443"
       ;;
     nats-spare) echo "ORRERY_NATS_SPARE_URL=nats://127.0.0.1:14224" ;;
-    nats-durable) echo "ORRERY_NATS_DURABLE_URL=nats://127.0.0.1:14223" ;;
     kafka) echo "ORRERY_KAFKA_BROKERS=127.0.0.1:19092" ;;
     kafka-spare) echo "ORRERY_KAFKA_SPARE_BROKERS=127.0.0.1:19094" ;;
   esac
@@ -383,7 +380,7 @@ while [ $# -gt 0 ]; do
       [[ "$user" =~ ^[0-9]+$ ]] || die "--for takes a process id"
       ;;
     all) names+=("${ALL[@]}") ;;
-    redis | redis-spare | nats | nats-spare | nats-durable | kafka | kafka-spare) names+=("$arg") ;;
+    redis | redis-spare | nats | nats-spare | kafka | kafka-spare) names+=("$arg") ;;
     *) die "unknown server or option: $arg (servers: ${ALL[*]} redis-spare nats-spare kafka-spare, all)" ;;
   esac
 done

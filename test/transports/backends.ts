@@ -246,6 +246,17 @@ export async function until(done: () => boolean, ms: number, what: string, state
   }
 }
 
+/** Polls the asynchronous `probe` every `every` ms until it returns a value; fails after `ms` saying what it waited for. */
+export async function poll<T>(probe: () => Promise<T | undefined>, ms: number, what: string, every = 20): Promise<T> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, every))
+  }
+}
+
 /**
  * Lets `ms` pass: only where a test must show something does NOT happen within a bound (no
  * redelivery of what was acked), or must let a TTL run out; never to wait for something to happen.

@@ -5,9 +5,9 @@
  * ORRERY_SERVERS chooses them:
  * - unset: `redis`, `nats` and `kafka` (the servers this suite needs today; nats starts in 0.1 s,
  *   kafka in about 6 to 10 s on 2 cores, once per run);
- * - a comma list of redis, nats, nats-durable, kafka, or `all`: those are started;
+ * - a comma list of redis, nats, kafka, or `all`: those are started;
  * - `external`: nothing is started; the URLs come from ORRERY_REDIS_URL, ORRERY_NATS_URL,
- *   ORRERY_NATS_WS_URL, ORRERY_NATS_DURABLE_URL, ORRERY_KAFKA_BROKERS (the names
+ *   ORRERY_NATS_WS_URL, ORRERY_KAFKA_BROKERS (the names
  *   `scripts/servers.sh env` prints);
  * - `none`: no servers; the server tests skip, saying so.
  *
@@ -31,16 +31,14 @@ declare module 'vitest' {
     natsUrl?: string
     /** ws://127.0.0.1:18443, the same NATS server over WebSocket (no TLS). */
     natsWsUrl?: string
-    /** nats://127.0.0.1:14223, JetStream fsyncing every write (restart-without-loss tests). */
-    natsDurableUrl?: string
     /** 127.0.0.1:19092, single-node KRaft Kafka. */
     kafkaBrokers?: string
   }
 }
 
-type UrlKey = 'redisUrl' | 'natsUrl' | 'natsWsUrl' | 'natsDurableUrl' | 'kafkaBrokers'
+type UrlKey = 'redisUrl' | 'natsUrl' | 'natsWsUrl' | 'kafkaBrokers'
 
-const SERVERS = ['redis', 'nats', 'nats-durable', 'kafka'] as const
+const SERVERS = ['redis', 'nats', 'kafka'] as const
 type Server = (typeof SERVERS)[number]
 const DEFAULT_SERVERS: readonly Server[] = ['redis', 'nats', 'kafka']
 
@@ -49,7 +47,6 @@ const URL_VARIABLES: Record<string, UrlKey> = {
   ORRERY_REDIS_URL: 'redisUrl',
   ORRERY_NATS_URL: 'natsUrl',
   ORRERY_NATS_WS_URL: 'natsWsUrl',
-  ORRERY_NATS_DURABLE_URL: 'natsDurableUrl',
   ORRERY_KAFKA_BROKERS: 'kafkaBrokers',
 }
 

@@ -6,9 +6,9 @@
  * worker once a third are handled. Each message's effect is recorded in Redis under its id (SET
  * NX, every execution listed), so the test reads what happened: nothing lost, each effect applied
  * once, every process took part and the survivors finished. On NATS a message runs again only
- * after the kill, by a survivor, and only if the killed process had taken it; on Kafka the group
- * moves partitions while its members join and after the kill, and a new owner reads on from the
- * last committed offset, so messages run again at such moments (hundreds here: at least once).
+ * after the kill, by a survivor, and only if the killed process had taken it. On Kafka the group
+ * moves partitions while its members join and after the kill; a new owner reads on from the last
+ * commit, so what the old owner held of a partition it lost runs again: a few dozen at most here.
  */
 import { fileURLToPath } from 'node:url'
 
@@ -17,7 +17,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 
 import { Orrery, type TransportOptions } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
-import { BACKENDS, range, withTimeout } from './backends.js'
+import { BACKENDS, poll, range, withTimeout } from './backends.js'
 import { type Child, spawnChild } from './child.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/transport-worker.mjs', import.meta.url))
@@ -39,17 +39,6 @@ interface Raw {
   sendCommand(args: string[]): Promise<unknown>
   quit(): Promise<unknown>
   on(event: 'error', listener: (error: unknown) => void): unknown
-}
-
-/** Polls `probe` until it returns a value, at most `ms`. */
-async function poll<T>(probe: () => Promise<T | undefined>, ms: number, what: string): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }
 
 const redis = BACKENDS.find((b) => b.name === 'redis')!
@@ -138,8 +127,8 @@ for (const broker of BROKERS) {
         for (const pid of survivors) expect(byPid.get(pid) ?? 0, `effects by survivor ${pid}`).toBeGreaterThan(0)
         // On NATS a message runs again only after the kill, by a survivor, and only one the killed
         // process had taken. Kafka's group moves partitions while its members join (and again after
-        // the kill), and a new owner reads on from the last committed offset: runs again there come
-        // at any time (at least once), each effect still applied once (checked above).
+        // the kill), and a new owner reads on from the last commit: runs again come at each move,
+        // bounded below, each effect still applied once (checked above).
         if (broker.name === 'nats')
           for (const id of repeated) {
             const [first, ...again] = executions.get(id)!
@@ -152,6 +141,11 @@ for (const broker of BROKERS) {
         // On NATS what the killed process held is bounded by its in-flight limit (with acks it had
         // written that the server never read).
         if (broker.name === 'nats') expect(extra).toBeLessThanOrEqual(3 * MAX_IN_FLIGHT)
+        // On Kafka a partition moves three times or more (two joins, the kill), and what runs again
+        // at each move is what the old owner held of it: its members' deliveries, what waited for
+        // their room, and acks not committed yet. A process that went on with a partition it lost
+        // (records its client had fetched already) ran hundreds again.
+        if (broker.name === 'kafka') expect(extra).toBeLessThanOrEqual(8 * MAX_IN_FLIGHT)
       } finally {
         for (const worker of children) if (worker.proc.exitCode === null && worker.proc.signalCode === null) worker.proc.stdin?.write('stop\n')
         await Promise.all(children.map((c) => withTimeout(c.exited, 30_000, `worker ${c.pid} stopping`).catch(() => c.proc.kill('SIGKILL'))))

@@ -22,7 +22,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest'
 
 import { Orrery } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
-import { BACKENDS, range, withTimeout } from './backends.js'
+import { BACKENDS, poll, range, withTimeout } from './backends.js'
 import { type Child, spawnChild } from './child.js'
 
 const redis = BACKENDS.find((b) => b.name === 'redis')!
@@ -70,17 +70,6 @@ async function endsOnItsOwn(child: Child<Line>, ms: number): Promise<{ code: num
   } catch (error) {
     child.proc.kill('SIGKILL')
     throw error
-  }
-}
-
-/** Polls `probe` until it returns a value, at most `ms`; fails saying what it waited for. */
-async function poll<T>(probe: () => Promise<T | undefined>, ms: number, what: string, every = 20): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, every))
   }
 }
 

@@ -398,9 +398,9 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
   })
   const credentials = natsCredentials(o, name, servers)
   if (o['tls'] === false && servers.some((s) => /^tls:/.test(s)))
-    credentialsRefused(`${name}.tls`, `is false while ${name}.servers asks for TLS (tls://): for a plain connection use nats:// servers`)
+    refusedQuietly(`${name}.tls`, `is false while ${name}.servers asks for TLS (tls://): for a plain connection use nats:// servers`)
   const websocket = NATS_WS_URL.test(servers[0]!)
-  if (websocket && o['tls'] !== undefined) credentialsRefused(`${name}.tls`, 'must be left out with WebSocket servers: wss:// connects with TLS, ws:// without')
+  if (websocket && o['tls'] !== undefined) refusedQuietly(`${name}.tls`, 'must be left out with WebSocket servers: wss:// connects with TLS, ws:// without')
   const prefix = textOr(o['prefix'], `${name}.prefix`) ?? 'orrery'
   if (!NATS_PREFIX.test(prefix)) refuse('option', `${name}.prefix`, prefix, 'must be 1 to 32 letters, digits, _ or -')
   return {
@@ -432,8 +432,8 @@ export function withoutCredentials(url: string): string {
 
 type NatsCredentials = Pick<CheckedNatsOptions, 'token' | 'user' | 'pass'>
 
-/** INVALID_OPTION about credentials: it names the option and shows none of them. */
-function credentialsRefused(option: string, why: string): never {
+/** INVALID_OPTION naming the option and showing none of its value (credentials, or servers that may carry them). */
+function refusedQuietly(option: string, why: string): never {
   throw new OrreryError('INVALID_OPTION', `${option} ${why}`, { details: { option } })
 }
 
@@ -455,12 +455,12 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
     if (auth === undefined) return
     const where = servers.length === 1 ? `${name}.servers` : `${name}.servers[${i}]`
     // An @ of the password left as it is: where the host begins is then a guess.
-    if (/^[a-z]+:\/\/[^/]*@[^/]*@/i.test(url)) credentialsRefused(where, 'has more than one @ before its host: write an @ of the credentials as %40')
+    if (/^[a-z]+:\/\/[^/]*@[^/]*@/i.test(url)) refusedQuietly(where, 'has more than one @ before its host: write an @ of the credentials as %40')
     const decode = (part: string) => {
       try {
         return decodeURIComponent(part)
       } catch {
-        return credentialsRefused(where, 'has credentials that are not valid percent-encoding')
+        return refusedQuietly(where, 'has credentials that are not valid percent-encoding')
       }
     }
     const colon = auth.indexOf(':')
@@ -470,21 +470,18 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
         : { token: undefined, user: decode(auth.slice(0, colon)), pass: decode(auth.slice(colon + 1)) }
     if (carried === undefined) carried = these
     else if (carried.token !== these.token || carried.user !== these.user || carried.pass !== these.pass)
-      credentialsRefused(where, 'carries other credentials than the first server that has some: a connection has one set')
+      refusedQuietly(where, 'carries other credentials than the first server that has some: a connection has one set')
   })
   const merged: NatsCredentials =
     carried === undefined ? given : { token: given.token ?? carried.token, user: given.user ?? carried.user, pass: given.pass ?? carried.pass }
   if (merged.token !== undefined && (merged.user !== undefined || merged.pass !== undefined))
-    credentialsRefused(`${name}.token`, 'is given with a user and password (as options or in the servers): a connection uses one or the other')
+    refusedQuietly(`${name}.token`, 'is given with a user and password (as options or in the servers): a connection uses one or the other')
   if (carried === undefined) return given
   for (const key of ['token', 'user', 'pass'] as const) {
     const option = given[key]
     const inUrl = carried[key]
     if (option !== undefined && inUrl !== undefined && option !== inUrl)
-      credentialsRefused(
-        `${name}.${key}`,
-        `differs from the ${key === 'token' ? 'token' : key === 'user' ? 'user' : 'password'} in ${name}.servers: give it once`,
-      )
+      refusedQuietly(`${name}.${key}`, `differs from the ${key === 'token' ? 'token' : key === 'user' ? 'user' : 'password'} in ${name}.servers: give it once`)
   }
   return merged
 }

@@ -91,6 +91,15 @@ export class KafkaGroupReader {
   private readonly queues = new Map<number, HeldQueue>()
   /** The highest offset given to the core, per partition. */
   private readonly delivered = new Map<number, bigint>()
+  /** The partitions Kafka assigned this process at the consumer's last join. */
+  private owned = new Set<number>()
+  /**
+   * Kafka moves the group's partitions (a member came or went): until the consumer joined again,
+   * nothing read is given to the core, since each partition may go to another process, which
+   * reads it from the last commit. The stream reads each partition kept again from there after
+   * the join, and what was not given is given then.
+   */
+  private rebalancing = false
   /** Released records due for a delivery again, in the order they became due. */
   private ready: Held[] = []
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
@@ -193,6 +202,7 @@ export class KafkaGroupReader {
 
   private start(): void {
     this.starting = true
+    this.rebalancing = false
     const sessionTimeout = this.sessionTimeout
     const consumer = new this.driver.kafka.Consumer({
       ...(this.driver.clientOptions() as object),
@@ -208,7 +218,12 @@ export class KafkaGroupReader {
     consumer.memberId = this.memberId
     this.consumer = consumer
     consumer.on('consumer:group:join', () => {
+      if (this.consumer !== consumer) return
       this.joinedAt = Date.now()
+      this.assigned(consumer.assignments?.find((a) => a.topic === this.topic)?.partitions ?? [])
+    })
+    consumer.on('consumer:group:rebalance', () => {
+      if (this.consumer === consumer) this.rebalancing = true
     })
     // The client reports a failed rejoin of the group (the broker gone mid-rebalance, a rebalance
     // that outlasted the join) as an 'error' event, and stops heartbeating: the consumer is no
@@ -338,8 +353,24 @@ export class KafkaGroupReader {
     this.timers.add(timer)
   }
 
+  /**
+   * The consumer joined with these partitions. What this process held of a partition it lost is
+   * forgotten: the new owner reads it from the last commit (what members here still handle runs
+   * twice: at least once), and a commit from here could only move that owner's offset back. A
+   * partition that comes back is read from its last commit again.
+   */
+  private assigned(partitions: readonly number[]): void {
+    this.rebalancing = false
+    this.owned = new Set(partitions)
+    const lost = (partition: number): boolean => !this.owned.has(partition)
+    for (const [k, h] of this.held) if (lost(h.partition)) this.held.delete(k)
+    for (const map of [this.queues, this.delivered, this.toCommit, this.commitAt])
+      for (const partition of map.keys()) if (lost(partition)) map.delete(partition)
+    this.ready = this.ready.filter((h) => !lost(h.partition))
+  }
+
   private receive(m: Message<Buffer, Buffer, Buffer, Buffer>): void {
-    if (this.closed || !this.reading) return
+    if (this.closed || !this.reading || this.rebalancing || !this.owned.has(m.partition)) return
     const k = key(m.partition, m.offset)
     // Read again after a rebalance: still held here, or acked here and not committed yet.
     if (this.held.has(k) || m.offset <= (this.delivered.get(m.partition) ?? -1n)) return
@@ -431,6 +462,7 @@ export class KafkaGroupReader {
 
   /** Commits the partition up to its first record still held (or past all it was given). */
   private commitSoon(partition: number): void {
+    if (!this.owned.has(partition)) return
     const next = this.queues.get(partition)?.first()?.offset ?? (this.delivered.get(partition) ?? -1n) + 1n
     if (next <= (this.commitAt.get(partition) ?? -1n) || next <= (this.toCommit.get(partition) ?? -1n)) return
     this.toCommit.set(partition, next)
