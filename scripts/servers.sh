@@ -12,8 +12,10 @@
 #   nats          14222  nats-server, JetStream (default sync), HTTP monitor 18222, WebSocket 18443 (no TLS)
 #   nats-spare    14224  the same, fsyncing every write (HTTP 18224, no WebSocket), for a test that
 #                        stops, kills or restarts its server
-#   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m
-#   kafka-spare   19094  the same (controller on 19095), for a test that stops, kills or restarts its broker
+#   kafka         19092  Apache Kafka, single-node KRaft (controller on 19093), -Xmx512m; on 19096 a
+#                        SASL_PLAINTEXT listener (PLAIN and SCRAM users, scripts/servers/kafka.properties)
+#   kafka-spare   19094  the same (controller on 19095, SASL on 19097), for a test that stops, kills or
+#                        restarts its broker
 #
 # install   puts each server where start finds it; checks first, so it is a fast no-op when current.
 #           redis comes from Debian (scripts/setup.sh installs the package); nats-server and the `nats`
@@ -252,10 +254,13 @@ start_one() {
     kafka | kafka-spare)
       write_config "$CONF_DIR/kafka.properties" "$dir/server.properties" "$dir/data"
       # The spare is the shared broker's config on ports of its own.
-      [ "$name" != kafka-spare ] || sed -i 's/:19092/:19094/g; s/:19093/:19095/g' "$dir/server.properties"
+      [ "$name" != kafka-spare ] || sed -i 's/:19092/:19094/g; s/:19093/:19095/g; s/:19096/:19097/g' "$dir/server.properties"
       if [ ! -f "$dir/data/meta.properties" ]; then
+        # The SCRAM users of the SASL listener (see kafka.properties) are written with the metadata.
         java -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format --standalone \
-          -t "$(cat "$KAFKA_HOME/cluster-id")" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+          -t "$(cat "$KAFKA_HOME/cluster-id")" -c "$dir/server.properties" \
+          -S 'SCRAM-SHA-256=[name=orrery-scram256,password=scram256-s3cret]' \
+          -S 'SCRAM-SHA-512=[name=orrery-scram512,password=scram512-s3cret]' >"$dir/format.log" 2>&1 ||
           {
             log_tail "$dir/format.log"
             die "kafka: formatting $dir/data failed"
@@ -351,7 +356,10 @@ env_one() {
       echo "ORRERY_NATS_WS_URL=ws://127.0.0.1:18443"
       ;;
     nats-spare) echo "ORRERY_NATS_SPARE_URL=nats://127.0.0.1:14224" ;;
-    kafka) echo "ORRERY_KAFKA_BROKERS=127.0.0.1:19092" ;;
+    kafka)
+      echo "ORRERY_KAFKA_BROKERS=127.0.0.1:19092"
+      echo "ORRERY_KAFKA_SASL_BROKERS=127.0.0.1:19096"
+      ;;
     kafka-spare) echo "ORRERY_KAFKA_SPARE_BROKERS=127.0.0.1:19094" ;;
   esac
 }

@@ -11,6 +11,7 @@
  * child for every round instead.
  *
  * `ORRERY_BENCH_QUICK=1`: two short rounds each, to check the harness; nothing is written.
+ * `ORRERY_BENCH_CHILD_FLAGS`: Node flags for the children only (e.g. `--cpu-prof --cpu-prof-dir=DIR`).
  */
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -90,8 +91,10 @@ async function serve(scenarios, scenarioId, contenderId) {
 /** A child running one contender; `ask(command)` resolves to its reply, rejects if it dies first. */
 async function start(script, scenario, contender, replyMs = REPLY_MS) {
   const what = `${scenario}/${contender}`
-  // The children inherit the parent's Node flags (--expose-gc, the heap limit).
-  const child = fork(fileURLToPath(script), [CHILD, scenario, contender], { stdio: 'inherit' })
+  // The children inherit the parent's Node flags (--expose-gc, the heap limit), and take those of
+  // ORRERY_BENCH_CHILD_FLAGS too (`--cpu-prof --cpu-prof-dir=DIR` profiles each contender alone).
+  const flags = (process.env.ORRERY_BENCH_CHILD_FLAGS ?? '').split(' ').filter(Boolean)
+  const child = fork(fileURLToPath(script), [CHILD, scenario, contender], { stdio: 'inherit', execArgv: [...process.execArgv, ...flags] })
   let waiting
   const settle = (how, value) => {
     const w = waiting

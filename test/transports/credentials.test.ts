@@ -1,14 +1,15 @@
 /**
  * Connection credentials on servers that ask for them, started by this file: a Redis server whose
  * only user is an ACL user with a password, a NATS server that takes a token, and one that takes
- * users and passwords. The right credentials (as options, or in the URL) carry a request there
+ * users and passwords; and the shared Kafka broker's SASL listener (PLAIN and SCRAM users, made
+ * by scripts/servers.sh). The right credentials (as options, or in the URL) carry a request there
  * and back; wrong ones are TRANSPORT_AUTH at create, and no error says the secret.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { Orrery, type TransportOptions } from '../../ts/node.js'
 import { expectRefused } from '../bad-input.js'
@@ -19,7 +20,13 @@ const dir = mkdtempSync(join(tmpdir(), 'orrery-credentials-'))
 const REDIS_PASSWORD = 'redis-Pa55word-of-the-test'
 const NATS_TOKEN = 'nats-T0ken-of-the-test'
 const NATS_PASSWORD = 'nats-Pa55word-of-the-test'
-const SECRETS = [REDIS_PASSWORD, NATS_TOKEN, NATS_PASSWORD, 'wrong-Secret-given']
+// The Kafka broker's SASL users (scripts/servers/kafka.properties, scripts/servers.sh).
+const KAFKA_USERS = {
+  PLAIN: { username: 'orrery-plain', password: 'plain-s3cret' },
+  'SCRAM-SHA-256': { username: 'orrery-scram256', password: 'scram256-s3cret' },
+  'SCRAM-SHA-512': { username: 'orrery-scram512', password: 'scram512-s3cret' },
+} as const
+const SECRETS = [REDIS_PASSWORD, NATS_TOKEN, NATS_PASSWORD, 'wrong-Secret-given', ...Object.values(KAFKA_USERS).map((u) => u.password)]
 let redisPort = 0
 let tokenPort = 0
 let usersPort = 0
@@ -96,6 +103,49 @@ describe.skipIf(SPAWN_SKIP !== undefined)(
       await works({ kind: 'nats', servers: `nats://orrery:${NATS_PASSWORD}@127.0.0.1:${usersPort}` })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${usersPort}`, user: 'orrery', pass: 'wrong-Secret-given' })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${usersPort}` })
+    })
+  },
+)
+
+const kafkaSasl = inject('kafkaSaslBrokers')
+const KAFKA_SKIP = kafkaSasl === undefined ? 'no Kafka SASL listener on this run (ORRERY_SERVERS leaves kafka out)' : undefined
+describe.skipIf(KAFKA_SKIP !== undefined)(
+  `credentials on Kafka's SASL listener (${ENGINE})${KAFKA_SKIP === undefined ? '' : ` [skipped: ${KAFKA_SKIP}]`}`,
+  { timeout: 60_000 },
+  () => {
+    for (const [mechanism, user] of Object.entries(KAFKA_USERS) as Array<[keyof typeof KAFKA_USERS, { username: string; password: string }]>) {
+      it(`kafka ${mechanism}: the user and password get in; a wrong password or another user is TRANSPORT_AUTH`, async () => {
+        const brokers = kafkaSasl!
+        await works({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, ...user } })
+        await refused({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, username: user.username, password: 'wrong-Secret-given' } })
+        await refused({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, username: 'someone', password: user.password } })
+      })
+    }
+
+    it('kafka: no credentials on a listener that asks for them: TRANSPORT_UNAVAILABLE at create, saying what such a listener does', async () => {
+      // The broker closes the connection of a client that sends no SASL handshake; nothing says why.
+      const error = await expectRefused(
+        () =>
+          Orrery.create({
+            engine: ENGINE,
+            transports: { main: { kind: 'kafka', brokers: kafkaSasl!, connectTimeoutMs: 5_000 } },
+            bindings: { 'guarded.*': 'main' },
+          }),
+        'TRANSPORT_UNAVAILABLE',
+      )
+      expect(error.message).toContain(`unreachable at ${kafkaSasl}`)
+      expect(error.message).toContain('a listener that asks for SASL credentials or TLS')
+      // A broker that is not there says nothing of the kind.
+      const down = await expectRefused(
+        () =>
+          Orrery.create({
+            engine: ENGINE,
+            transports: { main: { kind: 'kafka', brokers: '127.0.0.1:1', connectTimeoutMs: 2_000 } },
+            bindings: { 'guarded.*': 'main' },
+          }),
+        'TRANSPORT_UNAVAILABLE',
+      )
+      expect(down.message).not.toContain('SASL')
     })
   },
 )

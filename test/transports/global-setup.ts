@@ -7,7 +7,7 @@
  *   kafka in about 6 to 10 s on 2 cores, once per run);
  * - a comma list of redis, nats, kafka, or `all`: those are started;
  * - `external`: nothing is started; the URLs come from ORRERY_REDIS_URL, ORRERY_NATS_URL,
- *   ORRERY_NATS_WS_URL, ORRERY_KAFKA_BROKERS (the names
+ *   ORRERY_NATS_WS_URL, ORRERY_KAFKA_BROKERS, ORRERY_KAFKA_SASL_BROKERS (the names
  *   `scripts/servers.sh env` prints);
  * - `none`: no servers; the server tests skip, saying so.
  *
@@ -33,10 +33,12 @@ declare module 'vitest' {
     natsWsUrl?: string
     /** 127.0.0.1:19092, single-node KRaft Kafka. */
     kafkaBrokers?: string
+    /** 127.0.0.1:19096, the same broker's SASL listener (users in scripts/servers/kafka.properties and servers.sh). */
+    kafkaSaslBrokers?: string
   }
 }
 
-type UrlKey = 'redisUrl' | 'natsUrl' | 'natsWsUrl' | 'kafkaBrokers'
+type UrlKey = 'redisUrl' | 'natsUrl' | 'natsWsUrl' | 'kafkaBrokers' | 'kafkaSaslBrokers'
 
 const SERVERS = ['redis', 'nats', 'kafka'] as const
 type Server = (typeof SERVERS)[number]
@@ -48,6 +50,7 @@ const URL_VARIABLES: Record<string, UrlKey> = {
   ORRERY_NATS_URL: 'natsUrl',
   ORRERY_NATS_WS_URL: 'natsWsUrl',
   ORRERY_KAFKA_BROKERS: 'kafkaBrokers',
+  ORRERY_KAFKA_SASL_BROKERS: 'kafkaSaslBrokers',
 }
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))

@@ -91,15 +91,25 @@ export class KafkaGroupReader {
   private readonly queues = new Map<number, HeldQueue>()
   /** The highest offset given to the core, per partition. */
   private readonly delivered = new Map<number, bigint>()
+  /** Whether a record was ever given to the core (a consumer made again then starts no later than the earliest). */
+  private given = false
   /** The partitions Kafka assigned this process at the consumer's last join. */
   private owned = new Set<number>()
   /**
-   * Kafka moves the group's partitions (a member came or went): until the consumer joined again,
-   * nothing read is given to the core, since each partition may go to another process, which
-   * reads it from the last commit. The stream reads each partition kept again from there after
-   * the join, and what was not given is given then.
+   * The group generation at which each owned partition was assigned to this process: a record
+   * the stream read before that (while the partition was another process's, or before this
+   * process lost it) is not handed out; the partition is read again from its last commit.
+   */
+  private readonly ownedSince = new Map<number, number>()
+  /**
+   * Kafka moves the group's partitions (a member came or went): until the consumer joined again
+   * the stream is paused and nothing is handed out, since each partition may go to another
+   * process, which reads it from the last commit. A move with no join after the rebalance timeout
+   * (a rejoin the client made on its own and that failed, which it does not report) has the
+   * consumer made again.
    */
   private rebalancing = false
+  private rebalanceTimer: ReturnType<typeof setTimeout> | undefined
   /** Released records due for a delivery again, in the order they became due. */
   private ready: Held[] = []
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
@@ -176,7 +186,7 @@ export class KafkaGroupReader {
 
   /** Room may have grown: what is due goes first, then the consumer reads (joining the group the first time). */
   wake(): void {
-    if (this.closed || !this.reading) return
+    if (this.closed || !this.reading || (this.rebalancing && this.consumer !== undefined)) return
     let room = this.driver.sink.groupRoom(this.group.id) - this.unflushed
     if (room <= 0) return
     while (room > 0 && this.ready.length > 0) {
@@ -202,7 +212,10 @@ export class KafkaGroupReader {
 
   private start(): void {
     this.starting = true
-    this.rebalancing = false
+    // A new consumer's stream reads every partition it is given from its last commit.
+    this.settled()
+    this.owned = new Set()
+    this.ownedSince.clear()
     const sessionTimeout = this.sessionTimeout
     const consumer = new this.driver.kafka.Consumer({
       ...(this.driver.clientOptions() as object),
@@ -217,13 +230,28 @@ export class KafkaGroupReader {
     } as never) as Consumer<Buffer, Buffer, Buffer, Buffer>
     consumer.memberId = this.memberId
     this.consumer = consumer
+    // Registered before the stream's own listener, which reads each assigned partition again from
+    // its last commit: `assigned` may first take back the stream's position in a partition.
     consumer.on('consumer:group:join', () => {
       if (this.consumer !== consumer) return
       this.joinedAt = Date.now()
-      this.assigned(consumer.assignments?.find((a) => a.topic === this.topic)?.partitions ?? [])
+      this.assigned(consumer.assignments?.find((a) => a.topic === this.topic)?.partitions ?? [], consumer.generationId)
     })
     consumer.on('consumer:group:rebalance', () => {
-      if (this.consumer === consumer) this.rebalancing = true
+      if (this.consumer !== consumer) return
+      this.rebalancing = true
+      this.stream?.pause()
+      if (this.rebalanceTimer === undefined) {
+        this.rebalanceTimer = setTimeout(() => {
+          this.rebalanceTimer = undefined
+          if (!this.rebalancing || this.consumer !== consumer || this.closed || !this.reading) return
+          this.driver.sink.failed(
+            this.lost(undefined, `has not joined again ${this.sessionTimeout + JOIN_MARGIN_MS} ms after the group began moving partitions`),
+          )
+          this.restart()
+        }, this.sessionTimeout + JOIN_MARGIN_MS)
+        ;(this.rebalanceTimer as { unref?: () => void }).unref?.()
+      }
     })
     // The client reports a failed rejoin of the group (the broker gone mid-rebalance, a rebalance
     // that outlasted the join) as an 'error' event, and stops heartbeating: the consumer is no
@@ -243,7 +271,7 @@ export class KafkaGroupReader {
         // read the group already (a consumer made again, no commit reached the broker): then the
         // earliest, what it was given already being skipped, so nothing published meanwhile is.
         fallbackMode:
-          this.group.start.at === 'latest' && this.delivered.size === 0
+          this.group.start.at === 'latest' && !this.given
             ? this.driver.kafka.MessagesStreamFallbackModes.LATEST
             : this.driver.kafka.MessagesStreamFallbackModes.EARLIEST,
         autocommit: false,
@@ -269,7 +297,7 @@ export class KafkaGroupReader {
           stream.on('close', () => {
             if (this.stream === stream && !this.closed && this.reading) this.restart()
           })
-          if (this.paused) stream.pause()
+          if (this.paused || this.rebalancing) stream.pause()
           // Acks made while there was no consumer are committed now.
           if (this.committing === undefined) this.commit()
         },
@@ -356,21 +384,48 @@ export class KafkaGroupReader {
   /**
    * The consumer joined with these partitions. What this process held of a partition it lost is
    * forgotten: the new owner reads it from the last commit (what members here still handle runs
-   * twice: at least once), and a commit from here could only move that owner's offset back. A
-   * partition that comes back is read from its last commit again.
+   * twice: at least once), and a commit from here could only move that owner's offset back; what
+   * the stream read of it is dropped as it comes. A partition newly assigned has its stream
+   * position taken back, before the stream's own listener reads each partition's last commit, so
+   * it is read from there (or, with none, from where a new consumer would start), never from past
+   * records this process dropped or forgot.
    */
-  private assigned(partitions: readonly number[]): void {
-    this.rebalancing = false
+  private assigned(partitions: readonly number[], generation: number): void {
+    const before = this.owned
     this.owned = new Set(partitions)
     const lost = (partition: number): boolean => !this.owned.has(partition)
     for (const [k, h] of this.held) if (lost(h.partition)) this.held.delete(k)
-    for (const map of [this.queues, this.delivered, this.toCommit, this.commitAt])
+    for (const map of [this.queues, this.delivered, this.toCommit, this.commitAt, this.ownedSince])
       for (const partition of map.keys()) if (lost(partition)) map.delete(partition)
     this.ready = this.ready.filter((h) => !lost(h.partition))
+    for (const partition of this.owned) {
+      if (before.has(partition)) continue
+      this.ownedSince.set(partition, generation)
+      this.stream?.offsetsToFetch.delete(`${this.topic}:${partition}`)
+    }
+    if (this.rebalancing) {
+      this.settled()
+      if (!this.paused) this.stream?.resume()
+      this.wake()
+    }
+    // A commit still out was sent before the move: the client may be holding it for a join of its
+    // own (one more move), and the acks since must not wait for it.
+    this.committing = undefined
+    this.commit()
+  }
+
+  /** The move is over (joined, or a new consumer). */
+  private settled(): void {
+    this.rebalancing = false
+    clearTimeout(this.rebalanceTimer)
+    this.rebalanceTimer = undefined
   }
 
   private receive(m: Message<Buffer, Buffer, Buffer, Buffer>): void {
-    if (this.closed || !this.reading || this.rebalancing || !this.owned.has(m.partition)) return
+    if (this.closed || !this.reading) return
+    // Another process's partition, or read before this process was given it (last).
+    const since = this.ownedSince.get(m.partition)
+    if (since === undefined || readIn(m) < since) return
     const k = key(m.partition, m.offset)
     // Read again after a rebalance: still held here, or acked here and not committed yet.
     if (this.held.has(k) || m.offset <= (this.delivered.get(m.partition) ?? -1n)) return
@@ -398,6 +453,7 @@ export class KafkaGroupReader {
     }
     queue.push(h)
     this.delivered.set(m.partition, m.offset)
+    this.given = true
     this.writer.group(this.group.id, 1, position(h), m.value, h.route)
     this.unflushed++
     if (!this.scheduled) {
@@ -471,24 +527,31 @@ export class KafkaGroupReader {
 
   private commit(): void {
     const consumer = this.consumer
-    if (consumer === undefined || this.toCommit.size === 0) return
+    // While partitions move a commit is refused (the group is between generations) and the client
+    // answers the refusal by joining the group again: one more move for every member. What is
+    // acked meanwhile is committed once the consumer has joined (a shutdown commits at once).
+    if (consumer === undefined || this.toCommit.size === 0 || (this.rebalancing && this.reading)) return
     const offsets = [...this.toCommit].map(([partition, offset]) => ({ topic: this.topic, partition, offset, leaderEpoch: -1 }))
     this.toCommit.clear()
-    this.committing = consumer
+    const run: Promise<void> = consumer
       .commit({ offsets })
       .then(
         () => {
-          for (const o of offsets) if (o.offset > (this.commitAt.get(o.partition) ?? -1n)) this.commitAt.set(o.partition, o.offset)
+          for (const o of offsets)
+            if (this.owned.has(o.partition) && o.offset > (this.commitAt.get(o.partition) ?? -1n)) this.commitAt.set(o.partition, o.offset)
         },
         (error: unknown) => {
           // A commit lost in a rebalance is made by the next ack; what it left is read again (at least once).
-          if (!this.closed && this.reading) this.driver.sink.failed(error)
+          if (this.closed || !this.reading) return
+          this.driver.sink.failed(error)
         },
       )
       .finally(() => {
+        if (this.committing !== run) return
         this.committing = undefined
         if (this.toCommit.size > 0) this.commit()
       })
+    this.committing = run
   }
 
   /** Resolves once every commit asked for so far is made. */
@@ -515,6 +578,8 @@ export class KafkaGroupReader {
    */
   async leave(): Promise<void> {
     this.reading = false
+    // Acks held back during a move go now.
+    if (this.committing === undefined) this.commit()
     await this.committed()
     await this.stopReading()
     this.closed = true
@@ -555,7 +620,14 @@ export class KafkaGroupReader {
   private stopWatching(): void {
     clearInterval(this.watchdog)
     this.watchdog = undefined
+    this.settled()
   }
+}
+
+/** The group generation the consumer was in when its stream read `m` (the client's metadata; unknown: the newest). */
+function readIn(m: Message<Buffer, Buffer, Buffer, Buffer>): number {
+  const generation = (m.metadata?.['consumer'] as { generationId?: unknown } | undefined)?.generationId
+  return typeof generation === 'number' ? generation : Number.POSITIVE_INFINITY
 }
 
 function key(partition: number, offset: bigint): string {

@@ -45,6 +45,21 @@ export function protocolIds(error: unknown): string[] {
   return ids
 }
 
+/**
+ * Whether every attempt `error` reports ended with the broker closing a connection it had
+ * accepted ('Connection closed'): what a SASL or TLS listener does to a client without them.
+ */
+export function closedByBroker(error: unknown): boolean {
+  const leaves: unknown[] = []
+  const visit = (e: unknown, depth: number) => {
+    const inner = (e as { errors?: unknown[] } | null)?.errors
+    if (Array.isArray(inner) && inner.length > 0 && depth < 6) for (const i of inner) visit(i, depth + 1)
+    else leaves.push(e)
+  }
+  visit(error, 0)
+  return leaves.every((e) => (e as { code?: unknown })?.code === 'PLT_KFK_NETWORK' && (e as Error).message === 'Connection closed')
+}
+
 /** A record's signature (its header `orrery-sig`), if it has one. */
 export function recordSignature(headers: ReadonlyArray<readonly [Buffer | null, Buffer | null]> | Map<Buffer, Buffer> | undefined): string | undefined {
   if (headers === undefined) return undefined

@@ -14,7 +14,7 @@ import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef,
 import { KafkaGroupReader } from './kafka-groups.js'
 import { KafkaMirror } from './kafka-mirror.js'
 import { ReplyReader } from './kafka-replies.js'
-import { closeClient, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
+import { closeClient, closedByBroker, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
 import { Signing } from './signing.js'
 import { type PendingWrite, Writes } from './writes.js'
 
@@ -332,7 +332,12 @@ export class KafkaDriver implements Driver {
     const ids = protocolIds(error)
     if (error instanceof this.kafka.AuthenticationError || ids.includes('SASL_AUTHENTICATION_FAILED') || ids.includes('ILLEGAL_SASL_STATE'))
       return transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } })
-    return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.brokers.join(', ')}: ${message}`, {
+    // A listener that asks for SASL or TLS closes the connection of a client that has neither.
+    const hint =
+      closedByBroker(error) && this.config.sasl === undefined && !this.config.tls
+        ? ' (the broker closed every connection it accepted: a listener that asks for SASL credentials or TLS does that to a client without them; see the `sasl` and `tls` options)'
+        : ''
+    return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.brokers.join(', ')}: ${message}${hint}`, {
       cause: error,
       details: { transport: this.transport },
     })
