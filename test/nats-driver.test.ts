@@ -97,7 +97,11 @@ describe('nats transport options', () => {
   })
 
   // Not in a page: the driver here is built on nats.js's Node (TCP) client.
-  it.skipIf(IN_BROWSER)('what reaches transport-error events says no password or token', async () => {
+  it.skipIf(IN_BROWSER)('what reaches transport-error events says no password, token, NKey seed or creds', async () => {
+    // Well-formed but made up: a user's seed, and a creds file's JWT and seed.
+    const SEED = `SU${'A'.repeat(56)}`
+    const CREDS_SEED = `SU${'B'.repeat(56)}`
+    const JWT = 'eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVQUJDIn0.c2lnbmF0dXJlLW9mLXRoZS10ZXN0'
     const reported: unknown[] = []
     const sink = { ingest: () => {}, groupRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
     const config = {
@@ -106,6 +110,8 @@ describe('nats transport options', () => {
       token: undefined,
       user: undefined,
       pass: 'optPass99',
+      nkeySeed: SEED,
+      creds: `-----BEGIN NATS USER JWT-----\n${JWT}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${CREDS_SEED}\n------END USER NKEY SEED------\n`,
       tls: undefined,
       prefix: 'orrery',
       connectTimeoutMs: 500,
@@ -115,14 +121,18 @@ describe('nats transport options', () => {
     const driver = new NatsDriver(await loadNats(), config, sink, 'main')
     const plain = new Error('a reader stopped')
     driver.sinkOf.failed(plain)
-    driver.sinkOf.failed(new Error('lost nats://u:s3cretPW@127.0.0.1:1', { cause: new Error('with t0kenXYZ and optPass99') }))
+    driver.sinkOf.failed(
+      new Error('lost nats://u:s3cretPW@127.0.0.1:1', {
+        cause: new Error(`with t0kenXYZ and optPass99, ${SEED}`, { cause: new Error(`${CREDS_SEED} ${JWT}`) }),
+      }),
+    )
     expect(reported[0]).toBe(plain)
     const second = reported[1] as Error & { code?: string }
     expect(second.code).toBe('TRANSPORT_UNAVAILABLE')
     expect(second.message).toBe('lost nats://u:***@127.0.0.1:1')
     let all = ''
     for (let e: unknown = second; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n`
-    for (const secret of ['s3cretPW', 't0kenXYZ', 'optPass99']) expect(all).not.toContain(secret)
+    for (const secret of ['s3cretPW', 't0kenXYZ', 'optPass99', SEED, CREDS_SEED, JWT]) expect(all).not.toContain(secret)
   })
 
   // Not in a page: nats:// is TCP.

@@ -154,6 +154,10 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
   it('never shows a secret given to an option that holds one, or given where another value belongs', async () => {
     const S = 'Sup3rSecretValue-of-some-length'
     const N = 987654321987
+    // Well-formed, made up: a user's NKey seed, and a .creds file holding another.
+    const SEED = `SU${'Q'.repeat(56)}`
+    const CREDS_SEED = `SU${'R'.repeat(56)}`
+    const CREDS = `-----BEGIN NATS USER JWT-----\neyJhbGciOiJlZDI1NTE5In0.eyJzdWIiOiJVIn0.c2ln\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${CREDS_SEED}\n------END USER NKEY SEED------\n`
     const signing = (value: unknown) => ({ main: { kind: 'redis', url: CLOSED_PORT, signing: value } })
     const cases: Array<[unknown, string]> = [
       [signing(S), 'transports.main.signing'],
@@ -193,6 +197,15 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u', password: N } } }, 'transports.main.sasl.password'],
       [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u' } } }, 'transports.main.sasl.password'],
       [{ main: { kind: 'kafka', brokers: `u:${S}@127.0.0.1:1` } }, 'transports.main.brokers'],
+      // An NKey seed or a .creds file: well-formed, and one way to authenticate per connection.
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: S } }, 'transports.main.nkeySeed'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: N } }, 'transports.main.nkeySeed'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: SEED.toLowerCase() } }, 'transports.main.nkeySeed'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', creds: S } }, 'transports.main.creds'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', creds: CREDS.replace(CREDS_SEED, S) } }, 'transports.main.creds'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: S, nkeySeed: SEED } }, 'transports.main.nkeySeed'],
+      [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1`, creds: CREDS } }, 'transports.main.creds'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: SEED, creds: CREDS } }, 'transports.main.creds'],
     ]
     for (const [transports, option] of cases) {
       const err = (await expectRefused(() => Orrery.create({ engine: ENGINE, transports } as OrreryOptions), 'INVALID_OPTION')) as Error & {
@@ -200,7 +213,8 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       }
       expect(err.details['option'], err.message).toBe(option)
       const said = `${err.message}\n${JSON.stringify(err.details)}\n${String(err)}`
-      for (const secret of [S, S.slice(0, 12), S.replace(/-/g, ' '), 'short-secret', String(N)]) expect(said, said).not.toContain(secret)
+      for (const secret of [S, S.slice(0, 12), S.replace(/-/g, ' '), 'short-secret', String(N), SEED, SEED.toLowerCase(), CREDS_SEED, 'eyJhbGci'])
+        expect(said, said).not.toContain(secret)
     }
   })
 

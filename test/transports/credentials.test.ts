@@ -1,14 +1,17 @@
 /**
  * Connection credentials on servers that ask for them, started by this file: a Redis server whose
- * only user is an ACL user with a password, a NATS server that takes a token, and one that takes
- * users and passwords; and the shared Kafka broker's SASL listener (PLAIN and SCRAM users, made
- * by scripts/servers.sh). The right credentials (as options, or in the URL) carry a request there
+ * only user is an ACL user with a password; NATS servers that take a token, users and passwords,
+ * a user's NKey, and JWTs an operator issued (a `.creds` file; the keys and JWTs are made here
+ * with nats.io's own libraries); and the shared Kafka broker's SASL listener (PLAIN and SCRAM
+ * users, made by scripts/servers.sh). The right credentials (as options, or in the URL) carry a request there
  * and back; wrong ones are TRANSPORT_AUTH at create, and no error says the secret.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from '@nats-io/jwt'
+import { createAccount, createOperator, createUser } from '@nats-io/nkeys'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { Orrery, type TransportOptions } from '../../ts/node.js'
@@ -26,26 +29,77 @@ const KAFKA_USERS = {
   'SCRAM-SHA-256': { username: 'orrery-scram256', password: 'scram256-s3cret' },
   'SCRAM-SHA-512': { username: 'orrery-scram512', password: 'scram512-s3cret' },
 } as const
-const SECRETS = [REDIS_PASSWORD, NATS_TOKEN, NATS_PASSWORD, 'wrong-Secret-given', ...Object.values(KAFKA_USERS).map((u) => u.password)]
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
+// A user the NKey server knows by its public key, and one it does not.
+const nkeyUser = createUser()
+const NKEY_SEED = text(nkeyUser.getSeed())
+const STRANGER_SEED = text(createUser().getSeed())
+// An operator, the account it issued (with JetStream), a user of that account; and a user of an
+// account the server has never heard of.
+const operator = createOperator()
+const system = createAccount()
+const account = createAccount()
+const credsUser = createUser()
+const foreignUser = createUser()
+let CREDS = ''
+let FOREIGN_CREDS = ''
+const SECRETS = [
+  REDIS_PASSWORD,
+  NATS_TOKEN,
+  NATS_PASSWORD,
+  'wrong-Secret-given',
+  ...Object.values(KAFKA_USERS).map((u) => u.password),
+  NKEY_SEED,
+  STRANGER_SEED,
+  text(credsUser.getSeed()),
+  text(foreignUser.getSeed()),
+]
 let redisPort = 0
 let tokenPort = 0
 let usersPort = 0
+let nkeyPort = 0
+let operatorPort = 0
 
-/** A nats-server config with JetStream in a directory of its own and this authorization block. */
+/** A nats-server config with JetStream in a directory of its own and these lines (an authorization block, an operator). */
 function natsConfig(name: string, port: number, authorization: string): string {
   const path = join(dir, `${name}.conf`)
-  writeFileSync(path, `listen: "127.0.0.1:${port}"\njetstream { store_dir: "${join(dir, name)}" }\nauthorization { ${authorization} }\n`)
+  writeFileSync(path, `listen: "127.0.0.1:${port}"\njetstream { store_dir: "${join(dir, name)}" }\n${authorization}\n`)
   return path
+}
+
+/**
+ * The config lines of a server that trusts the operator, with its accounts preloaded (the system
+ * account JetStream needs, and `orrery`); fills in the two .creds.
+ */
+async function operatorMode(): Promise<string> {
+  const operatorJwt = await encodeOperator('orrery-test-operator', operator, { system_account: system.getPublicKey() })
+  // An account's limits left out are 0 (no connection at all): every one unlimited, and for
+  // `orrery` JetStream too, since Orrery's channels are streams.
+  const unlimited = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 }
+  const systemJwt = await encodeAccount('SYS', system, { limits: unlimited }, { signer: operator })
+  const jetstream = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 }
+  const accountJwt = await encodeAccount('orrery', account, { limits: { ...unlimited, ...jetstream } }, { signer: operator })
+  CREDS = text(fmtCreds(await encodeUser('orrery-user', credsUser, account), credsUser))
+  FOREIGN_CREDS = text(fmtCreds(await encodeUser('stranger', foreignUser, createAccount()), foreignUser))
+  return [
+    `operator: "${operatorJwt}"`,
+    `system_account: ${system.getPublicKey()}`,
+    'resolver: MEMORY',
+    `resolver_preload: { ${system.getPublicKey()}: "${systemJwt}", ${account.getPublicKey()}: "${accountJwt}" }`,
+  ].join('\n')
 }
 
 beforeAll(async () => {
   if (SPAWN_SKIP !== undefined) return
-  ;[redisPort, tokenPort, usersPort] = await Promise.all([freePort(), freePort(), freePort()])
+  ;[redisPort, tokenPort, usersPort, nkeyPort, operatorPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
+  const operatorLines = await operatorMode()
   await Promise.all([
     // The default user is off: only `orrery`, with its password, gets in.
     serveRedis(dir, { port: redisPort }, ['--user', 'default', 'off', '--user', 'orrery', 'on', `>${REDIS_PASSWORD}`, '~*', '&*', '+@all']),
-    serve(NATS_SERVER, ['-c', natsConfig('token', tokenPort, `token: "${NATS_TOKEN}"`)], tokenPort),
-    serve(NATS_SERVER, ['-c', natsConfig('users', usersPort, `users: [ { user: "orrery", password: "${NATS_PASSWORD}" } ]`)], usersPort),
+    serve(NATS_SERVER, ['-c', natsConfig('token', tokenPort, `authorization { token: "${NATS_TOKEN}" }`)], tokenPort),
+    serve(NATS_SERVER, ['-c', natsConfig('users', usersPort, `authorization { users: [ { user: "orrery", password: "${NATS_PASSWORD}" } ] }`)], usersPort),
+    serve(NATS_SERVER, ['-c', natsConfig('nkey', nkeyPort, `authorization { users: [ { nkey: "${nkeyUser.getPublicKey()}" } ] }`)], nkeyPort),
+    serve(NATS_SERVER, ['-c', natsConfig('operator', operatorPort, operatorLines)], operatorPort),
   ])
 }, 60_000)
 
@@ -103,6 +157,19 @@ describe.skipIf(SPAWN_SKIP !== undefined)(
       await works({ kind: 'nats', servers: `nats://orrery:${NATS_PASSWORD}@127.0.0.1:${usersPort}` })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${usersPort}`, user: 'orrery', pass: 'wrong-Secret-given' })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${usersPort}` })
+    })
+
+    it("nats: a user's NKey seed gets in; a seed the server does not know, or none, is TRANSPORT_AUTH", async () => {
+      await works({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}`, nkeySeed: NKEY_SEED })
+      await refused({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}`, nkeySeed: STRANGER_SEED })
+      await refused({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}` })
+    })
+
+    it('nats: the .creds of a user the operator issued get in; those of an unknown account, a bare seed, or none are TRANSPORT_AUTH', async () => {
+      await works({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, creds: CREDS })
+      await refused({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, creds: FOREIGN_CREDS })
+      await refused({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, nkeySeed: text(credsUser.getSeed()) })
+      await refused({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}` })
     })
   },
 )

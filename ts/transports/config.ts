@@ -49,6 +49,16 @@ export interface NatsTransportOptions {
   user?: string
   pass?: string
   /**
+   * A user's NKey seed (`SU…`, 58 characters): the server knows the user by its public key, and
+   * the client signs the server's challenge with the seed. Never shown in an error.
+   */
+  nkeySeed?: string
+  /**
+   * The contents of a `.creds` file (a user JWT and its NKey seed), for a server whose accounts
+   * are issued by an operator (JWT authentication). Never shown in an error.
+   */
+  creds?: string
+  /**
    * Connect with TLS: `true` for Node's defaults, or settings passed through to Node's TLS (a
    * private CA, a client certificate, the name to check). Implied by a `tls://` server; over
    * WebSocket the scheme says it (`wss://`) and this is left out.
@@ -152,6 +162,8 @@ export interface CheckedNatsOptions {
   readonly token: string | undefined
   readonly user: string | undefined
   readonly pass: string | undefined
+  readonly nkeySeed: string | undefined
+  readonly creds: string | undefined
   /** TLS settings; `false` or undefined for none (see CheckedTls). */
   readonly tls: CheckedTls
   readonly prefix: string
@@ -259,6 +271,8 @@ const KEYS: Readonly<Record<TransportKind, readonly string[]>> = {
     'token',
     'user',
     'pass',
+    'nkeySeed',
+    'creds',
     'tls',
     'prefix',
     'connectTimeoutMs',
@@ -397,6 +411,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     return url
   })
   const credentials = natsCredentials(o, name, servers)
+  const keys = natsKeys(o, name, credentials)
   if (o['tls'] === false && servers.some((s) => /^tls:/.test(s)))
     refusedQuietly(`${name}.tls`, `is false while ${name}.servers asks for TLS (tls://): for a plain connection use nats:// servers`)
   const websocket = NATS_WS_URL.test(servers[0]!)
@@ -407,6 +422,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     kind: 'nats',
     servers,
     ...credentials,
+    ...keys,
     tls: checkTls(
       o['tls'],
       `${name}.tls`,
@@ -484,6 +500,39 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
       refusedQuietly(`${name}.${key}`, `differs from the ${key === 'token' ? 'token' : key === 'user' ? 'user' : 'password'} in ${name}.servers: give it once`)
   }
   return merged
+}
+
+/** A user NKey seed: base32 of its prefix, 32 bytes and a checksum, `SU` first. */
+const NKEY_USER_SEED = /^SU[A-Z2-7]{56}$/
+/** The two blocks of a `.creds` file. */
+const CREDS_BLOCKS = [
+  /-{3,}BEGIN NATS USER JWT-{3,}\s*\S+\s*-{3,}END NATS USER JWT-{3,}/,
+  /-{3,}BEGIN USER NKEY SEED-{3,}\s*SU[A-Z2-7]{56}\s*-{3,}END USER NKEY SEED-{3,}/,
+]
+
+/**
+ * `nkeySeed` and `creds`, checked without showing them. A connection authenticates one way: a
+ * token, a user and password, an NKey, or a `.creds` file.
+ */
+function natsKeys(o: Record<string, unknown>, name: string, credentials: NatsCredentials): Pick<CheckedNatsOptions, 'nkeySeed' | 'creds'> {
+  const nkeySeed = secretOr(o['nkeySeed'], `${name}.nkeySeed`)
+  if (nkeySeed !== undefined && !NKEY_USER_SEED.test(nkeySeed))
+    refuseSecret(`${name}.nkeySeed`, nkeySeed, "must be a user's NKey seed: 58 characters of base32 (A-Z, 2-7) beginning SU")
+  const creds = secretOr(o['creds'], `${name}.creds`)
+  if (creds !== undefined && !CREDS_BLOCKS.every((block) => block.test(creds)))
+    refuseSecret(`${name}.creds`, creds, 'must be the contents of a .creds file: a NATS USER JWT block and a USER NKEY SEED block')
+  const ways = [
+    credentials.token !== undefined ? 'token' : undefined,
+    credentials.user !== undefined || credentials.pass !== undefined ? 'user and pass' : undefined,
+    nkeySeed !== undefined ? 'nkeySeed' : undefined,
+    creds !== undefined ? 'creds' : undefined,
+  ].filter((w): w is string => w !== undefined)
+  if (ways.length > 1)
+    refusedQuietly(
+      `${name}.${ways[1] === 'user and pass' ? 'user' : ways[1]}`,
+      `is given with ${ways[0]} (as options or in the servers): a connection authenticates one way`,
+    )
+  return { nkeySeed, creds }
 }
 
 /** A bootstrap broker: `host:port` (a bracketed IPv6 host allowed). */

@@ -34,6 +34,8 @@ export interface NatsModules {
     readonly errors: typeof import('@nats-io/nats-core').errors
     readonly headers: typeof import('@nats-io/nats-core').headers
     readonly createInbox: typeof import('@nats-io/nats-core').createInbox
+    readonly nkeyAuthenticator: typeof import('@nats-io/nats-core').nkeyAuthenticator
+    readonly credsAuthenticator: typeof import('@nats-io/nats-core').credsAuthenticator
   }
   readonly jetstream: typeof import('@nats-io/jetstream')
   /** Watches the sockets one connect attempt opens (TCP in Node; nothing to watch over WebSocket). */
@@ -93,7 +95,14 @@ async function loadTcp(transport: string): Promise<NatsModules> {
   }
   return {
     wire: 'tcp',
-    transport: { connect: counted('tcp', transport, (o) => node.connect(o)), errors: node.errors, headers: node.headers, createInbox: node.createInbox },
+    transport: {
+      connect: counted('tcp', transport, (o) => node.connect(o)),
+      errors: node.errors,
+      headers: node.headers,
+      createInbox: node.createInbox,
+      nkeyAuthenticator: node.nkeyAuthenticator,
+      credsAuthenticator: node.credsAuthenticator,
+    },
     jetstream,
     watch: async () => (await import('./socket-watch.js')).watchSockets(),
   }
@@ -118,7 +127,14 @@ async function loadWebSocket(transport: string): Promise<NatsModules> {
   const connect = ({ tls: _, ...options }: ConnectionOptions) => core.wsconnect(options)
   return {
     wire: 'websocket',
-    transport: { connect: counted('websocket', transport, connect), errors: core.errors, headers: core.headers, createInbox: core.createInbox },
+    transport: {
+      connect: counted('websocket', transport, connect),
+      errors: core.errors,
+      headers: core.headers,
+      createInbox: core.createInbox,
+      nkeyAuthenticator: core.nkeyAuthenticator,
+      credsAuthenticator: core.credsAuthenticator,
+    },
     jetstream,
     watch: async () => unwatched,
   }
