@@ -111,7 +111,7 @@ describe('nats transport options', () => {
       user: undefined,
       pass: 'optPass99',
       nkeySeed: SEED,
-      creds: `-----BEGIN NATS USER JWT-----\n${JWT}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${CREDS_SEED}\n------END USER NKEY SEED------\n`,
+      creds: { jwt: JWT, seed: CREDS_SEED },
       tls: undefined,
       prefix: 'orrery',
       connectTimeoutMs: 500,

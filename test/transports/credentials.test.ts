@@ -43,6 +43,7 @@ const credsUser = createUser()
 const foreignUser = createUser()
 let CREDS = ''
 let FOREIGN_CREDS = ''
+let USER_JWTS: string[] = []
 const SECRETS = [
   REDIS_PASSWORD,
   NATS_TOKEN,
@@ -79,8 +80,9 @@ async function operatorMode(): Promise<string> {
   const systemJwt = await encodeAccount('SYS', system, { limits: unlimited }, { signer: operator })
   const jetstream = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 }
   const accountJwt = await encodeAccount('orrery', account, { limits: { ...unlimited, ...jetstream } }, { signer: operator })
-  CREDS = text(fmtCreds(await encodeUser('orrery-user', credsUser, account), credsUser))
-  FOREIGN_CREDS = text(fmtCreds(await encodeUser('stranger', foreignUser, createAccount()), foreignUser))
+  USER_JWTS = [await encodeUser('orrery-user', credsUser, account), await encodeUser('stranger', foreignUser, createAccount())]
+  CREDS = text(fmtCreds(USER_JWTS[0]!, credsUser))
+  FOREIGN_CREDS = text(fmtCreds(USER_JWTS[1]!, foreignUser))
   return [
     `operator: "${operatorJwt}"`,
     `system_account: ${system.getPublicKey()}`,
@@ -129,7 +131,7 @@ async function refused(transport: TransportOptions): Promise<void> {
   )
   let all = ''
   for (let e: unknown = error; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n${JSON.stringify(e)}\n`
-  for (const secret of SECRETS) expect(all).not.toContain(secret)
+  for (const secret of [...SECRETS, ...USER_JWTS]) expect(all).not.toContain(secret)
 }
 
 describe.skipIf(SPAWN_SKIP !== undefined)(
@@ -161,12 +163,20 @@ describe.skipIf(SPAWN_SKIP !== undefined)(
 
     it("nats: a user's NKey seed gets in; a seed the server does not know, or none, is TRANSPORT_AUTH", async () => {
       await works({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}`, nkeySeed: NKEY_SEED })
+      // As read from a seed file, with its line end.
+      await works({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}`, nkeySeed: `${NKEY_SEED}\n` })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}`, nkeySeed: STRANGER_SEED })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${nkeyPort}` })
     })
 
     it('nats: the .creds of a user the operator issued get in; those of an unknown account, a bare seed, or none are TRANSPORT_AUTH', async () => {
       await works({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, creds: CREDS })
+      // The same text as a secret store or another system may hand it over: CRLF line ends,
+      // trimmed, on one line, or the seed's block first.
+      const [jwtBlock, seedBlock] = CREDS.split(/\n\n[\s\S]*?(?=-----BEGIN USER NKEY SEED)/)
+      expect([jwtBlock, seedBlock].map((block) => block?.split('\n')[0])).toEqual(['-----BEGIN NATS USER JWT-----', '-----BEGIN USER NKEY SEED-----'])
+      for (const variant of [CREDS.replace(/\n/g, '\r\n'), CREDS.trim(), CREDS.replace(/\n/g, ' '), `${seedBlock}\n${jwtBlock}`])
+        await works({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, creds: variant })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, creds: FOREIGN_CREDS })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}`, nkeySeed: text(credsUser.getSeed()) })
       await refused({ kind: 'nats', servers: `nats://127.0.0.1:${operatorPort}` })

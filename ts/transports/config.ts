@@ -54,8 +54,9 @@ export interface NatsTransportOptions {
    */
   nkeySeed?: string
   /**
-   * The contents of a `.creds` file (a user JWT and its NKey seed), for a server whose accounts
-   * are issued by an operator (JWT authentication). Never shown in an error.
+   * The contents of a `.creds` file (a user JWT and its NKey seed, in either order, any line
+   * ends), for a server whose accounts are issued by an operator (JWT authentication). Never
+   * shown in an error.
    */
   creds?: string
   /**
@@ -163,7 +164,8 @@ export interface CheckedNatsOptions {
   readonly user: string | undefined
   readonly pass: string | undefined
   readonly nkeySeed: string | undefined
-  readonly creds: string | undefined
+  /** The user JWT and seed a `.creds` text holds. */
+  readonly creds: { readonly jwt: string; readonly seed: string } | undefined
   /** TLS settings; `false` or undefined for none (see CheckedTls). */
   readonly tls: CheckedTls
   readonly prefix: string
@@ -504,23 +506,28 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
 
 /** A user NKey seed: base32 of its prefix, 32 bytes and a checksum, `SU` first. */
 const NKEY_USER_SEED = /^SU[A-Z2-7]{56}$/
-/** The two blocks of a `.creds` file. */
-const CREDS_BLOCKS = [
-  /-{3,}BEGIN NATS USER JWT-{3,}\s*\S+\s*-{3,}END NATS USER JWT-{3,}/,
-  /-{3,}BEGIN USER NKEY SEED-{3,}\s*SU[A-Z2-7]{56}\s*-{3,}END USER NKEY SEED-{3,}/,
-]
+/** The two blocks of a `.creds` file, found wherever they are (a text from a secret store may have lost its line ends). */
+const CREDS_JWT = /-{3,}BEGIN NATS USER JWT-{3,}\s*([\w=-]+\.[\w=-]+\.[\w=-]+)\s*-{3,}END NATS USER JWT-{3,}/
+const CREDS_SEED = /-{3,}BEGIN USER NKEY SEED-{3,}\s*(SU[A-Z2-7]{56})\s*-{3,}END USER NKEY SEED-{3,}/
 
 /**
  * `nkeySeed` and `creds`, checked without showing them. A connection authenticates one way: a
  * token, a user and password, an NKey, or a `.creds` file.
  */
 function natsKeys(o: Record<string, unknown>, name: string, credentials: NatsCredentials): Pick<CheckedNatsOptions, 'nkeySeed' | 'creds'> {
-  const nkeySeed = secretOr(o['nkeySeed'], `${name}.nkeySeed`)
+  // A seed read from a file keeps its line end.
+  const nkeySeed = secretOr(o['nkeySeed'], `${name}.nkeySeed`)?.trim()
   if (nkeySeed !== undefined && !NKEY_USER_SEED.test(nkeySeed))
     refuseSecret(`${name}.nkeySeed`, nkeySeed, "must be a user's NKey seed: 58 characters of base32 (A-Z, 2-7) beginning SU")
-  const creds = secretOr(o['creds'], `${name}.creds`)
-  if (creds !== undefined && !CREDS_BLOCKS.every((block) => block.test(creds)))
-    refuseSecret(`${name}.creds`, creds, 'must be the contents of a .creds file: a NATS USER JWT block and a USER NKEY SEED block')
+  const text = secretOr(o['creds'], `${name}.creds`)
+  let creds: CheckedNatsOptions['creds']
+  if (text !== undefined) {
+    const jwt = CREDS_JWT.exec(text)?.[1]
+    const seed = CREDS_SEED.exec(text)?.[1]
+    if (jwt === undefined || seed === undefined)
+      refuseSecret(`${name}.creds`, text, 'must be the contents of a .creds file: a NATS USER JWT block and a USER NKEY SEED block')
+    creds = { jwt, seed }
+  }
   const ways = [
     credentials.token !== undefined ? 'token' : undefined,
     credentials.user !== undefined || credentials.pass !== undefined ? 'user and pass' : undefined,

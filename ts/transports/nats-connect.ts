@@ -35,7 +35,7 @@ export interface NatsModules {
     readonly headers: typeof import('@nats-io/nats-core').headers
     readonly createInbox: typeof import('@nats-io/nats-core').createInbox
     readonly nkeyAuthenticator: typeof import('@nats-io/nats-core').nkeyAuthenticator
-    readonly credsAuthenticator: typeof import('@nats-io/nats-core').credsAuthenticator
+    readonly jwtAuthenticator: typeof import('@nats-io/nats-core').jwtAuthenticator
   }
   readonly jetstream: typeof import('@nats-io/jetstream')
   /** Watches the sockets one connect attempt opens (TCP in Node; nothing to watch over WebSocket). */
@@ -101,7 +101,7 @@ async function loadTcp(transport: string): Promise<NatsModules> {
       headers: node.headers,
       createInbox: node.createInbox,
       nkeyAuthenticator: node.nkeyAuthenticator,
-      credsAuthenticator: node.credsAuthenticator,
+      jwtAuthenticator: node.jwtAuthenticator,
     },
     jetstream,
     watch: async () => (await import('./socket-watch.js')).watchSockets(),
@@ -133,7 +133,7 @@ async function loadWebSocket(transport: string): Promise<NatsModules> {
       headers: core.headers,
       createInbox: core.createInbox,
       nkeyAuthenticator: core.nkeyAuthenticator,
-      credsAuthenticator: core.credsAuthenticator,
+      jwtAuthenticator: core.jwtAuthenticator,
     },
     jetstream,
     watch: async () => unwatched,

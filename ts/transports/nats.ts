@@ -59,9 +59,7 @@ export function shownUrl(url: string): string {
 
 /** The secrets of a configuration: passwords, tokens, NKey seeds and creds, in the URLs or as options. */
 function secretsOf(config: CheckedNatsOptions): string[] {
-  const found = [config.pass, config.token, config.nkeySeed, config.creds]
-  // A creds file's seed and JWT may show alone.
-  for (const part of config.creds?.match(/SU[A-Z2-7]{56}|eyJ[\w-]+\.[\w-]+\.[\w-]+/g) ?? []) found.push(part)
+  const found = [config.pass, config.token, config.nkeySeed, config.creds?.jwt, config.creds?.seed]
   for (const url of config.servers) {
     const auth = /^[a-z]+:\/\/([^@/]*)@/i.exec(url)?.[1]
     if (auth === undefined) continue
@@ -323,7 +321,7 @@ export class NatsDriver implements Driver {
         ...(pass === undefined ? {} : { pass }),
         // The server's challenge signed with the seed (and, for creds, the user's JWT sent along).
         ...(nkeySeed === undefined ? {} : { authenticator: this.nats.transport.nkeyAuthenticator(bytes(nkeySeed)) }),
-        ...(creds === undefined ? {} : { authenticator: this.nats.transport.credsAuthenticator(bytes(creds)) }),
+        ...(creds === undefined ? {} : { authenticator: this.nats.transport.jwtAuthenticator(creds.jwt, bytes(creds.seed)) }),
         // Handed to Node's tls.connect as given (nats.js types PEM as strings only; bytes work as
         // well). Turned off, `null`: nats.js otherwise upgrades whenever the server offers TLS.
         ...(tls === undefined ? {} : tls === false ? { tls: null } : { tls: { ...tls } as TlsOptions }),
