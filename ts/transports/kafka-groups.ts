@@ -93,12 +93,11 @@ export class KafkaGroupReader {
   private readonly delivered = new Map<number, bigint>()
   /** Whether a record was ever given to the core (a consumer made again then starts no later than the earliest). */
   private given = false
-  /** The partitions Kafka assigned this process at the consumer's last join. */
-  private owned = new Set<number>()
   /**
-   * The group generation at which each owned partition was assigned to this process: a record
-   * the stream read before that (while the partition was another process's, or before this
-   * process lost it) is not handed out; the partition is read again from its last commit.
+   * The partitions Kafka assigned this process at the consumer's last join, each with the group
+   * generation at which it was assigned to this process: a record the stream read before that
+   * (while the partition was another process's, or before this process lost it) is not handed
+   * out; the partition is read again from its last commit.
    */
   private readonly ownedSince = new Map<number, number>()
   /**
@@ -214,7 +213,6 @@ export class KafkaGroupReader {
     this.starting = true
     // A new consumer's stream reads every partition it is given from its last commit.
     this.settled()
-    this.owned = new Set()
     this.ownedSince.clear()
     const sessionTimeout = this.sessionTimeout
     const consumer = new this.driver.kafka.Consumer({
@@ -391,15 +389,14 @@ export class KafkaGroupReader {
    * records this process dropped or forgot.
    */
   private assigned(partitions: readonly number[], generation: number): void {
-    const before = this.owned
-    this.owned = new Set(partitions)
-    const lost = (partition: number): boolean => !this.owned.has(partition)
+    const owned = new Set(partitions)
+    const lost = (partition: number): boolean => !owned.has(partition)
     for (const [k, h] of this.held) if (lost(h.partition)) this.held.delete(k)
     for (const map of [this.queues, this.delivered, this.toCommit, this.commitAt, this.ownedSince])
       for (const partition of map.keys()) if (lost(partition)) map.delete(partition)
     this.ready = this.ready.filter((h) => !lost(h.partition))
-    for (const partition of this.owned) {
-      if (before.has(partition)) continue
+    for (const partition of owned) {
+      if (this.ownedSince.has(partition)) continue
       this.ownedSince.set(partition, generation)
       this.stream?.offsetsToFetch.delete(`${this.topic}:${partition}`)
     }
@@ -518,7 +515,7 @@ export class KafkaGroupReader {
 
   /** Commits the partition up to its first record still held (or past all it was given). */
   private commitSoon(partition: number): void {
-    if (!this.owned.has(partition)) return
+    if (!this.ownedSince.has(partition)) return
     const next = this.queues.get(partition)?.first()?.offset ?? (this.delivered.get(partition) ?? -1n) + 1n
     if (next <= (this.commitAt.get(partition) ?? -1n) || next <= (this.toCommit.get(partition) ?? -1n)) return
     this.toCommit.set(partition, next)
@@ -538,7 +535,7 @@ export class KafkaGroupReader {
       .then(
         () => {
           for (const o of offsets)
-            if (this.owned.has(o.partition) && o.offset > (this.commitAt.get(o.partition) ?? -1n)) this.commitAt.set(o.partition, o.offset)
+            if (this.ownedSince.has(o.partition) && o.offset > (this.commitAt.get(o.partition) ?? -1n)) this.commitAt.set(o.partition, o.offset)
         },
         (error: unknown) => {
           // A commit lost in a rebalance is made by the next ack; what it left is read again (at least once).
