@@ -12,6 +12,7 @@ import type { Consumer, Message, MessagesStream } from '@platformatic/kafka'
 import { OrreryError } from '../errors.js'
 import type { GroupRef } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
+import { guardFetches } from './kafka-fetches.js'
 import { closeClient, FETCH_WAIT_MS, recordRoute, recordSignature } from './kafka-shared.js'
 import { IngestWriter, type Route } from './records.js'
 import { threshold } from './writes.js'
@@ -228,6 +229,10 @@ export class KafkaGroupReader {
     } as never) as Consumer<Buffer, Buffer, Buffer, Buffer>
     consumer.memberId = this.memberId
     this.consumer = consumer
+    // A fetch answered after its partition left and came back must not move the stream's position.
+    let ours: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
+    const topic = this.topic
+    guardFetches(this.driver.kafka, consumer, (partition) => ours?.offsetsToFetch.get(`${topic}:${partition}`))
     // Registered before the stream's own listener, which reads each assigned partition again from
     // its last commit: `assigned` may first take back the stream's position in a partition.
     consumer.on('consumer:group:join', () => {
@@ -284,6 +289,7 @@ export class KafkaGroupReader {
           }
           this.starting = false
           this.stream = stream
+          ours = stream
           stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => this.receive(m))
           // A stream ends on a failed fetch (the broker gone, a leader moved): the consumer is made
           // again and reads on from the committed offsets; what is held here stays held.
