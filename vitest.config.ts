@@ -4,6 +4,7 @@ import { playwright } from '@vitest/browser-playwright'
 import type { Plugin } from 'vite'
 import { defineConfig } from 'vitest/config'
 
+import { natsAuth } from './test/transports/nats-auth.js'
 import { peerLines, startPeer, stopPeer } from './test/transports/nats-peer.js'
 
 // One suite, every engine: the same files run once with the native engine and once with the
@@ -39,8 +40,8 @@ const NODE_ONLY: Record<string, string> = {
   'test/redis-driver.test.ts': 'a Redis server over TCP (node-redis); a page has no raw sockets',
   'test/workflow-crash.test.ts': 'a durable store on disk; child processes running workflows are killed with SIGKILL',
   'test/http/**': 'the HTTP API: Fastify on node:http, and schemathesis run as a child process',
-  // All but those over NATS WebSocket (nats-ws, shared-store-ws), which a page can do.
-  'test/transports/!(nats-ws|shared-store-ws).test.ts': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
+  // All but those over NATS WebSocket (nats-ws, shared-store-ws, nats-credentials), which a page can do.
+  'test/transports/!(nats-ws|shared-store-ws|nats-credentials).test.ts': 'real broker servers over TCP (node:net, node-redis); a page has no raw sockets',
 }
 
 const CHROMIUM = process.env['ORRERY_CHROMIUM'] ?? '/usr/bin/chromium'
@@ -95,8 +96,10 @@ export default defineConfig({
             instances: [{ browser: 'chromium' }],
             screenshotFailures: false,
             // Run in this (Node) process for a page: a Node process on the far side of NATS
-            // (test/transports/nats-ws.test.ts).
+            // (test/transports/nats-ws.test.ts), NATS servers that ask for credentials
+            // (nats-credentials.test.ts).
             commands: {
+              natsAuthServers: () => natsAuth(),
               natsPeerStart: (_, url: string, prefix: string, strong?: string) => startPeer(url, prefix, undefined, undefined, strong),
               natsPeerLines: (_, pid: number) => peerLines(pid),
               natsPeerStop: (_, pid: number) => stopPeer(pid),
