@@ -4,7 +4,7 @@ import { playwright } from '@vitest/browser-playwright'
 import type { Plugin } from 'vite'
 import { defineConfig } from 'vitest/config'
 
-import { natsAuth } from './test/transports/nats-auth.js'
+import { NATS_AUTH_SKIP, natsAuth } from './test/transports/nats-auth.js'
 import { peerLines, startPeer, stopPeer } from './test/transports/nats-peer.js'
 
 // One suite, every engine: the same files run once with the native engine and once with the
@@ -100,6 +100,7 @@ export default defineConfig({
             // (nats-credentials.test.ts).
             commands: {
               natsAuthServers: () => natsAuth(),
+              natsAuthSkip: () => NATS_AUTH_SKIP ?? null,
               natsPeerStart: (_, url: string, prefix: string, strong?: string) => startPeer(url, prefix, undefined, undefined, strong),
               natsPeerLines: (_, pid: number) => peerLines(pid),
               natsPeerStop: (_, pid: number) => stopPeer(pid),

@@ -16,6 +16,8 @@ declare module 'vitest/browser' {
   interface BrowserCommands {
     /** test/transports/nats-auth.ts's servers, started on the Node side once (vitest.config.ts). */
     natsAuthServers(): Promise<NatsAuth>
+    /** Why those servers cannot run on this run (null: they can). */
+    natsAuthSkip(): Promise<string | null>
   }
 }
 
@@ -25,7 +27,7 @@ const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? (imp
 /** Why these servers cannot run on this run, if they cannot. */
 async function skipReason(): Promise<string | undefined> {
   if (env['ORRERY_SERVERS'] === 'none') return 'ORRERY_SERVERS=none'
-  if (IN_BROWSER) return undefined
+  if (IN_BROWSER) return (await (await import('vitest/browser')).commands.natsAuthSkip()) ?? undefined
   return (await import('./nats-auth.js')).NATS_AUTH_SKIP
 }
 
