@@ -302,22 +302,38 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     const a = await admin()
     const options = { clientId: 'orrery-test', bootstrapBrokers: [brokers!] }
     const producer = new kafka.Producer({ ...options, serializers: kafka.stringSerializers })
-    const consumer = new kafka.Consumer({ ...options, groupId: `${topic}-g`, autocommit: false, maxWaitTime: 3_000, deserializers: kafka.stringDeserializers })
+    // A fetch waits at the broker up to 10 s for records: the ones written below come first.
+    const consumer = new kafka.Consumer({ ...options, groupId: `${topic}-g`, autocommit: false, maxWaitTime: 10_000, deserializers: kafka.stringDeserializers })
     const seen: bigint[] = []
+    type FetchEvent = {
+      client: unknown
+      options: { topics: { partitions: { fetchOffset: bigint }[] }[] }
+      result?: { responses: { partitions: { highWatermark: bigint; records?: unknown }[] }[] }
+    }
+    const fromTen = (event: unknown): FetchEvent | undefined => {
+      const e = event as FetchEvent
+      return e.client === consumer && e.options.topics[0]?.partitions[0]?.fetchOffset === 10n ? e : undefined
+    }
+    let taken = false
     const onFetch = (event: unknown) => {
-      const e = event as { client: unknown; options: { topics: { partitions: { fetchOffset: bigint }[] }[] } }
-      if (e.client !== consumer || e.options.topics[0]?.partitions[0]?.fetchOffset !== 10n || taken) return
+      if (fromTen(event) === undefined || taken) return
       // The fetch from offset 10 is out, waiting for records: the position goes back to 5, and 10 to 14 are written.
       taken = true
       stream.offsetsToFetch.set(`${topic}:0`, 5n)
       void producer.send({ messages: range(10, 15).map((i) => ({ topic, value: String(i) })) })
     }
-    let taken = false
+    // The answer to that fetch as the stream was handed it (after the guard): the broker held 10 to 14 then.
+    const answers: { highWatermark: bigint; records: unknown }[] = []
+    const onAnswer = (event: unknown) => {
+      const p = fromTen(event)?.result?.responses[0]?.partitions[0]
+      if (p !== undefined) answers.push({ highWatermark: p.highWatermark, records: p.records })
+    }
     await a.createTopics({ topics: [topic], partitions: 1, replicas: 1 })
     await producer.send({ messages: range(0, 10).map((i) => ({ topic, value: String(i) })) })
     const stream = await consumer.consume({ topics: [topic], mode: kafka.MessagesStreamModes.EARLIEST })
     guardFetches(kafka, consumer, (partition) => stream.offsetsToFetch.get(`${topic}:${partition}`))
     kafka.consumerFetchesChannel.start.subscribe(onFetch)
+    kafka.consumerFetchesChannel.asyncEnd.subscribe(onAnswer)
     try {
       stream.on('data', (m: { offset: bigint }) => seen.push(m.offset))
       await until(
@@ -328,9 +344,11 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       )
       // Without the guard the answer to the fetch from 10 is taken: 10 to 14 come, the position goes to 15, and 5 to 9 never come again.
       expect(taken).toBe(true)
+      expect(answers).toEqual([{ highWatermark: 15n, records: undefined }])
       expect(seen.map(Number)).toEqual([...range(0, 10), ...range(5, 15)])
     } finally {
       kafka.consumerFetchesChannel.start.unsubscribe(onFetch)
+      kafka.consumerFetchesChannel.asyncEnd.unsubscribe(onAnswer)
       await stream.close().catch(() => {})
       await (consumer.close(true) as unknown as Promise<void>).catch(() => {})
       await producer.close().catch(() => {})
