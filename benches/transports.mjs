@@ -12,6 +12,9 @@
  *         through one) and node-redis-raw (the bare node-redis client in Orrery's window).
  *       nats-bench: `nats bench js pub async`, one connection, JetStream publishes acknowledged in
  *         batches of 4,096 (Orrery's 4 x 1,024 in flight) to a file stream of one replica.
+ *         redis-benchmark-script: redis-benchmark sending the driver's own append script (an XADD
+ *         per entry inside it, entries of Orrery's frame size, WINDOW scripts of BATCH on one
+ *         connection): what the server appends that way by itself, Orrery's ceiling there.
  *       rust-redis, rust-nats: the Rust clients (redis-rs, async-nats on tokio; benches/rust-clients)
  *         publishing in Orrery's window on one connection, nothing of Orrery around them: the
  *         ceiling of a transport written in Rust inside the native engine.
@@ -86,6 +89,8 @@ const ROUNDS = 5
 // Publishers keep WINDOW batches of BATCH messages awaiting the server at once: 4,096 in flight,
 // about what redis-benchmark keeps (50 clients x 64).
 const BATCH = 1024
+/** The size of the frame Orrery writes for a PAYLOAD_BYTES payload on `bench.publish` (its entry's field). */
+const FRAME_BYTES = 190
 const WINDOW = 4
 // redis-benchmark's own default client count, and the pipeline depth the issue gives it.
 const TOOL_CLIENTS = 50
@@ -439,6 +444,44 @@ function toolPublish(id, clients, pipeline) {
         // Its own figure (from its first request to its last reply), not the process's start-up.
         const extra = { clients, pipeline, wall_ms: Math.round(outside.ms), p99_ms_per_pipeline: reported.p99_ms }
         return { msgs: N, ms: (N / reported.rps) * 1000, p99_us: null, extra }
+      },
+      close: () => probe.close(),
+    }
+  }
+}
+
+/**
+ * redis-benchmark sending Orrery's own append script (the Redis driver's, an `XADD` per entry
+ * inside it) with BATCH entries of Orrery's frame size each, WINDOW scripts in flight on one
+ * connection, as the driver sends them: what the server itself appends that way, with no client
+ * work to speak of. Orrery's ceiling on this path.
+ */
+function toolScript(id) {
+  return async () => {
+    const { APPEND_ALL_SCRIPT } = await import('../dist/transports/redis.js')
+    const probe = await redisProbe()
+    const key = `${PREFIX}tool:script`
+    const entry = 'x'.repeat(FRAME_BYTES)
+    const scripts = Math.ceil(N / BATCH)
+    const args = ['-h', '127.0.0.1', '-p', String(REDIS_PORT), '-n', String(scripts), '-c', '1', '-P', String(WINDOW), '--csv']
+    const command = ['EVAL', APPEND_ALL_SCRIPT, '1', key, '1', '', ...Array.from({ length: BATCH }, () => entry)]
+    let reported
+    // Whole scripts: a round appends `scripts` x BATCH entries (N rounded up), and the pipeline may overshoot by WINDOW scripts.
+    const measured = publishRounds(
+      id,
+      probe,
+      key,
+      async () => {
+        const { stdout } = await run('redis-benchmark', [...args, ...command], { maxBuffer: 64 << 20 })
+        reported = parseToolCsv(stdout)
+      },
+      scripts * BATCH - N + WINDOW * BATCH,
+    )
+    return {
+      async round() {
+        await measured()
+        const extra = { entries_per_script: BATCH, scripts_in_flight: WINDOW, entry_bytes: FRAME_BYTES }
+        return { msgs: N, ms: (N / (reported.rps * BATCH)) * 1000, p99_us: null, extra }
       },
       close: () => probe.close(),
     }
@@ -956,6 +999,7 @@ const SCENARIOS = [
       ['orrery-redis-signed', orreryPublish('orrery-redis-signed', 'redis', 'native', SIGNING)],
       ['redis-benchmark', toolPublish('redis-benchmark', TOOL_CLIENTS, TOOL_PIPELINE)],
       ['redis-benchmark-1conn', toolPublish('redis-benchmark-1conn', 1, BATCH)],
+      ['redis-benchmark-script', toolScript('redis-benchmark-script')],
       ['node-redis-raw', rawPublish],
       ['rust-redis', rustPublish('rust-redis', 'redis')],
       ...engines('nats').map(([id, engine]) => [id, orreryPublish(id, 'nats', engine)]),

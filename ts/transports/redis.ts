@@ -97,8 +97,9 @@ return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
  * Appends a run of publishes to one stream (KEYS[1]) in one command (sent whole, see `Script`).
  * ARGV[1] is 1 (each entry its frame) or 2 (its frame, then its signature), ARGV[2] the
  * stream's MAXLEN ('' for none), the entries after. Stops at the first refusal: {written} or {written, refusal}.
+ * @internal Exported for the transports benchmark, which has redis-benchmark run it.
  */
-const APPEND_ALL_SCRIPT = `local per, cap, n = tonumber(ARGV[1]), ARGV[2], 0
+export const APPEND_ALL_SCRIPT = `local per, cap, n = tonumber(ARGV[1]), ARGV[2], 0
 for i = 3, #ARGV, per do
   local r
   if cap == '' then
