@@ -9,7 +9,7 @@ import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
 import { type BusEvent, isOrreryError, Orrery, OrreryError, type TransportOptions } from '../../ts/node.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
-import { until } from './backends.js'
+import { poll, until } from './backends.js'
 import { proxyTo, type TcpProxy } from './proxy.js'
 
 type Env = Record<string, string | undefined>
@@ -213,6 +213,41 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
         await o.bus.publish('jobs', 2)
         await until(() => got.includes(2), 10_000, 'a job after the outage')
         expect(events.filter((e) => e.type === 'transport-error')).toHaveLength(1)
+      })
+
+      it('a group made while the server is unreachable is opened once it is back, and reads', { timeout: 60_000 }, async () => {
+        const { o, proxy } = await behindProxy(broker)
+        const events: BusEvent[] = []
+        o.bus.events.subscribe((e) => void events.push(e))
+        await proxy.cut()
+        const got: number[] = []
+        o.bus.group<number>('late', 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
+        // Long enough for the opening's requests to give up (nats.js's own timeout: 5 s; node-redis
+        // keeps its commands for the reconnection instead): the group is not open meanwhile, and
+        // attached says why, typed.
+        const attached = o.bus.attached('late').then(
+          () => 'open',
+          (error: unknown) => error,
+        )
+        await new Promise((r) => setTimeout(r, 7_000))
+        const early = await Promise.race([attached, new Promise((r) => setTimeout(() => r('pending'), 10))])
+        if (early !== 'pending') expect(early).toMatchObject({ code: 'TRANSPORT_UNAVAILABLE', details: { transport: 'main', channel: 'late', group: 'g' } })
+        await proxy.restore()
+        await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
+        // Opened again by itself: attached resolves once it is.
+        await poll(
+          () =>
+            o.bus.attached('late').then(
+              () => true,
+              () => undefined,
+            ),
+          20_000,
+          'the group opened',
+          100,
+        )
+        await o.bus.publish('late', 1)
+        await until(() => got.includes(1), 10_000, 'a job of the group made during the outage')
+        for (const e of events) if (e.type === 'transport-error') expect(e.error.code).toBe('TRANSPORT_UNAVAILABLE')
       })
 
       it('shutdown with the server up is graceful', async () => {

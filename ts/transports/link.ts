@@ -6,7 +6,7 @@
  */
 import type { BusCore } from '../engines/backend.js'
 import { DEFAULTS, FRAME } from '../engines/manifest.js'
-import { isOrreryError, OrreryError } from '../errors.js'
+import { failureOf, isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedKafkaOptions, CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart, Refused } from './driver.js'
@@ -113,6 +113,14 @@ const LOCAL_KINDS: readonly string[] = ['memory', 'durable']
 const POSITION = new TextDecoder()
 
 /** Consecutive publishes or requests for one driver, written as one write (in batch order). */
+/** A group this process reads from a broker, and its opening (see `Link.openGroup`). */
+interface RemoteGroup {
+  readonly ref: GroupRef
+  readonly driver: Driver
+  opened: Promise<void>
+  deleted?: boolean
+}
+
 interface Run {
   readonly requests: boolean
   readonly records: Egress[]
@@ -160,8 +168,12 @@ export class Transports {
   /** Drivers whose reply listener is up: their writes go out at once. */
   private readonly listening = new Set<Driver>()
   /** Remote groups by core id (kept after a delete: its releases are still drained). */
-  private readonly groups = new Map<number, { ref: GroupRef; driver: Driver; opened: Promise<void>; deleted?: boolean }>()
+  private readonly groups = new Map<number, RemoteGroup>()
   private closed = false
+  /** Whether groups that could not be opened are opened again (until the bus stops). */
+  private opening = true
+  /** The timers of those attempts. */
+  private readonly retries = new Set<ReturnType<typeof setTimeout>>()
   /** The durable transport's file, when one is configured (opened at `attach`). */
   private disk: DurableDisk | undefined
   /** Channels kept on disk (by local id): a publish to one waits for its commit. */
@@ -481,13 +493,44 @@ export class Transports {
     return channel.driver.catchUp({ id: channel.id, name: channel.name }, start)
   }
 
-  /** A group made on a bound channel: created on the broker and read for this process (once per group). */
+  /**
+   * A group made on a bound channel: created on the broker and read for this process (once per
+   * group). One that cannot be opened (the broker unreachable longer than its client waits) is
+   * reported once and opened again, 1 s later and then at most every 30 s, until it is, or until
+   * the group is deleted or the bus stops: its members are fed once the broker is back.
+   * `attached` rejects meanwhile, and resolves once it is open.
+   */
   openGroup(channel: BoundChannel, id: number, name: string, start: GroupStart, visibilityMs: number): void {
     if (this.groups.has(id)) return
     const ref: GroupRef = { id, name, channel: channel.name, start, visibilityMs }
-    const opened = channel.driver.openGroup(ref)
-    this.groups.set(id, { ref, driver: channel.driver, opened })
-    opened.catch((error: unknown) => this.host?.failed(channel.transport.name, error))
+    const transport = channel.transport.name
+    const open = (): Promise<void> =>
+      channel.driver.openGroup(ref).catch((error: unknown) => {
+        throw failureOf(error, 'TRANSPORT_UNAVAILABLE', `transport ${transport} could not open group ${name} on channel ${channel.name}`, {
+          transport,
+          channel: channel.name,
+          group: name,
+        })
+      })
+    const entry: RemoteGroup = { ref, driver: channel.driver, opened: open() }
+    this.groups.set(id, entry)
+    const retry = (attempt: Promise<void>, waitMs: number, reported: boolean): void => {
+      attempt.then(
+        () => {
+          entry.opened = attempt
+        },
+        (error: unknown) => {
+          if (!reported) this.host?.failed(transport, error)
+          const timer = setTimeout(() => {
+            this.retries.delete(timer)
+            if (!this.opening || entry.deleted === true || this.groups.get(id) !== entry) return
+            retry(open(), Math.min(30_000, waitMs * 2), true)
+          }, waitMs)
+          this.retries.add(timer)
+        },
+      )
+    }
+    retry(entry.opened, 1_000, false)
   }
 
   /**
@@ -708,6 +751,7 @@ export class Transports {
    */
   async shutdown(): Promise<ShutdownOutcome> {
     if (this.closed) return GRACEFUL
+    this.stopOpening()
     const errors: OrreryError[] = []
     const drivers = this.config.transports.flatMap((t) => {
       const driver = this.drivers.get(t.id)
@@ -739,10 +783,17 @@ export class Transports {
     return errors.length === 0 ? GRACEFUL : { graceful: false, errors }
   }
 
+  private stopOpening(): void {
+    this.opening = false
+    for (const timer of this.retries) clearTimeout(timer)
+    this.retries.clear()
+  }
+
   /** Drops every connection at once. */
   close(): void {
     if (this.closed) return
     this.closed = true
+    this.stopOpening()
     this.refusalReports.close()
     this.disk?.close()
     for (const driver of this.drivers.values()) driver.close()
