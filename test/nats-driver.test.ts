@@ -486,8 +486,37 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     await jsm.consumers.delete(stream(ch('lost')), brokerName('g'))
     await sleep(300)
     await a.bus.publish(ch('lost'), 2)
-    await until(() => got.length === 2, 20_000)
-    expect(got).toEqual([1, 2])
+    await until(() => got.includes(2), 20_000)
+    // Made again no later than its ack floor as last looked up: 1 may come once more (at least once).
+    expect(got.filter((p) => p !== 1)).toEqual([2])
+  })
+
+  // Made again after the last message this process read, the consumer never delivered again what
+  // was unacked before it: neither what this process held (its nak reached a consumer that had
+  // never delivered it) nor what others held.
+  it('a consumer lost while this process holds messages starts no later than them: each comes back, and is acked', { timeout: 60_000 }, async () => {
+    fresh()
+    const a = await open()
+    a.bus.events.subscribe(() => {})
+    const held: Delivery<number>[] = []
+    let ackAll = false
+    const again = new Set<number>()
+    const group = a.bus.group<number>(ch('held'), 'g', { from: 'earliest' })
+    group.join({ maxInFlight: 10 }).subscribe((d) => {
+      if (!ackAll) return void held.push(d)
+      again.add(d.message.payload)
+      d.ack()
+    })
+    await a.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch('held'), payload })))
+    await until(() => held.length === 3)
+    await jsm.consumers.delete(stream(ch('held')), brokerName('g'))
+    // The reader's pull is told the consumer is gone; it makes it again.
+    await until(async () => (await jsm.consumers.info(stream(ch('held')), brokerName('g')).catch(() => undefined)) !== undefined, 15_000)
+    ackAll = true
+    for (const d of held) d.nack()
+    await until(() => again.size === 3, 20_000)
+    expect([...again].sort()).toEqual([1, 2, 3])
+    await until(async () => (await jsm.consumers.info(stream(ch('held')), brokerName('g'))).ack_floor.stream_seq >= 3, 15_000)
   })
 
   it('a mirror whose consumer the server lost makes it again after the last message it holds, at once', async () => {

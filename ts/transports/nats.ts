@@ -120,6 +120,8 @@ const PULL_SILENT_MS = 2 * PULL_HEARTBEAT_MS + 500
 const MIRROR_INACTIVE_MS = 5 * 60_000
 /** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
 const RETRY_MS = 200
+/** How often a group's reader looks its consumer's ack floor up again (see `GroupReader.floor`). */
+const FLOOR_MS = 5_000
 /** How long one attempt of a publish waits for its PubAck. */
 const PUBLISH_ATTEMPT_MS = 5_000
 /** The longest dedup window JetStream is asked to keep (an unbounded window keeps ids a year). */
@@ -1092,7 +1094,10 @@ export class NatsDriver implements Driver {
     // made from now on wait until the consumer exists.
     const made = this.ensureStream(group.channel)
       .then(() => this.ensureConsumer(group))
-      .then(() => this.streamCreated(group.channel))
+      .then((floor) => {
+        reader.floor = floor
+        return this.streamCreated(group.channel)
+      })
       .then((created) => {
         reader.created = created
       })
@@ -1110,11 +1115,13 @@ export class NatsDriver implements Driver {
 
   /**
    * Makes the group's durable consumer if it does not exist; sets its ack wait to this process's
-   * threshold if it differs. One made again after the server lost it starts after `seen`, the
-   * last sequence this process read of it, instead of where the group started; on a stream made
-   * again (`newStream`: its numbers start over, and all it holds came after the loss) at its start.
+   * threshold if it differs; resolves to its ack floor (the stream sequence up to which every
+   * message is acked). One made again after the server lost it (or someone deleted it) starts
+   * after `after` (see `GroupReader.resumeAfter`: no later than the first message not known to be
+   * acked) instead of where the group started; on a stream made again (`newStream`: its numbers
+   * start over, and all it holds came after the loss) at its start.
    */
-  async ensureConsumer(group: GroupRef, seen = 0, newStream = false): Promise<void> {
+  async ensureConsumer(group: GroupRef, after?: number, newStream = false): Promise<number> {
     const { AckPolicy, DeliverPolicy } = this.nats.jetstream
     const jsm = this.manager()
     const stream = this.streamOf(group.channel)
@@ -1122,8 +1129,8 @@ export class NatsDriver implements Driver {
     const ackWait = ms(threshold(group))
     const start = newStream
       ? { deliver_policy: DeliverPolicy.All }
-      : seen > 0
-        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: seen + 1 }
+      : after !== undefined
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 }
         : group.start.at === 'latest'
           ? { deliver_policy: DeliverPolicy.New }
           : group.start.at === 'earliest'
@@ -1135,7 +1142,7 @@ export class NatsDriver implements Driver {
     })
     if (existing === undefined) {
       try {
-        await jsm.consumers.add(stream, {
+        const made = await jsm.consumers.add(stream, {
           durable_name: name,
           ack_policy: AckPolicy.Explicit,
           ack_wait: ackWait,
@@ -1145,7 +1152,7 @@ export class NatsDriver implements Driver {
           max_ack_pending: -1,
           ...start,
         })
-        return
+        return made.ack_floor.stream_seq
       } catch (error) {
         // Another process made it meanwhile (with its own settings): use it.
         if (!this.isServerError(error)) throw error
@@ -1153,6 +1160,24 @@ export class NatsDriver implements Driver {
     }
     const info = existing ?? (await jsm.consumers.info(stream, name))
     if (info.config.ack_wait !== ackWait) await jsm.consumers.update(stream, name, { ack_wait: ackWait })
+    return info.ack_floor.stream_seq
+  }
+
+  /** @internal The ack floor of `group`'s consumer now (see `ensureConsumer`). */
+  async ackFloor(group: GroupRef): Promise<number> {
+    return (await this.manager().consumers.info(this.streamOf(group.channel), brokerName(group.name))).ack_floor.stream_seq
+  }
+
+  /** @internal The lowest stream sequence this process holds unanswered of `group` on its stream's `remade`-th making. */
+  lowestHeld(group: number, remade: number): number | undefined {
+    let lowest: number | undefined
+    const suffix = `@${remade}`
+    for (const [position, m] of this.held.get(group) ?? []) {
+      const at = position.indexOf('@')
+      if ((at === -1 ? remade !== 0 : position.slice(at) !== suffix) || (lowest !== undefined && m.seq >= lowest)) continue
+      lowest = m.seq
+    }
+    return lowest
   }
 
   closeGroup(group: number): void {
@@ -1689,6 +1714,15 @@ class GroupReader {
   private ready = true
   /** The last stream sequence read. */
   private seen = 0
+  /**
+   * The consumer's ack floor as last looked up (undefined: not yet): every message up to it is
+   * acked. Looked up at most every FLOOR_MS while the reader reads, so a consumer made again
+   * after it was lost starts no later than the first message that may still be unacked.
+   */
+  floor: number | undefined
+  private floorAt = 0
+  /** Counts the consumer's makings: a floor looked up on an earlier one is not taken. */
+  private makings = 0
   /** When the stream this reader reads was made (see `streamCreated`). */
   created: string | undefined
   /** How many times the stream was made again while this reader read it. */
@@ -1780,10 +1814,14 @@ class GroupReader {
             this.remade++
             driver.dropHeld(this.group.id)
           }
-          await driver.ensureConsumer(this.group, this.seen, newStream)
+          if (newStream) this.floor = undefined
+          this.makings++
+          this.floor = await driver.ensureConsumer(this.group, newStream ? undefined : this.resumeAfter(), newStream)
+          this.floorAt = Date.now()
           this.created = created
           this.ready = true
         }
+        this.lookAtFloor(driver)
         if (this.lost !== undefined) {
           const lost = this.lost
           this.lost = undefined
@@ -1812,6 +1850,37 @@ class GroupReader {
         await new Promise((r) => setTimeout(r, RETRY_MS))
       }
     }
+  }
+
+  /**
+   * Where a consumer made again starts (after which stream sequence): its ack floor as last looked
+   * up, or the first message this process still holds unanswered, or the last it read, whichever
+   * is first. Not after the last read: messages other processes held unacked, and those this
+   * process holds (whose nak or lease end must bring them back), lie between the floor and it,
+   * and a consumer that starts past them never delivers them again. The cost: what was acked
+   * since the floor was last looked up is delivered once more. Undefined (the group's own start)
+   * when nothing is known.
+   */
+  private resumeAfter(): number | undefined {
+    let after = this.floor === undefined ? (this.seen > 0 ? this.seen : undefined) : this.seen > 0 ? Math.min(this.seen, this.floor) : this.floor
+    const lowest = this.driver.lowestHeld(this.group.id, this.remade)
+    if (lowest !== undefined) after = Math.min(after ?? lowest - 1, lowest - 1)
+    return after
+  }
+
+  /** Looks the consumer's ack floor up again if it is older than FLOOR_MS (in the background). */
+  private lookAtFloor(driver: NatsDriver): void {
+    if (Date.now() - this.floorAt < FLOOR_MS || !driver.isConnected) return
+    this.floorAt = Date.now()
+    const making = this.makings
+    driver.ackFloor(this.group).then(
+      (floor) => {
+        if (making === this.makings) this.floor = floor
+      },
+      () => {
+        // Gone or unreachable: a pull says so, and the consumer is looked up then.
+      },
+    )
   }
 
   /**
