@@ -700,6 +700,53 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
       await outage(false)
     }, 90_000)
 
+    // The server settles an answer by the stream sequence in its ack subject alone: an answer to a
+    // delivery of the old stream, sent once the server was back without its data, settled the new
+    // stream's message of the same number in whichever process held it.
+    it("a server back without its data: what a process held of the old stream, answered after, settles nothing of the new stream's", async () => {
+      await withSpare('nats-spare', async (url) => {
+        fresh()
+        const a = await open({ servers: url, publishTimeoutMs: 20_000 })
+        const b = await open({ servers: url, publishTimeoutMs: 20_000 })
+        for (const o of [a, b]) o.bus.events.subscribe(() => {})
+        // a holds 1, 2 and 3 of the old stream, with no room for more (so no pull of its own out).
+        const heldByA: Delivery<number>[] = []
+        a.bus
+          .group<number>(ch('stale'), 'g', { from: 'earliest' })
+          .join({ maxInFlight: 3 })
+          .subscribe((d) => void heldByA.push(d))
+        await a.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch('stale'), payload })))
+        await until(() => heldByA.length === 3)
+        await stop()
+        await start(false)
+        // b makes the stream and the group's consumer again and holds 11, 12 and 13 (sequences 1 to 3 again).
+        const heldByB: Delivery<number>[] = []
+        b.bus
+          .group<number>(ch('stale'), 'g', { from: 'earliest' })
+          .join({ maxInFlight: 10 })
+          .subscribe((d) => void heldByB.push(d))
+        await b.bus.publishBatch([11, 12, 13].map((payload) => ({ channel: ch('stale'), payload })))
+        await until(() => heldByB.length === 3, 30_000)
+        expect(heldByB.map((d) => d.message.payload).sort()).toEqual([11, 12, 13])
+        for (const d of heldByA) d.ack()
+        await sleep(1_000)
+        const pending = async () => {
+          const { connect } = await import('@nats-io/transport-node')
+          const { jetstreamManager } = await import('@nats-io/jetstream')
+          const c = await connect({ servers: url })
+          try {
+            return (await (await jetstreamManager(c)).consumers.info(stream(ch('stale')), brokerName('g'))).num_ack_pending
+          } finally {
+            await c.close()
+          }
+        }
+        // b's three are still b's to answer.
+        expect(await pending()).toBe(3)
+        for (const d of heldByB) d.ack()
+        await until(async () => (await pending()) === 0, 15_000)
+      })
+    }, 90_000)
+
     it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
       await withSpare('nats-spare', async (url) => {
         fresh()

@@ -202,6 +202,16 @@ export class NatsDriver implements Driver {
   private readonly groups = new Map<number, GroupReader>()
   /** Deliveries this process holds, by group and stream sequence: what acks, naks and terms answer. */
   private readonly held = new Map<number, Map<string, Held>>()
+  /**
+   * Groups whose held deliveries are not answered now, each with the answers waiting: from a
+   * disconnect until the group's reader has looked at the stream again. A server back without its
+   * data has a new stream under the same name, numbering from 1 again, and another process may have
+   * made its consumer again under the same name too: the server settles an answer by the stream
+   * sequence in its ack subject alone, so an answer meant for the old stream would settle the new
+   * stream's message of that number, which another process may hold. Once the reader has looked,
+   * the answers go (a new stream's reader has dropped the old deliveries first: they go nowhere).
+   */
+  private readonly unchecked = new Map<number, Egress[]>()
   /** Whether the connection is up (false from a disconnect until nats.js has reconnected). */
   private connected = true
   private readonly serverKey: string
@@ -478,6 +488,28 @@ export class NatsDriver implements Driver {
     return info?.created
   }
 
+  /** @internal Holds back answers to `group`'s deliveries until `checked` (see `unchecked`). */
+  uncheck(group: number): void {
+    if (!this.unchecked.has(group)) this.unchecked.set(group, [])
+  }
+
+  /** @internal `group`'s reader has looked at its stream (or stopped): the answers held back go now. */
+  checked(group: number): void {
+    const waiting = this.unchecked.get(group)
+    if (waiting === undefined) return
+    this.unchecked.delete(group)
+    if (waiting.length > 0 && !this.closed) this.write(waiting).catch((error: unknown) => this.sink.failed(error))
+  }
+
+  /** Whether `record` answers a held delivery of a group whose answers are held back: then it waits with them. */
+  private heldBack(record: Egress): boolean {
+    if (record.kind !== 'ack' && record.kind !== 'release' && record.kind !== 'dead') return false
+    const waiting = this.unchecked.get(record.group.id)
+    if (waiting === undefined || this.core?.at(record.group.id, record.position) !== undefined) return false
+    waiting.push(record)
+    return true
+  }
+
   /** @internal Forgets the deliveries held for `group` (its consumer is gone: they can no longer be answered). */
   dropHeld(group: number): void {
     this.held.delete(group)
@@ -616,7 +648,7 @@ export class NatsDriver implements Driver {
     const answered: Array<[Map<string, Held>, string]> = []
     try {
       for (const r of records) {
-        if (this.core?.take(r.group.id, r.position) !== undefined) continue
+        if (this.heldBack(r) || this.core?.take(r.group.id, r.position) !== undefined) continue
         const held = this.held.get(r.group.id)
         const m = held?.get(r.position)
         if (m === undefined) continue
@@ -840,6 +872,7 @@ export class NatsDriver implements Driver {
 
   /** Any record but a publish: resolves to false (no duplicate). */
   private async send(record: Exclude<Egress, PublishEgress>, deadline: number): Promise<boolean> {
+    if (this.heldBack(record)) return false
     const js = this.client()
     const timeout = Math.max(100, Math.min(PUBLISH_ATTEMPT_MS, deadline - Date.now()))
     switch (record.kind) {
@@ -1788,9 +1821,17 @@ class GroupReader {
     return left
   }
 
-  /** The connection went: the pulls in flight went with it (the loop pulls again once it is back). */
+  /**
+   * The connection went: the pulls in flight went with it (the loop pulls again once it is back).
+   * The server may come back without its data: the stream is looked at again before the next
+   * pull, and answers to what this process holds wait until then (see `NatsDriver.unchecked`).
+   */
   disconnected(): void {
     for (const pull of [...this.pulls]) pull.end()
+    // A reader stopped (a shutdown under way) answers nothing more itself: its releases go as they are.
+    if (this.stopped) return
+    this.ready = false
+    this.driver.uncheck(this.group.id)
   }
 
   private async body(): Promise<void> {
@@ -1800,6 +1841,11 @@ class GroupReader {
     while (!this.stopped && !driver.isClosed) {
       try {
         if (!this.ready) {
+          // Looked at once the connection is back (woken by the reconnect).
+          if (!driver.isConnected) {
+            await this.pause.wait(1_000)
+            continue
+          }
           await driver.ensureStream(this.group.channel)
           const created = await driver.streamCreated(this.group.channel)
           if (created === undefined) {
@@ -1820,6 +1866,7 @@ class GroupReader {
           this.floorAt = Date.now()
           this.created = created
           this.ready = true
+          driver.checked(this.group.id)
         }
         this.lookAtFloor(driver)
         if (this.lost !== undefined) {
@@ -1998,6 +2045,7 @@ class GroupReader {
     this.stopped = true
     this.wake()
     for (const pull of [...this.pulls]) pull.end()
+    this.driver.checked(this.group.id)
   }
 
   async stopAndWait(): Promise<void> {
