@@ -215,40 +215,64 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
         expect(events.filter((e) => e.type === 'transport-error')).toHaveLength(1)
       })
 
-      it('a group made while the server is unreachable is opened once it is back, and reads', { timeout: 60_000 }, async () => {
-        const { o, proxy } = await behindProxy(broker)
-        const events: BusEvent[] = []
-        o.bus.events.subscribe((e) => void events.push(e))
-        await proxy.cut()
-        const got: number[] = []
-        o.bus.group<number>('late', 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
-        // Long enough for the opening's requests to give up (nats.js's own timeout: 5 s; node-redis
-        // keeps its commands for the reconnection instead): the group is not open meanwhile, and
-        // attached says why, typed.
-        const attached = o.bus.attached('late').then(
-          () => 'open',
-          (error: unknown) => error,
-        )
-        await new Promise((r) => setTimeout(r, 7_000))
-        const early = await Promise.race([attached, new Promise((r) => setTimeout(() => r('pending'), 10))])
-        if (early !== 'pending') expect(early).toMatchObject({ code: 'TRANSPORT_UNAVAILABLE', details: { transport: 'main', channel: 'late', group: 'g' } })
-        await proxy.restore()
-        await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
-        // Opened again by itself: attached resolves once it is.
-        await poll(
-          () =>
-            o.bus.attached('late').then(
-              () => true,
-              () => undefined,
-            ),
-          20_000,
-          'the group opened',
-          100,
-        )
-        await o.bus.publish('late', 1)
-        await until(() => got.includes(1), 10_000, 'a job of the group made during the outage')
-        for (const e of events) if (e.type === 'transport-error') expect(e.error.code).toBe('TRANSPORT_UNAVAILABLE')
-      })
+      // Cut before the group is made, or while its opening waits for the server.
+      for (const when of ['before', 'while'] as const)
+        it(`a group made while the server is unreachable (cut ${when} it opens) is opened once it is back, reads and acks`, { timeout: 60_000 }, async () => {
+          const { o, proxy, run } = await behindProxy(broker)
+          const events: BusEvent[] = []
+          o.bus.events.subscribe((e) => void events.push(e))
+          if (when === 'before') await proxy.cut()
+          else proxy.hold()
+          const got: number[] = []
+          o.bus.group<number>('late', 'g', { from: 'earliest' }).consume((d) => void got.push(d.message.payload))
+          if (when === 'while') {
+            await new Promise((r) => setTimeout(r, 300))
+            await proxy.cut()
+          }
+          // Long enough for the opening's requests to give up (nats.js's own timeout: 5 s; node-redis
+          // keeps its commands for the reconnection instead): the group is not open meanwhile, and
+          // attached says why, typed.
+          const attached = o.bus.attached('late').then(
+            () => 'open',
+            (error: unknown) => error,
+          )
+          await new Promise((r) => setTimeout(r, 7_000))
+          const early = await Promise.race([attached, new Promise((r) => setTimeout(() => r('pending'), 10))])
+          if (early !== 'pending') expect(early).toMatchObject({ code: 'TRANSPORT_UNAVAILABLE' })
+          await proxy.restore()
+          await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
+          // Opened again by itself: attached resolves once it is.
+          await poll(
+            () =>
+              o.bus.attached('late').then(
+                () => true,
+                () => undefined,
+              ),
+            20_000,
+            'the group opened',
+            100,
+          )
+          await o.bus.publish('late', 1)
+          await until(() => got.includes(1), 10_000, 'a job of the group made during the outage')
+          for (const e of events) if (e.type === 'transport-error') expect(e.error.code).toBe('TRANSPORT_UNAVAILABLE')
+          if (broker.name === 'nats') {
+            // Its ack reached the server (not held back for good by the disconnect while it opened).
+            const { connect } = await import('@nats-io/transport-node')
+            const { jetstreamManager } = await import('@nats-io/jetstream')
+            const c = await connect({ servers: broker.url()! })
+            try {
+              const jsm = await jetstreamManager(c)
+              await poll(
+                async () => ((await jsm.consumers.info(`${run}-ch-late`, 'g')).num_ack_pending === 0 ? true : undefined),
+                10_000,
+                'the ack on the server',
+                100,
+              )
+            } finally {
+              await c.close()
+            }
+          }
+        })
 
       it('shutdown with the server up is graceful', async () => {
         const { o } = await behindProxy(broker)

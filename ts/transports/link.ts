@@ -518,14 +518,19 @@ export class Transports {
       attempt.then(
         () => {
           entry.opened = attempt
+          // Opened once the bus began to stop (or the group was deleted): it reads nothing more.
+          if (!this.opening || entry.deleted === true) entry.driver.closeGroup(id)
         },
         (error: unknown) => {
+          if (!this.opening) return
           if (!reported) this.host?.failed(transport, error)
           const timer = setTimeout(() => {
             this.retries.delete(timer)
             if (!this.opening || entry.deleted === true || this.groups.get(id) !== entry) return
             retry(open(), Math.min(30_000, waitMs * 2), true)
           }, waitMs)
+          // The next attempt must not keep the process alive (a shutdown stops them anyway).
+          ;(timer as { unref?: () => void }).unref?.()
           this.retries.add(timer)
         },
       )

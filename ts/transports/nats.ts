@@ -211,7 +211,7 @@ export class NatsDriver implements Driver {
    * stream's message of that number, which another process may hold. Once the reader has looked,
    * the answers go (a new stream's reader has dropped the old deliveries first: they go nowhere).
    */
-  private readonly unchecked = new Map<number, Egress[]>()
+  private readonly unchecked = new Map<number, Egress[] | 'drop'>()
   /** Whether the connection is up (false from a disconnect until nats.js has reconnected). */
   private connected = true
   private readonly serverKey: string
@@ -493,19 +493,32 @@ export class NatsDriver implements Driver {
     if (!this.unchecked.has(group)) this.unchecked.set(group, [])
   }
 
-  /** @internal `group`'s reader has looked at its stream (or stopped): the answers held back go now. */
+  /** @internal `group`'s reader has looked at its stream: the answers held back go now. */
   checked(group: number): void {
     const waiting = this.unchecked.get(group)
     if (waiting === undefined) return
     this.unchecked.delete(group)
-    if (waiting.length > 0 && !this.closed) this.write(waiting).catch((error: unknown) => this.sink.failed(error))
+    if (waiting !== 'drop' && waiting.length > 0 && !this.closed) this.write(waiting).catch((error: unknown) => this.sink.failed(error))
   }
 
-  /** Whether `record` answers a held delivery of a group whose answers are held back: then it waits with them. */
+  /**
+   * @internal `group`'s reader stopped without having looked at its stream again: what it holds
+   * is answered no more. Each answer fails as a write the server never took (after
+   * `publishTimeoutMs`), and each delivery comes back to the group after its ack_wait.
+   */
+  uncheckedForGood(group: number): void {
+    if (this.unchecked.has(group)) this.unchecked.set(group, 'drop')
+  }
+
+  /**
+   * Whether `record` answers a held delivery of a group whose answers are held back: then it
+   * waits with them. Throws (a write to try again) once they are answered no more.
+   */
   private heldBack(record: Egress): boolean {
     if (record.kind !== 'ack' && record.kind !== 'release' && record.kind !== 'dead') return false
     const waiting = this.unchecked.get(record.group.id)
     if (waiting === undefined || this.core?.at(record.group.id, record.position) !== undefined) return false
+    if (waiting === 'drop') throw new Error(`group ${record.group.name} stopped before its stream was looked at again after a disconnect`)
     waiting.push(record)
     return true
   }
@@ -1138,7 +1151,11 @@ export class NatsDriver implements Driver {
     try {
       await made
     } catch (error) {
-      if (this.groups.get(group.id) === reader) this.groups.delete(group.id)
+      if (this.groups.get(group.id) === reader) {
+        this.groups.delete(group.id)
+        // Nothing was read: nothing to hold back (a disconnect while it opened may have begun to).
+        this.unchecked.delete(group.id)
+      }
       throw error
     }
     if (this.groups.get(group.id) !== reader) return
@@ -1756,6 +1773,8 @@ class GroupReader {
   private floorAt = 0
   /** Counts the consumer's makings: a floor looked up on an earlier one is not taken. */
   private makings = 0
+  /** Counts the disconnects: a look at the stream that one interrupted is made again. */
+  private disconnects = 0
   /** When the stream this reader reads was made (see `streamCreated`). */
   created: string | undefined
   /** How many times the stream was made again while this reader read it. */
@@ -1828,8 +1847,10 @@ class GroupReader {
    */
   disconnected(): void {
     for (const pull of [...this.pulls]) pull.end()
-    // A reader stopped (a shutdown under way) answers nothing more itself: its releases go as they are.
-    if (this.stopped) return
+    // A reader stopped (a shutdown under way) answers nothing more itself: its releases go as they
+    // are. One not started yet holds nothing, and its opening looks at the stream anyway.
+    if (this.stopped || this.loop === undefined) return
+    this.disconnects++
     this.ready = false
     this.driver.uncheck(this.group.id)
   }
@@ -1846,6 +1867,7 @@ class GroupReader {
             await this.pause.wait(1_000)
             continue
           }
+          const disconnects = this.disconnects
           await driver.ensureStream(this.group.channel)
           const created = await driver.streamCreated(this.group.channel)
           if (created === undefined) {
@@ -1865,6 +1887,8 @@ class GroupReader {
           this.floor = await driver.ensureConsumer(this.group, newStream ? undefined : this.resumeAfter(), newStream)
           this.floorAt = Date.now()
           this.created = created
+          // Another disconnect meanwhile: the server may have lost its data since: looked at again.
+          if (disconnects !== this.disconnects) continue
           this.ready = true
           driver.checked(this.group.id)
         }
@@ -2045,7 +2069,9 @@ class GroupReader {
     this.stopped = true
     this.wake()
     for (const pull of [...this.pulls]) pull.end()
-    this.driver.checked(this.group.id)
+    // Stopped before it looked at the stream again: its answers could reach a new stream's messages.
+    if (this.ready) this.driver.checked(this.group.id)
+    else this.driver.uncheckedForGood(this.group.id)
   }
 
   async stopAndWait(): Promise<void> {
