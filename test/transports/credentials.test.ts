@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { Orrery, type TransportOptions } from '../../ts/node.js'
 import { expectRefused } from '../bad-input.js'
 import { ENGINE } from '../engine.js'
+import { refused, works } from './credential-checks.js'
 import { freePort, SPAWN_SKIP, serveRedis, stopAll } from './spawned.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'orrery-credentials-'))
@@ -40,29 +41,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-/** Connects, answers a request through the transport, and shuts down. */
-async function works(transport: TransportOptions): Promise<void> {
-  const o = await Orrery.create({ engine: ENGINE, transports: { main: transport }, bindings: { 'guarded.*': 'main' } })
-  try {
-    const stop = o.bus.respond('guarded.echo', (request) => request.payload)
-    const reply = await o.bus.request('guarded.echo', 'let in', { timeout: 10_000 })
-    expect(reply.payload).toBe('let in')
-    stop()
-  } finally {
-    await o.shutdown()
-  }
-}
-
-/** TRANSPORT_AUTH at create, no secret in the error or its causes. */
-async function refused(transport: TransportOptions): Promise<void> {
-  const error = await expectRefused(
-    () => Orrery.create({ engine: ENGINE, transports: { main: transport }, bindings: { 'guarded.*': 'main' } }),
-    'TRANSPORT_AUTH',
-  )
-  let all = ''
-  for (let e: unknown = error; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n${JSON.stringify(e)}\n`
-  for (const secret of SECRETS) expect(all).not.toContain(secret)
-}
+const refuse = (transport: TransportOptions) => refused(transport, SECRETS)
 
 describe.skipIf(SPAWN_SKIP !== undefined)(
   `credentials on servers that ask for them (${ENGINE})${SPAWN_SKIP === undefined ? '' : ` [skipped: ${SPAWN_SKIP}]`}`,
@@ -72,9 +51,9 @@ describe.skipIf(SPAWN_SKIP !== undefined)(
       const url = `redis://127.0.0.1:${redisPort}`
       await works({ kind: 'redis', url, username: 'orrery', password: REDIS_PASSWORD })
       await works({ kind: 'redis', url: `redis://orrery:${REDIS_PASSWORD}@127.0.0.1:${redisPort}` })
-      await refused({ kind: 'redis', url, username: 'orrery', password: 'wrong-Secret-given' })
-      await refused({ kind: 'redis', url, username: 'someone', password: REDIS_PASSWORD })
-      await refused({ kind: 'redis', url })
+      await refuse({ kind: 'redis', url, username: 'orrery', password: 'wrong-Secret-given' })
+      await refuse({ kind: 'redis', url, username: 'someone', password: REDIS_PASSWORD })
+      await refuse({ kind: 'redis', url })
     })
   },
 )
@@ -89,8 +68,8 @@ describe.skipIf(KAFKA_SKIP !== undefined)(
       it(`kafka ${mechanism}: the user and password get in; a wrong password or another user is TRANSPORT_AUTH`, async () => {
         const brokers = kafkaSasl!
         await works({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, ...user } })
-        await refused({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, username: user.username, password: 'wrong-Secret-given' } })
-        await refused({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, username: 'someone', password: user.password } })
+        await refuse({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, username: user.username, password: 'wrong-Secret-given' } })
+        await refuse({ kind: 'kafka', brokers, connectTimeoutMs: 10_000, sasl: { mechanism, username: 'someone', password: user.password } })
       })
     }
 

@@ -7,9 +7,9 @@
  */
 import { afterAll, describe, expect, it } from 'vitest'
 
-import { Orrery, type TransportOptions } from '../../ts/node.js'
-import { expectRefused } from '../bad-input.js'
+import type { TransportOptions } from '../../ts/node.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
+import { refused, works } from './credential-checks.js'
 import type { NatsAuth } from './nats-auth.js'
 
 declare module 'vitest/browser' {
@@ -45,32 +45,10 @@ afterAll(async () => {
   if (!IN_BROWSER && auth !== undefined) (await import('./spawned.js')).stopAll()
 })
 
-/** Connects, answers a request through the transport, and shuts down. */
-async function works(transport: TransportOptions): Promise<void> {
-  const o = await Orrery.create({ engine: ENGINE, transports: { main: transport }, bindings: { 'guarded.*': 'main' } })
-  try {
-    const stop = o.bus.respond('guarded.echo', (request) => request.payload)
-    const reply = await o.bus.request('guarded.echo', 'let in', { timeout: 10_000 })
-    expect(reply.payload).toBe('let in')
-    stop()
-  } finally {
-    await o.shutdown()
-  }
-}
-
-/** TRANSPORT_AUTH at create, no secret in the error or its causes. */
-async function refused(transport: TransportOptions): Promise<void> {
-  const error = await expectRefused(
-    () => Orrery.create({ engine: ENGINE, transports: { main: transport }, bindings: { 'guarded.*': 'main' } }),
-    'TRANSPORT_AUTH',
-  )
-  let all = ''
-  for (let e: unknown = error; e instanceof Error; e = e.cause) all += `${e.message}\n${e.stack}\n${JSON.stringify(e)}\n`
-  for (const secret of [...auth!.secrets, WRONG]) expect(all).not.toContain(secret)
-}
-
 // A page opens no TCP connection: WebSocket only there.
 const SCHEMES = IN_BROWSER ? (['ws'] as const) : (['nats', 'ws'] as const)
+
+const refuse = (transport: TransportOptions) => refused(transport, [...auth!.secrets, WRONG])
 
 describe.skipIf(skip !== undefined)(`NATS credentials in ${WHERE}${skip === undefined ? '' : ` [skipped: ${skip}]`}`, { timeout: 30_000 }, () => {
   for (const scheme of SCHEMES) {
@@ -81,23 +59,23 @@ describe.skipIf(skip !== undefined)(`NATS credentials in ${WHERE}${skip === unde
     it(`${scheme}://: a token, as an option or in the URL, gets in; a wrong one or none is TRANSPORT_AUTH`, async () => {
       await works({ kind: 'nats', servers: url('token'), token: auth!.token })
       await works({ kind: 'nats', servers: withUser('token', auth!.token) })
-      await refused({ kind: 'nats', servers: url('token'), token: WRONG })
-      await refused({ kind: 'nats', servers: url('token') })
+      await refuse({ kind: 'nats', servers: url('token'), token: WRONG })
+      await refuse({ kind: 'nats', servers: url('token') })
     })
 
     it(`${scheme}://: a user and password, as options or in the URL, get in; a wrong password or none is TRANSPORT_AUTH`, async () => {
       await works({ kind: 'nats', servers: url('users'), user: 'orrery', pass: auth!.password })
       await works({ kind: 'nats', servers: withUser('users', `orrery:${auth!.password}`) })
-      await refused({ kind: 'nats', servers: url('users'), user: 'orrery', pass: WRONG })
-      await refused({ kind: 'nats', servers: url('users') })
+      await refuse({ kind: 'nats', servers: url('users'), user: 'orrery', pass: WRONG })
+      await refuse({ kind: 'nats', servers: url('users') })
     })
 
     it(`${scheme}://: a user's NKey seed gets in; a seed the server does not know, or none, is TRANSPORT_AUTH`, async () => {
       await works({ kind: 'nats', servers: url('nkey'), nkeySeed: auth!.nkeySeed })
       // As read from a seed file, with its line end.
       await works({ kind: 'nats', servers: url('nkey'), nkeySeed: `${auth!.nkeySeed}\n` })
-      await refused({ kind: 'nats', servers: url('nkey'), nkeySeed: auth!.strangerSeed })
-      await refused({ kind: 'nats', servers: url('nkey') })
+      await refuse({ kind: 'nats', servers: url('nkey'), nkeySeed: auth!.strangerSeed })
+      await refuse({ kind: 'nats', servers: url('nkey') })
     })
 
     it(`${scheme}://: the .creds of a user the operator issued get in; those of an unknown account, a bare seed, or none are TRANSPORT_AUTH`, async () => {
@@ -109,9 +87,9 @@ describe.skipIf(skip !== undefined)(`NATS credentials in ${WHERE}${skip === unde
       expect([jwtBlock, seedBlock].map((block) => block?.split('\n')[0])).toEqual(['-----BEGIN NATS USER JWT-----', '-----BEGIN USER NKEY SEED-----'])
       for (const variant of [creds.replace(/\n/g, '\r\n'), creds.trim(), creds.replace(/\n/g, ' '), `${seedBlock}\n${jwtBlock}`])
         await works({ kind: 'nats', servers: url('operator'), creds: variant })
-      await refused({ kind: 'nats', servers: url('operator'), creds: auth!.foreignCreds })
-      await refused({ kind: 'nats', servers: url('operator'), nkeySeed: auth!.credsSeed })
-      await refused({ kind: 'nats', servers: url('operator') })
+      await refuse({ kind: 'nats', servers: url('operator'), creds: auth!.foreignCreds })
+      await refuse({ kind: 'nats', servers: url('operator'), nkeySeed: auth!.credsSeed })
+      await refuse({ kind: 'nats', servers: url('operator') })
     })
   }
 })
