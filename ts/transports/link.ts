@@ -112,8 +112,7 @@ const LOCAL_KINDS: readonly string[] = ['memory', 'durable']
 /** Broker positions are ASCII (Redis entry ids), and so are reply addresses. */
 const POSITION = new TextDecoder()
 
-/** Consecutive publishes or requests for one driver, written as one write (in batch order). */
-/** A group this process reads from a broker, and its opening (see `Link.openGroup`). */
+/** A group this process reads from a broker, and its opening (see `Transports.openGroup`). */
 interface RemoteGroup {
   readonly ref: GroupRef
   readonly driver: Driver
@@ -121,6 +120,7 @@ interface RemoteGroup {
   deleted?: boolean
 }
 
+/** Consecutive publishes or requests for one driver, written as one write (in batch order). */
 interface Run {
   readonly requests: boolean
   readonly records: Egress[]

@@ -1882,7 +1882,6 @@ class GroupReader {
             this.remade++
             driver.dropHeld(this.group.id)
           }
-          if (newStream) this.floor = undefined
           this.makings++
           this.floor = await driver.ensureConsumer(this.group, newStream ? undefined : this.resumeAfter(), newStream)
           this.floorAt = Date.now()
