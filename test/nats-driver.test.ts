@@ -9,6 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
+import { runnerLink } from '../ts/bus/bus.js'
 import { brokerName, loadNats, NatsDriver, shownUrl } from '../ts/transports/nats.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
@@ -401,6 +402,35 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     await sleep(300)
     expect(tries).toBe(2)
   })
+
+  // The delivery is never terminated, so the server hands it out again every ack_wait and it is
+  // dead-lettered again: each round used to leave its delivery held in the driver for good.
+  it('a dead-letter write the server refuses leaves no delivery held behind, round after round', async () => {
+    fresh()
+    const a = await open()
+    // The dead-letter stream, made first, takes no message as large as the poison's frame.
+    await jsm.streams.add({
+      name: stream(ch('loop.dead-letter')),
+      subjects: [`${streamPrefix}.ch.${brokerName(ch('loop.dead-letter'))}`],
+      max_msg_size: 16,
+    })
+    const failures: unknown[] = []
+    a.bus.events.subscribe((e) => void (e.type === 'transport-error' && failures.push(e)))
+    let tries = 0
+    a.bus.group(ch('loop'), 'g', { from: 'earliest', maxDeliveries: 1, visibilityTimeout: 200 }).consume(() => {
+      tries++
+      throw new Error('boom')
+    })
+    await sleep(100)
+    await a.bus.publish(ch('loop'), 'poison')
+    // The core dead-letters a redelivery past maxDeliveries without running the handler again.
+    await until(() => failures.length >= 4, 20_000)
+    const { driver } = runnerLink(a.bus).transports!.transportNamed('main')!
+    const held = [...(driver as unknown as { held: Map<number, Map<string, unknown>> }).held.values()].reduce((n, m) => n + m.size, 0)
+    expect(held).toBeLessThanOrEqual(1)
+    expect(tries).toBe(1)
+    expect(await count(ch('loop.dead-letter'))).toBe(0)
+  }, 30_000)
 
   it('dedup holds across two instances: one publish of an id per window (Nats-Msg-Id)', async () => {
     fresh()

@@ -993,7 +993,12 @@ export class NatsDriver implements Driver {
     // The stream sequence and the delivery count: an answer meant for one delivery never reaches a
     // later one. A stream made again numbers from 1 again: its deliveries are told from the old
     // stream's (which the core may still hold, and whose answers must not reach them) by `@remade`.
-    const position = remade === 0 ? `${m.seq}:${m.info.deliveryCount}` : `${m.seq}:${m.info.deliveryCount}@${remade}`
+    const suffix = remade === 0 ? '' : `@${remade}`
+    const count = m.info.deliveryCount
+    // The server delivers a message again only once no answer to the earlier delivery reached it:
+    // what is still held of that one (a dead letter the server refused, say) can settle nothing more.
+    for (let k = 1; k < count; k++) held.delete(`${m.seq}:${k}${suffix}`)
+    const position = `${m.seq}:${count}${suffix}`
     held.set(position, m)
     return position
   }
@@ -1932,10 +1937,9 @@ class GroupReader {
    * when nothing is known.
    */
   private resumeAfter(): number | undefined {
-    let after = this.floor === undefined ? (this.seen > 0 ? this.seen : undefined) : this.seen > 0 ? Math.min(this.seen, this.floor) : this.floor
     const lowest = this.driver.lowestHeld(this.group.id, this.remade)
-    if (lowest !== undefined) after = Math.min(after ?? lowest - 1, lowest - 1)
-    return after
+    const known = [this.floor, this.seen > 0 ? this.seen : undefined, lowest === undefined ? undefined : lowest - 1].filter((n) => n !== undefined)
+    return known.length === 0 ? undefined : Math.min(...known)
   }
 
   /** Looks the consumer's ack floor up again if it is older than FLOOR_MS (in the background). */
