@@ -344,6 +344,42 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     got[0]!.ack()
   })
 
+  it("group.claim takes another consumer's idle entries over (XCLAIM): the broker names this one, the old holder's late acks settle nothing", async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    const stuck: Delivery<number>[] = []
+    a.bus
+      .group<number>(ch('over'), 'g', { from: 'earliest', visibilityTimeout: 60_000 })
+      .join({ maxInFlight: 10 })
+      .subscribe((d) => void stuck.push(d))
+    await sleep(100)
+    await a.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch('over'), payload })))
+    await until(() => stuck.length === 3)
+    const group = b.bus.group<number>(ch('over'), 'g', { visibilityTimeout: 60_000 })
+    const helper = group.join({ maxInFlight: 10 })
+    const taken: Delivery<number>[] = []
+    helper.subscribe((d) => void taken.push(d))
+    await b.bus.attached(ch('over'))
+    await sleep(250)
+    expect(group.claim(helper.memberId(), { minIdle: 200, max: 2 })).toBe(0)
+    await until(() => taken.length === 2)
+    const owners = async () =>
+      ((await raw.sendCommand(['XPENDING', key(ch('over')), 'g', '-', '+', '10'])) as Array<[string, string, number, number]>).map(
+        ([id, consumer, , count]) => [id, consumer, Number(count)],
+      )
+    const claimed = (await owners()).filter(([, , count]) => count === 2)
+    expect(claimed.length).toBe(2)
+    expect(new Set(claimed.map(([, consumer]) => consumer)).size).toBe(1)
+    // a answers all three: only the one still its own is settled.
+    for (const d of stuck) d.ack()
+    await until(async () => (await owners()).length === 2)
+    await sleep(200)
+    expect((await owners()).map(([id]) => id).sort()).toEqual(claimed.map(([id]) => id).sort())
+    for (const d of taken) d.ack()
+    await until(async () => (await owners()).length === 0)
+  })
+
   it('a group the server lost is made again (from its own start) and read', async () => {
     fresh()
     const a = await open()

@@ -986,6 +986,41 @@ function contract(backend: Backend): void {
       stuck.items[2]!.ack()
       expect(group.pending()).toEqual([])
     })
+    it.runIf(shared && can('claim'))('claim takes over what another instance holds, once idle that long', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('claim-over')
+      const visibility = 60_000
+      const stuck = listen(a.bus.group<number>(ch, 'w', { visibilityTimeout: visibility }).join({ maxInFlight: 10 }))
+      await a.bus.publishBatch(range(0, 3).map((payload) => ({ channel: ch, payload })))
+      await until(() => stuck.items.length >= 3, 20_000, 'the first instance to hold 3')
+      const heldAt = Date.now()
+      const group = b.bus.group<number>(ch, 'w', { visibilityTimeout: visibility })
+      const helper = group.join({ maxInFlight: 10 })
+      const helped = listen(helper)
+      await b.bus.attached(ch)
+      // Nothing has been idle a minute: nothing moves.
+      expect(group.claim(helper.memberId(), { minIdle: 60_000 })).toBe(0)
+      await new Promise((r) => setTimeout(r, 500))
+      expect(helped.items).toEqual([])
+      // b's members hold nothing (0 moved here); the broker hands b two of a's three.
+      await new Promise((r) => setTimeout(r, Math.max(0, heldAt + 300 - Date.now())))
+      expect(group.claim(helper.memberId(), { minIdle: 200, max: 2 })).toBe(0)
+      await until(
+        () => helped.items.length >= 2,
+        20_000,
+        'the claimed deliveries',
+        () => helped.items.length,
+      )
+      await new Promise((r) => setTimeout(r, 300))
+      expect(helped.items.length).toBe(2)
+      expect(helped.items.map((d) => d.attempt)).toEqual([2, 2])
+      const taken = helped.items.map((d) => d.message.payload)
+      expect(taken.every((p) => stuck.items.some((d) => d.message.payload === p))).toBe(true)
+      expect(new Set(taken).size).toBe(2)
+      for (const d of helped.items) d.ack()
+      for (const d of stuck.items) d.ack()
+    })
     it.runIf(!can('claim'))('group.claim: refused with CAPABILITY_UNSUPPORTED, nothing moves', { timeout: T }, async () => {
       const t = fresh()
       const o = await t.open()

@@ -253,7 +253,12 @@ export class Group<T = unknown> {
     this.members.clear()
   }
 
-  /** Moves deliveries idle for `minIdle` ms from other members to member `memberId`. */
+  /**
+   * Moves deliveries idle for `minIdle` ms from other members to member `memberId`, at most `max`
+   * (default 100); returns how many moved. On a channel bound to a broker that can claim (Redis),
+   * the broker then hands this process up to `max` minus that many entries other processes hold,
+   * idle as long, for its members as they have room.
+   */
   claim(memberId: number, options: { minIdle: number; max?: number }): number {
     this.link.assertOpen()
     int(memberId, 'memberId', { max: 0xffffffff }, 'argument')
@@ -263,6 +268,7 @@ export class Group<T = unknown> {
     const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })
     const max = intOr(o.max, 100, 'max', { min: 1, max: MAX_CAPACITY })
     const n = this.named(() => this.link.core.claim(memberId, minIdle, max, this.link.now()))
+    this.remote?.claimRemote(this.id, minIdle, max - n)
     this.link.noteDeadline()
     this.link.scheduleFlush()
     return n

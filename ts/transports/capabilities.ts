@@ -45,11 +45,13 @@ const ALL = Object.freeze(Object.fromEntries(CAPABILITIES.map((c) => [c, true]))
 
 /**
  * The per-backend table. `memory` is this process's own bus: everything. `redis` (Redis
- * Streams) lacks priorities other than `normal`, replay from a sequence number, `group.claim`,
- * retention by bytes and the `reject` overflow policy for subscribers; its `retention.maxCount`
- * is approximate (`MAXLEN ~`); its requests cross processes, but one nobody answers times out
- * (`TIMEOUT`) instead of failing `NO_RESPONDER` at once. `nats` (JetStream) keeps retention by
- * bytes too (the stream's `max_bytes`), and lacks the rest as redis does. `kafka` (one topic per
+ * Streams) lacks priorities other than `normal`, replay from a sequence number, retention by
+ * bytes and the `reject` overflow policy for subscribers; its `retention.maxCount` is
+ * approximate (`MAXLEN ~`); its requests cross processes, but one nobody answers times out
+ * (`TIMEOUT`) instead of failing `NO_RESPONDER` at once; `group.claim` also takes over what
+ * other processes hold (`XCLAIM`). `nats` (JetStream) keeps retention by bytes too (the stream's
+ * `max_bytes`), and lacks the rest as redis does, `group.claim` too (a JetStream consumer has no
+ * owner per process to take a delivery from). `kafka` (one topic per
  * channel, groups on Kafka's consumer groups) lacks those too, and also: dedup by id across
  * producers (its idempotent producer dedups its own retries only) and retention by bytes (Kafka
  * deletes whole segments of 1 MiB and more); what a group's member lets go is
@@ -64,7 +66,6 @@ export const TRANSPORT_CAPABILITIES: Readonly<Record<TransportKind, CapabilitySe
     'from.seq': false,
     'retention.maxBytes': false,
     priority: false,
-    claim: false,
     'overflow.reject': false,
   }),
   kafka: Object.freeze({

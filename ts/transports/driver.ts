@@ -107,6 +107,11 @@ export interface Driver {
    * whose backend lacks `request` (capabilities.ts) need not have it: nothing asks it then.
    */
   openReplies?(address: string): Promise<void>
+  /**
+   * Takes over up to `max` of `group`'s entries that other processes hold, idle on the broker for
+   * `minIdle` ms, and ingests them (`group.claim`). Only a backend with `claim` has it.
+   */
+  claim?(group: number, minIdle: number, max: number): void
   /** Stops reading a group (the broker keeps it). */
   closeGroup(group: number): void
   /** A group may have room again: readers waiting for it read. */

@@ -562,6 +562,16 @@ export class Transports {
     g.driver.closeGroup(id)
   }
 
+  /**
+   * `group.claim` on remote group `id`, after this process's own members: the broker hands this
+   * process up to `max` entries other processes hold idle for `minIdle` ms (the backend has `claim`).
+   */
+  claimRemote(id: number, minIdle: number, max: number): void {
+    const g = this.groups.get(id)
+    if (g === undefined || g.deleted === true || max <= 0) return
+    g.driver.claim?.(id, minIdle, max)
+  }
+
   /** Members' room may have grown: readers waiting for room read again. */
   wake(): void {
     for (const driver of this.drivers.values()) driver.wake()

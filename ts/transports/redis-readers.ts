@@ -487,13 +487,53 @@ export class GroupReader extends Reader {
   /** A reclaim in flight (a shutdown waits for it: what it claims is handed back). */
   private reclaimRun: Promise<void> | undefined
 
+  /**
+   * `group.claim`: takes up to `max` entries other consumers hold, idle for `minIdle` ms, and
+   * hands them to the core. XCLAIM checks the idle time again as it claims, so an entry answered
+   * or claimed meanwhile (by a reclaim here, or another process) is left where it is.
+   */
+  claim(minIdle: number, max: number): void {
+    const idle = String(Math.max(0, Math.floor(minIdle)))
+    const page = Math.min(READ_COUNT, Math.max(max, 16))
+    const take = async (): Promise<void> => {
+      const { name, channel } = this.group
+      const key = this.driver.keyOf(channel)
+      const counts = new Map<string, number>()
+      for (let from = '-'; counts.size < max && !this.stopped; ) {
+        const pending = await this.driver.command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, from, '+', String(page)])
+        for (const [id, consumer, , count] of pending) {
+          // What this consumer holds is this process's: its own members' claim moved it already.
+          if (counts.size < max && consumer.toString() !== this.driver.consumer) counts.set(id.toString('latin1'), Number(count))
+        }
+        if (pending.length < page) break
+        from = `(${pending[pending.length - 1]![0].toString('latin1')}`
+      }
+      if (counts.size === 0 || this.stopped) return
+      const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
+      // Claimed during a shutdown, they still go in: the shutdown then hands them back.
+      if (this.driver.isClosed) return
+      for (const entry of claimed) if (entry !== null) this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
+      this.ingest()
+    }
+    const run = (this.claimRun ?? Promise.resolve()).then(take).catch((error) => {
+      if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
+    })
+    this.claimRun = run
+    void run.finally(() => {
+      if (this.claimRun === run) this.claimRun = undefined
+    })
+  }
+
+  /** Claims made by `group.claim` still in flight, one after the other (a shutdown waits for them). */
+  private claimRun: Promise<void> | undefined
+
   override async stopAndWait(): Promise<void> {
     clearInterval(this.reclaimTimer)
     await super.stopAndWait()
     // A reclaim sent while the server is down waits in the offline queue: waited for as a
     // blocking read is (1 s), then the stop goes on (what it would claim stays reclaimable).
     let timer: ReturnType<typeof setTimeout> | undefined
-    await Promise.race([this.reclaimRun, new Promise((r) => (timer = setTimeout(r, 1_000)))])
+    await Promise.race([Promise.all([this.reclaimRun, this.claimRun]), new Promise((r) => (timer = setTimeout(r, 1_000)))])
     clearTimeout(timer)
   }
 

@@ -851,6 +851,10 @@ export class RedisDriver implements Driver {
     }
   }
 
+  claim(group: number, minIdle: number, max: number): void {
+    this.groups.get(group)?.claim(minIdle, max)
+  }
+
   closeGroup(group: number): void {
     this.groups.get(group)?.stop()
     this.groups.delete(group)
