@@ -357,12 +357,13 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     await a.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch('over'), payload })))
     await until(() => stuck.length === 3)
     const group = b.bus.group<number>(ch('over'), 'g', { visibilityTimeout: 60_000 })
-    const helper = group.join({ maxInFlight: 10 })
+    // Room for two: a claim takes no more than the members can hold.
+    const helper = group.join({ maxInFlight: 2 })
     const taken: Delivery<number>[] = []
     helper.subscribe((d) => void taken.push(d))
     await b.bus.attached(ch('over'))
     await sleep(250)
-    expect(group.claim(helper.memberId(), { minIdle: 200, max: 2 })).toBe(0)
+    expect(group.claim(helper.memberId(), { minIdle: 200, max: 3 })).toBe(0)
     await until(() => taken.length === 2)
     const owners = async () =>
       ((await raw.sendCommand(['XPENDING', key(ch('over')), 'g', '-', '+', '10'])) as Array<[string, string, number, number]>).map(

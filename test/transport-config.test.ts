@@ -315,7 +315,7 @@ describe(`bindings and capabilities (${ENGINE})`, () => {
       .filter(([, has]) => !has)
       .map(([name]) => name)
       .sort()
-    expect(lacks).toEqual(['claim', 'from.seq', 'overflow.reject', 'priority', 'retention.maxBytes'])
+    expect(lacks).toEqual(['from.seq', 'overflow.reject', 'priority', 'retention.maxBytes'])
     expect(Object.isFrozen(TRANSPORT_CAPABILITIES.redis)).toBe(true)
   })
 
@@ -381,7 +381,6 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`what redis cannot do is refused befor
       ['from.seq', () => bus.group(ch, 'g-seq', { from: { seq: 0 } })],
       ['overflow.reject', () => bus.subscribe(ch, { overflow: 'reject' })],
       ['retention.maxBytes', () => bus.channel(ch, { retention: { maxBytes: 1024 } })],
-      ['claim', () => bus.group(ch, 'g').claim(1, { minIdle: 0 })],
     ]
     for (const [capability, call] of refusals) {
       const err = (await expectRefused(call, 'CAPABILITY_UNSUPPORTED')) as Error & { details: Record<string, unknown> }

@@ -246,6 +246,57 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
     }),
   )
 
+  // The Kafka counterpart of a NATS server back without its data: the topic is made again and
+  // numbers its offsets from 0 again, so acks of what a process held of the old topic must not
+  // commit offsets of the new one (that would skip the new records).
+  it("a broker back without its data: acks of the old topic's records skip nothing of the new topic's", { timeout: 180_000 }, () =>
+    withSpare('kafka-spare', async () => {
+      const prefix = `${RUN}-${ENGINE}-wiped.`
+      const ch = `${prefix}jobs`
+      const a = await open(prefix)
+      const b = await open(prefix)
+      const events = listen(a.bus.events)
+      try {
+        const got = listen(a.bus.group<number>(ch, 'w', { from: 'earliest' }).join({ maxInFlight: 3 }))
+        const seen = listen(a.bus.subscribe<number>(ch, { from: 'earliest' }))
+        await b.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch, payload })))
+        await until(() => got.items.length >= 3 && seen.items.length >= 3, 30_000, 'a to hold 1, 2 and 3')
+        await mustRun('stop', 'kafka-spare')
+        await mustRun('start', '--for', String(process.pid), 'kafka-spare')
+        await withTimeout(
+          b.bus.publishBatch([11, 12, 13].map((payload) => ({ channel: ch, payload }))),
+          60_000,
+          'the publishes to the broker back without its data',
+        )
+        for (const d of got.items.slice(0, 3)) d.ack()
+        await until(
+          () => [11, 12, 13].every((n) => got.items.some((d) => d.message.payload === n)),
+          90_000,
+          "a to read the new topic's records",
+          () => got.items.map((d) => d.message.payload),
+        )
+        expect(got.items.slice(3).map((d) => [d.message.payload, d.attempt])).toEqual([
+          [11, 1],
+          [12, 1],
+          [13, 1],
+        ])
+        for (const d of got.items.slice(3)) d.ack()
+        // A subscriber reads the new topic too.
+        await until(
+          () => seen.items.length >= 6,
+          60_000,
+          "a's subscriber to read the new topic",
+          () => seen.items.map((m) => m.payload),
+        )
+        expect(seen.items.map((m) => m.payload)).toEqual([1, 2, 3, 11, 12, 13])
+        expect(events.items.some((e) => e.type === 'transport-error' && /made again/.test(e.error.message))).toBe(true)
+      } finally {
+        events.subscription.unsubscribe()
+        for (const o of [a, b]) await stop(o)
+      }
+    }),
+  )
+
   it('shut down while the broker is down: the process has nothing left open', { timeout: 120_000 }, () =>
     withSpare('kafka-spare', async () => {
       const prefix = `${RUN}-${ENGINE}-shut.`

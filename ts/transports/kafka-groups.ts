@@ -25,6 +25,8 @@ interface Held {
   count: number
   readonly frame: Buffer
   readonly route: Route | undefined
+  /** The topic's making it was read from (see `KafkaGroupReader.epoch`). */
+  readonly epoch: number
   /** Acked: it leaves its partition's queue when it reaches the front. */
   done?: boolean
 }
@@ -144,6 +146,17 @@ export class KafkaGroupReader {
   private prepared = false
   /** Consumers `close` let go while they joined: each is closed once its join ends. */
   private readonly owed = new Set<Consumer<Buffer, Buffer, Buffer, Buffer>>()
+  /**
+   * The topic's id as Kafka gave it, looked up at each join, and how many times this reader found
+   * it made again. A topic made again (deleted, or the broker back without its data) numbers its
+   * offsets from 0 again: what this process held of the old one is forgotten, and a position
+   * names the making it was read from, so an answer to an old record never settles the new
+   * record at the same offset, nor commits it.
+   */
+  private topicId: string | undefined
+  private epoch = 0
+  /** Whether the topic was looked at since the consumer last joined: until then nothing is committed. */
+  private topicSeen = false
 
   constructor(
     private readonly driver: KafkaDriver,
@@ -238,7 +251,9 @@ export class KafkaGroupReader {
     consumer.on('consumer:group:join', () => {
       if (this.consumer !== consumer) return
       this.joinedAt = Date.now()
+      this.topicSeen = false
       this.assigned(consumer.assignments?.find((a) => a.topic === this.topic)?.partitions ?? [], consumer.generationId)
+      this.lookAtTopic(consumer)
     })
     consumer.on('consumer:group:rebalance', () => {
       if (this.consumer !== consumer) return
@@ -321,6 +336,50 @@ export class KafkaGroupReader {
           this.timers.add(timer)
         },
       )
+  }
+
+  /**
+   * Looks up the topic's id once `consumer` joined: the same, commits go on; another, the topic
+   * was made again, and what this process held of the old one is dropped (its records were not
+   * committed, and may be gone) and the consumer made again, to read the new topic from the
+   * group's commit there (the earliest when none).
+   */
+  private lookAtTopic(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>): void {
+    this.driver.topicId(this.group.channel).then(
+      (id) => {
+        if (this.consumer !== consumer || this.closed) return
+        const before = this.topicId
+        this.topicId = id
+        if (before !== undefined && id !== before) {
+          this.forgetTopic()
+          this.driver.sink.failed(
+            this.lost(undefined, 'found its topic made again (deleted, or the broker came back without its data); what it held of the old topic is dropped'),
+          )
+          this.restart()
+          return
+        }
+        this.topicSeen = true
+        if (this.committing === undefined) this.commit()
+      },
+      () => {
+        // Unreachable now: looked at again shortly (commits wait meanwhile).
+        const timer = setTimeout(() => {
+          this.timers.delete(timer)
+          if (this.consumer === consumer && !this.closed) this.lookAtTopic(consumer)
+        }, RESTART_MS)
+        this.timers.add(timer)
+      },
+    )
+  }
+
+  /** The topic was made again: nothing held, delivered or to commit of the old one counts any more. */
+  private forgetTopic(): void {
+    this.epoch++
+    this.held.clear()
+    for (const map of [this.queues, this.delivered, this.toCommit, this.commitAt]) map.clear()
+    this.ready = []
+    // Everything in the new topic came after the group began: a consumer reads it from the earliest.
+    this.given = true
   }
 
   /** An OrreryError saying this group's consumer is no longer a member, and why. */
@@ -447,7 +506,7 @@ export class KafkaGroupReader {
       this.commitSoon(m.partition)
       return
     }
-    const h: Held = { partition: m.partition, offset: m.offset, count: 1, frame: m.value, route }
+    const h: Held = { partition: m.partition, offset: m.offset, count: 1, frame: m.value, route, epoch: this.epoch }
     this.held.set(k, h)
     let queue = this.queues.get(m.partition)
     if (queue === undefined) {
@@ -484,11 +543,14 @@ export class KafkaGroupReader {
     this.roomLeft = 0
   }
 
-  /** The record a position (`<partition>:<offset>:<count>`) names, if this delivery of it is still held. */
+  /** The record a position (`<partition>:<offset>:<count>`, then `@<epoch>` past the first) names, if this delivery of it is still held. */
   private find(pos: string): Held | undefined {
-    const count = pos.lastIndexOf(':')
+    const at = pos.indexOf('@')
+    const end = at < 0 ? pos.length : at
+    const count = pos.lastIndexOf(':', end)
     const h = this.held.get(pos.slice(0, count))
-    return h !== undefined && String(h.count) === pos.slice(count + 1) ? h : undefined
+    if (h === undefined || String(h.count) !== pos.slice(count + 1, end)) return undefined
+    return h.epoch === (at < 0 ? 0 : Number(pos.slice(at + 1))) ? h : undefined
   }
 
   /** An ack (or a dead letter written): the record is done; the acked prefix is committed. */
@@ -533,7 +595,8 @@ export class KafkaGroupReader {
     // While partitions move a commit is refused (the group is between generations) and the client
     // answers the refusal by joining the group again: one more move for every member. What is
     // acked meanwhile is committed once the consumer has joined (a shutdown commits at once).
-    if (consumer === undefined || this.toCommit.size === 0 || (this.rebalancing && this.reading)) return
+    // Nor before the topic was looked at since the last join: it may be another topic by now.
+    if (consumer === undefined || this.toCommit.size === 0 || (this.rebalancing && this.reading) || !this.topicSeen) return
     const offsets = [...this.toCommit].map(([partition, offset]) => ({ topic: this.topic, partition, offset, leaderEpoch: -1 }))
     this.toCommit.clear()
     const run: Promise<void> = consumer
@@ -639,5 +702,5 @@ function key(partition: number, offset: bigint): string {
 
 /** A delivery's broker position: partition, offset and this process's delivery count. */
 function position(h: Held): string {
-  return `${h.partition}:${h.offset}:${h.count}`
+  return h.epoch === 0 ? `${h.partition}:${h.offset}:${h.count}` : `${h.partition}:${h.offset}:${h.count}@${h.epoch}`
 }

@@ -92,9 +92,20 @@ export class KafkaMirror {
 
   private async run(first: TopicLayout): Promise<void> {
     let layout: TopicLayout | undefined = first
+    let id = first.id
     while (!this.stopped && !this.driver.isClosed) {
       try {
-        layout ??= await this.driver.layout(this.topic)
+        if (layout === undefined) {
+          layout = await this.driver.layout(this.topic)
+          // The topic was made again (deleted, or the broker came back without its data): it
+          // numbers its offsets from 0 again, and all it holds came after what the mirror read.
+          if (layout.id !== id) {
+            const starts = await this.driver.offsets(this.topic, -2n)
+            this.next.clear()
+            for (const [p, start] of starts) this.next.set(p, start)
+            id = layout.id
+          }
+        }
         const byLeader = new Map<number, number[]>()
         layout.leaders.forEach((leader, p) => {
           const list = byLeader.get(leader)

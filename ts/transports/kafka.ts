@@ -353,6 +353,26 @@ export class KafkaDriver implements Driver {
     return configs
   }
 
+  /** @internal The id Kafka gave `channel`'s topic now; a topic found gone is made again first. */
+  async topicId(channel: string): Promise<string> {
+    const topic = this.topicOf(channel)
+    const look = async (): Promise<string | undefined> => {
+      try {
+        return (await this.readerOf().metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)?.id
+      } catch (error) {
+        if (this.topicGone(error)) return undefined
+        throw error
+      }
+    }
+    const id = await look()
+    if (id !== undefined) return id
+    this.forgetTopic(topic)
+    await this.ensureTopic(channel)
+    const made = await look()
+    if (made === undefined) throw transportError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport}: topic ${topic} was made but is not found`)
+    return made
+  }
+
   /** Makes `channel`'s topic if it does not exist (once per process; a failure is tried again next time). */
   ensureTopic(channel: string): Promise<void> {
     let made = this.topics.get(channel)
@@ -364,6 +384,19 @@ export class KafkaDriver implements Driver {
       })
     }
     return made
+  }
+
+  /**
+   * Whether `error` says a topic does not exist: the client's metadata lookup found none (a
+   * UserError whose message it writes as `Unknown topic <name>.`), or the broker answered so.
+   */
+  private topicGone(error: unknown): boolean {
+    return protocolIds(error).includes('UNKNOWN_TOPIC_OR_PARTITION') || (error instanceof this.kafka.UserError && error.message.startsWith('Unknown topic '))
+  }
+
+  /** The topic `topic` is gone: its channel's is made again by the next `ensureTopic`. */
+  private forgetTopic(topic: string): void {
+    for (const channel of this.topics.keys()) if (this.topicOf(channel) === topic) this.topics.delete(channel)
   }
 
   private async createTopic(channel: string): Promise<void> {
@@ -576,6 +609,13 @@ export class KafkaDriver implements Driver {
           if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
           return
         }
+        if (this.topicGone(error)) {
+          // Its topic was deleted, or the broker came back without its data: made again, then the
+          // produce is sent again as it was (nothing of it was stored).
+          for (const e of sending.produces[sending.next]!.entries) this.forgetTopic(e.topic)
+          if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
+          return
+        }
         if (refused !== undefined || error instanceof this.kafka.UserError) {
           // Nothing of it was stored, and its sequence numbers were not used: its writes fail, the
           // next produce goes on.
@@ -654,6 +694,8 @@ export class KafkaDriver implements Driver {
     if (produce === undefined) return
     if (!round.unanswered) produce.entries = produce.entries.filter((e) => !e.write.settled)
     if (produce.entries.length === 0) return
+    // A topic found gone is made again first (a resolved promise for the others).
+    await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
     const producer = this.producer
     if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
     const messages = produce.entries.map((e) => this.messageOf(e))

@@ -408,7 +408,7 @@ export class GroupReader extends Reader {
   }
 
   /**
-   * Deliveries a reclaim in flight asked for: the blocking read leaves them out. (A reclaim does
+   * Deliveries a reclaim or a claim in flight asked for: the blocking read leaves them out. (A reclaim does
    * not leave out what a blocking read asked for, which may wait for seconds: the two may bring
    * more than the room, which then waits here for a member.)
    */
@@ -449,11 +449,11 @@ export class GroupReader extends Reader {
   /** Takes entries idle past the threshold (another process died holding them, or one was released). */
   private reclaim(): void {
     if (this.stopped || this.reclaiming || this.driver.isClosed) return
-    const room = this.driver.sinkOf.groupRoom(this.group.id)
+    const room = this.driver.sinkOf.groupRoom(this.group.id) - this.claiming
     if (room <= 0) return
     this.reclaiming = true
     const claiming = Math.min(room, READ_COUNT)
-    this.claiming = claiming
+    this.claiming += claiming
     const { name, channel } = this.group
     const key = this.driver.keyOf(channel)
     const idle = String(threshold(this.group))
@@ -464,13 +464,7 @@ export class GroupReader extends Reader {
         const counts = new Map<string, number>()
         for (const [id, , , count] of pending) counts.set(id.toString('latin1'), Number(count))
         const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
-        // Claimed during a shutdown, they still go in: the shutdown then hands them back.
-        if (this.driver.isClosed) return
-        for (const entry of claimed) {
-          if (entry === null) continue
-          this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
-        }
-        this.ingest()
+        this.took(claimed, counts)
         // All it asked for was idle: more may be.
         if (pending.length >= claiming) this.due = true
       })
@@ -478,7 +472,7 @@ export class GroupReader extends Reader {
         if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
       })
       .finally(() => {
-        this.claiming = 0
+        this.claiming -= claiming
         this.reclaiming = false
         this.reclaimRun = undefined
       })
@@ -488,32 +482,38 @@ export class GroupReader extends Reader {
   private reclaimRun: Promise<void> | undefined
 
   /**
-   * `group.claim`: takes up to `max` entries other consumers hold, idle for `minIdle` ms, and
-   * hands them to the core. XCLAIM checks the idle time again as it claims, so an entry answered
-   * or claimed meanwhile (by a reclaim here, or another process) is left where it is.
+   * `group.claim`: takes up to `max` entries other consumers hold, idle for `minIdle` ms (at
+   * least 1 ms, so XCLAIM checks the idle time again as it claims: an entry answered or taken
+   * meanwhile, by a reclaim here or by another process, stays where it is), at most as many as
+   * the members have room for (a remote entry's lease runs from ingest: one no member could take
+   * would only go back with one more delivery counted), and hands them to the core.
    */
   claim(minIdle: number, max: number): void {
-    const idle = String(Math.max(0, Math.floor(minIdle)))
-    const page = Math.min(READ_COUNT, Math.max(max, 16))
+    const idle = String(Math.max(1, Math.ceil(minIdle)))
     const take = async (): Promise<void> => {
-      const { name, channel } = this.group
-      const key = this.driver.keyOf(channel)
-      const counts = new Map<string, number>()
-      for (let from = '-'; counts.size < max && !this.stopped; ) {
-        const pending = await this.driver.command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, from, '+', String(page)])
-        for (const [id, consumer, , count] of pending) {
-          // What this consumer holds is this process's: its own members' claim moved it already.
-          if (counts.size < max && consumer.toString() !== this.driver.consumer) counts.set(id.toString('latin1'), Number(count))
+      const wanted = Math.min(max, READ_COUNT, this.driver.sinkOf.groupRoom(this.group.id) - this.claiming)
+      if (wanted <= 0 || this.stopped) return
+      this.claiming += wanted
+      try {
+        const { name, channel } = this.group
+        const key = this.driver.keyOf(channel)
+        const page = Math.max(wanted, 16)
+        const counts = new Map<string, number>()
+        for (let from = '-'; counts.size < wanted && !this.stopped; ) {
+          const pending = await this.driver.command<Array<[Buffer, Buffer, number, number]>>(['XPENDING', key, name, 'IDLE', idle, from, '+', String(page)])
+          for (const [id, consumer, , count] of pending) {
+            // What this consumer holds is this process's: its own members' claim moved it already.
+            if (counts.size < wanted && consumer.toString() !== this.driver.consumer) counts.set(id.toString('latin1'), Number(count))
+          }
+          if (pending.length < page) break
+          from = `(${pending[pending.length - 1]![0].toString('latin1')}`
         }
-        if (pending.length < page) break
-        from = `(${pending[pending.length - 1]![0].toString('latin1')}`
+        if (counts.size === 0 || this.stopped) return
+        const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
+        this.took(claimed, counts)
+      } finally {
+        this.claiming -= wanted
       }
-      if (counts.size === 0 || this.stopped) return
-      const claimed = await this.driver.command<Array<Entry | null>>(['XCLAIM', key, name, this.driver.consumer, idle, ...counts.keys()])
-      // Claimed during a shutdown, they still go in: the shutdown then hands them back.
-      if (this.driver.isClosed) return
-      for (const entry of claimed) if (entry !== null) this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
-      this.ingest()
     }
     const run = (this.claimRun ?? Promise.resolve()).then(take).catch((error) => {
       if (!this.stopped && this.driver.isServerError(error)) this.driver.sinkOf.failed(error)
@@ -522,6 +522,25 @@ export class GroupReader extends Reader {
     void run.finally(() => {
       if (this.claimRun === run) this.claimRun = undefined
     })
+  }
+
+  /**
+   * Hands entries just claimed to the core, each with its delivery count before the claim in
+   * `counts`. Claimed once the reader stopped (its group deleted here, or a shutdown), they go
+   * straight back, reclaimable at once: the core would not take them.
+   */
+  private took(claimed: Array<Entry | null>, counts: ReadonlyMap<string, number>): void {
+    const ids = claimed.filter((e) => e !== null).map((e) => e[0].toString('latin1'))
+    if (this.driver.isClosed || ids.length === 0) return
+    if (this.stopped) {
+      const { name, channel } = this.group
+      void this.driver
+        .command(['XCLAIM', this.driver.keyOf(channel), name, this.driver.consumer, '0', ...ids, 'IDLE', String(threshold(this.group)), 'JUSTID'])
+        .catch(() => {})
+      return
+    }
+    for (const entry of claimed) if (entry !== null) this.add(entry, (counts.get(entry[0].toString('latin1')) ?? 0) + 1)
+    this.ingest()
   }
 
   /** Claims made by `group.claim` still in flight, one after the other (a shutdown waits for them). */
