@@ -259,6 +259,24 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     await until(async () => ((await raw.sendCommand(['XPENDING', key(ch('work')), 'g'])) as [number])[0] === 0)
   })
 
+  it('a dead letter the server refuses leaves the entry pending in the group: nothing is acked away', async () => {
+    fresh()
+    const a = await open()
+    // The dead-letter key holds a string: XADD to it fails (WRONGTYPE).
+    await raw.sendCommand(['SET', key(ch('stuck.dead-letter')), 'not a stream'])
+    const failures: unknown[] = []
+    a.bus.events.subscribe((e) => void (e.type === 'transport-error' && failures.push(e)))
+    a.bus.group(ch('stuck'), 'g', { from: 'earliest', maxDeliveries: 1, visibilityTimeout: 60_000 }).consume(() => {
+      throw new Error('boom')
+    })
+    await sleep(100)
+    await a.bus.publish(ch('stuck'), 'poison')
+    await until(() => failures.length > 0)
+    await sleep(200)
+    expect(((await raw.sendCommand(['XPENDING', key(ch('stuck')), 'g'])) as [number])[0]).toBe(1)
+    expect(await raw.sendCommand(['GET', key(ch('stuck.dead-letter'))])).toBe('not a stream')
+  })
+
   it('dedup holds across two instances: one publish of an id per window', async () => {
     fresh()
     const a = await open()

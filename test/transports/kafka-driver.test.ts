@@ -295,64 +295,84 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
   // A fetch sent before a partition left a process and answered after it came back set the
   // stream's position past what the interim owner never committed. Played here on one consumer:
   // its position is taken back (as when a partition comes back) while a fetch waits at the broker.
-  it('a fetch answered after its partition position moved is dropped; the stream reads on from the position it holds', { timeout: 60_000 }, async () => {
+  it('a fetch answered after its partition position moved is dropped; the stream reads on from the position it holds', { timeout: 120_000 }, async () => {
     const kafka = await import('@platformatic/kafka')
     const { guardFetches } = await import('../../ts/transports/kafka-fetches.js')
-    const topic = `${RUN}-fetch-guard`
     const a = await admin()
     const options = { clientId: 'orrery-test', bootstrapBrokers: [brokers!] }
     const producer = new kafka.Producer({ ...options, serializers: kafka.stringSerializers })
-    // A fetch waits at the broker up to 10 s for records: the ones written below come first.
-    const consumer = new kafka.Consumer({ ...options, groupId: `${topic}-g`, autocommit: false, maxWaitTime: 10_000, deserializers: kafka.stringDeserializers })
-    const seen: bigint[] = []
     type FetchEvent = {
       client: unknown
       options: { topics: { partitions: { fetchOffset: bigint }[] }[] }
       result?: { responses: { partitions: { highWatermark: bigint; records?: unknown }[] }[] }
     }
-    const fromTen = (event: unknown): FetchEvent | undefined => {
-      const e = event as FetchEvent
-      return e.client === consumer && e.options.topics[0]?.partitions[0]?.fetchOffset === 10n ? e : undefined
+    /**
+     * One try on a topic of its own: whether the fetch from 10 was answered before 10 to 14 were
+     * written (a loaded machine: the try proves nothing, and another is made), else what was seen.
+     */
+    const attempt = async (topic: string): Promise<'raced' | number[]> => {
+      // A fetch waits at the broker up to 10 s for records: the ones written below come first.
+      const consumer = new kafka.Consumer({
+        ...options,
+        groupId: `${topic}-g`,
+        autocommit: false,
+        maxWaitTime: 10_000,
+        deserializers: kafka.stringDeserializers,
+      })
+      const seen: bigint[] = []
+      const fromTen = (event: unknown): FetchEvent | undefined => {
+        const e = event as FetchEvent
+        return e.client === consumer && e.options.topics[0]?.partitions[0]?.fetchOffset === 10n ? e : undefined
+      }
+      let taken = false
+      const onFetch = (event: unknown) => {
+        if (fromTen(event) === undefined || taken) return
+        // The fetch from offset 10 is out, waiting for records: the position goes back to 5, and 10 to 14 are written.
+        taken = true
+        stream.offsetsToFetch.set(`${topic}:0`, 5n)
+        void producer.send({ messages: range(10, 15).map((i) => ({ topic, value: String(i) })) })
+      }
+      // The answer to that fetch as the stream was handed it (after the guard): the broker held 10 to 14 then.
+      const answers: { highWatermark: bigint; records: unknown }[] = []
+      const onAnswer = (event: unknown) => {
+        const p = fromTen(event)?.result?.responses[0]?.partitions[0]
+        if (p !== undefined) answers.push({ highWatermark: p.highWatermark, records: p.records })
+      }
+      await a.createTopics({ topics: [topic], partitions: 1, replicas: 1 })
+      await producer.send({ messages: range(0, 10).map((i) => ({ topic, value: String(i) })) })
+      const stream = await consumer.consume({ topics: [topic], mode: kafka.MessagesStreamModes.EARLIEST })
+      guardFetches(kafka, consumer, (partition) => stream.offsetsToFetch.get(`${topic}:${partition}`))
+      kafka.consumerFetchesChannel.start.subscribe(onFetch)
+      kafka.consumerFetchesChannel.asyncEnd.subscribe(onAnswer)
+      try {
+        stream.on('data', (m: { offset: bigint }) => seen.push(m.offset))
+        await until(
+          () => seen.length >= 20,
+          30_000,
+          '0 to 9, then 5 to 14',
+          () => seen.map(Number),
+        )
+        expect(taken).toBe(true)
+        expect(answers.length).toBe(1)
+        if (answers[0]!.highWatermark === 10n) return 'raced'
+        // Without the guard the answer to the fetch from 10 is taken: 10 to 14 come, the position goes to 15, and 5 to 9 never come again.
+        expect(answers).toEqual([{ highWatermark: 15n, records: undefined }])
+        return seen.map(Number)
+      } finally {
+        kafka.consumerFetchesChannel.start.unsubscribe(onFetch)
+        kafka.consumerFetchesChannel.asyncEnd.unsubscribe(onAnswer)
+        await stream.close().catch(() => {})
+        await (consumer.close(true) as unknown as Promise<void>).catch(() => {})
+        await a.deleteTopics({ topics: [topic] }).catch(() => {})
+      }
     }
-    let taken = false
-    const onFetch = (event: unknown) => {
-      if (fromTen(event) === undefined || taken) return
-      // The fetch from offset 10 is out, waiting for records: the position goes back to 5, and 10 to 14 are written.
-      taken = true
-      stream.offsetsToFetch.set(`${topic}:0`, 5n)
-      void producer.send({ messages: range(10, 15).map((i) => ({ topic, value: String(i) })) })
-    }
-    // The answer to that fetch as the stream was handed it (after the guard): the broker held 10 to 14 then.
-    const answers: { highWatermark: bigint; records: unknown }[] = []
-    const onAnswer = (event: unknown) => {
-      const p = fromTen(event)?.result?.responses[0]?.partitions[0]
-      if (p !== undefined) answers.push({ highWatermark: p.highWatermark, records: p.records })
-    }
-    await a.createTopics({ topics: [topic], partitions: 1, replicas: 1 })
-    await producer.send({ messages: range(0, 10).map((i) => ({ topic, value: String(i) })) })
-    const stream = await consumer.consume({ topics: [topic], mode: kafka.MessagesStreamModes.EARLIEST })
-    guardFetches(kafka, consumer, (partition) => stream.offsetsToFetch.get(`${topic}:${partition}`))
-    kafka.consumerFetchesChannel.start.subscribe(onFetch)
-    kafka.consumerFetchesChannel.asyncEnd.subscribe(onAnswer)
     try {
-      stream.on('data', (m: { offset: bigint }) => seen.push(m.offset))
-      await until(
-        () => seen.length >= 20,
-        30_000,
-        '0 to 9, then 5 to 14',
-        () => seen.map(Number),
-      )
-      // Without the guard the answer to the fetch from 10 is taken: 10 to 14 come, the position goes to 15, and 5 to 9 never come again.
-      expect(taken).toBe(true)
-      expect(answers).toEqual([{ highWatermark: 15n, records: undefined }])
-      expect(seen.map(Number)).toEqual([...range(0, 10), ...range(5, 15)])
+      let outcome: 'raced' | number[] = 'raced'
+      for (let i = 0; i < 3 && outcome === 'raced'; i++) outcome = await attempt(`${RUN}-fetch-guard-${i}`)
+      expect(outcome, 'three tries each had the fetch answered before the records were written').not.toBe('raced')
+      expect(outcome).toEqual([...range(0, 10), ...range(5, 15)])
     } finally {
-      kafka.consumerFetchesChannel.start.unsubscribe(onFetch)
-      kafka.consumerFetchesChannel.asyncEnd.unsubscribe(onAnswer)
-      await stream.close().catch(() => {})
-      await (consumer.close(true) as unknown as Promise<void>).catch(() => {})
       await producer.close().catch(() => {})
-      await a.deleteTopics({ topics: [topic] }).catch(() => {})
       await a.close()
     }
   })

@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { isOrreryError, Orrery } from '../../ts/node.js'
 import { topicPart } from '../../ts/transports/kafka.js'
 import { ENGINE } from '../engine.js'
-import { listen, range, stop, until, withTimeout } from './backends.js'
+import { listen, poll, range, stop, until, withTimeout } from './backends.js'
 import { leaveSpare, mustRun, SPARE_SKIP, SPARE_URL, signalSpare, withSpare } from './spare.js'
 
 const RUN = `ko-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
@@ -259,6 +259,9 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
       try {
         const got = listen(a.bus.group<number>(ch, 'w', { from: 'earliest' }).join({ maxInFlight: 3 }))
         const seen = listen(a.bus.subscribe<number>(ch, { from: 'earliest' }))
+        // b answers a's requests: a's reply topic is lost with the data too.
+        b.bus.respond<number, number>(`${prefix}double`, (req) => req.payload * 2, { group: 'doublers' })
+        expect((await a.bus.request<number>(`${prefix}double`, 1, { timeout: 30_000 })).payload).toBe(2)
         await b.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: ch, payload })))
         await until(() => got.items.length >= 3 && seen.items.length >= 3, 30_000, 'a to hold 1, 2 and 3')
         await mustRun('stop', 'kafka-spare')
@@ -290,6 +293,17 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
         )
         expect(seen.items.map((m) => m.payload)).toEqual([1, 2, 3, 11, 12, 13])
         expect(events.items.some((e) => e.type === 'transport-error' && /made again/.test(e.error.message))).toBe(true)
+        // Requests cross again: the request topic and a's reply topic are made again.
+        const answer = await poll(
+          () =>
+            a.bus.request<number>(`${prefix}double`, 2, { timeout: 5_000 }).then(
+              (r) => r.payload,
+              () => undefined,
+            ),
+          60_000,
+          "a's request to be answered again",
+        )
+        expect(answer).toBe(4)
       } finally {
         events.subscription.unsubscribe()
         for (const o of [a, b]) await stop(o)

@@ -157,6 +157,10 @@ export class KafkaGroupReader {
   private epoch = 0
   /** Whether the topic was looked at since the consumer last joined: until then nothing is committed. */
   private topicSeen = false
+  /** Joins so far: a look at the topic answers for the join it was made at only. */
+  private joins = 0
+  /** Partitions a commit was sent for since the topic was last found made again. */
+  private readonly committedIn = new Set<number>()
 
   constructor(
     private readonly driver: KafkaDriver,
@@ -225,6 +229,7 @@ export class KafkaGroupReader {
 
   private start(): void {
     this.starting = true
+    this.topicSeen = false
     // A new consumer's stream reads every partition it is given from its last commit.
     this.settled()
     this.ownedSince.clear()
@@ -252,8 +257,9 @@ export class KafkaGroupReader {
       if (this.consumer !== consumer) return
       this.joinedAt = Date.now()
       this.topicSeen = false
+      const join = ++this.joins
       this.assigned(consumer.assignments?.find((a) => a.topic === this.topic)?.partitions ?? [], consumer.generationId)
-      this.lookAtTopic(consumer)
+      this.lookAtTopic(consumer, join)
     })
     consumer.on('consumer:group:rebalance', () => {
       if (this.consumer !== consumer) return
@@ -328,6 +334,8 @@ export class KafkaGroupReader {
           void this.drop(consumer, undefined)
           if (this.closed || !this.reading) return
           this.driver.sink.failed(error)
+          // Its topic gone (deleted, or the broker back without its data): made again meanwhile.
+          if (this.driver.topicGone(error)) void this.driver.topicId(this.group.channel).catch(() => {})
           // Tried again once room is asked for again.
           const timer = setTimeout(() => {
             this.timers.delete(timer)
@@ -339,43 +347,68 @@ export class KafkaGroupReader {
   }
 
   /**
-   * Looks up the topic's id once `consumer` joined: the same, commits go on; another, the topic
-   * was made again, and what this process held of the old one is dropped (its records were not
-   * committed, and may be gone) and the consumer made again, to read the new topic from the
-   * group's commit there (the earliest when none).
+   * Looks up the topic's id once `consumer` joined (its `join`-th join): the same, commits go on;
+   * another, the topic was made again, and what this process held of the old one is dropped (its
+   * records were not committed, and may be gone) and the consumer made again, to read the new
+   * topic from the group's commit there (the earliest when none).
    */
-  private lookAtTopic(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>): void {
+  private lookAtTopic(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, join: number): void {
+    const current = () => this.consumer === consumer && this.joins === join && !this.closed
     this.driver.topicId(this.group.channel).then(
       (id) => {
-        if (this.consumer !== consumer || this.closed) return
+        if (!current()) return
         const before = this.topicId
         this.topicId = id
-        if (before !== undefined && id !== before) {
-          this.forgetTopic()
-          this.driver.sink.failed(
-            this.lost(undefined, 'found its topic made again (deleted, or the broker came back without its data); what it held of the old topic is dropped'),
-          )
-          this.restart()
+        if (before === undefined || id === before) {
+          this.topicSeen = true
+          if (this.committing === undefined) this.commit()
           return
         }
-        this.topicSeen = true
-        if (this.committing === undefined) this.commit()
+        const committed = [...this.committedIn]
+        this.forgetTopic()
+        this.driver.sink.failed(
+          this.lost(undefined, 'found its topic made again (deleted, or the broker came back without its data); what it held of the old topic is dropped'),
+        )
+        this.rewind(consumer, committed).then(
+          () => {
+            if (this.consumer === consumer) this.restart()
+          },
+          (error: unknown) => {
+            if (this.consumer !== consumer) return
+            this.driver.sink.failed(error)
+            this.restart()
+          },
+        )
       },
       () => {
         // Unreachable now: looked at again shortly (commits wait meanwhile).
         const timer = setTimeout(() => {
           this.timers.delete(timer)
-          if (this.consumer === consumer && !this.closed) this.lookAtTopic(consumer)
+          if (current()) this.lookAtTopic(consumer, join)
         }, RESTART_MS)
         this.timers.add(timer)
       },
     )
   }
 
+  /**
+   * Sets the group's offsets of `partitions` back to the new topic's start. A commit of the old
+   * topic's offsets may have reached the new one: one sent before the topic was found made again,
+   * which the client sends once more after a join of its own. Left there, it would skip the new
+   * records below it; set back, what others read of them since may run again (at least once).
+   */
+  private async rewind(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, partitions: readonly number[]): Promise<void> {
+    if (partitions.length === 0) return
+    await this.committed()
+    const starts = await this.driver.offsets(this.topic, -2n)
+    await consumer.commit({ offsets: partitions.map((partition) => ({ topic: this.topic, partition, offset: starts.get(partition) ?? 0n, leaderEpoch: -1 })) })
+  }
+
   /** The topic was made again: nothing held, delivered or to commit of the old one counts any more. */
   private forgetTopic(): void {
     this.epoch++
     this.held.clear()
+    this.committedIn.clear()
     for (const map of [this.queues, this.delivered, this.toCommit, this.commitAt]) map.clear()
     this.ready = []
     // Everything in the new topic came after the group began: a consumer reads it from the earliest.
@@ -599,10 +632,14 @@ export class KafkaGroupReader {
     if (consumer === undefined || this.toCommit.size === 0 || (this.rebalancing && this.reading) || !this.topicSeen) return
     const offsets = [...this.toCommit].map(([partition, offset]) => ({ topic: this.topic, partition, offset, leaderEpoch: -1 }))
     this.toCommit.clear()
+    for (const o of offsets) this.committedIn.add(o.partition)
+    const epoch = this.epoch
     const run: Promise<void> = consumer
       .commit({ offsets })
       .then(
         () => {
+          // Of a topic since found made again: it says nothing of the new one.
+          if (epoch !== this.epoch) return
           for (const o of offsets)
             if (this.ownedSince.has(o.partition) && o.offset > (this.commitAt.get(o.partition) ?? -1n)) this.commitAt.set(o.partition, o.offset)
         },

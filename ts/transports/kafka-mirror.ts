@@ -24,7 +24,7 @@ export class KafkaMirror {
   /** The next offset to read of each partition. */
   private readonly next: Offsets = new Map()
   /** Until the history is in: where it ends, and what resolves `ready`. */
-  private history: { until: Offsets; done: () => void } | undefined
+  private history: { until: Offsets; readonly done: () => void } | undefined
   private oldest = 0
   private readonly waiters = new CatchUps<Offsets>()
   private readonly writer = new IngestWriter()
@@ -104,6 +104,14 @@ export class KafkaMirror {
             this.next.clear()
             for (const [p, start] of starts) this.next.set(p, start)
             id = layout.id
+            // What waited for the old topic's ends (the history, a subscribe's start) is there now.
+            if (this.history !== undefined) this.history.until = new Map(starts)
+            this.checkHistory()
+            if (this.waiters.waiting)
+              this.waiters.release(
+                () => true,
+                () => this.flush(),
+              )
           }
         }
         const byLeader = new Map<number, number[]>()

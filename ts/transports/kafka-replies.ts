@@ -36,9 +36,17 @@ export class ReplyReader {
 
   private async run(first: TopicLayout): Promise<void> {
     let layout: TopicLayout | undefined = first
+    let id = first.id
     while (!this.stopped && !this.driver.isClosed) {
       try {
-        layout ??= await this.driver.layout(this.topic)
+        if (layout === undefined) {
+          layout = await this.layout()
+          // Made again (the broker came back without its data): read from its start.
+          if (layout.id !== id) {
+            this.next = (await this.driver.offsets(this.topic, -2n)).get(0) ?? 0n
+            id = layout.id
+          }
+        }
         const client = this.client
         if (client === undefined) return
         const response = await client.fetch({
@@ -78,6 +86,18 @@ export class ReplyReader {
         layout = undefined
         await new Promise((r) => setTimeout(r, RETRY_MS))
       }
+    }
+  }
+
+  /** The topic's layout; a topic gone (the broker came back without its data) is made again first, or no reply would reach this process again. */
+  private async layout(): Promise<TopicLayout> {
+    try {
+      return await this.driver.layout(this.topic)
+    } catch (error) {
+      if (!this.driver.topicGone(error)) throw error
+      this.driver.forgetReplyTopic(this.topic)
+      await this.driver.ensureReplyTopic(this.topic)
+      return this.driver.layout(this.topic)
     }
   }
 

@@ -387,10 +387,12 @@ export class KafkaDriver implements Driver {
   }
 
   /**
-   * Whether `error` says a topic does not exist: the client's metadata lookup found none (a
+   * @internal Whether `error` says a topic does not exist: the client's metadata lookup found none (a
    * UserError whose message it writes as `Unknown topic <name>.`), or the broker answered so.
    */
-  private topicGone(error: unknown): boolean {
+  topicGone(error: unknown): boolean {
+    // `layout`'s own refusal: the metadata named no such topic.
+    if (error instanceof OrreryError) return error.code === 'TRANSPORT_UNAVAILABLE' && typeof error.details['topic'] === 'string'
     return protocolIds(error).includes('UNKNOWN_TOPIC_OR_PARTITION') || (error instanceof this.kafka.UserError && error.message.startsWith('Unknown topic '))
   }
 
@@ -432,6 +434,12 @@ export class KafkaDriver implements Driver {
       )
     }
     return made
+  }
+
+  /** @internal This process's reply topic is gone (the broker came back without its data): the next `ensureReplyTopic` makes it again. */
+  forgetReplyTopic(topic: string): void {
+    this.replyTopics.delete(topic)
+    this.replyFound.delete(topic)
   }
 
   /** Whether a reply topic exists (its requester listens there, or did): a reply to one that is gone is dropped. */
@@ -524,7 +532,10 @@ export class KafkaDriver implements Driver {
   async layout(topic: string): Promise<TopicLayout> {
     const meta = await this.readerOf().metadata({ topics: [topic], forceUpdate: true })
     const t = meta.topics.get(topic)
-    if (t === undefined) throw new OrreryError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport} has no topic ${topic}`)
+    if (t === undefined)
+      throw new OrreryError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport} has no topic ${topic}`, {
+        details: { transport: this.transport, topic },
+      })
     return { id: t.id, leaders: t.partitions.map((p) => p.leader) }
   }
 
@@ -609,13 +620,19 @@ export class KafkaDriver implements Driver {
           if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
           return
         }
-        if (this.topicGone(error)) {
+        const gone = this.topicGone(error) ? sending.produces[sending.next]!.entries : undefined
+        if (gone?.every((e) => e.record.kind !== 'reply')) {
           // Its topic was deleted, or the broker came back without its data: made again, then the
           // produce is sent again as it was (nothing of it was stored).
-          for (const e of sending.produces[sending.next]!.entries) this.forgetTopic(e.topic)
+          for (const e of gone) this.forgetTopic(e.topic)
+          // A broker that lost its data hands out producer ids from the start again: another
+          // process may get this one's, and a batch of one be taken for a copy of the other's.
+          this.renewProducer()
           if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
           return
         }
+        // A reply topic is its requester's to make: one gone is looked up again before the next reply to it.
+        if (gone !== undefined) for (const e of gone) if (e.record.kind === 'reply') this.replyFound.delete(e.topic)
         if (refused !== undefined || error instanceof this.kafka.UserError) {
           // Nothing of it was stored, and its sequence numbers were not used: its writes fail, the
           // next produce goes on.

@@ -147,11 +147,13 @@ return out`
 const RELEASE_SCRIPT = `${OWNED}return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')`
 
 /**
- * Moves a delivery this consumer holds to the dead-letter stream (KEYS[2]): written only if the
- * group let go of it; ARGV[5], when given, is its signature.
+ * Moves a delivery this consumer holds (OWNED checked it, and nothing runs between) to the
+ * dead-letter stream (KEYS[2]); ARGV[5], when given, is its signature. Written first: a script
+ * stopped by an error keeps what it did before, so a refused XADD (the key holds no stream)
+ * after the XACK would have lost the entry; this way it stays pending.
  */
-const DEAD_SCRIPT = `${OWNED}if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
-if ARGV[5] then redis.call('XADD', KEYS[2], '*', 'f', ARGV[4], 's', ARGV[5]) else redis.call('XADD', KEYS[2], '*', 'f', ARGV[4]) end
+const DEAD_SCRIPT = `${OWNED}if ARGV[5] then redis.call('XADD', KEYS[2], '*', 'f', ARGV[4], 's', ARGV[5]) else redis.call('XADD', KEYS[2], '*', 'f', ARGV[4]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 return 1`
 
 /**
