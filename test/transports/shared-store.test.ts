@@ -631,7 +631,9 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       expect(nb.get('lock')?.expiresAt).toBe(first)
       // Held: another process cannot take it.
       await expect(nb.create('lock', 'b')).rejects.toSatisfy((e: unknown) => isOrreryError(e, 'VERSION_CONFLICT'))
-      // Its holder renews it by compare-and-set: a later deadline, everywhere.
+      // Its holder renews it by compare-and-set: a later deadline, everywhere (a millisecond on at
+      // least: made in the same one, the renewal's deadline was the first's).
+      await new Promise((resolve) => setTimeout(resolve, 10))
       const v2 = await na.put('lock', 'a', { ifVersion: v1, ttl })
       const deadline = na.get('lock')!.expiresAt!
       expect(deadline).toBeGreaterThan(first)

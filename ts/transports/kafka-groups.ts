@@ -161,6 +161,15 @@ export class KafkaGroupReader {
   private joins = 0
   /** Partitions a commit was sent for since the topic was last found made again. */
   private readonly committedIn = new Set<number>()
+  /**
+   * Partitions whose group offset must go back to the topic's start before anything is read or
+   * committed again (see `rewind`): kept until a rewind commit is made, by whichever consumer.
+   */
+  private readonly owedRewind = new Set<number>()
+  /** Whether this consumer reads nothing more (`holdReads`): only a new consumer reads again. */
+  private readsHeld = false
+  /** Commits sent and not answered yet, each with the epoch it was made in (a rewind waits for the older ones). */
+  private readonly commitRuns = new Map<Promise<void>, number>()
 
   constructor(
     private readonly driver: KafkaDriver,
@@ -217,7 +226,7 @@ export class KafkaGroupReader {
     if (room <= 0) return
     if (this.consumer === undefined && !this.starting) {
       if (this.prepared) this.start()
-    } else if (this.paused && this.stream !== undefined) {
+    } else if (this.paused && this.stream !== undefined && !this.readsHeld) {
       this.paused = false
       this.stream.resume()
     }
@@ -230,6 +239,7 @@ export class KafkaGroupReader {
   private start(): void {
     this.starting = true
     this.topicSeen = false
+    this.readsHeld = false
     // A new consumer's stream reads every partition it is given from its last commit.
     this.settled()
     this.ownedSince.clear()
@@ -259,6 +269,8 @@ export class KafkaGroupReader {
       this.topicSeen = false
       const join = ++this.joins
       this.assigned(consumer.assignments?.find((a) => a.topic === this.topic)?.partitions ?? [], consumer.generationId)
+      // A rewind still owed (or this consumer held for one): nothing is read before it is made.
+      if (this.owedRewind.size > 0 || this.readsHeld) this.holdReads()
       this.lookAtTopic(consumer, join)
     })
     consumer.on('consumer:group:rebalance', () => {
@@ -349,32 +361,45 @@ export class KafkaGroupReader {
   /**
    * Looks up the topic's id once `consumer` joined (its `join`-th join): the same, commits go on;
    * another, the topic was made again, and what this process held of the old one is dropped (its
-   * records were not committed, and may be gone) and the consumer made again, to read the new
-   * topic from the group's commit there (the earliest when none).
+   * records were not committed, and may be gone), the group's offsets it committed are set back
+   * (`rewind`) and the consumer made again, to read the new topic from there.
    */
   private lookAtTopic(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, join: number): void {
-    const current = () => this.consumer === consumer && this.joins === join && !this.closed
+    const current = () => this.consumer === consumer && this.joins === join && !this.closed && this.reading
     this.driver.topicId(this.group.channel).then(
       (id) => {
         if (!current()) return
         const before = this.topicId
         this.topicId = id
-        if (before === undefined || id === before) {
+        if (before !== undefined && id !== before) {
+          for (const partition of this.committedIn) this.owedRewind.add(partition)
+          this.forgetTopic()
+          this.driver.sink.failed(
+            this.lost(undefined, 'found its topic made again (deleted, or the broker came back without its data); what it held of the old topic is dropped'),
+          )
+        }
+        if (this.owedRewind.size === 0) {
+          // Held for a rewind another join made meanwhile (the client's own, for a refused commit): read again by a new consumer.
+          if (this.readsHeld) {
+            this.forgetTopic()
+            this.restart()
+            return
+          }
           this.topicSeen = true
           if (this.committing === undefined) this.commit()
           return
         }
-        const committed = [...this.committedIn]
-        this.forgetTopic()
-        this.driver.sink.failed(
-          this.lost(undefined, 'found its topic made again (deleted, or the broker came back without its data); what it held of the old topic is dropped'),
-        )
-        this.rewind(consumer, committed).then(
+        this.holdReads()
+        this.rewind(consumer).then(
           () => {
-            if (this.consumer === consumer) this.restart()
+            if (!current()) return
+            // What the stream read meanwhile is read again from the offsets set back.
+            this.forgetTopic()
+            this.restart()
           },
           (error: unknown) => {
-            if (this.consumer !== consumer) return
+            if (!current()) return
+            // Owed still: made by the next consumer, at its join.
             this.driver.sink.failed(error)
             this.restart()
           },
@@ -391,17 +416,28 @@ export class KafkaGroupReader {
     )
   }
 
+  /** Nothing more is handed out or read until the consumer is made again (its stream paused, no partition counted as owned). */
+  private holdReads(): void {
+    this.readsHeld = true
+    this.ownedSince.clear()
+    this.paused = true
+    this.stream?.pause()
+  }
+
   /**
-   * Sets the group's offsets of `partitions` back to the new topic's start. A commit of the old
-   * topic's offsets may have reached the new one: one sent before the topic was found made again,
-   * which the client sends once more after a join of its own. Left there, it would skip the new
-   * records below it; set back, what others read of them since may run again (at least once).
+   * Sets the group's offsets of the partitions owed a rewind back to the new topic's start. A
+   * commit of the old topic's offsets may have reached the new one: one sent before the topic was
+   * found made again, which the client sends once more after each join of its own (it is waited
+   * for first). Left there, it would skip the new records below it; set back, what others read of
+   * them since may run again (at least once).
    */
-  private async rewind(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, partitions: readonly number[]): Promise<void> {
-    if (partitions.length === 0) return
-    await this.committed()
+  private async rewind(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>): Promise<void> {
+    const epoch = this.epoch
+    await Promise.allSettled([...this.commitRuns].filter(([, e]) => e < epoch).map(([run]) => run))
+    const partitions = [...this.owedRewind]
     const starts = await this.driver.offsets(this.topic, -2n)
     await consumer.commit({ offsets: partitions.map((partition) => ({ topic: this.topic, partition, offset: starts.get(partition) ?? 0n, leaderEpoch: -1 })) })
+    for (const partition of partitions) this.owedRewind.delete(partition)
   }
 
   /** The topic was made again: nothing held, delivered or to commit of the old one counts any more. */
@@ -650,10 +686,12 @@ export class KafkaGroupReader {
         },
       )
       .finally(() => {
+        this.commitRuns.delete(run)
         if (this.committing !== run) return
         this.committing = undefined
         if (this.toCommit.size > 0) this.commit()
       })
+    this.commitRuns.set(run, epoch)
     this.committing = run
   }
 

@@ -94,7 +94,8 @@ export class ReplyReader {
     try {
       return await this.driver.layout(this.topic)
     } catch (error) {
-      if (!this.driver.topicGone(error)) throw error
+      // Gone on purpose once this process stopped (its shutdown deletes it): left gone.
+      if (!this.driver.topicGone(error) || this.stopped) throw error
       this.driver.forgetReplyTopic(this.topic)
       await this.driver.ensureReplyTopic(this.topic)
       return this.driver.layout(this.topic)

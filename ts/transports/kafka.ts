@@ -57,6 +57,12 @@ const REFUSALS = new Set([
  */
 const IDENTITY_LOST = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'DUPLICATE_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED'])
 
+/** The topic the client's metadata lookup found missing, as its error names it (`Unknown topic <name>.`). */
+function goneTopicName(error: unknown): string | undefined {
+  const match = error instanceof Error ? /^Unknown topic (.+)\.$/.exec(error.message) : null
+  return match?.[1]
+}
+
 /** A record of a produce, the topic it goes to, the write it is part of and its size at most. */
 interface Entry {
   readonly record: Extract<Egress, { frame: Uint8Array }>
@@ -67,7 +73,10 @@ interface Entry {
 
 /** One produce request: records in order, at most PRODUCE_BYTES of them (or one record alone). */
 interface Produce {
-  /** Its records; those of a write settled meanwhile are left out when it is first sent, never after. */
+  /**
+   * Its records; those of a write settled meanwhile are left out when it is first sent, never
+   * after, but for replies to a reply topic found gone (nothing of them was stored).
+   */
   entries: Entry[]
 }
 
@@ -620,19 +629,32 @@ export class KafkaDriver implements Driver {
           if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
           return
         }
-        const gone = this.topicGone(error) ? sending.produces[sending.next]!.entries : undefined
-        if (gone?.every((e) => e.record.kind !== 'reply')) {
-          // Its topic was deleted, or the broker came back without its data: made again, then the
-          // produce is sent again as it was (nothing of it was stored).
-          for (const e of gone) this.forgetTopic(e.topic)
-          // A broker that lost its data hands out producer ids from the start again: another
-          // process may get this one's, and a batch of one be taken for a copy of the other's.
-          this.renewProducer()
-          if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
-          return
+        if (this.topicGone(error)) {
+          const produce = sending.produces[sending.next]!
+          const named = goneTopicName(error)
+          const replies = produce.entries.filter((e) => e.record.kind === 'reply' && (named === undefined || e.topic === named))
+          if (named !== undefined && replies.length > 0) {
+            // A reply topic is its requester's: one gone means the requester is, and a reply to it
+            // is dropped (as one found gone before the produce is). The rest goes as it was.
+            this.replyFound.delete(named)
+            produce.entries = produce.entries.filter((e) => e.topic !== named)
+            if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
+            return
+          }
+          if (replies.length === 0) {
+            // Its topic was deleted, or the broker came back without its data: made again, then the
+            // produce is sent again (nothing of it was stored).
+            for (const e of produce.entries) if (named === undefined || e.topic === named) this.forgetTopic(e.topic)
+            // A broker that lost its data hands out producer ids from the start again: another
+            // process may get this one's, and a batch of one be taken for a copy of the other's.
+            this.renewProducer()
+            if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
+            return
+          }
+          // Some topic of a produce with replies, the broker not saying which: it fails as a refusal;
+          // its reply topics are looked up again before the next reply to them.
+          for (const e of replies) this.replyFound.delete(e.topic)
         }
-        // A reply topic is its requester's to make: one gone is looked up again before the next reply to it.
-        if (gone !== undefined) for (const e of gone) if (e.record.kind === 'reply') this.replyFound.delete(e.topic)
         if (refused !== undefined || error instanceof this.kafka.UserError) {
           // Nothing of it was stored, and its sequence numbers were not used: its writes fail, the
           // next produce goes on.
