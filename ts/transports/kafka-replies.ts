@@ -90,16 +90,13 @@ export class ReplyReader {
   }
 
   /** The topic's layout; a topic gone (the broker came back without its data) is made again first, or no reply would reach this process again. */
-  private async layout(): Promise<TopicLayout> {
-    try {
-      return await this.driver.layout(this.topic)
-    } catch (error) {
+  private layout(): Promise<TopicLayout> {
+    return this.driver.layoutRemade(this.topic, async () => {
       // Gone on purpose once this process stopped (its shutdown deletes it): left gone.
-      if (!this.driver.topicGone(error) || this.stopped) throw error
+      if (this.stopped) return
       this.driver.forgetReplyTopic(this.topic)
       await this.driver.ensureReplyTopic(this.topic)
-      return this.driver.layout(this.topic)
-    }
+    })
   }
 
   stop(): void {

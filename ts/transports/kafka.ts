@@ -97,6 +97,8 @@ interface Round {
   next: number
   /** Whether `produces[next]` was sent and its answer never came: it goes again as it was. */
   unanswered: boolean
+  /** Whether a topic of its channels was found gone: made again before the next produce. */
+  remake: boolean
 }
 
 /**
@@ -365,21 +367,11 @@ export class KafkaDriver implements Driver {
   /** @internal The id Kafka gave `channel`'s topic now; a topic found gone is made again first. */
   async topicId(channel: string): Promise<string> {
     const topic = this.topicOf(channel)
-    const look = async (): Promise<string | undefined> => {
-      try {
-        return (await this.readerOf().metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)?.id
-      } catch (error) {
-        if (this.topicGone(error)) return undefined
-        throw error
-      }
-    }
-    const id = await look()
-    if (id !== undefined) return id
-    this.forgetTopic(topic)
-    await this.ensureTopic(channel)
-    const made = await look()
-    if (made === undefined) throw transportError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport}: topic ${topic} was made but is not found`)
-    return made
+    const layout = await this.layoutRemade(topic, () => {
+      this.forgetTopic(topic)
+      return this.ensureTopic(channel)
+    })
+    return layout.id
   }
 
   /** Makes `channel`'s topic if it does not exist (once per process; a failure is tried again next time). */
@@ -402,7 +394,7 @@ export class KafkaDriver implements Driver {
   topicGone(error: unknown): boolean {
     // `layout`'s own refusal: the metadata named no such topic.
     if (error instanceof OrreryError) return error.code === 'TRANSPORT_UNAVAILABLE' && typeof error.details['topic'] === 'string'
-    return protocolIds(error).includes('UNKNOWN_TOPIC_OR_PARTITION') || (error instanceof this.kafka.UserError && error.message.startsWith('Unknown topic '))
+    return protocolIds(error).includes('UNKNOWN_TOPIC_OR_PARTITION') || (error instanceof this.kafka.UserError && goneTopicName(error) !== undefined)
   }
 
   /** The topic `topic` is gone: its channel's is made again by the next `ensureTopic`. */
@@ -548,6 +540,17 @@ export class KafkaDriver implements Driver {
     return { id: t.id, leaders: t.partitions.map((p) => p.leader) }
   }
 
+  /** @internal `topic`'s layout; a topic found gone is made again by `remake`, then looked up once more. */
+  async layoutRemade(topic: string, remake: () => Promise<void>): Promise<TopicLayout> {
+    try {
+      return await this.layout(topic)
+    } catch (error) {
+      if (!this.topicGone(error)) throw error
+    }
+    await remake()
+    return this.layout(topic)
+  }
+
   private adminOf(): Admin {
     if (this.admin === undefined || this.closed)
       throw transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } })
@@ -604,7 +607,16 @@ export class KafkaDriver implements Driver {
     }
     if (round === undefined) {
       if (this.queue.length === 0) return
-      round = this.round = { batch: this.queue.splice(0), produces: undefined, last: new Map(), settledTo: 0, channels: new Set(), next: 0, unanswered: false }
+      round = this.round = {
+        batch: this.queue.splice(0),
+        produces: undefined,
+        last: new Map(),
+        settledTo: 0,
+        channels: new Set(),
+        next: 0,
+        unanswered: false,
+        remake: false,
+      }
     }
     this.inFlight = true
     const sending = round
@@ -645,6 +657,7 @@ export class KafkaDriver implements Driver {
             // Its topic was deleted, or the broker came back without its data: made again, then the
             // produce is sent again (nothing of it was stored).
             for (const e of produce.entries) if (named === undefined || e.topic === named) this.forgetTopic(e.topic)
+            sending.remake = true
             // A broker that lost its data hands out producer ids from the start again: another
             // process may get this one's, and a batch of one be taken for a copy of the other's.
             this.renewProducer()
@@ -733,8 +746,11 @@ export class KafkaDriver implements Driver {
     if (produce === undefined) return
     if (!round.unanswered) produce.entries = produce.entries.filter((e) => !e.write.settled)
     if (produce.entries.length === 0) return
-    // A topic found gone is made again first (a resolved promise for the others).
-    await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
+    if (round.remake) {
+      // A topic found gone is made again first (a resolved promise for the others).
+      round.remake = false
+      await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
+    }
     const producer = this.producer
     if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
     const messages = produce.entries.map((e) => this.messageOf(e))
