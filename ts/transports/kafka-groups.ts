@@ -13,7 +13,7 @@ import { OrreryError } from '../errors.js'
 import type { GroupRef } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
 import { guardFetches } from './kafka-fetches.js'
-import { closeClient, FETCH_WAIT_MS, recordRoute, recordSignature } from './kafka-shared.js'
+import { closeClient, FETCH_BYTES, FETCH_PARTITION_BYTES, FETCH_WAIT_MS, recordRoute, recordSignature } from './kafka-shared.js'
 import { IngestWriter, type Route } from './records.js'
 import { threshold } from './writes.js'
 
@@ -253,6 +253,8 @@ export class KafkaGroupReader {
       heartbeatInterval: Math.min(1_000, Math.floor(sessionTimeout / 3)),
       timeout: sessionTimeout + JOIN_MARGIN_MS,
       maxWaitTime: FETCH_WAIT_MS,
+      maxBytesPerPartition: FETCH_PARTITION_BYTES,
+      maxBytes: FETCH_BYTES,
       isolationLevel: this.driver.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
     } as never) as Consumer<Buffer, Buffer, Buffer, Buffer>
     consumer.memberId = this.memberId

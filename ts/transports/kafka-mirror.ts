@@ -9,7 +9,18 @@ import type { Consumer } from '@platformatic/kafka'
 
 import type { ChannelRef, HistoryBound } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
-import { closeClient, FETCH_WAIT_MS, type Offsets, protocolIds, RETRY_MS, recordRoute, recordSignature, type TopicLayout } from './kafka-shared.js'
+import {
+  closeClient,
+  FETCH_BYTES,
+  FETCH_PARTITION_BYTES,
+  FETCH_WAIT_MS,
+  type Offsets,
+  protocolIds,
+  RETRY_MS,
+  recordRoute,
+  recordSignature,
+  type TopicLayout,
+} from './kafka-shared.js'
 import { IngestWriter } from './records.js'
 import { CatchUps } from './catch-up.js'
 
@@ -146,13 +157,13 @@ export class KafkaMirror {
             fetchOffset: this.next.get(partition) ?? 0n,
             currentLeaderEpoch: -1,
             lastFetchedEpoch: -1,
-            partitionMaxBytes: 1 << 20,
+            partitionMaxBytes: FETCH_PARTITION_BYTES,
           })),
         },
       ],
       maxWaitTime: FETCH_WAIT_MS,
       minBytes: 1,
-      maxBytes: 8 << 20,
+      maxBytes: FETCH_BYTES,
       isolationLevel: this.driver.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
     })
     if (this.stopped) return

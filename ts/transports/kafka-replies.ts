@@ -7,7 +7,7 @@
 import type { Consumer } from '@platformatic/kafka'
 
 import type { KafkaDriver } from './kafka.js'
-import { closeClient, FETCH_WAIT_MS, RETRY_MS, recordSignature, type TopicLayout } from './kafka-shared.js'
+import { closeClient, FETCH_BYTES, FETCH_PARTITION_BYTES, FETCH_WAIT_MS, RETRY_MS, recordSignature, type TopicLayout } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
 
 export class ReplyReader {
@@ -54,12 +54,12 @@ export class ReplyReader {
           topics: [
             {
               topicId: layout.id,
-              partitions: [{ partition: 0, fetchOffset: this.next, currentLeaderEpoch: -1, lastFetchedEpoch: -1, partitionMaxBytes: 1 << 20 }],
+              partitions: [{ partition: 0, fetchOffset: this.next, currentLeaderEpoch: -1, lastFetchedEpoch: -1, partitionMaxBytes: FETCH_PARTITION_BYTES }],
             },
           ],
           maxWaitTime: FETCH_WAIT_MS,
           minBytes: 1,
-          maxBytes: 8 << 20,
+          maxBytes: FETCH_BYTES,
           isolationLevel: this.driver.kafka.FetchIsolationLevels.READ_UNCOMMITTED,
         })
         if (this.stopped) return
