@@ -643,7 +643,9 @@ export class KafkaDriver implements Driver {
         }
         if (this.topicGone(error)) {
           const produce = sending.produces[sending.next]!
-          const named = goneTopicName(error)
+          // The topic the client names, if it is one of this produce's (it may say `unknown`).
+          const said = goneTopicName(error)
+          const named = produce.entries.some((e) => e.topic === said) ? said : undefined
           const replies = produce.entries.filter((e) => e.record.kind === 'reply' && (named === undefined || e.topic === named))
           if (named !== undefined && replies.length > 0) {
             // A reply topic is its requester's: one gone means the requester is, and a reply to it
@@ -747,9 +749,10 @@ export class KafkaDriver implements Driver {
     if (!round.unanswered) produce.entries = produce.entries.filter((e) => !e.write.settled)
     if (produce.entries.length === 0) return
     if (round.remake) {
-      // A topic found gone is made again first (a resolved promise for the others).
-      round.remake = false
+      // A topic found gone is made again first (a resolved promise for the others); a failure
+      // leaves the flag set, for the next try.
       await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
+      round.remake = false
     }
     const producer = this.producer
     if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
