@@ -129,6 +129,30 @@ describe(`settling and claiming (${ENGINE})`, () => {
     delivery.ack()
     expect(group.stats()).toMatchObject({ pending: 0, acked: 1 })
   })
+
+  it("refuses a claim for another group's member (nothing of that group moves), and a deleted group's claim", async () => {
+    const { bus } = await Orrery.create()
+    const a = bus.group<number>('jobs.a', 'ga')
+    const b = bus.group<number>('jobs.b', 'gb')
+    a.join().subscribe(() => {})
+    const b1 = b.join()
+    b1.subscribe(() => {})
+    const b2 = b.join()
+    b2.subscribe(() => {})
+    await bus.publish('jobs.b', 1)
+    await tick()
+    const holder = b.pending()[0]!.member
+    const other = holder === b1.memberId() ? b2.memberId() : b1.memberId()
+    // A claim on group a naming group b's member: refused, b's delivery stays where it is.
+    const refused = await expectRefused(() => a.claim(other, { minIdle: 0 }), 'UNKNOWN_SUBSCRIPTION')
+    expect(refused.message).toContain('consumer group ga on jobs.a')
+    expect(b.pending().map((p) => p.member)).toEqual([holder])
+    // Through a handle of its own group it moves.
+    expect(bus.group<number>('jobs.b', 'gb').claim(other, { minIdle: 0 })).toBe(1)
+    expect(b.pending().map((p) => p.member)).toEqual([other])
+    b.delete()
+    await expectRefused(() => b.claim(other, { minIdle: 0 }), 'UNKNOWN_GROUP')
+  })
 })
 
 describe(`a closed Orrery's groups (${ENGINE})`, () => {

@@ -80,6 +80,21 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
     ],
     ['tls.ca a number', { main: { kind: 'redis', url: CLOSED_PORT, tls: { ca: 5 } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.ca'],
     ['tls.ca an empty list', { main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: { ca: [] } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.ca'],
+    ['a nats server without a host', { main: { kind: 'nats', servers: 'nats://:14222' } }, undefined, 'INVALID_OPTION', 'transports.main.servers'],
+    [
+      'a nats server on port 0',
+      { main: { kind: 'nats', servers: ['nats://127.0.0.1:1', 'nats://127.0.0.1:0'] } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.servers[1]',
+    ],
+    [
+      'a kafka sasl setting it does not know',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u', password: 'p', x: 1 } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.sasl.x',
+    ],
     [
       'tls.ca an empty string in a list',
       { main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { ca: ['pem', ''] } } },

@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from 'vitest'
 
-import type { Delivery, Message, Orrery } from '../../ts/node.js'
+import type { BusEvent, Delivery, Message, Orrery } from '../../ts/node.js'
 import { isOrreryError, TRANSPORT_CAPABILITIES } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, listen, quiet, range, until, useBackend, type Backend, type Capability, type TestBackend } from './backends.js'
@@ -933,6 +933,8 @@ function contract(backend: Backend): void {
           ]),
         ch,
       )
+      // A request's too: refused at the call, not sent to wait out its timeout.
+      await expectUnsupported(() => o.bus.request(ch, 'asked', { priority: 'high', timeout: 60_000 }), ch)
       expect((await o.bus.publish(ch, 'normal', { priority: 'normal' })).published).toBe(true)
       await expectNothingPublished(t, o, ch, ['normal'])
     })
@@ -999,10 +1001,17 @@ function contract(backend: Backend): void {
       const helper = group.join({ maxInFlight: 10 })
       const helped = listen(helper)
       await b.bus.attached(ch)
-      // Nothing has been idle a minute: nothing moves.
+      const failures: BusEvent[] = []
+      const watching = b.bus.events.subscribe((e) => {
+        if (e.type === 'transport-error') failures.push(e)
+      })
+      // Nothing has been idle a minute, nor ever as long as 1e19 ms (past what the broker takes): nothing moves, nothing fails.
       expect(group.claim(helper.memberId(), { minIdle: 60_000 })).toBe(0)
+      expect(group.claim(helper.memberId(), { minIdle: 1e19 })).toBe(0)
       await new Promise((r) => setTimeout(r, 500))
       expect(helped.items).toEqual([])
+      watching.unsubscribe()
+      expect(failures).toEqual([])
       // b's members hold nothing (0 moved here); the broker hands b two of a's three.
       await new Promise((r) => setTimeout(r, Math.max(0, heldAt + 300 - Date.now())))
       expect(group.claim(helper.memberId(), { minIdle: 200, max: 2 })).toBe(0)
@@ -1082,6 +1091,8 @@ function contract(backend: Backend): void {
         const ch = t.ch('bp')
         await expectUnsupported(() => o.bus.subscribe(ch, { buffer: 2, overflow: 'reject' }), ch)
         expect(o.bus.stats(ch).subscribers).toBe(0)
+        // A group's too: a publish goes to the broker, never into the group's buffer.
+        await expectUnsupported(() => o.bus.group(ch, 'g', { buffer: 2, overflow: 'reject' }), ch)
         await expectNothingPublished(t, o, ch)
       },
     )

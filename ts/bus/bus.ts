@@ -253,6 +253,8 @@ export class Bus {
   private readonly eventSubject = new Subject<BusEvent>()
   private readonly handlers = new Map<number, RecordHandler>()
   private readonly consumerChannels = new Map<number, string>()
+  /** The group of each consumer that is a group's member. */
+  private readonly memberGroups = new Map<number, number>()
   private readonly requests = new Map<number, RequestWaiter>()
   private readonly writer = new FrameWriter()
   /** The envelope every reply is encoded with (see `sendReply`). */
@@ -332,7 +334,8 @@ export class Bus {
       now,
       assertOpen: () => this.assertOpen(),
       channelId: (name) => this.channelId(name),
-      addConsumer: (id, channel, handler) => this.addConsumer(id, channel, handler),
+      addConsumer: (id, channel, handler, group) => this.addConsumer(id, channel, handler, group),
+      groupOf: (id) => this.memberGroups.get(id),
       forgetConsumer: (id) => this.forgetConsumer(id),
       removeConsumer: (id) => this.removeConsumer(id),
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
@@ -814,10 +817,11 @@ export class Bus {
   }
 
   /** Routes a consumer's records to `handler`. */
-  private addConsumer(id: number, channel: string, handler: RecordHandler): void {
+  private addConsumer(id: number, channel: string, handler: RecordHandler, group?: number): void {
     this.lastConsumer = -1
     this.handlers.set(id, handler)
     this.consumerChannels.set(id, channel)
+    if (group !== undefined) this.memberGroups.set(id, group)
     if (this.core.hasPending()) this.scheduleFlush()
   }
 
@@ -826,6 +830,7 @@ export class Bus {
     this.lastConsumer = -1
     this.handlers.delete(id)
     this.consumerChannels.delete(id)
+    this.memberGroups.delete(id)
   }
 
   /** Stops routing a consumer's records and removes it from the core. */
@@ -833,6 +838,7 @@ export class Bus {
     this.lastConsumer = -1
     if (!this.handlers.delete(id) || this.closed) return
     this.consumerChannels.delete(id)
+    this.memberGroups.delete(id)
     try {
       this.core.unsubscribe(id)
     } catch (err) {
@@ -1002,6 +1008,7 @@ export class Bus {
     // The kind is passed, not spread into a copy of the options: the copy (a new shape per call
     // site) made every later read of it megamorphic, about 4 µs a round trip in a loop.
     this.encode(w, this.channelId(channel), payload, options, now, 0, true, QUERY_KIND)
+    if (this.remote !== undefined) this.checkBoundPublish(channel, options)
     const token = this.core.request(w.bytes(), timeout, now)
     // The core's next deadline is at or before this one; arming for it directly spares asking
     // the core (a crossing) after every request. An earlier timer stays as it is.

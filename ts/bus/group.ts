@@ -5,7 +5,7 @@
  * delivery count in its headers.
  */
 import { fieldsOf, GROUP_STATS, PENDING_FIELDS, type GroupStats, type OverflowPolicy, type PendingEntry } from '../engines/backend.js'
-import { DEFAULTS, START_MODES } from '../engines/manifest.js'
+import { DEFAULTS, OVERFLOW, START_MODES } from '../engines/manifest.js'
 import type { Bus } from './bus.js'
 import type { BusLink } from './link.js'
 import { consumerOptions, MAX_CAPACITY, type StartFrom } from './options.js'
@@ -104,7 +104,11 @@ export class Group<T = unknown> {
     const maxDeliveries = intOr(options.maxDeliveries, DEFAULTS.maxDeliveries, 'maxDeliveries', { min: 1, max: 0xffffffff })
     const channelId = link.channelId(channel)
     const bound = transports?.find(channelId)
-    if (bound !== undefined && mode === START_MODES.seq) transports!.require(bound, 'from.seq')
+    if (bound !== undefined) {
+      if (mode === START_MODES.seq) transports!.require(bound, 'from.seq')
+      // A publish goes to the broker, never into this group's buffer: `reject` could refuse nothing.
+      if (overflow === OVERFLOW.reject) transports!.require(bound, 'overflow.reject')
+    }
     this.id = link.core.group(channelId, name, mode, value, buffer, overflow, visibility, maxDeliveries)
     this.remote = bound === undefined ? undefined : transports
     if (bound !== undefined) {
@@ -138,17 +142,22 @@ export class Group<T = unknown> {
         this.members.set(id, sink)
         // A remote group reads the broker as its members have room: one more may read now.
         this.remote?.wake()
-        link.addConsumer(id, this.channel, (seq, attempt, frame) => {
-          link.noteDeadline() // the delivery started a lease
-          const message = new FrameMessage<T>(this.channel, seq, frame)
-          const delivery = new GroupDelivery(this, id, message, attempt, link.core.epoch)
-          if (!schema) return tracing === undefined ? sink.next(delivery) : tracing.deliver(message, this.name, sink, delivery)
-          link.validated(schema, message, (ok, error) => {
-            if (!ok) delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
-            else if (tracing === undefined) sink.next(delivery)
-            else tracing.deliver(message, this.name, sink, delivery)
-          })
-        })
+        link.addConsumer(
+          id,
+          this.channel,
+          (seq, attempt, frame) => {
+            link.noteDeadline() // the delivery started a lease
+            const message = new FrameMessage<T>(this.channel, seq, frame)
+            const delivery = new GroupDelivery(this, id, message, attempt, link.core.epoch)
+            if (!schema) return tracing === undefined ? sink.next(delivery) : tracing.deliver(message, this.name, sink, delivery)
+            link.validated(schema, message, (ok, error) => {
+              if (!ok) delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
+              else if (tracing === undefined) sink.next(delivery)
+              else tracing.deliver(message, this.name, sink, delivery)
+            })
+          },
+          this.id,
+        )
         return {
           stop: () => {
             untrack()
@@ -267,6 +276,12 @@ export class Group<T = unknown> {
     const o = checkOptions(options, 'options', 'argument', CLAIM_KEYS)
     const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })
     const max = intOr(o.max, 100, 'max', { min: 1, max: MAX_CAPACITY })
+    if (this.link.groupOf(memberId) !== this.id) {
+      // The core finds a member's group by the member alone: another group's member would move
+      // that group's deliveries. A deleted group says so first, as its other calls do.
+      this.named(() => this.link.core.groupStats(this.id))
+      throw this.rename(new OrreryError('UNKNOWN_SUBSCRIPTION', `no member ${memberId}`, { details: { memberId } }))
+    }
     const n = this.named(() => this.link.core.claim(memberId, minIdle, max, this.link.now()))
     this.remote?.claimRemote(this.id, minIdle, max - n)
     this.link.noteDeadline()

@@ -396,6 +396,18 @@ function shownServer(url: string): string {
 /** A prefix that is one subject token and a valid stream name start. */
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/
 
+/** A NATS server URL's host and port, refused here as a redis URL's or a kafka broker's are, rather than failing at connect. */
+function natsAddress(url: string, where: string, shown: string): void {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    refuse('option', where, shown, 'is not a valid URL: it must name a host, and a port is a whole number from 1 to 65535')
+  }
+  if (parsed.hostname === '') refuse('option', where, shown, 'must name a host')
+  if (parsed.port === '0') refuse('option', where, shown, 'has port "0": a port is a whole number from 1 to 65535')
+}
+
 function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptions {
   const raw = o['servers']
   const list = Array.isArray(raw) ? (raw as unknown[]) : [raw]
@@ -408,6 +420,7 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
     const websocket = NATS_WS_URL.test(url)
     if (!websocket && !NATS_URL.test(url))
       refuse('option', where, shown, 'must be a nats://host:port or tls://host:port URL, or ws://host:port or wss://host:port (WebSocket)')
+    natsAddress(url, where, shown)
     if (i > 0 && websocket !== NATS_WS_URL.test(String(list[0])))
       refuse('option', where, shown, 'must be over the same wire as the first server: all nats:// or tls://, or all ws:// or wss://')
     return url
@@ -545,6 +558,7 @@ function natsKeys(o: Record<string, unknown>, name: string, credentials: NatsCre
 /** A bootstrap broker: `host:port` (a bracketed IPv6 host allowed). */
 const KAFKA_BROKER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/
 const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const
+const SASL_KEYS = ['mechanism', 'username', 'password']
 
 function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOptions {
   const raw = o['brokers']
@@ -570,6 +584,7 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
     // A password given where the object belongs is not shown.
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) refuseSecret(`${name}.sasl`, raw, 'must be an object { mechanism, username, password }')
     const s = raw as Record<string, unknown>
+    onlyKeys(s, SASL_KEYS, `${name}.sasl`)
     sasl = {
       mechanism: oneOf(s['mechanism'], SASL_MECHANISMS, `${name}.sasl.mechanism`),
       username: text(s['username'], `${name}.sasl.username`, {}, 'option'),

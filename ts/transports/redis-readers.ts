@@ -489,7 +489,8 @@ export class GroupReader extends Reader {
    * would only go back with one more delivery counted), and hands them to the core.
    */
   claim(minIdle: number, max: number): void {
-    const idle = String(Math.max(1, Math.ceil(minIdle)))
+    // Redis takes a whole number of ms under 2^63: nothing has been idle for 2^53 ms either.
+    const idle = String(Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.ceil(minIdle))))
     const take = async (): Promise<void> => {
       const wanted = Math.min(max, READ_COUNT, this.driver.sinkOf.groupRoom(this.group.id) - this.claiming)
       if (wanted <= 0 || this.stopped) return
