@@ -253,8 +253,6 @@ export class Bus {
   private readonly eventSubject = new Subject<BusEvent>()
   private readonly handlers = new Map<number, RecordHandler>()
   private readonly consumerChannels = new Map<number, string>()
-  /** The group of each consumer that is a group's member. */
-  private readonly memberGroups = new Map<number, number>()
   private readonly requests = new Map<number, RequestWaiter>()
   private readonly writer = new FrameWriter()
   /** The envelope every reply is encoded with (see `sendReply`). */
@@ -334,8 +332,7 @@ export class Bus {
       now,
       assertOpen: () => this.assertOpen(),
       channelId: (name) => this.channelId(name),
-      addConsumer: (id, channel, handler, group) => this.addConsumer(id, channel, handler, group),
-      groupOf: (id) => this.memberGroups.get(id),
+      addConsumer: (id, channel, handler) => this.addConsumer(id, channel, handler),
       forgetConsumer: (id) => this.forgetConsumer(id),
       removeConsumer: (id) => this.removeConsumer(id),
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
@@ -817,11 +814,10 @@ export class Bus {
   }
 
   /** Routes a consumer's records to `handler`. */
-  private addConsumer(id: number, channel: string, handler: RecordHandler, group?: number): void {
+  private addConsumer(id: number, channel: string, handler: RecordHandler): void {
     this.lastConsumer = -1
     this.handlers.set(id, handler)
     this.consumerChannels.set(id, channel)
-    if (group !== undefined) this.memberGroups.set(id, group)
     if (this.core.hasPending()) this.scheduleFlush()
   }
 
@@ -830,7 +826,6 @@ export class Bus {
     this.lastConsumer = -1
     this.handlers.delete(id)
     this.consumerChannels.delete(id)
-    this.memberGroups.delete(id)
   }
 
   /** Stops routing a consumer's records and removes it from the core. */
@@ -838,7 +833,6 @@ export class Bus {
     this.lastConsumer = -1
     if (!this.handlers.delete(id) || this.closed) return
     this.consumerChannels.delete(id)
-    this.memberGroups.delete(id)
     try {
       this.core.unsubscribe(id)
     } catch (err) {

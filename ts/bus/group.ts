@@ -142,22 +142,17 @@ export class Group<T = unknown> {
         this.members.set(id, sink)
         // A remote group reads the broker as its members have room: one more may read now.
         this.remote?.wake()
-        link.addConsumer(
-          id,
-          this.channel,
-          (seq, attempt, frame) => {
-            link.noteDeadline() // the delivery started a lease
-            const message = new FrameMessage<T>(this.channel, seq, frame)
-            const delivery = new GroupDelivery(this, id, message, attempt, link.core.epoch)
-            if (!schema) return tracing === undefined ? sink.next(delivery) : tracing.deliver(message, this.name, sink, delivery)
-            link.validated(schema, message, (ok, error) => {
-              if (!ok) delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
-              else if (tracing === undefined) sink.next(delivery)
-              else tracing.deliver(message, this.name, sink, delivery)
-            })
-          },
-          this.id,
-        )
+        link.addConsumer(id, this.channel, (seq, attempt, frame) => {
+          link.noteDeadline() // the delivery started a lease
+          const message = new FrameMessage<T>(this.channel, seq, frame)
+          const delivery = new GroupDelivery(this, id, message, attempt, link.core.epoch)
+          if (!schema) return tracing === undefined ? sink.next(delivery) : tracing.deliver(message, this.name, sink, delivery)
+          link.validated(schema, message, (ok, error) => {
+            if (!ok) delivery.nack({ deadLetter: `schema-invalid: ${error?.message ?? ''}` })
+            else if (tracing === undefined) sink.next(delivery)
+            else tracing.deliver(message, this.name, sink, delivery)
+          })
+        })
         return {
           stop: () => {
             untrack()
@@ -276,13 +271,8 @@ export class Group<T = unknown> {
     const o = checkOptions(options, 'options', 'argument', CLAIM_KEYS)
     const minIdle = finite(o.minIdle, 'minIdle', { min: 0 })
     const max = intOr(o.max, 100, 'max', { min: 1, max: MAX_CAPACITY })
-    if (this.link.groupOf(memberId) !== this.id) {
-      // The core finds a member's group by the member alone: another group's member would move
-      // that group's deliveries. A deleted group says so first, as its other calls do.
-      this.named(() => this.link.core.groupStats(this.id))
-      throw this.rename(new OrreryError('UNKNOWN_SUBSCRIPTION', `no member ${memberId}`, { details: { memberId } }))
-    }
-    const n = this.named(() => this.link.core.claim(memberId, minIdle, max, this.link.now()))
+    // The core refuses a member of another group (its deliveries never move through this one).
+    const n = this.named(() => this.link.core.claim(this.id, memberId, minIdle, max, this.link.now()))
     this.remote?.claimRemote(this.id, minIdle, max - n)
     this.link.noteDeadline()
     this.link.scheduleFlush()

@@ -23,10 +23,8 @@ export interface BusLink {
   assertOpen(): void
   /** The id of a channel, interned in the core on first use. */
   channelId(name: string): number
-  /** Routes a consumer's records to `handler`; a group's member names its group's id. */
-  addConsumer(id: number, channel: string, handler: RecordHandler, group?: number): void
-  /** The id of the group whose member `id` is, while it is one. */
-  groupOf(id: number): number | undefined
+  /** Routes a consumer's records to `handler`. */
+  addConsumer(id: number, channel: string, handler: RecordHandler): void
   /** Stops routing a consumer's records (the core already removed it). */
   forgetConsumer(id: number): void
   /** Stops routing a consumer's records and removes it from the core. */

@@ -206,7 +206,7 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
     deleteGroup: (group) => write(() => raw.deleteGroup(group)),
     ack: (member, seq, attempt) => read(() => raw.ack(member, seq, attempt)),
     nack: (member, seq, attempt, delay, reason, now) => write(() => raw.nack(member, seq, attempt, delay, text(reason, 'a dead-letter reason'), now)),
-    claim: (member, minIdle, max, now) => write(() => raw.claim(member, minIdle, max, now)),
+    claim: (group, member, minIdle, max, now) => write(() => raw.claim(group, member, minIdle, max, now)),
     pending: (group, now) => read(() => raw.pending(group, now)),
     request: (batch, timeout, now) => read(() => raw.request(bytes(batch, 'a request'), timeout, now)),
     reply: (batch) => read(() => raw.reply(bytes(batch, 'a reply'))),

@@ -48,7 +48,7 @@ export interface RawBus {
   deleteGroup(group: number): void
   ack(member: number, seq: number, attempt: number): void
   nack(member: number, seq: number, attempt: number, delay: number, reason: string, now: number): void
-  claim(member: number, minIdle: number, max: number, now: number): number
+  claim(group: number, member: number, minIdle: number, max: number, now: number): number
   pending(group: number, now: number): ArrayLike<number>
   request(batch: Uint8Array, timeout: number, now: number): number
   /** What became of a reply: a `REPLIED` code. */

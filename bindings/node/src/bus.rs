@@ -220,10 +220,10 @@ impl NativeBus {
             .map_err(to_js)
     }
 
-    /// Claims idle deliveries for a member.
+    /// Claims idle deliveries of a group for its member.
     #[napi(catch_unwind)]
-    pub fn claim(&self, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32> {
-        self.core()?.with(self.endpoint, |bus| wire::claim(bus, member, min_idle, max, now)).map_err(to_js)
+    pub fn claim(&self, group: u32, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32> {
+        self.core()?.with(self.endpoint, |bus| wire::claim(bus, group, member, min_idle, max, now)).map_err(to_js)
     }
 
     /// A group's pending-entries list, flattened (order: the manifest's `PENDING_FIELDS`).

@@ -140,9 +140,9 @@ impl WasmBus {
         wire::nack(&mut self.bus, member, seq, attempt, delay, reason, now).map_err(to_js)
     }
 
-    /// Claims idle deliveries for a member.
-    pub fn claim(&mut self, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32, JsValue> {
-        wire::claim(&mut self.bus, member, min_idle, max, now).map_err(to_js)
+    /// Claims idle deliveries of a group for its member.
+    pub fn claim(&mut self, group: u32, member: u32, min_idle: f64, max: f64, now: f64) -> Result<u32, JsValue> {
+        wire::claim(&mut self.bus, group, member, min_idle, max, now).map_err(to_js)
     }
 
     /// A group's pending-entries list, flattened.

@@ -591,13 +591,18 @@ impl Bus {
         }
     }
 
-    /// Moves up to `max` delivered messages idle for at least `min_idle` ms from other members
-    /// to member `id` (for a member that stopped without leaving). Returns how many it took.
-    pub fn claim(&mut self, id: u32, min_idle: Millis, max: usize, now: Millis) -> Result<usize, BusError> {
-        let Some(Consumer { kind: ConsumerKind::Member(m), .. }) = self.consumers.get(id) else {
-            return Err(BusError::UnknownSubscription(id));
-        };
-        let group = m.group;
+    /// Moves up to `max` delivered messages of `group` idle for at least `min_idle` ms from
+    /// other members to member `id` (for a member that stopped without leaving). Returns how
+    /// many it took. A deleted group is `UnknownGroup`; a member of another group (or none) is
+    /// `UnknownSubscription`: a claim never moves another group's deliveries.
+    pub fn claim(&mut self, group: u32, id: u32, min_idle: Millis, max: usize, now: Millis) -> Result<usize, BusError> {
+        if self.groups.get(group).is_none() {
+            return Err(BusError::UnknownGroup(group));
+        }
+        match self.consumers.get(id) {
+            Some(Consumer { kind: ConsumerKind::Member(m), .. }) if m.group == group => {}
+            _ => return Err(BusError::UnknownSubscription(id)),
+        }
         let g = self.groups.get_mut(group).ok_or(BusError::UnknownGroup(group))?;
         let mut stale: Vec<u64> = g
             .pending

@@ -642,7 +642,7 @@ fn claim_moves_a_delivery_between_this_processs_members_and_its_ack_still_names_
     bus.ingest(&grouped(g, b"p0", 1, &foreign(b"a")), 0.0).unwrap();
     deliveries(&mut bus, 0.0);
     let helper = bus.join(g, EP, 1).unwrap();
-    assert_eq!(bus.claim(helper, 500.0, 10, 600.0).unwrap(), 1);
+    assert_eq!(bus.claim(g, helper, 500.0, 10, 600.0).unwrap(), 1);
     assert!(!bus.has_egress(), "a claim stays local");
     let r = deliveries(&mut bus, 600.0).remove(0);
     assert_eq!((r.consumer, r.body.as_slice()), (helper, &b"a"[..]));
@@ -698,7 +698,7 @@ fn neither_a_claim_nor_a_late_drain_extends_a_remote_lease() {
     bus.ingest(&grouped(g, b"p0", 1, &foreign(b"a")), 0.0).unwrap();
     deliveries(&mut bus, 0.0);
     let helper = bus.join(g, EP, 1).unwrap();
-    assert_eq!(bus.claim(helper, 50.0, 1, 50.0).unwrap(), 1);
+    assert_eq!(bus.claim(g, helper, 50.0, 1, 50.0).unwrap(), 1);
     let claimed = deliveries(&mut bus, 50.0).remove(0);
     assert_eq!(bus.next_deadline(), Some(100.0));
     bus.tick(100.0);

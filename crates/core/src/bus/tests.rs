@@ -386,8 +386,14 @@ fn a_member_can_claim_stale_entries_and_a_leaving_member_releases_its_own() {
     bus.publish(&[msg(ch, b"a"), msg(ch, b"b")].concat(), 0.0).unwrap();
     drain_all(&mut bus, EP, 0.0);
     let helper = bus.join(g, EP, 5).unwrap();
-    assert_eq!(bus.claim(helper, 500.0, 10, 100.0).unwrap(), 0, "not idle long enough");
-    assert_eq!(bus.claim(helper, 500.0, 1, 600.0).unwrap(), 1);
+    assert_eq!(bus.claim(g, helper, 500.0, 10, 100.0).unwrap(), 0, "not idle long enough");
+    // A member of another group is refused: its group's deliveries never move through this one.
+    let other = bus.group(ch, "others", GroupOptions::default()).unwrap();
+    assert_ne!(other, g);
+    let outsider = bus.join(other, EP, 5).unwrap();
+    assert_eq!(bus.claim(other, helper, 500.0, 10, 600.0).unwrap_err().code(), "UNKNOWN_SUBSCRIPTION");
+    assert_eq!(bus.claim(g, outsider, 500.0, 10, 600.0).unwrap_err().code(), "UNKNOWN_SUBSCRIPTION");
+    assert_eq!(bus.claim(g, helper, 500.0, 1, 600.0).unwrap(), 1);
     let claimed = drain_all(&mut bus, EP, 600.0);
     assert_eq!((claimed[0].consumer, claimed[0].seq), (helper, 0));
     let pending = bus.pending(g, 600.0).unwrap();
@@ -558,7 +564,7 @@ proptest! {
                     }
                 }
                 Op::Tick(dt) => { now += f64::from(dt); bus.tick(now); }
-                Op::Claim(i) if !members.is_empty() => { bus.claim(members[i as usize % members.len()], 50.0, 2, now).unwrap(); }
+                Op::Claim(i) if !members.is_empty() => { bus.claim(g, members[i as usize % members.len()], 50.0, 2, now).unwrap(); }
                 Op::Leave(i) if members.len() > 1 => { bus.unsubscribe(members.remove(i as usize % members.len())).unwrap(); }
                 Op::Join => members.push(bus.join(g, EP, 3).unwrap()),
                 _ => {}

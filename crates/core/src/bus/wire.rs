@@ -119,10 +119,10 @@ pub fn nack(
     bus.nack(member, seq(sequence)?, attempt, delay, reason, now)
 }
 
-/// Claims idle deliveries for a member; returns how many.
-pub fn claim(bus: &mut Bus, member: u32, min_idle: f64, max: f64, now: Millis) -> Result<u32, BusError> {
+/// Claims idle deliveries of `group` for its member; returns how many.
+pub fn claim(bus: &mut Bus, group: u32, member: u32, min_idle: f64, max: f64, now: Millis) -> Result<u32, BusError> {
     crate::bus::options_check_ms(min_idle, "minIdle")?;
-    bus.claim(member, min_idle, capacity(max)?, now).map(|n| n as u32)
+    bus.claim(group, member, min_idle, capacity(max)?, now).map(|n| n as u32)
 }
 
 /// Fields per entry of [`pending`], in the manifest's `PENDING_FIELDS` order.
