@@ -212,6 +212,9 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u', password: N } } }, 'transports.main.sasl.password'],
       [{ main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: 'u' } } }, 'transports.main.sasl.password'],
       [{ main: { kind: 'kafka', brokers: `u:${S}@127.0.0.1:1` } }, 'transports.main.brokers'],
+      // An `@` in a password: hidden up to the last one, where a URL parser finds the host.
+      [{ main: { kind: 'nats', servers: `nats://u:p@${S}@127.0.0.1:0` } }, 'transports.main.servers'],
+      [{ main: { kind: 'redis', url: `redis://u:p@${S}@127.0.0.1:0` } }, 'transports.main.url'],
       // An NKey seed or a .creds file: well-formed, and one way to authenticate per connection.
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: S } }, 'transports.main.nkeySeed'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: N } }, 'transports.main.nkeySeed'],

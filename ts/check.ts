@@ -39,9 +39,9 @@ export function shown(value: unknown): string {
   }
 }
 
-/** `text` with the password or token of every URL in it hidden: `//user:***@`, `//***@`. */
+/** `text` with the password or token of every URL in it hidden: `//user:***@`, `//***@` (up to the last `@` before the host, as a URL parser reads it). */
 export function withoutCredentials(text: string): string {
-  return text.replace(/\/\/(?:([^\s/@:]*):)?[^\s/@]*@/g, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+  return text.replace(/\/\/(?:([^\s/@:]*):)?[^\s/]*@/g, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
 }
 
 /** Throws the typed error for `name`, whose rule `must` (e.g. "must be a whole number >= 1") the value broke. */

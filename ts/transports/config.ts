@@ -336,7 +336,7 @@ const REDIS_PORT = /^rediss?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::([^/?#
  */
 function redisUrl(url: string, where: string): URL {
   // The password stays out of the message.
-  const shown = url.replace(/\/\/[^@/]*@/, '//***@')
+  const shown = url.replace(/\/\/[^/]*@/, '//***@')
   if (!/^rediss?:\/\//.test(url)) refuse('option', where, shown, 'must be a redis:// or rediss:// URL')
   const port = REDIS_PORT.exec(url)?.[1]
   if (port !== undefined && port !== '' && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))
@@ -391,7 +391,7 @@ function refuseInBrowser(t: CheckedTransport): void {
 
 /** A NATS server URL with its password (user:***@) or token (***@) hidden. */
 function shownServer(url: string): string {
-  return url.replace(/\/\/(?:([^:@/]*):)?[^@/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+  return url.replace(/\/\/(?:([^:@/]*):)?[^/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
 }
 /** A prefix that is one subject token and a valid stream name start. */
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/
