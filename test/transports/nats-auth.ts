@@ -43,6 +43,8 @@ export { SPAWN_SKIP as NATS_AUTH_SKIP }
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
 
 let started: Promise<NatsAuth> | undefined
+/** Where the servers keep their configuration and JetStream data. */
+let dir: string | undefined
 
 /** The servers, started on the first call (the same ones after). */
 export function natsAuth(): Promise<NatsAuth> {
@@ -50,13 +52,22 @@ export function natsAuth(): Promise<NatsAuth> {
   return started
 }
 
+/**
+ * Kills the servers and removes their files (a test file's `afterAll`: a vitest worker may end
+ * without its `exit` event, which left them behind).
+ */
+export function stopNatsAuth(): void {
+  stopAll()
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  dir = undefined
+  started = undefined
+}
+
 async function start(): Promise<NatsAuth> {
   if (SPAWN_SKIP !== undefined) throw new Error(`NATS servers with credentials cannot run here: ${SPAWN_SKIP}`)
-  const dir = mkdtempSync(join(tmpdir(), 'orrery-nats-auth-'))
-  process.once('exit', () => {
-    stopAll()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const home = mkdtempSync(join(tmpdir(), 'orrery-nats-auth-'))
+  dir = home
+  process.once('exit', stopNatsAuth)
   const token = 'nats-T0ken-of-the-test'
   const password = 'nats-Pa55word-of-the-test'
   const nkeyUser = createUser()
@@ -93,13 +104,13 @@ async function start(): Promise<NatsAuth> {
   await Promise.all(
     names.map(async (name) => {
       const [port, wsPort] = [await freePort(), await freePort()]
-      const config = join(dir, `${name}.conf`)
+      const config = join(home, `${name}.conf`)
       writeFileSync(
         config,
         [
           `listen: "127.0.0.1:${port}"`,
           `websocket { listen: "127.0.0.1:${wsPort}", no_tls: true }`,
-          `jetstream { store_dir: "${join(dir, name)}" }`,
+          `jetstream { store_dir: "${join(home, name)}" }`,
           lines[name],
           '',
         ].join('\n'),

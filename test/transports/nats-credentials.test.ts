@@ -42,7 +42,7 @@ const WRONG = 'wrong-Secret-given'
 const WHERE = IN_BROWSER ? 'a chromium page' : `Node (${ENGINE})`
 
 afterAll(async () => {
-  if (!IN_BROWSER && auth !== undefined) (await import('./spawned.js')).stopAll()
+  if (!IN_BROWSER && auth !== undefined) (await import('./nats-auth.js')).stopNatsAuth()
 })
 
 // A page opens no TCP connection: WebSocket only there.

@@ -96,31 +96,32 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
     }
   })
 
-  for (const group of [undefined, 'g'])
-    it(`on Redis, a ${group === undefined ? 'responder' : 'group responder'} whose first reads an outage cuts answers once the server is back, and no raw error reaches it`, async () => {
-      const { o, proxy } = await behindProxy(brokers[0]!)
-      const events: BusEvent[] = []
-      o.bus.events.subscribe((e) => void events.push(e))
-      // Held, then cut: the first reads (a mirror's history and the subscribe's marker; a group's
-      // XGROUP CREATE) are sent and still unanswered when their connection drops.
-      proxy.hold()
-      o.bus.respond<number, number>('q', (r) => r.payload + 1, group === undefined ? {} : { group })
-      await new Promise((r) => setTimeout(r, 300))
-      await proxy.cut()
-      await until(() => events.some((e) => e.type === 'transport-error'), 5_000, 'the outage reported')
-      await new Promise((r) => setTimeout(r, 500))
-      await proxy.restore()
-      await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
-      const reply = await o.bus.request<number>('q', 1, { timeout: 5_000 })
-      expect(reply.payload).toBe(2)
-      expect(events.filter((e) => e.type === 'subscriber-error')).toEqual([])
-      for (const e of events)
-        if (e.type === 'transport-error') {
-          expect(e.error).toBeInstanceOf(OrreryError)
-          expect(e.error.details).toMatchObject({ transport: 'main', outage: true })
-        }
-      expect(events.filter((e) => e.type === 'transport-error')).toHaveLength(1)
-    })
+  for (const broker of brokers)
+    for (const group of [undefined, 'g'])
+      it(`on ${broker.name}, a ${group === undefined ? 'responder' : 'group responder'} whose first reads an outage cuts answers once the server is back, and no raw error reaches it`, async () => {
+        const { o, proxy } = await behindProxy(broker)
+        const events: BusEvent[] = []
+        o.bus.events.subscribe((e) => void events.push(e))
+        // Held, then cut: the first reads (a mirror's history and the subscribe's marker; a group's
+        // XGROUP CREATE) are sent and still unanswered when their connection drops.
+        proxy.hold()
+        o.bus.respond<number, number>('q', (r) => r.payload + 1, group === undefined ? {} : { group })
+        await new Promise((r) => setTimeout(r, 300))
+        await proxy.cut()
+        await until(() => events.some((e) => e.type === 'transport-error'), 5_000, 'the outage reported')
+        await new Promise((r) => setTimeout(r, 500))
+        await proxy.restore()
+        await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
+        const reply = await o.bus.request<number>('q', 1, { timeout: 5_000 })
+        expect(reply.payload).toBe(2)
+        expect(events.filter((e) => e.type === 'subscriber-error')).toEqual([])
+        for (const e of events)
+          if (e.type === 'transport-error') {
+            expect(e.error).toBeInstanceOf(OrreryError)
+            expect(e.error.details).toMatchObject({ transport: 'main', outage: true })
+          }
+        expect(events.filter((e) => e.type === 'transport-error')).toHaveLength(1)
+      })
 
   for (const broker of brokers) {
     describe(broker.name, () => {
@@ -229,9 +230,9 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
             await new Promise((r) => setTimeout(r, 300))
             await proxy.cut()
           }
-          // Long enough for the opening's requests to give up (nats.js's own timeout: 5 s; node-redis
-          // keeps its commands for the reconnection instead): the group is not open meanwhile, and
-          // attached says why, typed.
+          // Longer than nats.js's own timeout (5 s): NATS asks again after it, as node-redis keeps
+          // its commands for the reconnection. The group is not open meanwhile; attached waits,
+          // or, if it settled, says why, typed.
           const attached = o.bus.attached('late').then(
             () => 'open',
             (error: unknown) => error,

@@ -43,6 +43,9 @@ function transportError(
  * (a publish answered on the ack inbox, nats-acks.ts; nats.js's own publish calls it
  * `JetStreamNotEnabled`, for it cannot tell the two apart).
  */
+/** A JetStream API request given up because the connection went before its answer (see `uncut`). */
+class ConnectionLost extends Error {}
+
 function isNoStream(error: unknown): boolean {
   if (!(error instanceof Error)) return false
   const cause = error.cause as { isNoResponders?: () => boolean } | undefined
@@ -214,6 +217,8 @@ export class NatsDriver implements Driver {
   private readonly unchecked = new Map<number, Egress[] | 'drop'>()
   /** Whether the connection is up (false from a disconnect until nats.js has reconnected). */
   private connected = true
+  /** What waits for the next disconnect (see `uncut`). */
+  private readonly cuts = new Set<(error: Error) => void>()
   private readonly serverKey: string
   /** Passwords and tokens of the configuration: never in a message this driver gives out. */
   private readonly secrets: string[]
@@ -393,6 +398,8 @@ export class NatsDriver implements Driver {
           // A pull dies with the connection: each is ended, and made again once it is back (a
           // mirror's with a new consumer: the server may have lost the one it read).
           this.connected = false
+          const lost = new ConnectionLost(`the connection to ${s.server} went before the server answered`)
+          for (const cut of [...this.cuts]) cut(lost)
           for (const w of this.groups.values()) w.disconnected()
           for (const r of this.mirrors.values()) r.disconnected()
         } else if (s.type === 'reconnect') {
@@ -460,7 +467,7 @@ export class NatsDriver implements Driver {
       ready: Promise.resolve(),
     }
     const previous = known?.ready.catch(() => {}) ?? Promise.resolve()
-    entry.ready = previous.then(() => this.syncStream(channel, entry.windowMs, known === undefined))
+    entry.ready = previous.then(() => this.uncut(this.syncStream(channel, entry.windowMs, known === undefined)))
     this.streams.set(channel, entry)
     entry.ready.catch(() => {
       if (this.streams.get(channel) === entry) this.streams.delete(channel)
@@ -479,12 +486,10 @@ export class NatsDriver implements Driver {
    * again: a reader that goes on after the last sequence it read of the old one would skip them.
    */
   async streamCreated(channel: string): Promise<string | undefined> {
-    const info = await this.manager()
-      .streams.info(this.streamOf(channel))
-      .catch((error: unknown) => {
-        if (this.isNotFound(error)) return undefined
-        throw error
-      })
+    const info = await this.uncut(this.manager().streams.info(this.streamOf(channel))).catch((error: unknown) => {
+      if (this.isNotFound(error)) return undefined
+      throw error
+    })
     return info?.created
   }
 
@@ -584,6 +589,12 @@ export class NatsDriver implements Driver {
   /** @internal */
   managerOf(): JetStreamManager {
     return this.manager()
+  }
+
+  /** Whether the server says a stream does not exist. */
+  private isStreamGone(error: unknown): boolean {
+    const { JetStreamApiError, JetStreamApiCodes } = this.nats.jetstream
+    return error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound
   }
 
   /** @internal Whether the server says a stream or consumer does not exist. */
@@ -1009,9 +1020,12 @@ export class NatsDriver implements Driver {
     const stream = this.streamOf(channel.name)
     // The stream's last sequence as the broker sees it now. Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it.
-    const marker = this.ensureStream(channel.name)
-      .then(() => this.manager().streams.info(stream))
-      .then((info) => ({ seq: info.state.last_seq, created: info.created }))
+    // Asked again after a dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
+    const marker = this.answered(
+      channel.name,
+      () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
+      () => reader.isStopped,
+    ).then((info) => ({ seq: info.state.last_seq, created: info.created }))
     this.mark(channel.name, marker)
     return reader.catchUp(marker, start)
   }
@@ -1142,25 +1156,35 @@ export class NatsDriver implements Driver {
     const reader = new GroupReader(this, group)
     this.groups.set(group.id, reader)
     // A group from 'latest' takes what is published after it was made: publishes of this process
-    // made from now on wait until the consumer exists.
-    const made = this.ensureStream(group.channel)
-      .then(() => this.ensureConsumer(group))
-      .then((floor) => {
-        reader.floor = floor
-        return this.streamCreated(group.channel)
-      })
-      .then((created) => {
-        reader.created = created
-      })
+    // made from now on wait until the consumer exists. Asked again after a dropped connection (as
+    // a Redis client sends its commands again), so they still wait for it then.
+    const stopped = () => this.closed || reader.isStopped || this.groups.get(group.id) !== reader
+    const made = this.answered(
+      group.channel,
+      () =>
+        this.ensureStream(group.channel)
+          .then(() => this.ensureConsumer(group))
+          .then((floor) => {
+            reader.floor = floor
+            return this.streamCreated(group.channel)
+          })
+          .then((created) => {
+            reader.created = created
+          }),
+      stopped,
+    )
     this.mark(group.channel, made)
     try {
       await made
     } catch (error) {
+      // Deleted, stopped or closed while it opened: nothing to report.
+      const quiet = stopped()
       if (this.groups.get(group.id) === reader) {
         this.groups.delete(group.id)
         // Nothing was read: nothing to hold back (a disconnect while it opened may have begun to).
         this.unchecked.delete(group.id)
       }
+      if (quiet) return
       throw error
     }
     if (this.groups.get(group.id) !== reader) return
@@ -1280,6 +1304,55 @@ export class NatsDriver implements Driver {
     return this.connected
   }
 
+  /**
+   * @internal `answer`, or its failure once the connection goes first. A JetStream API request
+   * sent before a disconnect is answered to an inbox the server forgot: nats.js would fail it only
+   * after its timeout (connectTimeoutMs), and everything waiting on it would wait that long.
+   */
+  uncut<T>(answer: Promise<T>): Promise<T> {
+    let cut: ((error: Error) => void) | undefined
+    const lost = new Promise<never>((_, reject) => {
+      cut = reject
+      this.cuts.add(reject)
+    })
+    return Promise.race([answer, lost]).finally(() => this.cuts.delete(cut!))
+  }
+
+  /**
+   * @internal `call` (JetStream API requests on `channel`'s stream), asked again until it is
+   * answered, as a Redis read is: after a disconnect (once the connection is back), after a
+   * request nats.js timed out or JetStream did not answer (a server restarting), and after the
+   * stream was found gone (made again by the next `ensureStream`). Anything else (a refusal, a
+   * permission violation), this transport's close, or `stopped` ends it with that error.
+   */
+  async answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
+    for (;;) {
+      try {
+        return await this.uncut(call())
+      } catch (error) {
+        if (this.closed || stopped()) throw error
+        if (this.isStreamGone(error)) this.forgetStream(channel)
+        else if (!this.isPassing(error)) throw error
+        do await new Promise((r) => setTimeout(r, RETRY_MS))
+        while (!this.connected && !this.closed && !stopped())
+      }
+    }
+  }
+
+  /** Whether `error` is of the moment: the connection went, a request timed out, JetStream did not answer. */
+  private isPassing(error: unknown): boolean {
+    const { TimeoutError, RequestError } = this.nats.transport.errors
+    const cause = error instanceof RequestError ? error.cause : undefined
+    return (
+      error instanceof ConnectionLost ||
+      error instanceof TimeoutError ||
+      cause instanceof TimeoutError ||
+      // No answer on the API subject (nats.js names it so, and does not export its class).
+      (error instanceof Error && error.name === 'JetStreamNotEnabled') ||
+      (error instanceof RequestError && /connection (disconnected|closed)/.test(error.message))
+    )
+  }
+
   /** @internal The connection, for a group's own pulls. */
   connection(): NatsConnection {
     if (this.nc === undefined || this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`)
@@ -1380,11 +1453,17 @@ class MirrorReader {
     return this.driver.streamOf(this.channel.name)
   }
 
+  get isStopped(): boolean {
+    return this.stopped
+  }
+
   private async open(): Promise<void> {
     const driver = this.driver
-    await driver.ensureStream(this.channel.name)
     const stream = this.stream
-    const info = await driver.managerOf().streams.info(stream)
+    // Asked again after a dropped connection until answered; a server refusal fails the subscribe.
+    const stopped = () => this.stopped
+    const channel = this.channel.name
+    const info = await driver.answered(channel, () => driver.ensureStream(channel).then(() => driver.managerOf().streams.info(stream)), stopped)
     const { state } = info
     this.created = info.created
     const first = Math.max(1, state.first_seq)
@@ -1398,7 +1477,7 @@ class MirrorReader {
         })
       : undefined
     // The first consumer is made here: a stream that cannot be read fails the subscribe.
-    await this.renew()
+    await driver.answered(channel, () => driver.ensureStream(channel).then(() => this.renew()), stopped)
     if (this.stopped) return
     void this.body().catch((error: unknown) => {
       if (!this.stopped) driver.sinkOf.failed(error)
@@ -1437,17 +1516,19 @@ class MirrorReader {
     const losses = this.losses
     const { AckPolicy, DeliverPolicy } = driver.nats.jetstream
     const name = `${this.prefix}_${++this.made}`
-    await jsm.consumers.add(stream, {
-      name,
-      deliver_policy: DeliverPolicy.StartSequence,
-      opt_start_seq: this.last + 1,
-      ack_policy: AckPolicy.None,
-      max_deliver: 1,
-      mem_storage: true,
-      num_replicas: 1,
-      // One this process could not delete (it ended, or lost the server) goes by itself.
-      inactive_threshold: ms(MIRROR_INACTIVE_MS),
-    })
+    await driver.uncut(
+      jsm.consumers.add(stream, {
+        name,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: this.last + 1,
+        ack_policy: AckPolicy.None,
+        max_deliver: 1,
+        mem_storage: true,
+        num_replicas: 1,
+        // One this process could not delete (it ended, or lost the server) goes by itself.
+        inactive_threshold: ms(MIRROR_INACTIVE_MS),
+      }),
+    )
     const created = await driver.streamCreated(this.channel.name)
     // Stopped, or the connection went meanwhile: made again on the next turn.
     if (this.stopped || losses !== this.losses || created !== this.created) void jsm.consumers.delete(stream, name).catch(() => {})
@@ -1597,7 +1678,11 @@ class MirrorReader {
       marker,
       start,
       () => this.release(),
-      (error) => this.driver.sinkOf.failed(error),
+      (error, begin) => {
+        // Cut by this Orrery's own stop: the subscriber starts on a closed bus, which ends it.
+        if (this.driver.isClosed || this.stopped) begin()
+        else this.driver.sinkOf.failed(error)
+      },
     )
   }
 
@@ -1756,6 +1841,10 @@ let inboxes = 0
 /** Reads one group for this process: pulls of at most the members' room, each delivery held for its answer. */
 class GroupReader {
   private stopped = false
+
+  get isStopped(): boolean {
+    return this.stopped
+  }
   private loop: Promise<void> | undefined
   private readonly pause = new Pause()
   /** The pulls in flight, oldest first (at most MAX_PULLS: the next is sent while one still delivers). */

@@ -596,14 +596,11 @@ impl Bus {
     /// many it took. A deleted group is `UnknownGroup`; a member of another group (or none) is
     /// `UnknownSubscription`: a claim never moves another group's deliveries.
     pub fn claim(&mut self, group: u32, id: u32, min_idle: Millis, max: usize, now: Millis) -> Result<usize, BusError> {
-        if self.groups.get(group).is_none() {
-            return Err(BusError::UnknownGroup(group));
-        }
+        let g = self.groups.get_mut(group).ok_or(BusError::UnknownGroup(group))?;
         match self.consumers.get(id) {
             Some(Consumer { kind: ConsumerKind::Member(m), .. }) if m.group == group => {}
             _ => return Err(BusError::UnknownSubscription(id)),
         }
-        let g = self.groups.get_mut(group).ok_or(BusError::UnknownGroup(group))?;
         let mut stale: Vec<u64> = g
             .pending
             .iter()
