@@ -12,9 +12,21 @@ import { ENGINE } from '../engine.js'
 /** Connects, answers a request through the transport, and shuts down. */
 export async function works(transport: TransportOptions): Promise<void> {
   const o = await Orrery.create({ engine: ENGINE, transports: { main: transport }, bindings: { 'guarded.*': 'main' } })
+  // What the bus reported meanwhile, told with a request that got no reply.
+  const reported: string[] = []
+  o.bus.events.subscribe((e) => {
+    if ('error' in e) reported.push(`${e.type}: ${e.error instanceof Error ? e.error.message : String(e.error)}`)
+  })
   try {
     const stop = o.bus.respond('guarded.echo', (request) => request.payload)
-    const reply = await o.bus.request('guarded.echo', 'let in', { timeout: 10_000 })
+    const reply = await o.bus.request('guarded.echo', 'let in', { timeout: 10_000 }).catch((error: unknown) => {
+      throw new Error(
+        `${error instanceof Error ? error.message : String(error)}; the bus reported ${reported.length === 0 ? 'nothing' : reported.join(' | ')}`,
+        {
+          cause: error,
+        },
+      )
+    })
     expect(reply.payload).toBe('let in')
     stop()
   } finally {
