@@ -215,6 +215,20 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       // An `@` in a password: hidden up to the last one, where a URL parser finds the host.
       [{ main: { kind: 'nats', servers: `nats://u:p@${S}@127.0.0.1:0` } }, 'transports.main.servers'],
       [{ main: { kind: 'redis', url: `redis://u:p@${S}@127.0.0.1:0` } }, 'transports.main.url'],
+      // A redis URL's user and password against the options (node-redis lets the URL's win), its
+      // percent-encoding, and a query it would not read; a NATS user without a password.
+      [{ main: { kind: 'redis', url: `redis://u:${S}@127.0.0.1:1`, password: `${S}!` } }, 'transports.main.password'],
+      [{ main: { kind: 'redis', url: `redis://u:${S}@127.0.0.1:1`, username: 'v' } }, 'transports.main.username'],
+      [{ main: { kind: 'redis', url: `redis://u:${S}%ZZ@127.0.0.1:1` } }, 'transports.main.url'],
+      [{ main: { kind: 'redis', url: `redis://127.0.0.1:1/0?password=${S}` } }, 'transports.main.url'],
+      [{ main: { kind: 'redis', url: `redis://127.0.0.1:1#${S}` } }, 'transports.main.url'],
+      [{ main: { kind: 'redis', url: `redis://:${S}@127.0.0.1:1`, username: 'alice' } }, 'transports.main.username'],
+      [{ main: { kind: 'redis', url: 'redis://u@127.0.0.1:1', password: S } }, 'transports.main.password'],
+      // A query's secret stays out of refusals made before the query is looked at.
+      [{ main: { kind: 'redis', url: `redis://127.0.0.1:0?password=${S}` } }, 'transports.main.url'],
+      [{ main: { kind: 'redis', url: `redis://127.0.0.1?password=a@${S}` } }, 'transports.main.url'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', pass: S } }, 'transports.main.pass'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', user: 'u' } }, 'transports.main.user'],
       // An NKey seed or a .creds file: well-formed, and one way to authenticate per connection.
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: S } }, 'transports.main.nkeySeed'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: N } }, 'transports.main.nkeySeed'],
@@ -256,6 +270,14 @@ describe.skipIf(IN_BROWSER)(`connecting (${ENGINE})`, () => {
     )
     expect(Date.now() - started).toBeLessThan(2_500)
     expect(err.message).toContain('main')
+  })
+
+  it('the same user and password in a redis URL and as options are taken: the server is tried (TRANSPORT_UNAVAILABLE here)', async () => {
+    const url = 'redis://u:p%40ss@127.0.0.1:1'
+    await expectRefused(
+      () => Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url, username: 'u', password: 'p@ss' } }, bindings: { x: 'main' } }),
+      'TRANSPORT_UNAVAILABLE',
+    )
   })
 
   it('TLS asked on a redis:// URL (or turned off on a rediss:// one) is tried as asked: TRANSPORT_UNAVAILABLE here, the password never shown', async () => {

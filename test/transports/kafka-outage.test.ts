@@ -59,6 +59,9 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
         )
         expect(isOrreryError(refused, 'TRANSPORT_UNAVAILABLE'), String(refused)).toBe(true)
         expect(Date.now() - downAt).toBeLessThan(6_000)
+        // A responder made while the broker is down: its mirror and its start are asked again
+        // until the broker answers, and it answers then.
+        consumer.bus.respond<number, number>(`${prefix}ask`, (r) => r.payload * 2)
         // A publish with 2 s to live rejects at its timeout, typed; those with 30 s wait.
         const shortAt = Date.now()
         const short = await impatient.bus.publish(ch, -1).then(
@@ -84,6 +87,9 @@ describe.skipIf(SPARE_SKIP !== undefined)(`kafka broker outage (${ENGINE})${SPAR
           () => range(0, 40).filter((i) => !handled.has(i)),
         )
         const resumedMs = Date.now() - backAt
+        const answer = await producer.bus.request<number>(`${prefix}ask`, 21, { timeout: 30_000 })
+        expect(answer.payload).toBe(42)
+        expect(errors.items.filter((e) => e.type === 'subscriber-error')).toEqual([])
         // Well inside the session timeout (33 s here) a consumer under a new member id waited.
         expect(resumedMs).toBeLessThan(20_000)
         expect(handled.has(-1)).toBe(false)

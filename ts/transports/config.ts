@@ -311,13 +311,16 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   const parsed = redisUrl(url, `${name}.url`)
   const tls = checkTls(o['tls'], `${name}.tls`, parsed.protocol === 'rediss:')
   const keyPrefix = textOr(o['keyPrefix'], `${name}.keyPrefix`) ?? 'orrery:'
+  const username = textOr(o['username'], `${name}.username`)
+  const password = secretOr(o['password'], `${name}.password`)
+  redisCredentials(parsed, username, password, name)
   return {
     kind,
     options: {
       kind,
       url,
-      username: textOr(o['username'], `${name}.username`),
-      password: secretOr(o['password'], `${name}.password`),
+      username,
+      password,
       tls,
       keyPrefix,
       connectTimeoutMs: o['connectTimeoutMs'] === undefined ? 5_000 : ms(o['connectTimeoutMs'], `${name}.connectTimeoutMs`, 1),
@@ -325,6 +328,37 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
       signing: checkSigning(o['signing'], `${name}.signing`),
     },
   }
+}
+
+/**
+ * The user and password a redis URL carries, against the options: node-redis decodes the URL's
+ * (it throws at connect on a bad percent-encoding) and lets them win over the options, so options
+ * saying otherwise would be dropped without a word: refused here.
+ */
+function redisCredentials(parsed: URL, username: string | undefined, password: string | undefined, name: string): void {
+  const decode = (part: string) => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      return refusedQuietly(`${name}.url`, 'has credentials that are not valid percent-encoding')
+    }
+  }
+  const user = parsed.username === '' ? undefined : decode(parsed.username)
+  const pass = parsed.password === '' ? undefined : decode(parsed.password)
+  // Credentials in the URL are all the client takes: a part the URL lacks is not read from the options.
+  if (user === undefined && pass === undefined) return
+  const parts = [
+    ['username', 'user', username, user],
+    ['password', 'password', password, pass],
+  ] as const
+  for (const [option, what, given, inUrl] of parts)
+    if (given !== undefined && given !== inUrl)
+      refusedQuietly(
+        `${name}.${option}`,
+        inUrl === undefined
+          ? `is given while ${name}.url carries credentials without a ${what}: give them in one place`
+          : `differs from the ${what} in ${name}.url: give it once`,
+      )
 }
 
 /** A redis:// URL up to its port: the port as written (a URL parser only says it failed). */
@@ -335,8 +369,8 @@ const REDIS_PORT = /^rediss?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::([^/?#
  * refused here, saying what is wrong, rather than thrown by the client at connect.
  */
 function redisUrl(url: string, where: string): URL {
-  // The password stays out of the message.
-  const shown = url.replace(/\/\/[^/]*@/, '//***@')
+  // The password stays out of the message, and so does a query (it may hold one).
+  const shown = url.replace(/[?#][\s\S]*$/, '?…').replace(/\/\/[^/]*@/, '//***@')
   if (!/^rediss?:\/\//.test(url)) refuse('option', where, shown, 'must be a redis:// or rediss:// URL')
   const port = REDIS_PORT.exec(url)?.[1]
   if (port !== undefined && port !== '' && !(/^\d{1,5}$/.test(port) && Number(port) >= 1 && Number(port) <= 65535))
@@ -348,6 +382,8 @@ function redisUrl(url: string, where: string): URL {
     refuse('option', where, shown, `is not a valid URL (${error instanceof Error ? error.message : String(error)})`)
   }
   if (parsed.hostname === '') refuse('option', where, shown, 'must name a host')
+  if (parsed.search !== '' || parsed.hash !== '')
+    refuse('option', where, shown, 'has a query or a fragment (? or #), which the client reads none of: give settings as options (username, password, tls)')
   const database = parsed.pathname.slice(1)
   if (database !== '' && !/^\d+$/.test(database))
     refuse('option', where, shown, `has database "${database}": the path is a database number (e.g. /0), or nothing`)
@@ -507,6 +543,11 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
     carried === undefined ? given : { token: given.token ?? carried.token, user: given.user ?? carried.user, pass: given.pass ?? carried.pass }
   if (merged.token !== undefined && (merged.user !== undefined || merged.pass !== undefined))
     refusedQuietly(`${name}.token`, 'is given with a user and password (as options or in the servers): a connection uses one or the other')
+  if ((merged.user === undefined) !== (merged.pass === undefined))
+    refusedQuietly(
+      merged.user === undefined ? `${name}.pass` : `${name}.user`,
+      merged.user === undefined ? 'is given without a user: give user too' : 'is given without a password: give pass too (or the token as token)',
+    )
   if (carried === undefined) return given
   for (const key of ['token', 'user', 'pass'] as const) {
     const option = given[key]

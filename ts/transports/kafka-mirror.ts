@@ -53,18 +53,35 @@ export class KafkaMirror {
     return this.driver.topicOf(this.channel.name)
   }
 
+  get isStopped(): boolean {
+    return this.stopped
+  }
+
   private async open(): Promise<void> {
     const driver = this.driver
-    await driver.ensureTopic(this.channel.name)
     const topic = this.topic
-    const layout = await driver.layout(topic)
-    const [ends, starts] = await Promise.all([driver.offsets(topic, -1n), driver.offsets(topic, -2n)])
     const { maxCount, maxAgeMs } = this.bound
-    let since: Offsets | undefined
-    if (Number.isFinite(maxAgeMs)) {
-      this.oldest = Date.now() - maxAgeMs
-      since = await driver.offsets(topic, BigInt(Math.floor(this.oldest)))
-    }
+    // Asked again while the broker is unreachable; a refusal fails the subscribe.
+    const looked = await driver
+      .answered(
+        this.channel.name,
+        async () => {
+          await driver.ensureTopic(this.channel.name)
+          const layout = await driver.layout(topic)
+          const [ends, starts] = await Promise.all([driver.offsets(topic, -1n), driver.offsets(topic, -2n)])
+          if (Number.isFinite(maxAgeMs)) this.oldest = Date.now() - maxAgeMs
+          const since = Number.isFinite(maxAgeMs) ? await driver.offsets(topic, BigInt(Math.floor(this.oldest))) : undefined
+          return { layout, ends, starts, since }
+        },
+        () => this.stopped,
+      )
+      // Stopped meanwhile (a shutdown): nothing to open, and no subscriber's failure.
+      .catch((error: unknown) => {
+        if (this.stopped) return undefined
+        throw error
+      })
+    if (looked === undefined) return
+    const { layout, ends, starts, since } = looked
     for (const [p, end] of ends) {
       let start = starts.get(p) ?? 0n
       if (maxCount > 0 && Number.isFinite(maxCount) && end - BigInt(maxCount) > start) start = end - BigInt(maxCount)

@@ -49,6 +49,9 @@ const REFUSALS = new Set([
   'POLICY_VIOLATION',
 ])
 
+/** Protocol errors that say the broker refuses this client's credentials or permissions. */
+const NOT_ALLOWED = /_AUTHORIZATION_FAILED$|^SASL_AUTHENTICATION_FAILED$|^ILLEGAL_SASL_STATE$|^UNSUPPORTED_SASL_MECHANISM$/
+
 /**
  * Answers that say the producer's identity and the broker's record of it no longer agree (a
  * sequence that does not follow the last one stored, a producer id or epoch the broker does not
@@ -540,6 +543,44 @@ export class KafkaDriver implements Driver {
     return { id: t.id, leaders: t.partitions.map((p) => p.leader) }
   }
 
+  /**
+   * @internal `call` (a look at `channel`'s topic: its layout, its offsets), asked again until it
+   * is answered, as a Redis read is: the client tries twice on its own and then fails while the
+   * broker is unreachable. A topic found gone is made again by the next `ensureTopic`. A refusal
+   * (an ACL, a bad request), an error not the client's, this transport's close, or `stopped`
+   * ends it with that error.
+   */
+  async answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
+    const since = Date.now()
+    let reported = false
+    for (;;) {
+      try {
+        return await call()
+      } catch (error) {
+        if (this.closed || stopped()) throw error
+        if (this.topicGone(error)) this.forgetTopic(this.topicOf(channel))
+        else if (!this.isPassing(error)) throw error
+        else if (!reported && Date.now() - since > this.config.connectTimeoutMs) {
+          // Unanswered longer than a connection may take: said once (it goes on asking).
+          reported = true
+          this.sink.failed(error)
+        }
+        await new Promise((r) => setTimeout(r, RETRY_MS))
+      }
+    }
+  }
+
+  /**
+   * Whether `error` is the client's and may pass: not a refusal, not a misuse, not credentials or
+   * a permission the broker refuses (anywhere in its causes).
+   */
+  private isPassing(error: unknown): boolean {
+    const code = (error as { code?: unknown } | null)?.code
+    if (typeof code !== 'string' || !code.startsWith('PLT_KFK_') || error instanceof this.kafka.UserError) return false
+    for (let e: unknown = error; e instanceof Error; e = e.cause) if (e instanceof this.kafka.AuthenticationError) return false
+    return !protocolIds(error).some((id) => REFUSALS.has(id) || NOT_ALLOWED.test(id))
+  }
+
   /** @internal `topic`'s layout; a topic found gone is made again by `remake`, then looked up once more. */
   async layoutRemade(topic: string, remake: () => Promise<void>): Promise<TopicLayout> {
     try {
@@ -862,7 +903,12 @@ export class KafkaDriver implements Driver {
     const topic = this.topicOf(channel.name)
     // The end of each partition as the broker sees it now. Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it.
-    const marker = this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n))
+    // Asked again while the broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
+    const marker = this.answered(
+      channel.name,
+      () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
+      () => mirror.isStopped,
+    )
     this.mark(topic, marker)
     return mirror.catchUp(marker, start)
   }

@@ -1326,6 +1326,8 @@ export class NatsDriver implements Driver {
    * permission violation), this transport's close, or `stopped` ends it with that error.
    */
   async answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
+    const since = Date.now()
+    let reported = false
     for (;;) {
       try {
         return await this.uncut(call())
@@ -1333,6 +1335,12 @@ export class NatsDriver implements Driver {
         if (this.closed || stopped()) throw error
         if (this.isStreamGone(error)) this.forgetStream(channel)
         else if (!this.isPassing(error)) throw error
+        else if (!reported && this.connected && Date.now() - since > this.config.connectTimeoutMs) {
+          // Unanswered longer than a connection may take, the connection up (an outage is said
+          // by the connection): said once (it goes on asking).
+          reported = true
+          this.sink.failed(error)
+        }
         do await new Promise((r) => setTimeout(r, RETRY_MS))
         while (!this.connected && !this.closed && !stopped())
       }
@@ -1462,8 +1470,14 @@ class MirrorReader {
     const stream = this.stream
     // Asked again after a dropped connection until answered; a server refusal fails the subscribe.
     const stopped = () => this.stopped
+    // Stopped meanwhile (a shutdown): nothing to open, and no subscriber's failure.
+    const quiet = (error: unknown) => {
+      if (this.stopped) return undefined
+      throw error
+    }
     const channel = this.channel.name
-    const info = await driver.answered(channel, () => driver.ensureStream(channel).then(() => driver.managerOf().streams.info(stream)), stopped)
+    const info = await driver.answered(channel, () => driver.ensureStream(channel).then(() => driver.managerOf().streams.info(stream)), stopped).catch(quiet)
+    if (info === undefined) return
     const { state } = info
     this.created = info.created
     const first = Math.max(1, state.first_seq)
@@ -1477,7 +1491,7 @@ class MirrorReader {
         })
       : undefined
     // The first consumer is made here: a stream that cannot be read fails the subscribe.
-    await driver.answered(channel, () => driver.ensureStream(channel).then(() => this.renew()), stopped)
+    await driver.answered(channel, () => driver.ensureStream(channel).then(() => this.renew()), stopped).catch(quiet)
     if (this.stopped) return
     void this.body().catch((error: unknown) => {
       if (!this.stopped) driver.sinkOf.failed(error)
