@@ -38,14 +38,14 @@ function transportError(
   return new OrreryError(code, message, options)
 }
 
+/** A JetStream API request given up because the connection went before its answer (see `uncut`). */
+class ConnectionLost extends Error {}
+
 /**
  * Whether a JetStream publish found no stream on its subject: the server answers "no responders"
  * (a publish answered on the ack inbox, nats-acks.ts; nats.js's own publish calls it
  * `JetStreamNotEnabled`, for it cannot tell the two apart).
  */
-/** A JetStream API request given up because the connection went before its answer (see `uncut`). */
-class ConnectionLost extends Error {}
-
 function isNoStream(error: unknown): boolean {
   if (!(error instanceof Error)) return false
   const cause = error.cause as { isNoResponders?: () => boolean } | undefined
@@ -1855,10 +1855,6 @@ let inboxes = 0
 /** Reads one group for this process: pulls of at most the members' room, each delivery held for its answer. */
 class GroupReader {
   private stopped = false
-
-  get isStopped(): boolean {
-    return this.stopped
-  }
   private loop: Promise<void> | undefined
   private readonly pause = new Pause()
   /** The pulls in flight, oldest first (at most MAX_PULLS: the next is sent while one still delivers). */
@@ -1888,6 +1884,10 @@ class GroupReader {
   /** How many times the stream was made again while this reader read it. */
   private remade = 0
   private closed = false
+
+  get isStopped(): boolean {
+    return this.stopped
+  }
 
   constructor(
     private readonly driver: NatsDriver,
