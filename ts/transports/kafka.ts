@@ -9,6 +9,7 @@
 import type { Admin, Consumer, Producer } from '@platformatic/kafka'
 
 import { OrreryError } from '../errors.js'
+import { askUntilAnswered } from './asking.js'
 import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
@@ -550,24 +551,24 @@ export class KafkaDriver implements Driver {
    * (an ACL, a bad request), an error not the client's, this transport's close, or `stopped`
    * ends it with that error.
    */
-  async answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
-    const since = Date.now()
-    let reported = false
-    for (;;) {
-      try {
-        return await call()
-      } catch (error) {
-        if (this.closed || stopped()) throw error
-        if (this.topicGone(error)) this.forgetTopic(this.topicOf(channel))
-        else if (!this.isPassing(error)) throw error
-        else if (!reported && Date.now() - since > this.config.connectTimeoutMs) {
-          // Unanswered longer than a connection may take: said once (it goes on asking).
-          reported = true
-          this.sink.failed(error)
-        }
-        await new Promise((r) => setTimeout(r, RETRY_MS))
-      }
-    }
+  answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
+    return askUntilAnswered(
+      {
+        closed: () => this.closed,
+        // The client says nothing of its connections: every failed look is counted toward the report.
+        connected: () => true,
+        passing: (error) => this.isPassing(error),
+        mended: (error) => {
+          if (!this.topicGone(error)) return false
+          this.forgetTopic(this.topicOf(channel))
+          return true
+        },
+        reportAfterMs: this.config.connectTimeoutMs,
+        report: (error) => this.sink.failed(error),
+      },
+      call,
+      stopped,
+    )
   }
 
   /**

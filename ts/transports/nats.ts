@@ -14,6 +14,7 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
 import { encodePayload } from '../codec.js'
+import { askUntilAnswered } from './asking.js'
 import { OrreryError } from '../errors.js'
 import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import { type CheckedNatsOptions, withoutCredentials } from './config.js'
@@ -1325,26 +1326,23 @@ export class NatsDriver implements Driver {
    * stream was found gone (made again by the next `ensureStream`). Anything else (a refusal, a
    * permission violation), this transport's close, or `stopped` ends it with that error.
    */
-  async answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
-    const since = Date.now()
-    let reported = false
-    for (;;) {
-      try {
-        return await this.uncut(call())
-      } catch (error) {
-        if (this.closed || stopped()) throw error
-        if (this.isStreamGone(error)) this.forgetStream(channel)
-        else if (!this.isPassing(error)) throw error
-        else if (!reported && this.connected && Date.now() - since > this.config.connectTimeoutMs) {
-          // Unanswered longer than a connection may take, the connection up (an outage is said
-          // by the connection): said once (it goes on asking).
-          reported = true
-          this.sink.failed(error)
-        }
-        do await new Promise((r) => setTimeout(r, RETRY_MS))
-        while (!this.connected && !this.closed && !stopped())
-      }
-    }
+  answered<T>(channel: string, call: () => Promise<T>, stopped: () => boolean): Promise<T> {
+    return askUntilAnswered(
+      {
+        closed: () => this.closed,
+        connected: () => this.connected,
+        passing: (error) => this.isPassing(error),
+        mended: (error) => {
+          if (!this.isStreamGone(error)) return false
+          this.forgetStream(channel)
+          return true
+        },
+        reportAfterMs: this.config.connectTimeoutMs,
+        report: (error) => this.sink.failed(error),
+      },
+      () => this.uncut(call()),
+      stopped,
+    )
   }
 
   /** Whether `error` is of the moment: the connection went, a request timed out, JetStream did not answer. */
