@@ -96,8 +96,8 @@ impl Feed {
             self.cursor = first;
         }
         while self.buffer.len() < self.capacity && self.cursor < log.next_seq() {
-            if let Some(entry) = log.get(self.cursor) {
-                self.buffer.push(entry.priority, Item { seq: self.cursor, frame: entry.frame.clone() });
+            if let Some(frame) = log.get(self.cursor) {
+                self.buffer.push(crate::frame::priority(frame), Item { seq: self.cursor, frame: frame.clone() });
             }
             self.cursor += 1;
         }
@@ -175,8 +175,8 @@ mod tests {
         let mut log = Log::default();
         let mut feed = Feed::new(0, 2, Overflow::DropOldest);
         for seq in 0..3u64 {
-            let frame: super::super::log::Frame = vec![seq as u8].into();
-            log.append(frame.clone(), 1, 0.0);
+            let frame: super::super::log::Frame = crate::frame::encode(1, 1, 0.0, b"", &[seq as u8]).into();
+            log.append(frame.clone(), 0.0);
             feed.offer(seq, 1, Item { seq, frame }, &log);
         }
         assert_eq!((feed.dropped, feed.buffer.len()), (1, 2));

@@ -31,21 +31,19 @@ impl Default for Retention {
     }
 }
 
-/// One retained message; its sequence number is implied by its place in the log.
-#[derive(Debug)]
-pub struct Entry {
-    /// When it was published, on the host clock.
-    pub at: Millis,
-    /// Its priority, 0 low … 3 critical.
-    pub priority: u8,
-    /// The frame as published (timestamp stamped).
-    pub frame: Frame,
-}
-
 /// The retained log of one channel.
+///
+/// A retained message is its frame alone (a message's sequence number is its place in the
+/// log, its priority the frame's own). Publish times are kept once per run of messages
+/// published at the same time: a busy channel publishes thousands a millisecond, so a message
+/// costs the 32 bytes of its frame's handle and next to nothing of its time; a quiet one, a
+/// run per message, costs what a time beside every frame would.
 #[derive(Debug, Default)]
 pub struct Log {
-    entries: VecDeque<Entry>,
+    frames: VecDeque<Frame>,
+    /// (first sequence number, publish time) of each run of messages published at one time,
+    /// oldest first; the first run may begin before the oldest message retained.
+    times: VecDeque<(u64, Millis)>,
     next_seq: u64,
     bytes: usize,
     last_at: Millis,
@@ -60,12 +58,15 @@ impl Log {
 
     /// Appends a frame and returns its sequence number. `now` is kept monotone so that a
     /// host clock that steps back cannot break time-based replay.
-    pub fn append(&mut self, frame: Frame, priority: u8, now: Millis) -> u64 {
+    pub fn append(&mut self, frame: Frame, now: Millis) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.last_at = self.last_at.max(now);
+        if self.times.back().is_none_or(|&(_, at)| at != self.last_at) {
+            self.times.push_back((seq, self.last_at));
+        }
         self.bytes += frame.len();
-        self.entries.push_back(Entry { at: self.last_at, priority, frame });
+        self.frames.push_back(frame);
         seq
     }
 
@@ -73,17 +74,17 @@ impl Log {
     /// and the log trimmed to `limits` (count and bytes only: age does not grow with appends).
     #[must_use]
     pub fn first_seq_after(&self, extra: usize, extra_bytes: usize, limits: &Retention) -> u64 {
-        let mut len = self.entries.len() + extra;
+        let mut len = self.frames.len() + extra;
         let mut bytes = self.bytes + extra_bytes;
         let mut first = self.first_seq();
-        for e in &self.entries {
+        for f in &self.frames {
             let over =
                 (limits.max_count > 0 && len > limits.max_count) || (limits.max_bytes > 0 && bytes > limits.max_bytes);
             if !over {
                 break;
             }
             len -= 1;
-            bytes -= e.frame.len();
+            bytes -= f.len();
             first += 1;
         }
         first
@@ -92,16 +93,24 @@ impl Log {
     /// Drops the oldest entries beyond the limits; returns how many were dropped.
     pub fn trim(&mut self, limits: &Retention, now: Millis) -> usize {
         let mut dropped = 0;
-        while let Some(front) = self.entries.front() {
-            let over_count = limits.max_count > 0 && self.entries.len() > limits.max_count;
+        while let (Some(front), Some(&(_, at))) = (self.frames.front(), self.times.front()) {
+            let over_count = limits.max_count > 0 && self.frames.len() > limits.max_count;
             let over_bytes = limits.max_bytes > 0 && self.bytes > limits.max_bytes;
-            let too_old = now - front.at > limits.max_age;
+            let too_old = now - at > limits.max_age;
             if !(over_count || over_bytes || too_old) {
                 break;
             }
-            self.bytes -= front.frame.len();
-            self.entries.pop_front();
+            self.bytes -= front.len();
+            self.frames.pop_front();
             dropped += 1;
+            // The oldest run is over once the next one begins at the oldest message left.
+            let first = self.first_seq();
+            while self.times.get(1).is_some_and(|&(seq, _)| seq <= first) {
+                self.times.pop_front();
+            }
+        }
+        if self.frames.is_empty() {
+            self.times.clear();
         }
         dropped
     }
@@ -115,36 +124,44 @@ impl Log {
     /// The oldest retained sequence number (equal to `next_seq` when empty).
     #[must_use]
     pub fn first_seq(&self) -> u64 {
-        self.next_seq - self.entries.len() as u64
+        self.next_seq - self.frames.len() as u64
     }
 
-    /// The entry with sequence number `seq`, if still retained.
+    /// The frame with sequence number `seq`, if still retained.
     #[must_use]
-    pub fn get(&self, seq: u64) -> Option<&Entry> {
+    pub fn get(&self, seq: u64) -> Option<&Frame> {
         let first = self.first_seq();
         if seq < first {
             return None;
         }
-        self.entries.get((seq - first) as usize)
+        self.frames.get((seq - first) as usize)
+    }
+
+    /// When the message with sequence number `seq` was published, if it is still retained.
+    #[must_use]
+    pub fn at(&self, seq: u64) -> Option<Millis> {
+        self.get(seq)?;
+        let run = self.times.partition_point(|&(first, _)| first <= seq);
+        Some(self.times[run - 1].1)
     }
 
     /// The first retained sequence number published at or after `time`.
     #[must_use]
     pub fn seq_at_time(&self, time: Millis) -> u64 {
-        let idx = self.entries.partition_point(|e| e.at < time);
-        self.first_seq() + idx as u64
+        let run = self.times.partition_point(|&(_, at)| at < time);
+        self.times.get(run).map_or(self.next_seq, |&(seq, _)| seq.max(self.first_seq()))
     }
 
     /// Retained messages.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.frames.len()
     }
 
     /// Whether nothing is retained.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.frames.is_empty()
     }
 
     /// Retained frame bytes.
@@ -161,7 +178,7 @@ mod tests {
     fn log_of(n: u64) -> Log {
         let mut log = Log::default();
         for i in 0..n {
-            log.append(vec![0; 10].into(), 1, i as f64 * 10.0);
+            log.append(vec![0; 10].into(), i as f64 * 10.0);
         }
         log
     }
@@ -183,8 +200,8 @@ mod tests {
     #[test]
     fn finds_by_seq_and_time_and_keeps_time_monotone() {
         let mut log = log_of(5);
-        log.append(vec![1].into(), 1, 0.0); // clock stepped back
-        assert_eq!(log.get(5).unwrap().at, 40.0);
+        log.append(vec![1].into(), 0.0); // clock stepped back
+        assert_eq!(log.at(5), Some(40.0));
         assert_eq!(log.seq_at_time(15.0), 2);
         assert_eq!(log.seq_at_time(1e9), 6);
         assert!(log.get(6).is_none());
@@ -198,5 +215,80 @@ mod tests {
         assert_eq!(log.first_seq_after(3, 30, &limits), 3);
         let by_bytes = Retention { max_count: 0, max_bytes: 95, max_age: f64::INFINITY };
         assert_eq!(log.first_seq_after(1, 10, &by_bytes), 2);
+    }
+
+    #[test]
+    fn messages_published_at_one_time_share_a_run() {
+        let mut log = Log::default();
+        for now in [10.0, 10.0, 10.0, 20.0, 20.0, 5.0, 30.0, 30.0] {
+            log.append(vec![0; 10].into(), now);
+        }
+        assert_eq!(log.times.len(), 3, "the stepped-back clock joins the run at 20");
+        let ats: Vec<_> = (0..9).map(|s| log.at(s)).collect();
+        assert_eq!(ats[..8], [10.0, 10.0, 10.0, 20.0, 20.0, 20.0, 30.0, 30.0].map(Some));
+        assert_eq!(ats[8], None);
+        assert_eq!([0.0, 15.0, 20.0, 25.0, 31.0].map(|t| log.seq_at_time(t)), [0, 3, 3, 6, 8]);
+        // Trimmed into the middle of a run, the run stays and answers for what is left of it.
+        log.trim(&Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY }, 30.0);
+        assert_eq!((log.first_seq(), log.at(3), log.at(4), log.times.len()), (4, None, Some(20.0), 2));
+        assert_eq!([0.0, 15.0, 25.0].map(|t| log.seq_at_time(t)), [4, 4, 6]);
+        log.trim(&Retention { max_count: 0, max_bytes: 0, max_age: 20.0 }, 45.0);
+        assert_eq!((log.first_seq(), log.times.len()), (6, 1));
+        log.trim(&Retention { max_count: 0, max_bytes: 0, max_age: 0.0 }, 45.0);
+        assert!(log.is_empty() && log.times.is_empty());
+        log.append(vec![0; 10].into(), 40.0);
+        assert_eq!((log.at(8), log.seq_at_time(0.0), log.seq_at_time(41.0)), (Some(40.0), 8, 9));
+    }
+
+    proptest::proptest! {
+        /// Appends at random times (repeats, steps back) and trims by count and age; every
+        /// question agrees with a plain list of (seq, time).
+        #[test]
+        fn answers_as_a_plain_list_does(
+            ops in proptest::collection::vec((0u8..4, 0u8..5, 0usize..6), 1..200),
+            probes in proptest::collection::vec(0u8..60, 1..8),
+        ) {
+            let mut log = Log::default();
+            let mut model: Vec<(u64, f64)> = Vec::new();
+            let (mut now, mut last, mut next) = (0.0f64, 0.0f64, 0u64);
+            for (kind, step, keep) in ops {
+                if kind < 3 {
+                    // Appends, the clock moving on by 0..4 ms, or back by 1.
+                    now = if step == 4 { now - 1.0 } else { now + f64::from(step) };
+                    log.append(vec![0; 10].into(), now);
+                    last = last.max(now);
+                    model.push((next, last));
+                    next += 1;
+                } else {
+                    let limits = if step % 2 == 0 {
+                        Retention { max_count: keep.max(1), max_bytes: 0, max_age: f64::INFINITY }
+                    } else {
+                        Retention { max_count: 0, max_bytes: 0, max_age: keep as f64 }
+                    };
+                    let dropped = log.trim(&limits, now);
+                    let before = model.len();
+                    while let Some(&(_, at)) = model.first() {
+                        let over = limits.max_count > 0 && model.len() > limits.max_count;
+                        if !(over || now - at > limits.max_age) {
+                            break;
+                        }
+                        model.remove(0);
+                    }
+                    proptest::prop_assert_eq!(dropped, before - model.len());
+                }
+                let first = model.first().map_or(next, |m| m.0);
+                proptest::prop_assert_eq!((log.first_seq(), log.next_seq(), log.len()), (first, next, model.len()));
+                for &(seq, at) in &model {
+                    proptest::prop_assert_eq!(log.at(seq), Some(at));
+                }
+                proptest::prop_assert_eq!(log.at(next), None);
+                for &t in &probes {
+                    let t = f64::from(t);
+                    let want = model.iter().find(|m| m.1 >= t).map_or(next, |m| m.0);
+                    proptest::prop_assert_eq!(log.seq_at_time(t), want);
+                }
+                proptest::prop_assert!(log.times.len() <= model.len());
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ pub use buffer::{Item, PriorityBuffer};
 pub use consumer::{Consumer, ConsumerKind, Feed, Member, Subscriber};
 pub use deliver::{EventKind, EVENT_CONSUMER, REPLY_CONSUMER};
 pub use group::{GroupStats, PendingInfo};
-pub use log::{Entry, Frame, Log, Retention};
+pub use log::{Frame, Log, Retention};
 pub use options::{ChannelOptions, GroupOptions, Overflow, StartAt, SubscribeOptions};
 pub use outbox::Writer;
 pub use remote::{LAYOUT as REMOTE_LAYOUT, MAX_OPEN_ROUTES};
@@ -372,9 +372,9 @@ impl Bus {
     fn append(&mut self, channel: ChannelId, frame: &Frame, now: Millis) -> u64 {
         let priority = frame::priority(frame);
         let ch = &mut self.channels[channel as usize];
-        let seq = ch.log.append(frame.clone(), priority, now);
+        let seq = ch.log.append(frame.clone(), now);
         if let Some(t) = self.durable.as_deref_mut() {
-            t.appended(channel, seq, ch.log.get(seq).map_or(now, |e| e.at), priority, frame);
+            t.appended(channel, seq, ch.log.at(seq).unwrap_or(now), priority, frame);
         }
         // A mirror's appends were never checked for room: a full subscriber that refuses to lose
         // messages lags in the log instead of growing its buffer without bound.

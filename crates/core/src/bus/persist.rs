@@ -549,7 +549,6 @@ struct GroupMeta {
 #[derive(Debug)]
 struct LogRow {
     at: f64,
-    priority: u8,
     frame: Vec<u8>,
 }
 
@@ -622,13 +621,14 @@ impl Rows {
         if tag == b'l' {
             // The tail is the seq, whose bytes may hold a 0.
             let seq = seq_of(tail)?;
-            let (at, priority) = (f.f64()?, f.u8()?);
+            // The priority byte repeats the frame's, which is the one read.
+            let (at, _priority) = (f.f64()?, f.u8()?);
             let frame = f.0.to_vec();
             match frame::read_header(&frame, 0, 0, u32::MAX as usize) {
                 Ok(h) if h.len == frame.len() => {}
                 _ => return Err(damaged(format!("message {seq} of channel {channel:?} is not a well-formed frame"))),
             }
-            self.logs.entry(channel).or_default().insert(seq, LogRow { at, priority, frame });
+            self.logs.entry(channel).or_default().insert(seq, LogRow { at, frame });
             return Ok(());
         }
         let mut parts = tail.splitn(2, |&b| b == 0);
@@ -712,7 +712,7 @@ pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus, now: f64)
             let row = log_rows.and_then(|l| l.get(&seq)).ok_or_else(|| missing(name, seq))?;
             let frame = restored(&row.frame, id);
             ch.dedup.is_duplicate(frame::id(&frame), ch.options.dedup_window, row.at);
-            ch.log.append(frame, row.priority, row.at);
+            ch.log.append(frame, row.at);
         }
         // Rows below the retention point are sorted out by the first stage: kept while owed.
         let trimmed_to = log_rows.and_then(|l| l.keys().next()).map_or(meta.first_seq, |&s| s.min(meta.first_seq));
@@ -741,7 +741,7 @@ pub fn recover<P: Persistence + ?Sized>(engine: &mut P, bus: &mut Bus, now: f64)
                 continue;
             }
             let frame = match log.get(seq) {
-                Some(entry) => entry.frame.clone(),
+                Some(frame) => frame.clone(),
                 None => restored(&log_rows.and_then(|l| l.get(&seq)).ok_or_else(|| missing(channel, seq))?.frame, id),
             };
             g.pending.insert(seq, Pending::waiting(frame, deliveries));

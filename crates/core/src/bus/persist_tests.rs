@@ -108,8 +108,8 @@ fn log_of(bus: &Bus, ch: u32) -> Vec<(u64, f64, Vec<u8>)> {
     let log = &bus.channels[ch as usize].log;
     (log.first_seq()..log.next_seq())
         .map(|s| {
-            let e = log.get(s).unwrap();
-            (s, e.at, e.frame[e.frame.len() - 2..].to_vec())
+            let f = log.get(s).unwrap();
+            (s, log.at(s).unwrap(), f[f.len() - 2..].to_vec())
         })
         .collect()
 }
@@ -141,7 +141,7 @@ fn a_reopen_brings_the_log_back_at_its_seqs_and_times() {
     assert_eq!(got.len(), 6);
     assert_eq!(got[5], (5, b"m5".to_vec()));
     // Frames carry this process's channel id.
-    assert_eq!(frame::channel(&r.bus.channels[ch2 as usize].log.get(0).unwrap().frame), ch2);
+    assert_eq!(frame::channel(r.bus.channels[ch2 as usize].log.get(0).unwrap()), ch2);
 }
 
 #[test]
@@ -305,7 +305,7 @@ fn dead_letters_are_kept_like_any_message() {
     assert!(r.bus.is_durable(dlq));
     let log = &r.bus.channels[dlq as usize].log;
     assert_eq!(log.len(), 1);
-    assert_eq!(header(&log.get(0).unwrap().frame, "x-orrery-dead-letter-reason").as_deref(), Some("poison"));
+    assert_eq!(header(log.get(0).unwrap(), "x-orrery-dead-letter-reason").as_deref(), Some("poison"));
     let g = r.bus.group_names.get(&(r.bus.names.get("jobs").unwrap(), "workers".into())).copied().unwrap();
     assert!(owed(&r.bus, g).is_empty(), "a dead-lettered entry is settled");
 }
@@ -316,7 +316,7 @@ fn dead_letters(bus: &Bus) -> Vec<(String, String)> {
     let log = &bus.channels[dlq as usize].log;
     (log.first_seq()..log.next_seq())
         .map(|s| {
-            let f = &log.get(s).unwrap().frame;
+            let f = log.get(s).unwrap();
             let h = |name| header(f, name).unwrap_or_default();
             (h("x-orrery-dead-letter-reason"), h("x-orrery-deliveries"))
         })
