@@ -1,6 +1,6 @@
 //! A channel's retained log: a total order of frames, trimmed by count, bytes and age.
 //!
-//! Frames are shared (`Arc`) between the log and the consumers' buffers: fan-out to N
+//! Frames are shared (reference-counted `Bytes`) between the log and the consumers' buffers: fan-out to N
 //! consumers stores a message once, and a message still buffered or pending for a consumer
 //! outlives its trimming from the log.
 
@@ -36,8 +36,9 @@ impl Default for Retention {
 /// A retained message is its frame alone (a message's sequence number is its place in the
 /// log, its priority the frame's own). Publish times are kept once per run of messages
 /// published at the same time: a busy channel publishes thousands a millisecond, so a message
-/// costs the 32 bytes of its frame's handle and next to nothing of its time; a quiet one, a
-/// run per message, costs what a time beside every frame would.
+/// costs the 32 bytes of its frame's handle and next to nothing of its time; a quiet one, or
+/// one whose times are finer than milliseconds (a broker's), a run per message, costs what a
+/// time beside every frame would.
 #[derive(Debug, Default)]
 pub struct Log {
     frames: VecDeque<Frame>,
@@ -70,6 +71,12 @@ impl Log {
         seq
     }
 
+    /// When the newest message was published (the time `append` kept for it).
+    #[must_use]
+    pub fn last_at(&self) -> Millis {
+        self.last_at
+    }
+
     /// The oldest sequence number left if `extra` more entries of `extra_bytes` were appended
     /// and the log trimmed to `limits` (count and bytes only: age does not grow with appends).
     #[must_use]
@@ -90,7 +97,7 @@ impl Log {
         first
     }
 
-    /// Drops the oldest entries beyond the limits; returns how many were dropped.
+    /// Drops the oldest messages beyond the limits; returns how many were dropped.
     pub fn trim(&mut self, limits: &Retention, now: Millis) -> usize {
         let mut dropped = 0;
         while let (Some(front), Some(&(_, at))) = (self.frames.front(), self.times.front()) {
@@ -112,6 +119,8 @@ impl Log {
         if self.frames.is_empty() {
             self.times.clear();
         }
+        debug_assert!(self.times.front().is_none_or(|&(seq, _)| seq <= self.first_seq()));
+        debug_assert!(self.times.get(1).is_none_or(|&(seq, _)| seq > self.first_seq()));
         dropped
     }
 
@@ -241,45 +250,62 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Appends at random times (repeats, steps back) and trims by count and age; every
-        /// question agrees with a plain list of (seq, time).
+        /// Appends frames of several sizes at random times (repeats, steps back) and trims by
+        /// count, bytes and age; every question agrees with a plain list of (seq, time, size).
         #[test]
         fn answers_as_a_plain_list_does(
+            start in 0u64..5,
             ops in proptest::collection::vec((0u8..4, 0u8..5, 0usize..6), 1..200),
             probes in proptest::collection::vec(0u8..60, 1..8),
         ) {
-            let mut log = Log::default();
-            let mut model: Vec<(u64, f64)> = Vec::new();
-            let (mut now, mut last, mut next) = (0.0f64, 0.0f64, 0u64);
+            let mut log = Log::starting_at(start);
+            let mut model: Vec<(u64, f64, usize)> = Vec::new();
+            let (mut now, mut last, mut next) = (0.0f64, 0.0f64, start);
+            let over = |model: &[(u64, f64, usize)], limits: &Retention, now: f64, extra: usize, extra_bytes: usize| {
+                let bytes: usize = model.iter().map(|m| m.2).sum::<usize>() + extra_bytes;
+                let len = model.len() + extra;
+                model.first().is_some_and(|&(_, at, _)| {
+                    (limits.max_count > 0 && len > limits.max_count)
+                        || (limits.max_bytes > 0 && bytes > limits.max_bytes)
+                        || now - at > limits.max_age
+                })
+            };
             for (kind, step, keep) in ops {
                 if kind < 3 {
                     // Appends, the clock moving on by 0..4 ms, or back by 1.
                     now = if step == 4 { now - 1.0 } else { now + f64::from(step) };
-                    log.append(vec![0; 10].into(), now);
+                    let size = 10 + usize::from(step);
+                    log.append(vec![0; size].into(), now);
                     last = last.max(now);
-                    model.push((next, last));
+                    model.push((next, last, size));
                     next += 1;
                 } else {
-                    let limits = if step % 2 == 0 {
-                        Retention { max_count: keep.max(1), max_bytes: 0, max_age: f64::INFINITY }
-                    } else {
-                        Retention { max_count: 0, max_bytes: 0, max_age: keep as f64 }
+                    let limits = match step % 3 {
+                        0 => Retention { max_count: keep.max(1), max_bytes: 0, max_age: f64::INFINITY },
+                        1 => Retention { max_count: 0, max_bytes: 12 * keep.max(1), max_age: f64::INFINITY },
+                        _ => Retention { max_count: 0, max_bytes: 0, max_age: keep as f64 },
                     };
+                    // What one more message of 12 bytes would leave (count and bytes only).
+                    let mut after = model.clone();
+                    let no_age = Retention { max_age: f64::INFINITY, ..limits };
+                    while over(&after, &no_age, now, 1, 12) {
+                        after.remove(0);
+                    }
+                    let want = after.first().map_or(next, |m| m.0);
+                    proptest::prop_assert_eq!(log.first_seq_after(1, 12, &limits), want);
                     let dropped = log.trim(&limits, now);
                     let before = model.len();
-                    while let Some(&(_, at)) = model.first() {
-                        let over = limits.max_count > 0 && model.len() > limits.max_count;
-                        if !(over || now - at > limits.max_age) {
-                            break;
-                        }
+                    while over(&model, &limits, now, 0, 0) {
                         model.remove(0);
                     }
                     proptest::prop_assert_eq!(dropped, before - model.len());
                 }
                 let first = model.first().map_or(next, |m| m.0);
                 proptest::prop_assert_eq!((log.first_seq(), log.next_seq(), log.len()), (first, next, model.len()));
-                for &(seq, at) in &model {
+                proptest::prop_assert_eq!(log.bytes(), model.iter().map(|m| m.2).sum::<usize>());
+                for &(seq, at, size) in &model {
                     proptest::prop_assert_eq!(log.at(seq), Some(at));
+                    proptest::prop_assert_eq!(log.get(seq).map(|f| f.as_ref().len()), Some(size));
                 }
                 proptest::prop_assert_eq!(log.at(next), None);
                 for &t in &probes {

@@ -374,7 +374,7 @@ impl Bus {
         let ch = &mut self.channels[channel as usize];
         let seq = ch.log.append(frame.clone(), now);
         if let Some(t) = self.durable.as_deref_mut() {
-            t.appended(channel, seq, ch.log.at(seq).unwrap_or(now), priority, frame);
+            t.appended(channel, seq, ch.log.last_at(), priority, frame);
         }
         // A mirror's appends were never checked for room: a full subscriber that refuses to lose
         // messages lags in the log instead of growing its buffer without bound.

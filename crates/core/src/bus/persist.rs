@@ -621,7 +621,7 @@ impl Rows {
         if tag == b'l' {
             // The tail is the seq, whose bytes may hold a 0.
             let seq = seq_of(tail)?;
-            // The priority byte repeats the frame's, which is the one read.
+            // The priority byte is not read: the frame's own is (the byte stays for the row layout).
             let (at, _priority) = (f.f64()?, f.u8()?);
             let frame = f.0.to_vec();
             match frame::read_header(&frame, 0, 0, u32::MAX as usize) {
