@@ -21,7 +21,8 @@ export class CatchUps<M> {
 
   /**
    * Waits for `marker`; once it is known, `known` runs (the mirror checks whether it is there
-   * already). A marker that fails goes to `failed` with the waiter's `start`. Returns the cancel.
+   * already). A marker that fails goes to `failed` with the waiter's `start`, unless the waiter
+   * was cancelled first. Returns the cancel.
    */
   add(marker: Promise<M>, start: () => void, known: () => void, failed: (error: unknown, start: () => void) => void): () => void {
     const waiter: Waiter<M> = { after: undefined, start }
@@ -32,8 +33,8 @@ export class CatchUps<M> {
         known()
       },
       (error: unknown) => {
-        this.cancel(waiter)
-        failed(error, start)
+        // A waiter cancelled first (its subscription went) is owed nothing.
+        if (this.cancel(waiter)) failed(error, start)
       },
     )
     return () => this.cancel(waiter)
@@ -50,8 +51,58 @@ export class CatchUps<M> {
     }
   }
 
-  private cancel(waiter: Waiter<M>): void {
+  /** Removes `waiter`; false when it was no longer waiting. */
+  private cancel(waiter: Waiter<M>): boolean {
     const i = this.waiters.indexOf(waiter)
-    if (i >= 0) this.waiters.splice(i, 1)
+    if (i < 0) return false
+    this.waiters.splice(i, 1)
+    return true
+  }
+}
+
+/**
+ * Markers of `latest` subscribes not answered yet, by broker and stream (or topic), across every
+ * Orrery of this process (a driver kind keeps one): a publish to that stream made after a
+ * subscribe waits for them, so it lands after the subscriber's marker on the broker too.
+ */
+export class Markers {
+  private readonly pending = new Map<string, Set<Promise<unknown>>>()
+
+  /** Whether any marker is unanswered. */
+  get any(): boolean {
+    return this.pending.size > 0
+  }
+
+  /** Publishes to `key` made from now on wait until `marker` has settled. */
+  add(key: string, marker: Promise<unknown>): void {
+    const set = this.pending.get(key) ?? new Set<Promise<unknown>>()
+    this.pending.set(key, set)
+    set.add(marker)
+    const forget = () => {
+      set.delete(marker)
+      if (set.size === 0 && this.pending.get(key) === set) this.pending.delete(key)
+    }
+    marker.then(forget, forget)
+  }
+
+  /** Adds the markers a publish to `key` waits for now to `waits`. */
+  collect(key: string, waits: Array<Promise<unknown>>): void {
+    const set = this.pending.get(key)
+    if (set !== undefined) for (const m of set) waits.push(m)
+  }
+}
+
+/**
+ * A `latest` subscription's catch-up: `ask(cancelled)` makes its marker, asking the broker until
+ * it answers or `cancelled()` (the subscription went first: nothing waits for the answer then,
+ * and publishes no longer wait for it); `wait(marker)` hands the marker to the mirror and returns
+ * its cancel. Returns the subscription's cancel, which ends both.
+ */
+export function catchUpWith<M>(ask: (cancelled: () => boolean) => Promise<M>, wait: (marker: Promise<M>) => () => void): () => void {
+  let cancelled = false
+  const cancel = wait(ask(() => cancelled))
+  return () => {
+    cancelled = true
+    cancel()
   }
 }

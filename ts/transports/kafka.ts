@@ -10,6 +10,7 @@ import type { Admin, Consumer, Producer } from '@platformatic/kafka'
 
 import { OrreryError } from '../errors.js'
 import { askUntilAnswered } from './asking.js'
+import { catchUpWith, Markers } from './catch-up.js'
 import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
@@ -178,12 +179,8 @@ export function topicPart(name: string): string {
 /** Room for a channel's part in a topic name (Kafka allows 249, and a prefix comes first). */
 const MAX_NAME = 200
 
-/**
- * Markers of `latest` subscribes not answered yet, by cluster and topic, across every Orrery of
- * this process: a publish to that topic waits for them, so a publish made after a subscribe (in
- * this process) lands after its marker.
- */
-const markers = new Map<string, Set<Promise<unknown>>>()
+/** Markers of `latest` subscribes (and group starts) not answered yet, by cluster and topic. */
+const markers = new Markers()
 
 function transportError(
   code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
@@ -778,10 +775,7 @@ export class KafkaDriver implements Driver {
       const entries = await this.entriesOf(round.batch, round.channels)
       // Publishes made after a marker wait for it (the round's produces had their place then).
       const waits: Promise<unknown>[] = []
-      for (const channel of round.channels) {
-        const set = markers.get(`${this.clusterKey}\u0000${this.topicOf(channel)}`)
-        if (set !== undefined) for (const m of set) waits.push(m)
-      }
+      for (const channel of round.channels) markers.collect(`${this.clusterKey}\u0000${this.topicOf(channel)}`, waits)
       await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
       if (waits.length > 0) await Promise.allSettled(waits)
       round.produces = cut(entries, round.last)
@@ -903,28 +897,25 @@ export class KafkaDriver implements Driver {
     if (mirror === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const topic = this.topicOf(channel.name)
     // The end of each partition as the broker sees it now. Publishes of this process made after
-    // this call wait for the answer (see `markers`), so they land after it.
-    // Asked again while the broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
-    const marker = this.answered(
-      channel.name,
-      () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
-      () => mirror.isStopped,
+    // this call wait for the answer (see `markers`), so they land after it. Asked again while the
+    // broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
+    return catchUpWith(
+      (cancelled) => {
+        const marker = this.answered(
+          channel.name,
+          () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
+          () => cancelled() || mirror.isStopped,
+        )
+        this.mark(topic, marker)
+        return marker
+      },
+      (marker) => mirror.catchUp(marker, start),
     )
-    this.mark(topic, marker)
-    return mirror.catchUp(marker, start)
   }
 
   /** Makes publishes of this process to `topic` made from now on wait until `done` settled. */
   private mark(topic: string, done: Promise<unknown>): void {
-    const key = `${this.clusterKey}\u0000${topic}`
-    const pending = markers.get(key) ?? new Set<Promise<unknown>>()
-    markers.set(key, pending)
-    pending.add(done)
-    const forget = () => {
-      pending.delete(done)
-      if (pending.size === 0 && markers.get(key) === pending) markers.delete(key)
-    }
-    done.then(forget, forget)
+    markers.add(`${this.clusterKey}\u0000${topic}`, done)
   }
 
   async openGroup(group: GroupRef): Promise<void> {

@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { CatchUps } from './catch-up.js'
+import { CatchUps, catchUpWith, Markers } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
@@ -134,11 +134,11 @@ const LONGEST_WINDOW_MS = 365 * 24 * 3600 * 1000
 const ms = (n: number): number => Math.round(n * 1e6)
 
 /**
- * Markers of `latest` subscribes not answered yet, by server and stream, across every Orrery of
- * this process: a publish to that stream waits for them (JetStream answers API requests and
- * stores messages on separate paths, so order on the connection alone does not say which came first).
+ * Markers of `latest` subscribes not answered yet, by server and stream (JetStream answers API
+ * requests and stores messages on separate paths, so order on the connection alone does not say
+ * which came first).
  */
-const markers = new Map<string, Set<Promise<unknown>>>()
+const markers = new Markers()
 
 /**
  * The error reply sent in place of `reply`: the same request token, channel and correlation id,
@@ -786,8 +786,7 @@ export class NatsDriver implements Driver {
         const seen = streams.has(channel)
         if (!seen || window !== undefined) streams.set(channel, window ?? streams.get(channel))
         if (seen) continue
-        const set = markers.get(`${this.serverKey}\u0000${this.streamOf(channel)}`)
-        if (set !== undefined) for (const m of set) waits.push(m)
+        markers.collect(`${this.serverKey}\u0000${this.streamOf(channel)}`, waits)
       }
     }
     await Promise.all([...streams].map(([channel, window]) => this.ensureStream(channel, window)))
@@ -1020,28 +1019,25 @@ export class NatsDriver implements Driver {
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const stream = this.streamOf(channel.name)
     // The stream's last sequence as the broker sees it now. Publishes of this process made after
-    // this call wait for the answer (see `markers`), so they land after it.
-    // Asked again after a dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
-    const marker = this.answered(
-      channel.name,
-      () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
-      () => reader.isStopped,
-    ).then((info) => ({ seq: info.state.last_seq, created: info.created }))
-    this.mark(channel.name, marker)
-    return reader.catchUp(marker, start)
+    // this call wait for the answer (see `markers`), so they land after it. Asked again after a
+    // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
+    return catchUpWith(
+      (cancelled) => {
+        const marker = this.answered(
+          channel.name,
+          () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
+          () => cancelled() || reader.isStopped,
+        ).then((info) => ({ seq: info.state.last_seq, created: info.created }))
+        this.mark(channel.name, marker)
+        return marker
+      },
+      (marker) => reader.catchUp(marker, start),
+    )
   }
 
   /** Makes publishes of this process to `channel` made from now on wait until `done` settled. */
   private mark(channel: string, done: Promise<unknown>): void {
-    const key = `${this.serverKey}\u0000${this.streamOf(channel)}`
-    const pending = markers.get(key) ?? new Set<Promise<unknown>>()
-    markers.set(key, pending)
-    pending.add(done)
-    const forget = () => {
-      pending.delete(done)
-      if (pending.size === 0 && markers.get(key) === pending) markers.delete(key)
-    }
-    done.then(forget, forget)
+    markers.add(`${this.serverKey}\u0000${this.streamOf(channel)}`, done)
   }
 
   retention(channel: string, retention: BrokerRetention): void {

@@ -9,6 +9,7 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
+import { catchUpWith, Markers } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
@@ -74,12 +75,8 @@ function transportError(
   return new OrreryError(code, message, options)
 }
 
-/**
- * Markers of `latest` subscribes not answered yet, by server and stream, across every Orrery of
- * this process: a publish to that stream waits for them, so a publish made after a subscribe
- * (in this process) is after its marker on the broker too.
- */
-const markers = new Map<string, Set<Promise<unknown>>>()
+/** Markers of `latest` subscribes not answered yet, by server and stream. */
+const markers = new Markers()
 
 /**
  * Refusals of a server that is starting, busy or failing over: the write is not done, and is
@@ -437,7 +434,7 @@ export class RedisDriver implements Driver {
     )
       return
     this.draining = false
-    if (markers.size > 0) {
+    if (markers.any) {
       const wait = this.markersBefore(this.queue)
       if (wait !== undefined) {
         this.waitingMarkers = true
@@ -734,21 +731,18 @@ export class RedisDriver implements Driver {
     const key = this.key(channel.name)
     // The stream's newest entry as the broker sees it now. Publishes of other Orrery instances
     // of this process made after this call wait for the answer (see `markers`), so they land
-    // after it; this instance's own go after it on the same connection.
-    // Asked again after a dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
-    const marker = this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => reader.isStopped).then((entries) =>
-      entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+    // after it; this instance's own go after it on the same connection. Asked again after a
+    // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
+    return catchUpWith(
+      (cancelled) => {
+        const marker = this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
+          entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+        )
+        markers.add(`${this.config.url}\u0000${key}`, marker)
+        return marker
+      },
+      (marker) => reader.catchUp(marker, start),
     )
-    const markerKey = `${this.config.url}\u0000${key}`
-    const pending = markers.get(markerKey) ?? new Set<Promise<unknown>>()
-    markers.set(markerKey, pending)
-    pending.add(marker)
-    const forget = () => {
-      pending.delete(marker)
-      if (pending.size === 0 && markers.get(markerKey) === pending) markers.delete(markerKey)
-    }
-    marker.then(forget, forget)
-    return reader.catchUp(marker, start)
   }
 
   /** Resolves once this process's markers on the keys `records` publish to are answered (undefined: none pending). */
@@ -757,8 +751,7 @@ export class RedisDriver implements Driver {
     for (const write of records)
       for (const record of write.records) {
         if (record.kind !== 'publish' && record.kind !== 'request') continue
-        const set = markers.get(`${this.config.url}\u0000${this.key(record.channel)}`)
-        if (set !== undefined) for (const m of set) waits.push(m)
+        markers.collect(`${this.config.url}\u0000${this.key(record.channel)}`, waits)
       }
     return waits.length === 0 ? undefined : Promise.allSettled(waits)
   }

@@ -1,0 +1,136 @@
+/**
+ * How a driver's looks ride out an outage (ts/transports/asking.ts) and how a `latest`
+ * subscription waits for its marker (ts/transports/catch-up.ts), without a broker: a look asked
+ * again while its errors pass, ended by a refusal, the transport's close or its subscription's
+ * cancel; a cancelled subscription's marker then reports nothing and holds up no publish.
+ */
+import { describe, expect, it } from 'vitest'
+
+import { ASK_AGAIN_MS, type Asker, askUntilAnswered } from '../ts/transports/asking.js'
+import { CatchUps, catchUpWith, Markers } from '../ts/transports/catch-up.js'
+
+class Passing extends Error {}
+class Gone extends Error {}
+class Refused extends Error {}
+
+/** A broker that fails each look with the next of `errors`, then answers `answer`. */
+function broker(errors: Error[], answer = 'answered') {
+  const seen = { looks: 0, mended: 0, reported: [] as unknown[], up: true, closed: false }
+  const asker: Asker = {
+    closed: () => seen.closed,
+    connected: () => seen.up,
+    passing: (e) => e instanceof Passing,
+    mended: (e) => {
+      if (!(e instanceof Gone)) return false
+      seen.mended++
+      return true
+    },
+    reportAfterMs: 300,
+    report: (e) => void seen.reported.push(e),
+  }
+  const look = async () => {
+    const error = errors[seen.looks++]
+    if (error !== undefined) throw error
+    return answer
+  }
+  return { seen, asker, look }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+describe('asking a broker until it answers', () => {
+  it('asks again while errors pass or mend, and reports a long wait once', async () => {
+    const { seen, asker, look } = broker([new Passing('a'), new Gone('b'), new Passing('c'), new Passing('d')])
+    const started = Date.now()
+    expect(await askUntilAnswered(asker, look, () => false)).toBe('answered')
+    expect(seen.looks).toBe(5)
+    expect(seen.mended).toBe(1)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(4 * ASK_AGAIN_MS - 20)
+    // The first passing failure past reportAfterMs (300) is the third (two waits of 200 ms
+    // before it; the second, mended, is never reported): said once, with that error.
+    expect(seen.reported).toHaveLength(1)
+    expect((seen.reported[0] as Error).message).toBe('c')
+  })
+
+  it('ends at once with a refusal, and with the last error on close or stop', async () => {
+    const refused = broker([new Passing('a'), new Refused('no')])
+    await expect(askUntilAnswered(refused.asker, refused.look, () => false)).rejects.toThrow('no')
+    expect(refused.seen.looks).toBe(2)
+
+    const closing = broker(Array.from({ length: 100 }, () => new Passing('down')))
+    setTimeout(() => (closing.seen.closed = true), 300)
+    await expect(askUntilAnswered(closing.asker, closing.look, () => false)).rejects.toThrow('down')
+    expect(closing.seen.looks).toBeLessThanOrEqual(4)
+
+    let stopped = false
+    const stopping = broker(Array.from({ length: 100 }, () => new Passing('down')))
+    setTimeout(() => (stopped = true), 300)
+    await expect(askUntilAnswered(stopping.asker, stopping.look, () => stopped)).rejects.toThrow('down')
+  })
+
+  it('waits while the connection is down, and says nothing of it meanwhile', async () => {
+    const { seen, asker, look } = broker([new Passing('a')])
+    seen.up = false
+    const answer = askUntilAnswered(asker, look, () => false)
+    await sleep(800)
+    expect(seen.looks).toBe(1)
+    seen.up = true
+    expect(await answer).toBe('answered')
+    expect(seen.looks).toBe(2)
+    expect(seen.reported).toEqual([])
+  })
+})
+
+describe("a latest subscription's catch-up", () => {
+  it('cancelled while its marker is asked: asking stops, nothing is reported or started, publishes wait no more', async () => {
+    const { seen, asker, look } = broker(Array.from({ length: 1_000 }, () => new Passing('down')))
+    const markers = new Markers()
+    const waiters = new CatchUps<string>()
+    const failed: unknown[] = []
+    let started = 0
+    const cancel = catchUpWith(
+      (cancelled) => {
+        const marker = askUntilAnswered(asker, look, cancelled)
+        markers.add('stream', marker)
+        return marker
+      },
+      (marker) =>
+        waiters.add(
+          marker,
+          () => void started++,
+          () => {},
+          (error) => void failed.push(error),
+        ),
+    )
+    await sleep(2 * ASK_AGAIN_MS + 50)
+    const waits: Array<Promise<unknown>> = []
+    markers.collect('stream', waits)
+    expect(waits).toHaveLength(1)
+    expect(waiters.waiting).toBe(true)
+
+    cancel()
+    expect(waiters.waiting).toBe(false)
+    // The marker gives up at its next look; a publish waiting for it goes on then.
+    await Promise.allSettled(waits)
+    const looks = seen.looks
+    await sleep(3 * ASK_AGAIN_MS)
+    expect(seen.looks).toBe(looks)
+    expect(markers.any).toBe(false)
+    expect(failed).toEqual([])
+    expect(started).toBe(0)
+  })
+
+  it('a marker that fails for a subscription still waiting goes to its failure', async () => {
+    const waiters = new CatchUps<string>()
+    const failed: unknown[] = []
+    waiters.add(
+      Promise.reject(new Refused('no')),
+      () => {},
+      () => {},
+      (error) => void failed.push(error),
+    )
+    await sleep(0)
+    expect(failed).toHaveLength(1)
+    expect(waiters.waiting).toBe(false)
+  })
+})
