@@ -16,6 +16,7 @@ const ONE_ENGINE: Record<string, string> = {
   // The pages run the wasm engine themselves; the Node side serves files, or serves a Control over
   // HTTP whose answers are the same JSON on both engines (test/control*.test.ts checks that on both).
   'test/dashboard/**': 'the dashboard in chromium: the page is wasm whichever project runs it',
+  'test/transport-asking.test.ts': "the transports' asking and catch-up helpers alone, no engine and no broker",
 }
 
 // Files that cannot run in a browser page, each with what it needs from Node. Everything else in

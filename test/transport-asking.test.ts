@@ -13,8 +13,8 @@ class Passing extends Error {}
 class Gone extends Error {}
 class Refused extends Error {}
 
-/** A broker that fails each look with the next of `errors`, then answers `answer`. */
-function broker(errors: Error[], answer = 'answered') {
+/** A broker that fails each look with the next of `errors`, then answers `answer`; past `reportAfterMs` a passing failure is reported. */
+function broker(errors: Error[], reportAfterMs = 300, answer = 'answered') {
   const seen = { looks: 0, mended: 0, reported: [] as unknown[], up: true, closed: false }
   const asker: Asker = {
     closed: () => seen.closed,
@@ -25,7 +25,7 @@ function broker(errors: Error[], answer = 'answered') {
       seen.mended++
       return true
     },
-    reportAfterMs: 300,
+    reportAfterMs,
     report: (e) => void seen.reported.push(e),
   }
   const look = async () => {
@@ -40,14 +40,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 describe('asking a broker until it answers', () => {
   it('asks again while errors pass or mend, and reports a long wait once', async () => {
-    const { seen, asker, look } = broker([new Passing('a'), new Gone('b'), new Passing('c'), new Passing('d')])
+    const { seen, asker, look } = broker([new Passing('a'), new Gone('b'), new Passing('c'), new Passing('d')], 100)
     const started = Date.now()
     expect(await askUntilAnswered(asker, look, () => false)).toBe('answered')
     expect(seen.looks).toBe(5)
     expect(seen.mended).toBe(1)
     expect(Date.now() - started).toBeGreaterThanOrEqual(4 * ASK_AGAIN_MS - 20)
-    // The first passing failure past reportAfterMs (300) is the third (two waits of 200 ms
-    // before it; the second, mended, is never reported): said once, with that error.
+    // The second failure (~200 ms) is past reportAfterMs (100) but mended, which is never
+    // reported; the third (~400 ms) is the first passing one past it: said once, with that error.
     expect(seen.reported).toHaveLength(1)
     expect((seen.reported[0] as Error).message).toBe('c')
   })
@@ -68,32 +68,35 @@ describe('asking a broker until it answers', () => {
     await expect(askUntilAnswered(stopping.asker, stopping.look, () => stopped)).rejects.toThrow('down')
   })
 
-  it('waits while the connection is down, and says nothing of it meanwhile', async () => {
-    const { seen, asker, look } = broker([new Passing('a')])
-    seen.up = false
+  it('waits while the connection is down, and says nothing of it', async () => {
+    const { seen, asker } = broker([], 300)
+    // Two failures with the connection up, then one past reportAfterMs as the connection drops.
+    const look = async () => {
+      seen.looks++
+      if (seen.looks === 3) seen.up = false
+      if (seen.looks <= 3) throw new Passing(`look ${seen.looks}`)
+      return 'answered'
+    }
     const answer = askUntilAnswered(asker, look, () => false)
-    await sleep(800)
-    expect(seen.looks).toBe(1)
+    await sleep(1_000)
+    expect(seen.looks).toBe(3)
     seen.up = true
     expect(await answer).toBe('answered')
-    expect(seen.looks).toBe(2)
+    expect(seen.looks).toBe(4)
     expect(seen.reported).toEqual([])
   })
 })
 
 describe("a latest subscription's catch-up", () => {
-  it('cancelled while its marker is asked: asking stops, nothing is reported or started, publishes wait no more', async () => {
+  it('cancelled while its marker is asked: publishes wait no more, asking stops, nothing is reported or started', async () => {
     const { seen, asker, look } = broker(Array.from({ length: 1_000 }, () => new Passing('down')))
     const markers = new Markers()
     const waiters = new CatchUps<string>()
     const failed: unknown[] = []
     let started = 0
     const cancel = catchUpWith(
-      (cancelled) => {
-        const marker = askUntilAnswered(asker, look, cancelled)
-        markers.add('stream', marker)
-        return marker
-      },
+      (cancelled) => askUntilAnswered(asker, look, cancelled),
+      (marker) => markers.add('stream', marker),
       (marker) =>
         waiters.add(
           marker,
@@ -108,14 +111,14 @@ describe("a latest subscription's catch-up", () => {
     expect(waits).toHaveLength(1)
     expect(waiters.waiting).toBe(true)
 
+    const looks = seen.looks
     cancel()
     expect(waiters.waiting).toBe(false)
-    // The marker gives up at its next look; a publish waiting for it goes on then.
+    // Publishes wait for it no more, and it is not asked again.
+    expect(markers.any).toBe(false)
     await Promise.allSettled(waits)
-    const looks = seen.looks
     await sleep(3 * ASK_AGAIN_MS)
     expect(seen.looks).toBe(looks)
-    expect(markers.any).toBe(false)
     expect(failed).toEqual([])
     expect(started).toBe(0)
   })

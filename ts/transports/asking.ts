@@ -47,6 +47,8 @@ export async function askUntilAnswered<T>(asker: Asker, call: () => Promise<T>, 
       }
       do await new Promise((r) => setTimeout(r, ASK_AGAIN_MS))
       while (!asker.connected() && !asker.closed() && !stopped())
+      // Ended while it waited: not asked once more (a look may take the client's own timeout).
+      if (asker.closed() || stopped()) throw error
     }
   }
 }

@@ -73,8 +73,8 @@ export class Markers {
     return this.pending.size > 0
   }
 
-  /** Publishes to `key` made from now on wait until `marker` has settled. */
-  add(key: string, marker: Promise<unknown>): void {
+  /** Publishes to `key` made from now on wait until `marker` has settled, or until the returned function is called. */
+  add(key: string, marker: Promise<unknown>): () => void {
     const set = this.pending.get(key) ?? new Set<Promise<unknown>>()
     this.pending.set(key, set)
     set.add(marker)
@@ -83,6 +83,7 @@ export class Markers {
       if (set.size === 0 && this.pending.get(key) === set) this.pending.delete(key)
     }
     marker.then(forget, forget)
+    return forget
   }
 
   /** Adds the markers a publish to `key` waits for now to `waits`. */
@@ -94,15 +95,23 @@ export class Markers {
 
 /**
  * A `latest` subscription's catch-up: `ask(cancelled)` makes its marker, asking the broker until
- * it answers or `cancelled()` (the subscription went first: nothing waits for the answer then,
- * and publishes no longer wait for it); `wait(marker)` hands the marker to the mirror and returns
- * its cancel. Returns the subscription's cancel, which ends both.
+ * it answers or `cancelled()` (the subscription went first: nothing waits for the answer then);
+ * `mark(marker)` makes publishes wait for it and returns what lets them go on; `wait(marker)`
+ * hands it to the mirror and returns its cancel. Returns the subscription's cancel, which ends
+ * the asking, lets publishes go on at once, and cancels the wait.
  */
-export function catchUpWith<M>(ask: (cancelled: () => boolean) => Promise<M>, wait: (marker: Promise<M>) => () => void): () => void {
+export function catchUpWith<M>(
+  ask: (cancelled: () => boolean) => Promise<M>,
+  mark: (marker: Promise<M>) => () => void,
+  wait: (marker: Promise<M>) => () => void,
+): () => void {
   let cancelled = false
-  const cancel = wait(ask(() => cancelled))
+  const marker = ask(() => cancelled)
+  const unmark = mark(marker)
+  const cancel = wait(marker)
   return () => {
     cancelled = true
+    unmark()
     cancel()
   }
 }

@@ -900,22 +900,20 @@ export class KafkaDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again while the
     // broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
-      (cancelled) => {
-        const marker = this.answered(
+      (cancelled) =>
+        this.answered(
           channel.name,
           () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
           () => cancelled() || mirror.isStopped,
-        )
-        this.mark(topic, marker)
-        return marker
-      },
+        ),
+      (marker) => this.mark(topic, marker),
       (marker) => mirror.catchUp(marker, start),
     )
   }
 
-  /** Makes publishes of this process to `topic` made from now on wait until `done` settled. */
-  private mark(topic: string, done: Promise<unknown>): void {
-    markers.add(`${this.clusterKey}\u0000${topic}`, done)
+  /** Makes publishes of this process to `topic` made from now on wait until `done` settled (or the returned function is called). */
+  private mark(topic: string, done: Promise<unknown>): () => void {
+    return markers.add(`${this.clusterKey}\u0000${topic}`, done)
   }
 
   async openGroup(group: GroupRef): Promise<void> {

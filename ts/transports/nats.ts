@@ -134,7 +134,7 @@ const LONGEST_WINDOW_MS = 365 * 24 * 3600 * 1000
 const ms = (n: number): number => Math.round(n * 1e6)
 
 /**
- * Markers of `latest` subscribes not answered yet, by server and stream (JetStream answers API
+ * Markers of `latest` subscribes and group starts not answered yet, by server and stream (JetStream answers API
  * requests and stores messages on separate paths, so order on the connection alone does not say
  * which came first).
  */
@@ -1022,22 +1022,20 @@ export class NatsDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
-      (cancelled) => {
-        const marker = this.answered(
+      (cancelled) =>
+        this.answered(
           channel.name,
           () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
           () => cancelled() || reader.isStopped,
-        ).then((info) => ({ seq: info.state.last_seq, created: info.created }))
-        this.mark(channel.name, marker)
-        return marker
-      },
+        ).then((info) => ({ seq: info.state.last_seq, created: info.created })),
+      (marker) => this.mark(channel.name, marker),
       (marker) => reader.catchUp(marker, start),
     )
   }
 
-  /** Makes publishes of this process to `channel` made from now on wait until `done` settled. */
-  private mark(channel: string, done: Promise<unknown>): void {
-    markers.add(`${this.serverKey}\u0000${this.streamOf(channel)}`, done)
+  /** Makes publishes of this process to `channel` made from now on wait until `done` settled (or the returned function is called). */
+  private mark(channel: string, done: Promise<unknown>): () => void {
+    return markers.add(`${this.serverKey}\u0000${this.streamOf(channel)}`, done)
   }
 
   retention(channel: string, retention: BrokerRetention): void {

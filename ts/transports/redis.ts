@@ -320,6 +320,8 @@ export class RedisDriver implements Driver {
       } catch (error) {
         if (this.closed || stopped() || this.isServerError(error)) throw error
         await new Promise((r) => setTimeout(r, RETRY_MS))
+        // Ended while it waited: not sent once more (node-redis would hold it for the reconnect).
+        if (this.closed || stopped()) throw error
       }
     }
   }
@@ -734,13 +736,11 @@ export class RedisDriver implements Driver {
     // after it; this instance's own go after it on the same connection. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
-      (cancelled) => {
-        const marker = this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
+      (cancelled) =>
+        this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
           entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
-        )
-        markers.add(`${this.config.url}\u0000${key}`, marker)
-        return marker
-      },
+        ),
+      (marker) => markers.add(`${this.config.url}\u0000${key}`, marker),
       (marker) => reader.catchUp(marker, start),
     )
   }
