@@ -1699,9 +1699,15 @@ class MirrorReader {
     return at.created === this.created && (this.last >= at.seq || (next !== undefined && next > at.seq))
   }
 
-  /** Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be added, if given). */
+  /**
+   * Starts the waiters whose marker the mirror has reached (before `next`, the entry about to be
+   * added, if given). Also while the history is read: the stream's state that history ends at may
+   * have been answered after a marker (JetStream answers API requests in no set order), and this
+   * process's publishes made after the marker may then be in the history: a waiter started only
+   * once the history is in would miss them.
+   */
   private release(next?: number): void {
-    if (!this.waiters.waiting || this.history !== undefined) return
+    if (!this.waiters.waiting) return
     this.waiters.release(
       (after) => this.reached(after, next),
       () => this.flush(),
