@@ -103,6 +103,7 @@ describe("a latest subscription's catch-up", () => {
           () => void started++,
           () => {},
           (error) => void failed.push(error),
+          () => false,
         ),
     )
     await sleep(2 * ASK_AGAIN_MS + 50)
@@ -123,17 +124,29 @@ describe("a latest subscription's catch-up", () => {
     expect(started).toBe(0)
   })
 
-  it('a marker that fails for a subscription still waiting goes to its failure', async () => {
+  it('a marker that fails for a subscription still waiting goes to its failure; once the driver ended, the subscription starts instead', async () => {
     const waiters = new CatchUps<string>()
     const failed: unknown[] = []
-    waiters.add(
-      Promise.reject(new Refused('no')),
-      () => {},
-      () => {},
-      (error) => void failed.push(error),
-    )
+    let started = 0
+    let ended = false
+    const add = () =>
+      waiters.add(
+        Promise.reject(new Refused('no')),
+        () => void started++,
+        () => {},
+        (error) => void failed.push(error),
+        () => ended,
+      )
+    add()
     await sleep(0)
     expect(failed).toHaveLength(1)
+    expect(started).toBe(0)
+    expect(waiters.waiting).toBe(false)
+    ended = true
+    add()
+    await sleep(0)
+    expect(failed).toHaveLength(1)
+    expect(started).toBe(1)
     expect(waiters.waiting).toBe(false)
   })
 })

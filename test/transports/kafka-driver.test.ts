@@ -292,6 +292,65 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     }
   })
 
+  // A latest subscribe starts once the mirror has read every partition up to its marker. A
+  // partition read up to it first waits there: what follows the marker on it must not go in before
+  // the subscribe starts. Partition 1 is held back here by emptying its records from the answers
+  // to the mirror's fetches (as a broker answers a busy partition a fetch at a time).
+  it('a latest subscribe misses nothing published after it on a partition read ahead of the others', { timeout: 60_000 }, async () => {
+    const kafka = await import('@platformatic/kafka')
+    const p = prefix()
+    const [a, b] = await Promise.all([open(p, { partitions: 2 }), open(p, { partitions: 2 })])
+    const ad = await admin()
+    type Answer = { result?: { responses?: { topicId: string; partitions: { partitionIndex: number; records?: unknown }[] }[] } }
+    let held: string | undefined
+    const hold = (event: unknown) => {
+      for (const t of (event as Answer).result?.responses ?? [])
+        if (t.topicId === held) for (const part of t.partitions) if (part.partitionIndex === 1) part.records = undefined
+    }
+    kafka.consumerFetchesChannel.asyncStart.subscribe(hold)
+    try {
+      const ch = `${p}ahead`
+      const topic = topicOf(ch)
+      const ends = async () => {
+        const [listed] = await ad.listOffsets({ topics: [{ name: topic, partitions: [0, 1].map((partitionIndex) => ({ partitionIndex, timestamp: -1n })) }] })
+        return (listed?.partitions ?? []).map((x) => x.offset)
+      }
+      // b's mirror is open and reads both partitions.
+      const all = listen(b.bus.subscribe<string>(ch, { from: 'earliest' }))
+      await a.bus.publishBatch(range(0, 2).map((i) => ({ channel: ch, payload: `open-${i}` })))
+      await until(() => all.items.length >= 2, 20_000, "b's mirror to read both partitions")
+      held = (await ad.metadata({ topics: [topic] })).topics.get(topic)?.id
+      expect(held).toBeDefined()
+      // Published while b's mirror does not get partition 1: b's marker is past them there.
+      await a.bus.publishBatch(range(0, 4).map((i) => ({ channel: ch, payload: `before-${i}` })))
+      expect(await ends()).toEqual([3n, 3n])
+      const late = listen(b.bus.subscribe<string>(ch, { from: 'latest' }))
+      await b.bus.publishBatch(range(0, 4).map((i) => ({ channel: ch, payload: `after-${i}` })))
+      expect(await ends()).toEqual([5n, 5n])
+      // Long enough for b's mirror to fetch partition 0's two records after the marker.
+      await new Promise((r) => setTimeout(r, 1_500))
+      held = undefined
+      await until(
+        () => late.items.length >= 4 && all.items.length >= 10,
+        20_000,
+        'the latest subscriber to get all four published after it',
+        () => late.items.map((m) => m.payload),
+      )
+      expect(late.items.map((m) => m.payload).sort()).toEqual(range(0, 4).map((i) => `after-${i}`))
+      expect(all.items.map((m) => m.payload).sort()).toEqual([
+        ...range(0, 4).map((i) => `after-${i}`),
+        ...range(0, 4).map((i) => `before-${i}`),
+        'open-0',
+        'open-1',
+      ])
+    } finally {
+      kafka.consumerFetchesChannel.asyncStart.unsubscribe(hold)
+      await ad.close()
+      await stop(a)
+      await stop(b)
+    }
+  })
+
   // A fetch sent before a partition left a process and answered after it came back set the
   // stream's position past what the interim owner never committed. Played here on one consumer:
   // its position is taken back (as when a partition comes back) while a fetch waits at the broker.

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
 import { type BusEvent, isOrreryError, Orrery, OrreryError, type TransportOptions } from '../../ts/node.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
-import { poll, until } from './backends.js'
+import { poll, until, withTimeout } from './backends.js'
 import { proxyTo, type TcpProxy } from './proxy.js'
 
 type Env = Record<string, string | undefined>
@@ -92,6 +92,55 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
       expect(errors[0]!.cause).not.toBeInstanceOf(OrreryError)
     } finally {
       await raw.del(`${run}:ch:jobs`)
+      raw.destroy()
+    }
+  })
+
+  it('a subscriber whose stream the broker refuses fails typed, naming the channel, as a latest one does when its start is refused; the Orrery goes on', async () => {
+    const { createClient } = await import('redis')
+    const raw = createClient({ url: inject('redisUrl')! })
+    raw.on('error', () => {})
+    await raw.connect()
+    const run = `${RUN}-${++runs}`
+    const key = `${run}:ch:feed`
+    try {
+      await raw.set(key, 'not a stream')
+      const o = await Orrery.create({
+        engine: ENGINE,
+        transports: { main: brokers[0]!.options(new URL(inject('redisUrl')!).host, run) },
+        bindings: { '*': 'main' },
+      })
+      opened.push(o)
+      o.bus.events.subscribe(() => {})
+      const failure = (from: 'earliest' | 'latest') =>
+        new Promise<unknown>((resolve) => {
+          o.bus.subscribe('feed', { from }).subscribe({ error: resolve, complete: () => resolve('completed') })
+        })
+      const typed = (error: unknown) => {
+        expect(error).toBeInstanceOf(OrreryError)
+        expect((error as OrreryError).code).toBe('TRANSPORT_UNAVAILABLE')
+        expect((error as OrreryError).message).toMatch(/channel feed.*WRONGTYPE/)
+        expect((error as OrreryError).details).toMatchObject({ transport: 'main', channel: 'feed' })
+      }
+      // The history cannot be read: the subscriber fails.
+      typed(await withTimeout(failure('earliest'), 5_000, 'the earliest subscriber to fail'))
+      // The next subscriber tries again, and reads once the key is a stream.
+      await raw.del(key)
+      const got: number[] = []
+      o.bus.subscribe<number>('feed', { from: 'earliest' }).subscribe((m) => void got.push(m.payload))
+      await o.bus.publish('feed', 1)
+      await until(() => got.length >= 1, 5_000, 'the first message')
+      // Where the stream ends cannot be read: a latest subscriber fails rather than wait for ever.
+      await raw.del(key)
+      await raw.set(key, 'not a stream')
+      typed(await withTimeout(failure('latest'), 5_000, 'the latest subscriber to fail'))
+      // The Orrery goes on.
+      const other: number[] = []
+      o.bus.subscribe<number>('other', { from: 'earliest' }).subscribe((m) => void other.push(m.payload))
+      await o.bus.publish('other', 2)
+      await until(() => other.length >= 1, 5_000, 'a message on another channel')
+    } finally {
+      await raw.del(key)
       raw.destroy()
     }
   })

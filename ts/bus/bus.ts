@@ -668,18 +668,25 @@ export class Bus {
     }
     const remote = this.remote!
     const mirrored = remote.mirror(bound)
-    const cancel = latest ? remote.catchUp(bound, start) : undefined
-    mirrored.then(
-      () => {
-        if (!latest) start()
-      },
-      (error: unknown) => {
-        cancel?.()
-        // A mirror cut by this bus's own close is no subscriber's failure: the stream completes.
-        if (this.closed) return sink.complete()
-        if (!stopped) sink.error(error)
-      },
-    )
+    // The subscriber fails with what the broker refused (its mirror, or, for `latest`, where its stream ends).
+    const failed = (error: unknown): void => {
+      cancel?.()
+      // A mirror cut by this bus's own close is no subscriber's failure: the stream completes.
+      if (this.closed) return sink.complete()
+      if (stopped) return
+      stopped = true
+      const { name, transport } = bound
+      sink.error(
+        failureOf(error, 'TRANSPORT_UNAVAILABLE', `transport ${transport.name} could not start a subscriber of channel ${name}`, {
+          transport: transport.name,
+          channel: name,
+        }),
+      )
+    }
+    const cancel = latest ? remote.catchUp(bound, start, failed) : undefined
+    mirrored.then(() => {
+      if (!latest) start()
+    }, failed)
     return {
       stop: () => {
         stopped = true

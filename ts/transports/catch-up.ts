@@ -21,10 +21,11 @@ export class CatchUps<M> {
 
   /**
    * Waits for `marker`; once it is known, `known` runs (the mirror checks whether it is there
-   * already). A marker that fails goes to `failed` with the waiter's `start`, unless the waiter
-   * was cancelled first. Returns the cancel.
+   * already). A marker that fails goes to `failed`, unless the waiter was cancelled first, or
+   * `ended()` (the driver or the mirror stopped: the waiter starts, on a closed bus, which ends
+   * it). Returns the cancel.
    */
-  add(marker: Promise<M>, start: () => void, known: () => void, failed: (error: unknown, start: () => void) => void): () => void {
+  add(marker: Promise<M>, start: () => void, known: () => void, failed: (error: unknown) => void, ended: () => boolean): () => void {
     const waiter: Waiter<M> = { after: undefined, start }
     this.waiters.push(waiter)
     marker.then(
@@ -34,10 +35,17 @@ export class CatchUps<M> {
       },
       (error: unknown) => {
         // A waiter cancelled first (its subscription went) is owed nothing.
-        if (this.cancel(waiter)) failed(error, start)
+        if (!this.cancel(waiter)) return
+        if (ended()) start()
+        else failed(error)
       },
     )
     return () => this.cancel(waiter)
+  }
+
+  /** Whether a waiter's known marker passes `test`. */
+  holds(test: (at: M) => boolean): boolean {
+    return this.waiters.some((w) => w.after !== undefined && test(w.after))
   }
 
   /** Starts every waiter whose marker `reached` says the mirror has reached; `flush` first, so the subscription starts after what is read so far. */

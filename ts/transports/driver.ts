@@ -92,9 +92,11 @@ export interface Driver {
   /**
    * Calls `start` once `channel`'s mirror (opened before) holds every entry the broker had when
    * this call reached it, and none added after: between two ingests, so a subscription made then
-   * starts exactly there. Returns a function that cancels the call.
+   * starts exactly there. A broker that refuses to say where the stream ends (not an outage:
+   * those are asked again) calls `failed` instead, unless this driver closed first (then `start`
+   * runs, on a closed bus). Returns a function that cancels the call.
    */
-  catchUp(channel: ChannelRef, start: () => void): () => void
+  catchUp(channel: ChannelRef, start: () => void, failed: (error: unknown) => void): () => void
   /** Sets what the broker keeps of `channel` (applied as its publishes are written). */
   retention(channel: string, retention: BrokerRetention): void
   /** Reads `channel`'s history (within `bound`) into the core, then follows it. Resolves once the history is in. */

@@ -41,11 +41,22 @@ export class KafkaMirror {
   private readonly writer = new IngestWriter()
   private loop: Promise<void> | undefined
 
+  /**
+   * Settles once the mirror's first look at the topic is answered (or given up). A marker asked
+   * after it is at or past the end of the history read, so none of this process's publishes made
+   * after the marker can be read as history.
+   */
+  readonly looked: Promise<void>
+  private lookedDone: () => void = () => {}
+
   constructor(
     private readonly driver: KafkaDriver,
     private readonly channel: ChannelRef,
     private readonly bound: HistoryBound,
   ) {
+    this.looked = new Promise((resolve) => {
+      this.lookedDone = resolve
+    })
     this.ready = this.open()
   }
 
@@ -80,6 +91,7 @@ export class KafkaMirror {
         if (this.stopped) return undefined
         throw error
       })
+      .finally(() => this.lookedDone())
     if (looked === undefined) return
     const { layout, ends, starts, since } = looked
     for (const [p, end] of ends) {
@@ -142,12 +154,21 @@ export class KafkaMirror {
               )
           }
         }
+        // A subscribe whose marker is reached starts; a partition held at a marker is not fetched
+        // (see `pastMarker`), so the fetch still waits at the broker for the others.
+        this.release()
         const byLeader = new Map<number, number[]>()
         layout.leaders.forEach((leader, p) => {
+          if (this.pastMarker(p, this.next.get(p) ?? 0n)) return
           const list = byLeader.get(leader)
           if (list) list.push(p)
           else byLeader.set(leader, [p])
         })
+        if (byLeader.size === 0) {
+          // Every partition held: not expected (the marker is reached then), but never a busy loop.
+          await new Promise((r) => setTimeout(r, RETRY_MS))
+          continue
+        }
         await Promise.all([...byLeader].map(([node, partitions]) => this.fetch(layout!, node, partitions)))
         this.flush()
         this.checkHistory()
@@ -197,7 +218,7 @@ export class KafkaMirror {
           }
           throw new Error(`kafka fetch of ${this.topic}[${p}] failed with error code ${part.errorCode}`)
         }
-        for (const batch of part.records ?? []) this.addBatch(p, batch)
+        for (const batch of part.records ?? []) if (!this.addBatch(p, batch)) break
       }
     }
   }
@@ -212,7 +233,7 @@ export class KafkaMirror {
       maxTimestamp: bigint
       records: Array<{ offsetDelta: number; timestampDelta: bigint; value: Buffer | null; headers: [Buffer | null, Buffer | null][] }>
     },
-  ): void {
+  ): boolean {
     const end = batch.firstOffset + BigInt(batch.lastOffsetDelta) + 1n
     if (!(batch.attributes & IS_CONTROL)) {
       const appended = (batch.attributes & LOG_APPEND_TIME) !== 0
@@ -223,6 +244,10 @@ export class KafkaMirror {
         // The history may end here, and a subscribe waiting for this point starts before this record.
         if (this.history !== undefined) this.checkHistory()
         else if (this.waiters.waiting) this.release()
+        // Past the marker of a subscribe still waiting (another partition is short of it): this
+        // partition stays here until it starts, else the record would go in before it and never
+        // reach it. The next fetch of this partition asks from here again.
+        if (this.waiters.waiting && this.pastMarker(p, offset)) return false
         this.next.set(p, offset + 1n)
         const at = Number(appended ? batch.maxTimestamp : batch.firstTimestamp + record.timestampDelta)
         if (record.value === null || at < this.oldest) continue
@@ -236,6 +261,15 @@ export class KafkaMirror {
       }
     }
     if (end > (this.next.get(p) ?? 0n)) this.next.set(p, end)
+    return true
+  }
+
+  /** Whether `offset` of partition `p` is at or past the marker of a subscribe still waiting. */
+  private pastMarker(p: number, offset: bigint): boolean {
+    return this.waiters.holds((after) => {
+      const at = after.get(p)
+      return at !== undefined && offset >= at
+    })
   }
 
   private flush(): void {
@@ -243,16 +277,14 @@ export class KafkaMirror {
     if (batch !== undefined && !this.stopped) this.driver.sink.ingest(batch)
   }
 
-  /** Runs `start` once the mirror holds every record up to `marker` (each partition's end then), and none after. */
-  catchUp(marker: Promise<Offsets>, start: () => void): () => void {
+  /** Runs `start` once the mirror holds every record up to `marker` (each partition's end then), and none after; `failed` if the marker fails. */
+  catchUp(marker: Promise<Offsets>, start: () => void, failed: (error: unknown) => void): () => void {
     return this.waiters.add(
       marker,
       start,
       () => this.release(),
-      (error, begin) => {
-        if (this.driver.isClosed || this.stopped) begin()
-        else this.driver.sink.failed(error)
-      },
+      failed,
+      () => this.driver.isClosed || this.stopped,
     )
   }
 

@@ -892,7 +892,7 @@ export class KafkaDriver implements Driver {
     return mirror.ready
   }
 
-  catchUp(channel: ChannelRef, start: () => void): () => void {
+  catchUp(channel: ChannelRef, start: () => void, failed: (error: unknown) => void): () => void {
     const mirror = this.mirrors.get(channel.id)
     if (mirror === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const topic = this.topicOf(channel.name)
@@ -900,14 +900,17 @@ export class KafkaDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again while the
     // broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
+      // Asked once the mirror's first look is answered (see `looked`).
       (cancelled) =>
-        this.answered(
-          channel.name,
-          () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
-          () => cancelled() || mirror.isStopped,
+        mirror.looked.then(() =>
+          this.answered(
+            channel.name,
+            () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
+            () => cancelled() || mirror.isStopped,
+          ),
         ),
       (marker) => this.mark(topic, marker),
-      (marker) => mirror.catchUp(marker, start),
+      (marker) => mirror.catchUp(marker, start, failed),
     )
   }
 

@@ -488,9 +488,10 @@ export class Transports {
   /**
    * Calls `start` when the mirror of `channel` (opening) holds what the broker had at this call
    * and nothing after: a `latest` subscriber made then sees exactly what the broker took later.
+   * A broker that refuses to say where the stream ends calls `failed`.
    */
-  catchUp(channel: BoundChannel, start: () => void): () => void {
-    return channel.driver.catchUp({ id: channel.id, name: channel.name }, start)
+  catchUp(channel: BoundChannel, start: () => void, failed: (error: unknown) => void): () => void {
+    return channel.driver.catchUp({ id: channel.id, name: channel.name }, start, failed)
   }
 
   /**

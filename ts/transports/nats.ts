@@ -1014,7 +1014,7 @@ export class NatsDriver implements Driver {
     return position
   }
 
-  catchUp(channel: ChannelRef, start: () => void): () => void {
+  catchUp(channel: ChannelRef, start: () => void, failed: (error: unknown) => void): () => void {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const stream = this.streamOf(channel.name)
@@ -1022,14 +1022,19 @@ export class NatsDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
+      // Asked once the mirror's first look is answered (see `looked`).
       (cancelled) =>
-        this.answered(
-          channel.name,
-          () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
-          () => cancelled() || reader.isStopped,
-        ).then((info) => ({ seq: info.state.last_seq, created: info.created })),
+        reader.looked
+          .then(() =>
+            this.answered(
+              channel.name,
+              () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
+              () => cancelled() || reader.isStopped,
+            ),
+          )
+          .then((info) => ({ seq: info.state.last_seq, created: info.created })),
       (marker) => this.mark(channel.name, marker),
-      (marker) => reader.catchUp(marker, start),
+      (marker) => reader.catchUp(marker, start, failed),
     )
   }
 
@@ -1441,11 +1446,22 @@ class MirrorReader {
   private losses = 0
   private readonly prefix = `orrery_${Math.random().toString(36).slice(2, 10)}`
 
+  /**
+   * Settles once the mirror's first look at the stream is answered (or given up). A marker asked
+   * after it is at or past the end of the history read, so none of this process's publishes made
+   * after the marker can be read as history.
+   */
+  readonly looked: Promise<void>
+  private lookedDone: () => void = () => {}
+
   constructor(
     private readonly driver: NatsDriver,
     private readonly channel: ChannelRef,
     private readonly bound: HistoryBound,
   ) {
+    this.looked = new Promise((resolve) => {
+      this.lookedDone = resolve
+    })
     this.ready = this.open()
   }
 
@@ -1468,7 +1484,10 @@ class MirrorReader {
       throw error
     }
     const channel = this.channel.name
-    const info = await driver.answered(channel, () => driver.ensureStream(channel).then(() => driver.managerOf().streams.info(stream)), stopped).catch(quiet)
+    const info = await driver
+      .answered(channel, () => driver.ensureStream(channel).then(() => driver.managerOf().streams.info(stream)), stopped)
+      .catch(quiet)
+      .finally(() => this.lookedDone())
     if (info === undefined) return
     const { state } = info
     this.created = info.created
@@ -1678,17 +1697,14 @@ class MirrorReader {
     h?.done()
   }
 
-  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
-  catchUp(marker: Promise<Marker>, start: () => void): () => void {
+  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it; `failed` if the marker fails. */
+  catchUp(marker: Promise<Marker>, start: () => void, failed: (error: unknown) => void): () => void {
     return this.waiters.add(
       marker,
       start,
       () => this.release(),
-      (error, begin) => {
-        // Cut by this Orrery's own stop: the subscriber starts on a closed bus, which ends it.
-        if (this.driver.isClosed || this.stopped) begin()
-        else this.driver.sinkOf.failed(error)
-      },
+      failed,
+      () => this.driver.isClosed || this.stopped,
     )
   }
 

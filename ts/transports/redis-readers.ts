@@ -182,17 +182,14 @@ export class MirrorReader extends Reader {
   /** Subscriptions waiting for the mirror to reach an entry id. */
   private readonly waiters = new CatchUps<string>()
 
-  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it. */
-  catchUp(marker: Promise<string>, start: () => void): () => void {
+  /** Runs `start` once every entry up to `marker` is in the mirror, and none after it; `failed` if the marker fails. */
+  catchUp(marker: Promise<string>, start: () => void, failed: (error: unknown) => void): () => void {
     return this.waiters.add(
       marker,
       start,
       () => this.release(),
-      (error, begin) => {
-        // Cut by this Orrery's own stop: the subscriber starts on a closed bus, which ends it.
-        if (this.driver.isClosed || this.stopped) begin()
-        else this.driver.sinkOf.failed(error)
-      },
+      failed,
+      () => this.driver.isClosed || this.stopped,
     )
   }
 

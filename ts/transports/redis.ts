@@ -727,7 +727,7 @@ export class RedisDriver implements Driver {
     }
   }
 
-  catchUp(channel: ChannelRef, start: () => void): () => void {
+  catchUp(channel: ChannelRef, start: () => void, failed: (error: unknown) => void): () => void {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const key = this.key(channel.name)
@@ -741,7 +741,7 @@ export class RedisDriver implements Driver {
           entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
         ),
       (marker) => markers.add(`${this.config.url}\u0000${key}`, marker),
-      (marker) => reader.catchUp(marker, start),
+      (marker) => reader.catchUp(marker, start, failed),
     )
   }
 
