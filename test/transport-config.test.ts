@@ -229,6 +229,13 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'redis', url: `redis://127.0.0.1?password=a@${S}` } }, 'transports.main.url'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', pass: S } }, 'transports.main.pass'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', user: 'u' } }, 'transports.main.user'],
+      // Empty credentials, as options or in a URL: refused before connecting.
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', user: 'u', pass: '' } }, 'transports.main.pass'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', user: '', pass: S } }, 'transports.main.user'],
+      [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: '' } }, 'transports.main.token'],
+      [{ main: { kind: 'nats', servers: 'nats://u:@127.0.0.1:1' } }, 'transports.main.servers'],
+      [{ main: { kind: 'nats', servers: `nats://:${S}@127.0.0.1:1` } }, 'transports.main.servers'],
+      [{ main: { kind: 'nats', servers: 'nats://@127.0.0.1:1' } }, 'transports.main.servers'],
       // An NKey seed or a .creds file: well-formed, and one way to authenticate per connection.
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: S } }, 'transports.main.nkeySeed'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: N } }, 'transports.main.nkeySeed'],

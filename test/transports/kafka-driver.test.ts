@@ -329,6 +329,10 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       expect(await ends()).toEqual([5n, 5n])
       // Long enough for b's mirror to fetch partition 0's two records after the marker.
       await new Promise((r) => setTimeout(r, 1_500))
+      // Partition 1 was held back (the two opening records, and partition 0's two of the four
+      // before), and the latest subscriber has not started: nothing after its marker went in.
+      expect(all.items.length).toBe(4)
+      expect(late.items).toEqual([])
       held = undefined
       await until(
         () => late.items.length >= 4 && all.items.length >= 10,

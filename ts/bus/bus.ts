@@ -675,12 +675,13 @@ export class Bus {
       if (this.closed) return sink.complete()
       if (stopped) return
       stopped = true
-      const { name, transport } = bound
+      const details = { transport: bound.transport.name, channel: bound.name }
+      const what = `transport ${details.transport} could not start a subscriber of channel ${details.channel}`
+      // A driver's own typed refusal keeps its code, and is said of this channel too.
       sink.error(
-        failureOf(error, 'TRANSPORT_UNAVAILABLE', `transport ${transport.name} could not start a subscriber of channel ${name}`, {
-          transport: transport.name,
-          channel: name,
-        }),
+        isOrreryError(error)
+          ? new OrreryError(error.code, `${what}: ${error.message}`, { cause: error, details: { ...error.details, ...details } })
+          : failureOf(error, 'TRANSPORT_UNAVAILABLE', what, details),
       )
     }
     const cancel = latest ? remote.catchUp(bound, start, failed) : undefined

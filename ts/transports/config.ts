@@ -512,9 +512,10 @@ function refusedQuietly(option: string, why: string): never {
  */
 function natsCredentials(o: Record<string, unknown>, name: string, servers: readonly string[]): NatsCredentials {
   const given: NatsCredentials = {
-    token: secretOr(o['token'], `${name}.token`),
-    user: textOr(o['user'], `${name}.user`),
-    pass: secretOr(o['pass'], `${name}.pass`),
+    // Empty, each would be refused by the server only once connected: a token, user or password is some text.
+    token: secretOr(o['token'], `${name}.token`, { nonEmpty: true }),
+    user: textOr(o['user'], `${name}.user`, { nonEmpty: true }),
+    pass: secretOr(o['pass'], `${name}.pass`, { nonEmpty: true }),
   }
   let carried: NatsCredentials | undefined
   servers.forEach((url, i) => {
@@ -535,6 +536,8 @@ function natsCredentials(o: Record<string, unknown>, name: string, servers: read
       colon < 0
         ? { token: decode(auth), user: undefined, pass: undefined }
         : { token: undefined, user: decode(auth.slice(0, colon)), pass: decode(auth.slice(colon + 1)) }
+    if (these.token === '' || these.user === '' || these.pass === '')
+      refusedQuietly(where, `has an empty ${these.token === '' ? 'token' : these.user === '' ? 'user' : 'password'} before its host`)
     if (carried === undefined) carried = these
     else if (carried.token !== these.token || carried.user !== these.user || carried.pass !== these.pass)
       refusedQuietly(where, 'carries other credentials than the first server that has some: a connection has one set')

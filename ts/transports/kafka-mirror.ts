@@ -48,6 +48,8 @@ export class KafkaMirror {
    */
   readonly looked: Promise<void>
   private lookedDone: () => void = () => {}
+  /** The last marker asked (see `marker`). */
+  private asked: Promise<unknown>
 
   constructor(
     private readonly driver: KafkaDriver,
@@ -57,7 +59,21 @@ export class KafkaMirror {
     this.looked = new Promise((resolve) => {
       this.lookedDone = resolve
     })
+    this.asked = this.looked
     this.ready = this.open()
+  }
+
+  /**
+   * Asks a subscriber's marker (`ask`) once the first look is answered (see `looked`) and the
+   * marker asked before has settled. One at a time, each marker is at or past every earlier one
+   * on every partition (ListOffsets asks each leader on its own, so two asked at once could
+   * cross), and the partitions they hold (see `pastMarker`) never wait for one another.
+   * Not asked when `cancelled()` by then (nothing waits for it: it rejects).
+   */
+  marker(ask: () => Promise<Offsets>, cancelled: () => boolean): Promise<Offsets> {
+    const next = this.asked.then(() => (cancelled() ? Promise.reject(new Error('the subscription went before its marker was asked')) : ask()))
+    this.asked = next.catch(() => {})
+    return next
   }
 
   private get topic(): string {
@@ -165,7 +181,10 @@ export class KafkaMirror {
           else byLeader.set(leader, [p])
         })
         if (byLeader.size === 0) {
-          // Every partition held: not expected (the marker is reached then), but never a busy loop.
+          // Every partition held, and no marker reached: one holds a partition the mirror does not
+          // fetch (added to the topic since), or the topic was made again. The layout is asked
+          // again, new partitions fetched from their start.
+          layout = undefined
           await new Promise((r) => setTimeout(r, RETRY_MS))
           continue
         }
@@ -264,8 +283,14 @@ export class KafkaMirror {
     return true
   }
 
-  /** Whether `offset` of partition `p` is at or past the marker of a subscribe still waiting. */
+  /**
+   * Whether `offset` of partition `p` is at or past the marker of a subscribe still waiting. Not
+   * while it is short of the history's end (a marker below it is of a topic made again since: the
+   * history must not wait for it).
+   */
   private pastMarker(p: number, offset: bigint): boolean {
+    const until = this.history?.until.get(p)
+    if (until !== undefined && offset < until) return false
     return this.waiters.holds((after) => {
       const at = after.get(p)
       return at !== undefined && offset >= at

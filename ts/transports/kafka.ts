@@ -900,14 +900,16 @@ export class KafkaDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again while the
     // broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
-      // Asked once the mirror's first look is answered (see `looked`).
+      // Asked after the mirror's first look and the marker before (see `KafkaMirror.marker`).
       (cancelled) =>
-        mirror.looked.then(() =>
-          this.answered(
-            channel.name,
-            () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
-            () => cancelled() || mirror.isStopped,
-          ),
+        mirror.marker(
+          () =>
+            this.answered(
+              channel.name,
+              () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
+              () => cancelled() || mirror.isStopped,
+            ),
+          cancelled,
         ),
       (marker) => this.mark(topic, marker),
       (marker) => mirror.catchUp(marker, start, failed),

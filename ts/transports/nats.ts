@@ -1022,15 +1022,17 @@ export class NatsDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
     return catchUpWith(
-      // Asked once the mirror's first look is answered (see `looked`).
+      // Asked once the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
       (cancelled) =>
         reader.looked
           .then(() =>
-            this.answered(
-              channel.name,
-              () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
-              () => cancelled() || reader.isStopped,
-            ),
+            cancelled()
+              ? Promise.reject(new Error('the subscription went before its marker was asked'))
+              : this.answered(
+                  channel.name,
+                  () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
+                  () => cancelled() || reader.isStopped,
+                ),
           )
           .then((info) => ({ seq: info.state.last_seq, created: info.created })),
       (marker) => this.mark(channel.name, marker),
