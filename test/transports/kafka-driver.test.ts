@@ -140,6 +140,38 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     }
   })
 
+  // Commits wait for a look at the topic after each join (a topic made again must not take the
+  // old one's offsets). A shutdown before that look was answered committed nothing: the next
+  // holder read again all that was acked. The look is stalled here (never answered).
+  it('a shutdown before the look at the topic after a join is answered still commits what was acked', { timeout: 60_000 }, async () => {
+    const { KafkaDriver } = await import('../../ts/transports/kafka.js')
+    const p = prefix()
+    const ch = `${p}jobs`
+    const topicId = KafkaDriver.prototype.topicId
+    let looks = 0
+    KafkaDriver.prototype.topicId = function (this: InstanceType<typeof KafkaDriver>, channel: string) {
+      if (channel === ch && looks++ === 0) return new Promise<string>(() => {})
+      return topicId.call(this, channel)
+    }
+    const o = await open(p)
+    const a = await admin()
+    try {
+      const got = listen(o.bus.group<number>(ch, 'w', { from: 'earliest' }).join({ maxInFlight: 10 }))
+      await o.bus.publishBatch(range(0, 4).map((payload) => ({ channel: ch, payload })))
+      await until(() => got.items.length >= 4, 20_000, 'the 4 deliveries')
+      for (const d of got.items) d.ack()
+      await o.shutdown()
+      // The join's look, never answered, and the shutdown's.
+      expect(looks).toBe(2)
+      const [g] = await a.listConsumerGroupOffsets({ groups: [`orrery-g-${topicOf(ch).slice('orrery-ch-'.length)}-w`] })
+      expect(g?.topics[0]?.partitions[0]?.committedOffset).toBe(4n)
+    } finally {
+      KafkaDriver.prototype.topicId = topicId
+      await a.close()
+      await stop(o)
+    }
+  })
+
   // A consumer that joined before the start was set made the group non-empty, so setting it
   // failed; with nothing committed, a consumer made again after a broker crash started at the
   // then-latest offset and skipped all published while the broker was away.

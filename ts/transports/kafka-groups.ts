@@ -721,6 +721,7 @@ export class KafkaGroupReader {
    */
   async leave(): Promise<void> {
     this.reading = false
+    await this.lookBeforeLeaving()
     // Acks held back during a move go now.
     if (this.committing === undefined) this.commit()
     await this.committed()
@@ -731,6 +732,28 @@ export class KafkaGroupReader {
     this.consumer = undefined
     if (consumer === undefined) return
     await consumer.close().catch(() => this.drop(consumer, undefined))
+  }
+
+  /**
+   * A shutdown soon after a join, before its look at the topic was answered (commits wait for it,
+   * and its answer is not taken once reading stopped): the topic is looked at here, once, within
+   * connectTimeoutMs, so what was acked meanwhile is committed. Found made again (or not
+   * answered), nothing is committed: what was read is read again by the next holder.
+   */
+  private async lookBeforeLeaving(): Promise<void> {
+    if (this.topicSeen || this.consumer === undefined || this.toCommit.size === 0 || this.owedRewind.size > 0 || this.readsHeld) return
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const id = await Promise.race([
+      this.driver.topicId(this.group.channel),
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), this.driver.config.connectTimeoutMs)
+      }),
+    ])
+      .catch(() => undefined)
+      .finally(() => clearTimeout(timer))
+    if (id === undefined || (this.topicId !== undefined && id !== this.topicId)) return
+    this.topicId = id
+    this.topicSeen = true
   }
 
   close(): void {
