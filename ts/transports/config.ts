@@ -512,7 +512,8 @@ function refusedQuietly(option: string, why: string): never {
  */
 function natsCredentials(o: Record<string, unknown>, name: string, servers: readonly string[]): NatsCredentials {
   const given: NatsCredentials = {
-    // Empty, each would be refused by the server only once connected: a token, user or password is some text.
+    // nats.js drops an empty token or user: the connection then went without credentials (or
+    // without the password given), unseen. Refused, as an empty password is.
     token: secretOr(o['token'], `${name}.token`, { nonEmpty: true }),
     user: textOr(o['user'], `${name}.user`, { nonEmpty: true }),
     pass: secretOr(o['pass'], `${name}.pass`, { nonEmpty: true }),

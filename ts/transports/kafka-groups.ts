@@ -737,21 +737,23 @@ export class KafkaGroupReader {
   /**
    * A shutdown soon after a join, before its look at the topic was answered (commits wait for it,
    * and its answer is not taken once reading stopped): the topic is looked at here, once, within
-   * connectTimeoutMs, so what was acked meanwhile is committed. Found made again (or not
-   * answered), nothing is committed: what was read is read again by the next holder.
+   * connectTimeoutMs, so what was acked meanwhile is committed. Found made again or gone (it is
+   * not made here), not answered, or another join made meanwhile: nothing is committed, and what
+   * was read is read again by the next holder.
    */
   private async lookBeforeLeaving(): Promise<void> {
     if (this.topicSeen || this.consumer === undefined || this.toCommit.size === 0 || this.owedRewind.size > 0 || this.readsHeld) return
+    const join = this.joins
     let timer: ReturnType<typeof setTimeout> | undefined
     const id = await Promise.race([
-      this.driver.topicId(this.group.channel),
+      this.driver.layout(this.topic).then((layout) => layout.id),
       new Promise<undefined>((resolve) => {
         timer = setTimeout(() => resolve(undefined), this.driver.config.connectTimeoutMs)
       }),
     ])
       .catch(() => undefined)
       .finally(() => clearTimeout(timer))
-    if (id === undefined || (this.topicId !== undefined && id !== this.topicId)) return
+    if (id === undefined || join !== this.joins || (this.topicId !== undefined && id !== this.topicId)) return
     this.topicId = id
     this.topicSeen = true
   }

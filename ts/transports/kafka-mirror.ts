@@ -68,10 +68,13 @@ export class KafkaMirror {
    * marker asked before has settled. One at a time, each marker is at or past every earlier one
    * on every partition (ListOffsets asks each leader on its own, so two asked at once could
    * cross), and the partitions they hold (see `pastMarker`) never wait for one another.
-   * Not asked when `cancelled()` by then (nothing waits for it: it rejects).
+   * Not asked when `cancelled()` or the mirror stopped by then (nothing waits for it: it
+   * rejects). A burst of subscribes to one channel is asked a round trip after another.
    */
   marker(ask: () => Promise<Offsets>, cancelled: () => boolean): Promise<Offsets> {
-    const next = this.asked.then(() => (cancelled() ? Promise.reject(new Error('the subscription went before its marker was asked')) : ask()))
+    const next = this.asked.then(() =>
+      cancelled() || this.stopped ? Promise.reject(new Error('the subscription or the mirror went before its marker was asked')) : ask(),
+    )
     this.asked = next.catch(() => {})
     return next
   }
@@ -149,6 +152,8 @@ export class KafkaMirror {
   private async run(first: TopicLayout): Promise<void> {
     let layout: TopicLayout | undefined = first
     let id = first.id
+    /** Turns in a row with every partition held (see below). */
+    let allHeld = 0
     while (!this.stopped && !this.driver.isClosed) {
       try {
         if (layout === undefined) {
@@ -183,11 +188,21 @@ export class KafkaMirror {
         if (byLeader.size === 0) {
           // Every partition held, and no marker reached: one holds a partition the mirror does not
           // fetch (added to the topic since), or the topic was made again. The layout is asked
-          // again, new partitions fetched from their start.
+          // again, new partitions fetched from their start. Still so after that (markers of two
+          // makings of the topic holding each other), the waiters start now rather than never:
+          // what they get of the partitions behind is from before their start.
           layout = undefined
+          if (++allHeld > 2) {
+            allHeld = 0
+            this.waiters.release(
+              () => true,
+              () => this.flush(),
+            )
+          }
           await new Promise((r) => setTimeout(r, RETRY_MS))
           continue
         }
+        allHeld = 0
         await Promise.all([...byLeader].map(([node, partitions]) => this.fetch(layout!, node, partitions)))
         this.flush()
         this.checkHistory()
