@@ -546,6 +546,48 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     expect(await consumers('held')).toEqual([{ pending: 1 }])
   })
 
+  // The first request opens the reply listener, a connection of its own. Closed while it was
+  // being made, node-redis opened its socket anyway (a destroy during the connect does not stop
+  // it), subscribed, and the process never ended.
+  it.skipIf(env['ORRERY_NO_SPAWN'] === '1')(
+    'a process that shuts down or closes right after its first request ends at once',
+    async () => {
+      const { spawn } = await import('node:child_process')
+      const { fileURLToPath } = await import('node:url')
+      const fixture = fileURLToPath(new URL('./fixtures/redis-first-request.mjs', import.meta.url))
+      for (const [how, delay] of [
+        ['shutdown', 0],
+        ['shutdown', 1],
+        ['close', 1],
+        ['close', 2],
+      ] as const) {
+        fresh()
+        const child = spawn(process.execPath, [fixture, redisUrl(), keyPrefix, `${prefix}exit.${how}.${delay}`, how, String(delay)], {
+          env: { ...process.env, ORRERY_ENGINE: ENGINE },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        })
+        let out = ''
+        let err = ''
+        let endedAt = 0
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString()
+          if (endedAt === 0 && out.includes('"ended"')) endedAt = Date.now()
+        })
+        child.stderr.on('data', (chunk: Buffer) => {
+          err += chunk.toString()
+        })
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000)
+        const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+        clearTimeout(timer)
+        const exitAt = Date.now()
+        expect(code, `${how} ${delay}: ${err}`).toBe(0)
+        expect(endedAt, out).toBeGreaterThan(0)
+        expect(exitAt - endedAt, `${how} after ${delay} ms`).toBeLessThan(500)
+      }
+    },
+    30_000,
+  )
+
   it('close rejects unwritten publishes with CLOSED; shutdown twice is fine', async () => {
     fresh()
     const a = await open()

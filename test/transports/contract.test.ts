@@ -188,6 +188,36 @@ function contract(backend: Backend): void {
       expect(payloads(got.items)).toEqual([3, 4, 'end'])
     })
 
+    // A latest subscriber waits for its start (on a broker: where the stream ends, and the mirror
+    // to read up to there). One still waiting when its Orrery shuts down or closes completes: one
+    // whose start was answered as the mirror stopped never started, nor ended (a for-await on it
+    // hung). Made at several points of the wait, on instances of their own.
+    it('a latest subscriber still waiting for its start completes when its Orrery shuts down or closes', { timeout: T }, async () => {
+      const t = fresh()
+      const a = await t.open()
+      const ch = t.ch('waiting')
+      await a.bus.publish(ch, 'there')
+      const ends: string[] = []
+      for (const [i, delay] of [0, 1, 2, 3, 5, 8, 12, 16].entries()) {
+        const o = await t.open()
+        for (let k = 0; k < 3; k++)
+          o.bus.subscribe(ch, { from: 'latest' }).subscribe({
+            complete: () => void ends.push('complete'),
+            error: (error: unknown) => void ends.push(`error ${(error as { code?: string }).code}`),
+          })
+        await new Promise((r) => setTimeout(r, delay))
+        if (i % 2 === 0) await o.shutdown()
+        else o.close()
+      }
+      await until(
+        () => ends.length >= 24,
+        5_000,
+        'every subscriber to end',
+        () => ends.length,
+      )
+      expect(ends).toEqual(ends.map(() => 'complete'))
+    })
+
     it('from { time } starts at the first message at or after that time', { timeout: T }, async () => {
       const t = fresh()
       const [a, b] = (await t.peers(2)) as [Orrery, Orrery]

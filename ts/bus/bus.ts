@@ -656,8 +656,12 @@ export class Bus {
     let started: Started | undefined
     let stopped = false
     let paused = false
+    // Until it starts, closing the bus completes it: a start that comes after the mirror stopped
+    // (its marker answered as the bus closed) never comes.
+    const untrack = this.track(sink)
     const start = (): void => {
       if (stopped || started !== undefined) return
+      untrack()
       if (this.closed) return sink.complete()
       try {
         started = open()
@@ -670,6 +674,7 @@ export class Bus {
     const mirrored = remote.mirror(bound)
     // The subscriber fails with what the broker refused (its mirror, or, for `latest`, where its stream ends).
     const failed = (error: unknown): void => {
+      untrack()
       cancel?.()
       // A mirror cut by this bus's own close is no subscriber's failure: the stream completes.
       if (this.closed) return sink.complete()
@@ -691,6 +696,7 @@ export class Bus {
     return {
       stop: () => {
         stopped = true
+        untrack()
         cancel?.()
         started?.stop()
       },

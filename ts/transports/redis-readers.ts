@@ -107,6 +107,14 @@ export abstract class Reader {
           const conn = this.driver.readerConnection()
           this.conn = conn
           await conn.connect()
+          // Stopped while it connected: node-redis leaves the socket a destroy during the connect
+          // did not stop open, so it is destroyed again now.
+          if (this.stopped) {
+            try {
+              conn.destroy()
+            } catch {}
+            break
+          }
         }
         if (this.stopped) break
         await this.step()

@@ -699,11 +699,18 @@ export class RedisDriver implements Driver {
 
   /** Subscribes a connection of its own to `address`: each message is a reply, ingested at once. */
   private async listen(address: string): Promise<void> {
+    if (this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } })
     const conn = this.newConnection()
     this.listener = conn
     const writer = new IngestWriter()
+    // Closed while it connected or subscribed: node-redis does not stop a connection still being
+    // made (close's destroy came too early), so it is ended here, or it would keep the process.
+    const ifClosed = () => {
+      if (this.closed) throw new Error('closed while listening began')
+    }
     try {
       await conn.connect()
+      ifClosed()
       // node-redis subscribes again by itself after a reconnect.
       await conn.subscribe(
         this.replyChannel(address),
@@ -719,9 +726,13 @@ export class RedisDriver implements Driver {
         },
         true,
       )
+      ifClosed()
     } catch (error) {
       if (this.listener === conn) this.listener = undefined
-      conn.destroy()
+      // Even once destroyed: a destroy during the connect leaves the socket it then opens.
+      try {
+        conn.destroy()
+      } catch {}
       if (this.closed) throw transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } })
       throw this.connectError(error)
     }
