@@ -123,3 +123,29 @@ export function catchUpWith<M>(
     cancel()
   }
 }
+
+/**
+ * A mirror's first look at its stream or topic: settled once answered (or given up). A
+ * subscriber's marker asked after it is at or past the end of the history the mirror reads, so
+ * none of this process's publishes made after the marker can be read as history.
+ */
+export class FirstLook {
+  readonly done: Promise<void>
+  private settle: () => void = () => {}
+
+  constructor() {
+    this.done = new Promise((resolve) => {
+      this.settle = resolve
+    })
+  }
+
+  /** The look was answered, or given up. */
+  answered(): void {
+    this.settle()
+  }
+
+  /** `ask()` once the look is answered, unless `cancelled()` by then (nothing waits for it then: it rejects). */
+  after<T>(ask: () => Promise<T>, cancelled: () => boolean): Promise<T> {
+    return this.done.then(() => (cancelled() ? Promise.reject(new Error('the subscription went before its marker was asked')) : ask()))
+  }
+}

@@ -22,7 +22,7 @@ import {
   type TopicLayout,
 } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
-import { CatchUps } from './catch-up.js'
+import { CatchUps, FirstLook } from './catch-up.js'
 
 /** Record batch attributes (Kafka's record batch format). */
 const IS_CONTROL = 1 << 5
@@ -41,25 +41,16 @@ export class KafkaMirror {
   private readonly writer = new IngestWriter()
   private loop: Promise<void> | undefined
 
-  /**
-   * Settles once the mirror's first look at the topic is answered (or given up). A marker asked
-   * after it is at or past the end of the history read, so none of this process's publishes made
-   * after the marker can be read as history.
-   */
-  readonly looked: Promise<void>
-  private lookedDone: () => void = () => {}
+  /** The mirror's first look at the topic: markers are asked after it. */
+  private readonly looked = new FirstLook()
   /** The last marker asked (see `marker`). */
-  private asked: Promise<unknown>
+  private asked: Promise<unknown> = this.looked.done
 
   constructor(
     private readonly driver: KafkaDriver,
     private readonly channel: ChannelRef,
     private readonly bound: HistoryBound,
   ) {
-    this.looked = new Promise((resolve) => {
-      this.lookedDone = resolve
-    })
-    this.asked = this.looked
     this.ready = this.open()
   }
 
@@ -110,7 +101,7 @@ export class KafkaMirror {
         if (this.stopped) return undefined
         throw error
       })
-      .finally(() => this.lookedDone())
+      .finally(() => this.looked.answered())
     if (looked === undefined) return
     const { layout, ends, starts, since } = looked
     for (const [p, end] of ends) {
@@ -168,11 +159,7 @@ export class KafkaMirror {
             // What waited for the old topic's ends (the history, a subscribe's start) is there now.
             if (this.history !== undefined) this.history.until = new Map(starts)
             this.checkHistory()
-            if (this.waiters.waiting)
-              this.waiters.release(
-                () => true,
-                () => this.flush(),
-              )
+            if (this.waiters.waiting) this.startAll()
           }
         }
         // A subscribe whose marker is reached starts; a partition held at a marker is not fetched
@@ -194,10 +181,7 @@ export class KafkaMirror {
           layout = undefined
           if (++allHeld > 2) {
             allHeld = 0
-            this.waiters.release(
-              () => true,
-              () => this.flush(),
-            )
+            this.startAll()
           }
           await new Promise((r) => setTimeout(r, RETRY_MS))
           continue
@@ -310,6 +294,14 @@ export class KafkaMirror {
       const at = after.get(p)
       return at !== undefined && offset >= at
     })
+  }
+
+  /** Starts every waiting subscriber now, after what is read so far. */
+  private startAll(): void {
+    this.waiters.release(
+      () => true,
+      () => this.flush(),
+    )
   }
 
   private flush(): void {

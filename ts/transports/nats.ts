@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { CatchUps, catchUpWith, Markers } from './catch-up.js'
+import { CatchUps, catchUpWith, FirstLook, Markers } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
@@ -1025,14 +1025,14 @@ export class NatsDriver implements Driver {
       // Asked once the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
       (cancelled) =>
         reader.looked
-          .then(() =>
-            cancelled()
-              ? Promise.reject(new Error('the subscription went before its marker was asked'))
-              : this.answered(
-                  channel.name,
-                  () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
-                  () => cancelled() || reader.isStopped,
-                ),
+          .after(
+            () =>
+              this.answered(
+                channel.name,
+                () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
+                () => cancelled() || reader.isStopped,
+              ),
+            cancelled,
           )
           .then((info) => ({ seq: info.state.last_seq, created: info.created })),
       (marker) => this.mark(channel.name, marker),
@@ -1448,22 +1448,14 @@ class MirrorReader {
   private losses = 0
   private readonly prefix = `orrery_${Math.random().toString(36).slice(2, 10)}`
 
-  /**
-   * Settles once the mirror's first look at the stream is answered (or given up). A marker asked
-   * after it is at or past the end of the history read, so none of this process's publishes made
-   * after the marker can be read as history.
-   */
-  readonly looked: Promise<void>
-  private lookedDone: () => void = () => {}
+  /** The mirror's first look at the stream: markers are asked after it. */
+  readonly looked = new FirstLook()
 
   constructor(
     private readonly driver: NatsDriver,
     private readonly channel: ChannelRef,
     private readonly bound: HistoryBound,
   ) {
-    this.looked = new Promise((resolve) => {
-      this.lookedDone = resolve
-    })
     this.ready = this.open()
   }
 
@@ -1489,7 +1481,7 @@ class MirrorReader {
     const info = await driver
       .answered(channel, () => driver.ensureStream(channel).then(() => driver.managerOf().streams.info(stream)), stopped)
       .catch(quiet)
-      .finally(() => this.lookedDone())
+      .finally(() => this.looked.answered())
     if (info === undefined) return
     const { state } = info
     this.created = info.created
