@@ -119,6 +119,16 @@ export class Markers {
   }
 }
 
+/**
+ * How many writes at the front of `queue` may go now: those before the first one still held by a
+ * marker (see `Markers.hold`). A batch never waits for a later write's marker, which may itself
+ * wait for an earlier write of the batch to be written.
+ */
+export function sendable(queue: ReadonlyArray<{ readonly settled: boolean; readonly after: Promise<unknown> | undefined }>): number {
+  const i = queue.findIndex((w) => !w.settled && w.after !== undefined)
+  return i < 0 ? queue.length : i
+}
+
 /** What a batch of writes waits for before it is sent (see `Markers.hold`); undefined when nothing. */
 export function heldBy(writes: Iterable<{ readonly settled: boolean; readonly after: Promise<unknown> | undefined }>): Promise<unknown> | undefined {
   const waits: Array<Promise<unknown>> = []

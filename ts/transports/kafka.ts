@@ -10,7 +10,7 @@ import type { Admin, Consumer, Producer } from '@platformatic/kafka'
 
 import { OrreryError } from '../errors.js'
 import { askUntilAnswered } from './asking.js'
-import { catchUpWith, heldBy, Markers } from './catch-up.js'
+import { catchUpWith, heldBy, Markers, sendable } from './catch-up.js'
 import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
@@ -656,7 +656,8 @@ export class KafkaDriver implements Driver {
     if (round === undefined) {
       if (this.queue.length === 0) return
       round = this.round = {
-        batch: this.queue.splice(0),
+        // Up to the first write still held by a marker (or that one alone, which waits for it).
+        batch: this.queue.splice(0, Math.max(1, sendable(this.queue))),
         produces: undefined,
         last: new Map(),
         settledTo: 0,

@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { CatchUps, catchUpWith, heldBy, Markers } from './catch-up.js'
+import { CatchUps, catchUpWith, heldBy, Markers, sendable } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
@@ -776,7 +776,8 @@ export class NatsDriver implements Driver {
   private pump(): void {
     if (this.inFlight || this.queue.length === 0 || this.closed) return
     this.inFlight = true
-    const batch = this.queue.splice(0)
+    // Up to the first write still held by a marker (or that one alone, which waits for it).
+    const batch = this.queue.splice(0, Math.max(1, sendable(this.queue)))
     void this.prepare(batch)
       .then(() => Promise.all(batch.map((write) => (write.settled ? [] : this.sendAll(write.records, write.deadline)))))
       .then(

@@ -9,7 +9,7 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { catchUpWith, heldBy, Markers } from './catch-up.js'
+import { catchUpWith, Markers, sendable } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
@@ -441,18 +441,19 @@ export class RedisDriver implements Driver {
     )
       return
     this.draining = false
-    if (markers.any) {
-      const wait = heldBy(this.queue)
-      if (wait !== undefined) {
-        this.waitingMarkers = true
-        void wait.then(() => {
+    // Up to the first write still held by a marker; that one waits for it.
+    const free = sendable(this.queue)
+    if (free === 0) {
+      this.waitingMarkers = true
+      void this.queue
+        .find((w) => !w.settled && w.after !== undefined)!
+        .after!.then(() => {
           this.waitingMarkers = false
           this.pump()
         })
-        return
-      }
+      return
     }
-    const live = this.queue.splice(0).filter((write) => !write.settled)
+    const live = this.queue.splice(0, free).filter((write) => !write.settled)
     if (live.length === 0) return
     const solo = !live.every(pipelined)
     const probe = this.probing
