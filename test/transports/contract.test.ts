@@ -188,6 +188,30 @@ function contract(backend: Backend): void {
       expect(payloads(got.items)).toEqual([3, 4, 'end'])
     })
 
+    // Publishes and latest subscribes interleaved in one process: subscriber i gets exactly the
+    // publishes made after it (on a broker, a publish not yet written when a later subscribe
+    // asked where the stream ends used to wait for that subscribe's start, and reached it).
+    it('latest subscribers interleaved with publishes each get exactly what was published after them', { timeout: T }, async () => {
+      const t = fresh()
+      const a = await t.open()
+      const ch = t.ch('interleaved')
+      await a.bus.publish(ch, -1)
+      const subs: Array<ReturnType<typeof listen<Message<number>>>> = []
+      const writes: Array<Promise<unknown>> = []
+      for (const i of range(0, 10)) {
+        subs.push(listen(a.bus.subscribe<number>(ch, { from: 'latest' })))
+        writes.push(a.bus.publish(ch, i))
+      }
+      await Promise.all(writes)
+      await until(
+        () => subs.every((s) => s.items.some((m) => m.payload === 9)),
+        20_000,
+        'every subscriber to get the last publish',
+        () => subs.map((s) => s.items.length),
+      )
+      expect(subs.map((s) => payloads(s.items))).toEqual(range(0, 10).map((i) => range(i, 10)))
+    })
+
     // A latest subscriber waits for its start (on a broker: where the stream ends, and the mirror
     // to read up to there). One still waiting when its Orrery shuts down or closes completes: one
     // whose start was answered as the mirror stopped never started, nor ended (a for-await on it

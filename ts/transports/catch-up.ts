@@ -94,11 +94,46 @@ export class Markers {
     return forget
   }
 
-  /** Adds the markers a publish to `key` waits for now to `waits`. */
-  collect(key: string, waits: Array<Promise<unknown>>): void {
-    const set = this.pending.get(key)
-    if (set !== undefined) for (const m of set) waits.push(m)
+  /**
+   * Sets `write.after`: the markers pending now on the keys of its records (`keyOf`, undefined
+   * for a record that goes to no stream). A write is sent after those only: a marker made later
+   * is of a subscribe made after the write, which the write must land before.
+   */
+  hold<R>(write: { readonly records: readonly R[]; after: Promise<unknown> | undefined }, keyOf: (record: R) => string | undefined): void {
+    if (this.pending.size === 0) return
+    const waits: Array<Promise<unknown>> = []
+    const seen = new Set<string>()
+    for (const record of write.records) {
+      const key = keyOf(record)
+      if (key === undefined || seen.has(key)) continue
+      seen.add(key)
+      const set = this.pending.get(key)
+      if (set !== undefined) for (const m of set) waits.push(m)
+    }
+    if (waits.length === 0) return
+    const after = Promise.allSettled(waits)
+    write.after = after
+    void after.then(() => {
+      if (write.after === after) write.after = undefined
+    })
   }
+}
+
+/**
+ * How many writes at the front of `queue` may go now: those before the first one still held by a
+ * marker (see `Markers.hold`). A batch never waits for a later write's marker, which may itself
+ * wait for an earlier write of the batch to be written.
+ */
+export function sendable(queue: ReadonlyArray<{ readonly settled: boolean; readonly after: Promise<unknown> | undefined }>): number {
+  const i = queue.findIndex((w) => !w.settled && w.after !== undefined)
+  return i < 0 ? queue.length : i
+}
+
+/** What a batch of writes waits for before it is sent (see `Markers.hold`); undefined when nothing. */
+export function heldBy(writes: Iterable<{ readonly settled: boolean; readonly after: Promise<unknown> | undefined }>): Promise<unknown> | undefined {
+  const waits: Array<Promise<unknown>> = []
+  for (const w of writes) if (!w.settled && w.after !== undefined) waits.push(w.after)
+  return waits.length === 0 ? undefined : Promise.all(waits)
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Admin, Consumer, Producer } from '@platformatic/kafka'
 
 import { OrreryError } from '../errors.js'
 import { askUntilAnswered } from './asking.js'
-import { catchUpWith, Markers } from './catch-up.js'
+import { catchUpWith, heldBy, Markers, sendable } from './catch-up.js'
 import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
@@ -619,9 +619,18 @@ export class KafkaDriver implements Driver {
         { details: { transport: this.transport } },
       ),
     )
+    markers.hold(write, this.topicKeyOf)
     this.queue.push(write)
     this.pump()
     return written
+  }
+
+  /** The key of the markers a record waits for (see `Markers`): its topic's, for what is stored in one. */
+  private readonly topicKeyOf = (r: Egress): string | undefined =>
+    r.kind === 'publish' || r.kind === 'request' ? this.markerKey(r.channel) : r.kind === 'dead' ? this.markerKey(r.deadLetter) : undefined
+
+  private markerKey(channel: string): string {
+    return `${this.clusterKey}\u0000${this.topicOf(channel)}`
   }
 
   /**
@@ -647,7 +656,8 @@ export class KafkaDriver implements Driver {
     if (round === undefined) {
       if (this.queue.length === 0) return
       round = this.round = {
-        batch: this.queue.splice(0),
+        // Up to the first write still held by a marker (or that one alone, which waits for it).
+        batch: this.queue.splice(0, Math.max(1, sendable(this.queue))),
         produces: undefined,
         last: new Map(),
         settledTo: 0,
@@ -773,11 +783,10 @@ export class KafkaDriver implements Driver {
   private async send(round: Round): Promise<void> {
     if (round.produces === undefined) {
       const entries = await this.entriesOf(round.batch, round.channels)
-      // Publishes made after a marker wait for it (the round's produces had their place then).
-      const waits: Promise<unknown>[] = []
-      for (const channel of round.channels) markers.collect(`${this.clusterKey}\u0000${this.topicOf(channel)}`, waits)
+      // Publishes made after a marker wait for it (see `Markers.hold`).
+      const held = heldBy(round.batch)
       await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
-      if (waits.length > 0) await Promise.allSettled(waits)
+      if (held !== undefined) await held
       round.produces = cut(entries, round.last)
     }
     const produce = round.produces[round.next]
@@ -896,18 +905,23 @@ export class KafkaDriver implements Driver {
     const mirror = this.mirrors.get(channel.id)
     if (mirror === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const topic = this.topicOf(channel.name)
-    // The end of each partition as the broker sees it now. Publishes of this process made after
+    // The end of each partition as the broker sees it once this driver's publishes to it made
+    // before this call are written (they land before it). Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it. Asked again while the
     // broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
+    const key = this.markerKey(channel.name)
+    const earlier = Promise.allSettled(this.writes.openWhere((r) => this.topicKeyOf(r) === key))
     return catchUpWith(
       // Asked after the mirror's first look and the marker before (see `KafkaMirror.marker`).
       (cancelled) =>
         mirror.marker(
           () =>
-            this.answered(
-              channel.name,
-              () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
-              () => cancelled() || mirror.isStopped,
+            earlier.then(() =>
+              this.answered(
+                channel.name,
+                () => this.ensureTopic(channel.name).then(() => this.offsets(topic, -1n)),
+                () => cancelled() || mirror.isStopped,
+              ),
             ),
           cancelled,
         ),

@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { CatchUps, catchUpWith, FirstLook, Markers } from './catch-up.js'
+import { CatchUps, catchUpWith, FirstLook, heldBy, Markers, sendable } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
@@ -656,9 +656,21 @@ export class NatsDriver implements Driver {
     const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
       transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: { transport: this.transport } }),
     )
+    markers.hold(write, this.streamKeyOf)
     this.queue.push(write)
     this.pump()
     return written
+  }
+
+  /** The channel whose stream a record is stored in (none for what is not stored: an ack, a core request, a reply). */
+  private channelOf(r: Egress): string | undefined {
+    return r.kind === 'publish' || (r.kind === 'request' && this.core === undefined) ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
+  }
+
+  /** The key of the markers a record waits for (see `Markers`): its stream's. */
+  private readonly streamKeyOf = (r: Egress): string | undefined => {
+    const channel = this.channelOf(r)
+    return channel === undefined ? undefined : `${this.serverKey}\u0000${this.streamOf(channel)}`
   }
 
   /**
@@ -764,7 +776,8 @@ export class NatsDriver implements Driver {
   private pump(): void {
     if (this.inFlight || this.queue.length === 0 || this.closed) return
     this.inFlight = true
-    const batch = this.queue.splice(0)
+    // Up to the first write still held by a marker (or that one alone, which waits for it).
+    const batch = this.queue.splice(0, Math.max(1, sendable(this.queue)))
     void this.prepare(batch)
       .then(() => Promise.all(batch.map((write) => (write.settled ? [] : this.sendAll(write.records, write.deadline)))))
       .then(
@@ -773,24 +786,21 @@ export class NatsDriver implements Driver {
       )
   }
 
-  /** Streams made and set up, and markers waited for, before a batch is sent. */
+  /** Streams made and set up, and the markers its writes were made after waited for (see `Markers.hold`), before a batch is sent. */
   private async prepare(batch: readonly PendingWrite[]): Promise<void> {
     const streams = new Map<string, number | undefined>()
-    const waits: Promise<unknown>[] = []
     for (const write of batch) {
       if (write.settled) continue
       for (const r of write.records) {
-        const channel = r.kind === 'publish' || (r.kind === 'request' && this.core === undefined) ? r.channel : r.kind === 'dead' ? r.deadLetter : undefined
+        const channel = this.channelOf(r)
         if (channel === undefined) continue
         const window = r.kind === 'publish' && r.dedupWindowMs > 0 ? r.dedupWindowMs : undefined
-        const seen = streams.has(channel)
-        if (!seen || window !== undefined) streams.set(channel, window ?? streams.get(channel))
-        if (seen) continue
-        markers.collect(`${this.serverKey}\u0000${this.streamOf(channel)}`, waits)
+        if (!streams.has(channel) || window !== undefined) streams.set(channel, window ?? streams.get(channel))
       }
     }
+    const held = heldBy(batch)
     await Promise.all([...streams].map(([channel, window]) => this.ensureStream(channel, window)))
-    if (waits.length > 0) await Promise.allSettled(waits)
+    if (held !== undefined) await held
   }
 
   private settle(batch: readonly PendingWrite[], results: Outcome[][] | undefined, failure?: unknown): void {
@@ -1018,21 +1028,26 @@ export class NatsDriver implements Driver {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const stream = this.streamOf(channel.name)
-    // The stream's last sequence as the broker sees it now. Publishes of this process made after
+    // The stream's last sequence as the broker sees it once this driver's publishes to it made
+    // before this call are written (they land before it). Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
+    const key = `${this.serverKey}\u0000${stream}`
+    const earlier = this.writes.openWhere((r) => this.streamKeyOf(r) === key)
     return catchUpWith(
-      // Asked once the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
+      // Asked once this driver's earlier writes to the stream settled and the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
       (cancelled) =>
-        reader.looked
-          .after(
-            () =>
-              this.answered(
-                channel.name,
-                () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
-                () => cancelled() || reader.isStopped,
-              ),
-            cancelled,
+        Promise.allSettled(earlier)
+          .then(() =>
+            reader.looked.after(
+              () =>
+                this.answered(
+                  channel.name,
+                  () => this.ensureStream(channel.name).then(() => this.manager().streams.info(stream)),
+                  () => cancelled() || reader.isStopped,
+                ),
+              cancelled,
+            ),
           )
           .then((info) => ({ seq: info.state.last_seq, created: info.created })),
       (marker) => this.mark(channel.name, marker),

@@ -9,7 +9,7 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { catchUpWith, Markers } from './catch-up.js'
+import { catchUpWith, Markers, sendable } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
@@ -405,10 +405,15 @@ export class RedisDriver implements Driver {
     const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, (w) =>
       transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) }),
     )
+    markers.hold(write, this.streamKeyOf)
     this.queue.push(write)
     this.pump()
     return written
   }
+
+  /** The key of the markers a record waits for (see `Markers`): its stream's, for a publish or a request. */
+  private readonly streamKeyOf = (record: Egress): string | undefined =>
+    record.kind === 'publish' || record.kind === 'request' ? `${this.config.url}\u0000${this.key(record.channel)}` : undefined
 
   /** What a write's error names: this transport and the channel(s) its records write to. */
   private where(records: readonly Egress[]): { transport: string; channel?: string } {
@@ -436,18 +441,19 @@ export class RedisDriver implements Driver {
     )
       return
     this.draining = false
-    if (markers.any) {
-      const wait = this.markersBefore(this.queue)
-      if (wait !== undefined) {
-        this.waitingMarkers = true
-        void wait.then(() => {
+    // Up to the first write still held by a marker; that one waits for it.
+    const free = sendable(this.queue)
+    if (free === 0) {
+      this.waitingMarkers = true
+      void this.queue
+        .find((w) => !w.settled && w.after !== undefined)!
+        .after!.then(() => {
           this.waitingMarkers = false
           this.pump()
         })
-        return
-      }
+      return
     }
-    const live = this.queue.splice(0).filter((write) => !write.settled)
+    const live = this.queue.splice(0, free).filter((write) => !write.settled)
     if (live.length === 0) return
     const solo = !live.every(pipelined)
     const probe = this.probing
@@ -742,29 +748,21 @@ export class RedisDriver implements Driver {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const key = this.key(channel.name)
-    // The stream's newest entry as the broker sees it now. Publishes of other Orrery instances
-    // of this process made after this call wait for the answer (see `markers`), so they land
-    // after it; this instance's own go after it on the same connection. Asked again after a
+    const markerKey = `${this.config.url}\u0000${key}`
+    // The stream's newest entry as the broker sees it once this driver's publishes to it made
+    // before this call are written (they land before it). Publishes of this process made after
+    // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
+    const earlier = this.writes.openWhere((r) => this.streamKeyOf(r) === markerKey)
+    const ask = (cancelled: () => boolean) =>
+      this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
+        entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+      )
     return catchUpWith(
-      (cancelled) =>
-        this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
-          entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
-        ),
-      (marker) => markers.add(`${this.config.url}\u0000${key}`, marker),
+      (cancelled) => (earlier.length === 0 ? ask(cancelled) : Promise.allSettled(earlier).then(() => ask(cancelled))),
+      (marker) => markers.add(markerKey, marker),
       (marker) => reader.catchUp(marker, start, failed),
     )
-  }
-
-  /** Resolves once this process's markers on the keys `records` publish to are answered (undefined: none pending). */
-  private markersBefore(records: readonly PendingWrite[]): Promise<unknown> | undefined {
-    const waits: Promise<unknown>[] = []
-    for (const write of records)
-      for (const record of write.records) {
-        if (record.kind !== 'publish' && record.kind !== 'request') continue
-        markers.collect(`${this.config.url}\u0000${this.key(record.channel)}`, waits)
-      }
-    return waits.length === 0 ? undefined : Promise.allSettled(waits)
   }
 
   /** Keeps resetting an entry's idle time for `ms` more, then lets it become reclaimable one threshold later. */

@@ -22,12 +22,17 @@ export interface PendingWrite {
   readonly resolve: (duplicates: number) => void
   readonly reject: (error: unknown) => void
   timer: ReturnType<typeof setTimeout> | undefined
+  /**
+   * What it is sent after: the markers of `latest` subscribes pending on its streams when it was
+   * made (see `Markers.before`); undefined once they settled, or when there were none.
+   */
+  after: Promise<unknown> | undefined
 }
 
 /** The writes of one driver: made, settled once each, failed together at close, awaited by `flushed`. */
 export class Writes {
-  /** Every write not settled yet. */
-  private readonly open = new Set<PendingWrite>()
+  /** Every write not settled yet, with its caller's Promise. */
+  private readonly open = new Map<PendingWrite, Promise<number>>()
   /** Their Promises (what `settled` waits for). */
   private readonly unsettled = new Set<Promise<number>>()
   private made = 0
@@ -36,11 +41,21 @@ export class Writes {
   add(records: readonly Egress[], timeoutMs: number, expired: (write: PendingWrite) => OrreryError): { write: PendingWrite; written: Promise<number> } {
     let write: PendingWrite | undefined
     const written = new Promise<number>((resolve, reject) => {
-      write = { records: [...records], duplicates: 0, settled: false, order: this.made++, deadline: Date.now() + timeoutMs, resolve, reject, timer: undefined }
+      write = {
+        records: [...records],
+        duplicates: 0,
+        settled: false,
+        order: this.made++,
+        deadline: Date.now() + timeoutMs,
+        resolve,
+        reject,
+        timer: undefined,
+        after: undefined,
+      }
     })
     const w = write!
     w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
-    this.open.add(w)
+    this.open.set(w, written)
     this.unsettled.add(written)
     const forget = () => void this.unsettled.delete(written)
     written.then(forget, forget)
@@ -65,7 +80,14 @@ export class Writes {
 
   /** Fails every open write (the driver closed). */
   failAll(error: (write: PendingWrite) => unknown): void {
-    for (const write of [...this.open]) this.fail(write, error(write))
+    for (const write of [...this.open.keys()]) this.fail(write, error(write))
+  }
+
+  /** The Promises of the open writes holding a record `touches` accepts. */
+  openWhere(touches: (record: Egress) => boolean): Promise<number>[] {
+    const out: Promise<number>[] = []
+    for (const [write, written] of this.open) if (write.records.some(touches)) out.push(written)
+    return out
   }
 
   /** Resolves once every write made so far settled, either way. */
