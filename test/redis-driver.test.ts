@@ -674,6 +674,51 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
       })
     }, 90_000)
 
+    // A publish made after a latest subscribe waits for its marker, which waits for the publishes
+    // made before it. One of those sent again after a dropped connection must still go first:
+    // the queue once stopped pumping while it waited for the marker, and the retry behind it
+    // waited for its publishTimeoutMs.
+    it('latest subscribes between publishes while the connection drops: every publish is written soon, each subscriber gets what followed it', async () => {
+      await withSpare('redis-spare', async (url) => {
+        fresh()
+        const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
+        const killer = redis.createClient({ url, RESP: 2 })
+        killer.on('error', () => {})
+        await killer.connect()
+        try {
+          const a = await open({ url, publishTimeoutMs: 15_000 })
+          const channel = ch('cut-latest')
+          await a.bus.publish(channel, -1)
+          const subs: Array<{ got: number[] }> = []
+          const writes: Array<Promise<unknown>> = []
+          const began = Date.now()
+          let cuts = 0
+          let n = 0
+          for (let round = 0; round < 6; round++) {
+            for (let k = 0; k < 5; k++) {
+              const sub = { got: [] as number[] }
+              a.bus.subscribe<number>(channel, { from: 'latest' }).subscribe((m) => sub.got.push(m.payload))
+              subs.push(sub)
+              writes.push(a.bus.publish(channel, n++))
+            }
+            // Cut while the round's first publish is out and the others wait for markers.
+            cuts += Number(await killer.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']))
+            await sleep(20)
+          }
+          await Promise.all(writes)
+          const took = Date.now() - began
+          expect(cuts).toBeGreaterThan(0)
+          // Without the mend a retried publish waited for its whole publishTimeoutMs (15 s).
+          expect(took).toBeLessThan(10_000)
+          await until(() => subs.every((s) => s.got.includes(n - 1)), 20_000)
+          // At least once (a publish written just as its connection dropped is written again), in order, from the right one.
+          expect(subs.map((s) => s.got.filter((p, i) => s.got.indexOf(p) === i))).toEqual(subs.map((_, i) => Array.from({ length: n - i }, (_, k) => i + k)))
+        } finally {
+          killer.destroy()
+        }
+      })
+    }, 90_000)
+
     it('a publish not written within publishTimeoutMs rejects TRANSPORT_UNAVAILABLE', async () => {
       await withSpare('redis-spare', async (url) => {
         fresh()

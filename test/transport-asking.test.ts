@@ -7,7 +7,10 @@
 import { describe, expect, it } from 'vitest'
 
 import { ASK_AGAIN_MS, type Asker, askUntilAnswered } from '../ts/transports/asking.js'
-import { CatchUps, catchUpWith, Markers } from '../ts/transports/catch-up.js'
+import { CatchUps, catchUpWith, Markers, sendable } from '../ts/transports/catch-up.js'
+import type { Egress } from '../ts/transports/driver.js'
+import { Writes } from '../ts/transports/writes.js'
+import { OrreryError } from '../ts/errors.js'
 
 class Passing extends Error {}
 class Gone extends Error {}
@@ -116,9 +119,9 @@ describe("a latest subscription's catch-up", () => {
     const looks = seen.looks
     cancel()
     expect(waiters.waiting).toBe(false)
-    // Publishes wait for it no more, and it is not asked again.
+    // Publishes wait for it no more (at once, not when the asking next gives up), and it is not asked again.
     expect(markers.any).toBe(false)
-    await write.after
+    expect(await Promise.race([write.after!.then(() => 'released'), sleep(5).then(() => 'held')])).toBe('released')
     await sleep(3 * ASK_AGAIN_MS)
     expect(seen.looks).toBe(looks)
     expect(failed).toEqual([])
@@ -149,5 +152,70 @@ describe("a latest subscription's catch-up", () => {
     expect(failed).toHaveLength(1)
     expect(started).toBe(1)
     expect(waiters.waiting).toBe(false)
+  })
+
+  it('a write held by a marker goes once the marker is answered, or at once when its subscription goes; writes behind it wait', async () => {
+    const markers = new Markers()
+    let answer = () => {}
+    const marker = new Promise<void>((resolve) => {
+      answer = resolve
+    })
+    const forget = markers.add('s', marker)
+    type W = { records: string[]; after: Promise<unknown> | undefined; settled: boolean }
+    const free: W = { records: ['other'], after: undefined, settled: false }
+    const held: W = { records: ['s', 'other'], after: undefined, settled: false }
+    markers.hold(free, (k) => k)
+    markers.hold(held, (k) => k)
+    expect(free.after).toBeUndefined()
+    expect(held.after).toBeDefined()
+    // A batch goes up to the held write, and a settled one before it is no reason to wait.
+    expect(sendable([free, held, free])).toBe(1)
+    expect(sendable([{ ...free, settled: true, after: held.after }, held])).toBe(1)
+    forget()
+    await held.after
+    expect(held.after).toBeUndefined()
+    expect(sendable([free, held, free])).toBe(3)
+    // A marker answered lets its writes go too.
+    markers.add('s', marker)
+    const next: W = { records: ['s'], after: undefined, settled: false }
+    markers.hold(next, (k) => k)
+    expect(await Promise.race([next.after!.then(() => 'released'), sleep(5).then(() => 'held')])).toBe('held')
+    answer()
+    await next.after
+    expect(markers.any).toBe(false)
+  })
+
+  it('a marker is asked after the writes to its stream open then, of every Orrery of the process, and those alone', async () => {
+    const markers = new Markers()
+    const keyOf = (r: Egress) => ('channel' in r ? r.channel : undefined)
+    const publish = (channel: string): Egress => ({ kind: 'publish', channel, frame: new Uint8Array(0) }) as unknown as Egress
+    const expired = () => new OrreryError('TRANSPORT_UNAVAILABLE', 'late')
+    const one = new Writes(markers, keyOf)
+    const two = new Writes(markers, keyOf)
+    expect(markers.earlier('s')).toBeUndefined()
+    const a = one.add([publish('s')], 60_000, expired)
+    const b = two.add([publish('other'), publish('s')], 60_000, expired)
+    const c = two.add([publish('other')], 60_000, expired)
+    const earlier = markers.earlier('s')!
+    let settled = false
+    void earlier.then(() => {
+      settled = true
+    })
+    // A write made after the marker was asked is not waited for.
+    const later = one.add([publish('s')], 60_000, expired)
+    one.succeed(a.write)
+    await sleep(0)
+    expect(settled).toBe(false)
+    // Either way: a failed write settles too.
+    two.fail(b.write, expired())
+    await b.written.catch(() => {})
+    await sleep(0)
+    expect(settled).toBe(true)
+    expect(markers.earlier('other')).toBeDefined()
+    two.succeed(c.write)
+    one.succeed(later.write)
+    // No write open: neither driver is asked any more.
+    expect(markers.earlier('s')).toBeUndefined()
+    expect(markers.earlier('other')).toBeUndefined()
   })
 })

@@ -212,6 +212,31 @@ function contract(backend: Backend): void {
       expect(subs.map((s) => payloads(s.items))).toEqual(range(0, 10).map((i) => range(i, 10)))
     })
 
+    // The same across two Orreries of one process (two connections): a publish of one, not yet
+    // written when a latest subscribe of the other asked where the stream ends, reached it too.
+    it('latest subscribers of one Orrery interleaved with publishes of another in the same process get exactly what followed them', {
+      timeout: T,
+    }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('interleaved-two')
+      await b.bus.publish(ch, -1)
+      const subs: Array<ReturnType<typeof listen<Message<number>>>> = []
+      const writes: Array<Promise<unknown>> = []
+      for (const i of range(0, 10)) {
+        subs.push(listen(a.bus.subscribe<number>(ch, { from: 'latest' })))
+        writes.push(b.bus.publish(ch, i))
+      }
+      await Promise.all(writes)
+      await until(
+        () => subs.every((s) => s.items.some((m) => m.payload === 9)),
+        20_000,
+        'every subscriber to get the last publish',
+        () => subs.map((s) => s.items.length),
+      )
+      expect(subs.map((s) => payloads(s.items))).toEqual(range(0, 10).map((i) => range(i, 10)))
+    })
+
     // A latest subscriber waits for its start (on a broker: where the stream ends, and the mirror
     // to read up to there). One still waiting when its Orrery shuts down or closes completes: one
     // whose start was answered as the mirror stopped never started, nor ended (a for-await on it
@@ -483,6 +508,29 @@ function contract(backend: Backend): void {
   })
 
   describe('consumer groups', () => {
+    // Made between publishes of this process (its own and another Orrery's): the ones before,
+    // still being written when it was made, are not its; the ones after all are.
+    it("a group from 'latest' made between publishes takes exactly those made after it", { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('group-between')
+      await a.bus.publish(ch, -1)
+      const writes: Array<Promise<unknown>> = [a.bus.publish(ch, 0), b.bus.publish(ch, 1)]
+      const got = listen(a.bus.group<number>(ch, 'between', { from: 'latest' }).join())
+      writes.push(a.bus.publish(ch, 2), b.bus.publish(ch, 3))
+      await Promise.all(writes)
+      await until(
+        () => got.items.length >= 2,
+        20_000,
+        'the publishes made after the group',
+        () => got.items.map((d) => d.message.payload),
+      )
+      // Time for one that should not come (an earlier publish) to come.
+      await quiet(300)
+      for (const d of got.items) d.ack()
+      expect(got.items.map((d) => d.message.payload).sort()).toEqual([2, 3])
+    })
+
     it("a group from 'earliest' reads the history; one from 'latest' only what follows", { timeout: T }, async () => {
       const t = fresh()
       const [a, b] = (await t.peers(2)) as [Orrery, Orrery]

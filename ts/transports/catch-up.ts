@@ -68,26 +68,45 @@ export class CatchUps<M> {
   }
 }
 
+/** A driver's writes not settled yet, as `Markers.earlier` asks them (see `Writes`). */
+export interface OpenWrites {
+  /** The Promises of its open writes holding a record on `key`. */
+  openOn(key: string): Array<Promise<unknown>>
+}
+
 /**
- * Markers of `latest` subscribes not answered yet, by broker and stream (or topic), across every
- * Orrery of this process (a driver kind keeps one): a publish to that stream made after a
- * subscribe waits for them, so it lands after the subscriber's marker on the broker too.
+ * Markers of `latest` subscribes (and group starts) not answered yet, by broker and stream (or
+ * topic), across every Orrery of this process (a driver kind keeps one): a publish to that stream
+ * made after a subscribe waits for them, so it lands after the subscriber's marker on the broker
+ * too. And the other way: a marker is asked once the writes to its stream made before it (by any
+ * Orrery of this process) are settled (`earlier`), so none of them lands after it.
  */
 export class Markers {
-  private readonly pending = new Map<string, Set<Promise<unknown>>>()
+  /** A gate per marker: open once the marker settled or was forgotten (its subscription went). */
+  private readonly pending = new Map<string, Set<Promise<void>>>()
+  /** The drivers with writes open (see `Writes`). */
+  private readonly writing = new Set<OpenWrites>()
 
   /** Whether any marker is unanswered. */
   get any(): boolean {
     return this.pending.size > 0
   }
 
-  /** Publishes to `key` made from now on wait until `marker` has settled, or until the returned function is called. */
+  /**
+   * Publishes to `key` made from now on wait until `marker` has settled, or until the returned
+   * function is called (the subscription went: nothing needs them to wait any more).
+   */
   add(key: string, marker: Promise<unknown>): () => void {
-    const set = this.pending.get(key) ?? new Set<Promise<unknown>>()
+    const set = this.pending.get(key) ?? new Set<Promise<void>>()
     this.pending.set(key, set)
-    set.add(marker)
+    let open = () => {}
+    const gate = new Promise<void>((resolve) => {
+      open = resolve
+    })
+    set.add(gate)
     const forget = () => {
-      set.delete(marker)
+      open()
+      set.delete(gate)
       if (set.size === 0 && this.pending.get(key) === set) this.pending.delete(key)
     }
     marker.then(forget, forget)
@@ -101,21 +120,37 @@ export class Markers {
    */
   hold<R>(write: { readonly records: readonly R[]; after: Promise<unknown> | undefined }, keyOf: (record: R) => string | undefined): void {
     if (this.pending.size === 0) return
-    const waits: Array<Promise<unknown>> = []
+    const waits: Array<Promise<void>> = []
     const seen = new Set<string>()
     for (const record of write.records) {
       const key = keyOf(record)
       if (key === undefined || seen.has(key)) continue
       seen.add(key)
       const set = this.pending.get(key)
-      if (set !== undefined) for (const m of set) waits.push(m)
+      if (set !== undefined) for (const gate of set) waits.push(gate)
     }
     if (waits.length === 0) return
-    const after = Promise.allSettled(waits)
+    const after = Promise.all(waits)
     write.after = after
     void after.then(() => {
       if (write.after === after) write.after = undefined
     })
+  }
+
+  /** @internal `writes` has writes open (`open`), or none any more. */
+  writingOn(writes: OpenWrites, open: boolean): void {
+    if (open) this.writing.add(writes)
+    else this.writing.delete(writes)
+  }
+
+  /**
+   * Settles once every write to `key` open now, of any Orrery of this process, has settled
+   * (either way); undefined when there is none. A marker asked after it is at or past them.
+   */
+  earlier(key: string): Promise<unknown> | undefined {
+    const waits: Array<Promise<unknown>> = []
+    for (const writes of this.writing) for (const written of writes.openOn(key)) waits.push(written)
+    return waits.length === 0 ? undefined : Promise.allSettled(waits)
   }
 }
 

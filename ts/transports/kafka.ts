@@ -207,7 +207,7 @@ export class KafkaDriver implements Driver {
    * if of the same size, taken for a copy of the stored one and dropped while answered as written.
    */
   private round: Round | undefined
-  private readonly writes = new Writes()
+  private readonly writes = new Writes(markers, (r) => this.topicKeyOf(r))
   private readonly kept = new Map<string, BrokerRetention>()
   /** Each channel's topic name (`topicOf`). */
   private readonly topicNames = new Map<string, string>()
@@ -905,12 +905,12 @@ export class KafkaDriver implements Driver {
     const mirror = this.mirrors.get(channel.id)
     if (mirror === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const topic = this.topicOf(channel.name)
-    // The end of each partition as the broker sees it once this driver's publishes to it made
+    // The end of each partition as the broker sees it once the publishes this process made to it
     // before this call are written (they land before it). Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it. Asked again while the
     // broker is unreachable, as the mirror's reads are (the subscriber starts once it is answered).
     const key = this.markerKey(channel.name)
-    const earlier = Promise.allSettled(this.writes.openWhere((r) => this.topicKeyOf(r) === key))
+    const earlier = markers.earlier(key) ?? Promise.resolve()
     return catchUpWith(
       // Asked after the mirror's first look and the marker before (see `KafkaMirror.marker`).
       (cancelled) =>
@@ -940,8 +940,11 @@ export class KafkaDriver implements Driver {
     const reader = new KafkaGroupReader(this, group)
     this.groups.set(group.id, reader)
     // A group from 'latest' takes what is published after it was made: publishes of this process
-    // made from now on wait until its start is set.
-    const made = this.ensureTopic(group.channel).then(() => reader.prepare())
+    // made from now on wait until its start is set, which is set once the publishes to it this
+    // process made before are written (they land before its start).
+    const earlier = group.start.at === 'latest' ? markers.earlier(this.markerKey(group.channel)) : undefined
+    const open = () => this.ensureTopic(group.channel).then(() => reader.prepare())
+    const made = earlier === undefined ? open() : earlier.then(open)
     this.mark(this.topicOf(group.channel), made)
     try {
       await made

@@ -199,7 +199,7 @@ export class NatsDriver implements Driver {
   private readonly kept = new Map<string, BrokerRetention>()
   /** Streams known to exist, with what they were last set to. */
   private readonly streams = new Map<string, { ready: Promise<void>; windowMs: number | undefined; retention: BrokerRetention | undefined }>()
-  private readonly writes = new Writes()
+  private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
   /** Each channel's stream and subject (`namesOf`). */
   private readonly names = new Map<string, { readonly stream: string; readonly subject: string }>()
   private readonly mirrors = new Map<number, MirrorReader>()
@@ -1028,16 +1028,16 @@ export class NatsDriver implements Driver {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const stream = this.streamOf(channel.name)
-    // The stream's last sequence as the broker sees it once this driver's publishes to it made
+    // The stream's last sequence as the broker sees it once the publishes to it this process made
     // before this call are written (they land before it). Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
     const key = `${this.serverKey}\u0000${stream}`
-    const earlier = this.writes.openWhere((r) => this.streamKeyOf(r) === key)
+    const earlier = markers.earlier(key) ?? Promise.resolve()
     return catchUpWith(
-      // Asked once this driver's earlier writes to the stream settled and the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
+      // Asked once this process's earlier writes to the stream settled and the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
       (cancelled) =>
-        Promise.allSettled(earlier)
+        earlier
           .then(() =>
             reader.looked.after(
               () =>
@@ -1176,20 +1176,24 @@ export class NatsDriver implements Driver {
     // made from now on wait until the consumer exists. Asked again after a dropped connection (as
     // a Redis client sends its commands again), so they still wait for it then.
     const stopped = () => this.closed || reader.isStopped || this.groups.get(group.id) !== reader
-    const made = this.answered(
-      group.channel,
-      () =>
-        this.ensureStream(group.channel)
-          .then(() => this.ensureConsumer(group))
-          .then((floor) => {
-            reader.floor = floor
-            return this.streamCreated(group.channel)
-          })
-          .then((created) => {
-            reader.created = created
-          }),
-      stopped,
-    )
+    // Made once the publishes to its stream this process made before are written (they land before its start).
+    const earlier = group.start.at === 'latest' ? markers.earlier(`${this.serverKey}\u0000${this.streamOf(group.channel)}`) : undefined
+    const open = () =>
+      this.answered(
+        group.channel,
+        () =>
+          this.ensureStream(group.channel)
+            .then(() => this.ensureConsumer(group))
+            .then((floor) => {
+              reader.floor = floor
+              return this.streamCreated(group.channel)
+            })
+            .then((created) => {
+              reader.created = created
+            }),
+        stopped,
+      )
+    const made = earlier === undefined ? open() : earlier.then(open)
     this.mark(group.channel, made)
     try {
       await made

@@ -232,7 +232,8 @@ export class RedisDriver implements Driver {
   /** Set by a failed record or a dropped connection: one batch out at a time until one is written whole. */
   private probing = false
   private retryTimer: ReturnType<typeof setTimeout> | undefined
-  private waitingMarkers = false
+  /** What the first held write waits for, once the pump waits for it (see `Markers.hold`). */
+  private waitingOn: Promise<unknown> | undefined
   /** The abort signals of each batch sent behind others and not answered yet (see `through`). */
   private readonly unanswered = new Set<AbortController[]>()
   /** While `pump` sends a batch behind others: its commands' abort signals. */
@@ -241,7 +242,7 @@ export class RedisDriver implements Driver {
   /** Timers holding entries nacked with a delay past the threshold. */
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
   /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
-  private readonly writes = new Writes()
+  private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
   private readonly mirrors = new Map<number, MirrorReader>()
   /** The connection listening at this process's reply address, once a request was sent. */
   private listener: Connection | undefined
@@ -411,9 +412,17 @@ export class RedisDriver implements Driver {
     return written
   }
 
-  /** The key of the markers a record waits for (see `Markers`): its stream's, for a publish or a request. */
+  /** The key of the markers a record waits for (see `Markers`): its stream's, for what is stored in one. */
   private readonly streamKeyOf = (record: Egress): string | undefined =>
-    record.kind === 'publish' || record.kind === 'request' ? `${this.config.url}\u0000${this.key(record.channel)}` : undefined
+    record.kind === 'publish' || record.kind === 'request'
+      ? this.markerKey(record.channel)
+      : record.kind === 'dead'
+        ? this.markerKey(record.deadLetter)
+        : undefined
+
+  private markerKey(channel: string): string {
+    return `${this.config.url}\u0000${this.key(channel)}`
+  }
 
   /** What a write's error names: this transport and the channel(s) its records write to. */
   private where(records: readonly Egress[]): { transport: string; channel?: string } {
@@ -434,7 +443,7 @@ export class RedisDriver implements Driver {
    * later; one the server refused fails its write.
    */
   private pump(): void {
-    if (this.queue.length === 0 || this.closed || this.retryTimer !== undefined || this.waitingMarkers) return
+    if (this.queue.length === 0 || this.closed || this.retryTimer !== undefined) return
     if (
       this.inFlight > 0 &&
       (this.draining || this.probing || this.soloOut > 0 || this.inFlight >= PIPELINE_DEPTH || !this.main?.isReady || !this.queue.every(pipelined))
@@ -444,17 +453,20 @@ export class RedisDriver implements Driver {
     // Up to the first write still held by a marker; that one waits for it.
     const free = sendable(this.queue)
     if (free === 0) {
-      this.waitingMarkers = true
-      void this.queue
-        .find((w) => !w.settled && w.after !== undefined)!
-        .after!.then(() => {
-          this.waitingMarkers = false
+      // Pumped again once it may go (a retry put ahead of it meanwhile is sent by the next pump).
+      const after = this.queue.find((w) => !w.settled && w.after !== undefined)!.after!
+      if (this.waitingOn !== after) {
+        this.waitingOn = after
+        void after.then(() => {
+          if (this.waitingOn === after) this.waitingOn = undefined
           this.pump()
         })
+      }
       return
     }
     const live = this.queue.splice(0, free).filter((write) => !write.settled)
-    if (live.length === 0) return
+    // Only writes settled already (their time ran out) were ahead of the held one: on to it.
+    if (live.length === 0) return this.pump()
     const solo = !live.every(pipelined)
     const probe = this.probing
     this.inFlight++
@@ -748,18 +760,22 @@ export class RedisDriver implements Driver {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
     const key = this.key(channel.name)
-    const markerKey = `${this.config.url}\u0000${key}`
-    // The stream's newest entry as the broker sees it once this driver's publishes to it made
+    const markerKey = this.markerKey(channel.name)
+    // The stream's newest entry as the broker sees it once the publishes to it this process made
     // before this call are written (they land before it). Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
-    const earlier = this.writes.openWhere((r) => this.streamKeyOf(r) === markerKey)
+    const earlier = markers.earlier(markerKey) ?? Promise.resolve()
     const ask = (cancelled: () => boolean) =>
-      this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
-        entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+      earlier.then(() =>
+        cancelled() || reader.isStopped
+          ? Promise.reject(new Error('the subscription went before its marker was asked'))
+          : this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
+              entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+            ),
       )
     return catchUpWith(
-      (cancelled) => (earlier.length === 0 ? ask(cancelled) : Promise.allSettled(earlier).then(() => ask(cancelled))),
+      ask,
       (marker) => markers.add(markerKey, marker),
       (marker) => reader.catchUp(marker, start, failed),
     )
@@ -827,8 +843,16 @@ export class RedisDriver implements Driver {
     if (this.groups.has(group.id)) return
     const reader = new GroupReader(this, group)
     this.groups.set(group.id, reader)
+    // A group from 'latest' takes what is published after it was made: it is made once the
+    // publishes to its stream this process made before are written, and publishes of this
+    // process made from now on wait until it exists (see `markers`).
+    const latest = group.start.at === 'latest'
+    const key = this.markerKey(group.channel)
+    const earlier = latest ? markers.earlier(key) : undefined
+    const made = earlier === undefined ? this.createGroup(group) : earlier.then(() => this.createGroup(group))
+    if (latest) markers.add(key, made)
     try {
-      await this.createGroup(group)
+      await made
       await reader.look()
     } catch (error) {
       this.groups.delete(group.id)

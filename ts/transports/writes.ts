@@ -7,6 +7,7 @@ import { bytesToHex } from '@noble/hashes/utils.js'
 
 import type { OrreryError } from '../errors.js'
 import { LAYOUT as FRAME } from '../frame.js'
+import type { Markers, OpenWrites } from './catch-up.js'
 import type { Egress, GroupRef } from './driver.js'
 
 /** A write a driver queued and has not settled. */
@@ -24,18 +25,28 @@ export interface PendingWrite {
   timer: ReturnType<typeof setTimeout> | undefined
   /**
    * What it is sent after: the markers of `latest` subscribes pending on its streams when it was
-   * made (see `Markers.before`); undefined once they settled, or when there were none.
+   * made (see `Markers.hold`); undefined once they settled, or when there were none.
    */
   after: Promise<unknown> | undefined
 }
 
-/** The writes of one driver: made, settled once each, failed together at close, awaited by `flushed`. */
-export class Writes {
+/**
+ * The writes of one driver: made, settled once each, failed together at close, awaited by
+ * `flushed`; while any is open, known to its kind's `markers` (a `latest` subscribe's marker is
+ * asked after the writes to its stream open then, see `Markers.earlier`).
+ */
+export class Writes implements OpenWrites {
   /** Every write not settled yet, with its caller's Promise. */
   private readonly open = new Map<PendingWrite, Promise<number>>()
   /** Their Promises (what `settled` waits for). */
   private readonly unsettled = new Set<Promise<number>>()
   private made = 0
+
+  /** `keyOf` gives the marker key of a record (see `Markers`), undefined for one on no stream. */
+  constructor(
+    private readonly markers: Markers,
+    private readonly keyOf: (record: Egress) => string | undefined,
+  ) {}
 
   /** A write of `records` that fails with `expired(write)` unless settled within `timeoutMs`. */
   add(records: readonly Egress[], timeoutMs: number, expired: (write: PendingWrite) => OrreryError): { write: PendingWrite; written: Promise<number> } {
@@ -55,6 +66,7 @@ export class Writes {
     })
     const w = write!
     w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
+    if (this.open.size === 0) this.markers.writingOn(this, true)
     this.open.set(w, written)
     this.unsettled.add(written)
     const forget = () => void this.unsettled.delete(written)
@@ -83,10 +95,9 @@ export class Writes {
     for (const write of [...this.open.keys()]) this.fail(write, error(write))
   }
 
-  /** The Promises of the open writes holding a record `touches` accepts. */
-  openWhere(touches: (record: Egress) => boolean): Promise<number>[] {
-    const out: Promise<number>[] = []
-    for (const [write, written] of this.open) if (write.records.some(touches)) out.push(written)
+  openOn(key: string): Array<Promise<number>> {
+    const out: Array<Promise<number>> = []
+    for (const [write, written] of this.open) if (write.records.some((r) => this.keyOf(r) === key)) out.push(written)
     return out
   }
 
@@ -99,6 +110,7 @@ export class Writes {
     if (write.settled) return false
     write.settled = true
     this.open.delete(write)
+    if (this.open.size === 0) this.markers.writingOn(this, false)
     clearTimeout(write.timer)
     return true
   }
