@@ -689,20 +689,24 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
           const a = await open({ url, publishTimeoutMs: 15_000 })
           const channel = ch('cut-latest')
           await a.bus.publish(channel, -1)
-          const subs: Array<{ got: number[] }> = []
+          const subs: Array<{ from: number; got: number[] }> = []
           const writes: Array<Promise<unknown>> = []
           const began = Date.now()
           let cuts = 0
           let n = 0
-          for (let round = 0; round < 6; round++) {
-            for (let k = 0; k < 5; k++) {
-              const sub = { got: [] as number[] }
+          for (let round = 0; round < 8; round++) {
+            // The cut is sent first: the server takes it about when the round's first publish
+            // reaches it, which is out at once (no marker pending), the others waiting for markers.
+            const cut = killer.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes'])
+            // The next subscribe's marker waits for it.
+            writes.push(a.bus.publish(channel, n++))
+            for (let k = 0; k < 4; k++) {
+              const sub = { from: n, got: [] as number[] }
               a.bus.subscribe<number>(channel, { from: 'latest' }).subscribe((m) => sub.got.push(m.payload))
               subs.push(sub)
               writes.push(a.bus.publish(channel, n++))
             }
-            // Cut while the round's first publish is out and the others wait for markers.
-            cuts += Number(await killer.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']))
+            cuts += Number(await cut)
             await sleep(20)
           }
           await Promise.all(writes)
@@ -712,7 +716,9 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
           expect(took).toBeLessThan(10_000)
           await until(() => subs.every((s) => s.got.includes(n - 1)), 20_000)
           // At least once (a publish written just as its connection dropped is written again), in order, from the right one.
-          expect(subs.map((s) => s.got.filter((p, i) => s.got.indexOf(p) === i))).toEqual(subs.map((_, i) => Array.from({ length: n - i }, (_, k) => i + k)))
+          expect(subs.map((s) => s.got.filter((p, i) => s.got.indexOf(p) === i))).toEqual(
+            subs.map((s) => Array.from({ length: n - s.from }, (_, k) => s.from + k)),
+          )
         } finally {
           killer.destroy()
         }
