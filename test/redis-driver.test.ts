@@ -64,6 +64,14 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
   const key = (channel: string) => `${keyPrefix}ch:${channel}`
   const ch = (name: string) => `${prefix}${name}`
   const xlen = async (channel: string) => Number(await raw.sendCommand(['XLEN', key(channel)]))
+  /** A client of its own on `url`, to cut every other connection with (CLIENT KILL ... SKIPME yes). */
+  const killerOf = async (url: string): Promise<Raw> => {
+    const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
+    const killer = redis.createClient({ url, RESP: 2 })
+    killer.on('error', () => {})
+    await killer.connect()
+    return killer
+  }
 
   beforeAll(async () => {
     const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
@@ -636,10 +644,7 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     it('batches sent before the ones before them are answered keep their order when the connection drops under them', async () => {
       await withSpare('redis-spare', async (url) => {
         fresh()
-        const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
-        const killer = redis.createClient({ url, RESP: 2 })
-        killer.on('error', () => {})
-        await killer.connect()
+        const killer = await killerOf(url)
         try {
           const a = await open({ url, publishTimeoutMs: 30_000 })
           const outages: string[] = []
@@ -681,10 +686,7 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     it('latest subscribes between publishes while the connection drops: every publish is written soon, each subscriber gets what followed it', async () => {
       await withSpare('redis-spare', async (url) => {
         fresh()
-        const redis = (await import('redis')) as unknown as { createClient(o: object): Raw }
-        const killer = redis.createClient({ url, RESP: 2 })
-        killer.on('error', () => {})
-        await killer.connect()
+        const killer = await killerOf(url)
         try {
           const a = await open({ url, publishTimeoutMs: 15_000 })
           const channel = ch('cut-latest')
