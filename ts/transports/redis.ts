@@ -403,9 +403,11 @@ export class RedisDriver implements Driver {
 
   write(records: readonly Egress[]): Promise<number> {
     if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed', { details: this.where(records) }))
-    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, (w) =>
-      transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) }),
-    )
+    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, (w) => {
+      // The writes behind it may go now, if it was held (see `pump`).
+      queueMicrotask(() => this.pump())
+      return transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) })
+    })
     markers.hold(write, this.streamKeyOf)
     this.queue.push(write)
     this.pump()
