@@ -208,6 +208,8 @@ export class KafkaDriver implements Driver {
    */
   private round: Round | undefined
   private readonly writes = new Writes(markers, (r) => this.topicKeyOf(r))
+  /** What lets publishes go on that wait for a group still being made (see `openGroup`). */
+  private readonly groupMarks = new Map<number, () => void>()
   private readonly kept = new Map<string, BrokerRetention>()
   /** Each channel's topic name (`topicOf`). */
   private readonly topicNames = new Map<string, string>()
@@ -943,15 +945,22 @@ export class KafkaDriver implements Driver {
     // made from now on wait until its start is set, which is set once the publishes to it this
     // process made before are written (they land before its start).
     const earlier = group.start.at === 'latest' ? markers.earlier(this.markerKey(group.channel)) : undefined
+    // Closed meanwhile (deleted, or its bus stopping): not made, and publishes wait for it no more.
+    const gone = () => this.closed || this.groups.get(group.id) !== reader
     const open = () => this.ensureTopic(group.channel).then(() => reader.prepare())
-    const made = earlier === undefined ? open() : earlier.then(open)
-    this.mark(this.topicOf(group.channel), made)
+    const made =
+      earlier === undefined ? open() : earlier.then(() => (gone() ? Promise.reject(new Error(`group ${group.name} went before it was made`)) : open()))
+    const unmark = this.mark(this.topicOf(group.channel), made)
+    this.groupMarks.set(group.id, unmark)
     try {
       await made
     } catch (error) {
+      const quiet = gone()
       if (this.groups.get(group.id) === reader) this.groups.delete(group.id)
-      if (this.closed) return
+      if (quiet) return
       throw error
+    } finally {
+      if (this.groupMarks.get(group.id) === unmark) this.groupMarks.delete(group.id)
     }
     if (this.groups.get(group.id) === reader) reader.wake()
   }
@@ -973,6 +982,7 @@ export class KafkaDriver implements Driver {
   closeGroup(group: number): void {
     const reader = this.groups.get(group)
     this.groups.delete(group)
+    this.groupMarks.get(group)?.()
     void reader?.leave()
   }
 

@@ -200,6 +200,8 @@ export class NatsDriver implements Driver {
   /** Streams known to exist, with what they were last set to. */
   private readonly streams = new Map<string, { ready: Promise<void>; windowMs: number | undefined; retention: BrokerRetention | undefined }>()
   private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
+  /** What lets publishes go on that wait for a group still being made (see `openGroup`). */
+  private readonly groupMarks = new Map<number, () => void>()
   /** Each channel's stream and subject (`namesOf`). */
   private readonly names = new Map<string, { readonly stream: string; readonly subject: string }>()
   private readonly mirrors = new Map<number, MirrorReader>()
@@ -1193,8 +1195,11 @@ export class NatsDriver implements Driver {
             }),
         stopped,
       )
-    const made = earlier === undefined ? open() : earlier.then(open)
-    this.mark(group.channel, made)
+    // Closed meanwhile (deleted, or its bus stopping): not made, and publishes wait for it no more.
+    const made =
+      earlier === undefined ? open() : earlier.then(() => (stopped() ? Promise.reject(new Error(`group ${group.name} went before it was made`)) : open()))
+    const unmark = this.mark(group.channel, made)
+    this.groupMarks.set(group.id, unmark)
     try {
       await made
     } catch (error) {
@@ -1207,6 +1212,8 @@ export class NatsDriver implements Driver {
       }
       if (quiet) return
       throw error
+    } finally {
+      if (this.groupMarks.get(group.id) === unmark) this.groupMarks.delete(group.id)
     }
     if (this.groups.get(group.id) !== reader) return
     reader.start()
@@ -1283,6 +1290,7 @@ export class NatsDriver implements Driver {
   closeGroup(group: number): void {
     this.groups.get(group)?.close()
     this.groups.delete(group)
+    this.groupMarks.get(group)?.()
     this.core?.unserve(group)
   }
 

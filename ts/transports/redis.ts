@@ -243,6 +243,8 @@ export class RedisDriver implements Driver {
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
   /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
   private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
+  /** What lets publishes go on that wait for a `latest` group still being made (see `openGroup`). */
+  private readonly groupMarks = new Map<number, () => void>()
   private readonly mirrors = new Map<number, MirrorReader>()
   /** The connection listening at this process's reply address, once a request was sent. */
   private listener: Connection | undefined
@@ -851,16 +853,22 @@ export class RedisDriver implements Driver {
     const latest = group.start.at === 'latest'
     const key = this.markerKey(group.channel)
     const earlier = latest ? markers.earlier(key) : undefined
-    const made = earlier === undefined ? this.createGroup(group) : earlier.then(() => this.createGroup(group))
-    if (latest) markers.add(key, made)
+    // Closed meanwhile (deleted, or its bus stopping): not made, and publishes wait for it no more.
+    const gone = () => this.closed || this.groups.get(group.id) !== reader
+    const create = () => (gone() ? Promise.reject(new Error(`group ${group.name} went before it was made`)) : this.createGroup(group, undefined, gone))
+    const made = earlier === undefined ? create() : earlier.then(create)
+    const unmark = latest ? markers.add(key, made) : undefined
+    if (unmark !== undefined) this.groupMarks.set(group.id, unmark)
     try {
       await made
       await reader.look()
     } catch (error) {
+      // Cut by this Orrery's own stop, or the group's close: not a failure.
+      if (gone()) return
       this.groups.delete(group.id)
-      // Cut by this Orrery's own stop: not a failure.
-      if (this.closed) return
       throw error
+    } finally {
+      if (unmark !== undefined && this.groupMarks.get(group.id) === unmark) this.groupMarks.delete(group.id)
     }
     if (this.groups.get(group.id) === reader) {
       this.joined.set(`${group.channel}\u0000${group.name}`, group)
@@ -869,13 +877,13 @@ export class RedisDriver implements Driver {
   }
 
   /** @internal Creates the group on the broker (and its stream); one that exists is left as it is. */
-  async createGroup(group: GroupRef, from?: string): Promise<void> {
+  async createGroup(group: GroupRef, from?: string, stopped?: () => boolean): Promise<void> {
     // A group delivers the entries after its id: from time T starts past the last id before T.
     const time = group.start.at === 'time' ? Math.floor(group.start.time) : 0
     const start = group.start.at === 'latest' ? '$' : group.start.at === 'earliest' || time <= 0 ? '0' : `${time - 1}-18446744073709551615`
     try {
       // Sent again after a dropped connection (one that was made before it dropped is BUSYGROUP then).
-      await this.read(['XGROUP', 'CREATE', this.key(group.channel), group.name, from ?? start, 'MKSTREAM'])
+      await this.read(['XGROUP', 'CREATE', this.key(group.channel), group.name, from ?? start, 'MKSTREAM'], stopped)
     } catch (error) {
       if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error
     }
@@ -888,6 +896,7 @@ export class RedisDriver implements Driver {
   closeGroup(group: number): void {
     this.groups.get(group)?.stop()
     this.groups.delete(group)
+    this.groupMarks.get(group)?.()
   }
 
   wake(): void {
