@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest'
 
 import { ASK_AGAIN_MS, type Asker, askUntilAnswered } from '../ts/transports/asking.js'
-import { CatchUps, catchUpWith, Markers, sendable } from '../ts/transports/catch-up.js'
+import { CatchUps, catchUpWith, Markers, sendable, serversKey } from '../ts/transports/catch-up.js'
 import type { Egress } from '../ts/transports/driver.js'
 import { Writes } from '../ts/transports/writes.js'
 import { OrreryError } from '../ts/errors.js'
@@ -217,5 +217,13 @@ describe("a latest subscription's catch-up", () => {
     // No write open: neither driver is asked any more.
     expect(markers.earlier('s')).toBeUndefined()
     expect(markers.earlier('other')).toBeUndefined()
+  })
+
+  it('one server spelled two ways is one marker key; two servers are two', () => {
+    expect(serversKey(['nats://u:p@Host-A:4222', 'host-b'], 4222)).toBe(serversKey(['host-b:4222', 'tls://host-a:4222/'], 4222))
+    expect(serversKey(['host-a:4222', 'host-a'], 4222)).toBe('host-a:4222')
+    expect(serversKey(['[::1]', 'nats://[::1]:5222'], 4222)).toBe('[::1]:4222,[::1]:5222')
+    expect(serversKey(['host-a:9092'], 9092)).not.toBe(serversKey(['host-a:9093'], 9092))
+    expect(serversKey(['host-a'], 9092)).not.toBe(serversKey(['host-b'], 9092))
   })
 })

@@ -155,6 +155,26 @@ export class Markers {
 }
 
 /**
+ * The part of a marker key naming the server (or cluster) of `addresses`: each without its
+ * scheme, credentials or path, lower-cased, with `defaultPort` when it names none; sorted, with
+ * repeats dropped. Two Orreries of a process that spell the same servers differently (another
+ * order, a scheme, credentials) then order their publishes and subscribes against each other.
+ */
+export function serversKey(addresses: readonly string[], defaultPort: number): string {
+  const hosts = addresses.map((address) => {
+    const host = address
+      .replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')
+      .replace(/^[^@/]*@/, '')
+      .replace(/[/?#].*$/, '')
+      .toLowerCase()
+    // `host:port` or `[v6]:port` name one; `host` and `[v6]` do not.
+    const hasPort = /^\[[^\]]*\]:\d+$/.test(host) || /^[^:[\]]*:\d+$/.test(host)
+    return hasPort ? host : `${host}:${defaultPort}`
+  })
+  return [...new Set(hosts)].sort().join(',')
+}
+
+/**
  * How many writes at the front of `queue` may go now: those before the first one still held by a
  * marker (see `Markers.hold`). A batch never waits for a later write's marker, which may itself
  * wait for an earlier write of the batch to be written.

@@ -10,7 +10,7 @@ import type { Admin, Consumer, Producer } from '@platformatic/kafka'
 
 import { OrreryError } from '../errors.js'
 import { askUntilAnswered } from './asking.js'
-import { catchUpWith, heldBy, Markers, sendable } from './catch-up.js'
+import { catchUpWith, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
@@ -234,7 +234,7 @@ export class KafkaDriver implements Driver {
     readonly sink: DriverSink,
     readonly transport: string,
   ) {
-    this.clusterKey = config.brokers.join(',')
+    this.clusterKey = serversKey(config.brokers, 9092)
     this.signing = config.signing === undefined ? undefined : new Signing(config.signing, (r) => sink.refused?.(r))
     // A signature header: its key, then `<key id>:<signed ms>:<64 hex digits>` (ms counted at 16 digits).
     this.signatureBytes = config.signing === undefined ? [] : [SIGNATURE.length, Buffer.byteLength(config.signing.sign) + 2 + 16 + 64]

@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { CatchUps, catchUpWith, FirstLook, heldBy, Markers, sendable } from './catch-up.js'
+import { CatchUps, catchUpWith, FirstLook, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
@@ -242,7 +242,7 @@ export class NatsDriver implements Driver {
     sink: DriverSink,
     private readonly transport: string,
   ) {
-    this.serverKey = config.servers.join(',')
+    this.serverKey = serversKey(config.servers, 4222)
     this.secrets = secretsOf(config)
     // What reaches the bus's transport-error events passes through the same redaction.
     this.sink = {

@@ -9,7 +9,7 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { catchUpWith, Markers, sendable } from './catch-up.js'
+import { catchUpWith, Markers, sendable, serversKey } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
@@ -243,6 +243,7 @@ export class RedisDriver implements Driver {
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
   /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
   private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
+  private serverKeyMade: string | undefined
   /** What lets publishes go on that wait for a `latest` group still being made (see `openGroup`). */
   private readonly groupMarks = new Map<number, () => void>()
   private readonly mirrors = new Map<number, MirrorReader>()
@@ -425,7 +426,16 @@ export class RedisDriver implements Driver {
         : undefined
 
   private markerKey(channel: string): string {
-    return `${this.config.url}\u0000${this.key(channel)}`
+    return `${this.serverKey}\u0000${this.key(channel)}`
+  }
+
+  /** The server and database of the markers' keys (see `serversKey`): `host:port/db`. */
+  private get serverKey(): string {
+    if (this.serverKeyMade === undefined) {
+      const url = new URL(this.config.url)
+      this.serverKeyMade = `${serversKey([url.host], 6379)}/${url.pathname.replace(/^\//, '') || '0'}`
+    }
+    return this.serverKeyMade
   }
 
   /** What a write's error names: this transport and the channel(s) its records write to. */
