@@ -7,8 +7,8 @@
 import { describe, expect, it } from 'vitest'
 
 import { ASK_AGAIN_MS, type Asker, askUntilAnswered } from '../ts/transports/asking.js'
-import { CatchUps, catchUpWith, Markers, sendable, serversKey } from '../ts/transports/catch-up.js'
-import type { Egress } from '../ts/transports/driver.js'
+import { CatchUps, catchUpWith, GroupStarts, Markers, sendable, serversKey } from '../ts/transports/catch-up.js'
+import type { Egress, GroupRef } from '../ts/transports/driver.js'
 import { Writes } from '../ts/transports/writes.js'
 import { OrreryError } from '../ts/errors.js'
 
@@ -217,6 +217,80 @@ describe("a latest subscription's catch-up", () => {
     // No write open: neither driver is asked any more.
     expect(markers.earlier('s')).toBeUndefined()
     expect(markers.earlier('other')).toBeUndefined()
+  })
+
+  it("a group from 'latest' is made after the earlier writes to its stream, holds later ones until made, and is not made once closed", async () => {
+    const markers = new Markers()
+    const starts = new GroupStarts(markers)
+    const keyOf = (r: Egress) => ('channel' in r ? r.channel : undefined)
+    const publish = (channel: string): Egress => ({ kind: 'publish', channel, frame: new Uint8Array(0) }) as unknown as Egress
+    const expired = () => new OrreryError('TRANSPORT_UNAVAILABLE', 'late')
+    const writes = new Writes(markers, keyOf)
+    const group = (id: number, at: 'latest' | 'earliest'): GroupRef => ({ id, name: `g${id}`, channel: 's', start: { at }, visibilityMs: 1000 }) as GroupRef
+    type W = { records: string[]; after: Promise<unknown> | undefined; settled: boolean }
+    const later = (): W => {
+      const w: W = { records: ['s'], after: undefined, settled: false }
+      markers.hold(w, (k) => k)
+      return w
+    }
+    const before = writes.add([publish('s')], 60_000, expired)
+    const made: string[] = []
+    let finish = () => {}
+    const one = starts.make(
+      group(1, 'latest'),
+      's',
+      () => {
+        made.push('g1')
+        return new Promise<void>((resolve) => {
+          finish = resolve
+        })
+      },
+      () => false,
+    )
+    const held = later()
+    await sleep(0)
+    // Not made while a write made before it is open; a write made after waits for it.
+    expect(made).toEqual([])
+    expect(held.after).toBeDefined()
+    writes.succeed(before.write)
+    await sleep(0)
+    expect(made).toEqual(['g1'])
+    expect(await Promise.race([held.after!.then(() => 'released'), sleep(5).then(() => 'held')])).toBe('held')
+    finish()
+    await one
+    await held.after
+    expect(markers.any).toBe(false)
+    // Closed while it waited for earlier writes: never made, and the writes it held go at once.
+    let closed = false
+    const open = writes.add([publish('s')], 60_000, expired)
+    const two = starts.make(
+      group(2, 'latest'),
+      's',
+      async () => {
+        made.push('g2')
+      },
+      () => closed,
+    )
+    const waiting = later()
+    closed = true
+    starts.drop(2)
+    await waiting.after
+    writes.succeed(open.write)
+    await expect(two).rejects.toThrow('group g2 went before it was made')
+    expect(made).toEqual(['g1'])
+    // A group from 'earliest' is made at once and holds nothing.
+    const pending = writes.add([publish('s')], 60_000, expired)
+    await starts.make(
+      group(3, 'earliest'),
+      's',
+      async () => {
+        made.push('g3')
+      },
+      () => false,
+    )
+    expect(made).toEqual(['g1', 'g3'])
+    expect(later().after).toBeUndefined()
+    writes.succeed(pending.write)
   })
 
   it('one server spelled two ways is one marker key; two servers are two', () => {

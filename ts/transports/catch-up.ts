@@ -1,3 +1,5 @@
+import type { GroupRef } from './driver.js'
+
 /**
  * The subscriptions waiting for a mirror to catch up (`Driver.catchUp`): each waits for a broker
  * position (its marker, known once the broker answered) and starts once the mirror has read up to
@@ -236,6 +238,46 @@ export class FirstLook {
 
   /** `ask()` once the look is answered, unless `cancelled()` by then (nothing waits for it then: it rejects). */
   after<T>(ask: () => Promise<T>, cancelled: () => boolean): Promise<T> {
-    return this.done.then(() => (cancelled() ? Promise.reject(new Error('the subscription went before its marker was asked')) : ask()))
+    return this.done.then(() => unlessGone(cancelled, 'the subscription went before its marker was asked', ask))
+  }
+}
+
+/** `next()`, unless `gone()`: then a rejection saying so (`what`); nothing waits for its answer any more. */
+export function unlessGone<T>(gone: () => boolean, what: string, next: () => Promise<T>): Promise<T> {
+  return gone() ? Promise.reject(new Error(what)) : next()
+}
+
+/**
+ * A driver's groups being made (`Driver.openGroup`). A group from 'latest' takes what is
+ * published after it was made: it is made once the writes to its stream that this process made
+ * before are settled (`Markers.earlier`: they land before its start), and publishes made
+ * meanwhile wait until it exists (`Markers.add`: they land after). A group closed meanwhile
+ * (deleted, or its bus stopping) is not made, and publishes stop waiting for it at once (`drop`).
+ */
+export class GroupStarts {
+  /** What lets publishes go on, by group id, while a group from 'latest' is being made. */
+  private readonly marks = new Map<number, () => void>()
+
+  constructor(private readonly markers: Markers) {}
+
+  /** Makes `group` with `make()`, its stream's marker key being `key`; settles as `make()` does, or rejects once `gone()`. */
+  make(group: GroupRef, key: string, make: () => Promise<void>, gone: () => boolean): Promise<void> {
+    const made = () => unlessGone(gone, `group ${group.name} went before it was made`, make)
+    if (group.start.at !== 'latest') return made()
+    const earlier = this.markers.earlier(key)
+    const done = earlier === undefined ? made() : earlier.then(made)
+    const unmark = this.markers.add(key, done)
+    this.marks.set(group.id, unmark)
+    const settled = () => {
+      if (this.marks.get(group.id) === unmark) this.marks.delete(group.id)
+    }
+    done.then(settled, settled)
+    return done
+  }
+
+  /** `group` closed: publishes stop waiting for it being made. */
+  drop(group: number): void {
+    this.marks.get(group)?.()
+    this.marks.delete(group)
   }
 }

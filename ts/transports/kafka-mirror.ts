@@ -22,7 +22,7 @@ import {
   type TopicLayout,
 } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
-import { CatchUps, FirstLook } from './catch-up.js'
+import { CatchUps, FirstLook, unlessGone } from './catch-up.js'
 
 /** Record batch attributes (Kafka's record batch format). */
 const IS_CONTROL = 1 << 5
@@ -63,9 +63,7 @@ export class KafkaMirror {
    * rejects). A burst of subscribes to one channel is asked a round trip after another.
    */
   marker(ask: () => Promise<Offsets>, cancelled: () => boolean): Promise<Offsets> {
-    const next = this.asked.then(() =>
-      cancelled() || this.stopped ? Promise.reject(new Error('the subscription or the mirror went before its marker was asked')) : ask(),
-    )
+    const next = this.asked.then(() => unlessGone(() => cancelled() || this.stopped, 'the subscription or the mirror went before its marker was asked', ask))
     this.asked = next.catch(() => {})
     return next
   }

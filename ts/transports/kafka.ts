@@ -10,7 +10,7 @@ import type { Admin, Consumer, Producer } from '@platformatic/kafka'
 
 import { OrreryError } from '../errors.js'
 import { askUntilAnswered } from './asking.js'
-import { catchUpWith, heldBy, Markers, sendable, serversKey } from './catch-up.js'
+import { catchUpWith, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
@@ -208,8 +208,8 @@ export class KafkaDriver implements Driver {
    */
   private round: Round | undefined
   private readonly writes = new Writes(markers, (r) => this.topicKeyOf(r))
-  /** What lets publishes go on that wait for a group still being made (see `openGroup`). */
-  private readonly groupMarks = new Map<number, () => void>()
+  /** Groups from 'latest' being made, which publishes wait for. */
+  private readonly starts = new GroupStarts(markers)
   private readonly kept = new Map<string, BrokerRetention>()
   /** Each channel's topic name (`topicOf`). */
   private readonly topicNames = new Map<string, string>()
@@ -927,31 +927,18 @@ export class KafkaDriver implements Driver {
             ),
           cancelled,
         ),
-      (marker) => this.mark(topic, marker),
+      (marker) => markers.add(key, marker),
       (marker) => mirror.catchUp(marker, start, failed),
     )
-  }
-
-  /** Makes publishes of this process to `topic` made from now on wait until `done` settled (or the returned function is called). */
-  private mark(topic: string, done: Promise<unknown>): () => void {
-    return markers.add(`${this.clusterKey}\u0000${topic}`, done)
   }
 
   async openGroup(group: GroupRef): Promise<void> {
     if (this.groups.has(group.id)) return
     const reader = new KafkaGroupReader(this, group)
     this.groups.set(group.id, reader)
-    // A group from 'latest' takes what is published after it was made: publishes of this process
-    // made from now on wait until its start is set, which is set once the publishes to it this
-    // process made before are written (they land before its start).
-    const earlier = group.start.at === 'latest' ? markers.earlier(this.markerKey(group.channel)) : undefined
-    // Closed meanwhile (deleted, or its bus stopping): not made, and publishes wait for it no more.
+    // Closed meanwhile (deleted, or its bus stopping): not made (see `GroupStarts`).
     const gone = () => this.closed || this.groups.get(group.id) !== reader
-    const open = () => this.ensureTopic(group.channel).then(() => reader.prepare())
-    const made =
-      earlier === undefined ? open() : earlier.then(() => (gone() ? Promise.reject(new Error(`group ${group.name} went before it was made`)) : open()))
-    const unmark = this.mark(this.topicOf(group.channel), made)
-    this.groupMarks.set(group.id, unmark)
+    const made = this.starts.make(group, this.markerKey(group.channel), () => this.ensureTopic(group.channel).then(() => reader.prepare()), gone)
     try {
       await made
     } catch (error) {
@@ -959,8 +946,6 @@ export class KafkaDriver implements Driver {
       if (this.groups.get(group.id) === reader) this.groups.delete(group.id)
       if (quiet) return
       throw error
-    } finally {
-      if (this.groupMarks.get(group.id) === unmark) this.groupMarks.delete(group.id)
     }
     if (this.groups.get(group.id) === reader) reader.wake()
   }
@@ -982,7 +967,7 @@ export class KafkaDriver implements Driver {
   closeGroup(group: number): void {
     const reader = this.groups.get(group)
     this.groups.delete(group)
-    this.groupMarks.get(group)?.()
+    this.starts.drop(group)
     void reader?.leave()
   }
 

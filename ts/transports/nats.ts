@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { CatchUps, catchUpWith, FirstLook, heldBy, Markers, sendable, serversKey } from './catch-up.js'
+import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
@@ -200,8 +200,8 @@ export class NatsDriver implements Driver {
   /** Streams known to exist, with what they were last set to. */
   private readonly streams = new Map<string, { ready: Promise<void>; windowMs: number | undefined; retention: BrokerRetention | undefined }>()
   private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
-  /** What lets publishes go on that wait for a group still being made (see `openGroup`). */
-  private readonly groupMarks = new Map<number, () => void>()
+  /** Groups from 'latest' being made, which publishes wait for. */
+  private readonly starts = new GroupStarts(markers)
   /** Each channel's stream and subject (`namesOf`). */
   private readonly names = new Map<string, { readonly stream: string; readonly subject: string }>()
   private readonly mirrors = new Map<number, MirrorReader>()
@@ -672,7 +672,7 @@ export class NatsDriver implements Driver {
   /** The key of the markers a record waits for (see `Markers`): its stream's. */
   private readonly streamKeyOf = (r: Egress): string | undefined => {
     const channel = this.channelOf(r)
-    return channel === undefined ? undefined : `${this.serverKey}\u0000${this.streamOf(channel)}`
+    return channel === undefined ? undefined : this.markerKey(channel)
   }
 
   /**
@@ -1034,7 +1034,7 @@ export class NatsDriver implements Driver {
     // before this call are written (they land before it). Publishes of this process made after
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
-    const key = `${this.serverKey}\u0000${stream}`
+    const key = this.markerKey(channel.name)
     const earlier = markers.earlier(key) ?? Promise.resolve()
     return catchUpWith(
       // Asked once this process's earlier writes to the stream settled and the mirror's first look is answered (see `looked`), unless the subscription went meanwhile.
@@ -1052,14 +1052,14 @@ export class NatsDriver implements Driver {
             ),
           )
           .then((info) => ({ seq: info.state.last_seq, created: info.created })),
-      (marker) => this.mark(channel.name, marker),
+      (marker) => markers.add(key, marker),
       (marker) => reader.catchUp(marker, start, failed),
     )
   }
 
-  /** Makes publishes of this process to `channel` made from now on wait until `done` settled (or the returned function is called). */
-  private mark(channel: string, done: Promise<unknown>): () => void {
-    return markers.add(`${this.serverKey}\u0000${this.streamOf(channel)}`, done)
+  /** The key of `channel`'s stream in `markers`. */
+  private markerKey(channel: string): string {
+    return `${this.serverKey}\u0000${this.streamOf(channel)}`
   }
 
   retention(channel: string, retention: BrokerRetention): void {
@@ -1174,12 +1174,9 @@ export class NatsDriver implements Driver {
     if (this.groups.has(group.id)) return
     const reader = new GroupReader(this, group)
     this.groups.set(group.id, reader)
-    // A group from 'latest' takes what is published after it was made: publishes of this process
-    // made from now on wait until the consumer exists. Asked again after a dropped connection (as
-    // a Redis client sends its commands again), so they still wait for it then.
     const stopped = () => this.closed || reader.isStopped || this.groups.get(group.id) !== reader
-    // Made once the publishes to its stream this process made before are written (they land before its start).
-    const earlier = group.start.at === 'latest' ? markers.earlier(`${this.serverKey}\u0000${this.streamOf(group.channel)}`) : undefined
+    // Its consumer is asked again after a dropped connection (as a Redis client sends its commands
+    // again), so publishes still wait for a group from 'latest' then (see `GroupStarts`).
     const open = () =>
       this.answered(
         group.channel,
@@ -1195,11 +1192,7 @@ export class NatsDriver implements Driver {
             }),
         stopped,
       )
-    // Closed meanwhile (deleted, or its bus stopping): not made, and publishes wait for it no more.
-    const made =
-      earlier === undefined ? open() : earlier.then(() => (stopped() ? Promise.reject(new Error(`group ${group.name} went before it was made`)) : open()))
-    const unmark = this.mark(group.channel, made)
-    this.groupMarks.set(group.id, unmark)
+    const made = this.starts.make(group, this.markerKey(group.channel), open, stopped)
     try {
       await made
     } catch (error) {
@@ -1212,8 +1205,6 @@ export class NatsDriver implements Driver {
       }
       if (quiet) return
       throw error
-    } finally {
-      if (this.groupMarks.get(group.id) === unmark) this.groupMarks.delete(group.id)
     }
     if (this.groups.get(group.id) !== reader) return
     reader.start()
@@ -1290,7 +1281,7 @@ export class NatsDriver implements Driver {
   closeGroup(group: number): void {
     this.groups.get(group)?.close()
     this.groups.delete(group)
-    this.groupMarks.get(group)?.()
+    this.starts.drop(group)
     this.core?.unserve(group)
   }
 

@@ -9,7 +9,7 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { catchUpWith, Markers, sendable, serversKey } from './catch-up.js'
+import { catchUpWith, GroupStarts, Markers, sendable, serversKey, unlessGone } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
@@ -244,8 +244,8 @@ export class RedisDriver implements Driver {
   /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
   private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
   private serverKeyMade: string | undefined
-  /** What lets publishes go on that wait for a `latest` group still being made (see `openGroup`). */
-  private readonly groupMarks = new Map<number, () => void>()
+  /** Groups from 'latest' being made, which publishes wait for. */
+  private readonly starts = new GroupStarts(markers)
   private readonly mirrors = new Map<number, MirrorReader>()
   /** The connection listening at this process's reply address, once a request was sent. */
   private listener: Connection | undefined
@@ -780,14 +780,16 @@ export class RedisDriver implements Driver {
     // this call wait for the answer (see `markers`), so they land after it. Asked again after a
     // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
     const earlier = markers.earlier(markerKey) ?? Promise.resolve()
-    const ask = (cancelled: () => boolean) =>
-      earlier.then(() =>
-        cancelled() || reader.isStopped
-          ? Promise.reject(new Error('the subscription went before its marker was asked'))
-          : this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], () => cancelled() || reader.isStopped).then((entries) =>
-              entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
-            ),
+    const ask = (cancelled: () => boolean) => {
+      const gone = () => cancelled() || reader.isStopped
+      return earlier.then(() =>
+        unlessGone(gone, 'the subscription went before its marker was asked', () =>
+          this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], gone).then((entries) =>
+            entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
+          ),
+        ),
       )
+    }
     return catchUpWith(
       ask,
       (marker) => markers.add(markerKey, marker),
@@ -857,18 +859,9 @@ export class RedisDriver implements Driver {
     if (this.groups.has(group.id)) return
     const reader = new GroupReader(this, group)
     this.groups.set(group.id, reader)
-    // A group from 'latest' takes what is published after it was made: it is made once the
-    // publishes to its stream this process made before are written, and publishes of this
-    // process made from now on wait until it exists (see `markers`).
-    const latest = group.start.at === 'latest'
-    const key = this.markerKey(group.channel)
-    const earlier = latest ? markers.earlier(key) : undefined
-    // Closed meanwhile (deleted, or its bus stopping): not made, and publishes wait for it no more.
+    // Closed meanwhile (deleted, or its bus stopping): not made (see `GroupStarts`).
     const gone = () => this.closed || this.groups.get(group.id) !== reader
-    const create = () => (gone() ? Promise.reject(new Error(`group ${group.name} went before it was made`)) : this.createGroup(group, undefined, gone))
-    const made = earlier === undefined ? create() : earlier.then(create)
-    const unmark = latest ? markers.add(key, made) : undefined
-    if (unmark !== undefined) this.groupMarks.set(group.id, unmark)
+    const made = this.starts.make(group, this.markerKey(group.channel), () => this.createGroup(group, undefined, gone), gone)
     try {
       await made
       await reader.look()
@@ -877,8 +870,6 @@ export class RedisDriver implements Driver {
       if (gone()) return
       this.groups.delete(group.id)
       throw error
-    } finally {
-      if (unmark !== undefined && this.groupMarks.get(group.id) === unmark) this.groupMarks.delete(group.id)
     }
     if (this.groups.get(group.id) === reader) {
       this.joined.set(`${group.channel}\u0000${group.name}`, group)
@@ -906,7 +897,7 @@ export class RedisDriver implements Driver {
   closeGroup(group: number): void {
     this.groups.get(group)?.stop()
     this.groups.delete(group)
-    this.groupMarks.get(group)?.()
+    this.starts.drop(group)
   }
 
   wake(): void {
