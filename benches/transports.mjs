@@ -30,6 +30,9 @@
  *         behind the next read.
  *       nats-bench: `nats bench js fetch` (pulls of its default 500, an explicit ack per message)
  *         on a durable pull consumer made as Orrery makes a group's (explicit acks, from the start).
+ *         Beside it on the same kind of consumer, nothing of Orrery around them: natsjs-raw (nats.js's
+ *         own `consume()`, the client Orrery's driver reads through) and rust-nats (async-nats on
+ *         tokio, benches/rust-clients), each an ack per message.
  *       kafka-perf: Kafka's ConsumerPerformance (kafka-consumer-perf-test) in a new consumer group,
  *         committing its offsets; its figure includes joining the group, as Orrery's round does.
  *   - request-reply-remote: REQUESTS round trips from one process to a responder in another (a
@@ -526,37 +529,21 @@ async function natsBenchPublish() {
 }
 
 /**
- * `nats bench js fetch`: N messages of a stream of its own (filled by the tool) read through a new
- * durable pull consumer each round, made as Orrery's driver makes a group's (explicit acks, from
- * the start, no limit on pending acks), an ack per message; checked on the server after.
+ * Consume-ack rounds on NATS outside Orrery: N messages in a file stream of the contender's own
+ * (filled once by `nats bench js pub`), read each round through a new durable pull consumer made
+ * as Orrery's driver makes a group's (explicit acks, from the start, no limit on pending acks),
+ * by `read(stream, consumer)`, which resolves to the round's rate and extras; every ack is then
+ * checked on the server.
  */
-async function natsBenchConsume() {
+async function natsConsumeRounds(id, read) {
   const probe = await natsProbe()
   const { AckPolicy, DeliverPolicy } = await import('@nats-io/jetstream')
-  const stream = `${NAME}-tool-consume`
-  const subject = `${NAME}.tool.consume`
-  await natsBench([
-    'js',
-    'pub',
-    'async',
-    subject,
-    '--stream',
-    stream,
-    '--create',
-    '--purge',
-    '--storage',
-    'file',
-    '--replicas',
-    '1',
-    '--msgs',
-    String(N),
-    '--size',
-    String(PAYLOAD_BYTES),
-    '--batch',
-    String(NATS_PUBLISH_BATCH),
-  ])
+  const stream = `${NAME}-${id}-consume`
+  const subject = `${NAME}.${id}.consume`
+  const fill = ['js', 'pub', 'async', subject, '--stream', stream, '--create', '--purge', '--storage', 'file', '--replicas', '1']
+  await natsBench([...fill, '--msgs', String(N), '--size', String(PAYLOAD_BYTES), '--batch', String(NATS_PUBLISH_BATCH)])
   const length = await probe.count(stream)
-  if (length !== N) throw new Error(`nats-bench: ${stream} holds ${length} entries, not ${N}`)
+  if (length !== N) throw new Error(`${id}: ${stream} holds ${length} entries, not ${N}`)
   let rounds = 0
   return {
     async round() {
@@ -569,20 +556,67 @@ async function natsBenchConsume() {
         max_deliver: -1,
         max_ack_pending: -1,
       })
-      const row = await natsBench(['js', 'fetch', '--stream', stream, '--consumer', consumer, '--msgs', String(N), '--batch', String(NATS_FETCH_BATCH)])
-      // Its last acks are asynchronous: every one must reach the server.
+      const result = await read(stream, consumer)
+      // Acks are asynchronous: every one must reach the server.
       for (;;) {
         const info = await probe.jsm.consumers.info(stream, consumer)
         if (info.num_pending === 0 && info.num_ack_pending === 0 && info.delivered.stream_seq === info.ack_floor.stream_seq) break
         await new Promise((r) => setTimeout(r, 5))
       }
       await probe.jsm.consumers.delete(stream, consumer)
-      if (!(row.MsgsPerSec > 0)) throw new Error(`nats-bench: no rate in its CSV (${JSON.stringify(row)})`)
-      return { msgs: N, ms: (N / row.MsgsPerSec) * 1000, p99_us: null, extra: { batch: NATS_FETCH_BATCH } }
+      return { msgs: N, p99_us: null, ...result }
     },
     close: () => probe.close(),
   }
 }
+
+/** `nats bench js fetch`, fetches of NATS_FETCH_BATCH and an ack per message: its rate is its own. */
+const natsBenchConsume = () =>
+  natsConsumeRounds('tool', async (stream, consumer) => {
+    const row = await natsBench(['js', 'fetch', '--stream', stream, '--consumer', consumer, '--msgs', String(N), '--batch', String(NATS_FETCH_BATCH)])
+    if (!(row.MsgsPerSec > 0)) throw new Error(`nats-bench: no rate in its CSV (${JSON.stringify(row)})`)
+    return { ms: (N / row.MsgsPerSec) * 1000, extra: { batch: NATS_FETCH_BATCH } }
+  })
+
+/**
+ * nats.js alone, as a user of its JetStream API reads: `consume()` with pulls of
+ * NATS_FETCH_BATCH, an ack per message; first pull to the last ack flushed.
+ */
+async function natsjsRawConsume() {
+  const { connect } = await import('@nats-io/transport-node')
+  const { jetstream } = await import('@nats-io/jetstream')
+  const nc = await connect({ servers: NATS_URL })
+  const tally = new Tally()
+  const rounds = await natsConsumeRounds('natsjs', async (stream, name) => {
+    const consumer = await jetstream(nc).consumers.get(stream, name)
+    const t0 = performance.now()
+    const messages = await consumer.consume({ max_messages: NATS_FETCH_BATCH })
+    let read = 0
+    for await (const m of messages) {
+      tally.receive(m.data)
+      m.ack()
+      if (++read === N) break
+    }
+    await messages.close()
+    await nc.flush()
+    return { ms: performance.now() - t0, extra: { batch: NATS_FETCH_BATCH } }
+  })
+  return {
+    round: rounds.round,
+    async close(total) {
+      await rounds.close()
+      await nc.close()
+      tally.verify('natsjs-raw', total, PAYLOAD_BYTES)
+    },
+  }
+}
+
+/** async-nats alone (benches/rust-clients): a pull stream of NATS_FETCH_BATCH, an ack per message; its rate is its own. */
+const rustConsume = () =>
+  natsConsumeRounds('rust', async (stream, consumer) => {
+    const { stdout } = await run(RUST_CLIENTS, ['nats-consume', NATS_URL, stream, consumer, String(N), String(NATS_FETCH_BATCH)])
+    return { ms: JSON.parse(stdout.trim().split('\n').at(-1)).ms, extra: { batch: NATS_FETCH_BATCH } }
+  })
 
 /** Runs one of Kafka's tools (a class of the kafka-tools jar) on the machine's Java; resolves to its stdout. */
 async function kafkaTool(tool, args) {
@@ -983,7 +1017,8 @@ const TOOLS = {
 }
 
 /** The backend a contender runs on: `orrery-<backend>[-wasm]`, the Redis baselines on redis. */
-const backendOf = (id) => (id.startsWith('orrery-') ? id.split('-')[1] : id.includes('redis') ? 'redis' : id === 'rust-nats' ? 'nats' : undefined)
+const backendOf = (id) =>
+  id.startsWith('orrery-') ? id.split('-')[1] : id.includes('redis') ? 'redis' : id === 'rust-nats' || id === 'natsjs-raw' ? 'nats' : undefined
 
 /** `vs_tool`: a contender's rate over its backend's tool's, from the same view (best or median). */
 const versus = (scenario) => (r, id, all) => {
@@ -1017,6 +1052,8 @@ const SCENARIOS = [
       ['node-redis-raw', rawConsume],
       ...engines('nats').map(([id, engine]) => [id, orreryConsume(id, 'nats', engine)]),
       ['nats-bench', natsBenchConsume],
+      ['natsjs-raw', natsjsRawConsume],
+      ['rust-nats', rustConsume],
       ...engines('kafka').map(([id, engine]) => [id, orreryConsume(id, 'kafka', engine)]),
       ['kafka-perf', kafkaPerfConsume],
     ],

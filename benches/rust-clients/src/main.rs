@@ -8,6 +8,11 @@
 //! Redis: XADD <key> * f <payload>, a pipeline per batch on one multiplexed connection.
 //! NATS: JetStream publishes to a subject of an existing stream; acks awaited in publish order,
 //! at most batch x window outstanding.
+//!
+//!   orrery-client-bench nats-consume <url> <stream> <durable consumer> <n> <batch>
+//!
+//! Reads N messages through an existing durable pull consumer (pulls of up to `batch` kept
+//! going), acknowledging each, and prints the same line (first pull to the last ack flushed).
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -17,6 +22,14 @@ type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 7 && args[1] == "nats-consume" {
+        let n: usize = args[5].parse()?;
+        let batch: usize = args[6].parse()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let ms = runtime.block_on(nats_consume(&args[2], &args[3], &args[4], n, batch))?;
+        println!("{{\"msgs\":{n},\"ms\":{ms:.3}}}");
+        return Ok(());
+    }
     if args.len() != 8 {
         return Err(format!("usage: {} redis|nats <url> <target> <n> <batch> <window> <payload bytes>", args[0]).into());
     }
@@ -91,5 +104,22 @@ async fn nats_publish(
     for ack in acks {
         ack.await?;
     }
+    Ok(start.elapsed().as_secs_f64() * 1000.0)
+}
+
+async fn nats_consume(url: &str, stream: &str, consumer: &str, n: usize, batch: usize) -> Result<f64, Error> {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js.get_consumer_from_stream(consumer, stream).await?;
+    let start = Instant::now();
+    let mut messages = consumer.stream().max_messages_per_batch(batch).messages().await?;
+    let mut read = 0;
+    while read < n {
+        let message = messages.next().await.ok_or("the pull ended")??;
+        message.ack().await.map_err(|e| e.to_string())?;
+        read += 1;
+    }
+    client.flush().await?;
     Ok(start.elapsed().as_secs_f64() * 1000.0)
 }
