@@ -25,6 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
+import { openWire, type Wire } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
@@ -189,6 +190,8 @@ function silenceWatch(ms: number, silent: () => void): { heard(): void; stop(): 
 
 export class NatsDriver implements Driver {
   private nc: NatsConnection | undefined
+  /** @internal The native engine's wire for groups' pulls (prototype; see nats-wire.ts). */
+  wire: Wire | undefined
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
@@ -350,6 +353,7 @@ export class NatsDriver implements Driver {
       // Asks the server for the account's JetStream: a server without it is refused here.
       this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
       this.js = this.jsm.jetstream()
+      this.wire = await openWire(servers[0]!)
     })
     try {
       // A server that accepts the connection but never answers is caught here too.
@@ -998,7 +1002,7 @@ export class NatsDriver implements Driver {
       this.reading = undefined
       const nc = this.nc
       if (nc === undefined) throw transportError('CLOSED', `transport ${this.transport} is closed`)
-      return nc.flush()
+      return this.wire === undefined ? nc.flush() : Promise.all([nc.flush(), this.wire.settled()]).then(() => {})
     })
     return this.reading
   }
@@ -2099,6 +2103,8 @@ class GroupReader {
    * until the connection goes.
    */
   private pull(stream: string, consumer: string, count: number): Promise<void> {
+    const wire = this.driver.wire
+    if (wire !== undefined) return this.pullOnWire(wire, stream, consumer, count)
     const nc = this.driver.connection()
     const inbox = `_INBOX.${inboxToken}.${++inboxes}`
     return new Promise<void>((resolve, reject) => {
@@ -2156,6 +2162,70 @@ class GroupReader {
       })
       const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
       nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify(request), { reply: inbox })
+      alive()
+    })
+  }
+
+  /** `pull`, on the native engine's wire (prototype). */
+  private pullOnWire(wire: Wire, stream: string, consumer: string, count: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let watch: ReturnType<typeof silenceWatch> | undefined
+      let endPull: (() => void) | undefined
+      let settled = false
+      const pull: Pull = {
+        left: count,
+        end: (error?: unknown) => {
+          if (!this.pulls.delete(pull)) return
+          watch?.stop()
+          endPull?.()
+          if (!settled) {
+            settled = true
+            if (error === undefined) resolve()
+            else reject(error)
+          } else {
+            if (error !== undefined) this.lost = error
+            this.pause.wake()
+          }
+        },
+      }
+      const alive = () => {
+        if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end())
+        else watch.heard()
+      }
+      this.pulls.add(pull)
+      const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
+      endPull = wire.pull(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify(request), (r) => {
+        if (!this.pulls.has(pull)) return false
+        if (r.kind === 'delivery') {
+          pull.left--
+          this.add(r.delivery)
+          if (pull.left <= 0) {
+            pull.end()
+            return false
+          }
+          if (!settled && pull.left <= count / 2) {
+            settled = true
+            resolve()
+          }
+          alive()
+          return true
+        }
+        if (r.kind === 'ended') {
+          pull.end()
+          return false
+        }
+        const { code, description } = r
+        if (code === 100 || (code === 409 && /server shutdown/i.test(description))) {
+          alive()
+          return true
+        }
+        if (code === 503 || (code === 409 && /consumer deleted/i.test(description))) {
+          pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
+          return false
+        }
+        pull.end()
+        return false
+      })
       alive()
     })
   }

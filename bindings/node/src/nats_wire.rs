@@ -1,0 +1,207 @@
+//! A NATS wire for the native engine (prototype): a group's pulls read and its deliveries
+//! answered on a connection of its own, parsed off the JS thread (async-nats on a tokio worker).
+//! The TS driver keeps every decision (which pull, when, what an answer is); this only carries
+//! bytes. Deliveries reach JS in batches, one buffer per batch:
+//!
+//! - a delivery: `0u8`, handle u32, delivery count u32, stream seq f64, time ns f64, headers
+//!   length u32 and the raw header block, payload length u32 and the payload;
+//! - a status of the pull: `1u8`, code u16, description length u16 and the description;
+//! - the pull's subscription ended: `2u8`.
+//!
+//! Numbers are little-endian. A delivery's ack subject stays here, under its handle: JS answers
+//! by handle (`answer`), so subjects never cross.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use napi::bindgen_prelude::{Buffer, Function, Uint32Array};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Error, Result, Status};
+use napi_derive::napi;
+
+/// Called on the JS thread with a batch of a pull's records.
+type Deliver = ThreadsafeFunction<Buffer, (), Buffer, Status, false, false, 0>;
+
+/// The most records handed to JS in one call.
+const BATCH_RECORDS: usize = 512;
+
+/// A connection carrying groups' pulls and their answers.
+#[napi]
+pub struct NatsWire {
+    runtime: tokio::runtime::Runtime,
+    client: async_nats::Client,
+    /// Ack subjects of deliveries not answered yet, by handle.
+    replies: Arc<Mutex<HashMap<u32, async_nats::Subject>>>,
+    next: Arc<AtomicU32>,
+    /// Each open pull's end, by id.
+    pulls: Mutex<HashMap<u32, tokio::sync::oneshot::Sender<()>>>,
+}
+
+fn failed(what: &str, err: impl std::fmt::Display) -> Error {
+    Error::new(Status::GenericFailure, format!("{what}: {err}"))
+}
+
+#[napi]
+impl NatsWire {
+    /// Connects to `url` (blocking until connected: a prototype).
+    #[napi(factory)]
+    pub fn connect(url: String) -> Result<NatsWire> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| failed("the wire's runtime", e))?;
+        let client = runtime.block_on(async_nats::connect(url)).map_err(|e| failed("the wire's connection", e))?;
+        Ok(NatsWire {
+            runtime,
+            client,
+            replies: Arc::default(),
+            next: Arc::new(AtomicU32::new(1)),
+            pulls: Mutex::default(),
+        })
+    }
+
+    /// Sends a pull (`request`, JSON) to `subject` with its own inbox; its records go to `deliver`.
+    #[napi]
+    pub fn pull(&self, id: u32, subject: String, request: String, deliver: Function<Buffer, ()>) -> Result<()> {
+        let deliver: Deliver =
+            deliver.build_threadsafe_function().build().map_err(|e| failed("the pull's callback", e))?;
+        let client = self.client.clone();
+        let replies = Arc::clone(&self.replies);
+        let next = Arc::clone(&self.next);
+        let (end, mut ended) = tokio::sync::oneshot::channel::<()>();
+        self.pulls.lock().map_err(|e| failed("pulls", e))?.insert(id, end);
+        self.runtime.spawn(async move {
+            let inbox = client.new_inbox();
+            let mut sub = match client.subscribe(inbox.clone()).await {
+                Ok(sub) => sub,
+                Err(_) => {
+                    deliver.call(Buffer::from(vec![2u8]), ThreadsafeFunctionCallMode::NonBlocking);
+                    return;
+                }
+            };
+            if client.publish_with_reply(subject, inbox, request.into()).await.is_err() {
+                deliver.call(Buffer::from(vec![2u8]), ThreadsafeFunctionCallMode::NonBlocking);
+                return;
+            }
+            let mut out = Vec::with_capacity(64 * 1024);
+            loop {
+                let first = tokio::select! {
+                    m = sub.next() => m,
+                    _ = &mut ended => None,
+                };
+                let Some(first) = first else { break };
+                let mut count = 0;
+                let mut message = Some(first);
+                while let Some(m) = message.take() {
+                    write_record(&mut out, m, &replies, &next);
+                    count += 1;
+                    if count == BATCH_RECORDS {
+                        break;
+                    }
+                    // More already read: into this batch.
+                    if let Some(Some(m)) = futures_util::FutureExt::now_or_never(sub.next()) {
+                        message = Some(m);
+                    }
+                }
+                let batch = std::mem::replace(&mut out, Vec::with_capacity(64 * 1024));
+                deliver.call(Buffer::from(batch), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+            let _ = sub.unsubscribe().await;
+            deliver.call(Buffer::from(vec![2u8]), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    /// Ends pull `id` (its subscription goes; the server drops it).
+    #[napi]
+    pub fn end_pull(&self, id: u32) -> Result<()> {
+        if let Some(end) = self.pulls.lock().map_err(|e| failed("pulls", e))?.remove(&id) {
+            let _ = end.send(());
+        }
+        Ok(())
+    }
+
+    /// Answers the deliveries of `handles` with `body` (`+ACK`, `-NAK`, `+TERM`, ...); `done`
+    /// is called once the server has read them (a PONG after them), with false if it could not.
+    #[napi]
+    pub fn answer(&self, handles: Uint32Array, body: String, done: Function<bool, ()>) -> Result<()> {
+        let done: ThreadsafeFunction<bool, (), bool, Status, false, false, 0> =
+            done.build_threadsafe_function().build().map_err(|e| failed("the answer's callback", e))?;
+        let subjects: Vec<async_nats::Subject> = {
+            let mut replies = self.replies.lock().map_err(|e| failed("replies", e))?;
+            handles.iter().filter_map(|h| replies.remove(h)).collect()
+        };
+        let client = self.client.clone();
+        let body = bytes::Bytes::from(body);
+        self.runtime.spawn(async move {
+            let mut ok = true;
+            for subject in subjects {
+                ok &= client.publish(subject, body.clone()).await.is_ok();
+            }
+            ok &= client.flush().await.is_ok();
+            done.call(ok, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+}
+
+fn write_record(
+    out: &mut Vec<u8>,
+    m: async_nats::Message,
+    replies: &Mutex<HashMap<u32, async_nats::Subject>>,
+    next: &AtomicU32,
+) {
+    let reply = m.reply.as_ref().filter(|r| r.starts_with("$JS.ACK."));
+    let Some(reply) = reply else {
+        let code = m.status.map_or(0, |s| s.as_u16());
+        let description = m.description.unwrap_or_default();
+        out.push(1);
+        out.extend_from_slice(&code.to_le_bytes());
+        out.extend_from_slice(&(description.len() as u16).to_le_bytes());
+        out.extend_from_slice(description.as_bytes());
+        return;
+    };
+    let fields = ack_fields(reply);
+    let handle = next.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut replies) = replies.lock() {
+        replies.insert(handle, reply.clone());
+    }
+    out.push(0);
+    out.extend_from_slice(&handle.to_le_bytes());
+    out.extend_from_slice(&(fields[0] as u32).to_le_bytes());
+    out.extend_from_slice(&(fields[1] as f64).to_le_bytes());
+    out.extend_from_slice(&(fields[3] as f64).to_le_bytes());
+    let headers = m.headers.map(|h| header_block(&h)).unwrap_or_default();
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    out.extend_from_slice(&headers);
+    out.extend_from_slice(&(m.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&m.payload);
+}
+
+/// The delivery count, stream seq, consumer seq, time and pending of an ack subject.
+fn ack_fields(reply: &str) -> [u64; 5] {
+    let tokens: Vec<&str> = reply.split('.').collect();
+    // $JS.ACK.<stream>.<consumer>.<5 fields> (9 tokens), or with domain and account hash (12).
+    let at = if tokens.len() == 9 { 4 } else { 6 };
+    let mut fields = [0u64; 5];
+    for (k, field) in fields.iter_mut().enumerate() {
+        *field = tokens.get(at + k).and_then(|t| t.parse().ok()).unwrap_or(0);
+    }
+    fields
+}
+
+/// Headers as `name: value` lines (a value per line, repeated names repeated).
+fn header_block(headers: &async_nats::HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, values) in headers.iter() {
+        for value in values {
+            out.extend_from_slice(AsRef::<str>::as_ref(name).as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_str().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}

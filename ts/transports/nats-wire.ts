@@ -1,0 +1,167 @@
+/**
+ * The native engine's NATS wire (prototype, `ORRERY_NATS_WIRE=1`): a group's pulls read and
+ * answered on a connection of the addon's (async-nats on a tokio worker thread), so parsing and
+ * writing leave the JS thread. The driver keeps every decision; see bindings/node/src/nats_wire.rs
+ * for the records a pull hands over.
+ */
+import type { MsgHdrs } from '@nats-io/transport-node'
+
+/** The addon's wire (bindings/node/src/nats_wire.rs). */
+export interface NatsWireBinding {
+  pull(id: number, subject: string, request: string, deliver: (batch: Uint8Array) => void): void
+  endPull(id: number): void
+  answer(handles: Uint32Array, body: string, done: (ok: boolean) => void): void
+}
+
+/** Connects the wire to `url` when `ORRERY_NATS_WIRE` is set and the native addon is there. */
+export async function openWire(url: string): Promise<Wire | undefined> {
+  if (typeof process === 'undefined' || !process.env.ORRERY_NATS_WIRE) return undefined
+  const { createRequire } = await import('node:module')
+  const addon = createRequire(import.meta.url)('../../bindings/node/binding.cjs') as {
+    NatsWire: { connect(url: string): NatsWireBinding }
+  }
+  return new Wire(addon.NatsWire.connect(url))
+}
+
+/** One record of a pull's batch. */
+export type WireRecord =
+  | { readonly kind: 'delivery'; readonly delivery: WireDelivery }
+  | { readonly kind: 'status'; readonly code: number; readonly description: string }
+  | { readonly kind: 'ended' }
+
+let pulls = 0
+
+/** The wire: pulls, and answers batched per turn (one crossing for a turn's acks). */
+export class Wire {
+  private readonly bodies = new Map<string, number[]>()
+  private scheduled = false
+  /** The last batch of answers sent: settled once the server read it. */
+  private last: Promise<void> = Promise.resolve()
+  private next: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined
+
+  constructor(readonly binding: NatsWireBinding) {}
+
+  /** Sends a pull to `subject`; each record it brings goes to `record`. Returns its end. */
+  pull(subject: string, request: string, record: (r: WireRecord) => boolean): () => void {
+    const id = ++pulls
+    this.binding.pull(id, subject, request, (batch) => {
+      for (const r of records(batch, this)) if (!record(r)) return
+    })
+    return () => this.binding.endPull(id)
+  }
+
+  /** Answers delivery `handle` with `body` (sent at the end of this turn, with the turn's others). */
+  answer(handle: number, body: string): void {
+    let handles = this.bodies.get(body)
+    if (handles === undefined) {
+      handles = []
+      this.bodies.set(body, handles)
+    }
+    handles.push(handle)
+    if (this.next === undefined) {
+      let resolve = () => {}
+      let reject: (e: Error) => void = () => {}
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      this.next = { promise, resolve, reject }
+      this.last = promise
+    }
+    if (!this.scheduled) {
+      this.scheduled = true
+      queueMicrotask(() => this.send())
+    }
+  }
+
+  /** Settles once every answer given so far has been read by the server. */
+  settled(): Promise<void> {
+    return this.last
+  }
+
+  private send(): void {
+    this.scheduled = false
+    const next = this.next
+    this.next = undefined
+    if (next === undefined) return
+    let left = this.bodies.size
+    let ok = true
+    for (const [body, handles] of this.bodies) {
+      this.binding.answer(Uint32Array.from(handles), body, (sent) => {
+        ok &&= sent
+        if (--left > 0) return
+        if (ok) next.resolve()
+        else next.reject(new Error('the wire could not send answers'))
+      })
+    }
+    this.bodies.clear()
+  }
+}
+
+/** A delivery read on the wire, answered by its handle there. */
+export class WireDelivery {
+  constructor(
+    private readonly wire: Wire,
+    private readonly handle: number,
+    readonly seq: number,
+    readonly info: { readonly deliveryCount: number; readonly timestampNanos: number },
+    readonly headers: MsgHdrs | undefined,
+    readonly data: Uint8Array,
+  ) {}
+
+  ack(): void {
+    this.wire.answer(this.handle, '+ACK')
+  }
+
+  nak(delayMs?: number): void {
+    this.wire.answer(this.handle, delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1e6 })}` : '-NAK')
+  }
+
+  term(): void {
+    this.wire.answer(this.handle, '+TERM')
+  }
+}
+
+const text = new TextDecoder()
+
+function* records(batch: Uint8Array, wire: Wire): Generator<WireRecord> {
+  const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength)
+  let at = 0
+  while (at < batch.length) {
+    const kind = batch[at]
+    if (kind === 0) {
+      const handle = view.getUint32(at + 1, true)
+      const deliveryCount = view.getUint32(at + 5, true)
+      const seq = view.getFloat64(at + 9, true)
+      const timestampNanos = view.getFloat64(at + 17, true)
+      const headerBytes = view.getUint32(at + 25, true)
+      const headers = headerBytes === 0 ? undefined : headersOf(text.decode(batch.subarray(at + 29, at + 29 + headerBytes)))
+      at += 29 + headerBytes
+      const dataBytes = view.getUint32(at, true)
+      const data = batch.subarray(at + 4, at + 4 + dataBytes)
+      at += 4 + dataBytes
+      yield { kind: 'delivery', delivery: new WireDelivery(wire, handle, seq, { deliveryCount, timestampNanos }, headers, data) }
+    } else if (kind === 1) {
+      const code = view.getUint16(at + 1, true)
+      const length = view.getUint16(at + 3, true)
+      const description = text.decode(batch.subarray(at + 5, at + 5 + length))
+      at += 5 + length
+      yield { kind: 'status', code, description }
+    } else {
+      yield { kind: 'ended' }
+      return
+    }
+  }
+}
+
+/** The headers a delivery carries, read as nats.js's `get` reads them (the first value, '' when none). */
+function headersOf(block: string): MsgHdrs {
+  const values = new Map<string, string>()
+  for (const line of block.split('\r\n')) {
+    const colon = line.indexOf(':')
+    if (colon <= 0) continue
+    const name = line.slice(0, colon)
+    if (!values.has(name)) values.set(name, line.slice(colon + 1).trim())
+  }
+  return { get: (name: string) => values.get(name) ?? '', has: (name: string) => values.has(name) } as unknown as MsgHdrs
+}
