@@ -6,21 +6,49 @@
  */
 import type { MsgHdrs } from '@nats-io/transport-node'
 
+/** How the wire connects (bindings/node/src/nats_wire.rs `WireOptions`). */
+export interface WireOptions {
+  servers: string[]
+  connectTimeoutMs: number
+  token?: string | undefined
+  user?: string | undefined
+  pass?: string | undefined
+  nkeySeed?: string | undefined
+  creds?: string | undefined
+}
+
 /** The addon's wire (bindings/node/src/nats_wire.rs). */
 export interface NatsWireBinding {
   pull(id: number, subject: string, request: string, deliver: (batch: Uint8Array) => void): void
   endPull(id: number): void
   answer(handles: Uint32Array, body: string, done: (ok: boolean) => void): void
+  close(): void
 }
 
-/** Connects the wire to `url` when `ORRERY_NATS_WIRE` is set and the native addon is there. */
-export async function openWire(url: string): Promise<Wire | undefined> {
+/**
+ * Opens the wire when `ORRERY_NATS_WIRE` is set and the native addon is there; it connects in
+ * the background and says so (`connected`, `disconnected`, ...) to `events`.
+ */
+export async function openWire(options: WireOptions, events: (event: string) => void): Promise<Wire | undefined> {
   if (typeof process === 'undefined' || !process.env.ORRERY_NATS_WIRE) return undefined
   const { createRequire } = await import('node:module')
   const addon = createRequire(import.meta.url)('../../bindings/node/binding.cjs') as {
-    NatsWire: { connect(url: string): NatsWireBinding }
+    NatsWire: { open(options: WireOptions, events: (event: string) => void): NatsWireBinding }
   }
-  return new Wire(addon.NatsWire.connect(url))
+  let wire: Wire | undefined
+  const binding = addon.NatsWire.open(options, (event) => {
+    if (wire === undefined) return
+    if (event === 'connected') wire.connected = true
+    else if (event === 'disconnected' || event === 'closed') wire.connected = false
+    events(event)
+  })
+  wire = new Wire(binding)
+  return wire
+}
+
+/** A credentials file's text, from its user JWT and seed. */
+export function credsFile(jwt: string, seed: string): string {
+  return `-----BEGIN NATS USER JWT-----\n${jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n`
 }
 
 /** One record of a pull's batch. */
@@ -39,7 +67,15 @@ export class Wire {
   private last: Promise<void> = Promise.resolve()
   private next: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined
 
+  /** Whether its connection is up (it connects in the background first). */
+  connected = false
+
   constructor(readonly binding: NatsWireBinding) {}
+
+  close(): void {
+    this.connected = false
+    this.binding.close()
+  }
 
   /** Sends a pull to `subject`; each record it brings goes to `record`. Returns its end. */
   pull(subject: string, request: string, record: (r: WireRecord) => boolean): () => void {

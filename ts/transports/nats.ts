@@ -25,7 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
-import { openWire, type Wire } from './nats-wire.js'
+import { credsFile, openWire, type Wire } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
@@ -353,7 +353,20 @@ export class NatsDriver implements Driver {
       // Asks the server for the account's JetStream: a server without it is refused here.
       this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
       this.js = this.jsm.jetstream()
-      this.wire = await openWire(servers[0]!)
+      // TLS and WebSocket connections keep nats.js's pulls (the wire speaks plain TCP only).
+      if (tls === undefined || tls === false)
+        this.wire = await openWire(
+          {
+            servers: servers.map(withoutCredentials),
+            connectTimeoutMs,
+            token,
+            user,
+            pass,
+            nkeySeed,
+            creds: creds === undefined ? undefined : credsFile(creds.jwt, creds.seed),
+          },
+          (event) => this.wireEvent(event),
+        )
     })
     try {
       // A server that accepts the connection but never answers is caught here too.
@@ -1316,6 +1329,8 @@ export class NatsDriver implements Driver {
     this.acks?.close(transportError('CLOSED', 'this Orrery closed before the write was made'))
     this.acks = undefined
     if (nc !== undefined) void nc.drain().catch(() => nc.close().catch(() => {}))
+    this.wire?.close()
+    this.wire = undefined
   }
 
   /** @internal For readers. */
@@ -1323,9 +1338,19 @@ export class NatsDriver implements Driver {
     return this.closed
   }
 
-  /** @internal Whether the connection is up (a group's reader pulls only then). */
+  /** @internal Whether the connection is up (a group's reader pulls only then), and the wire's if it has one. */
   get isConnected(): boolean {
-    return this.connected
+    return this.connected && (this.wire?.connected ?? true)
+  }
+
+  /** The wire's connection went or came back: its pulls went with it, as the connection's do. */
+  private wireEvent(event: string): void {
+    if (this.closed) return
+    if (event === 'disconnected') {
+      for (const w of this.groups.values()) w.disconnected()
+    } else if (event === 'connected') {
+      for (const w of this.groups.values()) w.wake()
+    }
   }
 
   /**

@@ -20,16 +20,40 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 
-/// Called on the JS thread with a batch of a pull's records.
-type Deliver = ThreadsafeFunction<Buffer, (), Buffer, Status, false, false, 0>;
+/// Called on the JS thread with a batch of a pull's records (weak: it never keeps Node running).
+type Deliver = ThreadsafeFunction<Buffer, (), Buffer, Status, false, true, 0>;
+/// Called on the JS thread with the connection's events: `connected`, `disconnected`, `closed`,
+/// or an error's text.
+type Events = ThreadsafeFunction<String, (), String, Status, false, true, 0>;
+/// Called on the JS thread once answers were read by the server (true), or could not be (false).
+type Done = ThreadsafeFunction<bool, (), bool, Status, false, true, 0>;
 
 /// The most records handed to JS in one call.
 const BATCH_RECORDS: usize = 512;
 
+/// How the wire connects: the driver's own options (a TLS connection never takes the wire).
+#[napi(object)]
+pub struct WireOptions {
+    /// `nats://host:port` addresses, without credentials.
+    pub servers: Vec<String>,
+    /// How long one attempt to connect may take.
+    pub connect_timeout_ms: u32,
+    /// A token to authenticate with.
+    pub token: Option<String>,
+    /// A user to authenticate as, with `pass`.
+    pub user: Option<String>,
+    /// `user`'s password.
+    pub pass: Option<String>,
+    /// An nkey seed that signs the server's challenge.
+    pub nkey_seed: Option<String>,
+    /// A credentials file's text (a user JWT and its seed).
+    pub creds: Option<String>,
+}
+
 /// A connection carrying groups' pulls and their answers.
 #[napi]
 pub struct NatsWire {
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     client: async_nats::Client,
     /// Ack subjects of deliveries not answered yet, by handle.
     replies: Arc<Mutex<HashMap<u32, async_nats::Subject>>>,
@@ -44,17 +68,57 @@ fn failed(what: &str, err: impl std::fmt::Display) -> Error {
 
 #[napi]
 impl NatsWire {
-    /// Connects to `url` (blocking until connected: a prototype).
+    /// Opens the wire: it connects in the background, and again after each drop, for ever
+    /// (events say when); what is sent meanwhile waits for the connection.
     #[napi(factory)]
-    pub fn connect(url: String) -> Result<NatsWire> {
+    pub fn open(options: WireOptions, events: Function<String, ()>) -> Result<NatsWire> {
+        let events: Arc<Events> = Arc::new(
+            events.build_threadsafe_function().weak::<true>().build().map_err(|e| failed("the wire's events", e))?,
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| failed("the wire's runtime", e))?;
-        let client = runtime.block_on(async_nats::connect(url)).map_err(|e| failed("the wire's connection", e))?;
+        let mut connect = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(std::time::Duration::from_millis(u64::from(options.connect_timeout_ms)))
+            .reconnect_delay_callback(|_| std::time::Duration::from_millis(250))
+            .event_callback(move |event| {
+                let events = Arc::clone(&events);
+                async move {
+                    let said = match event {
+                        async_nats::Event::Connected => "connected".to_owned(),
+                        async_nats::Event::Disconnected => "disconnected".to_owned(),
+                        async_nats::Event::Closed => "closed".to_owned(),
+                        other => other.to_string(),
+                    };
+                    events.call(said, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            });
+        if let Some(token) = options.token {
+            connect = connect.token(token);
+        }
+        if let (Some(user), Some(pass)) = (options.user, options.pass) {
+            connect = connect.user_and_password(user, pass);
+        }
+        if let Some(seed) = options.nkey_seed {
+            connect = connect.nkey(seed);
+        }
+        if let Some(creds) = options.creds {
+            connect = connect.credentials(&creds).map_err(|e| failed("the wire's credentials", e))?;
+        }
+        let servers: Vec<async_nats::ServerAddr> = options
+            .servers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| failed("the wire's servers", e))?;
+        // Returns at once: the connection is made in the background.
+        let client = runtime.block_on(connect.connect(servers)).map_err(|e| failed("the wire's connection", e))?;
         Ok(NatsWire {
-            runtime,
+            runtime: Some(runtime),
             client,
             replies: Arc::default(),
             next: Arc::new(AtomicU32::new(1)),
@@ -62,29 +126,31 @@ impl NatsWire {
         })
     }
 
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        self.runtime.as_ref().ok_or_else(|| Error::new(Status::GenericFailure, "the wire is closed"))
+    }
+
     /// Sends a pull (`request`, JSON) to `subject` with its own inbox; its records go to `deliver`.
     #[napi]
     pub fn pull(&self, id: u32, subject: String, request: String, deliver: Function<Buffer, ()>) -> Result<()> {
         let deliver: Deliver =
-            deliver.build_threadsafe_function().build().map_err(|e| failed("the pull's callback", e))?;
+            deliver.build_threadsafe_function().weak::<true>().build().map_err(|e| failed("the pull's callback", e))?;
         let client = self.client.clone();
         let replies = Arc::clone(&self.replies);
         let next = Arc::clone(&self.next);
         let (end, mut ended) = tokio::sync::oneshot::channel::<()>();
         self.pulls.lock().map_err(|e| failed("pulls", e))?.insert(id, end);
-        self.runtime.spawn(async move {
+        self.runtime()?.spawn(async move {
             let inbox = client.new_inbox();
-            let mut sub = match client.subscribe(inbox.clone()).await {
-                Ok(sub) => sub,
-                Err(_) => {
-                    deliver.call(Buffer::from(vec![2u8]), ThreadsafeFunctionCallMode::NonBlocking);
-                    return;
-                }
+            let subscribed = client.subscribe(inbox.clone()).await;
+            let sent = match &subscribed {
+                Ok(_) => client.publish_with_reply(subject, inbox, request.into()).await.is_ok(),
+                Err(_) => false,
             };
-            if client.publish_with_reply(subject, inbox, request.into()).await.is_err() {
+            let (Ok(mut sub), true) = (subscribed, sent) else {
                 deliver.call(Buffer::from(vec![2u8]), ThreadsafeFunctionCallMode::NonBlocking);
                 return;
-            }
+            };
             let mut out = Vec::with_capacity(64 * 1024);
             loop {
                 let first = tokio::select! {
@@ -124,26 +190,46 @@ impl NatsWire {
     }
 
     /// Answers the deliveries of `handles` with `body` (`+ACK`, `-NAK`, `+TERM`, ...); `done`
-    /// is called once the server has read them (a PONG after them), with false if it could not.
+    /// is called once the server has read them (a PONG after them), with false if it could not
+    /// (the connection went): they can then be answered again.
     #[napi]
     pub fn answer(&self, handles: Uint32Array, body: String, done: Function<bool, ()>) -> Result<()> {
-        let done: ThreadsafeFunction<bool, (), bool, Status, false, false, 0> =
-            done.build_threadsafe_function().build().map_err(|e| failed("the answer's callback", e))?;
-        let subjects: Vec<async_nats::Subject> = {
+        let done: Done =
+            done.build_threadsafe_function().weak::<true>().build().map_err(|e| failed("the answer's callback", e))?;
+        let answered: Vec<(u32, async_nats::Subject)> = {
             let mut replies = self.replies.lock().map_err(|e| failed("replies", e))?;
-            handles.iter().filter_map(|h| replies.remove(h)).collect()
+            handles.iter().filter_map(|h| replies.remove_entry(h)).collect()
         };
         let client = self.client.clone();
+        let replies = Arc::clone(&self.replies);
         let body = bytes::Bytes::from(body);
-        self.runtime.spawn(async move {
+        self.runtime()?.spawn(async move {
             let mut ok = true;
-            for subject in subjects {
-                ok &= client.publish(subject, body.clone()).await.is_ok();
+            for (_, subject) in &answered {
+                ok &= client.publish(subject.clone(), body.clone()).await.is_ok();
             }
             ok &= client.flush().await.is_ok();
+            if !ok {
+                if let Ok(mut replies) = replies.lock() {
+                    replies.extend(answered);
+                }
+            }
             done.call(ok, ThreadsafeFunctionCallMode::NonBlocking);
         });
         Ok(())
+    }
+
+    /// Closes the wire: what was sent is flushed (for up to a second), then its connection and
+    /// tasks go.
+    #[napi]
+    pub fn close(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let client = self.client.clone();
+            runtime.block_on(async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
+            });
+            runtime.shutdown_background();
+        }
     }
 }
 
