@@ -354,7 +354,7 @@ export class NatsDriver implements Driver {
       this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
       this.js = this.jsm.jetstream()
       // TLS and WebSocket connections keep nats.js's pulls (the wire speaks plain TCP only).
-      if (tls === undefined || tls === false)
+      if ((tls === undefined || tls === false) && servers.every((url) => !/^(wss?|tls):/i.test(url)))
         this.wire = await openWire(
           {
             servers: servers.map(withoutCredentials),
@@ -1338,8 +1338,13 @@ export class NatsDriver implements Driver {
     return this.closed
   }
 
-  /** @internal Whether the connection is up (a group's reader pulls only then), and the wire's if it has one. */
+  /** @internal Whether the connection is up (a mirror's reader pulls only then). */
   get isConnected(): boolean {
+    return this.connected
+  }
+
+  /** @internal Whether a group's reader can pull: the connection is up, and the wire's if it has one. */
+  get canPull(): boolean {
     return this.connected && (this.wire?.connected ?? true)
   }
 
@@ -2065,7 +2070,7 @@ class GroupReader {
         const room = driver.sinkOf.groupRoom(this.group.id) - this.left()
         // Without room, with MAX_PULLS in flight, or while the connection is down (a pull sent
         // then would reach the server after its inbox was dropped), the reader waits to be woken.
-        if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.isConnected) {
+        if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.canPull) {
           await this.pause.wait(1_000)
           continue
         }
