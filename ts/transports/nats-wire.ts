@@ -1,42 +1,21 @@
 /**
- * The native engine's NATS wire (prototype, `ORRERY_NATS_WIRE=1`): a group's pulls read and
- * answered on a connection of the addon's (async-nats on a tokio worker thread), so parsing and
+ * The native engine's NATS wire: a group's pulls read and answered on a connection of the
+ * addon's (async-nats on a tokio worker thread), so parsing and
  * writing leave the JS thread. The driver keeps every decision; see bindings/node/src/nats_wire.rs
  * for the records a pull hands over.
  */
 import type { MsgHdrs } from '@nats-io/transport-node'
-
-/** How the wire connects (bindings/node/src/nats_wire.rs `WireOptions`). */
-export interface WireOptions {
-  servers: string[]
-  connectTimeoutMs: number
-  token?: string | undefined
-  user?: string | undefined
-  pass?: string | undefined
-  nkeySeed?: string | undefined
-  creds?: string | undefined
-}
-
-/** The addon's wire (bindings/node/src/nats_wire.rs). */
-export interface NatsWireBinding {
-  pull(id: number, subject: string, request: string, deliver: (batch: Uint8Array) => void): void
-  endPull(id: number): void
-  answer(handles: Uint32Array, body: string, done: (ok: boolean) => void): void
-  close(): void
-}
+import type { NatsWireBinding, NatsWireOptions, OpenNatsWire } from '../engines/backend.js'
 
 /**
- * Opens the wire when `ORRERY_NATS_WIRE` is set and the native addon is there; it connects in
- * the background and says so (`connected`, `disconnected`, ...) to `events`.
+ * Opens the wire with the engine's `open` (the native engine has one), unless
+ * `ORRERY_NATS_WIRE=0` keeps groups' pulls on nats.js (to compare the two); it connects in the
+ * background and says so (`connected`, `disconnected`, ...) to `events`.
  */
-export async function openWire(options: WireOptions, events: (event: string) => void): Promise<Wire | undefined> {
-  if (typeof process === 'undefined' || !process.env.ORRERY_NATS_WIRE) return undefined
-  const { createRequire } = await import('node:module')
-  const addon = createRequire(import.meta.url)('../../bindings/node/binding.cjs') as {
-    NatsWire: { open(options: WireOptions, events: (event: string) => void): NatsWireBinding }
-  }
+export function openWire(open: OpenNatsWire | undefined, options: NatsWireOptions, events: (event: string) => void): Wire | undefined {
+  if (open === undefined || (typeof process !== 'undefined' && process.env.ORRERY_NATS_WIRE === '0')) return undefined
   let wire: Wire | undefined
-  const binding = addon.NatsWire.open(options, (event) => {
+  const binding = open(options, (event) => {
     if (wire === undefined) return
     if (event === 'connected') wire.connected = true
     else if (event === 'disconnected' || event === 'closed') wire.connected = false

@@ -25,6 +25,7 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
+import type { OpenNatsWire } from '../engines/backend.js'
 import { credsFile, openWire, type Wire } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
@@ -190,7 +191,7 @@ function silenceWatch(ms: number, silent: () => void): { heard(): void; stop(): 
 
 export class NatsDriver implements Driver {
   private nc: NatsConnection | undefined
-  /** @internal The native engine's wire for groups' pulls (prototype; see nats-wire.ts). */
+  /** @internal The native engine's wire for groups' pulls (see nats-wire.ts). */
   wire: Wire | undefined
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
@@ -244,6 +245,8 @@ export class NatsDriver implements Driver {
     private readonly config: CheckedNatsOptions,
     sink: DriverSink,
     private readonly transport: string,
+    /** The engine's NATS wire, if it has one (the native engine). */
+    private readonly openWire?: OpenNatsWire,
   ) {
     this.serverKey = serversKey(config.servers, 4222)
     this.secrets = secretsOf(config)
@@ -355,7 +358,8 @@ export class NatsDriver implements Driver {
       this.js = this.jsm.jetstream()
       // TLS and WebSocket connections keep nats.js's pulls (the wire speaks plain TCP only).
       if ((tls === undefined || tls === false) && servers.every((url) => !/^(wss?|tls):/i.test(url)))
-        this.wire = await openWire(
+        this.wire = openWire(
+          this.openWire,
           {
             servers: servers.map(withoutCredentials),
             connectTimeoutMs,
