@@ -54,13 +54,24 @@ export class Wire {
   close(): void {
     this.connected = false
     this.binding.close()
+    this.bodies.clear()
+    this.next?.reject(new Error('the NATS wire closed before the answers were sent'))
+    this.next = undefined
   }
 
-  /** Sends a pull to `subject`; each record it brings goes to `record`. Returns its end. */
-  pull(subject: string, request: string, record: (r: WireRecord) => boolean): () => void {
+  /**
+   * Sends a pull to `subject`; each record it brings goes to `record`, in order, and what
+   * `record` throws to `failed` (nothing may throw into the addon's callback: Node would treat
+   * it as uncaught). Returns its end.
+   */
+  pull(subject: string, request: string, record: (r: WireRecord) => void, failed: (error: unknown) => void): () => void {
     const id = ++pulls
     this.binding.pull(id, subject, request, (batch) => {
-      for (const r of records(batch, this)) if (!record(r)) return
+      try {
+        for (const r of records(batch, this)) record(r)
+      } catch (error) {
+        failed(error)
+      }
     })
     return () => this.binding.endPull(id)
   }
@@ -80,6 +91,9 @@ export class Wire {
         resolve = res
         reject = rej
       })
+      // Awaited by whoever waits for the server (`settled`); a batch of naks or terms alone is
+      // not, and its failure must not be an unhandled rejection.
+      promise.catch(() => {})
       this.next = { promise, resolve, reject }
       this.last = promise
     }
@@ -101,15 +115,21 @@ export class Wire {
     if (next === undefined) return
     let left = this.bodies.size
     let ok = true
-    for (const [body, handles] of this.bodies) {
-      this.binding.answer(Uint32Array.from(handles), body, (sent) => {
-        ok &&= sent
-        if (--left > 0) return
-        if (ok) next.resolve()
-        else next.reject(new Error('the wire could not send answers'))
-      })
-    }
+    const bodies = [...this.bodies]
     this.bodies.clear()
+    try {
+      for (const [body, handles] of bodies) {
+        this.binding.answer(Uint32Array.from(handles), body, (sent) => {
+          ok &&= sent
+          if (--left > 0) return
+          if (ok) next.resolve()
+          else next.reject(new Error('the NATS wire lost its connection before the server read the answers'))
+        })
+      }
+    } catch (error) {
+      // Closed meanwhile: what was not sent is not answered.
+      next.reject(error instanceof Error ? error : new Error(String(error)))
+    }
   }
 }
 
@@ -129,7 +149,7 @@ export class WireDelivery {
   }
 
   nak(delayMs?: number): void {
-    this.wire.answer(this.handle, delayMs ? `-NAK ${JSON.stringify({ delay: delayMs * 1e6 })}` : '-NAK')
+    this.wire.answer(this.handle, delayMs ? `-NAK ${JSON.stringify({ delay: Math.round(delayMs * 1e6) })}` : '-NAK')
   }
 
   term(): void {

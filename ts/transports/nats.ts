@@ -1352,13 +1352,23 @@ export class NatsDriver implements Driver {
     return this.connected && (this.wire?.connected ?? true)
   }
 
-  /** The wire's connection went or came back: its pulls went with it, as the connection's do. */
+  /**
+   * The wire's connection went or came back (its pulls went with it, as the connection's do), or
+   * it reports an error (a refused permission, say), which is reported as the connection's are.
+   */
   private wireEvent(event: string): void {
     if (this.closed) return
-    if (event === 'disconnected') {
-      for (const w of this.groups.values()) w.disconnected()
-    } else if (event === 'connected') {
-      for (const w of this.groups.values()) w.wake()
+    try {
+      if (event === 'disconnected') {
+        for (const w of this.groups.values()) w.disconnected()
+      } else if (event === 'connected') {
+        for (const w of this.groups.values()) w.wake()
+      } else if (/^(server|client) error/.test(event)) {
+        this.sink.failed(new Error(`the NATS wire: ${event}`))
+      }
+    } catch (error) {
+      // Nothing may throw into the addon's callback (Node would treat it as uncaught).
+      this.sink.failed(error)
     }
   }
 
@@ -2228,38 +2238,38 @@ class GroupReader {
       }
       this.pulls.add(pull)
       const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
-      endPull = wire.pull(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify(request), (r) => {
-        if (!this.pulls.has(pull)) return false
-        if (r.kind === 'delivery') {
-          pull.left--
-          this.add(r.delivery)
-          if (pull.left <= 0) {
-            pull.end()
-            return false
+      endPull = wire.pull(
+        `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`,
+        JSON.stringify(request),
+        (r) => {
+          if (!this.pulls.has(pull)) {
+            // Brought after the pull ended (a disconnect, or room that went): given back at once
+            // rather than left to its ack wait.
+            if (r.kind === 'delivery') r.delivery.nak()
+            return
           }
-          if (!settled && pull.left <= count / 2) {
-            settled = true
-            resolve()
+          if (r.kind === 'delivery') {
+            pull.left--
+            this.add(r.delivery)
+            if (pull.left <= 0) return pull.end()
+            if (!settled && pull.left <= count / 2) {
+              settled = true
+              resolve()
+            }
+            return alive()
           }
-          alive()
-          return true
-        }
-        if (r.kind === 'ended') {
+          if (r.kind === 'ended') return pull.end()
+          const { code, description } = r
+          // 100: a heartbeat; 409 Server Shutdown: deliveries may still come (see `pull`).
+          if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
+          // 503: no consumer answers the pull; 409 Consumer Deleted: it was deleted.
+          if (code === 503 || (code === 409 && /consumer deleted/i.test(description)))
+            return pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
+          // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
           pull.end()
-          return false
-        }
-        const { code, description } = r
-        if (code === 100 || (code === 409 && /server shutdown/i.test(description))) {
-          alive()
-          return true
-        }
-        if (code === 503 || (code === 409 && /consumer deleted/i.test(description))) {
-          pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
-          return false
-        }
-        pull.end()
-        return false
-      })
+        },
+        (error) => pull.end(error),
+      )
       alive()
     })
   }

@@ -11,7 +11,7 @@
 //! Numbers are little-endian. A delivery's ack subject stays here, under its handle: JS answers
 //! by handle (`answer`), so subjects never cross.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -55,11 +55,26 @@ pub struct WireOptions {
 pub struct NatsWire {
     runtime: Option<tokio::runtime::Runtime>,
     client: async_nats::Client,
-    /// Ack subjects of deliveries not answered yet, by handle.
-    replies: Arc<Mutex<HashMap<u32, async_nats::Subject>>>,
-    next: Arc<AtomicU32>,
+    shared: Arc<Shared>,
     /// Each open pull's end, by id.
     pulls: Mutex<HashMap<u32, tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// What the wire's tasks share.
+#[derive(Default)]
+struct Shared {
+    /// Ack subjects of deliveries not answered yet, by handle.
+    replies: Mutex<HashMap<u32, async_nats::Subject>>,
+    next: AtomicU32,
+    /// Whether the connection is up.
+    up: AtomicBool,
+    /// Counts the connection's drops: answers sent across one are not known to be read.
+    drops: tokio::sync::watch::Sender<u64>,
+    /// The subject answers are confirmed on (a message of the wire's to itself after them).
+    confirm: Mutex<String>,
+    /// Confirmations awaited, by number.
+    confirms: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    next_confirm: AtomicU64,
 }
 
 fn failed(what: &str, err: impl std::fmt::Display) -> Error {
@@ -70,6 +85,7 @@ fn failed(what: &str, err: impl std::fmt::Display) -> Error {
 impl NatsWire {
     /// Opens the wire: it connects in the background, and again after each drop, for ever
     /// (events say when); what is sent meanwhile waits for the connection.
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
     #[napi(factory)]
     pub fn open(options: WireOptions, events: Function<String, ()>) -> Result<NatsWire> {
         let events: Arc<Events> = Arc::new(
@@ -80,6 +96,8 @@ impl NatsWire {
             .enable_all()
             .build()
             .map_err(|e| failed("the wire's runtime", e))?;
+        let shared = Arc::new(Shared::default());
+        let said = Arc::clone(&shared);
         let mut connect = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -87,11 +105,23 @@ impl NatsWire {
             .reconnect_delay_callback(|_| std::time::Duration::from_millis(250))
             .event_callback(move |event| {
                 let events = Arc::clone(&events);
+                let shared = Arc::clone(&said);
                 async move {
                     let said = match event {
-                        async_nats::Event::Connected => "connected".to_owned(),
-                        async_nats::Event::Disconnected => "disconnected".to_owned(),
-                        async_nats::Event::Closed => "closed".to_owned(),
+                        async_nats::Event::Connected => {
+                            shared.up.store(true, Ordering::SeqCst);
+                            "connected".to_owned()
+                        }
+                        async_nats::Event::Disconnected => {
+                            shared.up.store(false, Ordering::SeqCst);
+                            shared.drops.send_modify(|n| *n += 1);
+                            "disconnected".to_owned()
+                        }
+                        async_nats::Event::Closed => {
+                            shared.up.store(false, Ordering::SeqCst);
+                            shared.drops.send_modify(|n| *n += 1);
+                            "closed".to_owned()
+                        }
                         other => other.to_string(),
                     };
                     events.call(said, ThreadsafeFunctionCallMode::NonBlocking);
@@ -117,13 +147,23 @@ impl NatsWire {
             .map_err(|e| failed("the wire's servers", e))?;
         // Returns at once: the connection is made in the background.
         let client = runtime.block_on(connect.connect(servers)).map_err(|e| failed("the wire's connection", e))?;
-        Ok(NatsWire {
-            runtime: Some(runtime),
-            client,
-            replies: Arc::default(),
-            next: Arc::new(AtomicU32::new(1)),
-            pulls: Mutex::default(),
-        })
+        // Confirmations come back on an inbox of the wire's own (subscribed again after a drop).
+        let confirm = client.new_inbox();
+        if let Ok(mut subject) = shared.confirm.lock() {
+            subject.clone_from(&confirm);
+        }
+        let (client2, shared2) = (client.clone(), Arc::clone(&shared));
+        runtime.spawn(async move {
+            let Ok(mut sub) = client2.subscribe(confirm).await else { return };
+            while let Some(m) = sub.next().await {
+                let number = std::str::from_utf8(&m.payload).ok().and_then(|t| t.parse::<u64>().ok());
+                let waiter = number.and_then(|n| shared2.confirms.lock().ok().and_then(|mut c| c.remove(&n)));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(());
+                }
+            }
+        });
+        Ok(NatsWire { runtime: Some(runtime), client, shared, pulls: Mutex::default() })
     }
 
     fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
@@ -131,16 +171,17 @@ impl NatsWire {
     }
 
     /// Sends a pull (`request`, JSON) to `subject` with its own inbox; its records go to `deliver`.
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
     #[napi]
     pub fn pull(&self, id: u32, subject: String, request: String, deliver: Function<Buffer, ()>) -> Result<()> {
         let deliver: Deliver =
             deliver.build_threadsafe_function().weak::<true>().build().map_err(|e| failed("the pull's callback", e))?;
+        let runtime = self.runtime()?;
         let client = self.client.clone();
-        let replies = Arc::clone(&self.replies);
-        let next = Arc::clone(&self.next);
+        let shared = Arc::clone(&self.shared);
         let (end, mut ended) = tokio::sync::oneshot::channel::<()>();
         self.pulls.lock().map_err(|e| failed("pulls", e))?.insert(id, end);
-        self.runtime()?.spawn(async move {
+        runtime.spawn(async move {
             let inbox = client.new_inbox();
             let subscribed = client.subscribe(inbox.clone()).await;
             let sent = match &subscribed {
@@ -154,6 +195,7 @@ impl NatsWire {
             let mut out = Vec::with_capacity(64 * 1024);
             loop {
                 let first = tokio::select! {
+                    biased;
                     m = sub.next() => m,
                     _ = &mut ended => None,
                 };
@@ -161,7 +203,7 @@ impl NatsWire {
                 let mut count = 0;
                 let mut message = Some(first);
                 while let Some(m) = message.take() {
-                    write_record(&mut out, m, &replies, &next);
+                    write_record(&mut out, m, &shared);
                     count += 1;
                     if count == BATCH_RECORDS {
                         break;
@@ -190,27 +232,26 @@ impl NatsWire {
     }
 
     /// Answers the deliveries of `handles` with `body` (`+ACK`, `-NAK`, `+TERM`, ...); `done`
-    /// is called once the server has read them (a PONG after them), with false if it could not
-    /// (the connection went): they can then be answered again.
+    /// is called with true once the server has read them (a message of the wire's to itself,
+    /// sent after them, came back with no drop of the connection between), or with false if the
+    /// connection is down or dropped first: they can then be answered again.
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
     #[napi]
     pub fn answer(&self, handles: Uint32Array, body: String, done: Function<bool, ()>) -> Result<()> {
         let done: Done =
             done.build_threadsafe_function().weak::<true>().build().map_err(|e| failed("the answer's callback", e))?;
+        let runtime = self.runtime()?;
         let answered: Vec<(u32, async_nats::Subject)> = {
-            let mut replies = self.replies.lock().map_err(|e| failed("replies", e))?;
+            let mut replies = self.shared.replies.lock().map_err(|e| failed("replies", e))?;
             handles.iter().filter_map(|h| replies.remove_entry(h)).collect()
         };
         let client = self.client.clone();
-        let replies = Arc::clone(&self.replies);
+        let shared = Arc::clone(&self.shared);
         let body = bytes::Bytes::from(body);
-        self.runtime()?.spawn(async move {
-            let mut ok = true;
-            for (_, subject) in &answered {
-                ok &= client.publish(subject.clone(), body.clone()).await.is_ok();
-            }
-            ok &= client.flush().await.is_ok();
+        runtime.spawn(async move {
+            let ok = confirmed(&client, &shared, &answered, body).await;
             if !ok {
-                if let Ok(mut replies) = replies.lock() {
+                if let Ok(mut replies) = shared.replies.lock() {
                     replies.extend(answered);
                 }
             }
@@ -219,41 +260,90 @@ impl NatsWire {
         Ok(())
     }
 
-    /// Closes the wire: what was sent is flushed (for up to a second), then its connection and
-    /// tasks go.
+    /// Closes the wire without waiting: what was sent is flushed (for up to a second) on a
+    /// thread of its own, then its connection and tasks go.
     #[napi]
     pub fn close(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             let client = self.client.clone();
-            runtime.block_on(async {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
+            std::thread::spawn(move || {
+                runtime.block_on(async {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client.flush()).await;
+                });
+                runtime.shutdown_background();
             });
-            runtime.shutdown_background();
         }
     }
 }
 
-fn write_record(
-    out: &mut Vec<u8>,
-    m: async_nats::Message,
-    replies: &Mutex<HashMap<u32, async_nats::Subject>>,
-    next: &AtomicU32,
-) {
+/// Sends `body` to each of `answered`, then a confirmation to the wire itself; true once it came
+/// back with the connection up all along (the server reads a connection's messages in order).
+async fn confirmed(
+    client: &async_nats::Client,
+    shared: &Shared,
+    answered: &[(u32, async_nats::Subject)],
+    body: bytes::Bytes,
+) -> bool {
+    let mut drops = shared.drops.subscribe();
+    drops.borrow_and_update();
+    if !shared.up.load(Ordering::SeqCst) {
+        return false;
+    }
+    // The server numbers each connection: one made again meanwhile is a drop, however the
+    // events are ordered.
+    let connection = client.server_info().client_id;
+    let number = shared.next_confirm.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let Ok(subject) = shared.confirm.lock().map(|s| s.clone()) else { return false };
+    if let Ok(mut confirms) = shared.confirms.lock() {
+        confirms.insert(number, tx);
+    }
+    let sent = async {
+        for (_, reply) in answered {
+            if client.publish(reply.clone(), body.clone()).await.is_err() {
+                return false;
+            }
+        }
+        client.publish(subject, number.to_string().into()).await.is_ok() && client.flush().await.is_ok()
+    };
+    let ok = tokio::select! {
+        biased;
+        _ = drops.changed() => false,
+        ok = async { sent.await && rx.await.is_ok() } => ok,
+    } && client.server_info().client_id == connection;
+    if let Ok(mut confirms) = shared.confirms.lock() {
+        confirms.remove(&number);
+    }
+    ok
+}
+
+fn write_record(out: &mut Vec<u8>, m: async_nats::Message, shared: &Shared) {
     let reply = m.reply.as_ref().filter(|r| r.starts_with("$JS.ACK."));
     let Some(reply) = reply else {
         let code = m.status.map_or(0, |s| s.as_u16());
         let description = m.description.unwrap_or_default();
+        // A status line is short; one past a u16 is cut (at a character boundary).
+        let mut cut = description.len().min(usize::from(u16::MAX));
+        while !description.is_char_boundary(cut) {
+            cut -= 1;
+        }
         out.push(1);
         out.extend_from_slice(&code.to_le_bytes());
-        out.extend_from_slice(&(description.len() as u16).to_le_bytes());
-        out.extend_from_slice(description.as_bytes());
+        out.extend_from_slice(&u16::try_from(cut).unwrap_or(u16::MAX).to_le_bytes());
+        out.extend_from_slice(&description.as_bytes()[..cut]);
         return;
     };
     let fields = ack_fields(reply);
-    let handle = next.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut replies) = replies.lock() {
+    let handle = {
+        let Ok(mut replies) = shared.replies.lock() else { return };
+        // Handles wrap after 2^32 deliveries: one still held is skipped.
+        let mut handle = shared.next.fetch_add(1, Ordering::Relaxed);
+        while replies.contains_key(&handle) {
+            handle = shared.next.fetch_add(1, Ordering::Relaxed);
+        }
         replies.insert(handle, reply.clone());
-    }
+        handle
+    };
     out.push(0);
     out.extend_from_slice(&handle.to_le_bytes());
     out.extend_from_slice(&(fields[0] as u32).to_le_bytes());
