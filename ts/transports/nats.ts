@@ -1354,7 +1354,7 @@ export class NatsDriver implements Driver {
 
   /**
    * The wire's connection went or came back (its pulls went with it, as the connection's do), or
-   * it reports an error (a refused permission, say), which is reported as the connection's are.
+   * the server sent it an error (a refused permission, say), reported as the connection's are.
    */
   private wireEvent(event: string): void {
     if (this.closed) return
@@ -1363,7 +1363,9 @@ export class NatsDriver implements Driver {
         for (const w of this.groups.values()) w.disconnected()
       } else if (event === 'connected') {
         for (const w of this.groups.values()) w.wake()
-      } else if (/^(server|client) error/.test(event)) {
+      } else if (event.startsWith('server error')) {
+        // A client error is a failed attempt to connect (one every 250 ms while the server is
+        // down): the main connection reports the outage once, as it began and as it ended.
         this.sink.failed(new Error(`the NATS wire: ${event}`))
       }
     } catch (error) {
