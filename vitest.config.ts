@@ -17,6 +17,7 @@ const ONE_ENGINE: Record<string, string> = {
   // HTTP whose answers are the same JSON on both engines (test/control*.test.ts checks that on both).
   'test/dashboard/**': 'the dashboard in chromium: the page is wasm whichever project runs it',
   'test/transport-asking.test.ts': "the transports' asking and catch-up helpers alone, no engine and no broker",
+  'test/transports/nats-wire.test.ts': "the native engine's NATS wire alone (the wasm engine has none: its pulls are nats.js's)",
 }
 
 // Files that cannot run in a browser page, each with what it needs from Node. Everything else in

@@ -30,7 +30,9 @@
  *         behind the next read.
  *       nats-bench: `nats bench js fetch` (pulls of its default 500, an explicit ack per message)
  *         on a durable pull consumer made as Orrery makes a group's (explicit acks, from the start).
- *         Beside it on the same kind of consumer, nothing of Orrery around them: natsjs-raw (nats.js's
+ *         orrery-nats reads through the native engine's NATS wire (async-nats in the addon);
+ *         orrery-nats-natsjs is the same with its pulls on nats.js (ORRERY_NATS_WIRE=0), as the
+ *         wasm engine reads. Beside it on the same kind of consumer, nothing of Orrery around them: natsjs-raw (nats.js's
  *         own `consume()`, the client Orrery's driver reads through) and rust-nats (async-nats on
  *         tokio, benches/rust-clients), each an ack per message.
  *       kafka-perf: Kafka's ConsumerPerformance (kafka-consumer-perf-test) in a new consumer group,
@@ -611,6 +613,12 @@ async function natsjsRawConsume() {
   }
 }
 
+/** A contender whose groups pull through nats.js on the native engine too (ORRERY_NATS_WIRE=0), not the engine's wire. */
+const natsjsPulls = (contender) => () => {
+  process.env.ORRERY_NATS_WIRE = '0'
+  return contender()
+}
+
 /** async-nats alone (benches/rust-clients): a pull stream of NATS_FETCH_BATCH, an ack per message; its rate is its own. */
 const rustConsume = () =>
   natsConsumeRounds('rust', async (stream, consumer) => {
@@ -1051,6 +1059,7 @@ const SCENARIOS = [
       ['orrery-redis-signed', orreryConsume('orrery-redis-signed', 'redis', 'native', SIGNING)],
       ['node-redis-raw', rawConsume],
       ...engines('nats').map(([id, engine]) => [id, orreryConsume(id, 'nats', engine)]),
+      ['orrery-nats-natsjs', natsjsPulls(orreryConsume('orrery-nats-natsjs', 'nats', 'native'))],
       ['nats-bench', natsBenchConsume],
       ['natsjs-raw', natsjsRawConsume],
       ['rust-nats', rustConsume],

@@ -427,7 +427,7 @@ export class Orrery {
     // Refused before any broker is connected: an unreachable one must not hide this.
     const durable = transports?.transports.find((t) => t.kind === 'durable')
     if (durable !== undefined && backend.name === 'wasm') throw inMemoryOnly(durable.name)
-    const remote = transports === undefined ? undefined : await Transports.open(transports)
+    const remote = transports === undefined ? undefined : await Transports.open(transports, backend.openNatsWire)
     try {
       const orrery = new Orrery(backend, Bus.create(backend.createBus({ maxMessageBytes: max }), clock, remote, tracing), clock, tracing)
       if (observe !== undefined && metrics !== undefined) {

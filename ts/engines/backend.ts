@@ -315,6 +315,34 @@ export interface Backend {
   attachBus(handle: number): BusCore
   /** The hash of the manifest the engine was built with (`undefined` from an engine older than the manifest). */
   manifestHash(): string | undefined
+  /**
+   * Opens a NATS wire: groups' pulls read and answered off the JS thread (native engine only;
+   * see ts/transports/nats-wire.ts). It connects in the background and tells `events` when it is
+   * up (`connected`) or down (`disconnected`, `closed`).
+   */
+  openNatsWire?(options: NatsWireOptions, events: (event: string) => void): NatsWireBinding
+}
+
+/** An engine's way to open a NATS wire (`Backend.openNatsWire`). */
+export type OpenNatsWire = (options: NatsWireOptions, events: (event: string) => void) => NatsWireBinding
+
+/** How a NATS wire connects (`WireOptions` in bindings/node/src/nats_wire.rs). */
+export interface NatsWireOptions {
+  servers: string[]
+  connectTimeoutMs: number
+  token?: string | undefined
+  user?: string | undefined
+  pass?: string | undefined
+  nkeySeed?: string | undefined
+  creds?: string | undefined
+}
+
+/** A NATS wire (bindings/node/src/nats_wire.rs). */
+export interface NatsWireBinding {
+  pull(id: number, subject: string, request: string, deliver: (batch: Uint8Array) => void): void
+  endPull(id: number): void
+  answer(handles: Uint32Array, body: string, done: (ok: boolean) => void): void
+  close(): void
 }
 
 /** Maps a stats array onto its field names. */

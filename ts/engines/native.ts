@@ -3,7 +3,7 @@
  * panic becomes an `OrreryError`. Records are drained into a buffer JS owns and reuses.
  */
 import { fromEngine, isEngineFailure } from '../errors.js'
-import { DRAIN_BYTES, type Backend, type RawBus } from './backend.js'
+import { DRAIN_BYTES, type Backend, type NatsWireBinding, type NatsWireOptions, type RawBus } from './backend.js'
 import { adaptBus, Slab } from './adapter.js'
 import { guardOf, NATIVE_FAILURES } from './failures.js'
 import { callBlock } from './call-block.js'
@@ -32,6 +32,7 @@ export interface NativeBinding extends NativeStoreBinding, NativeMeshBinding, Na
   busAckDrain(): void
   busNextDeadline(): void
   busHasPending(): void
+  NatsWire: { open(options: NatsWireOptions, events: (event: string) => void): NatsWireBinding }
 }
 
 /** The calls the addon makes only through the call block (`bus_calls.rs`), not as methods. */
@@ -240,6 +241,7 @@ export function nativeBackend(binding: NativeBinding): Backend {
     createWorkflows: () => createNativeWorkflows(binding),
     openStore: (options) => openNativeStore(binding, options),
     manifestHash: () => binding.manifestHash?.(),
+    openNatsWire: (options, events) => binding.NatsWire.open(options, events),
   }
   return registerEngineHooks(backend, { panic: (message) => guard(() => binding.panicForTests(message)) })
 }

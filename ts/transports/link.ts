@@ -4,7 +4,7 @@
  * to the drivers, ingest handed back to the core. Only an Orrery made with `transports` has one,
  * so an unbound Orrery's hot paths never reach this module.
  */
-import type { BusCore } from '../engines/backend.js'
+import type { BusCore, OpenNatsWire } from '../engines/backend.js'
 import { DEFAULTS, FRAME } from '../engines/manifest.js'
 import { failureOf, isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
@@ -136,9 +136,9 @@ async function redisDriver(options: CheckedRedisOptions, sink: DriverSink, trans
   return new RedisDriver(await loadRedis(transport), options, sink, transport)
 }
 
-async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transport: string): Promise<Driver> {
+async function natsDriver(options: CheckedNatsOptions, sink: DriverSink, transport: string, openWire: OpenNatsWire | undefined): Promise<Driver> {
   const { loadNats, NatsDriver } = await import('./nats.js')
-  return new NatsDriver(await loadNats(options.servers, transport), options, sink, transport)
+  return new NatsDriver(await loadNats(options.servers, transport), options, sink, transport, openWire)
 }
 
 async function kafkaDriver(options: CheckedKafkaOptions, sink: DriverSink, transport: string): Promise<Driver> {
@@ -196,8 +196,11 @@ export class Transports {
 
   private constructor(private readonly config: CheckedTransports) {}
 
-  /** Connects every transport; on any failure, closes those that connected and throws the first failure. */
-  static async open(config: CheckedTransports, makeRedis: DriverFactory = redisDriver): Promise<Transports> {
+  /**
+   * Connects every transport; on any failure, closes those that connected and throws the first
+   * failure. `openNatsWire`: the engine's NATS wire, if it has one (see nats-wire.ts).
+   */
+  static async open(config: CheckedTransports, openNatsWire?: OpenNatsWire, makeRedis: DriverFactory = redisDriver): Promise<Transports> {
     const link = new Transports(config)
     const made = await Promise.allSettled(
       config.transports.map(async (t) => {
@@ -205,7 +208,7 @@ export class Transports {
         const sink = link.sinkFor(t.name)
         const driver =
           t.options.kind === 'nats'
-            ? await natsDriver(t.options, sink, t.name)
+            ? await natsDriver(t.options, sink, t.name, openNatsWire)
             : t.options.kind === 'kafka'
               ? await kafkaDriver(t.options, sink, t.name)
               : await makeRedis(t.options, sink, t.name)

@@ -25,6 +25,8 @@ import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
+import type { OpenNatsWire } from '../engines/backend.js'
+import { credsFile, openWire, type Wire } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
@@ -189,6 +191,8 @@ function silenceWatch(ms: number, silent: () => void): { heard(): void; stop(): 
 
 export class NatsDriver implements Driver {
   private nc: NatsConnection | undefined
+  /** @internal The native engine's wire for groups' pulls (see nats-wire.ts). */
+  wire: Wire | undefined
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
@@ -241,6 +245,8 @@ export class NatsDriver implements Driver {
     private readonly config: CheckedNatsOptions,
     sink: DriverSink,
     private readonly transport: string,
+    /** The engine's NATS wire, if it has one (the native engine). */
+    private readonly openWire?: OpenNatsWire,
   ) {
     this.serverKey = serversKey(config.servers, 4222)
     this.secrets = secretsOf(config)
@@ -350,6 +356,21 @@ export class NatsDriver implements Driver {
       // Asks the server for the account's JetStream: a server without it is refused here.
       this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
       this.js = this.jsm.jetstream()
+      // TLS and WebSocket connections keep nats.js's pulls (the wire speaks plain TCP only).
+      if ((tls === undefined || tls === false) && servers.every((url) => !/^(wss?|tls):/i.test(url)))
+        this.wire = openWire(
+          this.openWire,
+          {
+            servers: servers.map(withoutCredentials),
+            connectTimeoutMs,
+            token,
+            user,
+            pass,
+            nkeySeed,
+            creds: creds === undefined ? undefined : credsFile(creds.jwt, creds.seed),
+          },
+          (event) => this.wireEvent(event),
+        )
     })
     try {
       // A server that accepts the connection but never answers is caught here too.
@@ -998,7 +1019,7 @@ export class NatsDriver implements Driver {
       this.reading = undefined
       const nc = this.nc
       if (nc === undefined) throw transportError('CLOSED', `transport ${this.transport} is closed`)
-      return nc.flush()
+      return this.wire === undefined ? nc.flush() : Promise.all([nc.flush(), this.wire.settled()]).then(() => {})
     })
     return this.reading
   }
@@ -1312,6 +1333,8 @@ export class NatsDriver implements Driver {
     this.acks?.close(transportError('CLOSED', 'this Orrery closed before the write was made'))
     this.acks = undefined
     if (nc !== undefined) void nc.drain().catch(() => nc.close().catch(() => {}))
+    this.wire?.close()
+    this.wire = undefined
   }
 
   /** @internal For readers. */
@@ -1319,9 +1342,36 @@ export class NatsDriver implements Driver {
     return this.closed
   }
 
-  /** @internal Whether the connection is up (a group's reader pulls only then). */
+  /** @internal Whether the connection is up (a mirror's reader pulls only then). */
   get isConnected(): boolean {
     return this.connected
+  }
+
+  /** @internal Whether a group's reader can pull: the connection is up, and the wire's if it has one. */
+  get canPull(): boolean {
+    return this.connected && (this.wire?.connected ?? true)
+  }
+
+  /**
+   * The wire's connection went or came back (its pulls went with it, as the connection's do), or
+   * the server sent it an error (a refused permission, say), reported as the connection's are.
+   */
+  private wireEvent(event: string): void {
+    if (this.closed) return
+    try {
+      if (event === 'disconnected') {
+        for (const w of this.groups.values()) w.disconnected()
+      } else if (event === 'connected') {
+        for (const w of this.groups.values()) w.wake()
+      } else if (event.startsWith('server error')) {
+        // A client error is a failed attempt to connect (one every 250 ms while the server is
+        // down): the main connection reports the outage once, as it began and as it ended.
+        this.sink.failed(new Error(`the NATS wire: ${event}`))
+      }
+    } catch (error) {
+      // Nothing may throw into the addon's callback (Node would treat it as uncaught).
+      this.sink.failed(error)
+    }
   }
 
   /**
@@ -2036,7 +2086,7 @@ class GroupReader {
         const room = driver.sinkOf.groupRoom(this.group.id) - this.left()
         // Without room, with MAX_PULLS in flight, or while the connection is down (a pull sent
         // then would reach the server after its inbox was dropped), the reader waits to be woken.
-        if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.isConnected) {
+        if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.canPull) {
           await this.pause.wait(1_000)
           continue
         }
@@ -2099,6 +2149,8 @@ class GroupReader {
    * until the connection goes.
    */
   private pull(stream: string, consumer: string, count: number): Promise<void> {
+    const wire = this.driver.wire
+    if (wire !== undefined) return this.pullOnWire(wire, stream, consumer, count)
     const nc = this.driver.connection()
     const inbox = `_INBOX.${inboxToken}.${++inboxes}`
     return new Promise<void>((resolve, reject) => {
@@ -2156,6 +2208,70 @@ class GroupReader {
       })
       const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
       nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify(request), { reply: inbox })
+      alive()
+    })
+  }
+
+  /** `pull`, on the native engine's wire (prototype). */
+  private pullOnWire(wire: Wire, stream: string, consumer: string, count: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let watch: ReturnType<typeof silenceWatch> | undefined
+      let endPull: (() => void) | undefined
+      let settled = false
+      const pull: Pull = {
+        left: count,
+        end: (error?: unknown) => {
+          if (!this.pulls.delete(pull)) return
+          watch?.stop()
+          endPull?.()
+          if (!settled) {
+            settled = true
+            if (error === undefined) resolve()
+            else reject(error)
+          } else {
+            if (error !== undefined) this.lost = error
+            this.pause.wake()
+          }
+        },
+      }
+      const alive = () => {
+        if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end())
+        else watch.heard()
+      }
+      this.pulls.add(pull)
+      const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
+      endPull = wire.pull(
+        `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`,
+        JSON.stringify(request),
+        (r) => {
+          if (!this.pulls.has(pull)) {
+            // Brought after the pull ended (a disconnect, or room that went): given back at once
+            // rather than left to its ack wait.
+            if (r.kind === 'delivery') r.delivery.nak()
+            return
+          }
+          if (r.kind === 'delivery') {
+            pull.left--
+            this.add(r.delivery)
+            if (pull.left <= 0) return pull.end()
+            if (!settled && pull.left <= count / 2) {
+              settled = true
+              resolve()
+            }
+            return alive()
+          }
+          if (r.kind === 'ended') return pull.end()
+          const { code, description } = r
+          // 100: a heartbeat; 409 Server Shutdown: deliveries may still come (see `pull`).
+          if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
+          // 503: no consumer answers the pull; 409 Consumer Deleted: it was deleted.
+          if (code === 503 || (code === 409 && /consumer deleted/i.test(description)))
+            return pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
+          // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
+          pull.end()
+        },
+        (error) => pull.end(error),
+      )
       alive()
     })
   }

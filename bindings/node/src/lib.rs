@@ -13,6 +13,7 @@ pub mod diagnostics;
 pub mod disk;
 pub mod error;
 pub mod mesh;
+pub mod nats_wire;
 pub mod shared;
 pub mod store;
 pub mod workflow;
