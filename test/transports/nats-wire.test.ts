@@ -8,6 +8,7 @@ import { createRequire } from 'node:module'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import type { NatsWireBinding, NatsWireOptions } from '../../ts/engines/backend.js'
 import { openWire, type Wire, type WireDelivery, type WireRecord } from '../../ts/transports/nats-wire.js'
+import { proxyTo } from './proxy.js'
 
 const natsUrl = (): string => {
   try {
@@ -59,12 +60,12 @@ describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('the NATS wire (native
     await close()
   })
 
-  /** Opens a wire on the test server, connected. */
-  async function connected(): Promise<{ wire: Wire; events: string[] }> {
+  /** Opens a wire on the test server (or `url`), connected. */
+  async function connected(url = natsUrl()): Promise<{ wire: Wire; events: string[] }> {
     const events: string[] = []
     const wire = openWire(
       (o, e) => addon.NatsWire.open(o, e),
-      { servers: [natsUrl()], connectTimeoutMs: 2_000 },
+      { servers: [url], connectTimeoutMs: 2_000 },
       (e) => events.push(e),
     )
     if (wire === undefined) throw new Error('no wire')
@@ -124,6 +125,35 @@ describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('the NATS wire (native
     expect((await jsm.consumers.info(stream, 'c')).num_ack_pending).toBe(0)
     wire.close()
     expect(wire.connected).toBe(false)
+  })
+
+  it('answers the server never read (the connection cut under them) fail, and go once it is back', async () => {
+    const { AckPolicy } = await import('@nats-io/jetstream')
+    await jsm.consumers.add(stream, { durable_name: 'e', ack_policy: AckPolicy.Explicit, ack_wait: 30e9 })
+    const server = new URL(natsUrl())
+    const proxy = await proxyTo(server.hostname, Number(server.port))
+    try {
+      const { wire, events } = await connected(`nats://${proxy.address}`)
+      const got = await pulled(wire, 'e', 3, 3)
+      // Written to the socket, never read by the server: not settled, and failed by the cut.
+      proxy.hold()
+      for (const d of got) d.ack()
+      const settled = wire.settled()
+      await new Promise((r) => setTimeout(r, 100))
+      await proxy.cut()
+      await expect(settled).rejects.toThrow(/lost its connection/)
+      expect(events).toContain('disconnected')
+      expect((await jsm.consumers.info(stream, 'e')).ack_floor.stream_seq).toBe(0)
+      // The same deliveries answered again once the wire is back.
+      await proxy.restore()
+      await until(() => wire.connected)
+      for (const d of got) d.ack()
+      await wire.settled()
+      expect((await jsm.consumers.info(stream, 'e')).ack_floor.stream_seq).toBe(3)
+      wire.close()
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('a closed wire refuses to pull, and answers given as it closes fail instead of hanging', async () => {

@@ -38,40 +38,63 @@ export type WireRecord =
 
 let pulls = 0
 
+/** A turn's answers: settled once the server read them all (or failed). */
+interface Batch {
+  readonly promise: Promise<void>
+  readonly resolve: () => void
+  readonly reject: (e: Error) => void
+}
+
 /** The wire: pulls, and answers batched per turn (one crossing for a turn's acks). */
 export class Wire {
   private readonly bodies = new Map<string, number[]>()
   private scheduled = false
-  /** The last batch of answers sent: settled once the server read it. */
-  private last: Promise<void> = Promise.resolve()
-  private next: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | undefined
+  /** The batch this turn's answers join (sent at the end of the turn). */
+  private next: Batch | undefined
+  /** Batches sent and not settled yet. */
+  private readonly out = new Set<Batch>()
 
   /** Whether its connection is up (it connects in the background first). */
   connected = false
 
   constructor(readonly binding: NatsWireBinding) {}
 
+  /** Closes the wire; answers not yet read by the server fail (they are owed nothing more). */
   close(): void {
     this.connected = false
     this.binding.close()
     this.bodies.clear()
-    this.next?.reject(new Error('the NATS wire closed before the answers were sent'))
+    const closed = new Error('the NATS wire closed before the server read the answers')
+    this.next?.reject(closed)
     this.next = undefined
+    for (const batch of this.out) batch.reject(closed)
+    this.out.clear()
   }
 
   /**
    * Sends a pull to `subject`; each record it brings goes to `record`, in order, and what
    * `record` throws to `failed` (nothing may throw into the addon's callback: Node would treat
-   * it as uncaught). Returns its end.
+   * it as uncaught); the deliveries after one that threw are given back to the server (nak).
+   * Returns its end.
    */
   pull(subject: string, request: string, record: (r: WireRecord) => void, failed: (error: unknown) => void): () => void {
     const id = ++pulls
     this.binding.pull(id, subject, request, (batch) => {
-      try {
-        for (const r of records(batch, this)) record(r)
-      } catch (error) {
-        failed(error)
+      let failure: unknown
+      let threw = false
+      for (const r of records(batch, this)) {
+        if (threw) {
+          if (r.kind === 'delivery') r.delivery.nak()
+          continue
+        }
+        try {
+          record(r)
+        } catch (error) {
+          threw = true
+          failure = error
+        }
       }
+      if (threw) failed(failure)
     })
     return () => this.binding.endPull(id)
   }
@@ -95,7 +118,6 @@ export class Wire {
       // not, and its failure must not be an unhandled rejection.
       promise.catch(() => {})
       this.next = { promise, resolve, reject }
-      this.last = promise
     }
     if (!this.scheduled) {
       this.scheduled = true
@@ -103,16 +125,24 @@ export class Wire {
     }
   }
 
-  /** Settles once every answer given so far has been read by the server. */
+  /** Settles once every answer given so far has been read by the server; rejects if one was not. */
   settled(): Promise<void> {
-    return this.last
+    const waits = [...this.out].map((b) => b.promise)
+    if (this.next !== undefined) waits.push(this.next.promise)
+    return waits.length === 0 ? Promise.resolve() : Promise.all(waits).then(() => {})
   }
 
   private send(): void {
     this.scheduled = false
-    const next = this.next
+    const batch = this.next
     this.next = undefined
-    if (next === undefined) return
+    if (batch === undefined) return
+    this.out.add(batch)
+    const settle = (error?: Error) => {
+      if (!this.out.delete(batch)) return
+      if (error === undefined) batch.resolve()
+      else batch.reject(error)
+    }
     let left = this.bodies.size
     let ok = true
     const bodies = [...this.bodies]
@@ -122,13 +152,12 @@ export class Wire {
         this.binding.answer(Uint32Array.from(handles), body, (sent) => {
           ok &&= sent
           if (--left > 0) return
-          if (ok) next.resolve()
-          else next.reject(new Error('the NATS wire lost its connection before the server read the answers'))
+          settle(ok ? undefined : new Error('the NATS wire lost its connection before the server read the answers'))
         })
       }
     } catch (error) {
       // Closed meanwhile: what was not sent is not answered.
-      next.reject(error instanceof Error ? error : new Error(String(error)))
+      settle(error instanceof Error ? error : new Error(String(error)))
     }
   }
 }

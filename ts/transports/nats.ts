@@ -193,6 +193,8 @@ export class NatsDriver implements Driver {
   private nc: NatsConnection | undefined
   /** @internal The native engine's wire for groups' pulls (see nats-wire.ts). */
   wire: Wire | undefined
+  /** The wire's failure to connect was reported (until it connects). */
+  private wireTrouble = false
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
@@ -1362,10 +1364,17 @@ export class NatsDriver implements Driver {
       if (event === 'disconnected') {
         for (const w of this.groups.values()) w.disconnected()
       } else if (event === 'connected') {
+        this.wireTrouble = false
         for (const w of this.groups.values()) w.wake()
+      } else if (event.startsWith('client error')) {
+        // A failed attempt to connect (one every 250 ms while the server is down): the main
+        // connection reports an outage itself. While it is up, the wire alone cannot connect (a
+        // limit of connections, say) and groups do not read: said once, until it connects.
+        if (this.connected && this.wire?.connected === false && !this.wireTrouble) {
+          this.wireTrouble = true
+          this.sink.failed(new Error(`the NATS wire cannot connect while the connection can, so groups do not read: ${event}`))
+        }
       } else if (event.startsWith('server error')) {
-        // A client error is a failed attempt to connect (one every 250 ms while the server is
-        // down): the main connection reports the outage once, as it began and as it ended.
         this.sink.failed(new Error(`the NATS wire: ${event}`))
       }
     } catch (error) {

@@ -11,7 +11,7 @@
 //! Numbers are little-endian. A delivery's ack subject stays here, under its handle: JS answers
 //! by handle (`answer`), so subjects never cross.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -70,11 +70,6 @@ struct Shared {
     up: AtomicBool,
     /// Counts the connection's drops: answers sent across one are not known to be read.
     drops: tokio::sync::watch::Sender<u64>,
-    /// The subject answers are confirmed on (a message of the wire's to itself after them).
-    confirm: Mutex<String>,
-    /// Confirmations awaited, by number.
-    confirms: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
-    next_confirm: AtomicU64,
 }
 
 fn failed(what: &str, err: impl std::fmt::Display) -> Error {
@@ -147,22 +142,6 @@ impl NatsWire {
             .map_err(|e| failed("the wire's servers", e))?;
         // Returns at once: the connection is made in the background.
         let client = runtime.block_on(connect.connect(servers)).map_err(|e| failed("the wire's connection", e))?;
-        // Confirmations come back on an inbox of the wire's own (subscribed again after a drop).
-        let confirm = client.new_inbox();
-        if let Ok(mut subject) = shared.confirm.lock() {
-            subject.clone_from(&confirm);
-        }
-        let (client2, shared2) = (client.clone(), Arc::clone(&shared));
-        runtime.spawn(async move {
-            let Ok(mut sub) = client2.subscribe(confirm).await else { return };
-            while let Some(m) = sub.next().await {
-                let number = std::str::from_utf8(&m.payload).ok().and_then(|t| t.parse::<u64>().ok());
-                let waiter = number.and_then(|n| shared2.confirms.lock().ok().and_then(|mut c| c.remove(&n)));
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(());
-                }
-            }
-        });
         Ok(NatsWire { runtime: Some(runtime), client, shared, pulls: Mutex::default() })
     }
 
@@ -232,9 +211,9 @@ impl NatsWire {
     }
 
     /// Answers the deliveries of `handles` with `body` (`+ACK`, `-NAK`, `+TERM`, ...); `done`
-    /// is called with true once the server has read them (a message of the wire's to itself,
-    /// sent after them, came back with no drop of the connection between), or with false if the
-    /// connection is down or dropped first: they can then be answered again.
+    /// is called with true once the server has read them (a request sent after them was
+    /// answered with no drop of the connection between), or with false if the connection is
+    /// down, dropped first, or the answer did not come in time: they can be answered again.
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
     #[napi]
     pub fn answer(&self, handles: Uint32Array, body: String, done: Function<bool, ()>) -> Result<()> {
@@ -276,8 +255,11 @@ impl NatsWire {
     }
 }
 
-/// Sends `body` to each of `answered`, then a confirmation to the wire itself; true once it came
-/// back with the connection up all along (the server reads a connection's messages in order).
+/// Sends `body` to each of `answered`, then a JetStream API request (`$JS.API.INFO`); true once
+/// the server answered it with the connection up all along: it reads one connection's messages
+/// in order, so it had read the answers. The request needs no permission the pulls do not need
+/// (a message of the wire's to its own inbox would: publishing there is often not allowed), and
+/// times out (the client's request timeout): false then too, and the answers can be sent again.
 async fn confirmed(
     client: &async_nats::Client,
     shared: &Shared,
@@ -289,32 +271,27 @@ async fn confirmed(
     if !shared.up.load(Ordering::SeqCst) {
         return false;
     }
-    // The server numbers each connection: one made again meanwhile is a drop, however the
-    // events are ordered.
-    let connection = client.server_info().client_id;
-    let number = shared.next_confirm.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let Ok(subject) = shared.confirm.lock().map(|s| s.clone()) else { return false };
-    if let Ok(mut confirms) = shared.confirms.lock() {
-        confirms.insert(number, tx);
-    }
+    // Counted by the client before a new connection is used: one made meanwhile is a drop,
+    // however the events are ordered.
+    let connects = client.statistics().connects.load(Ordering::SeqCst);
     let sent = async {
         for (_, reply) in answered {
             if client.publish(reply.clone(), body.clone()).await.is_err() {
                 return false;
             }
         }
-        client.publish(subject, number.to_string().into()).await.is_ok() && client.flush().await.is_ok()
+        match client.request("$JS.API.INFO", bytes::Bytes::new()).await {
+            Ok(_) => true,
+            // Answered by the server all the same (an account without JetStream here).
+            Err(error) => error.kind() == async_nats::RequestErrorKind::NoResponders,
+        }
     };
     let ok = tokio::select! {
         biased;
         _ = drops.changed() => false,
-        ok = async { sent.await && rx.await.is_ok() } => ok,
-    } && client.server_info().client_id == connection;
-    if let Ok(mut confirms) = shared.confirms.lock() {
-        confirms.remove(&number);
-    }
-    ok
+        ok = sent => ok,
+    };
+    ok && client.statistics().connects.load(Ordering::SeqCst) == connects
 }
 
 fn write_record(out: &mut Vec<u8>, m: async_nats::Message, shared: &Shared) {
