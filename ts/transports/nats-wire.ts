@@ -56,6 +56,8 @@ export class Wire {
 
   /** Whether its connection is up (it connects in the background first). */
   connected = false
+  /** Set once closed: nothing it was given is known to be read any more. */
+  private closed: Error | undefined
 
   constructor(readonly binding: NatsWireBinding) {}
 
@@ -65,6 +67,7 @@ export class Wire {
     this.binding.close()
     this.bodies.clear()
     const closed = new Error('the NATS wire closed before the server read the answers')
+    this.closed = closed
     this.next?.reject(closed)
     this.next = undefined
     for (const batch of this.out) batch.reject(closed)
@@ -127,6 +130,7 @@ export class Wire {
 
   /** Settles once every answer given so far has been read by the server; rejects if one was not. */
   settled(): Promise<void> {
+    if (this.closed !== undefined) return Promise.reject(this.closed)
     const waits = [...this.out].map((b) => b.promise)
     if (this.next !== undefined) waits.push(this.next.promise)
     return waits.length === 0 ? Promise.resolve() : Promise.all(waits).then(() => {})

@@ -255,7 +255,7 @@ impl NatsWire {
     }
 }
 
-/// Sends `body` to each of `answered`, then a JetStream API request (`$JS.API.INFO`); true once
+/// Sends `body` to each of `answered`, then a `JetStream` API request (`$JS.API.INFO`); true once
 /// the server answered it with the connection up all along: it reads one connection's messages
 /// in order, so it had read the answers. The request needs no permission the pulls do not need
 /// (a message of the wire's to its own inbox would: publishing there is often not allowed), and
