@@ -195,6 +195,8 @@ export class NatsDriver implements Driver {
   wire: Wire | undefined
   /** The wire's failure to connect was reported (until it connects). */
   private wireTrouble = false
+  /** Since when the wire is down (or was opened). */
+  private wireDownSince = Date.now()
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
@@ -359,7 +361,8 @@ export class NatsDriver implements Driver {
       this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
       this.js = this.jsm.jetstream()
       // TLS and WebSocket connections keep nats.js's pulls (the wire speaks plain TCP only).
-      if ((tls === undefined || tls === false) && servers.every((url) => !/^(wss?|tls):/i.test(url)))
+      if ((tls === undefined || tls === false) && servers.every((url) => !/^(wss?|tls):/i.test(url))) {
+        this.wireDownSince = Date.now()
         this.wire = openWire(
           this.openWire,
           {
@@ -373,6 +376,7 @@ export class NatsDriver implements Driver {
           },
           (event) => this.wireEvent(event),
         )
+      }
     })
     try {
       // A server that accepts the connection but never answers is caught here too.
@@ -1361,16 +1365,19 @@ export class NatsDriver implements Driver {
   private wireEvent(event: string): void {
     if (this.closed) return
     try {
-      if (event === 'disconnected') {
+      if (event === 'disconnected' || event === 'closed') {
+        this.wireDownSince = Date.now()
         for (const w of this.groups.values()) w.disconnected()
       } else if (event === 'connected') {
         this.wireTrouble = false
         for (const w of this.groups.values()) w.wake()
       } else if (event.startsWith('client error')) {
         // A failed attempt to connect (one every 250 ms while the server is down): the main
-        // connection reports an outage itself. While it is up, the wire alone cannot connect (a
-        // limit of connections, say) and groups do not read: said once, until it connects.
-        if (this.connected && this.wire?.connected === false && !this.wireTrouble) {
+        // connection reports an outage itself. When the wire alone has not connected for a while
+        // with the connection up (a limit of connections, say), groups do not read: said once,
+        // until it connects.
+        const downFor = Date.now() - this.wireDownSince
+        if (this.connected && this.wire?.connected === false && !this.wireTrouble && downFor > Math.max(5_000, 2 * this.config.connectTimeoutMs)) {
           this.wireTrouble = true
           this.sink.failed(new Error(`the NATS wire cannot connect while the connection can, so groups do not read: ${event}`))
         }
