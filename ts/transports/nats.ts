@@ -26,7 +26,7 @@ import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import type { OpenNatsWire } from '../engines/backend.js'
-import { credsFile, openWire, type Wire } from './nats-wire.js'
+import { credsFile, openWire, type Wire, type WireRecord } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
@@ -1933,6 +1933,9 @@ const NAK = answers.encode('-NAK')
 const TERM = answers.encode('+TERM')
 
 /** One pull of a group's reader, on an inbox of its own. */
+/** What a pull brings, on the connection or on the wire: a delivery, a status line, or its end (the wire's). */
+type PullRecord = { readonly kind: 'delivery'; readonly delivery: Held } | Exclude<WireRecord, { readonly kind: 'delivery' }>
+
 interface Pull {
   /** How many more it may bring. */
   left: number
@@ -2165,20 +2168,19 @@ class GroupReader {
    * until the connection goes.
    */
   private pull(stream: string, consumer: string, count: number): Promise<void> {
+    const subject = `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`
+    const request = JSON.stringify({ batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) })
     const wire = this.driver.wire
-    if (wire !== undefined) return this.pullOnWire(wire, stream, consumer, count)
-    const nc = this.driver.connection()
-    const inbox = `_INBOX.${inboxToken}.${++inboxes}`
     return new Promise<void>((resolve, reject) => {
       let watch: ReturnType<typeof silenceWatch> | undefined
-      let sub: Subscription | undefined
+      let endPull: (() => void) | undefined
       let settled = false
       const pull: Pull = {
         left: count,
         end: (error?: unknown) => {
           if (!this.pulls.delete(pull)) return
           watch?.stop()
-          sub?.unsubscribe()
+          endPull?.()
           if (!settled) {
             settled = true
             if (error === undefined) resolve()
@@ -2195,101 +2197,56 @@ class GroupReader {
         if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end())
         else watch.heard()
       }
-      this.pulls.add(pull)
-      sub = nc.subscribe(inbox, {
-        callback: (error, m) => {
-          if (!this.pulls.has(pull)) return
-          if (error !== null) return pull.end(error)
-          const reply = m.reply
-          if (reply?.startsWith('$JS.ACK.')) {
-            pull.left--
-            this.add(new GroupDelivery(m, reply, nc))
-            if (pull.left <= 0) return pull.end()
-            if (!settled && pull.left <= count / 2) {
-              settled = true
-              resolve()
-            }
-            return alive()
+      const take = (r: PullRecord) => {
+        if (!this.pulls.has(pull)) {
+          // Brought after the pull ended (a disconnect, or room that went): the wire gives it
+          // back at once rather than leaving it to its ack wait.
+          if (r.kind === 'delivery' && wire !== undefined) r.delivery.nak()
+          return
+        }
+        if (r.kind === 'delivery') {
+          pull.left--
+          this.add(r.delivery)
+          if (pull.left <= 0) return pull.end()
+          if (!settled && pull.left <= count / 2) {
+            settled = true
+            resolve()
           }
-          const code = m.headers?.code ?? 0
-          const description = m.headers?.description ?? ''
-          // 100: a heartbeat; 409 Server Shutdown: deliveries may still come (see above).
-          if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
-          // 503: no consumer answers the pull; 409 Consumer Deleted: it was deleted.
-          if (code === 503 || (code === 409 && /consumer deleted/i.test(description)))
-            return pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
-          // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
-          pull.end()
-        },
-      })
-      const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
-      nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, JSON.stringify(request), { reply: inbox })
+          return alive()
+        }
+        if (r.kind === 'ended') return pull.end()
+        const { code, description } = r
+        // 100: a heartbeat; 409 Server Shutdown: deliveries may still come (see above).
+        if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
+        // 503: no consumer answers the pull; 409 Consumer Deleted: it was deleted.
+        if (code === 503 || (code === 409 && /consumer deleted/i.test(description)))
+          return pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
+        // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
+        pull.end()
+      }
+      const failed = (error: unknown) => {
+        if (this.pulls.has(pull)) pull.end(error)
+      }
+      this.pulls.add(pull)
+      endPull = wire === undefined ? this.pullOnConnection(subject, request, take, failed) : wire.pull(subject, request, take, failed)
       alive()
     })
   }
 
-  /** `pull`, on the native engine's wire (prototype). */
-  private pullOnWire(wire: Wire, stream: string, consumer: string, count: number): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let watch: ReturnType<typeof silenceWatch> | undefined
-      let endPull: (() => void) | undefined
-      let settled = false
-      const pull: Pull = {
-        left: count,
-        end: (error?: unknown) => {
-          if (!this.pulls.delete(pull)) return
-          watch?.stop()
-          endPull?.()
-          if (!settled) {
-            settled = true
-            if (error === undefined) resolve()
-            else reject(error)
-          } else {
-            if (error !== undefined) this.lost = error
-            this.pause.wake()
-          }
-        },
-      }
-      const alive = () => {
-        if (watch === undefined) watch = silenceWatch(PULL_SILENT_MS, () => pull.end())
-        else watch.heard()
-      }
-      this.pulls.add(pull)
-      const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
-      endPull = wire.pull(
-        `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`,
-        JSON.stringify(request),
-        (r) => {
-          if (!this.pulls.has(pull)) {
-            // Brought after the pull ended (a disconnect, or room that went): given back at once
-            // rather than left to its ack wait.
-            if (r.kind === 'delivery') r.delivery.nak()
-            return
-          }
-          if (r.kind === 'delivery') {
-            pull.left--
-            this.add(r.delivery)
-            if (pull.left <= 0) return pull.end()
-            if (!settled && pull.left <= count / 2) {
-              settled = true
-              resolve()
-            }
-            return alive()
-          }
-          if (r.kind === 'ended') return pull.end()
-          const { code, description } = r
-          // 100: a heartbeat; 409 Server Shutdown: deliveries may still come (see `pull`).
-          if (code === 100 || (code === 409 && /server shutdown/i.test(description))) return alive()
-          // 503: no consumer answers the pull; 409 Consumer Deleted: it was deleted.
-          if (code === 503 || (code === 409 && /consumer deleted/i.test(description)))
-            return pull.end(new Error(`the pull of group ${this.group.name} was answered ${code} ${description}`))
-          // 408 (expired), 404, and any other 409: the pull is over; the next one follows.
-          pull.end()
-        },
-        (error) => pull.end(error),
-      )
-      alive()
+  /** Sends a pull on the connection, with an inbox of its own for what it brings; returns its end. */
+  private pullOnConnection(subject: string, request: string, take: (r: PullRecord) => void, failed: (error: unknown) => void): () => void {
+    const nc = this.driver.connection()
+    const inbox = `_INBOX.${inboxToken}.${++inboxes}`
+    const sub = nc.subscribe(inbox, {
+      callback: (error, m) => {
+        if (error !== null) return failed(error)
+        const reply = m.reply
+        if (reply?.startsWith('$JS.ACK.')) return take({ kind: 'delivery', delivery: new GroupDelivery(m, reply, nc) })
+        take({ kind: 'status', code: m.headers?.code ?? 0, description: m.headers?.description ?? '' })
+      },
     })
+    nc.publish(subject, request, { reply: inbox })
+    return () => sub.unsubscribe()
   }
 
   private add(m: Held): void {

@@ -335,12 +335,12 @@ fn write_record(out: &mut Vec<u8>, m: async_nats::Message, shared: &Shared) {
 
 /// The delivery count, stream seq, consumer seq, time and pending of an ack subject.
 fn ack_fields(reply: &str) -> [u64; 5] {
-    let tokens: Vec<&str> = reply.split('.').collect();
     // $JS.ACK.<stream>.<consumer>.<5 fields> (9 tokens), or with domain and account hash (12).
-    let at = if tokens.len() == 9 { 4 } else { 6 };
+    // Read in place: this runs for every delivery.
+    let at = if reply.split('.').count() == 9 { 4 } else { 6 };
     let mut fields = [0u64; 5];
-    for (k, field) in fields.iter_mut().enumerate() {
-        *field = tokens.get(at + k).and_then(|t| t.parse().ok()).unwrap_or(0);
+    for (field, token) in fields.iter_mut().zip(reply.split('.').skip(at)) {
+        *field = token.parse().unwrap_or(0);
     }
     fields
 }
