@@ -109,9 +109,12 @@ describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('the NATS wire (native
     expect(got[3]!.headers?.get('x-orrery-test')).toBe('three')
     expect(got[3]!.headers?.get('absent')).toBe('')
     expect(got[0]!.headers).toBeUndefined()
+    expect(wire.kept()).toBe(10)
     for (const d of got.slice(0, 8)) d.ack()
     for (const d of got.slice(8)) d.nak()
     await wire.settled()
+    // Answers the server read let their ack subjects go.
+    expect(wire.kept()).toBe(0)
     // Settled means read: the server's ack floor is there already, not eventually.
     const info = await jsm.consumers.info(stream, 'c')
     expect(info.ack_floor.stream_seq).toBe(8)
@@ -142,6 +145,8 @@ describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('the NATS wire (native
       await new Promise((r) => setTimeout(r, 100))
       await proxy.cut()
       await expect(settled).rejects.toThrow(/lost its connection/)
+      // Kept, to be answered again.
+      expect(wire.kept()).toBe(3)
       expect(events).toContain('disconnected')
       expect((await jsm.consumers.info(stream, 'e')).ack_floor.stream_seq).toBe(0)
       // The same deliveries answered again once the wire is back.
@@ -150,10 +155,38 @@ describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('the NATS wire (native
       for (const d of got) d.ack()
       await wire.settled()
       expect((await jsm.consumers.info(stream, 'e')).ack_floor.stream_seq).toBe(3)
+      expect(wire.kept()).toBe(0)
       wire.close()
     } finally {
       await proxy.close()
     }
+  })
+
+  it('a delivery let go is kept no more; an answer given in the same turn still goes', async () => {
+    const { AckPolicy } = await import('@nats-io/jetstream')
+    await jsm.consumers.add(stream, { durable_name: 'f', ack_policy: AckPolicy.Explicit, ack_wait: 30e9 })
+    const { wire } = await connected()
+    const got = await pulled(wire, 'f', 3, 3)
+    expect(wire.kept()).toBe(3)
+    got[0]!.forget()
+    got[1]!.nak()
+    got[1]!.forget()
+    await wire.settled()
+    expect(wire.kept()).toBe(1)
+    // The one let go unanswered is owed nothing here; the nak'ed one comes again.
+    const again = await pulled(wire, 'f', 1, 1)
+    expect([again[0]!.seq, again[0]!.info.deliveryCount]).toEqual([2, 2])
+    // Let go, then answered: no address to answer on, so nothing is sent.
+    again[0]!.forget()
+    await wire.settled()
+    again[0]!.ack()
+    got[2]!.ack()
+    await wire.settled()
+    expect(wire.kept()).toBe(0)
+    const info = await jsm.consumers.info(stream, 'f')
+    expect(info.num_ack_pending).toBe(2)
+    expect(info.ack_floor.stream_seq).toBe(0)
+    wire.close()
   })
 
   it('a closed wire refuses to pull, and answers given as it closes fail instead of hanging', async () => {

@@ -342,6 +342,8 @@ export interface NatsWireBinding {
   pull(id: number, subject: string, request: string, deliver: (batch: Uint8Array) => void): void
   endPull(id: number): void
   answer(handles: Uint32Array, body: string, done: (ok: boolean) => void): void
+  forget(handles: Uint32Array): void
+  kept(): number
   close(): void
 }
 

@@ -48,6 +48,8 @@ interface Batch {
 /** The wire: pulls, and answers batched per turn (one crossing for a turn's acks). */
 export class Wire {
   private readonly bodies = new Map<string, number[]>()
+  /** Handles let go of this turn (after its answers go). */
+  private forgotten: number[] = []
   private scheduled = false
   /** The batch this turn's answers join (sent at the end of the turn). */
   private next: Batch | undefined
@@ -66,6 +68,7 @@ export class Wire {
     this.connected = false
     this.binding.close()
     this.bodies.clear()
+    this.forgotten = []
     const closed = new Error('the NATS wire closed before the server read the answers')
     this.closed = closed
     this.next?.reject(closed)
@@ -87,7 +90,10 @@ export class Wire {
       let threw = false
       for (const r of records(batch, this)) {
         if (threw) {
-          if (r.kind === 'delivery') r.delivery.nak()
+          if (r.kind === 'delivery') {
+            r.delivery.nak()
+            r.delivery.forget()
+          }
           continue
         }
         try {
@@ -122,6 +128,24 @@ export class Wire {
       promise.catch(() => {})
       this.next = { promise, resolve, reject }
     }
+    this.schedule()
+  }
+
+  /**
+   * Lets go of delivery `handle`: it will not be answered (again). At the end of this turn,
+   * after the turn's answers, which still go.
+   */
+  forget(handle: number): void {
+    this.forgotten.push(handle)
+    this.schedule()
+  }
+
+  /** How many deliveries the wire keeps an answer's address for (read, and not answered or let go). */
+  kept(): number {
+    return this.binding.kept()
+  }
+
+  private schedule(): void {
     if (!this.scheduled) {
       this.scheduled = true
       queueMicrotask(() => this.send())
@@ -140,7 +164,15 @@ export class Wire {
     this.scheduled = false
     const batch = this.next
     this.next = undefined
-    if (batch === undefined) return
+    if (batch !== undefined) this.sendAnswers(batch)
+    if (this.forgotten.length > 0) {
+      const handles = Uint32Array.from(this.forgotten)
+      this.forgotten = []
+      if (this.closed === undefined) this.binding.forget(handles)
+    }
+  }
+
+  private sendAnswers(batch: Batch): void {
     this.out.add(batch)
     const settle = (error?: Error) => {
       if (!this.out.delete(batch)) return
@@ -187,6 +219,11 @@ export class WireDelivery {
 
   term(): void {
     this.wire.answer(this.handle, '+TERM')
+  }
+
+  /** Lets it go: it will not be answered (again); an answer given this turn still goes. */
+  forget(): void {
+    this.wire.forget(this.handle)
   }
 }
 

@@ -560,6 +560,7 @@ export class NatsDriver implements Driver {
 
   /** @internal Forgets the deliveries held for `group` (its consumer is gone: they can no longer be answered). */
   dropHeld(group: number): void {
+    for (const m of this.held.get(group)?.values() ?? []) m.forget?.()
     this.held.delete(group)
   }
 
@@ -1047,8 +1048,16 @@ export class NatsDriver implements Driver {
     const count = m.info.deliveryCount
     // The server delivers a message again only once no answer to the earlier delivery reached it:
     // what is still held of that one (a dead letter the server refused, say) can settle nothing more.
-    for (let k = 1; k < count; k++) held.delete(`${m.seq}:${k}${suffix}`)
+    for (let k = 1; k < count; k++) {
+      const before = `${m.seq}:${k}${suffix}`
+      held.get(before)?.forget?.()
+      held.delete(before)
+    }
     const position = `${m.seq}:${count}${suffix}`
+    // One at the same position came from the group's consumer before the server lost it and it was
+    // made again: the new consumer delivered it again, and answers go to this delivery now.
+    const before = held.get(position)
+    if (before !== undefined && before !== m) before.forget?.()
     held.set(position, m)
     return position
   }
@@ -1868,6 +1877,8 @@ interface MirrorPull {
  */
 type Held = Pick<JsMsg, 'seq' | 'data' | 'headers' | 'ack' | 'nak' | 'term'> & {
   readonly info: Pick<JsMsg['info'], 'deliveryCount' | 'timestampNanos'>
+  /** Lets it go: it will not be answered (again). A delivery read on the wire keeps its ack subject there until then. */
+  forget?(): void
 }
 
 /**
@@ -2201,7 +2212,10 @@ class GroupReader {
         if (!this.pulls.has(pull)) {
           // Brought after the pull ended (a disconnect, or room that went): the wire gives it
           // back at once rather than leaving it to its ack wait.
-          if (r.kind === 'delivery' && wire !== undefined) r.delivery.nak()
+          if (r.kind === 'delivery' && wire !== undefined) {
+            r.delivery.nak()
+            r.delivery.forget?.()
+          }
           return
         }
         if (r.kind === 'delivery') {
@@ -2253,6 +2267,7 @@ class GroupReader {
     if (this.closed) {
       // The group is gone here: what its last pull still brings goes back to the broker at once.
       m.nak()
+      m.forget?.()
       return
     }
     if (m.seq > this.seen) this.seen = m.seq
@@ -2262,6 +2277,7 @@ class GroupReader {
     if (signing !== undefined && !signing.accept(m.headers?.get(SIGNATURE) || undefined, this.group.channel, route, m.data, String(m.seq), at)) {
       // Refused (counted and reported): the consumer stops delivering it, instead of for ever.
       m.term()
+      m.forget?.()
       return
     }
     const position = this.driver.hold(this.group.id, m, this.remade)

@@ -213,7 +213,9 @@ impl NatsWire {
     /// Answers the deliveries of `handles` with `body` (`+ACK`, `-NAK`, `+TERM`, ...); `done`
     /// is called with true once the server has read them (a request sent after them was
     /// answered with no drop of the connection between), or with false if the connection is
-    /// down, dropped first, or the answer did not come in time: they can be answered again.
+    /// down, dropped first, or the answer did not come in time. Their ack subjects are let go
+    /// once read; until then (and after a failure) they stay, so they can be answered again,
+    /// until `forget`.
     #[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
     #[napi]
     pub fn answer(&self, handles: Uint32Array, body: String, done: Function<bool, ()>) -> Result<()> {
@@ -221,17 +223,19 @@ impl NatsWire {
             done.build_threadsafe_function().weak::<true>().build().map_err(|e| failed("the answer's callback", e))?;
         let runtime = self.runtime()?;
         let answered: Vec<(u32, async_nats::Subject)> = {
-            let mut replies = self.shared.replies.lock().map_err(|e| failed("replies", e))?;
-            handles.iter().filter_map(|h| replies.remove_entry(h)).collect()
+            let replies = self.shared.replies.lock().map_err(|e| failed("replies", e))?;
+            handles.iter().filter_map(|h| replies.get(h).map(|reply| (*h, reply.clone()))).collect()
         };
         let client = self.client.clone();
         let shared = Arc::clone(&self.shared);
         let body = bytes::Bytes::from(body);
         runtime.spawn(async move {
             let ok = confirmed(&client, &shared, &answered, body).await;
-            if !ok {
+            if ok {
                 if let Ok(mut replies) = shared.replies.lock() {
-                    replies.extend(answered);
+                    for (handle, _) in &answered {
+                        replies.remove(handle);
+                    }
                 }
             }
             done.call(ok, ThreadsafeFunctionCallMode::NonBlocking);
@@ -239,10 +243,32 @@ impl NatsWire {
         Ok(())
     }
 
+    /// Lets go of the ack subjects of `handles`: they will not be answered (again). Answers
+    /// already given still go.
+    #[allow(clippy::needless_pass_by_value, reason = "napi passes owned values")]
+    #[napi]
+    pub fn forget(&self, handles: Uint32Array) -> Result<()> {
+        let mut replies = self.shared.replies.lock().map_err(|e| failed("replies", e))?;
+        for handle in handles.iter() {
+            replies.remove(handle);
+        }
+        Ok(())
+    }
+
+    /// How many deliveries the wire keeps an ack subject for.
+    #[napi]
+    pub fn kept(&self) -> Result<u32> {
+        let replies = self.shared.replies.lock().map_err(|e| failed("replies", e))?;
+        Ok(u32::try_from(replies.len()).unwrap_or(u32::MAX))
+    }
+
     /// Closes the wire without waiting: what was sent is flushed (for up to a second) on a
     /// thread of its own, then its connection and tasks go.
     #[napi]
     pub fn close(&mut self) {
+        if let Ok(mut replies) = self.shared.replies.lock() {
+            replies.clear();
+        }
         if let Some(runtime) = self.runtime.take() {
             let client = self.client.clone();
             std::thread::spawn(move || {
