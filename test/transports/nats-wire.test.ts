@@ -137,15 +137,19 @@ describe.skipIf(process.env['ORRERY_SERVERS'] === 'none')('the NATS wire (native
     const proxy = await proxyTo(server.hostname, Number(server.port))
     try {
       const { wire, events } = await connected(`nats://${proxy.address}`)
-      const got = await pulled(wire, 'e', 3, 3)
+      const all = await pulled(wire, 'e', 4, 4)
+      const got = all.slice(0, 3)
       // Written to the socket, never read by the server: not settled, and failed by the cut.
       proxy.hold()
       for (const d of got) d.ack()
+      // Let go as it is answered: not kept, though its answer fails too.
+      all[3]!.nak()
+      all[3]!.forget()
       const settled = wire.settled()
       await new Promise((r) => setTimeout(r, 100))
       await proxy.cut()
       await expect(settled).rejects.toThrow(/lost its connection/)
-      // Kept, to be answered again.
+      // The three acked are kept, to be answered again; the one let go is not.
       expect(wire.kept()).toBe(3)
       expect(events).toContain('disconnected')
       expect((await jsm.consumers.info(stream, 'e')).ack_floor.stream_seq).toBe(0)

@@ -26,7 +26,7 @@ import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import type { OpenNatsWire } from '../engines/backend.js'
-import { credsFile, openWire, type Wire, type WireRecord } from './nats-wire.js'
+import { credsFile, openWire, type Wire, WireDelivery, type WireRecord } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
@@ -126,6 +126,15 @@ const PULL_SILENT_MS = 2 * PULL_HEARTBEAT_MS + 500
 const MIRROR_INACTIVE_MS = 5 * 60_000
 /** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
 const RETRY_MS = 200
+/**
+ * The wire's connection dropping this often within WIRE_DROPS_MS while the driver's stays up is
+ * taken for a message the wire cannot read (async-nats drops its connection on a header it cannot
+ * parse, which another client may write): groups go back to reading through nats.js.
+ */
+const WIRE_DROPS = 3
+const WIRE_DROPS_MS = 30 * 60_000
+/** How long after a drop of the wire the driver's connection must still be up for it to count as the wire's alone. */
+const WIRE_DROP_ALONE_MS = 1_000
 /** How often a group's reader looks its consumer's ack floor up again (see `GroupReader.floor`). */
 const FLOOR_MS = 5_000
 /** How long one attempt of a publish waits for its PubAck. */
@@ -197,6 +206,10 @@ export class NatsDriver implements Driver {
   private wireTrouble = false
   /** Since when the wire is down (or was opened). */
   private wireDownSince = Date.now()
+  /** When the wire dropped while the connection stayed up (see WIRE_DROPS), since the connection last dropped. */
+  private wireDropsAlone: number[] = []
+  /** Counts the connection's drops. */
+  private drops = 0
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
@@ -428,6 +441,7 @@ export class NatsDriver implements Driver {
           // A pull dies with the connection: each is ended, and made again once it is back (a
           // mirror's with a new consumer: the server may have lost the one it read).
           this.connected = false
+          this.drops++
           const lost = new ConnectionLost(`the connection to ${s.server} went before the server answered`)
           for (const cut of [...this.cuts]) cut(lost)
           for (const w of this.groups.values()) w.disconnected()
@@ -439,6 +453,38 @@ export class NatsDriver implements Driver {
         }
       }
     })().catch(() => {})
+  }
+
+  /**
+   * The wire dropped while the connection had dropped `drops` times. Once it has dropped
+   * WIRE_DROPS times within WIRE_DROPS_MS with the connection up all along, groups stop reading
+   * through it (and it closes): what it held unanswered comes back after its ack wait.
+   */
+  private wireDropped(drops: number): void {
+    const wire = this.wire
+    if (this.closed || wire === undefined) return
+    if (this.drops !== drops || !this.connected) {
+      this.wireDropsAlone = []
+      return
+    }
+    const now = Date.now()
+    this.wireDropsAlone = this.wireDropsAlone.filter((at) => now - at < WIRE_DROPS_MS)
+    this.wireDropsAlone.push(now)
+    if (this.wireDropsAlone.length < WIRE_DROPS) return
+    this.wire = undefined
+    wire.close()
+    // Answers to what it brought can no longer be sent: those deliveries are let go (answered,
+    // they would seem read once the connection flushed).
+    for (const held of this.held.values()) for (const [position, m] of held) if (m instanceof WireDelivery) held.delete(position)
+    this.sink.failed(
+      new Error(
+        `the NATS wire lost its connection ${WIRE_DROPS} times within ${WIRE_DROPS_MS / 60_000} minutes while the connection stayed up (a message with headers it cannot read, say): groups read through nats.js from now on`,
+      ),
+    )
+    for (const w of this.groups.values()) {
+      w.disconnected()
+      w.wake()
+    }
   }
 
   private connectError(error: unknown): OrreryError {
@@ -538,11 +584,13 @@ export class NatsDriver implements Driver {
 
   /**
    * @internal `group`'s reader stopped without having looked at its stream again: what it holds
-   * is answered no more. Each answer fails as a write the server never took (after
+   * is answered no more (and let go). Each answer fails as a write the server never took (after
    * `publishTimeoutMs`), and each delivery comes back to the group after its ack_wait.
    */
   uncheckedForGood(group: number): void {
-    if (this.unchecked.has(group)) this.unchecked.set(group, 'drop')
+    if (!this.unchecked.has(group)) return
+    this.unchecked.set(group, 'drop')
+    this.dropHeld(group)
   }
 
   /**
@@ -712,7 +760,7 @@ export class NatsDriver implements Driver {
    * for queued writes; once the driver closed they fail CLOSED.
    */
   private ackNow(records: readonly AckEgress[]): Promise<number> {
-    const answered: Array<[Map<string, Held>, string]> = []
+    const answered: Array<[Map<string, Held>, string, Held]> = []
     try {
       for (const r of records) {
         if (this.heldBack(r) || this.core?.take(r.group.id, r.position) !== undefined) continue
@@ -720,7 +768,7 @@ export class NatsDriver implements Driver {
         const m = held?.get(r.position)
         if (m === undefined) continue
         m.ack()
-        answered.push([held!, r.position])
+        answered.push([held!, r.position, m])
       }
     } catch {
       return this.enqueue(records)
@@ -728,7 +776,7 @@ export class NatsDriver implements Driver {
     if (answered.length === 0) return Promise.resolve(0)
     const written = this.serverRead().then(
       () => {
-        for (const [held, position] of answered) held.delete(position)
+        for (const [held, position, m] of answered) settled(held, position, m)
         return 0
       },
       (error: unknown) =>
@@ -1016,7 +1064,7 @@ export class NatsDriver implements Driver {
     if (m === undefined) return false
     answer(m)
     await this.serverRead()
-    held!.delete(position)
+    settled(held!, position, m)
     return false
   }
 
@@ -1377,6 +1425,11 @@ export class NatsDriver implements Driver {
       if (event === 'disconnected' || event === 'closed') {
         this.wireDownSince = Date.now()
         for (const w of this.groups.values()) w.disconnected()
+        if (event === 'disconnected') {
+          const drops = this.drops
+          const timer = setTimeout(() => this.wireDropped(drops), WIRE_DROP_ALONE_MS)
+          ;(timer as { unref?: () => void }).unref?.()
+        }
       } else if (event === 'connected') {
         this.wireTrouble = false
         for (const w of this.groups.values()) w.wake()
@@ -1869,6 +1922,11 @@ interface MirrorPull {
   left: number
   /** Ends it (unsubscribed: the server drops it): `over`, or the consumer is to be made again. */
   end(how?: 'over' | 'again' | 'gone'): void
+}
+
+/** Answered delivery `m` at `position` of `held` was read by the server: let go, unless a later one took its place. */
+function settled(held: Map<string, Held>, position: string, m: Held): void {
+  if (held.get(position) === m) held.delete(position)
 }
 
 /**

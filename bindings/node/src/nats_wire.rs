@@ -233,8 +233,11 @@ impl NatsWire {
             let ok = confirmed(&client, &shared, &answered, body).await;
             if ok {
                 if let Ok(mut replies) = shared.replies.lock() {
-                    for (handle, _) in &answered {
-                        replies.remove(handle);
+                    // Unless forgotten meanwhile and the handle given to another delivery.
+                    for (handle, reply) in &answered {
+                        if replies.get(handle) == Some(reply) {
+                            replies.remove(handle);
+                        }
                     }
                 }
             }
