@@ -26,7 +26,7 @@ import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
 import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
 import type { OpenNatsWire } from '../engines/backend.js'
-import { credsFile, openWire, type Wire, WireDelivery, type WireRecord } from './nats-wire.js'
+import { credsFile, openWire, type Wire, type WireRecord } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
 import { Signing } from './signing.js'
 import { Pause } from './pause.js'
@@ -126,15 +126,6 @@ const PULL_SILENT_MS = 2 * PULL_HEARTBEAT_MS + 500
 const MIRROR_INACTIVE_MS = 5 * 60_000
 /** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
 const RETRY_MS = 200
-/**
- * The wire's connection dropping this often within WIRE_DROPS_MS while the driver's stays up is
- * taken for a message the wire cannot read (async-nats drops its connection on a header it cannot
- * parse, which another client may write): groups go back to reading through nats.js.
- */
-const WIRE_DROPS = 3
-const WIRE_DROPS_MS = 30 * 60_000
-/** How long after a drop of the wire the driver's connection must still be up for it to count as the wire's alone. */
-const WIRE_DROP_ALONE_MS = 1_000
 /** How often a group's reader looks its consumer's ack floor up again (see `GroupReader.floor`). */
 const FLOOR_MS = 5_000
 /** How long one attempt of a publish waits for its PubAck. */
@@ -206,10 +197,6 @@ export class NatsDriver implements Driver {
   private wireTrouble = false
   /** Since when the wire is down (or was opened). */
   private wireDownSince = Date.now()
-  /** When the wire dropped while the connection stayed up (see WIRE_DROPS), since the connection last dropped. */
-  private wireDropsAlone: number[] = []
-  /** Counts the connection's drops. */
-  private drops = 0
   /** JetStream publishes of this connection, answered on one subscription. */
   private acks: PubAcks | undefined
   private js: JetStreamClient | undefined
@@ -371,8 +358,11 @@ export class NatsDriver implements Driver {
       })
       if (this.closed || failed) return
       // Asks the server for the account's JetStream: a server without it is refused here.
-      this.jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
-      this.js = this.jsm.jetstream()
+      const jsm = await this.nats.jetstream.jetstreamManager(nc, { timeout: connectTimeoutMs })
+      // Given up meanwhile (connectTimeoutMs): no wire is opened for a connection that is closed.
+      if (this.closed || failed) return
+      this.jsm = jsm
+      this.js = jsm.jetstream()
       // TLS and WebSocket connections keep nats.js's pulls (the wire speaks plain TCP only).
       if ((tls === undefined || tls === false) && servers.every((url) => !/^(wss?|tls):/i.test(url))) {
         this.wireDownSince = Date.now()
@@ -441,7 +431,6 @@ export class NatsDriver implements Driver {
           // A pull dies with the connection: each is ended, and made again once it is back (a
           // mirror's with a new consumer: the server may have lost the one it read).
           this.connected = false
-          this.drops++
           const lost = new ConnectionLost(`the connection to ${s.server} went before the server answered`)
           for (const cut of [...this.cuts]) cut(lost)
           for (const w of this.groups.values()) w.disconnected()
@@ -453,38 +442,6 @@ export class NatsDriver implements Driver {
         }
       }
     })().catch(() => {})
-  }
-
-  /**
-   * The wire dropped while the connection had dropped `drops` times. Once it has dropped
-   * WIRE_DROPS times within WIRE_DROPS_MS with the connection up all along, groups stop reading
-   * through it (and it closes): what it held unanswered comes back after its ack wait.
-   */
-  private wireDropped(drops: number): void {
-    const wire = this.wire
-    if (this.closed || wire === undefined) return
-    if (this.drops !== drops || !this.connected) {
-      this.wireDropsAlone = []
-      return
-    }
-    const now = Date.now()
-    this.wireDropsAlone = this.wireDropsAlone.filter((at) => now - at < WIRE_DROPS_MS)
-    this.wireDropsAlone.push(now)
-    if (this.wireDropsAlone.length < WIRE_DROPS) return
-    this.wire = undefined
-    wire.close()
-    // Answers to what it brought can no longer be sent: those deliveries are let go (answered,
-    // they would seem read once the connection flushed).
-    for (const held of this.held.values()) for (const [position, m] of held) if (m instanceof WireDelivery) held.delete(position)
-    this.sink.failed(
-      new Error(
-        `the NATS wire lost its connection ${WIRE_DROPS} times within ${WIRE_DROPS_MS / 60_000} minutes while the connection stayed up (a message with headers it cannot read, say): groups read through nats.js from now on`,
-      ),
-    )
-    for (const w of this.groups.values()) {
-      w.disconnected()
-      w.wake()
-    }
   }
 
   private connectError(error: unknown): OrreryError {
@@ -584,13 +541,11 @@ export class NatsDriver implements Driver {
 
   /**
    * @internal `group`'s reader stopped without having looked at its stream again: what it holds
-   * is answered no more (and let go). Each answer fails as a write the server never took (after
+   * is answered no more. Each answer fails as a write the server never took (after
    * `publishTimeoutMs`), and each delivery comes back to the group after its ack_wait.
    */
   uncheckedForGood(group: number): void {
-    if (!this.unchecked.has(group)) return
-    this.unchecked.set(group, 'drop')
-    this.dropHeld(group)
+    if (this.unchecked.has(group)) this.unchecked.set(group, 'drop')
   }
 
   /**
@@ -1410,11 +1365,6 @@ export class NatsDriver implements Driver {
     return this.connected
   }
 
-  /** @internal Whether a group's reader can pull: the connection is up, and the wire's if it has one. */
-  get canPull(): boolean {
-    return this.connected && (this.wire?.connected ?? true)
-  }
-
   /**
    * The wire's connection went or came back (its pulls went with it, as the connection's do), or
    * the server sent it an error (a refused permission, say), reported as the connection's are.
@@ -1424,12 +1374,7 @@ export class NatsDriver implements Driver {
     try {
       if (event === 'disconnected' || event === 'closed') {
         this.wireDownSince = Date.now()
-        for (const w of this.groups.values()) w.disconnected()
-        if (event === 'disconnected') {
-          const drops = this.drops
-          const timer = setTimeout(() => this.wireDropped(drops), WIRE_DROP_ALONE_MS)
-          ;(timer as { unref?: () => void }).unref?.()
-        }
+        for (const w of this.groups.values()) w.wireLost()
       } else if (event === 'connected') {
         this.wireTrouble = false
         for (const w of this.groups.values()) w.wake()
@@ -2048,9 +1993,33 @@ class GroupReader {
   /** How many times the stream was made again while this reader read it. */
   private remade = 0
   private closed = false
+  /** Until when (ms since the epoch) pulls go over the connection rather than the wire (see `wireLost`). */
+  private connectionUntil = 0
 
   get isStopped(): boolean {
     return this.stopped
+  }
+
+  /** The engine's wire, if pulls go over it now. */
+  private get wire(): Wire | undefined {
+    return Date.now() < this.connectionUntil ? undefined : this.driver.wire
+  }
+
+  /** Whether a pull can go: the connection is up, and the wire's if pulls go over it. */
+  private get canPull(): boolean {
+    return this.driver.isConnected && (this.wire?.connected ?? true)
+  }
+
+  /**
+   * The wire's connection went: its pulls end, and for twice the group's threshold (past the ack
+   * wait of what it had brought) pulls go over the connection. async-nats drops its connection on
+   * a header it cannot parse (a value that is not UTF-8, a line with no colon: other clients can
+   * write them); the server hands that message out again after its ack wait, and nats.js reads it.
+   */
+  wireLost(): void {
+    this.connectionUntil = Date.now() + 2 * threshold(this.group) + 1_000
+    this.disconnected()
+    this.wake()
   }
 
   constructor(
@@ -2174,7 +2143,7 @@ class GroupReader {
         const room = driver.sinkOf.groupRoom(this.group.id) - this.left()
         // Without room, with MAX_PULLS in flight, or while the connection is down (a pull sent
         // then would reach the server after its inbox was dropped), the reader waits to be woken.
-        if (room <= 0 || this.pulls.size >= MAX_PULLS || !driver.canPull) {
+        if (room <= 0 || this.pulls.size >= MAX_PULLS || !this.canPull) {
           await this.pause.wait(1_000)
           continue
         }
@@ -2239,7 +2208,7 @@ class GroupReader {
   private pull(stream: string, consumer: string, count: number): Promise<void> {
     const subject = `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`
     const request = JSON.stringify({ batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) })
-    const wire = this.driver.wire
+    const wire = this.wire
     return new Promise<void>((resolve, reject) => {
       let watch: ReturnType<typeof silenceWatch> | undefined
       let endPull: (() => void) | undefined
