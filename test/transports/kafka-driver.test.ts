@@ -140,6 +140,63 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     }
   })
 
+  // A fetch brings up to 1 MiB of a partition, thousands of small records: the group reads no
+  // more of them than its members have room for, the rest waiting in this process unread. Handed
+  // all to the core at once, those waiting past the visibility timeout were let go and counted as
+  // delivered again before any member had seen them.
+  it('a group hands its members no more than their room: slow members see each record once, on its first attempt', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    try {
+      const ch = `${p}slow`
+      await o.bus.publishBatch(range(0, 300).map((payload) => ({ channel: ch, payload })))
+      const attempts = new Map<number, number[]>()
+      o.bus
+        .group<number>(ch, 'w', { from: 'earliest', visibilityTimeout: 400 })
+        .join({ maxInFlight: 2 })
+        .subscribe((d) => {
+          attempts.set(d.message.payload, [...(attempts.get(d.message.payload) ?? []), d.attempt])
+          setTimeout(() => d.ack(), 5)
+        })
+      await until(() => attempts.size === 300, 40_000, 'the 300 deliveries')
+      await new Promise((r) => setTimeout(r, 500))
+      expect([...attempts.values()].filter((a) => a.length !== 1 || a[0] !== 1)).toEqual([])
+    } finally {
+      await stop(o)
+    }
+  })
+
+  it('a record with no value (a tombstone another client wrote) is passed over and committed; the group reads on', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const a = await admin()
+    const kafka = await import('@platformatic/kafka')
+    const producer = new kafka.Producer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!] })
+    try {
+      const ch = `${p}mixed`
+      const group = o.bus.group<number>(ch, 'w', { from: 'earliest' })
+      const got = listen(group.join({ maxInFlight: 10 }))
+      await o.bus.publish(ch, 0)
+      await until(() => got.items.length >= 1, 20_000, 'the first delivery')
+      await producer.send({ messages: [{ topic: topicOf(ch), key: Buffer.from('k'), value: null as unknown as Buffer }] })
+      await o.bus.publish(ch, 2)
+      await until(() => got.items.length >= 2, 20_000, 'the delivery after the tombstone')
+      expect(got.items.map((d) => d.message.payload)).toEqual([0, 2])
+      for (const d of got.items) d.ack()
+      const committed = async () => {
+        const [g] = await a.listConsumerGroupOffsets({ groups: [`orrery-g-${topicOf(ch).slice('orrery-ch-'.length)}-w`] })
+        return g?.topics[0]?.partitions[0]?.committedOffset ?? -1n
+      }
+      const deadline = Date.now() + 20_000
+      while (Date.now() < deadline && (await committed()) !== 3n) await new Promise((r) => setTimeout(r, 100))
+      expect(await committed()).toBe(3n)
+    } finally {
+      await producer.close().catch(() => {})
+      await a.close()
+      await stop(o)
+    }
+  })
+
   // Commits wait for a look at the topic after each join (a topic made again must not take the
   // old one's offsets). A shutdown before that look was answered committed nothing: the next
   // holder read again all that was acked. The look is stalled here (never answered).

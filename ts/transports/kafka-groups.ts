@@ -13,7 +13,7 @@ import { OrreryError } from '../errors.js'
 import type { GroupRef } from './driver.js'
 import type { KafkaDriver } from './kafka.js'
 import { guardFetches } from './kafka-fetches.js'
-import { closeClient, FETCH_BYTES, FETCH_PARTITION_BYTES, FETCH_WAIT_MS, recordRoute, recordSignature } from './kafka-shared.js'
+import { closeClient, FETCH_BYTES, FETCH_PARTITION_BYTES, FETCH_WAIT_MS, IS_CONTROL, type RecordBatch, recordRoute, recordSignature } from './kafka-shared.js'
 import { IngestWriter, type Route } from './records.js'
 import { threshold } from './writes.js'
 
@@ -116,6 +116,13 @@ export class KafkaGroupReader {
   private ready: Held[] = []
   private readonly timers = new Set<ReturnType<typeof setTimeout>>()
   private paused = false
+  /**
+   * Records taken from a fetch's answer once the members' room ran out, in order, with the
+   * generation they were read in: handed out as room comes back, before the stream (`unreadOf`)
+   * resumes. Dropped with that stream.
+   */
+  private unread: UnreadRecord[] = []
+  private unreadOf: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
   private readonly writer = new IngestWriter()
   /** Deliveries written since the last ingest (the core's room does not count them yet). */
   private unflushed = 0
@@ -228,7 +235,7 @@ export class KafkaGroupReader {
       if (this.prepared) this.start()
     } else if (this.paused && this.stream !== undefined && !this.readsHeld) {
       this.paused = false
-      this.stream.resume()
+      if (this.readUnread()) this.stream.resume()
     }
   }
 
@@ -262,7 +269,14 @@ export class KafkaGroupReader {
     // A fetch answered after its partition left and came back must not move the stream's position.
     let ours: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
     const topic = this.topic
-    guardFetches(this.driver.kafka, consumer, (partition) => ours?.offsetsToFetch.get(`${topic}:${partition}`))
+    guardFetches(
+      this.driver.kafka,
+      consumer,
+      (partition) => ours?.offsetsToFetch.get(`${topic}:${partition}`),
+      (partition, from, batches) => {
+        if (ours !== undefined) this.take(consumer, ours, partition, from, batches)
+      },
+    )
     // Registered before the stream's own listener, which reads each assigned partition again from
     // its last commit: `assigned` may first take back the stream's position in a partition.
     consumer.on('consumer:group:join', () => {
@@ -325,7 +339,7 @@ export class KafkaGroupReader {
           this.starting = false
           this.stream = stream
           ours = stream
-          stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => this.receive(m))
+          stream.on('data', (m: Message<Buffer, Buffer, Buffer, Buffer>) => this.receive(m.partition, m.offset, m.value, m.headers, readIn(m)))
           // A stream ends on a failed fetch (the broker gone, a leader moved): the consumer is made
           // again and reads on from the committed offsets; what is held here stays held.
           stream.on('error', (error: unknown) => {
@@ -507,6 +521,7 @@ export class KafkaGroupReader {
     this.consumer = undefined
     this.starting = false
     this.paused = false
+    this.unread = []
     if (consumer !== undefined) void this.drop(consumer, stream)
     const timer = setTimeout(() => {
       this.timers.delete(timer)
@@ -554,40 +569,106 @@ export class KafkaGroupReader {
     this.rebalanceTimer = undefined
   }
 
-  private receive(m: Message<Buffer, Buffer, Buffer, Buffer>): void {
+  /**
+   * Takes the records of a fetch's answer of `consumer`'s stream (see `guardFetches`) while that
+   * stream flows with nothing buffered: they would be handed out at once anyway. From where the
+   * members' room runs out (reads pause), the rest waits in `unread`, as the stream would hold it
+   * until it resumes. Answers that come while reads are paused (no room, a move of partitions
+   * under way, reads held) are left to the stream.
+   */
+  private take(
+    consumer: object,
+    stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>,
+    partition: number,
+    from: bigint,
+    batches: readonly RecordBatch[],
+  ): void {
+    if (this.consumer !== consumer || this.stream !== stream || this.paused || this.rebalancing || this.readsHeld || this.closed || !this.reading) return
+    if (stream.destroyed || stream.closed || stream.readableFlowing !== true || stream.readableLength > 0) return
+    const generation = (consumer as { generationId?: unknown }).generationId
+    const readIn = typeof generation === 'number' ? generation : Number.POSITIVE_INFINITY
+    for (const batch of batches) {
+      if (batch.attributes & IS_CONTROL) continue
+      const records = batch.records
+      batch.records = TAKEN
+      for (const record of records) {
+        const offset = batch.firstOffset + BigInt(record.offsetDelta)
+        if (offset < from) continue
+        if (this.paused) {
+          this.unreadOf = stream
+          this.unread.push({ partition, offset, value: record.value, headers: record.headers, readIn })
+          continue
+        }
+        try {
+          this.receive(partition, offset, record.value, record.headers, readIn)
+        } catch (error) {
+          // Nothing may throw into the client's diagnostics channel (Node would treat it as
+          // uncaught): reported, and the stream made again, which reads on from the last commit.
+          this.driver.sink.failed(error)
+          this.restart()
+          return
+        }
+      }
+    }
+  }
+
+  /** Hands out what waits in `unread` while there is room; true once it is all out (the stream may resume). */
+  private readUnread(): boolean {
+    if (this.unreadOf !== this.stream) this.unread = []
+    let i = 0
+    try {
+      while (i < this.unread.length && !this.paused) {
+        const r = this.unread[i++]!
+        this.receive(r.partition, r.offset, r.value, r.headers, r.readIn)
+      }
+    } catch (error) {
+      this.driver.sink.failed(error)
+      this.restart()
+      return false
+    }
+    this.unread = i === this.unread.length ? [] : this.unread.slice(i)
+    return this.unread.length === 0 && !this.paused
+  }
+
+  /** Record `offset` of `partition`, read in the group's generation `readIn`. */
+  private receive(partition: number, offset: bigint, value: Buffer | null | undefined, headers: RecordHeaders, readIn: number): void {
     if (this.closed || !this.reading) return
     // Another process's partition, or read before this process was given it (last).
-    const since = this.ownedSince.get(m.partition)
-    if (since === undefined || readIn(m) < since) return
-    const k = key(m.partition, m.offset)
+    const since = this.ownedSince.get(partition)
+    if (since === undefined || readIn < since) return
+    const k = key(partition, offset)
     // Read again after a rebalance: still held here, or acked here and not committed yet.
-    if (this.held.has(k) || m.offset <= (this.delivered.get(m.partition) ?? -1n)) return
-    const route = recordRoute(m.headers)
+    if (this.held.has(k) || offset <= (this.delivered.get(partition) ?? -1n)) return
+    const route = recordRoute(headers)
     const signing = this.driver.signing
-    // The client gives a record's producer time only, not the broker's: signing checks its order
-    // in the partition instead. A refused record (counted and reported) counts as acked.
+    // A record with no value (a tombstone another client wrote) is no message of Orrery's, and
+    // counts as acked. The client gives a record's producer time only, not the broker's: signing
+    // checks its order in the partition instead. A refused record (counted and reported) counts
+    // as acked too.
     if (
-      signing !== undefined &&
-      !signing.accept(recordSignature(m.headers), this.group.channel, route, m.value, `${m.partition}:${m.offset}`, {
-        lane: `${this.group.channel}\u0000${m.partition}`,
-        offset: m.offset,
-      })
+      value === null ||
+      value === undefined ||
+      (signing !== undefined &&
+        !signing.accept(recordSignature(headers), this.group.channel, route, value, `${partition}:${offset}`, {
+          lane: `${this.group.channel}\u0000${partition}`,
+          offset,
+        }))
     ) {
-      this.delivered.set(m.partition, m.offset)
-      this.commitSoon(m.partition)
+      this.delivered.set(partition, offset)
+      this.commitSoon(partition)
       return
     }
-    const h: Held = { partition: m.partition, offset: m.offset, count: 1, frame: m.value, route, epoch: this.epoch }
+    const h: Held = { partition, offset, count: 1, frame: value, route, epoch: this.epoch }
     this.held.set(k, h)
-    let queue = this.queues.get(m.partition)
+    let queue = this.queues.get(partition)
     if (queue === undefined) {
       queue = new HeldQueue()
-      this.queues.set(m.partition, queue)
+      this.queues.set(partition, queue)
     }
     queue.push(h)
-    this.delivered.set(m.partition, m.offset)
+    this.delivered.set(partition, offset)
     this.given = true
-    this.writer.group(this.group.id, 1, position(h), m.value, h.route)
+    this.writer.group(this.group.id, 1, position(h), value, h.route)
     this.unflushed++
     if (!this.scheduled) {
       this.scheduled = true
@@ -797,6 +878,21 @@ function readIn(m: Message<Buffer, Buffer, Buffer, Buffer>): number {
   const generation = (m.metadata?.['consumer'] as { generationId?: unknown } | undefined)?.generationId
   return typeof generation === 'number' ? generation : Number.POSITIVE_INFINITY
 }
+
+/** A record's headers: the stream's map, or the batch's pairs. */
+type RecordHeaders = Parameters<typeof recordRoute>[0]
+
+/** A record read and not handed out yet (see `unread`). */
+interface UnreadRecord {
+  readonly partition: number
+  readonly offset: bigint
+  readonly value: Buffer | null
+  readonly headers: RecordHeaders
+  readonly readIn: number
+}
+
+/** A batch's records once taken: none left for the stream. */
+const TAKEN: RecordBatch['records'] = Object.freeze([])
 
 function key(partition: number, offset: bigint): string {
   return `${partition}:${offset}`

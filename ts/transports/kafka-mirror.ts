@@ -14,8 +14,10 @@ import {
   FETCH_BYTES,
   FETCH_PARTITION_BYTES,
   FETCH_WAIT_MS,
+  IS_CONTROL,
   type Offsets,
   protocolIds,
+  type RecordBatch,
   RETRY_MS,
   recordRoute,
   recordSignature,
@@ -24,8 +26,7 @@ import {
 import { IngestWriter } from './records.js'
 import { CatchUps, FirstLook, unlessGone } from './catch-up.js'
 
-/** Record batch attributes (Kafka's record batch format). */
-const IS_CONTROL = 1 << 5
+/** Record batch attributes (Kafka's record batch format): the time is the broker's. */
 const LOG_APPEND_TIME = 1 << 3
 
 export class KafkaMirror {
@@ -239,17 +240,7 @@ export class KafkaMirror {
     }
   }
 
-  private addBatch(
-    p: number,
-    batch: {
-      firstOffset: bigint
-      lastOffsetDelta: number
-      attributes: number
-      firstTimestamp: bigint
-      maxTimestamp: bigint
-      records: Array<{ offsetDelta: number; timestampDelta: bigint; value: Buffer | null; headers: [Buffer | null, Buffer | null][] }>
-    },
-  ): boolean {
+  private addBatch(p: number, batch: RecordBatch): boolean {
     const end = batch.firstOffset + BigInt(batch.lastOffsetDelta) + 1n
     if (!(batch.attributes & IS_CONTROL)) {
       const appended = (batch.attributes & LOG_APPEND_TIME) !== 0

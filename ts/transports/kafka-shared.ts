@@ -13,6 +13,24 @@ export interface TopicLayout {
   readonly leaders: readonly number[]
 }
 
+/** A record batch of a fetch's answer, as the client decodes it (Kafka's record batch format). */
+export interface RecordBatch {
+  readonly firstOffset: bigint
+  readonly lastOffsetDelta: number
+  readonly attributes: number
+  readonly firstTimestamp: bigint
+  readonly maxTimestamp: bigint
+  records: ReadonlyArray<{
+    readonly offsetDelta: number
+    readonly timestampDelta: bigint
+    readonly value: Buffer | null
+    readonly headers: ReadonlyArray<readonly [Buffer | null, Buffer | null]>
+  }>
+}
+
+/** Record batch attributes: a control batch (a transaction's marker, no records of the topic's). */
+export const IS_CONTROL = 1 << 5
+
 /** Pause before a failed write or read is tried again (the client reconnects meanwhile). */
 export const RETRY_MS = 200
 /** How long a fetch waits at the broker for records before it returns empty. */
