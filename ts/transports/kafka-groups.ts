@@ -122,6 +122,8 @@ export class KafkaGroupReader {
    * resumes. Dropped with that stream.
    */
   private unread: UnreadRecord[] = []
+  /** How many of `unread` were handed out. */
+  private unreadAt = 0
   private unreadOf: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined
   private readonly writer = new IngestWriter()
   /** Deliveries written since the last ingest (the core's room does not count them yet). */
@@ -274,7 +276,13 @@ export class KafkaGroupReader {
       consumer,
       (partition) => ours?.offsetsToFetch.get(`${topic}:${partition}`),
       (partition, from, batches) => {
-        if (ours !== undefined) this.take(consumer, ours, partition, from, batches)
+        if (ours === undefined) return
+        try {
+          this.take(consumer, ours, partition, from, batches)
+        } catch (error) {
+          // Nothing may throw into the client's diagnostics channel (Node would treat it as uncaught).
+          this.driver.sink.failed(error)
+        }
       },
     )
     // Registered before the stream's own listener, which reads each assigned partition again from
@@ -521,7 +529,7 @@ export class KafkaGroupReader {
     this.consumer = undefined
     this.starting = false
     this.paused = false
-    this.unread = []
+    this.dropUnread()
     if (consumer !== undefined) void this.drop(consumer, stream)
     const timer = setTimeout(() => {
       this.timers.delete(timer)
@@ -614,11 +622,10 @@ export class KafkaGroupReader {
 
   /** Hands out what waits in `unread` while there is room; true once it is all out (the stream may resume). */
   private readUnread(): boolean {
-    if (this.unreadOf !== this.stream) this.unread = []
-    let i = 0
+    if (this.unreadOf !== this.stream) this.dropUnread()
     try {
-      while (i < this.unread.length && !this.paused) {
-        const r = this.unread[i++]!
+      while (this.unreadAt < this.unread.length && !this.paused) {
+        const r = this.unread[this.unreadAt++]!
         this.receive(r.partition, r.offset, r.value, r.headers, r.readIn)
       }
     } catch (error) {
@@ -626,8 +633,15 @@ export class KafkaGroupReader {
       this.restart()
       return false
     }
-    this.unread = i === this.unread.length ? [] : this.unread.slice(i)
-    return this.unread.length === 0 && !this.paused
+    if (this.unreadAt < this.unread.length) return false
+    this.dropUnread()
+    return !this.paused
+  }
+
+  private dropUnread(): void {
+    this.unread = []
+    this.unreadAt = 0
+    this.unreadOf = undefined
   }
 
   /** Record `offset` of `partition`, read in the group's generation `readIn`. */
