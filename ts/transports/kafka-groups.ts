@@ -593,8 +593,7 @@ export class KafkaGroupReader {
   ): void {
     if (this.consumer !== consumer || this.stream !== stream || this.paused || this.rebalancing || this.readsHeld || this.closed || !this.reading) return
     if (stream.destroyed || stream.closed || stream.readableFlowing !== true || stream.readableLength > 0) return
-    const generation = (consumer as { generationId?: unknown }).generationId
-    const readIn = typeof generation === 'number' ? generation : Number.POSITIVE_INFINITY
+    const readIn = generationOf(consumer)
     for (const batch of batches) {
       if (batch.attributes & IS_CONTROL) continue
       const records = batch.records
@@ -887,9 +886,14 @@ export class KafkaGroupReader {
   }
 }
 
-/** The group generation the consumer was in when its stream read `m` (the client's metadata; unknown: the newest). */
+/** The group generation the consumer was in when its stream read `m` (the client's metadata). */
 function readIn(m: Message<Buffer, Buffer, Buffer, Buffer>): number {
-  const generation = (m.metadata?.['consumer'] as { generationId?: unknown } | undefined)?.generationId
+  return generationOf(m.metadata?.['consumer'])
+}
+
+/** A consumer's group generation (`generationId`); unknown: the newest. */
+function generationOf(consumer: unknown): number {
+  const generation = (consumer as { generationId?: unknown } | undefined)?.generationId
   return typeof generation === 'number' ? generation : Number.POSITIVE_INFINITY
 }
 

@@ -1946,10 +1946,10 @@ const ACK = answers.encode('+ACK')
 const NAK = answers.encode('-NAK')
 const TERM = answers.encode('+TERM')
 
-/** One pull of a group's reader, on an inbox of its own. */
 /** What a pull brings, on the connection or on the wire: a delivery, a status line, or its end (the wire's). */
 type PullRecord = { readonly kind: 'delivery'; readonly delivery: Held } | Exclude<WireRecord, { readonly kind: 'delivery' }>
 
+/** One pull of a group's reader, on the connection or on the wire. */
 interface Pull {
   /** How many more it may bring. */
   left: number
