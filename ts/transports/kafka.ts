@@ -15,6 +15,7 @@ import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
 import { KafkaMirror } from './kafka-mirror.js'
+import { KafkaProduces, type Outgoing, recordBytes } from './kafka-produce.js'
 import { ReplyReader } from './kafka-replies.js'
 import { closeClient, closedByBroker, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
 import { Signing } from './signing.js'
@@ -72,6 +73,8 @@ function goneTopicName(error: unknown): string | undefined {
 interface Entry {
   readonly record: Extract<Egress, { frame: Uint8Array }>
   readonly topic: string
+  /** Its place in its topic's round robin over partitions (see `Outgoing.slot`). */
+  readonly slot: number
   readonly write: PendingWrite
   readonly bytes: number
 }
@@ -139,27 +142,6 @@ function cut(entries: readonly Entry[], last: Map<PendingWrite, number>): Produc
   return produces
 }
 
-/** The bytes a varint takes (zigzag-encoded, as record fields are). */
-function varintBytes(n: number): number {
-  let z = n < 0 ? -2 * n - 1 : 2 * n
-  let bytes = 1
-  while (z >= 128) {
-    z = Math.floor(z / 128)
-    bytes++
-  }
-  return bytes
-}
-
-/**
- * A record's size in a record batch, at most: its length, attributes, time and offset deltas
- * (counted at their widest), a null key, its value and headers, each with its length.
- */
-export function recordBytes(value: number, headers: readonly number[]): number {
-  let body = 1 + 10 + 5 + 1 + varintBytes(value) + value + varintBytes(headers.length / 2)
-  for (const h of headers) body += varintBytes(h) + h
-  return varintBytes(body) + body
-}
-
 /**
  * A name as a topic name part: letters, digits and `-` stay, every other character is `_` and
  * its code in hex (`orders.eu` -> `orders_2Eeu`), so distinct names never meet (nor collide in
@@ -192,7 +174,8 @@ function transportError(
 
 export class KafkaDriver implements Driver {
   private admin: Admin | undefined
-  private producer: Producer<Buffer, Buffer, Buffer, Buffer> | undefined
+  /** The idempotent producer and its produces. */
+  private produces: KafkaProduces | undefined
   /** A client that never joins a group: offsets and metadata for mirrors and markers. */
   private reader: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined
   private closed = false
@@ -211,6 +194,8 @@ export class KafkaDriver implements Driver {
   /** Groups from 'latest' being made, which publishes wait for. */
   private readonly starts = new GroupStarts(markers)
   private readonly kept = new Map<string, BrokerRetention>()
+  /** Each channel topic's next place in its round robin over partitions (replies' topics have one partition). */
+  private readonly slots = new Map<string, number>()
   /** Each channel's topic name (`topicOf`). */
   private readonly topicNames = new Map<string, string>()
   /** Topics known to exist (made by this process, or found made). */
@@ -299,7 +284,7 @@ export class KafkaDriver implements Driver {
         }),
       ])
       this.admin = admin
-      this.producer = this.makeProducer()
+      this.produces = new KafkaProduces(this.kafka, this.makeProducer())
       this.reader = new this.kafka.Consumer({
         ...(this.clientOptions() as object),
         groupId: `${this.config.prefix}-reader`,
@@ -336,8 +321,8 @@ export class KafkaDriver implements Driver {
    */
   private renewProducer(): void {
     if (this.closed) return
-    closeClient(this.producer)
-    this.producer = this.makeProducer()
+    closeClient(this.produces?.producer)
+    this.produces = new KafkaProduces(this.kafka, this.makeProducer())
   }
 
   private connectError(error: unknown): OrreryError {
@@ -801,12 +786,18 @@ export class KafkaDriver implements Driver {
       await Promise.all([...round.channels].map((c) => this.ensureTopic(c)))
       round.remake = false
     }
-    const producer = this.producer
-    if (producer === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
+    const produces = this.produces
+    if (produces === undefined || this.closed) throw transportError('CLOSED', 'this Orrery is closed')
     const messages = produce.entries.map((e) => this.messageOf(e))
     // From here the broker may store it whatever the answer: until answered, it is what goes next.
     round.unanswered = true
-    await producer.send({ messages })
+    try {
+      await produces.send(messages)
+    } catch (error) {
+      // What the broker stored is not sent again (its partitions' sequence numbers moved on).
+      produce.entries = messages.filter((m) => m.stored !== true).map((m) => m.entry)
+      throw error
+    }
     for (const channel of round.channels) this.trimSoon(channel)
   }
 
@@ -827,13 +818,16 @@ export class KafkaDriver implements Driver {
       for (const r of write.records) {
         if (r.kind === 'reply') {
           const topic = this.replyTopicOf(r.address)
-          if (live.has(topic)) entries.push({ record: r, topic, write, bytes: this.bytesOf(r) })
+          if (live.has(topic)) entries.push({ record: r, topic, slot: 0, write, bytes: this.bytesOf(r) })
           continue
         }
         if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
         const channel = r.kind === 'dead' ? r.deadLetter : r.channel
         channels.add(channel)
-        entries.push({ record: r, topic: this.topicOf(channel), write, bytes: this.bytesOf(r) })
+        const topic = this.topicOf(channel)
+        const slot = this.slots.get(topic) ?? 0
+        this.slots.set(topic, slot + 1 === Number.MAX_SAFE_INTEGER ? 0 : slot + 1)
+        entries.push({ record: r, topic, slot, write, bytes: this.bytesOf(r) })
       }
     }
     return entries
@@ -844,19 +838,21 @@ export class KafkaDriver implements Driver {
     const headers = r.kind === 'request' ? [REPLY_TO.length, Buffer.byteLength(r.replyTo), TIMEOUT.length, String(r.timeoutMs).length] : []
     return recordBytes(r.frame.byteLength, [...headers, ...this.signatureBytes])
   }
-  /** A record as a Kafka message: its frame, its route if a request, its signature (made now). */
-  private messageOf({ record: r, topic }: Entry): { topic: string; value: Buffer; headers?: Map<Buffer, Buffer> } {
-    const value = Buffer.from(r.frame.buffer, r.frame.byteOffset, r.frame.byteLength)
+  /** A record as it is produced: its frame, its route if a request, its signature (made now). */
+  private messageOf(entry: Entry): Outgoing & { readonly entry: Entry } {
+    const { record: r, topic, slot } = entry
     const signature = this.signatureHeader(r)
-    if (r.kind === 'request') {
-      const headers = new Map<Buffer, Buffer>([
-        [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
-        [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
-      ])
-      if (signature !== undefined) headers.set(...signature)
-      return { topic, value, headers }
-    }
-    return signature === undefined ? { topic, value } : { topic, value, headers: new Map([signature]) }
+    const headers: Array<[Buffer, Buffer]> | undefined =
+      r.kind === 'request'
+        ? [
+            [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
+            [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
+          ]
+        : signature === undefined
+          ? undefined
+          : []
+    if (signature !== undefined) headers!.push(signature)
+    return { topic, slot, value: r.frame, headers, entry }
   }
 
   /** Acks, releases and dead letters (once their record is written) go to their group's reader. */
@@ -990,10 +986,10 @@ export class KafkaDriver implements Driver {
     this.queue.length = 0
     this.round = undefined
     this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made', { details: { transport: this.transport } }))
-    closeClient(this.producer)
+    closeClient(this.produces?.producer)
     closeClient(this.reader)
     closeClient(this.admin as { close(): unknown } | undefined, false)
-    this.producer = undefined
+    this.produces = undefined
     this.reader = undefined
     this.admin = undefined
   }
