@@ -318,6 +318,97 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     }
   })
 
+  // Produces are encoded by the driver (kafka-produce.ts), not by the client: Kafka's own decoder
+  // (the client's) reads one back field by field, its crc included.
+  it("a produce's record batch reads back through the client's decoder: fields, crc, values, headers", async () => {
+    const kafka = await import('@platformatic/kafka')
+    const { encodeBatch } = await import('../../ts/transports/kafka-produce.js')
+    // Lengths and offset deltas of one, two and three varint bytes.
+    const values = [Buffer.alloc(0), Buffer.from('x'.repeat(200)), Buffer.alloc(20_000, 7), ...range(0, 297).map((i) => Buffer.from(`v${i}`))]
+    const headersOf = (i: number): Array<[Buffer, Buffer]> | undefined =>
+      i % 3 === 0 ? undefined : range(0, i % 3).map((h) => [Buffer.from(`k${h}`), Buffer.from('h'.repeat(i))])
+    const records = values.map((value, i) => ({ topic: 't', slot: i, value, headers: headersOf(i) }))
+    const timestamp = 1_780_000_000_123
+    const encoded = encodeBatch(records, { producerId: 123_456_789_012n, epoch: 7, sequence: 2 ** 31 - 5, timestamp }, kafka.crc32c)
+    const batch = kafka.readRecordsBatch(kafka.Reader.from(encoded))
+    expect(batch).toMatchObject({
+      firstOffset: 0n,
+      length: encoded.length - 12,
+      magic: 2,
+      crc: kafka.crc32c(encoded.subarray(21)),
+      attributes: 0,
+      lastOffsetDelta: 299,
+      firstTimestamp: BigInt(timestamp),
+      maxTimestamp: BigInt(timestamp),
+      producerId: 123_456_789_012n,
+      producerEpoch: 7,
+      firstSequence: 2 ** 31 - 5,
+    })
+    expect(batch.records.length).toBe(300)
+    batch.records.forEach((r, i) => {
+      expect([r.offsetDelta, r.timestampDelta, r.key]).toEqual([i, 0n, null])
+      expect(Buffer.compare(r.value ?? Buffer.from('-'), values[i]!), `value ${i}`).toBe(0)
+      expect(r.headers.map(([k, v]) => [String(k), String(v)])).toEqual((headersOf(i) ?? []).map(([k, v]) => [String(k), String(v)]))
+    })
+  })
+
+  // A produce carries the records of every topic a turn wrote to, and the broker answers each
+  // partition on its own: before, one refused partition failed the writes of the others, though
+  // the broker had stored them.
+  it("one produce to two topics, one refusing its record: the other's is stored once and its publish succeeds; both write on", {
+    timeout: 60_000,
+  }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const a = await admin()
+    const kafka = await import('@platformatic/kafka')
+    const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
+    try {
+      const [strict, other] = [`${p}strict`, `${p}other`]
+      await a.createTopics({ topics: [topicOf(strict)], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '2000' }] })
+      const end = async (ch: string) => (await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))?.[0]
+      // The first publish goes at once; the two after it wait for its answer and go in one produce.
+      const [first, big, fine] = await Promise.allSettled([
+        o.bus.publish(other, 'first'),
+        o.bus.publish(strict, 'y'.repeat(5_000)),
+        o.bus.publish(other, 'stored'),
+      ])
+      expect(first.status).toBe('fulfilled')
+      expect(big.status === 'rejected' && isOrreryError(big.reason, 'MESSAGE_TOO_LARGE'), String((big as PromiseRejectedResult).reason)).toBe(true)
+      expect(fine.status, String((fine as PromiseRejectedResult).reason)).toBe('fulfilled')
+      expect([await end(strict), await end(other)]).toEqual([0n, 2n])
+      // Each partition's sequence numbers are where the broker has them: the next records are stored, once.
+      await o.bus.publishBatch([
+        { channel: strict, payload: 'small' },
+        { channel: other, payload: 'again' },
+      ])
+      expect([await end(strict), await end(other)]).toEqual([1n, 3n])
+      const got = listen(o.bus.subscribe<string>(other, { from: 'earliest' }))
+      await until(() => got.items.length >= 3, 20_000, 'the records of the other topic')
+      expect(got.items.map((m) => m.payload)).toEqual(['first', 'stored', 'again'])
+    } finally {
+      await reader.close(true)
+      await a.close()
+      await stop(o)
+    }
+  })
+
+  it('the records of a topic of several partitions go round robin over them', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await open(p, { partitions: 3 })
+    const kafka = await import('@platformatic/kafka')
+    const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
+    try {
+      const ch = `${p}spread`
+      await o.bus.publishBatch(range(0, 30).map((payload) => ({ channel: ch, payload })))
+      await Promise.all(range(30, 60).map((payload) => o.bus.publish(ch, payload)))
+      expect((await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))).toEqual([20n, 20n, 20n])
+    } finally {
+      await reader.close(true)
+      await stop(o)
+    }
+  })
+
   // The publishes waiting at a turn went out as one produce, over the broker's 1 MB
   // message.max.bytes with enough of them: 10,000 small publishes were refused whole
   // (MESSAGE_TOO_LARGE). Produces are now cut under the limit; one record over it goes alone.
