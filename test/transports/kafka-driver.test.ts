@@ -327,7 +327,7 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     const values = [Buffer.alloc(0), Buffer.from('x'.repeat(200)), Buffer.alloc(20_000, 7), ...range(0, 297).map((i) => Buffer.from(`v${i}`))]
     const headersOf = (i: number): Array<[Buffer, Buffer]> | undefined =>
       i % 3 === 0 ? undefined : range(0, i % 3).map((h) => [Buffer.from(`k${h}`), Buffer.from('h'.repeat(i))])
-    const records = values.map((value, i) => ({ topic: 't', slot: i, value, headers: headersOf(i) }))
+    const records = values.map((value, i) => ({ topic: 't', place: { slot: i }, value, headers: headersOf(i) }))
     const timestamp = 1_780_000_000_123
     const encoded = encodeBatch(records, { producerId: 123_456_789_012n, epoch: 7, sequence: 2 ** 31 - 5, timestamp }, kafka.crc32c)
     const batch = kafka.readRecordsBatch(kafka.Reader.from(encoded))

@@ -11,15 +11,26 @@ import type { Connection, Producer, produceV11 } from '@platformatic/kafka'
 
 import type { KafkaModule } from './kafka.js'
 
+/**
+ * Where a record goes in its topic: its place in the topic's round robin, and the partition that
+ * place was taken to at its first attempt (modulo the partitions then), kept for every attempt
+ * after so that the same sequence numbers always cover the same records.
+ */
+export interface Place {
+  readonly slot: number
+  partition?: number
+}
+
 /** A record to produce. */
 export interface Outgoing {
   readonly topic: string
-  /** Its place in its topic's round robin (taken modulo the topic's partitions): the same at each attempt. */
-  readonly slot: number
+  readonly place: Place
   readonly value: Uint8Array
   readonly headers: ReadonlyArray<readonly [Uint8Array, Uint8Array]> | undefined
   /** Set once the broker stored it: an attempt again leaves it out. */
   stored?: boolean
+  /** The protocol error id its partition was answered with, if it was (not stored then). */
+  answer?: string | undefined
 }
 
 /** The records of one partition, in order, and the sequence number of the first. */
@@ -161,8 +172,10 @@ export class KafkaProduces {
 
   /**
    * Sends `records` to their partitions' leaders (one request per leader), every one acknowledged
-   * by all in-sync replicas. Records the broker stored are marked `stored`, whatever the rest's
-   * fate; the first error is thrown once every request was answered. An answer saying the
+   * by all in-sync replicas. Records the broker stored are marked `stored`, and those of a
+   * partition answered with an error get its id in `answer`, whatever the rest's fate; once
+   * every request was answered, the error is thrown (several: the client's `MultipleErrors` of
+   * them all, as its own send reports them). An answer saying the
    * metadata is stale (a leader moved, a topic not known there yet) is tried again at once on
    * fresh metadata, as the client's own send does; a topic missing from it then fails as the
    * client's lookup says (`Unknown topic <name>.`).
@@ -174,11 +187,13 @@ export class KafkaProduces {
     const version = this.version
     let pending = records
     for (let attempt = 0; ; attempt++) {
+      for (const r of pending) r.answer = undefined
       const metadata = await producer.metadata({ topics: [...new Set(pending.map((r) => r.topic))], autocreateTopics: false })
       const byLeader = new Map<number, Map<string, PartitionBatch>>()
       for (const r of pending) {
         const topic = metadata.topics.get(r.topic)!
-        const partition = r.slot % topic.partitionsCount
+        r.place.partition ??= r.place.slot % topic.partitionsCount
+        const partition = r.place.partition
         const leader = topic.partitions[partition]!.leader
         let batches = byLeader.get(leader)
         if (batches === undefined) {
@@ -204,9 +219,10 @@ export class KafkaProduces {
           }
         }),
       )
-      const error = errors.find((e) => e !== undefined)
-      if (error === undefined) return
-      const stale = (error as { findBy?: (property: string, value: unknown) => unknown }).findBy?.('hasStaleMetadata', true)
+      const failed = errors.filter((e) => e !== undefined)
+      if (failed.length === 0) return
+      const error = failed.length === 1 ? failed[0] : new this.kafka.MultipleErrors('Producing messages failed.', failed as Error[])
+      const stale = failed.some((e) => (e as { findBy?: (property: string, value: unknown) => unknown }).findBy?.('hasStaleMetadata', true))
       if (stale) producer.clearMetadata()
       pending = pending.filter((r) => r.stored !== true)
       if (!stale || attempt > 0 || pending.length === 0) throw error
@@ -273,6 +289,16 @@ export class KafkaProduces {
               const key = `${t.name}\u0000${p.index}`
               this.sequences.set(key, ((this.sequences.get(key) ?? 0) + batch.records.length) % SEQUENCE_WRAP)
             }
+          // The partitions answered with an error: their records carry its id.
+          for (const e of (error as { errors?: unknown[] } | null)?.errors ?? []) {
+            const { path, apiId } = e as { path?: unknown; apiId?: unknown }
+            const at = typeof path === 'string' ? /^\/responses\/(\d+)\/partition_responses\/(\d+)$/.exec(path) : null
+            if (at === null || typeof apiId !== 'string') continue
+            const t = response?.responses[Number(at[1])]
+            const p = t?.partitionResponses[Number(at[2])]
+            const batch = batches.find((b) => b.topic === t?.name && b.partition === p?.index)
+            for (const r of batch?.records ?? []) r.answer = apiId
+          }
           if (error === null || error === undefined) resolve()
           else reject(error)
         },

@@ -15,7 +15,7 @@ import type { CheckedKafkaOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { KafkaGroupReader } from './kafka-groups.js'
 import { KafkaMirror } from './kafka-mirror.js'
-import { KafkaProduces, type Outgoing, recordBytes } from './kafka-produce.js'
+import { KafkaProduces, type Outgoing, type Place, recordBytes } from './kafka-produce.js'
 import { ReplyReader } from './kafka-replies.js'
 import { closeClient, closedByBroker, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
 import { Signing } from './signing.js'
@@ -73,8 +73,8 @@ function goneTopicName(error: unknown): string | undefined {
 interface Entry {
   readonly record: Extract<Egress, { frame: Uint8Array }>
   readonly topic: string
-  /** Its place in its topic's round robin over partitions (see `Outgoing.slot`). */
-  readonly slot: number
+  /** Its place in its topic's round robin over partitions, and the partition it went to first. */
+  readonly place: Place
   readonly write: PendingWrite
   readonly bytes: number
 }
@@ -86,6 +86,8 @@ interface Produce {
    * after, but for replies to a reply topic found gone (nothing of them was stored).
    */
   entries: Entry[]
+  /** Records of it a partition refused at its last attempt, with the refusal's id. */
+  refused?: Map<Entry, string> | undefined
 }
 
 /**
@@ -707,12 +709,23 @@ export class KafkaDriver implements Driver {
           for (const e of replies) this.replyFound.delete(e.topic)
         }
         if (refused !== undefined || error instanceof this.kafka.UserError) {
-          // Nothing of it was stored, and its sequence numbers were not used: its writes fail, the
-          // next produce goes on.
+          // What was refused was not stored, and its sequence numbers were not used: its writes
+          // fail. The partitions that refused say which records (none named: all of them).
           const produce = sending.produces[sending.next]!
+          const named = produce.refused !== undefined && produce.refused.size > 0 ? produce.refused : undefined
+          const failing = new Map<PendingWrite, string | undefined>()
+          for (const e of produce.entries) if (named === undefined || named.has(e)) failing.set(e.write, named?.get(e) ?? refused)
+          for (const [write, id] of failing) this.writes.fail(write, this.refused(write, error, id))
+          produce.refused = undefined
+          if (named !== undefined && produce.entries.some((e) => !named.has(e))) {
+            // The rest was neither stored nor refused (another partition's or broker's answer, or
+            // none): it may be stored, so it goes again as it was, before anything later.
+            produce.entries = produce.entries.filter((e) => !named.has(e))
+            if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
+            return
+          }
           sending.unanswered = false
           sending.next++
-          for (const write of new Set(produce.entries.map((e) => e.write))) this.writes.fail(write, this.refused(write, error, refused))
           this.settleUpTo(sending)
           this.pump()
           return
@@ -796,6 +809,7 @@ export class KafkaDriver implements Driver {
     } catch (error) {
       // What the broker stored is not sent again (its partitions' sequence numbers moved on).
       produce.entries = messages.filter((m) => m.stored !== true).map((m) => m.entry)
+      produce.refused = new Map(messages.flatMap((m) => (m.answer !== undefined && REFUSALS.has(m.answer) ? [[m.entry, m.answer] as const] : [])))
       throw error
     }
     for (const channel of round.channels) this.trimSoon(channel)
@@ -818,7 +832,7 @@ export class KafkaDriver implements Driver {
       for (const r of write.records) {
         if (r.kind === 'reply') {
           const topic = this.replyTopicOf(r.address)
-          if (live.has(topic)) entries.push({ record: r, topic, slot: 0, write, bytes: this.bytesOf(r) })
+          if (live.has(topic)) entries.push({ record: r, topic, place: { slot: 0 }, write, bytes: this.bytesOf(r) })
           continue
         }
         if (r.kind !== 'publish' && r.kind !== 'request' && r.kind !== 'dead') continue
@@ -827,7 +841,7 @@ export class KafkaDriver implements Driver {
         const topic = this.topicOf(channel)
         const slot = this.slots.get(topic) ?? 0
         this.slots.set(topic, slot + 1 === Number.MAX_SAFE_INTEGER ? 0 : slot + 1)
-        entries.push({ record: r, topic, slot, write, bytes: this.bytesOf(r) })
+        entries.push({ record: r, topic, place: { slot }, write, bytes: this.bytesOf(r) })
       }
     }
     return entries
@@ -840,7 +854,7 @@ export class KafkaDriver implements Driver {
   }
   /** A record as it is produced: its frame, its route if a request, its signature (made now). */
   private messageOf(entry: Entry): Outgoing & { readonly entry: Entry } {
-    const { record: r, topic, slot } = entry
+    const { record: r, topic, place } = entry
     const signature = this.signatureHeader(r)
     const headers: Array<[Buffer, Buffer]> | undefined =
       r.kind === 'request'
@@ -852,7 +866,7 @@ export class KafkaDriver implements Driver {
           ? undefined
           : []
     if (signature !== undefined) headers!.push(signature)
-    return { topic, slot, value: r.frame, headers, entry }
+    return { topic, place, value: r.frame, headers, entry }
   }
 
   /** Acks, releases and dead letters (once their record is written) go to their group's reader. */
