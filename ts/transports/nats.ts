@@ -1874,6 +1874,13 @@ function settled(held: Map<string, Held>, position: string, m: Held): void {
   if (held.get(position) === m) held.delete(position)
 }
 
+/** Answers `m` without waiting to hear it was read (`nak`: given back at once; `term`: never again), and lets it go. */
+function answerAndLetGo(m: Held, answer: 'nak' | 'term'): void {
+  if (answer === 'nak') m.nak()
+  else m.term()
+  m.forget?.()
+}
+
 /**
  * A delivery held for its answer: what the driver reads of it and how it answers it (a JsMsg is
  * one; a group's pull makes its own, see `GroupDelivery`).
@@ -2239,10 +2246,7 @@ class GroupReader {
         if (!this.pulls.has(pull)) {
           // Brought after the pull ended (a disconnect, or room that went): the wire gives it
           // back at once rather than leaving it to its ack wait.
-          if (r.kind === 'delivery' && wire !== undefined) {
-            r.delivery.nak()
-            r.delivery.forget?.()
-          }
+          if (r.kind === 'delivery' && wire !== undefined) answerAndLetGo(r.delivery, 'nak')
           return
         }
         if (r.kind === 'delivery') {
@@ -2293,8 +2297,7 @@ class GroupReader {
   private add(m: Held): void {
     if (this.closed) {
       // The group is gone here: what its last pull still brings goes back to the broker at once.
-      m.nak()
-      m.forget?.()
+      answerAndLetGo(m, 'nak')
       return
     }
     if (m.seq > this.seen) this.seen = m.seq
@@ -2303,8 +2306,7 @@ class GroupReader {
     const at = Math.floor(m.info.timestampNanos / 1e6)
     if (signing !== undefined && !signing.accept(m.headers?.get(SIGNATURE) || undefined, this.group.channel, route, m.data, String(m.seq), at)) {
       // Refused (counted and reported): the consumer stops delivering it, instead of for ever.
-      m.term()
-      m.forget?.()
+      answerAndLetGo(m, 'term')
       return
     }
     const position = this.driver.hold(this.group.id, m, this.remade)

@@ -364,11 +364,19 @@ fn write_record(out: &mut Vec<u8>, m: async_nats::Message, shared: &Shared) {
 
 /// The delivery count, stream seq, consumer seq, time and pending of an ack subject.
 fn ack_fields(reply: &str) -> [u64; 5] {
-    // $JS.ACK.<stream>.<consumer>.<5 fields> (9 tokens), or with domain and account hash (12).
-    // Read in place: this runs for every delivery.
-    let at = if reply.split('.').count() == 9 { 4 } else { 6 };
+    // $JS.ACK.<stream>.<consumer>.<5 fields> (9 tokens), or with domain and account hash and a
+    // token at the end (12). Read in one pass, nothing allocated: this runs for every delivery.
+    let mut tokens = [""; 12];
+    let mut count = 0;
+    for token in reply.split('.') {
+        if let Some(slot) = tokens.get_mut(count) {
+            *slot = token;
+        }
+        count += 1;
+    }
+    let at = if count == 9 { 4 } else { 6 };
     let mut fields = [0u64; 5];
-    for (field, token) in fields.iter_mut().zip(reply.split('.').skip(at)) {
+    for (field, token) in fields.iter_mut().zip(&tokens[at..]) {
         *field = token.parse().unwrap_or(0);
     }
     fields
