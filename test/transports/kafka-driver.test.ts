@@ -352,6 +352,51 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
     })
   })
 
+  // The driver writes the produce request too, in the version the client and broker share: 11
+  // here, 7 or 8 (not "flexible": no compact fields) with a broker before Kafka 2.8. Each
+  // version the driver can write is sent to the broker, which stores every record once, in order.
+  it('a produce request of each version the driver writes (8 and 11) is stored by the broker, in order, sequence numbers going on', {
+    timeout: 60_000,
+  }, async () => {
+    const kafka = await import('@platformatic/kafka')
+    const { KafkaProduces } = await import('../../ts/transports/kafka-produce.js')
+    const a = await admin()
+    const options = { clientId: 'orrery-test', bootstrapBrokers: [brokers!] }
+    const producer = new kafka.Producer({ ...options, idempotent: true, acks: -1 } as never) as never
+    const reader = new kafka.Consumer({ ...options, groupId: `${RUN}-versions` })
+    try {
+      for (const version of [8, 11]) {
+        const topic = `${RUN}-v${version}`
+        await a.createTopics({ topics: [topic], partitions: 1, replicas: 1 })
+        const produces = new KafkaProduces(kafka, producer)
+        const module = (kafka as unknown as Record<string, { parseResponse: never }>)[`produceV${version}`]!
+        Object.assign(produces, { version: { version, parseResponse: module.parseResponse } })
+        const records = (from: number, count: number) =>
+          range(from, from + count).map((i) => ({
+            topic,
+            place: { slot: i },
+            value: Buffer.from(`r${i}`),
+            headers: [[Buffer.from('h'), Buffer.from(String(i))]] as const,
+          }))
+        await produces.send(records(0, 3))
+        await produces.send(records(3, 2))
+        expect((await reader.listOffsets({ topics: [topic], timestamp: -1n })).get(topic), `v${version}`).toEqual([5n])
+        const stream = await reader.consume({ topics: [topic], mode: kafka.MessagesStreamModes.EARLIEST, autocommit: false } as never)
+        const read: string[] = []
+        for await (const m of stream as AsyncIterable<{ value: Buffer; headers: Map<Buffer, Buffer> }>) {
+          read.push(`${m.value}:${[...m.headers.values()].map(String).join()}`)
+          if (read.length === 5) break
+        }
+        await (stream as { close(): Promise<void> }).close()
+        expect(read, `v${version}`).toEqual(range(0, 5).map((i) => `r${i}:${i}`))
+      }
+    } finally {
+      await reader.close(true)
+      await (producer as { close(force: boolean): Promise<void> }).close(true)
+      await a.close()
+    }
+  })
+
   // A produce carries the records of every topic a turn wrote to, and the broker answers each
   // partition on its own: before, one refused partition failed the writes of the others, though
   // the broker had stored them.
