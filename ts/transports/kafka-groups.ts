@@ -280,8 +280,11 @@ export class KafkaGroupReader {
         try {
           this.take(consumer, ours, partition, from, batches)
         } catch (error) {
-          // Nothing may throw into the client's diagnostics channel (Node would treat it as uncaught).
+          // Nothing may throw into the client's diagnostics channel (Node would treat it as
+          // uncaught): reported, and the stream made again, which reads on from the last commit
+          // (what was taken out of the batches and not handed out is read again).
           this.driver.sink.failed(error)
+          this.restart()
         }
       },
     )
@@ -606,15 +609,7 @@ export class KafkaGroupReader {
           this.unread.push({ partition, offset, value: record.value, headers: record.headers, readIn })
           continue
         }
-        try {
-          this.receive(partition, offset, record.value, record.headers, readIn)
-        } catch (error) {
-          // Nothing may throw into the client's diagnostics channel (Node would treat it as
-          // uncaught): reported, and the stream made again, which reads on from the last commit.
-          this.driver.sink.failed(error)
-          this.restart()
-          return
-        }
+        this.receive(partition, offset, record.value, record.headers, readIn)
       }
     }
   }
