@@ -157,9 +157,9 @@ type ProduceResponse = ReturnType<typeof produceV11.parseResponse>
 type ProduceVersion = { readonly version: number; readonly parseResponse: (...args: never[]) => ProduceResponse }
 
 /**
- * The produces of one idempotent producer: its sequence number per partition, and each topic's
- * round robin over its partitions. One produce at a time (the driver's `pump`): a produce that
- * was not answered is sent again with the same sequence numbers (the broker keeps one copy).
+ * The produces of one idempotent producer, and its sequence number per partition. One produce at
+ * a time (the driver's `pump`): a produce that was not answered is sent again with the same
+ * sequence numbers (the broker keeps one copy).
  */
 export class KafkaProduces {
   private readonly sequences = new Map<string, number>()
@@ -195,6 +195,11 @@ export class KafkaProduces {
         r.place.partition ??= r.place.slot % topic.partitionsCount
         const partition = r.place.partition
         const leader = topic.partitions[partition]!.leader
+        if (!metadata.brokers.has(leader)) {
+          // No leader now (one is being elected): asked again, on fresh metadata, at the next try.
+          producer.clearMetadata()
+          throw new this.kafka.NetworkError(`No leader for partition ${partition} of topic ${r.topic}.`)
+        }
         let batches = byLeader.get(leader)
         if (batches === undefined) {
           batches = new Map()
