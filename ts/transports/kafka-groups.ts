@@ -284,7 +284,7 @@ export class KafkaGroupReader {
           // uncaught): reported, and the stream made again, which reads on from the last commit
           // (what was taken out of the batches and not handed out is read again).
           this.driver.sink.failed(error)
-          this.restart()
+          if (!this.closed && this.reading && this.consumer === consumer) this.restart()
         }
       },
     )

@@ -192,7 +192,8 @@ export class KafkaProduces {
       const byLeader = new Map<number, Map<string, PartitionBatch>>()
       for (const r of pending) {
         const topic = metadata.topics.get(r.topic)!
-        r.place.partition ??= r.place.slot % topic.partitionsCount
+        // Kept from the first attempt, unless the topic was made again with fewer partitions.
+        if (r.place.partition === undefined || r.place.partition >= topic.partitionsCount) r.place.partition = r.place.slot % topic.partitionsCount
         const partition = r.place.partition
         const leader = topic.partitions[partition]!.leader
         if (!metadata.brokers.has(leader)) {
@@ -284,30 +285,41 @@ export class KafkaProduces {
         flexible,
         flexible,
         (error, answer) => {
-          const response = (error === null || error === undefined ? answer : (error as { response?: ProduceResponse }).response) as ProduceResponse | undefined
-          for (const t of response?.responses ?? [])
-            for (const p of t.partitionResponses) {
-              if (p.errorCode !== 0) continue
-              const batch = batches.find((b) => b.topic === t.name && b.partition === p.index)
-              if (batch === undefined) continue
-              for (const r of batch.records) r.stored = true
-              const key = `${t.name}\u0000${p.index}`
-              this.sequences.set(key, ((this.sequences.get(key) ?? 0) + batch.records.length) % SEQUENCE_WRAP)
-            }
-          // The partitions answered with an error: their records carry its id.
-          for (const e of (error as { errors?: unknown[] } | null)?.errors ?? []) {
-            const { path, apiId } = e as { path?: unknown; apiId?: unknown }
-            const at = typeof path === 'string' ? /^\/responses\/(\d+)\/partition_responses\/(\d+)$/.exec(path) : null
-            if (at === null || typeof apiId !== 'string') continue
-            const t = response?.responses[Number(at[1])]
-            const p = t?.partitionResponses[Number(at[2])]
-            const batch = batches.find((b) => b.topic === t?.name && b.partition === p?.index)
-            for (const r of batch?.records ?? []) r.answer = apiId
+          // Nothing may throw into the client's socket handler, and the produce must settle.
+          try {
+            this.read(batches, error, answer)
+          } catch (failure) {
+            reject(error ?? failure)
+            return
           }
           if (error === null || error === undefined) resolve()
           else reject(error)
         },
       )
     })
+  }
+
+  /** Marks what an answer says of each batch: stored (its partition's sequence numbers move on), or refused with an id. */
+  private read(batches: readonly PartitionBatch[], error: unknown, answer: unknown): void {
+    const response = (error === null || error === undefined ? answer : (error as { response?: ProduceResponse }).response) as ProduceResponse | undefined
+    for (const t of response?.responses ?? [])
+      for (const p of t.partitionResponses) {
+        if (p.errorCode !== 0) continue
+        const batch = batches.find((b) => b.topic === t.name && b.partition === p.index)
+        if (batch === undefined) continue
+        for (const r of batch.records) r.stored = true
+        const key = `${t.name}\u0000${p.index}`
+        this.sequences.set(key, ((this.sequences.get(key) ?? 0) + batch.records.length) % SEQUENCE_WRAP)
+      }
+    // The partitions answered with an error: their records carry its id.
+    for (const e of (error as { errors?: unknown[] } | null)?.errors ?? []) {
+      const { path, apiId } = (e ?? {}) as { path?: unknown; apiId?: unknown }
+      const at = typeof path === 'string' ? /^\/responses\/(\d+)\/partition_responses\/(\d+)$/.exec(path) : null
+      if (at === null || typeof apiId !== 'string') continue
+      const t = response?.responses[Number(at[1])]
+      const p = t?.partitionResponses[Number(at[2])]
+      const batch = batches.find((b) => b.topic === t?.name && b.partition === p?.index)
+      for (const r of batch?.records ?? []) r.answer = apiId
+    }
   }
 }

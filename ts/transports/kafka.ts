@@ -721,6 +721,7 @@ export class KafkaDriver implements Driver {
             // The rest was neither stored nor refused (another partition's or broker's answer, or
             // none): it may be stored, so it goes again as it was, before anything later.
             produce.entries = produce.entries.filter((e) => !named.has(e))
+            if (ids.some((id) => IDENTITY_LOST.has(id))) this.renewProducer()
             if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
             return
           }
@@ -791,6 +792,8 @@ export class KafkaDriver implements Driver {
     }
     const produce = round.produces[round.next]
     if (produce === undefined) return
+    // What a partition refused at the last attempt was failed then: it says nothing of this one.
+    produce.refused = undefined
     if (!round.unanswered) produce.entries = produce.entries.filter((e) => !e.write.settled)
     if (produce.entries.length === 0) return
     if (round.remake) {
