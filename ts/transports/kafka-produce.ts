@@ -33,10 +33,12 @@ export interface Outgoing {
   answer?: string | undefined
 }
 
-/** The records of one partition, in order, and the sequence number of the first. */
+/** The records of one partition, in order. */
 interface PartitionBatch {
   readonly topic: string
   readonly partition: number
+  /** The partition's key in the producer's sequence numbers. */
+  readonly key: string
   readonly records: Outgoing[]
 }
 
@@ -209,7 +211,7 @@ export class KafkaProduces {
         const key = `${r.topic}\u0000${partition}`
         let batch = batches.get(key)
         if (batch === undefined) {
-          batch = { topic: r.topic, partition, records: [] }
+          batch = { topic: r.topic, partition, key, records: [] }
           batches.set(key, batch)
         }
         batch.records.push(r)
@@ -265,7 +267,7 @@ export class KafkaProduces {
       writer.appendString(topic, flexible)
       count(partitions.length)
       for (const batch of partitions) {
-        const sequence = this.sequences.get(`${topic}\u0000${batch.partition}`) ?? 0
+        const sequence = this.sequences.get(batch.key) ?? 0
         const encoded = encodeBatch(batch.records, { ...identity, sequence }, this.kafka.crc32c)
         writer.appendInt32(batch.partition)
         if (flexible) writer.appendUnsignedVarInt(encoded.length + 1)
@@ -308,8 +310,7 @@ export class KafkaProduces {
         const batch = batches.find((b) => b.topic === t.name && b.partition === p.index)
         if (batch === undefined) continue
         for (const r of batch.records) r.stored = true
-        const key = `${t.name}\u0000${p.index}`
-        this.sequences.set(key, ((this.sequences.get(key) ?? 0) + batch.records.length) % SEQUENCE_WRAP)
+        this.sequences.set(batch.key, ((this.sequences.get(batch.key) ?? 0) + batch.records.length) % SEQUENCE_WRAP)
       }
     // The partitions answered with an error: their records carry its id.
     for (const e of (error as { errors?: unknown[] } | null)?.errors ?? []) {

@@ -859,16 +859,13 @@ export class KafkaDriver implements Driver {
   private messageOf(entry: Entry): Outgoing & { readonly entry: Entry } {
     const { record: r, topic, place } = entry
     const signature = this.signatureHeader(r)
-    const headers: Array<[Buffer, Buffer]> | undefined =
-      r.kind === 'request'
-        ? [
-            [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
-            [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
-          ]
-        : signature === undefined
-          ? undefined
-          : []
-    if (signature !== undefined) headers!.push(signature)
+    let headers: Array<[Buffer, Buffer]> | undefined
+    if (r.kind === 'request')
+      headers = [
+        [Buffer.from(REPLY_TO), Buffer.from(r.replyTo)],
+        [Buffer.from(TIMEOUT), Buffer.from(String(r.timeoutMs))],
+      ]
+    if (signature !== undefined) headers = [...(headers ?? []), signature]
     return { topic, place, value: r.frame, headers, entry }
   }
 
