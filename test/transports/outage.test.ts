@@ -8,6 +8,8 @@
 import { afterEach, describe, expect, inject, it, vi } from 'vitest'
 
 import { type BusEvent, isOrreryError, Orrery, OrreryError, type TransportOptions } from '../../ts/node.js'
+import { runnerLink } from '../../ts/bus/bus.js'
+import type { NatsDriver } from '../../ts/transports/nats.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
 import { poll, until, withTimeout } from './backends.js'
 import { proxyTo, type TcpProxy } from './proxy.js'
@@ -53,6 +55,14 @@ async function behindProxy(broker: (typeof brokers)[number]): Promise<{ o: Orrer
   const o = await Orrery.create({ engine: ENGINE, transports: { main: broker.options(proxy.address, run) }, bindings: { '*': 'main' } })
   opened.push(o)
   return { o, proxy, run }
+}
+
+/** What `o`'s NATS driver keeps of deliveries: held for an answer, and ack subjects on its wire (the native engine's). */
+function keptBy(o: Orrery): { held: number; wire: number } {
+  const driver = runnerLink(o.bus).transports!.transportNamed('main')!.driver as unknown as Pick<NatsDriver, 'wire'> & {
+    held: Map<number, Map<string, unknown>>
+  }
+  return { held: [...driver.held.values()].reduce((n, m) => n + m.size, 0), wire: driver.wire?.kept() ?? 0 }
 }
 
 /** A group member that has read one message, so the group is open and read. */
@@ -322,6 +332,32 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
               await c.close()
             }
           }
+        })
+
+      if (broker.name === 'nats')
+        it('a group deleted during an outage keeps nothing of what its member held once its answers are given up', async () => {
+          const { o, proxy } = await behindProxy(broker)
+          const events: BusEvent[] = []
+          o.bus.events.subscribe((e) => void events.push(e))
+          const group = o.bus.group<number>('kept', 'g', { from: 'earliest' })
+          let got = 0
+          // Never answered: each delivery stays held in the driver (and its ack subject on the native wire).
+          group.consume(() => {
+            got++
+            return new Promise<void>(() => {})
+          })
+          await o.bus.publishBatch([1, 2, 3].map((payload) => ({ channel: 'kept', payload })))
+          await until(() => got === 3, 10_000, 'three deliveries')
+          expect(keptBy(o).held).toBe(3)
+          await proxy.cut()
+          await until(() => events.some((e) => e.type === 'transport-error'), 5_000, 'the outage reported')
+          // Its releases wait for the stream to be looked at again, which the deleted group's reader
+          // never does: they fail after publishTimeoutMs (1 s), and what they answered is let go.
+          group.delete()
+          await until(() => keptBy(o).held + keptBy(o).wire === 0, 5_000, 'nothing kept of the deleted group')
+          await proxy.restore()
+          await until(() => events.some((e) => e.type === 'transport-restored'), 10_000, 'the end of the outage reported')
+          expect(keptBy(o)).toEqual({ held: 0, wire: 0 })
         })
 
       it('shutdown with the server up is graceful', async () => {

@@ -1322,6 +1322,31 @@ export class NatsDriver implements Driver {
     this.groups.delete(group)
     this.starts.drop(group)
     this.core?.unserve(group)
+    this.letGoOnceWritten(group)
+  }
+
+  /**
+   * Deleted `group` answers nothing more once the writes made so far have settled, its releases
+   * among them (routed by the flush after the deletion, before this looks): what it still holds
+   * then is let go, or it would be kept for good. That is a delivery its reader had read but not
+   * handed to the core yet when the group went (the core drops it), and an answer that could not
+   * be written (the server away until `publishTimeoutMs`). It is given back to the server at once
+   * (nak) where that is safe: the connection up and the stream looked at since the last
+   * disconnect (see `unchecked`); otherwise the server delivers it again after its ack wait.
+   */
+  private letGoOnceWritten(group: number): void {
+    later(() => {
+      void this.writes.settled().then(() => {
+        const held = this.held.get(group)
+        const checked = !this.unchecked.delete(group)
+        if (held === undefined || this.closed) return
+        this.held.delete(group)
+        for (const m of held.values()) {
+          if (checked && this.connected) answerAndLetGo(m, 'nak')
+          else m.forget?.()
+        }
+      })
+    })
   }
 
   wake(): void {
