@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from 'vitest'
 
+import { runnerLink } from '../../ts/bus/bus.js'
 import { isOrreryError, Orrery } from '../../ts/node.js'
 import { IN_BROWSER } from '../engine.js'
 import { listen, range, stop, until, withTimeout } from './backends.js'
@@ -431,6 +432,57 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       const got = listen(o.bus.subscribe<string>(other, { from: 'earliest' }))
       await until(() => got.items.length >= 3, 20_000, 'the records of the other topic')
       expect(got.items.map((m) => m.payload)).toEqual(['first', 'stored', 'again'])
+    } finally {
+      await reader.close(true)
+      await a.close()
+      await stop(o)
+    }
+  })
+
+  // A produce whose partitions answer three ways: stored, refused, and an error a retry mends
+  // (here a sequence number the broker did not expect, made by moving the driver's own number for
+  // that partition on by 3: the broker answers OUT_OF_ORDER_SEQUENCE_NUMBER for it alone).
+  it("one produce stored in one partition, refused in another, out of sequence in a third: the third's record goes again, from a new producer, and is stored once", {
+    timeout: 60_000,
+  }, async () => {
+    const p = prefix()
+    const o = await open(p)
+    const a = await admin()
+    const kafka = await import('@platformatic/kafka')
+    const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
+    try {
+      const [strict, skewed, other] = [`${p}strict`, `${p}skewed`, `${p}other`]
+      await a.createTopics({ topics: [topicOf(strict)], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '2000' }] })
+      const end = async (ch: string) => (await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))?.[0]
+      await o.bus.publishBatch([
+        { channel: skewed, payload: 'first' },
+        { channel: other, payload: 'first' },
+      ])
+      const driver = runnerLink(o.bus).transports!.transportNamed('main')!.driver as unknown as { produces: { sequences: Map<string, number> } }
+      const before = driver.produces
+      const sequences = before.sequences
+      const key = `${topicOf(skewed)}\u00000`
+      expect(sequences.get(key)).toBe(1)
+      sequences.set(key, 4)
+      // The first publish goes at once; the three after it wait for its answer and go in one produce.
+      const [lead, big, gap, fine] = await Promise.allSettled([
+        o.bus.publish(other, 'lead'),
+        o.bus.publish(strict, 'y'.repeat(5_000)),
+        o.bus.publish(skewed, 'second'),
+        o.bus.publish(other, 'stored'),
+      ])
+      expect(lead.status).toBe('fulfilled')
+      expect(big.status === 'rejected' && isOrreryError(big.reason, 'MESSAGE_TOO_LARGE'), String((big as PromiseRejectedResult).reason)).toBe(true)
+      expect(gap.status, String((gap as PromiseRejectedResult).reason)).toBe('fulfilled')
+      expect(fine.status, String((fine as PromiseRejectedResult).reason)).toBe('fulfilled')
+      expect([await end(strict), await end(skewed), await end(other)]).toEqual([0n, 2n, 3n])
+      // The producer was made anew: its sequence numbers start again, and every topic writes on, once.
+      expect(driver.produces).not.toBe(before)
+      await o.bus.publishBatch([strict, skewed, other].map((channel) => ({ channel, payload: 'again' })))
+      expect([await end(strict), await end(skewed), await end(other)]).toEqual([1n, 3n, 4n])
+      const got = listen(o.bus.subscribe<string>(skewed, { from: 'earliest' }))
+      await until(() => got.items.length >= 3, 20_000, 'the records of the skewed topic')
+      expect(got.items.map((m) => m.payload)).toEqual(['first', 'second', 'again'])
     } finally {
       await reader.close(true)
       await a.close()
