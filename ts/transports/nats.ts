@@ -124,6 +124,8 @@ const PULL_HEARTBEAT_MS = 1_000
 const PULL_SILENT_MS = 2 * PULL_HEARTBEAT_MS + 500
 /** How long a mirror's consumer outlives this process's last pull (one it could not delete goes by itself). */
 const MIRROR_INACTIVE_MS = 5 * 60_000
+/** The wire dropped at most this long before the connection did: both went with the server (an outage). */
+const OUTAGE_SLACK_MS = 2_000
 /** Pause before a failed read or write is tried again (nats.js reconnects meanwhile). */
 const RETRY_MS = 200
 /** How often a group's reader looks its consumer's ack floor up again (see `GroupReader.floor`). */
@@ -431,6 +433,9 @@ export class NatsDriver implements Driver {
           // A pull dies with the connection: each is ended, and made again once it is back (a
           // mirror's with a new consumer: the server may have lost the one it read).
           this.connected = false
+          // The wire went just before: the server went (an outage), not a message the wire could
+          // not read. Its groups pull over the wire again as soon as it is back.
+          if (this.wire?.connected === false && Date.now() - this.wireDownSince < OUTAGE_SLACK_MS) for (const w of this.groups.values()) w.wireBack()
           const lost = new ConnectionLost(`the connection to ${s.server} went before the server answered`)
           for (const cut of [...this.cuts]) cut(lost)
           for (const w of this.groups.values()) w.disconnected()
@@ -1399,7 +1404,8 @@ export class NatsDriver implements Driver {
     try {
       if (event === 'disconnected' || event === 'closed') {
         this.wireDownSince = Date.now()
-        for (const w of this.groups.values()) w.wireLost()
+        // With the connection down too, the server went (an outage): nothing to keep away from.
+        for (const w of this.groups.values()) w.wireLost(this.connected)
       } else if (event === 'connected') {
         this.wireTrouble = false
         for (const w of this.groups.values()) w.wake()
@@ -2043,15 +2049,21 @@ class GroupReader {
   }
 
   /**
-   * The wire's connection went: its pulls end, and for twice the group's threshold (past the ack
-   * wait of what it had brought) pulls go over the connection. async-nats drops its connection on
-   * a header it cannot parse (a value that is not UTF-8, a line with no colon: other clients can
-   * write them); the server hands that message out again after its ack wait, and nats.js reads it.
+   * The wire's connection went: its pulls end. Gone while the connection is up (`alone`), pulls go
+   * over the connection for twice the group's threshold (past the ack wait of what it had
+   * brought): async-nats drops its connection on a header it cannot parse (a value that is not
+   * UTF-8, a line with no colon: other clients can write them); the server hands that message out
+   * again after its ack wait, and nats.js reads it.
    */
-  wireLost(): void {
-    this.connectionUntil = Date.now() + 2 * threshold(this.group) + 1_000
+  wireLost(alone: boolean): void {
+    if (alone) this.connectionUntil = Date.now() + 2 * threshold(this.group) + 1_000
     this.disconnected()
     this.wake()
+  }
+
+  /** The wire's drop was an outage's (the connection went right after it): pulls go over the wire once it is back. */
+  wireBack(): void {
+    this.connectionUntil = 0
   }
 
   constructor(
