@@ -205,6 +205,11 @@ export class CoreRequests {
     return m
   }
 
+  /** Sends every request `group` still holds here to the group again (this process no longer serves it). */
+  releaseAll(group: number, sign: (record: Egress, attempt: number) => string | undefined): void {
+    for (const position of [...(this.held.get(group)?.keys() ?? [])]) this.release(group, position, 0, sign)
+  }
+
   /**
    * Sends a released delivery to its group again after `delayMs`; without a delay (a lapsed lease,
    * no member here to take it) after a backoff of 50 ms doubling with each delivery up to 1 s, so

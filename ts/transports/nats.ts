@@ -228,6 +228,13 @@ export class NatsDriver implements Driver {
    * the answers go (a new stream's reader has dropped the old deliveries first: they go nowhere).
    */
   private readonly unchecked = new Map<number, Egress[] | 'drop'>()
+  /**
+   * Groups deleted here whose held deliveries are not let go yet (`letGoOnceWritten`): a
+   * disconnect meanwhile makes their answers go nowhere (their reader, gone, never looks again).
+   */
+  private readonly leaving = new Set<number>()
+  /** How many dead letters of each group are being written now (their delivery answered once written). */
+  private readonly deadLettering = new Map<number, number>()
   /** Whether the connection is up (false from a disconnect until nats.js has reconnected). */
   private connected = true
   /** What waits for the next disconnect (see `uncut`). */
@@ -436,6 +443,7 @@ export class NatsDriver implements Driver {
           // The wire went just before: the server went (an outage), not a message the wire could
           // not read. Its groups pull over the wire again as soon as it is back.
           if (this.wire?.connected === false && Date.now() - this.wireDownSince < OUTAGE_SLACK_MS) for (const w of this.groups.values()) w.wireBack()
+          for (const group of this.leaving) this.unchecked.set(group, 'drop')
           const lost = new ConnectionLost(`the connection to ${s.server} went before the server answered`)
           for (const cut of [...this.cuts]) cut(lost)
           for (const w of this.groups.values()) w.disconnected()
@@ -967,34 +975,50 @@ export class NatsDriver implements Driver {
         return this.settleHeld(record.group.id, record.position, (m) => m.ack())
       case 'release':
         if (this.core?.at(record.group.id, record.position) !== undefined) {
-          this.core.release(record.group.id, record.position, record.delayMs, (r, attempt) => this.signing?.sign(r, Date.now(), attempt))
+          this.core.release(record.group.id, record.position, record.delayMs, this.signAgain)
           return false
         }
         return this.settleHeld(record.group.id, record.position, (m) => m.nak(record.delayMs > 0 ? Math.ceil(record.delayMs) : undefined))
       case 'dead': {
-        const request = this.core?.at(record.group.id, record.position)
-        if (request !== undefined) {
-          // Written once however often it is sent (a write tried again after an outage); held until then.
-          await js.publish(this.subjectOf(record.deadLetter), record.frame, {
-            msgID: `dl:rq:${frameIdHex(request.frame)}:${request.count}`,
-            timeout,
-            ...(this.signing === undefined ? {} : { headers: this.signed(record)! }),
-          })
-          this.core!.take(record.group.id, record.position)
-          return false
+        const group = record.group.id
+        this.deadLettering.set(group, (this.deadLettering.get(group) ?? 0) + 1)
+        try {
+          return await this.deadLetter(record, js, timeout)
+        } finally {
+          const left = this.deadLettering.get(group)! - 1
+          if (left === 0) this.deadLettering.delete(group)
+          else this.deadLettering.set(group, left)
         }
-        const m = this.held.get(record.group.id)?.get(record.position)
-        if (m === undefined) return false
-        // The id makes two processes dead-lettering the same delivery write it once (the stream
-        // time tells a stream made again, which numbers from 1 again, from the old one).
-        await js.publish(this.subjectOf(record.deadLetter), record.frame, {
-          msgID: `dl:${this.streamOf(record.group.channel)}:${m.seq}:${m.info.timestampNanos}`,
-          timeout,
-          ...(this.signing === undefined ? {} : { headers: this.signed(record)! }),
-        })
-        return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
       }
     }
+  }
+
+  /** Signs a core request sent again (`attempt`: its delivery count so far); undefined unsigned. */
+  private readonly signAgain = (record: Egress, attempt: number): string | undefined => this.signing?.sign(record, Date.now(), attempt)
+
+  /** Writes a dead letter, then answers its delivery (term; a core request is forgotten). */
+  private async deadLetter(record: Extract<Egress, { kind: 'dead' }>, js: JetStreamClient, timeout: number): Promise<boolean> {
+    const request = this.core?.at(record.group.id, record.position)
+    if (request !== undefined) {
+      // Written once however often it is sent (a write tried again after an outage); held until then.
+      await js.publish(this.subjectOf(record.deadLetter), record.frame, {
+        msgID: `dl:rq:${frameIdHex(request.frame)}:${request.count}`,
+        timeout,
+        ...(this.signing === undefined ? {} : { headers: this.signed(record)! }),
+      })
+      this.core!.take(record.group.id, record.position)
+      return false
+    }
+    const m = this.held.get(record.group.id)?.get(record.position)
+    if (m === undefined) return false
+    // The id makes two processes dead-lettering the same delivery write it once (the stream
+    // time tells a stream made again, which numbers from 1 again, from the old one).
+    await js.publish(this.subjectOf(record.deadLetter), record.frame, {
+      msgID: `dl:${this.streamOf(record.group.channel)}:${m.seq}:${m.info.timestampNanos}`,
+      timeout,
+      ...(this.signing === undefined ? {} : { headers: this.signed(record)! }),
+    })
+    return this.settleHeld(record.group.id, record.position, (msg) => msg.term())
   }
 
   /**
@@ -1332,26 +1356,42 @@ export class NatsDriver implements Driver {
 
   /**
    * Deleted `group` answers nothing more once the writes made so far have settled, its releases
-   * among them (routed by the flush after the deletion, before this looks): what it still holds
+   * among them (routed by the flush after the deletion, before this looks), and once no dead
+   * letter of it is being written (an attempt can outlast its write's time): what it still holds
    * then is let go, or it would be kept for good. That is a delivery its reader had read but not
    * handed to the core yet when the group went (the core drops it), and an answer that could not
    * be written (the server away until `publishTimeoutMs`). It is given back to the server at once
-   * (nak) where that is safe: the connection up and the stream looked at since the last
-   * disconnect (see `unchecked`); otherwise the server delivers it again after its ack wait.
+   * (nak) where that is safe: the connection up, and no disconnect since the stream was last
+   * looked at (see `unchecked`; a disconnect meanwhile marks the group, see `leaving`);
+   * otherwise the server delivers it again after its ack wait. Core requests it holds are sent
+   * to the group again.
    */
   private letGoOnceWritten(group: number): void {
-    later(() => {
+    this.leaving.add(group)
+    const letGo = (): void => {
       void this.writes.settled().then(() => {
+        if (this.deadLettering.has(group) && !this.closed) {
+          setTimeout(letGo, RETRY_MS)
+          return
+        }
+        this.leaving.delete(group)
+        const safe = !this.unchecked.delete(group) && this.connected
+        if (this.closed) return
+        this.core?.releaseAll(group, this.signAgain)
         const held = this.held.get(group)
-        const checked = !this.unchecked.delete(group)
-        if (held === undefined || this.closed) return
+        if (held === undefined) return
         this.held.delete(group)
         for (const m of held.values()) {
-          if (checked && this.connected) answerAndLetGo(m, 'nak')
-          else m.forget?.()
+          try {
+            if (safe) m.nak()
+          } catch (error) {
+            this.sink.failed(error)
+          }
+          m.forget?.()
         }
       })
-    })
+    }
+    later(letGo)
   }
 
   wake(): void {
