@@ -34,6 +34,31 @@ async function open(p: string, extra: Record<string, unknown> = {}): Promise<Orr
   return Orrery.create({ transports: { main: { kind: 'kafka', brokers: brokers!, ...extra } as never }, bindings: { [`${p}*`]: 'main' } })
 }
 
+/**
+ * Runs `test` with an Orrery on a fresh prefix `p` and its topic for channel `strict` made beforehand
+ * with max.message.bytes 2000 (a record of 5,000 bytes is refused); `end(channel)` is the end
+ * offset of the channel's first partition, read with the client's own consumer.
+ */
+async function withStrictTopic(
+  test: (t: { p: string; o: Orrery; strict: string; end: (channel: string) => Promise<bigint | undefined> }) => Promise<void>,
+): Promise<void> {
+  const p = prefix()
+  const o = await open(p)
+  const a = await admin()
+  const kafka = await import('@platformatic/kafka')
+  const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
+  try {
+    const strict = `${p}strict`
+    await a.createTopics({ topics: [topicOf(strict)], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '2000' }] })
+    const end = async (ch: string) => (await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))?.[0]
+    await test({ p, o, strict, end })
+  } finally {
+    await reader.close(true)
+    await a.close()
+    await stop(o)
+  }
+}
+
 describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` : ''}`, () => {
   it('refuses bad options before connecting, and an unreachable broker within connectTimeoutMs', async () => {
     const bad = async (options: Record<string, unknown>) => {
@@ -404,15 +429,8 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
   it("one produce to two topics, one refusing its record: the other's is stored once and its publish succeeds; both write on", {
     timeout: 60_000,
   }, async () => {
-    const p = prefix()
-    const o = await open(p)
-    const a = await admin()
-    const kafka = await import('@platformatic/kafka')
-    const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
-    try {
-      const [strict, other] = [`${p}strict`, `${p}other`]
-      await a.createTopics({ topics: [topicOf(strict)], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '2000' }] })
-      const end = async (ch: string) => (await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))?.[0]
+    await withStrictTopic(async ({ p, o, strict, end }) => {
+      const other = `${p}other`
       // The first publish goes at once; the two after it wait for its answer and go in one produce.
       const [first, big, fine] = await Promise.allSettled([
         o.bus.publish(other, 'first'),
@@ -432,11 +450,7 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       const got = listen(o.bus.subscribe<string>(other, { from: 'earliest' }))
       await until(() => got.items.length >= 3, 20_000, 'the records of the other topic')
       expect(got.items.map((m) => m.payload)).toEqual(['first', 'stored', 'again'])
-    } finally {
-      await reader.close(true)
-      await a.close()
-      await stop(o)
-    }
+    })
   })
 
   // A produce whose partitions answer three ways: stored, refused, and an error a retry mends
@@ -445,15 +459,8 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
   it("one produce stored in one partition, refused in another, out of sequence in a third: the third's record goes again, from a new producer, and is stored once", {
     timeout: 60_000,
   }, async () => {
-    const p = prefix()
-    const o = await open(p)
-    const a = await admin()
-    const kafka = await import('@platformatic/kafka')
-    const reader = new kafka.Consumer({ clientId: 'orrery-test', bootstrapBrokers: [brokers!], groupId: `${p}raw` })
-    try {
-      const [strict, skewed, other] = [`${p}strict`, `${p}skewed`, `${p}other`]
-      await a.createTopics({ topics: [topicOf(strict)], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '2000' }] })
-      const end = async (ch: string) => (await reader.listOffsets({ topics: [topicOf(ch)], timestamp: -1n })).get(topicOf(ch))?.[0]
+    await withStrictTopic(async ({ p, o, strict, end }) => {
+      const [skewed, other] = [`${p}skewed`, `${p}other`]
       await o.bus.publishBatch([
         { channel: skewed, payload: 'first' },
         { channel: other, payload: 'first' },
@@ -483,11 +490,7 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       const got = listen(o.bus.subscribe<string>(skewed, { from: 'earliest' }))
       await until(() => got.items.length >= 3, 20_000, 'the records of the skewed topic')
       expect(got.items.map((m) => m.payload)).toEqual(['first', 'second', 'again'])
-    } finally {
-      await reader.close(true)
-      await a.close()
-      await stop(o)
-    }
+    })
   })
 
   it('the records of a topic of several partitions go round robin over them', { timeout: 60_000 }, async () => {
