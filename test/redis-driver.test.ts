@@ -6,6 +6,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
 
+import { runnerLink } from '../ts/bus/bus.js'
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE } from './engine.js'
@@ -344,6 +345,42 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     expect(Date.now() - started).toBeLessThan(5_000) // far less than the 30 s lease
     expect(got[0]!.attempt).toBe(2)
     got[0]!.ack()
+  })
+
+  it('group.delete gives back what its member held at once, and the transport forgets the group: made again, it is read', async () => {
+    fresh()
+    const a = await open()
+    const b = await open()
+    let held = 0
+    const group = a.bus.group(ch('gone'), 'g', { from: 'earliest', visibilityTimeout: 30_000 })
+    group.consume(() => {
+      held++
+      return new Promise(() => {}) // never settles
+    })
+    await a.bus.attached(ch('gone'))
+    await a.bus.publish(ch('gone'), 'x')
+    await until(() => held === 1)
+    const got: Delivery[] = []
+    b.bus
+      .group(ch('gone'), 'g')
+      .join()
+      .subscribe((d) => got.push(d))
+    group.delete()
+    await until(() => got.length === 1, 5_000)
+    expect(got[0]!.attempt).toBe(2)
+    got[0]!.ack()
+    // Nothing is kept of a deleted group once its releases are written.
+    const link = runnerLink(a.bus).transports as unknown as { groups: Map<number, unknown> }
+    await until(() => link.groups.size === 0)
+    const again: Delivery[] = []
+    a.bus
+      .group(ch('gone'), 'g')
+      .join()
+      .subscribe((d) => again.push(d))
+    await a.bus.attached(ch('gone'))
+    expect(link.groups.size).toBe(1)
+    await a.bus.publishBatch(['y', 'z', 'w'].map((payload) => ({ channel: ch('gone'), payload })))
+    await until(() => again.length + got.length === 4)
   })
 
   it('an instance that dies holding an entry loses it to another after the threshold', async () => {

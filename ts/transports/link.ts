@@ -505,7 +505,8 @@ export class Transports {
    * `attached` rejects meanwhile, and resolves once it is open.
    */
   openGroup(channel: BoundChannel, id: number, name: string, start: GroupStart, visibilityMs: number): void {
-    if (this.groups.has(id)) return
+    const existing = this.groups.get(id)
+    if (existing !== undefined && existing.deleted !== true) return
     const ref: GroupRef = { id, name, channel: channel.name, start, visibilityMs }
     const transport = channel.transport.name
     const open = (): Promise<void> =>
@@ -553,17 +554,20 @@ export class Transports {
     await Promise.all(opening)
   }
 
-  /** Whether group `id` is a remote group. */
-  isRemoteGroup(id: number): boolean {
-    return this.groups.has(id)
-  }
-
-  /** A remote group was deleted here: this process stops reading it (the broker keeps it). */
+  /**
+   * A remote group was deleted here: this process stops reading it (the broker keeps it). Its
+   * releases are routed by the flush the deletion scheduled (a microtask); then it is forgotten,
+   * or every group ever deleted would stay here (and one made later in the same slot of the core,
+   * whose id comes round again after 4,096 deletions, would never be opened).
+   */
   groupDeleted(id: number): void {
     const g = this.groups.get(id)
     if (g === undefined) return
     g.deleted = true
     g.driver.closeGroup(id)
+    setTimeout(() => {
+      if (this.groups.get(id) === g) this.groups.delete(id)
+    }, 0)
   }
 
   /**
