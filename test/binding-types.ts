@@ -92,10 +92,10 @@ export type WorkflowMembersChecked = [
   Found<Has<'WasmWorkflows', typeof WasmGenerated>>,
 ]
 
-// The calls of channels bound to a transport (bind, ingest, drainEgress, groupRoom) are named on
+// The calls of channels bound to a transport (bind, ingest, drainEgress, groupRoom, mirrorRoom) are named on
 // both engines' bus classes, so the comparison above covers them.
 type Instance<C> = C extends abstract new (...args: never[]) => infer I ? I : never
-type RemoteCall = 'bind' | 'ingest' | 'drainEgress' | 'groupRoom'
+type RemoteCall = 'bind' | 'ingest' | 'drainEgress' | 'groupRoom' | 'mirrorRoom'
 type HasAll<K extends PropertyKey, T> = [K] extends [keyof T] ? true : false
 export type RemoteCallsChecked = [
   Found<HasAll<RemoteCall, Instance<NativeBinding['NativeBus']>>>,

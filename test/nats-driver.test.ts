@@ -104,7 +104,7 @@ describe('nats transport options', () => {
     const CREDS_SEED = `SU${'B'.repeat(56)}`
     const JWT = 'eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVQUJDIn0.c2lnbmF0dXJlLW9mLXRoZS10ZXN0'
     const reported: unknown[] = []
-    const sink = { ingest: () => {}, groupRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
+    const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
     const config = {
       kind: 'nats',
       servers: ['nats://u:s3cretPW@127.0.0.1:1', 'nats://t0kenXYZ@127.0.0.1:2'],

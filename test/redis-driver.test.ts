@@ -523,7 +523,7 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     fresh()
     const { loadRedis, RedisDriver } = await import('../ts/transports/redis.js')
     const failures: unknown[] = []
-    const sink = { ingest: () => {}, groupRoom: () => 0, failed: (e: unknown) => void failures.push(e) }
+    const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void failures.push(e) }
     const options = {
       kind: 'redis',
       url: redisUrl(),

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest'
 import type { BusEvent, Delivery, Message, Orrery } from '../../ts/node.js'
 import { isOrreryError, TRANSPORT_CAPABILITIES } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
-import { BACKENDS, listen, quiet, range, until, useBackend, type Backend, type Capability, type TestBackend } from './backends.js'
+import { BACKENDS, listen, quiet, range, until, useBackend, withTimeout, type Backend, type Capability, type TestBackend } from './backends.js'
 
 /** The error a call ends with, thrown at the call or rejected by its Promise (undefined when it succeeds). */
 async function refusalOf(call: () => unknown): Promise<unknown> {
@@ -493,6 +493,34 @@ function contract(backend: Backend): void {
       )
       expect(payloads(onBound.items)).toEqual([1, 3])
       expect(payloads(onLocal.items)).toEqual([2])
+    })
+
+    // A mirror once took in whatever its broker had, and its retention (10,000 by default) then
+    // trimmed what such a subscriber had not read: it never got those, and nothing said so.
+    it('a subscriber that refuses to lose messages and falls behind by more than the mirror keeps gets every one: the mirror reads on as it takes them', {
+      timeout: T,
+    }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('slow')
+      const n = 12_000
+      const reading = b.bus.subscribe<number>(ch, { buffer: 100 })[Symbol.asyncIterator]()
+      await b.bus.attached(ch)
+      const published = (async () => {
+        for (let from = 0; from < n; from += 1_000) await a.bus.publishBatch(range(from, from + 1_000).map((payload) => ({ channel: ch, payload })))
+      })()
+      // Nothing read meanwhile: its buffer fills, and the rest waits (in the log, or on the broker).
+      await new Promise((r) => setTimeout(r, 1_500))
+      const got: number[] = []
+      while (got.length < n) {
+        const next = await withTimeout(reading.next(), 20_000, `message ${got.length}`)
+        if (next.done === true) break
+        got.push(next.value.payload)
+      }
+      await published
+      await reading.return?.()
+      expect(got.length).toBe(n)
+      expect(got.every((p, i) => p === i)).toBe(true)
     })
   })
 

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest'
 
 import { runnerLink } from '../../ts/bus/bus.js'
 import { isOrreryError, Orrery } from '../../ts/node.js'
+import { REQUEST_BYTES } from '../../ts/transports/kafka.js'
 import { IN_BROWSER } from '../engine.js'
 import { listen, range, stop, until, withTimeout } from './backends.js'
 
@@ -539,6 +540,33 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       expect(await end()).toBe(26_000n)
     } finally {
       await reader.close(true)
+      await stop(o)
+    }
+  })
+
+  // Over the most a broker reads in one request (socket.request.max.bytes, 100 MiB by default) the
+  // broker drops the connection: the produce was tried again until publishTimeoutMs, and the
+  // publishes behind it timed out with it.
+  it('a message over what a broker reads in one request is refused at once, alone; the publishes behind it are written', { timeout: 60_000 }, async () => {
+    const p = prefix()
+    const o = await Orrery.create({
+      maxMessageBytes: REQUEST_BYTES * 2,
+      transports: { main: { kind: 'kafka', brokers: brokers!, publishTimeoutMs: 30_000 } },
+      bindings: { [`${p}*`]: 'main' },
+    })
+    try {
+      const ch = `${p}huge`
+      const started = Date.now()
+      const [huge, after] = await Promise.allSettled([o.bus.publish(ch, new Uint8Array(REQUEST_BYTES + 1), { codec: 'raw' }), o.bus.publish(ch, 'after')])
+      expect(huge.status === 'rejected' && isOrreryError(huge.reason, 'MESSAGE_TOO_LARGE'), String((huge as PromiseRejectedResult).reason)).toBe(true)
+      expect((huge as PromiseRejectedResult).reason.message).toContain('socket.request.max.bytes')
+      expect(after.status, String((after as PromiseRejectedResult).reason)).toBe('fulfilled')
+      // Refused before anything was sent, not after the retries.
+      expect(Date.now() - started).toBeLessThan(20_000)
+      const got = listen(o.bus.subscribe<string>(ch, { from: 'earliest' }))
+      await until(() => got.items.length >= 1, 20_000, 'the publish after it')
+      expect(got.items.map((m) => m.payload)).toEqual(['after'])
+    } finally {
       await stop(o)
     }
   })

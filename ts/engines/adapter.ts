@@ -221,6 +221,7 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
     ingest: (batch, now) => read(() => raw.ingest(bytes(batch, 'an ingest batch'), now)),
     drainEgress: () => read(() => raw.drainEgress() ?? undefined),
     groupRoom: (group) => read(() => raw.groupRoom(group)),
+    mirrorRoom: (channel) => read(() => raw.mirrorRoom(channel)),
     // A drain fires the deadlines due, leases among them. One queued ack goes with it, where the
     // engine can (the change it makes is the ack's, then the drain's, as `write` orders them).
     drainRecords: (now) =>

@@ -67,6 +67,8 @@ export interface RawBus {
   drainEgress(): Uint8Array | null | undefined
   /** How many more deliveries a group's unpaused members can take now (free slots less its inbox). */
   groupRoom(group: number): number
+  /** How many more records a mirrored channel can take in before its retention trims one a refusing subscriber has not read. */
+  mirrorRoom(channel: number): number
 }
 
 /** The durable transport's file of a bus (native engine only; see ts/transports/durable.ts). */

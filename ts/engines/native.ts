@@ -78,6 +78,7 @@ const RAW_BUS_CALLS = [
   'ingest',
   'drainEgress',
   'groupRoom',
+  'mirrorRoom',
 ] as const satisfies readonly Exclude<keyof RawBus, HotCall>[]
 
 /** The raw calls, the hot ones through the call block (napi methods need their own `this`). */

@@ -69,6 +69,12 @@ export interface DriverSink {
   ingest(batch: Uint8Array): void
   /** How many more deliveries `group` can take now (0 without members). */
   groupRoom(group: number): number
+  /**
+   * How many more records channel `channel`'s mirror can take in now: past it, its retention would
+   * trim one a subscriber that refuses to lose messages has not read. A mirror's reader reads no
+   * more than that, and again once woken (`Driver.wake`).
+   */
+  mirrorRoom(channel: number): number
   /** A failure no caller waits for (a reader, an ack's write): reported on the bus's events. */
   failed(error: unknown): void
   /** A message read from the broker was refused (signing): counted and reported; nothing of it reached the core. */

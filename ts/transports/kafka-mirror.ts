@@ -25,6 +25,13 @@ import {
 } from './kafka-shared.js'
 import { IngestWriter } from './records.js'
 import { CatchUps, FirstLook, unlessGone } from './catch-up.js'
+import { Pause } from './pause.js'
+
+/** `list` started at its `turn`-th element (modulo its length), the rest after it in order. */
+function rotated<T>(list: readonly T[], turn: number): T[] {
+  const at = turn % list.length
+  return at === 0 ? [...list] : [...list.slice(at), ...list.slice(0, at)]
+}
 
 /** Record batch attributes (Kafka's record batch format): the time is the broker's. */
 const LOG_APPEND_TIME = 1 << 3
@@ -41,6 +48,16 @@ export class KafkaMirror {
   private readonly waiters = new CatchUps<Offsets>()
   private readonly writer = new IngestWriter()
   private loop: Promise<void> | undefined
+  /**
+   * How many more records this round may add: what the subscribers that refuse to lose messages
+   * left room for when it began (see `mirrorRoom`). A partition stops at it, and the next fetch
+   * asks from there.
+   */
+  private room = 0
+  /** Where the loop waits for room, woken by `wake`. */
+  private readonly pause = new Pause()
+  /** Counts the fetch rounds (see `rotated`). */
+  private turn = 0
 
   /** The mirror's first look at the topic: markers are asked after it. */
   private readonly looked = new FirstLook()
@@ -164,6 +181,14 @@ export class KafkaMirror {
         // A subscribe whose marker is reached starts; a partition held at a marker is not fetched
         // (see `pastMarker`), so the fetch still waits at the broker for the others.
         this.release()
+        // What a failed round had added is in before the room is asked.
+        this.flush()
+        this.room = this.driver.sink.mirrorRoom(this.channel.id)
+        if (this.room <= 0) {
+          // Woken once the subscribers took some; at most a second later anyway.
+          await this.pause.wait(1_000)
+          continue
+        }
         const byLeader = new Map<number, number[]>()
         layout.leaders.forEach((leader, p) => {
           if (this.pastMarker(p, this.next.get(p) ?? 0n)) return
@@ -186,7 +211,10 @@ export class KafkaMirror {
           continue
         }
         allHeld = 0
-        await Promise.all([...byLeader].map(([node, partitions]) => this.fetch(layout!, node, partitions)))
+        // The room is shared in the order of each answer's partitions, which is the order asked:
+        // the first partition asked goes round, so none takes the room every round.
+        this.turn++
+        await Promise.all([...byLeader].map(([node, partitions]) => this.fetch(layout!, node, rotated(partitions, this.turn))))
         this.flush()
         this.checkHistory()
       } catch (error) {
@@ -255,6 +283,9 @@ export class KafkaMirror {
         // partition stays here until it starts, else the record would go in before it and never
         // reach it. The next fetch of this partition asks from here again.
         if (this.waiters.waiting && this.pastMarker(p, offset)) return false
+        // No room left this round: the next fetch asks from this record.
+        if (this.room <= 0) return false
+        this.room--
         this.next.set(p, offset + 1n)
         const at = Number(appended ? batch.maxTimestamp : batch.firstTimestamp + record.timestampDelta)
         if (record.value === null || at < this.oldest) continue
@@ -317,9 +348,15 @@ export class KafkaMirror {
     )
   }
 
+  /** The subscribers' room may have grown: a loop waiting for it fetches now. */
+  wake(): void {
+    this.pause.wake()
+  }
+
   stop(): void {
     if (this.stopped) return
     this.stopped = true
+    this.pause.wake()
     this.history?.done()
     this.history = undefined
     const client = this.client
@@ -331,6 +368,7 @@ export class KafkaMirror {
     if (this.stopped) return
     const loop = this.loop
     this.stopped = true
+    this.pause.wake()
     // A fetch in flight returns within FETCH_WAIT_MS: what it brought still goes in.
     let timer: ReturnType<typeof setTimeout> | undefined
     await Promise.race([loop, new Promise((r) => (timer = setTimeout(r, FETCH_WAIT_MS + 500)))])

@@ -120,6 +120,16 @@ interface Round {
  */
 export const PRODUCE_BYTES = 1_000_000
 
+/**
+ * The largest request a broker reads, `socket.request.max.bytes` (100 MiB unless it is set
+ * otherwise): over it the broker drops the connection, which looks like an outage, so the produce
+ * would be tried again until `publishTimeoutMs` and hold up the writes behind it. A record whose
+ * frame leaves less than REQUEST_HEADROOM of it (the request's header, the batch's and the
+ * record's own) is refused at once instead.
+ */
+export const REQUEST_BYTES = 100 * 1024 * 1024
+const REQUEST_HEADROOM = 64 * 1024
+
 /** The producer's request timeout for `publishTimeoutMs`: a third of it, 1 s to 30 s. */
 export function producerRequestTimeout(publishTimeoutMs: number): number {
   return Math.min(30_000, Math.max(1_000, Math.floor(publishTimeoutMs / 3)))
@@ -601,6 +611,18 @@ export class KafkaDriver implements Driver {
 
   write(records: readonly Egress[]): Promise<number> {
     if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed', { details: { transport: this.transport } }))
+    for (const r of records) {
+      if (!('frame' in r) || r.frame.length <= REQUEST_BYTES - REQUEST_HEADROOM) continue
+      const channel = r.kind === 'dead' ? r.deadLetter : r.channel
+      return Promise.reject(
+        new OrreryError(
+          'MESSAGE_TOO_LARGE',
+          `a message to channel ${channel} is ${r.frame.length} bytes, more than kafka transport ${this.transport} can send in one request ` +
+            `(a broker reads at most ${REQUEST_BYTES} bytes, socket.request.max.bytes, unless it is set otherwise)`,
+          { details: { transport: this.transport, channel, bytes: r.frame.length, limit: REQUEST_BYTES - REQUEST_HEADROOM } },
+        ),
+      )
+    }
     const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
       transportError(
         'TRANSPORT_UNAVAILABLE',
@@ -713,9 +735,15 @@ export class KafkaDriver implements Driver {
           // fail. The partitions that refused say which records (none named: all of them).
           const produce = sending.produces[sending.next]!
           const named = produce.refused !== undefined && produce.refused.size > 0 ? produce.refused : undefined
-          const failing = new Map<PendingWrite, string | undefined>()
-          for (const e of produce.entries) if (named === undefined || named.has(e)) failing.set(e.write, named?.get(e) ?? refused)
-          for (const [write, id] of failing) this.writes.fail(write, this.refused(write, error, id))
+          // Each write fails naming the channels of its records that were refused.
+          const failing = new Map<PendingWrite, { id: string | undefined; channels: Set<string> }>()
+          for (const e of produce.entries) {
+            if (named !== undefined && !named.has(e)) continue
+            const f = failing.get(e.write) ?? { id: named?.get(e) ?? refused, channels: new Set<string>() }
+            f.channels.add(e.record.kind === 'dead' ? e.record.deadLetter : e.record.channel)
+            failing.set(e.write, f)
+          }
+          for (const [write, f] of failing) this.writes.fail(write, this.refused(write, error, f.id, f.channels))
           produce.refused = undefined
           if (named !== undefined && produce.entries.some((e) => !named.has(e))) {
             // The rest was neither stored nor refused (another partition's or broker's answer, or
@@ -761,9 +789,10 @@ export class KafkaDriver implements Driver {
     this.settleUpTo(round)
   }
 
-  private refused(write: PendingWrite, error: unknown, id: string | undefined): OrreryError {
+  /** The error of `write` refused by the broker (`id`, if it named one), naming `channels` (all the write's if not given). */
+  private refused(write: PendingWrite, error: unknown, id: string | undefined, channels?: ReadonlySet<string>): OrreryError {
     const message = error instanceof Error ? error.message : String(error)
-    const channel = [...new Set(write.records.map((r) => ('channel' in r ? r.channel : r.group.channel)))].join(', ')
+    const channel = [...(channels ?? new Set(write.records.map((r) => ('channel' in r ? r.channel : r.group.channel))))].join(', ')
     if (id === 'MESSAGE_TOO_LARGE' || id === 'RECORD_LIST_TOO_LARGE')
       return new OrreryError(
         'MESSAGE_TOO_LARGE',
@@ -983,6 +1012,7 @@ export class KafkaDriver implements Driver {
 
   wake(): void {
     for (const reader of this.groups.values()) reader.wake()
+    for (const mirror of this.mirrors.values()) mirror.wake()
   }
 
   async stopReading(): Promise<void> {

@@ -249,6 +249,16 @@ export class Transports {
           return 0
         }
       },
+      mirrorRoom: (channel) => {
+        const host = this.host
+        if (host === undefined || this.closed) return 0
+        try {
+          return host.core.mirrorRoom(channel)
+        } catch (error) {
+          host.failed(transport, error)
+          return 0
+        }
+      },
       failed: (error) => this.host?.failed(transport, error),
       refused: (refused) => this.refused(transport, refused),
       connection: (up, cause) => this.connection(transport, up, cause),

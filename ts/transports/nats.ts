@@ -267,6 +267,7 @@ export class NatsDriver implements Driver {
     this.sink = {
       ingest: (b) => sink.ingest(b),
       groupRoom: (g) => sink.groupRoom(g),
+      mirrorRoom: (c) => sink.mirrorRoom(c),
       failed: (e) => sink.failed(this.redacted(e)),
       refused: (r) => sink.refused?.(r),
       connection: (up, cause) => sink.connection?.(up, cause === undefined ? undefined : this.redacted(cause)),
@@ -1396,6 +1397,7 @@ export class NatsDriver implements Driver {
 
   wake(): void {
     for (const reader of this.groups.values()) reader.wake()
+    for (const reader of this.mirrors.values()) reader.wake()
   }
 
   async stopReading(): Promise<void> {
@@ -1759,7 +1761,16 @@ class MirrorReader {
           await this.renew()
           continue
         }
-        const how = await this.pull(this.consumer)
+        // No more than the subscribers that refuse to lose messages leave room for (see `mirrorRoom`),
+        // with what the last pull brought in first (its end may still wait for `later`).
+        if (this.history === undefined) this.flush()
+        const room = driver.sinkOf.mirrorRoom(this.channel.id)
+        if (room <= 0) {
+          // Woken once they took some; at most a second later anyway.
+          await this.pause.wait(1_000)
+          continue
+        }
+        const how = await this.pull(this.consumer, Math.min(READ_COUNT, room))
         if (how !== 'over') this.stale = true
         // The server has no such consumer: made again after a pause (it may be starting).
         if (how === 'gone') await new Promise((r) => setTimeout(r, RETRY_MS))
@@ -1780,27 +1791,27 @@ class MirrorReader {
     this.pulling?.end('again')
   }
 
-  /** The connection is back. */
+  /** The connection is back, or the subscribers' room may have grown. */
   wake(): void {
     this.pause.wake()
   }
 
   /**
-   * Pulls at most READ_COUNT deliveries of `consumer` on an inbox of its own; resolves once the
+   * Pulls at most `count` deliveries of `consumer` on an inbox of its own; resolves once the
    * pull is over: `over` (all brought, expired), or the consumer is to be made again after the last
    * sequence in the mirror (`again`: a delivery sequence skipped one, nothing heard for two
    * heartbeats, the connection gone; `gone`: the server has no such consumer, 503 or 409 Consumer
    * Deleted). A "409 Server Shutdown" does not end it: what the server still sends is read (see
    * GroupReader.pull), and the consumer is made again once the connection is back.
    */
-  private pull(consumer: string): Promise<'over' | 'again' | 'gone'> {
+  private pull(consumer: string, count: number): Promise<'over' | 'again' | 'gone'> {
     const nc = this.driver.connection()
     const inbox = `_INBOX.${inboxToken}.${++inboxes}`
     return new Promise((resolve) => {
       let watch: ReturnType<typeof silenceWatch> | undefined
       let sub: Subscription | undefined
       const pull: MirrorPull = {
-        left: READ_COUNT,
+        left: count,
         end: (how = 'over') => {
           if (this.pulling !== pull) return
           this.pulling = undefined
@@ -1840,7 +1851,7 @@ class MirrorReader {
           pull.end()
         },
       })
-      const request = { batch: READ_COUNT, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
+      const request = { batch: count, expires: ms(PULL_MS), idle_heartbeat: ms(PULL_HEARTBEAT_MS) }
       nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.stream}.${consumer}`, JSON.stringify(request), { reply: inbox })
       alive()
     })

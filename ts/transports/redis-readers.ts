@@ -89,6 +89,8 @@ export abstract class Reader {
   private clientId: string | undefined
   private loop: Promise<void> | undefined
   protected readonly writer = new IngestWriter()
+  /** Where the loop waits for room (a group's members', a mirror's subscribers'), woken by `wake`. */
+  protected readonly pause = new Pause()
 
   constructor(protected readonly driver: RedisDriver) {}
 
@@ -162,8 +164,14 @@ export abstract class Reader {
     return this.stopped
   }
 
+  /** Room may have grown: a read waiting for it goes now. */
+  wake(): void {
+    this.pause.wake()
+  }
+
   stop(): void {
     this.stopped = true
+    this.pause.wake()
     this.conn?.destroy()
     this.conn = undefined
   }
@@ -171,6 +179,7 @@ export abstract class Reader {
   async stopAndWait(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    this.pause.wake()
     // Only on a live connection: while it is down the command would wait in the offline queue
     // for ever (no command timeout), and the read it would unblock is cut with its socket anyway.
     if (this.clientId !== undefined && this.driver.isReady) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
@@ -268,18 +277,17 @@ export class MirrorReader extends Reader {
   }
 
   protected async step(): Promise<void> {
+    // No more than the subscribers that refuse to lose messages leave room for (see `mirrorRoom`).
+    const room = this.driver.sinkOf.mirrorRoom(this.channel.id)
+    if (room <= 0) {
+      // Woken once they took some; at most a second later anyway.
+      await this.pause.wait(1_000)
+      return
+    }
+    const count = Math.min(READ_COUNT, room)
     const key = this.driver.keyOf(this.channel.name)
     const sentAt = Date.now()
-    const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>([
-      'XREAD',
-      'COUNT',
-      String(READ_COUNT),
-      'BLOCK',
-      String(BLOCK_MS),
-      'STREAMS',
-      key,
-      this.last,
-    ])
+    const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>(['XREAD', 'COUNT', String(count), 'BLOCK', String(BLOCK_MS), 'STREAMS', key, this.last])
     let read = 0
     const after = this.emptyAt
     if (reply !== null)
@@ -288,7 +296,7 @@ export class MirrorReader extends Reader {
         for (const entry of entries) this.add(entry, after)
       }
     // Fewer than asked for: the stream held nothing more when this read was answered.
-    if (read < READ_COUNT) this.emptyAt = sentAt
+    if (read < count) this.emptyAt = sentAt
     if (reply === null) return
     this.ingest()
     this.release()
@@ -297,7 +305,6 @@ export class MirrorReader extends Reader {
 
 /** Reads one group for this process: new entries as room allows, and entries idle past the threshold from any consumer. */
 export class GroupReader extends Reader {
-  private readonly pause = new Pause()
   private reclaimTimer: ReturnType<typeof setInterval> | undefined
   private soon: ReturnType<typeof setTimeout> | undefined
   private reclaiming = false
@@ -324,10 +331,6 @@ export class GroupReader extends Reader {
     }, every)
     // Housekeeping: it must not keep the process alive on its own.
     ;(this.reclaimTimer as { unref?: () => void }).unref?.()
-  }
-
-  wake(): void {
-    this.pause.wake()
   }
 
   /** Runs the reclaim once `delayMs` passed (a released entry becomes reclaimable then). */

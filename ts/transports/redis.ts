@@ -902,6 +902,7 @@ export class RedisDriver implements Driver {
 
   wake(): void {
     for (const reader of this.groups.values()) reader.wake()
+    for (const reader of this.mirrors.values()) reader.wake()
   }
 
   async stopReading(): Promise<void> {

@@ -285,4 +285,10 @@ impl NativeBus {
     pub fn group_room(&self, group: u32) -> Result<u32> {
         self.core()?.read(|bus| wire::group_room(bus, group)).map_err(to_js)
     }
+
+    /// How many more records a mirrored channel can take in now.
+    #[napi(catch_unwind)]
+    pub fn mirror_room(&self, channel: u32) -> Result<u32> {
+        self.core()?.read(|bus| wire::mirror_room(bus, channel)).map_err(to_js)
+    }
 }

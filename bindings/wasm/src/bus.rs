@@ -240,4 +240,10 @@ impl WasmBus {
     pub fn group_room(&self, group: u32) -> Result<u32, JsValue> {
         wire::group_room(&self.bus, group).map_err(to_js)
     }
+
+    /// How many more records a mirrored channel can take in now.
+    #[wasm_bindgen(js_name = mirrorRoom)]
+    pub fn mirror_room(&self, channel: u32) -> Result<u32, JsValue> {
+        wire::mirror_room(&self.bus, channel).map_err(to_js)
+    }
 }

@@ -97,12 +97,15 @@ impl Log {
         first
     }
 
-    /// Drops the oldest messages beyond the limits; returns how many were dropped.
-    pub fn trim(&mut self, limits: &Retention, now: Millis) -> usize {
+    /// Drops the oldest messages beyond the limits; returns how many were dropped. The count and
+    /// bytes limits drop none at or after `keep_from` (a mirror's unread messages, see
+    /// `Bus::keep_from`; `u64::MAX` keeps nothing back); age drops any.
+    pub fn trim(&mut self, limits: &Retention, now: Millis, keep_from: u64) -> usize {
         let mut dropped = 0;
         while let (Some(front), Some(&(_, at))) = (self.frames.front(), self.times.front()) {
-            let over_count = limits.max_count > 0 && self.frames.len() > limits.max_count;
-            let over_bytes = limits.max_bytes > 0 && self.bytes > limits.max_bytes;
+            let held = self.first_seq() >= keep_from;
+            let over_count = !held && limits.max_count > 0 && self.frames.len() > limits.max_count;
+            let over_bytes = !held && limits.max_bytes > 0 && self.bytes > limits.max_bytes;
             let too_old = now - at > limits.max_age;
             if !(over_count || over_bytes || too_old) {
                 break;
@@ -178,6 +181,13 @@ impl Log {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Frame bytes of the retained messages from `seq` on (all of them below the oldest).
+    #[must_use]
+    pub fn bytes_from(&self, seq: u64) -> usize {
+        let skip = usize::try_from(seq.saturating_sub(self.first_seq())).unwrap_or(usize::MAX);
+        self.frames.iter().skip(skip).map(bytes::Bytes::len).sum()
+    }
 }
 
 #[cfg(test)]
@@ -196,12 +206,12 @@ mod tests {
     fn trims_by_count_bytes_and_age() {
         let mut log = log_of(10);
         let by_count = Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY };
-        assert_eq!(log.trim(&by_count, 90.0), 6);
+        assert_eq!(log.trim(&by_count, 90.0, u64::MAX), 6);
         assert_eq!((log.first_seq(), log.len(), log.bytes()), (6, 4, 40));
         let by_bytes = Retention { max_count: 0, max_bytes: 25, max_age: f64::INFINITY };
-        assert_eq!(log.trim(&by_bytes, 90.0), 2);
+        assert_eq!(log.trim(&by_bytes, 90.0, u64::MAX), 2);
         let by_age = Retention { max_count: 0, max_bytes: 0, max_age: 5.0 };
-        assert_eq!(log.trim(&by_age, 100.0), 2);
+        assert_eq!(log.trim(&by_age, 100.0, u64::MAX), 2);
         assert!(log.is_empty());
         assert_eq!(log.first_seq(), 10);
     }
@@ -238,12 +248,12 @@ mod tests {
         assert_eq!(ats[8], None);
         assert_eq!([0.0, 15.0, 20.0, 25.0, 31.0].map(|t| log.seq_at_time(t)), [0, 3, 3, 6, 8]);
         // Trimmed into the middle of a run, the run stays and answers for what is left of it.
-        log.trim(&Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY }, 30.0);
+        log.trim(&Retention { max_count: 4, max_bytes: 0, max_age: f64::INFINITY }, 30.0, u64::MAX);
         assert_eq!((log.first_seq(), log.at(3), log.at(4), log.times.len()), (4, None, Some(20.0), 2));
         assert_eq!([0.0, 15.0, 25.0].map(|t| log.seq_at_time(t)), [4, 4, 6]);
-        log.trim(&Retention { max_count: 0, max_bytes: 0, max_age: 20.0 }, 45.0);
+        log.trim(&Retention { max_count: 0, max_bytes: 0, max_age: 20.0 }, 45.0, u64::MAX);
         assert_eq!((log.first_seq(), log.times.len()), (6, 1));
-        log.trim(&Retention { max_count: 0, max_bytes: 0, max_age: 0.0 }, 45.0);
+        log.trim(&Retention { max_count: 0, max_bytes: 0, max_age: 0.0 }, 45.0, u64::MAX);
         assert!(log.is_empty() && log.times.is_empty());
         log.append(vec![0; 10].into(), 40.0);
         assert_eq!((log.at(8), log.seq_at_time(0.0), log.seq_at_time(41.0)), (Some(40.0), 8, 9));
@@ -293,7 +303,7 @@ mod tests {
                     }
                     let want = after.first().map_or(next, |m| m.0);
                     proptest::prop_assert_eq!(log.first_seq_after(1, 12, &limits), want);
-                    let dropped = log.trim(&limits, now);
+                    let dropped = log.trim(&limits, now, u64::MAX);
                     let before = model.len();
                     while over(&model, &limits, now, 0, 0) {
                         model.remove(0);

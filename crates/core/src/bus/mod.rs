@@ -238,10 +238,33 @@ impl Bus {
     pub fn configure(&mut self, channel: ChannelId, options: ChannelOptions, now: Millis) -> Result<(), BusError> {
         options::check_ms(options.retention.max_age, "maxAge", true)?;
         options::check_ms(options.dedup_window, "dedupWindow", true)?;
+        let keep_from = self.keep_from(channel);
         let ch = self.channel_mut(channel)?;
         ch.options = options;
-        ch.log.trim(&ch.options.retention, now);
+        ch.log.trim(&ch.options.retention, now, keep_from);
         Ok(())
+    }
+
+    /// Where retention by count and bytes must stop trimming `channel`'s log: for a mirror (a
+    /// bound channel, whose appends are never refused), the first message a subscriber that
+    /// refuses to lose messages (`block`, `reject`) has not read; it holds the rest until then,
+    /// and its reader reads no more meanwhile (`mirror_room`). `u64::MAX` otherwise.
+    fn keep_from(&self, channel: ChannelId) -> u64 {
+        let Some(ch) = self.channels.get(channel as usize).filter(|ch| ch.transport.is_some()) else {
+            return u64::MAX;
+        };
+        ch.subscribers
+            .iter()
+            .filter_map(|&id| match self.consumers.get(id) {
+                Some(Consumer { kind: ConsumerKind::Subscriber(sub), .. })
+                    if sub.feed.overflow != Overflow::DropOldest =>
+                {
+                    Some(sub.feed.cursor)
+                }
+                _ => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// The name behind a channel id.
@@ -426,8 +449,9 @@ impl Bus {
 
     /// Trims the channel's log and hands buffered group messages to members.
     fn after_append(&mut self, channel: ChannelId, now: Millis) {
+        let keep_from = self.keep_from(channel);
         let ch = &mut self.channels[channel as usize];
-        ch.log.trim(&ch.options.retention, now);
+        ch.log.trim(&ch.options.retention, now, keep_from);
         // By index: dispatching never changes the channel's group list, and a clone per
         // publish would allocate on the hot path.
         for i in 0..self.channels[channel as usize].groups.len() {

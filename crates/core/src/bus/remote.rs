@@ -452,6 +452,33 @@ impl Bus {
         self.channels.get(channel as usize).and_then(|ch| ch.transport)
     }
 
+    /// How many more records a mirrored channel can take in now before its log passes its
+    /// retention with what a subscriber refusing to lose messages (`block`, `reject`) has not read
+    /// yet: the driver reads no more than that from the broker, and reads again once the
+    /// subscriber has taken some (`usize::MAX` when nothing bounds it). Retention never trims
+    /// such unread messages of a mirror (`keep_from`), so this is flow control: the count is
+    /// exact, the bytes are counted at the log's mean frame size, and reading past it only keeps
+    /// the log over its retention a while.
+    pub fn mirror_room(&self, channel: ChannelId) -> Result<usize, BusError> {
+        let ch = self.channel_ref(channel)?;
+        let keep_from = self.keep_from(channel);
+        if keep_from == u64::MAX {
+            return Ok(usize::MAX);
+        }
+        let (log, limits) = (&ch.log, &ch.options.retention);
+        let from = keep_from.max(log.first_seq());
+        let unread = usize::try_from(log.next_seq().saturating_sub(from)).unwrap_or(usize::MAX);
+        let mut room = usize::MAX;
+        if limits.max_count > 0 {
+            room = limits.max_count.saturating_sub(unread);
+        }
+        if room > 0 && limits.max_bytes > 0 && !log.is_empty() {
+            let mean = (log.bytes() / log.len()).max(1);
+            room = room.min(limits.max_bytes.saturating_sub(log.bytes_from(from)) / mean);
+        }
+        Ok(room)
+    }
+
     /// How many more deliveries `group`'s unpaused members can take now: their free in-flight
     /// slots less what already waits in the group's inbox (0 without members). The driver reads
     /// at most this many from the broker.

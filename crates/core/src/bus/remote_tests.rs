@@ -244,6 +244,55 @@ fn a_full_refusing_mirror_subscriber_lags_in_the_log_instead_of_growing() {
 }
 
 #[test]
+fn mirror_room_is_what_retention_leaves_the_slowest_refusing_subscriber() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "orders");
+    let keep = Retention { max_count: 6, max_bytes: 0, ..Retention::default() };
+    bus.configure(ch, ChannelOptions { retention: keep, ..ChannelOptions::default() }, 0.0).unwrap();
+    // Nothing bounds a mirror without a subscriber that refuses to lose messages.
+    assert_eq!(bus.mirror_room(ch).unwrap(), usize::MAX);
+    let dropping = SubscribeOptions { capacity: 1, overflow: Overflow::DropOldest, ..SubscribeOptions::default() };
+    bus.subscribe(EP, ch, dropping).unwrap();
+    assert_eq!(bus.mirror_room(ch).unwrap(), usize::MAX);
+    let small = SubscribeOptions { capacity: 2, overflow: Overflow::Block, ..SubscribeOptions::default() };
+    let s = bus.subscribe(EP, ch, small).unwrap();
+    assert_eq!(bus.mirror_room(ch).unwrap(), 6);
+    // Two buffered, two more unread in the log: room for what the log holds besides those two.
+    let batch: Vec<u8> = (0..4u8).flat_map(|i| live(ch, 1.0, &foreign(&[i]))).collect();
+    bus.ingest(&batch, 1.0).unwrap();
+    assert_eq!(bus.subscriber_stats(s).unwrap().buffered, 2);
+    assert_eq!(bus.mirror_room(ch).unwrap(), 4);
+    // Taking in exactly the room loses nothing; the subscriber reads every one.
+    let more: Vec<u8> = (4..8u8).flat_map(|i| live(ch, 1.0, &foreign(&[i]))).collect();
+    bus.ingest(&more, 1.0).unwrap();
+    assert_eq!(bus.mirror_room(ch).unwrap(), 0);
+    let got: Vec<u8> = deliveries(&mut bus, 1.0).iter().filter(|r| r.consumer == s).map(|r| r.body[0]).collect();
+    assert_eq!(got, (0..8u8).collect::<Vec<_>>());
+    assert_eq!(bus.subscriber_stats(s).unwrap().missed, 0);
+    assert_eq!(bus.mirror_room(ch).unwrap(), 6);
+    // Past the room (a read in flight when it shrank) retention keeps what the subscriber has not
+    // read: the log runs over its limit a while, and nothing is missed.
+    let past: Vec<u8> = (8..20u8).flat_map(|i| live(ch, 1.0, &foreign(&[i]))).collect();
+    bus.ingest(&past, 1.0).unwrap();
+    assert_eq!(bus.stats(ch).unwrap().retained, 10);
+    assert_eq!(bus.mirror_room(ch).unwrap(), 0);
+    let got: Vec<u8> = deliveries(&mut bus, 1.0).iter().filter(|r| r.consumer == s).map(|r| r.body[0]).collect();
+    assert_eq!(got, (8..20u8).collect::<Vec<_>>());
+    assert_eq!(bus.subscriber_stats(s).unwrap().missed, 0);
+    bus.ingest(&live(ch, 1.0, &foreign(&[20])), 1.0).unwrap();
+    assert_eq!(bus.stats(ch).unwrap().retained, 6);
+    deliveries(&mut bus, 1.0);
+    // The bytes limit counts what is still to come at the log's mean frame size.
+    let frame_len = foreign(&[0]).len();
+    let by_bytes = Retention { max_count: 0, max_bytes: 5 * frame_len, ..Retention::default() };
+    bus.configure(ch, ChannelOptions { retention: by_bytes, ..ChannelOptions::default() }, 1.0).unwrap();
+    let three: Vec<u8> = (0..3u8).flat_map(|i| live(ch, 1.0, &foreign(&[i]))).collect();
+    bus.ingest(&three, 1.0).unwrap();
+    assert_eq!(bus.mirror_room(ch).unwrap(), 4);
+    assert_eq!(bus.mirror_room(4242), Err(BusError::UnknownChannel(4242)));
+}
+
+#[test]
 fn a_group_delivery_is_handed_to_a_member_and_its_ack_goes_to_the_broker() {
     let mut bus = Bus::default();
     let ch = bound(&mut bus, "jobs");
