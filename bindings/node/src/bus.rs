@@ -286,9 +286,11 @@ impl NativeBus {
         self.core()?.read(|bus| wire::group_room(bus, group)).map_err(to_js)
     }
 
-    /// How many more records a mirrored channel can take in now.
+    /// How many more records a mirrored channel can take in now; with none, this endpoint is
+    /// woken once a subscriber (on any thread) takes some.
     #[napi(catch_unwind)]
     pub fn mirror_room(&self, channel: u32) -> Result<u32> {
-        self.core()?.read(|bus| wire::mirror_room(bus, channel)).map_err(to_js)
+        let endpoint = self.endpoint;
+        self.core()?.with(endpoint, |bus| wire::mirror_room(bus, endpoint, channel)).map_err(to_js)
     }
 }

@@ -243,7 +243,7 @@ impl WasmBus {
 
     /// How many more records a mirrored channel can take in now.
     #[wasm_bindgen(js_name = mirrorRoom)]
-    pub fn mirror_room(&self, channel: u32) -> Result<u32, JsValue> {
-        wire::mirror_room(&self.bus, channel).map_err(to_js)
+    pub fn mirror_room(&mut self, channel: u32) -> Result<u32, JsValue> {
+        wire::mirror_room(&mut self.bus, EP, channel).map_err(to_js)
     }
 }

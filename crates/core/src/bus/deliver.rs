@@ -228,9 +228,14 @@ impl Bus {
     /// Remembers that `endpoint` was told to wait for room, so it is woken when room is made.
     pub(super) fn note_waiting<T>(&mut self, endpoint: u32, result: &Result<T, BusError>) {
         if let Err(BusError::Backpressure { block: true, .. }) = result {
-            if let Some(ep) = self.endpoints.get_mut(endpoint) {
-                ep.waiting_since = Some(self.room_epoch);
-            }
+            self.wait_for_room(endpoint);
+        }
+    }
+
+    /// Wakes `endpoint` (see [`Bus::take_wakeups`]) once room is made after now.
+    pub(super) fn wait_for_room(&mut self, endpoint: u32) {
+        if let Some(ep) = self.endpoints.get_mut(endpoint) {
+            ep.waiting_since = Some(self.room_epoch);
         }
     }
 

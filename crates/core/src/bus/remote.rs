@@ -479,6 +479,16 @@ impl Bus {
         Ok(room)
     }
 
+    /// [`Bus::mirror_room`] asked by `endpoint`'s host: with no room, `endpoint` is woken (see
+    /// [`Bus::take_wakeups`]) once a subscriber, on whichever thread it reads, has taken some.
+    pub fn mirror_room_for(&mut self, endpoint: u32, channel: ChannelId) -> Result<usize, BusError> {
+        let room = self.mirror_room(channel)?;
+        if room == 0 {
+            self.wait_for_room(endpoint);
+        }
+        Ok(room)
+    }
+
     /// How many more deliveries `group`'s unpaused members can take now: their free in-flight
     /// slots less what already waits in the group's inbox (0 without members). The driver reads
     /// at most this many from the broker.

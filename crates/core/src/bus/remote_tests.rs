@@ -293,6 +293,29 @@ fn mirror_room_is_what_retention_leaves_the_slowest_refusing_subscriber() {
 }
 
 #[test]
+fn a_mirror_without_room_wakes_its_host_once_a_subscriber_on_another_thread_takes_some() {
+    let mut bus = Bus::default();
+    let ch = bound(&mut bus, "orders");
+    let keep = Retention { max_count: 2, max_bytes: 0, ..Retention::default() };
+    bus.configure(ch, ChannelOptions { retention: keep, ..ChannelOptions::default() }, 0.0).unwrap();
+    let worker = bus.open_endpoint().unwrap();
+    let one = SubscribeOptions { capacity: 1, overflow: Overflow::Block, ..SubscribeOptions::default() };
+    let s = bus.subscribe(worker, ch, one).unwrap();
+    let batch: Vec<u8> = (0..3u8).flat_map(|i| live(ch, 1.0, &foreign(&[i]))).collect();
+    bus.ingest(&batch, 1.0).unwrap();
+    assert_eq!(bus.take_wakeups_except(EP), vec![worker]);
+    // Room asked while there is some: nothing to wake for.
+    assert_eq!(bus.mirror_room_for(EP, 4242), Err(BusError::UnknownChannel(4242)));
+    assert_eq!(bus.mirror_room_for(EP, ch).unwrap(), 0);
+    assert_eq!(bus.take_wakeups_except(worker), Vec::<u32>::new(), "not before the subscriber takes some");
+    let got: Vec<u8> = drain_all(&mut bus, worker, 1.0).iter().filter(|r| r.consumer == s).map(|r| r.body[0]).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    assert_eq!(bus.take_wakeups_except(worker), vec![EP], "the mirror's host, to read on");
+    assert_eq!(bus.mirror_room_for(EP, ch).unwrap(), 2);
+    assert_eq!(bus.take_wakeups_except(worker), Vec::<u32>::new(), "woken once");
+}
+
+#[test]
 fn a_group_delivery_is_handed_to_a_member_and_its_ack_goes_to_the_broker() {
     let mut bus = Bus::default();
     let ch = bound(&mut bus, "jobs");

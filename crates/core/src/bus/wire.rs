@@ -194,9 +194,10 @@ pub fn group_room(bus: &Bus, group: u32) -> Result<u32, BusError> {
     bus.group_room(group).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-/// How many more records mirrored `channel` can take in now (see [`Bus::mirror_room`]), at most `u32::MAX`.
-pub fn mirror_room(bus: &Bus, channel: u32) -> Result<u32, BusError> {
-    bus.mirror_room(channel).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+/// How many more records mirrored `channel` can take in now, at most `u32::MAX`; with none,
+/// `endpoint` is woken once a subscriber takes some (see [`Bus::mirror_room_for`]).
+pub fn mirror_room(bus: &mut Bus, endpoint: u32, channel: u32) -> Result<u32, BusError> {
+    bus.mirror_room_for(endpoint, channel).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The egress records queued since the last call, or `None` when there are none.
