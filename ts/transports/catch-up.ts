@@ -81,11 +81,13 @@ export interface OpenWrites {
  * topic), across every Orrery of this process (a driver kind keeps one): a publish to that stream
  * made after a subscribe waits for them, so it lands after the subscriber's marker on the broker
  * too. And the other way: a marker is asked once the writes to its stream made before it (by any
- * Orrery of this process) are settled (`earlier`), so none of them lands after it.
+ * Orrery of this process) are settled (`earlier`), so none of them lands after it. A marker asked
+ * in its driver's write pipeline (Redis: the connection keeps the order) has that driver's writes
+ * as its `owner`: they neither wait for it nor it for them.
  */
 export class Markers {
-  /** A gate per marker: open once the marker settled or was forgotten (its subscription went). */
-  private readonly pending = new Map<string, Set<Promise<void>>>()
+  /** A gate per marker, with its owner (if any): open once the marker settled or was forgotten (its subscription went). */
+  private readonly pending = new Map<string, Map<Promise<void>, OpenWrites | undefined>>()
   /** The drivers with writes open (see `Writes`). */
   private readonly writing = new Set<OpenWrites>()
 
@@ -96,20 +98,21 @@ export class Markers {
 
   /**
    * Publishes to `key` made from now on wait until `marker` has settled, or until the returned
-   * function is called (the subscription went: nothing needs them to wait any more).
+   * function is called (the subscription went: nothing needs them to wait any more); those of
+   * `owner` (the writes the marker is asked in order with) do not.
    */
-  add(key: string, marker: Promise<unknown>): () => void {
-    const set = this.pending.get(key) ?? new Set<Promise<void>>()
-    this.pending.set(key, set)
+  add(key: string, marker: Promise<unknown>, owner?: OpenWrites): () => void {
+    const gates = this.pending.get(key) ?? new Map<Promise<void>, OpenWrites | undefined>()
+    this.pending.set(key, gates)
     let open = () => {}
     const gate = new Promise<void>((resolve) => {
       open = resolve
     })
-    set.add(gate)
+    gates.set(gate, owner)
     const forget = () => {
       open()
-      set.delete(gate)
-      if (set.size === 0 && this.pending.get(key) === set) this.pending.delete(key)
+      gates.delete(gate)
+      if (gates.size === 0 && this.pending.get(key) === gates) this.pending.delete(key)
     }
     marker.then(forget, forget)
     return forget
@@ -117,10 +120,11 @@ export class Markers {
 
   /**
    * Sets `write.after`: the markers pending now on the keys of its records (`keyOf`, undefined
-   * for a record that goes to no stream). A write is sent after those only: a marker made later
-   * is of a subscribe made after the write, which the write must land before.
+   * for a record that goes to no stream), but those of `owner` (the driver's own writes, which the
+   * write is one of). A write is sent after those only: a marker made later is of a subscribe made
+   * after the write, which the write must land before.
    */
-  hold<R>(write: { readonly records: readonly R[]; after: Promise<unknown> | undefined }, keyOf: (record: R) => string | undefined): void {
+  hold<R>(write: { readonly records: readonly R[]; after: Promise<unknown> | undefined }, keyOf: (record: R) => string | undefined, owner?: OpenWrites): void {
     if (this.pending.size === 0) return
     const waits: Array<Promise<void>> = []
     const seen = new Set<string>()
@@ -128,8 +132,8 @@ export class Markers {
       const key = keyOf(record)
       if (key === undefined || seen.has(key)) continue
       seen.add(key)
-      const set = this.pending.get(key)
-      if (set !== undefined) for (const gate of set) waits.push(gate)
+      const gates = this.pending.get(key)
+      if (gates !== undefined) for (const [gate, of] of gates) if (of === undefined || of !== owner) waits.push(gate)
     }
     if (waits.length === 0) return
     const after = Promise.all(waits)
@@ -146,12 +150,13 @@ export class Markers {
   }
 
   /**
-   * Settles once every write to `key` open now, of any Orrery of this process, has settled
-   * (either way); undefined when there is none. A marker asked after it is at or past them.
+   * Settles once every write to `key` open now, of any Orrery of this process but `except`'s
+   * writes, has settled (either way); undefined when there is none. A marker asked after it is at
+   * or past them.
    */
-  earlier(key: string): Promise<unknown> | undefined {
+  earlier(key: string, except?: OpenWrites): Promise<unknown> | undefined {
     const waits: Array<Promise<unknown>> = []
-    for (const writes of this.writing) for (const written of writes.openOn(key)) waits.push(written)
+    for (const writes of this.writing) if (writes !== except) for (const written of writes.openOn(key)) waits.push(written)
     return waits.length === 0 ? undefined : Promise.allSettled(waits)
   }
 }

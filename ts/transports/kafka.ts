@@ -19,7 +19,7 @@ import { KafkaProduces, type Outgoing, type Place, recordBytes } from './kafka-p
 import { ReplyReader } from './kafka-replies.js'
 import { closeClient, closedByBroker, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
 import { Signing } from './signing.js'
-import { type PendingWrite, Writes } from './writes.js'
+import { type PendingWrite, transportError, Writes } from './writes.js'
 
 /** The @platformatic/kafka module, as the driver uses it. */
 export type KafkaModule = typeof import('@platformatic/kafka')
@@ -175,14 +175,6 @@ const MAX_NAME = 200
 
 /** Markers of `latest` subscribes (and group starts) not answered yet, by cluster and topic. */
 const markers = new Markers()
-
-function transportError(
-  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
-  message: string,
-  options: { cause?: unknown; details?: Record<string, unknown> } = {},
-) {
-  return new OrreryError(code, message, options)
-}
 
 export class KafkaDriver implements Driver {
   private admin: Admin | undefined
@@ -679,6 +671,7 @@ export class KafkaDriver implements Driver {
       }
     }
     this.inFlight = true
+    for (const write of round.batch) write.sent = true
     const sending = round
     void this.send(sending).then(
       () => {
@@ -1029,7 +1022,7 @@ export class KafkaDriver implements Driver {
     this.replies?.stop()
     this.queue.length = 0
     this.round = undefined
-    this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made', { details: { transport: this.transport } }))
+    this.writes.closeAll(() => ({ transport: this.transport }))
     closeClient(this.produces?.producer)
     closeClient(this.reader)
     closeClient(this.admin as { close(): unknown } | undefined, false)

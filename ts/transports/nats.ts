@@ -24,7 +24,7 @@ import { type CoreHost, CoreRequests } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
-import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
+import { frameIdHex, type PendingWrite, threshold, transportError, Writes } from './writes.js'
 import type { OpenNatsWire } from '../engines/backend.js'
 import { credsFile, openWire, type Wire, type WireRecord } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
@@ -32,14 +32,6 @@ import { Signing } from './signing.js'
 import { Pause } from './pause.js'
 
 export { loadNats, type NatsModules } from './nats-connect.js'
-
-function transportError(
-  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
-  message: string,
-  options: { cause?: unknown; details?: Record<string, unknown> } = {},
-): OrreryError {
-  return new OrreryError(code, message, options)
-}
 
 /** A JetStream API request given up because the connection went before its answer (see `uncut`). */
 class ConnectionLost extends Error {}
@@ -825,6 +817,7 @@ export class NatsDriver implements Driver {
     this.inFlight = true
     // Up to the first write still held by a marker (or that one alone, which waits for it).
     const batch = this.queue.splice(0, Math.max(1, sendable(this.queue)))
+    for (const write of batch) write.sent = true
     void this.prepare(batch)
       .then(() => Promise.all(batch.map((write) => (write.settled ? [] : this.sendAll(write.records, write.deadline)))))
       .then(
@@ -1413,7 +1406,7 @@ export class NatsDriver implements Driver {
     for (const r of this.groups.values()) r.stop()
     this.core?.stop()
     this.queue.length = 0
-    this.writes.failAll(() => transportError('CLOSED', 'this Orrery closed before the write was made'))
+    this.writes.closeAll(() => ({ transport: this.transport }))
     this.held.clear()
     // What the connection still has to send goes out first; then it closes.
     const nc = this.nc

@@ -236,7 +236,10 @@ export class MirrorReader extends Reader {
     this.ready = driver
       .read<Entry[]>(['XREVRANGE', key, '+', min, ...count], () => this.stopped)
       .then(
-        (entries) => {
+        async (entries) => {
+          // As for every read (see `step`): after a dropped connection, a marker asked again may
+          // be answered before this read is, and be behind what it brought.
+          await this.driver.markersKnown(this.channel.name)
           for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
           // The newest entry came with the history (or there was none at all): what is read from
           // here on was appended after the history was asked for. (An empty history bounded by age
@@ -288,6 +291,10 @@ export class MirrorReader extends Reader {
     const key = this.driver.keyOf(this.channel.name)
     const sentAt = Date.now()
     const reply = await this.blocking<Array<[Buffer, Entry[]]> | null>(['XREAD', 'COUNT', String(count), 'BLOCK', String(BLOCK_MS), 'STREAMS', key, this.last])
+    // A subscribe's marker is asked on the main connection, in the write pipeline: what this read
+    // brought may be past one whose answer has not come yet. It goes in once that one is known, so
+    // each subscriber starts at its own.
+    await this.driver.markersKnown(this.channel.name)
     let read = 0
     const after = this.emptyAt
     if (reply !== null)

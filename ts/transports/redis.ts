@@ -9,13 +9,13 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { catchUpWith, GroupStarts, Markers, sendable, serversKey, unlessGone } from './catch-up.js'
+import { catchUpWith, GroupStarts, Markers, sendable, serversKey } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
 import { compareIds, type Entry, GroupReader, limited, MirrorReader, type Reader, RETRY_MS } from './redis-readers.js'
 import { Signing } from './signing.js'
-import { frameIdHex, type PendingWrite, threshold, Writes } from './writes.js'
+import { frameIdHex, type PendingWrite, threshold, transportError, Writes } from './writes.js'
 
 /**
  * A Lua script of the driver and how many of its arguments are keys. Every script goes whole
@@ -67,14 +67,6 @@ export async function loadRedis(transport?: string): Promise<RedisModule> {
   }
 }
 
-function transportError(
-  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
-  message: string,
-  options: { cause?: unknown; details?: Record<string, unknown> } = {},
-): OrreryError {
-  return new OrreryError(code, message, options)
-}
-
 /** Markers of `latest` subscribes not answered yet, by server and stream. */
 const markers = new Markers()
 
@@ -82,7 +74,7 @@ const markers = new Markers()
  * Refusals of a server that is starting, busy or failing over: the write is not done, and is
  * tried again (until publishTimeoutMs) like one a dropped connection lost.
  */
-const TRANSIENT = /^(LOADING|BUSY|TRYAGAIN|READONLY|MASTERDOWN|CLUSTERDOWN)\b/
+const TRANSIENT = /^(LOADING|BUSY|TRYAGAIN|READONLY|MASTERDOWN|CLUSTERDOWN|UNBLOCKED)\b/
 
 /** Sets a key for the dedup window and appends only if it was not set: one publish, once per window across processes. */
 const DEDUP_SCRIPT = `local ok
@@ -93,20 +85,22 @@ return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`
 /**
  * Appends a run of publishes to one stream (KEYS[1]) in one command (sent whole, see `Script`).
  * ARGV[1] is 1 (each entry its frame) or 2 (its frame, then its signature), ARGV[2] the
- * stream's MAXLEN ('' for none), the entries after. Stops at the first refusal: {written} or {written, refusal}.
+ * stream's MAXLEN ('' for none), the entries after. Stops at the first refusal: {written, refusal
+ * or false, the first entry's id if one was written}.
  * @internal Exported for the transports benchmark, which has redis-benchmark run it.
  */
-export const APPEND_ALL_SCRIPT = `local per, cap, n = tonumber(ARGV[1]), ARGV[2], 0
+export const APPEND_ALL_SCRIPT = `local per, cap, n, first = tonumber(ARGV[1]), ARGV[2], 0, false
 for i = 3, #ARGV, per do
   local r
   if cap == '' then
     if per == 1 then r = redis.pcall('XADD', KEYS[1], '*', 'f', ARGV[i]) else r = redis.pcall('XADD', KEYS[1], '*', 'f', ARGV[i], 's', ARGV[i + 1]) end
   elseif per == 1 then r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', 'f', ARGV[i])
   else r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', 'f', ARGV[i], 's', ARGV[i + 1]) end
-  if type(r) == 'table' and r.err then return {n, r.err} end
+  if type(r) == 'table' and r.err then return {n, r.err, first} end
+  if n == 0 then first = r end
   n = n + 1
 end
-return {n}`
+return {n, false, first}`
 
 /**
  * The fence of every settlement (ARGV: group, consumer, id): -1 when another consumer holds the
@@ -172,6 +166,28 @@ const RUN_MAX = 1024
 type PublishEgress = Extract<Egress, { kind: 'publish' }>
 type AckEgress = Extract<Egress, { kind: 'ack' }>
 
+/**
+ * A `latest` subscribe's marker, asked in the write pipeline (see `catchUp`): the newest entry of
+ * the channel's stream, read on the connection that writes, after the writes queued before it
+ * and before those queued after it.
+ */
+interface MarkerAsk {
+  readonly kind: 'marker'
+  readonly channel: string
+  /** The subscription or its mirror went: it is not asked. */
+  readonly gone: () => boolean
+  /** Its answer: the id of the stream's newest entry ('0-0' if none). */
+  readonly answer: (id: string) => void
+  /**
+   * Set while the mirror holds what it reads for it (see `markersKnown`): from when it is sent
+   * until it is answered, or until nothing sent with or after it is unanswered (see `answered`).
+   */
+  handled?: (() => void) | undefined
+}
+
+/** What the driver queues: the core's egress records, and markers asked in order with them. */
+type Queued = Egress | MarkerAsk
+
 /** Batches of publishes and acks the driver sends before the ones before them are answered. */
 const PIPELINE_DEPTH = 4
 
@@ -179,12 +195,21 @@ const PIPELINE_DEPTH = 4
  * Whether a write may go out before the batches sent earlier are answered: publishes without a
  * dedup window and acks, whose retry after a failure keeps their order (see `pump`).
  */
-function pipelined(write: PendingWrite): boolean {
-  return write.records.every((r) => (r.kind === 'publish' && r.dedupWindowMs === 0) || r.kind === 'ack')
+function pipelined(write: PendingWrite<Queued>): boolean {
+  return write.records.every((r) => (r.kind === 'publish' && r.dedupWindowMs === 0) || r.kind === 'ack' || r.kind === 'marker')
+}
+
+/** The stream entry id just before `id` (`<ms>-<seq>`): a start from which `id` is read next. */
+function idBefore(id: string): string {
+  const dash = id.indexOf('-')
+  const ms = BigInt(id.slice(0, dash))
+  const seq = BigInt(id.slice(dash + 1))
+  if (seq > 0n) return `${ms}-${seq - 1n}`
+  return ms > 0n ? `${ms - 1n}-18446744073709551615` : '0-0'
 }
 
 /** Puts a write being retried back in `queue` in the order it was first written, ahead of anything written later. */
-function requeue(queue: PendingWrite[], write: PendingWrite): void {
+function requeue(queue: PendingWrite<Queued>[], write: PendingWrite<Queued>): void {
   const index = queue.findIndex((w) => w.order > write.order)
   queue.splice(index === -1 ? queue.length : index, 0, write)
 }
@@ -222,7 +247,7 @@ export class RedisDriver implements Driver {
   private closed = false
   /** Set once the first connection was made: from then on drops are reconnected. */
   private connected = false
-  private readonly queue: PendingWrite[] = []
+  private readonly queue: PendingWrite<Queued>[] = []
   /** Batches sent and not answered yet. */
   private inFlight = 0
   /** Of those, batches holding anything but publishes and acks (nothing else goes out beside them). */
@@ -242,8 +267,14 @@ export class RedisDriver implements Driver {
   /** Timers holding entries nacked with a delay past the threshold. */
   private readonly holds = new Set<ReturnType<typeof setTimeout>>()
   /** Every write not settled yet: `flushed` waits for them, `close` fails them. */
-  private readonly writes = new Writes(markers, (r) => this.streamKeyOf(r))
+  private readonly writes = new Writes<Queued>(markers, (r) => this.streamKeyOf(r))
   private serverKeyMade: string | undefined
+  /** The handling of the batches sent, in the order sent (see `pump`). */
+  private answering: Promise<void> = Promise.resolve()
+  /** Markers that go again, holding their mirror while batches sent after them are unanswered (see `answered`). */
+  private readonly reasking = new Set<PendingWrite<Queued>>()
+  /** Markers sent and not handled yet, by channel name (see `markersKnown`). */
+  private readonly markersOut = new Map<string, Map<MarkerAsk, Promise<void>>>()
   /** Groups from 'latest' being made, which publishes wait for. */
   private readonly starts = new GroupStarts(markers)
   private readonly mirrors = new Map<number, MirrorReader>()
@@ -411,14 +442,14 @@ export class RedisDriver implements Driver {
       queueMicrotask(() => this.pump())
       return transportError('TRANSPORT_UNAVAILABLE', this.timeoutMessage(), { details: this.where(w.records) })
     })
-    markers.hold(write, this.streamKeyOf)
+    markers.hold(write, this.streamKeyOf, this.writes)
     this.queue.push(write)
     this.pump()
     return written
   }
 
   /** The key of the markers a record waits for (see `Markers`): its stream's, for what is stored in one. */
-  private readonly streamKeyOf = (record: Egress): string | undefined =>
+  private readonly streamKeyOf = (record: Queued): string | undefined =>
     record.kind === 'publish' || record.kind === 'request'
       ? this.markerKey(record.channel)
       : record.kind === 'dead'
@@ -439,7 +470,7 @@ export class RedisDriver implements Driver {
   }
 
   /** What a write's error names: this transport and the channel(s) its records write to. */
-  private where(records: readonly Egress[]): { transport: string; channel?: string } {
+  private where(records: readonly Queued[]): { transport: string; channel?: string } {
     const channels = new Set(records.map((r) => ('channel' in r ? r.channel : r.group.channel)))
     return channels.size === 0 ? { transport: this.transport } : { transport: this.transport, channel: [...channels].join(', ') }
   }
@@ -464,8 +495,13 @@ export class RedisDriver implements Driver {
     )
       return
     this.draining = false
-    // Up to the first write still held by a marker; that one waits for it.
-    const free = sendable(this.queue)
+    // Up to the first write still held by a marker; that one waits for it (unless it is a marker
+    // whose subscription went: nothing waits for that one, nor do the writes behind it).
+    let free = sendable(this.queue)
+    while (free < this.queue.length && this.dropGoneMarker(this.queue[free]!)) {
+      this.queue.splice(free, 1)
+      free = sendable(this.queue)
+    }
     if (free === 0) {
       // Pumped again once it may go (a retry put ahead of it meanwhile is sent by the next pump).
       const after = this.queue.find((w) => !w.settled && w.after !== undefined)!.after!
@@ -478,9 +514,12 @@ export class RedisDriver implements Driver {
       }
       return
     }
-    const live = this.queue.splice(0, free).filter((write) => !write.settled)
+    const live = this.queue.splice(0, free).filter((write) => !write.settled && !this.dropGoneMarker(write))
     // Only writes settled already (their time ran out) were ahead of the held one: on to it.
     if (live.length === 0) return this.pump()
+    const behind = this.cutAfterMarker(live)
+    if (behind !== -1) this.queue.unshift(...live.splice(behind))
+    for (const write of live) write.sent = true
     const solo = !live.every(pipelined)
     const probe = this.probing
     this.inFlight++
@@ -489,64 +528,141 @@ export class RedisDriver implements Driver {
     const aborts: AbortController[] | undefined = this.inFlight > 1 ? [] : undefined
     if (aborts !== undefined) this.unanswered.add(aborts)
     this.aborts = aborts
+    const records = live.flatMap((write) => write.records)
     let runs: Array<Promise<unknown[]>>
     try {
-      runs = this.sendAll(live.flatMap((write) => write.records))
+      runs = this.sendAll(records)
+    } catch (error) {
+      // A fault of Orrery's: the batch fails, rather than hold the queue for good.
+      runs = [Promise.resolve(records.map(() => new Failed(new Refused(String(error)))))]
     } finally {
       this.aborts = undefined
     }
-    void Promise.all(runs).then((runs) => {
-      if (aborts !== undefined) this.unanswered.delete(aborts)
-      this.inFlight--
-      if (solo) this.soloOut--
-      const outcomes = runs.length === 1 ? runs[0]! : runs.flat()
-      let at = 0
-      let failed = false
-      for (const write of live) {
-        const from = at
-        at += write.records.length
-        if (write.settled) continue
-        const again: Egress[] = []
-        for (let k = 0; k < write.records.length && !write.settled; k++) {
-          const outcome = outcomes[from + k]
-          if (!(outcome instanceof Failed)) {
-            if (outcome === null && write.records[k]!.kind === 'publish') write.duplicates++
-          } else if (this.isRefusal(outcome.reason)) {
+    // Handled in the order sent (a batch's runs may settle a turn before an earlier batch's), so
+    // a marker's answer is judged once every write sent before it is.
+    const outcomes = Promise.all(runs)
+    let counted = false
+    this.answering = this.answering
+      .then(() => outcomes)
+      .then((runs) => {
+        counted = true
+        this.answered(live, runs, aborts, solo, probe)
+      })
+      .catch((error: unknown) => {
+        if (!counted) this.uncount(aborts, solo)
+        this.gaveUp(live, error)
+      })
+  }
+
+  /** Takes a batch answered (or given up) off the batches out. */
+  private uncount(aborts: AbortController[] | undefined, solo: boolean): void {
+    if (aborts !== undefined) this.unanswered.delete(aborts)
+    this.inFlight--
+    if (solo) this.soloOut--
+  }
+
+  /**
+   * Once nothing sent is unanswered, the markers going again let their mirrors go: each is asked
+   * again before any later write is sent, so it is at or before them.
+   */
+  private letGoOfMarkers(): void {
+    if (this.inFlight > 0 || this.reasking.size === 0) return
+    for (const marker of this.reasking) (marker.records[0] as MarkerAsk).handled?.()
+    this.reasking.clear()
+  }
+
+  /**
+   * A fault of Orrery's while handling a batch: what it left unsettled fails, markers let their
+   * mirror go, the fault is reported and the batches after it are still handled.
+   */
+  private gaveUp(live: readonly PendingWrite<Queued>[], error: unknown): void {
+    for (const write of live) {
+      const first = write.records[0]
+      if (first?.kind === 'marker') {
+        this.reasking.delete(write)
+        first.handled?.()
+      }
+      this.writes.fail(
+        write,
+        new OrreryError('INTERNAL', `redis transport ${this.transport} could not handle a write's answer: ${String(error)}`, { cause: error }),
+      )
+    }
+    this.letGoOfMarkers()
+    try {
+      this.sink.failed(error)
+    } catch {}
+    queueMicrotask(() => this.pump())
+  }
+
+  /** Settles (or queues again) the writes of a batch sent by `pump`, from its runs' outcomes. */
+  private answered(live: readonly PendingWrite<Queued>[], runs: unknown[][], aborts: AbortController[] | undefined, solo: boolean, probe: boolean): void {
+    this.uncount(aborts, solo)
+    const outcomes = runs.length === 1 ? runs[0]! : runs.flat()
+    let at = 0
+    let failed = false
+    for (const write of live) {
+      const from = at
+      at += write.records.length
+      // What was written passes the markers going again (even a write that failed for its caller
+      // meanwhile, or was refused in part: what was stored is read).
+      if (this.reasking.size > 0) this.passing(write, outcomes, from)
+      if (write.settled) continue
+      const again: Queued[] = []
+      for (let k = 0; k < write.records.length && !write.settled; k++) {
+        const outcome = outcomes[from + k]
+        const record = write.records[k]!
+        if (outcome instanceof Failed) {
+          if (!this.isRefusal(outcome.reason)) again.push(record)
+          else {
             const reason = outcome.reason as Error
             this.writes.fail(
               write,
               transportError('TRANSPORT_UNAVAILABLE', `redis transport ${this.transport} refused a write: ${reason.message}`, {
                 cause: reason,
-                details: this.where([write.records[k]!]),
+                details: this.where([record]),
               }),
             )
-          } else again.push(write.records[k]!)
+          }
+        } else if (record.kind !== 'marker') {
+          if (outcome === null && record.kind === 'publish') write.duplicates++
         }
-        if (write.settled) continue
-        if (again.length === 0) {
-          this.writes.succeed(write)
-          continue
+        // A marker goes again behind a write to its stream made before it that goes again (a
+        // server refusing writes for a while, the publishes after a refused one in an append
+        // run): that write lands after this answer, which is then not the subscriber's start.
+        else if (this.earlierAgain(record.channel, write.order)) again.push(record)
+        else record.answer(outcome as string)
+        if (record.kind === 'marker') {
+          // One that goes again holds its mirror while what was sent after it may still store a
+          // later write to its stream (see `passing`).
+          if (again.at(-1) === record) this.reasking.add(write)
+          else record.handled?.()
         }
-        write.records = again
-        requeue(this.queue, write)
-        failed = true
       }
-      // One batch at a time until one sent alone is written whole: a server refusing for a while
-      // (loading its data after a restart, busy, failing over) could take a batch sent behind a
-      // refused one.
-      if (failed) this.probing = true
-      else if (probe) this.probing = false
-      if (failed) {
-        // Nothing more goes out until every batch out has been answered (their failures join
-        // the queue in order) and RETRY_MS has passed.
-        this.draining = true
-        this.retryTimer ??= setTimeout(() => {
-          this.retryTimer = undefined
-          this.pump()
-        }, RETRY_MS)
+      if (write.settled) continue
+      if (again.length === 0) {
+        this.writes.succeed(write)
+        continue
       }
-      this.pump()
-    })
+      write.records = again
+      requeue(this.queue, write)
+      failed = true
+    }
+    this.letGoOfMarkers()
+    // One batch at a time until one sent alone is written whole: a server refusing for a while
+    // (loading its data after a restart, busy, failing over) could take a batch sent behind a
+    // refused one.
+    if (failed) this.probing = true
+    else if (probe) this.probing = false
+    if (failed) {
+      // Nothing more goes out until every batch out has been answered (their failures join
+      // the queue in order) and RETRY_MS has passed.
+      this.draining = true
+      this.retryTimer ??= setTimeout(() => {
+        this.retryTimer = undefined
+        this.pump()
+      }, RETRY_MS)
+    }
+    this.pump()
   }
 
   /** A server's refusal of a write that trying again would not change. */
@@ -560,7 +676,7 @@ export class RedisDriver implements Driver {
    * stream is appended by one command and a run of acks in one group settled by one: one round
    * of parsing and one reply on the server instead of one per record.
    */
-  private sendAll(records: readonly Egress[]): Array<Promise<unknown[]>> {
+  private sendAll(records: readonly Queued[]): Array<Promise<unknown[]>> {
     const runs: Array<Promise<unknown[]>> = []
     let i = 0
     while (i < records.length) {
@@ -581,7 +697,8 @@ export class RedisDriver implements Driver {
         }
         if (end - i > 1) runs.push(this.ackRun(records.slice(i, end) as AckEgress[]))
       }
-      if (end - i === 1)
+      if (first.kind === 'marker') runs.push(this.askMarker(first))
+      else if (end - i === 1)
         runs.push(
           this.send(first).then(
             (value) => [value],
@@ -591,6 +708,100 @@ export class RedisDriver implements Driver {
       i = end
     }
     return runs
+  }
+
+  /** Reads a marker (the stream's newest entry) in the pipeline: its id, or why it failed. */
+  private askMarker(ask: MarkerAsk): Promise<unknown[]> {
+    if (ask.handled === undefined) this.holdMirror(ask)
+    return this.command<Entry[]>(['XREVRANGE', this.key(ask.channel), '+', '-', 'COUNT', '1']).then(
+      (entries) => [entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1')],
+      (reason: unknown) => [new Failed(reason)],
+    )
+  }
+
+  /** Holds what `channel`'s mirror reads until `ask.handled()` (see `markersKnown`). */
+  private holdMirror(ask: MarkerAsk): void {
+    const out = this.markersOut.get(ask.channel) ?? new Map<MarkerAsk, Promise<void>>()
+    this.markersOut.set(ask.channel, out)
+    out.set(
+      ask,
+      new Promise<void>((resolve) => {
+        ask.handled = () => {
+          ask.handled = undefined
+          out.delete(ask)
+          if (out.size === 0 && this.markersOut.get(ask.channel) === out) this.markersOut.delete(ask.channel)
+          resolve()
+        }
+      }),
+    )
+  }
+
+  /**
+   * @internal Settles once the markers of `channel` out now (sent, their answer not handled yet)
+   * are handled; undefined when none is out. A mirror reads on a connection of its own: what a
+   * read brought may be past such a marker, so it holds it until the marker is known (a marker
+   * sent later is asked after the read and is at or past what it brought).
+   */
+  markersKnown(channel: string): Promise<void> | undefined {
+    const out = this.markersOut.get(channel)
+    return out === undefined ? undefined : Promise.all(out.values()).then(() => {})
+  }
+
+  /** Whether a write to `channel`'s stream made before `order` goes again (is in the queue). */
+  private earlierAgain(channel: string, order: number): boolean {
+    const key = this.markerKey(channel)
+    return this.queue.some((w) => !w.settled && w.order < order && w.records.some((r) => this.streamKeyOf(r) === key))
+  }
+
+  /**
+   * A write made after a marker that goes again was stored (`outcomes` from `from`; the first
+   * entry id of a run of appends, or of a lone append, is its outcome): the marker, asked again,
+   * would be past it and its subscriber would miss it. It is answered at once with the id just
+   * before that write's (its subscriber may also get the earlier write it went again behind,
+   * written after: once more than it should, never one less).
+   */
+  private passing(write: PendingWrite<Queued>, outcomes: readonly unknown[], from: number): void {
+    for (let k = 0; k < write.records.length; k++) {
+      const record = write.records[k]!
+      const outcome = outcomes[from + k]
+      if (record.kind === 'marker' || !(outcome instanceof Uint8Array)) continue
+      const key = this.streamKeyOf(record)
+      for (const marker of [...this.reasking]) {
+        const ask = marker.records[0] as MarkerAsk
+        if (marker.order > write.order || this.markerKey(ask.channel) !== key) continue
+        this.reasking.delete(marker)
+        ask.answer(idBefore(Buffer.from(outcome).toString('latin1')))
+        this.writes.succeed(marker)
+        ask.handled?.()
+      }
+    }
+  }
+
+  /**
+   * Where `batch` ends so that no write that a retry could not write twice (a publish with a dedup
+   * window, a fenced dead letter) goes out with a marker of its stream before it: both taken by
+   * the server as the connection dropped, the marker asked again would be past the write, whose
+   * retry appends nothing. -1 when it need not. Such a write waits for the marker's answer.
+   */
+  private cutAfterMarker(batch: readonly PendingWrite<Queued>[]): number {
+    const keys = new Set<string>()
+    for (let i = 0; i < batch.length; i++) {
+      const write = batch[i]!
+      const first = write.records[0]
+      if (first?.kind === 'marker') keys.add(this.markerKey(first.channel))
+      else if (keys.size > 0 && !pipelined(write) && write.records.some((r) => keys.has(this.streamKeyOf(r) ?? ''))) return i
+    }
+    return -1
+  }
+
+  /** Settles a marker's write whose subscription went before it was sent (nothing waits for it); true if it did. */
+  private dropGoneMarker(write: PendingWrite<Queued>): boolean {
+    const record = write.records[0]
+    if (record?.kind !== 'marker' || !record.gone()) return false
+    this.reasking.delete(write)
+    this.writes.succeed(write)
+    record.handled?.()
+    return true
   }
 
   /** Appends publishes to one channel with one command: each one's outcome, in order. */
@@ -604,12 +815,16 @@ export class RedisDriver implements Driver {
       if (signing !== undefined) args.push(signing.sign(record))
     }
     this.trimByAge(channel)
-    return this.command<[number, Buffer?]>(args).then(
-      ([written, refusal]) => {
-        if (written === run.length) return new Array<unknown>(run.length).fill(1)
+    return this.command<[number, Buffer | null, Buffer?]>(args).then(
+      ([written, refusal, first]) => {
+        // The first entry's id (see `passing`); the others are written after it.
+        const outcomes = new Array<unknown>(run.length).fill(1)
+        if (written > 0) outcomes[0] = first
+        if (written === run.length) return outcomes
         // Those after a refusal were not tried: sent again (their write fails with the refusal).
         const notTried = new Failed(new Error('not tried after a refusal'))
-        return run.map((_, k) => (k < written ? 1 : k === written ? new Failed(new Refused(refusal?.toString() ?? 'refused')) : notTried))
+        for (let k = written; k < run.length; k++) outcomes[k] = k === written ? new Failed(new Refused(refusal?.toString() ?? 'refused')) : notTried
+        return outcomes
       },
       (reason: unknown) => new Array<unknown>(run.length).fill(new Failed(reason)),
     )
@@ -773,26 +988,40 @@ export class RedisDriver implements Driver {
   catchUp(channel: ChannelRef, start: () => void, failed: (error: unknown) => void): () => void {
     const reader = this.mirrors.get(channel.id)
     if (reader === undefined) throw new OrreryError('INTERNAL', `no mirror of ${channel.name} to catch up with`)
-    const key = this.key(channel.name)
     const markerKey = this.markerKey(channel.name)
-    // The stream's newest entry as the broker sees it once the publishes to it this process made
-    // before this call are written (they land before it). Publishes of this process made after
-    // this call wait for the answer (see `markers`), so they land after it. Asked again after a
-    // dropped connection, as the mirror's reads are (the subscriber starts once it is answered).
-    const earlier = markers.earlier(markerKey) ?? Promise.resolve()
-    const ask = (cancelled: () => boolean) => {
-      const gone = () => cancelled() || reader.isStopped
-      return earlier.then(() =>
-        unlessGone(gone, 'the subscription went before its marker was asked', () =>
-          this.read<Entry[]>(['XREVRANGE', key, '+', '-', 'COUNT', '1'], gone).then((entries) =>
-            entries.length === 0 ? '0-0' : entries[0]![0].toString('latin1'),
-          ),
-        ),
-      )
-    }
+    // The stream's newest entry, read in this driver's write pipeline: the server runs one
+    // connection's commands in order, so this process's publishes queued before the subscribe
+    // land before the marker, and those queued after it land after it, without waiting for its
+    // answer (a write that failed goes again in the order it was made, the marker too). Those of
+    // another Orrery of the process are on another connection: the marker is asked once the ones
+    // made before it are written, and the ones made after it wait for its answer (`markers`).
+    const ask = (cancelled: () => boolean) =>
+      new Promise<string>((resolve, reject) => {
+        if (this.closed) return reject(transportError('CLOSED', `transport ${this.transport} is closed`, { details: { transport: this.transport } }))
+        const marker: MarkerAsk = { kind: 'marker', channel: channel.name, gone: () => cancelled() || reader.isStopped, answer: resolve }
+        const { write, written } = this.writes.ask([marker])
+        // Answered: `resolve` ran first. Settled unanswered: it was dropped, its subscription gone.
+        written.then(() => reject(new Error('the subscription went before its marker was asked')), reject)
+        const others = markers.earlier(markerKey, this.writes)
+        if (others !== undefined) {
+          write.after = others
+          void others.then(() => {
+            if (write.after === others) write.after = undefined
+          })
+        }
+        this.queue.push(write)
+        this.pump()
+      })
     return catchUpWith(
       ask,
-      (marker) => markers.add(markerKey, marker),
+      (marker) => {
+        const forget = markers.add(markerKey, marker, this.writes)
+        return () => {
+          forget()
+          // A marker still queued goes unasked now, and lets the writes behind it go.
+          queueMicrotask(() => this.pump())
+        }
+      },
       (marker) => reader.catchUp(marker, start, failed),
     )
   }
@@ -920,7 +1149,10 @@ export class RedisDriver implements Driver {
     clearTimeout(this.retryTimer)
     for (const timer of this.holds) clearTimeout(timer)
     this.holds.clear()
-    this.writes.failAll((write) => transportError('CLOSED', 'this Orrery closed before the write was made', { details: this.where(write.records) }))
+    this.writes.closeAll((write) => this.where(write.records))
+    this.reasking.clear()
+    // Their answers will not be handled: nothing holds a mirror for them.
+    for (const out of [...this.markersOut.values()]) for (const ask of [...out.keys()]) ask.handled?.()
     this.main?.destroy()
     this.main = undefined
     this.listener?.destroy()

@@ -1,18 +1,27 @@
 /**
  * What every driver keeps of the writes it was handed: each write's records, the duplicates the
  * broker found, its caller's Promise and its publishTimeoutMs timer; and what the drivers share
- * about groups and frames (the broker threshold, the dedup id).
+ * about groups and frames (the broker threshold, the dedup id) and how their errors are made.
  */
 import { bytesToHex } from '@noble/hashes/utils.js'
 
-import type { OrreryError } from '../errors.js'
+import { OrreryError } from '../errors.js'
 import { LAYOUT as FRAME } from '../frame.js'
 import type { Markers, OpenWrites } from './catch-up.js'
 import type { Egress, GroupRef } from './driver.js'
 
-/** A write a driver queued and has not settled. */
-export interface PendingWrite {
-  records: Egress[]
+/** A driver's error: the broker cannot be reached or refused (`TRANSPORT_*`), or the transport closed. */
+export function transportError(
+  code: 'TRANSPORT_UNAVAILABLE' | 'TRANSPORT_AUTH' | 'CLOSED',
+  message: string,
+  options: { cause?: unknown; details?: Record<string, unknown> } = {},
+): OrreryError {
+  return new OrreryError(code, message, options)
+}
+
+/** A write a driver queued and has not settled (of egress records, or what else a driver queues: `R`). */
+export interface PendingWrite<R = Egress> {
+  records: R[]
   /** Publishes the broker dropped as duplicates so far. */
   duplicates: number
   settled: boolean
@@ -23,6 +32,8 @@ export interface PendingWrite {
   readonly resolve: (duplicates: number) => void
   readonly reject: (error: unknown) => void
   timer: ReturnType<typeof setTimeout> | undefined
+  /** Taken from its driver's queue to be sent (at least once): closed before it is answered, the broker may have stored it. */
+  sent: boolean
   /**
    * What it is sent after: the markers of `latest` subscribes pending on its streams when it was
    * made (see `Markers.hold`); undefined once they settled, or when there were none.
@@ -35,9 +46,9 @@ export interface PendingWrite {
  * `flushed`; while any is open, known to its kind's `markers` (a `latest` subscribe's marker is
  * asked after the writes to its stream open then, see `Markers.earlier`).
  */
-export class Writes implements OpenWrites {
+export class Writes<R = Egress> implements OpenWrites {
   /** Every write not settled yet, with its caller's Promise. */
-  private readonly open = new Map<PendingWrite, Promise<number>>()
+  private readonly open = new Map<PendingWrite<R>, Promise<number>>()
   /** Their Promises (what `settled` waits for). */
   private readonly unsettled = new Set<Promise<number>>()
   private made = 0
@@ -45,33 +56,47 @@ export class Writes implements OpenWrites {
   /** `keyOf` gives the marker key of a record (see `Markers`), undefined for one on no stream. */
   constructor(
     private readonly markers: Markers,
-    private readonly keyOf: (record: Egress) => string | undefined,
+    private readonly keyOf: (record: R) => string | undefined,
   ) {}
 
   /** A write of `records` that fails with `expired(write)` unless settled within `timeoutMs`. */
-  add(records: readonly Egress[], timeoutMs: number, expired: (write: PendingWrite) => OrreryError): { write: PendingWrite; written: Promise<number> } {
-    let write: PendingWrite | undefined
+  add(records: readonly R[], timeoutMs: number, expired: (write: PendingWrite<R>) => OrreryError): { write: PendingWrite<R>; written: Promise<number> } {
+    const made = this.make(records, Date.now() + timeoutMs)
+    const w = made.write
+    w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
+    this.unsettled.add(made.written)
+    const forget = () => void this.unsettled.delete(made.written)
+    made.written.then(forget, forget)
+    return made
+  }
+
+  /**
+   * A write with no time limit, which `settled` does not wait for: a read asked in order with the
+   * writes (a `latest` subscribe's marker). It settles when answered, or fails at close.
+   */
+  ask(records: readonly R[]): { write: PendingWrite<R>; written: Promise<number> } {
+    return this.make(records, Number.POSITIVE_INFINITY)
+  }
+
+  private make(records: readonly R[], deadline: number): { write: PendingWrite<R>; written: Promise<number> } {
+    let write: PendingWrite<R> | undefined
     const written = new Promise<number>((resolve, reject) => {
       write = {
         records: [...records],
         duplicates: 0,
         settled: false,
         order: this.made++,
-        deadline: Date.now() + timeoutMs,
+        deadline,
         resolve,
         reject,
         timer: undefined,
+        sent: false,
         after: undefined,
       }
     })
-    const w = write!
-    w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
     if (this.open.size === 0) this.markers.writingOn(this, true)
-    this.open.set(w, written)
-    this.unsettled.add(written)
-    const forget = () => void this.unsettled.delete(written)
-    written.then(forget, forget)
-    return { write: w, written }
+    this.open.set(write!, written)
+    return { write: write!, written }
   }
 
   /** A write made outside the queue (answered at once), awaited by `settled` as the others are. */
@@ -82,17 +107,28 @@ export class Writes implements OpenWrites {
     return written
   }
 
-  fail(write: PendingWrite, error: unknown): void {
+  fail(write: PendingWrite<R>, error: unknown): void {
     if (this.settle(write)) write.reject(error)
   }
 
-  succeed(write: PendingWrite): void {
+  succeed(write: PendingWrite<R>): void {
     if (this.settle(write)) write.resolve(write.duplicates)
   }
 
-  /** Fails every open write (the driver closed). */
-  failAll(error: (write: PendingWrite) => unknown): void {
-    for (const write of [...this.open.keys()]) this.fail(write, error(write))
+  /**
+   * Fails every open write, as its driver closed (`details` of each write's error): one sent and
+   * not answered may have been stored, one never sent was not.
+   */
+  closeAll(details: (write: PendingWrite<R>) => Record<string, unknown>): void {
+    for (const write of [...this.open.keys()])
+      this.fail(
+        write,
+        transportError(
+          'CLOSED',
+          write.sent ? 'this Orrery closed before the broker answered the write: it may have been stored' : 'this Orrery closed before the write was sent',
+          { details: details(write) },
+        ),
+      )
   }
 
   openOn(key: string): Array<Promise<number>> {
@@ -106,7 +142,7 @@ export class Writes implements OpenWrites {
     await Promise.allSettled([...this.unsettled])
   }
 
-  private settle(write: PendingWrite): boolean {
+  private settle(write: PendingWrite<R>): boolean {
     if (write.settled) return false
     write.settled = true
     this.open.delete(write)
