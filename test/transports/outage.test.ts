@@ -28,9 +28,7 @@ let runs = 0
 
 const proxies: TcpProxy[] = []
 const opened: Orrery[] = []
-const masters: Array<{ close: () => void }> = []
 afterEach(async () => {
-  for (const m of masters.splice(0)) m.close()
   for (const o of opened.splice(0)) o.close()
   for (const p of proxies.splice(0)) await p.close()
 })
@@ -86,6 +84,68 @@ async function silentMaster(): Promise<{ port: number; close: () => void }> {
       server.close()
     },
   }
+}
+
+/** The part of a node-redis client these tests use. */
+interface RawRedis {
+  sendCommand(args: string[]): Promise<unknown>
+  xLen(key: string): Promise<number>
+  set(key: string, value: string): Promise<unknown>
+}
+
+/** Runs `body` with a client of the shared test Redis (past any proxy), closed after. */
+async function withSharedRedis(body: (raw: RawRedis) => Promise<void>): Promise<void> {
+  const { createClient } = await import('redis')
+  const raw = createClient({ url: inject('redisUrl')! })
+  raw.on('error', () => {})
+  await raw.connect()
+  try {
+    await body(raw)
+  } finally {
+    raw.destroy()
+  }
+}
+
+/**
+ * Runs `body` with a redis-server of its own (`address`, host:port) and a client of it (`raw`):
+ * `refuseWrites` makes it the replica of a master that never answers (it reads on, keeps its data
+ * and refuses every write), `takeWrites` makes it a master again. Torn down after.
+ */
+async function withOwnRedis(
+  body: (own: { address: string; raw: RawRedis; refuseWrites: () => Promise<void>; takeWrites: () => Promise<void> }) => Promise<void>,
+): Promise<void> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'orrery-readonly-'))
+  await serveRedis(dir, { port }, [])
+  const { createClient } = await import('redis')
+  const raw = createClient({ url: `redis://127.0.0.1:${port}` })
+  raw.on('error', () => {})
+  await raw.connect()
+  const master = await silentMaster()
+  try {
+    await body({
+      address: `127.0.0.1:${port}`,
+      raw,
+      refuseWrites: async () => void (await raw.sendCommand(['REPLICAOF', '127.0.0.1', String(master.port)])),
+      takeWrites: async () => void (await raw.sendCommand(['REPLICAOF', 'NO', 'ONE'])),
+    })
+  } finally {
+    raw.destroy()
+    master.close()
+    stopAll()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** An Orrery binding every channel to the Redis at `address` (keys under `ro:`). */
+async function openOn(address: string): Promise<Orrery> {
+  const o = await Orrery.create({
+    engine: ENGINE,
+    transports: { main: { kind: 'redis', url: `redis://${address}`, keyPrefix: 'ro:', publishTimeoutMs: 20_000 } },
+    bindings: { '*': 'main' },
+  })
+  opened.push(o)
+  return o
 }
 
 /** What `o`'s NATS driver keeps of deliveries: held for an answer, and ack subjects on its wire (the native engine's). */
@@ -402,11 +462,7 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
       if (broker.name === 'redis')
         it('a latest subscribe, then a publish with a dedup window, both taken by the server as the connection drops unanswered: the subscriber gets the publish', async () => {
           const { o, proxy, run } = await behindProxy(broker, { publishTimeoutMs: 20_000 })
-          const { createClient } = await import('redis')
-          const raw = createClient({ url: inject('redisUrl')! })
-          raw.on('error', () => {})
-          await raw.connect()
-          try {
+          await withSharedRedis(async (raw) => {
             o.bus.channel('dd', { dedupWindowMs: 60_000 })
             o.bus.subscribe('dd', { from: 'earliest' }).subscribe(() => {})
             await o.bus.attached('dd')
@@ -430,19 +486,13 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
               () => JSON.stringify(got),
             )
             expect(got).toEqual([1])
-          } finally {
-            raw.destroy()
-          }
+          })
         })
 
       if (broker.name === 'redis')
         it('a latest subscribe behind an append run the server refuses (another channel), all cut and sent again: the subscriber gets the publish made after it', async () => {
           const { o, proxy, run } = await behindProxy(broker, { publishTimeoutMs: 20_000 })
-          const { createClient } = await import('redis')
-          const raw = createClient({ url: inject('redisUrl')! })
-          raw.on('error', () => {})
-          await raw.connect()
-          try {
+          await withSharedRedis(async (raw) => {
             // The other channel's key holds a string: each append to it is refused (WRONGTYPE).
             await raw.set(`${run}:ch:bad`, 'not a stream')
             o.bus.events.subscribe(() => {})
@@ -462,9 +512,7 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
             for (const error of await Promise.all(refused)) expect((error as OrreryError).code).toBe('TRANSPORT_UNAVAILABLE')
             await until(() => got.length > 0, 10_000, 'the publish made after the subscribe')
             expect(got).toEqual([1])
-          } finally {
-            raw.destroy()
-          }
+          })
         })
 
       if (broker.name === 'redis')
@@ -489,36 +537,21 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
 
       if (broker.name === 'redis')
         it('a latest subscribe between two publishes while the server refuses writes for a while (a replica, READONLY): the subscriber gets the second only', async () => {
-          const port = await freePort()
-          const dir = mkdtempSync(join(tmpdir(), 'orrery-readonly-'))
-          await serveRedis(dir, { port }, [])
-          const { createClient } = await import('redis')
-          const raw = createClient({ url: `redis://127.0.0.1:${port}` })
-          raw.on('error', () => {})
-          await raw.connect()
-          try {
-            const o = await Orrery.create({
-              engine: ENGINE,
-              transports: { main: { kind: 'redis', url: `redis://127.0.0.1:${port}`, keyPrefix: 'ro:', publishTimeoutMs: 20_000 } },
-              bindings: { '*': 'main' },
-            })
-            opened.push(o)
+          await withOwnRedis(async ({ address, raw, refuseWrites, takeWrites }) => {
+            const o = await openOn(address)
             const errors: BusEvent[] = []
             o.bus.events.subscribe((e) => {
               if (e.type === 'transport-error') errors.push(e)
             })
             o.bus.subscribe('ro', { from: 'earliest' }).subscribe(() => {})
             await o.bus.attached('ro')
-            // A replica of a master that is not there: it reads, and refuses every write.
-            const master = await silentMaster()
-            masters.push(master)
-            await raw.sendCommand(['REPLICAOF', '127.0.0.1', String(master.port)])
+            await refuseWrites()
             const first = o.bus.publish('ro', 0)
             const got: number[] = []
             o.bus.subscribe<number>('ro', { from: 'latest' }).subscribe((m) => void got.push(m.payload))
             const second = o.bus.publish('ro', 1)
             await new Promise((r) => setTimeout(r, 300))
-            await raw.sendCommand(['REPLICAOF', 'NO', 'ONE'])
+            await takeWrites()
             await Promise.all([first, second])
             expect(await raw.xLen('ro:ch:ro')).toBe(2)
             await until(
@@ -533,37 +566,20 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
             // A server refusing writes for a while (and ending the mirror's blocking read as it
             // became a replica) is waited out, not reported.
             expect(errors).toEqual([])
-          } finally {
-            raw.destroy()
-            stopAll()
-            rmSync(dir, { recursive: true, force: true })
-          }
+          })
         })
 
       if (broker.name === 'redis')
         it('a latest subscribe between a publish the server refuses for a while and one it takes at once: the subscriber gets the later one', async () => {
-          const port = await freePort()
-          const dir = mkdtempSync(join(tmpdir(), 'orrery-readonly-'))
-          await serveRedis(dir, { port }, [])
-          const proxy = await proxyTo('127.0.0.1', port)
-          proxies.push(proxy)
-          const { createClient } = await import('redis')
-          const raw = createClient({ url: `redis://127.0.0.1:${port}` })
-          raw.on('error', () => {})
-          await raw.connect()
-          try {
-            const o = await Orrery.create({
-              engine: ENGINE,
-              transports: { main: { kind: 'redis', url: `redis://${proxy.address}`, keyPrefix: 'ro:', publishTimeoutMs: 20_000 } },
-              bindings: { '*': 'main' },
-            })
-            opened.push(o)
+          await withOwnRedis(async ({ address, raw, refuseWrites, takeWrites }) => {
+            const [host, port] = address.split(':')
+            const proxy = await proxyTo(host!, Number(port))
+            proxies.push(proxy)
+            const o = await openOn(proxy.address)
             o.bus.events.subscribe(() => {})
             o.bus.subscribe('k', { from: 'earliest' }).subscribe(() => {})
             await o.bus.attached('k')
-            const master = await silentMaster()
-            masters.push(master)
-            await raw.sendCommand(['REPLICAOF', '127.0.0.1', String(master.port)])
+            await refuseWrites()
             proxy.hold()
             const first = o.bus.publish('k', 0)
             const got: number[] = []
@@ -579,7 +595,7 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
               5_000,
               'the first publish refused',
             )
-            await raw.sendCommand(['REPLICAOF', 'NO', 'ONE'])
+            await takeWrites()
             proxy.release()
             await Promise.all([first, second])
             expect(await raw.xLen('ro:ch:k')).toBe(2)
@@ -591,11 +607,7 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
             )
             // Never one less; the first, written after the second, may come once more than it should.
             expect(got.filter((p) => p !== 0)).toEqual([1])
-          } finally {
-            raw.destroy()
-            stopAll()
-            rmSync(dir, { recursive: true, force: true })
-          }
+          })
         })
 
       if (broker.name === 'nats')
