@@ -135,12 +135,7 @@ export class Markers {
       const gates = this.pending.get(key)
       if (gates !== undefined) for (const [gate, of] of gates) if (of === undefined || of !== owner) waits.push(gate)
     }
-    if (waits.length === 0) return
-    const after = Promise.all(waits)
-    write.after = after
-    void after.then(() => {
-      if (write.after === after) write.after = undefined
-    })
+    if (waits.length > 0) holdUntil(write, Promise.all(waits))
   }
 
   /** @internal `writes` has writes open (`open`), or none any more. */
@@ -189,6 +184,14 @@ export function serversKey(addresses: readonly string[], defaultPort: number): s
 export function sendable(queue: ReadonlyArray<{ readonly settled: boolean; readonly after: Promise<unknown> | undefined }>): number {
   const i = queue.findIndex((w) => !w.settled && w.after !== undefined)
   return i < 0 ? queue.length : i
+}
+
+/** Sends `write` after `after` settles: its `after` until then (see `Markers.hold`). */
+export function holdUntil(write: { after: Promise<unknown> | undefined }, after: Promise<unknown>): void {
+  write.after = after
+  void after.then(() => {
+    if (write.after === after) write.after = undefined
+  })
 }
 
 /** What a batch of writes waits for before it is sent (see `Markers.hold`); undefined when nothing. */

@@ -239,7 +239,8 @@ export class MirrorReader extends Reader {
         async (entries) => {
           // As for every read (see `step`): after a dropped connection, a marker asked again may
           // be answered before this read is, and be behind what it brought.
-          await this.driver.markersKnown(this.channel.name)
+          const known = this.driver.markersKnown(this.channel.name)
+          if (known !== undefined) await known
           for (let i = entries.length - 1; i >= 0; i--) this.add(entries[i]!)
           // The newest entry came with the history (or there was none at all): what is read from
           // here on was appended after the history was asked for. (An empty history bounded by age
@@ -294,7 +295,8 @@ export class MirrorReader extends Reader {
     // A subscribe's marker is asked on the main connection, in the write pipeline: what this read
     // brought may be past one whose answer has not come yet. It goes in once that one is known, so
     // each subscriber starts at its own.
-    await this.driver.markersKnown(this.channel.name)
+    const known = this.driver.markersKnown(this.channel.name)
+    if (known !== undefined) await known
     let read = 0
     const after = this.emptyAt
     if (reply !== null)

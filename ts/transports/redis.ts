@@ -9,7 +9,7 @@
  * only moves bytes: what a delivery means stays in the core.
  */
 import { OrreryError } from '../errors.js'
-import { catchUpWith, GroupStarts, Markers, sendable, serversKey } from './catch-up.js'
+import { catchUpWith, GroupStarts, holdUntil, Markers, sendable, serversKey } from './catch-up.js'
 import type { CheckedRedisOptions } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { IngestWriter } from './records.js'
@@ -784,12 +784,18 @@ export class RedisDriver implements Driver {
    * retry appends nothing. -1 when it need not. Such a write waits for the marker's answer.
    */
   private cutAfterMarker(batch: readonly PendingWrite<Queued>[]): number {
-    const keys = new Set<string>()
+    // Made at the first marker: most batches have none.
+    let keys: Set<string> | undefined
     for (let i = 0; i < batch.length; i++) {
       const write = batch[i]!
       const first = write.records[0]
-      if (first?.kind === 'marker') keys.add(this.markerKey(first.channel))
-      else if (keys.size > 0 && !pipelined(write) && write.records.some((r) => keys.has(this.streamKeyOf(r) ?? ''))) return i
+      if (first?.kind === 'marker') {
+        keys ??= new Set()
+        keys.add(this.markerKey(first.channel))
+      } else if (keys !== undefined && !pipelined(write)) {
+        const marked = keys
+        if (write.records.some((r) => marked.has(this.streamKeyOf(r) ?? ''))) return i
+      }
     }
     return -1
   }
@@ -1003,12 +1009,7 @@ export class RedisDriver implements Driver {
         // Answered: `resolve` ran first. Settled unanswered: it was dropped, its subscription gone.
         written.then(() => reject(new Error('the subscription went before its marker was asked')), reject)
         const others = markers.earlier(markerKey, this.writes)
-        if (others !== undefined) {
-          write.after = others
-          void others.then(() => {
-            if (write.after === others) write.after = undefined
-          })
-        }
+        if (others !== undefined) holdUntil(write, others)
         this.queue.push(write)
         this.pump()
       })
