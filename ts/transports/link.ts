@@ -6,7 +6,7 @@
  */
 import type { BusCore, OpenNatsWire } from '../engines/backend.js'
 import { DEFAULTS, FRAME } from '../engines/manifest.js'
-import { failureOf, isOrreryError, OrreryError } from '../errors.js'
+import { type ErrorCode, failureOf, isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedKafkaOptions, CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
 import type { Driver, DriverSink, Egress, GroupRef, GroupStart, Refused } from './driver.js'
@@ -238,30 +238,27 @@ export class Transports {
         host.noteDeadline()
         host.scheduleFlush()
       },
-      groupRoom: (group) => {
-        const host = this.host
-        if (host === undefined || this.closed) return 0
-        try {
-          return host.core.groupRoom(group)
-        } catch (error) {
-          // A group deleted meanwhile has no room; anything else is reported.
-          if (!isOrreryError(error, 'UNKNOWN_GROUP')) host.failed(transport, error)
-          return 0
-        }
-      },
-      mirrorRoom: (channel) => {
-        const host = this.host
-        if (host === undefined || this.closed) return 0
-        try {
-          return host.core.mirrorRoom(channel)
-        } catch (error) {
-          host.failed(transport, error)
-          return 0
-        }
-      },
+      // A group deleted meanwhile has no room; any other failure is reported.
+      groupRoom: (group) => this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP'),
+      mirrorRoom: (channel) => this.room(transport, (core) => core.mirrorRoom(channel)),
       failed: (error) => this.host?.failed(transport, error),
       refused: (refused) => this.refused(transport, refused),
       connection: (up, cause) => this.connection(transport, up, cause),
+    }
+  }
+
+  /**
+   * How much a group's or a mirror's local side can take now (`read` asks the core): 0 once
+   * closed, and 0 when the core fails, which is reported unless its code is `quiet`.
+   */
+  private room(transport: string, read: (core: BusCore) => number, quiet?: ErrorCode): number {
+    const host = this.host
+    if (host === undefined || this.closed) return 0
+    try {
+      return read(host.core)
+    } catch (error) {
+      if (quiet === undefined || !isOrreryError(error, quiet)) host.failed(transport, error)
+      return 0
     }
   }
 
