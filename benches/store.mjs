@@ -1,22 +1,29 @@
 /**
  * The state-store suite: Orrery's store on both engines against a versioned JS Map in memory,
  * and, for durable writes, against lmdb and better-sqlite3 with the same durability (every
- * commit synced before the write is acknowledged), each contender in a process of its own
+ * commit synced before the write is acknowledged) and redb alone (the engine under Orrery's
+ * durable store, benches/rust-clients: its ceiling), each contender in a process of its own
  * (benches/lib/runner.mjs); writes benches/results/store.json (same shape as bus.json:
  * `msgs_per_sec` counts operations).
  *   node --expose-gc benches/store.mjs    (or: npm run bench -- store)
  *   node --expose-gc benches/store.mjs get durable-put    (some scenarios; prints, writes no file)
  */
 import { mkdtempSync, rmSync } from 'node:fs'
+import { execFile } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { open as openLmdb } from 'lmdb'
 import { Orrery } from 'orrery'
 import { Latencies, timeBoxed } from './lib/rounds.mjs'
 import { runSuite, scaled } from './lib/runner.mjs'
 
 const Sqlite = createRequire(import.meta.url)('better-sqlite3')
+const run = promisify(execFile)
+/** benches/rust-clients, built by scripts/bench.sh: here its redb-put and redb-count. */
+const RUST_BASELINES = fileURLToPath(new URL('rust-clients/target/release/orrery-client-bench', import.meta.url))
 
 const KEYS = 10_000
 const VALUE = new Uint8Array(64).fill(7)
@@ -309,6 +316,30 @@ const durableContenders = [
   ],
 ]
 
+/**
+ * redb alone on the same rounds (fresh `key-<n>` keys, a 64-byte value, a write transaction of
+ * DURABLE_BATCH puts committed with redb's default durability, fsync before the commit returns):
+ * what a durable store on redb reaches at most, Orrery's included. Its rate and p99 are its own.
+ */
+function redbAlone() {
+  return async () => {
+    const path = join(dir, `redb-alone-${files++}.redb`)
+    let next = 0
+    return {
+      async round() {
+        const { stdout } = await run(RUST_BASELINES, ['redb-put', path, String(next), String(DURABLE_BATCH), String(DURABLE_ROUND_MS)])
+        const { msgs, ms, p99_us } = JSON.parse(stdout)
+        next += msgs
+        return { msgs, ms, p99_us, extra: { batch: DURABLE_BATCH } }
+      },
+      async close(total) {
+        const { stdout } = await run(RUST_BASELINES, ['redb-count', path])
+        if (Number(stdout) !== total) throw new Error(`redb-alone: ${stdout.trim()} keys on disk of ${total}`)
+      },
+    }
+  }
+}
+
 const inMemory = (scenario) => [...ENGINES.map((engine) => [`orrery-${engine}`, scenario.orrery(engine)]), ['js-map', scenario.js()]]
 
 const SCENARIOS = [
@@ -317,7 +348,7 @@ const SCENARIOS = [
   { id: 'cas', contenders: inMemory(puts(true)) },
   { id: 'txn-4', contenders: inMemory(txn4) },
   { id: 'watch-fanout', contenders: inMemory(watchFanout), derive: (r) => ({ deliveries_per_sec: r.msgs_per_sec * WATCHERS }) },
-  { id: 'durable-put', rounds: 3, contenders: durableContenders },
+  { id: 'durable-put', rounds: 3, contenders: [...durableContenders, ['redb-alone', redbAlone()]] },
 ]
 
 await runSuite({ name: 'store', script: import.meta.url, scenarios: SCENARIOS, rounds: ROUNDS, unit: 'ops/s' })

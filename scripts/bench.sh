@@ -25,9 +25,9 @@ done
 
 phase_start build
 bash scripts/build.sh
-# The transports suite's rust-redis and rust-nats contenders: the Rust clients alone (not a
-# workspace member, so the core's build never compiles them).
-if [[ " ${suites[*]} " == *" transports "* ]]; then
+# The transports suite's rust-redis and rust-nats contenders (the Rust clients alone) and the
+# store suite's redb-alone: not a workspace member, so the core's build never compiles them.
+if [[ " ${suites[*]} " == *" transports "* || " ${suites[*]} " == *" store "* ]]; then
   cargo build --release --quiet --manifest-path benches/rust-clients/Cargo.toml
 fi
 phase_end

@@ -13,15 +13,33 @@
 //!
 //! Reads N messages through an existing durable pull consumer (pulls of up to `batch` kept
 //! going), acknowledging each, and prints the same line (first pull to the last ack flushed).
+//!
+//!   orrery-client-bench redb-put <file> <first key> <batch> <round ms>
+//!
+//! The store suite's durable-put done by redb alone (see `redb_put`): prints
+//! `{"msgs":<puts>,"ms":<round>,"p99_us":<a batch's p99>}`; `redb-count <file>` prints how many
+//! keys the file holds.
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+mod redb_put;
+
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 6 && args[1] == "redb-put" {
+        let round = std::time::Duration::from_millis(args[5].parse()?);
+        let done = redb_put::run(&args[2], args[3].parse()?, args[4].parse()?, round)?;
+        println!("{{\"msgs\":{},\"ms\":{:.3},\"p99_us\":{:.2}}}", done.puts, done.ms, done.p99_us);
+        return Ok(());
+    }
+    if args.len() == 3 && args[1] == "redb-count" {
+        println!("{}", redb_put::count(&args[2])?);
+        return Ok(());
+    }
     if args.len() == 7 && args[1] == "nats-consume" {
         let n: usize = args[5].parse()?;
         let batch: usize = args[6].parse()?;
