@@ -39,6 +39,7 @@ describe(`group options (${ENGINE})`, () => {
       { overflow: 1 },
       { from: 'now' },
       { from: { seq: -1 } },
+      { from: { time: 8.64e15 + 1 } },
       { from: null },
       { schema: {} },
       { schema: 5 },

@@ -34,6 +34,15 @@ async function until(done: () => boolean): Promise<void> {
   }
 }
 
+/** `values` with a hole (an entry left out, not `undefined`) at `at`. */
+function withHole(values: readonly string[], at: number): unknown[] {
+  const list: unknown[] = new Array(values.length + 1)
+  values.forEach((value, i) => {
+    list[i < at ? i : i + 1] = value
+  })
+  return list
+}
+
 const NO_SERVERS = env['ORRERY_SERVERS'] === 'none'
 const CLOSED_PORT = 'redis://127.0.0.1:1'
 
@@ -118,6 +127,43 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       'transports.main.tls.rejectUnauthorized',
     ],
     ['tls false with tls:// servers', { main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: false } }, undefined, 'INVALID_OPTION', 'transports.main.tls'],
+    // Holes in a list are left-out entries, refused as `undefined` is (map would skip them unchecked).
+    [
+      'a hole in nats servers',
+      { main: { kind: 'nats', servers: withHole(['nats://127.0.0.1:1'], 0) } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.servers[0]',
+    ],
+    [
+      'a hole in kafka brokers',
+      { main: { kind: 'kafka', brokers: withHole(['127.0.0.1:1', '127.0.0.1:2'], 1) } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.brokers[1]',
+    ],
+    [
+      'a hole in tls.ca',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', tls: { ca: withHole(['pem', 'pem'], 1) } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.tls.ca[1]',
+    ],
+    // Kafka sends the client id with a 16-bit length: a longer one crashed its client.
+    [
+      'a kafka clientId over 32,767 bytes',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', clientId: 'x'.repeat(32_768) } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.clientId',
+    ],
+    [
+      'a kafka clientId over 32,767 bytes in UTF-8',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', clientId: 'é'.repeat(16_384) } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.clientId',
+    ],
     [
       'tls settings with WebSocket servers',
       { main: { kind: 'nats', servers: 'wss://127.0.0.1:1', tls: { ca: 'pem' } } },

@@ -108,6 +108,9 @@ const OVERFLOW_POLICIES = Object.keys(OVERFLOW) as OverflowPolicy[]
 /** Envelope strings a publisher may set: well-formed, at most 255 bytes (the writer checks the length). */
 const ENVELOPE_STRINGS = ['sender', 'recipient', 'correlationId', 'causationId', 'schema'] as const
 
+/** The range of a JS Date (ms from the epoch): a start time beyond it names no moment a broker can seek to. */
+const MAX_DATE_MS = 8.64e15
+
 /** @internal Turns `from` into the core's (mode, value). */
 export function startOf(from: unknown): [number, number] {
   if (from === undefined || from === 'latest') return [START_MODES.latest, 0]
@@ -115,7 +118,7 @@ export function startOf(from: unknown): [number, number] {
   if (from !== null && typeof from === 'object' && !Array.isArray(from)) {
     const at = from as { seq?: unknown; time?: unknown }
     if (at.seq !== undefined) return [START_MODES.seq, int(at.seq, 'from.seq')]
-    if (at.time !== undefined) return [START_MODES.time, finite(at.time, 'from.time')]
+    if (at.time !== undefined) return [START_MODES.time, finite(at.time, 'from.time', { min: -MAX_DATE_MS, max: MAX_DATE_MS })]
   }
   refuse('option', 'from', from, "must be 'latest', 'earliest', { seq } or { time }")
 }

@@ -93,7 +93,7 @@ export interface KafkaTransportOptions {
   kind: 'kafka'
   /** `host:port` of one broker or more (the bootstrap list). */
   brokers: string | readonly string[]
-  /** The client id the brokers see (default `orrery`). */
+  /** The client id the brokers see (default `orrery`; at most 32,767 bytes in UTF-8). */
   clientId?: string
   /** Names Orrery's topics (`<prefix>-ch-<channel>`) and groups; default `orrery`. */
   prefix?: string
@@ -448,7 +448,8 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
   const raw = o['servers']
   const list = Array.isArray(raw) ? (raw as unknown[]) : [raw]
   if (list.length === 0) refuse('option', `${name}.servers`, raw, 'must name at least one server')
-  const servers = list.map((s, i) => {
+  // Array.from visits holes (map skips them): `[, url]` is refused like `[undefined, url]`.
+  const servers = Array.from(list, (s, i) => {
     const where = Array.isArray(raw) ? `${name}.servers[${i}]` : `${name}.servers`
     const url = text(s, where, { nonEmpty: true }, 'option')
     // A password (user:***@) or a token (***@) stays out of the message.
@@ -605,11 +606,24 @@ const KAFKA_BROKER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/
 const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const
 const SASL_KEYS = ['mechanism', 'username', 'password']
 
+/** Kafka writes a client id in every request header with a 16-bit length. */
+const MAX_CLIENT_ID_BYTES = 32_767
+
+function kafkaClientId(value: unknown, name: string): string {
+  const id = textOr(value, name) ?? 'orrery'
+  // At most 3 UTF-8 bytes a UTF-16 unit: only a long id is encoded to count.
+  if (id.length * 3 > MAX_CLIENT_ID_BYTES && new TextEncoder().encode(id).length > MAX_CLIENT_ID_BYTES) {
+    refuse('option', name, id, `must be at most ${MAX_CLIENT_ID_BYTES} bytes in UTF-8 (Kafka sends it with a 16-bit length)`)
+  }
+  return id
+}
+
 function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOptions {
   const raw = o['brokers']
   const list = Array.isArray(raw) ? (raw as unknown[]) : [raw]
   if (list.length === 0) refuse('option', `${name}.brokers`, raw, 'must name at least one broker')
-  const brokers = list.map((b, i) => {
+  // Array.from visits holes (map skips them): `[, url]` is refused like `[undefined, url]`.
+  const brokers = Array.from(list, (b, i) => {
     const where = Array.isArray(raw) ? `${name}.brokers[${i}]` : `${name}.brokers`
     const broker = text(b, where, { nonEmpty: true }, 'option')
     const port = KAFKA_BROKER.exec(broker)?.[1]
@@ -639,7 +653,7 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
   return {
     kind: 'kafka',
     brokers,
-    clientId: textOr(o['clientId'], `${name}.clientId`) ?? 'orrery',
+    clientId: kafkaClientId(o['clientId'], `${name}.clientId`),
     prefix,
     partitions,
     tls: checkTls(o['tls'], `${name}.tls`, false),

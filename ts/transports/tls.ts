@@ -64,7 +64,8 @@ export function checkTls(value: unknown, name: string, implied: boolean): Checke
   if (ca !== undefined) {
     if (Array.isArray(ca)) {
       if (ca.length === 0) refuse('option', `${name}.ca`, ca, 'must name at least one certificate authority')
-      checked.ca = ca.map((one, i) => pem(one, `${name}.ca[${i}]`, false))
+      // Array.from visits holes, which map would skip unchecked.
+      checked.ca = Array.from(ca as unknown[], (one, i) => pem(one, `${name}.ca[${i}]`, false))
     } else checked.ca = pem(ca, `${name}.ca`, false)
   }
   if (o['cert'] !== undefined) checked.cert = pem(o['cert'], `${name}.cert`, false)
