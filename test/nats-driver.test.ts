@@ -412,6 +412,31 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
     expect(tries).toBe(2)
   })
 
+  // The add's refusal was lost: the look-up after it said "no such stream", which read as a stream
+  // gone and was asked again for ever (subscribers and groups never started, nothing reported).
+  it("a channel whose stream the server will not make (another stream holds its subject) fails with the server's reason", async () => {
+    fresh()
+    const other = `${streamPrefix}-other-${counter}`
+    await jsm.streams.add({ name: other, subjects: [`${streamPrefix}.ch.${brokerName(ch('taken'))}`] })
+    try {
+      const a = await open()
+      const subscribed = new Promise<unknown>((resolve) => a.bus.subscribe(ch('taken'), { from: 'earliest' }).subscribe({ error: resolve }))
+      const attached = await a.bus.attached(ch('taken')).then(
+        () => undefined,
+        (error: unknown) => error,
+      )
+      expect(attached).toMatchObject({ code: 'TRANSPORT_UNAVAILABLE', details: { transport: 'main', channel: ch('taken') } })
+      expect((attached as Error).message).toMatch(/subjects overlap/)
+      expect(await subscribed).toMatchObject({ code: 'TRANSPORT_UNAVAILABLE', message: expect.stringMatching(/subjects overlap/) })
+      a.bus.group(ch('taken'), 'g', { from: 'earliest' }).consume((d) => d.ack())
+      await expect(a.bus.attached(ch('taken'))).rejects.toMatchObject({ code: 'TRANSPORT_UNAVAILABLE', message: expect.stringMatching(/subjects overlap/) })
+      await expect(a.bus.publish(ch('taken'), 1)).rejects.toMatchObject({ code: 'TRANSPORT_UNAVAILABLE', message: expect.stringMatching(/subjects overlap/) })
+      expect((await jsm.streams.info(other)).state.messages).toBe(0)
+    } finally {
+      await jsm.streams.delete(other)
+    }
+  })
+
   // The delivery is never terminated, so the server hands it out again every ack_wait and it is
   // dead-lettered again: each round used to leave its delivery held in the driver for good.
   it('a dead-letter write the server refuses leaves no delivery held behind, round after round', async () => {

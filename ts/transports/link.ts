@@ -558,7 +558,11 @@ export class Transports {
     const opening: Promise<void>[] = []
     if (channel.mirror !== undefined) opening.push(channel.mirror)
     for (const g of this.groups.values()) if (g.ref.channel === channel.name && g.deleted !== true) opening.push(g.opened)
-    await Promise.all(opening)
+    await Promise.all(opening).catch((error: unknown) => {
+      // A client's own error (a refusal by the broker) is said of this channel, with a code.
+      const details = { transport: channel.transport.name, channel: channel.name }
+      throw failureOf(error, 'TRANSPORT_UNAVAILABLE', `transport ${details.transport} could not attach channel ${details.channel}`, details)
+    })
   }
 
   /**

@@ -592,9 +592,12 @@ export class NatsDriver implements Driver {
         })
         return
       } catch (error) {
-        // Another process made it meanwhile.
-        info = await jsm.streams.info(name)
-        if (info === undefined) throw error
+        // Another process made it meanwhile; if not, the add's refusal is the reason (another
+        // stream holding the channel's subject, limits of the account), not "no such stream",
+        // which would read as a stream gone and be asked again for ever.
+        info = await jsm.streams.info(name).catch((lookup: unknown) => {
+          throw this.isNotFound(lookup) ? error : lookup
+        })
       }
     }
     if (first && this.kept.get(channel) === undefined && windowMs === undefined) return
