@@ -136,6 +136,33 @@ describe('nats transport options', () => {
     for (const secret of ['s3cretPW', 't0kenXYZ', 'optPass99', SEED, CREDS_SEED, JWT]) expect(all).not.toContain(secret)
   })
 
+  // Not in a page: the driver here is built on nats.js's Node (TCP) client. Every `e` of a message
+  // was hidden for a password `e`: "conn***ction r***fus***d" mangled it and said the secret.
+  it.skipIf(IN_BROWSER)('a short secret is hidden where it stands alone, not inside the words of a message', async () => {
+    const reported: unknown[] = []
+    const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
+    const config = {
+      kind: 'nats',
+      servers: ['nats://o.k@127.0.0.1:1'],
+      token: undefined,
+      user: 'bob',
+      pass: 'e',
+      nkeySeed: undefined,
+      creds: undefined,
+      tls: undefined,
+      prefix: 'orrery',
+      connectTimeoutMs: 500,
+      publishTimeoutMs: 500,
+      requests: 'stream',
+    } as const
+    const driver = new NatsDriver(await loadNats(), config, sink, 'main')
+    const words = new Error('connection refused by a book keeper')
+    driver.sinkOf.failed(words)
+    driver.sinkOf.failed(new Error('authorization failed for bob with e (token o.k, not ok)'))
+    expect(reported[0]).toBe(words)
+    expect((reported[1] as Error).message).toBe('authorization failed for bob with *** (token ***, not ok)')
+  })
+
   // Not in a page: nats:// is TCP.
   it.skipIf(IN_BROWSER)('an unreachable server is TRANSPORT_UNAVAILABLE', async () => {
     await expectRefused(

@@ -73,6 +73,22 @@ function secretsOf(config: CheckedNatsOptions): string[] {
   return [...new Set(found.filter((s): s is string => s !== undefined && s !== ''))]
 }
 
+/** Secrets shorter than this are hidden only where they stand alone (see `hiders`). */
+const SHORT_SECRET = 8
+
+/**
+ * A pattern for each secret that finds it in a message. A long one is hidden wherever it
+ * appears; a short one only where no letter or digit touches it: hidden inside words (the `e`s
+ * of "connection refused"), the marks would mangle the message and show where it occurs, which
+ * says the secret.
+ */
+function hiders(secrets: readonly string[]): RegExp[] {
+  return secrets.map((secret) => {
+    const literal = secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    return new RegExp(secret.length >= SHORT_SECRET ? literal : `(?<![A-Za-z0-9])${literal}(?![A-Za-z0-9])`, 'g')
+  })
+}
+
 /**
  * A name as one subject token and a valid stream or consumer name: letters, digits and `-` stay,
  * every other character is `_` and its code in hex (`orders.eu` -> `orders_2Eeu`), so distinct
@@ -233,7 +249,8 @@ export class NatsDriver implements Driver {
   private readonly cuts = new Set<(error: Error) => void>()
   private readonly serverKey: string
   /** Passwords and tokens of the configuration: never in a message this driver gives out. */
-  private readonly secrets: string[]
+  /** What hides each secret of the configuration (see `hiders`). */
+  private readonly secrets: RegExp[]
   private readonly sink: DriverSink
   /** @internal The transport's signing (undefined: messages go unsigned and nothing is checked). */
   readonly signing: Signing | undefined
@@ -254,7 +271,7 @@ export class NatsDriver implements Driver {
     private readonly openWire?: OpenNatsWire,
   ) {
     this.serverKey = serversKey(config.servers, 4222)
-    this.secrets = secretsOf(config)
+    this.secrets = hiders(secretsOf(config))
     // What reaches the bus's transport-error events passes through the same redaction.
     this.sink = {
       ingest: (b) => sink.ingest(b),
@@ -280,7 +297,7 @@ export class NatsDriver implements Driver {
   /** `text` with every secret of the configuration replaced by `***`. */
   private scrub(text: string): string {
     let out = text.replace(/([a-z]+:\/\/[^\s@/]*@)/gi, (m) => shownUrl(m))
-    for (const secret of this.secrets) out = out.split(secret).join('***')
+    for (const secret of this.secrets) out = out.replace(secret, '***')
     return out
   }
 
