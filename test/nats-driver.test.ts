@@ -739,6 +739,23 @@ describe.skipIf(IN_BROWSER || NO_SERVERS)(`the nats driver (${ENGINE})`, () => {
         ]),
       'MESSAGE_TOO_LARGE',
     )
+    // Nor anything else of it: the message of a channel of this process only, which the core
+    // delivered before the driver looked, is published nowhere (refused before anything crosses).
+    const here = `here${counter}`
+    const local: unknown[] = []
+    a.bus.subscribe(here).subscribe((m) => local.push(m.payload))
+    await expectRefused(
+      () =>
+        a.bus.publishBatch([
+          { channel: here, payload: 'local' },
+          { channel: ch('big'), payload: big },
+        ]),
+      'MESSAGE_TOO_LARGE',
+    )
+    await expectRefused(() => a.bus.request(ch('big'), big, { timeout: 1_000 }), 'MESSAGE_TOO_LARGE')
+    await sleep(50)
+    expect(local).toEqual([])
+    expect(a.bus.stats(here).published).toBe(0)
     // With a dedup id the header counts too.
     a.bus.channel(ch('big.id'), { dedupWindowMs: 60_000 })
     await expectRefused(() => a.bus.publish(ch('big.id'), 'y'.repeat(limit - 20), { id: 'one' }), 'MESSAGE_TOO_LARGE')

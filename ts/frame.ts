@@ -288,6 +288,11 @@ export class FrameWriter {
     return this.buf.subarray(0, this.pos)
   }
 
+  /** How many bytes the frames written so far take (where the next one starts). */
+  get size(): number {
+    return this.pos
+  }
+
   reset(): void {
     this.pos = 0
   }

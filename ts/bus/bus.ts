@@ -498,8 +498,14 @@ export class Bus {
     let durable = false
     for (let i = 0; i < items.length; i++) {
       const { channel, payload, options = NO_OPTIONS } = items[i]!
-      raw[i] = this.encode(w, this.channelId(channel), payload, options, now, replyToken)
-      if (remote !== undefined && this.checkBoundPublish(channel, options)) durable = true
+      const id = this.channelId(channel)
+      const start = w.size
+      raw[i] = this.encode(w, id, payload, options, now, replyToken)
+      if (remote === undefined) continue
+      const to = this.boundPublish(id, options)
+      // A frame its broker would refuse whatever happens refuses the whole batch: nothing is published anywhere.
+      if (to !== undefined) remote.refuse(to, w, start)
+      else if (remote.isDurable(id)) durable = true
     }
     const published = this.core.publish(w.bytes(), now)
     this.scheduleFlush()
@@ -512,14 +518,13 @@ export class Bus {
   }
 
   /**
-   * Refuses, before anything crosses, what a bound channel's backend cannot carry (the options were
-   * checked by `encode`); says whether the channel is kept on disk (its publish waits for the commit).
+   * The channel's binding, if it has one; refuses, before anything crosses, what its backend
+   * cannot carry (the options were checked by `encode`).
    */
-  private checkBoundPublish(channel: string, options: PublishOptions): boolean {
-    const id = this.channelId(channel)
+  private boundPublish(id: number, options: PublishOptions): BoundChannel | undefined {
     const bound = this.remote!.find(id)
     if (bound !== undefined && options.priority !== undefined && options.priority !== 'normal') this.remote!.require(bound, 'priority')
-    return bound === undefined && this.remote!.isDurable(id)
+    return bound
   }
 
   /** Encodes one message into `w`; its options are checked here unless the caller already did (`checked`: a request checks them once at its entry). */
@@ -1015,8 +1020,10 @@ export class Bus {
     w.reset()
     // The kind is passed, not spread into a copy of the options: the copy (a new shape per call
     // site) made every later read of it megamorphic, about 4 µs a round trip in a loop.
-    this.encode(w, this.channelId(channel), payload, options, now, 0, true, QUERY_KIND)
-    if (this.remote !== undefined) this.checkBoundPublish(channel, options)
+    const id = this.channelId(channel)
+    this.encode(w, id, payload, options, now, 0, true, QUERY_KIND)
+    const bound = this.remote === undefined ? undefined : this.boundPublish(id, options)
+    if (bound !== undefined) this.remote!.refuse(bound, w, 0)
     const token = this.core.request(w.bytes(), timeout, now)
     // The core's next deadline is at or before this one; arming for it directly spares asking
     // the core (a crossing) after every request. An earlier timer stays as it is.

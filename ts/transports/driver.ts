@@ -4,6 +4,8 @@
  * (ingest); control-plane calls (mirrors, broker groups, retention) come from the facade.
  */
 
+import type { OrreryError } from '../errors.js'
+
 /** A channel as a driver sees it: its local id (for ingest) and its name (the broker's key). */
 export interface ChannelRef {
   readonly id: number
@@ -95,6 +97,12 @@ export interface Driver {
    * written in time, CLOSED when the driver closed first.
    */
   write(records: readonly Egress[]): Promise<number>
+  /**
+   * A publish refused before anything crosses into the core: a frame `write` would certainly
+   * refuse, however it is sent (over the broker's size limit even with the fewest headers).
+   * Asked of every frame for a bound channel, so a batch holding one publishes nothing anywhere.
+   */
+  refusal?(channel: string, frame: Uint8Array): OrreryError | undefined
   /**
    * Calls `start` once `channel`'s mirror (opened before) holds every entry the broker had when
    * this call reached it, and none added after: between two ingests, so a subscription made then

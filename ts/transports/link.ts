@@ -6,6 +6,7 @@
  */
 import type { BusCore, OpenNatsWire } from '../engines/backend.js'
 import { DEFAULTS, FRAME } from '../engines/manifest.js'
+import type { FrameWriter } from '../frame.js'
 import { type ErrorCode, failureOf, isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
 import type { CheckedKafkaOptions, CheckedNatsOptions, CheckedRedisOptions, CheckedTransport, CheckedTransports } from './config.js'
@@ -444,6 +445,17 @@ export class Transports {
   }
 
   /** The bound channel with this id, if it is bound to a driver. */
+  /**
+   * Throws what `channel`'s driver would certainly refuse of the frame `frames` holds from
+   * `start`, before it crosses into the core (see `Driver.refusal`).
+   */
+  refuse(channel: BoundChannel, frames: FrameWriter, start: number): void {
+    const { driver } = channel
+    if (driver.refusal === undefined) return
+    const refusal = driver.refusal(channel.name, frames.bytes().subarray(start))
+    if (refusal !== undefined) throw refusal
+  }
+
   find(id: number): BoundChannel | undefined {
     return this.bound.get(id)
   }

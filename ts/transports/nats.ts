@@ -809,6 +809,13 @@ export class NatsDriver implements Driver {
    * bytes before it in the payload (a core request's route), is over the max_payload the server
    * announced (1 MB unless the server is set otherwise); undefined if it fits.
    */
+  refusal(channel: string, frame: Uint8Array): OrreryError | undefined {
+    // With the fewest headers a publish carries (a signature's, if signed; no Nats-Msg-Id): over
+    // the limit so, it is over it however it is sent. One within a dedup header of the limit is
+    // refused by `write`, which knows the channel's dedup window.
+    return this.tooLarge(channel, frame, this.signatureHeaderBytes())
+  }
+
   private tooLarge(channel: string, frame: Uint8Array, headerLines: number, what = 'a message to', ahead = 0): OrreryError | undefined {
     const limit = this.nc?.info?.max_payload
     if (limit === undefined || limit <= 0) return undefined
