@@ -204,3 +204,45 @@ describe.skipIf(nats.skip !== undefined)(`requests across processes on nats (${E
     expect(a.bus.lateReplies()).toBe(0)
   })
 })
+
+const kafka = BACKENDS.find((b) => b.name === 'kafka')!
+
+describe.skipIf(kafka.skip !== undefined)(`requests across processes on kafka (${ENGINE})${kafka.skip ? ` [skipped: ${kafka.skip}]` : ''}`, () => {
+  if (kafka.broken !== undefined) {
+    it('has its server', () => {
+      throw new Error(kafka.broken)
+    })
+    return
+  }
+  const opened: Orrery[] = []
+  afterEach(async () => {
+    for (const o of opened.splice(0)) await stop(o)
+  })
+
+  // The broker refused the reply's produce and the requester waited out its timeout (for ever
+  // with `timeout: Infinity`): the refusal is answered in the reply's place now, as on NATS.
+  it("a reply over the topic's max.message.bytes fails its request at once (HANDLER_ERROR, remoteCode MESSAGE_TOO_LARGE); the responder reports it", {
+    timeout: 60_000,
+  }, async () => {
+    const prefix = `rqk-${RUN}-${++runs}.`
+    const [a, b] = [await kafka.open(prefix), await kafka.open(prefix)]
+    opened.push(a, b)
+    const reported: unknown[] = []
+    b.bus.events.subscribe((e) => {
+      if (e.type === 'transport-error') reported.push(e.error)
+    })
+    b.bus.respond<number, string>(`${prefix}echo`, (req) => 'x'.repeat(req.payload), { group: 'echoers' })
+    await b.bus.attached(`${prefix}echo`)
+    const err = await a.bus.request(`${prefix}echo`, 2_000_000, { timeout: Infinity }).then(
+      () => undefined,
+      (error: unknown) => error,
+    )
+    expect(isOrreryError(err, 'HANDLER_ERROR')).toBe(true)
+    expect((err as { details: Record<string, unknown> }).details).toMatchObject({ remoteCode: 'MESSAGE_TOO_LARGE', channel: `${prefix}echo` })
+    expect(reported.some((e) => isOrreryError(e, 'MESSAGE_TOO_LARGE'))).toBe(true)
+    // The responder goes on: a reply under the limit comes back.
+    const reply = await a.bus.request<string>(`${prefix}echo`, 900_000, { timeout: 20_000 })
+    expect(reply.payload).toHaveLength(900_000)
+    expect(a.bus.lateReplies()).toBe(0)
+  })
+})

@@ -19,7 +19,7 @@ import { KafkaProduces, type Outgoing, type Place, recordBytes } from './kafka-p
 import { ReplyReader } from './kafka-replies.js'
 import { closeClient, closedByBroker, type Offsets, protocolIds, REPLY_TO, RETRY_MS, SIGNATURE, TIMEOUT, type TopicLayout } from './kafka-shared.js'
 import { Signing } from './signing.js'
-import { type PendingWrite, transportError, Writes } from './writes.js'
+import { errorReply, type PendingWrite, transportError, Writes } from './writes.js'
 
 /** The @platformatic/kafka module, as the driver uses it. */
 export type KafkaModule = typeof import('@platformatic/kafka')
@@ -71,7 +71,8 @@ function goneTopicName(error: unknown): string | undefined {
 
 /** A record of a produce, the topic it goes to, the write it is part of and its size at most. */
 interface Entry {
-  readonly record: Extract<Egress, { frame: Uint8Array }>
+  /** Its record; a reply the broker refused as too large becomes an error reply (`answerOversized`). */
+  record: Extract<Egress, { frame: Uint8Array }>
   readonly topic: string
   /** Its place in its topic's round robin over partitions, and the partition it went to first. */
   readonly place: Place
@@ -728,20 +729,22 @@ export class KafkaDriver implements Driver {
           // fail. The partitions that refused say which records (none named: all of them).
           const produce = sending.produces[sending.next]!
           const named = produce.refused !== undefined && produce.refused.size > 0 ? produce.refused : undefined
+          const answers = this.answerOversized(produce, named, refused, error)
           // Each write fails naming the channels of its records that were refused.
           const failing = new Map<PendingWrite, { id: string | undefined; channels: Set<string> }>()
           for (const e of produce.entries) {
-            if (named !== undefined && !named.has(e)) continue
+            if ((named !== undefined && !named.has(e)) || answers.has(e)) continue
             const f = failing.get(e.write) ?? { id: named?.get(e) ?? refused, channels: new Set<string>() }
             f.channels.add(e.record.kind === 'dead' ? e.record.deadLetter : e.record.channel)
             failing.set(e.write, f)
           }
           for (const [write, f] of failing) this.writes.fail(write, this.refused(write, error, f.id, f.channels))
           produce.refused = undefined
-          if (named !== undefined && produce.entries.some((e) => !named.has(e))) {
+          if (answers.size > 0 || (named !== undefined && produce.entries.some((e) => !named.has(e)))) {
             // The rest was neither stored nor refused (another partition's or broker's answer, or
-            // none): it may be stored, so it goes again as it was, before anything later.
-            produce.entries = produce.entries.filter((e) => !named.has(e))
+            // none): it may be stored, so it goes again as it was, before anything later, with the
+            // error replies in place of the replies refused.
+            produce.entries = produce.entries.filter((e) => answers.has(e) || (named !== undefined && !named.has(e)))
             if (ids.some((id) => IDENTITY_LOST.has(id))) this.renewProducer()
             if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
             return
@@ -757,6 +760,26 @@ export class KafkaDriver implements Driver {
         if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
       },
     )
+  }
+
+  /**
+   * The replies of `produce` refused as over the topic's limit become error replies, which go in
+   * their place, so that the requester fails at once with the refusal (`HANDLER_ERROR`,
+   * `details.remoteCode` `MESSAGE_TOO_LARGE`, as on NATS) rather than waiting out its timeout;
+   * the refusal is reported too. The entries changed so.
+   */
+  private answerOversized(produce: Produce, named: ReadonlyMap<Entry, string> | undefined, refused: string | undefined, error: unknown): Set<Entry> {
+    const answers = new Set<Entry>()
+    for (const e of produce.entries) {
+      if (e.record.kind !== 'reply' || (named !== undefined && !named.has(e))) continue
+      const id = named?.get(e) ?? refused
+      if (id !== 'MESSAGE_TOO_LARGE' && id !== 'RECORD_LIST_TOO_LARGE') continue
+      const why = this.refused(e.write, error, id, new Set([e.record.channel]))
+      e.record = { ...e.record, frame: errorReply(e.record.frame, why) }
+      answers.add(e)
+      this.sink.failed(why)
+    }
+    return answers
   }
 
   /**

@@ -13,10 +13,8 @@ import type { Msg, NatsConnection, Subscription, TlsOptions } from '@nats-io/nat
 import { sha256 } from '@noble/hashes/sha2.js'
 import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js'
 
-import { encodePayload } from '../codec.js'
 import { askUntilAnswered } from './asking.js'
 import { OrreryError } from '../errors.js'
-import { decodeFrame, FrameWriter, LAYOUT } from '../frame.js'
 import { type CheckedNatsOptions, withoutCredentials } from './config.js'
 import type { BrokerRetention, ChannelRef, Driver, DriverSink, Egress, GroupRef, HistoryBound } from './driver.js'
 import { type AckSink, PubAcks } from './nats-acks.js'
@@ -24,7 +22,7 @@ import { type CoreHost, CoreRequests } from './nats-core-requests.js'
 import type { NatsModules } from './nats-connect.js'
 import { IngestWriter } from './records.js'
 import { DELIVERED, MSG_ID, REPLY_TO, routeOfMsg, SIGNATURE, TIMEOUT } from './nats-headers.js'
-import { frameIdHex, type PendingWrite, threshold, transportError, Writes } from './writes.js'
+import { errorReply, frameIdHex, type PendingWrite, threshold, transportError, Writes } from './writes.js'
 import type { OpenNatsWire } from '../engines/backend.js'
 import { credsFile, openWire, type Wire, type WireRecord } from './nats-wire.js'
 import { CatchUps, catchUpWith, FirstLook, GroupStarts, heldBy, Markers, sendable, serversKey } from './catch-up.js'
@@ -151,28 +149,6 @@ const ms = (n: number): number => Math.round(n * 1e6)
  * which came first).
  */
 const markers = new Markers()
-
-/**
- * The error reply sent in place of `reply`: the same request token, channel and correlation id,
- * and `{ message, code }` as the reply to a handler that threw (the requester's HANDLER_ERROR,
- * `details.remoteCode` the code).
- */
-function errorReply(reply: Uint8Array, error: OrreryError): Uint8Array {
-  const f = decodeFrame(reply)
-  const token = new DataView(reply.buffer, reply.byteOffset, reply.byteLength).getUint32(LAYOUT.offReply, true)
-  const w = new FrameWriter()
-  const meta = {
-    id: f.id,
-    kind: 'error',
-    priority: f.priority,
-    codec: 'json',
-    timestamp: f.timestamp,
-    expiresAt: f.expiresAt,
-    correlationId: f.correlationId,
-  } as const
-  w.push(f.channel, meta, encodePayload('json', { message: error.message, code: error.code }), token)
-  return w.bytes().slice()
-}
 
 const later: (f: () => void) => void = typeof setImmediate === 'function' ? (f) => void setImmediate(f) : (f) => void setTimeout(f, 0)
 

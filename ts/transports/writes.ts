@@ -6,7 +6,8 @@
 import { bytesToHex } from '@noble/hashes/utils.js'
 
 import { OrreryError } from '../errors.js'
-import { LAYOUT as FRAME } from '../frame.js'
+import { encodePayload } from '../codec.js'
+import { decodeFrame, FrameWriter, LAYOUT as FRAME } from '../frame.js'
 import type { Markers, OpenWrites } from './catch-up.js'
 import type { Egress, GroupRef } from './driver.js'
 
@@ -161,4 +162,26 @@ export function threshold(group: GroupRef): number {
 export function frameIdHex(frame: Uint8Array): string {
   const len = frame[FRAME.headerLen] ?? 0
   return bytesToHex(frame.subarray(FRAME.headerLen + 1, FRAME.headerLen + 1 + len))
+}
+
+/**
+ * The error reply sent in place of `reply`: the same request token, channel and correlation id,
+ * and `{ message, code }` as the reply to a handler that threw (the requester's HANDLER_ERROR,
+ * `details.remoteCode` the code).
+ */
+export function errorReply(reply: Uint8Array, error: OrreryError): Uint8Array {
+  const f = decodeFrame(reply)
+  const token = new DataView(reply.buffer, reply.byteOffset, reply.byteLength).getUint32(FRAME.offReply, true)
+  const w = new FrameWriter()
+  const meta = {
+    id: f.id,
+    kind: 'error',
+    priority: f.priority,
+    codec: 'json',
+    timestamp: f.timestamp,
+    expiresAt: f.expiresAt,
+    correlationId: f.correlationId,
+  } as const
+  w.push(f.channel, meta, encodePayload('json', { message: error.message, code: error.code }), token)
+  return w.bytes().slice()
 }
