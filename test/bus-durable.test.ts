@@ -94,9 +94,10 @@ describe.runIf(ENGINE === 'native')('durable transport', () => {
   it('refuses what it cannot open', async () => {
     const path = fresh()
     const first = await open(path)
-    expect((await errorOf(() => open(path)))?.code).toBe('STORE_IO')
+    // The file is named in details (as the durable store's open names it).
+    expect(await errorOf(() => open(path))).toMatchObject({ code: 'STORE_IO', details: { path, damaged: false } })
     first.close()
-    expect((await errorOf(() => open(dir)))?.code).toBe('STORE_IO')
+    expect(await errorOf(() => open(dir))).toMatchObject({ code: 'STORE_IO', details: { path: dir } })
     const two = { a: { kind: 'durable', path: fresh() }, b: { kind: 'durable', path: fresh() } } as const
     expect(await errorOf(() => Orrery.create({ transports: two }))).toMatchObject({ code: 'INVALID_OPTION' })
     expect(await errorOf(() => Orrery.create({ transports: { a: { kind: 'durable' } as never } }))).toMatchObject({ code: 'INVALID_OPTION' })

@@ -149,6 +149,13 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       'INVALID_OPTION',
       'transports.main.tls.ca[1]',
     ],
+    [
+      'an empty kafka sasl username',
+      { main: { kind: 'kafka', brokers: '127.0.0.1:1', sasl: { mechanism: 'PLAIN', username: '', password: 'p' } } },
+      undefined,
+      'INVALID_OPTION',
+      'transports.main.sasl.username',
+    ],
     // Kafka sends the client id with a 16-bit length: a longer one crashed its client.
     [
       'a kafka clientId over 32,767 bytes',

@@ -267,11 +267,19 @@ export function openNativeStore(b: NativeStoreBinding, o: StoreCoreOptions & { p
   try {
     return new NativeStoreCore(b, b.NativeStore.open(o.path, o.batched, o.maxValueBytes, o.history, o.replica, o.tombstoneMs), true, o.maxValueBytes)
   } catch (e) {
-    const error = fromEngine(e)
-    if (error.code !== 'STORE_IO') throw error
-    // Which file, and whether it is damaged (rather than missing a directory or space), as
-    // fields: a process may open several stores, and a damaged one needs a person.
-    const damaged = error.message.includes('the file is damaged')
-    throw new OrreryError('STORE_IO', error.message, { cause: e, details: { ...error.details, path: o.path, damaged } })
+    throw openFailure(e, o.path)
   }
+}
+
+/**
+ * What opening the file at `path` failed with: a disk failure (`STORE_IO`) names the file and
+ * says whether it is damaged (rather than missing a directory or space), as fields, since a
+ * process may open several files and a damaged one needs a person. The store's and the durable
+ * transport's opens both say so.
+ */
+export function openFailure(e: unknown, path: string): OrreryError {
+  const error = fromEngine(e)
+  if (error.code !== 'STORE_IO') return error
+  const damaged = error.message.includes('the file is damaged')
+  return new OrreryError('STORE_IO', error.message, { cause: e, details: { ...error.details, path, damaged } })
 }

@@ -8,7 +8,7 @@ import { adaptBus, Slab } from './adapter.js'
 import { guardOf, NATIVE_FAILURES } from './failures.js'
 import { callBlock } from './call-block.js'
 import { createNativeMesh, type NativeMeshBinding } from './native-mesh.js'
-import { createNativeStore, openNativeStore, type NativeStoreBinding } from './native-store.js'
+import { createNativeStore, openFailure, openNativeStore, type NativeStoreBinding } from './native-store.js'
 import { createNativeWorkflows, type NativeWorkflowBinding } from './native-workflow.js'
 import { registerEngineHooks } from './test-hooks.js'
 
@@ -208,7 +208,13 @@ function adapt(b: NativeBinding, handle: NativeBusHandle, attached = false) {
     },
   })
   core.openDisk = (path) => {
-    guard(() => handle.openDisk(path))
+    guard(() => {
+      try {
+        handle.openDisk(path)
+      } catch (e) {
+        throw openFailure(e, path)
+      }
+    })
     return {
       makeDurable: (channel) => guard(() => handle.makeDurable(channel)),
       isDurable: (channel) => guard(() => handle.isDurable(channel)),

@@ -646,7 +646,7 @@ function kafkaOptions(o: Record<string, unknown>, name: string): CheckedKafkaOpt
     onlyKeys(s, SASL_KEYS, `${name}.sasl`)
     sasl = {
       mechanism: oneOf(s['mechanism'], SASL_MECHANISMS, `${name}.sasl.mechanism`),
-      username: text(s['username'], `${name}.sasl.username`, {}, 'option'),
+      username: text(s['username'], `${name}.sasl.username`, { nonEmpty: true }, 'option'),
       password: secretOr(s['password'], `${name}.sasl.password`) ?? refuseSecret(`${name}.sasl.password`, undefined, 'must be a string'),
     }
   }
