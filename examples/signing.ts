@@ -37,6 +37,6 @@ while (seen.length < 1) await new Promise((r) => setTimeout(r, 10))
 assert.deepEqual(seen, ['genuine'])
 assert.equal(shipping.bus.stats('orders').signatureRefused, 1) // and replayRefused for copies
 assert.match(refused[0]!, /^signature on orders: it carries no signature/)
-// #endregion
 
 for (const o of [billing, shipping, intruder]) await o.shutdown()
+// #endregion
