@@ -1390,19 +1390,19 @@ export class Bus {
    * once (other processes take it without waiting for its lease), every write is waited for,
    * then the bus closes. Without transports it is `close`.
    */
-  shutdown(): Promise<ShutdownOutcome> {
-    this.stopping ??= this.shutdownOnce()
+  shutdown(drainMs = 0): Promise<ShutdownOutcome> {
+    this.stopping ??= this.shutdownOnce(drainMs)
     return this.stopping
   }
 
   private stopping: Promise<ShutdownOutcome> | undefined
 
-  private async shutdownOnce(): Promise<ShutdownOutcome> {
+  private async shutdownOnce(drainMs: number): Promise<ShutdownOutcome> {
     let outcome: ShutdownOutcome = { graceful: true, errors: [] }
     if (this.closed) return outcome
     if (this.remote !== undefined) {
       this.flush()
-      outcome = await this.remote.shutdown()
+      outcome = await this.remote.shutdown(drainMs)
     }
     this.close()
     return outcome
