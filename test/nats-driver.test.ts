@@ -143,7 +143,7 @@ describe('nats transport options', () => {
     const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
     const config = {
       kind: 'nats',
-      servers: ['nats://o.k@127.0.0.1:1'],
+      servers: ['nats://o.k@127.0.0.1:1', 'nats://u:-p-@127.0.0.1:2', 'nats://u:p%C3%A9@127.0.0.1:3'],
       token: undefined,
       user: 'bob',
       pass: 'e',
@@ -159,8 +159,11 @@ describe('nats transport options', () => {
     const words = new Error('connection refused by a book keeper')
     driver.sinkOf.failed(words)
     driver.sinkOf.failed(new Error('authorization failed for bob with e (token o.k, not ok)'))
+    // A secret whose end is not a letter or digit is hidden wherever it is; letters of any script count.
+    driver.sinkOf.failed(new Error('bad pass a-p-b; pépé is not pé'))
     expect(reported[0]).toBe(words)
     expect((reported[1] as Error).message).toBe('authorization failed for bob with *** (token ***, not ok)')
+    expect((reported[2] as Error).message).toBe('bad pass a***b; pépé is not ***')
   })
 
   // Not in a page: nats:// is TCP.

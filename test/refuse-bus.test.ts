@@ -272,8 +272,20 @@ describe(`channel and subscription options are checked in TS, the same on both e
     for (const buffer of ['10', 0, -1, 1.5, NaN, Infinity, 2 ** 28 + 1, true, null]) {
       await expectRefused(() => bus.subscribe('c', { buffer: buffer as never }), 'INVALID_OPTION')
     }
-    // A time beyond a JS Date's range (±8.64e15 ms) names no moment a broker can seek to.
-    for (const from of ['now', 5, null, { seq: '1' }, { seq: -1 }, { seq: 1.5 }, { time: NaN }, { time: '5' }, { time: 1e20 }, { time: -8.64e15 - 1 }, {}]) {
+    // A time past the end of year 9999 names no moment a broker can seek to.
+    for (const from of [
+      'now',
+      5,
+      null,
+      { seq: '1' },
+      { seq: -1 },
+      { seq: 1.5 },
+      { time: NaN },
+      { time: '5' },
+      { time: 1e20 },
+      { time: 253_402_300_800_000 },
+      {},
+    ]) {
       await expectRefused(() => bus.subscribe('c', { from: from as never }), 'INVALID_OPTION')
     }
     await expectRefused(() => bus.subscribe('c', { schema: {} as never }), 'INVALID_OPTION')

@@ -566,6 +566,22 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       const got = listen(o.bus.subscribe<string>(ch, { from: 'earliest' }))
       await until(() => got.items.length >= 1, 20_000, 'the publish after it')
       expect(got.items.map((m) => m.payload)).toEqual(['after'])
+      // Refused before it crosses into the core: a batch holding it publishes nothing anywhere,
+      // not even on a channel of this process only.
+      const here = listen(o.bus.subscribe<string>(`local-${p}`))
+      const batch = await o.bus
+        .publishBatch([
+          { channel: `local-${p}`, payload: 'local' },
+          { channel: ch, payload: new Uint8Array(REQUEST_BYTES + 1), options: { codec: 'raw' } },
+        ])
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        )
+      expect(isOrreryError(batch, 'MESSAGE_TOO_LARGE'), String(batch)).toBe(true)
+      await new Promise((r) => setTimeout(r, 50))
+      expect(here.items).toEqual([])
+      expect(o.bus.stats(`local-${p}`).published).toBe(0)
     } finally {
       await stop(o)
     }

@@ -108,8 +108,11 @@ const OVERFLOW_POLICIES = Object.keys(OVERFLOW) as OverflowPolicy[]
 /** Envelope strings a publisher may set: well-formed, at most 255 bytes (the writer checks the length). */
 const ENVELOPE_STRINGS = ['sender', 'recipient', 'correlationId', 'causationId', 'schema'] as const
 
-/** The range of a JS Date (ms from the epoch): a start time beyond it names no moment a broker can seek to. */
-const MAX_DATE_MS = 8.64e15
+/**
+ * The latest start time (ms from the epoch): the end of year 9999, the last a broker's timestamps
+ * (an ISO date on NATS) can say; anything before it (before 1970 too) is every message retained.
+ */
+const MAX_START_MS = 253_402_300_799_999
 
 /** @internal Turns `from` into the core's (mode, value). */
 export function startOf(from: unknown): [number, number] {
@@ -118,7 +121,7 @@ export function startOf(from: unknown): [number, number] {
   if (from !== null && typeof from === 'object' && !Array.isArray(from)) {
     const at = from as { seq?: unknown; time?: unknown }
     if (at.seq !== undefined) return [START_MODES.seq, int(at.seq, 'from.seq')]
-    if (at.time !== undefined) return [START_MODES.time, finite(at.time, 'from.time', { min: -MAX_DATE_MS, max: MAX_DATE_MS })]
+    if (at.time !== undefined) return [START_MODES.time, finite(at.time, 'from.time', { max: MAX_START_MS })]
   }
   refuse('option', 'from', from, "must be 'latest', 'earliest', { seq } or { time }")
 }

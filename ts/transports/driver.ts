@@ -98,11 +98,12 @@ export interface Driver {
    */
   write(records: readonly Egress[]): Promise<number>
   /**
-   * A publish refused before anything crosses into the core: a frame `write` would certainly
-   * refuse, however it is sent (over the broker's size limit even with the fewest headers).
+   * A publish refused before anything crosses into the core: a frame of `frameBytes` that
+   * `write` would certainly refuse, however it is sent (over the broker's size limit even with
+   * the fewest headers).
    * Asked of every frame for a bound channel, so a batch holding one publishes nothing anywhere.
    */
-  refusal?(channel: string, frame: Uint8Array): OrreryError | undefined
+  refusal?(channel: string, frameBytes: number): OrreryError | undefined
   /**
    * Calls `start` once `channel`'s mirror (opened before) holds every entry the broker had when
    * this call reached it, and none added after: between two ingests, so a subscription made then

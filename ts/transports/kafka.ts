@@ -196,6 +196,8 @@ export class KafkaDriver implements Driver {
    */
   private round: Round | undefined
   private readonly writes = new Writes(markers, (r) => this.topicKeyOf(r))
+  /** Entries whose reply was answered with an error in its place (see `answerOversized`). */
+  private readonly errorReplies = new WeakSet<Entry>()
   /** Groups from 'latest' being made, which publishes wait for. */
   private readonly starts = new GroupStarts(markers)
   private readonly kept = new Map<string, BrokerRetention>()
@@ -602,21 +604,32 @@ export class KafkaDriver implements Driver {
 
   // --- writes ---------------------------------------------------------------------------------
 
+  refusal(channel: string, frameBytes: number): OrreryError | undefined {
+    if (frameBytes <= REQUEST_BYTES - REQUEST_HEADROOM) return undefined
+    return new OrreryError(
+      'MESSAGE_TOO_LARGE',
+      `a message to channel ${channel} is ${frameBytes} bytes, more than kafka transport ${this.transport} can send in one request ` +
+        `(a broker reads at most ${REQUEST_BYTES} bytes, socket.request.max.bytes, unless it is set otherwise)`,
+      { details: { transport: this.transport, channel, bytes: frameBytes, limit: REQUEST_BYTES - REQUEST_HEADROOM } },
+    )
+  }
+
   write(records: readonly Egress[]): Promise<number> {
     if (this.closed) return Promise.reject(transportError('CLOSED', 'this Orrery is closed', { details: { transport: this.transport } }))
-    for (const r of records) {
-      if (!('frame' in r) || r.frame.length <= REQUEST_BYTES - REQUEST_HEADROOM) continue
-      const channel = r.kind === 'dead' ? r.deadLetter : r.channel
-      return Promise.reject(
-        new OrreryError(
-          'MESSAGE_TOO_LARGE',
-          `a message to channel ${channel} is ${r.frame.length} bytes, more than kafka transport ${this.transport} can send in one request ` +
-            `(a broker reads at most ${REQUEST_BYTES} bytes, socket.request.max.bytes, unless it is set otherwise)`,
-          { details: { transport: this.transport, channel, bytes: r.frame.length, limit: REQUEST_BYTES - REQUEST_HEADROOM } },
-        ),
-      )
+    let sent: readonly Egress[] = records
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!
+      if (!('frame' in r)) continue
+      const refusal = this.refusal(r.kind === 'dead' ? r.deadLetter : r.channel, r.frame.length)
+      if (refusal === undefined) continue
+      if (r.kind !== 'reply') return Promise.reject(refusal)
+      // A reply no broker would read: its requester gets the refusal at once, in its place.
+      const fitted = sent === records ? records.slice() : (sent as Egress[])
+      fitted[i] = { ...r, frame: errorReply(r.frame, refusal) }
+      sent = fitted
+      this.sink.failed(refusal)
     }
-    const { write, written } = this.writes.add(records, this.config.publishTimeoutMs, () =>
+    const { write, written } = this.writes.add(sent, this.config.publishTimeoutMs, () =>
       transportError(
         'TRANSPORT_UNAVAILABLE',
         `kafka transport ${this.transport} did not take the write within publishTimeoutMs (${this.config.publishTimeoutMs} ms)`,
@@ -763,22 +776,26 @@ export class KafkaDriver implements Driver {
   }
 
   /**
-   * The replies of `produce` refused as over the topic's limit become error replies, which go in
-   * their place, so that the requester fails at once with the refusal (`HANDLER_ERROR`,
+   * A reply of `produce` refused as over the topic's limit becomes an error reply, which goes in
+   * its place, so that the requester fails at once with the refusal (`HANDLER_ERROR`,
    * `details.remoteCode` `MESSAGE_TOO_LARGE`, as on NATS) rather than waiting out its timeout;
    * the refusal is reported too. The entries changed so.
    */
   private answerOversized(produce: Produce, named: ReadonlyMap<Entry, string> | undefined, refused: string | undefined, error: unknown): Set<Entry> {
     const answers = new Set<Entry>()
-    for (const e of produce.entries) {
-      if (e.record.kind !== 'reply' || (named !== undefined && !named.has(e))) continue
-      const id = named?.get(e) ?? refused
-      if (id !== 'MESSAGE_TOO_LARGE' && id !== 'RECORD_LIST_TOO_LARGE') continue
-      const why = this.refused(e.write, error, id, new Set([e.record.channel]))
-      e.record = { ...e.record, frame: errorReply(e.record.frame, why) }
-      answers.add(e)
-      this.sink.failed(why)
-    }
+    // Only a reply refused alone is known to be the one too large (a record over PRODUCE_BYTES
+    // always goes alone); one refused with others fails as they do. An error reply refused in
+    // its turn fails too, rather than being answered again.
+    const refusedOnes = named === undefined ? produce.entries : [...named.keys()]
+    const e = refusedOnes.length === 1 ? refusedOnes[0]! : undefined
+    if (e === undefined || e.record.kind !== 'reply' || this.errorReplies.has(e)) return answers
+    const id = named?.get(e) ?? refused
+    if (id !== 'MESSAGE_TOO_LARGE' && id !== 'RECORD_LIST_TOO_LARGE') return answers
+    const why = this.refused(e.write, error, id, new Set([e.record.channel]))
+    e.record = { ...e.record, frame: errorReply(e.record.frame, why) }
+    this.errorReplies.add(e)
+    answers.add(e)
+    this.sink.failed(why)
     return answers
   }
 

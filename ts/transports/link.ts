@@ -450,17 +450,16 @@ export class Transports {
     return this.durable.has(id)
   }
 
-  /** The bound channel with this id, if it is bound to a driver. */
   /**
    * Throws what `channel`'s driver would certainly refuse of the frame `frames` holds from
    * `start`, before it crosses into the core (see `Driver.refusal`).
    */
   refuse(channel: BoundChannel, frames: FrameWriter, start: number): void {
-    const { driver } = channel
-    if (driver.refusal === undefined) return
-    const refusal = driver.refusal(channel.name, frames.bytes().subarray(start))
+    const refusal = channel.driver.refusal?.(channel.name, frames.size - start)
     if (refusal !== undefined) throw refusal
   }
+
+  /** The bound channel with this id, if it is bound to a driver. */
 
   find(id: number): BoundChannel | undefined {
     return this.bound.get(id)

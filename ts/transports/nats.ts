@@ -81,11 +81,20 @@ const SHORT_SECRET = 8
  * says the secret.
  */
 function hiders(secrets: readonly string[]): RegExp[] {
-  return secrets.map((secret) => {
-    const literal = secret.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
-    return new RegExp(secret.length >= SHORT_SECRET ? literal : `(?<![A-Za-z0-9])${literal}(?![A-Za-z0-9])`, 'g')
-  })
+  // Longest first: a secret holding another is hidden whole.
+  return [...secrets]
+    .sort((a, b) => b.length - a.length)
+    .map((secret) => {
+      const literal = secret.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+      if (secret.length >= SHORT_SECRET) return new RegExp(literal, 'gu')
+      // Only an end that is a letter or digit can run into a word (any script's).
+      const before = WORDLIKE.test(secret.slice(0, 1)) ? '(?<![\\p{L}\\p{N}])' : ''
+      const after = WORDLIKE.test(secret.slice(-1)) ? '(?![\\p{L}\\p{N}])' : ''
+      return new RegExp(`${before}${literal}${after}`, 'gu')
+    })
 }
+
+const WORDLIKE = /^[\p{L}\p{N}]$/u
 
 /**
  * A name as one subject token and a valid stream or consumer name: letters, digits and `-` stay,
@@ -224,10 +233,11 @@ export class NatsDriver implements Driver {
   /** What waits for the next disconnect (see `uncut`). */
   private readonly cuts = new Set<(error: Error) => void>()
   private readonly serverKey: string
-  /** Passwords and tokens of the configuration: never in a message this driver gives out. */
-  /** What hides each secret of the configuration (see `hiders`). */
+  /** What hides each secret of the configuration (passwords, tokens: never in a message this driver gives out; see `hiders`). */
   private readonly secrets: RegExp[]
   private readonly sink: DriverSink
+  /** The bytes of a signature's header line (0 unsigned), see `signatureHeaderBytes`. */
+  private readonly signatureLine: number
   /** @internal The transport's signing (undefined: messages go unsigned and nothing is checked). */
   readonly signing: Signing | undefined
   /** The round trip the answers of this turn wait for. */
@@ -248,6 +258,8 @@ export class NatsDriver implements Driver {
   ) {
     this.serverKey = serversKey(config.servers, 4222)
     this.secrets = hiders(secretsOf(config))
+    // A time in ms has 13 digits from 2001 to 2286: the line's length is made once.
+    this.signatureLine = config.signing === undefined ? 0 : `${SIGNATURE}: ${config.signing.sign}:${Date.now()}:\r\n`.length + 64
     // What reaches the bus's transport-error events passes through the same redaction.
     this.sink = {
       ingest: (b) => sink.ingest(b),
@@ -655,19 +667,19 @@ export class NatsDriver implements Driver {
         record.kind === 'publish'
           ? this.tooLarge(
               record.channel,
-              record.frame,
+              record.frame.length,
               (record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0) + this.signatureHeaderBytes(),
             )
           : record.kind === 'request'
             ? this.core !== undefined
               ? this.tooLarge(
                   record.channel,
-                  record.frame,
+                  record.frame.length,
                   this.signatureHeaderBytes() + DELIVERED_HEADER_BYTES,
                   undefined,
                   this.core.routeBytes(record.replyTo),
                 )
-              : this.tooLarge(record.channel, record.frame, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
+              : this.tooLarge(record.channel, record.frame.length, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
@@ -752,7 +764,7 @@ export class NatsDriver implements Driver {
     let fitted: Egress[] | undefined
     records.forEach((record, i) => {
       if (record.kind !== 'reply') return
-      const error = this.tooLarge(record.channel, record.frame, this.signatureHeaderBytes(), 'a reply on')
+      const error = this.tooLarge(record.channel, record.frame.length, this.signatureHeaderBytes(), 'a reply on')
       if (error === undefined) return
       fitted ??= records.slice()
       fitted[i] = { ...record, frame: errorReply(record.frame, error) }
@@ -763,8 +775,7 @@ export class NatsDriver implements Driver {
 
   /** The bytes of the signature's header line (0 unsigned): `Orrery-Sig: <key id>:<ms>:<64 hex digits>\r\n`. */
   private signatureHeaderBytes(): number {
-    const signing = this.config.signing
-    return signing === undefined ? 0 : `${SIGNATURE}: ${signing.sign}:${Date.now()}:\r\n`.length + 64
+    return this.signatureLine
   }
 
   /** The headers of a signed record (undefined unsigned), with its signature as written now. */
@@ -780,23 +791,23 @@ export class NatsDriver implements Driver {
     return `${REPLY_TO}: ${replyTo}\r\n${TIMEOUT}: ${String(timeoutMs)}\r\n`.length
   }
 
-  /**
-   * MESSAGE_TOO_LARGE if `frame`, with `headerLines` bytes of header lines (0: none) and `ahead`
-   * bytes before it in the payload (a core request's route), is over the max_payload the server
-   * announced (1 MB unless the server is set otherwise); undefined if it fits.
-   */
-  refusal(channel: string, frame: Uint8Array): OrreryError | undefined {
+  refusal(channel: string, frameBytes: number): OrreryError | undefined {
     // With the fewest headers a publish carries (a signature's, if signed; no Nats-Msg-Id): over
     // the limit so, it is over it however it is sent. One within a dedup header of the limit is
     // refused by `write`, which knows the channel's dedup window.
-    return this.tooLarge(channel, frame, this.signatureHeaderBytes())
+    return this.tooLarge(channel, frameBytes, this.signatureHeaderBytes())
   }
 
-  private tooLarge(channel: string, frame: Uint8Array, headerLines: number, what = 'a message to', ahead = 0): OrreryError | undefined {
+  /**
+   * MESSAGE_TOO_LARGE if a frame of `frameBytes`, with `headerLines` bytes of header lines (0:
+   * none) and `ahead` bytes before it in the payload (a core request's route), is over the
+   * max_payload the server announced (1 MB unless the server is set otherwise); undefined if it fits.
+   */
+  private tooLarge(channel: string, frameBytes: number, headerLines: number, what = 'a message to', ahead = 0): OrreryError | undefined {
     const limit = this.nc?.info?.max_payload
     if (limit === undefined || limit <= 0) return undefined
     // nats.js counts the headers in the payload: `NATS/1.0\r\n<lines>\r\n`.
-    const bytes = ahead + frame.length + (headerLines > 0 ? 'NATS/1.0\r\n\r\n'.length + headerLines : 0)
+    const bytes = ahead + frameBytes + (headerLines > 0 ? 'NATS/1.0\r\n\r\n'.length + headerLines : 0)
     if (bytes <= limit) return undefined
     return new OrreryError(
       'MESSAGE_TOO_LARGE',
@@ -875,7 +886,7 @@ export class NatsDriver implements Driver {
           const record = write.records[k]!
           const frame = record.kind === 'publish' || record.kind === 'dead' || record.kind === 'request' ? record : undefined
           const channel = record.kind === 'dead' ? record.deadLetter : 'channel' in record ? record.channel : ''
-          this.writes.fail(write, (frame && this.tooLarge(channel, frame.frame, 1)) ?? this.refused(r.reason))
+          this.writes.fail(write, (frame && this.tooLarge(channel, frame.frame.length, 1)) ?? this.refused(r.reason))
         } else again.push(write.records[k]!)
       })
       if (write.settled) return

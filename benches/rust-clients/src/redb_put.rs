@@ -42,7 +42,7 @@ pub fn run(path: &str, from: usize, batch: usize, round: Duration) -> Result<Rou
     }
     let ms = start.elapsed().as_secs_f64() * 1e3;
     batches.sort_unstable();
-    let p99 = batches[(batches.len() * 99).div_ceil(100) - 1];
+    let p99 = batches.get((batches.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or_default();
     Ok(Round { puts: next - from, ms, p99_us: p99.as_secs_f64() * 1e6 })
 }
 
