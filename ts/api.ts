@@ -4,7 +4,7 @@
  */
 import type { Backend, EngineName } from './engines/backend.js'
 import { Bus } from './bus/bus.js'
-import { callable, intOr, keysOf, msOr, oneOf, options as checkOptions } from './check.js'
+import { callable, intOr, keysOf, oneOf, options as checkOptions } from './check.js'
 import { OrreryError } from './errors.js'
 import { checkManifest } from './engines/check-manifest.js'
 import { DEFAULTS, LIMITS } from './engines/manifest.js'
@@ -264,13 +264,6 @@ async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
   return backend
 }
 
-/** Options of {@link Orrery.shutdown}. */
-export interface ShutdownOptions {
-  /** How long work in hand may take to finish before what is left goes back to the brokers (ms, default 0). */
-  drainMs?: number
-}
-const SHUTDOWN_KEYS = keysOf<ShutdownOptions>()(['drainMs'])
-
 /** Options of {@link Orrery.openStore}: the store's, plus the engine and clock. */
 export type OpenStoreOptions = StoreOptions & Pick<OrreryOptions, 'engine' | 'clock'>
 const OPEN_STORE_KEYS = keysOf<OpenStoreOptions>()([...STORE_KEYS, 'engine', 'clock'])
@@ -498,17 +491,8 @@ export class Orrery {
    * Bounded: each step waits for a transport at most its publishTimeoutMs and a second, so a
    * broker that is down does not hold the stop; the outcome says whether all of it was done
    * (`graceful`) and, if not, what was not (`errors`, TRANSPORT_UNAVAILABLE each).
-   *
-   * `drainMs` (default 0) lets work in hand finish first, for at most that long: this process
-   * stops reading from the brokers, its meshes stop as `mesh.shutdown({ timeout: drainMs })`
-   * does (running handlers finish, then their agents stop), and its consumer groups' members go
-   * on with what this process holds until none is left or the time is up; what is left then goes
-   * back to the broker. So a process stopping (a deploy, a scale-down) does not have its work run
-   * again elsewhere.
    */
-  async shutdown(options?: ShutdownOptions): Promise<ShutdownOutcome> {
-    const drainMs = msOr(checkOptions(options, 'options', 'argument', SHUTDOWN_KEYS).drainMs, 0, 'drainMs')
-    if (drainMs > 0 && this.meshes !== undefined) await Promise.allSettled([...this.meshes].map((mesh) => mesh.shutdown({ timeout: drainMs })))
+  async shutdown(): Promise<ShutdownOutcome> {
     const flows = [...this.flows]
     const stores = this.closeAll()
     // While the bus still carries them: a failure is reported on the store's events. Shared
@@ -516,7 +500,7 @@ export class Orrery {
     await Promise.allSettled([...flows.map((wf) => wf.released), ...stores.map((store) => store.flushed())])
     for (const store of stores) store.close()
     this.unobserve()
-    return this.bus.shutdown(drainMs)
+    return this.bus.shutdown()
   }
 
   /** Stops the workflows and meshes opened on this Orrery; returns its stores still open, to close next. */

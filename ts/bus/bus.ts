@@ -1390,19 +1390,19 @@ export class Bus {
    * once (other processes take it without waiting for its lease), every write is waited for,
    * then the bus closes. Without transports it is `close`.
    */
-  shutdown(drainMs = 0): Promise<ShutdownOutcome> {
-    this.stopping ??= this.shutdownOnce(drainMs)
+  shutdown(): Promise<ShutdownOutcome> {
+    this.stopping ??= this.shutdownOnce()
     return this.stopping
   }
 
   private stopping: Promise<ShutdownOutcome> | undefined
 
-  private async shutdownOnce(drainMs: number): Promise<ShutdownOutcome> {
+  private async shutdownOnce(): Promise<ShutdownOutcome> {
     let outcome: ShutdownOutcome = { graceful: true, errors: [] }
     if (this.closed) return outcome
     if (this.remote !== undefined) {
       this.flush()
-      outcome = await this.remote.shutdown(drainMs)
+      outcome = await this.remote.shutdown()
     }
     this.close()
     return outcome

@@ -5,7 +5,7 @@
  * so an unbound Orrery's hot paths never reach this module.
  */
 import type { BusCore, OpenNatsWire } from '../engines/backend.js'
-import { DEFAULTS, FRAME, GROUP_STATS } from '../engines/manifest.js'
+import { DEFAULTS, FRAME } from '../engines/manifest.js'
 import type { FrameWriter } from '../frame.js'
 import { type ErrorCode, failureOf, isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
@@ -49,12 +49,6 @@ export interface ShutdownOutcome {
    */
   readonly errors: readonly OrreryError[]
 }
-
-/** How often a draining shutdown looks whether its groups' members are done (see `drained`). */
-const DRAIN_POLL_MS = 10
-const MEMBERS = GROUP_STATS.indexOf('members')
-const BACKLOG = GROUP_STATS.indexOf('backlog')
-const PENDING = GROUP_STATS.indexOf('pending')
 
 const GRACEFUL: ShutdownOutcome = Object.freeze({ graceful: true, errors: Object.freeze([]) as readonly OrreryError[] })
 
@@ -800,7 +794,7 @@ export class Transports {
    * second (a broker that is down is not waited for longer than a publish would wait): what did
    * not end in time is in the outcome. `close` follows.
    */
-  async shutdown(drainMs = 0): Promise<ShutdownOutcome> {
+  async shutdown(): Promise<ShutdownOutcome> {
     if (this.closed) return GRACEFUL
     this.stopOpening()
     const errors: OrreryError[] = []
@@ -809,7 +803,6 @@ export class Transports {
       return driver === undefined ? [] : [{ name: t.name, driver, bound: boundOf(t) }]
     })
     await Promise.all(drivers.map((d) => within(d.driver.stopReading(), d.bound, d.name, 'stop-reading', errors)))
-    if (drainMs > 0) await this.drained(Date.now() + drainMs)
     const host = this.host
     if (host !== undefined) {
       for (const id of this.groups.keys()) {
@@ -833,30 +826,6 @@ export class Transports {
     // What signing refused since the last reports is told before the bus closes.
     this.refusalReports.flush()
     return errors.length === 0 ? GRACEFUL : { graceful: false, errors }
-  }
-
-  /**
-   * Resolves once the members of this process's remote groups hold nothing and have nothing left
-   * to take of what was read (reading has stopped), or at `deadline`: their acks are written as
-   * they come, by the bus's flushes. A group without members here is not waited for.
-   */
-  private async drained(deadline: number): Promise<void> {
-    const busy = (): boolean => {
-      const host = this.host
-      if (host === undefined || this.closed) return false
-      for (const [id, g] of this.groups) {
-        if (g.deleted === true) continue
-        let stats: ArrayLike<number>
-        try {
-          stats = host.core.groupStats(id)
-        } catch {
-          continue
-        }
-        if (stats[MEMBERS]! > 0 && (stats[PENDING]! > 0 || stats[BACKLOG]! > 0)) return true
-      }
-      return false
-    }
-    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, Math.max(0, deadline - Date.now()))))
   }
 
   private stopOpening(): void {
