@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 
 import { type Delivery, type Message, Orrery } from '../ts/node.js'
 import { runnerLink } from '../ts/bus/bus.js'
+import type { CheckedNatsOptions } from '../ts/transports/config.js'
 import { brokerName, loadNats, NatsDriver, shownUrl } from '../ts/transports/nats.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
@@ -55,6 +56,27 @@ describe('nats stream and consumer names', () => {
     expect(brokerName(long)).not.toBe(brokerName(other))
   })
 })
+
+/** A driver of `secrets` (never connected) and what it reports through its sink. */
+async function reporting(secrets: Pick<CheckedNatsOptions, 'servers'> & Partial<CheckedNatsOptions>) {
+  const reported: unknown[] = []
+  const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
+  const config: CheckedNatsOptions = {
+    kind: 'nats',
+    token: undefined,
+    user: undefined,
+    pass: undefined,
+    nkeySeed: undefined,
+    creds: undefined,
+    tls: undefined,
+    prefix: 'orrery',
+    connectTimeoutMs: 500,
+    publishTimeoutMs: 500,
+    requests: 'stream',
+    ...secrets,
+  }
+  return { driver: new NatsDriver(await loadNats(), config, sink, 'main'), reported }
+}
 
 describe('nats transport options', () => {
   it('are checked before anything connects', async () => {
@@ -103,23 +125,12 @@ describe('nats transport options', () => {
     const SEED = `SU${'A'.repeat(56)}`
     const CREDS_SEED = `SU${'B'.repeat(56)}`
     const JWT = 'eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVQUJDIn0.c2lnbmF0dXJlLW9mLXRoZS10ZXN0'
-    const reported: unknown[] = []
-    const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
-    const config = {
-      kind: 'nats',
+    const { driver, reported } = await reporting({
       servers: ['nats://u:s3cretPW@127.0.0.1:1', 'nats://t0kenXYZ@127.0.0.1:2'],
-      token: undefined,
-      user: undefined,
       pass: 'optPass99',
       nkeySeed: SEED,
       creds: { jwt: JWT, seed: CREDS_SEED },
-      tls: undefined,
-      prefix: 'orrery',
-      connectTimeoutMs: 500,
-      publishTimeoutMs: 500,
-      requests: 'stream',
-    } as const
-    const driver = new NatsDriver(await loadNats(), config, sink, 'main')
+    })
     const plain = new Error('a reader stopped')
     driver.sinkOf.failed(plain)
     driver.sinkOf.failed(
@@ -139,23 +150,11 @@ describe('nats transport options', () => {
   // Not in a page: the driver here is built on nats.js's Node (TCP) client. Every `e` of a message
   // was hidden for a password `e`: "conn***ction r***fus***d" mangled it and said the secret.
   it.skipIf(IN_BROWSER)('a short secret is hidden where it stands alone, not inside the words of a message', async () => {
-    const reported: unknown[] = []
-    const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
-    const config = {
-      kind: 'nats',
+    const { driver, reported } = await reporting({
       servers: ['nats://o.k@127.0.0.1:1', 'nats://u:-p-@127.0.0.1:2', 'nats://u:p%C3%A9@127.0.0.1:3'],
-      token: undefined,
       user: 'bob',
       pass: 'e',
-      nkeySeed: undefined,
-      creds: undefined,
-      tls: undefined,
-      prefix: 'orrery',
-      connectTimeoutMs: 500,
-      publishTimeoutMs: 500,
-      requests: 'stream',
-    } as const
-    const driver = new NatsDriver(await loadNats(), config, sink, 'main')
+    })
     const words = new Error('connection refused by a book keeper')
     driver.sinkOf.failed(words)
     driver.sinkOf.failed(new Error('authorization failed for bob with e (token o.k, not ok)'))
