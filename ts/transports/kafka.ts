@@ -742,22 +742,22 @@ export class KafkaDriver implements Driver {
           // fail. The partitions that refused say which records (none named: all of them).
           const produce = sending.produces[sending.next]!
           const named = produce.refused !== undefined && produce.refused.size > 0 ? produce.refused : undefined
-          const answers = this.answerOversized(produce, named, refused, error)
+          const answered = this.answerOversized(produce, named, refused, error)
           // Each write fails naming the channels of its records that were refused.
           const failing = new Map<PendingWrite, { id: string | undefined; channels: Set<string> }>()
           for (const e of produce.entries) {
-            if ((named !== undefined && !named.has(e)) || answers.has(e)) continue
+            if ((named !== undefined && !named.has(e)) || e === answered) continue
             const f = failing.get(e.write) ?? { id: named?.get(e) ?? refused, channels: new Set<string>() }
             f.channels.add(e.record.kind === 'dead' ? e.record.deadLetter : e.record.channel)
             failing.set(e.write, f)
           }
           for (const [write, f] of failing) this.writes.fail(write, this.refused(write, error, f.id, f.channels))
           produce.refused = undefined
-          if (answers.size > 0 || (named !== undefined && produce.entries.some((e) => !named.has(e)))) {
+          if (answered !== undefined || (named !== undefined && produce.entries.some((e) => !named.has(e)))) {
             // The rest was neither stored nor refused (another partition's or broker's answer, or
             // none): it may be stored, so it goes again as it was, before anything later, with the
             // error replies in place of the replies refused.
-            produce.entries = produce.entries.filter((e) => answers.has(e) || (named !== undefined && !named.has(e)))
+            produce.entries = produce.entries.filter((e) => e === answered || (named !== undefined && !named.has(e)))
             if (ids.some((id) => IDENTITY_LOST.has(id))) this.renewProducer()
             if (!this.closed) setTimeout(() => this.pump(), RETRY_MS)
             return
@@ -779,24 +779,22 @@ export class KafkaDriver implements Driver {
    * A reply of `produce` refused as over the topic's limit becomes an error reply, which goes in
    * its place, so that the requester fails at once with the refusal (`HANDLER_ERROR`,
    * `details.remoteCode` `MESSAGE_TOO_LARGE`, as on NATS) rather than waiting out its timeout;
-   * the refusal is reported too. The entries changed so.
+   * the refusal is reported too. The entry changed so, if any.
    */
-  private answerOversized(produce: Produce, named: ReadonlyMap<Entry, string> | undefined, refused: string | undefined, error: unknown): Set<Entry> {
-    const answers = new Set<Entry>()
+  private answerOversized(produce: Produce, named: ReadonlyMap<Entry, string> | undefined, refused: string | undefined, error: unknown): Entry | undefined {
     // Only a reply refused alone is known to be the one too large (a record over PRODUCE_BYTES
     // always goes alone); one refused with others fails as they do. An error reply refused in
     // its turn fails too, rather than being answered again.
     const refusedOnes = named === undefined ? produce.entries : [...named.keys()]
     const e = refusedOnes.length === 1 ? refusedOnes[0]! : undefined
-    if (e === undefined || e.record.kind !== 'reply' || this.errorReplies.has(e)) return answers
+    if (e === undefined || e.record.kind !== 'reply' || this.errorReplies.has(e)) return undefined
     const id = named?.get(e) ?? refused
-    if (id !== 'MESSAGE_TOO_LARGE' && id !== 'RECORD_LIST_TOO_LARGE') return answers
+    if (id !== 'MESSAGE_TOO_LARGE' && id !== 'RECORD_LIST_TOO_LARGE') return undefined
     const why = this.refused(e.write, error, id, new Set([e.record.channel]))
     e.record = { ...e.record, frame: errorReply(e.record.frame, why) }
     this.errorReplies.add(e)
-    answers.add(e)
     this.sink.failed(why)
-    return answers
+    return e
   }
 
   /**

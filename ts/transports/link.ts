@@ -454,7 +454,6 @@ export class Transports {
   }
 
   /** The bound channel with this id, if it is bound to a driver. */
-
   find(id: number): BoundChannel | undefined {
     return this.bound.get(id)
   }

@@ -236,7 +236,7 @@ export class NatsDriver implements Driver {
   /** What hides each secret of the configuration (passwords, tokens: never in a message this driver gives out; see `hiders`). */
   private readonly secrets: RegExp[]
   private readonly sink: DriverSink
-  /** The bytes of a signature's header line (0 unsigned), see `signatureHeaderBytes`. */
+  /** The bytes of the signature's header line (0 unsigned): `Orrery-Sig: <key id>:<ms>:<64 hex digits>\r\n`. */
   private readonly signatureLine: number
   /** @internal The transport's signing (undefined: messages go unsigned and nothing is checked). */
   readonly signing: Signing | undefined
@@ -668,18 +668,12 @@ export class NatsDriver implements Driver {
           ? this.tooLarge(
               record.channel,
               record.frame.length,
-              (record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0) + this.signatureHeaderBytes(),
+              (record.dedupWindowMs > 0 ? frameIdHex(record.frame).length + 'Nats-Msg-Id: \r\n'.length : 0) + this.signatureLine,
             )
           : record.kind === 'request'
             ? this.core !== undefined
-              ? this.tooLarge(
-                  record.channel,
-                  record.frame.length,
-                  this.signatureHeaderBytes() + DELIVERED_HEADER_BYTES,
-                  undefined,
-                  this.core.routeBytes(record.replyTo),
-                )
-              : this.tooLarge(record.channel, record.frame.length, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureHeaderBytes())
+              ? this.tooLarge(record.channel, record.frame.length, this.signatureLine + DELIVERED_HEADER_BYTES, undefined, this.core.routeBytes(record.replyTo))
+              : this.tooLarge(record.channel, record.frame.length, this.requestHeaderBytes(record.replyTo, record.timeoutMs) + this.signatureLine)
             : undefined
       if (refusal !== undefined) return Promise.reject(refusal)
     }
@@ -764,18 +758,13 @@ export class NatsDriver implements Driver {
     let fitted: Egress[] | undefined
     records.forEach((record, i) => {
       if (record.kind !== 'reply') return
-      const error = this.tooLarge(record.channel, record.frame.length, this.signatureHeaderBytes(), 'a reply on')
+      const error = this.tooLarge(record.channel, record.frame.length, this.signatureLine, 'a reply on')
       if (error === undefined) return
       fitted ??= records.slice()
       fitted[i] = { ...record, frame: errorReply(record.frame, error) }
       this.sink.failed(error)
     })
     return fitted ?? records
-  }
-
-  /** The bytes of the signature's header line (0 unsigned): `Orrery-Sig: <key id>:<ms>:<64 hex digits>\r\n`. */
-  private signatureHeaderBytes(): number {
-    return this.signatureLine
   }
 
   /** The headers of a signed record (undefined unsigned), with its signature as written now. */
@@ -795,7 +784,7 @@ export class NatsDriver implements Driver {
     // With the fewest headers a publish carries (a signature's, if signed; no Nats-Msg-Id): over
     // the limit so, it is over it however it is sent. One within a dedup header of the limit is
     // refused by `write`, which knows the channel's dedup window.
-    return this.tooLarge(channel, frameBytes, this.signatureHeaderBytes())
+    return this.tooLarge(channel, frameBytes, this.signatureLine)
   }
 
   /**
