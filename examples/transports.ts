@@ -45,7 +45,8 @@ while (seen.length < 1 || done.length < 3) await new Promise((r) => setTimeout(r
 assert.deepEqual(seen, ['A-1'])
 assert.deepEqual(done.sort(), ['a', 'b', 'c'])
 
-// A graceful stop hands back what a process holds, waits for its writes and disconnects.
-await billing.shutdown()
+// A graceful stop hands back what a process holds, waits for its writes and disconnects;
+// with drainMs, the handlers running finish first (for at most that long) while nothing new is read.
+assert.deepEqual(await billing.shutdown({ drainMs: 5_000 }), { graceful: true, errors: [] })
 await shipping.shutdown()
 // #endregion

@@ -60,7 +60,7 @@ describe('nats stream and consumer names', () => {
 /** A driver of `secrets` (never connected) and what it reports through its sink. */
 async function reporting(secrets: Pick<CheckedNatsOptions, 'servers'> & Partial<CheckedNatsOptions>) {
   const reported: unknown[] = []
-  const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
+  const sink = { ingest: () => {}, groupRoom: () => 0, memberRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void reported.push(e) }
   const config: CheckedNatsOptions = {
     kind: 'nats',
     token: undefined,

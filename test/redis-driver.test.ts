@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
 
 import { runnerLink } from '../ts/bus/bus.js'
-import { type Delivery, type Message, Orrery } from '../ts/node.js'
+import { type Delivery, isOrreryError, type Message, Orrery, type OrreryError } from '../ts/node.js'
 import { expectRefused } from './bad-input.js'
 import { ENGINE } from './engine.js'
 import { compareIds } from '../ts/transports/redis-readers.js'
@@ -226,6 +226,20 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     await a.bus.publish(ch('long'), 'x')
     await until(() => at.length === 2, 15_000)
     expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(2_400)
+  })
+
+  it('a database number the server does not have is INVALID_OPTION naming the url, not an unreachable server', async () => {
+    const url = `${redisUrl().replace(/\/\d*$/, '')}/99999`
+    const error = await Orrery.create({ engine: ENGINE, transports: { main: { kind: 'redis', url } }, bindings: { 'x.*': 'main' } }).then(
+      (o) => {
+        opened.push(o)
+        return undefined
+      },
+      (e: unknown) => e,
+    )
+    expect(isOrreryError(error, 'INVALID_OPTION'), String(error)).toBe(true)
+    expect((error as OrreryError).details).toMatchObject({ option: 'transports.main.url', transport: 'main', value: 99999 })
+    expect((error as OrreryError).message).toContain('database 99999')
   })
 
   it("a subscriber's expired message reaches the dead-letter stream with deadLetterExpired", async () => {
@@ -523,7 +537,7 @@ describe.skipIf(NO_SERVERS)(`the redis driver (${ENGINE})`, () => {
     fresh()
     const { loadRedis, RedisDriver } = await import('../ts/transports/redis.js')
     const failures: unknown[] = []
-    const sink = { ingest: () => {}, groupRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void failures.push(e) }
+    const sink = { ingest: () => {}, groupRoom: () => 0, memberRoom: () => 0, mirrorRoom: () => 0, failed: (e: unknown) => void failures.push(e) }
     const options = {
       kind: 'redis',
       url: redisUrl(),

@@ -258,6 +258,15 @@ describe(`channel and subscription options are checked in TS, the same on both e
     expect(bus.stats('c').subscribers).toBe(0)
   })
 
+  it('refuses a shutdown drainMs that is not a number of ms, and the Orrery stays open', async () => {
+    const { orrery, bus } = await fresh()
+    for (const drainMs of [-1, Number.NaN, '5', 2 ** 40, null]) await expectRefused(() => orrery.shutdown({ drainMs: drainMs as never }), 'INVALID_OPTION')
+    await expectRefused(() => orrery.shutdown({ drain: 5 } as never), 'INVALID_OPTION')
+    await expectRefused(() => orrery.shutdown('soon' as never), 'INVALID_ARGUMENT')
+    expect((await bus.publish('c', 1)).published).toBe(true)
+    expect((await orrery.shutdown({ drainMs: 100 })).graceful).toBe(true)
+  })
+
   it('refuses numeric strings and fractions for buffer and from (wasm coerced them)', async () => {
     const { bus } = await fresh()
     for (const buffer of ['10', 0, -1, 1.5, NaN, Infinity, 2 ** 28 + 1, true, null]) {

@@ -4,7 +4,7 @@
  */
 import type { Backend, EngineName } from './engines/backend.js'
 import { Bus } from './bus/bus.js'
-import { callable, intOr, keysOf, oneOf, options as checkOptions } from './check.js'
+import { callable, intOr, keysOf, msOr, oneOf, options as checkOptions } from './check.js'
 import { OrreryError } from './errors.js'
 import { checkManifest } from './engines/check-manifest.js'
 import { DEFAULTS, LIMITS } from './engines/manifest.js'
@@ -264,6 +264,13 @@ async function loadBackend(engine: EngineName | undefined): Promise<Backend> {
   return backend
 }
 
+/** Options of {@link Orrery.shutdown}. */
+export interface ShutdownOptions {
+  /** How long work in hand may take to finish before what is left goes back to the brokers (ms, default 0). */
+  drainMs?: number
+}
+const SHUTDOWN_KEYS = keysOf<ShutdownOptions>()(['drainMs'])
+
 /** Options of {@link Orrery.openStore}: the store's, plus the engine and clock. */
 export type OpenStoreOptions = StoreOptions & Pick<OrreryOptions, 'engine' | 'clock'>
 const OPEN_STORE_KEYS = keysOf<OpenStoreOptions>()([...STORE_KEYS, 'engine', 'clock'])
@@ -469,10 +476,15 @@ export class Orrery {
    * requests with `CLOSED`, and releases this endpoint.
    */
   close(): void {
+    // A stop under way (a drain) is cut: its outcome says so.
+    if (this.stopping !== undefined) this.cut = true
     for (const store of this.closeAll()) store.close()
     this.unobserve()
     this.bus.close()
   }
+
+  /** Set by a close() during this Orrery's own shutdown. */
+  private cut = false
 
   /** Its bus leaves its registry's scrapes (a closed bus has no stats to read). */
   private unobserve(): void {
@@ -487,12 +499,38 @@ export class Orrery {
    * namespaces have not sent yet, wait for it (`store.flushed()`: each publish bounded by its
    * transport's publishTimeoutMs; a failure is reported on the store's events) and close, every
    * publish is written, then connections close and everything else is as after `close()`.
-   * Idempotent (a second call has the same outcome); without transports it is `close()`.
+   * Idempotent (a second call has the same outcome); without transports it is `close()` (after
+   * the meshes' drain, with `drainMs`). A `close()` during it cuts it short: the outcome is then
+   * `graceful: false`, with the errors so far (none during a drain).
    * Bounded: each step waits for a transport at most its publishTimeoutMs and a second, so a
    * broker that is down does not hold the stop; the outcome says whether all of it was done
    * (`graceful`) and, if not, what was not (`errors`, TRANSPORT_UNAVAILABLE each).
+   *
+   * `drainMs` (default 0) lets work in hand finish first, for at most that long, before the rest:
+   * its groups on broker-bound channels read nothing new, while its meshes stop as
+   * `mesh.shutdown()` does (running handlers finish, then their agents stop) and the groups'
+   * members go on with what this process holds, until none is left or the time is up; stores,
+   * workflows, subscribers and the bus stay as they are meanwhile. What is left then goes back
+   * to the broker. So a process stopping (a deploy, a scale-down) does not have its work run
+   * again elsewhere. The first call's `drainMs` holds: a later call (with or without one) waits
+   * for the same stop. docs/transports.md says what a drain leaves to others.
    */
-  async shutdown(): Promise<ShutdownOutcome> {
+  shutdown(options?: ShutdownOptions): Promise<ShutdownOutcome> {
+    let drainMs: number
+    try {
+      drainMs = msOr(checkOptions(options, 'options', 'argument', SHUTDOWN_KEYS).drainMs, 0, 'drainMs')
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    this.stopping ??= this.shutdownOnce(drainMs)
+    return this.stopping
+  }
+
+  private stopping: Promise<ShutdownOutcome> | undefined
+
+  private async shutdownOnce(drainMs: number): Promise<ShutdownOutcome> {
+    if (drainMs > 0) await this.drain(Date.now() + drainMs)
+    if (this.cut) return { graceful: false, errors: [] }
     const flows = [...this.flows]
     const stores = this.closeAll()
     // While the bus still carries them: a failure is reported on the store's events. Shared
@@ -500,7 +538,25 @@ export class Orrery {
     await Promise.allSettled([...flows.map((wf) => wf.released), ...stores.map((store) => store.flushed())])
     for (const store of stores) store.close()
     this.unobserve()
-    return this.bus.shutdown()
+    const outcome = await this.bus.shutdown()
+    return this.cut ? { graceful: false, errors: outcome.errors } : outcome
+  }
+
+  /**
+   * Lets work in hand finish until `deadline` (see `shutdown`'s `drainMs`): groups read nothing
+   * new, while the meshes stop their agents and the groups' members finish what this process holds.
+   */
+  private async drain(deadline: number): Promise<void> {
+    const meshes = [...(this.meshes ?? [])]
+    let timer: ReturnType<typeof setTimeout> | undefined
+    // A mesh's own stop may take longer (one begun before with a longer timeout, agents' onStop):
+    // not waited for past the deadline; `closeAll` stops it at once then.
+    const deadlinePassed = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))
+    })
+    const timeout = Math.max(0, deadline - Date.now())
+    await Promise.race([Promise.allSettled([this.bus.drain(deadline), ...meshes.map((mesh) => mesh.shutdown({ timeout }))]), deadlinePassed])
+    clearTimeout(timer)
   }
 
   /** Stops the workflows and meshes opened on this Orrery; returns its stores still open, to close next. */

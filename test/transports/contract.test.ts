@@ -45,6 +45,18 @@ const distinct = (list: readonly Orrery[]): Orrery[] => [...new Set(list)]
 
 const T = 60_000
 
+/** A member of group `w` of `ch` on `o` has taken one message, 1, and never settles it (a handler still running at a stop). */
+async function runningForever(o: Orrery, ch: string): Promise<void> {
+  let started = 0
+  o.bus.group<number>(ch, 'w', { visibilityTimeout: 10_000 }).consume(() => {
+    started++
+    return new Promise(() => {}) // never settles
+  })
+  await o.bus.attached(ch)
+  await o.bus.publish(ch, 1)
+  await until(() => started === 1, 20_000, 'the leaving instance to run it')
+}
+
 for (const backend of BACKENDS) {
   const title = `transport contract: ${backend.name} (${ENGINE})${backend.skip ? ` [skipped: ${backend.skip}]` : ''}`
   describe.skipIf(backend.skip !== undefined)(title, () => {
@@ -864,6 +876,149 @@ function contract(backend: Backend): void {
       expect(taken.items.map((d) => d.message.payload).sort()).toEqual([0, 1, 2, 3])
       expect(taken.items.map((d) => d.attempt)).toEqual([2, 2, 2, 2])
       for (const d of taken.items) d.ack()
+    })
+
+    // Without drainMs the running handlers' work goes back at once and runs again elsewhere (the
+    // test above); with it they finish first, with the Orrery's store still open, and are acked.
+    it.runIf(shared && can('handover'))('shutdown({ drainMs }) lets the handlers running finish: nothing runs again elsewhere', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('drain')
+      const ns = a.openStore().namespace('done')
+      let release = (): void => {}
+      const gate = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      const started: number[] = []
+      const stored: string[] = []
+      const failed: unknown[] = []
+      a.bus.group<number>(ch, 'w', { visibilityTimeout: 10_000 }).consume(
+        async (d) => {
+          started.push(d.message.payload)
+          await gate
+          await new Promise((r) => setTimeout(r, 200))
+          try {
+            ns.put(String(d.message.payload), 'done')
+            stored.push(String(d.message.payload))
+          } catch (error) {
+            failed.push(error)
+            throw error
+          }
+        },
+        { maxInFlight: 10 },
+      )
+      await a.bus.attached(ch)
+      await a.bus.publishBatch(range(0, 4).map((payload) => ({ channel: ch, payload })))
+      await until(() => started.length >= 4, 20_000, 'the leaving instance to run all 4')
+      const taken = listen(b.bus.group<number>(ch, 'w', { visibilityTimeout: 10_000 }).join({ maxInFlight: 10 }))
+      await b.bus.attached(ch)
+      const begun = Date.now()
+      const stopping = a.shutdown({ drainMs: 8_000 })
+      // A second call waits for the same stop: it does not cut the drain short.
+      const again = a.shutdown()
+      release()
+      const outcome = await stopping
+      expect(await again).toBe(outcome)
+      expect(outcome).toEqual({ graceful: true, errors: [] })
+      // Ended once the work was done, not at the deadline.
+      expect(Date.now() - begun).toBeLessThan(6_000)
+      expect(failed).toEqual([])
+      // Written to the Orrery's store, still open while they ran.
+      expect(stored.sort()).toEqual(['0', '1', '2', '3'])
+      // Acked where they ran: the other instance gets none of them, not even after a while.
+      await new Promise((r) => setTimeout(r, 1_000))
+      expect(taken.items.map((d) => d.message.payload)).toEqual([])
+      // What is published next is the remaining instance's.
+      await b.bus.publish(ch, 4)
+      await until(() => taken.items.length >= 1, 20_000, 'the remaining instance to take the next')
+      expect(taken.items.map((d) => [d.message.payload, d.attempt])).toEqual([[4, 1]])
+      taken.items[0]!.ack()
+    })
+
+    it.runIf(shared && can('handover'))('shutdown({ drainMs }) hands back at the deadline what is not done', { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('late')
+      await runningForever(a, ch)
+      const taken = listen(b.bus.group<number>(ch, 'w', { visibilityTimeout: 10_000 }).join())
+      await b.bus.attached(ch)
+      const begun = Date.now()
+      const outcome = await a.shutdown({ drainMs: 300 })
+      expect(Date.now() - begun).toBeGreaterThanOrEqual(290)
+      expect(outcome).toEqual({ graceful: true, errors: [] })
+      await until(() => taken.items.length >= 1, 9_000, 'the other instance to take it before its lease ran out')
+      expect(taken.items.map((d) => [d.message.payload, d.attempt])).toEqual([[1, 2]])
+      taken.items[0]!.ack()
+    })
+
+    // A second signal's close() during the drain: the stop read the freed core and rejected.
+    it.runIf(shared && can('handover'))('close() during a draining shutdown ends it at once; the shutdown still resolves', { timeout: T }, async () => {
+      const t = fresh()
+      const [a] = (await t.peers(1)) as [Orrery]
+      const ch = t.ch('cut')
+      await runningForever(a, ch)
+      const stopping = a.shutdown({ drainMs: 15_000 })
+      await new Promise((r) => setTimeout(r, 100))
+      const begun = Date.now()
+      a.close()
+      const outcome = await withTimeout(stopping, 5_000, 'the shutdown to end after close()')
+      expect(Date.now() - begun).toBeLessThan(5_000)
+      expect(outcome).toEqual({ graceful: false, errors: [] })
+    })
+
+    // A read waiting on the broker when the drain began (a Redis blocking read, a NATS pull) went
+    // on, and brought what was published meanwhile to the draining process.
+    it.runIf(shared && can('handover'))("during a draining shutdown, what is published goes to the group's other instances", { timeout: T }, async () => {
+      const t = fresh()
+      const [a, b] = (await t.peers(2)) as [Orrery, Orrery]
+      const ch = t.ch('meanwhile')
+      let release = (): void => {}
+      const gate = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      const ranHere: number[] = []
+      a.bus.group<number>(ch, 'w', { visibilityTimeout: 10_000 }).consume(
+        async (d) => {
+          ranHere.push(d.message.payload)
+          if (d.message.payload === 0) await gate
+        },
+        { maxInFlight: 10 },
+      )
+      await a.bus.attached(ch)
+      await a.bus.publish(ch, 0)
+      await until(() => ranHere.length === 1, 20_000, 'the leaving instance to run 0')
+      // Its read of the group is waiting on the broker again, with room for more.
+      await new Promise((r) => setTimeout(r, 300))
+      const taken = listen(b.bus.group<number>(ch, 'w', { visibilityTimeout: 10_000 }).join({ maxInFlight: 10 }))
+      await b.bus.attached(ch)
+      const stopping = a.shutdown({ drainMs: 15_000 })
+      await new Promise((r) => setTimeout(r, 200))
+      await b.bus.publishBatch(range(1, 6).map((payload) => ({ channel: ch, payload })))
+      await until(() => taken.items.length >= 5, 20_000, 'the remaining instance to take what was published')
+      for (const d of taken.items) d.ack()
+      release()
+      expect(await stopping).toEqual({ graceful: true, errors: [] })
+      expect(ranHere).toEqual([0])
+      expect(taken.items.map((d) => d.message.payload).sort()).toEqual([1, 2, 3, 4, 5])
+    })
+
+    // The control's dead-letter keeper (group orrery.control) holds every unsettled dead letter
+    // for a day: counted as work in hand, it held every drain until its deadline.
+    it.runIf(shared && can('handover'))('a control showing dead letters does not hold a draining shutdown', { timeout: T }, async () => {
+      const t = fresh()
+      const [a] = (await t.peers(1)) as [Orrery]
+      const ch = t.ch('kept')
+      const control = a.control()
+      a.bus.group<string>(ch, 'w').consume((d) => d.nack({ deadLetter: 'bad' }))
+      await a.bus.attached(ch)
+      await a.bus.publish(ch, 'x')
+      for (const end = Date.now() + 20_000; (await control.deadLetters(ch)).length === 0; ) {
+        if (Date.now() > end) throw new Error('the dead letter was never shown')
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      const begun = Date.now()
+      expect(await a.shutdown({ drainMs: 15_000 })).toEqual({ graceful: true, errors: [] })
+      expect(Date.now() - begun).toBeLessThan(8_000)
     })
   })
 

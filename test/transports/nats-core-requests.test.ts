@@ -271,6 +271,42 @@ describe.skipIf(nats.skip !== undefined)(`core NATS requests (${ENGINE})${nats.s
     expect(Date.now() - started).toBeLessThan(5_000)
   })
 
+  // Core requests come through a queue subscription, which the drain's "no room" does not limit:
+  // a draining process went on taking its share of the group's new requests.
+  it("a draining shutdown answers what its process holds; the group's new requests go to its other processes", { timeout: 30_000 }, async () => {
+    const p = fresh()
+    const ch = `${p}drain`
+    const [a, b, c] = [await open(p), await open(p), await open(p)]
+    let release = (): void => {}
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let held = 0
+    b.bus.respond<string, string>(
+      ch,
+      async (req) => {
+        held++
+        if (req.payload === 'first') await gate
+        return `b:${req.payload}`
+      },
+      { group: 'g', visibilityTimeout: 30_000 },
+    )
+    await b.bus.attached(ch)
+    const first = a.bus.request<string>(ch, 'first', { timeout: 10_000 })
+    await until(() => held === 1, 10_000, 'the request held by b')
+    c.bus.respond<string, string>(ch, (req) => `c:${req.payload}`, { group: 'g' })
+    await c.bus.attached(ch)
+    opened.splice(opened.indexOf(b), 1)
+    const stopping = b.shutdown({ drainMs: 10_000 })
+    await new Promise((r) => setTimeout(r, 100))
+    const replies = await Promise.all(Array.from({ length: 20 }, (_, i) => a.bus.request<string>(ch, String(i), { timeout: 10_000 })))
+    expect(replies.map((r) => r.payload)).toEqual(Array.from({ length: 20 }, (_, i) => `c:${i}`))
+    release()
+    expect((await first).payload).toBe('b:first')
+    expect(await stopping).toEqual({ graceful: true, errors: [] })
+    expect(held).toBe(1)
+  })
+
   it('signed: a re-sent request whose delivery count was changed is refused', { timeout: 30_000 }, async () => {
     const p = fresh()
     const ch = `${p}count`

@@ -44,6 +44,20 @@ class Echo extends Agent {
   }
 }
 
+/** Answers after a while: a request to it is in flight when its process begins to stop. */
+class Slow extends Agent {
+  static capabilities = [{ name: 'slow', version: '1.0.0' }]
+  static runs = 0
+  constructor(context: AgentContext) {
+    super(context)
+    this.handle('slow', async (payload) => {
+      Slow.runs++
+      await new Promise((r) => setTimeout(r, 700))
+      return payload
+    })
+  }
+}
+
 /** Fails every request (a transient error): its caller falls back to another agent. */
 class Flaky extends Agent {
   static capabilities = [{ name: 'echo', version: '1.0.0' }]
@@ -249,6 +263,40 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
           await meshA.request('echo', { n: 2 })
           expect((echo!.agent as Echo).seen).toEqual([{ n: 1 }, { n: 2 }])
           expect(meshA.registry.get(flaky!.id)).toMatchObject({ breaker: 'open', remote: true, process: meshC.process })
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    it(
+      'shutdown({ drainMs }): a routed request in flight to an agent of the stopping process is answered there',
+      async () => {
+        const w = world()
+        try {
+          const [a, b] = [await w.open(), await w.open()]
+          const meshA = await a.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+          meshA.define('slow', Slow)
+          await meshA.spawn('slow')
+          await until(
+            () => meshB.registry.find('slow').length === 1,
+            20_000,
+            'B to see the agent ready',
+            () => meshB.registry.find({ capability: 'slow', minHealth: 'offline' }),
+          )
+          Slow.runs = 0
+          const asked = meshB.request('slow', { n: 1 }, { timeout: 10_000 })
+          await until(() => Slow.runs === 1, 10_000, 'the agent to take the request')
+          const begun = Date.now()
+          const outcome = await a.shutdown({ drainMs: 8_000 })
+          expect(outcome).toEqual({ graceful: true, errors: [] })
+          expect((await asked).payload).toEqual({ n: 1 })
+          expect(Slow.runs).toBe(1)
+          expect(Date.now() - begun).toBeLessThan(5_000)
+          // Gone from the registry with its process.
+          await until(() => ids(meshB, 'slow').length === 0, 5_000, 'the agent to be deregistered')
         } finally {
           await w.end()
         }

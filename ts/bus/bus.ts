@@ -1395,6 +1395,18 @@ export class Bus {
     return this.stopping
   }
 
+  /**
+   * @internal A draining stop's first part (see `Orrery.shutdown`): nothing new is read for
+   * remote groups; resolves once their members here are done with what this process holds, or
+   * at `deadline`.
+   */
+  drain(deadline: number): Promise<void> {
+    if (this.closed || this.remote === undefined) return Promise.resolve()
+    return this.remote.drain(deadline, () => {
+      if (!this.closed) this.flush()
+    })
+  }
+
   private stopping: Promise<ShutdownOutcome> | undefined
 
   private async shutdownOnce(): Promise<ShutdownOutcome> {

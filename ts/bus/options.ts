@@ -32,6 +32,12 @@ export interface PublishOptions {
 /** Channels named with this prefix carry Orrery's own traffic (the shared registry, replicated stores). */
 export const OWN_CHANNEL_PREFIX = 'orrery.'
 
+/** The consumer group that remembers which dead letters the control surface settled (see control/dead-letters.ts). */
+export const CONTROL_GROUP = 'orrery.control'
+
+/** The suffix of a dead-letter channel's name. */
+export const DEAD_LETTER_SUFFIX = '.dead-letter'
+
 export const PUBLISH_KEYS = keysOf<PublishOptions>()([
   'kind',
   'priority',

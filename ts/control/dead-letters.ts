@@ -9,15 +9,12 @@ import type { Subscription } from 'rxjs'
 import type { Bus } from '../bus/bus.js'
 import type { Delivery, Group } from '../bus/group.js'
 import type { Message } from '../bus/message.js'
+import { CONTROL_GROUP, DEAD_LETTER_SUFFIX } from '../bus/options.js'
 import { OrreryError } from '../errors.js'
 import { PAGE_BYTES } from './log.js'
 import { DEAD_LETTER_HEADERS, deadLetterView, type DeadLetterView } from './views.js'
 
-/** The consumer group that remembers settled dead letters. */
-export const CONTROL_GROUP = 'orrery.control'
-
-/** The suffix of a dead-letter channel's name. */
-export const DEAD_LETTER_SUFFIX = '.dead-letter'
+export { CONTROL_GROUP, DEAD_LETTER_SUFFIX }
 
 /** How long the keeper holds a dead letter before the core hands it over again (to it), in ms. */
 const HOLD_MS = 86_400_000

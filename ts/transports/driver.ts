@@ -69,8 +69,16 @@ export interface BrokerRetention {
 export interface DriverSink {
   /** Hands an ingest batch to the core (the view is only read during the call). */
   ingest(batch: Uint8Array): void
-  /** How many more deliveries `group` can take now (0 without members). */
+  /**
+   * How many more deliveries `group` can take now of what is read from the broker (0 without
+   * members, and from `Driver.drain` on: a draining stop reads nothing new).
+   */
   groupRoom(group: number): number
+  /**
+   * How many more deliveries `group`'s members can take now, draining or not: for what a reader
+   * holds already and hands out again (a Kafka record released to it).
+   */
+  memberRoom(group: number): number
   /**
    * How many more records channel `channel`'s mirror can take in now: past it, its retention would
    * trim one a subscriber that refuses to lose messages has not read. A mirror's reader reads no
@@ -133,6 +141,17 @@ export interface Driver {
   closeGroup(group: number): void
   /** A group may have room again: readers waiting for it read. */
   wake(): void
+  /**
+   * A draining stop began (`Orrery.shutdown`'s `drainMs`): groups read nothing new from now on
+   * (`groupRoom` is 0). A read of a group's waiting on the broker is ended, so that nothing it
+   * would bring comes in late; what this process holds stays, and is still settled.
+   */
+  drain?(): void
+  /**
+   * Whether this driver holds work of a group outside the core that a draining stop waits for:
+   * a release written and not yet handed to its reader, a record released and due again.
+   */
+  holding?(): boolean
   /** Stops every reader, letting what is in flight come in first. */
   stopReading(): Promise<void>
   /** Resolves once every write made so far settled. */

@@ -219,23 +219,27 @@ export class KafkaGroupReader {
     }
   }
 
-  /** Room may have grown: what is due goes first, then the consumer reads (joining the group the first time). */
+  /**
+   * Room may have grown: what is due goes first (a draining stop too hands it out: it was read
+   * already), then the consumer reads (joining the group the first time). A consumer is made
+   * whatever the room while this reader holds records or owes commits: their acks are committed
+   * through it (its stream paused until there is room).
+   */
   wake(): void {
     if (this.closed || !this.reading || (this.rebalancing && this.consumer !== undefined)) return
-    let room = this.driver.sink.groupRoom(this.group.id) - this.unflushed
-    if (room <= 0) return
-    while (room > 0 && this.ready.length > 0) {
+    let due = this.ready.length > 0 ? this.driver.sink.memberRoom(this.group.id) - this.unflushed : 0
+    while (due > 0 && this.ready.length > 0) {
       const h = this.ready.shift()!
       if (this.held.get(key(h.partition, h.offset)) !== h) continue
       this.writer.group(this.group.id, h.count, position(h), h.frame, h.route)
       this.unflushed++
-      room--
+      due--
     }
     if (this.unflushed > 0) this.flush()
-    if (room <= 0) return
+    const room = this.driver.sink.groupRoom(this.group.id) - this.unflushed
     if (this.consumer === undefined && !this.starting) {
-      if (this.prepared) this.start()
-    } else if (this.paused && this.stream !== undefined && !this.readsHeld) {
+      if (this.prepared && (room > 0 || this.held.size > 0 || this.toCommit.size > 0)) this.start()
+    } else if (room > 0 && this.paused && this.stream !== undefined && !this.readsHeld) {
       this.paused = false
       if (this.readUnread()) this.stream.resume()
     }
@@ -342,9 +346,12 @@ export class KafkaGroupReader {
       .then(
         (stream) => {
           if (this.consumer !== consumer || this.closed || !this.reading) {
-            // Let go meanwhile. One closed while it joined is closed now, its stream first.
+            // Let go meanwhile. One closed while it joined is closed now, its stream first. One
+            // still this reader's (reading stopped while it joined) is joined: `leave` commits
+            // through it and closes it.
             if (this.owed.delete(consumer)) void this.closeLate(consumer, stream)
             else void stream.close().catch(() => {})
+            if (this.consumer === consumer) this.starting = false
             return
           }
           this.starting = false
@@ -361,6 +368,8 @@ export class KafkaGroupReader {
           stream.on('close', () => {
             if (this.stream === stream && !this.closed && this.reading) this.restart()
           })
+          // Made for commits alone (no room: see `wake`), it reads nothing until there is room.
+          if (!this.paused && this.driver.sink.groupRoom(this.group.id) - this.unflushed <= 0) this.paused = true
           if (this.paused || this.rebalancing) stream.pause()
           // Acks made while there was no consumer are committed now.
           if (this.committing === undefined) this.commit()
@@ -441,6 +450,25 @@ export class KafkaGroupReader {
         this.timers.add(timer)
       },
     )
+  }
+
+  /**
+   * A draining stop: the stream pauses now rather than when the room last seen runs out (room is
+   * 0 from now on); what a fetch brought already waits in `unread`, never handed out here.
+   */
+  drain(): void {
+    // What was read and not handed to the core yet goes in now: the drain sees it.
+    if (this.unflushed > 0) this.flush()
+    this.roomLeft = 0
+    if (this.paused) return
+    this.paused = true
+    this.stream?.pause()
+  }
+
+  /** Whether a released record is due again and members here can take it (see `wake`). */
+  holdsDue(): boolean {
+    // Not while partitions move (`wake` hands nothing out then): it goes to the next owner.
+    return this.ready.length > 0 && !this.closed && this.reading && !this.rebalancing && this.driver.sink.memberRoom(this.group.id) > 0
   }
 
   /** Nothing more is handed out or read until the consumer is made again (its stream paused, no partition counted as owned). */
@@ -571,6 +599,29 @@ export class KafkaGroupReader {
     // own (one more move), and the acks since must not wait for it.
     this.committing = undefined
     this.commit()
+    this.commitOwed([...owned].filter((partition) => this.delivered.has(partition) && !this.toCommit.has(partition)))
+  }
+
+  /**
+   * Acks made while no partition was counted as owned (between a new consumer's start and its
+   * join) were not asked to be committed: they are, for the `partitions` this process kept, once
+   * the group's offsets show that no other process committed past this one's last commit of a
+   * partition meanwhile (it moved away and back). One that did is left as it is: what was acked
+   * here and not committed runs again (at least once), and nothing it committed is moved back.
+   */
+  private commitOwed(partitions: readonly number[]): void {
+    const consumer = this.consumer
+    if (consumer === undefined || partitions.length === 0) return
+    consumer.listCommittedOffsets({ topics: [{ topic: this.topic, partitions: [...partitions] }] }).then(
+      (offsets) => {
+        if (this.consumer !== consumer || this.closed) return
+        const committed = offsets.get(this.topic) ?? []
+        for (const partition of partitions) if ((committed[partition] ?? -1n) <= (this.commitAt.get(partition) ?? -1n)) this.commitSoon(partition)
+      },
+      () => {
+        // Not answered: the next ack of the partition commits it.
+      },
+    )
   }
 
   /** The move is over (joined, or a new consumer). */
@@ -810,6 +861,12 @@ export class KafkaGroupReader {
    */
   async leave(): Promise<void> {
     this.reading = false
+    // A consumer still joining (made again during a draining stop) cannot commit: it is let go
+    // as `close` does, once its join ends; what it held is read again by the next owner.
+    if (this.starting && this.stream === undefined) {
+      this.close()
+      return
+    }
     await this.lookBeforeLeaving()
     // Acks held back during a move go now.
     if (this.committing === undefined) this.commit()

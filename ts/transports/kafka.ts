@@ -823,13 +823,18 @@ export class KafkaDriver implements Driver {
   /** The error of `write` refused by the broker (`id`, if it named one), naming `channels` (all the write's if not given). */
   private refused(write: PendingWrite, error: unknown, id: string | undefined, channels?: ReadonlySet<string>): OrreryError {
     const message = error instanceof Error ? error.message : String(error)
-    const channel = [...(channels ?? new Set(write.records.map((r) => ('channel' in r ? r.channel : r.group.channel))))].join(', ')
-    if (id === 'MESSAGE_TOO_LARGE' || id === 'RECORD_LIST_TOO_LARGE')
+    const named = channels ?? new Set(write.records.map((r) => ('channel' in r ? r.channel : r.group.channel)))
+    const channel = [...named].join(', ')
+    if (id === 'MESSAGE_TOO_LARGE' || id === 'RECORD_LIST_TOO_LARGE') {
+      // The largest message of the write to those channels (its frame: the record's headers come on top).
+      let bytes = 0
+      for (const r of write.records) if ('frame' in r && named.has(r.kind === 'dead' ? r.deadLetter : r.channel)) bytes = Math.max(bytes, r.frame.byteLength)
       return new OrreryError(
         'MESSAGE_TOO_LARGE',
-        `a message to channel ${channel} is over the limit of kafka transport ${this.transport} (the topic's max.message.bytes, 1 MB unless the broker is set otherwise)`,
-        { cause: error, details: { transport: this.transport, channel } },
+        `a message to channel ${channel} (${bytes} bytes) is over the limit of kafka transport ${this.transport} (the topic's max.message.bytes, 1 MB unless the broker is set otherwise)`,
+        { cause: error, details: { transport: this.transport, channel, bytes } },
       )
+    }
     return transportError('TRANSPORT_UNAVAILABLE', `kafka transport ${this.transport} refused a write: ${message}`, {
       cause: error,
       details: { transport: this.transport, channel },
@@ -1044,6 +1049,18 @@ export class KafkaDriver implements Driver {
   wake(): void {
     for (const reader of this.groups.values()) reader.wake()
     for (const mirror of this.mirrors.values()) mirror.wake()
+  }
+
+  /** Groups' streams pause (their room is 0 from now on); consumers stay in their groups and go on committing. */
+  drain(): void {
+    for (const reader of this.groups.values()) reader.drain()
+  }
+
+  /** A release on its way to its reader (behind the writes before it), or a released record due to members here. */
+  holding(): boolean {
+    if (this.writes.holds((r) => r.kind === 'release')) return true
+    for (const reader of this.groups.values()) if (reader.holdsDue()) return true
+    return false
   }
 
   async stopReading(): Promise<void> {

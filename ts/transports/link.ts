@@ -5,7 +5,8 @@
  * so an unbound Orrery's hot paths never reach this module.
  */
 import type { BusCore, OpenNatsWire } from '../engines/backend.js'
-import { DEFAULTS, FRAME } from '../engines/manifest.js'
+import { DEFAULTS, FRAME, GROUP_STATS } from '../engines/manifest.js'
+import { CONTROL_GROUP, DEAD_LETTER_SUFFIX } from '../bus/options.js'
 import type { FrameWriter } from '../frame.js'
 import { type ErrorCode, failureOf, isOrreryError, OrreryError } from '../errors.js'
 import { type Capability, type CapabilitySet, TRANSPORT_CAPABILITIES, type TransportKind, unsupported } from './capabilities.js'
@@ -49,6 +50,12 @@ export interface ShutdownOutcome {
    */
   readonly errors: readonly OrreryError[]
 }
+
+/** How often a draining shutdown looks whether its groups' members are done. */
+const DRAIN_POLL_MS = 25
+const MEMBERS = GROUP_STATS.indexOf('members')
+const BACKLOG = GROUP_STATS.indexOf('backlog')
+const PENDING = GROUP_STATS.indexOf('pending')
 
 const GRACEFUL: ShutdownOutcome = Object.freeze({ graceful: true, errors: Object.freeze([]) as readonly OrreryError[] })
 
@@ -240,7 +247,9 @@ export class Transports {
         host.scheduleFlush()
       },
       // A group deleted meanwhile has no room; any other failure is reported.
-      groupRoom: (group) => this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP'),
+      // None while draining: groups read nothing new, their members finish what was read.
+      groupRoom: (group) => (this.draining ? 0 : this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP')),
+      memberRoom: (group) => this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP'),
       mirrorRoom: (channel) => this.room(transport, (core) => core.mirrorRoom(channel)),
       failed: (error) => this.host?.failed(transport, error),
       refused: (refused) => this.refused(transport, refused),
@@ -791,17 +800,16 @@ export class Transports {
    * of what this process holds (released to the broker, so others take it at once), and every
    * write is waited for. Each step waits for a transport at most its publishTimeoutMs and a
    * second (a broker that is down is not waited for longer than a publish would wait): what did
-   * not end in time is in the outcome. `close` follows.
+   * not end in time is in the outcome. `close` follows. A `close` meanwhile ends it where it is.
    */
   async shutdown(): Promise<ShutdownOutcome> {
     if (this.closed) return GRACEFUL
     this.stopOpening()
     const errors: OrreryError[] = []
-    const drivers = this.config.transports.flatMap((t) => {
-      const driver = this.drivers.get(t.id)
-      return driver === undefined ? [] : [{ name: t.name, driver, bound: boundOf(t) }]
-    })
+    const cut = (): ShutdownOutcome => ({ graceful: false, errors })
+    const drivers = this.driversWithBounds()
     await Promise.all(drivers.map((d) => within(d.driver.stopReading(), d.bound, d.name, 'stop-reading', errors)))
+    if (this.closed) return cut()
     const host = this.host
     if (host !== undefined) {
       for (const id of this.groups.keys()) {
@@ -818,14 +826,77 @@ export class Transports {
         const settling: Promise<unknown>[] = []
         const routed = this.route(batch, settling)
         await within(Promise.all([routed, ...settling]), bound, this.transportNames(), 'hand-back', errors)
+        if (this.closed) return cut()
       }
     }
     await Promise.all(drivers.map((d) => within(d.driver.flushed(), d.bound, d.name, 'writes', errors)))
     await this.disk?.written()?.catch(() => {})
+    if (this.closed) return cut()
     // What signing refused since the last reports is told before the bus closes.
     this.refusalReports.flush()
     return errors.length === 0 ? GRACEFUL : { graceful: false, errors }
   }
+
+  /** Each transport's driver, with how long a stop waits for it at each step. */
+  private driversWithBounds(): Array<{ name: string; driver: Driver; bound: number }> {
+    return this.config.transports.flatMap((t) => {
+      const driver = this.drivers.get(t.id)
+      return driver === undefined ? [] : [{ name: t.name, driver, bound: boundOf(t) }]
+    })
+  }
+
+  /**
+   * Whether members of this process's remote groups hold work, or have some left to take of
+   * what was read, or a driver holds some for them (a release on its way to a Kafka reader). A
+   * group without members here does not count (what a mesh that stopped, or a member that left,
+   * gave back went to the broker), nor the control's dead-letter keeper (it holds what it shows
+   * until it is settled).
+   */
+  private busy(): boolean {
+    const host = this.host
+    if (host === undefined || this.closed) return false
+    for (const driver of this.drivers.values()) if (driver.holding?.() === true) return true
+    for (const [id, g] of this.groups) {
+      if (g.deleted === true || (g.ref.name === CONTROL_GROUP && g.ref.channel.endsWith(DEAD_LETTER_SUFFIX))) continue
+      let stats: ArrayLike<number>
+      try {
+        stats = host.core.groupStats(id)
+      } catch {
+        continue
+      }
+      if (stats[MEMBERS]! > 0 && (stats[PENDING]! > 0 || stats[BACKLOG]! > 0)) return true
+    }
+    return false
+  }
+
+  /**
+   * Lets the members of this process's remote groups finish what it holds: from now on their
+   * readers see no room and each driver ends the reads it has waiting on the broker (`Driver.drain`),
+   * so nothing new is read for them (the connections, subscriptions and consumers stay: a Kafka
+   * consumer keeps its place in the group; subscribers and shared namespaces keep reading).
+   * Resolves once they are done (`busy` no more), at `deadline`, or at a close. `flush` (the
+   * bus's) is called before each look, so what members settled has reached the drivers (a
+   * release Kafka hands out again from here) and their acks are written as they come.
+   */
+  async drain(deadline: number, flush: () => void): Promise<void> {
+    if (this.closed) return
+    this.draining = true
+    for (const { name, driver } of this.driversWithBounds()) {
+      try {
+        driver.drain?.()
+      } catch (error) {
+        this.host?.failed(name, error)
+      }
+    }
+    for (;;) {
+      flush()
+      if (!this.busy() || Date.now() >= deadline) return
+      await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, Math.max(0, deadline - Date.now()))))
+    }
+  }
+
+  /** Set by `drain`: groups' readers see no room. */
+  private draining = false
 
   private stopOpening(): void {
     this.opening = false

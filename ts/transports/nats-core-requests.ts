@@ -102,6 +102,10 @@ export class CoreRequests {
   private readonly pending = new Map<ReturnType<typeof setTimeout>, () => void>()
   /** No new subscription once reading stopped; nothing at all once stopped. */
   private reading = true
+  /** Whether groups are served (not after `drain`). */
+  private serving = true
+  /** Groups' subscriptions draining (see `drain`). */
+  private draining = 0
   private stopped = false
   private lastAddress = ''
   private lastAddressBytes = new Uint8Array(0)
@@ -166,6 +170,7 @@ export class CoreRequests {
 
   /** Reads `group`'s share of its channel's requests, and those sent again to it; resolves once the server has the subscriptions. */
   serve(group: GroupRef): Promise<void> {
+    if (!this.serving) return Promise.resolve()
     const subjects = [this.subjectOf(group.channel), this.againSubject(group.channel, group.name)]
     return this.subscribe(`g${group.id}`, group.channel, subjects, this.subjectPart(group.name), (route, frame, count, sighting) => {
       const position = `rq:${sighting}`
@@ -177,6 +182,31 @@ export class CoreRequests {
       held.set(position, { channel: group.channel, group: group.name, route, frame, count })
       this.writer.group(group.id, count, position, frame, route)
     })
+  }
+
+  /**
+   * A draining stop: no group is served here any more (the server hands their requests to the
+   * group's other processes; with none, their requesters time out); what is held here, and what
+   * the server had sent here already, is still answered. Mirrors still follow their channels.
+   */
+  drain(): void {
+    this.serving = false
+    for (const [key, subs] of this.subs) {
+      if (!key.startsWith('g')) continue
+      for (const sub of subs) {
+        this.draining++
+        void sub
+          .drain()
+          .catch(() => {})
+          .finally(() => this.draining--)
+      }
+      this.subs.delete(key)
+    }
+  }
+
+  /** Whether a group's subscription is draining (what the server sent before its end may still come: a drain waits for it). */
+  get holding(): boolean {
+    return this.draining > 0
   }
 
   /** Stops reading `group` here (what it holds stays until the core answers it). */

@@ -264,6 +264,7 @@ export class NatsDriver implements Driver {
     this.sink = {
       ingest: (b) => sink.ingest(b),
       groupRoom: (g) => sink.groupRoom(g),
+      memberRoom: (g) => sink.memberRoom(g),
       mirrorRoom: (c) => sink.mirrorRoom(c),
       failed: (e) => sink.failed(this.redacted(e)),
       refused: (r) => sink.refused?.(r),
@@ -1394,6 +1395,17 @@ export class NatsDriver implements Driver {
   wake(): void {
     for (const reader of this.groups.values()) reader.wake()
     for (const reader of this.mirrors.values()) reader.wake()
+  }
+
+  /** Groups' pulls in flight end (their room is 0 from now on) and core requests are served no more. */
+  drain(): void {
+    this.core?.drain()
+    for (const reader of this.groups.values()) reader.wake()
+  }
+
+  /** Core requests the server may still be sending (their subscriptions draining). */
+  holding(): boolean {
+    return this.core?.holding === true
   }
 
   async stopReading(): Promise<void> {

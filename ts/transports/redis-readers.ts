@@ -169,6 +169,20 @@ export abstract class Reader {
     this.pause.wake()
   }
 
+  /**
+   * Ends the blocking read in flight, if any (it returns empty; one that has brought entries
+   * already is not affected), so the loop looks at its room again.
+   */
+  unblock(): Promise<void> {
+    // Only on a live connection: while it is down the command would wait in the offline queue
+    // for ever (no command timeout), and the read it would unblock is cut with its socket anyway.
+    if (this.clientId === undefined || !this.driver.isReady) return Promise.resolve()
+    return this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).then(
+      () => {},
+      () => {},
+    )
+  }
+
   stop(): void {
     this.stopped = true
     this.pause.wake()
@@ -180,9 +194,7 @@ export abstract class Reader {
     if (this.stopped) return
     this.stopped = true
     this.pause.wake()
-    // Only on a live connection: while it is down the command would wait in the offline queue
-    // for ever (no command timeout), and the read it would unblock is cut with its socket anyway.
-    if (this.clientId !== undefined && this.driver.isReady) await this.driver.command(['CLIENT', 'UNBLOCK', this.clientId]).catch(() => {})
+    await this.unblock()
     const done = this.loop ?? Promise.resolve()
     // A read the server does not unblock (an old server, a dropped connection) is cut after 1 s.
     let timer: ReturnType<typeof setTimeout> | undefined

@@ -427,6 +427,19 @@ export class RedisDriver implements Driver {
     const where = `redis transport ${this.transport}`
     if (/WRONGPASS|NOAUTH|NOPERM|\bAUTH\b|invalid password|invalid username/.test(message))
       return transportError('TRANSPORT_AUTH', `${where} refused the credentials: ${message}`, { cause: error, details: { transport: this.transport } })
+    // The server is there; the URL's database number is past its `databases` setting (16 by default).
+    if (/DB index is out of range/i.test(message)) {
+      const option = `transports.${this.transport}.url`
+      const database = new URL(this.config.url).pathname.slice(1)
+      return new OrreryError(
+        'INVALID_OPTION',
+        `${option} names database ${database}, which the server does not have (its databases setting, 16 by default): ${message}`,
+        {
+          cause: error,
+          details: { option, transport: this.transport, value: Number(database) },
+        },
+      )
+    }
     return transportError('TRANSPORT_UNAVAILABLE', `${where} is unreachable at ${this.config.url.replace(/\/\/[^@/]*@/, '//')}: ${message}`, {
       cause: error,
       details: { transport: this.transport },
@@ -1133,6 +1146,11 @@ export class RedisDriver implements Driver {
   wake(): void {
     for (const reader of this.groups.values()) reader.wake()
     for (const reader of this.mirrors.values()) reader.wake()
+  }
+
+  /** Groups' blocking reads end: with no room from now on, their readers read nothing new. */
+  drain(): void {
+    for (const reader of this.groups.values()) void reader.unblock()
   }
 
   async stopReading(): Promise<void> {

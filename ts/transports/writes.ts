@@ -60,6 +60,12 @@ export class Writes<R = Egress> implements OpenWrites {
     private readonly keyOf: (record: R) => string | undefined,
   ) {}
 
+  /** Whether a write not settled yet holds a record `is` picks. */
+  holds(is: (record: R) => boolean): boolean {
+    for (const w of this.open.keys()) if (w.records.some(is)) return true
+    return false
+  }
+
   /** A write of `records` that fails with `expired(write)` unless settled within `timeoutMs`. */
   add(records: readonly R[], timeoutMs: number, expired: (write: PendingWrite<R>) => OrreryError): { write: PendingWrite<R>; written: Promise<number> } {
     const made = this.make(records, Date.now() + timeoutMs)
