@@ -548,13 +548,13 @@ export class Orrery {
    */
   private async drain(deadline: number): Promise<void> {
     const meshes = [...(this.meshes ?? [])]
+    const timeout = Math.max(0, deadline - Date.now())
     let timer: ReturnType<typeof setTimeout> | undefined
     // A mesh's own stop may take longer (one begun before with a longer timeout, agents' onStop):
     // not waited for past the deadline; `closeAll` stops it at once then.
     const deadlinePassed = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))
+      timer = setTimeout(resolve, timeout)
     })
-    const timeout = Math.max(0, deadline - Date.now())
     await Promise.race([Promise.allSettled([this.bus.drain(deadline), ...meshes.map((mesh) => mesh.shutdown({ timeout }))]), deadlinePassed])
     clearTimeout(timer)
   }

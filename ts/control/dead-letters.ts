@@ -14,8 +14,6 @@ import { OrreryError } from '../errors.js'
 import { PAGE_BYTES } from './log.js'
 import { DEAD_LETTER_HEADERS, deadLetterView, type DeadLetterView } from './views.js'
 
-export { CONTROL_GROUP, DEAD_LETTER_SUFFIX }
-
 /** How long the keeper holds a dead letter before the core hands it over again (to it), in ms. */
 const HOLD_MS = 86_400_000
 

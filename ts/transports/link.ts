@@ -233,6 +233,7 @@ export class Transports {
   }
 
   private sinkFor(transport: string): DriverSink {
+    const memberRoom = (group: number): number => this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP')
     return {
       ingest: (batch) => {
         const host = this.host
@@ -248,8 +249,8 @@ export class Transports {
       },
       // A group deleted meanwhile has no room; any other failure is reported.
       // None while draining: groups read nothing new, their members finish what was read.
-      groupRoom: (group) => (this.draining ? 0 : this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP')),
-      memberRoom: (group) => this.room(transport, (core) => core.groupRoom(group), 'UNKNOWN_GROUP'),
+      groupRoom: (group) => (this.draining ? 0 : memberRoom(group)),
+      memberRoom,
       mirrorRoom: (channel) => this.room(transport, (core) => core.mirrorRoom(channel)),
       failed: (error) => this.host?.failed(transport, error),
       refused: (refused) => this.refused(transport, refused),
