@@ -73,3 +73,16 @@ export async function removeTempDirs(): Promise<void> {
   const { rmSync } = await import('node:fs')
   for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 }
+
+/** A real macrotask (fake timers leave setImmediate and MessageChannel alone): a run's events of the one before are written by then. */
+export function macrotask(): Promise<void> {
+  if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve))
+  return new Promise((resolve) => {
+    const channel = new MessageChannel()
+    channel.port1.onmessage = () => {
+      channel.port1.close()
+      resolve()
+    }
+    channel.port2.postMessage(undefined)
+  })
+}

@@ -31,7 +31,7 @@ import {
   type Workflows,
 } from '../ts/node.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
-import { errorOf, removeTempDirs, tempDir } from './helpers.js'
+import { errorOf, macrotask, removeTempDirs, tempDir } from './helpers.js'
 
 let open: Orrery[] = []
 
@@ -71,19 +71,6 @@ function later<T = unknown>() {
 /** A step that never ends on its own: it rejects when its attempt is aborted. */
 function hang(_input: unknown, ctx: StepContext): Promise<never> {
   return new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)))
-}
-
-/** A real macrotask (fake timers leave setImmediate and MessageChannel alone): a run's events of the one before are written by then. */
-function macrotask(): Promise<void> {
-  if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve))
-  return new Promise((resolve) => {
-    const channel = new MessageChannel()
-    channel.port1.onmessage = () => {
-      channel.port1.close()
-      resolve()
-    }
-    channel.port2.postMessage(undefined)
-  })
 }
 
 /** The run's state as a second Workflows over the same store reads it (once the events recorded so far are written). */

@@ -35,7 +35,7 @@ import {
 } from '../ts/node.js'
 import { MAX_UNCLAIMED_SIGNALS } from '../ts/workflows/run.js'
 import { ENGINE, IN_BROWSER } from './engine.js'
-import { errorOf, removeTempDirs, tempDir } from './helpers.js'
+import { errorOf, macrotask, removeTempDirs, tempDir } from './helpers.js'
 
 let open: Orrery[] = []
 
@@ -1895,6 +1895,11 @@ describe('workflows: limits', () => {
     // A run that sleeps ends in a later macrotask: its events have records of their own.
     wf.define(workflow('slow', sequence(sleep('nap', 10), step('a', { fn: 'inc' }, { input: '$input' }))))
     const slow = await wf.start('slow', 5, { id: 's' })
+    // The start's macrotask is written before the sleep ends: fake timers could otherwise fire the
+    // sleep before the real macrotask that writes (a browser orders timers and messages as it likes),
+    // and the run would look as if it ended in one.
+    for (let i = 0; i < 50 && runKeys().length < 3; i++) await macrotask()
+    expect(runKeys()).toEqual(['run/q', 'run/s', 'run/s/e/0000000001'])
     await advance(10)
     expect(await slow.result()).toBe(6)
     expect(runKeys().filter((k) => k.startsWith('run/s'))).toEqual(['run/s', 'run/s/e/0000000001', 'run/s/e/0000000002'])
