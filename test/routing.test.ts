@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
 
-import { Agent, PermanentError, type AgentContext } from '../ts/node.js'
+import { Agent, FatalError, PermanentError, type AgentContext } from '../ts/node.js'
 import { collect, errorOf } from './helpers.js'
 import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
 
@@ -108,6 +108,41 @@ describe('routing and resilience', () => {
     const stopped = mesh.shutdown({ timeout: 200 })
     await advance(200)
     await stopped
+  })
+
+  it('falls back at once from an agent that ends holding the call: stopped past its timeout, or crashed with no supervisor', async () => {
+    reset()
+    const { mesh, events, advance } = await fakeMesh()
+    /** Hangs on `work`; `break` crashes it. */
+    class Brittle extends Hang {
+      static override readonly capabilities = [...Hang.capabilities, { name: 'break', version: '1.0.0', priority: 1 }]
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle('break', () => {
+          throw new FatalError('broken')
+        })
+      }
+    }
+    mesh.define('brittle', Brittle).define('flaky', Flaky)
+    await mesh.spawn('flaky', { id: 'ok' })
+    // A call's timeout far off: it is answered long before, by the fallback.
+    const fellBack = () => events.filter((e) => e.type === 'fallback').map((e) => e.type === 'fallback' && `${e.agent}: ${e.error}`)
+    for (const [id, end] of [
+      ['stopped', () => void mesh.stop('stopped', { timeout: 100 })],
+      ['crashed', () => void mesh.send('break', null)],
+    ] as const) {
+      await mesh.spawn('brittle', { id })
+      const reply = mesh.request<string>('work', id, { timeout: 60_000 })
+      await advance(1)
+      end()
+      await advance(100)
+      expect((await reply).payload).toBe(`ok did ${id}`)
+      expect(fellBack().at(-1)).toMatch(new RegExp(`^${id}: the responder on inbox\\.${id} failed: agent ${id} stopped before it answered$`))
+    }
+    expect(kinds(events, 'crashed')).toEqual(['crashed:crashed'])
+    // Not the agent's fault: no breaker opened.
+    expect(events.filter((e) => e.type === 'breaker')).toEqual([])
+    await mesh.shutdown()
   })
 
   it('retries transient failures of messages with backoff, then dead-letters them with the error', async () => {

@@ -69,6 +69,24 @@ describe('lifecycle', () => {
     await mesh.shutdown()
   })
 
+  it('keeps a request its agent held when it crashed for the next life, which answers it', async () => {
+    reset()
+    const { mesh, events, advance } = await fakeMesh()
+    mesh.define('worker', Worker)
+    await mesh.supervise({ children: [{ type: 'worker', id: 'w' }] })
+    const reply = mesh.request<string>('job', { name: 'slow', ms: 1_000 }, { timeout: 60_000 })
+    await advance(1)
+    Worker.crashOn.add('boom')
+    await mesh.send('job', { name: 'boom' })
+    await advance(5_000)
+    // The first life was abandoned mid-job; the restarted one ran it and answered: no fallback.
+    expect((await reply).payload).toBe('slow')
+    expect(Worker.lives).toEqual(['w', 'w'])
+    expect(Worker.done.filter((d) => d === 'w:slow')).toEqual(['w:slow'])
+    expect(kinds(events, 'crashed', 'fallback')).toEqual(['crashed:w'])
+    await mesh.shutdown()
+  })
+
   it('reports what the health check says', async () => {
     reset()
     const { mesh, advance } = await fakeMesh()

@@ -23,6 +23,7 @@ import {
 } from '../../ts/node.js'
 import { ENGINE } from '../engine.js'
 import { BACKENDS, quiet, stop, until } from './backends.js'
+import { proxyTo } from './proxy.js'
 
 const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
 let tests = 0
@@ -55,6 +56,34 @@ class Slow extends Agent {
       await new Promise((r) => setTimeout(r, 700))
       return payload
     })
+  }
+}
+
+/** Never answers on its own: its handler ends when its attempt is aborted (its agent stops). */
+class Hang extends Agent {
+  static capabilities = [{ name: 'job', version: '1.0.0' }]
+  static runs = 0
+  static aborted = 0
+  constructor(context: AgentContext) {
+    super(context)
+    this.handle('job', (_payload, ctx) => {
+      Hang.runs++
+      return new Promise((_, reject) =>
+        ctx.signal.addEventListener('abort', () => {
+          Hang.aborted++
+          reject(ctx.signal.reason)
+        }),
+      )
+    })
+  }
+}
+
+/** Answers at once, saying who did. */
+class Quick extends Agent {
+  static capabilities = [{ name: 'job', version: '1.0.0' }]
+  constructor(context: AgentContext) {
+    super(context)
+    this.handle('job', (payload) => ({ by: 'quick', payload }))
   }
 }
 
@@ -299,6 +328,94 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
           await until(() => ids(meshB, 'slow').length === 0, 5_000, 'the agent to be deregistered')
         } finally {
           await w.end()
+        }
+      },
+      T,
+    )
+
+    /**
+     * A request in flight to `Hang` in process B (tried first: its priority) while `Quick` in C
+     * also offers `job`; `end(b)` then takes B away. Resolves with the caller's reply, how long it
+     * took after `end` began, and the fallbacks the caller's mesh reported.
+     */
+    const fallBack = async (w: ReturnType<typeof world>, b: Orrery, end: (b: Orrery) => Promise<unknown>) => {
+      const [r, c] = [await w.open(), await w.open()]
+      const meshR = await r.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+      const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+      const meshC = await c.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+      meshB.define('hang', Hang)
+      meshC.define('quick', Quick)
+      const [hang] = await meshB.spawn('hang', { capabilities: [{ name: 'job', version: '1.0.0', priority: 9 }] })
+      await meshC.spawn('quick', { capabilities: [{ name: 'job', version: '1.0.0', priority: 1 }] })
+      await until(
+        () => meshR.registry.find('job').length === 2,
+        20_000,
+        'the caller to see both agents healthy',
+        () => meshR.registry.find({ capability: 'job', minHealth: 'offline' }),
+      )
+      const fallbacks: MeshEvent[] = []
+      meshR.events.subscribe((e) => {
+        if (e.type === 'fallback') fallbacks.push(e)
+      })
+      Hang.runs = 0
+      Hang.aborted = 0
+      // Far longer than the test waits: an answer in time came from the fallback, not the timeout.
+      const asked = meshR.request<{ by: string; payload: unknown }>('job', { n: 1 }, { timeout: 30_000 })
+      await until(() => Hang.runs === 1, 10_000, 'the hanging agent to take the request')
+      const begun = Date.now()
+      await end(b)
+      const reply = await asked
+      return { reply: reply.payload, ms: Date.now() - begun, fallbacks, hang: hang!.id, process: meshB.process }
+    }
+
+    it.skipIf(!TRANSPORT_CAPABILITIES[backend.name].request)(
+      'a routed request in flight to an agent of a process that stops without a drain falls back at once to another agent',
+      async () => {
+        const w = world()
+        try {
+          const b = await w.open()
+          // The stop abandons the running handler: the request is answered CLOSED, and the caller
+          // tries the next agent (it used to wait for its timeout, the agent's inbox having no reader).
+          const { reply, ms, fallbacks, hang } = await fallBack(w, b, (b) => b.shutdown())
+          expect(reply).toEqual({ by: 'quick', payload: { n: 1 } })
+          expect(Hang.aborted).toBe(1)
+          expect(fallbacks).toMatchObject([
+            { type: 'fallback', agent: hang, capability: 'job', attempt: 1, error: expect.stringMatching(/stopped before it answered/) },
+          ])
+          expect(ms).toBeLessThan(5_000)
+        } finally {
+          await w.end()
+        }
+      },
+      T,
+    )
+
+    // The broker taken from one process alone: a TCP proxy in front of it (not Kafka's, whose
+    // clients connect to the brokers its metadata names).
+    it.skipIf(!TRANSPORT_CAPABILITIES[backend.name].request || backend.name === 'kafka')(
+      'a routed request in flight to an agent whose process stops beating falls back once the agent is offline',
+      async () => {
+        const w = world()
+        const server = new URL(backend.name === 'redis' ? inject('redisUrl')! : inject('natsUrl')!)
+        const proxy = await proxyTo(server.hostname, Number(server.port))
+        try {
+          const address = `${server.protocol}//${proxy.address}`
+          const main = optionsFor(w.ns).transports!['main']!
+          const b = await w.open({
+            transports: { main: main.kind === 'redis' ? { ...main, url: address } : main.kind === 'nats' ? { ...main, servers: address } : main },
+          })
+          // Cut off, B neither beats nor answers: the caller marks its agent offline after 5
+          // missed beats (500 ms) and falls back then, not at its timeout.
+          const { reply, ms, fallbacks, hang, process } = await fallBack(w, b, () => proxy.cut())
+          expect(reply).toEqual({ by: 'quick', payload: { n: 1 } })
+          expect(fallbacks).toMatchObject([
+            { type: 'fallback', agent: hang, capability: 'job', attempt: 1, error: `agent ${hang} of process ${process} stopped beating before it answered` },
+          ])
+          expect(ms).toBeGreaterThanOrEqual(HEARTBEAT.interval * 4)
+          expect(ms).toBeLessThan(5_000)
+        } finally {
+          await w.end()
+          await proxy.close()
         }
       },
       T,

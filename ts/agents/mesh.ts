@@ -9,7 +9,7 @@ import { silentLogger, type Agent, type AgentClass, type AgentContext, type Logg
 import { AgentRunner, type AgentState, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './runner.js'
 import type { Backend, MeshCore, MeshCoreOptions } from '../engines/backend.js'
 import { runnerLink, type Bus } from '../bus/bus.js'
-import { MAX_CAPACITY, type PublishOptions } from '../bus/options.js'
+import { inboxOf, MAX_CAPACITY, type PublishOptions } from '../bus/options.js'
 import {
   callable,
   finite,
@@ -439,17 +439,16 @@ export class Mesh {
     }
     this.registryEvents = this.registry.events.subscribe((event) => {
       this.subject.next(event)
-      // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
-      // Another process's agents are that process's to restart, never this one's.
       const lost =
-        event.type !== 'health' && event.type !== 'deregistered'
-          ? undefined
-          : event.remote || !(event.type === 'health' ? event.to === 'offline' : event.reason === 'missed-heartbeats')
-            ? undefined
-            : event.agent
-      const runner = lost === undefined ? undefined : this.runners.get(lost)
+        (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event : undefined
+      if (lost === undefined) return
+      // Another process's agent that stopped beating will not answer (that process is gone or
+      // cut off, and its agents are its own to restart): its callers fall back now.
+      if (lost.remote) return this.router.agentLost(lost.agent, lost.process)
+      // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
+      const runner = this.runners.get(lost.agent)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
-        this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost} stopped beating`))
+        this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost.agent} stopped beating`))
     })
     if (options.signals) this.handleSignals()
   }
@@ -552,7 +551,7 @@ export class Mesh {
             : [...new Set([...held.values(), ...[...this.replicas].filter((r) => r.type === t)])],
         inboxLoad: (id) => {
           // The agent's own inbox group (created by its runner): the core's counts, not a guess.
-          const stats = this.bus.group(`inbox.${id}`, 'agent').stats()
+          const stats = this.bus.group(inboxOf(id), 'agent').stats()
           return stats.backlog + stats.pending
         },
         nextId: (t) => {
@@ -783,7 +782,8 @@ export class Mesh {
   /**
    * @internal Stops everything at once (its Orrery is closing): supervisors stop, every agent
    * dies as in a crash (running handlers are abandoned, so their unacked messages stay in the
-   * inboxes for redelivery), routed retries waiting on a backoff fail with `CLOSED`, and every
+   * inboxes for redelivery, and the requests among them are answered `CLOSED`, so their callers
+   * fall back to other agents), routed retries waiting on a backoff fail with `CLOSED`, and every
    * timer and interval is cleared, so nothing keeps the process alive.
    */
   close(): void {
@@ -791,7 +791,7 @@ export class Mesh {
     this.closing ??= Promise.resolve()
     for (const a of [...this.scalers]) a.close()
     for (const s of this.supervisors) s.stop()
-    for (const runner of this.runners.values()) runner.kill()
+    for (const runner of this.runners.values()) runner.kill(true)
     for (const replica of this.replicas) replica.kill()
     this.release()
   }
@@ -881,12 +881,14 @@ export class Mesh {
 
   private crashed(runner: AgentRunner, reason: string, error: unknown): void {
     if (runner.state === 'crashed' || runner.state === 'stopped' || runner.state === 'stopping') return
-    runner.kill()
+    const supervisor = this.owners.get(runner)
+    const restarts = supervisor !== undefined && this.closing === undefined
+    // Its requests wait in the inbox for the next life, if one comes; else they are answered now.
+    runner.kill(!restarts)
     runner.agent.log.error({ err: error, reason }, 'agent crashed')
     this.subject.next({ type: 'crashed', agent: runner.id, reason, error: error instanceof Error ? error.message : String(error), at: this.now() })
-    const supervisor = this.owners.get(runner)
     this.owners.delete(runner)
-    if (supervisor && !this.closing) supervisor.crashed(runner, reason)
+    if (restarts) supervisor.crashed(runner, reason)
   }
 
   private async stopRunner(runner: AgentRunner, timeout: number | undefined): Promise<void> {

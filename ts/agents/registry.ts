@@ -8,6 +8,7 @@ import { Subject, type Observable } from 'rxjs'
 
 import { MESH_EVENT_FIELDS, MESH_STATE_FIELDS, type MeshCore } from '../engines/backend.js'
 import { LIMITS } from '../engines/manifest.js'
+import { inboxOf } from '../bus/options.js'
 import { finite, int, intOr, keysOf, list, ms, name as checkName, oneOf, oneOfOr, options as checkOptions, text, type Where } from '../check.js'
 import { isEngineFailure, OrreryError } from '../errors.js'
 import { Stream } from '../stream.js'
@@ -382,7 +383,7 @@ export class Registry {
       type: agent.type,
       capabilities: capabilities.map((c) => Object.freeze({ ...c })),
       tags: [...tags],
-      inbox: `inbox.${agent.id}`,
+      inbox: inboxOf(agent.id),
       bulkhead,
       process: remoteProcess ?? this.process,
       tag: remoteProcess === undefined ? LOCAL : Object.freeze({ remote: true, process: remoteProcess }),

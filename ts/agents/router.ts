@@ -8,7 +8,7 @@
  */
 import { ROUTE_REFUSED, type RouteRefusal } from '../engines/backend.js'
 import { runnerLink, type Bus, type RequestWaiter } from '../bus/bus.js'
-import { checkEnvelope, PUBLISH_KEYS, type PublishOptions } from '../bus/options.js'
+import { checkEnvelope, inboxOf, PUBLISH_KEYS, type PublishOptions } from '../bus/options.js'
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { Message } from '../bus/message.js'
 import { flag, int, MAX_TIMER_MS, msOrNone, text } from '../check.js'
@@ -315,8 +315,9 @@ export class Router {
       return call.fail(e)
     }
     const permanent = e.code === 'HANDLER_ERROR' && e.details['permanent'] === true
-    const limited = e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'RATE_LIMITED'
-    this.finish(call.agent, permanent || limited ? NO_VERDICT : FAILURE)
+    // Over its rate limit, or stopped before it answered (its process is stopping): not a fault.
+    const remote = e.code === 'HANDLER_ERROR' ? e.details['remoteCode'] : undefined
+    this.finish(call.agent, permanent || remote === 'RATE_LIMITED' || remote === 'CLOSED' ? NO_VERDICT : FAILURE)
     const retries = call.options.retries ?? 2
     if (permanent || call.tries >= retries) return call.fail(this.final(e, call.tries + 1, call.target))
     call.tries++
@@ -357,6 +358,22 @@ export class Router {
     if (attempts === 1 && code === e.code) return e
     const message = attempts === 1 ? e.message : `${e.message} (after ${attempts} attempts)`
     return new OrreryError(code, message, { cause: e, details: { ...e.details, attempts, agent } })
+  }
+
+  /**
+   * @internal Agent `agent` of another process stopped beating (its process died or is cut
+   * off): what waits for its answer fails now with NO_RESPONDER, so a routed call falls back to
+   * another agent at once rather than at its timeout.
+   */
+  agentLost(agent: string, process: string | undefined): void {
+    const channel = inboxOf(agent)
+    this.bus.failRequestsTo(
+      channel,
+      () =>
+        new OrreryError('NO_RESPONDER', `agent ${agent}${process === undefined ? '' : ` of process ${process}`} stopped beating before it answered`, {
+          details: { agent, channel, ...(process === undefined ? {} : { process }) },
+        }),
+    )
   }
 
   /** @internal Fails retries waiting on a backoff with `CLOSED` and clears their timers. */

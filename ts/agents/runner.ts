@@ -9,6 +9,7 @@ import type { Subscription } from 'rxjs'
 
 import { FatalError, PermanentError, type Agent, type HandlerContext, type HandlerEntry, type HealthReport, type Logger } from './agent.js'
 import type { Bus } from '../bus/bus.js'
+import { inboxOf } from '../bus/options.js'
 import type { RunnerLink } from '../bus/link.js'
 import { MAX_TIMER_MS } from '../check.js'
 import { isOrreryError, OrreryError } from '../errors.js'
@@ -252,7 +253,7 @@ export class AgentRunner {
   }
 
   private join(): void {
-    const group = this.host.bus.group(`inbox.${this.agent.id}`, 'agent', {
+    const group = this.host.bus.group(inboxOf(this.agent.id), 'agent', {
       from: this.host.inboxFrom,
       visibilityTimeout: this.options.handlerTimeout + 5_000,
       maxDeliveries: this.options.retry.attempts + 2,
@@ -576,10 +577,12 @@ export class AgentRunner {
 
   /** Answers a request with an error and acks it: the caller hears at once, and it is not rerun. */
   private answerError(job: Job, message: string, code: string | null, permanent: boolean): void {
-    this.settle(job, () => {
-      this.host.bus.answer(job.delivery.message, undefined, { message, code, permanent })
-      job.delivery.ack()
-    })
+    this.settle(job, () => this.answerAndAck(job, message, code, permanent))
+  }
+
+  private answerAndAck(job: Job, message: string, code: string | null, permanent: boolean): void {
+    this.host.bus.answer(job.delivery.message, undefined, { message, code, permanent })
+    job.delivery.ack()
   }
 
   /** Refuses a message over the rate limit: a request gets `RATE_LIMITED`, a message is dead-lettered. */
@@ -642,8 +645,9 @@ export class AgentRunner {
       this.idle = undefined
       clearTimeout(timer)
     }
-    // Whatever is still running is abandoned: its message is not acked and goes back.
-    this.abandon(`agent ${this.id} is stopping`)
+    // Whatever is still running is abandoned: a message goes back to the inbox; a request is
+    // answered CLOSED, so its caller tries another agent now rather than at its timeout.
+    this.abandon(`agent ${this.id} stopped before it answered`, true)
     this.release()
     this.state = 'stopped'
     try {
@@ -653,17 +657,25 @@ export class AgentRunner {
     }
   }
 
-  /** Dies at once (a crash, or a supervisor's restart): nothing unacked is lost, it goes back to the inbox. */
-  kill(): void {
+  /**
+   * Dies at once: nothing unacked is lost, it goes back to the inbox. A crash or a supervisor's
+   * restart leaves requests there too, for the next life to answer; `ending` (its mesh closing:
+   * there is no next life) answers them CLOSED instead, as a stop does.
+   */
+  kill(ending = false): void {
     if (this.state === 'stopped' || this.state === 'crashed') return
     this.state = 'crashed'
     this.stopBeating()
-    this.abandon(`agent ${this.id} crashed`)
+    this.abandon(ending ? `agent ${this.id} stopped before it answered` : `agent ${this.id} crashed`, ending)
     this.release()
   }
 
-  /** Ends this life: running handlers are told (their signal aborts) and their results ignored. */
-  private abandon(why: string): void {
+  /**
+   * Ends this life: running handlers are told (their signal aborts) and their results ignored.
+   * With `answer`, each request among them is answered CLOSED and acked (its caller falls back
+   * to another agent at once; run again by this agent, its reply would come too late).
+   */
+  private abandon(why: string, answer: boolean): void {
     this.life++
     const error = new OrreryError('CLOSED', why)
     const deadlines = this.deadlines
@@ -673,6 +685,13 @@ export class AgentRunner {
       job.finished = true
       this.endSpan(job, { error })
       job.abort(error)
+      if (answer && job.isRequest) {
+        try {
+          this.answerAndAck(job, why, 'CLOSED', false)
+        } catch {
+          // The bus closed: the caller learns it from its own request.
+        }
+      }
     }
     this.running = 0
     // A graceful stop waiting for these handlers stops waiting (and its timer is cleared).

@@ -201,8 +201,9 @@ export class Supervisor {
 
   private giveUp(reason: string): void {
     this.state = 'failed'
+    // No next life: their requests are answered now (see AgentRunner.kill).
     for (const child of [...this.children].reverse()) {
-      child.runner?.kill()
+      child.runner?.kill(true)
       child.runner = undefined
     }
     const agents = this.agents

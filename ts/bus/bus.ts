@@ -36,6 +36,7 @@ import {
   CHANNEL_KEYS,
   checkEnvelope,
   consumerOptions,
+  inboxOf,
   PUBLISH_KEYS,
   REQUEST_KEYS,
   RESPOND_KEYS,
@@ -915,14 +916,14 @@ export class Bus {
   /** Sends a direct message to an agent's inbox (the channel `inbox.<agent>`). */
   async send(agent: string, payload: unknown, options: PublishOptions = {}): Promise<{ readonly id: string; readonly published: boolean }> {
     text(agent, 'agent', { nonEmpty: true })
-    return this.publish(`inbox.${agent}`, payload, { ...checkEnvelope(options, 'options', 'argument', PUBLISH_KEYS), recipient: agent })
+    return this.publish(inboxOf(agent), payload, { ...checkEnvelope(options, 'options', 'argument', PUBLISH_KEYS), recipient: agent })
   }
 
   /** An agent's inbox: its direct messages. */
   inbox<T = unknown>(agent: string, options: SubscribeOptions = {}): Stream<Message<T>> {
     this.assertOpen()
     text(agent, 'agent', { nonEmpty: true })
-    return this.subscribe<T>(`inbox.${agent}`, options as SubscribeOptions<T>)
+    return this.subscribe<T>(inboxOf(agent), options as SubscribeOptions<T>)
   }
 
   /**
@@ -1148,6 +1149,15 @@ export class Bus {
     if (replied === REPLIED.own) this.settle(token, 0, this.replySlab.keep(frame))
     // Another process's request: the reply left the core as egress, which a flush hands over.
     else if (replied === REPLIED.remote) this.scheduleFlush()
+  }
+
+  /**
+   * @internal Fails every request waiting for an answer from `channel` with `error()`: the
+   * one responder there (an agent's inbox) is known to be gone. The core's deadline later finds
+   * nothing waiting; a reply that comes after all is dropped.
+   */
+  failRequestsTo(channel: string, error: () => unknown): void {
+    for (const [token, waiter] of this.requests) if (waiter.channel === channel) this.requestFailed(token, error())
   }
 
   /** A request its transport could not write fails with the transport's error (the core's deadline later finds nothing waiting). */

@@ -29,6 +29,11 @@ export interface PublishOptions {
 }
 
 /** @internal The fields of {@link PublishOptions}: any other is refused. */
+/** The channel of agent `agent`'s inbox: its direct messages, and the requests routed to it. */
+export function inboxOf(agent: string): string {
+  return `inbox.${agent}`
+}
+
 /** Channels named with this prefix carry Orrery's own traffic (the shared registry, replicated stores). */
 export const OWN_CHANNEL_PREFIX = 'orrery.'
 

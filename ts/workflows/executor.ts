@@ -8,6 +8,7 @@ import { PermanentError } from '../agents/agent.js'
 import type { Mesh } from '../agents/mesh.js'
 import { splitCapability } from '../agents/registry.js'
 import { CAPABILITY_HEADER } from '../agents/runner.js'
+import { inboxOf } from '../bus/options.js'
 import { isOrreryError, OrreryError, type ErrorCode } from '../errors.js'
 import { validate, type StandardSchemaV1 } from '../schema.js'
 import type { ScatterGatherNode, WorkflowNode } from './definition.js'
@@ -266,7 +267,7 @@ export class Executor {
       }
     }
     const [name] = splitCapability(capability)
-    const reply = await mesh.bus.request(`inbox.${agent}`, sent(input), {
+    const reply = await mesh.bus.request(inboxOf(agent), sent(input), {
       headers: { [CAPABILITY_HEADER]: name, [IDEMPOTENCY_HEADER]: context.idempotencyKey },
       timeout: timeoutMs !== undefined && Number.isFinite(timeoutMs) ? timeoutMs : REQUEST_TIMEOUT_MS,
     })
