@@ -90,6 +90,9 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
     ['tls.ca a number', { main: { kind: 'redis', url: CLOSED_PORT, tls: { ca: 5 } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.ca'],
     ['tls.ca an empty list', { main: { kind: 'nats', servers: 'tls://127.0.0.1:1', tls: { ca: [] } } }, undefined, 'INVALID_OPTION', 'transports.main.tls.ca'],
     ['a nats server without a host', { main: { kind: 'nats', servers: 'nats://:14222' } }, undefined, 'INVALID_OPTION', 'transports.main.servers'],
+    // The clients read no query: a setting given there would be dropped without a word.
+    ['a nats server with a query', { main: { kind: 'nats', servers: 'NATS://127.0.0.1:1?tls=true' } }, undefined, 'INVALID_OPTION', 'transports.main.servers'],
+    ['a nats server with a fragment', { main: { kind: 'nats', servers: 'tls://127.0.0.1:1/#x' } }, undefined, 'INVALID_OPTION', 'transports.main.servers'],
     [
       'a nats server on port 0',
       { main: { kind: 'nats', servers: ['nats://127.0.0.1:1', 'nats://127.0.0.1:0'] } },
@@ -298,6 +301,7 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', token: S, nkeySeed: SEED } }, 'transports.main.nkeySeed'],
       [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1`, creds: CREDS } }, 'transports.main.creds'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: SEED, creds: CREDS } }, 'transports.main.creds'],
+      [{ main: { kind: 'nats', servers: `nats://127.0.0.1:1?token=${S}` } }, 'transports.main.servers'],
     ]
     for (const [transports, option] of cases) {
       const err = (await expectRefused(() => Orrery.create({ engine: ENGINE, transports } as OrreryOptions), 'INVALID_OPTION')) as Error & {
@@ -458,6 +462,35 @@ describe(`bindings and capabilities (${ENGINE})`, () => {
 })
 
 // Not in a page: redis is TCP (a page refuses it at create, tested in nats-ws.test.ts).
+describe.skipIf(IN_BROWSER || NO_SERVERS)(`a URL's scheme in any case (${ENGINE})`, () => {
+  it('REDIS:// and NATS:// are redis:// and nats://: both connect, and a message goes through each', async () => {
+    let nats = env['ORRERY_NATS_URL'] ?? 'nats://127.0.0.1:14222'
+    try {
+      const url = (inject as (key: string) => unknown)('natsUrl')
+      if (typeof url === 'string' && url !== '') nats = url
+    } catch {
+      // No global setup providing it: the port scripts/servers.sh uses.
+    }
+    const prefix = `case${Date.now().toString(36)}${ENGINE}`
+    const upper = (url: string) => url.replace(/^[a-z]+:/, (scheme) => scheme.toUpperCase())
+    const o = await create({
+      transports: {
+        r: { kind: 'redis', url: upper(redisUrl()), keyPrefix: `${prefix}:` },
+        n: { kind: 'nats', servers: upper(nats), prefix },
+      },
+      bindings: { 'r.*': 'r', 'n.*': 'n' },
+    })
+    for (const channel of ['r.x', 'n.x']) {
+      const got: unknown[] = []
+      o.bus.subscribe(channel).subscribe((m) => got.push(m.payload))
+      await o.bus.attached(channel)
+      await o.bus.publish(channel, channel)
+      await until(() => got.length === 1)
+      expect(got).toEqual([channel])
+    }
+  })
+})
+
 describe.skipIf(IN_BROWSER || NO_SERVERS)(`what redis cannot do is refused before anything crosses (${ENGINE})`, () => {
   const prefix = `cfg-${Date.now().toString(36)}-${ENGINE}.`
   const open = () => create({ transports: { main: { kind: 'redis', url: redisUrl() } }, bindings: { [`${prefix}*`]: 'main' } })

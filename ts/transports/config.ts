@@ -307,7 +307,7 @@ function transportOptions(value: unknown, name: string): Pick<CheckedTransport, 
   if (kind === 'durable') return { kind, options: { kind, path: text(o['path'], `${name}.path`, { nonEmpty: true }, 'option') } }
   if (kind === 'nats') return { kind, options: natsOptions(o, name) }
   if (kind === 'kafka') return { kind, options: kafkaOptions(o, name) }
-  const url = text(o['url'], `${name}.url`, { nonEmpty: true }, 'option')
+  const url = lowerScheme(text(o['url'], `${name}.url`, { nonEmpty: true }, 'option'))
   const parsed = redisUrl(url, `${name}.url`)
   const tls = checkTls(o['tls'], `${name}.tls`, parsed.protocol === 'rediss:')
   const keyPrefix = textOr(o['keyPrefix'], `${name}.keyPrefix`) ?? 'orrery:'
@@ -361,6 +361,11 @@ function redisCredentials(parsed: URL, username: string | undefined, password: s
       )
 }
 
+/** A URL with its scheme in lower case (schemes are case-insensitive: `NATS://` is `nats://`), as the clients want it. */
+function lowerScheme(url: string): string {
+  return url.replace(/^[A-Za-z][A-Za-z0-9+.-]*:/, (scheme) => scheme.toLowerCase())
+}
+
 /** A redis:// URL up to its port: the port as written (a URL parser only says it failed). */
 const REDIS_PORT = /^rediss?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::([^/?#]*))?/
 
@@ -390,8 +395,8 @@ function redisUrl(url: string, where: string): URL {
   return parsed
 }
 
-/** A NATS server URL: nats:// or tls://, as nats.js takes them. */
-const NATS_URL = /^(nats|tls):\/\/[^\s/]+\/?$/
+/** A NATS server URL: nats:// or tls://, as nats.js takes them (no query: see natsOptions). */
+const NATS_URL = /^(nats|tls):\/\/[^\s/?#]+\/?$/
 /** A NATS server's WebSocket URL: ws:// or wss://, a path allowed (a proxy may serve it under one). */
 const NATS_WS_URL = /^wss?:\/\/[^\s/?#]+(?:[/?][^\s#]*)?$/
 
@@ -427,7 +432,9 @@ function refuseInBrowser(t: CheckedTransport): void {
 
 /** A NATS server URL with its password (user:***@) or token (***@) hidden. */
 function shownServer(url: string): string {
-  return url.replace(/\/\/(?:([^:@/]*):)?[^/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+  // A TCP server's query (refused) may hold a secret; a WebSocket URL's path and query are shown.
+  const bare = /^(nats|tls):/.test(url) ? url.replace(/[?#][\s\S]*$/, '?…') : url
+  return bare.replace(/\/\/(?:([^:@/]*):)?[^/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
 }
 /** A prefix that is one subject token and a valid stream name start. */
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/
@@ -451,10 +458,12 @@ function natsOptions(o: Record<string, unknown>, name: string): CheckedNatsOptio
   // Array.from visits holes (map skips them): `[, url]` is refused like `[undefined, url]`.
   const servers = Array.from(list, (s, i) => {
     const where = Array.isArray(raw) ? `${name}.servers[${i}]` : `${name}.servers`
-    const url = text(s, where, { nonEmpty: true }, 'option')
-    // A password (user:***@) or a token (***@) stays out of the message.
+    const url = lowerScheme(text(s, where, { nonEmpty: true }, 'option'))
+    // A password (user:***@) or a token (***@) stays out of the message, and so does a query.
     const shown = shownServer(url)
     const websocket = NATS_WS_URL.test(url)
+    if (!websocket && /^(nats|tls):\/\/[^?#]*[?#]/.test(url))
+      refuse('option', where, shown, 'has a query or a fragment (? or #), which the client reads none of: give settings as options (user, pass, token, tls)')
     if (!websocket && !NATS_URL.test(url))
       refuse('option', where, shown, 'must be a nats://host:port or tls://host:port URL, or ws://host:port or wss://host:port (WebSocket)')
     natsAddress(url, where, shown)
