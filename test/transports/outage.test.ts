@@ -304,6 +304,19 @@ describe.skipIf(skip !== undefined)(`a broker outage (${ENGINE})${skip ? ` [skip
         expect(await o.shutdown()).toBe(outcome)
       })
 
+      it('a publish pending at shutdown that fails for want of the server makes the stop not graceful', async () => {
+        const { o, proxy } = await behindProxy(broker)
+        await o.bus.publish('jobs', 1)
+        await proxy.cut()
+        // Nothing is read or held: the only thing the stop cannot do is this write.
+        const pending = o.bus.publish('jobs', 2)
+        const outcome = await o.shutdown()
+        await expect(pending).rejects.toMatchObject({ code: 'TRANSPORT_UNAVAILABLE' })
+        expect(outcome.graceful).toBe(false)
+        expect(outcome.errors).toMatchObject([{ code: 'TRANSPORT_UNAVAILABLE', details: { transport: 'main', step: 'writes' } }])
+        expect(outcome.errors[0]!.message).toMatch(/^transport main could not settle its writes at shutdown: /)
+      })
+
       it("a process's first request while the server is down fails typed, and closing then reports nothing", async () => {
         const { o, proxy } = await behindProxy(broker)
         const events: BusEvent[] = []

@@ -154,7 +154,10 @@ export interface Driver {
   holding?(): boolean
   /** Stops every reader, letting what is in flight come in first. */
   stopReading(): Promise<void>
-  /** Resolves once every write made so far settled. */
+  /**
+   * Resolves once every write made so far settled; then rejects instead with the first that
+   * failed for want of the broker (TRANSPORT_UNAVAILABLE), so a stop does not call itself graceful.
+   */
   flushed(): Promise<void>
   /** Drops every connection at once; unwritten records reject CLOSED. */
   close(): void

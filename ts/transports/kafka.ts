@@ -946,7 +946,7 @@ export class KafkaDriver implements Driver {
   }
 
   async flushed(): Promise<void> {
-    await this.writes.settled()
+    const failed = await this.writes.settled()
     await Promise.all([...this.groups.values()].map((g) => g.committed()))
     // The end of a shutdown: each group's consumer leaves, so its partitions go to another process
     // at once, and this process's reply topic goes (nobody will read it again).
@@ -961,6 +961,7 @@ export class KafkaDriver implements Driver {
           .catch(() => {})
       }
     }
+    if (failed !== undefined) throw failed
   }
 
   // --- readers --------------------------------------------------------------------------------

@@ -1134,7 +1134,8 @@ export class NatsDriver implements Driver {
   }
 
   async flushed(): Promise<void> {
-    await this.writes.settled()
+    const failed = await this.writes.settled()
+    if (failed !== undefined) throw failed
   }
 
   /** The core subject of reply address `address` (16 hex digits: a valid subject token), kept for the next reply. */

@@ -1063,10 +1063,11 @@ export class RedisDriver implements Driver {
   }
 
   async flushed(): Promise<void> {
-    await this.writes.settled()
+    const failed = await this.writes.settled()
     // The end of a shutdown (reading stopped, what was held handed back, writes done): this
     // consumer leaves each group it read, unless it still holds entries there.
     if (this.readingStopped) await this.leaveGroups()
+    if (failed !== undefined) throw failed
   }
 
   /** Groups this process read (by stream and name), left at shutdown. */

@@ -5,7 +5,7 @@
  */
 import { bytesToHex } from '@noble/hashes/utils.js'
 
-import { OrreryError } from '../errors.js'
+import { isOrreryError, OrreryError } from '../errors.js'
 import { encodePayload } from '../codec.js'
 import { decodeFrame, FrameWriter, LAYOUT as FRAME } from '../frame.js'
 import type { Markers, OpenWrites } from './catch-up.js'
@@ -144,9 +144,14 @@ export class Writes<R = Egress> implements OpenWrites {
     return out
   }
 
-  /** Resolves once every write made so far settled, either way. */
-  async settled(): Promise<void> {
-    await Promise.allSettled([...this.unsettled])
+  /**
+   * Resolves once every write made so far settled, either way: with the first of them that
+   * failed for want of its broker (TRANSPORT_UNAVAILABLE), if one did (a stop says so).
+   */
+  async settled(): Promise<OrreryError | undefined> {
+    const outcomes = await Promise.allSettled([...this.unsettled])
+    for (const o of outcomes) if (o.status === 'rejected' && isOrreryError(o.reason, 'TRANSPORT_UNAVAILABLE')) return o.reason
+    return undefined
   }
 
   private settle(write: PendingWrite<R>): boolean {
