@@ -52,6 +52,11 @@ const REFUSALS = new Set([
   'POLICY_VIOLATION',
 ])
 
+/** Whether protocol error `id` says a record (or a produce's records) is over the broker's limit. */
+function tooLarge(id: string | undefined): boolean {
+  return id === 'MESSAGE_TOO_LARGE' || id === 'RECORD_LIST_TOO_LARGE'
+}
+
 /** Protocol errors that say the broker refuses this client's credentials or permissions. */
 const NOT_ALLOWED = /_AUTHORIZATION_FAILED$|^SASL_AUTHENTICATION_FAILED$|^ILLEGAL_SASL_STATE$|^UNSUPPORTED_SASL_MECHANISM$/
 
@@ -789,7 +794,7 @@ export class KafkaDriver implements Driver {
     const e = refusedOnes.length === 1 ? refusedOnes[0]! : undefined
     if (e === undefined || e.record.kind !== 'reply' || this.errorReplies.has(e)) return undefined
     const id = named?.get(e) ?? refused
-    if (id !== 'MESSAGE_TOO_LARGE' && id !== 'RECORD_LIST_TOO_LARGE') return undefined
+    if (!tooLarge(id)) return undefined
     const why = this.refused(e.write, error, id, new Set([e.record.channel]))
     e.record = { ...e.record, frame: errorReply(e.record.frame, why) }
     this.errorReplies.add(e)
@@ -825,7 +830,7 @@ export class KafkaDriver implements Driver {
     const message = error instanceof Error ? error.message : String(error)
     const named = channels ?? new Set(write.records.map((r) => ('channel' in r ? r.channel : r.group.channel)))
     const channel = [...named].join(', ')
-    if (id === 'MESSAGE_TOO_LARGE' || id === 'RECORD_LIST_TOO_LARGE') {
+    if (tooLarge(id)) {
       // The largest message of the write to those channels (its frame: the record's headers come on top).
       let bytes = 0
       for (const r of write.records) if ('frame' in r && named.has(r.kind === 'dead' ? r.deadLetter : r.channel)) bytes = Math.max(bytes, r.frame.byteLength)
