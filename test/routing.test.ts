@@ -112,7 +112,8 @@ describe('routing and resilience', () => {
 
   it('falls back at once from an agent that ends holding the call: stopped past its timeout, or crashed with no supervisor', async () => {
     reset()
-    const { mesh, events, advance } = await fakeMesh()
+    // A breaker that opens at the first failure: none opens, the agent's end being no fault of its.
+    const { mesh, events, advance } = await fakeMesh({ breaker: { failures: 1 } })
     /** Hangs on `work`; `break` crashes it. */
     class Brittle extends Hang {
       static override readonly capabilities = [...Hang.capabilities, { name: 'break', version: '1.0.0', priority: 1 }]
@@ -137,11 +138,19 @@ describe('routing and resilience', () => {
       end()
       await advance(100)
       expect((await reply).payload).toBe(`ok did ${id}`)
-      expect(fellBack().at(-1)).toMatch(new RegExp(`^${id}: the responder on inbox\\.${id} failed: agent ${id} stopped before it answered$`))
+      expect(fellBack().at(-1)).toBe(`${id}: the responder on inbox.${id} failed: agent ${id} ${id} before it answered`)
     }
     expect(kinds(events, 'crashed')).toEqual(['crashed:crashed'])
-    // Not the agent's fault: no breaker opened.
     expect(events.filter((e) => e.type === 'breaker')).toEqual([])
+    // One running and one waiting for its rate limit's token (a second off) when the agent stops:
+    // both fall back at once.
+    await mesh.spawn('brittle', { id: 'limited', rateLimit: { agent: { perSecond: 1, burst: 1 } } })
+    const replies = ['r1', 'r2'].map((x) => mesh.request<string>('work', x, { timeout: 60_000 }))
+    await advance(1)
+    void mesh.stop('limited', { timeout: 10 })
+    await advance(10)
+    expect((await Promise.all(replies)).map((m) => m.payload)).toEqual(['ok did r1', 'ok did r2'])
+    expect(fellBack().slice(-2)).toEqual(['r1', 'r2'].map(() => 'limited: the responder on inbox.limited failed: agent limited stopped before it answered'))
     await mesh.shutdown()
   })
 

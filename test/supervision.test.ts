@@ -69,6 +69,23 @@ describe('lifecycle', () => {
     await mesh.shutdown()
   })
 
+  it('a supervisor stopped while a restart waits on its backoff: what this process asked of the dead child fails at once', async () => {
+    reset()
+    const { mesh, advance } = await fakeMesh()
+    mesh.define('worker', Worker)
+    await mesh.supervise({ children: [{ type: 'worker', id: 'w' }], backoff: { base: 10_000, jitter: 'none' } })
+    const asked = errorOf(() => mesh.request('job', { name: 'slow', ms: 1_000 }, { timeout: 60_000, retries: 0 }))
+    await advance(1)
+    Worker.crashOn.add('boom')
+    await mesh.send('job', { name: 'boom' })
+    await advance(1)
+    // Dead, its restart 10 s off: the stop means it gets none, and the call fails now.
+    await mesh.shutdown()
+    await advance(1)
+    expect(await asked).toMatchObject({ code: 'HANDLER_ERROR', details: { remoteCode: 'CLOSED', channel: 'inbox.w' } })
+    expect(Worker.lives).toEqual(['w'])
+  })
+
   it('keeps a request its agent held when it crashed for the next life, which answers it', async () => {
     reset()
     const { mesh, events, advance } = await fakeMesh()

@@ -11,7 +11,7 @@ import { runnerLink } from '../../ts/bus/bus.js'
 import { isOrreryError, Orrery } from '../../ts/node.js'
 import { REQUEST_BYTES } from '../../ts/transports/kafka.js'
 import { ENGINE, IN_BROWSER } from '../engine.js'
-import { listen, range, stop, until, withTimeout } from './backends.js'
+import { listen, poll, range, stop, until, withTimeout } from './backends.js'
 
 type Env = Record<string, string | undefined>
 const env: Env = (globalThis as { process?: { env: Env } }).process?.env ?? {}
@@ -630,6 +630,49 @@ describe.skipIf(skip !== undefined)(`kafka driver${skip ? ` [skipped: ${skip}]` 
       expect(next.items.map((d) => [d.message.payload, d.attempt])).toEqual([[2, 1]])
     } finally {
       await Promise.all([stop(a), b === undefined ? undefined : stop(b)])
+    }
+  })
+
+  // A group a draining process held nothing of kept its partitions (unread by anyone) until the
+  // whole stop ended, however long another group's work took.
+  it('shutdown({ drainMs }): a group this process holds nothing of leaves at once, one holding work once it is done', { timeout: 90_000 }, async () => {
+    const p = prefix()
+    const a = await open(p)
+    const kafkaAdmin = await admin()
+    let finish = () => {}
+    try {
+      const [slow, idle] = [`${p}slow`, `${p}idle`]
+      const groupOf = (ch: string) => `orrery-g-${topicOf(ch).slice('orrery-ch-'.length)}-w`
+      const members = async (ch: string) => (await kafkaAdmin.describeGroups({ groups: [groupOf(ch)] })).get(groupOf(ch))?.members.size ?? 0
+      const finished = new Promise<void>((resolve) => {
+        finish = resolve
+      })
+      const running: number[] = []
+      a.bus.group<number>(slow, 'w').consume(async (d) => {
+        running.push(d.message.payload)
+        await finished
+      })
+      const ran: number[] = []
+      a.bus.group<number>(idle, 'w').consume((d) => void ran.push(d.message.payload))
+      await Promise.all([a.bus.attached(slow), a.bus.attached(idle)])
+      await a.bus.publish(idle, 1)
+      await a.bus.publish(slow, 1)
+      await until(() => running.length === 1 && ran.length === 1, 20_000, 'a to run both')
+      for (const ch of [slow, idle]) await poll(async () => ((await members(ch)) === 1 ? true : undefined), 20_000, `a's consumer in ${ch}'s group`, 200)
+      const stopping = a.shutdown({ drainMs: 30_000 })
+      // The idle group's consumer leaves while the slow one's work goes on.
+      await poll(async () => ((await members(idle)) === 0 ? true : undefined), 10_000, "the idle group's consumer to leave", 200)
+      expect(await members(slow)).toBe(1)
+      finish()
+      const begun = Date.now()
+      expect(await stopping).toEqual({ graceful: true, errors: [] })
+      expect(Date.now() - begun).toBeLessThan(10_000)
+      expect(await members(slow)).toBe(0)
+      expect(running).toEqual([1])
+    } finally {
+      finish()
+      await kafkaAdmin.close()
+      await stop(a)
     }
   })
 

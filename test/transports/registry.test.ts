@@ -411,7 +411,6 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
           expect(fallbacks).toMatchObject([
             { type: 'fallback', agent: hang, capability: 'job', attempt: 1, error: `agent ${hang} of process ${process} stopped beating before it answered` },
           ])
-          expect(ms).toBeGreaterThanOrEqual(HEARTBEAT.interval * 4)
           expect(ms).toBeLessThan(5_000)
         } finally {
           await w.end()

@@ -443,14 +443,38 @@ export class Mesh {
         (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event : undefined
       if (lost === undefined) return
       // Another process's agent that stopped beating will not answer (that process is gone or
-      // cut off, and its agents are its own to restart): its callers fall back now.
-      if (lost.remote) return this.router.agentLost(lost.agent, lost.process)
+      // cut off, and its agents are its own to restart): its callers fall back.
+      if (lost.remote) return this.lose(lost.agent, lost.process)
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
       const runner = this.runners.get(lost.agent)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
         this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost.agent} stopped beating`))
     })
     if (options.signals) this.handleSignals()
+  }
+
+  /** Agents of other processes found gone this turn, with their processes (see `lose`). */
+  private lost = new Map<string, string | undefined>()
+
+  /**
+   * Fails the calls waiting on agent `agent` of process `process`, gone, on the next turn, with
+   * those of every other agent found gone meanwhile (one pass over the open requests). Not at
+   * once: the registry's timer, late after a blocked event loop, runs before the beats that came
+   * meanwhile are read; an agent they show alive again is left alone.
+   */
+  private lose(agent: string, process: string | undefined): void {
+    if (this.lost.size === 0)
+      setTimeout(() => {
+        const lost = this.lost
+        this.lost = new Map()
+        if (this.released) return
+        for (const id of lost.keys()) {
+          const health = this.registry.get(id)?.health
+          if (health !== undefined && health !== 'offline') lost.delete(id)
+        }
+        if (lost.size > 0) this.router.agentsLost(lost)
+      }, 0)
+    this.lost.set(agent, process)
   }
 
   /** Registers how to build agents of `type`, with default spawn options. */
@@ -500,6 +524,7 @@ export class Mesh {
         startChild: (id, type, options, owner) => this.startAgent(id, type, { ...this.definition(type).defaults, ...options }, owner),
         backoff: (b, attempt) => this.registry.backoff(b, attempt, RESTART_BACKOFF),
         report: (event) => this.subject.next(event),
+        ended: (id) => runnerLink(this.bus).unanswered(inboxOf(id), `agent ${id} stopped before it answered`),
       },
       spec,
     )
@@ -608,9 +633,12 @@ export class Mesh {
     const replica = new WorkerReplica(
       {
         report: (event) => this.subject.next({ ...event, at: this.now() }),
-        // A thread that ends after the mesh closed has nothing left to deregister.
+        // A thread that ends after the mesh closed has nothing left to deregister. One that ended
+        // unasked leaves its agents' callers nothing to wait for.
         gone: (process) => {
-          if (!this.released) this.shared?.processGone(process)
+          if (this.released) return
+          for (const agent of this.registry.list()) if (agent.process === process) this.lose(agent.id, process)
+          this.shared?.processGone(process)
         },
       },
       id,
@@ -791,7 +819,7 @@ export class Mesh {
     this.closing ??= Promise.resolve()
     for (const a of [...this.scalers]) a.close()
     for (const s of this.supervisors) s.stop()
-    for (const runner of this.runners.values()) runner.kill(true)
+    for (const runner of this.runners.values()) runner.kill('stopped')
     for (const replica of this.replicas) replica.kill()
     this.release()
   }
@@ -884,7 +912,7 @@ export class Mesh {
     const supervisor = this.owners.get(runner)
     const restarts = supervisor !== undefined && this.closing === undefined
     // Its requests wait in the inbox for the next life, if one comes; else they are answered now.
-    runner.kill(!restarts)
+    runner.kill(restarts ? undefined : 'crashed')
     runner.agent.log.error({ err: error, reason }, 'agent crashed')
     this.subject.next({ type: 'crashed', agent: runner.id, reason, error: error instanceof Error ? error.message : String(error), at: this.now() })
     this.owners.delete(runner)

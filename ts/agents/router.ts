@@ -361,19 +361,20 @@ export class Router {
   }
 
   /**
-   * @internal Agent `agent` of another process stopped beating (its process died or is cut
-   * off): what waits for its answer fails now with NO_RESPONDER, so a routed call falls back to
-   * another agent at once rather than at its timeout.
+   * @internal Agents of other processes (each with its process) that stopped beating, their
+   * process dead or cut off: what waits for their answers fails now with NO_RESPONDER, so a
+   * routed call falls back to another agent at once rather than at its timeout.
    */
-  agentLost(agent: string, process: string | undefined): void {
-    const channel = inboxOf(agent)
-    this.bus.failRequestsTo(
-      channel,
-      () =>
-        new OrreryError('NO_RESPONDER', `agent ${agent}${process === undefined ? '' : ` of process ${process}`} stopped beating before it answered`, {
-          details: { agent, channel, ...(process === undefined ? {} : { process }) },
-        }),
-    )
+  agentsLost(lost: ReadonlyMap<string, string | undefined>): void {
+    const byInbox = new Map([...lost].map(([agent, process]) => [inboxOf(agent), { agent, process }]))
+    this.bus.failRequestsTo((channel) => {
+      const gone = byInbox.get(channel)
+      if (gone === undefined) return undefined
+      const { agent, process } = gone
+      return new OrreryError('NO_RESPONDER', `agent ${agent}${process === undefined ? '' : ` of process ${process}`} stopped beating before it answered`, {
+        details: { agent, channel, ...(process === undefined ? {} : { process }) },
+      })
+    })
   }
 
   /** @internal Fails retries waiting on a backoff with `CLOSED` and clears their timers. */

@@ -171,6 +171,8 @@ export class AgentRunner {
   private agentLimiter = -1
   private readonly capabilityLimiters = new Map<string, number>()
   private readonly waits = new Map<ReturnType<typeof setTimeout>, () => void>()
+  /** Jobs taken and waiting for a rate limit's token (policy `wait`). */
+  private readonly waitingForTokens = new Set<Job>()
   /** Bumped when the agent dies: late results of an earlier life are ignored. */
   private life = 0
   /** Whether this runner registered its agent (and so may deregister it). */
@@ -317,7 +319,9 @@ export class AgentRunner {
     if (!entry) return this.permanent(job, new OrreryError('NO_HANDLER', ''), `NO_HANDLER: agent ${this.id} has no handler for ${key}`)
     if (this.limiters.length > 0 && !this.admitNow(key)) {
       if (this.options.rateLimit.policy === 'reject') return this.refuse(job)
+      this.waitingForTokens.add(job)
       void this.admitLater(key, job.life).then((ok) => {
+        this.waitingForTokens.delete(job)
         if (job.life !== this.life) return
         if (ok) this.run(job, entry)
         else this.refuse(job)
@@ -580,6 +584,15 @@ export class AgentRunner {
     this.settle(job, () => this.answerAndAck(job, message, code, permanent))
   }
 
+  /** A request of a life that ends: answered CLOSED and acked (see `abandon`). */
+  private answerAbandoned(job: Job, why: string): void {
+    try {
+      this.answerAndAck(job, why, 'CLOSED', false)
+    } catch {
+      // The bus closed: the caller learns it from its own request.
+    }
+  }
+
   private answerAndAck(job: Job, message: string, code: string | null, permanent: boolean): void {
     this.host.bus.answer(job.delivery.message, undefined, { message, code, permanent })
     job.delivery.ack()
@@ -650,6 +663,7 @@ export class AgentRunner {
     this.abandon(`agent ${this.id} stopped before it answered`, true)
     this.release()
     this.state = 'stopped'
+    this.unanswered(`agent ${this.id} stopped before it answered`)
     try {
       await this.agent.onStop?.()
     } catch (error) {
@@ -658,16 +672,31 @@ export class AgentRunner {
   }
 
   /**
-   * Dies at once: nothing unacked is lost, it goes back to the inbox. A crash or a supervisor's
-   * restart leaves requests there too, for the next life to answer; `ending` (its mesh closing:
-   * there is no next life) answers them CLOSED instead, as a stop does.
+   * Dies at once: nothing unacked is lost, it goes back to the inbox. A supervisor's restart
+   * leaves requests there too, for the next life to answer. `last` says there is no next life
+   * (its mesh closing: `stopped`; a crash nothing restarts: `crashed`): its requests are answered
+   * CLOSED instead, as a stop does.
    */
-  kill(ending = false): void {
+  kill(last?: 'stopped' | 'crashed'): void {
     if (this.state === 'stopped' || this.state === 'crashed') return
     this.state = 'crashed'
     this.stopBeating()
-    this.abandon(ending ? `agent ${this.id} stopped before it answered` : `agent ${this.id} crashed`, ending)
+    const why = `agent ${this.id} ${last ?? 'crashed'}${last === undefined ? '' : ' before it answered'}`
+    this.abandon(why, last !== undefined)
     this.release()
+    if (last !== undefined) this.unanswered(why)
+  }
+
+  /**
+   * No next life: what this process asked of the agent and it had not taken yet (queued in its
+   * inbox) fails too, as if answered CLOSED. (Callers in other processes wait for their timeout.)
+   */
+  private unanswered(why: string): void {
+    try {
+      this.host.bus.unanswered(inboxOf(this.id), why)
+    } catch {
+      // The bus closed: its requests failed with it.
+    }
   }
 
   /**
@@ -676,6 +705,9 @@ export class AgentRunner {
    * to another agent at once; run again by this agent, its reply would come too late).
    */
   private abandon(why: string, answer: boolean): void {
+    // Taken and waiting for a token of a rate limit: answered now, before `release` lets them go.
+    if (answer) for (const job of this.waitingForTokens) if (job.isRequest) this.answerAbandoned(job, why)
+    this.waitingForTokens.clear()
     this.life++
     const error = new OrreryError('CLOSED', why)
     const deadlines = this.deadlines
@@ -685,13 +717,7 @@ export class AgentRunner {
       job.finished = true
       this.endSpan(job, { error })
       job.abort(error)
-      if (answer && job.isRequest) {
-        try {
-          this.answerAndAck(job, why, 'CLOSED', false)
-        } catch {
-          // The bus closed: the caller learns it from its own request.
-        }
-      }
+      if (answer && job.isRequest) this.answerAbandoned(job, why)
     }
     this.running = 0
     // A graceful stop waiting for these handlers stops waiting (and its timer is cleared).

@@ -46,6 +46,8 @@ export interface SupervisorHost {
   childId(type: string): string
   backoff(options: BackoffOptions | undefined, attempt: number): number
   report(event: SupervisorEvent): void
+  /** Child `id`, dead and waiting for a restart, will have none: what this process asked of it fails now. */
+  ended(id: string): void
 }
 
 /** Something a supervisor did. */
@@ -201,9 +203,10 @@ export class Supervisor {
 
   private giveUp(reason: string): void {
     this.state = 'failed'
-    // No next life: their requests are answered now (see AgentRunner.kill).
+    // No next life: their requests are answered now (see AgentRunner.kill), the crashed one's too.
     for (const child of [...this.children].reverse()) {
-      child.runner?.kill(true)
+      if (child.runner !== undefined) child.runner.kill('stopped')
+      else if (!child.stopped) this.host.ended(child.id)
       child.runner = undefined
     }
     const agents = this.agents
@@ -219,7 +222,11 @@ export class Supervisor {
 
   /** @internal Stops supervising (the mesh stops the agents). */
   stop(): void {
-    if (this.state === 'running') this.state = 'stopped'
+    if (this.state === 'running') {
+      this.state = 'stopped'
+      // Children dead and waiting for their restart get none (those running are stopped by the mesh).
+      for (const child of this.children) if (child.runner === undefined && !child.stopped) this.host.ended(child.id)
+    }
     // A restart waiting on its backoff ends now (it sees the state and starts nothing), so the
     // timer does not keep the process alive.
     if (this.delay) {

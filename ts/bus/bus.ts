@@ -348,6 +348,7 @@ export class Bus {
     runnerLinks.set(this, {
       group: (channel, name, options) => this.group(channel, name, options),
       answer: (message, result, error) => this.answer(message, result, error),
+      unanswered: (channel, why) => this.failRequestsTo((c) => (c === channel ? this.handlerError(channel, why, 'CLOSED', false) : undefined)),
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
       // A shared mesh binds its channels at run time.
       transports: remote,
@@ -1152,12 +1153,23 @@ export class Bus {
   }
 
   /**
-   * @internal Fails every request waiting for an answer from `channel` with `error()`: the
-   * one responder there (an agent's inbox) is known to be gone. The core's deadline later finds
-   * nothing waiting; a reply that comes after all is dropped.
+   * @internal Fails every request waiting for an answer from a channel `error` gives an error
+   * for (one whose only responder, an agent, is known to be gone), in one pass. The core's
+   * deadline later finds nothing waiting; a reply that comes after all is dropped. (A request
+   * still waiting for room in a full `block` consumer is not open yet: it is left to its timeout.)
    */
-  failRequestsTo(channel: string, error: () => unknown): void {
-    for (const [token, waiter] of this.requests) if (waiter.channel === channel) this.requestFailed(token, error())
+  failRequestsTo(error: (channel: string) => unknown): void {
+    for (const [token, waiter] of [...this.requests]) {
+      const e = error(waiter.channel)
+      if (e !== undefined) this.requestFailed(token, e)
+    }
+  }
+
+  /** The error of a request whose responder failed: `text` and `code` as the responder gave them. */
+  private handlerError(channel: string, text: string, code: string | null, permanent: boolean): OrreryError {
+    return new OrreryError('HANDLER_ERROR', `the responder on ${channel} failed: ${text}`, {
+      details: { remoteCode: code, channel, permanent },
+    })
   }
 
   /** A request its transport could not write fails with the transport's error (the core's deadline later finds nothing waiting). */
@@ -1291,11 +1303,7 @@ export class Bus {
     const message = new FrameMessage(waiting.channel, seq, frame)
     if (message.kind === 'error') {
       const { message: text, code, permanent } = message.payload as { message: string; code: string | null; permanent?: boolean }
-      waiting.reject(
-        new OrreryError('HANDLER_ERROR', `the responder on ${waiting.channel} failed: ${text}`, {
-          details: { remoteCode: code, channel: waiting.channel, permanent: permanent === true },
-        }),
-      )
+      waiting.reject(this.handlerError(waiting.channel, text, code, permanent === true))
     } else {
       waiting.resolve(message)
     }

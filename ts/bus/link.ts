@@ -51,6 +51,11 @@ export interface BusLink {
 export interface RunnerLink {
   /** Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
   answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void
+  /**
+   * The agent reading `channel` (its inbox) ended for good: this bus's requests waiting on it
+   * fail as if it had answered `CLOSED` with `why` (HANDLER_ERROR, so routing falls back).
+   */
+  unanswered(channel: string, why: string): void
   setConsumerPaused(id: number, paused: boolean): void
   /** The Orrery's tracing, if it was asked for: handlers run in spans of their own. */
   readonly tracing: Tracing | undefined

@@ -9,6 +9,11 @@ import { finite, int, intOr, keysOf, oneOf, options as checkOptions, refuse, str
 import type { CodecName, Kind, Priority } from '../frame.js'
 import { checkSchema, type StandardSchemaV1 } from '../schema.js'
 
+/** The channel of agent `agent`'s inbox: its direct messages, and the requests routed to it. */
+export function inboxOf(agent: string): string {
+  return `inbox.${agent}`
+}
+
 /** Options of one published message. */
 export interface PublishOptions {
   kind?: Kind
@@ -28,12 +33,6 @@ export interface PublishOptions {
   codec?: CodecName
 }
 
-/** @internal The fields of {@link PublishOptions}: any other is refused. */
-/** The channel of agent `agent`'s inbox: its direct messages, and the requests routed to it. */
-export function inboxOf(agent: string): string {
-  return `inbox.${agent}`
-}
-
 /** Channels named with this prefix carry Orrery's own traffic (the shared registry, replicated stores). */
 export const OWN_CHANNEL_PREFIX = 'orrery.'
 
@@ -43,6 +42,7 @@ export const CONTROL_GROUP = 'orrery.control'
 /** The suffix of a dead-letter channel's name. */
 export const DEAD_LETTER_SUFFIX = '.dead-letter'
 
+/** @internal The fields of {@link PublishOptions}: any other is refused. */
 export const PUBLISH_KEYS = keysOf<PublishOptions>()([
   'kind',
   'priority',

@@ -454,15 +454,32 @@ export class KafkaGroupReader {
 
   /**
    * A draining stop: the stream pauses now rather than when the room last seen runs out (room is
-   * 0 from now on); what a fetch brought already waits in `unread`, never handed out here.
+   * 0 from now on); what a fetch brought already waits in `unread`, never handed out here. Once
+   * this process holds nothing of the group, its consumer leaves (`handOverIfIdle`).
    */
   drain(): void {
     // What was read and not handed to the core yet goes in now: the drain sees it.
     if (this.unflushed > 0) this.flush()
     this.roomLeft = 0
-    if (this.paused) return
-    this.paused = true
-    this.stream?.pause()
+    this.draining = true
+    if (!this.paused) {
+      this.paused = true
+      this.stream?.pause()
+    }
+    this.handOverIfIdle()
+  }
+
+  /** Set by `drain`. */
+  private draining = false
+
+  /**
+   * During a draining stop, once every record handed out here is acked (none held, none released
+   * to run here again): the consumer leaves the group, after committing, so Kafka gives its
+   * partitions to the group's other processes now rather than when the whole stop ends (what a
+   * fetch brought and was not handed out is read again from the commit by the next owner).
+   */
+  private handOverIfIdle(): void {
+    if (this.draining && !this.closed && this.held.size === 0 && this.ready.length === 0 && this.timers.size === 0) void this.leave()
   }
 
   /** Whether a released record is due again and members here can take it (see `wake`). */
@@ -772,6 +789,7 @@ export class KafkaGroupReader {
     h.done = true
     this.queues.get(h.partition)?.settled()
     this.commitSoon(h.partition)
+    this.handOverIfIdle()
   }
 
   /** A release: delivered again by this process after `delayMs` (undefined: shutting down, left to the next owner). */
@@ -857,9 +875,17 @@ export class KafkaGroupReader {
   /**
    * Leaves the consumer group (after the commits asked for): Kafka gives its partitions to other
    * processes. With the broker unreachable the consumer is closed without leaving, so nothing
-   * stays open: the broker lets the member go after its session timeout.
+   * stays open: the broker lets the member go after its session timeout. Once: a later call
+   * (the end of a stop, after a drain left early) waits for the first.
    */
-  async leave(): Promise<void> {
+  leave(): Promise<void> {
+    this.leaving ??= this.leaveOnce()
+    return this.leaving
+  }
+
+  private leaving: Promise<void> | undefined
+
+  private async leaveOnce(): Promise<void> {
     this.reading = false
     // A consumer still joining (made again during a draining stop) cannot commit: it is let go
     // as `close` does, once its join ends; what it held is read again by the next owner.
