@@ -155,8 +155,13 @@ export interface Driver {
   /** Stops every reader, letting what is in flight come in first. */
   stopReading(): Promise<void>
   /**
-   * Resolves once every write made so far settled; then rejects instead with the first that
-   * failed for want of the broker (TRANSPORT_UNAVAILABLE), so a stop does not call itself graceful.
+   * A stop began (a drain, or the stop itself): a write that runs out of its time from now on
+   * (the broker unreachable) makes `flushed` reject.
+   */
+  stopping(): void
+  /**
+   * Resolves once every write made so far settled; then rejects instead with the first write
+   * that ran out of its time since `stopping`, so the stop does not call itself graceful.
    */
   flushed(): Promise<void>
   /** Drops every connection at once; unwritten records reject CLOSED. */

@@ -243,6 +243,8 @@ export class KafkaGroupReader {
       this.paused = false
       if (this.readUnread()) this.stream.resume()
     }
+    // A retry's or a release's timer ended: the drain may be able to hand the group over now.
+    if (this.draining) this.handOverIfIdle()
   }
 
   private get sessionTimeout(): number {
@@ -373,6 +375,7 @@ export class KafkaGroupReader {
           if (this.paused || this.rebalancing) stream.pause()
           // Acks made while there was no consumer are committed now.
           if (this.committing === undefined) this.commit()
+          this.handOverIfIdle()
         },
         (error: unknown) => {
           if (this.owed.delete(consumer)) void this.drop(consumer, undefined)
@@ -423,6 +426,7 @@ export class KafkaGroupReader {
           }
           this.topicSeen = true
           if (this.committing === undefined) this.commit()
+          this.handOverIfIdle()
           return
         }
         this.holdReads()
@@ -479,8 +483,17 @@ export class KafkaGroupReader {
    * fetch brought and was not handed out is read again from the commit by the next owner).
    */
   private handOverIfIdle(): void {
-    if (this.draining && !this.closed && this.held.size === 0 && this.ready.length === 0 && this.timers.size === 0) void this.leave()
+    if (!this.draining || this.closed || this.held.size > 0 || this.ready.length > 0 || this.timers.size > 0) return
+    // Not while acks may not be committable yet: a consumer joining or moving partitions (a
+    // commit then is refused), not yet sure of its topic, or asking what it owes: looked at again
+    // once that is over. With no consumer at all, only when there is nothing to commit.
+    if (this.consumer === undefined ? this.starting || this.toCommit.size > 0 : this.starting || this.rebalancing || !this.topicSeen || this.owedLookups > 0)
+      return
+    void this.leave()
   }
+
+  /** `commitOwed` lookups not answered yet. */
+  private owedLookups = 0
 
   /** Whether a released record is due again and members here can take it (see `wake`). */
   holdsDue(): boolean {
@@ -617,6 +630,7 @@ export class KafkaGroupReader {
     this.committing = undefined
     this.commit()
     this.commitOwed([...owned].filter((partition) => this.delivered.has(partition) && !this.toCommit.has(partition)))
+    this.handOverIfIdle()
   }
 
   /**
@@ -629,16 +643,23 @@ export class KafkaGroupReader {
   private commitOwed(partitions: readonly number[]): void {
     const consumer = this.consumer
     if (consumer === undefined || partitions.length === 0) return
-    consumer.listCommittedOffsets({ topics: [{ topic: this.topic, partitions: [...partitions] }] }).then(
-      (offsets) => {
-        if (this.consumer !== consumer || this.closed) return
-        const committed = offsets.get(this.topic) ?? []
-        for (const partition of partitions) if ((committed[partition] ?? -1n) <= (this.commitAt.get(partition) ?? -1n)) this.commitSoon(partition)
-      },
-      () => {
-        // Not answered: the next ack of the partition commits it.
-      },
-    )
+    this.owedLookups++
+    consumer
+      .listCommittedOffsets({ topics: [{ topic: this.topic, partitions: [...partitions] }] })
+      .then(
+        (offsets) => {
+          if (this.consumer !== consumer || this.closed) return
+          const committed = offsets.get(this.topic) ?? []
+          for (const partition of partitions) if ((committed[partition] ?? -1n) <= (this.commitAt.get(partition) ?? -1n)) this.commitSoon(partition)
+        },
+        () => {
+          // Not answered: the next ack of the partition commits it.
+        },
+      )
+      .finally(() => {
+        this.owedLookups--
+        this.handOverIfIdle()
+      })
   }
 
   /** The move is over (joined, or a new consumer). */

@@ -950,8 +950,12 @@ export class KafkaDriver implements Driver {
     }
   }
 
+  stopping(): void {
+    this.writes.watch()
+  }
+
   async flushed(): Promise<void> {
-    const failed = await this.writes.settled()
+    await this.writes.settled()
     await Promise.all([...this.groups.values()].map((g) => g.committed()))
     // The end of a shutdown: each group's consumer leaves, so its partitions go to another process
     // at once, and this process's reply topic goes (nobody will read it again).
@@ -966,7 +970,8 @@ export class KafkaDriver implements Driver {
           .catch(() => {})
       }
     }
-    if (failed !== undefined) throw failed
+    const lost = this.writes.lost()
+    if (lost !== undefined) throw lost
   }
 
   // --- readers --------------------------------------------------------------------------------
@@ -1057,7 +1062,7 @@ export class KafkaDriver implements Driver {
     for (const mirror of this.mirrors.values()) mirror.wake()
   }
 
-  /** Groups' streams pause (their room is 0 from now on); consumers stay in their groups and go on committing. */
+  /** Groups' streams pause (their room is 0 from now on); each consumer goes on committing and leaves its group once this process holds nothing of it. */
   drain(): void {
     for (const reader of this.groups.values()) reader.drain()
   }

@@ -809,6 +809,7 @@ export class Transports {
     const errors: OrreryError[] = []
     const cut = (): ShutdownOutcome => ({ graceful: false, errors })
     const drivers = this.driversWithBounds()
+    this.stopBegan(drivers)
     await Promise.all(drivers.map((d) => within(d.driver.stopReading(), d.bound, d.name, 'stop-reading', errors)))
     if (this.closed) return cut()
     const host = this.host
@@ -836,6 +837,11 @@ export class Transports {
     // What signing refused since the last reports is told before the bus closes.
     this.refusalReports.flush()
     return errors.length === 0 ? GRACEFUL : { graceful: false, errors }
+  }
+
+  /** Writes that run out of time from now on make the stop not graceful (see `Driver.stopping`). */
+  private stopBegan(drivers: ReadonlyArray<{ driver: Driver }>): void {
+    for (const { driver } of drivers) driver.stopping()
   }
 
   /** Each transport's driver, with how long a stop waits for it at each step. */
@@ -874,7 +880,8 @@ export class Transports {
    * Lets the members of this process's remote groups finish what it holds: from now on their
    * readers see no room and each driver ends the reads it has waiting on the broker (`Driver.drain`),
    * so nothing new is read for them (the connections, subscriptions and consumers stay: a Kafka
-   * consumer keeps its place in the group; subscribers and shared namespaces keep reading).
+   * consumer keeps its place in the group while it holds work of it; subscribers and shared
+   * namespaces keep reading).
    * Resolves once they are done (`busy` no more), at `deadline`, or at a close. `flush` (the
    * bus's) is called before each look, so what members settled has reached the drivers (a
    * release Kafka hands out again from here) and their acks are written as they come.
@@ -882,7 +889,9 @@ export class Transports {
   async drain(deadline: number, flush: () => void): Promise<void> {
     if (this.closed) return
     this.draining = true
-    for (const { name, driver } of this.driversWithBounds()) {
+    const drivers = this.driversWithBounds()
+    this.stopBegan(drivers)
+    for (const { name, driver } of drivers) {
       try {
         driver.drain?.()
       } catch (error) {

@@ -1133,9 +1133,14 @@ export class NatsDriver implements Driver {
     if (!this.closed && this.jsm !== undefined) this.ensureStream(channel).catch((error: unknown) => this.sink.failed(error))
   }
 
+  stopping(): void {
+    this.writes.watch()
+  }
+
   async flushed(): Promise<void> {
-    const failed = await this.writes.settled()
-    if (failed !== undefined) throw failed
+    await this.writes.settled()
+    const lost = this.writes.lost()
+    if (lost !== undefined) throw lost
   }
 
   /** The core subject of reply address `address` (16 hex digits: a valid subject token), kept for the next reply. */

@@ -1062,12 +1062,17 @@ export class RedisDriver implements Driver {
     this.kept.set(channel, retention)
   }
 
+  stopping(): void {
+    this.writes.watch()
+  }
+
   async flushed(): Promise<void> {
-    const failed = await this.writes.settled()
+    await this.writes.settled()
     // The end of a shutdown (reading stopped, what was held handed back, writes done): this
     // consumer leaves each group it read, unless it still holds entries there.
     if (this.readingStopped) await this.leaveGroups()
-    if (failed !== undefined) throw failed
+    const lost = this.writes.lost()
+    if (lost !== undefined) throw lost
   }
 
   /** Groups this process read (by stream and name), left at shutdown. */

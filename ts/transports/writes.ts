@@ -5,7 +5,7 @@
  */
 import { bytesToHex } from '@noble/hashes/utils.js'
 
-import { isOrreryError, OrreryError } from '../errors.js'
+import { OrreryError } from '../errors.js'
 import { encodePayload } from '../codec.js'
 import { decodeFrame, FrameWriter, LAYOUT as FRAME } from '../frame.js'
 import type { Markers, OpenWrites } from './catch-up.js'
@@ -70,7 +70,11 @@ export class Writes<R = Egress> implements OpenWrites {
   add(records: readonly R[], timeoutMs: number, expired: (write: PendingWrite<R>) => OrreryError): { write: PendingWrite<R>; written: Promise<number> } {
     const made = this.make(records, Date.now() + timeoutMs)
     const w = made.write
-    w.timer = setTimeout(() => this.fail(w, expired(w)), timeoutMs)
+    w.timer = setTimeout(() => {
+      const error = expired(w)
+      if (this.watching) this.timedOut ??= error
+      this.fail(w, error)
+    }, timeoutMs)
     this.unsettled.add(made.written)
     const forget = () => void this.unsettled.delete(made.written)
     made.written.then(forget, forget)
@@ -144,14 +148,23 @@ export class Writes<R = Egress> implements OpenWrites {
     return out
   }
 
-  /**
-   * Resolves once every write made so far settled, either way: with the first of them that
-   * failed for want of its broker (TRANSPORT_UNAVAILABLE), if one did (a stop says so).
-   */
-  async settled(): Promise<OrreryError | undefined> {
-    const outcomes = await Promise.allSettled([...this.unsettled])
-    for (const o of outcomes) if (o.status === 'rejected' && isOrreryError(o.reason, 'TRANSPORT_UNAVAILABLE')) return o.reason
-    return undefined
+  /** Resolves once every write made so far settled, either way. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.unsettled])
+  }
+
+  /** Set by `watch` (a stop began): the first write since that ran out of time. */
+  private watching = false
+  private timedOut: OrreryError | undefined
+
+  /** A stop began: a write that runs out of its time from now on (its broker unreachable) is kept for `lost`. */
+  watch(): void {
+    this.watching = true
+  }
+
+  /** The first write that ran out of its time since `watch`, if one did: the stop did not write everything. */
+  lost(): OrreryError | undefined {
+    return this.timedOut
   }
 
   private settle(write: PendingWrite<R>): boolean {
