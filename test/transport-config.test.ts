@@ -302,6 +302,9 @@ describe(`transport options are checked before anything connects (${ENGINE})`, (
       [{ main: { kind: 'nats', servers: `nats://u:${S}@127.0.0.1:1`, creds: CREDS } }, 'transports.main.creds'],
       [{ main: { kind: 'nats', servers: 'nats://127.0.0.1:1', nkeySeed: SEED, creds: CREDS } }, 'transports.main.creds'],
       [{ main: { kind: 'nats', servers: `nats://127.0.0.1:1?token=${S}` } }, 'transports.main.servers'],
+      // A raw ? or # in a password or a token (not percent-encoded): still hidden.
+      [{ main: { kind: 'nats', servers: `nats://u:${S}#1@127.0.0.1:1` } }, 'transports.main.servers'],
+      [{ main: { kind: 'nats', servers: `nats://${S}?x@127.0.0.1:1` } }, 'transports.main.servers'],
     ]
     for (const [transports, option] of cases) {
       const err = (await expectRefused(() => Orrery.create({ engine: ENGINE, transports } as OrreryOptions), 'INVALID_OPTION')) as Error & {

@@ -363,9 +363,11 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const asked = meshR.request<{ by: string; payload: unknown }>('job', { n: 1 }, { timeout: 30_000 })
       await until(() => Hang.runs === 1, 10_000, 'the hanging agent to take the request')
       const begun = Date.now()
+      // Timed to the reply, not to the end of B's stop (which also leaves its groups).
+      const answeredAt = asked.then(() => Date.now())
       await end(b)
       const reply = await asked
-      return { reply: reply.payload, ms: Date.now() - begun, fallbacks, hang: hang!.id, process: meshB.process }
+      return { reply: reply.payload, ms: (await answeredAt) - begun, fallbacks, hang: hang!.id, process: meshB.process }
     }
 
     it.skipIf(!TRANSPORT_CAPABILITIES[backend.name].request)(

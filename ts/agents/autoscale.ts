@@ -168,6 +168,11 @@ export class TypeAutoscaler implements Autoscaler {
     return this.routed().length
   }
 
+  /** Whether agent `id` is one of its replicas: gone, it comes back to finish its inbox. */
+  owns(id: string): boolean {
+    return this.own.has(id)
+  }
+
   get lag(): number {
     return this.lastLag
   }

@@ -637,7 +637,7 @@ export class Mesh {
         // unasked leaves its agents' callers nothing to wait for.
         gone: (process) => {
           if (this.released) return
-          for (const agent of this.registry.list()) if (agent.process === process) this.lose(agent.id, process)
+          for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) this.lose(agent.id, process)
           this.shared?.processGone(process)
         },
       },
@@ -786,8 +786,9 @@ export class Mesh {
 
   /**
    * Shuts the mesh down gracefully: supervisors stop restarting; every agent stops taking work,
-   * its running handlers get `timeout` ms to finish (what finishes is acked; the rest stays in
-   * its inbox to be redelivered), and it deregisters. Nothing acknowledged is lost.
+   * its running handlers get `timeout` ms to finish (what finishes is acked; a message not done
+   * stays in its inbox to be redelivered, a request not done is answered CLOSED so its caller
+   * falls back), and it deregisters. Nothing acknowledged is lost.
    */
   shutdown(options?: { timeout?: number }): Promise<void> {
     let timeout: number
@@ -911,12 +912,19 @@ export class Mesh {
     if (runner.state === 'crashed' || runner.state === 'stopped' || runner.state === 'stopping') return
     const supervisor = this.owners.get(runner)
     const restarts = supervisor !== undefined && this.closing === undefined
-    // Its requests wait in the inbox for the next life, if one comes; else they are answered now.
-    runner.kill(restarts ? undefined : 'crashed')
+    // Its requests wait in the inbox for the next life, if one comes (its supervisor's restart,
+    // or its autoscaler's: a replica gone with work left comes back to finish its inbox); else
+    // they are answered now.
+    runner.kill(restarts || (this.closing === undefined && this.revives(runner.id, runner.agent.type)) ? undefined : 'crashed')
     runner.agent.log.error({ err: error, reason }, 'agent crashed')
     this.subject.next({ type: 'crashed', agent: runner.id, reason, error: error instanceof Error ? error.message : String(error), at: this.now() })
     this.owners.delete(runner)
     if (restarts) supervisor.crashed(runner, reason)
+  }
+
+  /** Whether agent `id` of `type` is an autoscaler's replica: one gone comes back to finish its inbox. */
+  private revives(id: string, type: string): boolean {
+    return this.autoscalers.get(type)?.owns(id) === true
   }
 
   private async stopRunner(runner: AgentRunner, timeout: number | undefined): Promise<void> {

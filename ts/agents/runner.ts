@@ -640,8 +640,9 @@ export class AgentRunner {
 
   /**
    * Stops gracefully: no new work (deregistered from routing, inbox paused), in-flight handlers
-   * get `timeout` ms to finish (each is acked as it does), then the rest are abandoned to be
-   * redelivered, the stop hook runs, and the agent leaves.
+   * get `timeout` ms to finish (each is acked as it does), then the rest are abandoned (messages
+   * to be redelivered, requests answered CLOSED: see `abandon`), the stop hook runs, and the
+   * agent leaves.
    */
   async stop(timeout: number): Promise<void> {
     if (this.state === 'stopped' || this.state === 'crashed' || this.state === 'stopping') return

@@ -432,9 +432,11 @@ function refuseInBrowser(t: CheckedTransport): void {
 
 /** A NATS server URL with its password (user:***@) or token (***@) hidden. */
 function shownServer(url: string): string {
-  // A TCP server's query (refused) may hold a secret; a WebSocket URL's path and query are shown.
-  const bare = /^(nats|tls):/.test(url) ? url.replace(/[?#][\s\S]*$/, '?…') : url
-  return bare.replace(/\/\/(?:([^:@/]*):)?[^/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+  // The credentials are hidden first, on the whole URL (a raw ? or # in a password is not a
+  // query); then a TCP server's query (refused), which may hold a secret, is cut. A WebSocket
+  // URL's path and query are shown.
+  const hidden = url.replace(/\/\/(?:([^:@/]*):)?[^/]*@/, (_, user: string | undefined) => `//${user === undefined ? '' : `${user}:`}***@`)
+  return /^(nats|tls):/.test(hidden) ? hidden.replace(/[?#][\s\S]*$/, '?…') : hidden
 }
 /** A prefix that is one subject token and a valid stream name start. */
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/
