@@ -309,6 +309,9 @@ export class Router {
   /** @internal The call's attempt failed: fall back, back off, or fail the call. */
   failed(call: RoutedCall, error: unknown): void {
     const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
+    // Its agent gave it up as this mesh closed: nothing is left to fall back to.
+    if (this.closed && e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'CLOSED')
+      return call.fail(new OrreryError('CLOSED', 'this mesh is shut down', { cause: e }))
     if (!AGENT_FAILURES.has(e.code)) {
       // Not the agent's failure: no verdict, no fallback, no retry.
       this.finish(call.agent, NO_VERDICT)
