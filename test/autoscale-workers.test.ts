@@ -103,6 +103,33 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     },
   )
 
+  it.runIf(ENGINE === 'native')(
+    'a replica whose handler holds its thread past the heartbeat deadline is not failed over: it answers once, and no breaker opens',
+    async () => {
+      const orrery = await Orrery.create()
+      // Offline after 5 missed beats of 40 ms: 200 ms.
+      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 40 }, breaker: { failures: 1 } })
+      const events: MeshEvent[] = []
+      mesh.events.subscribe((e) => events.push(e))
+      await mesh.autoscale('cruncher', { min: 2, max: 2, targetLag: 10, interval: 50, worker: fixture })
+      const ids = events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)
+      await until(() => ids.every((id) => mesh.registry.get(id)?.health === 'healthy'), 'both replicas to be healthy here')
+      // 700 ms of CPU: its thread beats no more meanwhile, and this thread sees it go offline.
+      const reply = await mesh.request<Crunched>('crunch', { n: 1, ms: 700 }, { timeout: 10_000 })
+      const offline = events.filter((e) => e.type === 'health' && e.to === 'offline').map((e) => (e as { agent: string }).agent)
+      expect(offline).toEqual([reply.payload.agent])
+      expect(reply.payload.attempt).toBe(1)
+      expect(events.filter((e) => e.type === 'fallback' || e.type === 'retry' || e.type === 'breaker')).toEqual([])
+      // Beating again (its own mesh may have restarted it, as it does an agent that misses its
+      // beats), it is routed to again.
+      await until(() => mesh.registry.get(reply.payload.agent)?.health === 'healthy', 'the busy replica to be healthy again')
+      const again = await Promise.all([1, 2, 3, 4].map((n) => mesh.request<Crunched>('crunch', { n }, { timeout: 10_000, strategy: 'round-robin' })))
+      expect(new Set(again.map((r) => r.payload.agent))).toEqual(new Set(ids))
+      await mesh.shutdown()
+      orrery.close()
+    },
+  )
+
   it.runIf(ENGINE === 'native')('orrery.close() ends the threads at once, and nothing is reported after', async () => {
     const ports = () => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length
     const before = ports()

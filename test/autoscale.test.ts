@@ -195,6 +195,20 @@ describe('autoscale', () => {
     await mesh.shutdown()
   })
 
+  it('a replica that crashes keeps the requests queued in its inbox: its next life answers them', async () => {
+    const { mesh, advance, orrery, events } = await fakeMesh()
+    const runs = defineWorker(mesh)
+    await mesh.autoscale('worker', { ...OPTIONS, min: 2, max: 2 })
+    // worker-2 busy for a second, then a message that crashes it, then two requests queued behind.
+    for (const n of [10_000, -1]) await orrery.bus.send('worker-2', n, { headers: { 'orrery-capability': 'work' } })
+    const asked = [7, 8].map((n) => orrery.bus.request<string>('inbox.worker-2', n, { timeout: 60_000, headers: { 'orrery-capability': 'work' } }))
+    await advance(1_000 + OPTIONS.interval + 500)
+    expect(events.filter((e) => e.type === 'crashed').map((e) => e.type === 'crashed' && e.agent)).toEqual(['worker-2'])
+    expect((await Promise.all(asked)).map((m) => m.payload)).toEqual(['worker-2:7', 'worker-2:8'])
+    expect([runs.get(7), runs.get(8), runs.get(-1)]).toEqual([1, 1, 2])
+    await mesh.shutdown()
+  })
+
   /** worker-1 spawned by hand, worker-2 started by the autoscaler and drained with `queued` still in its inbox. */
   async function drainingWithWork(queued: number[], interval = 100) {
     const fake = await fakeMesh()

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
 
-import { Agent, FatalError, PermanentError, type AgentContext } from '../ts/node.js'
+import { Agent, FatalError, OrreryError, PermanentError, type AgentContext } from '../ts/node.js'
 import { collect, errorOf } from './helpers.js'
 import { Echo, fakeMesh, kinds } from './mesh-helpers.js'
 
@@ -151,6 +151,22 @@ describe('routing and resilience', () => {
     await advance(10)
     expect((await Promise.all(replies)).map((m) => m.payload)).toEqual(['ok did r1', 'ok did r2'])
     expect(fellBack().slice(-2)).toEqual(['r1', 'r2'].map(() => 'limited: the responder on inbox.limited failed: agent limited stopped before it answered'))
+    expect(events.filter((e) => e.type === 'breaker')).toEqual([])
+    // A handler's own CLOSED error (something it uses was closed) is its failure: its breaker opens.
+    class Closing extends Agent {
+      static readonly capabilities = [{ name: 'work', version: '1.0.0', priority: 10 }]
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle('work', () => {
+          throw new OrreryError('CLOSED', 'its pool is closed')
+        })
+      }
+    }
+    mesh.define('closing', Closing)
+    await mesh.spawn('closing', { id: 'closing' })
+    expect((await mesh.request<string>('work', 'c')).payload).toBe('ok did c')
+    expect(fellBack().at(-1)).toBe('closing: the responder on inbox.closing failed: OrreryError: its pool is closed')
+    expect(mesh.registry.get('closing')?.breaker).toBe('open')
     await mesh.shutdown()
   })
 

@@ -443,14 +443,23 @@ export class Mesh {
         (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event : undefined
       if (lost === undefined) return
       // Another process's agent that stopped beating will not answer (that process is gone or
-      // cut off, and its agents are its own to restart): its callers fall back.
-      if (lost.remote) return this.lose(lost.agent, lost.process)
+      // cut off, and its agents are its own to restart): its callers fall back. Not one of this
+      // mesh's worker threads: its end is known (`gone`); until then, a handler holding its loop
+      // only delays the beats, and what it was asked is answered once the handler lets go.
+      if (lost.remote) return this.threadRunning(lost.process) ? undefined : this.lose(lost.agent, lost.process)
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
       const runner = this.runners.get(lost.agent)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
         this.crashed(runner, 'lost heartbeats', new OrreryError('TIMEOUT', `agent ${lost.agent} stopped beating`))
     })
     if (options.signals) this.handleSignals()
+  }
+
+  /** Whether `process` is the mesh of one of this mesh's worker threads, not ended. */
+  private threadRunning(process: string | undefined): boolean {
+    if (process === undefined) return false
+    for (const replica of this.replicas) if (replica.process === process && replica.state !== 'stopped' && replica.state !== 'crashed') return true
+    return false
   }
 
   /** Agents of other processes found gone this turn, with their processes (see `lose`). */

@@ -309,18 +309,19 @@ export class Router {
   /** @internal The call's attempt failed: fall back, back off, or fail the call. */
   failed(call: RoutedCall, error: unknown): void {
     const e = error instanceof OrreryError ? error : new OrreryError('INTERNAL', String(error), { cause: error })
-    // Its agent gave it up as this mesh closed: nothing is left to fall back to.
-    if (this.closed && e.code === 'HANDLER_ERROR' && e.details['remoteCode'] === 'CLOSED')
-      return call.fail(new OrreryError('CLOSED', 'this mesh is shut down', { cause: e }))
+    // Its agent ended before it answered (`abandoned`): not a fault of the agent's handler.
+    const abandoned = e.details['abandoned'] === true
+    // Given up as this mesh closed: nothing is left to fall back to.
+    if (this.closed && abandoned) return call.fail(new OrreryError('CLOSED', 'this mesh is shut down', { cause: e }))
     if (!AGENT_FAILURES.has(e.code)) {
       // Not the agent's failure: no verdict, no fallback, no retry.
       this.finish(call.agent, NO_VERDICT)
       return call.fail(e)
     }
     const permanent = e.code === 'HANDLER_ERROR' && e.details['permanent'] === true
-    // Over its rate limit, or stopped before it answered (its process is stopping): not a fault.
+    // Over its rate limit, or ended before it answered: not a fault.
     const remote = e.code === 'HANDLER_ERROR' ? e.details['remoteCode'] : undefined
-    this.finish(call.agent, permanent || remote === 'RATE_LIMITED' || remote === 'CLOSED' ? NO_VERDICT : FAILURE)
+    this.finish(call.agent, permanent || abandoned || remote === 'RATE_LIMITED' ? NO_VERDICT : FAILURE)
     const retries = call.options.retries ?? 2
     if (permanent || call.tries >= retries) return call.fail(this.final(e, call.tries + 1, call.target))
     call.tries++
@@ -366,7 +367,8 @@ export class Router {
   /**
    * @internal Agents of other processes (each with its process) that stopped beating, their
    * process dead or cut off: what waits for their answers fails now with NO_RESPONDER, so a
-   * routed call falls back to another agent at once rather than at its timeout.
+   * routed call falls back to another agent at once rather than at its timeout. The error says
+   * `abandoned`: no verdict on the agent's handler (its breaker is not fed; its health says it).
    */
   agentsLost(lost: ReadonlyMap<string, string | undefined>): void {
     const byInbox = new Map([...lost].map(([agent, process]) => [inboxOf(agent), { agent, process }]))
@@ -375,7 +377,7 @@ export class Router {
       if (gone === undefined) return undefined
       const { agent, process } = gone
       return new OrreryError('NO_RESPONDER', `agent ${agent}${process === undefined ? '' : ` of process ${process}`} stopped beating before it answered`, {
-        details: { agent, channel, ...(process === undefined ? {} : { process }) },
+        details: { agent, channel, abandoned: true, ...(process === undefined ? {} : { process }) },
       })
     })
   }

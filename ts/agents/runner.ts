@@ -10,7 +10,7 @@ import type { Subscription } from 'rxjs'
 import { FatalError, PermanentError, type Agent, type HandlerContext, type HandlerEntry, type HealthReport, type Logger } from './agent.js'
 import type { Bus } from '../bus/bus.js'
 import { inboxOf } from '../bus/options.js'
-import type { RunnerLink } from '../bus/link.js'
+import type { ErrorAnswer, RunnerLink } from '../bus/link.js'
 import { MAX_TIMER_MS } from '../check.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import type { Delivery } from '../bus/group.js'
@@ -581,20 +581,20 @@ export class AgentRunner {
 
   /** Answers a request with an error and acks it: the caller hears at once, and it is not rerun. */
   private answerError(job: Job, message: string, code: string | null, permanent: boolean): void {
-    this.settle(job, () => this.answerAndAck(job, message, code, permanent))
+    this.settle(job, () => this.answerAndAck(job, { message, code, permanent }))
   }
 
   /** A request of a life that ends: answered CLOSED and acked (see `abandon`). */
   private answerAbandoned(job: Job, why: string): void {
     try {
-      this.answerAndAck(job, why, 'CLOSED', false)
+      this.answerAndAck(job, { message: why, code: 'CLOSED', permanent: false, abandoned: true })
     } catch {
       // The bus closed: the caller learns it from its own request.
     }
   }
 
-  private answerAndAck(job: Job, message: string, code: string | null, permanent: boolean): void {
-    this.host.bus.answer(job.delivery.message, undefined, { message, code, permanent })
+  private answerAndAck(job: Job, error: ErrorAnswer): void {
+    this.host.bus.answer(job.delivery.message, undefined, error)
     job.delivery.ack()
   }
 

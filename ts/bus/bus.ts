@@ -30,7 +30,7 @@ import { failureOf, isEngineFailure, isOrreryError, OrreryError } from '../error
 import { CODEC_CODES, CODECS, forEachRecord, FrameWriter, GeneratedIds, KIND_CODES, KINDS, PRIORITIES, PRIORITY_CODES, type CodecName } from '../frame.js'
 import { Group, type GroupOptions } from './group.js'
 import { INSPECT, inspectAs, type InspectFn, type InspectOptions } from '../inspect.js'
-import type { BusLink, RecordHandler, RunnerLink } from './link.js'
+import type { BusLink, ErrorAnswer, RecordHandler, RunnerLink } from './link.js'
 import { FrameMessage, type Message } from './message.js'
 import {
   CHANNEL_KEYS,
@@ -348,7 +348,10 @@ export class Bus {
     runnerLinks.set(this, {
       group: (channel, name, options) => this.group(channel, name, options),
       answer: (message, result, error) => this.answer(message, result, error),
-      unanswered: (channel, why) => this.failRequestsTo((c) => (c === channel ? this.handlerError(channel, why, 'CLOSED', false) : undefined)),
+      unanswered: (channel, why) =>
+        this.failRequestsTo((c) =>
+          c === channel ? this.handlerError(channel, { message: why, code: 'CLOSED', permanent: false, abandoned: true }) : undefined,
+        ),
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
       // A shared mesh binds its channels at run time.
       transports: remote,
@@ -1123,7 +1126,7 @@ export class Bus {
   }
 
   /** Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
-  private answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void {
+  private answer(message: Message, result: unknown, error?: ErrorAnswer): void {
     const token = (message as FrameMessage).replyToken
     if (error) this.sendReply(message.channel, token, error, ERROR_KIND, message.id, undefined)
     else this.sendReply(message.channel, token, result, RESPONSE_KIND, message.id, undefined)
@@ -1165,10 +1168,10 @@ export class Bus {
     }
   }
 
-  /** The error of a request whose responder failed: `text` and `code` as the responder gave them. */
-  private handlerError(channel: string, text: string, code: string | null, permanent: boolean): OrreryError {
-    return new OrreryError('HANDLER_ERROR', `the responder on ${channel} failed: ${text}`, {
-      details: { remoteCode: code, channel, permanent },
+  /** The error of a request whose responder failed, with what the responder gave (only `abandoned: true` goes in the details). */
+  private handlerError(channel: string, answer: ErrorAnswer): OrreryError {
+    return new OrreryError('HANDLER_ERROR', `the responder on ${channel} failed: ${answer.message}`, {
+      details: { remoteCode: answer.code, channel, permanent: answer.permanent, ...(answer.abandoned === true && { abandoned: true }) },
     })
   }
 
@@ -1302,8 +1305,15 @@ export class Bus {
     if (this.requests.size === 0) this.lastRequestSettled()
     const message = new FrameMessage(waiting.channel, seq, frame)
     if (message.kind === 'error') {
-      const { message: text, code, permanent } = message.payload as { message: string; code: string | null; permanent?: boolean }
-      waiting.reject(this.handlerError(waiting.channel, text, code, permanent === true))
+      const answer = message.payload as Partial<ErrorAnswer>
+      waiting.reject(
+        this.handlerError(waiting.channel, {
+          message: String(answer.message),
+          code: answer.code ?? null,
+          permanent: answer.permanent === true,
+          ...(answer.abandoned === true && { abandoned: true }),
+        }),
+      )
     } else {
       waiting.resolve(message)
     }

@@ -47,10 +47,22 @@ export interface BusLink {
   readonly tracing: Tracing | undefined
 }
 
+/**
+ * A request's error answer, as the responder gives it: its `message` and Orrery `code`, whether
+ * it is `permanent` (not worth a retry), and `abandoned` when the agent ended before it answered
+ * (its stop, crash or close: not a failure of its handler; routing falls back without counting it).
+ */
+export interface ErrorAnswer {
+  message: string
+  code: string | null
+  permanent: boolean
+  abandoned?: true
+}
+
 /** The bus as the agent runner sees it, besides its public calls. */
 export interface RunnerLink {
   /** Answers a request taken from a group: with `result`, or with `error` (kind `error`). */
-  answer(message: Message, result: unknown, error?: { message: string; code: string | null; permanent: boolean }): void
+  answer(message: Message, result: unknown, error?: ErrorAnswer): void
   /**
    * The agent reading `channel` (its inbox) ended for good: this bus's requests waiting on it
    * fail as if it had answered `CLOSED` with `why` (HANDLER_ERROR, so routing falls back).
