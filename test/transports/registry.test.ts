@@ -340,7 +340,8 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
      */
     const fallBack = async (w: ReturnType<typeof world>, b: Orrery, end: (b: Orrery) => Promise<unknown>) => {
       const [r, c] = [await w.open(), await w.open()]
-      const meshR = await r.mesh({ shared: 'main', heartbeat: HEARTBEAT })
+      // A breaker that opens at the first failure: the agent's end is none of its handler's.
+      const meshR = await r.mesh({ shared: 'main', heartbeat: HEARTBEAT, breaker: { failures: 1 } })
       const meshB = await b.mesh({ shared: 'main', heartbeat: HEARTBEAT })
       const meshC = await c.mesh({ shared: 'main', heartbeat: HEARTBEAT })
       meshB.define('hang', Hang)
@@ -354,8 +355,10 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         () => meshR.registry.find({ capability: 'job', minHealth: 'offline' }),
       )
       const fallbacks: MeshEvent[] = []
+      const breakers: MeshEvent[] = []
       meshR.events.subscribe((e) => {
         if (e.type === 'fallback') fallbacks.push(e)
+        if (e.type === 'breaker') breakers.push(e)
       })
       Hang.runs = 0
       Hang.aborted = 0
@@ -367,7 +370,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const answeredAt = asked.then(() => Date.now())
       await end(b)
       const reply = await asked
-      return { reply: reply.payload, ms: (await answeredAt) - begun, fallbacks, hang: hang!.id, process: meshB.process }
+      return { reply: reply.payload, ms: (await answeredAt) - begun, fallbacks, breakers, hang: hang!.id, process: meshB.process }
     }
 
     it.skipIf(!TRANSPORT_CAPABILITIES[backend.name].request)(
@@ -378,7 +381,8 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
           const b = await w.open()
           // The stop abandons the running handler: the request is answered CLOSED, and the caller
           // tries the next agent (it used to wait for its timeout, the agent's inbox having no reader).
-          const { reply, ms, fallbacks, hang } = await fallBack(w, b, (b) => b.shutdown())
+          const { reply, ms, fallbacks, breakers, hang } = await fallBack(w, b, (b) => b.shutdown())
+          expect(breakers).toEqual([])
           expect(reply).toEqual({ by: 'quick', payload: { n: 1 } })
           expect(Hang.aborted).toBe(1)
           expect(fallbacks).toMatchObject([
@@ -411,7 +415,8 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
           b.bus.events.subscribe(() => {})
           // Cut off, B neither beats nor answers: the caller marks its agent offline after 5
           // missed beats (500 ms) and falls back then, not at its timeout.
-          const { reply, ms, fallbacks, hang, process } = await fallBack(w, b, () => proxy.cut())
+          const { reply, ms, fallbacks, breakers, hang, process } = await fallBack(w, b, () => proxy.cut())
+          expect(breakers).toEqual([])
           expect(reply).toEqual({ by: 'quick', payload: { n: 1 } })
           expect(fallbacks).toMatchObject([
             { type: 'fallback', agent: hang, capability: 'job', attempt: 1, error: `agent ${hang} of process ${process} stopped beating before it answered` },

@@ -446,7 +446,13 @@ export class Mesh {
       // cut off, and its agents are its own to restart): its callers fall back. Not one of this
       // mesh's worker threads: its end is known (`gone`); until then, a handler holding its loop
       // only delays the beats, and what it was asked is answered once the handler lets go.
-      if (lost.remote) return this.threadRunning(lost.process) ? undefined : this.lose(lost.agent, lost.process)
+      if (lost.remote) {
+        const thread = this.threadOf(lost.agent, lost.process)
+        if (thread === undefined) return this.lose(lost.agent, lost.process)
+        // Wedged past the deregistration deadline, its thread is ended: `gone` then brings it back or fails its calls.
+        if (event.type === 'deregistered') thread.kill()
+        return
+      }
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
       const runner = this.runners.get(lost.agent)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
@@ -455,11 +461,16 @@ export class Mesh {
     if (options.signals) this.handleSignals()
   }
 
-  /** Whether `process` is the mesh of one of this mesh's worker threads, not ended. */
-  private threadRunning(process: string | undefined): boolean {
-    if (process === undefined) return false
-    for (const replica of this.replicas) if (replica.process === process && replica.state !== 'stopped' && replica.state !== 'crashed') return true
-    return false
+  /**
+   * The replica of this mesh, its thread not ended, serving agent `agent` of process `process`
+   * (its process is not known before its thread says it is ready: a revived replica may hold
+   * its loop with its inbox's backlog before that).
+   */
+  private threadOf(agent: string, process: string | undefined): WorkerReplica | undefined {
+    for (const replica of this.replicas)
+      if (replica.id === agent && replica.state !== 'stopped' && replica.state !== 'crashed' && (replica.process === undefined || replica.process === process))
+        return replica
+    return undefined
   }
 
   /** Agents of other processes found gone this turn, with their processes (see `lose`). */
@@ -646,6 +657,8 @@ export class Mesh {
         // unasked leaves its agents' callers nothing to wait for.
         gone: (process) => {
           if (this.released) return
+          // Its own agent even if already deregistered (missed beats of a wedged thread).
+          if (!this.revives(id, type)) this.lose(id, process)
           for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) this.lose(agent.id, process)
           this.shared?.processGone(process)
         },
