@@ -144,7 +144,12 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     await until(() => mesh.registry.get(id)?.health === 'healthy', 'the replica to be healthy here')
     const reply = await mesh.request<Crunched>('crunch', { n: 3, wedge: id }, { timeout: 20_000 })
     expect(reply.payload).toMatchObject({ n: 3, agent: id })
-    expect(kindsOf(events)).toEqual(expect.arrayContaining(['deregistered', 'crashed']))
+    expect(kindsOf(events)).toContain('deregistered')
+    expect(events.find((e) => e.type === 'crashed')).toMatchObject({
+      agent: id,
+      error: 'TIMEOUT',
+      reason: expect.stringMatching(/past its heartbeat deadline/),
+    })
     expect(events.filter((e) => e.type === 'fallback' || e.type === 'retry')).toEqual([])
     await mesh.shutdown()
     orrery.close()

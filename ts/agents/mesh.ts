@@ -450,7 +450,8 @@ export class Mesh {
         const thread = this.threadOf(lost.agent, lost.process)
         if (thread === undefined) return this.lose(lost.agent, lost.process)
         // Wedged past the deregistration deadline, its thread is ended: `gone` then brings it back or fails its calls.
-        if (event.type === 'deregistered') thread.kill()
+        if (event.type === 'deregistered')
+          thread.kill(new OrreryError('TIMEOUT', `agent ${lost.agent} held its worker thread past its heartbeat deadline`, { details: { agent: lost.agent } }))
         return
       }
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
@@ -655,10 +656,10 @@ export class Mesh {
         report: (event) => this.subject.next({ ...event, at: this.now() }),
         // A thread that ends after the mesh closed has nothing left to deregister. One that ended
         // unasked leaves its agents' callers nothing to wait for.
-        gone: (process) => {
+        gone: (process, asked) => {
           if (this.released) return
-          // Its own agent even if already deregistered (missed beats of a wedged thread).
-          if (!this.revives(id, type)) this.lose(id, process)
+          // Ended unasked, its own agent even if already deregistered (a wedged thread's missed beats).
+          if (!asked && !this.revives(id, type)) this.lose(id, process)
           for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) this.lose(agent.id, process)
           this.shared?.processGone(process)
         },

@@ -70,8 +70,11 @@ export function canStartThreads(): boolean {
 export interface ReplicaHost {
   /** Its thread's agent started, stopped or crashed (mesh events). */
   report(event: { type: 'started' | 'stopped'; agent: string } | { type: 'crashed'; agent: string; reason: string; error: string }): void
-  /** Its thread ended: the agents its mesh had registered here go at once (not at a heartbeat deadline). */
-  gone(process: string): void
+  /**
+   * Its thread ended (`asked`: by a stop): the agents its mesh had registered here go at once
+   * (not at a heartbeat deadline).
+   */
+  gone(process: string, asked: boolean): void
 }
 
 /** How long past a graceful stop's timeout a thread may take to end before it is terminated. */
@@ -96,6 +99,8 @@ export class WorkerReplica {
   /** Resolves with its thread's exit code once the thread ended. */
   readonly exited: Promise<number>
   private stopAsked = false
+  /** Why its thread failed or was ended, when it knows. */
+  private failure: OrreryError | undefined
 
   constructor(
     host: ReplicaHost,
@@ -116,7 +121,6 @@ export class WorkerReplica {
     this.started.catch(() => {})
     /** Whether `started` settled (its agent ran, or the thread failed or ended first). */
     let settled = false
-    let failure: OrreryError | undefined
     const where = { agent: id, worker: String(module) }
     try {
       this.thread = startThread(module, { [WORKER_DATA_KEY]: data })
@@ -132,7 +136,7 @@ export class WorkerReplica {
       )
     }
     const startTimer = setTimeout(() => {
-      failure ??= new OrreryError('TIMEOUT', `the worker thread of agent ${id} did not start its agent within ${START_TIMEOUT_MS} ms`, { details: where })
+      this.failure ??= new OrreryError('TIMEOUT', `the worker thread of agent ${id} did not start its agent within ${START_TIMEOUT_MS} ms`, { details: where })
       void this.thread.terminate()
     }, START_TIMEOUT_MS)
     this.thread.on('message', (message) => {
@@ -145,13 +149,13 @@ export class WorkerReplica {
         ready()
       } else if (message?.t === 'failed') {
         const { code, message: text, details } = message.error
-        failure = new OrreryError(code as ErrorCode, text, { details: { ...details, ...where } })
+        this.failure = new OrreryError(code as ErrorCode, text, { details: { ...details, ...where } })
       } else if (message?.t === 'crashed') {
-        failure = new OrreryError('AGENT_FAILED', `agent ${id} crashed on its worker thread: ${message.reason}`, { details: { agent: id } })
+        this.failure = new OrreryError('AGENT_FAILED', `agent ${id} crashed on its worker thread: ${message.reason}`, { details: { agent: id } })
       }
     })
     this.thread.on('error', (error) => {
-      failure ??= new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} failed: ${error.message}`, { cause: error, details: where })
+      this.failure ??= new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} failed: ${error.message}`, { cause: error, details: where })
     })
     this.exited = new Promise<number>((resolve) => {
       this.thread.on('exit', (code) => {
@@ -160,18 +164,18 @@ export class WorkerReplica {
         // Asked to stop: stopped, even if it had to be terminated past its timeout.
         this.state = this.stopAsked ? 'stopped' : 'crashed'
         try {
-          if (this.process !== undefined) host.gone(this.process)
+          if (this.process !== undefined) host.gone(this.process, this.stopAsked)
           if (!settled) {
             settled = true
             refused(
-              failure ??
+              this.failure ??
                 new OrreryError('AGENT_FAILED', `the worker thread of agent ${id} ended (exit code ${code}) before its agent started`, { details: where }),
             )
           } else if (this.stopAsked) {
             host.report({ type: 'stopped', agent: id })
           } else if (was !== 'stopped' && was !== 'crashed') {
-            const reason = failure?.message ?? `its worker thread ended (exit code ${code})`
-            host.report({ type: 'crashed', agent: id, reason, error: failure?.code ?? 'AGENT_FAILED' })
+            const reason = this.failure?.message ?? `its worker thread ended (exit code ${code})`
+            host.report({ type: 'crashed', agent: id, reason, error: this.failure?.code ?? 'AGENT_FAILED' })
           }
         } finally {
           resolve(code)
@@ -206,9 +210,13 @@ export class WorkerReplica {
     }
   }
 
-  /** Ends its thread at once (its mesh is closing): unacknowledged work stays in its inbox. */
-  kill(): void {
+  /**
+   * Ends its thread at once (its mesh is closing, or `why`: its loop is wedged): unacknowledged
+   * work stays in its inbox.
+   */
+  kill(why?: OrreryError): void {
     if (this.state === 'stopped' || this.state === 'crashed') return
+    this.failure ??= why
     void this.thread.terminate()
   }
 }
