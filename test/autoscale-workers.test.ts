@@ -133,24 +133,78 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     },
   )
 
-  it.runIf(ENGINE === 'native')('a replica whose thread is wedged for good is ended once deregistered; its next life answers what it held', async () => {
+  it.runIf(ENGINE === 'native')(
+    'a replica whose thread is wedged for good is ended past its heartbeat deadline; its next life answers what it held',
+    async () => {
+      const orrery = await Orrery.create()
+      // Offline after 500 ms without a beat, deregistered 300 ms later: its thread is ended after 800 ms silent.
+      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
+      const events: MeshEvent[] = []
+      mesh.events.subscribe((e) => events.push(e))
+      await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
+      const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
+      await until(() => mesh.registry.get(id)?.health === 'healthy', 'the replica to be healthy here')
+      const reply = await mesh.request<Crunched>('crunch', { n: 3, wedge: id }, { timeout: 20_000 })
+      expect(reply.payload).toMatchObject({ n: 3, agent: id })
+      expect(events.find((e) => e.type === 'crashed')).toMatchObject({
+        agent: id,
+        error: 'TIMEOUT',
+        reason: expect.stringMatching(/past its heartbeat deadline \(800 ms without a turn of its event loop\)/),
+      })
+      expect(events.filter((e) => e.type === 'fallback' || e.type === 'retry')).toEqual([])
+      await mesh.shutdown()
+      orrery.close()
+    },
+  )
+
+  it.runIf(ENGINE === 'native')('a drained replica (out of the registry) that wedges is ended too; its next life finishes its inbox', async () => {
     const orrery = await Orrery.create()
-    // Offline after 500 ms without a beat, deregistered 300 ms later.
+    const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
+    const events: MeshEvent[] = []
+    mesh.events.subscribe((e) => events.push(e))
+    const crunched: Crunched[] = []
+    orrery.bus.subscribe<Crunched>('crunched').subscribe((m) => crunched.push(m.payload))
+    // Straight into one replica's inbox, as routing would put it.
+    const into = (id: string, payload: Record<string, unknown>) => orrery.bus.publish(`inbox.${id}`, payload, { headers: { 'orrery-capability': 'crunch' } })
+    const scaler = await mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 5, interval: 50, cooldown: 300, worker: fixture })
+    const first = (events.find((e) => e.type === 'started') as { agent: string }).agent
+    const grown = new Promise<string>((resolve) => scaler.events.subscribe((e) => e.type === 'scale-up' && resolve(e.agents[0]!)))
+    // A backlog of 6 grows it to two replicas.
+    for (let n = 0; n < 6; n++) await mesh.send('crunch', { n, hold: 50 })
+    const second = await grown
+    // The first replica then holds 2 (a wait, then a wedge), the second 3: 5 in all, one replica's
+    // worth, so the first (the less loaded) is drained while it waits, and wedges drained.
+    await into(first, { n: 100, hold: 1_000 })
+    await into(first, { n: 101, wedge: first, report: true })
+    for (let n = 200; n < 203; n++) await into(second, { n, hold: 600 })
+    await until(() => crunched.some((c) => c.n === 101), 'the wedged message to be handled by a next life', 30_000)
+    const drained = events.find((e) => e.type === 'scale-down') as AutoscaleEvent | undefined
+    expect(drained?.agents).toEqual([first])
+    expect(events.find((e) => e.type === 'crashed')).toMatchObject({
+      agent: first,
+      error: 'TIMEOUT',
+      reason: expect.stringMatching(/past its heartbeat deadline/),
+    })
+    expect(crunched.find((c) => c.n === 101)?.agent).toBe(first)
+    await mesh.shutdown()
+    orrery.close()
+  })
+
+  it.runIf(ENGINE === 'native')('a stall of this thread longer than the deadline ends no healthy thread', async () => {
+    const orrery = await Orrery.create()
     const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
     const events: MeshEvent[] = []
     mesh.events.subscribe((e) => events.push(e))
     await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
     const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
     await until(() => mesh.registry.get(id)?.health === 'healthy', 'the replica to be healthy here')
-    const reply = await mesh.request<Crunched>('crunch', { n: 3, wedge: id }, { timeout: 20_000 })
-    expect(reply.payload).toMatchObject({ n: 3, agent: id })
-    expect(kindsOf(events)).toContain('deregistered')
-    expect(events.find((e) => e.type === 'crashed')).toMatchObject({
-      agent: id,
-      error: 'TIMEOUT',
-      reason: expect.stringMatching(/past its heartbeat deadline/),
-    })
-    expect(events.filter((e) => e.type === 'fallback' || e.type === 'retry')).toEqual([])
+    // This thread's loop is held for 2 s (its thread's signals and beats queue meanwhile).
+    const end = Date.now() + 2_000
+    while (Date.now() < end) {}
+    const reply = await mesh.request<Crunched>('crunch', { n: 4 }, { timeout: 10_000 })
+    expect(reply.payload).toMatchObject({ n: 4, agent: id })
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(kindsOf(events).filter((t) => t === 'crashed' || t === 'started')).toEqual(['started'])
     await mesh.shutdown()
     orrery.close()
   })

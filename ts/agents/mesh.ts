@@ -400,7 +400,7 @@ export class Mesh {
     readonly bus: Bus,
     readonly now: () => number,
     private readonly options: MeshOptions,
-    settings: MeshCoreOptions,
+    private readonly settings: MeshCoreOptions,
     metrics: AgentMetrics,
     private readonly onClose: ((mesh: Mesh) => void) | undefined,
     process: string | undefined,
@@ -446,14 +446,8 @@ export class Mesh {
       // cut off, and its agents are its own to restart): its callers fall back. Not one of this
       // mesh's worker threads: its end is known (`gone`); until then, a handler holding its loop
       // only delays the beats, and what it was asked is answered once the handler lets go.
-      if (lost.remote) {
-        const thread = this.threadOf(lost.agent, lost.process)
-        if (thread === undefined) return this.lose(lost.agent, lost.process)
-        // Wedged past the deregistration deadline, its thread is ended: `gone` then brings it back or fails its calls.
-        if (event.type === 'deregistered')
-          thread.kill(new OrreryError('TIMEOUT', `agent ${lost.agent} held its worker thread past its heartbeat deadline`, { details: { agent: lost.agent } }))
-        return
-      }
+      // A thread wedged past its deadline is ended by its replica's watch (threads.ts).
+      if (lost.remote) return this.threadOf(lost.agent, lost.process) === undefined ? this.lose(lost.agent, lost.process) : undefined
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
       const runner = this.runners.get(lost.agent)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
@@ -667,7 +661,8 @@ export class Mesh {
       id,
       type,
       module,
-      { handle: this.bus.share(), type, id, spawn, mesh },
+      { handle: this.bus.share(), type, id, spawn, mesh, alive: this.settings.interval },
+      { interval: this.settings.interval, deadline: this.settings.offlineAfter * this.settings.interval + this.settings.deregisterAfter },
     )
     held.set(id, replica)
     this.replicas.add(replica)

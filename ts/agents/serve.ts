@@ -49,6 +49,8 @@ export async function serveAgents(define: (mesh: Mesh) => void | Promise<void>):
         })
     })
     send({ t: 'ready', process: mesh.process! })
+    // Its loop turns: the thread that started it ends it when these stop (a handler holds the loop).
+    setInterval(() => send({ t: 'alive' }), data.alive).unref()
   } catch (error) {
     const failure = isOrreryError(error)
       ? error

@@ -8,8 +8,13 @@
  *
  * The thread and this one speak by `postMessage`: `ready` (its agent runs; its mesh's process
  * id), `failed` (it could not start: the error's code, message and details), `crashed` (its
- * agent crashed after it started); this thread sends `drain` (out of routing, its inbox still
- * served) and `stop` (a graceful shutdown of its mesh, then the thread ends).
+ * agent crashed after it started), `alive` (once per heartbeat interval while its event loop
+ * turns); this thread sends `drain` (out of routing, its inbox still served) and `stop` (a
+ * graceful shutdown of its mesh, then the thread ends).
+ *
+ * A thread silent for its deadline (a handler holds its loop) is ended. Its silence is counted in
+ * this thread's ticks, not in time: a stall of this thread's own loop, after which the thread's
+ * signals are read only after the late tick, ends no thread.
  */
 import { OrreryError, type ErrorCode } from '../errors.js'
 import type { AgentState } from './runner.js'
@@ -33,6 +38,14 @@ export interface ReplicaData {
   id: string
   spawn: SpawnOptions
   mesh: ThreadMeshOptions
+  /** How often the thread says it is `alive`, in ms (the mesh's heartbeat interval). */
+  alive: number
+}
+
+/** How a replica watches its thread's loop: it is `alive` each `interval` ms, ended after `deadline` ms silent. */
+export interface Liveness {
+  interval: number
+  deadline: number
 }
 
 /** Messages between a replica's thread and the thread that started it. */
@@ -40,6 +53,7 @@ export type ToParent =
   | { t: 'ready'; process: string }
   | { t: 'failed'; error: { code: string; message: string; details: Record<string, unknown> } }
   | { t: 'crashed'; reason: string }
+  | { t: 'alive' }
 export type ToReplica = { t: 'drain' } | { t: 'stop'; timeout: number }
 
 /** The part of a Node `Worker` a replica uses. */
@@ -101,6 +115,11 @@ export class WorkerReplica {
   private stopAsked = false
   /** Why its thread failed or was ended, when it knows. */
   private failure: OrreryError | undefined
+  /** Signals from its thread since the last tick of its watch. */
+  private signals = 0
+  /** The watch's ticks in a row without a signal. */
+  private silent = 0
+  private watch: ReturnType<typeof setInterval> | undefined
 
   constructor(
     host: ReplicaHost,
@@ -108,6 +127,7 @@ export class WorkerReplica {
     readonly type: string,
     module: string | URL,
     data: ReplicaData,
+    liveness: Liveness,
   ) {
     if (startThread === undefined)
       throw new OrreryError('UNSUPPORTED', "replicas on worker threads need Node (the package's Node entry)", { details: { option: 'worker' } })
@@ -140,11 +160,13 @@ export class WorkerReplica {
       void this.thread.terminate()
     }, START_TIMEOUT_MS)
     this.thread.on('message', (message) => {
+      this.signals++
       if (message?.t === 'ready') {
         clearTimeout(startTimer)
         this.process = message.process
         if (this.state === 'starting') this.state = 'running'
         settled = true
+        this.watchLoop(liveness)
         host.report({ type: 'started', agent: id })
         ready()
       } else if (message?.t === 'failed') {
@@ -160,6 +182,7 @@ export class WorkerReplica {
     this.exited = new Promise<number>((resolve) => {
       this.thread.on('exit', (code) => {
         clearTimeout(startTimer)
+        clearInterval(this.watch)
         const was = this.state
         // Asked to stop: stopped, even if it had to be terminated past its timeout.
         this.state = this.stopAsked ? 'stopped' : 'crashed'
@@ -182,6 +205,29 @@ export class WorkerReplica {
         }
       })
     })
+  }
+
+  /**
+   * Ends its thread once it has said nothing for `deadline` ms of this thread's ticks (whatever
+   * its agent's state: a drained replica is out of the registry, so its agent's beats are not
+   * watched there). Not while it stops: a stop has its own deadline.
+   */
+  private watchLoop({ interval, deadline }: Liveness): void {
+    const ticks = Math.max(1, Math.ceil(deadline / interval))
+    this.watch = setInterval(() => {
+      if (this.signals > 0) {
+        this.signals = 0
+        this.silent = 0
+      } else if (++this.silent >= ticks && !this.stopAsked) {
+        clearInterval(this.watch)
+        this.kill(
+          new OrreryError('TIMEOUT', `agent ${this.id} held its worker thread past its heartbeat deadline (${deadline} ms without a turn of its event loop)`, {
+            details: { agent: this.id, deadline },
+          }),
+        )
+      }
+    }, interval)
+    ;(this.watch as { unref?: () => void }).unref?.()
   }
 
   /** Out of routing; its thread goes on serving its inbox until it is stopped. */
