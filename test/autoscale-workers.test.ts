@@ -169,14 +169,15 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     const scaler = await mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 5, interval: 50, cooldown: 300, worker: fixture })
     const first = (events.find((e) => e.type === 'started') as { agent: string }).agent
     const grown = new Promise<string>((resolve) => scaler.events.subscribe((e) => e.type === 'scale-up' && resolve(e.agents[0]!)))
-    // A backlog of 6 grows it to two replicas.
-    for (let n = 0; n < 6; n++) await mesh.send('crunch', { n, hold: 50 })
+    // A backlog of 8 (800 ms of work) grows it to two replicas.
+    for (let n = 0; n < 8; n++) await mesh.send('crunch', { n, hold: 100 })
     const second = await grown
-    // The first replica then holds 2 (a wait, then a wedge), the second 3: 5 in all, one replica's
-    // worth, so the first (the less loaded) is drained while it waits, and wedges drained.
+    // Once the first replica is done with that, it holds 2 (a wait, then a wedge) and the second
+    // 3 (each 2 s): 5 in all, one replica's worth, so the first (the less loaded) is drained while
+    // it waits, and wedges drained.
     await into(first, { n: 100, hold: 1_000 })
     await into(first, { n: 101, wedge: first, report: true })
-    for (let n = 200; n < 203; n++) await into(second, { n, hold: 600 })
+    for (let n = 200; n < 203; n++) await into(second, { n, hold: 2_000 })
     await until(() => crunched.some((c) => c.n === 101), 'the wedged message to be handled by a next life', 30_000)
     const drained = events.find((e) => e.type === 'scale-down') as AutoscaleEvent | undefined
     expect(drained?.agents).toEqual([first])
@@ -208,6 +209,43 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     await mesh.shutdown()
     orrery.close()
   })
+
+  it.runIf(ENGINE === 'native')(
+    'a call from one thread to a busy agent on another waits for it (not failed over at its missed beats); one whose thread ends for good fails at once',
+    async () => {
+      const orrery = await Orrery.create()
+      // Offline after 500 ms without a beat; its thread ended after 800 ms.
+      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
+      const events: MeshEvent[] = []
+      mesh.events.subscribe((e) => events.push(e))
+      const crunchers = await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
+      await mesh.autoscale('relayer', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
+      const [cruncher, relayer] = events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)
+      await until(() => [cruncher!, relayer!].every((id) => mesh.registry.get(id)?.health === 'healthy'), 'both replicas to be healthy here')
+      type Relayed = { ok?: Crunched; code?: string; message?: string; ms: number }
+      // 1.5 s of CPU on the cruncher's thread: the relayer's thread sees it go offline, and waits.
+      const busy = await mesh.request<Relayed>('relay', { n: 1, ms: 1_500 }, { timeout: 20_000 })
+      expect(busy.payload.ok).toMatchObject({ n: 1, agent: cruncher, attempt: 1 })
+      expect(events.some((e) => e.type === 'health' && e.to === 'offline' && e.agent === cruncher)).toBe(true)
+      // Beating again (its own mesh may have restarted it), it is reached from the relayer's thread again.
+      await until(() => mesh.registry.get(cruncher!)?.health === 'healthy', 'the cruncher to be healthy again')
+      for (let n = 3; ; n++) {
+        const again = await mesh.request<Relayed>('relay', { n }, { timeout: 20_000 })
+        if (again.payload.ok) break
+        expect(again.payload.message).toMatch(/no agent offers crunch/)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      // Its autoscaler stopped, the cruncher is not brought back: stuck, its thread is ended, and
+      // the relayer's call fails then, not at its 20 s timeout.
+      crunchers.stop()
+      const stuck = await mesh.request<Relayed>('relay', { n: 2, stuck: true }, { timeout: 20_000 })
+      expect(stuck.payload).toMatchObject({ code: 'NO_RESPONDER', message: expect.stringContaining(cruncher!) })
+      expect(stuck.payload.ms).toBeLessThan(10_000)
+      expect(events.find((e) => e.type === 'crashed')).toMatchObject({ agent: cruncher, error: 'TIMEOUT' })
+      await mesh.shutdown()
+      orrery.close()
+    },
+  )
 
   it.runIf(ENGINE === 'native')('orrery.close() ends the threads at once, and nothing is reported after', async () => {
     const ports = () => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length

@@ -168,6 +168,11 @@ export class TypeAutoscaler implements Autoscaler {
     return this.routed().length
   }
 
+  /** Its replicas' ids when they run on worker threads (they come back under the same ids). */
+  threadIds(): readonly string[] {
+    return this.options.worker === undefined ? [] : [...this.own]
+  }
+
   /** Whether agent `id` is one of its replicas: gone, it comes back to finish its inbox. */
   owns(id: string): boolean {
     return this.own.has(id)

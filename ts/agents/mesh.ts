@@ -421,7 +421,15 @@ export class Mesh {
       process === undefined
         ? undefined
         : new SharedRegistry(
-            { bus, registry: this.registry, interval: settings.interval, logger: this.logger, load: (id) => this.runners.get(id)?.inFlight ?? 0 },
+            {
+              bus,
+              registry: this.registry,
+              interval: settings.interval,
+              logger: this.logger,
+              load: (id) => this.runners.get(id)?.inFlight ?? 0,
+              watching: () => this.watchedThreads(),
+              lost: (id, from) => this.lose(id, from),
+            },
             process,
           )
     this.router = new Router(bus, this.registry, (event) => this.subject.next({ ...event, at: now() }))
@@ -443,11 +451,12 @@ export class Mesh {
         (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event : undefined
       if (lost === undefined) return
       // Another process's agent that stopped beating will not answer (that process is gone or
-      // cut off, and its agents are its own to restart): its callers fall back. Not one of this
-      // mesh's worker threads: its end is known (`gone`); until then, a handler holding its loop
-      // only delays the beats, and what it was asked is answered once the handler lets go.
-      // A thread wedged past its deadline is ended by its replica's watch (threads.ts).
-      if (lost.remote) return this.threadOf(lost.agent, lost.process) === undefined ? this.lose(lost.agent, lost.process) : undefined
+      // cut off, and its agents are its own to restart): its callers fall back. Not one on a
+      // watched worker thread (this mesh's, or another's told by its beats): its end is told
+      // (`gone`); until then, a handler holding its loop only delays the beats, and what it was
+      // asked is answered once the handler lets go. A thread wedged past its deadline is ended
+      // by its replica's watch (threads.ts).
+      if (lost.remote) return this.shared?.watched(lost.agent) ? undefined : this.lose(lost.agent, lost.process)
       // Lost heartbeats are a crash: the agent is wedged (or its loop is), whatever it says.
       const runner = this.runners.get(lost.agent)
       if (runner && (runner.state === 'running' || runner.state === 'paused'))
@@ -457,15 +466,14 @@ export class Mesh {
   }
 
   /**
-   * The replica of this mesh, its thread not ended, serving agent `agent` of process `process`
-   * (its process is not known before its thread says it is ready: a revived replica may hold
-   * its loop with its inbox's backlog before that).
+   * The agents on this mesh's worker threads: its replicas whose thread has not ended, and those
+   * an autoscaler brings back when their thread ends.
    */
-  private threadOf(agent: string, process: string | undefined): WorkerReplica | undefined {
-    for (const replica of this.replicas)
-      if (replica.id === agent && replica.state !== 'stopped' && replica.state !== 'crashed' && (replica.process === undefined || replica.process === process))
-        return replica
-    return undefined
+  private watchedThreads(): string[] {
+    const ids = new Set<string>()
+    for (const replica of this.replicas) if (replica.state !== 'stopped' && replica.state !== 'crashed') ids.add(replica.id)
+    for (const scaler of this.autoscalers.values()) for (const id of scaler.threadIds()) ids.add(id)
+    return [...ids]
   }
 
   /** Agents of other processes found gone this turn, with their processes (see `lose`). */
@@ -652,10 +660,12 @@ export class Mesh {
         // unasked leaves its agents' callers nothing to wait for.
         gone: (process, asked) => {
           if (this.released) return
+          const lost = new Set<string>()
           // Ended unasked, its own agent even if already deregistered (a wedged thread's missed beats).
-          if (!asked && !this.revives(id, type)) this.lose(id, process)
-          for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) this.lose(agent.id, process)
-          this.shared?.processGone(process)
+          if (!asked && !this.revives(id, type)) lost.add(id)
+          for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) lost.add(agent.id)
+          for (const agent of lost) this.lose(agent, process)
+          this.shared?.processGone(process, [...lost])
         },
       },
       id,

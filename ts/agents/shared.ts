@@ -11,7 +11,11 @@
  * - `register`: agents with their registrations and health.
  * - `beat`: once per heartbeat interval, every agent of the process with its health and running
  *   handlers. An agent missing from its process's beat was deregistered; an unknown one is asked
- *   for (a `hello` to that process, at most once per interval).
+ *   for (a `hello` to that process, at most once per interval). A mesh with replicas on worker
+ *   threads lists too the agents whose threads it watches (`w`): their missed beats fail nobody's
+ *   calls (a busy handler holds the thread's loop); their thread's end is told by a `gone`.
+ * - `gone`: a watched thread's mesh (process `of`) ended; its agents are deregistered at once, and
+ *   the calls waiting on those in `lost` (not brought back in a new thread) fail.
  * - `health`: agents whose health changed (a start done, a pause, a failing check), at once rather
  *   than at the next beat.
  * - `deregister`: agents that stopped (gracefully, or lost by their own registry).
@@ -51,9 +55,10 @@ interface WireAgent {
 type Wire =
   | { v: number; t: 'hello'; p: string; to?: string }
   | { v: number; t: 'register'; p: string; agents: WireAgent[] }
-  | { v: number; t: 'beat'; p: string; agents: Array<[id: string, health: number, load: number]> }
+  | { v: number; t: 'beat'; p: string; agents: Array<[id: string, health: number, load: number]>; w?: string[] }
   | { v: number; t: 'health'; p: string; agents: Array<[id: string, health: number]> }
   | { v: number; t: 'deregister'; p: string; agents: string[] }
+  | { v: number; t: 'gone'; p: string; of: string; lost: string[] }
 
 /** What the shared registry needs of its mesh. */
 export interface SharedHost {
@@ -63,6 +68,10 @@ export interface SharedHost {
   readonly logger: Logger
   /** Handlers agent `id` of this process runs now. */
   load(id: string): number
+  /** Agents on worker threads this process watches (whose end it tells). */
+  watching?(): readonly string[]
+  /** Agent `id` of `process` is gone for good (its thread ended, not brought back): its calls fail. */
+  lost?(id: string, process: string): void
 }
 
 const isString = (value: unknown): value is string => typeof value === 'string'
@@ -87,6 +96,8 @@ export class SharedRegistry {
   /** Ends the join with `CLOSED` (the mesh closed while it joined). */
   private abortJoin: (() => void) | undefined
   private closed = false
+  /** The agents whose threads another process watches, by that process (from its last beat). */
+  private readonly watchedBy = new Map<string, Set<string>>()
   /** Local agents whose health changed since the last `health` event (sent once per microtask turn). */
   private changed: Map<string, number> | undefined
 
@@ -234,9 +245,10 @@ export class SharedRegistry {
     const registry = this.host.registry
     const agents: Array<[string, number, number]> = []
     for (const info of registry.list()) if (!info.remote) agents.push([info.id, HEALTHS.indexOf(info.health), this.host.load(info.id)])
-    if (agents.length === 0 && !this.beatHadAgents) return
-    this.beatHadAgents = agents.length > 0
-    this.send({ v: VERSION, t: 'beat', p: this.process, agents })
+    const watching = this.host.watching?.() ?? []
+    if (agents.length === 0 && watching.length === 0 && !this.beatHadAgents) return
+    this.beatHadAgents = agents.length > 0 || watching.length > 0
+    this.send({ v: VERSION, t: 'beat', p: this.process, agents, ...(watching.length > 0 && { w: [...watching] }) })
   }
 
   private receive(message: Message<Wire>): void {
@@ -260,10 +272,20 @@ export class SharedRegistry {
         for (const agent of event.agents) this.mirrorOrRefuse(event.p, agent)
       } else if (event.t === 'beat' && Array.isArray(event.agents)) {
         this.beatOf(event.p, event.agents)
+        if (Array.isArray(event.w)) this.watchedBy.set(event.p, new Set(event.w.filter(isString)))
+        else this.watchedBy.delete(event.p)
       } else if (event.t === 'health' && Array.isArray(event.agents)) {
         for (const entry of event.agents) if (Array.isArray(entry) && isString(entry[0])) this.reported(event.p, entry[0], entry[1])
       } else if (event.t === 'deregister' && Array.isArray(event.agents)) {
         for (const id of event.agents) if (isString(id)) this.forget(event.p, id)
+      } else if (event.t === 'gone' && isString(event.of) && Array.isArray(event.lost)) {
+        this.ended(event.of)
+        const watched = this.watchedBy.get(event.p)
+        for (const id of event.lost) {
+          if (!isString(id)) continue
+          watched?.delete(id)
+          this.host.lost?.(id, event.of)
+        }
       }
     } catch (error) {
       this.host.logger.warn({ err: error, process: event.p, event: event.t }, `an event on ${REGISTRY_CHANNEL} was refused`)
@@ -356,8 +378,26 @@ export class SharedRegistry {
     this.send({ v: VERSION, t: 'hello', p: this.process, to: process })
   }
 
-  /** `process` ended (a worker thread that exited): its agents are deregistered at once. */
-  processGone(process: string): void {
+  /**
+   * `process` ended (a worker thread that exited): its agents are deregistered at once, here and
+   * in every other thread's registry, whose calls waiting on `lost` fail.
+   */
+  processGone(process: string, lost: readonly string[]): void {
+    this.ended(process)
+    this.send({ v: VERSION, t: 'gone', p: this.process, of: process, lost: [...lost] })
+  }
+
+  /**
+   * Whether agent `id` runs on a worker thread some process watches (this one or another): its
+   * missed beats only delay its answers, and its thread's end is told.
+   */
+  watched(id: string): boolean {
+    if (this.host.watching?.().includes(id)) return true
+    for (const ids of this.watchedBy.values()) if (ids.has(id)) return true
+    return false
+  }
+
+  private ended(process: string): void {
     for (const id of [...(this.byProcess.get(process) ?? [])]) this.forget(process, id)
   }
 
