@@ -214,8 +214,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
     'a call from one thread to a busy agent on another waits for it (not failed over at its missed beats); one whose thread ends for good fails at once',
     async () => {
       const orrery = await Orrery.create()
-      // Offline after 500 ms without a beat; its thread ended after 800 ms.
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
+      // Offline after 500 ms without a beat; its thread ended after 2 s.
+      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 1_500 } })
       const events: MeshEvent[] = []
       mesh.events.subscribe((e) => events.push(e))
       const crunchers = await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
@@ -223,8 +223,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
       const [cruncher, relayer] = events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)
       await until(() => [cruncher!, relayer!].every((id) => mesh.registry.get(id)?.health === 'healthy'), 'both replicas to be healthy here')
       type Relayed = { ok?: Crunched; code?: string; message?: string; ms: number }
-      // 1.5 s of CPU on the cruncher's thread: the relayer's thread sees it go offline, and waits.
-      const busy = await mesh.request<Relayed>('relay', { n: 1, ms: 1_500 }, { timeout: 20_000 })
+      // 1 s of CPU on the cruncher's thread: the relayer's thread sees it go offline, and waits.
+      const busy = await mesh.request<Relayed>('relay', { n: 1, ms: 1_000 }, { timeout: 20_000 })
       expect(busy.payload.ok).toMatchObject({ n: 1, agent: cruncher, attempt: 1 })
       expect(events.some((e) => e.type === 'health' && e.to === 'offline' && e.agent === cruncher)).toBe(true)
       // Beating again (its own mesh may have restarted it), it is reached from the relayer's thread again.

@@ -18,6 +18,8 @@ class Worker extends Agent {
   static readonly capabilities = [{ name: 'job', version: '1.0.0' }]
   static lives: string[] = []
   static done: string[] = []
+  /** Each job a handler took, with its attempt (`name#attempt`). */
+  static taken: string[] = []
   static crashOn = new Set<string>()
   static failStart = new Set<string>()
   static wedged = new Set<string>()
@@ -25,6 +27,7 @@ class Worker extends Agent {
     super(context)
     Worker.lives.push(this.id)
     this.handle<{ name: string; ms?: number }, string>('job', async (job, ctx) => {
+      Worker.taken.push(`${job.name}#${ctx.attempt}`)
       if (Worker.crashOn.has(job.name)) {
         Worker.crashOn.delete(job.name)
         throw new FatalError(`${job.name} broke ${this.id}`)
@@ -47,6 +50,7 @@ class Worker extends Agent {
 function reset() {
   Worker.lives = []
   Worker.done = []
+  Worker.taken = []
   Worker.crashOn = new Set()
   Worker.failStart = new Set()
   Worker.wedged = new Set()
@@ -100,6 +104,8 @@ describe('lifecycle', () => {
     expect((await reply).payload).toBe('slow')
     expect(Worker.lives).toEqual(['w', 'w'])
     expect(Worker.done.filter((d) => d === 'w:slow')).toEqual(['w:slow'])
+    // The next life is told it may have run before.
+    expect(Worker.taken.filter((t) => t.startsWith('slow'))).toEqual(['slow#1', 'slow#2'])
     expect(kinds(events, 'crashed', 'fallback')).toEqual(['crashed:w'])
     await mesh.shutdown()
   })

@@ -40,7 +40,11 @@ export interface HealthReport {
 /** What a handler gets besides its payload. */
 export interface HandlerContext {
   readonly message: Message
-  /** 1 for the first delivery, 2 for the first retry, … */
+  /**
+   * 1 for the first delivery, 2 for the first retry, … A request's caller owns its retries (on
+   * other agents, each a new request), so a request is 2 or more only when a next life of this
+   * agent takes it again (its last one crashed or was ended while holding it): it may have run.
+   */
   readonly attempt: number
   /**
    * The agent's logger, with `traceId` and `spanId` bound: the handler's span where the Orrery

@@ -118,8 +118,9 @@ class Job implements HandlerContext {
     return this.delivery.message
   }
 
+  /** Its delivery's: a request or message taken again by a next life (its last crashed on it) is 2 or more. */
   get attempt(): number {
-    return this.isRequest ? 1 : this.delivery.attempt
+    return this.delivery.attempt
   }
 
   get log(): Logger {
