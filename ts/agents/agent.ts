@@ -44,6 +44,7 @@ export interface HandlerContext {
    * 1 for the first delivery, 2 for the first retry, … A request's caller owns its retries (on
    * other agents, each a new request), so a request is 2 or more only when a next life of this
    * agent takes it again (its last one crashed or was ended while holding it): it may have run.
+   * (An inbox on Kafka counts from 1 again in another process.)
    */
   readonly attempt: number
   /**

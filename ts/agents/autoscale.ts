@@ -168,14 +168,12 @@ export class TypeAutoscaler implements Autoscaler {
     return this.routed().length
   }
 
-  /** Its replicas' ids when they run on worker threads (they come back under the same ids). */
-  threadIds(): readonly string[] {
-    return this.options.worker === undefined ? [] : [...this.own]
-  }
-
-  /** Whether agent `id` is one of its replicas: gone, it comes back to finish its inbox. */
-  owns(id: string): boolean {
-    return this.own.has(id)
+  /**
+   * Whether agent `id` is one of its replicas that, gone, comes back to finish its inbox: any
+   * while it runs, one it drained once it is stopped (its ticks go on for those), none once closed.
+   */
+  revives(id: string): boolean {
+    return !this.closed && this.own.has(id) && (!this.stopped || this.drained.has(id))
   }
 
   get lag(): number {

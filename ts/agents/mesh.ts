@@ -345,6 +345,8 @@ export class Mesh {
   private readonly supervisors = new Set<Supervisor>()
   /** Replicas on worker threads whose thread has not ended (they end with the mesh). */
   private readonly replicas = new Set<WorkerReplica>()
+  /** Replicas whose thread ended unasked, to be brought back (by id, their type), until one starts again. */
+  private readonly reviving = new Map<string, string>()
   /** Per type autoscaled onto worker threads, the last id number given. */
   private readonly threadCounts = new Map<string, { count: number }>()
   /** Whether its registry is shared with worker threads (`threads: true`). */
@@ -467,12 +469,15 @@ export class Mesh {
 
   /**
    * The agents on this mesh's worker threads: its replicas whose thread has not ended, and those
-   * an autoscaler brings back when their thread ends.
+   * whose thread ended unasked and that an autoscaler brings back.
    */
   private watchedThreads(): string[] {
     const ids = new Set<string>()
     for (const replica of this.replicas) if (replica.state !== 'stopped' && replica.state !== 'crashed') ids.add(replica.id)
-    for (const scaler of this.autoscalers.values()) for (const id of scaler.threadIds()) ids.add(id)
+    for (const [id, type] of this.reviving) {
+      if (this.revives(id, type)) ids.add(id)
+      else this.reviving.delete(id)
+    }
     return [...ids]
   }
 
@@ -663,6 +668,7 @@ export class Mesh {
           const lost = new Set<string>()
           // Ended unasked, its own agent even if already deregistered (a wedged thread's missed beats).
           if (!asked && !this.revives(id, type)) lost.add(id)
+          else if (!asked) this.reviving.set(id, type)
           for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) lost.add(agent.id)
           for (const agent of lost) this.lose(agent, process)
           this.shared?.processGone(process, [...lost])
@@ -676,6 +682,7 @@ export class Mesh {
     )
     held.set(id, replica)
     this.replicas.add(replica)
+    this.reviving.delete(id)
     void replica.exited.then(() => this.replicas.delete(replica))
     try {
       await replica.started
@@ -950,9 +957,13 @@ export class Mesh {
     if (restarts) supervisor.crashed(runner, reason)
   }
 
-  /** Whether agent `id` of `type` is an autoscaler's replica: one gone comes back to finish its inbox. */
+  /**
+   * Whether agent `id` of `type` is an autoscaler's replica that, gone, comes back to finish its
+   * inbox (a stopped autoscaler still brings back those it drained).
+   */
   private revives(id: string, type: string): boolean {
-    return this.autoscalers.get(type)?.owns(id) === true
+    for (const scaler of this.scalers) if (scaler.agentType === type && scaler.revives(id)) return true
+    return false
   }
 
   private async stopRunner(runner: AgentRunner, timeout: number | undefined): Promise<void> {

@@ -31,6 +31,9 @@ export async function serveAgents(define: (mesh: Mesh) => void | Promise<void>):
   try {
     orrery = await Orrery.attach(data.handle)
     const mesh = await orrery.mesh({ ...data.mesh, threads: true })
+    // Watched from here: the agent may hold the loop with its inbox's backlog before it is ready.
+    send({ t: 'attached', process: mesh.process! })
+    setInterval(() => send({ t: 'alive' }), data.alive).unref()
     await define(mesh)
     mesh.events.subscribe((event) => {
       if (event.type !== 'crashed' || event.agent !== data.id) return
@@ -49,8 +52,6 @@ export async function serveAgents(define: (mesh: Mesh) => void | Promise<void>):
         })
     })
     send({ t: 'ready', process: mesh.process! })
-    // Its loop turns: the thread that started it ends it when these stop (a handler holds the loop).
-    setInterval(() => send({ t: 'alive' }), data.alive).unref()
   } catch (error) {
     const failure = isOrreryError(error)
       ? error

@@ -6,10 +6,10 @@
  * its backlog as it reads an in-process replica's, and what it had not acknowledged when its
  * thread died is redelivered to whatever serves that inbox next.
  *
- * The thread and this one speak by `postMessage`: `ready` (its agent runs; its mesh's process
- * id), `failed` (it could not start: the error's code, message and details), `crashed` (its
- * agent crashed after it started), `alive` (once per heartbeat interval while its event loop
- * turns); this thread sends `drain` (out of routing, its inbox still served) and `stop` (a
+ * The thread and this one speak by `postMessage`: `attached` (its mesh's process id, before its
+ * agent starts), `ready` (its agent runs), `failed` (it could not start: the error's code, message and details), `crashed` (its
+ * agent crashed after it started), `alive` (from `attached` on, once per heartbeat interval
+ * while its event loop turns); this thread sends `drain` (out of routing, its inbox still served) and `stop` (a
  * graceful shutdown of its mesh, then the thread ends).
  *
  * A thread silent for its deadline (a handler holds its loop) is ended. Its silence is counted in
@@ -50,6 +50,7 @@ export interface Liveness {
 
 /** Messages between a replica's thread and the thread that started it. */
 export type ToParent =
+  | { t: 'attached'; process: string }
   | { t: 'ready'; process: string }
   | { t: 'failed'; error: { code: string; message: string; details: Record<string, unknown> } }
   | { t: 'crashed'; reason: string }
@@ -105,7 +106,7 @@ export class WorkerReplica {
   state: AgentState = 'starting'
   draining = false
   readonly inFlight = 0
-  /** Its thread's mesh process id, once it is ready. */
+  /** Its thread's mesh process id, once its mesh is attached. */
   process: string | undefined
   /** Resolves once its agent runs; rejects if the thread could not start it. */
   readonly started: Promise<void>
@@ -161,7 +162,10 @@ export class WorkerReplica {
     }, START_TIMEOUT_MS)
     this.thread.on('message', (message) => {
       this.signals++
-      if (message?.t === 'ready') {
+      if (message?.t === 'attached') {
+        this.process = message.process
+        this.watchLoop(liveness)
+      } else if (message?.t === 'ready') {
         clearTimeout(startTimer)
         this.process = message.process
         if (this.state === 'starting') this.state = 'running'
@@ -213,7 +217,9 @@ export class WorkerReplica {
    * watched there). Not while it stops: a stop has its own deadline.
    */
   private watchLoop({ interval, deadline }: Liveness): void {
-    const ticks = Math.max(1, Math.ceil(deadline / interval))
+    if (this.watch !== undefined) return
+    // At least 3: one late signal, or a stall here (its tick runs before the signals queued meanwhile are read), is not silence.
+    const ticks = Math.max(3, Math.ceil(deadline / interval))
     this.watch = setInterval(() => {
       if (this.signals > 0) {
         this.signals = 0

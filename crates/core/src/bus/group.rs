@@ -296,7 +296,9 @@ impl Bus {
         Ok(id)
     }
 
-    /// A member left: what it held goes back for redelivery, in sequence order.
+    /// A member left: what it held goes back for redelivery, in sequence order. What it was
+    /// delivered `max_deliveries` times (a consumer that ends on it every time) is dead-lettered
+    /// at the next tick instead: its lease is made due at once.
     pub(super) fn release_member(&mut self, group: u32, member: u32) {
         let Some(g) = self.groups.get_mut(group) else {
             return;
@@ -309,13 +311,22 @@ impl Bus {
         let mut held: Vec<u64> =
             g.pending.iter().filter(|(_, p)| p.member == Some(member)).map(|(&seq, _)| seq).collect();
         held.sort_unstable();
+        let max_deliveries = g.options.max_deliveries;
+        let mut spent = Vec::new();
         for seq in held.into_iter().rev() {
             if let Some(p) = g.pending.get_mut(&seq) {
                 p.member = None;
+                if p.delivered_at.is_some() && p.deliveries >= max_deliveries {
+                    spent.push((seq, p.attempt));
+                    continue;
+                }
                 p.delivered_at = None;
                 g.redeliver.push_front(seq);
                 g.stats.redelivered += 1;
             }
+        }
+        for (seq, attempt) in spent {
+            g.push_lease(0.0, seq, attempt);
         }
         self.dispatch(group);
     }

@@ -361,6 +361,34 @@ fn after_max_deliveries_a_message_is_dead_lettered_with_its_reason() {
 }
 
 #[test]
+fn a_message_whose_members_leave_holding_it_max_deliveries_times_is_dead_lettered() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = group_of(&mut bus, ch, 100.0, 2);
+    bus.publish(&encode(ch, 1, 0.0, b"id-1", b"poison"), 0.0).unwrap();
+    // Two members in turn take it and end (a consumer that dies on it every time).
+    for (i, now) in [(1, 1.0), (2, 2.0)] {
+        let m = bus.join(g, EP, 1).unwrap();
+        let r = drain_all(&mut bus, EP, now).remove(0);
+        assert_eq!((r.seq, r.consumer), (0, m), "delivery {i}");
+        bus.unsubscribe(m).unwrap();
+    }
+    // The second left holding it: due at once, dead-lettered at the next tick, never delivered again.
+    assert_eq!(bus.next_deadline(), Some(0.0));
+    assert_eq!(bus.tick(3.0), 1);
+    let _next = bus.join(g, EP, 1).unwrap();
+    assert!(drain_all(&mut bus, EP, 4.0).is_empty());
+    let stats = bus.group_stats(g).unwrap();
+    assert_eq!((stats.redelivered, stats.dead_lettered, stats.pending), (1, 1, 0));
+    let dlq = bus.channel("jobs.dead-letter").unwrap();
+    bus.subscribe(EP, dlq, SubscribeOptions { start: StartAt::Earliest, ..SubscribeOptions::default() }).unwrap();
+    let dead = drain_all(&mut bus, EP, 5.0);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(&dead[0].frame, "x-orrery-dead-letter-reason").as_deref(), Some("max-deliveries"));
+    assert_eq!(header(&dead[0].frame, "x-orrery-deliveries").as_deref(), Some("2"));
+}
+
+#[test]
 fn a_permanent_nack_dead_letters_at_once_and_a_delayed_one_waits() {
     let mut bus = Bus::default();
     let ch = bus.channel("jobs").unwrap();
