@@ -345,8 +345,8 @@ export class Mesh {
   private readonly supervisors = new Set<Supervisor>()
   /** Replicas on worker threads whose thread has not ended (they end with the mesh). */
   private readonly replicas = new Set<WorkerReplica>()
-  /** Replicas whose thread ended unasked, to be brought back (by id, their type), until one starts again. */
-  private readonly reviving = new Map<string, string>()
+  /** Replicas whose thread ended unasked, to be brought back (by id: their type, the ended thread's process), until one starts again. */
+  private readonly reviving = new Map<string, { type: string; process: string }>()
   /** Per type autoscaled onto worker threads, the last id number given. */
   private readonly threadCounts = new Map<string, { count: number }>()
   /** Whether its registry is shared with worker threads (`threads: true`). */
@@ -474,9 +474,16 @@ export class Mesh {
   private watchedThreads(): string[] {
     const ids = new Set<string>()
     for (const replica of this.replicas) if (replica.state !== 'stopped' && replica.state !== 'crashed') ids.add(replica.id)
-    for (const [id, type] of this.reviving) {
-      if (this.revives(id, type)) ids.add(id)
-      else this.reviving.delete(id)
+    for (const [id, { type, process }] of this.reviving) {
+      if (this.revives(id, type)) {
+        ids.add(id)
+        continue
+      }
+      // Its autoscaler stopped or closed meanwhile: it is not brought back, and its callers here
+      // and on every thread hear it now.
+      this.reviving.delete(id)
+      this.lose(id, process)
+      this.shared?.processGone(process, [id])
     }
     return [...ids]
   }
@@ -668,7 +675,7 @@ export class Mesh {
           const lost = new Set<string>()
           // Ended unasked, its own agent even if already deregistered (a wedged thread's missed beats).
           if (!asked && !this.revives(id, type)) lost.add(id)
-          else if (!asked) this.reviving.set(id, type)
+          else if (!asked) this.reviving.set(id, { type, process })
           for (const agent of this.registry.list()) if (agent.process === process && !this.revives(agent.id, agent.type)) lost.add(agent.id)
           for (const agent of lost) this.lose(agent, process)
           this.shared?.processGone(process, [...lost])

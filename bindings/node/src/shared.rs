@@ -158,7 +158,11 @@ impl Shared {
         lock(&self.wakers).remove(&endpoint);
         if endpoint != orrery_core::MAIN_ENDPOINT {
             // Through `with`, so the threads that inherit its work (or room) are woken.
-            let _ = self.with(endpoint, |bus| bus.close_endpoint(endpoint));
+            // Dead letters it makes are stamped with the system's clock (the thread's is gone).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+            let _ = self.with(endpoint, |bus| bus.close_endpoint(endpoint, now));
         }
     }
 }

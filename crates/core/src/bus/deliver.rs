@@ -90,15 +90,16 @@ impl Bus {
             .ok_or(BusError::Capacity { what: "bus endpoints (threads attached)", limit: crate::slab::MAX_ENTRIES })
     }
 
-    /// Closes an endpoint (its thread is gone): its subscribers are removed, its group members
-    /// leave (their unacknowledged messages are redelivered), its pending requests are dropped.
-    pub fn close_endpoint(&mut self, endpoint: u32) -> Result<(), BusError> {
+    /// Closes an endpoint (its thread is gone) at `now`: its subscribers are removed, its group
+    /// members leave (their unacknowledged messages are redelivered, or dead-lettered if
+    /// delivered `max_deliveries` times: see `release_member`), its pending requests are dropped.
+    pub fn close_endpoint(&mut self, endpoint: u32, now: Millis) -> Result<(), BusError> {
         if endpoint == MAIN_ENDPOINT || self.endpoints.get(endpoint).is_none() {
             return Err(BusError::UnknownEndpoint(endpoint));
         }
         let owned: Vec<u32> = self.consumers.iter().filter(|(_, c)| c.endpoint == endpoint).map(|(id, _)| id).collect();
         for id in owned {
-            self.unsubscribe(id)?;
+            self.remove_consumer(id, Some(now))?;
         }
         let timers = &mut self.timers;
         self.requests.retain(|&token, r| {
@@ -142,6 +143,11 @@ impl Bus {
     /// Removes a subscriber, or makes a member leave its group (its unacknowledged messages go
     /// back to the group for redelivery).
     pub fn unsubscribe(&mut self, id: u32) -> Result<(), BusError> {
+        self.remove_consumer(id, None)
+    }
+
+    /// Removes a consumer; `ended`: its endpoint closed then (a member's thread is gone).
+    fn remove_consumer(&mut self, id: u32, ended: Option<Millis>) -> Result<(), BusError> {
         let consumer = self.consumers.remove(id).ok_or(BusError::UnknownSubscription(id))?;
         self.room_epoch += 1;
         if let Some(ep) = self.endpoints.get_mut(consumer.endpoint) {
@@ -149,7 +155,7 @@ impl Bus {
         }
         match consumer.kind {
             ConsumerKind::Subscriber(sub) => self.channels[sub.channel as usize].subscribers.retain(|&s| s != id),
-            ConsumerKind::Member(member) => self.release_member(member.group, id),
+            ConsumerKind::Member(member) => self.release_member(member.group, id, ended),
         }
         Ok(())
     }

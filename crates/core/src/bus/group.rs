@@ -296,10 +296,11 @@ impl Bus {
         Ok(id)
     }
 
-    /// A member left: what it held goes back for redelivery, in sequence order. What it was
-    /// delivered `max_deliveries` times (a consumer that ends on it every time) is dead-lettered
-    /// at the next tick instead: its lease is made due at once.
-    pub(super) fn release_member(&mut self, group: u32, member: u32) {
+    /// A member left: what it held goes back for redelivery, in sequence order. When it ended
+    /// with its thread (`ended`: the endpoint closed at that time), what it was delivered
+    /// `max_deliveries` times is dead-lettered instead: a consumer that dies on a message every
+    /// time does not get it for ever. A member that leaves on purpose hands everything back.
+    pub(super) fn release_member(&mut self, group: u32, member: u32, ended: Option<Millis>) {
         let Some(g) = self.groups.get_mut(group) else {
             return;
         };
@@ -315,18 +316,20 @@ impl Bus {
         let mut spent = Vec::new();
         for seq in held.into_iter().rev() {
             if let Some(p) = g.pending.get_mut(&seq) {
-                p.member = None;
-                if p.delivered_at.is_some() && p.deliveries >= max_deliveries {
-                    spent.push((seq, p.attempt));
+                if ended.is_some() && p.delivered_at.is_some() && p.deliveries >= max_deliveries {
+                    spent.push(seq);
                     continue;
                 }
+                p.member = None;
                 p.delivered_at = None;
                 g.redeliver.push_front(seq);
                 g.stats.redelivered += 1;
             }
         }
-        for (seq, attempt) in spent {
-            g.push_lease(0.0, seq, attempt);
+        if let Some(now) = ended {
+            for seq in spent.into_iter().rev() {
+                self.settle_dead(group, seq, "max-deliveries", now);
+            }
         }
         self.dispatch(group);
     }

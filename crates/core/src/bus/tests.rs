@@ -361,21 +361,20 @@ fn after_max_deliveries_a_message_is_dead_lettered_with_its_reason() {
 }
 
 #[test]
-fn a_message_whose_members_leave_holding_it_max_deliveries_times_is_dead_lettered() {
+fn a_message_whose_consumers_end_holding_it_max_deliveries_times_is_dead_lettered() {
     let mut bus = Bus::default();
     let ch = bus.channel("jobs").unwrap();
     let g = group_of(&mut bus, ch, 100.0, 2);
     bus.publish(&encode(ch, 1, 0.0, b"id-1", b"poison"), 0.0).unwrap();
-    // Two members in turn take it and end (a consumer that dies on it every time).
+    // Two threads in turn take it and end (a consumer that dies on it every time).
     for (i, now) in [(1, 1.0), (2, 2.0)] {
-        let m = bus.join(g, EP, 1).unwrap();
-        let r = drain_all(&mut bus, EP, now).remove(0);
+        let thread = bus.open_endpoint().unwrap();
+        let m = bus.join(g, thread, 1).unwrap();
+        let r = drain_all(&mut bus, thread, now).remove(0);
         assert_eq!((r.seq, r.consumer), (0, m), "delivery {i}");
-        bus.unsubscribe(m).unwrap();
+        bus.close_endpoint(thread, now).unwrap();
     }
-    // The second left holding it: due at once, dead-lettered at the next tick, never delivered again.
-    assert_eq!(bus.next_deadline(), Some(0.0));
-    assert_eq!(bus.tick(3.0), 1);
+    // The second ended holding it: dead-lettered then, never delivered again.
     let _next = bus.join(g, EP, 1).unwrap();
     assert!(drain_all(&mut bus, EP, 4.0).is_empty());
     let stats = bus.group_stats(g).unwrap();
@@ -386,6 +385,21 @@ fn a_message_whose_members_leave_holding_it_max_deliveries_times_is_dead_lettere
     assert_eq!(dead.len(), 1);
     assert_eq!(header(&dead[0].frame, "x-orrery-dead-letter-reason").as_deref(), Some("max-deliveries"));
     assert_eq!(header(&dead[0].frame, "x-orrery-deliveries").as_deref(), Some("2"));
+}
+
+#[test]
+fn a_member_that_leaves_on_purpose_hands_back_even_a_message_at_max_deliveries() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = group_of(&mut bus, ch, 100.0, 1);
+    bus.publish(&msg(ch, b"a"), 0.0).unwrap();
+    let m = bus.join(g, EP, 1).unwrap();
+    assert_eq!(drain_all(&mut bus, EP, 1.0).len(), 1);
+    bus.unsubscribe(m).unwrap();
+    let next = bus.join(g, EP, 1).unwrap();
+    let again = drain_all(&mut bus, EP, 2.0);
+    assert_eq!((again[0].consumer, again[0].seq), (next, 0));
+    assert_eq!(bus.group_stats(g).unwrap().dead_lettered, 0);
 }
 
 #[test]
@@ -490,12 +504,12 @@ fn endpoints_get_their_own_deliveries_and_wakeups_and_closing_one_releases_its_w
     assert_eq!(drain_all(&mut bus, EP, 0.0).iter().map(|r| r.consumer).collect::<Vec<_>>(), vec![local_sub]);
     let at_worker = drain_all(&mut bus, worker, 0.0);
     assert_eq!(at_worker[0].consumer, remote);
-    bus.close_endpoint(worker).unwrap();
+    bus.close_endpoint(worker, 0.0).unwrap();
     assert_eq!(bus.group_stats(g).unwrap().members, 0);
     let local = bus.join(g, EP, 5).unwrap();
     let again = drain_all(&mut bus, EP, 1.0);
     assert_eq!((again[0].consumer, again[0].seq), (local, 0), "the closed endpoint's unacked message is redelivered");
-    assert_eq!(bus.close_endpoint(worker).unwrap_err().code(), "UNKNOWN_ENDPOINT");
+    assert_eq!(bus.close_endpoint(worker, 1.0).unwrap_err().code(), "UNKNOWN_ENDPOINT");
 }
 
 #[test]
