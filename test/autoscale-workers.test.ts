@@ -26,14 +26,23 @@ async function until(done: () => boolean, what: string, ms = 20_000): Promise<vo
   }
 }
 
+/**
+ * An Orrery whose mesh shares its registry with worker threads, beating every 100 ms
+ * (`heartbeat` on top of that), its events recorded.
+ */
+async function threadsMesh(options: { heartbeat?: { deregisterAfter?: number }; breaker?: { failures?: number } } = {}) {
+  const orrery = await Orrery.create()
+  const mesh = await orrery.mesh({ threads: true, ...options, heartbeat: { interval: 100, ...options.heartbeat } })
+  const events: MeshEvent[] = []
+  mesh.events.subscribe((e) => events.push(e))
+  return { orrery, mesh, events }
+}
+
 describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   it.runIf(ENGINE === 'native')(
     'a burst grows the type onto more threads, each answering; idle, it shrinks by draining a thread; shutdown ends them all',
     async () => {
-      const orrery = await Orrery.create()
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 } })
-      const events: MeshEvent[] = []
-      mesh.events.subscribe((e) => events.push(e))
+      const { orrery, mesh, events } = await threadsMesh()
       const scaler = await mesh.autoscale('cruncher', { min: 1, max: 2, targetLag: 2, interval: 50, cooldown: 300, worker: fixture })
       expect(scaler.replicas).toBe(1)
       const first = events.find((e) => e.type === 'started') as { agent: string }
@@ -85,10 +94,7 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   it.runIf(ENGINE === 'native')(
     'a replica whose agent crashes ends its thread; it is started again under its id and the message it held is redelivered',
     async () => {
-      const orrery = await Orrery.create()
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 } })
-      const events: MeshEvent[] = []
-      mesh.events.subscribe((e) => events.push(e))
+      const { orrery, mesh, events } = await threadsMesh()
       await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
       const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
       await until(() => mesh.registry.get(id) !== undefined, 'the replica to be registered here')
@@ -109,11 +115,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   it.runIf(ENGINE === 'native')(
     'a replica whose handler holds its thread past the heartbeat deadline is not failed over: it answers once, and no breaker opens',
     async () => {
-      const orrery = await Orrery.create()
       // Offline after 5 missed beats of 100 ms: 500 ms.
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100 }, breaker: { failures: 1 } })
-      const events: MeshEvent[] = []
-      mesh.events.subscribe((e) => events.push(e))
+      const { orrery, mesh, events } = await threadsMesh({ breaker: { failures: 1 } })
       await mesh.autoscale('cruncher', { min: 2, max: 2, targetLag: 10, interval: 50, worker: fixture })
       const ids = events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)
       await until(() => ids.every((id) => mesh.registry.get(id)?.health === 'healthy'), 'both replicas to be healthy here')
@@ -136,11 +139,8 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   it.runIf(ENGINE === 'native')(
     'a replica whose thread is wedged for good is ended past its heartbeat deadline; its next life answers what it held',
     async () => {
-      const orrery = await Orrery.create()
       // Offline after 500 ms without a beat, deregistered 300 ms later: its thread is ended after 800 ms silent.
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
-      const events: MeshEvent[] = []
-      mesh.events.subscribe((e) => events.push(e))
+      const { orrery, mesh, events } = await threadsMesh({ heartbeat: { deregisterAfter: 300 } })
       await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
       const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
       await until(() => mesh.registry.get(id)?.health === 'healthy', 'the replica to be healthy here')
@@ -158,10 +158,7 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   )
 
   it.runIf(ENGINE === 'native')('a drained replica (out of the registry) that wedges is ended too; its next life finishes its inbox', async () => {
-    const orrery = await Orrery.create()
-    const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
-    const events: MeshEvent[] = []
-    mesh.events.subscribe((e) => events.push(e))
+    const { orrery, mesh, events } = await threadsMesh({ heartbeat: { deregisterAfter: 300 } })
     const crunched: Crunched[] = []
     orrery.bus.subscribe<Crunched>('crunched').subscribe((m) => crunched.push(m.payload))
     // Straight into one replica's inbox, as routing would put it.
@@ -194,10 +191,7 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   it.runIf(ENGINE === 'native')(
     "a message that holds every life's thread is ended in each, even before the next life says it is ready, until it is dead-lettered",
     async () => {
-      const orrery = await Orrery.create()
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
-      const events: MeshEvent[] = []
-      mesh.events.subscribe((e) => events.push(e))
+      const { orrery, mesh, events } = await threadsMesh({ heartbeat: { deregisterAfter: 300 } })
       // Two deliveries of a message at most (retry.attempts + 2).
       await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture, spawn: { retry: { attempts: 0 } } })
       const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
@@ -221,10 +215,7 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   )
 
   it.runIf(ENGINE === 'native')('a stall of this thread longer than the deadline ends no healthy thread', async () => {
-    const orrery = await Orrery.create()
-    const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 300 } })
-    const events: MeshEvent[] = []
-    mesh.events.subscribe((e) => events.push(e))
+    const { orrery, mesh, events } = await threadsMesh({ heartbeat: { deregisterAfter: 300 } })
     await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
     const id = (events.find((e) => e.type === 'started') as { agent: string }).agent
     await until(() => mesh.registry.get(id)?.health === 'healthy', 'the replica to be healthy here')
@@ -242,28 +233,30 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
   it.runIf(ENGINE === 'native')(
     'a call from one thread to a busy agent on another waits for it (not failed over at its missed beats); one whose thread ends for good fails at once',
     async () => {
-      const orrery = await Orrery.create()
       // Offline after 500 ms without a beat; its thread ended after 2 s.
-      const mesh = await orrery.mesh({ threads: true, heartbeat: { interval: 100, deregisterAfter: 1_500 } })
-      const events: MeshEvent[] = []
-      mesh.events.subscribe((e) => events.push(e))
+      const { orrery, mesh, events } = await threadsMesh({ heartbeat: { deregisterAfter: 1_500 } })
       const crunchers = await mesh.autoscale('cruncher', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
       await mesh.autoscale('relayer', { min: 1, max: 1, targetLag: 10, interval: 50, worker: fixture })
       const [cruncher, relayer] = events.filter((e) => e.type === 'started').map((e) => (e as { agent: string }).agent)
       await until(() => [cruncher!, relayer!].every((id) => mesh.registry.get(id)?.health === 'healthy'), 'both replicas to be healthy here')
       type Relayed = { ok?: Crunched; code?: string; message?: string; ms: number }
+      /** Relays until the relayer's thread knows the cruncher (its registry hears of it on its own). */
+      const reached = async () => {
+        for (let n = 100; ; n++) {
+          const relayed = await mesh.request<Relayed>('relay', { n }, { timeout: 20_000 })
+          if (relayed.payload.ok) return
+          expect(relayed.payload.message).toMatch(/no agent offers crunch/)
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+      }
+      await reached()
       // 1 s of CPU on the cruncher's thread: the relayer's thread sees it go offline, and waits.
       const busy = await mesh.request<Relayed>('relay', { n: 1, ms: 1_000 }, { timeout: 20_000 })
       expect(busy.payload.ok).toMatchObject({ n: 1, agent: cruncher, attempt: 1 })
       expect(events.some((e) => e.type === 'health' && e.to === 'offline' && e.agent === cruncher)).toBe(true)
       // Beating again (its own mesh may have restarted it), it is reached from the relayer's thread again.
       await until(() => mesh.registry.get(cruncher!)?.health === 'healthy', 'the cruncher to be healthy again')
-      for (let n = 3; ; n++) {
-        const again = await mesh.request<Relayed>('relay', { n }, { timeout: 20_000 })
-        if (again.payload.ok) break
-        expect(again.payload.message).toMatch(/no agent offers crunch/)
-        await new Promise((resolve) => setTimeout(resolve, 50))
-      }
+      await reached()
       // Its autoscaler stopped, the cruncher is not brought back: stuck, its thread is ended, and
       // the relayer's call fails then, not at its 20 s timeout.
       crunchers.stop()
