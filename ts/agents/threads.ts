@@ -256,7 +256,8 @@ export class WorkerReplica {
     const ended = await Promise.race([this.exited, late])
     clearTimeout(timer)
     if (ended === 'late') {
-      // Not ended in time: the thread is terminated (what it had not acknowledged is redelivered).
+      // Not ended in time: the thread is terminated (what it had not acknowledged is redelivered,
+      // or dead-lettered if delivered its maximum times).
       await this.thread.terminate()
       await this.exited
     }
@@ -264,7 +265,7 @@ export class WorkerReplica {
 
   /**
    * Ends its thread at once (its mesh is closing, or `why`: its loop is wedged): unacknowledged
-   * work stays in its inbox.
+   * work stays in its inbox (dead-lettered if delivered its maximum times).
    */
   kill(why?: OrreryError): void {
     if (this.state === 'stopped' || this.state === 'crashed') return

@@ -29,7 +29,8 @@ pub struct NativeBus {
 impl Drop for NativeBus {
     fn drop(&mut self) {
         // The JS object is gone (collected, or its worker exited) without `close()`: close its
-        // endpoint so its subscribers stop filling up and its unacked group messages are redelivered.
+        // endpoint so its subscribers stop filling up and its unacked group messages are redelivered
+        // (or dead-lettered, if delivered their maximum times).
         self.release();
     }
 }
