@@ -7,10 +7,11 @@
  * thread died is redelivered to whatever serves that inbox next.
  *
  * The thread and this one speak by `postMessage`: `attached` (its mesh's process id, before its
- * agent starts), `ready` (its agent runs), `failed` (it could not start: the error's code, message and details), `crashed` (its
- * agent crashed after it started), `alive` (from `attached` on, once per heartbeat interval
- * while its event loop turns); this thread sends `drain` (out of routing, its inbox still served) and `stop` (a
- * graceful shutdown of its mesh, then the thread ends).
+ * agent starts), `ready` (its agent runs), `failed` (it could not start: the error's code,
+ * message and details), `crashed` (its agent crashed after it started), `alive` (from
+ * `attached` on, once per heartbeat interval while its event loop turns); this thread sends
+ * `drain` (out of routing, its inbox still served) and `stop` (a graceful shutdown of its mesh,
+ * then the thread ends).
  *
  * A thread silent for its deadline (a handler holds its loop) is ended. Its silence is counted in
  * this thread's ticks, not in time: a stall of this thread's own loop, after which the thread's
