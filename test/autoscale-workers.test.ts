@@ -266,7 +266,10 @@ describe(`replicas on worker threads (${ENGINE})`, { timeout: 60_000 }, () => {
       const stuck = await mesh.request<Relayed>('relay', { n: 2, stuck: true }, { timeout: 20_000 })
       expect(stuck.payload).toMatchObject({ code: 'NO_RESPONDER', message: expect.stringContaining(cruncher!) })
       expect(stuck.payload.ms).toBeLessThan(10_000)
-      expect(events.find((e) => e.type === 'crashed' && e.error === 'TIMEOUT')).toMatchObject({ agent: cruncher })
+      // Its end: TIMEOUT when ended stuck; AGENT_FAILED when its own mesh, under load, counted the
+      // busy handler's missed beats as a crash only now, so late that it ended for good first.
+      const ends = events.filter((e) => e.type === 'crashed' && e.agent === cruncher)
+      expect(ends.at(-1)).toMatchObject({ error: expect.stringMatching(/^(TIMEOUT|AGENT_FAILED)$/) })
       await mesh.shutdown()
       orrery.close()
     },
