@@ -269,6 +269,48 @@ describe('supervision', () => {
     await mesh.shutdown()
   })
 
+  it('dead-letters a message its agent stops beating on in every life, and answers such a request, at the last delivery', async () => {
+    reset()
+    const { mesh, orrery, events, advance } = await fakeMesh()
+    /** Never settles `hang`, and its health check then never answers: it stops beating. */
+    class Hanger extends Worker {
+      hanging = false
+      constructor(context: AgentContext<unknown>) {
+        super(context)
+        this.handle<{ name: string }, string>('job', (job, ctx) => {
+          Worker.taken.push(`${job.name}#${ctx.attempt}`)
+          if (job.name !== 'hang') return job.name
+          this.hanging = true
+          return new Promise<string>(() => {})
+        })
+      }
+      override healthCheck(): HealthReport | Promise<HealthReport> {
+        return this.hanging ? new Promise(() => {}) : { status: 'healthy' }
+      }
+    }
+    // Retries 0: the inbox dead-letters at the second delivery.
+    mesh.define('hanger', Hanger, { retry: { attempts: 0 } })
+    await mesh.supervise({ children: [{ type: 'hanger', id: 'h' }] })
+    const dead = collect(orrery.bus.subscribe('inbox.h.dead-letter', { from: 'earliest' }))
+    await orrery.bus.send('h', { name: 'hang' }, { headers: { 'orrery-capability': 'job' } })
+    await advance(20_000)
+    // Two lives crashed on it; the second ended its last delivery, so the third never got it.
+    expect(kinds(events, 'crashed')).toEqual(['crashed:h', 'crashed:h'])
+    expect(dead.map((m) => m.headers['x-orrery-dead-letter-reason'])).toEqual(['max-deliveries'])
+    await orrery.bus.send('h', { name: 'fine' }, { headers: { 'orrery-capability': 'job' } })
+    await advance(10)
+    expect(Worker.taken).toEqual(['hang#1', 'hang#2', 'fine#1'])
+    // A request is answered instead (dead-lettered, its caller would wait for its timeout).
+    const asked = errorOf(() => mesh.request('job', { name: 'hang' }, { timeout: 60_000 }))
+    await advance(20_000)
+    expect(await asked).toMatchObject({ details: { remoteCode: 'CLOSED', channel: 'inbox.h' } })
+    expect(kinds(events, 'crashed')).toHaveLength(4)
+    expect(Worker.taken.slice(3)).toEqual(['hang#1', 'hang#2'])
+    expect(dead).toHaveLength(1)
+    expect(mesh.registry.get('h')?.health).toBe('healthy')
+    await mesh.shutdown()
+  })
+
   it('restarts an agent that stopped beating', async () => {
     const { mesh, events, advance } = await supervised('one-for-one')
     Worker.wedged.add('w-3')

@@ -957,7 +957,7 @@ export class Mesh {
     // Its requests wait in the inbox for the next life, if one comes (its supervisor's restart,
     // or its autoscaler's: a replica gone with work left comes back to finish its inbox); else
     // they are answered now.
-    runner.kill(restarts || (this.closing === undefined && this.revives(runner.id, runner.agent.type)) ? undefined : 'crashed')
+    runner.kill(restarts || (this.closing === undefined && this.revives(runner.id, runner.agent.type)) ? undefined : 'crashed', true)
     runner.agent.log.error({ err: error, reason }, 'agent crashed')
     this.subject.next({ type: 'crashed', agent: runner.id, reason, error: error instanceof Error ? error.message : String(error), at: this.now() })
     this.owners.delete(runner)

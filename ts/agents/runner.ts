@@ -255,11 +255,20 @@ export class AgentRunner {
     for (const [cap, limit] of Object.entries(rateLimit.capabilities ?? {})) this.capabilityLimiters.set(cap, make(limit))
   }
 
+  /**
+   * Deliveries of one inbox message after which the core dead-letters it: past the runner's own
+   * retries (`retry.attempts` + 1 deliveries), so it ends only messages whose handler never
+   * settles them: its thread ends, or its agent crashes (see `kill`).
+   */
+  private get maxDeliveries(): number {
+    return this.options.retry.attempts + 2
+  }
+
   private join(): void {
     const group = this.host.bus.group(inboxOf(this.agent.id), 'agent', {
       from: this.host.inboxFrom,
       visibilityTimeout: this.options.handlerTimeout + 5_000,
-      maxDeliveries: this.options.retry.attempts + 2,
+      maxDeliveries: this.maxDeliveries,
     })
     const stream = group.join({ maxInFlight: this.options.concurrency })
     this.subscription = stream.subscribe((delivery) => this.take(delivery))
@@ -677,14 +686,18 @@ export class AgentRunner {
    * Dies at once: nothing unacked is lost, it goes back to the inbox. A supervisor's restart
    * leaves requests there too, for the next life to answer. `last` says there is no next life
    * (its mesh closing: `stopped`; a crash nothing restarts: `crashed`): its requests are answered
-   * CLOSED instead, as a stop does.
+   * CLOSED instead, as a stop does. `failed`: the agent itself crashed (not a sibling a
+   * supervisor restarts with it): what it held for the inbox's `maxDeliveries`-th time is
+   * dead-lettered rather than handed back, so a message that crashes every life is not taken
+   * for ever.
    */
-  kill(last?: 'stopped' | 'crashed'): void {
+  kill(last?: 'stopped' | 'crashed', failed = false): void {
     if (this.state === 'stopped' || this.state === 'crashed') return
     this.state = 'crashed'
     this.stopBeating()
     const why = `agent ${this.id} ${last ?? 'crashed'}${last === undefined ? '' : ' before it answered'}`
-    this.abandon(why, last !== undefined)
+    this.abandon(why, last !== undefined, failed)
+    if (failed && this.subscription !== undefined) this.host.bus.abandonMember(this.member)
     this.release()
     if (last !== undefined) this.unanswered(why)
   }
@@ -704,11 +717,14 @@ export class AgentRunner {
   /**
    * Ends this life: running handlers are told (their signal aborts) and their results ignored.
    * With `answer`, each request among them is answered CLOSED and acked (its caller falls back
-   * to another agent at once; run again by this agent, its reply would come too late).
+   * to another agent at once; run again by this agent, its reply would come too late). With
+   * `failed` (a crash), so is a request delivered for the inbox's last time: it would be
+   * dead-lettered, and its caller left waiting for its timeout.
    */
-  private abandon(why: string, answer: boolean): void {
+  private abandon(why: string, answer: boolean, failed = false): void {
+    const answers = (job: Job) => job.isRequest && (answer || (failed && job.attempt >= this.maxDeliveries))
     // Taken and waiting for a token of a rate limit: answered now, before `release` lets them go.
-    if (answer) for (const job of this.waitingForTokens) if (job.isRequest) this.answerAbandoned(job, why)
+    for (const job of this.waitingForTokens) if (answers(job)) this.answerAbandoned(job, why)
     this.waitingForTokens.clear()
     this.life++
     const error = new OrreryError('CLOSED', why)
@@ -719,7 +735,7 @@ export class AgentRunner {
       job.finished = true
       this.endSpan(job, { error })
       job.abort(error)
-      if (answer && job.isRequest) this.answerAbandoned(job, why)
+      if (answers(job)) this.answerAbandoned(job, why)
     }
     this.running = 0
     // A graceful stop waiting for these handlers stops waiting (and its timer is cleared).

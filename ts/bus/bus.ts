@@ -353,6 +353,7 @@ export class Bus {
           c === channel ? this.handlerError(channel, { message: why, code: 'CLOSED', permanent: false, abandoned: true }) : undefined,
         ),
       setConsumerPaused: (id, paused) => this.setConsumerPaused(id, paused),
+      abandonMember: (id) => this.removeConsumer(id, true),
       // A shared mesh binds its channels at run time.
       transports: remote,
       tracing,
@@ -852,13 +853,18 @@ export class Bus {
     this.consumerChannels.delete(id)
   }
 
-  /** Stops routing a consumer's records and removes it from the core. */
-  private removeConsumer(id: number): void {
+  /**
+   * Stops routing a consumer's records and removes it from the core; `failed`: a member leaves
+   * because its agent crashed (see `BusCore.abandon`). The stream's teardown after that finds
+   * it gone already.
+   */
+  private removeConsumer(id: number, failed = false): void {
     this.lastConsumer = -1
     if (!this.handlers.delete(id) || this.closed) return
     this.consumerChannels.delete(id)
     try {
-      this.core.unsubscribe(id)
+      if (failed) this.core.abandon(id, this.now())
+      else this.core.unsubscribe(id)
     } catch (err) {
       // A poisoned engine has nothing left to unsubscribe from; anything else is a bug.
       if (!isOrreryError(err, 'ENGINE_POISONED')) throw err

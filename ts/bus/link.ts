@@ -69,6 +69,12 @@ export interface RunnerLink {
    */
   unanswered(channel: string, why: string): void
   setConsumerPaused(id: number, paused: boolean): void
+  /**
+   * Member `id` leaves its group because its agent crashed: what it was delivered the group's
+   * `maxDeliveries` times is dead-lettered (`max-deliveries`), the rest handed back, so a message
+   * that crashes every life of an agent is not taken for ever.
+   */
+  abandonMember(id: number): void
   /** The Orrery's tracing, if it was asked for: handlers run in spans of their own. */
   readonly tracing: Tracing | undefined
 }

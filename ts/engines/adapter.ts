@@ -192,6 +192,11 @@ export function adaptBus(raw: RawBus, engineGuard: Guard, drainer: Drainer, hook
         change()
         raw.unsubscribe(id)
       }),
+    abandon: (id, now) =>
+      release(() => {
+        change()
+        raw.abandon(id, now)
+      }),
     // Pausing lets go of deliveries (a stopping agent pauses its inbox); resuming asks for them.
     setPaused: (id, paused) =>
       paused

@@ -42,6 +42,11 @@ export interface RawBus {
   publish(batch: Uint8Array, now: number): number
   subscribe(channel: number, mode: number, value: number, buffer: number, overflow: number): number
   unsubscribe(id: number): void
+  /**
+   * Makes member `id` leave because it failed at `now` (its agent crashed): what it was delivered
+   * `maxDeliveries` times is dead-lettered, the rest handed back. A subscriber is just removed.
+   */
+  abandon(id: number, now: number): void
   setPaused(id: number, paused: boolean): void
   group(channel: number, name: string, mode: number, value: number, buffer: number, overflow: number, visibility: number, maxDeliveries: number): number
   join(group: number, maxInFlight: number): number

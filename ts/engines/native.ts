@@ -63,6 +63,7 @@ const RAW_BUS_CALLS = [
   'configure',
   'subscribe',
   'unsubscribe',
+  'abandon',
   'setPaused',
   'group',
   'join',

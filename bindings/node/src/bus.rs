@@ -172,6 +172,12 @@ impl NativeBus {
         self.core()?.with(self.endpoint, |bus| bus.unsubscribe(id)).map_err(to_js)
     }
 
+    /// Makes a member leave because its consumer failed at `now` (see the core's `abandon`).
+    #[napi(catch_unwind)]
+    pub fn abandon(&self, id: u32, now: f64) -> Result<()> {
+        self.core()?.with(self.endpoint, |bus| bus.abandon(id, now)).map_err(to_js)
+    }
+
     /// Pauses or resumes a consumer.
     #[napi(catch_unwind)]
     pub fn set_paused(&self, id: u32, paused: bool) -> Result<()> {

@@ -77,6 +77,11 @@ impl WasmBus {
         self.bus.unsubscribe(id).map_err(to_js)
     }
 
+    /// Makes a member leave because its consumer failed at `now` (see the core's `abandon`).
+    pub fn abandon(&mut self, id: u32, now: f64) -> Result<(), JsValue> {
+        self.bus.abandon(id, now).map_err(to_js)
+    }
+
     /// Pauses or resumes a consumer.
     #[wasm_bindgen(js_name = setPaused)]
     pub fn set_paused(&mut self, id: u32, paused: bool) -> Result<(), JsValue> {

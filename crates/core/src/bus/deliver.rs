@@ -146,7 +146,15 @@ impl Bus {
         self.remove_consumer(id, None)
     }
 
-    /// Removes a consumer; `ended`: its endpoint closed then (a member's thread is gone).
+    /// Makes a member leave its group because its consumer failed at `now` (an agent that crashed):
+    /// like its endpoint's close, what it was delivered `max_deliveries` times is dead-lettered
+    /// rather than handed back, so a message that ends its consumer every time is not taken for
+    /// ever. The rest goes back for redelivery. A subscriber is removed as by `unsubscribe`.
+    pub fn abandon(&mut self, id: u32, now: Millis) -> Result<(), BusError> {
+        self.remove_consumer(id, Some(now))
+    }
+
+    /// Removes a consumer; `ended`: it failed then (its thread is gone, or it crashed).
     fn remove_consumer(&mut self, id: u32, ended: Option<Millis>) -> Result<(), BusError> {
         let consumer = self.consumers.remove(id).ok_or(BusError::UnknownSubscription(id))?;
         self.room_epoch += 1;

@@ -296,8 +296,8 @@ impl Bus {
         Ok(id)
     }
 
-    /// A member left: what it held goes back for redelivery, in sequence order. When it ended
-    /// with its thread (`ended`: the endpoint closed at that time), what it was delivered
+    /// A member left: what it held goes back for redelivery, in sequence order. When it failed
+    /// (`ended`: its endpoint closed, or it was abandoned, at that time), what it was delivered
     /// `max_deliveries` times is dead-lettered instead: a consumer that dies on a message every
     /// time does not get it for ever. A member that leaves on purpose hands everything back.
     pub(super) fn release_member(&mut self, group: u32, member: u32, ended: Option<Millis>) {

@@ -388,6 +388,31 @@ fn a_message_whose_consumers_end_holding_it_max_deliveries_times_is_dead_lettere
 }
 
 #[test]
+fn a_member_abandoned_holding_a_message_max_deliveries_times_dead_letters_it_and_hands_back_the_rest() {
+    let mut bus = Bus::default();
+    let ch = bus.channel("jobs").unwrap();
+    let g = group_of(&mut bus, ch, 100.0, 2);
+    bus.publish(&msg(ch, b"poison"), 0.0).unwrap();
+    // A consumer crashes holding it, twice (the second time with a newer message too).
+    let first = bus.join(g, EP, 1).unwrap();
+    assert_eq!(drain_all(&mut bus, EP, 1.0).len(), 1);
+    bus.abandon(first, 1.0).unwrap();
+    let second = bus.join(g, EP, 2).unwrap();
+    assert!(drain_all(&mut bus, EP, 2.0).iter().all(|r| r.consumer == second && r.seq == 0));
+    bus.publish(&msg(ch, b"fine"), 2.0).unwrap();
+    assert_eq!(drain_all(&mut bus, EP, 2.0)[0].seq, 1);
+    bus.abandon(second, 3.0).unwrap();
+    // The poison is dead-lettered at its second delivery's end; the other is delivered again.
+    let third = bus.join(g, EP, 2).unwrap();
+    let again = drain_all(&mut bus, EP, 4.0);
+    assert_eq!(again.iter().map(|r| (r.consumer, r.seq)).collect::<Vec<_>>(), vec![(third, 1)]);
+    let stats = bus.group_stats(g).unwrap();
+    assert_eq!((stats.dead_lettered, stats.pending), (1, 1));
+    // Unknown ids are refused as by unsubscribe.
+    assert_eq!(bus.abandon(first, 5.0).unwrap_err().code(), "UNKNOWN_SUBSCRIPTION");
+}
+
+#[test]
 fn a_member_that_leaves_on_purpose_hands_back_even_a_message_at_max_deliveries() {
     let mut bus = Bus::default();
     let ch = bus.channel("jobs").unwrap();
