@@ -207,5 +207,78 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         await stop(orrery)
       }
     })
+
+    it('SIGKILL one with messages queued for its agents: the survivors empty their inboxes, sending every message on to a live agent', {
+      timeout: 60_000,
+    }, async () => {
+      const ns = `rp${RUN}${++runs}`
+      const url = backend.name === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
+      const main = backend.name === 'redis' ? { kind: 'redis' as const, url, keyPrefix: `orrery-${ns}:` } : { kind: 'nats' as const, servers: url, prefix: ns }
+      const args = (workMs: number) => [backend.name, url, ns, String(AGENTS), String(INTERVAL), String(DEREGISTER_AFTER), String(workMs)]
+      // The victim's handlers take 10 s: what it holds when killed is in flight, the rest queued.
+      const victim = spawnWorker(args(10_000))
+      const survivor = spawnWorker(args(5))
+      const [victimReady, survivorReady] = await Promise.all([victim.next('ready', 60_000), survivor.next('ready', 60_000)])
+      const doomed = victimReady['agents'] as string[]
+      const orrery = await Orrery.create({ transports: { main } })
+      try {
+        const mesh = await orrery.mesh({ shared: 'main', heartbeat: { interval: INTERVAL, deregisterAfter: DEREGISTER_AFTER } })
+        const here: MeshEvent[] = []
+        mesh.events.subscribe((e) => here.push(e))
+        const listed = () => mesh.registry.find({ capability: 'work', minHealth: 'offline' }).length
+        await until(() => listed() === 2 * AGENTS, 20_000, 'this process to see every agent')
+        const knownBySurvivor = () =>
+          new Set(survivor.lines.flatMap((l) => (l.event === 'known' ? (l['agents'] as string[]) : l.event === 'registered' ? [l['agent'] as string] : [])))
+        await until(() => doomed.every((id) => knownBySurvivor().has(id)), 20_000, "the survivor to know the victim's agents")
+        // 20 messages to each of the victim's agents, sent for `work` as routing sends them.
+        const MESSAGES = 20 * AGENTS
+        for (let i = 0; i < MESSAGES; i++) await orrery.bus.send(doomed[i % AGENTS]!, { i }, { headers: { 'orrery-capability': 'work' } })
+        // It takes its first ones (16 at a time for each agent), then dies with all of them.
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        const killedAt = Date.now()
+        victim.proc.kill('SIGKILL')
+        await victim.exited
+        const handled = () => {
+          const counts = new Map<number, number>()
+          for (const l of survivor.lines) if (l.event === 'handled') counts.set(l['i'] as number, (counts.get(l['i'] as number) ?? 0) + 1)
+          return counts
+        }
+        await until(
+          () => handled().size === MESSAGES,
+          DEADLINE + 20_000,
+          "every message queued for the victim's agents to be handled by the survivor",
+          () => [...Array(MESSAGES).keys()].filter((i) => !handled().has(i)),
+        )
+        const allHandled = Date.now() - killedAt
+        expect(victim.lines.filter((l) => l.event === 'handled')).toEqual([])
+        // Each salvage (one per agent in each of the two other processes: here and the survivor)
+        // ends once its inbox stays empty, and says what it did.
+        const reports = () =>
+          [...here.filter((e) => e.type === 'salvaged'), ...survivor.lines.filter((l) => l.event === 'salvaged')] as Array<{
+            agent: string
+            rerouted: number
+            dropped: number
+            deadLettered: number
+          }>
+        await until(() => reports().length === 2 * AGENTS, 20_000, 'every salvage to end')
+        expect(new Set(reports().map((r) => r.agent))).toEqual(new Set(doomed))
+        const rerouted = reports().reduce((n, r) => n + r.rerouted, 0)
+        // Sent on once each; a second time only if a salvage's lease ran out while it sent one on.
+        expect(rerouted).toBeGreaterThanOrEqual(MESSAGES)
+        expect([...handled().values()].filter((n) => n > 1).length).toBe(rerouted - MESSAGES)
+        expect(reports().every((r) => r.dropped === 0 && r.deadLettered === 0)).toBe(true)
+        console.log(
+          `[registry processes ${backend.name} ${ENGINE}] salvage: ${MESSAGES} messages queued for the killed process's agents, ${rerouted} sent on (${reports()
+            .map((r) => r.rerouted)
+            .join(' + ')}), all handled by the survivor ${allHandled} ms after the SIGKILL (deadline ${DEADLINE} ms)`,
+        )
+        expect(survivorReady['agents']).toHaveLength(AGENTS)
+        survivor.proc.stdin!.write('stop\n')
+        await survivor.next('stopped', 15_000)
+        await mesh.shutdown()
+      } finally {
+        await stop(orrery)
+      }
+    })
   })
 }
