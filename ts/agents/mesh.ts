@@ -482,20 +482,24 @@ export class Mesh {
    * whose thread ended unasked and that an autoscaler brings back.
    */
   private watchedThreads(): string[] {
-    const ids = new Set<string>()
+    const ids = new Set<string>(this.reviving.keys())
     for (const replica of this.replicas) if (replica.state !== 'stopped' && replica.state !== 'crashed') ids.add(replica.id)
+    return [...ids]
+  }
+
+  /**
+   * An autoscaler stopped or closed: the replicas waiting to be brought back that no autoscaler
+   * brings back now are lost, and their callers here and on every thread hear it. (Only a stop or
+   * a close makes `revives` say no to one it said yes to.)
+   */
+  private sweepReviving(): void {
+    if (this.closing !== undefined) return
     for (const [id, { type, process }] of this.reviving) {
-      if (this.revives(id, type)) {
-        ids.add(id)
-        continue
-      }
-      // Its autoscaler stopped or closed meanwhile: it is not brought back, and its callers here
-      // and on every thread hear it now.
+      if (this.revives(id, type)) continue
       this.reviving.delete(id)
       this.lose(id, process)
       this.shared?.processGone(process, [id])
     }
-    return [...ids]
   }
 
   /** Agents of other processes found gone this turn, with their processes (see `lose`). */
@@ -647,8 +651,12 @@ export class Mesh {
           if (this.autoscalers.get(ended.agentType) === ended) this.autoscalers.delete(ended.agentType)
           // Its gauges go, so a query does not read a stale backlog.
           if (!this.autoscalers.has(ended.agentType)) this.host.metrics.unload(ended.agentType)
+          this.sweepReviving()
         },
-        closed: (closed) => this.scalers.delete(closed),
+        closed: (closed) => {
+          this.scalers.delete(closed)
+          this.sweepReviving()
+        },
       },
       type,
       checked,
