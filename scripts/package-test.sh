@@ -2,7 +2,8 @@
 # The package as users install it: `npm pack`, then a fresh ESM project installs the tarball and
 #   - the tarball holds the engine's .wasm once (and the dashboard's copy), no dev artefact, and no source map whose sources are missing;
 #   - the README's Quick start (the ```ts block under `## Quick start`) type-checks under
-#     --strict with nodenext resolution and runs to exit 0 on both engines, with no warning;
+#     --strict with nodenext resolution, with this repository's TypeScript and with the one a
+#     new project installs (TYPESCRIPT_LATEST), and runs to exit 0 on both engines, with no warning;
 #   - a CommonJS file reaches the package by `import('orrery')` and by `require('orrery')`;
 #   - all of it again under Node 24 when scripts/setup.sh has installed it (scripts/node24).
 # Expects a built tree (bash scripts/build.sh). Installs come from npm's cache (--prefer-offline):
@@ -10,6 +11,8 @@
 #   bash scripts/package-test.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+# The TypeScript `npm i -D typescript` installs in a new project (its quick start is compiled with it too).
+TYPESCRIPT_LATEST=7.0.2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/orrery-package-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -82,7 +85,13 @@ echo "Quick start: $(wc -l < "$app/quickstart.ts") lines from README.md"
 # A user's strict compile, without skipLibCheck: the package's own .d.ts are checked too.
 (cd "$app" && node_modules/.bin/tsc --strict --module nodenext --moduleResolution nodenext --target es2022 \
   --outDir out quickstart.ts)
-echo "  compiles under --strict, nodenext"
+echo "  compiles under --strict, nodenext (TypeScript $(version_of typescript))"
+# Again with the TypeScript a new project gets from `npm i -D typescript` (7: @types/node only
+# when listed, as the README says), installed beside the first under another name.
+npm install --prefix "$app" --prefer-offline --no-audit --no-fund --loglevel=error "typescript-latest@npm:typescript@$TYPESCRIPT_LATEST" >/dev/null
+(cd "$app" && node node_modules/typescript-latest/bin/tsc --strict --module nodenext --moduleResolution nodenext --target es2022 \
+  --types node --noEmit quickstart.ts)
+echo "  compiles under --strict, nodenext, --types node (TypeScript $TYPESCRIPT_LATEST)"
 
 cat > "$app/from-commonjs.cjs" <<'EOF'
 // A CommonJS caller: dynamic import works everywhere; require(esm) from Node 20.19 on
