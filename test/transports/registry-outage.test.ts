@@ -5,7 +5,8 @@
  * each deregisters the other's agents (their beats stopped coming), while its own keep running;
  * once the broker is back, the beats flow again, each asks the other for the agents it no longer
  * knows, and both see all of them again, healthy, with nothing done by hand. Each agent is
- * supervised: no supervisor restarts anything, the other process's agents being none of its own.
+ * supervised: no supervisor restarts anything, the other process's agents being none of its own,
+ * and no process salvages the other's inboxes (its own link was down).
  */
 import { afterAll, describe, expect, it } from 'vitest'
 
@@ -55,6 +56,7 @@ for (const server of spares) {
             const [a, b] = [await open(), await open()]
             const meshes: Mesh[] = []
             const crashes: MeshEvent[] = []
+            const salvaged: MeshEvent[] = []
             for (const o of [a, b]) {
               const mesh = await o.mesh({ shared: 'main', heartbeat: HEARTBEAT })
               mesh.define('worker', Worker)
@@ -62,6 +64,7 @@ for (const server of spares) {
               await mesh.supervise({ children: [{ type: 'worker' }] })
               mesh.events.subscribe((e) => {
                 if (e.type === 'crashed' || e.type === 'restart' || e.type === 'gave-up') crashes.push(e)
+                if (e.type === 'salvaged') salvaged.push(e)
               })
               meshes.push(mesh)
             }
@@ -94,6 +97,9 @@ for (const server of spares) {
             expect(meshB.registry.list().find((info) => info.remote)).toMatchObject({ process: meshA.process, health: 'healthy' })
             // Supervisors never touched the other process's agents, nor their own.
             expect(crashes).toEqual([])
+            // Their link to the broker was down: neither took the other's (generated-id) agent for
+            // dead and emptied its inbox.
+            expect(salvaged).toEqual([])
           } finally {
             for (const o of opened) await stop(o)
           }

@@ -28,6 +28,8 @@ const OFFLINE_AFTER = 5
 /** The heartbeat deadline: offline after 5 missed beats, then deregistered. */
 const DEADLINE = INTERVAL * OFFLINE_AFTER + DEREGISTER_AFTER
 const WORK_MS = 20
+/** The salvage test's agents' handler timeout: their inbox lease is 5 s longer. */
+const HANDLER_TIMEOUT = 1_000
 const REQUESTS = 600
 const IN_FLIGHT = 8
 
@@ -214,8 +216,9 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const ns = `rp${RUN}${++runs}`
       const url = backend.name === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
       const main = backend.name === 'redis' ? { kind: 'redis' as const, url, keyPrefix: `orrery-${ns}:` } : { kind: 'nats' as const, servers: url, prefix: ns }
-      const args = (workMs: number) => [backend.name, url, ns, String(AGENTS), String(INTERVAL), String(DEREGISTER_AFTER), String(workMs)]
-      // The victim's handlers take 10 s: what it holds when killed is in flight, the rest queued.
+      const args = (workMs: number) => [backend.name, url, ns, String(AGENTS), String(INTERVAL), String(DEREGISTER_AFTER), String(workMs), String(HANDLER_TIMEOUT)]
+      // The victim's handlers take 10 s: what it holds when killed is in flight (back on the broker
+      // once its lease, HANDLER_TIMEOUT + 5 s and a tenth, runs out), the rest queued.
       const victim = spawnWorker(args(10_000))
       const survivor = spawnWorker(args(5))
       const [victimReady, survivorReady] = await Promise.all([victim.next('ready', 60_000), survivor.next('ready', 60_000)])

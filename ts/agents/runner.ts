@@ -77,6 +77,15 @@ export interface RunnerHost {
   report(event: { type: 'retry' | 'dead-letter' | 'rate-limited'; agent: string; capability: string; attempt: number; error?: string; delay?: number }): void
 }
 
+/**
+ * How an agent with this handler timeout and these retries reads its inbox: a delivery's lease
+ * outlasts the handler's timeout by 5 s, and a message is dead-lettered past the runner's own
+ * retries (see `AgentRunner.maxDeliveries`).
+ */
+export function inboxTermsOf(handlerTimeout: number, attempts: number): { visibilityMs: number; maxDeliveries: number } {
+  return { visibilityMs: handlerTimeout + 5_000, maxDeliveries: attempts + 2 }
+}
+
 /** The header naming the capability a routed message is for. */
 export const CAPABILITY_HEADER = 'orrery-capability'
 
@@ -261,15 +270,17 @@ export class AgentRunner {
    * settles them: its thread ends, or its agent crashes (see `kill`).
    */
   private get maxDeliveries(): number {
-    return this.options.retry.attempts + 2
+    return inboxTermsOf(0, this.options.retry.attempts).maxDeliveries
+  }
+
+  /** How this agent reads its inbox: the lease of a delivery, and the deliveries before a dead letter. */
+  get inboxTerms(): { visibilityMs: number; maxDeliveries: number } {
+    return inboxTermsOf(this.options.handlerTimeout, this.options.retry.attempts)
   }
 
   private join(): void {
-    const group = this.host.bus.group(inboxOf(this.agent.id), 'agent', {
-      from: this.host.inboxFrom,
-      visibilityTimeout: this.options.handlerTimeout + 5_000,
-      maxDeliveries: this.maxDeliveries,
-    })
+    const { visibilityMs, maxDeliveries } = this.inboxTerms
+    const group = this.host.bus.group(inboxOf(this.agent.id), 'agent', { from: this.host.inboxFrom, visibilityTimeout: visibilityMs, maxDeliveries })
     const stream = group.join({ maxInFlight: this.options.concurrency })
     this.subscription = stream.subscribe((delivery) => this.take(delivery))
     this.member = stream.memberId()

@@ -1,32 +1,37 @@
 /**
- * Salvage of a dead process's inboxes in a shared mesh. An agent with a generated id
- * (`<type>-<n>.<process>`) is never started again once its process is gone, so what waits in its
- * inbox on the broker would wait there for ever. When such an agent is deregistered for missed
- * beats, every surviving process joins its inbox's consumer group (`agent`, the one the agent
- * read) and empties it:
+ * Salvage of a dead process's inboxes in a mesh shared over a broker. An agent with a generated
+ * id (`<type>-<n>.<process>`) is never started again once its process is gone, so what waits in
+ * its inbox on the broker would wait there for ever. When such an agent is deregistered for
+ * missed beats (and this process's own link to the broker was not down meanwhile), every
+ * surviving process joins its inbox's consumer group (`agent`, the one the agent read), with the
+ * lease and delivery limit the agent's registration told, and empties it:
  *
  * - a message sent for a capability (routed, or sent with the capability header) is sent on
  *   through routing to an agent offering it, with its id, headers and codec, then acked;
  * - a request is answered `CLOSED` (as an agent's stop answers it) and acked: its caller fell
  *   back when the agent went offline, or does now;
  * - a message whose time to live passed is acked and dropped;
- * - a message naming no capability is dead-lettered (`agent-gone: …`), as is one no agent can
- *   take after the group's `maxDeliveries` tries, a heartbeat interval apart.
+ * - a message naming no capability is dead-lettered (`agent-gone: …`); one no agent takes is
+ *   tried again each heartbeat interval, and dead-lettered by the group after `SALVAGE_TRIES`
+ *   more deliveries than the agent's own limit.
  *
- * Its visibility timeout is the heartbeat deadline: what the dead process held is older than that
- * (it beat no more since), so the broker hands it over at once. A salvage ends once the inbox gave
- * nothing for `idle` ms, when an agent of that id registers again, or with the mesh, and reports
- * what it did (`salvaged`).
+ * What the dead process held comes back once its lease runs out on the broker (the agent's own
+ * lease: the broker's consumer keeps the settings its live readers gave it). A salvage ends once
+ * the inbox gave nothing for `idle` ms, long enough for that, when an agent of that id registers
+ * again, or with the mesh (a shutdown waits for the messages it is sending on), and reports what
+ * it did (`salvaged`).
  */
 import type { Subscription } from 'rxjs'
 
 import type { Logger } from './agent.js'
 import { runnerLink, type Bus } from '../bus/bus.js'
-import type { Delivery } from '../bus/group.js'
+import type { Delivery, Group } from '../bus/group.js'
 import { inboxOf, type PublishOptions } from '../bus/options.js'
 import { frameHeader } from '../frame.js'
+import { leaseThreshold } from '../transports/writes.js'
 import { CAPABILITY_HEADER } from './runner.js'
 import type { Registry } from './registry.js'
+import type { InboxTerms } from './shared.js'
 
 /** What a salvage did, reported when it ends. */
 export interface SalvageReport {
@@ -61,8 +66,10 @@ export interface SalvageHost {
 
 /** In-flight deliveries a salvage holds at most. */
 const IN_FLIGHT = 16
+/** Deliveries a salvage gives a message beyond its agent's own limit before the group dead-letters it. */
+export const SALVAGE_TRIES = 5
 
-/** Whether `id` is one a mesh of `process` generated (see `Mesh.nextId` and supervisors' children). */
+/** Whether `id` is one a mesh of `process` generated (see `Mesh.generatedId` and supervisors' children). */
 export function generatedBy(id: string, process: string): boolean {
   const mark = `.${process.slice(0, 8)}`
   const at = id.lastIndexOf(mark)
@@ -71,14 +78,28 @@ export function generatedBy(id: string, process: string): boolean {
   return rest === '' || /^-\d+$/.test(rest)
 }
 
+/**
+ * How long a salvage waits with nothing delivered before it ends: what the dead process took
+ * last (up to a beat after its last beat) comes back one broker threshold after it took it, and
+ * the salvage began a heartbeat deadline after that last beat; then a reclaim's period (1 s) and
+ * a margin. At least 4 beats and 2 s.
+ */
+export function idleBefore(visibilityMs: number, interval: number, deadline: number): number {
+  return Math.max(2_000, 4 * interval, leaseThreshold(visibilityMs) - deadline + interval + 2_000)
+}
+
 /** Empties one dead agent's inbox (see the module comment). */
 export class Salvage {
+  private readonly group: Group
   private subscription: Subscription | undefined
-  private readonly watch: Subscription
-  private timer: ReturnType<typeof setInterval> | undefined
-  private lastActive: number
+  private watch: Subscription | undefined
+  private readonly timer: ReturnType<typeof setInterval>
+  private lastActive = Date.now()
   private running = 0
-  private ended = false
+  private ending = false
+  private done = false
+  private finished: Promise<void> | undefined
+  private resolveFinished: (() => void) | undefined
   private rerouted = 0
   private dropped = 0
   private deadLettered = 0
@@ -87,39 +108,67 @@ export class Salvage {
     private readonly host: SalvageHost,
     readonly agent: string,
     readonly process: string,
-    idle: number,
+    terms: InboxTerms,
     private readonly onEnd: (salvage: Salvage) => void,
   ) {
-    this.lastActive = Date.now()
-    // An agent of that id is back (its process was cut off, not dead): it reads its inbox itself.
-    this.watch = host.registry.events.subscribe((event) => {
-      if (event.type === 'registered' && event.agent === agent) this.end()
-    })
-    const group = host.bus.group(inboxOf(agent), 'agent', { from: 'earliest', visibilityTimeout: host.deadline })
-    this.subscription = group.join({ maxInFlight: IN_FLIGHT }).subscribe({
-      next: (delivery) => this.take(delivery),
-      error: (error: unknown) => {
-        host.logger.warn({ err: error, agent }, `the salvage of agent ${agent}'s inbox stopped`)
-        this.end()
-      },
+    const idle = idleBefore(terms.visibilityMs, host.interval, host.deadline)
+    this.group = host.bus.group(inboxOf(agent), 'agent', {
+      from: 'earliest',
+      visibilityTimeout: terms.visibilityMs,
+      maxDeliveries: terms.maxDeliveries + SALVAGE_TRIES,
     })
     this.timer = setInterval(
       () => {
-        if (this.running === 0 && Date.now() - this.lastActive >= idle) this.end()
+        if (this.running === 0 && Date.now() - this.lastActive >= idle) void this.end()
       },
       Math.max(50, Math.min(host.interval, idle / 4)),
     )
     ;(this.timer as { unref?: () => void }).unref?.()
+    this.subscription = this.group.join({ maxInFlight: IN_FLIGHT }).subscribe({
+      next: (delivery) => this.take(delivery),
+      error: (error: unknown) => {
+        host.logger.warn({ err: error, agent }, `the salvage of agent ${agent}'s inbox stopped`)
+        void this.end(true)
+      },
+    })
+    // An agent of that id is back (its process was cut off, not dead): it reads its inbox itself.
+    if (!this.ending)
+      this.watch = host.registry.events.subscribe((event) => {
+        if (event.type === 'registered' && event.agent === agent) void this.end()
+      })
   }
 
-  /** Stops reading the inbox (what it holds goes back to the group) and reports. */
-  end(): void {
-    if (this.ended) return
-    this.ended = true
-    clearInterval(this.timer)
-    this.watch.unsubscribe()
+  /** Whether it ended (or is ending). */
+  get ended(): boolean {
+    return this.ending
+  }
+
+  /**
+   * Stops taking messages; once those it is sending on are acked (at once with `now`), leaves the
+   * group (what it holds goes back to the broker, and the group's reader here stops) and reports.
+   */
+  end(now = false): Promise<void> {
+    if (!this.ending) {
+      this.ending = true
+      clearInterval(this.timer)
+      this.watch?.unsubscribe()
+      this.finished = new Promise((resolve) => (this.resolveFinished = resolve))
+    }
+    if (now || this.running === 0) this.finish()
+    return this.finished!
+  }
+
+  private finish(): void {
+    this.resolveFinished?.()
+    if (this.done) return
+    this.done = true
     this.subscription?.unsubscribe()
     this.subscription = undefined
+    try {
+      this.group.delete()
+    } catch {
+      // The bus closed: nothing of the group is left here.
+    }
     const { agent, process, rerouted, dropped, deadLettered } = this
     if (rerouted + dropped + deadLettered > 0)
       this.host.logger.info({ agent, process, rerouted, dropped, deadLettered }, `salvaged the inbox of agent ${agent}`)
@@ -128,6 +177,8 @@ export class Salvage {
   }
 
   private take(delivery: Delivery): void {
+    // Ending: left held, it goes back to the group with the member.
+    if (this.ending) return
     this.lastActive = Date.now()
     const message = delivery.message
     if ((message as { replyToken?: number }).replyToken) {
@@ -155,6 +206,7 @@ export class Salvage {
     void this.reroute(delivery, capability).finally(() => {
       this.running--
       this.lastActive = Date.now()
+      if (this.ending && this.running === 0) this.finish()
     })
   }
 

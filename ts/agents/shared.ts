@@ -50,6 +50,14 @@ interface WireAgent {
   bulkhead: number
   /** A health code (`HEALTHS` index). */
   health: number
+  /** How its inbox is read: the lease (visibility timeout, ms) and the deliveries before a dead letter. */
+  inbox?: [visibilityMs: number, maxDeliveries: number]
+}
+
+/** How an agent reads its inbox, as its registration tells the other processes. */
+export interface InboxTerms {
+  visibilityMs: number
+  maxDeliveries: number
 }
 
 type Wire =
@@ -72,6 +80,13 @@ export interface SharedHost {
   watching?(): readonly string[]
   /** Agent `id` of `process` is gone for good (its thread ended, not brought back): its calls fail. */
   lost?(id: string, process: string): void
+  /** How local agent `id` reads its inbox (told with its registration). */
+  inboxTerms?(id: string): InboxTerms | undefined
+  /**
+   * Agent `id` of another process was deregistered for missed beats; `terms` as its registration
+   * told them (undefined from a process that did not).
+   */
+  stoppedBeating?(id: string, process: string, terms: InboxTerms | undefined): void
 }
 
 const isString = (value: unknown): value is string => typeof value === 'string'
@@ -98,6 +113,8 @@ export class SharedRegistry {
   private closed = false
   /** The agents whose threads another process watches, by that process (from its last beat). */
   private readonly watchedBy = new Map<string, Set<string>>()
+  /** How the other processes' agents read their inboxes, by agent (from their registrations). */
+  private readonly terms = new Map<string, InboxTerms>()
   /** Local agents whose health changed since the last `health` event (sent once per microtask turn). */
   private changed: Map<string, number> | undefined
 
@@ -195,6 +212,7 @@ export class SharedRegistry {
     const registration = this.host.registry.registration(id)
     const info = this.host.registry.get(id)
     if (!registration || !info) return undefined
+    const terms = this.host.inboxTerms?.(id)
     return {
       id,
       type: registration.type,
@@ -202,6 +220,7 @@ export class SharedRegistry {
       tags: registration.tags ?? [],
       bulkhead: registration.bulkhead ?? 0,
       health: HEALTHS.indexOf(info.health),
+      ...(terms !== undefined && { inbox: [terms.visibilityMs, terms.maxDeliveries] }),
     }
   }
 
@@ -229,6 +248,9 @@ export class SharedRegistry {
     } else if (event.type === 'deregistered') {
       if (!event.remote) this.send({ v: VERSION, t: 'deregister', p: this.process, agents: [event.agent] })
       else {
+        const terms = this.terms.get(event.agent)
+        this.terms.delete(event.agent)
+        if (event.reason === 'missed-heartbeats') this.host.stoppedBeating?.(event.agent, event.process!, terms)
         const ids = this.byProcess.get(event.process!)
         ids?.delete(event.agent)
         // A process with no agent left here is forgotten (a dead one would otherwise stay listed).
@@ -339,6 +361,9 @@ export class SharedRegistry {
       if (ids) ids.add(agent.id)
       else this.byProcess.set(process, new Set([agent.id]))
     }
+    const inbox = agent.inbox
+    if (Array.isArray(inbox) && inbox.length === 2 && inbox.every((n) => typeof n === 'number' && Number.isFinite(n) && n > 0))
+      this.terms.set(agent.id, { visibilityMs: inbox[0], maxDeliveries: inbox[1] })
     registry.heartbeat(agent.id, healthOf(agent.health))
   }
 

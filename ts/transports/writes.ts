@@ -179,7 +179,12 @@ export class Writes<R = Egress> implements OpenWrites {
 
 /** The broker's delivery threshold for a group: a little over its visibility timeout, so the core's lease ends first. */
 export function threshold(group: GroupRef): number {
-  return Math.ceil(group.visibilityMs + Math.max(1000, group.visibilityMs / 10))
+  return leaseThreshold(group.visibilityMs)
+}
+
+/** The broker's delivery threshold for a visibility timeout of `visibilityMs` (see `threshold`). */
+export function leaseThreshold(visibilityMs: number): number {
+  return Math.ceil(visibilityMs + Math.max(1000, visibilityMs / 10))
 }
 
 /** A frame's id bytes as hex (the broker's dedup id): the first metadata string. */
