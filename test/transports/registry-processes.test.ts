@@ -216,7 +216,16 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
       const ns = `rp${RUN}${++runs}`
       const url = backend.name === 'redis' ? inject('redisUrl')! : inject('natsUrl')!
       const main = backend.name === 'redis' ? { kind: 'redis' as const, url, keyPrefix: `orrery-${ns}:` } : { kind: 'nats' as const, servers: url, prefix: ns }
-      const args = (workMs: number) => [backend.name, url, ns, String(AGENTS), String(INTERVAL), String(DEREGISTER_AFTER), String(workMs), String(HANDLER_TIMEOUT)]
+      const args = (workMs: number) => [
+        backend.name,
+        url,
+        ns,
+        String(AGENTS),
+        String(INTERVAL),
+        String(DEREGISTER_AFTER),
+        String(workMs),
+        String(HANDLER_TIMEOUT),
+      ]
       // The victim's handlers take 10 s: what it holds when killed is in flight (back on the broker
       // once its lease, HANDLER_TIMEOUT + 5 s and a tenth, runs out), the rest queued.
       const victim = spawnWorker(args(10_000))
