@@ -227,7 +227,7 @@ for (const backend of BACKENDS.filter((b) => b.name === 'redis' || b.name === 'n
         String(HANDLER_TIMEOUT),
       ]
       // The victim's handlers take 10 s: what it holds when killed is in flight (back on the broker
-      // once its lease, HANDLER_TIMEOUT + 5 s and a tenth, runs out), the rest queued.
+      // at the lease's threshold, HANDLER_TIMEOUT + 5 s + 1 s), the rest queued.
       const victim = spawnWorker(args(10_000))
       const survivor = spawnWorker(args(5))
       const [victimReady, survivorReady] = await Promise.all([victim.next('ready', 60_000), survivor.next('ready', 60_000)])

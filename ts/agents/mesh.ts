@@ -6,7 +6,7 @@
 import { Subject, type Observable, type Subscription } from 'rxjs'
 
 import { silentLogger, type Agent, type AgentClass, type AgentContext, type Logger } from './agent.js'
-import { AgentRunner, inboxTermsOf, type AgentState, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './runner.js'
+import { AgentRunner, inboxTermsOf, type AgentState, type InboxTerms, type RateLimit, type RetryOptions, type RunnerHost, type RunOptions } from './runner.js'
 import type { Backend, MeshCore, MeshCoreOptions } from '../engines/backend.js'
 import { runnerLink, type Bus } from '../bus/bus.js'
 import { inboxOf, MAX_CAPACITY, type PublishOptions } from '../bus/options.js'
@@ -49,7 +49,7 @@ import {
   type Strategy,
 } from './registry.js'
 import { Router, type RouteOptions } from './router.js'
-import { INBOXES, REGISTRY_CHANNEL, SharedRegistry, type InboxTerms } from './shared.js'
+import { INBOXES, REGISTRY_CHANNEL, SharedRegistry } from './shared.js'
 import { generatedBy, Salvage, type SalvageHost, type SalvageReport } from './salvage.js'
 import { newProcessId } from '../transports/link.js'
 import { START_TIMEOUT_MS, WorkerReplica, canStartThreads, type ThreadMeshOptions } from './threads.js'
@@ -134,7 +134,7 @@ export type MeshEvent =
 const DEFAULT_HANDLER_TIMEOUT = 30_000
 const DEFAULT_RETRY_ATTEMPTS = 3
 /** How an agent with the default options reads its inbox (what a salvage assumes of a process that does not say). */
-const DEFAULT_INBOX_TERMS: InboxTerms = inboxTermsOf(DEFAULT_HANDLER_TIMEOUT, DEFAULT_RETRY_ATTEMPTS)
+const DEFAULT_INBOX_TERMS: InboxTerms = inboxTermsOf(DEFAULT_HANDLER_TIMEOUT, DEFAULT_RETRY_ATTEMPTS, undefined)
 
 /** A running agent, by id. */
 export interface AgentHandle {
@@ -354,9 +354,8 @@ export class Mesh {
   private readonly replicas = new Set<WorkerReplica>()
   /** Dead agents' inboxes being emptied, by agent. */
   private readonly salvages = new Map<string, Salvage>()
-  /** When this process's link to the shared mesh's broker last went down or came back (ms since the epoch), and whether it is down. */
-  private linkDown: { at: number; now: boolean } | undefined
-  private readonly linkEvents: Subscription | undefined
+  /** Salvages waiting to start (see `salvage`). */
+  private readonly salvageTimers = new Set<ReturnType<typeof setTimeout>>()
   /** Replicas whose thread ended unasked, to be brought back (by id: their type, the ended thread's process), until one starts again. */
   private readonly reviving = new Map<string, { type: string; process: string }>()
   /** Per type autoscaled onto worker threads, the last id number given. */
@@ -463,13 +462,6 @@ export class Mesh {
       crashed: (runner, reason, error) => this.crashed(runner, reason, error),
       report: (event) => this.subject.next({ ...event, at: now() }),
     }
-    const sharedOver = options.shared
-    if (typeof sharedOver === 'string')
-      this.linkEvents = bus.events.subscribe((event) => {
-        if (event.type === 'transport-restored' && event.transport === sharedOver) this.linkDown = { at: Date.now(), now: false }
-        else if (event.type === 'transport-error' && event.transport === sharedOver && event.error.details['outage'] === true)
-          this.linkDown = { at: Date.now(), now: true }
-      })
     this.registryEvents = this.registry.events.subscribe((event) => {
       this.subject.next(event)
       const lost =
@@ -903,21 +895,31 @@ export class Mesh {
 
   /**
    * Empties the inbox of another process's agent deregistered for missed beats, if its process
-   * generated its id (so no agent reads that inbox again): see salvage.ts.
+   * generated its id (so no agent reads that inbox again): see salvage.ts. It starts two beats
+   * later at the earliest, and only once this process has read the registry channel without a
+   * gap for a heartbeat deadline and a beat (after an outage of its own link, or a stall of its
+   * own loop, the others' beats are heard again first), if the agent has not registered again.
    */
   private salvage(agent: string, process: string, terms: InboxTerms | undefined): void {
     if (this.closing !== undefined || this.salvages.has(agent) || !generatedBy(agent, process)) return
     const { interval, offlineAfter, deregisterAfter } = this.settings
-    // Not while this process's own link to the broker is down or was lately: every other process
-    // then stopped beating here, though it lives and comes back with the broker.
-    const link = this.linkDown
-    if (link !== undefined && (link.now || Date.now() - link.at < offlineAfter * interval + deregisterAfter + interval)) {
-      this.logger.info(
-        { agent, process },
-        `the inbox of agent ${agent} is not salvaged: this process's link to the broker was down within the heartbeat deadline`,
-      )
-      return
-    }
+    const heard = offlineAfter * interval + deregisterAfter + interval
+    const timer = setTimeout(
+      () => {
+        this.salvageTimers.delete(timer)
+        if (this.closing !== undefined || this.registry.owner(agent) !== undefined) return
+        if (this.shared!.readingFor() < heard) return this.salvage(agent, process, terms)
+        this.startSalvage(agent, process, terms)
+      },
+      Math.max(2 * interval, heard - this.shared!.readingFor()),
+    )
+    ;(timer as { unref?: () => void }).unref?.()
+    this.salvageTimers.add(timer)
+  }
+
+  private startSalvage(agent: string, process: string, terms: InboxTerms | undefined): void {
+    if (this.salvages.has(agent)) return
+    const { interval, offlineAfter, deregisterAfter } = this.settings
     const host: SalvageHost = {
       bus: this.bus,
       registry: this.registry,
@@ -928,7 +930,14 @@ export class Mesh {
       send: (capability, payload, options) => this.send(capability, payload, options),
       report: (report) => this.subject.next(report),
     }
-    const salvage = new Salvage(host, agent, process, terms ?? DEFAULT_INBOX_TERMS, (ended) => this.salvages.delete(ended.agent))
+    let salvage: Salvage
+    try {
+      salvage = new Salvage(host, agent, process, terms ?? DEFAULT_INBOX_TERMS, (ended) => this.salvages.delete(ended.agent))
+    } catch (error) {
+      // The bus closed meanwhile, or its group refused the terms.
+      this.logger.warn({ err: error, agent, process }, `the inbox of agent ${agent} could not be salvaged`)
+      return
+    }
     if (!salvage.ended) this.salvages.set(agent, salvage)
   }
 
@@ -947,7 +956,8 @@ export class Mesh {
     }
     this.router.close()
     this.registryEvents.unsubscribe()
-    this.linkEvents?.unsubscribe()
+    for (const timer of this.salvageTimers) clearTimeout(timer)
+    this.salvageTimers.clear()
     for (const [signal, handler] of this.signalHandlers) process.off(signal, handler)
     this.registry.close()
     this.subject.complete()

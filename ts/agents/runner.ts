@@ -77,13 +77,27 @@ export interface RunnerHost {
   report(event: { type: 'retry' | 'dead-letter' | 'rate-limited'; agent: string; capability: string; attempt: number; error?: string; delay?: number }): void
 }
 
+/** How an agent reads its inbox, as its registration tells the other processes of a shared mesh. */
+export interface InboxTerms {
+  /** A delivery's lease (the inbox group's visibility timeout), in ms. */
+  visibilityMs: number
+  /** Deliveries of one message before it is dead-lettered. */
+  maxDeliveries: number
+  /** The longest delay before a retry (a message nacked with it comes back that much later), in ms. */
+  retryDelayMs: number
+}
+
 /**
  * How an agent with this handler timeout and these retries reads its inbox: a delivery's lease
- * outlasts the handler's timeout by 5 s, and a message is dead-lettered past the runner's own
- * retries (see `AgentRunner.maxDeliveries`).
+ * outlasts the handler's timeout by 5 s, a message is dead-lettered past the runner's own
+ * retries (see `AgentRunner.maxDeliveries`), and its last retry waits at most the backoff's
+ * delay for that attempt.
  */
-export function inboxTermsOf(handlerTimeout: number, attempts: number): { visibilityMs: number; maxDeliveries: number } {
-  return { visibilityMs: handlerTimeout + 5_000, maxDeliveries: attempts + 2 }
+export function inboxTermsOf(handlerTimeout: number, attempts: number, backoff: BackoffOptions | undefined): InboxTerms {
+  const max = backoff?.max ?? RETRY_BACKOFF.max
+  const grown = (backoff?.base ?? RETRY_BACKOFF.base) * (backoff?.factor ?? RETRY_BACKOFF.factor) ** Math.max(0, attempts - 1)
+  const retryDelayMs = attempts === 0 ? 0 : Math.min(max, grown)
+  return { visibilityMs: handlerTimeout + 5_000, maxDeliveries: attempts + 2, retryDelayMs: Math.ceil(retryDelayMs) }
 }
 
 /** The header naming the capability a routed message is for. */
@@ -270,12 +284,13 @@ export class AgentRunner {
    * settles them: its thread ends, or its agent crashes (see `kill`).
    */
   private get maxDeliveries(): number {
-    return inboxTermsOf(0, this.options.retry.attempts).maxDeliveries
+    return inboxTermsOf(0, this.options.retry.attempts, undefined).maxDeliveries
   }
 
-  /** How this agent reads its inbox: the lease of a delivery, and the deliveries before a dead letter. */
-  get inboxTerms(): { visibilityMs: number; maxDeliveries: number } {
-    return inboxTermsOf(this.options.handlerTimeout, this.options.retry.attempts)
+  /** How this agent reads its inbox: the lease of a delivery, the deliveries before a dead letter, the longest retry delay. */
+  get inboxTerms(): InboxTerms {
+    const { attempts, backoff } = this.options.retry
+    return inboxTermsOf(this.options.handlerTimeout, attempts, backoff)
   }
 
   private join(): void {

@@ -31,7 +31,7 @@ import { frameHeader } from '../frame.js'
 import { leaseThreshold } from '../transports/writes.js'
 import { CAPABILITY_HEADER } from './runner.js'
 import type { Registry } from './registry.js'
-import type { InboxTerms } from './shared.js'
+import type { InboxTerms } from './runner.js'
 
 /** What a salvage did, reported when it ends. */
 export interface SalvageReport {
@@ -81,11 +81,13 @@ export function generatedBy(id: string, process: string): boolean {
 /**
  * How long a salvage waits with nothing delivered before it ends: what the dead process took
  * last (up to a beat after its last beat) comes back one broker threshold after it took it, and
- * the salvage began a heartbeat deadline after that last beat; then a reclaim's period (1 s) and
- * a margin. At least 4 beats and 2 s.
+ * one it nacked for a retry (on NATS, a delay the broker keeps) after that delay; the salvage
+ * began at least a heartbeat deadline after that last beat; then a reclaim's period (1 s) and a
+ * margin. At least 4 beats and 2 s.
  */
-export function idleBefore(visibilityMs: number, interval: number, deadline: number): number {
-  return Math.max(2_000, 4 * interval, leaseThreshold(visibilityMs) - deadline + interval + 2_000)
+export function idleBefore(terms: InboxTerms, interval: number, deadline: number): number {
+  const back = Math.max(leaseThreshold(terms.visibilityMs), terms.retryDelayMs)
+  return Math.max(2_000, 4 * interval, back - deadline + interval + 2_000)
 }
 
 /** Empties one dead agent's inbox (see the module comment). */
@@ -111,7 +113,7 @@ export class Salvage {
     terms: InboxTerms,
     private readonly onEnd: (salvage: Salvage) => void,
   ) {
-    const idle = idleBefore(terms.visibilityMs, host.interval, host.deadline)
+    const idle = idleBefore(terms, host.interval, host.deadline)
     this.group = host.bus.group(inboxOf(agent), 'agent', {
       from: 'earliest',
       visibilityTimeout: terms.visibilityMs,

@@ -9,8 +9,8 @@
  *   subscribes from the end of the channel, then says hello until it reads its own hello back, so
  *   every answer comes after its subscription began.
  * - `register`: agents with their registrations and health.
- * - `beat`: once per heartbeat interval, every agent of the process with its health and running
- *   handlers. An agent missing from its process's beat was deregistered; an unknown one is asked
+ * - `beat`: once per heartbeat interval (with no agent too), every agent of the process with its
+ *   health and running handlers. An agent missing from its process's beat was deregistered; an unknown one is asked
  *   for (a `hello` to that process, at most once per interval). A mesh with replicas on worker
  *   threads lists too the agents whose threads it watches (`w`): their missed beats fail nobody's
  *   calls (a busy handler holds the thread's loop); their thread's end is told by a `gone`.
@@ -31,6 +31,7 @@ import type { Bus } from '../bus/bus.js'
 import type { Message } from '../bus/message.js'
 import { isOrreryError, OrreryError } from '../errors.js'
 import { HEALTHS, type AgentRegistration, type Health, type Registry, type RegistryEvent } from './registry.js'
+import type { InboxTerms } from './runner.js'
 
 /** The channel every process of a shared mesh announces its agents on. */
 export const REGISTRY_CHANNEL = 'orrery.registry'
@@ -50,14 +51,21 @@ interface WireAgent {
   bulkhead: number
   /** A health code (`HEALTHS` index). */
   health: number
-  /** How its inbox is read: the lease (visibility timeout, ms) and the deliveries before a dead letter. */
-  inbox?: [visibilityMs: number, maxDeliveries: number]
+  /** How its inbox is read (see `InboxTerms`). */
+  inbox?: [visibilityMs: number, maxDeliveries: number, retryDelayMs: number]
 }
 
-/** How an agent reads its inbox, as its registration tells the other processes. */
-export interface InboxTerms {
-  visibilityMs: number
-  maxDeliveries: number
+/** The largest lease or delay a registration may tell (a timer's limit), and the largest delivery limit. */
+const MAX_TERM_MS = 0x7fffffff
+const MAX_TERM_DELIVERIES = 1_000_000
+
+/** The inbox terms a registration told, if they are whole numbers in range. */
+function termsOf(inbox: unknown): InboxTerms | undefined {
+  if (!Array.isArray(inbox) || inbox.length !== 3) return undefined
+  const [visibilityMs, maxDeliveries, retryDelayMs] = inbox as unknown[]
+  const within = (n: unknown, min: number, max: number): n is number => Number.isSafeInteger(n) && (n as number) >= min && (n as number) <= max
+  if (!within(visibilityMs, 1, MAX_TERM_MS) || !within(maxDeliveries, 1, MAX_TERM_DELIVERIES) || !within(retryDelayMs, 0, MAX_TERM_MS)) return undefined
+  return { visibilityMs, maxDeliveries, retryDelayMs }
 }
 
 type Wire =
@@ -104,8 +112,9 @@ export class SharedRegistry {
   private subscription: Subscription | undefined
   private readonly events: Subscription
   private beatTimer: ReturnType<typeof setInterval> | undefined
-  /** Whether the last beat listed any agent (one empty beat follows the last agent's leaving). */
-  private beatHadAgents = false
+  /** When this process last read an event on the registry channel, and when its current run of reads began. */
+  private lastReadAt = 0
+  private readingSince = 0
   /** Ends the join when this process's hello comes back. */
   private joined: (() => void) | undefined
   /** Ends the join with `CLOSED` (the mesh closed while it joined). */
@@ -220,7 +229,7 @@ export class SharedRegistry {
       tags: registration.tags ?? [],
       bulkhead: registration.bulkhead ?? 0,
       health: HEALTHS.indexOf(info.health),
-      ...(terms !== undefined && { inbox: [terms.visibilityMs, terms.maxDeliveries] }),
+      ...(terms !== undefined && { inbox: [terms.visibilityMs, terms.maxDeliveries, terms.retryDelayMs] }),
     }
   }
 
@@ -250,7 +259,6 @@ export class SharedRegistry {
       else {
         const terms = this.terms.get(event.agent)
         this.terms.delete(event.agent)
-        if (event.reason === 'missed-heartbeats') this.host.stoppedBeating?.(event.agent, event.process!, terms)
         const ids = this.byProcess.get(event.process!)
         ids?.delete(event.agent)
         // A process with no agent left here is forgotten (a dead one would otherwise stay listed).
@@ -258,6 +266,7 @@ export class SharedRegistry {
           this.byProcess.delete(event.process!)
           this.asked.delete(event.process!)
         }
+        if (event.reason === 'missed-heartbeats') this.host.stoppedBeating?.(event.agent, event.process!, terms)
       }
     }
   }
@@ -268,13 +277,16 @@ export class SharedRegistry {
     const agents: Array<[string, number, number]> = []
     for (const info of registry.list()) if (!info.remote) agents.push([info.id, HEALTHS.indexOf(info.health), this.host.load(info.id)])
     const watching = this.host.watching?.() ?? []
-    if (agents.length === 0 && watching.length === 0 && !this.beatHadAgents) return
-    this.beatHadAgents = agents.length > 0 || watching.length > 0
+    // Sent with no agent too: every process reads every beat, so each can tell it reads the
+    // channel (see `readingFor`).
     this.send({ v: VERSION, t: 'beat', p: this.process, agents, ...(watching.length > 0 && { w: [...watching] }) })
   }
 
   private receive(message: Message<Wire>): void {
     if (this.closed) return
+    const now = Date.now()
+    if (now - this.lastReadAt > 2 * this.host.interval) this.readingSince = now
+    this.lastReadAt = now
     let event: Wire
     try {
       event = message.payload
@@ -361,9 +373,8 @@ export class SharedRegistry {
       if (ids) ids.add(agent.id)
       else this.byProcess.set(process, new Set([agent.id]))
     }
-    const inbox = agent.inbox
-    if (Array.isArray(inbox) && inbox.length === 2 && inbox.every((n) => typeof n === 'number' && Number.isFinite(n) && n > 0))
-      this.terms.set(agent.id, { visibilityMs: inbox[0], maxDeliveries: inbox[1] })
+    const terms = termsOf(agent.inbox)
+    if (terms !== undefined) this.terms.set(agent.id, terms)
     registry.heartbeat(agent.id, healthOf(agent.health))
   }
 
@@ -410,6 +421,16 @@ export class SharedRegistry {
   processGone(process: string, lost: readonly string[]): void {
     this.ended(process)
     this.send({ v: VERSION, t: 'gone', p: this.process, of: process, lost: [...lost] })
+  }
+
+  /**
+   * For how long (ms) this process has read the registry channel without a gap of two beats: its
+   * own beats come back once per interval, so a gap means its link to the broker (or its own
+   * event loop) stalled, and the other processes' missed beats say nothing of them then.
+   */
+  readingFor(): number {
+    const now = Date.now()
+    return now - this.lastReadAt > 2 * this.host.interval ? 0 : now - this.readingSince
   }
 
   /**
