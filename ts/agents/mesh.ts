@@ -131,6 +131,12 @@ export type MeshEvent =
       at: number
     }
 
+/**
+ * How much longer a salvage waits when its agent was deregistered while this process read
+ * nothing (see `Mesh.salvage`): a write the broker lost in an outage is sent again after 5 s
+ * unanswered (NATS), and a process's beats come back that much after its reads.
+ */
+const AFTER_DEAFNESS_MS = 10_000
 const DEFAULT_HANDLER_TIMEOUT = 30_000
 const DEFAULT_RETRY_ATTEMPTS = 3
 /** How an agent with the default options reads its inbox (what a salvage assumes of a process that does not say). */
@@ -354,8 +360,8 @@ export class Mesh {
   private readonly replicas = new Set<WorkerReplica>()
   /** Dead agents' inboxes being emptied, by agent. */
   private readonly salvages = new Map<string, Salvage>()
-  /** Salvages waiting to start (see `salvage`). */
-  private readonly salvageTimers = new Set<ReturnType<typeof setTimeout>>()
+  /** Salvages waiting to start, by agent (see `salvage`). */
+  private readonly salvageTimers = new Map<string, ReturnType<typeof setTimeout>>()
   /** Replicas whose thread ended unasked, to be brought back (by id: their type, the ended thread's process), until one starts again. */
   private readonly reviving = new Map<string, { type: string; process: string }>()
   /** Per type autoscaled onto worker threads, the last id number given. */
@@ -869,6 +875,7 @@ export class Mesh {
       await Promise.all([...[...this.runners.values()].map((r) => this.stopRunner(r, timeout)), ...[...this.replicas].map((r) => r.stop(timeout))])
       await salvaged
       // The other processes hear of every stop before this resolves (not after a heartbeat deadline).
+      this.shared?.stopBeating()
       await this.shared?.flushed()
       this.release()
     })()
@@ -899,22 +906,25 @@ export class Mesh {
    * later at the earliest, and only once this process has read the registry channel without a
    * gap for a heartbeat deadline and a beat (after an outage of its own link, or a stall of its
    * own loop, the others' beats are heard again first), if the agent has not registered again.
+   * A deregistration made while this process read nothing (it was the deaf one) waits
+   * `AFTER_DEAFNESS_MS` more: the others' writes may come back later than its reads.
    */
-  private salvage(agent: string, process: string, terms: InboxTerms | undefined): void {
-    if (this.closing !== undefined || this.salvages.has(agent) || !generatedBy(agent, process)) return
+  private salvage(agent: string, process: string, terms: InboxTerms | undefined, needed?: number): void {
+    if (this.closing !== undefined || this.salvages.has(agent) || this.salvageTimers.has(agent) || !generatedBy(agent, process)) return
     const { interval, offlineAfter, deregisterAfter } = this.settings
     const heard = offlineAfter * interval + deregisterAfter + interval
-    const timer = setTimeout(
-      () => {
-        this.salvageTimers.delete(timer)
-        if (this.closing !== undefined || this.registry.owner(agent) !== undefined) return
-        if (this.shared!.readingFor() < heard) return this.salvage(agent, process, terms)
-        this.startSalvage(agent, process, terms)
-      },
-      Math.max(2 * interval, heard - this.shared!.readingFor()),
-    )
+    const shared = this.shared!
+    needed ??= shared.readingFor() < heard ? heard + AFTER_DEAFNESS_MS : heard
+    const wait = Math.min(MAX_TIMER_MS, Math.max(2 * interval, needed - shared.readingFor()))
+    const timer = setTimeout(() => {
+      this.salvageTimers.delete(agent)
+      if (this.closing !== undefined || this.registry.owner(agent) !== undefined) return
+      // A timer may fire a little early.
+      if (shared.readingFor() + 10 < needed) return this.salvage(agent, process, terms, needed)
+      this.startSalvage(agent, process, terms)
+    }, wait)
     ;(timer as { unref?: () => void }).unref?.()
-    this.salvageTimers.add(timer)
+    this.salvageTimers.set(agent, timer)
   }
 
   private startSalvage(agent: string, process: string, terms: InboxTerms | undefined): void {
@@ -956,7 +966,7 @@ export class Mesh {
     }
     this.router.close()
     this.registryEvents.unsubscribe()
-    for (const timer of this.salvageTimers) clearTimeout(timer)
+    for (const timer of this.salvageTimers.values()) clearTimeout(timer)
     this.salvageTimers.clear()
     for (const [signal, handler] of this.signalHandlers) process.off(signal, handler)
     this.registry.close()

@@ -2,9 +2,9 @@
  * Salvage of a dead process's inboxes in a mesh shared over a broker. An agent with a generated
  * id (`<type>-<n>.<process>`) is never started again once its process is gone, so what waits in
  * its inbox on the broker would wait there for ever. When such an agent is deregistered for
- * missed beats (and this process's own link to the broker was not down meanwhile), every
+ * missed beats (and stays so while this process hears the others: see `Mesh.salvage`), every
  * surviving process joins its inbox's consumer group (`agent`, the one the agent read), with the
- * lease and delivery limit the agent's registration told, and empties it:
+ * lease, delivery limit and longest retry delay the agent's registration told, and empties it:
  *
  * - a message sent for a capability (routed, or sent with the capability header) is sent on
  *   through routing to an agent offering it, with its id, headers and codec, then acked;

@@ -61,7 +61,8 @@ const MAX_TERM_DELIVERIES = 1_000_000
 
 /** The inbox terms a registration told, if they are whole numbers in range. */
 function termsOf(inbox: unknown): InboxTerms | undefined {
-  if (!Array.isArray(inbox) || inbox.length !== 3) return undefined
+  // Later versions may add terms: those this one knows are read, the rest ignored.
+  if (!Array.isArray(inbox) || inbox.length < 3) return undefined
   const [visibilityMs, maxDeliveries, retryDelayMs] = inbox as unknown[]
   const within = (n: unknown, min: number, max: number): n is number => Number.isSafeInteger(n) && (n as number) >= min && (n as number) <= max
   if (!within(visibilityMs, 1, MAX_TERM_MS) || !within(maxDeliveries, 1, MAX_TERM_DELIVERIES) || !within(retryDelayMs, 0, MAX_TERM_MS)) return undefined
@@ -112,8 +113,10 @@ export class SharedRegistry {
   private subscription: Subscription | undefined
   private readonly events: Subscription
   private beatTimer: ReturnType<typeof setInterval> | undefined
-  /** When this process last read an event on the registry channel, and when its current run of reads began. */
-  private lastReadAt = 0
+  /** Whether the last beat listed any agent (one empty beat follows the last agent's leaving). */
+  private beatHadAgents = false
+  /** When this process last read an event on the registry channel, and when its current run of reads began (`performance.now()`). */
+  private lastReadAt = Number.NEGATIVE_INFINITY
   private readingSince = 0
   /** Ends the join when this process's hello comes back. */
   private joined: (() => void) | undefined
@@ -180,6 +183,12 @@ export class SharedRegistry {
   /** Waits for every event this process published (a graceful stop's deregistrations). */
   async flushed(): Promise<void> {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+  }
+
+  /** Stops beating (a shutdown, its agents stopped: waiting for its last events must not wait for new beats). */
+  stopBeating(): void {
+    if (this.beatTimer !== undefined) clearInterval(this.beatTimer)
+    this.beatTimer = undefined
   }
 
   /** Stops beating and reading; remote agents stay in the registry (the mesh frees it). */
@@ -277,14 +286,16 @@ export class SharedRegistry {
     const agents: Array<[string, number, number]> = []
     for (const info of registry.list()) if (!info.remote) agents.push([info.id, HEALTHS.indexOf(info.health), this.host.load(info.id)])
     const watching = this.host.watching?.() ?? []
-    // Sent with no agent too: every process reads every beat, so each can tell it reads the
-    // channel (see `readingFor`).
+    // Over a broker, sent with no agent too: every process reads its own beats, so each can tell
+    // it reads the channel (see `readingFor`). A thread's mesh needs no such proof.
+    if (agents.length === 0 && watching.length === 0 && this.host.stoppedBeating === undefined && !this.beatHadAgents) return
+    this.beatHadAgents = agents.length > 0 || watching.length > 0
     this.send({ v: VERSION, t: 'beat', p: this.process, agents, ...(watching.length > 0 && { w: [...watching] }) })
   }
 
   private receive(message: Message<Wire>): void {
     if (this.closed) return
-    const now = Date.now()
+    const now = performance.now()
     if (now - this.lastReadAt > 2 * this.host.interval) this.readingSince = now
     this.lastReadAt = now
     let event: Wire
@@ -429,7 +440,7 @@ export class SharedRegistry {
    * event loop) stalled, and the other processes' missed beats say nothing of them then.
    */
   readingFor(): number {
-    const now = Date.now()
+    const now = performance.now()
     return now - this.lastReadAt > 2 * this.host.interval ? 0 : now - this.readingSince
   }
 
