@@ -470,6 +470,8 @@ export class Mesh {
     }
     this.registryEvents = this.registry.events.subscribe((event) => {
       this.subject.next(event)
+      // Back before its salvage started: none is due (a later loss of it schedules its own).
+      if (event.type === 'registered') this.cancelSalvage(event.agent)
       const lost =
         (event.type === 'health' && event.to === 'offline') || (event.type === 'deregistered' && event.reason === 'missed-heartbeats') ? event : undefined
       if (lost === undefined) return
@@ -925,6 +927,13 @@ export class Mesh {
     }, wait)
     ;(timer as { unref?: () => void }).unref?.()
     this.salvageTimers.set(agent, timer)
+  }
+
+  private cancelSalvage(agent: string): void {
+    const timer = this.salvageTimers.get(agent)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.salvageTimers.delete(agent)
   }
 
   private startSalvage(agent: string, process: string, terms: InboxTerms | undefined): void {

@@ -9,7 +9,7 @@
  *   subscribes from the end of the channel, then says hello until it reads its own hello back, so
  *   every answer comes after its subscription began.
  * - `register`: agents with their registrations and health.
- * - `beat`: once per heartbeat interval (with no agent too), every agent of the process with its
+ * - `beat`: once per heartbeat interval (over a broker with no agent too), every agent of the process with its
  *   health and running handlers. An agent missing from its process's beat was deregistered; an unknown one is asked
  *   for (a `hello` to that process, at most once per interval). A mesh with replicas on worker
  *   threads lists too the agents whose threads it watches (`w`): their missed beats fail nobody's
@@ -115,8 +115,13 @@ export class SharedRegistry {
   private beatTimer: ReturnType<typeof setInterval> | undefined
   /** Whether the last beat listed any agent (one empty beat follows the last agent's leaving). */
   private beatHadAgents = false
-  /** When this process last read an event on the registry channel, and when its current run of reads began (`performance.now()`). */
+  /**
+   * When this process last read an event on the registry channel (`performance.now()`, and
+   * `Date.now()`, which goes on through a suspend of the host), and when its current run of reads
+   * began (`performance.now()`).
+   */
   private lastReadAt = Number.NEGATIVE_INFINITY
+  private lastReadWall = Number.NEGATIVE_INFINITY
   private readingSince = 0
   /** Ends the join when this process's hello comes back. */
   private joined: (() => void) | undefined
@@ -296,8 +301,9 @@ export class SharedRegistry {
   private receive(message: Message<Wire>): void {
     if (this.closed) return
     const now = performance.now()
-    if (now - this.lastReadAt > 2 * this.host.interval) this.readingSince = now
+    if (this.sinceRead(now) > 2 * this.host.interval) this.readingSince = now
     this.lastReadAt = now
+    this.lastReadWall = Date.now()
     let event: Wire
     try {
       event = message.payload
@@ -441,7 +447,12 @@ export class SharedRegistry {
    */
   readingFor(): number {
     const now = performance.now()
-    return now - this.lastReadAt > 2 * this.host.interval ? 0 : now - this.readingSince
+    return this.sinceRead(now) > 2 * this.host.interval ? 0 : now - this.readingSince
+  }
+
+  /** How long ago the last read was, by the longer of the two clocks. */
+  private sinceRead(now: number): number {
+    return Math.max(now - this.lastReadAt, Date.now() - this.lastReadWall)
   }
 
   /**
